@@ -1,0 +1,27 @@
+/* The `docqa` command line: main.c dispatches to one cmd_<name>() per subcommand. A subcommand
+ * parses its options (GOptionContext), calls the stage libraries and turns their GError into one
+ * readable line on stderr and an exit status. No pipeline logic lives in cli/. */
+#ifndef DQ_CLI_H
+#define DQ_CLI_H
+
+#include <glib.h>
+
+/* Exit statuses shared by every subcommand. */
+enum {
+    DQ_EXIT_OK = 0,      /* everything asked for was done */
+    DQ_EXIT_PARTIAL = 1, /* ran, but some inputs failed (they are recorded) */
+    DQ_EXIT_FATAL = 2,   /* could not run: bad arguments, unusable model or database */
+    DQ_EXIT_INTERRUPTED = 130,
+};
+
+typedef int (*DqCommandFn)(int argc, char **argv);
+
+/* Prints "docqa: <message>" for err (and frees it); returns DQ_EXIT_FATAL. */
+int dq_cli_fail(GError *err);
+
+/* Parses argv with ctx; on a usage error prints it with the subcommand's help hint. */
+gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
+
+int cmd_version(int argc, char **argv);
+
+#endif

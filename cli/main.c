@@ -1,0 +1,53 @@
+/* docqa: batch document question answering with SmolVLM.
+ *
+ *   docqa ingest PATH...        PDFs and TIFFs -> page images + database rows
+ *   docqa ask QUESTION...       enqueue (page, question) jobs
+ *   docqa run --model DIR       workers answer the queued jobs
+ *   docqa status | export       progress and answers
+ *   docqa generate --model DIR  one prompt through the model (the conformance entry point)
+ */
+#include "cli.h"
+
+#include <locale.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    DqCommandFn fn;
+    const char *summary;
+} DqCommand;
+
+static const DqCommand commands[] = {
+    {"version", cmd_version, "print the version and the build's features"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: docqa COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`docqa COMMAND --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    setlocale(LC_ALL, "");
+    /* Numbers in JSON, SQL and CSV output must not depend on the user's locale. */
+    setlocale(LC_NUMERIC, "C");
+    if (argc < 2) {
+        usage(stderr);
+        return DQ_EXIT_FATAL;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        usage(stdout);
+        return DQ_EXIT_OK;
+    }
+    if (strcmp(name, "--version") == 0)
+        name = "version";
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "docqa: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return DQ_EXIT_FATAL;
+}

@@ -1,0 +1,30 @@
+#include "dq_error.h"
+
+#include <stdarg.h>
+
+GQuark dq_error_quark(void) {
+    return g_quark_from_static_string("docqa-error");
+}
+
+gboolean dq_fail(GError **err, DqErrorCode code, const char *fmt, ...) {
+    if (err == NULL)
+        return FALSE;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error_literal(err, DQ_ERROR, code, msg);
+    g_free(msg);
+    return FALSE;
+}
+
+void dq_error_prefix(GError **err, const char *fmt, ...) {
+    if (err == NULL || *err == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *prefix = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_prefix_error(err, "%s: ", prefix);
+    g_free(prefix);
+}

@@ -1,0 +1,36 @@
+/* docqa errors.
+ *
+ * Every fallible function in docqa takes a trailing `GError **err` and returns false / NULL
+ * on failure, GLib style. The message names the file, page or tensor and what is wrong with it
+ * ("model.safetensors: tensor 'x' has shape [3,4], config.json implies [3,5]"), so the CLI can
+ * print it as one line and map the code to an exit status.
+ */
+#ifndef DQ_ERROR_H
+#define DQ_ERROR_H
+
+#include <glib.h>
+
+#define DQ_ERROR (dq_error_quark())
+GQuark dq_error_quark(void);
+
+typedef enum {
+    DQ_ERR_IO = 1,      /* a file could not be opened, read, written or mapped */
+    DQ_ERR_FORMAT,      /* input bytes are malformed (truncated, bad header, bad JSON) */
+    DQ_ERR_UNSUPPORTED, /* well-formed input that docqa does not handle */
+    DQ_ERR_MODEL,       /* a model snapshot is inconsistent (missing tensor, shape mismatch) */
+    DQ_ERR_DB,          /* a database operation failed */
+    DQ_ERR_ARGS,        /* bad command-line arguments or API parameters */
+    DQ_ERR_LIMIT,       /* a configured limit was exceeded (pixels, pages, memory, time) */
+    DQ_ERR_ENCRYPTED,   /* a document needs a password */
+    DQ_ERR_DEVICE,      /* no usable GPU, out of device memory, driver mismatch */
+    DQ_ERR_CANCELLED,   /* interrupted by a signal */
+} DqErrorCode;
+
+/* Sets *err (when err is not NULL) with a printf-style message. Always returns false, so
+ * `return dq_fail(err, DQ_ERR_IO, "%s: %s", path, g_strerror(errno));` reads naturally. */
+gboolean dq_fail(GError **err, DqErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+/* Prefixes an existing error's message with "context: " (e.g. the file name). */
+void dq_error_prefix(GError **err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+#endif

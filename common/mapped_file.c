@@ -1,0 +1,49 @@
+#include "mapped_file.h"
+
+#include "dq_error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+DqMappedFile *dq_mapped_file_open(const char *path, GError **err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, g_strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        dq_fail(err, DQ_ERR_IO, "%s: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    DqMappedFile *mf = g_new0(DqMappedFile, 1);
+    mf->path = g_strdup(path);
+    mf->size = (size_t)st.st_size;
+    if (mf->size > 0) {
+        void *p = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            dq_fail(err, DQ_ERR_IO, "%s: cannot map %zu bytes: %s", path, mf->size,
+                    g_strerror(errno));
+            close(fd);
+            g_free(mf->path);
+            g_free(mf);
+            return NULL;
+        }
+        mf->data = p;
+    }
+    close(fd); /* the mapping keeps the file alive */
+    return mf;
+}
+
+void dq_mapped_file_free(DqMappedFile *mf) {
+    if (mf == NULL)
+        return;
+    if (mf->data != NULL)
+        munmap((void *)mf->data, mf->size);
+    g_free(mf->path);
+    g_free(mf);
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Applies clang-format to every C/CUDA source (or, with --check, fails listing the files that
+# are not formatted).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mapfile -t files < <(git ls-files -co --exclude-standard -- '*.c' '*.h' '*.cu' '*.cuh' | sort -u |
+  while read -r f; do [ -f "$f" ] && echo "$f"; done)
+[ ${#files[@]} -eq 0 ] && exit 0
+if [ "${1:-}" = "--check" ]; then
+  bad=()
+  for f in "${files[@]}"; do
+    clang-format --style=file "$f" | cmp -s - "$f" || bad+=("$f")
+  done
+  if [ ${#bad[@]} -gt 0 ]; then
+    echo "not clang-formatted (run scripts/format.sh): ${bad[*]}" >&2
+    exit 1
+  fi
+  echo "format: ${#files[@]} files clean"
+else
+  clang-format --style=file -i "${files[@]}"
+fi

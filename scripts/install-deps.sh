@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs every build, test and runtime dependency of docqa from Debian's packages.
+# Idempotent; run as root (or with sudo) on a fresh Debian 12 machine.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake pkg-config clang clang-format libclang-rt-14-dev python3
+  # libraries docqa links
+  libglib2.0-dev libglib2.0-dev-bin libjson-glib-dev libpcre2-dev
+  libpoppler-glib-dev libcairo2-dev libtiff-dev libpng-dev libjpeg62-turbo-dev
+  libsqlite3-dev libopenblas-openmp-dev libpq-dev
+  # tools the tests and benchmarks drive
+  sqlite3 poppler-utils libtiff-tools postgresql
+)
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=(sudo)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+else
+  echo "install-deps: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# OpenBLAS and docqa must share one OpenMP runtime (libgomp): select the OpenMP build when
+# several OpenBLAS variants are installed.
+arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+alt=/usr/lib/$arch/openblas-openmp/libblas.so.3
+if [ -e "$alt" ] && update-alternatives --list "libblas.so.3-$arch" >/dev/null 2>&1; then
+  "${sudo[@]}" update-alternatives --set "libblas.so.3-$arch" "$alt" >/dev/null || true
+fi
+if command -v nvcc >/dev/null 2>&1; then
+  echo "install-deps: nvcc found ($(nvcc --version | tail -n 1)): the CUDA backend will be built"
+else
+  echo "install-deps: no nvcc: the CUDA backend will not be built (optional)"
+fi

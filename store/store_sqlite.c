@@ -1,0 +1,165 @@
+#include "store.h"
+
+#include "dq_error.h"
+#include "resources.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct DqStore {
+    sqlite3 *db;
+    char *path;
+};
+
+#define BUSY_TIMEOUT_MS 60000
+
+gboolean dq_store_exec(DqStore *store, const char *sql, GError **err) {
+    char *msg = NULL;
+    if (sqlite3_exec(store->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        dq_fail(err, DQ_ERR_DB, "%s: %s", store->path, msg ? msg : "unknown SQLite error");
+        sqlite3_free(msg);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+sqlite3 *dq_store_sqlite(DqStore *store) {
+    return store->db;
+}
+
+const char *dq_store_path(DqStore *store) {
+    return store->path;
+}
+
+int dq_store_schema_version(DqStore *store) {
+    sqlite3_stmt *st = NULL;
+    int v = 0;
+    if (sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* "0003_jobs.sql" -> 3; 0 when the name does not start with a positive number and '_'. */
+static int migration_number(const char *name) {
+    char *end = NULL;
+    long n = strtol(name, &end, 10);
+    if (end == name || *end != '_' || n <= 0 || n > 100000 || !g_str_has_suffix(name, ".sql"))
+        return 0;
+    return (int)n;
+}
+
+static gboolean apply_migrations(DqStore *store, GError **err) {
+    char **names = dq_resource_list("schema/sqlite", err);
+    if (names == NULL)
+        return FALSE;
+    gboolean ok = FALSE;
+    int current = dq_store_schema_version(store);
+    int newest_known = 0;
+    for (char **n = names; *n; n++) {
+        int num = migration_number(*n);
+        if (num == 0) {
+            dq_fail(err, DQ_ERR_FORMAT, "built-in migration %s: name must be NNNN_name.sql", *n);
+            goto out;
+        }
+        if (num != newest_known + 1) {
+            dq_fail(err, DQ_ERR_FORMAT, "built-in migrations: %s follows %d (gap or duplicate)", *n,
+                    newest_known);
+            goto out;
+        }
+        newest_known = num;
+    }
+    if (current > newest_known) {
+        dq_fail(err, DQ_ERR_DB,
+                "%s: schema version %d is newer than this docqa knows (%d); use a newer docqa",
+                store->path, current, newest_known);
+        goto out;
+    }
+    for (char **n = names; *n; n++) {
+        int num = migration_number(*n);
+        if (num <= current)
+            continue;
+        char *rpath = g_strconcat("schema/sqlite/", *n, NULL);
+        GBytes *sql = dq_resource_get(rpath, err);
+        g_free(rpath);
+        if (sql == NULL)
+            goto out;
+        /* One transaction per migration: a crash leaves the database at the previous version.
+         * BEGIN IMMEDIATE so two processes opening a fresh database do not both migrate. */
+        if (!dq_store_exec(store, "BEGIN IMMEDIATE", err)) {
+            g_bytes_unref(sql);
+            goto out;
+        }
+        if (dq_store_schema_version(store) >= num) { /* another process got there first */
+            g_bytes_unref(sql);
+            if (!dq_store_exec(store, "COMMIT", err))
+                goto out;
+            continue;
+        }
+        char *record =
+            g_strdup_printf("INSERT INTO schema_migrations(version, name) VALUES (%d, '%s');"
+                            "PRAGMA user_version = %d;",
+                            num, *n, num);
+        gboolean step_ok = dq_store_exec(store, g_bytes_get_data(sql, NULL), err) &&
+                           dq_store_exec(store, record, err);
+        g_free(record);
+        g_bytes_unref(sql);
+        if (!step_ok) {
+            dq_error_prefix(err, "migration %s", *n);
+            dq_store_exec(store, "ROLLBACK", NULL);
+            goto out;
+        }
+        if (!dq_store_exec(store, "COMMIT", err))
+            goto out;
+    }
+    ok = TRUE;
+out:
+    g_strfreev(names);
+    return ok;
+}
+
+DqStore *dq_store_open(const char *location, GError **err) {
+    const char *path = location;
+    if (g_str_has_prefix(path, "sqlite:"))
+        path += strlen("sqlite:");
+    if (g_str_has_prefix(location, "postgres:") || g_str_has_prefix(location, "postgresql:")) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: this docqa was built without PostgreSQL support",
+                location);
+        return NULL;
+    }
+    DqStore *store = g_new0(DqStore, 1);
+    store->path = g_strdup(path);
+    int rc = sqlite3_open_v2(
+        path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        dq_fail(err, DQ_ERR_DB, "%s: cannot open database: %s", path,
+                store->db ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
+        dq_store_close(store);
+        return NULL;
+    }
+    sqlite3_busy_timeout(store->db, BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(store->db, 1);
+    if (!dq_store_exec(store,
+                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                       "PRAGMA foreign_keys=ON;"
+                       "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                       "  version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                       "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+                       ") STRICT;",
+                       err) ||
+        !apply_migrations(store, err)) {
+        dq_store_close(store);
+        return NULL;
+    }
+    return store;
+}
+
+void dq_store_close(DqStore *store) {
+    if (store == NULL)
+        return;
+    if (store->db != NULL)
+        sqlite3_close_v2(store->db);
+    g_free(store->path);
+    g_free(store);
+}

@@ -1,0 +1,76 @@
+#include "dq_error.h"
+#include "mapped_file.h"
+#include "resources.h"
+#include "testutil.h"
+
+#include <string.h>
+
+static void test_mapped_file_reads_bytes(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "bytes.bin", NULL);
+    const char content[] = "docqa\0maps\xff";
+    g_assert_true(g_file_set_contents(path, content, sizeof content, NULL));
+    GError *err = NULL;
+    DqMappedFile *mf = dq_mapped_file_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(mf->size, ==, sizeof content);
+    g_assert_cmpmem(mf->data, mf->size, content, sizeof content);
+    dq_mapped_file_free(mf);
+    g_free(path);
+    g_free(dir);
+}
+
+static void test_mapped_file_missing_names_path(void) {
+    GError *err = NULL;
+    DqMappedFile *mf = dq_mapped_file_open("/nonexistent/docqa/weights.bin", &err);
+    g_assert_null(mf);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_assert_nonnull(strstr(err->message, "/nonexistent/docqa/weights.bin"));
+    g_error_free(err);
+}
+
+static void test_mapped_file_directory_rejected(void) {
+    GError *err = NULL;
+    char *dir = dq_test_tmpdir();
+    g_assert_null(dq_mapped_file_open(dir, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_error_free(err);
+    g_free(dir);
+}
+
+static void test_error_prefix(void) {
+    GError *err = NULL;
+    g_assert_false(dq_fail(&err, DQ_ERR_FORMAT, "tensor '%s' truncated", "w"));
+    dq_error_prefix(&err, "%s", "model.safetensors");
+    g_assert_cmpstr(err->message, ==, "model.safetensors: tensor 'w' truncated");
+    g_error_free(err);
+    g_assert_false(dq_fail(NULL, DQ_ERR_IO, "ignored"));
+}
+
+static void test_resources_hold_prompt_and_schema(void) {
+    GError *err = NULL;
+    GBytes *b = dq_resource_get("configs/prompts/docvqa.txt", &err);
+    dq_assert_no_error(err);
+    const char *text = g_bytes_get_data(b, NULL);
+    g_assert_true(g_str_has_prefix(text, "Give a short and terse answer"));
+    g_assert_true(g_str_has_suffix(text, "Question: {question}"));
+    g_bytes_unref(b);
+    char **names = dq_resource_list("schema/sqlite", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(g_strv_length(names), >=, 1);
+    g_assert_cmpstr(names[0], ==, "0001_documents_pages.sql");
+    g_strfreev(names);
+    g_assert_null(dq_resource_get("configs/nope.txt", &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_error_free(err);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/common/mapped_file/reads_bytes", test_mapped_file_reads_bytes);
+    g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);
+    g_test_add_func("/common/mapped_file/directory_rejected", test_mapped_file_directory_rejected);
+    g_test_add_func("/common/error/prefix", test_error_prefix);
+    g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
+    return g_test_run();
+}

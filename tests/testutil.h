@@ -1,0 +1,31 @@
+/* Helpers shared by the test programs (GLib's g_test framework, run by ctest).
+ *
+ * Inputs: the compact fixtures committed under tests/fixtures/, and the full goldens in
+ * ../shared/ beside the checkout when it exists (DOCQA_SHARED_DIR overrides). A test whose
+ * inputs are missing fails; it never passes vacuously. */
+#ifndef DQ_TESTUTIL_H
+#define DQ_TESTUTIL_H
+
+#include <glib.h>
+#include <stddef.h>
+
+/* Source tree root (compile-time). */
+const char *dq_test_source_dir(void);
+
+/* The shared/ folder, or NULL when it does not exist (a note is printed once). */
+const char *dq_test_shared_dir(void);
+
+/* A fresh temporary directory, removed with its contents at exit. */
+char *dq_test_tmpdir(void);
+
+/* Reads a whole file; fails the test when it cannot. g_free the result. */
+char *dq_test_read_file(const char *path, size_t *len);
+
+/* Asserts that a GError is unset, printing its message when it is not. */
+#define dq_assert_no_error(e)                                                                      \
+    do {                                                                                           \
+        if ((e) != NULL)                                                                           \
+            g_error("%s:%d: unexpected error: %s", __FILE__, __LINE__, (e)->message);              \
+    } while (0)
+
+#endif
