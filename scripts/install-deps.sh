@@ -12,6 +12,8 @@ packages=(
   libsqlite3-dev libopenblas-openmp-dev libpq-dev
   # tools the tests and benchmarks drive
   sqlite3 poppler-utils libtiff-tools postgresql
+  # scripts/download-model.sh
+  curl ca-certificates
 )
 
 sudo=()
