@@ -41,6 +41,29 @@ if [ $quick -eq 0 ]; then
      ctest --output-on-failure --no-tests=error -j "$jobs" -L unit)
 fi
 
+if [ $quick -eq 0 ] && [ -f tests/fuzz/CMakeLists.txt ]; then
+  step "fuzz smoke (libFuzzer, ${DOCQA_FUZZ_SECONDS:-20} s per target)"
+  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DDOCQA_FUZZ=ON -DDOCQA_CUDA=OFF \
+    -DDOCQA_WERROR=ON >/dev/null
+  cmake --build build-fuzz -j "$jobs"
+  for f in build-fuzz/tests/fuzz/fuzz_*; do
+    [ -x "$f" ] || continue
+    name=$(basename "$f")
+    seeds=tests/fuzz/seeds/${name#fuzz_}
+    work=$(mktemp -d)
+    [ -d "$seeds" ] && cp -r "$seeds"/. "$work"/
+    # libFuzzer exits non-zero and writes the failing input under artifact_prefix on a finding.
+    if ! "$f" -max_total_time="${DOCQA_FUZZ_SECONDS:-20}" -print_final_stats=1 \
+         -artifact_prefix="$work/" "$work" >"$work.log" 2>&1; then
+      tail -n 40 "$work.log"
+      echo "fuzzer $name failed; its input is in $work"
+      exit 1
+    fi
+    echo "$name: $(grep -Eo 'number_of_executed_units: *[0-9]+' "$work.log" | grep -Eo '[0-9]+$') inputs, no findings"
+    rm -rf "$work" "$work.log"
+  done
+fi
+
 if [ -d ../shared/fixtures ] && build/cli/docqa generate --help >/dev/null 2>&1; then
   step "conformance against transformers' goldens"
   python3 ../shared/conformance/check.py build/cli/docqa ../shared/fixtures
