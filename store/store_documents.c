@@ -1,0 +1,199 @@
+#include "store_documents.h"
+
+#include "dq_error.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+static gboolean db_fail(DqStore *store, GError **err, const char *what) {
+    return dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(store), what,
+                   sqlite3_errmsg(dq_store_sqlite(store)));
+}
+
+static sqlite3_stmt *prepare(DqStore *store, const char *sql, GError **err) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(dq_store_sqlite(store), sql, -1, &st, NULL) != SQLITE_OK) {
+        db_fail(store, err, "prepare");
+        return NULL;
+    }
+    return st;
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s) {
+    if (s != NULL)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static char *column_dup(sqlite3_stmt *st, int i) {
+    const unsigned char *s = sqlite3_column_text(st, i);
+    return s ? g_strdup((const char *)s) : NULL;
+}
+
+void dq_document_lookup_clear(DqDocumentLookup *found) {
+    g_clear_pointer(&found->status, g_free);
+    g_clear_pointer(&found->error_code, g_free);
+    found->id = 0;
+}
+
+gboolean dq_store_document_find(DqStore *store, const char *path, const char *sha256,
+                                const char *render_settings, DqDocumentLookup *found,
+                                GError **err) {
+    memset(found, 0, sizeof *found);
+    /* An unreadable file has no hash: it matches only when the newest version is unreadable
+     * too, so re-running over a folder with one unreadable file does not add a row each time. */
+    const char *sql = sha256 != NULL
+                          ? "SELECT id, version, status, error_code FROM documents WHERE path = ?1 "
+                            "AND sha256 = ?2"
+                          : "SELECT id, version, status, error_code FROM documents WHERE path = ?1 "
+                            "AND sha256 IS NULL AND version = (SELECT max(version) FROM documents "
+                            "WHERE path = ?1)";
+    sqlite3_stmt *st = prepare(store, sql, err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+    if (sha256 != NULL)
+        sqlite3_bind_text(st, 2, sha256, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        found->id = sqlite3_column_int64(st, 0);
+        found->version = sqlite3_column_int(st, 1);
+        found->status = column_dup(st, 2);
+        found->error_code = column_dup(st, 3);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(store, err, "looking up a document");
+    if (found->id == 0)
+        return TRUE;
+    st = prepare(store,
+                 "SELECT count(*) FROM pages WHERE document_id = ?1 AND render_settings = ?2", err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, found->id);
+    sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        found->pages_with_settings = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(store, err, "counting pages");
+    return TRUE;
+}
+
+static gboolean insert_document(DqStore *store, const DqDocumentRow *doc, gint64 *id, int *version,
+                                GError **err) {
+    /* The version is computed inside the (IMMEDIATE) transaction, so two ingests of the same
+     * path cannot both take version n + 1. */
+    sqlite3_stmt *st = prepare(
+        store,
+        "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, page_count, status, "
+        "error_code, error_message) VALUES (?1, (SELECT coalesce(max(version), 0) + 1 FROM "
+        "documents WHERE path = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+        "ON CONFLICT (path, sha256) DO NOTHING RETURNING id, version",
+        err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_text(st, 1, doc->path, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(st, 2, doc->sha256);
+    sqlite3_bind_int64(st, 3, doc->bytes);
+    sqlite3_bind_int64(st, 4, doc->mtime);
+    sqlite3_bind_text(st, 5, doc->kind, -1, SQLITE_TRANSIENT);
+    if (doc->page_count >= 0)
+        sqlite3_bind_int(st, 6, doc->page_count);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_text(st, 7, doc->status, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(st, 8, doc->error_code);
+    bind_text_or_null(st, 9, doc->error_message);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *version = sqlite3_column_int(st, 1);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(store, err, "inserting a document");
+    if (*id != 0)
+        return TRUE;
+    /* Another ingest recorded these bytes at this path meanwhile: add pages to its row. */
+    st = prepare(store, "SELECT id, version FROM documents WHERE path = ?1 AND sha256 = ?2", err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_text(st, 1, doc->path, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(st, 2, doc->sha256);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *version = sqlite3_column_int(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(store, err, "finding a concurrently inserted document");
+    return TRUE;
+}
+
+static gboolean insert_pages(DqStore *store, gint64 doc_id, const char *render_settings,
+                             const DqPageRow *pages, int n_pages, GError **err) {
+    sqlite3_stmt *st =
+        prepare(store,
+                "INSERT INTO pages (document_id, page_number, width, height, source_width, "
+                "source_height, render_settings, image_sha256, status, error_code, error_message) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                "ON CONFLICT (document_id, page_number, render_settings) DO NOTHING",
+                err);
+    if (st == NULL)
+        return FALSE;
+    for (int i = 0; i < n_pages; i++) {
+        const DqPageRow *p = &pages[i];
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        sqlite3_bind_int64(st, 1, doc_id);
+        sqlite3_bind_int(st, 2, p->page_number);
+        if (p->image_sha256 != NULL) {
+            sqlite3_bind_int(st, 3, p->width);
+            sqlite3_bind_int(st, 4, p->height);
+        }
+        if (p->source_width > 0 && p->source_height > 0) {
+            sqlite3_bind_double(st, 5, p->source_width);
+            sqlite3_bind_double(st, 6, p->source_height);
+        }
+        sqlite3_bind_text(st, 7, render_settings, -1, SQLITE_TRANSIENT);
+        bind_text_or_null(st, 8, p->image_sha256);
+        sqlite3_bind_text(st, 9, p->status, -1, SQLITE_TRANSIENT);
+        bind_text_or_null(st, 10, p->error_code);
+        bind_text_or_null(st, 11, p->error_message);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            sqlite3_finalize(st);
+            return db_fail(store, err, "inserting a page");
+        }
+    }
+    sqlite3_finalize(st);
+    return TRUE;
+}
+
+gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
+                                  const char *render_settings, const DqPageRow *pages, int n_pages,
+                                  gint64 *out_id, int *out_version, GError **err) {
+    gint64 id = existing_id;
+    int version = 0;
+    if (!dq_store_exec(store, "BEGIN IMMEDIATE", err))
+        return FALSE;
+    if (existing_id <= 0 && !insert_document(store, doc, &id, &version, err))
+        goto fail;
+    if (!insert_pages(store, id, render_settings, pages, n_pages, err))
+        goto fail;
+    if (!dq_store_exec(store, "COMMIT", err))
+        goto fail;
+    if (out_id)
+        *out_id = id;
+    if (out_version)
+        *out_version = version;
+    return TRUE;
+fail:
+    dq_error_prefix(err, "%s", doc->path);
+    dq_store_exec(store, "ROLLBACK", NULL);
+    return FALSE;
+}

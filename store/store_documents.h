@@ -1,0 +1,61 @@
+/* Documents and pages: the rows `docqa ingest` writes (schema/sqlite/0001_documents_pages.sql).
+ *
+ * A document row is one version of one file. Ingest looks a file up by (path, sha256) first:
+ * when that version exists and already has pages for the current render settings, nothing is
+ * written. A document and all of its page rows are recorded in one transaction after the pages
+ * were rendered and their PNGs renamed into the page store, so a crash leaves either the whole
+ * document or nothing (at worst an unreferenced PNG in the page store, reused next time).
+ */
+#ifndef DQ_STORE_DOCUMENTS_H
+#define DQ_STORE_DOCUMENTS_H
+
+#include "store.h"
+
+#include <glib.h>
+
+typedef struct {
+    const char *path;   /* absolute */
+    const char *sha256; /* hex; NULL when the file could not be read */
+    gint64 bytes;
+    gint64 mtime;
+    const char *kind;       /* "pdf", "tiff", "unknown" */
+    int page_count;         /* < 0: unknown (stored as NULL) */
+    const char *status;     /* "ok", "partial", "failed" */
+    const char *error_code; /* NULL when ok */
+    const char *error_message;
+} DqDocumentRow;
+
+typedef struct {
+    int page_number; /* 1-based */
+    int width, height;
+    double source_width, source_height; /* PDF points after /Rotate; TIFF pixels */
+    const char *image_sha256;           /* NULL when no image was produced */
+    const char *status;                 /* "ok", "partial", "failed" */
+    const char *error_code;
+    const char *error_message;
+} DqPageRow;
+
+typedef struct {
+    gint64 id; /* 0: no such version */
+    int version;
+    char *status;
+    char *error_code;
+    int pages_with_settings; /* page rows carrying the given render settings */
+} DqDocumentLookup;
+
+/* Finds the version of `path` whose bytes hash to `sha256`. With sha256 NULL (unreadable file)
+ * it finds the newest version of `path` when that one is unreadable too. found->id is 0 when
+ * there is none. Free with dq_document_lookup_clear(). */
+gboolean dq_store_document_find(DqStore *store, const char *path, const char *sha256,
+                                const char *render_settings, DqDocumentLookup *found, GError **err);
+void dq_document_lookup_clear(DqDocumentLookup *found);
+
+/* Records a document version and its pages in one transaction. With existing_id > 0 only the
+ * pages are added to that document (the same bytes rendered with other settings). A version
+ * that another process recorded meanwhile is reused, not duplicated. *out_id (may be NULL)
+ * receives the document id and *out_version its version. */
+gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
+                                  const char *render_settings, const DqPageRow *pages, int n_pages,
+                                  gint64 *out_id, int *out_version, GError **err);
+
+#endif
