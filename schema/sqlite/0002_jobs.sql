@@ -73,6 +73,7 @@ CREATE TABLE answers (
     ms_decode           REAL,
     ms_total            REAL
 ) STRICT;
+CREATE INDEX answers_finished ON answers (finished_at);
 
 -- One row per answer, with what a person wants to read next to it.
 CREATE VIEW v_answers AS

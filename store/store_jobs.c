@@ -1,0 +1,734 @@
+/* SQLite implementation of store_jobs.h. Life cycle: jobs/queue.h. */
+#include "store_jobs.h"
+
+#include "dq_error.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+static DqStoreHook test_hook;
+
+void store_jobs_set_test_hook(DqStoreHook hook) {
+    test_hook = hook;
+}
+
+static void hook(const char *point) {
+    if (test_hook != NULL)
+        test_hook(point);
+}
+
+/* Fires while SQLite is committing: the journal is being written, the lock is held. */
+static int commit_hook_cb(void *user) {
+    hook("commit");
+    return 0;
+}
+
+const char *dq_job_state_name(DqJobState s) {
+    static const char *const names[] = {"queued", "running", "done", "failed", "dead"};
+    return s < DQ_JOB_N_STATES ? names[s] : "unknown";
+}
+
+static DqJobState state_from_name(const char *name) {
+    for (int i = 0; i < DQ_JOB_N_STATES; i++)
+        if (name != NULL && strcmp(name, dq_job_state_name(i)) == 0)
+            return i;
+    return DQ_JOB_N_STATES;
+}
+
+/* ---- statements ----
+ *
+ * Statements are prepared once per connection (SQLITE_PREPARE_PERSISTENT) and found again by
+ * their text with sqlite3_next_stmt, so no cache has to live beside DqStore. store_jobs_finalize
+ * drops them before the connection closes. */
+
+static gboolean db_fail(DqStore *s, GError **err, const char *what) {
+    sqlite3 *db = dq_store_sqlite(s);
+    return dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
+}
+
+static sqlite3_stmt *stmt(DqStore *s, const char *sql, GError **err) {
+    sqlite3 *db = dq_store_sqlite(s);
+    for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
+        if (strcmp(sqlite3_sql(st), sql) == 0) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return st;
+        }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        db_fail(s, err, "preparing a queue statement");
+        return NULL;
+    }
+    return st;
+}
+
+void store_jobs_finalize(DqStore *s) {
+    sqlite3 *db = dq_store_sqlite(s);
+    sqlite3_stmt *st;
+    while ((st = sqlite3_next_stmt(db, NULL)) != NULL)
+        sqlite3_finalize(st);
+}
+
+/* Steps a statement that returns no rows; resets it. */
+static gboolean step_done(DqStore *s, sqlite3_stmt *st, const char *what, GError **err) {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return db_fail(s, err, what);
+    return TRUE;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v) {
+    if (v == NULL)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+}
+
+static char *col_dup(sqlite3_stmt *st, int i) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? g_strdup((const char *)t) : NULL;
+}
+
+static gboolean begin(DqStore *s, GError **err) {
+    if (test_hook != NULL)
+        sqlite3_commit_hook(dq_store_sqlite(s), commit_hook_cb, NULL);
+    sqlite3_stmt *st = stmt(s, "BEGIN IMMEDIATE", err);
+    return st != NULL && step_done(s, st, "BEGIN IMMEDIATE", err);
+}
+
+static gboolean commit(DqStore *s, GError **err) {
+    sqlite3_stmt *st = stmt(s, "COMMIT", err);
+    return st != NULL && step_done(s, st, "COMMIT", err);
+}
+
+static void rollback(DqStore *s) {
+    if (!sqlite3_get_autocommit(dq_store_sqlite(s)))
+        dq_store_exec(s, "ROLLBACK", NULL);
+}
+
+/* ---- asking ---- */
+
+void dq_ask_page_free(DqAskPage *p) {
+    if (p == NULL)
+        return;
+    g_free(p->document_sha256);
+    g_free(p->render_settings);
+    g_free(p);
+}
+
+/* The --where filter may read the documents table and call functions; anything else (other
+ * tables, pragmas, writes, attach) fails to compile. */
+static int where_authorizer(void *user, int action, const char *a, const char *b, const char *db,
+                            const char *trigger) {
+    switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_FUNCTION:
+        return SQLITE_OK;
+    case SQLITE_READ:
+        return a != NULL && strcmp(a, "documents") == 0 ? SQLITE_OK : SQLITE_DENY;
+    default:
+        return SQLITE_DENY;
+    }
+}
+
+static gboolean where_document_ids(DqStore *s, const char *where, GArray *ids, GError **err) {
+    sqlite3 *ro = NULL;
+    sqlite3_stmt *st = NULL;
+    gboolean ok = FALSE;
+    if (sqlite3_open_v2(dq_store_path(s), &ro, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        dq_fail(err, DQ_ERR_DB, "%s: cannot open read-only for --where: %s", dq_store_path(s),
+                ro ? sqlite3_errmsg(ro) : "out of memory");
+        goto out;
+    }
+    sqlite3_busy_timeout(ro, 60000);
+    sqlite3_set_authorizer(ro, where_authorizer, NULL);
+    /* The newest version of each path only, as without a filter. The user's text is wrapped in
+     * parentheses and must leave nothing behind (checked through `tail` below). */
+    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND version = (SELECT "
+                                "max(d2.version) FROM documents d2 WHERE d2.path = documents.path)",
+                                where);
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(ro, sql, -1, &st, &tail);
+    gboolean trailing = rc == SQLITE_OK && tail != NULL && *g_strchug((char *)tail) != '\0';
+    g_free(sql);
+    if (rc != SQLITE_OK || trailing || !sqlite3_stmt_readonly(st)) {
+        dq_fail(err, DQ_ERR_ARGS,
+                "--where '%s': %s (an SQL expression over the columns of documents, e.g. "
+                "\"path LIKE '%%/2024/%%'\")",
+                where, rc != SQLITE_OK ? sqlite3_errmsg(ro) : "more than one expression");
+        goto out;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        gint64 id = sqlite3_column_int64(st, 0);
+        g_array_append_val(ids, id);
+    }
+    if (rc != SQLITE_DONE) {
+        dq_fail(err, DQ_ERR_ARGS, "--where '%s': %s", where, sqlite3_errmsg(ro));
+        goto out;
+    }
+    ok = TRUE;
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(ro);
+    return ok;
+}
+
+static gint cmp_i64(gconstpointer a, gconstpointer b) {
+    gint64 x = *(const gint64 *)a, y = *(const gint64 *)b;
+    return x < y ? -1 : x > y;
+}
+
+GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
+                                   const char *const *where_sql, int n_where, int *n_failed_pages,
+                                   GError **err) {
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
+    int failed = 0;
+    sqlite3_stmt *st;
+    if (n_ids == 0 && n_where == 0) {
+        if ((st = stmt(s, "SELECT id FROM documents_current", err)) == NULL)
+            goto fail;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            gint64 id = sqlite3_column_int64(st, 0);
+            g_array_append_val(ids, id);
+        }
+        sqlite3_reset(st);
+    }
+    for (int i = 0; i < n_ids; i++) {
+        if ((st = stmt(s, "SELECT count(*) FROM documents WHERE id = ?1", err)) == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, document_ids[i]);
+        gboolean exists = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+        sqlite3_reset(st);
+        if (!exists) {
+            dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
+                    document_ids[i]);
+            goto fail;
+        }
+        g_array_append_val(ids, document_ids[i]);
+    }
+    for (int i = 0; i < n_where; i++)
+        if (!where_document_ids(s, where_sql[i], ids, err))
+            goto fail;
+    g_array_sort(ids, cmp_i64);
+
+    const char *sql = "SELECT p.id, d.id, d.sha256, p.page_number, p.render_settings, p.status, "
+                      "p.image_sha256 "
+                      "FROM pages p JOIN documents d ON d.id = p.document_id "
+                      "WHERE d.id = ?1 ORDER BY p.page_number, p.id";
+    for (guint i = 0; i < ids->len; i++) {
+        gint64 id = g_array_index(ids, gint64, i);
+        if (i > 0 && id == g_array_index(ids, gint64, i - 1))
+            continue;
+        if ((st = stmt(s, sql, err)) == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, id);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *status = (const char *)sqlite3_column_text(st, 5);
+            /* 'partial' pages have an image (an incomplete TIFF strip, say): worth asking. */
+            if (status == NULL || strcmp(status, "failed") == 0 ||
+                sqlite3_column_type(st, 6) == SQLITE_NULL) {
+                failed++;
+                continue;
+            }
+            DqAskPage *p = g_new0(DqAskPage, 1);
+            p->page_id = sqlite3_column_int64(st, 0);
+            p->document_id = sqlite3_column_int64(st, 1);
+            p->document_sha256 = col_dup(st, 2);
+            p->page_number = sqlite3_column_int(st, 3);
+            p->render_settings = col_dup(st, 4);
+            g_ptr_array_add(pages, p);
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            db_fail(s, err, "reading pages");
+            goto fail;
+        }
+    }
+    g_array_free(ids, TRUE);
+    if (n_failed_pages)
+        *n_failed_pages = failed;
+    return pages;
+fail:
+    g_array_free(ids, TRUE);
+    g_ptr_array_free(pages, TRUE);
+    return NULL;
+}
+
+gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err) {
+    sqlite3_stmt *st =
+        stmt(s, "INSERT INTO questions (text) VALUES (?1) ON CONFLICT (text) DO NOTHING", err);
+    if (st == NULL)
+        return FALSE;
+    bind_text(st, 1, text);
+    if (!step_done(s, st, "adding a question", err))
+        return FALSE;
+    if ((st = stmt(s, "SELECT id FROM questions WHERE text = ?1", err)) == NULL)
+        return FALSE;
+    bind_text(st, 1, text);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return db_fail(s, err, "finding a question");
+    }
+    *id = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return TRUE;
+}
+
+gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err) {
+    int count = 0;
+    if (!begin(s, err))
+        return FALSE;
+    for (int i = 0; i < n; i++) {
+        sqlite3_stmt *st = stmt(s,
+                                "INSERT INTO jobs (page_id, question_id, model_id, "
+                                "generation_settings, job_key, max_attempts) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (job_key) DO NOTHING",
+                                err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, jobs[i].page_id);
+        sqlite3_bind_int64(st, 2, jobs[i].question_id);
+        bind_text(st, 3, jobs[i].model_id);
+        bind_text(st, 4, jobs[i].generation_settings);
+        bind_text(st, 5, jobs[i].job_key);
+        sqlite3_bind_int(st, 6, jobs[i].max_attempts);
+        if (!step_done(s, st, "adding a job", err))
+            goto fail;
+        count += sqlite3_changes(dq_store_sqlite(s));
+    }
+    if (!commit(s, err))
+        goto fail;
+    if (added)
+        *added = count;
+    return TRUE;
+fail:
+    rollback(s);
+    return FALSE;
+}
+
+/* ---- working ---- */
+
+void dq_claimed_job_free(DqClaimedJob *j) {
+    if (j == NULL)
+        return;
+    g_free(j->document_path);
+    g_free(j->render_settings);
+    g_free(j->image_sha256);
+    g_free(j->question);
+    g_free(j->model_id);
+    g_free(j->generation_settings);
+    g_free(j);
+}
+
+#define NOW_ISO "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
+                            gint64 now_ms, gint64 lease_ms, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    sqlite3_stmt *st;
+    if (!begin(s, err))
+        goto fail;
+
+    /* Expired leases: the holder died or hung. Keep a record, then queue the job again (or
+     * bury it when that was its last attempt, so a job that kills its worker every time
+     * cannot take the whole queue down with it). */
+    st = stmt(s,
+              "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
+              "SELECT id, attempts, lease_owner, 'lease_expired', "
+              "'lease expired: the worker died or hung' FROM jobs "
+              "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2",
+              err);
+    if (st == NULL)
+        goto fail;
+    sqlite3_bind_int64(st, 1, now_ms);
+    bind_text(st, 2, model_id);
+    if (!step_done(s, st, "recording expired leases", err))
+        goto fail;
+    st = stmt(s,
+              "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' "
+              "ELSE 'queued' END, "
+              "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
+              "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
+              "last_error = 'lease_expired: lease expired: the worker died or hung' "
+              "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2",
+              err);
+    if (st == NULL)
+        goto fail;
+    sqlite3_bind_int64(st, 1, now_ms);
+    bind_text(st, 2, model_id);
+    if (!step_done(s, st, "reclaiming expired leases", err))
+        goto fail;
+
+    st = stmt(s,
+              "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_ms = ?2, "
+              "attempts = attempts + 1 "
+              "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND model_id = ?3 "
+              "AND not_before_ms <= ?4 ORDER BY id LIMIT ?5) RETURNING id",
+              err);
+    if (st == NULL)
+        goto fail;
+    bind_text(st, 1, owner);
+    sqlite3_bind_int64(st, 2, now_ms + lease_ms);
+    bind_text(st, 3, model_id);
+    sqlite3_bind_int64(st, 4, now_ms);
+    sqlite3_bind_int(st, 5, limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        gint64 id = sqlite3_column_int64(st, 0);
+        g_array_append_val(ids, id);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        db_fail(s, err, "claiming jobs");
+        goto fail;
+    }
+    g_array_sort(ids, cmp_i64);
+    for (guint i = 0; i < ids->len; i++) {
+        st = stmt(s,
+                  "SELECT j.id, j.page_id, p.document_id, d.path, p.page_number, "
+                  "p.render_settings, p.image_sha256, q.text, j.model_id, "
+                  "j.generation_settings, j.attempts, j.max_attempts "
+                  "FROM jobs j JOIN pages p ON p.id = j.page_id "
+                  "JOIN documents d ON d.id = p.document_id "
+                  "JOIN questions q ON q.id = j.question_id WHERE j.id = ?1",
+                  err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, g_array_index(ids, gint64, i));
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_reset(st);
+            db_fail(s, err, "reading a claimed job");
+            goto fail;
+        }
+        DqClaimedJob *j = g_new0(DqClaimedJob, 1);
+        j->job_id = sqlite3_column_int64(st, 0);
+        j->page_id = sqlite3_column_int64(st, 1);
+        j->document_id = sqlite3_column_int64(st, 2);
+        j->document_path = col_dup(st, 3);
+        j->page_number = sqlite3_column_int(st, 4);
+        j->render_settings = col_dup(st, 5);
+        j->image_sha256 = col_dup(st, 6);
+        j->question = col_dup(st, 7);
+        j->model_id = col_dup(st, 8);
+        j->generation_settings = col_dup(st, 9);
+        j->attempt = sqlite3_column_int(st, 10);
+        j->max_attempts = sqlite3_column_int(st, 11);
+        sqlite3_reset(st);
+        g_ptr_array_add(out, j);
+    }
+    hook("claim:before_commit");
+    if (!commit(s, err))
+        goto fail;
+    g_array_free(ids, TRUE);
+    return out;
+fail:
+    rollback(s);
+    g_array_free(ids, TRUE);
+    g_ptr_array_free(out, TRUE);
+    return NULL;
+}
+
+gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
+                              int *held, GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "UPDATE jobs SET lease_expires_ms = ?1 "
+                            "WHERE lease_owner = ?2 AND state = 'running'",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, now_ms + lease_ms);
+    bind_text(st, 2, owner);
+    if (!step_done(s, st, "extending leases", err))
+        return FALSE;
+    if (held)
+        *held = sqlite3_changes(dq_store_sqlite(s));
+    return TRUE;
+}
+
+gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
+                             int *written, GError **err) {
+    int count = 0;
+    if (!begin(s, err))
+        return FALSE;
+    for (int i = 0; i < n; i++) {
+        const DqJobAnswer *a = &answers[i];
+        /* The guard: only the lease holder may finish a job. A worker whose lease expired and
+         * was reclaimed matches no row here and writes nothing for that job. */
+        sqlite3_stmt *st = stmt(s,
+                                "UPDATE jobs SET state = 'done', lease_owner = NULL, "
+                                "lease_expires_ms = NULL, finished_at = ?3 "
+                                "WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                                err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, a->job_id);
+        bind_text(st, 2, owner);
+        bind_text(st, 3, a->finished_at);
+        if (!step_done(s, st, "finishing a job", err))
+            goto fail;
+        if (sqlite3_changes(dq_store_sqlite(s)) != 1)
+            continue;
+        hook("complete:after_job_update");
+        st = stmt(s,
+                  "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
+                  "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
+                  "ms_prefill, ms_decode, ms_total) "
+                  "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "
+                  "?10, ?11, ?12 FROM jobs WHERE id = ?1",
+                  err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, a->job_id);
+        bind_text(st, 2, a->text);
+        sqlite3_bind_int(st, 3, a->prompt_tokens);
+        sqlite3_bind_int(st, 4, a->generated_tokens);
+        bind_text(st, 5, owner);
+        bind_text(st, 6, a->started_at);
+        bind_text(st, 7, a->finished_at);
+        sqlite3_bind_double(st, 8, a->ms_image);
+        sqlite3_bind_double(st, 9, a->ms_vision);
+        sqlite3_bind_double(st, 10, a->ms_prefill);
+        sqlite3_bind_double(st, 11, a->ms_decode);
+        sqlite3_bind_double(st, 12, a->ms_total);
+        if (!step_done(s, st, "storing an answer", err))
+            goto fail;
+        count++;
+    }
+    hook("complete:before_commit");
+    if (!commit(s, err))
+        goto fail;
+    hook("complete:after_commit");
+    if (written)
+        *written = count;
+    return TRUE;
+fail:
+    rollback(s);
+    return FALSE;
+}
+
+gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *kind,
+                         const char *message, gboolean retryable, gint64 now_ms, gint64 backoff_ms,
+                         DqJobState *new_state, GError **err) {
+    DqJobState result = DQ_JOB_N_STATES;
+    if (!begin(s, err))
+        return FALSE;
+    sqlite3_stmt *st = stmt(s,
+                            "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
+                            "SELECT id, attempts, lease_owner, ?3, ?4 FROM jobs "
+                            "WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                            err);
+    if (st == NULL)
+        goto fail;
+    sqlite3_bind_int64(st, 1, job_id);
+    bind_text(st, 2, owner);
+    bind_text(st, 3, kind);
+    bind_text(st, 4, message);
+    if (!step_done(s, st, "recording a job error", err))
+        goto fail;
+    if (sqlite3_changes(dq_store_sqlite(s)) == 1) {
+        /* Backoff doubles with each attempt: a transient cause (a busy GPU, a file being
+         * copied) gets time to go away; the cap keeps a retry within the hour. */
+        st = stmt(s,
+                  "UPDATE jobs SET state = CASE WHEN NOT ?3 THEN 'failed' "
+                  "WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
+                  "not_before_ms = ?4 + min(?5 * (1 << min(attempts - 1, 20)), 3600000), "
+                  "finished_at = CASE WHEN NOT ?3 OR attempts >= max_attempts THEN " NOW_ISO
+                  " END, lease_owner = NULL, lease_expires_ms = NULL, "
+                  "last_error = ?6 || ': ' || ?7 WHERE id = ?1 AND lease_owner = ?2 "
+                  "RETURNING state",
+                  err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, job_id);
+        bind_text(st, 2, owner);
+        sqlite3_bind_int(st, 3, retryable ? 1 : 0);
+        sqlite3_bind_int64(st, 4, now_ms);
+        sqlite3_bind_int64(st, 5, backoff_ms);
+        bind_text(st, 6, kind);
+        bind_text(st, 7, message);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_reset(st);
+            db_fail(s, err, "marking a job failed");
+            goto fail;
+        }
+        result = state_from_name((const char *)sqlite3_column_text(st, 0));
+        sqlite3_step(st);
+        sqlite3_reset(st);
+    }
+    if (!commit(s, err))
+        goto fail;
+    if (new_state)
+        *new_state = result;
+    return TRUE;
+fail:
+    rollback(s);
+    return FALSE;
+}
+
+gboolean store_jobs_release(DqStore *s, const char *owner, int *released, GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
+                            "lease_expires_ms = NULL, attempts = max(attempts - 1, 0) "
+                            "WHERE lease_owner = ?1 AND state = 'running'",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    bind_text(st, 1, owner);
+    if (!step_done(s, st, "releasing jobs", err))
+        return FALSE;
+    if (released)
+        *released = sqlite3_changes(dq_store_sqlite(s));
+    return TRUE;
+}
+
+/* ---- reading ---- */
+
+gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
+    memset(c, 0, sizeof(*c));
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT state, count(*), sum(attempts > 0) FROM jobs "
+                            "WHERE ?1 IS NULL OR model_id = ?1 GROUP BY state",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    bind_text(st, 1, model_id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqJobState state = state_from_name((const char *)sqlite3_column_text(st, 0));
+        gint64 n = sqlite3_column_int64(st, 1);
+        if (state < DQ_JOB_N_STATES)
+            c->by_state[state] = n;
+        if (state == DQ_JOB_QUEUED)
+            c->retrying = sqlite3_column_int64(st, 2);
+        c->total += n;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(s, err, "counting jobs");
+    if (model_id != NULL) {
+        st = stmt(s,
+                  "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "
+                  "AND model_id <> ?1",
+                  err);
+        if (st == NULL)
+            return FALSE;
+        bind_text(st, 1, model_id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            c->pending_other = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+    }
+    return TRUE;
+}
+
+gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
+                                GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT count(*), coalesce((julianday(max(finished_at)) - "
+                            "julianday(min(started_at))) * 86400.0, 0) FROM answers "
+                            "WHERE finished_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    char *modifier = g_strdup_printf("-%d seconds", window_s);
+    bind_text(st, 1, modifier);
+    g_free(modifier);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return db_fail(s, err, "reading the answer rate");
+    }
+    *answers = sqlite3_column_int64(st, 0);
+    *span_s = sqlite3_column_double(st, 1);
+    sqlite3_reset(st);
+    return TRUE;
+}
+
+void dq_error_reason_free(DqErrorReason *r) {
+    if (r == NULL)
+        return;
+    g_free(r->kind);
+    g_free(r->message);
+    g_free(r);
+}
+
+GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT kind, message, count(DISTINCT job_id) AS n FROM job_errors "
+                            "GROUP BY kind, message ORDER BY n DESC, kind, message LIMIT ?1",
+                            err);
+    if (st == NULL)
+        return NULL;
+    sqlite3_bind_int(st, 1, limit);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_error_reason_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqErrorReason *r = g_new0(DqErrorReason, 1);
+        r->kind = col_dup(st, 0);
+        r->message = col_dup(st, 1);
+        r->jobs = sqlite3_column_int64(st, 2);
+        g_ptr_array_add(out, r);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(s, err, "reading job errors");
+        return NULL;
+    }
+    return out;
+}
+
+gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
+                                GError **err) {
+    /* Not a cached statement: fn may call back into the store. */
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(dq_store_sqlite(s),
+                           "SELECT document_path, page, question, answer, model, finished_at, "
+                           "document_id, document_sha256, job_id FROM v_answers "
+                           "WHERE ?1 IS NULL OR question = ?1 "
+                           "ORDER BY document_path, document_id, page, question, job_id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, "reading answers");
+    bind_text(st, 1, question);
+    gboolean ok = TRUE;
+    int rc;
+    while (ok && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqAnswerRow row = {
+            .document_path = (const char *)sqlite3_column_text(st, 0),
+            .page = sqlite3_column_int(st, 1),
+            .question = (const char *)sqlite3_column_text(st, 2),
+            .answer = (const char *)sqlite3_column_text(st, 3),
+            .model = (const char *)sqlite3_column_text(st, 4),
+            .finished_at = (const char *)sqlite3_column_text(st, 5),
+            .document_id = sqlite3_column_int64(st, 6),
+            .document_sha256 = (const char *)sqlite3_column_text(st, 7),
+            .job_id = sqlite3_column_int64(st, 8),
+        };
+        ok = fn(&row, user, err);
+    }
+    if (ok && rc != SQLITE_DONE)
+        ok = db_fail(s, err, "reading answers");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+gboolean store_jobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued,
+                            GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
+                            "finished_at = NULL "
+                            "WHERE (state = 'dead' AND ?1) OR (state = 'failed' AND ?2)",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int(st, 1, dead ? 1 : 0);
+    sqlite3_bind_int(st, 2, failed ? 1 : 0);
+    if (!step_done(s, st, "requeueing jobs", err))
+        return FALSE;
+    if (requeued)
+        *requeued = sqlite3_changes64(dq_store_sqlite(s));
+    return TRUE;
+}

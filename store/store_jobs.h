@@ -1,0 +1,196 @@
+/* The job queue's SQL: every statement that reads or writes questions, jobs, job_errors and
+ * answers (schema/sqlite/0002_jobs.sql). The life cycle these functions implement, and why it
+ * survives a crash, is documented in jobs/queue.h; this header is the seam a PostgreSQL store
+ * implements next to SQLite (issue 10), so nothing here exposes sqlite3 types.
+ *
+ * Transactions: a function either is one statement (autocommit) or runs its statements inside
+ * one BEGIN IMMEDIATE ... COMMIT. IMMEDIATE takes the write lock up front, so two writers never
+ * both read under a shared lock and then deadlock upgrading it (SQLITE_BUSY that busy_timeout
+ * cannot wait out); with WAL, readers are never blocked.
+ *
+ * Times are passed in (Unix milliseconds from the caller's clock) so the lease logic is the
+ * caller's, testable, and identical on any store.
+ */
+#ifndef DQ_STORE_JOBS_H
+#define DQ_STORE_JOBS_H
+
+#include "store.h"
+
+#include <glib.h>
+
+/* Finalizes the queue's cached prepared statements on this connection; call it before
+ * dq_store_close (which would otherwise keep the connection alive as a zombie until exit). */
+void store_jobs_finalize(DqStore *s);
+
+/* ---- asking ---- */
+
+/* A page that a question can be asked about. */
+typedef struct {
+    gint64 page_id;
+    gint64 document_id;
+    char *document_sha256;
+    int page_number;
+    char *render_settings;
+} DqAskPage;
+void dq_ask_page_free(DqAskPage *p);
+
+/* The pages with an image (status ok or partial) of the given documents (ids, and the newest
+ * versions matched by `where_sql`, an SQL expression over the columns of `documents`), each page
+ * once, ordered by document and page. With no ids and no filter: the newest version of every
+ * path (documents_current).
+ * `where_sql` is the only SQL docqa accepts from users: it is compiled on a separate read-only
+ * connection whose authorizer allows reading the documents table and nothing else, and must be
+ * one expression. *n_failed_pages counts pages of the selected documents left out because
+ * ingest failed on them. Returns a GPtrArray of DqAskPage. */
+GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
+                                   const char *const *where_sql, int n_where, int *n_failed_pages,
+                                   GError **err);
+
+/* The id of a question's row, inserting it when new. */
+gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err);
+
+typedef struct {
+    gint64 page_id;
+    gint64 question_id;
+    const char *model_id;
+    const char *generation_settings;
+    const char *job_key; /* the idempotency key (jobs/queue.h) */
+    int max_attempts;
+} DqNewJob;
+
+/* Inserts the jobs in one transaction; those whose key exists already are skipped.
+ * *added counts the new ones. */
+gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err);
+
+/* ---- working ---- */
+
+/* A claimed job with what a worker needs to answer it. */
+typedef struct {
+    gint64 job_id;
+    gint64 page_id;
+    gint64 document_id;
+    char *document_path;
+    int page_number;
+    char *render_settings;
+    char *image_sha256; /* NULL when ingest stored no image */
+    char *question;
+    char *model_id;
+    char *generation_settings;
+    int attempt; /* 1 for the first claim */
+    int max_attempts;
+} DqClaimedJob;
+void dq_claimed_job_free(DqClaimedJob *j);
+
+/* In one short transaction: expired leases of `model_id` are recorded in job_errors and their
+ * jobs go back to 'queued' (or 'dead' when they used their last attempt); then up to `limit`
+ * queued jobs of `model_id` whose backoff has passed are leased to `owner` until now + lease_ms,
+ * oldest first, with one UPDATE ... RETURNING. Returns a GPtrArray of DqClaimedJob (empty when
+ * there is nothing to do). */
+GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
+                            gint64 now_ms, gint64 lease_ms, GError **err);
+
+/* Extends the lease of every job `owner` holds to now + lease_ms; *held is how many it still
+ * holds (fewer than claimed means some leases were lost to a reclaim). */
+gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
+                              int *held, GError **err);
+
+/* One answer to write. */
+typedef struct {
+    gint64 job_id;
+    const char *text;
+    int prompt_tokens;
+    int generated_tokens;
+    const char *started_at; /* ISO-8601 UTC */
+    const char *finished_at;
+    double ms_image, ms_vision, ms_prefill, ms_decode, ms_total;
+} DqJobAnswer;
+
+/* In one transaction, for each answer whose job `owner` still leases: marks the job done and
+ * inserts the answer. Jobs whose lease was lost get nothing written. *written counts the
+ * answers stored. */
+gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
+                             int *written, GError **err);
+
+typedef enum {
+    DQ_JOB_QUEUED = 0,
+    DQ_JOB_RUNNING,
+    DQ_JOB_DONE,
+    DQ_JOB_FAILED,
+    DQ_JOB_DEAD,
+    DQ_JOB_N_STATES
+} DqJobState;
+const char *dq_job_state_name(DqJobState s);
+
+/* Records a failed attempt of a job `owner` leases and releases it: with `retryable`, back to
+ * 'queued' not before now + backoff_ms * 2^(attempt-1) (capped at an hour), or 'dead' after its
+ * last attempt; without, 'failed' at once (the input itself is bad, e.g. a missing page image).
+ * *new_state (may be NULL) receives the state; a job no longer leased is left alone and gets
+ * DQ_JOB_N_STATES. */
+gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *kind,
+                         const char *message, gboolean retryable, gint64 now_ms, gint64 backoff_ms,
+                         DqJobState *new_state, GError **err);
+
+/* Gives back every job `owner` holds without counting the attempt (SIGINT, SIGTERM).
+ * *released (may be NULL) counts them. */
+gboolean store_jobs_release(DqStore *s, const char *owner, int *released, GError **err);
+
+/* ---- reading ---- */
+
+typedef struct {
+    gint64 by_state[DQ_JOB_N_STATES];
+    gint64 retrying; /* queued after at least one failed attempt */
+    gint64 total;
+    gint64 pending_other; /* queued or running jobs of another model than the one asked about */
+} DqJobCounts;
+
+/* Counts per state, for every model (model_id NULL) or one. */
+gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
+
+/* Answers finished in the last `window_s` seconds and the span they cover in seconds
+ * (first start to last finish), for a pages-per-second rate. */
+gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
+                                GError **err);
+
+typedef struct {
+    char *kind;
+    char *message;
+    gint64 jobs; /* distinct jobs that hit it */
+} DqErrorReason;
+void dq_error_reason_free(DqErrorReason *r);
+
+/* The most common failure reasons over all recorded errors, most frequent first. */
+GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err);
+
+/* One row of v_answers. */
+typedef struct {
+    const char *document_path;
+    int page;
+    const char *question;
+    const char *answer;
+    const char *model;
+    const char *finished_at;
+    gint64 document_id;
+    const char *document_sha256;
+    gint64 job_id;
+} DqAnswerRow;
+
+typedef gboolean (*DqAnswerRowFn)(const DqAnswerRow *row, void *user, GError **err);
+
+/* Calls fn for every answer (only those to `question` when not NULL), by document, page,
+ * question; stops at the first FALSE. */
+gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
+                                GError **err);
+
+/* Puts dead and/or failed jobs back in the queue with fresh attempts (their errors stay).
+ * *requeued counts them. */
+gboolean store_jobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued,
+                            GError **err);
+
+/* ---- crash testing ---- */
+
+/* Called at named points inside the transactions above ("complete:after_job_update",
+ * "commit"...), so tests can SIGKILL a worker exactly there; NULL (the default) disables. */
+typedef void (*DqStoreHook)(const char *point);
+void store_jobs_set_test_hook(DqStoreHook hook);
+
+#endif
