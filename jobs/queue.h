@@ -1,0 +1,193 @@
+/* The job queue: questions become jobs, workers answer them, answers land in the database.
+ *
+ * ---- What a job is ----
+ *
+ * One row of `jobs` (schema/sqlite/0002_jobs.sql) is one page, one question, one model and one
+ * set of generation settings (the prompt's name, max_new_tokens, greedy). Its `job_key` is the
+ * hex SHA-256 of
+ *
+ *     "docqa-job-v1" NUL document sha256 NUL page number NUL question NUL model id NUL
+ *     render settings NUL generation settings
+ *
+ * under a UNIQUE index, so asking the same thing twice (or about a second copy of the same file)
+ * adds nothing, and asking with another model or another prompt adds new jobs beside the old.
+ *
+ * ---- States ----
+ *
+ *                 claim (lease)              complete (same lease)
+ *      queued  ------------------> running -----------------------> done
+ *        ^  ^                       |  |  |
+ *        |  |  fail, retryable,     |  |  |  fail, not retryable (bad page image)
+ *        |  +--attempts < max ------+  |  +------------------------> failed
+ *        |     (not before backoff)    |
+ *        |                             |  fail, or lease expired, with attempts == max
+ *        |  lease expired (reclaim)    +---------------------------> dead
+ *        +--- or released (SIGINT) ----+
+ *
+ *   `docqa requeue --dead|--failed` moves dead or failed jobs back to queued with fresh attempts.
+ *
+ * ---- Leases, and who may write what ----
+ *
+ * A worker claims up to N queued jobs of its model with one `UPDATE jobs SET state='running',
+ * lease_owner=<worker id>, lease_expires_ms=now+lease, attempts=attempts+1 WHERE id IN (SELECT
+ * ... LIMIT N) RETURNING id` inside a short BEGIN IMMEDIATE transaction; the same transaction
+ * first returns jobs whose lease expired to the queue (recording a 'lease_expired' error; a job
+ * whose last attempt expired goes dead, so a page that crashes every worker cannot stall the
+ * queue forever). The worker id is host:pid:random, unique per worker process.
+ *
+ * While it holds a lease, only the holder writes the job: a heartbeat thread (its own database
+ * connection) extends lease_expires_ms every lease/3; completion and failure statements all
+ * carry `WHERE lease_owner = <worker id> AND state = 'running'`. Anyone may take over a job
+ * whose lease has expired, after which the old holder's writes match no row.
+ *
+ * The model runs outside any transaction: the database is locked only for the claim and for the
+ * completion, both a few milliseconds, so K workers share one file without SQLITE_BUSY
+ * (busy_timeout waits out the short write locks; BEGIN IMMEDIATE avoids lock-upgrade deadlocks).
+ *
+ * Completion is one transaction: for each answered job, mark it done under the lease guard and,
+ * only when that matched, insert its answer. answers.job_id is UNIQUE as the last defence.
+ *
+ * ---- Why it survives a crash ----
+ *
+ * Every transition is one SQLite transaction (WAL, synchronous=NORMAL: a committed transaction
+ * survives the process dying). A worker killed at any moment leaves one of:
+ *   - before or inside the claim commit: nothing changed, the jobs are still queued;
+ *   - after the claim, during inference: jobs running under a lease nobody renews; they expire
+ *     and the next claim by any worker takes them back (one attempt used);
+ *   - inside the completion (between the job update and the answer insert, or inside COMMIT):
+ *     the transaction never committed, so neither the 'done' nor the answer exists; as above;
+ *   - after the completion commit: done with exactly one answer.
+ * No state has an answer without 'done' or 'done' without an answer, so every job is answered
+ * at most once and, with attempts to spare, exactly once. tests/jobs/test_queue_crash.c kills
+ * workers at each of these points and at random times and checks exactly that.
+ *
+ * ---- Crash-test hooks ----
+ *
+ * DOCQA_TEST_KILL_AT=<point>[:<n>] makes a worker raise SIGKILL the n-th time (default 1st) it
+ * reaches a named point: worker:claimed, worker:before_complete, worker:after_complete,
+ * claim:before_commit, complete:after_job_update, complete:before_commit, commit (inside SQLite's
+ * commit), complete:after_commit, answerer:inference (answerers that call queue_test_point).
+ * DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset: no effect.
+ */
+#ifndef DQ_QUEUE_H
+#define DQ_QUEUE_H
+
+#include "answerer.h"
+#include "store_jobs.h"
+
+#include <glib.h>
+#include <signal.h>
+
+/* ---- asking ---- */
+
+typedef struct {
+    const char *prompt; /* name of configs/prompts/<name>.txt; default "docvqa" */
+    int max_new_tokens; /* default 64 */
+    int max_attempts;   /* default 3 */
+} DqGenerationSettings;
+
+/* Canonical JSON of the settings (fixed key order, no spaces): part of the idempotency key.
+ * Fails when the prompt does not exist. */
+char *queue_generation_settings_json(const DqGenerationSettings *gs, GError **err);
+
+/* The idempotency key (see above), 64 hex characters. */
+char *queue_job_key(const char *document_sha256, int page_number, const char *question,
+                    const char *model_id, const char *render_settings,
+                    const char *generation_settings);
+
+/* The model id a snapshot directory (or a bare id) stands for: the directory's base name
+ * ("../models/SmolVLM-256M-Instruct/" -> "SmolVLM-256M-Instruct"). */
+char *queue_model_id(const char *model);
+
+typedef struct {
+    const gint64 *document_ids;
+    int n_document_ids;
+    const char *const *where_sql; /* SQL expressions over documents (read-only) */
+    int n_where;
+    const char *const *questions;
+    int n_questions;
+    const char *model_id;
+    DqGenerationSettings settings;
+} DqAskRequest;
+
+typedef struct {
+    int pages;        /* pages selected */
+    int failed_pages; /* pages without an image (ingest failed there), left out */
+    int questions;
+    int added;    /* new jobs */
+    int existing; /* already asked with the same key */
+} DqAskResult;
+
+/* Enqueues one job per (page, question), page-major (a worker's batch then shares pages). */
+gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err);
+
+/* Reads questions from a file: a JSON list of strings, or one question per line (blank lines and
+ * surrounding whitespace dropped). Returns a NULL-terminated vector (g_strfreev). */
+char **queue_read_questions(const char *path, GError **err);
+
+/* ---- working ---- */
+
+/* Where ingest stored a page image: <database>.pages/<sha[0:2]>/<sha[2:4]>/<sha>.png (the
+ * layout of schema/sqlite/0001_documents_pages.sql). */
+char *queue_page_image_path(const char *db_path, const char *image_sha256);
+
+typedef struct {
+    const char *db_path;
+    const char *model_id;
+    int batch;            /* jobs per claim (N), >= 1 */
+    gboolean until_empty; /* exit when no queued or running job of the model is left */
+    gint64 lease_ms;      /* default 60000 */
+    gint64 heartbeat_ms;  /* default lease_ms / 3 */
+    gint64 backoff_ms;    /* first retry delay, doubled per attempt; default 5000 */
+    gint64 poll_ms;       /* idle wait between empty claims; default 500 */
+    /* Jobs this worker (or its siblings, sharing the counter) may still claim; NULL: no limit.
+     * Lives in shared memory when several processes share it. */
+    gint64 *job_budget;
+} DqWorkerOptions;
+
+typedef struct {
+    gint64 claimed;
+    gint64 done;     /* answers written */
+    gint64 retried;  /* failed attempts that went back to the queue */
+    gint64 failed;   /* jobs that ended failed or dead */
+    gint64 released; /* given back on SIGINT/SIGTERM */
+    gint64 lost;     /* answered after the lease was lost: nothing written */
+} DqWorkerStats;
+
+/* Claims, answers and completes batches until `stop` becomes non-zero (then finishes or
+ * releases the current batch), the queue is empty (until_empty), or the budget is spent.
+ * Returns FALSE only when the worker could not go on (database unusable). */
+gboolean queue_worker_run(const DqWorkerOptions *opt, DqAnswerer *answerer,
+                          volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err);
+
+/* Opens an answerer inside a worker process (after fork). */
+typedef DqAnswerer *(*DqAnswererOpenFn)(void *user, GError **err);
+
+typedef struct {
+    DqWorkerOptions worker;
+    int n_workers;     /* K processes, >= 1 */
+    gint64 max_jobs;   /* 0: no limit */
+    gboolean progress; /* a progress line on stderr (only when it is a terminal) */
+} DqRunOptions;
+
+typedef struct {
+    DqWorkerStats total;
+    int workers_crashed; /* processes that died without reporting (signal, abort) */
+    gboolean interrupted;
+} DqRunResult;
+
+/* Forks K worker processes, each opening its answerer with `open` and running
+ * queue_worker_run; forwards SIGINT/SIGTERM to them and waits. Exit status as the CLI's:
+ * 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted. */
+int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
+              GError **err);
+
+/* ---- crash-test hooks ---- */
+
+/* A named point (see DOCQA_TEST_KILL_AT above); does nothing unless the variable is set. */
+void queue_test_point(const char *point);
+
+/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT is set. */
+void queue_test_hooks_install(void);
+
+#endif

@@ -1,0 +1,251 @@
+/* `docqa run`: K worker processes over one database, a progress line, signal forwarding.
+ *
+ * Processes, not threads: each worker owns its model and its SQLite connections, a crash (or a
+ * SIGKILL) takes down one worker and nothing else, and the leases bring its jobs back. The
+ * parent forks before it opens any database or starts any thread (SQLite connections and
+ * threads must not cross a fork), then only waits, forwards signals and draws progress. */
+#include "queue.h"
+
+#include "dq_error.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define ERROR_LEN 512
+
+/* Shared between the parent and its workers (an anonymous shared mapping). */
+typedef struct {
+    gint64 budget; /* --max-jobs left to claim, across all workers */
+    struct {
+        DqWorkerStats stats;
+        int reported;
+        int error_code;        /* DqErrorCode of `error` */
+        char error[ERROR_LEN]; /* why the worker could not run */
+    } worker[];
+} RunShared;
+
+static volatile sig_atomic_t child_stop;
+static volatile sig_atomic_t parent_signal;
+
+static void on_child_signal(int sig) {
+    child_stop = 1;
+}
+
+static void on_parent_signal(int sig) {
+    parent_signal = sig;
+}
+
+static void set_handler(int sig, void (*fn)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = fn;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
+
+static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, int index,
+                                      DqAnswererOpenFn open, void *open_user) {
+    child_stop = 0;
+    set_handler(SIGINT, on_child_signal);
+    set_handler(SIGTERM, on_child_signal);
+    GError *err = NULL;
+    DqWorkerOptions wo = opt->worker;
+    wo.job_budget = opt->max_jobs > 0 ? &sh->budget : NULL;
+    DqAnswerer *answerer = open(open_user, &err);
+    gboolean ok = FALSE;
+    if (answerer != NULL) {
+        answerer->cancel = &child_stop;
+        ok = queue_worker_run(&wo, answerer, &child_stop, &sh->worker[index].stats, &err);
+        dq_answerer_free(answerer);
+    }
+    if (!ok) {
+        g_strlcpy(sh->worker[index].error, err ? err->message : "unknown error", ERROR_LEN);
+        sh->worker[index].error_code = err && err->domain == DQ_ERROR ? err->code : DQ_ERR_DB;
+    }
+    g_clear_error(&err);
+    sh->worker[index].reported = 1;
+    int code = !ok ? 2 : child_stop ? 130 : 0;
+    fflush(NULL);
+    /* _exit: the parent's atexit handlers (and a test program's temp-dir cleanup) are not ours. */
+    _exit(code);
+}
+
+/* ---- progress ---- */
+
+typedef struct {
+    DqStore *store;
+    gint64 start_us;
+    gint64 done_at_start;
+    gboolean drawn;
+} Progress;
+
+static void format_duration(double s, char *buf, size_t n) {
+    if (s < 0 || s > 1e8)
+        g_strlcpy(buf, "?", n);
+    else if (s < 60)
+        g_snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600)
+        g_snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else
+        g_snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+static void progress_draw(Progress *p, const char *model_id) {
+    DqJobCounts c;
+    if (p->store == NULL || !store_jobs_counts(p->store, model_id, &c, NULL))
+        return;
+    gint64 done = c.by_state[DQ_JOB_DONE];
+    if (p->start_us == 0) {
+        p->start_us = g_get_monotonic_time();
+        p->done_at_start = done;
+    }
+    double elapsed = (double)(g_get_monotonic_time() - p->start_us) / 1e6;
+    double rate = elapsed > 0.5 ? (double)(done - p->done_at_start) / elapsed : 0;
+    gint64 left = c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING];
+    char eta[32];
+    format_duration(rate > 0 ? (double)left / rate : -1, eta, sizeof(eta));
+    int width = 30;
+    int filled = c.total > 0 ? (int)(width * done / c.total) : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    gint64 bad = c.by_state[DQ_JOB_FAILED] + c.by_state[DQ_JOB_DEAD];
+    fprintf(stderr, "\r[%s] %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " jobs  %.2f pages/s  ETA %s",
+            bar, done, c.total, rate, eta);
+    if (bad > 0)
+        fprintf(stderr, "  %" G_GINT64_FORMAT " failed", bad);
+    fprintf(stderr, "\033[K");
+    fflush(stderr);
+    p->drawn = TRUE;
+}
+
+/* ---- the parent ---- */
+
+int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
+              GError **err) {
+    memset(res, 0, sizeof(*res));
+    int k = opt->n_workers > 0 ? opt->n_workers : 1;
+    size_t size = sizeof(RunShared) + (size_t)k * sizeof(((RunShared *)0)->worker[0]);
+    RunShared *sh = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) {
+        dq_fail(err, DQ_ERR_IO, "cannot map memory shared with the workers: %s", g_strerror(errno));
+        return 2;
+    }
+    memset(sh, 0, size);
+    sh->budget = opt->max_jobs;
+
+    struct sigaction old_int, old_term;
+    sigaction(SIGINT, NULL, &old_int);
+    sigaction(SIGTERM, NULL, &old_term);
+    parent_signal = 0;
+    set_handler(SIGINT, on_parent_signal);
+    set_handler(SIGTERM, on_parent_signal);
+
+    pid_t *pids = g_new0(pid_t, k);
+    int alive = 0;
+    fflush(NULL);
+    for (int i = 0; i < k; i++) {
+        pid_t pid = fork();
+        if (pid == 0)
+            worker_process(opt, sh, i, open, open_user);
+        if (pid < 0) {
+            fprintf(stderr, "docqa: cannot start worker %d: %s\n", i + 1, g_strerror(errno));
+            break;
+        }
+        pids[i] = pid;
+        alive++;
+    }
+
+    Progress prog = {0};
+    gboolean show = opt->progress && isatty(STDERR_FILENO);
+    if (show)
+        prog.store = dq_store_open(opt->worker.db_path, NULL);
+    gboolean forwarded = FALSE;
+    gint64 last_draw = 0;
+    int n_fatal = 0, n_interrupted = 0;
+    while (alive > 0) {
+        if (parent_signal && !forwarded) {
+            forwarded = TRUE;
+            res->interrupted = TRUE;
+            for (int i = 0; i < k; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], SIGTERM);
+        }
+        gboolean reaped = FALSE;
+        for (int i = 0; i < k; i++) {
+            int status = 0;
+            if (pids[i] <= 0 || waitpid(pids[i], &status, WNOHANG) != pids[i])
+                continue;
+            reaped = TRUE;
+            pids[i] = 0;
+            alive--;
+            if (WIFEXITED(status) && sh->worker[i].reported) {
+                int code = WEXITSTATUS(status);
+                if (code == 2)
+                    n_fatal++;
+                else if (code == 130)
+                    n_interrupted++;
+            } else {
+                res->workers_crashed++;
+                fprintf(stderr,
+                        "%sdocqa: worker %d died (%s %d); its jobs return to the queue when "
+                        "their lease expires\n",
+                        prog.drawn ? "\n" : "", i + 1,
+                        WIFSIGNALED(status) ? "signal" : "exit status",
+                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+            }
+        }
+        if (!reaped && alive > 0) {
+            if (show && g_get_monotonic_time() - last_draw > 500000) {
+                progress_draw(&prog, opt->worker.model_id);
+                last_draw = g_get_monotonic_time();
+            }
+            g_usleep(50000);
+        }
+    }
+    if (show) {
+        progress_draw(&prog, opt->worker.model_id);
+        if (prog.drawn)
+            fprintf(stderr, "\n");
+        if (prog.store) {
+            store_jobs_finalize(prog.store);
+            dq_store_close(prog.store);
+        }
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+
+    for (int i = 0; i < k; i++) {
+        DqWorkerStats *w = &sh->worker[i].stats;
+        res->total.claimed += w->claimed;
+        res->total.done += w->done;
+        res->total.retried += w->retried;
+        res->total.failed += w->failed;
+        res->total.released += w->released;
+        res->total.lost += w->lost;
+    }
+    int code = 0;
+    if (n_fatal > 0) {
+        int first = 0;
+        while (first < k - 1 && sh->worker[first].error[0] == '\0')
+            first++;
+        dq_fail(err, sh->worker[first].error_code ? sh->worker[first].error_code : DQ_ERR_DB,
+                "%s%s", sh->worker[first].error,
+                n_fatal < k ? " (in some workers; the others went on)" : "");
+        code = 2;
+    } else if (res->interrupted || n_interrupted > 0) {
+        res->interrupted = TRUE;
+        code = 130;
+    } else if (res->total.failed > 0 || res->workers_crashed > 0) {
+        code = 1;
+    }
+    munmap(sh, size);
+    g_free(pids);
+    return code;
+}
