@@ -47,4 +47,31 @@ DqImageTiles *image_processor_run(const DqImageProcessorConfig *cfg, const DqIma
                                   GError **err);
 void dq_image_tiles_free(DqImageTiles *tiles);
 
+/* The sizes image_processor_run will use for a width x height RGB image, computed without
+ * touching pixels (transformers' size rules, pitfalls 5-9): prompt expansion needs rows/cols. */
+typedef struct {
+    int resized_width, resized_height; /* after the longest-edge resize (the input size when
+                                          do_resize is off) */
+    int aligned_width, aligned_height; /* after resize_for_vision_encoder (split mode), else
+                                          tile_size x tile_size */
+    int rows, cols;                    /* as in DqImageTiles */
+    int n_tiles;
+} DqImagePlan;
+
+void image_processor_plan(const DqImageProcessorConfig *cfg, int width, int height,
+                          DqImagePlan *plan);
+
+/* The uint8 images behind the pixel values, for tests and debugging (the fixtures hash each). */
+typedef struct {
+    DqImage *resized; /* stage resize_longest_edge (a copy of the input when do_resize is off) */
+    DqImage *aligned; /* stage resize_for_vision_encoder; NULL in no-split mode */
+    DqImage **tiles;  /* [n_tiles] tile_size x tile_size, feed order, global tile last */
+    int n_tiles;
+} DqImageStages;
+
+/* image_processor_run that also hands back the uint8 stages (stages may be NULL). */
+DqImageTiles *image_processor_run_stages(const DqImageProcessorConfig *cfg, const DqImage *rgb,
+                                         DqImageStages *stages, GError **err);
+void dq_image_stages_clear(DqImageStages *stages);
+
 #endif

@@ -1,0 +1,313 @@
+/* Idefics3ImageProcessor (transformers 4.57, slow PIL path) on top of libdocqa_image.
+ *
+ * Stage chain (../shared/fixtures/README.md, pitfalls 5-17):
+ *   rgb -> LANCZOS to the longest-edge size (upscaling too)
+ *       -> split: LANCZOS to multiples of the tile (resize_for_vision_encoder, from the first
+ *          result), row-major crops, then the global tile = the ALIGNED image resized to
+ *          tile x tile, last; exactly one tile after alignment = no split (rows = cols = 0)
+ *       -> no split: LANCZOS straight to tile x tile
+ *       -> float32(u8 * rescale_factor computed in double), then (x - mean) / std in float32.
+ * Every resize goes through dq_image_resize_lanczos, which copies when the size is unchanged
+ * (PIL's Image.resize does the same).
+ */
+#include "image_processor.h"
+
+#include "dq_error.h"
+
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- configuration ---- */
+
+/* A member that must be a JSON number when present; FALSE with an error otherwise. */
+static gboolean json_number(JsonObject *o, const char *key, double *out, const char *path,
+                            GError **err) {
+    JsonNode *n = json_object_get_member(o, key);
+    if (n == NULL)
+        return TRUE;
+    GType t = JSON_NODE_HOLDS_VALUE(n) ? json_node_get_value_type(n) : G_TYPE_INVALID;
+    if (t != G_TYPE_INT64 && t != G_TYPE_DOUBLE)
+        return dq_fail(err, DQ_ERR_MODEL, "%s: '%s' must be a number", path, key);
+    *out = json_node_get_double(n);
+    return TRUE;
+}
+
+static gboolean json_bool(JsonObject *o, const char *key, gboolean *out, const char *path,
+                          GError **err) {
+    JsonNode *n = json_object_get_member(o, key);
+    if (n == NULL || JSON_NODE_HOLDS_NULL(n))
+        return TRUE;
+    if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_BOOLEAN)
+        return dq_fail(err, DQ_ERR_MODEL, "%s: '%s' must be true or false", path, key);
+    *out = json_node_get_boolean(n);
+    return TRUE;
+}
+
+/* {"longest_edge": N}; anything else (height/width sizes) is not what Idefics3 checkpoints use. */
+static gboolean json_longest_edge(JsonObject *o, const char *key, int *out, const char *path,
+                                  GError **err) {
+    JsonNode *n = json_object_get_member(o, key);
+    if (n == NULL || JSON_NODE_HOLDS_NULL(n))
+        return TRUE;
+    JsonObject *size = JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+    double v = 0;
+    if (size == NULL || !json_object_has_member(size, "longest_edge"))
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: '%s' must be {\"longest_edge\": N}", path,
+                       key);
+    if (!json_number(size, "longest_edge", &v, path, err))
+        return FALSE;
+    if (v < 1 || v > 65536 || v != floor(v))
+        return dq_fail(err, DQ_ERR_MODEL, "%s: '%s.longest_edge' %g is not a usable size", path,
+                       key, v);
+    *out = (int)v;
+    return TRUE;
+}
+
+/* image_mean / image_std: one number for all channels or one per RGB channel. */
+static gboolean json_channels(JsonObject *o, const char *key, float out[3], const char *path,
+                              GError **err) {
+    JsonNode *n = json_object_get_member(o, key);
+    if (n == NULL || JSON_NODE_HOLDS_NULL(n))
+        return TRUE;
+    if (JSON_NODE_HOLDS_VALUE(n)) {
+        double v = 0;
+        if (!json_number(o, key, &v, path, err))
+            return FALSE;
+        out[0] = out[1] = out[2] = (float)v;
+        return TRUE;
+    }
+    JsonArray *a = JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
+    if (a == NULL || json_array_get_length(a) != 3)
+        return dq_fail(err, DQ_ERR_MODEL, "%s: '%s' must be a number or 3 numbers", path, key);
+    for (guint i = 0; i < 3; i++) {
+        JsonNode *e = json_array_get_element(a, i);
+        GType t = JSON_NODE_HOLDS_VALUE(e) ? json_node_get_value_type(e) : G_TYPE_INVALID;
+        if (t != G_TYPE_INT64 && t != G_TYPE_DOUBLE)
+            return dq_fail(err, DQ_ERR_MODEL, "%s: '%s[%u]' must be a number", path, key, i);
+        /* transformers builds np.array(mean, dtype=float32) for float32 images. */
+        out[i] = (float)json_node_get_double(e);
+    }
+    return TRUE;
+}
+
+gboolean image_processor_config_load(const char *snapshot_dir, DqImageProcessorConfig *cfg,
+                                     GError **err) {
+    /* Idefics3ImageProcessor.__init__ defaults. */
+    *cfg = (DqImageProcessorConfig){
+        .tile_size = 364,
+        .longest_edge = 4 * 364,
+        .do_split = TRUE,
+        .do_resize = TRUE,
+        .do_rescale = TRUE,
+        .do_normalize = TRUE,
+        .rescale_factor = 1.0 / 255.0,
+        .mean = {0.5f, 0.5f, 0.5f},
+        .std = {0.5f, 0.5f, 0.5f},
+    };
+    char *path = g_build_filename(snapshot_dir, "preprocessor_config.json", NULL);
+    JsonParser *parser = json_parser_new();
+    GError *jerr = NULL;
+    gboolean ok = FALSE;
+    if (!json_parser_load_from_file(parser, path, &jerr)) {
+        gboolean missing = g_error_matches(jerr, G_FILE_ERROR, G_FILE_ERROR_NOENT);
+        dq_fail(err, missing ? DQ_ERR_IO : DQ_ERR_FORMAT, "%s: %s", path, jerr->message);
+        g_error_free(jerr);
+        goto out;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", path);
+        goto out;
+    }
+    JsonObject *o = json_node_get_object(root);
+    double resample = 1;
+    if (!json_number(o, "resample", &resample, path, err))
+        goto out;
+    /* PILImageResampling: 1 = LANCZOS, the only filter reproduced exactly here. */
+    if (resample != 1) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "%s: resample %g is not supported (only 1 = LANCZOS, as in SmolVLM snapshots)",
+                path, resample);
+        goto out;
+    }
+    if (!json_longest_edge(o, "size", &cfg->longest_edge, path, err) ||
+        !json_longest_edge(o, "max_image_size", &cfg->tile_size, path, err) ||
+        !json_bool(o, "do_image_splitting", &cfg->do_split, path, err) ||
+        !json_bool(o, "do_resize", &cfg->do_resize, path, err) ||
+        !json_bool(o, "do_rescale", &cfg->do_rescale, path, err) ||
+        !json_bool(o, "do_normalize", &cfg->do_normalize, path, err) ||
+        !json_number(o, "rescale_factor", &cfg->rescale_factor, path, err) ||
+        !json_channels(o, "image_mean", cfg->mean, path, err) ||
+        !json_channels(o, "image_std", cfg->std, path, err))
+        goto out;
+    if (cfg->do_normalize && (cfg->std[0] == 0 || cfg->std[1] == 0 || cfg->std[2] == 0)) {
+        dq_fail(err, DQ_ERR_MODEL, "%s: image_std has a zero entry", path);
+        goto out;
+    }
+    ok = TRUE;
+out:
+    g_object_unref(parser);
+    g_free(path);
+    return ok;
+}
+
+void image_processor_set_n_res(DqImageProcessorConfig *cfg, int n_res) {
+    cfg->longest_edge = n_res * cfg->tile_size;
+}
+
+/* ---- sizes ---- */
+
+/* math.ceil(v / t) * t for a non-negative int, with Python's true division. */
+static int ceil_to_tile(int v, int t) {
+    return (int)ceil((double)v / (double)t) * t;
+}
+
+/* resize_for_vision_encoder: the long side up to a tile multiple, the other side from the
+ * double aspect ratio, truncated, then up to a tile multiple. */
+static void vision_encoder_size(int w, int h, int t, int *ow, int *oh) {
+    double aspect = (double)w / (double)h;
+    int W, H;
+    if (w >= h) {
+        W = ceil_to_tile(w, t);
+        H = ceil_to_tile((int)(W / aspect), t);
+    } else {
+        H = ceil_to_tile(h, t);
+        W = ceil_to_tile((int)(H * aspect), t);
+    }
+    /* transformers would crash on a zero side; a one-tile side is the only sensible result. */
+    *ow = MAX(W, t);
+    *oh = MAX(H, t);
+}
+
+void image_processor_plan(const DqImageProcessorConfig *cfg, int width, int height,
+                          DqImagePlan *plan) {
+    int t = cfg->tile_size;
+    memset(plan, 0, sizeof *plan);
+    plan->resized_width = width;
+    plan->resized_height = height;
+    if (cfg->do_resize)
+        dq_image_fit_longest_edge(width, height, cfg->longest_edge, &plan->resized_width,
+                                  &plan->resized_height);
+    if (!cfg->do_split) {
+        plan->aligned_width = plan->aligned_height = t;
+        plan->n_tiles = 1;
+        return;
+    }
+    vision_encoder_size(plan->resized_width, plan->resized_height, t, &plan->aligned_width,
+                        &plan->aligned_height);
+    if (plan->aligned_width > t || plan->aligned_height > t) {
+        plan->rows = plan->aligned_height / t;
+        plan->cols = plan->aligned_width / t;
+        plan->n_tiles = plan->rows * plan->cols + 1;
+    } else {
+        plan->n_tiles = 1;
+    }
+}
+
+/* ---- pixels ---- */
+
+void dq_image_stages_clear(DqImageStages *stages) {
+    if (stages == NULL)
+        return;
+    dq_image_free(stages->resized);
+    dq_image_free(stages->aligned);
+    for (int i = 0; i < stages->n_tiles; i++)
+        dq_image_free(stages->tiles[i]);
+    g_free(stages->tiles);
+    memset(stages, 0, sizeof *stages);
+}
+
+void dq_image_tiles_free(DqImageTiles *tiles) {
+    if (tiles == NULL)
+        return;
+    g_free(tiles->pixels);
+    g_free(tiles);
+}
+
+/* One uint8 tile (HWC) -> normalized float32 CHW. */
+static void tile_to_pixels(const DqImageProcessorConfig *cfg, const DqImage *tile,
+                           float *out /* [3][T][T] */) {
+    size_t plane = (size_t)tile->width * tile->height;
+    float lut[3][256]; /* every uint8 value maps to one float per channel */
+    for (int c = 0; c < 3; c++) {
+        for (int v = 0; v < 256; v++) {
+            /* rescale: np.float64 multiply, then astype(float32); normalize in float32. */
+            float x = cfg->do_rescale ? (float)((double)v * cfg->rescale_factor) : (float)v;
+            if (cfg->do_normalize)
+                x = (x - cfg->mean[c]) / cfg->std[c];
+            lut[c][v] = x;
+        }
+    }
+    for (size_t i = 0; i < plane; i++)
+        for (int c = 0; c < 3; c++)
+            out[c * plane + i] = lut[c][tile->pixels[3 * i + c]];
+}
+
+DqImageTiles *image_processor_run_stages(const DqImageProcessorConfig *cfg, const DqImage *rgb,
+                                         DqImageStages *stages, GError **err) {
+    if (stages != NULL)
+        memset(stages, 0, sizeof *stages);
+    if (cfg == NULL || rgb == NULL || rgb->width <= 0 || rgb->height <= 0 || cfg->tile_size <= 0 ||
+        cfg->longest_edge <= 0) {
+        dq_fail(err, DQ_ERR_ARGS, "image processor: empty image or unset configuration");
+        return NULL;
+    }
+    const int t = cfg->tile_size;
+    DqImagePlan plan;
+    image_processor_plan(cfg, rgb->width, rgb->height, &plan);
+    DqImage *resized =
+        dq_image_resize_lanczos(rgb, plan.resized_width, plan.resized_height); /* copy if same */
+    DqImage *aligned = NULL;
+    DqImage **tiles = g_new0(DqImage *, plan.n_tiles);
+    gboolean ok = resized != NULL;
+    if (ok && cfg->do_split) {
+        aligned = dq_image_resize_lanczos(resized, plan.aligned_width, plan.aligned_height);
+        ok = aligned != NULL;
+        for (int r = 0; ok && r < plan.rows; r++)
+            for (int c = 0; ok && c < plan.cols; c++)
+                ok =
+                    (tiles[r * plan.cols + c] = dq_image_crop(aligned, c * t, r * t, t, t)) != NULL;
+        /* The global tile (or the only one): the aligned image, not the original, to T x T. */
+        if (ok)
+            ok = (tiles[plan.n_tiles - 1] = dq_image_resize_lanczos(aligned, t, t)) != NULL;
+    } else if (ok) {
+        ok = (tiles[0] = dq_image_resize_lanczos(resized, t, t)) != NULL;
+    }
+
+    DqImageTiles *out = NULL;
+    size_t tile_floats = (size_t)3 * t * t;
+    float *pixels = ok ? g_try_malloc(sizeof(float) * tile_floats * plan.n_tiles) : NULL;
+    if (pixels == NULL) {
+        dq_fail(err, DQ_ERR_LIMIT, "image processor: out of memory for a %dx%d image (%d tiles)",
+                rgb->width, rgb->height, plan.n_tiles);
+    } else {
+        for (int i = 0; i < plan.n_tiles; i++)
+            tile_to_pixels(cfg, tiles[i], pixels + i * tile_floats);
+        out = g_new0(DqImageTiles, 1);
+        out->rows = plan.rows;
+        out->cols = plan.cols;
+        out->n_tiles = plan.n_tiles;
+        out->tile_size = t;
+        out->pixels = pixels;
+    }
+
+    if (out != NULL && stages != NULL) {
+        stages->resized = resized;
+        stages->aligned = aligned;
+        stages->tiles = tiles;
+        stages->n_tiles = plan.n_tiles;
+    } else {
+        dq_image_free(resized);
+        dq_image_free(aligned);
+        for (int i = 0; i < plan.n_tiles; i++)
+            dq_image_free(tiles[i]);
+        g_free(tiles);
+    }
+    return out;
+}
+
+DqImageTiles *image_processor_run(const DqImageProcessorConfig *cfg, const DqImage *rgb,
+                                  GError **err) {
+    return image_processor_run_stages(cfg, rgb, NULL, err);
+}
