@@ -1,0 +1,478 @@
+/* Tokenizer tests: the fixtures' tokenizer goldens (both SmolVLM tokenizers), a corpus of ids
+ * made with the HF tokenizers library (tests/fixtures/tokenizer_corpus.json, written by
+ * scripts/make-tokenizer-corpus.py), invalid UTF-8, the streaming decoder, and load errors. */
+#include "dq_error.h"
+#include "testutil.h"
+#include "tokenizer.h"
+
+#include <json-glib/json-glib.h>
+#include <string.h>
+
+/* ---- helpers */
+
+static JsonNode *load_json(const char *path) {
+    JsonParser *p = json_parser_new();
+    GError *err = NULL;
+    if (!json_parser_load_from_file(p, path, &err))
+        g_error("%s: %s", path, err->message);
+    JsonNode *root = json_node_copy(json_parser_get_root(p));
+    g_object_unref(p);
+    return root;
+}
+
+static int32_t *json_ids(JsonArray *a, size_t *n) {
+    *n = json_array_get_length(a);
+    int32_t *ids = g_new(int32_t, *n + 1);
+    for (size_t i = 0; i < *n; i++)
+        ids[i] = (int32_t)json_array_get_int_element(a, (guint)i);
+    return ids;
+}
+
+static void assert_ids_equal(const char *what, const int32_t *got, size_t n_got,
+                             const int32_t *want, size_t n_want) {
+    size_t i = 0;
+    while (i < n_got && i < n_want && got[i] == want[i])
+        i++;
+    if (i == n_got && i == n_want)
+        return;
+    g_error("%s: ids differ at %zu (got %zu ids, want %zu): got %d, want %d", what, i, n_got,
+            n_want, i < n_got ? got[i] : -1, i < n_want ? want[i] : -1);
+}
+
+/* tokenizer.json of a model folder in ../shared/models, or NULL (test skipped) when absent. */
+static DqTokenizer *shared_tokenizer(const char *rel) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return NULL;
+    }
+    char *path = g_build_filename(shared, rel, NULL);
+    GError *err = NULL;
+    DqTokenizer *tok = tokenizer_load(path, &err);
+    dq_assert_no_error(err);
+    g_free(path);
+    return tok;
+}
+
+static char *fixture_path(const char *rel) {
+    const char *shared = dq_test_shared_dir();
+    if (shared != NULL)
+        return g_build_filename(shared, "fixtures", rel, NULL);
+    g_test_message("../shared absent: using tests/fixtures/%s", rel);
+    return g_build_filename(dq_test_source_dir(), "tests", "fixtures", rel, NULL);
+}
+
+static char *stream_decode_all(const DqTokenizer *tok, const int32_t *ids, size_t n,
+                               gboolean skip) {
+    DqDecodeStream *s = tokenizer_stream_new(tok, skip);
+    GString *out = g_string_new(NULL);
+    for (size_t i = 0; i < n; i++) {
+        char *piece = tokenizer_stream_push(s, ids[i]);
+        g_assert_true(g_utf8_validate(piece, -1, NULL));
+        g_string_append(out, piece);
+        g_free(piece);
+    }
+    char *rest = tokenizer_stream_flush(s);
+    g_string_append(out, rest);
+    g_free(rest);
+    tokenizer_stream_free(s);
+    return g_string_free(out, FALSE);
+}
+
+/* ---- the fixtures' tokenizer goldens */
+
+static const char *const FIXTURE_TOKENIZERS[] = {"tiny-smolvlm-b512", "tiny-smolvlm-a384-v1tok"};
+
+static void test_fixture_cases(void) {
+    char *path = fixture_path("tokenizer/tokenizer_cases.json");
+    JsonNode *root = load_json(path);
+    JsonObject *doc = json_node_get_object(root);
+    for (size_t t = 0; t < G_N_ELEMENTS(FIXTURE_TOKENIZERS); t++) {
+        const char *name = FIXTURE_TOKENIZERS[t];
+        char *rel = g_build_filename("models", name, "tokenizer.json", NULL);
+        DqTokenizer *tok = shared_tokenizer(rel);
+        g_free(rel);
+        if (tok == NULL)
+            break;
+        JsonArray *cases = json_object_get_array_member(doc, "cases");
+        guint nc = json_array_get_length(cases);
+        g_assert_cmpuint(nc, >, 40);
+        for (guint i = 0; i < nc; i++) {
+            JsonObject *c = json_array_get_object_element(cases, i);
+            const char *text = json_object_get_string_member(c, "text");
+            JsonObject *g = json_object_get_object_member(c, name);
+            size_t n_want, n_got;
+            int32_t *want = json_ids(json_object_get_array_member(g, "ids"), &n_want);
+            GError *err = NULL;
+            int32_t *got = tokenizer_encode(tok, text, -1, &n_got, &err);
+            dq_assert_no_error(err);
+            char *what = g_strdup_printf("%s case %u %s", name, i, text);
+            assert_ids_equal(what, got, n_got, want, n_want);
+            JsonArray *tokens = json_object_get_array_member(g, "tokens");
+            for (size_t k = 0; k < n_got; k++)
+                g_assert_cmpstr(tokenizer_id_to_token(tok, got[k]), ==,
+                                json_array_get_string_element(tokens, (guint)k));
+            char *d = tokenizer_decode(tok, got, n_got, FALSE);
+            g_assert_cmpstr(d, ==, json_object_get_string_member(g, "decode"));
+            g_free(d);
+            d = tokenizer_decode(tok, got, n_got, TRUE);
+            g_assert_cmpstr(d, ==, json_object_get_string_member(g, "decode_skip_special"));
+            g_free(d);
+            d = stream_decode_all(tok, got, n_got, FALSE);
+            g_assert_cmpstr(d, ==, json_object_get_string_member(g, "decode"));
+            g_free(d);
+            g_free(what);
+            g_free(want);
+            g_free(got);
+        }
+        JsonArray *dec = json_object_get_array_member(doc, "decode_only");
+        for (guint i = 0; i < json_array_get_length(dec); i++) {
+            JsonObject *c = json_array_get_object_element(dec, i);
+            if (strcmp(json_object_get_string_member(c, "tokenizer"), name) != 0)
+                continue;
+            size_t n;
+            int32_t *ids = json_ids(json_object_get_array_member(c, "ids"), &n);
+            if (json_object_has_member(c, "per_token_decode")) {
+                JsonArray *per = json_object_get_array_member(c, "per_token_decode");
+                for (size_t k = 0; k < n; k++) {
+                    char *d = tokenizer_decode(tok, ids + k, 1, FALSE);
+                    g_assert_cmpstr(d, ==, json_array_get_string_element(per, (guint)k));
+                    g_free(d);
+                }
+                const char *joint = json_object_get_string_member(c, "joint_decode");
+                char *d = tokenizer_decode(tok, ids, n, FALSE);
+                g_assert_cmpstr(d, ==, joint);
+                g_free(d);
+                /* the streaming decoder prints no U+FFFD for characters split over tokens */
+                d = stream_decode_all(tok, ids, n, FALSE);
+                g_assert_cmpstr(d, ==, joint);
+                g_free(d);
+            } else {
+                char *d = tokenizer_decode(tok, ids, n, FALSE);
+                g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode"));
+                g_free(d);
+                d = tokenizer_decode(tok, ids, n, TRUE);
+                g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode_skip_special"));
+                g_free(d);
+                d = stream_decode_all(tok, ids, n, TRUE);
+                g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode_skip_special"));
+                g_free(d);
+            }
+            g_free(ids);
+        }
+        /* special ids */
+        JsonObject *sp =
+            json_object_get_object_member(json_object_get_object_member(doc, "special_ids"), name);
+        const DqSpecialIds *ids = tokenizer_special_ids(tok);
+        g_assert_cmpint(ids->image, ==, json_object_get_int_member(sp, "image"));
+        g_assert_cmpint(ids->fake_token_around_image, ==,
+                        json_object_get_int_member(sp, "fake_token_around_image"));
+        g_assert_cmpint(ids->end_of_utterance, ==,
+                        json_object_get_int_member(sp, "end_of_utterance"));
+        g_assert_cmpint(ids->im_start, ==, json_object_get_int_member(sp, "bos"));
+        g_assert_cmpint(ids->im_end, ==, json_object_get_int_member(sp, "pad"));
+        g_assert_cmpint(ids->endoftext, ==, json_object_get_int_member(sp, "unk"));
+        g_assert_cmpint(tokenizer_vocab_size(tok), ==,
+                        json_object_get_int_member(sp, "vocab_size_with_added"));
+        /* <global-img> and <row_r_col_c>: added tokens in 256M only (pitfall 22); the golden
+         * says 0 (unk) where it is not a token */
+        gint64 gimg = json_object_get_int_member(sp, "global_img");
+        if (gimg > 0) {
+            g_assert_cmpint(ids->global_img, ==, gimg);
+            g_assert_cmpint(tokenizer_row_col_id(tok, 1, 1), ==, 49153);
+            g_assert_cmpint(tokenizer_row_col_id(tok, 6, 6), >, 0);
+            g_assert_cmpint(tokenizer_row_col_id(tok, 7, 7), ==, -1);
+        } else {
+            g_assert_cmpint(ids->global_img, ==, -1);
+            g_assert_cmpint(tokenizer_row_col_id(tok, 1, 1), ==, -1);
+        }
+        g_assert_cmpint(tokenizer_token_to_id(tok, "<image>"), ==, ids->image);
+        g_assert_cmpint(tokenizer_token_to_id(tok, "Ġworld"), ==, 905);
+        g_assert_cmpint(tokenizer_token_to_id(tok, "no such token"), ==, -1);
+        g_assert_null(tokenizer_id_to_token(tok, -1));
+        g_assert_null(tokenizer_id_to_token(tok, 1 << 30));
+        g_assert_true(tokenizer_is_special(tok, ids->image));
+        g_assert_false(tokenizer_is_special(tok, 905));
+        tokenizer_free(tok);
+    }
+    json_node_unref(root);
+    g_free(path);
+}
+
+/* ---- the HF corpus */
+
+static void test_corpus(void) {
+    char *path =
+        g_build_filename(dq_test_source_dir(), "tests", "fixtures", "tokenizer_corpus.json", NULL);
+    JsonNode *root = load_json(path);
+    JsonObject *doc = json_node_get_object(root);
+    JsonObject *toks = json_object_get_object_member(doc, "tokenizers");
+    GList *names = json_object_get_members(toks);
+    g_assert_cmpuint(g_list_length(names), ==, 2);
+    for (GList *l = names; l; l = l->next) {
+        const char *name = l->data;
+        DqTokenizer *tok = shared_tokenizer(json_object_get_string_member(toks, name));
+        if (tok == NULL)
+            break;
+        JsonArray *cases = json_object_get_array_member(doc, "cases");
+        guint nc = json_array_get_length(cases);
+        g_assert_cmpuint(nc, >, 300);
+        for (guint i = 0; i < nc; i++) {
+            JsonObject *c = json_array_get_object_element(cases, i);
+            const char *text = json_object_get_string_member(c, "text");
+            size_t n_want, n_got;
+            int32_t *want = json_ids(
+                json_object_get_array_member(json_object_get_object_member(c, "ids"), name),
+                &n_want);
+            GError *err = NULL;
+            int32_t *got = tokenizer_encode(tok, text, -1, &n_got, &err);
+            dq_assert_no_error(err);
+            char *what = g_strdup_printf("%s corpus %u '%s'", name, i, text);
+            assert_ids_equal(what, got, n_got, want, n_want);
+            /* byte-level BPE is lossless on valid UTF-8 */
+            char *d = tokenizer_decode(tok, got, n_got, FALSE);
+            g_assert_cmpstr(d, ==, text);
+            g_free(d);
+            d = stream_decode_all(tok, got, n_got, FALSE);
+            g_assert_cmpstr(d, ==, text);
+            g_free(d);
+            g_free(what);
+            g_free(want);
+            g_free(got);
+        }
+        /* invalid UTF-8: every maximal invalid subsequence becomes U+FFFD, then HF's ids */
+        JsonArray *inv = json_object_get_array_member(doc, "invalid_utf8");
+        g_assert_cmpuint(json_array_get_length(inv), >=, 10);
+        for (guint i = 0; i < json_array_get_length(inv); i++) {
+            JsonObject *c = json_array_get_object_element(inv, i);
+            const char *hex = json_object_get_string_member(c, "hex");
+            size_t nb = strlen(hex) / 2;
+            char *bytes = g_malloc(nb + 1);
+            for (size_t k = 0; k < nb; k++)
+                bytes[k] = (char)((g_ascii_xdigit_value(hex[2 * k]) << 4) |
+                                  g_ascii_xdigit_value(hex[2 * k + 1]));
+            size_t lossy_len;
+            char *lossy = tokenizer_utf8_lossy(bytes, nb, &lossy_len);
+            g_assert_cmpstr(lossy, ==, json_object_get_string_member(c, "replaced"));
+            size_t n_want, n_got;
+            int32_t *want = json_ids(
+                json_object_get_array_member(json_object_get_object_member(c, "ids"), name),
+                &n_want);
+            GError *err = NULL;
+            int32_t *got = tokenizer_encode(tok, bytes, (gssize)nb, &n_got, &err);
+            dq_assert_no_error(err);
+            char *what = g_strdup_printf("%s invalid utf-8 %s", name, hex);
+            assert_ids_equal(what, got, n_got, want, n_want);
+            g_free(what);
+            g_free(want);
+            g_free(got);
+            g_free(lossy);
+            g_free(bytes);
+        }
+        /* HF's decode of id lists (split characters, special ids, random ids) */
+        JsonArray *dec = json_object_get_array_member(doc, "decode_cases");
+        guint checked = 0;
+        for (guint i = 0; i < json_array_get_length(dec); i++) {
+            JsonObject *c = json_array_get_object_element(dec, i);
+            if (strcmp(json_object_get_string_member(c, "tokenizer"), name) != 0)
+                continue;
+            size_t n;
+            int32_t *ids = json_ids(json_object_get_array_member(c, "ids"), &n);
+            char *d = tokenizer_decode(tok, ids, n, FALSE);
+            g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode"));
+            g_free(d);
+            d = tokenizer_decode(tok, ids, n, TRUE);
+            g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode_skip_special"));
+            g_free(d);
+            d = stream_decode_all(tok, ids, n, TRUE);
+            g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode_skip_special"));
+            g_free(d);
+            g_free(ids);
+            checked++;
+        }
+        g_assert_cmpuint(checked, >=, 30);
+        tokenizer_free(tok);
+    }
+    g_list_free(names);
+    json_node_unref(root);
+    g_free(path);
+}
+
+/* ---- behaviour that needs no model files */
+
+static void test_utf8_lossy(void) {
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *out;
+    } cases[] = {
+        {"abc", 3, "abc"},
+        {"\xff", 1, "\xEF\xBF\xBD"},
+        {"\xf0\x9f\x98", 3, "\xEF\xBF\xBD"}, /* one truncated character: one U+FFFD */
+        {"\xed\xa0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* surrogate: 3 */
+        {"\xc0\xaf", 2, "\xEF\xBF\xBD\xEF\xBF\xBD"},                 /* overlong */
+        {"a\xe2\x82(", 4, "a\xEF\xBF\xBD("},
+        {"\xc3\xa9", 2, "\xc3\xa9"},
+        {"x\0y", 3, "x"}, /* embedded NUL kept (the C string shows only "x") */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        size_t n;
+        char *s = tokenizer_utf8_lossy(cases[i].in, cases[i].len, &n);
+        g_assert_cmpstr(s, ==, cases[i].out);
+        g_assert_true(g_utf8_validate(s, -1, NULL));
+        g_free(s);
+    }
+}
+
+static char *write_tmp(const char *dir, const char *name, const char *text) {
+    char *path = g_build_filename(dir, name, NULL);
+    g_assert_true(g_file_set_contents(path, text, -1, NULL));
+    return path;
+}
+
+/* A minimal byte-level tokenizer.json; merges in either format. */
+static const char MINI_HEAD[] =
+    "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,"
+    "\"added_tokens\":[{\"id\":5,\"content\":\"<x>\",\"single_word\":false,\"lstrip\":false,"
+    "\"rstrip\":false,\"normalized\":false,\"special\":true},"
+    "{\"id\":6,\"content\":\"<xy>\",\"single_word\":false,\"lstrip\":false,"
+    "\"rstrip\":false,\"normalized\":false,\"special\":false}],"
+    "\"normalizer\":%s,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+    "{\"type\":\"Digits\",\"individual_digits\":true},{\"type\":\"ByteLevel\","
+    "\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}]},"
+    "\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
+    "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,"
+    "\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"\xc4\xa0\":3,\"1\":4,\"<\":7,\"x\":8,\">\":9},"
+    "\"merges\":%s}}";
+
+static void test_mini_tokenizers(void) {
+    char *dir = dq_test_tmpdir();
+    const char *merges[] = {"[\"a b\"]", "[[\"a\",\"b\"]]"};
+    for (size_t i = 0; i < G_N_ELEMENTS(merges); i++) {
+        char *json = g_strdup_printf(MINI_HEAD, "null", merges[i]);
+        char *path = write_tmp(dir, "tokenizer.json", json);
+        GError *err = NULL;
+        DqTokenizer *tok = tokenizer_load(path, &err);
+        dq_assert_no_error(err);
+        size_t n;
+        /* "ab ab<xy>11<x>" -> ab, Ġ ab, <xy>, 1, 1, <x>; "<xy>" is longer than "<x>"... */
+        int32_t *ids = tokenizer_encode(tok, "ab ab<xy>11<x>", -1, &n, &err);
+        dq_assert_no_error(err);
+        const int32_t want[] = {2, 3, 2, 6, 4, 4, 5};
+        assert_ids_equal("mini", ids, n, want, G_N_ELEMENTS(want));
+        char *d = tokenizer_decode(tok, ids, n, TRUE);
+        g_assert_cmpstr(d, ==, "ab ab<xy>11"); /* <xy> is added but not special: kept */
+        g_free(d);
+        g_free(ids);
+        /* leftmost-longest: "<x" is no token, "<xy>" wins over "<x>" at the same start */
+        ids = tokenizer_encode(tok, "<x<xy><x>", -1, &n, &err);
+        const int32_t want2[] = {7, 8, 6, 5};
+        assert_ids_equal("mini leftmost-longest", ids, n, want2, G_N_ELEMENTS(want2));
+        g_free(ids);
+        /* empty input */
+        ids = tokenizer_encode(tok, "", 0, &n, &err);
+        g_assert_nonnull(ids);
+        g_assert_cmpuint(n, ==, 0);
+        g_free(ids);
+        tokenizer_free(tok);
+        g_free(path);
+        g_free(json);
+    }
+    g_free(dir);
+}
+
+static void expect_load_error(const char *dir, const char *json, int code, const char *needle) {
+    char *path = write_tmp(dir, "tokenizer.json", json);
+    GError *err = NULL;
+    DqTokenizer *tok = tokenizer_load(path, &err);
+    g_assert_null(tok);
+    g_assert_error(err, DQ_ERROR, code);
+    g_assert_nonnull(strstr(err->message, path));
+    if (strstr(err->message, needle) == NULL)
+        g_error("error '%s' does not mention '%s'", err->message, needle);
+    g_error_free(err);
+    g_free(path);
+}
+
+static void test_load_errors(void) {
+    char *dir = dq_test_tmpdir();
+    GError *err = NULL;
+    char *missing = g_build_filename(dir, "nope.json", NULL);
+    g_assert_null(tokenizer_load(missing, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_clear_error(&err);
+    g_free(missing);
+
+    expect_load_error(dir, "{\"model\": [", DQ_ERR_FORMAT, "");
+    expect_load_error(dir, "[1,2]", DQ_ERR_FORMAT, "not a JSON object");
+    char *j = g_strdup_printf(MINI_HEAD, "{\"type\":\"NFC\"}", "[]");
+    expect_load_error(dir, j, DQ_ERR_UNSUPPORTED, "normalizer");
+    g_free(j);
+    j = g_strdup_printf(MINI_HEAD, "null", "[\"a q\"]");
+    expect_load_error(dir, j, DQ_ERR_FORMAT, "merge 0");
+    g_free(j);
+    j = g_strdup_printf(MINI_HEAD, "null", "[\"abc\"]");
+    expect_load_error(dir, j, DQ_ERR_FORMAT, "merge 0");
+    g_free(j);
+    expect_load_error(dir,
+                      "{\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Whitespace\"},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
+                      DQ_ERR_UNSUPPORTED, "Whitespace");
+    expect_load_error(dir,
+                      "{\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\"},"
+                      "\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}}",
+                      DQ_ERR_UNSUPPORTED, "WordPiece");
+    expect_load_error(dir,
+                      "{\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\"},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-3},\"merges\":[]}}",
+                      DQ_ERR_FORMAT, "out of range");
+    expect_load_error(dir,
+                      "{\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\"},"
+                      "\"post_processor\":{\"type\":\"TemplateProcessing\"},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
+                      DQ_ERR_UNSUPPORTED, "TemplateProcessing");
+    g_free(dir);
+}
+
+/* Invalid UTF-8 on the real tokenizer: never a crash, always the documented replacement. */
+static void test_invalid_utf8_real(void) {
+    DqTokenizer *tok = shared_tokenizer("models/tiny-smolvlm-b512/tokenizer.json");
+    if (tok == NULL)
+        return;
+    GRand *rng = g_rand_new_with_seed(7);
+    for (int i = 0; i < 2000; i++) {
+        guint8 buf[64];
+        int n = g_rand_int_range(rng, 0, sizeof buf);
+        for (int k = 0; k < n; k++)
+            buf[k] = (guint8)g_rand_int_range(rng, 0, 256);
+        size_t n1, n2, ll;
+        GError *err = NULL;
+        int32_t *a = tokenizer_encode(tok, (const char *)buf, n, &n1, &err);
+        dq_assert_no_error(err);
+        char *lossy = tokenizer_utf8_lossy((const char *)buf, (size_t)n, &ll);
+        int32_t *b = tokenizer_encode(tok, lossy, (gssize)ll, &n2, &err);
+        dq_assert_no_error(err);
+        assert_ids_equal("random bytes", a, n1, b, n2);
+        /* no exact round trip: bytes missing from the vocab (0x13, 0xF2, ...) are dropped,
+         * as HF drops them; the corpus pins that against HF */
+        char *d = tokenizer_decode(tok, a, n1, FALSE);
+        g_assert_true(g_utf8_validate(d, -1, NULL));
+        g_free(d);
+        g_free(lossy);
+        g_free(a);
+        g_free(b);
+    }
+    g_rand_free(rng);
+    tokenizer_free(tok);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/tokenizer/utf8_lossy", test_utf8_lossy);
+    g_test_add_func("/tokenizer/mini", test_mini_tokenizers);
+    g_test_add_func("/tokenizer/load_errors", test_load_errors);
+    g_test_add_func("/tokenizer/fixture_cases", test_fixture_cases);
+    g_test_add_func("/tokenizer/corpus", test_corpus);
+    g_test_add_func("/tokenizer/invalid_utf8", test_invalid_utf8_real);
+    return g_test_run();
+}
