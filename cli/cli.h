@@ -23,5 +23,6 @@ int dq_cli_fail(GError *err);
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
 int cmd_version(int argc, char **argv);
+int cmd_ingest(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ typedef struct {
 
 static const DqCommand commands[] = {
     {"version", cmd_version, "print the version and the build's features"},
+    {"ingest", cmd_ingest, "render PDFs and TIFFs into page images and register them"},
 };
 
 static void usage(FILE *out) {

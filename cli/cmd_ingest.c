@@ -1,0 +1,170 @@
+/* docqa ingest: PDFs and TIFFs -> page images + database rows (see ingest/ingest.h). */
+#include "cli.h"
+
+#include "ingest.h"
+#include "store.h"
+
+#include <json-glib/json-glib.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static void print_json(const DqIngestSummary *s, int n_res, int tile) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+#define INT_MEMBER(name, v)                                                                        \
+    json_builder_set_member_name(b, name);                                                         \
+    json_builder_add_int_value(b, v)
+    INT_MEMBER("files", s->files);
+    INT_MEMBER("documents_ok", s->documents_ok);
+    INT_MEMBER("documents_partial", s->documents_partial);
+    INT_MEMBER("documents_failed", s->documents_failed);
+    INT_MEMBER("unchanged", s->unchanged);
+    INT_MEMBER("skipped", s->skipped);
+    INT_MEMBER("pages_ok", s->pages_ok);
+    INT_MEMBER("pages_failed", s->pages_failed);
+    INT_MEMBER("n_res", n_res);
+    INT_MEMBER("tile", tile);
+#undef INT_MEMBER
+    json_builder_set_member_name(b, "seconds");
+    json_builder_add_double_value(b, s->seconds);
+    json_builder_set_member_name(b, "pages_per_second");
+    json_builder_add_double_value(b, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0);
+    json_builder_set_member_name(b, "interrupted");
+    json_builder_add_boolean_value(b, s->interrupted);
+    json_builder_set_member_name(b, "failures");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < s->failures->len; i++) {
+        const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "path");
+        json_builder_add_string_value(b, f->path);
+        json_builder_set_member_name(b, "status");
+        json_builder_add_string_value(b, f->status);
+        json_builder_set_member_name(b, "code");
+        json_builder_add_string_value(b, f->code);
+        json_builder_set_member_name(b, "message");
+        json_builder_add_string_value(b, f->message);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+    json_builder_end_object(b);
+    JsonGenerator *g = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(g, root);
+    json_generator_set_pretty(g, TRUE);
+    char *text = json_generator_to_data(g, NULL);
+    printf("%s\n", text);
+    g_free(text);
+    json_node_unref(root);
+    g_object_unref(g);
+    g_object_unref(b);
+}
+
+static void print_text(const DqIngestSummary *s) {
+    for (guint i = 0; i < s->failures->len; i++) {
+        const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
+        printf("%-7s %-18s %s\n", f->status, f->code, f->message ? f->message : f->path);
+    }
+    printf("ingest: %d files: %d ok, %d partial, %d failed, %d unchanged (%d other files "
+           "skipped); %d pages in %.1f s (%.1f pages/s)%s\n",
+           s->files, s->documents_ok, s->documents_partial, s->documents_failed, s->unchanged,
+           s->skipped, s->pages_ok, s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0,
+           s->interrupted ? "; interrupted" : "");
+}
+
+int cmd_ingest(int argc, char **argv) {
+    DqIngestOptions opt;
+    dq_ingest_options_init(&opt);
+    char *db = NULL, *model = NULL;
+    int tile = 0, jobs = 0, max_pages = 0, timeout = 0;
+    gint64 max_pixels = 0, mem_limit = -1;
+    gboolean json = FALSE, hidden = FALSE, quiet = FALSE;
+    GOptionEntry entries[] = {
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res, "longest edge = N x tile (default 5)", "N"},
+        {"model", 0, 0, G_OPTION_ARG_FILENAME, &model,
+         "take the tile size from this model snapshot's preprocessor_config.json", "DIR"},
+        {"tile", 0, 0, G_OPTION_ARG_INT, &tile, "tile size in pixels (default 512)", "PX"},
+        {"jobs", 'j', 0, G_OPTION_ARG_INT, &jobs, "worker processes (default: all cores)", "N"},
+        {"hidden", 0, 0, G_OPTION_ARG_NONE, &hidden, "also ingest hidden files and folders", NULL},
+        {"max-pixels", 0, 0, G_OPTION_ARG_INT64, &max_pixels,
+         "fail pages with more pixels (default 178956970)", "N"},
+        {"max-pages", 0, 0, G_OPTION_ARG_INT, &max_pages,
+         "fail documents with more pages (default 10000)", "N"},
+        {"timeout", 0, 0, G_OPTION_ARG_INT, &timeout,
+         "seconds one page may take before its worker is killed (default 120)", "S"},
+        {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &mem_limit,
+         "address-space limit of a worker in MiB, 0 for none (default 4096)", "MIB"},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
+        {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    GOptionContext *ctx = g_option_context_new("PATH... - render PDFs and TIFFs into page images");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(
+        ctx, "Files and folders (recursively) are ingested; exit status 0: all fine, 1: some "
+             "inputs failed (recorded in the database), 2: could not run, 130: interrupted.");
+    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
+    g_option_context_free(ctx);
+    int rc = DQ_EXIT_FATAL;
+    GError *err = NULL;
+    DqStore *store = NULL;
+    if (!ok)
+        goto out;
+    if (argc < 2) {
+        fprintf(stderr, "docqa: ingest: no files or folders given (see --help)\n");
+        goto out;
+    }
+    if (model != NULL && tile != 0) {
+        fprintf(stderr, "docqa: ingest: give --model or --tile, not both\n");
+        goto out;
+    }
+    if (model != NULL && !dq_ingest_tile_from_model(model, &opt.tile, &err)) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    if (tile != 0)
+        opt.tile = tile;
+    if (jobs != 0)
+        opt.jobs = jobs;
+    if (max_pixels != 0)
+        opt.max_pixels = max_pixels;
+    if (max_pages != 0)
+        opt.max_pages = max_pages;
+    if (timeout != 0)
+        opt.page_timeout_s = timeout;
+    if (mem_limit >= 0)
+        opt.mem_limit_mb = mem_limit;
+    opt.hidden = hidden;
+    opt.progress = !quiet && isatty(STDERR_FILENO);
+    if (opt.n_res < 1 || opt.n_res > 64 || opt.tile < 16 || opt.tile > 8192 || opt.jobs < 1 ||
+        opt.max_pixels < 1 || opt.max_pages < 1 || opt.page_timeout_s < 1) {
+        fprintf(stderr, "docqa: ingest: --n-res, --tile, --jobs, --max-pixels, --max-pages and "
+                        "--timeout must be positive (n-res <= 64, 16 <= tile <= 8192)\n");
+        goto out;
+    }
+    store = dq_store_open(db ? db : "docqa.db", &err);
+    if (store == NULL) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    DqIngestSummary sum;
+    if (!dq_ingest_run(store, (const char *const *)argv + 1, &opt, &sum, &err)) {
+        dq_ingest_summary_clear(&sum);
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    if (json)
+        print_json(&sum, opt.n_res, opt.tile);
+    else
+        print_text(&sum);
+    rc = sum.interrupted                                         ? DQ_EXIT_INTERRUPTED
+         : sum.documents_failed > 0 || sum.documents_partial > 0 ? DQ_EXIT_PARTIAL
+                                                                 : DQ_EXIT_OK;
+    dq_ingest_summary_clear(&sum);
+out:
+    dq_store_close(store);
+    g_free(db);
+    g_free(model);
+    return rc;
+}

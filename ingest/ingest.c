@@ -1,0 +1,716 @@
+/* The ingest driver: walk, hash, skip what is already stored, hand documents to worker
+ * processes, collect their pages, record each document in one transaction. */
+#include "ingest_internal.h"
+
+#include "clock.h"
+#include "dq_error.h"
+#include "store_documents.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-glib/json-glib.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+G_DEFINE_QUARK(dq - ingest - error - quark, dq_ingest_error)
+
+static const char *const reason_names[] = {
+    [DQ_INGEST_EMPTY] = "empty",
+    [DQ_INGEST_NOT_A_DOCUMENT] = "not_a_document",
+    [DQ_INGEST_UNREADABLE] = "unreadable",
+    [DQ_INGEST_ENCRYPTED] = "encrypted",
+    [DQ_INGEST_DAMAGED] = "damaged",
+    [DQ_INGEST_UNSUPPORTED_CODEC] = "unsupported_codec",
+    [DQ_INGEST_UNSUPPORTED_FORMAT] = "unsupported_format",
+    [DQ_INGEST_TOO_MANY_PIXELS] = "too_many_pixels",
+    [DQ_INGEST_TOO_MANY_PAGES] = "too_many_pages",
+    [DQ_INGEST_RENDER_CRASHED] = "render_crashed",
+    [DQ_INGEST_RENDER_TIMEOUT] = "render_timeout",
+    [DQ_INGEST_STORE_FAILED] = "store_failed",
+};
+
+const char *dq_ingest_reason_name(DqIngestReason reason) {
+    if ((int)reason <= 0 || (size_t)reason >= G_N_ELEMENTS(reason_names))
+        return "unknown";
+    return reason_names[reason];
+}
+
+void dq_ingest_options_init(DqIngestOptions *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->n_res = 5;
+    opt->tile = 512;
+    opt->jobs = (int)g_get_num_processors();
+    opt->max_pixels = 178956970; /* Pillow's DecompressionBombError threshold */
+    opt->max_pages = 10000;
+    opt->page_timeout_s = 120;
+    opt->mem_limit_mb = 4096;
+}
+
+int dq_ingest_longest_edge(const DqIngestOptions *opt) {
+    return opt->n_res * opt->tile;
+}
+
+char *dq_ingest_render_settings(const DqIngestOptions *opt) {
+    /* Keys sorted, no spaces: the string is compared as a whole in SQL. */
+    return g_strdup_printf("{\"longest_edge\":%d,\"n_res\":%d,\"tile\":%d}",
+                           dq_ingest_longest_edge(opt), opt->n_res, opt->tile);
+}
+
+gboolean dq_ingest_tile_from_model(const char *model_dir, int *tile, GError **err) {
+    char *path = g_build_filename(model_dir, "preprocessor_config.json", NULL);
+    JsonParser *parser = json_parser_new();
+    gboolean ok = FALSE;
+    GError *jerr = NULL;
+    if (!json_parser_load_from_file(parser, path, &jerr)) {
+        dq_fail(err, DQ_ERR_MODEL, "%s: %s", path, jerr->message);
+        g_error_free(jerr);
+        goto out;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+    JsonObject *mis = o && json_object_has_member(o, "max_image_size")
+                          ? json_object_get_object_member(o, "max_image_size")
+                          : NULL;
+    if (mis == NULL || !json_object_has_member(mis, "longest_edge")) {
+        dq_fail(err, DQ_ERR_MODEL, "%s: no max_image_size.longest_edge", path);
+        goto out;
+    }
+    gint64 v = json_object_get_int_member(mis, "longest_edge");
+    if (v < 16 || v > 8192) {
+        dq_fail(err, DQ_ERR_MODEL,
+                "%s: max_image_size.longest_edge %" G_GINT64_FORMAT " is out of range", path, v);
+        goto out;
+    }
+    *tile = (int)v;
+    ok = TRUE;
+out:
+    g_object_unref(parser);
+    g_free(path);
+    return ok;
+}
+
+static void failure_free(DqIngestFailure *f) {
+    g_free(f->path);
+    g_free(f->status);
+    g_free(f->code);
+    g_free(f->message);
+    g_free(f);
+}
+
+void dq_ingest_summary_clear(DqIngestSummary *sum) {
+    if (sum->failures != NULL)
+        g_ptr_array_free(sum->failures, TRUE);
+    memset(sum, 0, sizeof *sum);
+}
+
+/* ---- per-document state in the parent */
+
+typedef struct {
+    gboolean resolved;
+    char *status; /* ok, partial, failed */
+    int width, height;
+    double source_w, source_h;
+    char *sha256;
+    char *code;
+    char *message;
+} PageResult;
+
+typedef struct {
+    WalkEntry *entry;
+    char *sha256;
+    gint64 existing_id;
+    WorkerShared *shared; /* MAP_SHARED, one page */
+    int page_count;       /* -1 until a worker opened it */
+    char *warning;
+    PageResult *pages; /* [page_count] */
+    int resolved;
+    int fail_reason; /* document-level, 0 when none */
+    char *fail_message;
+    int children;
+    int restarts;
+} Doc;
+
+typedef struct {
+    pid_t pid;
+    int fd;
+    Doc *doc;
+    int current_page;
+    double deadline_ms;
+    GString *buf;
+    gboolean done_seen;
+    gboolean timed_out;
+} Child;
+
+typedef struct {
+    DqStore *store;
+    const DqIngestOptions *opt;
+    DqIngestSummary *sum;
+    char *settings;
+    char *store_dir;
+    GPtrArray *entries;
+    guint next_entry;
+    GQueue restart;    /* Doc* with pages left and no process */
+    GPtrArray *active; /* Doc* with processes */
+    Child *kids;       /* [opt->jobs] */
+    int n_kids;
+    gint64 bytes_total, bytes_done;
+    int files_done;
+    double t0;
+    double last_progress;
+    GError *fatal;
+} Run;
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig) {
+    interrupted = sig;
+}
+
+static void doc_free(Doc *d) {
+    if (d == NULL)
+        return;
+    for (int i = 0; d->pages && i < d->page_count; i++) {
+        g_free(d->pages[i].status);
+        g_free(d->pages[i].sha256);
+        g_free(d->pages[i].code);
+        g_free(d->pages[i].message);
+    }
+    g_free(d->pages);
+    if (d->shared != NULL)
+        munmap(d->shared, sizeof *d->shared);
+    g_free(d->sha256);
+    g_free(d->warning);
+    g_free(d->fail_message);
+    g_free(d);
+}
+
+static void doc_fail(Doc *d, int reason, const char *msg) {
+    if (d->fail_reason != 0)
+        return;
+    d->fail_reason = reason;
+    d->fail_message = g_strdup(msg);
+}
+
+static void page_resolve(Doc *d, int page, const char *status, int w, int h, double sw, double sh,
+                         const char *sha, const char *code, const char *msg) {
+    if (page < 1 || page > d->page_count || d->pages[page - 1].resolved)
+        return;
+    PageResult *p = &d->pages[page - 1];
+    p->resolved = TRUE;
+    p->status = g_strdup(status);
+    p->width = w;
+    p->height = h;
+    p->source_w = sw;
+    p->source_h = sh;
+    p->sha256 = sha && strcmp(sha, "-") != 0 ? g_strdup(sha) : NULL;
+    p->code = code && strcmp(code, "-") != 0 ? g_strdup(code) : NULL;
+    p->message = msg && *msg ? g_strdup(msg) : NULL;
+    d->resolved++;
+}
+
+static gboolean doc_complete(const Doc *d) {
+    return d->fail_reason != 0 || (d->page_count >= 0 && d->resolved == d->page_count);
+}
+
+/* ---- recording */
+
+static void add_failure(DqIngestSummary *sum, const char *path, const char *status,
+                        const char *code, const char *message) {
+    DqIngestFailure *f = g_new0(DqIngestFailure, 1);
+    f->path = g_strdup(path);
+    f->status = g_strdup(status);
+    f->code = g_strdup(code);
+    f->message = g_strdup(message);
+    g_ptr_array_add(sum->failures, f);
+}
+
+static void record_doc(Run *r, Doc *d) {
+    WalkEntry *e = d->entry;
+    /* Pages nobody could render after a document-level failure of a later process. */
+    if (d->fail_reason != 0 && d->resolved > 0)
+        for (int p = 1; p <= d->page_count; p++)
+            page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(d->fail_reason),
+                         d->fail_message);
+    int n_img = 0, first_bad = -1, n_bad = 0;
+    DqPageRow *rows = g_new0(DqPageRow, d->page_count > 0 ? d->page_count : 1);
+    int n_rows = 0;
+    for (int i = 0; d->pages && i < d->page_count; i++) {
+        PageResult *p = &d->pages[i];
+        if (!p->resolved)
+            continue;
+        DqPageRow *row = &rows[n_rows++];
+        row->page_number = i + 1;
+        row->width = p->width;
+        row->height = p->height;
+        row->source_width = p->source_w;
+        row->source_height = p->source_h;
+        row->image_sha256 = p->sha256;
+        row->status = p->status;
+        row->error_code = p->code;
+        row->error_message = p->message;
+        if (p->sha256 != NULL)
+            n_img++;
+        if (strcmp(p->status, "ok") != 0) {
+            n_bad++;
+            if (first_bad < 0)
+                first_bad = i;
+        }
+    }
+    const char *status = "ok";
+    const char *code = NULL;
+    char *message = NULL;
+    if (d->fail_reason != 0 && d->resolved == 0) {
+        status = "failed";
+        code = dq_ingest_reason_name(d->fail_reason);
+        message = g_strdup(d->fail_message);
+    } else if (n_img == 0) {
+        status = "failed";
+        PageResult *p = first_bad >= 0 ? &d->pages[first_bad] : NULL;
+        code = p && p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+        message = g_strdup_printf("no page could be rendered; page %d: %s", first_bad + 1,
+                                  p && p->message ? p->message : "?");
+    } else if (n_bad > 0 || d->warning != NULL) {
+        status = "partial";
+        if (first_bad >= 0) {
+            PageResult *p = &d->pages[first_bad];
+            code = p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+            message =
+                g_strdup_printf("%d of %d pages failed or are incomplete; page %d: %s%s%s", n_bad,
+                                d->page_count, first_bad + 1, p->message ? p->message : "?",
+                                d->warning ? "; " : "", d->warning ? d->warning : "");
+        } else {
+            code = dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+            message = g_strdup_printf("%s: %s", e->path, d->warning);
+        }
+    }
+    DqDocumentRow doc = {
+        .path = e->path,
+        .sha256 = d->sha256,
+        .bytes = e->bytes,
+        .mtime = e->mtime,
+        .kind = doc_kind_name(e->kind),
+        .page_count = d->page_count,
+        .status = status,
+        .error_code = code,
+        .error_message = message,
+    };
+    GError *err = NULL;
+    if (!dq_store_document_record(r->store, &doc, d->existing_id, r->settings, rows, n_rows, NULL,
+                                  NULL, &err)) {
+        if (r->fatal == NULL)
+            r->fatal = err;
+        else
+            g_error_free(err);
+    } else {
+        DqIngestSummary *s = r->sum;
+        if (strcmp(status, "ok") == 0)
+            s->documents_ok++;
+        else if (strcmp(status, "partial") == 0)
+            s->documents_partial++;
+        else
+            s->documents_failed++;
+        for (int i = 0; i < n_rows; i++) {
+            if (rows[i].image_sha256 != NULL)
+                s->pages_ok++;
+            else
+                s->pages_failed++;
+        }
+        if (strcmp(status, "ok") != 0)
+            add_failure(s, e->path, status, code, message);
+    }
+    g_free(message);
+    g_free(rows);
+    r->files_done++;
+    r->bytes_done += e->bytes;
+}
+
+/* Records a document that failed before any worker was needed. */
+static void record_prefailed(Run *r, Doc *d, DqIngestReason why, const char *msg) {
+    doc_fail(d, why, msg);
+    record_doc(r, d);
+    doc_free(d);
+}
+
+/* ---- preparing a document: hash, look up, cheap failures */
+
+static char *hash_file(const char *path, int *err_no) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        *err_no = errno;
+        return NULL;
+    }
+    GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
+    uint8_t *buf = g_malloc(1 << 20);
+    ssize_t n;
+    while ((n = read(fd, buf, 1 << 20)) > 0)
+        g_checksum_update(ck, buf, n);
+    if (n < 0)
+        *err_no = errno;
+    close(fd);
+    g_free(buf);
+    char *hex = n < 0 ? NULL : g_strdup(g_checksum_get_string(ck));
+    g_checksum_free(ck);
+    return hex;
+}
+
+/* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
+ * or failed without rendering, and recorded). */
+static Doc *prepare_doc(Run *r, WalkEntry *e) {
+    Doc *d = g_new0(Doc, 1);
+    d->entry = e;
+    d->page_count = -1;
+    int err_no = e->open_errno;
+    if (err_no == 0)
+        d->sha256 = hash_file(e->path, &err_no);
+    DqDocumentLookup found;
+    GError *err = NULL;
+    if (!dq_store_document_find(r->store, e->path, d->sha256, r->settings, &found, &err)) {
+        r->fatal = err;
+        doc_free(d);
+        return NULL;
+    }
+    /* Same bytes at the same path: nothing to add, unless these render settings are new for a
+     * document that rendered before. */
+    if (found.id != 0 && (found.pages_with_settings > 0 || strcmp(found.status, "failed") == 0)) {
+        dq_document_lookup_clear(&found);
+        r->sum->unchanged++;
+        r->files_done++;
+        r->bytes_done += e->bytes;
+        doc_free(d);
+        return NULL;
+    }
+    d->existing_id = found.id;
+    dq_document_lookup_clear(&found);
+    if (d->sha256 == NULL) {
+        char *m = g_strdup_printf("%s: %s", e->path, g_strerror(err_no));
+        record_prefailed(r, d, DQ_INGEST_UNREADABLE, m);
+        g_free(m);
+        return NULL;
+    }
+    if (e->bytes == 0) {
+        char *m = g_strdup_printf("%s: file is empty", e->path);
+        record_prefailed(r, d, DQ_INGEST_EMPTY, m);
+        g_free(m);
+        return NULL;
+    }
+    if (e->kind == DOC_KIND_UNKNOWN) {
+        char *m = g_strdup_printf("%s: neither a PDF nor a TIFF", e->path);
+        record_prefailed(r, d, DQ_INGEST_NOT_A_DOCUMENT, m);
+        g_free(m);
+        return NULL;
+    }
+    d->shared =
+        mmap(NULL, sizeof *d->shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (d->shared == MAP_FAILED) {
+        d->shared = NULL;
+        dq_fail(&r->fatal, DQ_ERR_IO, "cannot map shared memory: %s", g_strerror(errno));
+        doc_free(d);
+        return NULL;
+    }
+    d->shared->next_page = 0;
+    d->shared->page_count = -1;
+    g_ptr_array_add(r->active, d);
+    return d;
+}
+
+/* ---- worker processes */
+
+static gboolean spawn_child(Run *r, Doc *d) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+        dq_fail(&r->fatal, DQ_ERR_IO, "cannot create a pipe: %s", g_strerror(errno));
+        return FALSE;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        dq_fail(&r->fatal, DQ_ERR_IO, "cannot start a worker process: %s", g_strerror(errno));
+        return FALSE;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        WorkerTask task = {
+            .path = d->entry->path,
+            .kind = d->entry->kind,
+            .store_dir = r->store_dir,
+            .longest_edge = dq_ingest_longest_edge(r->opt),
+            .max_pixels = r->opt->max_pixels,
+            .max_pages = r->opt->max_pages,
+            .mem_limit_mb = r->opt->mem_limit_mb,
+            .shared = d->shared,
+        };
+        worker_main(&task, fds[1]);
+    }
+    close(fds[1]);
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    Child *c = &r->kids[r->n_kids++];
+    memset(c, 0, sizeof *c);
+    c->pid = pid;
+    c->fd = fds[0];
+    c->doc = d;
+    c->buf = g_string_new(NULL);
+    c->deadline_ms = dq_now_ms() + 1000.0 * r->opt->page_timeout_s;
+    d->children++;
+    return TRUE;
+}
+
+static void handle_line(Run *r, Child *c, char *line) {
+    Doc *d = c->doc;
+    char **f = g_strsplit(line, "\t", 10);
+    guint n = g_strv_length(f);
+    if (n >= 2 && strcmp(f[0], "count") == 0) {
+        int count = atoi(f[1]);
+        if (d->page_count < 0 && count >= 0) {
+            d->page_count = count;
+            d->pages = g_new0(PageResult, count > 0 ? count : 1);
+            if (n >= 3 && f[2][0] != '\0')
+                d->warning = g_strdup(f[2]);
+        }
+    } else if (n >= 3 && strcmp(f[0], "fail") == 0) {
+        int reason = DQ_INGEST_DAMAGED;
+        for (size_t i = 1; i < G_N_ELEMENTS(reason_names); i++)
+            if (reason_names[i] && strcmp(reason_names[i], f[1]) == 0)
+                reason = (int)i;
+        doc_fail(d, reason, f[2]);
+    } else if (n >= 2 && strcmp(f[0], "begin") == 0) {
+        c->current_page = atoi(f[1]);
+    } else if (n >= 10 && strcmp(f[0], "page") == 0) {
+        page_resolve(d, atoi(f[1]), f[2], atoi(f[3]), atoi(f[4]), g_ascii_strtod(f[5], NULL),
+                     g_ascii_strtod(f[6], NULL), f[7], f[8], f[9]);
+        c->current_page = 0;
+    } else if (n >= 1 && strcmp(f[0], "done") == 0) {
+        c->done_seen = TRUE;
+    }
+    g_strfreev(f);
+}
+
+static void finish_if_complete(Run *r, Doc *d) {
+    if (d->children > 0)
+        return;
+    if (!doc_complete(d)) {
+        /* Pages remain and no process is on them (the last one died): start another, but not
+         * forever. Each restart resolves at least the page that killed its predecessor. */
+        if (d->restarts++ <= d->page_count + 2) {
+            g_queue_push_tail(&r->restart, d);
+            return;
+        }
+        for (int p = 1; p <= d->page_count; p++)
+            page_resolve(d, p, "failed", 0, 0, 0, 0, NULL,
+                         dq_ingest_reason_name(DQ_INGEST_RENDER_CRASHED),
+                         "worker processes kept dying");
+    }
+    g_ptr_array_remove(r->active, d);
+    record_doc(r, d);
+    doc_free(d);
+}
+
+static void reap_child(Run *r, int i) {
+    Child *c = &r->kids[i];
+    Doc *d = c->doc;
+    int status = 0;
+    while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!c->done_seen && d->fail_reason == 0) {
+        DqIngestReason why = c->timed_out ? DQ_INGEST_RENDER_TIMEOUT : DQ_INGEST_RENDER_CRASHED;
+        char *how = c->timed_out ? g_strdup_printf("no progress for %d s, worker killed",
+                                                   r->opt->page_timeout_s)
+                    : WIFSIGNALED(status)
+                        ? g_strdup_printf("worker died: %s", g_strsignal(WTERMSIG(status)))
+                        : g_strdup_printf("worker exited with status %d", WEXITSTATUS(status));
+        char *msg = c->current_page > 0
+                        ? g_strdup_printf("%s: page %d: %s", d->entry->path, c->current_page, how)
+                        : g_strdup_printf("%s: %s", d->entry->path, how);
+        if (c->current_page > 0)
+            page_resolve(d, c->current_page, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(why),
+                         msg);
+        else if (d->page_count < 0)
+            doc_fail(d, why, msg);
+        g_free(how);
+        g_free(msg);
+    }
+    close(c->fd);
+    g_string_free(c->buf, TRUE);
+    d->children--;
+    r->kids[i] = r->kids[--r->n_kids];
+    finish_if_complete(r, d);
+}
+
+/* Reads what a child wrote; returns FALSE at end of file. */
+static gboolean read_child(Run *r, Child *c) {
+    char buf[4096];
+    ssize_t n = read(c->fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return TRUE;
+    if (n <= 0)
+        return FALSE;
+    g_string_append_len(c->buf, buf, n);
+    char *nl;
+    while ((nl = memchr(c->buf->str, '\n', c->buf->len)) != NULL) {
+        *nl = '\0';
+        handle_line(r, c, c->buf->str);
+        g_string_erase(c->buf, 0, nl - c->buf->str + 1);
+    }
+    c->deadline_ms = dq_now_ms() + 1000.0 * r->opt->page_timeout_s;
+    return TRUE;
+}
+
+/* The next document to give a free process: a restart, a new file, or extra hands for a long
+ * document once no new file is waiting. */
+static Doc *next_work(Run *r) {
+    Doc *d = g_queue_pop_head(&r->restart);
+    if (d != NULL)
+        return d;
+    while (r->next_entry < r->entries->len && r->fatal == NULL) {
+        d = prepare_doc(r, g_ptr_array_index(r->entries, r->next_entry++));
+        if (d != NULL)
+            return d;
+    }
+    if (r->fatal != NULL)
+        return NULL;
+    Doc *best = NULL;
+    int best_left = 1;
+    for (guint i = 0; i < r->active->len; i++) {
+        Doc *a = g_ptr_array_index(r->active, i);
+        if (a->fail_reason != 0 || a->page_count < 0)
+            continue;
+        int left = a->page_count - __atomic_load_n(&a->shared->next_page, __ATOMIC_SEQ_CST);
+        if (left > best_left) {
+            best = a;
+            best_left = left;
+        }
+    }
+    return best;
+}
+
+static void show_progress(Run *r, gboolean final) {
+    double now = dq_now_ms();
+    if (!final && now - r->last_progress < 250)
+        return;
+    r->last_progress = now;
+    double secs = (now - r->t0) / 1000.0;
+    int pages = r->sum->pages_ok + r->sum->pages_failed;
+    for (guint i = 0; i < r->active->len; i++)
+        pages += ((Doc *)g_ptr_array_index(r->active, i))->resolved;
+    char eta[32] = "?";
+    if (r->bytes_done > 0 && r->bytes_total > r->bytes_done) {
+        int left = (int)(secs * (double)(r->bytes_total - r->bytes_done) / (double)r->bytes_done);
+        snprintf(eta, sizeof eta, "%d:%02d", left / 60, left % 60);
+    } else if (r->bytes_total <= r->bytes_done) {
+        snprintf(eta, sizeof eta, "0:00");
+    }
+    fprintf(stderr, "\r\033[Kingest: files %d/%u  pages %d  %.1f pages/s  ETA %s%s", r->files_done,
+            r->entries->len, pages, secs > 0 ? pages / secs : 0.0, eta, final ? "\n" : "");
+    fflush(stderr);
+}
+
+gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
+                       DqIngestSummary *sum, GError **err) {
+    memset(sum, 0, sizeof *sum);
+    sum->failures = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
+    if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
+        opt->max_pages < 1 || opt->page_timeout_s < 1)
+        return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",
+                       opt->n_res, opt->tile, opt->jobs);
+    Run r = {.store = store, .opt = opt, .sum = sum};
+    r.t0 = dq_now_ms();
+    r.settings = dq_ingest_render_settings(opt);
+    r.store_dir = dq_ingest_page_store_dir(dq_store_path(store));
+    if (g_mkdir_with_parents(r.store_dir, 0755) != 0) {
+        dq_fail(err, DQ_ERR_IO, "%s: cannot create the page store: %s", r.store_dir,
+                g_strerror(errno));
+        g_free(r.settings);
+        g_free(r.store_dir);
+        return FALSE;
+    }
+    r.entries = ingest_walk(paths, opt->hidden, &sum->skipped);
+    sum->files = (int)r.entries->len;
+    for (guint i = 0; i < r.entries->len; i++)
+        r.bytes_total += ((WalkEntry *)g_ptr_array_index(r.entries, i))->bytes;
+    r.active = g_ptr_array_new();
+    g_queue_init(&r.restart);
+    r.kids = g_new0(Child, opt->jobs);
+
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    interrupted = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+
+    for (;;) {
+        while (!interrupted && r.fatal == NULL && r.n_kids < opt->jobs) {
+            Doc *d = next_work(&r);
+            if (d == NULL || !spawn_child(&r, d))
+                break;
+        }
+        if (r.n_kids == 0 || interrupted || r.fatal != NULL)
+            break;
+        struct pollfd pfd[r.n_kids];
+        double now = dq_now_ms();
+        double wait = 250;
+        for (int i = 0; i < r.n_kids; i++) {
+            pfd[i].fd = r.kids[i].fd;
+            pfd[i].events = POLLIN;
+            pfd[i].revents = 0;
+            wait = MIN(wait, r.kids[i].deadline_ms - now);
+        }
+        int pr = poll(pfd, r.n_kids, wait < 0 ? 0 : (int)wait + 1);
+        if (pr < 0 && errno != EINTR) {
+            dq_fail(&r.fatal, DQ_ERR_IO, "poll: %s", g_strerror(errno));
+            break;
+        }
+        now = dq_now_ms();
+        /* Walk backwards: reap_child moves the last child into the freed slot. */
+        for (int i = r.n_kids - 1; i >= 0; i--) {
+            Child *c = &r.kids[i];
+            gboolean open = TRUE;
+            if (pr > 0 && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                open = read_child(&r, c);
+            if (open && now > c->deadline_ms && !c->timed_out) {
+                c->timed_out = TRUE;
+                kill(c->pid, SIGKILL);
+            }
+            if (!open)
+                reap_child(&r, i);
+        }
+        if (opt->progress)
+            show_progress(&r, FALSE);
+    }
+    /* Interrupted or fatal: abandon what runs; nothing half-done is recorded. */
+    for (int i = 0; i < r.n_kids; i++) {
+        kill(r.kids[i].pid, SIGKILL);
+        waitpid(r.kids[i].pid, NULL, 0);
+        close(r.kids[i].fd);
+        g_string_free(r.kids[i].buf, TRUE);
+    }
+    for (guint i = 0; i < r.active->len; i++)
+        doc_free(g_ptr_array_index(r.active, i));
+    g_ptr_array_free(r.active, TRUE);
+    g_queue_clear(&r.restart);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sum->interrupted = interrupted != 0;
+    sum->seconds = (dq_now_ms() - r.t0) / 1000.0;
+    if (opt->progress)
+        show_progress(&r, TRUE);
+    g_free(r.kids);
+    g_ptr_array_free(r.entries, TRUE);
+    g_free(r.settings);
+    g_free(r.store_dir);
+    if (r.fatal != NULL) {
+        g_propagate_error(err, r.fatal);
+        return FALSE;
+    }
+    return TRUE;
+}

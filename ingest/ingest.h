@@ -1,0 +1,133 @@
+/* Ingest: PDFs and TIFFs -> the page images the model will see, registered in the database.
+ *
+ *   DqIngestOptions opt;
+ *   dq_ingest_options_init(&opt);              // N = 5, tile 512, all cores
+ *   DqIngestSummary sum;
+ *   dq_ingest_run(store, paths, &opt, &sum, &err);   // FALSE only when it could not run
+ *   ... sum.documents_failed, sum.failures ...
+ *   dq_ingest_summary_clear(&sum);
+ *
+ * Render size. Every page image has longest edge N x tile (N = n_res, 5 by default; tile is
+ * max_image_size.longest_edge of the model's preprocessor_config.json, 512 when not given) and
+ * the other side given by dq_image_fit_longest_edge, the rule transformers' Idefics3 image
+ * processor uses when it resizes to that longest edge. So for a model run at the same N the
+ * processor's first resize is a no-op and no page is resampled twice.
+ *   PDF:  poppler-glib renders straight at that size, the way pdftocairo does: an ARGB32 cairo
+ *         surface of exactly the target size, scaled by target / page size in points (CropBox,
+ *         /Rotate applied by poppler), antialiasing fixed to cairo's default, then white painted
+ *         behind (DEST_OVER).
+ *   TIFF: libtiff's RGBA interface decodes each directory at its own size (all codecs and
+ *         layouts libtiff was built with), alpha is composited onto white (libtiff hands out
+ *         premultiplied samples; a document viewer shows transparency as paper, and that is what
+ *         the PDF path does too), the Orientation tag (1-8) is applied as Pillow's
+ *         exif_transpose does, then dq_image_resize_lanczos (Pillow's LANCZOS, the model's own
+ *         resampler) brings it to the target size.
+ *
+ * Page store. Page images are PNG files in a content-addressed folder beside the database
+ * (<db>.pages/ab/cd/<sha256 of the PNG>.png), written to a temporary name, fsynced and renamed
+ * before the row naming them commits. Why files rather than blobs: identical pages are stored
+ * once, the database stays small and fast to copy/back up, worker processes read pages in
+ * parallel without going through SQLite, and the same folder can be shared when the database is
+ * PostgreSQL.
+ *
+ * Isolation. Each document is opened in a worker process (fork) with an address-space limit
+ * (RLIMIT_AS) and a per-page time limit; a crash or hang inside poppler or libtiff costs one
+ * page (recorded as render_crashed / render_timeout), never the ingest. One process renders one
+ * page at a time, so poppler never renders two pages of one document object at once; documents
+ * run in parallel on all cores, and when no new document is waiting, extra processes open a long
+ * document again and take its remaining pages from a shared counter.
+ *
+ * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the same bytes at
+ * the same path add nothing (when pages for the current render settings exist); changed bytes
+ * add a new document version and keep the old one.
+ */
+#ifndef DQ_INGEST_H
+#define DQ_INGEST_H
+
+#include "store.h"
+
+#include <glib.h>
+
+/* Why a document or a page failed; stored as the name (documents.error_code, pages.error_code). */
+typedef enum {
+    DQ_INGEST_EMPTY = 1,          /* zero-byte file */
+    DQ_INGEST_NOT_A_DOCUMENT,     /* named explicitly but neither PDF nor TIFF */
+    DQ_INGEST_UNREADABLE,         /* cannot be opened or read (permissions, vanished) */
+    DQ_INGEST_ENCRYPTED,          /* PDF needs a user password */
+    DQ_INGEST_DAMAGED,            /* cannot be parsed, no usable page, page fails to decode */
+    DQ_INGEST_UNSUPPORTED_CODEC,  /* TIFF compression not built into libtiff */
+    DQ_INGEST_UNSUPPORTED_FORMAT, /* TIFF pixel format libtiff's RGBA interface refuses */
+    DQ_INGEST_TOO_MANY_PIXELS,    /* source raster or output over max_pixels */
+    DQ_INGEST_TOO_MANY_PAGES,     /* document over max_pages */
+    DQ_INGEST_RENDER_CRASHED,     /* the worker process died (signal, memory limit) */
+    DQ_INGEST_RENDER_TIMEOUT,     /* the worker took longer than page_timeout_s on one page */
+    DQ_INGEST_STORE_FAILED,       /* the page image could not be written */
+} DqIngestReason;
+
+#define DQ_INGEST_ERROR (dq_ingest_error_quark())
+GQuark dq_ingest_error_quark(void);
+
+/* "encrypted", "damaged", ... */
+const char *dq_ingest_reason_name(DqIngestReason reason);
+
+typedef struct {
+    int n_res;           /* N: longest edge = n_res x tile (default 5) */
+    int tile;            /* model tile size, max_image_size.longest_edge (default 512) */
+    int jobs;            /* worker processes (default: online CPUs) */
+    gboolean hidden;     /* walk into hidden files and folders */
+    gint64 max_pixels;   /* per page, source raster and output (default 178956970, Pillow's) */
+    int max_pages;       /* per document (default 10000) */
+    int page_timeout_s;  /* per page and per document open (default 120) */
+    gint64 mem_limit_mb; /* RLIMIT_AS of a worker (default 4096; 0 = none) */
+    gboolean progress;   /* progress line on stderr */
+} DqIngestOptions;
+
+void dq_ingest_options_init(DqIngestOptions *opt);
+
+/* Reads max_image_size.longest_edge from <model_dir>/preprocessor_config.json. */
+gboolean dq_ingest_tile_from_model(const char *model_dir, int *tile, GError **err);
+
+/* The longest edge pages are rendered at (n_res x tile) and the canonical JSON stored in
+ * pages.render_settings. */
+int dq_ingest_longest_edge(const DqIngestOptions *opt);
+char *dq_ingest_render_settings(const DqIngestOptions *opt);
+
+/* The size a w x h source (any unit) is rendered at: longest edge `longest_edge`, the short side
+ * by dq_image_fit_longest_edge, and a fixed point of that rule. */
+void dq_ingest_target_size(double width, double height, int longest_edge, int *out_width,
+                           int *out_height);
+
+/* Where the page store lives for a database file, and where one page's PNG is in it. */
+char *dq_ingest_page_store_dir(const char *db_path);
+char *dq_ingest_page_path(const char *store_dir, const char *image_sha256);
+
+typedef struct {
+    char *path;
+    char *status; /* "failed" or "partial" */
+    char *code;
+    char *message;
+} DqIngestFailure;
+
+typedef struct {
+    int files;             /* candidate files (documents) considered */
+    int documents_ok;      /* recorded now, every page fine */
+    int documents_partial; /* recorded now, some pages failed */
+    int documents_failed;  /* recorded now as failed */
+    int unchanged;         /* already in the database: nothing added */
+    int skipped;           /* files in folders that are neither PDF nor TIFF */
+    int pages_ok;          /* page images written now */
+    int pages_failed;
+    double seconds;
+    gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
+                             was recorded */
+    GPtrArray *failures;  /* DqIngestFailure*, for failed and partial documents */
+} DqIngestSummary;
+
+void dq_ingest_summary_clear(DqIngestSummary *sum);
+
+/* Ingests files and folders. Returns FALSE (err set) only when ingest could not run at all (no
+ * page store, database error); failures of single inputs are recorded and listed in *sum. */
+gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
+                       DqIngestSummary *sum, GError **err);
+
+#endif

@@ -1,0 +1,107 @@
+/* Internals of libdocqa_ingest shared by its files: the walk, the decoders, the worker. */
+#ifndef DQ_INGEST_INTERNAL_H
+#define DQ_INGEST_INTERNAL_H
+
+#include "image.h"
+#include "ingest.h"
+
+#include <glib.h>
+#include <stdint.h>
+
+/* ---- walk */
+
+typedef enum { DOC_KIND_UNKNOWN = 0, DOC_KIND_PDF, DOC_KIND_TIFF } DocKind;
+
+const char *doc_kind_name(DocKind kind);
+
+/* Kind from the first bytes ("%PDF-" within the first 1024 bytes, as poppler accepts it; TIFF
+ * and BigTIFF byte-order marks), else from the name's extension, else unknown. */
+DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name);
+
+typedef struct {
+    char *path;        /* absolute */
+    gboolean explicit; /* named on the command line */
+    int open_errno;    /* != 0: could not stat or open it */
+    gint64 bytes;
+    gint64 mtime;
+    DocKind kind;
+} WalkEntry;
+
+void walk_entry_free(WalkEntry *e);
+
+/* Expands files and folders into the documents to ingest, in a stable (sorted) order. Folders
+ * are walked recursively; a symlink is followed only when its target lies inside one of the
+ * roots (so nothing outside what was named is read, and loops end); hidden entries are skipped
+ * unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped when found in a
+ * folder and returned (kind unknown) when named. Returns WalkEntry*. */
+GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped);
+
+/* ---- decoders (run inside worker processes) */
+
+typedef struct RenderDoc {
+    DocKind kind;
+    char *path;
+    int page_count;
+    char *warning; /* see render_doc_warning */
+    void *pdf;     /* PopplerDocument* */
+    void *tiff;    /* TIFF* */
+} RenderDoc;
+
+/* Opens a document. Errors are DQ_INGEST_ERROR with a DqIngestReason code. */
+RenderDoc *render_doc_open(const char *path, DocKind kind, GError **err);
+int render_doc_page_count(RenderDoc *doc);
+/* A document-level problem that still leaves pages usable (a broken TIFF IFD chain after valid
+ * pages), or NULL. */
+const char *render_doc_warning(RenderDoc *doc);
+/* Renders page `page` (1-based) at the target size for `longest_edge`. *source_w/h: PDF page
+ * size in points after /Rotate, TIFF pixels after Orientation. *incomplete is set (with
+ * *incomplete_msg) when an image was produced but the decoder reported an error. */
+DqImage *render_doc_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
+                         double *source_w, double *source_h, gboolean *incomplete,
+                         char **incomplete_msg, GError **err);
+void render_doc_close(RenderDoc *doc);
+
+/* PDF and TIFF halves of the above (they fill doc->pdf / doc->tiff and doc->page_count). */
+gboolean pdf_doc_open(RenderDoc *doc, GError **err);
+DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
+                         double *source_w, double *source_h, GError **err);
+void pdf_doc_close(RenderDoc *doc);
+gboolean tiff_doc_open(RenderDoc *doc, GError **err);
+DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
+                          double *source_w, double *source_h, gboolean *incomplete,
+                          char **incomplete_msg, GError **err);
+void tiff_doc_close(RenderDoc *doc);
+
+/* Pixels after applying TIFF/EXIF orientation 1-8 to an RGB image (Pillow's exif_transpose). */
+DqImage *image_apply_orientation(const DqImage *src, int orientation);
+
+/* ---- page store */
+
+/* Encodes img as PNG, writes it under store_dir by its sha256 (hex, 65 bytes), atomically. */
+gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
+                        GError **err);
+
+/* ---- worker process */
+
+/* Page-claiming state shared by all processes working on one document (MAP_SHARED). */
+typedef struct {
+    int next_page; /* pages handed out so far; a process takes next_page + 1 */
+    int page_count;
+} WorkerShared;
+
+typedef struct {
+    const char *path;
+    DocKind kind;
+    const char *store_dir;
+    int longest_edge;
+    gint64 max_pixels;
+    int max_pages;
+    gint64 mem_limit_mb;
+    WorkerShared *shared;
+} WorkerTask;
+
+/* Body of a worker process: renders pages of task->path claimed from task->shared and writes
+ * one line per event to fd (see worker.c for the protocol). Never returns. */
+G_GNUC_NORETURN void worker_main(const WorkerTask *task, int fd);
+
+#endif

@@ -1,0 +1,91 @@
+/* The content-addressed page store: <db>.pages/ab/cd/<sha256>.png (see ingest.h for why). */
+#include "ingest_internal.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <unistd.h>
+
+char *dq_ingest_page_store_dir(const char *db_path) {
+    return g_strconcat(db_path, ".pages", NULL);
+}
+
+char *dq_ingest_page_path(const char *store_dir, const char *image_sha256) {
+    char a[3] = {image_sha256[0], image_sha256[1], 0};
+    char b[3] = {image_sha256[2], image_sha256[3], 0};
+    char *name = g_strconcat(image_sha256, ".png", NULL);
+    char *path = g_build_filename(store_dir, a, b, name, NULL);
+    g_free(name);
+    return path;
+}
+
+static gboolean write_all(int fd, const uint8_t *data, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return FALSE;
+        data += n;
+        len -= (size_t)n;
+    }
+    return TRUE;
+}
+
+gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
+                        GError **err) {
+    GBytes *png = dq_image_encode_png(img, err);
+    if (png == NULL)
+        return FALSE;
+    gsize len = 0;
+    const uint8_t *data = g_bytes_get_data(png, &len);
+    char *hex = g_compute_checksum_for_data(G_CHECKSUM_SHA256, data, len);
+    memcpy(sha256_out, hex, 65);
+    g_free(hex);
+    char *path = dq_ingest_page_path(store_dir, sha256_out);
+    char *dir = g_path_get_dirname(path);
+    char *tmp = NULL;
+    gboolean ok = FALSE;
+    if (g_file_test(path, G_FILE_TEST_EXISTS)) { /* the same page was stored before */
+        ok = TRUE;
+        goto out;
+    }
+    if (g_mkdir_with_parents(dir, 0755) != 0) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", dir,
+                    g_strerror(errno));
+        goto out;
+    }
+    /* Temporary name in the same folder, fsync, rename: a reader (or a crash) never sees half a
+     * PNG under its final name. */
+    tmp = g_build_filename(dir, ".tmp-XXXXXX", NULL);
+    int fd = g_mkstemp(tmp);
+    if (fd < 0) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp,
+                    g_strerror(errno));
+        goto out;
+    }
+    gboolean wrote = write_all(fd, data, len) && fsync(fd) == 0;
+    int saved = errno;
+    close(fd);
+    if (!wrote) {
+        g_unlink(tmp);
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot write: %s", tmp,
+                    g_strerror(saved));
+        goto out;
+    }
+    g_chmod(tmp, 0644);
+    if (g_rename(tmp, path) != 0) {
+        saved = errno;
+        g_unlink(tmp);
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
+                    "%s: cannot rename into place: %s", path, g_strerror(saved));
+        goto out;
+    }
+    ok = TRUE;
+out:
+    g_free(tmp);
+    g_free(dir);
+    g_free(path);
+    g_bytes_unref(png);
+    return ok;
+}

@@ -1,0 +1,117 @@
+/* Document-kind dispatch, the render size rule and orientation: shared by the PDF and TIFF
+ * decoders. */
+#include "ingest_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+void dq_ingest_target_size(double width, double height, int longest_edge, int *out_width,
+                           int *out_height) {
+    /* The processor sees integer pixel sizes; feed it the source aspect with sub-point
+     * precision (x 64), then iterate to a fixed point so that resizing the result to the same
+     * longest edge changes nothing (an even short side always is one; this is a safety net). */
+    double k = 64.0;
+    double lim = (double)G_MAXINT / 2;
+    int w = (int)fmin(lim, fmax(1.0, round(width * k)));
+    int h = (int)fmin(lim, fmax(1.0, round(height * k)));
+    for (int i = 0; i < 4; i++) {
+        int nw = 0, nh = 0;
+        dq_image_fit_longest_edge(w, h, longest_edge, &nw, &nh);
+        if (i > 0 && nw == w && nh == h)
+            break;
+        w = nw;
+        h = nh;
+    }
+    *out_width = w;
+    *out_height = h;
+}
+
+DqImage *image_apply_orientation(const DqImage *src, int orientation) {
+    int W = src->width, H = src->height;
+    gboolean swap = orientation >= 5 && orientation <= 8;
+    DqImage *dst = dq_image_new(swap ? H : W, swap ? W : H);
+    int ow = dst->width, oh = dst->height;
+    for (int y = 0; y < oh; y++) {
+        uint8_t *out = dst->pixels + (size_t)y * ow * 3;
+        for (int x = 0; x < ow; x++) {
+            int sx, sy;
+            switch (orientation) {
+            case 2: /* mirrored: FLIP_LEFT_RIGHT */
+                sx = W - 1 - x, sy = y;
+                break;
+            case 3: /* ROTATE_180 */
+                sx = W - 1 - x, sy = H - 1 - y;
+                break;
+            case 4: /* FLIP_TOP_BOTTOM */
+                sx = x, sy = H - 1 - y;
+                break;
+            case 5: /* TRANSPOSE */
+                sx = y, sy = x;
+                break;
+            case 6: /* ROTATE_270: 90 degrees clockwise */
+                sx = y, sy = H - 1 - x;
+                break;
+            case 7: /* TRANSVERSE */
+                sx = W - 1 - y, sy = H - 1 - x;
+                break;
+            case 8: /* ROTATE_90: 90 degrees counter-clockwise */
+                sx = W - 1 - y, sy = x;
+                break;
+            default:
+                sx = x, sy = y;
+                break;
+            }
+            memcpy(out + 3 * x, src->pixels + ((size_t)sy * W + sx) * 3, 3);
+        }
+    }
+    return dst;
+}
+
+RenderDoc *render_doc_open(const char *path, DocKind kind, GError **err) {
+    RenderDoc *doc = g_new0(RenderDoc, 1);
+    doc->kind = kind;
+    doc->path = g_strdup(path);
+    gboolean ok = kind == DOC_KIND_PDF    ? pdf_doc_open(doc, err)
+                  : kind == DOC_KIND_TIFF ? tiff_doc_open(doc, err)
+                                          : FALSE;
+    if (kind != DOC_KIND_PDF && kind != DOC_KIND_TIFF)
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_NOT_A_DOCUMENT, "%s: neither PDF nor TIFF",
+                    path);
+    if (!ok) {
+        render_doc_close(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+int render_doc_page_count(RenderDoc *doc) {
+    return doc->page_count;
+}
+
+const char *render_doc_warning(RenderDoc *doc) {
+    return doc->warning;
+}
+
+DqImage *render_doc_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
+                         double *source_w, double *source_h, gboolean *incomplete,
+                         char **incomplete_msg, GError **err) {
+    *incomplete = FALSE;
+    *incomplete_msg = NULL;
+    *source_w = *source_h = 0;
+    if (doc->kind == DOC_KIND_PDF)
+        return pdf_render_page(doc, page, longest_edge, max_pixels, source_w, source_h, err);
+    return tiff_render_page(doc, page, longest_edge, max_pixels, source_w, source_h, incomplete,
+                            incomplete_msg, err);
+}
+
+void render_doc_close(RenderDoc *doc) {
+    if (doc == NULL)
+        return;
+    if (doc->kind == DOC_KIND_PDF)
+        pdf_doc_close(doc);
+    else if (doc->kind == DOC_KIND_TIFF)
+        tiff_doc_close(doc);
+    g_free(doc->warning);
+    g_free(doc->path);
+    g_free(doc);
+}

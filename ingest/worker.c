@@ -1,0 +1,136 @@
+/* The worker process: opens one document and renders the pages it claims.
+ *
+ * Protocol (one line per event on the pipe to the parent, fields separated by tabs; messages
+ * have tabs and newlines replaced by spaces):
+ *   count  N  WARNING          the document opened with N pages (WARNING may be empty)
+ *   fail   REASON  MESSAGE     the document cannot be rendered at all
+ *   begin  P                   starting page P: if the process dies now, page P is the culprit
+ *   page   P  STATUS  W  H  SOURCE_W  SOURCE_H  SHA256|-  REASON|-  MESSAGE
+ *   done
+ * The parent enforces the time limit per line; the address-space limit is set here.
+ */
+#include "ingest_internal.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define DQ_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DQ_UNDER_ASAN 1
+#endif
+#endif
+
+static void send_line(int fd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static void send_line(int fd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    /* Keep each line below PIPE_BUF so it arrives in one piece. */
+    size_t len = strlen(s);
+    if (len > 3000) {
+        s[2999] = '\n';
+        s[3000] = '\0';
+        len = 3000;
+    }
+    const char *p = s;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n <= 0)
+            _exit(3); /* the parent is gone */
+        p += n;
+        len -= (size_t)n;
+    }
+    g_free(s);
+}
+
+static char *clean(const char *msg) {
+    char *s = g_strdup(msg ? msg : "");
+    for (char *c = s; *c; c++)
+        if (*c == '\t' || *c == '\n' || *c == '\r')
+            *c = ' ';
+    return s;
+}
+
+static void limit_memory(gint64 mem_limit_mb) {
+#ifndef DQ_UNDER_ASAN
+    /* ASan reserves terabytes of address space: an RLIMIT_AS would only break it. */
+    if (mem_limit_mb > 0) {
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)mem_limit_mb * 1024 * 1024;
+        setrlimit(RLIMIT_AS, &rl);
+    }
+#endif
+}
+
+void worker_main(const WorkerTask *task, int fd) {
+    limit_memory(task->mem_limit_mb);
+    if (g_getenv("DOCQA_INGEST_DEBUG") == NULL) {
+        /* poppler and libtiff print their complaints on stderr; they reach the database as
+         * reasons instead, and must not garble the progress line. */
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, STDERR_FILENO);
+            close(devnull);
+        }
+    }
+    GError *err = NULL;
+    RenderDoc *doc = render_doc_open(task->path, task->kind, &err);
+    if (doc == NULL) {
+        char *m = clean(err->message);
+        send_line(fd, "fail\t%s\t%s\n", dq_ingest_reason_name(err->code), m);
+        _exit(0);
+    }
+    int n = render_doc_page_count(doc);
+    char *warn = clean(render_doc_warning(doc));
+    send_line(fd, "count\t%d\t%s\n", n, warn);
+    g_free(warn);
+    if (n > task->max_pages) {
+        send_line(fd, "fail\t%s\t%s: %d pages is over the limit of %d\n",
+                  dq_ingest_reason_name(DQ_INGEST_TOO_MANY_PAGES), task->path, n, task->max_pages);
+        _exit(0);
+    }
+    for (;;) {
+        int page = __atomic_add_fetch(&task->shared->next_page, 1, __ATOMIC_SEQ_CST);
+        if (page > n)
+            break;
+        send_line(fd, "begin\t%d\n", page);
+        double sw = 0, sh = 0;
+        gboolean incomplete = FALSE;
+        char *imsg = NULL;
+        DqImage *img = render_doc_page(doc, page, task->longest_edge, task->max_pixels, &sw, &sh,
+                                       &incomplete, &imsg, &err);
+        char sha[65] = "-";
+        if (img != NULL && !page_store_put(task->store_dir, img, sha, &err)) {
+            dq_image_free(img);
+            img = NULL;
+        }
+        if (img != NULL) {
+            char *m = clean(imsg);
+            send_line(fd, "page\t%d\t%s\t%d\t%d\t%.17g\t%.17g\t%s\t%s\t%s\n", page,
+                      incomplete ? "partial" : "ok", img->width, img->height, sw, sh, sha,
+                      incomplete ? dq_ingest_reason_name(DQ_INGEST_DAMAGED) : "-", m);
+            g_free(m);
+            dq_image_free(img);
+        } else {
+            char *m = clean(err->message);
+            send_line(fd, "page\t%d\tfailed\t0\t0\t%.17g\t%.17g\t-\t%s\t%s\n", page, sw, sh,
+                      err->domain == DQ_INGEST_ERROR ? dq_ingest_reason_name(err->code)
+                                                     : "store_failed",
+                      m);
+            g_free(m);
+            g_clear_error(&err);
+        }
+        g_free(imsg);
+    }
+    send_line(fd, "done\n");
+    render_doc_close(doc);
+    _exit(0);
+}
