@@ -1,0 +1,187 @@
+#include "jobs_testlib.h"
+
+#include "dq_error.h"
+#include "store_documents.h"
+#include "store_jobs.h"
+#include "testutil.h"
+
+#include <cairo.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
+#include <string.h>
+
+#define RENDER_SETTINGS "{\"longest_edge\":2048,\"n_res\":4,\"tile\":512}"
+
+static cairo_status_t png_to_bytes(void *closure, const unsigned char *data, unsigned int len) {
+    g_byte_array_append(closure, data, len);
+    return CAIRO_STATUS_SUCCESS;
+}
+
+/* A small page PNG, different for every (doc, page); stored under its content address. */
+static char *write_page_png(const char *db_path, int doc, int page) {
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 24, 32);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_set_source_rgb(cr, (doc % 7) / 7.0, (page % 11) / 11.0, ((doc * 31 + page) % 13) / 13.0);
+    cairo_rectangle(cr, doc % 20, page % 28, 4, 4);
+    cairo_fill(cr);
+    cairo_destroy(cr);
+    GByteArray *png = g_byte_array_new();
+    g_assert_cmpint(cairo_surface_write_to_png_stream(surf, png_to_bytes, png), ==,
+                    CAIRO_STATUS_SUCCESS);
+    cairo_surface_destroy(surf);
+    char *sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, png->data, png->len);
+    char *path = queue_page_image_path(db_path, sha);
+    char *dir = g_path_get_dirname(path);
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    g_assert_true(g_file_set_contents(path, (const char *)png->data, png->len, NULL));
+    g_free(dir);
+    g_free(path);
+    g_byte_array_free(png, TRUE);
+    return sha;
+}
+
+char *jt_make_db(const char *dir, int n_docs, int n_pages) {
+    char *db_path = g_build_filename(dir, "docqa.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(db_path, &err);
+    dq_assert_no_error(err);
+    for (int d = 0; d < n_docs; d++) {
+        char *path = g_strdup_printf("/archive/%s/doc-%04d.pdf", d % 2 ? "2024" : "2023", d);
+        char *sha = g_compute_checksum_for_string(G_CHECKSUM_SHA256, path, -1);
+        DqDocumentRow doc = {.path = path,
+                             .sha256 = sha,
+                             .bytes = 1000 + d,
+                             .mtime = 1700000000,
+                             .kind = "pdf",
+                             .page_count = n_pages,
+                             .status = "ok"};
+        DqPageRow *pages = g_new0(DqPageRow, n_pages);
+        char **shas = g_new0(char *, n_pages + 1);
+        for (int p = 0; p < n_pages; p++) {
+            shas[p] = write_page_png(db_path, d, p + 1);
+            pages[p] = (DqPageRow){.page_number = p + 1,
+                                   .width = 24,
+                                   .height = 32,
+                                   .source_width = 612,
+                                   .source_height = 792,
+                                   .image_sha256 = shas[p],
+                                   .status = "ok"};
+        }
+        g_assert_true(dq_store_document_record(s, &doc, 0, RENDER_SETTINGS, pages, n_pages, NULL,
+                                               NULL, &err));
+        dq_assert_no_error(err);
+        g_strfreev(shas);
+        g_free(pages);
+        g_free(sha);
+        g_free(path);
+    }
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    return db_path;
+}
+
+int jt_ask(const char *db_path, int n_questions, const char *model_id, int max_attempts) {
+    GError *err = NULL;
+    DqStore *s = dq_store_open(db_path, &err);
+    dq_assert_no_error(err);
+    char **qs = g_new0(char *, n_questions + 1);
+    for (int i = 0; i < n_questions; i++)
+        qs[i] = g_strdup_printf("question %d", i + 1);
+    DqAskRequest req = {.questions = (const char *const *)qs,
+                        .n_questions = n_questions,
+                        .model_id = model_id,
+                        .settings = {.max_attempts = max_attempts}};
+    DqAskResult res;
+    g_assert_true(queue_ask(s, &req, &res, &err));
+    dq_assert_no_error(err);
+    g_strfreev(qs);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    return res.added;
+}
+
+char *jt_expected_answer(const char *image_path, const char *question) {
+    char *data = NULL;
+    gsize len = 0;
+    if (!g_file_get_contents(image_path, &data, &len, NULL))
+        return NULL;
+    GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(c, (const guchar *)data, (gssize)len);
+    g_checksum_update(c, (const guchar *)question, -1);
+    char *answer = g_strndup(g_checksum_get_string(c), 16);
+    g_checksum_free(c);
+    g_free(data);
+    return answer;
+}
+
+/* ---- the hash answerer (a test double) ---- */
+
+typedef struct {
+    DqAnswerer base;
+    JtAnswererConfig cfg;
+    int served;
+} JtAnswerer;
+
+static gboolean jt_answer_batch(DqAnswerer *self, const DqAnswerRequest *reqs, int n,
+                                DqAnswerResult *out, GError **err) {
+    JtAnswerer *a = (JtAnswerer *)self;
+    if (a->cfg.batch_fails)
+        return dq_fail(err, DQ_ERR_MODEL, "hash answerer: batch failure injected");
+    for (int i = 0; i < n; i++) {
+        double t0 = g_get_monotonic_time() / 1000.0;
+        for (int t = 0; t < a->cfg.delay_ms; t += 5) {
+            queue_test_point("answerer:inference");
+            if (self->cancel && *self->cancel) {
+                for (int k = i; k < n; k++)
+                    dq_fail(&out[k].error, DQ_ERR_CANCELLED, "cancelled");
+                return TRUE;
+            }
+            g_usleep(5000);
+        }
+        queue_test_point("answerer:inference");
+        a->served++;
+        if (a->cfg.fail_every > 0 && a->served % a->cfg.fail_every == 0) {
+            dq_fail(&out[i].error, a->cfg.fail_retryable ? DQ_ERR_MODEL : DQ_ERR_FORMAT,
+                    "%s: failure injected by the hash answerer", reqs[i].image_path);
+            continue;
+        }
+        out[i].text = jt_expected_answer(reqs[i].image_path, reqs[i].question);
+        if (out[i].text == NULL) {
+            dq_fail(&out[i].error, DQ_ERR_IO, "%s: cannot read", reqs[i].image_path);
+            continue;
+        }
+        out[i].prompt_tokens = (int)strlen(reqs[i].prompt_template);
+        out[i].generated_tokens = 1;
+        out[i].ms_total = g_get_monotonic_time() / 1000.0 - t0;
+    }
+    return TRUE;
+}
+
+static void jt_free(DqAnswerer *self) {
+    g_free(self);
+}
+
+DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg) {
+    JtAnswerer *a = g_new0(JtAnswerer, 1);
+    a->base.answer_batch = jt_answer_batch;
+    a->base.free = jt_free;
+    if (cfg)
+        a->cfg = *cfg;
+    return &a->base;
+}
+
+gint64 jt_query_int(const char *db_path, const char *sql) {
+    sqlite3 *db = NULL;
+    g_assert_cmpint(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    sqlite3_busy_timeout(db, 60000);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        g_error("%s: %s", sql, sqlite3_errmsg(db));
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    gint64 v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}

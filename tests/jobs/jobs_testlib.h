@@ -1,0 +1,39 @@
+/* Shared by the queue's tests and its benchmark: a database with documents, pages and real page
+ * PNGs in the page store, and a deterministic stand-in answerer.
+ *
+ * The stand-in (the "hash answerer") is a TEST DOUBLE for the queue logic, not a model: its
+ * answer is a hash of the page image's bytes and the question, so a test can tell exactly which
+ * answer belongs to which job, and it can be slowed down or made to fail on purpose. It is never
+ * linked into docqa. */
+#ifndef DQ_JOBS_TESTLIB_H
+#define DQ_JOBS_TESTLIB_H
+
+#include "answerer.h"
+#include "queue.h"
+#include "store.h"
+
+#include <glib.h>
+
+/* Creates <dir>/docqa.db with n_docs documents of n_pages pages each (all different PNGs in the
+ * page store). Returns the database path (g_free). */
+char *jt_make_db(const char *dir, int n_docs, int n_pages);
+
+/* Asks `n` questions ("question 1", ...) about every page for `model_id`; returns jobs added. */
+int jt_ask(const char *db_path, int n_questions, const char *model_id, int max_attempts);
+
+/* The hash answer of an image file and a question. */
+char *jt_expected_answer(const char *image_path, const char *question);
+
+typedef struct {
+    int delay_ms;            /* per request, in 5 ms steps that call the inference kill point */
+    int fail_every;          /* every n-th request (over the answerer's life) fails; 0: never */
+    gboolean fail_retryable; /* failures are model errors (TRUE) or bad images (FALSE) */
+    gboolean batch_fails;    /* answer_batch itself fails */
+} JtAnswererConfig;
+
+DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
+
+/* Runs a SELECT returning one integer. */
+gint64 jt_query_int(const char *db_path, const char *sql);
+
+#endif

@@ -1,0 +1,579 @@
+/* The queue's life cycle, step by step with a controlled clock, then whole workers with the
+ * hash answerer (a test double, see jobs_testlib.h). */
+#include "dq_error.h"
+#include "jobs_testlib.h"
+#include "queue.h"
+#include "store_jobs.h"
+#include "testutil.h"
+
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static DqStore *open_store(const char *path) {
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    return s;
+}
+
+static void close_store(DqStore *s) {
+    store_jobs_finalize(s);
+    dq_store_close(s);
+}
+
+static gint64 q(const char *db, const char *sql) {
+    return jt_query_int(db, sql);
+}
+
+static DqAskResult ask(DqStore *s, const char *const *questions, int n, const char *model,
+                       int max_new_tokens, GError **err) {
+    DqAskRequest req = {.questions = questions,
+                        .n_questions = n,
+                        .model_id = model,
+                        .settings = {.max_new_tokens = max_new_tokens}};
+    DqAskResult res;
+    memset(&res, 0, sizeof(res));
+    queue_ask(s, &req, &res, err);
+    return res;
+}
+
+/* ---- asking ---- */
+
+static void test_ask_idempotent(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 3, 2);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    const char *qs[] = {"What is the total?", "Who signed it?"};
+    DqAskResult r = ask(s, qs, 2, "model-a", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.pages, ==, 6);
+    g_assert_cmpint(r.added, ==, 12);
+    /* Asking again adds nothing. */
+    r = ask(s, qs, 2, "model-a", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.added, ==, 0);
+    g_assert_cmpint(r.existing, ==, 12);
+    /* Another model, or other generation settings, are other jobs. */
+    r = ask(s, qs, 1, "model-b", 0, &err);
+    g_assert_cmpint(r.added, ==, 6);
+    r = ask(s, qs, 1, "model-a", 32, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.added, ==, 6);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs"), ==, 24);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM questions"), ==, 2);
+    /* Page-major order: a batch of consecutive jobs shares pages. */
+    g_assert_cmpint(q(db, "SELECT page_id FROM jobs WHERE id = 2"), ==,
+                    q(db, "SELECT page_id FROM jobs WHERE id = 1"));
+
+    /* Bad requests name what is wrong. */
+    gint64 nodoc = 999;
+    DqAskRequest bad = {.document_ids = &nodoc,
+                        .n_document_ids = 1,
+                        .questions = qs,
+                        .n_questions = 1,
+                        .model_id = "m"};
+    g_assert_false(queue_ask(s, &bad, &r, &err));
+    g_assert_nonnull(strstr(err->message, "999"));
+    g_clear_error(&err);
+    DqAskRequest badprompt = {
+        .questions = qs, .n_questions = 1, .model_id = "m", .settings = {.prompt = "nope"}};
+    g_assert_false(queue_ask(s, &badprompt, &r, &err));
+    g_assert_nonnull(strstr(err->message, "nope"));
+    g_clear_error(&err);
+    const char *empty[] = {"  "};
+    DqAskRequest emptyq = {.questions = empty, .n_questions = 1, .model_id = "m"};
+    g_assert_false(queue_ask(s, &emptyq, &r, &err));
+    g_clear_error(&err);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
+static void test_ask_where_is_read_only(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 4, 2);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    const char *qs[] = {"Total?"};
+    const char *where[] = {"path LIKE '%/2024/%'"};
+    DqAskRequest req = {
+        .where_sql = where, .n_where = 1, .questions = qs, .n_questions = 1, .model_id = "m"};
+    DqAskResult r;
+    g_assert_true(queue_ask(s, &req, &r, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.pages, ==, 4); /* documents 1 and 3, two pages each */
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id "
+                          "JOIN documents d ON d.id = p.document_id "
+                          "WHERE d.path NOT LIKE '%/2024/%'"),
+                    ==, 0);
+    /* --document and --where together: the union, each page once. */
+    gint64 ids[] = {1, 2};
+    DqAskRequest both = {.document_ids = ids,
+                         .n_document_ids = 2,
+                         .where_sql = where,
+                         .n_where = 1,
+                         .questions = qs,
+                         .n_questions = 1,
+                         .model_id = "m"};
+    g_assert_true(queue_ask(s, &both, &r, &err));
+    g_assert_cmpint(r.pages, ==, 6);
+    g_assert_cmpint(r.added, ==, 2);
+
+    /* Anything but an expression over documents is refused before it runs. */
+    const char *evil[] = {
+        "1); DELETE FROM jobs; --",
+        "id IN (SELECT page_id FROM jobs)",
+        "1) UNION SELECT id FROM pages WHERE (1",
+        "load_extension('/tmp/x.so') IS NULL",
+        "1 = 1; PRAGMA writable_schema = 1",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(evil); i++) {
+        const char *w[] = {evil[i]};
+        DqAskRequest e = {
+            .where_sql = w, .n_where = 1, .questions = qs, .n_questions = 1, .model_id = "x"};
+        g_assert_false(queue_ask(s, &e, &r, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_nonnull(strstr(err->message, "--where"));
+        g_clear_error(&err);
+    }
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs"), ==, 6);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE model_id = 'x'"), ==, 0);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
+static void test_question_files(void) {
+    char *dir = dq_test_tmpdir();
+    char *lines = g_build_filename(dir, "q.txt", NULL);
+    char *json = g_build_filename(dir, "q.json", NULL);
+    char *bad = g_build_filename(dir, "bad.json", NULL);
+    g_assert_true(
+        g_file_set_contents(lines, "What is the date?\n\n  Who is the payee?  \n", -1, NULL));
+    g_assert_true(g_file_set_contents(json, "[\"Total?\", \"Invoice \\\"number\\\"?\"]", -1, NULL));
+    g_assert_true(g_file_set_contents(bad, "[\"ok\", 3]", -1, NULL));
+    GError *err = NULL;
+    char **v = queue_read_questions(lines, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g_strv_length(v), ==, 2);
+    g_assert_cmpstr(v[1], ==, "Who is the payee?");
+    g_strfreev(v);
+    v = queue_read_questions(json, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g_strv_length(v), ==, 2);
+    g_assert_cmpstr(v[1], ==, "Invoice \"number\"?");
+    g_strfreev(v);
+    g_assert_null(queue_read_questions(bad, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
+    g_assert_nonnull(strstr(err->message, bad));
+    g_clear_error(&err);
+    char *missing = g_build_filename(dir, "missing.txt", NULL);
+    g_assert_null(queue_read_questions(missing, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_clear_error(&err);
+    g_free(missing);
+    g_free(lines);
+    g_free(json);
+    g_free(bad);
+    g_free(dir);
+}
+
+static void test_job_key(void) {
+    char *a = queue_job_key("abc", 1, "q", "m", "{}", "{}");
+    char *b = queue_job_key("abc", 1, "q", "m", "{}", "{}");
+    char *c = queue_job_key("abc", 11, "q", "m", "{}", "{}");
+    char *d = queue_job_key("abc", 1, "1q", "m", "{}", "{}"); /* separators matter */
+    g_assert_cmpstr(a, ==, b);
+    g_assert_cmpstr(a, !=, c);
+    g_assert_cmpstr(c, !=, d);
+    g_assert_cmpint(strlen(a), ==, 64);
+    g_free(a);
+    g_free(b);
+    g_free(c);
+    g_free(d);
+    char *id = queue_model_id("/models/SmolVLM-256M-Instruct//");
+    g_assert_cmpstr(id, ==, "SmolVLM-256M-Instruct");
+    g_free(id);
+}
+
+/* ---- leases, with a controlled clock ---- */
+
+static DqJobAnswer answer_for(gint64 job_id, const char *text) {
+    return (DqJobAnswer){.job_id = job_id,
+                         .text = text,
+                         .started_at = "2026-01-01T00:00:00.000Z",
+                         .finished_at = "2026-01-01T00:00:01.000Z"};
+}
+
+static void test_leases(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    jt_ask(db, 2, "m", 2);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(a->len, ==, 3);
+    DqClaimedJob *j0 = g_ptr_array_index(a, 0);
+    g_assert_cmpint(j0->attempt, ==, 1);
+    g_assert_nonnull(j0->image_sha256);
+    g_assert_cmpstr(j0->question, ==, "question 1");
+    g_assert_cmpstr(j0->document_path, ==, "/archive/2023/doc-0000.pdf");
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, 1050, 100, &err);
+    g_assert_cmpint(b->len, ==, 1);
+    g_ptr_array_free(b, TRUE);
+    /* Another model's worker sees nothing. */
+    b = store_jobs_claim(s, "C", "other", 10, 1050, 100, &err);
+    g_assert_cmpint(b->len, ==, 0);
+    g_ptr_array_free(b, TRUE);
+
+    int held = 0;
+    g_assert_true(store_jobs_heartbeat(s, "A", 1090, 100, &held, &err));
+    g_assert_cmpint(held, ==, 3);
+    g_assert_true(store_jobs_heartbeat(s, "B", 1100, 100, &held, &err));
+    g_assert_cmpint(held, ==, 1);
+    b = store_jobs_claim(s, "B", "m", 10, 1150, 100, &err); /* A's leases run to 1190 */
+    g_assert_cmpint(b->len, ==, 0);
+    g_ptr_array_free(b, TRUE);
+    b = store_jobs_claim(s, "B", "m", 10, 1200, 100, &err); /* expired: B takes them over */
+    g_assert_cmpint(b->len, ==, 3);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(b, 0))->attempt, ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired' AND "
+                          "worker = 'A'"),
+                    ==, 3);
+    g_assert_true(store_jobs_heartbeat(s, "A", 1200, 100, &held, &err));
+    g_assert_cmpint(held, ==, 0);
+
+    /* A finishes late: its lease is gone, nothing is written. */
+    DqJobAnswer late[3];
+    for (int i = 0; i < 3; i++)
+        late[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "late");
+    int written = -1;
+    g_assert_true(store_jobs_complete(s, "A", late, 3, &written, &err));
+    g_assert_cmpint(written, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 0);
+    /* B completes everything it holds (the fourth job it claimed first, then A's three). */
+    DqJobAnswer mine[4];
+    for (int i = 0; i < 4; i++)
+        mine[i] = answer_for(i + 1, "b");
+    g_assert_true(store_jobs_complete(s, "B", mine, 4, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 4);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done' AND lease_owner IS "
+                          "NULL AND finished_at IS NOT NULL"),
+                    ==, 4);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers WHERE text = 'b' AND worker = 'B'"), ==, 4);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM v_answers"), ==, 4);
+    g_assert_cmpint(q(db, "SELECT done FROM v_progress WHERE question = 'question 1'"), ==, 2);
+    /* Completing twice writes nothing more. */
+    g_assert_true(store_jobs_complete(s, "B", mine, 4, &written, &err));
+    g_assert_cmpint(written, ==, 0);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
+static void test_failures_backoff_dead(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 3);
+    jt_ask(db, 1, "m", 3); /* jobs 1..3 */
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    DqJobState st;
+    gint64 t = 0;
+    /* Job 1: three retryable failures, then dead, every error kept. */
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        GPtrArray *c = store_jobs_claim(s, "W", "m", 1, t, 1000, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(c->len, ==, 1);
+        DqClaimedJob *j = g_ptr_array_index(c, 0);
+        g_assert_cmpint(j->job_id, ==, 1);
+        g_assert_cmpint(j->attempt, ==, attempt);
+        char *msg = g_strdup_printf("out of memory (attempt %d)", attempt);
+        g_assert_true(store_jobs_fail(s, "W", 1, "model", msg, TRUE, t, 100, &st, &err));
+        g_free(msg);
+        g_ptr_array_free(c, TRUE);
+        if (attempt < 3) {
+            g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
+            gint64 backoff = 100 << (attempt - 1);
+            g_assert_cmpint(q(db, "SELECT not_before_ms FROM jobs WHERE id = 1"), ==, t + backoff);
+            /* Not before the backoff: the claim takes job 2 instead, and gives it back. */
+            GPtrArray *early = store_jobs_claim(s, "W", "m", 1, t + backoff - 1, 1000, &err);
+            g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(early, 0))->job_id, !=, 1);
+            g_ptr_array_free(early, TRUE);
+            int released = 0;
+            g_assert_true(store_jobs_release(s, "W", &released, &err));
+            g_assert_cmpint(released, ==, 1);
+            t += backoff;
+        } else {
+            g_assert_cmpint(st, ==, DQ_JOB_DEAD);
+        }
+    }
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE job_id = 1 AND kind = 'model'"),
+                    ==, 3);
+    g_assert_cmpint(q(db, "SELECT last_error LIKE 'model: out of memory (attempt 3)' FROM jobs "
+                          "WHERE id = 1"),
+                    ==, 1);
+    /* Released jobs did not use an attempt. */
+    g_assert_cmpint(q(db, "SELECT attempts FROM jobs WHERE id = 2"), ==, 0);
+
+    /* Job 2: a bad page fails at once. A stranger cannot fail a job it does not hold. */
+    GPtrArray *c = store_jobs_claim(s, "W", "m", 1, t, 1000, &err);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id, ==, 2);
+    g_ptr_array_free(c, TRUE);
+    g_assert_true(store_jobs_fail(s, "X", 2, "model", "not mine", TRUE, t, 100, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_N_STATES);
+    g_assert_true(
+        store_jobs_fail(s, "W", 2, "page_image", "p.png: truncated", FALSE, t, 100, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+
+    /* Job 3 with one attempt: its worker dies, the lease expires, the next claim buries it. */
+    g_assert_true(dq_store_exec(s, "UPDATE jobs SET max_attempts = 1 WHERE id = 3", &err));
+    c = store_jobs_claim(s, "W", "m", 1, t, 10, &err);
+    g_assert_cmpint(c->len, ==, 1);
+    g_ptr_array_free(c, TRUE);
+    c = store_jobs_claim(s, "V", "m", 1, t + 11, 10, &err);
+    g_assert_cmpint(c->len, ==, 0);
+    g_ptr_array_free(c, TRUE);
+    g_assert_cmpint(q(db, "SELECT state = 'dead' FROM jobs WHERE id = 3"), ==, 1);
+
+    DqJobCounts counts;
+    g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
+    g_assert_cmpint(counts.by_state[DQ_JOB_DEAD], ==, 2);
+    g_assert_cmpint(counts.by_state[DQ_JOB_FAILED], ==, 1);
+    GPtrArray *top = store_jobs_top_errors(s, 5, &err);
+    g_assert_cmpint(top->len, >=, 3);
+    g_ptr_array_free(top, TRUE);
+
+    gint64 n = 0;
+    g_assert_true(store_jobs_requeue(s, TRUE, FALSE, &n, &err));
+    g_assert_cmpint(n, ==, 2);
+    g_assert_true(store_jobs_requeue(s, FALSE, TRUE, &n, &err));
+    g_assert_cmpint(n, ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
+                    3);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 5); /* history stays */
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
+/* ---- whole workers ---- */
+
+/* Every done job has exactly one answer, and it is the hash answer of its page and question. */
+static void assert_answers_correct(const char *db) {
+    GError *err = NULL;
+    DqStore *s = open_store(db);
+    sqlite3 *h = dq_store_sqlite(s);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(h,
+                                       "SELECT p.image_sha256, q.text, a.text FROM answers a "
+                                       "JOIN jobs j ON j.id = a.job_id JOIN pages p ON "
+                                       "p.id = j.page_id JOIN questions q ON q.id = j.question_id",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char *path = queue_page_image_path(db, (const char *)sqlite3_column_text(st, 0));
+        char *want = jt_expected_answer(path, (const char *)sqlite3_column_text(st, 1));
+        g_assert_cmpstr((const char *)sqlite3_column_text(st, 2), ==, want);
+        g_free(want);
+        g_free(path);
+        n++;
+    }
+    sqlite3_finalize(st);
+    dq_assert_no_error(err);
+    close_store(s);
+    g_assert_cmpint(n, ==, q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"));
+}
+
+static void test_worker_until_empty_and_missing_image(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 3);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 12);
+    /* One page image vanished from the page store: its two jobs fail, naming the file. */
+    DqStore *s = open_store(db);
+    GPtrArray *c = store_jobs_claim(s, "peek", "m", 1, 0, 1, NULL);
+    char *gone = queue_page_image_path(db, ((DqClaimedJob *)g_ptr_array_index(c, 0))->image_sha256);
+    g_ptr_array_free(c, TRUE);
+    g_assert_true(store_jobs_release(s, "peek", NULL, NULL));
+    close_store(s);
+    g_assert_cmpint(g_unlink(gone), ==, 0);
+
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 5, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 10);
+    g_assert_cmpint(stats.failed, ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), ==, 2);
+    char *sql = g_strdup_printf("SELECT count(*) FROM job_errors WHERE kind = 'page_image' AND "
+                                "instr(message, '%s') > 0 AND message LIKE '%%page 1)'",
+                                gone);
+    g_assert_cmpint(q(db, sql), ==, 2);
+    g_free(sql);
+    assert_answers_correct(db);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers WHERE ms_total IS NOT NULL AND "
+                          "prompt_tokens > 0 AND started_at <= finished_at"),
+                    ==, 10);
+    dq_answerer_free(a);
+    g_free(gone);
+    g_free(db);
+    g_free(dir);
+}
+
+static void test_worker_retries_transient_failures(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 4);
+    g_assert_cmpint(jt_ask(db, 2, "m", 10), ==, 16);
+    JtAnswererConfig cfg = {.fail_every = 3, .fail_retryable = TRUE};
+    DqAnswerer *a = jt_answerer_new(&cfg);
+    DqWorkerOptions opt = {.db_path = db,
+                           .model_id = "m",
+                           .batch = 4,
+                           .until_empty = TRUE,
+                           .backoff_ms = 1,
+                           .poll_ms = 5};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 16);
+    g_assert_cmpint(stats.retried, >, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'model'"), ==,
+                    stats.retried);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+
+    /* A model that fails every batch: each job dies after its attempts, errors kept. */
+    char *dir2 = dq_test_tmpdir();
+    char *db2 = jt_make_db(dir2, 1, 2);
+    jt_ask(db2, 1, "m", 2);
+    JtAnswererConfig broken = {.batch_fails = TRUE};
+    a = jt_answerer_new(&broken);
+    opt.db_path = db2;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_assert_cmpint(stats.failed, ==, 2);
+    g_assert_cmpint(q(db2, "SELECT count(*) FROM jobs WHERE state = 'dead'"), ==, 2);
+    g_assert_cmpint(q(db2, "SELECT count(*) FROM job_errors WHERE message LIKE '%injected%'"), ==,
+                    4);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+    g_free(db2);
+    g_free(dir2);
+}
+
+static DqAnswerer *open_hash_answerer(void *user, GError **err) {
+    return jt_answerer_new(user);
+}
+
+static void test_run_max_jobs(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 5);
+    jt_ask(db, 1, "m", 3);
+    DqRunOptions ro = {.worker = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE},
+                       .n_workers = 3,
+                       .max_jobs = 5};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, open_hash_answerer, NULL, &res, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(code, ==, 0);
+    g_assert_cmpint(res.total.done, ==, 5);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 5);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 5);
+    /* The rest, to the end. */
+    ro.max_jobs = 0;
+    code = queue_run(&ro, open_hash_answerer, NULL, &res, &err);
+    g_assert_cmpint(code, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 10);
+    assert_answers_correct(db);
+    g_free(db);
+    g_free(dir);
+}
+
+static DqAnswerer *open_failing(void *user, GError **err) {
+    dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
+    return NULL;
+}
+
+static void test_run_reports_unusable_model(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    jt_ask(db, 1, "m", 3);
+    DqRunOptions ro = {.worker = {.db_path = db, .model_id = "m", .until_empty = TRUE},
+                       .n_workers = 2};
+    DqRunResult res;
+    GError *err = NULL;
+    g_assert_cmpint(queue_run(&ro, open_failing, NULL, &res, &err), ==, 2);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_MODEL);
+    g_assert_nonnull(strstr(err->message, "config.json"));
+    g_clear_error(&err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
+                    1);
+    g_free(db);
+    g_free(dir);
+}
+
+/* SIGTERM: workers finish or release their batch and the run exits 130; nothing stays leased. */
+static void test_run_sigterm(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 4, 5);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 40);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        JtAnswererConfig cfg = {.delay_ms = 60};
+        DqRunOptions ro = {
+            .worker = {.db_path = db, .model_id = "m", .batch = 3, .until_empty = TRUE},
+            .n_workers = 2};
+        DqRunResult res;
+        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
+        _exit(code);
+    }
+    g_usleep(700000);
+    kill(pid, SIGTERM);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    gint64 done = q(db, "SELECT count(*) FROM jobs WHERE state = 'done'");
+    g_assert_cmpint(done, >, 0);
+    g_assert_cmpint(done, <, 40);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'running'"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
+                    40 - done);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, done);
+    assert_answers_correct(db);
+    g_free(db);
+    g_free(dir);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
+    g_test_add_func("/queue/ask/where-read-only", test_ask_where_is_read_only);
+    g_test_add_func("/queue/ask/question-files", test_question_files);
+    g_test_add_func("/queue/ask/job-key", test_job_key);
+    g_test_add_func("/queue/lease/claim-heartbeat-reclaim", test_leases);
+    g_test_add_func("/queue/lease/failures-backoff-dead", test_failures_backoff_dead);
+    g_test_add_func("/queue/worker/until-empty-missing-image",
+                    test_worker_until_empty_and_missing_image);
+    g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
+    g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
+    g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
+    g_test_add_func("/queue/run/sigterm", test_run_sigterm);
+    return g_test_run();
+}
