@@ -156,7 +156,7 @@ static DqImage *jpeg_decode_with(JpegReader *r, const uint8_t *data, size_t len,
             cmyk_row_to_rgb(r->row, out, w);
         }
     }
-    /* Like Pillow, stop once every row is decoded: a missing EOI after complete data is fine. */
+    /* Like Pillow, stop once every row is decoded: bytes after the image data are not read. */
     r->err.reading = FALSE;
     jpeg_collect_meta(cinfo, meta);
     jpeg_destroy_decompress(cinfo);

@@ -7,6 +7,7 @@
 
 #include <png.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jpeglib.h>
@@ -232,6 +233,513 @@ static void test_png_round_trip(void) {
     g_free(dir);
 }
 
+/* ---- decoders, on files made here with libpng / libjpeg-turbo ---- */
+
+typedef struct {
+    int color_type, depth, interlace;
+    const uint8_t *palette; /* [n_palette][3] */
+    int n_palette;
+    const uint8_t *trns;
+    int n_trns;
+    const uint8_t *exif;
+    size_t exif_len;
+    const char *xmp;
+    gboolean no_iend;
+} PngSpec;
+
+static void png_mem_write(png_structp png, png_bytep data, size_t n) {
+    g_byte_array_append(png_get_io_ptr(png), data, (guint)n);
+}
+
+static void png_mem_flush(png_structp png) {}
+
+/* rows: raw libpng rows (big-endian 16-bit, packed sub-byte samples) */
+static GByteArray *make_png(int w, int h, const PngSpec *s, const uint8_t *rows, size_t rowbytes) {
+    GByteArray *out = g_byte_array_new();
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    g_assert_nonnull(info);
+    if (setjmp(png_jmpbuf(png)))
+        g_error("libpng could not write the test image");
+    png_set_write_fn(png, out, png_mem_write, png_mem_flush);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, s->depth, s->color_type, s->interlace,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (s->palette != NULL) {
+        png_color plte[256];
+        for (int i = 0; i < s->n_palette; i++)
+            plte[i] = (png_color){s->palette[3 * i], s->palette[3 * i + 1], s->palette[3 * i + 2]};
+        png_set_PLTE(png, info, plte, s->n_palette);
+    }
+    if (s->trns != NULL)
+        png_set_tRNS(png, info, s->trns, s->n_trns, NULL);
+    if (s->exif != NULL)
+        png_set_eXIf_1(png, info, (png_uint_32)s->exif_len, (png_bytep)s->exif);
+    if (s->xmp != NULL) {
+        png_text t = {.compression = PNG_ITXT_COMPRESSION_NONE,
+                      .key = "XML:com.adobe.xmp",
+                      .text = (char *)s->xmp,
+                      .itxt_length = strlen(s->xmp)};
+        png_set_text(png, info, &t, 1);
+    }
+    png_write_info(png, info);
+    int passes = png_set_interlace_handling(png);
+    for (int p = 0; p < passes; p++)
+        for (int y = 0; y < h; y++)
+            png_write_row(png, rows + (size_t)y * rowbytes);
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    if (s->no_iend)
+        g_byte_array_set_size(out, out->len - 12); /* IEND is the last 12 bytes */
+    return out;
+}
+
+static DqImage *decode_ok(const GByteArray *b, DqExifMode mode) {
+    GError *err = NULL;
+    DqImage *img = dq_image_decode(b->data, b->len, "test", mode, &err);
+    dq_assert_no_error(err);
+    g_assert_nonnull(img);
+    return img;
+}
+
+static void assert_px(const DqImage *img, int x, int y, int r, int g, int b) {
+    const uint8_t *p = img->pixels + ((size_t)y * img->width + x) * 3;
+    if (p[0] != r || p[1] != g || p[2] != b)
+        g_error("pixel (%d,%d) = (%d,%d,%d), want (%d,%d,%d)", x, y, p[0], p[1], p[2], r, g, b);
+}
+
+static void test_png_gray_depths(void) {
+    /* 1/2/4-bit gray scale up (Pillow "1", L;2, L;4), 8-bit as is. */
+    struct {
+        int depth;
+        uint8_t row[2];
+        int want[4];
+    } cases[] = {{1, {0xA0, 0}, {255, 0, 255, 0}},
+                 {2, {0x1B, 0}, {0, 85, 170, 255}},
+                 {4, {0x0F, 0x8A}, {0, 255, 136, 170}}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        PngSpec s = {.color_type = PNG_COLOR_TYPE_GRAY, .depth = cases[i].depth};
+        GByteArray *b = make_png(4, 1, &s, cases[i].row, 2);
+        DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+        for (int x = 0; x < 4; x++)
+            assert_px(img, x, 0, cases[i].want[x], cases[i].want[x], cases[i].want[x]);
+        dq_image_free(img);
+        g_byte_array_unref(b);
+    }
+    uint8_t gray8[3] = {7, 128, 250};
+    PngSpec s8 = {.color_type = PNG_COLOR_TYPE_GRAY, .depth = 8};
+    GByteArray *b = make_png(3, 1, &s8, gray8, 3);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 1, 0, 128, 128, 128);
+    assert_px(img, 2, 0, 250, 250, 250);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+}
+
+static void test_png_16bit(void) {
+    /* 16-bit gray is Pillow mode I;16, whose RGB conversion clips at 255 (no scaling). */
+    uint8_t g16[8] = {0x00, 0xC8, 0x01, 0x00, 0xFF, 0xFF, 0x00, 0xFF};
+    PngSpec sg = {.color_type = PNG_COLOR_TYPE_GRAY, .depth = 16};
+    GByteArray *b = make_png(4, 1, &sg, g16, 8);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 200, 200, 200);
+    assert_px(img, 1, 0, 255, 255, 255);
+    assert_px(img, 2, 0, 255, 255, 255);
+    assert_px(img, 3, 0, 255, 255, 255);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    /* 16-bit RGB, RGBA and gray+alpha keep the high byte (truncation, not rounding). */
+    uint8_t rgb16[6] = {0x12, 0xFF, 0xAB, 0x80, 0x00, 0x01};
+    PngSpec sr = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 16};
+    b = make_png(1, 1, &sr, rgb16, 6);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 0x12, 0xAB, 0x00);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    uint8_t rgba16[8] = {0xFE, 0xFF, 0x01, 0x80, 0x7F, 0x00, 0x00, 0x00};
+    PngSpec sa = {.color_type = PNG_COLOR_TYPE_RGBA, .depth = 16};
+    b = make_png(1, 1, &sa, rgba16, 8);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 0xFE, 0x01, 0x7F);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    uint8_t ga16[4] = {0xAB, 0xCD, 0x00, 0x00};
+    PngSpec sga = {.color_type = PNG_COLOR_TYPE_GRAY_ALPHA, .depth = 16};
+    b = make_png(1, 1, &sga, ga16, 4);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 0xAB, 0xAB, 0xAB);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+}
+
+static void test_png_alpha_dropped(void) {
+    /* Fully transparent pixels keep their stored colour: no compositing onto white or black. */
+    uint8_t rgba[8] = {0, 255, 0, 0, 10, 20, 30, 128};
+    PngSpec s = {.color_type = PNG_COLOR_TYPE_RGBA, .depth = 8};
+    GByteArray *b = make_png(2, 1, &s, rgba, 8);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 0, 255, 0);
+    assert_px(img, 1, 0, 10, 20, 30);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    uint8_t ga[4] = {77, 0, 200, 255};
+    PngSpec sg = {.color_type = PNG_COLOR_TYPE_GRAY_ALPHA, .depth = 8};
+    b = make_png(2, 1, &sg, ga, 4);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 77, 77, 77);
+    assert_px(img, 1, 0, 200, 200, 200);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+}
+
+static void test_png_palette(void) {
+    /* 4-bit palette with tRNS (ignored); index 3 lies past the 3-entry PLTE and reads black. */
+    const uint8_t plte[] = {255, 0, 0, 0, 0, 255, 9, 8, 7};
+    const uint8_t trns[] = {0, 128};
+    uint8_t row[2] = {0x01, 0x23};
+    PngSpec s = {.color_type = PNG_COLOR_TYPE_PALETTE,
+                 .depth = 4,
+                 .palette = plte,
+                 .n_palette = 3,
+                 .trns = trns,
+                 .n_trns = 2};
+    GByteArray *b = make_png(4, 1, &s, row, 2);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 255, 0, 0);
+    assert_px(img, 1, 0, 0, 0, 255);
+    assert_px(img, 2, 0, 9, 8, 7);
+    assert_px(img, 3, 0, 0, 0, 0);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+}
+
+static void test_png_interlaced_and_no_iend(void) {
+    DqImage *a = pattern_image(13, 11, 4);
+    PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8, .interlace = PNG_INTERLACE_ADAM7};
+    GByteArray *b = make_png(13, 11, &s, a->pixels, 13 * 3);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    g_assert_cmpmem(img->pixels, 13 * 11 * 3, a->pixels, 13 * 11 * 3);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    /* Damage after the image data (no IEND) is ignored, as Pillow does. */
+    PngSpec s2 = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8, .no_iend = TRUE};
+    b = make_png(13, 11, &s2, a->pixels, 13 * 3);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    g_assert_cmpmem(img->pixels, 13 * 11 * 3, a->pixels, 13 * 11 * 3);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    dq_image_free(a);
+}
+
+/* A little-endian TIFF blob whose IFD0 holds only Orientation. */
+static size_t make_exif(uint8_t out[26], int orientation, gboolean with_header) {
+    static const uint8_t tiff[] = {'I', 'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3,
+                                   0,   1,   0,  0, 0, 0, 0, 0, 0, 0, 0,    0,    0};
+    size_t off = 0;
+    if (with_header) {
+        memcpy(out, "Exif\0\0", 6);
+        off = 6;
+    }
+    memcpy(out + off, tiff, 20);
+    out[off + 18] = (uint8_t)orientation;
+    memset(out + off + 20, 0, 4); /* no next IFD */
+    return off + 24;
+}
+
+/* Where a marker stored at (x, y) of a W x H image lands after exif_transpose. */
+static void oriented_position(int o, int W, int H, int x, int y, int *ox, int *oy) {
+    static const char *const names[] = {
+        "",          "none",         "mirror",     "rotate 180",   "flip",
+        "transpose", "rotate 90 cw", "transverse", "rotate 90 ccw"};
+    (void)names;
+    switch (o) {
+    case 2:
+        *ox = W - 1 - x, *oy = y;
+        break;
+    case 3:
+        *ox = W - 1 - x, *oy = H - 1 - y;
+        break;
+    case 4:
+        *ox = x, *oy = H - 1 - y;
+        break;
+    case 5:
+        *ox = y, *oy = x;
+        break;
+    case 6:
+        *ox = H - 1 - y, *oy = x;
+        break;
+    case 7:
+        *ox = H - 1 - y, *oy = W - 1 - x;
+        break;
+    case 8:
+        *ox = y, *oy = W - 1 - x;
+        break;
+    default:
+        *ox = x, *oy = y;
+        break;
+    }
+}
+
+static void test_png_exif_orientations(void) {
+    /* 4x3, red marker at (0,0) and green at (1,0): the pair pins down the transposition. */
+    for (int o = 1; o <= 8; o++) {
+        DqImage *a = dq_image_new(4, 3);
+        a->pixels[0] = 255;
+        a->pixels[3 + 1] = 255;
+        uint8_t exif[30];
+        size_t n = make_exif(exif, o, FALSE);
+        PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8, .exif = exif, .exif_len = n};
+        GByteArray *b = make_png(4, 3, &s, a->pixels, 12);
+        DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+        gboolean swap = o >= 5;
+        g_assert_cmpint(img->width, ==, swap ? 3 : 4);
+        g_assert_cmpint(img->height, ==, swap ? 4 : 3);
+        int rx, ry, gx, gy;
+        oriented_position(o, 4, 3, 0, 0, &rx, &ry);
+        oriented_position(o, 4, 3, 1, 0, &gx, &gy);
+        assert_px(img, rx, ry, 255, 0, 0);
+        assert_px(img, gx, gy, 0, 255, 0);
+        dq_image_free(img);
+        /* DQ_EXIF_IGNORE keeps the stored layout. */
+        img = decode_ok(b, DQ_EXIF_IGNORE);
+        g_assert_cmpint(img->width, ==, 4);
+        assert_px(img, 0, 0, 255, 0, 0);
+        dq_image_free(img);
+        g_byte_array_unref(b);
+        dq_image_free(a);
+    }
+    /* XMP tiff:Orientation counts when there is no EXIF orientation (Pillow's getexif). */
+    DqImage *a = dq_image_new(4, 3);
+    a->pixels[0] = 255;
+    PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB,
+                 .depth = 8,
+                 .xmp = "<x:xmpmeta><rdf:Description tiff:Orientation=\"6\"/></x:xmpmeta>"};
+    GByteArray *b = make_png(4, 3, &s, a->pixels, 12);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    g_assert_cmpint(img->width, ==, 3);
+    assert_px(img, 2, 0, 255, 0, 0);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    dq_image_free(a);
+}
+
+static GByteArray *make_jpeg(int w, int h, int comps, J_COLOR_SPACE in_space,
+                             J_COLOR_SPACE jpeg_space, const uint8_t *pixels, const uint8_t *app1,
+                             size_t app1_len) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *buf = NULL;
+    unsigned long len = 0;
+    jpeg_mem_dest(&c, &buf, &len);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = comps;
+    c.in_color_space = in_space;
+    jpeg_set_defaults(&c);
+    jpeg_set_colorspace(&c, jpeg_space);
+    jpeg_set_quality(&c, 100, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    if (app1 != NULL)
+        jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)app1_len);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = (JSAMPROW)(pixels + (size_t)c.next_scanline * w * comps);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    GByteArray *out = g_byte_array_new();
+    g_byte_array_append(out, buf, (guint)len);
+    free(buf);
+    return out;
+}
+
+static void assert_px_near(const DqImage *img, int x, int y, int r, int g, int b, int tol) {
+    const uint8_t *p = img->pixels + ((size_t)y * img->width + x) * 3;
+    if (abs(p[0] - r) > tol || abs(p[1] - g) > tol || abs(p[2] - b) > tol)
+        g_error("pixel (%d,%d) = (%d,%d,%d), want (%d,%d,%d) +-%d", x, y, p[0], p[1], p[2], r, g, b,
+                tol);
+}
+
+static void test_jpeg_gray_and_rgb(void) {
+    uint8_t gray[16 * 16];
+    for (int i = 0; i < 256; i++)
+        gray[i] = (uint8_t)(i < 128 ? 40 : 220);
+    GByteArray *b = make_jpeg(16, 16, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, gray, NULL, 0);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    g_assert_cmpint(img->width, ==, 16);
+    assert_px_near(img, 3, 2, 40, 40, 40, 2);
+    assert_px_near(img, 12, 13, 220, 220, 220, 2);
+    const uint8_t *p = img->pixels + (5 * 16 + 9) * 3;
+    g_assert_true(p[0] == p[1] && p[1] == p[2]);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+}
+
+/* libjpeg's raw CMYK output -> Pillow: "CMYK;I" inverts, then cmyk2rgb. */
+static void pillow_cmyk_to_rgb(const uint8_t raw[4], int out[3]) {
+    int k = 255 - raw[3], nk = 255 - k;
+    for (int c = 0; c < 3; c++) {
+        int ink = 255 - raw[c];
+        int tmp = ink * nk + 128;
+        int v = nk - (((tmp >> 8) + tmp) >> 8);
+        out[c] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+}
+
+static void test_jpeg_cmyk(void) {
+    /* Adobe convention (what Photoshop writes and Pillow assumes): stored = 255 - ink. Four
+     * flat 8x8 quadrants: white, cyan ink, 50% black ink, magenta + yellow ink (red). */
+    const uint8_t quads[4][4] = {
+        {255, 255, 255, 255}, {0, 255, 255, 255}, {255, 255, 255, 128}, {255, 0, 0, 255}};
+    const int want[4][3] = {{255, 255, 255}, {0, 255, 255}, {128, 128, 128}, {255, 0, 0}};
+    uint8_t px[16 * 16 * 4];
+    for (int y = 0; y < 16; y++)
+        for (int x = 0; x < 16; x++)
+            memcpy(px + (y * 16 + x) * 4, quads[(y / 8) * 2 + x / 8], 4);
+    J_COLOR_SPACE spaces[2] = {JCS_CMYK, JCS_YCCK};
+    for (int s = 0; s < 2; s++) {
+        GByteArray *b = make_jpeg(16, 16, 4, JCS_CMYK, spaces[s], px, NULL, 0);
+        DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+        for (int q = 0; q < 4; q++)
+            assert_px_near(img, (q % 2) * 8 + 4, (q / 2) * 8 + 4, want[q][0], want[q][1],
+                           want[q][2], 3);
+        /* Exactly Pillow's arithmetic on libjpeg's own CMYK output. */
+        struct jpeg_decompress_struct d;
+        struct jpeg_error_mgr e;
+        d.err = jpeg_std_error(&e);
+        jpeg_create_decompress(&d);
+        jpeg_mem_src(&d, b->data, b->len);
+        jpeg_read_header(&d, TRUE);
+        d.out_color_space = JCS_CMYK;
+        jpeg_start_decompress(&d);
+        uint8_t raw[16 * 4];
+        while (d.output_scanline < d.output_height) {
+            int y = (int)d.output_scanline;
+            JSAMPROW row = raw;
+            jpeg_read_scanlines(&d, &row, 1);
+            for (int x = 0; x < 16; x++) {
+                int rgb[3];
+                pillow_cmyk_to_rgb(raw + 4 * x, rgb);
+                assert_px(img, x, y, rgb[0], rgb[1], rgb[2]);
+            }
+        }
+        jpeg_finish_decompress(&d);
+        jpeg_destroy_decompress(&d);
+        dq_image_free(img);
+        g_byte_array_unref(b);
+    }
+}
+
+static void test_jpeg_exif_orientations(void) {
+    /* 32x24 in 8x8 blocks (JPEG is lossy: blocks survive), red block (0,0), green block (1,0). */
+    for (int o = 1; o <= 8; o++) {
+        uint8_t px[32 * 24 * 3] = {0};
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 16; x++)
+                px[(y * 32 + x) * 3 + (x < 8 ? 0 : 1)] = 255;
+        uint8_t exif[30];
+        size_t n = make_exif(exif, o, TRUE);
+        GByteArray *b = make_jpeg(32, 24, 3, JCS_RGB, JCS_YCbCr, px, exif, n);
+        DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+        g_assert_cmpint(img->width, ==, o >= 5 ? 24 : 32);
+        int rx, ry, gx, gy;
+        oriented_position(o, 4, 3, 0, 0, &rx, &ry);
+        oriented_position(o, 4, 3, 1, 0, &gx, &gy);
+        assert_px_near(img, rx * 8 + 4, ry * 8 + 4, 255, 0, 0, 8);
+        assert_px_near(img, gx * 8 + 4, gy * 8 + 4, 0, 255, 0, 8);
+        dq_image_free(img);
+        g_byte_array_unref(b);
+    }
+}
+
+static void expect_decode_error(const uint8_t *data, size_t len, int code, const char *fragment) {
+    GError *err = NULL;
+    g_assert_null(dq_image_decode(data, len, "pages/p7.img", DQ_EXIF_APPLY, &err));
+    g_assert_error(err, DQ_ERROR, code);
+    if (strstr(err->message, "pages/p7.img") == NULL || strstr(err->message, fragment) == NULL)
+        g_error("message '%s' lacks the name or '%s'", err->message, fragment);
+    g_error_free(err);
+}
+
+static void test_bad_files(void) {
+    expect_decode_error((const uint8_t *)"", 0, DQ_ERR_FORMAT, "empty");
+    const char text[] = "%PDF-1.4 this is not an image";
+    expect_decode_error((const uint8_t *)text, sizeof text, DQ_ERR_UNSUPPORTED,
+                        "not a PNG or JPEG");
+    DqImage *a = pattern_image(40, 30, 5);
+    PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8};
+    GByteArray *png = make_png(40, 30, &s, a->pixels, 40 * 3);
+    for (size_t cut = 4; cut < png->len - 12; cut += 97)
+        expect_decode_error(png->data, cut, cut < 8 ? DQ_ERR_UNSUPPORTED : DQ_ERR_FORMAT, "");
+    expect_decode_error(png->data, png->len / 2, DQ_ERR_FORMAT, "truncated");
+    png->data[20] ^= 0x40; /* IHDR width byte: its CRC no longer matches */
+    expect_decode_error(png->data, png->len, DQ_ERR_FORMAT, "bad PNG");
+    GByteArray *jpg = make_jpeg(40, 30, 3, JCS_RGB, JCS_YCbCr, a->pixels, NULL, 0);
+    for (size_t cut = 3; cut < jpg->len - 2; cut += 101)
+        expect_decode_error(jpg->data, cut, DQ_ERR_FORMAT, "");
+    expect_decode_error(jpg->data, jpg->len * 3 / 4, DQ_ERR_FORMAT, "truncated");
+    /* Without its EOI the entropy decoder runs out of bytes in the last MCU row: Pillow says
+     * "image file is truncated" there too. Bytes after EOI are never read. */
+    expect_decode_error(jpg->data, jpg->len - 2, DQ_ERR_FORMAT, "truncated");
+    GByteArray *tail = g_byte_array_new();
+    g_byte_array_append(tail, jpg->data, jpg->len);
+    g_byte_array_append(tail, (const guint8 *)"trailing junk", 13);
+    GError *err = NULL;
+    DqImage *img = dq_image_decode(tail->data, tail->len, "tail.jpg", DQ_EXIF_APPLY, &err);
+    dq_assert_no_error(err);
+    dq_image_free(img);
+    g_byte_array_unref(tail);
+
+    char *dir = dq_test_tmpdir();
+    char *empty = g_build_filename(dir, "empty.png", NULL);
+    g_assert_true(g_file_set_contents(empty, "", 0, NULL));
+    g_assert_null(dq_image_load(empty, DQ_EXIF_APPLY, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
+    g_assert_nonnull(strstr(err->message, empty));
+    g_clear_error(&err);
+    g_assert_null(dq_image_load("/nonexistent/scan.jpg", DQ_EXIF_APPLY, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_assert_nonnull(strstr(err->message, "/nonexistent/scan.jpg"));
+    g_clear_error(&err);
+    g_free(empty);
+    g_free(dir);
+    g_byte_array_unref(jpg);
+    g_byte_array_unref(png);
+    dq_image_free(a);
+}
+
+static uint32_t png_crc(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static void test_huge_dimensions_refused(void) {
+    /* An IHDR claiming 100000 x 100000 pixels is refused before any allocation. */
+    uint8_t row[1] = {0};
+    PngSpec s = {.color_type = PNG_COLOR_TYPE_GRAY, .depth = 1};
+    GByteArray *b = make_png(1, 1, &s, row, 1);
+    /* patch width and height, then fix the IHDR CRC */
+    const uint8_t big[8] = {0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0};
+    memcpy(b->data + 16, big, 8);
+    uint32_t crc = png_crc(b->data + 12, 17);
+    b->data[29] = (uint8_t)(crc >> 24);
+    b->data[30] = (uint8_t)(crc >> 16);
+    b->data[31] = (uint8_t)(crc >> 8);
+    b->data[32] = (uint8_t)crc;
+    GError *err = NULL;
+    g_assert_null(dq_image_decode(b->data, b->len, "bomb.png", DQ_EXIF_APPLY, &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "bomb.png"));
+    g_error_free(err);
+    g_byte_array_unref(b);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/image/size/fixture_cases", test_fit_longest_edge_cases);
@@ -242,5 +750,16 @@ int main(int argc, char **argv) {
     g_test_add_func("/image/resize/one_axis", test_resize_one_axis_skips_other_pass);
     g_test_add_func("/image/bad_arguments", test_bad_arguments);
     g_test_add_func("/image/png/round_trip", test_png_round_trip);
+    g_test_add_func("/image/png/gray_depths", test_png_gray_depths);
+    g_test_add_func("/image/png/16bit", test_png_16bit);
+    g_test_add_func("/image/png/alpha_dropped", test_png_alpha_dropped);
+    g_test_add_func("/image/png/palette_trns", test_png_palette);
+    g_test_add_func("/image/png/interlaced_no_iend", test_png_interlaced_and_no_iend);
+    g_test_add_func("/image/png/exif_orientations", test_png_exif_orientations);
+    g_test_add_func("/image/jpeg/gray", test_jpeg_gray_and_rgb);
+    g_test_add_func("/image/jpeg/cmyk", test_jpeg_cmyk);
+    g_test_add_func("/image/jpeg/exif_orientations", test_jpeg_exif_orientations);
+    g_test_add_func("/image/decode/bad_files", test_bad_files);
+    g_test_add_func("/image/decode/huge_dimensions", test_huge_dimensions_refused);
     return g_test_run();
 }
