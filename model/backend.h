@@ -1,0 +1,109 @@
+/* The model's tensor operations behind one small interface.
+ *
+ * The forward pass (smolvlm.c) is written only in terms of these operations, so a backend (the
+ * CPU reference here, CUDA, faster CPU paths) implements this struct and nothing else, and each
+ * backend is tested op by op against the CPU reference (tests/model/test_backend_cpu.c checks the
+ * reference itself against naive double-precision loops).
+ *
+ * Memory: every float buffer an op touches was obtained from the same backend's alloc() (on the
+ * CPU: host memory; on a GPU: device memory). upload()/download() move data between host and
+ * backend buffers. Weights are prepared once by weight_init() from a safetensors tensor: the
+ * backend decides their storage (CPU reference: F32 tensors are used straight from the mapping
+ * when aligned, BF16/F16 are upcast to float32 once at load — exact — and all math is float32).
+ *
+ * Layouts are row-major; `n` is always a number of rows. Shapes are given in brackets.
+ */
+#ifndef DQ_BACKEND_H
+#define DQ_BACKEND_H
+
+#include "safetensors.h"
+
+#include <glib.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct DqBackend DqBackend;
+
+/* A prepared weight: a matrix [rows, cols] (a linear layer's [out, in], an embedding table
+ * [vocab, dim]) or a vector (rows = 1: biases, norm weights). */
+typedef struct {
+    int rows, cols;
+    const float *data; /* backend memory: mapped file or owned copy */
+    void *owned;       /* what weight_free releases; NULL when data points into the mapping */
+} DqWeight;
+
+/* Scaled dot-product attention over n_seq independent sequences packed one after another:
+ * q [n_seq, n_q, n_heads * head_dim], k and v [n_seq, n_kv, n_kv_heads * head_dim] with row
+ * strides q_stride / kv_stride floats (>= the packed width; a KV cache has kv_stride = its row),
+ * out [n_seq, n_q, n_heads * head_dim] packed. Query head h reads KV head h / (n_heads /
+ * n_kv_heads) (grouped-query attention). Causal: query row i (absolute position q_pos0 + i) sees
+ * keys 0 .. q_pos0 + i; otherwise all n_kv keys. Softmax in float32. */
+typedef struct {
+    int n_seq;
+    int n_q, n_kv;
+    int n_heads, n_kv_heads, head_dim;
+    int q_stride, kv_stride; /* floats between consecutive rows */
+    size_t q_seq_stride;     /* floats between sequences in q */
+    size_t kv_seq_stride;    /* floats between sequences in k and v */
+    int q_pos0;
+    gboolean causal;
+    float scale;
+} DqAttention;
+
+struct DqBackend {
+    const char *name;
+    void *ctx;
+    void (*destroy)(DqBackend *be);
+
+    /* ---- memory */
+    float *(*alloc)(DqBackend *be, size_t n_floats); /* NULL when out of memory */
+    void (*release)(DqBackend *be, float *buf);
+    void (*upload)(DqBackend *be, float *dst, const float *host_src, size_t n);
+    void (*download)(DqBackend *be, float *host_dst, const float *src, size_t n);
+    void (*copy)(DqBackend *be, float *dst, const float *src, size_t n);
+    gboolean (*weight_init)(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
+                            GError **err);
+    void (*weight_free)(DqBackend *be, DqWeight *w);
+
+    /* ---- ops */
+    /* y [n, w.rows] = x [n, w.cols] . w^T (+ bias [w.rows] when bias != NULL). */
+    void (*matmul)(DqBackend *be, float *y, const float *x, const DqWeight *w, const DqWeight *bias,
+                   int n);
+    /* y [n, dim] = (x - mean) / sqrt(var + eps) * w + b, per row (biased variance). */
+    void (*layernorm)(DqBackend *be, float *y, const float *x, const DqWeight *w, const DqWeight *b,
+                      int n, int dim, float eps);
+    /* y [n, dim] = x * rsqrt(mean(x^2) + eps) * w, per row. */
+    void (*rmsnorm)(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
+                    float eps);
+    /* Rotary embedding in place, rotate_half convention (dims i and i + head_dim/2 pair up):
+     * x [n, n_heads * head_dim], row r at position pos[r]. */
+    void (*rope)(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                 double theta);
+    void (*attention)(DqBackend *be, float *out, const float *q, const float *k, const float *v,
+                      const DqAttention *a);
+    /* x [n] = gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place. */
+    void (*gelu_tanh)(DqBackend *be, float *x, size_t n);
+    /* gate [n] = silu(gate) * up. */
+    void (*silu_mul)(DqBackend *be, float *gate, const float *up, size_t n);
+    /* y [n] += x [n]. */
+    void (*add)(DqBackend *be, float *y, const float *x, size_t n);
+    /* y [n_outer, w.rows * w.cols] += w, repeated over the outer dim (position embeddings). */
+    void (*add_broadcast)(DqBackend *be, float *y, const DqWeight *w, int n_outer);
+    /* The patch convolution's im2col: pixels [tiles, channels, tile, tile] ->
+     * out [tiles, side * side, channels * patch * patch], side = tile / patch (floor: pixels past
+     * side * patch are never seen), patches row-major, features in conv weight order (c, y, x). */
+    void (*patchify)(DqBackend *be, float *out, const float *pixels, int tiles, int channels,
+                     int tile, int patch);
+    /* Idefics3 pixel shuffle: in [tiles, side * side, dim] -> out [tiles, (side/s)^2, dim*s*s];
+     * output token (I, J) = concat over m, k < s of in[(I*s + m) * side + (J*s + k)]. */
+    void (*pixel_shuffle)(DqBackend *be, float *out, const float *in, int tiles, int side, int dim,
+                          int s);
+    /* out [n, table.cols] = table[ids[r]] (ids already validated). */
+    void (*embed)(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids, int n);
+};
+
+/* The CPU reference backend (OpenBLAS sgemm + OpenMP, float32). */
+DqBackend *dq_backend_cpu_new(GError **err);
+void dq_backend_free(DqBackend *be);
+
+#endif

@@ -1,0 +1,316 @@
+#include "config.h"
+
+#include "dq_error.h"
+
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <string.h>
+
+/* Member access with a default; a member of the wrong JSON type is an error, not a silent
+ * default (a string "512" where a number belongs is a broken snapshot). */
+typedef struct {
+    const char *label; /* file name for messages */
+    const char *scope; /* "text_config", ... */
+    GError **err;
+    gboolean failed;
+} Reader;
+
+static JsonNode *member(JsonObject *o, const char *key) {
+    if (o == NULL || !json_object_has_member(o, key))
+        return NULL;
+    JsonNode *n = json_object_get_member(o, key);
+    return JSON_NODE_HOLDS_NULL(n) ? NULL : n;
+}
+
+static void bad(Reader *r, const char *key, const char *what) {
+    if (!r->failed)
+        dq_fail(r->err, DQ_ERR_FORMAT, "%s: %s%s%s must be %s", r->label, r->scope ? r->scope : "",
+                r->scope ? "." : "", key, what);
+    r->failed = TRUE;
+}
+
+static int get_int(Reader *r, JsonObject *o, const char *key, int def) {
+    JsonNode *n = member(o, key);
+    if (n == NULL)
+        return def;
+    if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_INT64) {
+        gint64 v = json_node_get_int(n);
+        if (v >= G_MININT && v <= G_MAXINT)
+            return (int)v;
+    }
+    bad(r, key, "an integer");
+    return def;
+}
+
+static double get_double(Reader *r, JsonObject *o, const char *key, double def) {
+    JsonNode *n = member(o, key);
+    if (n == NULL)
+        return def;
+    if (JSON_NODE_HOLDS_VALUE(n)) {
+        GType t = json_node_get_value_type(n);
+        if (t == G_TYPE_INT64)
+            return (double)json_node_get_int(n);
+        if (t == G_TYPE_DOUBLE)
+            return json_node_get_double(n);
+    }
+    bad(r, key, "a number");
+    return def;
+}
+
+static gboolean get_bool(Reader *r, JsonObject *o, const char *key, gboolean def) {
+    JsonNode *n = member(o, key);
+    if (n == NULL)
+        return def;
+    if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_BOOLEAN)
+        return json_node_get_boolean(n);
+    bad(r, key, "true or false");
+    return def;
+}
+
+static const char *get_string(Reader *r, JsonObject *o, const char *key, const char *def) {
+    JsonNode *n = member(o, key);
+    if (n == NULL)
+        return def;
+    if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING)
+        return json_node_get_string(n);
+    bad(r, key, "a string");
+    return def;
+}
+
+static JsonObject *get_object(Reader *r, JsonObject *o, const char *key) {
+    JsonNode *n = member(o, key);
+    if (n == NULL)
+        return NULL;
+    if (JSON_NODE_HOLDS_OBJECT(n))
+        return json_node_get_object(n);
+    bad(r, key, "an object");
+    return NULL;
+}
+
+/* eos_token_id is an int or a list of ints. */
+static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
+    JsonNode *n = member(o, "eos_token_id");
+    if (n == NULL)
+        return;
+    if (JSON_NODE_HOLDS_ARRAY(n)) {
+        JsonArray *a = json_node_get_array(n);
+        guint len = json_array_get_length(a);
+        if (len > DQ_MAX_EOS_IDS) {
+            bad(r, "eos_token_id", "a list of at most 8 ids");
+            return;
+        }
+        cfg->n_eos = 0;
+        for (guint i = 0; i < len; i++) {
+            JsonNode *e = json_array_get_element(a, i);
+            if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_INT64) {
+                bad(r, "eos_token_id", "an id or a list of ids");
+                return;
+            }
+            cfg->eos_ids[cfg->n_eos++] = (int)json_node_get_int(e);
+        }
+        return;
+    }
+    cfg->eos_ids[0] = get_int(r, o, "eos_token_id", -1);
+    cfg->n_eos = 1;
+}
+
+static JsonParser *parse_json(const char *json, const char *label, JsonObject **root,
+                              GError **err) {
+    JsonParser *p = json_parser_new();
+    GError *jerr = NULL;
+    if (!json_parser_load_from_data(p, json, -1, &jerr)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", label, jerr->message);
+        g_error_free(jerr);
+        g_object_unref(p);
+        return NULL;
+    }
+    JsonNode *n = json_parser_get_root(p);
+    if (n == NULL || !JSON_NODE_HOLDS_OBJECT(n)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", label);
+        g_object_unref(p);
+        return NULL;
+    }
+    *root = json_node_get_object(n);
+    return p;
+}
+
+static gboolean check(const SmolvlmConfig *c, const char *label, GError **err) {
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return dq_fail(err, DQ_ERR_MODEL, __VA_ARGS__);                                        \
+    } while (0)
+    REQUIRE(c->vision_hidden > 0 && c->vision_intermediate > 0 && c->vision_layers > 0 &&
+                c->vision_heads > 0 && c->vision_channels > 0,
+            "%s: vision_config sizes must be positive", label);
+    REQUIRE(c->vision_hidden % c->vision_heads == 0,
+            "%s: vision hidden_size %d is not a multiple of num_attention_heads %d", label,
+            c->vision_hidden, c->vision_heads);
+    REQUIRE(c->patch_size > 0 && c->image_size >= c->patch_size && c->image_size <= 8192,
+            "%s: vision image_size %d / patch_size %d are not usable", label, c->image_size,
+            c->patch_size);
+    REQUIRE(c->scale_factor > 0 && c->patches_per_side % c->scale_factor == 0,
+            "%s: %d patches a side are not divisible by scale_factor %d", label,
+            c->patches_per_side, c->scale_factor);
+    REQUIRE(c->text_hidden > 0 && c->text_intermediate > 0 && c->text_layers > 0 &&
+                c->text_heads > 0 && c->text_kv_heads > 0 && c->head_dim > 0 && c->vocab_size > 0,
+            "%s: text_config sizes must be positive", label);
+    REQUIRE(c->head_dim % 2 == 0, "%s: head_dim %d must be even for rotary embeddings", label,
+            c->head_dim);
+    REQUIRE(c->text_heads % c->text_kv_heads == 0,
+            "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", label,
+            c->text_heads, c->text_kv_heads);
+    REQUIRE(c->image_token_id >= 0 && c->image_token_id < c->vocab_size,
+            "%s: image_token_id %d outside the vocabulary (%d)", label, c->image_token_id,
+            c->vocab_size);
+    REQUIRE(c->max_position_embeddings > 0, "%s: max_position_embeddings must be positive", label);
+    REQUIRE(c->rms_norm_eps > 0 && c->vision_layer_norm_eps > 0 && c->rope_theta > 0,
+            "%s: eps and rope_theta must be positive", label);
+#undef REQUIRE
+    return TRUE;
+}
+
+gboolean smolvlm_config_parse(const char *config_json, const char *generation_json,
+                              const char *label, SmolvlmConfig *cfg, GError **err) {
+    memset(cfg, 0, sizeof *cfg);
+    JsonObject *root = NULL;
+    JsonParser *p = parse_json(config_json, label, &root, err);
+    if (p == NULL)
+        return FALSE;
+    Reader r = {.label = label, .err = err};
+    JsonObject *vc = get_object(&r, root, "vision_config");
+    JsonObject *tc = get_object(&r, root, "text_config");
+
+    /* Idefics3VisionConfig defaults. */
+    r.scope = "vision_config";
+    cfg->vision_hidden = get_int(&r, vc, "hidden_size", 1152);
+    cfg->vision_intermediate = get_int(&r, vc, "intermediate_size", 3072);
+    cfg->vision_layers = get_int(&r, vc, "num_hidden_layers", 12);
+    cfg->vision_heads = get_int(&r, vc, "num_attention_heads", 16);
+    cfg->vision_channels = get_int(&r, vc, "num_channels", 3);
+    cfg->image_size = get_int(&r, vc, "image_size", 224);
+    cfg->patch_size = get_int(&r, vc, "patch_size", 32);
+    cfg->vision_layer_norm_eps = get_double(&r, vc, "layer_norm_eps", 1e-6);
+    const char *vact = get_string(&r, vc, "hidden_act", "gelu_pytorch_tanh");
+    if (!r.failed && strcmp(vact, "gelu_pytorch_tanh") != 0 && strcmp(vact, "gelu_new") != 0) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "%s: vision_config.hidden_act '%s' is not supported "
+                "(gelu_pytorch_tanh is)",
+                label, vact);
+        r.failed = TRUE;
+    }
+
+    /* LlamaConfig defaults when text_config is given; Idefics3Config builds a default Llama with
+     * rms_norm_eps 1e-5 when it is absent. */
+    r.scope = "text_config";
+    cfg->text_hidden = get_int(&r, tc, "hidden_size", 4096);
+    cfg->text_intermediate = get_int(&r, tc, "intermediate_size", 11008);
+    cfg->text_layers = get_int(&r, tc, "num_hidden_layers", 32);
+    cfg->text_heads = get_int(&r, tc, "num_attention_heads", 32);
+    cfg->text_kv_heads = get_int(&r, tc, "num_key_value_heads", cfg->text_heads);
+    cfg->head_dim =
+        get_int(&r, tc, "head_dim", cfg->text_heads > 0 ? cfg->text_hidden / cfg->text_heads : 0);
+    cfg->vocab_size = get_int(&r, tc, "vocab_size", 32000);
+    cfg->max_position_embeddings = get_int(&r, tc, "max_position_embeddings", 2048);
+    cfg->rms_norm_eps = get_double(&r, tc, "rms_norm_eps", tc != NULL ? 1e-6 : 1e-5);
+    cfg->rope_theta = get_double(&r, tc, "rope_theta", 10000.0);
+    cfg->tie_word_embeddings = get_bool(&r, tc, "tie_word_embeddings", FALSE);
+    int text_eos = get_int(&r, tc, "eos_token_id", 2);
+    const char *tact = get_string(&r, tc, "hidden_act", "silu");
+    if (!r.failed && strcmp(tact, "silu") != 0) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "%s: text_config.hidden_act '%s' is not supported (silu is)", label, tact);
+        r.failed = TRUE;
+    }
+    if (!r.failed && member(tc, "rope_scaling") != NULL) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: text_config.rope_scaling is not supported", label);
+        r.failed = TRUE;
+    }
+    if (!r.failed &&
+        (get_bool(&r, tc, "attention_bias", FALSE) || get_bool(&r, tc, "mlp_bias", FALSE))) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "%s: text_config.attention_bias / mlp_bias are not supported", label);
+        r.failed = TRUE;
+    }
+
+    r.scope = NULL;
+    cfg->scale_factor = get_int(&r, root, "scale_factor", 2);
+    cfg->image_token_id = get_int(&r, root, "image_token_id", 128257);
+    cfg->pad_token_id = get_int(&r, root, "pad_token_id", get_int(&r, tc, "pad_token_id", -1));
+    g_object_unref(p);
+    if (r.failed)
+        return FALSE;
+
+    cfg->patches_per_side = cfg->patch_size > 0 ? cfg->image_size / cfg->patch_size : 0;
+    cfg->num_patches = cfg->patches_per_side * cfg->patches_per_side;
+    cfg->tokens_per_tile =
+        cfg->scale_factor > 0 ? cfg->num_patches / (cfg->scale_factor * cfg->scale_factor) : 0;
+    cfg->connector_in = cfg->vision_hidden * cfg->scale_factor * cfg->scale_factor;
+
+    /* GenerationConfig defaults; without generation_config.json transformers derives it from the
+     * model config (eos = text_config.eos_token_id). */
+    cfg->eos_ids[0] = text_eos;
+    cfg->n_eos = 1;
+    cfg->bos_token_id = -1;
+    cfg->do_sample = FALSE;
+    cfg->temperature = 1.0;
+    cfg->top_p = 1.0;
+    cfg->top_k = 50;
+    cfg->max_new_tokens = -1;
+    if (generation_json != NULL) {
+        char *glabel = g_strdup_printf("%s (generation_config.json)", label);
+        JsonObject *g = NULL;
+        JsonParser *gp = parse_json(generation_json, glabel, &g, err);
+        if (gp == NULL) {
+            g_free(glabel);
+            return FALSE;
+        }
+        Reader gr = {.label = glabel, .err = err};
+        cfg->n_eos = 0; /* an explicit file without eos_token_id means: no eos */
+        get_eos(&gr, g, cfg);
+        cfg->bos_token_id = get_int(&gr, g, "bos_token_id", -1);
+        cfg->do_sample = get_bool(&gr, g, "do_sample", FALSE);
+        cfg->temperature = get_double(&gr, g, "temperature", 1.0);
+        cfg->top_p = get_double(&gr, g, "top_p", 1.0);
+        cfg->top_k = get_int(&gr, g, "top_k", 50);
+        cfg->max_new_tokens = get_int(&gr, g, "max_new_tokens", -1);
+        g_object_unref(gp);
+        g_free(glabel);
+        if (gr.failed)
+            return FALSE;
+    }
+    return check(cfg, label, err);
+}
+
+gboolean smolvlm_config_load(const char *dir, SmolvlmConfig *cfg, GError **err) {
+    char *cpath = g_build_filename(dir, "config.json", NULL);
+    char *gpath = g_build_filename(dir, "generation_config.json", NULL);
+    char *cjson = NULL, *gjson = NULL;
+    GError *ferr = NULL;
+    gboolean ok = FALSE;
+    if (!g_file_get_contents(cpath, &cjson, NULL, &ferr)) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s", cpath, ferr->message);
+        g_error_free(ferr);
+        goto out;
+    }
+    if (g_file_test(gpath, G_FILE_TEST_EXISTS) &&
+        !g_file_get_contents(gpath, &gjson, NULL, &ferr)) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s", gpath, ferr->message);
+        g_error_free(ferr);
+        goto out;
+    }
+    ok = smolvlm_config_parse(cjson, gjson, cpath, cfg, err);
+out:
+    g_free(cjson);
+    g_free(gjson);
+    g_free(cpath);
+    g_free(gpath);
+    return ok;
+}
+
+gboolean smolvlm_config_is_eos(const SmolvlmConfig *cfg, int id) {
+    for (int i = 0; i < cfg->n_eos; i++)
+        if (cfg->eos_ids[i] == id)
+            return TRUE;
+    return FALSE;
+}

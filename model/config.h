@@ -1,0 +1,76 @@
+/* SmolVLM (Idefics3) configuration: config.json and generation_config.json of a snapshot.
+ *
+ * Every field the forward pass and generation use, with transformers 4.57's defaults where a field
+ * is absent (Idefics3Config, Idefics3VisionConfig, LlamaConfig, GenerationConfig). Leftovers in
+ * real files (perceiver_config, _flash_attn_2_enabled, vision `size`/`max_image_size`, vision
+ * model_type "idefics3") are ignored.
+ *
+ * The two geometries in use:
+ *   SmolVLM-256M/500M: tile 512, patch 16 -> 32x32 patches, scale_factor 4 -> 64 tokens a tile
+ *   SmolVLM-Instruct:  tile 384, patch 14 -> 27x27 patches, scale_factor 3 -> 81 tokens a tile
+ */
+#ifndef DQ_CONFIG_H
+#define DQ_CONFIG_H
+
+#include <glib.h>
+
+#define DQ_MAX_EOS_IDS 8
+
+typedef struct {
+    /* vision_config (SigLIP) */
+    int vision_hidden;       /* hidden_size */
+    int vision_intermediate; /* intermediate_size */
+    int vision_layers;       /* num_hidden_layers */
+    int vision_heads;        /* num_attention_heads */
+    int vision_channels;     /* num_channels */
+    int image_size;          /* tile side in pixels (512 or 384) */
+    int patch_size;          /* 16 or 14 */
+    double vision_layer_norm_eps;
+
+    /* text_config (Llama) */
+    int text_hidden;
+    int text_intermediate;
+    int text_layers;
+    int text_heads;
+    int text_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int max_position_embeddings;
+    double rms_norm_eps;
+    double rope_theta;
+    gboolean tie_word_embeddings; /* text_config's, which decides lm_head tying */
+
+    /* top level */
+    int scale_factor;
+    int image_token_id;
+    int pad_token_id; /* -1 when none */
+
+    /* derived */
+    int patches_per_side; /* image_size / patch_size (floor: 384/14 = 27, 6 px unused) */
+    int num_patches;      /* patches_per_side^2 */
+    int tokens_per_tile;  /* num_patches / scale_factor^2 */
+    int connector_in;     /* vision_hidden * scale_factor^2 */
+
+    /* generation_config.json */
+    int eos_ids[DQ_MAX_EOS_IDS];
+    int n_eos;
+    int bos_token_id; /* -1 when none */
+    gboolean do_sample;
+    double temperature;
+    double top_p;
+    int top_k;
+    int max_new_tokens; /* -1 when unset */
+} SmolvlmConfig;
+
+/* Reads DIR/config.json and DIR/generation_config.json (the latter may be absent: then eos is
+ * text_config's eos_token_id). Checks the values the forward pass relies on (positive sizes,
+ * heads dividing hidden sizes, patches divisible by scale_factor). */
+gboolean smolvlm_config_load(const char *dir, SmolvlmConfig *cfg, GError **err);
+
+/* The same from JSON strings (generation_json may be NULL); `label` names them in errors. */
+gboolean smolvlm_config_parse(const char *config_json, const char *generation_json,
+                              const char *label, SmolvlmConfig *cfg, GError **err);
+
+gboolean smolvlm_config_is_eos(const SmolvlmConfig *cfg, int id);
+
+#endif

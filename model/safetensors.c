@@ -1,0 +1,423 @@
+#include "safetensors.h"
+
+#include "dq_error.h"
+#include "mapped_file.h"
+
+#include <json-glib/json-glib.h>
+#include <string.h>
+
+/* A safetensors header larger than this is not a model header but garbage (the real 2.2B
+ * checkpoint's header is ~100 KB); refusing it early keeps a corrupt length from making the JSON
+ * parser chew through gigabytes. */
+#define DQ_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
+
+struct DqSafeTensors {
+    GPtrArray *files;    /* DqMappedFile *, owned */
+    GHashTable *tensors; /* name -> DqTensor *, owned */
+    GStringChunk *strings;
+};
+
+const char *dq_dtype_name(DqDtype dtype) {
+    switch (dtype) {
+    case DQ_DTYPE_F32:
+        return "F32";
+    case DQ_DTYPE_BF16:
+        return "BF16";
+    case DQ_DTYPE_F16:
+        return "F16";
+    }
+    return "?";
+}
+
+size_t dq_dtype_size(DqDtype dtype) {
+    return dtype == DQ_DTYPE_F32 ? 4 : 2;
+}
+
+float dq_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+float dq_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                mant <<= 1;
+            } while ((mant & 0x400u) == 0);
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+void dq_convert_to_f32(float *dst, const void *src, DqDtype dtype, size_t n) {
+    const uint8_t *s = src;
+    switch (dtype) {
+    case DQ_DTYPE_F32:
+        memcpy(dst, src, n * sizeof(float));
+        break;
+    case DQ_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)(s[2 * i] | (s[2 * i + 1] << 8));
+            dst[i] = dq_bf16_to_f32(h);
+        }
+        break;
+    case DQ_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)(s[2 * i] | (s[2 * i + 1] << 8));
+            dst[i] = dq_f16_to_f32(h);
+        }
+        break;
+    }
+}
+
+static DqSafeTensors *safetensors_new(void) {
+    DqSafeTensors *st = g_new0(DqSafeTensors, 1);
+    st->files = g_ptr_array_new_with_free_func((GDestroyNotify)dq_mapped_file_free);
+    st->tensors = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+    st->strings = g_string_chunk_new(4096);
+    return st;
+}
+
+void safetensors_free(DqSafeTensors *st) {
+    if (st == NULL)
+        return;
+    g_hash_table_destroy(st->tensors);
+    g_ptr_array_free(st->files, TRUE);
+    g_string_chunk_free(st->strings);
+    g_free(st);
+}
+
+static gboolean json_get_u64(JsonNode *node, uint64_t *out) {
+    if (node == NULL || JSON_NODE_TYPE(node) != JSON_NODE_VALUE ||
+        json_node_get_value_type(node) != G_TYPE_INT64)
+        return FALSE;
+    gint64 v = json_node_get_int(node);
+    if (v < 0)
+        return FALSE;
+    *out = (uint64_t)v;
+    return TRUE;
+}
+
+static gboolean parse_dtype(const char *s, DqDtype *out) {
+    if (strcmp(s, "F32") == 0)
+        *out = DQ_DTYPE_F32;
+    else if (strcmp(s, "BF16") == 0)
+        *out = DQ_DTYPE_BF16;
+    else if (strcmp(s, "F16") == 0)
+        *out = DQ_DTYPE_F16;
+    else
+        return FALSE;
+    return TRUE;
+}
+
+/* Adds the tensors of one file image to st. `label` names the file in errors. */
+static gboolean parse_into(DqSafeTensors *st, const uint8_t *data, size_t len, const char *label,
+                           GError **err) {
+    if (len < 8)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated: %zu bytes, no safetensors header", label,
+                       len);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | data[i];
+    if (hlen > len - 8)
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: header length %" G_GUINT64_FORMAT " overruns the file (%zu bytes)",
+                       label, hlen, len);
+    if (hlen > DQ_SAFETENSORS_MAX_HEADER)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: header length %" G_GUINT64_FORMAT " is absurd",
+                       label, hlen);
+    if (hlen < 2)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: empty safetensors header", label);
+    const uint8_t *base = data + 8 + hlen;
+    uint64_t data_len = len - 8 - hlen;
+
+    /* json-glib wants valid UTF-8; say so rather than letting it report a byte offset only. */
+    if (!g_utf8_validate((const char *)data + 8, (gssize)hlen, NULL))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: header is not valid UTF-8", label);
+
+    JsonParser *parser = json_parser_new();
+    GError *jerr = NULL;
+    gboolean ok = FALSE;
+    if (!json_parser_load_from_data(parser, (const char *)data + 8, (gssize)hlen, &jerr)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: header is not JSON: %s", label, jerr->message);
+        g_error_free(jerr);
+        goto out;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: header is not a JSON object", label);
+        goto out;
+    }
+    JsonObject *obj = json_node_get_object(root);
+    JsonObjectIter it;
+    const char *name;
+    JsonNode *member;
+    json_object_iter_init(&it, obj);
+    while (json_object_iter_next(&it, &name, &member)) {
+        if (strcmp(name, "__metadata__") == 0)
+            continue;
+        if (!JSON_NODE_HOLDS_OBJECT(member)) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': entry is not an object", label, name);
+            goto out;
+        }
+        JsonObject *t = json_node_get_object(member);
+        JsonNode *dn = json_object_get_member(t, "dtype");
+        JsonNode *sn = json_object_get_member(t, "shape");
+        JsonNode *on = json_object_get_member(t, "data_offsets");
+        if (dn == NULL || JSON_NODE_TYPE(dn) != JSON_NODE_VALUE ||
+            json_node_get_value_type(dn) != G_TYPE_STRING || sn == NULL ||
+            !JSON_NODE_HOLDS_ARRAY(sn) || on == NULL || !JSON_NODE_HOLDS_ARRAY(on)) {
+            dq_fail(err, DQ_ERR_FORMAT,
+                    "%s: tensor '%s': needs a string dtype, a shape array and data_offsets", label,
+                    name);
+            goto out;
+        }
+        DqTensor tensor = {0};
+        const char *dtype = json_node_get_string(dn);
+        if (!parse_dtype(dtype, &tensor.dtype)) {
+            dq_fail(err, DQ_ERR_UNSUPPORTED,
+                    "%s: tensor '%s': dtype %s is not supported (F32, BF16, F16 are)", label, name,
+                    dtype);
+            goto out;
+        }
+        JsonArray *shape = json_node_get_array(sn);
+        guint ndim = json_array_get_length(shape);
+        if (ndim > DQ_TENSOR_MAX_DIMS) {
+            dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: tensor '%s': %u dims (at most %d supported)",
+                    label, name, ndim, DQ_TENSOR_MAX_DIMS);
+            goto out;
+        }
+        uint64_t numel = 1;
+        gboolean overflow = FALSE;
+        for (guint i = 0; i < ndim; i++) {
+            uint64_t d;
+            if (!json_get_u64(json_array_get_element(shape, i), &d) || d > (uint64_t)G_MAXINT64) {
+                dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': shape[%u] is not a size", label, name,
+                        i);
+                goto out;
+            }
+            tensor.shape[i] = (int64_t)d;
+            if (d != 0 && numel > G_MAXUINT64 / d)
+                overflow = TRUE;
+            else
+                numel *= d;
+        }
+        tensor.ndim = (int)ndim;
+        JsonArray *offs = json_node_get_array(on);
+        uint64_t begin, end;
+        if (json_array_get_length(offs) != 2 ||
+            !json_get_u64(json_array_get_element(offs, 0), &begin) ||
+            !json_get_u64(json_array_get_element(offs, 1), &end) || begin > end) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': data_offsets must be [begin, end]", label,
+                    name);
+            goto out;
+        }
+        if (end > data_len) {
+            dq_fail(err, DQ_ERR_FORMAT,
+                    "%s: tensor '%s': data [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                    ") overruns the data section (%" G_GUINT64_FORMAT " bytes; file truncated?)",
+                    label, name, begin, end, data_len);
+            goto out;
+        }
+        uint64_t esize = dq_dtype_size(tensor.dtype);
+        if (overflow || numel > G_MAXUINT64 / esize || numel * esize != end - begin) {
+            dq_fail(err, DQ_ERR_FORMAT,
+                    "%s: tensor '%s': %" G_GUINT64_FORMAT " bytes of data do not match its shape "
+                    "and dtype %s",
+                    label, name, end - begin, dtype);
+            goto out;
+        }
+        if (g_hash_table_contains(st->tensors, name)) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s' appears twice", label, name);
+            goto out;
+        }
+        tensor.numel = (int64_t)numel;
+        tensor.nbytes = (size_t)(end - begin);
+        tensor.data = base + begin;
+        tensor.name = g_string_chunk_insert(st->strings, name);
+        tensor.file = g_string_chunk_insert_const(st->strings, label);
+        g_hash_table_insert(st->tensors, (gpointer)tensor.name, g_memdup2(&tensor, sizeof tensor));
+    }
+    ok = TRUE;
+out:
+    g_object_unref(parser);
+    return ok;
+}
+
+DqSafeTensors *safetensors_parse(const uint8_t *data, size_t len, const char *name, GError **err) {
+    DqSafeTensors *st = safetensors_new();
+    if (!parse_into(st, data, len, name, err)) {
+        safetensors_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static gboolean add_file(DqSafeTensors *st, const char *path, GError **err) {
+    DqMappedFile *mf = dq_mapped_file_open(path, err);
+    if (mf == NULL)
+        return FALSE;
+    g_ptr_array_add(st->files, mf);
+    return parse_into(st, mf->data, mf->size, path, err);
+}
+
+DqSafeTensors *safetensors_open(const char *path, GError **err) {
+    DqSafeTensors *st = safetensors_new();
+    if (!add_file(st, path, err)) {
+        safetensors_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err) {
+    char *single = g_build_filename(dir, "model.safetensors", NULL);
+    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
+    DqSafeTensors *st = NULL;
+    JsonParser *parser = NULL;
+    GHashTable *shards = NULL;
+    if (!g_file_test(index, G_FILE_TEST_EXISTS)) {
+        if (!g_file_test(single, G_FILE_TEST_EXISTS)) {
+            dq_fail(err, DQ_ERR_MODEL,
+                    "%s: no model.safetensors and no model.safetensors.index.json", dir);
+            goto out;
+        }
+        st = safetensors_open(single, err);
+        goto out;
+    }
+    parser = json_parser_new();
+    GError *jerr = NULL;
+    if (!json_parser_load_from_file(parser, index, &jerr)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", index, jerr->message);
+        g_error_free(jerr);
+        goto out;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    JsonObject *wm = NULL;
+    if (root != NULL && JSON_NODE_HOLDS_OBJECT(root)) {
+        JsonNode *n = json_object_get_member(json_node_get_object(root), "weight_map");
+        if (n != NULL && JSON_NODE_HOLDS_OBJECT(n))
+            wm = json_node_get_object(n);
+    }
+    if (wm == NULL) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: no \"weight_map\" object", index);
+        goto out;
+    }
+    st = safetensors_new();
+    shards = g_hash_table_new(g_str_hash, g_str_equal);
+    JsonObjectIter it;
+    const char *tname;
+    JsonNode *fnode;
+    json_object_iter_init(&it, wm);
+    while (json_object_iter_next(&it, &tname, &fnode)) {
+        const char *file =
+            JSON_NODE_HOLDS_VALUE(fnode) && json_node_get_value_type(fnode) == G_TYPE_STRING
+                ? json_node_get_string(fnode)
+                : NULL;
+        /* A shard name is a plain file name inside the snapshot; refuse paths. */
+        if (file == NULL || file[0] == '\0' || strchr(file, '/') != NULL ||
+            strcmp(file, "..") == 0) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': bad shard file name", index, tname);
+            goto fail;
+        }
+        if (!g_hash_table_contains(shards, file)) {
+            g_hash_table_add(shards, (gpointer)file);
+            char *path = g_build_filename(dir, file, NULL);
+            gboolean ok = add_file(st, path, err);
+            g_free(path);
+            if (!ok)
+                goto fail;
+        }
+    }
+    /* Every tensor the index promises must be in the shard it names. */
+    json_object_iter_init(&it, wm);
+    while (json_object_iter_next(&it, &tname, &fnode)) {
+        const DqTensor *t = safetensors_get(st, tname);
+        if (t == NULL || !g_str_has_suffix(t->file, json_node_get_string(fnode))) {
+            dq_fail(err, DQ_ERR_MODEL, "%s: tensor '%s' is not in %s", index, tname,
+                    json_node_get_string(fnode));
+            goto fail;
+        }
+    }
+    goto out;
+fail:
+    safetensors_free(st);
+    st = NULL;
+out:
+    if (shards != NULL)
+        g_hash_table_destroy(shards);
+    if (parser != NULL)
+        g_object_unref(parser);
+    g_free(single);
+    g_free(index);
+    return st;
+}
+
+guint safetensors_count(const DqSafeTensors *st) {
+    return g_hash_table_size(st->tensors);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+const char **safetensors_names(const DqSafeTensors *st) {
+    guint n = 0;
+    const char **names = (const char **)g_hash_table_get_keys_as_array(st->tensors, &n);
+    qsort(names, n, sizeof *names, cmp_str);
+    return names;
+}
+
+const DqTensor *safetensors_get(const DqSafeTensors *st, const char *name) {
+    return g_hash_table_lookup(st->tensors, name);
+}
+
+static char *shape_str(int ndim, const int64_t *shape) {
+    GString *s = g_string_new("[");
+    for (int i = 0; i < ndim; i++)
+        g_string_append_printf(s, "%s%" G_GINT64_FORMAT, i ? ", " : "", shape[i]);
+    g_string_append_c(s, ']');
+    return g_string_free(s, FALSE);
+}
+
+const DqTensor *safetensors_require(const DqSafeTensors *st, const char *name, int ndim,
+                                    const int64_t *shape, GError **err) {
+    const DqTensor *t = safetensors_get(st, name);
+    if (t == NULL) {
+        const char *where = st->files->len > 0
+                                ? ((DqMappedFile *)g_ptr_array_index(st->files, 0))->path
+                                : "safetensors";
+        dq_fail(err, DQ_ERR_MODEL, "%s: tensor '%s' is missing", where, name);
+        return NULL;
+    }
+    gboolean same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = t->shape[i] == shape[i];
+    if (!same) {
+        char *have = shape_str(t->ndim, t->shape);
+        char *want = shape_str(ndim, shape);
+        dq_fail(err, DQ_ERR_MODEL, "%s: tensor '%s' has shape %s, config.json implies %s", t->file,
+                name, have, want);
+        g_free(have);
+        g_free(want);
+        return NULL;
+    }
+    return t;
+}

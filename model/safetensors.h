@@ -1,0 +1,90 @@
+/* safetensors: memory-mapped tensor files, as Hugging Face snapshots store weights.
+ *
+ * File format (https://github.com/huggingface/safetensors):
+ *
+ *   [8 bytes]  N, little-endian uint64: length of the JSON header
+ *   [N bytes]  JSON object: { "__metadata__": {str: str},            (optional)
+ *                             "<tensor name>": { "dtype": "F32" | "BF16" | "F16" | ...,
+ *                                                "shape": [d0, d1, ...],
+ *                                                "data_offsets": [begin, end] }, ... }
+ *   [rest]     the data section; a tensor's bytes are data[begin, end), row-major, little-endian
+ *
+ * Everything in the header is checked against the file before a tensor is handed out: the header
+ * fits the file, offsets lie inside the data section, end - begin equals the element count times
+ * the element size (with overflow checks), names are unique. Only F32, BF16 and F16 are accepted
+ * (the dtypes SmolVLM snapshots use); any other dtype is an error naming the tensor.
+ *
+ * A snapshot directory holds either `model.safetensors` or shards
+ * `model-0000i-of-0000n.safetensors` listed in `model.safetensors.index.json` ("weight_map":
+ * {tensor: shard file}); safetensors_open_snapshot() handles both and presents one flat set of
+ * tensors.
+ *
+ *   GError *err = NULL;
+ *   DqSafeTensors *st = safetensors_open_snapshot("/models/SmolVLM-256M-Instruct", &err);
+ *   const DqTensor *t = safetensors_require(st, "model.text_model.norm.weight", 1,
+ *                                           (const int64_t[]){576}, &err);
+ *   ... t->data points into the mapping; valid until safetensors_free(st) ...
+ */
+#ifndef DQ_SAFETENSORS_H
+#define DQ_SAFETENSORS_H
+
+#include <glib.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    DQ_DTYPE_F32 = 0,
+    DQ_DTYPE_BF16 = 1,
+    DQ_DTYPE_F16 = 2,
+} DqDtype;
+
+#define DQ_TENSOR_MAX_DIMS 8
+
+typedef struct {
+    const char *name;
+    const char *file; /* the shard it lives in (for error messages) */
+    DqDtype dtype;
+    int ndim;
+    int64_t shape[DQ_TENSOR_MAX_DIMS];
+    int64_t numel;
+    const void *data; /* inside the mapping; not necessarily aligned to the element size */
+    size_t nbytes;
+} DqTensor;
+
+typedef struct DqSafeTensors DqSafeTensors;
+
+/* One .safetensors file, memory-mapped. */
+DqSafeTensors *safetensors_open(const char *path, GError **err);
+
+/* A snapshot directory: model.safetensors, or the shards of model.safetensors.index.json. */
+DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err);
+
+/* Parses a safetensors image already in memory (not copied: `data` must outlive the result).
+ * `name` labels error messages. The fuzz target drives this. */
+DqSafeTensors *safetensors_parse(const uint8_t *data, size_t len, const char *name, GError **err);
+
+void safetensors_free(DqSafeTensors *st);
+
+/* Number of tensors and their names (sorted; g_free the array, not the strings). */
+guint safetensors_count(const DqSafeTensors *st);
+const char **safetensors_names(const DqSafeTensors *st);
+
+/* The tensor, or NULL when absent. */
+const DqTensor *safetensors_get(const DqSafeTensors *st, const char *name);
+
+/* The tensor, checked: it must exist and have exactly `ndim` dims equal to `shape`. The error
+ * names the file, the tensor, its shape and the expected one ("implied by config.json"). */
+const DqTensor *safetensors_require(const DqSafeTensors *st, const char *name, int ndim,
+                                    const int64_t *shape, GError **err);
+
+/* "F32", "BF16", "F16". */
+const char *dq_dtype_name(DqDtype dtype);
+size_t dq_dtype_size(DqDtype dtype);
+
+/* Exact conversions to float32 (bf16: bits << 16; f16: IEEE half incl. subnormals, inf, nan).
+ * `src` may be unaligned. */
+void dq_convert_to_f32(float *dst, const void *src, DqDtype dtype, size_t n);
+float dq_bf16_to_f32(uint16_t h);
+float dq_f16_to_f32(uint16_t h);
+
+#endif

@@ -1,0 +1,629 @@
+/* SmolVLM forward pass over the backend interface. See smolvlm.h for the data flow, and
+ * ../shared/fixtures/README.md pitfalls 25-35 for the transformers details reproduced here. */
+#include "smolvlm.h"
+
+#include "dq_error.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* Tiles encoded per vision batch: bounds the activations (256M: 32 tiles x 1024 patches x 3072
+ * MLP floats = 400 MB) while keeping the GEMMs large. Tiles are independent, so the chunking
+ * never changes a result. */
+#define DQ_VISION_TILE_CHUNK 32
+
+typedef struct {
+    DqWeight ln1_w, ln1_b;       /* [Dv] */
+    DqWeight q_w, k_w, v_w, o_w; /* [Dv, Dv] */
+    DqWeight q_b, k_b, v_b, o_b; /* [Dv] */
+    DqWeight ln2_w, ln2_b;       /* [Dv] */
+    DqWeight fc1_w, fc1_b;       /* [Iv, Dv], [Iv] */
+    DqWeight fc2_w, fc2_b;       /* [Dv, Iv], [Dv] */
+} VisionLayer;
+
+typedef struct {
+    DqWeight in_norm;      /* [Dt] */
+    DqWeight q_w;          /* [H * hd, Dt] */
+    DqWeight k_w, v_w;     /* [Hkv * hd, Dt] */
+    DqWeight o_w;          /* [Dt, H * hd] */
+    DqWeight post_norm;    /* [Dt] */
+    DqWeight gate_w, up_w; /* [It, Dt] */
+    DqWeight down_w;       /* [Dt, It] */
+} TextLayer;
+
+struct Smolvlm {
+    char *dir;
+    SmolvlmConfig cfg;
+    DqSafeTensors *st;
+    DqBackend *be;
+    /* vision */
+    DqWeight patch_w;              /* [Dv, 3 * p * p] (conv weight [Dv, 3, p, p] flattened) */
+    DqWeight patch_b;              /* [Dv] */
+    DqWeight pos_emb;              /* [P, Dv] position_embedding.weight */
+    DqWeight pos_full;             /* [P, Dv] its rows at a full tile's position ids */
+    VisionLayer *vl;               /* [vision_layers] */
+    DqWeight post_ln_w, post_ln_b; /* [Dv] */
+    /* connector */
+    DqWeight proj; /* [Dt, Dv * s * s] */
+    /* text */
+    DqWeight embed; /* [V, Dt] */
+    TextLayer *tl;  /* [text_layers] */
+    DqWeight norm;  /* [Dt] */
+    DqWeight lm_head_own;
+    const DqWeight *lm_head; /* [V, Dt]: &lm_head_own, or &embed when tied */
+    SmolvlmTraceFn trace;
+    void *trace_user;
+};
+
+struct SmolvlmKV {
+    int len, capacity;
+    float *k; /* [layers, capacity, Hkv * hd] */
+    float *v; /* [layers, capacity, Hkv * hd] */
+};
+
+struct SmolvlmWorkspace {
+    int max_rows;
+    float *x;      /* [max_rows, Dt]  residual stream (the forward's input) */
+    float *xn;     /* [max_rows, Dt]  normed / projected */
+    float *q;      /* [max_rows, H * hd] */
+    float *k;      /* [max_rows, Hkv * hd] */
+    float *v;      /* [max_rows, Hkv * hd] */
+    float *attn;   /* [max_rows, H * hd] */
+    float *gate;   /* [max_rows, It] */
+    float *up;     /* [max_rows, It] */
+    float *last;   /* [max_rows, Dt]  last rows of segments that want logits */
+    float *logits; /* [max_rows, V] is too much for a prefill: [LOGIT_ROWS, V] */
+    int32_t *pos;  /* host [max_rows] positions */
+};
+
+/* Logit rows computed per lm_head GEMM (decode batches are small; prefill wants one a request). */
+#define DQ_LOGIT_ROWS 8
+
+/* ---- weights */
+
+static gboolean bind(Smolvlm *m, DqWeight *w, int rows, int cols, int ndim, const int64_t *shape,
+                     GError **err, const char *fmt, ...) G_GNUC_PRINTF(8, 9);
+
+static gboolean bind(Smolvlm *m, DqWeight *w, int rows, int cols, int ndim, const int64_t *shape,
+                     GError **err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *name = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    const DqTensor *t = safetensors_require(m->st, name, ndim, shape, err);
+    gboolean ok = t != NULL && m->be->weight_init(m->be, w, t, rows, cols, err);
+    g_free(name);
+    return ok;
+}
+
+#define BIND2(w, r, c, ...) bind(m, (w), (r), (c), 2, (const int64_t[]){(r), (c)}, err, __VA_ARGS__)
+#define BIND1(w, n, ...)    bind(m, (w), 1, (n), 1, (const int64_t[]){(n)}, err, __VA_ARGS__)
+
+void smolvlm_vision_position_ids(int n_side, int nb_h, int nb_w, int32_t *ids) {
+    /* transformers buckets fractional patch coordinates k / nb on the boundaries j / n_side,
+     * j = 1 .. n_side - 1. The goldens (transformers 4.57.6 + torch 2.15) show a coordinate
+     * that falls exactly on a boundary going to the lower bucket, also for full tiles (patch
+     * (r, c) of a full 32x32 or 27x27 tile uses position (max(r-1,0), max(c-1,0))), i.e. the
+     * bucket is the number of boundaries strictly below k / nb, in exact arithmetic. */
+    for (int r = 0; r < nb_h; r++)
+        for (int c = 0; c < nb_w; c++) {
+            int br = r == 0 ? 0 : MIN(n_side - 1, (r * n_side + nb_h - 1) / nb_h - 1);
+            int bc = c == 0 ? 0 : MIN(n_side - 1, (c * n_side + nb_w - 1) / nb_w - 1);
+            ids[r * nb_w + c] = br * n_side + bc;
+        }
+}
+
+/* pos_full = position_embedding rows at a full tile's position ids. */
+static gboolean gather_positions(Smolvlm *m, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int P = c->num_patches, n = c->patches_per_side;
+    int32_t *ids = g_new(int32_t, P);
+    smolvlm_vision_position_ids(n, n, n, ids);
+    float *buf = m->be->alloc(m->be, (size_t)P * c->vision_hidden);
+    if (buf == NULL) {
+        g_free(ids);
+        return dq_fail(err, DQ_ERR_LIMIT, "out of memory for position embeddings");
+    }
+    m->be->embed(m->be, buf, &m->pos_emb, ids, P);
+    m->pos_full = (DqWeight){.rows = P, .cols = c->vision_hidden, .data = buf, .owned = buf};
+    g_free(ids);
+    return TRUE;
+}
+
+static gboolean bind_all(Smolvlm *m, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int Dv = c->vision_hidden, Iv = c->vision_intermediate, p = c->patch_size;
+    int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
+    int s2 = c->scale_factor * c->scale_factor;
+    const char *vp = "model.vision_model";
+    const char *tp = "model.text_model";
+
+    if (!bind(m, &m->patch_w, Dv, c->vision_channels * p * p, 4,
+              (const int64_t[]){Dv, c->vision_channels, p, p}, err,
+              "%s.embeddings.patch_embedding.weight", vp) ||
+        !BIND1(&m->patch_b, Dv, "%s.embeddings.patch_embedding.bias", vp) ||
+        !BIND2(&m->pos_emb, c->num_patches, Dv, "%s.embeddings.position_embedding.weight", vp) ||
+        !gather_positions(m, err))
+        return FALSE;
+    m->vl = g_new0(VisionLayer, c->vision_layers);
+    for (int l = 0; l < c->vision_layers; l++) {
+        VisionLayer *L = &m->vl[l];
+        const char *e = "encoder.layers";
+        if (!BIND1(&L->ln1_w, Dv, "%s.%s.%d.layer_norm1.weight", vp, e, l) ||
+            !BIND1(&L->ln1_b, Dv, "%s.%s.%d.layer_norm1.bias", vp, e, l) ||
+            !BIND2(&L->q_w, Dv, Dv, "%s.%s.%d.self_attn.q_proj.weight", vp, e, l) ||
+            !BIND1(&L->q_b, Dv, "%s.%s.%d.self_attn.q_proj.bias", vp, e, l) ||
+            !BIND2(&L->k_w, Dv, Dv, "%s.%s.%d.self_attn.k_proj.weight", vp, e, l) ||
+            !BIND1(&L->k_b, Dv, "%s.%s.%d.self_attn.k_proj.bias", vp, e, l) ||
+            !BIND2(&L->v_w, Dv, Dv, "%s.%s.%d.self_attn.v_proj.weight", vp, e, l) ||
+            !BIND1(&L->v_b, Dv, "%s.%s.%d.self_attn.v_proj.bias", vp, e, l) ||
+            !BIND2(&L->o_w, Dv, Dv, "%s.%s.%d.self_attn.out_proj.weight", vp, e, l) ||
+            !BIND1(&L->o_b, Dv, "%s.%s.%d.self_attn.out_proj.bias", vp, e, l) ||
+            !BIND1(&L->ln2_w, Dv, "%s.%s.%d.layer_norm2.weight", vp, e, l) ||
+            !BIND1(&L->ln2_b, Dv, "%s.%s.%d.layer_norm2.bias", vp, e, l) ||
+            !BIND2(&L->fc1_w, Iv, Dv, "%s.%s.%d.mlp.fc1.weight", vp, e, l) ||
+            !BIND1(&L->fc1_b, Iv, "%s.%s.%d.mlp.fc1.bias", vp, e, l) ||
+            !BIND2(&L->fc2_w, Dv, Iv, "%s.%s.%d.mlp.fc2.weight", vp, e, l) ||
+            !BIND1(&L->fc2_b, Dv, "%s.%s.%d.mlp.fc2.bias", vp, e, l))
+            return FALSE;
+    }
+    if (!BIND1(&m->post_ln_w, Dv, "%s.post_layernorm.weight", vp) ||
+        !BIND1(&m->post_ln_b, Dv, "%s.post_layernorm.bias", vp) ||
+        !BIND2(&m->proj, Dt, Dv * s2, "model.connector.modality_projection.proj.weight") ||
+        !BIND2(&m->embed, c->vocab_size, Dt, "%s.embed_tokens.weight", tp))
+        return FALSE;
+    m->tl = g_new0(TextLayer, c->text_layers);
+    int qd = c->text_heads * hd, kvd = c->text_kv_heads * hd;
+    for (int l = 0; l < c->text_layers; l++) {
+        TextLayer *L = &m->tl[l];
+        if (!BIND1(&L->in_norm, Dt, "%s.layers.%d.input_layernorm.weight", tp, l) ||
+            !BIND2(&L->q_w, qd, Dt, "%s.layers.%d.self_attn.q_proj.weight", tp, l) ||
+            !BIND2(&L->k_w, kvd, Dt, "%s.layers.%d.self_attn.k_proj.weight", tp, l) ||
+            !BIND2(&L->v_w, kvd, Dt, "%s.layers.%d.self_attn.v_proj.weight", tp, l) ||
+            !BIND2(&L->o_w, Dt, qd, "%s.layers.%d.self_attn.o_proj.weight", tp, l) ||
+            !BIND1(&L->post_norm, Dt, "%s.layers.%d.post_attention_layernorm.weight", tp, l) ||
+            !BIND2(&L->gate_w, It, Dt, "%s.layers.%d.mlp.gate_proj.weight", tp, l) ||
+            !BIND2(&L->up_w, It, Dt, "%s.layers.%d.mlp.up_proj.weight", tp, l) ||
+            !BIND2(&L->down_w, Dt, It, "%s.layers.%d.mlp.down_proj.weight", tp, l))
+            return FALSE;
+    }
+    if (!BIND1(&m->norm, Dt, "%s.norm.weight", tp))
+        return FALSE;
+    /* transformers ties lm_head to embed_tokens when text_config.tie_word_embeddings is true,
+     * whatever the file holds (the tiny snapshots have no lm_head.weight at all). */
+    if (c->tie_word_embeddings) {
+        m->lm_head = &m->embed;
+    } else {
+        if (safetensors_get(m->st, "lm_head.weight") == NULL)
+            return dq_fail(err, DQ_ERR_MODEL,
+                           "%s: tensor 'lm_head.weight' is missing and config.json says "
+                           "tie_word_embeddings: false",
+                           m->dir);
+        if (!BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight"))
+            return FALSE;
+        m->lm_head = &m->lm_head_own;
+    }
+    return TRUE;
+}
+
+static void free_weight(Smolvlm *m, DqWeight *w) {
+    if (w->data != NULL)
+        m->be->weight_free(m->be, w);
+}
+
+void smolvlm_free(Smolvlm *m) {
+    if (m == NULL)
+        return;
+    if (m->be != NULL) {
+        free_weight(m, &m->patch_w);
+        free_weight(m, &m->patch_b);
+        free_weight(m, &m->pos_emb);
+        free_weight(m, &m->pos_full);
+        for (int l = 0; m->vl != NULL && l < m->cfg.vision_layers; l++) {
+            DqWeight *w = (DqWeight *)&m->vl[l];
+            for (size_t i = 0; i < sizeof(VisionLayer) / sizeof(DqWeight); i++)
+                free_weight(m, &w[i]);
+        }
+        free_weight(m, &m->post_ln_w);
+        free_weight(m, &m->post_ln_b);
+        free_weight(m, &m->proj);
+        free_weight(m, &m->embed);
+        for (int l = 0; m->tl != NULL && l < m->cfg.text_layers; l++) {
+            DqWeight *w = (DqWeight *)&m->tl[l];
+            for (size_t i = 0; i < sizeof(TextLayer) / sizeof(DqWeight); i++)
+                free_weight(m, &w[i]);
+        }
+        free_weight(m, &m->norm);
+        free_weight(m, &m->lm_head_own);
+        dq_backend_free(m->be);
+    }
+    g_free(m->vl);
+    g_free(m->tl);
+    safetensors_free(m->st);
+    g_free(m->dir);
+    g_free(m);
+}
+
+Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err) {
+    const char *device = opts != NULL && opts->device != NULL ? opts->device : "cpu";
+    if (strcmp(device, "cpu") != 0) {
+        dq_fail(err, DQ_ERR_DEVICE, "%s: device '%s' is not available in this build (cpu is)", dir,
+                device);
+        return NULL;
+    }
+    Smolvlm *m = g_new0(Smolvlm, 1);
+    m->dir = g_strdup(dir);
+    if (!smolvlm_config_load(dir, &m->cfg, err))
+        goto fail;
+    m->st = safetensors_open_snapshot(dir, err);
+    if (m->st == NULL)
+        goto fail;
+    m->be = dq_backend_cpu_new(err);
+    if (m->be == NULL || !bind_all(m, err))
+        goto fail;
+    return m;
+fail:
+    smolvlm_free(m);
+    return NULL;
+}
+
+const SmolvlmConfig *smolvlm_config(const Smolvlm *m) {
+    return &m->cfg;
+}
+
+DqBackend *smolvlm_backend(const Smolvlm *m) {
+    return m->be;
+}
+
+const char *smolvlm_dir(const Smolvlm *m) {
+    return m->dir;
+}
+
+void smolvlm_set_trace(Smolvlm *m, SmolvlmTraceFn fn, void *user) {
+    m->trace = fn;
+    m->trace_user = user;
+}
+
+static void trace(Smolvlm *m, const char *name, int index, const float *buf, int rows, int cols) {
+    if (m->trace == NULL)
+        return;
+    size_t n = (size_t)rows * cols;
+    float *host = g_new(float, n > 0 ? n : 1);
+    m->be->download(m->be, host, buf, n);
+    m->trace(m->trace_user, name, index, host, rows, cols);
+    g_free(host);
+}
+
+/* Allocates n backend buffers of the given sizes; all or nothing. */
+static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, const size_t *sizes) {
+    for (int i = 0; i < n; i++) {
+        *bufs[i] = be->alloc(be, sizes[i]);
+        if (*bufs[i] == NULL) {
+            for (int j = 0; j < i; j++) {
+                be->release(be, *bufs[j]);
+                *bufs[j] = NULL;
+            }
+            return dq_fail(err, DQ_ERR_LIMIT, "out of memory: %zu floats of activations", sizes[i]);
+        }
+    }
+    return TRUE;
+}
+
+/* ---- vision encoder + connector */
+
+/* tiles [T, 3, S, S] (backend) -> features [T * S_tok, Dt] (backend). */
+static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, float *features,
+                             GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    DqBackend *be = m->be;
+    int P = c->num_patches, Dv = c->vision_hidden, Iv = c->vision_intermediate;
+    int F = c->vision_channels * c->patch_size * c->patch_size;
+    int heads = c->vision_heads, hd = Dv / heads, s = c->scale_factor;
+    int n = T * P; /* rows: every patch of every tile */
+    float *patches, *h, *xn, *q, *k, *v, *attn, *mlp;
+    float **bufs[] = {&patches, &h, &xn, &q, &k, &v, &attn, &mlp};
+    const size_t sizes[] = {
+        (size_t)n * F,  /* patches [T*P, 3*p*p] */
+        (size_t)n * Dv, /* h       [T*P, Dv] residual stream */
+        (size_t)n * Dv, /* xn      [T*P, Dv] */
+        (size_t)n * Dv, /* q       [T*P, Dv]; later the pixel-shuffled [T*S_tok, Dv*s*s] */
+        (size_t)n * Dv, /* k       [T*P, Dv] */
+        (size_t)n * Dv, /* v       [T*P, Dv] */
+        (size_t)n * Dv, /* attn    [T*P, Dv] */
+        (size_t)n * Iv, /* mlp     [T*P, Iv] */
+    };
+    if (!alloc_many(be, err, G_N_ELEMENTS(bufs), bufs, sizes))
+        return FALSE;
+
+    /* Patch conv as a GEMM (with 384/14 the last 6 pixel rows/cols are never read), then
+     * position embeddings (a full tile's bucketed ids, see smolvlm_vision_position_ids). */
+    be->patchify(be, patches, px, T, c->vision_channels, c->image_size, c->patch_size);
+    be->matmul(be, h, patches, &m->patch_w, &m->patch_b, n);
+    be->add_broadcast(be, h, &m->pos_full, T);
+    trace(m, "vision_patch_embeds", tile0, h, n, Dv);
+
+    DqAttention att = {
+        .n_seq = T,
+        .n_q = P,
+        .n_kv = P,
+        .n_heads = heads,
+        .n_kv_heads = heads,
+        .head_dim = hd,
+        .q_stride = Dv,
+        .kv_stride = Dv,
+        .q_seq_stride = (size_t)P * Dv,
+        .kv_seq_stride = (size_t)P * Dv,
+        .causal = FALSE,
+        .scale = 1.0f / sqrtf((float)hd),
+    };
+    float eps = (float)c->vision_layer_norm_eps;
+    for (int l = 0; l < c->vision_layers; l++) {
+        const VisionLayer *L = &m->vl[l];
+        /* h += out_proj(attention(LN1(h))), each tile on its own */
+        be->layernorm(be, xn, h, &L->ln1_w, &L->ln1_b, n, Dv, eps);
+        be->matmul(be, q, xn, &L->q_w, &L->q_b, n);
+        be->matmul(be, k, xn, &L->k_w, &L->k_b, n);
+        be->matmul(be, v, xn, &L->v_w, &L->v_b, n);
+        be->attention(be, attn, q, k, v, &att);
+        be->matmul(be, xn, attn, &L->o_w, &L->o_b, n);
+        be->add(be, h, xn, (size_t)n * Dv);
+        /* h += fc2(gelu_tanh(fc1(LN2(h)))) */
+        be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
+        be->matmul(be, mlp, xn, &L->fc1_w, &L->fc1_b, n);
+        be->gelu_tanh(be, mlp, (size_t)n * Iv);
+        be->matmul(be, xn, mlp, &L->fc2_w, &L->fc2_b, n);
+        be->add(be, h, xn, (size_t)n * Dv);
+    }
+    be->layernorm(be, xn, h, &m->post_ln_w, &m->post_ln_b, n, Dv, eps);
+    trace(m, "vision_last_hidden", tile0, xn, n, Dv);
+
+    /* Connector: pixel shuffle [T, P, Dv] -> [T, S_tok, Dv*s*s] (into q), then proj. */
+    be->pixel_shuffle(be, q, xn, T, c->patches_per_side, Dv, s);
+    be->matmul(be, features, q, &m->proj, NULL, T * c->tokens_per_tile);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(bufs); i++)
+        be->release(be, *bufs[i]);
+    return TRUE;
+}
+
+gboolean smolvlm_encode_tiles(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
+                              GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    DqBackend *be = m->be;
+    size_t tile_floats = (size_t)c->vision_channels * c->image_size * c->image_size;
+    int chunk = MIN(n_tiles, DQ_VISION_TILE_CHUNK);
+    float *px = be->alloc(be, (size_t)MAX(chunk, 1) * tile_floats); /* [chunk, 3, S, S] */
+    if (px == NULL)
+        return dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles", chunk);
+    gboolean ok = TRUE;
+    for (int t0 = 0; ok && t0 < n_tiles; t0 += chunk) {
+        int T = MIN(chunk, n_tiles - t0);
+        for (int t = 0; t < T; t++)
+            be->upload(be, px + (size_t)t * tile_floats, tiles[t0 + t], tile_floats);
+        ok = encode_chunk(m, px, T, t0, features + (size_t)t0 * c->tokens_per_tile * c->text_hidden,
+                          err);
+    }
+    be->release(be, px);
+    if (ok)
+        trace(m, "image_features", -1, features, n_tiles * c->tokens_per_tile, c->text_hidden);
+    return ok;
+}
+
+/* ---- decoder */
+
+SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    if (capacity <= 0 || capacity > c->max_position_embeddings) {
+        dq_fail(err, DQ_ERR_LIMIT,
+                "%s: a sequence of %d positions exceeds max_position_embeddings %d", m->dir,
+                capacity, c->max_position_embeddings);
+        return NULL;
+    }
+    SmolvlmKV *kv = g_new0(SmolvlmKV, 1);
+    kv->capacity = capacity;
+    size_t n = (size_t)c->text_layers * capacity * c->text_kv_heads * c->head_dim;
+    kv->k = m->be->alloc(m->be, n);
+    kv->v = m->be->alloc(m->be, n);
+    if (kv->k == NULL || kv->v == NULL) {
+        smolvlm_kv_free(m, kv);
+        dq_fail(err, DQ_ERR_LIMIT, "out of memory for a KV cache of %d positions", capacity);
+        return NULL;
+    }
+    return kv;
+}
+
+void smolvlm_kv_free(Smolvlm *m, SmolvlmKV *kv) {
+    if (kv == NULL)
+        return;
+    if (kv->k != NULL)
+        m->be->release(m->be, kv->k);
+    if (kv->v != NULL)
+        m->be->release(m->be, kv->v);
+    g_free(kv);
+}
+
+int smolvlm_kv_len(const SmolvlmKV *kv) {
+    return kv->len;
+}
+
+void smolvlm_workspace_free(Smolvlm *m, SmolvlmWorkspace *ws) {
+    if (ws == NULL)
+        return;
+    float *bufs[] = {ws->x,    ws->xn,   ws->q,  ws->k,    ws->v,
+                     ws->attn, ws->gate, ws->up, ws->last, ws->logits};
+    for (size_t i = 0; i < G_N_ELEMENTS(bufs); i++)
+        if (bufs[i] != NULL)
+            m->be->release(m->be, bufs[i]);
+    g_free(ws->pos);
+    g_free(ws);
+}
+
+SmolvlmWorkspace *smolvlm_workspace_new(Smolvlm *m, int max_rows, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    SmolvlmWorkspace *ws = g_new0(SmolvlmWorkspace, 1);
+    ws->max_rows = max_rows;
+    size_t R = (size_t)MAX(max_rows, 1);
+    size_t qd = (size_t)c->text_heads * c->head_dim, kvd = (size_t)c->text_kv_heads * c->head_dim;
+    float **bufs[] = {&ws->x,    &ws->xn,   &ws->q,  &ws->k,    &ws->v,
+                      &ws->attn, &ws->gate, &ws->up, &ws->last, &ws->logits};
+    const size_t sizes[] = {R * c->text_hidden,
+                            R * c->text_hidden,
+                            R * qd,
+                            R * kvd,
+                            R * kvd,
+                            R * qd,
+                            R * c->text_intermediate,
+                            R * c->text_intermediate,
+                            R * c->text_hidden,
+                            (size_t)DQ_LOGIT_ROWS * c->vocab_size};
+    if (!alloc_many(m->be, err, G_N_ELEMENTS(bufs), bufs, sizes)) {
+        g_free(ws);
+        return NULL;
+    }
+    ws->pos = g_new0(int32_t, R);
+    return ws;
+}
+
+gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t *ids, int n,
+                       const float *features, int n_features, int *cursor, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    DqBackend *be = m->be;
+    int Dt = c->text_hidden;
+    if (row0 < 0 || n < 0 || row0 + n > ws->max_rows)
+        return dq_fail(err, DQ_ERR_ARGS, "embed: rows %d..%d outside the workspace (%d)", row0,
+                       row0 + n, ws->max_rows);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "input id %d at position %d is outside the "
+                           "vocabulary (%d)",
+                           ids[i], i, c->vocab_size);
+    float *x = ws->x + (size_t)row0 * Dt; /* [n, Dt] */
+    /* Runs of text ids go through embed_tokens; each <image> id takes the next feature row
+     * (masked_scatter order: all tiles of all images in prompt order). */
+    for (int i = 0; i < n;) {
+        int j = i;
+        gboolean image = ids[i] == c->image_token_id;
+        while (j < n && (ids[j] == c->image_token_id) == image)
+            j++;
+        if (image) {
+            if (*cursor + (j - i) > n_features)
+                return dq_fail(err, DQ_ERR_ARGS,
+                               "the prompt has more <image> tokens than the images give "
+                               "features (%d)",
+                               n_features);
+            be->copy(be, x + (size_t)i * Dt, features + (size_t)*cursor * Dt, (size_t)(j - i) * Dt);
+            *cursor += j - i;
+        } else {
+            be->embed(be, x + (size_t)i * Dt, &m->embed, ids + i, j - i);
+        }
+        i = j;
+    }
+    return TRUE;
+}
+
+gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                         GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    DqBackend *be = m->be;
+    int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
+    int H = c->text_heads, Hkv = c->text_kv_heads, qd = H * hd, kvd = Hkv * hd;
+    float eps = (float)c->rms_norm_eps;
+
+    int n = 0; /* rows in this call */
+    for (int s = 0; s < n_segs; s++) {
+        const SmolvlmKV *kv = segs[s].kv;
+        if (segs[s].n_rows <= 0 || kv->len + segs[s].n_rows > kv->capacity)
+            return dq_fail(err, DQ_ERR_LIMIT,
+                           "segment %d: %d new rows do not fit its KV cache "
+                           "(%d of %d used)",
+                           s, segs[s].n_rows, kv->len, kv->capacity);
+        for (int i = 0; i < segs[s].n_rows; i++)
+            ws->pos[n + i] = kv->len + i; /* positions simply continue (pitfall 29) */
+        if (m->trace != NULL)
+            trace(m, "inputs_embeds", s, ws->x + (size_t)n * Dt, segs[s].n_rows, Dt);
+        n += segs[s].n_rows;
+    }
+    if (n > ws->max_rows)
+        return dq_fail(err, DQ_ERR_ARGS, "forward: %d rows exceed the workspace (%d)", n,
+                       ws->max_rows);
+
+    float *x = ws->x;       /* [n, Dt] residual stream */
+    float *xn = ws->xn;     /* [n, Dt] */
+    float *q = ws->q;       /* [n, H*hd] */
+    float *k = ws->k;       /* [n, Hkv*hd] */
+    float *v = ws->v;       /* [n, Hkv*hd] */
+    float *attn = ws->attn; /* [n, H*hd] */
+    float *gate = ws->gate; /* [n, It] */
+    float *up = ws->up;     /* [n, It] */
+    for (int l = 0; l < c->text_layers; l++) {
+        const TextLayer *L = &m->tl[l];
+        /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
+        be->rmsnorm(be, xn, x, &L->in_norm, n, Dt, eps);
+        be->matmul(be, q, xn, &L->q_w, NULL, n);
+        be->matmul(be, k, xn, &L->k_w, NULL, n);
+        be->matmul(be, v, xn, &L->v_w, NULL, n);
+        be->rope(be, q, ws->pos, n, H, hd, c->rope_theta);
+        be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
+        for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
+            const SmolvlmKV *kv = segs[s].kv;
+            size_t layer_off = (size_t)l * kv->capacity * kvd;
+            float *kc = kv->k + layer_off; /* [capacity, Hkv*hd] */
+            float *vc = kv->v + layer_off; /* [capacity, Hkv*hd] */
+            be->copy(be, kc + (size_t)kv->len * kvd, k + (size_t)r * kvd,
+                     (size_t)segs[s].n_rows * kvd);
+            be->copy(be, vc + (size_t)kv->len * kvd, v + (size_t)r * kvd,
+                     (size_t)segs[s].n_rows * kvd);
+            DqAttention att = {
+                .n_seq = 1,
+                .n_q = segs[s].n_rows,
+                .n_kv = kv->len + segs[s].n_rows,
+                .n_heads = H,
+                .n_kv_heads = Hkv,
+                .head_dim = hd,
+                .q_stride = qd,
+                .kv_stride = kvd,
+                .q_seq_stride = 0,
+                .kv_seq_stride = 0,
+                .q_pos0 = kv->len,
+                .causal = TRUE,
+                .scale = 1.0f / sqrtf((float)hd),
+            };
+            be->attention(be, attn + (size_t)r * qd, q + (size_t)r * qd, kc, vc, &att);
+        }
+        be->matmul(be, xn, attn, &L->o_w, NULL, n);
+        be->add(be, x, xn, (size_t)n * Dt);
+        /* x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x))) */
+        be->rmsnorm(be, xn, x, &L->post_norm, n, Dt, eps);
+        be->matmul(be, gate, xn, &L->gate_w, NULL, n);
+        be->matmul(be, up, xn, &L->up_w, NULL, n);
+        be->silu_mul(be, gate, up, (size_t)n * It);
+        be->matmul(be, xn, gate, &L->down_w, NULL, n);
+        be->add(be, x, xn, (size_t)n * Dt);
+    }
+    be->rmsnorm(be, xn, x, &m->norm, n, Dt, eps);
+
+    /* lm_head on the last row of each segment that wants logits, DQ_LOGIT_ROWS at a time. */
+    int want[DQ_LOGIT_ROWS];
+    int n_want = 0;
+    for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
+        if (m->trace != NULL)
+            trace(m, "decoder_last_hidden", s, xn + (size_t)r * Dt, segs[s].n_rows, Dt);
+        if (segs[s].logits != NULL) {
+            be->copy(be, ws->last + (size_t)n_want * Dt, xn + (size_t)(r + segs[s].n_rows - 1) * Dt,
+                     Dt);
+            want[n_want++] = s;
+        }
+        if (n_want == DQ_LOGIT_ROWS || (s == n_segs - 1 && n_want > 0)) {
+            be->matmul(be, ws->logits, ws->last, m->lm_head, NULL, n_want); /* [n_want, V] */
+            for (int i = 0; i < n_want; i++)
+                be->download(be, segs[want[i]].logits, ws->logits + (size_t)i * c->vocab_size,
+                             c->vocab_size);
+            n_want = 0;
+        }
+    }
+    for (int s = 0; s < n_segs; s++)
+        segs[s].kv->len += segs[s].n_rows;
+    return TRUE;
+}

@@ -1,0 +1,104 @@
+/* SmolVLM (transformers' Idefics3ForConditionalGeneration) inference: weights, vision encoder,
+ * connector, decoder with a KV cache, over the backend interface (backend.h).
+ *
+ *   tiles [T, 3, S, S] --patch conv (im2col + GEMM) + position embeddings--> [T, P, Dv]
+ *        --SigLIP encoder (pre-LN, gelu_tanh MLP), post_layernorm--> [T, P, Dv]
+ *        --pixel shuffle (s)--> [T, P/s^2, Dv*s^2] --proj--> image features [T, P/s^2, Dt]
+ *   input_ids [n] --embed_tokens, features written into the <image> rows--> [n, Dt]
+ *        --Llama decoder (RMSNorm, RoPE, GQA, SwiGLU), final norm, lm_head--> logits [V]
+ *
+ * Most callers want generate.h (batched prefill + decode). This header exposes the stages so that
+ * generate.c and the tests can drive them:
+ *
+ *   Smolvlm *m = smolvlm_open("/models/SmolVLM-256M-Instruct", NULL, &err);
+ *   SmolvlmWorkspace *ws = smolvlm_workspace_new(m, max_rows, &err);
+ *   smolvlm_encode_tiles(m, tiles, n_tiles, features, &err);          // features [T*S_tok, Dt]
+ *   smolvlm_embed(m, ws, ids, n, features, n_features, &cursor, &err); // fills the workspace input
+ *   smolvlm_forward(m, ws, segments, n_segments, &err);                // appends to KV caches
+ *
+ * Weights: F32 tensors are used from the memory mapping; BF16/F16 are upcast to float32 at open
+ * (exact; the CPU reference computes in float32 only).
+ */
+#ifndef DQ_SMOLVLM_H
+#define DQ_SMOLVLM_H
+
+#include "backend.h"
+#include "config.h"
+#include "safetensors.h"
+
+#include <glib.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *device; /* "cpu" (default; NULL means cpu) or "cuda" */
+} SmolvlmOptions;
+
+typedef struct Smolvlm Smolvlm;
+
+/* Opens a snapshot directory: config.json, generation_config.json, model.safetensors (or shards).
+ * Every tensor is checked against config.json (a missing tensor or a wrong shape is an error
+ * naming the file and the tensor). */
+Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err);
+void smolvlm_free(Smolvlm *m);
+
+const SmolvlmConfig *smolvlm_config(const Smolvlm *m);
+DqBackend *smolvlm_backend(const Smolvlm *m);
+const char *smolvlm_dir(const Smolvlm *m);
+
+/* Debug/test hook: called with intermediate tensors copied to the host. `index` is -1 for the
+ * vision batch (names "vision_patch_embeds", "vision_last_hidden" [T*P, Dv], "image_features"
+ * [T*S_tok, Dt]) and the segment index for the decoder ("inputs_embeds",
+ * "decoder_last_hidden" [rows, Dt]). */
+typedef void (*SmolvlmTraceFn)(void *user, const char *name, int index, const float *data, int rows,
+                               int cols);
+void smolvlm_set_trace(Smolvlm *m, SmolvlmTraceFn fn, void *user);
+
+/* ---- vision + connector */
+
+/* tiles[i]: host [3, S, S] (S = vision image_size), one pointer a tile so that the tiles of
+ * several images and requests are batched without copying them together first. features: a
+ * backend buffer [n_tiles * tokens_per_tile, text_hidden]. Tiles are encoded independently (in
+ * chunks of up to 32 tiles to bound memory; the result does not depend on the chunking). */
+gboolean smolvlm_encode_tiles(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
+                              GError **err);
+
+/* Position ids of an nb_h x nb_w patch grid (the unmasked part of a tile) in a model with
+ * n_side patches a side: transformers' bucketed ids, ids [nb_h * nb_w]. Tiles from the image
+ * processor are always full (nb = n_side). */
+void smolvlm_vision_position_ids(int n_side, int nb_h, int nb_w, int32_t *ids);
+
+/* ---- decoder */
+
+/* One sequence's KV cache: room for `capacity` positions. */
+typedef struct SmolvlmKV SmolvlmKV;
+SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err);
+void smolvlm_kv_free(Smolvlm *m, SmolvlmKV *kv);
+int smolvlm_kv_len(const SmolvlmKV *kv);
+
+/* Activation buffers for forward calls of up to max_rows rows (allocated once, reused by every
+ * prefill chunk and decode step). */
+typedef struct SmolvlmWorkspace SmolvlmWorkspace;
+SmolvlmWorkspace *smolvlm_workspace_new(Smolvlm *m, int max_rows, GError **err);
+void smolvlm_workspace_free(Smolvlm *m, SmolvlmWorkspace *ws);
+
+/* Writes the embeddings of ids[0..n) into the workspace input at row `row0`: embed_tokens rows,
+ * except that each <image> id takes the next row of `features` ([n_features, Dt], backend
+ * memory; *cursor counts the rows used so far). Fails on an id outside the vocabulary or when
+ * the features run out. */
+gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t *ids, int n,
+                       const float *features, int n_features, int *cursor, GError **err);
+
+/* A forward call runs consecutive rows of the workspace input, segment by segment: segment i's
+ * n_rows rows are new tokens of its sequence at positions kv_len .. kv_len + n_rows - 1; they are
+ * appended to its KV cache. When logits != NULL the logits of the segment's last row are written
+ * there (host [vocab_size]). */
+typedef struct {
+    SmolvlmKV *kv;
+    int n_rows;
+    float *logits;
+} SmolvlmSegment;
+
+gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                         GError **err);
+
+#endif
