@@ -24,5 +24,10 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
 int cmd_version(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_requeue(int argc, char **argv);
 
 #endif

@@ -21,6 +21,11 @@ typedef struct {
 static const DqCommand commands[] = {
     {"version", cmd_version, "print the version and the build's features"},
     {"ingest", cmd_ingest, "render PDFs and TIFFs into page images and register them"},
+    {"ask", cmd_ask, "queue questions about the ingested pages"},
+    {"run", cmd_run, "answer the queued questions with worker processes"},
+    {"status", cmd_status, "jobs per state, speed, ETA, failure reasons"},
+    {"export", cmd_export, "write the answers as CSV or JSON lines"},
+    {"requeue", cmd_requeue, "queue dead or failed jobs again"},
 };
 
 static void usage(FILE *out) {

@@ -1,0 +1,130 @@
+/* docqa ask: enqueue one job per (page, question) not yet asked (see jobs/queue.h). */
+#include "cli.h"
+
+#include "queue.h"
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int cmd_ask(int argc, char **argv) {
+    char *db = NULL, *questions_file = NULL, *model = NULL, *prompt = NULL;
+    char **doc_ids = NULL, **where = NULL;
+    int max_new_tokens = 64, max_attempts = 3;
+    GOptionEntry entries[] = {
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"document", 'd', 0, G_OPTION_ARG_STRING_ARRAY, &doc_ids,
+         "ask about this document (repeatable; default: the newest version of every document)",
+         "ID"},
+        {"where", 'w', 0, G_OPTION_ARG_STRING_ARRAY, &where,
+         "ask about the documents matching this SQL expression over the documents table, run "
+         "read-only, e.g. \"path LIKE '%/invoices/%'\" (repeatable)",
+         "SQL"},
+        {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
+         "read questions from FILE: one per line, or a JSON list of strings", "FILE"},
+        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
+         "the model that will answer: the snapshot DIR given to `docqa run` (its name is the "
+         "model id; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
+         "DIR"},
+        {"prompt", 0, 0, G_OPTION_ARG_STRING, &prompt,
+         "prompt template from configs/prompts/ (default docvqa)", "NAME"},
+        {"max-new-tokens", 0, 0, G_OPTION_ARG_INT, &max_new_tokens,
+         "longest answer in tokens (default 64)", "N"},
+        {"max-attempts", 0, 0, G_OPTION_ARG_INT, &max_attempts,
+         "tries per job before it is marked dead (default 3)", "N"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    GOptionContext *ctx =
+        g_option_context_new("[QUESTION...] - queue questions about ingested pages");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(
+        ctx, "One job per (page, question). Asking again with the same model and settings adds "
+             "nothing: the key is the document's SHA-256, the page number, the question, the "
+             "model id, the render settings and the generation settings.");
+    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
+    g_option_context_free(ctx);
+    int rc = DQ_EXIT_FATAL;
+    GError *err = NULL;
+    DqStore *store = NULL;
+    GPtrArray *questions = g_ptr_array_new_with_free_func(g_free);
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    char *model_id = NULL;
+    if (!ok)
+        goto out;
+    for (int i = 1; i < argc; i++)
+        g_ptr_array_add(questions, g_strdup(argv[i]));
+    if (questions_file != NULL) {
+        char **qs = queue_read_questions(questions_file, &err);
+        if (qs == NULL) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        for (char **q = qs; *q; q++)
+            g_ptr_array_add(questions, g_strdup(*q));
+        g_strfreev(qs);
+    }
+    if (questions->len == 0) {
+        fprintf(stderr, "docqa: ask: no question given (arguments or --questions FILE)\n");
+        goto out;
+    }
+    for (char **d = doc_ids; d && *d; d++) {
+        char *end = NULL;
+        gint64 id = g_ascii_strtoll(*d, &end, 10);
+        if (end == *d || *end != '\0' || id <= 0) {
+            fprintf(stderr, "docqa: ask: --document '%s': expected a document id (a number)\n", *d);
+            goto out;
+        }
+        g_array_append_val(ids, id);
+    }
+    if (max_new_tokens < 1 || max_attempts < 1) {
+        fprintf(stderr, "docqa: ask: --max-new-tokens and --max-attempts must be positive\n");
+        goto out;
+    }
+    const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");
+    model_id = queue_model_id(model_arg && *model_arg ? model_arg : "SmolVLM-256M-Instruct");
+    store = dq_store_open(db ? db : "docqa.db", &err);
+    if (store == NULL) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    DqAskRequest req = {.document_ids = (const gint64 *)ids->data,
+                        .n_document_ids = (int)ids->len,
+                        .where_sql = (const char *const *)where,
+                        .n_where = where ? (int)g_strv_length(where) : 0,
+                        .questions = (const char *const *)questions->pdata,
+                        .n_questions = (int)questions->len,
+                        .model_id = model_id,
+                        .settings = {.prompt = prompt,
+                                     .max_new_tokens = max_new_tokens,
+                                     .max_attempts = max_attempts}};
+    DqAskResult res;
+    if (!queue_ask(store, &req, &res, &err)) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    printf("ask: %d question%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
+           res.questions, res.questions == 1 ? "" : "s", res.pages, res.pages == 1 ? "" : "s",
+           res.added, res.added == 1 ? "" : "s", res.existing, model_id);
+    if (res.failed_pages > 0)
+        printf("ask: %d page%s left out: ingest could not render them (see docqa ingest)\n",
+               res.failed_pages, res.failed_pages == 1 ? "" : "s");
+    if (res.pages == 0)
+        fprintf(stderr, "docqa: ask: no ingested pages match; run `docqa ingest` first or "
+                        "widen --document/--where\n");
+    rc = DQ_EXIT_OK;
+out:
+    if (store) {
+        store_jobs_finalize(store);
+        dq_store_close(store);
+    }
+    g_ptr_array_free(questions, TRUE);
+    g_array_free(ids, TRUE);
+    g_strfreev(doc_ids);
+    g_strfreev(where);
+    g_free(db);
+    g_free(questions_file);
+    g_free(model);
+    g_free(model_id);
+    g_free(prompt);
+    return rc;
+}

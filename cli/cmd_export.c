@@ -1,0 +1,146 @@
+/* docqa export: the answers (v_answers) as CSV or JSON lines on stdout. */
+#include "cli.h"
+
+#include "dq_error.h"
+#include "store.h"
+#include "store_jobs.h"
+
+#include <errno.h>
+#include <json-glib/json-glib.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    gboolean csv;
+    gint64 rows;
+} Export;
+
+/* RFC 4180: quote a field when it holds a comma, a quote or a line break; double the quotes. */
+static void csv_field(const char *s, gboolean last) {
+    if (s == NULL)
+        s = "";
+    if (strpbrk(s, ",\"\r\n") == NULL) {
+        fputs(s, stdout);
+    } else {
+        putchar('"');
+        for (const char *p = s; *p; p++) {
+            if (*p == '"')
+                putchar('"');
+            putchar(*p);
+        }
+        putchar('"');
+    }
+    fputs(last ? "\r\n" : ",", stdout);
+}
+
+static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
+    Export *ex = user;
+    char page[32], doc[32], job[32];
+    g_snprintf(page, sizeof(page), "%d", r->page);
+    g_snprintf(doc, sizeof(doc), "%" G_GINT64_FORMAT, r->document_id);
+    g_snprintf(job, sizeof(job), "%" G_GINT64_FORMAT, r->job_id);
+    if (ex->csv) {
+        csv_field(r->document_path, FALSE);
+        csv_field(page, FALSE);
+        csv_field(r->question, FALSE);
+        csv_field(r->answer, FALSE);
+        csv_field(r->model, FALSE);
+        csv_field(r->finished_at, FALSE);
+        csv_field(doc, FALSE);
+        csv_field(r->document_sha256, FALSE);
+        csv_field(job, TRUE);
+    } else {
+        JsonBuilder *b = json_builder_new();
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "document_path");
+        json_builder_add_string_value(b, r->document_path);
+        json_builder_set_member_name(b, "page");
+        json_builder_add_int_value(b, r->page);
+        json_builder_set_member_name(b, "question");
+        json_builder_add_string_value(b, r->question);
+        json_builder_set_member_name(b, "answer");
+        json_builder_add_string_value(b, r->answer);
+        json_builder_set_member_name(b, "model");
+        json_builder_add_string_value(b, r->model);
+        json_builder_set_member_name(b, "finished_at");
+        json_builder_add_string_value(b, r->finished_at);
+        json_builder_set_member_name(b, "document_id");
+        json_builder_add_int_value(b, r->document_id);
+        json_builder_set_member_name(b, "document_sha256");
+        json_builder_add_string_value(b, r->document_sha256);
+        json_builder_set_member_name(b, "job_id");
+        json_builder_add_int_value(b, r->job_id);
+        json_builder_end_object(b);
+        JsonGenerator *g = json_generator_new();
+        JsonNode *root = json_builder_get_root(b);
+        json_generator_set_root(g, root);
+        char *text = json_generator_to_data(g, NULL);
+        puts(text);
+        g_free(text);
+        json_node_unref(root);
+        g_object_unref(g);
+        g_object_unref(b);
+    }
+    ex->rows++;
+    if (ferror(stdout))
+        return dq_fail(err, DQ_ERR_IO, "standard output: %s", g_strerror(errno));
+    return TRUE;
+}
+
+int cmd_export(int argc, char **argv) {
+    char *db = NULL, *format = NULL, *question = NULL;
+    GOptionEntry entries[] = {
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
+        {"question", 0, 0, G_OPTION_ARG_STRING, &question, "only the answers to this question",
+         "TEXT"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    GOptionContext *ctx = g_option_context_new("- write the answers (v_answers) to stdout");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
+    g_option_context_free(ctx);
+    int rc = DQ_EXIT_FATAL;
+    GError *err = NULL;
+    DqStore *store = NULL;
+    if (!ok)
+        goto out;
+    Export ex = {.csv = TRUE};
+    if (format != NULL && strcmp(format, "jsonl") == 0)
+        ex.csv = FALSE;
+    else if (format != NULL && strcmp(format, "csv") != 0) {
+        fprintf(stderr, "docqa: export: --format %s: use csv or jsonl\n", format);
+        goto out;
+    }
+    const char *path = db ? db : "docqa.db";
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        fprintf(stderr, "docqa: export: %s: no such database\n", path);
+        goto out;
+    }
+    if ((store = dq_store_open(path, &err)) == NULL) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    if (ex.csv)
+        fputs("document_path,page,question,answer,model,finished_at,document_id,"
+              "document_sha256,job_id\r\n",
+              stdout);
+    if (!store_jobs_each_answer(store, question, write_row, &ex, &err)) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "docqa: export: standard output: %s\n", g_strerror(errno));
+        goto out;
+    }
+    rc = DQ_EXIT_OK;
+out:
+    if (store) {
+        store_jobs_finalize(store);
+        dq_store_close(store);
+    }
+    g_free(db);
+    g_free(format);
+    g_free(question);
+    return rc;
+}

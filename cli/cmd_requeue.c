@@ -1,0 +1,53 @@
+/* docqa requeue: dead or failed jobs back into the queue with fresh attempts. */
+#include "cli.h"
+
+#include "store.h"
+#include "store_jobs.h"
+
+#include <stdio.h>
+
+int cmd_requeue(int argc, char **argv) {
+    char *db = NULL;
+    gboolean dead = FALSE, failed = FALSE;
+    GOptionEntry entries[] = {
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"dead", 0, 0, G_OPTION_ARG_NONE, &dead, "jobs that used all their attempts", NULL},
+        {"failed", 0, 0, G_OPTION_ARG_NONE, &failed,
+         "jobs that failed on their input (a missing or unreadable page image)", NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    GOptionContext *ctx = g_option_context_new("- queue dead or failed jobs again");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx, "Their recorded errors stay in job_errors.");
+    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
+    g_option_context_free(ctx);
+    int rc = DQ_EXIT_FATAL;
+    GError *err = NULL;
+    DqStore *store = NULL;
+    if (!ok)
+        goto out;
+    if (!dead && !failed) {
+        fprintf(stderr, "docqa: requeue: say which jobs: --dead, --failed or both\n");
+        goto out;
+    }
+    const char *path = db ? db : "docqa.db";
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        fprintf(stderr, "docqa: requeue: %s: no such database\n", path);
+        goto out;
+    }
+    gint64 n = 0;
+    if ((store = dq_store_open(path, &err)) == NULL ||
+        !store_jobs_requeue(store, dead, failed, &n, &err)) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    printf("requeue: %" G_GINT64_FORMAT " job%s back in the queue\n", n, n == 1 ? "" : "s");
+    rc = DQ_EXIT_OK;
+out:
+    if (store) {
+        store_jobs_finalize(store);
+        dq_store_close(store);
+    }
+    g_free(db);
+    return rc;
+}

@@ -1,0 +1,139 @@
+/* docqa status: jobs per state, pages per second, ETA, the most common failure reasons. */
+#include "cli.h"
+
+#include "store.h"
+#include "store_jobs.h"
+
+#include <json-glib/json-glib.h>
+#include <stdio.h>
+
+#define RATE_WINDOW_S 600
+
+static void format_duration(double s, char *buf, size_t n) {
+    if (s < 0 || s > 1e8)
+        g_strlcpy(buf, "unknown", n);
+    else if (s < 60)
+        g_snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600)
+        g_snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else
+        g_snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+static void print_json(const DqJobCounts *c, double rate, double eta, const GPtrArray *errs) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "jobs");
+    json_builder_begin_object(b);
+    for (int i = 0; i < DQ_JOB_N_STATES; i++) {
+        json_builder_set_member_name(b, dq_job_state_name(i));
+        json_builder_add_int_value(b, c->by_state[i]);
+    }
+    json_builder_set_member_name(b, "retrying");
+    json_builder_add_int_value(b, c->retrying);
+    json_builder_set_member_name(b, "total");
+    json_builder_add_int_value(b, c->total);
+    json_builder_end_object(b);
+    json_builder_set_member_name(b, "pages_per_second");
+    json_builder_add_double_value(b, rate);
+    json_builder_set_member_name(b, "eta_seconds");
+    if (eta >= 0)
+        json_builder_add_double_value(b, eta);
+    else
+        json_builder_add_null_value(b);
+    json_builder_set_member_name(b, "failure_reasons");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < errs->len; i++) {
+        const DqErrorReason *r = g_ptr_array_index(errs, i);
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "kind");
+        json_builder_add_string_value(b, r->kind);
+        json_builder_set_member_name(b, "message");
+        json_builder_add_string_value(b, r->message);
+        json_builder_set_member_name(b, "jobs");
+        json_builder_add_int_value(b, r->jobs);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+    json_builder_end_object(b);
+    JsonGenerator *g = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(g, root);
+    json_generator_set_pretty(g, TRUE);
+    char *text = json_generator_to_data(g, NULL);
+    printf("%s\n", text);
+    g_free(text);
+    json_node_unref(root);
+    g_object_unref(g);
+    g_object_unref(b);
+}
+
+int cmd_status(int argc, char **argv) {
+    char *db = NULL;
+    gboolean json = FALSE;
+    GOptionEntry entries[] = {
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print JSON on stdout", NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    GOptionContext *ctx = g_option_context_new("- jobs per state, speed, ETA, failure reasons");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
+    g_option_context_free(ctx);
+    int rc = DQ_EXIT_FATAL;
+    GError *err = NULL;
+    DqStore *store = NULL;
+    GPtrArray *errs = NULL;
+    if (!ok)
+        goto out;
+    const char *path = db ? db : "docqa.db";
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        fprintf(stderr, "docqa: status: %s: no such database (run docqa ingest and ask first)\n",
+                path);
+        goto out;
+    }
+    store = dq_store_open(path, &err);
+    DqJobCounts c;
+    gint64 recent = 0;
+    double span = 0;
+    if (store == NULL || !store_jobs_counts(store, NULL, &c, &err) ||
+        !store_jobs_recent_rate(store, RATE_WINDOW_S, &recent, &span, &err) ||
+        (errs = store_jobs_top_errors(store, 5, &err)) == NULL) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    double rate = span > 0 ? (double)recent / span : 0;
+    gint64 left = c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING];
+    double eta = left == 0 ? 0 : rate > 0 ? (double)left / rate : -1;
+    if (json) {
+        print_json(&c, rate, eta, errs);
+    } else {
+        printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
+               " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
+               " running, %" G_GINT64_FORMAT " failed, %" G_GINT64_FORMAT " dead\n",
+               c.total, c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_QUEUED], c.retrying,
+               c.by_state[DQ_JOB_RUNNING], c.by_state[DQ_JOB_FAILED], c.by_state[DQ_JOB_DEAD]);
+        char eta_s[32];
+        format_duration(eta, eta_s, sizeof(eta_s));
+        printf("speed: %.2f pages/s (answers of the last %d min); ETA %s\n", rate,
+               RATE_WINDOW_S / 60, eta_s);
+        if (errs->len > 0) {
+            printf("most common failure reasons:\n");
+            for (guint i = 0; i < errs->len; i++) {
+                const DqErrorReason *r = g_ptr_array_index(errs, i);
+                printf("  %6" G_GINT64_FORMAT " job%s  %s: %s\n", r->jobs, r->jobs == 1 ? " " : "s",
+                       r->kind, r->message);
+            }
+        }
+    }
+    rc = DQ_EXIT_OK;
+out:
+    if (errs)
+        g_ptr_array_free(errs, TRUE);
+    if (store) {
+        store_jobs_finalize(store);
+        dq_store_close(store);
+    }
+    g_free(db);
+    return rc;
+}
