@@ -93,39 +93,57 @@ static inline uint8_t clip8(int32_t v) {
     return (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
 }
 
-/* Only parallelise passes big enough to pay for waking the thread team. */
+/* Only parallelise passes big enough to pay for waking the thread team. Both passes are
+ * compiled twice on x86-64 (AVX2 and baseline, picked at load time): the integer sums are the
+ * same either way, the AVX2 loops are about twice as fast. */
 #define PARALLEL_MIN_BYTES (1 << 18)
 
+/* Four int32 lanes, one pixel (R, G, B, unused): one multiply-add per tap instead of three. */
+typedef int32_t v4i32 __attribute__((vector_size(16)));
+
 /* [height][src_w][3] -> [height][out_w][3] */
-static void pass_horizontal(const uint8_t *src, int src_w, int height, uint8_t *dst, int out_w) {
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void
+pass_horizontal(const uint8_t *src, int src_w, int height, uint8_t *dst, int out_w) {
     LanczosTable t;
     lanczos_table_init(&t, src_w, out_w);
     size_t src_stride = (size_t)src_w * 3, dst_stride = (size_t)out_w * 3;
     int big = (size_t)height * dst_stride >= PARALLEL_MIN_BYTES;
-#pragma omp parallel for schedule(static) if (big)
-    for (int y = 0; y < height; y++) {
-        const uint8_t *in = src + (size_t)y * src_stride;
-        uint8_t *out = dst + (size_t)y * dst_stride;
-        for (int xx = 0; xx < out_w; xx++) {
-            const int32_t *k = t.coeff + (size_t)xx * (size_t)t.ksize;
-            const uint8_t *p = in + (size_t)t.first[xx] * 3;
-            int32_t r = 1 << (PRECISION_BITS - 1), g = r, b = r;
-            for (int x = 0; x < t.count[xx]; x++) {
-                r += p[3 * x] * k[x];
-                g += p[3 * x + 1] * k[x];
-                b += p[3 * x + 2] * k[x];
+#pragma omp parallel if (big)
+    {
+        v4i32 *px = g_new(v4i32, src_w); /* one input row, widened */
+#pragma omp for schedule(static)
+        for (int y = 0; y < height; y++) {
+            const uint8_t *in = src + (size_t)y * src_stride;
+            for (int x = 0; x < src_w; x++)
+                px[x] = (v4i32){in[3 * x], in[3 * x + 1], in[3 * x + 2], 0};
+            uint8_t *out = dst + (size_t)y * dst_stride;
+            for (int xx = 0; xx < out_w; xx++) {
+                const int32_t *k = t.coeff + (size_t)xx * (size_t)t.ksize;
+                const v4i32 *p = px + t.first[xx];
+                v4i32 acc = {1 << (PRECISION_BITS - 1), 1 << (PRECISION_BITS - 1),
+                             1 << (PRECISION_BITS - 1), 0};
+                for (int x = 0; x < t.count[xx]; x++)
+                    acc += p[x] * k[x];
+                out[3 * xx] = clip8(acc[0]);
+                out[3 * xx + 1] = clip8(acc[1]);
+                out[3 * xx + 2] = clip8(acc[2]);
             }
-            out[3 * xx] = clip8(r);
-            out[3 * xx + 1] = clip8(g);
-            out[3 * xx + 2] = clip8(b);
         }
+        g_free(px);
     }
     lanczos_table_clear(&t);
 }
 
 /* [src_h][width][3] -> [out_h][width][3]. Accumulates whole rows so the inner loop is a
  * contiguous multiply-add the compiler vectorises; the sum per pixel is the same as Pillow's. */
-static void pass_vertical(const uint8_t *src, int width, int src_h, uint8_t *dst, int out_h) {
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void
+pass_vertical(const uint8_t *src, int width, int src_h, uint8_t *dst, int out_h) {
     LanczosTable t;
     lanczos_table_init(&t, src_h, out_h);
     size_t stride = (size_t)width * 3;
