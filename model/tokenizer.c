@@ -115,6 +115,8 @@ static int utf8_seq(const guint8 *s, size_t n) {
  * incomplete character and returns how many bytes were consumed. */
 static size_t utf8_lossy_append(GString *out, const guint8 *b, size_t n, gboolean final) {
     size_t i = 0, run = 0;
+    if (n == 0)
+        return 0; /* b may be NULL (an empty GByteArray) */
     while (i < n) {
         if (b[i] < 0x80) {
             i++;
@@ -565,7 +567,9 @@ static int32_t added_id(const DqTokenizer *tok, const char *content) {
     return GPOINTER_TO_INT(g_hash_table_lookup(tok->added, content)) - 1;
 }
 
-DqTokenizer *tokenizer_load(const char *path, GError **err) {
+/* Loads from a file (data == NULL) or from memory. */
+static DqTokenizer *tokenizer_load_impl(const char *path, const char *data, size_t len,
+                                        GError **err) {
     DqTokenizer *tok = g_new0(DqTokenizer, 1);
     tok->path = g_strdup(path);
     tok->strings = g_string_chunk_new(1 << 16);
@@ -580,7 +584,8 @@ DqTokenizer *tokenizer_load(const char *path, GError **err) {
     JsonParser *parser = json_parser_new_immutable();
     GError *jerr = NULL;
     JsonObject *model = NULL;
-    gboolean ok = json_parser_load_from_mapped_file(parser, path, &jerr);
+    gboolean ok = data != NULL ? json_parser_load_from_data(parser, data, (gssize)len, &jerr)
+                               : json_parser_load_from_mapped_file(parser, path, &jerr);
     if (!ok) {
         dq_fail(err,
                 g_error_matches(jerr, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? DQ_ERR_IO : DQ_ERR_FORMAT,
@@ -633,6 +638,15 @@ fail:
     g_object_unref(parser);
     tokenizer_free(tok);
     return NULL;
+}
+
+DqTokenizer *tokenizer_load(const char *path, GError **err) {
+    return tokenizer_load_impl(path, NULL, 0, err);
+}
+
+DqTokenizer *tokenizer_load_from_data(const char *json, size_t len, const char *name,
+                                      GError **err) {
+    return tokenizer_load_impl(name, json, len, err);
 }
 
 DqTokenizer *tokenizer_load_snapshot(const char *snapshot_dir, GError **err) {
@@ -1010,7 +1024,7 @@ static gboolean id_decodable(const DqTokenizer *tok, int32_t id, gboolean skip_s
 }
 
 char *tokenizer_decode(const DqTokenizer *tok, const int32_t *ids, size_t n_ids,
-                       gboolean skip_special) {
+                       gboolean skip_special, size_t *out_len) {
     GByteArray *bytes = g_byte_array_new();
     for (size_t i = 0; i < n_ids; i++)
         if (id_decodable(tok, ids[i], skip_special))
@@ -1018,6 +1032,8 @@ char *tokenizer_decode(const DqTokenizer *tok, const int32_t *ids, size_t n_ids,
     GString *s = g_string_sized_new(bytes->len + 1);
     utf8_lossy_append(s, bytes->data, bytes->len, TRUE);
     g_byte_array_free(bytes, TRUE);
+    if (out_len)
+        *out_len = s->len;
     return g_string_free(s, FALSE);
 }
 
@@ -1035,20 +1051,26 @@ DqDecodeStream *tokenizer_stream_new(const DqTokenizer *tok, gboolean skip_speci
     return s;
 }
 
-char *tokenizer_stream_push(DqDecodeStream *s, int32_t id) {
+char *tokenizer_stream_push(DqDecodeStream *s, int32_t id, size_t *out_len) {
     GString *out = g_string_new(NULL);
+    if (out_len)
+        *out_len = 0;
     if (!id_decodable(s->tok, id, s->skip_special))
         return g_string_free(out, FALSE);
     token_bytes(s->tok, s->tok->id_to_tok[id], s->pending);
     size_t used = utf8_lossy_append(out, s->pending->data, s->pending->len, FALSE);
     g_byte_array_remove_range(s->pending, 0, (guint)used);
+    if (out_len)
+        *out_len = out->len;
     return g_string_free(out, FALSE);
 }
 
-char *tokenizer_stream_flush(DqDecodeStream *s) {
+char *tokenizer_stream_flush(DqDecodeStream *s, size_t *out_len) {
     GString *out = g_string_new(NULL);
     utf8_lossy_append(out, s->pending->data, s->pending->len, TRUE);
     g_byte_array_set_size(s->pending, 0);
+    if (out_len)
+        *out_len = out->len;
     return g_string_free(out, FALSE);
 }
 

@@ -55,6 +55,9 @@ typedef struct {
 /* Loads a tokenizer.json file. */
 DqTokenizer *tokenizer_load(const char *path, GError **err);
 
+/* Loads tokenizer.json text held in memory; name labels it in errors. */
+DqTokenizer *tokenizer_load_from_data(const char *json, size_t len, const char *name, GError **err);
+
 /* Loads snapshot_dir/tokenizer.json. */
 DqTokenizer *tokenizer_load_snapshot(const char *snapshot_dir, GError **err);
 
@@ -66,9 +69,10 @@ int32_t *tokenizer_encode(DqTokenizer *tok, const char *text, gssize len, size_t
                           GError **err);
 
 /* Decodes ids to UTF-8 (g_free). skip_special drops the added tokens marked special. Ids that
- * are not in the vocabulary are dropped. */
+ * are not in the vocabulary are dropped. *out_len (optional) gets the length: the text holds a
+ * NUL byte where the ids encode one. */
 char *tokenizer_decode(const DqTokenizer *tok, const int32_t *ids, size_t n_ids,
-                       gboolean skip_special);
+                       gboolean skip_special, size_t *out_len);
 
 /* The token string of an id ("Ġworld", "<image>"), NULL when out of range. */
 const char *tokenizer_id_to_token(const DqTokenizer *tok, int32_t id);
@@ -95,11 +99,12 @@ typedef struct DqDecodeStream DqDecodeStream;
 
 DqDecodeStream *tokenizer_stream_new(const DqTokenizer *tok, gboolean skip_special);
 
-/* Adds one id; returns the text that became complete (possibly ""), g_free. */
-char *tokenizer_stream_push(DqDecodeStream *s, int32_t id);
+/* Adds one id; returns the text that became complete (possibly ""), g_free; *out_len
+ * (optional) gets its length. */
+char *tokenizer_stream_push(DqDecodeStream *s, int32_t id, size_t *out_len);
 
 /* Returns what is still held back (an incomplete character prints as U+FFFD), g_free. */
-char *tokenizer_stream_flush(DqDecodeStream *s);
+char *tokenizer_stream_flush(DqDecodeStream *s, size_t *out_len);
 
 void tokenizer_stream_free(DqDecodeStream *s);
 

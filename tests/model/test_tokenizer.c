@@ -67,12 +67,12 @@ static char *stream_decode_all(const DqTokenizer *tok, const int32_t *ids, size_
     DqDecodeStream *s = tokenizer_stream_new(tok, skip);
     GString *out = g_string_new(NULL);
     for (size_t i = 0; i < n; i++) {
-        char *piece = tokenizer_stream_push(s, ids[i]);
+        char *piece = tokenizer_stream_push(s, ids[i], NULL);
         g_assert_true(g_utf8_validate(piece, -1, NULL));
         g_string_append(out, piece);
         g_free(piece);
     }
-    char *rest = tokenizer_stream_flush(s);
+    char *rest = tokenizer_stream_flush(s, NULL);
     g_string_append(out, rest);
     g_free(rest);
     tokenizer_stream_free(s);
@@ -112,10 +112,10 @@ static void test_fixture_cases(void) {
             for (size_t k = 0; k < n_got; k++)
                 g_assert_cmpstr(tokenizer_id_to_token(tok, got[k]), ==,
                                 json_array_get_string_element(tokens, (guint)k));
-            char *d = tokenizer_decode(tok, got, n_got, FALSE);
+            char *d = tokenizer_decode(tok, got, n_got, FALSE, NULL);
             g_assert_cmpstr(d, ==, json_object_get_string_member(g, "decode"));
             g_free(d);
-            d = tokenizer_decode(tok, got, n_got, TRUE);
+            d = tokenizer_decode(tok, got, n_got, TRUE, NULL);
             g_assert_cmpstr(d, ==, json_object_get_string_member(g, "decode_skip_special"));
             g_free(d);
             d = stream_decode_all(tok, got, n_got, FALSE);
@@ -135,12 +135,12 @@ static void test_fixture_cases(void) {
             if (json_object_has_member(c, "per_token_decode")) {
                 JsonArray *per = json_object_get_array_member(c, "per_token_decode");
                 for (size_t k = 0; k < n; k++) {
-                    char *d = tokenizer_decode(tok, ids + k, 1, FALSE);
+                    char *d = tokenizer_decode(tok, ids + k, 1, FALSE, NULL);
                     g_assert_cmpstr(d, ==, json_array_get_string_element(per, (guint)k));
                     g_free(d);
                 }
                 const char *joint = json_object_get_string_member(c, "joint_decode");
-                char *d = tokenizer_decode(tok, ids, n, FALSE);
+                char *d = tokenizer_decode(tok, ids, n, FALSE, NULL);
                 g_assert_cmpstr(d, ==, joint);
                 g_free(d);
                 /* the streaming decoder prints no U+FFFD for characters split over tokens */
@@ -148,10 +148,10 @@ static void test_fixture_cases(void) {
                 g_assert_cmpstr(d, ==, joint);
                 g_free(d);
             } else {
-                char *d = tokenizer_decode(tok, ids, n, FALSE);
+                char *d = tokenizer_decode(tok, ids, n, FALSE, NULL);
                 g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode"));
                 g_free(d);
-                d = tokenizer_decode(tok, ids, n, TRUE);
+                d = tokenizer_decode(tok, ids, n, TRUE, NULL);
                 g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode_skip_special"));
                 g_free(d);
                 d = stream_decode_all(tok, ids, n, TRUE);
@@ -230,7 +230,7 @@ static void test_corpus(void) {
             char *what = g_strdup_printf("%s corpus %u '%s'", name, i, text);
             assert_ids_equal(what, got, n_got, want, n_want);
             /* byte-level BPE is lossless on valid UTF-8 */
-            char *d = tokenizer_decode(tok, got, n_got, FALSE);
+            char *d = tokenizer_decode(tok, got, n_got, FALSE, NULL);
             g_assert_cmpstr(d, ==, text);
             g_free(d);
             d = stream_decode_all(tok, got, n_got, FALSE);
@@ -278,10 +278,10 @@ static void test_corpus(void) {
                 continue;
             size_t n;
             int32_t *ids = json_ids(json_object_get_array_member(c, "ids"), &n);
-            char *d = tokenizer_decode(tok, ids, n, FALSE);
+            char *d = tokenizer_decode(tok, ids, n, FALSE, NULL);
             g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode"));
             g_free(d);
-            d = tokenizer_decode(tok, ids, n, TRUE);
+            d = tokenizer_decode(tok, ids, n, TRUE, NULL);
             g_assert_cmpstr(d, ==, json_object_get_string_member(c, "decode_skip_special"));
             g_free(d);
             d = stream_decode_all(tok, ids, n, TRUE);
@@ -360,7 +360,7 @@ static void test_mini_tokenizers(void) {
         dq_assert_no_error(err);
         const int32_t want[] = {2, 3, 2, 6, 4, 4, 5};
         assert_ids_equal("mini", ids, n, want, G_N_ELEMENTS(want));
-        char *d = tokenizer_decode(tok, ids, n, TRUE);
+        char *d = tokenizer_decode(tok, ids, n, TRUE, NULL);
         g_assert_cmpstr(d, ==, "ab ab<xy>11"); /* <xy> is added but not special: kept */
         g_free(d);
         g_free(ids);
@@ -455,7 +455,7 @@ static void test_invalid_utf8_real(void) {
         assert_ids_equal("random bytes", a, n1, b, n2);
         /* no exact round trip: bytes missing from the vocab (0x13, 0xF2, ...) are dropped,
          * as HF drops them; the corpus pins that against HF */
-        char *d = tokenizer_decode(tok, a, n1, FALSE);
+        char *d = tokenizer_decode(tok, a, n1, FALSE, NULL);
         g_assert_true(g_utf8_validate(d, -1, NULL));
         g_free(d);
         g_free(lossy);

@@ -1,0 +1,112 @@
+/* libFuzzer target: tokenizer_encode on arbitrary bytes (invalid UTF-8, NULs, huge words,
+ * added-token fragments), then decode and the streaming decoder on the ids, checking that
+ * both decoders agree and print valid UTF-8.
+ * Uses ../shared/models/tiny-smolvlm-b512/tokenizer.json (DOCQA_TOKENIZER_JSON overrides), or,
+ * where ../shared is absent, a small byte-level tokenizer built here. */
+#include "tokenizer.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static DqTokenizer *tok;
+
+/* All 256 byte-level characters, a few merges and SmolVLM's added tokens. */
+static char *fallback_json(void) {
+    GString *j = g_string_new("{\"added_tokens\":[");
+    static const char *const added[] = {
+        "<|im_start|>", "<image>",       "<fake_token_around_image>",
+        "<global-img>", "<row_1_col_1>", "<end_of_utterance>"};
+    for (int i = 0; i < 6; i++)
+        g_string_append_printf(j,
+                               "%s{\"id\":%d,\"content\":\"%s\",\"special\":true,"
+                               "\"normalized\":false}",
+                               i ? "," : "", 300 + i, added[i]);
+    g_string_append(j, "],\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\","
+                       "\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
+                       "{\"type\":\"ByteLevel\",\"add_prefix_space\":false}]},"
+                       "\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\","
+                       "\"vocab\":{");
+    int extra = 0;
+    for (int b = 0; b < 256; b++) {
+        int cp =
+            (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE ? b : 256 + extra++;
+        char u[8] = {0};
+        g_unichar_to_utf8((gunichar)cp, u);
+        if (cp == '"' || cp == '\\')
+            g_string_append_printf(j, "\"\\%c\":%d,", cp, b);
+        else
+            g_string_append_printf(j, "\"%s\":%d,", u, b);
+    }
+    g_string_append(j, "\"\xc4\xa0t\":256,\"he\":257,\"\xc4\xa0the\":258},\"merges\":"
+                       "[[\"\xc4\xa0\",\"t\"],\"h e\",[\"\xc4\xa0t\",\"he\"]]}}");
+    return g_string_free(j, FALSE);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    const char *path = getenv("DOCQA_TOKENIZER_JSON");
+    char *dflt = g_build_filename(DOCQA_SOURCE_DIR, "..", "shared", "models", "tiny-smolvlm-b512",
+                                  "tokenizer.json", NULL);
+    GError *err = NULL;
+    if (path == NULL && g_file_test(dflt, G_FILE_TEST_EXISTS))
+        path = dflt;
+    if (path != NULL) {
+        tok = tokenizer_load(path, &err);
+    } else {
+        char *json = fallback_json();
+        tok = tokenizer_load_from_data(json, strlen(json), "fallback tokenizer", &err);
+        g_free(json);
+    }
+    if (tok == NULL) {
+        fprintf(stderr, "fuzz_tokenizer: %s (set DOCQA_TOKENIZER_JSON)\n", err->message);
+        exit(1);
+    }
+    g_free(dflt);
+    return 0;
+}
+
+/* GLib's validator rejects NUL, which a decode legitimately contains when the input had one. */
+static gboolean utf8_valid_with_nuls(const char *s, size_t len) {
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++)
+        if (i == len || s[i] == '\0') {
+            if (!g_utf8_validate_len(s + start, i - start, NULL))
+                return FALSE;
+            start = i + 1;
+        }
+    return TRUE;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    size_t n;
+    GError *err = NULL;
+    int32_t *ids = tokenizer_encode(tok, (const char *)data, (gssize)size, &n, &err);
+    if (ids == NULL)
+        abort(); /* encoding never fails: invalid UTF-8 is replaced */
+    gboolean skip = size > 0 && (data[0] & 1);
+    size_t all_len, len;
+    char *all = tokenizer_decode(tok, ids, n, skip, &all_len);
+    if (!utf8_valid_with_nuls(all, all_len))
+        abort();
+    DqDecodeStream *s = tokenizer_stream_new(tok, skip);
+    GString *joined = g_string_new(NULL);
+    for (size_t i = 0; i < n; i++) {
+        char *piece = tokenizer_stream_push(s, ids[i], &len);
+        g_string_append_len(joined, piece, (gssize)len);
+        g_free(piece);
+    }
+    char *rest = tokenizer_stream_flush(s, &len);
+    g_string_append_len(joined, rest, (gssize)len);
+    if (joined->len != all_len || memcmp(joined->str, all, all_len) != 0)
+        abort();
+    g_free(rest);
+    g_string_free(joined, TRUE);
+    tokenizer_stream_free(s);
+    g_free(all);
+    g_free(ids);
+    return 0;
+}
