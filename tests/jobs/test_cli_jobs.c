@@ -1,0 +1,203 @@
+/* The queue's commands as a user runs them: docqa ask, status, export, requeue, run. Answers come
+ * from a worker with the hash answerer (a test double; docqa run itself needs the model). */
+#include "jobs_testlib.h"
+#include "queue.h"
+#include "testutil.h"
+
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <sys/wait.h>
+#include <string.h>
+
+static char *docqa_path(void) {
+    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
+}
+
+/* Runs docqa with args; returns its exit status, stdout and stderr. */
+static int docqa(char **out, char **errout, const char *first, ...) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *))
+        g_ptr_array_add(argv, g_strdup(a));
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    int status = 0;
+    GError *err = NULL;
+    char *o = NULL, *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
+                               &e, &status, &err));
+    dq_assert_no_error(err);
+    g_ptr_array_free(argv, TRUE);
+    if (out)
+        *out = o;
+    else
+        g_free(o);
+    if (errout)
+        *errout = e;
+    else
+        g_free(e);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void run_worker(const char *db) {
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    dq_answerer_free(a);
+}
+
+static void test_ask_status_export_requeue(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 3, 2);
+    char *qfile = g_build_filename(dir, "questions.json", NULL);
+    g_assert_true(g_file_set_contents(
+        qfile, "[\"What is the total, in \\\"EUR\\\"?\", \"Who signed?\"]", -1, NULL));
+    char *out = NULL, *err = NULL;
+
+    /* ask: from a file and the command line; again adds nothing. */
+    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "--model", "/models/tiny/", "--questions",
+                          qfile, "Date?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "3 questions x 6 pages: 18 new jobs"));
+    g_assert_nonnull(strstr(out, "model tiny"));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", "tiny", "--questions", qfile,
+                          "Date?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "0 new jobs, 18 already asked"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--where",
+                          "path LIKE '%/2024/%'", "--document", "1", "Page count?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 4 pages: 4 new jobs"));
+    g_free(out);
+    /* User SQL that is not an expression over documents is refused, nothing is written. */
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--where",
+                          "id IN (SELECT page_id FROM jobs)", "x", NULL),
+                    ==, 2);
+    g_assert_nonnull(strstr(err, "--where"));
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--document", "abc", "x", NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "abc"));
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 22);
+
+    /* One page image is gone: its jobs fail, status names the reason. */
+    char *sha = NULL;
+    {
+        GError *e = NULL;
+        DqStore *s = dq_store_open(db, &e);
+        dq_assert_no_error(e);
+        GPtrArray *c = store_jobs_claim(s, "peek", "tiny", 1, 0, 1, &e);
+        sha = g_strdup(((DqClaimedJob *)g_ptr_array_index(c, 0))->image_sha256);
+        g_ptr_array_free(c, TRUE);
+        g_assert_true(store_jobs_release(s, "peek", NULL, &e));
+        store_jobs_finalize(s);
+        dq_store_close(s);
+    }
+    char *gone = queue_page_image_path(db, sha);
+    char *kept = g_strconcat(gone, ".kept", NULL);
+    g_assert_cmpint(g_rename(gone, kept), ==, 0);
+    run_worker(db);
+
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "22 total: 18 done"));
+    g_assert_nonnull(strstr(out, "4 failed"));
+    g_assert_nonnull(strstr(out, "page image missing"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    JsonObject *jobs = json_object_get_object_member(o, "jobs");
+    g_assert_cmpint(json_object_get_int_member(jobs, "done"), ==, 18);
+    g_assert_cmpint(json_object_get_int_member(jobs, "failed"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(jobs, "total"), ==, 22);
+    JsonArray *reasons = json_object_get_array_member(o, "failure_reasons");
+    g_assert_cmpint(json_array_get_length(reasons), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(reasons, 0), "jobs"),
+                    ==, 4);
+    g_assert_cmpfloat(json_object_get_double_member(o, "pages_per_second"), >, 0);
+    g_object_unref(p);
+    g_free(out);
+
+    /* export: CSV with RFC 4180 quoting; JSON lines filtered by question. */
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    char **lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpint(g_strv_length(lines), ==, 18 + 2); /* header, rows, the empty tail */
+    g_assert_true(g_str_has_prefix(lines[0], "document_path,page,question,answer,model"));
+    g_assert_nonnull(strstr(out, ",\"What is the total, in \"\"EUR\"\"?\","));
+    g_strfreev(lines);
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--question",
+                          "Who signed?", NULL),
+                    ==, 0);
+    lines = g_strsplit(g_strchomp(out), "\n", -1);
+    g_assert_cmpint(g_strv_length(lines), ==, 5); /* 6 pages, one without its image */
+    for (char **l = lines; *l; l++) {
+        JsonParser *lp = json_parser_new();
+        g_assert_true(json_parser_load_from_data(lp, *l, -1, NULL));
+        JsonObject *row = json_node_get_object(json_parser_get_root(lp));
+        g_assert_cmpstr(json_object_get_string_member(row, "question"), ==, "Who signed?");
+        g_assert_cmpstr(json_object_get_string_member(row, "model"), ==, "tiny");
+        g_assert_cmpint(strlen(json_object_get_string_member(row, "answer")), ==, 16);
+        g_object_unref(lp);
+    }
+    g_strfreev(lines);
+    g_free(out);
+    g_assert_cmpint(docqa(NULL, NULL, "export", "--db", db, "--format", "xml", NULL), ==, 2);
+
+    /* requeue --failed after the image is back: everything gets answered. */
+    g_assert_cmpint(docqa(NULL, NULL, "requeue", "--db", db, NULL), ==, 2);
+    g_assert_cmpint(g_rename(kept, gone), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--failed", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "4 jobs back"));
+    g_free(out);
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
+    g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
+
+    g_free(sha);
+    g_free(gone);
+    g_free(kept);
+    g_free(qfile);
+    g_free(db);
+    g_free(dir);
+}
+
+static void test_run_refuses_clearly(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *err = NULL;
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", "/nonexistent/model", NULL), ==,
+                    2);
+    g_assert_nonnull(strstr(err, "/nonexistent/model"));
+    g_free(err);
+    g_unsetenv("DOCQA_MODEL");
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "--model"));
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--batch", "0", NULL), ==,
+                    2);
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    char *bin = docqa_path();
+    if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE))
+        g_error("%s not built", bin);
+    g_free(bin);
+    g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
+    g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
+    return g_test_run();
+}
