@@ -85,6 +85,11 @@ static void cpu_download(DqBackend *be, float *dst, const float *src, size_t n) 
 
 /* ---- ops */
 
+/* Up to this many rows a product runs row by row as sgemv: no packing of the weight matrix
+ * (which for one decode row costs more than the product), and a row's result is then
+ * bit-identical whether it is decoded alone or beside up to 7 other requests. */
+#define DQ_CPU_GEMV_ROWS 8
+
 static void cpu_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
                        const DqWeight *bias, int n) {
     if (n <= 0)
@@ -95,6 +100,12 @@ static void cpu_matmul(DqBackend *be, float *y, const float *x, const DqWeight *
         for (int r = 0; r < n; r++)
             memcpy(y + (size_t)r * w->rows, bias->data, (size_t)w->rows * sizeof(float));
         beta = 1.0f;
+    }
+    if (n <= DQ_CPU_GEMV_ROWS) {
+        for (int r = 0; r < n; r++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, w->rows, w->cols, 1.0f, w->data, w->cols,
+                        x + (size_t)r * w->cols, 1, beta, y + (size_t)r * w->rows, 1);
+        return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w->rows, w->cols, 1.0f, x, w->cols,
                 w->data, w->cols, beta, y, w->rows);

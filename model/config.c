@@ -3,7 +3,6 @@
 #include "dq_error.h"
 
 #include <json-glib/json-glib.h>
-#include <math.h>
 #include <string.h>
 
 /* Member access with a default; a member of the wrong JSON type is an error, not a silent
@@ -160,9 +159,6 @@ static gboolean check(const SmolvlmConfig *c, const char *label, GError **err) {
     REQUIRE(c->text_heads % c->text_kv_heads == 0,
             "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", label,
             c->text_heads, c->text_kv_heads);
-    REQUIRE(c->image_token_id >= 0 && c->image_token_id < c->vocab_size,
-            "%s: image_token_id %d outside the vocabulary (%d)", label, c->image_token_id,
-            c->vocab_size);
     REQUIRE(c->max_position_embeddings > 0, "%s: max_position_embeddings must be positive", label);
     REQUIRE(c->rms_norm_eps > 0 && c->vision_layer_norm_eps > 0 && c->rope_theta > 0,
             "%s: eps and rope_theta must be positive", label);

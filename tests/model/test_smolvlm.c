@@ -87,9 +87,8 @@ static Diff compare_entry(const char *case_dir, JsonObject *e, const float *mine
                           const char *what) {
     Diff d = {0};
     const char *stored = json_object_get_string_member(e, "stored");
-    JsonArray *full = json_object_get_array_member(e, "full_shape");
-    if (full == NULL)
-        full = json_object_get_array_member(e, "shape");
+    JsonArray *full = json_object_get_array_member(
+        e, json_object_has_member(e, "full_shape") ? "full_shape" : "shape");
     size_t numel = 1;
     for (guint i = 0; i < json_array_get_length(full); i++)
         numel *= (size_t)json_array_get_int_element(full, i);

@@ -1,0 +1,274 @@
+/* safetensors: valid files of every supported dtype, sharded snapshots, and every kind of broken
+ * file the loader must refuse with a message naming the file and the tensor. */
+#include "safetensors.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A safetensors image from a JSON header and a data section. */
+static GByteArray *make_file(const char *header, const void *data, size_t len) {
+    GByteArray *b = g_byte_array_new();
+    uint64_t n = strlen(header);
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (uint8_t)(n >> (8 * i));
+    g_byte_array_append(b, le, 8);
+    g_byte_array_append(b, (const guint8 *)header, (guint)n);
+    g_byte_array_append(b, data, (guint)len);
+    return b;
+}
+
+static char *write_file(const char *dir, const char *name, GByteArray *b) {
+    char *path = g_build_filename(dir, name, NULL);
+    GError *err = NULL;
+    g_assert_true(g_file_set_contents(path, (const char *)b->data, b->len, &err));
+    dq_assert_no_error(err);
+    return path;
+}
+
+/* Three tensors: a [2,2] F32, b [3] BF16, c [4] F16. */
+static GByteArray *sample_file(void) {
+    uint8_t data[16 + 6 + 8];
+    float a[4] = {1.0f, -2.5f, 3.25f, 1e-3f};
+    memcpy(data, a, 16);
+    /* bf16: 1.0 = 0x3f80, -2.0 = 0xc000, 0.15625 = 0x3e20 */
+    uint16_t b[3] = {0x3f80, 0xc000, 0x3e20};
+    memcpy(data + 16, b, 6);
+    /* f16: 1.0 = 0x3c00, -0.5 = 0xb800, smallest subnormal 0x0001 = 2^-24, +inf 0x7c00 */
+    uint16_t c[4] = {0x3c00, 0xb800, 0x0001, 0x7c00};
+    memcpy(data + 22, c, 8);
+    const char *h = "{\"__metadata__\":{\"format\":\"pt\"},"
+                    "\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+                    "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[16,22]},"
+                    "\"c\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[22,30]}}";
+    return make_file(h, data, sizeof data);
+}
+
+static void test_dtypes(void) {
+    GByteArray *b = sample_file();
+    GError *err = NULL;
+    DqSafeTensors *st = safetensors_parse(b->data, b->len, "mem.safetensors", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(safetensors_count(st), ==, 3);
+    const char **names = safetensors_names(st);
+    g_assert_cmpstr(names[0], ==, "a");
+    g_assert_cmpstr(names[2], ==, "c");
+    g_free(names);
+
+    const DqTensor *a = safetensors_require(st, "a", 2, (const int64_t[]){2, 2}, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(a->dtype, ==, DQ_DTYPE_F32);
+    g_assert_cmpint(a->numel, ==, 4);
+    float fa[4];
+    dq_convert_to_f32(fa, a->data, a->dtype, 4);
+    g_assert_cmpfloat(fa[1], ==, -2.5f);
+    g_assert_cmpfloat(fa[3], ==, 1e-3f);
+
+    const DqTensor *t = safetensors_get(st, "b");
+    float fb[3];
+    dq_convert_to_f32(fb, t->data, t->dtype, 3);
+    g_assert_cmpfloat(fb[0], ==, 1.0f);
+    g_assert_cmpfloat(fb[1], ==, -2.0f);
+    g_assert_cmpfloat(fb[2], ==, 0.15625f);
+
+    t = safetensors_get(st, "c");
+    float fc[4];
+    dq_convert_to_f32(fc, t->data, t->dtype, 4);
+    g_assert_cmpfloat(fc[0], ==, 1.0f);
+    g_assert_cmpfloat(fc[1], ==, -0.5f);
+    g_assert_cmpfloat(fc[2], ==, ldexpf(1.0f, -24));
+    g_assert_true(isinf(fc[3]) && fc[3] > 0);
+    g_assert_null(safetensors_get(st, "__metadata__"));
+    safetensors_free(st);
+    g_byte_array_free(b, TRUE);
+
+    /* Every f16 bit pattern against the arithmetic definition. */
+    for (uint32_t h = 0; h < 65536; h++) {
+        int e = (h >> 10) & 31, mant = h & 1023;
+        if (e == 31)
+            continue;
+        double v = e == 0 ? ldexp(mant, -24) : ldexp(1024 + mant, e - 25);
+        if (h & 0x8000)
+            v = -v;
+        g_assert_cmpfloat(dq_f16_to_f32((uint16_t)h), ==, (float)v);
+    }
+}
+
+static void expect_error(const char *header, const void *data, size_t len, const char *needle) {
+    GByteArray *b = make_file(header, data, len);
+    GError *err = NULL;
+    DqSafeTensors *st = safetensors_parse(b->data, b->len, "bad.safetensors", &err);
+    g_assert_null(st);
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "bad.safetensors"));
+    if (strstr(err->message, needle) == NULL)
+        g_error("error '%s' does not mention '%s'", err->message, needle);
+    g_error_free(err);
+    g_byte_array_free(b, TRUE);
+}
+
+static void test_bad_headers(void) {
+    uint8_t zeros[64] = {0};
+    expect_error("{\"w\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}}", zeros, 16,
+                 "'w': dtype I64 is not supported");
+    expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,16]}}", zeros, 8,
+                 "'w': data [0, 16) overruns");
+    expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", zeros, 8,
+                 "'w': 8 bytes of data do not match");
+    expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", zeros, 8,
+                 "'w': data_offsets");
+    expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", zeros, 8,
+                 "'w': shape[0]");
+    expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
+                 "\"data_offsets\":[0,8]}}",
+                 zeros, 8, "do not match");
+    expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":\"2\",\"data_offsets\":[0,8]}}", zeros, 8,
+                 "'w': needs");
+    expect_error("{\"w\":[1,2]}", zeros, 8, "'w': entry is not an object");
+    expect_error("[1,2,3]", zeros, 8, "not a JSON object");
+    expect_error("{\"w\": tru", zeros, 8, "not JSON");
+    expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
+                 zeros, 4, "9 dims");
+
+    /* A length field that overruns the file, and files too short for one. */
+    GError *err = NULL;
+    uint8_t big[16] = {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, '{', '}'};
+    g_assert_null(safetensors_parse(big, sizeof big, "big.safetensors", &err));
+    g_assert_nonnull(strstr(err->message, "overruns the file"));
+    g_clear_error(&err);
+    g_assert_null(safetensors_parse(big, 5, "short.safetensors", &err));
+    g_assert_nonnull(strstr(err->message, "truncated"));
+    g_clear_error(&err);
+
+    /* Every truncation of a valid file fails cleanly (the whole file parses). */
+    GByteArray *b = sample_file();
+    for (guint n = 0; n < b->len; n++) {
+        DqSafeTensors *st = safetensors_parse(b->data, n, "cut.safetensors", &err);
+        g_assert_null(st);
+        g_assert_nonnull(err);
+        g_clear_error(&err);
+    }
+    DqSafeTensors *st = safetensors_parse(b->data, b->len, "whole.safetensors", &err);
+    dq_assert_no_error(err);
+    safetensors_free(st);
+    g_byte_array_free(b, TRUE);
+}
+
+static void test_require_errors(void) {
+    GByteArray *b = sample_file();
+    GError *err = NULL;
+    char *dir = dq_test_tmpdir();
+    char *path = write_file(dir, "model.safetensors", b);
+    DqSafeTensors *st = safetensors_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_null(safetensors_require(st, "a", 2, (const int64_t[]){2, 3}, &err));
+    g_assert_nonnull(strstr(err->message, "model.safetensors: tensor 'a' has shape [2, 2], "
+                                          "config.json implies [2, 3]"));
+    g_clear_error(&err);
+    g_assert_null(safetensors_require(st, "zzz", 1, (const int64_t[]){1}, &err));
+    g_assert_nonnull(strstr(err->message, "tensor 'zzz' is missing"));
+    g_assert_nonnull(strstr(err->message, path));
+    g_clear_error(&err);
+    safetensors_free(st);
+
+    g_assert_null(safetensors_open("/nonexistent/x.safetensors", &err));
+    g_assert_nonnull(strstr(err->message, "/nonexistent/x.safetensors"));
+    g_clear_error(&err);
+    g_assert_null(safetensors_open_snapshot("/nonexistent", &err));
+    g_clear_error(&err);
+    g_free(path);
+    g_free(dir);
+    g_byte_array_free(b, TRUE);
+}
+
+static void test_sharded(void) {
+    char *dir = dq_test_tmpdir();
+    float one[2] = {1, 2}, two[3] = {3, 4, 5};
+    GByteArray *s1 = make_file("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                               one, sizeof one);
+    GByteArray *s2 = make_file("{\"y\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}",
+                               two, sizeof two);
+    g_free(write_file(dir, "model-00001-of-00002.safetensors", s1));
+    g_free(write_file(dir, "model-00002-of-00002.safetensors", s2));
+    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
+    const char *good =
+        "{\"metadata\":{},\"weight_map\":{\"x\":\"model-00001-of-00002.safetensors\","
+        "\"y\":\"model-00002-of-00002.safetensors\"}}";
+    g_assert_true(g_file_set_contents(index, good, -1, NULL));
+    GError *err = NULL;
+    DqSafeTensors *st = safetensors_open_snapshot(dir, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(safetensors_count(st), ==, 2);
+    const DqTensor *y = safetensors_get(st, "y");
+    g_assert_cmpfloat(((const float *)y->data)[2], ==, 5.0f);
+    g_assert_true(g_str_has_suffix(y->file, "model-00002-of-00002.safetensors"));
+    safetensors_free(st);
+
+    /* The index promises a tensor its shard does not have. */
+    const char *wrong = "{\"weight_map\":{\"x\":\"model-00002-of-00002.safetensors\"}}";
+    g_assert_true(g_file_set_contents(index, wrong, -1, NULL));
+    g_assert_null(safetensors_open_snapshot(dir, &err));
+    g_assert_nonnull(strstr(err->message, "tensor 'x' is not in model-00002-of-00002"));
+    g_clear_error(&err);
+    /* Paths out of the snapshot are refused; a missing shard names itself. */
+    g_assert_true(
+        g_file_set_contents(index, "{\"weight_map\":{\"x\":\"../etc/passwd\"}}", -1, NULL));
+    g_assert_null(safetensors_open_snapshot(dir, &err));
+    g_assert_nonnull(strstr(err->message, "bad shard file name"));
+    g_clear_error(&err);
+    g_assert_true(
+        g_file_set_contents(index, "{\"weight_map\":{\"x\":\"gone.safetensors\"}}", -1, NULL));
+    g_assert_null(safetensors_open_snapshot(dir, &err));
+    g_assert_nonnull(strstr(err->message, "gone.safetensors"));
+    g_clear_error(&err);
+    g_assert_true(g_file_set_contents(index, "{\"weight_map\":[]}", -1, NULL));
+    g_assert_null(safetensors_open_snapshot(dir, &err));
+    g_assert_nonnull(strstr(err->message, "weight_map"));
+    g_clear_error(&err);
+
+    g_byte_array_free(s1, TRUE);
+    g_byte_array_free(s2, TRUE);
+    g_free(index);
+    g_free(dir);
+}
+
+static void test_tiny_snapshots(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    const char *variants[] = {"tiny-smolvlm-b512", "tiny-smolvlm-b512-bf16"};
+    for (int v = 0; v < 2; v++) {
+        char *dir = g_build_filename(shared, "models", variants[v], NULL);
+        GError *err = NULL;
+        DqSafeTensors *st = safetensors_open_snapshot(dir, &err);
+        dq_assert_no_error(err);
+        /* 2 vision layers x 16 + 6 embeddings/post-LN/connector, 2 text layers x 9 + 2; tied: no
+         * lm_head. */
+        g_assert_cmpuint(safetensors_count(st), ==, 58);
+        g_assert_null(safetensors_get(st, "lm_head.weight"));
+        const DqTensor *t =
+            safetensors_require(st, "model.vision_model.embeddings.patch_embedding.weight", 4,
+                                (const int64_t[]){32, 3, 16, 16}, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(t->dtype, ==, v == 0 ? DQ_DTYPE_F32 : DQ_DTYPE_BF16);
+        t = safetensors_require(st, "model.text_model.embed_tokens.weight", 2,
+                                (const int64_t[]){49280, 64}, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpuint(t->nbytes, ==, (size_t)49280 * 64 * (v == 0 ? 4 : 2));
+        safetensors_free(st);
+        g_free(dir);
+    }
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/safetensors/dtypes", test_dtypes);
+    g_test_add_func("/safetensors/bad-headers", test_bad_headers);
+    g_test_add_func("/safetensors/require", test_require_errors);
+    g_test_add_func("/safetensors/sharded", test_sharded);
+    g_test_add_func("/safetensors/tiny-snapshots", test_tiny_snapshots);
+    return g_test_run();
+}
