@@ -13,7 +13,9 @@
 
 #include <fcntl.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -59,6 +61,25 @@ static char *clean(const char *msg) {
     return s;
 }
 
+/* Test hook: DOCQA_INGEST_TEST_FAULT="crash:NAME:PAGE" or "hang:NAME:PAGE" makes the worker die
+ * (SIGSEGV) or stall before rendering page PAGE of a file whose base name is NAME, so that the
+ * tests can show a crash or a hang costs one page and nothing else. */
+static void maybe_inject_fault(const char *path, int page) {
+    const char *spec = g_getenv("DOCQA_INGEST_TEST_FAULT");
+    if (spec == NULL)
+        return;
+    char **f = g_strsplit(spec, ":", 3);
+    char *base = g_path_get_basename(path);
+    gboolean hit = g_strv_length(f) == 3 && strcmp(f[1], base) == 0 && atoi(f[2]) == page;
+    gboolean crash = hit && strcmp(f[0], "crash") == 0, hang = hit && strcmp(f[0], "hang") == 0;
+    g_free(base);
+    g_strfreev(f);
+    if (crash)
+        raise(SIGSEGV);
+    while (hang)
+        pause();
+}
+
 static void limit_memory(gint64 mem_limit_mb) {
 #ifndef DQ_UNDER_ASAN
     /* ASan reserves terabytes of address space: an RLIMIT_AS would only break it. */
@@ -73,10 +94,11 @@ static void limit_memory(gint64 mem_limit_mb) {
 void worker_main(const WorkerTask *task, int fd) {
     limit_memory(task->mem_limit_mb);
     if (g_getenv("DOCQA_INGEST_DEBUG") == NULL) {
-        /* poppler and libtiff print their complaints on stderr; they reach the database as
-         * reasons instead, and must not garble the progress line. */
+        /* poppler and libtiff print their complaints on stderr (or via g_log on stdout); they reach
+         * the database as reasons instead, and must not garble the progress line. */
         int devnull = open("/dev/null", O_WRONLY);
         if (devnull >= 0) {
+            dup2(devnull, STDOUT_FILENO);
             dup2(devnull, STDERR_FILENO);
             close(devnull);
         }
@@ -102,6 +124,7 @@ void worker_main(const WorkerTask *task, int fd) {
         if (page > n)
             break;
         send_line(fd, "begin\t%d\n", page);
+        maybe_inject_fault(task->path, page);
         double sw = 0, sh = 0;
         gboolean incomplete = FALSE;
         char *imsg = NULL;

@@ -1,0 +1,1006 @@
+/* Ingest on inputs the test makes itself: PDFs from cairo's PDF surface, hand-written PDFs
+ * (/Rotate 90, RC4-encrypted with a user password, damaged), TIFFs written with libtiff in each
+ * variant and Orientation, and every failure reason. Pixels are checked where a black square
+ * must land. */
+#include "dq_error.h"
+#include "image.h"
+#include "ingest.h"
+#include "store.h"
+#include "testutil.h"
+
+#include <cairo-pdf.h>
+#include <cairo.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <poppler.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <tiffio.h>
+#include <unistd.h>
+
+/* ---- helpers: running ingest and reading what it stored */
+
+typedef struct {
+    char *dir;
+    char *db_path;
+    DqStore *store;
+    DqIngestOptions opt;
+    DqIngestSummary sum;
+} Fixture;
+
+static void fixture_init(Fixture *f) {
+    memset(f, 0, sizeof *f);
+    f->dir = dq_test_tmpdir();
+    f->db_path = g_build_filename(f->dir, "docqa.db", NULL);
+    GError *err = NULL;
+    f->store = dq_store_open(f->db_path, &err);
+    dq_assert_no_error(err);
+    dq_ingest_options_init(&f->opt);
+    f->opt.jobs = 2;
+}
+
+static void fixture_clear(Fixture *f) {
+    dq_ingest_summary_clear(&f->sum);
+    dq_store_close(f->store);
+    g_free(f->db_path);
+    g_free(f->dir);
+}
+
+static void run_ingest(Fixture *f, const char *path) {
+    const char *paths[] = {path, NULL};
+    dq_ingest_summary_clear(&f->sum);
+    GError *err = NULL;
+    g_assert_true(dq_ingest_run(f->store, paths, &f->opt, &f->sum, &err));
+    dq_assert_no_error(err);
+}
+
+static char *in_dir(Fixture *f, const char *name) {
+    return g_build_filename(f->dir, name, NULL);
+}
+
+static gint64 query_int(Fixture *f, const char *sql_fmt, ...) {
+    va_list ap;
+    va_start(ap, sql_fmt);
+    char *sql = sqlite3_vmprintf(sql_fmt, ap);
+    va_end(ap);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(f->store), sql, -1, &st, NULL), ==,
+                    SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    gint64 v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_free(sql);
+    return v;
+}
+
+static char *query_text(Fixture *f, const char *sql_fmt, ...) {
+    va_list ap;
+    va_start(ap, sql_fmt);
+    char *sql = sqlite3_vmprintf(sql_fmt, ap);
+    va_end(ap);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(f->store), sql, -1, &st, NULL), ==,
+                    SQLITE_OK);
+    char *v = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+        v = g_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_free(sql);
+    return v;
+}
+
+/* The stored image of page `page` of the newest version of `path`. */
+static DqImage *load_page(Fixture *f, const char *path, int page) {
+    char *sha = query_text(f,
+                           "SELECT p.image_sha256 FROM pages p JOIN documents_current d ON "
+                           "d.id = p.document_id WHERE d.path = %Q AND p.page_number = %d",
+                           path, page);
+    g_assert_nonnull(sha);
+    char *store_dir = dq_ingest_page_store_dir(f->db_path);
+    char *png = dq_ingest_page_path(store_dir, sha);
+    GError *err = NULL;
+    DqImage *img = dq_image_load(png, DQ_EXIF_IGNORE, &err);
+    dq_assert_no_error(err);
+    g_free(png);
+    g_free(store_dir);
+    g_free(sha);
+    return img;
+}
+
+/* Mean of the three channels at a fraction (fx, fy) of the image. */
+static int gray_at(const DqImage *img, double fx, double fy) {
+    int x = (int)(fx * img->width), y = (int)(fy * img->height);
+    x = CLAMP(x, 0, img->width - 1);
+    y = CLAMP(y, 0, img->height - 1);
+    const uint8_t *p = img->pixels + ((size_t)y * img->width + x) * 3;
+    return (p[0] + p[1] + p[2]) / 3;
+}
+
+static char *doc_field(Fixture *f, const char *path, const char *column) {
+    return query_text(f, "SELECT %s FROM documents_current WHERE path = %Q", column, path);
+}
+
+static void assert_doc(Fixture *f, const char *path, const char *status, const char *code) {
+    char *st = doc_field(f, path, "status");
+    char *ec = doc_field(f, path, "error_code");
+    char *msg = doc_field(f, path, "error_message");
+    if (g_strcmp0(st, status) != 0 || g_strcmp0(ec, code) != 0)
+        g_error("%s: expected %s/%s, got %s/%s (%s)", path, status, code ? code : "-",
+                st ? st : "(no row)", ec ? ec : "-", msg ? msg : "");
+    if (code != NULL) /* the message names the file */
+        g_assert_nonnull(msg);
+    g_free(st);
+    g_free(ec);
+    g_free(msg);
+}
+
+/* ---- PDFs */
+
+typedef struct {
+    double w, h;
+} PageSize;
+
+/* Pages of the given sizes (points), each white with a black square covering x and y from 10%
+ * to 30% of the page, seen upright. */
+static void write_cairo_pdf(const char *path, const PageSize *sizes, int n) {
+    cairo_surface_t *s = cairo_pdf_surface_create(path, sizes[0].w, sizes[0].h);
+    cairo_t *cr = cairo_create(s);
+    for (int i = 0; i < n; i++) {
+        cairo_pdf_surface_set_size(s, sizes[i].w, sizes[i].h);
+        cairo_set_source_rgb(cr, 0, 0, 0);
+        cairo_rectangle(cr, 0.1 * sizes[i].w, 0.1 * sizes[i].h, 0.2 * sizes[i].w, 0.2 * sizes[i].h);
+        cairo_fill(cr);
+        cairo_show_page(cr);
+    }
+    cairo_destroy(cr);
+    cairo_surface_finish(s);
+    g_assert_cmpint(cairo_surface_status(s), ==, CAIRO_STATUS_SUCCESS);
+    cairo_surface_destroy(s);
+}
+
+/* A PDF from object bodies, with a correct xref table. `trailer_extra` goes into the trailer
+ * dictionary. Object 1 must be the catalog. */
+static GString *build_pdf(const char *const *objects, int n, const char *trailer_extra) {
+    GString *pdf = g_string_new("%PDF-1.4\n%\xe2\xe3\xcf\xd3\n");
+    gsize *offsets = g_new(gsize, n);
+    for (int i = 0; i < n; i++) {
+        offsets[i] = pdf->len;
+        g_string_append_printf(pdf, "%d 0 obj\n%s\nendobj\n", i + 1, objects[i]);
+    }
+    gsize xref = pdf->len;
+    g_string_append_printf(pdf, "xref\n0 %d\n0000000000 65535 f \n", n + 1);
+    for (int i = 0; i < n; i++)
+        g_string_append_printf(pdf, "%010zu 00000 n \n", offsets[i]);
+    g_string_append_printf(pdf, "trailer\n<< /Size %d /Root 1 0 R %s >>\nstartxref\n%zu\n%%%%EOF\n",
+                           n + 1, trailer_extra ? trailer_extra : "", xref);
+    g_free(offsets);
+    return pdf;
+}
+
+static void write_gstring(const char *path, GString *s) {
+    g_assert_true(g_file_set_contents(path, s->str, (gssize)s->len, NULL));
+    g_string_free(s, TRUE);
+}
+
+/* A 200 x 100 pt page with /Rotate 90 and a black square at x 10..50, y 60..90 (PDF space,
+ * y up): the unrotated page's top-left corner. */
+static void write_rotated_pdf(const char *path) {
+    const char *content = "0 0 0 rg 10 60 40 30 re f";
+    char *stream =
+        g_strdup_printf("<< /Length %zu >>\nstream\n%s\nendstream", strlen(content), content);
+    const char *objs[] = {
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 100] /Rotate 90 /Contents 4 0 R >>",
+        stream,
+    };
+    write_gstring(path, build_pdf(objs, 4, NULL));
+    g_free(stream);
+}
+
+/* RC4, for the PDF standard security handler (revision 2) below. */
+static void rc4(const uint8_t *key, size_t klen, uint8_t *data, size_t n) {
+    uint8_t S[256];
+    for (int i = 0; i < 256; i++)
+        S[i] = (uint8_t)i;
+    for (int i = 0, j = 0; i < 256; i++) {
+        j = (j + S[i] + key[i % klen]) & 255;
+        uint8_t t = S[i];
+        S[i] = S[j];
+        S[j] = t;
+    }
+    for (size_t k = 0, i = 0, j = 0; k < n; k++) {
+        i = (i + 1) & 255;
+        j = (j + S[i]) & 255;
+        uint8_t t = S[i];
+        S[i] = S[j];
+        S[j] = t;
+        data[k] ^= S[(S[i] + S[j]) & 255];
+    }
+}
+
+static void md5(const uint8_t *parts[], const size_t lens[], int n, uint8_t out[16]) {
+    GChecksum *ck = g_checksum_new(G_CHECKSUM_MD5);
+    for (int i = 0; i < n; i++)
+        g_checksum_update(ck, parts[i], lens[i]);
+    gsize len = 16;
+    g_checksum_get_digest(ck, out, &len);
+    g_checksum_free(ck);
+}
+
+static char *hex(const uint8_t *b, size_t n) {
+    GString *s = g_string_new("<");
+    for (size_t i = 0; i < n; i++)
+        g_string_append_printf(s, "%02x", b[i]);
+    g_string_append_c(s, '>');
+    return g_string_free(s, FALSE);
+}
+
+/* A really encrypted PDF (RC4 40-bit, /R 2, PDF 1.4 algorithms 3.1-3.4): user password
+ * "secret", owner password "owner". Its content stream is encrypted with the object key. */
+static void write_encrypted_pdf(const char *path) {
+    static const uint8_t pad[32] = {0x28, 0xBF, 0x4E, 0x5E, 0x4E, 0x75, 0x8A, 0x41,
+                                    0x64, 0x00, 0x4E, 0x56, 0xFF, 0xFA, 0x01, 0x08,
+                                    0x2E, 0x2E, 0x00, 0xB6, 0xD0, 0x68, 0x3E, 0x80,
+                                    0x2F, 0x0C, 0xA9, 0xFE, 0x64, 0x53, 0x69, 0x7A};
+    uint8_t user[32], owner[32];
+    memcpy(user, "secret", 6);
+    memcpy(user + 6, pad, 26);
+    memcpy(owner, "owner", 5);
+    memcpy(owner + 5, pad, 27);
+    uint8_t okey[16], O[32], key[16], U[32];
+    const uint8_t *p1[] = {owner};
+    size_t l1[] = {32};
+    md5(p1, l1, 1, okey);
+    memcpy(O, user, 32);
+    rc4(okey, 5, O, 32);
+    const uint8_t id[16] = "docqa-test-id-01";
+    const uint8_t P[4] = {0xfc, 0xff, 0xff, 0xff}; /* -4 */
+    const uint8_t *p2[] = {user, O, P, id};
+    size_t l2[] = {32, 32, 4, 16};
+    md5(p2, l2, 4, key);
+    memcpy(U, pad, 32);
+    rc4(key, 5, U, 32);
+    /* Object 4's key: MD5(key[0..5] + objnum (3 bytes LE) + gen (2 bytes LE)), first 10 bytes. */
+    uint8_t okey_in[10], objkey[16];
+    memcpy(okey_in, key, 5);
+    okey_in[5] = 4, okey_in[6] = 0, okey_in[7] = 0, okey_in[8] = 0, okey_in[9] = 0;
+    const uint8_t *p3[] = {okey_in};
+    size_t l3[] = {10};
+    md5(p3, l3, 1, objkey);
+    const char *content = "0 0 0 rg 10 10 50 50 re f";
+    size_t clen = strlen(content);
+    uint8_t *enc = g_memdup2(content, clen);
+    rc4(objkey, 10, enc, clen);
+    GString *stream = g_string_new(NULL);
+    g_string_append_printf(stream, "<< /Length %zu >>\nstream\n", clen);
+    g_string_append_len(stream, (const char *)enc, (gssize)clen);
+    g_string_append(stream, "\nendstream");
+    char *hO = hex(O, 32), *hU = hex(U, 32), *hid = hex(id, 16);
+    char *encrypt = g_strdup_printf("<< /Filter /Standard /V 1 /R 2 /O %s /U %s /P -4 >>", hO, hU);
+    char *trailer = g_strdup_printf("/Encrypt 5 0 R /ID [%s %s]", hid, hid);
+    const char *objs[] = {
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 100 100] /Contents 4 0 R >>",
+        stream->str,
+        encrypt,
+    };
+    write_gstring(path, build_pdf(objs, 5, trailer));
+    g_string_free(stream, TRUE);
+    g_free(enc);
+    g_free(hO);
+    g_free(hU);
+    g_free(hid);
+    g_free(encrypt);
+    g_free(trailer);
+}
+
+static void test_pdf_sizes_and_pixels(void) {
+    Fixture f;
+    fixture_init(&f);
+    /* Portrait letter, A4, landscape, a tall strip, a tiny square: many pages, mixed sizes. */
+    PageSize sizes[] = {{612, 792}, {595, 842},  {842, 595}, {200, 900}, {72, 72},   {612, 792},
+                        {612, 792}, {1000, 500}, {612, 792}, {300, 300}, {612, 792}, {400, 500}};
+    int n = G_N_ELEMENTS(sizes);
+    char *pdf = in_dir(&f, "mixed.pdf");
+    write_cairo_pdf(pdf, sizes, n);
+    f.opt.n_res = 2;
+    f.opt.tile = 128; /* longest edge 256: small and fast */
+    run_ingest(&f, pdf);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.pages_ok, ==, n);
+    assert_doc(&f, pdf, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", pdf), ==, n);
+    char *kind = doc_field(&f, pdf, "kind");
+    g_assert_cmpstr(kind, ==, "pdf");
+    g_free(kind);
+    for (int i = 0; i < n; i++) {
+        DqImage *img = load_page(&f, pdf, i + 1);
+        int ew = 0, eh = 0;
+        dq_image_fit_longest_edge((int)sizes[i].w, (int)sizes[i].h, 256, &ew, &eh);
+        g_assert_cmpint(MAX(img->width, img->height), ==, 256);
+        g_assert_cmpint(img->width, ==, ew);
+        g_assert_cmpint(img->height, ==, eh);
+        /* The processor's resize to the same longest edge is a no-op. */
+        int rw = 0, rh = 0;
+        dq_image_fit_longest_edge(img->width, img->height, 256, &rw, &rh);
+        g_assert_cmpint(rw, ==, img->width);
+        g_assert_cmpint(rh, ==, img->height);
+        g_assert_cmpint(gray_at(img, 0.2, 0.2), <, 10);  /* the square */
+        g_assert_cmpint(gray_at(img, 0.8, 0.8), >, 245); /* white paper */
+        g_assert_cmpint(gray_at(img, 0.8, 0.2), >, 245);
+        g_assert_cmpint(gray_at(img, 0.2, 0.8), >, 245);
+        dq_image_free(img);
+    }
+    /* Page rows carry their source size in points and the render settings. */
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE source_width = 842 AND "
+                                  "source_height = 595 AND width = 256 AND height = 180 AND "
+                                  "render_settings = '{\"longest_edge\":256,\"n_res\":2,"
+                                  "\"tile\":128}'"),
+                    ==, 1);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
+static void test_pdf_rotate_90(void) {
+    Fixture f;
+    fixture_init(&f);
+    char *pdf = in_dir(&f, "rotated.pdf");
+    write_rotated_pdf(pdf);
+    f.opt.n_res = 1;
+    f.opt.tile = 400;
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    DqImage *img = load_page(&f, pdf, 1);
+    /* 200 x 100 pt turned a quarter clockwise: 100 x 200 displayed -> 200 x 400 pixels. */
+    g_assert_cmpint(img->width, ==, 200);
+    g_assert_cmpint(img->height, ==, 400);
+    /* The unrotated top-left square (x 10..50 of 200, y 10..40 from the top of 100) lands at
+     * the top right: x from 60% to 90%, y from 5% to 25%. */
+    g_assert_cmpint(gray_at(img, 0.75, 0.15), <, 10);
+    g_assert_cmpint(gray_at(img, 0.25, 0.15), >, 245);
+    g_assert_cmpint(gray_at(img, 0.75, 0.85), >, 245);
+    g_assert_cmpint(query_int(&f, "SELECT source_width * 10 + source_height FROM pages"), ==,
+                    100 * 10 + 200);
+    dq_image_free(img);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
+static void test_pdf_encrypted_and_damaged(void) {
+    Fixture f;
+    fixture_init(&f);
+    char *enc = in_dir(&f, "locked.pdf");
+    write_encrypted_pdf(enc);
+    /* The file really is encrypted: with its password poppler opens it. */
+    char *uri = g_filename_to_uri(enc, NULL, NULL);
+    GError *err = NULL;
+    PopplerDocument *pd = poppler_document_new_from_file(uri, "secret", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(poppler_document_get_n_pages(pd), ==, 1);
+    g_object_unref(pd);
+    g_free(uri);
+    run_ingest(&f, enc);
+    assert_doc(&f, enc, "failed", "encrypted");
+    g_assert_cmpint(f.sum.documents_failed, ==, 1);
+    g_assert_cmpint(f.sum.failures->len, ==, 1);
+
+    char *bad = in_dir(&f, "damaged.pdf");
+    g_assert_true(g_file_set_contents(bad, "%PDF-1.4\n1 0 obj << /Type /Catalog /Pa", -1, NULL));
+    run_ingest(&f, bad);
+    assert_doc(&f, bad, "failed", "damaged");
+    g_assert_null(doc_field(&f, bad, "page_count"));
+    g_free(enc);
+    g_free(bad);
+    fixture_clear(&f);
+}
+
+/* ---- TIFFs */
+
+enum { TW = 64, TH = 40 };
+
+typedef enum {
+    V_GRAY8,
+    V_RGB_LZW,
+    V_RGB_DEFLATE_TILED,
+    V_RGB_PLANAR_PACKBITS,
+    V_PALETTE,
+    V_GRAY16,
+    V_CMYK,
+    V_YCBCR_JPEG,
+    V_G3,
+    V_G4,
+    V_RGBA,
+    V_FLOAT32,
+    N_VARIANTS
+} TiffVariant;
+
+static const char *const variant_names[] = {"gray8",
+                                            "rgb-lzw",
+                                            "rgb-deflate-tiled",
+                                            "rgb-planar-packbits",
+                                            "palette",
+                                            "gray16",
+                                            "cmyk",
+                                            "ycbcr-jpeg",
+                                            "g3",
+                                            "g4",
+                                            "rgba",
+                                            "float32"};
+
+/* Stored pixel (x, y) is black inside the square x 8..23, y 6..15, else white; with alpha, the
+ * right half is fully transparent (and black underneath: it must come out white). */
+static gboolean in_square(int x, int y) {
+    return x >= 8 && x < 24 && y >= 6 && y < 16;
+}
+
+static void write_tiff_dir(TIFF *t, TiffVariant v, int orientation, int w, int h) {
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, w);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, h);
+    TIFFSetField(t, TIFFTAG_ORIENTATION, orientation);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+    int spp = 1, bps = 8;
+    switch (v) {
+    case V_GRAY8:
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+        break;
+    case V_RGB_LZW:
+    case V_RGB_DEFLATE_TILED:
+    case V_RGB_PLANAR_PACKBITS:
+    case V_YCBCR_JPEG:
+        spp = 3;
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB);
+        break;
+    case V_PALETTE:
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_PALETTE);
+        break;
+    case V_GRAY16:
+        bps = 16;
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+        break;
+    case V_CMYK:
+        spp = 4;
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_SEPARATED);
+        TIFFSetField(t, TIFFTAG_INKSET, INKSET_CMYK);
+        break;
+    case V_G3:
+    case V_G4:
+        bps = 1;
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISWHITE);
+        break;
+    case V_RGBA: {
+        spp = 4;
+        uint16_t extra = EXTRASAMPLE_UNASSALPHA;
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB);
+        TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
+        break;
+    }
+    case V_FLOAT32:
+        bps = 32;
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+        TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, SAMPLEFORMAT_IEEEFP);
+        break;
+    default:
+        g_assert_not_reached();
+    }
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, spp);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, bps);
+    uint16_t comp = v == V_RGB_LZW               ? COMPRESSION_LZW
+                    : v == V_RGB_DEFLATE_TILED   ? COMPRESSION_ADOBE_DEFLATE
+                    : v == V_RGB_PLANAR_PACKBITS ? COMPRESSION_PACKBITS
+                    : v == V_YCBCR_JPEG          ? COMPRESSION_JPEG
+                    : v == V_G3                  ? COMPRESSION_CCITTFAX3
+                    : v == V_G4                  ? COMPRESSION_CCITTFAX4
+                                                 : COMPRESSION_NONE;
+    TIFFSetField(t, TIFFTAG_COMPRESSION, comp);
+    if (v == V_RGB_PLANAR_PACKBITS)
+        TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_SEPARATE);
+    if (v == V_YCBCR_JPEG) {
+        TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_YCBCR);
+        TIFFSetField(t, TIFFTAG_JPEGQUALITY, 95);
+        TIFFSetField(t, TIFFTAG_JPEGCOLORMODE, JPEGCOLORMODE_RGB);
+    }
+    if (v == V_PALETTE) {
+        uint16_t r[256], g[256], b[256];
+        for (int i = 0; i < 256; i++)
+            r[i] = g[i] = b[i] = (uint16_t)(i * 257);
+        TIFFSetField(t, TIFFTAG_COLORMAP, r, g, b);
+    }
+    int bytes_per_px = spp * bps / 8;
+    /* One black/white sample value per variant. */
+    uint8_t *row = g_malloc0((size_t)w * 8 + 8);
+    if (v == V_RGB_DEFLATE_TILED) {
+        TIFFSetField(t, TIFFTAG_TILEWIDTH, 16);
+        TIFFSetField(t, TIFFTAG_TILELENGTH, 16);
+        uint8_t tile[16 * 16 * 3];
+        for (int ty = 0; ty < h; ty += 16)
+            for (int tx = 0; tx < w; tx += 16) {
+                for (int y = 0; y < 16; y++)
+                    for (int x = 0; x < 16; x++)
+                        memset(tile + (y * 16 + x) * 3, in_square(tx + x, ty + y) ? 0 : 255, 3);
+                g_assert_cmpint(TIFFWriteTile(t, tile, tx, ty, 0, 0), >, 0);
+            }
+        g_free(row);
+        g_assert_true(TIFFWriteDirectory(t));
+        return;
+    }
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, v == V_YCBCR_JPEG ? 16 : 8);
+    int planes = v == V_RGB_PLANAR_PACKBITS ? 3 : 1;
+    for (int s = 0; s < planes; s++)
+        for (int y = 0; y < h; y++) {
+            memset(row, 0, (size_t)w * 8 + 8);
+            for (int x = 0; x < w; x++) {
+                gboolean black = in_square(x, y);
+                if (v == V_G3 || v == V_G4) {
+                    if (black) /* MINISWHITE: 1 is black */
+                        row[x / 8] |= (uint8_t)(0x80 >> (x % 8));
+                } else if (v == V_GRAY16) {
+                    uint16_t val = black ? 0 : 65535;
+                    memcpy(row + 2 * x, &val, 2);
+                } else if (v == V_FLOAT32) {
+                    float val = black ? 0.0f : 1.0f;
+                    memcpy(row + 4 * x, &val, 4);
+                } else if (v == V_CMYK) {
+                    uint8_t *p = row + 4 * x;
+                    p[0] = p[1] = p[2] = 0;
+                    p[3] = black ? 255 : 0; /* K */
+                } else if (v == V_RGBA) {
+                    uint8_t *p = row + 4 * x;
+                    gboolean clear = x >= w / 2;
+                    p[0] = p[1] = p[2] = (black || clear) ? 0 : 255;
+                    p[3] = clear ? 0 : 255;
+                } else if (planes == 3) {
+                    row[x] = black ? 0 : 255;
+                } else {
+                    memset(row + x * bytes_per_px, black ? 0 : 255, (size_t)bytes_per_px);
+                }
+            }
+            g_assert_cmpint(TIFFWriteScanline(t, row, (uint32_t)y, (uint16_t)s), ==, 1);
+        }
+    g_free(row);
+    g_assert_true(TIFFWriteDirectory(t));
+}
+
+static void write_tiff(const char *path, TiffVariant v, int orientation, int pages) {
+    TIFF *t = TIFFOpen(path, "w");
+    g_assert_nonnull(t);
+    for (int i = 0; i < pages; i++)
+        write_tiff_dir(t, v, orientation, TW, TH);
+    TIFFClose(t);
+}
+
+/* Where the stored pixel (sx, sy) of a W x H image is shown, by the TIFF 6.0 definition of
+ * Orientation (which row is the top, which column the left). */
+static void displayed(int o, int sx, int sy, int W, int H, int *x, int *y) {
+    switch (o) {
+    case 2:
+        *x = W - 1 - sx, *y = sy;
+        break;
+    case 3:
+        *x = W - 1 - sx, *y = H - 1 - sy;
+        break;
+    case 4:
+        *x = sx, *y = H - 1 - sy;
+        break;
+    case 5:
+        *x = sy, *y = sx;
+        break;
+    case 6:
+        *x = H - 1 - sy, *y = sx;
+        break;
+    case 7:
+        *x = H - 1 - sy, *y = W - 1 - sx;
+        break;
+    case 8:
+        *x = sy, *y = W - 1 - sx;
+        break;
+    default:
+        *x = sx, *y = sy;
+        break;
+    }
+}
+
+static void check_square(const DqImage *img, int orientation, gboolean lossy, const char *what) {
+    gboolean swap = orientation >= 5;
+    int dw = swap ? TH : TW, dh = swap ? TW : TH;
+    g_assert_cmpint(img->width * dh, ==, img->height * dw); /* exact aspect here */
+    /* Square centre (15.5, 10.5) and a point far from it, mapped and scaled. */
+    int pts[2][2] = {{15, 10}, {50, 32}};
+    for (int k = 0; k < 2; k++) {
+        int x, y;
+        displayed(orientation, pts[k][0], pts[k][1], TW, TH, &x, &y);
+        double fx = (x + 0.5) / dw, fy = (y + 0.5) / dh;
+        int g = gray_at(img, fx, fy);
+        if ((k == 0 && g > (lossy ? 40 : 5)) || (k == 1 && g < (lossy ? 215 : 250)))
+            g_error("%s, orientation %d: gray %d at displayed (%d, %d)", what, orientation, g, x,
+                    y);
+    }
+}
+
+static void test_tiff_variants(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 128; /* 64 x 40 -> upscaled to 128 x 80 with Lanczos */
+    char *dir = in_dir(&f, "tiffs");
+    g_mkdir(dir, 0755);
+    for (int v = 0; v < N_VARIANTS; v++) {
+        char *name = g_strdup_printf("%s/%02d-%s.tif", dir, v, variant_names[v]);
+        write_tiff(name, v, 1, 1);
+        g_free(name);
+    }
+    run_ingest(&f, dir);
+    g_assert_cmpint(f.sum.files, ==, N_VARIANTS);
+    for (int v = 0; v < N_VARIANTS; v++) {
+        char *name = g_strdup_printf("%s/%02d-%s.tif", dir, v, variant_names[v]);
+        if (v == V_FLOAT32) { /* libtiff's RGBA interface refuses float samples */
+            assert_doc(&f, name, "failed", "unsupported_format");
+            g_free(name);
+            continue;
+        }
+        assert_doc(&f, name, "ok", NULL);
+        DqImage *img = load_page(&f, name, 1);
+        g_assert_cmpint(img->width, ==, 128);
+        g_assert_cmpint(img->height, ==, 80);
+        check_square(img, 1, v == V_YCBCR_JPEG, variant_names[v]);
+        if (v == V_RGBA) /* transparent half composited onto white */
+            g_assert_cmpint(gray_at(img, 0.9, 0.2), >, 250);
+        dq_image_free(img);
+        g_free(name);
+    }
+    g_free(dir);
+    fixture_clear(&f);
+}
+
+static void test_tiff_orientations_and_pages(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64; /* the stored size: no resampling, exact pixels */
+    char *dir = in_dir(&f, "orient");
+    g_mkdir(dir, 0755);
+    for (int o = 1; o <= 8; o++) {
+        char *name = g_strdup_printf("%s/o%d.tif", dir, o);
+        write_tiff(name, o % 2 ? V_GRAY8 : V_G4, o, o == 3 ? 3 : 1);
+        g_free(name);
+    }
+    run_ingest(&f, dir);
+    g_assert_cmpint(f.sum.documents_ok, ==, 8);
+    for (int o = 1; o <= 8; o++) {
+        char *name = g_strdup_printf("%s/o%d.tif", dir, o);
+        DqImage *img = load_page(&f, name, 1);
+        g_assert_cmpint(img->width, ==, o >= 5 ? TH : TW);
+        g_assert_cmpint(img->height, ==, o >= 5 ? TW : TH);
+        check_square(img, o, FALSE, "orientation");
+        g_assert_cmpint(query_int(&f,
+                                  "SELECT source_width FROM pages p JOIN documents d ON "
+                                  "d.id = p.document_id WHERE d.path = %Q AND page_number = 1",
+                                  name),
+                        ==, o >= 5 ? TH : TW);
+        dq_image_free(img);
+        if (o == 3) { /* every directory is a page */
+            g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", name),
+                            ==, 3);
+            DqImage *p3 = load_page(&f, name, 3);
+            check_square(p3, o, FALSE, "page 3");
+            dq_image_free(p3);
+        }
+        g_free(name);
+    }
+    g_free(dir);
+    fixture_clear(&f);
+}
+
+/* Rewrites the Compression tag of a little-endian classic TIFF's first IFD. */
+static void patch_compression(const char *path, uint16_t value) {
+    size_t len = 0;
+    uint8_t *b = (uint8_t *)dq_test_read_file(path, &len);
+    g_assert_true(b[0] == 'I' && b[1] == 'I');
+    uint32_t ifd = b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24;
+    int n = b[ifd] | b[ifd + 1] << 8;
+    gboolean done = FALSE;
+    for (int i = 0; i < n; i++) {
+        uint8_t *e = b + ifd + 2 + 12 * i;
+        if ((e[0] | e[1] << 8) == TIFFTAG_COMPRESSION) {
+            e[8] = value & 0xff;
+            e[9] = value >> 8;
+            done = TRUE;
+        }
+    }
+    g_assert_true(done);
+    g_assert_true(g_file_set_contents(path, (char *)b, (gssize)len, NULL));
+    g_free(b);
+}
+
+static void test_failure_reasons(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    /* empty */
+    char *empty = in_dir(&f, "empty.pdf");
+    g_assert_true(g_file_set_contents(empty, "", 0, NULL));
+    run_ingest(&f, empty);
+    assert_doc(&f, empty, "failed", "empty");
+    /* not a document, named explicitly */
+    char *txt = in_dir(&f, "notes.txt");
+    g_assert_true(g_file_set_contents(txt, "just some text\n", -1, NULL));
+    run_ingest(&f, txt);
+    assert_doc(&f, txt, "failed", "not_a_document");
+    char *kind = doc_field(&f, txt, "kind");
+    g_assert_cmpstr(kind, ==, "unknown");
+    g_free(kind);
+    /* unreadable: missing, and (when not root) without permission */
+    char *missing = in_dir(&f, "missing.tif");
+    run_ingest(&f, missing);
+    assert_doc(&f, missing, "failed", "unreadable");
+    char *nosha = doc_field(&f, missing, "sha256");
+    g_assert_null(nosha);
+    if (geteuid() != 0) {
+        char *locked = in_dir(&f, "locked.tif");
+        write_tiff(locked, V_GRAY8, 1, 1);
+        g_chmod(locked, 0);
+        run_ingest(&f, locked);
+        assert_doc(&f, locked, "failed", "unreadable");
+        g_chmod(locked, 0644);
+        g_free(locked);
+    } else {
+        g_test_message("running as root: permission-denied case not testable, missing file only");
+    }
+    /* a codec libtiff was not built with (JPEG 2000, 34712) */
+    char *j2k = in_dir(&f, "j2k.tif");
+    write_tiff(j2k, V_GRAY8, 1, 1);
+    patch_compression(j2k, 34712);
+    run_ingest(&f, j2k);
+    assert_doc(&f, j2k, "failed", "unsupported_codec");
+    /* too many pixels, too many pages */
+    char *big = in_dir(&f, "big.tif");
+    write_tiff(big, V_GRAY8, 1, 1);
+    f.opt.max_pixels = TW * TH - 1;
+    run_ingest(&f, big);
+    assert_doc(&f, big, "failed", "too_many_pixels");
+    f.opt.max_pixels = 1000000;
+    char *pages = in_dir(&f, "pages.tif");
+    write_tiff(pages, V_GRAY8, 1, 3);
+    f.opt.max_pages = 2;
+    run_ingest(&f, pages);
+    assert_doc(&f, pages, "failed", "too_many_pages");
+    g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", pages), ==,
+                    3);
+    f.opt.max_pages = 100;
+    g_free(empty);
+    g_free(txt);
+    g_free(missing);
+    g_free(nosha);
+    g_free(j2k);
+    g_free(big);
+    g_free(pages);
+    fixture_clear(&f);
+}
+
+static void test_crash_and_hang_cost_one_page(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.page_timeout_s = 1;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}, {100, 100}};
+    char *crash = in_dir(&f, "crash.pdf");
+    char *hang = in_dir(&f, "hang.pdf");
+    char *fine = in_dir(&f, "fine.pdf");
+    write_cairo_pdf(crash, sizes, 4);
+    write_cairo_pdf(hang, sizes, 2);
+    write_cairo_pdf(fine, sizes, 1);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:crash.pdf:2", TRUE);
+    run_ingest(&f, crash);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:hang.pdf:1", TRUE);
+    const char *paths[] = {hang, fine, NULL};
+    dq_ingest_summary_clear(&f.sum);
+    GError *err = NULL;
+    g_assert_true(dq_ingest_run(f.store, paths, &f.opt, &f.sum, &err));
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    assert_doc(&f, crash, "partial", "render_crashed");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT group_concat(page_number || status, ',') = "
+                              "'1ok,2failed,3ok,4ok' FROM (SELECT * FROM pages p JOIN documents "
+                              "d ON d.id = p.document_id WHERE d.path = %Q ORDER BY page_number)",
+                              crash),
+                    ==, 1);
+    assert_doc(&f, hang, "partial", "render_timeout");
+    assert_doc(&f, fine, "ok", NULL);
+    g_free(crash);
+    g_free(hang);
+    g_free(fine);
+    fixture_clear(&f);
+}
+
+static void test_idempotence_and_versions(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *dir = in_dir(&f, "docs");
+    g_mkdir(dir, 0755);
+    char *a = g_build_filename(dir, "a.pdf", NULL);
+    char *b = g_build_filename(dir, "b.tif", NULL);
+    PageSize one[] = {{100, 200}, {200, 100}};
+    write_cairo_pdf(a, one, 2);
+    write_tiff(b, V_RGB_LZW, 1, 2);
+    run_ingest(&f, dir);
+    g_assert_cmpint(f.sum.documents_ok, ==, 2);
+    g_assert_cmpint(f.sum.pages_ok, ==, 4);
+    gint64 docs = query_int(&f, "SELECT count(*) FROM documents");
+    gint64 pages = query_int(&f, "SELECT count(*) FROM pages");
+
+    /* Same bytes: nothing added. */
+    run_ingest(&f, dir);
+    g_assert_cmpint(f.sum.unchanged, ==, 2);
+    g_assert_cmpint(f.sum.documents_ok + f.sum.pages_ok, ==, 0);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, docs);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, pages);
+
+    /* Changed bytes at the same path: version 2, version 1 kept with its pages. */
+    PageSize three[] = {{100, 100}, {100, 100}, {100, 100}};
+    write_cairo_pdf(a, three, 3);
+    run_ingest(&f, dir);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path = %Q", a), ==, 2);
+    g_assert_cmpint(query_int(&f, "SELECT version FROM documents_current WHERE path = %Q", a), ==,
+                    2);
+    g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents_current WHERE path = %Q", a),
+                    ==, 3);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, pages + 3);
+
+    /* Other render settings: pages added to the same documents, no new document rows. */
+    f.opt.tile = 32;
+    run_ingest(&f, dir);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, docs + 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE render_settings LIKE "
+                                  "'%%\"tile\":32}'"),
+                    ==, 5);
+    /* Identical pages are stored once: the page store has one file per distinct image. */
+    gint64 distinct = query_int(&f, "SELECT count(DISTINCT image_sha256) FROM pages");
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    int files = 0;
+    GDir *d1 = g_dir_open(store_dir, 0, NULL);
+    const char *n1;
+    while (d1 && (n1 = g_dir_read_name(d1))) {
+        char *p1 = g_build_filename(store_dir, n1, NULL);
+        GDir *d2 = g_dir_open(p1, 0, NULL);
+        const char *n2;
+        while (d2 && (n2 = g_dir_read_name(d2))) {
+            char *p2 = g_build_filename(p1, n2, NULL);
+            GDir *d3 = g_dir_open(p2, 0, NULL);
+            while (d3 && g_dir_read_name(d3))
+                files++;
+            if (d3)
+                g_dir_close(d3);
+            g_free(p2);
+        }
+        if (d2)
+            g_dir_close(d2);
+        g_free(p1);
+    }
+    if (d1)
+        g_dir_close(d1);
+    g_assert_cmpint(files, ==, distinct);
+    g_assert_cmpint(distinct, <, query_int(&f, "SELECT count(*) FROM pages"));
+    g_free(store_dir);
+    g_free(a);
+    g_free(b);
+    g_free(dir);
+    fixture_clear(&f);
+}
+
+static void test_walk_rules(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 32;
+    char *root = in_dir(&f, "root");
+    char *outside = in_dir(&f, "outside.tif");
+    char *sub = g_build_filename(root, "sub", NULL);
+    char *hidden_dir = g_build_filename(root, ".cache", NULL);
+    g_mkdir_with_parents(sub, 0755);
+    g_mkdir_with_parents(hidden_dir, 0755);
+    char *p1 = g_build_filename(root, "one.tif", NULL);
+    char *p2 = g_build_filename(sub, "two.TIFF", NULL);
+    char *p3 = g_build_filename(sub, "scan-without-extension", NULL);
+    char *h1 = g_build_filename(root, ".hidden.tif", NULL);
+    char *h2 = g_build_filename(hidden_dir, "cached.tif", NULL);
+    char *txt = g_build_filename(sub, "readme.txt", NULL);
+    char *link_out = g_build_filename(root, "outside-link.tif", NULL);
+    char *link_in = g_build_filename(sub, "one-again.tif", NULL);
+    char *link_loop = g_build_filename(sub, "loop", NULL);
+    const char *tiffs[] = {p1, p2, p3, h1, h2, outside};
+    for (size_t i = 0; i < G_N_ELEMENTS(tiffs); i++)
+        write_tiff(tiffs[i], V_GRAY8, 1, 1);
+    g_assert_true(g_file_set_contents(txt, "not a document", -1, NULL));
+    g_assert_cmpint(symlink(outside, link_out), ==, 0);
+    g_assert_cmpint(symlink(p1, link_in), ==, 0);
+    g_assert_cmpint(symlink(root, link_loop), ==, 0);
+    run_ingest(&f, root);
+    /* one.tif, two.TIFF, the extension-less TIFF; not the hidden ones, not the link out of the
+     * root, not one.tif twice through the link, and the loop ends. */
+    g_assert_cmpint(f.sum.files, ==, 3);
+    g_assert_cmpint(f.sum.documents_ok, ==, 3);
+    g_assert_cmpint(f.sum.skipped, ==, 1);
+    g_assert_cmpint(f.sum.documents_failed, ==, 0);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path LIKE '%%outside%%' "
+                                  "OR path LIKE '%%/.%%'"),
+                    ==, 0);
+    f.opt.hidden = TRUE;
+    run_ingest(&f, root);
+    g_assert_cmpint(f.sum.documents_ok, ==, 2); /* the hidden two */
+    g_assert_cmpint(f.sum.unchanged, ==, 3);
+    const char *files[] = {p1,       p2,      p3,        h1,  h2,         outside, txt,
+                           link_out, link_in, link_loop, sub, hidden_dir, root};
+    for (size_t i = 0; i < G_N_ELEMENTS(files); i++)
+        g_free((char *)files[i]);
+    fixture_clear(&f);
+}
+
+static void test_target_size_rule(void) {
+    /* Every target is a fixed point of the processor's rule at the same longest edge. */
+    const int edges[] = {256, 1536, 1920, 2048, 2560};
+    for (size_t e = 0; e < G_N_ELEMENTS(edges); e++)
+        for (double w = 1; w < 3000; w = w * 1.37 + 0.5)
+            for (double h = 1; h < 3000; h = h * 1.61 + 0.25) {
+                int tw = 0, th = 0, rw = 0, rh = 0;
+                dq_ingest_target_size(w, h, edges[e], &tw, &th);
+                g_assert_cmpint(MAX(tw, th), ==, edges[e]);
+                dq_image_fit_longest_edge(tw, th, edges[e], &rw, &rh);
+                g_assert_cmpint(rw, ==, tw);
+                g_assert_cmpint(rh, ==, th);
+            }
+    /* Letter at N = 5, tile 512. */
+    int tw = 0, th = 0;
+    dq_ingest_target_size(612, 792, 2560, &tw, &th);
+    g_assert_cmpint(tw, ==, 1978);
+    g_assert_cmpint(th, ==, 2560);
+}
+
+static void test_tile_from_model(void) {
+    const char *shared = dq_test_shared_dir();
+    char *dir = dq_test_tmpdir();
+    char *cfg = g_build_filename(dir, "preprocessor_config.json", NULL);
+    g_assert_true(g_file_set_contents(
+        cfg, "{\"max_image_size\": {\"longest_edge\": 384}, \"size\": {\"longest_edge\": 1536}}",
+        -1, NULL));
+    int tile = 0;
+    GError *err = NULL;
+    g_assert_true(dq_ingest_tile_from_model(dir, &tile, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(tile, ==, 384);
+    g_assert_true(g_file_set_contents(cfg, "{\"size\": {}}", -1, NULL));
+    g_assert_false(dq_ingest_tile_from_model(dir, &tile, &err));
+    g_assert_nonnull(strstr(err->message, "max_image_size"));
+    g_clear_error(&err);
+    if (shared != NULL) {
+        char *m = g_build_filename(shared, "models", "SmolVLM-256M-Instruct", NULL);
+        g_assert_true(dq_ingest_tile_from_model(m, &tile, &err));
+        g_assert_cmpint(tile, ==, 512);
+        g_free(m);
+    }
+    g_free(cfg);
+    g_free(dir);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/ingest/size/target_is_processor_fixed_point", test_target_size_rule);
+    g_test_add_func("/ingest/size/tile_from_model", test_tile_from_model);
+    g_test_add_func("/ingest/pdf/sizes_and_pixels", test_pdf_sizes_and_pixels);
+    g_test_add_func("/ingest/pdf/rotate_90", test_pdf_rotate_90);
+    g_test_add_func("/ingest/pdf/encrypted_and_damaged", test_pdf_encrypted_and_damaged);
+    g_test_add_func("/ingest/tiff/variants", test_tiff_variants);
+    g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
+    g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
+    g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
+    g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
+    g_test_add_func("/ingest/walk/rules", test_walk_rules);
+    return g_test_run();
+}
