@@ -1,0 +1,126 @@
+/* `docqa ingest` exit statuses and summaries: 0 all fine, 1 some inputs failed (recorded),
+ * 2 could not run. Drives the built binary. */
+#include "testutil.h"
+
+#include <cairo-pdf.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <sys/wait.h>
+#include <string.h>
+
+static char *docqa_path(void) {
+    char *p = g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
+    g_assert_true(g_file_test(p, G_FILE_TEST_IS_EXECUTABLE));
+    return p;
+}
+
+/* Runs docqa with args (NULL-terminated); returns its exit status. */
+static int run_docqa(char **out, char **errout, ...) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    va_list ap;
+    va_start(ap, errout);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL)
+        g_ptr_array_add(argv, g_strdup(a));
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    int status = 0;
+    GError *err = NULL;
+    char *o = NULL, *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
+                               &e, &status, &err));
+    dq_assert_no_error(err);
+    g_ptr_array_free(argv, TRUE);
+    g_assert_true(WIFEXITED(status));
+    if (out)
+        *out = o;
+    else
+        g_free(o);
+    if (errout)
+        *errout = e;
+    else
+        g_free(e);
+    return WEXITSTATUS(status);
+}
+
+static void write_pdf(const char *path) {
+    cairo_surface_t *s = cairo_pdf_surface_create(path, 200, 100);
+    cairo_t *cr = cairo_create(s);
+    cairo_rectangle(cr, 10, 10, 20, 20);
+    cairo_fill(cr);
+    cairo_show_page(cr);
+    cairo_destroy(cr);
+    cairo_surface_destroy(s);
+}
+
+static void test_exit_statuses(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *good = g_build_filename(dir, "good.pdf", NULL);
+    char *txt = g_build_filename(dir, "notes.txt", NULL);
+    char *only_txt = g_build_filename(dir, "texts", NULL);
+    char *txt2 = g_build_filename(only_txt, "more.txt", NULL);
+    write_pdf(good);
+    g_assert_true(g_file_set_contents(txt, "text", -1, NULL));
+    g_mkdir(only_txt, 0755);
+    g_assert_true(g_file_set_contents(txt2, "text", -1, NULL));
+    char *out = NULL, *err = NULL;
+
+    /* All fine. */
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", good, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_free(out);
+    /* Again: unchanged, still fine. */
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", good, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 unchanged"));
+    g_free(out);
+    /* A folder holding no documents: nothing to do, fine. */
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, only_txt, NULL), ==, 0);
+
+    /* A named text file fails (recorded), the PDF beside it is fine: status 1, JSON summary. */
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--json", good, txt, NULL), ==,
+        1);
+    JsonParser *p = json_parser_new();
+    GError *jerr = NULL;
+    g_assert_true(json_parser_load_from_data(p, out, -1, &jerr));
+    dq_assert_no_error(jerr);
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    g_assert_cmpint(json_object_get_int_member(o, "files"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_failed"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "n_res"), ==, 5);
+    JsonArray *fails = json_object_get_array_member(o, "failures");
+    g_assert_cmpint(json_array_get_length(fails), ==, 1);
+    JsonObject *f0 = json_array_get_object_element(fails, 0);
+    g_assert_cmpstr(json_object_get_string_member(f0, "code"), ==, "not_a_document");
+    g_assert_cmpstr(json_object_get_string_member(f0, "path"), ==, txt);
+    g_object_unref(p);
+    g_free(out);
+
+    /* Could not run: no paths, bad numbers, a database that cannot be created, a bad model. */
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, NULL), ==, 2);
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--n-res", "0", good, NULL), ==, 2);
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--bogus", good, NULL), ==, 2);
+    char *nodir = g_build_filename(dir, "no", "such", "dir", "x.db", NULL);
+    g_assert_cmpint(run_docqa(NULL, &err, "ingest", "--db", nodir, good, NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "x.db"));
+    g_free(err);
+    g_assert_cmpint(run_docqa(NULL, &err, "ingest", "--db", db, "--model", dir, good, NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "preprocessor_config.json"));
+    g_free(err);
+    g_free(nodir);
+    g_free(db);
+    g_free(good);
+    g_free(txt);
+    g_free(txt2);
+    g_free(only_txt);
+    g_free(dir);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
+    return g_test_run();
+}
