@@ -22,6 +22,8 @@ typedef struct {
     const char *question;        /* the user's question */
     const char *prompt_template; /* e.g. configs/prompts/docvqa.txt: "... Question: {question}" */
     int max_new_tokens;          /* greedy decoding stops there or at end of sequence */
+    int n_res; /* the page was rendered at longest edge n_res x tile; the image processor uses
+                  the same N so its first resize is a no-op (0: the snapshot's own setting) */
 } DqAnswerRequest;
 
 typedef struct {

@@ -161,11 +161,22 @@ static gboolean run_batch(DqStore *s, const char *owner, const DqWorkerOptions *
             g_free(path);
             continue;
         }
+        int n_res = 0;
+        if (j->render_settings != NULL) {
+            /* The render settings are ingest's canonical JSON; only n_res matters here. */
+            JsonParser *rp = json_parser_new();
+            if (json_parser_load_from_data(rp, j->render_settings, -1, NULL) &&
+                JSON_NODE_HOLDS_OBJECT(json_parser_get_root(rp)))
+                n_res = (int)json_object_get_int_member_with_default(
+                    json_node_get_object(json_parser_get_root(rp)), "n_res", 0);
+            g_object_unref(rp);
+        }
         paths[m] = path;
         reqs[m] = (DqAnswerRequest){.image_path = path,
                                     .question = j->question,
                                     .prompt_template = ps[m].template_text,
-                                    .max_new_tokens = ps[m].max_new_tokens};
+                                    .max_new_tokens = ps[m].max_new_tokens,
+                                    .n_res = n_res};
         asked[m] = j;
         m++;
     }
