@@ -103,43 +103,47 @@ int dq_image_meta_orientation(const DqImageMeta *meta) {
 }
 
 DqImage *dq_image_orient(const DqImage *img, int orientation) {
-    int w = img->width, h = img->height;
+    /* Source pixel of output (x, y) per PIL's Transpose methods, as an affine map:
+     * sx = a*x + b*y + c, sy = d*x + e*y + f. */
+    const int w = img->width, h = img->height;
+    int a = 1, b = 0, c = 0, d = 0, e = 1, f = 0;
+    switch (orientation) {
+    case 2: /* FLIP_LEFT_RIGHT */
+        a = -1, c = w - 1;
+        break;
+    case 3: /* ROTATE_180 */
+        a = -1, c = w - 1, e = -1, f = h - 1;
+        break;
+    case 4: /* FLIP_TOP_BOTTOM */
+        e = -1, f = h - 1;
+        break;
+    case 5: /* TRANSPOSE */
+        a = 0, b = 1, d = 1, e = 0;
+        break;
+    case 6: /* ROTATE_270: 90 degrees clockwise */
+        a = 0, b = 1, d = -1, e = 0, f = h - 1;
+        break;
+    case 7: /* TRANSVERSE */
+        a = 0, b = -1, c = w - 1, d = -1, e = 0, f = h - 1;
+        break;
+    case 8: /* ROTATE_90: 90 degrees counter-clockwise */
+        a = 0, b = -1, c = w - 1, d = 1, e = 0;
+        break;
+    default:
+        break;
+    }
     gboolean swap = orientation >= 5 && orientation <= 8;
     DqImage *out = swap ? dq_image_new(h, w) : dq_image_new(w, h);
     if (out == NULL)
         return NULL;
-    int ow = out->width, oh = out->height;
-    for (int y = 0; y < oh; y++) {
-        uint8_t *dst = out->pixels + (size_t)y * ow * 3;
-        for (int x = 0; x < ow; x++) {
-            int sx, sy; /* the source pixel of output (x, y), per PIL's Transpose methods */
-            switch (orientation) {
-            case 2: /* FLIP_LEFT_RIGHT */
-                sx = w - 1 - x, sy = y;
-                break;
-            case 3: /* ROTATE_180 */
-                sx = w - 1 - x, sy = h - 1 - y;
-                break;
-            case 4: /* FLIP_TOP_BOTTOM */
-                sx = x, sy = h - 1 - y;
-                break;
-            case 5: /* TRANSPOSE */
-                sx = y, sy = x;
-                break;
-            case 6: /* ROTATE_270 (90 degrees clockwise) */
-                sx = y, sy = h - 1 - x;
-                break;
-            case 7: /* TRANSVERSE */
-                sx = w - 1 - y, sy = h - 1 - x;
-                break;
-            case 8: /* ROTATE_90 (90 degrees counter-clockwise) */
-                sx = w - 1 - y, sy = x;
-                break;
-            default:
-                sx = x, sy = y;
-                break;
-            }
-            const uint8_t *src = img->pixels + ((size_t)sy * w + (size_t)sx) * 3;
+    /* Offsets in pixels: one step along an output row, one step down an output column. */
+    const ptrdiff_t step_x = a + (ptrdiff_t)d * w, step_y = b + (ptrdiff_t)e * w;
+    const ptrdiff_t origin = c + (ptrdiff_t)f * w;
+    for (int y = 0; y < out->height; y++) {
+        uint8_t *dst = out->pixels + (size_t)y * out->width * 3;
+        ptrdiff_t si = origin + y * step_y; /* index, not pointer: never points outside */
+        for (int x = 0; x < out->width; x++, si += step_x) {
+            const uint8_t *src = img->pixels + si * 3;
             dst[3 * x] = src[0];
             dst[3 * x + 1] = src[1];
             dst[3 * x + 2] = src[2];
