@@ -195,14 +195,19 @@ gboolean smolvlm_generate(Smolvlm *m, const SmolvlmRequest *requests, int n,
         results[i].output_ids = g_new0(int32_t, requests[i].options.max_new_tokens);
     }
     tm.prompt_tokens = total;
-    ws = smolvlm_workspace_new(m, MAX(MIN(total, DQ_PREFILL_ROWS), n), err);
+    ws = smolvlm_workspace_new(m, MAX(MIN(total, DQ_PREFILL_ROWS), n), err); /* rows a call */
     if (ws == NULL)
         goto out;
-    for (int next = 0; next < n;) {
+    for (int i = 0; i < n;) {
         int rows = 0, n_segs = 0;
-        for (int i = next; i < n && rows < DQ_PREFILL_ROWS; i++) {
+        while (i < n) {
+            /* A request's prompt goes in chunks of DQ_PREFILL_ROWS counted from its own start,
+             * whatever its batch-mates are, so its products have the same shapes alone or
+             * batched (bit-identical results). */
             const SmolvlmRequest *r = &requests[i];
-            int take = MIN(r->n_input_ids - st[i].prefilled, DQ_PREFILL_ROWS - rows);
+            int take = MIN(r->n_input_ids - st[i].prefilled, DQ_PREFILL_ROWS);
+            if (n_segs > 0 && rows + take > DQ_PREFILL_ROWS)
+                break;
             if (!smolvlm_embed(m, ws, rows, r->input_ids + st[i].prefilled, take,
                                features != NULL ? features + (size_t)st[i].feat_off * Dt : NULL,
                                st[i].n_features, &st[i].cursor, err)) {
@@ -213,11 +218,12 @@ gboolean smolvlm_generate(Smolvlm *m, const SmolvlmRequest *requests, int n,
             gboolean last = st[i].prefilled == r->n_input_ids;
             segs[n_segs++] = (SmolvlmSegment){st[i].kv, take, last ? st[i].logits : NULL};
             rows += take;
+            if (!last)
+                break; /* its next chunk opens the next call */
+            i++;
         }
         if (!smolvlm_forward(m, ws, segs, n_segs, err))
             goto out;
-        while (next < n && st[next].prefilled == requests[next].n_input_ids)
-            next++;
     }
 
     /* The first new token of each request comes from its prompt's last logits. */

@@ -312,6 +312,16 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
 
 /* ---- vision encoder + connector */
 
+/* y = x . w^T (+ b) tile by tile (rows_per_tile rows each): a tile's products have the same
+ * shapes whatever else is in the batch, so its features are bit-identical alone or batched
+ * (OpenBLAS's sgemm rounding depends on the row count). 1024 or 729 rows keep the GEMMs large. */
+static void tile_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                        const DqWeight *b, int T, int rows_per_tile) {
+    for (int t = 0; t < T; t++)
+        be->matmul(be, y + (size_t)t * rows_per_tile * w->rows,
+                   x + (size_t)t * rows_per_tile * w->cols, w, b, rows_per_tile);
+}
+
 /* tiles [T, 3, S, S] (backend) -> features [T * S_tok, Dt] (backend). */
 static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, float *features,
                              GError **err) {
@@ -339,7 +349,7 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
     /* Patch conv as a GEMM (with 384/14 the last 6 pixel rows/cols are never read), then
      * position embeddings (a full tile's bucketed ids, see smolvlm_vision_position_ids). */
     be->patchify(be, patches, px, T, c->vision_channels, c->image_size, c->patch_size);
-    be->matmul(be, h, patches, &m->patch_w, &m->patch_b, n);
+    tile_matmul(be, h, patches, &m->patch_w, &m->patch_b, T, P);
     be->add_broadcast(be, h, &m->pos_full, T);
     trace(m, "vision_patch_embeds", tile0, h, n, Dv);
 
@@ -362,17 +372,17 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
         const VisionLayer *L = &m->vl[l];
         /* h += out_proj(attention(LN1(h))), each tile on its own */
         be->layernorm(be, xn, h, &L->ln1_w, &L->ln1_b, n, Dv, eps);
-        be->matmul(be, q, xn, &L->q_w, &L->q_b, n);
-        be->matmul(be, k, xn, &L->k_w, &L->k_b, n);
-        be->matmul(be, v, xn, &L->v_w, &L->v_b, n);
+        tile_matmul(be, q, xn, &L->q_w, &L->q_b, T, P);
+        tile_matmul(be, k, xn, &L->k_w, &L->k_b, T, P);
+        tile_matmul(be, v, xn, &L->v_w, &L->v_b, T, P);
         be->attention(be, attn, q, k, v, &att);
-        be->matmul(be, xn, attn, &L->o_w, &L->o_b, n);
+        tile_matmul(be, xn, attn, &L->o_w, &L->o_b, T, P);
         be->add(be, h, xn, (size_t)n * Dv);
         /* h += fc2(gelu_tanh(fc1(LN2(h)))) */
         be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
-        be->matmul(be, mlp, xn, &L->fc1_w, &L->fc1_b, n);
+        tile_matmul(be, mlp, xn, &L->fc1_w, &L->fc1_b, T, P);
         be->gelu_tanh(be, mlp, (size_t)n * Iv);
-        be->matmul(be, xn, mlp, &L->fc2_w, &L->fc2_b, n);
+        tile_matmul(be, xn, mlp, &L->fc2_w, &L->fc2_b, T, P);
         be->add(be, h, xn, (size_t)n * Dv);
     }
     be->layernorm(be, xn, h, &m->post_ln_w, &m->post_ln_b, n, Dv, eps);
@@ -380,7 +390,7 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
 
     /* Connector: pixel shuffle [T, P, Dv] -> [T, S_tok, Dv*s*s] (into q), then proj. */
     be->pixel_shuffle(be, q, xn, T, c->patches_per_side, Dv, s);
-    be->matmul(be, features, q, &m->proj, NULL, T * c->tokens_per_tile);
+    tile_matmul(be, features, q, &m->proj, NULL, T, c->tokens_per_tile);
 
     for (size_t i = 0; i < G_N_ELEMENTS(bufs); i++)
         be->release(be, *bufs[i]);
@@ -523,6 +533,16 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
     return TRUE;
 }
 
+/* y = x . w^T for each segment's rows separately: a request's products then have the same
+ * shapes whether it runs alone or beside others, so its results are bit-identical either way
+ * (OpenBLAS's sgemm rounding depends on the row count). Prompts are long, so the GEMMs stay
+ * large; decode rows are one a segment and go through GEMV anyway. */
+static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
+                       const float *x, const DqWeight *w) {
+    for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++)
+        be->matmul(be, y + (size_t)r * w->rows, x + (size_t)r * w->cols, w, NULL, segs[s].n_rows);
+}
+
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
                          GError **err) {
     const SmolvlmConfig *c = &m->cfg;
@@ -561,9 +581,9 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
         const TextLayer *L = &m->tl[l];
         /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
         be->rmsnorm(be, xn, x, &L->in_norm, n, Dt, eps);
-        be->matmul(be, q, xn, &L->q_w, NULL, n);
-        be->matmul(be, k, xn, &L->k_w, NULL, n);
-        be->matmul(be, v, xn, &L->v_w, NULL, n);
+        seg_matmul(be, segs, n_segs, q, xn, &L->q_w);
+        seg_matmul(be, segs, n_segs, k, xn, &L->k_w);
+        seg_matmul(be, segs, n_segs, v, xn, &L->v_w);
         be->rope(be, q, ws->pos, n, H, hd, c->rope_theta);
         be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
         for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
@@ -592,14 +612,14 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
             };
             be->attention(be, attn + (size_t)r * qd, q + (size_t)r * qd, kc, vc, &att);
         }
-        be->matmul(be, xn, attn, &L->o_w, NULL, n);
+        seg_matmul(be, segs, n_segs, xn, attn, &L->o_w);
         be->add(be, x, xn, (size_t)n * Dt);
         /* x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x))) */
         be->rmsnorm(be, xn, x, &L->post_norm, n, Dt, eps);
-        be->matmul(be, gate, xn, &L->gate_w, NULL, n);
-        be->matmul(be, up, xn, &L->up_w, NULL, n);
+        seg_matmul(be, segs, n_segs, gate, xn, &L->gate_w);
+        seg_matmul(be, segs, n_segs, up, xn, &L->up_w);
         be->silu_mul(be, gate, up, (size_t)n * It);
-        be->matmul(be, xn, gate, &L->down_w, NULL, n);
+        seg_matmul(be, segs, n_segs, xn, gate, &L->down_w);
         be->add(be, x, xn, (size_t)n * Dt);
     }
     be->rmsnorm(be, xn, x, &m->norm, n, Dt, eps);

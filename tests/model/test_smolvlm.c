@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOL_HIDDEN 5e-4
 #define TOL_LOGITS 5e-4
@@ -386,8 +387,312 @@ static void test_goldens(void) {
     g_free(fx);
 }
 
+/* ---- batching, sampling, broken snapshots */
+
+typedef struct {
+    int32_t *ids;
+    int n_ids;
+    DqImageTiles **tiles;
+    int n_images;
+} Prompt;
+
+static Prompt load_prompt(const char *case_name, const char *snap) {
+    char *fx = g_build_filename(dq_test_source_dir(), "tests", "fixtures", NULL);
+    char *case_dir = g_build_filename(fx, "cases", case_name, NULL);
+    char *path = g_build_filename(case_dir, "case.json", NULL);
+    JsonParser *p;
+    JsonObject *case_obj = parse_file(path, &p);
+    Prompt pr = {0};
+    size_t len;
+    pr.ids = read_binary(case_dir, "tiny-smolvlm-b512/input_ids.i32", &len);
+    pr.n_ids = (int)(len / 4);
+    pr.tiles = case_tiles(fx, case_obj, snap, &pr.n_images);
+    g_object_unref(p);
+    g_free(path);
+    g_free(case_dir);
+    g_free(fx);
+    return pr;
+}
+
+static void free_prompt(Prompt *pr) {
+    for (int i = 0; i < pr->n_images; i++)
+        dq_image_tiles_free(pr->tiles[i]);
+    g_free(pr->tiles);
+    g_free(pr->ids);
+}
+
+static SmolvlmRequest prompt_request(const Prompt *pr, const SmolvlmConfig *cfg, int max_new) {
+    SmolvlmRequest r = {.input_ids = pr->ids,
+                        .n_input_ids = pr->n_ids,
+                        .images = (const DqImageTiles *const *)pr->tiles,
+                        .n_images = pr->n_images,
+                        .want_logits = TRUE};
+    dq_generate_options_init(&r.options, cfg);
+    r.options.do_sample = FALSE;
+    r.options.max_new_tokens = max_new;
+    r.options.ignore_eos = TRUE;
+    return r;
+}
+
+/* A request's tokens and logits are the same alone and in a batch of 4 with other images. */
+static void test_batch_independent(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, NULL, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *cfg = smolvlm_config(m);
+    const char *cases[4] = {"no_split", "extreme_aspect", "text_only", "rgba_alpha"};
+    const int max_new[4] = {12, 16, 5, 9}; /* different lengths: requests finish apart */
+    Prompt pr[4];
+    SmolvlmRequest req[4];
+    DqGenerateResult alone[4], batch[4];
+    for (int i = 0; i < 4; i++) {
+        pr[i] = load_prompt(cases[i], snap);
+        req[i] = prompt_request(&pr[i], cfg, max_new[i]);
+        g_assert_true(smolvlm_generate(m, &req[i], 1, &alone[i], NULL, &err));
+        dq_assert_no_error(err);
+    }
+    DqGenerateTimings tm;
+    g_assert_true(smolvlm_generate(m, req, 4, batch, &tm, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(tm.n_tiles, ==, 1 + 5 + 0 + 13);
+    for (int i = 0; i < 4; i++) {
+        g_assert_cmpint(batch[i].n_output_ids, ==, max_new[i]);
+        g_assert_cmpmem(batch[i].output_ids, batch[i].n_output_ids * 4, alone[i].output_ids,
+                        alone[i].n_output_ids * 4);
+        double worst = 0;
+        for (int v = 0; v < cfg->vocab_size; v++)
+            worst = MAX(worst, fabs(batch[i].last_logits[v] - alone[i].last_logits[v]));
+        g_test_message("%s: batch vs alone logits max abs %.3g", cases[i], worst);
+        g_assert_cmpfloat(worst, ==, 0); /* bit-identical */
+        dq_generate_result_clear(&alone[i]);
+        dq_generate_result_clear(&batch[i]);
+    }
+    /* The same request twice in one batch gives the same tokens twice. */
+    SmolvlmRequest twice[2] = {req[0], req[0]};
+    g_assert_true(smolvlm_generate(m, twice, 2, batch, NULL, &err));
+    g_assert_cmpmem(batch[0].output_ids, batch[0].n_output_ids * 4, batch[1].output_ids,
+                    batch[1].n_output_ids * 4);
+    dq_generate_result_clear(&batch[0]);
+    dq_generate_result_clear(&batch[1]);
+    for (int i = 0; i < 4; i++)
+        free_prompt(&pr[i]);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+static void test_sampling_and_eos(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, NULL, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *cfg = smolvlm_config(m);
+    Prompt pr = load_prompt("text_only", snap);
+    SmolvlmRequest greedy = prompt_request(&pr, cfg, 16);
+    DqGenerateResult g, a, b, c;
+    g_assert_true(smolvlm_generate(m, &greedy, 1, &g, NULL, &err));
+
+    /* Same seed, same tokens; top_k = 1 is greedy whatever the temperature. */
+    SmolvlmRequest s = greedy;
+    s.options.do_sample = TRUE;
+    s.options.temperature = 1.5;
+    s.options.top_p = 0.95;
+    s.options.top_k = 0;
+    s.options.seed = 7;
+    g_assert_true(smolvlm_generate(m, &s, 1, &a, NULL, &err));
+    g_assert_true(smolvlm_generate(m, &s, 1, &b, NULL, &err));
+    g_assert_cmpmem(a.output_ids, 64, b.output_ids, 64);
+    g_assert_true(memcmp(a.output_ids, g.output_ids, 64) != 0);
+    s.options.seed = 8;
+    g_assert_true(smolvlm_generate(m, &s, 1, &c, NULL, &err));
+    g_assert_true(memcmp(a.output_ids, c.output_ids, 64) != 0);
+    dq_generate_result_clear(&b);
+    dq_generate_result_clear(&c);
+    s.options.top_k = 1;
+    g_assert_true(smolvlm_generate(m, &s, 1, &b, NULL, &err));
+    g_assert_cmpmem(b.output_ids, 64, g.output_ids, 64);
+    dq_generate_result_clear(&b);
+
+    /* Temperature sampling draws in proportion to softmax(logits / T). */
+    float logits[4] = {0.0f, (float)log(2.0), (float)log(5.0), -INFINITY};
+    DqGenerateOptions o = {
+        .max_new_tokens = 1, .do_sample = TRUE, .temperature = 1.0, .top_p = 1.0};
+    void *scratch = g_malloc(4 * 8);
+    uint64_t rng = 1;
+    int counts[4] = {0};
+    for (int i = 0; i < 80000; i++)
+        counts[dq_sample_token(logits, 4, &o, &rng, scratch)]++;
+    g_assert_cmpint(counts[3], ==, 0);
+    g_assert_cmpfloat(fabs(counts[2] / 80000.0 - 5.0 / 8), <, 0.01);
+    g_assert_cmpfloat(fabs(counts[0] / 80000.0 - 1.0 / 8), <, 0.01);
+    /* top_p 0.6: only the 5/8 token is kept. */
+    o.top_p = 0.6;
+    for (int i = 0; i < 1000; i++)
+        g_assert_cmpint(dq_sample_token(logits, 4, &o, &rng, scratch), ==, 2);
+    g_free(scratch);
+
+    /* Without ignore_eos generation stops at generation_config's eos: make the golden's 4th
+     * greedy token the eos by asking a model whose eos it is. */
+    char *dir = dq_test_tmpdir();
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char *src = g_build_filename(snap, files[i], NULL);
+        char *dst = g_build_filename(dir, files[i], NULL);
+        g_assert_cmpint(symlink(src, dst), ==, 0);
+        g_free(src);
+        g_free(dst);
+    }
+    char *gen = g_build_filename(dir, "generation_config.json", NULL);
+    char *json = g_strdup_printf("{\"eos_token_id\": [1, %d]}", g.output_ids[3]);
+    g_assert_true(g_file_set_contents(gen, json, -1, NULL));
+    Smolvlm *m2 = smolvlm_open(dir, NULL, &err);
+    dq_assert_no_error(err);
+    SmolvlmRequest e = prompt_request(&pr, smolvlm_config(m2), 16);
+    e.options.ignore_eos = FALSE;
+    g_assert_true(smolvlm_generate(m2, &e, 1, &b, NULL, &err));
+    g_assert_true(b.stopped_on_eos);
+    g_assert_cmpint(b.n_output_ids, ==, 4);
+    g_assert_cmpmem(b.output_ids, 16, g.output_ids, 16);
+    dq_generate_result_clear(&b);
+    smolvlm_free(m2);
+
+    /* Requests that do not add up fail cleanly. */
+    SmolvlmRequest bad = greedy;
+    bad.options.max_new_tokens = 0;
+    g_assert_false(smolvlm_generate(m, &bad, 1, &b, NULL, &err));
+    g_assert_nonnull(strstr(err->message, "max_new_tokens"));
+    g_clear_error(&err);
+    int32_t img_ids[3] = {1, cfg->image_token_id, 2};
+    bad = greedy;
+    bad.input_ids = img_ids;
+    bad.n_input_ids = 3;
+    g_assert_false(smolvlm_generate(m, &bad, 1, &b, NULL, &err));
+    g_assert_nonnull(strstr(err->message, "<image> tokens"));
+    g_clear_error(&err);
+    int32_t oov[2] = {1, cfg->vocab_size};
+    bad.input_ids = oov;
+    bad.n_input_ids = 2;
+    g_assert_false(smolvlm_generate(m, &bad, 1, &b, NULL, &err));
+    g_assert_nonnull(strstr(err->message, "outside the vocabulary"));
+    g_clear_error(&err);
+
+    g_free(json);
+    g_free(gen);
+    g_free(dir);
+    dq_generate_result_clear(&a);
+    dq_generate_result_clear(&g);
+    free_prompt(&pr);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+/* A snapshot whose config disagrees with its tensors is refused with the tensor's name. */
+static void test_broken_snapshots(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    char *cfg_path = g_build_filename(snap, "config.json", NULL);
+    char *orig = dq_test_read_file(cfg_path, NULL);
+    struct {
+        const char *from, *to, *needle;
+    } cases[] = {
+        {"\"intermediate_size\": 128", "\"intermediate_size\": 96",
+         "tensor 'model.text_model.layers.0.mlp.gate_proj.weight' has shape [128, 64], "
+         "config.json implies [96, 64]"},
+        {"\"patch_size\": 16", "\"patch_size\": 8", "patch_embedding.weight' has shape"},
+        {"\"tie_word_embeddings\": true,\n    \"use_cache\"",
+         "\"tie_word_embeddings\": false,\n    \"use_cache\"",
+         "'lm_head.weight' is missing and config.json says tie_word_embeddings: false"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *dir = dq_test_tmpdir();
+        char *src = g_build_filename(snap, "model.safetensors", NULL);
+        char *dst = g_build_filename(dir, "model.safetensors", NULL);
+        g_assert_cmpint(symlink(src, dst), ==, 0);
+        g_assert_nonnull(strstr(orig, cases[i].from));
+        GString *s = g_string_new(orig);
+        g_string_replace(s, cases[i].from, cases[i].to, 1);
+        char *cp = g_build_filename(dir, "config.json", NULL);
+        g_assert_true(g_file_set_contents(cp, s->str, -1, NULL));
+        GError *err = NULL;
+        g_assert_null(smolvlm_open(dir, NULL, &err));
+        g_assert_nonnull(err);
+        if (strstr(err->message, cases[i].needle) == NULL)
+            g_error("error '%s' does not mention '%s'", err->message, cases[i].needle);
+        g_clear_error(&err);
+        g_string_free(s, TRUE);
+        g_free(cp);
+        g_free(src);
+        g_free(dst);
+        g_free(dir);
+    }
+    /* A truncated weights file. */
+    char *dir = dq_test_tmpdir();
+    char *src = g_build_filename(snap, "model.safetensors", NULL);
+    size_t len;
+    char *bytes = dq_test_read_file(src, &len);
+    char *dst = g_build_filename(dir, "model.safetensors", NULL);
+    g_assert_true(g_file_set_contents(dst, bytes, (gssize)(len - 1000), NULL));
+    char *cp = g_build_filename(dir, "config.json", NULL);
+    g_assert_true(g_file_set_contents(cp, orig, -1, NULL));
+    GError *err = NULL;
+    g_assert_null(smolvlm_open(dir, NULL, &err));
+    g_assert_nonnull(strstr(err->message, "overruns the data section"));
+    g_assert_nonnull(strstr(err->message, dst));
+    g_clear_error(&err);
+    g_assert_null(smolvlm_open(snap, &(SmolvlmOptions){.device = "tpu"}, &err));
+    g_assert_nonnull(strstr(err->message, "device 'tpu'"));
+    g_clear_error(&err);
+    g_free(bytes);
+    g_free(src);
+    g_free(dst);
+    g_free(cp);
+    g_free(dir);
+    g_free(orig);
+    g_free(cfg_path);
+    g_free(snap);
+}
+
+/* Position ids: the goldens' bucketing (see smolvlm_vision_position_ids). */
+static void test_position_ids(void) {
+    int32_t ids[32 * 32];
+    smolvlm_vision_position_ids(32, 32, 32, ids);
+    g_assert_cmpint(ids[0], ==, 0);
+    g_assert_cmpint(ids[1], ==, 0);
+    g_assert_cmpint(ids[2], ==, 1);
+    g_assert_cmpint(ids[32], ==, 0);
+    g_assert_cmpint(ids[1023], ==, 30 * 32 + 30);
+    smolvlm_vision_position_ids(27, 27, 27, ids);
+    g_assert_cmpint(ids[5], ==, 4);
+    g_assert_cmpint(ids[728], ==, 25 * 27 + 25);
+    /* A half-masked tile spreads its 16 columns over the 32 positions. */
+    smolvlm_vision_position_ids(32, 1, 16, ids);
+    g_assert_cmpint(ids[1], ==, 1);
+    g_assert_cmpint(ids[2], ==, 3);
+    g_assert_cmpint(ids[15], ==, 29);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/smolvlm/goldens", test_goldens);
+#ifndef DQ_FULL_FIXTURES
+    g_test_add_func("/smolvlm/batch-independent", test_batch_independent);
+    g_test_add_func("/smolvlm/sampling-and-eos", test_sampling_and_eos);
+    g_test_add_func("/smolvlm/broken-snapshots", test_broken_snapshots);
+    g_test_add_func("/smolvlm/position-ids", test_position_ids);
+#endif
     return g_test_run();
 }
