@@ -46,8 +46,11 @@ static gboolean db_fail(DqStore *s, GError **err, const char *what) {
     return dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
 }
 
+static int busy_wait(void *user, int tries);
+
 static sqlite3_stmt *stmt(DqStore *s, const char *sql, GError **err) {
     sqlite3 *db = dq_store_sqlite(s);
+    sqlite3_busy_handler(db, busy_wait, NULL);
     for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
         if (strcmp(sqlite3_sql(st), sql) == 0) {
             sqlite3_reset(st);
@@ -88,6 +91,24 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v) {
 static char *col_dup(sqlite3_stmt *st, int i) {
     const unsigned char *t = sqlite3_column_text(st, i);
     return t ? g_strdup((const char *)t) : NULL;
+}
+
+/* Waiting for the write lock. SQLite's own busy_timeout handler sleeps 1, 2, 5, 10 ... up to
+ * 100 ms between tries; with many workers whose transactions last well under a millisecond, that
+ * leaves the lock idle most of the time while everyone sleeps (a convoy). Short randomized sleeps
+ * keep the lock busy. Same overall limit as the store's busy_timeout. */
+#define BUSY_LIMIT_US (60 * G_USEC_PER_SEC)
+
+static int busy_wait(void *user, int tries) {
+    static const int steps_us[] = {20, 50, 100, 200, 400, 800, 1000, 2000};
+    gint64 waited = 0;
+    for (int i = 0; i < tries && waited < BUSY_LIMIT_US; i++)
+        waited += steps_us[MIN(i, (int)G_N_ELEMENTS(steps_us) - 1)];
+    if (waited >= BUSY_LIMIT_US)
+        return 0;
+    int step = steps_us[MIN(tries, (int)G_N_ELEMENTS(steps_us) - 1)];
+    g_usleep((gulong)g_random_int_range(step / 2 + 1, step + 1));
+    return 1;
 }
 
 static gboolean begin(DqStore *s, GError **err) {

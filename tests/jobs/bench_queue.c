@@ -1,0 +1,105 @@
+/* Queue overhead alone: claim + complete with no model work, with 1 and with 8 processes on one
+ * database file, printed as operations (jobs claimed and completed) per second and as the ratio
+ * of the two in the same run. Driven by scripts/bench-queue.sh. */
+#include "jobs_testlib.h"
+#include "store_jobs.h"
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* One process: claim `batch` jobs, complete them, until the queue is empty. */
+static int drain(const char *db, int batch) {
+    GError *err = NULL;
+    DqStore *s = dq_store_open(db, &err);
+    if (s == NULL) {
+        fprintf(stderr, "bench: %s\n", err->message);
+        return 2;
+    }
+    char *owner = g_strdup_printf("bench:%d", (int)getpid());
+    int rc = 0;
+    for (;;) {
+        GPtrArray *jobs =
+            store_jobs_claim(s, owner, "m", batch, g_get_real_time() / 1000, 60000, &err);
+        if (jobs == NULL) {
+            fprintf(stderr, "bench: %s\n", err->message);
+            rc = 2;
+            break;
+        }
+        if (jobs->len == 0) {
+            g_ptr_array_free(jobs, TRUE);
+            break;
+        }
+        DqJobAnswer *ans = g_new0(DqJobAnswer, jobs->len);
+        for (guint i = 0; i < jobs->len; i++)
+            ans[i] = (DqJobAnswer){.job_id = ((DqClaimedJob *)g_ptr_array_index(jobs, i))->job_id,
+                                   .text = "x",
+                                   .started_at = "2026-01-01T00:00:00.000Z",
+                                   .finished_at = "2026-01-01T00:00:00.000Z"};
+        int written = 0;
+        gboolean ok = store_jobs_complete(s, owner, ans, (int)jobs->len, &written, &err);
+        g_free(ans);
+        g_ptr_array_free(jobs, TRUE);
+        if (!ok) {
+            fprintf(stderr, "bench: %s\n", err->message);
+            rc = 2;
+            break;
+        }
+    }
+    g_free(owner);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    return rc;
+}
+
+static double run(const char *dir, int docs, int procs, int batch, gint64 *n_jobs) {
+    char *sub = g_build_filename(dir, procs == 1 ? "one" : "many", NULL);
+    g_mkdir_with_parents(sub, 0755);
+    char *db = jt_make_db(sub, docs, 10);
+    *n_jobs = jt_ask(db, 2, "m", 3);
+    fflush(NULL);
+    gint64 t0 = g_get_monotonic_time();
+    pid_t *pids = g_new0(pid_t, procs);
+    for (int i = 0; i < procs; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(drain(db, batch));
+    }
+    gboolean ok = TRUE;
+    for (int i = 0; i < procs; i++) {
+        int status = 0;
+        waitpid(pids[i], &status, 0);
+        ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+    if (!ok || jt_query_int(db, "SELECT count(*) FROM jobs WHERE state <> 'done'") != 0) {
+        fprintf(stderr, "bench: a process failed or jobs were left\n");
+        exit(2);
+    }
+    g_free(pids);
+    g_free(db);
+    g_free(sub);
+    return (double)*n_jobs / secs;
+}
+
+int main(int argc, char **argv) {
+    int docs = argc > 1 ? atoi(argv[1]) : 200; /* x 10 pages x 2 questions */
+    int batch = argc > 2 ? atoi(argv[2]) : 1;
+    int many = argc > 3 ? atoi(argv[3]) : 8;
+    if (docs < 1 || batch < 1 || many < 1) {
+        fprintf(stderr, "usage: bench_queue [DOCS] [BATCH] [PROCS]\n");
+        return 2;
+    }
+    char *dir = dq_test_tmpdir();
+    gint64 n1 = 0, n8 = 0;
+    double one = run(dir, docs, 1, batch, &n1);
+    double eight = run(dir, docs, many, batch, &n8);
+    printf("queue overhead (claim + complete, batch %d, no model work)\n", batch);
+    printf("  %2d process:   %6" G_GINT64_FORMAT " jobs  %9.0f ops/s\n", 1, n1, one);
+    printf("  %2d processes: %6" G_GINT64_FORMAT " jobs  %9.0f ops/s  (%.2fx the single process)\n",
+           many, n8, eight, eight / one);
+    g_free(dir);
+    return 0;
+}
