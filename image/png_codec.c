@@ -48,51 +48,53 @@ gboolean dq_image_is_png(const uint8_t *data, size_t len) {
 }
 
 /* One raw libpng row (big-endian, packed sub-byte samples) -> RGB, as Pillow's unpackers
- * followed by convert("RGB"). */
+ * followed by convert("RGB"). One loop per format keeps the per-pixel work branch-free. */
 static void png_row_to_rgb(const uint8_t *in, uint8_t *out, int width, int color_type, int depth,
                            const uint8_t *palette /* [256][3] */) {
-    for (int x = 0; x < width; x++) {
-        uint8_t r, g, b;
-        if (color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_PALETTE) {
-            unsigned v;
-            if (depth == 16) {
-                /* I;16 -> RGB clips: values above 255 become white. */
+    if (color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_PALETTE) {
+        gboolean pal = color_type == PNG_COLOR_TYPE_PALETTE;
+        if (depth == 16) { /* gray only: I;16 -> RGB clips, values above 255 become white */
+            for (int x = 0; x < width; x++) {
                 unsigned v16 = (unsigned)in[2 * x] << 8 | in[2 * x + 1];
-                v = v16 > 255 ? 255 : v16;
-            } else if (depth == 8) {
+                out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = (uint8_t)(v16 > 255 ? 255 : v16);
+            }
+            return;
+        }
+        /* Sub-byte gray scales to 0..255 ("1", L;2, L;4); palette indices do not. */
+        int per_byte = 8 / depth, mask = (1 << depth) - 1;
+        int scale = pal ? 1 : depth == 1 ? 255 : depth == 2 ? 0x55 : depth == 4 ? 0x11 : 1;
+        for (int x = 0; x < width; x++) {
+            unsigned v;
+            if (depth == 8)
                 v = in[x];
+            else
+                v = (unsigned)(in[x / per_byte] >> (8 - depth * (x % per_byte + 1)) & mask);
+            if (pal) {
+                memcpy(out + 3 * x, palette + 3 * v, 3);
             } else {
-                int per_byte = 8 / depth;
-                int shift = 8 - depth * (x % per_byte + 1);
-                v = (in[x / per_byte] >> shift) & ((1u << depth) - 1);
-                if (color_type == PNG_COLOR_TYPE_GRAY) /* "1", L;2, L;4 scale to 0..255 */
-                    v = depth == 1 ? v * 255 : depth == 2 ? v * 0x55 : v * 0x11;
-            }
-            if (color_type == PNG_COLOR_TYPE_PALETTE) {
-                r = palette[3 * v];
-                g = palette[3 * v + 1];
-                b = palette[3 * v + 2];
-            } else {
-                r = g = b = (uint8_t)v;
-            }
-        } else {
-            /* gray+alpha (2 samples), RGB (3), RGBA (4); 16-bit keeps the high byte. */
-            int spp = color_type == PNG_COLOR_TYPE_GRAY_ALPHA ? 2
-                      : color_type == PNG_COLOR_TYPE_RGB      ? 3
-                                                              : 4;
-            int bps = depth / 8;
-            const uint8_t *p = in + (size_t)x * spp * bps;
-            if (spp == 2) {
-                r = g = b = p[0];
-            } else {
-                r = p[0];
-                g = p[bps];
-                b = p[2 * bps];
+                out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = (uint8_t)(v * scale);
             }
         }
-        out[3 * x] = r;
-        out[3 * x + 1] = g;
-        out[3 * x + 2] = b;
+        return;
+    }
+    /* gray+alpha (2 samples), RGB (3), RGBA (4): alpha dropped, 16-bit keeps the high byte. */
+    int spp = color_type == PNG_COLOR_TYPE_GRAY_ALPHA ? 2
+              : color_type == PNG_COLOR_TYPE_RGB      ? 3
+                                                      : 4;
+    int bps = depth / 8;
+    size_t pstride = (size_t)spp * bps;
+    if (spp == 2) {
+        for (int x = 0; x < width; x++)
+            out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = in[x * pstride];
+    } else if (spp == 3 && bps == 1) {
+        memcpy(out, in, (size_t)width * 3);
+    } else {
+        for (int x = 0; x < width; x++) {
+            const uint8_t *p = in + x * pstride;
+            out[3 * x] = p[0];
+            out[3 * x + 1] = p[bps];
+            out[3 * x + 2] = p[2 * bps];
+        }
     }
 }
 
