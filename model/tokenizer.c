@@ -62,7 +62,7 @@ struct DqTokenizer {
     GHashTable *cache; /* word bytes -> int32_t[1 + n] (n, ids...) */
 };
 
-enum { ID_ADDED = 1, ID_SPECIAL = 2, ID_VOCAB = 4 };
+enum { ID_ADDED = 1, ID_SPECIAL = 2, ID_VOCAB = 4, ID_NORMALIZED = 8 };
 
 /* GPT-2's split pattern, as tokenizers' ByteLevel uses it (via Oniguruma). \s is written out as
  * Unicode White_Space because PCRE2's \s also takes U+180E, which Oniguruma's does not. */
@@ -541,8 +541,10 @@ static gboolean load_added(DqTokenizer *tok, JsonObject *root, GError **err) {
             tok->id_flags[id] |= ID_SPECIAL;
         /* With no normalizer, "normalized" tokens match the same text, but only in what the
          * non-normalized pass left over (AddedVocabulary::extract_and_normalize). */
-        trie_add(json_bool_member(o, "normalized", !special) ? &tok->trie_norm : &tok->trie_raw, c,
-                 (int32_t)id);
+        gboolean normalized = json_bool_member(o, "normalized", !special);
+        if (normalized)
+            tok->id_flags[id] |= ID_NORMALIZED;
+        trie_add(normalized ? &tok->trie_norm : &tok->trie_raw, c, (int32_t)id);
     }
     return TRUE;
 }
@@ -567,9 +569,188 @@ static int32_t added_id(const DqTokenizer *tok, const char *content) {
     return GPOINTER_TO_INT(g_hash_table_lookup(tok->added, content)) - 1;
 }
 
-/* Loads from a file (data == NULL) or from memory. */
-static DqTokenizer *tokenizer_load_impl(const char *path, const char *data, size_t len,
-                                        GError **err) {
+/* ---- binary cache
+ *
+ * json-glib needs 250-450 ms for the 3.5 MB tokenizer.json of SmolVLM (its scanner, not our
+ * code), and every worker process loads it. So the parsed result (flags, vocab, merges, added
+ * tokens) is kept in $DOCQA_CACHE_DIR (default: the user cache dir + "/docqa"; "off" disables)
+ * under the SHA-256 of the JSON bytes, and read back in a few tens of ms. Cache files are
+ * written atomically; one that is unreadable, truncated or inconsistent is ignored (the JSON is
+ * parsed again), never trusted: every id and length is bounds-checked. */
+#define CACHE_MAGIC  "DQTOKC01"
+#define CACHE_ENDIAN 0x01020304u
+
+static char *cache_file_for(const char *json, size_t len) {
+    const char *dir = g_getenv("DOCQA_CACHE_DIR");
+    if (dir != NULL && strcmp(dir, "off") == 0)
+        return NULL;
+    char *sum = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)json, len);
+    char *name = g_strdup_printf("tokenizer-%s.bin", sum);
+    char *path = dir != NULL && *dir
+                     ? g_build_filename(dir, name, NULL)
+                     : g_build_filename(g_get_user_cache_dir(), "docqa", name, NULL);
+    g_free(name);
+    g_free(sum);
+    return path;
+}
+
+static void put_u32(GByteArray *b, uint32_t v) {
+    g_byte_array_append(b, (const guint8 *)&v, 4);
+}
+
+static void put_str(GByteArray *b, const char *s) {
+    put_u32(b, (uint32_t)strlen(s));
+    g_byte_array_append(b, (const guint8 *)s, (guint)strlen(s));
+}
+
+static void cache_write(const DqTokenizer *tok, const char *path) {
+    GByteArray *b = g_byte_array_new();
+    g_byte_array_append(b, (const guint8 *)CACHE_MAGIC, 8);
+    put_u32(b, CACHE_ENDIAN);
+    guint8 flags[8] = {(guint8)tok->has_digits, (guint8)tok->digits_individual,
+                       (guint8)tok->byte_level_regex, (guint8)tok->add_prefix_space,
+                       (guint8)tok->ignore_merges};
+    g_byte_array_append(b, flags, sizeof flags);
+    put_u32(b, (uint32_t)tok->n_ids);
+    put_u32(b, g_hash_table_size(tok->vocab));
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, tok->vocab);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        put_u32(b, (uint32_t)(GPOINTER_TO_INT(v) - 1));
+        put_str(b, k);
+    }
+    uint32_t n_merges = 0;
+    for (size_t i = 0; i <= tok->merges.mask; i++)
+        n_merges += tok->merges.keys[i] != 0;
+    put_u32(b, n_merges);
+    for (size_t i = 0; i <= tok->merges.mask; i++) {
+        if (tok->merges.keys[i] == 0)
+            continue;
+        uint64_t key = tok->merges.keys[i] - 1;
+        put_u32(b, (uint32_t)(key >> 32));
+        put_u32(b, (uint32_t)key);
+        put_u32(b, (uint32_t)tok->merges.rank[i]);
+        put_u32(b, (uint32_t)tok->merges.merged[i]);
+    }
+    put_u32(b, g_hash_table_size(tok->added));
+    g_hash_table_iter_init(&it, tok->added);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        int32_t id = GPOINTER_TO_INT(v) - 1;
+        put_u32(b, (uint32_t)id);
+        put_u32(b, tok->id_flags[id] & (ID_SPECIAL | ID_NORMALIZED));
+        put_str(b, k);
+    }
+    char *dir = g_path_get_dirname(path);
+    /* best effort: a read-only home only costs the JSON parse next time */
+    if (g_mkdir_with_parents(dir, 0755) == 0)
+        g_file_set_contents(path, (const char *)b->data, b->len, NULL);
+    g_free(dir);
+    g_byte_array_free(b, TRUE);
+}
+
+typedef struct {
+    const guint8 *p, *end;
+    gboolean ok;
+} Reader;
+
+static uint32_t get_u32(Reader *r) {
+    uint32_t v = 0;
+    if (r->end - r->p < 4) {
+        r->ok = FALSE;
+        return 0;
+    }
+    memcpy(&v, r->p, 4);
+    r->p += 4;
+    return v;
+}
+
+/* A length-prefixed string copied into the tokenizer's string chunk; NULL when malformed. */
+static const char *get_str(Reader *r, DqTokenizer *tok) {
+    uint32_t n = get_u32(r);
+    if (!r->ok || (size_t)(r->end - r->p) < n || n == 0 || memchr(r->p, 0, n) != NULL) {
+        r->ok = FALSE;
+        return NULL;
+    }
+    const char *s = g_string_chunk_insert_len(tok->strings, (const char *)r->p, n);
+    r->p += n;
+    return s;
+}
+
+/* Fills tok from a cache file; FALSE (tok partly filled: the caller starts over) when the file
+ * is absent or not to be trusted. */
+static gboolean cache_read(DqTokenizer *tok, const char *path) {
+    GMappedFile *mf = g_mapped_file_new(path, FALSE, NULL);
+    if (mf == NULL)
+        return FALSE;
+    Reader r = {(const guint8 *)g_mapped_file_get_contents(mf), NULL, TRUE};
+    r.end = r.p + g_mapped_file_get_length(mf);
+    if (r.end - r.p < 20 || memcmp(r.p, CACHE_MAGIC, 8) != 0) {
+        g_mapped_file_unref(mf);
+        return FALSE;
+    }
+    r.p += 8;
+    if (get_u32(&r) != CACHE_ENDIAN || r.end - r.p < 8) {
+        g_mapped_file_unref(mf);
+        return FALSE;
+    }
+    tok->has_digits = r.p[0], tok->digits_individual = r.p[1];
+    tok->byte_level_regex = r.p[2], tok->add_prefix_space = r.p[3], tok->ignore_merges = r.p[4];
+    r.p += 8;
+    uint32_t n_ids = get_u32(&r);
+    if (!r.ok || n_ids == 0 || n_ids > MAX_TOKEN_ID) {
+        g_mapped_file_unref(mf);
+        return FALSE;
+    }
+    tok->n_ids = (int32_t)n_ids;
+    tok->id_to_tok = g_new0(const char *, n_ids);
+    tok->id_flags = g_new0(guint8, n_ids);
+    uint32_t n_vocab = get_u32(&r);
+    for (uint32_t i = 0; r.ok && i < n_vocab; i++) {
+        uint32_t id = get_u32(&r);
+        const char *t = get_str(&r, tok);
+        if (!r.ok || id >= n_ids || tok->id_to_tok[id] != NULL)
+            r.ok = FALSE;
+        else {
+            g_hash_table_insert(tok->vocab, (gpointer)t, GINT_TO_POINTER((int)id + 1));
+            tok->id_to_tok[id] = t;
+            tok->id_flags[id] |= ID_VOCAB;
+        }
+    }
+    uint32_t n_merges = r.ok ? get_u32(&r) : 0;
+    if (r.ok && (size_t)(r.end - r.p) / 16 < n_merges)
+        r.ok = FALSE;
+    if (r.ok)
+        merges_init(&tok->merges, n_merges);
+    for (uint32_t i = 0; r.ok && i < n_merges; i++) {
+        uint32_t a = get_u32(&r), b = get_u32(&r), rank = get_u32(&r), m = get_u32(&r);
+        if (a >= n_ids || b >= n_ids || m >= n_ids || rank > INT32_MAX)
+            r.ok = FALSE;
+        else
+            merges_put(&tok->merges, (int32_t)a, (int32_t)b, (int32_t)rank, (int32_t)m);
+    }
+    uint32_t n_added = r.ok ? get_u32(&r) : 0;
+    for (uint32_t i = 0; r.ok && i < n_added; i++) {
+        uint32_t id = get_u32(&r), flags = get_u32(&r);
+        const char *c = get_str(&r, tok);
+        if (!r.ok || id >= n_ids || (tok->id_flags[id] & ID_ADDED) ||
+            g_hash_table_contains(tok->added, c) || !utf8_valid((const guint8 *)c, strlen(c))) {
+            r.ok = FALSE;
+            break;
+        }
+        g_hash_table_insert(tok->added, (gpointer)c, GINT_TO_POINTER((int)id + 1));
+        tok->id_to_tok[id] = c;
+        tok->id_flags[id] |= ID_ADDED | (flags & (ID_SPECIAL | ID_NORMALIZED));
+        trie_add(flags & ID_NORMALIZED ? &tok->trie_norm : &tok->trie_raw, c, (int32_t)id);
+    }
+    gboolean ok = r.ok && r.p == r.end && tok->merges.keys != NULL;
+    g_mapped_file_unref(mf);
+    return ok;
+}
+
+/* ---- loading */
+
+static DqTokenizer *tokenizer_new(const char *path) {
     DqTokenizer *tok = g_new0(DqTokenizer, 1);
     tok->path = g_strdup(path);
     tok->strings = g_string_chunk_new(1 << 16);
@@ -580,47 +761,56 @@ static DqTokenizer *tokenizer_load_impl(const char *path, const char *data, size
     trie_init(&tok->trie_raw);
     trie_init(&tok->trie_norm);
     byte_map_init(tok);
+    return tok;
+}
 
-    JsonParser *parser = json_parser_new_immutable();
+/* Parses the JSON text into tok. */
+static gboolean load_json(DqTokenizer *tok, const char *data, size_t len, GError **err) {
+    /* the mutable parser: the immutable one also hashes every node while sealing */
+    JsonParser *parser = json_parser_new();
     GError *jerr = NULL;
     JsonObject *model = NULL;
-    gboolean ok = data != NULL ? json_parser_load_from_data(parser, data, (gssize)len, &jerr)
-                               : json_parser_load_from_mapped_file(parser, path, &jerr);
-    if (!ok) {
-        dq_fail(err,
-                g_error_matches(jerr, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? DQ_ERR_IO : DQ_ERR_FORMAT,
-                "%s: %s", path, jerr->message);
+    gboolean ok = FALSE;
+    if (!json_parser_load_from_data(parser, data, (gssize)len, &jerr)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", tok->path, jerr->message);
         g_clear_error(&jerr);
-        goto fail;
+        goto done;
     }
     JsonNode *rootn = json_parser_get_root(parser);
     if (rootn == NULL || !JSON_NODE_HOLDS_OBJECT(rootn)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", path);
-        goto fail;
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", tok->path);
+        goto done;
     }
     JsonObject *root = json_node_get_object(rootn);
     if (!load_checks(tok, root, err) || !load_pre_tokenizer(tok, root, err) ||
         !load_model(tok, root, &model, err) || !load_vocab(tok, model, err))
-        goto fail;
+        goto done;
     tok->id_to_tok = g_new0(const char *, tok->n_ids);
     tok->id_flags = g_new0(guint8, tok->n_ids);
-    {
-        GHashTableIter it;
-        gpointer k, v;
-        g_hash_table_iter_init(&it, tok->vocab);
-        while (g_hash_table_iter_next(&it, &k, &v)) {
-            int id = GPOINTER_TO_INT(v) - 1;
-            tok->id_to_tok[id] = k;
-            tok->id_flags[id] |= ID_VOCAB;
-        }
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, tok->vocab);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        int id = GPOINTER_TO_INT(v) - 1;
+        tok->id_to_tok[id] = k;
+        tok->id_flags[id] |= ID_VOCAB;
     }
-    if (!load_merges(tok, model, err) || !load_added(tok, root, err) || !compile_regex(tok, err))
-        goto fail;
+    ok = load_merges(tok, model, err) && load_added(tok, root, err);
+done:
+    g_object_unref(parser);
+    return ok;
+}
+
+/* What both load paths share: derived tables and the split regex. */
+static gboolean load_finish(DqTokenizer *tok, GError **err) {
+    if (!compile_regex(tok, err))
+        return FALSE;
     for (int b = 0; b < 256; b++) {
         char s[4] = {0};
         memcpy(s, tok->byte_char[b], tok->byte_char_len[b]);
         tok->byte_id[b] = vocab_lookup(tok->vocab, s);
     }
+    tok->vocab_size = 0;
     for (int32_t i = 0; i < tok->n_ids; i++)
         tok->vocab_size += tok->id_flags[i] != 0;
     tok->special = (DqSpecialIds){
@@ -632,21 +822,49 @@ static DqTokenizer *tokenizer_load_impl(const char *path, const char *data, size
         .im_end = added_id(tok, "<|im_end|>"),
         .endoftext = added_id(tok, "<|endoftext|>"),
     };
-    g_object_unref(parser);
-    return tok;
-fail:
-    g_object_unref(parser);
-    tokenizer_free(tok);
-    return NULL;
+    return TRUE;
 }
 
 DqTokenizer *tokenizer_load(const char *path, GError **err) {
-    return tokenizer_load_impl(path, NULL, 0, err);
+    GError *ferr = NULL;
+    GMappedFile *mf = g_mapped_file_new(path, FALSE, &ferr);
+    if (mf == NULL) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s", path, ferr->message);
+        g_error_free(ferr);
+        return NULL;
+    }
+    const char *data = g_mapped_file_get_contents(mf);
+    size_t len = g_mapped_file_get_length(mf);
+    if (data == NULL) /* an empty file maps to NULL */
+        data = "";
+    char *cache_path = cache_file_for(data, len);
+    DqTokenizer *tok = tokenizer_new(path);
+    gboolean from_cache = cache_path != NULL && cache_read(tok, cache_path);
+    if (!from_cache) {
+        tokenizer_free(tok);
+        tok = tokenizer_new(path);
+    }
+    gboolean ok = from_cache || load_json(tok, data, len, err);
+    ok = ok && load_finish(tok, err);
+    if (ok && !from_cache && cache_path != NULL)
+        cache_write(tok, cache_path);
+    g_free(cache_path);
+    g_mapped_file_unref(mf);
+    if (!ok) {
+        tokenizer_free(tok);
+        return NULL;
+    }
+    return tok;
 }
 
 DqTokenizer *tokenizer_load_from_data(const char *json, size_t len, const char *name,
                                       GError **err) {
-    return tokenizer_load_impl(name, json, len, err);
+    DqTokenizer *tok = tokenizer_new(name);
+    if (!load_json(tok, json, len, err) || !load_finish(tok, err)) {
+        tokenizer_free(tok);
+        return NULL;
+    }
+    return tok;
 }
 
 DqTokenizer *tokenizer_load_snapshot(const char *snapshot_dir, GError **err) {

@@ -317,9 +317,14 @@ static void test_seq_len_and_template_files(void) {
 
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
+    /* keep the parsed-tokenizer cache out of the user's home */
+    char *cache_dir = dq_test_tmpdir();
+    g_setenv("DOCQA_CACHE_DIR", cache_dir, TRUE);
     g_test_add_func("/prompt/expand_forms", test_expand_forms);
     g_test_add_func("/prompt/expand_errors", test_expand_errors);
     g_test_add_func("/prompt/seq_len_and_template_files", test_seq_len_and_template_files);
     g_test_add_func("/prompt/fixtures", test_fixture_prompts);
-    return g_test_run();
+    int rc = g_test_run();
+    g_free(cache_dir);
+    return rc;
 }

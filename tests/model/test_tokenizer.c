@@ -7,6 +7,7 @@
 
 #include <json-glib/json-glib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- helpers */
 
@@ -466,13 +467,81 @@ static void test_invalid_utf8_real(void) {
     tokenizer_free(tok);
 }
 
+/* The parsed-tokenizer cache: a fresh load writes it, the next load reads it, a damaged cache
+ * file is ignored, and all three tokenizers behave the same as one parsed from JSON. */
+static void test_cache(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return;
+    }
+    char *path = g_build_filename(shared, "models", "tiny-smolvlm-b512", "tokenizer.json", NULL);
+    char *dir = dq_test_tmpdir();
+    const char *texts[] = {"Hello world 2024 <image><row_1_col_2> caf\xc3\xa9 \xe6\x97\xa5",
+                           "<|im_start|>User:<image>What?<end_of_utterance>\nAssistant:",
+                           "  spaces\n\n\ttabs \xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd"};
+    GError *err = NULL;
+    g_setenv("DOCQA_CACHE_DIR", "off", TRUE);
+    DqTokenizer *ref = tokenizer_load(path, &err);
+    dq_assert_no_error(err);
+    g_setenv("DOCQA_CACHE_DIR", dir, TRUE);
+    for (int round = 0; round < 4; round++) {
+        GDir *d = g_dir_open(dir, 0, NULL);
+        const char *name = g_dir_read_name(d);
+        char *cache = name ? g_build_filename(dir, name, NULL) : NULL;
+        g_dir_close(d);
+        g_assert_true((round == 0) == (cache == NULL));
+        if (round == 2) { /* truncated */
+            g_assert_cmpint(truncate(cache, 1000), ==, 0);
+        } else if (round == 3) { /* a vocab id pointing far out of range */
+            char *data;
+            size_t len;
+            g_assert_true(g_file_get_contents(cache, &data, &len, NULL));
+            memset(data + 28, 0xff, 4);
+            g_assert_true(g_file_set_contents(cache, data, (gssize)len, NULL));
+            g_free(data);
+        }
+        DqTokenizer *tok = tokenizer_load(path, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(tokenizer_vocab_size(tok), ==, tokenizer_vocab_size(ref));
+        g_assert_cmpmem(tokenizer_special_ids(tok), sizeof(DqSpecialIds),
+                        tokenizer_special_ids(ref), sizeof(DqSpecialIds));
+        for (size_t i = 0; i < G_N_ELEMENTS(texts); i++) {
+            size_t n1, n2;
+            int32_t *a = tokenizer_encode(tok, texts[i], -1, &n1, &err);
+            int32_t *b = tokenizer_encode(ref, texts[i], -1, &n2, &err);
+            assert_ids_equal("cache", a, n1, b, n2);
+            char *da = tokenizer_decode(tok, a, n1, TRUE, NULL);
+            char *db = tokenizer_decode(ref, b, n2, TRUE, NULL);
+            g_assert_cmpstr(da, ==, db);
+            g_free(da);
+            g_free(db);
+            g_free(a);
+            g_free(b);
+        }
+        for (int32_t id = 0; id < tokenizer_vocab_size(ref); id += 97)
+            g_assert_cmpstr(tokenizer_id_to_token(tok, id), ==, tokenizer_id_to_token(ref, id));
+        tokenizer_free(tok);
+        g_free(cache);
+    }
+    tokenizer_free(ref);
+    g_free(dir);
+    g_free(path);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
+    /* keep the parsed-tokenizer cache out of the user's home, and start cold */
+    char *cache_dir = dq_test_tmpdir();
+    g_setenv("DOCQA_CACHE_DIR", cache_dir, TRUE);
+    g_test_add_func("/tokenizer/cache", test_cache);
     g_test_add_func("/tokenizer/utf8_lossy", test_utf8_lossy);
     g_test_add_func("/tokenizer/mini", test_mini_tokenizers);
     g_test_add_func("/tokenizer/load_errors", test_load_errors);
     g_test_add_func("/tokenizer/fixture_cases", test_fixture_cases);
     g_test_add_func("/tokenizer/corpus", test_corpus);
     g_test_add_func("/tokenizer/invalid_utf8", test_invalid_utf8_real);
-    return g_test_run();
+    int rc = g_test_run();
+    g_free(cache_dir);
+    return rc;
 }
