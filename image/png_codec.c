@@ -288,6 +288,11 @@ GBytes *dq_image_encode_png(const DqImage *img, GError **err) {
         return NULL;
     }
     png_set_write_fn(png, &w, png_write_cb, png_flush_cb);
+    /* Page images are mostly flat paper: zlib level 3 with the Up filter alone encodes a
+     * 1978x2560 page about 3x faster than libpng's defaults (level 6, adaptive filtering) for
+     * a file within 1% of the size; photos grow ~10%. Lossless either way. */
+    png_set_compression_level(png, 3);
+    png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_UP);
     png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8,
                  PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
