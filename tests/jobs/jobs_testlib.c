@@ -1,7 +1,6 @@
 #include "jobs_testlib.h"
 
 #include "dq_error.h"
-#include "store_documents.h"
 #include "store_jobs.h"
 #include "testutil.h"
 
@@ -42,41 +41,60 @@ static char *write_page_png(const char *db_path, int doc, int page) {
     return sha;
 }
 
+/* Rows are written with plain SQL here (a tests-only helper) rather than through ingest's
+ * store_documents.h, so the queue's tests do not break while ingest's API moves. */
+static void exec_ok(sqlite3 *db, const char *sql) {
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        g_error("%s: %s", sql, msg);
+}
+
 char *jt_make_db(const char *dir, int n_docs, int n_pages) {
     char *db_path = g_build_filename(dir, "docqa.db", NULL);
     GError *err = NULL;
     DqStore *s = dq_store_open(db_path, &err);
     dq_assert_no_error(err);
+    sqlite3 *db = dq_store_sqlite(s);
+    sqlite3_stmt *doc_st = NULL, *page_st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(db,
+                                       "INSERT INTO documents (path, sha256, bytes, mtime, kind, "
+                                       "page_count, status) VALUES (?1, ?2, ?3, 1700000000, "
+                                       "'pdf', ?4, 'ok')",
+                                       -1, &doc_st, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(db,
+                                       "INSERT INTO pages (document_id, page_number, width, "
+                                       "height, render_settings, image_sha256, status) VALUES "
+                                       "(?1, ?2, 24, 32, ?3, ?4, 'ok')",
+                                       -1, &page_st, NULL),
+                    ==, SQLITE_OK);
+    exec_ok(db, "BEGIN IMMEDIATE");
     for (int d = 0; d < n_docs; d++) {
         char *path = g_strdup_printf("/archive/%s/doc-%04d.pdf", d % 2 ? "2024" : "2023", d);
         char *sha = g_compute_checksum_for_string(G_CHECKSUM_SHA256, path, -1);
-        DqDocumentRow doc = {.path = path,
-                             .sha256 = sha,
-                             .bytes = 1000 + d,
-                             .mtime = 1700000000,
-                             .kind = "pdf",
-                             .page_count = n_pages,
-                             .status = "ok"};
-        DqPageRow *pages = g_new0(DqPageRow, n_pages);
-        char **shas = g_new0(char *, n_pages + 1);
+        sqlite3_bind_text(doc_st, 1, path, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(doc_st, 2, sha, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(doc_st, 3, 1000 + d);
+        sqlite3_bind_int(doc_st, 4, n_pages);
+        g_assert_cmpint(sqlite3_step(doc_st), ==, SQLITE_DONE);
+        sqlite3_reset(doc_st);
+        gint64 doc_id = sqlite3_last_insert_rowid(db);
         for (int p = 0; p < n_pages; p++) {
-            shas[p] = write_page_png(db_path, d, p + 1);
-            pages[p] = (DqPageRow){.page_number = p + 1,
-                                   .width = 24,
-                                   .height = 32,
-                                   .source_width = 612,
-                                   .source_height = 792,
-                                   .image_sha256 = shas[p],
-                                   .status = "ok"};
+            char *image = write_page_png(db_path, d, p + 1);
+            sqlite3_bind_int64(page_st, 1, doc_id);
+            sqlite3_bind_int(page_st, 2, p + 1);
+            sqlite3_bind_text(page_st, 3, RENDER_SETTINGS, -1, SQLITE_STATIC);
+            sqlite3_bind_text(page_st, 4, image, -1, SQLITE_TRANSIENT);
+            g_assert_cmpint(sqlite3_step(page_st), ==, SQLITE_DONE);
+            sqlite3_reset(page_st);
+            g_free(image);
         }
-        g_assert_true(dq_store_document_record(s, &doc, 0, RENDER_SETTINGS, pages, n_pages, NULL,
-                                               NULL, &err));
-        dq_assert_no_error(err);
-        g_strfreev(shas);
-        g_free(pages);
         g_free(sha);
         g_free(path);
     }
+    exec_ok(db, "COMMIT");
+    sqlite3_finalize(doc_st);
+    sqlite3_finalize(page_st);
     store_jobs_finalize(s);
     dq_store_close(s);
     return db_path;
