@@ -78,7 +78,7 @@ int cmd_ingest(int argc, char **argv) {
     char *db = NULL, *model = NULL;
     int tile = 0, jobs = 0, max_pages = 0, timeout = 0;
     gint64 max_pixels = 0, mem_limit = -1;
-    gboolean json = FALSE, hidden = FALSE, quiet = FALSE;
+    gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
         {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res, "longest edge = N x tile (default 5)", "N"},
@@ -95,6 +95,8 @@ int cmd_ingest(int argc, char **argv) {
          "seconds one page may take before its worker is killed (default 120)", "S"},
         {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &mem_limit,
          "address-space limit of a worker in MiB, 0 for none (default 4096)", "MIB"},
+        {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
+         "render again unchanged files that failed on a limit, a crash or a timeout", NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
@@ -136,6 +138,7 @@ int cmd_ingest(int argc, char **argv) {
     if (mem_limit >= 0)
         opt.mem_limit_mb = mem_limit;
     opt.hidden = hidden;
+    opt.retry_failed = retry;
     opt.progress = !quiet && isatty(STDERR_FILENO);
     if (opt.n_res < 1 || opt.n_res > 64 || opt.tile < 16 || opt.tile > 8192 || opt.jobs < 1 ||
         opt.max_pixels < 1 || opt.max_pages < 1 || opt.page_timeout_s < 1) {

@@ -125,6 +125,7 @@ typedef struct {
     WalkEntry *entry;
     char *sha256;
     gint64 existing_id;
+    gboolean replace;     /* existing_id is a failed document being retried */
     WorkerShared *shared; /* MAP_SHARED, one page */
     int page_count;       /* -1 until a worker opened it */
     char *warning;
@@ -301,8 +302,8 @@ static void record_doc(Run *r, Doc *d) {
         .error_message = message,
     };
     GError *err = NULL;
-    if (!dq_store_document_record(r->store, &doc, d->existing_id, r->settings, rows, n_rows, NULL,
-                                  NULL, &err)) {
+    if (!dq_store_document_record(r->store, &doc, d->existing_id, d->replace, r->settings, rows,
+                                  n_rows, NULL, NULL, &err)) {
         if (r->fatal == NULL)
             r->fatal = err;
         else
@@ -376,8 +377,14 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         return NULL;
     }
     /* Same bytes at the same path: nothing to add, unless these render settings are new for a
-     * document that rendered before. */
-    if (found.id != 0 && (found.pages_with_settings > 0 || strcmp(found.status, "failed") == 0)) {
+     * document that rendered before, or a failure that may pass now is retried on request. */
+    static const char *const retryable[] = {"too_many_pages", "too_many_pixels", "render_timeout",
+                                            "render_crashed", "store_failed",    NULL};
+    gboolean failed = found.id != 0 && strcmp(found.status, "failed") == 0;
+    if (failed && r->opt->retry_failed && d->sha256 != NULL && found.error_code != NULL &&
+        g_strv_contains(retryable, found.error_code)) {
+        d->replace = TRUE;
+    } else if (found.id != 0 && (found.pages_with_settings > 0 || failed)) {
         dq_document_lookup_clear(&found);
         r->sum->unchanged++;
         r->files_done++;
@@ -437,7 +444,9 @@ static gboolean spawn_child(Run *r, Doc *d) {
     }
     if (pid == 0) {
         close(fds[0]);
-        signal(SIGINT, SIG_DFL);
+        /* Ctrl-C reaches the whole process group: the parent alone decides, so that a worker
+         * killed by the user is never recorded as a crashed page. */
+        signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_DFL);
         WorkerTask task = {
             .path = d->entry->path,
@@ -670,6 +679,8 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
             dq_fail(&r.fatal, DQ_ERR_IO, "poll: %s", g_strerror(errno));
             break;
         }
+        if (interrupted)
+            break;
         now = dq_now_ms();
         /* Walk backwards: reap_child moves the last child into the freed slot. */
         for (int i = r.n_kids - 1; i >= 0; i--) {

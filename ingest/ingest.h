@@ -71,15 +71,18 @@ GQuark dq_ingest_error_quark(void);
 const char *dq_ingest_reason_name(DqIngestReason reason);
 
 typedef struct {
-    int n_res;           /* N: longest edge = n_res x tile (default 5) */
-    int tile;            /* model tile size, max_image_size.longest_edge (default 512) */
-    int jobs;            /* worker processes (default: online CPUs) */
-    gboolean hidden;     /* walk into hidden files and folders */
-    gint64 max_pixels;   /* per page, source raster and output (default 178956970, Pillow's) */
-    int max_pages;       /* per document (default 10000) */
-    int page_timeout_s;  /* per page and per document open (default 120) */
-    gint64 mem_limit_mb; /* RLIMIT_AS of a worker (default 4096; 0 = none) */
-    gboolean progress;   /* progress line on stderr */
+    int n_res;             /* N: longest edge = n_res x tile (default 5) */
+    int tile;              /* model tile size, max_image_size.longest_edge (default 512) */
+    int jobs;              /* worker processes (default: online CPUs) */
+    gboolean hidden;       /* walk into hidden files and folders */
+    gint64 max_pixels;     /* per page, source raster and output (default 178956970, Pillow's) */
+    int max_pages;         /* per document (default 10000) */
+    int page_timeout_s;    /* per page and per document open (default 120) */
+    gint64 mem_limit_mb;   /* RLIMIT_AS of a worker (default 4096; 0 = none) */
+    gboolean progress;     /* progress line on stderr */
+    gboolean retry_failed; /* render again failed documents of unchanged bytes whose reason may
+                              pass now: too_many_pages, too_many_pixels, render_timeout,
+                              render_crashed, store_failed (the row is updated in place) */
 } DqIngestOptions;
 
 void dq_ingest_options_init(DqIngestOptions *opt);

@@ -174,14 +174,51 @@ static gboolean insert_pages(DqStore *store, gint64 doc_id, const char *render_s
     return TRUE;
 }
 
+static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *doc,
+                                const char *render_settings, GError **err) {
+    sqlite3_stmt *st = prepare(
+        store,
+        "UPDATE documents SET page_count = ?2, status = ?3, error_code = ?4, error_message = ?5, "
+        "ingested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+        err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, id);
+    if (doc->page_count >= 0)
+        sqlite3_bind_int(st, 2, doc->page_count);
+    else
+        sqlite3_bind_null(st, 2);
+    sqlite3_bind_text(st, 3, doc->status, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(st, 4, doc->error_code);
+    bind_text_or_null(st, 5, doc->error_message);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(store, err, "updating a document");
+    st = prepare(store, "DELETE FROM pages WHERE document_id = ?1 AND render_settings = ?2", err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(store, err, "replacing pages");
+    return TRUE;
+}
+
 gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
-                                  const char *render_settings, const DqPageRow *pages, int n_pages,
-                                  gint64 *out_id, int *out_version, GError **err) {
+                                  gboolean replace, const char *render_settings,
+                                  const DqPageRow *pages, int n_pages, gint64 *out_id,
+                                  int *out_version, GError **err) {
     gint64 id = existing_id;
     int version = 0;
     if (!dq_store_exec(store, "BEGIN IMMEDIATE", err))
         return FALSE;
     if (existing_id <= 0 && !insert_document(store, doc, &id, &version, err))
+        goto fail;
+    if (existing_id > 0 && replace &&
+        !replace_outcome(store, existing_id, doc, render_settings, err))
         goto fail;
     if (!insert_pages(store, id, render_settings, pages, n_pages, err))
         goto fail;

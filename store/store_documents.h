@@ -51,11 +51,14 @@ gboolean dq_store_document_find(DqStore *store, const char *path, const char *sh
 void dq_document_lookup_clear(DqDocumentLookup *found);
 
 /* Records a document version and its pages in one transaction. With existing_id > 0 only the
- * pages are added to that document (the same bytes rendered with other settings). A version
+ * pages are added to that document (the same bytes rendered with other settings); with
+ * `replace` as well, that document's outcome (page_count, status, error, ingested_at) is
+ * overwritten and its pages for these settings replaced (a failed document retried). A version
  * that another process recorded meanwhile is reused, not duplicated. *out_id (may be NULL)
- * receives the document id and *out_version its version. */
+ * receives the document id and *out_version its version (0 when not inserted now). */
 gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
-                                  const char *render_settings, const DqPageRow *pages, int n_pages,
-                                  gint64 *out_id, int *out_version, GError **err);
+                                  gboolean replace, const char *render_settings,
+                                  const DqPageRow *pages, int n_pages, gint64 *out_id,
+                                  int *out_version, GError **err);
 
 #endif

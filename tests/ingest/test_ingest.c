@@ -769,7 +769,24 @@ static void test_failure_reasons(void) {
     assert_doc(&f, pages, "failed", "too_many_pages");
     g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", pages), ==,
                     3);
+    /* Unchanged bytes are not rendered again... */
     f.opt.max_pages = 100;
+    run_ingest(&f, pages);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    assert_doc(&f, pages, "failed", "too_many_pages");
+    /* ...unless asked: the same row (version 1) now holds the pages. */
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, pages);
+    assert_doc(&f, pages, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path = %Q", pages), ==, 1);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.status = 'ok'",
+                              pages),
+                    ==, 3);
+    /* A failure that cannot pass (the bytes are still empty) is not retried. */
+    run_ingest(&f, empty);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
     g_free(empty);
     g_free(txt);
     g_free(missing);
