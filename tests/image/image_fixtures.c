@@ -4,6 +4,7 @@
 #include <string.h>
 
 char *dq_fixture_dir(void) {
+#ifdef DQ_FULL_FIXTURES
     const char *shared = dq_test_shared_dir();
     if (shared != NULL) {
         char *dir = g_build_filename(shared, "fixtures", NULL);
@@ -12,6 +13,7 @@ char *dq_fixture_dir(void) {
         g_free(dir);
     }
     g_test_message("../shared/fixtures absent: using the compact fixtures in tests/fixtures");
+#endif
     return g_build_filename(dq_test_source_dir(), "tests", "fixtures", NULL);
 }
 

@@ -1,8 +1,9 @@
 /* Walks the golden fixtures' image preprocessing records (case.json `preprocess`), shared by the
  * image library's and the image processor's tests.
  *
- * The fixtures come from ../shared/fixtures when it exists, else from the compact set committed
- * under tests/fixtures (4 cases), which the walker says with g_test_message. */
+ * Unit builds read the compact set committed under tests/fixtures (4 cases, fast enough under
+ * sanitizers); builds with DQ_FULL_FIXTURES (the `slow` *_full tests) read all 12 cases from
+ * ../shared/fixtures, falling back to the compact set, with a message, where it is absent. */
 #ifndef DQ_TEST_IMAGE_FIXTURES_H
 #define DQ_TEST_IMAGE_FIXTURES_H
 
@@ -27,7 +28,7 @@ typedef struct {
 typedef void (*DqFixtureImageFn)(const DqFixtureImage *fx, void *user);
 int dq_fixture_foreach_image(DqFixtureImageFn fn, void *user);
 
-/* The fixtures folder in use: ../shared/fixtures or tests/fixtures. g_free the result. */
+/* The fixtures folder in use (see above). g_free the result. */
 char *dq_fixture_dir(void);
 
 /* SHA-256 of the image's raw HxWx3 bytes, lowercase hex. g_free the result. */
