@@ -29,5 +29,6 @@ int cmd_run(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_requeue(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 #endif

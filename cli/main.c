@@ -26,6 +26,7 @@ static const DqCommand commands[] = {
     {"status", cmd_status, "jobs per state, speed, ETA, failure reasons"},
     {"export", cmd_export, "write the answers as CSV or JSON lines"},
     {"requeue", cmd_requeue, "queue dead or failed jobs again"},
+    {"generate", cmd_generate, "run one prompt with images through the model"},
 };
 
 static void usage(FILE *out) {

@@ -1,0 +1,251 @@
+/* docqa generate: one prompt (with images) through the model; the conformance entry point.
+ *
+ *   docqa generate --model DIR [--image FILE]... (--prompt TEXT | --raw-prompt TEXT)
+ *                  [--max-new-tokens N] [--n-res N] [--no-split] [--ignore-eos]
+ *                  [--device cpu|cuda[:i]] [--json] [--dump-logits FILE]
+ *                  [--sample [--temperature T] [--top-p P] [--top-k K] [--seed S]]
+ *
+ * Without --json the answer text is printed (special tokens skipped). --json prints one object:
+ * input_ids, output_ids, text, tiles (tiles per image, global tile included), grid (rows, cols
+ * per image; 0, 0 for the single-tile form), timings_ms (preprocess, vision, prefill, decode),
+ * peak_rss_mb. --dump-logits writes the last prompt position's logits, vocab_size little-endian
+ * float32 values.
+ */
+#include "cli.h"
+
+#include "clock.h"
+#include "dq_error.h"
+#include "pipeline.h"
+
+#include <errno.h>
+#include <json-glib/json-glib.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    char *model_dir;
+    char **images;
+    char *prompt;
+    char *raw_prompt;
+    int max_new_tokens;
+    int n_res;
+    gboolean no_split;
+    gboolean ignore_eos;
+    char *device;
+    gboolean json;
+    char *dump_logits;
+    gboolean sample;
+    double temperature;
+    double top_p;
+    int top_k;
+    gint64 seed;
+} GenerateArgs;
+
+static gboolean write_logits(const char *path, const float *logits, int n, GError **err) {
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", path, g_strerror(errno));
+    gboolean ok = TRUE;
+    for (int i = 0; i < n && ok; i++) {
+        /* The file format is little-endian whatever the host is. */
+        guint32 bits;
+        memcpy(&bits, &logits[i], sizeof bits);
+        bits = GUINT32_TO_LE(bits);
+        ok = fwrite(&bits, sizeof bits, 1, f) == 1;
+    }
+    if (fclose(f) != 0)
+        ok = FALSE;
+    if (!ok)
+        return dq_fail(err, DQ_ERR_IO, "%s: write failed: %s", path, g_strerror(errno));
+    return TRUE;
+}
+
+static void add_int_array(JsonBuilder *b, const char *name, const int32_t *v, int n) {
+    json_builder_set_member_name(b, name);
+    json_builder_begin_array(b);
+    for (int i = 0; i < n; i++)
+        json_builder_add_int_value(b, v[i]);
+    json_builder_end_array(b);
+}
+
+static void print_json(const SmolvlmPrompt *prompt, const DqGenerateResult *res, const char *text,
+                       const DqGenerateTimings *tm) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    add_int_array(b, "input_ids", prompt->input_ids, prompt->n_input_ids);
+    add_int_array(b, "output_ids", res->output_ids, res->n_output_ids);
+    json_builder_set_member_name(b, "text");
+    json_builder_add_string_value(b, text);
+    json_builder_set_member_name(b, "stopped_on_eos");
+    json_builder_add_boolean_value(b, res->stopped_on_eos);
+    json_builder_set_member_name(b, "tiles");
+    json_builder_begin_array(b);
+    for (int i = 0; i < prompt->n_images; i++)
+        json_builder_add_int_value(b, prompt->images[i]->n_tiles);
+    json_builder_end_array(b);
+    json_builder_set_member_name(b, "grid");
+    json_builder_begin_array(b);
+    for (int i = 0; i < prompt->n_images; i++) {
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "rows");
+        json_builder_add_int_value(b, prompt->images[i]->rows);
+        json_builder_set_member_name(b, "cols");
+        json_builder_add_int_value(b, prompt->images[i]->cols);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+    json_builder_set_member_name(b, "timings_ms");
+    json_builder_begin_object(b);
+    const struct {
+        const char *name;
+        double ms;
+    } stages[] = {{"preprocess", prompt->preprocess_ms},
+                  {"vision", tm->vision_ms},
+                  {"prefill", tm->prefill_ms},
+                  {"decode", tm->decode_ms}};
+    for (size_t i = 0; i < G_N_ELEMENTS(stages); i++) {
+        json_builder_set_member_name(b, stages[i].name);
+        json_builder_add_double_value(b, stages[i].ms);
+    }
+    json_builder_end_object(b);
+    json_builder_set_member_name(b, "decode_tokens_per_s");
+    json_builder_add_double_value(b, tm->decode_ms > 0 ? tm->decode_steps / (tm->decode_ms / 1000.0)
+                                                       : 0.0);
+    json_builder_set_member_name(b, "peak_rss_mb");
+    json_builder_add_double_value(b, dq_peak_rss_mb());
+    json_builder_end_object(b);
+
+    JsonGenerator *gen = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(gen, root);
+    char *s = json_generator_to_data(gen, NULL);
+    printf("%s\n", s);
+    g_free(s);
+    json_node_unref(root);
+    g_object_unref(gen);
+    g_object_unref(b);
+}
+
+static int run_generate(GenerateArgs *a) {
+    GError *err = NULL;
+    int n_images = a->images ? (int)g_strv_length(a->images) : 0;
+    DqImage **images = g_new0(DqImage *, n_images > 0 ? n_images : 1);
+    SmolvlmPipeline *p = NULL;
+    SmolvlmPrompt prompt = {0};
+    DqGenerateResult res = {0};
+    int status = DQ_EXIT_FATAL;
+
+    for (int i = 0; i < n_images; i++)
+        if ((images[i] = dq_image_load(a->images[i], DQ_EXIF_APPLY, &err)) == NULL)
+            goto out;
+    SmolvlmOptions mopts = {.device = a->device};
+    if ((p = smolvlm_pipeline_open(a->model_dir, &mopts, &err)) == NULL)
+        goto out;
+    SmolvlmPrepareOptions popts = {.n_res = a->n_res, .no_split = a->no_split};
+    if (!smolvlm_prompt_build(p, (const DqImage *const *)images, n_images, a->prompt, a->raw_prompt,
+                              &popts, &prompt, &err))
+        goto out;
+
+    SmolvlmRequest req;
+    smolvlm_request_init(p, &prompt, &req);
+    if (a->max_new_tokens > 0)
+        req.options.max_new_tokens = a->max_new_tokens;
+    req.options.ignore_eos = a->ignore_eos;
+    if (a->sample) {
+        req.options.do_sample = TRUE;
+        if (a->temperature > 0)
+            req.options.temperature = a->temperature;
+        if (a->top_p > 0)
+            req.options.top_p = a->top_p;
+        if (a->top_k >= 0)
+            req.options.top_k = a->top_k;
+        req.options.seed = (uint64_t)a->seed;
+    } else {
+        req.options.do_sample = FALSE;
+    }
+    req.want_logits = a->dump_logits != NULL;
+    DqGenerateTimings tm = {0};
+    if (!smolvlm_generate(p->model, &req, 1, &res, &tm, &err))
+        goto out;
+    if (a->dump_logits != NULL &&
+        !write_logits(a->dump_logits, res.last_logits, smolvlm_config(p->model)->vocab_size, &err))
+        goto out;
+    char *text = tokenizer_decode(p->tok, res.output_ids, (size_t)res.n_output_ids, TRUE, NULL);
+    if (a->json)
+        print_json(&prompt, &res, text, &tm);
+    else
+        printf("%s\n", g_strstrip(text));
+    g_free(text);
+    status = DQ_EXIT_OK;
+out:
+    if (err != NULL)
+        status = dq_cli_fail(err);
+    dq_generate_result_clear(&res);
+    smolvlm_prompt_clear(&prompt);
+    smolvlm_pipeline_free(p);
+    for (int i = 0; i < n_images; i++)
+        dq_image_free(images[i]);
+    g_free(images);
+    return status;
+}
+
+int cmd_generate(int argc, char **argv) {
+    GenerateArgs a = {.max_new_tokens = 0, .top_k = -1, .device = NULL};
+    GOptionEntry entries[] = {
+        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &a.model_dir, "SmolVLM snapshot folder", "DIR"},
+        {"image", 'i', 0, G_OPTION_ARG_FILENAME_ARRAY, &a.images,
+         "an image (PNG or JPEG); repeat for several, in prompt order", "FILE"},
+        {"prompt", 'p', 0, G_OPTION_ARG_STRING, &a.prompt,
+         "the user's text; templated with the images before it", "TEXT"},
+        {"raw-prompt", 0, 0, G_OPTION_ARG_STRING, &a.raw_prompt,
+         "an already templated prompt; each <image> stands for the next image", "TEXT"},
+        {"max-new-tokens", 0, 0, G_OPTION_ARG_INT, &a.max_new_tokens,
+         "most tokens to generate (default: generation_config.json's, else 256)", "N"},
+        {"n-res", 0, 0, G_OPTION_ARG_INT, &a.n_res,
+         "resize so the longest edge is N x tile (default: the snapshot's)", "N"},
+        {"no-split", 0, 0, G_OPTION_ARG_NONE, &a.no_split, "one tile an image (no splitting)",
+         NULL},
+        {"ignore-eos", 0, 0, G_OPTION_ARG_NONE, &a.ignore_eos,
+         "generate exactly max-new-tokens tokens", NULL},
+        {"device", 'd', 0, G_OPTION_ARG_STRING, &a.device, "cpu (default) or cuda[:i]", "DEV"},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},
+        {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_logits,
+         "write the last prompt position's logits (float32 LE)", "FILE"},
+        {"sample", 0, 0, G_OPTION_ARG_NONE, &a.sample, "sample instead of greedy decoding", NULL},
+        {"temperature", 0, 0, G_OPTION_ARG_DOUBLE, &a.temperature, "sampling temperature", "T"},
+        {"top-p", 0, 0, G_OPTION_ARG_DOUBLE, &a.top_p, "nucleus sampling mass", "P"},
+        {"top-k", 0, 0, G_OPTION_ARG_INT, &a.top_k, "keep the K most likely tokens (0: off)", "K"},
+        {"seed", 0, 0, G_OPTION_ARG_INT64, &a.seed, "sampling seed", "S"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    GOptionContext *ctx = g_option_context_new("- run one prompt through the model");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    int status = DQ_EXIT_FATAL;
+    if (!dq_cli_parse(ctx, &argc, &argv))
+        goto out;
+    GError *err = NULL;
+    if (argc > 1)
+        dq_fail(&err, DQ_ERR_ARGS, "unexpected argument '%s'", argv[1]);
+    else if (a.model_dir == NULL)
+        dq_fail(&err, DQ_ERR_ARGS, "--model DIR is required");
+    else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
+        dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
+    else if (a.max_new_tokens < 0 || a.n_res < 0)
+        dq_fail(&err, DQ_ERR_ARGS, "--max-new-tokens and --n-res must be positive");
+    else if (a.sample && (a.temperature < 0 || a.top_p < 0 || a.top_p > 1))
+        dq_fail(&err, DQ_ERR_ARGS, "--temperature must be > 0 and --top-p in (0, 1]");
+    if (err != NULL) {
+        fprintf(stderr, "docqa generate: %s (see --help)\n", err->message);
+        g_error_free(err);
+        goto out;
+    }
+    status = run_generate(&a);
+out:
+    g_option_context_free(ctx);
+    g_free(a.model_dir);
+    g_strfreev(a.images);
+    g_free(a.prompt);
+    g_free(a.raw_prompt);
+    g_free(a.device);
+    g_free(a.dump_logits);
+    return status;
+}

@@ -1,0 +1,110 @@
+#include "pipeline.h"
+
+#include "clock.h"
+#include "dq_error.h"
+#include "prompt.h"
+
+#include <string.h>
+
+SmolvlmPipeline *smolvlm_pipeline_open(const char *snapshot_dir, const SmolvlmOptions *opts,
+                                       GError **err) {
+    SmolvlmPipeline *p = g_new0(SmolvlmPipeline, 1);
+    if ((p->model = smolvlm_open(snapshot_dir, opts, err)) == NULL ||
+        (p->tok = tokenizer_load_snapshot(snapshot_dir, err)) == NULL ||
+        (p->chat = chat_template_load(snapshot_dir, err)) == NULL ||
+        !image_processor_config_load(snapshot_dir, &p->proc, err) ||
+        (p->image_seq_len = prompt_image_seq_len_load(snapshot_dir, err)) < 0) {
+        smolvlm_pipeline_free(p);
+        return NULL;
+    }
+    /* The tokenizer and the model must agree on the <image> id, or image features would land
+     * on the wrong rows. */
+    int32_t image_id = tokenizer_added_token_id(p->tok, "<image>");
+    if (image_id != smolvlm_config(p->model)->image_token_id) {
+        dq_fail(err, DQ_ERR_MODEL,
+                "%s: tokenizer.json has <image> = %d but config.json says image_token_id = %d",
+                snapshot_dir, image_id, smolvlm_config(p->model)->image_token_id);
+        smolvlm_pipeline_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void smolvlm_pipeline_free(SmolvlmPipeline *p) {
+    if (p == NULL)
+        return;
+    if (p->chat)
+        chat_template_free(p->chat);
+    if (p->tok)
+        tokenizer_free(p->tok);
+    if (p->model)
+        smolvlm_free(p->model);
+    g_free(p);
+}
+
+gboolean smolvlm_prompt_build(SmolvlmPipeline *p, const DqImage *const *images, int n_images,
+                              const char *user_text, const char *raw_prompt,
+                              const SmolvlmPrepareOptions *opts, SmolvlmPrompt *out, GError **err) {
+    memset(out, 0, sizeof(*out));
+    if ((user_text == NULL) == (raw_prompt == NULL))
+        return dq_fail(err, DQ_ERR_ARGS, "give either a user prompt or a raw prompt, not both");
+    double t0 = dq_now_ms();
+    DqImageProcessorConfig cfg = p->proc;
+    if (opts != NULL && opts->n_res > 0)
+        image_processor_set_n_res(&cfg, opts->n_res);
+    if (opts != NULL && opts->no_split)
+        cfg.do_split = FALSE;
+
+    out->images = g_new0(DqImageTiles *, n_images > 0 ? n_images : 1);
+    out->n_images = n_images;
+    DqImageGrid *grids = g_new0(DqImageGrid, n_images > 0 ? n_images : 1);
+    char *chat = NULL, *expanded = NULL;
+    gboolean ok = FALSE;
+    for (int i = 0; i < n_images; i++) {
+        if ((out->images[i] = image_processor_run(&cfg, images[i], err)) == NULL) {
+            dq_error_prefix(err, "image %d", i + 1);
+            goto out;
+        }
+        grids[i].rows = out->images[i]->rows;
+        grids[i].cols = out->images[i]->cols;
+    }
+    chat = raw_prompt ? g_strdup(raw_prompt)
+                      : chat_template_render_user(p->chat, n_images, user_text, TRUE);
+    if ((expanded = prompt_expand(chat, grids, n_images, p->image_seq_len, err)) == NULL)
+        goto out;
+    size_t n_ids = 0;
+    if ((out->input_ids = tokenizer_encode(p->tok, expanded, -1, &n_ids, err)) == NULL)
+        goto out;
+    if (n_ids == 0 || n_ids > G_MAXINT) {
+        dq_fail(err, DQ_ERR_ARGS, "the prompt tokenizes to %zu ids", n_ids);
+        goto out;
+    }
+    out->n_input_ids = (int)n_ids;
+    out->preprocess_ms = dq_now_ms() - t0;
+    ok = TRUE;
+out:
+    g_free(grids);
+    g_free(chat);
+    g_free(expanded);
+    if (!ok)
+        smolvlm_prompt_clear(out);
+    return ok;
+}
+
+void smolvlm_prompt_clear(SmolvlmPrompt *prompt) {
+    for (int i = 0; i < prompt->n_images; i++)
+        if (prompt->images && prompt->images[i])
+            dq_image_tiles_free(prompt->images[i]);
+    g_free(prompt->images);
+    g_free(prompt->input_ids);
+    memset(prompt, 0, sizeof(*prompt));
+}
+
+void smolvlm_request_init(SmolvlmPipeline *p, const SmolvlmPrompt *prompt, SmolvlmRequest *req) {
+    memset(req, 0, sizeof(*req));
+    req->input_ids = prompt->input_ids;
+    req->n_input_ids = prompt->n_input_ids;
+    req->images = (const DqImageTiles *const *)prompt->images;
+    req->n_images = prompt->n_images;
+    dq_generate_options_init(&req->options, smolvlm_config(p->model));
+}
