@@ -19,6 +19,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("documents_partial", s->documents_partial);
     INT_MEMBER("documents_failed", s->documents_failed);
     INT_MEMBER("unchanged", s->unchanged);
+    INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
     INT_MEMBER("skipped", s->skipped);
     INT_MEMBER("pages_ok", s->pages_ok);
     INT_MEMBER("pages_failed", s->pages_failed);
@@ -65,11 +66,14 @@ static void print_text(const DqIngestSummary *s) {
         const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
         printf("%-7s %-18s %s\n", f->status, f->code, f->message ? f->message : f->path);
     }
-    printf("ingest: %d files: %d ok, %d partial, %d failed, %d unchanged (%d other files "
+    char earlier[64] = "";
+    if (s->unchanged_not_ok > 0)
+        snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
+    printf("ingest: %d files: %d ok, %d partial, %d failed, %d unchanged%s (%d other files "
            "skipped); %d pages in %.1f s (%.1f pages/s)%s\n",
            s->files, s->documents_ok, s->documents_partial, s->documents_failed, s->unchanged,
-           s->skipped, s->pages_ok, s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0,
-           s->interrupted ? "; interrupted" : "");
+           earlier, s->skipped, s->pages_ok, s->seconds,
+           s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, s->interrupted ? "; interrupted" : "");
 }
 
 int cmd_ingest(int argc, char **argv) {
@@ -161,9 +165,10 @@ int cmd_ingest(int argc, char **argv) {
         print_json(&sum, opt.n_res, opt.tile);
     else
         print_text(&sum);
-    rc = sum.interrupted                                         ? DQ_EXIT_INTERRUPTED
-         : sum.documents_failed > 0 || sum.documents_partial > 0 ? DQ_EXIT_PARTIAL
-                                                                 : DQ_EXIT_OK;
+    rc = sum.interrupted ? DQ_EXIT_INTERRUPTED
+         : sum.documents_failed > 0 || sum.documents_partial > 0 || sum.unchanged_not_ok > 0
+             ? DQ_EXIT_PARTIAL
+             : DQ_EXIT_OK;
     dq_ingest_summary_clear(&sum);
 out:
     dq_store_close(store);

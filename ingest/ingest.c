@@ -200,7 +200,7 @@ static void doc_fail(Doc *d, int reason, const char *msg) {
 
 static void page_resolve(Doc *d, int page, const char *status, int w, int h, double sw, double sh,
                          const char *sha, const char *code, const char *msg) {
-    if (page < 1 || page > d->page_count || d->pages[page - 1].resolved)
+    if (d->pages == NULL || page < 1 || page > d->page_count || d->pages[page - 1].resolved)
         return;
     PageResult *p = &d->pages[page - 1];
     p->resolved = TRUE;
@@ -239,7 +239,7 @@ static void record_doc(Run *r, Doc *d) {
             page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(d->fail_reason),
                          d->fail_message);
     int n_img = 0, first_bad = -1, n_bad = 0;
-    DqPageRow *rows = g_new0(DqPageRow, d->page_count > 0 ? d->page_count : 1);
+    DqPageRow *rows = g_new0(DqPageRow, d->pages != NULL && d->page_count > 0 ? d->page_count : 1);
     int n_rows = 0;
     for (int i = 0; d->pages && i < d->page_count; i++) {
         PageResult *p = &d->pages[i];
@@ -367,7 +367,8 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     d->entry = e;
     d->page_count = -1;
     int err_no = e->open_errno;
-    if (err_no == 0)
+    /* Only regular files are hashed: /dev/zero named on the command line would never end. */
+    if (err_no == 0 && e->regular)
         d->sha256 = hash_file(e->path, &err_no);
     DqDocumentLookup found;
     GError *err = NULL;
@@ -385,6 +386,8 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         g_strv_contains(retryable, found.error_code)) {
         d->replace = TRUE;
     } else if (found.id != 0 && (found.pages_with_settings > 0 || failed)) {
+        if (strcmp(found.status, "ok") != 0)
+            r->sum->unchanged_not_ok++;
         dq_document_lookup_clear(&found);
         r->sum->unchanged++;
         r->files_done++;
@@ -394,6 +397,12 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     }
     d->existing_id = found.id;
     dq_document_lookup_clear(&found);
+    if (d->sha256 == NULL && err_no == 0) {
+        char *m = g_strdup_printf("%s: not a regular file", e->path);
+        record_prefailed(r, d, DQ_INGEST_NOT_A_DOCUMENT, m);
+        g_free(m);
+        return NULL;
+    }
     if (d->sha256 == NULL) {
         char *m = g_strdup_printf("%s: %s", e->path, g_strerror(err_no));
         record_prefailed(r, d, DQ_INGEST_UNREADABLE, m);
@@ -479,7 +488,14 @@ static void handle_line(Run *r, Child *c, char *line) {
     guint n = g_strv_length(f);
     if (n >= 2 && strcmp(f[0], "count") == 0) {
         int count = atoi(f[1]);
-        if (d->page_count < 0 && count >= 0) {
+        if (d->page_count < 0 && count > r->opt->max_pages) {
+            /* Decided here too, before allocating anything for a count a file can fake. */
+            d->page_count = count;
+            char *m = g_strdup_printf("%s: %d pages is over the limit of %d", d->entry->path, count,
+                                      r->opt->max_pages);
+            doc_fail(d, DQ_INGEST_TOO_MANY_PAGES, m);
+            g_free(m);
+        } else if (d->page_count < 0 && count >= 0) {
             d->page_count = count;
             d->pages = g_new0(PageResult, count > 0 ? count : 1);
             if (n >= 3 && f[2][0] != '\0')

@@ -117,6 +117,7 @@ typedef struct {
     int documents_partial; /* recorded now, some pages failed */
     int documents_failed;  /* recorded now as failed */
     int unchanged;         /* already in the database: nothing added */
+    int unchanged_not_ok;  /* of those, recorded earlier as failed or partial */
     int skipped;           /* files in folders that are neither PDF nor TIFF */
     int pages_ok;          /* page images written now */
     int pages_failed;

@@ -22,6 +22,7 @@ typedef struct {
     char *path;        /* absolute */
     gboolean explicit; /* named on the command line */
     int open_errno;    /* != 0: could not stat or open it */
+    gboolean regular;  /* a regular file (not a device, FIFO or socket named explicitly) */
     gint64 bytes;
     gint64 mtime;
     DocKind kind;

@@ -92,6 +92,7 @@ static void add_file(Walk *w, const char *path, const struct stat *st, gboolean 
     if (st != NULL) {
         e->bytes = st->st_size;
         e->mtime = st->st_mtime;
+        e->regular = S_ISREG(st->st_mode);
     }
     uint8_t head[1024];
     ssize_t n = 0;

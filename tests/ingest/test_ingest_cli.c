@@ -99,6 +99,11 @@ static void test_exit_statuses(void) {
     g_object_unref(p);
     g_free(out);
 
+    /* Again: nothing new, but an input is still failed (recorded earlier): still 1. */
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, txt, NULL), ==, 1);
+    g_assert_nonnull(strstr(out, "1 unchanged, 1 of them failed or partial"));
+    g_free(out);
+
     /* Could not run: no paths, bad numbers, a database that cannot be created, a bad model. */
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, NULL), ==, 2);
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--n-res", "0", good, NULL), ==, 2);
