@@ -1,0 +1,101 @@
+/* One page through the model end to end, for scripts/bench-model.sh: preprocess (N x tile), the
+ * DocVQA prompt expanded and tokenized, vision, prefill, greedy decode (ignore_eos).
+ *
+ *   bench_model SNAPSHOT IMAGE [n_res=4] [max_new_tokens=32] [batch=1]
+ *
+ * Prints one line of key=value numbers: per-stage ms, decode tokens/s, peak RSS (MiB).
+ */
+#include "clock.h"
+#include "generate.h"
+#include "image_processor.h"
+#include "prompt.h"
+#include "tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int fail(GError *err) {
+    fprintf(stderr, "bench_model: %s\n", err->message);
+    g_error_free(err);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s SNAPSHOT IMAGE [n_res] [max_new_tokens] [batch]\n", argv[0]);
+        return 2;
+    }
+    const char *snap = argv[1], *image = argv[2];
+    int n_res = argc > 3 ? atoi(argv[3]) : 4;
+    int max_new = argc > 4 ? atoi(argv[4]) : 32;
+    int batch = argc > 5 ? atoi(argv[5]) : 1;
+    GError *err = NULL;
+
+    double t0 = dq_now_ms();
+    Smolvlm *m = smolvlm_open(snap, NULL, &err);
+    if (m == NULL)
+        return fail(err);
+    double load_ms = dq_now_ms() - t0;
+    DqTokenizer *tok = tokenizer_load_snapshot(snap, &err);
+    if (tok == NULL)
+        return fail(err);
+    int seq_len = prompt_image_seq_len_load(snap, &err);
+    if (seq_len <= 0)
+        return fail(err);
+
+    t0 = dq_now_ms();
+    DqImageProcessorConfig pc;
+    if (!image_processor_config_load(snap, &pc, &err))
+        return fail(err);
+    image_processor_set_n_res(&pc, n_res);
+    DqImage *rgb = dq_image_load(image, DQ_EXIF_APPLY, &err);
+    if (rgb == NULL)
+        return fail(err);
+    DqImageTiles *tiles = image_processor_run(&pc, rgb, &err);
+    if (tiles == NULL)
+        return fail(err);
+    DqImageGrid grid = {tiles->rows, tiles->cols};
+    char *expanded = prompt_expand("<|im_start|>User:<image>Look at the document and answer the "
+                                   "question. Question: What is the date?<end_of_utterance>\n"
+                                   "Assistant:",
+                                   &grid, 1, seq_len, &err);
+    if (expanded == NULL)
+        return fail(err);
+    size_t n_ids = 0;
+    int32_t *ids = tokenizer_encode(tok, expanded, -1, &n_ids, &err);
+    if (ids == NULL)
+        return fail(err);
+    double preprocess_ms = dq_now_ms() - t0;
+
+    const DqImageTiles *images[1] = {tiles};
+    SmolvlmRequest *reqs = g_new0(SmolvlmRequest, batch);
+    for (int i = 0; i < batch; i++) {
+        reqs[i] = (SmolvlmRequest){
+            .input_ids = ids, .n_input_ids = (int)n_ids, .images = images, .n_images = 1};
+        dq_generate_options_init(&reqs[i].options, smolvlm_config(m));
+        reqs[i].options.do_sample = FALSE;
+        reqs[i].options.max_new_tokens = max_new;
+        reqs[i].options.ignore_eos = TRUE;
+    }
+    DqGenerateResult *res = g_new0(DqGenerateResult, batch);
+    DqGenerateTimings tm;
+    if (!smolvlm_generate(m, reqs, batch, res, &tm, &err))
+        return fail(err);
+    int decoded = tm.generated_tokens - batch; /* the first token of each comes from prefill */
+    printf("model=%s tiles=%d prompt_tokens=%d batch=%d load_ms=%.0f preprocess_ms=%.0f "
+           "vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f decode_tok_s=%.2f peak_rss_mb=%.0f\n",
+           snap, tm.n_tiles, tm.prompt_tokens, batch, load_ms, preprocess_ms, tm.vision_ms,
+           tm.prefill_ms, tm.decode_ms, tm.decode_ms > 0 ? decoded / (tm.decode_ms / 1000) : 0,
+           tm.peak_rss_mb);
+    for (int i = 0; i < batch; i++)
+        dq_generate_result_clear(&res[i]);
+    g_free(res);
+    g_free(reqs);
+    g_free(ids);
+    g_free(expanded);
+    dq_image_tiles_free(tiles);
+    dq_image_free(rgb);
+    tokenizer_free(tok);
+    smolvlm_free(m);
+    return 0;
+}
