@@ -1,0 +1,61 @@
+/* The CUDA backend, and picking a backend from a device name.
+ *
+ *   DqBackend *be = dq_backend_open_device("cuda:1", &err);   // or "cpu", "cuda" (= cuda:0)
+ *   ... smolvlm's forward pass drives it through backend.h ...
+ *   dq_backend_free(be);
+ *
+ * What the CUDA backend does with the interface of backend.h:
+ * - Buffers from alloc() are device memory (float32 activations). They come from a caching pool:
+ *   release() keeps a block for the next alloc() of the same size class, so after the first
+ *   batch no cudaMalloc happens per batch or per token (only the backend's destroy frees them).
+ * - Weights: matrices (rows > 1: linear layers, embedding tables) are converted to bf16 once at
+ *   load, whatever the file holds (F32, BF16 or F16), and uploaded once; vectors (norm weights,
+ *   biases) stay float32. matmul runs cuBLAS bf16 x bf16 with float32 accumulation and a
+ *   float32 result; the activation is rounded to bf16 on the way in. Everything else
+ *   (norms, softmax, RoPE, residual adds) is float32.
+ * - All ops are queued on one CUDA stream with no host synchronisation, except download()
+ *   (which returns once the data is on the host). Host arrays an op takes (RoPE positions,
+ *   token ids) are staged through pinned host memory.
+ * - Ops cannot fail through the interface (they return void): the first CUDA error is kept and
+ *   reported by dq_backend_cuda_check() and by every later alloc (which then returns NULL).
+ *
+ * Built without CUDA (no nvcc at configure time), dq_backend_cuda_new() fails with
+ * DQ_ERR_DEVICE "built without CUDA".
+ */
+#ifndef DQ_BACKEND_CUDA_H
+#define DQ_BACKEND_CUDA_H
+
+#include "backend.h"
+
+#include <glib.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The CUDA backend on GPU `device` (0-based). Fails with DQ_ERR_DEVICE and a message saying
+ * why: built without CUDA, no GPU visible, device index out of range, the driver too old for
+ * this build's CUDA runtime (both versions named), or too little GPU memory. */
+DqBackend *dq_backend_cuda_new(int device, GError **err);
+
+/* TRUE when `be` is a CUDA backend. */
+gboolean dq_backend_is_cuda(const DqBackend *be);
+
+/* Waits for the queued work and reports the first CUDA error seen so far (DQ_ERR_DEVICE). */
+gboolean dq_backend_cuda_check(DqBackend *be, GError **err);
+
+/* Number of CUDA devices this process can use: 0 without CUDA, without a driver or without a
+ * GPU. When it is 0 and `why` is not NULL, *why is set to the reason (g_free it). */
+int dq_cuda_device_count(char **why);
+
+/* Parses a device name: "cpu", "cuda" (GPU 0) or "cuda:I". *cuda_index is -1 for the CPU. */
+gboolean dq_device_parse(const char *device, int *cuda_index, GError **err);
+
+/* The backend for a device name (NULL means "cpu"). */
+DqBackend *dq_backend_open_device(const char *device, GError **err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1159 @@
+/* The CUDA backend: backend.h on one GPU. See backend_cuda.h for what it promises; the notes
+ * here say how.
+ *
+ * - One stream per backend; every op is queued on it with no host synchronisation, so buffer
+ *   reuse (the caching pool, the bf16 activation scratch) is safe by stream order alone.
+ * - Linear layers: the activation is rounded to bf16 into a scratch buffer, then one cuBLAS
+ *   GemmEx (bf16 x bf16, float32 accumulation, float32 result). cuBLAS is bit-reproducible for a
+ *   given shape on a given GPU, so smolvlm's per-request products stay batch-invariant.
+ * - Attention: a flash-style kernel (K/V tiles in shared memory, online softmax, nothing of
+ *   size n_q x n_kv ever written) for the vision encoder and prefill, and a split-key decode
+ *   kernel for a handful of query rows over the KV cache.
+ * - Host arrays an op takes (positions, token ids) and uploads go through a pinned ring buffer;
+ *   the ring is only reused after a stream synchronisation, so a queued DMA never reads bytes
+ *   that were overwritten.
+ */
+#include <glib.h>
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+extern "C" {
+#include "backend.h"
+#include "backend_cuda.h"
+#include "dq_error.h"
+#include "safetensors.h"
+}
+
+/* Pinned staging ring for uploads, downloads and small host arrays. */
+#define DQ_CUDA_RING_BYTES ((size_t)32 << 20)
+/* Device staging for weight conversion at load (F32/F16/BF16 bytes -> bf16 or f32). */
+#define DQ_CUDA_LOAD_CHUNK ((size_t)32 << 20)
+/* cuBLAS workspace, given explicitly so that cuBLAS never allocates behind our back (which a
+ * CUDA graph capture would not allow). */
+#define DQ_CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
+
+typedef struct {
+    int device;
+    char label[320]; /* "cuda:0 (NVIDIA H100 80GB HBM3)" */
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+    /* caching pool */
+    GHashTable *live;       /* device ptr -> size class (bytes) of pool blocks in use */
+    GHashTable *free_lists; /* size class -> GSList of cached device ptrs */
+    size_t pool_bytes;      /* cudaMalloc'ed by the pool */
+    /* weights */
+    GHashTable *bf16;    /* device ptrs of weights stored as bf16 */
+    size_t weight_bytes; /* uploaded so far */
+    void *load_stage;    /* [DQ_CUDA_LOAD_CHUNK] bytes */
+    /* matmul input in bf16 */
+    __nv_bfloat16 *xbf; /* [xbf_cap] */
+    size_t xbf_cap;
+    /* pinned ring (host) and its device twin for small arrays */
+    uint8_t *ring_host;
+    uint8_t *ring_dev;
+    size_t ring_pos;
+    /* RoPE inverse frequencies, computed on the host exactly as the CPU reference does */
+    float *inv_freq; /* device [64 * 4] */
+    double inv_theta;
+    int inv_hd;
+    /* the first error; every later op is skipped */
+    cudaError_t sticky;
+    char sticky_msg[512];
+} CudaCtx;
+
+static CudaCtx *ctx_of(DqBackend *be) {
+    return (CudaCtx *)be->ctx;
+}
+
+static void record(CudaCtx *c, cudaError_t e, const char *what) {
+    if (e == cudaSuccess || c->sticky != cudaSuccess)
+        return;
+    c->sticky = e;
+    g_snprintf(c->sticky_msg, sizeof c->sticky_msg, "%s: %s failed: %s", c->label, what,
+               cudaGetErrorString(e));
+    g_warning("%s", c->sticky_msg);
+}
+
+static void record_blas(CudaCtx *c, cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS || c->sticky != cudaSuccess)
+        return;
+    c->sticky = cudaErrorUnknown;
+    g_snprintf(c->sticky_msg, sizeof c->sticky_msg, "%s: %s failed: cuBLAS status %d", c->label,
+               what, (int)s);
+    g_warning("%s", c->sticky_msg);
+}
+
+#define CK(c, call)        record((c), (call), #call)
+#define CK_LAUNCH(c, what) record((c), cudaGetLastError(), what)
+
+static unsigned grid_for(size_t n, unsigned block) {
+    size_t g = (n + block - 1) / block;
+    return (unsigned)MIN(MAX(g, (size_t)1), (size_t)1 << 20);
+}
+
+static double mib(size_t bytes) {
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* "X MiB free of Y MiB" for out-of-memory messages. */
+static void mem_info(char *buf, size_t len) {
+    size_t fr = 0, total = 0;
+    if (cudaMemGetInfo(&fr, &total) == cudaSuccess)
+        g_snprintf(buf, len, "%.0f MiB free of %.0f MiB", mib(fr), mib(total));
+    else
+        g_snprintf(buf, len, "free memory unknown");
+}
+
+/* ---- caching pool */
+
+static size_t size_class(size_t bytes) {
+    if (bytes <= 256)
+        return 256;
+    if (bytes <= ((size_t)1 << 20)) {
+        size_t s = 256;
+        while (s < bytes)
+            s <<= 1;
+        return s;
+    }
+    size_t gran = (size_t)2 << 20;
+    return (bytes + gran - 1) / gran * gran;
+}
+
+static void pool_trim(CudaCtx *c) {
+    /* Hands every cached block back to the driver (after the queued work that may use them). */
+    cudaStreamSynchronize(c->stream);
+    GHashTableIter it;
+    gpointer key, val;
+    g_hash_table_iter_init(&it, c->free_lists);
+    while (g_hash_table_iter_next(&it, &key, &val)) {
+        for (GSList *l = (GSList *)val; l != NULL; l = l->next) {
+            cudaFree(l->data);
+            c->pool_bytes -= GPOINTER_TO_SIZE(key);
+        }
+        g_slist_free((GSList *)val);
+        g_hash_table_iter_remove(&it);
+    }
+}
+
+static void *pool_get(CudaCtx *c, size_t bytes) {
+    size_t cls = size_class(bytes);
+    gpointer key = GSIZE_TO_POINTER(cls);
+    GSList *l = (GSList *)g_hash_table_lookup(c->free_lists, key);
+    void *p = NULL;
+    if (l != NULL) {
+        p = l->data;
+        g_hash_table_insert(c->free_lists, key, g_slist_delete_link(l, l));
+    } else {
+        if (cudaMalloc(&p, cls) != cudaSuccess) {
+            cudaGetLastError(); /* not sticky: out of memory is reported, not fatal */
+            pool_trim(c);
+            if (cudaMalloc(&p, cls) != cudaSuccess) {
+                cudaGetLastError();
+                char info[96];
+                mem_info(info, sizeof info);
+                g_warning("%s: out of GPU memory: a buffer of %.1f MiB is needed, %s "
+                          "(%.0f MiB in docqa's pool, %.0f MiB of weights)",
+                          c->label, mib(cls), info, mib(c->pool_bytes), mib(c->weight_bytes));
+                return NULL;
+            }
+        }
+        c->pool_bytes += cls;
+    }
+    g_hash_table_insert(c->live, p, key);
+    return p;
+}
+
+static gboolean pool_put(CudaCtx *c, void *p) {
+    gpointer key;
+    if (!g_hash_table_lookup_extended(c->live, p, NULL, &key))
+        return FALSE;
+    g_hash_table_remove(c->live, p);
+    GSList *l = (GSList *)g_hash_table_lookup(c->free_lists, key);
+    g_hash_table_insert(c->free_lists, key, g_slist_prepend(l, p));
+    return TRUE;
+}
+
+/* ---- pinned ring */
+
+/* Room for `bytes` in the ring (64-byte aligned); waits for the stream when it wraps, so the
+ * returned region is no longer read by any queued copy. NULL when bytes exceed the ring. */
+static size_t ring_take(CudaCtx *c, size_t bytes, gboolean *ok) {
+    bytes = (bytes + 63) & ~(size_t)63;
+    *ok = bytes <= DQ_CUDA_RING_BYTES;
+    if (!*ok)
+        return 0;
+    if (c->ring_pos + bytes > DQ_CUDA_RING_BYTES) {
+        CK(c, cudaStreamSynchronize(c->stream));
+        c->ring_pos = 0;
+    }
+    size_t off = c->ring_pos;
+    c->ring_pos += bytes;
+    return off;
+}
+
+/* A device copy of a small host array, valid for the ops queued next. */
+static const void *stage_small(CudaCtx *c, const void *host, size_t bytes) {
+    gboolean ok;
+    size_t off = ring_take(c, bytes, &ok);
+    if (!ok) {
+        record(c, cudaErrorInvalidValue, "staging a host array larger than the pinned ring");
+        return NULL;
+    }
+    memcpy(c->ring_host + off, host, bytes);
+    CK(c, cudaMemcpyAsync(c->ring_dev + off, c->ring_host + off, bytes, cudaMemcpyHostToDevice,
+                          c->stream));
+    return c->ring_dev + off;
+}
+
+/* ---- memory ops */
+
+static float *cuda_alloc(DqBackend *be, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (c->sticky != cudaSuccess)
+        return NULL;
+    size_t bytes = MAX(n, (size_t)1) * sizeof(float);
+    float *p = (float *)pool_get(c, bytes);
+    /* Zero-filled like the CPU backend's buffers. */
+    if (p != NULL)
+        CK(c, cudaMemsetAsync(p, 0, bytes, c->stream));
+    return p;
+}
+
+static void cuda_release(DqBackend *be, float *buf) {
+    CudaCtx *c = ctx_of(be);
+    if (buf != NULL && !pool_put(c, buf))
+        g_warning("%s: release of a pointer the pool never gave out", c->label);
+}
+
+static void cuda_upload(DqBackend *be, float *dst, const float *src, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    size_t bytes = n * sizeof(float);
+    for (size_t done = 0; done < bytes && c->sticky == cudaSuccess;) {
+        size_t part = MIN(bytes - done, DQ_CUDA_RING_BYTES / 2);
+        gboolean ok;
+        size_t off = ring_take(c, part, &ok);
+        memcpy(c->ring_host + off, (const uint8_t *)src + done, part);
+        CK(c, cudaMemcpyAsync((uint8_t *)dst + done, c->ring_host + off, part,
+                              cudaMemcpyHostToDevice, c->stream));
+        done += part;
+    }
+}
+
+static void cuda_download(DqBackend *be, float *dst, const float *src, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    size_t bytes = n * sizeof(float);
+    if (c->sticky != cudaSuccess) {
+        memset(dst, 0, bytes);
+        return;
+    }
+    for (size_t done = 0; done < bytes;) {
+        size_t part = MIN(bytes - done, DQ_CUDA_RING_BYTES);
+        gboolean ok;
+        size_t off = ring_take(c, part, &ok);
+        CK(c, cudaMemcpyAsync(c->ring_host + off, (const uint8_t *)src + done, part,
+                              cudaMemcpyDeviceToHost, c->stream));
+        CK(c, cudaStreamSynchronize(c->stream));
+        memcpy((uint8_t *)dst + done, c->ring_host + off, part);
+        c->ring_pos = 0; /* the stream is idle: the whole ring is free */
+        done += part;
+    }
+}
+
+static void cuda_copy(DqBackend *be, float *dst, const float *src, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n > 0 && dst != src)
+        CK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
+}
+
+/* ---- weights */
+
+__device__ __forceinline__ float load_src(const void *src, int dtype, size_t i) {
+    if (dtype == DQ_DTYPE_F32)
+        return ((const float *)src)[i];
+    if (dtype == DQ_DTYPE_BF16)
+        return __bfloat162float(((const __nv_bfloat16 *)src)[i]);
+    return __half2float(((const __half *)src)[i]);
+}
+
+__global__ void convert_to_bf16_kernel(__nv_bfloat16 *dst, const void *src, int dtype, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(load_src(src, dtype, i));
+}
+
+__global__ void convert_to_f32_kernel(float *dst, const void *src, int dtype, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = load_src(src, dtype, i);
+}
+
+static gboolean is_bf16(CudaCtx *c, const DqWeight *w) {
+    return g_hash_table_contains(c->bf16, w->data);
+}
+
+static gboolean cuda_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
+                                 GError **err) {
+    CudaCtx *c = ctx_of(be);
+    memset(w, 0, sizeof *w);
+    w->rows = rows;
+    w->cols = cols;
+    if ((int64_t)rows * cols != t->numel)
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
+                       t->file, t->name, t->numel, rows, cols);
+    if (c->sticky != cudaSuccess)
+        return dq_fail(err, DQ_ERR_DEVICE, "%s", c->sticky_msg);
+    /* Matrices (linear layers, embedding tables) in bf16: half the memory and the tensor-core
+     * path; vectors (norm weights, biases) stay float32 since they cost nothing. */
+    gboolean to_bf16 = rows > 1;
+    size_t n = (size_t)t->numel, esz = dq_dtype_size(t->dtype);
+    size_t bytes = n * (to_bf16 ? sizeof(__nv_bfloat16) : sizeof(float));
+    void *dst = NULL;
+    if (cudaMalloc(&dst, MAX(bytes, (size_t)1)) != cudaSuccess) {
+        cudaGetLastError();
+        pool_trim(c);
+        if (cudaMalloc(&dst, MAX(bytes, (size_t)1)) != cudaSuccess) {
+            cudaGetLastError();
+            char info[96];
+            mem_info(info, sizeof info);
+            return dq_fail(err, DQ_ERR_DEVICE,
+                           "%s: out of GPU memory loading tensor '%s' of %s (%.1f MiB more "
+                           "needed): %.0f MiB of weights loaded so far, %s",
+                           c->label, t->name, t->file, mib(bytes), mib(c->weight_bytes), info);
+        }
+    }
+    /* The file's bytes go up in chunks and are converted on the GPU. */
+    size_t per_chunk = DQ_CUDA_LOAD_CHUNK / esz;
+    for (size_t i0 = 0; i0 < n; i0 += per_chunk) {
+        size_t m = MIN(per_chunk, n - i0);
+        CK(c, cudaMemcpyAsync(c->load_stage, (const uint8_t *)t->data + i0 * esz, m * esz,
+                              cudaMemcpyHostToDevice, c->stream));
+        if (to_bf16)
+            convert_to_bf16_kernel<<<grid_for(m, 256), 256, 0, c->stream>>>(
+                (__nv_bfloat16 *)dst + i0, c->load_stage, (int)t->dtype, m);
+        else
+            convert_to_f32_kernel<<<grid_for(m, 256), 256, 0, c->stream>>>(
+                (float *)dst + i0, c->load_stage, (int)t->dtype, m);
+        CK_LAUNCH(c, "weight conversion");
+        /* The stage is reused by the next chunk; pageable copies are not ordered with it. */
+        CK(c, cudaStreamSynchronize(c->stream));
+    }
+    if (c->sticky != cudaSuccess) {
+        cudaFree(dst);
+        return dq_fail(err, DQ_ERR_DEVICE, "%s: loading tensor '%s' of %s: %s", c->label, t->name,
+                       t->file, c->sticky_msg);
+    }
+    c->weight_bytes += bytes;
+    w->data = (const float *)dst;
+    w->owned = dst;
+    if (to_bf16)
+        g_hash_table_add(c->bf16, dst);
+    return TRUE;
+}
+
+static void cuda_weight_free(DqBackend *be, DqWeight *w) {
+    CudaCtx *c = ctx_of(be);
+    if (w->owned != NULL) {
+        /* smolvlm builds some weights from alloc()ed buffers (gathered position embeddings). */
+        if (!pool_put(c, w->owned)) {
+            g_hash_table_remove(c->bf16, w->owned);
+            cudaStreamSynchronize(c->stream);
+            cudaFree(w->owned);
+        }
+    }
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- matmul */
+
+__global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void fill_rows_kernel(float *y, const float *bias, int n, int cols) {
+    size_t total = (size_t)n * cols;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = bias[i % cols];
+}
+
+static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                        const DqWeight *bias, int n) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    float alpha = 1.0f, beta = 0.0f;
+    if (bias != NULL) {
+        /* torch's addmm: C starts as the bias. */
+        fill_rows_kernel<<<grid_for((size_t)n * w->rows, 256), 256, 0, c->stream>>>(y, bias->data,
+                                                                                    n, w->rows);
+        CK_LAUNCH(c, "bias");
+        beta = 1.0f;
+    }
+    /* Row-major y [n, out] = x [n, in] . W^T is column-major y^T [out, n] = W [out, in] . x^T,
+     * where the row-major W read column-major is W^T: op(A) = T. */
+    cublasStatus_t s;
+    if (is_bf16(c, w)) {
+        size_t nx = (size_t)n * w->cols;
+        if (nx > c->xbf_cap) {
+            if (c->xbf != NULL)
+                pool_put(c, c->xbf);
+            c->xbf = (__nv_bfloat16 *)pool_get(c, nx * sizeof(__nv_bfloat16));
+            c->xbf_cap = c->xbf != NULL ? size_class(nx * sizeof(__nv_bfloat16)) / 2 : 0;
+            if (c->xbf == NULL) {
+                record(c, cudaErrorMemoryAllocation, "matmul input buffer");
+                return;
+            }
+        }
+        f32_to_bf16_kernel<<<grid_for(nx, 256), 256, 0, c->stream>>>(c->xbf, x, nx);
+        CK_LAUNCH(c, "matmul input to bf16");
+        s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, n, w->cols, &alpha, w->data,
+                         CUDA_R_16BF, w->cols, c->xbf, CUDA_R_16BF, w->cols, &beta, y, CUDA_R_32F,
+                         w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    } else {
+        s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, n, w->cols, &alpha, w->data,
+                         CUDA_R_32F, w->cols, x, CUDA_R_32F, w->cols, &beta, y, CUDA_R_32F, w->rows,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
+    record_blas(c, s, "cublasGemmEx");
+}
+
+/* ---- norms */
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024). */
+__device__ float block_sum(float v, float *shared32) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads(); /* shared32 may still be read from a previous call */
+    if (lane == 0)
+        shared32[warp] = v;
+    __syncthreads();
+    int n_warps = blockDim.x / 32;
+    float t = lane < n_warps ? shared32[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        t += __shfl_xor_sync(0xffffffffu, t, o);
+    return t;
+}
+
+__global__ void layernorm_kernel(float *y, const float *x, const float *w, const float *b, int dim,
+                                 float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *yr = y + (size_t)blockIdx.x * dim;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        s += xr[i];
+    float mean = block_sum(s, red) / (float)dim;
+    float v = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float d = xr[i] - mean;
+        v += d * d;
+    }
+    float var = block_sum(v, red) / (float)dim;
+    float inv = rsqrtf(var + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+}
+
+__global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int dim, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *yr = y + (size_t)blockIdx.x * dim;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        s += xr[i] * xr[i];
+    float inv = rsqrtf(block_sum(s, red) / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        yr[i] = w[i] * (xr[i] * inv);
+}
+
+static int norm_threads(int dim) {
+    return dim >= 1024 ? 256 : dim >= 256 ? 128 : 64;
+}
+
+static void cuda_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                           const DqWeight *b, int n, int dim, float eps) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    layernorm_kernel<<<n, norm_threads(dim), 0, c->stream>>>(y, x, w->data, b->data, dim, eps);
+    CK_LAUNCH(c, "layernorm");
+}
+
+static void cuda_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
+                         float eps) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    rmsnorm_kernel<<<n, norm_threads(dim), 0, c->stream>>>(y, x, w->data, dim, eps);
+    CK_LAUNCH(c, "rmsnorm");
+}
+
+/* ---- rope */
+
+__global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int n, int n_heads,
+                            int head_dim) {
+    int half = head_dim / 2;
+    size_t total = (size_t)n * half;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
+         t += (size_t)gridDim.x * blockDim.x) {
+        int r = (int)(t / half), i = (int)(t % half);
+        /* As the CPU reference (and transformers): the angle in float32, cos/sin of it. */
+        float angle = (float)pos[r] * inv_freq[i];
+        float cs = (float)cos((double)angle), sn = (float)sin((double)angle);
+        float *xr = x + (size_t)r * n_heads * head_dim;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = xr + (size_t)h * head_dim;
+            float a = v[i], b = v[i + half];
+            v[i] = a * cs - b * sn;
+            v[i + half] = b * cs + a * sn;
+        }
+    }
+}
+
+static void cuda_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                      double theta) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    int half = head_dim / 2;
+    if (half > 256) {
+        record(c, cudaErrorInvalidValue, "rope: head_dim over 512");
+        return;
+    }
+    if (c->inv_theta != theta || c->inv_hd != head_dim) {
+        /* The inverse frequencies with the host's powf, bit for bit what the CPU uses. */
+        float host[256];
+        for (int i = 0; i < half; i++)
+            host[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)head_dim);
+        CK(c, cudaMemcpyAsync(c->inv_freq, stage_small(c, host, (size_t)half * sizeof(float)),
+                              (size_t)half * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
+        c->inv_theta = theta;
+        c->inv_hd = head_dim;
+    }
+    const int32_t *dpos = (const int32_t *)stage_small(c, pos, (size_t)n * sizeof(int32_t));
+    if (dpos == NULL)
+        return;
+    rope_kernel<<<grid_for((size_t)n * half, 256), 256, 0, c->stream>>>(x, dpos, c->inv_freq, n,
+                                                                        n_heads, head_dim);
+    CK_LAUNCH(c, "rope");
+}
+
+/* ---- attention */
+
+typedef struct {
+    int n_q, n_kv, n_heads, n_kv_heads, head_dim;
+    int q_stride, kv_stride, q_pos0, causal;
+    size_t q_seq_stride, kv_seq_stride;
+    float scale;
+} AttArgs;
+
+#define ATT_BQ    32 /* query rows per block of the flash kernel */
+#define ATT_BK    32 /* keys per shared-memory tile (one per lane) */
+#define ATT_WARPS 8
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Flash-style attention: block (q tile, head, sequence); 8 warps, each owning 4 query rows.
+ * Per K/V tile of 32 keys in shared memory, lane j scores key j for a row, the warp updates the
+ * row's running max / sum, and lane d accumulates output dims d, d + 32, ... (NCH of them). */
+template <int NCH>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+    attn_flash_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a) {
+    extern __shared__ float smem[];
+    const int hd = a.head_dim, kp = hd + 1; /* K rows padded: lane j reads row j conflict-free */
+    float *sq = smem;                       /* [ATT_BQ, hd] scaled queries */
+    float *sk = sq + ATT_BQ * hd;           /* [ATT_BK, hd + 1] */
+    float *sv = sk + ATT_BK * kp;           /* [ATT_BK, hd] */
+    const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * ATT_BQ;
+    const int g = h / (a.n_heads / a.n_kv_heads);
+    const float *qb = q + s * a.q_seq_stride + (size_t)h * hd;
+    const float *kb = k + s * a.kv_seq_stride + (size_t)g * hd;
+    const float *vb = v + s * a.kv_seq_stride + (size_t)g * hd;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int RPW = ATT_BQ / ATT_WARPS;
+
+    for (int idx = threadIdx.x; idx < ATT_BQ * hd; idx += blockDim.x) {
+        int r = idx / hd, d = idx % hd, i = i0 + r;
+        sq[idx] = i < a.n_q ? qb[(size_t)i * a.q_stride + d] * a.scale : 0.0f;
+    }
+    const int i_last = min(i0 + ATT_BQ, a.n_q) - 1;
+    const int kv_end = a.causal ? min(a.n_kv, a.q_pos0 + i_last + 1) : a.n_kv;
+
+    float m[RPW], l[RPW], acc[RPW][NCH];
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int ch = 0; ch < NCH; ch++)
+            acc[r][ch] = 0.0f;
+    }
+    for (int j0 = 0; j0 < kv_end; j0 += ATT_BK) {
+        __syncthreads(); /* the previous tile is no longer read */
+        for (int idx = threadIdx.x; idx < ATT_BK * hd; idx += blockDim.x) {
+            int jj = idx / hd, d = idx % hd, j = j0 + jj;
+            gboolean in = j < kv_end;
+            sk[jj * kp + d] = in ? kb[(size_t)j * a.kv_stride + d] : 0.0f;
+            sv[jj * hd + d] = in ? vb[(size_t)j * a.kv_stride + d] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            const int rr = warp * RPW + r, i = i0 + rr;
+            if (i >= a.n_q)
+                continue; /* warp-uniform */
+            const int visible = a.causal ? min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
+            const int j = j0 + lane;
+            float sc = -INFINITY;
+            if (j < visible) {
+                const float *qr = sq + rr * hd, *kr = sk + lane * kp;
+                float dot = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    dot += qr[d] * kr[d];
+                sc = dot;
+            }
+            const float tmax = warp_max(sc);
+            if (tmax == -INFINITY)
+                continue; /* every key of this tile is in the row's future */
+            const float mnew = fmaxf(m[r], tmax);
+            const float corr = __expf(m[r] - mnew);
+            const float p = j < visible ? __expf(sc - mnew) : 0.0f;
+            l[r] = l[r] * corr + warp_sum(p);
+#pragma unroll
+            for (int ch = 0; ch < NCH; ch++)
+                acc[r][ch] *= corr;
+            for (int jj = 0; jj < ATT_BK; jj++) {
+                const float pj = __shfl_sync(0xffffffffu, p, jj);
+#pragma unroll
+                for (int ch = 0; ch < NCH; ch++) {
+                    const int d = lane + 32 * ch;
+                    if (d < hd)
+                        acc[r][ch] += pj * sv[jj * hd + d];
+                }
+            }
+            m[r] = mnew;
+        }
+    }
+    const size_t out_stride = (size_t)a.n_heads * hd;
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        const int i = i0 + warp * RPW + r;
+        if (i >= a.n_q)
+            continue;
+        float *o = out + ((size_t)s * a.n_q + i) * out_stride + (size_t)h * hd;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+        for (int ch = 0; ch < NCH; ch++) {
+            const int d = lane + 32 * ch;
+            if (d < hd)
+                o[d] = acc[r][ch] * inv;
+        }
+    }
+}
+
+/* Decode attention: block (query row, head, sequence) for a few query rows over a long KV
+ * cache. Each warp takes every 8th tile of 32 keys with its own running max / sum; the warps'
+ * partial results are merged at the end. */
+template <int NCH>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+    attn_decode_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a) {
+    __shared__ float sq[NCH * 32];
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
+    __shared__ float sacc[ATT_WARPS][NCH * 32];
+    const int hd = a.head_dim;
+    const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    const int g = h / (a.n_heads / a.n_kv_heads);
+    const float *qr = q + s * a.q_seq_stride + (size_t)i * a.q_stride + (size_t)h * hd;
+    const float *kb = k + s * a.kv_seq_stride + (size_t)g * hd;
+    const float *vb = v + s * a.kv_seq_stride + (size_t)g * hd;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        sq[d] = qr[d] * a.scale;
+    __syncthreads();
+    const int visible = a.causal ? min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
+    float m = -INFINITY, l = 0.0f, acc[NCH];
+#pragma unroll
+    for (int ch = 0; ch < NCH; ch++)
+        acc[ch] = 0.0f;
+    for (int j0 = warp * 32; j0 < visible; j0 += ATT_WARPS * 32) {
+        const int j = j0 + lane;
+        float sc = -INFINITY;
+        if (j < visible) {
+            const float *kr = kb + (size_t)j * a.kv_stride;
+            float dot = 0.0f;
+            for (int d = 0; d < hd; d++)
+                dot += sq[d] * kr[d];
+            sc = dot;
+        }
+        const float mnew = fmaxf(m, warp_max(sc)); /* finite: key j0 is visible */
+        const float corr = __expf(m - mnew);
+        const float p = j < visible ? __expf(sc - mnew) : 0.0f;
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int ch = 0; ch < NCH; ch++)
+            acc[ch] *= corr;
+        const int n_here = min(32, visible - j0);
+        for (int jj = 0; jj < n_here; jj++) {
+            const float pj = __shfl_sync(0xffffffffu, p, jj);
+            const float *vr = vb + (size_t)(j0 + jj) * a.kv_stride;
+#pragma unroll
+            for (int ch = 0; ch < NCH; ch++) {
+                const int d = lane + 32 * ch;
+                if (d < hd)
+                    acc[ch] += pj * vr[d];
+            }
+        }
+        m = mnew;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int ch = 0; ch < NCH; ch++)
+        sacc[warp][lane + 32 * ch] = acc[ch];
+    __syncthreads();
+    float mt = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++)
+        mt = fmaxf(mt, sm[w]);
+    float lt = 0.0f;
+    for (int w = 0; w < ATT_WARPS; w++)
+        lt += sm[w] == -INFINITY ? 0.0f : sl[w] * __expf(sm[w] - mt);
+    float *o = out + ((size_t)s * a.n_q + i) * ((size_t)a.n_heads * hd) + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float t = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (sm[w] != -INFINITY)
+                t += sacc[w][d] * __expf(sm[w] - mt);
+        o[d] = lt > 0.0f ? t / lt : 0.0f;
+    }
+}
+
+static size_t flash_smem(int hd) {
+    return ((size_t)ATT_BQ * hd + (size_t)ATT_BK * (hd + 1) + (size_t)ATT_BK * hd) * sizeof(float);
+}
+
+/* Query rows up to which the decode kernel is used: it parallelises over keys, the flash
+ * kernel over query rows. */
+#define ATT_DECODE_ROWS 4
+
+template <int NCH>
+static void launch_attention(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
+                             const DqAttention *da, const AttArgs &a) {
+    if (da->n_q <= ATT_DECODE_ROWS) {
+        dim3 grid(da->n_q, da->n_heads, da->n_seq);
+        attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a);
+    } else {
+        dim3 grid((da->n_q + ATT_BQ - 1) / ATT_BQ, da->n_heads, da->n_seq);
+        attn_flash_kernel<NCH>
+            <<<grid, ATT_WARPS * 32, flash_smem(da->head_dim), c->stream>>>(out, q, k, v, a);
+    }
+    CK_LAUNCH(c, "attention");
+}
+
+static void cuda_attention(DqBackend *be, float *out, const float *q, const float *k,
+                           const float *v, const DqAttention *da) {
+    CudaCtx *c = ctx_of(be);
+    if (da->n_seq <= 0 || da->n_q <= 0 || c->sticky != cudaSuccess)
+        return;
+    if (da->n_kv_heads <= 0 || da->n_heads % da->n_kv_heads != 0 || da->n_seq > 65535 ||
+        da->n_heads > 65535) {
+        record(c, cudaErrorInvalidValue, "attention: unsupported head layout");
+        return;
+    }
+    AttArgs a = {da->n_q,      da->n_kv,         da->n_heads,       da->n_kv_heads,
+                 da->head_dim, da->q_stride,     da->kv_stride,     da->q_pos0,
+                 da->causal,   da->q_seq_stride, da->kv_seq_stride, da->scale};
+    if (da->head_dim <= 32)
+        launch_attention<1>(c, out, q, k, v, da, a);
+    else if (da->head_dim <= 64)
+        launch_attention<2>(c, out, q, k, v, da, a);
+    else if (da->head_dim <= 96)
+        launch_attention<3>(c, out, q, k, v, da, a);
+    else if (da->head_dim <= 128)
+        launch_attention<4>(c, out, q, k, v, da, a);
+    else
+        record(c, cudaErrorInvalidValue, "attention: head_dim over 128");
+}
+
+/* ---- element-wise */
+
+__global__ void gelu_tanh_kernel(float *x, size_t n) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+__global__ void silu_mul_kernel(float *gate, const float *up, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i];
+        gate[i] = (g / (1.0f + expf(-g))) * up[i];
+    }
+}
+
+__global__ void add_kernel(float *y, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+template <typename T>
+__global__ void add_broadcast_kernel(float *y, const T *w, size_t inner, size_t total) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] += (float)w[i % inner];
+}
+
+static void cuda_gelu_tanh(DqBackend *be, float *x, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n == 0 || c->sticky != cudaSuccess)
+        return;
+    gelu_tanh_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(x, n);
+    CK_LAUNCH(c, "gelu_tanh");
+}
+
+static void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n == 0 || c->sticky != cudaSuccess)
+        return;
+    silu_mul_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(gate, up, n);
+    CK_LAUNCH(c, "silu_mul");
+}
+
+static void cuda_add(DqBackend *be, float *y, const float *x, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n == 0 || c->sticky != cudaSuccess)
+        return;
+    add_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(y, x, n);
+    CK_LAUNCH(c, "add");
+}
+
+static void cuda_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n_outer) {
+    CudaCtx *c = ctx_of(be);
+    size_t inner = (size_t)w->rows * w->cols, total = inner * (size_t)MAX(n_outer, 0);
+    if (total == 0 || c->sticky != cudaSuccess)
+        return;
+    if (is_bf16(c, w))
+        add_broadcast_kernel<__nv_bfloat16><<<grid_for(total, 256), 256, 0, c->stream>>>(
+            y, (const __nv_bfloat16 *)w->data, inner, total);
+    else
+        add_broadcast_kernel<float>
+            <<<grid_for(total, 256), 256, 0, c->stream>>>(y, w->data, inner, total);
+    CK_LAUNCH(c, "add_broadcast");
+}
+
+/* ---- layout ops */
+
+__global__ void patchify_kernel(float *out, const float *px, int tiles, int channels, int tile,
+                                int patch) {
+    const int side = tile / patch;
+    const size_t feat = (size_t)channels * patch * patch;
+    const size_t total = (size_t)tiles * side * side * feat;
+    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < total;
+         o += (size_t)gridDim.x * blockDim.x) {
+        size_t f = o % feat, pidx = o / feat;
+        int t = (int)(pidx / ((size_t)side * side)), pr = (int)(pidx % ((size_t)side * side));
+        int py = pr / side, pxi = pr % side;
+        int ch = (int)(f / ((size_t)patch * patch)), rem = (int)(f % ((size_t)patch * patch));
+        int yy = rem / patch, xx = rem % patch;
+        out[o] = px[(((size_t)t * channels + ch) * tile + (size_t)py * patch + yy) * tile +
+                    (size_t)pxi * patch + xx];
+    }
+}
+
+__global__ void pixel_shuffle_kernel(float *out, const float *in, int tiles, int side, int dim,
+                                     int s) {
+    const int oside = side / s;
+    const size_t odim = (size_t)dim * s * s;
+    const size_t total = (size_t)tiles * oside * oside * odim;
+    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < total;
+         o += (size_t)gridDim.x * blockDim.x) {
+        size_t f = o % odim, tok = o / odim;
+        int t = (int)(tok / ((size_t)oside * oside)), tr = (int)(tok % ((size_t)oside * oside));
+        int oi = tr / oside, oj = tr % oside;
+        int mk = (int)(f / dim), d = (int)(f % dim);
+        int mm = mk / s, kk = mk % s;
+        out[o] =
+            in[((size_t)t * side * side + (size_t)(oi * s + mm) * side + oj * s + kk) * dim + d];
+    }
+}
+
+template <typename T>
+__global__ void embed_kernel(float *out, const T *table, const int32_t *ids, int n, int cols) {
+    const size_t total = (size_t)n * cols;
+    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < total;
+         o += (size_t)gridDim.x * blockDim.x) {
+        size_t r = o / cols, ci = o % cols;
+        out[o] = (float)table[(size_t)ids[r] * cols + ci];
+    }
+}
+
+static void cuda_patchify(DqBackend *be, float *out, const float *pixels, int tiles, int channels,
+                          int tile, int patch) {
+    CudaCtx *c = ctx_of(be);
+    int side = tile / patch;
+    size_t total = (size_t)tiles * side * side * channels * patch * patch;
+    if (total == 0 || c->sticky != cudaSuccess)
+        return;
+    patchify_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(out, pixels, tiles, channels, tile,
+                                                                 patch);
+    CK_LAUNCH(c, "patchify");
+}
+
+static void cuda_pixel_shuffle(DqBackend *be, float *out, const float *in, int tiles, int side,
+                               int dim, int s) {
+    CudaCtx *c = ctx_of(be);
+    int oside = side / s;
+    size_t total = (size_t)tiles * oside * oside * dim * s * s;
+    if (total == 0 || c->sticky != cudaSuccess)
+        return;
+    pixel_shuffle_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(out, in, tiles, side, dim, s);
+    CK_LAUNCH(c, "pixel_shuffle");
+}
+
+static void cuda_embed(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids,
+                       int n) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    const int32_t *dids = (const int32_t *)stage_small(c, ids, (size_t)n * sizeof(int32_t));
+    if (dids == NULL)
+        return;
+    size_t total = (size_t)n * table->cols;
+    if (is_bf16(c, table))
+        embed_kernel<__nv_bfloat16><<<grid_for(total, 256), 256, 0, c->stream>>>(
+            out, (const __nv_bfloat16 *)table->data, dids, n, table->cols);
+    else
+        embed_kernel<float>
+            <<<grid_for(total, 256), 256, 0, c->stream>>>(out, table->data, dids, n, table->cols);
+    CK_LAUNCH(c, "embed");
+}
+
+/* ---- life cycle */
+
+static void ctx_free(CudaCtx *c) {
+    if (c == NULL)
+        return;
+    if (c->stream != NULL)
+        cudaStreamSynchronize(c->stream);
+    if (c->free_lists != NULL)
+        pool_trim(c);
+    if (c->live != NULL) {
+        GHashTableIter it;
+        gpointer key;
+        g_hash_table_iter_init(&it, c->live);
+        while (g_hash_table_iter_next(&it, &key, NULL))
+            cudaFree(key);
+        g_hash_table_destroy(c->live);
+    }
+    if (c->free_lists != NULL)
+        g_hash_table_destroy(c->free_lists);
+    if (c->bf16 != NULL)
+        g_hash_table_destroy(c->bf16);
+    if (c->blas != NULL)
+        cublasDestroy(c->blas);
+    cudaFree(c->blas_ws);
+    cudaFree(c->load_stage);
+    cudaFree(c->ring_dev);
+    cudaFree(c->inv_freq);
+    if (c->ring_host != NULL)
+        cudaFreeHost(c->ring_host);
+    if (c->stream != NULL)
+        cudaStreamDestroy(c->stream);
+    g_free(c);
+}
+
+static void cuda_destroy(DqBackend *be) {
+    ctx_free(ctx_of(be));
+    g_free(be);
+}
+
+static gboolean device_error(GError **err, int device, const char *what, cudaError_t e) {
+    int drv = 0, rt = 0;
+    cudaDriverGetVersion(&drv);
+    cudaRuntimeGetVersion(&rt);
+    if (e == cudaErrorInsufficientDriver || (drv > 0 && drv < rt))
+        return dq_fail(err, DQ_ERR_DEVICE,
+                       "cuda:%d: the NVIDIA driver supports CUDA %d.%d, but docqa was built "
+                       "with the CUDA %d.%d runtime: update the driver or rebuild with an older "
+                       "toolkit",
+                       device, drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+    if (e == cudaErrorNoDevice)
+        return dq_fail(
+            err, DQ_ERR_DEVICE, "cuda:%d: no CUDA GPU is visible (%s; CUDA_VISIBLE_DEVICES=%s)",
+            device, cudaGetErrorString(e),
+            g_getenv("CUDA_VISIBLE_DEVICES") ? g_getenv("CUDA_VISIBLE_DEVICES") : "unset");
+    if (e == cudaErrorMemoryAllocation)
+        return dq_fail(err, DQ_ERR_DEVICE, "cuda:%d: %s: out of GPU memory", device, what);
+    return dq_fail(err, DQ_ERR_DEVICE, "cuda:%d: %s failed: %s", device, what,
+                   cudaGetErrorString(e));
+}
+
+extern "C" int dq_cuda_device_count(char **why) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        if (why != NULL) {
+            GError *err = NULL;
+            device_error(&err, 0, "cudaGetDeviceCount", e == cudaSuccess ? cudaErrorNoDevice : e);
+            *why = g_strdup(err->message);
+            g_error_free(err);
+        }
+        return 0;
+    }
+    return n;
+}
+
+extern "C" gboolean dq_backend_cuda_check(DqBackend *be, GError **err) {
+    if (!dq_backend_is_cuda(be))
+        return TRUE;
+    CudaCtx *c = ctx_of(be);
+    CK(c, cudaStreamSynchronize(c->stream));
+    if (c->sticky != cudaSuccess)
+        return dq_fail(err, DQ_ERR_DEVICE, "%s", c->sticky_msg);
+    return TRUE;
+}
+
+extern "C" gboolean dq_backend_is_cuda(const DqBackend *be) {
+    return be != NULL && be->destroy == cuda_destroy;
+}
+
+extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        device_error(err, device, "cudaGetDeviceCount", e == cudaSuccess ? cudaErrorNoDevice : e);
+        return NULL;
+    }
+    if (device < 0 || device >= count) {
+        dq_fail(err, DQ_ERR_DEVICE, "cuda:%d: no such GPU (%d visible: cuda:0 .. cuda:%d)", device,
+                count, count - 1);
+        return NULL;
+    }
+    cudaDeviceProp prop;
+    if ((e = cudaSetDevice(device)) != cudaSuccess ||
+        (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) {
+        device_error(err, device, "cudaSetDevice", e);
+        return NULL;
+    }
+    if (prop.major < 8) {
+        dq_fail(err, DQ_ERR_DEVICE,
+                "cuda:%d (%s): compute capability %d.%d; docqa's CUDA kernels need 8.0 or newer "
+                "(bf16 tensor cores)",
+                device, prop.name, prop.major, prop.minor);
+        return NULL;
+    }
+    CudaCtx *c = g_new0(CudaCtx, 1);
+    c->device = device;
+    g_snprintf(c->label, sizeof c->label, "cuda:%d (%s)", device, prop.name);
+    c->live = g_hash_table_new(g_direct_hash, g_direct_equal);
+    c->free_lists = g_hash_table_new(g_direct_hash, g_direct_equal);
+    c->bf16 = g_hash_table_new(g_direct_hash, g_direct_equal);
+    const char *step = "cudaStreamCreate";
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        goto fail;
+    step = "device buffers";
+    if ((e = cudaMalloc(&c->blas_ws, DQ_CUDA_BLAS_WORKSPACE)) != cudaSuccess ||
+        (e = cudaMalloc(&c->load_stage, DQ_CUDA_LOAD_CHUNK)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->ring_dev, DQ_CUDA_RING_BYTES)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->inv_freq, 256 * sizeof(float))) != cudaSuccess)
+        goto fail;
+    step = "pinned host buffer";
+    if ((e = cudaHostAlloc((void **)&c->ring_host, DQ_CUDA_RING_BYTES, cudaHostAllocDefault)) !=
+        cudaSuccess)
+        goto fail;
+    step = "flash attention shared memory";
+    if ((e = cudaFuncSetAttribute(attn_flash_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)flash_smem(128))) != cudaSuccess ||
+        (e = cudaFuncSetAttribute(attn_flash_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)flash_smem(96))) != cudaSuccess)
+        goto fail;
+    {
+        cublasStatus_t s = cublasCreate(&c->blas);
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasSetStream(c->blas, c->stream);
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasSetWorkspace(c->blas, c->blas_ws, DQ_CUDA_BLAS_WORKSPACE);
+        /* bf16 products accumulate in float32; float32 products stay true float32 (no TF32),
+         * so that an f32 weight gives f32 results. */
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            dq_fail(err, DQ_ERR_DEVICE, "%s: cuBLAS initialisation failed (status %d)", c->label,
+                    (int)s);
+            c->blas = s == CUBLAS_STATUS_NOT_INITIALIZED ? NULL : c->blas;
+            ctx_free(c);
+            return NULL;
+        }
+    }
+    {
+        DqBackend *be = g_new0(DqBackend, 1);
+        be->name = "cuda";
+        be->ctx = c;
+        be->destroy = cuda_destroy;
+        be->alloc = cuda_alloc;
+        be->release = cuda_release;
+        be->upload = cuda_upload;
+        be->download = cuda_download;
+        be->copy = cuda_copy;
+        be->weight_init = cuda_weight_init;
+        be->weight_free = cuda_weight_free;
+        be->matmul = cuda_matmul;
+        be->layernorm = cuda_layernorm;
+        be->rmsnorm = cuda_rmsnorm;
+        be->rope = cuda_rope;
+        be->attention = cuda_attention;
+        be->gelu_tanh = cuda_gelu_tanh;
+        be->silu_mul = cuda_silu_mul;
+        be->add = cuda_add;
+        be->add_broadcast = cuda_add_broadcast;
+        be->patchify = cuda_patchify;
+        be->pixel_shuffle = cuda_pixel_shuffle;
+        be->embed = cuda_embed;
+        return be;
+    }
+fail:
+    cudaGetLastError();
+    {
+        char info[96];
+        mem_info(info, sizeof info);
+        if (e == cudaErrorMemoryAllocation)
+            dq_fail(err, DQ_ERR_DEVICE,
+                    "%s: out of GPU memory for the backend's fixed buffers (%s: about %.0f MiB "
+                    "needed, %s)",
+                    c->label, step,
+                    mib(DQ_CUDA_BLAS_WORKSPACE + DQ_CUDA_LOAD_CHUNK + DQ_CUDA_RING_BYTES), info);
+        else
+            device_error(err, device, step, e);
+    }
+    ctx_free(c);
+    return NULL;
+}
