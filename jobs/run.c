@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +54,10 @@ static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, in
     child_stop = 0;
     set_handler(SIGINT, on_child_signal);
     set_handler(SIGTERM, on_child_signal);
+    /* A parent that dies (even by SIGKILL) stops its workers the gentle way. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1)
+        child_stop = 1;
     GError *err = NULL;
     DqWorkerOptions wo = opt->worker;
     wo.job_budget = opt->max_jobs > 0 ? &sh->budget : NULL;
