@@ -33,6 +33,7 @@ static const char *const reason_names[] = {
     [DQ_INGEST_RENDER_CRASHED] = "render_crashed",
     [DQ_INGEST_RENDER_TIMEOUT] = "render_timeout",
     [DQ_INGEST_STORE_FAILED] = "store_failed",
+    [DQ_INGEST_OUT_OF_MEMORY] = "out_of_memory",
 };
 
 const char *dq_ingest_reason_name(DqIngestReason reason) {
@@ -379,8 +380,13 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     }
     /* Same bytes at the same path: nothing to add, unless these render settings are new for a
      * document that rendered before, or a failure that may pass now is retried on request. */
-    static const char *const retryable[] = {"too_many_pages", "too_many_pixels", "render_timeout",
-                                            "render_crashed", "store_failed",    NULL};
+    static const char *const retryable[] = {"too_many_pages",
+                                            "too_many_pixels",
+                                            "render_timeout",
+                                            "render_crashed",
+                                            "store_failed",
+                                            "out_of_memory",
+                                            NULL};
     gboolean failed = found.id != 0 && strcmp(found.status, "failed") == 0;
     if (failed && r->opt->retry_failed && d->sha256 != NULL && found.error_code != NULL &&
         g_strv_contains(retryable, found.error_code)) {

@@ -62,6 +62,7 @@ typedef enum {
     DQ_INGEST_RENDER_CRASHED,     /* the worker process died (signal, memory limit) */
     DQ_INGEST_RENDER_TIMEOUT,     /* the worker took longer than page_timeout_s on one page */
     DQ_INGEST_STORE_FAILED,       /* the page image could not be written */
+    DQ_INGEST_OUT_OF_MEMORY,      /* an allocation failed under the worker's memory limit */
 } DqIngestReason;
 
 #define DQ_INGEST_ERROR (dq_ingest_error_quark())

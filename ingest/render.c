@@ -30,6 +30,8 @@ DqImage *image_apply_orientation(const DqImage *src, int orientation) {
     int W = src->width, H = src->height;
     gboolean swap = orientation >= 5 && orientation <= 8;
     DqImage *dst = dq_image_new(swap ? H : W, swap ? W : H);
+    if (dst == NULL)
+        return NULL;
     int ow = dst->width, oh = dst->height;
     for (int y = 0; y < oh; y++) {
         uint8_t *out = dst->pixels + (size_t)y * ow * 3;

@@ -67,7 +67,7 @@ DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_
     if (cairo_surface_status(surface) != CAIRO_STATUS_SUCCESS) {
         cairo_surface_destroy(surface);
         g_object_unref(pp);
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
                     "%s: page %d: cannot allocate a %dx%d surface", doc->path, page, w, h);
         return NULL;
     }
@@ -102,6 +102,12 @@ DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_
     }
     cairo_surface_flush(surface);
     DqImage *img = dq_image_new(w, h);
+    if (img == NULL) {
+        cairo_surface_destroy(surface);
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
+                    "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
+        return NULL;
+    }
     const uint8_t *data = cairo_image_surface_get_data(surface);
     int stride = cairo_image_surface_get_stride(surface);
     for (int y = 0; y < h; y++) {

@@ -57,6 +57,8 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
 /* Composites libtiff's premultiplied ABGR raster onto white into RGB. */
 static DqImage *raster_to_rgb(const uint32_t *raster, int w, int h) {
     DqImage *img = dq_image_new(w, h);
+    if (img == NULL)
+        return NULL;
     size_t n = (size_t)w * h;
     for (size_t i = 0; i < n; i++) {
         uint32_t px = raster[i];
@@ -139,7 +141,7 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
     size_t n = (size_t)w * h;
     uint32_t *raster = g_try_malloc(n * sizeof *raster);
     if (raster == NULL) {
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
                     "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
         return NULL;
     }
@@ -170,10 +172,15 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
     }
     DqImage *rgb = raster_to_rgb(raster, w, h);
     g_free(raster);
-    if (orientation != ORIENTATION_TOPLEFT) {
+    if (rgb != NULL && orientation != ORIENTATION_TOPLEFT) {
         DqImage *o = image_apply_orientation(rgb, orientation);
         dq_image_free(rgb);
         rgb = o;
+    }
+    if (rgb == NULL) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
+                    "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
+        return NULL;
     }
     int tw = 0, th = 0;
     dq_ingest_target_size(rgb->width, rgb->height, longest_edge, &tw, &th);
@@ -182,7 +189,7 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
     DqImage *out = dq_image_resize_lanczos(rgb, tw, th);
     dq_image_free(rgb);
     if (out == NULL)
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
                     "%s: page %d: cannot resize to %dx%d", doc->path, page, tw, th);
     return out;
 }

@@ -833,6 +833,52 @@ static void test_crash_and_hang_cost_one_page(void) {
     fixture_clear(&f);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/* A 6000 x 6000 page (a small G4 file: all white) needs a 144 MB raster: under a 120 MiB
+ * address-space limit the worker's allocation fails and is reported, nothing crashes. */
+static void test_memory_limit(void) {
+#ifdef UNDER_ASAN
+    g_test_skip("ASan reserves terabytes of address space: no RLIMIT_AS under the sanitizer");
+    return;
+#else
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.mem_limit_mb = 120;
+    char *path = in_dir(&f, "huge.tif");
+    TIFF *t = TIFFOpen(path, "w");
+    g_assert_nonnull(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 6000);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 6000);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 1);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 1);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISWHITE);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_CCITTFAX4);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 6000);
+    uint8_t row[750] = {0};
+    for (int y = 0; y < 6000; y++)
+        g_assert_cmpint(TIFFWriteScanline(t, row, (uint32_t)y, 0), ==, 1);
+    TIFFClose(t);
+    run_ingest(&f, path);
+    assert_doc(&f, path, "failed", "out_of_memory");
+    /* With room, the same file renders (after --retry-failed). */
+    f.opt.mem_limit_mb = 4096;
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, path);
+    assert_doc(&f, path, "ok", NULL);
+    g_free(path);
+    fixture_clear(&f);
+#endif
+}
+
 static void test_idempotence_and_versions(void) {
     Fixture f;
     fixture_init(&f);
@@ -1017,6 +1063,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
+    g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
