@@ -998,6 +998,11 @@ static gboolean device_error(GError **err, int device, const char *what, cudaErr
     int drv = 0, rt = 0;
     cudaDriverGetVersion(&drv);
     cudaRuntimeGetVersion(&rt);
+    if (drv == 0 && e != cudaSuccess && e != cudaErrorNoDevice)
+        return dq_fail(err, DQ_ERR_DEVICE,
+                       "cuda:%d: no NVIDIA driver is installed (libcuda could not be loaded: %s), "
+                       "so no GPU can be used",
+                       device, cudaGetErrorString(e));
     if (e == cudaErrorInsufficientDriver || (drv > 0 && drv < rt))
         return dq_fail(err, DQ_ERR_DEVICE,
                        "cuda:%d: the NVIDIA driver supports CUDA %d.%d, but docqa was built "

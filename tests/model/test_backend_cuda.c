@@ -1,0 +1,505 @@
+/* The CUDA backend, op by op, against the CPU reference backend on the same random inputs.
+ *
+ * Both backends load the same weight tensors (stored as BF16, so both see identical values: the
+ * CPU upcasts exactly, the GPU keeps them). Tolerances: linear layers round their input to bf16
+ * on the GPU, so matmul is held to bf16 accuracy (1e-2 of the output's scale); every other op
+ * is float32 on both sides and is held to 1e-5 (attention, with its exponentials, 2e-5).
+ *
+ * Without a GPU (or in a build without CUDA) every GPU test is skipped with the reason; the
+ * device-name parsing and the "no GPU" error path are tested everywhere. */
+#include "backend.h"
+#include "backend_cuda.h"
+#include "dq_error.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <string.h>
+
+static DqBackend *cpu, *gpu;
+static GRand *rng;
+static char *no_gpu_reason;
+
+static gboolean need_gpu(void) {
+    if (gpu != NULL)
+        return TRUE;
+    g_test_skip(no_gpu_reason);
+    return FALSE;
+}
+
+/* ---- paired buffers: the same host data on both backends */
+
+typedef struct {
+    size_t n;
+    float *host; /* [n] the inputs, then scratch for downloads */
+    float *c;    /* CPU backend buffer */
+    float *g;    /* GPU backend buffer */
+} Pair;
+
+static Pair pair_new(size_t n, double scale) {
+    Pair p = {.n = n, .host = g_new(float, MAX(n, 1))};
+    for (size_t i = 0; i < n; i++)
+        p.host[i] = (float)(g_rand_double_range(rng, -1, 1) * scale);
+    p.c = cpu->alloc(cpu, n);
+    p.g = gpu->alloc(gpu, n);
+    g_assert_nonnull(p.c);
+    g_assert_nonnull(p.g);
+    cpu->upload(cpu, p.c, p.host, n);
+    gpu->upload(gpu, p.g, p.host, n);
+    return p;
+}
+
+static void pair_free(Pair *p) {
+    cpu->release(cpu, p->c);
+    gpu->release(gpu, p->g);
+    g_free(p->host);
+}
+
+/* Compares the GPU buffer with the CPU one: max |gpu - cpu| / max(1, max |cpu|) <= tol. */
+static void pair_check(Pair *p, double tol, const char *what) {
+    float *want = g_new(float, MAX(p->n, 1));
+    cpu->download(cpu, want, p->c, p->n);
+    gpu->download(gpu, p->host, p->g, p->n);
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(gpu, &err));
+    dq_assert_no_error(err);
+    double worst = 0, scale = 1;
+    size_t at = 0;
+    for (size_t i = 0; i < p->n; i++)
+        scale = MAX(scale, fabs(want[i]));
+    for (size_t i = 0; i < p->n; i++) {
+        double d = fabs((double)p->host[i] - want[i]);
+        if (!(d <= worst)) { /* NaN counts as worst */
+            worst = isnan(d) ? INFINITY : d;
+            at = i;
+        }
+    }
+    if (!(worst / scale <= tol))
+        g_error("%s: max error %.3g (relative to %.3g) at %zu: gpu %.7g cpu %.7g, tolerance %.3g",
+                what, worst, scale, at, p->host[at], want[at], tol);
+    g_free(want);
+}
+
+/* ---- paired weights: one BF16 tensor loaded by both backends */
+
+typedef struct {
+    uint16_t *bits; /* the tensor's bytes */
+    DqWeight c, g;
+} WPair;
+
+static WPair wpair_new(int rows, int cols, double scale) {
+    WPair w = {.bits = g_new(uint16_t, (size_t)rows * cols)};
+    for (size_t i = 0; i < (size_t)rows * cols; i++) {
+        float f = (float)(g_rand_double_range(rng, -1, 1) * scale);
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        w.bits[i] = (uint16_t)(u >> 16);
+    }
+    DqTensor t = {.name = "random",
+                  .file = "test",
+                  .dtype = DQ_DTYPE_BF16,
+                  .ndim = 2,
+                  .shape = {rows, cols},
+                  .numel = (int64_t)rows * cols,
+                  .data = w.bits,
+                  .nbytes = (size_t)rows * cols * 2};
+    GError *err = NULL;
+    g_assert_true(cpu->weight_init(cpu, &w.c, &t, rows, cols, &err));
+    dq_assert_no_error(err);
+    g_assert_true(gpu->weight_init(gpu, &w.g, &t, rows, cols, &err));
+    dq_assert_no_error(err);
+    return w;
+}
+
+static void wpair_free(WPair *w) {
+    cpu->weight_free(cpu, &w->c);
+    gpu->weight_free(gpu, &w->g);
+    g_free(w->bits);
+}
+
+/* ---- ops */
+
+static void test_matmul(void) {
+    if (!need_gpu())
+        return;
+    /* rows: a decode row, a few requests, odd sizes, a vision tile's worth */
+    const int shapes[][3] = {{1, 64, 48},    {3, 96, 64},   {8, 33, 17},
+                             {37, 200, 130}, {300, 72, 96}, {1024, 128, 64}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
+        Pair x = pair_new((size_t)n * in, 1), y = pair_new((size_t)n * out, 1);
+        WPair w = wpair_new(out, in, 1), b = wpair_new(1, out, 1);
+        for (int withbias = 0; withbias < 2; withbias++) {
+            cpu->matmul(cpu, y.c, x.c, &w.c, withbias ? &b.c : NULL, n);
+            gpu->matmul(gpu, y.g, x.g, &w.g, withbias ? &b.g : NULL, n);
+            pair_check(&y, 1e-2, withbias ? "matmul+bias" : "matmul");
+        }
+        pair_free(&x);
+        pair_free(&y);
+        wpair_free(&w);
+        wpair_free(&b);
+    }
+}
+
+static void test_matmul_f32_tensor(void) {
+    if (!need_gpu())
+        return;
+    /* An F32 snapshot: converted to bf16 once at load on the GPU. */
+    int n = 5, out = 40, in = 24;
+    float *wf = g_new(float, out *in);
+    for (int i = 0; i < out * in; i++)
+        wf[i] = (float)g_rand_double_range(rng, -1, 1);
+    DqTensor t = {.name = "f32",
+                  .file = "test",
+                  .dtype = DQ_DTYPE_F32,
+                  .ndim = 2,
+                  .shape = {out, in},
+                  .numel = out * in,
+                  .data = wf,
+                  .nbytes = sizeof(float) * out * in};
+    DqWeight wc, wg;
+    GError *err = NULL;
+    g_assert_true(cpu->weight_init(cpu, &wc, &t, out, in, &err));
+    g_assert_true(gpu->weight_init(gpu, &wg, &t, out, in, &err));
+    dq_assert_no_error(err);
+    Pair x = pair_new((size_t)n * in, 1), y = pair_new((size_t)n * out, 1);
+    cpu->matmul(cpu, y.c, x.c, &wc, NULL, n);
+    gpu->matmul(gpu, y.g, x.g, &wg, NULL, n);
+    pair_check(&y, 1e-2, "matmul (F32 tensor)");
+    /* A shape mismatch is an error, not a crash. */
+    DqWeight bad;
+    g_assert_false(gpu->weight_init(gpu, &bad, &t, out, in + 1, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_MODEL);
+    g_clear_error(&err);
+    pair_free(&x);
+    pair_free(&y);
+    cpu->weight_free(cpu, &wc);
+    gpu->weight_free(gpu, &wg);
+    g_free(wf);
+}
+
+static void test_norms(void) {
+    if (!need_gpu())
+        return;
+    const int shapes[][2] = {{1, 64}, {7, 576}, {33, 768}, {5, 1152}, {3, 2048}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int n = shapes[s][0], dim = shapes[s][1];
+        Pair x = pair_new((size_t)n * dim, 3), y = pair_new((size_t)n * dim, 1);
+        /* an offset so that the mean matters */
+        for (size_t i = 0; i < x.n; i++)
+            x.host[i] += 0.5f;
+        cpu->upload(cpu, x.c, x.host, x.n);
+        gpu->upload(gpu, x.g, x.host, x.n);
+        WPair w = wpair_new(1, dim, 1), b = wpair_new(1, dim, 1);
+        cpu->layernorm(cpu, y.c, x.c, &w.c, &b.c, n, dim, 1e-6f);
+        gpu->layernorm(gpu, y.g, x.g, &w.g, &b.g, n, dim, 1e-6f);
+        pair_check(&y, 1e-5, "layernorm");
+        cpu->rmsnorm(cpu, y.c, x.c, &w.c, n, dim, 1e-5f);
+        gpu->rmsnorm(gpu, y.g, x.g, &w.g, n, dim, 1e-5f);
+        pair_check(&y, 1e-5, "rmsnorm");
+        pair_free(&x);
+        pair_free(&y);
+        wpair_free(&w);
+        wpair_free(&b);
+    }
+}
+
+static void test_rope(void) {
+    if (!need_gpu())
+        return;
+    const int cfg[][3] = {{5, 4, 16}, {40, 9, 64}, {17, 3, 64}, {3, 32, 64}};
+    const double thetas[] = {10000.0, 100000.0, 273768.0};
+    for (size_t s = 0; s < G_N_ELEMENTS(cfg); s++)
+        for (size_t th = 0; th < G_N_ELEMENTS(thetas); th++) {
+            int n = cfg[s][0], heads = cfg[s][1], hd = cfg[s][2];
+            Pair x = pair_new((size_t)n * heads * hd, 2);
+            int32_t *pos = g_new(int32_t, n);
+            for (int r = 0; r < n; r++)
+                pos[r] = r == 0 ? 0 : g_rand_int_range(rng, 0, 8192);
+            cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[th]);
+            gpu->rope(gpu, x.g, pos, n, heads, hd, thetas[th]);
+            pair_check(&x, 1e-5, "rope");
+            g_free(pos);
+            pair_free(&x);
+        }
+}
+
+static void check_attention(const DqAttention *a, size_t q_floats, size_t kv_floats,
+                            const char *what) {
+    Pair q = pair_new(q_floats, 1), k = pair_new(kv_floats, 1), v = pair_new(kv_floats, 1);
+    Pair out = pair_new((size_t)a->n_seq * a->n_q * a->n_heads * a->head_dim, 1);
+    cpu->attention(cpu, out.c, q.c, k.c, v.c, a);
+    gpu->attention(gpu, out.g, q.g, k.g, v.g, a);
+    pair_check(&out, 2e-5, what);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+}
+
+static void test_attention_vision(void) {
+    if (!need_gpu())
+        return;
+    /* Packed tiles, bidirectional: the SigLIP shapes (hd 64 and 72, the tiny models' 16) with
+     * fewer patches, and one real 1024-patch tile. */
+    const int cfg[][4] = {{3, 100, 4, 64}, {2, 81, 3, 72}, {4, 37, 2, 16}, {1, 1024, 2, 64}};
+    for (size_t s = 0; s < G_N_ELEMENTS(cfg); s++) {
+        int T = cfg[s][0], P = cfg[s][1], H = cfg[s][2], hd = cfg[s][3], D = H * hd;
+        DqAttention a = {.n_seq = T,
+                         .n_q = P,
+                         .n_kv = P,
+                         .n_heads = H,
+                         .n_kv_heads = H,
+                         .head_dim = hd,
+                         .q_stride = D,
+                         .kv_stride = D,
+                         .q_seq_stride = (size_t)P * D,
+                         .kv_seq_stride = (size_t)P * D,
+                         .causal = FALSE,
+                         .scale = 1.0f / sqrtf((float)hd)};
+        check_attention(&a, (size_t)T * P * D, (size_t)T * P * D, "attention (vision)");
+    }
+}
+
+static void test_attention_causal(void) {
+    if (!need_gpu())
+        return;
+    /* {n_q, cache length before, heads, kv heads, hd, cache capacity}: prefill from empty,
+     * a chunk after a prefix, decode rows (1 and 3: the decode kernel), a long cache. */
+    const int cfg[][6] = {{50, 0, 4, 2, 64, 64},      {33, 20, 9, 3, 64, 80},
+                          {1, 41, 9, 3, 64, 64},      {3, 10, 32, 32, 64, 16},
+                          {1, 1700, 9, 3, 64, 1800},  {5, 300, 4, 2, 16, 310},
+                          {200, 1000, 4, 1, 72, 1300}};
+    for (size_t s = 0; s < G_N_ELEMENTS(cfg); s++) {
+        int nq = cfg[s][0], len = cfg[s][1], H = cfg[s][2], Hkv = cfg[s][3], hd = cfg[s][4];
+        int cap = MAX(cfg[s][5], len + nq);
+        int qd = H * hd, kvd = Hkv * hd;
+        DqAttention a = {.n_seq = 1,
+                         .n_q = nq,
+                         .n_kv = len + nq,
+                         .n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = qd,
+                         .kv_stride = kvd,
+                         .q_pos0 = len,
+                         .causal = TRUE,
+                         .scale = 1.0f / sqrtf((float)hd)};
+        check_attention(&a, (size_t)nq * qd, (size_t)cap * kvd, "attention (causal)");
+    }
+    /* Rows wider than the packed width (kv_stride > Hkv * hd) and several sequences. */
+    DqAttention a = {.n_seq = 3,
+                     .n_q = 7,
+                     .n_kv = 12,
+                     .n_heads = 4,
+                     .n_kv_heads = 2,
+                     .head_dim = 32,
+                     .q_stride = 160,
+                     .kv_stride = 80,
+                     .q_seq_stride = 7 * 160,
+                     .kv_seq_stride = 12 * 80,
+                     .q_pos0 = 5,
+                     .causal = TRUE,
+                     .scale = 0.2f};
+    check_attention(&a, 3 * 7 * 160, 3 * 12 * 80, "attention (strided)");
+}
+
+static void test_elementwise(void) {
+    if (!need_gpu())
+        return;
+    const size_t sizes[] = {1, 1000, 3 * 1024 * 77 + 5};
+    for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
+        size_t n = sizes[s];
+        Pair x = pair_new(n, 6), u = pair_new(n, 2);
+        cpu->gelu_tanh(cpu, x.c, n);
+        gpu->gelu_tanh(gpu, x.g, n);
+        pair_check(&x, 1e-5, "gelu_tanh");
+        cpu->silu_mul(cpu, x.c, u.c, n);
+        gpu->silu_mul(gpu, x.g, u.g, n);
+        pair_check(&x, 1e-5, "silu_mul");
+        cpu->add(cpu, x.c, u.c, n);
+        gpu->add(gpu, x.g, u.g, n);
+        pair_check(&x, 1e-6, "add");
+        pair_free(&x);
+        pair_free(&u);
+    }
+}
+
+static void test_add_broadcast(void) {
+    if (!need_gpu())
+        return;
+    int outer = 5, rows = 49, cols = 24;
+    Pair y = pair_new((size_t)outer * rows * cols, 1);
+    WPair w = wpair_new(rows, cols, 1); /* bf16 on the GPU */
+    cpu->add_broadcast(cpu, y.c, &w.c, outer);
+    gpu->add_broadcast(gpu, y.g, &w.g, outer);
+    pair_check(&y, 1e-6, "add_broadcast (weight)");
+    /* an alloc()ed float32 matrix, as smolvlm's gathered position embeddings */
+    Pair f = pair_new((size_t)rows * cols, 1);
+    DqWeight fc = {.rows = rows, .cols = cols, .data = f.c};
+    DqWeight fg = {.rows = rows, .cols = cols, .data = f.g};
+    cpu->add_broadcast(cpu, y.c, &fc, outer);
+    gpu->add_broadcast(gpu, y.g, &fg, outer);
+    pair_check(&y, 1e-6, "add_broadcast (buffer)");
+    pair_free(&f);
+    pair_free(&y);
+    wpair_free(&w);
+}
+
+static void test_layout(void) {
+    if (!need_gpu())
+        return;
+    /* 384/14 (the last 6 pixel rows/cols unused) and 512/16, 2 tiles */
+    const int geo[][2] = {{384, 14}, {512, 16}, {30, 7}};
+    for (size_t s = 0; s < G_N_ELEMENTS(geo); s++) {
+        int tile = geo[s][0], patch = geo[s][1], side = tile / patch, T = 2;
+        Pair px = pair_new((size_t)T * 3 * tile * tile, 1);
+        Pair out = pair_new((size_t)T * side * side * 3 * patch * patch, 1);
+        cpu->patchify(cpu, out.c, px.c, T, 3, tile, patch);
+        gpu->patchify(gpu, out.g, px.g, T, 3, tile, patch);
+        pair_check(&out, 0, "patchify");
+        pair_free(&px);
+        pair_free(&out);
+    }
+    const int shuf[][3] = {{32, 24, 4}, {27, 20, 3}, {6, 5, 2}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shuf); s++) {
+        int side = shuf[s][0], dim = shuf[s][1], sc = shuf[s][2], T = 3;
+        Pair in = pair_new((size_t)T * side * side * dim, 1);
+        Pair out = pair_new((size_t)T * side * side * dim, 1);
+        cpu->pixel_shuffle(cpu, out.c, in.c, T, side, dim, sc);
+        gpu->pixel_shuffle(gpu, out.g, in.g, T, side, dim, sc);
+        pair_check(&out, 0, "pixel_shuffle");
+        pair_free(&in);
+        pair_free(&out);
+    }
+}
+
+static void test_embed(void) {
+    if (!need_gpu())
+        return;
+    int vocab = 1000, dim = 96, n = 77;
+    WPair table = wpair_new(vocab, dim, 1);
+    int32_t *ids = g_new(int32_t, n);
+    for (int i = 0; i < n; i++)
+        ids[i] = i == 0 ? vocab - 1 : g_rand_int_range(rng, 0, vocab);
+    Pair out = pair_new((size_t)n * dim, 1);
+    cpu->embed(cpu, out.c, &table.c, ids, n);
+    gpu->embed(gpu, out.g, &table.g, ids, n);
+    pair_check(&out, 0, "embed (bf16 table: exact)");
+    g_free(ids);
+    pair_free(&out);
+    wpair_free(&table);
+}
+
+static void test_memory(void) {
+    if (!need_gpu())
+        return;
+    /* alloc() is zero-filled, copy() and a large upload/download round trip are exact, and
+     * released blocks are reused (the pool) rather than leaked. */
+    size_t n = (size_t)9 << 20; /* 36 MB: more than the pinned ring */
+    float *a = gpu->alloc(gpu, n), *b = gpu->alloc(gpu, n);
+    float *host = g_new(float, n), *back = g_new(float, n);
+    gpu->download(gpu, back, a, n);
+    for (size_t i = 0; i < n; i += 4099)
+        g_assert_cmpfloat(back[i], ==, 0.0f);
+    for (size_t i = 0; i < n; i++)
+        host[i] = (float)i * 0.5f;
+    gpu->upload(gpu, a, host, n);
+    gpu->copy(gpu, b, a, n);
+    gpu->download(gpu, back, b, n);
+    g_assert_cmpmem(back, n * sizeof(float), host, n * sizeof(float));
+    gpu->release(gpu, b);
+    float *c = gpu->alloc(gpu, n);
+    g_assert_true(c == b); /* the same size class comes back from the pool */
+    gpu->release(gpu, a);
+    gpu->release(gpu, c);
+    g_free(host);
+    g_free(back);
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(gpu, &err));
+    dq_assert_no_error(err);
+}
+
+/* ---- everywhere */
+
+static void test_device_names(void) {
+    int i = 7;
+    GError *err = NULL;
+    g_assert_true(dq_device_parse("cpu", &i, &err));
+    g_assert_cmpint(i, ==, -1);
+    g_assert_true(dq_device_parse(NULL, &i, &err));
+    g_assert_cmpint(i, ==, -1);
+    g_assert_true(dq_device_parse("cuda", &i, &err));
+    g_assert_cmpint(i, ==, 0);
+    g_assert_true(dq_device_parse("cuda:3", &i, &err));
+    g_assert_cmpint(i, ==, 3);
+    const char *bad[] = {"gpu", "cuda:", "cuda:-1", "cuda:1x", "cuda:99999", "CUDA", ""};
+    for (size_t k = 0; k < G_N_ELEMENTS(bad); k++) {
+        g_assert_false(dq_device_parse(bad[k], &i, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_nonnull(strstr(err->message, "cpu, cuda or cuda:I"));
+        g_clear_error(&err);
+    }
+}
+
+static void test_device_errors(void) {
+    GError *err = NULL;
+    /* A GPU index that cannot exist: a clear DQ_ERR_DEVICE whatever the machine has (no
+     * build support, no driver, no GPU, or too few GPUs). */
+    DqBackend *be = dq_backend_open_device("cuda:1000", &err);
+    g_assert_null(be);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+    g_assert_nonnull(strstr(err->message, "cuda:1000"));
+    g_test_message("cuda:1000 -> %s", err->message);
+    g_clear_error(&err);
+    if (gpu == NULL) {
+        /* No usable GPU here: "cuda" must fail the same way, naming why. */
+        be = dq_backend_open_device("cuda", &err);
+        g_assert_null(be);
+        g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+        g_test_message("cuda -> %s", err->message);
+        g_clear_error(&err);
+    }
+    be = dq_backend_open_device("cpu", &err);
+    dq_assert_no_error(err);
+    g_assert_nonnull(be);
+    g_assert_false(dq_backend_is_cuda(be));
+    dq_backend_free(be);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    rng = g_rand_new_with_seed(20261125);
+    GError *err = NULL;
+    cpu = dq_backend_cpu_new(&err);
+    dq_assert_no_error(err);
+    if (dq_cuda_device_count(&no_gpu_reason) > 0) {
+        gpu = dq_backend_cuda_new(0, &err);
+        if (gpu == NULL) {
+            /* A GPU is visible but unusable: that is a failure to report, not a skip. */
+            g_printerr("cuda:0 is visible but the backend failed: %s\n", err->message);
+            return 1;
+        }
+        g_assert_true(dq_backend_is_cuda(gpu));
+    } else {
+        g_print("# no GPU: the CUDA op tests are skipped (%s)\n", no_gpu_reason);
+    }
+    g_test_add_func("/backend_cuda/device_names", test_device_names);
+    g_test_add_func("/backend_cuda/device_errors", test_device_errors);
+    g_test_add_func("/backend_cuda/matmul", test_matmul);
+    g_test_add_func("/backend_cuda/matmul_f32_tensor", test_matmul_f32_tensor);
+    g_test_add_func("/backend_cuda/norms", test_norms);
+    g_test_add_func("/backend_cuda/rope", test_rope);
+    g_test_add_func("/backend_cuda/attention_vision", test_attention_vision);
+    g_test_add_func("/backend_cuda/attention_causal", test_attention_causal);
+    g_test_add_func("/backend_cuda/elementwise", test_elementwise);
+    g_test_add_func("/backend_cuda/add_broadcast", test_add_broadcast);
+    g_test_add_func("/backend_cuda/layout", test_layout);
+    g_test_add_func("/backend_cuda/embed", test_embed);
+    g_test_add_func("/backend_cuda/memory", test_memory);
+    int rc = g_test_run();
+    dq_backend_free(gpu);
+    dq_backend_free(cpu);
+    g_free(no_gpu_reason);
+    g_rand_free(rng);
+    return rc;
+}
