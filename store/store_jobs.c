@@ -385,10 +385,13 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     if (!step_done(s, st, "reclaiming expired leases", err))
         goto fail;
 
+    /* INDEXED BY: without statistics the planner prefers jobs_state and then visits every
+     * queued job of every model; jobs_ready walks this model's queue in id order and stops. */
     st = stmt(s,
               "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_ms = ?2, "
               "attempts = attempts + 1 "
-              "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND model_id = ?3 "
+              "WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_ready "
+              "WHERE state = 'queued' AND model_id = ?3 "
               "AND not_before_ms <= ?4 ORDER BY id LIMIT ?5) RETURNING id",
               err);
     if (st == NULL)
