@@ -2,6 +2,7 @@
  * ../shared/fixtures/README.md pitfalls 25-35 for the transformers details reproduced here. */
 #include "smolvlm.h"
 
+#include "backend_cuda.h"
 #include "dq_error.h"
 
 #include <math.h>
@@ -247,11 +248,9 @@ void smolvlm_free(Smolvlm *m) {
 
 Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err) {
     const char *device = opts != NULL && opts->device != NULL ? opts->device : "cpu";
-    if (strcmp(device, "cpu") != 0) {
-        dq_fail(err, DQ_ERR_DEVICE, "%s: device '%s' is not available in this build (cpu is)", dir,
-                device);
+    int cuda_index; /* a bad device name fails before anything is loaded */
+    if (!dq_device_parse(device, &cuda_index, err))
         return NULL;
-    }
     Smolvlm *m = g_new0(Smolvlm, 1);
     m->dir = g_strdup(dir);
     if (!smolvlm_config_load(dir, &m->cfg, err))
@@ -259,7 +258,7 @@ Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err)
     m->st = safetensors_open_snapshot(dir, err);
     if (m->st == NULL)
         goto fail;
-    m->be = dq_backend_cpu_new(err);
+    m->be = dq_backend_open_device(device, err); /* cpu, or cuda:I (backend_cuda.h) */
     if (m->be == NULL || !bind_all(m, err))
         goto fail;
     return m;
