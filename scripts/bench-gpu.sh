@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Pages/s on one GPU at N=5: docqa's CUDA backend against transformers (torch bf16, sdpa) on the
+# same GPU, the same pages, the same prompt and the same number of generated tokens, in one
+# invocation, for the SmolVLM-256M and SmolVLM-Instruct (2.2B) dimensions with random weights.
+#
+#   scripts/bench-gpu.sh [256m] [2.2b]          (default: both)
+#
+# Environment: GPU (default 0), BATCHES (default 1,2,4,8,16,32,64), N_RES (5), MAX_NEW (16
+# tokens, ignore_eos on both sides), PAGES (default: four page images of ../shared/fixtures),
+# BUILD (default build-gpu, configured with -DDOCQA_CUDA=ON), MODELS (random snapshots, default
+# /tmp/docqa-random-models; generated once, bf16).
+# Prints each side's line per batch size, then each side's best pages/s and the ratio
+# docqa / transformers (the target is >= 3x).
+#
+# Runs only on a machine with an NVIDIA GPU, nvcc, and python3 with torch (CUDA) and
+# transformers; anywhere else it stops at once saying what is missing (exit 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD:-build-gpu}
+shared=${DOCQA_SHARED_DIR:-$PWD/../shared}
+models=${MODELS:-/tmp/docqa-random-models}
+gpu=${GPU:-0}
+batches=${BATCHES:-1,2,4,8,16,32,64}
+n_res=${N_RES:-5}
+max_new=${MAX_NEW:-16}
+die() { echo "bench-gpu: $*" >&2; exit 2; }
+
+# ---- preconditions: say what is missing before building anything
+command -v nvidia-smi >/dev/null 2>&1 || die "no NVIDIA driver here (nvidia-smi not found): this benchmark needs a GPU machine"
+nvidia-smi -L >/dev/null 2>&1 || die "nvidia-smi sees no GPU: this benchmark needs a GPU machine"
+command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ] || die "nvcc not found: install the CUDA toolkit to build the CUDA backend"
+python3 - <<'EOF' || die "the transformers side needs python3 with torch (CUDA build), transformers and Pillow"
+import torch, transformers, PIL  # noqa: F401
+assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
+EOF
+if [ -n "${PAGES:-}" ]; then
+  read -r -a pages <<<"$PAGES"
+else
+  pages=()
+  for f in portrait_page.png gray_receipt.png small_chart.png banner_wide.png; do
+    pages+=("$shared/fixtures/images/$f")
+  done
+fi
+for p in "${pages[@]}"; do [ -f "$p" ] || die "page image $p not found"; done
+
+# ---- build
+export PATH=$PATH:/usr/local/cuda/bin
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOCQA_CUDA=ON >/dev/null
+fi
+cmake --build "$build" --target bench_gpu make_random_model -j "$(nproc)" >/dev/null
+
+echo "# $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader -i "$gpu")"
+echo "# N=$n_res, $max_new new tokens a page, batches $batches, pages: ${pages[*]##*/}"
+[ $# -gt 0 ] || set -- 256m 2.2b
+for m in "$@"; do
+  case "$m" in 256m|2.2b) ;; *) die "model must be 256m or 2.2b, not '$m'" ;; esac
+  dir=$models/smolvlm-$m-random-bf16
+  if [ ! -f "$dir/model.safetensors" ]; then
+    BUILD=$build scripts/make-random-model.sh "$m" "$dir" bf16
+  fi
+  out=$(mktemp)
+  echo "## $m"
+  "$build/tests/model/bench_gpu" "$dir" "cuda:$gpu" "$n_res" "$max_new" "$batches" "${pages[@]}" |
+    tee -a "$out" || echo "docqa failed (see above)"
+  python3 scripts/bench_gpu_hf.py "$dir" "cuda:$gpu" "$n_res" "$max_new" "$batches" "${pages[@]}" |
+    tee -a "$out" || echo "transformers failed (see above)"
+  awk -v model="$m" '
+    /pages_per_s=/ {
+      for (i = 1; i <= NF; i++) if ($i ~ /^pages_per_s=/) { split($i, kv, "="); v = kv[2] + 0 }
+      for (i = 1; i <= NF; i++) if ($i ~ /^batch=/) { split($i, kb, "="); b = kb[2] }
+      if (v > best[$1]) { best[$1] = v; at[$1] = b }
+    }
+    END {
+      printf "%s: docqa best %.3f pages/s (batch %s), transformers best %.3f pages/s (batch %s)",
+             model, best["docqa"], at["docqa"], best["hf"], at["hf"]
+      if (best["hf"] > 0) printf ", ratio %.2fx (target >= 3x)", best["docqa"] / best["hf"]
+      printf "\n"
+    }' "$out"
+  rm -f "$out"
+done
