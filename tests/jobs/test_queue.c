@@ -504,6 +504,32 @@ static void test_run_max_jobs(void) {
     g_free(dir);
 }
 
+/* Batches take three leases' time: only the heartbeat keeps other workers off them. */
+static void test_heartbeat_keeps_leases(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 4);
+    jt_ask(db, 1, "m", 3);
+    JtAnswererConfig cfg = {.delay_ms = 150};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 4,
+                                  .until_empty = TRUE,
+                                  .lease_ms = 200,
+                                  .heartbeat_ms = 40,
+                                  .poll_ms = 10},
+                       .n_workers = 2};
+    DqRunResult res;
+    GError *err = NULL;
+    g_assert_cmpint(queue_run(&ro, open_hash_answerer, &cfg, &res, &err), ==, 0);
+    dq_assert_no_error(err);
+    g_assert_cmpint(res.total.done, ==, 8);
+    g_assert_cmpint(res.total.lost, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_failing(void *user, GError **err) {
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
     return NULL;
@@ -573,6 +599,7 @@ int main(int argc, char **argv) {
                     test_worker_until_empty_and_missing_image);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
+    g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     return g_test_run();
