@@ -509,13 +509,13 @@ static void test_heartbeat_keeps_leases(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 2, 4);
     jt_ask(db, 1, "m", 3);
-    JtAnswererConfig cfg = {.delay_ms = 150};
+    JtAnswererConfig cfg = {.delay_ms = 400};
     DqRunOptions ro = {.worker = {.db_path = db,
                                   .model_id = "m",
                                   .batch = 4,
                                   .until_empty = TRUE,
-                                  .lease_ms = 200,
-                                  .heartbeat_ms = 40,
+                                  .lease_ms = 600,
+                                  .heartbeat_ms = 50,
                                   .poll_ms = 10},
                        .n_workers = 2};
     DqRunResult res;
