@@ -10,9 +10,12 @@
  *   batch no cudaMalloc happens per batch or per token (only the backend's destroy frees them).
  * - Weights: matrices (rows > 1: linear layers, embedding tables) are converted to bf16 once at
  *   load, whatever the file holds (F32, BF16 or F16), and uploaded once; vectors (norm weights,
- *   biases) stay float32. matmul runs cuBLAS bf16 x bf16 with float32 accumulation and a
- *   float32 result; the activation is rounded to bf16 on the way in. Everything else
- *   (norms, softmax, RoPE, residual adds) is float32.
+ *   biases) stay float32. matmul runs cuBLAS bf16 x bf16 with float32 accumulation and a float32
+ *   result; the activation is rounded to bf16 on the way in. Everything else (norms, softmax,
+ *   RoPE, residual adds) is float32.
+ * - DOCQA_CUDA_F32=1 in the environment keeps the matrices float32 and the products true float32
+ *   (no TF32): slower, but within the float32 conformance tolerances of
+ *   ../shared/conformance/check.py (scripts/check-gpu.sh runs it both ways).
  * - All ops are queued on one CUDA stream with no host synchronisation, except download()
  *   (which returns once the data is on the host). Host arrays an op takes (RoPE positions,
  *   token ids) are staged through pinned host memory.

@@ -50,9 +50,10 @@ typedef struct {
     GHashTable *free_lists; /* size class -> GSList of cached device ptrs */
     size_t pool_bytes;      /* cudaMalloc'ed by the pool */
     /* weights */
-    GHashTable *bf16;    /* device ptrs of weights stored as bf16 */
-    size_t weight_bytes; /* uploaded so far */
-    void *load_stage;    /* [DQ_CUDA_LOAD_CHUNK] bytes */
+    GHashTable *bf16;     /* device ptrs of weights stored as bf16 */
+    gboolean f32_weights; /* DOCQA_CUDA_F32=1: matrices stay float32 (conformance runs) */
+    size_t weight_bytes;  /* uploaded so far */
+    void *load_stage;     /* [DQ_CUDA_LOAD_CHUNK] bytes */
     /* matmul input in bf16 */
     __nv_bfloat16 *xbf; /* [xbf_cap] */
     size_t xbf_cap;
@@ -313,7 +314,7 @@ static gboolean cuda_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, 
         return dq_fail(err, DQ_ERR_DEVICE, "%s", c->sticky_msg);
     /* Matrices (linear layers, embedding tables) in bf16: half the memory and the tensor-core
      * path; vectors (norm weights, biases) stay float32 since they cost nothing. */
-    gboolean to_bf16 = rows > 1;
+    gboolean to_bf16 = rows > 1 && !c->f32_weights;
     size_t n = (size_t)t->numel, esz = dq_dtype_size(t->dtype);
     size_t bytes = n * (to_bf16 ? sizeof(__nv_bfloat16) : sizeof(float));
     void *dst = NULL;
@@ -1082,6 +1083,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->live = g_hash_table_new(g_direct_hash, g_direct_equal);
     c->free_lists = g_hash_table_new(g_direct_hash, g_direct_equal);
     c->bf16 = g_hash_table_new(g_direct_hash, g_direct_equal);
+    c->f32_weights = g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0;
     const char *step = "cudaStreamCreate";
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
         goto fail;
