@@ -36,10 +36,10 @@ static uint64_t splitmix64(uint64_t *state) {
     return z ^ (z >> 31);
 }
 
-static const float *sort_logits; /* qsort has no user pointer in C11 */
-
-static int by_logit_desc(const void *a, const void *b) {
-    float x = sort_logits[*(const int *)a], y = sort_logits[*(const int *)b];
+/* qsort_r (glibc): no global state, so workers may sample from several threads. */
+static int by_logit_desc(const void *a, const void *b, void *user) {
+    const float *logits = user;
+    float x = logits[*(const int *)a], y = logits[*(const int *)b];
     if (x != y)
         return x < y ? 1 : -1;
     return *(const int *)a - *(const int *)b; /* ties: lower id first, deterministic */
@@ -59,8 +59,7 @@ int dq_sample_token(const float *logits, int vocab, const DqGenerateOptions *opt
     double t = opts->temperature > 0 ? opts->temperature : 1.0;
     for (int i = 0; i < vocab; i++)
         order[i] = i;
-    sort_logits = logits;
-    qsort(order, vocab, sizeof *order, by_logit_desc);
+    qsort_r(order, vocab, sizeof *order, by_logit_desc, (void *)logits);
     int keep = vocab;
     if (opts->top_k > 0 && opts->top_k < keep)
         keep = opts->top_k;
