@@ -576,6 +576,14 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
     float *attn = ws->attn; /* [n, H*hd] */
     float *gate = ws->gate; /* [n, It] */
     float *up = ws->up;     /* [n, It] */
+    DqAttention att = {.n_seq = 1,
+                       .n_heads = H,
+                       .n_kv_heads = Hkv,
+                       .head_dim = hd,
+                       .q_stride = qd,
+                       .kv_stride = kvd,
+                       .causal = TRUE,
+                       .scale = 1.0f / sqrtf((float)hd)};
     for (int l = 0; l < c->text_layers; l++) {
         const TextLayer *L = &m->tl[l];
         /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
@@ -594,21 +602,9 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
                      (size_t)segs[s].n_rows * kvd);
             be->copy(be, vc + (size_t)kv->len * kvd, v + (size_t)r * kvd,
                      (size_t)segs[s].n_rows * kvd);
-            DqAttention att = {
-                .n_seq = 1,
-                .n_q = segs[s].n_rows,
-                .n_kv = kv->len + segs[s].n_rows,
-                .n_heads = H,
-                .n_kv_heads = Hkv,
-                .head_dim = hd,
-                .q_stride = qd,
-                .kv_stride = kvd,
-                .q_seq_stride = 0,
-                .kv_seq_stride = 0,
-                .q_pos0 = kv->len,
-                .causal = TRUE,
-                .scale = 1.0f / sqrtf((float)hd),
-            };
+            att.n_q = segs[s].n_rows; /* its new rows see its cache and themselves */
+            att.n_kv = kv->len + segs[s].n_rows;
+            att.q_pos0 = kv->len;
             be->attention(be, attn + (size_t)r * qd, q + (size_t)r * qd, kc, vc, &att);
         }
         seg_matmul(be, segs, n_segs, xn, attn, &L->o_w);
