@@ -100,6 +100,12 @@ struct DqBackend {
                           int s);
     /* out [n, table.cols] = table[ids[r]] (ids already validated). */
     void (*embed)(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids, int n);
+
+    /* ---- optional promises (0 / NULL: none) */
+    /* Up to this many rows, matmul computes every row exactly as it would alone, whatever n
+     * is: the forward pass may then put rows of several requests into one call (the decode
+     * step's batch) without changing any request's result. 0 for the CPU reference. */
+    int matmul_row_invariant_max;
 };
 
 /* The CPU reference backend (OpenBLAS sgemm + OpenMP, float32). */
