@@ -388,11 +388,75 @@ __global__ void fill_rows_kernel(float *y, const float *bias, int n, int cols) {
         y[i] = bias[i % cols];
 }
 
+/* Up to this many rows, products with a bf16 weight run the row-invariant kernel below. */
+#define DQ_CUDA_SKINNY_ROWS 64
+#define SKINNY_R            8 /* rows a warp carries */
+#define SKINNY_WARPS        8 /* output columns a block computes */
+
+/* y [n, out] = x [n, in] . W^T (+ bias) for a few rows (decode): warp = one output column for
+ * SKINNY_R rows, lanes stride over `in`, then a fixed butterfly reduction. Each row's sum is
+ * formed by the same explicit FMAs in the same order whatever n or the row's slot, so a row's
+ * result never depends on the other rows in the call (what matmul_row_invariant_max promises).
+ * x stays float32 here (no rounding to bf16); the weight row is read once per SKINNY_R rows. */
+__global__ void __launch_bounds__(SKINNY_WARPS * 32)
+    skinny_bf16_kernel(float *y, const float *x, const __nv_bfloat16 *w, const float *bias, int n,
+                       int out, int in, int paired) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int o = blockIdx.x * SKINNY_WARPS + warp, r0 = blockIdx.y * SKINNY_R;
+    if (o >= out)
+        return; /* warp-uniform */
+    const __nv_bfloat16 *wr = w + (size_t)o * in;
+    float acc[SKINNY_R];
+#pragma unroll
+    for (int r = 0; r < SKINNY_R; r++)
+        acc[r] = 0.0f;
+    if (paired) {
+        const __nv_bfloat162 *w2 = (const __nv_bfloat162 *)wr; /* 4-byte aligned: in is even */
+        for (int k2 = lane; k2 < in / 2; k2 += 32) {
+            const float2 wv = __bfloat1622float2(w2[k2]);
+#pragma unroll
+            for (int r = 0; r < SKINNY_R; r++)
+                if (r0 + r < n) {
+                    const float2 xv = *(const float2 *)(x + (size_t)(r0 + r) * in + 2 * k2);
+                    acc[r] = __fmaf_rn(wv.x, xv.x, acc[r]);
+                    acc[r] = __fmaf_rn(wv.y, xv.y, acc[r]);
+                }
+        }
+    } else {
+        for (int k = lane; k < in; k += 32) {
+            const float wv = __bfloat162float(wr[k]);
+#pragma unroll
+            for (int r = 0; r < SKINNY_R; r++)
+                if (r0 + r < n)
+                    acc[r] = __fmaf_rn(wv, x[(size_t)(r0 + r) * in + k], acc[r]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < SKINNY_R; r++) {
+        float v = acc[r];
+        for (int off = 16; off > 0; off >>= 1)
+            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, off));
+        if (lane == 0 && r0 + r < n)
+            y[(size_t)(r0 + r) * out + o] = bias != NULL ? __fadd_rn(v, bias[o]) : v;
+    }
+}
+
 static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
                         const DqWeight *bias, int n) {
     CudaCtx *c = ctx_of(be);
     if (n <= 0 || c->sticky != cudaSuccess)
         return;
+    if (n <= DQ_CUDA_SKINNY_ROWS && is_bf16(c, w)) {
+        /* Pairs of columns when rows of x are 8-byte aligned (even `in`, aligned base: always
+         * so for smolvlm's pool buffers), which fixes the summation order for a given x. */
+        int paired = (w->cols % 2) == 0 && ((uintptr_t)x % 8) == 0;
+        dim3 grid((w->rows + SKINNY_WARPS - 1) / SKINNY_WARPS, (n + SKINNY_R - 1) / SKINNY_R);
+        skinny_bf16_kernel<<<grid, SKINNY_WARPS * 32, 0, c->stream>>>(
+            y, x, (const __nv_bfloat16 *)w->data, bias != NULL ? bias->data : NULL, n, w->rows,
+            w->cols, paired);
+        CK_LAUNCH(c, "matmul (few rows)");
+        return;
+    }
     float alpha = 1.0f, beta = 0.0f;
     if (bias != NULL) {
         /* torch's addmm: C starts as the bias. */
@@ -1145,6 +1209,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->patchify = cuda_patchify;
         be->pixel_shuffle = cuda_pixel_shuffle;
         be->embed = cuda_embed;
+        /* float32 weights go through cuBLAS, whose rounding may depend on the row count */
+        be->matmul_row_invariant_max = c->f32_weights ? 0 : DQ_CUDA_SKINNY_ROWS;
         return be;
     }
 fail:

@@ -136,6 +136,17 @@ static void test_matmul(void) {
             cpu->matmul(cpu, y.c, x.c, &w.c, withbias ? &b.c : NULL, n);
             gpu->matmul(gpu, y.g, x.g, &w.g, withbias ? &b.g : NULL, n);
             pair_check(&y, 1e-2, withbias ? "matmul+bias" : "matmul");
+            if (n > gpu->matmul_row_invariant_max)
+                continue;
+            /* The promise the forward pass batches decode rows on: each row exactly as alone. */
+            float *batched = g_new(float, y.n);
+            memcpy(batched, y.host, y.n * sizeof(float));
+            for (int r = 0; r < n; r++)
+                gpu->matmul(gpu, y.g + (size_t)r * out, x.g + (size_t)r * in, &w.g,
+                            withbias ? &b.g : NULL, 1);
+            gpu->download(gpu, y.host, y.g, y.n);
+            g_assert_cmpmem(y.host, y.n * sizeof(float), batched, y.n * sizeof(float));
+            g_free(batched);
         }
         pair_free(&x);
         pair_free(&y);
@@ -576,6 +587,8 @@ int main(int argc, char **argv) {
             return 1;
         }
         g_assert_true(dq_backend_is_cuda(gpu));
+        if (g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") != 0) /* bf16 weights: skinny kernel */
+            g_assert_cmpint(gpu->matmul_row_invariant_max, ==, 64);
     } else {
         g_print("# no GPU: the CUDA op tests are skipped (%s)\n", no_gpu_reason);
     }
