@@ -33,7 +33,17 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
     TIFFSetErrorHandler(tiff_on_error);
     TIFFSetWarningHandler(tiff_on_warning);
     tiff_errors_reset();
+#if TIFFLIB_VERSION >= 20221213 /* libtiff 4.5: open options */
+    /* No single allocation inside libtiff above 2 GiB (a 16-bit RGBA strip at the default pixel
+     * limit is 1.4 GB): a header claiming 65535 samples per pixel fails here with a message
+     * instead of asking the system for hundreds of gigabytes. */
+    TIFFOpenOptions *oo = TIFFOpenOptionsAlloc();
+    TIFFOpenOptionsSetMaxSingleMemAlloc(oo, (tmsize_t)2 << 30);
+    TIFF *tif = TIFFOpenExt(doc->path, "r", oo);
+    TIFFOpenOptionsFree(oo);
+#else
     TIFF *tif = TIFFOpen(doc->path, "r");
+#endif
     if (tif == NULL) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: not a readable TIFF: %s",
                     doc->path, tiff_first_error[0] ? tiff_first_error : "TIFFOpen failed");
