@@ -538,8 +538,18 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
  * large; decode rows are one a segment and go through GEMV anyway. */
 static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
                        const float *x, const DqWeight *w) {
-    for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++)
-        be->matmul(be, y + (size_t)r * w->rows, x + (size_t)r * w->cols, w, NULL, segs[s].n_rows);
+    /* A backend that computes up to `inv` rows each exactly as alone (backend.h) takes runs of
+     * consecutive short segments (the decode step's rows) in one call. */
+    int inv = be->matmul_row_invariant_max;
+    for (int s = 0, r = 0; s < n_segs;) {
+        int rows = segs[s].n_rows, e = s + 1;
+        if (rows <= inv)
+            while (e < n_segs && rows + segs[e].n_rows <= inv)
+                rows += segs[e++].n_rows;
+        be->matmul(be, y + (size_t)r * w->rows, x + (size_t)r * w->cols, w, NULL, rows);
+        r += rows;
+        s = e;
+    }
 }
 
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
