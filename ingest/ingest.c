@@ -350,8 +350,9 @@ static char *hash_file(const char *path, int *err_no) {
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     uint8_t *buf = g_malloc(1 << 20);
     ssize_t n;
-    while ((n = read(fd, buf, 1 << 20)) > 0)
-        g_checksum_update(ck, buf, n);
+    while ((n = read(fd, buf, 1 << 20)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0)
+            g_checksum_update(ck, buf, n);
     if (n < 0)
         *err_no = errno;
     close(fd);
