@@ -1,9 +1,8 @@
 /* The whole pipeline with the tiny random-weight SmolVLM from ../shared/models: generated PDFs and
  * a TIFF -> docqa ingest -> docqa ask (two questions) -> docqa run (2 workers, batches of 2) ->
- * every page has both answers, and each equals what the model gives for that page image and
- * prompt on its own (one request, no queue, no batch-mates). The tiny model's answers are
+ * every page has both answers, and each equals what `docqa generate` prints for that page image
+ * and prompt on its own (one request, no queue, no batch-mates). The tiny model's answers are
  * meaningless text, but they are deterministic, which is what this checks. */
-#include "answerer.h"
 #include "jobs_testlib.h"
 #include "queue.h"
 #include "resources.h"
@@ -19,7 +18,8 @@
 #define MAX_NEW_TOKENS 6
 #define N_RES          2
 
-static int docqa(const char *const *args) {
+/* Runs docqa with args; returns its exit status and (when out is not NULL) its stdout. */
+static int docqa_out(const char *const *args, char **out) {
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
     g_ptr_array_add(argv, g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL));
     for (const char *const *a = args; *a; a++)
@@ -27,16 +27,23 @@ static int docqa(const char *const *args) {
     g_ptr_array_add(argv, NULL);
     int status = 0;
     GError *err = NULL;
-    char *out = NULL, *errout = NULL;
-    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out,
+    char *o = NULL, *errout = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
                                &errout, &status, &err));
     dq_assert_no_error(err);
-    g_test_message("%s %s: %s%s", (char *)argv->pdata[1], WIFEXITED(status) ? "" : "(killed)", out,
+    g_test_message("%s %s: %s%s", (char *)argv->pdata[1], WIFEXITED(status) ? "" : "(killed)", o,
                    errout);
-    g_free(out);
+    if (out)
+        *out = o;
+    else
+        g_free(o);
     g_free(errout);
     g_ptr_array_free(argv, TRUE);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int docqa(const char *const *args) {
+    return docqa_out(args, NULL);
 }
 
 static void write_pdf(const char *path, const char *title, int pages) {
@@ -135,10 +142,8 @@ static void test_ingest_ask_run(void) {
                                      "1 AND 6 AND prompt_tokens > 320 AND ms_vision > 0"),
                     ==, 8);
 
-    /* Each answer equals the model's answer to that page and prompt alone. */
+    /* Each answer equals what `docqa generate` prints for that page and prompt alone. */
     GError *err = NULL;
-    DqAnswerer *a = dq_answerer_open_smolvlm(model, "cpu", &err);
-    dq_assert_no_error(err);
     GBytes *tmpl = dq_resource_get("configs/prompts/docvqa.txt", &err);
     dq_assert_no_error(err);
     sqlite3 *h = NULL;
@@ -150,20 +155,21 @@ static void test_ingest_ask_run(void) {
                                        -1, &st, NULL),
                     ==, SQLITE_OK);
     int n = 0;
+    char max_new[16], n_res[16];
+    g_snprintf(max_new, sizeof(max_new), "%d", MAX_NEW_TOKENS);
+    g_snprintf(n_res, sizeof(n_res), "%d", N_RES);
     while (sqlite3_step(st) == SQLITE_ROW) {
         char *image = queue_page_image_path(db, (const char *)sqlite3_column_text(st, 0));
-        DqAnswerRequest req = {.image_path = image,
-                               .question = (const char *)sqlite3_column_text(st, 1),
-                               .prompt_template = g_bytes_get_data(tmpl, NULL),
-                               .max_new_tokens = MAX_NEW_TOKENS,
-                               .n_res = N_RES};
-        DqAnswerResult res;
-        memset(&res, 0, sizeof(res));
-        g_assert_true(a->answer_batch(a, &req, 1, &res, &err));
-        dq_assert_no_error(err);
-        dq_assert_no_error(res.error);
-        g_assert_cmpstr((const char *)sqlite3_column_text(st, 2), ==, res.text);
-        dq_answer_result_clear(&res);
+        char **parts = g_strsplit(g_bytes_get_data(tmpl, NULL), "{question}", -1);
+        char *prompt = g_strchomp(g_strjoinv((const char *)sqlite3_column_text(st, 1), parts));
+        const char *gen[] = {"generate", "--model",          model,   "-i",      image, "-p",
+                             prompt,     "--max-new-tokens", max_new, "--n-res", n_res, NULL};
+        char *out = NULL;
+        g_assert_cmpint(docqa_out(gen, &out), ==, 0);
+        g_assert_cmpstr((const char *)sqlite3_column_text(st, 2), ==, g_strchomp(out));
+        g_free(out);
+        g_free(prompt);
+        g_strfreev(parts);
         g_free(image);
         n++;
     }
@@ -171,7 +177,6 @@ static void test_ingest_ask_run(void) {
     sqlite3_finalize(st);
     sqlite3_close(h);
     g_bytes_unref(tmpl);
-    dq_answerer_free(a);
     g_free(db);
     g_free(pdf1);
     g_free(pdf2);
