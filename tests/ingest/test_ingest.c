@@ -833,6 +833,37 @@ static void test_crash_and_hang_cost_one_page(void) {
     fixture_clear(&f);
 }
 
+/* A page whose PNG cannot be written (its folder in the page store is blocked by a file) is
+ * store_failed; works as root too, unlike permissions. */
+static void test_store_failure(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *tif = in_dir(&f, "page.tif");
+    write_tiff(tif, V_GRAY8, 1, 1);
+    /* Learn the page's content address from a first ingest into another database. */
+    Fixture g;
+    fixture_init(&g);
+    g.opt = f.opt;
+    run_ingest(&g, tif);
+    char *sha = query_text(&g, "SELECT image_sha256 FROM pages");
+    g_assert_nonnull(sha);
+    fixture_clear(&g);
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char prefix[3] = {sha[0], sha[1], 0};
+    char *blocker = g_build_filename(store_dir, prefix, NULL);
+    g_assert_cmpint(g_mkdir_with_parents(store_dir, 0755), ==, 0);
+    g_assert_true(g_file_set_contents(blocker, "not a folder", -1, NULL));
+    run_ingest(&f, tif);
+    assert_doc(&f, tif, "failed", "store_failed");
+    g_free(blocker);
+    g_free(store_dir);
+    g_free(sha);
+    g_free(tif);
+    fixture_clear(&f);
+}
+
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
@@ -1064,6 +1095,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
+    g_test_add_func("/ingest/failures/store", test_store_failure);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
