@@ -8,6 +8,14 @@
 #include <stdio.h>
 #include <unistd.h>
 
+/* JSON strings must be UTF-8; file names need not be. */
+static void add_string(JsonBuilder *b, const char *name, const char *value) {
+    char *valid = g_utf8_make_valid(value ? value : "", -1);
+    json_builder_set_member_name(b, name);
+    json_builder_add_string_value(b, valid);
+    g_free(valid);
+}
+
 static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
@@ -37,14 +45,10 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     for (guint i = 0; i < s->failures->len; i++) {
         const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
         json_builder_begin_object(b);
-        json_builder_set_member_name(b, "path");
-        json_builder_add_string_value(b, f->path);
-        json_builder_set_member_name(b, "status");
-        json_builder_add_string_value(b, f->status);
-        json_builder_set_member_name(b, "code");
-        json_builder_add_string_value(b, f->code);
-        json_builder_set_member_name(b, "message");
-        json_builder_add_string_value(b, f->message);
+        add_string(b, "path", f->path);
+        add_string(b, "status", f->status);
+        add_string(b, "code", f->code);
+        add_string(b, "message", f->message);
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
