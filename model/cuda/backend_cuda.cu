@@ -71,7 +71,13 @@ typedef struct {
 } CudaCtx;
 
 static CudaCtx *ctx_of(DqBackend *be) {
-    return (CudaCtx *)be->ctx;
+    CudaCtx *c = (CudaCtx *)be->ctx;
+    /* The current device is per host thread: a backend used from another thread than the one
+     * that opened it (or beside a backend on another GPU) must select its own. */
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess || cur != c->device)
+        cudaSetDevice(c->device);
+    return c;
 }
 
 static void record(CudaCtx *c, cudaError_t e, const char *what) {
