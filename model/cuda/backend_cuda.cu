@@ -517,6 +517,22 @@ __device__ float block_sum(float v, float *shared32) {
     return t;
 }
 
+/* Max over the block, as block_sum. */
+__device__ float block_max(float v, float *shared32) {
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0)
+        shared32[warp] = v;
+    __syncthreads();
+    int n_warps = blockDim.x / 32;
+    float t = lane < n_warps ? shared32[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1)
+        t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
+    return t;
+}
+
 __global__ void layernorm_kernel(float *y, const float *x, const float *w, const float *b, int dim,
                                  float eps) {
     __shared__ float red[32];
@@ -830,6 +846,79 @@ static size_t flash_smem(int hd) {
  * kernel over query rows. */
 #define ATT_DECODE_ROWS 4
 
+/* Softmax of each row of s [rows, cols] (float32) into p (bf16), for the tensor-core path. */
+__global__ void softmax_rows_bf16_kernel(__nv_bfloat16 *p, const float *s, int cols) {
+    __shared__ float red[32];
+    const float *row = s + (size_t)blockIdx.x * cols;
+    __nv_bfloat16 *out = p + (size_t)blockIdx.x * cols;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        mx = fmaxf(mx, row[i]);
+    mx = block_max(mx, red);
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        sum += expf(row[i] - mx);
+    const float inv = 1.0f / block_sum(sum, red);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        out[i] = __float2bfloat16_rn(expf(row[i] - mx) * inv);
+}
+
+/* The vision encoder's attention (bidirectional, every tile the same length, no GQA) on tensor
+ * cores: per head, S = scale Q K^T for all tiles in one strided-batched bf16 GEMM (float32
+ * scores), a row softmax to bf16, O = P V in a second one. The scores of one head for the
+ * chunk's tiles (<= 32 x 1024 x 1024 floats) are the only intermediate; the SIMT flash kernel
+ * would spend ~5x longer in the exponentials and dot products of 1024-patch tiles. With
+ * DOCQA_CUDA_F32=1 the flash kernel is used instead (float32 end to end). */
+static gboolean vision_attention_gemm(CudaCtx *c, float *out, const float *q, const float *k,
+                                      const float *v, const DqAttention *da) {
+    const int T = da->n_seq, P = da->n_q, H = da->n_heads, hd = da->head_dim, D = da->q_stride;
+    const size_t n_in = (size_t)T * P * D, n_s = (size_t)T * P * P;
+    __nv_bfloat16 *qkv = (__nv_bfloat16 *)pool_get(c, 3 * n_in * sizeof(__nv_bfloat16));
+    float *sc = (float *)pool_get(c, n_s * sizeof(float));
+    __nv_bfloat16 *pb = (__nv_bfloat16 *)pool_get(c, n_s * sizeof(__nv_bfloat16));
+    gboolean ok = qkv != NULL && sc != NULL && pb != NULL;
+    if (ok) {
+        __nv_bfloat16 *qb = qkv, *kb = qkv + n_in, *vb = qkv + 2 * n_in;
+        f32_to_bf16_kernel<<<grid_for(n_in, 256), 256, 0, c->stream>>>(qb, q, n_in);
+        f32_to_bf16_kernel<<<grid_for(n_in, 256), 256, 0, c->stream>>>(kb, k, n_in);
+        f32_to_bf16_kernel<<<grid_for(n_in, 256), 256, 0, c->stream>>>(vb, v, n_in);
+        CK_LAUNCH(c, "attention inputs to bf16");
+        const float alpha = da->scale, one = 1.0f, zero = 0.0f;
+        for (int h = 0; h < H && c->sticky == cudaSuccess; h++) {
+            /* Column-major: S^T [P_kv, P_q] = K_h . Q_h^T, i.e. row-major S [P_q, P_kv]. */
+            record_blas(c,
+                        cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, P, P, hd,
+                                                   &alpha, kb + (size_t)h * hd, CUDA_R_16BF, D,
+                                                   (long long)P * D, qb + (size_t)h * hd,
+                                                   CUDA_R_16BF, D, (long long)P * D, &zero, sc,
+                                                   CUDA_R_32F, P, (long long)P * P, T,
+                                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                        "attention scores GEMM");
+            softmax_rows_bf16_kernel<<<T * P, 256, 0, c->stream>>>(pb, sc, P);
+            CK_LAUNCH(c, "attention softmax");
+            /* Column-major: O_h^T [hd, P_q] = V_h^T . P^T, i.e. row-major O_h [P_q, hd]. */
+            record_blas(c,
+                        cublasGemmStridedBatchedEx(
+                            c->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, P, P, &one, vb + (size_t)h * hd,
+                            CUDA_R_16BF, D, (long long)P * D, pb, CUDA_R_16BF, P, (long long)P * P,
+                            &zero, out + (size_t)h * hd, CUDA_R_32F, H * hd, (long long)P * H * hd,
+                            T, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                        "attention output GEMM");
+        }
+    }
+    if (qkv != NULL)
+        pool_put(c, qkv);
+    if (sc != NULL)
+        pool_put(c, sc);
+    if (pb != NULL)
+        pool_put(c, pb);
+    return ok;
+}
+
+/* Bidirectional attention over equal-length packed sequences without GQA of at least this
+ * many rows goes through vision_attention_gemm. */
+#define ATT_GEMM_MIN_ROWS 256
+
 template <int NCH>
 static void launch_attention(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                              const DqAttention *da, const AttArgs &a) {
@@ -854,6 +943,13 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
         record(c, cudaErrorInvalidValue, "attention: unsupported head layout");
         return;
     }
+    if (!c->f32_weights && !da->causal && da->n_q == da->n_kv && da->n_q >= ATT_GEMM_MIN_ROWS &&
+        da->n_heads == da->n_kv_heads && da->q_stride == da->kv_stride &&
+        da->q_stride >= da->n_heads * da->head_dim &&
+        da->q_seq_stride == (size_t)da->n_q * da->q_stride &&
+        da->kv_seq_stride == (size_t)da->n_kv * da->kv_stride &&
+        vision_attention_gemm(c, out, q, k, v, da))
+        return; /* else (no memory for the scores): the flash kernel below */
     AttArgs a = {da->n_q,      da->n_kv,         da->n_heads,       da->n_kv_heads,
                  da->head_dim, da->q_stride,     da->kv_stride,     da->q_pos0,
                  da->causal,   da->q_seq_stride, da->kv_seq_stride, da->scale};
