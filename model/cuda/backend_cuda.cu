@@ -7,8 +7,11 @@
  *   GemmEx (bf16 x bf16, float32 accumulation, float32 result). cuBLAS is bit-reproducible for a
  *   given shape on a given GPU, so smolvlm's per-request products stay batch-invariant.
  * - Attention: a flash-style kernel (K/V tiles in shared memory, online softmax, nothing of
- *   size n_q x n_kv ever written) for the vision encoder and prefill, and a split-key decode
- *   kernel for a handful of query rows over the KV cache.
+ *   size n_q x n_kv ever written) for prefill over variable-length segments and small tiles, a
+ *   split-key decode kernel for a handful of query rows over the KV cache, and for full-size
+ *   vision tiles per-head strided-batched bf16 GEMMs on tensor cores around a row softmax.
+ * - Up to 64 rows (decode), products with a bf16 weight use a row-invariant kernel instead of
+ *   cuBLAS, so that smolvlm may batch the decode rows of all requests into one call.
  * - Host arrays an op takes (positions, token ids) and uploads go through a pinned ring buffer;
  *   the ring is only reused after a stream synchronisation, so a queued DMA never reads bytes
  *   that were overwritten.
