@@ -17,6 +17,7 @@
  *   that were overwritten.
  */
 #include <glib.h>
+#include <glib/gstdio.h>
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -56,7 +57,8 @@ typedef struct {
     GHashTable *bf16;     /* device ptrs of weights stored as bf16 */
     gboolean f32_weights; /* DOCQA_CUDA_F32=1: matrices stay float32 (conformance runs) */
     size_t weight_bytes;  /* uploaded so far */
-    void *load_stage;     /* [DQ_CUDA_LOAD_CHUNK] bytes */
+    gboolean preflight_done;
+    void *load_stage; /* [DQ_CUDA_LOAD_CHUNK] bytes */
     /* matmul input in bf16 */
     __nv_bfloat16 *xbf; /* [xbf_cap] */
     size_t xbf_cap;
@@ -309,6 +311,37 @@ static gboolean is_bf16(CudaCtx *c, const DqWeight *w) {
     return g_hash_table_contains(c->bf16, w->data);
 }
 
+/* Before the first weight: does the snapshot fit? Its .safetensors files (the folder of the
+ * first tensor's file) give the parameter count; on the GPU they take 2 bytes each (bf16), 4
+ * with DOCQA_CUDA_F32=1. Failing here names the whole need instead of some tensor midway. */
+static gboolean weights_preflight(CudaCtx *c, const DqTensor *t, GError **err) {
+    char *dir = g_path_get_dirname(t->file);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    guint64 on_disk = 0;
+    for (const char *name; d != NULL && (name = g_dir_read_name(d)) != NULL;) {
+        if (!g_str_has_suffix(name, ".safetensors"))
+            continue;
+        char *path = g_build_filename(dir, name, NULL);
+        GStatBuf st;
+        if (g_stat(path, &st) == 0)
+            on_disk += (guint64)st.st_size;
+        g_free(path);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    size_t need = (size_t)(on_disk / dq_dtype_size(t->dtype)) * (c->f32_weights ? 4 : 2);
+    size_t fr = 0, total = 0;
+    gboolean ok = TRUE;
+    if (need > 0 && cudaMemGetInfo(&fr, &total) == cudaSuccess && need > fr)
+        ok = dq_fail(err, DQ_ERR_DEVICE,
+                     "%s: the weights in %s need about %.0f MiB on the GPU (%s), but only %.0f "
+                     "MiB of %.0f MiB are free",
+                     c->label, dir, mib(need), c->f32_weights ? "float32" : "bf16", mib(fr),
+                     mib(total));
+    g_free(dir);
+    return ok;
+}
+
 static gboolean cuda_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
                                  GError **err) {
     CudaCtx *c = ctx_of(be);
@@ -321,6 +354,11 @@ static gboolean cuda_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, 
                        t->file, t->name, t->numel, rows, cols);
     if (c->sticky != cudaSuccess)
         return dq_fail(err, DQ_ERR_DEVICE, "%s", c->sticky_msg);
+    if (!c->preflight_done) {
+        c->preflight_done = TRUE;
+        if (!weights_preflight(c, t, err))
+            return FALSE;
+    }
     /* Matrices (linear layers, embedding tables) in bf16: half the memory and the tensor-core
      * path; vectors (norm weights, biases) stay float32 since they cost nothing. */
     gboolean to_bf16 = rows > 1 && !c->f32_weights;
@@ -335,8 +373,9 @@ static gboolean cuda_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, 
             char info[96];
             mem_info(info, sizeof info);
             return dq_fail(err, DQ_ERR_DEVICE,
-                           "%s: out of GPU memory loading tensor '%s' of %s (%.1f MiB more "
-                           "needed): %.0f MiB of weights loaded so far, %s",
+                           "%s: out of GPU memory loading tensor '%s' of %s: it needs %.1f MiB "
+                           "beyond the %.0f MiB of weights loaded so far, with %s (the model's "
+                           "bf16 matrices need about 2 bytes a parameter plus activations)",
                            c->label, t->name, t->file, mib(bytes), mib(c->weight_bytes), info);
         }
     }
