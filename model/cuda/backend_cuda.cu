@@ -159,6 +159,23 @@ static void *pool_get(CudaCtx *c, size_t bytes) {
     size_t cls = size_class(bytes);
     gpointer key = GSIZE_TO_POINTER(cls);
     GSList *l = (GSList *)g_hash_table_lookup(c->free_lists, key);
+    if (l == NULL && cls > ((size_t)1 << 20)) {
+        /* Batches vary in size: a cached block up to twice as large serves too, so that after
+         * the first large batch no cudaMalloc is needed. */
+        GHashTableIter it;
+        gpointer k, v;
+        size_t best = 0;
+        g_hash_table_iter_init(&it, c->free_lists);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+            size_t kc = GPOINTER_TO_SIZE(k);
+            if (v != NULL && kc > cls && kc <= 2 * cls && (best == 0 || kc < best))
+                best = kc;
+        }
+        if (best != 0) {
+            key = GSIZE_TO_POINTER(best);
+            l = (GSList *)g_hash_table_lookup(c->free_lists, key);
+        }
+    }
     void *p = NULL;
     if (l != NULL) {
         p = l->data;
