@@ -6,8 +6,8 @@
 
 DqBackend *dq_backend_cuda_new(int device, GError **err) {
     dq_fail(err, DQ_ERR_DEVICE,
-            "cuda:%d: docqa was built without CUDA (nvcc was not found when it was configured; "
-            "install the CUDA toolkit and rebuild, or use --device cpu)",
+            "cuda:%d: docqa was built without CUDA (configured with no nvcc found or with "
+            "DOCQA_CUDA=OFF; install the CUDA toolkit and rebuild, or use --device cpu)",
             device);
     return NULL;
 }
