@@ -1,6 +1,11 @@
 /* The docqa database: every SQL statement of the project lives behind this interface.
  *
- * SQLite is the embedded store (a file path or "sqlite:PATH"). Opening a store applies the
+ * Two backends stand behind it. SQLite is the embedded default (a file path or "sqlite:PATH").
+ * PostgreSQL ("postgresql://..." or "postgres://...", through libpq; store_pg.c) is for many
+ * workers on many machines sharing one queue; its migrations are schema/postgres/. Each store_*.c
+ * function dispatches on dq_store_kind(); the PostgreSQL halves live in store_*_pg.c.
+ *
+ * SQLite: opening a store applies the
  * migrations compiled in from schema/sqlite/ in order, each in its own transaction, and records
  * them in `schema_migrations`; PRAGMA user_version mirrors the latest. A database written by a
  * newer docqa (a migration this binary does not know) is refused rather than guessed at.
@@ -20,21 +25,43 @@
 #include <sqlite3.h>
 
 typedef struct DqStore DqStore;
+typedef struct pg_conn PGconn; /* libpq's connection, declared here so callers need no libpq */
+
+typedef enum { DQ_STORE_SQLITE = 0, DQ_STORE_POSTGRES } DqStoreKind;
+
+/* The location when none is given: $DOCQA_DB, else "docqa.db". */
+const char *dq_store_default_location(void);
+
+/* TRUE for "postgresql://..." and "postgres://..." locations. */
+gboolean dq_store_location_is_postgres(const char *location);
+
+/* The content-addressed page store, one home for ingest (which writes it) and the workers (which
+ * read it): <dir>/<sha[0:2]>/<sha[2:4]>/<sha>.png. For SQLite <dir> is "<database file>.pages";
+ * for PostgreSQL it is $DOCQA_PAGES, a directory every worker machine mounts (NULL and an error
+ * when unset). Why a shared directory and not bytea: see schema/postgres/0001_documents_pages.sql.
+ */
+char *dq_store_page_dir_for(const char *location, GError **err);
+char *dq_store_page_path(const char *page_dir, const char *image_sha256);
 
 /* Opens (creating if needed) and migrates the database at `location`. */
 DqStore *dq_store_open(const char *location, GError **err);
+/* Closes the connection after finalizing every statement the store's modules cached on it. */
 void dq_store_close(DqStore *store);
+
+DqStoreKind dq_store_kind(DqStore *store);
 
 /* Number of the newest migration applied (0 for none). */
 int dq_store_schema_version(DqStore *store);
 
-/* Path of the database file (for the page store that sits beside it). */
+/* Path of the database file, or the PostgreSQL location with any password removed (for
+ * messages and for dq_store_page_dir_for). */
 const char *dq_store_path(DqStore *store);
 
-/* Low-level access for the store's own modules (store_*.c). Nothing outside store/ uses it. */
+/* Low-level access for the store's own modules (store_*.c) and tests. NULL for the other kind. */
 sqlite3 *dq_store_sqlite(DqStore *store);
+PGconn *dq_store_pg(DqStore *store);
 
-/* Runs `sql` (no results) or fails with the database's message. */
+/* Runs `sql` (no results, no parameters: fixed text only) or fails with the database's message. */
 gboolean dq_store_exec(DqStore *store, const char *sql, GError **err);
 
 #endif

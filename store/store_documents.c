@@ -1,6 +1,8 @@
 #include "store_documents.h"
 
 #include "dq_error.h"
+#include "store_internal.h"
+#include "store_jobs_pg.h"
 
 #include <sqlite3.h>
 #include <string.h>
@@ -40,6 +42,7 @@ void dq_document_lookup_clear(DqDocumentLookup *found) {
 gboolean dq_store_document_find(DqStore *store, const char *path, const char *sha256,
                                 const char *render_settings, DqDocumentLookup *found,
                                 GError **err) {
+    PG_DISPATCH(store, return pgdocs_find(store, path, sha256, render_settings, found, err));
     memset(found, 0, sizeof *found);
     /* An unreadable file has no hash: it matches only when the newest version is unreadable
      * too, so re-running over a folder with one unreadable file does not add a row each time. */
@@ -211,6 +214,8 @@ gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint
                                   gboolean replace, const char *render_settings,
                                   const DqPageRow *pages, int n_pages, gint64 *out_id,
                                   int *out_version, GError **err) {
+    PG_DISPATCH(store, return pgdocs_record(store, doc, existing_id, replace, render_settings,
+                                            pages, n_pages, out_id, out_version, err));
     gint64 id = existing_id;
     int version = 0;
     if (!dq_store_exec(store, "BEGIN IMMEDIATE", err))

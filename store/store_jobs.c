@@ -2,6 +2,8 @@
 #include "store_jobs.h"
 
 #include "dq_error.h"
+#include "store_internal.h"
+#include "store_jobs_pg.h"
 
 #include <sqlite3.h>
 #include <string.h>
@@ -12,9 +14,13 @@ void store_jobs_set_test_hook(DqStoreHook hook) {
     test_hook = hook;
 }
 
-static void hook(const char *point) {
+void store_jobs_hook(const char *point) {
     if (test_hook != NULL)
         test_hook(point);
+}
+
+static void hook(const char *point) {
+    store_jobs_hook(point);
 }
 
 /* Fires while SQLite is committing: the journal is being written, the lock is held. */
@@ -38,8 +44,8 @@ static DqJobState state_from_name(const char *name) {
 /* ---- statements ----
  *
  * Statements are prepared once per connection (SQLITE_PREPARE_PERSISTENT) and found again by
- * their text with sqlite3_next_stmt, so no cache has to live beside DqStore. store_jobs_finalize
- * drops them before the connection closes. */
+ * their text with sqlite3_next_stmt, so no cache has to live beside DqStore. dq_store_close
+ * finalizes them (the store owns them); store_jobs_finalize drops them earlier. */
 
 static gboolean db_fail(DqStore *s, GError **err, const char *what) {
     sqlite3 *db = dq_store_sqlite(s);
@@ -67,6 +73,8 @@ static sqlite3_stmt *stmt(DqStore *s, const char *sql, GError **err) {
 
 void store_jobs_finalize(DqStore *s) {
     sqlite3 *db = dq_store_sqlite(s);
+    if (db == NULL) /* PostgreSQL: statements live until dq_store_close */
+        return;
     sqlite3_stmt *st;
     while ((st = sqlite3_next_stmt(db, NULL)) != NULL)
         sqlite3_finalize(st);
@@ -204,6 +212,8 @@ static gint cmp_i64(gconstpointer a, gconstpointer b) {
 GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
                                    const char *const *where_sql, int n_where, int *n_failed_pages,
                                    GError **err) {
+    PG_DISPATCH(s, return pgjobs_select_pages(s, document_ids, n_ids, where_sql, n_where,
+                                              n_failed_pages, err));
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
     int failed = 0;
@@ -280,6 +290,7 @@ fail:
 }
 
 gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err) {
+    PG_DISPATCH(s, return pgjobs_question_id(s, text, id, err));
     sqlite3_stmt *st =
         stmt(s, "INSERT INTO questions (text) VALUES (?1) ON CONFLICT (text) DO NOTHING", err);
     if (st == NULL)
@@ -300,6 +311,7 @@ gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError
 }
 
 gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err) {
+    PG_DISPATCH(s, return pgjobs_enqueue(s, jobs, n, added, err));
     int count = 0;
     if (!begin(s, err))
         return FALSE;
@@ -349,6 +361,7 @@ void dq_claimed_job_free(DqClaimedJob *j) {
 
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
                             gint64 now_ms, gint64 lease_ms, GError **err) {
+    PG_DISPATCH(s, return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, err));
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     sqlite3_stmt *st;
@@ -459,6 +472,7 @@ fail:
 
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
                               int *held, GError **err) {
+    PG_DISPATCH(s, return pgjobs_heartbeat(s, owner, now_ms, lease_ms, held, err));
     sqlite3_stmt *st = stmt(s,
                             "UPDATE jobs SET lease_expires_ms = ?1 "
                             "WHERE lease_owner = ?2 AND state = 'running'",
@@ -476,6 +490,7 @@ gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint
 
 gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                              int *written, GError **err) {
+    PG_DISPATCH(s, return pgjobs_complete(s, owner, answers, n, written, err));
     int count = 0;
     if (!begin(s, err))
         return FALSE;
@@ -538,6 +553,8 @@ fail:
 gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *kind,
                          const char *message, gboolean retryable, gint64 now_ms, gint64 backoff_ms,
                          DqJobState *new_state, GError **err) {
+    PG_DISPATCH(s, return pgjobs_fail(s, owner, job_id, kind, message, retryable, now_ms,
+                                      backoff_ms, new_state, err));
     DqJobState result = DQ_JOB_N_STATES;
     if (!begin(s, err))
         return FALSE;
@@ -595,6 +612,7 @@ fail:
 }
 
 gboolean store_jobs_release(DqStore *s, const char *owner, int *released, GError **err) {
+    PG_DISPATCH(s, return pgjobs_release(s, owner, released, err));
     sqlite3_stmt *st = stmt(s,
                             "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
                             "lease_expires_ms = NULL, attempts = max(attempts - 1, 0) "
@@ -613,6 +631,7 @@ gboolean store_jobs_release(DqStore *s, const char *owner, int *released, GError
 /* ---- reading ---- */
 
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
+    PG_DISPATCH(s, return pgjobs_counts(s, model_id, c, err));
     memset(c, 0, sizeof(*c));
     sqlite3_stmt *st = stmt(s,
                             "SELECT state, count(*), sum(attempts > 0) FROM jobs "
@@ -651,6 +670,7 @@ gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GEr
 
 gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                                 GError **err) {
+    PG_DISPATCH(s, return pgjobs_recent_rate(s, window_s, answers, span_s, err));
     sqlite3_stmt *st = stmt(s,
                             "SELECT count(*), coalesce((julianday(max(finished_at)) - "
                             "julianday(min(started_at))) * 86400.0, 0) FROM answers "
@@ -680,6 +700,7 @@ void dq_error_reason_free(DqErrorReason *r) {
 }
 
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
+    PG_DISPATCH(s, return pgjobs_top_errors(s, limit, err));
     sqlite3_stmt *st = stmt(s,
                             "SELECT kind, message, count(DISTINCT job_id) AS n FROM job_errors "
                             "GROUP BY kind, message ORDER BY n DESC, kind, message LIMIT ?1",
@@ -707,6 +728,7 @@ GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
 
 gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                                 GError **err) {
+    PG_DISPATCH(s, return pgjobs_each_answer(s, question, fn, user, err));
     /* Not a cached statement: fn may call back into the store. */
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(dq_store_sqlite(s),
@@ -741,6 +763,7 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn 
 
 gboolean store_jobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued,
                             GError **err) {
+    PG_DISPATCH(s, return pgjobs_requeue(s, dead, failed, requeued, err));
     sqlite3_stmt *st = stmt(s,
                             "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
                             "finished_at = NULL "

@@ -18,8 +18,8 @@
 
 #include <glib.h>
 
-/* Finalizes the queue's cached prepared statements on this connection; call it before
- * dq_store_close (which would otherwise keep the connection alive as a zombie until exit). */
+/* Finalizes the queue's cached prepared statements on this connection now. Optional:
+ * dq_store_close finalizes them too (the store owns its statement caches). */
 void store_jobs_finalize(DqStore *s);
 
 /* ---- asking ---- */

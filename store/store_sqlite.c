@@ -1,4 +1,4 @@
-#include "store.h"
+#include "store_internal.h"
 
 #include "dq_error.h"
 #include "resources.h"
@@ -6,14 +6,56 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct DqStore {
-    sqlite3 *db;
-    char *path;
-};
-
 #define BUSY_TIMEOUT_MS 60000
 
+const char *dq_store_default_location(void) {
+    const char *env = g_getenv("DOCQA_DB");
+    return env != NULL && *env != '\0' ? env : "docqa.db";
+}
+
+gboolean dq_store_location_is_postgres(const char *location) {
+    return location != NULL &&
+           (g_str_has_prefix(location, "postgresql:") || g_str_has_prefix(location, "postgres:"));
+}
+
+char *dq_store_page_dir_for(const char *location, GError **err) {
+    if (dq_store_location_is_postgres(location)) {
+        const char *dir = g_getenv("DOCQA_PAGES");
+        if (dir == NULL || *dir == '\0') {
+            dq_fail(err, DQ_ERR_ARGS,
+                    "%s: a PostgreSQL store keeps page images in a directory every worker "
+                    "mounts: set DOCQA_PAGES to it",
+                    location);
+            return NULL;
+        }
+        return g_strdup(dir);
+    }
+    if (g_str_has_prefix(location, "sqlite:"))
+        location += strlen("sqlite:");
+    return g_strconcat(location, ".pages", NULL);
+}
+
+char *dq_store_page_path(const char *page_dir, const char *image_sha256) {
+    if (image_sha256 == NULL || strlen(image_sha256) < 4)
+        return NULL;
+    char a[3] = {image_sha256[0], image_sha256[1], 0};
+    char b[3] = {image_sha256[2], image_sha256[3], 0};
+    char *name = g_strconcat(image_sha256, ".png", NULL);
+    char *path = g_build_filename(page_dir, a, b, name, NULL);
+    g_free(name);
+    return path;
+}
+
+DqStoreKind dq_store_kind(DqStore *store) {
+    return store->kind;
+}
+
+PGconn *dq_store_pg(DqStore *store) {
+    return store->pg;
+}
+
 gboolean dq_store_exec(DqStore *store, const char *sql, GError **err) {
+    PG_DISPATCH(store, return store_pg_exec(store, sql, err));
     char *msg = NULL;
     if (sqlite3_exec(store->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: %s", store->path, msg ? msg : "unknown SQLite error");
@@ -32,6 +74,7 @@ const char *dq_store_path(DqStore *store) {
 }
 
 int dq_store_schema_version(DqStore *store) {
+    PG_DISPATCH(store, return store_pg_schema_version(store));
     sqlite3_stmt *st = NULL;
     int v = 0;
     if (sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
@@ -123,10 +166,14 @@ DqStore *dq_store_open(const char *location, GError **err) {
     const char *path = location;
     if (g_str_has_prefix(path, "sqlite:"))
         path += strlen("sqlite:");
-    if (g_str_has_prefix(location, "postgres:") || g_str_has_prefix(location, "postgresql:")) {
+    if (dq_store_location_is_postgres(location)) {
+#ifdef DOCQA_HAVE_POSTGRES
+        return store_pg_open(location, err);
+#else
         dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: this docqa was built without PostgreSQL support",
                 location);
         return NULL;
+#endif
     }
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
@@ -158,8 +205,20 @@ DqStore *dq_store_open(const char *location, GError **err) {
 void dq_store_close(DqStore *store) {
     if (store == NULL)
         return;
-    if (store->db != NULL)
+#ifdef DOCQA_HAVE_POSTGRES
+    if (store->kind == DQ_STORE_POSTGRES) {
+        store_pg_close(store);
+        return;
+    }
+#endif
+    if (store->db != NULL) {
+        /* The store owns the statements its modules cached (store_jobs.c prepares them
+         * persistent): finalize them so the connection really closes now, not at exit. */
+        sqlite3_stmt *st;
+        while ((st = sqlite3_next_stmt(store->db, NULL)) != NULL)
+            sqlite3_finalize(st);
         sqlite3_close_v2(store->db);
+    }
     g_free(store->path);
     g_free(store);
 }

@@ -1,0 +1,174 @@
+/* PostgreSQL implementation of store_documents.h (the SQLite twin: store_documents.c). */
+#include "store_jobs_pg.h"
+
+#include "dq_error.h"
+#include "store_pg.h"
+
+#include <string.h>
+
+gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const char *render_settings,
+                     DqDocumentLookup *found, GError **err) {
+    memset(found, 0, sizeof *found);
+    PgParams p = {0};
+    pg_text(&p, path);
+    PGresult *r;
+    if (sha256 != NULL) {
+        pg_text(&p, sha256);
+        r = pg_run(s,
+                   "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
+                   "AND sha256 = $2",
+                   &p, "looking up a document", err);
+    } else {
+        r = pg_run(s,
+                   "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
+                   "AND sha256 IS NULL AND version = (SELECT max(version) FROM documents "
+                   "WHERE path = $1)",
+                   &p, "looking up a document", err);
+    }
+    if (r == NULL)
+        return FALSE;
+    if (PQntuples(r) > 0) {
+        found->id = pg_get_i64(r, 0, 0);
+        found->version = (int)pg_get_i64(r, 0, 1);
+        found->status = pg_get_dup(r, 0, 2);
+        found->error_code = pg_get_dup(r, 0, 3);
+    }
+    PQclear(r);
+    if (found->id == 0)
+        return TRUE;
+    pg_i64(&p, found->id);
+    pg_text(&p, render_settings);
+    r = pg_run(s, "SELECT count(*) FROM pages WHERE document_id = $1 AND render_settings = $2", &p,
+               "counting pages", err);
+    if (r == NULL)
+        return FALSE;
+    found->pages_with_settings = (int)pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return TRUE;
+}
+
+static void doc_params(PgParams *p, const DqDocumentRow *doc) {
+    pg_text(p, doc->path);
+    pg_text(p, doc->sha256);
+    pg_i64(p, doc->bytes);
+    pg_i64(p, doc->mtime);
+    pg_text(p, doc->kind);
+    if (doc->page_count >= 0)
+        pg_i64(p, doc->page_count);
+    else
+        pg_text(p, NULL);
+    pg_text(p, doc->status);
+    pg_text(p, doc->error_code);
+    pg_text(p, doc->error_message);
+}
+
+gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id, gboolean replace,
+                       const char *render_settings, const DqPageRow *pages, int n_pages,
+                       gint64 *out_id, int *out_version, GError **err) {
+    gint64 id = existing_id;
+    int version = 0;
+    PgParams p = {0};
+    PGresult *r;
+    if (!pg_begin(s, err))
+        return FALSE;
+    /* Two ingests of one path on two machines must not both take version n + 1: the path's
+     * advisory lock (held to the end of the transaction) puts them one after the other. */
+    pg_text(&p, doc->path);
+    if (!pg_do(s, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &p,
+               "locking a document path", NULL, err))
+        goto fail;
+    if (existing_id <= 0) {
+        doc_params(&p, doc);
+        r = pg_run(s,
+                   "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, page_count, "
+                   "status, error_code, error_message) VALUES ($1, (SELECT coalesce(max(version), "
+                   "0) + 1 FROM documents WHERE path = $1), $2, $3, $4, $5, $6, $7, $8, $9) "
+                   "ON CONFLICT (path, sha256) DO NOTHING RETURNING id, version",
+                   &p, "inserting a document", err);
+        if (r == NULL)
+            goto fail;
+        if (PQntuples(r) == 1) {
+            id = pg_get_i64(r, 0, 0);
+            version = (int)pg_get_i64(r, 0, 1);
+        }
+        PQclear(r);
+        if (id <= 0) {
+            pg_text(&p, doc->path);
+            pg_text(&p, doc->sha256);
+            r = pg_run(s, "SELECT id, version FROM documents WHERE path = $1 AND sha256 = $2", &p,
+                       "finding a concurrently inserted document", err);
+            if (r == NULL)
+                goto fail;
+            if (PQntuples(r) == 1) {
+                id = pg_get_i64(r, 0, 0);
+                version = (int)pg_get_i64(r, 0, 1);
+            }
+            PQclear(r);
+            if (id <= 0) {
+                dq_fail(err, DQ_ERR_DB, "%s: inserting a document: no row", dq_store_path(s));
+                goto fail;
+            }
+        }
+    } else if (replace) {
+        pg_i64(&p, existing_id);
+        if (doc->page_count >= 0)
+            pg_i64(&p, doc->page_count);
+        else
+            pg_text(&p, NULL);
+        pg_text(&p, doc->status);
+        pg_text(&p, doc->error_code);
+        pg_text(&p, doc->error_message);
+        if (!pg_do(s,
+                   "UPDATE documents SET page_count = $2, status = $3, error_code = $4, "
+                   "error_message = $5, ingested_at = docqa_now_iso() WHERE id = $1",
+                   &p, "updating a document", NULL, err))
+            goto fail;
+        pg_i64(&p, existing_id);
+        pg_text(&p, render_settings);
+        if (!pg_do(s, "DELETE FROM pages WHERE document_id = $1 AND render_settings = $2", &p,
+                   "replacing pages", NULL, err))
+            goto fail;
+    }
+    for (int i = 0; i < n_pages; i++) {
+        const DqPageRow *pg = &pages[i];
+        pg_i64(&p, id);
+        pg_i64(&p, pg->page_number);
+        if (pg->image_sha256 != NULL) {
+            pg_i64(&p, pg->width);
+            pg_i64(&p, pg->height);
+        } else {
+            pg_text(&p, NULL);
+            pg_text(&p, NULL);
+        }
+        if (pg->source_width > 0 && pg->source_height > 0) {
+            pg_dbl(&p, pg->source_width);
+            pg_dbl(&p, pg->source_height);
+        } else {
+            pg_text(&p, NULL);
+            pg_text(&p, NULL);
+        }
+        pg_text(&p, render_settings);
+        pg_text(&p, pg->image_sha256);
+        pg_text(&p, pg->status);
+        pg_text(&p, pg->error_code);
+        pg_text(&p, pg->error_message);
+        if (!pg_do(s,
+                   "INSERT INTO pages (document_id, page_number, width, height, source_width, "
+                   "source_height, render_settings, image_sha256, status, error_code, "
+                   "error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                   "ON CONFLICT (document_id, page_number, render_settings) DO NOTHING",
+                   &p, "inserting a page", NULL, err))
+            goto fail;
+    }
+    if (!pg_commit(s, err))
+        goto fail;
+    if (out_id)
+        *out_id = id;
+    if (out_version)
+        *out_version = version;
+    return TRUE;
+fail:
+    dq_error_prefix(err, "%s", doc->path);
+    pg_rollback(s);
+    return FALSE;
+}

@@ -1,0 +1,35 @@
+/* What the store's own modules share (never included outside store/). */
+#ifndef DQ_STORE_INTERNAL_H
+#define DQ_STORE_INTERNAL_H
+
+#include "store.h"
+
+struct DqStore {
+    DqStoreKind kind;
+    sqlite3 *db;               /* SQLite: the connection; its statement cache is the list
+                                * sqlite3_next_stmt walks (store_jobs.c) */
+    PGconn *pg;                /* PostgreSQL: the connection */
+    GHashTable *pg_statements; /* PostgreSQL: SQL text -> name of the statement prepared on pg */
+    char *path;                /* file path, or the location without its password */
+};
+
+#ifdef DOCQA_HAVE_POSTGRES
+/* store_pg.c */
+DqStore *store_pg_open(const char *location, GError **err);
+void store_pg_close(DqStore *s);
+gboolean store_pg_exec(DqStore *s, const char *sql, GError **err);
+int store_pg_schema_version(DqStore *s);
+/* Calls a PostgreSQL half when the store is PostgreSQL: `PG_DISPATCH(s, return f(...));`. */
+#define PG_DISPATCH(s, stmt)                                                                       \
+    do {                                                                                           \
+        if ((s)->kind == DQ_STORE_POSTGRES) {                                                      \
+            stmt;                                                                                  \
+        }                                                                                          \
+    } while (0)
+#else
+#define PG_DISPATCH(s, stmt)                                                                       \
+    do {                                                                                           \
+    } while (0)
+#endif
+
+#endif

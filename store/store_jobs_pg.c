@@ -1,0 +1,520 @@
+/* PostgreSQL implementation of store_jobs.h. Life cycle: jobs/queue.h; the SQLite twin is
+ * store_jobs.c and every function here keeps its contract.
+ *
+ * Concurrency differs from SQLite, where one writer at a time holds the whole file: here many
+ * workers on many machines run at once under READ COMMITTED, so every statement that picks jobs
+ * (claim, reclaim) locks the rows it takes with FOR UPDATE SKIP LOCKED, and every statement that
+ * finishes one is guarded by `lease_owner = $owner AND state = 'running'`, re-checked by
+ * PostgreSQL on the row's newest version when it was changed concurrently. */
+#include "store_jobs_pg.h"
+
+#include "dq_error.h"
+#include "store_pg.h"
+
+#include <string.h>
+
+static DqJobState state_from_name(const char *name) {
+    for (int i = 0; i < DQ_JOB_N_STATES; i++)
+        if (name != NULL && strcmp(name, dq_job_state_name(i)) == 0)
+            return i;
+    return DQ_JOB_N_STATES;
+}
+
+static gint cmp_i64(gconstpointer a, gconstpointer b) {
+    gint64 x = *(const gint64 *)a, y = *(const gint64 *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- asking ---- */
+
+/* The user's --where expression: sent alone through the extended protocol (which refuses more
+ * than one statement) inside a READ ONLY transaction, so it can read but never write. */
+static gboolean where_document_ids(DqStore *s, const char *where, GArray *ids, GError **err) {
+    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND version = (SELECT "
+                                "max(d2.version) FROM documents d2 WHERE d2.path = documents.path)",
+                                where);
+    gboolean ok = FALSE;
+    if (!store_pg_exec(s, "BEGIN READ ONLY", err))
+        goto out;
+    PGresult *r = PQexecParams(dq_store_pg(s), sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char *m = g_strchomp(g_strdup(PQresultErrorMessage(r)));
+        dq_fail(err, DQ_ERR_ARGS,
+                "--where '%s': %s (an SQL expression over the columns of documents, e.g. "
+                "\"path LIKE '%%/2024/%%'\")",
+                where, m);
+        g_free(m);
+    } else {
+        for (int i = 0; i < PQntuples(r); i++) {
+            gint64 id = pg_get_i64(r, i, 0);
+            g_array_append_val(ids, id);
+        }
+        ok = TRUE;
+    }
+    PQclear(r);
+    pg_rollback(s);
+out:
+    g_free(sql);
+    return ok;
+}
+
+GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
+                               const char *const *where_sql, int n_where, int *n_failed_pages,
+                               GError **err) {
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
+    int failed = 0;
+    PGresult *r;
+    PgParams p = {0};
+    if (n_ids == 0 && n_where == 0) {
+        if ((r = pg_run(s, "SELECT id FROM documents_current", NULL, "listing documents", err)) ==
+            NULL)
+            goto fail;
+        for (int i = 0; i < PQntuples(r); i++) {
+            gint64 id = pg_get_i64(r, i, 0);
+            g_array_append_val(ids, id);
+        }
+        PQclear(r);
+    }
+    for (int i = 0; i < n_ids; i++) {
+        pg_i64(&p, document_ids[i]);
+        if ((r = pg_run(s, "SELECT count(*) FROM documents WHERE id = $1", &p, "finding a document",
+                        err)) == NULL)
+            goto fail;
+        gboolean exists = pg_get_i64(r, 0, 0) > 0;
+        PQclear(r);
+        if (!exists) {
+            dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
+                    document_ids[i]);
+            goto fail;
+        }
+        g_array_append_val(ids, document_ids[i]);
+    }
+    for (int i = 0; i < n_where; i++)
+        if (!where_document_ids(s, where_sql[i], ids, err))
+            goto fail;
+    g_array_sort(ids, cmp_i64);
+    for (guint i = 0; i < ids->len; i++) {
+        gint64 id = g_array_index(ids, gint64, i);
+        if (i > 0 && id == g_array_index(ids, gint64, i - 1))
+            continue;
+        pg_i64(&p, id);
+        r = pg_run(s,
+                   "SELECT p.id, d.id, d.sha256, p.page_number, p.render_settings, p.status, "
+                   "p.image_sha256 FROM pages p JOIN documents d ON d.id = p.document_id "
+                   "WHERE d.id = $1 ORDER BY p.page_number, p.id",
+                   &p, "reading pages", err);
+        if (r == NULL)
+            goto fail;
+        for (int row = 0; row < PQntuples(r); row++) {
+            if (strcmp(PQgetvalue(r, row, 5), "failed") == 0 || PQgetisnull(r, row, 6)) {
+                failed++;
+                continue;
+            }
+            DqAskPage *a = g_new0(DqAskPage, 1);
+            a->page_id = pg_get_i64(r, row, 0);
+            a->document_id = pg_get_i64(r, row, 1);
+            a->document_sha256 = pg_get_dup(r, row, 2);
+            a->page_number = (int)pg_get_i64(r, row, 3);
+            a->render_settings = pg_get_dup(r, row, 4);
+            g_ptr_array_add(pages, a);
+        }
+        PQclear(r);
+    }
+    g_array_free(ids, TRUE);
+    if (n_failed_pages)
+        *n_failed_pages = failed;
+    return pages;
+fail:
+    g_array_free(ids, TRUE);
+    g_ptr_array_free(pages, TRUE);
+    return NULL;
+}
+
+gboolean pgjobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, text);
+    if (!pg_do(s, "INSERT INTO questions (text) VALUES ($1) ON CONFLICT (text) DO NOTHING", &p,
+               "adding a question", NULL, err))
+        return FALSE;
+    pg_text(&p, text);
+    PGresult *r =
+        pg_run(s, "SELECT id FROM questions WHERE text = $1", &p, "finding a question", err);
+    if (r == NULL)
+        return FALSE;
+    gboolean ok = PQntuples(r) == 1;
+    if (ok)
+        *id = pg_get_i64(r, 0, 0);
+    else
+        dq_fail(err, DQ_ERR_DB, "%s: finding a question: not found", dq_store_path(s));
+    PQclear(r);
+    return ok;
+}
+
+gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err) {
+    int count = 0;
+    if (!pg_begin(s, err))
+        return FALSE;
+    for (int i = 0; i < n; i++) {
+        PgParams p = {0};
+        pg_i64(&p, jobs[i].page_id);
+        pg_i64(&p, jobs[i].question_id);
+        pg_text(&p, jobs[i].model_id);
+        pg_text(&p, jobs[i].generation_settings);
+        pg_text(&p, jobs[i].job_key);
+        pg_i64(&p, jobs[i].max_attempts);
+        gint64 changed = 0;
+        if (!pg_do(s,
+                   "INSERT INTO jobs (page_id, question_id, model_id, generation_settings, "
+                   "job_key, max_attempts) VALUES ($1, $2, $3, $4, $5, $6) "
+                   "ON CONFLICT (job_key) DO NOTHING",
+                   &p, "adding a job", &changed, err))
+            goto fail;
+        count += (int)changed;
+    }
+    if (!pg_commit(s, err))
+        goto fail;
+    if (added)
+        *added = count;
+    return TRUE;
+fail:
+    pg_rollback(s);
+    return FALSE;
+}
+
+/* ---- working ---- */
+
+GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
+                        gint64 now_ms, gint64 lease_ms, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
+    PgParams p = {0};
+    PGresult *r = NULL;
+    if (!pg_begin(s, err))
+        goto fail;
+    /* Expired leases, recorded and requeued (or buried) in one statement. SKIP LOCKED: two
+     * workers reclaiming at once split the expired jobs instead of recording one twice. */
+    pg_i64(&p, now_ms);
+    pg_text(&p, model_id);
+    if (!pg_do(s,
+               "WITH expired AS (SELECT id, attempts, lease_owner FROM jobs "
+               "WHERE state = 'running' AND lease_expires_ms < $1 AND model_id = $2 "
+               "FOR UPDATE SKIP LOCKED), "
+               "recorded AS (INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
+               "SELECT id, attempts, lease_owner, 'lease_expired', "
+               "'lease expired: the worker died or hung' FROM expired) "
+               "UPDATE jobs j SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' "
+               "ELSE 'queued' END, "
+               "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
+               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
+               "last_error = 'lease_expired: lease expired: the worker died or hung' "
+               "FROM expired WHERE j.id = expired.id",
+               &p, "reclaiming expired leases", NULL, err))
+        goto fail;
+    /* The claim: ready jobs in id order, passing over rows another worker is claiming right
+     * now (SKIP LOCKED), leased and returned with what the worker needs in one statement. */
+    pg_text(&p, owner);
+    pg_i64(&p, now_ms + lease_ms);
+    pg_text(&p, model_id);
+    pg_i64(&p, now_ms);
+    pg_i64(&p, limit);
+    r = pg_run(s,
+               "WITH claimed AS (UPDATE jobs SET state = 'running', lease_owner = $1, "
+               "lease_expires_ms = $2, attempts = attempts + 1 "
+               "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND model_id = $3 "
+               "AND not_before_ms <= $4 ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) "
+               "RETURNING id, page_id, question_id, model_id, generation_settings, attempts, "
+               "max_attempts) "
+               "SELECT c.id, c.page_id, p.document_id, d.path, p.page_number, "
+               "p.render_settings, p.image_sha256, q.text, c.model_id, c.generation_settings, "
+               "c.attempts, c.max_attempts FROM claimed c JOIN pages p ON p.id = c.page_id "
+               "JOIN documents d ON d.id = p.document_id "
+               "JOIN questions q ON q.id = c.question_id ORDER BY c.id",
+               &p, "claiming jobs", err);
+    if (r == NULL)
+        goto fail;
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqClaimedJob *j = g_new0(DqClaimedJob, 1);
+        j->job_id = pg_get_i64(r, i, 0);
+        j->page_id = pg_get_i64(r, i, 1);
+        j->document_id = pg_get_i64(r, i, 2);
+        j->document_path = pg_get_dup(r, i, 3);
+        j->page_number = (int)pg_get_i64(r, i, 4);
+        j->render_settings = pg_get_dup(r, i, 5);
+        j->image_sha256 = pg_get_dup(r, i, 6);
+        j->question = pg_get_dup(r, i, 7);
+        j->model_id = pg_get_dup(r, i, 8);
+        j->generation_settings = pg_get_dup(r, i, 9);
+        j->attempt = (int)pg_get_i64(r, i, 10);
+        j->max_attempts = (int)pg_get_i64(r, i, 11);
+        g_ptr_array_add(out, j);
+    }
+    PQclear(r);
+    store_jobs_hook("claim:before_commit");
+    store_jobs_hook("commit");
+    if (!pg_commit(s, err))
+        goto fail;
+    return out;
+fail:
+    pg_rollback(s);
+    g_ptr_array_free(out, TRUE);
+    return NULL;
+}
+
+gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms, int *held,
+                          GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, now_ms + lease_ms);
+    pg_text(&p, owner);
+    gint64 n = 0;
+    if (!pg_do(s,
+               "UPDATE jobs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND state = 'running'",
+               &p, "extending leases", &n, err))
+        return FALSE;
+    if (held)
+        *held = (int)n;
+    return TRUE;
+}
+
+gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
+                         int *written, GError **err) {
+    int count = 0;
+    if (!pg_begin(s, err))
+        return FALSE;
+    for (int i = 0; i < n; i++) {
+        const DqJobAnswer *a = &answers[i];
+        PgParams p = {0};
+        pg_i64(&p, a->job_id);
+        pg_text(&p, owner);
+        pg_text(&p, a->finished_at);
+        gint64 changed = 0;
+        /* The guard: only the lease holder may finish a job (see store_jobs.c). */
+        if (!pg_do(s,
+                   "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
+                   "finished_at = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+                   &p, "finishing a job", &changed, err))
+            goto fail;
+        if (changed != 1)
+            continue;
+        store_jobs_hook("complete:after_job_update");
+        pg_i64(&p, a->job_id);
+        pg_text(&p, a->text);
+        pg_i64(&p, a->prompt_tokens);
+        pg_i64(&p, a->generated_tokens);
+        pg_text(&p, owner);
+        pg_text(&p, a->started_at);
+        pg_text(&p, a->finished_at);
+        pg_dbl(&p, a->ms_image);
+        pg_dbl(&p, a->ms_vision);
+        pg_dbl(&p, a->ms_prefill);
+        pg_dbl(&p, a->ms_decode);
+        pg_dbl(&p, a->ms_total);
+        if (!pg_do(s,
+                   "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
+                   "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
+                   "ms_prefill, ms_decode, ms_total) "
+                   "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
+                   "$10, $11, $12 FROM jobs WHERE id = $1",
+                   &p, "storing an answer", NULL, err))
+            goto fail;
+        count++;
+    }
+    store_jobs_hook("complete:before_commit");
+    store_jobs_hook("commit");
+    if (!pg_commit(s, err))
+        goto fail;
+    store_jobs_hook("complete:after_commit");
+    if (written)
+        *written = count;
+    return TRUE;
+fail:
+    pg_rollback(s);
+    return FALSE;
+}
+
+gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *kind,
+                     const char *message, gboolean retryable, gint64 now_ms, gint64 backoff_ms,
+                     DqJobState *new_state, GError **err) {
+    DqJobState result = DQ_JOB_N_STATES;
+    PgParams p = {0};
+    if (!pg_begin(s, err))
+        return FALSE;
+    pg_i64(&p, job_id);
+    pg_text(&p, owner);
+    pg_text(&p, kind);
+    pg_text(&p, message);
+    gint64 changed = 0;
+    if (!pg_do(s,
+               "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
+               "SELECT id, attempts, lease_owner, $3, $4 FROM jobs "
+               "WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR UPDATE",
+               &p, "recording a job error", &changed, err))
+        goto fail;
+    if (changed == 1) {
+        pg_i64(&p, job_id);
+        pg_text(&p, owner);
+        pg_bool(&p, retryable);
+        pg_i64(&p, now_ms);
+        pg_i64(&p, backoff_ms);
+        pg_text(&p, kind);
+        pg_text(&p, message);
+        PGresult *r = pg_run(
+            s,
+            "UPDATE jobs SET state = CASE WHEN NOT $3::boolean THEN 'failed' "
+            "WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
+            "not_before_ms = $4::bigint + least($5::bigint * (1::bigint << least(attempts - 1, "
+            "20)),"
+            " 3600000), "
+            "finished_at = CASE WHEN NOT $3::boolean OR attempts >= max_attempts "
+            "THEN docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
+            "last_error = $6 || ': ' || $7 WHERE id = $1 AND lease_owner = $2 RETURNING state",
+            &p, "marking a job failed", err);
+        if (r == NULL)
+            goto fail;
+        if (PQntuples(r) == 1)
+            result = state_from_name(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    if (!pg_commit(s, err))
+        goto fail;
+    if (new_state)
+        *new_state = result;
+    return TRUE;
+fail:
+    pg_rollback(s);
+    return FALSE;
+}
+
+gboolean pgjobs_release(DqStore *s, const char *owner, int *released, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, owner);
+    gint64 n = 0;
+    if (!pg_do(s,
+               "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL, "
+               "attempts = greatest(attempts - 1, 0) WHERE lease_owner = $1 AND state = 'running'",
+               &p, "releasing jobs", &n, err))
+        return FALSE;
+    if (released)
+        *released = (int)n;
+    return TRUE;
+}
+
+/* ---- reading ---- */
+
+gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
+    memset(c, 0, sizeof(*c));
+    PgParams p = {0};
+    pg_text(&p, model_id);
+    PGresult *r = pg_run(s,
+                         "SELECT state, count(*), count(*) FILTER (WHERE attempts > 0) FROM jobs "
+                         "WHERE $1::text IS NULL OR model_id = $1 GROUP BY state",
+                         &p, "counting jobs", err);
+    if (r == NULL)
+        return FALSE;
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqJobState state = state_from_name(PQgetvalue(r, i, 0));
+        gint64 n = pg_get_i64(r, i, 1);
+        if (state < DQ_JOB_N_STATES)
+            c->by_state[state] = n;
+        if (state == DQ_JOB_QUEUED)
+            c->retrying = pg_get_i64(r, i, 2);
+        c->total += n;
+    }
+    PQclear(r);
+    if (model_id != NULL) {
+        pg_text(&p, model_id);
+        r = pg_run(s,
+                   "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "
+                   "AND model_id <> $1",
+                   &p, "counting jobs", err);
+        if (r == NULL)
+            return FALSE;
+        c->pending_other = pg_get_i64(r, 0, 0);
+        PQclear(r);
+    }
+    return TRUE;
+}
+
+gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
+                            GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, window_s);
+    PGresult *r =
+        pg_run(s,
+               "SELECT count(*), coalesce(extract(epoch FROM max(finished_at)::timestamptz - "
+               "min(started_at)::timestamptz), 0)::double precision FROM answers "
+               "WHERE finished_at >= to_char((now() - make_interval(secs => $1::double precision)) "
+               "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+               &p, "reading the answer rate", err);
+    if (r == NULL)
+        return FALSE;
+    *answers = pg_get_i64(r, 0, 0);
+    *span_s = g_ascii_strtod(PQgetvalue(r, 0, 1), NULL);
+    PQclear(r);
+    return TRUE;
+}
+
+GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, limit);
+    PGresult *r = pg_run(s,
+                         "SELECT kind, message, count(DISTINCT job_id) AS n FROM job_errors "
+                         "GROUP BY kind, message ORDER BY n DESC, kind, message LIMIT $1",
+                         &p, "reading job errors", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_error_reason_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqErrorReason *e = g_new0(DqErrorReason, 1);
+        e->kind = pg_get_dup(r, i, 0);
+        e->message = pg_get_dup(r, i, 1);
+        e->jobs = pg_get_i64(r, i, 2);
+        g_ptr_array_add(out, e);
+    }
+    PQclear(r);
+    return out;
+}
+
+gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
+                            GError **err) {
+    /* The whole result is fetched before fn runs, so fn may call back into the store. */
+    PgParams p = {0};
+    pg_text(&p, question);
+    PGresult *r = pg_run(s,
+                         "SELECT document_path, page, question, answer, model, finished_at, "
+                         "document_id, document_sha256, job_id FROM v_answers "
+                         "WHERE $1::text IS NULL OR question = $1 "
+                         "ORDER BY document_path COLLATE \"C\", document_id, page, "
+                         "question COLLATE \"C\", job_id",
+                         &p, "reading answers", err);
+    if (r == NULL)
+        return FALSE;
+    gboolean ok = TRUE;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        DqAnswerRow row = {
+            .document_path = PQgetvalue(r, i, 0),
+            .page = (int)pg_get_i64(r, i, 1),
+            .question = PQgetvalue(r, i, 2),
+            .answer = PQgetvalue(r, i, 3),
+            .model = PQgetvalue(r, i, 4),
+            .finished_at = PQgetvalue(r, i, 5),
+            .document_id = pg_get_i64(r, i, 6),
+            .document_sha256 = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7),
+            .job_id = pg_get_i64(r, i, 8),
+        };
+        ok = fn(&row, user, err);
+    }
+    PQclear(r);
+    return ok;
+}
+
+gboolean pgjobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued,
+                        GError **err) {
+    PgParams p = {0};
+    pg_bool(&p, dead);
+    pg_bool(&p, failed);
+    return pg_do(s,
+                 "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
+                 "finished_at = NULL "
+                 "WHERE (state = 'dead' AND $1::boolean) OR (state = 'failed' AND $2::boolean)",
+                 &p, "requeueing jobs", requeued, err);
+}

@@ -1,0 +1,233 @@
+/* dq_store_copy: table by table in foreign-key order, rows read in id order a page at a time
+ * (keyset pagination, so a million-row table never sits in memory at once) and written through
+ * prepared statements. Values travel as text: SQLite's STRICT columns and PostgreSQL's types
+ * both convert exact decimal text back losslessly (doubles are printed with 17 digits). The
+ * table and column names below are the only SQL text built here; they are constants. */
+#include "store_migrate.h"
+
+#include "dq_error.h"
+#include "store_internal.h"
+#ifdef DOCQA_HAVE_POSTGRES
+#include "store_pg.h"
+#endif
+
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    const char *columns;
+} Table;
+
+static const Table tables[] = {
+    {"documents", "id, path, version, sha256, bytes, mtime, kind, page_count, status, error_code, "
+                  "error_message, ingested_at"},
+    {"pages", "id, document_id, page_number, width, height, source_width, source_height, "
+              "render_settings, image_sha256, status, error_code, error_message"},
+    {"questions", "id, text, created_at"},
+    {"jobs", "id, page_id, question_id, model_id, generation_settings, job_key, state, attempts, "
+             "max_attempts, not_before_ms, lease_owner, lease_expires_ms, last_error, created_at, "
+             "finished_at"},
+    {"job_errors", "id, job_id, attempt, worker, kind, message, at"},
+    {"answers", "id, job_id, text, prompt_tokens, generated_tokens, model_id, generation_settings, "
+                "worker, started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, "
+                "ms_total"},
+};
+
+#define PAGE_ROWS 2000
+
+static int n_columns(const char *columns) {
+    int n = 1;
+    for (const char *c = columns; *c; c++)
+        n += *c == ',';
+    return n;
+}
+
+static void row_free(gpointer p) {
+    g_strfreev(p);
+}
+
+/* Up to PAGE_ROWS rows of `t` with id > after, in id order; each row a char** of n columns
+ * (NULL entries are SQL NULL, so the vector is freed column by column). */
+static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GError **err) {
+    GPtrArray *rows = g_ptr_array_new_with_free_func(row_free);
+    char *sql = g_strdup_printf("SELECT %s FROM %s WHERE id > %s ORDER BY id LIMIT %d", t->columns,
+                                t->name, s->kind == DQ_STORE_SQLITE ? "?1" : "$1", PAGE_ROWS);
+#ifdef DOCQA_HAVE_POSTGRES
+    if (s->kind == DQ_STORE_POSTGRES) {
+        PgParams p = {0};
+        pg_i64(&p, after);
+        PGresult *r = pg_run(s, sql, &p, "reading rows to copy", err);
+        g_free(sql);
+        if (r == NULL) {
+            g_ptr_array_free(rows, TRUE);
+            return NULL;
+        }
+        for (int i = 0; i < PQntuples(r); i++) {
+            char **row = g_new0(char *, n + 1);
+            for (int c = 0; c < n; c++)
+                row[c] = pg_get_dup(r, i, c);
+            g_ptr_array_add(rows, row);
+        }
+        PQclear(r);
+        return rows;
+    }
+#endif
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        dq_fail(err, DQ_ERR_DB, "%s: reading %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
+        g_free(sql);
+        g_ptr_array_free(rows, TRUE);
+        return NULL;
+    }
+    g_free(sql);
+    sqlite3_bind_int64(st, 1, after);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char **row = g_new0(char *, n + 1);
+        for (int c = 0; c < n; c++) {
+            switch (sqlite3_column_type(st, c)) {
+            case SQLITE_NULL:
+                break;
+            case SQLITE_FLOAT:
+                row[c] = g_strdup_printf("%.17g", sqlite3_column_double(st, c));
+                break;
+            default:
+                row[c] = g_strdup((const char *)sqlite3_column_text(st, c));
+            }
+        }
+        g_ptr_array_add(rows, row);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        dq_fail(err, DQ_ERR_DB, "%s: reading %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
+        g_ptr_array_free(rows, TRUE);
+        return NULL;
+    }
+    return rows;
+}
+
+static gboolean write_rows(DqStore *s, const Table *t, int n, GPtrArray *rows, GError **err) {
+    GString *sql = g_string_new(NULL);
+    g_string_printf(sql, "INSERT INTO %s (%s) VALUES (", t->name, t->columns);
+    for (int c = 0; c < n; c++)
+        g_string_append_printf(sql, "%s%s%d", c ? ", " : "", s->kind == DQ_STORE_SQLITE ? "?" : "$",
+                               c + 1);
+    g_string_append(sql, ")");
+    gboolean ok = TRUE;
+#ifdef DOCQA_HAVE_POSTGRES
+    if (s->kind == DQ_STORE_POSTGRES) {
+        for (guint i = 0; ok && i < rows->len; i++) {
+            char **row = g_ptr_array_index(rows, i);
+            PgParams p = {0};
+            for (int c = 0; c < n; c++)
+                pg_text(&p, row[c]);
+            ok = pg_do(s, sql->str, &p, "writing copied rows", NULL, err);
+        }
+        g_string_free(sql, TRUE);
+        return ok;
+    }
+#endif
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql->str, -1, &st, NULL) != SQLITE_OK)
+        ok = dq_fail(err, DQ_ERR_DB, "%s: writing %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
+    for (guint i = 0; ok && i < rows->len; i++) {
+        char **row = g_ptr_array_index(rows, i);
+        sqlite3_reset(st);
+        for (int c = 0; c < n; c++) {
+            if (row[c] == NULL)
+                sqlite3_bind_null(st, c + 1);
+            else
+                sqlite3_bind_text(st, c + 1, row[c], -1, SQLITE_TRANSIENT);
+        }
+        if (sqlite3_step(st) != SQLITE_DONE)
+            ok = dq_fail(err, DQ_ERR_DB, "%s: writing %s: %s", s->path, t->name,
+                         sqlite3_errmsg(s->db));
+    }
+    sqlite3_finalize(st);
+    g_string_free(sql, TRUE);
+    return ok;
+}
+
+static gboolean count_rows(DqStore *s, const char *table, gint64 *n, GError **err) {
+    char *sql = g_strdup_printf("SELECT count(*) FROM %s", table);
+    gboolean ok = FALSE;
+#ifdef DOCQA_HAVE_POSTGRES
+    if (s->kind == DQ_STORE_POSTGRES) {
+        PGresult *r = pg_run(s, sql, NULL, "counting rows", err);
+        if (r != NULL) {
+            *n = pg_get_i64(r, 0, 0);
+            PQclear(r);
+            ok = TRUE;
+        }
+        g_free(sql);
+        return ok;
+    }
+#endif
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        *n = sqlite3_column_int64(st, 0);
+        ok = TRUE;
+    } else {
+        dq_fail(err, DQ_ERR_DB, "%s: counting %s: %s", s->path, table, sqlite3_errmsg(s->db));
+    }
+    sqlite3_finalize(st);
+    g_free(sql);
+    return ok;
+}
+
+gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
+    gint64 total = 0;
+    for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
+        gint64 n = 0;
+        if (!count_rows(to, tables[i].name, &n, err))
+            return FALSE;
+        if (n > 0)
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "%s: already holds %" G_GINT64_FORMAT " rows in %s: migrate into an "
+                           "empty database (nothing is merged)",
+                           dq_store_path(to), n, tables[i].name);
+    }
+    if (!dq_store_exec(to, to->kind == DQ_STORE_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN", err))
+        return FALSE;
+    for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
+        const Table *t = &tables[i];
+        int n = n_columns(t->columns);
+        gint64 after = G_MININT64;
+        for (;;) {
+            GPtrArray *page = read_rows(from, t, n, after, err);
+            if (page == NULL)
+                goto fail;
+            gboolean ok = write_rows(to, t, n, page, err);
+            guint len = page->len;
+            if (ok && len > 0)
+                after = g_ascii_strtoll(((char **)g_ptr_array_index(page, len - 1))[0], NULL, 10);
+            total += len;
+            g_ptr_array_free(page, TRUE);
+            if (!ok) {
+                dq_error_prefix(err, "copying %s", t->name);
+                goto fail;
+            }
+            if (len < PAGE_ROWS)
+                break;
+        }
+        if (to->kind == DQ_STORE_POSTGRES) {
+            /* Ids were copied as they were: move each identity past the largest. */
+            char *sql = g_strdup_printf("SELECT setval(pg_get_serial_sequence('%s', 'id'), "
+                                        "coalesce((SELECT max(id) FROM %s), 0) + 1, false)",
+                                        t->name, t->name);
+            gboolean ok = dq_store_exec(to, sql, err);
+            g_free(sql);
+            if (!ok)
+                goto fail;
+        }
+    }
+    if (!dq_store_exec(to, "COMMIT", err))
+        goto fail;
+    if (rows)
+        *rows = total;
+    return TRUE;
+fail:
+    dq_store_exec(to, "ROLLBACK", NULL);
+    return FALSE;
+}

@@ -1,0 +1,278 @@
+/* The PostgreSQL store: connection, migrations (schema/postgres/), prepared statements.
+ *
+ * Connection settings, and why:
+ *   application_name=docqa   workers show up by name in pg_stat_activity;
+ *   client_min_messages      NOTICEs of "IF NOT EXISTS" would otherwise reach stderr;
+ *   READ COMMITTED (default) each statement sees what committed before it: the claim's
+ *                            FOR UPDATE SKIP LOCKED re-checks a row another worker just changed.
+ * Every statement that takes a value is prepared once per connection (PQprepare, named s1, s2...)
+ * and found again by its text; values travel as parameters, never inside SQL text. */
+#include "store_pg.h"
+
+#include "dq_error.h"
+#include "resources.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Taken around migrations so two processes connecting to a fresh database do not both migrate. */
+#define MIGRATION_LOCK_KEY 4242010
+
+void pg_text(PgParams *p, const char *s) {
+    g_assert(p->n < (int)G_N_ELEMENTS(p->v));
+    p->v[p->n++] = s ? g_strdup(s) : NULL;
+}
+
+void pg_i64(PgParams *p, gint64 x) {
+    g_assert(p->n < (int)G_N_ELEMENTS(p->v));
+    p->v[p->n++] = g_strdup_printf("%" G_GINT64_FORMAT, x);
+}
+
+void pg_dbl(PgParams *p, double x) {
+    g_assert(p->n < (int)G_N_ELEMENTS(p->v));
+    p->v[p->n++] = g_strdup_printf("%.17g", x);
+}
+
+void pg_bool(PgParams *p, gboolean b) {
+    pg_text(p, b ? "true" : "false");
+}
+
+void pg_params_clear(PgParams *p) {
+    for (int i = 0; i < p->n; i++)
+        g_free(p->v[i]);
+    p->n = 0;
+}
+
+static gboolean pg_fail(DqStore *s, GError **err, const char *what, PGresult *r) {
+    const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->pg);
+    char *m = g_strchomp(g_strdup(msg && *msg ? msg : PQerrorMessage(s->pg)));
+    dq_fail(err, DQ_ERR_DB, "%s: %s: %s", s->path, what, m);
+    g_free(m);
+    return FALSE;
+}
+
+PGresult *pg_run(DqStore *s, const char *sql, PgParams *p, const char *what, GError **err) {
+    PgParams none = {0};
+    if (p == NULL)
+        p = &none;
+    const char *name = g_hash_table_lookup(s->pg_statements, sql);
+    if (name == NULL) {
+        char *n = g_strdup_printf("s%u", g_hash_table_size(s->pg_statements) + 1);
+        PGresult *r = PQprepare(s->pg, n, sql, 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            pg_fail(s, err, what, r);
+            PQclear(r);
+            g_free(n);
+            pg_params_clear(p);
+            return NULL;
+        }
+        PQclear(r);
+        g_hash_table_insert(s->pg_statements, g_strdup(sql), n);
+        name = n;
+    }
+    PGresult *r = PQexecPrepared(s->pg, name, p->n, (const char *const *)p->v, NULL, NULL, 0);
+    pg_params_clear(p);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        pg_fail(s, err, what, r);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+gboolean pg_do(DqStore *s, const char *sql, PgParams *p, const char *what, gint64 *changed,
+               GError **err) {
+    PGresult *r = pg_run(s, sql, p, what, err);
+    if (r == NULL)
+        return FALSE;
+    if (changed) {
+        const char *t = PQcmdTuples(r);
+        *changed = t && *t ? g_ascii_strtoll(t, NULL, 10) : 0;
+    }
+    PQclear(r);
+    return TRUE;
+}
+
+gboolean store_pg_exec(DqStore *s, const char *sql, GError **err) {
+    PGresult *r = PQexec(s->pg, sql);
+    ExecStatusType st = PQresultStatus(r);
+    gboolean ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        pg_fail(s, err, "executing", r);
+    PQclear(r);
+    return ok;
+}
+
+gboolean pg_begin(DqStore *s, GError **err) {
+    return pg_do(s, "BEGIN", NULL, "BEGIN", NULL, err);
+}
+
+gboolean pg_commit(DqStore *s, GError **err) {
+    return pg_do(s, "COMMIT", NULL, "COMMIT", NULL, err);
+}
+
+void pg_rollback(DqStore *s) {
+    if (PQtransactionStatus(s->pg) != PQTRANS_IDLE)
+        store_pg_exec(s, "ROLLBACK", NULL);
+}
+
+gint64 pg_get_i64(PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col))
+        return 0;
+    return g_ascii_strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+char *pg_get_dup(PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? NULL : g_strdup(PQgetvalue(r, row, col));
+}
+
+int store_pg_schema_version(DqStore *s) {
+    PGresult *r = pg_run(s, "SELECT coalesce(max(version), 0) FROM schema_migrations", NULL,
+                         "reading the schema version", NULL);
+    if (r == NULL)
+        return 0;
+    int v = (int)pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return v;
+}
+
+static int migration_number(const char *name) {
+    char *end = NULL;
+    long n = strtol(name, &end, 10);
+    if (end == name || *end != '_' || n <= 0 || n > 100000 || !g_str_has_suffix(name, ".sql"))
+        return 0;
+    return (int)n;
+}
+
+static gboolean apply_migrations(DqStore *s, GError **err) {
+    char **names = dq_resource_list("schema/postgres", err);
+    if (names == NULL)
+        return FALSE;
+    gboolean ok = FALSE;
+    int newest_known = 0;
+    for (char **n = names; *n; n++) {
+        int num = migration_number(*n);
+        if (num != newest_known + 1) {
+            dq_fail(err, DQ_ERR_FORMAT,
+                    "built-in migrations: %s follows %d (bad name, gap or "
+                    "duplicate)",
+                    *n, newest_known);
+            goto out;
+        }
+        newest_known = num;
+    }
+    int current = store_pg_schema_version(s);
+    if (current > newest_known) {
+        dq_fail(err, DQ_ERR_DB,
+                "%s: schema version %d is newer than this docqa knows (%d); use a newer docqa",
+                s->path, current, newest_known);
+        goto out;
+    }
+    for (char **n = names; *n; n++) {
+        int num = migration_number(*n);
+        if (num <= current)
+            continue;
+        char *rpath = g_strconcat("schema/postgres/", *n, NULL);
+        GBytes *sql = dq_resource_get(rpath, err);
+        g_free(rpath);
+        if (sql == NULL)
+            goto out;
+        /* DDL is transactional in PostgreSQL: a failed migration leaves the previous version. */
+        PgParams p = {0};
+        pg_i64(&p, num);
+        pg_text(&p, *n);
+        char *text = g_strndup(g_bytes_get_data(sql, NULL), g_bytes_get_size(sql));
+        gboolean step_ok = store_pg_exec(s, "BEGIN", err) && store_pg_exec(s, text, err) &&
+                           pg_do(s, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                                 &p, "recording a migration", NULL, err) &&
+                           store_pg_exec(s, "COMMIT", err);
+        pg_params_clear(&p);
+        g_free(text);
+        g_bytes_unref(sql);
+        if (!step_ok) {
+            dq_error_prefix(err, "migration %s", *n);
+            pg_rollback(s);
+            goto out;
+        }
+    }
+    ok = TRUE;
+out:
+    g_strfreev(names);
+    return ok;
+}
+
+/* The location for messages: libpq's own parse, with the password left out. */
+static char *display_location(const char *location) {
+    if (strchr(location, '@') == NULL)
+        return g_strdup(location);
+    PQconninfoOption *opts = PQconninfoParse(location, NULL);
+    if (opts == NULL)
+        return g_strdup("postgresql://(unparsable location)");
+    const char *host = NULL, *db = NULL, *user = NULL, *port = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            db = o->val;
+        else if (strcmp(o->keyword, "user") == 0)
+            user = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+    }
+    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
+                                host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
+    PQconninfoFree(opts);
+    return out;
+}
+
+DqStore *store_pg_open(const char *location, GError **err) {
+    DqStore *s = g_new0(DqStore, 1);
+    s->kind = DQ_STORE_POSTGRES;
+    s->path = display_location(location);
+    s->pg_statements = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    /* "postgres:" is accepted by docqa; libpq wants "postgresql://" or "postgres://". */
+    s->pg = PQconnectdb(location);
+    if (PQstatus(s->pg) != CONNECTION_OK) {
+        char *m = g_strchomp(g_strdup(PQerrorMessage(s->pg)));
+        dq_fail(err, DQ_ERR_DB, "%s: cannot connect: %s", s->path, m);
+        g_free(m);
+        store_pg_close(s);
+        return NULL;
+    }
+    char lock[96];
+    g_snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
+    char unlock[96];
+    g_snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(%d)", MIGRATION_LOCK_KEY);
+    gboolean ok = store_pg_exec(s,
+                                "SET client_min_messages = warning;"
+                                "SET application_name = 'docqa'",
+                                err) &&
+                  store_pg_exec(s, lock, err);
+    if (ok) {
+        ok = store_pg_exec(s,
+                           "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                           "  version integer PRIMARY KEY, name text NOT NULL,"
+                           "  applied_at text NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC',"
+                           "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
+                           err) &&
+             apply_migrations(s, err);
+        store_pg_exec(s, unlock, NULL);
+    }
+    if (!ok) {
+        store_pg_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void store_pg_close(DqStore *s) {
+    if (s->pg != NULL)
+        PQfinish(s->pg); /* prepared statements die with the session */
+    if (s->pg_statements != NULL)
+        g_hash_table_destroy(s->pg_statements);
+    g_free(s->path);
+    g_free(s);
+}

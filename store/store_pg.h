@@ -1,0 +1,36 @@
+/* PostgreSQL helpers shared by store_*_pg.c (never included outside store/). */
+#ifndef DQ_STORE_PG_H
+#define DQ_STORE_PG_H
+
+#include "store_internal.h"
+
+#include <libpq-fe.h>
+
+/* Text parameters for one statement: PostgreSQL converts them to the columns' types. */
+typedef struct {
+    char *v[24];
+    int n;
+} PgParams;
+void pg_text(PgParams *p, const char *s); /* NULL binds SQL NULL */
+void pg_i64(PgParams *p, gint64 x);
+void pg_dbl(PgParams *p, double x);
+void pg_bool(PgParams *p, gboolean b);
+void pg_params_clear(PgParams *p);
+
+/* Runs `sql` as a statement prepared once per connection (found again by its text), with the
+ * parameters (cleared afterwards). Returns the result (PQclear it) or NULL with err set,
+ * naming `what`. */
+PGresult *pg_run(DqStore *s, const char *sql, PgParams *p, const char *what, GError **err);
+/* The same for a statement whose result is not needed; *changed (may be NULL) receives the
+ * number of rows it changed. */
+gboolean pg_do(DqStore *s, const char *sql, PgParams *p, const char *what, gint64 *changed,
+               GError **err);
+
+gboolean pg_begin(DqStore *s, GError **err);
+gboolean pg_commit(DqStore *s, GError **err);
+void pg_rollback(DqStore *s);
+
+gint64 pg_get_i64(PGresult *r, int row, int col);
+char *pg_get_dup(PGresult *r, int row, int col); /* NULL for SQL NULL */
+
+#endif
