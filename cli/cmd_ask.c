@@ -12,7 +12,8 @@ int cmd_ask(int argc, char **argv) {
     char **doc_ids = NULL, **where = NULL;
     int max_new_tokens = 64, max_attempts = 3;
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"document", 'd', 0, G_OPTION_ARG_STRING_ARRAY, &doc_ids,
          "ask about this document (repeatable; default: the newest version of every document)",
          "ID"},
@@ -82,7 +83,7 @@ int cmd_ask(int argc, char **argv) {
     }
     const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");
     model_id = queue_model_id(model_arg && *model_arg ? model_arg : "SmolVLM-256M-Instruct");
-    store = dq_store_open(db ? db : "docqa.db", &err);
+    store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
         rc = dq_cli_fail(err);
         goto out;

@@ -90,7 +90,8 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
 int cmd_export(int argc, char **argv) {
     char *db = NULL, *format = NULL, *question = NULL;
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
         {"question", 0, 0, G_OPTION_ARG_STRING, &question, "only the answers to this question",
          "TEXT"},
@@ -112,8 +113,8 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "docqa: export: --format %s: use csv or jsonl\n", format);
         goto out;
     }
-    const char *path = db ? db : "docqa.db";
-    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+    const char *path = db ? db : dq_store_default_location();
+    if (!dq_store_location_is_postgres(path) && !g_file_test(path, G_FILE_TEST_EXISTS)) {
         fprintf(stderr, "docqa: export: %s: no such database\n", path);
         goto out;
     }

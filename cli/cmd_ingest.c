@@ -88,7 +88,8 @@ int cmd_ingest(int argc, char **argv) {
     gint64 max_pixels = 0, mem_limit = -1;
     gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE;
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res, "longest edge = N x tile (default 5)", "N"},
         {"model", 0, 0, G_OPTION_ARG_FILENAME, &model,
          "take the tile size from this model snapshot's preprocessor_config.json", "DIR"},
@@ -154,7 +155,7 @@ int cmd_ingest(int argc, char **argv) {
                         "--timeout must be positive (n-res <= 64, 16 <= tile <= 8192)\n");
         goto out;
     }
-    store = dq_store_open(db ? db : "docqa.db", &err);
+    store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
         rc = dq_cli_fail(err);
         goto out;

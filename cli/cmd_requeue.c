@@ -10,7 +10,8 @@ int cmd_requeue(int argc, char **argv) {
     char *db = NULL;
     gboolean dead = FALSE, failed = FALSE;
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"dead", 0, 0, G_OPTION_ARG_NONE, &dead, "jobs that used all their attempts", NULL},
         {"failed", 0, 0, G_OPTION_ARG_NONE, &failed,
          "jobs that failed on their input (a missing or unreadable page image)", NULL},
@@ -30,8 +31,8 @@ int cmd_requeue(int argc, char **argv) {
         fprintf(stderr, "docqa: requeue: say which jobs: --dead, --failed or both\n");
         goto out;
     }
-    const char *path = db ? db : "docqa.db";
-    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+    const char *path = db ? db : dq_store_default_location();
+    if (!dq_store_location_is_postgres(path) && !g_file_test(path, G_FILE_TEST_EXISTS)) {
         fprintf(stderr, "docqa: requeue: %s: no such database\n", path);
         goto out;
     }

@@ -25,7 +25,8 @@ int cmd_run(int argc, char **argv) {
     gint64 max_jobs = 0;
     gboolean until_empty = FALSE, quiet = FALSE;
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
          "SmolVLM snapshot directory (default $DOCQA_MODEL)", "DIR"},
         {"model-id", 0, 0, G_OPTION_ARG_STRING, &model_id_opt,
@@ -54,7 +55,7 @@ int cmd_run(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     char *model_id = NULL;
-    const char *db_path = db ? db : "docqa.db";
+    const char *db_path = db ? db : dq_store_default_location();
     if (!ok)
         goto out;
     if (argc > 1) {
@@ -78,6 +79,13 @@ int cmd_run(int argc, char **argv) {
     }
     model_id = model_id_opt ? g_strdup(model_id_opt) : queue_model_id(model_dir);
 
+    /* Workers read page images from the page store (a shared directory for PostgreSQL). */
+    char *page_dir = dq_store_page_dir_for(db_path, &err);
+    if (page_dir == NULL) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    g_free(page_dir);
     /* Migrate and look before forking (no connection may cross the fork). */
     DqStore *store = dq_store_open(db_path, &err);
     if (store == NULL) {

@@ -72,7 +72,8 @@ int cmd_status(int argc, char **argv) {
     char *db = NULL;
     gboolean json = FALSE;
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db, "database file (default docqa.db)", "FILE"},
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print JSON on stdout", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
@@ -86,8 +87,8 @@ int cmd_status(int argc, char **argv) {
     GPtrArray *errs = NULL;
     if (!ok)
         goto out;
-    const char *path = db ? db : "docqa.db";
-    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+    const char *path = db ? db : dq_store_default_location();
+    if (!dq_store_location_is_postgres(path) && !g_file_test(path, G_FILE_TEST_EXISTS)) {
         fprintf(stderr, "docqa: status: %s: no such database (run docqa ingest and ask first)\n",
                 path);
         goto out;

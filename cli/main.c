@@ -27,6 +27,7 @@ static const DqCommand commands[] = {
     {"export", cmd_export, "write the answers as CSV or JSON lines"},
     {"requeue", cmd_requeue, "queue dead or failed jobs again"},
     {"generate", cmd_generate, "run one prompt with images through the model"},
+    {"migrate", cmd_migrate, "move a database between SQLite and PostgreSQL"},
 };
 
 static void usage(FILE *out) {

@@ -656,7 +656,11 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     Run r = {.store = store, .opt = opt, .sum = sum};
     r.t0 = dq_now_ms();
     r.settings = dq_ingest_render_settings(opt);
-    r.store_dir = dq_ingest_page_store_dir(dq_store_path(store));
+    r.store_dir = dq_store_page_dir_for(dq_store_path(store), err);
+    if (r.store_dir == NULL) {
+        g_free(r.settings);
+        return FALSE;
+    }
     if (g_mkdir_with_parents(r.store_dir, 0755) != 0) {
         dq_fail(err, DQ_ERR_IO, "%s: cannot create the page store: %s", r.store_dir,
                 g_strerror(errno));

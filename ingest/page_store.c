@@ -1,22 +1,19 @@
 /* The content-addressed page store: <db>.pages/ab/cd/<sha256>.png (see ingest.h for why). */
 #include "ingest_internal.h"
+#include "store.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <string.h>
 #include <unistd.h>
 
+/* The layout has one home, store.h (the workers read what ingest writes). */
 char *dq_ingest_page_store_dir(const char *db_path) {
-    return g_strconcat(db_path, ".pages", NULL);
+    return dq_store_page_dir_for(db_path, NULL);
 }
 
 char *dq_ingest_page_path(const char *store_dir, const char *image_sha256) {
-    char a[3] = {image_sha256[0], image_sha256[1], 0};
-    char b[3] = {image_sha256[2], image_sha256[3], 0};
-    char *name = g_strconcat(image_sha256, ".png", NULL);
-    char *path = g_build_filename(store_dir, a, b, name, NULL);
-    g_free(name);
-    return path;
+    return dq_store_page_path(store_dir, image_sha256);
 }
 
 static gboolean write_all(int fd, const uint8_t *data, size_t len) {

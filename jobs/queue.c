@@ -63,15 +63,12 @@ char *queue_model_id(const char *model) {
 }
 
 char *queue_page_image_path(const char *db_path, const char *image_sha256) {
-    if (image_sha256 == NULL || strlen(image_sha256) < 4)
+    /* The layout has one home, store.h, shared with ingest (which writes the images). */
+    char *dir = dq_store_page_dir_for(db_path, NULL);
+    if (dir == NULL)
         return NULL;
-    char a[3] = {image_sha256[0], image_sha256[1], 0};
-    char b[3] = {image_sha256[2], image_sha256[3], 0};
-    char *root = g_strconcat(db_path, ".pages", NULL);
-    char *file = g_strconcat(image_sha256, ".png", NULL);
-    char *path = g_build_filename(root, a, b, file, NULL);
-    g_free(root);
-    g_free(file);
+    char *path = dq_store_page_path(dir, image_sha256);
+    g_free(dir);
     return path;
 }
 

@@ -127,8 +127,8 @@ char **queue_read_questions(const char *path, GError **err);
 
 /* ---- working ---- */
 
-/* Where ingest stored a page image: <database>.pages/<sha[0:2]>/<sha[2:4]>/<sha>.png (the
- * layout of schema/sqlite/0001_documents_pages.sql). */
+/* Where ingest stored a page image: dq_store_page_dir_for(db_path)/<sha[0:2]>/<sha[2:4]>/<sha>.png
+ * (store.h; NULL for a PostgreSQL store without DOCQA_PAGES). */
 char *queue_page_image_path(const char *db_path, const char *image_sha256);
 
 typedef struct {

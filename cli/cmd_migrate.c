@@ -1,0 +1,63 @@
+/* docqa migrate --from LOCATION --to LOCATION: moves a whole database between stores
+ * (store/store_migrate.h). Page images are files and are not copied: for PostgreSQL point
+ * DOCQA_PAGES at the SQLite database's <db>.pages directory (or a copy of it on shared storage). */
+#include "cli.h"
+
+#include "store.h"
+#include "store_migrate.h"
+
+#include <stdio.h>
+
+int cmd_migrate(int argc, char **argv) {
+    char *from = NULL, *to = NULL;
+    GOptionEntry entries[] = {
+        {"from", 0, 0, G_OPTION_ARG_FILENAME, &from,
+         "source: sqlite:FILE, FILE or postgresql://...", "DB"},
+        {"to", 0, 0, G_OPTION_ARG_FILENAME, &to,
+         "destination (created and migrated; must be empty)", "DB"},
+        {NULL},
+    };
+    GOptionContext *ctx = g_option_context_new("- move a database between SQLite and PostgreSQL");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(
+        ctx, "Copies documents, pages, questions, jobs, job errors and answers, ids kept, in one "
+             "transaction on the destination. Example:\n"
+             "  docqa migrate --from sqlite:docqa.db --to postgresql://user@host/docqa\n"
+             "Page images stay files: give PostgreSQL workers DOCQA_PAGES=<docqa.db>.pages (on "
+             "storage every worker mounts).");
+    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
+    g_option_context_free(ctx);
+    int rc = DQ_EXIT_FATAL;
+    GError *err = NULL;
+    DqStore *src = NULL, *dst = NULL;
+    if (!ok)
+        goto out;
+    if (from == NULL || to == NULL || argc > 1) {
+        fprintf(stderr, "docqa: migrate: give --from DB and --to DB (see --help)\n");
+        goto out;
+    }
+    if (g_strcmp0(from, to) == 0) {
+        fprintf(stderr, "docqa: migrate: --from and --to are the same database\n");
+        goto out;
+    }
+    const char *from_file = g_str_has_prefix(from, "sqlite:") ? from + 7 : from;
+    if (!dq_store_location_is_postgres(from) && !g_file_test(from_file, G_FILE_TEST_IS_REGULAR)) {
+        fprintf(stderr, "docqa: migrate: %s: no such database file\n", from_file);
+        goto out;
+    }
+    gint64 rows = 0;
+    if ((src = dq_store_open(from, &err)) == NULL || (dst = dq_store_open(to, &err)) == NULL ||
+        !dq_store_copy(src, dst, &rows, &err)) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    printf("migrated %" G_GINT64_FORMAT " rows from %s to %s\n", rows, dq_store_path(src),
+           dq_store_path(dst));
+    rc = DQ_EXIT_OK;
+out:
+    dq_store_close(dst);
+    dq_store_close(src);
+    g_free(from);
+    g_free(to);
+    return rc;
+}
