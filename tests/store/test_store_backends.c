@@ -1,0 +1,356 @@
+/* The store's contract, one test body run against SQLite and against a real PostgreSQL server
+ * (pg_testlib.h; skipped with the reason when this machine has no PostgreSQL): migrations,
+ * documents and pages, asking, the claim with leases, the lease-owner guard on completion,
+ * reclaim of expired leases, failure and requeue, reading answers, and `docqa migrate`'s copy
+ * SQLite -> PostgreSQL -> SQLite without loss. */
+#include "dq_error.h"
+#include "pg_testlib.h"
+#include "store.h"
+#include "store_documents.h"
+#include "store_jobs.h"
+#include "store_migrate.h"
+#include "testutil.h"
+
+#include <string.h>
+
+static PgtServer *server;
+static char *server_why_not;
+static int db_counter;
+
+/* A fresh, empty database of the given kind; NULL (test skipped) when PostgreSQL is missing. */
+static char *new_location(const char *kind) {
+    if (strcmp(kind, "sqlite") == 0) {
+        char *dir = dq_test_tmpdir();
+        char *path = g_strdup_printf("sqlite:%s/docqa-%d.db", dir, ++db_counter);
+        g_free(dir);
+        return path;
+    }
+    if (server == NULL) {
+        g_test_skip(server_why_not);
+        return NULL;
+    }
+    char *name = g_strdup_printf("docqa_%d", ++db_counter);
+    char *loc = pgt_new_database(server, name);
+    g_free(name);
+    return loc;
+}
+
+static const char *SETTINGS = "{\"n_res\":5}";
+
+/* One document with 3 pages that have images and 1 failed page. */
+static gint64 add_document(DqStore *s, const char *path, const char *sha) {
+    char img[3][65];
+    for (int i = 0; i < 3; i++)
+        g_snprintf(img[i], sizeof img[i], "%c%063d", 'a' + i, 0);
+    DqPageRow pages[4] = {
+        {.page_number = 1,
+         .width = 10,
+         .height = 20,
+         .source_width = 612.5,
+         .source_height = 792.25,
+         .image_sha256 = img[0],
+         .status = "ok"},
+        {.page_number = 2, .width = 10, .height = 20, .image_sha256 = img[1], .status = "ok"},
+        {.page_number = 3,
+         .width = 10,
+         .height = 20,
+         .image_sha256 = img[2],
+         .status = "partial",
+         .error_code = "damaged",
+         .error_message = "strip 3 short"},
+        {.page_number = 4, .status = "failed", .error_code = "damaged", .error_message = "bad"},
+    };
+    DqDocumentRow doc = {.path = path,
+                         .sha256 = sha,
+                         .bytes = 1234,
+                         .mtime = 1700000000,
+                         .kind = "pdf",
+                         .page_count = 4,
+                         .status = "partial"};
+    gint64 id = 0;
+    int version = 0;
+    GError *err = NULL;
+    g_assert_true(
+        dq_store_document_record(s, &doc, 0, FALSE, SETTINGS, pages, 4, &id, &version, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(id, >, 0);
+    return id;
+}
+
+static int enqueue_all(DqStore *s, const char *question) {
+    GError *err = NULL;
+    int n_failed = -1;
+    GPtrArray *pages = store_jobs_select_pages(s, NULL, 0, NULL, 0, &n_failed, &err);
+    dq_assert_no_error(err);
+    gint64 qid = 0;
+    g_assert_true(store_jobs_question_id(s, question, &qid, &err));
+    DqNewJob *jobs = g_new0(DqNewJob, pages->len);
+    char **keys = g_new0(char *, pages->len + 1);
+    for (guint i = 0; i < pages->len; i++) {
+        DqAskPage *p = g_ptr_array_index(pages, i);
+        keys[i] = g_strdup_printf("%s/%d/%s", p->document_sha256, p->page_number, question);
+        jobs[i] = (DqNewJob){.page_id = p->page_id,
+                             .question_id = qid,
+                             .model_id = "m",
+                             .generation_settings = "{}",
+                             .job_key = keys[i],
+                             .max_attempts = 2};
+    }
+    int added = -1;
+    g_assert_true(store_jobs_enqueue(s, jobs, (int)pages->len, &added, &err));
+    dq_assert_no_error(err);
+    g_free(jobs);
+    g_strfreev(keys);
+    g_ptr_array_free(pages, TRUE);
+    return added;
+}
+
+static DqJobAnswer answer_for(gint64 job_id, const char *text) {
+    return (DqJobAnswer){.job_id = job_id,
+                         .text = text,
+                         .prompt_tokens = 100,
+                         .generated_tokens = 3,
+                         .started_at = "2026-01-01T00:00:00.000Z",
+                         .finished_at = "2026-01-01T00:00:01.250Z",
+                         .ms_total = 1250.125};
+}
+
+static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err) {
+    g_string_append_printf(user, "%s|%d|%s|%s|%s|%s\n", row->document_path, row->page,
+                           row->question, row->answer, row->model, row->finished_at);
+    return TRUE;
+}
+
+static char *answers_text(DqStore *s) {
+    GString *out = g_string_new(NULL);
+    GError *err = NULL;
+    g_assert_true(store_jobs_each_answer(s, NULL, collect_answer, out, &err));
+    dq_assert_no_error(err);
+    return g_string_free(out, FALSE);
+}
+
+static void test_lifecycle(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    int v = dq_store_schema_version(s);
+    g_assert_cmpint(v, ==, 2);
+    g_assert_cmpint(dq_store_kind(s), ==,
+                    strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
+    dq_store_close(s);
+    s = dq_store_open(loc, &err); /* reopening applies nothing twice */
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, v);
+
+    /* Documents: recorded once, found again, pages counted per render settings. */
+    gint64 doc = add_document(s, "/archive/a.pdf", "1111");
+    DqDocumentLookup found;
+    g_assert_true(dq_store_document_find(s, "/archive/a.pdf", "1111", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, doc);
+    g_assert_cmpint(found.version, ==, 1);
+    g_assert_cmpint(found.pages_with_settings, ==, 4);
+    g_assert_cmpstr(found.status, ==, "partial");
+    dq_document_lookup_clear(&found);
+    gint64 doc2 = add_document(s, "/archive/a.pdf", "2222"); /* changed bytes: version 2 */
+    g_assert_true(dq_store_document_find(s, "/archive/a.pdf", "2222", SETTINGS, &found, &err));
+    g_assert_cmpint(found.version, ==, 2);
+    dq_document_lookup_clear(&found);
+
+    /* Asking: only the newest version's 3 pages with images; twice adds nothing. */
+    g_assert_cmpint(enqueue_all(s, "What is the total?"), ==, 3);
+    g_assert_cmpint(enqueue_all(s, "What is the total?"), ==, 0);
+    g_assert_cmpint(enqueue_all(s, "Who signed?"), ==, 3);
+    int n_failed = 0;
+    GPtrArray *pages = store_jobs_select_pages(s, (gint64[]){doc}, 1, NULL, 0, &n_failed, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(pages->len, ==, 3);
+    g_assert_cmpint(n_failed, ==, 1);
+    g_ptr_array_free(pages, TRUE);
+    const char *where[] = {"path LIKE '%/archive/%'"};
+    pages = store_jobs_select_pages(s, NULL, 0, where, 1, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(pages->len, ==, 3);
+    g_assert_cmpint(((DqAskPage *)g_ptr_array_index(pages, 0))->document_id, ==, doc2);
+    g_ptr_array_free(pages, TRUE);
+    const char *evil[] = {"1=1); DELETE FROM jobs; SELECT (1"};
+    g_assert_null(store_jobs_select_pages(s, NULL, 0, evil, 1, NULL, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_clear_error(&err);
+
+    /* Claims: disjoint batches, oldest first; nothing left for a third worker. */
+    gint64 now = 1000000;
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 4, now, 1000, &err);
+    dq_assert_no_error(err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 4, now, 1000, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(a->len, ==, 4);
+    g_assert_cmpint(b->len, ==, 2);
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 4, now, 1000, &err);
+    g_assert_cmpint(c->len, ==, 0);
+    g_ptr_array_free(c, TRUE);
+    DqClaimedJob *a0 = g_ptr_array_index(a, 0);
+    g_assert_cmpint(a0->attempt, ==, 1);
+    g_assert_cmpstr(a0->document_path, ==, "/archive/a.pdf");
+    g_assert_nonnull(a0->image_sha256);
+    g_assert_cmpint(a0->job_id, <, ((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id);
+
+    /* The guard: B cannot finish A's jobs; A can. */
+    DqJobAnswer ans[4];
+    for (int i = 0; i < 4; i++)
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "42");
+    int written = -1;
+    g_assert_true(store_jobs_complete(s, "B", ans, 4, &written, &err));
+    g_assert_cmpint(written, ==, 0);
+    g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err));
+    g_assert_cmpint(written, ==, 4);
+    g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err)); /* twice: nothing */
+    g_assert_cmpint(written, ==, 0);
+
+    /* B's leases expire: C reclaims and gets them as second attempts; B's heartbeat and
+     * completion then find nothing. */
+    int held = -1;
+    g_assert_true(store_jobs_heartbeat(s, "B", now + 500, 1000, &held, &err));
+    g_assert_cmpint(held, ==, 2);
+    c = store_jobs_claim(s, "C", "m", 4, now + 1501 + 500, 1000, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 2);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(c, 0))->attempt, ==, 2);
+    g_assert_true(store_jobs_heartbeat(s, "B", now + 2100, 1000, &held, &err));
+    g_assert_cmpint(held, ==, 0);
+    DqJobAnswer late = answer_for(((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id, "late");
+    g_assert_true(store_jobs_complete(s, "B", &late, 1, &written, &err));
+    g_assert_cmpint(written, ==, 0);
+
+    /* Failures: the last attempt of a retryable failure buries the job; a bad input fails. */
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "C", ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id,
+                                  "model", "out of memory", TRUE, now + 2200, 10, &st, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(st, ==, DQ_JOB_DEAD);
+    g_assert_true(store_jobs_fail(s, "C", ((DqClaimedJob *)g_ptr_array_index(c, 1))->job_id,
+                                  "page_image", "missing", FALSE, now + 2200, 10, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+    DqJobCounts counts;
+    g_assert_true(store_jobs_counts(s, "m", &counts, &err));
+    g_assert_cmpint(counts.total, ==, 6);
+    g_assert_cmpint(counts.by_state[DQ_JOB_DONE], ==, 4);
+    g_assert_cmpint(counts.by_state[DQ_JOB_DEAD], ==, 1);
+    g_assert_cmpint(counts.by_state[DQ_JOB_FAILED], ==, 1);
+    GPtrArray *errs = store_jobs_top_errors(s, 5, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(errs->len, ==, 3);
+    g_assert_cmpstr(((DqErrorReason *)g_ptr_array_index(errs, 0))->kind, ==, "lease_expired");
+    g_assert_cmpint(((DqErrorReason *)g_ptr_array_index(errs, 0))->jobs, ==, 2);
+    g_ptr_array_free(errs, TRUE);
+
+    /* Requeue, then a release gives the attempt back. */
+    gint64 requeued = 0;
+    g_assert_true(store_jobs_requeue(s, TRUE, TRUE, &requeued, &err));
+    g_assert_cmpint(requeued, ==, 2);
+    GPtrArray *d = store_jobs_claim(s, "D", "m", 10, now + 3000, 1000, &err);
+    g_assert_cmpint(d->len, ==, 2);
+    int released = 0;
+    g_assert_true(store_jobs_release(s, "D", &released, &err));
+    g_assert_cmpint(released, ==, 2);
+    g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
+    g_assert_cmpint(counts.by_state[DQ_JOB_QUEUED], ==, 2);
+    g_assert_cmpint(counts.retrying, ==, 0);
+
+    char *text = answers_text(s);
+    g_assert_cmpint(strlen(text), >, 0);
+    g_assert_nonnull(strstr(text, "/archive/a.pdf|1|What is the total?|42|m|"
+                                  "2026-01-01T00:00:01.250Z\n"));
+    gint64 n_recent = -1;
+    double span = -1;
+    g_assert_true(store_jobs_recent_rate(s, 600, &n_recent, &span, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(n_recent, ==, 0); /* the answers above finished in 2026-01-01 */
+    g_free(text);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    g_ptr_array_free(c, TRUE);
+    g_ptr_array_free(d, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* SQLite -> PostgreSQL -> SQLite: the answers read the same everywhere, ids survive, and the
+ * copied identities continue past the copied rows. */
+static void test_migrate_round_trip(void) {
+    char *pg = new_location("postgres");
+    if (pg == NULL)
+        return;
+    char *src_loc = new_location("sqlite"), *back_loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *src = dq_store_open(src_loc, &err);
+    dq_assert_no_error(err);
+    add_document(src, "/x/b.tiff", "3333");
+    enqueue_all(src, "Date?");
+    GPtrArray *cl = store_jobs_claim(src, "W", "m", 2, 5000, 100, &err);
+    DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "é 1"),
+                          answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id, "2")};
+    int written = 0;
+    g_assert_true(store_jobs_complete(src, "W", ans, 2, &written, &err));
+    g_ptr_array_free(cl, TRUE);
+    char *want = answers_text(src);
+
+    DqStore *dst = dq_store_open(pg, &err);
+    dq_assert_no_error(err);
+    gint64 rows = 0;
+    g_assert_true(dq_store_copy(src, dst, &rows, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(rows, ==, 1 + 4 + 1 + 3 + 0 + 2);
+    char *got = answers_text(dst);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+    g_assert_cmpint(pgt_query_int(pg, "SELECT count(*) FROM pages WHERE source_width = 612.5 "
+                                      "AND source_height = 792.25"),
+                    ==, 1);
+    g_assert_cmpint(pgt_query_int(pg, "SELECT sum(done) FROM v_progress"), ==, 2);
+    /* New rows continue after the copied ids. */
+    g_assert_cmpint(enqueue_all(dst, "Total?"), ==, 3);
+    GPtrArray *more = store_jobs_claim(dst, "P", "m", 10, 9000, 100, &err);
+    g_assert_cmpint(more->len, ==, 4);
+    g_ptr_array_free(more, TRUE);
+    /* Into a database that holds rows: refused, nothing merged. */
+    g_assert_false(dq_store_copy(src, dst, NULL, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_clear_error(&err);
+
+    DqStore *back = dq_store_open(back_loc, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_copy(dst, back, &rows, &err));
+    dq_assert_no_error(err);
+    got = answers_text(back);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+    DqJobCounts c1, c2;
+    g_assert_true(store_jobs_counts(dst, NULL, &c1, &err));
+    g_assert_true(store_jobs_counts(back, NULL, &c2, &err));
+    g_assert_cmpmem(&c1, sizeof c1, &c2, sizeof c2);
+    dq_store_close(back);
+    dq_store_close(dst);
+    dq_store_close(src);
+    g_free(want);
+    g_free(pg);
+    g_free(src_loc);
+    g_free(back_loc);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    server = pgt_start(&server_why_not);
+    if (server == NULL)
+        g_test_message("PostgreSQL cases skipped: %s", server_why_not);
+    g_test_add_data_func("/store/backends/sqlite/lifecycle", "sqlite", test_lifecycle);
+    g_test_add_data_func("/store/backends/postgres/lifecycle", "postgres", test_lifecycle);
+    g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
+    int rc = g_test_run();
+    pgt_stop(server);
+    g_free(server_why_not);
+    return rc;
+}
