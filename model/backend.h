@@ -30,6 +30,8 @@ typedef struct {
     int rows, cols;
     const float *data; /* backend memory: mapped file or owned copy */
     void *owned;       /* what weight_free releases; NULL when data points into the mapping */
+    int dtype; /* DqDtype of data: DQ_DTYPE_F32 (0) unless a backend keeps another storage (the
+                * fast CPU backend keeps BF16 matrices as mapped) */
 } DqWeight;
 
 /* Scaled dot-product attention over n_seq independent sequences packed one after another:
@@ -110,6 +112,9 @@ struct DqBackend {
 
 /* The CPU reference backend (OpenBLAS sgemm + OpenMP, float32). */
 DqBackend *dq_backend_cpu_new(GError **err);
+/* The fast CPU backend (backend_cpu_fast.c; device "cpu", the reference is "cpu-ref"): BF16
+ * weights kept as stored, AVX2 kernels, tiled attention; tested op by op against the reference. */
+DqBackend *dq_backend_cpu_fast_new(GError **err);
 void dq_backend_free(DqBackend *be);
 
 #endif

@@ -51,7 +51,8 @@ gboolean dq_backend_cuda_check(DqBackend *be, GError **err);
  * GPU. When it is 0 and `why` is not NULL, *why is set to the reason (g_free it). */
 int dq_cuda_device_count(char **why);
 
-/* Parses a device name: "cpu", "cuda" (GPU 0) or "cuda:I". *cuda_index is -1 for the CPU. */
+/* Parses a device name: "cpu", "cuda" (GPU 0) or "cuda:I". *cuda_index is -1 for the CPU
+ * (the fast backend) and -2 for "cpu-ref" (the reference). */
 gboolean dq_device_parse(const char *device, int *cuda_index, GError **err);
 
 /* The backend for a device name (NULL means "cpu"). */

@@ -1,5 +1,5 @@
-/* Device names ("cpu", "cuda", "cuda:I") to backends: the one place that knows them, used by
- * smolvlm_open and everything that takes a --device option. */
+/* Device names ("cpu", "cpu-ref", "cuda", "cuda:I") to backends: the one place that knows them,
+ * used by smolvlm_open and everything that takes a --device option. */
 #include "backend_cuda.h"
 
 #include "dq_error.h"
@@ -10,7 +10,11 @@
 
 gboolean dq_device_parse(const char *device, int *cuda_index, GError **err) {
     if (device == NULL || strcmp(device, "cpu") == 0) {
-        *cuda_index = -1;
+        *cuda_index = -1; /* the fast CPU backend */
+        return TRUE;
+    }
+    if (strcmp(device, "cpu-ref") == 0) {
+        *cuda_index = -2; /* the float32 reference, the oracle the others are tested against */
         return TRUE;
     }
     if (strcmp(device, "cuda") == 0) {
@@ -26,12 +30,15 @@ gboolean dq_device_parse(const char *device, int *cuda_index, GError **err) {
             return TRUE;
         }
     }
-    return dq_fail(err, DQ_ERR_ARGS, "unknown device '%s' (expected cpu, cuda or cuda:I)", device);
+    return dq_fail(err, DQ_ERR_ARGS, "unknown device '%s' (expected cpu, cpu-ref, cuda or cuda:I)",
+                   device);
 }
 
 DqBackend *dq_backend_open_device(const char *device, GError **err) {
     int index;
     if (!dq_device_parse(device, &index, err))
         return NULL;
-    return index < 0 ? dq_backend_cpu_new(err) : dq_backend_cuda_new(index, err);
+    if (index == -2)
+        return dq_backend_cpu_new(err);
+    return index < 0 ? dq_backend_cpu_fast_new(err) : dq_backend_cuda_new(index, err);
 }

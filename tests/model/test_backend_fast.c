@@ -1,0 +1,362 @@
+/* The fast CPU backend (device "cpu") op by op against the CPU reference ("cpu-ref").
+ *
+ * Both load the same tensors (BF16 unless said otherwise: the reference upcasts them exactly, the
+ * fast backend keeps them as stored and converts in registers, so both multiply the same
+ * values). Tolerances, relative to max(1, max |reference|):
+ * - matmul, attention: 2e-5. Both accumulate in float32 but in different orders (AVX2 lanes,
+ *   OpenBLAS blocking, attention's online softmax rescaling); with |inputs| <= 1 and up to 1024
+ *   terms the reordering error stays near sqrt(k) * 2^-24 * scale ~ 2e-6; 2e-5 leaves margin and
+ *   still catches any wrong element (which would be off by O(1)).
+ * - gelu_tanh, silu_mul: 1e-5 (float32 vector exp, ~2 ulp, against the reference's
+ *   double tanh / float expf).
+ * - everything that only moves data (embed, add_broadcast, patchify ...): exact.
+ * Row invariance (the promise batched decode relies on) is checked bit for bit. The whole
+ * model on the tiny snapshots of ../shared: last-prompt logits within 1e-4 of their scale and
+ * the same greedy tokens. */
+#include "backend.h"
+#include "backend_cuda.h"
+#include "dq_error.h"
+#include "pipeline.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <string.h>
+
+static DqBackend *ref, *fast;
+static GRand *rng;
+
+typedef struct {
+    size_t n;
+    float *host;
+    float *r; /* reference buffer */
+    float *f; /* fast buffer */
+} Pair;
+
+static Pair pair_new(size_t n, double scale) {
+    Pair p = {.n = n, .host = g_new(float, MAX(n, 1))};
+    for (size_t i = 0; i < n; i++)
+        p.host[i] = (float)(g_rand_double_range(rng, -1, 1) * scale);
+    p.r = ref->alloc(ref, n);
+    p.f = fast->alloc(fast, n);
+    ref->upload(ref, p.r, p.host, n);
+    fast->upload(fast, p.f, p.host, n);
+    return p;
+}
+
+static void pair_free(Pair *p) {
+    ref->release(ref, p->r);
+    fast->release(fast, p->f);
+    g_free(p->host);
+}
+
+static void pair_check(Pair *p, double tol, const char *what) {
+    double worst = 0, scale = 1;
+    size_t at = 0;
+    for (size_t i = 0; i < p->n; i++)
+        scale = MAX(scale, fabs(p->r[i]));
+    for (size_t i = 0; i < p->n; i++) {
+        double d = fabs((double)p->f[i] - p->r[i]);
+        if (!(d <= worst)) {
+            worst = isnan(d) ? INFINITY : d;
+            at = i;
+        }
+    }
+    if (!(worst / scale <= tol))
+        g_error("%s: max error %.3g (relative to %.3g) at %zu: fast %.7g ref %.7g, tolerance %.3g",
+                what, worst, scale, at, p->f[at], p->r[at], tol);
+}
+
+typedef struct {
+    void *bits;
+    DqTensor t;
+    DqWeight r, f;
+} WPair;
+
+static WPair wpair_new(int rows, int cols, DqDtype dtype) {
+    size_t n = (size_t)rows * cols;
+    WPair w = {.bits = g_malloc(n * 4)};
+    for (size_t i = 0; i < n; i++) {
+        float f = (float)g_rand_double_range(rng, -1, 1);
+        if (dtype == DQ_DTYPE_F32) {
+            ((float *)w.bits)[i] = f;
+        } else {
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            ((uint16_t *)w.bits)[i] = (uint16_t)(u >> 16);
+        }
+    }
+    w.t = (DqTensor){.name = "random",
+                     .file = "test",
+                     .dtype = dtype,
+                     .ndim = 2,
+                     .shape = {rows, cols},
+                     .numel = (int64_t)n,
+                     .data = w.bits,
+                     .nbytes = n * dq_dtype_size(dtype)};
+    GError *err = NULL;
+    g_assert_true(ref->weight_init(ref, &w.r, &w.t, rows, cols, &err));
+    g_assert_true(fast->weight_init(fast, &w.f, &w.t, rows, cols, &err));
+    dq_assert_no_error(err);
+    return w;
+}
+
+static void wpair_free(WPair *w) {
+    ref->weight_free(ref, &w->r);
+    fast->weight_free(fast, &w->f);
+    g_free(w->bits);
+}
+
+static void test_weights_mapped(void) {
+    /* BF16 matrices are used where they lie (no float32 copy); vectors are upcast. */
+    WPair w = wpair_new(40, 24, DQ_DTYPE_BF16), b = wpair_new(1, 24, DQ_DTYPE_BF16);
+    g_assert_true(w.f.data == (const float *)w.bits);
+    g_assert_null(w.f.owned);
+    g_assert_cmpint(w.f.dtype, ==, DQ_DTYPE_BF16);
+    g_assert_cmpint(b.f.dtype, ==, DQ_DTYPE_F32);
+    GError *err = NULL;
+    DqWeight bad;
+    g_assert_false(fast->weight_init(fast, &bad, &w.t, 40, 25, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_MODEL);
+    g_clear_error(&err);
+    wpair_free(&w);
+    wpair_free(&b);
+}
+
+static void test_matmul(void) {
+    /* decode rows (1..8: the AVX2 GEMV), odd widths (the scalar tails), prefill and vision rows
+     * (bf16 panels + sgemm, or threaded sgemm for F32) */
+    const int shapes[][3] = {{1, 64, 48},    {3, 96, 64},   {8, 33, 17},      {5, 300, 576},
+                             {37, 200, 130}, {300, 72, 96}, {1100, 260, 768}, {9, 129, 1024}};
+    const DqDtype dtypes[] = {DQ_DTYPE_BF16, DQ_DTYPE_F32};
+    for (size_t d = 0; d < G_N_ELEMENTS(dtypes); d++)
+        for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+            int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
+            Pair x = pair_new((size_t)n * in, 1), y = pair_new((size_t)n * out, 1);
+            WPair w = wpair_new(out, in, dtypes[d]), b = wpair_new(1, out, dtypes[d]);
+            for (int withbias = 0; withbias < 2; withbias++) {
+                ref->matmul(ref, y.r, x.r, &w.r, withbias ? &b.r : NULL, n);
+                fast->matmul(fast, y.f, x.f, &w.f, withbias ? &b.f : NULL, n);
+                pair_check(&y, 2e-5, withbias ? "matmul+bias" : "matmul");
+                if (n > fast->matmul_row_invariant_max)
+                    continue;
+                /* each row exactly as alone */
+                float *batched = g_memdup2(y.f, y.n * sizeof(float));
+                for (int r = 0; r < n; r++)
+                    fast->matmul(fast, y.f + (size_t)r * out, x.f + (size_t)r * in, &w.f,
+                                 withbias ? &b.f : NULL, 1);
+                g_assert_cmpmem(y.f, y.n * sizeof(float), batched, y.n * sizeof(float));
+                g_free(batched);
+            }
+            pair_free(&x);
+            pair_free(&y);
+            wpair_free(&w);
+            wpair_free(&b);
+        }
+    g_assert_cmpint(fast->matmul_row_invariant_max, ==, 8);
+}
+
+static void check_attention(const DqAttention *a, size_t q_floats, size_t kv_floats,
+                            const char *what) {
+    Pair q = pair_new(q_floats, 2), k = pair_new(kv_floats, 2), v = pair_new(kv_floats, 1);
+    Pair out = pair_new((size_t)a->n_seq * a->n_q * a->n_heads * a->head_dim, 1);
+    ref->attention(ref, out.r, q.r, k.r, v.r, a);
+    fast->attention(fast, out.f, q.f, k.f, v.f, a);
+    pair_check(&out, 2e-5, what);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+}
+
+static void test_attention(void) {
+    /* vision tiles: SigLIP head dims, a full 1024-patch tile (4 key blocks) */
+    const int cfg[][4] = {{3, 100, 4, 64}, {2, 81, 3, 72}, {1, 1024, 2, 64}, {2, 300, 3, 16}};
+    for (size_t s = 0; s < G_N_ELEMENTS(cfg); s++) {
+        int T = cfg[s][0], P = cfg[s][1], H = cfg[s][2], hd = cfg[s][3], D = H * hd;
+        DqAttention a = {.n_seq = T,
+                         .n_q = P,
+                         .n_kv = P,
+                         .n_heads = H,
+                         .n_kv_heads = H,
+                         .head_dim = hd,
+                         .q_stride = D,
+                         .kv_stride = D,
+                         .q_seq_stride = (size_t)P * D,
+                         .kv_seq_stride = (size_t)P * D,
+                         .scale = 1.0f / sqrtf((float)hd)};
+        check_attention(&a, (size_t)T * P * D, (size_t)T * P * D, "attention (vision)");
+    }
+    /* causal: prefill from empty, a chunk after a prefix (blocks straddling the diagonal),
+     * decode rows, a long cache, grouped heads */
+    const int cc[][6] = {{50, 0, 4, 2, 64, 64},     {133, 20, 9, 3, 64, 160},
+                         {1, 41, 9, 3, 64, 64},     {3, 10, 32, 32, 64, 16},
+                         {1, 1700, 9, 3, 64, 1800}, {200, 1000, 4, 1, 72, 1300}};
+    for (size_t s = 0; s < G_N_ELEMENTS(cc); s++) {
+        int nq = cc[s][0], len = cc[s][1], H = cc[s][2], Hkv = cc[s][3], hd = cc[s][4];
+        int cap = MAX(cc[s][5], len + nq);
+        DqAttention a = {.n_seq = 1,
+                         .n_q = nq,
+                         .n_kv = len + nq,
+                         .n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = H * hd,
+                         .kv_stride = Hkv * hd,
+                         .q_pos0 = len,
+                         .causal = TRUE,
+                         .scale = 1.0f / sqrtf((float)hd)};
+        check_attention(&a, (size_t)nq * H * hd, (size_t)cap * Hkv * hd, "attention (causal)");
+    }
+    DqAttention a = {.n_seq = 3,
+                     .n_q = 7,
+                     .n_kv = 12,
+                     .n_heads = 4,
+                     .n_kv_heads = 2,
+                     .head_dim = 32,
+                     .q_stride = 160,
+                     .kv_stride = 80,
+                     .q_seq_stride = 7 * 160,
+                     .kv_seq_stride = 12 * 80,
+                     .q_pos0 = 5,
+                     .causal = TRUE,
+                     .scale = 0.2f};
+    check_attention(&a, 3 * 7 * 160, 3 * 12 * 80, "attention (strided)");
+}
+
+static void test_elementwise(void) {
+    const size_t sizes[] = {1, 1000, 3 * 1024 * 77 + 5};
+    for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
+        size_t n = sizes[s];
+        Pair x = pair_new(n, 12), u = pair_new(n, 2);
+        ref->gelu_tanh(ref, x.r, n);
+        fast->gelu_tanh(fast, x.f, n);
+        pair_check(&x, 1e-5, "gelu_tanh");
+        /* silu from the same inputs on both sides */
+        fast->copy(fast, x.f, x.r, n);
+        ref->silu_mul(ref, x.r, u.r, n);
+        fast->silu_mul(fast, x.f, u.f, n);
+        pair_check(&x, 1e-5, "silu_mul");
+        pair_free(&x);
+        pair_free(&u);
+    }
+}
+
+static void test_embed_broadcast(void) {
+    int vocab = 1000, dim = 96, n = 77;
+    WPair table = wpair_new(vocab, dim, DQ_DTYPE_BF16);
+    int32_t *ids = g_new(int32_t, n);
+    for (int i = 0; i < n; i++)
+        ids[i] = i == 0 ? vocab - 1 : g_rand_int_range(rng, 0, vocab);
+    Pair out = pair_new((size_t)n * dim, 1);
+    ref->embed(ref, out.r, &table.r, ids, n);
+    fast->embed(fast, out.f, &table.f, ids, n);
+    pair_check(&out, 0, "embed");
+    Pair y = pair_new((size_t)5 * vocab * dim, 1);
+    ref->add_broadcast(ref, y.r, &table.r, 5);
+    fast->add_broadcast(fast, y.f, &table.f, 5);
+    pair_check(&y, 0, "add_broadcast");
+    pair_free(&y);
+    pair_free(&out);
+    g_free(ids);
+    wpair_free(&table);
+}
+
+static void generate_page(SmolvlmPipeline *p, DqImage *img, int max_new, DqGenerateResult *res) {
+    SmolvlmPrompt prompt = {0};
+    SmolvlmRequest req = {0};
+    SmolvlmPrepareOptions po = {.n_res = 2};
+    GError *err = NULL;
+    g_assert_true(smolvlm_prompt_build(p, (const DqImage *const *)&img, 1, "What is the date?",
+                                       NULL, &po, &prompt, &err));
+    dq_assert_no_error(err);
+    smolvlm_request_init(p, &prompt, &req);
+    req.options.do_sample = FALSE;
+    req.options.max_new_tokens = max_new;
+    req.options.ignore_eos = TRUE;
+    req.want_logits = TRUE;
+    g_assert_true(smolvlm_generate(p->model, &req, 1, res, NULL, &err));
+    dq_assert_no_error(err);
+    smolvlm_prompt_clear(&prompt);
+}
+
+static void test_model(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tiny models are not here");
+        return;
+    }
+    const char *snaps[] = {"tiny-smolvlm-b512", "tiny-smolvlm-a384-v1tok-bf16"};
+    GError *err = NULL;
+    char *path = g_build_filename(shared, "fixtures", "images", "portrait_page.png", NULL);
+    DqImage *img = dq_image_load(path, DQ_EXIF_APPLY, &err);
+    dq_assert_no_error(err);
+    g_free(path);
+    for (size_t s = 0; s < G_N_ELEMENTS(snaps); s++) {
+        char *dir = g_build_filename(shared, "models", snaps[s], NULL);
+        SmolvlmPipeline *pr =
+            smolvlm_pipeline_open(dir, &(SmolvlmOptions){.device = "cpu-ref"}, &err);
+        dq_assert_no_error(err);
+        SmolvlmPipeline *pf = smolvlm_pipeline_open(dir, &(SmolvlmOptions){.device = "cpu"}, &err);
+        dq_assert_no_error(err);
+        int vocab = smolvlm_config(pr->model)->vocab_size, max_new = 6;
+        DqGenerateResult rr = {0}, rf = {0};
+        generate_page(pr, img, max_new, &rr);
+        generate_page(pf, img, max_new, &rf);
+        double worst = 0, scale = 1;
+        for (int v = 0; v < vocab; v++) {
+            scale = MAX(scale, fabs(rr.last_logits[v]));
+            worst = MAX(worst, fabs(rr.last_logits[v] - rf.last_logits[v]));
+        }
+        g_test_message("%s: last-prompt logits max |fast - ref| = %.3g (scale %.3g)", snaps[s],
+                       worst, scale);
+        if (!(worst <= 1e-4 * scale))
+            g_error("%s: logits differ by %.3g (scale %.3g)", snaps[s], worst, scale);
+        g_assert_cmpint(rr.n_output_ids, ==, rf.n_output_ids);
+        g_assert_cmpmem(rr.output_ids, rr.n_output_ids * sizeof(int32_t), rf.output_ids,
+                        rf.n_output_ids * sizeof(int32_t));
+        dq_generate_result_clear(&rr);
+        dq_generate_result_clear(&rf);
+        smolvlm_pipeline_free(pr);
+        smolvlm_pipeline_free(pf);
+        g_free(dir);
+    }
+    dq_image_free(img);
+}
+
+static void test_device_names(void) {
+    GError *err = NULL;
+    DqBackend *be = dq_backend_open_device("cpu-ref", &err);
+    dq_assert_no_error(err);
+    g_assert_nonnull(be);
+    g_assert_cmpint(be->matmul_row_invariant_max, ==, 0); /* the reference */
+    dq_backend_free(be);
+    be = dq_backend_open_device("cpu", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(be->matmul_row_invariant_max, ==, 8); /* the fast backend */
+    dq_backend_free(be);
+    g_assert_null(dq_backend_open_device("cpu-fast", &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_clear_error(&err);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    rng = g_rand_new_with_seed(20261125);
+    GError *err = NULL;
+    ref = dq_backend_cpu_new(&err);
+    dq_assert_no_error(err);
+    fast = dq_backend_cpu_fast_new(&err);
+    dq_assert_no_error(err);
+    g_test_add_func("/backend_fast/weights_mapped", test_weights_mapped);
+    g_test_add_func("/backend_fast/matmul", test_matmul);
+    g_test_add_func("/backend_fast/attention", test_attention);
+    g_test_add_func("/backend_fast/elementwise", test_elementwise);
+    g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
+    g_test_add_func("/backend_fast/device_names", test_device_names);
+    g_test_add_func("/backend_fast/model", test_model);
+    int rc = g_test_run();
+    dq_backend_free(ref);
+    dq_backend_free(fast);
+    g_rand_free(rng);
+    return rc;
+}
