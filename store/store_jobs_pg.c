@@ -260,26 +260,44 @@ fail:
     return NULL;
 }
 
+/* Lock order: every statement that changes several leased jobs first locks them in id order
+ * (heartbeat, complete, release run on different connections of one worker at once); without
+ * it a heartbeat and a completion each hold a row the other wants: a deadlock. */
+static gboolean lock_owned(DqStore *s, const char *owner, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, owner);
+    return pg_do(s,
+                 "SELECT id FROM jobs WHERE lease_owner = $1 AND state = 'running' ORDER BY id "
+                 "FOR UPDATE",
+                 &p, "locking leased jobs", NULL, err);
+}
+
 gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms, int *held,
                           GError **err) {
     PgParams p = {0};
+    gint64 n = 0;
+    if (!pg_begin(s, err) || !lock_owned(s, owner, err))
+        goto fail;
     pg_i64(&p, now_ms + lease_ms);
     pg_text(&p, owner);
-    gint64 n = 0;
     if (!pg_do(s,
                "UPDATE jobs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND state = 'running'",
-               &p, "extending leases", &n, err))
-        return FALSE;
+               &p, "extending leases", &n, err) ||
+        !pg_commit(s, err))
+        goto fail;
     if (held)
         *held = (int)n;
     return TRUE;
+fail:
+    pg_rollback(s);
+    return FALSE;
 }
 
 gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                          int *written, GError **err) {
     int count = 0;
-    if (!pg_begin(s, err))
-        return FALSE;
+    if (!pg_begin(s, err) || !lock_owned(s, owner, err))
+        goto fail;
     for (int i = 0; i < n; i++) {
         const DqJobAnswer *a = &answers[i];
         PgParams p = {0};
@@ -386,16 +404,22 @@ fail:
 
 gboolean pgjobs_release(DqStore *s, const char *owner, int *released, GError **err) {
     PgParams p = {0};
-    pg_text(&p, owner);
     gint64 n = 0;
+    if (!pg_begin(s, err) || !lock_owned(s, owner, err))
+        goto fail;
+    pg_text(&p, owner);
     if (!pg_do(s,
                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL, "
                "attempts = greatest(attempts - 1, 0) WHERE lease_owner = $1 AND state = 'running'",
-               &p, "releasing jobs", &n, err))
-        return FALSE;
+               &p, "releasing jobs", &n, err) ||
+        !pg_commit(s, err))
+        goto fail;
     if (released)
         *released = (int)n;
     return TRUE;
+fail:
+    pg_rollback(s);
+    return FALSE;
 }
 
 /* ---- reading ---- */
