@@ -1,0 +1,139 @@
+/* Queue overhead on each store: claim + complete with no model work, 1, 8 and 32 worker
+ * processes, on SQLite (one file) and on PostgreSQL (a throwaway server, pg_testlib.h), in one
+ * run, printed as a table of operations (jobs claimed and completed) per second and as ratios
+ * against SQLite with 1 worker measured in the same run. Driven by scripts/bench-store.sh. */
+#include "jobs_testlib.h"
+#include "pg_testlib.h"
+#include "store_jobs.h"
+#include "store_migrate.h"
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int drain(const char *db, int batch) {
+    GError *err = NULL;
+    DqStore *s = dq_store_open(db, &err);
+    if (s == NULL) {
+        fprintf(stderr, "bench: %s\n", err->message);
+        return 2;
+    }
+    char *owner = g_strdup_printf("bench:%d", (int)getpid());
+    int rc = 0;
+    for (;;) {
+        GPtrArray *jobs =
+            store_jobs_claim(s, owner, "m", batch, g_get_real_time() / 1000, 60000, &err);
+        if (jobs == NULL) {
+            fprintf(stderr, "bench: %s\n", err->message);
+            rc = 2;
+            break;
+        }
+        if (jobs->len == 0) {
+            g_ptr_array_free(jobs, TRUE);
+            break;
+        }
+        DqJobAnswer *ans = g_new0(DqJobAnswer, jobs->len);
+        for (guint i = 0; i < jobs->len; i++)
+            ans[i] = (DqJobAnswer){.job_id = ((DqClaimedJob *)g_ptr_array_index(jobs, i))->job_id,
+                                   .text = "x",
+                                   .started_at = "2026-01-01T00:00:00.000Z",
+                                   .finished_at = "2026-01-01T00:00:00.000Z"};
+        int written = 0;
+        gboolean ok = store_jobs_complete(s, owner, ans, (int)jobs->len, &written, &err);
+        g_free(ans);
+        g_ptr_array_free(jobs, TRUE);
+        if (!ok) {
+            fprintf(stderr, "bench: %s\n", err->message);
+            rc = 2;
+            break;
+        }
+    }
+    g_free(owner);
+    dq_store_close(s);
+    return rc;
+}
+
+/* Copies the template queue into `loc`, drains it with `procs` processes; ops/s. */
+static double run(const char *template_db, const char *loc, int procs, int batch, gint64 n_jobs) {
+    GError *err = NULL;
+    DqStore *from = dq_store_open(template_db, &err);
+    DqStore *to = from ? dq_store_open(loc, &err) : NULL;
+    if (to == NULL || !dq_store_copy(from, to, NULL, &err)) {
+        fprintf(stderr, "bench: %s\n", err->message);
+        exit(2);
+    }
+    DqJobCounts c;
+    dq_store_close(from);
+    fflush(NULL);
+    gint64 t0 = g_get_monotonic_time();
+    pid_t *pids = g_new0(pid_t, procs);
+    for (int i = 0; i < procs; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(drain(loc, batch));
+    }
+    gboolean ok = TRUE;
+    for (int i = 0; i < procs; i++) {
+        int status = 0;
+        waitpid(pids[i], &status, 0);
+        ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+    if (!ok || !store_jobs_counts(to, NULL, &c, &err) || c.by_state[DQ_JOB_DONE] != n_jobs) {
+        fprintf(stderr, "bench: a process failed or jobs were left (%s)\n", loc);
+        exit(2);
+    }
+    dq_store_close(to);
+    g_free(pids);
+    return (double)n_jobs / secs;
+}
+
+int main(int argc, char **argv) {
+    int docs = argc > 1 ? atoi(argv[1]) : 100; /* x 10 pages x 2 questions */
+    int batch = argc > 2 ? atoi(argv[2]) : 4;
+    if (docs < 1 || batch < 1) {
+        fprintf(stderr, "usage: bench_store [DOCS] [BATCH]\n");
+        return 2;
+    }
+    static const int procs[] = {1, 8, 32};
+    char *dir = dq_test_tmpdir();
+    char *template_db = jt_make_db(dir, docs, 10);
+    gint64 n_jobs = jt_ask(template_db, 2, "m", 3);
+    char *why_not = NULL;
+    PgtServer *server = pgt_start(&why_not);
+    if (server == NULL)
+        fprintf(stderr, "bench: PostgreSQL column left empty: %s\n", why_not);
+    double sqlite_ops[3], pg_ops[3] = {0, 0, 0};
+    for (int i = 0; i < 3; i++) {
+        char *loc = g_strdup_printf("sqlite:%s/bench-%d.db", dir, procs[i]);
+        sqlite_ops[i] = run(template_db, loc, procs[i], batch, n_jobs);
+        g_free(loc);
+        if (server != NULL) {
+            char *name = g_strdup_printf("bench_%d", procs[i]);
+            loc = pgt_new_database(server, name);
+            pg_ops[i] = run(template_db, loc, procs[i], batch, n_jobs);
+            g_free(loc);
+            g_free(name);
+        }
+    }
+    printf("queue overhead: claim + complete, %" G_GINT64_FORMAT " jobs, batch %d, no model work\n",
+           n_jobs, batch);
+    printf("(x = ratio to SQLite with 1 worker in this run; PostgreSQL: local server, Unix "
+           "socket, fsync off)\n");
+    printf("  workers |   SQLite ops/s        | PostgreSQL ops/s\n");
+    for (int i = 0; i < 3; i++) {
+        printf("  %7d | %9.0f  (%5.2fx)   |", procs[i], sqlite_ops[i],
+               sqlite_ops[i] / sqlite_ops[0]);
+        if (server != NULL)
+            printf(" %9.0f  (%5.2fx)\n", pg_ops[i], pg_ops[i] / sqlite_ops[0]);
+        else
+            printf("   (no server)\n");
+    }
+    pgt_stop(server);
+    g_free(why_not);
+    g_free(template_db);
+    g_free(dir);
+    return 0;
+}
