@@ -2,7 +2,7 @@
  *
  *   docqa generate --model DIR [--image FILE]... (--prompt TEXT | --raw-prompt TEXT)
  *                  [--max-new-tokens N] [--n-res N] [--no-split] [--ignore-eos]
- *                  [--device cpu|cuda[:i]] [--json] [--dump-logits FILE]
+ *                  [--device cpu|cpu-ref|cuda[:i]] [--json] [--dump-logits FILE]
  *                  [--sample [--temperature T] [--top-p P] [--top-k K] [--seed S]]
  *
  * Without --json the answer text is printed (special tokens skipped). --json prints one object:
@@ -207,7 +207,7 @@ int cmd_generate(int argc, char **argv) {
          NULL},
         {"ignore-eos", 0, 0, G_OPTION_ARG_NONE, &a.ignore_eos,
          "generate exactly max-new-tokens tokens", NULL},
-        {"device", 'd', 0, G_OPTION_ARG_STRING, &a.device, "cpu (default) or cuda[:i]", "DEV"},
+        {"device", 'd', 0, G_OPTION_ARG_STRING, &a.device, "cpu, cpu-ref or cuda[:i]", "DEV"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},
         {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_logits,
          "write the last prompt position's logits (float32 LE)", "FILE"},
