@@ -42,14 +42,21 @@ static int n_columns(const char *columns) {
     return n;
 }
 
-static void row_free(gpointer p) {
-    g_strfreev(p);
+/* Rows hold NULLs (SQL NULL) between values, so g_strfreev would stop early. */
+static void rows_free(GPtrArray *rows, int n) {
+    for (guint i = 0; i < rows->len; i++) {
+        char **row = g_ptr_array_index(rows, i);
+        for (int c = 0; c < n; c++)
+            g_free(row[c]);
+        g_free(row);
+    }
+    g_ptr_array_free(rows, TRUE);
 }
 
 /* Up to PAGE_ROWS rows of `t` with id > after, in id order; each row a char** of n columns
  * (NULL entries are SQL NULL, so the vector is freed column by column). */
 static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GError **err) {
-    GPtrArray *rows = g_ptr_array_new_with_free_func(row_free);
+    GPtrArray *rows = g_ptr_array_new();
     char *sql = g_strdup_printf("SELECT %s FROM %s WHERE id > %s ORDER BY id LIMIT %d", t->columns,
                                 t->name, s->kind == DQ_STORE_SQLITE ? "?1" : "$1", PAGE_ROWS);
 #ifdef DOCQA_HAVE_POSTGRES
@@ -59,7 +66,7 @@ static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GEr
         PGresult *r = pg_run(s, sql, &p, "reading rows to copy", err);
         g_free(sql);
         if (r == NULL) {
-            g_ptr_array_free(rows, TRUE);
+            rows_free(rows, n);
             return NULL;
         }
         for (int i = 0; i < PQntuples(r); i++) {
@@ -76,7 +83,7 @@ static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GEr
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: reading %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
         g_free(sql);
-        g_ptr_array_free(rows, TRUE);
+        rows_free(rows, n);
         return NULL;
     }
     g_free(sql);
@@ -100,7 +107,7 @@ static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GEr
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         dq_fail(err, DQ_ERR_DB, "%s: reading %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
-        g_ptr_array_free(rows, TRUE);
+        rows_free(rows, n);
         return NULL;
     }
     return rows;
@@ -203,7 +210,7 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
             if (ok && len > 0)
                 after = g_ascii_strtoll(((char **)g_ptr_array_index(page, len - 1))[0], NULL, 10);
             total += len;
-            g_ptr_array_free(page, TRUE);
+            rows_free(page, n);
             if (!ok) {
                 dq_error_prefix(err, "copying %s", t->name);
                 goto fail;
