@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 #include <string.h>
+#include <sys/wait.h>
 
 static PgtServer *server;
 static char *server_why_not;
@@ -341,6 +342,111 @@ static void test_migrate_round_trip(void) {
     g_free(back_loc);
 }
 
+/* Runs the docqa binary with DOCQA_DB (and DOCQA_PAGES unless NULL); returns its exit status. */
+static int docqa(const char *db_env, const char *pages_env, char **out, const char *const *args) {
+    GPtrArray *argv = g_ptr_array_new();
+    char *bin = g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
+    g_ptr_array_add(argv, bin);
+    for (int i = 0; args[i]; i++)
+        g_ptr_array_add(argv, (char *)args[i]);
+    g_ptr_array_add(argv, NULL);
+    char **envp = g_get_environ();
+    envp = g_environ_setenv(envp, "DOCQA_DB", db_env, TRUE);
+    envp = pages_env ? g_environ_setenv(envp, "DOCQA_PAGES", pages_env, TRUE)
+                     : g_environ_unsetenv(envp, "DOCQA_PAGES");
+    char *o = NULL, *e = NULL;
+    int status = 0;
+    GError *err = NULL;
+    g_assert_true(
+        g_spawn_sync(NULL, (char **)argv->pdata, envp, 0, NULL, NULL, &o, &e, &status, &err));
+    dq_assert_no_error(err);
+    *out = g_strconcat(o, e, NULL);
+    g_free(o);
+    g_free(e);
+    g_strfreev(envp);
+    g_free(bin);
+    g_ptr_array_free(argv, TRUE);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The command line: docqa migrate both ways, DOCQA_DB selecting PostgreSQL for status, and a
+ * PostgreSQL run refused without a shared page store. */
+static void test_cli(void) {
+    char *pg = new_location("postgres");
+    if (pg == NULL)
+        return;
+    char *src = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(src, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/c/d.pdf", "4444");
+    g_assert_cmpint(enqueue_all(s, "Q?"), ==, 3);
+    dq_store_close(s);
+    char *out = NULL;
+    g_assert_cmpint(
+        docqa("", NULL, &out, (const char *[]){"migrate", "--from", src, "--to", pg, NULL}), ==, 0);
+    g_assert_nonnull(strstr(out, "migrated 9 rows"));
+    g_free(out);
+    g_assert_cmpint(
+        docqa("", NULL, &out, (const char *[]){"migrate", "--from", src, "--to", pg, NULL}), ==, 2);
+    g_assert_nonnull(strstr(out, "empty database"));
+    g_free(out);
+    g_assert_cmpint(docqa(pg, NULL, &out, (const char *[]){"status", "--json", NULL}), ==, 0);
+    g_assert_nonnull(strstr(out, "\"queued\""));
+    g_free(out);
+    g_assert_cmpint(docqa(pg, NULL, &out,
+                          (const char *[]){"run", "--model", DOCQA_SOURCE_DIR "/models/demo-tiny",
+                                           "--until-empty", NULL}),
+                    ==, 2);
+    g_assert_nonnull(strstr(out, "DOCQA_PAGES"));
+    g_free(out);
+    char *back = new_location("sqlite");
+    g_assert_cmpint(
+        docqa("", NULL, &out, (const char *[]){"migrate", "--from", pg, "--to", back, NULL}), ==,
+        0);
+    g_free(out);
+    s = dq_store_open(back, &err);
+    DqJobCounts c;
+    g_assert_true(store_jobs_counts(s, NULL, &c, &err));
+    g_assert_cmpint(c.by_state[DQ_JOB_QUEUED], ==, 3);
+    dq_store_close(s);
+    g_free(back);
+    g_free(src);
+    g_free(pg);
+}
+
+/* The store owns the statements its modules cache: closing without store_jobs_finalize really
+ * closes the file (no zombie connection holding it open until exit). */
+static int open_fds_on(const char *path) {
+    int n = 0;
+    GDir *d = g_dir_open("/proc/self/fd", 0, NULL);
+    const char *name;
+    while (d && (name = g_dir_read_name(d)) != NULL) {
+        char *link = g_strdup_printf("/proc/self/fd/%s", name);
+        char *target = g_file_read_link(link, NULL);
+        n += target != NULL && strcmp(target, path) == 0;
+        g_free(target);
+        g_free(link);
+    }
+    if (d)
+        g_dir_close(d);
+    return n;
+}
+
+static void test_close_finalizes_statements(void) {
+    char *loc = new_location("sqlite");
+    const char *path = loc + strlen("sqlite:");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    DqJobCounts c;
+    g_assert_true(store_jobs_counts(s, "m", &c, &err)); /* caches statements */
+    g_assert_cmpint(open_fds_on(path), ==, 1);
+    dq_store_close(s);
+    g_assert_cmpint(open_fds_on(path), ==, 0);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     server = pgt_start(&server_why_not);
@@ -349,6 +455,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/lifecycle", "sqlite", test_lifecycle);
     g_test_add_data_func("/store/backends/postgres/lifecycle", "postgres", test_lifecycle);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
+    g_test_add_func("/store/backends/cli", test_cli);
+    g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
     int rc = g_test_run();
     pgt_stop(server);
     g_free(server_why_not);
