@@ -1,35 +1,116 @@
 #!/usr/bin/env bash
-# One real-size N=4 page end to end on the CPU reference: per-stage ms, decode tokens/s, peak RSS.
+# One letter-size page end to end on the CPU: docqa (fast backend "cpu" and the reference
+# "cpu-ref") against transformers (torch float32, eager attention) in ONE invocation, same
+# machine, same thread count; per-stage ms, decode tokens/s, peak RSS, docqa's ratio to
+# transformers, and the machine's float32 GEMM peak (torch.mm) for scale.
 #
-#   scripts/bench-model.sh [256m|2.2b|SNAPSHOT_DIR]... (default: 256m)
+#   scripts/bench-model.sh [--2.2b] [--no-hf] [--no-ref] [--llama LLAMA_MTMD_CLI MODEL.gguf MMPROJ.gguf]
 #
-# For 256m / 2.2b a random-weight snapshot with the real dimensions is generated once into
-# $MODELS (default /tmp/docqa-random-models, f32; DTYPE=bf16 for bf16 weights). The page is
-# ../shared/fixtures/images/portrait_page.png (850x1100 -> 4x4 tiles + global), the prompt the
-# DocVQA question, 32 greedy tokens (MAX_NEW), BATCH requests of that page (default 1).
-# The numbers are absolute on this machine; speed targets and ratios live in a later benchmark.
+# Snapshots: random weights with the real SmolVLM-256M-Instruct dimensions (scripts/
+# make-random-model.sh), f32 and bf16, generated once into $MODELS (default
+# /tmp/docqa-random-models); --2.2b adds SmolVLM-Instruct's dimensions (slow on 2 cores: ~9 GB).
+# The page is generated (text, rules, a table; 1275x1650 = letter at 150 dpi), N=5 (21 tiles),
+# the DocVQA prompt, 32 forced new tokens (MAX_NEW). THREADS (default: all cores) for both.
+# transformers runs in a throw-away virtualenv ($VENV, default /tmp/docqa-bench-venv) created
+# from PyPI on first use: torch, transformers==4.57.6, pillow==12.3.0.
+#
+# llama.cpp (optional, nothing of it is committed): build it and convert a snapshot with
+#   git clone https://github.com/ggml-org/llama.cpp && cmake -S llama.cpp -B llama.cpp/build \
+#     -DCMAKE_BUILD_TYPE=Release && cmake --build llama.cpp/build -j2 --target llama-mtmd-cli
+#   python llama.cpp/convert_hf_to_gguf.py SNAPSHOT --outtype f16 --outfile model.gguf
+#   python llama.cpp/convert_hf_to_gguf.py SNAPSHOT --outtype f16 --mmproj --outfile mmproj.gguf
+# then pass --llama llama.cpp/build/bin/llama-mtmd-cli model.gguf mmproj.gguf: its wall time
+# and peak RSS for the same page and prompt are printed beside the table (its preprocessing
+# differs from transformers', so its stages are not comparable one to one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 build=${BUILD:-build}
-shared=${DOCQA_SHARED_DIR:-$PWD/../shared}
 models=${MODELS:-/tmp/docqa-random-models}
-dtype=${DTYPE:-f32}
-image=${IMAGE:-$shared/fixtures/images/portrait_page.png}
-[ -f "$image" ] || { echo "bench-model: $image not found" >&2; exit 2; }
+venv=${VENV:-/tmp/docqa-bench-venv}
+threads=${THREADS:-$(nproc)}
+max_new=${MAX_NEW:-32}
+n_res=5
+sizes=(256m) hf=1 refrun=1 llama=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --2.2b) sizes+=(2.2b) ;;
+    --no-hf) hf=0 ;;
+    --no-ref) refrun=0 ;;
+    --llama) llama=("$2" "$3" "$4"); shift 3 ;;
+    *) sed -n 2,25p "$0"; exit 2 ;;
+  esac
+  shift
+done
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build "$build" --target bench_model make_random_model -j 2 >/dev/null
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-[ $# -gt 0 ] || set -- 256m
-for m in "$@"; do
-  case "$m" in
-    256m|2.2b)
-      dir=$models/smolvlm-$m-random-$dtype
-      if [ ! -f "$dir/model.safetensors" ]; then
-        BUILD=$build scripts/make-random-model.sh "$m" "$dir" "$dtype"
-      fi ;;
-    *) dir=$m ;;
-  esac
-  "$build/tests/model/bench_model" "$dir" "$image" 4 "${MAX_NEW:-32}" "${BATCH:-1}"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transformers, PIL" 2>/dev/null; then
+  echo "bench-model: creating $venv (torch, transformers 4.57.6, pillow 12.3.0 from PyPI)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch transformers==4.57.6 pillow==12.3.0
+fi
+py="$venv/bin/python"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+page=$work/page.png
+"$py" scripts/bench_model_hf.py page "$page"
+export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+peak=$("$py" scripts/bench_model_hf.py peak "$threads")
+results=$work/results
+: > "$results"
+for m in "${sizes[@]}"; do
+  for dtype in f32 bf16; do
+    dir=$models/smolvlm-$m-random-$dtype
+    if [ ! -f "$dir/model.safetensors" ]; then
+      BUILD=$build scripts/make-random-model.sh "$m" "$dir" "$dtype" >&2
+    fi
+    devices=(cpu)
+    [ "$refrun" = 1 ] && devices+=(cpu-ref)
+    for dev in "${devices[@]}"; do
+      line=$(DOCQA_DEVICE=$dev "$build/tests/model/bench_model" "$dir" "$page" $n_res "$max_new")
+      echo "$line" >&2
+      echo "size=$m dtype=$dtype who=docqa-$dev $line" >> "$results"
+    done
+    if [ "$hf" = 1 ] && [ "$dtype" = f32 ]; then
+      line=$("$py" scripts/bench_model_hf.py run "$dir" "$page" $n_res "$max_new" "$threads")
+      echo "$line" >&2
+      echo "size=$m dtype=f32 who=transformers $line" >> "$results"
+    fi
+  done
+  if [ ${#llama[@]} -eq 3 ]; then
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "llama_peak_rss_mb=%M" -o "$work/llama.time" "${llama[0]}" -m "${llama[1]}" \
+      --mmproj "${llama[2]}" --image "$page" -t "$threads" -n "$max_new" --temp 0 \
+      -p "Look at the document and answer the question. Question: What is the date?" \
+      > "$work/llama.out" 2>&1 || echo "bench-model: llama-mtmd-cli failed (see $work/llama.out)" >&2
+    echo "llama.cpp ($m, given GGUFs): wall $(echo "$(date +%s.%N) - $t0" | bc) s," \
+      "peak RSS $(( $(sed -n 's/llama_peak_rss_mb=//p' "$work/llama.time") / 1024 )) MiB;" \
+      "its own timings:"; grep -E "encoded|load time|prompt eval|eval time" "$work/llama.out" || true
+  fi
 done
+echo
+echo "threads=$threads $peak (torch float32 GEMM, 2048^3); page 1275x1650 at N=$n_res, $max_new new tokens"
+"$py" - "$results" <<'PY'
+import sys
+rows = []
+for line in open(sys.argv[1]):
+    rows.append(dict(kv.split("=", 1) for kv in line.split()))
+def num(r, k):
+    return float(r[k]) if k in r else float("nan")
+print(f"{'size':5} {'dtype':5} {'who':16} {'tiles':>5} {'prompt':>6} {'prep ms':>8} {'vision ms':>10} "
+      f"{'prefill ms':>10} {'decode tok/s':>12} {'RSS MiB':>8} | ratio to transformers f32: "
+      f"vision prefill decode RSS")
+for r in rows:
+    hf = next((h for h in rows if h["who"] == "transformers" and h["size"] == r["size"]), None)
+    ratio = ""
+    if hf is not None and r is not hf:
+        ratio = (f"{num(r, 'vision_ms') / num(hf, 'vision_ms'):.2f}x "
+                 f"{num(r, 'prefill_ms') / num(hf, 'prefill_ms'):.2f}x "
+                 f"{num(r, 'decode_tok_s') / num(hf, 'decode_tok_s'):.2f}x "
+                 f"{num(r, 'peak_rss_mb') / num(hf, 'peak_rss_mb'):.2f}x")
+    print(f"{r['size']:5} {r['dtype']:5} {r['who']:16} {r.get('tiles', ''):>5} "
+          f"{r.get('prompt_tokens', ''):>6} {num(r, 'preprocess_ms'):8.0f} {num(r, 'vision_ms'):10.0f} "
+          f"{num(r, 'prefill_ms'):10.0f} {num(r, 'decode_tok_s'):12.2f} {num(r, 'peak_rss_mb'):8.0f} | {ratio}")
+PY

@@ -32,7 +32,8 @@ int main(int argc, char **argv) {
     GError *err = NULL;
 
     double t0 = dq_now_ms();
-    Smolvlm *m = smolvlm_open(snap, NULL, &err);
+    /* DOCQA_DEVICE: cpu (the fast backend, default), cpu-ref, cuda:I */
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = g_getenv("DOCQA_DEVICE")}, &err);
     if (m == NULL)
         return fail(err);
     double load_ms = dq_now_ms() - t0;
