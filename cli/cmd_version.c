@@ -1,6 +1,9 @@
 #include "cli.h"
 
 #include <stdio.h>
+#ifdef DOCQA_HAVE_POSTGRES
+#include <libpq-fe.h>
+#endif
 
 int cmd_version(int argc, char **argv) {
     GOptionContext *ctx = g_option_context_new("- print the version and the build's features");
@@ -13,6 +16,11 @@ int cmd_version(int argc, char **argv) {
     printf("cuda backend: compiled in\n");
 #else
     printf("cuda backend: not compiled in\n");
+#endif
+#ifdef DOCQA_HAVE_POSTGRES
+    printf("postgresql store: compiled in (libpq %d)\n", PQlibVersion());
+#else
+    printf("postgresql store: not compiled in (sqlite only)\n");
 #endif
     return DQ_EXIT_OK;
 }
