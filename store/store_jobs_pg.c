@@ -27,8 +27,19 @@ static gint cmp_i64(gconstpointer a, gconstpointer b) {
 
 /* ---- asking ---- */
 
+/* The tables a query reads, from its plan: every "Relation Name" of EXPLAIN's JSON. */
+static gboolean plan_reads_only_documents(PGresult *r) {
+    const char *plan = PQgetvalue(r, 0, 0);
+    static const char key[] = "\"Relation Name\": \"";
+    for (const char *p = strstr(plan, key); p != NULL; p = strstr(p + 1, key))
+        if (!g_str_has_prefix(p + strlen(key), "documents\""))
+            return FALSE;
+    return TRUE;
+}
+
 /* The user's --where expression: sent alone through the extended protocol (which refuses more
- * than one statement) inside a READ ONLY transaction, so it can read but never write. */
+ * than one statement) inside a READ ONLY transaction, so it can read but never write; and, as
+ * SQLite's authorizer does, refused when its plan reads any table but documents. */
 static gboolean where_document_ids(DqStore *s, const char *where, GArray *ids, GError **err) {
     char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND version = (SELECT "
                                 "max(d2.version) FROM documents d2 WHERE d2.path = documents.path)",
@@ -36,7 +47,21 @@ static gboolean where_document_ids(DqStore *s, const char *where, GArray *ids, G
     gboolean ok = FALSE;
     if (!store_pg_exec(s, "BEGIN READ ONLY", err))
         goto out;
-    PGresult *r = PQexecParams(dq_store_pg(s), sql, 0, NULL, NULL, NULL, NULL, 0);
+    char *explain = g_strconcat("EXPLAIN (FORMAT JSON) ", sql, NULL);
+    PGresult *r = PQexecParams(dq_store_pg(s), explain, 0, NULL, NULL, NULL, NULL, 0);
+    g_free(explain);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+        !plan_reads_only_documents(r)) {
+        dq_fail(err, DQ_ERR_ARGS,
+                "--where '%s': may read the documents table only (an SQL expression over its "
+                "columns, e.g. \"path LIKE '%%/2024/%%'\")",
+                where);
+        PQclear(r);
+        pg_rollback(s);
+        goto out;
+    }
+    PQclear(r);
+    r = PQexecParams(dq_store_pg(s), sql, 0, NULL, NULL, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char *m = g_strchomp(g_strdup(PQresultErrorMessage(r)));
         dq_fail(err, DQ_ERR_ARGS,

@@ -176,10 +176,19 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_cmpint(pages->len, ==, 3);
     g_assert_cmpint(((DqAskPage *)g_ptr_array_index(pages, 0))->document_id, ==, doc2);
     g_ptr_array_free(pages, TRUE);
-    const char *evil[] = {"1=1); DELETE FROM jobs; SELECT (1"};
-    g_assert_null(store_jobs_select_pages(s, NULL, 0, evil, 1, NULL, &err));
-    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
-    g_clear_error(&err);
+    const char *evil[] = {"1=1); DELETE FROM jobs; SELECT (1", "id IN (SELECT page_id FROM jobs)",
+                          "id = (SELECT 1 FROM answers)"};
+    for (guint i = 0; i < G_N_ELEMENTS(evil); i++) {
+        g_assert_null(store_jobs_select_pages(s, NULL, 0, &evil[i], 1, NULL, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_clear_error(&err);
+    }
+    g_assert_cmpint(enqueue_all(s, "What is the total?"), ==, 0); /* the jobs are still there */
+    const char *sub[] = {"id IN (SELECT max(id) FROM documents)"};
+    pages = store_jobs_select_pages(s, NULL, 0, sub, 1, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(pages->len, ==, 3);
+    g_ptr_array_free(pages, TRUE);
 
     /* Claims: disjoint batches, oldest first; nothing left for a third worker. */
     gint64 now = 1000000;
