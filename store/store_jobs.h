@@ -8,6 +8,10 @@
  * both read under a shared lock and then deadlock upgrading it (SQLITE_BUSY that busy_timeout
  * cannot wait out); with WAL, readers are never blocked.
  *
+ * On PostgreSQL (store_jobs_pg.c) the same functions keep the same contracts under READ
+ * COMMITTED with many concurrent writers: claim and reclaim take rows with FOR UPDATE SKIP
+ * LOCKED, and statements that change several of one owner's jobs lock them in id order first.
+ *
  * Times are passed in (Unix milliseconds from the caller's clock) so the lease logic is the
  * caller's, testable, and identical on any store.
  */
