@@ -15,7 +15,7 @@ int cmd_migrate(int argc, char **argv) {
          "source: sqlite:FILE, FILE or postgresql://...", "DB"},
         {"to", 0, 0, G_OPTION_ARG_FILENAME, &to,
          "destination (created and migrated; must be empty)", "DB"},
-        {NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- move a database between SQLite and PostgreSQL");
     g_option_context_add_main_entries(ctx, entries, NULL);
