@@ -36,4 +36,8 @@ DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
 /* Runs a SELECT returning one integer. */
 gint64 jt_query_int(const char *db_path, const char *sql);
 
+/* One benchmark process: claims `batch` jobs of model "m" and completes them with a fixed answer
+ * until the queue is empty; 0 on success, 2 with a message on stderr. */
+int jt_drain(const char *db, int batch);
+
 #endif

@@ -13,48 +13,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int drain(const char *db, int batch) {
-    GError *err = NULL;
-    DqStore *s = dq_store_open(db, &err);
-    if (s == NULL) {
-        fprintf(stderr, "bench: %s\n", err->message);
-        return 2;
-    }
-    char *owner = g_strdup_printf("bench:%d", (int)getpid());
-    int rc = 0;
-    for (;;) {
-        GPtrArray *jobs =
-            store_jobs_claim(s, owner, "m", batch, g_get_real_time() / 1000, 60000, &err);
-        if (jobs == NULL) {
-            fprintf(stderr, "bench: %s\n", err->message);
-            rc = 2;
-            break;
-        }
-        if (jobs->len == 0) {
-            g_ptr_array_free(jobs, TRUE);
-            break;
-        }
-        DqJobAnswer *ans = g_new0(DqJobAnswer, jobs->len);
-        for (guint i = 0; i < jobs->len; i++)
-            ans[i] = (DqJobAnswer){.job_id = ((DqClaimedJob *)g_ptr_array_index(jobs, i))->job_id,
-                                   .text = "x",
-                                   .started_at = "2026-01-01T00:00:00.000Z",
-                                   .finished_at = "2026-01-01T00:00:00.000Z"};
-        int written = 0;
-        gboolean ok = store_jobs_complete(s, owner, ans, (int)jobs->len, &written, &err);
-        g_free(ans);
-        g_ptr_array_free(jobs, TRUE);
-        if (!ok) {
-            fprintf(stderr, "bench: %s\n", err->message);
-            rc = 2;
-            break;
-        }
-    }
-    g_free(owner);
-    dq_store_close(s);
-    return rc;
-}
-
 /* Copies the template queue into `loc`, drains it with `procs` processes; ops/s. */
 static double run(const char *template_db, const char *loc, int procs, int batch, gint64 n_jobs) {
     GError *err = NULL;
@@ -72,7 +30,7 @@ static double run(const char *template_db, const char *loc, int procs, int batch
     for (int i = 0; i < procs; i++) {
         pids[i] = fork();
         if (pids[i] == 0)
-            _exit(drain(loc, batch));
+            _exit(jt_drain(loc, batch));
     }
     gboolean ok = TRUE;
     for (int i = 0; i < procs; i++) {
