@@ -108,6 +108,10 @@ struct DqBackend {
      * is: the forward pass may then put rows of several requests into one call (the decode
      * step's batch) without changing any request's result. 0 for the CPU reference. */
     int matmul_row_invariant_max;
+    /* From this many rows on, matmul computes every row the same whatever n is (>= this): calls
+     * whose parts each have at least this many rows (tiles, prompts) may be merged into one.
+     * 0: no such promise (the reference: OpenBLAS's rounding depends on the row count). */
+    int matmul_row_invariant_min;
 };
 
 /* The CPU reference backend (OpenBLAS sgemm + OpenMP, float32). */

@@ -2,60 +2,42 @@
  *
  * It starts from the reference backend's op table and replaces the ops where the time goes:
  * - BF16 matrices stay as stored in the mapping (no float32 copy: half the resident memory and
- *   half the bytes a decode step streams). Products convert bf16 -> f32 in registers (exact:
- *   bf16 is the top half of an f32), accumulate in float32.
+ *   half the bytes a decode step streams). Products widen bf16 -> f32 in registers (exact:
+ *   bf16 is the top half of an f32) and accumulate in float32.
  * - Up to DQ_FAST_GEMV_ROWS rows (decode, batched decode): one AVX2 pass over the weights for all
  *   rows, threads over output features. Each row's sum runs in the same order whatever the
  *   number of rows, so the backend promises row invariance (batched decode = decode alone).
- * - More rows (vision, prefill): BF16 weights are converted panel by panel into a per-thread
- *   float32 scratch and multiplied by OpenBLAS sgemm inside our own OpenMP loop (the OpenMP
- *   OpenBLAS runs single-threaded there); F32 weights go to threaded sgemm as in the reference.
- * - Attention: tiled with online softmax (flash-attention style): per (sequence, head, block
- *   of query rows) the keys go by in blocks; the score matrix is never larger than one
- *   [DQ_FAST_QB, DQ_FAST_KB] tile per thread, all scratch preallocated.
+ * - More rows (vision, prefill): our packed GEMM (cpu_gemm.c), float32 and bf16 weights alike,
+ *   whose results do not depend on the row count either (from DQ_FAST_GEMV_ROWS + 1 rows on),
+ *   so the forward pass runs all tiles, all prompts, as one product.
+ * - Attention: flash-attention style with GEMM-kernel tiles and online softmax for many query
+ *   rows, dot products over the KV cache for decode (below).
  * - gelu_tanh and silu_mul in float32 AVX2 with a vector exp: gelu_tanh(x) = x * sigmoid(2u),
  *   the identity 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)), which has no cancellation.
  * Norms, rope, layout ops and memory are the reference's own functions.
  *
- * AVX2+FMA kernels are chosen at run time (__builtin_cpu_supports); other CPUs get portable C
- * loops with the same results up to float rounding. AVX512-BF16 (vdpbf16ps) is not used yet.
+ * AVX2+FMA kernels are chosen at run time (dq_cpu_has_avx2); other CPUs get portable C loops
+ * with the same results up to float rounding. AVX512-BF16 (vdpbf16ps) is not used yet.
  */
 #include "backend.h"
 
+#include "cpu_gemm.h"
+#include "cpu_simd.h"
 #include "dq_error.h"
 
-#include <cblas.h>
-#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DQ_FAST_GEMV_ROWS 8
-#define DQ_FAST_PANEL     128 /* weight rows converted to float32 at a time */
-#define DQ_FAST_XBLOCK    1024
-#define DQ_FAST_QB        64  /* query rows per attention tile */
-#define DQ_FAST_KB        256 /* keys per attention tile */
-#define DQ_FAST_HEAD_MAX  256
 
 typedef struct {
     DqBackend *ref;
     int threads;
-    gboolean avx2;
-    float *panel;        /* [threads][DQ_FAST_PANEL * panel_cols]: bf16 panels as float32 */
-    size_t panel_cols;   /* largest bf16 matrix width seen at weight_init */
-    float *attn_scratch; /* [threads][QB*KB + QB*HEAD_MAX + 2*QB] */
+    float *pack;         /* [threads][DQ_GEMM_PACK_FLOATS] */
+    float *attn_scratch; /* [threads][DQ_FAST_ATTN_FLOATS] */
 } FastCtx;
-
-#define DQ_FAST_ATTN_FLOATS                                                                        \
-    ((size_t)DQ_FAST_QB * DQ_FAST_KB + (size_t)DQ_FAST_QB * DQ_FAST_HEAD_MAX + 2 * DQ_FAST_QB)
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* ---- memory and weights */
 
@@ -73,16 +55,6 @@ static gboolean fast_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, 
                        t->file, t->name, t->numel, rows, cols);
     w->data = t->data; /* mapped BF16, never copied */
     w->dtype = DQ_DTYPE_BF16;
-    if ((size_t)cols > ctx->panel_cols) {
-        /* Grown at load time only, so products never allocate. */
-        float *p = ctx->ref->alloc(ctx->ref, (size_t)ctx->threads * DQ_FAST_PANEL * cols);
-        if (p == NULL)
-            return dq_fail(err, DQ_ERR_LIMIT, "%s: tensor '%s': out of memory for bf16 panels",
-                           t->file, t->name);
-        ctx->ref->release(ctx->ref, ctx->panel);
-        ctx->panel = p;
-        ctx->panel_cols = (size_t)cols;
-    }
     return TRUE;
 }
 
@@ -96,13 +68,6 @@ static void fast_weight_free(DqBackend *be, DqWeight *w) {
 }
 
 /* ---- products with few rows: y [n, rows] = x [n, cols] . w^T, n <= DQ_FAST_GEMV_ROWS */
-
-__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* Four output features at a time (four independent FMA chains: one chain alone waits on the
  * FMA latency), each x row in turn. A row's sums run in the same order whatever n is. */
@@ -136,9 +101,9 @@ __attribute__((target("avx2,fma"))) static void gemv_avx2(float *y, const float 
             __m256 acc[4] = {a0, a1, a2, a3};
             for (int j = 0; j < no; j++) {
                 int o = ob + j;
-                float s = hsum256(acc[j]);
+                float s = dq_hsum256(acc[j]);
                 for (int k = c8; k < cols; k++)
-                    s += (bf16 ? bf16_to_f32(((const uint16_t *)wd)[(size_t)o * cols + k])
+                    s += (bf16 ? dq_bf16f(((const uint16_t *)wd)[(size_t)o * cols + k])
                                : ((const float *)wd)[(size_t)o * cols + k]) *
                          xr[k];
                 y[(size_t)r * rows + o] = bias != NULL ? s + bias[o] : s;
@@ -154,7 +119,7 @@ static void gemv_portable(float *y, const float *x, const void *wd, gboolean bf1
             const float *xr = x + (size_t)r * cols;
             float s = 0.0f;
             for (int k = 0; k < cols; k++)
-                s += (bf16 ? bf16_to_f32(((const uint16_t *)wd)[(size_t)o * cols + k])
+                s += (bf16 ? dq_bf16f(((const uint16_t *)wd)[(size_t)o * cols + k])
                            : ((const float *)wd)[(size_t)o * cols + k]) *
                      xr[k];
             y[(size_t)r * rows + o] = bias != NULL ? s + bias[o] : s;
@@ -170,57 +135,39 @@ static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
 #pragma omp parallel for schedule(static) num_threads(ctx->threads) if (blocks > 1)
     for (int blk = 0; blk < blocks; blk++) {
         int o0 = blk * 64, o1 = MIN(rows, o0 + 64);
-        if (ctx->avx2)
+        if (dq_cpu_has_avx2())
             gemv_avx2(y, x, w->data, bf16, b, o0, o1, rows, cols, n);
         else
             gemv_portable(y, x, w->data, bf16, b, o0, o1, rows, cols, n);
     }
 }
 
-/* ---- products with many rows and BF16 weights: panels of the weight as float32, sgemm */
+/* ---- products with many rows (vision, prefill): cpu_gemm.c, C split among threads
+ *
+ * Large M (every patch of every tile, a prompt): chunks of rows, each thread packing the weight
+ * for its own chunk (a weight pass per chunk is a few per mille of the arithmetic). Small M: chunks
+ * of output features instead, so that every thread has work. The summation order of an element
+ * never depends on the split (cpu_gemm.h), so neither does the result. */
 
-__attribute__((target("avx2"))) static void bf16_rows_avx2(float *dst, const uint16_t *src,
-                                                           size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(
-            dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(
-                         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i))), 16)));
-    for (; i < n; i++)
-        dst[i] = bf16_to_f32(src[i]);
-}
-
-static void fast_gemm_bf16(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
-                           const DqWeight *bias, int n) {
-    int rows = w->rows, cols = w->cols;
-    int panels = (rows + DQ_FAST_PANEL - 1) / DQ_FAST_PANEL;
-    int xblocks = (n + DQ_FAST_XBLOCK - 1) / DQ_FAST_XBLOCK;
-    /* Panels outer, x blocks inner: a thread converts its panel once per x block it gets,
-     * which is 1/DQ_FAST_XBLOCK of that block's arithmetic. */
-#pragma omp parallel num_threads(ctx->threads)
-    {
-        float *pf = ctx->panel + (size_t)omp_get_thread_num() * DQ_FAST_PANEL * ctx->panel_cols;
-#pragma omp for schedule(dynamic) collapse(2)
-        for (int xb = 0; xb < xblocks; xb++)
-            for (int p = 0; p < panels; p++) {
-                int o0 = p * DQ_FAST_PANEL, no = MIN(rows, o0 + DQ_FAST_PANEL) - o0;
-                int r0 = xb * DQ_FAST_XBLOCK, nr = MIN(n, r0 + DQ_FAST_XBLOCK) - r0;
-                const uint16_t *src = (const uint16_t *)w->data + (size_t)o0 * cols;
-                if (ctx->avx2)
-                    bf16_rows_avx2(pf, src, (size_t)no * cols);
-                else
-                    for (size_t i = 0; i < (size_t)no * cols; i++)
-                        pf[i] = bf16_to_f32(src[i]);
-                float *yb = y + (size_t)r0 * rows + o0;
-                float beta = 0.0f;
-                if (bias != NULL) {
-                    for (int r = 0; r < nr; r++)
-                        memcpy(yb + (size_t)r * rows, bias->data + o0, (size_t)no * sizeof(float));
-                    beta = 1.0f;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, no, cols, 1.0f,
-                            x + (size_t)r0 * cols, cols, pf, cols, beta, yb, rows);
-            }
+static void fast_gemm(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
+                      const DqWeight *bias, int n) {
+    DqGemmB layout = w->dtype == DQ_DTYPE_BF16 ? DQ_GEMM_B_WT_BF16 : DQ_GEMM_B_WT_F32;
+    size_t esize = w->dtype == DQ_DTYPE_BF16 ? 2 : 4;
+    int rows = w->rows, cols = w->cols, T = ctx->threads;
+    int mchunk = n, nchunk = rows;
+    if (n >= 96 * T)
+        mchunk = MAX(144, (n + 4 * T - 1) / (4 * T) + 5) / 6 * 6;
+    else
+        nchunk = MAX(64, (rows + 4 * T - 1) / (4 * T) + 15) / 16 * 16;
+    int mjobs = (n + mchunk - 1) / mchunk, njobs = (rows + nchunk - 1) / nchunk;
+#pragma omp parallel for schedule(dynamic) num_threads(T) if (mjobs * njobs > 1)
+    for (int job = 0; job < mjobs * njobs; job++) {
+        int m0 = job / njobs * mchunk, n0 = job % njobs * nchunk;
+        int mc = MIN(n, m0 + mchunk) - m0, nc = MIN(rows, n0 + nchunk) - n0;
+        dq_gemm(mc, nc, cols, x + (size_t)m0 * cols, cols,
+                (const char *)w->data + (size_t)n0 * cols * esize, cols, layout,
+                bias != NULL ? bias->data + n0 : NULL, DQ_GEMM_SET, y + (size_t)m0 * rows + n0,
+                rows, ctx->pack + (size_t)omp_get_thread_num() * DQ_GEMM_PACK_FLOATS);
     }
 }
 
@@ -231,10 +178,8 @@ static void fast_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
         return;
     if (n <= DQ_FAST_GEMV_ROWS)
         fast_gemv(ctx, y, x, w, bias, n);
-    else if (w->dtype == DQ_DTYPE_BF16)
-        fast_gemm_bf16(ctx, y, x, w, bias, n);
     else
-        ctx->ref->matmul(ctx->ref, y, x, w, bias, n); /* threaded OpenBLAS sgemm */
+        fast_gemm(ctx, y, x, w, bias, n);
 }
 
 static void fast_embed(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids,
@@ -247,7 +192,7 @@ static void fast_embed(DqBackend *be, float *out, const DqWeight *table, const i
     for (int r = 0; r < n; r++) {
         const uint16_t *src = (const uint16_t *)table->data + (size_t)ids[r] * table->cols;
         for (int i = 0; i < table->cols; i++)
-            out[(size_t)r * table->cols + i] = bf16_to_f32(src[i]);
+            out[(size_t)r * table->cols + i] = dq_bf16f(src[i]);
     }
 }
 
@@ -262,108 +207,240 @@ static void fast_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n
 #pragma omp parallel for num_threads(ctx->threads) if (n_outer > 1)
     for (int o = 0; o < n_outer; o++)
         for (size_t i = 0; i < inner; i++)
-            y[(size_t)o * inner + i] += bf16_to_f32(src[i]);
+            y[(size_t)o * inner + i] += dq_bf16f(src[i]);
 }
 
-/* ---- attention: tiles of queries x keys, online softmax */
+/* ---- attention
+ *
+ * Many query rows (vision, prefill): flash-attention style. A job is (sequence, head, range of
+ * up to DQ_FAST_QR query rows); keys go by in blocks of DQ_FAST_KB, each block of K and V
+ * packed once (cpu_gemm.h) and used by every DQ_FAST_QB-row tile of the range: scores by the
+ * GEMM kernel, online softmax (running max and sum per row), then P . V added into the range's
+ * accumulator. No score matrix larger than one [QB, KB] tile exists.
+ *
+ * Few query rows (decode): a job is (sequence, KV head) and every query row of the heads that
+ * share that KV head, so each key and value is read once per step; plain dot products. */
 
-static void attn_tile(const DqAttention *a, const float *qh, const float *kh, const float *vh,
-                      float *oh, int out_stride, int i0, int nq, float *scratch) {
-    int d = a->head_dim;
-    float *sc = scratch;                                     /* [nq, KB] */
-    float *acc = sc + (size_t)DQ_FAST_QB * DQ_FAST_KB;       /* [nq, d] */
-    float *mx = acc + (size_t)DQ_FAST_QB * DQ_FAST_HEAD_MAX; /* [nq] running max */
-    float *sum = mx + DQ_FAST_QB;                            /* [nq] running sum */
-    for (int i = 0; i < nq; i++) {
+#define DQ_FAST_QB          96  /* query rows per score tile */
+#define DQ_FAST_KB          256 /* keys per block */
+#define DQ_FAST_QR          512 /* query rows per job */
+#define DQ_FAST_HEAD_MAX    256
+#define DQ_FAST_DECODE_ROWS 16 /* query rows (heads x positions) of one decode job, at most */
+
+/* Per thread: [QB*KB] scores, K and V blocks packed, [QR*HEAD_MAX] accumulators, [QR] running
+ * max, [QR] running sum. */
+#define DQ_FAST_ATTN_FLOATS                                                                        \
+    ((size_t)DQ_FAST_QB * DQ_FAST_KB + 2 * (size_t)DQ_FAST_KB * DQ_FAST_HEAD_MAX +                 \
+     (size_t)DQ_FAST_QR * DQ_FAST_HEAD_MAX + 2 * DQ_FAST_QR)
+
+/* Online softmax update of one row of scores s [nk] (first `visible` keys count): running max
+ * *mx and sum *sum, accumulator acc [d] rescaled, s replaced by the weights (0 past visible). */
+DQ_AVX2 static void softmax_row_avx2(float *s, int nk, int visible, float scale, float *mx,
+                                     float *sum, float *acc, int d) {
+    int j = 0;
+    __m256 vmax = _mm256_set1_ps(-INFINITY), vs = _mm256_set1_ps(scale);
+    for (; j + 8 <= visible; j += 8)
+        vmax = _mm256_max_ps(vmax, _mm256_mul_ps(_mm256_loadu_ps(s + j), vs));
+    float m = *mx;
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    for (int i = 0; i < 8; i++)
+        m = MAX(m, lanes[i]);
+    for (; j < visible; j++)
+        m = MAX(m, s[j] * scale);
+    float corr = expf(*mx - m); /* 0 on the first block (mx = -inf) */
+    __m256 vm = _mm256_set1_ps(m), vsum = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= visible; j += 8) {
+        __m256 p = dq_exp256(_mm256_fmsub_ps(_mm256_loadu_ps(s + j), vs, vm));
+        _mm256_storeu_ps(s + j, p);
+        vsum = _mm256_add_ps(vsum, p);
+    }
+    float total = dq_hsum256(vsum);
+    for (; j < visible; j++) {
+        s[j] = expf(s[j] * scale - m);
+        total += s[j];
+    }
+    for (; j < nk; j++)
+        s[j] = 0.0f;
+    *sum = *sum * corr + total;
+    *mx = m;
+    if (corr != 1.0f)
+        for (int c = 0; c < d; c++)
+            acc[c] *= corr;
+}
+
+static void softmax_row_portable(float *s, int nk, int visible, float scale, float *mx, float *sum,
+                                 float *acc, int d) {
+    float m = *mx;
+    for (int j = 0; j < visible; j++)
+        m = MAX(m, s[j] * scale);
+    float corr = expf(*mx - m), total = 0.0f;
+    for (int j = 0; j < visible; j++) {
+        s[j] = expf(s[j] * scale - m);
+        total += s[j];
+    }
+    for (int j = visible; j < nk; j++)
+        s[j] = 0.0f;
+    *sum = *sum * corr + total;
+    *mx = m;
+    if (corr != 1.0f)
+        for (int c = 0; c < d; c++)
+            acc[c] *= corr;
+}
+
+static void softmax_row(float *s, int nk, int visible, float scale, float *mx, float *sum,
+                        float *acc, int d) {
+    if (visible <= 0) {
+        memset(s, 0, (size_t)nk * sizeof(float));
+        return;
+    }
+    if (dq_cpu_has_avx2())
+        softmax_row_avx2(s, nk, visible, scale, mx, sum, acc, d);
+    else
+        softmax_row_portable(s, nk, visible, scale, mx, sum, acc, d);
+}
+
+/* Query rows [i_lo, i_hi) of one head of one sequence. */
+static void attn_range(const DqAttention *a, const float *qh, const float *kh, const float *vh,
+                       float *oh, int out_stride, int i_lo, int i_hi, float *scratch) {
+    int d = a->head_dim, nr = i_hi - i_lo;
+    float *S = scratch;                                      /* [QB, KB] */
+    float *pk = S + (size_t)DQ_FAST_QB * DQ_FAST_KB;         /* K block packed */
+    float *pv = pk + (size_t)DQ_FAST_KB * DQ_FAST_HEAD_MAX;  /* V block packed */
+    float *acc = pv + (size_t)DQ_FAST_KB * DQ_FAST_HEAD_MAX; /* [nr, d] */
+    float *mx = acc + (size_t)DQ_FAST_QR * DQ_FAST_HEAD_MAX; /* [nr] */
+    float *sum = mx + DQ_FAST_QR;                            /* [nr] */
+    for (int i = 0; i < nr; i++) {
         mx[i] = -INFINITY;
         sum[i] = 0.0f;
     }
-    memset(acc, 0, (size_t)nq * d * sizeof(float));
-    /* Causal: the tile's last row sees keys up to q_pos0 + i0 + nq - 1. */
-    int n_kv = a->causal ? MIN(a->n_kv, a->q_pos0 + i0 + nq) : a->n_kv;
-    for (int j0 = 0; j0 < n_kv; j0 += DQ_FAST_KB) {
-        int nk = MIN(n_kv, j0 + DQ_FAST_KB) - j0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, a->scale, qh, a->q_stride,
-                    kh + (size_t)j0 * a->kv_stride, a->kv_stride, 0.0f, sc, DQ_FAST_KB);
-        for (int i = 0; i < nq; i++) {
-            float *row = sc + (size_t)i * DQ_FAST_KB;
-            int visible = a->causal ? MIN(nk, a->q_pos0 + i0 + i + 1 - j0) : nk;
-            float m = mx[i];
-            for (int j = 0; j < visible; j++)
-                m = MAX(m, row[j]);
-            if (visible <= 0) {
-                memset(row, 0, (size_t)nk * sizeof(float));
-                continue;
+    memset(acc, 0, (size_t)nr * d * sizeof(float));
+    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + i_hi) : a->n_kv;
+    for (int j0 = 0; j0 < kv_end; j0 += DQ_FAST_KB) {
+        int nk = MIN(DQ_FAST_KB, kv_end - j0);
+        dq_gemm_pack_b(pk, kh + (size_t)j0 * a->kv_stride, a->kv_stride, DQ_GEMM_B_WT_F32, nk, 0,
+                       nk, 0, d);
+        dq_gemm_pack_b(pv, vh + (size_t)j0 * a->kv_stride, a->kv_stride, DQ_GEMM_B_KN_F32, d, 0, d,
+                       0, nk);
+        for (int i0 = i_lo; i0 < i_hi; i0 += DQ_FAST_QB) {
+            int nq = MIN(DQ_FAST_QB, i_hi - i0);
+            if (a->causal && a->q_pos0 + i0 + nq - 1 < j0)
+                continue; /* the block is in every row's future */
+            dq_gemm_packed(nq, nk, d, qh + (size_t)i0 * a->q_stride, a->q_stride, pk, TRUE, NULL, S,
+                           DQ_FAST_KB);
+            for (int i = 0; i < nq; i++) {
+                int r = i0 - i_lo + i;
+                int visible = a->causal ? CLAMP(a->q_pos0 + i0 + i + 1 - j0, 0, nk) : nk;
+                softmax_row(S + (size_t)i * DQ_FAST_KB, nk, visible, a->scale, &mx[r], &sum[r],
+                            acc + (size_t)r * d, d);
             }
-            float corr = expf(mx[i] - m); /* 0 on the first tile (mx = -inf) */
-            float s = 0.0f;
-            for (int j = 0; j < visible; j++) {
-                row[j] = expf(row[j] - m);
-                s += row[j];
-            }
-            for (int j = visible; j < nk; j++)
-                row[j] = 0.0f;
-            sum[i] = sum[i] * corr + s;
-            mx[i] = m;
-            if (corr != 1.0f)
-                for (int c = 0; c < d; c++)
-                    acc[(size_t)i * d + c] *= corr;
+            dq_gemm_packed(nq, d, nk, S, DQ_FAST_KB, pv, FALSE, NULL, acc + (size_t)(i0 - i_lo) * d,
+                           d);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, nk, 1.0f, sc, DQ_FAST_KB,
-                    vh + (size_t)j0 * a->kv_stride, a->kv_stride, 1.0f, acc, d);
     }
-    for (int i = 0; i < nq; i++) {
-        float inv = 1.0f / sum[i];
+    for (int i = 0; i < nr; i++) {
+        float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
         for (int c = 0; c < d; c++)
-            oh[(size_t)i * out_stride + c] = acc[(size_t)i * d + c] * inv;
+            oh[(size_t)(i_lo + i) * out_stride + c] = acc[(size_t)i * d + c] * inv;
+    }
+}
+
+/* Every query row of the `group` heads sharing KV head g, few rows (decode). */
+static void attn_decode(const DqAttention *a, const float *q, const float *kg, const float *vg,
+                        float *out, int g, float *scratch) {
+    int d = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * a->n_q;
+    int out_stride = a->n_heads * d;
+    float *S = scratch;                                        /* [rows, KB] */
+    float *acc = S + (size_t)DQ_FAST_DECODE_ROWS * DQ_FAST_KB; /* [rows, d] */
+    float *mx = acc + (size_t)DQ_FAST_DECODE_ROWS * DQ_FAST_HEAD_MAX;
+    float *sum = mx + DQ_FAST_DECODE_ROWS;
+    gboolean avx2 = dq_cpu_has_avx2();
+    for (int r = 0; r < rows; r++) {
+        mx[r] = -INFINITY;
+        sum[r] = 0.0f;
+    }
+    memset(acc, 0, (size_t)rows * d * sizeof(float));
+    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
+    for (int j0 = 0; j0 < kv_end; j0 += DQ_FAST_KB) {
+        int nk = MIN(DQ_FAST_KB, kv_end - j0);
+        /* row r = (head g*group + r / n_q, query r % n_q) */
+        for (int r = 0; r < rows; r++) {
+            const float *qr =
+                q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(g * group + r / a->n_q) * d;
+            if (avx2)
+                dq_dot_rows_avx2(S + (size_t)r * DQ_FAST_KB, qr, kg + (size_t)j0 * a->kv_stride,
+                                 a->kv_stride, nk, d);
+            else
+                for (int j = 0; j < nk; j++) {
+                    const float *kj = kg + (size_t)(j0 + j) * a->kv_stride;
+                    float s = 0.0f;
+                    for (int c = 0; c < d; c++)
+                        s += qr[c] * kj[c];
+                    S[(size_t)r * DQ_FAST_KB + j] = s;
+                }
+            int visible = a->causal ? CLAMP(a->q_pos0 + r % a->n_q + 1 - j0, 0, nk) : nk;
+            softmax_row(S + (size_t)r * DQ_FAST_KB, nk, visible, a->scale, &mx[r], &sum[r],
+                        acc + (size_t)r * d, d);
+        }
+        for (int j = 0; j < nk; j++) {
+            const float *vj = vg + (size_t)(j0 + j) * a->kv_stride;
+            for (int r = 0; r < rows; r++) {
+                float p = S[(size_t)r * DQ_FAST_KB + j];
+                float *ar = acc + (size_t)r * d;
+                if (avx2)
+                    dq_axpy_avx2(ar, p, vj, d);
+                else
+                    for (int c = 0; c < d; c++)
+                        ar[c] += p * vj[c];
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
+        float *o = out + (size_t)(r % a->n_q) * out_stride + (size_t)(g * group + r / a->n_q) * d;
+        for (int c = 0; c < d; c++)
+            o[c] = acc[(size_t)r * d + c] * inv;
     }
 }
 
 static void fast_attention(DqBackend *be, float *out, const float *q, const float *k,
                            const float *v, const DqAttention *a) {
     FastCtx *ctx = be->ctx;
+    int group = a->n_heads / a->n_kv_heads;
     if (a->head_dim > DQ_FAST_HEAD_MAX) {
         ctx->ref->attention(ctx->ref, out, q, k, v, a);
         return;
     }
-    int group = a->n_heads / a->n_kv_heads;
     int out_stride = a->n_heads * a->head_dim;
-    int n_blocks = (a->n_q + DQ_FAST_QB - 1) / DQ_FAST_QB;
-    int jobs = a->n_seq * a->n_heads * n_blocks;
+    if (group * a->n_q <= DQ_FAST_DECODE_ROWS) {
+        int jobs = a->n_seq * a->n_kv_heads;
+#pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
+        for (int job = 0; job < jobs; job++) {
+            int s = job / a->n_kv_heads, g = job % a->n_kv_heads;
+            attn_decode(a, q + s * a->q_seq_stride,
+                        k + s * a->kv_seq_stride + (size_t)g * a->head_dim,
+                        v + s * a->kv_seq_stride + (size_t)g * a->head_dim,
+                        out + (size_t)s * a->n_q * out_stride, g,
+                        ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
+        }
+        return;
+    }
+    int ranges = (a->n_q + DQ_FAST_QR - 1) / DQ_FAST_QR;
+    int jobs = a->n_seq * a->n_heads * ranges;
 #pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
     for (int job = 0; job < jobs; job++) {
-        int s = job / (a->n_heads * n_blocks);
-        int h = job / n_blocks % a->n_heads, g = h / group;
-        int i0 = job % n_blocks * DQ_FAST_QB, nq = MIN(a->n_q, i0 + DQ_FAST_QB) - i0;
-        const float *qh =
-            q + s * a->q_seq_stride + (size_t)i0 * a->q_stride + (size_t)h * a->head_dim;
-        const float *kh = k + s * a->kv_seq_stride + (size_t)g * a->head_dim;
-        const float *vh = v + s * a->kv_seq_stride + (size_t)g * a->head_dim;
-        float *oh = out + ((size_t)s * a->n_q + i0) * out_stride + (size_t)h * a->head_dim;
-        attn_tile(a, qh, kh, vh, oh, out_stride, i0, nq,
-                  ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
+        int s = job / (a->n_heads * ranges), h = job / ranges % a->n_heads, g = h / group;
+        int i_lo = job % ranges * DQ_FAST_QR, i_hi = MIN(a->n_q, i_lo + DQ_FAST_QR);
+        attn_range(a, q + s * a->q_seq_stride + (size_t)h * a->head_dim,
+                   k + s * a->kv_seq_stride + (size_t)g * a->head_dim,
+                   v + s * a->kv_seq_stride + (size_t)g * a->head_dim,
+                   out + (size_t)s * a->n_q * out_stride + (size_t)h * a->head_dim, out_stride,
+                   i_lo, i_hi,
+                   ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
     }
 }
 
 /* ---- elementwise: float32 vector exp (Cephes' polynomial, ~1 ulp on the range used) */
-
-__attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
 
 #define DQ_GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 
@@ -374,7 +451,7 @@ __attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, size_t n) {
         __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
         __m256 u = _mm256_mul_ps(_mm256_set1_ps(DQ_GELU_K),
                                  _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
-        __m256 e = exp256(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)));
+        __m256 e = dq_exp256(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)));
         _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
     }
     for (; i < n; i++) {
@@ -387,7 +464,7 @@ __attribute__((target("avx2,fma"))) static void silu_mul_avx2(float *g, const fl
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(g + i);
-        __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        __m256 e = dq_exp256(_mm256_sub_ps(_mm256_setzero_ps(), v));
         __m256 s = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
     }
@@ -399,7 +476,7 @@ __attribute__((target("avx2,fma"))) static void silu_mul_avx2(float *g, const fl
 
 static void fast_gelu_tanh(DqBackend *be, float *x, size_t n) {
     FastCtx *ctx = be->ctx;
-    if (!ctx->avx2) {
+    if (!dq_cpu_has_avx2()) {
         ctx->ref->gelu_tanh(ctx->ref, x, n);
         return;
     }
@@ -411,7 +488,7 @@ static void fast_gelu_tanh(DqBackend *be, float *x, size_t n) {
 
 static void fast_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
     FastCtx *ctx = be->ctx;
-    if (!ctx->avx2) {
+    if (!dq_cpu_has_avx2()) {
         ctx->ref->silu_mul(ctx->ref, gate, up, n);
         return;
     }
@@ -424,7 +501,7 @@ static void fast_silu_mul(DqBackend *be, float *gate, const float *up, size_t n)
 
 static void fast_destroy(DqBackend *be) {
     FastCtx *ctx = be->ctx;
-    ctx->ref->release(ctx->ref, ctx->panel);
+    ctx->ref->release(ctx->ref, ctx->pack);
     ctx->ref->release(ctx->ref, ctx->attn_scratch);
     dq_backend_free(ctx->ref);
     g_free(ctx);
@@ -438,14 +515,18 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     FastCtx *ctx = g_new0(FastCtx, 1);
     ctx->ref = ref;
     ctx->threads = omp_get_max_threads();
-    __builtin_cpu_init();
-    ctx->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                g_getenv("DOCQA_CPU_NO_AVX2") == NULL;
+    /* All scratch up front: no op allocates. */
     ctx->attn_scratch = ref->alloc(ref, DQ_FAST_ATTN_FLOATS * (size_t)ctx->threads);
-    if (ctx->attn_scratch == NULL) {
+    ctx->pack = ref->alloc(ref, DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads);
+    if (ctx->attn_scratch == NULL || ctx->pack == NULL) {
+        if (ctx->attn_scratch != NULL)
+            ref->release(ref, ctx->attn_scratch);
+        if (ctx->pack != NULL)
+            ref->release(ref, ctx->pack);
         dq_backend_free(ref);
         g_free(ctx);
-        dq_fail(err, DQ_ERR_LIMIT, "cpu backend: out of memory for attention scratch");
+        dq_fail(err, DQ_ERR_LIMIT, "cpu backend: out of memory for %d threads' scratch",
+                omp_get_max_threads());
         return NULL;
     }
     DqBackend *be = g_new0(DqBackend, 1);
@@ -462,5 +543,6 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->gelu_tanh = fast_gelu_tanh;
     be->silu_mul = fast_silu_mul;
     be->matmul_row_invariant_max = DQ_FAST_GEMV_ROWS;
+    be->matmul_row_invariant_min = DQ_FAST_GEMV_ROWS + 1;
     return be;
 }

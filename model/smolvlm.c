@@ -313,9 +313,15 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
 
 /* y = x . w^T (+ b) tile by tile (rows_per_tile rows each): a tile's products have the same
  * shapes whatever else is in the batch, so its features are bit-identical alone or batched
- * (OpenBLAS's sgemm rounding depends on the row count). 1024 or 729 rows keep the GEMMs large. */
+ * (OpenBLAS's sgemm rounding depends on the row count). 1024 or 729 rows keep the GEMMs large.
+ * A backend whose rounding does not depend on the row count (matmul_row_invariant_min) gets all
+ * tiles in one call: one pass over the weight, and threads over every row. */
 static void tile_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
                         const DqWeight *b, int T, int rows_per_tile) {
+    if (be->matmul_row_invariant_min > 0 && rows_per_tile >= be->matmul_row_invariant_min) {
+        be->matmul(be, y, x, w, b, T * rows_per_tile);
+        return;
+    }
     for (int t = 0; t < T; t++)
         be->matmul(be, y + (size_t)t * rows_per_tile * w->rows,
                    x + (size_t)t * rows_per_tile * w->cols, w, b, rows_per_tile);
@@ -538,13 +544,17 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
  * large; decode rows are one a segment and go through GEMV anyway. */
 static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
                        const float *x, const DqWeight *w) {
-    /* A backend that computes up to `inv` rows each exactly as alone (backend.h) takes runs of
-     * consecutive short segments (the decode step's rows) in one call. */
-    int inv = be->matmul_row_invariant_max;
+    /* Runs of segments go into one call where the backend promises it changes nothing
+     * (backend.h): consecutive short segments (the decode step's rows) up to `inv` rows in all,
+     * consecutive long ones (prompts) of at least `from` rows each, any number. */
+    int inv = be->matmul_row_invariant_max, from = be->matmul_row_invariant_min;
     for (int s = 0, r = 0; s < n_segs;) {
         int rows = segs[s].n_rows, e = s + 1;
         if (rows <= inv)
             while (e < n_segs && rows + segs[e].n_rows <= inv)
+                rows += segs[e++].n_rows;
+        else if (from > 0 && rows >= from)
+            while (e < n_segs && segs[e].n_rows >= from)
                 rows += segs[e++].n_rows;
         be->matmul(be, y + (size_t)r * w->rows, x + (size_t)r * w->cols, w, NULL, rows);
         r += rows;

@@ -1,0 +1,197 @@
+/* The fast CPU backend's matrix product (see cpu_gemm.h for the contract). */
+#include "cpu_gemm.h"
+
+#include "cpu_simd.h"
+
+#include <glib.h>
+
+#define MR 6
+#define NR 16
+#define MC 144 /* rows of A swept per B panel: 144 x KC floats stay in L2 */
+
+gboolean dq_cpu_has_avx2(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               g_getenv("DOCQA_CPU_NO_AVX2") == NULL;
+    }
+    return have;
+}
+
+/* ---- packing: B block [k0, k0+kc) x [n0, n0+nc) -> panels of NR columns, [panel][k][NR],
+ * columns past N zero so the kernel needs no column tests. */
+
+void dq_gemm_pack_b(float *pack, const void *B, size_t ldb, DqGemmB layout, int N, int n0, int nc,
+                    int k0, int kc) {
+    int panels = (nc + NR - 1) / NR;
+    for (int p = 0; p < panels; p++) {
+        float *dst = pack + (size_t)p * kc * NR;
+        int c0 = n0 + p * NR, nr = MIN(NR, N - c0);
+        if (layout == DQ_GEMM_B_KN_F32) {
+            for (int k = 0; k < kc; k++) {
+                const float *src = (const float *)B + (size_t)(k0 + k) * ldb + c0;
+                memcpy(dst + (size_t)k * NR, src, (size_t)nr * sizeof(float));
+                for (int j = nr; j < NR; j++)
+                    dst[(size_t)k * NR + j] = 0.0f;
+            }
+            continue;
+        }
+        for (int j = 0; j < NR; j++) {
+            if (j >= nr) {
+                for (int k = 0; k < kc; k++)
+                    dst[(size_t)k * NR + j] = 0.0f;
+                continue;
+            }
+            size_t row = (size_t)(c0 + j) * ldb + k0;
+            if (layout == DQ_GEMM_B_WT_F32) {
+                const float *src = (const float *)B + row;
+                for (int k = 0; k < kc; k++)
+                    dst[(size_t)k * NR + j] = src[k];
+            } else {
+                const uint16_t *src = (const uint16_t *)B + row;
+                for (int k = 0; k < kc; k++)
+                    dst[(size_t)k * NR + j] = dq_bf16f(src[k]);
+            }
+        }
+    }
+}
+
+/* ---- micro-kernels: C[mr, nr] (=|+=) A[mr, kc] . panel[kc, NR]. `set`: the first k block of
+ * a SET product, C = bias (or 0) + sum; otherwise C += sum. Rows past mr read row 0 (computed,
+ * never stored). */
+
+static void store_tile(const float *acc, float *c, size_t ldc, int mr, int nr, gboolean set,
+                       const float *bias) {
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            float base = set ? (bias != NULL ? bias[j] : 0.0f) : c[(size_t)r * ldc + j];
+            c[(size_t)r * ldc + j] = base + acc[r * NR + j];
+        }
+}
+
+DQ_AVX2 static void kernel_avx2(int kc, const float *ap, int mr, const float *bp, float *c,
+                                size_t ldc, int nr, gboolean set, const float *bias) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8), t;
+        t = _mm256_broadcast_ss(ap + 0);
+        c00 = _mm256_fmadd_ps(t, b0, c00);
+        c01 = _mm256_fmadd_ps(t, b1, c01);
+        t = _mm256_broadcast_ss(ap + 1);
+        c10 = _mm256_fmadd_ps(t, b0, c10);
+        c11 = _mm256_fmadd_ps(t, b1, c11);
+        t = _mm256_broadcast_ss(ap + 2);
+        c20 = _mm256_fmadd_ps(t, b0, c20);
+        c21 = _mm256_fmadd_ps(t, b1, c21);
+        t = _mm256_broadcast_ss(ap + 3);
+        c30 = _mm256_fmadd_ps(t, b0, c30);
+        c31 = _mm256_fmadd_ps(t, b1, c31);
+        t = _mm256_broadcast_ss(ap + 4);
+        c40 = _mm256_fmadd_ps(t, b0, c40);
+        c41 = _mm256_fmadd_ps(t, b1, c41);
+        t = _mm256_broadcast_ss(ap + 5);
+        c50 = _mm256_fmadd_ps(t, b0, c50);
+        c51 = _mm256_fmadd_ps(t, b1, c51);
+        bp += NR;
+        ap += MR;
+    }
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (mr == MR && nr == NR) {
+        __m256 base0 = _mm256_setzero_ps(), base1 = base0;
+        if (set && bias != NULL) {
+            base0 = _mm256_loadu_ps(bias);
+            base1 = _mm256_loadu_ps(bias + 8);
+        }
+        for (int r = 0; r < MR; r++) {
+            float *cr = c + (size_t)r * ldc;
+            if (!set) {
+                base0 = _mm256_loadu_ps(cr);
+                base1 = _mm256_loadu_ps(cr + 8);
+            }
+            _mm256_storeu_ps(cr, _mm256_add_ps(base0, acc[r][0]));
+            _mm256_storeu_ps(cr + 8, _mm256_add_ps(base1, acc[r][1]));
+        }
+        return;
+    }
+    float tmp[MR * NR];
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_ps(tmp + r * NR, acc[r][0]);
+        _mm256_storeu_ps(tmp + r * NR + 8, acc[r][1]);
+    }
+    store_tile(tmp, c, ldc, mr, nr, set, bias);
+}
+
+static void kernel_portable(int kc, const float *ap, int mr, const float *bp, float *c, size_t ldc,
+                            int nr, gboolean set, const float *bias) {
+    float acc[MR * NR] = {0};
+    for (int k = 0; k < kc; k++)
+        for (int r = 0; r < mr; r++) {
+            float ar = ap[(size_t)k * MR + r];
+            for (int j = 0; j < NR; j++)
+                acc[r * NR + j] += ar * bp[(size_t)k * NR + j];
+        }
+    store_tile(acc, c, ldc, mr, nr, set, bias);
+}
+
+/* A's rows [m0, m1) x [0, kc) -> [row panel][k][MR]; rows past m1 repeat row m0 (computed,
+ * never stored). */
+static void pack_a(float *ap, const float *A, size_t lda, int m0, int m1, int kc) {
+    for (int i = m0; i < m1; i += MR)
+        for (int r = 0; r < MR; r++) {
+            const float *src = A + (size_t)(i + r < m1 ? i + r : m0) * lda;
+            float *dst = ap + (size_t)(i - m0) * kc + r;
+            for (int k = 0; k < kc; k++)
+                dst[(size_t)k * MR] = src[k];
+        }
+}
+
+void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const float *pack,
+                    gboolean set, const float *bias, float *C, size_t ldc) {
+    gboolean avx2 = dq_cpu_has_avx2();
+    int panels = (nc + NR - 1) / NR;
+    float apack[MC * DQ_GEMM_KC] __attribute__((aligned(64)));
+    for (int m0 = 0; m0 < M; m0 += MC) {
+        int m1 = MIN(M, m0 + MC);
+        pack_a(apack, A, lda, m0, m1, kc);
+        for (int p = 0; p < panels; p++) {
+            int nr = MIN(NR, nc - p * NR);
+            const float *bp = pack + (size_t)p * kc * NR;
+            const float *bias_p = bias != NULL ? bias + p * NR : NULL;
+            for (int i = m0; i < m1; i += MR) {
+                int mr = MIN(MR, m1 - i);
+                const float *ap = apack + (size_t)(i - m0) * kc;
+                float *c = C + (size_t)i * ldc + (size_t)p * NR;
+                if (avx2)
+                    kernel_avx2(kc, ap, mr, bp, c, ldc, nr, set, bias_p);
+                else
+                    kernel_portable(kc, ap, mr, bp, c, ldc, nr, set, bias_p);
+            }
+        }
+    }
+}
+
+void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, size_t ldb,
+             DqGemmB layout, const float *bias, DqGemmMode mode, float *C, size_t ldc,
+             float *pack) {
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        if (mode == DQ_GEMM_SET)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++)
+                    C[(size_t)i * ldc + j] = bias != NULL ? bias[j] : 0.0f;
+        return;
+    }
+    for (int n0 = 0; n0 < N; n0 += DQ_GEMM_NC) {
+        int nc = MIN(DQ_GEMM_NC, N - n0);
+        for (int k0 = 0; k0 < K; k0 += DQ_GEMM_KC) {
+            int kc = MIN(DQ_GEMM_KC, K - k0);
+            dq_gemm_pack_b(pack, B, ldb, layout, N, n0, nc, k0, kc);
+            dq_gemm_packed(M, nc, kc, A + k0, lda, pack, mode == DQ_GEMM_SET && k0 == 0,
+                           bias != NULL ? bias + n0 : NULL, C + n0, ldc);
+        }
+    }
+}

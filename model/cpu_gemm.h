@@ -1,0 +1,58 @@
+/* The fast CPU backend's matrix product: C = A . B (+ bias | + C), float32 arithmetic.
+ *
+ * A is float32 row-major. B comes in one of the layouts the model needs, read straight from
+ * where it lives (a mapped weight, a KV cache):
+ *   DQ_GEMM_B_WT_F32 / _BF16  B = W^T, W [N, K] row-major: a linear layer's weight [out, in]
+ *                             or attention's keys [n_kv, head_dim];
+ *   DQ_GEMM_B_KN_F32          B [K, N] row-major: attention's values [n_kv, head_dim].
+ * B is packed block by block (KC x NC, bf16 widened on the way) into 16-column panels, and a
+ * 6 x 16 AVX2 micro-kernel keeps 12 accumulators in registers (the BLIS scheme: a B panel in L1,
+ * rows of A from L2).
+ *
+ * Each C element is summed in the same order whatever M, the row offset or the part of N a
+ * call covers: k in blocks of DQ_GEMM_KC, each block's products accumulated in k order, blocks
+ * added to the initial value in order. So results do not depend on how rows are batched or how
+ * the work is split among threads (the backend's row-invariance promise, backend.h).
+ *
+ * Single-threaded: callers split C among threads, each with its own pack buffer. */
+#ifndef DQ_CPU_GEMM_H
+#define DQ_CPU_GEMM_H
+
+#include <glib.h>
+#include <stddef.h>
+
+typedef enum {
+    DQ_GEMM_B_WT_F32,
+    DQ_GEMM_B_WT_BF16,
+    DQ_GEMM_B_KN_F32,
+} DqGemmB;
+
+typedef enum {
+    DQ_GEMM_SET, /* C = A . B (+ bias) */
+    DQ_GEMM_ADD, /* C += A . B (bias ignored) */
+} DqGemmMode;
+
+#define DQ_GEMM_KC 256
+#define DQ_GEMM_NC 2048
+/* Floats of pack buffer one dq_gemm call needs. */
+#define DQ_GEMM_PACK_FLOATS ((size_t)DQ_GEMM_KC * DQ_GEMM_NC)
+
+/* C [M, N] (row stride ldc) = A [M, K] (lda) . B (+ bias [N] when mode is SET and bias is not
+ * NULL). B's leading dimension ldb is W's row stride (WT layouts) or B's row stride (KN).
+ * `pack` holds DQ_GEMM_PACK_FLOATS floats, 32-byte aligned. Uses AVX2+FMA when the CPU has them
+ * (dq_cpu_has_avx2), else portable loops with the same blocking (row-invariant too, rounded
+ * without fused multiply-adds). */
+void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, size_t ldb,
+             DqGemmB layout, const float *bias, DqGemmMode mode, float *C, size_t ldc, float *pack);
+
+/* The two halves of dq_gemm, for callers that reuse one packed block of B for many products
+ * (attention packs a block of keys once for all its query rows). Packs B's block
+ * [k0, k0 + kc) x [n0, n0 + nc) (kc <= DQ_GEMM_KC, nc <= DQ_GEMM_NC) of a B with N columns. */
+void dq_gemm_pack_b(float *pack, const void *B, size_t ldb, DqGemmB layout, int N, int n0, int nc,
+                    int k0, int kc);
+/* C [M, nc] (=|+=) A [M, kc] . packed block. set: C = (bias or 0) + product; else C += product.
+ * bias, when given, is the block's own [nc]. */
+void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const float *pack,
+                    gboolean set, const float *bias, float *C, size_t ldc);
+
+#endif

@@ -1,0 +1,86 @@
+/* Small SIMD helpers shared by the fast CPU kernels (cpu_gemm.c, cpu_gemv.c, backend_cpu_fast.c).
+ *
+ * Everything AVX2 carries its own target attribute, so the project builds for any x86-64 and
+ * the kernels are chosen at run time (dq_cpu_has_avx2). */
+#ifndef DQ_CPU_SIMD_H
+#define DQ_CPU_SIMD_H
+
+#include <glib.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+/* bf16 is the top half of a float32: widening is exact. */
+static inline float dq_bf16f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* AVX2 and FMA present, and not switched off with DOCQA_CPU_NO_AVX2 (to test the portable
+ * paths on machines that have them). */
+gboolean dq_cpu_has_avx2(void);
+
+#define DQ_AVX2 __attribute__((target("avx2,fma")))
+
+DQ_AVX2 static inline __m256 dq_load_bf16x8(const uint16_t *p) {
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+DQ_AVX2 static inline float dq_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* float32 exp (Cephes' polynomial, ~1 ulp on [-87, 88]; below that the result underflows to a
+ * tiny normal, which every caller treats as 0 after scaling). */
+DQ_AVX2 static inline __m256 dq_exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* out[j] = q . k_j for j < n, k_j = k + j * stride; d floats each. */
+DQ_AVX2 static inline void dq_dot_rows_avx2(float *out, const float *q, const float *k,
+                                            size_t stride, int n, int d) {
+    int d8 = d & ~7;
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * stride;
+        __m256 acc = _mm256_setzero_ps();
+        for (int c = 0; c < d8; c += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kj + c), acc);
+        float s = dq_hsum256(acc);
+        for (int c = d8; c < d; c++)
+            s += q[c] * kj[c];
+        out[j] = s;
+    }
+}
+
+/* y [d] += a * x [d]. */
+DQ_AVX2 static inline void dq_axpy_avx2(float *y, float a, const float *x, int d) {
+    int c = 0;
+    __m256 va = _mm256_set1_ps(a);
+    for (; c + 8 <= d; c += 8)
+        _mm256_storeu_ps(y + c,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + c), _mm256_loadu_ps(y + c)));
+    for (; c < d; c++)
+        y[c] += a * x[c];
+}
+
+#endif

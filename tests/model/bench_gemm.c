@@ -1,0 +1,132 @@
+/* GEMM throughput on the model's shapes, for scripts/bench-gemm.sh: the fast backend's matmul
+ * (our packed AVX2 kernels, threaded) against OpenBLAS sgemm (threaded) in the same process,
+ * for float32 and bf16 weights, and the machine's float32 FMA peak (a register-only loop, all
+ * threads) to express both as a fraction of it.
+ *
+ *   bench_gemm [M N K]...       default: the SmolVLM-256M vision and prefill shapes
+ *
+ * One line per shape: GFLOP/s of each and their ratio.
+ */
+#include "backend.h"
+#include "clock.h"
+#include "cpu_simd.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+DQ_AVX2 static double fma_peak_one_thread(void) {
+    __m256 a0 = _mm256_set1_ps(0.1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
+           a8 = a0, a9 = a0;
+    __m256 m = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
+    long iters = 20000000;
+    double t0 = dq_now_ms();
+    for (long i = 0; i < iters; i++) {
+#define F(x) x = _mm256_fmadd_ps(x, m, c);
+        F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9)
+#undef F
+    }
+    double ms = dq_now_ms() - t0;
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(a8, a9));
+    volatile float sink = dq_hsum256(s);
+    (void)sink;
+    return iters * 10.0 * 16 / ms / 1e6;
+}
+
+static double fma_peak(void) {
+    if (!dq_cpu_has_avx2())
+        return 0.0;
+    double total = 0.0;
+#pragma omp parallel reduction(+ : total)
+    total += fma_peak_one_thread();
+    return total;
+}
+
+static double best_gflops(DqBackend *be, const DqWeight *w, const float *x, float *y, int M) {
+    double best = 0.0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = dq_now_ms();
+        be->matmul(be, y, x, w, NULL, M);
+        double ms = dq_now_ms() - t0;
+        best = MAX(best, 2.0 * M * w->rows * w->cols / ms / 1e6);
+    }
+    return best;
+}
+
+static double openblas_gflops(const float *x, const float *wf, float *y, int M, int N, int K) {
+    double best = 0.0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = dq_now_ms();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, wf, K, 0.0f, y,
+                    N);
+        double ms = dq_now_ms() - t0;
+        best = MAX(best, 2.0 * M * N * K / ms / 1e6);
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    static const int defaults[][3] = {
+        {21504, 768, 768},  /* vision q/k/v/o, 21 tiles of 1024 patches */
+        {21504, 3072, 768}, /* vision fc1 */
+        {21504, 768, 3072}, /* vision fc2 */
+        {1416, 576, 576},   /* prefill q/o */
+        {1416, 1536, 576},  /* prefill gate/up */
+        {1416, 576, 1536},  /* prefill down */
+    };
+    int n_shapes = argc > 1 ? (argc - 1) / 3 : (int)G_N_ELEMENTS(defaults);
+    GError *err = NULL;
+    DqBackend *be = dq_backend_cpu_fast_new(&err);
+    if (be == NULL) {
+        fprintf(stderr, "bench_gemm: %s\n", err->message);
+        return 2;
+    }
+    double peak = fma_peak();
+    printf("threads=%d fma_peak_gflops=%.1f\n", omp_get_max_threads(), peak);
+    printf("%6s %5s %5s | %9s %9s %9s | %s\n", "M", "N", "K", "openblas", "docqa f32", "docqa bf16",
+           "docqa/openblas f32, bf16; f32 share of peak");
+    for (int s = 0; s < n_shapes; s++) {
+        int M = argc > 1 ? atoi(argv[1 + 3 * s]) : defaults[s][0];
+        int N = argc > 1 ? atoi(argv[2 + 3 * s]) : defaults[s][1];
+        int K = argc > 1 ? atoi(argv[3 + 3 * s]) : defaults[s][2];
+        float *x = g_new(float, (size_t)M *K), *wf = g_new(float, (size_t)N *K);
+        float *y = g_new(float, (size_t)M *N);
+        uint16_t *wb = g_new(uint16_t, (size_t)N * K);
+        for (size_t i = 0; i < (size_t)M * K; i++)
+            x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        for (size_t i = 0; i < (size_t)N * K; i++) {
+            wb[i] = (uint16_t)(0x3c00 + (i * 40503u) % 0x400); /* bf16 in [2^-7, 2^-6) */
+            wf[i] = dq_bf16f(wb[i]);
+        }
+        DqTensor tf = {.name = "w",
+                       .file = "bench",
+                       .dtype = DQ_DTYPE_F32,
+                       .numel = (int64_t)N * K,
+                       .data = wf};
+        DqTensor tb = tf;
+        tb.dtype = DQ_DTYPE_BF16;
+        tb.data = wb;
+        DqWeight w32, w16;
+        if (!be->weight_init(be, &w32, &tf, N, K, &err) ||
+            !be->weight_init(be, &w16, &tb, N, K, &err)) {
+            fprintf(stderr, "bench_gemm: %s\n", err->message);
+            return 2;
+        }
+        double ob = openblas_gflops(x, wf, y, M, N, K);
+        double f32 = best_gflops(be, &w32, x, y, M);
+        double b16 = best_gflops(be, &w16, x, y, M);
+        printf("%6d %5d %5d | %9.1f %9.1f %9.1f | %.2fx %.2fx; %.0f%%\n", M, N, K, ob, f32, b16,
+               f32 / ob, b16 / ob, peak > 0 ? 100.0 * f32 / peak : 0.0);
+        be->weight_free(be, &w32);
+        be->weight_free(be, &w16);
+        g_free(x);
+        g_free(wf);
+        g_free(wb);
+        g_free(y);
+    }
+    dq_backend_free(be);
+    return 0;
+}
