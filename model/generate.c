@@ -87,18 +87,7 @@ int dq_sample_token(const float *logits, int vocab, const DqGenerateOptions *opt
     return order[keep - 1];
 }
 
-/* ---- batched generation */
-
-typedef struct {
-    SmolvlmKV *kv;
-    float *logits; /* host [vocab] */
-    int feat_off;  /* first row of its image features */
-    int n_features;
-    int cursor;    /* image feature rows used so far */
-    int prefilled; /* prompt rows already through the decoder */
-    uint64_t rng;
-    gboolean done;
-} ReqState;
+/* ---- the generator: slots, feature cache, add / step / take */
 
 static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, int index, GError **err) {
     const SmolvlmConfig *c = smolvlm_config(m);
@@ -130,72 +119,290 @@ static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, int ind
     return TRUE;
 }
 
-gboolean smolvlm_generate(Smolvlm *m, const SmolvlmRequest *requests, int n,
-                          DqGenerateResult *results, DqGenerateTimings *timings, GError **err) {
-    const SmolvlmConfig *c = smolvlm_config(m);
-    DqBackend *be = smolvlm_backend(m);
-    DqGenerateTimings tm = {0};
-    gboolean ok = FALSE;
-    int V = c->vocab_size, Dt = c->text_hidden;
-    memset(results, 0, sizeof *results * (size_t)MAX(n, 0));
+/* Image features in backend memory, shared by the cache entries and requests that point into
+ * them; released when the last one lets go. */
+typedef struct {
+    float *data; /* backend [rows, Dt] */
+    int refs;
+} FeatureBlock;
+
+typedef struct {
+    char *key;
+    FeatureBlock *block;
+    int off, n_features; /* rows of the block */
+    guint64 used_at;     /* LRU clock */
+} FeatureEntry;
+
+typedef struct {
+    gboolean used, finished;
+    SmolvlmKV *kv;
+    float *logits; /* host [vocab], allocated with the generator */
+    DqGenerateOptions options;
+    uint64_t rng;
+    DqGenerateResult res;
+    int prompt_tokens;
+    double vision_ms, prefill_ms, decode_ms;
+} Slot;
+
+struct DqGenerator {
+    Smolvlm *m;
+    int n_slots;
+    Slot *slots;          /* [n_slots] */
+    SmolvlmWorkspace *ws; /* grown by add only */
+    int ws_rows;
+    SmolvlmSegment *segs; /* [n_slots] */
+    int32_t *step_ids;    /* [n_slots] */
+    void *scratch;        /* sampling: vocab floats + vocab ints */
+    FeatureEntry *cache;  /* [cache_pages] */
+    int cache_pages, n_cache;
+    guint64 clock;
+    DqGenerateTimings tm;
+};
+
+static void block_unref(DqGenerator *g, FeatureBlock *b) {
+    if (b != NULL && --b->refs == 0) {
+        DqBackend *be = smolvlm_backend(g->m);
+        be->release(be, b->data);
+        g_free(b);
+    }
+}
+
+static void slot_clear(DqGenerator *g, Slot *s) {
+    smolvlm_kv_free(g->m, s->kv);
+    dq_generate_result_clear(&s->res);
+    float *logits = s->logits;
+    memset(s, 0, sizeof *s);
+    s->logits = logits;
+}
+
+DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError **err) {
+    if (n_slots <= 0) {
+        dq_fail(err, DQ_ERR_ARGS, "generator: %d slots", n_slots);
+        return NULL;
+    }
+    int V = smolvlm_config(m)->vocab_size;
+    DqGenerator *g = g_new0(DqGenerator, 1);
+    g->m = m;
+    g->n_slots = n_slots;
+    g->slots = g_new0(Slot, n_slots);
+    for (int i = 0; i < n_slots; i++)
+        g->slots[i].logits = g_new(float, V);
+    g->segs = g_new0(SmolvlmSegment, n_slots);
+    g->step_ids = g_new0(int32_t, n_slots);
+    g->scratch = g_malloc((size_t)V * (sizeof(float) + sizeof(int)));
+    g->cache_pages = MAX(cache_pages, 0);
+    g->cache = g_new0(FeatureEntry, MAX(g->cache_pages, 1));
+    return g;
+}
+
+void dq_generator_free(DqGenerator *g) {
+    if (g == NULL)
+        return;
+    for (int i = 0; i < g->n_slots; i++) {
+        slot_clear(g, &g->slots[i]);
+        g_free(g->slots[i].logits);
+    }
+    for (int i = 0; i < g->n_cache; i++) {
+        g_free(g->cache[i].key);
+        block_unref(g, g->cache[i].block);
+    }
+    smolvlm_workspace_free(g->m, g->ws);
+    g_free(g->cache);
+    g_free(g->slots);
+    g_free(g->segs);
+    g_free(g->step_ids);
+    g_free(g->scratch);
+    g_free(g);
+}
+
+int dq_generator_n_slots(const DqGenerator *g) {
+    return g->n_slots;
+}
+
+int dq_generator_n_free(const DqGenerator *g) {
+    int n = 0;
+    for (int i = 0; i < g->n_slots; i++)
+        n += !g->slots[i].used;
+    return n;
+}
+
+int dq_generator_n_active(const DqGenerator *g) {
+    int n = 0;
+    for (int i = 0; i < g->n_slots; i++)
+        n += g->slots[i].used && !g->slots[i].finished;
+    return n;
+}
+
+void dq_generator_timings(const DqGenerator *g, DqGenerateTimings *out) {
+    *out = g->tm;
+    out->peak_rss_mb = dq_peak_rss_mb();
+}
+
+void dq_generator_drop(DqGenerator *g, int slot) {
+    if (slot >= 0 && slot < g->n_slots)
+        slot_clear(g, &g->slots[slot]);
+}
+
+static FeatureEntry *cache_find(DqGenerator *g, const char *key, int n_features) {
+    for (int i = 0; i < g->n_cache; i++)
+        if (strcmp(g->cache[i].key, key) == 0 && g->cache[i].n_features == n_features)
+            return &g->cache[i];
+    return NULL;
+}
+
+/* Keeps a request's fresh features under its key, evicting the least recently used entry. */
+static void cache_put(DqGenerator *g, const char *key, FeatureBlock *b, int off, int n_features) {
+    if (g->cache_pages == 0 || cache_find(g, key, n_features) != NULL)
+        return;
+    if (g->n_cache == g->cache_pages) {
+        int lru = 0;
+        for (int i = 1; i < g->n_cache; i++)
+            if (g->cache[i].used_at < g->cache[lru].used_at)
+                lru = i;
+        g_free(g->cache[lru].key);
+        block_unref(g, g->cache[lru].block);
+        g->cache[lru] = g->cache[--g->n_cache];
+    }
+    b->refs++;
+    g->cache[g->n_cache++] = (FeatureEntry){g_strdup(key), b, off, n_features, ++g->clock};
+}
+
+static gboolean ensure_workspace(DqGenerator *g, int rows, GError **err) {
+    if (g->ws != NULL && g->ws_rows >= rows)
+        return TRUE;
+    smolvlm_workspace_free(g->m, g->ws);
+    g->ws_rows = 0;
+    if ((g->ws = smolvlm_workspace_new(g->m, rows, err)) == NULL)
+        return FALSE;
+    g->ws_rows = rows;
+    return TRUE;
+}
+
+/* Records a slot's newest token; TRUE when the request is finished. */
+static gboolean slot_push(DqGenerator *g, Slot *s, int tok) {
+    s->res.output_ids[s->res.n_output_ids++] = tok;
+    if (!s->options.ignore_eos && smolvlm_config_is_eos(smolvlm_config(g->m), tok))
+        s->res.stopped_on_eos = TRUE;
+    s->finished = s->res.stopped_on_eos || s->res.n_output_ids >= s->options.max_new_tokens;
+    return s->finished;
+}
+
+/* Per new request during an add: where its features are and how far its prompt got. */
+typedef struct {
+    Slot *slot;
+    const float *features; /* backend rows for its <image> ids, or NULL */
+    int n_features;
+    int cursor, prefilled;
+    gboolean encode; /* its tiles go through the encoder in this add */
+    int fresh_off;   /* its rows in the fresh block (its own or a batch-mate's), else -1 */
+} AddState;
+
+gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
+                          GError **err) {
+    const SmolvlmConfig *c = smolvlm_config(g->m);
+    DqBackend *be = smolvlm_backend(g->m);
+    int V = c->vocab_size, Dt = c->text_hidden, S_tok = c->tokens_per_tile;
     if (n <= 0)
         return dq_fail(err, DQ_ERR_ARGS, "generate: no requests");
+    if (n > dq_generator_n_free(g))
+        return dq_fail(err, DQ_ERR_ARGS, "generator: %d requests, %d free slots", n,
+                       dq_generator_n_free(g));
     for (int i = 0; i < n; i++)
-        if (!check_request(m, &requests[i], i, err))
+        if (!check_request(g->m, &reqs[i], i, err))
             return FALSE;
 
-    ReqState *st = g_new0(ReqState, n);
+    gboolean ok = FALSE;
+    AddState *as = g_new0(AddState, n);
     const float **tiles = NULL;
-    float *features = NULL;
-    SmolvlmWorkspace *ws = NULL;
-    SmolvlmSegment *segs = g_new0(SmolvlmSegment, n);
-    int32_t *step_ids = g_new0(int32_t, n);
-    void *scratch = g_malloc((size_t)V * (sizeof(float) + sizeof(int)));
+    FeatureBlock *fresh = NULL;
+    int n_tiles = 0, reused = 0;
+    for (int i = 0, s = 0; i < n; i++) {
+        while (g->slots[s].used)
+            s++;
+        as[i].slot = &g->slots[s];
+        as[i].slot->used = TRUE;
+        slots[i] = s;
+    }
 
-    /* 1. Vision: every tile of every request, one batch. */
+    /* 1. Vision: the tiles of every request whose features are not known yet, one batch. A key
+     * seen in the cache or earlier in this add shares those features. */
     double t0 = dq_now_ms();
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < requests[i].n_images; j++)
-            tm.n_tiles += requests[i].images[j]->n_tiles;
-    if (tm.n_tiles > 0) {
-        tiles = g_new(const float *, tm.n_tiles);
+    for (int i = 0; i < n; i++) {
+        const SmolvlmRequest *r = &reqs[i];
+        as[i].fresh_off = -1;
+        int req_tiles = 0;
+        for (int j = 0; j < r->n_images; j++)
+            req_tiles += r->images[j]->n_tiles;
+        as[i].n_features = req_tiles * S_tok;
+        if (req_tiles == 0)
+            continue;
+        const char *key = r->features_key;
+        FeatureEntry *e = key != NULL ? cache_find(g, key, as[i].n_features) : NULL;
+        if (e != NULL) {
+            e->used_at = ++g->clock;
+            as[i].features = e->block->data + (size_t)e->off * Dt;
+            reused++;
+            continue;
+        }
+        int mate = -1;
+        for (int k = 0; k < i && key != NULL && mate < 0; k++)
+            if (as[k].fresh_off >= 0 && reqs[k].features_key != NULL &&
+                strcmp(reqs[k].features_key, key) == 0 && as[k].n_features == as[i].n_features)
+                mate = k;
+        if (mate >= 0) {
+            as[i].fresh_off = as[mate].fresh_off;
+            reused++;
+            continue;
+        }
+        as[i].encode = TRUE;
+        as[i].fresh_off = n_tiles * S_tok;
+        n_tiles += req_tiles;
+    }
+    if (n_tiles > 0) {
+        tiles = g_new(const float *, n_tiles);
         int t = 0;
         for (int i = 0; i < n; i++) {
-            st[i].feat_off = t * c->tokens_per_tile;
-            for (int j = 0; j < requests[i].n_images; j++) {
-                const DqImageTiles *img = requests[i].images[j];
+            if (!as[i].encode)
+                continue;
+            for (int j = 0; j < reqs[i].n_images; j++) {
+                const DqImageTiles *img = reqs[i].images[j];
                 size_t tile_floats = (size_t)3 * img->tile_size * img->tile_size;
                 for (int k = 0; k < img->n_tiles; k++)
                     tiles[t++] = img->pixels + (size_t)k * tile_floats;
             }
-            st[i].n_features = t * c->tokens_per_tile - st[i].feat_off;
         }
-        features = be->alloc(be, (size_t)tm.n_tiles * c->tokens_per_tile * Dt);
-        if (features == NULL) {
-            dq_fail(err, DQ_ERR_LIMIT, "out of memory for the features of %d tiles", tm.n_tiles);
+        g_assert(t == n_tiles);
+        fresh = g_new0(FeatureBlock, 1);
+        fresh->refs = 1;
+        fresh->data = be->alloc(be, (size_t)n_tiles * S_tok * Dt);
+        if (fresh->data == NULL) {
+            g_clear_pointer(&fresh, g_free);
+            dq_fail(err, DQ_ERR_LIMIT, "out of memory for the features of %d tiles", n_tiles);
             goto out;
         }
-        if (!smolvlm_encode_tiles(m, tiles, tm.n_tiles, features, err))
+        if (!smolvlm_encode_tiles(g->m, tiles, n_tiles, fresh->data, err))
             goto out;
+        for (int i = 0; i < n; i++)
+            if (as[i].fresh_off >= 0)
+                as[i].features = fresh->data + (size_t)as[i].fresh_off * Dt;
     }
-    tm.vision_ms = dq_now_ms() - t0;
+    double vision_ms = dq_now_ms() - t0;
 
     /* 2. Prefill, up to DQ_PREFILL_ROWS prompt rows a forward call, requests side by side. */
     t0 = dq_now_ms();
     int total = 0;
     for (int i = 0; i < n; i++) {
-        total += requests[i].n_input_ids;
-        st[i].kv =
-            smolvlm_kv_new(m, requests[i].n_input_ids + requests[i].options.max_new_tokens, err);
-        if (st[i].kv == NULL)
+        const SmolvlmRequest *r = &reqs[i];
+        Slot *s = as[i].slot;
+        total += r->n_input_ids;
+        if ((s->kv = smolvlm_kv_new(g->m, r->n_input_ids + r->options.max_new_tokens, err)) == NULL)
             goto out;
-        st[i].logits = g_new(float, V);
-        st[i].rng = requests[i].options.seed;
-        results[i].output_ids = g_new0(int32_t, requests[i].options.max_new_tokens);
+        s->options = r->options;
+        s->rng = r->options.seed;
+        s->prompt_tokens = r->n_input_ids;
+        s->res.output_ids = g_new0(int32_t, r->options.max_new_tokens);
     }
-    tm.prompt_tokens = total;
-    ws = smolvlm_workspace_new(m, MAX(MIN(total, DQ_PREFILL_ROWS), n), err); /* rows a call */
-    if (ws == NULL)
+    if (!ensure_workspace(g, MAX(MIN(total, DQ_PREFILL_ROWS), g->n_slots), err))
         goto out;
     for (int i = 0; i < n;) {
         int rows = 0, n_segs = 0;
@@ -203,94 +410,142 @@ gboolean smolvlm_generate(Smolvlm *m, const SmolvlmRequest *requests, int n,
             /* A request's prompt goes in chunks of DQ_PREFILL_ROWS counted from its own start,
              * whatever its batch-mates are, so its products have the same shapes alone or
              * batched (bit-identical results). */
-            const SmolvlmRequest *r = &requests[i];
-            int take = MIN(r->n_input_ids - st[i].prefilled, DQ_PREFILL_ROWS);
+            const SmolvlmRequest *r = &reqs[i];
+            int take = MIN(r->n_input_ids - as[i].prefilled, DQ_PREFILL_ROWS);
             if (n_segs > 0 && rows + take > DQ_PREFILL_ROWS)
                 break;
-            if (!smolvlm_embed(m, ws, rows, r->input_ids + st[i].prefilled, take,
-                               features != NULL ? features + (size_t)st[i].feat_off * Dt : NULL,
-                               st[i].n_features, &st[i].cursor, err)) {
+            if (!smolvlm_embed(g->m, g->ws, rows, r->input_ids + as[i].prefilled, take,
+                               as[i].features, as[i].n_features, &as[i].cursor, err)) {
                 dq_error_prefix(err, "request %d", i);
                 goto out;
             }
-            st[i].prefilled += take;
-            gboolean last = st[i].prefilled == r->n_input_ids;
-            segs[n_segs++] = (SmolvlmSegment){st[i].kv, take, last ? st[i].logits : NULL};
+            as[i].prefilled += take;
+            gboolean last = as[i].prefilled == r->n_input_ids;
+            g->segs[n_segs++] =
+                (SmolvlmSegment){as[i].slot->kv, take, last ? as[i].slot->logits : NULL};
             rows += take;
             if (!last)
                 break; /* its next chunk opens the next call */
             i++;
         }
-        if (!smolvlm_forward(m, ws, segs, n_segs, err))
+        if (!smolvlm_forward(g->m, g->ws, g->segs, n_segs, err))
             goto out;
     }
 
     /* The first new token of each request comes from its prompt's last logits. */
-    int active = 0;
     for (int i = 0; i < n; i++) {
-        const SmolvlmRequest *r = &requests[i];
-        if (r->want_logits)
-            results[i].last_logits = g_memdup2(st[i].logits, (size_t)V * sizeof(float));
-        int tok = dq_sample_token(st[i].logits, V, &r->options, &st[i].rng, scratch);
-        results[i].output_ids[results[i].n_output_ids++] = tok;
-        if (!r->options.ignore_eos && smolvlm_config_is_eos(c, tok))
-            results[i].stopped_on_eos = TRUE;
-        st[i].done =
-            results[i].stopped_on_eos || results[i].n_output_ids >= r->options.max_new_tokens;
-        active += !st[i].done;
+        Slot *s = as[i].slot;
+        if (reqs[i].want_logits)
+            s->res.last_logits = g_memdup2(s->logits, (size_t)V * sizeof(float));
+        slot_push(g, s, dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
     }
-    tm.prefill_ms = dq_now_ms() - t0;
-
-    /* 3. Decode: one row per unfinished request per step. */
-    t0 = dq_now_ms();
-    while (active > 0) {
-        int n_segs = 0;
-        for (int i = 0; i < n; i++) {
-            if (st[i].done)
-                continue;
-            step_ids[n_segs] = results[i].output_ids[results[i].n_output_ids - 1];
-            if (!smolvlm_embed(m, ws, n_segs, &step_ids[n_segs], 1, NULL, 0, &st[i].cursor, err))
-                goto out;
-            segs[n_segs++] = (SmolvlmSegment){st[i].kv, 1, st[i].logits};
-        }
-        if (!smolvlm_forward(m, ws, segs, n_segs, err))
-            goto out;
-        tm.decode_steps++;
-        active = 0;
-        for (int i = 0; i < n; i++) {
-            const SmolvlmRequest *r = &requests[i];
-            if (st[i].done)
-                continue;
-            int tok = dq_sample_token(st[i].logits, V, &r->options, &st[i].rng, scratch);
-            results[i].output_ids[results[i].n_output_ids++] = tok;
-            if (!r->options.ignore_eos && smolvlm_config_is_eos(c, tok))
-                results[i].stopped_on_eos = TRUE;
-            st[i].done =
-                results[i].stopped_on_eos || results[i].n_output_ids >= r->options.max_new_tokens;
-            active += !st[i].done;
-        }
+    double prefill_ms = dq_now_ms() - t0;
+    for (int i = 0; i < n; i++) {
+        as[i].slot->vision_ms = vision_ms / n;
+        as[i].slot->prefill_ms = prefill_ms / n;
+        if (as[i].encode && reqs[i].features_key != NULL)
+            cache_put(g, reqs[i].features_key, fresh, as[i].fresh_off, as[i].n_features);
     }
-    tm.decode_ms = dq_now_ms() - t0;
-    for (int i = 0; i < n; i++)
-        tm.generated_tokens += results[i].n_output_ids;
+    g->tm.vision_ms += vision_ms;
+    g->tm.prefill_ms += prefill_ms;
+    g->tm.n_tiles += n_tiles;
+    g->tm.prompt_tokens += total;
+    g->tm.features_reused += reused;
     ok = TRUE;
 out:
-    tm.peak_rss_mb = dq_peak_rss_mb();
-    if (timings != NULL)
-        *timings = tm;
-    for (int i = 0; i < n; i++) {
-        smolvlm_kv_free(m, st[i].kv);
-        g_free(st[i].logits);
-        if (!ok)
-            dq_generate_result_clear(&results[i]);
-    }
-    smolvlm_workspace_free(m, ws);
-    if (features != NULL)
-        be->release(be, features);
+    if (!ok)
+        for (int i = 0; i < n; i++)
+            slot_clear(g, as[i].slot);
+    if (fresh != NULL)
+        block_unref(g, fresh);
     g_free(tiles);
-    g_free(st);
-    g_free(segs);
-    g_free(step_ids);
-    g_free(scratch);
+    g_free(as);
+    return ok;
+}
+
+gboolean dq_generator_step(DqGenerator *g, GError **err) {
+    int V = smolvlm_config(g->m)->vocab_size;
+    int n_segs = 0;
+    double t0 = dq_now_ms();
+    for (int i = 0; i < g->n_slots; i++) {
+        Slot *s = &g->slots[i];
+        if (!s->used || s->finished)
+            continue;
+        g->step_ids[n_segs] = s->res.output_ids[s->res.n_output_ids - 1];
+        int cursor = 0; /* no features: a generated <image> id is an error, as in transformers */
+        if (!smolvlm_embed(g->m, g->ws, n_segs, &g->step_ids[n_segs], 1, NULL, 0, &cursor, err))
+            goto fail;
+        g->segs[n_segs++] = (SmolvlmSegment){s->kv, 1, s->logits};
+    }
+    if (n_segs == 0)
+        return TRUE;
+    if (!smolvlm_forward(g->m, g->ws, g->segs, n_segs, err))
+        goto fail;
+    double share = (dq_now_ms() - t0) / n_segs;
+    for (int i = 0; i < g->n_slots; i++) {
+        Slot *s = &g->slots[i];
+        if (!s->used || s->finished)
+            continue;
+        s->decode_ms += share;
+        slot_push(g, s, dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
+    }
+    g->tm.decode_ms += dq_now_ms() - t0;
+    g->tm.decode_steps++;
+    return TRUE;
+fail:
+    for (int i = 0; i < g->n_slots; i++)
+        slot_clear(g, &g->slots[i]);
+    return FALSE;
+}
+
+int dq_generator_take_finished(DqGenerator *g, DqGeneratorDone *done, int max) {
+    int k = 0;
+    for (int i = 0; i < g->n_slots && k < max; i++) {
+        Slot *s = &g->slots[i];
+        if (!s->used || !s->finished)
+            continue;
+        g->tm.generated_tokens += s->res.n_output_ids;
+        done[k++] = (DqGeneratorDone){.slot = i,
+                                      .result = s->res,
+                                      .prompt_tokens = s->prompt_tokens,
+                                      .vision_ms = s->vision_ms,
+                                      .prefill_ms = s->prefill_ms,
+                                      .decode_ms = s->decode_ms};
+        memset(&s->res, 0, sizeof s->res); /* moved */
+        slot_clear(g, s);
+    }
+    return k;
+}
+
+/* ---- one batch: the generator run once */
+
+gboolean smolvlm_generate(Smolvlm *m, const SmolvlmRequest *requests, int n,
+                          DqGenerateResult *results, DqGenerateTimings *timings, GError **err) {
+    memset(results, 0, sizeof *results * (size_t)MAX(n, 0));
+    if (n <= 0)
+        return dq_fail(err, DQ_ERR_ARGS, "generate: no requests");
+    DqGenerator *g = dq_generator_new(m, n, 0, err);
+    if (g == NULL)
+        return FALSE;
+    int *slots = g_new(int, n);
+    int *index = g_new(int, n); /* slot -> request */
+    DqGeneratorDone *done = g_new0(DqGeneratorDone, n);
+    gboolean ok = dq_generator_add(g, requests, n, slots, err);
+    for (int i = 0; ok && i < n; i++)
+        index[slots[i]] = i;
+    while (ok && dq_generator_n_active(g) > 0)
+        ok = dq_generator_step(g, err);
+    if (ok) {
+        int k = dq_generator_take_finished(g, done, n);
+        g_assert(k == n);
+        for (int i = 0; i < k; i++)
+            results[index[done[i].slot]] = done[i].result;
+    }
+    if (timings != NULL)
+        dq_generator_timings(g, timings);
+    dq_generator_free(g);
+    g_free(slots);
+    g_free(index);
+    g_free(done);
     return ok;
 }

@@ -18,6 +18,24 @@
  *   if (!smolvlm_generate(m, &req, 1, &res, &tm, &err)) ...
  *   ... res.output_ids[0 .. res.n_output_ids) ...
  *   dq_generate_result_clear(&res);
+ *
+ * Continuous batching (DqGenerator, below): a fixed number of slots; requests join while others
+ * decode, and leave as soon as they finish, so a slot is refilled without waiting for the
+ * slowest request. smolvlm_generate is the generator run once: add all, step until done.
+ *
+ *   DqGenerator *g = dq_generator_new(m, 8, 8, &err);     // 8 slots, features of 8 pages kept
+ *   dq_generator_add(g, reqs, n, slots, &err);            // vision + prefill of the new ones
+ *   while (dq_generator_n_active(g) > 0) {
+ *       dq_generator_step(g, &err);                       // one token for every active slot
+ *       int k = dq_generator_take_finished(g, done, 8);   // done[i].slot is free again
+ *       ... dq_generator_add(g, more, ...) ...            // refill while the others go on
+ *   }
+ *   dq_generator_free(g);
+ *
+ * A request's tokens do not depend on when it joined or who else is in the generator: its
+ * prefill runs in calls of its own batch of new requests with the same per-request chunking as
+ * alone, and each decode row is computed as it would be alone (the backend's row-invariance
+ * promises, backend.h; attention is per sequence).
  */
 #ifndef DQ_GENERATE_H
 #define DQ_GENERATE_H
@@ -49,6 +67,10 @@ typedef struct {
     int n_images;
     DqGenerateOptions options;
     gboolean want_logits; /* return the logits of the last prompt position */
+    /* Names the content of images[] (e.g. the page PNG's SHA-256 and the processor settings):
+     * requests with the same key share one vision pass in a DqGenerator (the features of the
+     * last few keys are kept). NULL: never shared. smolvlm_generate ignores it. */
+    const char *features_key;
 } SmolvlmRequest;
 
 typedef struct {
@@ -64,6 +86,8 @@ typedef struct {
     int prompt_tokens;    /* summed over requests */
     int decode_steps;     /* forward calls after prefill */
     int generated_tokens; /* summed over requests */
+    int features_reused;  /* requests whose image features came from a DqGenerator's cache or a
+                             batch-mate with the same features_key, not from the encoder */
     double peak_rss_mb;   /* of the process, after the call */
 } DqGenerateTimings;
 
@@ -73,6 +97,52 @@ gboolean smolvlm_generate(Smolvlm *m, const SmolvlmRequest *requests, int n,
                           DqGenerateResult *results, DqGenerateTimings *timings, GError **err);
 
 void dq_generate_result_clear(DqGenerateResult *res);
+
+/* ---- continuous batching */
+
+typedef struct DqGenerator DqGenerator;
+
+/* n_slots requests at most in flight; the image features of the cache_pages most recently used
+ * features_keys are kept for reuse (0: none). KV caches are allocated when a slot is filled
+ * (prompt + max_new_tokens positions) and freed when its result is taken; the workspace grows
+ * in dq_generator_add only, so a decode step allocates nothing. */
+DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError **err);
+void dq_generator_free(DqGenerator *g);
+
+int dq_generator_n_slots(const DqGenerator *g);
+int dq_generator_n_free(const DqGenerator *g);   /* slots that dq_generator_add may fill */
+int dq_generator_n_active(const DqGenerator *g); /* requests still generating */
+
+/* Adds n requests (n <= dq_generator_n_free): all their tiles through the vision encoder as one
+ * batch (minus the features found by features_key), their prompts prefilled side by side, their
+ * first tokens chosen. slots[i] receives the slot of reqs[i]. The requests' buffers are not used
+ * after the call. On failure (a bad request: nothing added; the model failed: these requests
+ * dropped) the requests already in the generator go on untouched. */
+gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
+                          GError **err);
+
+/* One decode step: one new token for every active request, all in one forward call. On failure
+ * every request in the generator is dropped (all slots free). */
+gboolean dq_generator_step(DqGenerator *g, GError **err);
+
+typedef struct {
+    int slot;
+    DqGenerateResult result; /* the caller's now (dq_generate_result_clear) */
+    int prompt_tokens;
+    /* Its share of the calls it took part in: a vision or prefill call's time split evenly
+     * over the requests added together, a decode step's over the requests in it. */
+    double vision_ms, prefill_ms, decode_ms;
+} DqGeneratorDone;
+
+/* Moves up to max finished requests (eos or max_new_tokens) into done[] and frees their slots;
+ * returns how many. */
+int dq_generator_take_finished(DqGenerator *g, DqGeneratorDone *done, int max);
+
+/* Drops a slot's request, finished or not (cancellation); its result is lost. */
+void dq_generator_drop(DqGenerator *g, int slot);
+
+/* Totals since dq_generator_new (peak_rss_mb as of this call). */
+void dq_generator_timings(const DqGenerator *g, DqGenerateTimings *out);
 
 /* The token chosen from logits [vocab] under opts (greedy: the first maximum). `rng` is the
  * request's state (seeded from opts->seed by the caller); `scratch` holds vocab floats + vocab

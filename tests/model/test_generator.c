@@ -1,0 +1,279 @@
+/* Continuous batching (DqGenerator, generate.h) with the tiny snapshots from ../shared/models.
+ *
+ * A request's tokens and last logits are bit-identical whether it runs alone (smolvlm_generate)
+ * or joins a generator mid-way, beside other requests, in a slot another request just left;
+ * on the fast CPU backend ("cpu", f32 and bf16 weights) and the reference ("cpu-ref"). Requests
+ * with the same features_key run the vision encoder once (counted in the generator's tiles) and
+ * still answer as they do alone; the feature cache keeps only the last few keys. */
+#include "dq_error.h"
+#include "generate.h"
+#include "image.h"
+#include "pipeline.h"
+#include "testutil.h"
+
+#include <string.h>
+
+typedef struct {
+    SmolvlmPrompt prompt;
+    SmolvlmRequest req;
+    DqGenerateResult alone;
+} Case;
+
+static SmolvlmPipeline *open_pipeline(const char *model, const char *device) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL)
+        return NULL;
+    char *snap = g_build_filename(shared, "models", model, NULL);
+    SmolvlmOptions opts = {.device = device};
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &opts, &err);
+    dq_assert_no_error(err);
+    g_free(snap);
+    return p;
+}
+
+/* A greedy request about one fixture image (NULL: text only), answered alone for reference. */
+static void case_init(Case *c, SmolvlmPipeline *p, const char *image, const char *question,
+                      int n_res, int max_new) {
+    GError *err = NULL;
+    DqImage *img = NULL;
+    if (image != NULL) {
+        char *path =
+            g_build_filename(dq_test_source_dir(), "tests", "fixtures", "images", image, NULL);
+        img = dq_image_load(path, DQ_EXIF_APPLY, &err);
+        dq_assert_no_error(err);
+        g_free(path);
+    }
+    SmolvlmPrepareOptions po = {.n_res = n_res};
+    g_assert_true(smolvlm_prompt_build(p, (const DqImage *const *)&img, img ? 1 : 0, question, NULL,
+                                       &po, &c->prompt, &err));
+    dq_assert_no_error(err);
+    if (img)
+        dq_image_free(img);
+    smolvlm_request_init(p, &c->prompt, &c->req);
+    c->req.options.do_sample = FALSE;
+    c->req.options.ignore_eos = TRUE; /* fixed lengths: the requests finish when planned */
+    c->req.options.max_new_tokens = max_new;
+    c->req.want_logits = TRUE;
+    g_assert_true(smolvlm_generate(p->model, &c->req, 1, &c->alone, NULL, &err));
+    dq_assert_no_error(err);
+}
+
+static void case_clear(Case *c) {
+    smolvlm_prompt_clear(&c->prompt);
+    dq_generate_result_clear(&c->alone);
+}
+
+static void assert_same(const Case *c, const DqGenerateResult *r, int vocab) {
+    g_assert_cmpint(r->n_output_ids, ==, c->alone.n_output_ids);
+    g_assert_cmpmem(r->output_ids, r->n_output_ids * 4, c->alone.output_ids,
+                    c->alone.n_output_ids * 4);
+    g_assert_nonnull(r->last_logits);
+    g_assert_cmpmem(r->last_logits, vocab * 4, c->alone.last_logits, vocab * 4);
+}
+
+/* A alone for 3 steps; B and C join together; D takes the first slot that frees. */
+static void join_midway(const char *model, const char *device) {
+    SmolvlmPipeline *p = open_pipeline(model, device);
+    if (p == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    int V = smolvlm_config(p->model)->vocab_size;
+    Case cs[4];
+    case_init(&cs[0], p, "portrait_page.png", "What is the title?", 2, 10);
+    case_init(&cs[1], p, "banner_wide.png", "Who wrote it?", 1, 4);
+    case_init(&cs[2], p, NULL, "Say hello.", 0, 7);
+    case_init(&cs[3], p, "logo_rgba.png", "What colour is it?", 1, 5);
+
+    GError *err = NULL;
+    DqGenerator *g = dq_generator_new(p->model, 3, 0, &err);
+    dq_assert_no_error(err);
+    int slot_of[4] = {-1, -1, -1, -1}, slots[2];
+    gboolean answered[4] = {FALSE};
+    g_assert_true(dq_generator_add(g, &cs[0].req, 1, slots, &err));
+    slot_of[0] = slots[0];
+    for (int i = 0; i < 3; i++)
+        g_assert_true(dq_generator_step(g, &err));
+    SmolvlmRequest two[2] = {cs[1].req, cs[2].req};
+    g_assert_true(dq_generator_add(g, two, 2, slots, &err));
+    dq_assert_no_error(err);
+    slot_of[1] = slots[0];
+    slot_of[2] = slots[1];
+    g_assert_cmpint(dq_generator_n_free(g), ==, 0);
+    int n_answered = 0, refill_slot = -1;
+    DqGeneratorDone done[3];
+    while (n_answered < 4) {
+        g_assert_cmpint(dq_generator_n_active(g), >, 0);
+        g_assert_true(dq_generator_step(g, &err));
+        dq_assert_no_error(err);
+        int k = dq_generator_take_finished(g, done, 3);
+        for (int i = 0; i < k; i++) {
+            int which = -1;
+            for (int j = 0; j < 4; j++)
+                if (slot_of[j] == done[i].slot && !answered[j])
+                    which = j;
+            g_assert_cmpint(which, >=, 0);
+            assert_same(&cs[which], &done[i].result, V);
+            g_assert_cmpint(done[i].prompt_tokens, ==, cs[which].req.n_input_ids);
+            answered[which] = TRUE;
+            n_answered++;
+            dq_generate_result_clear(&done[i].result);
+        }
+        if (k > 0 && slot_of[3] < 0) {
+            g_assert_true(dq_generator_add(g, &cs[3].req, 1, slots, &err));
+            slot_of[3] = refill_slot = slots[0];
+        }
+    }
+    g_assert_cmpint(refill_slot, ==, slot_of[1]); /* B finished first; D took its slot */
+    DqGenerateTimings tm;
+    dq_generator_timings(g, &tm);
+    g_assert_cmpint(tm.generated_tokens, ==, 10 + 4 + 7 + 5);
+    g_assert_cmpint(tm.features_reused, ==, 0);
+    g_assert_cmpint(dq_generator_n_free(g), ==, 3);
+    dq_generator_free(g);
+    for (int i = 0; i < 4; i++)
+        case_clear(&cs[i]);
+    smolvlm_pipeline_free(p);
+}
+
+static void test_join_midway_fast(void) {
+    join_midway("tiny-smolvlm-b512", "cpu");
+}
+
+static void test_join_midway_fast_bf16(void) {
+    join_midway("tiny-smolvlm-a384-v1tok-bf16", "cpu");
+}
+
+static void test_join_midway_ref(void) {
+    join_midway("tiny-smolvlm-b512", "cpu-ref");
+}
+
+/* Two questions about one page: one vision pass, the answers each gets alone. */
+static void test_vision_reuse(void) {
+    SmolvlmPipeline *p = open_pipeline("tiny-smolvlm-b512", "cpu");
+    if (p == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    int V = smolvlm_config(p->model)->vocab_size;
+    Case q1, q2, other;
+    case_init(&q1, p, "portrait_page.png", "What is the title?", 2, 6);
+    case_init(&q2, p, "portrait_page.png", "Who signed it?", 2, 8);
+    case_init(&other, p, "banner_wide.png", "What is the title?", 1, 3);
+    int page_tiles = q1.prompt.images[0]->n_tiles;
+    g_assert_cmpint(page_tiles, >, 1);
+    q1.req.features_key = q2.req.features_key = "portrait_page.png#2";
+    other.req.features_key = "banner_wide.png#1";
+
+    GError *err = NULL;
+    DqGenerator *g = dq_generator_new(p->model, 2, 1, &err);
+    DqGeneratorDone done[2];
+    DqGenerateTimings tm;
+    int slots[2];
+    /* Together in one add: the encoder sees the page once. */
+    SmolvlmRequest both[2] = {q1.req, q2.req};
+    g_assert_true(dq_generator_add(g, both, 2, slots, &err));
+    dq_assert_no_error(err);
+    dq_generator_timings(g, &tm);
+    g_assert_cmpint(tm.n_tiles, ==, page_tiles);
+    g_assert_cmpint(tm.features_reused, ==, 1);
+    int got = 0;
+    while (got < 2) {
+        g_assert_true(dq_generator_step(g, &err));
+        int k = dq_generator_take_finished(g, done, 2);
+        for (int i = 0; i < k; i++) {
+            assert_same(done[i].slot == slots[0] ? &q1 : &q2, &done[i].result, V);
+            dq_generate_result_clear(&done[i].result);
+        }
+        got += k;
+    }
+    /* Later, alone: from the cache. */
+    g_assert_true(dq_generator_add(g, &q2.req, 1, slots, &err));
+    while (dq_generator_n_active(g) > 0)
+        g_assert_true(dq_generator_step(g, &err));
+    g_assert_cmpint(dq_generator_take_finished(g, done, 2), ==, 1);
+    assert_same(&q2, &done[0].result, V);
+    dq_generate_result_clear(&done[0].result);
+    dq_generator_timings(g, &tm);
+    g_assert_cmpint(tm.n_tiles, ==, page_tiles);
+    g_assert_cmpint(tm.features_reused, ==, 2);
+    /* The cache holds one page: another page evicts it, and the first is encoded again. */
+    g_assert_true(dq_generator_add(g, &other.req, 1, slots, &err));
+    g_assert_true(dq_generator_add(g, &q1.req, 1, slots, &err));
+    dq_generator_timings(g, &tm);
+    g_assert_cmpint(tm.n_tiles, ==, 2 * page_tiles + other.prompt.images[0]->n_tiles);
+    g_assert_cmpint(tm.features_reused, ==, 2);
+    while (dq_generator_n_active(g) > 0)
+        g_assert_true(dq_generator_step(g, &err));
+    g_assert_cmpint(dq_generator_take_finished(g, done, 2), ==, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_same(done[i].slot == slots[0] ? &q1 : &other, &done[i].result, V);
+        dq_generate_result_clear(&done[i].result);
+    }
+    dq_generator_free(g);
+    case_clear(&q1);
+    case_clear(&q2);
+    case_clear(&other);
+    smolvlm_pipeline_free(p);
+}
+
+/* Bad requests and full generators are refused without disturbing what runs. */
+static void test_errors(void) {
+    SmolvlmPipeline *p = open_pipeline("tiny-smolvlm-b512", "cpu");
+    if (p == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    int V = smolvlm_config(p->model)->vocab_size;
+    GError *err = NULL;
+    g_assert_null(dq_generator_new(p->model, 0, 0, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_clear_error(&err);
+
+    Case a, img;
+    case_init(&a, p, NULL, "Say hello.", 0, 5);
+    case_init(&img, p, "logo_rgba.png", "What is it?", 1, 2);
+    DqGenerator *g = dq_generator_new(p->model, 1, 2, &err);
+    int slot;
+    g_assert_true(dq_generator_step(g, &err)); /* nothing to do */
+    g_assert_true(dq_generator_add(g, &a.req, 1, &slot, &err));
+    g_assert_false(dq_generator_add(g, &a.req, 1, &slot, &err)); /* full */
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_clear_error(&err);
+    dq_generator_drop(g, slot);
+    g_assert_cmpint(dq_generator_n_free(g), ==, 1);
+    /* Image tokens without their image: refused, nothing added. */
+    SmolvlmRequest bad = img.req;
+    bad.n_images = 0;
+    g_assert_false(dq_generator_add(g, &bad, 1, &slot, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_test_message("%s", err->message);
+    g_clear_error(&err);
+    g_assert_cmpint(dq_generator_n_free(g), ==, 1);
+    /* A request that finishes at its first token is done without a step. */
+    SmolvlmRequest one = a.req;
+    one.options.max_new_tokens = 1;
+    g_assert_true(dq_generator_add(g, &one, 1, &slot, &err));
+    g_assert_cmpint(dq_generator_n_active(g), ==, 0);
+    DqGeneratorDone done;
+    g_assert_cmpint(dq_generator_take_finished(g, &done, 1), ==, 1);
+    g_assert_cmpint(done.result.n_output_ids, ==, 1);
+    g_assert_cmpint(done.result.output_ids[0], ==, a.alone.output_ids[0]);
+    g_assert_cmpmem(done.result.last_logits, V * 4, a.alone.last_logits, V * 4);
+    dq_generate_result_clear(&done.result);
+    dq_generator_free(g);
+    case_clear(&a);
+    case_clear(&img);
+    smolvlm_pipeline_free(p);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/generator/join-midway/cpu", test_join_midway_fast);
+    g_test_add_func("/generator/join-midway/cpu-bf16", test_join_midway_fast_bf16);
+    g_test_add_func("/generator/join-midway/cpu-ref", test_join_midway_ref);
+    g_test_add_func("/generator/vision-reuse", test_vision_reuse);
+    g_test_add_func("/generator/errors", test_errors);
+    return g_test_run();
+}
