@@ -2,7 +2,8 @@
  *
  *   docqa generate --model DIR [--image FILE]... (--prompt TEXT | --raw-prompt TEXT)
  *                  [--max-new-tokens N] [--n-res N] [--no-split] [--ignore-eos]
- *                  [--device cpu|cpu-ref|cuda[:i]] [--json] [--dump-logits FILE]
+ *                  [--device cpu|cpu-ref|cuda[:i]] [--weights stored|int8] [--json]
+ *                  [--dump-logits FILE]
  *                  [--sample [--temperature T] [--top-p P] [--top-k K] [--seed S]]
  *
  * Without --json the answer text is printed (special tokens skipped). --json prints one object:
@@ -32,6 +33,7 @@ typedef struct {
     gboolean no_split;
     gboolean ignore_eos;
     char *device;
+    char *weights; /* NULL, "stored" or "int8" (SmolvlmOptions) */
     gboolean json;
     char *dump_logits;
     gboolean sample;
@@ -138,7 +140,7 @@ static int run_generate(GenerateArgs *a) {
     for (int i = 0; i < n_images; i++)
         if ((images[i] = dq_image_load(a->images[i], DQ_EXIF_APPLY, &err)) == NULL)
             goto out;
-    SmolvlmOptions mopts = {.device = a->device};
+    SmolvlmOptions mopts = {.device = a->device, .weights = a->weights};
     if ((p = smolvlm_pipeline_open(a->model_dir, &mopts, &err)) == NULL)
         goto out;
     SmolvlmPrepareOptions popts = {.n_res = a->n_res, .no_split = a->no_split};
@@ -208,6 +210,10 @@ int cmd_generate(int argc, char **argv) {
         {"ignore-eos", 0, 0, G_OPTION_ARG_NONE, &a.ignore_eos,
          "generate exactly max-new-tokens tokens", NULL},
         {"device", 'd', 0, G_OPTION_ARG_STRING, &a.device, "cpu, cpu-ref or cuda[:i]", "DEV"},
+        {"weights", 0, 0, G_OPTION_ARG_STRING, &a.weights,
+         "stored (default) or int8: the decoder's matrices quantized at load (device cpu; "
+         "approximate logits, faster decode)",
+         "W"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},
         {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_logits,
          "write the last prompt position's logits (float32 LE)", "FILE"},
@@ -246,6 +252,7 @@ out:
     g_free(a.prompt);
     g_free(a.raw_prompt);
     g_free(a.device);
+    g_free(a.weights);
     g_free(a.dump_logits);
     return status;
 }

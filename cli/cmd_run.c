@@ -11,16 +11,17 @@
 typedef struct {
     const char *model_dir;
     const char *device;
+    const char *weights; /* NULL or "int8" */
 } RunModel;
 
 /* Runs in each worker process, after the fork. */
 static DqAnswerer *open_smolvlm(void *user, GError **err) {
     const RunModel *m = user;
-    return dq_answerer_open_smolvlm(m->model_dir, m->device, err);
+    return dq_answerer_open_smolvlm(m->model_dir, m->device, m->weights, err);
 }
 
 int cmd_run(int argc, char **argv) {
-    char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL;
+    char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL;
     int batch = 1, workers = 1, lease_s = 60;
     gint64 max_jobs = 0;
     gboolean until_empty = FALSE, quiet = FALSE;
@@ -32,6 +33,8 @@ int cmd_run(int argc, char **argv) {
         {"model-id", 0, 0, G_OPTION_ARG_STRING, &model_id_opt,
          "answer the jobs asked for this model id (default: the snapshot directory's name)", "ID"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda or cuda:I (default cpu)", "DEV"},
+        {"weights", 0, 0, G_OPTION_ARG_STRING, &weights,
+         "stored (default) or int8: the decoder's matrices quantized at load (device cpu)", "W"},
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "jobs a worker claims at once (default 1)",
          "N"},
         {"workers", 'k', 0, G_OPTION_ARG_INT, &workers, "worker processes (default 1)", "K"},
@@ -106,7 +109,7 @@ int cmd_run(int argc, char **argv) {
                 " for other models: ask with --model %s, or run with --model-id\n",
                 model_id, c.pending_other, model_dir);
 
-    RunModel rm = {.model_dir = model_dir, .device = device ? device : "cpu"};
+    RunModel rm = {.model_dir = model_dir, .device = device ? device : "cpu", .weights = weights};
     DqRunOptions ro = {.worker = {.db_path = db_path,
                                   .model_id = model_id,
                                   .batch = batch,
@@ -133,5 +136,6 @@ out:
     g_free(model_id_opt);
     g_free(model_id);
     g_free(device);
+    g_free(weights);
     return rc;
 }

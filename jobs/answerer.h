@@ -58,7 +58,9 @@ static inline void dq_answerer_free(DqAnswerer *a) {
         a->free(a);
 }
 
-/* The SmolVLM answerer for a snapshot directory on a device ("cpu", "cuda", "cuda:1"). */
-DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, GError **err);
+/* The SmolVLM answerer for a snapshot directory on a device ("cpu", "cuda", "cuda:1"); weights:
+ * NULL (as stored) or "int8" (SmolvlmOptions.weights). */
+DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, const char *weights,
+                                     GError **err);
 
 #endif

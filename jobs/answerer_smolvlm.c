@@ -107,8 +107,9 @@ static void smolvlm_answerer_free(DqAnswerer *self) {
     g_free(a);
 }
 
-DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, GError **err) {
-    SmolvlmOptions opts = {.device = device};
+DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, const char *weights,
+                                     GError **err) {
+    SmolvlmOptions opts = {.device = device, .weights = weights};
     SmolvlmPipeline *pipe = smolvlm_pipeline_open(model_dir, &opts, err);
     if (pipe == NULL)
         return NULL;

@@ -4,7 +4,8 @@
 
 #include "dq_error.h"
 
-DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, GError **err) {
+DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, const char *weights,
+                                     GError **err) {
     dq_fail(err, DQ_ERR_UNSUPPORTED,
             "%s: this docqa was built without the SmolVLM engine (model/ is incomplete), so it "
             "cannot answer questions yet",

@@ -31,7 +31,9 @@ typedef struct {
     const float *data; /* backend memory: mapped file or owned copy */
     void *owned;       /* what weight_free releases; NULL when data points into the mapping */
     int dtype; /* DqDtype of data: DQ_DTYPE_F32 (0) unless a backend keeps another storage (the
-                * fast CPU backend keeps BF16 matrices as mapped) */
+                * fast CPU backend keeps BF16 matrices as mapped, and has DQ_WEIGHT_Q8, a private
+                * tag: int8 blocks of 32 with a float scale each, made by weight_init_q8,
+                * cpu_q8.h) */
 } DqWeight;
 
 /* Scaled dot-product attention over n_seq independent sequences packed one after another:
@@ -103,7 +105,13 @@ struct DqBackend {
     /* out [n, table.cols] = table[ids[r]] (ids already validated). */
     void (*embed)(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids, int n);
 
-    /* ---- optional promises (0 / NULL: none) */
+    /* ---- optional ops and promises (0 / NULL: none) */
+    /* As weight_init, but a matrix may be stored quantized to 8 bits (`--weights int8`: the
+     * decoder's linear layers), its products then approximate (cosine >= 0.999 to float32 on
+     * the fixtures); vectors and matrices the backend cannot quantize are kept as weight_init
+     * keeps them. NULL: the backend has no 8-bit weights (the reference, CUDA). */
+    gboolean (*weight_init_q8)(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
+                               GError **err);
     /* Up to this many rows, matmul computes every row exactly as it would alone, whatever n
      * is: the forward pass may then put rows of several requests into one call (the decode
      * step's batch) without changing any request's result. 0 for the CPU reference. */

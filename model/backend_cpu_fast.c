@@ -22,6 +22,7 @@
 #include "backend.h"
 
 #include "cpu_gemm.h"
+#include "cpu_q8.h"
 #include "cpu_simd.h"
 #include "dq_error.h"
 
@@ -58,8 +59,21 @@ static gboolean fast_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, 
     return TRUE;
 }
 
+/* --weights int8: matrices whose width is a multiple of 32 become int8 blocks (cpu_q8.h). */
+static gboolean fast_weight_init_q8(DqBackend *be, DqWeight *w, const DqTensor *t, int rows,
+                                    int cols, GError **err) {
+    FastCtx *ctx = be->ctx;
+    if (rows <= 1 || cols % DQ_Q8_BLOCK != 0)
+        return fast_weight_init(be, w, t, rows, cols, err);
+    return dq_q8_quantize(w, t, rows, cols, ctx->threads, err);
+}
+
 static void fast_weight_free(DqBackend *be, DqWeight *w) {
     FastCtx *ctx = be->ctx;
+    if (w->dtype == DQ_WEIGHT_Q8) {
+        dq_q8_free(w);
+        return;
+    }
     if (w->dtype == DQ_DTYPE_BF16) {
         memset(w, 0, sizeof *w);
         return;
@@ -176,7 +190,10 @@ static void fast_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
     FastCtx *ctx = be->ctx;
     if (n <= 0)
         return;
-    if (n <= DQ_FAST_GEMV_ROWS)
+    if (w->dtype == DQ_WEIGHT_Q8)
+        dq_q8_matmul(y, x, w, bias != NULL ? bias->data : NULL, n, DQ_FAST_GEMV_ROWS, ctx->threads,
+                     ctx->pack);
+    else if (n <= DQ_FAST_GEMV_ROWS)
         fast_gemv(ctx, y, x, w, bias, n);
     else
         fast_gemm(ctx, y, x, w, bias, n);
@@ -185,6 +202,10 @@ static void fast_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
 static void fast_embed(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids,
                        int n) {
     FastCtx *ctx = be->ctx;
+    if (table->dtype == DQ_WEIGHT_Q8) {
+        dq_q8_embed(table, ids, n, out);
+        return;
+    }
     if (table->dtype != DQ_DTYPE_BF16) {
         ctx->ref->embed(ctx->ref, out, table, ids, n);
         return;
@@ -536,6 +557,7 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->destroy = fast_destroy;
     be->weight_init = fast_weight_init;
     be->weight_free = fast_weight_free;
+    be->weight_init_q8 = fast_weight_init_q8;
     be->matmul = fast_matmul;
     be->embed = fast_embed;
     be->add_broadcast = fast_add_broadcast;

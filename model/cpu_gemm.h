@@ -4,7 +4,10 @@
  * where it lives (a mapped weight, a KV cache):
  *   DQ_GEMM_B_WT_F32 / _BF16  B = W^T, W [N, K] row-major: a linear layer's weight [out, in]
  *                             or attention's keys [n_kv, head_dim];
- *   DQ_GEMM_B_KN_F32          B [K, N] row-major: attention's values [n_kv, head_dim].
+ *   DQ_GEMM_B_KN_F32          B [K, N] row-major: attention's values [n_kv, head_dim];
+ *   DQ_GEMM_B_WT_Q8           B = W^T, W [N, K] as int8 blocks (cpu_q8.h): B points to a
+ *                             DqGemmQ8, ldb is W's row stride in values; dequantized (q * scale,
+ *                             float32) into the panels.
  * B is packed block by block (KC x NC, bf16 widened on the way) into 16-column panels, and a
  * 6 x 16 AVX2 micro-kernel keeps 12 accumulators in registers (the BLIS scheme: a B panel in L1,
  * rows of A from L2).
@@ -20,12 +23,21 @@
 
 #include <glib.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum {
     DQ_GEMM_B_WT_F32,
     DQ_GEMM_B_WT_BF16,
     DQ_GEMM_B_KN_F32,
+    DQ_GEMM_B_WT_Q8,
 } DqGemmB;
+
+/* int8 weights: W[n][k] = q[n * ldb + k] * scales[n * (ldb / DQ_Q8_BLOCK) + k / DQ_Q8_BLOCK]. */
+#define DQ_Q8_BLOCK 32
+typedef struct {
+    const int8_t *q;
+    const float *scales;
+} DqGemmQ8;
 
 typedef enum {
     DQ_GEMM_SET, /* C = A . B (+ bias) */

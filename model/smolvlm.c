@@ -55,6 +55,8 @@ struct Smolvlm {
     const DqWeight *lm_head; /* [V, Dt]: &lm_head_own, or &embed when tied */
     SmolvlmTraceFn trace;
     void *trace_user;
+    gboolean int8;     /* --weights int8 */
+    gboolean quantize; /* bind() quantizes what it binds (set around the decoder's matrices) */
 };
 
 struct SmolvlmKV {
@@ -93,7 +95,8 @@ static gboolean bind(Smolvlm *m, DqWeight *w, int rows, int cols, int ndim, cons
     char *name = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     const DqTensor *t = safetensors_require(m->st, name, ndim, shape, err);
-    gboolean ok = t != NULL && m->be->weight_init(m->be, w, t, rows, cols, err);
+    gboolean ok = t != NULL && (m->quantize ? m->be->weight_init_q8(m->be, w, t, rows, cols, err)
+                                            : m->be->weight_init(m->be, w, t, rows, cols, err));
     g_free(name);
     return ok;
 }
@@ -176,6 +179,7 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
         return FALSE;
     m->tl = g_new0(TextLayer, c->text_layers);
     int qd = c->text_heads * hd, kvd = c->text_kv_heads * hd;
+    m->quantize = m->int8; /* the norm vectors stay as weight_init keeps them */
     for (int l = 0; l < c->text_layers; l++) {
         TextLayer *L = &m->tl[l];
         if (!BIND1(&L->in_norm, Dt, "%s.layers.%d.input_layernorm.weight", tp, l) ||
@@ -189,8 +193,18 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
             !BIND2(&L->down_w, Dt, It, "%s.layers.%d.mlp.down_proj.weight", tp, l))
             return FALSE;
     }
+    m->quantize = FALSE;
     if (!BIND1(&m->norm, Dt, "%s.norm.weight", tp))
         return FALSE;
+    /* int8: lm_head too (a fifth of the decoder's bytes at 256M); when tied, a quantized copy
+     * of embed_tokens, whose lookups stay exact. */
+    if (m->int8 && c->tie_word_embeddings) {
+        m->quantize = TRUE;
+        gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "%s.embed_tokens.weight", tp);
+        m->quantize = FALSE;
+        m->lm_head = &m->lm_head_own;
+        return ok;
+    }
     /* transformers ties lm_head to embed_tokens when text_config.tie_word_embeddings is true,
      * whatever the file holds (the tiny snapshots have no lm_head.weight at all). */
     if (c->tie_word_embeddings) {
@@ -201,7 +215,10 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
                            "%s: tensor 'lm_head.weight' is missing and config.json says "
                            "tie_word_embeddings: false",
                            m->dir);
-        if (!BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight"))
+        m->quantize = m->int8;
+        gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight");
+        m->quantize = FALSE;
+        if (!ok)
             return FALSE;
         m->lm_head = &m->lm_head_own;
     }
@@ -246,6 +263,20 @@ void smolvlm_free(Smolvlm *m) {
     g_free(m);
 }
 
+static gboolean weights_option(Smolvlm *m, const char *device, const SmolvlmOptions *opts,
+                               GError **err) {
+    const char *weights = opts != NULL ? opts->weights : NULL;
+    if (weights == NULL || strcmp(weights, "stored") == 0)
+        return TRUE;
+    if (strcmp(weights, "int8") != 0)
+        return dq_fail(err, DQ_ERR_ARGS, "unknown weights '%s' (expected stored or int8)", weights);
+    if (m->be->weight_init_q8 == NULL)
+        return dq_fail(err, DQ_ERR_ARGS, "weights int8: device %s has no int8 kernels (use cpu)",
+                       device);
+    m->int8 = TRUE;
+    return TRUE;
+}
+
 Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err) {
     const char *device = opts != NULL && opts->device != NULL ? opts->device : "cpu";
     int cuda_index; /* a bad device name fails before anything is loaded */
@@ -259,7 +290,7 @@ Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err)
     if (m->st == NULL)
         goto fail;
     m->be = dq_backend_open_device(device, err); /* cpu, or cuda:I (backend_cuda.h) */
-    if (m->be == NULL || !bind_all(m, err))
+    if (m->be == NULL || !weights_option(m, device, opts, err) || !bind_all(m, err))
         goto fail;
     return m;
 fail:

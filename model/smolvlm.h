@@ -31,6 +31,10 @@
 
 typedef struct {
     const char *device; /* "cpu" (default; NULL means cpu) or "cuda" */
+    /* NULL or "stored": weights as the snapshot stores them. "int8": the decoder's linear layers
+     * (q, k, v, o, gate, up, down and lm_head; embed_tokens stays exact) quantized at load to
+     * int8 blocks (cpu_q8.h; device cpu only): faster decode, logits approximate. */
+    const char *weights;
 } SmolvlmOptions;
 
 typedef struct Smolvlm Smolvlm;

@@ -11,6 +11,8 @@
 # /tmp/docqa-random-models); --2.2b adds SmolVLM-Instruct's dimensions (slow on 2 cores: ~9 GB).
 # The page is generated (text, rules, a table; 1275x1650 = letter at 150 dpi), N=5 (21 tiles),
 # the DocVQA prompt, 32 forced new tokens (MAX_NEW). THREADS (default: all cores) for both.
+# The bf16 snapshot also runs with --weights int8 (DOCQA_WEIGHTS=int8: the decoder's matrices
+# quantized at load, cpu_q8.h); its decode tok/s is printed as a ratio to bf16 as stored.
 # transformers runs in a throw-away virtualenv ($VENV, default /tmp/docqa-bench-venv) created
 # from PyPI on first use: torch, transformers==4.57.6, pillow==12.3.0.
 #
@@ -73,6 +75,12 @@ for m in "${sizes[@]}"; do
       echo "$line" >&2
       echo "size=$m dtype=$dtype who=docqa-$dev $line" >> "$results"
     done
+    if [ "$dtype" = bf16 ]; then
+      line=$(DOCQA_DEVICE=cpu DOCQA_WEIGHTS=int8 "$build/tests/model/bench_model" "$dir" "$page" \
+        $n_res "$max_new")
+      echo "$line" >&2
+      echo "size=$m dtype=int8 who=docqa-cpu $line" >> "$results"
+    fi
     if [ "$hf" = 1 ] && [ "$dtype" = f32 ]; then
       line=$("$py" scripts/bench_model_hf.py run "$dir" "$page" $n_res "$max_new" "$threads")
       echo "$line" >&2
@@ -113,4 +121,12 @@ for r in rows:
     print(f"{r['size']:5} {r['dtype']:5} {r['who']:16} {r.get('tiles', ''):>5} "
           f"{r.get('prompt_tokens', ''):>6} {num(r, 'preprocess_ms'):8.0f} {num(r, 'vision_ms'):10.0f} "
           f"{num(r, 'prefill_ms'):10.0f} {num(r, 'decode_tok_s'):12.2f} {num(r, 'peak_rss_mb'):8.0f} | {ratio}")
+for r in rows:
+    if r["dtype"] != "int8":
+        continue
+    b = next((x for x in rows if x["size"] == r["size"] and x["dtype"] == "bf16"
+              and x["who"] == "docqa-cpu"), None)
+    if b is not None:
+        print(f"{r['size']}: --weights int8 decode {num(r, 'decode_tok_s') / num(b, 'decode_tok_s'):.2f}x "
+              f"bf16 as stored (target >= 1.5x), prefill {num(r, 'prefill_ms') / num(b, 'prefill_ms'):.2f}x")
 PY

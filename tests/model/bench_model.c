@@ -32,8 +32,12 @@ int main(int argc, char **argv) {
     GError *err = NULL;
 
     double t0 = dq_now_ms();
-    /* DOCQA_DEVICE: cpu (the fast backend, default), cpu-ref, cuda:I */
-    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = g_getenv("DOCQA_DEVICE")}, &err);
+    /* DOCQA_DEVICE: cpu (the fast backend, default), cpu-ref, cuda:I; DOCQA_WEIGHTS: int8 (the
+     * decoder's matrices quantized at load) or unset */
+    Smolvlm *m = smolvlm_open(
+        snap,
+        &(SmolvlmOptions){.device = g_getenv("DOCQA_DEVICE"), .weights = g_getenv("DOCQA_WEIGHTS")},
+        &err);
     if (m == NULL)
         return fail(err);
     double load_ms = dq_now_ms() - t0;

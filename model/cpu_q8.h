@@ -1,0 +1,65 @@
+/* The fast CPU backend's optional 8-bit decoder weights (`--weights int8`).
+ *
+ * Format: symmetric int8 in blocks of DQ_Q8_BLOCK (32) consecutive input features of one output
+ * row, one float32 scale a block: w[o][k] ~ q[o][k] * scale[o][k / 32], scale = max |w| of the
+ * block / 127, q = round-to-nearest(w / scale). Blocks of 32 rather than one scale an output
+ * channel: a single large weight then coarsens only its own 32 neighbours instead of the whole
+ * row (llama.cpp's Q8_0 makes the same choice), and the float scales cost 4/32 = 0.125 byte a
+ * weight: 1.125 bytes against bf16's 2, so a decode step streams 44% fewer bytes. Blocks of 64
+ * would save 0.06 byte a weight more; the accuracy of 32 was worth it (README: logits cosine
+ * on the fixtures).
+ *
+ * Storage: one owned allocation, q [rows, cols] int8 then scales [rows, cols / 32] float32; the
+ * DqWeight's data points at its start and its dtype is DQ_WEIGHT_Q8, a backend-private tag next
+ * to DqDtype's values (backend.h). Only matrices whose cols is a multiple of 32 are quantized
+ * (every SmolVLM decoder matrix is); the caller keeps the others as stored.
+ *
+ * Products: activations stay float32. Each block's 32 products are summed in float32, then
+ * multiplied by the block's scale and added to the row's sum, block after block: every row is
+ * computed in the same order whatever the number of rows (the backend's row invariance up to
+ * DQ_FAST_GEMV_ROWS). More rows (prefill) go through cpu_gemm.c with weights dequantized into
+ * its packed panels (DQ_GEMM_B_WT_Q8), row invariant from then on as every dq_gemm product. */
+#ifndef DQ_CPU_Q8_H
+#define DQ_CPU_Q8_H
+
+#include "backend.h"
+#include "cpu_gemm.h"
+
+#include <glib.h>
+#include <stdint.h>
+
+/* DqWeight.dtype of an int8-block matrix (not a DqDtype: never found in a file). */
+#define DQ_WEIGHT_Q8 0x51
+
+/* w = tensor t ([rows, cols] of F32, BF16 or F16) quantized. cols must be a multiple of
+ * DQ_Q8_BLOCK and rows * cols the tensor's size (else an error naming the tensor). `threads`:
+ * OpenMP threads for the conversion. */
+gboolean dq_q8_quantize(DqWeight *w, const DqTensor *t, int rows, int cols, int threads,
+                        GError **err);
+void dq_q8_free(DqWeight *w);
+
+static inline const int8_t *dq_q8_values(const DqWeight *w) {
+    return (const int8_t *)w->data;
+}
+static inline const float *dq_q8_scales(const DqWeight *w) {
+    return (const float *)(dq_q8_values(w) + (size_t)w->rows * w->cols);
+}
+
+/* out [rows, cols] = q * scale (what the products multiply; for tests and checks). */
+void dq_q8_dequantize(const DqWeight *w, float *out);
+
+/* out [n, w.cols] = rows ids[0..n) dequantized (an embedding lookup on a quantized table; the
+ * model keeps its embed_tokens exact and never asks for this). */
+void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out);
+
+/* y [n, w.rows] = x [n, w.cols] . w^T (+ bias [w.rows]) for output features [o0, o1), one
+ * thread; n <= 8 or so (a weight pass for all rows, each row in the fixed order above). */
+void dq_q8_gemv(float *y, const float *x, const DqWeight *w, const float *bias, int o0, int o1,
+                int n);
+
+/* The backend's matmul on a DQ_WEIGHT_Q8 weight: gemv split over `threads` for n <= gemv_rows,
+ * cpu_gemm.c otherwise (pack: threads x DQ_GEMM_PACK_FLOATS floats, 32-byte aligned). */
+void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias, int n,
+                  int gemv_rows, int threads, float *pack);
+
+#endif
