@@ -1,15 +1,22 @@
 /* The model seam: what a worker needs from a model, and nothing more.
  *
- * A worker hands a batch of (page image, question, prompt) requests to an answerer and gets one
- * result per request. The answerer knows nothing about the queue, leases or the database; the
- * worker knows nothing about tokens or tensors. The SmolVLM engine implements it (the DocVQA
- * prompt, greedy decoding); the queue's tests implement it with a deterministic stand-in so the
- * queue logic is tested without a model.
+ * A worker submits (page image, question, prompt) requests to an answerer as they are claimed
+ * and polls for the finished ones; each comes back once, with the tag it was submitted with.
+ * The answerer knows nothing about the queue, leases or the database; the worker knows nothing
+ * about tokens or tensors. The SmolVLM engine implements it (the DocVQA prompt, greedy
+ * decoding, continuous batching: a request leaves the model as soon as it is finished and the
+ * next one takes its place); the queue's tests implement it with a deterministic stand-in so
+ * the queue logic is tested without a model.
  *
- * Failures: a request whose input is bad (image missing or undecodable) gets result.error with
- * code DQ_ERR_IO or DQ_ERR_FORMAT, and its job fails at once (retrying cannot help). Any other
- * per-request error is retried with backoff. answer_batch returning FALSE means the whole batch
- * failed (the model itself is unusable, out of memory...): every job in it is retried.
+ *   a->batch = 4;                                  // requests in the model at once
+ *   a->submit(a, &req, job_id, &err);              // up to batch + a->lookahead in flight
+ *   int k = a->poll(a, done, max);                 // a decode step; done[0..k) are finished
+ *
+ * Failures: a request whose input is bad (image missing or undecodable) finishes with
+ * result.error with code DQ_ERR_IO or DQ_ERR_FORMAT, and its job fails at once (retrying cannot
+ * help). Any other per-request error (the model failed while it was in it, out of memory...)
+ * is retried with backoff. After SIGINT/SIGTERM (cancel) the worker stops polling and releases
+ * whatever is still in flight.
  */
 #ifndef DQ_ANSWERER_H
 #define DQ_ANSWERER_H
@@ -39,15 +46,29 @@ typedef struct {
     GError *error; /* set when this request failed; the others still count */
 } DqAnswerResult;
 
+typedef struct {
+    gint64 tag; /* as submitted (the worker's job id) */
+    DqAnswerResult result;
+} DqAnswerDone;
+
 typedef struct DqAnswerer DqAnswerer;
 struct DqAnswerer {
-    /* Answers reqs[0..n) into out[0..n) (zero-filled by the caller). */
-    gboolean (*answer_batch)(DqAnswerer *self, const DqAnswerRequest *reqs, int n,
-                             DqAnswerResult *out, GError **err);
+    /* Takes one request; its strings are copied, the caller's may go after the call. FALSE
+     * (err set): not taken, not in flight. */
+    gboolean (*submit)(DqAnswerer *self, const DqAnswerRequest *req, gint64 tag, GError **err);
+    /* Does a bounded piece of work (one decode step, or a short wait for preprocessing) and
+     * moves finished requests into done[0..max) (max >= requests in flight); returns how many.
+     * Returns 0 at once when nothing is in flight. */
+    int (*poll)(DqAnswerer *self, DqAnswerDone *done, int max);
     void (*free)(DqAnswerer *self);
     /* Set by the worker; when it becomes non-zero (SIGINT/SIGTERM) the answerer may stop early
-     * and fail the unfinished requests with DQ_ERR_CANCELLED (their jobs are released). */
+     * (the worker releases the jobs still in flight). */
     volatile sig_atomic_t *cancel;
+    /* Set by the worker before the first submit: requests in the model at once (--batch). */
+    int batch;
+    /* Set by the answerer: requests it wants in flight beyond `batch`, so that their host work
+     * (page decode, image processor, tokenizer) is done before a slot frees up. */
+    int lookahead;
 };
 
 /* Frees the result's text and error. */

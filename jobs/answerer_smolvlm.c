@@ -1,16 +1,27 @@
-/* The SmolVLM answerer: a batch of (page image, question) requests through the model/ engine.
+/* The SmolVLM answerer: (page image, question) requests through the model/ engine, continuously
+ * batched, with the host work on a thread of its own.
  *
  * Requests are built by model/pipeline.h, the code `docqa generate` uses, so a job's answer is
  * exactly what `docqa generate -i PAGE.png -p PROMPT --n-res N` prints for the same page and
  * prompt: the page PNG -> Idefics3 image processor at the page's n_res; the prompt template with
  * {question} substituted -> the chat template, one user turn with the image first -> <image>
- * expansion -> token ids. All requests of a batch then go through smolvlm_generate at once
- * (vision batched, prefill and decode side by side; a request's tokens do not depend on its
- * batch-mates), greedy, up to max_new_tokens. The answer is the generated ids decoded with
- * special tokens skipped, surrounding whitespace stripped (as `docqa generate` prints it).
+ * expansion -> token ids. Greedy, up to max_new_tokens; the answer is the generated ids decoded
+ * with special tokens skipped, surrounding whitespace stripped (as `docqa generate` prints it).
+ *
+ *   submit --todo--> preprocessing thread (PNG decode, image processor, tokenizer) --ready-->
+ *   poll: ready requests fill the generator's free slots (one vision + prefill batch), one
+ *         decode step for every slot, finished requests out (generate.h: DqGenerator)
+ *
+ * The model never waits for preprocessing while it has work: poll blocks on `ready` only when
+ * the generator is empty. The queues hold at most what the worker has in flight (batch +
+ * lookahead), so they are bounded by the worker. Questions about the same page share one
+ * vision pass: the generator keeps the features of the last pages by features_key (the page
+ * PNG's path, which is its SHA-256, and n_res). A request's tokens never depend on its
+ * batch-mates or on when it joined, so the batching changes no answer.
  */
 #include "answerer.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "generate.h"
 #include "image.h"
@@ -19,10 +30,41 @@
 
 #include <string.h>
 
+#define LOOKAHEAD 2 /* requests preprocessed ahead of a free slot */
+
+/* One request from submit to its result. */
+typedef struct {
+    gint64 tag;
+    char *image_path, *text, *key;
+    int n_res, max_new_tokens;
+    SmolvlmPrompt prompt; /* filled by the preprocessing thread */
+    GError *error;        /* preprocessing failed */
+    double ms_image;
+} Pending;
+
 typedef struct {
     DqAnswerer base;
     SmolvlmPipeline *pipe;
+    GThread *prep;
+    GAsyncQueue *todo, *ready; /* Pending; `todo` ends with &quit */
+    volatile gint stopping;    /* set by free: the thread skips what is left */
+    DqGenerator *gen;          /* made at the first poll, base.batch slots */
+    Pending **in_slot;         /* [slots] */
+    int in_flight;             /* submitted, not yet returned */
 } SmolvlmAnswerer;
+
+static Pending quit; /* the end of `todo` */
+
+static void pending_free(Pending *p) {
+    if (p == NULL || p == &quit)
+        return;
+    g_free(p->image_path);
+    g_free(p->text);
+    g_free(p->key);
+    smolvlm_prompt_clear(&p->prompt);
+    g_clear_error(&p->error);
+    g_free(p);
+}
 
 /* The prompt template with every {question} replaced. */
 static char *fill_template(const char *tmpl, const char *question) {
@@ -33,76 +75,185 @@ static char *fill_template(const char *tmpl, const char *question) {
     return g_strchomp(out);
 }
 
-static gboolean prepare(SmolvlmAnswerer *a, const DqAnswerRequest *r, SmolvlmPrompt *prompt,
-                        GError **err) {
-    DqImage *img = dq_image_load(r->image_path, DQ_EXIF_APPLY, err);
+static gboolean prepare(SmolvlmPipeline *pipe, Pending *p, GError **err) {
+    DqImage *img = dq_image_load(p->image_path, DQ_EXIF_APPLY, err);
     if (img == NULL)
         return FALSE;
-    char *text = fill_template(r->prompt_template, r->question);
-    SmolvlmPrepareOptions opts = {.n_res = r->n_res};
-    gboolean ok = smolvlm_prompt_build(a->pipe, (const DqImage *const *)&img, 1, text, NULL, &opts,
-                                       prompt, err);
+    SmolvlmPrepareOptions opts = {.n_res = p->n_res};
+    gboolean ok = smolvlm_prompt_build(pipe, (const DqImage *const *)&img, 1, p->text, NULL, &opts,
+                                       &p->prompt, err);
     if (!ok)
-        dq_error_prefix(err, "%s", r->image_path);
-    g_free(text);
+        dq_error_prefix(err, "%s", p->image_path);
     dq_image_free(img);
     return ok;
 }
 
-static gboolean smolvlm_answer_batch(DqAnswerer *self, const DqAnswerRequest *reqs, int n,
-                                     DqAnswerResult *out, GError **err) {
+/* The preprocessing thread. The pipeline's tokenizer, template and processor settings are
+ * read-only after open (the tokenizer's word cache has its own lock). */
+static gpointer prep_main(gpointer data) {
+    SmolvlmAnswerer *a = data;
+    for (;;) {
+        Pending *p = g_async_queue_pop(a->todo);
+        if (p == &quit)
+            break;
+        double t0 = dq_now_ms();
+        if (g_atomic_int_get(&a->stopping) || (a->base.cancel && *a->base.cancel))
+            dq_fail(&p->error, DQ_ERR_CANCELLED, "%s: cancelled", p->image_path);
+        else
+            prepare(a->pipe, p, &p->error);
+        p->ms_image = dq_now_ms() - t0;
+        g_async_queue_push(a->ready, p);
+    }
+    return NULL;
+}
+
+static gboolean smolvlm_submit(DqAnswerer *self, const DqAnswerRequest *r, gint64 tag,
+                               GError **err) {
     SmolvlmAnswerer *a = (SmolvlmAnswerer *)self;
-    SmolvlmPrompt *prompts = g_new0(SmolvlmPrompt, n);
-    SmolvlmRequest *sreq = g_new0(SmolvlmRequest, n);
-    DqGenerateResult *gres = g_new0(DqGenerateResult, n);
-    int *index = g_new0(int, n); /* sreq[k] answers reqs[index[k]] */
-    int m = 0;
-    gboolean ok = TRUE;
-    for (int i = 0; i < n; i++) {
-        if (!prepare(a, &reqs[i], &prompts[i], &out[i].error))
-            continue; /* this request fails alone (a bad image fails its job, see answerer.h) */
-        smolvlm_request_init(a->pipe, &prompts[i], &sreq[m]);
-        sreq[m].options.do_sample = FALSE; /* greedy, as the DocVQA evaluation ran it */
-        sreq[m].options.max_new_tokens = reqs[i].max_new_tokens > 0 ? reqs[i].max_new_tokens : 64;
-        index[m++] = i;
-    }
-    if (m > 0) {
-        DqGenerateTimings tm;
-        memset(&tm, 0, sizeof(tm));
-        if (!smolvlm_generate(a->pipe->model, sreq, m, gres, &tm, err)) {
-            ok = FALSE;
-            goto out;
+    (void)err; /* failures come back through poll, per request */
+    Pending *p = g_new0(Pending, 1);
+    p->tag = tag;
+    p->image_path = g_strdup(r->image_path);
+    p->text = fill_template(r->prompt_template, r->question);
+    p->key = g_strdup_printf("%s#n_res=%d", r->image_path, r->n_res);
+    p->n_res = r->n_res;
+    p->max_new_tokens = r->max_new_tokens > 0 ? r->max_new_tokens : 64;
+    a->in_flight++;
+    g_async_queue_push(a->todo, p);
+    return TRUE;
+}
+
+/* done[k] = a failure of p (which is freed). */
+static void done_error(DqAnswerDone *d, Pending *p, GError *e) {
+    memset(d, 0, sizeof *d);
+    d->tag = p->tag;
+    d->result.error = e;
+    d->result.ms_image = d->result.ms_total = p->ms_image;
+    pending_free(p);
+}
+
+/* Ready requests into the free slots, all in one add; failures go to done. */
+static int fill_slots(SmolvlmAnswerer *a, DqAnswerDone *done, int max) {
+    int n_free = dq_generator_n_free(a->gen), k = 0, n = 0;
+    Pending **batch = g_new0(Pending *, n_free > 0 ? n_free : 1);
+    SmolvlmRequest *reqs = g_new0(SmolvlmRequest, n_free > 0 ? n_free : 1);
+    while (n < n_free && k < max) {
+        /* Wait (briefly) only when the model would otherwise idle. */
+        gboolean idle = dq_generator_n_active(a->gen) == 0 && n == 0 &&
+                        dq_generator_n_free(a->gen) == dq_generator_n_slots(a->gen);
+        Pending *p =
+            idle ? g_async_queue_timeout_pop(a->ready, 50000) : g_async_queue_try_pop(a->ready);
+        if (p == NULL)
+            break;
+        if (p->error != NULL) {
+            GError *e = p->error;
+            p->error = NULL;
+            done_error(&done[k++], p, e);
+            continue;
         }
-        for (int k = 0; k < m; k++) {
-            int i = index[k];
-            DqAnswerResult *r = &out[i];
-            char *text = tokenizer_decode(a->pipe->tok, gres[k].output_ids,
-                                          (size_t)gres[k].n_output_ids, TRUE, NULL);
-            r->text = g_strstrip(text);
-            r->prompt_tokens = prompts[i].n_input_ids;
-            r->generated_tokens = gres[k].n_output_ids;
-            /* The batch's stage times, shared out evenly: one request's own cannot be told
-             * apart once they run side by side. */
-            r->ms_image = prompts[i].preprocess_ms;
-            r->ms_vision = tm.vision_ms / m;
-            r->ms_prefill = tm.prefill_ms / m;
-            r->ms_decode = tm.decode_ms / m;
-            r->ms_total = r->ms_image + r->ms_vision + r->ms_prefill + r->ms_decode;
-            dq_generate_result_clear(&gres[k]);
+        smolvlm_request_init(a->pipe, &p->prompt, &reqs[n]);
+        reqs[n].options.do_sample = FALSE; /* greedy, as the DocVQA evaluation ran it */
+        reqs[n].options.max_new_tokens = p->max_new_tokens;
+        reqs[n].features_key = p->key;
+        batch[n++] = p;
+    }
+    if (n > 0) {
+        int *slots = g_new(int, n);
+        GError *e = NULL;
+        if (dq_generator_add(a->gen, reqs, n, slots, &e)) {
+            for (int i = 0; i < n; i++) {
+                a->in_slot[slots[i]] = batch[i];
+                smolvlm_prompt_clear(&batch[i]->prompt); /* tiles and ids are not needed now */
+            }
+        } else {
+            for (int i = 0; i < n; i++)
+                done_error(&done[k++], batch[i], i == 0 ? e : g_error_copy(e));
+        }
+        g_free(slots);
+    }
+    g_free(batch);
+    g_free(reqs);
+    return k;
+}
+
+static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
+    SmolvlmAnswerer *a = (SmolvlmAnswerer *)self;
+    if (a->in_flight == 0 || max < 1)
+        return 0;
+    if (a->gen == NULL) {
+        GError *e = NULL;
+        int slots = MAX(self->batch, 1);
+        /* Features of a few more pages than slots: a page's questions arrive close together. */
+        if ((a->gen = dq_generator_new(a->pipe->model, slots, slots + LOOKAHEAD, &e)) == NULL) {
+            Pending *p = g_async_queue_timeout_pop(a->ready, 50000);
+            if (p == NULL) {
+                g_error_free(e);
+                return 0;
+            }
+            done_error(&done[0], p, e);
+            a->in_flight--;
+            return 1;
+        }
+        a->in_slot = g_new0(Pending *, slots);
+    }
+    int k = fill_slots(a, done, max);
+    if (dq_generator_n_active(a->gen) > 0) {
+        GError *e = NULL;
+        if (!dq_generator_step(a->gen, &e)) {
+            /* The generator dropped every request: each fails (and is retried). */
+            for (int s = 0; s < dq_generator_n_slots(a->gen) && k < max; s++)
+                if (a->in_slot[s] != NULL) {
+                    done_error(&done[k++], a->in_slot[s], g_error_copy(e));
+                    a->in_slot[s] = NULL;
+                }
+            g_error_free(e);
         }
     }
-out:
-    for (int i = 0; i < n; i++)
-        smolvlm_prompt_clear(&prompts[i]);
-    g_free(prompts);
-    g_free(sreq);
-    g_free(gres);
-    g_free(index);
-    return ok;
+    int n_slots = dq_generator_n_slots(a->gen);
+    DqGeneratorDone *fin = g_new0(DqGeneratorDone, n_slots);
+    int n_fin = dq_generator_take_finished(a->gen, fin, MIN(n_slots, max - k));
+    for (int i = 0; i < n_fin; i++) {
+        Pending *p = a->in_slot[fin[i].slot];
+        a->in_slot[fin[i].slot] = NULL;
+        DqAnswerDone *d = &done[k++];
+        memset(d, 0, sizeof *d);
+        d->tag = p->tag;
+        DqAnswerResult *r = &d->result;
+        char *text = tokenizer_decode(a->pipe->tok, fin[i].result.output_ids,
+                                      (size_t)fin[i].result.n_output_ids, TRUE, NULL);
+        r->text = g_strstrip(text);
+        r->prompt_tokens = fin[i].prompt_tokens;
+        r->generated_tokens = fin[i].result.n_output_ids;
+        r->ms_image = p->ms_image;
+        r->ms_vision = fin[i].vision_ms;
+        r->ms_prefill = fin[i].prefill_ms;
+        r->ms_decode = fin[i].decode_ms;
+        r->ms_total = r->ms_image + r->ms_vision + r->ms_prefill + r->ms_decode;
+        dq_generate_result_clear(&fin[i].result);
+        pending_free(p);
+    }
+    g_free(fin);
+    a->in_flight -= k;
+    return k;
 }
 
 static void smolvlm_answerer_free(DqAnswerer *self) {
     SmolvlmAnswerer *a = (SmolvlmAnswerer *)self;
+    g_atomic_int_set(&a->stopping, 1);
+    g_async_queue_push(a->todo, &quit);
+    g_thread_join(a->prep);
+    Pending *p;
+    while ((p = g_async_queue_try_pop(a->todo)) != NULL)
+        pending_free(p);
+    while ((p = g_async_queue_try_pop(a->ready)) != NULL)
+        pending_free(p);
+    if (a->gen != NULL)
+        for (int s = 0; s < dq_generator_n_slots(a->gen); s++)
+            pending_free(a->in_slot[s]);
+    dq_generator_free(a->gen);
+    g_free(a->in_slot);
+    g_async_queue_unref(a->todo);
+    g_async_queue_unref(a->ready);
     smolvlm_pipeline_free(a->pipe);
     g_free(a);
 }
@@ -114,8 +265,13 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, 
     if (pipe == NULL)
         return NULL;
     SmolvlmAnswerer *a = g_new0(SmolvlmAnswerer, 1);
-    a->base.answer_batch = smolvlm_answer_batch;
+    a->base.submit = smolvlm_submit;
+    a->base.poll = smolvlm_poll;
     a->base.free = smolvlm_answerer_free;
+    a->base.lookahead = LOOKAHEAD;
     a->pipe = pipe;
+    a->todo = g_async_queue_new();
+    a->ready = g_async_queue_new();
+    a->prep = g_thread_new("preprocess", prep_main, a);
     return &a->base;
 }

@@ -28,12 +28,13 @@
  *
  * ---- Leases, and who may write what ----
  *
- * A worker claims up to N queued jobs of its model with one `UPDATE jobs SET state='running',
- * lease_owner=<worker id>, lease_expires_ms=now+lease, attempts=attempts+1 WHERE id IN (SELECT
- * ... LIMIT N) RETURNING id` inside a short BEGIN IMMEDIATE transaction; the same transaction
- * first returns jobs whose lease expired to the queue (recording a 'lease_expired' error; a job
- * whose last attempt expired goes dead, so a page that crashes every worker cannot stall the
- * queue forever). The worker id is host:pid:random, unique per worker process.
+ * A worker claims up to N queued jobs of its model (as many as it has free slots) with one
+ * `UPDATE jobs SET state='running', lease_owner=<worker id>, lease_expires_ms=now+lease,
+ * attempts=attempts+1 WHERE id IN (SELECT ... LIMIT N) RETURNING id` inside a short BEGIN IMMEDIATE
+ * transaction; the same transaction first returns jobs whose lease expired to the queue (recording
+ * a 'lease_expired' error; a job whose last attempt expired goes dead, so a page that crashes every
+ * worker cannot stall the queue forever). The worker id is host:pid:random, unique per worker
+ * process.
  *
  * While it holds a lease, only the holder writes the job: a heartbeat thread (its own database
  * connection) extends lease_expires_ms every lease/3; completion and failure statements all
@@ -134,7 +135,8 @@ char *queue_page_image_path(const char *db_path, const char *image_sha256);
 typedef struct {
     const char *db_path;
     const char *model_id;
-    int batch;            /* jobs per claim (N), >= 1 */
+    int batch;            /* requests in the model at once (N), >= 1; the worker holds up to
+                             N + the answerer's lookahead jobs (answerer.h) */
     gboolean until_empty; /* exit when no queued or running job of the model is left */
     gint64 lease_ms;      /* default 60000 */
     gint64 heartbeat_ms;  /* default lease_ms / 3 */
@@ -154,8 +156,9 @@ typedef struct {
     gint64 lost;     /* answered after the lease was lost: nothing written */
 } DqWorkerStats;
 
-/* Claims, answers and completes batches until `stop` becomes non-zero (then finishes or
- * releases the current batch), the queue is empty (until_empty), or the budget is spent.
+/* Keeps up to batch + lookahead jobs in flight (continuous batching: each job is completed as soon
+ * as it is answered and a new one claimed in its place) until `stop` becomes non-zero (then
+ * releases the jobs in flight), the queue is empty (until_empty), or the budget is spent.
  * Returns FALSE only when the worker could not go on (database unusable). */
 gboolean queue_worker_run(const DqWorkerOptions *opt, DqAnswerer *answerer,
                           volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err);

@@ -1,5 +1,6 @@
-/* One worker process: claim a batch under a lease, answer it outside any transaction while a
- * heartbeat thread keeps the lease, complete it under the lease. See queue.h. */
+/* One worker process: claim jobs under a lease, answer them outside any transaction while a
+ * heartbeat thread keeps the leases, complete each under its lease as soon as it is answered and
+ * claim the next in its place (continuous batching). See queue.h. */
 #include "queue.h"
 
 #include "dq_error.h"
@@ -27,8 +28,9 @@ static char *iso_now(void) {
 /* ---- heartbeat ----
  *
  * A thread with its own connection (SQLite connections are not shared between threads here:
- * the store opens them NOMUTEX) extends the leases every heartbeat_ms while a batch is held, so
- * a long batch keeps its jobs however long the model takes, and a dead worker's jobs expire
+ * the store opens them NOMUTEX) extends the leases of every job this worker holds every
+ * heartbeat_ms while any is in flight, so a job keeps its lease however long the model takes
+ * (and however long it waited for a slot), and a dead worker's jobs expire
  * within one lease. */
 
 typedef struct {
@@ -128,134 +130,146 @@ static void fail_job(DqStore *s, const char *owner, const DqWorkerOptions *opt, 
         stats->failed++;
 }
 
-/* Answers and completes one claimed batch. FALSE when the database failed. */
-static gboolean run_batch(DqStore *s, const char *owner, const DqWorkerOptions *opt,
-                          DqAnswerer *answerer, Heartbeat *hb, GPtrArray *jobs,
-                          DqWorkerStats *stats, GError **err) {
-    int n = (int)jobs->len;
-    DqAnswerRequest *reqs = g_new0(DqAnswerRequest, n);
-    DqAnswerResult *res = g_new0(DqAnswerResult, n);
-    DqClaimedJob **asked = g_new0(DqClaimedJob *, n);
-    PromptSettings *ps = g_new0(PromptSettings, n);
-    char **paths = g_new0(char *, n);
-    int m = 0;
+/* ---- jobs in flight ----
+ *
+ * Continuous batching: the worker keeps up to batch + lookahead jobs submitted to the answerer
+ * (answerer.h). When one finishes it is completed at once and a new job is claimed for its place,
+ * so no job waits for the slowest of a batch. Every job in flight is leased by this worker; the
+ * heartbeat renews all of them together. */
+
+typedef struct {
+    DqClaimedJob *job;
+    char *path;
+    PromptSettings ps;
+    char *started;
+} InFlight;
+
+static void in_flight_free(gpointer p) {
+    InFlight *f = p;
+    dq_claimed_job_free(f->job);
+    g_free(f->path);
+    g_free(f->ps.template_text);
+    g_free(f->started);
+    g_free(f);
+}
+
+/* Submits a claimed job (takes it); one that cannot be asked fails here. */
+static void submit_job(DqStore *s, const char *owner, const DqWorkerOptions *opt,
+                       DqAnswerer *answerer, DqClaimedJob *j, GHashTable *in_flight,
+                       DqWorkerStats *stats) {
+    InFlight *f = g_new0(InFlight, 1);
+    f->job = j;
+    GError *e = NULL;
+    f->path = queue_page_image_path(opt->db_path, j->image_sha256);
+    if (f->path == NULL || !g_file_test(f->path, G_FILE_TEST_IS_REGULAR)) {
+        char *msg = g_strdup_printf("%s: page image missing (%s, page %d)",
+                                    f->path ? f->path : "(no image recorded)", j->document_path,
+                                    j->page_number);
+        fail_job(s, owner, opt, j->job_id, "page_image", msg, FALSE, stats);
+        g_free(msg);
+        in_flight_free(f);
+        return;
+    }
+    if (!parse_settings(j->generation_settings, &f->ps, &e)) {
+        fail_job(s, owner, opt, j->job_id, "settings", e->message, FALSE, stats);
+        g_error_free(e);
+        in_flight_free(f);
+        return;
+    }
+    int n_res = 0;
+    if (j->render_settings != NULL) {
+        /* The render settings are ingest's canonical JSON; only n_res matters here. */
+        JsonParser *rp = json_parser_new();
+        if (json_parser_load_from_data(rp, j->render_settings, -1, NULL) &&
+            JSON_NODE_HOLDS_OBJECT(json_parser_get_root(rp)))
+            n_res = (int)json_object_get_int_member_with_default(
+                json_node_get_object(json_parser_get_root(rp)), "n_res", 0);
+        g_object_unref(rp);
+    }
+    DqAnswerRequest req = {.image_path = f->path,
+                           .question = j->question,
+                           .prompt_template = f->ps.template_text,
+                           .max_new_tokens = f->ps.max_new_tokens,
+                           .n_res = n_res};
+    f->started = iso_now();
+    if (!answerer->submit(answerer, &req, j->job_id, &e)) {
+        fail_job(s, owner, opt, j->job_id, "model", e->message, TRUE, stats);
+        g_error_free(e);
+        in_flight_free(f);
+        return;
+    }
+    g_hash_table_insert(in_flight, &j->job_id, f);
+}
+
+/* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
+ * database failed. */
+static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions *opt,
+                            GHashTable *in_flight, DqAnswerDone *done, int k,
+                            volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err) {
+    InFlight **f = g_new0(InFlight *, k);
+    DqJobAnswer *answers = g_new0(DqJobAnswer, k);
+    int n_answers = 0;
     gboolean ok = FALSE;
-    char *started = iso_now();
-
-    for (int i = 0; i < n; i++) {
-        DqClaimedJob *j = g_ptr_array_index(jobs, i);
-        GError *e = NULL;
-        char *path = queue_page_image_path(opt->db_path, j->image_sha256);
-        if (path == NULL || !g_file_test(path, G_FILE_TEST_IS_REGULAR)) {
-            char *msg = g_strdup_printf("%s: page image missing (%s, page %d)",
-                                        path ? path : "(no image recorded)", j->document_path,
-                                        j->page_number);
-            fail_job(s, owner, opt, j->job_id, "page_image", msg, FALSE, stats);
-            g_free(msg);
-            g_free(path);
+    char *finished = iso_now();
+    for (int i = 0; i < k; i++) {
+        f[i] = g_hash_table_lookup(in_flight, &done[i].tag);
+        DqAnswerResult *r = &done[i].result;
+        if (f[i] == NULL) {
+            fprintf(stderr,
+                    "docqa: worker %s: the answerer returned job %" G_GINT64_FORMAT
+                    ", which is not in flight\n",
+                    owner, done[i].tag);
             continue;
         }
-        if (!parse_settings(j->generation_settings, &ps[m], &e)) {
-            fail_job(s, owner, opt, j->job_id, "settings", e->message, FALSE, stats);
-            g_error_free(e);
-            g_free(path);
+        if (r->error == NULL && r->text != NULL)
+            answers[n_answers++] = (DqJobAnswer){
+                .job_id = f[i]->job->job_id,
+                .text = r->text,
+                .prompt_tokens = r->prompt_tokens,
+                .generated_tokens = r->generated_tokens,
+                .started_at = f[i]->started,
+                .finished_at = finished,
+                .ms_image = r->ms_image,
+                .ms_vision = r->ms_vision,
+                .ms_prefill = r->ms_prefill,
+                .ms_decode = r->ms_decode,
+                .ms_total = r->ms_total,
+            };
+    }
+    queue_test_point("worker:before_complete");
+    int written = 0;
+    if (n_answers > 0) {
+        if (!store_jobs_complete(s, owner, answers, n_answers, &written, err))
+            goto out;
+        stats->done += written;
+        stats->lost += n_answers - written;
+    }
+    for (int i = 0; i < k; i++) {
+        GError *e = done[i].result.error;
+        if (f[i] == NULL)
             continue;
+        gint64 id = f[i]->job->job_id;
+        if (e == NULL && done[i].result.text == NULL)
+            fail_job(s, owner, opt, id, "model", "the model returned no answer", TRUE, stats);
+        else if (e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *stop)
+            ; /* released when the worker stops */
+        else if (e != NULL) {
+            gboolean bad_input =
+                e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
+            fail_job(s, owner, opt, id, bad_input ? "page_image" : "model", e->message, !bad_input,
+                     stats);
         }
-        int n_res = 0;
-        if (j->render_settings != NULL) {
-            /* The render settings are ingest's canonical JSON; only n_res matters here. */
-            JsonParser *rp = json_parser_new();
-            if (json_parser_load_from_data(rp, j->render_settings, -1, NULL) &&
-                JSON_NODE_HOLDS_OBJECT(json_parser_get_root(rp)))
-                n_res = (int)json_object_get_int_member_with_default(
-                    json_node_get_object(json_parser_get_root(rp)), "n_res", 0);
-            g_object_unref(rp);
-        }
-        paths[m] = path;
-        reqs[m] = (DqAnswerRequest){.image_path = path,
-                                    .question = j->question,
-                                    .prompt_template = ps[m].template_text,
-                                    .max_new_tokens = ps[m].max_new_tokens,
-                                    .n_res = n_res};
-        asked[m] = j;
-        m++;
+        if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *stop))
+            g_hash_table_remove(in_flight, &done[i].tag);
     }
-
-    if (m > 0) {
-        GError *batch_err = NULL;
-        heartbeat_set_active(hb, TRUE);
-        gboolean batch_ok = answerer->answer_batch(answerer, reqs, m, res, &batch_err);
-        queue_test_point("worker:before_complete");
-        char *finished = iso_now();
-        if (!batch_ok) {
-            gboolean cancelled = g_error_matches(batch_err, DQ_ERROR, DQ_ERR_CANCELLED);
-            for (int i = 0; i < m && !cancelled; i++)
-                fail_job(s, owner, opt, asked[i]->job_id, "model",
-                         batch_err ? batch_err->message : "the model failed", TRUE, stats);
-            g_clear_error(&batch_err);
-        } else {
-            DqJobAnswer *answers = g_new0(DqJobAnswer, m);
-            int n_answers = 0;
-            for (int i = 0; i < m; i++) {
-                DqAnswerResult *r = &res[i];
-                if (r->error == NULL && r->text != NULL) {
-                    answers[n_answers++] = (DqJobAnswer){
-                        .job_id = asked[i]->job_id,
-                        .text = r->text,
-                        .prompt_tokens = r->prompt_tokens,
-                        .generated_tokens = r->generated_tokens,
-                        .started_at = started,
-                        .finished_at = finished,
-                        .ms_image = r->ms_image,
-                        .ms_vision = r->ms_vision,
-                        .ms_prefill = r->ms_prefill,
-                        .ms_decode = r->ms_decode,
-                        .ms_total = r->ms_total,
-                    };
-                }
-            }
-            int written = 0;
-            gboolean done = store_jobs_complete(s, owner, answers, n_answers, &written, err);
-            g_free(answers);
-            if (!done) {
-                g_free(finished);
-                goto out;
-            }
-            stats->done += written;
-            stats->lost += n_answers - written;
-            for (int i = 0; i < m; i++) {
-                GError *e = res[i].error;
-                if (e == NULL) {
-                    if (res[i].text == NULL)
-                        fail_job(s, owner, opt, asked[i]->job_id, "model",
-                                 "the model returned no answer", TRUE, stats);
-                    continue;
-                }
-                if (g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED))
-                    continue; /* released below */
-                gboolean bad_input =
-                    e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
-                fail_job(s, owner, opt, asked[i]->job_id, bad_input ? "page_image" : "model",
-                         e->message, !bad_input, stats);
-            }
-        }
-        g_free(finished);
-        queue_test_point("worker:after_complete");
-    }
+    queue_test_point("worker:after_complete");
     ok = TRUE;
 out:
-    heartbeat_set_active(hb, FALSE);
-    for (int i = 0; i < n; i++) {
-        dq_answer_result_clear(&res[i]);
-        g_free(ps[i].template_text);
-        g_free(paths[i]);
-    }
-    g_free(reqs);
-    g_free(res);
-    g_free(asked);
-    g_free(ps);
-    g_free(paths);
-    g_free(started);
+    for (int i = 0; i < k; i++)
+        dq_answer_result_clear(&done[i].result);
+    g_free(finished);
+    g_free(answers);
+    g_free(f);
     return ok;
 }
 
@@ -309,26 +323,54 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
     g_mutex_init(&hb.lock);
     g_cond_init(&hb.cond);
     GThread *hb_thread = NULL;
+    GHashTable *in_flight = NULL; /* job id -> InFlight */
+    DqAnswerDone *done = NULL;
     DqStore *s = dq_store_open(opt.db_path, err);
     if (s == NULL)
         goto out;
     if ((hb.store = dq_store_open(opt.db_path, err)) == NULL)
         goto out;
     hb_thread = g_thread_new("heartbeat", heartbeat_main, &hb);
+    in_flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, in_flight_free);
+    answerer->batch = opt.batch;
+    int limit = opt.batch + MAX(answerer->lookahead, 0);
+    done = g_new0(DqAnswerDone, limit);
+    gint64 next_claim_ms = 0; /* the queue ran dry: not before then */
+    gboolean budget_spent = FALSE;
 
     while (!*stop) {
-        int want = budget_take(opt.job_budget, opt.batch);
-        if (want == 0)
-            break;
-        GPtrArray *jobs =
-            store_jobs_claim(s, owner, opt.model_id, want, now_ms(), opt.lease_ms, err);
-        if (jobs == NULL) {
-            budget_return(opt.job_budget, want);
-            goto out;
+        int n = (int)g_hash_table_size(in_flight);
+        if (n < limit && !budget_spent && now_ms() >= next_claim_ms) {
+            int want = budget_take(opt.job_budget, limit - n);
+            budget_spent = want == 0;
+            GPtrArray *jobs = want > 0 ? store_jobs_claim(s, owner, opt.model_id, want, now_ms(),
+                                                          opt.lease_ms, err)
+                                       : NULL;
+            if (want > 0 && jobs == NULL) {
+                budget_return(opt.job_budget, want);
+                goto out;
+            }
+            if (jobs != NULL) {
+                budget_return(opt.job_budget, want - (int)jobs->len);
+                if ((int)jobs->len < want)
+                    next_claim_ms = now_ms() + opt.poll_ms; /* no claim at every decode step */
+                if (jobs->len > 0) {
+                    stats->claimed += jobs->len;
+                    queue_test_point("worker:claimed");
+                    heartbeat_set_active(&hb, TRUE);
+                }
+                gsize len = 0;
+                gpointer *claimed = g_ptr_array_steal(jobs, &len);
+                g_ptr_array_unref(jobs);
+                for (gsize i = 0; i < len; i++)
+                    submit_job(s, owner, &opt, answerer, claimed[i], in_flight, stats);
+                g_free(claimed);
+            }
         }
-        budget_return(opt.job_budget, want - (int)jobs->len);
-        if (jobs->len == 0) {
-            g_ptr_array_free(jobs, TRUE);
+        if (g_hash_table_size(in_flight) == 0) {
+            heartbeat_set_active(&hb, FALSE);
+            if (budget_spent)
+                break;
             if (opt.until_empty) {
                 DqJobCounts c;
                 if (!store_jobs_counts(s, opt.model_id, &c, err))
@@ -336,14 +378,11 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0)
                     break;
             }
-            sleep_ms_unless(opt.poll_ms, stop);
+            sleep_ms_unless(MAX(next_claim_ms - now_ms(), 0), stop);
             continue;
         }
-        stats->claimed += jobs->len;
-        queue_test_point("worker:claimed");
-        gboolean batch_ok = run_batch(s, owner, &opt, answerer, &hb, jobs, stats, err);
-        g_ptr_array_free(jobs, TRUE);
-        if (!batch_ok)
+        int k = answerer->poll(answerer, done, limit);
+        if (k > 0 && !finish_jobs(s, owner, &opt, in_flight, done, k, stop, stats, err))
             goto out;
     }
     ok = TRUE;
@@ -372,6 +411,9 @@ out:
     }
     g_mutex_clear(&hb.lock);
     g_cond_clear(&hb.cond);
+    if (in_flight != NULL)
+        g_hash_table_destroy(in_flight);
+    g_free(done);
     g_free(owner);
     return ok;
 }

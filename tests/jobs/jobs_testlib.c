@@ -139,54 +139,84 @@ char *jt_expected_answer(const char *image_path, const char *question) {
 /* ---- the hash answerer (a test double) ---- */
 
 typedef struct {
+    gint64 tag;
+    char *image_path, *question, *prompt_template;
+} JtRequest;
+
+typedef struct {
     DqAnswerer base;
     JtAnswererConfig cfg;
     int served;
+    GQueue pending; /* JtRequest, in submission order */
 } JtAnswerer;
 
-static gboolean jt_answer_batch(DqAnswerer *self, const DqAnswerRequest *reqs, int n,
-                                DqAnswerResult *out, GError **err) {
+static void jt_request_free(gpointer p) {
+    JtRequest *r = p;
+    g_free(r->image_path);
+    g_free(r->question);
+    g_free(r->prompt_template);
+    g_free(r);
+}
+
+static gboolean jt_submit(DqAnswerer *self, const DqAnswerRequest *req, gint64 tag, GError **err) {
     JtAnswerer *a = (JtAnswerer *)self;
-    if (a->cfg.batch_fails)
-        return dq_fail(err, DQ_ERR_MODEL, "hash answerer: batch failure injected");
-    for (int i = 0; i < n; i++) {
-        double t0 = g_get_monotonic_time() / 1000.0;
-        for (int t = 0; t < a->cfg.delay_ms; t += 5) {
-            queue_test_point("answerer:inference");
-            if (self->cancel && *self->cancel) {
-                for (int k = i; k < n; k++)
-                    dq_fail(&out[k].error, DQ_ERR_CANCELLED, "cancelled");
-                return TRUE;
-            }
-            g_usleep(5000);
-        }
-        queue_test_point("answerer:inference");
-        a->served++;
-        if (a->cfg.fail_every > 0 && a->served % a->cfg.fail_every == 0) {
-            dq_fail(&out[i].error, a->cfg.fail_retryable ? DQ_ERR_MODEL : DQ_ERR_FORMAT,
-                    "%s: failure injected by the hash answerer", reqs[i].image_path);
-            continue;
-        }
-        out[i].text = jt_expected_answer(reqs[i].image_path, reqs[i].question);
-        if (out[i].text == NULL) {
-            dq_fail(&out[i].error, DQ_ERR_IO, "%s: cannot read", reqs[i].image_path);
-            continue;
-        }
-        out[i].prompt_tokens = (int)strlen(reqs[i].prompt_template);
-        out[i].generated_tokens = 1;
-        out[i].ms_total = g_get_monotonic_time() / 1000.0 - t0;
-    }
+    (void)err; /* never refuses */
+    JtRequest *r = g_new0(JtRequest, 1);
+    r->tag = tag;
+    r->image_path = g_strdup(req->image_path);
+    r->question = g_strdup(req->question);
+    r->prompt_template = g_strdup(req->prompt_template);
+    g_queue_push_tail(&a->pending, r);
     return TRUE;
 }
 
+/* One request a poll, the oldest: a continuous batch whose requests finish one at a time. */
+static int jt_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
+    JtAnswerer *a = (JtAnswerer *)self;
+    JtRequest *r = g_queue_peek_head(&a->pending);
+    if (r == NULL || max < 1)
+        return 0;
+    double t0 = g_get_monotonic_time() / 1000.0;
+    for (int t = 0; t < a->cfg.delay_ms; t += 5) {
+        queue_test_point("answerer:inference");
+        if (self->cancel && *self->cancel)
+            return 0; /* the worker releases what is in flight */
+        g_usleep(5000);
+    }
+    queue_test_point("answerer:inference");
+    g_queue_pop_head(&a->pending);
+    DqAnswerResult *out = &done[0].result;
+    memset(&done[0], 0, sizeof done[0]);
+    done[0].tag = r->tag;
+    a->served++;
+    if (a->cfg.batch_fails)
+        dq_fail(&out->error, DQ_ERR_MODEL, "hash answerer: batch failure injected");
+    else if (a->cfg.fail_every > 0 && a->served % a->cfg.fail_every == 0)
+        dq_fail(&out->error, a->cfg.fail_retryable ? DQ_ERR_MODEL : DQ_ERR_FORMAT,
+                "%s: failure injected by the hash answerer", r->image_path);
+    else if ((out->text = jt_expected_answer(r->image_path, r->question)) == NULL)
+        dq_fail(&out->error, DQ_ERR_IO, "%s: cannot read", r->image_path);
+    else {
+        out->prompt_tokens = (int)strlen(r->prompt_template);
+        out->generated_tokens = 1;
+        out->ms_total = g_get_monotonic_time() / 1000.0 - t0;
+    }
+    jt_request_free(r);
+    return 1;
+}
+
 static void jt_free(DqAnswerer *self) {
+    JtAnswerer *a = (JtAnswerer *)self;
+    g_queue_clear_full(&a->pending, jt_request_free);
     g_free(self);
 }
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg) {
     JtAnswerer *a = g_new0(JtAnswerer, 1);
-    a->base.answer_batch = jt_answer_batch;
+    a->base.submit = jt_submit;
+    a->base.poll = jt_poll;
     a->base.free = jt_free;
+    g_queue_init(&a->pending);
     if (cfg)
         a->cfg = *cfg;
     return &a->base;

@@ -25,10 +25,11 @@ int jt_ask(const char *db_path, int n_questions, const char *model_id, int max_a
 char *jt_expected_answer(const char *image_path, const char *question);
 
 typedef struct {
-    int delay_ms;            /* per request, in 5 ms steps that call the inference kill point */
-    int fail_every;          /* every n-th request (over the answerer's life) fails; 0: never */
+    int delay_ms;   /* per request (one request a poll), in 5 ms steps that call the inference kill
+                       point */
+    int fail_every; /* every n-th request (over the answerer's life) fails; 0: never */
     gboolean fail_retryable; /* failures are model errors (TRUE) or bad images (FALSE) */
-    gboolean batch_fails;    /* answer_batch itself fails */
+    gboolean batch_fails;    /* every request fails with a model error ("batch failure") */
 } JtAnswererConfig;
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
