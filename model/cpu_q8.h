@@ -14,11 +14,13 @@
  * to DqDtype's values (backend.h). Only matrices whose cols is a multiple of 32 are quantized
  * (every SmolVLM decoder matrix is); the caller keeps the others as stored.
  *
- * Products: activations stay float32. Each block's 32 products are summed in float32, then
- * multiplied by the block's scale and added to the row's sum, block after block: every row is
- * computed in the same order whatever the number of rows (the backend's row invariance up to
- * DQ_FAST_GEMV_ROWS). More rows (prefill) go through cpu_gemm.c with weights dequantized into
- * its packed panels (DQ_GEMM_B_WT_Q8), row invariant from then on as every dq_gemm product. */
+ * Products with few rows (decode): the activations are rounded to int16 in blocks of 32 (half a
+ * step = 2^-16 of the block's max |x|, noise far below the weights' own), each block's 32
+ * products summed exactly in int32 (vpmaddwd), then scaled by both blocks' scales and added to
+ * the row's float32 sum, block after block: every row is computed in the same order whatever
+ * the number of rows (the backend's row invariance up to DQ_FAST_GEMV_ROWS). More rows
+ * (prefill) go through cpu_gemm.c with float32 activations and weights dequantized into its
+ * packed panels (DQ_GEMM_B_WT_Q8), row invariant from then on as every dq_gemm product. */
 #ifndef DQ_CPU_Q8_H
 #define DQ_CPU_Q8_H
 
@@ -52,13 +54,9 @@ void dq_q8_dequantize(const DqWeight *w, float *out);
  * model keeps its embed_tokens exact and never asks for this). */
 void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out);
 
-/* y [n, w.rows] = x [n, w.cols] . w^T (+ bias [w.rows]) for output features [o0, o1), one
- * thread; n <= 8 or so (a weight pass for all rows, each row in the fixed order above). */
-void dq_q8_gemv(float *y, const float *x, const DqWeight *w, const float *bias, int o0, int o1,
-                int n);
-
 /* The backend's matmul on a DQ_WEIGHT_Q8 weight: gemv split over `threads` for n <= gemv_rows,
- * cpu_gemm.c otherwise (pack: threads x DQ_GEMM_PACK_FLOATS floats, 32-byte aligned). */
+ * cpu_gemm.c otherwise (pack: threads x DQ_GEMM_PACK_FLOATS floats, 32-byte aligned; the GEMV
+ * keeps its int16 activations in the first). */
 void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias, int n,
                   int gemv_rows, int threads, float *pack);
 

@@ -4,7 +4,9 @@
  *   max |w| / 127, codes in [-127, 127], all-zero blocks exact; bad shapes are errors.
  * - Products op by op: the fast backend's matmul on the int8 weight against the reference's
  *   matmul on the same weight dequantized to float32 (q * scale): they multiply the same
- *   values, so the tolerance is test_backend_fast's 2e-5 of the scale (summation order only).
+ *   weights, so the tolerance is test_backend_fast's 2e-5 of the scale (summation order; the
+ *   decode GEMV also rounds x to int16 blocks, half a step = 2^-16 of a block's max |x|, which
+ *   stays well inside it).
  *   Decode rows (<= 8, the GEMV) and prefill rows (the GEMM with dequantizing packs), with and
  *   without bias, widths that leave a partial group of four output features.
  * - Row invariance, bit for bit: up to 8 rows each row as alone (batched decode), and from 9
