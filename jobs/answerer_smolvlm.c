@@ -8,7 +8,8 @@
  * expansion -> token ids. Greedy, up to max_new_tokens; the answer is the generated ids decoded
  * with special tokens skipped, surrounding whitespace stripped (as `docqa generate` prints it).
  *
- *   submit --todo--> preprocessing thread (PNG decode, image processor, tokenizer) --ready-->
+ *   submit --todo--> preprocessing thread (PNG decode, image processor: once a page; chat
+ *                    template, tokenizer) --ready-->
  *   poll: ready requests fill the generator's free slots (one vision + prefill batch), one
  *         decode step for every slot, finished requests out (generate.h: DqGenerator)
  *
@@ -30,7 +31,8 @@
 
 #include <string.h>
 
-#define LOOKAHEAD 2 /* requests preprocessed ahead of a free slot */
+#define LOOKAHEAD  2 /* requests preprocessed ahead of a free slot */
+#define TILE_CACHE 2 /* pages whose tiles the preprocessing thread keeps (N=5: ~40 MB each) */
 
 /* One request from submit to its result. */
 typedef struct {
@@ -43,14 +45,22 @@ typedef struct {
 } Pending;
 
 typedef struct {
+    char *key; /* as Pending.key */
+    DqImageTiles *tiles;
+    guint64 used_at;
+} TileEntry;
+
+typedef struct {
     DqAnswerer base;
     SmolvlmPipeline *pipe;
     GThread *prep;
-    GAsyncQueue *todo, *ready; /* Pending; `todo` ends with &quit */
-    volatile gint stopping;    /* set by free: the thread skips what is left */
-    DqGenerator *gen;          /* made at the first poll, base.batch slots */
-    Pending **in_slot;         /* [slots] */
-    int in_flight;             /* submitted, not yet returned */
+    GAsyncQueue *todo, *ready;        /* Pending; `todo` ends with &quit */
+    volatile gint stopping;           /* set by free: the thread skips what is left */
+    DqGenerator *gen;                 /* made at the first poll, base.batch slots */
+    Pending **in_slot;                /* [slots] */
+    int in_flight;                    /* submitted, not yet returned */
+    TileEntry tile_cache[TILE_CACHE]; /* the preprocessing thread's */
+    guint64 tile_clock;
 } SmolvlmAnswerer;
 
 static Pending quit; /* the end of `todo` */
@@ -75,17 +85,45 @@ static char *fill_template(const char *tmpl, const char *question) {
     return g_strchomp(out);
 }
 
-static gboolean prepare(SmolvlmPipeline *pipe, Pending *p, GError **err) {
+/* The tiles of the page p asks about: the image processor runs once for a page's questions
+ * (they come one after another). Page store paths name their content (SHA-256), so a path
+ * with its n_res is a safe key. Owned by the preprocessing thread. */
+static const DqImageTiles *page_tiles(SmolvlmAnswerer *a, Pending *p, GError **err) {
+    TileEntry *slot = &a->tile_cache[0];
+    for (int i = 0; i < TILE_CACHE; i++) {
+        TileEntry *e = &a->tile_cache[i];
+        if (e->key != NULL && strcmp(e->key, p->key) == 0) {
+            e->used_at = ++a->tile_clock;
+            return e->tiles;
+        }
+        if (e->used_at < slot->used_at)
+            slot = e; /* least recently used (empty ones first) */
+    }
     DqImage *img = dq_image_load(p->image_path, DQ_EXIF_APPLY, err);
     if (img == NULL)
-        return FALSE;
+        return NULL;
     SmolvlmPrepareOptions opts = {.n_res = p->n_res};
-    gboolean ok = smolvlm_prompt_build(pipe, (const DqImage *const *)&img, 1, p->text, NULL, &opts,
-                                       &p->prompt, err);
-    if (!ok)
-        dq_error_prefix(err, "%s", p->image_path);
+    DqImageTiles *tiles = smolvlm_image_tiles(a->pipe, img, &opts, err);
     dq_image_free(img);
-    return ok;
+    if (tiles == NULL) {
+        dq_error_prefix(err, "%s", p->image_path);
+        return NULL;
+    }
+    g_free(slot->key);
+    dq_image_tiles_free(slot->tiles);
+    *slot = (TileEntry){g_strdup(p->key), tiles, ++a->tile_clock};
+    return tiles;
+}
+
+static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
+    const DqImageTiles *tiles = page_tiles(a, p, err);
+    if (tiles == NULL)
+        return FALSE;
+    if (!smolvlm_prompt_build_tiles(a->pipe, &tiles, 1, p->text, NULL, &p->prompt, err)) {
+        dq_error_prefix(err, "%s", p->image_path);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 /* The preprocessing thread. The pipeline's tokenizer, template and processor settings are
@@ -100,7 +138,7 @@ static gpointer prep_main(gpointer data) {
         if (g_atomic_int_get(&a->stopping) || (a->base.cancel && *a->base.cancel))
             dq_fail(&p->error, DQ_ERR_CANCELLED, "%s: cancelled", p->image_path);
         else
-            prepare(a->pipe, p, &p->error);
+            prepare(a, p, &p->error);
         p->ms_image = dq_now_ms() - t0;
         g_async_queue_push(a->ready, p);
     }
@@ -252,6 +290,10 @@ static void smolvlm_answerer_free(DqAnswerer *self) {
             pending_free(a->in_slot[s]);
     dq_generator_free(a->gen);
     g_free(a->in_slot);
+    for (int i = 0; i < TILE_CACHE; i++) {
+        g_free(a->tile_cache[i].key);
+        dq_image_tiles_free(a->tile_cache[i].tiles);
+    }
     g_async_queue_unref(a->todo);
     g_async_queue_unref(a->ready);
     smolvlm_pipeline_free(a->pipe);

@@ -42,29 +42,29 @@ void smolvlm_pipeline_free(SmolvlmPipeline *p) {
     g_free(p);
 }
 
-gboolean smolvlm_prompt_build(SmolvlmPipeline *p, const DqImage *const *images, int n_images,
-                              const char *user_text, const char *raw_prompt,
-                              const SmolvlmPrepareOptions *opts, SmolvlmPrompt *out, GError **err) {
-    memset(out, 0, sizeof(*out));
-    if ((user_text == NULL) == (raw_prompt == NULL))
-        return dq_fail(err, DQ_ERR_ARGS, "give either a user prompt or a raw prompt, not both");
-    double t0 = dq_now_ms();
+static DqImageProcessorConfig processor_config(const SmolvlmPipeline *p,
+                                               const SmolvlmPrepareOptions *opts) {
     DqImageProcessorConfig cfg = p->proc;
     if (opts != NULL && opts->n_res > 0)
         image_processor_set_n_res(&cfg, opts->n_res);
     if (opts != NULL && opts->no_split)
         cfg.do_split = FALSE;
+    return cfg;
+}
 
-    out->images = g_new0(DqImageTiles *, n_images > 0 ? n_images : 1);
-    out->n_images = n_images;
+DqImageTiles *smolvlm_image_tiles(SmolvlmPipeline *p, const DqImage *image,
+                                  const SmolvlmPrepareOptions *opts, GError **err) {
+    DqImageProcessorConfig cfg = processor_config(p, opts);
+    return image_processor_run(&cfg, image, err);
+}
+
+/* The prompt around out->images[0..n_images) (already filled): template, expansion, ids. */
+static gboolean build_text(SmolvlmPipeline *p, int n_images, const char *user_text,
+                           const char *raw_prompt, SmolvlmPrompt *out, GError **err) {
     DqImageGrid *grids = g_new0(DqImageGrid, n_images > 0 ? n_images : 1);
     char *chat = NULL, *expanded = NULL;
     gboolean ok = FALSE;
     for (int i = 0; i < n_images; i++) {
-        if ((out->images[i] = image_processor_run(&cfg, images[i], err)) == NULL) {
-            dq_error_prefix(err, "image %d", i + 1);
-            goto out;
-        }
         grids[i].rows = out->images[i]->rows;
         grids[i].cols = out->images[i]->cols;
     }
@@ -80,15 +80,59 @@ gboolean smolvlm_prompt_build(SmolvlmPipeline *p, const DqImage *const *images, 
         goto out;
     }
     out->n_input_ids = (int)n_ids;
-    out->preprocess_ms = dq_now_ms() - t0;
     ok = TRUE;
 out:
     g_free(grids);
     g_free(chat);
     g_free(expanded);
-    if (!ok)
-        smolvlm_prompt_clear(out);
     return ok;
+}
+
+gboolean smolvlm_prompt_build(SmolvlmPipeline *p, const DqImage *const *images, int n_images,
+                              const char *user_text, const char *raw_prompt,
+                              const SmolvlmPrepareOptions *opts, SmolvlmPrompt *out, GError **err) {
+    memset(out, 0, sizeof(*out));
+    if ((user_text == NULL) == (raw_prompt == NULL))
+        return dq_fail(err, DQ_ERR_ARGS, "give either a user prompt or a raw prompt, not both");
+    double t0 = dq_now_ms();
+    out->images = g_new0(DqImageTiles *, n_images > 0 ? n_images : 1);
+    out->n_images = n_images;
+    for (int i = 0; i < n_images; i++) {
+        if ((out->images[i] = smolvlm_image_tiles(p, images[i], opts, err)) == NULL) {
+            dq_error_prefix(err, "image %d", i + 1);
+            smolvlm_prompt_clear(out);
+            return FALSE;
+        }
+    }
+    if (!build_text(p, n_images, user_text, raw_prompt, out, err)) {
+        smolvlm_prompt_clear(out);
+        return FALSE;
+    }
+    out->preprocess_ms = dq_now_ms() - t0;
+    return TRUE;
+}
+
+gboolean smolvlm_prompt_build_tiles(SmolvlmPipeline *p, const DqImageTiles *const *tiles,
+                                    int n_images, const char *user_text, const char *raw_prompt,
+                                    SmolvlmPrompt *out, GError **err) {
+    memset(out, 0, sizeof(*out));
+    if ((user_text == NULL) == (raw_prompt == NULL))
+        return dq_fail(err, DQ_ERR_ARGS, "give either a user prompt or a raw prompt, not both");
+    double t0 = dq_now_ms();
+    out->images = g_new0(DqImageTiles *, n_images > 0 ? n_images : 1);
+    out->n_images = n_images;
+    for (int i = 0; i < n_images; i++) {
+        const DqImageTiles *t = tiles[i];
+        out->images[i] = g_memdup2(t, sizeof *t);
+        out->images[i]->pixels = g_memdup2(t->pixels, sizeof(float) * 3 * (size_t)t->n_tiles *
+                                                          t->tile_size * t->tile_size);
+    }
+    if (!build_text(p, n_images, user_text, raw_prompt, out, err)) {
+        smolvlm_prompt_clear(out);
+        return FALSE;
+    }
+    out->preprocess_ms = dq_now_ms() - t0;
+    return TRUE;
 }
 
 void smolvlm_prompt_clear(SmolvlmPrompt *prompt) {

@@ -55,6 +55,15 @@ gboolean smolvlm_prompt_build(SmolvlmPipeline *p, const DqImage *const *images, 
                               const SmolvlmPrepareOptions *opts, SmolvlmPrompt *out, GError **err);
 void smolvlm_prompt_clear(SmolvlmPrompt *prompt);
 
+/* The image processor as smolvlm_prompt_build runs it for these options (dq_image_tiles_free),
+ * and a prompt built from such tiles (copied into the prompt): for callers that ask many
+ * questions about one image and process it once (the job workers). */
+DqImageTiles *smolvlm_image_tiles(SmolvlmPipeline *p, const DqImage *image,
+                                  const SmolvlmPrepareOptions *opts, GError **err);
+gboolean smolvlm_prompt_build_tiles(SmolvlmPipeline *p, const DqImageTiles *const *tiles,
+                                    int n_images, const char *user_text, const char *raw_prompt,
+                                    SmolvlmPrompt *out, GError **err);
+
 /* Points a generate request at a built prompt (options from generation_config.json). */
 void smolvlm_request_init(SmolvlmPipeline *p, const SmolvlmPrompt *prompt, SmolvlmRequest *req);
 
