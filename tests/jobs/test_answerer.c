@@ -1,8 +1,8 @@
 /* The SmolVLM answerer's streaming form (answerer.h) with the tiny snapshot from ../shared/models:
  * requests submitted at once, more than the model's slots, answered continuously (preprocessing
- * on its own thread, same-page questions sharing a vision pass) give exactly the answers each
- * gets alone; a missing or undecodable page fails only its own request, with its tag; freeing
- * with requests in flight shuts the preprocessing thread down cleanly. */
+ * on its own thread, a page's tiles and vision features shared by its questions) give exactly
+ * the answers each gets alone; a missing or undecodable page fails only its own request, with its
+ * tag; freeing with requests in flight shuts the preprocessing thread down cleanly. */
 #include "answerer.h"
 #include "dq_error.h"
 #include "testutil.h"
@@ -73,16 +73,16 @@ static void test_stream_matches_alone(void) {
     int n = G_N_ELEMENTS(reqs);
     GError *err = NULL;
 
-    /* Alone: one request at a time through a one-slot answerer. */
-    DqAnswerer *one = open_answerer(1);
+    /* Alone: each request through a fresh one-slot answerer (no tiles or features kept). */
     DqAnswerResult *alone = g_new0(DqAnswerResult, n);
     for (int i = 0; i < n; i++) {
+        DqAnswerer *one = open_answerer(1);
         DqAnswerResult r[1] = {{0}};
         g_assert_true(one->submit(one, &reqs[i], 0, &err));
         drain(one, 1, r);
         alone[i] = r[0];
+        dq_answerer_free(one);
     }
-    dq_answerer_free(one);
 
     /* All at once into two slots. */
     for (int i = 0; i < n; i++)
