@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Worker throughput with the model: examples/docs ingested once, QUESTIONS questions a page, then
+# `docqa run --workers 1 --until-empty` at --batch 1 and --batch B on copies of the same queue;
+# jobs/s and the ratio to the first row, in this one invocation. With REF_DOCQA (another docqa
+# binary, e.g. an older build) its rows come first and are the reference.
+#
+#   scripts/bench-worker.sh [BUILD_DIR] [MODEL_DIR] [BATCH] [QUESTIONS] [MAX_NEW_TOKENS]
+#   REF_DOCQA=/path/to/old/docqa scripts/bench-worker.sh build
+#
+# MODEL_DIR defaults to ../shared/models/tiny-smolvlm-b512 (random weights: meaningless answers,
+# which always run to MAX_NEW_TOKENS; real models stop earlier, at different lengths, which is
+# where continuous batching gains most). Pages at --n-res 2 to keep the tiny model's run short.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+model=${2:-../shared/models/tiny-smolvlm-b512}
+batch=${3:-4}
+questions=${4:-4}
+max_new=${5:-24}
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$build" --target docqa -j "$(nproc)" >/dev/null
+docqa=$PWD/$build/cli/docqa
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+"$docqa" ingest --db "$tmp/base.db" --n-res 2 --model "$model" examples/docs >/dev/null
+qs=()
+for i in $(seq 1 "$questions"); do qs+=("Question number $i: what does the page say?"); done
+"$docqa" ask --db "$tmp/base.db" --model "$model" --max-new-tokens "$max_new" "${qs[@]}" >/dev/null
+jobs=$(sqlite3 "$tmp/base.db" "SELECT count(*) FROM jobs")
+echo "model $(basename "$model"), $jobs jobs (pages x $questions questions), max_new_tokens $max_new"
+printf '%-8s %6s %9s %9s %7s\n' binary batch seconds jobs/s ratio
+
+first=""
+run() { # label binary batch
+  local db=$tmp/run.db
+  rm -rf "$db" "$db-wal" "$db-shm" "$db.pages"
+  sqlite3 "$tmp/base.db" ".backup '$db'"
+  ln -s "$tmp/base.db.pages" "$db.pages"
+  local t0 t1 s rate
+  t0=$(date +%s.%N)
+  "$2" run --db "$db" --model "$model" --batch "$3" --workers 1 --until-empty --quiet >/dev/null
+  t1=$(date +%s.%N)
+  s=$(echo "$t1 - $t0" | bc -l)
+  rate=$(echo "$jobs / $s" | bc -l)
+  [ -n "$first" ] || first=$rate
+  printf '%-8s %6d %9.2f %9.2f %7.2f\n' "$1" "$3" "$s" "$rate" "$(echo "$rate / $first" | bc -l)"
+}
+if [ -n "${REF_DOCQA:-}" ]; then
+  run ref "$REF_DOCQA" 1
+  run ref "$REF_DOCQA" "$batch"
+fi
+run this "$docqa" 1
+run this "$docqa" "$batch"
