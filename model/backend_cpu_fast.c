@@ -84,45 +84,66 @@ static void fast_weight_free(DqBackend *be, DqWeight *w) {
 /* ---- products with few rows: y [n, rows] = x [n, cols] . w^T, n <= DQ_FAST_GEMV_ROWS */
 
 /* Four output features at a time (four independent FMA chains: one chain alone waits on the
- * FMA latency), each x row in turn. A row's sums run in the same order whatever n is. */
-__attribute__((target("avx2,fma"))) static inline __m256 load_w8(const void *wd, gboolean bf16,
-                                                                 size_t at) {
+ * FMA latency) against two x rows at once, so each weight vector is loaded and widened once per
+ * row pair (batched decode is then bound by the weight stream, not by bf16 conversions).
+ * A row's sums run in the same order whatever n is and whichever row it is paired with. */
+DQ_AVX2 static inline __m256 load_w8(const void *wd, gboolean bf16, size_t at) {
     if (bf16)
-        return _mm256_castsi256_ps(_mm256_slli_epi32(
-            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)wd + at))),
-            16));
+        return dq_load_bf16x8((const uint16_t *)wd + at);
     return _mm256_loadu_ps((const float *)wd + at);
 }
 
-__attribute__((target("avx2,fma"))) static void gemv_avx2(float *y, const float *x, const void *wd,
-                                                          gboolean bf16, const float *bias, int o0,
-                                                          int o1, int rows, int cols, int n) {
+DQ_AVX2 static inline float gemv_tail(const void *wd, gboolean bf16, size_t w, const float *xr,
+                                      int k0, int cols, float s) {
+    for (int k = k0; k < cols; k++)
+        s += (bf16 ? dq_bf16f(((const uint16_t *)wd)[w + k]) : ((const float *)wd)[w + k]) * xr[k];
+    return s;
+}
+
+/* y rows r0 and r0 + 1 (when two) for features ob .. ob + no - 1. */
+DQ_AVX2 static inline void gemv_block(float *y, const float *x, const void *wd, gboolean bf16,
+                                      const float *bias, int ob, int no, int rows, int cols, int r0,
+                                      gboolean two) {
     int c8 = cols & ~7;
-    for (int ob = o0; ob < o1; ob += 4) {
-        int no = MIN(4, o1 - ob);
-        size_t w0 = (size_t)ob * cols, w1 = w0 + (no > 1 ? cols : 0),
-               w2 = w0 + (no > 2 ? 2 * (size_t)cols : 0), w3 = w0 + (no > 3 ? 3 * (size_t)cols : 0);
-        for (int r = 0; r < n; r++) {
-            const float *xr = x + (size_t)r * cols;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int k = 0; k < c8; k += 8) {
-                __m256 xv = _mm256_loadu_ps(xr + k);
-                a0 = _mm256_fmadd_ps(load_w8(wd, bf16, w0 + k), xv, a0);
-                a1 = _mm256_fmadd_ps(load_w8(wd, bf16, w1 + k), xv, a1);
-                a2 = _mm256_fmadd_ps(load_w8(wd, bf16, w2 + k), xv, a2);
-                a3 = _mm256_fmadd_ps(load_w8(wd, bf16, w3 + k), xv, a3);
-            }
-            __m256 acc[4] = {a0, a1, a2, a3};
-            for (int j = 0; j < no; j++) {
-                int o = ob + j;
-                float s = dq_hsum256(acc[j]);
-                for (int k = c8; k < cols; k++)
-                    s += (bf16 ? dq_bf16f(((const uint16_t *)wd)[(size_t)o * cols + k])
-                               : ((const float *)wd)[(size_t)o * cols + k]) *
-                         xr[k];
-                y[(size_t)r * rows + o] = bias != NULL ? s + bias[o] : s;
-            }
+    size_t w[4];
+    for (int j = 0; j < 4; j++)
+        w[j] = (size_t)(ob + MIN(j, no - 1)) * cols;
+    const float *x0 = x + (size_t)r0 * cols, *x1 = two ? x0 + cols : x0;
+    __m256 a[2][4];
+    for (int j = 0; j < 4; j++)
+        a[0][j] = a[1][j] = _mm256_setzero_ps();
+    for (int k = 0; k < c8; k += 8) {
+        __m256 w0 = load_w8(wd, bf16, w[0] + k), w1 = load_w8(wd, bf16, w[1] + k),
+               w2 = load_w8(wd, bf16, w[2] + k), w3 = load_w8(wd, bf16, w[3] + k);
+        __m256 xv = _mm256_loadu_ps(x0 + k);
+        a[0][0] = _mm256_fmadd_ps(w0, xv, a[0][0]);
+        a[0][1] = _mm256_fmadd_ps(w1, xv, a[0][1]);
+        a[0][2] = _mm256_fmadd_ps(w2, xv, a[0][2]);
+        a[0][3] = _mm256_fmadd_ps(w3, xv, a[0][3]);
+        if (two) {
+            xv = _mm256_loadu_ps(x1 + k);
+            a[1][0] = _mm256_fmadd_ps(w0, xv, a[1][0]);
+            a[1][1] = _mm256_fmadd_ps(w1, xv, a[1][1]);
+            a[1][2] = _mm256_fmadd_ps(w2, xv, a[1][2]);
+            a[1][3] = _mm256_fmadd_ps(w3, xv, a[1][3]);
         }
+    }
+    for (int i = 0; i < (two ? 2 : 1); i++)
+        for (int j = 0; j < no; j++) {
+            const float *xr = i ? x1 : x0;
+            float s = gemv_tail(wd, bf16, w[j], xr, c8, cols, dq_hsum256(a[i][j]));
+            y[(size_t)(r0 + i) * rows + ob + j] = bias != NULL ? s + bias[ob + j] : s;
+        }
+}
+
+DQ_AVX2 static void gemv_avx2(float *y, const float *x, const void *wd, gboolean bf16,
+                              const float *bias, int o0, int o1, int rows, int cols, int n) {
+    for (int ob = o0; ob < o1; ob += 4) {
+        int no = MIN(4, o1 - ob), r = 0;
+        for (; r + 2 <= n; r += 2)
+            gemv_block(y, x, wd, bf16, bias, ob, no, rows, cols, r, TRUE);
+        if (r < n)
+            gemv_block(y, x, wd, bf16, bias, ob, no, rows, cols, r, FALSE);
     }
 }
 
