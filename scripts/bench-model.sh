@@ -4,7 +4,8 @@
 # machine, same thread count; per-stage ms, decode tokens/s, peak RSS, docqa's ratio to
 # transformers, and the machine's float32 GEMM peak (torch.mm) for scale.
 #
-#   scripts/bench-model.sh [--2.2b] [--no-hf] [--no-ref] [--llama LLAMA_MTMD_CLI MODEL.gguf MMPROJ.gguf]
+#   scripts/bench-model.sh [--2.2b] [--no-hf] [--no-ref] [--no-batch] [--scaling]
+#                          [--llama LLAMA_MTMD_CLI MODEL.gguf MMPROJ.gguf]
 #
 # Snapshots: random weights with the real SmolVLM-256M-Instruct dimensions (scripts/
 # make-random-model.sh), f32 and bf16, generated once into $MODELS (default
@@ -13,6 +14,12 @@
 # the DocVQA prompt, 32 forced new tokens (MAX_NEW). THREADS (default: all cores) for both.
 # The bf16 snapshot also runs with --weights int8 (DOCQA_WEIGHTS=int8: the decoder's matrices
 # quantized at load, cpu_q8.h); its decode tok/s is printed as a ratio to bf16 as stored.
+# Batched decode (unless --no-batch): 8 pages of different lengths (N = 1..4, prompts of ~100 to
+# ~1,200 tokens) decoded together by one generator (tests/model/bench_batch.c), bf16 and int8,
+# as total tokens/s and as a ratio to transformers' single stream on the big page above.
+# --scaling: vision and prefill again with 1 thread (bf16), for the 1 -> THREADS speed-up.
+# Our GEMM against OpenBLAS on the vision and prefill shapes, with the machine's FMA peak
+# (tests/model/bench_gemm.c), ends the report.
 # transformers runs in a throw-away virtualenv ($VENV, default /tmp/docqa-bench-venv) created
 # from PyPI on first use: torch, transformers==4.57.6, pillow==12.3.0.
 #
@@ -33,21 +40,23 @@ venv=${VENV:-/tmp/docqa-bench-venv}
 threads=${THREADS:-$(nproc)}
 max_new=${MAX_NEW:-32}
 n_res=5
-sizes=(256m) hf=1 refrun=1 llama=()
+sizes=(256m) hf=1 refrun=1 batch=1 scaling=0 llama=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --2.2b) sizes+=(2.2b) ;;
     --no-hf) hf=0 ;;
     --no-ref) refrun=0 ;;
+    --no-batch) batch=0 ;;
+    --scaling) scaling=1 ;;
     --llama) llama=("$2" "$3" "$4"); shift 3 ;;
-    *) sed -n 2,25p "$0"; exit 2 ;;
+    *) sed -n 2,33p "$0"; exit 2 ;;
   esac
   shift
 done
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_model make_random_model -j 2 >/dev/null
+cmake --build "$build" --target bench_model bench_batch bench_gemm make_random_model -j 2 >/dev/null
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transformers, PIL" 2>/dev/null; then
   echo "bench-model: creating $venv (torch, transformers 4.57.6, pillow 12.3.0 from PyPI)" >&2
   python3 -m venv "$venv"
@@ -58,7 +67,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 page=$work/page.png
 "$py" scripts/bench_model_hf.py page "$page"
-export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+export OMP_NUM_THREADS=$threads
 peak=$("$py" scripts/bench_model_hf.py peak "$threads")
 results=$work/results
 : > "$results"
@@ -80,6 +89,18 @@ for m in "${sizes[@]}"; do
         $n_res "$max_new")
       echo "$line" >&2
       echo "size=$m dtype=int8 who=docqa-cpu $line" >> "$results"
+      if [ "$batch" = 1 ]; then
+        for w in stored int8; do
+          line=$(DOCQA_WEIGHTS=$w "$build/tests/model/bench_batch" "$dir" "$page" 8 "$max_new")
+          echo "$line" >&2
+          echo "size=$m dtype=$([ $w = int8 ] && echo int8 || echo bf16) who=docqa-batch $line" >> "$results"
+        done
+      fi
+      if [ "$scaling" = 1 ]; then
+        line=$(OMP_NUM_THREADS=1 "$build/tests/model/bench_model" "$dir" "$page" $n_res "$max_new")
+        echo "$line" >&2
+        echo "size=$m dtype=bf16 who=docqa-1thread $line" >> "$results"
+      fi
     fi
     if [ "$hf" = 1 ] && [ "$dtype" = f32 ]; then
       line=$("$py" scripts/bench_model_hf.py run "$dir" "$page" $n_res "$max_new" "$threads")
@@ -100,7 +121,7 @@ for m in "${sizes[@]}"; do
 done
 echo
 echo "threads=$threads $peak (torch float32 GEMM, 2048^3); page 1275x1650 at N=$n_res, $max_new new tokens"
-"$py" - "$results" <<'PY'
+"$py" - "$results" "$threads" <<'PY'
 import sys
 rows = []
 for line in open(sys.argv[1]):
@@ -110,7 +131,8 @@ def num(r, k):
 print(f"{'size':5} {'dtype':5} {'who':16} {'tiles':>5} {'prompt':>6} {'prep ms':>8} {'vision ms':>10} "
       f"{'prefill ms':>10} {'decode tok/s':>12} {'RSS MiB':>8} | ratio to transformers f32: "
       f"vision prefill decode RSS")
-for r in rows:
+main = [r for r in rows if r["who"] not in ("docqa-batch", "docqa-1thread")]
+for r in main:
     hf = next((h for h in rows if h["who"] == "transformers" and h["size"] == r["size"]), None)
     ratio = ""
     if hf is not None and r is not hf:
@@ -122,11 +144,30 @@ for r in rows:
           f"{r.get('prompt_tokens', ''):>6} {num(r, 'preprocess_ms'):8.0f} {num(r, 'vision_ms'):10.0f} "
           f"{num(r, 'prefill_ms'):10.0f} {num(r, 'decode_tok_s'):12.2f} {num(r, 'peak_rss_mb'):8.0f} | {ratio}")
 for r in rows:
-    if r["dtype"] != "int8":
+    if r["who"] != "docqa-cpu" or r["dtype"] != "int8":
         continue
     b = next((x for x in rows if x["size"] == r["size"] and x["dtype"] == "bf16"
               and x["who"] == "docqa-cpu"), None)
     if b is not None:
         print(f"{r['size']}: --weights int8 decode {num(r, 'decode_tok_s') / num(b, 'decode_tok_s'):.2f}x "
               f"bf16 as stored (target >= 1.5x), prefill {num(r, 'prefill_ms') / num(b, 'prefill_ms'):.2f}x")
+for r in rows:
+    if r["who"] != "docqa-batch":
+        continue
+    hf = next((h for h in rows if h["who"] == "transformers" and h["size"] == r["size"]), None)
+    vs_hf = (f" = {num(r, 'batch_decode_tok_s') / num(hf, 'decode_tok_s'):.1f}x transformers' single "
+             f"stream (target >= 25x)" if hf is not None else "")
+    print(f"{r['size']} {r['dtype']}: batched decode of {r['pages']} pages (prompts "
+          f"{r['prompt_tokens_min']}..{r['prompt_tokens_max']} tokens) {num(r, 'batch_decode_tok_s'):.1f} "
+          f"tok/s in all{vs_hf}; the longest alone {num(r, 'single_decode_tok_s'):.1f} tok/s")
+for r in rows:
+    if r["who"] != "docqa-1thread":
+        continue
+    t = next((x for x in rows if x["size"] == r["size"] and x["dtype"] == "bf16"
+              and x["who"] == "docqa-cpu"), None)
+    if t is not None:
+        print(f"{r['size']} bf16: 1 -> {sys.argv[2]} threads: vision {num(r, 'vision_ms') / num(t, 'vision_ms'):.2f}x, "
+              f"prefill {num(r, 'prefill_ms') / num(t, 'prefill_ms'):.2f}x (target >= 1.8x)")
 PY
+echo
+"$build/tests/model/bench_gemm"
