@@ -141,12 +141,13 @@ char *jt_expected_answer(const char *image_path, const char *question) {
 typedef struct {
     gint64 tag;
     char *image_path, *question, *prompt_template;
+    int steps_left; /* polls until it is answered */
 } JtRequest;
 
 typedef struct {
     DqAnswerer base;
     JtAnswererConfig cfg;
-    int served;
+    int served, submitted;
     GQueue pending; /* JtRequest, in submission order */
 } JtAnswerer;
 
@@ -166,43 +167,50 @@ static gboolean jt_submit(DqAnswerer *self, const DqAnswerRequest *req, gint64 t
     r->image_path = g_strdup(req->image_path);
     r->question = g_strdup(req->question);
     r->prompt_template = g_strdup(req->prompt_template);
+    r->steps_left = a->submitted++ == 0 && a->cfg.slow_first > 1 ? a->cfg.slow_first : 1;
     g_queue_push_tail(&a->pending, r);
     return TRUE;
 }
 
-/* One request a poll, the oldest: a continuous batch whose requests finish one at a time. */
+/* A continuous batch in miniature: the oldest `batch` requests are "in the model"; a poll is one
+ * step for each of them (delay_ms each), and a request leaves when its steps are done. */
 static int jt_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
     JtAnswerer *a = (JtAnswerer *)self;
-    JtRequest *r = g_queue_peek_head(&a->pending);
-    if (r == NULL || max < 1)
-        return 0;
-    double t0 = g_get_monotonic_time() / 1000.0;
-    for (int t = 0; t < a->cfg.delay_ms; t += 5) {
+    int k = 0, in_model = 0;
+    for (GList *l = a->pending.head, *next; l != NULL && in_model < MAX(self->batch, 1) && k < max;
+         l = next, in_model++) {
+        JtRequest *r = l->data;
+        next = l->next;
+        double t0 = g_get_monotonic_time() / 1000.0;
+        for (int t = 0; t < a->cfg.delay_ms; t += 5) {
+            queue_test_point("answerer:inference");
+            if (self->cancel && *self->cancel)
+                return k; /* the worker releases what is in flight */
+            g_usleep(5000);
+        }
         queue_test_point("answerer:inference");
-        if (self->cancel && *self->cancel)
-            return 0; /* the worker releases what is in flight */
-        g_usleep(5000);
+        if (--r->steps_left > 0)
+            continue;
+        g_queue_delete_link(&a->pending, l);
+        DqAnswerResult *out = &done[k].result;
+        memset(&done[k], 0, sizeof done[k]);
+        done[k++].tag = r->tag;
+        a->served++;
+        if (a->cfg.batch_fails)
+            dq_fail(&out->error, DQ_ERR_MODEL, "hash answerer: batch failure injected");
+        else if (a->cfg.fail_every > 0 && a->served % a->cfg.fail_every == 0)
+            dq_fail(&out->error, a->cfg.fail_retryable ? DQ_ERR_MODEL : DQ_ERR_FORMAT,
+                    "%s: failure injected by the hash answerer", r->image_path);
+        else if ((out->text = jt_expected_answer(r->image_path, r->question)) == NULL)
+            dq_fail(&out->error, DQ_ERR_IO, "%s: cannot read", r->image_path);
+        else {
+            out->prompt_tokens = (int)strlen(r->prompt_template);
+            out->generated_tokens = 1;
+            out->ms_total = g_get_monotonic_time() / 1000.0 - t0;
+        }
+        jt_request_free(r);
     }
-    queue_test_point("answerer:inference");
-    g_queue_pop_head(&a->pending);
-    DqAnswerResult *out = &done[0].result;
-    memset(&done[0], 0, sizeof done[0]);
-    done[0].tag = r->tag;
-    a->served++;
-    if (a->cfg.batch_fails)
-        dq_fail(&out->error, DQ_ERR_MODEL, "hash answerer: batch failure injected");
-    else if (a->cfg.fail_every > 0 && a->served % a->cfg.fail_every == 0)
-        dq_fail(&out->error, a->cfg.fail_retryable ? DQ_ERR_MODEL : DQ_ERR_FORMAT,
-                "%s: failure injected by the hash answerer", r->image_path);
-    else if ((out->text = jt_expected_answer(r->image_path, r->question)) == NULL)
-        dq_fail(&out->error, DQ_ERR_IO, "%s: cannot read", r->image_path);
-    else {
-        out->prompt_tokens = (int)strlen(r->prompt_template);
-        out->generated_tokens = 1;
-        out->ms_total = g_get_monotonic_time() / 1000.0 - t0;
-    }
-    jt_request_free(r);
-    return 1;
+    return k;
 }
 
 static void jt_free(DqAnswerer *self) {

@@ -30,6 +30,7 @@ typedef struct {
     int fail_every; /* every n-th request (over the answerer's life) fails; 0: never */
     gboolean fail_retryable; /* failures are model errors (TRUE) or bad images (FALSE) */
     gboolean batch_fails;    /* every request fails with a model error ("batch failure") */
+    int slow_first;          /* the first request submitted takes this many polls (others 1) */
 } JtAnswererConfig;
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);

@@ -475,6 +475,36 @@ static void test_worker_retries_transient_failures(void) {
     g_free(dir2);
 }
 
+/* Continuous batching: while the first job takes many steps, the other slot is refilled again
+ * and again; every other job is answered and completed before the slow one. */
+static void test_worker_continuous_batching(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 3);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 6);
+    JtAnswererConfig cfg = {.slow_first = 40, .delay_ms = 5};
+    DqAnswerer *a = jt_answerer_new(&cfg);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.claimed, ==, 6);
+    g_assert_cmpint(stats.done, ==, 6);
+    assert_answers_correct(db);
+    /* The slow job finished last, though it started first; the five others finished before. */
+    const char *slow = "(SELECT job_id FROM answers ORDER BY finished_at DESC LIMIT 1)";
+    char *sql = g_strdup_printf("SELECT count(*) FROM answers a, answers s WHERE s.job_id = %s "
+                                "AND a.job_id <> s.job_id AND a.finished_at < s.finished_at "
+                                "AND a.started_at >= s.started_at",
+                                slow);
+    g_assert_cmpint(q(db, sql), ==, 5);
+    g_free(sql);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_hash_answerer(void *user, GError **err) {
     return jt_answerer_new(user);
 }
@@ -602,6 +632,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/until-empty-missing-image",
                     test_worker_until_empty_and_missing_image);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
+    g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
