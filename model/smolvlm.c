@@ -433,8 +433,36 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
     return TRUE;
 }
 
-gboolean smolvlm_encode_tiles(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
-                              GError **err) {
+/* FNV-1a over the tile's bits: a first filter before memcmp. */
+static uint64_t tile_hash(const float *px, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const uint32_t *w = (const uint32_t *)px;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ w[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* tiles[t] -> its first identical tile; returns the number of distinct tiles. */
+static int find_duplicates(const float *const *tiles, int n_tiles, size_t tile_floats, int *first) {
+    uint64_t *h = g_new(uint64_t, n_tiles);
+    int distinct = 0;
+    for (int t = 0; t < n_tiles; t++) {
+        h[t] = tile_hash(tiles[t], tile_floats);
+        first[t] = t;
+        for (int u = 0; u < t; u++)
+            if (first[u] == u && h[u] == h[t] &&
+                memcmp(tiles[u], tiles[t], tile_floats * sizeof(float)) == 0) {
+                first[t] = u;
+                break;
+            }
+        distinct += first[t] == t;
+    }
+    g_free(h);
+    return distinct;
+}
+
+static gboolean encode_distinct(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
+                                GError **err) {
     const SmolvlmConfig *c = &m->cfg;
     DqBackend *be = m->be;
     size_t tile_floats = (size_t)c->vision_channels * c->image_size * c->image_size;
@@ -451,6 +479,48 @@ gboolean smolvlm_encode_tiles(Smolvlm *m, const float *const *tiles, int n_tiles
                           err);
     }
     be->release(be, px);
+    return ok;
+}
+
+/* Identical tiles (the blank margins of a page, a repeated letterhead) go through the encoder
+ * once: a tile's features depend on its pixels alone, so the copies are what encoding them
+ * again would give. */
+gboolean smolvlm_encode_tiles(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
+                              GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    DqBackend *be = m->be;
+    size_t tile_floats = (size_t)c->vision_channels * c->image_size * c->image_size;
+    size_t feat_floats = (size_t)c->tokens_per_tile * c->text_hidden;
+    int *first = g_new(int, MAX(n_tiles, 1));
+    /* (Traces number the tiles they dump: keep every tile when tracing.) */
+    int distinct = m->trace != NULL ? n_tiles : find_duplicates(tiles, n_tiles, tile_floats, first);
+    gboolean ok;
+    if (distinct == n_tiles) {
+        ok = encode_distinct(m, tiles, n_tiles, features, err);
+    } else {
+        const float **uniq = g_new(const float *, distinct);
+        int *slot = g_new(int, n_tiles); /* tile -> its row in the distinct features */
+        for (int t = 0, u = 0; t < n_tiles; t++) {
+            if (first[t] == t) {
+                slot[t] = u;
+                uniq[u++] = tiles[t];
+            } else {
+                slot[t] = slot[first[t]];
+            }
+        }
+        float *uf = be->alloc(be, (size_t)distinct * feat_floats);
+        ok = uf != NULL
+                 ? encode_distinct(m, uniq, distinct, uf, err)
+                 : dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles' features", distinct);
+        for (int t = 0; ok && t < n_tiles; t++)
+            be->copy(be, features + (size_t)t * feat_floats, uf + (size_t)slot[t] * feat_floats,
+                     feat_floats);
+        if (uf != NULL)
+            be->release(be, uf);
+        g_free(uniq);
+        g_free(slot);
+    }
+    g_free(first);
     if (ok)
         trace(m, "image_features", -1, features, n_tiles * c->tokens_per_tile, c->text_hidden);
     return ok;

@@ -700,6 +700,47 @@ G_GNUC_UNUSED static void test_position_ids(void) {
     g_assert_cmpint(ids[15], ==, 29);
 }
 
+/* Identical tiles are encoded once (smolvlm_encode_tiles): the features of [A, B, A, A] equal A's
+ * and B's encoded alone, tile for tile, bit for bit. */
+G_GNUC_UNUSED static void test_duplicate_tiles(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, NULL, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *c = smolvlm_config(m);
+    size_t tf = (size_t)c->vision_channels * c->image_size * c->image_size;
+    size_t ff = (size_t)c->tokens_per_tile * c->text_hidden;
+    float *a = g_new(float, tf), *b = g_new(float, tf);
+    for (size_t i = 0; i < tf; i++) {
+        a[i] = (float)((i * 7919) % 255) / 127.5f - 1.0f;
+        b[i] = (float)((i * 104729) % 255) / 127.5f - 1.0f;
+    }
+    const float *mixed[4] = {a, b, a, a};
+    DqBackend *be = smolvlm_backend(m);
+    float *f4 = be->alloc(be, 4 * ff), *fa = be->alloc(be, ff), *fb = be->alloc(be, ff);
+    g_assert_true(smolvlm_encode_tiles(m, mixed, 4, f4, &err));
+    g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){a}, 1, fa, &err));
+    g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){b}, 1, fb, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpmem(f4, ff * sizeof(float), fa, ff * sizeof(float));
+    g_assert_cmpmem(f4 + ff, ff * sizeof(float), fb, ff * sizeof(float));
+    g_assert_cmpmem(f4 + 2 * ff, ff * sizeof(float), fa, ff * sizeof(float));
+    g_assert_cmpmem(f4 + 3 * ff, ff * sizeof(float), fa, ff * sizeof(float));
+    g_assert_true(memcmp(fa, fb, ff * sizeof(float)) != 0);
+    be->release(be, f4);
+    be->release(be, fa);
+    be->release(be, fb);
+    g_free(a);
+    g_free(b);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/smolvlm/goldens", test_goldens);
@@ -709,6 +750,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/sampling-and-eos", test_sampling_and_eos);
     g_test_add_func("/smolvlm/broken-snapshots", test_broken_snapshots);
     g_test_add_func("/smolvlm/position-ids", test_position_ids);
+    g_test_add_func("/smolvlm/duplicate-tiles", test_duplicate_tiles);
 #endif
     return g_test_run();
 }
