@@ -389,8 +389,8 @@ static void attn_range(const DqAttention *a, const float *qh, const float *kh, c
 
 /* Every query row of the `group` heads sharing KV head g, few rows (decode). */
 static void attn_decode(const DqAttention *a, const float *q, const float *kg, const float *vg,
-                        float *out, int g, float *scratch) {
-    int d = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * a->n_q;
+                        float *out, int h0, int nh, float *scratch) {
+    int d = a->head_dim, rows = nh * a->n_q;
     int out_stride = a->n_heads * d;
     float *S = scratch;                                        /* [rows, KB] */
     float *acc = S + (size_t)DQ_FAST_DECODE_ROWS * DQ_FAST_KB; /* [rows, d] */
@@ -405,10 +405,10 @@ static void attn_decode(const DqAttention *a, const float *q, const float *kg, c
     int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
     for (int j0 = 0; j0 < kv_end; j0 += DQ_FAST_KB) {
         int nk = MIN(DQ_FAST_KB, kv_end - j0);
-        /* row r = (head g*group + r / n_q, query r % n_q) */
+        /* row r = (head h0 + r / n_q, query r % n_q) */
         for (int r = 0; r < rows; r++) {
             const float *qr =
-                q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(g * group + r / a->n_q) * d;
+                q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(h0 + r / a->n_q) * d;
             if (avx2)
                 dq_dot_rows_avx2(S + (size_t)r * DQ_FAST_KB, qr, kg + (size_t)j0 * a->kv_stride,
                                  a->kv_stride, nk, d);
@@ -439,7 +439,7 @@ static void attn_decode(const DqAttention *a, const float *q, const float *kg, c
     }
     for (int r = 0; r < rows; r++) {
         float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
-        float *o = out + (size_t)(r % a->n_q) * out_stride + (size_t)(g * group + r / a->n_q) * d;
+        float *o = out + (size_t)(r % a->n_q) * out_stride + (size_t)(h0 + r / a->n_q) * d;
         for (int c = 0; c < d; c++)
             o[c] = acc[(size_t)r * d + c] * inv;
     }
@@ -455,14 +455,18 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     }
     int out_stride = a->n_heads * a->head_dim;
     if (group * a->n_q <= DQ_FAST_DECODE_ROWS) {
-        int jobs = a->n_seq * a->n_kv_heads;
+        /* A job per KV head reads its keys once for the whole group; with too few of those
+         * jobs for the threads (one sequence: 3 KV heads on 2 threads), a job per head, the
+         * group's other heads finding the keys in cache. */
+        int per = a->n_seq * a->n_kv_heads >= 4 * ctx->threads ? group : 1;
+        int jobs = a->n_seq * a->n_heads / per;
 #pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
         for (int job = 0; job < jobs; job++) {
-            int s = job / a->n_kv_heads, g = job % a->n_kv_heads;
+            int s = job / (a->n_heads / per), h0 = job % (a->n_heads / per) * per, g = h0 / group;
             attn_decode(a, q + s * a->q_seq_stride,
                         k + s * a->kv_seq_stride + (size_t)g * a->head_dim,
                         v + s * a->kv_seq_stride + (size_t)g * a->head_dim,
-                        out + (size_t)s * a->n_q * out_stride, g,
+                        out + (size_t)s * a->n_q * out_stride, h0, per,
                         ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
         }
         return;

@@ -221,6 +221,21 @@ static void test_attention(void) {
                      .causal = TRUE,
                      .scale = 0.2f};
     check_attention(&a, 3 * 7 * 160, 3 * 12 * 80, "attention (strided)");
+    /* Batched decode: many sequences of one row each, a job per KV head group. */
+    DqAttention d = {.n_seq = 5,
+                     .n_q = 1,
+                     .n_kv = 300,
+                     .n_heads = 9,
+                     .n_kv_heads = 3,
+                     .head_dim = 64,
+                     .q_stride = 9 * 64,
+                     .kv_stride = 3 * 64,
+                     .q_seq_stride = 9 * 64,
+                     .kv_seq_stride = 300 * 3 * 64,
+                     .q_pos0 = 299,
+                     .causal = TRUE,
+                     .scale = 0.125f};
+    check_attention(&d, 5 * 9 * 64, 5 * 300 * 3 * 64, "attention (batched decode)");
 }
 
 static void test_elementwise(void) {
