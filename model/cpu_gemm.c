@@ -114,33 +114,35 @@ static void store_tile(const float *acc, float *c, size_t ldc, int mr, int nr, g
         }
 }
 
-DQ_AVX2 static void kernel_avx2(int kc, const float *ap, int mr, const float *bp, float *c,
-                                size_t ldc, int nr, gboolean set, const float *bias) {
+/* Row r of A at ar[r], element k at ar[r][k * ks]: packed A (ks = MR) or A's own rows (ks = 1). */
+DQ_AVX2 static inline __attribute__((always_inline)) void
+kernel_body(int kc, const float *const ar[MR], const int ks, int mr, const float *bp, float *c,
+            size_t ldc, int nr, gboolean set, const float *bias) {
+    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
         __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8), t;
-        t = _mm256_broadcast_ss(ap + 0);
+        t = _mm256_broadcast_ss(a0 + (size_t)k * ks);
         c00 = _mm256_fmadd_ps(t, b0, c00);
         c01 = _mm256_fmadd_ps(t, b1, c01);
-        t = _mm256_broadcast_ss(ap + 1);
+        t = _mm256_broadcast_ss(a1 + (size_t)k * ks);
         c10 = _mm256_fmadd_ps(t, b0, c10);
         c11 = _mm256_fmadd_ps(t, b1, c11);
-        t = _mm256_broadcast_ss(ap + 2);
+        t = _mm256_broadcast_ss(a2 + (size_t)k * ks);
         c20 = _mm256_fmadd_ps(t, b0, c20);
         c21 = _mm256_fmadd_ps(t, b1, c21);
-        t = _mm256_broadcast_ss(ap + 3);
+        t = _mm256_broadcast_ss(a3 + (size_t)k * ks);
         c30 = _mm256_fmadd_ps(t, b0, c30);
         c31 = _mm256_fmadd_ps(t, b1, c31);
-        t = _mm256_broadcast_ss(ap + 4);
+        t = _mm256_broadcast_ss(a4 + (size_t)k * ks);
         c40 = _mm256_fmadd_ps(t, b0, c40);
         c41 = _mm256_fmadd_ps(t, b1, c41);
-        t = _mm256_broadcast_ss(ap + 5);
+        t = _mm256_broadcast_ss(a5 + (size_t)k * ks);
         c50 = _mm256_fmadd_ps(t, b0, c50);
         c51 = _mm256_fmadd_ps(t, b1, c51);
         bp += NR;
-        ap += MR;
     }
     __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     if (mr == MR && nr == NR) {
@@ -166,6 +168,23 @@ DQ_AVX2 static void kernel_avx2(int kc, const float *ap, int mr, const float *bp
         _mm256_storeu_ps(tmp + r * NR + 8, acc[r][1]);
     }
     store_tile(tmp, c, ldc, mr, nr, set, bias);
+}
+
+DQ_AVX2 static void kernel_avx2(int kc, const float *ap, int mr, const float *bp, float *c,
+                                size_t ldc, int nr, gboolean set, const float *bias) {
+    const float *ar[MR] = {ap, ap + 1, ap + 2, ap + 3, ap + 4, ap + 5};
+    kernel_body(kc, ar, MR, mr, bp, c, ldc, nr, set, bias);
+}
+
+/* A read where it lies (rows past mr read row 0): for products with few columns, where packing
+ * A would cost as much as the arithmetic (attention's P . V, N = head_dim). */
+DQ_AVX2 static void kernel_avx2_rows(int kc, const float *a, size_t lda, int mr, const float *bp,
+                                     float *c, size_t ldc, int nr, gboolean set,
+                                     const float *bias) {
+    const float *ar[MR];
+    for (int r = 0; r < MR; r++)
+        ar[r] = a + (r < mr ? r * lda : 0);
+    kernel_body(kc, ar, 1, mr, bp, c, ldc, nr, set, bias);
 }
 
 static void kernel_portable(int kc, const float *ap, int mr, const float *bp, float *c, size_t ldc,
@@ -196,6 +215,15 @@ void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const flo
                     gboolean set, const float *bias, float *C, size_t ldc) {
     gboolean avx2 = dq_cpu_has_avx2();
     int panels = (nc + NR - 1) / NR;
+    if (avx2 && panels <= 4) {
+        for (int i = 0; i < M; i += MR)
+            for (int p = 0; p < panels; p++)
+                kernel_avx2_rows(kc, A + (size_t)i * lda, lda, MIN(MR, M - i),
+                                 pack + (size_t)p * kc * NR, C + (size_t)i * ldc + (size_t)p * NR,
+                                 ldc, MIN(NR, nc - p * NR), set,
+                                 bias != NULL ? bias + p * NR : NULL);
+        return;
+    }
     float apack[MC * DQ_GEMM_KC] __attribute__((aligned(64)));
     for (int m0 = 0; m0 < M; m0 += MC) {
         int m1 = MIN(M, m0 + MC);
