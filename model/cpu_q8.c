@@ -47,7 +47,9 @@ gboolean dq_q8_quantize(DqWeight *w, const DqTensor *t, int rows, int cols, int 
         return dq_fail(err, DQ_ERR_LIMIT, "%s: out of memory for int8 tensor '%s' (%d x %d)",
                        t->file, t->name, rows, cols);
     float *scales = (float *)(buf + n);
-#pragma omp parallel num_threads(threads) if (rows >= 64)
+    /* threads only for the largest matrices (lm_head): a parallel region a layer matrix cost more
+     * than it saved on a busy machine (~10 ns a weight on one core) */
+#pragma omp parallel num_threads(threads) if (n >= ((size_t)1 << 24))
     {
         float *row = g_new(float, cols);
 #pragma omp for schedule(static)
