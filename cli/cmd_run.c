@@ -35,7 +35,9 @@ int cmd_run(int argc, char **argv) {
         {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda or cuda:I (default cpu)", "DEV"},
         {"weights", 0, 0, G_OPTION_ARG_STRING, &weights,
          "stored (default) or int8: the decoder's matrices quantized at load (device cpu)", "W"},
-        {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "jobs a worker claims at once (default 1)",
+        {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
+         "requests a worker decodes together; each finished one is replaced at once by a newly "
+         "claimed job (continuous batching; default 1)",
          "N"},
         {"workers", 'k', 0, G_OPTION_ARG_INT, &workers, "worker processes (default 1)", "K"},
         {"until-empty", 0, 0, G_OPTION_ARG_NONE, &until_empty,
@@ -50,9 +52,10 @@ int cmd_run(int argc, char **argv) {
     GOptionContext *ctx = g_option_context_new("- answer queued jobs with SmolVLM");
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(
-        ctx, "Each worker claims a batch under a lease, answers it, and stores the answers in one "
-             "transaction. SIGINT/SIGTERM: workers finish or give back their batch, exit 130. "
-             "Exit 1 when some jobs failed (see docqa status).");
+        ctx, "Each worker claims jobs under a lease, keeps up to --batch of them in the model "
+             "(plus two being preprocessed) and stores each answer as soon as it is finished. "
+             "SIGINT/SIGTERM: workers give back the jobs in flight, exit 130. Exit 1 when some "
+             "jobs failed (see docqa status).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
