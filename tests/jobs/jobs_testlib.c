@@ -227,6 +227,7 @@ DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg) {
     g_queue_init(&a->pending);
     if (cfg)
         a->cfg = *cfg;
+    a->base.lookahead = a->cfg.lookahead;
     return &a->base;
 }
 

@@ -31,6 +31,7 @@ typedef struct {
     gboolean fail_retryable; /* failures are model errors (TRUE) or bad images (FALSE) */
     gboolean batch_fails;    /* every request fails with a model error ("batch failure") */
     int slow_first;          /* the first request submitted takes this many polls (others 1) */
+    int lookahead;           /* the answerer's lookahead (answerer.h): jobs held beyond batch */
 } JtAnswererConfig;
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);

@@ -534,12 +534,13 @@ static void test_run_max_jobs(void) {
     g_free(dir);
 }
 
-/* Batches take three leases' time: only the heartbeat keeps other workers off them. */
+/* Jobs stay in flight for three leases' time, in the model or waiting beyond it (lookahead):
+ * only the heartbeat keeps other workers off them. */
 static void test_heartbeat_keeps_leases(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 2, 4);
     jt_ask(db, 1, "m", 3);
-    JtAnswererConfig cfg = {.delay_ms = 400};
+    JtAnswererConfig cfg = {.delay_ms = 400, .lookahead = 2};
     DqRunOptions ro = {.worker = {.db_path = db,
                                   .model_id = "m",
                                   .batch = 4,
