@@ -196,8 +196,9 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
     m->quantize = FALSE;
     if (!BIND1(&m->norm, Dt, "%s.norm.weight", tp))
         return FALSE;
-    /* int8: lm_head too (a fifth of the decoder's bytes at 256M); when tied, a quantized copy
-     * of embed_tokens, whose lookups stay exact. */
+    /* int8: lm_head too (a fifth of the decoder's bytes at 256M; measured on the fixtures,
+     * quantizing it moved the worst logits cosine only from 0.99936 to 0.99935); when tied, a
+     * quantized copy of embed_tokens, whose lookups stay exact. */
     if (m->int8 && c->tie_word_embeddings) {
         m->quantize = TRUE;
         gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "%s.embed_tokens.weight", tp);
