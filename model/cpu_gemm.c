@@ -119,6 +119,11 @@ DQ_AVX2 static inline __attribute__((always_inline)) void
 kernel_body(int kc, const float *const ar[MR], const int ks, int mr, const float *bp, float *c,
             size_t ldc, int nr, gboolean set, const float *bias) {
     const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
+    /* C's rows arrive while the products run (they come from L3 or memory). */
+    for (int r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + (size_t)r * ldc + NR - 1), _MM_HINT_T0);
+    }
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
