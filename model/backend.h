@@ -120,6 +120,25 @@ struct DqBackend {
      * whose parts each have at least this many rows (tiles, prompts) may be merged into one.
      * 0: no such promise (the reference: OpenBLAS's rounding depends on the row count). */
     int matmul_row_invariant_min;
+
+    /* ---- optional: a step recorded and replayed as one unit (NULL: not supported; the CPU
+     * backends). The CUDA backend records the ops into a CUDA graph, so that the decode step's
+     * hundreds of small kernels cost one launch (see backend_cuda.h: off unless
+     * DOCQA_CUDA_GRAPHS=1).
+     *
+     * graph_begin(be, key): from here to graph_end, ops are recorded instead of run. TRUE when
+     * recording started; FALSE when the backend runs ops plainly (graphs off, or not possible
+     * now): then nothing changes and graph_end must not be called. `key` names the step's
+     * shape (the same key, the same sequence of ops with other arguments: the recording then
+     * updates the graph made for that key instead of building a new one). While recording:
+     * alloc() and release() must not be called, and download() fills its host destination only
+     * when graph_end returns TRUE.
+     * graph_end(be, run): stops recording; with run, replays the recorded ops and waits for
+     * them. TRUE when they ran (the downloads' destinations are filled; errors are reported as
+     * for plain ops); FALSE when the recording failed or run was FALSE: nothing ran, and the
+     * caller redoes the step with plain ops. */
+    gboolean (*graph_begin)(DqBackend *be, uint64_t key);
+    gboolean (*graph_end)(DqBackend *be, gboolean run);
 };
 
 /* The CPU reference backend (OpenBLAS sgemm + OpenMP, float32). */

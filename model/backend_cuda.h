@@ -21,6 +21,17 @@
  *   token ids) are staged through pinned host memory.
  * - Ops cannot fail through the interface (they return void): the first CUDA error is kept and
  *   reported by dq_backend_cuda_check() and by every later alloc (which then returns NULL).
+ * - Decode steps as CUDA graphs (backend.h graph_begin / graph_end, called by
+ *   smolvlm_forward_step for every DqGenerator step): the step's kernels are captured, the graph
+ *   kept for the step's shape is updated with the new arguments (cudaGraphExecUpdate) and
+ *   launched as one. OFF BY DEFAULT: DOCQA_CUDA_GRAPHS=1 in the environment turns it on. It has
+ *   not yet run on a GPU (written without one); test_backend_cuda's graph tests and
+ *   scripts/check-gpu.sh check it on a GPU (same tokens and logits, bit for bit, as without
+ *   graphs), after which the default may change. A recording that fails is redone with plain
+ *   launches; after 3 failures in a row graphs are turned off with a warning.
+ * - Too little GPU memory: loading fails before the first weight, naming the MiB the weights
+ *   need and the MiB free; a KV cache or activation buffer that does not fit fails its request
+ *   naming its size (and the pool's warning names the free memory).
  *
  * Built without CUDA (no nvcc at configure time), dq_backend_cuda_new() fails with
  * DQ_ERR_DEVICE "built without CUDA".
@@ -46,6 +57,23 @@ gboolean dq_backend_is_cuda(const DqBackend *be);
 
 /* Waits for the queued work and reports the first CUDA error seen so far (DQ_ERR_DEVICE). */
 gboolean dq_backend_cuda_check(DqBackend *be, GError **err);
+
+/* Turns the recording of decode steps as CUDA graphs on or off for `be` (the default comes
+ * from DOCQA_CUDA_GRAPHS); no effect on other backends. For tests and benchmarks. */
+void dq_backend_cuda_set_graphs(DqBackend *be, gboolean on);
+
+/* What the graphs of `be` did so far. */
+typedef struct {
+    gboolean on;      /* graphs currently on */
+    int instantiated; /* graphs built (a new step shape, or an update refused) */
+    int updated;      /* graphs updated in place for a step of a known shape */
+    int update_refused;
+    int replayed; /* steps run as a graph */
+    int failed;   /* recordings that failed: those steps were redone with plain launches */
+} DqCudaGraphStats;
+
+/* FALSE (and *out zeroed) when `be` is not a CUDA backend. */
+gboolean dq_backend_cuda_graph_stats(DqBackend *be, DqCudaGraphStats *out);
 
 /* Number of CUDA devices this process can use: 0 without CUDA, without a driver or without a
  * GPU. When it is 0 and `why` is not NULL, *why is set to the reason (g_free it). */

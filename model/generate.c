@@ -479,7 +479,9 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
     }
     if (n_segs == 0)
         return TRUE;
-    if (!smolvlm_forward(g->m, g->ws, g->segs, n_segs, err))
+    /* One recorded launch where the backend can (a CUDA graph): the step's many small kernels
+     * would otherwise cost more to launch than to run. */
+    if (!smolvlm_forward_step(g->m, g->ws, g->segs, n_segs, err))
         goto fail;
     double share = (dq_now_ms() - t0) / n_segs;
     for (int i = 0; i < g->n_slots; i++) {

@@ -335,7 +335,9 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
                 be->release(be, *bufs[j]);
                 *bufs[j] = NULL;
             }
-            return dq_fail(err, DQ_ERR_LIMIT, "out of memory: %zu floats of activations", sizes[i]);
+            return dq_fail(err, DQ_ERR_LIMIT,
+                           "out of %s memory: a buffer of %zu floats (%.1f MiB) of activations",
+                           be->name, sizes[i], (double)sizes[i] * sizeof(float) / 1048576.0);
         }
     }
     return TRUE;
@@ -544,7 +546,9 @@ SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err) {
     kv->v = m->be->alloc(m->be, n);
     if (kv->k == NULL || kv->v == NULL) {
         smolvlm_kv_free(m, kv);
-        dq_fail(err, DQ_ERR_LIMIT, "out of memory for a KV cache of %d positions", capacity);
+        dq_fail(err, DQ_ERR_LIMIT,
+                "%s: out of %s memory for a KV cache of %d positions (%.1f MiB: 2 x %zu floats)",
+                m->dir, m->be->name, capacity, 2.0 * (double)n * sizeof(float) / 1048576.0, n);
         return NULL;
     }
     return kv;
@@ -763,4 +767,38 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
     for (int s = 0; s < n_segs; s++)
         segs[s].kv->len += segs[s].n_rows;
     return TRUE;
+}
+
+gboolean smolvlm_forward_step(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs,
+                              int n_segs, GError **err) {
+    DqBackend *be = m->be;
+    if (be->graph_begin == NULL || be->graph_end == NULL || m->trace != NULL || n_segs <= 0)
+        return smolvlm_forward(m, ws, segs, n_segs, err);
+    /* The recorded ops depend on the number of segments and of rows (the merged matmuls, one
+     * attention a segment, one download a logits row); the KV lengths and buffers are mere
+     * arguments, updated in place from step to step. */
+    int rows = 0, n_logits = 0;
+    int *lens = g_new(int, n_segs);
+    for (int s = 0; s < n_segs; s++) {
+        rows += segs[s].n_rows;
+        n_logits += segs[s].logits != NULL;
+        lens[s] = segs[s].kv->len;
+    }
+    uint64_t key = (uint64_t)n_segs | (uint64_t)rows << 24 | (uint64_t)n_logits << 48;
+    gboolean ok;
+    if (!be->graph_begin(be, key)) {
+        ok = smolvlm_forward(m, ws, segs, n_segs, err);
+    } else {
+        ok = smolvlm_forward(m, ws, segs, n_segs, err);
+        /* On a failed forward (bad arguments: nothing was recorded) the recording is dropped.
+         * A failed recording ran nothing, so the workspace still holds the step's inputs: only
+         * the KV lengths, which forward advanced on the host, are put back before the redo. */
+        if (!be->graph_end(be, ok) && ok) {
+            for (int s = 0; s < n_segs; s++)
+                segs[s].kv->len = lens[s];
+            ok = smolvlm_forward(m, ws, segs, n_segs, err);
+        }
+    }
+    g_free(lens);
+    return ok;
 }

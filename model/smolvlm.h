@@ -105,4 +105,12 @@ typedef struct {
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
                          GError **err);
 
+/* smolvlm_forward for a decode step (each segment a row or a few): where the backend records
+ * steps (backend.h graph_begin: CUDA graphs), the whole call is recorded and replayed as one
+ * launch, keyed by the step's shape; when the recording fails the call is redone with plain ops
+ * (the KV lengths restored first), so the result is the same either way. Without tracing only:
+ * a trace reads activations mid-way, which a recorded step cannot give. */
+gboolean smolvlm_forward_step(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs,
+                              int n_segs, GError **err);
+
 #endif

@@ -4,6 +4,8 @@
 
 #include "dq_error.h"
 
+#include <string.h>
+
 DqBackend *dq_backend_cuda_new(int device, GError **err) {
     dq_fail(err, DQ_ERR_DEVICE,
             "cuda:%d: docqa was built without CUDA (configured with no nvcc found or with "
@@ -24,4 +26,11 @@ int dq_cuda_device_count(char **why) {
     if (why != NULL)
         *why = g_strdup("docqa was built without CUDA");
     return 0;
+}
+
+void dq_backend_cuda_set_graphs(DqBackend *be, gboolean on) {}
+
+gboolean dq_backend_cuda_graph_stats(DqBackend *be, DqCudaGraphStats *out) {
+    memset(out, 0, sizeof *out);
+    return FALSE;
 }

@@ -8,6 +8,9 @@
  * The whole model (tiny snapshots of ../shared): last-prompt logits within 6e-2 of their scale
  * (the fixtures README measures 0.26 on logits of ~12 for weights rounded to bf16), and a
  * request's tokens and logits bit-identical alone and in a batch of three different pages.
+ * The decode step as a CUDA graph (DOCQA_CUDA_GRAPHS, off by default): every decode row's logits
+ * equal those of plain launches bit for bit while the batch grows and shrinks, and a DqGenerator
+ * whose requests join mid-way gives the same sampled tokens with graphs on as off.
  *
  * Without a GPU (or in a build without CUDA) every GPU test is skipped with the reason; the
  * device-name parsing and the "no GPU" error path are tested everywhere. */
@@ -532,6 +535,333 @@ static void test_model(void) {
         dq_image_free(imgs[i]);
 }
 
+/* ---- the decode step as a CUDA graph: the same results as plain launches, bit for bit */
+
+static SmolvlmPipeline *open_gpu_pipeline(const char *snap) {
+    char *dir = g_build_filename(dq_test_shared_dir(), "models", snap, NULL);
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(dir, &(SmolvlmOptions){.device = "cuda"}, &err);
+    dq_assert_no_error(err);
+    g_free(dir);
+    return p;
+}
+
+static void graph_stats_print(DqBackend *be, const char *snap, DqCudaGraphStats *st) {
+    g_assert_true(dq_backend_cuda_graph_stats(be, st));
+    g_test_message("%s: graphs instantiated %d, updated %d (refused %d), replayed %d, failed %d",
+                   snap, st->instantiated, st->updated, st->update_refused, st->replayed,
+                   st->failed);
+}
+
+/* A text prompt of n ids for sequence s (no <image> id). */
+static void prompt_ids(const SmolvlmConfig *cfg, int s, int32_t *ids, int n) {
+    for (int i = 0; i < n; i++) {
+        ids[i] = (int32_t)(((uint64_t)s * 7919 + (uint64_t)i * 104729 + 17) % cfg->vocab_size);
+        if (ids[i] == cfg->image_token_id)
+            ids[i] = (ids[i] + 1) % cfg->vocab_size;
+    }
+}
+
+/* Three sequences decoded step by step through smolvlm_forward (plain launches) and through
+ * smolvlm_forward_step with graphs on, each on its own KV caches: the second joins at step 2,
+ * the third at step 4, the first leaves after step 8 (batch shapes 1, 2, 3, then 2 again: a
+ * graph kept for a shape is updated after another shape ran). Each step feeds the plain run's
+ * greedy pick to both, and the logits of every row must be equal bit for bit. */
+static void graph_forward_case(const char *snap) {
+    SmolvlmPipeline *p = open_gpu_pipeline(snap);
+    Smolvlm *m = p->model;
+    DqBackend *be = smolvlm_backend(m);
+    const SmolvlmConfig *cfg = smolvlm_config(m);
+    const int n_seq = 3, prompt = 5, steps = 12, V = cfg->vocab_size;
+    const int join[3] = {0, 2, 4}, leave[3] = {8, steps, steps};
+    GError *err = NULL;
+    SmolvlmKV *kv[2][3];
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, prompt, &err);
+    dq_assert_no_error(err);
+    float *logits[2][3];
+    int32_t next[3], ids[5];
+    for (int r = 0; r < 2; r++)
+        for (int s = 0; s < n_seq; s++) {
+            kv[r][s] = smolvlm_kv_new(m, prompt + steps, &err);
+            dq_assert_no_error(err);
+            logits[r][s] = g_new0(float, V);
+            /* The prompt, plainly (prefill is never recorded). */
+            dq_backend_cuda_set_graphs(be, FALSE);
+            int cursor = 0;
+            prompt_ids(cfg, s, ids, prompt);
+            g_assert_true(smolvlm_embed(m, ws, 0, ids, prompt, NULL, 0, &cursor, &err));
+            SmolvlmSegment seg = {kv[r][s], prompt, logits[r][s]};
+            g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
+            dq_assert_no_error(err);
+        }
+    for (int s = 0; s < n_seq; s++) {
+        g_assert_cmpmem(logits[0][s], V * 4, logits[1][s], V * 4);
+        next[s] = dq_sample_token(logits[0][s], V, &(DqGenerateOptions){0}, NULL, NULL);
+    }
+    int replays = 0;
+    for (int t = 0; t < steps; t++) {
+        for (int r = 0; r < 2; r++) {
+            SmolvlmSegment segs[3];
+            int n = 0;
+            for (int s = 0; s < n_seq; s++) {
+                if (t < join[s] || t >= leave[s])
+                    continue;
+                int cursor = 0;
+                g_assert_true(smolvlm_embed(m, ws, n, &next[s], 1, NULL, 0, &cursor, &err));
+                segs[n++] = (SmolvlmSegment){kv[r][s], 1, logits[r][s]};
+            }
+            g_assert_cmpint(n, <=, prompt);
+            dq_backend_cuda_set_graphs(be, r == 1);
+            if (r == 0)
+                g_assert_true(smolvlm_forward(m, ws, segs, n, &err));
+            else
+                g_assert_true(smolvlm_forward_step(m, ws, segs, n, &err));
+            dq_assert_no_error(err);
+            replays += r == 1;
+        }
+        g_assert_true(dq_backend_cuda_check(be, &err));
+        dq_assert_no_error(err);
+        for (int s = 0; s < n_seq; s++) {
+            if (t < join[s] || t >= leave[s])
+                continue;
+            g_assert_cmpint(smolvlm_kv_len(kv[0][s]), ==, smolvlm_kv_len(kv[1][s]));
+            if (memcmp(logits[0][s], logits[1][s], (size_t)V * 4) != 0)
+                g_error("%s: step %d, sequence %d: logits with graphs differ from without", snap, t,
+                        s);
+            next[s] = dq_sample_token(logits[0][s], V, &(DqGenerateOptions){0}, NULL, NULL);
+        }
+    }
+    DqCudaGraphStats st;
+    graph_stats_print(be, snap, &st);
+    g_assert_cmpint(st.failed, ==, 0);
+    g_assert_cmpint(st.replayed, ==, replays); /* every graphed step ran as a graph */
+    g_assert_cmpint(st.updated, >, 0);         /* and known shapes were updated, not rebuilt */
+    for (int r = 0; r < 2; r++)
+        for (int s = 0; s < n_seq; s++) {
+            smolvlm_kv_free(m, kv[r][s]);
+            g_free(logits[r][s]);
+        }
+    smolvlm_workspace_free(m, ws);
+    smolvlm_pipeline_free(p);
+}
+
+static void test_graph_forward(void) {
+    if (!need_gpu())
+        return;
+    if (dq_test_shared_dir() == NULL) {
+        g_test_skip("../shared is absent: the tiny models are not here");
+        return;
+    }
+    graph_forward_case("tiny-smolvlm-b512");
+    graph_forward_case("tiny-smolvlm-a384-v1tok-bf16");
+}
+
+typedef struct {
+    SmolvlmPrompt prompt;
+    SmolvlmRequest req;
+} GraphCase;
+
+/* A joins alone; after 3 steps B and C join; D takes the first slot that frees. Sampled
+ * (temperature 1, own seeds), so the tokens follow the decode logits closely. res[i] gets the
+ * result of request i. */
+static void join_midway_run(SmolvlmPipeline *p, GraphCase *cs, DqGenerateResult *res) {
+    GError *err = NULL;
+    DqGenerator *g = dq_generator_new(p->model, 3, 0, &err);
+    dq_assert_no_error(err);
+    int slot_of[4] = {-1, -1, -1, -1}, slots[2], n_done = 0;
+    g_assert_true(dq_generator_add(g, &cs[0].req, 1, slots, &err));
+    slot_of[0] = slots[0];
+    for (int i = 0; i < 3; i++)
+        g_assert_true(dq_generator_step(g, &err));
+    SmolvlmRequest two[2] = {cs[1].req, cs[2].req};
+    g_assert_true(dq_generator_add(g, two, 2, slots, &err));
+    dq_assert_no_error(err);
+    slot_of[1] = slots[0];
+    slot_of[2] = slots[1];
+    DqGeneratorDone done[3];
+    while (n_done < 4) {
+        g_assert_cmpint(dq_generator_n_active(g), >, 0);
+        g_assert_true(dq_generator_step(g, &err));
+        dq_assert_no_error(err);
+        int k = dq_generator_take_finished(g, done, 3);
+        for (int i = 0; i < k; i++) {
+            int which = -1;
+            for (int j = 0; j < 4; j++)
+                if (slot_of[j] == done[i].slot && res[j].output_ids == NULL)
+                    which = j;
+            g_assert_cmpint(which, >=, 0);
+            res[which] = done[i].result;
+            n_done++;
+        }
+        if (k > 0 && slot_of[3] < 0) {
+            g_assert_true(dq_generator_add(g, &cs[3].req, 1, slots, &err));
+            slot_of[3] = slots[0];
+        }
+    }
+    g_assert_true(dq_backend_cuda_check(smolvlm_backend(p->model), &err));
+    dq_assert_no_error(err);
+    dq_generator_free(g);
+}
+
+/* The four requests of join_midway_run, sampled (temperature 1, each its own seed) so that the
+ * tokens follow the decode logits closely. */
+static void graph_cases_init(SmolvlmPipeline *p, GraphCase *cs) {
+    const char *images[4] = {"portrait_page.png", "banner_wide.png", NULL, "logo_rgba.png"};
+    const char *questions[4] = {"What is the title?", "Who wrote it?", "Say hello.",
+                                "What colour is it?"};
+    const int max_new[4] = {10, 4, 7, 5};
+    GError *err = NULL;
+    for (int i = 0; i < 4; i++) {
+        DqImage *img = NULL;
+        if (images[i] != NULL) {
+            char *path = g_build_filename(dq_test_source_dir(), "tests", "fixtures", "images",
+                                          images[i], NULL);
+            img = dq_image_load(path, DQ_EXIF_APPLY, &err);
+            dq_assert_no_error(err);
+            g_free(path);
+        }
+        SmolvlmPrepareOptions po = {.n_res = 1};
+        g_assert_true(smolvlm_prompt_build(p, (const DqImage *const *)&img, img ? 1 : 0,
+                                           questions[i], NULL, &po, &cs[i].prompt, &err));
+        dq_assert_no_error(err);
+        if (img != NULL)
+            dq_image_free(img);
+        smolvlm_request_init(p, &cs[i].prompt, &cs[i].req);
+        cs[i].req.options.do_sample = TRUE;
+        cs[i].req.options.temperature = 1.0;
+        cs[i].req.options.top_k = 0;
+        cs[i].req.options.top_p = 1.0;
+        cs[i].req.options.seed = 1000 + (uint64_t)i;
+        cs[i].req.options.ignore_eos = TRUE;
+        cs[i].req.options.max_new_tokens = max_new[i];
+        cs[i].req.want_logits = TRUE;
+    }
+}
+
+/* Both runs gave each request the same tokens and prompt logits; clears them and the cases. */
+static void graph_results_compare(GraphCase *cs, DqGenerateResult *a, DqGenerateResult *b, int V) {
+    for (int i = 0; i < 4; i++) {
+        g_assert_cmpint(a[i].n_output_ids, ==, cs[i].req.options.max_new_tokens);
+        g_assert_cmpint(a[i].n_output_ids, ==, b[i].n_output_ids);
+        g_assert_cmpmem(a[i].output_ids, a[i].n_output_ids * 4, b[i].output_ids,
+                        b[i].n_output_ids * 4);
+        g_assert_cmpmem(a[i].last_logits, V * 4, b[i].last_logits, V * 4);
+        dq_generate_result_clear(&a[i]);
+        dq_generate_result_clear(&b[i]);
+        smolvlm_prompt_clear(&cs[i].prompt);
+    }
+}
+
+static void graph_generator_case(const char *snap) {
+    SmolvlmPipeline *p = open_gpu_pipeline(snap);
+    DqBackend *be = smolvlm_backend(p->model);
+    GraphCase cs[4];
+    graph_cases_init(p, cs);
+    DqGenerateResult plain[4] = {{0}}, graphed[4] = {{0}};
+    dq_backend_cuda_set_graphs(be, FALSE);
+    join_midway_run(p, cs, plain);
+    DqCudaGraphStats before;
+    g_assert_true(dq_backend_cuda_graph_stats(be, &before));
+    dq_backend_cuda_set_graphs(be, TRUE);
+    join_midway_run(p, cs, graphed);
+    DqCudaGraphStats st;
+    graph_stats_print(be, snap, &st);
+    g_assert_cmpint(st.failed, ==, before.failed);
+    g_assert_cmpint(st.replayed - before.replayed, >, 0);
+    graph_results_compare(cs, graphed, plain, smolvlm_config(p->model)->vocab_size);
+    smolvlm_pipeline_free(p);
+}
+
+static void test_graph_generator(void) {
+    if (!need_gpu())
+        return;
+    if (dq_test_shared_dir() == NULL) {
+        g_test_skip("../shared is absent: the tiny models are not here");
+        return;
+    }
+    graph_generator_case("tiny-smolvlm-b512");
+    graph_generator_case("tiny-smolvlm-a384-v1tok-bf16");
+}
+
+/* Fake graph hooks on a CPU backend: a "recording" runs nothing (the ops are swapped for
+ * no-ops, downloads fill NaN) and always fails, as a failed stream capture does; graph_begin
+ * refuses every third step. smolvlm_forward_step must then redo each recorded step plainly,
+ * the KV lengths restored, so that the tokens equal those of plain steps. */
+static DqBackend fake_saved;
+static int fake_begins, fake_redos;
+
+static void nop_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                       const DqWeight *bias, int n) {}
+static void nop_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
+                        float eps) {}
+static void nop_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                     double theta) {}
+static void nop_attention(DqBackend *be, float *out, const float *q, const float *k, const float *v,
+                          const DqAttention *a) {}
+static void nop_copy(DqBackend *be, float *dst, const float *src, size_t n) {}
+static void nop_add(DqBackend *be, float *y, const float *x, size_t n) {}
+static void nop_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {}
+static void nan_download(DqBackend *be, float *host_dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        host_dst[i] = NAN;
+}
+
+static gboolean fake_graph_begin(DqBackend *be, uint64_t key) {
+    g_assert_cmpuint(key, !=, 0);
+    if (fake_begins++ % 3 == 2)
+        return FALSE;
+    fake_saved = *be;
+    be->matmul = nop_matmul;
+    be->rmsnorm = nop_rmsnorm;
+    be->rope = nop_rope;
+    be->attention = nop_attention;
+    be->copy = nop_copy;
+    be->add = nop_add;
+    be->silu_mul = nop_silu_mul;
+    be->download = nan_download;
+    return TRUE;
+}
+
+static gboolean fake_graph_end(DqBackend *be, gboolean run) {
+    g_assert_true(run);
+    gboolean (*begin)(DqBackend *, uint64_t) = be->graph_begin;
+    gboolean (*end)(DqBackend *, gboolean) = be->graph_end;
+    *be = fake_saved;
+    be->graph_begin = begin;
+    be->graph_end = end;
+    fake_redos++;
+    return FALSE;
+}
+
+static void test_graph_redo_cpu(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tiny models are not here");
+        return;
+    }
+    char *dir = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(dir, &(SmolvlmOptions){.device = "cpu"}, &err);
+    dq_assert_no_error(err);
+    g_free(dir);
+    DqBackend *be = smolvlm_backend(p->model);
+    g_assert_null(be->graph_begin); /* the CPU backends record nothing */
+    GraphCase cs[4];
+    graph_cases_init(p, cs);
+    DqGenerateResult plain[4] = {{0}}, redone[4] = {{0}};
+    join_midway_run(p, cs, plain);
+    be->graph_begin = fake_graph_begin;
+    be->graph_end = fake_graph_end;
+    join_midway_run(p, cs, redone);
+    be->graph_begin = NULL;
+    be->graph_end = NULL;
+    g_test_message("fake graphs: %d steps, %d redone", fake_begins, fake_redos);
+    g_assert_cmpint(fake_redos, >, 2);
+    g_assert_cmpint(fake_redos, <, fake_begins);
+    graph_results_compare(cs, redone, plain, smolvlm_config(p->model)->vocab_size);
+    smolvlm_pipeline_free(p);
+}
+
 /* ---- everywhere */
 
 static void test_device_names(void) {
@@ -612,6 +942,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/embed", test_embed);
     g_test_add_func("/backend_cuda/memory", test_memory);
     g_test_add_func("/backend_cuda/model", test_model);
+    g_test_add_func("/backend_cuda/graph_forward", test_graph_forward);
+    g_test_add_func("/backend_cuda/graph_generator", test_graph_generator);
+    g_test_add_func("/backend_cuda/graph_redo_cpu", test_graph_redo_cpu);
     int rc = g_test_run();
     dq_backend_free(gpu);
     dq_backend_free(cpu);
