@@ -20,10 +20,11 @@
  *   must also differ from the goldens by more than float32 noise (1e-3): the weights really are
  *   quantized.
  * test_q8 (unit) takes text_only and no_split of the compact fixtures in tests/fixtures;
- * test_q8_full (slow) every case of ../shared/fixtures; test_q8_portable runs the unit program
- * with DOCQA_CPU_NO_AVX2=1 (the portable kernels). The model parts need ../shared/models. */
+ * test_q8_full (slow) every case of ../shared/fixtures; test_q8_portable runs the kernel tests
+ * with DOCQA_CPU_NO_AVX2=1 (the portable code). The model parts need ../shared/models. */
 #include "backend.h"
 #include "cpu_q8.h"
+#include "cpu_simd.h"
 #include "dq_error.h"
 #include "generate.h"
 #include "image_processor.h"
@@ -481,6 +482,10 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
 }
 
 static void test_goldens(void) {
+#ifdef DQ_Q8_KERNELS_ONLY
+    g_test_skip("test_q8_portable: kernels only (test_q8 runs the model)");
+    return;
+#endif
     const char *shared = dq_test_shared_dir();
     if (shared == NULL) {
         g_test_skip("../shared is absent: the tiny models are not here");
@@ -538,6 +543,10 @@ static void test_goldens(void) {
 }
 
 static void test_options(void) {
+#ifdef DQ_Q8_KERNELS_ONLY
+    g_test_skip("test_q8_portable: kernels only (test_q8 runs the model)");
+    return;
+#endif
     const char *shared = dq_test_shared_dir();
     if (shared == NULL) {
         g_test_skip("../shared is absent: the tiny models are not here");
@@ -572,6 +581,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/q8/matmul", test_matmul);
     g_test_add_func("/q8/options", test_options);
     g_test_add_func("/q8/goldens", test_goldens);
+#ifdef DQ_Q8_KERNELS_ONLY
+    g_assert_false(dq_cpu_has_avx2()); /* test_q8_portable runs with DOCQA_CPU_NO_AVX2=1 */
+#endif
     int rc = g_test_run();
     dq_backend_free(ref);
     dq_backend_free(fast);
