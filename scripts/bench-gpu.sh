@@ -8,7 +8,8 @@
 # Environment: GPU (default 0), BATCHES (default 1,2,4,8,16,32,64), N_RES (5), MAX_NEW (16
 # tokens, ignore_eos on both sides), PAGES (default: four page images of ../shared/fixtures),
 # BUILD (default build-gpu, configured with -DDOCQA_CUDA=ON), MODELS (random snapshots, default
-# /tmp/docqa-random-models; generated once, bf16).
+# /tmp/docqa-random-models; generated once, bf16), GRAPHS (1: docqa also with DOCQA_CUDA_GRAPHS=1,
+# the decode step as a CUDA graph, as the row docqa_graphs; 0: not).
 # Prints each side's line per batch size, then each side's best pages/s and the ratio
 # docqa / transformers (the target is >= 3x).
 #
@@ -23,6 +24,7 @@ gpu=${GPU:-0}
 batches=${BATCHES:-1,2,4,8,16,32,64}
 n_res=${N_RES:-5}
 max_new=${MAX_NEW:-16}
+graphs=${GRAPHS:-1}
 die() { echo "bench-gpu: $*" >&2; exit 2; }
 
 # ---- preconditions: say what is missing before building anything
@@ -63,6 +65,12 @@ for m in "$@"; do
   echo "## $m"
   "$build/tests/model/bench_gpu" "$dir" "cuda:$gpu" "$n_res" "$max_new" "$batches" "${pages[@]}" |
     tee -a "$out" || echo "docqa failed (see above)"
+  if [ "$graphs" = 1 ]; then
+    # The decode step as a CUDA graph (off by default until verified on a GPU).
+    DOCQA_CUDA_GRAPHS=1 "$build/tests/model/bench_gpu" "$dir" "cuda:$gpu" "$n_res" "$max_new" \
+      "$batches" "${pages[@]}" | sed 's/^docqa /docqa_graphs /' | tee -a "$out" ||
+      echo "docqa with CUDA graphs failed (see above)"
+  fi
   python3 scripts/bench_gpu_hf.py "$dir" "cuda:$gpu" "$n_res" "$max_new" "$batches" "${pages[@]}" |
     tee -a "$out" || echo "transformers failed (see above)"
   awk -v model="$m" '
@@ -75,6 +83,9 @@ for m in "$@"; do
       printf "%s: docqa best %.3f pages/s (batch %s), transformers best %.3f pages/s (batch %s)",
              model, best["docqa"], at["docqa"], best["hf"], at["hf"]
       if (best["hf"] > 0) printf ", ratio %.2fx (target >= 3x)", best["docqa"] / best["hf"]
+      if (best["docqa_graphs"] > 0 && best["docqa"] > 0)
+        printf "; with CUDA graphs %.3f pages/s (batch %s, %.2fx without)", best["docqa_graphs"],
+               at["docqa_graphs"], best["docqa_graphs"] / best["docqa"]
       printf "\n"
     }' "$out"
   rm -f "$out"
