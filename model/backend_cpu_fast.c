@@ -177,33 +177,13 @@ static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
     }
 }
 
-/* ---- products with many rows (vision, prefill): cpu_gemm.c, C split among threads
- *
- * Large M (every patch of every tile, a prompt): chunks of rows, each thread packing the weight
- * for its own chunk (a weight pass per chunk is a few per mille of the arithmetic). Small M: chunks
- * of output features instead, so that every thread has work. The summation order of an element
- * never depends on the split (cpu_gemm.h), so neither does the result. */
+/* ---- products with many rows (vision, prefill): cpu_gemm.c's threaded linear layer */
 
 static void fast_gemm(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
                       const DqWeight *bias, int n) {
-    DqGemmB layout = w->dtype == DQ_DTYPE_BF16 ? DQ_GEMM_B_WT_BF16 : DQ_GEMM_B_WT_F32;
-    size_t esize = w->dtype == DQ_DTYPE_BF16 ? 2 : 4;
-    int rows = w->rows, cols = w->cols, T = ctx->threads;
-    int mchunk = n, nchunk = rows;
-    if (n >= 96 * T)
-        mchunk = MAX(144, (n + 4 * T - 1) / (4 * T) + 5) / 6 * 6;
-    else
-        nchunk = MAX(64, (rows + 4 * T - 1) / (4 * T) + 15) / 16 * 16;
-    int mjobs = (n + mchunk - 1) / mchunk, njobs = (rows + nchunk - 1) / nchunk;
-#pragma omp parallel for schedule(dynamic) num_threads(T) if (mjobs * njobs > 1)
-    for (int job = 0; job < mjobs * njobs; job++) {
-        int m0 = job / njobs * mchunk, n0 = job % njobs * nchunk;
-        int mc = MIN(n, m0 + mchunk) - m0, nc = MIN(rows, n0 + nchunk) - n0;
-        dq_gemm(mc, nc, cols, x + (size_t)m0 * cols, cols,
-                (const char *)w->data + (size_t)n0 * cols * esize, cols, layout,
-                bias != NULL ? bias->data + n0 : NULL, DQ_GEMM_SET, y + (size_t)m0 * rows + n0,
-                rows, ctx->pack + (size_t)omp_get_thread_num() * DQ_GEMM_PACK_FLOATS);
-    }
+    dq_gemm_linear(n, w->rows, w->cols, x, w->data,
+                   w->dtype == DQ_DTYPE_BF16 ? DQ_GEMM_B_WT_BF16 : DQ_GEMM_B_WT_F32,
+                   bias != NULL ? bias->data : NULL, y, ctx->threads, ctx->pack);
 }
 
 static void fast_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,

@@ -4,6 +4,7 @@
 #include "cpu_simd.h"
 
 #include <glib.h>
+#include <omp.h>
 
 #define MR 6
 #define NR 16
@@ -270,5 +271,32 @@ void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, siz
             dq_gemm_packed(M, nc, kc, A + k0, lda, pack, mode == DQ_GEMM_SET && k0 == 0,
                            bias != NULL ? bias + n0 : NULL, C + n0, ldc);
         }
+    }
+}
+
+void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB layout,
+                    const float *bias, float *y, int threads, float *packs) {
+    int T = threads, mchunk = M, nchunk = N;
+    if (M >= 96 * T)
+        mchunk = MAX(MC, (M + 4 * T - 1) / (4 * T) + MR - 1) / MR * MR;
+    else
+        nchunk = MAX(4 * NR, (N + 4 * T - 1) / (4 * T) + NR - 1) / NR * NR;
+    int mjobs = (M + mchunk - 1) / mchunk, njobs = (N + nchunk - 1) / nchunk;
+#pragma omp parallel for schedule(dynamic) num_threads(T) if (mjobs * njobs > 1)
+    for (int job = 0; job < mjobs * njobs; job++) {
+        int m0 = job / njobs * mchunk, n0 = job % njobs * nchunk;
+        int mc = MIN(M, m0 + mchunk) - m0, nc = MIN(N, n0 + nchunk) - n0;
+        size_t at = (size_t)n0 * K; /* W's first row of the chunk */
+        const void *b = layout == DQ_GEMM_B_WT_BF16 ? (const void *)((const uint16_t *)W + at)
+                                                    : (const void *)((const float *)W + at);
+        DqGemmQ8 q8;
+        if (layout == DQ_GEMM_B_WT_Q8) {
+            const DqGemmQ8 *all = W;
+            q8 = (DqGemmQ8){all->q + at, all->scales + at / DQ_Q8_BLOCK};
+            b = &q8;
+        }
+        dq_gemm(mc, nc, K, x + (size_t)m0 * K, K, b, K, layout, bias != NULL ? bias + n0 : NULL,
+                DQ_GEMM_SET, y + (size_t)m0 * N + n0, N,
+                packs + (size_t)omp_get_thread_num() * DQ_GEMM_PACK_FLOATS);
     }
 }

@@ -57,6 +57,14 @@ typedef enum {
 void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, size_t ldb,
              DqGemmB layout, const float *bias, DqGemmMode mode, float *C, size_t ldc, float *pack);
 
+/* A linear layer y [M, N] = x [M, K] . W^T (+ bias), W [N, K] in a WT layout, on `threads`
+ * threads, thread t packing into packs + t * DQ_GEMM_PACK_FLOATS. Large M: chunks of rows, each
+ * packing the weight for itself (a weight pass per chunk is a few per mille of the arithmetic);
+ * small M: chunks of output features, so that every thread has work. The summation order of an
+ * element never depends on the split, so neither does the result. */
+void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB layout,
+                    const float *bias, float *y, int threads, float *packs);
+
 /* The two halves of dq_gemm, for callers that reuse one packed block of B for many products
  * (attention packs a block of keys once for all its query rows). Packs B's block
  * [k0, k0 + kc) x [n0, n0 + nc) (kc <= DQ_GEMM_KC, nc <= DQ_GEMM_NC) of a B with N columns. */

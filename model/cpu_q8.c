@@ -221,21 +221,6 @@ void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias
         }
         return;
     }
-    int mchunk = n, nchunk = rows;
-    if (n >= 96 * T)
-        mchunk = MAX(144, (n + 4 * T - 1) / (4 * T) + 5) / 6 * 6;
-    else
-        nchunk = MAX(64, (rows + 4 * T - 1) / (4 * T) + 15) / 16 * 16;
-    int mjobs = (n + mchunk - 1) / mchunk, njobs = (rows + nchunk - 1) / nchunk;
-    const int8_t *Q = dq_q8_values(w);
-    const float *S = dq_q8_scales(w);
-#pragma omp parallel for schedule(dynamic) num_threads(T) if (mjobs * njobs > 1)
-    for (int job = 0; job < mjobs * njobs; job++) {
-        int m0 = job / njobs * mchunk, n0 = job % njobs * nchunk;
-        int mc = MIN(n, m0 + mchunk) - m0, nc = MIN(rows, n0 + nchunk) - n0;
-        DqGemmQ8 b = {Q + (size_t)n0 * cols, S + (size_t)n0 * (cols / QB)};
-        dq_gemm(mc, nc, cols, x + (size_t)m0 * cols, cols, &b, cols, DQ_GEMM_B_WT_Q8,
-                bias != NULL ? bias + n0 : NULL, DQ_GEMM_SET, y + (size_t)m0 * rows + n0, rows,
-                pack + (size_t)omp_get_thread_num() * DQ_GEMM_PACK_FLOATS);
-    }
+    DqGemmQ8 b = {dq_q8_values(w), dq_q8_scales(w)};
+    dq_gemm_linear(n, rows, cols, x, &b, DQ_GEMM_B_WT_Q8, bias, y, T, pack);
 }
