@@ -357,6 +357,8 @@ static void cuda_download(DqBackend *be, float *dst, const float *src, size_t n)
         memset(dst, 0, bytes);
         return;
     }
+    if (c->capturing && bytes == 0)
+        return;
     if (c->capturing) {
         /* Recorded: an async copy into the pinned download area; graph_end copies it to dst
          * after the replay. Past the area's end the recording fails, and dl_pos tells graph_end
