@@ -21,8 +21,9 @@
 #
 # On a device machine ../shared does not travel: copy what is needed into an ignored folder of
 # the checkout and carry it (about 47 MB; the carry limit is 64 MiB with the tree):
-#   mkdir -p .gpu-shared/models && cp -r ../shared/conformance ../shared/fixtures-mini .gpu-shared/
-#   cp -r ../shared/models/tiny-smolvlm-* .gpu-shared/models/ && echo /.gpu-shared/ >>.git/info/exclude
+#   mkdir -p .gpu-shared/models .gpu-shared/fixtures && echo /.gpu-shared/ >>.git/info/exclude
+#   cp -r ../shared/conformance ../shared/fixtures-mini .gpu-shared/
+#   cp -r ../shared/fixtures/images .gpu-shared/fixtures/ && cp -r ../shared/models/tiny-smolvlm-* .gpu-shared/models/
 # then run: DOCQA_SHARED_DIR=$PWD/.gpu-shared bash scripts/check-gpu.sh   (carry: .gpu-shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
