@@ -183,10 +183,13 @@ static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
     gboolean bf16 = w->dtype == DQ_DTYPE_BF16;
     const float *b = bias != NULL ? bias->data : NULL;
     int rows = w->rows, cols = w->cols;
-    int blocks = (rows + 63) / 64;
+    /* Blocks of up to 64 features, at least 8 a thread: k and v (192 features at 256M) in 64s
+     * gave one thread twice the other's work. */
+    int bs = CLAMP((rows / (8 * ctx->threads)) / 4 * 4, 4, 64);
+    int blocks = (rows + bs - 1) / bs;
 #pragma omp parallel for schedule(static) num_threads(ctx->threads) if (blocks > 1)
     for (int blk = 0; blk < blocks; blk++) {
-        int o0 = blk * 64, o1 = MIN(rows, o0 + 64);
+        int o0 = blk * bs, o1 = MIN(rows, o0 + bs);
         if (dq_cpu_has_avx2())
             gemv_avx2(y, x, w->data, bf16, b, o0, o1, rows, cols, n);
         else
