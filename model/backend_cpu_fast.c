@@ -424,17 +424,16 @@ static void attn_decode(const DqAttention *a, const float *q, const float *kg, c
             softmax_row(S + (size_t)r * DQ_FAST_KB, nk, visible, a->scale, &mx[r], &sum[r],
                         acc + (size_t)r * d, d);
         }
-        for (int j = 0; j < nk; j++) {
-            const float *vj = vg + (size_t)(j0 + j) * a->kv_stride;
-            for (int r = 0; r < rows; r++) {
-                float p = S[(size_t)r * DQ_FAST_KB + j];
-                float *ar = acc + (size_t)r * d;
-                if (avx2)
-                    dq_axpy_avx2(ar, p, vj, d);
-                else
+        for (int r = 0; r < rows; r++) {
+            const float *pr = S + (size_t)r * DQ_FAST_KB;
+            float *ar = acc + (size_t)r * d;
+            const float *vb = vg + (size_t)j0 * a->kv_stride;
+            if (avx2)
+                dq_weighted_sum_avx2(ar, pr, vb, a->kv_stride, nk, d);
+            else
+                for (int j = 0; j < nk; j++)
                     for (int c = 0; c < d; c++)
-                        ar[c] += p * vj[c];
-            }
+                        ar[c] += pr[j] * vb[(size_t)j * a->kv_stride + c];
         }
     }
     for (int r = 0; r < rows; r++) {

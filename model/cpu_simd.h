@@ -56,11 +56,35 @@ DQ_AVX2 static inline __m256 dq_exp256(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-/* out[j] = q . k_j for j < n, k_j = k + j * stride; d floats each. */
+/* out[j] = q . k_j for j < n, k_j = k + j * stride; d floats each. Four keys at a time: four
+ * independent FMA chains (one key alone waits on the FMA latency at every step). */
 DQ_AVX2 static inline void dq_dot_rows_avx2(float *out, const float *q, const float *k,
                                             size_t stride, int n, int d) {
-    int d8 = d & ~7;
-    for (int j = 0; j < n; j++) {
+    int d8 = d & ~7, j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + (size_t)j * stride, *k1 = k0 + stride, *k2 = k1 + stride,
+                    *k3 = k2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int c = 0; c < d8; c += 8) {
+            __m256 qv = _mm256_loadu_ps(q + c);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + c), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + c), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + c), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + c), a3);
+        }
+        float s0 = dq_hsum256(a0), s1 = dq_hsum256(a1), s2 = dq_hsum256(a2), s3 = dq_hsum256(a3);
+        for (int c = d8; c < d; c++) {
+            s0 += q[c] * k0[c];
+            s1 += q[c] * k1[c];
+            s2 += q[c] * k2[c];
+            s3 += q[c] * k3[c];
+        }
+        out[j] = s0;
+        out[j + 1] = s1;
+        out[j + 2] = s2;
+        out[j + 3] = s3;
+    }
+    for (; j < n; j++) {
         const float *kj = k + (size_t)j * stride;
         __m256 acc = _mm256_setzero_ps();
         for (int c = 0; c < d8; c += 8)
@@ -72,15 +96,34 @@ DQ_AVX2 static inline void dq_dot_rows_avx2(float *out, const float *q, const fl
     }
 }
 
-/* y [d] += a * x [d]. */
-DQ_AVX2 static inline void dq_axpy_avx2(float *y, float a, const float *x, int d) {
-    int c = 0;
-    __m256 va = _mm256_set1_ps(a);
-    for (; c + 8 <= d; c += 8)
-        _mm256_storeu_ps(y + c,
-                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + c), _mm256_loadu_ps(y + c)));
-    for (; c < d; c++)
-        y[c] += a * x[c];
+/* acc [d] += sum over j < n of p[j] * v_j, v_j = v + j * stride: the accumulator stays in
+ * registers, 64 floats at a time, while the values stream by. */
+DQ_AVX2 static inline void dq_weighted_sum_avx2(float *acc, const float *p, const float *v,
+                                                size_t stride, int n, int d) {
+    int c0 = 0;
+    for (; c0 + 64 <= d; c0 += 64) {
+        __m256 a[8];
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm256_loadu_ps(acc + c0 + 8 * i);
+        for (int j = 0; j < n; j++) {
+            __m256 pj = _mm256_set1_ps(p[j]);
+            const float *vj = v + (size_t)j * stride + c0;
+            for (int i = 0; i < 8; i++)
+                a[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * i), a[i]);
+        }
+        for (int i = 0; i < 8; i++)
+            _mm256_storeu_ps(acc + c0 + 8 * i, a[i]);
+    }
+    for (; c0 + 8 <= d; c0 += 8) {
+        __m256 a = _mm256_loadu_ps(acc + c0);
+        for (int j = 0; j < n; j++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + (size_t)j * stride + c0),
+                                a);
+        _mm256_storeu_ps(acc + c0, a);
+    }
+    for (; c0 < d; c0++)
+        for (int j = 0; j < n; j++)
+            acc[c0] += p[j] * v[(size_t)j * stride + c0];
 }
 
 #endif
