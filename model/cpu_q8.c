@@ -150,6 +150,12 @@ DQ_AVX2 static void gemv_avx2(float *y, const int16_t *xq, const float *xs, cons
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int b = 0; b < nb; b++) {
                 size_t at = (size_t)b * QB;
+                if (r == 0 && (b & 1) == 0) { /* the rows stream from memory: ask ahead */
+                    _mm_prefetch((const char *)(q0 + at) + 4096, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(q1 + at) + 4096, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(q2 + at) + 4096, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(q3 + at) + 4096, _MM_HINT_T0);
+                }
                 __m256i x0 = _mm256_loadu_si256((const __m256i *)(xr + at));
                 __m256i x1 = _mm256_loadu_si256((const __m256i *)(xr + at + 16));
                 __m256 xsv = _mm256_broadcast_ss(xsr + b);
@@ -210,10 +216,12 @@ void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias
         int16_t *xq = (int16_t *)(pack + ((size_t)n * (cols / QB) + 7) / 8 * 8);
         quantize_x(x, n, cols, xq, xs);
         gboolean avx2 = dq_cpu_has_avx2();
-        int blocks = (rows + 63) / 64;
+        /* at least 8 blocks a thread (backend_cpu_fast.c's fast_gemv) */
+        int bs = CLAMP((rows / (8 * T)) / 4 * 4, 4, 64);
+        int blocks = (rows + bs - 1) / bs;
 #pragma omp parallel for schedule(static) num_threads(T) if (blocks > 1)
         for (int blk = 0; blk < blocks; blk++) {
-            int o0 = blk * 64, o1 = MIN(rows, blk * 64 + 64);
+            int o0 = blk * bs, o1 = MIN(rows, o0 + bs);
             if (avx2)
                 gemv_avx2(y, xq, xs, w, bias, o0, o1, n);
             else
