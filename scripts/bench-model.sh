@@ -4,7 +4,7 @@
 # machine, same thread count; per-stage ms, decode tokens/s, peak RSS, docqa's ratio to
 # transformers, and the machine's float32 GEMM peak (torch.mm) for scale.
 #
-#   scripts/bench-model.sh [--2.2b] [--no-hf] [--no-ref] [--no-batch] [--scaling]
+#   scripts/bench-model.sh [--2.2b | --only-2.2b] [--no-hf] [--no-ref] [--no-batch] [--scaling]
 #                          [--llama LLAMA_MTMD_CLI MODEL.gguf MMPROJ.gguf]
 #
 # Snapshots: random weights with the real SmolVLM-256M-Instruct dimensions (scripts/
@@ -44,6 +44,7 @@ sizes=(256m) hf=1 refrun=1 batch=1 scaling=0 llama=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --2.2b) sizes+=(2.2b) ;;
+    --only-2.2b) sizes=(2.2b) ;;
     --no-hf) hf=0 ;;
     --no-ref) refrun=0 ;;
     --no-batch) batch=0 ;;
