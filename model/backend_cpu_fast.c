@@ -83,85 +83,120 @@ static void fast_weight_free(DqBackend *be, DqWeight *w) {
 
 /* ---- products with few rows: y [n, rows] = x [n, cols] . w^T, n <= DQ_FAST_GEMV_ROWS */
 
-/* Four output features at a time (four independent FMA chains: one chain alone waits on the
- * FMA latency) against two x rows at once, so each weight vector is loaded and widened once per
- * row pair (batched decode is then bound by the weight stream, not by bf16 conversions).
- * A row's sums run in the same order whatever n is and whichever row it is paired with. */
-DQ_AVX2 static inline __m256 load_w8(const void *wd, gboolean bf16, size_t at) {
-    if (bf16)
-        return dq_load_bf16x8((const uint16_t *)wd + at);
-    return _mm256_loadu_ps((const float *)wd + at);
+/* The bf16 weights are read 16 at a time as eight 32-bit lanes, lane i holding columns 2i (low
+ * half) and 2i + 1 (high half); a shift and a mask make them two float32 vectors, the even and
+ * the odd columns, with no shuffle (bf16 is the top half of a float32). x is reordered to match
+ * once per call (x_split below), so a weight vector costs one load and one ALU op, not the load,
+ * widen and shift that held the batched GEMV at a third of the FMA peak. Float32 weights take the
+ * same path with x as it is.
+ *
+ * A tile is R x rows against C weight rows: R * C accumulators, every weight vector used R
+ * times from registers (4 x 2 for batched decode, 1 x 4 for one row, where the weights stream
+ * from memory and more independent chains keep more loads in flight). Each output's sum runs
+ * the same steps in the same order whatever R, C and n are: a row's result does not depend on
+ * its batch-mates. */
+#define DQ_FAST_PREFETCH                                                                           \
+    4096 /* bytes ahead on each weight row: the hardware prefetcher alone                          \
+          * left the decode GEMV waiting on memory */
+
+/* xp [n, cols]: within each group of 16 columns, the 8 even columns then the 8 odd ones. */
+DQ_AVX2 static void x_split(float *xp, const float *x, int n, int cols) {
+    int c16 = cols & ~15;
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * cols;
+        float *pr = xp + (size_t)r * cols;
+        for (int k = 0; k < c16; k += 16) {
+            __m256 a = _mm256_loadu_ps(xr + k), b = _mm256_loadu_ps(xr + k + 8);
+            /* per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs in order */
+            __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+            __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+            _mm256_storeu_ps(pr + k, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                         _mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
+            _mm256_storeu_ps(pr + k + 8, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                             _mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0))));
+        }
+        memcpy(pr + c16, xr + c16, (size_t)(cols - c16) * sizeof(float));
+    }
 }
 
-DQ_AVX2 static inline float gemv_tail(const void *wd, gboolean bf16, size_t w, const float *xr,
-                                      int k0, int cols, float s) {
-    for (int k = k0; k < cols; k++)
-        s += (bf16 ? dq_bf16f(((const uint16_t *)wd)[w + k]) : ((const float *)wd)[w + k]) * xr[k];
-    return s;
-}
-
-/* y rows r0 and r0 + 1 (when two) for features ob .. ob + no - 1. */
-/* Inlined with constant bf16 and two (gemv_avx2 below): no branch or spill in the loop. The
- * weight rows are prefetched DQ_FAST_PREFETCH bytes ahead: one decode row is bound by how fast
- * the weights arrive, and the hardware prefetcher alone left the loads waiting on memory. */
-#define DQ_FAST_PREFETCH 4096
+/* y rows r0 .. r0 + R - 1, output features o .. o + no - 1 (no <= C; past it the last row is
+ * repeated, computed and never stored). */
 DQ_AVX2 static inline __attribute__((always_inline)) void
-gemv_block(float *y, const float *x, const void *wd, gboolean bf16, const float *bias, int ob,
-           int no, int rows, int cols, int r0, gboolean two) {
+gemv_tile(float *y, const float *xp, const void *wd, gboolean bf16, const float *bias, int o,
+          int no, int rows, int cols, int r0, int R, int C) {
     size_t esize = bf16 ? 2 : 4;
-    int c8 = cols & ~7;
-    size_t w[4];
-    for (int j = 0; j < 4; j++)
-        w[j] = (size_t)(ob + MIN(j, no - 1)) * cols;
-    const float *x0 = x + (size_t)r0 * cols, *x1 = two ? x0 + cols : x0;
-    __m256 a[2][4];
-    for (int j = 0; j < 4; j++)
-        a[0][j] = a[1][j] = _mm256_setzero_ps();
-    for (int k = 0; k < c8; k += 8) {
-        if ((k * esize) % 64 == 0)
-            for (int j = 0; j < 4; j++)
-                _mm_prefetch((const char *)wd + (w[j] + k) * esize + DQ_FAST_PREFETCH, _MM_HINT_T0);
-        __m256 w0 = load_w8(wd, bf16, w[0] + k), w1 = load_w8(wd, bf16, w[1] + k),
-               w2 = load_w8(wd, bf16, w[2] + k), w3 = load_w8(wd, bf16, w[3] + k);
-        __m256 xv = _mm256_loadu_ps(x0 + k);
-        a[0][0] = _mm256_fmadd_ps(w0, xv, a[0][0]);
-        a[0][1] = _mm256_fmadd_ps(w1, xv, a[0][1]);
-        a[0][2] = _mm256_fmadd_ps(w2, xv, a[0][2]);
-        a[0][3] = _mm256_fmadd_ps(w3, xv, a[0][3]);
-        if (two) {
-            xv = _mm256_loadu_ps(x1 + k);
-            a[1][0] = _mm256_fmadd_ps(w0, xv, a[1][0]);
-            a[1][1] = _mm256_fmadd_ps(w1, xv, a[1][1]);
-            a[1][2] = _mm256_fmadd_ps(w2, xv, a[1][2]);
-            a[1][3] = _mm256_fmadd_ps(w3, xv, a[1][3]);
+    int c16 = cols & ~15;
+    const char *w[4];
+    for (int j = 0; j < C; j++)
+        w[j] = (const char *)wd + (size_t)(o + MIN(j, no - 1)) * cols * esize;
+    __m256 a[4][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++)
+            a[i][j] = _mm256_setzero_ps();
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (int k = 0; k < c16; k += 16) {
+        __m256 we[4], wo[4];
+        for (int j = 0; j < C; j++) {
+            const char *at = w[j] + (size_t)k * esize;
+            if ((k * esize) % 64 == 0)
+                _mm_prefetch(at + DQ_FAST_PREFETCH, _MM_HINT_T0);
+            if (bf16) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)at);
+                DQ_IN_REGISTER(v);
+                we[j] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+                wo[j] = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+            } else {
+                we[j] = _mm256_loadu_ps((const float *)at);
+                wo[j] = _mm256_loadu_ps((const float *)at + 8);
+            }
+        }
+        for (int i = 0; i < R; i++) {
+            const float *xr = xp + (size_t)(r0 + i) * cols + k;
+            __m256 xe = _mm256_loadu_ps(xr), xo = _mm256_loadu_ps(xr + 8);
+            DQ_IN_REGISTER(xe);
+            DQ_IN_REGISTER(xo);
+            for (int j = 0; j < C; j++) {
+                a[i][j] = _mm256_fmadd_ps(we[j], xe, a[i][j]);
+                a[i][j] = _mm256_fmadd_ps(wo[j], xo, a[i][j]);
+            }
         }
     }
-    for (int i = 0; i < (two ? 2 : 1); i++)
+    for (int i = 0; i < R; i++)
         for (int j = 0; j < no; j++) {
-            const float *xr = i ? x1 : x0;
-            float s = gemv_tail(wd, bf16, w[j], xr, c8, cols, dq_hsum256(a[i][j]));
-            y[(size_t)(r0 + i) * rows + ob + j] = bias != NULL ? s + bias[ob + j] : s;
+            const float *xr = xp + (size_t)(r0 + i) * cols; /* the tail is not reordered */
+            float s = dq_hsum256(a[i][j]);
+            for (int k = c16; k < cols; k++)
+                s += (bf16 ? dq_bf16f(((const uint16_t *)w[j])[k]) : ((const float *)w[j])[k]) *
+                     xr[k];
+            y[(size_t)(r0 + i) * rows + o + j] = bias != NULL ? s + bias[o + j] : s;
         }
 }
 
 DQ_AVX2 static inline __attribute__((always_inline)) void
-gemv_rows(float *y, const float *x, const void *wd, gboolean bf16, const float *bias, int o0,
-          int o1, int rows, int cols, int n) {
-    for (int ob = o0; ob < o1; ob += 4) {
-        int no = MIN(4, o1 - ob), r = 0;
+gemv_features(float *y, const float *xp, const void *wd, gboolean bf16, const float *bias, int o0,
+              int o1, int rows, int cols, int n) {
+    if (n == 1) {
+        for (int o = o0; o < o1; o += 4)
+            gemv_tile(y, xp, wd, bf16, bias, o, MIN(4, o1 - o), rows, cols, 0, 1, 4);
+        return;
+    }
+    for (int o = o0; o < o1; o += 2) {
+        int no = MIN(2, o1 - o), r = 0;
+        for (; r + 4 <= n; r += 4)
+            gemv_tile(y, xp, wd, bf16, bias, o, no, rows, cols, r, 4, 2);
         for (; r + 2 <= n; r += 2)
-            gemv_block(y, x, wd, bf16, bias, ob, no, rows, cols, r, TRUE);
+            gemv_tile(y, xp, wd, bf16, bias, o, no, rows, cols, r, 2, 2);
         if (r < n)
-            gemv_block(y, x, wd, bf16, bias, ob, no, rows, cols, r, FALSE);
+            gemv_tile(y, xp, wd, bf16, bias, o, no, rows, cols, r, 1, 2);
     }
 }
 
-DQ_AVX2 static void gemv_avx2(float *y, const float *x, const void *wd, gboolean bf16,
+DQ_AVX2 static void gemv_avx2(float *y, const float *xp, const void *wd, gboolean bf16,
                               const float *bias, int o0, int o1, int rows, int cols, int n) {
     if (bf16)
-        gemv_rows(y, x, wd, TRUE, bias, o0, o1, rows, cols, n);
+        gemv_features(y, xp, wd, TRUE, bias, o0, o1, rows, cols, n);
     else
-        gemv_rows(y, x, wd, FALSE, bias, o0, o1, rows, cols, n);
+        gemv_features(y, xp, wd, FALSE, bias, o0, o1, rows, cols, n);
 }
 
 static void gemv_portable(float *y, const float *x, const void *wd, gboolean bf16,
@@ -180,9 +215,17 @@ static void gemv_portable(float *y, const float *x, const void *wd, gboolean bf1
 
 static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
                       const DqWeight *bias, int n) {
-    gboolean bf16 = w->dtype == DQ_DTYPE_BF16;
+    gboolean bf16 = w->dtype == DQ_DTYPE_BF16, avx2 = dq_cpu_has_avx2();
     const float *b = bias != NULL ? bias->data : NULL;
     int rows = w->rows, cols = w->cols;
+    /* bf16 columns reordered to the kernel's even / odd split, into the first thread's pack
+     * (the GEMV packs nothing); it holds DQ_FAST_GEMV_ROWS rows of any width up to 64k */
+    const float *xp = x;
+    if (avx2 && bf16 && (size_t)n * cols <= DQ_GEMM_PACK_FLOATS) {
+        x_split(ctx->pack, x, n, cols);
+        xp = ctx->pack;
+    } else
+        avx2 = avx2 && !bf16;
     /* Blocks of up to 64 features, at least 8 a thread: k and v (192 features at 256M) in 64s
      * gave one thread twice the other's work. */
     int bs = CLAMP((rows / (8 * ctx->threads)) / 4 * 4, 4, 64);
@@ -190,8 +233,8 @@ static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
 #pragma omp parallel for schedule(static) num_threads(ctx->threads) if (blocks > 1)
     for (int blk = 0; blk < blocks; blk++) {
         int o0 = blk * bs, o1 = MIN(rows, o0 + bs);
-        if (dq_cpu_has_avx2())
-            gemv_avx2(y, x, w->data, bf16, b, o0, o1, rows, cols, n);
+        if (avx2)
+            gemv_avx2(y, xp, w->data, bf16, b, o0, o1, rows, cols, n);
         else
             gemv_portable(y, x, w->data, bf16, b, o0, o1, rows, cols, n);
     }

@@ -1,0 +1,143 @@
+/* Decode-step products against the memory stream, for scripts/bench-model.sh: the fast
+ * backend's matmul over one decoder's worth of weights (SmolVLM-256M: 30 layers of q, k, v, o,
+ * gate, up, down, then lm_head; 2.2B with --2.2b) with 1, 2, 4 and 8 rows (decode, batched
+ * decode), bf16 and int8, and the machine's read bandwidth (a threaded sum over a buffer larger
+ * than the caches). A decode step reads every weight once, so its floor is bytes / bandwidth.
+ *
+ *   bench_gemv [--2.2b] [--in-cache]
+ *
+ * --in-cache: every product reads the same 128-feature matrix (bf16), which stays in L2: the
+ * kernel's own compute rate, without the memory stream.
+ * One line per (weights, rows): milliseconds a pass, GB/s of weights, share of the stream.
+ */
+#include "backend.h"
+#include "clock.h"
+#include "cpu_simd.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    int layers, hidden, kv, inter, vocab;
+} Dims;
+
+/* Sums a buffer larger than the last-level cache with every thread, best of three, GB/s. */
+static double stream_read_gbs(void) {
+    size_t n = (size_t)512 << 20 >> 2; /* 512 MiB of floats */
+    float *buf = g_new(float, n);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (float)(i & 1023);
+    double best = 0.0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = dq_now_ms(), total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+        for (size_t i = 0; i < n; i += 16) {
+            float s = 0.0f;
+            for (int j = 0; j < 16; j++)
+                s += buf[i + j];
+            total += s;
+        }
+        double ms = dq_now_ms() - t0;
+        if (total < 0)
+            printf("impossible\n");
+        best = MAX(best, n * 4.0 / ms / 1e6);
+    }
+    g_free(buf);
+    return best;
+}
+
+int main(int argc, char **argv) {
+    gboolean big = FALSE, in_cache = FALSE;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--2.2b") == 0)
+            big = TRUE;
+        else if (strcmp(argv[i], "--in-cache") == 0)
+            in_cache = TRUE;
+        else {
+            fprintf(stderr, "usage: %s [--2.2b] [--in-cache]\n", argv[0]);
+            return 2;
+        }
+    }
+    Dims d = big ? (Dims){24, 2048, 2048, 8192, 49280} : (Dims){30, 576, 192, 1536, 49280};
+    GError *err = NULL;
+    DqBackend *be = dq_backend_cpu_fast_new(&err);
+    if (be == NULL) {
+        fprintf(stderr, "bench_gemv: %s\n", err->message);
+        return 2;
+    }
+    int shapes[7][2] = {{d.hidden, d.hidden}, {d.kv, d.hidden},    {d.kv, d.hidden},
+                        {d.hidden, d.hidden}, {d.inter, d.hidden}, {d.inter, d.hidden},
+                        {d.hidden, d.inter}};
+    int n_w = d.layers * 7 + 1;
+    int(*shape)[2] = g_malloc_n(n_w, sizeof *shape);
+    for (int l = 0; l < d.layers; l++)
+        memcpy(shape[l * 7], shapes, sizeof shapes);
+    shape[n_w - 1][0] = d.vocab;
+    shape[n_w - 1][1] = d.hidden;
+
+    if (in_cache)
+        for (int i = 0; i < n_w; i++) {
+            shape[i][0] = 128;
+            shape[i][1] = d.hidden;
+        }
+    double bw = stream_read_gbs();
+    printf("threads=%d stream_read_gbs=%.1f\n", omp_get_max_threads(), bw);
+    printf("%-5s %4s | %9s %9s %9s | %s\n", "dtype", "rows", "ms/pass", "GB/s", "GFLOP/s",
+           "share of stream");
+    float *x = g_new(float, (size_t)8 * d.inter), *y = g_new(float, (size_t)8 * d.vocab);
+    for (int i = 0; i < 8 * d.inter; i++)
+        x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (int q8 = 0; q8 < 2; q8++) {
+        DqWeight *w = g_new0(DqWeight, n_w);
+        uint16_t **data = g_new0(uint16_t *, n_w); /* the mapping's stand-in */
+        double bytes = 0.0, flops_row = 0.0;
+        for (int i = 0; i < n_w; i++) {
+            size_t numel = (size_t)shape[i][0] * shape[i][1];
+            data[i] = g_new(uint16_t, numel);
+            for (size_t j = 0; j < numel; j++)
+                data[i][j] = (uint16_t)(0x3c00 + (j * 40503u) % 0x400);
+            DqTensor t = {.name = "w",
+                          .file = "bench",
+                          .dtype = DQ_DTYPE_BF16,
+                          .numel = (int64_t)numel,
+                          .data = data[i]};
+            if (in_cache && !q8)
+                t.data = data[0]; /* one matrix for all: the kernel's compute rate */
+            gboolean ok = q8 ? be->weight_init_q8(be, &w[i], &t, shape[i][0], shape[i][1], &err)
+                             : be->weight_init(be, &w[i], &t, shape[i][0], shape[i][1], &err);
+            if (!ok) {
+                fprintf(stderr, "bench_gemv: %s\n", err->message);
+                return 2;
+            }
+            if (q8)
+                g_clear_pointer(&data[i], g_free); /* quantized into a copy */
+            bytes += numel * (q8 ? 1.0 + 4.0 / 32 : 2.0);
+            flops_row += 2.0 * numel;
+        }
+        for (int rows = 1; rows <= 8; rows *= 2) {
+            double best = 1e30;
+            for (int r = 0; r < 5; r++) {
+                double t0 = dq_now_ms();
+                for (int i = 0; i < n_w; i++)
+                    be->matmul(be, y, x, &w[i], NULL, rows);
+                best = MIN(best, dq_now_ms() - t0);
+            }
+            double gbs = bytes / best / 1e6;
+            printf("%-5s %4d | %9.2f %9.1f %9.1f | %.0f%%\n", q8 ? "int8" : "bf16", rows, best, gbs,
+                   flops_row * rows / best / 1e6, 100.0 * gbs / bw);
+        }
+        for (int i = 0; i < n_w; i++) {
+            be->weight_free(be, &w[i]);
+            g_free(data[i]);
+        }
+        g_free(data);
+        g_free(w);
+    }
+    g_free(x);
+    g_free(y);
+    g_free(shape);
+    dq_backend_free(be);
+    return 0;
+}
