@@ -303,14 +303,15 @@ static void fast_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n
  * GEMM kernel, online softmax (running max and sum per row), then P . V added into the range's
  * accumulator. No score matrix larger than one [QB, KB] tile exists.
  *
- * Few query rows (decode): a job is (sequence, KV head) and every query row of the heads that
- * share that KV head, so each key and value is read once per step; plain dot products. */
+ * Few query rows (decode): plain dot products, split over the keys (attn_decode_seq below). */
 
-#define DQ_FAST_QB          96  /* query rows per score tile */
-#define DQ_FAST_KB          256 /* keys per block */
-#define DQ_FAST_QR          512 /* query rows per job */
-#define DQ_FAST_HEAD_MAX    256
-#define DQ_FAST_DECODE_ROWS 16 /* query rows (heads x positions) of one decode job, at most */
+#define DQ_FAST_QB           96  /* query rows per score tile */
+#define DQ_FAST_KB           256 /* keys per block */
+#define DQ_FAST_QR           512 /* query rows per job */
+#define DQ_FAST_HEAD_MAX     256
+#define DQ_FAST_DECODE_ROWS  16  /* query rows (heads x positions) of one decode job, at most */
+#define DQ_FAST_DECODE_SPLIT 256 /* keys per decode job, at least */
+#define DQ_FAST_DECODE_KB    64  /* keys per block within a decode job: K and V blocks in L1 */
 
 /* Per thread: [QB*KB] scores, K and V blocks packed, [QR*HEAD_MAX] accumulators, [QR] running
  * max, [QR] running sum. */
@@ -430,61 +431,102 @@ static void attn_range(const DqAttention *a, const float *qh, const float *kh, c
     }
 }
 
-/* Every query row of the `group` heads sharing KV head g, few rows (decode). */
-static void attn_decode(const DqAttention *a, const float *q, const float *kg, const float *vg,
-                        float *out, int h0, int nh, float *scratch) {
+/* Every query row of the `group` heads sharing KV head g against keys [j_lo, j_hi): the
+ * unnormalized accumulators and the running max and sum of each row, into part [rows, d + 2]. */
+static void attn_decode_part(const DqAttention *a, const float *q, const float *kg, const float *vg,
+                             int h0, int nh, int j_lo, int j_hi, float *part, float *scratch) {
     int d = a->head_dim, rows = nh * a->n_q;
-    int out_stride = a->n_heads * d;
-    float *S = scratch;                                        /* [rows, KB] */
-    float *acc = S + (size_t)DQ_FAST_DECODE_ROWS * DQ_FAST_KB; /* [rows, d] */
-    float *mx = acc + (size_t)DQ_FAST_DECODE_ROWS * DQ_FAST_HEAD_MAX;
-    float *sum = mx + DQ_FAST_DECODE_ROWS;
+    float *S = scratch; /* [rows, DQ_FAST_DECODE_KB] */
     gboolean avx2 = dq_cpu_has_avx2();
     for (int r = 0; r < rows; r++) {
-        mx[r] = -INFINITY;
-        sum[r] = 0.0f;
+        float *pr = part + (size_t)r * (d + 2);
+        memset(pr, 0, (size_t)d * sizeof(float));
+        pr[d] = -INFINITY; /* running max */
+        pr[d + 1] = 0.0f;  /* running sum */
     }
-    memset(acc, 0, (size_t)rows * d * sizeof(float));
-    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
-    for (int j0 = 0; j0 < kv_end; j0 += DQ_FAST_KB) {
-        int nk = MIN(DQ_FAST_KB, kv_end - j0);
-        /* row r = (head h0 + r / n_q, query r % n_q) */
+    for (int j0 = j_lo; j0 < j_hi; j0 += DQ_FAST_DECODE_KB) {
+        int nk = MIN(DQ_FAST_DECODE_KB, j_hi - j0);
+        const float *kb = kg + (size_t)j0 * a->kv_stride, *vb = vg + (size_t)j0 * a->kv_stride;
+        /* row r = (head h0 + r / n_q, query r % n_q); the block's keys stay in L1 for all */
         for (int r = 0; r < rows; r++) {
             const float *qr =
                 q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(h0 + r / a->n_q) * d;
+            float *sr = S + (size_t)r * DQ_FAST_DECODE_KB, *pr = part + (size_t)r * (d + 2);
             if (avx2)
-                dq_dot_rows_avx2(S + (size_t)r * DQ_FAST_KB, qr, kg + (size_t)j0 * a->kv_stride,
-                                 a->kv_stride, nk, d);
+                dq_dot_rows_avx2(sr, qr, kb, a->kv_stride, nk, d);
             else
                 for (int j = 0; j < nk; j++) {
-                    const float *kj = kg + (size_t)(j0 + j) * a->kv_stride;
+                    const float *kj = kb + (size_t)j * a->kv_stride;
                     float s = 0.0f;
                     for (int c = 0; c < d; c++)
                         s += qr[c] * kj[c];
-                    S[(size_t)r * DQ_FAST_KB + j] = s;
+                    sr[j] = s;
                 }
             int visible = a->causal ? CLAMP(a->q_pos0 + r % a->n_q + 1 - j0, 0, nk) : nk;
-            softmax_row(S + (size_t)r * DQ_FAST_KB, nk, visible, a->scale, &mx[r], &sum[r],
-                        acc + (size_t)r * d, d);
+            softmax_row(sr, nk, visible, a->scale, &pr[d], &pr[d + 1], pr, d);
         }
         for (int r = 0; r < rows; r++) {
-            const float *pr = S + (size_t)r * DQ_FAST_KB;
-            float *ar = acc + (size_t)r * d;
-            const float *vb = vg + (size_t)j0 * a->kv_stride;
+            const float *sr = S + (size_t)r * DQ_FAST_DECODE_KB;
+            float *pr = part + (size_t)r * (d + 2);
             if (avx2)
-                dq_weighted_sum_avx2(ar, pr, vb, a->kv_stride, nk, d);
+                dq_weighted_sum_avx2(pr, sr, vb, a->kv_stride, nk, d);
             else
                 for (int j = 0; j < nk; j++)
                     for (int c = 0; c < d; c++)
-                        ar[c] += pr[j] * vb[(size_t)j * a->kv_stride + c];
+                        pr[c] += sr[j] * vb[(size_t)j * a->kv_stride + c];
         }
     }
-    for (int r = 0; r < rows; r++) {
-        float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
-        float *o = out + (size_t)(r % a->n_q) * out_stride + (size_t)(h0 + r / a->n_q) * d;
-        for (int c = 0; c < d; c++)
-            o[c] = acc[(size_t)r * d + c] * inv;
+}
+
+/* Decode attention of one sequence, flash-decoding style: a job is (KV head, range of
+ * DQ_FAST_DECODE_SPLIT keys or more) with every query row of the heads sharing that KV head,
+ * so each key and value is read once a step and the threads get equal shares even when the
+ * heads are fewer than the threads want (3 KV heads at 256M). The ranges' partial softmax
+ * states are merged in order afterwards. The split depends on the sequence's own length and
+ * the model's shape only: a sequence's result does not depend on its batch-mates. */
+static void attn_decode_seq(FastCtx *ctx, const DqAttention *a, float *out, const float *q,
+                            const float *k, const float *v) {
+    int d = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * a->n_q;
+    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
+    size_t part_floats = (size_t)rows * (d + 2);
+    size_t max_parts = DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads / part_floats;
+    int split = DQ_FAST_DECODE_SPLIT;
+    while ((size_t)a->n_kv_heads * ((kv_end + split - 1) / split) > max_parts)
+        split *= 2;
+    int n_split = MAX(1, (kv_end + split - 1) / split), jobs = a->n_kv_heads * n_split;
+    float *parts = ctx->pack; /* the GEMM's pack, idle during attention */
+#pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
+    for (int job = 0; job < jobs; job++) {
+        int g = job / n_split, sp = job % n_split;
+        attn_decode_part(a, q, k + (size_t)g * d, v + (size_t)g * d, g * group, group, sp * split,
+                         MIN(kv_end, (sp + 1) * split), parts + (size_t)job * part_floats,
+                         ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
     }
+    int out_stride = a->n_heads * d;
+    for (int g = 0; g < a->n_kv_heads; g++)
+        for (int r = 0; r < rows; r++) {
+            const float *p0 = parts + (size_t)g * n_split * part_floats + (size_t)r * (d + 2);
+            float m = -INFINITY;
+            for (int sp = 0; sp < n_split; sp++)
+                m = MAX(m, p0[(size_t)sp * part_floats + d]);
+            float *o =
+                out + (size_t)(r % a->n_q) * out_stride + (size_t)(g * group + r / a->n_q) * d;
+            float total = 0.0f;
+            for (int c = 0; c < d; c++)
+                o[c] = 0.0f;
+            for (int sp = 0; sp < n_split; sp++) {
+                const float *p = p0 + (size_t)sp * part_floats;
+                if (p[d + 1] == 0.0f)
+                    continue; /* no key of the range visible to this row */
+                float w = expf(p[d] - m);
+                total += p[d + 1] * w;
+                for (int c = 0; c < d; c++)
+                    o[c] += p[c] * w;
+            }
+            float inv = total > 0.0f ? 1.0f / total : 0.0f;
+            for (int c = 0; c < d; c++)
+                o[c] *= inv;
+        }
 }
 
 static void fast_attention(DqBackend *be, float *out, const float *q, const float *k,
@@ -497,20 +539,9 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     }
     int out_stride = a->n_heads * a->head_dim;
     if (group * a->n_q <= DQ_FAST_DECODE_ROWS) {
-        /* A job per KV head reads its keys once for the whole group; with too few of those
-         * jobs for the threads (one sequence: 3 KV heads on 2 threads), a job per head, the
-         * group's other heads finding the keys in cache. */
-        int per = a->n_seq * a->n_kv_heads >= 4 * ctx->threads ? group : 1;
-        int jobs = a->n_seq * a->n_heads / per;
-#pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
-        for (int job = 0; job < jobs; job++) {
-            int s = job / (a->n_heads / per), h0 = job % (a->n_heads / per) * per, g = h0 / group;
-            attn_decode(a, q + s * a->q_seq_stride,
-                        k + s * a->kv_seq_stride + (size_t)g * a->head_dim,
-                        v + s * a->kv_seq_stride + (size_t)g * a->head_dim,
-                        out + (size_t)s * a->n_q * out_stride, h0, per,
-                        ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
-        }
+        for (int s = 0; s < a->n_seq; s++)
+            attn_decode_seq(ctx, a, out + (size_t)s * a->n_q * out_stride, q + s * a->q_seq_stride,
+                            k + s * a->kv_seq_stride, v + s * a->kv_seq_stride);
         return;
     }
     int ranges = (a->n_q + DQ_FAST_QR - 1) / DQ_FAST_QR;

@@ -187,10 +187,12 @@ static void test_attention(void) {
         check_attention(&a, (size_t)T * P * D, (size_t)T * P * D, "attention (vision)");
     }
     /* causal: prefill from empty, a chunk after a prefix (blocks straddling the diagonal),
-     * decode rows, a long cache, grouped heads */
+     * decode rows, a long cache (split over the keys), grouped heads, a few rows whose last
+     * key range is in some rows' future */
     const int cc[][6] = {{50, 0, 4, 2, 64, 64},     {133, 20, 9, 3, 64, 160},
                          {1, 41, 9, 3, 64, 64},     {3, 10, 32, 32, 64, 16},
-                         {1, 1700, 9, 3, 64, 1800}, {200, 1000, 4, 1, 72, 1300}};
+                         {1, 1700, 9, 3, 64, 1800}, {200, 1000, 4, 1, 72, 1300},
+                         {5, 510, 4, 2, 64, 520}};
     for (size_t s = 0; s < G_N_ELEMENTS(cc); s++) {
         int nq = cc[s][0], len = cc[s][1], H = cc[s][2], Hkv = cc[s][3], hd = cc[s][4];
         int cap = MAX(cc[s][5], len + nq);
