@@ -276,12 +276,17 @@ void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, siz
 
 void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB layout,
                     const float *bias, float *y, int threads, float *packs) {
-    int T = threads, mchunk = M, nchunk = N;
-    if (M >= 96 * T)
-        mchunk = MAX(MC, (M + 4 * T - 1) / (4 * T) + MR - 1) / MR * MR;
-    else
+    /* Chunks of rows when every thread gets whole MC blocks, up to 4 a thread (dynamic: a busy
+     * core takes fewer), their count a multiple of the threads (357 prompt rows in 3 chunks left
+     * one thread idle a third of the time); few rows: chunks of features instead. */
+    int T = threads, mchunk = M, nchunk = N, mjobs = MIN(M / MC, 4 * T);
+    if (mjobs >= T) {
+        mjobs -= mjobs % T;
+        mchunk = ((M + mjobs - 1) / mjobs + MR - 1) / MR * MR;
+    } else
         nchunk = MAX(4 * NR, (N + 4 * T - 1) / (4 * T) + NR - 1) / NR * NR;
-    int mjobs = (M + mchunk - 1) / mchunk, njobs = (N + nchunk - 1) / nchunk;
+    mjobs = (M + mchunk - 1) / mchunk;
+    int njobs = (N + nchunk - 1) / nchunk;
 #pragma omp parallel for schedule(dynamic) num_threads(T) if (mjobs * njobs > 1)
     for (int job = 0; job < mjobs * njobs; job++) {
         int m0 = job / njobs * mchunk, n0 = job % njobs * nchunk;
