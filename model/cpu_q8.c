@@ -131,8 +131,10 @@ DQ_AVX2 static inline __m256 block_dot(const int8_t *q, __m256i x0, __m256i x1) 
         _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
 }
 
-DQ_AVX2 static void gemv_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w,
-                              const float *bias, int o0, int o1, int n) {
+/* One x row: four features at a time, each widened as it is used (the weights stream from
+ * memory once; more independent chains keep more loads in flight). */
+DQ_AVX2 static void gemv_one_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w,
+                                  const float *bias, int o0, int o1, int n) {
     int rows = w->rows, cols = w->cols, nb = cols / QB;
     const int8_t *Q = dq_q8_values(w);
     const float *S = dq_q8_scales(w);
@@ -178,6 +180,60 @@ DQ_AVX2 static void gemv_avx2(float *y, const int16_t *xq, const float *xs, cons
                 y[(size_t)r * rows + ob + j] = bias != NULL ? s + bias[ob + j] : s;
             }
         }
+    }
+}
+
+/* Feature o against x rows r0 .. r0 + R - 1: the weight block is widened once for the R rows.
+ * Each (row, feature) sum takes the same steps as in gemv_one_avx2 below, so a row's result
+ * does not depend on how many rows came with it. */
+DQ_AVX2 static inline __attribute__((always_inline)) void
+gemv_rows_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w, const float *bias,
+               int o, int r0, int R) {
+    int rows = w->rows, cols = w->cols, nb = cols / QB;
+    const int8_t *qo = dq_q8_values(w) + (size_t)o * cols;
+    const float *so = dq_q8_scales(w) + (size_t)o * nb;
+    __m256 a[4];
+    for (int i = 0; i < R; i++)
+        a[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        size_t at = (size_t)b * QB;
+        if ((b & 1) == 0)
+            _mm_prefetch((const char *)(qo + at) + 4096, _MM_HINT_T0);
+        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qo + at)));
+        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qo + at + 16)));
+        DQ_IN_REGISTER(w0);
+        DQ_IN_REGISTER(w1);
+        __m256 ws = _mm256_broadcast_ss(so + b);
+        for (int i = 0; i < R; i++) {
+            const int16_t *xr = xq + (size_t)(r0 + i) * cols + at;
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)xr);
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xr + 16));
+            __m256 dot = _mm256_cvtepi32_ps(
+                _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
+            a[i] = _mm256_fmadd_ps(_mm256_mul_ps(dot, ws),
+                                   _mm256_broadcast_ss(xs + (size_t)(r0 + i) * nb + b), a[i]);
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        float s = dq_hsum256(a[i]);
+        y[(size_t)(r0 + i) * rows + o] = bias != NULL ? s + bias[o] : s;
+    }
+}
+
+DQ_AVX2 static void gemv_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w,
+                              const float *bias, int o0, int o1, int n) {
+    if (n == 1) {
+        gemv_one_avx2(y, xq, xs, w, bias, o0, o1, n);
+        return;
+    }
+    for (int o = o0; o < o1; o++) {
+        int r = 0;
+        for (; r + 4 <= n; r += 4)
+            gemv_rows_avx2(y, xq, xs, w, bias, o, r, 4);
+        for (; r + 2 <= n; r += 2)
+            gemv_rows_avx2(y, xq, xs, w, bias, o, r, 2);
+        if (r < n)
+            gemv_rows_avx2(y, xq, xs, w, bias, o, r, 1);
     }
 }
 
