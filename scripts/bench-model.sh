@@ -19,7 +19,8 @@
 # as total tokens/s and as a ratio to transformers' single stream on the big page above.
 # --scaling: vision and prefill again with 1 thread (bf16), for the 1 -> THREADS speed-up.
 # Our GEMM against OpenBLAS on the vision and prefill shapes, with the machine's FMA peak
-# (tests/model/bench_gemm.c), ends the report.
+# (tests/model/bench_gemm.c), and the decode-step products (1..8 rows) and attention against
+# the machine's read bandwidth (tests/model/bench_gemv.c) end the report.
 # transformers runs in a throw-away virtualenv ($VENV, default /tmp/docqa-bench-venv) created
 # from PyPI on first use: torch, transformers==4.57.6, pillow==12.3.0.
 #
@@ -50,14 +51,14 @@ while [ $# -gt 0 ]; do
     --no-batch) batch=0 ;;
     --scaling) scaling=1 ;;
     --llama) llama=("$2" "$3" "$4"); shift 3 ;;
-    *) sed -n 2,33p "$0"; exit 2 ;;
+    *) sed -n 2,35p "$0"; exit 2 ;;
   esac
   shift
 done
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" --target bench_model bench_batch bench_gemm make_random_model -j 2 >/dev/null
+cmake --build "$build" --target bench_model bench_batch bench_gemm bench_gemv make_random_model -j 2 >/dev/null
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transformers, PIL" 2>/dev/null; then
   echo "bench-model: creating $venv (torch, transformers 4.57.6, pillow 12.3.0 from PyPI)" >&2
   python3 -m venv "$venv"
@@ -172,3 +173,10 @@ for r in rows:
 PY
 echo
 "$build/tests/model/bench_gemm"
+echo
+# Decode is bound by memory: the decode-step products and attention against the machine's read
+# bandwidth (tests/model/bench_gemv.c), for each size benchmarked.
+for m in "${sizes[@]}"; do
+  echo "decode-step ops, $m dimensions:"
+  "$build/tests/model/bench_gemv" $([ "$m" = 2.2b ] && echo --2.2b)
+done
