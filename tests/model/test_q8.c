@@ -27,6 +27,7 @@
 #include "cpu_simd.h"
 #include "dq_error.h"
 #include "generate.h"
+#include "fixture_case.h"
 #include "image_processor.h"
 #include "smolvlm.h"
 #include "testutil.h"
@@ -250,52 +251,6 @@ static void test_matmul(void) {
 
 /* ---- the model against the goldens */
 
-static JsonObject *parse_file(const char *path, JsonParser **keep) {
-    JsonParser *p = json_parser_new();
-    GError *err = NULL;
-    if (!json_parser_load_from_file(p, path, &err))
-        g_error("%s: %s", path, err->message);
-    *keep = p;
-    return json_node_get_object(json_parser_get_root(p));
-}
-
-static void *read_binary(const char *case_dir, const char *file, size_t *len) {
-    char *path = g_build_filename(case_dir, file, NULL);
-    void *data = dq_test_read_file(path, len);
-    g_free(path);
-    return data;
-}
-
-static DqImageTiles **case_tiles(const char *fx_dir, JsonObject *case_obj, const char *snap,
-                                 int *n_images) {
-    JsonArray *imgs = json_object_get_array_member(case_obj, "images");
-    *n_images = (int)json_array_get_length(imgs);
-    DqImageTiles **tiles = g_new0(DqImageTiles *, MAX(*n_images, 1));
-    DqImageProcessorConfig pc;
-    GError *err = NULL;
-    g_assert_true(image_processor_config_load(snap, &pc, &err));
-    dq_assert_no_error(err);
-    JsonArray *args = json_object_get_array_member(case_obj, "cli_args");
-    for (guint i = 0; args != NULL && i < json_array_get_length(args); i++) {
-        const char *a = json_array_get_string_element(args, i);
-        if (strcmp(a, "--no-split") == 0)
-            pc.do_split = FALSE;
-        else if (strcmp(a, "--n-res") == 0 && i + 1 < json_array_get_length(args))
-            image_processor_set_n_res(&pc, atoi(json_array_get_string_element(args, i + 1)));
-    }
-    for (int i = 0; i < *n_images; i++) {
-        JsonObject *im = json_array_get_object_element(imgs, (guint)i);
-        char *path = g_build_filename(fx_dir, json_object_get_string_member(im, "file"), NULL);
-        DqImage *rgb = dq_image_load(path, DQ_EXIF_APPLY, &err);
-        dq_assert_no_error(err);
-        tiles[i] = image_processor_run(&pc, rgb, &err);
-        dq_assert_no_error(err);
-        dq_image_free(rgb);
-        g_free(path);
-    }
-    return tiles;
-}
-
 typedef struct {
     int runs;
     double worst_cosine, worst_abs, worst_margin_err, flip_margin;
@@ -368,7 +323,7 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
     }
     size_t ids_len;
     int32_t *ids =
-        read_binary(case_dir, json_object_get_string_member(ids_entry, "file"), &ids_len);
+        fixture_read_binary(case_dir, json_object_get_string_member(ids_entry, "file"), &ids_len);
     int n_ids = (int)(ids_len / 4);
     GError *err = NULL;
     Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu", .weights = "int8"}, &err);
@@ -376,7 +331,7 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
     const SmolvlmConfig *cfg = smolvlm_config(m);
     int V = cfg->vocab_size;
     int n_images;
-    DqImageTiles **tiles = case_tiles(fx, case_obj, snap, &n_images);
+    DqImageTiles **tiles = fixture_case_tiles(fx, case_obj, snap, &n_images);
 
     JsonObject *gen = json_object_get_object_member(v, "generation");
     JsonArray *out = json_object_get_array_member(gen, "output_ids");
@@ -390,10 +345,11 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
     /* step 0 = the last prompt position: against the stored logits */
     JsonObject *le = json_object_get_object_member(files, "logits_last");
     size_t glen;
-    float *g = read_binary(case_dir, json_object_get_string_member(le, "file"), &glen);
-    int32_t *gids = json_object_has_member(le, "ids_file")
-                        ? read_binary(case_dir, json_object_get_string_member(le, "ids_file"), NULL)
-                        : NULL;
+    float *g = fixture_read_binary(case_dir, json_object_get_string_member(le, "file"), &glen);
+    int32_t *gids =
+        json_object_has_member(le, "ids_file")
+            ? fixture_read_binary(case_dir, json_object_get_string_member(le, "ids_file"), NULL)
+            : NULL;
     g_assert_true(gids != NULL || glen == (size_t)V * 4);
     double dot = 0, na = 0, nb = 0, max_abs = 0;
     for (size_t i = 0; i < glen / 4; i++) {
@@ -498,7 +454,7 @@ static void test_goldens(void) {
 #endif
     char *index_path = g_build_filename(fx, "index.json", NULL);
     JsonParser *ip;
-    JsonObject *index = parse_file(index_path, &ip);
+    JsonObject *index = fixture_parse_file(index_path, &ip);
     JsonArray *cases = json_object_get_array_member(index, "cases");
     Sweep sw = {.worst_cosine = 1};
     for (guint c = 0; c < json_array_get_length(cases); c++) {
@@ -510,7 +466,7 @@ static void test_goldens(void) {
 #endif
         char *path = g_build_filename(fx, "cases", name, "case.json", NULL);
         JsonParser *cp;
-        JsonObject *case_obj = parse_file(path, &cp);
+        JsonObject *case_obj = fixture_parse_file(path, &cp);
         const char *lists[] = {"variants_f32", "variants_bf16"};
         for (int l = 0; l < 2; l++) {
             JsonArray *vs = json_object_get_array_member(index, lists[l]);

@@ -14,6 +14,7 @@
  * Both need the tiny models in ../shared/models (skipped without).
  */
 #include "generate.h"
+#include "fixture_case.h"
 #include "image_processor.h"
 #include "smolvlm.h"
 #include "testutil.h"
@@ -58,22 +59,6 @@ static char *fixtures_dir(void) {
 #endif
 }
 
-static void *read_binary(const char *case_dir, const char *file, size_t *len) {
-    char *path = g_build_filename(case_dir, file, NULL);
-    void *data = dq_test_read_file(path, len);
-    g_free(path);
-    return data;
-}
-
-static JsonObject *parse_file(const char *path, JsonParser **keep) {
-    JsonParser *p = json_parser_new();
-    GError *err = NULL;
-    if (!json_parser_load_from_file(p, path, &err))
-        g_error("%s: %s", path, err->message);
-    *keep = p;
-    return json_node_get_object(json_parser_get_root(p));
-}
-
 typedef struct {
     double max_abs;
     double cosine; /* for logits */
@@ -101,7 +86,7 @@ static Diff compare_entry(const char *case_dir, JsonObject *e, const float *mine
     size_t cols = (size_t)json_array_get_int_element(full, json_array_get_length(full) - 1);
     if (stored == NULL || strcmp(stored, "full") == 0) {
         size_t len;
-        float *g = read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
+        float *g = fixture_read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
         g_assert_cmpuint(len, ==, numel * 4);
         for (size_t i = 0; i < numel; i++)
             diff_add(&d, mine[i], g[i]);
@@ -119,8 +104,9 @@ static Diff compare_entry(const char *case_dir, JsonObject *e, const float *mine
         diff_add(&d, mx, json_object_get_double_member(stats, "max_abs"));
     } else if (json_object_has_member(e, "ids_file")) {
         size_t len, ilen;
-        float *g = read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
-        int32_t *ids = read_binary(case_dir, json_object_get_string_member(e, "ids_file"), &ilen);
+        float *g = fixture_read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
+        int32_t *ids =
+            fixture_read_binary(case_dir, json_object_get_string_member(e, "ids_file"), &ilen);
         g_assert_cmpuint(len, ==, ilen);
         for (size_t i = 0; i < ilen / 4; i++) {
             g_assert_cmpint(ids[i], <, (int)numel);
@@ -130,7 +116,7 @@ static Diff compare_entry(const char *case_dir, JsonObject *e, const float *mine
         g_free(ids);
     } else if (json_object_has_member(e, "row_indices")) {
         size_t len;
-        float *g = read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
+        float *g = fixture_read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
         JsonArray *rows = json_object_get_array_member(e, "row_indices");
         for (guint r = 0; r < json_array_get_length(rows); r++) {
             size_t row = (size_t)json_array_get_int_element(rows, r);
@@ -141,7 +127,7 @@ static Diff compare_entry(const char *case_dir, JsonObject *e, const float *mine
         g_free(g);
     } else if (json_object_has_member(e, "tile_indices")) {
         size_t len;
-        float *g = read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
+        float *g = fixture_read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
         JsonArray *tiles = json_object_get_array_member(e, "tile_indices");
         JsonArray *patches = json_object_get_array_member(e, "patch_indices");
         size_t P = (size_t)json_array_get_int_element(full, 1);
@@ -165,10 +151,10 @@ static double logits_cosine(const char *case_dir, JsonObject *e, const float *mi
     /* Over the stored ids (all of them when stored in full). */
     double dot = 0, na = 0, nb = 0;
     size_t len;
-    float *g = read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
+    float *g = fixture_read_binary(case_dir, json_object_get_string_member(e, "file"), &len);
     int32_t *ids = NULL;
     if (json_object_has_member(e, "ids_file"))
-        ids = read_binary(case_dir, json_object_get_string_member(e, "ids_file"), NULL);
+        ids = fixture_read_binary(case_dir, json_object_get_string_member(e, "ids_file"), NULL);
     else
         g_assert_cmpuint(len, ==, (size_t)vocab * 4);
     for (size_t i = 0; i < len / 4; i++) {
@@ -180,47 +166,6 @@ static double logits_cosine(const char *case_dir, JsonObject *e, const float *mi
     g_free(g);
     g_free(ids);
     return dot / sqrt(na * nb);
-}
-
-static void case_cli(JsonObject *case_obj, int *n_res, gboolean *split) {
-    *n_res = 4;
-    *split = TRUE;
-    JsonArray *args = json_object_get_array_member(case_obj, "cli_args");
-    for (guint i = 0; args != NULL && i < json_array_get_length(args); i++) {
-        const char *a = json_array_get_string_element(args, i);
-        if (strcmp(a, "--no-split") == 0)
-            *split = FALSE;
-        else if (strcmp(a, "--n-res") == 0 && i + 1 < json_array_get_length(args))
-            *n_res = atoi(json_array_get_string_element(args, i + 1));
-    }
-}
-
-/* The tiles of every image of a case, preprocessed for the model in snap. */
-static DqImageTiles **case_tiles(const char *fx_dir, JsonObject *case_obj, const char *snap,
-                                 int *n_images) {
-    JsonArray *imgs = json_object_get_array_member(case_obj, "images");
-    *n_images = (int)json_array_get_length(imgs);
-    DqImageTiles **tiles = g_new0(DqImageTiles *, MAX(*n_images, 1));
-    DqImageProcessorConfig pc;
-    GError *err = NULL;
-    g_assert_true(image_processor_config_load(snap, &pc, &err));
-    dq_assert_no_error(err);
-    int n_res;
-    gboolean split;
-    case_cli(case_obj, &n_res, &split);
-    image_processor_set_n_res(&pc, n_res);
-    pc.do_split = split;
-    for (int i = 0; i < *n_images; i++) {
-        JsonObject *im = json_array_get_object_element(imgs, (guint)i);
-        char *path = g_build_filename(fx_dir, json_object_get_string_member(im, "file"), NULL);
-        DqImage *rgb = dq_image_load(path, DQ_EXIF_APPLY, &err);
-        dq_assert_no_error(err);
-        tiles[i] = image_processor_run(&pc, rgb, &err);
-        dq_assert_no_error(err);
-        dq_image_free(rgb);
-        g_free(path);
-    }
-    return tiles;
 }
 
 typedef struct {
@@ -249,14 +194,14 @@ static void run_case_variant(const char *fx_dir, const char *case_name, JsonObje
     }
     size_t ids_len;
     int32_t *ids =
-        read_binary(case_dir, json_object_get_string_member(ids_entry, "file"), &ids_len);
+        fixture_read_binary(case_dir, json_object_get_string_member(ids_entry, "file"), &ids_len);
 
     GError *err = NULL;
     Smolvlm *m = smolvlm_open(snap, NULL, &err);
     dq_assert_no_error(err);
     const SmolvlmConfig *cfg = smolvlm_config(m);
     int n_images;
-    DqImageTiles **tiles = case_tiles(fx_dir, case_obj, snap, &n_images);
+    DqImageTiles **tiles = fixture_case_tiles(fx_dir, case_obj, snap, &n_images);
 
     Trace tr = {.tensors = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, free_array)};
     smolvlm_set_trace(m, trace_fn, &tr);
@@ -361,7 +306,7 @@ static void test_goldens(void) {
     char *fx = fixtures_dir();
     char *index_path = g_build_filename(fx, "index.json", NULL);
     JsonParser *ip;
-    JsonObject *index = parse_file(index_path, &ip);
+    JsonObject *index = fixture_parse_file(index_path, &ip);
     JsonArray *cases = json_object_get_array_member(index, "cases");
     const char *only = g_getenv("DQ_TEST_CASE");
 #ifndef DQ_FULL_FIXTURES
@@ -380,7 +325,7 @@ static void test_goldens(void) {
 #endif
         char *path = g_build_filename(fx, "cases", name, "case.json", NULL);
         JsonParser *cp;
-        JsonObject *case_obj = parse_file(path, &cp);
+        JsonObject *case_obj = fixture_parse_file(path, &cp);
         const char *lists[] = {"variants_f32", "variants_bf16"};
         for (int l = 0; l < 2; l++) {
             JsonArray *vs = json_object_get_array_member(index, lists[l]);
@@ -416,12 +361,12 @@ static Prompt load_prompt(const char *case_name, const char *snap) {
     char *case_dir = g_build_filename(fx, "cases", case_name, NULL);
     char *path = g_build_filename(case_dir, "case.json", NULL);
     JsonParser *p;
-    JsonObject *case_obj = parse_file(path, &p);
+    JsonObject *case_obj = fixture_parse_file(path, &p);
     Prompt pr = {0};
     size_t len;
-    pr.ids = read_binary(case_dir, "tiny-smolvlm-b512/input_ids.i32", &len);
+    pr.ids = fixture_read_binary(case_dir, "tiny-smolvlm-b512/input_ids.i32", &len);
     pr.n_ids = (int)(len / 4);
-    pr.tiles = case_tiles(fx, case_obj, snap, &pr.n_images);
+    pr.tiles = fixture_case_tiles(fx, case_obj, snap, &pr.n_images);
     g_object_unref(p);
     g_free(path);
     g_free(case_dir);
