@@ -47,3 +47,33 @@ void dq_mapped_file_free(DqMappedFile *mf) {
     g_free(mf->path);
     g_free(mf);
 }
+
+static long page_size(void) {
+    static long size;
+    if (size == 0)
+        size = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+    return size;
+}
+
+void dq_mapped_populate(const void *p, size_t n) {
+    if (p == NULL || n == 0)
+        return;
+    uintptr_t ps = (uintptr_t)page_size(), lo = (uintptr_t)p & ~(ps - 1);
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)lo, (uintptr_t)p + n - lo, MADV_POPULATE_READ) == 0)
+        return;
+#endif
+    /* older kernels: one read a page */
+    volatile uint8_t sink = 0;
+    for (uintptr_t a = lo < (uintptr_t)p ? lo + ps : lo; a < (uintptr_t)p + n; a += ps)
+        sink ^= *(const volatile uint8_t *)a;
+    sink ^= *(const volatile uint8_t *)p;
+    (void)sink;
+}
+
+void dq_mapped_release(const void *p, size_t n) {
+    uintptr_t ps = (uintptr_t)page_size();
+    uintptr_t lo = ((uintptr_t)p + ps - 1) & ~(ps - 1), hi = ((uintptr_t)p + n) & ~(ps - 1);
+    if (p != NULL && hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: a failure changes nothing */
+}

@@ -19,4 +19,15 @@ typedef struct {
 DqMappedFile *dq_mapped_file_open(const char *path, GError **err);
 void dq_mapped_file_free(DqMappedFile *mf);
 
+/* Faults [p, p + n) of a mapping in now (reading it from disk where the page cache lacks it), so
+ * that the first forward pass does not wait on the disk page by page: a model's load time then
+ * includes reading its weights, as transformers' does. */
+void dq_mapped_populate(const void *p, size_t n);
+
+/* Drops the whole pages inside [p, p + n) of a read-only mapping from this process's resident
+ * set (the page cache keeps them; a later read maps them again): for weights the backend has
+ * copied (converted, quantized, uploaded to a GPU), whose mapped bytes would otherwise count
+ * twice. */
+void dq_mapped_release(const void *p, size_t n);
+
 #endif

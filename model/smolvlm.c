@@ -4,6 +4,7 @@
 
 #include "backend_cuda.h"
 #include "dq_error.h"
+#include "mapped_file.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -53,6 +54,7 @@ struct Smolvlm {
     DqWeight norm;  /* [Dt] */
     DqWeight lm_head_own;
     const DqWeight *lm_head; /* [V, Dt]: &lm_head_own, or &embed when tied */
+    gboolean binding_table;  /* bind(): the tensor is an embedding table (not populated) */
     SmolvlmTraceFn trace;
     void *trace_user;
     gboolean int8;     /* --weights int8 */
@@ -97,7 +99,23 @@ static gboolean bind(Smolvlm *m, DqWeight *w, int rows, int cols, int ndim, cons
     const DqTensor *t = safetensors_require(m->st, name, ndim, shape, err);
     gboolean ok = t != NULL && (m->quantize ? m->be->weight_init_q8(m->be, w, t, rows, cols, err)
                                             : m->be->weight_init(m->be, w, t, rows, cols, err));
+    if (ok) {
+        size_t bytes = (size_t)t->numel * dq_dtype_size(t->dtype);
+        if (w->owned != NULL)
+            dq_mapped_release(t->data, bytes); /* the backend keeps its own copy */
+        else if (!m->binding_table)
+            dq_mapped_populate(t->data, bytes); /* used as mapped: read it in at load */
+    }
     g_free(name);
+    return ok;
+}
+
+/* An embedding table: looked up a row at a time, so left to page in as rows are used. */
+static gboolean bind_table(Smolvlm *m, DqWeight *w, int rows, int cols, GError **err,
+                           const char *fmt, const char *prefix) {
+    m->binding_table = TRUE;
+    gboolean ok = bind(m, w, rows, cols, 2, (const int64_t[]){rows, cols}, err, fmt, prefix);
+    m->binding_table = FALSE;
     return ok;
 }
 
@@ -175,7 +193,7 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
     if (!BIND1(&m->post_ln_w, Dv, "%s.post_layernorm.weight", vp) ||
         !BIND1(&m->post_ln_b, Dv, "%s.post_layernorm.bias", vp) ||
         !BIND2(&m->proj, Dt, Dv * s2, "model.connector.modality_projection.proj.weight") ||
-        !BIND2(&m->embed, c->vocab_size, Dt, "%s.embed_tokens.weight", tp))
+        !bind_table(m, &m->embed, c->vocab_size, Dt, err, "%s.embed_tokens.weight", tp))
         return FALSE;
     m->tl = g_new0(TextLayer, c->text_layers);
     int qd = c->text_heads * hd, kvd = c->text_kv_heads * hd;

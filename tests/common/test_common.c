@@ -3,6 +3,8 @@
 #include "resources.h"
 #include "testutil.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void test_mapped_file_reads_bytes(void) {
@@ -38,6 +40,58 @@ static void test_mapped_file_directory_rejected(void) {
     g_free(dir);
 }
 
+/* Resident kB of the mapping that starts at p (/proc/self/smaps), -1 when it is not listed. */
+static long mapping_rss_kb(const void *p) {
+    char *smaps = NULL;
+    if (!g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL))
+        return -1;
+    char *start = g_strdup_printf("%lx-", (unsigned long)(uintptr_t)p);
+    long rss = -1;
+    char **lines = g_strsplit(smaps, "\n", -1);
+    for (int i = 0; lines[i] != NULL && rss < 0; i++)
+        if (g_str_has_prefix(lines[i], start))
+            for (int j = i + 1; lines[j] != NULL; j++)
+                if (g_str_has_prefix(lines[j], "Rss:")) {
+                    rss = atol(lines[j] + 4);
+                    break;
+                }
+    g_strfreev(lines);
+    g_free(start);
+    g_free(smaps);
+    return rss;
+}
+
+/* populate maps every page of a range in; release drops the whole pages inside a range from the
+ * resident set, and the bytes read back the same afterwards. */
+static void test_mapped_file_populate_release(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "weights.bin", NULL);
+    size_t n = (size_t)4 << 20;
+    guint8 *content = g_malloc(n);
+    for (size_t i = 0; i < n; i++)
+        content[i] = (guint8)(i * 2654435761u >> 13);
+    g_assert_true(g_file_set_contents(path, (const char *)content, (gssize)n, NULL));
+    GError *err = NULL;
+    DqMappedFile *mf = dq_mapped_file_open(path, &err);
+    dq_assert_no_error(err);
+    if (mapping_rss_kb(mf->data) < 0) {
+        g_test_skip("/proc/self/smaps does not list the mapping");
+    } else {
+        dq_mapped_populate(mf->data, n);
+        g_assert_cmpint(mapping_rss_kb(mf->data), ==, (long)(n >> 10));
+        dq_mapped_release(mf->data + 100, n - 200); /* all but the first and last pages */
+        long after = mapping_rss_kb(mf->data);
+        g_assert_cmpint(after, <=, 2 * 64); /* at most two pages of up to 64 kB */
+        g_assert_cmpmem(mf->data, n, content, n); /* read back: mapped again */
+        dq_mapped_populate(mf->data + 1, 0);      /* nothing to do */
+        dq_mapped_release(mf->data + 10, 20);     /* no whole page inside: nothing */
+    }
+    dq_mapped_file_free(mf);
+    g_free(content);
+    g_free(path);
+    g_free(dir);
+}
+
 static void test_error_prefix(void) {
     GError *err = NULL;
     g_assert_false(dq_fail(&err, DQ_ERR_FORMAT, "tensor '%s' truncated", "w"));
@@ -70,6 +124,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/mapped_file/reads_bytes", test_mapped_file_reads_bytes);
     g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);
     g_test_add_func("/common/mapped_file/directory_rejected", test_mapped_file_directory_rejected);
+    g_test_add_func("/common/mapped_file/populate_release", test_mapped_file_populate_release);
     g_test_add_func("/common/error/prefix", test_error_prefix);
     g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
     return g_test_run();
