@@ -81,7 +81,7 @@ static void test_mapped_file_populate_release(void) {
         g_assert_cmpint(mapping_rss_kb(mf->data), ==, (long)(n >> 10));
         dq_mapped_release(mf->data + 100, n - 200); /* all but the first and last pages */
         long after = mapping_rss_kb(mf->data);
-        g_assert_cmpint(after, <=, 2 * 64); /* at most two pages of up to 64 kB */
+        g_assert_cmpint(after, <=, 2 * 64);       /* at most two pages of up to 64 kB */
         g_assert_cmpmem(mf->data, n, content, n); /* read back: mapped again */
         dq_mapped_populate(mf->data + 1, 0);      /* nothing to do */
         dq_mapped_release(mf->data + 10, 20);     /* no whole page inside: nothing */
