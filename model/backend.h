@@ -54,6 +54,14 @@ typedef struct {
     float scale;
 } DqAttention;
 
+/* One segment of attention_segments(): a sequence with its own KV cache [capacity, kv_stride]
+ * (one layer's), its rows row0 .. row0 + n_q - 1 of the call's q, new k / v and out, and the
+ * n_past positions its cache already holds. */
+typedef struct {
+    float *k_cache, *v_cache;
+    int row0, n_q, n_past;
+} DqAttnSegment;
+
 struct DqBackend {
     const char *name;
     void *ctx;
@@ -120,6 +128,16 @@ struct DqBackend {
      * whose parts each have at least this many rows (tiles, prompts) may be merged into one.
      * 0: no such promise (the reference: OpenBLAS's rounding depends on the row count). */
     int matmul_row_invariant_min;
+    /* The decoder's attention for a batch of sequences in one call: each segment's new rows of
+     * k_new / v_new are written into its caches at n_past .., then its queries (positions n_past
+     * + i) attend causally over n_past + n_q keys, as attention() with n_seq 1 would. shape
+     * gives the heads, head_dim, q_stride (q and out rows), kv_stride (k_new, v_new and cache
+     * rows) and scale; its n_seq, n_q, n_kv, q_pos0 and causal fields are not read. NULL: the
+     * caller loops over copy() and attention() (dq_attention_segments does either), which is
+     * what a GPU would spend a launch a sequence and layer on. */
+    void (*attention_segments)(DqBackend *be, float *out, const float *q, const float *k_new,
+                               const float *v_new, const DqAttnSegment *segs, int n_segs,
+                               const DqAttention *shape);
 
     /* ---- optional: a step recorded and replayed as one unit (NULL: not supported; the CPU
      * backends). The CUDA backend records the ops into a CUDA graph, so that the decode step's
@@ -147,5 +165,11 @@ DqBackend *dq_backend_cpu_new(GError **err);
  * weights kept as stored, AVX2 kernels, tiled attention; tested op by op against the reference. */
 DqBackend *dq_backend_cpu_fast_new(GError **err);
 void dq_backend_free(DqBackend *be);
+
+/* be->attention_segments when the backend has it, else the same with copy() and attention()
+ * a segment at a time. */
+void dq_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,
+                           const float *v_new, const DqAttnSegment *segs, int n_segs,
+                           const DqAttention *shape);
 
 #endif

@@ -338,3 +338,29 @@ void dq_backend_free(DqBackend *be) {
     if (be != NULL)
         be->destroy(be);
 }
+
+void dq_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,
+                           const float *v_new, const DqAttnSegment *segs, int n_segs,
+                           const DqAttention *shape) {
+    if (be->attention_segments != NULL) {
+        be->attention_segments(be, out, q, k_new, v_new, segs, n_segs, shape);
+        return;
+    }
+    DqAttention a = *shape;
+    a.n_seq = 1;
+    a.causal = TRUE;
+    a.q_seq_stride = a.kv_seq_stride = 0;
+    for (int s = 0; s < n_segs; s++) {
+        const DqAttnSegment *g = &segs[s];
+        size_t kv_row = (size_t)a.kv_stride;
+        be->copy(be, g->k_cache + (size_t)g->n_past * kv_row, k_new + (size_t)g->row0 * kv_row,
+                 (size_t)g->n_q * kv_row);
+        be->copy(be, g->v_cache + (size_t)g->n_past * kv_row, v_new + (size_t)g->row0 * kv_row,
+                 (size_t)g->n_q * kv_row);
+        a.n_q = g->n_q;
+        a.n_kv = g->n_past + g->n_q;
+        a.q_pos0 = g->n_past;
+        be->attention(be, out + (size_t)g->row0 * a.n_heads * a.head_dim,
+                      q + (size_t)g->row0 * a.q_stride, g->k_cache, g->v_cache, &a);
+    }
+}

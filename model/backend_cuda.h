@@ -39,6 +39,10 @@
 #ifndef DQ_BACKEND_CUDA_H
 #define DQ_BACKEND_CUDA_H
 
+/* From this many query rows a sequence's attention runs on tensor cores (bf16 Q, K, V and
+ * probabilities, float32 softmax and sums) unless DOCQA_CUDA_F32=1 or DOCQA_CUDA_TC_ATTN=0. */
+#define DQ_CUDA_TC_MIN_ROWS 64
+
 #include "backend.h"
 
 #include <glib.h>

@@ -69,17 +69,18 @@ struct SmolvlmKV {
 
 struct SmolvlmWorkspace {
     int max_rows;
-    float *x;      /* [max_rows, Dt]  residual stream (the forward's input) */
-    float *xn;     /* [max_rows, Dt]  normed / projected */
-    float *q;      /* [max_rows, H * hd] */
-    float *k;      /* [max_rows, Hkv * hd] */
-    float *v;      /* [max_rows, Hkv * hd] */
-    float *attn;   /* [max_rows, H * hd] */
-    float *gate;   /* [max_rows, It] */
-    float *up;     /* [max_rows, It] */
-    float *last;   /* [max_rows, Dt]  last rows of segments that want logits */
-    float *logits; /* [max_rows, V] is too much for a prefill: [LOGIT_ROWS, V] */
-    int32_t *pos;  /* host [max_rows] positions */
+    float *x;                /* [max_rows, Dt]  residual stream (the forward's input) */
+    float *xn;               /* [max_rows, Dt]  normed / projected */
+    float *q;                /* [max_rows, H * hd] */
+    float *k;                /* [max_rows, Hkv * hd] */
+    float *v;                /* [max_rows, Hkv * hd] */
+    float *attn;             /* [max_rows, H * hd] */
+    float *gate;             /* [max_rows, It] */
+    float *up;               /* [max_rows, It] */
+    float *last;             /* [max_rows, Dt]  last rows of segments that want logits */
+    float *logits;           /* [max_rows, V] is too much for a prefill: [LOGIT_ROWS, V] */
+    int32_t *pos;            /* host [max_rows] positions */
+    DqAttnSegment *att_segs; /* host [max_rows]: a segment has at least one row */
 };
 
 /* Logit rows computed per lm_head GEMM (decode batches are small; prefill wants one a request). */
@@ -595,6 +596,7 @@ void smolvlm_workspace_free(Smolvlm *m, SmolvlmWorkspace *ws) {
         if (bufs[i] != NULL)
             m->be->release(m->be, bufs[i]);
     g_free(ws->pos);
+    g_free(ws->att_segs);
     g_free(ws);
 }
 
@@ -621,6 +623,7 @@ SmolvlmWorkspace *smolvlm_workspace_new(Smolvlm *m, int max_rows, GError **err) 
         return NULL;
     }
     ws->pos = g_new0(int32_t, R);
+    ws->att_segs = g_new0(DqAttnSegment, R);
     return ws;
 }
 
@@ -740,17 +743,13 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
         for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
             const SmolvlmKV *kv = segs[s].kv;
             size_t layer_off = (size_t)l * kv->capacity * kvd;
-            float *kc = kv->k + layer_off; /* [capacity, Hkv*hd] */
-            float *vc = kv->v + layer_off; /* [capacity, Hkv*hd] */
-            be->copy(be, kc + (size_t)kv->len * kvd, k + (size_t)r * kvd,
-                     (size_t)segs[s].n_rows * kvd);
-            be->copy(be, vc + (size_t)kv->len * kvd, v + (size_t)r * kvd,
-                     (size_t)segs[s].n_rows * kvd);
-            att.n_q = segs[s].n_rows; /* its new rows see its cache and themselves */
-            att.n_kv = kv->len + segs[s].n_rows;
-            att.q_pos0 = kv->len;
-            be->attention(be, attn + (size_t)r * qd, q + (size_t)r * qd, kc, vc, &att);
+            ws->att_segs[s] = (DqAttnSegment){.k_cache = kv->k + layer_off,
+                                              .v_cache = kv->v + layer_off,
+                                              .row0 = r,
+                                              .n_q = segs[s].n_rows,
+                                              .n_past = kv->len};
         }
+        dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_segs, &att);
         seg_matmul(be, segs, n_segs, xn, attn, &L->o_w);
         be->add(be, x, xn, (size_t)n * Dt);
         /* x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x))) */

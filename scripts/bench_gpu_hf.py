@@ -34,7 +34,7 @@ def main():
     processor.image_processor.size = {"longest_edge": n_res * tile}
     processor.tokenizer.padding_side = "left"
     model = Idefics3ForConditionalGeneration.from_pretrained(
-        snap, torch_dtype=torch.bfloat16, attn_implementation="sdpa").to(device).eval()
+        snap, dtype=torch.bfloat16, attn_implementation="sdpa").to(device).eval()
     pages = [Image.open(p).convert("RGB") for p in images]
 
     def run(batch):

@@ -32,7 +32,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -84,6 +86,7 @@ typedef struct {
     /* weights */
     GHashTable *bf16;     /* device ptrs of weights stored as bf16 */
     gboolean f32_weights; /* DOCQA_CUDA_F32=1: matrices stay float32 (conformance runs) */
+    gboolean tc_attn;     /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
     size_t weight_bytes;  /* uploaded so far */
     gboolean preflight_done;
     void *load_stage; /* [DQ_CUDA_LOAD_CHUNK] bytes */
@@ -794,6 +797,7 @@ typedef struct {
     int q_stride, kv_stride, q_pos0, causal;
     size_t q_seq_stride, kv_seq_stride;
     float scale;
+    int q_lo, q_hi; /* blocks of sequences whose n_q lies outside [q_lo, q_hi] do nothing */
 } AttArgs;
 
 #define ATT_BQ    32 /* query rows per block of the flash kernel */
@@ -812,31 +816,69 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* What one block attends: sequence s of a uniform packed batch (segs NULL: attention()), or
+ * segment s of attention_segments(), whose rows sit at row0 and whose keys are its cache. */
+struct SeqView {
+    const float *q, *k, *v;
+    float *out;
+    int n_q, n_kv, q_pos0;
+};
+
+__device__ __forceinline__ SeqView seq_view(const AttArgs &a, const DqAttnSegment *segs, int s,
+                                            float *out, const float *q, const float *k,
+                                            const float *v) {
+    const size_t out_stride = (size_t)a.n_heads * a.head_dim;
+    SeqView w;
+    if (segs == NULL) {
+        w.q = q + s * a.q_seq_stride;
+        w.k = k + s * a.kv_seq_stride;
+        w.v = v + s * a.kv_seq_stride;
+        w.out = out + (size_t)s * a.n_q * out_stride;
+        w.n_q = a.n_q;
+        w.n_kv = a.n_kv;
+        w.q_pos0 = a.q_pos0;
+    } else {
+        const DqAttnSegment g = segs[s];
+        w.q = q + (size_t)g.row0 * a.q_stride;
+        w.k = g.k_cache;
+        w.v = g.v_cache;
+        w.out = out + (size_t)g.row0 * out_stride;
+        w.n_q = g.n_q;
+        w.n_kv = g.n_past + g.n_q;
+        w.q_pos0 = g.n_past;
+    }
+    return w;
+}
+
 /* Flash-style attention: block (q tile, head, sequence); 8 warps, each owning 4 query rows.
  * Per K/V tile of 32 keys in shared memory, lane j scores key j for a row, the warp updates the
  * row's running max / sum, and lane d accumulates output dims d, d + 32, ... (NCH of them). */
 template <int NCH>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-    attn_flash_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a) {
+    attn_flash_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
+                      const DqAttnSegment *segs) {
     extern __shared__ float smem[];
     const int hd = a.head_dim, kp = hd + 1; /* K rows padded: lane j reads row j conflict-free */
     float *sq = smem;                       /* [ATT_BQ, hd] scaled queries */
     float *sk = sq + ATT_BQ * hd;           /* [ATT_BK, hd + 1] */
     float *sv = sk + ATT_BK * kp;           /* [ATT_BK, hd] */
     const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * ATT_BQ;
+    const SeqView w = seq_view(a, segs, s, out, q, k, v);
+    if (i0 >= w.n_q || w.n_q < a.q_lo || w.n_q > a.q_hi)
+        return; /* block-uniform: a shorter segment than the longest, or another kernel's */
     const int g = h / (a.n_heads / a.n_kv_heads);
-    const float *qb = q + s * a.q_seq_stride + (size_t)h * hd;
-    const float *kb = k + s * a.kv_seq_stride + (size_t)g * hd;
-    const float *vb = v + s * a.kv_seq_stride + (size_t)g * hd;
+    const float *qb = w.q + (size_t)h * hd;
+    const float *kb = w.k + (size_t)g * hd;
+    const float *vb = w.v + (size_t)g * hd;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int RPW = ATT_BQ / ATT_WARPS;
 
     for (int idx = threadIdx.x; idx < ATT_BQ * hd; idx += blockDim.x) {
         int r = idx / hd, d = idx % hd, i = i0 + r;
-        sq[idx] = i < a.n_q ? qb[(size_t)i * a.q_stride + d] * a.scale : 0.0f;
+        sq[idx] = i < w.n_q ? qb[(size_t)i * a.q_stride + d] * a.scale : 0.0f;
     }
-    const int i_last = min(i0 + ATT_BQ, a.n_q) - 1;
-    const int kv_end = a.causal ? min(a.n_kv, a.q_pos0 + i_last + 1) : a.n_kv;
+    const int i_last = min(i0 + ATT_BQ, w.n_q) - 1;
+    const int kv_end = a.causal ? min(w.n_kv, w.q_pos0 + i_last + 1) : w.n_kv;
 
     float m[RPW], l[RPW], acc[RPW][NCH];
 #pragma unroll
@@ -859,9 +901,9 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 #pragma unroll
         for (int r = 0; r < RPW; r++) {
             const int rr = warp * RPW + r, i = i0 + rr;
-            if (i >= a.n_q)
+            if (i >= w.n_q)
                 continue; /* warp-uniform */
-            const int visible = a.causal ? min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
+            const int visible = a.causal ? min(w.n_kv, w.q_pos0 + i + 1) : w.n_kv;
             const int j = j0 + lane;
             float sc = -INFINITY;
             if (j < visible) {
@@ -897,9 +939,9 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 #pragma unroll
     for (int r = 0; r < RPW; r++) {
         const int i = i0 + warp * RPW + r;
-        if (i >= a.n_q)
+        if (i >= w.n_q)
             continue;
-        float *o = out + ((size_t)s * a.n_q + i) * out_stride + (size_t)h * hd;
+        float *o = w.out + (size_t)i * out_stride + (size_t)h * hd;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
 #pragma unroll
         for (int ch = 0; ch < NCH; ch++) {
@@ -915,21 +957,25 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
  * partial results are merged at the end. */
 template <int NCH>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-    attn_decode_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a) {
+    attn_decode_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
+                       const DqAttnSegment *segs) {
     __shared__ float sq[NCH * 32];
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float sacc[ATT_WARPS][NCH * 32];
     const int hd = a.head_dim;
     const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    const SeqView w = seq_view(a, segs, s, out, q, k, v);
+    if (i >= w.n_q || w.n_q < a.q_lo || w.n_q > a.q_hi)
+        return; /* block-uniform */
     const int g = h / (a.n_heads / a.n_kv_heads);
-    const float *qr = q + s * a.q_seq_stride + (size_t)i * a.q_stride + (size_t)h * hd;
-    const float *kb = k + s * a.kv_seq_stride + (size_t)g * hd;
-    const float *vb = v + s * a.kv_seq_stride + (size_t)g * hd;
+    const float *qr = w.q + (size_t)i * a.q_stride + (size_t)h * hd;
+    const float *kb = w.k + (size_t)g * hd;
+    const float *vb = w.v + (size_t)g * hd;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (int d = threadIdx.x; d < hd; d += blockDim.x)
         sq[d] = qr[d] * a.scale;
     __syncthreads();
-    const int visible = a.causal ? min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
+    const int visible = a.causal ? min(w.n_kv, w.q_pos0 + i + 1) : w.n_kv;
     float m = -INFINITY, l = 0.0f, acc[NCH];
 #pragma unroll
     for (int ch = 0; ch < NCH; ch++)
@@ -973,18 +1019,216 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         sacc[warp][lane + 32 * ch] = acc[ch];
     __syncthreads();
     float mt = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++)
-        mt = fmaxf(mt, sm[w]);
+    for (int wi = 0; wi < ATT_WARPS; wi++)
+        mt = fmaxf(mt, sm[wi]);
     float lt = 0.0f;
-    for (int w = 0; w < ATT_WARPS; w++)
-        lt += sm[w] == -INFINITY ? 0.0f : sl[w] * __expf(sm[w] - mt);
-    float *o = out + ((size_t)s * a.n_q + i) * ((size_t)a.n_heads * hd) + (size_t)h * hd;
+    for (int wi = 0; wi < ATT_WARPS; wi++)
+        lt += sm[wi] == -INFINITY ? 0.0f : sl[wi] * __expf(sm[wi] - mt);
+    float *o = w.out + (size_t)i * ((size_t)a.n_heads * hd) + (size_t)h * hd;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float t = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++)
-            if (sm[w] != -INFINITY)
-                t += sacc[w][d] * __expf(sm[w] - mt);
+        for (int wi = 0; wi < ATT_WARPS; wi++)
+            if (sm[wi] != -INFINITY)
+                t += sacc[wi][d] * __expf(sm[wi] - mt);
         o[d] = lt > 0.0f ? t / lt : 0.0f;
+    }
+}
+
+/* Flash attention on tensor cores (bf16 products, float32 softmax and accumulation): block =
+ * 64 query rows of one head and sequence, 4 warps of 16 rows. Per tile of 64 keys: S = Q K^T
+ * with WMMA into shared memory, the online softmax by lane pairs (a row each), P rounded to
+ * bf16, P V with WMMA, and each lane rescales and accumulates its half of its row of O in
+ * registers (WMMA fragments have no documented row layout, so the rescale goes through shared
+ * memory). Each row's result depends on its own query and the keys only, not on the rows beside
+ * it. HDP: head_dim rounded up to 16 (padding dims are zero in Q, K and V). */
+#define TC_Q     64
+#define TC_K     64
+#define TC_WARPS 4
+
+template <int HDP> struct TcLayout {
+    static constexpr int LDH = HDP + 8;                       /* bf16 Q/K/V rows */
+    static constexpr int LDS = (HDP > TC_K ? HDP : TC_K) + 4; /* float S / PV rows */
+    static constexpr int LDP = TC_K + 8;                      /* bf16 P rows */
+    static constexpr size_t Q = (size_t)TC_Q * LDH * 2, KV = (size_t)TC_K * LDH * 2;
+    static constexpr size_t S = (size_t)TC_WARPS * 16 * LDS * 4,
+                            P = (size_t)TC_WARPS * 16 * LDP * 2;
+    static constexpr size_t BYTES = Q + 2 * KV + S + P;
+};
+
+template <int HDP>
+__global__ void __launch_bounds__(TC_WARPS * 32)
+    attn_tc_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
+                   const DqAttnSegment *segs) {
+    using namespace nvcuda;
+    typedef TcLayout<HDP> L;
+    extern __shared__ __align__(128) unsigned char tc_smem[];
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)tc_smem;
+    __nv_bfloat16 *sk = (__nv_bfloat16 *)(tc_smem + L::Q);
+    __nv_bfloat16 *sv = (__nv_bfloat16 *)(tc_smem + L::Q + L::KV);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *ss = (float *)(tc_smem + L::Q + 2 * L::KV) + (size_t)warp * 16 * L::LDS;
+    __nv_bfloat16 *sp =
+        (__nv_bfloat16 *)(tc_smem + L::Q + 2 * L::KV + L::S) + (size_t)warp * 16 * L::LDP;
+
+    const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * TC_Q;
+    const SeqView w = seq_view(a, segs, s, out, q, k, v);
+    if (i0 >= w.n_q || w.n_q < a.q_lo || w.n_q > a.q_hi)
+        return; /* block-uniform */
+    const int hd = a.head_dim, g = h / (a.n_heads / a.n_kv_heads);
+    const float *qb = w.q + (size_t)h * hd;
+    const float *kb = w.k + (size_t)g * hd;
+    const float *vb = w.v + (size_t)g * hd;
+
+    for (int idx = threadIdx.x; idx < TC_Q * HDP; idx += blockDim.x) {
+        const int r = idx / HDP, d = idx % HDP, i = i0 + r;
+        const float x = i < w.n_q && d < hd ? qb[(size_t)i * a.q_stride + d] * a.scale : 0.0f;
+        sq[r * L::LDH + d] = __float2bfloat16_rn(x);
+    }
+    const int i_last = min(i0 + TC_Q, w.n_q) - 1;
+    const int kv_end = a.causal ? min(w.n_kv, w.q_pos0 + i_last + 1) : w.n_kv;
+
+    const int row = lane >> 1, half = lane & 1, c0 = half * (TC_K / 2);
+    const int i = i0 + warp * 16 + row;
+    const int visible = i >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + i + 1) : w.n_kv;
+    float m = -INFINITY, l = 0.0f, o[HDP / 2];
+#pragma unroll
+    for (int c = 0; c < HDP / 2; c++)
+        o[c] = 0.0f;
+
+    for (int j0 = 0; j0 < kv_end; j0 += TC_K) {
+        __syncthreads(); /* the previous tile's K and V are no longer read (and Q is written) */
+        for (int idx = threadIdx.x; idx < TC_K * HDP; idx += blockDim.x) {
+            const int jj = idx / HDP, d = idx % HDP, j = j0 + jj;
+            const bool in = j < kv_end && d < hd;
+            sk[jj * L::LDH + d] = __float2bfloat16_rn(in ? kb[(size_t)j * a.kv_stride + d] : 0.0f);
+            sv[jj * L::LDH + d] = __float2bfloat16_rn(in ? vb[(size_t)j * a.kv_stride + d] : 0.0f);
+        }
+        __syncthreads();
+
+        /* S [16, TC_K] for this warp's rows */
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[TC_K / 16];
+#pragma unroll
+        for (int n = 0; n < TC_K / 16; n++)
+            wmma::fill_fragment(acc[n], 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < HDP / 16; kk++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+            wmma::load_matrix_sync(fa, sq + (size_t)warp * 16 * L::LDH + kk * 16, L::LDH);
+#pragma unroll
+            for (int n = 0; n < TC_K / 16; n++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+                wmma::load_matrix_sync(fb, sk + (size_t)n * 16 * L::LDH + kk * 16, L::LDH);
+                wmma::mma_sync(acc[n], fa, fb, acc[n]);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < TC_K / 16; n++)
+            wmma::store_matrix_sync(ss + n * 16, acc[n], L::LDS, wmma::mem_row_major);
+        __syncwarp();
+
+        /* online softmax: lanes 2r and 2r + 1 share row r, half the keys each */
+        const float *sr = ss + row * L::LDS + c0;
+        float mx = -INFINITY;
+        for (int c = 0; c < TC_K / 2; c++)
+            if (j0 + c0 + c < visible)
+                mx = fmaxf(mx, sr[c]);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        const float mnew = fmaxf(m, mx);
+        const float corr = mnew == -INFINITY ? 1.0f : __expf(m - mnew);
+        float sum = 0.0f;
+        __nv_bfloat16 *pr = sp + row * L::LDP + c0;
+        for (int c = 0; c < TC_K / 2; c++) {
+            const float p = j0 + c0 + c < visible ? __expf(sr[c] - mnew) : 0.0f;
+            pr[c] = __float2bfloat16_rn(p);
+            sum += p;
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        l = l * corr + sum;
+        m = mnew;
+        __syncwarp();
+
+        /* P V [16, HDP] into ss, then into each lane's o */
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> pv[HDP / 16];
+#pragma unroll
+        for (int n = 0; n < HDP / 16; n++)
+            wmma::fill_fragment(pv[n], 0.0f);
+#pragma unroll
+        for (int ks = 0; ks < TC_K / 16; ks++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+            wmma::load_matrix_sync(fa, sp + ks * 16, L::LDP);
+#pragma unroll
+            for (int n = 0; n < HDP / 16; n++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, sv + (size_t)ks * 16 * L::LDH + n * 16, L::LDH);
+                wmma::mma_sync(pv[n], fa, fb, pv[n]);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < HDP / 16; n++)
+            wmma::store_matrix_sync(ss + n * 16, pv[n], L::LDS, wmma::mem_row_major);
+        __syncwarp();
+        const float *pvr = ss + row * L::LDS + half * (HDP / 2);
+#pragma unroll
+        for (int c = 0; c < HDP / 2; c++)
+            o[c] = o[c] * corr + pvr[c];
+        __syncwarp(); /* ss is written again by the next tile */
+    }
+    if (i < w.n_q) {
+        float *orow = w.out + (size_t)i * ((size_t)a.n_heads * hd) + (size_t)h * hd;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+        for (int c = 0; c < HDP / 2; c++) {
+            const int d = half * (HDP / 2) + c;
+            if (d < hd)
+                orow[d] = o[c] * inv;
+        }
+    }
+}
+
+template <int HDP>
+static void launch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
+                      int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
+    static bool opted_in[64]; /* per device: the attribute is a property of the function */
+    const size_t bytes = TcLayout<HDP>::BYTES;
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (bytes > 48 * 1024 && !opted_in[dev % 64]) {
+        CK(c, cudaFuncSetAttribute(attn_tc_kernel<HDP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)bytes));
+        opted_in[dev % 64] = true;
+    }
+    dim3 grid((max_q + TC_Q - 1) / TC_Q, a.n_heads, n_seq);
+    attn_tc_kernel<HDP><<<grid, TC_WARPS * 32, bytes, c->stream>>>(out, q, k, v, a, segs);
+    CK_LAUNCH(c, "attention (tensor cores)");
+}
+
+/* FALSE when no tensor-core kernel takes this head size. */
+static gboolean dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
+                            int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
+    switch ((a.head_dim + 15) / 16) {
+    case 1:
+        launch_tc<16>(c, out, q, k, v, max_q, n_seq, a, segs);
+        return TRUE;
+    case 2:
+        launch_tc<32>(c, out, q, k, v, max_q, n_seq, a, segs);
+        return TRUE;
+    case 3:
+        launch_tc<48>(c, out, q, k, v, max_q, n_seq, a, segs);
+        return TRUE;
+    case 4:
+        launch_tc<64>(c, out, q, k, v, max_q, n_seq, a, segs);
+        return TRUE;
+    case 5:
+        launch_tc<80>(c, out, q, k, v, max_q, n_seq, a, segs);
+        return TRUE;
+    case 6:
+        launch_tc<96>(c, out, q, k, v, max_q, n_seq, a, segs);
+        return TRUE;
+    case 8:
+        launch_tc<128>(c, out, q, k, v, max_q, n_seq, a, segs);
+        return TRUE;
+    default:
+        return FALSE;
     }
 }
 
@@ -1071,16 +1315,48 @@ static gboolean vision_attention_gemm(CudaCtx *c, float *out, const float *q, co
 
 template <int NCH>
 static void launch_attention(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
-                             const DqAttention *da, const AttArgs &a) {
-    if (da->n_q <= ATT_DECODE_ROWS) {
-        dim3 grid(da->n_q, da->n_heads, da->n_seq);
-        attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a);
+                             int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
+    if (max_q <= ATT_DECODE_ROWS) {
+        dim3 grid(max_q, a.n_heads, n_seq);
+        attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
     } else {
-        dim3 grid((da->n_q + ATT_BQ - 1) / ATT_BQ, da->n_heads, da->n_seq);
+        dim3 grid((max_q + ATT_BQ - 1) / ATT_BQ, a.n_heads, n_seq);
         attn_flash_kernel<NCH>
-            <<<grid, ATT_WARPS * 32, flash_smem(da->head_dim), c->stream>>>(out, q, k, v, a);
+            <<<grid, ATT_WARPS * 32, flash_smem(a.head_dim), c->stream>>>(out, q, k, v, a, segs);
     }
     CK_LAUNCH(c, "attention");
+}
+
+/* launch_attention for the head size. */
+static void dispatch_attention(CudaCtx *c, float *out, const float *q, const float *k,
+                               const float *v, int max_q, int n_seq, const AttArgs &a,
+                               const DqAttnSegment *segs) {
+    if (a.head_dim <= 32)
+        launch_attention<1>(c, out, q, k, v, max_q, n_seq, a, segs);
+    else if (a.head_dim <= 64)
+        launch_attention<2>(c, out, q, k, v, max_q, n_seq, a, segs);
+    else if (a.head_dim <= 96)
+        launch_attention<3>(c, out, q, k, v, max_q, n_seq, a, segs);
+    else if (a.head_dim <= 128)
+        launch_attention<4>(c, out, q, k, v, max_q, n_seq, a, segs);
+    else
+        record(c, cudaErrorInvalidValue, "attention: head_dim over 128");
+}
+
+static gboolean head_layout_ok(CudaCtx *c, const DqAttention *da, int n_seq) {
+    if (da->n_kv_heads <= 0 || da->n_heads % da->n_kv_heads != 0 || n_seq > 65535 ||
+        da->n_heads > 65535) {
+        record(c, cudaErrorInvalidValue, "attention: unsupported head layout");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* Whether a sequence of n_q query rows goes to the tensor-core kernel (decided per sequence,
+ * never per call, so that a sequence's result does not depend on what it is batched with). */
+static gboolean tc_takes(const CudaCtx *c, int n_q, int head_dim) {
+    const int chunks = (head_dim + 15) / 16;
+    return c->tc_attn && n_q >= DQ_CUDA_TC_MIN_ROWS && chunks >= 1 && chunks <= 8 && chunks != 7;
 }
 
 static void cuda_attention(DqBackend *be, float *out, const float *q, const float *k,
@@ -1088,11 +1364,14 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
     CudaCtx *c = ctx_of(be);
     if (da->n_seq <= 0 || da->n_q <= 0 || c->sticky != cudaSuccess)
         return;
-    if (da->n_kv_heads <= 0 || da->n_heads % da->n_kv_heads != 0 || da->n_seq > 65535 ||
-        da->n_heads > 65535) {
-        record(c, cudaErrorInvalidValue, "attention: unsupported head layout");
+    if (!head_layout_ok(c, da, da->n_seq))
         return;
-    }
+    AttArgs a = {da->n_q,           da->n_kv,      da->n_heads, da->n_kv_heads, da->head_dim,
+                 da->q_stride,      da->kv_stride, da->q_pos0,  da->causal,     da->q_seq_stride,
+                 da->kv_seq_stride, da->scale,     0,           INT_MAX};
+    if (tc_takes(c, da->n_q, da->head_dim) &&
+        dispatch_tc(c, out, q, k, v, da->n_q, da->n_seq, a, NULL))
+        return;
     if (!c->f32_weights && !da->causal && da->n_q == da->n_kv && da->n_q >= ATT_GEMM_MIN_ROWS &&
         da->n_heads == da->n_kv_heads && da->q_stride == da->kv_stride &&
         da->q_stride >= da->n_heads * da->head_dim &&
@@ -1100,19 +1379,83 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
         da->kv_seq_stride == (size_t)da->n_kv * da->kv_stride &&
         vision_attention_gemm(c, out, q, k, v, da))
         return; /* else (no memory for the scores): the flash kernel below */
-    AttArgs a = {da->n_q,      da->n_kv,         da->n_heads,       da->n_kv_heads,
-                 da->head_dim, da->q_stride,     da->kv_stride,     da->q_pos0,
-                 da->causal,   da->q_seq_stride, da->kv_seq_stride, da->scale};
-    if (da->head_dim <= 32)
-        launch_attention<1>(c, out, q, k, v, da, a);
-    else if (da->head_dim <= 64)
-        launch_attention<2>(c, out, q, k, v, da, a);
-    else if (da->head_dim <= 96)
-        launch_attention<3>(c, out, q, k, v, da, a);
-    else if (da->head_dim <= 128)
-        launch_attention<4>(c, out, q, k, v, da, a);
-    else
-        record(c, cudaErrorInvalidValue, "attention: head_dim over 128");
+    dispatch_attention(c, out, q, k, v, da->n_q, da->n_seq, a, NULL);
+}
+
+/* Each segment's new K / V rows into its caches: block row y = segment. */
+__global__ void kv_append_kernel(const DqAttnSegment *segs, const float *k_new, const float *v_new,
+                                 int kvd) {
+    const DqAttnSegment g = segs[blockIdx.y];
+    const size_t n = (size_t)g.n_q * kvd;
+    const float *ks = k_new + (size_t)g.row0 * kvd, *vs = v_new + (size_t)g.row0 * kvd;
+    float *kd = g.k_cache + (size_t)g.n_past * kvd, *vd = g.v_cache + (size_t)g.n_past * kvd;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        kd[i] = ks[i];
+        vd[i] = vs[i];
+    }
+}
+
+/* The decoder's batch in two launches whatever the number of sequences: the caches' appends,
+ * then one attention grid over (query tile, head, segment). A launch a sequence and layer left
+ * a 64-page decode step at a few blocks per launch, ~160 ms on an H200 for the 256M model. */
+static void cuda_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,
+                                    const float *v_new, const DqAttnSegment *segs, int n_segs,
+                                    const DqAttention *shape) {
+    CudaCtx *c = ctx_of(be);
+    if (n_segs <= 0 || c->sticky != cudaSuccess || !head_layout_ok(c, shape, n_segs))
+        return;
+    int max_q = 0;
+    for (int s = 0; s < n_segs; s++)
+        max_q = MAX(max_q, segs[s].n_q);
+    if (max_q <= 0)
+        return;
+    const DqAttnSegment *dsegs =
+        (const DqAttnSegment *)stage_small(c, segs, (size_t)n_segs * sizeof *segs);
+    if (dsegs == NULL)
+        return;
+    const int kvd = shape->kv_stride;
+    unsigned gx = MIN(grid_for((size_t)max_q * kvd, 256), 1024u);
+    kv_append_kernel<<<dim3(gx, n_segs), 256, 0, c->stream>>>(dsegs, k_new, v_new, kvd);
+    CK_LAUNCH(c, "KV cache append");
+    /* Three kernels, each over the segments of its class (the others' blocks return at once):
+     * decode rows, short chunks (the float32 flash kernel), prompts (tensor cores). */
+    int max_dec = 0, max_mid = 0, max_tc = 0;
+    for (int s = 0; s < n_segs; s++) {
+        const int nq = segs[s].n_q;
+        if (nq <= ATT_DECODE_ROWS)
+            max_dec = MAX(max_dec, nq);
+        else if (tc_takes(c, nq, shape->head_dim))
+            max_tc = MAX(max_tc, nq);
+        else
+            max_mid = MAX(max_mid, nq);
+    }
+    AttArgs a;
+    memset(&a, 0, sizeof a);
+    a.n_q = max_q; /* the segments' own counts are read through dsegs */
+    a.n_heads = shape->n_heads;
+    a.n_kv_heads = shape->n_kv_heads;
+    a.head_dim = shape->head_dim;
+    a.q_stride = shape->q_stride;
+    a.kv_stride = kvd;
+    a.causal = TRUE;
+    a.scale = shape->scale;
+    if (max_dec > 0) {
+        a.q_lo = 1;
+        a.q_hi = ATT_DECODE_ROWS;
+        dispatch_attention(c, out, q, NULL, NULL, max_dec, n_segs, a, dsegs);
+    }
+    if (max_mid > 0) {
+        a.q_lo = ATT_DECODE_ROWS + 1;
+        a.q_hi =
+            tc_takes(c, DQ_CUDA_TC_MIN_ROWS, shape->head_dim) ? DQ_CUDA_TC_MIN_ROWS - 1 : INT_MAX;
+        dispatch_attention(c, out, q, NULL, NULL, max_mid, n_segs, a, dsegs);
+    }
+    if (max_tc > 0) {
+        a.q_lo = DQ_CUDA_TC_MIN_ROWS;
+        a.q_hi = INT_MAX;
+        dispatch_tc(c, out, q, NULL, NULL, max_tc, n_segs, a, dsegs);
+    }
 }
 
 /* ---- element-wise */
@@ -1579,6 +1922,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->free_lists = g_hash_table_new(g_direct_hash, g_direct_equal);
     c->bf16 = g_hash_table_new(g_direct_hash, g_direct_equal);
     c->f32_weights = g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0;
+    /* bf16 products only; DOCQA_CUDA_TC_ATTN=0 keeps the earlier kernels (for comparison). */
+    c->tc_attn = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_TC_ATTN"), "0") != 0;
     /* Off by default: the recorded decode step has not yet run on a GPU (no GPU where it was
      * written). Turn the default on once scripts/check-gpu.sh passes with it on a GPU. */
     c->graphs_on = g_strcmp0(g_getenv("DOCQA_CUDA_GRAPHS"), "1") == 0;
@@ -1637,6 +1982,9 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->rmsnorm = cuda_rmsnorm;
         be->rope = cuda_rope;
         be->attention = cuda_attention;
+        /* DOCQA_CUDA_SEGMENTS=0: a launch a sequence instead (for comparison). */
+        if (g_strcmp0(g_getenv("DOCQA_CUDA_SEGMENTS"), "0") != 0)
+            be->attention_segments = cuda_attention_segments;
         be->gelu_tanh = cuda_gelu_tanh;
         be->silu_mul = cuda_silu_mul;
         be->add = cuda_add;

@@ -260,8 +260,8 @@ static void test_attention_vision(void) {
         return;
     /* Packed tiles, bidirectional: the SigLIP shapes (hd 64 and 72, the tiny models' 16) with
      * fewer patches (the flash kernel, float32), then real tiles of 1024 and 729 patches (from
-     * 256 rows the tensor-core path: bf16 scores and probabilities, so bf16 accuracy, unless
-     * DOCQA_CUDA_F32=1 keeps the flash kernel). */
+     * DQ_CUDA_TC_MIN_ROWS rows the tensor-core kernel: bf16 inputs and probabilities, so bf16
+     * accuracy, unless DOCQA_CUDA_F32=1 keeps the float32 flash kernel). */
     const int cfg[][4] = {{3, 100, 4, 64},  {2, 81, 3, 72},  {4, 37, 2, 16},
                           {1, 1024, 2, 64}, {3, 729, 2, 72}, {2, 300, 3, 16}};
     gboolean f32 = g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0;
@@ -279,8 +279,8 @@ static void test_attention_vision(void) {
                          .kv_seq_stride = (size_t)P * D,
                          .causal = FALSE,
                          .scale = 1.0f / sqrtf((float)hd)};
-        check_attention(&a, (size_t)T * P * D, (size_t)T * P * D, P >= 256 && !f32 ? 1e-2 : 2e-5,
-                        "attention (vision)");
+        check_attention(&a, (size_t)T * P * D, (size_t)T * P * D,
+                        P >= DQ_CUDA_TC_MIN_ROWS && !f32 ? 1e-2 : 2e-5, "attention (vision)");
     }
 }
 
@@ -289,10 +289,12 @@ static void test_attention_causal(void) {
         return;
     /* {n_q, cache length before, heads, kv heads, hd, cache capacity}: prefill from empty,
      * a chunk after a prefix, decode rows (1 and 3: the decode kernel), a long cache. */
-    const int cfg[][6] = {{50, 0, 4, 2, 64, 64},      {33, 20, 9, 3, 64, 80},
-                          {1, 41, 9, 3, 64, 64},      {3, 10, 32, 32, 64, 16},
-                          {1, 1700, 9, 3, 64, 1800},  {5, 300, 4, 2, 16, 310},
-                          {200, 1000, 4, 1, 72, 1300}};
+    const int cfg[][6] = {{50, 0, 4, 2, 64, 64},       {33, 20, 9, 3, 64, 80},
+                          {1, 41, 9, 3, 64, 64},       {3, 10, 32, 32, 64, 16},
+                          {1, 1700, 9, 3, 64, 1800},   {5, 300, 4, 2, 16, 310},
+                          {200, 1000, 4, 1, 72, 1300}, {300, 0, 9, 3, 64, 300},
+                          {64, 0, 4, 2, 16, 64},       {130, 7, 3, 3, 128, 140}};
+    gboolean f32 = g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0;
     for (size_t s = 0; s < G_N_ELEMENTS(cfg); s++) {
         int nq = cfg[s][0], len = cfg[s][1], H = cfg[s][2], Hkv = cfg[s][3], hd = cfg[s][4];
         int cap = MAX(cfg[s][5], len + nq);
@@ -308,7 +310,9 @@ static void test_attention_causal(void) {
                          .q_pos0 = len,
                          .causal = TRUE,
                          .scale = 1.0f / sqrtf((float)hd)};
-        check_attention(&a, (size_t)nq * qd, (size_t)cap * kvd, 2e-5, "attention (causal)");
+        /* prompts of DQ_CUDA_TC_MIN_ROWS rows and more: the tensor-core kernel (bf16) */
+        check_attention(&a, (size_t)nq * qd, (size_t)cap * kvd,
+                        nq >= DQ_CUDA_TC_MIN_ROWS && !f32 ? 1e-2 : 2e-5, "attention (causal)");
     }
     /* Rows wider than the packed width (kv_stride > Hkv * hd) and several sequences. */
     DqAttention a = {.n_seq = 3,
@@ -325,6 +329,69 @@ static void test_attention_causal(void) {
                      .causal = TRUE,
                      .scale = 0.2f};
     check_attention(&a, 3 * 7 * 160, 3 * 12 * 80, 2e-5, "attention (strided)");
+}
+
+/* attention_segments: a batch of sequences with their own caches in one call (the decode step's
+ * batch, prompts of different lengths) against the reference's copy + attention a sequence. */
+static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int hd,
+                           const char *what) {
+    int qd = H * hd, kvd = Hkv * hd, rows = 0;
+    gboolean tc = FALSE; /* a prompt long enough for the tensor-core kernel (bf16) */
+    for (int s = 0; s < n_segs; s++) {
+        rows += seg[s][0];
+        tc |= seg[s][0] >= DQ_CUDA_TC_MIN_ROWS;
+    }
+    tc &= g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") != 0;
+    Pair q = pair_new((size_t)rows * qd, 1), k = pair_new((size_t)rows * kvd, 1);
+    Pair v = pair_new((size_t)rows * kvd, 1), out = pair_new((size_t)rows * qd, 0);
+    Pair *kc = g_new(Pair, n_segs), *vc = g_new(Pair, n_segs);
+    DqAttnSegment *cs = g_new(DqAttnSegment, n_segs), *gs = g_new(DqAttnSegment, n_segs);
+    for (int s = 0, r = 0; s < n_segs; r += seg[s][0], s++) {
+        size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd; /* room past the end */
+        kc[s] = pair_new(cap, 1);
+        vc[s] = pair_new(cap, 1);
+        cs[s] = (DqAttnSegment){kc[s].c, vc[s].c, r, seg[s][0], seg[s][1]};
+        gs[s] = (DqAttnSegment){kc[s].g, vc[s].g, r, seg[s][0], seg[s][1]};
+    }
+    DqAttention shape = {.n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = qd,
+                         .kv_stride = kvd,
+                         .scale = 1.0f / sqrtf((float)hd)};
+    g_assert_nonnull(gpu->attention_segments); /* else this compares the loop with itself */
+    dq_attention_segments(cpu, out.c, q.c, k.c, v.c, cs, n_segs, &shape);
+    dq_attention_segments(gpu, out.g, q.g, k.g, v.g, gs, n_segs, &shape);
+    pair_check(&out, tc ? 1e-2 : 2e-5, what);
+    for (int s = 0; s < n_segs; s++) {
+        pair_check(&kc[s], 0, "attention_segments: K cache");
+        pair_check(&vc[s], 0, "attention_segments: V cache");
+        pair_free(&kc[s]);
+        pair_free(&vc[s]);
+    }
+    g_free(kc);
+    g_free(vc);
+    g_free(cs);
+    g_free(gs);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+}
+
+static void test_attention_segments(void) {
+    if (!need_gpu())
+        return;
+    /* {new rows, cached rows}: a decode step (one row each, a long and an empty cache), then
+     * prompts and decode rows mixed (the flash grid sized by the longest, shorter ones idle). */
+    const int decode[][2] = {{1, 0}, {1, 1700}, {1, 37}, {1, 31}, {1, 1}, {1, 300}};
+    check_segments(G_N_ELEMENTS(decode), decode, 9, 3, 64, "attention_segments (decode)");
+    const int mixed[][2] = {{70, 0}, {1, 500}, {33, 20}, {3, 9}, {1, 0}, {200, 130}};
+    const int prompts[][2] = {{5, 0}, {33, 0}, {63, 0}}; /* the float32 kernels alone */
+    check_segments(G_N_ELEMENTS(prompts), prompts, 9, 3, 64, "attention_segments (short)");
+    check_segments(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, "attention_segments (mixed)");
+    check_segments(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, "attention_segments (hd 72)");
+    check_segments(G_N_ELEMENTS(decode), decode, 4, 2, 16, "attention_segments (hd 16)");
 }
 
 static void test_elementwise(void) {
@@ -936,6 +1003,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/rope", test_rope);
     g_test_add_func("/backend_cuda/attention_vision", test_attention_vision);
     g_test_add_func("/backend_cuda/attention_causal", test_attention_causal);
+    g_test_add_func("/backend_cuda/attention_segments", test_attention_segments);
     g_test_add_func("/backend_cuda/elementwise", test_elementwise);
     g_test_add_func("/backend_cuda/add_broadcast", test_add_broadcast);
     g_test_add_func("/backend_cuda/layout", test_layout);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Packs what a device machine (a lent GPU box without this project's build libraries) needs to run
+# the GPU checks and benchmarks from binaries built here: docqa, test_backend_cuda, bench_gpu and
+# make_random_model, the shared libraries they load (except glibc's, libstdc++ and cuBLAS, which
+# the CUDA image has in newer versions), the tiny models, fixtures-mini and the real configs.
+#
+#   scripts/gpu-bundle.sh            -> .gpu-shared/ (ignored; carry it), then on the device:
+#   bash .gpu-shared/device-run.sh   (see that script)
+#
+# Everything is xz-compressed: the carry limit is 64 MiB with the working tree. The f32 variant
+# of the a384 model is left out for size (fixtures-mini's index lists only b512 as f32 there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared=${DOCQA_SHARED_DIR:-$PWD/../shared}
+build=${BUILD:-build-gpu}
+out=.gpu-shared
+grep -qx '/.gpu-shared/' .git/info/exclude 2>/dev/null || echo /.gpu-shared/ >>.git/info/exclude
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOCQA_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" >/dev/null
+fi
+cmake --build "$build" --target docqa test_backend_cuda bench_gpu make_random_model -j "$(nproc)" >/dev/null
+rm -rf "$out" && mkdir -p "$out/stage/bin" "$out/stage/lib" "$out/stage/models/tiny-smolvlm-a384-v1tok"
+bins=("$build/cli/docqa" "$build/tests/model/test_backend_cuda" "$build/tests/model/bench_gpu"
+  "$build/tests/model/make_random_model")
+cp "${bins[@]}" "$out/stage/bin/"
+ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u |
+  grep -v -E '/(libc|libm|libdl|libpthread|librt|libresolv|libgcc_s|libstdc\+\+|libcublas|libcublasLt)\.so' |
+  xargs -I{} cp -L {} "$out/stage/lib/"
+for m in tiny-smolvlm-b512 tiny-smolvlm-b512-bf16 tiny-smolvlm-a384-v1tok-bf16 SmolVLM-256M-Instruct \
+  SmolVLM-Instruct-config; do
+  cp -r "$shared/models/$m" "$out/stage/models/"
+done
+find "$shared/models/tiny-smolvlm-a384-v1tok" -maxdepth 1 -type f ! -name '*.safetensors' \
+  -exec cp {} "$out/stage/models/tiny-smolvlm-a384-v1tok/" \;
+mkdir -p "$out/stage/fixtures"
+cp -r "$shared/conformance" "$shared/fixtures-mini" "$out/stage/"
+cp -r "$shared/fixtures/images" "$out/stage/fixtures/"
+python3 - "$out/stage/fixtures-mini/index.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+d = json.load(open(p))
+d["variants_f32"] = [v for v in d["variants_f32"] if v == "tiny-smolvlm-b512"]
+json.dump(d, open(p, "w"), indent=1)
+PY
+tar cf - -C "$out/stage" . | xz -T0 -6 >"$out/bundle.tar.xz"
+rm -rf "$out/stage"
+cp scripts/gpu-device-run.sh "$out/device-run.sh"
+du -sh "$out"

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine from the bundle scripts/gpu-bundle.sh made (carry .gpu-shared):
+#
+#   bash .gpu-shared/device-run.sh [check] [bench256] [bench22] [hf256] [hf22]
+#
+# check: every test_backend_cuda test on its own (one failure does not hide the rest), then
+#        check.py over fixtures-mini: float32 products on the f32 and bf16 variants, the same
+#        with CUDA graphs, and the default bf16 products for information;
+# bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
+#        and with CUDA graphs when GRAPHS=1; hf256/hf22: scripts/bench_gpu_hf.py on the same snapshot.
+# Logs go to $OUT (the device tool brings them back); each step has its own time limit.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+b=$root/.gpu-shared
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+t0=$SECONDS
+step() { printf '\n## [%ds] %s\n' $((SECONDS - t0)) "$*"; }
+if [ ! -d /tmp/gb/bin ]; then
+  mkdir -p /tmp/gb && xz -dc "$b/bundle.tar.xz" | tar xf - -C /tmp/gb || exit 2
+fi
+cublas=$(find /usr/local/cuda*/ /usr/local/lib /opt -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
+[ -n "$cublas" ] || { echo "no libcublasLt.so.13 on this machine"; exit 2; }
+libs=/tmp/gb/lib:$(dirname "$cublas")
+export DOCQA_SHARED_DIR=/tmp/gb
+# The tests read a few files from the source tree at the path they were built in.
+src=$(strings /tmp/gb/bin/test_backend_cuda | grep -m1 -E '^/.+/main$' || true)
+[ -n "$src" ] && [ ! -e "$src" ] && mkdir -p "$(dirname "$src")" && ln -s "$root" "$src"
+run() { env LD_LIBRARY_PATH="$libs" "$@"; }
+printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec /tmp/gb/bin/docqa "$@" --device cuda:0\n' "$libs" >/tmp/gb/docqa-cuda
+chmod +x /tmp/gb/docqa-cuda
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+batches=${BATCHES:-1,8,32,64}
+pages=()
+for f in portrait_page.png gray_receipt.png small_chart.png banner_wide.png; do
+  pages+=("/tmp/gb/fixtures/images/$f")
+done
+random_model() { # 256m|2.2b -> path
+  local d=/tmp/models/smolvlm-$1-random-bf16
+  if [ ! -f "$d/model.safetensors" ]; then
+    if [ "$1" = 256m ]; then
+      run /tmp/gb/bin/make_random_model /tmp/gb/models/SmolVLM-256M-Instruct \
+        /tmp/gb/models/SmolVLM-256M-Instruct "$d" bf16 0 >&2
+    else
+      run /tmp/gb/bin/make_random_model /tmp/gb/models/SmolVLM-Instruct-config \
+        /tmp/gb/models/tiny-smolvlm-a384-v1tok "$d" bf16 0 >&2
+    fi
+  fi
+  echo "$d"
+}
+for what in "$@"; do
+  if [ $((SECONDS - t0)) -ge "${DEADLINE:-99999}" ]; then
+    echo "skipping $what: past DEADLINE=$DEADLINE s"
+    continue
+  fi
+  case "$what" in
+  check)
+    step "test_backend_cuda, one test at a time"
+    for t in $(run /tmp/gb/bin/test_backend_cuda -l | grep '^/'); do
+      timeout 120 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/test_backend_cuda -p "$t" --verbose \
+        >>"$out/test_backend_cuda.log" 2>&1
+      rc=$?
+      printf '%-40s rc=%d\n' "$t" $rc
+      [ $rc -eq 0 ] || tail -8 "$out/test_backend_cuda.log"
+    done
+    for t in /backend_cuda/graph_forward /backend_cuda/graph_generator; do
+      DOCQA_CUDA_F32=1 timeout 120 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/test_backend_cuda -p "$t" \
+        >>"$out/test_backend_cuda.log" 2>&1
+      printf '%-40s F32 rc=%d\n' "$t" $?
+    done
+    for cfg in "F32 f32" "F32 bf16" "F32 f32 graphs" "F32 bf16 graphs" "bf16 bf16" "bf16 bf16 graphs"; do
+      set -- $cfg
+      step "check.py: products $1, variants $2 ${3:-}"
+      e=()
+      [ "$1" = F32 ] && e+=(DOCQA_CUDA_F32=1)
+      [ "${3:-}" = graphs ] && e+=(DOCQA_CUDA_GRAPHS=1)
+      f=()
+      [ "$2" = bf16 ] && f+=(--bf16)
+      env "${e[@]}" timeout 150 python3 /tmp/gb/conformance/check.py /tmp/gb/docqa-cuda \
+        /tmp/gb/fixtures-mini "${f[@]}" >"$out/check-$1-$2-${3:-plain}.log" 2>&1
+      grep -E 'FAIL|passed' "$out/check-$1-$2-${3:-plain}.log" | tail -6
+    done
+    ;;
+  bench256 | bench22)
+    m=${what#bench}; [ "$m" = 22 ] && m=2.2b || m=256m
+    step "random $m bf16 snapshot"
+    d=$(random_model "$m")
+    step "bench_gpu $m batches $batches"
+    timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 16 "$batches" \
+      "${pages[@]}" 2>&1 | tee -a "$out/bench.log"
+    [ "${GRAPHS:-0}" = 1 ] || continue
+    step "bench_gpu $m with CUDA graphs"
+    DOCQA_CUDA_GRAPHS=1 timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 \
+      16 "$batches" "${pages[@]}" 2>&1 | sed 's/^docqa /docqa_graphs /' | tee -a "$out/bench.log"
+    ;;
+  hf256 | hf22)
+    m=${what#hf}; [ "$m" = 22 ] && m=2.2b || m=256m
+    d=$(random_model "$m")
+    step "transformers $m batches $batches"
+    PYTHONUNBUFFERED=1 timeout 300 python3 "$root/scripts/bench_gpu_hf.py" "$d" cuda:0 5 16 \
+      "$batches" "${pages[@]}" 2>&1 | grep -v -i warn | tee -a "$out/bench.log"
+    ;;
+  *) echo "unknown step $what" ;;
+  esac
+done
+step done
