@@ -28,6 +28,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -60,6 +61,8 @@ extern "C" {
 #define DQ_CUDA_GRAPH_MAX_FAILURES 3
 /* Pinned download area for recorded steps, grown (between steps) to what a step needed. */
 #define DQ_CUDA_DL_MIN_BYTES ((size_t)4 << 20)
+/* cublasLt plans kept (one per product shape and alignment) before they are all dropped. */
+#define DQ_CUDA_LT_PLANS_KEPT 4096
 
 typedef struct {
     uint64_t key;
@@ -79,6 +82,8 @@ typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
     void *blas_ws;
+    cublasLtHandle_t lt;  /* products with a bias in the epilogue; NULL: fill + GemmEx */
+    GHashTable *lt_plans; /* LtKey -> LtPlan */
     /* caching pool */
     GHashTable *live;       /* device ptr -> size class (bytes) of pool blocks in use */
     GHashTable *free_lists; /* size class -> GSList of cached device ptrs */
@@ -87,6 +92,7 @@ typedef struct {
     GHashTable *bf16;     /* device ptrs of weights stored as bf16 */
     gboolean f32_weights; /* DOCQA_CUDA_F32=1: matrices stay float32 (conformance runs) */
     gboolean tc_attn;     /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
+    gboolean lt_bias;     /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     size_t weight_bytes;  /* uploaded so far */
     gboolean preflight_done;
     void *load_stage; /* [DQ_CUDA_LOAD_CHUNK] bytes */
@@ -600,6 +606,119 @@ __global__ void __launch_bounds__(SKINNY_WARPS * 32)
     }
 }
 
+/* y = xbf . W^T + bias through cublasLt with the bias added in the GEMM's epilogue: the
+ * alternative (bias rows written first, then the GEMM reading them back as C with beta 1) moves
+ * the output through memory twice more, which for the vision encoder's float32 activations is
+ * a quarter of its traffic. Plans (descriptors and the heuristic's algorithm) are kept per
+ * shape and pointer alignment. FALSE (nothing queued) when cublasLt has no algorithm for it. */
+typedef struct {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+    gboolean ok;
+} LtPlan;
+
+static void lt_plan_free(gpointer data) {
+    LtPlan *p = (LtPlan *)data;
+    if (p->desc != NULL)
+        cublasLtMatmulDescDestroy(p->desc);
+    if (p->a != NULL)
+        cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b != NULL)
+        cublasLtMatrixLayoutDestroy(p->b);
+    if (p->d != NULL)
+        cublasLtMatrixLayoutDestroy(p->d);
+    g_free(p);
+}
+
+static unsigned ptr_align(const void *p) {
+    uintptr_t u = (uintptr_t)p;
+    unsigned a = 256;
+    while (a > 1 && u % a != 0)
+        a /= 2;
+    return a;
+}
+
+static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, const float *bias) {
+    LtPlan *p = g_new0(LtPlan, 1);
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulPreference_t pref = NULL;
+    size_t ws = DQ_CUDA_BLAS_WORKSPACE;
+    uint32_t al = align;
+    int found = 0;
+    cublasLtMatmulHeuristicResult_t res;
+    /* Column-major: D [m, n] = op(A) [m, k] . B [k, n], A the row-major weight [m, k] read as
+     * [k, m] and transposed, B the row-major x [n, k] read as [k, n]. */
+    gboolean ok =
+        cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                       sizeof bias) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, m, n, m) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                             sizeof ws) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al,
+                                             sizeof al) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al,
+                                             sizeof al) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al,
+                                             sizeof al) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al,
+                                             sizeof al) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
+                                       &found) == CUBLAS_STATUS_SUCCESS &&
+        found > 0;
+    if (pref != NULL)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (ok)
+        p->algo = res.algo;
+    p->ok = ok;
+    return p;
+}
+
+static gboolean lt_bias_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const DqWeight *w,
+                               const float *bias, int n) {
+    if (c->lt == NULL)
+        return FALSE;
+    const int m = w->rows, k = w->cols;
+    unsigned align =
+        MIN(MIN(ptr_align(y), ptr_align(xbf)), MIN(ptr_align(w->data), ptr_align(bias)));
+    if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 21))
+        return FALSE;
+    /* m, k: 20 bits each, n: 21, the alignment class (16 .. 256 bytes: 0 .. 4): 3 */
+    const gint64 key =
+        (gint64)m | (gint64)k << 20 | (gint64)n << 40 | (gint64)(__builtin_ctz(align) - 4) << 61;
+    LtPlan *p = (LtPlan *)g_hash_table_lookup(c->lt_plans, &key);
+    if (p == NULL) {
+        if (g_hash_table_size(c->lt_plans) >= DQ_CUDA_LT_PLANS_KEPT)
+            g_hash_table_remove_all(c->lt_plans); /* a long job's many prompt lengths */
+        p = lt_plan_new(c, m, n, k, align, bias);
+        g_hash_table_insert(c->lt_plans, g_memdup2(&key, sizeof key), p);
+    }
+    if (!p->ok || cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                 sizeof bias) != CUBLAS_STATUS_SUCCESS)
+        return FALSE;
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t s =
+        cublasLtMatmul(c->lt, p->desc, &alpha, w->data, p->a, xbf, p->b, &beta, y, p->d, y, p->d,
+                       &p->algo, c->blas_ws, DQ_CUDA_BLAS_WORKSPACE, c->stream);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        p->ok = FALSE; /* not again for this shape: fill + GemmEx from now on */
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
                         const DqWeight *bias, int n) {
     CudaCtx *c = ctx_of(be);
@@ -617,16 +736,7 @@ static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
         return;
     }
     float alpha = 1.0f, beta = 0.0f;
-    if (bias != NULL) {
-        /* torch's addmm: C starts as the bias. */
-        fill_rows_kernel<<<grid_for((size_t)n * w->rows, 256), 256, 0, c->stream>>>(y, bias->data,
-                                                                                    n, w->rows);
-        CK_LAUNCH(c, "bias");
-        beta = 1.0f;
-    }
-    /* Row-major y [n, out] = x [n, in] . W^T is column-major y^T [out, n] = W [out, in] . x^T,
-     * where the row-major W read column-major is W^T: op(A) = T. */
-    cublasStatus_t s;
+    const __nv_bfloat16 *xb = NULL;
     if (is_bf16(c, w)) {
         size_t nx = (size_t)n * w->cols;
         if (nx > c->xbf_cap) {
@@ -641,8 +751,23 @@ static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
         }
         f32_to_bf16_kernel<<<grid_for(nx, 256), 256, 0, c->stream>>>(c->xbf, x, nx);
         CK_LAUNCH(c, "matmul input to bf16");
+        xb = c->xbf;
+        if (bias != NULL && c->lt_bias && lt_bias_matmul(c, y, xb, w, bias->data, n))
+            return;
+    }
+    if (bias != NULL) {
+        /* torch's addmm: C starts as the bias. */
+        fill_rows_kernel<<<grid_for((size_t)n * w->rows, 256), 256, 0, c->stream>>>(y, bias->data,
+                                                                                    n, w->rows);
+        CK_LAUNCH(c, "bias");
+        beta = 1.0f;
+    }
+    /* Row-major y [n, out] = x [n, in] . W^T is column-major y^T [out, n] = W [out, in] . x^T,
+     * where the row-major W read column-major is W^T: op(A) = T. */
+    cublasStatus_t s;
+    if (xb != NULL) {
         s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, n, w->cols, &alpha, w->data,
-                         CUDA_R_16BF, w->cols, c->xbf, CUDA_R_16BF, w->cols, &beta, y, CUDA_R_32F,
+                         CUDA_R_16BF, w->cols, xb, CUDA_R_16BF, w->cols, &beta, y, CUDA_R_32F,
                          w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     } else {
         s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, n, w->cols, &alpha, w->data,
@@ -1793,6 +1918,10 @@ static void ctx_free(CudaCtx *c) {
         g_hash_table_destroy(c->free_lists);
     if (c->bf16 != NULL)
         g_hash_table_destroy(c->bf16);
+    if (c->lt_plans != NULL)
+        g_hash_table_destroy(c->lt_plans);
+    if (c->lt != NULL)
+        cublasLtDestroy(c->lt);
     if (c->blas != NULL)
         cublasDestroy(c->blas);
     cudaFree(c->blas_ws);
@@ -1924,6 +2053,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->f32_weights = g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0;
     /* bf16 products only; DOCQA_CUDA_TC_ATTN=0 keeps the earlier kernels (for comparison). */
     c->tc_attn = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_TC_ATTN"), "0") != 0;
+    c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
+    c->lt_plans = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
     /* Off by default: the recorded decode step has not yet run on a GPU (no GPU where it was
      * written). Turn the default on once scripts/check-gpu.sh passes with it on a GPU. */
     c->graphs_on = g_strcmp0(g_getenv("DOCQA_CUDA_GRAPHS"), "1") == 0;
@@ -1964,6 +2095,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
             ctx_free(c);
             return NULL;
         }
+        if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
+            c->lt = NULL; /* biases then go through fill + GemmEx */
     }
     {
         DqBackend *be = g_new0(DqBackend, 1);

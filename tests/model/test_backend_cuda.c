@@ -129,9 +129,11 @@ static void wpair_free(WPair *w) {
 static void test_matmul(void) {
     if (!need_gpu())
         return;
-    /* rows: a decode row, a few requests, odd sizes, a vision tile's worth */
-    const int shapes[][3] = {{1, 64, 48},    {3, 96, 64},   {8, 33, 17},
-                             {37, 200, 130}, {300, 72, 96}, {1024, 128, 64}};
+    /* rows: a decode row, a few requests, odd sizes, a vision tile's worth (with a bias, from
+     * 65 rows on: the bias in cublasLt's epilogue, or fill + GemmEx where it has no algorithm,
+     * as for the odd sizes) */
+    const int shapes[][3] = {{1, 64, 48},   {3, 96, 64},     {8, 33, 17},   {37, 200, 130},
+                             {300, 72, 96}, {1024, 128, 64}, {100, 33, 17}, {200, 96, 200}};
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
         Pair x = pair_new((size_t)n * in, 1), y = pair_new((size_t)n * out, 1);
