@@ -19,12 +19,11 @@
 # Exit status: 1 when a test or a float32 check.py run failed; 2 (at once) without a GPU or
 # without the build's libraries.
 #
-# On a device machine ../shared does not travel: copy what is needed into an ignored folder of
-# the checkout and carry it (about 47 MB; the carry limit is 64 MiB with the tree):
-#   mkdir -p .gpu-shared/models .gpu-shared/fixtures && echo /.gpu-shared/ >>.git/info/exclude
-#   cp -r ../shared/conformance ../shared/fixtures-mini .gpu-shared/
-#   cp -r ../shared/fixtures/images .gpu-shared/fixtures/ && cp -r ../shared/models/tiny-smolvlm-* .gpu-shared/models/
-# then run: DOCQA_SHARED_DIR=$PWD/.gpu-shared bash scripts/check-gpu.sh   (carry: .gpu-shared)
+# On a GPU machine that has this project's build libraries (scripts/install-deps.sh) and
+# ../shared, run it as it is. A lent device machine has neither: there, use
+# scripts/gpu-bundle.sh here (binaries built here, their libraries and the test data, ~41 MB
+# compressed) and `bash .gpu-shared/device-run.sh check bench256 ...` there (carry: .gpu-shared),
+# which runs the same checks (as of 2026-11-26 on an H200: all pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-gpu}
