@@ -1315,46 +1315,32 @@ static void launch_tc(CudaCtx *c, float *out, const float *q, const float *k, co
                       int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
     static bool opted_in[64]; /* per device: the attribute is a property of the function */
     const size_t bytes = TcLayout<HDP>::BYTES;
-    int dev = 0;
-    cudaGetDevice(&dev);
-    if (bytes > 48 * 1024 && !opted_in[dev % 64]) {
+    if (bytes > 48 * 1024 && !opted_in[c->device % 64]) {
         CK(c, cudaFuncSetAttribute(attn_tc_kernel<HDP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)bytes));
-        opted_in[dev % 64] = true;
+        opted_in[c->device % 64] = true;
     }
     dim3 grid((max_q + TC_Q - 1) / TC_Q, a.n_heads, n_seq);
     attn_tc_kernel<HDP><<<grid, TC_WARPS * 32, bytes, c->stream>>>(out, q, k, v, a, segs);
     CK_LAUNCH(c, "attention (tensor cores)");
 }
 
-/* FALSE when no tensor-core kernel takes this head size. */
-static gboolean dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
-                            int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
-    switch ((a.head_dim + 15) / 16) {
-    case 1:
-        launch_tc<16>(c, out, q, k, v, max_q, n_seq, a, segs);
-        return TRUE;
-    case 2:
-        launch_tc<32>(c, out, q, k, v, max_q, n_seq, a, segs);
-        return TRUE;
-    case 3:
-        launch_tc<48>(c, out, q, k, v, max_q, n_seq, a, segs);
-        return TRUE;
-    case 4:
-        launch_tc<64>(c, out, q, k, v, max_q, n_seq, a, segs);
-        return TRUE;
-    case 5:
-        launch_tc<80>(c, out, q, k, v, max_q, n_seq, a, segs);
-        return TRUE;
-    case 6:
-        launch_tc<96>(c, out, q, k, v, max_q, n_seq, a, segs);
-        return TRUE;
-    case 8:
-        launch_tc<128>(c, out, q, k, v, max_q, n_seq, a, segs);
-        return TRUE;
-    default:
-        return FALSE;
-    }
+typedef void (*TcLaunch)(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
+                         int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs);
+
+/* By head_dim rounded up to 16, in 16s; NULL: no tensor-core kernel for that size. */
+static const TcLaunch tc_launch[9] = {NULL,          launch_tc<16>, launch_tc<32>,
+                                      launch_tc<48>, launch_tc<64>, launch_tc<80>,
+                                      launch_tc<96>, NULL,          launch_tc<128>};
+
+static gboolean tc_head_ok(int head_dim) {
+    const int chunks = (head_dim + 15) / 16;
+    return chunks >= 1 && chunks <= 8 && tc_launch[chunks] != NULL;
+}
+
+static void dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
+                        int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
+    tc_launch[(a.head_dim + 15) / 16](c, out, q, k, v, max_q, n_seq, a, segs);
 }
 
 static size_t flash_smem(int hd) {
@@ -1480,8 +1466,7 @@ static gboolean head_layout_ok(CudaCtx *c, const DqAttention *da, int n_seq) {
 /* Whether a sequence of n_q query rows goes to the tensor-core kernel (decided per sequence,
  * never per call, so that a sequence's result does not depend on what it is batched with). */
 static gboolean tc_takes(const CudaCtx *c, int n_q, int head_dim) {
-    const int chunks = (head_dim + 15) / 16;
-    return c->tc_attn && n_q >= DQ_CUDA_TC_MIN_ROWS && chunks >= 1 && chunks <= 8 && chunks != 7;
+    return c->tc_attn && n_q >= DQ_CUDA_TC_MIN_ROWS && tc_head_ok(head_dim);
 }
 
 static void cuda_attention(DqBackend *be, float *out, const float *q, const float *k,
@@ -1494,9 +1479,10 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
     AttArgs a = {da->n_q,           da->n_kv,      da->n_heads, da->n_kv_heads, da->head_dim,
                  da->q_stride,      da->kv_stride, da->q_pos0,  da->causal,     da->q_seq_stride,
                  da->kv_seq_stride, da->scale,     0,           INT_MAX};
-    if (tc_takes(c, da->n_q, da->head_dim) &&
-        dispatch_tc(c, out, q, k, v, da->n_q, da->n_seq, a, NULL))
+    if (tc_takes(c, da->n_q, da->head_dim)) {
+        dispatch_tc(c, out, q, k, v, da->n_q, da->n_seq, a, NULL);
         return;
+    }
     if (!c->f32_weights && !da->causal && da->n_q == da->n_kv && da->n_q >= ATT_GEMM_MIN_ROWS &&
         da->n_heads == da->n_kv_heads && da->q_stride == da->kv_stride &&
         da->q_stride >= da->n_heads * da->head_dim &&
@@ -1530,19 +1516,6 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
     CudaCtx *c = ctx_of(be);
     if (n_segs <= 0 || c->sticky != cudaSuccess || !head_layout_ok(c, shape, n_segs))
         return;
-    int max_q = 0;
-    for (int s = 0; s < n_segs; s++)
-        max_q = MAX(max_q, segs[s].n_q);
-    if (max_q <= 0)
-        return;
-    const DqAttnSegment *dsegs =
-        (const DqAttnSegment *)stage_small(c, segs, (size_t)n_segs * sizeof *segs);
-    if (dsegs == NULL)
-        return;
-    const int kvd = shape->kv_stride;
-    unsigned gx = MIN(grid_for((size_t)max_q * kvd, 256), 1024u);
-    kv_append_kernel<<<dim3(gx, n_segs), 256, 0, c->stream>>>(dsegs, k_new, v_new, kvd);
-    CK_LAUNCH(c, "KV cache append");
     /* Three kernels, each over the segments of its class (the others' blocks return at once):
      * decode rows, short chunks (the float32 flash kernel), prompts (tensor cores). */
     int max_dec = 0, max_mid = 0, max_tc = 0;
@@ -1555,6 +1528,17 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
         else
             max_mid = MAX(max_mid, nq);
     }
+    const int max_q = MAX(max_dec, MAX(max_mid, max_tc));
+    if (max_q <= 0)
+        return;
+    const DqAttnSegment *dsegs =
+        (const DqAttnSegment *)stage_small(c, segs, (size_t)n_segs * sizeof *segs);
+    if (dsegs == NULL)
+        return;
+    const int kvd = shape->kv_stride;
+    unsigned gx = MIN(grid_for((size_t)max_q * kvd, 256), 1024u);
+    kv_append_kernel<<<dim3(gx, n_segs), 256, 0, c->stream>>>(dsegs, k_new, v_new, kvd);
+    CK_LAUNCH(c, "KV cache append");
     AttArgs a;
     memset(&a, 0, sizeof a);
     a.n_q = max_q; /* the segments' own counts are read through dsegs */
