@@ -22,8 +22,30 @@ typedef struct {
     DqImage *img;
     uint8_t *raw;
     gboolean pixels_done;
+    size_t refused;           /* the largest allocation libpng asked for and was refused, or 0 */
     uint8_t palette[256 * 3]; /* entries past PLTE stay black, as in Pillow */
 } PngReader;
+
+/* The most libpng may allocate at once. Its own needs are a few rows (8 MB at its width limit
+ * of 10^6 pixels) and ancillary chunks (its 8 MB chunk limit). That chunk limit is a *benign*
+ * error, which png_set_benign_errors (wanted for Pillow's tolerance of bad ancillary CRCs)
+ * turns into a warning; a chunk header claiming 2 GB would then be allocated before the read
+ * finds the file far shorter. Refusing here keeps a hostile header from costing memory. */
+#define DQ_PNG_MAX_ALLOC ((size_t)64 << 20)
+
+static png_voidp png_malloc_cb(png_structp png, png_alloc_size_t size) {
+    if (size > DQ_PNG_MAX_ALLOC) {
+        PngReader *r = png_get_mem_ptr(png);
+        if (size > r->refused)
+            r->refused = size;
+        return NULL;
+    }
+    return g_try_malloc(size);
+}
+
+static void png_free_cb(png_structp png, png_voidp p) {
+    g_free(p);
+}
 
 static void png_error_cb(png_structp png, png_const_charp msg) {
     PngReader *r = png_get_error_ptr(png);
@@ -150,8 +172,8 @@ static void png_collect_meta(png_structp png, png_infop info, DqImageMeta *meta)
  * a longjmp could leave indeterminate is read afterwards. */
 static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
     const char *name = r->name;
-    png_structp png =
-        png_create_read_struct(PNG_LIBPNG_VER_STRING, r, png_error_cb, png_warning_cb);
+    png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, r, png_error_cb,
+                                               png_warning_cb, r, png_malloc_cb, png_free_cb);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (info == NULL) {
         png_destroy_read_struct(&png, NULL, NULL);
@@ -161,7 +183,12 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
     if (setjmp(png_jmpbuf(png))) {
         if (r->pixels_done)
             goto done; /* damage after the image data (e.g. no IEND): Pillow ignores it too */
-        dq_fail(err, DQ_ERR_FORMAT, "%s: bad PNG: %s", name, r->msg);
+        if (r->refused > 0)
+            dq_fail(err, DQ_ERR_FORMAT,
+                    "%s: bad PNG: a chunk asks for %zu bytes, more than the %zu MiB allowed (%s)",
+                    name, r->refused, DQ_PNG_MAX_ALLOC >> 20, r->msg);
+        else
+            dq_fail(err, DQ_ERR_FORMAT, "%s: bad PNG: %s", name, r->msg);
         goto fail;
     }
     png_set_read_fn(png, r, png_read_cb);

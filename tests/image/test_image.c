@@ -719,6 +719,35 @@ static uint32_t png_crc(const uint8_t *p, size_t n) {
     return c ^ 0xFFFFFFFFu;
 }
 
+/* A chunk header claiming ~2 GB in a file of a few dozen bytes (a libFuzzer find): libpng's
+ * chunk limit is a benign error, so the allocation must be refused by our allocator, before any
+ * read could find the file short. The message says so, where the unbounded path said
+ * "truncated" after allocating. */
+static void test_png_huge_chunk(void) {
+    DqImage *a = pattern_image(4, 4, 1);
+    PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8};
+    GByteArray *png = make_png(4, 4, &s, a->pixels, 4 * 3);
+    const char *types[] = {"eXIf", "tEXt", "zTXt", "iTXt", "sPLT"};
+    for (size_t t = 0; t < G_N_ELEMENTS(types); t++) {
+        GByteArray *b = g_byte_array_new();
+        g_byte_array_append(b, png->data, 8 + 25); /* signature + IHDR */
+        const uint8_t header[8] = {0x7A,
+                                   0x00,
+                                   0x00,
+                                   0x00,
+                                   (uint8_t)types[t][0],
+                                   (uint8_t)types[t][1],
+                                   (uint8_t)types[t][2],
+                                   (uint8_t)types[t][3]};
+        g_byte_array_append(b, header, sizeof header);
+        g_byte_array_append(b, (const guint8 *)"Raw profile type", 16);
+        expect_decode_error(b->data, b->len, DQ_ERR_FORMAT, "asks for 2046820");
+        g_byte_array_unref(b);
+    }
+    g_byte_array_unref(png);
+    dq_image_free(a);
+}
+
 static void test_huge_dimensions_refused(void) {
     /* An IHDR claiming 100000 x 100000 pixels is refused before any allocation. */
     uint8_t row[1] = {0};
@@ -760,6 +789,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/image/jpeg/cmyk", test_jpeg_cmyk);
     g_test_add_func("/image/jpeg/exif_orientations", test_jpeg_exif_orientations);
     g_test_add_func("/image/decode/bad_files", test_bad_files);
+    g_test_add_func("/image/png/huge_chunk", test_png_huge_chunk);
     g_test_add_func("/image/decode/huge_dimensions", test_huge_dimensions_refused);
     return g_test_run();
 }
