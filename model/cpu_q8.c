@@ -107,21 +107,45 @@ void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out) {
 
 /* x [n, cols] -> xq [n, cols] int16 and xs [n, cols / 32] scales. */
 static void quantize_x(const float *x, int n, int cols, int16_t *xq, float *xs) {
-    int nb = cols / QB;
-    for (int r = 0; r < n; r++)
-        for (int b = 0; b < nb; b++) {
-            const float *src = x + (size_t)r * cols + (size_t)b * QB;
-            int16_t *dst = xq + (size_t)r * cols + (size_t)b * QB;
-            float amax = 0.0f;
-            for (int k = 0; k < QB; k++)
-                amax = MAX(amax, fabsf(src[k]));
-            float scale = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-            xs[(size_t)r * nb + b] = scale;
-            for (int k = 0; k < QB; k++) {
-                long v = lrintf(src[k] * inv);
-                dst[k] = (int16_t)CLAMP(v, -32767, 32767);
-            }
+    for (size_t b = 0; b < (size_t)n * cols / QB; b++) {
+        const float *src = x + b * QB;
+        float amax = 0.0f;
+        for (int k = 0; k < QB; k++)
+            amax = MAX(amax, fabsf(src[k]));
+        float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        xs[b] = amax / 32767.0f;
+        for (int k = 0; k < QB; k++) {
+            long v = lrintf(src[k] * inv);
+            xq[b * QB + k] = (int16_t)CLAMP(v, -32767, 32767);
         }
+    }
+}
+
+/* The same, eight lanes at a time (vcvtps2dq rounds to nearest even, as lrintf in the default
+ * mode, and |x * inv| <= 32767 up to one rounding, so the saturating packs never clip): the
+ * scalar loop took about 10 us a product at the 256M widths, a third of an int8 decode step. */
+DQ_AVX2 static void quantize_x_avx2(const float *x, int n, int cols, int16_t *xq, float *xs) {
+    __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (size_t b = 0; b < (size_t)n * cols / QB; b++) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(x + b * QB + 8 * i);
+            m = _mm256_max_ps(m, _mm256_and_ps(v[i], absmask));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h);
+        __m256 inv = _mm256_set1_ps(amax > 0.0f ? 32767.0f / amax : 0.0f);
+        xs[b] = amax / 32767.0f;
+        for (int i = 0; i < 4; i += 2) {
+            __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));
+            __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(v[i + 1], inv));
+            /* packs interleave the 128-bit lanes: quadwords 0 2 1 3 restore the order */
+            __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
+            _mm256_storeu_si256((__m256i *)(xq + b * QB + 8 * i), p);
+        }
+    }
 }
 
 DQ_AVX2 static inline __m256 block_dot(const int8_t *q, __m256i x0, __m256i x1) {
@@ -270,8 +294,11 @@ void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias
         /* x quantized once, into the first thread's pack (unused by the GEMV) */
         float *xs = pack;
         int16_t *xq = (int16_t *)(pack + ((size_t)n * (cols / QB) + 7) / 8 * 8);
-        quantize_x(x, n, cols, xq, xs);
         gboolean avx2 = dq_cpu_has_avx2();
+        if (avx2)
+            quantize_x_avx2(x, n, cols, xq, xs);
+        else
+            quantize_x(x, n, cols, xq, xs);
         /* at least 8 blocks a thread (backend_cpu_fast.c's fast_gemv) */
         int bs = CLAMP((rows / (8 * T)) / 4 * 4, 4, 64);
         int blocks = (rows + bs - 1) / bs;
