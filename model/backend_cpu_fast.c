@@ -447,6 +447,16 @@ static void attn_decode_part(const DqAttention *a, const float *q, const float *
     for (int j0 = j_lo; j0 < j_hi; j0 += DQ_FAST_DECODE_KB) {
         int nk = MIN(DQ_FAST_DECODE_KB, j_hi - j0);
         const float *kb = kg + (size_t)j0 * a->kv_stride, *vb = vg + (size_t)j0 * a->kv_stride;
+        /* The cache streams from memory once a step, a head's d floats every kv_stride: ask for
+         * this block's values and the next block's keys while these keys are scored. */
+        int nk_next = MIN(DQ_FAST_DECODE_KB, j_hi - j0 - nk);
+        for (int j = 0; j < MAX(nk, nk_next); j++)
+            for (int c = 0; c < d; c += 16) {
+                if (j < nk)
+                    __builtin_prefetch(vb + (size_t)j * a->kv_stride + c);
+                if (j < nk_next)
+                    __builtin_prefetch(kb + (size_t)(nk + j) * a->kv_stride + c);
+            }
         /* row r = (head h0 + r / n_q, query r % n_q); the block's keys stay in L1 for all */
         for (int r = 0; r < rows; r++) {
             const float *qr =

@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
                        .causal = TRUE,
                        .scale = 0.125f};
     double best = 1e30;
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < 25; r++) {
         double t0 = dq_now_ms();
         for (int l = 0; l < d.layers; l++)
             be->attention(be, y, x, kc + l * layer, vc + l * layer, &att);
