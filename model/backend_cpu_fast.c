@@ -303,7 +303,7 @@ static void fast_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n
  * GEMM kernel, online softmax (running max and sum per row), then P . V added into the range's
  * accumulator. No score matrix larger than one [QB, KB] tile exists.
  *
- * Few query rows (decode): plain dot products, split over the keys (attn_decode_seq below). */
+ * Few query rows (decode): plain dot products, split over the keys (decode_run below). */
 
 #define DQ_FAST_QB           96  /* query rows per score tile */
 #define DQ_FAST_KB           256 /* keys per block */
@@ -488,43 +488,58 @@ static void attn_decode_part(const DqAttention *a, const float *q, const float *
     }
 }
 
-/* Decode attention of one sequence, flash-decoding style: a job is (KV head, range of
+/* Decode attention, flash-decoding style: a job is (sequence, KV head, range of
  * DQ_FAST_DECODE_SPLIT keys or more) with every query row of the heads sharing that KV head,
  * so each key and value is read once a step and the threads get equal shares even when the
  * heads are fewer than the threads want (3 KV heads at 256M). The ranges' partial softmax
  * states are merged in order afterwards. The split depends on the sequence's own length and
- * the model's shape only: a sequence's result does not depend on its batch-mates. */
-static void attn_decode_seq(FastCtx *ctx, const DqAttention *a, float *out, const float *q,
-                            const float *k, const float *v) {
-    int d = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * a->n_q;
-    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
-    size_t part_floats = (size_t)rows * (d + 2);
-    size_t max_parts = DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads / part_floats;
+ * the model's shape only, and so do its jobs and its merge: a sequence's result does not depend
+ * on its batch-mates, nor on whether they came in the same call. */
+typedef struct {
+    DqAttention a; /* one sequence: n_seq 1 */
+    float *out;
+    const float *q, *k, *v;
+    int kv_end, split, n_split;
+} DecodeSeq;
+
+#define DQ_FAST_DECODE_BATCH 64 /* sequences planned at once (a stack array; more go in turns) */
+
+static size_t decode_part_floats(const DqAttention *a) {
+    return (size_t)(a->n_heads / a->n_kv_heads) * a->n_q * (a->head_dim + 2);
+}
+
+/* Parts fit in the GEMM's pack (idle during attention), all threads' shares. */
+static size_t decode_max_parts(const FastCtx *ctx, const DqAttention *a) {
+    return DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads / decode_part_floats(a);
+}
+
+static void decode_plan(const FastCtx *ctx, DecodeSeq *s) {
+    const DqAttention *a = &s->a;
+    s->kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
     int split = DQ_FAST_DECODE_SPLIT;
-    while ((size_t)a->n_kv_heads * ((kv_end + split - 1) / split) > max_parts)
+    while ((size_t)a->n_kv_heads * ((s->kv_end + split - 1) / split) > decode_max_parts(ctx, a))
         split *= 2;
-    int n_split = MAX(1, (kv_end + split - 1) / split), jobs = a->n_kv_heads * n_split;
-    float *parts = ctx->pack; /* the GEMM's pack, idle during attention */
-#pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
-    for (int job = 0; job < jobs; job++) {
-        int g = job / n_split, sp = job % n_split;
-        attn_decode_part(a, q, k + (size_t)g * d, v + (size_t)g * d, g * group, group, sp * split,
-                         MIN(kv_end, (sp + 1) * split), parts + (size_t)job * part_floats,
-                         ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
-    }
+    s->split = split;
+    s->n_split = MAX(1, (s->kv_end + split - 1) / split);
+}
+
+static void decode_merge(const DecodeSeq *s, const float *parts) {
+    const DqAttention *a = &s->a;
+    int d = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * a->n_q;
     int out_stride = a->n_heads * d;
+    size_t part_floats = decode_part_floats(a);
     for (int g = 0; g < a->n_kv_heads; g++)
         for (int r = 0; r < rows; r++) {
-            const float *p0 = parts + (size_t)g * n_split * part_floats + (size_t)r * (d + 2);
+            const float *p0 = parts + (size_t)g * s->n_split * part_floats + (size_t)r * (d + 2);
             float m = -INFINITY;
-            for (int sp = 0; sp < n_split; sp++)
+            for (int sp = 0; sp < s->n_split; sp++)
                 m = MAX(m, p0[(size_t)sp * part_floats + d]);
             float *o =
-                out + (size_t)(r % a->n_q) * out_stride + (size_t)(g * group + r / a->n_q) * d;
+                s->out + (size_t)(r % a->n_q) * out_stride + (size_t)(g * group + r / a->n_q) * d;
             float total = 0.0f;
             for (int c = 0; c < d; c++)
                 o[c] = 0.0f;
-            for (int sp = 0; sp < n_split; sp++) {
+            for (int sp = 0; sp < s->n_split; sp++) {
                 const float *p = p0 + (size_t)sp * part_floats;
                 if (p[d + 1] == 0.0f)
                     continue; /* no key of the range visible to this row */
@@ -539,6 +554,65 @@ static void attn_decode_seq(FastCtx *ctx, const DqAttention *a, float *out, cons
         }
 }
 
+/* Every job of seqs[0 .. n) in one parallel loop (planned; their parts must fit together). */
+static void decode_run(FastCtx *ctx, const DecodeSeq *seqs, int n) {
+    int first_job[DQ_FAST_DECODE_BATCH + 1];
+    size_t first_part[DQ_FAST_DECODE_BATCH + 1];
+    first_job[0] = 0;
+    first_part[0] = 0;
+    for (int i = 0; i < n; i++) {
+        int jobs = seqs[i].a.n_kv_heads * seqs[i].n_split;
+        first_job[i + 1] = first_job[i] + jobs;
+        first_part[i + 1] = first_part[i] + (size_t)jobs * decode_part_floats(&seqs[i].a);
+    }
+    float *parts = ctx->pack;
+    int jobs = first_job[n];
+#pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
+    for (int job = 0; job < jobs; job++) {
+        int i = 0;
+        while (job >= first_job[i + 1])
+            i++;
+        const DecodeSeq *s = &seqs[i];
+        int d = s->a.head_dim, group = s->a.n_heads / s->a.n_kv_heads;
+        int local = job - first_job[i], g = local / s->n_split, sp = local % s->n_split;
+        attn_decode_part(&s->a, s->q, s->k + (size_t)g * d, s->v + (size_t)g * d, g * group, group,
+                         sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
+                         parts + first_part[i] + (size_t)local * decode_part_floats(&s->a),
+                         ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
+    }
+    for (int i = 0; i < n; i++)
+        decode_merge(&seqs[i], parts + first_part[i]);
+}
+
+/* Plans and runs the sequences in turns of as many as fit in the parts buffer (one always fits:
+ * decode_plan widens its split until it does). */
+static void decode_batch(FastCtx *ctx, DecodeSeq *seqs, int n) {
+    int i = 0;
+    while (i < n) {
+        size_t used = 0, cap = DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads;
+        int j = i;
+        for (; j < n && j - i < DQ_FAST_DECODE_BATCH; j++) {
+            decode_plan(ctx, &seqs[j]);
+            size_t need =
+                (size_t)seqs[j].a.n_kv_heads * seqs[j].n_split * decode_part_floats(&seqs[j].a);
+            if (j > i && used + need > cap)
+                break;
+            used += need;
+        }
+        decode_run(ctx, seqs + i, j - i);
+        i = j;
+    }
+}
+
+/* A decode call's sequence s as a DecodeSeq. */
+static DecodeSeq decode_seq(const DqAttention *a, float *out, const float *q, const float *k,
+                            const float *v) {
+    DecodeSeq s = {.a = *a, .out = out, .q = q, .k = k, .v = v};
+    s.a.n_seq = 1;
+    s.a.q_seq_stride = s.a.kv_seq_stride = 0;
+    return s;
+}
+
 static void fast_attention(DqBackend *be, float *out, const float *q, const float *k,
                            const float *v, const DqAttention *a) {
     FastCtx *ctx = be->ctx;
@@ -549,9 +623,17 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     }
     int out_stride = a->n_heads * a->head_dim;
     if (group * a->n_q <= DQ_FAST_DECODE_ROWS) {
-        for (int s = 0; s < a->n_seq; s++)
-            attn_decode_seq(ctx, a, out + (size_t)s * a->n_q * out_stride, q + s * a->q_seq_stride,
-                            k + s * a->kv_seq_stride, v + s * a->kv_seq_stride);
+        DecodeSeq seqs[DQ_FAST_DECODE_BATCH];
+        for (int s0 = 0; s0 < a->n_seq; s0 += DQ_FAST_DECODE_BATCH) {
+            int n = MIN(DQ_FAST_DECODE_BATCH, a->n_seq - s0);
+            for (int i = 0; i < n; i++) {
+                int s = s0 + i;
+                seqs[i] =
+                    decode_seq(a, out + (size_t)s * a->n_q * out_stride, q + s * a->q_seq_stride,
+                               k + s * a->kv_seq_stride, v + s * a->kv_seq_stride);
+            }
+            decode_batch(ctx, seqs, n);
+        }
         return;
     }
     int ranges = (a->n_q + DQ_FAST_QR - 1) / DQ_FAST_QR;
@@ -567,6 +649,46 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
                    i_lo, i_hi,
                    ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
     }
+}
+
+/* The decoder's batch: each sequence's new keys and values appended to its own cache, then
+ * the decode-sized sequences' attention as one set of jobs (per sequence, the loop of
+ * dq_attention_segments paid a parallel region a layer, and short sequences with 3 jobs
+ * left a thread idle). Longer segments (prompts) run one by one as in that loop. */
+static void fast_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,
+                                    const float *v_new, const DqAttnSegment *segs, int n_segs,
+                                    const DqAttention *shape) {
+    FastCtx *ctx = be->ctx;
+    DqAttention a = *shape;
+    a.n_seq = 1;
+    a.causal = TRUE;
+    a.q_seq_stride = a.kv_seq_stride = 0;
+    int group = a.n_heads / a.n_kv_heads;
+    size_t kv_row = (size_t)a.kv_stride, out_row = (size_t)a.n_heads * a.head_dim;
+    DecodeSeq seqs[DQ_FAST_DECODE_BATCH];
+    int n = 0;
+    for (int s = 0; s < n_segs; s++) {
+        const DqAttnSegment *g = &segs[s];
+        memcpy(g->k_cache + (size_t)g->n_past * kv_row, k_new + (size_t)g->row0 * kv_row,
+               (size_t)g->n_q * kv_row * sizeof(float));
+        memcpy(g->v_cache + (size_t)g->n_past * kv_row, v_new + (size_t)g->row0 * kv_row,
+               (size_t)g->n_q * kv_row * sizeof(float));
+        a.n_q = g->n_q;
+        a.n_kv = g->n_past + g->n_q;
+        a.q_pos0 = g->n_past;
+        float *o = out + (size_t)g->row0 * out_row;
+        const float *qs = q + (size_t)g->row0 * a.q_stride;
+        if (group * a.n_q > DQ_FAST_DECODE_ROWS || a.head_dim > DQ_FAST_HEAD_MAX) {
+            fast_attention(be, o, qs, g->k_cache, g->v_cache, &a);
+            continue;
+        }
+        seqs[n++] = decode_seq(&a, o, qs, g->k_cache, g->v_cache);
+        if (n == DQ_FAST_DECODE_BATCH) {
+            decode_batch(ctx, seqs, n);
+            n = 0;
+        }
+    }
+    decode_batch(ctx, seqs, n);
 }
 
 /* ---- elementwise: float32 vector exp (Cephes' polynomial, ~1 ulp on the range used) */
@@ -670,6 +792,7 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->embed = fast_embed;
     be->add_broadcast = fast_add_broadcast;
     be->attention = fast_attention;
+    be->attention_segments = fast_attention_segments;
     be->gelu_tanh = fast_gelu_tanh;
     be->silu_mul = fast_silu_mul;
     be->matmul_row_invariant_max = DQ_FAST_GEMV_ROWS;

@@ -69,7 +69,7 @@ def run(snap, image, n_res, max_new, threads):
     tile = processor.image_processor.max_image_size["longest_edge"]
     processor.image_processor.size = {"longest_edge": n_res * tile}
     model = Idefics3ForConditionalGeneration.from_pretrained(
-        snap, torch_dtype=torch.float32, attn_implementation="eager").eval()
+        snap, dtype=torch.float32, attn_implementation="eager").eval()
     page = Image.open(image).convert("RGB")
     t0 = time.perf_counter()
     inputs = processor(text=[QUESTION], images=[[page]], return_tensors="pt")

@@ -240,6 +240,88 @@ static void test_attention(void) {
     check_attention(&d, 5 * 9 * 64, 5 * 300 * 3 * 64, "attention (batched decode)");
 }
 
+/* attention_segments: a batch of sequences with their own caches in one call (the decode step's
+ * batch) against the reference's loop of copy + attention, and bit for bit against the fast
+ * backend's own attention on each sequence alone (a request's result must not depend on its
+ * batch-mates). */
+static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int hd,
+                           const char *what) {
+    int qd = H * hd, kvd = Hkv * hd, rows = 0;
+    for (int s = 0; s < n_segs; s++)
+        rows += seg[s][0];
+    Pair q = pair_new((size_t)rows * qd, 1), k = pair_new((size_t)rows * kvd, 1);
+    Pair v = pair_new((size_t)rows * kvd, 1), out = pair_new((size_t)rows * qd, 0);
+    Pair *kc = g_new(Pair, n_segs), *vc = g_new(Pair, n_segs);
+    DqAttnSegment *rs = g_new(DqAttnSegment, n_segs), *fs = g_new(DqAttnSegment, n_segs);
+    for (int s = 0, r = 0; s < n_segs; r += seg[s][0], s++) {
+        size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd; /* room past the end */
+        kc[s] = pair_new(cap, 1);
+        vc[s] = pair_new(cap, 1);
+        rs[s] = (DqAttnSegment){kc[s].r, vc[s].r, r, seg[s][0], seg[s][1]};
+        fs[s] = (DqAttnSegment){kc[s].f, vc[s].f, r, seg[s][0], seg[s][1]};
+    }
+    DqAttention shape = {.n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = qd,
+                         .kv_stride = kvd,
+                         .scale = 1.0f / sqrtf((float)hd)};
+    g_assert_null(ref->attention_segments);
+    g_assert_nonnull(fast->attention_segments); /* else this compares the loop with itself */
+    dq_attention_segments(ref, out.r, q.r, k.r, v.r, rs, n_segs, &shape);
+    dq_attention_segments(fast, out.f, q.f, k.f, v.f, fs, n_segs, &shape);
+    pair_check(&out, 2e-5, what);
+    for (int s = 0; s < n_segs; s++) {
+        pair_check(&kc[s], 0, "attention_segments: K cache");
+        pair_check(&vc[s], 0, "attention_segments: V cache");
+    }
+    /* each sequence alone, on its (now filled) cache */
+    float *alone = g_new0(float, (size_t)rows *qd);
+    for (int s = 0; s < n_segs; s++) {
+        DqAttention a = shape;
+        a.n_seq = 1;
+        a.n_q = seg[s][0];
+        a.n_kv = seg[s][1] + seg[s][0];
+        a.q_pos0 = seg[s][1];
+        a.causal = TRUE;
+        fast->attention(fast, alone + (size_t)fs[s].row0 * qd, q.f + (size_t)fs[s].row0 * qd,
+                        kc[s].f, vc[s].f, &a);
+    }
+    if (memcmp(alone, out.f, (size_t)rows * qd * sizeof(float)) != 0)
+        g_error("%s: a sequence's result changed with its batch-mates", what);
+    g_free(alone);
+    for (int s = 0; s < n_segs; s++) {
+        pair_free(&kc[s]);
+        pair_free(&vc[s]);
+    }
+    g_free(kc);
+    g_free(vc);
+    g_free(rs);
+    g_free(fs);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+}
+
+static void test_attention_segments(void) {
+    /* {new rows, cached rows}: a decode step (one row each: a long cache split over many jobs,
+     * an empty one, short ones of a single job), prompts and decode rows mixed, and more
+     * sequences than one planning turn holds (DQ_FAST_DECODE_BATCH, 64). */
+    const int decode[][2] = {{1, 0}, {1, 1700}, {1, 37}, {1, 31}, {1, 1}, {1, 300}};
+    check_segments(G_N_ELEMENTS(decode), decode, 9, 3, 64, "attention_segments (decode)");
+    const int mixed[][2] = {{70, 0}, {1, 500}, {33, 20}, {3, 9}, {1, 0}, {200, 130}};
+    check_segments(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, "attention_segments (mixed)");
+    check_segments(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, "attention_segments (hd 72)");
+    check_segments(G_N_ELEMENTS(decode), decode, 4, 2, 16, "attention_segments (hd 16)");
+    int many[150][2];
+    for (int s = 0; s < 150; s++) {
+        many[s][0] = s % 7 == 3 ? 2 : 1;
+        many[s][1] = (s * 37) % 600;
+    }
+    check_segments(150, many, 9, 3, 64, "attention_segments (150 sequences)");
+}
+
 static void test_elementwise(void) {
     const size_t sizes[] = {1, 1000, 3 * 1024 * 77 + 5};
     for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
@@ -367,6 +449,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/weights_mapped", test_weights_mapped);
     g_test_add_func("/backend_fast/matmul", test_matmul);
     g_test_add_func("/backend_fast/attention", test_attention);
+    g_test_add_func("/backend_fast/attention_segments", test_attention_segments);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
     g_test_add_func("/backend_fast/device_names", test_device_names);
