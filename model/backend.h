@@ -52,6 +52,10 @@ typedef struct {
     int q_pos0;
     gboolean causal;
     float scale;
+    /* The KV caches hold IEEE float16 (uint16_t, kv_stride of them a row) instead of float32.
+     * Only attention_segments reads it, on backends whose kv_f16 is TRUE; new rows come as
+     * float32 and are rounded (to nearest even) as they are written. */
+    gboolean kv_f16;
 } DqAttention;
 
 /* One segment of attention_segments(): a sequence with its own KV cache [capacity, kv_stride]
@@ -138,6 +142,10 @@ struct DqBackend {
     void (*attention_segments)(DqBackend *be, float *out, const float *q, const float *k_new,
                                const float *v_new, const DqAttnSegment *segs, int n_segs,
                                const DqAttention *shape);
+    /* attention_segments takes float16 caches (DqAttention.kv_f16): half the bytes a decode
+     * step streams from its caches. Approximate (11-bit mantissas), so the model uses it only
+     * where results are approximate anyway (--weights int8). FALSE: float32 caches only. */
+    gboolean kv_f16;
 
     /* ---- optional: a step recorded and replayed as one unit (NULL: not supported; the CPU
      * backends). The CUDA backend records the ops into a CUDA graph, so that the decode step's

@@ -346,6 +346,7 @@ void dq_attention_segments(DqBackend *be, float *out, const float *q, const floa
         be->attention_segments(be, out, q, k_new, v_new, segs, n_segs, shape);
         return;
     }
+    g_assert(!shape->kv_f16); /* float16 caches exist only on backends that read them */
     DqAttention a = *shape;
     a.n_seq = 1;
     a.causal = TRUE;

@@ -431,13 +431,94 @@ static void attn_range(const DqAttention *a, const float *qh, const float *kh, c
     }
 }
 
+/* float16 caches (DqAttention.kv_f16; F16C widens 8 values an instruction). */
+#define DQ_F16C __attribute__((target("avx2,fma,f16c")))
+
+static gboolean cpu_has_f16c(void) {
+    __builtin_cpu_init();
+    return dq_cpu_has_avx2() && __builtin_cpu_supports("f16c");
+}
+
+DQ_F16C static inline __m256 load_f16x8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* dq_dot_rows_avx2 and dq_weighted_sum_avx2 (cpu_simd.h) on float16 rows, the same order of
+ * operations. */
+DQ_F16C static void dot_rows_f16(float *out, const float *q, const uint16_t *k, size_t stride,
+                                 int n, int d) {
+    int d8 = d & ~7;
+    for (int j = 0; j < n; j++) {
+        const uint16_t *kj = k + (size_t)j * stride;
+        __m256 acc = _mm256_setzero_ps();
+        for (int c = 0; c < d8; c += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), load_f16x8(kj + c), acc);
+        float s = dq_hsum256(acc);
+        for (int c = d8; c < d; c++)
+            s += q[c] * _cvtsh_ss(kj[c]);
+        out[j] = s;
+    }
+}
+
+DQ_F16C static void weighted_sum_f16(float *acc, const float *p, const uint16_t *v, size_t stride,
+                                     int n, int d) {
+    int c0 = 0;
+    for (; c0 + 32 <= d; c0 += 32) {
+        __m256 a[4];
+        for (int i = 0; i < 4; i++)
+            a[i] = _mm256_loadu_ps(acc + c0 + 8 * i);
+        for (int j = 0; j < n; j++) {
+            __m256 pj = _mm256_set1_ps(p[j]);
+            const uint16_t *vj = v + (size_t)j * stride + c0;
+            for (int i = 0; i < 4; i++)
+                a[i] = _mm256_fmadd_ps(pj, load_f16x8(vj + 8 * i), a[i]);
+        }
+        for (int i = 0; i < 4; i++)
+            _mm256_storeu_ps(acc + c0 + 8 * i, a[i]);
+    }
+    for (; c0 + 8 <= d; c0 += 8) {
+        __m256 a = _mm256_loadu_ps(acc + c0);
+        for (int j = 0; j < n; j++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), load_f16x8(v + (size_t)j * stride + c0), a);
+        _mm256_storeu_ps(acc + c0, a);
+    }
+    for (; c0 < d; c0++)
+        for (int j = 0; j < n; j++)
+            acc[c0] += p[j] * _cvtsh_ss(v[(size_t)j * stride + c0]);
+}
+
+/* rows [n, width] of float32 -> float16 (round to nearest even) at dst, dst_stride apart. */
+DQ_F16C static void rows_to_f16(uint16_t *dst, size_t dst_stride, const float *src,
+                                size_t src_stride, int n, int width) {
+    for (int r = 0; r < n; r++) {
+        const float *x = src + (size_t)r * src_stride;
+        uint16_t *o = dst + (size_t)r * dst_stride;
+        int c = 0;
+        for (; c + 8 <= width; c += 8)
+            _mm_storeu_si128((__m128i *)(o + c),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(x + c), _MM_FROUND_TO_NEAREST_INT));
+        for (; c < width; c++)
+            o[c] = _cvtss_sh(x[c], _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+DQ_F16C static void rows_from_f16(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, load_f16x8(src + i));
+    for (; i < n; i++)
+        dst[i] = _cvtsh_ss(src[i]);
+}
+
 /* Every query row of the `group` heads sharing KV head g against keys [j_lo, j_hi): the
- * unnormalized accumulators and the running max and sum of each row, into part [rows, d + 2]. */
-static void attn_decode_part(const DqAttention *a, const float *q, const float *kg, const float *vg,
+ * unnormalized accumulators and the running max and sum of each row, into part [rows, d + 2].
+ * kg, vg: the head's first key and value, float32 or float16 (a->kv_f16). */
+static void attn_decode_part(const DqAttention *a, const float *q, const void *kg, const void *vg,
                              int h0, int nh, int j_lo, int j_hi, float *part, float *scratch) {
     int d = a->head_dim, rows = nh * a->n_q;
     float *S = scratch; /* [rows, DQ_FAST_DECODE_KB] */
-    gboolean avx2 = dq_cpu_has_avx2();
+    gboolean avx2 = dq_cpu_has_avx2(), f16 = a->kv_f16;
+    size_t es = f16 ? 2 : 4, row_bytes = (size_t)a->kv_stride * es;
     for (int r = 0; r < rows; r++) {
         float *pr = part + (size_t)r * (d + 2);
         memset(pr, 0, (size_t)d * sizeof(float));
@@ -446,27 +527,29 @@ static void attn_decode_part(const DqAttention *a, const float *q, const float *
     }
     for (int j0 = j_lo; j0 < j_hi; j0 += DQ_FAST_DECODE_KB) {
         int nk = MIN(DQ_FAST_DECODE_KB, j_hi - j0);
-        const float *kb = kg + (size_t)j0 * a->kv_stride, *vb = vg + (size_t)j0 * a->kv_stride;
-        /* The cache streams from memory once a step, a head's d floats every kv_stride: ask for
+        const char *kb = (const char *)kg + j0 * row_bytes, *vb = (const char *)vg + j0 * row_bytes;
+        /* The cache streams from memory once a step, a head's d values every kv_stride: ask for
          * this block's values and the next block's keys while these keys are scored. */
         int nk_next = MIN(DQ_FAST_DECODE_KB, j_hi - j0 - nk);
         for (int j = 0; j < MAX(nk, nk_next); j++)
-            for (int c = 0; c < d; c += 16) {
+            for (size_t c = 0; c < (size_t)d * es; c += 64) {
                 if (j < nk)
-                    __builtin_prefetch(vb + (size_t)j * a->kv_stride + c);
+                    __builtin_prefetch(vb + j * row_bytes + c);
                 if (j < nk_next)
-                    __builtin_prefetch(kb + (size_t)(nk + j) * a->kv_stride + c);
+                    __builtin_prefetch(kb + (nk + j) * row_bytes + c);
             }
         /* row r = (head h0 + r / n_q, query r % n_q); the block's keys stay in L1 for all */
         for (int r = 0; r < rows; r++) {
             const float *qr =
                 q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(h0 + r / a->n_q) * d;
             float *sr = S + (size_t)r * DQ_FAST_DECODE_KB, *pr = part + (size_t)r * (d + 2);
-            if (avx2)
-                dq_dot_rows_avx2(sr, qr, kb, a->kv_stride, nk, d);
+            if (f16)
+                dot_rows_f16(sr, qr, (const uint16_t *)kb, a->kv_stride, nk, d);
+            else if (avx2)
+                dq_dot_rows_avx2(sr, qr, (const float *)kb, a->kv_stride, nk, d);
             else
                 for (int j = 0; j < nk; j++) {
-                    const float *kj = kb + (size_t)j * a->kv_stride;
+                    const float *kj = (const float *)(kb + j * row_bytes);
                     float s = 0.0f;
                     for (int c = 0; c < d; c++)
                         s += qr[c] * kj[c];
@@ -478,12 +561,16 @@ static void attn_decode_part(const DqAttention *a, const float *q, const float *
         for (int r = 0; r < rows; r++) {
             const float *sr = S + (size_t)r * DQ_FAST_DECODE_KB;
             float *pr = part + (size_t)r * (d + 2);
-            if (avx2)
-                dq_weighted_sum_avx2(pr, sr, vb, a->kv_stride, nk, d);
+            if (f16)
+                weighted_sum_f16(pr, sr, (const uint16_t *)vb, a->kv_stride, nk, d);
+            else if (avx2)
+                dq_weighted_sum_avx2(pr, sr, (const float *)vb, a->kv_stride, nk, d);
             else
-                for (int j = 0; j < nk; j++)
+                for (int j = 0; j < nk; j++) {
+                    const float *vj = (const float *)(vb + j * row_bytes);
                     for (int c = 0; c < d; c++)
-                        pr[c] += sr[j] * vb[(size_t)j * a->kv_stride + c];
+                        pr[c] += sr[j] * vj[c];
+                }
         }
     }
 }
@@ -498,7 +585,8 @@ static void attn_decode_part(const DqAttention *a, const float *q, const float *
 typedef struct {
     DqAttention a; /* one sequence: n_seq 1 */
     float *out;
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v; /* float32, or float16 where a.kv_f16 */
     int kv_end, split, n_split;
 } DecodeSeq;
 
@@ -575,8 +663,9 @@ static void decode_run(FastCtx *ctx, const DecodeSeq *seqs, int n) {
         const DecodeSeq *s = &seqs[i];
         int d = s->a.head_dim, group = s->a.n_heads / s->a.n_kv_heads;
         int local = job - first_job[i], g = local / s->n_split, sp = local % s->n_split;
-        attn_decode_part(&s->a, s->q, s->k + (size_t)g * d, s->v + (size_t)g * d, g * group, group,
-                         sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
+        size_t head = (size_t)g * d * (s->a.kv_f16 ? 2 : 4); /* bytes */
+        attn_decode_part(&s->a, s->q, (const char *)s->k + head, (const char *)s->v + head,
+                         g * group, group, sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
                          parts + first_part[i] + (size_t)local * decode_part_floats(&s->a),
                          ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
     }
@@ -605,8 +694,8 @@ static void decode_batch(FastCtx *ctx, DecodeSeq *seqs, int n) {
 }
 
 /* A decode call's sequence s as a DecodeSeq. */
-static DecodeSeq decode_seq(const DqAttention *a, float *out, const float *q, const float *k,
-                            const float *v) {
+static DecodeSeq decode_seq(const DqAttention *a, float *out, const float *q, const void *k,
+                            const void *v) {
     DecodeSeq s = {.a = *a, .out = out, .q = q, .k = k, .v = v};
     s.a.n_seq = 1;
     s.a.q_seq_stride = s.a.kv_seq_stride = 0;
@@ -617,6 +706,7 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
                            const float *v, const DqAttention *a) {
     FastCtx *ctx = be->ctx;
     int group = a->n_heads / a->n_kv_heads;
+    g_assert(!a->kv_f16); /* float16 caches come through attention_segments only */
     if (a->head_dim > DQ_FAST_HEAD_MAX) {
         ctx->ref->attention(ctx->ref, out, q, k, v, a);
         return;
@@ -651,6 +741,30 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     }
 }
 
+/* A prompt segment over float16 caches: its keys and values as float32 (the earlier rows
+ * widened, its own new rows as given, unrounded), then the float32 attention. Prompts are not
+ * the decode loop: the copy may allocate. */
+static void prompt_over_f16(DqBackend *be, float *out, const float *q, const float *k_new,
+                            const float *v_new, const DqAttnSegment *g, const DqAttention *a) {
+    if (g->n_past == 0) { /* the usual case: the new rows are all the keys */
+        DqAttention f = *a;
+        f.kv_f16 = FALSE;
+        fast_attention(be, out, q, k_new, v_new, &f);
+        return;
+    }
+    size_t kvs = (size_t)a->kv_stride, past = (size_t)g->n_past * kvs;
+    size_t all = (size_t)a->n_kv * kvs;
+    float *k = g_new(float, 2 * all), *v = k + all;
+    rows_from_f16(k, (const uint16_t *)(const void *)g->k_cache, past);
+    rows_from_f16(v, (const uint16_t *)(const void *)g->v_cache, past);
+    memcpy(k + past, k_new, (size_t)g->n_q * kvs * sizeof(float));
+    memcpy(v + past, v_new, (size_t)g->n_q * kvs * sizeof(float));
+    DqAttention f = *a;
+    f.kv_f16 = FALSE;
+    fast_attention(be, out, q, k, v, &f);
+    g_free(k);
+}
+
 /* The decoder's batch: each sequence's new keys and values appended to its own cache, then
  * the decode-sized sequences' attention as one set of jobs (per sequence, the loop of
  * dq_attention_segments paid a parallel region a layer, and short sequences with 3 jobs
@@ -663,23 +777,34 @@ static void fast_attention_segments(DqBackend *be, float *out, const float *q, c
     a.n_seq = 1;
     a.causal = TRUE;
     a.q_seq_stride = a.kv_seq_stride = 0;
+    g_assert(!a.kv_f16 || be->kv_f16);
     int group = a.n_heads / a.n_kv_heads;
     size_t kv_row = (size_t)a.kv_stride, out_row = (size_t)a.n_heads * a.head_dim;
     DecodeSeq seqs[DQ_FAST_DECODE_BATCH];
     int n = 0;
     for (int s = 0; s < n_segs; s++) {
         const DqAttnSegment *g = &segs[s];
-        memcpy(g->k_cache + (size_t)g->n_past * kv_row, k_new + (size_t)g->row0 * kv_row,
-               (size_t)g->n_q * kv_row * sizeof(float));
-        memcpy(g->v_cache + (size_t)g->n_past * kv_row, v_new + (size_t)g->row0 * kv_row,
-               (size_t)g->n_q * kv_row * sizeof(float));
+        const float *kn = k_new + (size_t)g->row0 * kv_row, *vn = v_new + (size_t)g->row0 * kv_row;
+        if (a.kv_f16) {
+            uint16_t *kc = (uint16_t *)(void *)g->k_cache, *vc = (uint16_t *)(void *)g->v_cache;
+            rows_to_f16(kc + (size_t)g->n_past * kv_row, kv_row, kn, kv_row, g->n_q, a.kv_stride);
+            rows_to_f16(vc + (size_t)g->n_past * kv_row, kv_row, vn, kv_row, g->n_q, a.kv_stride);
+        } else {
+            memcpy(g->k_cache + (size_t)g->n_past * kv_row, kn,
+                   (size_t)g->n_q * kv_row * sizeof(float));
+            memcpy(g->v_cache + (size_t)g->n_past * kv_row, vn,
+                   (size_t)g->n_q * kv_row * sizeof(float));
+        }
         a.n_q = g->n_q;
         a.n_kv = g->n_past + g->n_q;
         a.q_pos0 = g->n_past;
         float *o = out + (size_t)g->row0 * out_row;
         const float *qs = q + (size_t)g->row0 * a.q_stride;
         if (group * a.n_q > DQ_FAST_DECODE_ROWS || a.head_dim > DQ_FAST_HEAD_MAX) {
-            fast_attention(be, o, qs, g->k_cache, g->v_cache, &a);
+            if (a.kv_f16)
+                prompt_over_f16(be, o, qs, kn, vn, g, &a);
+            else
+                fast_attention(be, o, qs, g->k_cache, g->v_cache, &a);
             continue;
         }
         seqs[n++] = decode_seq(&a, o, qs, g->k_cache, g->v_cache);
@@ -793,6 +918,7 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->add_broadcast = fast_add_broadcast;
     be->attention = fast_attention;
     be->attention_segments = fast_attention_segments;
+    be->kv_f16 = cpu_has_f16c();
     be->gelu_tanh = fast_gelu_tanh;
     be->silu_mul = fast_silu_mul;
     be->matmul_row_invariant_max = DQ_FAST_GEMV_ROWS;

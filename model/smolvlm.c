@@ -58,13 +58,14 @@ struct Smolvlm {
     SmolvlmTraceFn trace;
     void *trace_user;
     gboolean int8;     /* --weights int8 */
+    gboolean kv_f16;   /* the KV caches hold float16 (int8 weights, on a backend that can) */
     gboolean quantize; /* bind() quantizes what it binds (set around the decoder's matrices) */
 };
 
 struct SmolvlmKV {
     int len, capacity;
-    float *k; /* [layers, capacity, Hkv * hd] */
-    float *v; /* [layers, capacity, Hkv * hd] */
+    float *k; /* [layers, capacity, Hkv * hd], float32 or float16 (kv_cache_layer) */
+    float *v;
 };
 
 struct SmolvlmWorkspace {
@@ -294,6 +295,10 @@ static gboolean weights_option(Smolvlm *m, const char *device, const SmolvlmOpti
         return dq_fail(err, DQ_ERR_ARGS, "weights int8: device %s has no int8 kernels (use cpu)",
                        device);
     m->int8 = TRUE;
+    /* Approximate already, int8 decode also halves what a step streams from the caches, which
+     * at long prompts is as much as the int8 weights (cpu_q8.h). */
+    m->kv_f16 = m->be->kv_f16 && m->be->attention_segments != NULL &&
+                g_strcmp0(g_getenv("DOCQA_KV_F16"), "0") != 0; /* 0: float32, to compare */
     return TRUE;
 }
 
@@ -560,7 +565,8 @@ SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err) {
     }
     SmolvlmKV *kv = g_new0(SmolvlmKV, 1);
     kv->capacity = capacity;
-    size_t n = (size_t)c->text_layers * capacity * c->text_kv_heads * c->head_dim;
+    size_t values = (size_t)c->text_layers * capacity * c->text_kv_heads * c->head_dim;
+    size_t n = m->kv_f16 ? (values + 1) / 2 : values; /* floats to allocate */
     kv->k = m->be->alloc(m->be, n);
     kv->v = m->be->alloc(m->be, n);
     if (kv->k == NULL || kv->v == NULL) {
@@ -571,6 +577,12 @@ SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err) {
         return NULL;
     }
     return kv;
+}
+
+/* Layer l's part of a cache: [capacity, kvd] values of 4 or 2 bytes. */
+static float *kv_cache_layer(const Smolvlm *m, float *cache, const SmolvlmKV *kv, int l, int kvd) {
+    size_t at = (size_t)l * kv->capacity * kvd;
+    return m->kv_f16 ? (float *)(void *)((uint16_t *)(void *)cache + at) : cache + at;
 }
 
 void smolvlm_kv_free(Smolvlm *m, SmolvlmKV *kv) {
@@ -730,7 +742,8 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
                        .q_stride = qd,
                        .kv_stride = kvd,
                        .causal = TRUE,
-                       .scale = 1.0f / sqrtf((float)hd)};
+                       .scale = 1.0f / sqrtf((float)hd),
+                       .kv_f16 = m->kv_f16};
     for (int l = 0; l < c->text_layers; l++) {
         const TextLayer *L = &m->tl[l];
         /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
@@ -742,9 +755,8 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
         be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
         for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
             const SmolvlmKV *kv = segs[s].kv;
-            size_t layer_off = (size_t)l * kv->capacity * kvd;
-            ws->att_segs[s] = (DqAttnSegment){.k_cache = kv->k + layer_off,
-                                              .v_cache = kv->v + layer_off,
+            ws->att_segs[s] = (DqAttnSegment){.k_cache = kv_cache_layer(m, kv->k, kv, l, kvd),
+                                              .v_cache = kv_cache_layer(m, kv->v, kv, l, kvd),
                                               .row0 = r,
                                               .n_q = segs[s].n_rows,
                                               .n_past = kv->len};

@@ -19,6 +19,7 @@
 #include "pipeline.h"
 #include "testutil.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
@@ -304,6 +305,104 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
     pair_free(&out);
 }
 
+/* float16 caches (DqAttention.kv_f16, used with --weights int8). The values are made exact in
+ * float16 first, so that the reference (float32 caches of the same values) and the fast
+ * backend multiply the same numbers and 2e-5 holds; the rounding of values that are not exact
+ * is checked on the appended rows against F16C's scalar conversion. Each sequence alone through
+ * attention_segments gives the same bits as in the batch. */
+__attribute__((target("f16c"))) static uint16_t to_f16(float x) {
+    return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT);
+}
+__attribute__((target("f16c"))) static float from_f16(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+static void check_segments_f16(int n_segs, const int (*seg)[2], int H, int Hkv, int hd,
+                               const char *what) {
+    int qd = H * hd, kvd = Hkv * hd, rows = 0;
+    for (int s = 0; s < n_segs; s++)
+        rows += seg[s][0];
+    Pair q = pair_new((size_t)rows * qd, 1), k = pair_new((size_t)rows * kvd, 1);
+    Pair v = pair_new((size_t)rows * kvd, 1), out = pair_new((size_t)rows * qd, 0);
+    Pair *kv_new[2] = {&k, &v};
+    for (int t = 0; t < 2; t++) { /* exact in float16 */
+        Pair *p = kv_new[t];
+        for (size_t i = 0; i < p->n; i++)
+            p->host[i] = from_f16(to_f16(p->host[i]));
+        ref->upload(ref, p->r, p->host, p->n);
+        fast->upload(fast, p->f, p->host, p->n);
+    }
+    float **rc = g_new(float *, 2 * n_segs);
+    uint16_t **fc = g_new(uint16_t *, 2 * n_segs);
+    DqAttnSegment *rs = g_new(DqAttnSegment, n_segs), *fs = g_new(DqAttnSegment, n_segs);
+    for (int s = 0, r = 0; s < n_segs; r += seg[s][0], s++) {
+        size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd;
+        for (int t = 0; t < 2; t++) {
+            float *c = rc[2 * s + t] = g_new(float, cap);
+            uint16_t *h = fc[2 * s + t] = g_new(uint16_t, cap);
+            for (size_t i = 0; i < cap; i++) {
+                h[i] = to_f16((float)g_rand_double_range(rng, -1, 1));
+                c[i] = from_f16(h[i]);
+            }
+        }
+        rs[s] = (DqAttnSegment){rc[2 * s], rc[2 * s + 1], r, seg[s][0], seg[s][1]};
+        fs[s] = (DqAttnSegment){(float *)(void *)fc[2 * s], (float *)(void *)fc[2 * s + 1], r,
+                                seg[s][0], seg[s][1]};
+    }
+    DqAttention shape = {.n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = qd,
+                         .kv_stride = kvd,
+                         .scale = 1.0f / sqrtf((float)hd)};
+    dq_attention_segments(ref, out.r, q.r, k.r, v.r, rs, n_segs, &shape);
+    shape.kv_f16 = TRUE;
+    dq_attention_segments(fast, out.f, q.f, k.f, v.f, fs, n_segs, &shape);
+    pair_check(&out, 2e-5, what);
+    for (int s = 0; s < n_segs; s++)
+        for (int t = 0; t < 2; t++) {
+            size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd;
+            for (size_t i = 0; i < cap; i++)
+                if (from_f16(fc[2 * s + t][i]) != rc[2 * s + t][i])
+                    g_error("%s: %s cache of sequence %d differs at %zu", what, t ? "V" : "K", s,
+                            i);
+        }
+    float *alone = g_new0(float, (size_t)rows *qd);
+    for (int s = 0; s < n_segs; s++)
+        dq_attention_segments(fast, alone, q.f, k.f, v.f, &fs[s], 1, &shape);
+    if (memcmp(alone, out.f, (size_t)rows * qd * sizeof(float)) != 0)
+        g_error("%s: a sequence's result changed with its batch-mates", what);
+    /* rows that are not exact in float16 are rounded to nearest even as they are appended */
+    float raw[3] = {1.0f + 1.0f / 4096, -0.1f, 1e-6f};
+    uint16_t cache[3] = {0};
+    fast->upload(fast, k.f, raw, 3);
+    DqAttnSegment one = {(float *)(void *)cache, (float *)(void *)fc[1], 0, 1, 0};
+    DqAttention tiny = {.n_heads = 1,
+                        .n_kv_heads = 1,
+                        .head_dim = 3,
+                        .q_stride = 3,
+                        .kv_stride = 3,
+                        .scale = 1.0f,
+                        .kv_f16 = TRUE};
+    dq_attention_segments(fast, alone, q.f, k.f, v.f, &one, 1, &tiny);
+    for (int i = 0; i < 3; i++)
+        g_assert_cmpuint(cache[i], ==, to_f16(raw[i]));
+    g_assert_cmpuint(cache[0], ==, 0x3C00); /* 1 + 2^-12 is a tie: to even, 1.0 */
+    g_free(alone);
+    for (int i = 0; i < 2 * n_segs; i++) {
+        g_free(rc[i]);
+        g_free(fc[i]);
+    }
+    g_free(rc);
+    g_free(fc);
+    g_free(rs);
+    g_free(fs);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+}
+
 static void test_attention_segments(void) {
     /* {new rows, cached rows}: a decode step (one row each: a long cache split over many jobs,
      * an empty one, short ones of a single job), prompts and decode rows mixed, and more
@@ -320,6 +419,15 @@ static void test_attention_segments(void) {
         many[s][1] = (s * 37) % 600;
     }
     check_segments(150, many, 9, 3, 64, "attention_segments (150 sequences)");
+    if (!fast->kv_f16) {
+        g_test_message("no float16 caches here (no F16C, or DOCQA_CPU_NO_AVX2): not tested");
+        return;
+    }
+    check_segments_f16(G_N_ELEMENTS(decode), decode, 9, 3, 64, "attention_segments f16 (decode)");
+    check_segments_f16(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, "attention_segments f16 (mixed)");
+    check_segments_f16(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, "attention_segments f16 (hd 72)");
+    check_segments_f16(G_N_ELEMENTS(decode), decode, 4, 2, 20, "attention_segments f16 (hd 20)");
+    check_segments_f16(150, many, 9, 3, 64, "attention_segments f16 (150 sequences)");
 }
 
 static void test_elementwise(void) {
