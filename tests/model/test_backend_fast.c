@@ -241,25 +241,55 @@ static void test_attention(void) {
     check_attention(&d, 5 * 9 * 64, 5 * 300 * 3 * 64, "attention (batched decode)");
 }
 
+/* float16 as F16C converts (round to nearest even). */
+__attribute__((target("f16c"))) static uint16_t to_f16(float x) {
+    return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT);
+}
+__attribute__((target("f16c"))) static float from_f16(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
 /* attention_segments: a batch of sequences with their own caches in one call (the decode step's
- * batch) against the reference's loop of copy + attention, and bit for bit against the fast
- * backend's own attention on each sequence alone (a request's result must not depend on its
- * batch-mates). */
-static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int hd,
+ * batch) against the reference's loop of copy + attention, and bit for bit against each
+ * sequence alone, through attention_segments and (float32) the attention op (a request's
+ * result must not depend on its batch-mates).
+ * f16: the fast backend's caches are float16 (DqAttention.kv_f16, used with --weights int8).
+ * Every key and value is made exact in float16 first, so that the reference (float32 caches of
+ * the same values) and the fast backend multiply the same numbers and 2e-5 holds; how values
+ * that are not exact are rounded as rows are appended is checked at the end. */
+static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int hd, gboolean f16,
                            const char *what) {
     int qd = H * hd, kvd = Hkv * hd, rows = 0;
     for (int s = 0; s < n_segs; s++)
         rows += seg[s][0];
     Pair q = pair_new((size_t)rows * qd, 1), k = pair_new((size_t)rows * kvd, 1);
     Pair v = pair_new((size_t)rows * kvd, 1), out = pair_new((size_t)rows * qd, 0);
-    Pair *kc = g_new(Pair, n_segs), *vc = g_new(Pair, n_segs);
+    Pair *kc = g_new(Pair, 2 * n_segs); /* K and V caches of each sequence */
     DqAttnSegment *rs = g_new(DqAttnSegment, n_segs), *fs = g_new(DqAttnSegment, n_segs);
     for (int s = 0, r = 0; s < n_segs; r += seg[s][0], s++) {
         size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd; /* room past the end */
-        kc[s] = pair_new(cap, 1);
-        vc[s] = pair_new(cap, 1);
-        rs[s] = (DqAttnSegment){kc[s].r, vc[s].r, r, seg[s][0], seg[s][1]};
-        fs[s] = (DqAttnSegment){kc[s].f, vc[s].f, r, seg[s][0], seg[s][1]};
+        kc[2 * s] = pair_new(cap, 1);
+        kc[2 * s + 1] = pair_new(cap, 1);
+        rs[s] = (DqAttnSegment){kc[2 * s].r, kc[2 * s + 1].r, r, seg[s][0], seg[s][1]};
+        fs[s] = (DqAttnSegment){kc[2 * s].f, kc[2 * s + 1].f, r, seg[s][0], seg[s][1]};
+    }
+    if (f16) { /* exact in float16; the fast caches as float16 in their buffers' first half */
+        Pair **all = g_new(Pair *, 2 * n_segs + 2);
+        all[0] = &k;
+        all[1] = &v;
+        for (int i = 0; i < 2 * n_segs; i++)
+            all[i + 2] = &kc[i];
+        for (int i = 0; i < 2 * n_segs + 2; i++) {
+            Pair *p = all[i];
+            for (size_t j = 0; j < p->n; j++)
+                p->host[j] = from_f16(to_f16(p->host[j]));
+            ref->upload(ref, p->r, p->host, p->n);
+            fast->upload(fast, p->f, p->host, p->n);
+            if (i >= 2)
+                for (size_t j = 0; j < p->n; j++)
+                    ((uint16_t *)(void *)p->f)[j] = to_f16(p->host[j]);
+        }
+        g_free(all);
     }
     DqAttention shape = {.n_heads = H,
                          .n_kv_heads = Hkv,
@@ -270,131 +300,58 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
     g_assert_null(ref->attention_segments);
     g_assert_nonnull(fast->attention_segments); /* else this compares the loop with itself */
     dq_attention_segments(ref, out.r, q.r, k.r, v.r, rs, n_segs, &shape);
+    shape.kv_f16 = f16;
     dq_attention_segments(fast, out.f, q.f, k.f, v.f, fs, n_segs, &shape);
     pair_check(&out, 2e-5, what);
-    for (int s = 0; s < n_segs; s++) {
-        pair_check(&kc[s], 0, "attention_segments: K cache");
-        pair_check(&vc[s], 0, "attention_segments: V cache");
+    for (int i = 0; i < 2 * n_segs; i++) {
+        if (!f16) {
+            pair_check(&kc[i], 0, "attention_segments: cache");
+            continue;
+        }
+        for (size_t j = 0; j < kc[i].n; j++)
+            if (from_f16(((const uint16_t *)(void *)kc[i].f)[j]) != kc[i].r[j])
+                g_error("%s: cache %d differs at %zu", what, i, j);
     }
-    /* each sequence alone, on its (now filled) cache */
-    float *alone = g_new0(float, (size_t)rows *qd);
+    /* each sequence alone, on its (now filled) caches: appending its rows again is a no-op */
+    float *alone = g_new0(float, (size_t)rows *qd), *plain = g_new0(float, (size_t)rows *qd);
     for (int s = 0; s < n_segs; s++) {
+        dq_attention_segments(fast, alone, q.f, k.f, v.f, &fs[s], 1, &shape);
+        if (f16)
+            continue;
         DqAttention a = shape;
         a.n_seq = 1;
         a.n_q = seg[s][0];
         a.n_kv = seg[s][1] + seg[s][0];
         a.q_pos0 = seg[s][1];
         a.causal = TRUE;
-        fast->attention(fast, alone + (size_t)fs[s].row0 * qd, q.f + (size_t)fs[s].row0 * qd,
-                        kc[s].f, vc[s].f, &a);
+        fast->attention(fast, plain + (size_t)fs[s].row0 * qd, q.f + (size_t)fs[s].row0 * qd,
+                        kc[2 * s].f, kc[2 * s + 1].f, &a);
     }
-    if (memcmp(alone, out.f, (size_t)rows * qd * sizeof(float)) != 0)
+    if (memcmp(alone, out.f, (size_t)rows * qd * sizeof(float)) != 0 ||
+        (!f16 && memcmp(plain, out.f, (size_t)rows * qd * sizeof(float)) != 0))
         g_error("%s: a sequence's result changed with its batch-mates", what);
-    g_free(alone);
-    for (int s = 0; s < n_segs; s++) {
-        pair_free(&kc[s]);
-        pair_free(&vc[s]);
+    if (f16) { /* values that are not exact in float16 are rounded to nearest even */
+        float raw[3] = {1.0f + 1.0f / 4096, -0.1f, 1e-6f};
+        uint16_t cache[3] = {0}, vcache[3] = {0};
+        fast->upload(fast, k.f, raw, 3);
+        DqAttnSegment one = {(float *)(void *)cache, (float *)(void *)vcache, 0, 1, 0};
+        DqAttention tiny = {.n_heads = 1,
+                            .n_kv_heads = 1,
+                            .head_dim = 3,
+                            .q_stride = 3,
+                            .kv_stride = 3,
+                            .scale = 1.0f,
+                            .kv_f16 = TRUE};
+        dq_attention_segments(fast, alone, q.f, k.f, v.f, &one, 1, &tiny);
+        for (int i = 0; i < 3; i++)
+            g_assert_cmpuint(cache[i], ==, to_f16(raw[i]));
+        g_assert_cmpuint(cache[0], ==, 0x3C00); /* 1 + 2^-12 is a tie: to even, 1.0 */
     }
+    g_free(alone);
+    g_free(plain);
+    for (int i = 0; i < 2 * n_segs; i++)
+        pair_free(&kc[i]);
     g_free(kc);
-    g_free(vc);
-    g_free(rs);
-    g_free(fs);
-    pair_free(&q);
-    pair_free(&k);
-    pair_free(&v);
-    pair_free(&out);
-}
-
-/* float16 caches (DqAttention.kv_f16, used with --weights int8). The values are made exact in
- * float16 first, so that the reference (float32 caches of the same values) and the fast
- * backend multiply the same numbers and 2e-5 holds; the rounding of values that are not exact
- * is checked on the appended rows against F16C's scalar conversion. Each sequence alone through
- * attention_segments gives the same bits as in the batch. */
-__attribute__((target("f16c"))) static uint16_t to_f16(float x) {
-    return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT);
-}
-__attribute__((target("f16c"))) static float from_f16(uint16_t h) {
-    return _cvtsh_ss(h);
-}
-
-static void check_segments_f16(int n_segs, const int (*seg)[2], int H, int Hkv, int hd,
-                               const char *what) {
-    int qd = H * hd, kvd = Hkv * hd, rows = 0;
-    for (int s = 0; s < n_segs; s++)
-        rows += seg[s][0];
-    Pair q = pair_new((size_t)rows * qd, 1), k = pair_new((size_t)rows * kvd, 1);
-    Pair v = pair_new((size_t)rows * kvd, 1), out = pair_new((size_t)rows * qd, 0);
-    Pair *kv_new[2] = {&k, &v};
-    for (int t = 0; t < 2; t++) { /* exact in float16 */
-        Pair *p = kv_new[t];
-        for (size_t i = 0; i < p->n; i++)
-            p->host[i] = from_f16(to_f16(p->host[i]));
-        ref->upload(ref, p->r, p->host, p->n);
-        fast->upload(fast, p->f, p->host, p->n);
-    }
-    float **rc = g_new(float *, 2 * n_segs);
-    uint16_t **fc = g_new(uint16_t *, 2 * n_segs);
-    DqAttnSegment *rs = g_new(DqAttnSegment, n_segs), *fs = g_new(DqAttnSegment, n_segs);
-    for (int s = 0, r = 0; s < n_segs; r += seg[s][0], s++) {
-        size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd;
-        for (int t = 0; t < 2; t++) {
-            float *c = rc[2 * s + t] = g_new(float, cap);
-            uint16_t *h = fc[2 * s + t] = g_new(uint16_t, cap);
-            for (size_t i = 0; i < cap; i++) {
-                h[i] = to_f16((float)g_rand_double_range(rng, -1, 1));
-                c[i] = from_f16(h[i]);
-            }
-        }
-        rs[s] = (DqAttnSegment){rc[2 * s], rc[2 * s + 1], r, seg[s][0], seg[s][1]};
-        fs[s] = (DqAttnSegment){(float *)(void *)fc[2 * s], (float *)(void *)fc[2 * s + 1], r,
-                                seg[s][0], seg[s][1]};
-    }
-    DqAttention shape = {.n_heads = H,
-                         .n_kv_heads = Hkv,
-                         .head_dim = hd,
-                         .q_stride = qd,
-                         .kv_stride = kvd,
-                         .scale = 1.0f / sqrtf((float)hd)};
-    dq_attention_segments(ref, out.r, q.r, k.r, v.r, rs, n_segs, &shape);
-    shape.kv_f16 = TRUE;
-    dq_attention_segments(fast, out.f, q.f, k.f, v.f, fs, n_segs, &shape);
-    pair_check(&out, 2e-5, what);
-    for (int s = 0; s < n_segs; s++)
-        for (int t = 0; t < 2; t++) {
-            size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd;
-            for (size_t i = 0; i < cap; i++)
-                if (from_f16(fc[2 * s + t][i]) != rc[2 * s + t][i])
-                    g_error("%s: %s cache of sequence %d differs at %zu", what, t ? "V" : "K", s,
-                            i);
-        }
-    float *alone = g_new0(float, (size_t)rows *qd);
-    for (int s = 0; s < n_segs; s++)
-        dq_attention_segments(fast, alone, q.f, k.f, v.f, &fs[s], 1, &shape);
-    if (memcmp(alone, out.f, (size_t)rows * qd * sizeof(float)) != 0)
-        g_error("%s: a sequence's result changed with its batch-mates", what);
-    /* rows that are not exact in float16 are rounded to nearest even as they are appended */
-    float raw[3] = {1.0f + 1.0f / 4096, -0.1f, 1e-6f};
-    uint16_t cache[3] = {0};
-    fast->upload(fast, k.f, raw, 3);
-    DqAttnSegment one = {(float *)(void *)cache, (float *)(void *)fc[1], 0, 1, 0};
-    DqAttention tiny = {.n_heads = 1,
-                        .n_kv_heads = 1,
-                        .head_dim = 3,
-                        .q_stride = 3,
-                        .kv_stride = 3,
-                        .scale = 1.0f,
-                        .kv_f16 = TRUE};
-    dq_attention_segments(fast, alone, q.f, k.f, v.f, &one, 1, &tiny);
-    for (int i = 0; i < 3; i++)
-        g_assert_cmpuint(cache[i], ==, to_f16(raw[i]));
-    g_assert_cmpuint(cache[0], ==, 0x3C00); /* 1 + 2^-12 is a tie: to even, 1.0 */
-    g_free(alone);
-    for (int i = 0; i < 2 * n_segs; i++) {
-        g_free(rc[i]);
-        g_free(fc[i]);
-    }
-    g_free(rc);
-    g_free(fc);
     g_free(rs);
     g_free(fs);
     pair_free(&q);
@@ -408,26 +365,32 @@ static void test_attention_segments(void) {
      * an empty one, short ones of a single job), prompts and decode rows mixed, and more
      * sequences than one planning turn holds (DQ_FAST_DECODE_BATCH, 64). */
     const int decode[][2] = {{1, 0}, {1, 1700}, {1, 37}, {1, 31}, {1, 1}, {1, 300}};
-    check_segments(G_N_ELEMENTS(decode), decode, 9, 3, 64, "attention_segments (decode)");
     const int mixed[][2] = {{70, 0}, {1, 500}, {33, 20}, {3, 9}, {1, 0}, {200, 130}};
-    check_segments(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, "attention_segments (mixed)");
-    check_segments(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, "attention_segments (hd 72)");
-    check_segments(G_N_ELEMENTS(decode), decode, 4, 2, 16, "attention_segments (hd 16)");
     int many[150][2];
     for (int s = 0; s < 150; s++) {
         many[s][0] = s % 7 == 3 ? 2 : 1;
         many[s][1] = (s * 37) % 600;
     }
-    check_segments(150, many, 9, 3, 64, "attention_segments (150 sequences)");
-    if (!fast->kv_f16) {
-        g_test_message("no float16 caches here (no F16C, or DOCQA_CPU_NO_AVX2): not tested");
-        return;
+    for (int f16 = 0; f16 < 2; f16++) {
+        if (f16 && !fast->kv_f16) {
+            g_test_message("no float16 caches here (no F16C, or DOCQA_CPU_NO_AVX2): not tested");
+            return;
+        }
+        const char *kind = f16 ? "float16" : "float32";
+        char *what[5];
+        what[0] = g_strdup_printf("attention_segments %s (decode)", kind);
+        what[1] = g_strdup_printf("attention_segments %s (mixed)", kind);
+        what[2] = g_strdup_printf("attention_segments %s (hd 72)", kind);
+        what[3] = g_strdup_printf("attention_segments %s (hd 20)", kind);
+        what[4] = g_strdup_printf("attention_segments %s (150 sequences)", kind);
+        check_segments(G_N_ELEMENTS(decode), decode, 9, 3, 64, f16, what[0]);
+        check_segments(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, f16, what[1]);
+        check_segments(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, f16, what[2]);
+        check_segments(G_N_ELEMENTS(decode), decode, 4, 2, 20, f16, what[3]);
+        check_segments(150, many, 9, 3, 64, f16, what[4]);
+        for (int i = 0; i < 5; i++)
+            g_free(what[i]);
     }
-    check_segments_f16(G_N_ELEMENTS(decode), decode, 9, 3, 64, "attention_segments f16 (decode)");
-    check_segments_f16(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, "attention_segments f16 (mixed)");
-    check_segments_f16(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, "attention_segments f16 (hd 72)");
-    check_segments_f16(G_N_ELEMENTS(decode), decode, 4, 2, 20, "attention_segments f16 (hd 20)");
-    check_segments_f16(150, many, 9, 3, 64, "attention_segments f16 (150 sequences)");
 }
 
 static void test_elementwise(void) {
