@@ -26,6 +26,7 @@
 #include "cpu_simd.h"
 #include "dq_error.h"
 
+#include <cpuid.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -434,9 +435,11 @@ static void attn_range(const DqAttention *a, const float *qh, const float *kh, c
 /* float16 caches (DqAttention.kv_f16; F16C widens 8 values an instruction). */
 #define DQ_F16C __attribute__((target("avx2,fma,f16c")))
 
+/* cpuid leaf 1, ECX bit 29 (clang has no "f16c" for __builtin_cpu_supports); AVX's OS support
+ * is dq_cpu_has_avx2's check. */
 static gboolean cpu_has_f16c(void) {
-    __builtin_cpu_init();
-    return dq_cpu_has_avx2() && __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d;
+    return dq_cpu_has_avx2() && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
 }
 
 DQ_F16C static inline __m256 load_f16x8(const uint16_t *p) {
