@@ -537,80 +537,67 @@ DQ_F16C static void rows_from_f16(float *dst, const uint16_t *src, size_t n) {
         dst[i] = _cvtsh_ss(src[i]);
 }
 
-/* Keys [j0, j0 + nk) of KV head g against every query row of the heads sharing it, folded into
- * their partial states part [rows, d + 2] (unnormalized accumulators, running max and sum).
- * kb, vb: the block's first key and value of head g, float32 or float16 (a->kv_f16). */
-static void decode_block(const DqAttention *a, const float *q, const char *kb, const char *vb,
-                         int g, int j0, int nk, float *part, float *S) {
-    int d = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * a->n_q;
+/* Every query row of the `group` heads sharing KV head g against keys [j_lo, j_hi): the
+ * unnormalized accumulators and the running max and sum of each row, into part [rows, d + 2].
+ * kg, vg: the head's first key and value, float32 or float16 (a->kv_f16). */
+static void attn_decode_part(const DqAttention *a, const float *q, const void *kg, const void *vg,
+                             int h0, int nh, int j_lo, int j_hi, float *part, float *scratch) {
+    int d = a->head_dim, rows = nh * a->n_q;
+    float *S = scratch; /* [rows, DQ_FAST_DECODE_KB] */
     gboolean avx2 = dq_cpu_has_avx2(), f16 = a->kv_f16;
-    size_t row_bytes = (size_t)a->kv_stride * (f16 ? 2 : 4);
-    /* row r = (head g * group + r / n_q, query r % n_q); the block's keys stay in L1 for all */
+    size_t es = f16 ? 2 : 4, row_bytes = (size_t)a->kv_stride * es;
     for (int r = 0; r < rows; r++) {
-        const float *qr =
-            q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(g * group + r / a->n_q) * d;
-        float *sr = S + (size_t)r * DQ_FAST_DECODE_KB, *pr = part + (size_t)r * (d + 2);
-        if (f16)
-            dot_rows_f16(sr, qr, (const uint16_t *)kb, a->kv_stride, nk, d);
-        else if (avx2)
-            dq_dot_rows_avx2(sr, qr, (const float *)kb, a->kv_stride, nk, d);
-        else
-            for (int j = 0; j < nk; j++) {
-                const float *kj = (const float *)(kb + j * row_bytes);
-                float s = 0.0f;
-                for (int c = 0; c < d; c++)
-                    s += qr[c] * kj[c];
-                sr[j] = s;
-            }
-        int visible = a->causal ? CLAMP(a->q_pos0 + r % a->n_q + 1 - j0, 0, nk) : nk;
-        softmax_row(sr, nk, visible, a->scale, &pr[d], &pr[d + 1], pr, d);
-    }
-    for (int r = 0; r < rows; r++) {
-        const float *sr = S + (size_t)r * DQ_FAST_DECODE_KB;
         float *pr = part + (size_t)r * (d + 2);
-        if (f16)
-            weighted_sum_f16(pr, sr, (const uint16_t *)vb, a->kv_stride, nk, d);
-        else if (avx2)
-            dq_weighted_sum_avx2(pr, sr, (const float *)vb, a->kv_stride, nk, d);
-        else
-            for (int j = 0; j < nk; j++) {
-                const float *vj = (const float *)(vb + j * row_bytes);
-                for (int c = 0; c < d; c++)
-                    pr[c] += sr[j] * vj[c];
-            }
+        memset(pr, 0, (size_t)d * sizeof(float));
+        pr[d] = -INFINITY; /* running max */
+        pr[d + 1] = 0.0f;  /* running sum */
     }
-}
-
-/* Keys [j_lo, j_hi) for every KV head: head g's states into parts + g * part_stride floats.
- * All heads in one job, so that the cache's rows (every head side by side) are read whole and in
- * order: a job a head read a third of each row at a 3-row stride, which left the memory stream
- * at half speed. k, v: the cache's first row, float32 or float16 (a->kv_f16). */
-static void attn_decode_part(const DqAttention *a, const float *q, const void *k, const void *v,
-                             int j_lo, int j_hi, float *parts, size_t part_stride, float *scratch) {
-    int d = a->head_dim, rows = a->n_heads / a->n_kv_heads * a->n_q;
-    size_t es = a->kv_f16 ? 2 : 4, row_bytes = (size_t)a->kv_stride * es;
-    for (int g = 0; g < a->n_kv_heads; g++)
-        for (int r = 0; r < rows; r++) {
-            float *pr = parts + g * part_stride + (size_t)r * (d + 2);
-            memset(pr, 0, (size_t)d * sizeof(float));
-            pr[d] = -INFINITY; /* running max */
-            pr[d + 1] = 0.0f;  /* running sum */
-        }
     for (int j0 = j_lo; j0 < j_hi; j0 += DQ_FAST_DECODE_KB) {
         int nk = MIN(DQ_FAST_DECODE_KB, j_hi - j0);
-        const char *kb = (const char *)k + j0 * row_bytes, *vb = (const char *)v + j0 * row_bytes;
-        /* The cache streams from memory once a step: ask for this block's values and the next
-         * block's keys while these keys are scored. */
+        const char *kb = (const char *)kg + j0 * row_bytes, *vb = (const char *)vg + j0 * row_bytes;
+        /* The cache streams from memory once a step, a head's d values every kv_stride: ask for
+         * this block's values and the next block's keys while these keys are scored. */
         int nk_next = MIN(DQ_FAST_DECODE_KB, j_hi - j0 - nk);
-        for (size_t c = 0; c < (size_t)MAX(nk, nk_next) * row_bytes; c += 64) {
-            if (c < (size_t)nk * row_bytes)
-                __builtin_prefetch(vb + c);
-            if (c < (size_t)nk_next * row_bytes)
-                __builtin_prefetch(kb + (size_t)nk * row_bytes + c);
+        for (int j = 0; j < MAX(nk, nk_next); j++)
+            for (size_t c = 0; c < (size_t)d * es; c += 64) {
+                if (j < nk)
+                    __builtin_prefetch(vb + j * row_bytes + c);
+                if (j < nk_next)
+                    __builtin_prefetch(kb + (nk + j) * row_bytes + c);
+            }
+        /* row r = (head h0 + r / n_q, query r % n_q); the block's keys stay in L1 for all */
+        for (int r = 0; r < rows; r++) {
+            const float *qr =
+                q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(h0 + r / a->n_q) * d;
+            float *sr = S + (size_t)r * DQ_FAST_DECODE_KB, *pr = part + (size_t)r * (d + 2);
+            if (f16)
+                dot_rows_f16(sr, qr, (const uint16_t *)kb, a->kv_stride, nk, d);
+            else if (avx2)
+                dq_dot_rows_avx2(sr, qr, (const float *)kb, a->kv_stride, nk, d);
+            else
+                for (int j = 0; j < nk; j++) {
+                    const float *kj = (const float *)(kb + j * row_bytes);
+                    float s = 0.0f;
+                    for (int c = 0; c < d; c++)
+                        s += qr[c] * kj[c];
+                    sr[j] = s;
+                }
+            int visible = a->causal ? CLAMP(a->q_pos0 + r % a->n_q + 1 - j0, 0, nk) : nk;
+            softmax_row(sr, nk, visible, a->scale, &pr[d], &pr[d + 1], pr, d);
         }
-        for (int g = 0; g < a->n_kv_heads; g++) {
-            size_t head = (size_t)g * d * es;
-            decode_block(a, q, kb + head, vb + head, g, j0, nk, parts + g * part_stride, scratch);
+        for (int r = 0; r < rows; r++) {
+            const float *sr = S + (size_t)r * DQ_FAST_DECODE_KB;
+            float *pr = part + (size_t)r * (d + 2);
+            if (f16)
+                weighted_sum_f16(pr, sr, (const uint16_t *)vb, a->kv_stride, nk, d);
+            else if (avx2)
+                dq_weighted_sum_avx2(pr, sr, (const float *)vb, a->kv_stride, nk, d);
+            else
+                for (int j = 0; j < nk; j++) {
+                    const float *vj = (const float *)(vb + j * row_bytes);
+                    for (int c = 0; c < d; c++)
+                        pr[c] += sr[j] * vj[c];
+                }
         }
     }
 }
@@ -689,9 +676,9 @@ static void decode_run(FastCtx *ctx, const DecodeSeq *seqs, int n) {
     first_job[0] = 0;
     first_part[0] = 0;
     for (int i = 0; i < n; i++) {
-        first_job[i + 1] = first_job[i] + seqs[i].n_split;
-        first_part[i + 1] = first_part[i] + (size_t)seqs[i].a.n_kv_heads * seqs[i].n_split *
-                                                decode_part_floats(&seqs[i].a);
+        int jobs = seqs[i].a.n_kv_heads * seqs[i].n_split;
+        first_job[i + 1] = first_job[i] + jobs;
+        first_part[i + 1] = first_part[i] + (size_t)jobs * decode_part_floats(&seqs[i].a);
     }
     float *parts = ctx->pack;
     int jobs = first_job[n];
@@ -701,12 +688,13 @@ static void decode_run(FastCtx *ctx, const DecodeSeq *seqs, int n) {
         while (job >= first_job[i + 1])
             i++;
         const DecodeSeq *s = &seqs[i];
-        int sp = job - first_job[i];
-        size_t part_floats = decode_part_floats(&s->a);
-        attn_decode_part(
-            &s->a, s->q, s->k, s->v, sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
-            parts + first_part[i] + (size_t)sp * part_floats, (size_t)s->n_split * part_floats,
-            ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
+        int d = s->a.head_dim, group = s->a.n_heads / s->a.n_kv_heads;
+        int local = job - first_job[i], g = local / s->n_split, sp = local % s->n_split;
+        size_t head = (size_t)g * d * (s->a.kv_f16 ? 2 : 4); /* bytes */
+        attn_decode_part(&s->a, s->q, (const char *)s->k + head, (const char *)s->v + head,
+                         g * group, group, sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
+                         parts + first_part[i] + (size_t)local * decode_part_floats(&s->a),
+                         ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
     }
     for (int i = 0; i < n; i++)
         decode_merge(&seqs[i], parts + first_part[i]);
