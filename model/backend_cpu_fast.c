@@ -638,6 +638,11 @@ static void decode_plan(const FastCtx *ctx, DecodeSeq *s) {
     s->n_split = MAX(1, (s->kv_end + split - 1) / split);
 }
 
+/* Floats of partial states a planned sequence needs: one part a (KV head, key range) job. */
+static size_t decode_seq_parts(const DecodeSeq *s) {
+    return (size_t)s->a.n_kv_heads * s->n_split * decode_part_floats(&s->a);
+}
+
 static void decode_merge(const DecodeSeq *s, const float *parts) {
     const DqAttention *a = &s->a;
     int d = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * a->n_q;
@@ -676,9 +681,8 @@ static void decode_run(FastCtx *ctx, const DecodeSeq *seqs, int n) {
     first_job[0] = 0;
     first_part[0] = 0;
     for (int i = 0; i < n; i++) {
-        int jobs = seqs[i].a.n_kv_heads * seqs[i].n_split;
-        first_job[i + 1] = first_job[i] + jobs;
-        first_part[i + 1] = first_part[i] + (size_t)jobs * decode_part_floats(&seqs[i].a);
+        first_job[i + 1] = first_job[i] + seqs[i].a.n_kv_heads * seqs[i].n_split;
+        first_part[i + 1] = first_part[i] + decode_seq_parts(&seqs[i]);
     }
     float *parts = ctx->pack;
     int jobs = first_job[n];
@@ -709,8 +713,7 @@ static void decode_batch(FastCtx *ctx, DecodeSeq *seqs, int n) {
         int j = i;
         for (; j < n && j - i < DQ_FAST_DECODE_BATCH; j++) {
             decode_plan(ctx, &seqs[j]);
-            size_t need =
-                (size_t)seqs[j].a.n_kv_heads * seqs[j].n_split * decode_part_floats(&seqs[j].a);
+            size_t need = decode_seq_parts(&seqs[j]);
             if (j > i && used + need > cap)
                 break;
             used += need;
