@@ -2,7 +2,7 @@
  *
  *   docqa generate --model DIR [--image FILE]... (--prompt TEXT | --raw-prompt TEXT)
  *                  [--max-new-tokens N] [--n-res N] [--no-split] [--ignore-eos]
- *                  [--device cpu|cpu-ref|cuda[:i]] [--weights stored|int8] [--json]
+ *                  [--device cpu|cpu-ref|cuda[:i]] [--weights stored|int8|bf16] [--json]
  *                  [--dump-logits FILE]
  *                  [--sample [--temperature T] [--top-p P] [--top-k K] [--seed S]]
  *
@@ -33,7 +33,7 @@ typedef struct {
     gboolean no_split;
     gboolean ignore_eos;
     char *device;
-    char *weights; /* NULL, "stored" or "int8" (SmolvlmOptions) */
+    char *weights; /* NULL, "stored", "int8" or "bf16" (SmolvlmOptions) */
     gboolean json;
     char *dump_logits;
     gboolean sample;
@@ -211,8 +211,9 @@ int cmd_generate(int argc, char **argv) {
          "generate exactly max-new-tokens tokens", NULL},
         {"device", 'd', 0, G_OPTION_ARG_STRING, &a.device, "cpu, cpu-ref or cuda[:i]", "DEV"},
         {"weights", 0, 0, G_OPTION_ARG_STRING, &a.weights,
-         "stored (default) or int8: the decoder's matrices quantized at load (device cpu; "
-         "approximate logits, faster decode)",
+         "stored (default); int8: the decoder's matrices quantized at load; bf16: every matrix "
+         "as bf16, products in bf16 where the CPU has AVX512-BF16 (device cpu; both approximate: "
+         "faster decode, bf16 faster vision and prefill)",
          "W"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},
         {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_logits,

@@ -11,7 +11,7 @@
 typedef struct {
     const char *model_dir;
     const char *device;
-    const char *weights; /* NULL or "int8" */
+    const char *weights; /* NULL, "stored", "int8" or "bf16" */
 } RunModel;
 
 /* Runs in each worker process, after the fork. */
@@ -34,7 +34,9 @@ int cmd_run(int argc, char **argv) {
          "answer the jobs asked for this model id (default: the snapshot directory's name)", "ID"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda or cuda:I (default cpu)", "DEV"},
         {"weights", 0, 0, G_OPTION_ARG_STRING, &weights,
-         "stored (default) or int8: the decoder's matrices quantized at load (device cpu)", "W"},
+         "stored (default); int8: the decoder's matrices quantized at load; bf16: every matrix as "
+         "bf16, products in bf16 where the CPU has AVX512-BF16 (device cpu; both approximate)",
+         "W"},
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
          "requests a worker decodes together; each finished one is replaced at once by a newly "
          "claimed job (continuous batching; default 1)",

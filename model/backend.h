@@ -31,9 +31,9 @@ typedef struct {
     const float *data; /* backend memory: mapped file or owned copy */
     void *owned;       /* what weight_free releases; NULL when data points into the mapping */
     int dtype; /* DqDtype of data: DQ_DTYPE_F32 (0) unless a backend keeps another storage (the
-                * fast CPU backend keeps BF16 matrices as mapped, and has DQ_WEIGHT_Q8, a private
-                * tag: int8 blocks of 32 with a float scale each, made by weight_init_q8,
-                * cpu_q8.h) */
+                * fast CPU backend keeps BF16 matrices as mapped, and has private tags:
+                * DQ_WEIGHT_Q8, int8 blocks of 32 with a float scale each, made by
+                * weight_init_q8, cpu_q8.h; and bf16 matrices of weight_init_bf16) */
 } DqWeight;
 
 /* Scaled dot-product attention over n_seq independent sequences packed one after another:
@@ -124,6 +124,13 @@ struct DqBackend {
      * keeps them. NULL: the backend has no 8-bit weights (the reference, CUDA). */
     gboolean (*weight_init_q8)(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
                                GError **err);
+    /* As weight_init, but a matrix is kept as bf16 (`--weights bf16`: a float32 or float16 one
+     * rounded to nearest even at load; a bf16 one as stored), and its products with many rows
+     * may round the activations to bf16 too (vdpbf16ps where the CPU has AVX512-BF16): results
+     * approximate. Vectors as weight_init keeps them. NULL: no such option (the reference; CUDA,
+     * whose linear layers are bf16 anyway). */
+    gboolean (*weight_init_bf16)(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
+                                 GError **err);
     /* Up to this many rows, matmul computes every row exactly as it would alone, whatever n
      * is: the forward pass may then put rows of several requests into one call (the decode
      * step's batch) without changing any request's result. 0 for the CPU reference. */

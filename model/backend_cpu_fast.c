@@ -34,9 +34,18 @@
 
 #define DQ_FAST_GEMV_ROWS 8
 
+/* --weights bf16 (weight_init_bf16): bf16 data, mapped or owned, whose products with many rows
+ * round the activations to bf16 as well when ctx->bf16_dot. */
+#define DQ_WEIGHT_BF16_DOT 0x52
+
 typedef struct {
     DqBackend *ref;
     int threads;
+    /* DQ_WEIGHT_BF16_DOT products through vdpbf16ps (DQ_GEMM_B_WT_BF16_DOT): where the CPU has
+     * AVX512-BF16, or with DOCQA_BF16_DOT=emulate (its emulation, slow: to measure the option's
+     * accuracy on other CPUs); elsewhere, or with DOCQA_BF16_DOT=0, the bf16 weights times float32
+     * activations. */
+    gboolean bf16_dot;
     float *pack;         /* [threads][DQ_GEMM_PACK_FLOATS] */
     float *attn_scratch; /* [threads][DQ_FAST_ATTN_FLOATS] */
 } FastCtx;
@@ -60,6 +69,43 @@ static gboolean fast_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, 
     return TRUE;
 }
 
+/* --weights bf16: matrices as bf16, rounded at load unless stored so. */
+static gboolean fast_weight_init_bf16(DqBackend *be, DqWeight *w, const DqTensor *t, int rows,
+                                      int cols, GError **err) {
+    if (rows <= 1)
+        return fast_weight_init(be, w, t, rows, cols, err);
+    if (t->dtype == DQ_DTYPE_BF16 && ((uintptr_t)t->data % 2) == 0) {
+        if (!fast_weight_init(be, w, t, rows, cols, err))
+            return FALSE;
+        w->dtype = DQ_WEIGHT_BF16_DOT;
+        return TRUE;
+    }
+    if ((int64_t)rows * cols != t->numel)
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
+                       t->file, t->name, t->numel, rows, cols);
+    size_t n = (size_t)rows * cols, esize = dq_dtype_size(t->dtype);
+    uint16_t *buf = aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64);
+    if (buf == NULL)
+        return dq_fail(err, DQ_ERR_LIMIT, "%s: out of memory for bf16 tensor '%s' (%d x %d)",
+                       t->file, t->name, rows, cols);
+    float *row = g_new(float, cols);
+    for (int r = 0; r < rows; r++) {
+        /* the mapping is not necessarily aligned: dq_convert_to_f32 reads bytes */
+        dq_convert_to_f32(row, (const char *)t->data + (size_t)r * cols * esize, t->dtype,
+                          (size_t)cols);
+        for (int c = 0; c < cols; c++)
+            buf[(size_t)r * cols + c] = dq_f32_bf16(row[c]);
+    }
+    g_free(row);
+    *w = (DqWeight){.rows = rows,
+                    .cols = cols,
+                    .data = (const float *)(void *)buf,
+                    .owned = buf,
+                    .dtype = DQ_WEIGHT_BF16_DOT};
+    return TRUE;
+}
+
 /* --weights int8: matrices whose width is a multiple of 32 become int8 blocks (cpu_q8.h). */
 static gboolean fast_weight_init_q8(DqBackend *be, DqWeight *w, const DqTensor *t, int rows,
                                     int cols, GError **err) {
@@ -75,7 +121,8 @@ static void fast_weight_free(DqBackend *be, DqWeight *w) {
         dq_q8_free(w);
         return;
     }
-    if (w->dtype == DQ_DTYPE_BF16) {
+    if (w->dtype == DQ_DTYPE_BF16 || w->dtype == DQ_WEIGHT_BF16_DOT) {
+        free(w->owned); /* NULL when mapped */
         memset(w, 0, sizeof *w);
         return;
     }
@@ -216,7 +263,8 @@ static void gemv_portable(float *y, const float *x, const void *wd, gboolean bf1
 
 static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
                       const DqWeight *bias, int n) {
-    gboolean bf16 = w->dtype == DQ_DTYPE_BF16, avx2 = dq_cpu_has_avx2();
+    gboolean bf16 = w->dtype == DQ_DTYPE_BF16 || w->dtype == DQ_WEIGHT_BF16_DOT;
+    gboolean avx2 = dq_cpu_has_avx2();
     const float *b = bias != NULL ? bias->data : NULL;
     int rows = w->rows, cols = w->cols;
     /* bf16 columns reordered to the kernel's even / odd split, into the first thread's pack
@@ -245,9 +293,12 @@ static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
 
 static void fast_gemm(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
                       const DqWeight *bias, int n) {
-    dq_gemm_linear(n, w->rows, w->cols, x, w->data,
-                   w->dtype == DQ_DTYPE_BF16 ? DQ_GEMM_B_WT_BF16 : DQ_GEMM_B_WT_F32,
-                   bias != NULL ? bias->data : NULL, y, ctx->threads, ctx->pack);
+    DqGemmB layout = w->dtype == DQ_DTYPE_BF16        ? DQ_GEMM_B_WT_BF16
+                     : w->dtype != DQ_WEIGHT_BF16_DOT ? DQ_GEMM_B_WT_F32
+                     : ctx->bf16_dot                  ? DQ_GEMM_B_WT_BF16_DOT
+                                                      : DQ_GEMM_B_WT_BF16;
+    dq_gemm_linear(n, w->rows, w->cols, x, w->data, layout, bias != NULL ? bias->data : NULL, y,
+                   ctx->threads, ctx->pack);
 }
 
 static void fast_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
@@ -921,6 +972,9 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     FastCtx *ctx = g_new0(FastCtx, 1);
     ctx->ref = ref;
     ctx->threads = omp_get_max_threads();
+    const char *dot = g_getenv("DOCQA_BF16_DOT");
+    ctx->bf16_dot =
+        g_strcmp0(dot, "0") != 0 && (dq_cpu_has_avx512bf16() || g_strcmp0(dot, "emulate") == 0);
     /* All scratch up front: no op allocates. */
     ctx->attn_scratch = ref->alloc(ref, DQ_FAST_ATTN_FLOATS * (size_t)ctx->threads);
     ctx->pack = ref->alloc(ref, DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads);
@@ -943,6 +997,7 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->weight_init = fast_weight_init;
     be->weight_free = fast_weight_free;
     be->weight_init_q8 = fast_weight_init_q8;
+    be->weight_init_bf16 = fast_weight_init_bf16;
     be->matmul = fast_matmul;
     be->embed = fast_embed;
     be->add_broadcast = fast_add_broadcast;

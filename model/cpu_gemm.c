@@ -263,6 +263,10 @@ void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, siz
                     C[(size_t)i * ldc + j] = bias != NULL ? bias[j] : 0.0f;
         return;
     }
+    if (layout == DQ_GEMM_B_WT_BF16_DOT) {
+        dq_gemm_bf16(M, N, K, A, lda, B, ldb, bias, mode, C, ldc, pack);
+        return;
+    }
     for (int n0 = 0; n0 < N; n0 += DQ_GEMM_NC) {
         int nc = MIN(DQ_GEMM_NC, N - n0);
         for (int k0 = 0; k0 < K; k0 += DQ_GEMM_KC) {
@@ -279,10 +283,12 @@ void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB 
     /* Chunks of rows when every thread gets whole MC blocks, up to 4 a thread (dynamic: a busy
      * core takes fewer), their count a multiple of the threads (357 prompt rows in 3 chunks left
      * one thread idle a third of the time); few rows: chunks of features instead. */
+    gboolean bf16 = layout == DQ_GEMM_B_WT_BF16 || layout == DQ_GEMM_B_WT_BF16_DOT;
+    int mr = layout == DQ_GEMM_B_WT_BF16_DOT ? 12 : MR; /* whole panels of the kernel's rows */
     int T = threads, mchunk = M, nchunk = N, mjobs = MIN(M / MC, 4 * T);
     if (mjobs >= T) {
         mjobs -= mjobs % T;
-        mchunk = ((M + mjobs - 1) / mjobs + MR - 1) / MR * MR;
+        mchunk = ((M + mjobs - 1) / mjobs + mr - 1) / mr * mr;
     } else
         nchunk = MAX(4 * NR, (N + 4 * T - 1) / (4 * T) + NR - 1) / NR * NR;
     mjobs = (M + mchunk - 1) / mchunk;
@@ -292,8 +298,8 @@ void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB 
         int m0 = job / njobs * mchunk, n0 = job % njobs * nchunk;
         int mc = MIN(M, m0 + mchunk) - m0, nc = MIN(N, n0 + nchunk) - n0;
         size_t at = (size_t)n0 * K; /* W's first row of the chunk */
-        const void *b = layout == DQ_GEMM_B_WT_BF16 ? (const void *)((const uint16_t *)W + at)
-                                                    : (const void *)((const float *)W + at);
+        const void *b =
+            bf16 ? (const void *)((const uint16_t *)W + at) : (const void *)((const float *)W + at);
         DqGemmQ8 q8;
         if (layout == DQ_GEMM_B_WT_Q8) {
             const DqGemmQ8 *all = W;

@@ -4,6 +4,10 @@
  * where it lives (a mapped weight, a KV cache):
  *   DQ_GEMM_B_WT_F32 / _BF16  B = W^T, W [N, K] row-major: a linear layer's weight [out, in]
  *                             or attention's keys [n_kv, head_dim];
+ *   DQ_GEMM_B_WT_BF16_DOT     as _BF16, but A is rounded to bf16 as well and the products
+ *                             bf16 x bf16 are summed in float32 a pair of k at a time, as the
+ *                             AVX512-BF16 instruction vdpbf16ps does (`--weights bf16`): twice
+ *                             the FMA peak where the CPU has it; approximate (cpu_gemm_bf16.c);
  *   DQ_GEMM_B_KN_F32          B [K, N] row-major: attention's values [n_kv, head_dim];
  *   DQ_GEMM_B_WT_Q8           B = W^T, W [N, K] as int8 blocks (cpu_q8.h): B points to a
  *                             DqGemmQ8, ldb is W's row stride in values; dequantized (q * scale,
@@ -28,6 +32,7 @@
 typedef enum {
     DQ_GEMM_B_WT_F32,
     DQ_GEMM_B_WT_BF16,
+    DQ_GEMM_B_WT_BF16_DOT,
     DQ_GEMM_B_KN_F32,
     DQ_GEMM_B_WT_Q8,
 } DqGemmB;
@@ -65,14 +70,38 @@ void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, siz
 void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB layout,
                     const float *bias, float *y, int threads, float *packs);
 
-/* The two halves of dq_gemm, for callers that reuse one packed block of B for many products
- * (attention packs a block of keys once for all its query rows). Packs B's block
- * [k0, k0 + kc) x [n0, n0 + nc) (kc <= DQ_GEMM_KC, nc <= DQ_GEMM_NC) of a B with N columns. */
+/* The two halves of dq_gemm (float32 arithmetic: not DQ_GEMM_B_WT_BF16_DOT), for callers that reuse
+ * one packed block of B for many products (attention packs a block of keys once for all its query
+ * rows). Packs B's block [k0, k0 + kc) x [n0, n0 + nc) (kc <= DQ_GEMM_KC, nc <= DQ_GEMM_NC) of a B
+ * with N columns. */
 void dq_gemm_pack_b(float *pack, const void *B, size_t ldb, DqGemmB layout, int N, int n0, int nc,
                     int k0, int kc);
 /* C [M, nc] (=|+=) A [M, kc] . packed block. set: C = (bias or 0) + product; else C += product.
  * bias, when given, is the block's own [nc]. */
 void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const float *pack,
                     gboolean set, const float *bias, float *C, size_t ldc);
+
+/* ---- DQ_GEMM_B_WT_BF16_DOT (cpu_gemm_bf16.c)
+ *
+ * Every C element is, for each block of DQ_GEMM_BF16_KP pairs of k in order, an accumulator
+ * from 0.0 that takes, pair by pair, the product of the odd k and then of the even k (each a
+ * float32 fused multiply-add of exact bf16 x bf16 products); the blocks are added to the
+ * initial value in order. Inputs below the smallest normal are read as zero (as the
+ * instruction does); the order, hence the result, does not depend on M, the rows' offset or the
+ * split of N (row invariance as above). A K that is odd ends with a pair whose odd half is 0. */
+#define DQ_GEMM_BF16_KP 128
+
+/* AVX512F and AVX512-BF16 present, their registers saved by the OS, and not switched off with
+ * DOCQA_CPU_NO_AVX512BF16. */
+gboolean dq_cpu_has_avx512bf16(void);
+
+/* DQ_GEMM_B_WT_BF16_DOT runs on vdpbf16ps where dq_cpu_has_avx512bf16, else on a portable
+ * emulation of it (slow: for tests and accuracy measurements on other CPUs). Tests force the
+ * emulation with this (returns the previous setting). */
+gboolean dq_gemm_bf16_force_portable(gboolean on);
+
+/* dq_gemm for DQ_GEMM_B_WT_BF16_DOT (dq_gemm calls it); W [N, K] bf16 with row stride ldw. */
+void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
+                  const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack);
 
 #endif

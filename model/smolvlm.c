@@ -34,6 +34,10 @@ typedef struct {
     DqWeight down_w;       /* [Dt, It] */
 } TextLayer;
 
+/* How bind() prepares a tensor: as the snapshot stores it (weight_init), int8 blocks
+ * (weight_init_q8) or bf16 (weight_init_bf16). */
+typedef enum { BIND_STORED, BIND_INT8, BIND_BF16 } BindAs;
+
 struct Smolvlm {
     char *dir;
     SmolvlmConfig cfg;
@@ -57,9 +61,9 @@ struct Smolvlm {
     gboolean binding_table;  /* bind(): the tensor is an embedding table (not populated) */
     SmolvlmTraceFn trace;
     void *trace_user;
-    gboolean int8;     /* --weights int8 */
-    gboolean kv_f16;   /* the KV caches hold float16 (int8 weights, on a backend that can) */
-    gboolean quantize; /* bind() quantizes what it binds (set around the decoder's matrices) */
+    BindAs weights;  /* --weights: the matrices bound as BIND_INT8 or BIND_BF16, or none */
+    BindAs bind_as;  /* how bind() prepares what it binds (set around the matrices) */
+    gboolean kv_f16; /* the KV caches hold float16 (approximate weights, on a backend that can) */
 };
 
 struct SmolvlmKV {
@@ -99,8 +103,13 @@ static gboolean bind(Smolvlm *m, DqWeight *w, int rows, int cols, int ndim, cons
     char *name = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     const DqTensor *t = safetensors_require(m->st, name, ndim, shape, err);
-    gboolean ok = t != NULL && (m->quantize ? m->be->weight_init_q8(m->be, w, t, rows, cols, err)
-                                            : m->be->weight_init(m->be, w, t, rows, cols, err));
+    gboolean ok = t != NULL;
+    if (ok) {
+        DqBackend *be = m->be;
+        ok = m->bind_as == BIND_INT8   ? be->weight_init_q8(be, w, t, rows, cols, err)
+             : m->bind_as == BIND_BF16 ? be->weight_init_bf16(be, w, t, rows, cols, err)
+                                       : be->weight_init(be, w, t, rows, cols, err);
+    }
     if (ok) {
         size_t bytes = (size_t)t->numel * dq_dtype_size(t->dtype);
         if (w->owned != NULL)
@@ -163,14 +172,20 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
     const char *vp = "model.vision_model";
     const char *tp = "model.text_model";
 
+    /* --weights bf16: every matrix a product uses, vision and text (the norm vectors and
+     * biases stay as weight_init keeps them); int8: the decoder's (below). */
+    m->bind_as = m->weights == BIND_BF16 ? BIND_BF16 : BIND_STORED;
     if (!bind(m, &m->patch_w, Dv, c->vision_channels * p * p, 4,
               (const int64_t[]){Dv, c->vision_channels, p, p}, err,
-              "%s.embeddings.patch_embedding.weight", vp) ||
-        !BIND1(&m->patch_b, Dv, "%s.embeddings.patch_embedding.bias", vp) ||
+              "%s.embeddings.patch_embedding.weight", vp))
+        return FALSE;
+    m->bind_as = BIND_STORED; /* position embeddings: a table looked up */
+    if (!BIND1(&m->patch_b, Dv, "%s.embeddings.patch_embedding.bias", vp) ||
         !BIND2(&m->pos_emb, c->num_patches, Dv, "%s.embeddings.position_embedding.weight", vp) ||
         !gather_positions(m, err))
         return FALSE;
     m->vl = g_new0(VisionLayer, c->vision_layers);
+    m->bind_as = m->weights == BIND_BF16 ? BIND_BF16 : BIND_STORED;
     for (int l = 0; l < c->vision_layers; l++) {
         VisionLayer *L = &m->vl[l];
         const char *e = "encoder.layers";
@@ -194,12 +209,14 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
     }
     if (!BIND1(&m->post_ln_w, Dv, "%s.post_layernorm.weight", vp) ||
         !BIND1(&m->post_ln_b, Dv, "%s.post_layernorm.bias", vp) ||
-        !BIND2(&m->proj, Dt, Dv * s2, "model.connector.modality_projection.proj.weight") ||
-        !bind_table(m, &m->embed, c->vocab_size, Dt, err, "%s.embed_tokens.weight", tp))
+        !BIND2(&m->proj, Dt, Dv * s2, "model.connector.modality_projection.proj.weight"))
+        return FALSE;
+    m->bind_as = BIND_STORED;
+    if (!bind_table(m, &m->embed, c->vocab_size, Dt, err, "%s.embed_tokens.weight", tp))
         return FALSE;
     m->tl = g_new0(TextLayer, c->text_layers);
     int qd = c->text_heads * hd, kvd = c->text_kv_heads * hd;
-    m->quantize = m->int8; /* the norm vectors stay as weight_init keeps them */
+    m->bind_as = m->weights;
     for (int l = 0; l < c->text_layers; l++) {
         TextLayer *L = &m->tl[l];
         if (!BIND1(&L->in_norm, Dt, "%s.layers.%d.input_layernorm.weight", tp, l) ||
@@ -213,16 +230,17 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
             !BIND2(&L->down_w, Dt, It, "%s.layers.%d.mlp.down_proj.weight", tp, l))
             return FALSE;
     }
-    m->quantize = FALSE;
+    m->bind_as = BIND_STORED;
     if (!BIND1(&m->norm, Dt, "%s.norm.weight", tp))
         return FALSE;
-    /* int8: lm_head too (a fifth of the decoder's bytes at 256M; measured on the fixtures,
-     * quantizing it moved the worst logits cosine only from 0.99936 to 0.99935); when tied, a
-     * quantized copy of embed_tokens, whose lookups stay exact. */
-    if (m->int8 && c->tie_word_embeddings) {
-        m->quantize = TRUE;
+    /* int8 and bf16: lm_head too (a fifth of the decoder's bytes at 256M; measured on the
+     * fixtures, quantizing it moved the worst logits cosine only from 0.99936 to 0.99935); when
+     * tied, a quantized (bf16: rounded, or mapped if stored so) copy of embed_tokens, whose
+     * lookups stay exact. */
+    if (m->weights != BIND_STORED && c->tie_word_embeddings) {
+        m->bind_as = m->weights;
         gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "%s.embed_tokens.weight", tp);
-        m->quantize = FALSE;
+        m->bind_as = BIND_STORED;
         m->lm_head = &m->lm_head_own;
         return ok;
     }
@@ -236,9 +254,9 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
                            "%s: tensor 'lm_head.weight' is missing and config.json says "
                            "tie_word_embeddings: false",
                            m->dir);
-        m->quantize = m->int8;
+        m->bind_as = m->weights;
         gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight");
-        m->quantize = FALSE;
+        m->bind_as = BIND_STORED;
         if (!ok)
             return FALSE;
         m->lm_head = &m->lm_head_own;
@@ -289,14 +307,21 @@ static gboolean weights_option(Smolvlm *m, const char *device, const SmolvlmOpti
     const char *weights = opts != NULL ? opts->weights : NULL;
     if (weights == NULL || strcmp(weights, "stored") == 0)
         return TRUE;
-    if (strcmp(weights, "int8") != 0)
-        return dq_fail(err, DQ_ERR_ARGS, "unknown weights '%s' (expected stored or int8)", weights);
-    if (m->be->weight_init_q8 == NULL)
-        return dq_fail(err, DQ_ERR_ARGS, "weights int8: device %s has no int8 kernels (use cpu)",
-                       device);
-    m->int8 = TRUE;
-    /* Approximate already, int8 decode also halves what a step streams from the caches, which
-     * at long prompts is as much as the int8 weights (cpu_q8.h). */
+    if (strcmp(weights, "int8") == 0) {
+        if (m->be->weight_init_q8 == NULL)
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "weights int8: device %s has no int8 kernels (use cpu)", device);
+        m->weights = BIND_INT8;
+    } else if (strcmp(weights, "bf16") == 0) {
+        if (m->be->weight_init_bf16 == NULL)
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "weights bf16: device %s has no bf16 products option (use cpu)", device);
+        m->weights = BIND_BF16;
+    } else
+        return dq_fail(err, DQ_ERR_ARGS, "unknown weights '%s' (expected stored, int8 or bf16)",
+                       weights);
+    /* Approximate already, these modes also take float16 KV caches: half what a decode step
+     * streams from them, which at long prompts is as much as the int8 weights (cpu_q8.h). */
     m->kv_f16 = m->be->kv_f16 && m->be->attention_segments != NULL &&
                 g_strcmp0(g_getenv("DOCQA_KV_F16"), "0") != 0; /* 0: float32, to compare */
     return TRUE;

@@ -13,7 +13,9 @@
 # The page is generated (text, rules, a table; 1275x1650 = letter at 150 dpi), N=5 (21 tiles),
 # the DocVQA prompt, 32 forced new tokens (MAX_NEW). THREADS (default: all cores) for both.
 # The bf16 snapshot also runs with --weights int8 (DOCQA_WEIGHTS=int8: the decoder's matrices
-# quantized at load, cpu_q8.h); its decode tok/s is printed as a ratio to bf16 as stored.
+# quantized at load, cpu_q8.h); its decode tok/s is printed as a ratio to bf16 as stored. Where
+# the CPU has AVX512-BF16 it also runs with --weights bf16 (dtype "bdot": activations rounded to
+# bf16, products through vdpbf16ps, cpu_gemm_bf16.c); elsewhere a line says that row is absent.
 # Batched decode (unless --no-batch): 8 pages of different lengths (N = 1..4, prompts of ~100 to
 # ~1,200 tokens) decoded together by one generator (tests/model/bench_batch.c), bf16 and int8,
 # as total tokens/s and as a ratio to transformers' single stream on the big page above.
@@ -91,6 +93,14 @@ for m in "${sizes[@]}"; do
         $n_res "$max_new")
       echo "$line" >&2
       echo "size=$m dtype=int8 who=docqa-cpu $line" >> "$results"
+      if grep -qw avx512_bf16 /proc/cpuinfo; then
+        line=$(DOCQA_DEVICE=cpu DOCQA_WEIGHTS=bf16 "$build/tests/model/bench_model" "$dir" "$page" \
+          $n_res "$max_new")
+        echo "$line" >&2
+        echo "size=$m dtype=bdot who=docqa-cpu $line" >> "$results"
+      else
+        echo "bench-model: no AVX512-BF16 on this CPU: no --weights bf16 (vdpbf16ps) row" >&2
+      fi
       if [ "$batch" = 1 ]; then
         for w in stored int8; do
           line=$(DOCQA_WEIGHTS=$w "$build/tests/model/bench_batch" "$dir" "$page" 8 "$max_new")

@@ -1,7 +1,8 @@
 /* GEMM throughput on the model's shapes, for scripts/bench-gemm.sh: the fast backend's matmul
  * (our packed AVX2 kernels, threaded) against OpenBLAS sgemm (threaded) in the same process,
  * for float32 and bf16 weights, and the machine's float32 FMA peak (a register-only loop, all
- * threads) to express both as a fraction of it.
+ * threads) to express both as a fraction of it. Where the CPU has AVX512-BF16, also the product
+ * of `--weights bf16` (vdpbf16ps, cpu_gemm_bf16.c) and that instruction's own peak.
  *
  *   bench_gemm [M N K]...       default: the SmolVLM-256M vision and prefill shapes
  *
@@ -9,6 +10,7 @@
  */
 #include "backend.h"
 #include "clock.h"
+#include "cpu_gemm.h"
 #include "cpu_simd.h"
 
 #include <cblas.h>
@@ -42,6 +44,35 @@ static double fma_peak(void) {
     double total = 0.0;
 #pragma omp parallel reduction(+ : total)
     total += fma_peak_one_thread();
+    return total;
+}
+
+/* vdpbf16ps: 32 multiply-adds (64 flops) an instruction, 12 independent chains. */
+__attribute__((target("avx512f,avx512bf16"))) static double dot_peak_one_thread(void) {
+    __m512 a[12];
+    for (int i = 0; i < 12; i++)
+        a[i] = _mm512_set1_ps(0.1f);
+    __m512bh m = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f), c = (__m512bh)_mm512_set1_epi32(0x38d1);
+    long iters = 10000000;
+    double t0 = dq_now_ms();
+    for (long i = 0; i < iters; i++) {
+        for (int j = 0; j < 12; j++)
+            a[j] = _mm512_dpbf16_ps(a[j], m, c);
+        __asm__("" : "+v"(a[0]), "+v"(a[6])); /* keep the loop */
+    }
+    double ms = dq_now_ms() - t0;
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++)
+        s = _mm512_add_ps(s, a[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return iters * 12.0 * 64 / ms / 1e6;
+}
+
+static double dot_peak(void) {
+    double total = 0.0;
+#pragma omp parallel reduction(+ : total)
+    total += dot_peak_one_thread();
     return total;
 }
 
@@ -85,9 +116,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     double peak = fma_peak();
-    printf("threads=%d fma_peak_gflops=%.1f\n", omp_get_max_threads(), peak);
-    printf("%6s %5s %5s | %9s %9s %9s | %s\n", "M", "N", "K", "openblas", "docqa f32", "docqa bf16",
-           "docqa/openblas f32, bf16; f32 share of peak");
+    gboolean dot = dq_cpu_has_avx512bf16();
+    double dpeak = dot ? dot_peak() : 0.0;
+    printf("threads=%d fma_peak_gflops=%.1f", omp_get_max_threads(), peak);
+    if (dot)
+        printf(" vdpbf16ps_peak_gflops=%.1f\n", dpeak);
+    else
+        printf(" (no AVX512-BF16: the --weights bf16 column is not measured)\n");
+    printf("%6s %5s %5s | %9s %9s %9s %9s | %s\n", "M", "N", "K", "openblas", "docqa f32",
+           "docqa bf16", "bf16 dot", "docqa/openblas f32, bf16; f32 share of peak; bf16 dot's");
     for (int s = 0; s < n_shapes; s++) {
         int M = argc > 1 ? atoi(argv[1 + 3 * s]) : defaults[s][0];
         int N = argc > 1 ? atoi(argv[2 + 3 * s]) : defaults[s][1];
@@ -109,19 +146,23 @@ int main(int argc, char **argv) {
         DqTensor tb = tf;
         tb.dtype = DQ_DTYPE_BF16;
         tb.data = wb;
-        DqWeight w32, w16;
+        DqWeight w32, w16, wd;
         if (!be->weight_init(be, &w32, &tf, N, K, &err) ||
-            !be->weight_init(be, &w16, &tb, N, K, &err)) {
+            !be->weight_init(be, &w16, &tb, N, K, &err) ||
+            !be->weight_init_bf16(be, &wd, &tb, N, K, &err)) {
             fprintf(stderr, "bench_gemm: %s\n", err->message);
             return 2;
         }
         double ob = openblas_gflops(x, wf, y, M, N, K);
         double f32 = best_gflops(be, &w32, x, y, M);
         double b16 = best_gflops(be, &w16, x, y, M);
-        printf("%6d %5d %5d | %9.1f %9.1f %9.1f | %.2fx %.2fx; %.0f%%\n", M, N, K, ob, f32, b16,
-               f32 / ob, b16 / ob, peak > 0 ? 100.0 * f32 / peak : 0.0);
+        double bd = dot ? best_gflops(be, &wd, x, y, M) : 0.0;
+        printf("%6d %5d %5d | %9.1f %9.1f %9.1f %9.1f | %.2fx %.2fx; %.0f%%; %.0f%%\n", M, N, K, ob,
+               f32, b16, bd, f32 / ob, b16 / ob, peak > 0 ? 100.0 * f32 / peak : 0.0,
+               dpeak > 0 ? 100.0 * bd / dpeak : 0.0);
         be->weight_free(be, &w32);
         be->weight_free(be, &w16);
+        be->weight_free(be, &wd);
         g_free(x);
         g_free(wf);
         g_free(wb);

@@ -303,7 +303,7 @@ static float *forced_logits(Smolvlm *m, const int32_t *ids, int n_ids, DqImageTi
 }
 
 static void run_case(const char *fx, const char *case_name, JsonObject *case_obj,
-                     const char *variant, Sweep *sw) {
+                     const char *variant, const char *weights, Sweep *sw) {
     JsonObject *vars = json_object_get_object_member(case_obj, "variants");
     JsonObject *v = json_object_get_object_member(vars, variant);
     char *case_dir = g_build_filename(fx, "cases", case_name, NULL);
@@ -326,7 +326,7 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
         fixture_read_binary(case_dir, json_object_get_string_member(ids_entry, "file"), &ids_len);
     int n_ids = (int)(ids_len / 4);
     GError *err = NULL;
-    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu", .weights = "int8"}, &err);
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu", .weights = weights}, &err);
     dq_assert_no_error(err);
     const SmolvlmConfig *cfg = smolvlm_config(m);
     int V = cfg->vocab_size;
@@ -382,8 +382,8 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
         else
             sw->flip_margin = MAX(sw->flip_margin, gm);
         if (best != gold[i] && gm > GREEDY_MARGIN)
-            g_error("%s/%s int8: step %d picks %d, golden %d with margin %.3g > %.3g", case_name,
-                    variant, i, best, gold[i], gm, GREEDY_MARGIN);
+            g_error("%s/%s %s: step %d picks %d, golden %d with margin %.3g > %.3g", case_name,
+                    variant, weights, i, best, gold[i], gm, GREEDY_MARGIN);
     }
     /* and free-running generation, for the report: how many leading tokens equal the goldens */
     SmolvlmRequest req = {.input_ids = ids,
@@ -401,20 +401,20 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
     while (lead < res.n_output_ids && lead < total && res.output_ids[lead] == gold[lead])
         lead++;
 
-    char *line =
-        g_strdup_printf("%s/%s int8: logits cosine %.7f max abs %.3f; forced greedy "
-                        "%d/%d equal, margin error <= %.3f; free-running %d/%d equal",
-                        case_name, variant, cosv, max_abs, equal, total, margin_err, lead, total);
+    char *line = g_strdup_printf("%s/%s %s: logits cosine %.7f max abs %.3f; forced greedy "
+                                 "%d/%d equal, margin error <= %.3f; free-running %d/%d equal",
+                                 case_name, variant, weights, cosv, max_abs, equal, total,
+                                 margin_err, lead, total);
     g_test_message("%s", line);
     if (g_getenv("DQ_TEST_VERBOSE"))
         printf("%s\n", line);
     g_free(line);
     if (!(cosv >= 0.999) || !(max_abs <= 0.5))
-        g_error("%s/%s int8: logits cosine %.7f (limit 0.999), max abs %.3g (limit 0.5)", case_name,
-                variant, cosv, max_abs);
+        g_error("%s/%s %s: logits cosine %.7f (limit 0.999), max abs %.3g (limit 0.5)", case_name,
+                variant, weights, cosv, max_abs);
     if (!(max_abs > 1e-3))
-        g_error("%s/%s int8: logits within %.3g of float32: not quantized?", case_name, variant,
-                max_abs);
+        g_error("%s/%s %s: logits within %.3g of float32: not approximated?", case_name, variant,
+                weights, max_abs);
     sw->runs++;
     sw->worst_cosine = MIN(sw->worst_cosine, cosv);
     sw->worst_abs = MAX(sw->worst_abs, max_abs);
@@ -437,7 +437,7 @@ static void run_case(const char *fx, const char *case_name, JsonObject *case_obj
     g_free(case_dir);
 }
 
-static void test_goldens(void) {
+static void goldens(const char *weights) {
 #ifdef DQ_Q8_KERNELS_ONLY
     g_test_skip("test_q8_portable: kernels only (test_q8 runs the model)");
     return;
@@ -471,17 +471,18 @@ static void test_goldens(void) {
         for (int l = 0; l < 2; l++) {
             JsonArray *vs = json_object_get_array_member(index, lists[l]);
             for (guint i = 0; i < json_array_get_length(vs); i++)
-                run_case(fx, name, case_obj, json_array_get_string_element(vs, i), &sw);
+                run_case(fx, name, case_obj, json_array_get_string_element(vs, i), weights, &sw);
         }
         g_object_unref(cp);
         g_free(path);
     }
-    char *line = g_strdup_printf("%d runs: worst logits cosine %.7f, worst max abs %.3f; forced "
-                                 "greedy %d of %d steps equal (the others at golden margins <= "
-                                 "%.3f; worst margin error %.3f); free-running %d of %d leading "
-                                 "tokens equal",
-                                 sw.runs, sw.worst_cosine, sw.worst_abs, sw.equal, sw.steps,
-                                 sw.flip_margin, sw.worst_margin_err, sw.free_equal, sw.steps);
+    char *line =
+        g_strdup_printf("%s, %d runs: worst logits cosine %.7f, worst max abs %.3f; forced "
+                        "greedy %d of %d steps equal (the others at golden margins <= "
+                        "%.3f; worst margin error %.3f); free-running %d of %d leading "
+                        "tokens equal",
+                        weights, sw.runs, sw.worst_cosine, sw.worst_abs, sw.equal, sw.steps,
+                        sw.flip_margin, sw.worst_margin_err, sw.free_equal, sw.steps);
     g_test_message("%s", line);
     if (g_getenv("DQ_TEST_VERBOSE"))
         printf("%s\n", line);
@@ -496,6 +497,18 @@ static void test_goldens(void) {
     g_object_unref(ip);
     g_free(index_path);
     g_free(fx);
+}
+
+static void test_goldens_int8(void) {
+    goldens("int8");
+}
+
+/* --weights bf16 where its products round the activations to bf16: vdpbf16ps, or on CPUs
+ * without it the emulation (cpu_gemm_bf16.c; DOCQA_BF16_DOT is read as a backend is made). */
+static void test_goldens_bf16(void) {
+    g_setenv("DOCQA_BF16_DOT", "emulate", TRUE);
+    goldens("bf16");
+    g_unsetenv("DOCQA_BF16_DOT");
 }
 
 static void test_options(void) {
@@ -514,11 +527,15 @@ static void test_options(void) {
     g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
     g_assert_nonnull(strstr(err->message, "int4"));
     g_clear_error(&err);
-    /* the reference has no int8 kernels: said, not ignored */
-    g_assert_null(
-        smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu-ref", .weights = "int8"}, &err));
-    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
-    g_clear_error(&err);
+    /* the reference has no int8 kernels nor bf16 products: said, not ignored */
+    const char *modes[] = {"int8", "bf16"};
+    for (int i = 0; i < 2; i++) {
+        g_assert_null(
+            smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu-ref", .weights = modes[i]}, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_nonnull(strstr(err->message, modes[i]));
+        g_clear_error(&err);
+    }
     Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.weights = "stored"}, &err);
     dq_assert_no_error(err);
     smolvlm_free(m);
@@ -536,7 +553,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/q8/quantize", test_quantize);
     g_test_add_func("/q8/matmul", test_matmul);
     g_test_add_func("/q8/options", test_options);
-    g_test_add_func("/q8/goldens", test_goldens);
+    g_test_add_func("/q8/goldens", test_goldens_int8);
+    g_test_add_func("/bf16/goldens", test_goldens_bf16);
 #ifdef DQ_Q8_KERNELS_ONLY
     g_assert_false(dq_cpu_has_avx2()); /* test_q8_portable runs with DOCQA_CPU_NO_AVX2=1 */
 #endif

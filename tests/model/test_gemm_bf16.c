@@ -1,0 +1,325 @@
+/* The bf16 x bf16 product of `--weights bf16` (cpu_gemm_bf16.c, DQ_GEMM_B_WT_BF16_DOT).
+ *
+ * - dq_f32_bf16 against an oracle that picks the nearer of the two neighbouring bf16 values in
+ *   double precision (ties to the even one): random floats of every exponent, ties, NaN, inf,
+ *   overflow, denormals.
+ * - dq_gemm on the portable emulation, bit for bit against a scalar oracle that follows
+ *   cpu_gemm.h's summation order (pairs of k, the odd one first, blocks of DQ_GEMM_BF16_KP
+ *   pairs added to the initial value in order). The shapes cross every blocking edge: odd K,
+ *   several k blocks, more rows than a packed block of A (144), more columns than a packed block
+ *   of B, row and column tails, strides, SET with and without bias, ADD.
+ * - The oracle itself against float64: the error of the float32 sums stays within K * 2^-23 of
+ *   sum |a b|, and the product differs from the float32 product (A not rounded) by at most
+ *   2^-8 of sum |a b| (A rounded to bf16): it is the product the option promises.
+ * - Inputs below the smallest normal are read as zero.
+ * - Row invariance, bit for bit: every row alone, and dq_gemm_linear on 2 threads (chunks of
+ *   rows, or of features for few rows), give the rows of the whole product.
+ * - Where the CPU has AVX512-BF16, vdpbf16ps against the emulation (within 2^-20 of sum |a b|:
+ *   vendors round the pair's sum differently); elsewhere that case is skipped, saying why. */
+#include "cpu_gemm.h"
+#include "cpu_simd.h"
+#include "testutil.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static GRand *rng;
+
+static float bits_f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t f_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* The bf16 nearest to f, ties to an even mantissa, decided in double precision. */
+static uint16_t oracle_bf16(float f) {
+    if (isnan(f))
+        return 0; /* not compared by value */
+    uint32_t u = f_bits(f);
+    uint16_t lo = (uint16_t)(u >> 16), hi = (uint16_t)(lo + 1);
+    if ((u & 0xffff) == 0)
+        return lo;
+    double dl = fabs((double)f - (double)dq_bf16f(lo));
+    double dh = isinf(dq_bf16f(hi)) ? INFINITY : fabs((double)dq_bf16f(hi) - (double)f);
+    if ((lo & 0x7f80) == 0x7f00 && (lo & 0x7f) == 0x7f) /* the largest finite: rounds to inf */
+        dh = fabs(ldexp(1.0, 128) - fabs((double)f));
+    if (dl < dh || (dl == dh && (lo & 1) == 0))
+        return lo;
+    return hi;
+}
+
+static void test_round(void) {
+    int checked = 0;
+    for (int i = 0; i < 200000; i++) {
+        uint32_t u = g_rand_int(rng);
+        if (i < 65536) /* every tie and near-tie pattern of the low half once */
+            u = (u & 0xffff0000u) | (uint32_t)i;
+        float f = bits_f(u);
+        if (isnan(f))
+            continue;
+        uint16_t got = dq_f32_bf16(f), want = oracle_bf16(f);
+        if (got != want)
+            g_error("dq_f32_bf16(%a = 0x%08x) = 0x%04x, nearest-even is 0x%04x", f, u, got, want);
+        checked++;
+    }
+    g_assert_cmpint(checked, >, 190000);
+    /* the edges by name */
+    g_assert_cmphex(dq_f32_bf16(1.0f), ==, 0x3f80);
+    g_assert_cmphex(dq_f32_bf16(bits_f(0x3f808000u)), ==, 0x3f80); /* tie, even stays */
+    g_assert_cmphex(dq_f32_bf16(bits_f(0x3f818000u)), ==, 0x3f82); /* tie, odd goes up */
+    g_assert_cmphex(dq_f32_bf16(bits_f(0x3f808001u)), ==, 0x3f81);
+    g_assert_cmphex(dq_f32_bf16(INFINITY), ==, 0x7f80);
+    g_assert_cmphex(dq_f32_bf16(-INFINITY), ==, 0xff80);
+    g_assert_cmphex(dq_f32_bf16(FLT_MAX), ==, 0x7f80); /* past the largest bf16: inf */
+    g_assert_cmphex(dq_f32_bf16(-0.0f), ==, 0x8000);
+    g_assert_true(isnan(dq_bf16f(dq_f32_bf16(NAN))));
+    g_assert_true(
+        isnan(dq_bf16f(dq_f32_bf16(bits_f(0x7f800001u))))); /* a NaN never rounds to inf */
+}
+
+/* ---- the product */
+
+typedef struct {
+    int M, N, K;
+    size_t lda, ldw, ldc;
+    float *A, *C0, *bias;
+    uint16_t *W;
+} Case;
+
+static float rnd(double amp) {
+    return (float)g_rand_double_range(rng, -amp, amp);
+}
+
+static Case make_case(int M, int N, int K, int pad) {
+    Case c = {.M = M,
+              .N = N,
+              .K = K,
+              .lda = (size_t)K + pad,
+              .ldw = (size_t)K + 2 * pad,
+              .ldc = (size_t)N + pad};
+    c.A = g_new(float, (size_t)M *c.lda);
+    c.W = g_new(uint16_t, (size_t)N * c.ldw);
+    c.C0 = g_new(float, (size_t)M *c.ldc);
+    c.bias = g_new(float, N);
+    /* the padding past K is NaN: a product that read it would be NaN */
+    for (size_t i = 0; i < (size_t)M * c.lda; i++)
+        c.A[i] = i % c.lda < (size_t)K ? rnd(2.0) : NAN;
+    for (size_t i = 0; i < (size_t)N * c.ldw; i++)
+        c.W[i] = i % c.ldw < (size_t)K ? dq_f32_bf16(rnd(0.5)) : 0x7fc0;
+    for (size_t i = 0; i < (size_t)M * c.ldc; i++)
+        c.C0[i] = rnd(1.0);
+    for (int j = 0; j < N; j++)
+        c.bias[j] = rnd(1.0);
+    return c;
+}
+
+static void free_case(Case *c) {
+    g_free(c->A);
+    g_free(c->W);
+    g_free(c->C0);
+    g_free(c->bias);
+}
+
+static float daz_f(uint16_t h) {
+    return (h & 0x7f80) == 0 ? 0.0f * dq_bf16f(h) : dq_bf16f(h);
+}
+
+/* C[i][j] by the contract's order. Also its float64 value (`exact`, of the same bf16 inputs),
+ * sum |a b| (`mag`) and the float32 product with A unrounded (`f32`), where asked. */
+static float oracle(const Case *c, int i, int j, gboolean set, const float *bias, double *exact,
+                    double *mag, double *f32) {
+    const float *a = c->A + (size_t)i * c->lda;
+    const uint16_t *w = c->W + (size_t)j * c->ldw;
+    float out = set ? (bias != NULL ? bias[j] : 0.0f) : c->C0[(size_t)i * c->ldc + j];
+    double e = out, m = fabs(out), e32 = out;
+    int pairs = (c->K + 1) / 2;
+    for (int p0 = 0; p0 < pairs; p0 += DQ_GEMM_BF16_KP) {
+        float acc = 0.0f;
+        for (int p = p0; p < MIN(pairs, p0 + DQ_GEMM_BF16_KP); p++)
+            for (int h = 1; h >= 0; h--) { /* odd, then even */
+                int k = 2 * p + h;
+                float x = k < c->K ? daz_f(dq_f32_bf16(a[k])) : 0.0f;
+                float y = k < c->K ? daz_f(w[k]) : 0.0f;
+                acc = fmaf(x, y, acc);
+                e += (double)x * y;
+                m += fabs((double)x * y);
+                if (k < c->K)
+                    e32 += (double)a[k] * y;
+            }
+        out += acc;
+    }
+    if (exact != NULL) {
+        *exact = e;
+        *mag = m;
+        *f32 = e32;
+    }
+    return out;
+}
+
+static void check_against_oracle(const Case *c, DqGemmMode mode, gboolean with_bias,
+                                 const char *what) {
+    float *C = g_new(float, (size_t)c->M * c->ldc);
+    memcpy(C, c->C0, sizeof(float) * (size_t)c->M * c->ldc);
+    const float *bias = with_bias ? c->bias : NULL;
+    float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+    dq_gemm(c->M, c->N, c->K, c->A, c->lda, c->W, c->ldw, DQ_GEMM_B_WT_BF16_DOT, bias, mode, C,
+            c->ldc, pack);
+    g_free(pack);
+    double worst_sum = 0, worst_rounding = 0;
+    for (int i = 0; i < c->M; i++)
+        for (int j = 0; j < c->N; j++) {
+            double exact, mag, f32;
+            float want = oracle(c, i, j, mode == DQ_GEMM_SET, bias, &exact, &mag, &f32);
+            float got = C[(size_t)i * c->ldc + j];
+            if (f_bits(got) != f_bits(want))
+                g_error("%s %dx%dx%d: C[%d][%d] = %.9g, the contract's order gives %.9g", what,
+                        c->M, c->N, c->K, i, j, got, want);
+            worst_sum = MAX(worst_sum, fabs(want - exact) / (mag * c->K * 0x1p-23));
+            worst_rounding = MAX(worst_rounding, fabs(want - f32) / (mag * 0x1p-8));
+        }
+    /* padding columns of C untouched */
+    for (int i = 0; i < c->M; i++)
+        for (size_t j = c->N; j < c->ldc; j++)
+            g_assert_cmpfloat(C[i * c->ldc + j], ==, c->C0[i * c->ldc + j]);
+    g_assert_cmpfloat(worst_sum, <=, 1.0);
+    g_assert_cmpfloat(worst_rounding, <=, 1.0);
+    g_free(C);
+}
+
+static void test_product(void) {
+    gboolean was = dq_gemm_bf16_force_portable(TRUE);
+    const int shapes[][4] = {
+        /* M, N, K, pad */
+        {1, 1, 1, 0},      {5, 7, 3, 1},      {12, 32, 256, 0},  {13, 33, 257, 3},
+        {150, 70, 600, 2}, {145, 4000, 5, 0}, {30, 96, 1031, 1}, {2, 3, 2048, 0},
+    };
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3]);
+        check_against_oracle(&c, DQ_GEMM_SET, TRUE, "SET+bias");
+        check_against_oracle(&c, DQ_GEMM_SET, FALSE, "SET");
+        check_against_oracle(&c, DQ_GEMM_ADD, FALSE, "ADD");
+        free_case(&c);
+    }
+    dq_gemm_bf16_force_portable(was);
+}
+
+/* Denormal inputs (A's after rounding, W's as stored) count as zeros: each multiplied by a large
+ * value, alone in its row, so that it would show. */
+static void test_denormals(void) {
+    gboolean was = dq_gemm_bf16_force_portable(TRUE);
+    enum { M = 3, N = 4, K = 5 };
+    float A[M * K] = {0}, C[M * N];
+    uint16_t W[N * K] = {0};
+    A[0 * K + 1] = 1e-39f;  /* a denormal float32 */
+    A[1 * K + 3] = -3e-40f; /* a denormal bf16 after rounding */
+    A[2 * K + 0] = 1e30f;   /* huge, against denormal weights */
+    A[2 * K + 4] = 1e30f;
+    for (int j = 0; j < N; j++) {
+        W[j * K + 1] = W[j * K + 3] = dq_f32_bf16(1e30f);
+        W[j * K + 0] = 0x0001; /* the smallest denormal bf16 */
+        W[j * K + 4] = 0x807f; /* the largest negative one */
+    }
+    float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+    dq_gemm(M, N, K, A, K, W, K, DQ_GEMM_B_WT_BF16_DOT, NULL, DQ_GEMM_SET, C, N, pack);
+    for (int i = 0; i < M * N; i++)
+        g_assert_cmpfloat(C[i], ==, 0.0f);
+    /* the same values one step above the denormals do count */
+    A[0 * K + 1] = 2e-38f;
+    W[0 * K + 0] = 0x0080; /* the smallest normal */
+    dq_gemm(M, N, K, A, K, W, K, DQ_GEMM_B_WT_BF16_DOT, NULL, DQ_GEMM_SET, C, N, pack);
+    g_assert_cmpfloat(fabsf(C[0]), >, 1e-9f);
+    g_assert_cmpfloat(fabsf(C[2 * N]), >, 1e-9f);
+    g_free(pack);
+    dq_gemm_bf16_force_portable(was);
+}
+
+static void run_linear(const Case *c, float *y, int threads) {
+    float *packs = g_malloc((size_t)threads * DQ_GEMM_PACK_FLOATS * sizeof(float));
+    dq_gemm_linear(c->M, c->N, c->K, c->A, c->W, DQ_GEMM_B_WT_BF16_DOT, c->bias, y, threads, packs);
+    g_free(packs);
+}
+
+static void test_row_invariance(void) {
+    gboolean was = dq_gemm_bf16_force_portable(TRUE);
+    const int shapes[][3] = {{300, 80, 200}, {20, 300, 130}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 0);
+        size_t n = (size_t)c.M * c.N;
+        float *whole = g_new(float, n), *split = g_new(float, n), *alone = g_new(float, n);
+        float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+        dq_gemm(c.M, c.N, c.K, c.A, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT, c.bias, DQ_GEMM_SET,
+                whole, c.N, pack);
+        for (int i = 0; i < c.M; i++)
+            dq_gemm(1, c.N, c.K, c.A + (size_t)i * c.K, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT,
+                    c.bias, DQ_GEMM_SET, alone + (size_t)i * c.N, c.N, pack);
+        run_linear(&c, split, 2);
+        g_assert_cmpmem(alone, n * sizeof(float), whole, n * sizeof(float));
+        g_assert_cmpmem(split, n * sizeof(float), whole, n * sizeof(float));
+        g_free(whole);
+        g_free(split);
+        g_free(alone);
+        g_free(pack);
+        free_case(&c);
+    }
+    dq_gemm_bf16_force_portable(was);
+}
+
+static void test_native(void) {
+    if (!dq_cpu_has_avx512bf16()) {
+        g_test_skip("this CPU has no AVX512-BF16 (or DOCQA_CPU_NO_AVX512BF16 is set): vdpbf16ps "
+                    "not run; the portable emulation was checked above");
+        return;
+    }
+    const int shapes[][3] = {{12, 32, 256}, {13, 33, 257}, {150, 70, 600}, {145, 4000, 5}};
+    int identical = 0, total = 0;
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 1);
+        size_t n = (size_t)c.M * c.ldc;
+        float *native = g_memdup2(c.C0, n * sizeof(float)),
+              *emul = g_memdup2(c.C0, n * sizeof(float));
+        float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+        for (int pass = 0; pass < 2; pass++) {
+            gboolean was = dq_gemm_bf16_force_portable(pass == 1);
+            dq_gemm(c.M, c.N, c.K, c.A, c.lda, c.W, c.ldw, DQ_GEMM_B_WT_BF16_DOT, c.bias,
+                    DQ_GEMM_SET, pass == 0 ? native : emul, c.ldc, pack);
+            dq_gemm_bf16_force_portable(was);
+        }
+        for (int i = 0; i < c.M; i++)
+            for (int j = 0; j < c.N; j++) {
+                double exact, mag, f32;
+                oracle(&c, i, j, TRUE, c.bias, &exact, &mag, &f32);
+                float a = native[(size_t)i * c.ldc + j], b = emul[(size_t)i * c.ldc + j];
+                if (fabs((double)a - b) > mag * 0x1p-20)
+                    g_error("vdpbf16ps %dx%dx%d: C[%d][%d] = %.9g, emulation %.9g", c.M, c.N, c.K,
+                            i, j, a, b);
+                identical += f_bits(a) == f_bits(b);
+                total++;
+            }
+        g_free(native);
+        g_free(emul);
+        g_free(pack);
+        free_case(&c);
+    }
+    printf("# vdpbf16ps: %d of %d elements bit-identical to the emulation\n", identical, total);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    rng = g_rand_new_with_seed(20261126);
+    g_test_add_func("/gemm_bf16/round", test_round);
+    g_test_add_func("/gemm_bf16/product", test_product);
+    g_test_add_func("/gemm_bf16/denormals", test_denormals);
+    g_test_add_func("/gemm_bf16/row_invariance", test_row_invariance);
+    g_test_add_func("/gemm_bf16/native", test_native);
+    int rc = g_test_run();
+    g_rand_free(rng);
+    return rc;
+}
