@@ -19,6 +19,9 @@
 # Batched decode (unless --no-batch): 8 pages of different lengths (N = 1..4, prompts of ~100 to
 # ~1,200 tokens) decoded together by one generator (tests/model/bench_batch.c), bf16 and int8,
 # as total tokens/s and as a ratio to transformers' single stream on the big page above.
+# Decode tok/s of docqa cpu is the median of 1 + DECODE_REPEATS decodes (default 4 at 256M, 1 at
+# 2.2B; each repeat prefills a text-only prompt of the same length first; bench_model.c): one
+# decode lasts about a second, and neighbours on a shared host move it by up to 2x.
 # --scaling: vision and prefill again with 1 thread (bf16), for the 1 -> THREADS speed-up.
 # Our GEMM against OpenBLAS on the vision and prefill shapes, with the machine's FMA peak
 # (tests/model/bench_gemm.c), and the decode-step products (1..8 rows) and attention against
@@ -83,11 +86,15 @@ for m in "${sizes[@]}"; do
     fi
     devices=(cpu)
     [ "$refrun" = 1 ] && devices+=(cpu-ref)
+    repeats=${DECODE_REPEATS:-$([ "$m" = 256m ] && echo 4 || echo 1)}
+    export DOCQA_BENCH_DECODE_REPEATS=$repeats
     for dev in "${devices[@]}"; do
+      [ "$dev" = cpu-ref ] && export DOCQA_BENCH_DECODE_REPEATS=0
       line=$(DOCQA_DEVICE=$dev "$build/tests/model/bench_model" "$dir" "$page" $n_res "$max_new")
       echo "$line" >&2
       echo "size=$m dtype=$dtype who=docqa-$dev $line" >> "$results"
     done
+    export DOCQA_BENCH_DECODE_REPEATS=$repeats
     if [ "$dtype" = bf16 ]; then
       line=$(DOCQA_DEVICE=cpu DOCQA_WEIGHTS=int8 "$build/tests/model/bench_model" "$dir" "$page" \
         $n_res "$max_new")
@@ -109,7 +116,7 @@ for m in "${sizes[@]}"; do
         done
       fi
       if [ "$scaling" = 1 ]; then
-        line=$(OMP_NUM_THREADS=1 "$build/tests/model/bench_model" "$dir" "$page" $n_res "$max_new")
+        line=$(OMP_NUM_THREADS=1 DOCQA_BENCH_DECODE_REPEATS=0 "$build/tests/model/bench_model" "$dir" "$page" $n_res "$max_new")
         echo "$line" >&2
         echo "size=$m dtype=bf16 who=docqa-1thread $line" >> "$results"
       fi
