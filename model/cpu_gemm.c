@@ -106,12 +106,12 @@ void dq_gemm_pack_b(float *pack, const void *B, size_t ldb, DqGemmB layout, int 
  * a SET product, C = bias (or 0) + sum; otherwise C += sum. Rows past mr read row 0 (computed,
  * never stored). */
 
-static void store_tile(const float *acc, float *c, size_t ldc, int mr, int nr, gboolean set,
-                       const float *bias) {
+void dq_gemm_store_tile(const float *acc, int acc_stride, float *c, size_t ldc, int mr, int nr,
+                        gboolean set, const float *bias) {
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++) {
             float base = set ? (bias != NULL ? bias[j] : 0.0f) : c[(size_t)r * ldc + j];
-            c[(size_t)r * ldc + j] = base + acc[r * NR + j];
+            c[(size_t)r * ldc + j] = base + acc[r * acc_stride + j];
         }
 }
 
@@ -173,7 +173,7 @@ kernel_body(int kc, const float *const ar[MR], const int ks, int mr, const float
         _mm256_storeu_ps(tmp + r * NR, acc[r][0]);
         _mm256_storeu_ps(tmp + r * NR + 8, acc[r][1]);
     }
-    store_tile(tmp, c, ldc, mr, nr, set, bias);
+    dq_gemm_store_tile(tmp, NR, c, ldc, mr, nr, set, bias);
 }
 
 DQ_AVX2 static void kernel_avx2(int kc, const float *ap, int mr, const float *bp, float *c,
@@ -202,7 +202,7 @@ static void kernel_portable(int kc, const float *ap, int mr, const float *bp, fl
             for (int j = 0; j < NR; j++)
                 acc[r * NR + j] += ar * bp[(size_t)k * NR + j];
         }
-    store_tile(acc, c, ldc, mr, nr, set, bias);
+    dq_gemm_store_tile(acc, NR, c, ldc, mr, nr, set, bias);
 }
 
 /* A's rows [m0, m1) x [0, kc) -> [row panel][k][MR]; rows past m1 repeat row m0 (computed,

@@ -81,6 +81,11 @@ void dq_gemm_pack_b(float *pack, const void *B, size_t ldb, DqGemmB layout, int 
 void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const float *pack,
                     gboolean set, const float *bias, float *C, size_t ldc);
 
+/* The micro-kernels' edge tiles: C [mr, nr] (=|+=) acc (rows acc_stride apart); `set`: C = bias
+ * (or 0) + acc, else C += acc. */
+void dq_gemm_store_tile(const float *acc, int acc_stride, float *c, size_t ldc, int mr, int nr,
+                        gboolean set, const float *bias);
+
 /* ---- DQ_GEMM_B_WT_BF16_DOT (cpu_gemm_bf16.c)
  *
  * Every C element is, for each block of DQ_GEMM_BF16_KP pairs of k in order, an accumulator

@@ -111,15 +111,6 @@ static void pack_a(uint32_t *dst, const float *A, size_t lda, int K, int m0, int
 /* ---- micro-kernels: C [mr, nr] (=|+=) A panel [kp pairs, MR] . B panel [kp pairs, NR]; `set`:
  * C = bias (or 0) + sum, else C += sum. */
 
-static void store_tile(const float *acc, float *c, size_t ldc, int mr, int nr, gboolean set,
-                       const float *bias) {
-    for (int r = 0; r < mr; r++)
-        for (int j = 0; j < nr; j++) {
-            float base = set ? (bias != NULL ? bias[j] : 0.0f) : c[(size_t)r * ldc + j];
-            c[(size_t)r * ldc + j] = base + acc[r * NR + j];
-        }
-}
-
 static inline float half_hi(uint32_t p) {
     uint32_t u = p & 0xffff0000u;
     float f;
@@ -148,7 +139,7 @@ static inline __attribute__((always_inline)) void portable_body(int kp, const ui
                 ar[j] = fmaf(al, half_lo(bp[j]), ar[j]);
             }
         }
-    store_tile(acc, c, ldc, mr, nr, set, bias);
+    dq_gemm_store_tile(acc, NR, c, ldc, mr, nr, set, bias);
 }
 
 static void kernel_portable(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c,
@@ -200,7 +191,7 @@ DQ_AVX512BF16 static void kernel_avx512(int kp, const uint32_t *ap, int mr, cons
         _mm512_storeu_ps(tmp + r * NR, acc[r][0]);
         _mm512_storeu_ps(tmp + r * NR + 16, acc[r][1]);
     }
-    store_tile(tmp, c, ldc, mr, nr, set, bias);
+    dq_gemm_store_tile(tmp, NR, c, ldc, mr, nr, set, bias);
 }
 
 typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c, size_t ldc,
