@@ -17,7 +17,9 @@
  * Norms, rope, layout ops and memory are the reference's own functions.
  *
  * AVX2+FMA kernels are chosen at run time (dq_cpu_has_avx2); other CPUs get portable C loops
- * with the same results up to float rounding. AVX512-BF16 (vdpbf16ps) is not used yet.
+ * with the same results up to float rounding. Where the CPU has AVX-512F the GEMM runs a 12 x 32
+ * kernel with the AVX2 kernel's exact results (cpu_gemm.c); with --weights bf16 and AVX512-BF16,
+ * vision and prefill products go through vdpbf16ps (cpu_gemm_bf16.c).
  */
 #include "backend.h"
 

@@ -3,6 +3,7 @@
 
 #include "cpu_simd.h"
 
+#include <cpuid.h>
 #include <glib.h>
 #include <omp.h>
 
@@ -18,6 +19,28 @@ gboolean dq_cpu_has_avx2(void) {
                g_getenv("DOCQA_CPU_NO_AVX2") == NULL;
     }
     return have;
+}
+
+gboolean dq_cpu_has_avx512f(void) {
+    static int have = -1;
+    if (have < 0) {
+        unsigned a, b, c, d, lo = 0, hi = 0;
+        gboolean f = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX512F) != 0;
+        /* the OS saves the opmask and ZMM state too: XCR0 bits 1, 2 (SSE, AVX), 5, 6, 7 */
+        if (f && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) != 0)
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        have = f && (lo & 0xe6) == 0xe6 && dq_cpu_has_avx2() &&
+               g_getenv("DOCQA_CPU_NO_AVX512") == NULL;
+    }
+    return have;
+}
+
+static gboolean avx512_off;
+
+gboolean dq_gemm_force_avx2(gboolean on) {
+    gboolean was = avx512_off;
+    avx512_off = on;
+    return was;
 }
 
 /* ---- packing: B block [k0, k0+kc) x [n0, n0+nc) -> panels of NR columns, [panel][k][NR],
@@ -205,6 +228,52 @@ static void kernel_portable(int kc, const float *ap, int mr, const float *bp, fl
     dq_gemm_store_tile(acc, NR, c, ldc, mr, nr, set, bias);
 }
 
+/* AVX-512F: a 2 x 2 block of the AVX2 kernel's tiles, 12 rows (two packed A panels) x 32
+ * columns (two B panels), 24 zmm accumulators; each broadcast of A feeds two FMAs of 16 lanes
+ * where the AVX2 kernel's feeds two of 8. Every element takes the same fused multiply-adds in the
+ * same order as there (from 0 over k, then added to its base), so the two kernels give the same
+ * bits and mix freely at the edges. Full tiles only. */
+DQ_AVX512 static void kernel_avx512(int kc, const float *a0, const float *a1, const float *b0p,
+                                    const float *b1p, float *c, size_t ldc, gboolean set,
+                                    const float *bias) {
+    for (int r = 0; r < 2 * MR; r++) {
+        _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + (size_t)r * ldc + 2 * NR - 1), _MM_HINT_T0);
+    }
+    __m512 acc[2 * MR][2];
+    for (int r = 0; r < 2 * MR; r++)
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++, a0 += MR, a1 += MR, b0p += NR, b1p += NR) {
+        __m512 b0 = _mm512_loadu_ps(b0p), b1 = _mm512_loadu_ps(b1p);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            __m512 t = _mm512_set1_ps(a0[r]);
+            acc[r][0] = _mm512_fmadd_ps(t, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(t, b1, acc[r][1]);
+        }
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            __m512 t = _mm512_set1_ps(a1[r]);
+            acc[MR + r][0] = _mm512_fmadd_ps(t, b0, acc[MR + r][0]);
+            acc[MR + r][1] = _mm512_fmadd_ps(t, b1, acc[MR + r][1]);
+        }
+    }
+    __m512 base0 = _mm512_setzero_ps(), base1 = base0;
+    if (set && bias != NULL) {
+        base0 = _mm512_loadu_ps(bias);
+        base1 = _mm512_loadu_ps(bias + NR);
+    }
+    for (int r = 0; r < 2 * MR; r++) {
+        float *cr = c + (size_t)r * ldc;
+        if (!set) {
+            base0 = _mm512_loadu_ps(cr);
+            base1 = _mm512_loadu_ps(cr + NR);
+        }
+        _mm512_storeu_ps(cr, _mm512_add_ps(base0, acc[r][0]));
+        _mm512_storeu_ps(cr + NR, _mm512_add_ps(base1, acc[r][1]));
+    }
+}
+
 /* A's rows [m0, m1) x [0, kc) -> [row panel][k][MR]; rows past m1 repeat row m0 (computed,
  * never stored). */
 static void pack_a(float *ap, const float *A, size_t lda, int m0, int m1, int kc) {
@@ -230,11 +299,30 @@ void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const flo
                                  bias != NULL ? bias + p * NR : NULL);
         return;
     }
+    gboolean avx512 = avx2 && !avx512_off && dq_cpu_has_avx512f();
     float apack[MC * DQ_GEMM_KC] __attribute__((aligned(64)));
     for (int m0 = 0; m0 < M; m0 += MC) {
         int m1 = MIN(M, m0 + MC);
         pack_a(apack, A, lda, m0, m1, kc);
-        for (int p = 0; p < panels; p++) {
+        int p = 0;
+        /* pairs of full panels x pairs of full row panels; the rest below, tile by tile */
+        for (; avx512 && p + 2 <= panels && (p + 2) * NR <= nc; p += 2) {
+            const float *bp = pack + (size_t)p * kc * NR;
+            const float *bias_p = bias != NULL ? bias + p * NR : NULL;
+            int i = m0;
+            for (; i + 2 * MR <= m1; i += 2 * MR) {
+                const float *ap = apack + (size_t)(i - m0) * kc;
+                kernel_avx512(kc, ap, ap + (size_t)MR * kc, bp, bp + (size_t)kc * NR,
+                              C + (size_t)i * ldc + (size_t)p * NR, ldc, set, bias_p);
+            }
+            for (; i < m1; i += MR)
+                for (int h = 0; h < 2; h++)
+                    kernel_avx2(kc, apack + (size_t)(i - m0) * kc, MIN(MR, m1 - i),
+                                bp + (size_t)h * kc * NR,
+                                C + (size_t)i * ldc + (size_t)(p + h) * NR, ldc, NR, set,
+                                bias_p != NULL ? bias_p + h * NR : NULL);
+        }
+        for (; p < panels; p++) {
             int nr = MIN(NR, nc - p * NR);
             const float *bp = pack + (size_t)p * kc * NR;
             const float *bias_p = bias != NULL ? bias + p * NR : NULL;

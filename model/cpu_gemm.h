@@ -14,7 +14,8 @@
  *                             float32) into the panels.
  * B is packed block by block (KC x NC, bf16 widened on the way) into 16-column panels, and a
  * 6 x 16 AVX2 micro-kernel keeps 12 accumulators in registers (the BLIS scheme: a B panel in L1,
- * rows of A from L2).
+ * rows of A from L2); where the CPU has AVX-512F, a 12 x 32 kernel takes 2 x 2 of those tiles at
+ * once with the same operations on every element (the same bits).
  *
  * Each C element is summed in the same order whatever M, the row offset or the part of N a
  * call covers: k in blocks of DQ_GEMM_KC, each block's products accumulated in k order, blocks
@@ -81,6 +82,10 @@ void dq_gemm_pack_b(float *pack, const void *B, size_t ldb, DqGemmB layout, int 
 void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const float *pack,
                     gboolean set, const float *bias, float *C, size_t ldc);
 
+/* Tests: the AVX2 kernel alone even where the CPU has AVX-512F (whose kernel gives the same
+ * bits); returns the previous setting. */
+gboolean dq_gemm_force_avx2(gboolean on);
+
 /* The micro-kernels' edge tiles: C [mr, nr] (=|+=) acc (rows acc_stride apart); `set`: C = bias
  * (or 0) + acc, else C += acc. */
 void dq_gemm_store_tile(const float *acc, int acc_stride, float *c, size_t ldc, int mr, int nr,
@@ -96,8 +101,7 @@ void dq_gemm_store_tile(const float *acc, int acc_stride, float *c, size_t ldc, 
  * split of N (row invariance as above). A K that is odd ends with a pair whose odd half is 0. */
 #define DQ_GEMM_BF16_KP 128
 
-/* AVX512F and AVX512-BF16 present, their registers saved by the OS, and not switched off with
- * DOCQA_CPU_NO_AVX512BF16. */
+/* dq_cpu_has_avx512f, and AVX512-BF16 too, not switched off with DOCQA_CPU_NO_AVX512BF16. */
 gboolean dq_cpu_has_avx512bf16(void);
 
 /* DQ_GEMM_B_WT_BF16_DOT runs on vdpbf16ps where dq_cpu_has_avx512bf16, else on a portable

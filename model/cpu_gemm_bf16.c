@@ -15,7 +15,7 @@
  *
  * The portable kernel emulates the instruction with the same packs, the same order and the same
  * float32 fused multiply-adds, so the tiling, the packs and the tails are tested on every CPU;
- * only the few lines of intrinsics in kernel_avx512 need a CPU with AVX512-BF16 (test_gemm_bf16
+ * only the few lines of intrinsics in kernel_avx512 need a CPU with AVX512-BF16 (test_gemm
  * then compares the two). One difference is left: the instruction flushes a denormal sum to 0,
  * the emulation keeps it. */
 #include "cpu_gemm.h"
@@ -38,19 +38,9 @@ gboolean dq_cpu_has_avx512bf16(void) {
     static int have = -1;
     if (have < 0) {
         unsigned a, b, c, d;
-        gboolean f = FALSE, bf16 = FALSE, os = FALSE;
-        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
-            f = (b & bit_AVX512F) != 0;
-            if (a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
-                bf16 = (a & (1u << 5)) != 0; /* CPUID.(7,1):EAX[5] AVX512_BF16 */
-        }
-        /* the OS saves the opmask and ZMM registers: XCR0 bits 5, 6, 7 (and 1, 2: SSE, AVX) */
-        if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) != 0) {
-            unsigned lo, hi;
-            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-            os = (lo & 0xe6) == 0xe6;
-        }
-        have = f && bf16 && os && g_getenv("DOCQA_CPU_NO_AVX512BF16") == NULL;
+        have = dq_cpu_has_avx512f() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && a >= 1 &&
+               __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)) != 0 && /* AVX512_BF16 */
+               g_getenv("DOCQA_CPU_NO_AVX512BF16") == NULL;
     }
     return have;
 }

@@ -34,6 +34,12 @@ gboolean dq_cpu_has_avx2(void);
 
 #define DQ_AVX2 __attribute__((target("avx2,fma")))
 
+/* AVX512F present, its registers saved by the OS, and not switched off with DOCQA_CPU_NO_AVX512
+ * (cpu_gemm.c). */
+gboolean dq_cpu_has_avx512f(void);
+
+#define DQ_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
 /* Keeps a loaded vector in a register: without it the compiler folds the load into every
  * instruction that uses the value, and a value used four times costs four loads (loads, not
  * FMAs, bound the small kernels on these cores). */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what a device machine (a lent GPU box without this project's build libraries) needs to run
 # the GPU checks and benchmarks from binaries built here: docqa, test_backend_cuda, bench_gpu and
-# make_random_model (and, for the host CPU, test_gemm_bf16 and bench_gemm), the shared libraries they load (except glibc's, libstdc++ and cuBLAS, which
+# make_random_model (and, for the host CPU, test_gemm and bench_gemm), the shared libraries they load (except glibc's, libstdc++ and cuBLAS, which
 # the CUDA image has in newer versions), the tiny models, fixtures-mini and the real configs.
 #
 #   scripts/gpu-bundle.sh            -> .gpu-shared/ (ignored; carry it), then on the device:
@@ -19,11 +19,11 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOCQA_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" >/dev/null
 fi
-cmake --build "$build" --target docqa test_backend_cuda bench_gpu make_random_model test_gemm_bf16 \
+cmake --build "$build" --target docqa test_backend_cuda bench_gpu make_random_model test_gemm \
   bench_gemm -j "$(nproc)" >/dev/null
 rm -rf "$out" && mkdir -p "$out/stage/bin" "$out/stage/lib" "$out/stage/models/tiny-smolvlm-a384-v1tok"
 bins=("$build/cli/docqa" "$build/tests/model/test_backend_cuda" "$build/tests/model/bench_gpu"
-  "$build/tests/model/make_random_model" "$build/tests/model/test_gemm_bf16"
+  "$build/tests/model/make_random_model" "$build/tests/model/test_gemm"
   "$build/tests/model/bench_gemm")
 cp "${bins[@]}" "$out/stage/bin/"
 ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u |

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs on a lent GPU machine from the bundle scripts/gpu-bundle.sh made (carry .gpu-shared):
 #
-#   bash .gpu-shared/device-run.sh [check] [bench256] [bench22] [hf256] [hf22] [cpubf16]
+#   bash .gpu-shared/device-run.sh [check] [bench256] [bench22] [hf256] [hf22] [cpu512]
 #
 # check: every test_backend_cuda test on its own (one failure does not hide the rest), then
 #        check.py over fixtures-mini: float32 products on the f32 and bf16 variants, the same
 #        with CUDA graphs, and the default bf16 products for information;
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
 #        and with CUDA graphs when GRAPHS=1; hf256/hf22: scripts/bench_gpu_hf.py on the same snapshot.
-# cpubf16: the host CPU, not the GPU: where it has AVX512-BF16, vdpbf16ps against its emulation
-#        (test_gemm_bf16) and the --weights bf16 GEMM's GFLOP/s (bench_gemm, prefill shapes).
+# cpu512: the host CPU, not the GPU: where it has AVX-512F, that GEMM kernel against the AVX2
+#        one bit for bit, and where it has AVX512-BF16, vdpbf16ps against its emulation
+#        (test_gemm); the float32, bf16 and --weights bf16 GEMMs' GFLOP/s (bench_gemm).
 # Logs go to $OUT (the device tool brings them back); each step has its own time limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -103,10 +104,11 @@ for what in "$@"; do
     PYTHONUNBUFFERED=1 timeout 300 python3 "$root/scripts/bench_gpu_hf.py" "$d" cuda:0 5 16 \
       "$batches" "${pages[@]}" 2>&1 | grep -v -i warn | tee -a "$out/bench.log"
     ;;
-  cpubf16)
+  cpu512)
     step "host CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) threads," \
+      "avx512f: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)," \
       "avx512_bf16: $(grep -qw avx512_bf16 /proc/cpuinfo && echo yes || echo no)"
-    run timeout 120 /tmp/gb/bin/test_gemm_bf16 2>&1 | tail -8
+    run timeout 120 /tmp/gb/bin/test_gemm 2>&1 | tail -8
     run timeout 240 /tmp/gb/bin/bench_gemm 1416 576 576 1416 1536 576 1416 576 1536 \
       5376 768 768 5376 3072 768 2>&1
     ;;

@@ -1,7 +1,8 @@
 /* GEMM throughput on the model's shapes, for scripts/bench-gemm.sh: the fast backend's matmul
  * (our packed AVX2 kernels, threaded) against OpenBLAS sgemm (threaded) in the same process,
  * for float32 and bf16 weights, and the machine's float32 FMA peak (a register-only loop, all
- * threads) to express both as a fraction of it. Where the CPU has AVX512-BF16, also the product
+ * threads; 512-bit where the CPU has AVX-512F, whose GEMM kernel then runs) to express both as a
+ * fraction of it. Where the CPU has AVX512-BF16, also the product
  * of `--weights bf16` (vdpbf16ps, cpu_gemm_bf16.c) and that instruction's own peak.
  *
  *   bench_gemm [M N K]...       default: the SmolVLM-256M vision and prefill shapes
@@ -38,12 +39,35 @@ DQ_AVX2 static double fma_peak_one_thread(void) {
     return iters * 10.0 * 16 / ms / 1e6;
 }
 
+/* The same with 512-bit FMAs, where the GEMM uses them (12 chains: the latency of two units). */
+DQ_AVX512 static double fma512_peak_one_thread(void) {
+    __m512 a[12];
+    for (int i = 0; i < 12; i++)
+        a[i] = _mm512_set1_ps(0.1f);
+    __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(1e-4f);
+    long iters = 10000000;
+    double t0 = dq_now_ms();
+    for (long i = 0; i < iters; i++) {
+        for (int j = 0; j < 12; j++)
+            a[j] = _mm512_fmadd_ps(a[j], m, c);
+        __asm__("" : "+v"(a[0]), "+v"(a[6])); /* keep the loop */
+    }
+    double ms = dq_now_ms() - t0;
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++)
+        s = _mm512_add_ps(s, a[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return iters * 12.0 * 32 / ms / 1e6;
+}
+
 static double fma_peak(void) {
     if (!dq_cpu_has_avx2())
         return 0.0;
+    gboolean wide = dq_cpu_has_avx512f();
     double total = 0.0;
 #pragma omp parallel reduction(+ : total)
-    total += fma_peak_one_thread();
+    total += wide ? fma512_peak_one_thread() : fma_peak_one_thread();
     return total;
 }
 
