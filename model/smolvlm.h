@@ -33,7 +33,10 @@ typedef struct {
     const char *device; /* "cpu" (default; NULL means cpu) or "cuda" */
     /* NULL or "stored": weights as the snapshot stores them. "int8": the decoder's linear layers
      * (q, k, v, o, gate, up, down and lm_head; embed_tokens stays exact) quantized at load to
-     * int8 blocks (cpu_q8.h; device cpu only): faster decode, logits approximate. */
+     * int8 blocks (cpu_q8.h; device cpu only): faster decode, logits approximate. "bf16": every
+     * matrix a product uses, vision and text, as bf16 (rounded at load unless stored so), their
+     * products with many rows on bf16 activations where the CPU has AVX512-BF16 (cpu_gemm.h;
+     * device cpu only): logits approximate. Both also take float16 KV caches. */
     const char *weights;
 } SmolvlmOptions;
 
