@@ -15,7 +15,7 @@
  *
  * The portable kernel emulates the instruction with the same packs, the same order and the same
  * float32 fused multiply-adds, so the tiling, the packs and the tails are tested on every CPU;
- * only the few lines of intrinsics in kernel_avx512 need a CPU with AVX512-BF16 (test_gemm
+ * only the few lines of intrinsics in kernel_dpbf16 need a CPU with AVX512-BF16 (test_gemm
  * then compares the two). One difference is left: the instruction flushes a denormal sum to 0,
  * the emulation keeps it. */
 #include "cpu_gemm.h"
@@ -144,7 +144,7 @@ DQ_AVX2 static void kernel_portable_avx2(int kp, const uint32_t *ap, int mr, con
     portable_body(kp, ap, mr, bp, c, ldc, nr, set, bias);
 }
 
-DQ_AVX512BF16 static void kernel_avx512(int kp, const uint32_t *ap, int mr, const uint32_t *bp,
+DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, const uint32_t *bp,
                                         float *c, size_t ldc, int nr, gboolean set,
                                         const float *bias) {
     __m512 acc[MR][2];
@@ -190,7 +190,7 @@ typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, f
 /* dq_gemm has dealt with empty products. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack) {
-    Kernel kernel = !force_portable && dq_cpu_has_avx512bf16() ? kernel_avx512
+    Kernel kernel = !force_portable && dq_cpu_has_avx512bf16() ? kernel_dpbf16
                     : dq_cpu_has_avx2()                        ? kernel_portable_avx2
                                                                : kernel_portable;
     int pairs = (K + 1) / 2;
