@@ -1,4 +1,5 @@
-/* Optional int8 decoder weights of the fast CPU backend (cpu_q8.h, `--weights int8`).
+/* Optional int8 decoder weights of the fast CPU backend (cpu_q8.h, `--weights int8`), and the
+ * bf16 option (`--weights bf16`).
  *
  * - Quantization: every value within half a step (scale / 2) of the weight, scale = the block's
  *   max |w| / 127, codes in [-127, 127], all-zero blocks exact; bad shapes are errors.
@@ -19,10 +20,14 @@
  *   to bf16 alone flips 5 of 24 of them (../shared/fixtures' compare_to_f32_variant). The logits
  *   must also differ from the goldens by more than float32 noise (1e-3): the weights really are
  *   quantized.
+ * The same model check runs for `--weights bf16` with its products on bf16 activations (the
+ * emulation of vdpbf16ps where the CPU lacks it), and its matmul op by op (/bf16/matmul): f32
+ * weights rounded to nearest even, bf16 ones kept, against the reference on those values.
  * test_q8 (unit) takes text_only and no_split of the compact fixtures in tests/fixtures;
  * test_q8_full (slow) every case of ../shared/fixtures; test_q8_portable runs the kernel tests
  * with DOCQA_CPU_NO_AVX2=1 (the portable code). The model parts need ../shared/models. */
 #include "backend.h"
+#include "cpu_gemm.h"
 #include "cpu_q8.h"
 #include "cpu_simd.h"
 #include "dq_error.h"
@@ -499,6 +504,72 @@ static void goldens(const char *weights) {
     g_free(fx);
 }
 
+/* --weights bf16, op by op: weight_init_bf16 keeps a bf16 matrix as stored and rounds a float32
+ * one to nearest even, and matmul multiplies what it keeps. Against the reference on the same
+ * bf16 values: decode rows (the GEMV) with x as it is; prefill rows with x as it is where the
+ * products are float32 (this backend without AVX512-BF16), or rounded to bf16 where they are
+ * bf16 x bf16 (a backend made under DOCQA_BF16_DOT=emulate, or a CPU with the instruction).
+ * Tolerance 2e-5 of the scale, as test_backend_fast's: the same products, another order. */
+static void check_bf16_matmul(DqBackend *be, gboolean dot) {
+    const int shapes[][3] = {{1, 64, 64},   {3, 67, 96},     {8, 33, 576},
+                             {9, 129, 577}, {37, 200, 1536}, {300, 72, 96}};
+    GError *err = NULL;
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
+        DqDtype dtype = s % 2 ? DQ_DTYPE_BF16 : DQ_DTYPE_F32;
+        RandTensor wt = rand_tensor(out, in, dtype, 0.1);
+        size_t nw = (size_t)out * in, nx = (size_t)n * in, ny = (size_t)n * out;
+        /* the reference's weight: the values rounded as the option rounds them */
+        float *wf = g_new(float, nw);
+        dq_convert_to_f32(wf, wt.bits, dtype, nw);
+        for (size_t i = 0; i < nw; i++)
+            wf[i] = dq_bf16f(dq_f32_bf16(wf[i]));
+        DqTensor rt = wt.t;
+        rt.dtype = DQ_DTYPE_F32;
+        rt.data = wf;
+        rt.nbytes = nw * 4;
+        DqWeight w, wr;
+        g_assert_true(be->weight_init_bf16(be, &w, &wt.t, out, in, &err));
+        g_assert_true(ref->weight_init(ref, &wr, &rt, out, in, &err));
+        dq_assert_no_error(err);
+        g_assert_true(dtype == DQ_DTYPE_F32 ? w.owned != NULL : w.owned == NULL);
+        float *x = g_new(float, nx), *xr = g_new(float, nx), *yr = g_new(float, ny),
+              *yf = g_new(float, ny);
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)g_rand_double_range(rng, -1, 1);
+        gboolean rounded = dot && n > be->matmul_row_invariant_max;
+        for (size_t i = 0; i < nx; i++)
+            xr[i] = rounded ? dq_bf16f(dq_f32_bf16(x[i])) : x[i];
+        ref->matmul(ref, yr, xr, &wr, NULL, n);
+        be->matmul(be, yf, x, &w, NULL, n);
+        size_t at = 0;
+        double e = rel_err(yf, yr, ny, &at);
+        if (!(e <= 2e-5))
+            g_error("bf16%s matmul %dx%dx%d from %s: error %.3g at %zu (%.7g, reference %.7g)",
+                    dot ? " dot" : "", n, out, in, dtype == DQ_DTYPE_F32 ? "f32" : "bf16", e, at,
+                    yf[at], yr[at]);
+        be->weight_free(be, &w);
+        ref->weight_free(ref, &wr);
+        g_free(wf);
+        g_free(x);
+        g_free(xr);
+        g_free(yr);
+        g_free(yf);
+        g_free(wt.bits);
+    }
+}
+
+static void test_bf16_matmul(void) {
+    check_bf16_matmul(fast, dq_cpu_has_avx512bf16());
+    g_setenv("DOCQA_BF16_DOT", "emulate", TRUE);
+    GError *err = NULL;
+    DqBackend *emul = dq_backend_cpu_fast_new(&err);
+    dq_assert_no_error(err);
+    g_unsetenv("DOCQA_BF16_DOT");
+    check_bf16_matmul(emul, TRUE);
+    dq_backend_free(emul);
+}
+
 static void test_goldens_int8(void) {
     goldens("int8");
 }
@@ -554,6 +625,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/q8/matmul", test_matmul);
     g_test_add_func("/q8/options", test_options);
     g_test_add_func("/q8/goldens", test_goldens_int8);
+    g_test_add_func("/bf16/matmul", test_bf16_matmul);
     g_test_add_func("/bf16/goldens", test_goldens_bf16);
 #ifdef DQ_Q8_KERNELS_ONLY
     g_assert_false(dq_cpu_has_avx2()); /* test_q8_portable runs with DOCQA_CPU_NO_AVX2=1 */
