@@ -15,10 +15,9 @@ shared=${DOCQA_SHARED_DIR:-$PWD/../shared}
 build=${BUILD:-build-gpu}
 out=.gpu-shared
 grep -qx '/.gpu-shared/' .git/info/exclude 2>/dev/null || echo /.gpu-shared/ >>.git/info/exclude
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOCQA_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" >/dev/null
-fi
+# configured every time: a build folder from before a new target knows no rule for it
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOCQA_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" >/dev/null
 cmake --build "$build" --target docqa test_backend_cuda bench_gpu make_random_model test_gemm \
   bench_gemm -j "$(nproc)" >/dev/null
 rm -rf "$out" && mkdir -p "$out/stage/bin" "$out/stage/lib" "$out/stage/models/tiny-smolvlm-a384-v1tok"
