@@ -33,6 +33,14 @@ static void csv_field(const char *s, gboolean last) {
     fputs(last ? "\r\n" : ",", stdout);
 }
 
+static void add_string_or_null(JsonBuilder *b, const char *name, const char *value) {
+    json_builder_set_member_name(b, name);
+    if (value == NULL)
+        json_builder_add_null_value(b);
+    else
+        json_builder_add_string_value(b, value);
+}
+
 static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     Export *ex = user;
     char page[32], doc[32], job[32];
@@ -48,7 +56,10 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         csv_field(r->finished_at, FALSE);
         csv_field(doc, FALSE);
         csv_field(r->document_sha256, FALSE);
-        csv_field(job, TRUE);
+        csv_field(job, FALSE);
+        csv_field(r->device, FALSE);
+        csv_field(r->weights, FALSE);
+        csv_field(r->exact < 0 ? NULL : r->exact ? "1" : "0", TRUE);
     } else {
         JsonBuilder *b = json_builder_new();
         json_builder_begin_object(b);
@@ -70,6 +81,14 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         json_builder_add_string_value(b, r->document_sha256);
         json_builder_set_member_name(b, "job_id");
         json_builder_add_int_value(b, r->job_id);
+        /* null where the answer predates schema 0003 */
+        add_string_or_null(b, "device", r->device);
+        add_string_or_null(b, "weights", r->weights);
+        json_builder_set_member_name(b, "exact");
+        if (r->exact < 0)
+            json_builder_add_null_value(b);
+        else
+            json_builder_add_boolean_value(b, r->exact);
         json_builder_end_object(b);
         JsonGenerator *g = json_generator_new();
         JsonNode *root = json_builder_get_root(b);
@@ -124,7 +143,7 @@ int cmd_export(int argc, char **argv) {
     }
     if (ex.csv)
         fputs("document_path,page,question,answer,model,finished_at,document_id,"
-              "document_sha256,job_id\r\n",
+              "document_sha256,job_id,device,weights,exact\r\n",
               stdout);
     if (!store_jobs_each_answer(store, question, write_row, &ex, &err)) {
         rc = dq_cli_fail(err);

@@ -69,6 +69,12 @@ struct DqAnswerer {
     /* Set by the answerer: requests it wants in flight beyond `batch`, so that their host work
      * (page decode, image processor, tokenizer) is done before a slot frees up. */
     int lookahead;
+    /* Set by the answerer, stored with every answer (answers.device, answers.weights): where
+     * the model runs ("cpu", "cpu-ref", "cuda:I") and its --weights mode ("stored", "int8",
+     * "bf16"), so SQL can tell exact answers from approximate ones. NULL: nothing to say (a
+     * stand-in that is not a model). */
+    const char *device;
+    const char *weights;
 };
 
 /* Frees the result's text and error. */
@@ -80,7 +86,7 @@ static inline void dq_answerer_free(DqAnswerer *a) {
 }
 
 /* The SmolVLM answerer for a snapshot directory on a device ("cpu", "cuda", "cuda:1"); weights:
- * NULL (as stored) or "int8" (SmolvlmOptions.weights). */
+ * NULL or "stored" (as stored), "int8" or "bf16" (SmolvlmOptions.weights). */
 DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, const char *weights,
                                      GError **err);
 

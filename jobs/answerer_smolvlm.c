@@ -21,6 +21,7 @@
  * batch-mates or on when it joined, so the batching changes no answer.
  */
 #include "answerer.h"
+#include "backend_cuda.h"
 
 #include "clock.h"
 #include "dq_error.h"
@@ -61,6 +62,7 @@ typedef struct {
     int in_flight;                    /* submitted, not yet returned */
     TileEntry tile_cache[TILE_CACHE]; /* the preprocessing thread's */
     guint64 tile_clock;
+    char device[32]; /* base.device: "cpu", "cpu-ref" or "cuda:I" */
 } SmolvlmAnswerer;
 
 static Pending quit; /* the end of `todo` */
@@ -311,6 +313,17 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, 
     a->base.poll = smolvlm_poll;
     a->base.free = smolvlm_answerer_free;
     a->base.lookahead = LOOKAHEAD;
+    /* The names the answers table keeps: "cuda" is recorded as the GPU it means. */
+    int cuda_index = -1;
+    dq_device_parse(device, &cuda_index, NULL); /* cannot fail: the pipeline opened on it */
+    if (cuda_index >= 0)
+        g_snprintf(a->device, sizeof(a->device), "cuda:%d", cuda_index);
+    else
+        g_strlcpy(a->device, cuda_index == -2 ? "cpu-ref" : "cpu", sizeof(a->device));
+    a->base.device = a->device;
+    a->base.weights = weights != NULL && strcmp(weights, "int8") == 0   ? "int8"
+                      : weights != NULL && strcmp(weights, "bf16") == 0 ? "bf16"
+                                                                        : "stored";
     a->pipe = pipe;
     a->todo = g_async_queue_new();
     a->ready = g_async_queue_new();

@@ -204,7 +204,7 @@ static void submit_job(DqStore *s, const char *owner, const DqWorkerOptions *opt
 /* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
  * database failed. */
 static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions *opt,
-                            GHashTable *in_flight, DqAnswerDone *done, int k,
+                            const DqAnswerer *a, GHashTable *in_flight, DqAnswerDone *done, int k,
                             volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err) {
     InFlight **f = g_new0(InFlight *, k);
     DqJobAnswer *answers = g_new0(DqJobAnswer, k);
@@ -234,6 +234,8 @@ static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions
                 .ms_prefill = r->ms_prefill,
                 .ms_decode = r->ms_decode,
                 .ms_total = r->ms_total,
+                .device = a->device,
+                .weights = a->weights,
             };
     }
     queue_test_point("worker:before_complete");
@@ -382,7 +384,7 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
             continue;
         }
         int k = answerer->poll(answerer, done, limit);
-        if (k > 0 && !finish_jobs(s, owner, &opt, in_flight, done, k, stop, stats, err))
+        if (k > 0 && !finish_jobs(s, owner, &opt, answerer, in_flight, done, k, stop, stats, err))
             goto out;
     }
     ok = TRUE;

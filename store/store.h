@@ -45,6 +45,9 @@ char *dq_store_page_path(const char *page_dir, const char *image_sha256);
 
 /* Opens (creating if needed) and migrates the database at `location`. */
 DqStore *dq_store_open(const char *location, GError **err);
+/* The same, applying the built-in migrations only up to `max_version` (<= 0: all): for tests
+ * that upgrade a database made by an older docqa. */
+DqStore *dq_store_open_at(const char *location, int max_version, GError **err);
 /* Closes the connection after finalizing every statement the store's modules cached on it. */
 void dq_store_close(DqStore *store);
 

@@ -15,7 +15,7 @@ struct DqStore {
 
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
-DqStore *store_pg_open(const char *location, GError **err);
+DqStore *store_pg_open(const char *location, int max_version, GError **err);
 void store_pg_close(DqStore *s);
 gboolean store_pg_exec(DqStore *s, const char *sql, GError **err);
 int store_pg_schema_version(DqStore *s);

@@ -516,9 +516,9 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         st = stmt(s,
                   "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
                   "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
-                  "ms_prefill, ms_decode, ms_total) "
+                  "ms_prefill, ms_decode, ms_total, device, weights) "
                   "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "
-                  "?10, ?11, ?12 FROM jobs WHERE id = ?1",
+                  "?10, ?11, ?12, ?13, ?14 FROM jobs WHERE id = ?1",
                   err);
         if (st == NULL)
             goto fail;
@@ -534,6 +534,8 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         sqlite3_bind_double(st, 10, a->ms_prefill);
         sqlite3_bind_double(st, 11, a->ms_decode);
         sqlite3_bind_double(st, 12, a->ms_total);
+        bind_text(st, 13, a->device);
+        bind_text(st, 14, a->weights);
         if (!step_done(s, st, "storing an answer", err))
             goto fail;
         count++;
@@ -733,8 +735,8 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn 
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(dq_store_sqlite(s),
                            "SELECT document_path, page, question, answer, model, finished_at, "
-                           "document_id, document_sha256, job_id FROM v_answers "
-                           "WHERE ?1 IS NULL OR question = ?1 "
+                           "document_id, document_sha256, job_id, device, weights, exact "
+                           "FROM v_answers WHERE ?1 IS NULL OR question = ?1 "
                            "ORDER BY document_path, document_id, page, question, job_id",
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "reading answers");
@@ -752,6 +754,9 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn 
             .document_id = sqlite3_column_int64(st, 6),
             .document_sha256 = (const char *)sqlite3_column_text(st, 7),
             .job_id = sqlite3_column_int64(st, 8),
+            .device = (const char *)sqlite3_column_text(st, 9),
+            .weights = (const char *)sqlite3_column_text(st, 10),
+            .exact = sqlite3_column_type(st, 11) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 11),
         };
         ok = fn(&row, user, err);
     }

@@ -107,6 +107,10 @@ typedef struct {
     const char *started_at; /* ISO-8601 UTC */
     const char *finished_at;
     double ms_image, ms_vision, ms_prefill, ms_decode, ms_total;
+    /* How it was computed (schema 0003): the backend ("cpu", "cpu-ref", "cuda:I") and the
+     * --weights mode ("stored", "int8", "bf16"); NULL stores NULL (not known). */
+    const char *device;
+    const char *weights;
 } DqJobAnswer;
 
 /* In one transaction, for each answer whose job `owner` still leases: marks the job done and
@@ -176,6 +180,9 @@ typedef struct {
     gint64 document_id;
     const char *document_sha256;
     gint64 job_id;
+    const char *device;  /* NULL: answered before schema 0003 recorded it */
+    const char *weights; /* "stored", "int8", "bf16" or NULL */
+    int exact;           /* 1: transformers' numerics, 0: approximate, -1: not known */
 } DqAnswerRow;
 
 typedef gboolean (*DqAnswerRowFn)(const DqAnswerRow *row, void *user, GError **err);

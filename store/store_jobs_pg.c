@@ -351,12 +351,14 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         pg_dbl(&p, a->ms_prefill);
         pg_dbl(&p, a->ms_decode);
         pg_dbl(&p, a->ms_total);
+        pg_text(&p, a->device);
+        pg_text(&p, a->weights);
         if (!pg_do(s,
                    "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
                    "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
-                   "ms_prefill, ms_decode, ms_total) "
+                   "ms_prefill, ms_decode, ms_total, device, weights) "
                    "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
-                   "$10, $11, $12 FROM jobs WHERE id = $1",
+                   "$10, $11, $12, $13, $14 FROM jobs WHERE id = $1",
                    &p, "storing an answer", NULL, err))
             goto fail;
         count++;
@@ -530,8 +532,8 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, 
     pg_text(&p, question);
     PGresult *r = pg_run(s,
                          "SELECT document_path, page, question, answer, model, finished_at, "
-                         "document_id, document_sha256, job_id FROM v_answers "
-                         "WHERE $1::text IS NULL OR question = $1 "
+                         "document_id, document_sha256, job_id, device, weights, exact "
+                         "FROM v_answers WHERE $1::text IS NULL OR question = $1 "
                          "ORDER BY document_path COLLATE \"C\", document_id, page, "
                          "question COLLATE \"C\", job_id",
                          &p, "reading answers", err);
@@ -549,6 +551,9 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, 
             .document_id = pg_get_i64(r, i, 6),
             .document_sha256 = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7),
             .job_id = pg_get_i64(r, i, 8),
+            .device = PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
+            .weights = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10),
+            .exact = PQgetisnull(r, i, 11) ? -1 : PQgetvalue(r, i, 11)[0] == 't',
         };
         ok = fn(&row, user, err);
     }

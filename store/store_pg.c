@@ -145,7 +145,7 @@ static int migration_number(const char *name) {
     return (int)n;
 }
 
-static gboolean apply_migrations(DqStore *s, GError **err) {
+static gboolean apply_migrations(DqStore *s, int max_version, GError **err) {
     char **names = dq_resource_list("schema/postgres", err);
     if (names == NULL)
         return FALSE;
@@ -171,7 +171,7 @@ static gboolean apply_migrations(DqStore *s, GError **err) {
     }
     for (char **n = names; *n; n++) {
         int num = migration_number(*n);
-        if (num <= current)
+        if (num <= current || (max_version > 0 && num > max_version))
             continue;
         char *rpath = g_strconcat("schema/postgres/", *n, NULL);
         GBytes *sql = dq_resource_get(rpath, err);
@@ -228,7 +228,7 @@ static char *display_location(const char *location) {
     return out;
 }
 
-DqStore *store_pg_open(const char *location, GError **err) {
+DqStore *store_pg_open(const char *location, int max_version, GError **err) {
     DqStore *s = g_new0(DqStore, 1);
     s->kind = DQ_STORE_POSTGRES;
     s->path = display_location(location);
@@ -258,7 +258,7 @@ DqStore *store_pg_open(const char *location, GError **err) {
                            "  applied_at text NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC',"
                            "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
                            err) &&
-             apply_migrations(s, err);
+             apply_migrations(s, max_version, err);
         store_pg_exec(s, unlock, NULL);
     }
     if (!ok) {

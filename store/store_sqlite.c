@@ -93,7 +93,7 @@ static int migration_number(const char *name) {
     return (int)n;
 }
 
-static gboolean apply_migrations(DqStore *store, GError **err) {
+static gboolean apply_migrations(DqStore *store, int max_version, GError **err) {
     char **names = dq_resource_list("schema/sqlite", err);
     if (names == NULL)
         return FALSE;
@@ -121,7 +121,7 @@ static gboolean apply_migrations(DqStore *store, GError **err) {
     }
     for (char **n = names; *n; n++) {
         int num = migration_number(*n);
-        if (num <= current)
+        if (num <= current || (max_version > 0 && num > max_version))
             continue;
         char *rpath = g_strconcat("schema/sqlite/", *n, NULL);
         GBytes *sql = dq_resource_get(rpath, err);
@@ -163,12 +163,16 @@ out:
 }
 
 DqStore *dq_store_open(const char *location, GError **err) {
+    return dq_store_open_at(location, 0, err);
+}
+
+DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
     const char *path = location;
     if (g_str_has_prefix(path, "sqlite:"))
         path += strlen("sqlite:");
     if (dq_store_location_is_postgres(location)) {
 #ifdef DOCQA_HAVE_POSTGRES
-        return store_pg_open(location, err);
+        return store_pg_open(location, max_version, err);
 #else
         dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: this docqa was built without PostgreSQL support",
                 location);
@@ -195,7 +199,7 @@ DqStore *dq_store_open(const char *location, GError **err) {
                        "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
                        ") STRICT;",
                        err) ||
-        !apply_migrations(store, err)) {
+        !apply_migrations(store, max_version, err)) {
         dq_store_close(store);
         return NULL;
     }

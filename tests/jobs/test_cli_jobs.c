@@ -133,6 +133,10 @@ static void test_ask_status_export_requeue(void) {
     char **lines = g_strsplit(out, "\r\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 18 + 2); /* header, rows, the empty tail */
     g_assert_true(g_str_has_prefix(lines[0], "document_path,page,question,answer,model"));
+    g_assert_true(g_str_has_suffix(lines[0], ",job_id,device,weights,exact"));
+    /* The stand-in answerer is no model: it records no device or weights, so exactness is
+     * unknown (empty). */
+    g_assert_true(g_str_has_suffix(lines[1], ",,,"));
     g_assert_nonnull(strstr(out, ",\"What is the total, in \"\"EUR\"\"?\","));
     g_strfreev(lines);
     g_free(out);
@@ -148,6 +152,8 @@ static void test_ask_status_export_requeue(void) {
         g_assert_cmpstr(json_object_get_string_member(row, "question"), ==, "Who signed?");
         g_assert_cmpstr(json_object_get_string_member(row, "model"), ==, "tiny");
         g_assert_cmpint(strlen(json_object_get_string_member(row, "answer")), ==, 16);
+        g_assert_true(json_object_get_null_member(row, "device"));
+        g_assert_true(json_object_get_null_member(row, "exact"));
         g_object_unref(lp);
     }
     g_strfreev(lines);

@@ -176,6 +176,32 @@ static void test_ingest_ask_run(void) {
     g_assert_cmpint(n, ==, 8);
     sqlite3_finalize(st);
     sqlite3_close(h);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE device = 'cpu' AND "
+                                     "weights = 'stored' AND exact = 1"),
+                    ==, 8);
+
+    /* The same questions with other settings, answered with int8 weights: recorded as such. */
+    const char *ask5[] = {
+        "ask", "--db", db, "--model", model, "--max-new-tokens", "5", "What is the title?", NULL};
+    g_assert_cmpint(docqa(ask5), ==, 0);
+    const char *run8[] = {"run",  "--db",          db,   "--model", model, "--weights",
+                          "int8", "--until-empty", "-q", NULL};
+    g_assert_cmpint(docqa(run8), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE device = 'cpu' AND "
+                                     "weights = 'int8' AND exact = 0"),
+                    ==, 4);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 12);
+    const char *export[] = {"export", "--db", db, "--format", "jsonl", NULL};
+    char *jsonl = NULL;
+    g_assert_cmpint(docqa_out(export, &jsonl), ==, 0);
+    int n_exact = 0, n_int8 = 0;
+    for (const char *l = jsonl; (l = strstr(l, "\"device\":\"cpu\"")) != NULL; l++) {
+        n_exact += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"stored\",\"exact\":true}");
+        n_int8 += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"int8\",\"exact\":false}");
+    }
+    g_assert_cmpint(n_exact, ==, 8);
+    g_assert_cmpint(n_int8, ==, 4);
+    g_free(jsonl);
     g_bytes_unref(tmpl);
     g_free(db);
     g_free(pdf1);

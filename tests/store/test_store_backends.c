@@ -113,12 +113,18 @@ static DqJobAnswer answer_for(gint64 job_id, const char *text) {
                          .generated_tokens = 3,
                          .started_at = "2026-01-01T00:00:00.000Z",
                          .finished_at = "2026-01-01T00:00:01.250Z",
-                         .ms_total = 1250.125};
+                         .ms_total = 1250.125,
+                         .device = "cpu",
+                         .weights = "stored"};
 }
 
 static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err) {
-    g_string_append_printf(user, "%s|%d|%s|%s|%s|%s\n", row->document_path, row->page,
-                           row->question, row->answer, row->model, row->finished_at);
+    g_string_append_printf(user, "%s|%d|%s|%s|%s|%s|%s|%s|%s\n", row->document_path, row->page,
+                           row->question, row->answer, row->model, row->finished_at,
+                           row->device ? row->device : "NULL", row->weights ? row->weights : "NULL",
+                           row->exact < 0 ? "unknown"
+                           : row->exact   ? "exact"
+                                          : "approximate");
     return TRUE;
 }
 
@@ -138,7 +144,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 2);
+    g_assert_cmpint(v, ==, 3);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -211,6 +217,10 @@ static void test_lifecycle(gconstpointer kind) {
     DqJobAnswer ans[4];
     for (int i = 0; i < 4; i++)
         ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "42");
+    /* How each was computed, as the answers table keeps it. */
+    ans[1].device = "cuda:0";
+    ans[2].weights = "int8";
+    ans[3].device = ans[3].weights = NULL;
     int written = -1;
     g_assert_true(store_jobs_complete(s, "B", ans, 4, &written, &err));
     g_assert_cmpint(written, ==, 0);
@@ -272,7 +282,14 @@ static void test_lifecycle(gconstpointer kind) {
     char *text = answers_text(s);
     g_assert_cmpint(strlen(text), >, 0);
     g_assert_nonnull(strstr(text, "/archive/a.pdf|1|What is the total?|42|m|"
-                                  "2026-01-01T00:00:01.250Z\n"));
+                                  "2026-01-01T00:00:01.250Z|cpu|stored|exact\n"));
+    g_assert_nonnull(strstr(text, "|42|m|2026-01-01T00:00:01.250Z|cuda:0|stored|approximate\n"));
+    g_assert_nonnull(strstr(text, "|42|m|2026-01-01T00:00:01.250Z|cpu|int8|approximate\n"));
+    g_assert_nonnull(strstr(text, "|42|m|2026-01-01T00:00:01.250Z|NULL|NULL|unknown\n"));
+    /* The column takes the --weights modes only. */
+    g_assert_false(dq_store_exec(s, "UPDATE answers SET weights = 'fp4'", &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_clear_error(&err);
     gint64 n_recent = -1;
     double span = -1;
     g_assert_true(store_jobs_recent_rate(s, 600, &n_recent, &span, &err));
@@ -283,6 +300,58 @@ static void test_lifecycle(gconstpointer kind) {
     g_ptr_array_free(b, TRUE);
     g_ptr_array_free(c, TRUE);
     g_ptr_array_free(d, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* A database made by a docqa at schema 2 (before answers recorded their device and weights),
+ * holding an answer, opened by this one: migrated in place, the answer kept with its device
+ * and weights unknown, new answers recording theirs. */
+static void test_upgrade_from_schema_2(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 2, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 2);
+    add_document(s, "/archive/old.pdf", "5555");
+    g_assert_cmpint(enqueue_all(s, "Old?"), ==, 3);
+    GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, &err);
+    g_assert_cmpint(cl->len, ==, 3);
+    /* What schema 2's docqa wrote (this docqa's INSERT names the new columns). */
+    char *sql = g_strdup_printf(
+        "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL "
+        "WHERE id = %" G_GINT64_FORMAT ";"
+        "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
+        "generation_settings, worker, started_at, finished_at) VALUES (%" G_GINT64_FORMAT
+        ", 'kept', 10, 1, 'm', '{}', 'old:1', '2025-01-01T00:00:00.000Z', "
+        "'2025-01-01T00:00:01.000Z')",
+        ((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id,
+        ((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id);
+    g_assert_true(dq_store_exec(s, sql, &err));
+    dq_assert_no_error(err);
+    g_free(sql);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), >=, 3);
+    DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id, "new"),
+                          answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 2))->job_id, "q8")};
+    ans[1].weights = "int8";
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "W", ans, 2, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 2);
+    char *text = answers_text(s);
+    g_assert_nonnull(strstr(text, "|Old?|kept|m|2025-01-01T00:00:01.000Z|NULL|NULL|unknown\n"));
+    g_assert_nonnull(strstr(text, "|Old?|new|m|2026-01-01T00:00:01.250Z|cpu|stored|exact\n"));
+    g_assert_nonnull(strstr(text, "|Old?|q8|m|2026-01-01T00:00:01.250Z|cpu|int8|approximate\n"));
+    g_free(text);
+    g_ptr_array_free(cl, TRUE);
     store_jobs_finalize(s);
     dq_store_close(s);
     g_free(loc);
@@ -303,6 +372,8 @@ static void test_migrate_round_trip(void) {
     GPtrArray *cl = store_jobs_claim(src, "W", "m", 2, 5000, 100, &err);
     DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "é 1"),
                           answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id, "2")};
+    ans[1].device = "cuda:1";
+    ans[1].weights = "bf16";
     int written = 0;
     g_assert_true(store_jobs_complete(src, "W", ans, 2, &written, &err));
     g_ptr_array_free(cl, TRUE);
@@ -463,6 +534,10 @@ int main(int argc, char **argv) {
         g_test_message("PostgreSQL cases skipped: %s", server_why_not);
     g_test_add_data_func("/store/backends/sqlite/lifecycle", "sqlite", test_lifecycle);
     g_test_add_data_func("/store/backends/postgres/lifecycle", "postgres", test_lifecycle);
+    g_test_add_data_func("/store/backends/sqlite/upgrade-from-2", "sqlite",
+                         test_upgrade_from_schema_2);
+    g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
+                         test_upgrade_from_schema_2);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
