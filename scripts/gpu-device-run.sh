@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Runs on a lent GPU machine from the bundle scripts/gpu-bundle.sh made (carry .gpu-shared):
 #
-#   bash .gpu-shared/device-run.sh [check] [bench256] [bench22] [hf256] [hf22] [cpu512]
+#   bash .gpu-shared/device-run.sh [check] [e2e] [sanitize] [bench256] [bench22] [hf256] [hf22]
+#                                  [cpu512]
 #
 # check: every test_backend_cuda test on its own (one failure does not hide the rest), then
 #        check.py over fixtures-mini: float32 products on the f32 and bf16 variants, the same
 #        with CUDA graphs, and the default bf16 products for information;
+# e2e: the pipeline end to end (ingest examples/docs, ask examples/questions.txt, run) on the tiny
+#        f32 model three times: --device cpu, cuda:0 with float32 products (answers must equal
+#        the CPU's), cuda:0 as shipped (bf16 products: agreement printed); each answer must record
+#        its device, weights mode and exactness.
+# sanitize: compute-sanitizer over test_backend_cuda: memcheck on every test, racecheck and
+#        synccheck on the kernels with shared memory and barriers (attention, norms).
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
 #        and with CUDA graphs when GRAPHS=1; hf256/hf22: scripts/bench_gpu_hf.py on the same snapshot.
 # cpu512: the host CPU, not the GPU: where it has AVX-512F, that GEMM kernel against the AVX2
@@ -83,6 +90,63 @@ for what in "$@"; do
       env "${e[@]}" timeout 150 python3 /tmp/gb/conformance/check.py /tmp/gb/docqa-cuda \
         /tmp/gb/fixtures-mini "${f[@]}" >"$out/check-$1-$2-${3:-plain}.log" 2>&1
       grep -E 'FAIL|passed' "$out/check-$1-$2-${3:-plain}.log" | tail -6
+    done
+    ;;
+  e2e)
+    model=/tmp/gb/models/tiny-smolvlm-b512
+    for how in cpu cuda-f32 cuda; do
+      step "docqa ingest, ask, run: $how"
+      db=/tmp/e2e/$how.db
+      rm -rf /tmp/e2e/$how.db*; mkdir -p /tmp/e2e
+      dev=cpu e=()
+      [ "$how" = cpu ] || dev=cuda:0
+      [ "$how" = cuda-f32 ] && e+=(DOCQA_CUDA_F32=1)
+      run /tmp/gb/bin/docqa ingest --db "$db" --model "$model" --n-res 2 -q "$root/examples/docs" &&
+        run /tmp/gb/bin/docqa ask --db "$db" --model "$model" --max-new-tokens 12 \
+          -f "$root/examples/questions.txt" &&
+        env "${e[@]}" timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/docqa run --db "$db" \
+          --model "$model" --device "$dev" --batch 8 --until-empty &&
+        run /tmp/gb/bin/docqa export --db "$db" --format jsonl >"$out/e2e-$how.jsonl"
+      echo "rc=$?"
+    done
+    python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def load(how):
+    path = os.path.join(out, f"e2e-{how}.jsonl")
+    if not os.path.exists(path):
+        sys.exit(f"e2e: FAIL (no answers from the {how} run)")
+    rows = [json.loads(l) for l in open(path)]
+    return {(os.path.basename(r["document_path"]), r["page"], r["question"]): r for r in rows}
+cpu, f32, bf16 = load("cpu"), load("cuda-f32"), load("cuda")
+ok = len(cpu) > 0 and set(cpu) == set(f32) == set(bf16)
+ok &= all(r["device"] == "cpu" and r["exact"] is True for r in cpu.values())
+ok &= all(r["device"] == "cuda:0" and r["exact"] is False for r in list(f32.values()) + list(bf16.values()))
+same = sum(cpu[k]["answer"] == f32[k]["answer"] for k in cpu)
+agree = sum(cpu[k]["answer"] == bf16[k]["answer"] for k in cpu)
+print(f"e2e: {len(cpu)} answers; cuda float32 products equal the cpu's in {same}; cuda bf16 in {agree}")
+print("e2e:", "PASS" if ok and same == len(cpu) else "FAIL")
+PY
+    ;;
+  sanitize)
+    cs=$(command -v compute-sanitizer || find /usr/local/cuda*/ /opt -name compute-sanitizer -type f 2>/dev/null | head -1)
+    if [ -z "$cs" ]; then
+      echo "sanitize: no compute-sanitizer on this machine"
+      continue
+    fi
+    step "compute-sanitizer memcheck, every test_backend_cuda test"
+    timeout 300 env LD_LIBRARY_PATH="$libs" "$cs" --tool memcheck --error-exitcode 9 \
+      /tmp/gb/bin/test_backend_cuda >"$out/sanitize-memcheck.log" 2>&1
+    echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|^not ok" "$out/sanitize-memcheck.log" | head
+    for tool in racecheck synccheck; do
+      step "compute-sanitizer $tool: attention and norms"
+      for t in /backend_cuda/attention_vision /backend_cuda/attention_causal \
+        /backend_cuda/attention_segments /backend_cuda/norms; do
+        timeout 120 env LD_LIBRARY_PATH="$libs" "$cs" --tool "$tool" --error-exitcode 9 \
+          /tmp/gb/bin/test_backend_cuda -p "$t" >>"$out/sanitize-$tool.log" 2>&1
+        printf '%-40s %s rc=%d\n' "$t" "$tool" $?
+      done
+      grep "ERROR SUMMARY" "$out/sanitize-$tool.log" | sort | uniq -c
     done
     ;;
   bench256 | bench22)
