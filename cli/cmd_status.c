@@ -1,4 +1,5 @@
-/* docqa status: jobs per state, pages per second, ETA, the most common failure reasons. */
+/* docqa status: jobs per state, pages per second, ETA, how the answers were computed (exact or
+ * approximate), the most common failure reasons. */
 #include "cli.h"
 
 #include "store.h"
@@ -20,7 +21,12 @@ static void format_duration(double s, char *buf, size_t n) {
         g_snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
-static void print_json(const DqJobCounts *c, double rate, double eta, const GPtrArray *errs) {
+static const char *exactness(int exact) {
+    return exact < 0 ? "not recorded" : exact ? "exact" : "approximate";
+}
+
+static void print_json(const DqJobCounts *c, double rate, double eta, const GPtrArray *engines,
+                       const GPtrArray *errs) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "jobs");
@@ -41,6 +47,32 @@ static void print_json(const DqJobCounts *c, double rate, double eta, const GPtr
         json_builder_add_double_value(b, eta);
     else
         json_builder_add_null_value(b);
+    /* device, weights and exact are null for answers from before schema 0003 */
+    json_builder_set_member_name(b, "answers_by_engine");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < engines->len; i++) {
+        const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "device");
+        if (e->device)
+            json_builder_add_string_value(b, e->device);
+        else
+            json_builder_add_null_value(b);
+        json_builder_set_member_name(b, "weights");
+        if (e->weights)
+            json_builder_add_string_value(b, e->weights);
+        else
+            json_builder_add_null_value(b);
+        json_builder_set_member_name(b, "exact");
+        if (e->exact < 0)
+            json_builder_add_null_value(b);
+        else
+            json_builder_add_boolean_value(b, e->exact);
+        json_builder_set_member_name(b, "answers");
+        json_builder_add_int_value(b, e->answers);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
     json_builder_set_member_name(b, "failure_reasons");
     json_builder_begin_array(b);
     for (guint i = 0; i < errs->len; i++) {
@@ -84,7 +116,7 @@ int cmd_status(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    GPtrArray *errs = NULL;
+    GPtrArray *errs = NULL, *engines = NULL;
     if (!ok)
         goto out;
     const char *path = db ? db : dq_store_default_location();
@@ -99,6 +131,7 @@ int cmd_status(int argc, char **argv) {
     double span = 0;
     if (store == NULL || !store_jobs_counts(store, NULL, &c, &err) ||
         !store_jobs_recent_rate(store, RATE_WINDOW_S, &recent, &span, &err) ||
+        (engines = store_jobs_answer_engines(store, &err)) == NULL ||
         (errs = store_jobs_top_errors(store, 5, &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
@@ -107,7 +140,7 @@ int cmd_status(int argc, char **argv) {
     gint64 left = c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING];
     double eta = left == 0 ? 0 : rate > 0 ? (double)left / rate : -1;
     if (json) {
-        print_json(&c, rate, eta, errs);
+        print_json(&c, rate, eta, engines, errs);
     } else {
         printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
                " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
@@ -118,6 +151,20 @@ int cmd_status(int argc, char **argv) {
         format_duration(eta, eta_s, sizeof(eta_s));
         printf("speed: %.2f pages/s (answers of the last %d min); ETA %s\n", rate,
                RATE_WINDOW_S / 60, eta_s);
+        for (guint i = 0; i < engines->len; i++) {
+            const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+            if (i == 0)
+                printf("answers:");
+            if (e->device != NULL)
+                printf(" %" G_GINT64_FORMAT " %s (%s, weights %s)", e->answers, exactness(e->exact),
+                       e->device,
+                       g_strcmp0(e->weights, "stored") == 0 ? "as stored"
+                       : e->weights                         ? e->weights
+                                                            : "unknown");
+            else
+                printf(" %" G_GINT64_FORMAT " %s", e->answers, exactness(e->exact));
+            printf(i + 1 < engines->len ? "," : "\n");
+        }
         if (errs->len > 0) {
             printf("most common failure reasons:\n");
             for (guint i = 0; i < errs->len; i++) {
@@ -131,6 +178,8 @@ int cmd_status(int argc, char **argv) {
 out:
     if (errs)
         g_ptr_array_free(errs, TRUE);
+    if (engines)
+        g_ptr_array_free(engines, TRUE);
     if (store) {
         store_jobs_finalize(store);
         dq_store_close(store);

@@ -728,6 +728,43 @@ GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     return out;
 }
 
+void dq_answer_engine_free(DqAnswerEngine *e) {
+    if (e == NULL)
+        return;
+    g_free(e->device);
+    g_free(e->weights);
+    g_free(e);
+}
+
+GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
+    PG_DISPATCH(s, return pgjobs_answer_engines(s, err));
+    /* The view, not the table: v_answers.exact is the one definition of exactness. */
+    sqlite3_stmt *st =
+        stmt(s,
+             "SELECT device, weights, exact, count(*) AS n FROM v_answers "
+             "GROUP BY device, weights ORDER BY n DESC, device IS NULL, device, weights",
+             err);
+    if (st == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_answer_engine_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
+        e->device = col_dup(st, 0);
+        e->weights = col_dup(st, 1);
+        e->exact = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 2);
+        e->answers = sqlite3_column_int64(st, 3);
+        g_ptr_array_add(out, e);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(s, err, "counting answers");
+        return NULL;
+    }
+    return out;
+}
+
 gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                                 GError **err) {
     PG_DISPATCH(s, return pgjobs_each_answer(s, question, fn, user, err));

@@ -169,6 +169,18 @@ void dq_error_reason_free(DqErrorReason *r);
 /* The most common failure reasons over all recorded errors, most frequent first. */
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err);
 
+/* Answers counted by how they were computed (v_answers' device, weights and exact). */
+typedef struct {
+    char *device;  /* NULL: answered before schema 0003 recorded it */
+    char *weights; /* NULL likewise */
+    int exact;     /* 1, 0, or -1: not known */
+    gint64 answers;
+} DqAnswerEngine;
+void dq_answer_engine_free(DqAnswerEngine *e);
+
+/* Every (device, weights) that answered, most answers first (then by name, unknown last). */
+GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err);
+
 /* One row of v_answers. */
 typedef struct {
     const char *document_path;

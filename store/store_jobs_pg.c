@@ -525,6 +525,28 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
     return out;
 }
 
+GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
+    PGresult *r =
+        pg_run(s,
+               "SELECT device, weights, exact, count(*) AS n FROM v_answers "
+               "GROUP BY device, weights, exact "
+               "ORDER BY n DESC, device IS NULL, device COLLATE \"C\", weights COLLATE \"C\"",
+               NULL, "counting answers", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_answer_engine_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
+        e->device = pg_get_dup(r, i, 0);
+        e->weights = pg_get_dup(r, i, 1);
+        e->exact = PQgetisnull(r, i, 2) ? -1 : PQgetvalue(r, i, 2)[0] == 't';
+        e->answers = pg_get_i64(r, i, 3);
+        g_ptr_array_add(out, e);
+    }
+    PQclear(r);
+    return out;
+}
+
 gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                             GError **err) {
     /* The whole result is fetched before fn runs, so fn may call back into the store. */

@@ -25,6 +25,7 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
 gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                             GError **err);
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
+GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                             GError **err);
 gboolean pgjobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued, GError **err);

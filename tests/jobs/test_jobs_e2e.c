@@ -202,6 +202,12 @@ static void test_ingest_ask_run(void) {
     g_assert_cmpint(n_exact, ==, 8);
     g_assert_cmpint(n_int8, ==, 4);
     g_free(jsonl);
+    const char *status[] = {"status", "--db", db, NULL};
+    char *said = NULL;
+    g_assert_cmpint(docqa_out(status, &said), ==, 0);
+    g_assert_nonnull(strstr(said, "answers: 8 exact (cpu, weights as stored), 4 approximate "
+                                  "(cpu, weights int8)\n"));
+    g_free(said);
     g_bytes_unref(tmpl);
     g_free(db);
     g_free(pdf1);

@@ -286,6 +286,17 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_nonnull(strstr(text, "|42|m|2026-01-01T00:00:01.250Z|cuda:0|stored|approximate\n"));
     g_assert_nonnull(strstr(text, "|42|m|2026-01-01T00:00:01.250Z|cpu|int8|approximate\n"));
     g_assert_nonnull(strstr(text, "|42|m|2026-01-01T00:00:01.250Z|NULL|NULL|unknown\n"));
+    GPtrArray *engines = store_jobs_answer_engines(s, &err);
+    dq_assert_no_error(err);
+    GString *by = g_string_new(NULL);
+    for (guint i = 0; i < engines->len; i++) {
+        const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+        g_string_append_printf(by, "%s/%s/%d/%" G_GINT64_FORMAT " ", e->device ? e->device : "NULL",
+                               e->weights ? e->weights : "NULL", e->exact, e->answers);
+    }
+    g_assert_cmpstr(by->str, ==, "cpu/int8/0/1 cpu/stored/1/1 cuda:0/stored/0/1 NULL/NULL/-1/1 ");
+    g_string_free(by, TRUE);
+    g_ptr_array_free(engines, TRUE);
     /* The column takes the --weights modes only. */
     g_assert_false(dq_store_exec(s, "UPDATE answers SET weights = 'fp4'", &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
