@@ -4,10 +4,11 @@
  * decode), bf16 and int8, and the machine's read bandwidth (a threaded sum over a buffer larger
  * than the caches). A decode step reads every weight once, so its floor is bytes / bandwidth.
  *
- *   bench_gemv [--2.2b] [--in-cache]
+ *   bench_gemv [--2.2b] [--in-cache] [--attention]
  *
  * --in-cache: every product reads the same 128-feature matrix (bf16), which stays in L2: the
- * kernel's own compute rate, without the memory stream.
+ * kernel's own compute rate, without the memory stream. --attention: the decode attention lines
+ * only.
  * One line per (weights, rows): milliseconds a pass, GB/s of weights, share of the stream.
  */
 #include "backend.h"
@@ -49,14 +50,16 @@ static double stream_read_gbs(void) {
 }
 
 int main(int argc, char **argv) {
-    gboolean big = FALSE, in_cache = FALSE;
+    gboolean big = FALSE, in_cache = FALSE, attention_only = FALSE;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--2.2b") == 0)
             big = TRUE;
         else if (strcmp(argv[i], "--in-cache") == 0)
             in_cache = TRUE;
+        else if (strcmp(argv[i], "--attention") == 0)
+            attention_only = TRUE;
         else {
-            fprintf(stderr, "usage: %s [--2.2b] [--in-cache]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--2.2b] [--in-cache] [--attention]\n", argv[0]);
             return 2;
         }
     }
@@ -89,7 +92,7 @@ int main(int argc, char **argv) {
     float *x = g_new(float, (size_t)8 * d.inter), *y = g_new(float, (size_t)8 * d.vocab);
     for (int i = 0; i < 8 * d.inter; i++)
         x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    for (int q8 = 0; q8 < 2; q8++) {
+    for (int q8 = 0; q8 < (attention_only ? 0 : 2); q8++) {
         DqWeight *w = g_new0(DqWeight, n_w);
         uint16_t **data = g_new0(uint16_t *, n_w); /* the mapping's stand-in */
         double bytes = 0.0, flops_row = 0.0;
