@@ -69,12 +69,14 @@ struct DqAnswerer {
     /* Set by the answerer: requests it wants in flight beyond `batch`, so that their host work
      * (page decode, image processor, tokenizer) is done before a slot frees up. */
     int lookahead;
-    /* Set by the answerer, stored with every answer (answers.device, answers.weights): where
-     * the model runs ("cpu", "cpu-ref", "cuda:I") and its --weights mode ("stored", "int8",
-     * "bf16"), so SQL can tell exact answers from approximate ones. NULL: nothing to say (a
+    /* Set by the answerer, stored with every answer (answers.device, weights, exact): where
+     * the model runs ("cpu", "cpu-ref", "cuda:I"), its --weights mode ("stored", "int8",
+     * "bf16"), and whether that arithmetic is transformers' own (the conformance contract) or
+     * an approximation, so SQL can tell the answers apart. device NULL: nothing to say (a
      * stand-in that is not a model). */
     const char *device;
     const char *weights;
+    gboolean exact;
 };
 
 /* Frees the result's text and error. */

@@ -324,6 +324,9 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, 
     a->base.weights = weights != NULL && strcmp(weights, "int8") == 0   ? "int8"
                       : weights != NULL && strcmp(weights, "bf16") == 0 ? "bf16"
                                                                         : "stored";
+    /* The CPU backends with the weights as stored are what check.py holds to transformers'
+     * logits and tokens; CUDA multiplies in bf16, int8 and bf16 weights round. */
+    a->base.exact = cuda_index < 0 && strcmp(a->base.weights, "stored") == 0;
     a->pipe = pipe;
     a->todo = g_async_queue_new();
     a->ready = g_async_queue_new();

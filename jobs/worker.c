@@ -236,6 +236,9 @@ static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions
                 .ms_total = r->ms_total,
                 .device = a->device,
                 .weights = a->weights,
+                .exact = a->device == NULL ? -1
+                         : a->exact        ? 1
+                                           : 0,
             };
     }
     queue_test_point("worker:before_complete");

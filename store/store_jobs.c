@@ -516,9 +516,9 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         st = stmt(s,
                   "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
                   "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
-                  "ms_prefill, ms_decode, ms_total, device, weights) "
+                  "ms_prefill, ms_decode, ms_total, device, weights, exact) "
                   "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "
-                  "?10, ?11, ?12, ?13, ?14 FROM jobs WHERE id = ?1",
+                  "?10, ?11, ?12, ?13, ?14, ?15 FROM jobs WHERE id = ?1",
                   err);
         if (st == NULL)
             goto fail;
@@ -536,6 +536,10 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         sqlite3_bind_double(st, 12, a->ms_total);
         bind_text(st, 13, a->device);
         bind_text(st, 14, a->weights);
+        if (a->exact < 0)
+            sqlite3_bind_null(st, 15);
+        else
+            sqlite3_bind_int(st, 15, a->exact != 0);
         if (!step_done(s, st, "storing an answer", err))
             goto fail;
         count++;
@@ -738,12 +742,11 @@ void dq_answer_engine_free(DqAnswerEngine *e) {
 
 GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_answer_engines(s, err));
-    /* The view, not the table: v_answers.exact is the one definition of exactness. */
-    sqlite3_stmt *st =
-        stmt(s,
-             "SELECT device, weights, exact, count(*) AS n FROM v_answers "
-             "GROUP BY device, weights ORDER BY n DESC, device IS NULL, device, weights",
-             err);
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT device, weights, exact, count(*) AS n FROM answers "
+                            "GROUP BY device, weights, exact "
+                            "ORDER BY n DESC, device IS NULL, device, weights, exact",
+                            err);
     if (st == NULL)
         return NULL;
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_answer_engine_free);

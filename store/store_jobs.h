@@ -107,10 +107,12 @@ typedef struct {
     const char *started_at; /* ISO-8601 UTC */
     const char *finished_at;
     double ms_image, ms_vision, ms_prefill, ms_decode, ms_total;
-    /* How it was computed (schema 0003): the backend ("cpu", "cpu-ref", "cuda:I") and the
-     * --weights mode ("stored", "int8", "bf16"); NULL stores NULL (not known). */
+    /* How it was computed (schema 0003): the backend ("cpu", "cpu-ref", "cuda:I"), the
+     * --weights mode ("stored", "int8", "bf16"), and whether that is transformers' arithmetic
+     * (1) or an approximation (0). NULL and -1 store NULL (not known). */
     const char *device;
     const char *weights;
+    int exact;
 } DqJobAnswer;
 
 /* In one transaction, for each answer whose job `owner` still leases: marks the job done and
@@ -169,7 +171,7 @@ void dq_error_reason_free(DqErrorReason *r);
 /* The most common failure reasons over all recorded errors, most frequent first. */
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err);
 
-/* Answers counted by how they were computed (v_answers' device, weights and exact). */
+/* Answers counted by how they were computed (answers.device, weights and exact). */
 typedef struct {
     char *device;  /* NULL: answered before schema 0003 recorded it */
     char *weights; /* NULL likewise */
@@ -178,7 +180,8 @@ typedef struct {
 } DqAnswerEngine;
 void dq_answer_engine_free(DqAnswerEngine *e);
 
-/* Every (device, weights) that answered, most answers first (then by name, unknown last). */
+/* Every (device, weights, exact) that answered, most answers first (then by name, unknown
+ * last). */
 GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err);
 
 /* One row of v_answers. */

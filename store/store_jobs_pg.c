@@ -353,12 +353,13 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         pg_dbl(&p, a->ms_total);
         pg_text(&p, a->device);
         pg_text(&p, a->weights);
+        pg_text(&p, a->exact < 0 ? NULL : a->exact ? "1" : "0");
         if (!pg_do(s,
                    "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
                    "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
-                   "ms_prefill, ms_decode, ms_total, device, weights) "
+                   "ms_prefill, ms_decode, ms_total, device, weights, exact) "
                    "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
-                   "$10, $11, $12, $13, $14 FROM jobs WHERE id = $1",
+                   "$10, $11, $12, $13, $14, $15::smallint FROM jobs WHERE id = $1",
                    &p, "storing an answer", NULL, err))
             goto fail;
         count++;
@@ -526,12 +527,12 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
 }
 
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
-    PGresult *r =
-        pg_run(s,
-               "SELECT device, weights, exact, count(*) AS n FROM v_answers "
-               "GROUP BY device, weights, exact "
-               "ORDER BY n DESC, device IS NULL, device COLLATE \"C\", weights COLLATE \"C\"",
-               NULL, "counting answers", err);
+    PGresult *r = pg_run(
+        s,
+        "SELECT device, weights, exact, count(*) AS n FROM answers "
+        "GROUP BY device, weights, exact "
+        "ORDER BY n DESC, device IS NULL, device COLLATE \"C\", weights COLLATE \"C\", exact",
+        NULL, "counting answers", err);
     if (r == NULL)
         return NULL;
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_answer_engine_free);
@@ -539,7 +540,7 @@ GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
         DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
         e->device = pg_get_dup(r, i, 0);
         e->weights = pg_get_dup(r, i, 1);
-        e->exact = PQgetisnull(r, i, 2) ? -1 : PQgetvalue(r, i, 2)[0] == 't';
+        e->exact = PQgetisnull(r, i, 2) ? -1 : (int)pg_get_i64(r, i, 2);
         e->answers = pg_get_i64(r, i, 3);
         g_ptr_array_add(out, e);
     }
@@ -575,7 +576,7 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, 
             .job_id = pg_get_i64(r, i, 8),
             .device = PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
             .weights = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10),
-            .exact = PQgetisnull(r, i, 11) ? -1 : PQgetvalue(r, i, 11)[0] == 't',
+            .exact = PQgetisnull(r, i, 11) ? -1 : (int)pg_get_i64(r, i, 11),
         };
         ok = fn(&row, user, err);
     }

@@ -2,11 +2,15 @@
 --
 -- device:  the backend that ran the model: 'cpu', 'cpu-ref' or 'cuda:I'.
 -- weights: the --weights mode: 'stored' (the snapshot's own dtype), 'int8' or 'bf16'.
--- Both are NULL for answers stored before this migration. v_answers gains both and `exact`
--- (true: a CPU backend with weights as stored, transformers' numerics; NULL: unknown).
+-- exact:   1 where the worker computed with transformers' numerics (a CPU backend with the
+--          weights as stored), 0 where its arithmetic was approximate. A smallint, not a
+--          boolean, so the same SQL (exact = 1) runs on both stores and docqa migrate copies it.
+-- All three are NULL for answers stored before this migration.
 
 ALTER TABLE answers ADD COLUMN device text;
 ALTER TABLE answers ADD COLUMN weights text CHECK (weights IN ('stored', 'int8', 'bf16'));
+ALTER TABLE answers ADD COLUMN exact smallint CHECK (exact IN (0, 1));
+CREATE INDEX answers_engine ON answers (device, weights, exact);
 
 -- New columns go last, so CREATE OR REPLACE keeps the view's dependants valid.
 CREATE OR REPLACE VIEW v_answers AS
@@ -24,8 +28,7 @@ SELECT d.path          AS document_path,
        a.ms_total,
        a.device,
        a.weights,
-       CASE WHEN a.device IS NULL OR a.weights IS NULL THEN NULL
-            ELSE a.device IN ('cpu', 'cpu-ref') AND a.weights = 'stored' END AS exact
+       a.exact
 FROM answers a
 JOIN jobs j      ON j.id = a.job_id
 JOIN pages p     ON p.id = j.page_id

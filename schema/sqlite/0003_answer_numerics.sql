@@ -3,14 +3,16 @@
 --
 -- device:  the backend that ran the model: 'cpu', 'cpu-ref' or 'cuda:I'.
 -- weights: the --weights mode: 'stored' (the snapshot's own dtype), 'int8' or 'bf16'.
--- Both are NULL for answers stored before this migration: nobody recorded them then.
---
--- v_answers gains both and `exact`: 1 where the answer was computed with transformers'
--- numerics (a CPU backend, weights as stored: the logits match within float tolerance, the
--- tokens are the same), 0 where the arithmetic was approximate, NULL where unknown.
+-- exact:   1 where the worker computed with transformers' numerics (a CPU backend with the
+--          weights as stored: logits within float tolerance, the same tokens), 0 where its
+--          arithmetic was approximate. The worker says which; nothing here re-derives it.
+-- All three are NULL for answers stored before this migration: nobody recorded them then.
 
 ALTER TABLE answers ADD COLUMN device TEXT;
 ALTER TABLE answers ADD COLUMN weights TEXT CHECK (weights IN ('stored', 'int8', 'bf16'));
+ALTER TABLE answers ADD COLUMN exact INTEGER CHECK (exact IN (0, 1));
+-- docqa status counts answers per (device, weights, exact) from this index alone.
+CREATE INDEX answers_engine ON answers (device, weights, exact);
 
 DROP VIEW v_answers;
 CREATE VIEW v_answers AS
@@ -28,8 +30,7 @@ SELECT d.path          AS document_path,
        a.ms_total,
        a.device,
        a.weights,
-       CASE WHEN a.device IS NULL OR a.weights IS NULL THEN NULL
-            ELSE a.device IN ('cpu', 'cpu-ref') AND a.weights = 'stored' END AS exact
+       a.exact
 FROM answers a
 JOIN jobs j      ON j.id = a.job_id
 JOIN pages p     ON p.id = j.page_id

@@ -115,7 +115,8 @@ static DqJobAnswer answer_for(gint64 job_id, const char *text) {
                          .finished_at = "2026-01-01T00:00:01.250Z",
                          .ms_total = 1250.125,
                          .device = "cpu",
-                         .weights = "stored"};
+                         .weights = "stored",
+                         .exact = 1};
 }
 
 static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err) {
@@ -219,8 +220,11 @@ static void test_lifecycle(gconstpointer kind) {
         ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "42");
     /* How each was computed, as the answers table keeps it. */
     ans[1].device = "cuda:0";
+    ans[1].exact = 0;
     ans[2].weights = "int8";
+    ans[2].exact = 0;
     ans[3].device = ans[3].weights = NULL;
+    ans[3].exact = -1;
     int written = -1;
     g_assert_true(store_jobs_complete(s, "B", ans, 4, &written, &err));
     g_assert_cmpint(written, ==, 0);
@@ -297,8 +301,11 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_cmpstr(by->str, ==, "cpu/int8/0/1 cpu/stored/1/1 cuda:0/stored/0/1 NULL/NULL/-1/1 ");
     g_string_free(by, TRUE);
     g_ptr_array_free(engines, TRUE);
-    /* The column takes the --weights modes only. */
+    /* The columns take the --weights modes and 0 / 1 only. */
     g_assert_false(dq_store_exec(s, "UPDATE answers SET weights = 'fp4'", &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_clear_error(&err);
+    g_assert_false(dq_store_exec(s, "UPDATE answers SET exact = 2", &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
     g_clear_error(&err);
     gint64 n_recent = -1;
@@ -353,6 +360,7 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id, "new"),
                           answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 2))->job_id, "q8")};
     ans[1].weights = "int8";
+    ans[1].exact = 0;
     int written = 0;
     g_assert_true(store_jobs_complete(s, "W", ans, 2, &written, &err));
     dq_assert_no_error(err);
@@ -385,6 +393,7 @@ static void test_migrate_round_trip(void) {
                           answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id, "2")};
     ans[1].device = "cuda:1";
     ans[1].weights = "bf16";
+    ans[1].exact = 0;
     int written = 0;
     g_assert_true(store_jobs_complete(src, "W", ans, 2, &written, &err));
     g_ptr_array_free(cl, TRUE);
