@@ -746,11 +746,14 @@ static void decode_run(FastCtx *ctx, const DecodeSeq *seqs, int n) {
             i++;
         const DecodeSeq *s = &seqs[i];
         int d = s->a.head_dim, group = s->a.n_heads / s->a.n_kv_heads;
-        int local = job - first_job[i], g = local / s->n_split, sp = local % s->n_split;
+        /* Range-major: jobs taken together (one a thread) read the same positions' heads,
+         * neighbouring bytes of the cache, where head-major ones read ranges far apart. */
+        int local = job - first_job[i], g = local % s->a.n_kv_heads, sp = local / s->a.n_kv_heads;
         size_t head = (size_t)g * d * (s->a.kv_f16 ? 2 : 4); /* bytes */
         attn_decode_part(&s->a, s->q, (const char *)s->k + head, (const char *)s->v + head,
                          g * group, group, sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
-                         parts + first_part[i] + (size_t)local * decode_part_floats(&s->a),
+                         parts + first_part[i] +
+                             (size_t)(g * s->n_split + sp) * decode_part_floats(&s->a),
                          ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
     }
     for (int i = 0; i < n; i++)
