@@ -12,17 +12,20 @@ typedef struct {
     const char *model_dir;
     const char *device;
     const char *weights; /* NULL, "stored", "int8" or "bf16" */
+    int prep_threads;    /* 0: the answerer's default */
 } RunModel;
 
 /* Runs in each worker process, after the fork. */
 static DqAnswerer *open_smolvlm(void *user, GError **err) {
     const RunModel *m = user;
-    return dq_answerer_open_smolvlm(m->model_dir, m->device, m->weights, err);
+    DqSmolvlmAnswererOptions o = {
+        .device = m->device, .weights = m->weights, .prep_threads = m->prep_threads};
+    return dq_answerer_open_smolvlm(m->model_dir, &o, err);
 }
 
 int cmd_run(int argc, char **argv) {
     char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL;
-    int batch = 1, workers = 1, lease_s = 60;
+    int batch = 1, workers = 1, lease_s = 60, prep_threads = 0;
     gint64 max_jobs = 0;
     gboolean until_empty = FALSE, quiet = FALSE;
     GOptionEntry entries[] = {
@@ -42,6 +45,10 @@ int cmd_run(int argc, char **argv) {
          "claimed job (continuous batching; default 1)",
          "N"},
         {"workers", 'k', 0, G_OPTION_ARG_INT, &workers, "worker processes (default 1)", "K"},
+        {"prep-threads", 0, 0, G_OPTION_ARG_INT, &prep_threads,
+         "threads a worker prepares pages on (PNG decode, image processor, tokenizer; default 1 "
+         "on the CPU, on a GPU one a core but one, up to 8)",
+         "T"},
         {"until-empty", 0, 0, G_OPTION_ARG_NONE, &until_empty,
          "exit when no job of the model is queued or running (default: keep waiting for work)",
          NULL},
@@ -55,7 +62,8 @@ int cmd_run(int argc, char **argv) {
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "Each worker claims jobs under a lease, keeps up to --batch of them in the model "
-             "(plus two being preprocessed) and stores each answer as soon as it is finished. "
+             "(plus one more than its preprocessing threads, being prepared) and stores each "
+             "answer as soon as it is finished. "
              "SIGINT/SIGTERM: workers give back the jobs in flight, exit 130. Exit 1 when some "
              "jobs failed (see docqa status).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
@@ -83,6 +91,10 @@ int cmd_run(int argc, char **argv) {
     }
     if (batch < 1 || workers < 1 || workers > 256 || lease_s < 1 || max_jobs < 0) {
         fprintf(stderr, "docqa: run: --batch, --workers (<= 256) and --lease must be positive\n");
+        goto out;
+    }
+    if (prep_threads < 0 || prep_threads > 64) {
+        fprintf(stderr, "docqa: run: --prep-threads must be between 1 and 64 (0: the default)\n");
         goto out;
     }
     model_id = model_id_opt ? g_strdup(model_id_opt) : queue_model_id(model_dir);
@@ -114,7 +126,10 @@ int cmd_run(int argc, char **argv) {
                 " for other models: ask with --model %s, or run with --model-id\n",
                 model_id, c.pending_other, model_dir);
 
-    RunModel rm = {.model_dir = model_dir, .device = device ? device : "cpu", .weights = weights};
+    RunModel rm = {.model_dir = model_dir,
+                   .device = device ? device : "cpu",
+                   .weights = weights,
+                   .prep_threads = prep_threads};
     DqRunOptions ro = {.worker = {.db_path = db_path,
                                   .model_id = model_id,
                                   .batch = batch,

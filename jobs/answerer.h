@@ -87,9 +87,15 @@ static inline void dq_answerer_free(DqAnswerer *a) {
         a->free(a);
 }
 
-/* The SmolVLM answerer for a snapshot directory on a device ("cpu", "cuda", "cuda:1"); weights:
- * NULL or "stored" (as stored), "int8" or "bf16" (SmolvlmOptions.weights). */
-DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, const char *weights,
+typedef struct {
+    const char *device;  /* "cpu" (NULL means cpu), "cuda", "cuda:1" */
+    const char *weights; /* NULL or "stored" (as stored), "int8", "bf16" (SmolvlmOptions) */
+    int prep_threads;    /* host preprocessing threads; 0: 1 on a CPU, on a GPU one a core but
+                            one, up to 8 */
+} DqSmolvlmAnswererOptions;
+
+/* The SmolVLM answerer for a snapshot directory. */
+DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswererOptions *opts,
                                      GError **err);
 
 #endif

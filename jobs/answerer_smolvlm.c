@@ -1,5 +1,5 @@
 /* The SmolVLM answerer: (page image, question) requests through the model/ engine, continuously
- * batched, with the host work on a thread of its own.
+ * batched, with the host work on threads of its own.
  *
  * Requests are built by model/pipeline.h, the code `docqa generate` uses, so a job's answer is
  * exactly what `docqa generate -i PAGE.png -p PROMPT --n-res N` prints for the same page and
@@ -8,16 +8,19 @@
  * expansion -> token ids. Greedy, up to max_new_tokens; the answer is the generated ids decoded
  * with special tokens skipped, surrounding whitespace stripped (as `docqa generate` prints it).
  *
- *   submit --todo--> preprocessing thread (PNG decode, image processor: once a page; chat
+ *   submit --todo--> preprocessing threads (PNG decode, image processor: once a page; chat
  *                    template, tokenizer) --ready-->
  *   poll: ready requests fill the generator's free slots (one vision + prefill batch), one
  *         decode step for every slot, finished requests out (generate.h: DqGenerator)
  *
  * The model never waits for preprocessing while it has work: poll blocks on `ready` only when
- * the generator is empty. The queues hold at most what the worker has in flight (batch +
- * lookahead), so they are bounded by the worker. Questions about the same page share one
- * vision pass: the generator keeps the features of the last pages by features_key (the page
- * PNG's path, which is its SHA-256, and n_res). A request's tokens never depend on its
+ * the generator is empty. On a CPU one thread preprocesses (the model has the cores); a GPU
+ * worker, whose batches finish pages faster than one core prepares them (a letter page at N=5
+ * takes ~0.4 s), gets a pool, and as many more requests in flight. Requests come out of the
+ * pool in the order they finish, which changes no answer. The queues hold at most what the worker
+ * has in flight (batch + lookahead), so they are bounded by the worker. Questions about the same
+ * page share one vision pass: the generator keeps the features of the last pages by features_key
+ * (the page PNG's path, which is its SHA-256, and n_res). A request's tokens never depend on its
  * batch-mates or on when it joined, so the batching changes no answer.
  */
 #include "answerer.h"
@@ -32,8 +35,7 @@
 
 #include <string.h>
 
-#define LOOKAHEAD  2 /* requests preprocessed ahead of a free slot */
-#define TILE_CACHE 2 /* pages whose tiles the preprocessing thread keeps (N=5: ~40 MB each) */
+#define MAX_PREP 64 /* preprocessing threads, at most */
 
 /* One request from submit to its result. */
 typedef struct {
@@ -45,23 +47,31 @@ typedef struct {
     double ms_image;
 } Pending;
 
+/* A page's tiles, kept for its next questions: each preprocessing thread holds at most one
+ * entry (loading it, or copying its tiles into a prompt), so n_prep + 1 entries always leave
+ * one to reuse (N=5: ~40 MB each). */
 typedef struct {
-    char *key; /* as Pending.key */
+    char *key; /* as Pending.key; NULL: empty */
     DqImageTiles *tiles;
     guint64 used_at;
+    int users;        /* threads holding it */
+    gboolean loading; /* its tiles are being made; wait on tile_cond */
 } TileEntry;
 
 typedef struct {
     DqAnswerer base;
     SmolvlmPipeline *pipe;
-    GThread *prep;
-    GAsyncQueue *todo, *ready;        /* Pending; `todo` ends with &quit */
-    volatile gint stopping;           /* set by free: the thread skips what is left */
-    DqGenerator *gen;                 /* made at the first poll, base.batch slots */
-    Pending **in_slot;                /* [slots] */
-    int in_flight;                    /* submitted, not yet returned */
-    TileEntry tile_cache[TILE_CACHE]; /* the preprocessing thread's */
+    GThread **prep; /* [n_prep] */
+    int n_prep;
+    GAsyncQueue *todo, *ready; /* Pending; `todo` ends with one &quit a thread */
+    volatile gint stopping;    /* set by free: the threads skip what is left */
+    DqGenerator *gen;          /* made at the first poll, base.batch slots */
+    Pending **in_slot;         /* [slots] */
+    int in_flight;             /* submitted, not yet returned */
+    TileEntry *tile_cache;     /* [n_prep + 1], under tile_lock */
     guint64 tile_clock;
+    GMutex tile_lock;
+    GCond tile_cond;
     char device[32]; /* base.device: "cpu", "cpu-ref" or "cuda:I" */
 } SmolvlmAnswerer;
 
@@ -87,48 +97,83 @@ static char *fill_template(const char *tmpl, const char *question) {
     return g_strchomp(out);
 }
 
-/* The tiles of the page p asks about: the image processor runs once for a page's questions
- * (they come one after another). Page store paths name their content (SHA-256), so a path
- * with its n_res is a safe key. Owned by the preprocessing thread. */
-static const DqImageTiles *page_tiles(SmolvlmAnswerer *a, Pending *p, GError **err) {
-    TileEntry *slot = &a->tile_cache[0];
-    for (int i = 0; i < TILE_CACHE; i++) {
-        TileEntry *e = &a->tile_cache[i];
-        if (e->key != NULL && strcmp(e->key, p->key) == 0) {
-            e->used_at = ++a->tile_clock;
-            return e->tiles;
+/* The tiles of the page p asks about, held (tile_release): the image processor runs once for
+ * a page's questions (they come close together), even when two threads take them at once.
+ * Page store paths name their content (SHA-256), so a path with its n_res is a safe key. */
+static TileEntry *page_tiles(SmolvlmAnswerer *a, Pending *p, GError **err) {
+    int n = a->n_prep + 1;
+    g_mutex_lock(&a->tile_lock);
+    TileEntry *slot = NULL;
+    for (;;) {
+        TileEntry *found = NULL;
+        slot = NULL;
+        for (int i = 0; i < n; i++) {
+            TileEntry *e = &a->tile_cache[i];
+            if (e->key != NULL && strcmp(e->key, p->key) == 0)
+                found = e;
+            else if (e->users == 0 && (slot == NULL || e->used_at < slot->used_at))
+                slot = e; /* least recently used, empty ones first */
         }
-        if (e->used_at < slot->used_at)
-            slot = e; /* least recently used (empty ones first) */
+        if (found == NULL)
+            break;
+        if (!found->loading) {
+            found->users++;
+            found->used_at = ++a->tile_clock;
+            g_mutex_unlock(&a->tile_lock);
+            return found;
+        }
+        g_cond_wait(&a->tile_cond, &a->tile_lock); /* another thread makes them */
     }
-    DqImage *img = dq_image_load(p->image_path, DQ_EXIF_APPLY, err);
-    if (img == NULL)
-        return NULL;
-    SmolvlmPrepareOptions opts = {.n_res = p->n_res};
-    DqImageTiles *tiles = smolvlm_image_tiles(a->pipe, img, &opts, err);
-    dq_image_free(img);
-    if (tiles == NULL) {
-        dq_error_prefix(err, "%s", p->image_path);
-        return NULL;
-    }
+    g_assert(slot != NULL); /* n_prep threads hold at most n_prep entries */
     g_free(slot->key);
     dq_image_tiles_free(slot->tiles);
-    *slot = (TileEntry){g_strdup(p->key), tiles, ++a->tile_clock};
-    return tiles;
+    *slot = (TileEntry){.key = g_strdup(p->key), .users = 1, .loading = TRUE};
+    g_mutex_unlock(&a->tile_lock);
+
+    DqImageTiles *tiles = NULL;
+    DqImage *img = dq_image_load(p->image_path, DQ_EXIF_APPLY, err);
+    if (img != NULL) {
+        SmolvlmPrepareOptions opts = {.n_res = p->n_res};
+        tiles = smolvlm_image_tiles(a->pipe, img, &opts, err);
+        dq_image_free(img);
+        if (tiles == NULL)
+            dq_error_prefix(err, "%s", p->image_path);
+    }
+    g_mutex_lock(&a->tile_lock);
+    slot->loading = FALSE;
+    slot->used_at = ++a->tile_clock;
+    if (tiles != NULL) {
+        slot->tiles = tiles;
+    } else { /* waiters find nothing and try themselves: each gets its own error */
+        g_clear_pointer(&slot->key, g_free);
+        slot->users = 0;
+        slot->used_at = 0; /* empty: reused first */
+        slot = NULL;
+    }
+    g_cond_broadcast(&a->tile_cond);
+    g_mutex_unlock(&a->tile_lock);
+    return slot;
+}
+
+static void tile_release(SmolvlmAnswerer *a, TileEntry *e) {
+    g_mutex_lock(&a->tile_lock);
+    e->users--;
+    g_mutex_unlock(&a->tile_lock);
 }
 
 static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
-    const DqImageTiles *tiles = page_tiles(a, p, err);
-    if (tiles == NULL)
+    TileEntry *e = page_tiles(a, p, err);
+    if (e == NULL)
         return FALSE;
-    if (!smolvlm_prompt_build_tiles(a->pipe, &tiles, 1, p->text, NULL, &p->prompt, err)) {
+    const DqImageTiles *tiles = e->tiles;
+    gboolean ok = smolvlm_prompt_build_tiles(a->pipe, &tiles, 1, p->text, NULL, &p->prompt, err);
+    tile_release(a, e);
+    if (!ok)
         dq_error_prefix(err, "%s", p->image_path);
-        return FALSE;
-    }
-    return TRUE;
+    return ok;
 }
 
-/* The preprocessing thread. The pipeline's tokenizer, template and processor settings are
+/* A preprocessing thread. The pipeline's tokenizer, template and processor settings are
  * read-only after open (the tokenizer's word cache has its own lock). */
 static gpointer prep_main(gpointer data) {
     SmolvlmAnswerer *a = data;
@@ -224,7 +269,8 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
         GError *e = NULL;
         int slots = MAX(self->batch, 1);
         /* Features of a few more pages than slots: a page's questions arrive close together. */
-        if ((a->gen = dq_generator_new(a->pipe->model, slots, slots + LOOKAHEAD, &e)) == NULL) {
+        if ((a->gen = dq_generator_new(a->pipe->model, slots, slots + self->lookahead, &e)) ==
+            NULL) {
             Pending *p = g_async_queue_timeout_pop(a->ready, 50000);
             if (p == NULL) {
                 g_error_free(e);
@@ -280,8 +326,11 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
 static void smolvlm_answerer_free(DqAnswerer *self) {
     SmolvlmAnswerer *a = (SmolvlmAnswerer *)self;
     g_atomic_int_set(&a->stopping, 1);
-    g_async_queue_push(a->todo, &quit);
-    g_thread_join(a->prep);
+    for (int i = 0; i < a->n_prep; i++)
+        g_async_queue_push(a->todo, &quit);
+    for (int i = 0; i < a->n_prep; i++)
+        g_thread_join(a->prep[i]);
+    g_free(a->prep);
     Pending *p;
     while ((p = g_async_queue_try_pop(a->todo)) != NULL)
         pending_free(p);
@@ -292,18 +341,27 @@ static void smolvlm_answerer_free(DqAnswerer *self) {
             pending_free(a->in_slot[s]);
     dq_generator_free(a->gen);
     g_free(a->in_slot);
-    for (int i = 0; i < TILE_CACHE; i++) {
+    for (int i = 0; i < a->n_prep + 1; i++) {
         g_free(a->tile_cache[i].key);
         dq_image_tiles_free(a->tile_cache[i].tiles);
     }
+    g_free(a->tile_cache);
+    g_mutex_clear(&a->tile_lock);
+    g_cond_clear(&a->tile_cond);
     g_async_queue_unref(a->todo);
     g_async_queue_unref(a->ready);
     smolvlm_pipeline_free(a->pipe);
     g_free(a);
 }
 
-DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, const char *weights,
+DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswererOptions *o,
                                      GError **err) {
+    const char *device = o->device, *weights = o->weights;
+    if (o->prep_threads < 0 || o->prep_threads > MAX_PREP) {
+        dq_fail(err, DQ_ERR_ARGS, "preprocessing threads: %d is not between 0 and %d",
+                o->prep_threads, MAX_PREP);
+        return NULL;
+    }
     SmolvlmOptions opts = {.device = device, .weights = weights};
     SmolvlmPipeline *pipe = smolvlm_pipeline_open(model_dir, &opts, err);
     if (pipe == NULL)
@@ -312,7 +370,6 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, 
     a->base.submit = smolvlm_submit;
     a->base.poll = smolvlm_poll;
     a->base.free = smolvlm_answerer_free;
-    a->base.lookahead = LOOKAHEAD;
     /* The names the answers table keeps: "cuda" is recorded as the GPU it means. */
     int cuda_index = -1;
     dq_device_parse(device, &cuda_index, NULL); /* cannot fail: the pipeline opened on it */
@@ -328,8 +385,19 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, 
      * logits and tokens; CUDA multiplies in bf16, int8 and bf16 weights round. */
     a->base.exact = cuda_index < 0 && strcmp(a->base.weights, "stored") == 0;
     a->pipe = pipe;
+    /* A GPU worker: all cores but the one that drives the GPU, up to 8 (a page a thread). */
+    a->n_prep = o->prep_threads > 0 ? o->prep_threads
+                : cuda_index < 0    ? 1
+                                    : CLAMP((int)g_get_num_processors() - 1, 1, 8);
+    /* Requests beyond the model's slots, so that every thread has one to prepare. */
+    a->base.lookahead = a->n_prep + 1;
+    a->tile_cache = g_new0(TileEntry, a->n_prep + 1);
+    g_mutex_init(&a->tile_lock);
+    g_cond_init(&a->tile_cond);
     a->todo = g_async_queue_new();
     a->ready = g_async_queue_new();
-    a->prep = g_thread_new("preprocess", prep_main, a);
+    a->prep = g_new0(GThread *, a->n_prep);
+    for (int i = 0; i < a->n_prep; i++)
+        a->prep[i] = g_thread_new("preprocess", prep_main, a);
     return &a->base;
 }

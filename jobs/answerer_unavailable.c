@@ -4,8 +4,9 @@
 
 #include "dq_error.h"
 
-DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const char *device, const char *weights,
+DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswererOptions *opts,
                                      GError **err) {
+    (void)opts;
     dq_fail(err, DQ_ERR_UNSUPPORTED,
             "%s: this docqa was built without the SmolVLM engine (model/ is incomplete), so it "
             "cannot answer questions yet",

@@ -1,6 +1,7 @@
 /* The SmolVLM answerer's streaming form (answerer.h) with the tiny snapshot from ../shared/models:
  * requests submitted at once, more than the model's slots, answered continuously (preprocessing
- * on its own thread, a page's tiles and vision features shared by its questions) give exactly
+ * on one thread, or on a pool of four as a GPU worker has, a page's tiles and vision features
+ * shared by its questions) give exactly
  * the answers each gets alone; a missing or undecodable page fails only its own request, with its
  * tag; freeing with requests in flight shuts the preprocessing thread down cleanly. */
 #include "answerer.h"
@@ -16,13 +17,14 @@ static char *fixture(const char *name) {
     return g_build_filename(dq_test_source_dir(), "tests", "fixtures", "images", name, NULL);
 }
 
-static DqAnswerer *open_answerer(int batch) {
+static DqAnswerer *open_answerer(int batch, int prep_threads) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL)
         return NULL;
     char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
     GError *err = NULL;
-    DqAnswerer *a = dq_answerer_open_smolvlm(snap, "cpu", NULL, &err);
+    DqSmolvlmAnswererOptions o = {.device = "cpu", .prep_threads = prep_threads};
+    DqAnswerer *a = dq_answerer_open_smolvlm(snap, &o, &err);
     dq_assert_no_error(err);
     g_free(snap);
     a->batch = batch;
@@ -49,8 +51,8 @@ static void drain(DqAnswerer *a, int n, DqAnswerResult *results) {
     g_free(done);
 }
 
-static void test_stream_matches_alone(void) {
-    DqAnswerer *a = open_answerer(2);
+static void test_stream_matches_alone(gconstpointer data) {
+    DqAnswerer *a = open_answerer(2, GPOINTER_TO_INT(data));
     if (a == NULL) {
         g_test_skip("../shared (tiny models) not found");
         return;
@@ -76,7 +78,7 @@ static void test_stream_matches_alone(void) {
     /* Alone: each request through a fresh one-slot answerer (no tiles or features kept). */
     DqAnswerResult *alone = g_new0(DqAnswerResult, n);
     for (int i = 0; i < n; i++) {
-        DqAnswerer *one = open_answerer(1);
+        DqAnswerer *one = open_answerer(1, 1);
         DqAnswerResult r[1] = {{0}};
         g_assert_true(one->submit(one, &reqs[i], 0, &err));
         drain(one, 1, r);
@@ -132,6 +134,11 @@ static void test_stream_matches_alone(void) {
 
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
-    g_test_add_func("/answerer/stream-matches-alone", test_stream_matches_alone);
+    g_test_add_data_func("/answerer/stream-matches-alone", GINT_TO_POINTER(1),
+                         test_stream_matches_alone);
+    /* A GPU worker's pool on the CPU: questions about one page taken by several threads at
+     * once share its tiles; the answers are the same. */
+    g_test_add_data_func("/answerer/stream-matches-alone-4-threads", GINT_TO_POINTER(4),
+                         test_stream_matches_alone);
     return g_test_run();
 }

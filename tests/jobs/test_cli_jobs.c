@@ -193,6 +193,10 @@ static void test_run_refuses_clearly(void) {
     g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--batch", "0", NULL), ==,
                     2);
     g_free(err);
+    g_assert_cmpint(
+        docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads", "65", NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "--prep-threads"));
+    g_free(err);
     g_free(db);
     g_free(dir);
 }
