@@ -1,9 +1,9 @@
 /* The SmolVLM answerer's streaming form (answerer.h) with the tiny snapshot from ../shared/models:
  * requests submitted at once, more than the model's slots, answered continuously (preprocessing
  * on one thread, or on a pool of four as a GPU worker has, a page's tiles and vision features
- * shared by its questions) give exactly
- * the answers each gets alone; a missing or undecodable page fails only its own request, with its
- * tag; freeing with requests in flight shuts the preprocessing thread down cleanly. */
+ * shared by its questions) give exactly the answers each gets alone; a missing or undecodable
+ * page fails only its own request, with its tag; freeing with requests in flight shuts the
+ * preprocessing threads down cleanly. */
 #include "answerer.h"
 #include "dq_error.h"
 #include "testutil.h"
