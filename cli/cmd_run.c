@@ -2,30 +2,100 @@
 #include "cli.h"
 
 #include "answerer.h"
+#include "backend_cuda.h"
+#include "dq_error.h"
 #include "queue.h"
 #include "store.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct {
     const char *model_dir;
-    const char *device;
+    GPtrArray *devices;  /* worker i runs on devices[i % len] */
     const char *weights; /* NULL, "stored", "int8" or "bf16" */
     int prep_threads;    /* 0: the answerer's default */
 } RunModel;
 
 /* Runs in each worker process, after the fork. */
-static DqAnswerer *open_smolvlm(void *user, GError **err) {
+static DqAnswerer *open_smolvlm(void *user, int index, GError **err) {
     const RunModel *m = user;
-    DqSmolvlmAnswererOptions o = {
-        .device = m->device, .weights = m->weights, .prep_threads = m->prep_threads};
+    DqSmolvlmAnswererOptions o = {.device = g_ptr_array_index(m->devices, index % m->devices->len),
+                                  .weights = m->weights,
+                                  .prep_threads = m->prep_threads};
     return dq_answerer_open_smolvlm(m->model_dir, &o, err);
+}
+
+/* The GPUs the workers could use, counted in a child process: a process that has touched CUDA
+ * cannot hand it to children it forks, and the workers are forked from this one. */
+static int count_gpus(char **why) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+        *why = g_strdup(g_strerror(errno));
+        return 0;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        char *reason = NULL;
+        int n = dq_cuda_device_count(&reason);
+        char *msg = g_strdup_printf("%d %s", n, reason ? reason : "");
+        ssize_t w = write(fds[1], msg, strlen(msg));
+        _exit(w < 0 ? 1 : 0);
+    }
+    close(fds[1]);
+    char buf[512] = "";
+    ssize_t got = pid > 0 ? read(fds[0], buf, sizeof buf - 1) : -1;
+    close(fds[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    buf[MAX(got, 0)] = '\0';
+    char *rest = NULL;
+    long n = strtol(buf, &rest, 10);
+    if (got <= 0 || rest == buf || n <= 0) {
+        *why = g_strdup(got > 0 && *rest == ' ' && rest[1] ? rest + 1 : "could not ask the driver");
+        return 0;
+    }
+    return (int)n;
+}
+
+/* --device: one name or a comma list ("cuda:0,cuda:1"); "cuda:all" stands for every GPU. */
+static GPtrArray *parse_devices(const char *spec, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    char **items = g_strsplit(spec, ",", -1);
+    for (char **it = items; *it; it++) {
+        const char *name = g_strstrip(*it);
+        int index;
+        if (strcmp(name, "cuda:all") == 0) {
+            char *why = NULL;
+            int n = count_gpus(&why);
+            if (n == 0) {
+                dq_fail(err, DQ_ERR_UNSUPPORTED, "--device cuda:all: no GPU (%s)", why);
+                g_free(why);
+                goto fail;
+            }
+            for (int i = 0; i < n; i++)
+                g_ptr_array_add(out, g_strdup_printf("cuda:%d", i));
+        } else if (dq_device_parse(name, &index, err)) {
+            g_ptr_array_add(out, g_strdup(name));
+        } else {
+            goto fail;
+        }
+    }
+    g_strfreev(items);
+    return out;
+fail:
+    g_strfreev(items);
+    g_ptr_array_free(out, TRUE);
+    return NULL;
 }
 
 int cmd_run(int argc, char **argv) {
     char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL;
-    int batch = 1, workers = 1, lease_s = 60, prep_threads = 0;
+    int batch = 1, workers = 0, lease_s = 60, prep_threads = 0;
     gint64 max_jobs = 0;
     gboolean until_empty = FALSE, quiet = FALSE;
     GOptionEntry entries[] = {
@@ -35,7 +105,10 @@ int cmd_run(int argc, char **argv) {
          "SmolVLM snapshot directory (default $DOCQA_MODEL)", "DIR"},
         {"model-id", 0, 0, G_OPTION_ARG_STRING, &model_id_opt,
          "answer the jobs asked for this model id (default: the snapshot directory's name)", "ID"},
-        {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu, cuda or cuda:I (default cpu)", "DEV"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &device,
+         "cpu, cuda or cuda:I (default cpu); a comma list (cuda:0,cuda:1) or cuda:all: one worker "
+         "a device",
+         "DEV"},
         {"weights", 0, 0, G_OPTION_ARG_STRING, &weights,
          "stored (default); int8: the decoder's matrices quantized at load; bf16: every matrix as "
          "bf16, products in bf16 where the CPU has AVX512-BF16 (device cpu; both approximate)",
@@ -44,7 +117,8 @@ int cmd_run(int argc, char **argv) {
          "requests a worker decodes together; each finished one is replaced at once by a newly "
          "claimed job (continuous batching; default 1)",
          "N"},
-        {"workers", 'k', 0, G_OPTION_ARG_INT, &workers, "worker processes (default 1)", "K"},
+        {"workers", 'k', 0, G_OPTION_ARG_INT, &workers,
+         "worker processes, dealt to the devices in turn (default: one a device)", "K"},
         {"prep-threads", 0, 0, G_OPTION_ARG_INT, &prep_threads,
          "threads a worker prepares pages on (PNG decode, image processor, tokenizer; default 1 "
          "on the CPU, on a GPU one a core but one, up to 8)",
@@ -71,6 +145,7 @@ int cmd_run(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     char *model_id = NULL;
+    GPtrArray *devices = NULL;
     const char *db_path = db ? db : dq_store_default_location();
     if (!ok)
         goto out;
@@ -89,7 +164,7 @@ int cmd_run(int argc, char **argv) {
                 model_dir);
         goto out;
     }
-    if (batch < 1 || workers < 1 || workers > 256 || lease_s < 1 || max_jobs < 0) {
+    if (batch < 1 || workers < 0 || workers > 256 || lease_s < 1 || max_jobs < 0) {
         fprintf(stderr, "docqa: run: --batch, --workers (<= 256) and --lease must be positive\n");
         goto out;
     }
@@ -97,6 +172,12 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "docqa: run: --prep-threads must be between 1 and 64 (0: the default)\n");
         goto out;
     }
+    if ((devices = parse_devices(device ? device : "cpu", &err)) == NULL) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    if (workers == 0)
+        workers = (int)MIN(devices->len, 256);
     model_id = model_id_opt ? g_strdup(model_id_opt) : queue_model_id(model_dir);
 
     /* Workers read page images from the page store (a shared directory for PostgreSQL). */
@@ -127,7 +208,7 @@ int cmd_run(int argc, char **argv) {
                 model_id, c.pending_other, model_dir);
 
     RunModel rm = {.model_dir = model_dir,
-                   .device = device ? device : "cpu",
+                   .devices = devices,
                    .weights = weights,
                    .prep_threads = prep_threads};
     DqRunOptions ro = {.worker = {.db_path = db_path,
@@ -157,5 +238,7 @@ out:
     g_free(model_id);
     g_free(device);
     g_free(weights);
+    if (devices)
+        g_ptr_array_free(devices, TRUE);
     return rc;
 }

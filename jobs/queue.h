@@ -163,8 +163,8 @@ typedef struct {
 gboolean queue_worker_run(const DqWorkerOptions *opt, DqAnswerer *answerer,
                           volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err);
 
-/* Opens an answerer inside a worker process (after fork). */
-typedef DqAnswerer *(*DqAnswererOpenFn)(void *user, GError **err);
+/* Opens an answerer inside worker process `index` (0 .. K-1), after the fork. */
+typedef DqAnswerer *(*DqAnswererOpenFn)(void *user, int index, GError **err);
 
 typedef struct {
     DqWorkerOptions worker;

@@ -61,7 +61,7 @@ static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, in
     GError *err = NULL;
     DqWorkerOptions wo = opt->worker;
     wo.job_budget = opt->max_jobs > 0 ? &sh->budget : NULL;
-    DqAnswerer *answerer = open(open_user, &err);
+    DqAnswerer *answerer = open(open_user, index, &err);
     gboolean ok = FALSE;
     if (answerer != NULL) {
         answerer->cancel = &child_stop;

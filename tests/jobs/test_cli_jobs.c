@@ -1,5 +1,6 @@
 /* The queue's commands as a user runs them: docqa ask, status, export, requeue, run. Answers come
  * from a worker with the hash answerer (a test double; docqa run itself needs the model). */
+#include "backend_cuda.h"
 #include "jobs_testlib.h"
 #include "queue.h"
 #include "testutil.h"
@@ -197,6 +198,18 @@ static void test_run_refuses_clearly(void) {
         docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads", "65", NULL), ==, 2);
     g_assert_nonnull(strstr(err, "--prep-threads"));
     g_free(err);
+    g_assert_cmpint(
+        docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "cpu,tpu:0", NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "unknown device 'tpu:0'"));
+    g_free(err);
+    if (dq_cuda_device_count(NULL) == 0) {
+        /* Said before any worker starts, with the driver's reason. */
+        g_assert_cmpint(
+            docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "cuda:all", NULL), ==,
+            2);
+        g_assert_nonnull(strstr(err, "--device cuda:all: no GPU ("));
+        g_free(err);
+    }
     g_free(db);
     g_free(dir);
 }

@@ -208,6 +208,17 @@ static void test_ingest_ask_run(void) {
     g_assert_nonnull(strstr(said, "answers: 8 exact (cpu, weights as stored), 4 approximate "
                                   "(cpu, weights int8)\n"));
     g_free(said);
+    /* Two workers on two devices (--device a list): both are the CPU's exact numerics here. */
+    const char *ask4[] = {
+        "ask", "--db", db, "--model", model, "--max-new-tokens", "4", "What is the title?", NULL};
+    g_assert_cmpint(docqa(ask4), ==, 0);
+    const char *run2[] = {"run",         "--db",          db,   "--model", model, "--device",
+                          "cpu,cpu-ref", "--until-empty", "-q", NULL};
+    g_assert_cmpint(docqa(run2), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE device IN ('cpu', "
+                                     "'cpu-ref') AND weights = 'stored' AND exact = 1"),
+                    ==, 12);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state <> 'done'"), ==, 0);
     g_bytes_unref(tmpl);
     g_free(db);
     g_free(pdf1);

@@ -505,7 +505,8 @@ static void test_worker_continuous_batching(void) {
     g_free(dir);
 }
 
-static DqAnswerer *open_hash_answerer(void *user, GError **err) {
+static DqAnswerer *open_hash_answerer(void *user, int index, GError **err) {
+    (void)index;
     return jt_answerer_new(user);
 }
 
@@ -561,7 +562,8 @@ static void test_heartbeat_keeps_leases(void) {
     g_free(dir);
 }
 
-static DqAnswerer *open_failing(void *user, GError **err) {
+static DqAnswerer *open_failing(void *user, int index, GError **err) {
+    (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
     return NULL;
 }

@@ -5,7 +5,8 @@
 #include "queue.h"
 #include "testutil.h"
 
-static DqAnswerer *open_hash_answerer(void *user, GError **err) {
+static DqAnswerer *open_hash_answerer(void *user, int index, GError **err) {
+    (void)index;
     return jt_answerer_new(NULL);
 }
 
