@@ -9,8 +9,8 @@
 #        with CUDA graphs, and the default bf16 products for information;
 # e2e: the pipeline end to end (ingest examples/docs, ask examples/questions.txt, run) on the tiny
 #        f32 model three times: --device cpu, cuda:0 with float32 products (answers must equal
-#        the CPU's), cuda:0 as shipped (bf16 products: agreement printed); each answer must record
-#        its device, weights mode and exactness.
+#        the CPU's), cuda:all as shipped (bf16 products: agreement printed); each answer must
+#        record its device, weights mode and exactness.
 # sanitize: compute-sanitizer over test_backend_cuda: memcheck on every test, racecheck and
 #        synccheck on the kernels with shared memory and barriers (attention, norms).
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
@@ -99,8 +99,8 @@ for what in "$@"; do
       db=/tmp/e2e/$how.db
       rm -rf /tmp/e2e/$how.db*; mkdir -p /tmp/e2e
       dev=cpu e=()
-      [ "$how" = cpu ] || dev=cuda:0
-      [ "$how" = cuda-f32 ] && e+=(DOCQA_CUDA_F32=1)
+      [ "$how" = cuda-f32 ] && dev=cuda:0 e+=(DOCQA_CUDA_F32=1)
+      [ "$how" = cuda ] && dev=cuda:all # counted in a child; one worker a GPU
       run /tmp/gb/bin/docqa ingest --db "$db" --model "$model" --n-res 2 -q "$root/examples/docs" &&
         run /tmp/gb/bin/docqa ask --db "$db" --model "$model" --max-new-tokens 12 \
           -f "$root/examples/questions.txt" &&
