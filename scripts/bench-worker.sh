@@ -6,6 +6,11 @@
 #
 #   scripts/bench-worker.sh [BUILD_DIR] [MODEL_DIR] [BATCH] [QUESTIONS] [MAX_NEW_TOKENS]
 #   REF_DOCQA=/path/to/old/docqa scripts/bench-worker.sh build
+#   DOCS=../shared/corpus/pdf N_RES=5 PREP="1 2" scripts/bench-worker.sh build "" 8 1 4
+#
+# PREP: more rows at --batch BATCH, one a --prep-threads count: with the tiny model and pages at
+# N=5 the host's page preparation is the bottleneck, as it is for a GPU worker. DOCS: the folder
+# to ingest (default examples/docs, 5 pages).
 #
 # MODEL_DIR defaults to ../shared/models/tiny-smolvlm-b512 (random weights: meaningless answers,
 # which always run to MAX_NEW_TOKENS; real models stop earlier, at different lengths, which is
@@ -14,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 model=${2:-../shared/models/tiny-smolvlm-b512}
+[ -n "$model" ] || model=../shared/models/tiny-smolvlm-b512
 batch=${3:-4}
 questions=${4:-4}
 max_new=${5:-24}
@@ -25,28 +31,33 @@ docqa=$PWD/$build/cli/docqa
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-"$docqa" ingest --db "$tmp/base.db" --n-res 2 --model "$model" examples/docs >/dev/null
+"$docqa" ingest --db "$tmp/base.db" --n-res "${N_RES:-2}" --model "$model" "${DOCS:-examples/docs}" \
+  >/dev/null
 qs=()
 for i in $(seq 1 "$questions"); do qs+=("Question number $i: what does the page say?"); done
 "$docqa" ask --db "$tmp/base.db" --model "$model" --max-new-tokens "$max_new" "${qs[@]}" >/dev/null
 jobs=$(sqlite3 "$tmp/base.db" "SELECT count(*) FROM jobs")
 echo "model $(basename "$model"), $jobs jobs (pages x $questions questions), max_new_tokens $max_new"
-printf '%-8s %6s %9s %9s %7s\n' binary batch seconds jobs/s ratio
+printf '%-8s %6s %5s %9s %9s %7s\n' binary batch prep seconds jobs/s ratio
 
 first=""
-run() { # label binary batch
+run() { # label binary batch [prep_threads]
   local db=$tmp/run.db
   rm -rf "$db" "$db-wal" "$db-shm" "$db.pages"
   sqlite3 "$tmp/base.db" ".backup '$db'"
   ln -s "$tmp/base.db.pages" "$db.pages"
   local t0 t1 s rate
   t0=$(date +%s.%N)
-  "$2" run --db "$db" --model "$model" --batch "$3" --workers 1 --until-empty --quiet >/dev/null
+  local prep=()
+  [ -z "${4:-}" ] || prep=(--prep-threads "$4")
+  "$2" run --db "$db" --model "$model" --batch "$3" --workers 1 "${prep[@]}" --until-empty \
+    --quiet >/dev/null
   t1=$(date +%s.%N)
   s=$(echo "$t1 - $t0" | bc -l)
   rate=$(echo "$jobs / $s" | bc -l)
   [ -n "$first" ] || first=$rate
-  printf '%-8s %6d %9.2f %9.2f %7.2f\n' "$1" "$3" "$s" "$rate" "$(echo "$rate / $first" | bc -l)"
+  printf '%-8s %6d %5s %9.2f %9.2f %7.2f\n' "$1" "$3" "${4:-1}" "$s" "$rate" \
+    "$(echo "$rate / $first" | bc -l)"
 }
 if [ -n "${REF_DOCQA:-}" ]; then
   run ref "$REF_DOCQA" 1
@@ -54,3 +65,6 @@ if [ -n "${REF_DOCQA:-}" ]; then
 fi
 run this "$docqa" 1
 run this "$docqa" "$batch"
+for t in ${PREP:-}; do
+  run this "$docqa" "$batch" "$t"
+done

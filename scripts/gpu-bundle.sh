@@ -37,6 +37,9 @@ find "$shared/models/tiny-smolvlm-a384-v1tok" -maxdepth 1 -type f ! -name '*.saf
 mkdir -p "$out/stage/fixtures"
 cp -r "$shared/conformance" "$shared/fixtures-mini" "$out/stage/"
 cp -r "$shared/fixtures/images" "$out/stage/fixtures/"
+# ~90 pages for the worker step (the first twelve PDFs of the corpus, ~1 MB)
+mkdir -p "$out/stage/corpus"
+find "$shared/corpus/pdf" -name '*.pdf' | sort | head -12 | xargs -I{} cp {} "$out/stage/corpus/"
 python3 - "$out/stage/fixtures-mini/index.json" <<'PY'
 import json, sys
 p = sys.argv[1]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs on a lent GPU machine from the bundle scripts/gpu-bundle.sh made (carry .gpu-shared):
 #
-#   bash .gpu-shared/device-run.sh [check] [e2e] [sanitize] [bench256] [bench22] [hf256] [hf22]
-#                                  [cpu512]
+#   bash .gpu-shared/device-run.sh [check] [e2e] [worker] [sanitize] [bench256] [bench22] [hf256]
+#                                  [hf22] [cpu512]
 #
 # check: every test_backend_cuda test on its own (one failure does not hide the rest), then
 #        check.py over fixtures-mini: float32 products on the f32 and bf16 variants, the same
@@ -11,6 +11,9 @@
 #        f32 model three times: --device cpu, cuda:0 with float32 products (answers must equal
 #        the CPU's), cuda:all as shipped (bf16 products: agreement printed); each answer must
 #        record its device, weights mode and exactness.
+# worker: `docqa run --device cuda:0 --batch 16` over ~90 corpus pages at N=5 with the tiny model,
+#        where preparing pages on the host is the bottleneck: --prep-threads 1 against the default
+#        pool (pages/s of each).
 # sanitize: compute-sanitizer over test_backend_cuda: memcheck on every test, racecheck and
 #        synccheck on the kernels with shared memory and barriers (attention, norms).
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
@@ -127,6 +130,26 @@ agree = sum(cpu[k]["answer"] == bf16[k]["answer"] for k in cpu)
 print(f"e2e: {len(cpu)} answers; cuda float32 products equal the cpu's in {same}; cuda bf16 in {agree}")
 print("e2e:", "PASS" if ok and same == len(cpu) else "FAIL")
 PY
+    ;;
+  worker)
+    model=/tmp/gb/models/tiny-smolvlm-b512
+    rm -rf /tmp/w && mkdir -p /tmp/w
+    step "worker: corpus pages at N=5, cuda:0, batch 16: --prep-threads 1 against the default"
+    run /tmp/gb/bin/docqa ingest --db /tmp/w/base.db --model "$model" -q /tmp/gb/corpus >/dev/null
+    run /tmp/gb/bin/docqa ask --db /tmp/w/base.db --model "$model" --max-new-tokens 4 \
+      "What is the title?"
+    for t in 1 0; do
+      rm -rf /tmp/w/run.db*
+      for f in /tmp/w/base.db /tmp/w/base.db-wal /tmp/w/base.db-shm; do
+        [ -e "$f" ] && cp "$f" "/tmp/w/run.db${f#/tmp/w/base.db}"
+      done
+      ln -s /tmp/w/base.db.pages /tmp/w/run.db.pages
+      opts=()
+      [ "$t" = 0 ] || opts=(--prep-threads "$t")
+      printf 'prep threads %s: ' "$([ "$t" = 0 ] && echo default || echo "$t")"
+      timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/docqa run --db /tmp/w/run.db \
+        --model "$model" --device cuda:0 --batch 16 "${opts[@]}" --until-empty -q 2>&1 | tail -1
+    done
     ;;
   sanitize)
     cs=$(command -v compute-sanitizer || find /usr/local/cuda*/ /opt -name compute-sanitizer -type f 2>/dev/null | head -1)
