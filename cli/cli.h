@@ -5,6 +5,7 @@
 #define DQ_CLI_H
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 /* Exit statuses shared by every subcommand. */
 enum {
@@ -21,6 +22,11 @@ int dq_cli_fail(GError *err);
 
 /* Parses argv with ctx; on a usage error prints it with the subcommand's help hint. */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
+
+/* JSON members for values a database may not know: a string (null for NULL), and a boolean
+ * held as 1 / 0 (null for -1). */
+void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);
+void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value);
 
 int cmd_version(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);

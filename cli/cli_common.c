@@ -17,3 +17,19 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
     }
     return TRUE;
 }
+
+void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value) {
+    json_builder_set_member_name(b, name);
+    if (value == NULL)
+        json_builder_add_null_value(b);
+    else
+        json_builder_add_string_value(b, value);
+}
+
+void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value) {
+    json_builder_set_member_name(b, name);
+    if (value < 0)
+        json_builder_add_null_value(b);
+    else
+        json_builder_add_boolean_value(b, value != 0);
+}

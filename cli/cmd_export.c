@@ -33,14 +33,6 @@ static void csv_field(const char *s, gboolean last) {
     fputs(last ? "\r\n" : ",", stdout);
 }
 
-static void add_string_or_null(JsonBuilder *b, const char *name, const char *value) {
-    json_builder_set_member_name(b, name);
-    if (value == NULL)
-        json_builder_add_null_value(b);
-    else
-        json_builder_add_string_value(b, value);
-}
-
 static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     Export *ex = user;
     char page[32], doc[32], job[32];
@@ -82,13 +74,9 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         json_builder_set_member_name(b, "job_id");
         json_builder_add_int_value(b, r->job_id);
         /* null where the answer predates schema 0003 */
-        add_string_or_null(b, "device", r->device);
-        add_string_or_null(b, "weights", r->weights);
-        json_builder_set_member_name(b, "exact");
-        if (r->exact < 0)
-            json_builder_add_null_value(b);
-        else
-            json_builder_add_boolean_value(b, r->exact);
+        dq_cli_json_string(b, "device", r->device);
+        dq_cli_json_string(b, "weights", r->weights);
+        dq_cli_json_known_bool(b, "exact", r->exact);
         json_builder_end_object(b);
         JsonGenerator *g = json_generator_new();
         JsonNode *root = json_builder_get_root(b);

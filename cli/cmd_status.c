@@ -53,21 +53,9 @@ static void print_json(const DqJobCounts *c, double rate, double eta, const GPtr
     for (guint i = 0; i < engines->len; i++) {
         const DqAnswerEngine *e = g_ptr_array_index(engines, i);
         json_builder_begin_object(b);
-        json_builder_set_member_name(b, "device");
-        if (e->device)
-            json_builder_add_string_value(b, e->device);
-        else
-            json_builder_add_null_value(b);
-        json_builder_set_member_name(b, "weights");
-        if (e->weights)
-            json_builder_add_string_value(b, e->weights);
-        else
-            json_builder_add_null_value(b);
-        json_builder_set_member_name(b, "exact");
-        if (e->exact < 0)
-            json_builder_add_null_value(b);
-        else
-            json_builder_add_boolean_value(b, e->exact);
+        dq_cli_json_string(b, "device", e->device);
+        dq_cli_json_string(b, "weights", e->weights);
+        dq_cli_json_known_bool(b, "exact", e->exact);
         json_builder_set_member_name(b, "answers");
         json_builder_add_int_value(b, e->answers);
         json_builder_end_object(b);

@@ -126,6 +126,13 @@ static void test_ask_status_export_requeue(void) {
     g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(reasons, 0), "jobs"),
                     ==, 4);
     g_assert_cmpfloat(json_object_get_double_member(o, "pages_per_second"), >, 0);
+    /* The stand-in answerer says nothing of its numerics: one group, all unknown. */
+    JsonArray *engines = json_object_get_array_member(o, "answers_by_engine");
+    g_assert_cmpint(json_array_get_length(engines), ==, 1);
+    JsonObject *e0 = json_array_get_object_element(engines, 0);
+    g_assert_true(json_object_get_null_member(e0, "device"));
+    g_assert_true(json_object_get_null_member(e0, "exact"));
+    g_assert_cmpint(json_object_get_int_member(e0, "answers"), ==, 18);
     g_object_unref(p);
     g_free(out);
 
