@@ -168,8 +168,9 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "docqa: run: --batch, --workers (<= 256) and --lease must be positive\n");
         goto out;
     }
-    if (prep_threads < 0 || prep_threads > 64) {
-        fprintf(stderr, "docqa: run: --prep-threads must be between 1 and 64 (0: the default)\n");
+    if (prep_threads < 0 || prep_threads > DQ_MAX_PREP_THREADS) {
+        fprintf(stderr, "docqa: run: --prep-threads must be between 1 and %d (0: the default)\n",
+                DQ_MAX_PREP_THREADS);
         goto out;
     }
     if ((devices = parse_devices(device ? device : "cpu", &err)) == NULL) {

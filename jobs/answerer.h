@@ -87,6 +87,8 @@ static inline void dq_answerer_free(DqAnswerer *a) {
         a->free(a);
 }
 
+#define DQ_MAX_PREP_THREADS 64 /* DqSmolvlmAnswererOptions.prep_threads, at most */
+
 typedef struct {
     const char *device;  /* "cpu" (NULL means cpu), "cuda", "cuda:1" */
     const char *weights; /* NULL or "stored" (as stored), "int8", "bf16" (SmolvlmOptions) */

@@ -35,8 +35,6 @@
 
 #include <string.h>
 
-#define MAX_PREP 64 /* preprocessing threads, at most */
-
 /* One request from submit to its result. */
 typedef struct {
     gint64 tag;
@@ -357,9 +355,9 @@ static void smolvlm_answerer_free(DqAnswerer *self) {
 DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswererOptions *o,
                                      GError **err) {
     const char *device = o->device, *weights = o->weights;
-    if (o->prep_threads < 0 || o->prep_threads > MAX_PREP) {
+    if (o->prep_threads < 0 || o->prep_threads > DQ_MAX_PREP_THREADS) {
         dq_fail(err, DQ_ERR_ARGS, "preprocessing threads: %d is not between 0 and %d",
-                o->prep_threads, MAX_PREP);
+                o->prep_threads, DQ_MAX_PREP_THREADS);
         return NULL;
     }
     SmolvlmOptions opts = {.device = device, .weights = weights};
