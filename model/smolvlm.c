@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
+#include <xxhash.h>
 
 /* Tiles encoded per vision batch: bounds the activations (256M: 32 tiles x 1024 patches x 3072
  * MLP floats = 400 MB) while keeping the GEMMs large. Tiles are independent, so the chunking
@@ -485,31 +486,54 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
     return TRUE;
 }
 
-/* FNV-1a over the tile's bits: a first filter before memcmp. */
-static uint64_t tile_hash(const float *px, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    const uint32_t *w = (const uint32_t *)px;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ w[i]) * 0x100000001b3ull;
-    return h;
+/* Duplicates are found in three steps, each only for the tiles the one before could not tell
+ * apart: XXH3 over a sample of the tile (one 64-byte line in 32), XXH3 over all of it, memcmp.
+ * Hashing all of every tile cost ~0.2 ms a 512-pixel tile (3 MB), ~0.3 s for a GPU's batch of 64
+ * pages before its vision encoder could start; FNV-1a before that, ~1.3 ms a tile. */
+#define DQ_TILE_SAMPLE_STRIDE 32 /* in 64-byte lines */
+
+static uint64_t tile_sample_hash(const float *px, size_t n, uint8_t *scratch) {
+    const uint8_t *b = (const uint8_t *)px;
+    size_t bytes = n * sizeof(float), lines = bytes / 64, k = 0;
+    for (size_t i = 0; i < lines; i += DQ_TILE_SAMPLE_STRIDE, k++)
+        memcpy(scratch + k * 64, b + i * 64, 64);
+    /* and the tail past the last whole line */
+    memcpy(scratch + k * 64, b + lines * 64, bytes - lines * 64);
+    return XXH3_64bits(scratch, k * 64 + (bytes - lines * 64));
 }
 
 /* tiles[t] -> its first identical tile; returns the number of distinct tiles. */
 static int find_duplicates(const float *const *tiles, int n_tiles, size_t tile_floats, int *first) {
-    uint64_t *h = g_new(uint64_t, n_tiles);
+    uint64_t *sample = g_new(uint64_t, n_tiles), *full = g_new(uint64_t, n_tiles);
+    gboolean *have_full = g_new0(gboolean, n_tiles);
+    size_t lines = tile_floats * sizeof(float) / 64;
+    uint8_t *scratch = g_malloc((lines / DQ_TILE_SAMPLE_STRIDE + 2) * 64);
     int distinct = 0;
     for (int t = 0; t < n_tiles; t++) {
-        h[t] = tile_hash(tiles[t], tile_floats);
+        sample[t] = tile_sample_hash(tiles[t], tile_floats, scratch);
         first[t] = t;
-        for (int u = 0; u < t; u++)
-            if (first[u] == u && h[u] == h[t] &&
+        for (int u = 0; u < t; u++) {
+            if (first[u] != u || sample[u] != sample[t])
+                continue;
+            for (int x = 0; x < 2; x++) {
+                int i = x == 0 ? u : t;
+                if (!have_full[i]) {
+                    full[i] = XXH3_64bits(tiles[i], tile_floats * sizeof(float));
+                    have_full[i] = TRUE;
+                }
+            }
+            if (full[u] == full[t] &&
                 memcmp(tiles[u], tiles[t], tile_floats * sizeof(float)) == 0) {
                 first[t] = u;
                 break;
             }
+        }
         distinct += first[t] == t;
     }
-    g_free(h);
+    g_free(sample);
+    g_free(full);
+    g_free(have_full);
+    g_free(scratch);
     return distinct;
 }
 

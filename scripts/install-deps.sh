@@ -9,7 +9,7 @@ packages=(
   # libraries docqa links
   libglib2.0-dev libglib2.0-dev-bin libjson-glib-dev libpcre2-dev
   libpoppler-glib-dev libcairo2-dev libtiff-dev libpng-dev libjpeg62-turbo-dev
-  libsqlite3-dev libopenblas-openmp-dev libpq-dev
+  libsqlite3-dev libopenblas-openmp-dev libpq-dev libxxhash-dev
   # tools the tests and benchmarks drive
   sqlite3 poppler-utils libtiff-tools postgresql
   # scripts/download-model.sh

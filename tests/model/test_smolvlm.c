@@ -645,8 +645,9 @@ G_GNUC_UNUSED static void test_position_ids(void) {
     g_assert_cmpint(ids[15], ==, 29);
 }
 
-/* Identical tiles are encoded once (smolvlm_encode_tiles): the features of [A, B, A, A] equal A's
- * and B's encoded alone, tile for tile, bit for bit. */
+/* Identical tiles are encoded once (smolvlm_encode_tiles): the features of [A, B, A, A, C] equal
+ * A's, B's and C's encoded alone, tile for tile, bit for bit, where C differs from A in two
+ * floats only, both outside the sample the first hash reads. */
 G_GNUC_UNUSED static void test_duplicate_tiles(void) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL) {
@@ -665,18 +666,27 @@ G_GNUC_UNUSED static void test_duplicate_tiles(void) {
         a[i] = (float)((i * 7919) % 255) / 127.5f - 1.0f;
         b[i] = (float)((i * 104729) % 255) / 127.5f - 1.0f;
     }
-    const float *mixed[4] = {a, b, a, a};
+    float *cc = g_memdup2(a, tf * sizeof(float));
+    cc[16 * 5] += 0.5f; /* line 5 of 64 bytes: the sample reads lines 0, 32, 64, ... */
+    cc[tf - 1] += 0.5f; /* the last line */
+    const float *mixed[5] = {a, b, a, a, cc};
     DqBackend *be = smolvlm_backend(m);
-    float *f4 = be->alloc(be, 4 * ff), *fa = be->alloc(be, ff), *fb = be->alloc(be, ff);
-    g_assert_true(smolvlm_encode_tiles(m, mixed, 4, f4, &err));
+    float *f4 = be->alloc(be, 5 * ff), *fa = be->alloc(be, ff), *fb = be->alloc(be, ff);
+    float *fc = be->alloc(be, ff);
+    g_assert_true(smolvlm_encode_tiles(m, mixed, 5, f4, &err));
     g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){a}, 1, fa, &err));
     g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){b}, 1, fb, &err));
+    g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){cc}, 1, fc, &err));
     dq_assert_no_error(err);
     g_assert_cmpmem(f4, ff * sizeof(float), fa, ff * sizeof(float));
     g_assert_cmpmem(f4 + ff, ff * sizeof(float), fb, ff * sizeof(float));
     g_assert_cmpmem(f4 + 2 * ff, ff * sizeof(float), fa, ff * sizeof(float));
     g_assert_cmpmem(f4 + 3 * ff, ff * sizeof(float), fa, ff * sizeof(float));
+    g_assert_cmpmem(f4 + 4 * ff, ff * sizeof(float), fc, ff * sizeof(float));
     g_assert_true(memcmp(fa, fb, ff * sizeof(float)) != 0);
+    g_assert_true(memcmp(fa, fc, ff * sizeof(float)) != 0);
+    be->release(be, fc);
+    g_free(cc);
     be->release(be, f4);
     be->release(be, fa);
     be->release(be, fb);
