@@ -139,6 +139,10 @@ struct DqBackend {
      * whose parts each have at least this many rows (tiles, prompts) may be merged into one.
      * 0: no such promise (the reference: OpenBLAS's rounding depends on the row count). */
     int matmul_row_invariant_min;
+    /* Prompt rows the backend would take in one forward call (0: the generator's default,
+     * 2048): larger calls make larger products, which a GPU needs to be filled. Activations
+     * grow with it (2.2B: 112 KB of workspace a row). */
+    int prefill_rows;
     /* The decoder's attention for a batch of sequences in one call: each segment's new rows of
      * k_new / v_new are written into its caches at n_past .., then its queries (positions n_past
      * + i) attend causally over n_past + n_q keys, as attention() with n_seq 1 would. shape

@@ -11,8 +11,12 @@
  * - Weights: matrices (rows > 1: linear layers, embedding tables) are converted to bf16 once at
  *   load, whatever the file holds (F32, BF16 or F16), and uploaded once; vectors (norm weights,
  *   biases) stay float32. matmul runs cuBLAS bf16 x bf16 with float32 accumulation and a float32
- *   result; the activation is rounded to bf16 on the way in. Everything else (norms, softmax,
- *   RoPE, residual adds) is float32.
+ *   result; the activation is rounded to bf16 on the way in. Attention from 64 query rows on
+ *   rounds Q, K, V and the probabilities to bf16 (tensor cores). Everything else (norms,
+ *   softmax, RoPE, residual adds) is float32.
+ * - A row of a product never depends on the other rows of the call (matmul_row_invariant_max
+ *   and _min, backend.h): tiles, prompts and decode rows of different requests share products
+ *   without changing any request's result.
  * - DOCQA_CUDA_F32=1 in the environment keeps the matrices float32 and the products true float32
  *   (no TF32): slower, but within the float32 conformance tolerances of
  *   ../shared/conformance/check.py (scripts/check-gpu.sh runs it both ways).
@@ -24,11 +28,15 @@
  * - Decode steps as CUDA graphs (backend.h graph_begin / graph_end, called by
  *   smolvlm_forward_step for every DqGenerator step): the step's kernels are captured, the graph
  *   kept for the step's shape is updated with the new arguments (cudaGraphExecUpdate) and
- *   launched as one. OFF BY DEFAULT: DOCQA_CUDA_GRAPHS=1 in the environment turns it on. It has
- *   not yet run on a GPU (written without one); test_backend_cuda's graph tests and
- *   scripts/check-gpu.sh check it on a GPU (same tokens and logits, bit for bit, as without
- *   graphs), after which the default may change. A recording that fails is redone with plain
- *   launches; after 3 failures in a row graphs are turned off with a warning.
+ *   launched as one. OFF BY DEFAULT: DOCQA_CUDA_GRAPHS=1 in the environment turns it on. On an
+ *   H200 it gives the same tokens and logits, bit for bit, as plain launches (test_backend_cuda's
+ *   graph tests, check.py), but was not faster: the step is recorded again every time. A
+ *   recording that fails is redone with plain launches; after 3 failures in a row graphs are
+ *   turned off with a warning.
+ * - DOCQA_CUDA_PROFILE=1: every op is timed on the GPU (events around it) and the sums by op and
+ *   shape go to stderr when the backend is freed. DOCQA_CUDA_MERGE=0 (products with the
+ *   heuristic's algorithm per row count, one tile or prompt at a time) and
+ *   DOCQA_CUDA_ATTN_MMA=0 (the earlier tensor-core attention) are there for comparison.
  * - Too little GPU memory: loading fails before the first weight, naming the MiB the weights
  *   need and the MiB free; a KV cache or activation buffer that does not fit fails its request
  *   naming its size (and the pool's warning names the free memory).

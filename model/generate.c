@@ -9,7 +9,8 @@
 
 /* Prompt rows per prefill forward call: bounds the activations (2.2B: 2048 rows x 8192 MLP
  * floats x 2 = 128 MB) while keeping the GEMMs large. Rows are independent outside attention and
- * attention reads the KV cache, so the split never changes a result. */
+ * attention reads the KV cache, so the split never changes a result. A backend may ask for more
+ * (DqBackend.prefill_rows: a GPU, whose products only fill it from ~10k rows). */
 #define DQ_PREFILL_ROWS 2048
 
 void dq_generate_options_init(DqGenerateOptions *opts, const SmolvlmConfig *cfg) {
@@ -388,7 +389,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
     }
     double vision_ms = dq_now_ms() - t0;
 
-    /* 2. Prefill, up to DQ_PREFILL_ROWS prompt rows a forward call, requests side by side. */
+    /* 2. Prefill, up to prefill_rows prompt rows a forward call, requests side by side. */
     t0 = dq_now_ms();
     int total = 0;
     for (int i = 0; i < n; i++) {
@@ -402,17 +403,18 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         s->prompt_tokens = r->n_input_ids;
         s->res.output_ids = g_new0(int32_t, r->options.max_new_tokens);
     }
-    if (!ensure_workspace(g, MAX(MIN(total, DQ_PREFILL_ROWS), g->n_slots), err))
+    const int prefill_rows = MAX(smolvlm_backend(g->m)->prefill_rows, DQ_PREFILL_ROWS);
+    if (!ensure_workspace(g, MAX(MIN(total, prefill_rows), g->n_slots), err))
         goto out;
     for (int i = 0; i < n;) {
         int rows = 0, n_segs = 0;
         while (i < n) {
-            /* A request's prompt goes in chunks of DQ_PREFILL_ROWS counted from its own start,
+            /* A request's prompt goes in chunks of prefill_rows counted from its own start,
              * whatever its batch-mates are, so its products have the same shapes alone or
              * batched (bit-identical results). */
             const SmolvlmRequest *r = &reqs[i];
-            int take = MIN(r->n_input_ids - as[i].prefilled, DQ_PREFILL_ROWS);
-            if (n_segs > 0 && rows + take > DQ_PREFILL_ROWS)
+            int take = MIN(r->n_input_ids - as[i].prefilled, prefill_rows);
+            if (n_segs > 0 && rows + take > prefill_rows)
                 break;
             if (!smolvlm_embed(g->m, g->ws, rows, r->input_ids + as[i].prefilled, take,
                                as[i].features, as[i].n_features, &as[i].cursor, err)) {

@@ -3,18 +3,20 @@
  *
  * - One stream per backend; every op is queued on it with no host synchronisation, so buffer
  *   reuse (the caching pool, the bf16 activation scratch) is safe by stream order alone.
- * - Linear layers: the activation is rounded to bf16 into a scratch buffer, then one cuBLAS
- *   GemmEx (bf16 x bf16, float32 accumulation, float32 result). cuBLAS is bit-reproducible for a
- *   given shape on a given GPU, so smolvlm's per-request products stay batch-invariant.
- * - Attention: a flash-style kernel (K/V tiles in shared memory, online softmax, nothing of
- *   size n_q x n_kv ever written) for prefill over variable-length segments and small tiles, a
- *   split-key decode kernel for a handful of query rows over the KV cache, and for full-size
- *   vision tiles per-head strided-batched bf16 GEMMs on tensor cores around a row softmax.
- * - Up to 64 rows (decode), products with a bf16 weight use a row-invariant kernel instead of
- *   cuBLAS, so that smolvlm may batch the decode rows of all requests into one call.
- * - Host arrays an op takes (positions, token ids) and uploads go through a pinned ring buffer;
- *   the ring is only reused after a stream synchronisation, so a queued DMA never reads bytes
- *   that were overwritten.
+ * - Linear layers: the activation is rounded to bf16 into a scratch buffer, then one cublasLt
+ *   product (bf16 x bf16, float32 accumulation, float32 result, the bias in its epilogue) with
+ *   one fixed algorithm per weight shape, so that a row's result does not depend on how many
+ *   rows share the call (lt_matmul): smolvlm then puts all tiles of a vision chunk and all
+ *   prompts of a prefill into one product. Up to 63 rows (decode) a row-invariant kernel of our
+ *   own runs instead, so that the decode rows of all requests go into one call too.
+ * - Attention: from 64 query rows on (vision tiles, prompts) a tensor-core flash kernel that
+ *   keeps scores and probabilities in registers (attn_mma_kernel); a float32 flash kernel for
+ *   short chunks and a split-key decode kernel for a handful of query rows over the KV cache.
+ *   Nothing of size n_q x n_kv is ever written.
+ * - Host arrays an op takes (positions, token ids) and uploads go through a pinned ring buffer
+ *   in slots; a slot is reused once the copies queued from it are done (an event a slot), so a
+ *   queued DMA never reads bytes that were overwritten and the host runs up to a ring ahead.
+ * - DOCQA_CUDA_PROFILE=1: the GPU time of every op by shape, printed when the backend is freed.
  * - Decode steps as CUDA graphs (graph_begin / graph_end, backend.h; DOCQA_CUDA_GRAPHS=1): the
  *   stream is captured, the graph made for the step's key is updated in place with the new
  *   arguments (cudaGraphExecUpdate; re-instantiated when the update is refused) and launched.
@@ -37,6 +39,8 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,8 +51,12 @@ extern "C" {
 #include "safetensors.h"
 }
 
-/* Pinned staging ring for uploads, downloads and small host arrays. */
-#define DQ_CUDA_RING_BYTES ((size_t)32 << 20)
+/* Pinned staging ring for uploads, downloads and small host arrays, in slots that are reused
+ * once the copies that read them are done: the host runs up to a ring ahead of the GPU (a
+ * vision chunk of 32 512-pixel tiles is 100 MB). */
+#define DQ_CUDA_RING_SLOTS 8
+#define DQ_CUDA_RING_SLOT  ((size_t)16 << 20)
+#define DQ_CUDA_RING_BYTES (DQ_CUDA_RING_SLOTS * DQ_CUDA_RING_SLOT)
 /* Device staging for weight conversion at load (F32/F16/BF16 bytes -> bf16 or f32). */
 #define DQ_CUDA_LOAD_CHUNK ((size_t)32 << 20)
 /* cuBLAS workspace, given explicitly so that cuBLAS never allocates behind our back (which a
@@ -84,6 +92,8 @@ typedef struct {
     void *blas_ws;
     cublasLtHandle_t lt;  /* products with a bias in the epilogue; NULL: fill + GemmEx */
     GHashTable *lt_plans; /* LtKey -> LtPlan */
+    gboolean lt_fixed;    /* one algorithm a weight shape: products row-invariant (see lt_matmul) */
+    GHashTable *lt_fixed_algos; /* (m, k, bias) -> LtPlan at DQ_CUDA_LT_REF_ROWS */
     /* caching pool */
     GHashTable *live;       /* device ptr -> size class (bytes) of pool blocks in use */
     GHashTable *free_lists; /* size class -> GSList of cached device ptrs */
@@ -92,6 +102,7 @@ typedef struct {
     GHashTable *bf16;     /* device ptrs of weights stored as bf16 */
     gboolean f32_weights; /* DOCQA_CUDA_F32=1: matrices stay float32 (conformance runs) */
     gboolean tc_attn;     /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
+    gboolean attn_mma;    /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
     gboolean lt_bias;     /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     size_t weight_bytes;  /* uploaded so far */
     gboolean preflight_done;
@@ -103,6 +114,8 @@ typedef struct {
     uint8_t *ring_host;
     uint8_t *ring_dev;
     size_t ring_pos;
+    int ring_slot;                           /* the slot ring_pos is in */
+    cudaEvent_t ring_ev[DQ_CUDA_RING_SLOTS]; /* recorded as the ring leaves a slot */
     /* RoPE inverse frequencies, computed on the host exactly as the CPU reference does */
     float *inv_freq; /* device [64 * 4] */
     double inv_theta;
@@ -124,6 +137,8 @@ typedef struct {
     size_t dl_cap, dl_pos, dl_need;
     GArray *deferred; /* Deferred, of the step being recorded */
     DqCudaGraphStats gstats;
+    /* DOCQA_CUDA_PROFILE=1: GPU time of each op, by op and shape (NULL: off) */
+    struct Profile *prof;
 } CudaCtx;
 
 static CudaCtx *ctx_of(DqBackend *be) {
@@ -174,6 +189,147 @@ static void record_blas(CudaCtx *c, cublasStatus_t s, const char *what) {
 
 #define CK(c, call)        record((c), (call), #call)
 #define CK_LAUNCH(c, what) record((c), cudaGetLastError(), what)
+
+/* ---- profile (DOCQA_CUDA_PROFILE=1)
+ *
+ * Each op is bracketed by two events on the stream; every PROF_MARKS ops (and at the end) the
+ * host waits for the last one and adds the spans up by op and shape. Nothing is synchronised
+ * otherwise, so the GPU runs as it would; time the GPU sat idle waiting for the host is in no
+ * op's span and shows as the difference between the wall time and the ops' sum. The table goes
+ * to stderr when the backend is freed. */
+#define PROF_MARKS 4096
+
+typedef struct {
+    double ms;
+    long calls;
+} ProfSum;
+
+typedef struct Profile {
+    cudaEvent_t start[PROF_MARKS], stop[PROF_MARKS];
+    char label[PROF_MARKS][64];
+    int n;
+    GHashTable *sums; /* label -> ProfSum */
+    gint64 t0;        /* wall clock at the first op */
+} Profile;
+
+static Profile *prof_new(void) {
+    Profile *p = g_new0(Profile, 1);
+    for (int i = 0; i < PROF_MARKS; i++)
+        if (cudaEventCreate(&p->start[i]) != cudaSuccess ||
+            cudaEventCreate(&p->stop[i]) != cudaSuccess) {
+            cudaGetLastError();
+            g_warning("DOCQA_CUDA_PROFILE: no CUDA events; profile off");
+            for (int j = 0; j <= i; j++) {
+                cudaEventDestroy(p->start[j]);
+                cudaEventDestroy(p->stop[j]);
+            }
+            g_free(p);
+            return NULL;
+        }
+    p->sums = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    return p;
+}
+
+static void prof_add(Profile *p, const char *label, double ms) {
+    ProfSum *s = (ProfSum *)g_hash_table_lookup(p->sums, label);
+    if (s == NULL) {
+        s = g_new0(ProfSum, 1);
+        g_hash_table_insert(p->sums, g_strdup(label), s);
+    }
+    s->ms += ms;
+    s->calls++;
+}
+
+static void prof_flush(Profile *p) {
+    if (p->n == 0)
+        return;
+    cudaEventSynchronize(p->stop[p->n - 1]);
+    for (int i = 0; i < p->n; i++) {
+        float ms = 0.0f;
+        if (cudaEventElapsedTime(&ms, p->start[i], p->stop[i]) == cudaSuccess)
+            prof_add(p, p->label[i], ms);
+    }
+    cudaGetLastError();
+    p->n = 0;
+}
+
+/* The mark an op's span starts at, or -1 (profile off, or a graph being recorded). */
+static int prof_begin(CudaCtx *c) {
+    Profile *p = c->prof;
+    if (p == NULL || c->capturing)
+        return -1;
+    if (p->t0 == 0)
+        p->t0 = g_get_monotonic_time();
+    if (p->n == PROF_MARKS)
+        prof_flush(p);
+    cudaEventRecord(p->start[p->n], c->stream);
+    return p->n++;
+}
+
+static void prof_end(CudaCtx *c, int i, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void prof_end(CudaCtx *c, int i, const char *fmt, ...) {
+    if (i < 0)
+        return;
+    Profile *p = c->prof;
+    cudaEventRecord(p->stop[i], c->stream);
+    va_list ap;
+    va_start(ap, fmt);
+    g_vsnprintf(p->label[i], sizeof p->label[i], fmt, ap);
+    va_end(ap);
+}
+
+static gint prof_by_time(gconstpointer a, gconstpointer b, gpointer sums) {
+    const ProfSum *x = (const ProfSum *)g_hash_table_lookup((GHashTable *)sums, *(char **)a);
+    const ProfSum *y = (const ProfSum *)g_hash_table_lookup((GHashTable *)sums, *(char **)b);
+    return x->ms < y->ms ? 1 : x->ms > y->ms ? -1 : 0;
+}
+
+static void prof_report(CudaCtx *c) {
+    Profile *p = c->prof;
+    prof_flush(p);
+    double wall = p->t0 != 0 ? (double)(g_get_monotonic_time() - p->t0) / 1000.0 : 0.0;
+    double total = 0.0;
+    GPtrArray *keys = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, p->sums);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if (!g_str_has_prefix((const char *)k, "host "))
+            total += ((ProfSum *)v)->ms;
+        g_ptr_array_add(keys, k);
+    }
+    g_ptr_array_sort_with_data(keys, prof_by_time, p->sums);
+    fprintf(stderr, "profile %s: %.1f ms in ops on the GPU, %.1f ms wall since the first op\n",
+            c->label, total, wall);
+    for (guint i = 0; i < keys->len && i < 60; i++) {
+        const ProfSum *s = (const ProfSum *)g_hash_table_lookup(p->sums, keys->pdata[i]);
+        fprintf(stderr, "profile %10.2f ms %5.1f%% %8ld calls %10.1f us  %s\n", s->ms,
+                total > 0 ? 100.0 * s->ms / total : 0.0, s->calls, 1000.0 * s->ms / s->calls,
+                (const char *)keys->pdata[i]);
+    }
+    g_ptr_array_free(keys, TRUE);
+}
+
+static void prof_free(Profile *p) {
+    if (p == NULL)
+        return;
+    for (int i = 0; i < PROF_MARKS; i++) {
+        cudaEventDestroy(p->start[i]);
+        cudaEventDestroy(p->stop[i]);
+    }
+    g_hash_table_destroy(p->sums);
+    g_free(p);
+}
+
+/* Row counts in the profile's labels: exact up to 64, else the next power of two. */
+static int prof_rows(long n) {
+    if (n <= 64)
+        return (int)n;
+    long b = 128;
+    while (b < n && b < (1L << 30))
+        b *= 2;
+    return (int)b;
+}
 
 static unsigned grid_for(size_t n, unsigned block) {
     size_t g = (n + block - 1) / block;
@@ -287,8 +443,28 @@ static gboolean pool_put(CudaCtx *c, void *p) {
 
 /* ---- pinned ring */
 
-/* Room for `bytes` in the ring (64-byte aligned); waits for the stream when it wraps, so the
- * returned region is no longer read by any queued copy. NULL when bytes exceed the ring. */
+/* The ring moves into slot `to`: the slot it leaves has had all its readers queued (an event
+ * marks that point in the stream), and slot `to` may be written once the readers queued in it a
+ * lap ago are done (its event). While a graph is recorded neither is needed: graph_begin waited
+ * for the stream, and the recorded copies run at the replay, which graph_end waits for. */
+static void ring_enter(CudaCtx *c, int to, gboolean force) {
+    if (to == c->ring_slot && !force)
+        return;
+    if (!c->capturing) {
+        CK(c, cudaEventRecord(c->ring_ev[c->ring_slot], c->stream));
+        CK(c, cudaEventSynchronize(c->ring_ev[to]));
+    }
+    c->ring_slot = to;
+}
+
+/* The ring is free again (the stream has been waited for). */
+static void ring_reset(CudaCtx *c) {
+    c->ring_pos = 0;
+    c->ring_slot = 0;
+}
+
+/* Room for `bytes` in the ring (64-byte aligned) that no queued copy still reads. NULL when
+ * bytes exceed the ring. */
 static size_t ring_take(CudaCtx *c, size_t bytes, gboolean *ok) {
     bytes = (bytes + 63) & ~(size_t)63;
     *ok = bytes <= DQ_CUDA_RING_BYTES;
@@ -296,15 +472,17 @@ static size_t ring_take(CudaCtx *c, size_t bytes, gboolean *ok) {
         return 0;
     if (c->ring_pos + bytes > DQ_CUDA_RING_BYTES) {
         if (c->capturing) {
-            /* No synchronisation inside a capture: the recording fails instead. */
+            /* No waiting inside a capture: the recording fails instead. */
             record(c, cudaErrorStreamCaptureUnsupported, "pinned ring full while recording");
             *ok = FALSE;
             return 0;
         }
-        CK(c, cudaStreamSynchronize(c->stream));
         c->ring_pos = 0;
+        ring_enter(c, 0, TRUE); /* from slot 0 itself too: its readers of this lap */
     }
     size_t off = c->ring_pos;
+    for (size_t s = off / DQ_CUDA_RING_SLOT; s <= (off + bytes - 1) / DQ_CUDA_RING_SLOT; s++)
+        ring_enter(c, (int)s, FALSE);
     c->ring_pos += bytes;
     return off;
 }
@@ -343,16 +521,34 @@ static void cuda_release(DqBackend *be, float *buf) {
         g_warning("%s: release of a pointer the pool never gave out", c->label);
 }
 
+/* Pageable host memory into the pinned ring. One core copies ~5 GB/s, so a batch of 64 pages
+ * (~1300 512-pixel tiles, 4 GB) took about as long to stage as the GPU took to encode it: parts
+ * from 2 MB on (a tile is 3 MB) are copied by up to 4 threads, 512 KB at a time. */
+#define STAGING_BLOCK ((size_t)512 << 10)
+
+static void staging_copy(uint8_t *dst, const uint8_t *src, size_t bytes) {
+    const long blocks = (long)((bytes + STAGING_BLOCK - 1) / STAGING_BLOCK);
+    if (blocks < 4) {
+        memcpy(dst, src, bytes);
+        return;
+    }
+#pragma omp parallel for num_threads(4) schedule(static)
+    for (long b = 0; b < blocks; b++) {
+        size_t o = (size_t)b * STAGING_BLOCK;
+        memcpy(dst + o, src + o, MIN(STAGING_BLOCK, bytes - o));
+    }
+}
+
 static void cuda_upload(DqBackend *be, float *dst, const float *src, size_t n) {
     CudaCtx *c = ctx_of(be);
     size_t bytes = n * sizeof(float);
     for (size_t done = 0; done < bytes && c->sticky == cudaSuccess;) {
-        size_t part = MIN(bytes - done, DQ_CUDA_RING_BYTES / 2);
+        size_t part = MIN(bytes - done, DQ_CUDA_RING_SLOT);
         gboolean ok;
         size_t off = ring_take(c, part, &ok);
         if (!ok)
             break; /* recording a graph: already recorded as its failure */
-        memcpy(c->ring_host + off, (const uint8_t *)src + done, part);
+        staging_copy(c->ring_host + off, (const uint8_t *)src + done, part);
         CK(c, cudaMemcpyAsync((uint8_t *)dst + done, c->ring_host + off, part,
                               cudaMemcpyHostToDevice, c->stream));
         done += part;
@@ -391,7 +587,7 @@ static void cuda_download(DqBackend *be, float *dst, const float *src, size_t n)
                               cudaMemcpyDeviceToHost, c->stream));
         CK(c, cudaStreamSynchronize(c->stream));
         memcpy((uint8_t *)dst + done, c->ring_host + off, part);
-        c->ring_pos = 0; /* the stream is idle: the whole ring is free */
+        ring_reset(c); /* the stream is idle: the whole ring is free */
         done += part;
     }
 }
@@ -553,8 +749,13 @@ __global__ void fill_rows_kernel(float *y, const float *bias, int n, int cols) {
         y[i] = bias[i % cols];
 }
 
-/* Up to this many rows, products with a bf16 weight run the row-invariant kernel below. */
-#define DQ_CUDA_SKINNY_ROWS 64
+/* Up to this many rows, products with a bf16 weight run the row-invariant kernel below. 63, not
+ * 64: from 64 rows on products take the fixed cublasLt algorithm (row-invariant too, from any
+ * row count on), so that SmolVLM-256M's connector, 64 rows a tile, runs as one product a vision
+ * chunk; the kernel below reads all of x once per output column, which for a tile's [64 x 12288]
+ * took 0.6 ms. A decode step of 64 rows becomes two launches, 63 + 1 rows, at no measurable cost:
+ * the kernel reads the weight once per 8 rows anyway. */
+#define DQ_CUDA_SKINNY_ROWS 63
 #define SKINNY_R            8 /* rows a warp carries */
 #define SKINNY_WARPS        8 /* output columns a block computes */
 
@@ -606,11 +807,26 @@ __global__ void __launch_bounds__(SKINNY_WARPS * 32)
     }
 }
 
-/* y = xbf . W^T + bias through cublasLt with the bias added in the GEMM's epilogue: the
+/* y = xbf . W^T (+ bias) through cublasLt, the bias added in the GEMM's epilogue: the
  * alternative (bias rows written first, then the GEMM reading them back as C with beta 1) moves
  * the output through memory twice more, which for the vision encoder's float32 activations is
- * a quarter of its traffic. Plans (descriptors and the heuristic's algorithm) are kept per
- * shape and pointer alignment. FALSE (nothing queued) when cublasLt has no algorithm for it. */
+ * a quarter of its traffic.
+ *
+ * Row-invariant mode (c->lt_fixed, the default with bf16 products): every product with a given
+ * weight shape runs ONE algorithm, chosen once by the heuristic for DQ_CUDA_LT_REF_ROWS rows with
+ * 16-byte alignment and no split-K reduction, whatever the call's row count. Without split-K a
+ * GEMM kernel forms each output element from its row and column alone, in an order fixed by the
+ * kernel, so a row's result no longer depends on how many rows share the call (the heuristic's
+ * per-shape choice is what made it depend: another n, another kernel). smolvlm may then put all
+ * tiles of a vision chunk, and all prompts of a batch, into one product
+ * (matmul_row_invariant_min). test_backend_cuda's /backend_cuda/matmul_rows_merged holds this
+ * to bit equality on the GPU it runs on.
+ *
+ * Otherwise the heuristic picks per shape and alignment, for products with a bias only.
+ * Plans (descriptors and the algorithm) are kept per shape. FALSE (nothing queued) when
+ * cublasLt has no algorithm for it. */
+#define DQ_CUDA_LT_REF_ROWS 16384
+
 typedef struct {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
@@ -639,34 +855,40 @@ static unsigned ptr_align(const void *p) {
     return a;
 }
 
-static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, const float *bias) {
-    LtPlan *p = g_new0(LtPlan, 1);
+/* Descriptors for D [m, n] = op(A) [m, k] . B [k, n] (column-major: A the row-major weight
+ * [m, k] read as [k, m] and transposed, B the row-major x [n, k] read as [k, n]), with the bias
+ * epilogue when has_bias. */
+static gboolean lt_plan_describe(LtPlan *p, int m, int n, int k, gboolean has_bias) {
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtEpilogue_t epi = has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    return cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ==
+               CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ==
+               CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ==
+               CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                          sizeof epi) == CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k) == CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k) == CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, m, n, m) == CUBLAS_STATUS_SUCCESS;
+}
+
+/* The heuristic's first algorithm for plan p (align: the pointers' alignment in bytes; fixed:
+ * no split-K reduction). */
+static gboolean lt_heuristic(CudaCtx *c, LtPlan *p, unsigned align, gboolean fixed) {
     cublasLtMatmulPreference_t pref = NULL;
     size_t ws = DQ_CUDA_BLAS_WORKSPACE;
-    uint32_t al = align;
+    uint32_t al = align, no_reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
     int found = 0;
     cublasLtMatmulHeuristicResult_t res;
-    /* Column-major: D [m, n] = op(A) [m, k] . B [k, n], A the row-major weight [m, k] read as
-     * [k, m] and transposed, B the row-major x [n, k] read as [k, n]. */
     gboolean ok =
-        cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                       sizeof bias) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, m, n, m) == CUBLAS_STATUS_SUCCESS &&
         cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws) == CUBLAS_STATUS_SUCCESS &&
+        (!fixed || cublasLtMatmulPreferenceSetAttribute(
+                       pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_reduction,
+                       sizeof no_reduction) == CUBLAS_STATUS_SUCCESS) &&
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al,
                                              sizeof al) == CUBLAS_STATUS_SUCCESS &&
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al,
@@ -682,41 +904,90 @@ static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, cons
         cublasLtMatmulPreferenceDestroy(pref);
     if (ok)
         p->algo = res.algo;
-    p->ok = ok;
+    return ok;
+}
+
+static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboolean has_bias) {
+    LtPlan *p = g_new0(LtPlan, 1);
+    if (!lt_plan_describe(p, m, n, k, has_bias))
+        return p;
+    if (!c->lt_fixed) {
+        p->ok = lt_heuristic(c, p, align, FALSE);
+        return p;
+    }
+    /* The weight shape's one algorithm, chosen at the reference row count, checked for n. */
+    const gint64 key = (gint64)m | (gint64)k << 20 | (gint64)has_bias << 40;
+    LtPlan *ref = (LtPlan *)g_hash_table_lookup(c->lt_fixed_algos, &key);
+    if (ref == NULL) {
+        ref = g_new0(LtPlan, 1);
+        ref->ok = lt_plan_describe(ref, m, DQ_CUDA_LT_REF_ROWS, k, has_bias) &&
+                  lt_heuristic(c, ref, 16, TRUE);
+        g_hash_table_insert(c->lt_fixed_algos, g_memdup2(&key, sizeof key), ref);
+    }
+    cublasLtMatmulHeuristicResult_t res;
+    p->algo = ref->algo;
+    p->ok = ref->ok && cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, &p->algo,
+                                               &res) == CUBLAS_STATUS_SUCCESS;
+    if (ref->ok && !p->ok)
+        g_warning("%s: the fixed GEMM algorithm for [%d x %d] refuses %d rows: those rows take "
+                  "the slower row-invariant kernel",
+                  c->label, m, k, n);
     return p;
 }
 
-static gboolean lt_bias_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const DqWeight *w,
-                               const float *bias, int n) {
+static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const DqWeight *w,
+                          const float *bias, int n) {
     if (c->lt == NULL)
         return FALSE;
     const int m = w->rows, k = w->cols;
-    unsigned align =
-        MIN(MIN(ptr_align(y), ptr_align(xbf)), MIN(ptr_align(w->data), ptr_align(bias)));
+    unsigned align = MIN(MIN(ptr_align(y), ptr_align(xbf)), ptr_align(w->data));
+    if (bias != NULL)
+        align = MIN(align, ptr_align(bias));
     if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 21))
         return FALSE;
-    /* m, k: 20 bits each, n: 21, the alignment class (16 .. 256 bytes: 0 .. 4): 3 */
-    const gint64 key =
-        (gint64)m | (gint64)k << 20 | (gint64)n << 40 | (gint64)(__builtin_ctz(align) - 4) << 61;
+    if (c->lt_fixed)
+        align = 16; /* one algorithm whatever the pointers' alignment */
+    /* m, k: 20 bits each, n: 21, the bias: 1, the alignment class (16 .. 256 bytes: 0 .. 4): 2 */
+    const guint64 ukey = (guint64)m | (guint64)k << 20 | (guint64)n << 40 |
+                         (guint64)(bias != NULL) << 61 |
+                         (guint64)MIN(__builtin_ctz(align) - 4, 3) << 62;
+    const gint64 key = (gint64)ukey;
     LtPlan *p = (LtPlan *)g_hash_table_lookup(c->lt_plans, &key);
     if (p == NULL) {
         if (g_hash_table_size(c->lt_plans) >= DQ_CUDA_LT_PLANS_KEPT)
             g_hash_table_remove_all(c->lt_plans); /* a long job's many prompt lengths */
-        p = lt_plan_new(c, m, n, k, align, bias);
+        p = lt_plan_new(c, m, n, k, align, bias != NULL);
         g_hash_table_insert(c->lt_plans, g_memdup2(&key, sizeof key), p);
     }
-    if (!p->ok || cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                 sizeof bias) != CUBLAS_STATUS_SUCCESS)
+    if (!p->ok || (bias != NULL &&
+                   cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof bias) != CUBLAS_STATUS_SUCCESS))
         return FALSE;
     const float alpha = 1.0f, beta = 0.0f;
     cublasStatus_t s =
         cublasLtMatmul(c->lt, p->desc, &alpha, w->data, p->a, xbf, p->b, &beta, y, p->d, y, p->d,
                        &p->algo, c->blas_ws, DQ_CUDA_BLAS_WORKSPACE, c->stream);
     if (s != CUBLAS_STATUS_SUCCESS) {
-        p->ok = FALSE; /* not again for this shape: fill + GemmEx from now on */
+        p->ok = FALSE; /* not again for this shape */
         return FALSE;
     }
     return TRUE;
+}
+
+/* The row-invariant kernel over any number of rows, a grid row per SKINNY_R of them. */
+static void skinny_matmul(CudaCtx *c, float *y, const float *x, const DqWeight *w,
+                          const DqWeight *bias, int n) {
+    /* Pairs of columns when rows of x are 8-byte aligned (even `in`, aligned base: always so
+     * for smolvlm's pool buffers), which fixes the summation order for a given x. */
+    int paired = (w->cols % 2) == 0 && ((uintptr_t)x % 8) == 0;
+    for (int r0 = 0; r0 < n; r0 += 65535 * SKINNY_R) { /* the grid's y limit */
+        int rows = MIN(n - r0, 65535 * SKINNY_R);
+        dim3 grid((w->rows + SKINNY_WARPS - 1) / SKINNY_WARPS, (rows + SKINNY_R - 1) / SKINNY_R);
+        skinny_bf16_kernel<<<grid, SKINNY_WARPS * 32, 0, c->stream>>>(
+            y + (size_t)r0 * w->rows, x + (size_t)r0 * w->cols, (const __nv_bfloat16 *)w->data,
+            bias != NULL ? bias->data : NULL, rows, w->rows, w->cols, paired);
+        CK_LAUNCH(c, "matmul (row-invariant kernel)");
+    }
 }
 
 static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
@@ -725,14 +996,7 @@ static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
     if (n <= 0 || c->sticky != cudaSuccess)
         return;
     if (n <= DQ_CUDA_SKINNY_ROWS && is_bf16(c, w)) {
-        /* Pairs of columns when rows of x are 8-byte aligned (even `in`, aligned base: always
-         * so for smolvlm's pool buffers), which fixes the summation order for a given x. */
-        int paired = (w->cols % 2) == 0 && ((uintptr_t)x % 8) == 0;
-        dim3 grid((w->rows + SKINNY_WARPS - 1) / SKINNY_WARPS, (n + SKINNY_R - 1) / SKINNY_R);
-        skinny_bf16_kernel<<<grid, SKINNY_WARPS * 32, 0, c->stream>>>(
-            y, x, (const __nv_bfloat16 *)w->data, bias != NULL ? bias->data : NULL, n, w->rows,
-            w->cols, paired);
-        CK_LAUNCH(c, "matmul (few rows)");
+        skinny_matmul(c, y, x, w, bias, n);
         return;
     }
     float alpha = 1.0f, beta = 0.0f;
@@ -752,8 +1016,14 @@ static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
         f32_to_bf16_kernel<<<grid_for(nx, 256), 256, 0, c->stream>>>(c->xbf, x, nx);
         CK_LAUNCH(c, "matmul input to bf16");
         xb = c->xbf;
-        if (bias != NULL && c->lt_bias && lt_bias_matmul(c, y, xb, w, bias->data, n))
+        if ((c->lt_fixed || (bias != NULL && c->lt_bias)) &&
+            lt_matmul(c, y, xb, w, bias != NULL ? bias->data : NULL, n))
             return;
+        if (c->lt_fixed) {
+            /* No fixed algorithm for this shape: rows must still not depend on n. */
+            skinny_matmul(c, y, x, w, bias, n);
+            return;
+        }
     }
     if (bias != NULL) {
         /* torch's addmm: C starts as the bias. */
@@ -1328,6 +1598,217 @@ static void launch_tc(CudaCtx *c, float *out, const float *q, const float *k, co
 typedef void (*TcLaunch)(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                          int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs);
 
+/* The same attention as attn_tc_kernel, kept in registers (FlashAttention-2's scheme): each
+ * warp holds its 16 query rows as mma.sync A fragments, its scores S = Q K^T as accumulators,
+ * does the online softmax on them where they are, and feeds the probabilities back as the A
+ * fragments of O += P V (an m16n8k16 accumulator's layout is the A layout of the next product),
+ * so that neither S nor P ever goes through shared memory. K and V tiles are read from the float32
+ * activations or caches with 16-byte loads and rounded to bf16 into shared memory, V transposed so
+ * that its B fragments are 32-bit loads too. Same roundings as attn_tc_kernel: Q * scale, K, V
+ * and P in bf16, scores, softmax, sums and O in float32.
+ * Needs head_dim % 4 == 0 and 16-byte aligned rows (mma_fits); attn_tc_kernel takes the rest, and
+ * DOCQA_CUDA_ATTN_MMA=0 all of it. */
+#define MMA_WARPS 4
+#define MMA_BN    64
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low half): the lower column */
+    return *(uint32_t *)&v;
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0,
+                                               uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int HDP>
+__global__ void __launch_bounds__(MMA_WARPS * 32)
+    attn_mma_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
+                    const DqAttnSegment *segs) {
+    constexpr int LDK = HDP + 8;    /* bf16 K rows: [MMA_BN][LDK] (the 8: no bank conflicts) */
+    constexpr int LDV = MMA_BN + 8; /* bf16 V^T rows: [HDP][LDV] */
+    __shared__ __align__(16) __nv_bfloat16 sk[MMA_BN * LDK];
+    __shared__ __align__(16) __nv_bfloat16 svt[HDP * LDV];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t4 = lane & 3;
+    const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * (MMA_WARPS * 16);
+    const SeqView w = seq_view(a, segs, s, out, q, k, v);
+    if (i0 >= w.n_q || w.n_q < a.q_lo || w.n_q > a.q_hi)
+        return; /* block-uniform */
+    const int hd = a.head_dim, kvh = h / (a.n_heads / a.n_kv_heads);
+    const float *qb = w.q + (size_t)h * hd;
+    const float *kb = w.k + (size_t)kvh * hd;
+    const float *vb = w.v + (size_t)kvh * hd;
+
+    /* This warp's rows r0 .. r0 + 15; this thread's are ra (= r0 + g) and rb (= ra + 8). */
+    const int r0 = i0 + warp * 16, ra = r0 + g, rb = ra + 8;
+    uint32_t qf[HDP / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HDP / 16; kk++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int d = kk * 16 + half * 8 + 2 * t4; /* hd % 4 == 0: d < hd means d + 1 < hd */
+            float2 xa = make_float2(0.0f, 0.0f), xb = xa;
+            if (d < hd && ra < w.n_q)
+                xa = *(const float2 *)(qb + (size_t)ra * a.q_stride + d);
+            if (d < hd && rb < w.n_q)
+                xb = *(const float2 *)(qb + (size_t)rb * a.q_stride + d);
+            qf[kk][2 * half] = pack_bf16(xa.x * a.scale, xa.y * a.scale);
+            qf[kk][2 * half + 1] = pack_bf16(xb.x * a.scale, xb.y * a.scale);
+        }
+    const int vis_a = ra >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + ra + 1) : w.n_kv;
+    const int vis_b = rb >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + rb + 1) : w.n_kv;
+    const int block_last = min(i0 + MMA_WARPS * 16, w.n_q) - 1;
+    const int kv_end = a.causal ? min(w.n_kv, w.q_pos0 + block_last + 1) : w.n_kv;
+    const int warp_end = r0 >= w.n_q ? 0
+                         : a.causal  ? min(w.n_kv, w.q_pos0 + min(r0 + 16, w.n_q))
+                                     : w.n_kv;
+
+    float o[HDP / 8][4];
+#pragma unroll
+    for (int n = 0; n < HDP / 8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f; /* l: this thread's part */
+
+    for (int j0 = 0; j0 < kv_end; j0 += MMA_BN) {
+        __syncthreads(); /* the previous tile is no longer read */
+        for (int idx = threadIdx.x; idx < MMA_BN * (HDP / 4); idx += blockDim.x) {
+            const int jj = idx / (HDP / 4), d = (idx % (HDP / 4)) * 4, j = j0 + jj;
+            float4 kx = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vx = kx;
+            if (j < kv_end && d < hd) {
+                kx = *(const float4 *)(kb + (size_t)j * a.kv_stride + d);
+                vx = *(const float4 *)(vb + (size_t)j * a.kv_stride + d);
+            }
+            *(uint2 *)&sk[jj * LDK + d] = make_uint2(pack_bf16(kx.x, kx.y), pack_bf16(kx.z, kx.w));
+            svt[(d + 0) * LDV + jj] = __float2bfloat16_rn(vx.x);
+            svt[(d + 1) * LDV + jj] = __float2bfloat16_rn(vx.y);
+            svt[(d + 2) * LDV + jj] = __float2bfloat16_rn(vx.z);
+            svt[(d + 3) * LDV + jj] = __float2bfloat16_rn(vx.w);
+        }
+        __syncthreads();
+        if (j0 >= warp_end)
+            continue; /* warp-uniform: every key of the tile is past this warp's rows */
+
+        /* S [16, MMA_BN]: n-tile n holds keys j0 + 8n + 2 t4 (+1) of rows ra (0, 1), rb (2, 3) */
+        float sc[MMA_BN / 8][4];
+#pragma unroll
+        for (int n = 0; n < MMA_BN / 8; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            const __nv_bfloat16 *kr = sk + (n * 8 + g) * LDK + 2 * t4;
+#pragma unroll
+            for (int kk = 0; kk < HDP / 16; kk++)
+                mma_bf16_16816(sc[n], qf[kk], *(const uint32_t *)(kr + kk * 16),
+                               *(const uint32_t *)(kr + kk * 16 + 8));
+        }
+        float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < MMA_BN / 8; n++) {
+            const int j = j0 + n * 8 + 2 * t4;
+            if (j >= vis_a)
+                sc[n][0] = -INFINITY;
+            if (j + 1 >= vis_a)
+                sc[n][1] = -INFINITY;
+            if (j >= vis_b)
+                sc[n][2] = -INFINITY;
+            if (j + 1 >= vis_b)
+                sc[n][3] = -INFINITY;
+            mx_a = fmaxf(mx_a, fmaxf(sc[n][0], sc[n][1]));
+            mx_b = fmaxf(mx_b, fmaxf(sc[n][2], sc[n][3]));
+        }
+        /* the quad (lanes 4g .. 4g + 3) holds the row's keys */
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+        const float corr_a = mn_a == -INFINITY ? 1.0f : __expf(m_a - mn_a);
+        const float corr_b = mn_b == -INFINITY ? 1.0f : __expf(m_b - mn_b);
+        float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+        for (int n = 0; n < MMA_BN / 8; n++) {
+            sc[n][0] = mn_a == -INFINITY ? 0.0f : __expf(sc[n][0] - mn_a);
+            sc[n][1] = mn_a == -INFINITY ? 0.0f : __expf(sc[n][1] - mn_a);
+            sc[n][2] = mn_b == -INFINITY ? 0.0f : __expf(sc[n][2] - mn_b);
+            sc[n][3] = mn_b == -INFINITY ? 0.0f : __expf(sc[n][3] - mn_b);
+            sum_a += sc[n][0] + sc[n][1];
+            sum_b += sc[n][2] + sc[n][3];
+        }
+        l_a = l_a * corr_a + sum_a;
+        l_b = l_b * corr_b + sum_b;
+        m_a = mn_a;
+        m_b = mn_b;
+#pragma unroll
+        for (int n = 0; n < HDP / 8; n++) {
+            o[n][0] *= corr_a;
+            o[n][1] *= corr_a;
+            o[n][2] *= corr_b;
+            o[n][3] *= corr_b;
+        }
+        /* O += P V: keys 16 kc .. 16 kc + 15 are the S n-tiles 2 kc and 2 kc + 1 */
+#pragma unroll
+        for (int kc = 0; kc < MMA_BN / 16; kc++) {
+            const uint32_t pf[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]),
+                                    pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
+                                    pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
+                                    pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
+#pragma unroll
+            for (int n = 0; n < HDP / 8; n++) {
+                const __nv_bfloat16 *vr = svt + (n * 8 + g) * LDV + kc * 16 + 2 * t4;
+                mma_bf16_16816(o[n], pf, *(const uint32_t *)vr, *(const uint32_t *)(vr + 8));
+            }
+        }
+    }
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const size_t out_stride = (size_t)a.n_heads * hd;
+    const float inv_a = l_a > 0.0f ? 1.0f / l_a : 0.0f, inv_b = l_b > 0.0f ? 1.0f / l_b : 0.0f;
+#pragma unroll
+    for (int n = 0; n < HDP / 8; n++) {
+        const int d = n * 8 + 2 * t4;
+        if (d >= hd)
+            continue;
+        if (ra < w.n_q)
+            *(float2 *)(w.out + (size_t)ra * out_stride + (size_t)h * hd + d) =
+                make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
+        if (rb < w.n_q)
+            *(float2 *)(w.out + (size_t)rb * out_stride + (size_t)h * hd + d) =
+                make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
+    }
+}
+
+template <int HDP>
+static void launch_mma(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
+                       int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
+    dim3 grid((max_q + MMA_WARPS * 16 - 1) / (MMA_WARPS * 16), a.n_heads, n_seq);
+    attn_mma_kernel<HDP><<<grid, MMA_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
+    CK_LAUNCH(c, "attention (mma)");
+}
+
+/* By head_dim rounded up to 16, in 16s; NULL: none for that size. */
+static const TcLaunch mma_launch[9] = {NULL,           NULL,           launch_mma<32>,
+                                       launch_mma<48>, launch_mma<64>, launch_mma<80>,
+                                       launch_mma<96>, NULL,           launch_mma<128>};
+
+static gboolean aligned16(const void *p) {
+    return ((uintptr_t)p % 16) == 0;
+}
+
+/* Whether attn_mma_kernel can take this call: float4 rows (head_dim, strides and the heads'
+ * offsets in fours of floats, 16-byte aligned bases; `caches_aligned`: every segment's caches,
+ * checked by the caller on the host). */
+static gboolean mma_fits(const CudaCtx *c, const AttArgs &a, const float *out, const float *q,
+                         const float *k, const float *v, gboolean caches_aligned) {
+    const int chunks = (a.head_dim + 15) / 16;
+    return c->attn_mma && chunks <= 8 && mma_launch[chunks] != NULL && a.head_dim % 4 == 0 &&
+           a.q_stride % 4 == 0 && a.kv_stride % 4 == 0 && a.q_seq_stride % 4 == 0 &&
+           a.kv_seq_stride % 4 == 0 && aligned16(out) && aligned16(q) &&
+           (k == NULL || aligned16(k)) && (v == NULL || aligned16(v)) && caches_aligned;
+}
+
 /* By head_dim rounded up to 16, in 16s; NULL: no tensor-core kernel for that size. */
 static const TcLaunch tc_launch[9] = {NULL,          launch_tc<16>, launch_tc<32>,
                                       launch_tc<48>, launch_tc<64>, launch_tc<80>,
@@ -1339,8 +1820,12 @@ static gboolean tc_head_ok(int head_dim) {
 }
 
 static void dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
-                        int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
-    tc_launch[(a.head_dim + 15) / 16](c, out, q, k, v, max_q, n_seq, a, segs);
+                        int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs,
+                        gboolean caches_aligned) {
+    if (mma_fits(c, a, out, q, k, v, caches_aligned))
+        mma_launch[(a.head_dim + 15) / 16](c, out, q, k, v, max_q, n_seq, a, segs);
+    else
+        tc_launch[(a.head_dim + 15) / 16](c, out, q, k, v, max_q, n_seq, a, segs);
 }
 
 static size_t flash_smem(int hd) {
@@ -1480,7 +1965,7 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
                  da->q_stride,      da->kv_stride, da->q_pos0,  da->causal,     da->q_seq_stride,
                  da->kv_seq_stride, da->scale,     0,           INT_MAX};
     if (tc_takes(c, da->n_q, da->head_dim)) {
-        dispatch_tc(c, out, q, k, v, da->n_q, da->n_seq, a, NULL);
+        dispatch_tc(c, out, q, k, v, da->n_q, da->n_seq, a, NULL, TRUE);
         return;
     }
     if (!c->f32_weights && !da->causal && da->n_q == da->n_kv && da->n_q >= ATT_GEMM_MIN_ROWS &&
@@ -1519,8 +2004,10 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
     /* Three kernels, each over the segments of its class (the others' blocks return at once):
      * decode rows, short chunks (the float32 flash kernel), prompts (tensor cores). */
     int max_dec = 0, max_mid = 0, max_tc = 0;
+    gboolean caches_aligned = TRUE;
     for (int s = 0; s < n_segs; s++) {
         const int nq = segs[s].n_q;
+        caches_aligned = caches_aligned && aligned16(segs[s].k_cache) && aligned16(segs[s].v_cache);
         if (nq <= ATT_DECODE_ROWS)
             max_dec = MAX(max_dec, nq);
         else if (tc_takes(c, nq, shape->head_dim))
@@ -1563,7 +2050,7 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
     if (max_tc > 0) {
         a.q_lo = DQ_CUDA_TC_MIN_ROWS;
         a.q_hi = INT_MAX;
-        dispatch_tc(c, out, q, NULL, NULL, max_tc, n_segs, a, dsegs);
+        dispatch_tc(c, out, q, NULL, NULL, max_tc, n_segs, a, dsegs, caches_aligned);
     }
 }
 
@@ -1741,7 +2228,7 @@ static gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
     CK(c, cudaStreamSynchronize(c->stream));
     if (c->sticky != cudaSuccess)
         return FALSE;
-    c->ring_pos = 0;
+    ring_reset(c);
     if (c->dl_host == NULL || c->dl_need > c->dl_cap) {
         size_t cap = MAX(c->dl_need + c->dl_need / 4, DQ_CUDA_DL_MIN_BYTES);
         if (c->dl_host != NULL)
@@ -1888,6 +2375,10 @@ static void ctx_free(CudaCtx *c) {
         graph_entry_drop(&c->graphs[i]);
     if (c->stream != NULL)
         cudaStreamSynchronize(c->stream);
+    if (c->prof != NULL) {
+        prof_report(c);
+        prof_free(c->prof);
+    }
     if (c->free_lists != NULL)
         pool_trim(c);
     if (c->live != NULL) {
@@ -1904,6 +2395,8 @@ static void ctx_free(CudaCtx *c) {
         g_hash_table_destroy(c->bf16);
     if (c->lt_plans != NULL)
         g_hash_table_destroy(c->lt_plans);
+    if (c->lt_fixed_algos != NULL)
+        g_hash_table_destroy(c->lt_fixed_algos);
     if (c->lt != NULL)
         cublasLtDestroy(c->lt);
     if (c->blas != NULL)
@@ -1914,6 +2407,9 @@ static void ctx_free(CudaCtx *c) {
     cudaFree(c->inv_freq);
     if (c->ring_host != NULL)
         cudaFreeHost(c->ring_host);
+    for (int i = 0; i < DQ_CUDA_RING_SLOTS; i++)
+        if (c->ring_ev[i] != NULL)
+            cudaEventDestroy(c->ring_ev[i]);
     if (c->dl_host != NULL)
         cudaFreeHost(c->dl_host);
     if (c->deferred != NULL)
@@ -2002,6 +2498,122 @@ extern "C" gboolean dq_backend_cuda_graph_stats(DqBackend *be, DqCudaGraphStats 
     return TRUE;
 }
 
+/* ---- the ops as profiled (DOCQA_CUDA_PROFILE=1): each the plain op inside a span */
+
+#define PROF_SPAN(be, call, ...)                                                                   \
+    do {                                                                                           \
+        CudaCtx *pc_ = ctx_of(be);                                                                 \
+        int pi_ = prof_begin(pc_);                                                                 \
+        call;                                                                                      \
+        prof_end(pc_, pi_, __VA_ARGS__);                                                           \
+    } while (0)
+
+static void prof_upload(DqBackend *be, float *dst, const float *src, size_t n) {
+    gint64 t = g_get_monotonic_time();
+    PROF_SPAN(be, cuda_upload(be, dst, src, n), "upload %s", n >= 262144 ? ">= 1 MiB" : "small");
+    CudaCtx *c = ctx_of(be);
+    if (!c->capturing) /* the host's own time in it: staging copies and waits for the ring */
+        prof_add(c->prof, n >= 262144 ? "host upload >= 1 MiB" : "host upload small",
+                 (double)(g_get_monotonic_time() - t) / 1000.0);
+}
+
+static void prof_download(DqBackend *be, float *dst, const float *src, size_t n) {
+    PROF_SPAN(be, cuda_download(be, dst, src, n), "download");
+}
+
+static void prof_copy(DqBackend *be, float *dst, const float *src, size_t n) {
+    PROF_SPAN(be, cuda_copy(be, dst, src, n), "copy");
+}
+
+static void prof_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                        const DqWeight *bias, int n) {
+    PROF_SPAN(be, cuda_matmul(be, y, x, w, bias, n), "matmul %dx%d%s rows %d", w->rows, w->cols,
+              bias != NULL ? " +bias" : "", prof_rows(n));
+}
+
+static void prof_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                           const DqWeight *b, int n, int dim, float eps) {
+    PROF_SPAN(be, cuda_layernorm(be, y, x, w, b, n, dim, eps), "layernorm %d rows %d", dim,
+              prof_rows(n));
+}
+
+static void prof_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
+                         float eps) {
+    PROF_SPAN(be, cuda_rmsnorm(be, y, x, w, n, dim, eps), "rmsnorm %d rows %d", dim, prof_rows(n));
+}
+
+static void prof_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                      double theta) {
+    PROF_SPAN(be, cuda_rope(be, x, pos, n, n_heads, head_dim, theta), "rope rows %d", prof_rows(n));
+}
+
+static void prof_attention(DqBackend *be, float *out, const float *q, const float *k,
+                           const float *v, const DqAttention *a) {
+    PROF_SPAN(be, cuda_attention(be, out, q, k, v, a), "attention %d x %d rows%s", a->n_seq, a->n_q,
+              a->causal ? " causal" : "");
+}
+
+static void prof_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,
+                                    const float *v_new, const DqAttnSegment *segs, int n_segs,
+                                    const DqAttention *shape) {
+    int rows = 0;
+    for (int s = 0; s < n_segs; s++)
+        rows += segs[s].n_q;
+    PROF_SPAN(be, cuda_attention_segments(be, out, q, k_new, v_new, segs, n_segs, shape),
+              "attention_segments %d seqs, rows %d", prof_rows(n_segs), prof_rows(rows));
+}
+
+static void prof_gelu_tanh(DqBackend *be, float *x, size_t n) {
+    PROF_SPAN(be, cuda_gelu_tanh(be, x, n), "gelu_tanh");
+}
+
+static void prof_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
+    PROF_SPAN(be, cuda_silu_mul(be, gate, up, n), "silu_mul");
+}
+
+static void prof_add_op(DqBackend *be, float *y, const float *x, size_t n) {
+    PROF_SPAN(be, cuda_add(be, y, x, n), "add");
+}
+
+static void prof_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n_outer) {
+    PROF_SPAN(be, cuda_add_broadcast(be, y, w, n_outer), "add_broadcast");
+}
+
+static void prof_patchify(DqBackend *be, float *out, const float *pixels, int tiles, int channels,
+                          int tile, int patch) {
+    PROF_SPAN(be, cuda_patchify(be, out, pixels, tiles, channels, tile, patch), "patchify");
+}
+
+static void prof_pixel_shuffle(DqBackend *be, float *out, const float *in, int tiles, int side,
+                               int dim, int s) {
+    PROF_SPAN(be, cuda_pixel_shuffle(be, out, in, tiles, side, dim, s), "pixel_shuffle");
+}
+
+static void prof_embed(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids,
+                       int n) {
+    PROF_SPAN(be, cuda_embed(be, out, table, ids, n), "embed");
+}
+
+static void prof_install(DqBackend *be) {
+    be->upload = prof_upload;
+    be->download = prof_download;
+    be->copy = prof_copy;
+    be->matmul = prof_matmul;
+    be->layernorm = prof_layernorm;
+    be->rmsnorm = prof_rmsnorm;
+    be->rope = prof_rope;
+    be->attention = prof_attention;
+    if (be->attention_segments != NULL)
+        be->attention_segments = prof_attention_segments;
+    be->gelu_tanh = prof_gelu_tanh;
+    be->silu_mul = prof_silu_mul;
+    be->add = prof_add_op;
+    be->add_broadcast = prof_add_broadcast;
+    be->patchify = prof_patchify;
+    be->pixel_shuffle = prof_pixel_shuffle;
+    be->embed = prof_embed;
+}
+
 extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -2037,8 +2649,10 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->f32_weights = g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0;
     /* bf16 products only; DOCQA_CUDA_TC_ATTN=0 keeps the earlier kernels (for comparison). */
     c->tc_attn = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_TC_ATTN"), "0") != 0;
+    c->attn_mma = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_MMA"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_plans = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
+    c->lt_fixed_algos = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
     /* Off by default: the recorded decode step has not yet run on a GPU (no GPU where it was
      * written). Turn the default on once scripts/check-gpu.sh passes with it on a GPU. */
     c->graphs_on = g_strcmp0(g_getenv("DOCQA_CUDA_GRAPHS"), "1") == 0;
@@ -2056,6 +2670,10 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     if ((e = cudaHostAlloc((void **)&c->ring_host, DQ_CUDA_RING_BYTES, cudaHostAllocDefault)) !=
         cudaSuccess)
         goto fail;
+    step = "ring events";
+    for (int i = 0; i < DQ_CUDA_RING_SLOTS; i++)
+        if ((e = cudaEventCreateWithFlags(&c->ring_ev[i], cudaEventDisableTiming)) != cudaSuccess)
+            goto fail;
     step = "flash attention shared memory";
     if ((e = cudaFuncSetAttribute(attn_flash_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)flash_smem(128))) != cudaSuccess ||
@@ -2081,6 +2699,10 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         }
         if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
             c->lt = NULL; /* biases then go through fill + GemmEx */
+        /* DOCQA_CUDA_MERGE=0: the heuristic's choice per row count, products one tile or one
+         * prompt at a time (for comparison) */
+        c->lt_fixed =
+            c->lt != NULL && !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_MERGE"), "0") != 0;
     }
     {
         DqBackend *be = g_new0(DqBackend, 1);
@@ -2113,6 +2735,10 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->graph_end = cuda_graph_end;
         /* float32 weights go through cuBLAS, whose rounding may depend on the row count */
         be->matmul_row_invariant_max = c->f32_weights ? 0 : DQ_CUDA_SKINNY_ROWS;
+        be->matmul_row_invariant_min = c->lt_fixed ? DQ_CUDA_SKINNY_ROWS + 1 : 0; /* 64 */
+        be->prefill_rows = 16384;
+        if (g_strcmp0(g_getenv("DOCQA_CUDA_PROFILE"), "1") == 0 && (c->prof = prof_new()) != NULL)
+            prof_install(be);
         return be;
     }
 fail:

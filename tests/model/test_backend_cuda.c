@@ -161,6 +161,80 @@ static void test_matmul(void) {
     }
 }
 
+/* matmul_row_invariant_min's promise, which lets smolvlm put every tile of a vision chunk and
+ * every prompt of a batch into one product: from that many rows on, a row's result is the same
+ * bits whatever else shares the call. Held on the real models' weight shapes (SmolVLM-256M's
+ * vision, connector and decoder, the 2.2B's vision), with and without a bias, for row counts
+ * around the tile and prompt sizes and for rows at other offsets in a larger call. */
+static void test_matmul_rows_merged(void) {
+    if (!need_gpu())
+        return;
+    if (gpu->matmul_row_invariant_min == 0) {
+        g_test_skip("no row-invariant products here (DOCQA_CUDA_F32=1 or DOCQA_CUDA_MERGE=0)");
+        return;
+    }
+    g_assert_cmpint(gpu->matmul_row_invariant_min, ==, gpu->matmul_row_invariant_max + 1);
+    const int shapes[][3] = {
+        /* out, in, bias */
+        {768, 768, 1},   {3072, 768, 1}, {768, 3072, 1},  {576, 576, 0},   {192, 576, 0},
+        {1536, 576, 0},  {576, 1536, 0}, {1152, 1152, 1}, {4304, 1152, 1}, {1152, 4304, 1},
+        {2048, 2048, 0}, {576, 12288, 0}}; /* the last: 256M's connector, 64 rows a tile */
+    const int N = 4160;
+    /* (rows, first row) of the smaller calls */
+    const int parts[][2] = {{64, 0},   {64, 1000},   {65, 64},     {100, 37},   {729, 729},
+                            {1024, 0}, {1024, 2048}, {1416, 1500}, {2085, 2075}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int out = shapes[s][0], in = shapes[s][1];
+        Pair x = pair_new((size_t)N * in, 1), y = pair_new((size_t)N * out, 1);
+        WPair w = wpair_new(out, in, 1.0 / sqrt(in)), b = wpair_new(1, out, 1);
+        const DqWeight *bias = shapes[s][2] ? &b.g : NULL;
+        gpu->matmul(gpu, y.g, x.g, &w.g, bias, N);
+        float *all = g_new(float, y.n);
+        gpu->download(gpu, all, y.g, y.n);
+        for (size_t p = 0; p < G_N_ELEMENTS(parts); p++) {
+            int n = parts[p][0], r0 = parts[p][1];
+            float *part = gpu->alloc(gpu, (size_t)n * out);
+            g_assert_nonnull(part);
+            gpu->matmul(gpu, part, x.g + (size_t)r0 * in, &w.g, bias, n);
+            gpu->download(gpu, y.host, part, (size_t)n * out);
+            if (memcmp(y.host, all + (size_t)r0 * out, (size_t)n * out * sizeof(float)) != 0)
+                g_error("[%d x %d]%s: rows %d .. %d alone differ from the same rows in a call "
+                        "of %d",
+                        out, in, bias != NULL ? " + bias" : "", r0, r0 + n - 1, N);
+            gpu->release(gpu, part);
+        }
+        /* and the merged products are still right */
+        cpu->matmul(cpu, y.c, x.c, &w.c, shapes[s][2] ? &b.c : NULL, N);
+        gpu->upload(gpu, y.g, all, y.n);
+        pair_check(&y, 1e-2, "merged matmul");
+        g_free(all);
+        pair_free(&x);
+        pair_free(&y);
+        wpair_free(&w);
+        wpair_free(&b);
+    }
+    /* A vision chunk's worth: 32 tiles of 1024 patches, tile 5 alone. */
+    int out = 768, in = 768, T = 32, P = 1024;
+    Pair x = pair_new((size_t)T * P * in, 1), y = pair_new((size_t)T * P * out, 1);
+    WPair w = wpair_new(out, in, 1.0 / sqrt(in)), b = wpair_new(1, out, 1);
+    gpu->matmul(gpu, y.g, x.g, &w.g, &b.g, T * P);
+    gpu->download(gpu, y.host, y.g, y.n);
+    float *tile = gpu->alloc(gpu, (size_t)P * out), *alone = g_new(float, (size_t)P *out);
+    gpu->matmul(gpu, tile, x.g + (size_t)5 * P * in, &w.g, &b.g, P);
+    gpu->download(gpu, alone, tile, (size_t)P * out);
+    g_assert_cmpmem(alone, (size_t)P * out * sizeof(float), y.host + (size_t)5 * P * out,
+                    (size_t)P * out * sizeof(float));
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(gpu, &err));
+    dq_assert_no_error(err);
+    gpu->release(gpu, tile);
+    g_free(alone);
+    pair_free(&x);
+    pair_free(&y);
+    wpair_free(&w);
+    wpair_free(&b);
+}
+
 static void test_matmul_f32_tensor(void) {
     if (!need_gpu())
         return;
@@ -993,13 +1067,14 @@ int main(int argc, char **argv) {
         }
         g_assert_true(dq_backend_is_cuda(gpu));
         if (g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") != 0) /* bf16 weights: skinny kernel */
-            g_assert_cmpint(gpu->matmul_row_invariant_max, ==, 64);
+            g_assert_cmpint(gpu->matmul_row_invariant_max, ==, 63);
     } else {
         g_print("# no GPU: the CUDA op tests are skipped (%s)\n", no_gpu_reason);
     }
     g_test_add_func("/backend_cuda/device_names", test_device_names);
     g_test_add_func("/backend_cuda/device_errors", test_device_errors);
     g_test_add_func("/backend_cuda/matmul", test_matmul);
+    g_test_add_func("/backend_cuda/matmul_rows_merged", test_matmul_rows_merged);
     g_test_add_func("/backend_cuda/matmul_f32_tensor", test_matmul_f32_tensor);
     g_test_add_func("/backend_cuda/norms", test_norms);
     g_test_add_func("/backend_cuda/rope", test_rope);
