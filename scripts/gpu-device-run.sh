@@ -2,7 +2,7 @@
 # Runs on a lent GPU machine from the bundle scripts/gpu-bundle.sh made (carry .gpu-shared):
 #
 #   bash .gpu-shared/device-run.sh [check] [e2e] [worker] [sanitize] [bench256] [bench22] [hf256]
-#                                  [hf22] [cpu512]
+#                                  [hf22] [profile256] [profile22] [cpu512]
 #
 # check: every test_backend_cuda test on its own (one failure does not hide the rest), then
 #        check.py over fixtures-mini: float32 products on the f32 and bf16 variants, the same
@@ -17,7 +17,13 @@
 # sanitize: compute-sanitizer over test_backend_cuda: memcheck on every test, racecheck and
 #        synccheck on the kernels with shared memory and barriers (attention, norms).
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
-#        and with CUDA graphs when GRAPHS=1; hf256/hf22: scripts/bench_gpu_hf.py on the same snapshot.
+#        and with CUDA graphs when GRAPHS=1, and at COMPARE_BATCHES (64) with COMPARE_ENV (default
+#        DOCQA_CUDA_MERGE=0: products one tile or prompt at a time) when COMPARE=1; PAGES=corpus:
+#        64 distinct corpus pages instead of the four fixture pages cycled; hf256/hf22: scripts/bench_gpu_hf.py on the same snapshot;
+#        profile256/profile22: 64 pages with DOCQA_CUDA_PROFILE=1 (GPU time by op and shape).
+# HF_BATCHES: transformers' batch sizes, when not BATCHES.
+# CHECK_CONFIGS narrows check's check.py runs, comma-separated: CHECK_CONFIGS="F32 f32,F32 bf16"
+# (none: the unit tests alone).
 # cpu512: the host CPU, not the GPU: where it has AVX-512F, that GEMM kernel against the AVX2
 #        one bit for bit, and where it has AVX512-BF16, vdpbf16ps against its emulation
 #        (test_gemm); the float32, bf16 and --weights bf16 GEMMs' GFLOP/s (bench_gemm).
@@ -46,9 +52,23 @@ chmod +x /tmp/gb/docqa-cuda
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 batches=${BATCHES:-1,8,32,64}
 pages=()
-for f in portrait_page.png gray_receipt.png small_chart.png banner_wide.png; do
-  pages+=("/tmp/gb/fixtures/images/$f")
-done
+if [ "${PAGES:-fixtures}" = corpus ]; then
+  # Distinct real pages: the bundled corpus PDFs rendered at N=5 by docqa ingest (page images
+  # are stored once per content), the first 64 by name. The four fixture pages cycled (the
+  # default, as in earlier runs) repeat their tiles, which docqa encodes once and transformers
+  # every time.
+  if [ ! -s /tmp/pages/list ]; then
+    mkdir -p /tmp/pages
+    run /tmp/gb/bin/docqa ingest --db /tmp/pages/p.db -q /tmp/gb/corpus >/dev/null 2>&1
+    find /tmp/pages/p.db.pages -name '*.png' | sort | head -64 >/tmp/pages/list
+  fi
+  mapfile -t pages </tmp/pages/list
+  echo "pages: ${#pages[@]} distinct corpus pages"
+else
+  for f in portrait_page.png gray_receipt.png small_chart.png banner_wide.png; do
+    pages+=("/tmp/gb/fixtures/images/$f")
+  done
+fi
 random_model() { # 256m|2.2b -> path
   local d=/tmp/models/smolvlm-$1-random-bf16
   if [ ! -f "$d/model.safetensors" ]; then
@@ -82,7 +102,10 @@ for what in "$@"; do
         >>"$out/test_backend_cuda.log" 2>&1
       printf '%-40s F32 rc=%d\n' "$t" $?
     done
-    for cfg in "F32 f32" "F32 bf16" "F32 f32 graphs" "F32 bf16 graphs" "bf16 bf16" "bf16 bf16 graphs"; do
+    cfgs=("F32 f32" "F32 bf16" "F32 f32 graphs" "F32 bf16 graphs" "bf16 bf16" "bf16 bf16 graphs")
+    [ -n "${CHECK_CONFIGS:-}" ] && IFS=, read -r -a cfgs <<<"$CHECK_CONFIGS"
+    [ "${CHECK_CONFIGS:-}" = none ] && cfgs=()
+    for cfg in "${cfgs[@]}"; do
       set -- $cfg
       step "check.py: products $1, variants $2 ${3:-}"
       e=()
@@ -179,17 +202,31 @@ PY
     step "bench_gpu $m batches $batches"
     timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 16 "$batches" \
       "${pages[@]}" 2>&1 | tee -a "$out/bench.log"
+    if [ "${COMPARE:-0}" = 1 ]; then
+      step "bench_gpu $m batches ${COMPARE_BATCHES:-64}: ${COMPARE_ENV:=DOCQA_CUDA_MERGE=0}"
+      env "$COMPARE_ENV" timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 \
+        16 "${COMPARE_BATCHES:-64}" "${pages[@]}" 2>&1 | sed "s/^docqa /docqa_${COMPARE_ENV} /" | tee -a "$out/bench.log"
+    fi
     [ "${GRAPHS:-0}" = 1 ] || continue
     step "bench_gpu $m with CUDA graphs"
     DOCQA_CUDA_GRAPHS=1 timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 \
       16 "$batches" "${pages[@]}" 2>&1 | sed 's/^docqa /docqa_graphs /' | tee -a "$out/bench.log"
     ;;
+  profile256 | profile22)
+    m=${what#profile}; [ "$m" = 22 ] && m=2.2b || m=256m
+    d=$(random_model "$m")
+    step "bench_gpu $m, 64 pages, GPU time by op (DOCQA_CUDA_PROFILE=1) -> profile-$m.log"
+    DOCQA_CUDA_PROFILE=1 timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 \
+      16 64 "${pages[@]}" >"$out/profile-$m.log" 2>&1
+    grep -E '^docqa|profile .*ms in ops' "$out/profile-$m.log"
+    grep -E '^profile ' "$out/profile-$m.log" | sed -n 2,16p
+    ;;
   hf256 | hf22)
     m=${what#hf}; [ "$m" = 22 ] && m=2.2b || m=256m
     d=$(random_model "$m")
-    step "transformers $m batches $batches"
+    step "transformers $m batches ${HF_BATCHES:-$batches}"
     PYTHONUNBUFFERED=1 timeout 300 python3 "$root/scripts/bench_gpu_hf.py" "$d" cuda:0 5 16 \
-      "$batches" "${pages[@]}" 2>&1 | grep -v -i warn | tee -a "$out/bench.log"
+      "${HF_BATCHES:-$batches}" "${pages[@]}" 2>&1 | grep -v -i warn | tee -a "$out/bench.log"
     ;;
   cpu512)
     step "host CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) threads," \
