@@ -736,12 +736,25 @@ static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, fl
      * (backend.h): consecutive short segments (the decode step's rows) up to `inv` rows in all,
      * consecutive long ones (prompts) of at least `from` rows each, any number. */
     int inv = be->matmul_row_invariant_max, from = be->matmul_row_invariant_min;
+    int share = 0; /* rows a call in the current run of short segments aims at */
     for (int s = 0, r = 0; s < n_segs;) {
         int rows = segs[s].n_rows, e = s + 1;
-        if (rows <= inv)
-            while (e < n_segs && rows + segs[e].n_rows <= inv)
+        if (rows <= inv && share == 0) {
+            /* A run of short segments goes in as few calls as `inv` allows, of even sizes: 64
+             * decode rows under a bound of 63 as 32 + 32, not 63 + 1, whose 1-row call costs
+             * a whole pass over the weight. */
+            int run = 0;
+            for (int t = s; t < n_segs && segs[t].n_rows <= inv; t++)
+                run += segs[t].n_rows;
+            int calls = (run + inv - 1) / inv;
+            share = (run + calls - 1) / calls;
+        }
+        if (rows <= inv) {
+            while (e < n_segs && segs[e].n_rows <= inv && rows + segs[e].n_rows <= share)
                 rows += segs[e++].n_rows;
-        else if (from > 0 && rows >= from)
+            if (e == n_segs || segs[e].n_rows > inv)
+                share = 0; /* the run ends here */
+        } else if (from > 0 && rows >= from)
             while (e < n_segs && segs[e].n_rows >= from)
                 rows += segs[e++].n_rows;
         be->matmul(be, y + (size_t)r * w->rows, x + (size_t)r * w->cols, w, NULL, rows);

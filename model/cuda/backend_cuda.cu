@@ -753,8 +753,8 @@ __global__ void fill_rows_kernel(float *y, const float *bias, int n, int cols) {
  * 64: from 64 rows on products take the fixed cublasLt algorithm (row-invariant too, from any
  * row count on), so that SmolVLM-256M's connector, 64 rows a tile, runs as one product a vision
  * chunk; the kernel below reads all of x once per output column, which for a tile's [64 x 12288]
- * took 0.6 ms. A decode step of 64 rows becomes two launches, 63 + 1 rows, at no measurable cost:
- * the kernel reads the weight once per 8 rows anyway. */
+ * took 0.6 ms. A decode step of 64 rows becomes two launches (smolvlm splits it 32 + 32: a
+ * 1-row launch costs a pass over the weight, ~10 us a product, ~20 ms a 64-page batch). */
 #define DQ_CUDA_SKINNY_ROWS 63
 #define SKINNY_R            8 /* rows a warp carries */
 #define SKINNY_WARPS        8 /* output columns a block computes */
