@@ -6,7 +6,10 @@
 #   scripts/bench-gpu.sh [256m] [2.2b]          (default: both)
 #
 # Environment: GPU (default 0), BATCHES (default 1,2,4,8,16,32,64), N_RES (5), MAX_NEW (16
-# tokens, ignore_eos on both sides), PAGES (default: four page images of ../shared/fixtures),
+# tokens, ignore_eos on both sides), PAGES (space-separated page images; default: up to 64
+# distinct pages of ../shared/corpus's PDFs, rendered at N=5 by `docqa ingest` once into
+# PAGES_DIR, /tmp/docqa-bench-pages; PAGES=fixtures: the four fixture page images cycled, as
+# before 2026-11-26, whose repeated tiles docqa encodes once and transformers every time),
 # BUILD (default build-gpu, configured with -DDOCQA_CUDA=ON), MODELS (random snapshots, default
 # /tmp/docqa-random-models; generated once, bf16), GRAPHS (1: docqa also with DOCQA_CUDA_GRAPHS=1,
 # the decode step as a CUDA graph, as the row docqa_graphs; 0: not).
@@ -35,25 +38,39 @@ python3 - <<'EOF' || die "the transformers side needs python3 with torch (CUDA b
 import torch, transformers, PIL  # noqa: F401
 assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
 EOF
-if [ -n "${PAGES:-}" ]; then
-  read -r -a pages <<<"$PAGES"
-else
-  pages=()
-  for f in portrait_page.png gray_receipt.png small_chart.png banner_wide.png; do
-    pages+=("$shared/fixtures/images/$f")
-  done
-fi
-for p in "${pages[@]}"; do [ -f "$p" ] || die "page image $p not found"; done
 
 # ---- build
 export PATH=$PATH:/usr/local/cuda/bin
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOCQA_CUDA=ON >/dev/null
 fi
-cmake --build "$build" --target bench_gpu make_random_model -j "$(nproc)" >/dev/null
+cmake --build "$build" --target bench_gpu make_random_model docqa -j "$(nproc)" >/dev/null
+
+# ---- pages
+pages=()
+if [ "${PAGES:-}" = fixtures ]; then
+  for f in portrait_page.png gray_receipt.png small_chart.png banner_wide.png; do
+    pages+=("$shared/fixtures/images/$f")
+  done
+elif [ -n "${PAGES:-}" ]; then
+  read -r -a pages <<<"$PAGES"
+else
+  pages_dir=${PAGES_DIR:-/tmp/docqa-bench-pages}
+  if [ ! -s "$pages_dir/list" ]; then
+    [ -d "$shared/corpus/pdf" ] || die "$shared/corpus/pdf not found (or set PAGES)"
+    mkdir -p "$pages_dir"
+    # Damaged corpus files fail their own ingest; the rest give the pages.
+    "$build/cli/docqa" ingest --db "$pages_dir/pages.db" --n-res "$n_res" -q "$shared/corpus/pdf" \
+      >/dev/null 2>&1 || true
+    find "$pages_dir/pages.db.pages" -name '*.png' 2>/dev/null | sort | head -64 >"$pages_dir/list"
+  fi
+  mapfile -t pages <"$pages_dir/list"
+fi
+[ ${#pages[@]} -gt 0 ] || die "no page images (PAGES, or the corpus render in ${pages_dir:-})"
+for p in "${pages[@]}"; do [ -f "$p" ] || die "page image $p not found"; done
 
 echo "# $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader -i "$gpu")"
-echo "# N=$n_res, $max_new new tokens a page, batches $batches, pages: ${pages[*]##*/}"
+echo "# N=$n_res, $max_new new tokens a page, batches $batches, ${#pages[@]} pages: ${pages[*]##*/}"
 [ $# -gt 0 ] || set -- 256m 2.2b
 for m in "$@"; do
   case "$m" in 256m|2.2b) ;; *) die "model must be 256m or 2.2b, not '$m'" ;; esac
