@@ -696,6 +696,82 @@ G_GNUC_UNUSED static void test_duplicate_tiles(void) {
     g_free(snap);
 }
 
+/* A decode step of more single-row segments than the backend's row-invariant bound goes into
+ * products of even sizes (9 rows under the fast backend's 8: 5 + 4, not 8 + 1, whose 1-row
+ * product costs a whole pass over the weight), and each row's logits are what the row gives
+ * alone. */
+static void (*split_matmul_orig)(DqBackend *, float *, const float *, const DqWeight *,
+                                 const DqWeight *, int);
+static int split_rows[4096], split_calls, split_out, split_in;
+
+static void split_matmul_record(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                                const DqWeight *b, int n) {
+    if (w->rows == split_out && w->cols == split_in && split_calls < 4096)
+        split_rows[split_calls++] = n;
+    split_matmul_orig(be, y, x, w, b, n);
+}
+
+G_GNUC_UNUSED static void test_decode_split(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, NULL, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *c = smolvlm_config(m);
+    DqBackend *be = smolvlm_backend(m);
+    const int inv = be->matmul_row_invariant_max, n = inv + 1, V = c->vocab_size;
+    g_assert_cmpint(inv, >, 1);
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, n, &err);
+    dq_assert_no_error(err);
+    SmolvlmKV *kv[64];
+    SmolvlmSegment segs[64];
+    float *together = g_new(float, (size_t)n *V), *alone = g_new(float, V);
+    g_assert_cmpint(n, <=, 64);
+    for (int r = 0; r < n; r++) {
+        int32_t id = 100 + 7 * r, cursor = 0;
+        kv[r] = smolvlm_kv_new(m, 4, &err);
+        dq_assert_no_error(err);
+        g_assert_true(smolvlm_embed(m, ws, r, &id, 1, NULL, 0, &cursor, &err));
+        segs[r] = (SmolvlmSegment){kv[r], 1, together + (size_t)r * V};
+    }
+    split_matmul_orig = be->matmul;
+    be->matmul = split_matmul_record;
+    split_out = c->text_heads * c->head_dim; /* q_proj (and o_proj where square) */
+    split_in = c->text_hidden;
+    split_calls = 0;
+    g_assert_true(smolvlm_forward(m, ws, segs, n, &err));
+    be->matmul = split_matmul_orig;
+    dq_assert_no_error(err);
+    g_assert_cmpint(split_calls, >, 0);
+    int lo = n / 2, hi = n - n / 2;
+    for (int i = 0; i < split_calls; i++)
+        if (split_rows[i] != lo && split_rows[i] != hi)
+            g_error("a product of %d rows in a %d-row decode step (bound %d): want %d and %d",
+                    split_rows[i], n, inv, hi, lo);
+    for (int r = 0; r < n; r++) {
+        int32_t id = 100 + 7 * r, cursor = 0;
+        SmolvlmKV *fresh = smolvlm_kv_new(m, 4, &err);
+        dq_assert_no_error(err);
+        g_assert_true(smolvlm_embed(m, ws, 0, &id, 1, NULL, 0, &cursor, &err));
+        SmolvlmSegment one = {fresh, 1, alone};
+        g_assert_true(smolvlm_forward(m, ws, &one, 1, &err));
+        dq_assert_no_error(err);
+        g_assert_cmpmem(alone, V * sizeof(float), together + (size_t)r * V, V * sizeof(float));
+        smolvlm_kv_free(m, fresh);
+    }
+    for (int r = 0; r < n; r++)
+        smolvlm_kv_free(m, kv[r]);
+    smolvlm_workspace_free(m, ws);
+    g_free(together);
+    g_free(alone);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/smolvlm/goldens", test_goldens);
@@ -706,6 +782,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/broken-snapshots", test_broken_snapshots);
     g_test_add_func("/smolvlm/position-ids", test_position_ids);
     g_test_add_func("/smolvlm/duplicate-tiles", test_duplicate_tiles);
+    g_test_add_func("/smolvlm/decode-split", test_decode_split);
 #endif
     return g_test_run();
 }
