@@ -6,7 +6,8 @@
 #
 # check: every test_backend_cuda test on its own (one failure does not hide the rest), then
 #        check.py over fixtures-mini: float32 products on the f32 and bf16 variants, the same
-#        with CUDA graphs, and the default bf16 products for information;
+#        with CUDA graphs, and the default bf16 products under the bf16 tolerances
+#        (scripts/check-approx.py);
 # e2e: the pipeline end to end (ingest examples/docs, ask examples/questions.txt, run) on the tiny
 #        f32 model three times: --device cpu, cuda:0 with float32 products (answers must equal
 #        the CPU's), cuda:all as shipped (bf16 products: agreement printed); each answer must
@@ -113,7 +114,10 @@ for what in "$@"; do
       [ "${3:-}" = graphs ] && e+=(DOCQA_CUDA_GRAPHS=1)
       f=()
       [ "$2" = bf16 ] && f+=(--bf16)
-      env "${e[@]}" timeout 150 python3 /tmp/gb/conformance/check.py /tmp/gb/docqa-cuda \
+      # bf16 products: check.py under the bf16 tolerances (scripts/check-approx.py)
+      checker=(/tmp/gb/conformance/check.py)
+      [ "$1" = bf16 ] && checker=("$root/scripts/check-approx.py" bf16)
+      env "${e[@]}" timeout 150 python3 "${checker[@]}" /tmp/gb/docqa-cuda \
         /tmp/gb/fixtures-mini "${f[@]}" >"$out/check-$1-$2-${3:-plain}.log" 2>&1
       grep -E 'FAIL|passed' "$out/check-$1-$2-${3:-plain}.log" | tail -6
     done

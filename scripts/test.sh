@@ -68,5 +68,8 @@ if [ -d ../shared/fixtures ] && build/cli/docqa generate --help >/dev/null 2>&1;
   step "conformance against transformers' goldens"
   python3 ../shared/conformance/check.py build/cli/docqa ../shared/fixtures
   python3 ../shared/conformance/check.py build/cli/docqa ../shared/fixtures --bf16
+  step "conformance of the approximate modes (--weights bf16, --weights int8), their tolerances"
+  python3 scripts/check-approx.py bf16 build/cli/docqa ../shared/fixtures --args "--weights bf16"
+  python3 scripts/check-approx.py int8 build/cli/docqa ../shared/fixtures --args "--weights int8"
 fi
 step "all tests passed"
