@@ -394,17 +394,28 @@ static SmolvlmRequest prompt_request(const Prompt *pr, const SmolvlmConfig *cfg,
     return r;
 }
 
-/* A request's tokens and logits are the same alone and in a batch of 4 with other images. */
-G_GNUC_UNUSED static void test_batch_independent(void) {
+/* The tiny b512 snapshot of ../shared, opened (its directory in *snap, g_free it); NULL, with the
+ * test skipped, where ../shared is missing. */
+G_GNUC_UNUSED static Smolvlm *open_tiny_b512(char **snap) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL) {
         g_test_skip("../shared (tiny models) not found");
-        return;
+        return NULL;
     }
-    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
     GError *err = NULL;
-    Smolvlm *m = smolvlm_open(snap, NULL, &err);
+    Smolvlm *m = smolvlm_open(*snap, NULL, &err);
     dq_assert_no_error(err);
+    return m;
+}
+
+/* A request's tokens and logits are the same alone and in a batch of 4 with other images. */
+G_GNUC_UNUSED static void test_batch_independent(void) {
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
+        return;
+    GError *err = NULL;
     const SmolvlmConfig *cfg = smolvlm_config(m);
     const char *cases[4] = {"no_split", "extreme_aspect", "text_only", "rgba_alpha"};
     const int max_new[4] = {12, 16, 5, 9}; /* different lengths: requests finish apart */
@@ -447,15 +458,11 @@ G_GNUC_UNUSED static void test_batch_independent(void) {
 }
 
 G_GNUC_UNUSED static void test_sampling_and_eos(void) {
-    const char *shared = dq_test_shared_dir();
-    if (shared == NULL) {
-        g_test_skip("../shared (tiny models) not found");
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
         return;
-    }
-    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
     GError *err = NULL;
-    Smolvlm *m = smolvlm_open(snap, NULL, &err);
-    dq_assert_no_error(err);
     const SmolvlmConfig *cfg = smolvlm_config(m);
     Prompt pr = load_prompt("text_only", snap);
     SmolvlmRequest greedy = prompt_request(&pr, cfg, 16);
@@ -649,15 +656,11 @@ G_GNUC_UNUSED static void test_position_ids(void) {
  * A's, B's and C's encoded alone, tile for tile, bit for bit, where C differs from A in two
  * floats only, both outside the sample the first hash reads. */
 G_GNUC_UNUSED static void test_duplicate_tiles(void) {
-    const char *shared = dq_test_shared_dir();
-    if (shared == NULL) {
-        g_test_skip("../shared (tiny models) not found");
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
         return;
-    }
-    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
     GError *err = NULL;
-    Smolvlm *m = smolvlm_open(snap, NULL, &err);
-    dq_assert_no_error(err);
     const SmolvlmConfig *c = smolvlm_config(m);
     size_t tf = (size_t)c->vision_channels * c->image_size * c->image_size;
     size_t ff = (size_t)c->tokens_per_tile * c->text_hidden;
@@ -712,15 +715,11 @@ static void split_matmul_record(DqBackend *be, float *y, const float *x, const D
 }
 
 G_GNUC_UNUSED static void test_decode_split(void) {
-    const char *shared = dq_test_shared_dir();
-    if (shared == NULL) {
-        g_test_skip("../shared (tiny models) not found");
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
         return;
-    }
-    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
     GError *err = NULL;
-    Smolvlm *m = smolvlm_open(snap, NULL, &err);
-    dq_assert_no_error(err);
     const SmolvlmConfig *c = smolvlm_config(m);
     DqBackend *be = smolvlm_backend(m);
     const int inv = be->matmul_row_invariant_max, n = inv + 1, V = c->vocab_size;
