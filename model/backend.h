@@ -153,6 +153,14 @@ struct DqBackend {
     void (*attention_segments)(DqBackend *be, float *out, const float *q, const float *k_new,
                                const float *v_new, const DqAttnSegment *segs, int n_segs,
                                const DqAttention *shape);
+    /* Uploads a vision chunk's tiles (host tiles[t], tile_floats values each) into dst for
+     * patchify(), which then reads them as uploaded. A backend whose patch product rounds its
+     * input to bf16 anyway may stage them rounded to bf16 (to nearest even) and set pixels_bf16:
+     * half the bytes to copy and send, and the same product, since patchify only moves values.
+     * NULL: upload() a tile at a time (float32). */
+    void (*upload_pixels)(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
+                          size_t tile_floats);
+    gboolean pixels_bf16;
     /* attention_segments takes float16 caches (DqAttention.kv_f16): half the bytes a decode
      * step streams from its caches. Approximate (11-bit mantissas), so the model uses it only
      * where results are approximate anyway (--weights int8). FALSE: float32 caches only. */
@@ -184,6 +192,10 @@ DqBackend *dq_backend_cpu_new(GError **err);
  * weights kept as stored, AVX2 kernels, tiled attention; tested op by op against the reference. */
 DqBackend *dq_backend_cpu_fast_new(GError **err);
 void dq_backend_free(DqBackend *be);
+
+/* be->upload_pixels when the backend has it, else be->upload a tile at a time. */
+void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
+                      size_t tile_floats);
 
 /* be->attention_segments when the backend has it, else the same with copy() and attention()
  * a segment at a time. */

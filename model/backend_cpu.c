@@ -339,6 +339,16 @@ void dq_backend_free(DqBackend *be) {
         be->destroy(be);
 }
 
+void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
+                      size_t tile_floats) {
+    if (be->upload_pixels != NULL) {
+        be->upload_pixels(be, dst, tiles, n_tiles, tile_floats);
+        return;
+    }
+    for (int t = 0; t < n_tiles; t++)
+        be->upload(be, dst + (size_t)t * tile_floats, tiles[t], tile_floats);
+}
+
 void dq_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,
                            const float *v_new, const DqAttnSegment *segs, int n_segs,
                            const DqAttention *shape) {

@@ -5,6 +5,8 @@
 #ifndef DQ_CPU_SIMD_H
 #define DQ_CPU_SIMD_H
 
+#include "safetensors.h" /* dq_f32_bf16 */
+
 #include <glib.h>
 #include <immintrin.h>
 #include <stdint.h>
@@ -16,16 +18,6 @@ static inline float dq_bf16f(uint16_t h) {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
-}
-
-/* float32 -> bf16, rounded to nearest even (as vcvtneps2bf16 and torch do); NaN stays a NaN. */
-static inline uint16_t dq_f32_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
 }
 
 /* AVX2 and FMA present, and not switched off with DOCQA_CPU_NO_AVX2 (to test the portable

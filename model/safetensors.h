@@ -31,6 +31,7 @@
 #include <glib.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum {
     DQ_DTYPE_F32 = 0,
@@ -86,5 +87,16 @@ size_t dq_dtype_size(DqDtype dtype);
 void dq_convert_to_f32(float *dst, const void *src, DqDtype dtype, size_t n);
 float dq_bf16_to_f32(uint16_t h);
 float dq_f16_to_f32(uint16_t h);
+
+/* float32 -> bf16, rounded to nearest even (as torch, vcvtneps2bf16 and __float2bfloat16_rn
+ * do); a NaN stays a NaN. Inline: the kernels' packing loops call it per value. */
+static inline uint16_t dq_f32_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
 
 #endif

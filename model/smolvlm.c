@@ -549,8 +549,7 @@ static gboolean encode_distinct(Smolvlm *m, const float *const *tiles, int n_til
     gboolean ok = TRUE;
     for (int t0 = 0; ok && t0 < n_tiles; t0 += chunk) {
         int T = MIN(chunk, n_tiles - t0);
-        for (int t = 0; t < T; t++)
-            be->upload(be, px + (size_t)t * tile_floats, tiles[t0 + t], tile_floats);
+        dq_upload_pixels(be, px, tiles + t0, T, tile_floats);
         ok = encode_chunk(m, px, T, t0, features + (size_t)t0 * c->tokens_per_tile * c->text_hidden,
                           err);
     }

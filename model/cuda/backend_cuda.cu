@@ -104,6 +104,7 @@ typedef struct {
     gboolean tc_attn;     /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
     gboolean attn_mma;    /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
     gboolean lt_bias;     /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
+    gboolean pixels_bf16; /* tiles staged as bf16 (see cuda_upload_pixels) */
     size_t weight_bytes;  /* uploaded so far */
     gboolean preflight_done;
     void *load_stage; /* [DQ_CUDA_LOAD_CHUNK] bytes */
@@ -550,6 +551,52 @@ static void cuda_upload(DqBackend *be, float *dst, const float *src, size_t n) {
             break; /* recording a graph: already recorded as its failure */
         staging_copy(c->ring_host + off, (const uint8_t *)src + done, part);
         CK(c, cudaMemcpyAsync((uint8_t *)dst + done, c->ring_host + off, part,
+                              cudaMemcpyHostToDevice, c->stream));
+        done += part;
+    }
+}
+
+/* Values [from, from + n) of the tiles laid end to end into dst as bf16, by staging_copy's
+ * threads. */
+static void staging_bf16(uint16_t *dst, const float *const *tiles, size_t tile_floats, size_t from,
+                         size_t n) {
+    const size_t block = STAGING_BLOCK / sizeof(uint16_t);
+    const long blocks = (long)((n + block - 1) / block);
+#pragma omp parallel for num_threads(4) schedule(static) if (blocks >= 4)
+    for (long b = 0; b < blocks; b++) {
+        for (size_t i = (size_t)b * block, end = MIN(n, i + block); i < end;) {
+            size_t g = from + i, k = g % tile_floats, run = MIN(end - i, tile_floats - k);
+            const float *src = tiles[g / tile_floats] + k;
+            for (size_t j = 0; j < run; j++)
+                dst[i + j] = dq_f32_bf16(src[j]);
+            i += run;
+        }
+    }
+}
+
+/* With bf16 products the patch embedding's product rounds its input to bf16, so the tiles are
+ * staged as bf16, end to end from dst: the same product from half the bytes, where staging
+ * float32 tiles (4 GB for a 64-page batch of 256M) kept the GPU waiting on the host. Exact as
+ * long as that product takes the cublasLt path (a shape with no fixed algorithm falls back to
+ * the skinny kernel, which reads float32 x). */
+static void cuda_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
+                               size_t tile_floats) {
+    CudaCtx *c = ctx_of(be);
+    if (!c->pixels_bf16) {
+        for (int t = 0; t < n_tiles; t++)
+            cuda_upload(be, dst + (size_t)t * tile_floats, tiles[t], tile_floats);
+        return;
+    }
+    uint16_t *d = (uint16_t *)(void *)dst;
+    const size_t total = (size_t)n_tiles * tile_floats;
+    for (size_t done = 0; done < total && c->sticky == cudaSuccess;) {
+        size_t part = MIN(total - done, DQ_CUDA_RING_SLOT / sizeof(uint16_t));
+        gboolean ok;
+        size_t off = ring_take(c, part * sizeof(uint16_t), &ok);
+        if (!ok)
+            return; /* recording a graph: already recorded as its failure */
+        staging_bf16((uint16_t *)(void *)(c->ring_host + off), tiles, tile_floats, done, part);
+        CK(c, cudaMemcpyAsync(d + done, c->ring_host + off, part * sizeof(uint16_t),
                               cudaMemcpyHostToDevice, c->stream));
         done += part;
     }
@@ -2126,7 +2173,8 @@ static void cuda_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n
 
 /* ---- layout ops */
 
-__global__ void patchify_kernel(float *out, const float *px, int tiles, int channels, int tile,
+template <typename T>
+__global__ void patchify_kernel(float *out, const T *px, int tiles, int channels, int tile,
                                 int patch) {
     const int side = tile / patch;
     const size_t feat = (size_t)channels * patch * patch;
@@ -2138,8 +2186,8 @@ __global__ void patchify_kernel(float *out, const float *px, int tiles, int chan
         int py = pr / side, pxi = pr % side;
         int ch = (int)(f / ((size_t)patch * patch)), rem = (int)(f % ((size_t)patch * patch));
         int yy = rem / patch, xx = rem % patch;
-        out[o] = px[(((size_t)t * channels + ch) * tile + (size_t)py * patch + yy) * tile +
-                    (size_t)pxi * patch + xx];
+        out[o] = (float)px[(((size_t)t * channels + ch) * tile + (size_t)py * patch + yy) * tile +
+                           (size_t)pxi * patch + xx];
     }
 }
 
@@ -2177,8 +2225,12 @@ static void cuda_patchify(DqBackend *be, float *out, const float *pixels, int ti
     size_t total = (size_t)tiles * side * side * channels * patch * patch;
     if (total == 0 || c->sticky != cudaSuccess)
         return;
-    patchify_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(out, pixels, tiles, channels, tile,
-                                                                 patch);
+    if (c->pixels_bf16) /* as cuda_upload_pixels left them */
+        patchify_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(
+            out, (const __nv_bfloat16 *)(const void *)pixels, tiles, channels, tile, patch);
+    else
+        patchify_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(out, pixels, tiles, channels,
+                                                                     tile, patch);
     CK_LAUNCH(c, "patchify");
 }
 
@@ -2517,6 +2569,15 @@ static void prof_upload(DqBackend *be, float *dst, const float *src, size_t n) {
                  (double)(g_get_monotonic_time() - t) / 1000.0);
 }
 
+static void prof_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
+                               size_t tile_floats) {
+    gint64 t = g_get_monotonic_time();
+    PROF_SPAN(be, cuda_upload_pixels(be, dst, tiles, n_tiles, tile_floats), "upload pixels");
+    CudaCtx *c = ctx_of(be);
+    if (!c->capturing)
+        prof_add(c->prof, "host upload pixels", (double)(g_get_monotonic_time() - t) / 1000.0);
+}
+
 static void prof_download(DqBackend *be, float *dst, const float *src, size_t n) {
     PROF_SPAN(be, cuda_download(be, dst, src, n), "download");
 }
@@ -2596,6 +2657,7 @@ static void prof_embed(DqBackend *be, float *out, const DqWeight *table, const i
 
 static void prof_install(DqBackend *be) {
     be->upload = prof_upload;
+    be->upload_pixels = prof_upload_pixels;
     be->download = prof_download;
     be->copy = prof_copy;
     be->matmul = prof_matmul;
@@ -2651,6 +2713,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->tc_attn = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_TC_ATTN"), "0") != 0;
     c->attn_mma = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_MMA"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
+    /* DOCQA_CUDA_PIXELS_F32=1: tiles staged as float32 (for comparison) */
+    c->pixels_bf16 = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_PIXELS_F32"), "1") != 0;
     c->lt_plans = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
     c->lt_fixed_algos = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
     /* Off by default: the recorded decode step has not yet run on a GPU (no GPU where it was
@@ -2712,6 +2776,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->alloc = cuda_alloc;
         be->release = cuda_release;
         be->upload = cuda_upload;
+        be->upload_pixels = cuda_upload_pixels;
+        be->pixels_bf16 = c->pixels_bf16;
         be->download = cuda_download;
         be->copy = cuda_copy;
         be->weight_init = cuda_weight_init;

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 #include "dq_error.h"
+#include "safetensors.h"
 
 #include <glib/gstdio.h>
 #include <math.h>
@@ -122,13 +123,6 @@ static double normal(void) {
     return r * cos(2 * M_PI * v);
 }
 
-static uint16_t to_bf16(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    b += 0x7fff + ((b >> 16) & 1); /* round to nearest even, as torch casts */
-    return (uint16_t)(b >> 16);
-}
-
 static gboolean copy_file(const char *src_dir, const char *out_dir, const char *name,
                           GError **err) {
     char *src = g_build_filename(src_dir, name, NULL);
@@ -223,7 +217,7 @@ int main(int argc, char **argv) {
                 fb[k] = s->kind == 0 ? (float)(normal() * std) : s->kind == 1 ? 1.0f : 0.0f;
             if (bf16) {
                 for (int k = 0; k < n; k++)
-                    hb[k] = to_bf16(fb[k]);
+                    hb[k] = dq_f32_bf16(fb[k]);
                 fwrite(hb, 2, (size_t)n, f);
             } else {
                 fwrite(fb, 4, (size_t)n, f);

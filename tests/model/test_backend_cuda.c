@@ -519,8 +519,23 @@ static void test_layout(void) {
     const int geo[][2] = {{384, 14}, {512, 16}, {30, 7}};
     for (size_t s = 0; s < G_N_ELEMENTS(geo); s++) {
         int tile = geo[s][0], patch = geo[s][1], side = tile / patch, T = 2;
-        Pair px = pair_new((size_t)T * 3 * tile * tile, 1);
+        size_t tf = (size_t)3 * tile * tile;
+        Pair px = pair_new(T * tf, 1);
         Pair out = pair_new((size_t)T * side * side * 3 * patch * patch, 1);
+        /* The GPU's pixels as smolvlm stages them: rounded to bf16 (to nearest even) when
+         * pixels_bf16, which the reference then gets too. Two ties: 1 + 2^-8 rounds down to
+         * 1, 1 + 3 * 2^-8 up to 1 + 2^-6. */
+        px.host[0] = 1.00390625f;
+        px.host[1] = 1.01171875f;
+        const float *tiles[2] = {px.host, px.host + tf};
+        dq_upload_pixels(gpu, px.g, tiles, T, tf);
+        if (gpu->pixels_bf16) {
+            for (size_t i = 0; i < T * tf; i++)
+                px.host[i] = dq_bf16_to_f32(dq_f32_bf16(px.host[i]));
+            g_assert_cmpfloat(px.host[0], ==, 1.0f);
+            g_assert_cmpfloat(px.host[1], ==, 1.015625f);
+        }
+        cpu->upload(cpu, px.c, px.host, T * tf);
         cpu->patchify(cpu, out.c, px.c, T, 3, tile, patch);
         gpu->patchify(gpu, out.g, px.g, T, 3, tile, patch);
         pair_check(&out, 0, "patchify");
