@@ -153,6 +153,11 @@ struct DqBackend {
     void (*attention_segments)(DqBackend *be, float *out, const float *q, const float *k_new,
                                const float *v_new, const DqAttnSegment *segs, int n_segs,
                                const DqAttention *shape);
+    /* y = gelu_tanh(x . w^T + bias): matmul then gelu_tanh, which a backend may fuse (the CUDA
+     * backend: cublasLt's GELU epilogue, saving a pass over the vision MLP's widest
+     * activations). NULL: matmul, then gelu_tanh. */
+    void (*matmul_gelu)(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                        const DqWeight *bias, int n);
     /* Uploads a vision chunk's tiles (host tiles[t], tile_floats values each) into dst for
      * patchify(), which then reads them as uploaded. A backend whose patch product rounds its
      * input to bf16 anyway may stage them rounded to bf16 (to nearest even) and set pixels_bf16:
@@ -192,6 +197,10 @@ DqBackend *dq_backend_cpu_new(GError **err);
  * weights kept as stored, AVX2 kernels, tiled attention; tested op by op against the reference. */
 DqBackend *dq_backend_cpu_fast_new(GError **err);
 void dq_backend_free(DqBackend *be);
+
+/* be->matmul_gelu when the backend has it, else matmul and gelu_tanh. */
+void dq_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                    const DqWeight *bias, int n);
 
 /* be->upload_pixels when the backend has it, else be->upload a tile at a time. */
 void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,

@@ -339,6 +339,16 @@ void dq_backend_free(DqBackend *be) {
         be->destroy(be);
 }
 
+void dq_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                    const DqWeight *bias, int n) {
+    if (be->matmul_gelu != NULL) {
+        be->matmul_gelu(be, y, x, w, bias, n);
+        return;
+    }
+    be->matmul(be, y, x, w, bias, n);
+    be->gelu_tanh(be, y, (size_t)n * w->rows);
+}
+
 void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
                       size_t tile_floats) {
     if (be->upload_pixels != NULL) {

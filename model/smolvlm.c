@@ -400,15 +400,24 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
  * (OpenBLAS's sgemm rounding depends on the row count). 1024 or 729 rows keep the GEMMs large.
  * A backend whose rounding does not depend on the row count (matmul_row_invariant_min) gets all
  * tiles in one call: one pass over the weight, and threads over every row. */
+static void tile_product(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                         const DqWeight *b, int T, int rows_per_tile, gboolean gelu) {
+    gboolean merged =
+        be->matmul_row_invariant_min > 0 && rows_per_tile >= be->matmul_row_invariant_min;
+    int calls = merged ? 1 : T, rows = merged ? T * rows_per_tile : rows_per_tile;
+    for (int t = 0; t < calls; t++) {
+        float *yt = y + (size_t)t * rows * w->rows;
+        const float *xt = x + (size_t)t * rows * w->cols;
+        if (gelu)
+            dq_matmul_gelu(be, yt, xt, w, b, rows);
+        else
+            be->matmul(be, yt, xt, w, b, rows);
+    }
+}
+
 static void tile_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
                         const DqWeight *b, int T, int rows_per_tile) {
-    if (be->matmul_row_invariant_min > 0 && rows_per_tile >= be->matmul_row_invariant_min) {
-        be->matmul(be, y, x, w, b, T * rows_per_tile);
-        return;
-    }
-    for (int t = 0; t < T; t++)
-        be->matmul(be, y + (size_t)t * rows_per_tile * w->rows,
-                   x + (size_t)t * rows_per_tile * w->cols, w, b, rows_per_tile);
+    tile_product(be, y, x, w, b, T, rows_per_tile, FALSE);
 }
 
 /* tiles [T, 3, S, S] (backend) -> features [T * S_tok, Dt] (backend). */
@@ -469,8 +478,7 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
         be->add(be, h, xn, (size_t)n * Dv);
         /* h += fc2(gelu_tanh(fc1(LN2(h)))) */
         be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
-        tile_matmul(be, mlp, xn, &L->fc1_w, &L->fc1_b, T, P);
-        be->gelu_tanh(be, mlp, (size_t)n * Iv);
+        tile_product(be, mlp, xn, &L->fc1_w, &L->fc1_b, T, P, TRUE);
         tile_matmul(be, xn, mlp, &L->fc2_w, &L->fc2_b, T, P);
         be->add(be, h, xn, (size_t)n * Dv);
     }

@@ -104,6 +104,7 @@ typedef struct {
     gboolean tc_attn;     /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
     gboolean attn_mma;    /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
     gboolean lt_bias;     /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
+    gboolean lt_gelu;     /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
     gboolean pixels_bf16; /* tiles staged as bf16 (see cuda_upload_pixels) */
     size_t weight_bytes;  /* uploaded so far */
     gboolean preflight_done;
@@ -904,10 +905,14 @@ static unsigned ptr_align(const void *p) {
 
 /* Descriptors for D [m, n] = op(A) [m, k] . B [k, n] (column-major: A the row-major weight
  * [m, k] read as [k, m] and transposed, B the row-major x [n, k] read as [k, n]), with the bias
- * epilogue when has_bias. */
-static gboolean lt_plan_describe(LtPlan *p, int m, int n, int k, gboolean has_bias) {
+ * epilogue when has_bias, then GELU when gelu (cublasLt's is the tanh form, as
+ * torch's _addmm_activation relies on). */
+static gboolean lt_plan_describe(LtPlan *p, int m, int n, int k, gboolean has_bias, gboolean gelu) {
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cublasLtEpilogue_t epi = has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cublasLtEpilogue_t epi = gelu
+                                 ? (has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                             : has_bias ? CUBLASLT_EPILOGUE_BIAS
+                                        : CUBLASLT_EPILOGUE_DEFAULT;
     return cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ==
                CUBLAS_STATUS_SUCCESS &&
            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ==
@@ -954,20 +959,21 @@ static gboolean lt_heuristic(CudaCtx *c, LtPlan *p, unsigned align, gboolean fix
     return ok;
 }
 
-static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboolean has_bias) {
+static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboolean has_bias,
+                           gboolean gelu) {
     LtPlan *p = g_new0(LtPlan, 1);
-    if (!lt_plan_describe(p, m, n, k, has_bias))
+    if (!lt_plan_describe(p, m, n, k, has_bias, gelu))
         return p;
     if (!c->lt_fixed) {
         p->ok = lt_heuristic(c, p, align, FALSE);
         return p;
     }
     /* The weight shape's one algorithm, chosen at the reference row count, checked for n. */
-    const gint64 key = (gint64)m | (gint64)k << 20 | (gint64)has_bias << 40;
+    const gint64 key = (gint64)m | (gint64)k << 20 | (gint64)has_bias << 40 | (gint64)gelu << 41;
     LtPlan *ref = (LtPlan *)g_hash_table_lookup(c->lt_fixed_algos, &key);
     if (ref == NULL) {
         ref = g_new0(LtPlan, 1);
-        ref->ok = lt_plan_describe(ref, m, DQ_CUDA_LT_REF_ROWS, k, has_bias) &&
+        ref->ok = lt_plan_describe(ref, m, DQ_CUDA_LT_REF_ROWS, k, has_bias, gelu) &&
                   lt_heuristic(c, ref, 16, TRUE);
         g_hash_table_insert(c->lt_fixed_algos, g_memdup2(&key, sizeof key), ref);
     }
@@ -983,19 +989,20 @@ static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboo
 }
 
 static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const DqWeight *w,
-                          const float *bias, int n) {
+                          const float *bias, int n, gboolean gelu) {
     if (c->lt == NULL)
         return FALSE;
     const int m = w->rows, k = w->cols;
     unsigned align = MIN(MIN(ptr_align(y), ptr_align(xbf)), ptr_align(w->data));
     if (bias != NULL)
         align = MIN(align, ptr_align(bias));
-    if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 21))
+    if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 20))
         return FALSE;
     if (c->lt_fixed)
         align = 16; /* one algorithm whatever the pointers' alignment */
-    /* m, k: 20 bits each, n: 21, the bias: 1, the alignment class (16 .. 256 bytes: 0 .. 4): 2 */
-    const guint64 ukey = (guint64)m | (guint64)k << 20 | (guint64)n << 40 |
+    /* m, k, n: 20 bits each, GELU: 1, the bias: 1, the alignment class (16 .. 256 bytes:
+     * 0 .. 4): 2 */
+    const guint64 ukey = (guint64)m | (guint64)k << 20 | (guint64)n << 40 | (guint64)gelu << 60 |
                          (guint64)(bias != NULL) << 61 |
                          (guint64)MIN(__builtin_ctz(align) - 4, 3) << 62;
     const gint64 key = (gint64)ukey;
@@ -1003,7 +1010,7 @@ static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const 
     if (p == NULL) {
         if (g_hash_table_size(c->lt_plans) >= DQ_CUDA_LT_PLANS_KEPT)
             g_hash_table_remove_all(c->lt_plans); /* a long job's many prompt lengths */
-        p = lt_plan_new(c, m, n, k, align, bias != NULL);
+        p = lt_plan_new(c, m, n, k, align, bias != NULL, gelu);
         g_hash_table_insert(c->lt_plans, g_memdup2(&key, sizeof key), p);
     }
     if (!p->ok || (bias != NULL &&
@@ -1037,14 +1044,13 @@ static void skinny_matmul(CudaCtx *c, float *y, const float *x, const DqWeight *
     }
 }
 
-static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
-                        const DqWeight *bias, int n) {
-    CudaCtx *c = ctx_of(be);
-    if (n <= 0 || c->sticky != cudaSuccess)
-        return;
+/* y = x . W^T (+ bias), and GELU in the same cublasLt call when gelu and it can: TRUE when the
+ * GELU was applied. */
+static gboolean matmul_run(CudaCtx *c, float *y, const float *x, const DqWeight *w,
+                           const DqWeight *bias, int n, gboolean gelu) {
     if (n <= DQ_CUDA_SKINNY_ROWS && is_bf16(c, w)) {
         skinny_matmul(c, y, x, w, bias, n);
-        return;
+        return FALSE;
     }
     float alpha = 1.0f, beta = 0.0f;
     const __nv_bfloat16 *xb = NULL;
@@ -1057,19 +1063,22 @@ static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
             c->xbf_cap = c->xbf != NULL ? size_class(nx * sizeof(__nv_bfloat16)) / 2 : 0;
             if (c->xbf == NULL) {
                 record(c, cudaErrorMemoryAllocation, "matmul input buffer");
-                return;
+                return FALSE;
             }
         }
         f32_to_bf16_kernel<<<grid_for(nx, 256), 256, 0, c->stream>>>(c->xbf, x, nx);
         CK_LAUNCH(c, "matmul input to bf16");
         xb = c->xbf;
-        if ((c->lt_fixed || (bias != NULL && c->lt_bias)) &&
-            lt_matmul(c, y, xb, w, bias != NULL ? bias->data : NULL, n))
-            return;
+        gelu = gelu && c->lt_gelu;
+        if ((c->lt_fixed || (bias != NULL && c->lt_bias) || gelu) &&
+            lt_matmul(c, y, xb, w, bias != NULL ? bias->data : NULL, n, gelu))
+            return gelu;
+        if (gelu && lt_matmul(c, y, xb, w, bias != NULL ? bias->data : NULL, n, FALSE))
+            return FALSE; /* no algorithm with the GELU epilogue: the GELU kernel follows */
         if (c->lt_fixed) {
             /* No fixed algorithm for this shape: rows must still not depend on n. */
             skinny_matmul(c, y, x, w, bias, n);
-            return;
+            return FALSE;
         }
     }
     if (bias != NULL) {
@@ -1092,6 +1101,14 @@ static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     }
     record_blas(c, s, "cublasGemmEx");
+    return FALSE;
+}
+
+static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                        const DqWeight *bias, int n) {
+    CudaCtx *c = ctx_of(be);
+    if (n > 0 && c->sticky == cudaSuccess)
+        matmul_run(c, y, x, w, bias, n, FALSE);
 }
 
 /* ---- norms */
@@ -2141,6 +2158,14 @@ static void cuda_gelu_tanh(DqBackend *be, float *x, size_t n) {
     CK_LAUNCH(c, "gelu_tanh");
 }
 
+/* matmul, then GELU: in the product's epilogue where cublasLt has it, else the kernel above. */
+static void cuda_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                             const DqWeight *bias, int n) {
+    CudaCtx *c = ctx_of(be);
+    if (n > 0 && c->sticky == cudaSuccess && !matmul_run(c, y, x, w, bias, n, TRUE))
+        cuda_gelu_tanh(be, y, (size_t)n * w->rows);
+}
+
 static void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
     CudaCtx *c = ctx_of(be);
     if (n == 0 || c->sticky != cudaSuccess)
@@ -2592,6 +2617,12 @@ static void prof_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
               bias != NULL ? " +bias" : "", prof_rows(n));
 }
 
+static void prof_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                             const DqWeight *bias, int n) {
+    PROF_SPAN(be, cuda_matmul_gelu(be, y, x, w, bias, n), "matmul_gelu %dx%d%s rows %d", w->rows,
+              w->cols, bias != NULL ? " +bias" : "", prof_rows(n));
+}
+
 static void prof_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w,
                            const DqWeight *b, int n, int dim, float eps) {
     PROF_SPAN(be, cuda_layernorm(be, y, x, w, b, n, dim, eps), "layernorm %d rows %d", dim,
@@ -2661,6 +2692,7 @@ static void prof_install(DqBackend *be) {
     be->download = prof_download;
     be->copy = prof_copy;
     be->matmul = prof_matmul;
+    be->matmul_gelu = prof_matmul_gelu;
     be->layernorm = prof_layernorm;
     be->rmsnorm = prof_rmsnorm;
     be->rope = prof_rope;
@@ -2713,6 +2745,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->tc_attn = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_TC_ATTN"), "0") != 0;
     c->attn_mma = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_MMA"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
+    c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;
     /* DOCQA_CUDA_PIXELS_F32=1: tiles staged as float32 (for comparison) */
     c->pixels_bf16 = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_PIXELS_F32"), "1") != 0;
     c->lt_plans = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
@@ -2783,6 +2816,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->weight_init = cuda_weight_init;
         be->weight_free = cuda_weight_free;
         be->matmul = cuda_matmul;
+        be->matmul_gelu = cuda_matmul_gelu;
         be->layernorm = cuda_layernorm;
         be->rmsnorm = cuda_rmsnorm;
         be->rope = cuda_rope;

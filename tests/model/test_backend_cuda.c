@@ -235,6 +235,49 @@ static void test_matmul_rows_merged(void) {
     wpair_free(&b);
 }
 
+/* matmul_gelu against the reference's matmul then gelu_tanh: the vision MLP's fc1 shapes
+ * (256M, 2.2B) at a tile's rows and a merged chunk's (cublasLt's GELU epilogue, from
+ * matmul_row_invariant_min rows on), and a few rows (the row-invariant kernel, then the GELU
+ * kernel). With the epilogue the products stay row-invariant: rows alone give the bits they
+ * get in a larger call. */
+static void test_matmul_gelu(void) {
+    if (!need_gpu())
+        return;
+    const int shapes[][4] = {/* rows, out, in, bias */
+                             {1024, 3072, 768, 1},
+                             {2048, 3072, 768, 1},
+                             {729, 4304, 1152, 1},
+                             {300, 96, 64, 0},
+                             {5, 3072, 768, 1}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
+        Pair x = pair_new((size_t)n * in, 1), y = pair_new((size_t)n * out, 1);
+        /* pre-activations of a few units: GELU's bend, not only its linear arms */
+        WPair w = wpair_new(out, in, 2.0 / sqrt(in)), b = wpair_new(1, out, 1);
+        const DqWeight *bc = shapes[s][3] ? &b.c : NULL, *bg = shapes[s][3] ? &b.g : NULL;
+        cpu->matmul(cpu, y.c, x.c, &w.c, bc, n);
+        cpu->gelu_tanh(cpu, y.c, y.n);
+        dq_matmul_gelu(gpu, y.g, x.g, &w.g, bg, n);
+        pair_check(&y, 1e-2, "matmul_gelu");
+        if (gpu->matmul_row_invariant_min > 0 && n >= 2 * gpu->matmul_row_invariant_min) {
+            int half = n / 2;
+            float *all = g_new(float, y.n), *part = gpu->alloc(gpu, (size_t)(n - half) * out);
+            g_assert_nonnull(part);
+            gpu->download(gpu, all, y.g, y.n);
+            dq_matmul_gelu(gpu, part, x.g + (size_t)half * in, &w.g, bg, n - half);
+            gpu->download(gpu, y.host, part, (size_t)(n - half) * out);
+            g_assert_cmpmem(y.host, (size_t)(n - half) * out * sizeof(float),
+                            all + (size_t)half * out, (size_t)(n - half) * out * sizeof(float));
+            gpu->release(gpu, part);
+            g_free(all);
+        }
+        pair_free(&x);
+        pair_free(&y);
+        wpair_free(&w);
+        wpair_free(&b);
+    }
+}
+
 static void test_matmul_f32_tensor(void) {
     if (!need_gpu())
         return;
@@ -1090,6 +1133,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/device_errors", test_device_errors);
     g_test_add_func("/backend_cuda/matmul", test_matmul);
     g_test_add_func("/backend_cuda/matmul_rows_merged", test_matmul_rows_merged);
+    g_test_add_func("/backend_cuda/matmul_gelu", test_matmul_gelu);
     g_test_add_func("/backend_cuda/matmul_f32_tensor", test_matmul_f32_tensor);
     g_test_add_func("/backend_cuda/norms", test_norms);
     g_test_add_func("/backend_cuda/rope", test_rope);
