@@ -99,14 +99,15 @@ typedef struct {
     GHashTable *free_lists; /* size class -> GSList of cached device ptrs */
     size_t pool_bytes;      /* cudaMalloc'ed by the pool */
     /* weights */
-    GHashTable *bf16;     /* device ptrs of weights stored as bf16 */
-    gboolean f32_weights; /* DOCQA_CUDA_F32=1: matrices stay float32 (conformance runs) */
-    gboolean tc_attn;     /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
-    gboolean attn_mma;    /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
-    gboolean lt_bias;     /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
-    gboolean lt_gelu;     /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
-    gboolean pixels_bf16; /* tiles staged as bf16 (see cuda_upload_pixels) */
-    size_t weight_bytes;  /* uploaded so far */
+    GHashTable *bf16;      /* device ptrs of weights stored as bf16 */
+    gboolean f32_weights;  /* DOCQA_CUDA_F32=1: matrices stay float32 (conformance runs) */
+    gboolean tc_attn;      /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
+    gboolean attn_mma;     /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
+    gboolean decode_group; /* attn_decode_group_kernel (DOCQA_CUDA_DECODE_GROUP=0: not) */
+    gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
+    gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
+    gboolean pixels_bf16;  /* tiles staged as bf16 (see cuda_upload_pixels) */
+    size_t weight_bytes;   /* uploaded so far */
     gboolean preflight_done;
     void *load_stage; /* [DQ_CUDA_LOAD_CHUNK] bytes */
     /* matmul input in bf16 */
@@ -1493,6 +1494,150 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
     }
 }
 
+/* Decode attention by KV group: block (KV head g, sequence s) for a segment's few query rows
+ * (n_q <= ATT_DECODE_ROWS) of every head that shares g, so that each cached key and value is
+ * read from memory once a step rather than once a query head (SmolVLM-256M: 3 query heads a KV
+ * head; attn_decode_kernel reads them 3 times, with a lane a key row). DG_WARPS warps take every
+ * DG_WARPS-th tile of 32 keys: the tile's K rows are copied to the warp's shared memory with
+ * coalesced loads, lane j scores key j for every row, and lane d accumulates dims d, d + 32 of
+ * every row from V rows read straight from memory (coalesced). The warps' partial softmax
+ * states are merged at the end. A row's result depends on its query and the keys only. */
+#define DG_WARPS 4
+#define DG_RMAX  16 /* rows a block: query heads a KV head x query rows */
+
+template <int NCH>
+__global__ void __launch_bounds__(DG_WARPS * 32)
+    attn_decode_group_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
+                             const DqAttnSegment *segs) {
+    extern __shared__ float smem[];
+    const int hd = a.head_dim, kp = hd + 1, G = a.n_heads / a.n_kv_heads;
+    const int g = blockIdx.x, s = blockIdx.y;
+    const SeqView w = seq_view(a, segs, s, out, q, k, v);
+    if (w.n_q < a.q_lo || w.n_q > a.q_hi)
+        return;              /* block-uniform: another kernel's segment */
+    const int R = G * w.n_q; /* row r: head g * G + r / n_q, query r % n_q */
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *sq = smem;          /* [R, hd] scaled queries */
+    float *work = sq + R * hd; /* the warps' K tiles [32, hd + 1], then their partial states */
+    for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
+        const int r = idx / hd, d = idx % hd;
+        sq[idx] =
+            w.q[(size_t)(r % w.n_q) * a.q_stride + (size_t)(g * G + r / w.n_q) * hd + d] * a.scale;
+    }
+    __syncthreads();
+    const float *kb = w.k + (size_t)g * hd, *vb = w.v + (size_t)g * hd;
+    const int kv_end = a.causal ? min(w.n_kv, w.q_pos0 + w.n_q) : w.n_kv;
+    float *sk = work + (size_t)warp * 32 * kp;
+    float m[DG_RMAX], l[DG_RMAX], acc[DG_RMAX][NCH];
+#pragma unroll
+    for (int r = 0; r < DG_RMAX; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int ch = 0; ch < NCH; ch++)
+            acc[r][ch] = 0.0f;
+    }
+    for (int j0 = warp * 32; j0 < kv_end; j0 += DG_WARPS * 32) {
+        const int nk = min(32, kv_end - j0), j = j0 + lane;
+        /* unrolled: several rows' loads in flight, where a block has only 4 warps to hide
+         * the memory's latency with */
+#pragma unroll 8
+        for (int jj = 0; jj < nk; jj++) {
+            const float *kr = kb + (size_t)(j0 + jj) * a.kv_stride;
+#pragma unroll
+            for (int ch = 0; ch < NCH; ch++)
+                if (lane + 32 * ch < hd)
+                    sk[jj * kp + lane + 32 * ch] = kr[lane + 32 * ch];
+        }
+        __syncwarp();
+        float p[DG_RMAX];
+#pragma unroll
+        for (int r = 0; r < DG_RMAX; r++) {
+            p[r] = 0.0f;
+            if (r >= R)
+                continue; /* uniform */
+            const int visible = a.causal ? min(w.n_kv, w.q_pos0 + r % w.n_q + 1) : w.n_kv;
+            float sc = -INFINITY;
+            if (j < visible) { /* then lane < nk: its K row is in the tile */
+                const float *qr = sq + r * hd, *kr = sk + lane * kp;
+                float dot = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    dot += qr[d] * kr[d];
+                sc = dot;
+            }
+            const float tmax = warp_max(sc);
+            if (tmax == -INFINITY)
+                continue; /* every key of this tile is in the row's future */
+            const float mnew = fmaxf(m[r], tmax);
+            const float corr = __expf(m[r] - mnew);
+            p[r] = j < visible ? __expf(sc - mnew) : 0.0f;
+            l[r] = l[r] * corr + warp_sum(p[r]);
+#pragma unroll
+            for (int ch = 0; ch < NCH; ch++)
+                acc[r][ch] *= corr;
+            m[r] = mnew;
+        }
+#pragma unroll 4
+        for (int jj = 0; jj < nk; jj++) {
+            const float *vr = vb + (size_t)(j0 + jj) * a.kv_stride;
+            float vv[NCH];
+#pragma unroll
+            for (int ch = 0; ch < NCH; ch++)
+                vv[ch] = lane + 32 * ch < hd ? vr[lane + 32 * ch] : 0.0f;
+#pragma unroll
+            for (int r = 0; r < DG_RMAX; r++) {
+                if (r >= R)
+                    break; /* uniform */
+                const float pj = __shfl_sync(0xffffffffu, p[r], jj);
+#pragma unroll
+                for (int ch = 0; ch < NCH; ch++)
+                    acc[r][ch] += pj * vv[ch];
+            }
+        }
+        __syncwarp(); /* the next tile rewrites sk */
+    }
+    __syncthreads(); /* no warp reads its K tile any more: work holds the partial states */
+    float *pm = work, *pl = work + DG_WARPS * R, *pa = work + 2 * DG_WARPS * R;
+#pragma unroll
+    for (int r = 0; r < DG_RMAX; r++) {
+        if (r >= R)
+            break;
+        if (lane == 0) {
+            pm[warp * R + r] = m[r];
+            pl[warp * R + r] = l[r];
+        }
+#pragma unroll
+        for (int ch = 0; ch < NCH; ch++)
+            if (lane + 32 * ch < hd)
+                pa[(size_t)(warp * R + r) * hd + lane + 32 * ch] = acc[r][ch];
+    }
+    __syncthreads();
+    const size_t out_stride = (size_t)a.n_heads * hd;
+    for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
+        const int r = idx / hd, d = idx % hd;
+        float mt = -INFINITY;
+        for (int wi = 0; wi < DG_WARPS; wi++)
+            mt = fmaxf(mt, pm[wi * R + r]);
+        float lt = 0.0f, t = 0.0f;
+        for (int wi = 0; wi < DG_WARPS; wi++) {
+            const float mw = pm[wi * R + r];
+            if (mw == -INFINITY)
+                continue; /* a warp with no visible key */
+            const float e = __expf(mw - mt);
+            lt += pl[wi * R + r] * e;
+            t += pa[(size_t)(wi * R + r) * hd + d] * e;
+        }
+        w.out[(size_t)(r % w.n_q) * out_stride + (size_t)(g * G + r / w.n_q) * hd + d] =
+            lt > 0.0f ? t / lt : 0.0f;
+    }
+}
+
+/* Shared memory of attn_decode_group_kernel for up to max_q rows a segment. */
+static size_t decode_group_smem(const AttArgs &a, int max_q) {
+    const size_t hd = a.head_dim, R = (size_t)(a.n_heads / a.n_kv_heads) * max_q;
+    return (R * hd + MAX(DG_WARPS * 32 * (hd + 1), DG_WARPS * R * (2 + hd))) * sizeof(float);
+}
+
 /* Flash attention on tensor cores (bf16 products, float32 softmax and accumulation): block =
  * 64 query rows of one head and sequence, 4 warps of 16 rows. Per tile of 64 keys: S = Q K^T
  * with WMMA into shared memory, the online softmax by lane pairs (a row each), P rounded to
@@ -1976,7 +2121,13 @@ static gboolean vision_attention_gemm(CudaCtx *c, float *out, const float *q, co
 template <int NCH>
 static void launch_attention(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                              int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
-    if (max_q <= ATT_DECODE_ROWS) {
+    if (max_q <= ATT_DECODE_ROWS && c->decode_group && NCH <= 2 &&
+        (a.n_heads / a.n_kv_heads) * max_q <= DG_RMAX) {
+        dim3 grid(a.n_kv_heads, n_seq);
+        attn_decode_group_kernel<NCH>
+            <<<grid, DG_WARPS * 32, decode_group_smem(a, max_q), c->stream>>>(out, q, k, v, a,
+                                                                              segs);
+    } else if (max_q <= ATT_DECODE_ROWS) {
         dim3 grid(max_q, a.n_heads, n_seq);
         attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
     } else {
@@ -2744,6 +2895,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     /* bf16 products only; DOCQA_CUDA_TC_ATTN=0 keeps the earlier kernels (for comparison). */
     c->tc_attn = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_TC_ATTN"), "0") != 0;
     c->attn_mma = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_MMA"), "0") != 0;
+    c->decode_group = g_strcmp0(g_getenv("DOCQA_CUDA_DECODE_GROUP"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;
     /* DOCQA_CUDA_PIXELS_F32=1: tiles staged as float32 (for comparison) */

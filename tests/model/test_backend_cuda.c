@@ -511,6 +511,11 @@ static void test_attention_segments(void) {
     check_segments(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, "attention_segments (mixed)");
     check_segments(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, "attention_segments (hd 72)");
     check_segments(G_N_ELEMENTS(decode), decode, 4, 2, 16, "attention_segments (hd 16)");
+    /* decode rows by KV group: the 2.2B's heads (no sharing), and 8 query heads a KV head
+     * with 3 rows a segment, more rows than a group block takes (the per-head kernel then) */
+    check_segments(G_N_ELEMENTS(decode), decode, 32, 32, 64, "attention_segments (32 heads)");
+    const int wide[][2] = {{3, 40}, {2, 700}, {1, 5}};
+    check_segments(G_N_ELEMENTS(wide), wide, 8, 1, 64, "attention_segments (8 heads a KV head)");
 }
 
 static void test_elementwise(void) {
