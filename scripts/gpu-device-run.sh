@@ -18,7 +18,8 @@
 # sanitize: compute-sanitizer over test_backend_cuda: memcheck on every test, racecheck and
 #        synccheck on the kernels with shared memory and barriers (attention, norms).
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
-#        and with CUDA graphs when GRAPHS=1, and at COMPARE_BATCHES (64) with COMPARE_ENV (default
+#        and with CUDA graphs when GRAPHS=1, and at COMPARE_BATCHES (64) with each setting of
+#        COMPARE_ENV (';' between settings, spaces between one setting's variables; default
 #        DOCQA_CUDA_MERGE=0: products one tile or prompt at a time) when COMPARE=1; PAGES=corpus:
 #        64 distinct corpus pages instead of the four fixture pages cycled; hf256/hf22: scripts/bench_gpu_hf.py on the same snapshot;
 #        profile256/profile22: 64 pages with DOCQA_CUDA_PROFILE=1 (GPU time by op and shape).
@@ -207,9 +208,14 @@ PY
     timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 16 "$batches" \
       "${pages[@]}" 2>&1 | tee -a "$out/bench.log"
     if [ "${COMPARE:-0}" = 1 ]; then
-      step "bench_gpu $m batches ${COMPARE_BATCHES:-64}: ${COMPARE_ENV:=DOCQA_CUDA_MERGE=0}"
-      env "$COMPARE_ENV" timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 \
-        16 "${COMPARE_BATCHES:-64}" "${pages[@]}" 2>&1 | sed "s/^docqa /docqa_${COMPARE_ENV} /" | tee -a "$out/bench.log"
+      IFS=';' read -ra settings <<<"${COMPARE_ENV:-DOCQA_CUDA_MERGE=0}"
+      for setting in "${settings[@]}"; do
+        read -ra vars <<<"$setting"
+        step "bench_gpu $m batches ${COMPARE_BATCHES:-64}: $setting"
+        env "${vars[@]}" timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 \
+          5 16 "${COMPARE_BATCHES:-64}" "${pages[@]}" 2>&1 |
+          sed "s/^docqa /docqa_${setting// /_} /" | tee -a "$out/bench.log"
+      done
     fi
     [ "${GRAPHS:-0}" = 1 ] || continue
     step "bench_gpu $m with CUDA graphs"
