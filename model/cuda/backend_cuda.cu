@@ -104,6 +104,7 @@ typedef struct {
     gboolean tc_attn;      /* attention from DQ_CUDA_TC_MIN_ROWS rows on tensor cores (bf16) */
     gboolean attn_mma;     /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
     gboolean decode_group; /* attn_decode_group_kernel (DOCQA_CUDA_DECODE_GROUP=0: not) */
+    int attn_rows;         /* query rows a block of attn_mma_kernel: 128, or 64 */
     gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
     gboolean pixels_bf16;  /* tiles staged as bf16 (see cuda_upload_pixels) */
@@ -1815,10 +1816,10 @@ typedef void (*TcLaunch)(CudaCtx *c, float *out, const float *q, const float *k,
  * activations or caches with 16-byte loads and rounded to bf16 into shared memory, V transposed so
  * that its B fragments are 32-bit loads too. Same roundings as attn_tc_kernel: Q * scale, K, V
  * and P in bf16, scores, softmax, sums and O in float32.
+ * A block is WARPS warps of 16 query rows, which share each K/V tile.
  * Needs head_dim % 4 == 0 and 16-byte aligned rows (mma_fits); attn_tc_kernel takes the rest, and
  * DOCQA_CUDA_ATTN_MMA=0 all of it. */
-#define MMA_WARPS 4
-#define MMA_BN    64
+#define MMA_BN 64
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low half): the lower column */
@@ -1833,8 +1834,8 @@ __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <int HDP>
-__global__ void __launch_bounds__(MMA_WARPS * 32)
+template <int HDP, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32)
     attn_mma_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
                     const DqAttnSegment *segs) {
     constexpr int LDK = HDP + 8;    /* bf16 K rows: [MMA_BN][LDK] (the 8: no bank conflicts) */
@@ -1842,7 +1843,7 @@ __global__ void __launch_bounds__(MMA_WARPS * 32)
     __shared__ __align__(16) __nv_bfloat16 sk[MMA_BN * LDK];
     __shared__ __align__(16) __nv_bfloat16 svt[HDP * LDV];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t4 = lane & 3;
-    const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * (MMA_WARPS * 16);
+    const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * (WARPS * 16);
     const SeqView w = seq_view(a, segs, s, out, q, k, v);
     if (i0 >= w.n_q || w.n_q < a.q_lo || w.n_q > a.q_hi)
         return; /* block-uniform */
@@ -1869,7 +1870,7 @@ __global__ void __launch_bounds__(MMA_WARPS * 32)
         }
     const int vis_a = ra >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + ra + 1) : w.n_kv;
     const int vis_b = rb >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + rb + 1) : w.n_kv;
-    const int block_last = min(i0 + MMA_WARPS * 16, w.n_q) - 1;
+    const int block_last = min(i0 + WARPS * 16, w.n_q) - 1;
     const int kv_end = a.causal ? min(w.n_kv, w.q_pos0 + block_last + 1) : w.n_kv;
     const int warp_end = r0 >= w.n_q ? 0
                          : a.causal  ? min(w.n_kv, w.q_pos0 + min(r0 + 16, w.n_q))
@@ -1992,8 +1993,15 @@ __global__ void __launch_bounds__(MMA_WARPS * 32)
 template <int HDP>
 static void launch_mma(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                        int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
-    dim3 grid((max_q + MMA_WARPS * 16 - 1) / (MMA_WARPS * 16), a.n_heads, n_seq);
-    attn_mma_kernel<HDP><<<grid, MMA_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
+    /* 128 query rows a block (8 warps) by default: each K/V tile, read from float32 and
+     * rounded, then serves twice the rows of 64 (DOCQA_CUDA_ATTN_ROWS=64) */
+    if (c->attn_rows == 128) {
+        dim3 grid((max_q + 127) / 128, a.n_heads, n_seq);
+        attn_mma_kernel<HDP, 8><<<grid, 8 * 32, 0, c->stream>>>(out, q, k, v, a, segs);
+    } else {
+        dim3 grid((max_q + 63) / 64, a.n_heads, n_seq);
+        attn_mma_kernel<HDP, 4><<<grid, 4 * 32, 0, c->stream>>>(out, q, k, v, a, segs);
+    }
     CK_LAUNCH(c, "attention (mma)");
 }
 
@@ -2896,6 +2904,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->tc_attn = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_TC_ATTN"), "0") != 0;
     c->attn_mma = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_MMA"), "0") != 0;
     c->decode_group = g_strcmp0(g_getenv("DOCQA_CUDA_DECODE_GROUP"), "0") != 0;
+    c->attn_rows = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_ROWS"), "64") == 0 ? 64 : 128;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;
     /* DOCQA_CUDA_PIXELS_F32=1: tiles staged as float32 (for comparison) */
