@@ -158,6 +158,12 @@ struct DqBackend {
      * activations). NULL: matmul, then gelu_tanh. */
     void (*matmul_gelu)(DqBackend *be, float *y, const float *x, const DqWeight *w,
                         const DqWeight *bias, int n);
+    /* y += x . w^T + bias: the residual add after a product, which a backend may do in the
+     * product (the CUDA backend: cublasLt with y as C, or the row-invariant kernel), sparing a
+     * pass over y and x . w^T. scratch: n x w.rows floats it may use. NULL: matmul into
+     * scratch, then add. */
+    void (*matmul_add)(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                       const DqWeight *bias, int n, float *scratch);
     /* Uploads a vision chunk's tiles (host tiles[t], tile_floats values each) into dst for
      * patchify(), which then reads them as uploaded. A backend whose patch product rounds its
      * input to bf16 anyway may stage them rounded to bf16 (to nearest even) and set pixels_bf16:
@@ -201,6 +207,10 @@ void dq_backend_free(DqBackend *be);
 /* be->matmul_gelu when the backend has it, else matmul and gelu_tanh. */
 void dq_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
                     const DqWeight *bias, int n);
+
+/* be->matmul_add when the backend has it, else matmul into scratch and add. */
+void dq_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w, const DqWeight *bias,
+                   int n, float *scratch);
 
 /* be->upload_pixels when the backend has it, else be->upload a tile at a time. */
 void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,

@@ -349,6 +349,16 @@ void dq_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
     be->gelu_tanh(be, y, (size_t)n * w->rows);
 }
 
+void dq_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w, const DqWeight *bias,
+                   int n, float *scratch) {
+    if (be->matmul_add != NULL) {
+        be->matmul_add(be, y, x, w, bias, n, scratch);
+        return;
+    }
+    be->matmul(be, scratch, x, w, bias, n);
+    be->add(be, y, scratch, (size_t)n * w->rows);
+}
+
 void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
                       size_t tile_floats) {
     if (be->upload_pixels != NULL) {

@@ -400,15 +400,20 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
  * (OpenBLAS's sgemm rounding depends on the row count). 1024 or 729 rows keep the GEMMs large.
  * A backend whose rounding does not depend on the row count (matmul_row_invariant_min) gets all
  * tiles in one call: one pass over the weight, and threads over every row. */
+/* gelu: then gelu_tanh (dq_matmul_gelu); scratch (y's size): y += the product instead
+ * (dq_matmul_add: the residual add). */
 static void tile_product(DqBackend *be, float *y, const float *x, const DqWeight *w,
-                         const DqWeight *b, int T, int rows_per_tile, gboolean gelu) {
+                         const DqWeight *b, int T, int rows_per_tile, gboolean gelu,
+                         float *scratch) {
     gboolean merged =
         be->matmul_row_invariant_min > 0 && rows_per_tile >= be->matmul_row_invariant_min;
     int calls = merged ? 1 : T, rows = merged ? T * rows_per_tile : rows_per_tile;
     for (int t = 0; t < calls; t++) {
         float *yt = y + (size_t)t * rows * w->rows;
         const float *xt = x + (size_t)t * rows * w->cols;
-        if (gelu)
+        if (scratch != NULL)
+            dq_matmul_add(be, yt, xt, w, b, rows, scratch + (size_t)t * rows * w->rows);
+        else if (gelu)
             dq_matmul_gelu(be, yt, xt, w, b, rows);
         else
             be->matmul(be, yt, xt, w, b, rows);
@@ -417,7 +422,7 @@ static void tile_product(DqBackend *be, float *y, const float *x, const DqWeight
 
 static void tile_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
                         const DqWeight *b, int T, int rows_per_tile) {
-    tile_product(be, y, x, w, b, T, rows_per_tile, FALSE);
+    tile_product(be, y, x, w, b, T, rows_per_tile, FALSE, NULL);
 }
 
 /* tiles [T, 3, S, S] (backend) -> features [T * S_tok, Dt] (backend). */
@@ -474,13 +479,11 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
         tile_matmul(be, k, xn, &L->k_w, &L->k_b, T, P);
         tile_matmul(be, v, xn, &L->v_w, &L->v_b, T, P);
         be->attention(be, attn, q, k, v, &att);
-        tile_matmul(be, xn, attn, &L->o_w, &L->o_b, T, P);
-        be->add(be, h, xn, (size_t)n * Dv);
+        tile_product(be, h, attn, &L->o_w, &L->o_b, T, P, FALSE, xn);
         /* h += fc2(gelu_tanh(fc1(LN2(h)))) */
         be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
-        tile_product(be, mlp, xn, &L->fc1_w, &L->fc1_b, T, P, TRUE);
-        tile_matmul(be, xn, mlp, &L->fc2_w, &L->fc2_b, T, P);
-        be->add(be, h, xn, (size_t)n * Dv);
+        tile_product(be, mlp, xn, &L->fc1_w, &L->fc1_b, T, P, TRUE, NULL);
+        tile_product(be, h, mlp, &L->fc2_w, &L->fc2_b, T, P, FALSE, xn);
     }
     be->layernorm(be, xn, h, &m->post_ln_w, &m->post_ln_b, n, Dv, eps);
     trace(m, "vision_last_hidden", tile0, xn, n, Dv);
@@ -737,8 +740,9 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
  * shapes whether it runs alone or beside others, so its results are bit-identical either way
  * (OpenBLAS's sgemm rounding depends on the row count). Prompts are long, so the GEMMs stay
  * large; decode rows are one a segment and go through GEMV anyway. */
-static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
-                       const float *x, const DqWeight *w) {
+/* scratch (y's size): y += the products instead (dq_matmul_add: the residual add). */
+static void seg_product(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
+                        const float *x, const DqWeight *w, float *scratch) {
     /* Runs of segments go into one call where the backend promises it changes nothing
      * (backend.h): consecutive short segments (the decode step's rows) up to `inv` rows in all,
      * consecutive long ones (prompts) of at least `from` rows each, any number. */
@@ -764,10 +768,20 @@ static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, fl
         } else if (from > 0 && rows >= from)
             while (e < n_segs && segs[e].n_rows >= from)
                 rows += segs[e++].n_rows;
-        be->matmul(be, y + (size_t)r * w->rows, x + (size_t)r * w->cols, w, NULL, rows);
+        float *yr = y + (size_t)r * w->rows;
+        const float *xr = x + (size_t)r * w->cols;
+        if (scratch != NULL)
+            dq_matmul_add(be, yr, xr, w, NULL, rows, scratch + (size_t)r * w->rows);
+        else
+            be->matmul(be, yr, xr, w, NULL, rows);
         r += rows;
         s = e;
     }
+}
+
+static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
+                       const float *x, const DqWeight *w) {
+    seg_product(be, segs, n_segs, y, x, w, NULL);
 }
 
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
@@ -831,15 +845,13 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
                                               .n_past = kv->len};
         }
         dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_segs, &att);
-        seg_matmul(be, segs, n_segs, xn, attn, &L->o_w);
-        be->add(be, x, xn, (size_t)n * Dt);
+        seg_product(be, segs, n_segs, x, attn, &L->o_w, xn);
         /* x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x))) */
         be->rmsnorm(be, xn, x, &L->post_norm, n, Dt, eps);
         seg_matmul(be, segs, n_segs, gate, xn, &L->gate_w);
         seg_matmul(be, segs, n_segs, up, xn, &L->up_w);
         be->silu_mul(be, gate, up, (size_t)n * It);
-        seg_matmul(be, segs, n_segs, xn, gate, &L->down_w);
-        be->add(be, x, xn, (size_t)n * Dt);
+        seg_product(be, segs, n_segs, x, gate, &L->down_w, xn);
     }
     be->rmsnorm(be, xn, x, &m->norm, n, Dt, eps);
 

@@ -105,6 +105,7 @@ typedef struct {
     gboolean attn_mma;     /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
     gboolean decode_group; /* attn_decode_group_kernel (DOCQA_CUDA_DECODE_GROUP=0: not) */
     int attn_rows;         /* query rows a block of attn_mma_kernel: 128, or 64 */
+    gboolean fused_add;    /* matmul_add in the product (DOCQA_CUDA_FUSED_ADD=0: not) */
     gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
     gboolean pixels_bf16;  /* tiles staged as bf16 (see cuda_upload_pixels) */
@@ -816,7 +817,7 @@ __global__ void fill_rows_kernel(float *y, const float *bias, int n, int cols) {
  * x stays float32 here (no rounding to bf16); the weight row is read once per SKINNY_R rows. */
 __global__ void __launch_bounds__(SKINNY_WARPS * 32)
     skinny_bf16_kernel(float *y, const float *x, const __nv_bfloat16 *w, const float *bias, int n,
-                       int out, int in, int paired) {
+                       int out, int in, int paired, int accumulate) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int o = blockIdx.x * SKINNY_WARPS + warp, r0 = blockIdx.y * SKINNY_R;
     if (o >= out)
@@ -852,8 +853,12 @@ __global__ void __launch_bounds__(SKINNY_WARPS * 32)
         float v = acc[r];
         for (int off = 16; off > 0; off >>= 1)
             v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, off));
-        if (lane == 0 && r0 + r < n)
-            y[(size_t)(r0 + r) * out + o] = bias != NULL ? __fadd_rn(v, bias[o]) : v;
+        if (lane == 0 && r0 + r < n) {
+            /* as the add kernel would: y + (x . w + bias) */
+            float *yo = y + (size_t)(r0 + r) * out + o;
+            const float val = bias != NULL ? __fadd_rn(v, bias[o]) : v;
+            *yo = accumulate ? __fadd_rn(*yo, val) : val;
+        }
     }
 }
 
@@ -991,7 +996,7 @@ static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboo
 }
 
 static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const DqWeight *w,
-                          const float *bias, int n, gboolean gelu) {
+                          const float *bias, int n, gboolean gelu, gboolean accumulate) {
     if (c->lt == NULL)
         return FALSE;
     const int m = w->rows, k = w->cols;
@@ -1019,7 +1024,8 @@ static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const 
                    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                   sizeof bias) != CUBLAS_STATUS_SUCCESS))
         return FALSE;
-    const float alpha = 1.0f, beta = 0.0f;
+    /* accumulate: y is C as well as D (in place, the same layout): D = x . W^T + y + bias */
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     cublasStatus_t s =
         cublasLtMatmul(c->lt, p->desc, &alpha, w->data, p->a, xbf, p->b, &beta, y, p->d, y, p->d,
                        &p->algo, c->blas_ws, DQ_CUDA_BLAS_WORKSPACE, c->stream);
@@ -1032,7 +1038,7 @@ static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const 
 
 /* The row-invariant kernel over any number of rows, a grid row per SKINNY_R of them. */
 static void skinny_matmul(CudaCtx *c, float *y, const float *x, const DqWeight *w,
-                          const DqWeight *bias, int n) {
+                          const DqWeight *bias, int n, gboolean accumulate) {
     /* Pairs of columns when rows of x are 8-byte aligned (even `in`, aligned base: always so
      * for smolvlm's pool buffers), which fixes the summation order for a given x. */
     int paired = (w->cols % 2) == 0 && ((uintptr_t)x % 8) == 0;
@@ -1041,17 +1047,23 @@ static void skinny_matmul(CudaCtx *c, float *y, const float *x, const DqWeight *
         dim3 grid((w->rows + SKINNY_WARPS - 1) / SKINNY_WARPS, (rows + SKINNY_R - 1) / SKINNY_R);
         skinny_bf16_kernel<<<grid, SKINNY_WARPS * 32, 0, c->stream>>>(
             y + (size_t)r0 * w->rows, x + (size_t)r0 * w->cols, (const __nv_bfloat16 *)w->data,
-            bias != NULL ? bias->data : NULL, rows, w->rows, w->cols, paired);
+            bias != NULL ? bias->data : NULL, rows, w->rows, w->cols, paired, accumulate);
         CK_LAUNCH(c, "matmul (row-invariant kernel)");
     }
 }
 
+static void add_rows(CudaCtx *c, float *y, const float *x, size_t n);
+
 /* y = x . W^T (+ bias), and GELU in the same cublasLt call when gelu and it can: TRUE when the
- * GELU was applied. */
+ * GELU was applied. With acc (n x w.rows floats of scratch): y += x . W^T (+ bias), in the product
+ * where the path can (the row-invariant kernel; cublasLt with y as C), else into acc and an add
+ * after (cublasGemmEx's path, whose bias goes in as C). */
 static gboolean matmul_run(CudaCtx *c, float *y, const float *x, const DqWeight *w,
-                           const DqWeight *bias, int n, gboolean gelu) {
+                           const DqWeight *bias, int n, gboolean gelu, float *acc) {
+    g_assert(!(gelu && acc != NULL)); /* GELU of the sum is nobody's layer */
+    const gboolean accumulate = acc != NULL;
     if (n <= DQ_CUDA_SKINNY_ROWS && is_bf16(c, w)) {
-        skinny_matmul(c, y, x, w, bias, n);
+        skinny_matmul(c, y, x, w, bias, n, accumulate);
         return FALSE;
     }
     float alpha = 1.0f, beta = 0.0f;
@@ -1072,20 +1084,25 @@ static gboolean matmul_run(CudaCtx *c, float *y, const float *x, const DqWeight 
         CK_LAUNCH(c, "matmul input to bf16");
         xb = c->xbf;
         gelu = gelu && c->lt_gelu;
-        if ((c->lt_fixed || (bias != NULL && c->lt_bias) || gelu) &&
-            lt_matmul(c, y, xb, w, bias != NULL ? bias->data : NULL, n, gelu))
+        const float *b = bias != NULL ? bias->data : NULL;
+        if ((c->lt_fixed || (bias != NULL && c->lt_bias) || gelu || accumulate) &&
+            lt_matmul(c, y, xb, w, b, n, gelu, accumulate))
             return gelu;
-        if (gelu && lt_matmul(c, y, xb, w, bias != NULL ? bias->data : NULL, n, FALSE))
+        if (gelu && lt_matmul(c, y, xb, w, b, n, FALSE, FALSE))
             return FALSE; /* no algorithm with the GELU epilogue: the GELU kernel follows */
         if (c->lt_fixed) {
             /* No fixed algorithm for this shape: rows must still not depend on n. */
-            skinny_matmul(c, y, x, w, bias, n);
+            skinny_matmul(c, y, x, w, bias, n, accumulate);
             return FALSE;
         }
     }
+    float *dst = y;
+    if (accumulate) {
+        dst = acc; /* the product alone, then y += it below */
+    }
     if (bias != NULL) {
         /* torch's addmm: C starts as the bias. */
-        fill_rows_kernel<<<grid_for((size_t)n * w->rows, 256), 256, 0, c->stream>>>(y, bias->data,
+        fill_rows_kernel<<<grid_for((size_t)n * w->rows, 256), 256, 0, c->stream>>>(dst, bias->data,
                                                                                     n, w->rows);
         CK_LAUNCH(c, "bias");
         beta = 1.0f;
@@ -1095,14 +1112,16 @@ static gboolean matmul_run(CudaCtx *c, float *y, const float *x, const DqWeight 
     cublasStatus_t s;
     if (xb != NULL) {
         s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, n, w->cols, &alpha, w->data,
-                         CUDA_R_16BF, w->cols, xb, CUDA_R_16BF, w->cols, &beta, y, CUDA_R_32F,
+                         CUDA_R_16BF, w->cols, xb, CUDA_R_16BF, w->cols, &beta, dst, CUDA_R_32F,
                          w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     } else {
         s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, n, w->cols, &alpha, w->data,
-                         CUDA_R_32F, w->cols, x, CUDA_R_32F, w->cols, &beta, y, CUDA_R_32F, w->rows,
-                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                         CUDA_R_32F, w->cols, x, CUDA_R_32F, w->cols, &beta, dst, CUDA_R_32F,
+                         w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     }
     record_blas(c, s, "cublasGemmEx");
+    if (accumulate)
+        add_rows(c, y, acc, (size_t)n * w->rows);
     return FALSE;
 }
 
@@ -1110,7 +1129,21 @@ static void cuda_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
                         const DqWeight *bias, int n) {
     CudaCtx *c = ctx_of(be);
     if (n > 0 && c->sticky == cudaSuccess)
-        matmul_run(c, y, x, w, bias, n, FALSE);
+        matmul_run(c, y, x, w, bias, n, FALSE, NULL);
+}
+
+/* y += x . W^T (+ bias): the residual add in the product (matmul_run). */
+static void cuda_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                            const DqWeight *bias, int n, float *scratch) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    if (c->fused_add) {
+        matmul_run(c, y, x, w, bias, n, FALSE, scratch);
+    } else {
+        matmul_run(c, scratch, x, w, bias, n, FALSE, NULL);
+        add_rows(c, y, scratch, (size_t)n * w->rows);
+    }
 }
 
 /* ---- norms */
@@ -2321,7 +2354,7 @@ static void cuda_gelu_tanh(DqBackend *be, float *x, size_t n) {
 static void cuda_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
                              const DqWeight *bias, int n) {
     CudaCtx *c = ctx_of(be);
-    if (n > 0 && c->sticky == cudaSuccess && !matmul_run(c, y, x, w, bias, n, TRUE))
+    if (n > 0 && c->sticky == cudaSuccess && !matmul_run(c, y, x, w, bias, n, TRUE, NULL))
         cuda_gelu_tanh(be, y, (size_t)n * w->rows);
 }
 
@@ -2333,12 +2366,15 @@ static void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n)
     CK_LAUNCH(c, "silu_mul");
 }
 
-static void cuda_add(DqBackend *be, float *y, const float *x, size_t n) {
-    CudaCtx *c = ctx_of(be);
+static void add_rows(CudaCtx *c, float *y, const float *x, size_t n) {
     if (n == 0 || c->sticky != cudaSuccess)
         return;
     add_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(y, x, n);
     CK_LAUNCH(c, "add");
+}
+
+static void cuda_add(DqBackend *be, float *y, const float *x, size_t n) {
+    add_rows(ctx_of(be), y, x, n);
 }
 
 static void cuda_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n_outer) {
@@ -2782,6 +2818,12 @@ static void prof_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWe
               w->cols, bias != NULL ? " +bias" : "", prof_rows(n));
 }
 
+static void prof_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                            const DqWeight *bias, int n, float *scratch) {
+    PROF_SPAN(be, cuda_matmul_add(be, y, x, w, bias, n, scratch), "matmul_add %dx%d%s rows %d",
+              w->rows, w->cols, bias != NULL ? " +bias" : "", prof_rows(n));
+}
+
 static void prof_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w,
                            const DqWeight *b, int n, int dim, float eps) {
     PROF_SPAN(be, cuda_layernorm(be, y, x, w, b, n, dim, eps), "layernorm %d rows %d", dim,
@@ -2852,6 +2894,7 @@ static void prof_install(DqBackend *be) {
     be->copy = prof_copy;
     be->matmul = prof_matmul;
     be->matmul_gelu = prof_matmul_gelu;
+    be->matmul_add = prof_matmul_add;
     be->layernorm = prof_layernorm;
     be->rmsnorm = prof_rmsnorm;
     be->rope = prof_rope;
@@ -2905,6 +2948,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->attn_mma = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_MMA"), "0") != 0;
     c->decode_group = g_strcmp0(g_getenv("DOCQA_CUDA_DECODE_GROUP"), "0") != 0;
     c->attn_rows = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_ROWS"), "64") == 0 ? 64 : 128;
+    c->fused_add = g_strcmp0(g_getenv("DOCQA_CUDA_FUSED_ADD"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;
     /* DOCQA_CUDA_PIXELS_F32=1: tiles staged as float32 (for comparison) */
@@ -2978,6 +3022,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->weight_free = cuda_weight_free;
         be->matmul = cuda_matmul;
         be->matmul_gelu = cuda_matmul_gelu;
+        be->matmul_add = cuda_matmul_add;
         be->layernorm = cuda_layernorm;
         be->rmsnorm = cuda_rmsnorm;
         be->rope = cuda_rope;

@@ -278,6 +278,55 @@ static void test_matmul_gelu(void) {
     }
 }
 
+/* matmul_add (the residual add in the product) against the reference's matmul then add: decode
+ * rows (the row-invariant kernel adds as the add kernel would: the GPU's own matmul + add, bit
+ * for bit), a tile's and a merged chunk's rows (cublasLt with y as C), with and without a bias,
+ * and row invariance from matmul_row_invariant_min rows on. */
+static void test_matmul_add(void) {
+    if (!need_gpu())
+        return;
+    const int shapes[][4] = {/* rows, out, in, bias */
+                             {1, 576, 576, 0},    {9, 576, 1536, 0},    {63, 192, 576, 0},
+                             {1024, 768, 768, 1}, {2048, 768, 3072, 1}, {729, 1152, 4304, 1},
+                             {300, 96, 64, 0}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
+        Pair x = pair_new((size_t)n * in, 1), y = pair_new((size_t)n * out, 1);
+        Pair scratch = pair_new((size_t)n * out, 0);
+        WPair w = wpair_new(out, in, 1.0 / sqrt(in)), b = wpair_new(1, out, 1);
+        const DqWeight *bc = shapes[s][3] ? &b.c : NULL, *bg = shapes[s][3] ? &b.g : NULL;
+        float *y0 = g_memdup2(y.host, y.n * sizeof(float));
+        cpu->matmul(cpu, scratch.c, x.c, &w.c, bc, n);
+        cpu->add(cpu, y.c, scratch.c, y.n);
+        dq_matmul_add(gpu, y.g, x.g, &w.g, bg, n, scratch.g);
+        float *fused = g_new(float, y.n);
+        gpu->download(gpu, fused, y.g, y.n);
+        pair_check(&y, 1e-2, "matmul_add");
+        if (n <= gpu->matmul_row_invariant_max) {
+            gpu->upload(gpu, y.g, y0, y.n);
+            gpu->matmul(gpu, scratch.g, x.g, &w.g, bg, n);
+            gpu->add(gpu, y.g, scratch.g, y.n);
+            gpu->download(gpu, y.host, y.g, y.n);
+            g_assert_cmpmem(y.host, y.n * sizeof(float), fused, y.n * sizeof(float));
+        }
+        if (gpu->matmul_row_invariant_min > 0 && n >= 2 * gpu->matmul_row_invariant_min) {
+            int half = n / 2;
+            size_t off = (size_t)half * out, rest = (size_t)(n - half) * out;
+            gpu->upload(gpu, y.g, y0, y.n);
+            dq_matmul_add(gpu, y.g + off, x.g + (size_t)half * in, &w.g, bg, n - half, scratch.g);
+            gpu->download(gpu, y.host, y.g, y.n);
+            g_assert_cmpmem(y.host + off, rest * sizeof(float), fused + off, rest * sizeof(float));
+        }
+        g_free(y0);
+        g_free(fused);
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&scratch);
+        wpair_free(&w);
+        wpair_free(&b);
+    }
+}
+
 static void test_matmul_f32_tensor(void) {
     if (!need_gpu())
         return;
@@ -1139,6 +1188,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/matmul", test_matmul);
     g_test_add_func("/backend_cuda/matmul_rows_merged", test_matmul_rows_merged);
     g_test_add_func("/backend_cuda/matmul_gelu", test_matmul_gelu);
+    g_test_add_func("/backend_cuda/matmul_add", test_matmul_add);
     g_test_add_func("/backend_cuda/matmul_f32_tensor", test_matmul_f32_tensor);
     g_test_add_func("/backend_cuda/norms", test_norms);
     g_test_add_func("/backend_cuda/rope", test_rope);
