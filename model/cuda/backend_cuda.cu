@@ -1003,13 +1003,14 @@ static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const 
     unsigned align = MIN(MIN(ptr_align(y), ptr_align(xbf)), ptr_align(w->data));
     if (bias != NULL)
         align = MIN(align, ptr_align(bias));
-    if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 20))
+    if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 19))
         return FALSE;
     if (c->lt_fixed)
         align = 16; /* one algorithm whatever the pointers' alignment */
-    /* m, k, n: 20 bits each, GELU: 1, the bias: 1, the alignment class (16 .. 256 bytes:
-     * 0 .. 4): 2 */
-    const guint64 ukey = (guint64)m | (guint64)k << 20 | (guint64)n << 40 | (guint64)gelu << 60 |
+    /* m, k: 20 bits each, n: 19, accumulating: 1 (a refusal of beta 1 in place then spares the
+     * plain products), GELU: 1, the bias: 1, the alignment class (16 .. 256 bytes: 0 .. 4): 2 */
+    const guint64 ukey = (guint64)m | (guint64)k << 20 | (guint64)n << 40 |
+                         (guint64)accumulate << 59 | (guint64)gelu << 60 |
                          (guint64)(bias != NULL) << 61 |
                          (guint64)MIN(__builtin_ctz(align) - 4, 3) << 62;
     const gint64 key = (gint64)ukey;
@@ -1088,6 +1089,10 @@ static gboolean matmul_run(CudaCtx *c, float *y, const float *x, const DqWeight 
         if ((c->lt_fixed || (bias != NULL && c->lt_bias) || gelu || accumulate) &&
             lt_matmul(c, y, xb, w, b, n, gelu, accumulate))
             return gelu;
+        if (accumulate && lt_matmul(c, acc, xb, w, b, n, FALSE, FALSE)) {
+            add_rows(c, y, acc, (size_t)n * w->rows); /* cublasLt refused y as C */
+            return FALSE;
+        }
         if (gelu && lt_matmul(c, y, xb, w, b, n, FALSE, FALSE))
             return FALSE; /* no algorithm with the GELU epilogue: the GELU kernel follows */
         if (c->lt_fixed) {
