@@ -126,6 +126,12 @@ int cmd_ingest(int argc, char **argv) {
         fprintf(stderr, "docqa: ingest: no files or folders given (see --help)\n");
         goto out;
     }
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] == '\0') {
+            /* an unset shell variable, usually; read as a path it would be the current folder */
+            fprintf(stderr, "docqa: ingest: path %d of %d is empty\n", i, argc - 1);
+            goto out;
+        }
     if (model != NULL && tile != 0) {
         fprintf(stderr, "docqa: ingest: give --model or --tile, not both\n");
         goto out;

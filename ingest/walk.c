@@ -175,7 +175,8 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped) 
     w.real_roots = (char **)g_ptr_array_free(real, FALSE);
     char *cwd = g_get_current_dir();
     for (const char *const *r = roots; *r; r++) {
-        char *abs = g_canonicalize_filename(*r, cwd);
+        /* "" names no file (g_canonicalize_filename would make it the current folder) */
+        char *abs = **r != '\0' ? g_canonicalize_filename(*r, cwd) : g_strdup("");
         struct stat st;
         if (stat(abs, &st) != 0) {
             WalkEntry *e = g_new0(WalkEntry, 1);

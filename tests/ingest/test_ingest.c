@@ -738,6 +738,10 @@ static void test_failure_reasons(void) {
     assert_doc(&f, missing, "failed", "unreadable");
     char *nosha = doc_field(&f, missing, "sha256");
     g_assert_null(nosha);
+    /* an empty path names no file, not the current folder (the test runs in the build tree) */
+    run_ingest(&f, "");
+    assert_doc(&f, "", "failed", "unreadable");
+    g_assert_cmpint(f.sum.documents_ok, ==, 0);
     if (geteuid() != 0) {
         char *locked = in_dir(&f, "locked.tif");
         write_tiff(locked, V_GRAY8, 1, 1);

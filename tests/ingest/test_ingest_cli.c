@@ -106,6 +106,10 @@ static void test_exit_statuses(void) {
 
     /* Could not run: no paths, bad numbers, a database that cannot be created, a bad model. */
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, NULL), ==, 2);
+    /* an empty path (an unset shell variable) is not the current folder */
+    g_assert_cmpint(run_docqa(NULL, &err, "ingest", "--db", db, good, "", NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "path 2 of 2 is empty"));
+    g_free(err);
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--n-res", "0", good, NULL), ==, 2);
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--bogus", good, NULL), ==, 2);
     char *nodir = g_build_filename(dir, "no", "such", "dir", "x.db", NULL);
