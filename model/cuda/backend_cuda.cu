@@ -1315,6 +1315,35 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* One query row's online-softmax step over a tile of 32 keys in shared memory, a lane a key:
+ * the score qr . kr where this lane's key is visible to the row, then the row's running max m
+ * and sum l updated and its accumulator (NCH dims a lane) rescaled. false, with nothing changed,
+ * when no key of the tile is visible to the row; else p is this lane's key's probability, for
+ * O += P V. */
+template <int NCH>
+__device__ __forceinline__ bool softmax_step(const float *qr, const float *kr, int hd, bool visible,
+                                             float &m, float &l, float (&acc)[NCH], float &p) {
+    float sc = -INFINITY;
+    if (visible) {
+        float dot = 0.0f;
+        for (int d = 0; d < hd; d++)
+            dot += qr[d] * kr[d];
+        sc = dot;
+    }
+    const float tmax = warp_max(sc);
+    if (tmax == -INFINITY)
+        return false; /* every key of this tile is in the row's future */
+    const float mnew = fmaxf(m, tmax);
+    const float corr = __expf(m - mnew);
+    p = visible ? __expf(sc - mnew) : 0.0f;
+    l = l * corr + warp_sum(p);
+#pragma unroll
+    for (int ch = 0; ch < NCH; ch++)
+        acc[ch] *= corr;
+    m = mnew;
+    return true;
+}
+
 /* What one block attends: sequence s of a uniform packed batch (segs NULL: attention()), or
  * segment s of attention_segments(), whose rows sit at row0 and whose keys are its cache. */
 struct SeqView {
@@ -1403,25 +1432,10 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
             if (i >= w.n_q)
                 continue; /* warp-uniform */
             const int visible = a.causal ? min(w.n_kv, w.q_pos0 + i + 1) : w.n_kv;
-            const int j = j0 + lane;
-            float sc = -INFINITY;
-            if (j < visible) {
-                const float *qr = sq + rr * hd, *kr = sk + lane * kp;
-                float dot = 0.0f;
-                for (int d = 0; d < hd; d++)
-                    dot += qr[d] * kr[d];
-                sc = dot;
-            }
-            const float tmax = warp_max(sc);
-            if (tmax == -INFINITY)
-                continue; /* every key of this tile is in the row's future */
-            const float mnew = fmaxf(m[r], tmax);
-            const float corr = __expf(m[r] - mnew);
-            const float p = j < visible ? __expf(sc - mnew) : 0.0f;
-            l[r] = l[r] * corr + warp_sum(p);
-#pragma unroll
-            for (int ch = 0; ch < NCH; ch++)
-                acc[r][ch] *= corr;
+            float p;
+            if (!softmax_step<NCH>(sq + rr * hd, sk + lane * kp, hd, j0 + lane < visible, m[r],
+                                   l[r], acc[r], p))
+                continue;
             for (int jj = 0; jj < ATT_BK; jj++) {
                 const float pj = __shfl_sync(0xffffffffu, p, jj);
 #pragma unroll
@@ -1431,7 +1445,6 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
                         acc[r][ch] += pj * sv[jj * hd + d];
                 }
             }
-            m[r] = mnew;
         }
     }
     const size_t out_stride = (size_t)a.n_heads * hd;
@@ -1596,25 +1609,10 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
             if (r >= R)
                 continue; /* uniform */
             const int visible = a.causal ? min(w.n_kv, w.q_pos0 + r % w.n_q + 1) : w.n_kv;
-            float sc = -INFINITY;
-            if (j < visible) { /* then lane < nk: its K row is in the tile */
-                const float *qr = sq + r * hd, *kr = sk + lane * kp;
-                float dot = 0.0f;
-                for (int d = 0; d < hd; d++)
-                    dot += qr[d] * kr[d];
-                sc = dot;
-            }
-            const float tmax = warp_max(sc);
-            if (tmax == -INFINITY)
-                continue; /* every key of this tile is in the row's future */
-            const float mnew = fmaxf(m[r], tmax);
-            const float corr = __expf(m[r] - mnew);
-            p[r] = j < visible ? __expf(sc - mnew) : 0.0f;
-            l[r] = l[r] * corr + warp_sum(p[r]);
-#pragma unroll
-            for (int ch = 0; ch < NCH; ch++)
-                acc[r][ch] *= corr;
-            m[r] = mnew;
+            /* j < visible means lane < nk: its K row is in the tile; no visible key: p[r]
+             * stays 0 */
+            softmax_step<NCH>(sq + r * hd, sk + lane * kp, hd, j < visible, m[r], l[r], acc[r],
+                              p[r]);
         }
 #pragma unroll 4
         for (int jj = 0; jj < nk; jj++) {
