@@ -1297,6 +1297,8 @@ typedef struct {
     size_t q_seq_stride, kv_seq_stride;
     float scale;
     int q_lo, q_hi; /* blocks of sequences whose n_q lies outside [q_lo, q_hi] do nothing */
+    int kv_max;     /* the most keys of any sequence (the decode kernel's runs) */
+    int part_runs, part_rows; /* the decode runs' states: runs and rows a (sequence, KV head) */
 } AttArgs;
 
 #define ATT_BQ    32 /* query rows per block of the flash kernel */
@@ -1553,20 +1555,43 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
  * DG_WARPS-th tile of 32 keys: the tile's K rows are copied to the warp's shared memory with
  * coalesced loads, lane j scores key j for every row, and lane d accumulates dims d, d + 32 of
  * every row from V rows read straight from memory (coalesced). The warps' partial softmax
- * states are merged at the end. A row's result depends on its query and the keys only. */
+ * states are merged at the end.
+ * A sequence's keys are split into runs of DG_SPLIT, a block (grid z) each: with a block per KV
+ * head and sequence alone, a 64-page step of the 256M model was 192 blocks of 4 warps, too few
+ * loads in flight to stream the caches (~0.5 TB/s). The runs' merged states go to `part`, and
+ * attn_decode_merge_kernel merges them in order. Where a sequence has keys for one run only, its
+ * block writes the result itself. The runs depend on the sequence's length alone, so a row's
+ * result depends on its query and the keys only, not on its batch-mates. */
 #define DG_WARPS 4
-#define DG_RMAX  16 /* rows a block: query heads a KV head x query rows */
+#define DG_RMAX  16  /* rows a block: query heads a KV head x query rows */
+#define DG_SPLIT 256 /* keys a block: DG_WARPS tiles of 32, twice */
+
+/* The keys a decode block attends over (every key of the rows in the past). */
+__device__ __forceinline__ int decode_kv_end(const AttArgs &a, const SeqView &w) {
+    return a.causal ? min(w.n_kv, w.q_pos0 + w.n_q) : w.n_kv;
+}
+
+/* Row r's state of run z of (sequence s, KV head g): [head_dim] sums, the max, the total. */
+__device__ __forceinline__ float *decode_part(const float *part, const AttArgs &a, int s, int g,
+                                              int z, int r) {
+    return (float *)part + ((((size_t)s * a.n_kv_heads + g) * a.part_runs + z) * a.part_rows + r) *
+                               (a.head_dim + 2);
+}
 
 template <int NCH>
 __global__ void __launch_bounds__(DG_WARPS * 32)
     attn_decode_group_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
-                             const DqAttnSegment *segs) {
+                             const DqAttnSegment *segs, float *part) {
     extern __shared__ float smem[];
     const int hd = a.head_dim, kp = hd + 1, G = a.n_heads / a.n_kv_heads;
-    const int g = blockIdx.x, s = blockIdx.y;
+    const int g = blockIdx.x, s = blockIdx.y, z = blockIdx.z;
     const SeqView w = seq_view(a, segs, s, out, q, k, v);
     if (w.n_q < a.q_lo || w.n_q > a.q_hi)
-        return;              /* block-uniform: another kernel's segment */
+        return; /* block-uniform: another kernel's segment */
+    const int kv_end = decode_kv_end(a, w), runs = max(1, (kv_end + DG_SPLIT - 1) / DG_SPLIT);
+    if (z >= runs)
+        return; /* block-uniform: a shorter sequence than the longest */
+    const int j_lo = z * DG_SPLIT, j_hi = min(kv_end, j_lo + DG_SPLIT);
     const int R = G * w.n_q; /* row r: head g * G + r / n_q, query r % n_q */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float *sq = smem;          /* [R, hd] scaled queries */
@@ -1578,7 +1603,6 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
     }
     __syncthreads();
     const float *kb = w.k + (size_t)g * hd, *vb = w.v + (size_t)g * hd;
-    const int kv_end = a.causal ? min(w.n_kv, w.q_pos0 + w.n_q) : w.n_kv;
     float *sk = work + (size_t)warp * 32 * kp;
     float m[DG_RMAX], l[DG_RMAX], acc[DG_RMAX][NCH];
 #pragma unroll
@@ -1589,8 +1613,8 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
         for (int ch = 0; ch < NCH; ch++)
             acc[r][ch] = 0.0f;
     }
-    for (int j0 = warp * 32; j0 < kv_end; j0 += DG_WARPS * 32) {
-        const int nk = min(32, kv_end - j0), j = j0 + lane;
+    for (int j0 = j_lo + warp * 32; j0 < j_hi; j0 += DG_WARPS * 32) {
+        const int nk = min(32, j_hi - j0), j = j0 + lane;
         /* unrolled: several rows' loads in flight, where a block has only 4 warps to hide
          * the memory's latency with */
 #pragma unroll 8
@@ -1608,7 +1632,8 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
             p[r] = 0.0f;
             if (r >= R)
                 continue; /* uniform */
-            const int visible = a.causal ? min(w.n_kv, w.q_pos0 + r % w.n_q + 1) : w.n_kv;
+            const int visible =
+                min(j_hi, a.causal ? min(w.n_kv, w.q_pos0 + r % w.n_q + 1) : w.n_kv);
             /* j < visible means lane < nk: its K row is in the tile; no visible key: p[r]
              * stays 0 */
             softmax_step<NCH>(sq + r * hd, sk + lane * kp, hd, j < visible, m[r], l[r], acc[r],
@@ -1650,6 +1675,7 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
     }
     __syncthreads();
     const size_t out_stride = (size_t)a.n_heads * hd;
+    float *state = runs > 1 ? decode_part(part, a, s, g, z, 0) : NULL;
     for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
         const int r = idx / hd, d = idx % hd;
         float mt = -INFINITY;
@@ -1663,6 +1689,48 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
             const float e = __expf(mw - mt);
             lt += pl[wi * R + r] * e;
             t += pa[(size_t)(wi * R + r) * hd + d] * e;
+        }
+        if (state != NULL) {
+            float *pr = state + (size_t)r * (hd + 2); /* the run's state: [hd] sums, max, total */
+            pr[d] = t;
+            if (d == 0) {
+                pr[hd] = mt;
+                pr[hd + 1] = lt;
+            }
+        } else {
+            w.out[(size_t)(r % w.n_q) * out_stride + (size_t)(g * G + r / w.n_q) * hd + d] =
+                lt > 0.0f ? t / lt : 0.0f;
+        }
+    }
+}
+
+/* Merges the runs' states of attn_decode_group_kernel, in run order: block (KV head, sequence),
+ * as that kernel's grid without z. Sequences of one run were written by the kernel itself. */
+__global__ void attn_decode_merge_kernel(float *out, const float *q, AttArgs a,
+                                         const DqAttnSegment *segs, const float *part) {
+    const int hd = a.head_dim, G = a.n_heads / a.n_kv_heads;
+    const int g = blockIdx.x, s = blockIdx.y;
+    const SeqView w = seq_view(a, segs, s, out, q, NULL, NULL);
+    if (w.n_q < a.q_lo || w.n_q > a.q_hi)
+        return;
+    const int runs = (decode_kv_end(a, w) + DG_SPLIT - 1) / DG_SPLIT;
+    if (runs <= 1)
+        return;
+    const int R = G * w.n_q;
+    const size_t out_stride = (size_t)a.n_heads * hd;
+    for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
+        const int r = idx / hd, d = idx % hd;
+        float mt = -INFINITY;
+        for (int z = 0; z < runs; z++)
+            mt = fmaxf(mt, decode_part(part, a, s, g, z, r)[hd]);
+        float lt = 0.0f, t = 0.0f;
+        for (int z = 0; z < runs; z++) {
+            const float *pr = decode_part(part, a, s, g, z, r);
+            if (pr[hd] == -INFINITY)
+                continue; /* a run with no key visible to the row */
+            const float e = __expf(pr[hd] - mt);
+            lt += pr[hd + 1] * e;
+            t += pr[d] * e;
         }
         w.out[(size_t)(r % w.n_q) * out_stride + (size_t)(g * G + r / w.n_q) * hd + d] =
             lt > 0.0f ? t / lt : 0.0f;
@@ -2167,10 +2235,28 @@ static void launch_attention(CudaCtx *c, float *out, const float *q, const float
                              int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
     if (max_q <= ATT_DECODE_ROWS && c->decode_group && NCH <= 2 &&
         (a.n_heads / a.n_kv_heads) * max_q <= DG_RMAX) {
-        dim3 grid(a.n_kv_heads, n_seq);
+        AttArgs b = a;
+        b.part_runs = MAX(1, (a.kv_max + DG_SPLIT - 1) / DG_SPLIT);
+        b.part_rows = (a.n_heads / a.n_kv_heads) * max_q;
+        float *part = NULL;
+        if (b.part_runs > 1) {
+            part = (float *)pool_get(c, (size_t)n_seq * a.n_kv_heads * b.part_runs * b.part_rows *
+                                            (a.head_dim + 2) * sizeof(float));
+            if (part == NULL) {
+                record(c, cudaErrorMemoryAllocation, "decode attention's run states");
+                return;
+            }
+        }
+        dim3 grid(a.n_kv_heads, n_seq, b.part_runs);
         attn_decode_group_kernel<NCH>
-            <<<grid, DG_WARPS * 32, decode_group_smem(a, max_q), c->stream>>>(out, q, k, v, a,
-                                                                              segs);
+            <<<grid, DG_WARPS * 32, decode_group_smem(a, max_q), c->stream>>>(out, q, k, v, b, segs,
+                                                                              part);
+        if (part != NULL) {
+            CK_LAUNCH(c, "attention (decode runs)");
+            attn_decode_merge_kernel<<<dim3(a.n_kv_heads, n_seq), 128, 0, c->stream>>>(out, q, b,
+                                                                                       segs, part);
+            pool_put(c, part); /* the stream orders its next user after the merge */
+        }
     } else if (max_q <= ATT_DECODE_ROWS) {
         dim3 grid(max_q, a.n_heads, n_seq);
         attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
@@ -2220,9 +2306,23 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
         return;
     if (!head_layout_ok(c, da, da->n_seq))
         return;
-    AttArgs a = {da->n_q,           da->n_kv,      da->n_heads, da->n_kv_heads, da->head_dim,
-                 da->q_stride,      da->kv_stride, da->q_pos0,  da->causal,     da->q_seq_stride,
-                 da->kv_seq_stride, da->scale,     0,           INT_MAX};
+    AttArgs a = {da->n_q,
+                 da->n_kv,
+                 da->n_heads,
+                 da->n_kv_heads,
+                 da->head_dim,
+                 da->q_stride,
+                 da->kv_stride,
+                 da->q_pos0,
+                 da->causal,
+                 da->q_seq_stride,
+                 da->kv_seq_stride,
+                 da->scale,
+                 0,
+                 INT_MAX,
+                 da->n_kv,
+                 0,
+                 0};
     if (tc_takes(c, da->n_q, da->head_dim)) {
         dispatch_tc(c, out, q, k, v, da->n_q, da->n_seq, a, NULL, TRUE);
         return;
@@ -2262,11 +2362,12 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
         return;
     /* Three kernels, each over the segments of its class (the others' blocks return at once):
      * decode rows, short chunks (the float32 flash kernel), prompts (tensor cores). */
-    int max_dec = 0, max_mid = 0, max_tc = 0;
+    int max_dec = 0, max_mid = 0, max_tc = 0, kv_max = 0;
     gboolean caches_aligned = TRUE;
     for (int s = 0; s < n_segs; s++) {
         const int nq = segs[s].n_q;
         caches_aligned = caches_aligned && aligned16(segs[s].k_cache) && aligned16(segs[s].v_cache);
+        kv_max = MAX(kv_max, segs[s].n_past + nq);
         if (nq <= ATT_DECODE_ROWS)
             max_dec = MAX(max_dec, nq);
         else if (tc_takes(c, nq, shape->head_dim))
@@ -2295,6 +2396,7 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
     a.kv_stride = kvd;
     a.causal = TRUE;
     a.scale = shape->scale;
+    a.kv_max = kv_max;
     if (max_dec > 0) {
         a.q_lo = 1;
         a.q_hi = ATT_DECODE_ROWS;

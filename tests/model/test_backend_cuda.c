@@ -531,6 +531,22 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
     dq_attention_segments(cpu, out.c, q.c, k.c, v.c, cs, n_segs, &shape);
     dq_attention_segments(gpu, out.g, q.g, k.g, v.g, gs, n_segs, &shape);
     pair_check(&out, tc ? 1e-2 : 2e-5, what);
+    /* Each decode segment again alone: its rows bit for bit as in the batch (the decode
+     * kernel's runs of keys depend on the sequence, never on the batch's longest). */
+    float *batched = g_new(float, out.n), *alone = g_new(float, out.n);
+    gpu->download(gpu, batched, out.g, out.n);
+    for (int s = 0; s < n_segs && n_segs > 1; s++) {
+        if (seg[s][0] > 4)
+            continue;
+        dq_attention_segments(gpu, out.g, q.g, k.g, v.g, &gs[s], 1, &shape);
+        gpu->download(gpu, alone, out.g, out.n);
+        size_t at = (size_t)gs[s].row0 * qd, len = (size_t)seg[s][0] * qd;
+        if (memcmp(alone + at, batched + at, len * sizeof(float)) != 0)
+            g_error("%s: segment %d (%d rows after %d) differs alone and in its batch", what, s,
+                    seg[s][0], seg[s][1]);
+    }
+    g_free(batched);
+    g_free(alone);
     for (int s = 0; s < n_segs; s++) {
         pair_check(&kc[s], 0, "attention_segments: K cache");
         pair_check(&vc[s], 0, "attention_segments: V cache");
@@ -563,6 +579,10 @@ static void test_attention_segments(void) {
     /* decode rows by KV group: the 2.2B's heads (no sharing), and 8 query heads a KV head
      * with 3 rows a segment, more rows than a group block takes (the per-head kernel then) */
     check_segments(G_N_ELEMENTS(decode), decode, 32, 32, 64, "attention_segments (32 heads)");
+    /* several decode rows whose keys cross a run of 256 (the last row sees a key of the next
+     * run, the others none there), and lengths either side of a run's end */
+    const int runs[][2] = {{4, 253}, {3, 600}, {2, 1000}, {1, 255}, {1, 256}, {1, 511}};
+    check_segments(G_N_ELEMENTS(runs), runs, 9, 3, 64, "attention_segments (decode runs)");
     const int wide[][2] = {{3, 40}, {2, 700}, {1, 5}};
     check_segments(G_N_ELEMENTS(wide), wide, 8, 1, 64, "attention_segments (8 heads a KV head)");
 }
