@@ -105,6 +105,7 @@ typedef struct {
     gboolean attn_mma;     /* ... by attn_mma_kernel where it fits (DOCQA_CUDA_ATTN_MMA=0: not) */
     gboolean decode_group; /* attn_decode_group_kernel (DOCQA_CUDA_DECODE_GROUP=0: not) */
     int attn_rows;         /* query rows a block of attn_mma_kernel: 128, or 64 */
+    gboolean attn_staged;  /* attn_mma16_kernel where it fits (DOCQA_CUDA_ATTN_STAGED=0: not) */
     gboolean fused_add;    /* matmul_add in the product (DOCQA_CUDA_FUSED_ADD=0: not) */
     gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
@@ -1938,6 +1939,156 @@ __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* A warp's 16 query rows in attn_mma_kernel and attn_mma16_kernel: rows ra = r0 + g and
+ * rb = ra + 8 of this thread, their Q as A fragments, O accumulators and softmax states. */
+template <int HDP> struct MmaRows {
+    uint32_t qf[HDP / 16][4];
+    float o[HDP / 8][4];
+    float m_a, m_b, l_a, l_b; /* l: this thread's part */
+    int ra, rb, vis_a, vis_b;
+};
+
+/* Loads the rows' scaled queries (rounded to bf16) and sets their visible key counts. */
+template <int HDP>
+__device__ __forceinline__ void mma_rows_init(MmaRows<HDP> &R, const AttArgs &a, const SeqView &w,
+                                              const float *qb, int r0) {
+    const int g = (threadIdx.x % 32) >> 2, t4 = threadIdx.x & 3, hd = a.head_dim;
+    R.ra = r0 + g;
+    R.rb = R.ra + 8;
+#pragma unroll
+    for (int kk = 0; kk < HDP / 16; kk++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int d = kk * 16 + half * 8 + 2 * t4; /* hd % 4 == 0: d < hd means d + 1 < hd */
+            float2 xa = make_float2(0.0f, 0.0f), xb = xa;
+            if (d < hd && R.ra < w.n_q)
+                xa = *(const float2 *)(qb + (size_t)R.ra * a.q_stride + d);
+            if (d < hd && R.rb < w.n_q)
+                xb = *(const float2 *)(qb + (size_t)R.rb * a.q_stride + d);
+            R.qf[kk][2 * half] = pack_bf16(xa.x * a.scale, xa.y * a.scale);
+            R.qf[kk][2 * half + 1] = pack_bf16(xb.x * a.scale, xb.y * a.scale);
+        }
+    R.vis_a = R.ra >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + R.ra + 1) : w.n_kv;
+    R.vis_b = R.rb >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + R.rb + 1) : w.n_kv;
+#pragma unroll
+    for (int n = 0; n < HDP / 8; n++)
+        R.o[n][0] = R.o[n][1] = R.o[n][2] = R.o[n][3] = 0.0f;
+    R.m_a = R.m_b = -INFINITY;
+    R.l_a = R.l_b = 0.0f;
+}
+
+/* One tile of MMA_BN keys from j0: K rows in sk [MMA_BN][HDP + 8] and V^T in svt
+ * [HDP][MMA_BN + 8] (bf16, shared memory). */
+template <int HDP>
+__device__ __forceinline__ void mma_rows_tile(MmaRows<HDP> &R, const __nv_bfloat16 *sk,
+                                              const __nv_bfloat16 *svt, int j0) {
+    constexpr int LDK = HDP + 8, LDV = MMA_BN + 8;
+    const int g = (threadIdx.x % 32) >> 2, t4 = threadIdx.x & 3;
+    /* S [16, MMA_BN]: n-tile n holds keys j0 + 8n + 2 t4 (+1) of rows ra (0, 1), rb (2, 3) */
+    float sc[MMA_BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < MMA_BN / 8; n++) {
+        sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        const __nv_bfloat16 *kr = sk + (n * 8 + g) * LDK + 2 * t4;
+#pragma unroll
+        for (int kk = 0; kk < HDP / 16; kk++)
+            mma_bf16_16816(sc[n], R.qf[kk], *(const uint32_t *)(kr + kk * 16),
+                           *(const uint32_t *)(kr + kk * 16 + 8));
+    }
+    float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < MMA_BN / 8; n++) {
+        const int j = j0 + n * 8 + 2 * t4;
+        if (j >= R.vis_a)
+            sc[n][0] = -INFINITY;
+        if (j + 1 >= R.vis_a)
+            sc[n][1] = -INFINITY;
+        if (j >= R.vis_b)
+            sc[n][2] = -INFINITY;
+        if (j + 1 >= R.vis_b)
+            sc[n][3] = -INFINITY;
+        mx_a = fmaxf(mx_a, fmaxf(sc[n][0], sc[n][1]));
+        mx_b = fmaxf(mx_b, fmaxf(sc[n][2], sc[n][3]));
+    }
+    /* the quad (lanes 4g .. 4g + 3) holds the row's keys */
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+    const float mn_a = fmaxf(R.m_a, mx_a), mn_b = fmaxf(R.m_b, mx_b);
+    const float corr_a = mn_a == -INFINITY ? 1.0f : __expf(R.m_a - mn_a);
+    const float corr_b = mn_b == -INFINITY ? 1.0f : __expf(R.m_b - mn_b);
+    float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+    for (int n = 0; n < MMA_BN / 8; n++) {
+        sc[n][0] = mn_a == -INFINITY ? 0.0f : __expf(sc[n][0] - mn_a);
+        sc[n][1] = mn_a == -INFINITY ? 0.0f : __expf(sc[n][1] - mn_a);
+        sc[n][2] = mn_b == -INFINITY ? 0.0f : __expf(sc[n][2] - mn_b);
+        sc[n][3] = mn_b == -INFINITY ? 0.0f : __expf(sc[n][3] - mn_b);
+        sum_a += sc[n][0] + sc[n][1];
+        sum_b += sc[n][2] + sc[n][3];
+    }
+    R.l_a = R.l_a * corr_a + sum_a;
+    R.l_b = R.l_b * corr_b + sum_b;
+    R.m_a = mn_a;
+    R.m_b = mn_b;
+#pragma unroll
+    for (int n = 0; n < HDP / 8; n++) {
+        R.o[n][0] *= corr_a;
+        R.o[n][1] *= corr_a;
+        R.o[n][2] *= corr_b;
+        R.o[n][3] *= corr_b;
+    }
+    /* O += P V: keys 16 kc .. 16 kc + 15 are the S n-tiles 2 kc and 2 kc + 1 */
+#pragma unroll
+    for (int kc = 0; kc < MMA_BN / 16; kc++) {
+        const uint32_t pf[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]),
+                                pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
+                                pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
+                                pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
+#pragma unroll
+        for (int n = 0; n < HDP / 8; n++) {
+            const __nv_bfloat16 *vr = svt + (n * 8 + g) * LDV + kc * 16 + 2 * t4;
+            mma_bf16_16816(R.o[n], pf, *(const uint32_t *)vr, *(const uint32_t *)(vr + 8));
+        }
+    }
+}
+
+/* O / l into the rows of head h. */
+template <int HDP>
+__device__ __forceinline__ void mma_rows_store(MmaRows<HDP> &R, const AttArgs &a, const SeqView &w,
+                                               int h) {
+    const int t4 = threadIdx.x & 3, hd = a.head_dim;
+    R.l_a += __shfl_xor_sync(0xffffffffu, R.l_a, 1);
+    R.l_a += __shfl_xor_sync(0xffffffffu, R.l_a, 2);
+    R.l_b += __shfl_xor_sync(0xffffffffu, R.l_b, 1);
+    R.l_b += __shfl_xor_sync(0xffffffffu, R.l_b, 2);
+    const size_t out_stride = (size_t)a.n_heads * hd;
+    const float inv_a = R.l_a > 0.0f ? 1.0f / R.l_a : 0.0f;
+    const float inv_b = R.l_b > 0.0f ? 1.0f / R.l_b : 0.0f;
+#pragma unroll
+    for (int n = 0; n < HDP / 8; n++) {
+        const int d = n * 8 + 2 * t4;
+        if (d >= hd)
+            continue;
+        if (R.ra < w.n_q)
+            *(float2 *)(w.out + (size_t)R.ra * out_stride + (size_t)h * hd + d) =
+                make_float2(R.o[n][0] * inv_a, R.o[n][1] * inv_a);
+        if (R.rb < w.n_q)
+            *(float2 *)(w.out + (size_t)R.rb * out_stride + (size_t)h * hd + d) =
+                make_float2(R.o[n][2] * inv_b, R.o[n][3] * inv_b);
+    }
+}
+
+/* The keys a block of query rows i0 .. i0 + rows - 1 sees, and those of a warp's 16 from r0. */
+__device__ __forceinline__ int mma_kv_end(const AttArgs &a, const SeqView &w, int i0, int rows) {
+    return a.causal ? min(w.n_kv, w.q_pos0 + min(i0 + rows, w.n_q)) : w.n_kv;
+}
+
+__device__ __forceinline__ int mma_warp_end(const AttArgs &a, const SeqView &w, int r0) {
+    return r0 >= w.n_q ? 0 : mma_kv_end(a, w, r0, 16);
+}
+
 template <int HDP, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32)
     attn_mma_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
@@ -1946,45 +2097,18 @@ __global__ void __launch_bounds__(WARPS * 32)
     constexpr int LDV = MMA_BN + 8; /* bf16 V^T rows: [HDP][LDV] */
     __shared__ __align__(16) __nv_bfloat16 sk[MMA_BN * LDK];
     __shared__ __align__(16) __nv_bfloat16 svt[HDP * LDV];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t4 = lane & 3;
+    const int warp = threadIdx.x / 32;
     const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * (WARPS * 16);
     const SeqView w = seq_view(a, segs, s, out, q, k, v);
     if (i0 >= w.n_q || w.n_q < a.q_lo || w.n_q > a.q_hi)
         return; /* block-uniform */
     const int hd = a.head_dim, kvh = h / (a.n_heads / a.n_kv_heads);
-    const float *qb = w.q + (size_t)h * hd;
     const float *kb = w.k + (size_t)kvh * hd;
     const float *vb = w.v + (size_t)kvh * hd;
-
-    /* This warp's rows r0 .. r0 + 15; this thread's are ra (= r0 + g) and rb (= ra + 8). */
-    const int r0 = i0 + warp * 16, ra = r0 + g, rb = ra + 8;
-    uint32_t qf[HDP / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < HDP / 16; kk++)
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            const int d = kk * 16 + half * 8 + 2 * t4; /* hd % 4 == 0: d < hd means d + 1 < hd */
-            float2 xa = make_float2(0.0f, 0.0f), xb = xa;
-            if (d < hd && ra < w.n_q)
-                xa = *(const float2 *)(qb + (size_t)ra * a.q_stride + d);
-            if (d < hd && rb < w.n_q)
-                xb = *(const float2 *)(qb + (size_t)rb * a.q_stride + d);
-            qf[kk][2 * half] = pack_bf16(xa.x * a.scale, xa.y * a.scale);
-            qf[kk][2 * half + 1] = pack_bf16(xb.x * a.scale, xb.y * a.scale);
-        }
-    const int vis_a = ra >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + ra + 1) : w.n_kv;
-    const int vis_b = rb >= w.n_q ? 0 : a.causal ? min(w.n_kv, w.q_pos0 + rb + 1) : w.n_kv;
-    const int block_last = min(i0 + WARPS * 16, w.n_q) - 1;
-    const int kv_end = a.causal ? min(w.n_kv, w.q_pos0 + block_last + 1) : w.n_kv;
-    const int warp_end = r0 >= w.n_q ? 0
-                         : a.causal  ? min(w.n_kv, w.q_pos0 + min(r0 + 16, w.n_q))
-                                     : w.n_kv;
-
-    float o[HDP / 8][4];
-#pragma unroll
-    for (int n = 0; n < HDP / 8; n++)
-        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f; /* l: this thread's part */
+    const int r0 = i0 + warp * 16;
+    MmaRows<HDP> R;
+    mma_rows_init<HDP>(R, a, w, w.q + (size_t)h * hd, r0);
+    const int kv_end = mma_kv_end(a, w, i0, WARPS * 16), warp_end = mma_warp_end(a, w, r0);
 
     for (int j0 = 0; j0 < kv_end; j0 += MMA_BN) {
         __syncthreads(); /* the previous tile is no longer read */
@@ -2002,96 +2126,106 @@ __global__ void __launch_bounds__(WARPS * 32)
             svt[(d + 3) * LDV + jj] = __float2bfloat16_rn(vx.w);
         }
         __syncthreads();
-        if (j0 >= warp_end)
-            continue; /* warp-uniform: every key of the tile is past this warp's rows */
+        if (j0 < warp_end) /* warp-uniform: else every key of the tile is past this warp's rows */
+            mma_rows_tile<HDP>(R, sk, svt, j0);
+    }
+    mma_rows_store<HDP>(R, a, w, h);
+}
 
-        /* S [16, MMA_BN]: n-tile n holds keys j0 + 8n + 2 t4 (+1) of rows ra (0, 1), rb (2, 3) */
-        float sc[MMA_BN / 8][4];
-#pragma unroll
-        for (int n = 0; n < MMA_BN / 8; n++) {
-            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
-            const __nv_bfloat16 *kr = sk + (n * 8 + g) * LDK + 2 * t4;
-#pragma unroll
-            for (int kk = 0; kk < HDP / 16; kk++)
-                mma_bf16_16816(sc[n], qf[kk], *(const uint32_t *)(kr + kk * 16),
-                               *(const uint32_t *)(kr + kk * 16 + 8));
+/* K and V of a packed batch (attention() without segments) rounded to bf16 once, in the
+ * layouts attn_mma16_kernel copies tiles from as they are: K [seq][KV head][n_kv_pad][HDP] and
+ * V^T [seq][KV head][HDP][n_kv_pad], zero past head_dim and n_kv (n_kv_pad: n_kv rounded up to
+ * MMA_BN). The same roundings attn_mma_kernel does per tile. Block: MMA_BN keys of a KV head
+ * and sequence; V goes through shared memory to be written transposed in 16-byte rows. */
+template <int HDP>
+__global__ void __launch_bounds__(256)
+    kv_stage_bf16_kernel(__nv_bfloat16 *kt, __nv_bfloat16 *vt, const float *k, const float *v,
+                         AttArgs a, int n_kv_pad) {
+    constexpr int LDV = MMA_BN + 8;
+    __shared__ __align__(16) __nv_bfloat16 tv[HDP * LDV];
+    const int j0 = blockIdx.x * MMA_BN, kvh = blockIdx.y, s = blockIdx.z, hd = a.head_dim;
+    const size_t head = (size_t)s * a.n_kv_heads + kvh;
+    const float *kb = k + s * a.kv_seq_stride + (size_t)kvh * hd;
+    const float *vb = v + s * a.kv_seq_stride + (size_t)kvh * hd;
+    for (int idx = threadIdx.x; idx < MMA_BN * (HDP / 4); idx += blockDim.x) {
+        const int jj = idx / (HDP / 4), d = (idx % (HDP / 4)) * 4, j = j0 + jj;
+        float4 kx = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vx = kx;
+        if (j < a.n_kv && d < hd) {
+            kx = *(const float4 *)(kb + (size_t)j * a.kv_stride + d);
+            vx = *(const float4 *)(vb + (size_t)j * a.kv_stride + d);
         }
-        float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < MMA_BN / 8; n++) {
-            const int j = j0 + n * 8 + 2 * t4;
-            if (j >= vis_a)
-                sc[n][0] = -INFINITY;
-            if (j + 1 >= vis_a)
-                sc[n][1] = -INFINITY;
-            if (j >= vis_b)
-                sc[n][2] = -INFINITY;
-            if (j + 1 >= vis_b)
-                sc[n][3] = -INFINITY;
-            mx_a = fmaxf(mx_a, fmaxf(sc[n][0], sc[n][1]));
-            mx_b = fmaxf(mx_b, fmaxf(sc[n][2], sc[n][3]));
-        }
-        /* the quad (lanes 4g .. 4g + 3) holds the row's keys */
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-        const float corr_a = mn_a == -INFINITY ? 1.0f : __expf(m_a - mn_a);
-        const float corr_b = mn_b == -INFINITY ? 1.0f : __expf(m_b - mn_b);
-        float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-        for (int n = 0; n < MMA_BN / 8; n++) {
-            sc[n][0] = mn_a == -INFINITY ? 0.0f : __expf(sc[n][0] - mn_a);
-            sc[n][1] = mn_a == -INFINITY ? 0.0f : __expf(sc[n][1] - mn_a);
-            sc[n][2] = mn_b == -INFINITY ? 0.0f : __expf(sc[n][2] - mn_b);
-            sc[n][3] = mn_b == -INFINITY ? 0.0f : __expf(sc[n][3] - mn_b);
-            sum_a += sc[n][0] + sc[n][1];
-            sum_b += sc[n][2] + sc[n][3];
-        }
-        l_a = l_a * corr_a + sum_a;
-        l_b = l_b * corr_b + sum_b;
-        m_a = mn_a;
-        m_b = mn_b;
-#pragma unroll
-        for (int n = 0; n < HDP / 8; n++) {
-            o[n][0] *= corr_a;
-            o[n][1] *= corr_a;
-            o[n][2] *= corr_b;
-            o[n][3] *= corr_b;
-        }
-        /* O += P V: keys 16 kc .. 16 kc + 15 are the S n-tiles 2 kc and 2 kc + 1 */
-#pragma unroll
-        for (int kc = 0; kc < MMA_BN / 16; kc++) {
-            const uint32_t pf[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]),
-                                    pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
-                                    pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
-                                    pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
-#pragma unroll
-            for (int n = 0; n < HDP / 8; n++) {
-                const __nv_bfloat16 *vr = svt + (n * 8 + g) * LDV + kc * 16 + 2 * t4;
-                mma_bf16_16816(o[n], pf, *(const uint32_t *)vr, *(const uint32_t *)(vr + 8));
-            }
-        }
+        *(uint2 *)&kt[(head * n_kv_pad + j) * HDP + d] =
+            make_uint2(pack_bf16(kx.x, kx.y), pack_bf16(kx.z, kx.w));
+        tv[(d + 0) * LDV + jj] = __float2bfloat16_rn(vx.x);
+        tv[(d + 1) * LDV + jj] = __float2bfloat16_rn(vx.y);
+        tv[(d + 2) * LDV + jj] = __float2bfloat16_rn(vx.z);
+        tv[(d + 3) * LDV + jj] = __float2bfloat16_rn(vx.w);
     }
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    const size_t out_stride = (size_t)a.n_heads * hd;
-    const float inv_a = l_a > 0.0f ? 1.0f / l_a : 0.0f, inv_b = l_b > 0.0f ? 1.0f / l_b : 0.0f;
-#pragma unroll
-    for (int n = 0; n < HDP / 8; n++) {
-        const int d = n * 8 + 2 * t4;
-        if (d >= hd)
-            continue;
-        if (ra < w.n_q)
-            *(float2 *)(w.out + (size_t)ra * out_stride + (size_t)h * hd + d) =
-                make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
-        if (rb < w.n_q)
-            *(float2 *)(w.out + (size_t)rb * out_stride + (size_t)h * hd + d) =
-                make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < HDP * (MMA_BN / 8); idx += blockDim.x) {
+        const int d = idx / (MMA_BN / 8), c = (idx % (MMA_BN / 8)) * 8;
+        *(uint4 *)&vt[(head * HDP + d) * n_kv_pad + j0 + c] = *(const uint4 *)&tv[d * LDV + c];
     }
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
+}
+
+/* attn_mma_kernel over K and V staged in bf16 by kv_stage_bf16_kernel: each tile is copied into
+ * shared memory with cp.async as it is (no conversion, no transposing stores), and the next
+ * tile's copy is in flight while the warps work on this one (two buffers). The same roundings
+ * and the same order of operations: results bit for bit those of attn_mma_kernel. */
+template <int HDP, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32)
+    attn_mma16_kernel(float *out, const float *q, const __nv_bfloat16 *kt, const __nv_bfloat16 *vt,
+                      AttArgs a, int n_kv_pad) {
+    constexpr int LDK = HDP + 8, LDV = MMA_BN + 8;
+    __shared__ __align__(16) __nv_bfloat16 sk[2][MMA_BN * LDK];
+    __shared__ __align__(16) __nv_bfloat16 svt[2][HDP * LDV];
+    const int warp = threadIdx.x / 32;
+    const int s = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * (WARPS * 16);
+    const SeqView w = seq_view(a, NULL, s, out, q, NULL, NULL);
+    if (i0 >= w.n_q)
+        return; /* block-uniform */
+    const int kvh = h / (a.n_heads / a.n_kv_heads);
+    const size_t head = (size_t)s * a.n_kv_heads + kvh;
+    const __nv_bfloat16 *kh = kt + head * n_kv_pad * HDP, *vh = vt + head * HDP * n_kv_pad;
+    const int r0 = i0 + warp * 16;
+    MmaRows<HDP> R;
+    mma_rows_init<HDP>(R, a, w, w.q + (size_t)h * a.head_dim, r0);
+    const int kv_end = mma_kv_end(a, w, i0, WARPS * 16), warp_end = mma_warp_end(a, w, r0);
+    const int tiles = (kv_end + MMA_BN - 1) / MMA_BN;
+
+    /* Tile t into buffer t % 2: K rows of HDP bf16 and V^T rows of MMA_BN, in 16-byte pieces. */
+    auto copy_tile = [&](int t) {
+        const int j0 = t * MMA_BN, b = t & 1;
+        for (int idx = threadIdx.x; idx < MMA_BN * (HDP / 8); idx += blockDim.x) {
+            const int jj = idx / (HDP / 8), c = (idx % (HDP / 8)) * 8;
+            cp_async16(&sk[b][jj * LDK + c], kh + (size_t)(j0 + jj) * HDP + c);
+        }
+        for (int idx = threadIdx.x; idx < HDP * (MMA_BN / 8); idx += blockDim.x) {
+            const int d = idx / (MMA_BN / 8), c = (idx % (MMA_BN / 8)) * 8;
+            cp_async16(&svt[b][d * LDV + c], vh + (size_t)d * n_kv_pad + j0 + c);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    if (tiles > 0)
+        copy_tile(0);
+    for (int t = 0; t < tiles; t++) {
+        if (t + 1 < tiles) {
+            copy_tile(t + 1); /* its buffer was last read in tile t - 1, before the barrier */
+            asm volatile("cp.async.wait_group 1;\n" ::);
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::);
+        }
+        __syncthreads(); /* tile t has landed for every thread */
+        if (t * MMA_BN < warp_end)
+            mma_rows_tile<HDP>(R, sk[t & 1], svt[t & 1], t * MMA_BN);
+        __syncthreads(); /* tile t's buffer is free for tile t + 2 */
+    }
+    mma_rows_store<HDP>(R, a, w, h);
 }
 
 template <int HDP>
@@ -2108,6 +2242,41 @@ static void launch_mma(CudaCtx *c, float *out, const float *q, const float *k, c
     }
     CK_LAUNCH(c, "attention (mma)");
 }
+
+/* attn_mma16_kernel after staging K and V in bf16 (attention() without segments). FALSE when
+ * there is no memory for the staged copies: attn_mma_kernel then reads the float32 ones. */
+template <int HDP>
+static gboolean launch_mma16(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
+                             int max_q, int n_seq, const AttArgs &a) {
+    const int n_kv_pad = (a.n_kv + MMA_BN - 1) / MMA_BN * MMA_BN;
+    const size_t per = (size_t)n_seq * a.n_kv_heads * n_kv_pad * HDP;
+    __nv_bfloat16 *kt = (__nv_bfloat16 *)pool_get(c, 2 * per * sizeof(__nv_bfloat16));
+    if (kt == NULL)
+        return FALSE;
+    __nv_bfloat16 *vt = kt + per;
+    kv_stage_bf16_kernel<HDP><<<dim3(n_kv_pad / MMA_BN, a.n_kv_heads, n_seq), 256, 0, c->stream>>>(
+        kt, vt, k, v, a, n_kv_pad);
+    CK_LAUNCH(c, "attention: K and V to bf16");
+    if (c->attn_rows == 128) {
+        dim3 grid((max_q + 127) / 128, a.n_heads, n_seq);
+        attn_mma16_kernel<HDP, 8><<<grid, 8 * 32, 0, c->stream>>>(out, q, kt, vt, a, n_kv_pad);
+    } else {
+        dim3 grid((max_q + 63) / 64, a.n_heads, n_seq);
+        attn_mma16_kernel<HDP, 4><<<grid, 4 * 32, 0, c->stream>>>(out, q, kt, vt, a, n_kv_pad);
+    }
+    CK_LAUNCH(c, "attention (mma, staged bf16)");
+    pool_put(c, kt); /* the stream orders its next user after the kernel */
+    return TRUE;
+}
+
+typedef gboolean (*Mma16Launch)(CudaCtx *c, float *out, const float *q, const float *k,
+                                const float *v, int max_q, int n_seq, const AttArgs &a);
+
+/* By head_dim rounded up to 16, in 16s; NULL: none (two tiles of larger heads overflow the
+ * 48 KB of static shared memory). */
+static const Mma16Launch mma16_launch[9] = {
+    NULL, NULL, launch_mma16<32>, launch_mma16<48>, launch_mma16<64>, launch_mma16<80>, NULL,
+    NULL, NULL};
 
 /* By head_dim rounded up to 16, in 16s; NULL: none for that size. */
 static const TcLaunch mma_launch[9] = {NULL,           NULL,           launch_mma<32>,
@@ -2143,10 +2312,14 @@ static gboolean tc_head_ok(int head_dim) {
 static void dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                         int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs,
                         gboolean caches_aligned) {
-    if (mma_fits(c, a, out, q, k, v, caches_aligned))
-        mma_launch[(a.head_dim + 15) / 16](c, out, q, k, v, max_q, n_seq, a, segs);
-    else
-        tc_launch[(a.head_dim + 15) / 16](c, out, q, k, v, max_q, n_seq, a, segs);
+    const int chunks = (a.head_dim + 15) / 16;
+    if (mma_fits(c, a, out, q, k, v, caches_aligned)) {
+        if (segs == NULL && c->attn_staged && mma16_launch[chunks] != NULL &&
+            mma16_launch[chunks](c, out, q, k, v, max_q, n_seq, a))
+            return;
+        mma_launch[chunks](c, out, q, k, v, max_q, n_seq, a, segs);
+    } else
+        tc_launch[chunks](c, out, q, k, v, max_q, n_seq, a, segs);
 }
 
 static size_t flash_smem(int hd) {
@@ -3053,6 +3226,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->attn_mma = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_MMA"), "0") != 0;
     c->decode_group = g_strcmp0(g_getenv("DOCQA_CUDA_DECODE_GROUP"), "0") != 0;
     c->attn_rows = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_ROWS"), "64") == 0 ? 64 : 128;
+    c->attn_staged = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_STAGED"), "0") != 0;
     c->fused_add = g_strcmp0(g_getenv("DOCQA_CUDA_FUSED_ADD"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;

@@ -452,6 +452,81 @@ static void test_attention_vision(void) {
     }
 }
 
+/* Attention without segments stages K and V in bf16 once (attn_mma16_kernel); the float32
+ * ones, rounded tile by tile (attn_mma_kernel, DOCQA_CUDA_ATTN_STAGED=0), must give the same
+ * bits: the same roundings in the same order. */
+static void test_attention_staged(void) {
+    if (!need_gpu())
+        return;
+    if (g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0) {
+        g_test_skip("DOCQA_CUDA_F32=1: no tensor-core attention");
+        return;
+    }
+    GError *err = NULL;
+    g_setenv("DOCQA_CUDA_ATTN_STAGED", "0", TRUE);
+    DqBackend *plain = dq_backend_cuda_new(0, &err);
+    g_unsetenv("DOCQA_CUDA_ATTN_STAGED");
+    dq_assert_no_error(err);
+    /* {tiles, rows, heads, kv heads, hd, keys before (causal when > 0)}: 256M and 2.2B tiles,
+     * heads of 32 and 48, and a prompt after a prefix with shared KV heads */
+    const int cfg[][6] = {{3, 1024, 3, 3, 64, 0},
+                          {2, 729, 2, 2, 72, 0},
+                          {2, 200, 2, 2, 32, 0},
+                          {1, 150, 2, 2, 48, 0},
+                          {1, 300, 4, 2, 64, 37}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cfg); i++) {
+        const int T = cfg[i][0], P = cfg[i][1], H = cfg[i][2], Hkv = cfg[i][3], hd = cfg[i][4];
+        const int past = cfg[i][5], nkv = past + P, qd = H * hd, kvd = Hkv * hd;
+        DqAttention a = {.n_seq = T,
+                         .n_q = P,
+                         .n_kv = nkv,
+                         .n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = qd,
+                         .kv_stride = kvd,
+                         .q_seq_stride = (size_t)P * qd,
+                         .kv_seq_stride = (size_t)nkv * kvd,
+                         .q_pos0 = past,
+                         .causal = past > 0,
+                         .scale = 1.0f / sqrtf((float)hd)};
+        const size_t nq = (size_t)T * P * qd, nk = (size_t)T * nkv * kvd;
+        float *host[3] = {g_new(float, nq), g_new(float, nk), g_new(float, nk)};
+        const size_t len[3] = {nq, nk, nk};
+        float *bufs[2][4];
+        DqBackend *be[2] = {gpu, plain};
+        for (int b = 0; b < 2; b++)
+            for (int j = 0; j < 4; j++)
+                bufs[b][j] = be[b]->alloc(be[b], j < 3 ? len[j] : nq);
+        for (int j = 0; j < 3; j++) {
+            for (size_t e = 0; e < len[j]; e++)
+                host[j][e] = (float)g_rand_double_range(rng, -2, 2);
+            for (int b = 0; b < 2; b++)
+                be[b]->upload(be[b], bufs[b][j], host[j], len[j]);
+        }
+        float *got[2] = {g_new(float, nq), g_new(float, nq)};
+        for (int b = 0; b < 2; b++) {
+            be[b]->attention(be[b], bufs[b][3], bufs[b][0], bufs[b][1], bufs[b][2], &a);
+            be[b]->download(be[b], got[b], bufs[b][3], nq);
+            g_assert_true(dq_backend_cuda_check(be[b], &err));
+            dq_assert_no_error(err);
+        }
+        for (size_t e = 0; e < nq; e++)
+            if (memcmp(&got[0][e], &got[1][e], sizeof(float)) != 0)
+                g_error("attention (staged bf16), case %zu: element %zu is %.9g staged, %.9g "
+                        "rounded tile by tile",
+                        i, e, got[0][e], got[1][e]);
+        for (int b = 0; b < 2; b++) {
+            for (int j = 0; j < 4; j++)
+                be[b]->release(be[b], bufs[b][j]);
+            g_free(got[b]);
+        }
+        for (int j = 0; j < 3; j++)
+            g_free(host[j]);
+    }
+    dq_backend_free(plain);
+}
+
 static void test_attention_causal(void) {
     if (!need_gpu())
         return;
@@ -1213,6 +1288,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/norms", test_norms);
     g_test_add_func("/backend_cuda/rope", test_rope);
     g_test_add_func("/backend_cuda/attention_vision", test_attention_vision);
+    g_test_add_func("/backend_cuda/attention_staged", test_attention_staged);
     g_test_add_func("/backend_cuda/attention_causal", test_attention_causal);
     g_test_add_func("/backend_cuda/attention_segments", test_attention_segments);
     g_test_add_func("/backend_cuda/elementwise", test_elementwise);
