@@ -16,7 +16,8 @@
 #        where preparing pages on the host is the bottleneck: --prep-threads 1 against the default
 #        pool (pages/s of each).
 # sanitize: compute-sanitizer over test_backend_cuda: memcheck on every test, racecheck and
-#        synccheck on the kernels with shared memory and barriers (attention, norms).
+#        synccheck on the kernels with shared memory and barriers (attention, norms);
+#        SANITIZE_TESTS="/backend_cuda/a /backend_cuda/b": all three tools on those tests alone.
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
 #        and with CUDA graphs when GRAPHS=1, and at COMPARE_BATCHES (64) with each setting of
 #        COMPARE_ENV (';' between settings, spaces between one setting's variables; default
@@ -185,14 +186,20 @@ PY
       echo "sanitize: no compute-sanitizer on this machine"
       continue
     fi
-    step "compute-sanitizer memcheck, every test_backend_cuda test"
-    timeout 300 env LD_LIBRARY_PATH="$libs" "$cs" --tool memcheck --error-exitcode 9 \
-      /tmp/gb/bin/test_backend_cuda >"$out/sanitize-memcheck.log" 2>&1
-    echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|^not ok" "$out/sanitize-memcheck.log" | head
-    for tool in racecheck synccheck; do
-      step "compute-sanitizer $tool: attention and norms"
-      for t in /backend_cuda/attention_vision /backend_cuda/attention_causal \
-        /backend_cuda/attention_segments /backend_cuda/norms; do
+    # SANITIZE_TESTS: the tests to run under each tool (default: memcheck over every test,
+    # racecheck and synccheck over the kernels with shared memory and barriers)
+    read -ra stests <<<"${SANITIZE_TESTS:-/backend_cuda/attention_vision /backend_cuda/attention_causal /backend_cuda/attention_segments /backend_cuda/norms}"
+    if [ -z "${SANITIZE_TESTS:-}" ]; then
+      step "compute-sanitizer memcheck, every test_backend_cuda test"
+      timeout 300 env LD_LIBRARY_PATH="$libs" "$cs" --tool memcheck --error-exitcode 9 \
+        /tmp/gb/bin/test_backend_cuda >"$out/sanitize-memcheck.log" 2>&1
+      echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|^not ok" "$out/sanitize-memcheck.log" | head
+    fi
+    tools=(racecheck synccheck)
+    [ -n "${SANITIZE_TESTS:-}" ] && tools=(memcheck racecheck synccheck)
+    for tool in "${tools[@]}"; do
+      step "compute-sanitizer $tool: ${stests[*]}"
+      for t in "${stests[@]}"; do
         timeout 120 env LD_LIBRARY_PATH="$libs" "$cs" --tool "$tool" --error-exitcode 9 \
           /tmp/gb/bin/test_backend_cuda -p "$t" >>"$out/sanitize-$tool.log" 2>&1
         printf '%-40s %s rc=%d\n' "$t" "$tool" $?
