@@ -106,6 +106,7 @@ typedef struct {
     gboolean decode_group; /* attn_decode_group_kernel (DOCQA_CUDA_DECODE_GROUP=0: not) */
     int attn_rows;         /* query rows a block of attn_mma_kernel: 128, or 64 */
     gboolean attn_staged;  /* attn_mma16_kernel where it fits (DOCQA_CUDA_ATTN_STAGED=0: not) */
+    gboolean norm_warp;    /* norm_warp_kernel where it fits (DOCQA_CUDA_NORM_WARP=0: not) */
     gboolean fused_add;    /* matmul_add in the product (DOCQA_CUDA_FUSED_ADD=0: not) */
     gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
@@ -903,6 +904,10 @@ static void lt_plan_free(gpointer data) {
     g_free(p);
 }
 
+static gboolean aligned16(const void *p) {
+    return ((uintptr_t)p % 16) == 0;
+}
+
 static unsigned ptr_align(const void *p) {
     uintptr_t u = (uintptr_t)p;
     unsigned a = 256;
@@ -1222,12 +1227,102 @@ static int norm_threads(int dim) {
     return dim >= 1024 ? 256 : dim >= 256 ? 128 : 64;
 }
 
+/* The norms a warp a row, the row in registers (VPL float4s a lane): one read of x and no
+ * block barriers. A block a row (the kernels above) kept the 256M vision encoder's LayerNorm
+ * at 88 us for 32768 rows of 768 on an H200, about half of what streaming 200 MB takes.
+ * Needs dim % 4 == 0 and 16-byte aligned rows and weights (norm_warp_fits). */
+#define NORM_ROWS 8 /* rows (warps) a block */
+
+template <int VPL, bool RMS>
+__global__ void __launch_bounds__(NORM_ROWS * 32)
+    norm_warp_kernel(float *y, const float *x, const float *w, const float *b, int n, int dim,
+                     float eps) {
+    const int row = blockIdx.x * NORM_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= n)
+        return; /* warp-uniform */
+    const int d4 = dim / 4;
+    const float4 *xr = (const float4 *)(x + (size_t)row * dim);
+    float4 v[VPL];
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        const int c = lane + 32 * i;
+        v[i] = c < d4 ? xr[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        s += RMS ? v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w
+                 : v[i].x + v[i].y + v[i].z + v[i].w;
+    }
+    for (int o = 16; o > 0; o >>= 1)
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+    float mean = 0.0f, inv;
+    if (RMS) {
+        inv = rsqrtf(s / (float)dim + eps);
+    } else {
+        mean = s / (float)dim;
+        float q = 0.0f; /* the variance about the mean, as the block kernel: no cancellation */
+#pragma unroll
+        for (int i = 0; i < VPL; i++) {
+            if (lane + 32 * i < d4) {
+                const float a = v[i].x - mean, bb = v[i].y - mean, cc = v[i].z - mean,
+                            dd = v[i].w - mean;
+                q += a * a + bb * bb + cc * cc + dd * dd;
+            }
+        }
+        for (int o = 16; o > 0; o >>= 1)
+            q += __shfl_xor_sync(0xffffffffu, q, o);
+        inv = rsqrtf(q / (float)dim + eps);
+    }
+    float4 *yr = (float4 *)(y + (size_t)row * dim);
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        const int c = lane + 32 * i;
+        if (c >= d4)
+            continue;
+        const float4 wv = ((const float4 *)w)[c];
+        float4 o;
+        if (RMS) {
+            o = make_float4(wv.x * (v[i].x * inv), wv.y * (v[i].y * inv), wv.z * (v[i].z * inv),
+                            wv.w * (v[i].w * inv));
+        } else {
+            const float4 bv = ((const float4 *)b)[c];
+            o = make_float4(
+                (v[i].x - mean) * inv * wv.x + bv.x, (v[i].y - mean) * inv * wv.y + bv.y,
+                (v[i].z - mean) * inv * wv.z + bv.z, (v[i].w - mean) * inv * wv.w + bv.w);
+        }
+        yr[c] = o;
+    }
+}
+
+typedef void (*NormWarpKernel)(float *, const float *, const float *, const float *, int, int,
+                               float);
+
+/* norm_warp_kernel for dim (<= 2048), or NULL when it does not fit. */
+static NormWarpKernel norm_warp_pick(const CudaCtx *c, bool rms, int dim, const float *y,
+                                     const float *x, const float *w, const float *b) {
+    if (!c->norm_warp || dim % 4 != 0 || dim > 2048 || !aligned16(y) || !aligned16(x) ||
+        !aligned16(w) || (b != NULL && !aligned16(b)))
+        return NULL;
+    const int vpl = (dim / 4 + 31) / 32;
+    static const NormWarpKernel ln[] = {norm_warp_kernel<1, false>, norm_warp_kernel<2, false>,
+                                        norm_warp_kernel<4, false>, norm_warp_kernel<8, false>,
+                                        norm_warp_kernel<16, false>};
+    static const NormWarpKernel rm[] = {norm_warp_kernel<1, true>, norm_warp_kernel<2, true>,
+                                        norm_warp_kernel<4, true>, norm_warp_kernel<8, true>,
+                                        norm_warp_kernel<16, true>};
+    const int i = vpl <= 1 ? 0 : vpl <= 2 ? 1 : vpl <= 4 ? 2 : vpl <= 8 ? 3 : 4;
+    return rms ? rm[i] : ln[i];
+}
+
 static void cuda_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w,
                            const DqWeight *b, int n, int dim, float eps) {
     CudaCtx *c = ctx_of(be);
     if (n <= 0 || c->sticky != cudaSuccess)
         return;
-    layernorm_kernel<<<n, norm_threads(dim), 0, c->stream>>>(y, x, w->data, b->data, dim, eps);
+    NormWarpKernel k = norm_warp_pick(c, false, dim, y, x, w->data, b->data);
+    if (k != NULL)
+        k<<<(n + NORM_ROWS - 1) / NORM_ROWS, NORM_ROWS * 32, 0, c->stream>>>(y, x, w->data, b->data,
+                                                                             n, dim, eps);
+    else
+        layernorm_kernel<<<n, norm_threads(dim), 0, c->stream>>>(y, x, w->data, b->data, dim, eps);
     CK_LAUNCH(c, "layernorm");
 }
 
@@ -1236,7 +1331,12 @@ static void cuda_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight
     CudaCtx *c = ctx_of(be);
     if (n <= 0 || c->sticky != cudaSuccess)
         return;
-    rmsnorm_kernel<<<n, norm_threads(dim), 0, c->stream>>>(y, x, w->data, dim, eps);
+    NormWarpKernel k = norm_warp_pick(c, true, dim, y, x, w->data, NULL);
+    if (k != NULL)
+        k<<<(n + NORM_ROWS - 1) / NORM_ROWS, NORM_ROWS * 32, 0, c->stream>>>(y, x, w->data, NULL, n,
+                                                                             dim, eps);
+    else
+        rmsnorm_kernel<<<n, norm_threads(dim), 0, c->stream>>>(y, x, w->data, dim, eps);
     CK_LAUNCH(c, "rmsnorm");
 }
 
@@ -2283,10 +2383,6 @@ static const TcLaunch mma_launch[9] = {NULL,           NULL,           launch_mm
                                        launch_mma<48>, launch_mma<64>, launch_mma<80>,
                                        launch_mma<96>, NULL,           launch_mma<128>};
 
-static gboolean aligned16(const void *p) {
-    return ((uintptr_t)p % 16) == 0;
-}
-
 /* Whether attn_mma_kernel can take this call: float4 rows (head_dim, strides and the heads'
  * offsets in fours of floats, 16-byte aligned bases; `caches_aligned`: every segment's caches,
  * checked by the caller on the host). */
@@ -3227,6 +3323,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->decode_group = g_strcmp0(g_getenv("DOCQA_CUDA_DECODE_GROUP"), "0") != 0;
     c->attn_rows = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_ROWS"), "64") == 0 ? 64 : 128;
     c->attn_staged = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_STAGED"), "0") != 0;
+    c->norm_warp = g_strcmp0(g_getenv("DOCQA_CUDA_NORM_WARP"), "0") != 0;
     c->fused_add = g_strcmp0(g_getenv("DOCQA_CUDA_FUSED_ADD"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;

@@ -367,7 +367,9 @@ static void test_matmul_f32_tensor(void) {
 static void test_norms(void) {
     if (!need_gpu())
         return;
-    const int shapes[][2] = {{1, 64}, {7, 576}, {33, 768}, {5, 1152}, {3, 2048}};
+    /* a warp a row where dim % 4 == 0 (the last block part-filled), a block a row else */
+    const int shapes[][2] = {{1, 64},   {7, 576},   {33, 768}, {5, 1152},
+                             {3, 2048}, {300, 768}, {9, 50},   {2, 4096}};
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         int n = shapes[s][0], dim = shapes[s][1];
         Pair x = pair_new((size_t)n * dim, 3), y = pair_new((size_t)n * dim, 1);
