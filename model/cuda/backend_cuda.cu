@@ -2502,9 +2502,17 @@ static gboolean vision_attention_gemm(CudaCtx *c, float *out, const float *q, co
 template <int NCH>
 static void launch_attention(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                              int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
-    if (max_q <= ATT_DECODE_ROWS && c->decode_group && NCH <= 2 &&
-        (a.n_heads / a.n_kv_heads) * max_q <= DG_RMAX) {
+    const int max_q_all = max_q;
+    /* Decode rows: a segment goes to the group kernel when its rows of every head of a group
+     * fit a block, and to the per-head kernel else; decided by the segment's own row count
+     * (q_lo, q_hi), so that its result does not depend on its batch-mates' */
+    const int group_hi = c->decode_group && NCH <= 2
+                             ? MIN(a.q_hi, DG_RMAX / (a.n_heads / a.n_kv_heads))
+                             : 0; /* the most rows a segment the group kernel takes */
+    if (max_q <= ATT_DECODE_ROWS && group_hi >= MAX(a.q_lo, 1)) {
         AttArgs b = a;
+        b.q_hi = group_hi;
+        max_q = MIN(max_q, group_hi);
         b.part_runs = MAX(1, (a.kv_max + DG_SPLIT - 1) / DG_SPLIT);
         b.part_rows = (a.n_heads / a.n_kv_heads) * max_q;
         float *part = NULL;
@@ -2525,6 +2533,13 @@ static void launch_attention(CudaCtx *c, float *out, const float *q, const float
             attn_decode_merge_kernel<<<dim3(a.n_kv_heads, n_seq), 128, 0, c->stream>>>(out, q, b,
                                                                                        segs, part);
             pool_put(c, part); /* the stream orders its next user after the merge */
+        }
+        if (max_q_all > group_hi) { /* segments of more rows: the per-head kernel */
+            CK_LAUNCH(c, "attention (decode by KV group)");
+            AttArgs r = a;
+            r.q_lo = MAX(a.q_lo, group_hi + 1);
+            dim3 grid(max_q_all, a.n_heads, n_seq);
+            attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, r, segs);
         }
     } else if (max_q <= ATT_DECODE_ROWS) {
         dim3 grid(max_q, a.n_heads, n_seq);
