@@ -137,7 +137,7 @@ typedef struct {
 typedef struct {
     gboolean used, finished;
     SmolvlmKV *kv;
-    float *logits; /* host [vocab], allocated with the generator */
+    float *logits; /* host [vocab]: the slot's row of DqGenerator.logits */
     DqGenerateOptions options;
     uint64_t rng;
     DqGenerateResult res;
@@ -149,6 +149,8 @@ struct DqGenerator {
     Smolvlm *m;
     int n_slots;
     Slot *slots;          /* [n_slots] */
+    float *logits;        /* [n_slots, vocab]: the slots' rows side by side, so that a step's
+                           * logits come back in few downloads (smolvlm_forward_step) */
     SmolvlmWorkspace *ws; /* grown by add only */
     int ws_rows;
     SmolvlmSegment *segs; /* [n_slots] */
@@ -186,8 +188,9 @@ DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError *
     g->m = m;
     g->n_slots = n_slots;
     g->slots = g_new0(Slot, n_slots);
+    g->logits = g_new(float, (size_t)n_slots *V);
     for (int i = 0; i < n_slots; i++)
-        g->slots[i].logits = g_new(float, V);
+        g->slots[i].logits = g->logits + (size_t)i * V;
     g->segs = g_new0(SmolvlmSegment, n_slots);
     g->step_ids = g_new0(int32_t, n_slots);
     g->scratch = g_malloc((size_t)V * (sizeof(float) + sizeof(int)));
@@ -199,10 +202,9 @@ DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError *
 void dq_generator_free(DqGenerator *g) {
     if (g == NULL)
         return;
-    for (int i = 0; i < g->n_slots; i++) {
+    for (int i = 0; i < g->n_slots; i++)
         slot_clear(g, &g->slots[i]);
-        g_free(g->slots[i].logits);
-    }
+    g_free(g->logits);
     for (int i = 0; i < g->n_cache; i++) {
         g_free(g->cache[i].key);
         block_unref(g, g->cache[i].block);

@@ -868,9 +868,15 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
         }
         if (n_want == DQ_LOGIT_ROWS || (s == n_segs - 1 && n_want > 0)) {
             be->matmul(be, ws->logits, ws->last, m->lm_head, NULL, n_want); /* [n_want, V] */
-            for (int i = 0; i < n_want; i++)
-                be->download(be, segs[want[i]].logits, ws->logits + (size_t)i * c->vocab_size,
-                             c->vocab_size);
+            /* One download per run of destinations side by side (the generator's slots): a
+             * download waits for the device, and a 64-page step had 64 of them. */
+            const size_t V = (size_t)c->vocab_size;
+            for (int i = 0, j; i < n_want; i = j) {
+                float *dst = segs[want[i]].logits;
+                for (j = i + 1; j < n_want && segs[want[j]].logits == dst + (size_t)(j - i) * V;)
+                    j++;
+                be->download(be, dst, ws->logits + (size_t)i * V, (size_t)(j - i) * V);
+            }
             n_want = 0;
         }
     }
