@@ -476,13 +476,15 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
         if (!s->used || s->finished)
             continue;
         g->step_ids[n_segs] = s->res.output_ids[s->res.n_output_ids - 1];
-        int cursor = 0; /* no features: a generated <image> id is an error, as in transformers */
-        if (!smolvlm_embed(g->m, g->ws, n_segs, &g->step_ids[n_segs], 1, NULL, 0, &cursor, err))
-            goto fail;
         g->segs[n_segs++] = (SmolvlmSegment){s->kv, 1, s->logits};
     }
     if (n_segs == 0)
         return TRUE;
+    /* The step's ids in one lookup. No features: a generated <image> id is an error, as in
+     * transformers. */
+    int cursor = 0;
+    if (!smolvlm_embed(g->m, g->ws, 0, g->step_ids, n_segs, NULL, 0, &cursor, err))
+        goto fail;
     /* One recorded launch where the backend can (a CUDA graph): the step's many small kernels
      * would otherwise cost more to launch than to run. */
     if (!smolvlm_forward_step(g->m, g->ws, g->segs, n_segs, err))

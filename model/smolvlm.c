@@ -856,17 +856,23 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
     be->rmsnorm(be, xn, x, &m->norm, n, Dt, eps);
 
     /* lm_head on the last row of each segment that wants logits, DQ_LOGIT_ROWS at a time. */
-    int want[DQ_LOGIT_ROWS];
+    int want[DQ_LOGIT_ROWS], from[DQ_LOGIT_ROWS]; /* the segments and their last rows */
     int n_want = 0;
     for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
         if (m->trace != NULL)
             trace(m, "decoder_last_hidden", s, xn + (size_t)r * Dt, segs[s].n_rows, Dt);
         if (segs[s].logits != NULL) {
-            be->copy(be, ws->last + (size_t)n_want * Dt, xn + (size_t)(r + segs[s].n_rows - 1) * Dt,
-                     Dt);
+            from[n_want] = r + segs[s].n_rows - 1;
             want[n_want++] = s;
         }
         if (n_want == DQ_LOGIT_ROWS || (s == n_segs - 1 && n_want > 0)) {
+            /* Rows next to each other in one copy: a decode step's rows are all of xn. */
+            for (int i = 0, j; i < n_want; i = j) {
+                for (j = i + 1; j < n_want && from[j] == from[i] + (j - i);)
+                    j++;
+                be->copy(be, ws->last + (size_t)i * Dt, xn + (size_t)from[i] * Dt,
+                         (size_t)(j - i) * Dt);
+            }
             be->matmul(be, ws->logits, ws->last, m->lm_head, NULL, n_want); /* [n_want, V] */
             /* One download per run of destinations side by side (the generator's slots): a
              * download waits for the device, and a 64-page step had 64 of them. */
