@@ -164,6 +164,19 @@ struct DqBackend {
      * scratch, then add. */
     void (*matmul_add)(DqBackend *be, float *y, const float *x, const DqWeight *w,
                        const DqWeight *bias, int n, float *scratch);
+    /* ys[i] = x . ws[i]^T + biases[i] (NULL: none) for i < count, weights of one width: the
+     * products of one input (q, k and v; gate and up), which a backend may prepare once (the
+     * CUDA backend rounds x to bf16 once, not once a product). NULL: matmul each. */
+    void (*matmul_many)(DqBackend *be, float *const *ys, const float *x, const DqWeight *const *ws,
+                        const DqWeight *const *biases, int count, int n);
+    /* y += fc2(gelu_tanh(fc1(x))): the vision MLP with its residual add (w1 [hidden, dim],
+     * w2 [dim, hidden]). hidden: n x w1.rows floats the backend may use in any precision (the
+     * CUDA backend keeps fc1's output there as bf16, which fc2 rounds its input to anyway);
+     * scratch: n x w2.rows floats, which may be x itself (x is not read once fc1 is done).
+     * NULL: matmul_gelu into hidden, then matmul_add. */
+    void (*mlp_gelu_add)(DqBackend *be, float *y, const float *x, const DqWeight *w1,
+                         const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
+                         float *hidden, float *scratch);
     /* Uploads a vision chunk's tiles (host tiles[t], tile_floats values each) into dst for
      * patchify(), which then reads them as uploaded. A backend whose patch product rounds its
      * input to bf16 anyway may stage them rounded to bf16 (to nearest even) and set pixels_bf16:
@@ -211,6 +224,15 @@ void dq_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
 /* be->matmul_add when the backend has it, else matmul into scratch and add. */
 void dq_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w, const DqWeight *bias,
                    int n, float *scratch);
+
+/* be->matmul_many when the backend has it, else be->matmul for each weight. */
+void dq_matmul_many(DqBackend *be, float *const *ys, const float *x, const DqWeight *const *ws,
+                    const DqWeight *const *biases, int count, int n);
+
+/* be->mlp_gelu_add when the backend has it, else dq_matmul_gelu into hidden and dq_matmul_add. */
+void dq_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1,
+                     const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
+                     float *hidden, float *scratch);
 
 /* be->upload_pixels when the backend has it, else be->upload a tile at a time. */
 void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,

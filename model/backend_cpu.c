@@ -359,6 +359,27 @@ void dq_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w, c
     be->add(be, y, scratch, (size_t)n * w->rows);
 }
 
+void dq_matmul_many(DqBackend *be, float *const *ys, const float *x, const DqWeight *const *ws,
+                    const DqWeight *const *biases, int count, int n) {
+    if (be->matmul_many != NULL) {
+        be->matmul_many(be, ys, x, ws, biases, count, n);
+        return;
+    }
+    for (int i = 0; i < count; i++)
+        be->matmul(be, ys[i], x, ws[i], biases[i], n);
+}
+
+void dq_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1,
+                     const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
+                     float *hidden, float *scratch) {
+    if (be->mlp_gelu_add != NULL) {
+        be->mlp_gelu_add(be, y, x, w1, b1, w2, b2, n, hidden, scratch);
+        return;
+    }
+    dq_matmul_gelu(be, hidden, x, w1, b1, n);
+    dq_matmul_add(be, y, hidden, w2, b2, n, scratch);
+}
+
 void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
                       size_t tile_floats) {
     if (be->upload_pixels != NULL) {

@@ -402,12 +402,19 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
  * tiles in one call: one pass over the weight, and threads over every row. */
 /* gelu: then gelu_tanh (dq_matmul_gelu); scratch (y's size): y += the product instead
  * (dq_matmul_add: the residual add). */
+/* The calls a product over T tiles takes: one (rows: all of them) where the backend's products
+ * are row-invariant, else one a tile. */
+static int tile_calls(DqBackend *be, int T, int rows_per_tile, int *rows) {
+    gboolean merged =
+        be->matmul_row_invariant_min > 0 && rows_per_tile >= be->matmul_row_invariant_min;
+    *rows = merged ? T * rows_per_tile : rows_per_tile;
+    return merged ? 1 : T;
+}
+
 static void tile_product(DqBackend *be, float *y, const float *x, const DqWeight *w,
                          const DqWeight *b, int T, int rows_per_tile, gboolean gelu,
                          float *scratch) {
-    gboolean merged =
-        be->matmul_row_invariant_min > 0 && rows_per_tile >= be->matmul_row_invariant_min;
-    int calls = merged ? 1 : T, rows = merged ? T * rows_per_tile : rows_per_tile;
+    int rows, calls = tile_calls(be, T, rows_per_tile, &rows);
     for (int t = 0; t < calls; t++) {
         float *yt = y + (size_t)t * rows * w->rows;
         const float *xt = x + (size_t)t * rows * w->cols;
@@ -475,15 +482,23 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
         const VisionLayer *L = &m->vl[l];
         /* h += out_proj(attention(LN1(h))), each tile on its own */
         be->layernorm(be, xn, h, &L->ln1_w, &L->ln1_b, n, Dv, eps);
-        tile_matmul(be, q, xn, &L->q_w, &L->q_b, T, P);
-        tile_matmul(be, k, xn, &L->k_w, &L->k_b, T, P);
-        tile_matmul(be, v, xn, &L->v_w, &L->v_b, T, P);
+        const DqWeight *qkv_w[3] = {&L->q_w, &L->k_w, &L->v_w},
+                       *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
+        int rows, calls = tile_calls(be, T, P, &rows);
+        for (int t = 0; t < calls; t++) {
+            const size_t o = (size_t)t * rows * Dv; /* the call's first row, in q, k, v and xn */
+            float *qkv[3] = {q + o, k + o, v + o};
+            dq_matmul_many(be, qkv, xn + o, qkv_w, qkv_b, 3, rows);
+        }
         be->attention(be, attn, q, k, v, &att);
         tile_product(be, h, attn, &L->o_w, &L->o_b, T, P, FALSE, xn);
-        /* h += fc2(gelu_tanh(fc1(LN2(h)))) */
+        /* h += fc2(gelu_tanh(fc1(LN2(h)))); fc1's output in mlp, xn the scratch once read */
         be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
-        tile_product(be, mlp, xn, &L->fc1_w, &L->fc1_b, T, P, TRUE, NULL);
-        tile_product(be, h, mlp, &L->fc2_w, &L->fc2_b, T, P, FALSE, xn);
+        for (int t = 0; t < calls; t++) {
+            const size_t o = (size_t)t * rows * Dv;
+            dq_mlp_gelu_add(be, h + o, xn + o, &L->fc1_w, &L->fc1_b, &L->fc2_w, &L->fc2_b, rows,
+                            mlp + (size_t)t * rows * Iv, xn + o);
+        }
     }
     be->layernorm(be, xn, h, &m->post_ln_w, &m->post_ln_b, n, Dv, eps);
     trace(m, "vision_last_hidden", tile0, xn, n, Dv);
@@ -740,9 +755,12 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
  * shapes whether it runs alone or beside others, so its results are bit-identical either way
  * (OpenBLAS's sgemm rounding depends on the row count). Prompts are long, so the GEMMs stay
  * large; decode rows are one a segment and go through GEMV anyway. */
-/* scratch (y's size): y += the products instead (dq_matmul_add: the residual add). */
-static void seg_product(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
-                        const float *x, const DqWeight *w, float *scratch) {
+/* ys[i] = x . ws[i]^T for count (<= SEG_PRODUCTS_MAX) weights of x's width (dq_matmul_many);
+ * scratch (count 1, y's size): y += the product instead (dq_matmul_add: the residual add). */
+#define SEG_PRODUCTS_MAX 3
+static void seg_products(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *const *ys,
+                         const float *x, const DqWeight *const *ws, int count, float *scratch) {
+    const DqWeight *w = ws[0]; /* the weights share their width (x's) */
     /* Runs of segments go into one call where the backend promises it changes nothing
      * (backend.h): consecutive short segments (the decode step's rows) up to `inv` rows in all,
      * consecutive long ones (prompts) of at least `from` rows each, any number. */
@@ -768,20 +786,25 @@ static void seg_product(DqBackend *be, const SmolvlmSegment *segs, int n_segs, f
         } else if (from > 0 && rows >= from)
             while (e < n_segs && segs[e].n_rows >= from)
                 rows += segs[e++].n_rows;
-        float *yr = y + (size_t)r * w->rows;
         const float *xr = x + (size_t)r * w->cols;
+        float *yr[SEG_PRODUCTS_MAX];
+        const DqWeight *no_bias[SEG_PRODUCTS_MAX] = {NULL};
+        for (int i = 0; i < count; i++)
+            yr[i] = ys[i] + (size_t)r * ws[i]->rows;
         if (scratch != NULL)
-            dq_matmul_add(be, yr, xr, w, NULL, rows, scratch + (size_t)r * w->rows);
+            dq_matmul_add(be, yr[0], xr, w, NULL, rows, scratch + (size_t)r * w->rows);
+        else if (count == 1)
+            be->matmul(be, yr[0], xr, w, NULL, rows);
         else
-            be->matmul(be, yr, xr, w, NULL, rows);
+            dq_matmul_many(be, yr, xr, ws, no_bias, count, rows);
         r += rows;
         s = e;
     }
 }
 
-static void seg_matmul(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
-                       const float *x, const DqWeight *w) {
-    seg_product(be, segs, n_segs, y, x, w, NULL);
+static void seg_product(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
+                        const float *x, const DqWeight *w, float *scratch) {
+    seg_products(be, segs, n_segs, &y, x, &w, 1, scratch);
 }
 
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
@@ -831,9 +854,9 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
         const TextLayer *L = &m->tl[l];
         /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
         be->rmsnorm(be, xn, x, &L->in_norm, n, Dt, eps);
-        seg_matmul(be, segs, n_segs, q, xn, &L->q_w);
-        seg_matmul(be, segs, n_segs, k, xn, &L->k_w);
-        seg_matmul(be, segs, n_segs, v, xn, &L->v_w);
+        float *qkv[3] = {q, k, v};
+        const DqWeight *qkv_w[3] = {&L->q_w, &L->k_w, &L->v_w};
+        seg_products(be, segs, n_segs, qkv, xn, qkv_w, 3, NULL);
         be->rope(be, q, ws->pos, n, H, hd, c->rope_theta);
         be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
         for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
@@ -848,8 +871,9 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
         seg_product(be, segs, n_segs, x, attn, &L->o_w, xn);
         /* x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x))) */
         be->rmsnorm(be, xn, x, &L->post_norm, n, Dt, eps);
-        seg_matmul(be, segs, n_segs, gate, xn, &L->gate_w);
-        seg_matmul(be, segs, n_segs, up, xn, &L->up_w);
+        float *gate_up[2] = {gate, up};
+        const DqWeight *gate_up_w[2] = {&L->gate_w, &L->up_w};
+        seg_products(be, segs, n_segs, gate_up, xn, gate_up_w, 2, NULL);
         be->silu_mul(be, gate, up, (size_t)n * It);
         seg_product(be, segs, n_segs, x, gate, &L->down_w, xn);
     }

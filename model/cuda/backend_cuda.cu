@@ -107,6 +107,8 @@ typedef struct {
     int attn_rows;         /* query rows a block of attn_mma_kernel: 128, or 64 */
     gboolean attn_staged;  /* attn_mma16_kernel where it fits (DOCQA_CUDA_ATTN_STAGED=0: not) */
     gboolean norm_warp;    /* norm_warp_kernel where it fits (DOCQA_CUDA_NORM_WARP=0: not) */
+    gboolean shared_x;     /* matmul_many rounds x once (DOCQA_CUDA_SHARED_X=0: each product) */
+    gboolean mlp_bf16;     /* mlp_gelu_add keeps fc1's output bf16 (DOCQA_CUDA_MLP_BF16=0: f32) */
     gboolean fused_add;    /* matmul_add in the product (DOCQA_CUDA_FUSED_ADD=0: not) */
     gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
@@ -920,7 +922,9 @@ static unsigned ptr_align(const void *p) {
  * [m, k] read as [k, m] and transposed, B the row-major x [n, k] read as [k, n]), with the bias
  * epilogue when has_bias, then GELU when gelu (cublasLt's is the tanh form, as
  * torch's _addmm_activation relies on). */
-static gboolean lt_plan_describe(LtPlan *p, int m, int n, int k, gboolean has_bias, gboolean gelu) {
+static gboolean lt_plan_describe(LtPlan *p, int m, int n, int k, gboolean has_bias, gboolean gelu,
+                                 gboolean out_bf16) {
+    const cudaDataType_t bias_type = CUDA_R_32F; /* our biases, whatever D is */
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = gelu
                                  ? (has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
@@ -934,9 +938,13 @@ static gboolean lt_plan_describe(LtPlan *p, int m, int n, int k, gboolean has_bi
                CUBLAS_STATUS_SUCCESS &&
            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                           sizeof epi) == CUBLAS_STATUS_SUCCESS &&
+           (!out_bf16 || !has_bias ||
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                           sizeof bias_type) == CUBLAS_STATUS_SUCCESS) &&
            cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k) == CUBLAS_STATUS_SUCCESS &&
            cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k) == CUBLAS_STATUS_SUCCESS &&
-           cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, m, n, m) == CUBLAS_STATUS_SUCCESS;
+           cublasLtMatrixLayoutCreate(&p->d, out_bf16 ? CUDA_R_16BF : CUDA_R_32F, m, n, m) ==
+               CUBLAS_STATUS_SUCCESS;
 }
 
 /* The heuristic's first algorithm for plan p (align: the pointers' alignment in bytes; fixed:
@@ -973,20 +981,21 @@ static gboolean lt_heuristic(CudaCtx *c, LtPlan *p, unsigned align, gboolean fix
 }
 
 static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboolean has_bias,
-                           gboolean gelu) {
+                           gboolean gelu, gboolean out_bf16) {
     LtPlan *p = g_new0(LtPlan, 1);
-    if (!lt_plan_describe(p, m, n, k, has_bias, gelu))
+    if (!lt_plan_describe(p, m, n, k, has_bias, gelu, out_bf16))
         return p;
     if (!c->lt_fixed) {
         p->ok = lt_heuristic(c, p, align, FALSE);
         return p;
     }
     /* The weight shape's one algorithm, chosen at the reference row count, checked for n. */
-    const gint64 key = (gint64)m | (gint64)k << 20 | (gint64)has_bias << 40 | (gint64)gelu << 41;
+    const gint64 key = (gint64)m | (gint64)k << 20 | (gint64)has_bias << 40 | (gint64)gelu << 41 |
+                       (gint64)out_bf16 << 42;
     LtPlan *ref = (LtPlan *)g_hash_table_lookup(c->lt_fixed_algos, &key);
     if (ref == NULL) {
         ref = g_new0(LtPlan, 1);
-        ref->ok = lt_plan_describe(ref, m, DQ_CUDA_LT_REF_ROWS, k, has_bias, gelu) &&
+        ref->ok = lt_plan_describe(ref, m, DQ_CUDA_LT_REF_ROWS, k, has_bias, gelu, out_bf16) &&
                   lt_heuristic(c, ref, 16, TRUE);
         g_hash_table_insert(c->lt_fixed_algos, g_memdup2(&key, sizeof key), ref);
     }
@@ -1001,22 +1010,25 @@ static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboo
     return p;
 }
 
-static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const DqWeight *w,
-                          const float *bias, int n, gboolean gelu, gboolean accumulate) {
-    if (c->lt == NULL)
+/* D = x . W^T (+ bias) (then GELU) into y, float32 or bf16 (out_bf16; not accumulating). */
+static gboolean lt_matmul_to(CudaCtx *c, void *y, gboolean out_bf16, const __nv_bfloat16 *xbf,
+                             const DqWeight *w, const float *bias, int n, gboolean gelu,
+                             gboolean accumulate) {
+    if (c->lt == NULL || (out_bf16 && accumulate))
         return FALSE;
     const int m = w->rows, k = w->cols;
     unsigned align = MIN(MIN(ptr_align(y), ptr_align(xbf)), ptr_align(w->data));
     if (bias != NULL)
         align = MIN(align, ptr_align(bias));
-    if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 19))
+    if (align < 16 || m >= (1 << 20) || k >= (1 << 20) || n >= (1 << 18))
         return FALSE;
     if (c->lt_fixed)
         align = 16; /* one algorithm whatever the pointers' alignment */
-    /* m, k: 20 bits each, n: 19, accumulating: 1 (a refusal of beta 1 in place then spares the
-     * plain products), GELU: 1, the bias: 1, the alignment class (16 .. 256 bytes: 0 .. 4): 2 */
+    /* m, k: 20 bits each, n: 18, bf16 output: 1, accumulating: 1 (a refusal of beta 1 in place
+     * then spares the plain products), GELU: 1, the bias: 1, the alignment class (16 .. 256
+     * bytes: 0 .. 4): 2 */
     const guint64 ukey = (guint64)m | (guint64)k << 20 | (guint64)n << 40 |
-                         (guint64)accumulate << 59 | (guint64)gelu << 60 |
+                         (guint64)out_bf16 << 58 | (guint64)accumulate << 59 | (guint64)gelu << 60 |
                          (guint64)(bias != NULL) << 61 |
                          (guint64)MIN(__builtin_ctz(align) - 4, 3) << 62;
     const gint64 key = (gint64)ukey;
@@ -1024,7 +1036,7 @@ static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const 
     if (p == NULL) {
         if (g_hash_table_size(c->lt_plans) >= DQ_CUDA_LT_PLANS_KEPT)
             g_hash_table_remove_all(c->lt_plans); /* a long job's many prompt lengths */
-        p = lt_plan_new(c, m, n, k, align, bias != NULL, gelu);
+        p = lt_plan_new(c, m, n, k, align, bias != NULL, gelu, out_bf16);
         g_hash_table_insert(c->lt_plans, g_memdup2(&key, sizeof key), p);
     }
     if (!p->ok || (bias != NULL &&
@@ -1041,6 +1053,11 @@ static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const 
         return FALSE;
     }
     return TRUE;
+}
+
+static gboolean lt_matmul(CudaCtx *c, float *y, const __nv_bfloat16 *xbf, const DqWeight *w,
+                          const float *bias, int n, gboolean gelu, gboolean accumulate) {
+    return lt_matmul_to(c, y, FALSE, xbf, w, bias, n, gelu, accumulate);
 }
 
 /* The row-invariant kernel over any number of rows, a grid row per SKINNY_R of them. */
@@ -1065,31 +1082,48 @@ static void add_rows(CudaCtx *c, float *y, const float *x, size_t n);
  * GELU was applied. With acc (n x w.rows floats of scratch): y += x . W^T (+ bias), in the product
  * where the path can (the row-invariant kernel; cublasLt with y as C), else into acc and an add
  * after (cublasGemmEx's path, whose bias goes in as C). */
+/* x [nx] rounded to bf16 into the context's input buffer (valid until the next call), or NULL
+ * (the error recorded) when there is no memory for it. */
+static const __nv_bfloat16 *input_bf16(CudaCtx *c, const float *x, size_t nx) {
+    if (nx > c->xbf_cap) {
+        if (c->xbf != NULL)
+            pool_put(c, c->xbf);
+        c->xbf = (__nv_bfloat16 *)pool_get(c, nx * sizeof(__nv_bfloat16));
+        c->xbf_cap = c->xbf != NULL ? size_class(nx * sizeof(__nv_bfloat16)) / 2 : 0;
+        if (c->xbf == NULL) {
+            record(c, cudaErrorMemoryAllocation, "matmul input buffer");
+            return NULL;
+        }
+    }
+    f32_to_bf16_kernel<<<grid_for(nx, 256), 256, 0, c->stream>>>(c->xbf, x, nx);
+    CK_LAUNCH(c, "matmul input to bf16");
+    return c->xbf;
+}
+
+static gboolean matmul_core(CudaCtx *c, float *y, const float *x, const __nv_bfloat16 *xb,
+                            const DqWeight *w, const DqWeight *bias, int n, gboolean gelu,
+                            float *acc);
+
 static gboolean matmul_run(CudaCtx *c, float *y, const float *x, const DqWeight *w,
                            const DqWeight *bias, int n, gboolean gelu, float *acc) {
-    g_assert(!(gelu && acc != NULL)); /* GELU of the sum is nobody's layer */
-    const gboolean accumulate = acc != NULL;
     if (n <= DQ_CUDA_SKINNY_ROWS && is_bf16(c, w)) {
-        skinny_matmul(c, y, x, w, bias, n, accumulate);
+        skinny_matmul(c, y, x, w, bias, n, acc != NULL);
         return FALSE;
     }
-    float alpha = 1.0f, beta = 0.0f;
     const __nv_bfloat16 *xb = NULL;
-    if (is_bf16(c, w)) {
-        size_t nx = (size_t)n * w->cols;
-        if (nx > c->xbf_cap) {
-            if (c->xbf != NULL)
-                pool_put(c, c->xbf);
-            c->xbf = (__nv_bfloat16 *)pool_get(c, nx * sizeof(__nv_bfloat16));
-            c->xbf_cap = c->xbf != NULL ? size_class(nx * sizeof(__nv_bfloat16)) / 2 : 0;
-            if (c->xbf == NULL) {
-                record(c, cudaErrorMemoryAllocation, "matmul input buffer");
-                return FALSE;
-            }
-        }
-        f32_to_bf16_kernel<<<grid_for(nx, 256), 256, 0, c->stream>>>(c->xbf, x, nx);
-        CK_LAUNCH(c, "matmul input to bf16");
-        xb = c->xbf;
+    if (is_bf16(c, w) && (xb = input_bf16(c, x, (size_t)n * w->cols)) == NULL)
+        return FALSE;
+    return matmul_core(c, y, x, xb, w, bias, n, gelu, acc);
+}
+
+/* matmul_run past the row-invariant kernel, with x already in bf16 where w is bf16 (xb). */
+static gboolean matmul_core(CudaCtx *c, float *y, const float *x, const __nv_bfloat16 *xb,
+                            const DqWeight *w, const DqWeight *bias, int n, gboolean gelu,
+                            float *acc) {
+    g_assert(!(gelu && acc != NULL)); /* GELU of the sum is nobody's layer */
+    const gboolean accumulate = acc != NULL;
+    float alpha = 1.0f, beta = 0.0f;
+    if (xb != NULL) {
         gelu = gelu && c->lt_gelu;
         const float *b = bias != NULL ? bias->data : NULL;
         if ((c->lt_fixed || (bias != NULL && c->lt_bias) || gelu || accumulate) &&
@@ -2747,6 +2781,64 @@ static void cuda_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWe
         cuda_gelu_tanh(be, y, (size_t)n * w->rows);
 }
 
+/* ys[i] = x . ws[i]^T + biases[i]: x rounded to bf16 once for all the products, each then as
+ * matmul_run would do it (the same results as separate calls). */
+static void cuda_matmul_many(DqBackend *be, float *const *ys, const float *x,
+                             const DqWeight *const *ws, const DqWeight *const *biases, int count,
+                             int n) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    gboolean shared = c->shared_x && n > DQ_CUDA_SKINNY_ROWS;
+    for (int i = 0; i < count && shared; i++)
+        shared = is_bf16(c, ws[i]) && ws[i]->cols == ws[0]->cols;
+    if (!shared) {
+        for (int i = 0; i < count; i++)
+            matmul_run(c, ys[i], x, ws[i], biases[i], n, FALSE, NULL);
+        return;
+    }
+    const __nv_bfloat16 *xb = input_bf16(c, x, (size_t)n * ws[0]->cols);
+    for (int i = 0; i < count && xb != NULL; i++)
+        matmul_core(c, ys[i], x, xb, ws[i], biases[i], n, FALSE, NULL);
+}
+
+/* y += fc2(gelu_tanh(fc1(x))). With bf16 weights and cublasLt: fc1 writes its GELU output as
+ * bf16 into hidden (half the bytes, and the rounding fc2 would do to its input anyway), which
+ * fc2 reads as it is, accumulating into y. Where cublasLt has no such plan (bf16 output with a
+ * float32 bias, or y as C), the float32 path: matmul_gelu, then matmul_add. */
+static void cuda_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                             const DqWeight *bias, int n);
+static void cuda_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                            const DqWeight *bias, int n, float *scratch);
+
+static void cuda_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1,
+                              const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
+                              float *hidden, float *scratch) {
+    CudaCtx *c = ctx_of(be);
+    if (n <= 0 || c->sticky != cudaSuccess)
+        return;
+    if (c->mlp_bf16 && c->lt_gelu && c->fused_add && n > DQ_CUDA_SKINNY_ROWS && is_bf16(c, w1) &&
+        is_bf16(c, w2) && w2->cols == w1->rows) {
+        const __nv_bfloat16 *xb = input_bf16(c, x, (size_t)n * w1->cols);
+        __nv_bfloat16 *hb = (__nv_bfloat16 *)hidden;
+        if (xb != NULL &&
+            lt_matmul_to(c, hb, TRUE, xb, w1, b1 != NULL ? b1->data : NULL, n, TRUE, FALSE)) {
+            const float *bb = b2 != NULL ? b2->data : NULL;
+            if (lt_matmul(c, y, hb, w2, bb, n, FALSE, TRUE))
+                return;
+            if (lt_matmul(c, scratch, hb, w2, bb, n, FALSE, FALSE)) {
+                add_rows(c, y, scratch, (size_t)n * w2->rows); /* cublasLt refused y as C */
+                return;
+            }
+            /* fc2 has no plan from bf16 (not expected: fc1 had one): all of it again below */
+        }
+        if (c->sticky != cudaSuccess)
+            return;
+    }
+    cuda_matmul_gelu(be, hidden, x, w1, b1, n);
+    cuda_matmul_add(be, y, hidden, w2, b2, n, scratch);
+}
+
 static void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
     CudaCtx *c = ctx_of(be);
     if (n == 0 || c->sticky != cudaSuccess)
@@ -3213,6 +3305,21 @@ static void prof_matmul_add(DqBackend *be, float *y, const float *x, const DqWei
               w->rows, w->cols, bias != NULL ? " +bias" : "", prof_rows(n));
 }
 
+static void prof_matmul_many(DqBackend *be, float *const *ys, const float *x,
+                             const DqWeight *const *ws, const DqWeight *const *biases, int count,
+                             int n) {
+    PROF_SPAN(be, cuda_matmul_many(be, ys, x, ws, biases, count, n),
+              "matmul_many %d x %dx%d%s rows %d", count, ws[0]->rows, ws[0]->cols,
+              biases[0] != NULL ? " +bias" : "", prof_rows(n));
+}
+
+static void prof_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1,
+                              const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
+                              float *hidden, float *scratch) {
+    PROF_SPAN(be, cuda_mlp_gelu_add(be, y, x, w1, b1, w2, b2, n, hidden, scratch),
+              "mlp_gelu_add %dx%d rows %d", w1->rows, w1->cols, prof_rows(n));
+}
+
 static void prof_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w,
                            const DqWeight *b, int n, int dim, float eps) {
     PROF_SPAN(be, cuda_layernorm(be, y, x, w, b, n, dim, eps), "layernorm %d rows %d", dim,
@@ -3284,6 +3391,8 @@ static void prof_install(DqBackend *be) {
     be->matmul = prof_matmul;
     be->matmul_gelu = prof_matmul_gelu;
     be->matmul_add = prof_matmul_add;
+    be->matmul_many = prof_matmul_many;
+    be->mlp_gelu_add = prof_mlp_gelu_add;
     be->layernorm = prof_layernorm;
     be->rmsnorm = prof_rmsnorm;
     be->rope = prof_rope;
@@ -3339,6 +3448,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->attn_rows = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_ROWS"), "64") == 0 ? 64 : 128;
     c->attn_staged = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_STAGED"), "0") != 0;
     c->norm_warp = g_strcmp0(g_getenv("DOCQA_CUDA_NORM_WARP"), "0") != 0;
+    c->shared_x = g_strcmp0(g_getenv("DOCQA_CUDA_SHARED_X"), "0") != 0;
+    c->mlp_bf16 = g_strcmp0(g_getenv("DOCQA_CUDA_MLP_BF16"), "0") != 0;
     c->fused_add = g_strcmp0(g_getenv("DOCQA_CUDA_FUSED_ADD"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;
@@ -3414,6 +3525,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->matmul = cuda_matmul;
         be->matmul_gelu = cuda_matmul_gelu;
         be->matmul_add = cuda_matmul_add;
+        be->matmul_many = cuda_matmul_many;
+        be->mlp_gelu_add = cuda_mlp_gelu_add;
         be->layernorm = cuda_layernorm;
         be->rmsnorm = cuda_rmsnorm;
         be->rope = cuda_rope;

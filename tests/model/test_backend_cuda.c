@@ -327,6 +327,94 @@ static void test_matmul_add(void) {
     }
 }
 
+/* matmul_many (x rounded to bf16 once for q, k and v): the same bits as one matmul a weight,
+ * for a merged vision chunk with biases, a prompt without, and decode rows (no rounding). */
+static void test_matmul_many(void) {
+    if (!need_gpu())
+        return;
+    const int shapes[][5] = {/* rows, out of the first weight, of the others, in, bias */
+                             {2048, 768, 768, 768, 1},
+                             {700, 576, 192, 576, 0},
+                             {3, 2048, 2048, 2048, 0}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        const int n = shapes[s][0], in = shapes[s][3], has_bias = shapes[s][4];
+        const int outs[3] = {shapes[s][1], shapes[s][2], shapes[s][2]};
+        Pair x = pair_new((size_t)n * in, 1);
+        WPair w[3], b[3];
+        Pair y[3];
+        float *ys[3], *apart[3];
+        const DqWeight *wg[3], *bg[3];
+        for (int i = 0; i < 3; i++) {
+            w[i] = wpair_new(outs[i], in, 1.0 / sqrt(in));
+            b[i] = wpair_new(1, outs[i], 1);
+            y[i] = pair_new((size_t)n * outs[i], 0);
+            ys[i] = y[i].g;
+            wg[i] = &w[i].g;
+            bg[i] = has_bias ? &b[i].g : NULL;
+            cpu->matmul(cpu, y[i].c, x.c, &w[i].c, has_bias ? &b[i].c : NULL, n);
+        }
+        dq_matmul_many(gpu, ys, x.g, wg, bg, 3, n);
+        for (int i = 0; i < 3; i++) {
+            pair_check(&y[i], 1e-2, "matmul_many");
+            apart[i] = g_new(float, y[i].n);
+            gpu->matmul(gpu, y[i].g, x.g, wg[i], bg[i], n);
+            gpu->download(gpu, apart[i], y[i].g, y[i].n);
+            g_assert_cmpmem(apart[i], y[i].n * sizeof(float), y[i].host, y[i].n * sizeof(float));
+            g_free(apart[i]);
+            pair_free(&y[i]);
+            wpair_free(&w[i]);
+            wpair_free(&b[i]);
+        }
+        pair_free(&x);
+    }
+}
+
+/* mlp_gelu_add (fc1's GELU output kept bf16 for fc2): against the reference's composition, the
+ * 256M and 2.2B vision MLPs and a few rows; rows alone give the bits they get in a larger call;
+ * x as the scratch, as the model passes it. */
+static void test_mlp_gelu_add(void) {
+    if (!need_gpu())
+        return;
+    const int shapes[][3] = {/* rows, dim, hidden */
+                             {2048, 768, 3072},
+                             {729, 1152, 4304},
+                             {5, 768, 3072}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        const int n = shapes[s][0], dim = shapes[s][1], hid = shapes[s][2];
+        Pair x = pair_new((size_t)n * dim, 1), y = pair_new((size_t)n * dim, 1);
+        Pair h = pair_new((size_t)n * hid, 0), xs = pair_new((size_t)n * dim, 0);
+        WPair w1 = wpair_new(hid, dim, 2.0 / sqrt(dim)), b1 = wpair_new(1, hid, 1);
+        WPair w2 = wpair_new(dim, hid, 1.0 / sqrt(hid)), b2 = wpair_new(1, dim, 1);
+        float *y0 = g_memdup2(y.host, y.n * sizeof(float));
+        dq_mlp_gelu_add(cpu, y.c, x.c, &w1.c, &b1.c, &w2.c, &b2.c, n, h.c, xs.c);
+        gpu->upload(gpu, xs.g, x.host, x.n);
+        dq_mlp_gelu_add(gpu, y.g, xs.g, &w1.g, &b1.g, &w2.g, &b2.g, n, h.g, xs.g);
+        pair_check(&y, 1e-2, "mlp_gelu_add");
+        if (gpu->matmul_row_invariant_min > 0 && n >= 2 * gpu->matmul_row_invariant_min) {
+            const int half = n / 2;
+            const size_t off = (size_t)half * dim, rest = (size_t)(n - half) * dim;
+            float *all = g_new(float, y.n);
+            gpu->download(gpu, all, y.g, y.n);
+            gpu->upload(gpu, y.g, y0, y.n);
+            gpu->upload(gpu, xs.g, x.host, x.n);
+            dq_mlp_gelu_add(gpu, y.g + off, xs.g + off, &w1.g, &b1.g, &w2.g, &b2.g, n - half, h.g,
+                            xs.g + off);
+            gpu->download(gpu, y.host, y.g, y.n);
+            g_assert_cmpmem(y.host + off, rest * sizeof(float), all + off, rest * sizeof(float));
+            g_free(all);
+        }
+        g_free(y0);
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&h);
+        pair_free(&xs);
+        wpair_free(&w1);
+        wpair_free(&b1);
+        wpair_free(&w2);
+        wpair_free(&b2);
+    }
+}
+
 static void test_matmul_f32_tensor(void) {
     if (!need_gpu())
         return;
@@ -1286,6 +1374,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/matmul_rows_merged", test_matmul_rows_merged);
     g_test_add_func("/backend_cuda/matmul_gelu", test_matmul_gelu);
     g_test_add_func("/backend_cuda/matmul_add", test_matmul_add);
+    g_test_add_func("/backend_cuda/matmul_many", test_matmul_many);
+    g_test_add_func("/backend_cuda/mlp_gelu_add", test_mlp_gelu_add);
     g_test_add_func("/backend_cuda/matmul_f32_tensor", test_matmul_f32_tensor);
     g_test_add_func("/backend_cuda/norms", test_norms);
     g_test_add_func("/backend_cuda/rope", test_rope);
