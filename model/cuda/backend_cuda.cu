@@ -108,7 +108,7 @@ typedef struct {
     gboolean attn_staged;  /* attn_mma16_kernel where it fits (DOCQA_CUDA_ATTN_STAGED=0: not) */
     gboolean norm_warp;    /* norm_warp_kernel where it fits (DOCQA_CUDA_NORM_WARP=0: not) */
     gboolean shared_x;     /* matmul_many rounds x once (DOCQA_CUDA_SHARED_X=0: each product) */
-    gboolean mlp_bf16;     /* mlp_gelu_add keeps fc1's output bf16 (DOCQA_CUDA_MLP_BF16=0: f32) */
+    gboolean mlp_bf16;     /* mlp_gelu_add keeps fc1's output bf16 (DOCQA_CUDA_MLP_BF16=1) */
     gboolean fused_add;    /* matmul_add in the product (DOCQA_CUDA_FUSED_ADD=0: not) */
     gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
@@ -2802,10 +2802,13 @@ static void cuda_matmul_many(DqBackend *be, float *const *ys, const float *x,
         matmul_core(c, ys[i], x, xb, ws[i], biases[i], n, FALSE, NULL);
 }
 
-/* y += fc2(gelu_tanh(fc1(x))). With bf16 weights and cublasLt: fc1 writes its GELU output as
- * bf16 into hidden (half the bytes, and the rounding fc2 would do to its input anyway), which
- * fc2 reads as it is, accumulating into y. Where cublasLt has no such plan (bf16 output with a
- * float32 bias, or y as C), the float32 path: matmul_gelu, then matmul_add. */
+/* y += fc2(gelu_tanh(fc1(x))). With DOCQA_CUDA_MLP_BF16=1, bf16 weights and cublasLt: fc1
+ * writes its GELU output as bf16 into hidden (half the bytes, and the rounding fc2 would do to
+ * its input anyway), which fc2 reads as it is, accumulating into y. Off by default: on an H200
+ * the 256M batch was slower with it (the op took 945 us a 32-tile call against 867 for fc1 and
+ * fc2 apart), most likely because cublasLt has no plan for bf16 output with a float32 bias and
+ * the call fell back; not yet looked into on a GPU. Where there is no such plan (or y cannot be
+ * C), the float32 path: fc1 with its GELU, then fc2 adding into y, x rounded once for both. */
 static void cuda_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
                              const DqWeight *bias, int n);
 static void cuda_matmul_add(DqBackend *be, float *y, const float *x, const DqWeight *w,
@@ -2820,9 +2823,10 @@ static void cuda_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqW
     if (c->mlp_bf16 && c->lt_gelu && c->fused_add && n > DQ_CUDA_SKINNY_ROWS && is_bf16(c, w1) &&
         is_bf16(c, w2) && w2->cols == w1->rows) {
         const __nv_bfloat16 *xb = input_bf16(c, x, (size_t)n * w1->cols);
+        if (xb == NULL)
+            return;
         __nv_bfloat16 *hb = (__nv_bfloat16 *)hidden;
-        if (xb != NULL &&
-            lt_matmul_to(c, hb, TRUE, xb, w1, b1 != NULL ? b1->data : NULL, n, TRUE, FALSE)) {
+        if (lt_matmul_to(c, hb, TRUE, xb, w1, b1 != NULL ? b1->data : NULL, n, TRUE, FALSE)) {
             const float *bb = b2 != NULL ? b2->data : NULL;
             if (lt_matmul(c, y, hb, w2, bb, n, FALSE, TRUE))
                 return;
@@ -2830,10 +2834,13 @@ static void cuda_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqW
                 add_rows(c, y, scratch, (size_t)n * w2->rows); /* cublasLt refused y as C */
                 return;
             }
-            /* fc2 has no plan from bf16 (not expected: fc1 had one): all of it again below */
+            /* fc2 has no plan from bf16 (not expected: fc1 had one): fc1 again in float32 */
         }
-        if (c->sticky != cudaSuccess)
-            return;
+        /* x is still in the input buffer: fc1 from it, as cuda_matmul_gelu would */
+        if (!matmul_core(c, hidden, x, xb, w1, b1, n, TRUE, NULL))
+            cuda_gelu_tanh(be, hidden, (size_t)n * w1->rows);
+        cuda_matmul_add(be, y, hidden, w2, b2, n, scratch);
+        return;
     }
     cuda_matmul_gelu(be, hidden, x, w1, b1, n);
     cuda_matmul_add(be, y, hidden, w2, b2, n, scratch);
@@ -3449,7 +3456,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->attn_staged = g_strcmp0(g_getenv("DOCQA_CUDA_ATTN_STAGED"), "0") != 0;
     c->norm_warp = g_strcmp0(g_getenv("DOCQA_CUDA_NORM_WARP"), "0") != 0;
     c->shared_x = g_strcmp0(g_getenv("DOCQA_CUDA_SHARED_X"), "0") != 0;
-    c->mlp_bf16 = g_strcmp0(g_getenv("DOCQA_CUDA_MLP_BF16"), "0") != 0;
+    c->mlp_bf16 = g_strcmp0(g_getenv("DOCQA_CUDA_MLP_BF16"), "1") == 0;
     c->fused_add = g_strcmp0(g_getenv("DOCQA_CUDA_FUSED_ADD"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;
