@@ -1713,6 +1713,26 @@ __device__ __forceinline__ float *decode_part(const float *part, const AttArgs &
                                (a.head_dim + 2);
 }
 
+/* Merges count partial softmax states of a row (maxima m[i * ms], totals l[i * ms], a dim's
+ * sums t[i * ts]) in order into mt, lt and t; states that saw no visible key (max -inf) count
+ * for nothing. */
+__device__ __forceinline__ void merge_states(const float *m, const float *l, size_t ms,
+                                             const float *tp, size_t ts, int count, float &mt,
+                                             float &lt, float &t) {
+    mt = -INFINITY;
+    for (int i = 0; i < count; i++)
+        mt = fmaxf(mt, m[i * ms]);
+    lt = 0.0f;
+    t = 0.0f;
+    for (int i = 0; i < count; i++) {
+        if (m[i * ms] == -INFINITY)
+            continue;
+        const float e = __expf(m[i * ms] - mt);
+        lt += l[i * ms] * e;
+        t += tp[i * ts] * e;
+    }
+}
+
 template <int NCH>
 __global__ void __launch_bounds__(DG_WARPS * 32)
     attn_decode_group_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
@@ -1813,18 +1833,9 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
     float *state = runs > 1 ? decode_part(part, a, s, g, z, 0) : NULL;
     for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
         const int r = idx / hd, d = idx % hd;
-        float mt = -INFINITY;
-        for (int wi = 0; wi < DG_WARPS; wi++)
-            mt = fmaxf(mt, pm[wi * R + r]);
-        float lt = 0.0f, t = 0.0f;
-        for (int wi = 0; wi < DG_WARPS; wi++) {
-            const float mw = pm[wi * R + r];
-            if (mw == -INFINITY)
-                continue; /* a warp with no visible key */
-            const float e = __expf(mw - mt);
-            lt += pl[wi * R + r] * e;
-            t += pa[(size_t)(wi * R + r) * hd + d] * e;
-        }
+        float mt, lt, t;
+        merge_states(pm + r, pl + r, R, pa + (size_t)r * hd + d, (size_t)R * hd, DG_WARPS, mt, lt,
+                     t);
         if (state != NULL) {
             float *pr = state + (size_t)r * (hd + 2); /* the run's state: [hd] sums, max, total */
             pr[d] = t;
@@ -1855,18 +1866,10 @@ __global__ void attn_decode_merge_kernel(float *out, const float *q, AttArgs a,
     const size_t out_stride = (size_t)a.n_heads * hd;
     for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
         const int r = idx / hd, d = idx % hd;
-        float mt = -INFINITY;
-        for (int z = 0; z < runs; z++)
-            mt = fmaxf(mt, decode_part(part, a, s, g, z, r)[hd]);
-        float lt = 0.0f, t = 0.0f;
-        for (int z = 0; z < runs; z++) {
-            const float *pr = decode_part(part, a, s, g, z, r);
-            if (pr[hd] == -INFINITY)
-                continue; /* a run with no key visible to the row */
-            const float e = __expf(pr[hd] - mt);
-            lt += pr[hd + 1] * e;
-            t += pr[d] * e;
-        }
+        const float *pr = decode_part(part, a, s, g, 0, r); /* run z at pr + z * stride */
+        const size_t stride = (size_t)a.part_rows * (hd + 2);
+        float mt, lt, t;
+        merge_states(pr + hd, pr + hd + 1, stride, pr + d, stride, runs, mt, lt, t);
         w.out[(size_t)(r % w.n_q) * out_stride + (size_t)(g * G + r / w.n_q) * hd + d] =
             lt > 0.0f ? t / lt : 0.0f;
     }
