@@ -369,12 +369,10 @@ static void test_matmul_many(void) {
     }
 }
 
-/* mlp_gelu_add (fc1's GELU output kept bf16 for fc2): against the reference's composition, the
+/* mlp_gelu_add (y += fc2(gelu(fc1(x)))) against the reference's composition: the
  * 256M and 2.2B vision MLPs and a few rows; rows alone give the bits they get in a larger call;
  * x as the scratch, as the model passes it. */
-static void test_mlp_gelu_add(void) {
-    if (!need_gpu())
-        return;
+static void check_mlp_gelu_add(void) {
     const int shapes[][3] = {/* rows, dim, hidden */
                              {2048, 768, 3072},
                              {729, 1152, 4304},
@@ -413,6 +411,27 @@ static void test_mlp_gelu_add(void) {
         wpair_free(&w2);
         wpair_free(&b2);
     }
+}
+
+static void test_mlp_gelu_add(void) {
+    if (need_gpu())
+        check_mlp_gelu_add();
+}
+
+/* The same with fc1's output kept bf16 (DOCQA_CUDA_MLP_BF16=1, off by default): a second
+ * backend stands in for the shared one meanwhile. */
+static void test_mlp_gelu_add_bf16(void) {
+    if (!need_gpu())
+        return;
+    GError *err = NULL;
+    g_setenv("DOCQA_CUDA_MLP_BF16", "1", TRUE);
+    DqBackend *shared = gpu, *bf16 = dq_backend_cuda_new(0, &err);
+    g_unsetenv("DOCQA_CUDA_MLP_BF16");
+    dq_assert_no_error(err);
+    gpu = bf16;
+    check_mlp_gelu_add();
+    gpu = shared;
+    dq_backend_free(bf16);
 }
 
 static void test_matmul_f32_tensor(void) {
@@ -1376,6 +1395,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/matmul_add", test_matmul_add);
     g_test_add_func("/backend_cuda/matmul_many", test_matmul_many);
     g_test_add_func("/backend_cuda/mlp_gelu_add", test_mlp_gelu_add);
+    g_test_add_func("/backend_cuda/mlp_gelu_add_bf16", test_mlp_gelu_add_bf16);
     g_test_add_func("/backend_cuda/matmul_f32_tensor", test_matmul_f32_tensor);
     g_test_add_func("/backend_cuda/norms", test_norms);
     g_test_add_func("/backend_cuda/rope", test_rope);
