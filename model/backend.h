@@ -189,6 +189,10 @@ struct DqBackend {
      * step streams from its caches. Approximate (11-bit mantissas), so the model uses it only
      * where results are approximate anyway (--weights int8). FALSE: float32 caches only. */
     gboolean kv_f16;
+    /* float16 caches with the stored weights too, not only in the approximate modes: for a
+     * backend whose products are approximate anyway (CUDA with DOCQA_CUDA_KV_F16=1: half the
+     * caches' memory, and half what a decode step streams from them). */
+    gboolean kv_f16_stored;
 
     /* ---- optional: a step recorded and replayed as one unit (NULL: not supported; the CPU
      * backends). The CUDA backend records the ops into a CUDA graph, so that the decode step's

@@ -306,8 +306,10 @@ void smolvlm_free(Smolvlm *m) {
 static gboolean weights_option(Smolvlm *m, const char *device, const SmolvlmOptions *opts,
                                GError **err) {
     const char *weights = opts != NULL ? opts->weights : NULL;
-    if (weights == NULL || strcmp(weights, "stored") == 0)
+    if (weights == NULL || strcmp(weights, "stored") == 0) {
+        m->kv_f16 = m->be->kv_f16 && m->be->kv_f16_stored && m->be->attention_segments != NULL;
         return TRUE;
+    }
     if (strcmp(weights, "int8") == 0) {
         if (m->be->weight_init_q8 == NULL)
             return dq_fail(err, DQ_ERR_ARGS,

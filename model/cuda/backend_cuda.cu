@@ -1434,6 +1434,7 @@ typedef struct {
     int q_lo, q_hi; /* blocks of sequences whose n_q lies outside [q_lo, q_hi] do nothing */
     int kv_max;     /* the most keys of any sequence (the decode kernel's runs) */
     int part_runs, part_rows; /* the decode runs' states: runs and rows a (sequence, KV head) */
+    int kv_f16;               /* the caches (segments) hold float16 */
 } AttArgs;
 
 #define ATT_BQ    32 /* query rows per block of the flash kernel */
@@ -1515,10 +1516,29 @@ __device__ __forceinline__ SeqView seq_view(const AttArgs &a, const DqAttnSegmen
     return w;
 }
 
+/* A cache value as float: KV is float, or __half where the caches hold float16
+ * (DqAttention.kv_f16); w.k and w.v then point at halves. */
+__device__ __forceinline__ float kv_f(float x) {
+    return x;
+}
+__device__ __forceinline__ float kv_f(__half x) {
+    return __half2float(x);
+}
+/* Four values from p (16-byte aligned floats, 8-byte aligned halves). */
+__device__ __forceinline__ float4 kv_f4(const float *p) {
+    return *(const float4 *)p;
+}
+__device__ __forceinline__ float4 kv_f4(const __half *p) {
+    const uint2 u = *(const uint2 *)p;
+    const float2 a = __half22float2(*(const __half2 *)&u.x),
+                 b = __half22float2(*(const __half2 *)&u.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+
 /* Flash-style attention: block (q tile, head, sequence); 8 warps, each owning 4 query rows.
  * Per K/V tile of 32 keys in shared memory, lane j scores key j for a row, the warp updates the
  * row's running max / sum, and lane d accumulates output dims d, d + 32, ... (NCH of them). */
-template <int NCH>
+template <int NCH, typename KV>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
     attn_flash_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
                       const DqAttnSegment *segs) {
@@ -1533,8 +1553,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         return; /* block-uniform: a shorter segment than the longest, or another kernel's */
     const int g = h / (a.n_heads / a.n_kv_heads);
     const float *qb = w.q + (size_t)h * hd;
-    const float *kb = w.k + (size_t)g * hd;
-    const float *vb = w.v + (size_t)g * hd;
+    const KV *kb = (const KV *)(const void *)w.k + (size_t)g * hd;
+    const KV *vb = (const KV *)(const void *)w.v + (size_t)g * hd;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int RPW = ATT_BQ / ATT_WARPS;
 
@@ -1559,8 +1579,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         for (int idx = threadIdx.x; idx < ATT_BK * hd; idx += blockDim.x) {
             int jj = idx / hd, d = idx % hd, j = j0 + jj;
             gboolean in = j < kv_end;
-            sk[jj * kp + d] = in ? kb[(size_t)j * a.kv_stride + d] : 0.0f;
-            sv[jj * hd + d] = in ? vb[(size_t)j * a.kv_stride + d] : 0.0f;
+            sk[jj * kp + d] = in ? kv_f(kb[(size_t)j * a.kv_stride + d]) : 0.0f;
+            sv[jj * hd + d] = in ? kv_f(vb[(size_t)j * a.kv_stride + d]) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1604,7 +1624,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 /* Decode attention: block (query row, head, sequence) for a few query rows over a long KV
  * cache. Each warp takes every 8th tile of 32 keys with its own running max / sum; the warps'
  * partial results are merged at the end. */
-template <int NCH>
+template <int NCH, typename KV>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
     attn_decode_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
                        const DqAttnSegment *segs) {
@@ -1618,8 +1638,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         return; /* block-uniform */
     const int g = h / (a.n_heads / a.n_kv_heads);
     const float *qr = w.q + (size_t)i * a.q_stride + (size_t)h * hd;
-    const float *kb = w.k + (size_t)g * hd;
-    const float *vb = w.v + (size_t)g * hd;
+    const KV *kb = (const KV *)(const void *)w.k + (size_t)g * hd;
+    const KV *vb = (const KV *)(const void *)w.v + (size_t)g * hd;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (int d = threadIdx.x; d < hd; d += blockDim.x)
         sq[d] = qr[d] * a.scale;
@@ -1633,10 +1653,10 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         const int j = j0 + lane;
         float sc = -INFINITY;
         if (j < visible) {
-            const float *kr = kb + (size_t)j * a.kv_stride;
+            const KV *kr = kb + (size_t)j * a.kv_stride;
             float dot = 0.0f;
             for (int d = 0; d < hd; d++)
-                dot += sq[d] * kr[d];
+                dot += sq[d] * kv_f(kr[d]);
             sc = dot;
         }
         const float mnew = fmaxf(m, warp_max(sc)); /* finite: key j0 is visible */
@@ -1649,12 +1669,12 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         const int n_here = min(32, visible - j0);
         for (int jj = 0; jj < n_here; jj++) {
             const float pj = __shfl_sync(0xffffffffu, p, jj);
-            const float *vr = vb + (size_t)(j0 + jj) * a.kv_stride;
+            const KV *vr = vb + (size_t)(j0 + jj) * a.kv_stride;
 #pragma unroll
             for (int ch = 0; ch < NCH; ch++) {
                 const int d = lane + 32 * ch;
                 if (d < hd)
-                    acc[ch] += pj * vr[d];
+                    acc[ch] += pj * kv_f(vr[d]);
             }
         }
         m = mnew;
@@ -1733,7 +1753,7 @@ __device__ __forceinline__ void merge_states(const float *m, const float *l, siz
     }
 }
 
-template <int NCH>
+template <int NCH, typename KV>
 __global__ void __launch_bounds__(DG_WARPS * 32)
     attn_decode_group_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
                              const DqAttnSegment *segs, float *part) {
@@ -1757,7 +1777,8 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
             w.q[(size_t)(r % w.n_q) * a.q_stride + (size_t)(g * G + r / w.n_q) * hd + d] * a.scale;
     }
     __syncthreads();
-    const float *kb = w.k + (size_t)g * hd, *vb = w.v + (size_t)g * hd;
+    const KV *kb = (const KV *)(const void *)w.k + (size_t)g * hd;
+    const KV *vb = (const KV *)(const void *)w.v + (size_t)g * hd;
     float *sk = work + (size_t)warp * 32 * kp;
     float m[DG_RMAX], l[DG_RMAX], acc[DG_RMAX][NCH];
 #pragma unroll
@@ -1774,11 +1795,11 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
          * the memory's latency with */
 #pragma unroll 8
         for (int jj = 0; jj < nk; jj++) {
-            const float *kr = kb + (size_t)(j0 + jj) * a.kv_stride;
+            const KV *kr = kb + (size_t)(j0 + jj) * a.kv_stride;
 #pragma unroll
             for (int ch = 0; ch < NCH; ch++)
                 if (lane + 32 * ch < hd)
-                    sk[jj * kp + lane + 32 * ch] = kr[lane + 32 * ch];
+                    sk[jj * kp + lane + 32 * ch] = kv_f(kr[lane + 32 * ch]);
         }
         __syncwarp();
         float p[DG_RMAX];
@@ -1796,11 +1817,11 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
         }
 #pragma unroll 4
         for (int jj = 0; jj < nk; jj++) {
-            const float *vr = vb + (size_t)(j0 + jj) * a.kv_stride;
+            const KV *vr = vb + (size_t)(j0 + jj) * a.kv_stride;
             float vv[NCH];
 #pragma unroll
             for (int ch = 0; ch < NCH; ch++)
-                vv[ch] = lane + 32 * ch < hd ? vr[lane + 32 * ch] : 0.0f;
+                vv[ch] = lane + 32 * ch < hd ? kv_f(vr[lane + 32 * ch]) : 0.0f;
 #pragma unroll
             for (int r = 0; r < DG_RMAX; r++) {
                 if (r >= R)
@@ -1902,7 +1923,7 @@ template <int HDP> struct TcLayout {
     static constexpr size_t BYTES = Q + 2 * KV + S + P;
 };
 
-template <int HDP>
+template <int HDP, typename KV>
 __global__ void __launch_bounds__(TC_WARPS * 32)
     attn_tc_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
                    const DqAttnSegment *segs) {
@@ -1923,8 +1944,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         return; /* block-uniform */
     const int hd = a.head_dim, g = h / (a.n_heads / a.n_kv_heads);
     const float *qb = w.q + (size_t)h * hd;
-    const float *kb = w.k + (size_t)g * hd;
-    const float *vb = w.v + (size_t)g * hd;
+    const KV *kb = (const KV *)(const void *)w.k + (size_t)g * hd;
+    const KV *vb = (const KV *)(const void *)w.v + (size_t)g * hd;
 
     for (int idx = threadIdx.x; idx < TC_Q * HDP; idx += blockDim.x) {
         const int r = idx / HDP, d = idx % HDP, i = i0 + r;
@@ -1947,8 +1968,10 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         for (int idx = threadIdx.x; idx < TC_K * HDP; idx += blockDim.x) {
             const int jj = idx / HDP, d = idx % HDP, j = j0 + jj;
             const bool in = j < kv_end && d < hd;
-            sk[jj * L::LDH + d] = __float2bfloat16_rn(in ? kb[(size_t)j * a.kv_stride + d] : 0.0f);
-            sv[jj * L::LDH + d] = __float2bfloat16_rn(in ? vb[(size_t)j * a.kv_stride + d] : 0.0f);
+            sk[jj * L::LDH + d] =
+                __float2bfloat16_rn(in ? kv_f(kb[(size_t)j * a.kv_stride + d]) : 0.0f);
+            sv[jj * L::LDH + d] =
+                __float2bfloat16_rn(in ? kv_f(vb[(size_t)j * a.kv_stride + d]) : 0.0f);
         }
         __syncthreads();
 
@@ -2032,18 +2055,18 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     }
 }
 
-template <int HDP>
+template <int HDP, typename KV>
 static void launch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                       int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
     static bool opted_in[64]; /* per device: the attribute is a property of the function */
     const size_t bytes = TcLayout<HDP>::BYTES;
     if (bytes > 48 * 1024 && !opted_in[c->device % 64]) {
-        CK(c, cudaFuncSetAttribute(attn_tc_kernel<HDP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)bytes));
+        CK(c, cudaFuncSetAttribute(attn_tc_kernel<HDP, KV>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
         opted_in[c->device % 64] = true;
     }
     dim3 grid((max_q + TC_Q - 1) / TC_Q, a.n_heads, n_seq);
-    attn_tc_kernel<HDP><<<grid, TC_WARPS * 32, bytes, c->stream>>>(out, q, k, v, a, segs);
+    attn_tc_kernel<HDP, KV><<<grid, TC_WARPS * 32, bytes, c->stream>>>(out, q, k, v, a, segs);
     CK_LAUNCH(c, "attention (tensor cores)");
 }
 
@@ -2226,7 +2249,7 @@ __device__ __forceinline__ int mma_warp_end(const AttArgs &a, const SeqView &w, 
     return r0 >= w.n_q ? 0 : mma_kv_end(a, w, r0, 16);
 }
 
-template <int HDP, int WARPS>
+template <int HDP, int WARPS, typename KV>
 __global__ void __launch_bounds__(WARPS * 32)
     attn_mma_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
                     const DqAttnSegment *segs) {
@@ -2240,8 +2263,8 @@ __global__ void __launch_bounds__(WARPS * 32)
     if (i0 >= w.n_q || w.n_q < a.q_lo || w.n_q > a.q_hi)
         return; /* block-uniform */
     const int hd = a.head_dim, kvh = h / (a.n_heads / a.n_kv_heads);
-    const float *kb = w.k + (size_t)kvh * hd;
-    const float *vb = w.v + (size_t)kvh * hd;
+    const KV *kb = (const KV *)(const void *)w.k + (size_t)kvh * hd;
+    const KV *vb = (const KV *)(const void *)w.v + (size_t)kvh * hd;
     const int r0 = i0 + warp * 16;
     MmaRows<HDP> R;
     mma_rows_init<HDP>(R, a, w, w.q + (size_t)h * hd, r0);
@@ -2253,8 +2276,8 @@ __global__ void __launch_bounds__(WARPS * 32)
             const int jj = idx / (HDP / 4), d = (idx % (HDP / 4)) * 4, j = j0 + jj;
             float4 kx = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vx = kx;
             if (j < kv_end && d < hd) {
-                kx = *(const float4 *)(kb + (size_t)j * a.kv_stride + d);
-                vx = *(const float4 *)(vb + (size_t)j * a.kv_stride + d);
+                kx = kv_f4(kb + (size_t)j * a.kv_stride + d);
+                vx = kv_f4(vb + (size_t)j * a.kv_stride + d);
             }
             *(uint2 *)&sk[jj * LDK + d] = make_uint2(pack_bf16(kx.x, kx.y), pack_bf16(kx.z, kx.w));
             svt[(d + 0) * LDV + jj] = __float2bfloat16_rn(vx.x);
@@ -2365,17 +2388,17 @@ __global__ void __launch_bounds__(WARPS * 32)
     mma_rows_store<HDP>(R, a, w, h);
 }
 
-template <int HDP>
+template <int HDP, typename KV>
 static void launch_mma(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                        int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
     /* 128 query rows a block (8 warps) by default: each K/V tile, read from float32 and
      * rounded, then serves twice the rows of 64 (DOCQA_CUDA_ATTN_ROWS=64) */
     if (c->attn_rows == 128) {
         dim3 grid((max_q + 127) / 128, a.n_heads, n_seq);
-        attn_mma_kernel<HDP, 8><<<grid, 8 * 32, 0, c->stream>>>(out, q, k, v, a, segs);
+        attn_mma_kernel<HDP, 8, KV><<<grid, 8 * 32, 0, c->stream>>>(out, q, k, v, a, segs);
     } else {
         dim3 grid((max_q + 63) / 64, a.n_heads, n_seq);
-        attn_mma_kernel<HDP, 4><<<grid, 4 * 32, 0, c->stream>>>(out, q, k, v, a, segs);
+        attn_mma_kernel<HDP, 4, KV><<<grid, 4 * 32, 0, c->stream>>>(out, q, k, v, a, segs);
     }
     CK_LAUNCH(c, "attention (mma)");
 }
@@ -2416,9 +2439,11 @@ static const Mma16Launch mma16_launch[9] = {
     NULL, NULL};
 
 /* By head_dim rounded up to 16, in 16s; NULL: none for that size. */
-static const TcLaunch mma_launch[9] = {NULL,           NULL,           launch_mma<32>,
-                                       launch_mma<48>, launch_mma<64>, launch_mma<80>,
-                                       launch_mma<96>, NULL,           launch_mma<128>};
+static const TcLaunch mma_launch[2][9] = {
+    {NULL, NULL, launch_mma<32, float>, launch_mma<48, float>, launch_mma<64, float>,
+     launch_mma<80, float>, launch_mma<96, float>, NULL, launch_mma<128, float>},
+    {NULL, NULL, launch_mma<32, __half>, launch_mma<48, __half>, launch_mma<64, __half>,
+     launch_mma<80, __half>, launch_mma<96, __half>, NULL, launch_mma<128, __half>}};
 
 /* Whether attn_mma_kernel can take this call: float4 rows (head_dim, strides and the heads'
  * offsets in fours of floats, 16-byte aligned bases; `caches_aligned`: every segment's caches,
@@ -2426,20 +2451,23 @@ static const TcLaunch mma_launch[9] = {NULL,           NULL,           launch_mm
 static gboolean mma_fits(const CudaCtx *c, const AttArgs &a, const float *out, const float *q,
                          const float *k, const float *v, gboolean caches_aligned) {
     const int chunks = (a.head_dim + 15) / 16;
-    return c->attn_mma && chunks <= 8 && mma_launch[chunks] != NULL && a.head_dim % 4 == 0 &&
+    return c->attn_mma && chunks <= 8 && mma_launch[0][chunks] != NULL && a.head_dim % 4 == 0 &&
            a.q_stride % 4 == 0 && a.kv_stride % 4 == 0 && a.q_seq_stride % 4 == 0 &&
            a.kv_seq_stride % 4 == 0 && aligned16(out) && aligned16(q) &&
            (k == NULL || aligned16(k)) && (v == NULL || aligned16(v)) && caches_aligned;
 }
 
 /* By head_dim rounded up to 16, in 16s; NULL: no tensor-core kernel for that size. */
-static const TcLaunch tc_launch[9] = {NULL,          launch_tc<16>, launch_tc<32>,
-                                      launch_tc<48>, launch_tc<64>, launch_tc<80>,
-                                      launch_tc<96>, NULL,          launch_tc<128>};
+static const TcLaunch tc_launch[2][9] = {
+    {NULL, launch_tc<16, float>, launch_tc<32, float>, launch_tc<48, float>, launch_tc<64, float>,
+     launch_tc<80, float>, launch_tc<96, float>, NULL, launch_tc<128, float>},
+    {NULL, launch_tc<16, __half>, launch_tc<32, __half>, launch_tc<48, __half>,
+     launch_tc<64, __half>, launch_tc<80, __half>, launch_tc<96, __half>, NULL,
+     launch_tc<128, __half>}};
 
 static gboolean tc_head_ok(int head_dim) {
     const int chunks = (head_dim + 15) / 16;
-    return chunks >= 1 && chunks <= 8 && tc_launch[chunks] != NULL;
+    return chunks >= 1 && chunks <= 8 && tc_launch[0][chunks] != NULL;
 }
 
 static void dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
@@ -2450,9 +2478,9 @@ static void dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, 
         if (segs == NULL && c->attn_staged && mma16_launch[chunks] != NULL &&
             mma16_launch[chunks](c, out, q, k, v, max_q, n_seq, a))
             return;
-        mma_launch[chunks](c, out, q, k, v, max_q, n_seq, a, segs);
+        mma_launch[a.kv_f16 ? 1 : 0][chunks](c, out, q, k, v, max_q, n_seq, a, segs);
     } else
-        tc_launch[chunks](c, out, q, k, v, max_q, n_seq, a, segs);
+        tc_launch[a.kv_f16 ? 1 : 0][chunks](c, out, q, k, v, max_q, n_seq, a, segs);
 }
 
 static size_t flash_smem(int hd) {
@@ -2536,7 +2564,7 @@ static gboolean vision_attention_gemm(CudaCtx *c, float *out, const float *q, co
  * many rows goes through vision_attention_gemm. */
 #define ATT_GEMM_MIN_ROWS 256
 
-template <int NCH>
+template <int NCH, typename KV>
 static void launch_attention(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                              int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
     const int max_q_all = max_q;
@@ -2562,7 +2590,7 @@ static void launch_attention(CudaCtx *c, float *out, const float *q, const float
             }
         }
         dim3 grid(a.n_kv_heads, n_seq, b.part_runs);
-        attn_decode_group_kernel<NCH>
+        attn_decode_group_kernel<NCH, KV>
             <<<grid, DG_WARPS * 32, decode_group_smem(a, max_q), c->stream>>>(out, q, k, v, b, segs,
                                                                               part);
         if (part != NULL) {
@@ -2576,14 +2604,15 @@ static void launch_attention(CudaCtx *c, float *out, const float *q, const float
             AttArgs r = a;
             r.q_lo = MAX(a.q_lo, group_hi + 1);
             dim3 grid(max_q_all, a.n_heads, n_seq);
-            attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, r, segs);
+            attn_decode_kernel<NCH, KV>
+                <<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, r, segs);
         }
     } else if (max_q <= ATT_DECODE_ROWS) {
         dim3 grid(max_q, a.n_heads, n_seq);
-        attn_decode_kernel<NCH><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
+        attn_decode_kernel<NCH, KV><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
     } else {
         dim3 grid((max_q + ATT_BQ - 1) / ATT_BQ, a.n_heads, n_seq);
-        attn_flash_kernel<NCH>
+        attn_flash_kernel<NCH, KV>
             <<<grid, ATT_WARPS * 32, flash_smem(a.head_dim), c->stream>>>(out, q, k, v, a, segs);
     }
     CK_LAUNCH(c, "attention");
@@ -2593,16 +2622,18 @@ static void launch_attention(CudaCtx *c, float *out, const float *q, const float
 static void dispatch_attention(CudaCtx *c, float *out, const float *q, const float *k,
                                const float *v, int max_q, int n_seq, const AttArgs &a,
                                const DqAttnSegment *segs) {
-    if (a.head_dim <= 32)
-        launch_attention<1>(c, out, q, k, v, max_q, n_seq, a, segs);
-    else if (a.head_dim <= 64)
-        launch_attention<2>(c, out, q, k, v, max_q, n_seq, a, segs);
-    else if (a.head_dim <= 96)
-        launch_attention<3>(c, out, q, k, v, max_q, n_seq, a, segs);
-    else if (a.head_dim <= 128)
-        launch_attention<4>(c, out, q, k, v, max_q, n_seq, a, segs);
-    else
+    typedef void (*Launch)(CudaCtx *, float *, const float *, const float *, const float *, int,
+                           int, const AttArgs &, const DqAttnSegment *);
+    static const Launch by_dims[2][4] = {{launch_attention<1, float>, launch_attention<2, float>,
+                                          launch_attention<3, float>, launch_attention<4, float>},
+                                         {launch_attention<1, __half>, launch_attention<2, __half>,
+                                          launch_attention<3, __half>,
+                                          launch_attention<4, __half>}};
+    if (a.head_dim <= 0 || a.head_dim > 128) {
         record(c, cudaErrorInvalidValue, "attention: head_dim over 128");
+        return;
+    }
+    by_dims[a.kv_f16 ? 1 : 0][(a.head_dim + 31) / 32 - 1](c, out, q, k, v, max_q, n_seq, a, segs);
 }
 
 static gboolean head_layout_ok(CudaCtx *c, const DqAttention *da, int n_seq) {
@@ -2643,7 +2674,8 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
                  INT_MAX,
                  da->n_kv,
                  0,
-                 0};
+                 0,
+                 0 /* float32: attention() has no caches */};
     if (tc_takes(c, da->n_q, da->head_dim)) {
         dispatch_tc(c, out, q, k, v, da->n_q, da->n_seq, a, NULL, TRUE);
         return;
@@ -2658,17 +2690,27 @@ static void cuda_attention(DqBackend *be, float *out, const float *q, const floa
     dispatch_attention(c, out, q, k, v, da->n_q, da->n_seq, a, NULL);
 }
 
-/* Each segment's new K / V rows into its caches: block row y = segment. */
+/* Each segment's new K / V rows into its caches (float32, or float16 rounded to nearest even):
+ * block row y = segment. */
+__device__ __forceinline__ void kv_store(float *d, float x) {
+    *d = x;
+}
+__device__ __forceinline__ void kv_store(__half *d, float x) {
+    *d = __float2half_rn(x);
+}
+
+template <typename KV>
 __global__ void kv_append_kernel(const DqAttnSegment *segs, const float *k_new, const float *v_new,
                                  int kvd) {
     const DqAttnSegment g = segs[blockIdx.y];
     const size_t n = (size_t)g.n_q * kvd;
     const float *ks = k_new + (size_t)g.row0 * kvd, *vs = v_new + (size_t)g.row0 * kvd;
-    float *kd = g.k_cache + (size_t)g.n_past * kvd, *vd = g.v_cache + (size_t)g.n_past * kvd;
+    KV *kd = (KV *)(void *)g.k_cache + (size_t)g.n_past * kvd;
+    KV *vd = (KV *)(void *)g.v_cache + (size_t)g.n_past * kvd;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        kd[i] = ks[i];
-        vd[i] = vs[i];
+        kv_store(kd + i, ks[i]);
+        kv_store(vd + i, vs[i]);
     }
 }
 
@@ -2705,7 +2747,10 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
         return;
     const int kvd = shape->kv_stride;
     unsigned gx = MIN(grid_for((size_t)max_q * kvd, 256), 1024u);
-    kv_append_kernel<<<dim3(gx, n_segs), 256, 0, c->stream>>>(dsegs, k_new, v_new, kvd);
+    if (shape->kv_f16)
+        kv_append_kernel<__half><<<dim3(gx, n_segs), 256, 0, c->stream>>>(dsegs, k_new, v_new, kvd);
+    else
+        kv_append_kernel<float><<<dim3(gx, n_segs), 256, 0, c->stream>>>(dsegs, k_new, v_new, kvd);
     CK_LAUNCH(c, "KV cache append");
     AttArgs a;
     memset(&a, 0, sizeof a);
@@ -2718,6 +2763,7 @@ static void cuda_attention_segments(DqBackend *be, float *out, const float *q, c
     a.causal = TRUE;
     a.scale = shape->scale;
     a.kv_max = kv_max;
+    a.kv_f16 = shape->kv_f16;
     if (max_dec > 0) {
         a.q_lo = 1;
         a.q_hi = ATT_DECODE_ROWS;
@@ -3489,9 +3535,17 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         if ((e = cudaEventCreateWithFlags(&c->ring_ev[i], cudaEventDisableTiming)) != cudaSuccess)
             goto fail;
     step = "flash attention shared memory";
-    if ((e = cudaFuncSetAttribute(attn_flash_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    if ((e = cudaFuncSetAttribute(attn_flash_kernel<4, float>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)flash_smem(128))) != cudaSuccess ||
-        (e = cudaFuncSetAttribute(attn_flash_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        (e = cudaFuncSetAttribute(attn_flash_kernel<3, float>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)flash_smem(96))) != cudaSuccess ||
+        (e = cudaFuncSetAttribute(attn_flash_kernel<4, __half>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)flash_smem(128))) != cudaSuccess ||
+        (e = cudaFuncSetAttribute(attn_flash_kernel<3, __half>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)flash_smem(96))) != cudaSuccess)
         goto fail;
     {
@@ -3528,6 +3582,9 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->upload = cuda_upload;
         be->upload_pixels = cuda_upload_pixels;
         be->pixels_bf16 = c->pixels_bf16;
+        /* float16 caches, opt-in until measured on a GPU: approximate like the bf16 products */
+        be->kv_f16 = be->kv_f16_stored =
+            !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_KV_F16"), "1") == 0;
         be->download = cuda_download;
         be->copy = cuda_copy;
         be->weight_init = cuda_weight_init;

@@ -713,8 +713,11 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
                          .scale = 1.0f / sqrtf((float)hd)};
     g_assert_nonnull(gpu->attention_segments); /* else this compares the loop with itself */
     dq_attention_segments(cpu, out.c, q.c, k.c, v.c, cs, n_segs, &shape);
+    /* float16 caches (a backend made with DOCQA_CUDA_KV_F16=1): K and V rounded to 11 bits */
+    const gboolean f16 = gpu->kv_f16_stored;
+    shape.kv_f16 = f16;
     dq_attention_segments(gpu, out.g, q.g, k.g, v.g, gs, n_segs, &shape);
-    pair_check(&out, tc ? 1e-2 : 2e-5, what);
+    pair_check(&out, tc ? 1e-2 : f16 ? 5e-3 : 2e-5, what);
     /* Each decode segment again alone: its rows bit for bit as in the batch (the decode
      * kernel's runs of keys depend on the sequence, never on the batch's longest). */
     float *batched = g_new(float, out.n), *alone = g_new(float, out.n);
@@ -732,8 +735,10 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
     g_free(batched);
     g_free(alone);
     for (int s = 0; s < n_segs; s++) {
-        pair_check(&kc[s], 0, "attention_segments: K cache");
-        pair_check(&vc[s], 0, "attention_segments: V cache");
+        if (!f16) {
+            pair_check(&kc[s], 0, "attention_segments: K cache");
+            pair_check(&vc[s], 0, "attention_segments: V cache");
+        }
         pair_free(&kc[s]);
         pair_free(&vc[s]);
     }
@@ -769,6 +774,28 @@ static void test_attention_segments(void) {
     check_segments(G_N_ELEMENTS(runs), runs, 9, 3, 64, "attention_segments (decode runs)");
     const int wide[][2] = {{3, 40}, {2, 700}, {1, 5}};
     check_segments(G_N_ELEMENTS(wide), wide, 8, 1, 64, "attention_segments (8 heads a KV head)");
+}
+
+/* The same cases over float16 caches: a second backend, made with DOCQA_CUDA_KV_F16=1 (off by
+ * default), stands in for the shared one; each kernel reads halves (decode by group and by
+ * head, the float32 flash kernel, the tensor-core kernels). */
+static void test_attention_segments_f16(void) {
+    if (!need_gpu())
+        return;
+    if (g_strcmp0(g_getenv("DOCQA_CUDA_F32"), "1") == 0) {
+        g_test_skip("DOCQA_CUDA_F32=1: float32 caches only");
+        return;
+    }
+    GError *err = NULL;
+    g_setenv("DOCQA_CUDA_KV_F16", "1", TRUE);
+    DqBackend *shared = gpu, *f16 = dq_backend_cuda_new(0, &err);
+    g_unsetenv("DOCQA_CUDA_KV_F16");
+    dq_assert_no_error(err);
+    g_assert_true(f16->kv_f16 && f16->kv_f16_stored);
+    gpu = f16;
+    test_attention_segments();
+    gpu = shared;
+    dq_backend_free(f16);
 }
 
 static void test_elementwise(void) {
@@ -1403,6 +1430,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/attention_staged", test_attention_staged);
     g_test_add_func("/backend_cuda/attention_causal", test_attention_causal);
     g_test_add_func("/backend_cuda/attention_segments", test_attention_segments);
+    g_test_add_func("/backend_cuda/attention_segments_f16", test_attention_segments_f16);
     g_test_add_func("/backend_cuda/elementwise", test_elementwise);
     g_test_add_func("/backend_cuda/add_broadcast", test_add_broadcast);
     g_test_add_func("/backend_cuda/layout", test_layout);
