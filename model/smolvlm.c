@@ -397,13 +397,6 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
 
 /* ---- vision encoder + connector */
 
-/* y = x . w^T (+ b) tile by tile (rows_per_tile rows each): a tile's products have the same
- * shapes whatever else is in the batch, so its features are bit-identical alone or batched
- * (OpenBLAS's sgemm rounding depends on the row count). 1024 or 729 rows keep the GEMMs large.
- * A backend whose rounding does not depend on the row count (matmul_row_invariant_min) gets all
- * tiles in one call: one pass over the weight, and threads over every row. */
-/* gelu: then gelu_tanh (dq_matmul_gelu); scratch (y's size): y += the product instead
- * (dq_matmul_add: the residual add). */
 /* The calls a product over T tiles takes: one (rows: all of them) where the backend's products
  * are row-invariant, else one a tile. */
 static int tile_calls(DqBackend *be, int T, int rows_per_tile, int *rows) {
@@ -413,17 +406,20 @@ static int tile_calls(DqBackend *be, int T, int rows_per_tile, int *rows) {
     return merged ? 1 : T;
 }
 
+/* y = x . w^T (+ b) tile by tile (rows_per_tile rows each): a tile's products have the same
+ * shapes whatever else is in the batch, so its features are bit-identical alone or batched
+ * (OpenBLAS's sgemm rounding depends on the row count). 1024 or 729 rows keep the GEMMs large.
+ * A backend whose rounding does not depend on the row count (matmul_row_invariant_min) gets all
+ * tiles in one call: one pass over the weight, and threads over every row. */
+/* scratch (y's size): y += the product instead (dq_matmul_add: the residual add). */
 static void tile_product(DqBackend *be, float *y, const float *x, const DqWeight *w,
-                         const DqWeight *b, int T, int rows_per_tile, gboolean gelu,
-                         float *scratch) {
+                         const DqWeight *b, int T, int rows_per_tile, float *scratch) {
     int rows, calls = tile_calls(be, T, rows_per_tile, &rows);
     for (int t = 0; t < calls; t++) {
         float *yt = y + (size_t)t * rows * w->rows;
         const float *xt = x + (size_t)t * rows * w->cols;
         if (scratch != NULL)
             dq_matmul_add(be, yt, xt, w, b, rows, scratch + (size_t)t * rows * w->rows);
-        else if (gelu)
-            dq_matmul_gelu(be, yt, xt, w, b, rows);
         else
             be->matmul(be, yt, xt, w, b, rows);
     }
@@ -431,7 +427,7 @@ static void tile_product(DqBackend *be, float *y, const float *x, const DqWeight
 
 static void tile_matmul(DqBackend *be, float *y, const float *x, const DqWeight *w,
                         const DqWeight *b, int T, int rows_per_tile) {
-    tile_product(be, y, x, w, b, T, rows_per_tile, FALSE, NULL);
+    tile_product(be, y, x, w, b, T, rows_per_tile, NULL);
 }
 
 /* tiles [T, 3, S, S] (backend) -> features [T * S_tok, Dt] (backend). */
@@ -493,7 +489,7 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
             dq_matmul_many(be, qkv, xn + o, qkv_w, qkv_b, 3, rows);
         }
         be->attention(be, attn, q, k, v, &att);
-        tile_product(be, h, attn, &L->o_w, &L->o_b, T, P, FALSE, xn);
+        tile_product(be, h, attn, &L->o_w, &L->o_b, T, P, xn);
         /* h += fc2(gelu_tanh(fc1(LN2(h)))); fc1's output in mlp, xn the scratch once read */
         be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
         for (int t = 0; t < calls; t++) {
