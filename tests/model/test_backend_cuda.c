@@ -369,6 +369,24 @@ static void test_matmul_many(void) {
     }
 }
 
+/* A second GPU backend made with one of the backend's switches set (read when it is made). */
+static DqBackend *backend_with(const char *var, const char *value) {
+    GError *err = NULL;
+    g_setenv(var, value, TRUE);
+    DqBackend *be = dq_backend_cuda_new(0, &err);
+    g_unsetenv(var);
+    dq_assert_no_error(err);
+    return be;
+}
+
+/* check() with be standing in for the shared GPU backend. */
+static void run_on(DqBackend *be, void (*check)(void)) {
+    DqBackend *shared = gpu;
+    gpu = be;
+    check();
+    gpu = shared;
+}
+
 /* mlp_gelu_add (y += fc2(gelu(fc1(x)))) against the reference's composition: the
  * 256M and 2.2B vision MLPs and a few rows; rows alone give the bits they get in a larger call;
  * x as the scratch, as the model passes it. */
@@ -423,14 +441,8 @@ static void test_mlp_gelu_add(void) {
 static void test_mlp_gelu_add_bf16(void) {
     if (!need_gpu())
         return;
-    GError *err = NULL;
-    g_setenv("DOCQA_CUDA_MLP_BF16", "1", TRUE);
-    DqBackend *shared = gpu, *bf16 = dq_backend_cuda_new(0, &err);
-    g_unsetenv("DOCQA_CUDA_MLP_BF16");
-    dq_assert_no_error(err);
-    gpu = bf16;
-    check_mlp_gelu_add();
-    gpu = shared;
+    DqBackend *bf16 = backend_with("DOCQA_CUDA_MLP_BF16", "1");
+    run_on(bf16, check_mlp_gelu_add);
     dq_backend_free(bf16);
 }
 
@@ -572,10 +584,7 @@ static void test_attention_staged(void) {
         return;
     }
     GError *err = NULL;
-    g_setenv("DOCQA_CUDA_ATTN_STAGED", "0", TRUE);
-    DqBackend *plain = dq_backend_cuda_new(0, &err);
-    g_unsetenv("DOCQA_CUDA_ATTN_STAGED");
-    dq_assert_no_error(err);
+    DqBackend *plain = backend_with("DOCQA_CUDA_ATTN_STAGED", "0");
     /* {tiles, rows, heads, kv heads, hd, keys before (causal when > 0)}: 256M and 2.2B tiles,
      * heads of 32 and 48, and a prompt after a prefix with shared KV heads */
     const int cfg[][6] = {{3, 1024, 3, 3, 64, 0},
@@ -786,15 +795,9 @@ static void test_attention_segments_f16(void) {
         g_test_skip("DOCQA_CUDA_F32=1: float32 caches only");
         return;
     }
-    GError *err = NULL;
-    g_setenv("DOCQA_CUDA_KV_F16", "1", TRUE);
-    DqBackend *shared = gpu, *f16 = dq_backend_cuda_new(0, &err);
-    g_unsetenv("DOCQA_CUDA_KV_F16");
-    dq_assert_no_error(err);
+    DqBackend *f16 = backend_with("DOCQA_CUDA_KV_F16", "1");
     g_assert_true(f16->kv_f16 && f16->kv_f16_stored);
-    gpu = f16;
-    test_attention_segments();
-    gpu = shared;
+    run_on(f16, test_attention_segments);
     dq_backend_free(f16);
 }
 
