@@ -1,4 +1,5 @@
-/* docqa requeue: dead or failed jobs back into the queue with fresh attempts. */
+/* docqa requeue: dead, failed or approximately answered jobs back into the queue with fresh
+ * attempts. */
 #include "cli.h"
 
 #include "store.h"
@@ -8,18 +9,25 @@
 
 int cmd_requeue(int argc, char **argv) {
     char *db = NULL;
-    gboolean dead = FALSE, failed = FALSE;
+    gboolean dead = FALSE, failed = FALSE, approximate = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"dead", 0, 0, G_OPTION_ARG_NONE, &dead, "jobs that used all their attempts", NULL},
         {"failed", 0, 0, G_OPTION_ARG_NONE, &failed,
          "jobs that failed on their input (a missing or unreadable page image)", NULL},
+        {"approximate", 0, 0, G_OPTION_ARG_NONE, &approximate,
+         "answered jobs whose answer was computed with approximate arithmetic (exact = 0)", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
-    GOptionContext *ctx = g_option_context_new("- queue dead or failed jobs again");
+    GOptionContext *ctx =
+        g_option_context_new("- queue dead, failed or approximately answered jobs again");
     g_option_context_add_main_entries(ctx, entries, NULL);
-    g_option_context_set_description(ctx, "Their recorded errors stay in job_errors.");
+    g_option_context_set_description(
+        ctx, "Their recorded errors stay in job_errors. An approximate answer (--weights int8 or "
+             "bf16, a GPU's bf16 products) stays in answers until the job is answered again; the "
+             "new answer then moves it to answers_superseded. Run the queue with the exact "
+             "settings (the default --weights stored on a CPU) to replace them.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -27,8 +35,8 @@ int cmd_requeue(int argc, char **argv) {
     DqStore *store = NULL;
     if (!ok)
         goto out;
-    if (!dead && !failed) {
-        fprintf(stderr, "docqa: requeue: say which jobs: --dead, --failed or both\n");
+    if (!dead && !failed && !approximate) {
+        fprintf(stderr, "docqa: requeue: say which jobs: --dead, --failed, --approximate\n");
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();
@@ -38,7 +46,10 @@ int cmd_requeue(int argc, char **argv) {
     }
     gint64 n = 0;
     if ((store = dq_store_open(path, &err)) == NULL ||
-        !store_jobs_requeue(store, dead, failed, &n, &err)) {
+        !store_jobs_requeue(store,
+                            (dead ? DQ_REQUEUE_DEAD : 0) | (failed ? DQ_REQUEUE_FAILED : 0) |
+                                (approximate ? DQ_REQUEUE_APPROXIMATE : 0),
+                            &n, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }

@@ -13,6 +13,12 @@ struct DqStore {
     char *path;                /* file path, or the location without its password */
 };
 
+/* answers' columns past id, in the order answers and answers_superseded share (schema 0005). */
+#define DQ_ANSWER_COLUMNS                                                                          \
+    "job_id, text, prompt_tokens, generated_tokens, model_id, generation_settings, worker, "       \
+    "started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, ms_total, device, "      \
+    "weights, exact"
+
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
 DqStore *store_pg_open(const char *location, int max_version, GError **err);

@@ -513,10 +513,26 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         if (sqlite3_changes(dq_store_sqlite(s)) != 1)
             continue;
         hook("complete:after_job_update");
+        /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
+        st =
+            stmt(s,
+                 "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS ", superseded_at) "
+                 "SELECT id, " DQ_ANSWER_COLUMNS ", ?2 FROM answers WHERE job_id = ?1",
+                 err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, a->job_id);
+        bind_text(st, 2, a->finished_at);
+        if (!step_done(s, st, "keeping a replaced answer", err))
+            goto fail;
+        st = stmt(s, "DELETE FROM answers WHERE job_id = ?1", err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, a->job_id);
+        if (!step_done(s, st, "keeping a replaced answer", err))
+            goto fail;
         st = stmt(s,
-                  "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
-                  "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
-                  "ms_prefill, ms_decode, ms_total, device, weights, exact) "
+                  "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
                   "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "
                   "?10, ?11, ?12, ?13, ?14, ?15 FROM jobs WHERE id = ?1",
                   err);
@@ -806,18 +822,20 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn 
     return ok;
 }
 
-gboolean store_jobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued,
-                            GError **err) {
-    PG_DISPATCH(s, return pgjobs_requeue(s, dead, failed, requeued, err));
+gboolean store_jobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err) {
+    PG_DISPATCH(s, return pgjobs_requeue(s, what, requeued, err));
     sqlite3_stmt *st = stmt(s,
                             "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
                             "finished_at = NULL "
-                            "WHERE (state = 'dead' AND ?1) OR (state = 'failed' AND ?2)",
+                            "WHERE (state = 'dead' AND ?1) OR (state = 'failed' AND ?2) "
+                            "OR (state = 'done' AND ?3 AND id IN "
+                            "(SELECT job_id FROM answers WHERE exact = 0))",
                             err);
     if (st == NULL)
         return FALSE;
-    sqlite3_bind_int(st, 1, dead ? 1 : 0);
-    sqlite3_bind_int(st, 2, failed ? 1 : 0);
+    sqlite3_bind_int(st, 1, (what & DQ_REQUEUE_DEAD) != 0);
+    sqlite3_bind_int(st, 2, (what & DQ_REQUEUE_FAILED) != 0);
+    sqlite3_bind_int(st, 3, (what & DQ_REQUEUE_APPROXIMATE) != 0);
     if (!step_done(s, st, "requeueing jobs", err))
         return FALSE;
     if (requeued)

@@ -207,10 +207,19 @@ typedef gboolean (*DqAnswerRowFn)(const DqAnswerRow *row, void *user, GError **e
 gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                                 GError **err);
 
-/* Puts dead and/or failed jobs back in the queue with fresh attempts (their errors stay).
+/* Which jobs store_jobs_requeue puts back in the queue. */
+typedef enum {
+    DQ_REQUEUE_DEAD = 1 << 0,   /* used all their attempts */
+    DQ_REQUEUE_FAILED = 1 << 1, /* failed on their input */
+    /* done, with an answer computed with approximate arithmetic (exact = 0). The answer stays
+     * where it is until the job is answered again; the new answer then moves it to
+     * answers_superseded (schema 0005). */
+    DQ_REQUEUE_APPROXIMATE = 1 << 2,
+} DqRequeueWhat;
+
+/* Puts the jobs `what` names back in the queue with fresh attempts (their errors stay).
  * *requeued counts them. */
-gboolean store_jobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued,
-                            GError **err);
+gboolean store_jobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err);
 
 /* ---- crash testing ---- */
 

@@ -339,6 +339,19 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         if (changed != 1)
             continue;
         store_jobs_hook("complete:after_job_update");
+        /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
+        pg_i64(&p, a->job_id);
+        pg_text(&p, a->finished_at);
+        if (!pg_do(s,
+                   "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS
+                   ", superseded_at) SELECT id, " DQ_ANSWER_COLUMNS
+                   ", $2 FROM answers WHERE job_id = $1",
+                   &p, "keeping a replaced answer", NULL, err))
+            goto fail;
+        pg_i64(&p, a->job_id);
+        if (!pg_do(s, "DELETE FROM answers WHERE job_id = $1", &p, "keeping a replaced answer",
+                   NULL, err))
+            goto fail;
         pg_i64(&p, a->job_id);
         pg_text(&p, a->text);
         pg_i64(&p, a->prompt_tokens);
@@ -355,9 +368,7 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         pg_text(&p, a->weights);
         pg_text(&p, a->exact < 0 ? NULL : a->exact ? "1" : "0");
         if (!pg_do(s,
-                   "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
-                   "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, "
-                   "ms_prefill, ms_decode, ms_total, device, weights, exact) "
+                   "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
                    "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
                    "$10, $11, $12, $13, $14, $15::smallint FROM jobs WHERE id = $1",
                    &p, "storing an answer", NULL, err))
@@ -584,14 +595,16 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, 
     return ok;
 }
 
-gboolean pgjobs_requeue(DqStore *s, gboolean dead, gboolean failed, gint64 *requeued,
-                        GError **err) {
+gboolean pgjobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err) {
     PgParams p = {0};
-    pg_bool(&p, dead);
-    pg_bool(&p, failed);
+    pg_bool(&p, (what & DQ_REQUEUE_DEAD) != 0);
+    pg_bool(&p, (what & DQ_REQUEUE_FAILED) != 0);
+    pg_bool(&p, (what & DQ_REQUEUE_APPROXIMATE) != 0);
     return pg_do(s,
                  "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
                  "finished_at = NULL "
-                 "WHERE (state = 'dead' AND $1::boolean) OR (state = 'failed' AND $2::boolean)",
+                 "WHERE (state = 'dead' AND $1::boolean) OR (state = 'failed' AND $2::boolean) "
+                 "OR (state = 'done' AND $3::boolean AND id IN "
+                 "(SELECT job_id FROM answers WHERE exact = 0))",
                  &p, "requeueing jobs", requeued, err);
 }

@@ -31,6 +31,10 @@ static const Table tables[] = {
     {"answers", "id, job_id, text, prompt_tokens, generated_tokens, model_id, generation_settings, "
                 "worker, started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, "
                 "ms_total, device, weights, exact"},
+    {"answers_superseded",
+     "id, answer_id, job_id, text, prompt_tokens, generated_tokens, model_id, "
+     "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, ms_prefill, "
+     "ms_decode, ms_total, device, weights, exact, superseded_at"},
 };
 
 #define PAGE_ROWS 2000

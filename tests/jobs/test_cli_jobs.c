@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <sys/wait.h>
+#include <sqlite3.h>
 #include <string.h>
 
 static char *docqa_path(void) {
@@ -176,6 +177,29 @@ static void test_ask_status_export_requeue(void) {
     g_free(out);
     run_worker(db);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
+    g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
+
+    /* requeue --approximate: three answers marked as a GPU's go back; they stay readable until
+     * answered again, then wait in answers_superseded. */
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(w,
+                                 "UPDATE answers SET device = 'cuda:0', weights = 'stored', "
+                                 "exact = 0 WHERE id IN (SELECT id FROM answers ORDER BY id "
+                                 "LIMIT 3)",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(w);
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "3 jobs back"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 3);
+    g_assert_cmpint(jt_query_int(db, "SELECT sum(queued) FROM v_progress"), ==, 3);
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers_superseded WHERE exact = 0"), ==,
+                    3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
 
     g_free(sha);

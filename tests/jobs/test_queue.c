@@ -353,9 +353,9 @@ static void test_failures_backoff_dead(void) {
     g_ptr_array_free(top, TRUE);
 
     gint64 n = 0;
-    g_assert_true(store_jobs_requeue(s, TRUE, FALSE, &n, &err));
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_DEAD, &n, &err));
     g_assert_cmpint(n, ==, 2);
-    g_assert_true(store_jobs_requeue(s, FALSE, TRUE, &n, &err));
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_FAILED, &n, &err));
     g_assert_cmpint(n, ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
                     3);

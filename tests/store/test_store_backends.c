@@ -1,7 +1,8 @@
 /* The store's contract, one test body run against SQLite and against a real PostgreSQL server
  * (pg_testlib.h; skipped with the reason when this machine has no PostgreSQL): migrations,
  * documents and pages, asking, the claim with leases, the lease-owner guard on completion,
- * reclaim of expired leases, failure and requeue, reading answers, and `docqa migrate`'s copy
+ * reclaim of expired leases, failure and requeue (approximate answers replaced, the old ones
+ * kept), reading answers, and `docqa migrate`'s copy
  * SQLite -> PostgreSQL -> SQLite without loss. */
 #include "dq_error.h"
 #include "pg_testlib.h"
@@ -145,7 +146,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 4);
+    g_assert_cmpint(v, ==, 5);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -272,7 +273,7 @@ static void test_lifecycle(gconstpointer kind) {
 
     /* Requeue, then a release gives the attempt back. */
     gint64 requeued = 0;
-    g_assert_true(store_jobs_requeue(s, TRUE, TRUE, &requeued, &err));
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_DEAD | DQ_REQUEUE_FAILED, &requeued, &err));
     g_assert_cmpint(requeued, ==, 2);
     GPtrArray *d = store_jobs_claim(s, "D", "m", 10, now + 3000, 1000, &err);
     g_assert_cmpint(d->len, ==, 2);
@@ -318,6 +319,91 @@ static void test_lifecycle(gconstpointer kind) {
     g_ptr_array_free(b, TRUE);
     g_ptr_array_free(c, TRUE);
     g_ptr_array_free(d, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* One integer from a query, on either kind of store. */
+static gint64 query_int(DqStore *s, const char *loc, const char *sql) {
+    if (dq_store_kind(s) == DQ_STORE_POSTGRES)
+        return pgt_query_int(loc, sql);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(s), sql, -1, &st, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    gint64 v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* docqa requeue --approximate: only the done jobs whose answer was approximate go back in the
+ * queue; their answer stays readable until the job is answered again, and then moves to
+ * answers_superseded, whole, in the transaction that stores the new one. */
+static void test_requeue_approximate(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/r.pdf", "7777");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, &err);
+    g_assert_cmpint(a->len, ==, 3);
+    DqJobAnswer ans[3];
+    for (int i = 0; i < 3; i++)
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "exact");
+    ans[1].text = "from the gpu";
+    ans[1].device = "cuda:0";
+    ans[1].weights = "stored";
+    ans[1].exact = 0;
+    ans[2].text = "not known"; /* answered before schema 0003: not requeued */
+    ans[2].device = ans[2].weights = NULL;
+    ans[2].exact = -1;
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
+    g_assert_cmpint(written, ==, 3);
+
+    gint64 requeued = -1;
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(requeued, ==, 1);
+    DqJobCounts counts;
+    g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
+    g_assert_cmpint(counts.by_state[DQ_JOB_DONE], ==, 2);
+    g_assert_cmpint(counts.by_state[DQ_JOB_QUEUED], ==, 1);
+    char *text = answers_text(s); /* the approximate answer is still there */
+    g_assert_nonnull(strstr(text, "|from the gpu|m|2026-01-01T00:00:01.250Z|cuda:0|stored|"
+                                  "approximate\n"));
+    g_free(text);
+
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, &err);
+    g_assert_cmpint(b->len, ==, 1);
+    DqClaimedJob *j = g_ptr_array_index(b, 0);
+    g_assert_cmpint(j->job_id, ==, ans[1].job_id);
+    g_assert_cmpint(j->attempt, ==, 1);
+    DqJobAnswer redo = answer_for(j->job_id, "on the cpu");
+    redo.finished_at = "2026-01-02T00:00:00.500Z";
+    g_assert_true(store_jobs_complete(s, "B", &redo, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    text = answers_text(s);
+    g_assert_null(strstr(text, "from the gpu"));
+    g_assert_nonnull(strstr(text, "|on the cpu|m|2026-01-02T00:00:00.500Z|cpu|stored|exact\n"));
+    g_free(text);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM answers_superseded WHERE text = 'from the gpu' "
+                              "AND device = 'cuda:0' AND exact = 0 AND ms_total = 1250.125 AND "
+                              "started_at = '2026-01-01T00:00:00.000Z' AND "
+                              "superseded_at = '2026-01-02T00:00:00.500Z'"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers_superseded"), ==, 1);
+
+    /* Nothing approximate is left: a second requeue finds nothing. */
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    g_assert_cmpint(requeued, ==, 0);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
     store_jobs_finalize(s);
     dq_store_close(s);
     g_free(loc);
@@ -397,6 +483,15 @@ static void test_migrate_round_trip(void) {
     int written = 0;
     g_assert_true(store_jobs_complete(src, "W", ans, 2, &written, &err));
     g_ptr_array_free(cl, TRUE);
+    /* The approximate one answered again: its first answer is kept in answers_superseded. */
+    g_assert_true(store_jobs_requeue(src, DQ_REQUEUE_APPROXIMATE, NULL, &err));
+    cl = store_jobs_claim(src, "W", "m", 1, 6000, 100, &err); /* it comes first, by id */
+    g_assert_cmpint(cl->len, ==, 1);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, ==, ans[1].job_id);
+    DqJobAnswer redo = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "2");
+    g_assert_true(store_jobs_complete(src, "W", &redo, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    g_ptr_array_free(cl, TRUE);
     char *want = answers_text(src);
 
     DqStore *dst = dq_store_open(pg, &err);
@@ -404,7 +499,10 @@ static void test_migrate_round_trip(void) {
     gint64 rows = 0;
     g_assert_true(dq_store_copy(src, dst, &rows, &err));
     dq_assert_no_error(err);
-    g_assert_cmpint(rows, ==, 1 + 4 + 1 + 3 + 0 + 2);
+    g_assert_cmpint(rows, ==, 1 + 4 + 1 + 3 + 0 + 2 + 1);
+    g_assert_cmpint(pgt_query_int(pg, "SELECT count(*) FROM answers_superseded WHERE "
+                                      "weights = 'bf16' AND exact = 0 AND device = 'cuda:1'"),
+                    ==, 1);
     char *got = answers_text(dst);
     g_assert_cmpstr(got, ==, want);
     g_free(got);
@@ -554,6 +652,10 @@ int main(int argc, char **argv) {
         g_test_message("PostgreSQL cases skipped: %s", server_why_not);
     g_test_add_data_func("/store/backends/sqlite/lifecycle", "sqlite", test_lifecycle);
     g_test_add_data_func("/store/backends/postgres/lifecycle", "postgres", test_lifecycle);
+    g_test_add_data_func("/store/backends/sqlite/requeue-approximate", "sqlite",
+                         test_requeue_approximate);
+    g_test_add_data_func("/store/backends/postgres/requeue-approximate", "postgres",
+                         test_requeue_approximate);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-2", "sqlite",
                          test_upgrade_from_schema_2);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
