@@ -377,10 +377,10 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
             if (budget_spent)
                 break;
             if (opt.until_empty) {
-                DqJobCounts c;
-                if (!store_jobs_counts(s, opt.model_id, &c, err))
+                gboolean pending = TRUE;
+                if (!store_jobs_has_pending(s, opt.model_id, &pending, err))
                     goto out;
-                if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0)
+                if (!pending)
                     break;
             }
             sleep_ms_unless(MAX(next_claim_ms - now_ms(), 0), stop);

@@ -690,6 +690,26 @@ gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GEr
     return TRUE;
 }
 
+gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
+    PG_DISPATCH(s, return pgjobs_has_pending(s, model_id, pending, err));
+    sqlite3_stmt *st =
+        stmt(s,
+             "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready "
+             "WHERE state = 'queued' AND model_id = ?1) OR EXISTS (SELECT 1 FROM "
+             "jobs INDEXED BY jobs_leased WHERE state = 'running' AND model_id = ?1)",
+             err);
+    if (st == NULL)
+        return FALSE;
+    bind_text(st, 1, model_id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return db_fail(s, err, "looking for pending jobs");
+    }
+    *pending = sqlite3_column_int(st, 0) != 0;
+    sqlite3_reset(st);
+    return TRUE;
+}
+
 gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                                 GError **err) {
     PG_DISPATCH(s, return pgjobs_recent_rate(s, window_s, answers, span_s, err));

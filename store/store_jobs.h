@@ -153,8 +153,14 @@ typedef struct {
     gint64 pending_other; /* queued or running jobs of another model than the one asked about */
 } DqJobCounts;
 
-/* Counts per state, for every model (model_id NULL) or one. */
+/* Counts per state, for every model (model_id NULL) or one. Reads every job (from one index):
+ * a second or so a million jobs. */
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
+
+/* Whether model_id has a job queued or running: what an idle `docqa run --until-empty` worker
+ * asks before it stops. Walks the claim's partial indexes only, so it costs the same whatever
+ * the number of jobs done. */
+gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
 
 /* Answers finished in the last `window_s` seconds and the span they cover in seconds
  * (first start to last finish), for a pages-per-second rate. */

@@ -497,6 +497,21 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
     return TRUE;
 }
 
+gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, model_id);
+    PGresult *r = pg_run(s,
+                         "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND "
+                         "model_id = $1) OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running' "
+                         "AND model_id = $1)",
+                         &p, "looking for pending jobs", err);
+    if (r == NULL)
+        return FALSE;
+    *pending = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return TRUE;
+}
+
 gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                             GError **err) {
     PgParams p = {0};

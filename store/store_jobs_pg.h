@@ -28,6 +28,7 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                             GError **err);
+gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
 gboolean pgjobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err);
 
 gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const char *render_settings,

@@ -338,7 +338,8 @@ static gint64 query_int(DqStore *s, const char *loc, const char *sql) {
 
 /* docqa requeue --approximate: only the done jobs whose answer was approximate go back in the
  * queue; their answer stays readable until the job is answered again, and then moves to
- * answers_superseded, whole, in the transaction that stores the new one. */
+ * answers_superseded, whole, in the transaction that stores the new one. Along the way, what an
+ * idle worker asks: is anything of its model queued or running? */
 static void test_requeue_approximate(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
@@ -363,6 +364,10 @@ static void test_requeue_approximate(gconstpointer kind) {
     int written = 0;
     g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
     g_assert_cmpint(written, ==, 3);
+    gboolean pending = TRUE;
+    g_assert_true(store_jobs_has_pending(s, "m", &pending, &err));
+    dq_assert_no_error(err);
+    g_assert_false(pending);
 
     gint64 requeued = -1;
     g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
@@ -372,6 +377,10 @@ static void test_requeue_approximate(gconstpointer kind) {
     g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
     g_assert_cmpint(counts.by_state[DQ_JOB_DONE], ==, 2);
     g_assert_cmpint(counts.by_state[DQ_JOB_QUEUED], ==, 1);
+    g_assert_true(store_jobs_has_pending(s, "m", &pending, &err));
+    g_assert_true(pending);
+    g_assert_true(store_jobs_has_pending(s, "another model", &pending, &err));
+    g_assert_false(pending);
     char *text = answers_text(s); /* the approximate answer is still there */
     g_assert_nonnull(strstr(text, "|from the gpu|m|2026-01-01T00:00:01.250Z|cuda:0|stored|"
                                   "approximate\n"));
@@ -381,6 +390,8 @@ static void test_requeue_approximate(gconstpointer kind) {
     g_assert_cmpint(b->len, ==, 1);
     DqClaimedJob *j = g_ptr_array_index(b, 0);
     g_assert_cmpint(j->job_id, ==, ans[1].job_id);
+    g_assert_true(store_jobs_has_pending(s, "m", &pending, &err)); /* running */
+    g_assert_true(pending);
     g_assert_cmpint(j->attempt, ==, 1);
     DqJobAnswer redo = answer_for(j->job_id, "on the cpu");
     redo.finished_at = "2026-01-02T00:00:00.500Z";
@@ -398,6 +409,8 @@ static void test_requeue_approximate(gconstpointer kind) {
                               "superseded_at = '2026-01-02T00:00:00.500Z'"),
                     ==, 1);
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers_superseded"), ==, 1);
+    g_assert_true(store_jobs_has_pending(s, "m", &pending, &err));
+    g_assert_false(pending);
 
     /* Nothing approximate is left: a second requeue finds nothing. */
     g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
