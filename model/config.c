@@ -3,6 +3,7 @@
 #include "dq_error.h"
 
 #include <json-glib/json-glib.h>
+#include <limits.h>
 #include <string.h>
 
 /* Member access with a default; a member of the wrong JSON type is an error, not a silent
@@ -133,7 +134,9 @@ static JsonParser *parse_json(const char *json, const char *label, JsonObject **
     return p;
 }
 
-static gboolean check(const SmolvlmConfig *c, const char *label, GError **err) {
+/* Checks the values the forward pass relies on, and derives the geometry from them (after the
+ * checks, so that no product of unchecked sizes can overflow). */
+static gboolean check(SmolvlmConfig *c, const char *label, GError **err) {
 #define REQUIRE(cond, ...)                                                                         \
     do {                                                                                           \
         if (!(cond))                                                                               \
@@ -148,9 +151,19 @@ static gboolean check(const SmolvlmConfig *c, const char *label, GError **err) {
     REQUIRE(c->patch_size > 0 && c->image_size >= c->patch_size && c->image_size <= 8192,
             "%s: vision image_size %d / patch_size %d are not usable", label, c->image_size,
             c->patch_size);
+    c->patches_per_side = c->image_size / c->patch_size; /* floor: 384/14 = 27, 6 px unused */
+    c->num_patches = c->patches_per_side * c->patches_per_side; /* <= 8192^2 */
     REQUIRE(c->scale_factor > 0 && c->patches_per_side % c->scale_factor == 0,
             "%s: %d patches a side are not divisible by scale_factor %d", label,
             c->patches_per_side, c->scale_factor);
+    /* scale_factor <= patches_per_side <= 8192 now: the products below fit in 64 bits */
+    int64_t sf2 = (int64_t)c->scale_factor * c->scale_factor;
+    int64_t connector_in = (int64_t)c->vision_hidden * sf2;
+    REQUIRE(connector_in <= INT_MAX,
+            "%s: vision hidden_size %d x scale_factor %d squared is too large for a connector",
+            label, c->vision_hidden, c->scale_factor);
+    c->tokens_per_tile = (int)(c->num_patches / sf2);
+    c->connector_in = (int)connector_in;
     REQUIRE(c->text_hidden > 0 && c->text_intermediate > 0 && c->text_layers > 0 &&
                 c->text_heads > 0 && c->text_kv_heads > 0 && c->head_dim > 0 && c->vocab_size > 0,
             "%s: text_config sizes must be positive", label);
@@ -236,12 +249,6 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     g_object_unref(p);
     if (r.failed)
         return FALSE;
-
-    cfg->patches_per_side = cfg->patch_size > 0 ? cfg->image_size / cfg->patch_size : 0;
-    cfg->num_patches = cfg->patches_per_side * cfg->patches_per_side;
-    cfg->tokens_per_tile =
-        cfg->scale_factor > 0 ? cfg->num_patches / (cfg->scale_factor * cfg->scale_factor) : 0;
-    cfg->connector_in = cfg->vision_hidden * cfg->scale_factor * cfg->scale_factor;
 
     /* GenerationConfig defaults; without generation_config.json transformers derives it from the
      * model config (eos = text_config.eos_token_id). */

@@ -158,6 +158,10 @@ static void test_errors(void) {
                  "hidden_act 'relu'");
     expect_error("{\"scale_factor\": 7, \"vision_config\": {\"patch_size\": 0}}", NULL,
                  "patch_size 0");
+    /* fuzz_config's first finding: the connector's width overflowed int before any check */
+    expect_error("{\"scale_factor\": 8192, \"vision_config\": {\"image_size\": 8192, "
+                 "\"patch_size\": 1}}",
+                 NULL, "too large for a connector");
     expect_error("[1]", NULL, "not a JSON object");
     expect_error("{\"scale_factor\": ", NULL, "config.json");
     expect_error("{\"scale_factor\": 7}", "{\"eos_token_id\": [\"a\"]}", "eos_token_id");
