@@ -525,12 +525,14 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         bind_text(st, 2, a->finished_at);
         if (!step_done(s, st, "keeping a replaced answer", err))
             goto fail;
-        st = stmt(s, "DELETE FROM answers WHERE job_id = ?1", err);
-        if (st == NULL)
-            goto fail;
-        sqlite3_bind_int64(st, 1, a->job_id);
-        if (!step_done(s, st, "keeping a replaced answer", err))
-            goto fail;
+        if (sqlite3_changes(dq_store_sqlite(s)) > 0) { /* the job had an answer: it goes */
+            st = stmt(s, "DELETE FROM answers WHERE job_id = ?1", err);
+            if (st == NULL)
+                goto fail;
+            sqlite3_bind_int64(st, 1, a->job_id);
+            if (!step_done(s, st, "keeping a replaced answer", err))
+                goto fail;
+        }
         st = stmt(s,
                   "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
                   "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "

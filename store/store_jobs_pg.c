@@ -346,12 +346,14 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
                    "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS
                    ", superseded_at) SELECT id, " DQ_ANSWER_COLUMNS
                    ", $2 FROM answers WHERE job_id = $1",
-                   &p, "keeping a replaced answer", NULL, err))
+                   &p, "keeping a replaced answer", &changed, err))
             goto fail;
-        pg_i64(&p, a->job_id);
-        if (!pg_do(s, "DELETE FROM answers WHERE job_id = $1", &p, "keeping a replaced answer",
-                   NULL, err))
-            goto fail;
+        if (changed > 0) { /* the job had an answer: it goes */
+            pg_i64(&p, a->job_id);
+            if (!pg_do(s, "DELETE FROM answers WHERE job_id = $1", &p, "keeping a replaced answer",
+                       NULL, err))
+                goto fail;
+        }
         pg_i64(&p, a->job_id);
         pg_text(&p, a->text);
         pg_i64(&p, a->prompt_tokens);
