@@ -139,8 +139,11 @@ int cmd_status(int argc, char **argv) {
         format_duration(eta, eta_s, sizeof(eta_s));
         printf("speed: %.2f pages/s (answers of the last %d min); ETA %s\n", rate,
                RATE_WINDOW_S / 60, eta_s);
+        gint64 approximate = 0;
         for (guint i = 0; i < engines->len; i++) {
             const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+            if (e->exact == 0)
+                approximate += e->answers;
             if (i == 0)
                 printf("answers:");
             if (e->device != NULL)
@@ -153,6 +156,10 @@ int cmd_status(int argc, char **argv) {
                 printf(" %" G_GINT64_FORMAT " %s", e->answers, exactness(e->exact));
             printf(i + 1 < engines->len ? "," : "\n");
         }
+        if (approximate > 0)
+            printf("  (docqa requeue --approximate: queue the %" G_GINT64_FORMAT
+                   " job%s answered approximately again, to answer %s exactly)\n",
+                   approximate, approximate == 1 ? "" : "s", approximate == 1 ? "it" : "them");
         if (errs->len > 0) {
             printf("most common failure reasons:\n");
             for (guint i = 0; i < errs->len; i++) {

@@ -27,7 +27,7 @@
  *   `docqa requeue --dead|--failed` moves dead or failed jobs back to queued with fresh attempts;
  *   `--approximate` moves done jobs whose answer has exact = 0. Such a job keeps its answer row
  *   until it completes again: completion first moves any answer the job already has to
- *   answers_superseded, in its own transaction, so the UNIQUE (job_id) on answers still holds.
+ *   answers_superseded, in the completion's transaction, so the UNIQUE (job_id) on answers holds.
  *
  * ---- Leases, and who may write what ----
  *

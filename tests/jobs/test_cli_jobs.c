@@ -190,6 +190,10 @@ static void test_ask_status_export_requeue(void) {
                                  NULL, NULL, NULL),
                     ==, SQLITE_OK);
     sqlite3_close(w);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
+    g_assert_nonnull(strstr(out, "requeue --approximate: queue the 3 jobs answered approximately"));
+    g_free(out);
     g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 jobs back"));
     g_free(out);
