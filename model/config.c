@@ -145,6 +145,9 @@ static gboolean check(SmolvlmConfig *c, const char *label, GError **err) {
     REQUIRE(c->vision_hidden > 0 && c->vision_intermediate > 0 && c->vision_layers > 0 &&
                 c->vision_heads > 0 && c->vision_channels > 0,
             "%s: vision_config sizes must be positive", label);
+    /* the image processor makes RGB tiles: a model taking other channels would read past them */
+    REQUIRE(c->vision_channels == 3, "%s: vision num_channels %d is not supported (3: RGB)", label,
+            c->vision_channels);
     REQUIRE(c->vision_hidden % c->vision_heads == 0,
             "%s: vision hidden_size %d is not a multiple of num_attention_heads %d", label,
             c->vision_hidden, c->vision_heads);

@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     int64_t sf2 = (int64_t)c.scale_factor * c.scale_factor;
     if (c.vision_hidden <= 0 || c.vision_heads <= 0 || c.vision_hidden % c.vision_heads != 0 ||
-        c.vision_intermediate <= 0 || c.vision_layers <= 0 || c.vision_channels <= 0)
+        c.vision_intermediate <= 0 || c.vision_layers <= 0 || c.vision_channels != 3)
         abort();
     if (c.patch_size <= 0 || c.patches_per_side != c.image_size / c.patch_size ||
         c.patches_per_side <= 0 || c.scale_factor <= 0 || c.patches_per_side % c.scale_factor)

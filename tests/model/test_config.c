@@ -162,6 +162,8 @@ static void test_errors(void) {
     expect_error("{\"scale_factor\": 8192, \"vision_config\": {\"image_size\": 8192, "
                  "\"patch_size\": 1}}",
                  NULL, "too large for a connector");
+    expect_error("{\"scale_factor\": 7, \"vision_config\": {\"num_channels\": 4}}", NULL,
+                 "num_channels 4 is not supported");
     expect_error("[1]", NULL, "not a JSON object");
     expect_error("{\"scale_factor\": ", NULL, "config.json");
     expect_error("{\"scale_factor\": 7}", "{\"eos_token_id\": [\"a\"]}", "eos_token_id");
