@@ -398,7 +398,7 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     if (!step_done(s, st, "reclaiming expired leases", err))
         goto fail;
 
-    /* INDEXED BY: without statistics the planner prefers jobs_state and then visits every
+    /* INDEXED BY: without statistics the planner prefers jobs_state_counts and then visits every
      * queued job of every model; jobs_ready walks this model's queue in id order and stops. */
     st = stmt(s,
               "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_ms = ?2, "
