@@ -233,9 +233,9 @@ static void kernel_portable(int kc, const float *ap, int mr, const float *bp, fl
  * where the AVX2 kernel's feeds two of 8. Every element takes the same fused multiply-adds in the
  * same order as there (from 0 over k, then added to its base), so the two kernels give the same
  * bits and mix freely at the edges. Full tiles only. */
-DQ_AVX512 static void kernel_avx512(int kc, const float *a0, const float *a1, const float *b0p,
-                                    const float *b1p, float *c, size_t ldc, gboolean set,
-                                    const float *bias) {
+DQ_AVX512 static inline __attribute__((always_inline)) void
+avx512_body(int kc, const float *const ar[2 * MR], size_t ks, const float *b0p, const float *b1p,
+            float *c, size_t ldc, gboolean set, const float *bias) {
     for (int r = 0; r < 2 * MR; r++) {
         _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + (size_t)r * ldc + 2 * NR - 1), _MM_HINT_T0);
@@ -243,19 +243,13 @@ DQ_AVX512 static void kernel_avx512(int kc, const float *a0, const float *a1, co
     __m512 acc[2 * MR][2];
     for (int r = 0; r < 2 * MR; r++)
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++, a0 += MR, a1 += MR, b0p += NR, b1p += NR) {
+    for (int k = 0; k < kc; k++, b0p += NR, b1p += NR) {
         __m512 b0 = _mm512_loadu_ps(b0p), b1 = _mm512_loadu_ps(b1p);
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-            __m512 t = _mm512_set1_ps(a0[r]);
+#pragma GCC unroll 12
+        for (int r = 0; r < 2 * MR; r++) {
+            __m512 t = _mm512_set1_ps(ar[r][(size_t)k * ks]);
             acc[r][0] = _mm512_fmadd_ps(t, b0, acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(t, b1, acc[r][1]);
-        }
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-            __m512 t = _mm512_set1_ps(a1[r]);
-            acc[MR + r][0] = _mm512_fmadd_ps(t, b0, acc[MR + r][0]);
-            acc[MR + r][1] = _mm512_fmadd_ps(t, b1, acc[MR + r][1]);
         }
     }
     __m512 base0 = _mm512_setzero_ps(), base1 = base0;
@@ -272,6 +266,30 @@ DQ_AVX512 static void kernel_avx512(int kc, const float *a0, const float *a1, co
         _mm512_storeu_ps(cr, _mm512_add_ps(base0, acc[r][0]));
         _mm512_storeu_ps(cr + NR, _mm512_add_ps(base1, acc[r][1]));
     }
+}
+
+/* AVX-512F: a 2 x 2 block of the AVX2 kernel's tiles, 12 rows (two packed A panels) x 32
+ * columns (two B panels), 24 zmm accumulators; each broadcast of A feeds two FMAs of 16 lanes
+ * where the AVX2 kernel's feeds two of 8. Every element takes the same fused multiply-adds in the
+ * same order as there (from 0 over k, then added to its base), so the two kernels give the same
+ * bits and mix freely at the edges. Full tiles only. */
+DQ_AVX512 static void kernel_avx512(int kc, const float *a0, const float *a1, const float *b0p,
+                                    const float *b1p, float *c, size_t ldc, gboolean set,
+                                    const float *bias) {
+    const float *ar[2 * MR] = {a0, a0 + 1, a0 + 2, a0 + 3, a0 + 4, a0 + 5,
+                               a1, a1 + 1, a1 + 2, a1 + 3, a1 + 4, a1 + 5};
+    avx512_body(kc, ar, MR, b0p, b1p, c, ldc, set, bias);
+}
+
+/* kernel_avx512 with A read where it lies, as kernel_avx2_rows: attention's P . V (N = 64) spent
+ * a sixth of the vision encoder's time in the AVX2 one on AVX-512 cores. */
+DQ_AVX512 static void kernel_avx512_rows(int kc, const float *a, size_t lda, const float *b0p,
+                                         const float *b1p, float *c, size_t ldc, gboolean set,
+                                         const float *bias) {
+    const float *ar[2 * MR];
+    for (int r = 0; r < 2 * MR; r++)
+        ar[r] = a + (size_t)r * lda;
+    avx512_body(kc, ar, 1, b0p, b1p, c, ldc, set, bias);
 }
 
 /* A's rows [m0, m1) x [0, kc) -> [row panel][k][MR]; rows past m1 repeat row m0 (computed,
@@ -333,7 +351,23 @@ void dq_gemm_packed(int M, int nc, int kc, const float *A, size_t lda, const flo
     gboolean avx2 = dq_cpu_has_avx2();
     int panels = (nc + NR - 1) / NR;
     if (avx2 && panels <= 4) {
-        for (int i = 0; i < M; i += MR)
+        int i = 0;
+        if (!avx512_off && dq_cpu_has_avx512f())
+            for (; i + 2 * MR <= M; i += 2 * MR) {
+                int p = 0;
+                for (; p + 2 <= panels && (p + 2) * NR <= nc; p += 2)
+                    kernel_avx512_rows(kc, A + (size_t)i * lda, lda, pack + (size_t)p * kc * NR,
+                                       pack + (size_t)(p + 1) * kc * NR,
+                                       C + (size_t)i * ldc + (size_t)p * NR, ldc, set,
+                                       bias != NULL ? bias + p * NR : NULL);
+                for (; p < panels; p++)
+                    for (int h = 0; h < 2; h++)
+                        kernel_avx2_rows(
+                            kc, A + (size_t)(i + h * MR) * lda, lda, MR, pack + (size_t)p * kc * NR,
+                            C + (size_t)(i + h * MR) * ldc + (size_t)p * NR, ldc,
+                            MIN(NR, nc - p * NR), set, bias != NULL ? bias + p * NR : NULL);
+            }
+        for (; i < M; i += MR)
             for (int p = 0; p < panels; p++)
                 kernel_avx2_rows(kc, A + (size_t)i * lda, lda, MIN(MR, M - i),
                                  pack + (size_t)p * kc * NR, C + (size_t)i * ldc + (size_t)p * NR,

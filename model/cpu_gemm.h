@@ -104,10 +104,16 @@ void dq_gemm_store_tile(const float *acc, int acc_stride, float *c, size_t ldc, 
 /* dq_cpu_has_avx512f, and AVX512-BF16 too, not switched off with DOCQA_CPU_NO_AVX512BF16. */
 gboolean dq_cpu_has_avx512bf16(void);
 
-/* DQ_GEMM_B_WT_BF16_DOT runs on vdpbf16ps where dq_cpu_has_avx512bf16, else on a portable
- * emulation of it (slow: for tests and accuracy measurements on other CPUs). Tests force the
- * emulation with this (returns the previous setting). */
+/* dq_cpu_has_avx512bf16, AMX-BF16 tiles too, the kernel lets this process use them, and not
+ * switched off with DOCQA_CPU_NO_AMX. */
+gboolean dq_cpu_has_amx_bf16(void);
+
+/* DQ_GEMM_B_WT_BF16_DOT runs on AMX's tdpbf16ps where dq_cpu_has_amx_bf16, on vdpbf16ps where
+ * dq_cpu_has_avx512bf16, else on a portable emulation of the instruction (slow: for tests and
+ * accuracy measurements on other CPUs). Tests force the emulation, or vdpbf16ps on an AMX CPU,
+ * with these (each returns its previous setting). */
 gboolean dq_gemm_bf16_force_portable(gboolean on);
+gboolean dq_gemm_bf16_force_dpbf16(gboolean on);
 
 /* dq_gemm for DQ_GEMM_B_WT_BF16_DOT (dq_gemm calls it); W [N, K] bf16 with row stride ldw. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,

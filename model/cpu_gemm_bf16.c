@@ -25,6 +25,8 @@
 #include <cpuid.h>
 #include <glib.h>
 #include <math.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define MR 12
 #define NR 32
@@ -45,11 +47,33 @@ gboolean dq_cpu_has_avx512bf16(void) {
     return have;
 }
 
-static gboolean force_portable;
+gboolean dq_cpu_has_amx_bf16(void) {
+    static gsize once;
+    static gboolean have;
+    if (g_once_init_enter(&once)) {
+        unsigned a, b, c, d;
+        gboolean h = dq_cpu_has_avx512bf16() && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+                     (d & (1u << 22)) != 0 && (d & (1u << 24)) != 0 && /* AMX-BF16, AMX-TILE */
+                     g_getenv("DOCQA_CPU_NO_AMX") == NULL;
+        /* Linux gives a process the tiles' 8 KiB of state a thread only when it asks
+         * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); a kernel that says no means no AMX. */
+        have = h && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+        g_once_init_leave(&once, 1);
+    }
+    return have;
+}
+
+static gboolean force_portable, force_dpbf16;
 
 gboolean dq_gemm_bf16_force_portable(gboolean on) {
     gboolean was = force_portable;
     force_portable = on;
+    return was;
+}
+
+gboolean dq_gemm_bf16_force_dpbf16(gboolean on) {
+    gboolean was = force_dpbf16;
+    force_dpbf16 = on;
     return was;
 }
 
@@ -184,12 +208,197 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
     dq_gemm_store_tile(tmp, NR, c, ldc, mr, nr, set, bias);
 }
 
+/* ---- AMX: tdpbf16ps multiplies a 16 x 16-pair tile of A by a 16-pair x 16 tile of B into a
+ * 16 x 16 float32 tile, 8192 multiply-adds an instruction, eight times vdpbf16ps's rate on the
+ * cores that have it; per element it runs the same pairs in the same order (odd k, then even).
+ *
+ * A different blocking: an AMX kernel outruns the memory that C lives in, so C is written once.
+ * B [columns of a chunk] x [all pairs] is packed as for vdpbf16ps (32-column panels, pairs of a
+ * column 128 bytes apart: the two 16-column tiles of a panel are 64 bytes apart); A 32 rows at a
+ * time as plain bf16 rows (a tile row is 16 pairs of one row of A). A 32 x 32 block of C takes
+ * its DQ_GEMM_BF16_KP-pair blocks one after the other, each summed from zero in four tiles,
+ * stored, and added to the block's running value in L1: the order cpu_gemm.h promises. Pairs
+ * are padded with zeros to whole tiles, rows of A with zero rows (computed, never stored). */
+
+#define AMX_ROWS 32 /* rows of A a kernel call takes: two tiles */
+#define AMX_STEP 16 /* pairs of k in a tile's 64-byte row */
+
+#define DQ_AMX __attribute__((target("avx512f,avx512bw,amx-tile,amx-bf16")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+/* Tiles 0-3: C's four 16 x 16 quarters; 4, 5: A's two row tiles; 6, 7: B's two column tiles;
+ * every one 16 rows of 64 bytes. The configuration is a thread's: each call loads its own. */
+DQ_AMX static void amx_configure(void) {
+    TileConfig cfg __attribute__((aligned(64))) = {.palette = 1};
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+/* 16 floats -> daz(dq_f32_bf16(x)), bit for bit. */
+DQ_AMX static inline __m256i bf16x16(const float *x) {
+    __m512i u = _mm512_loadu_si512(x);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(
+            u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                                _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))),
+        16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, nan,
+                              _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    __mmask16 den = _mm512_testn_epi32_mask(r, _mm512_set1_epi32(0x7f80));
+    r = _mm512_mask_and_epi32(r, den, r, _mm512_set1_epi32(0x8000));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+/* Rows [0, rows) of A (all K) -> dst, `width` bf16 a row (2 x the padded pairs), zeros past K;
+ * rows past `rows` up to AMX_ROWS all zeros. */
+DQ_AMX static void amx_pack_a(uint16_t *dst, size_t width, const float *A, size_t lda, int K,
+                              int rows) {
+    for (int r = 0; r < AMX_ROWS; r++) {
+        uint16_t *o = dst + (size_t)r * width;
+        int k = 0;
+        if (r < rows) {
+            const float *a = A + (size_t)r * lda;
+            for (; k + 16 <= K; k += 16)
+                _mm256_storeu_si256((__m256i *)(o + k), bf16x16(a + k));
+            for (; k < K; k++)
+                o[k] = (uint16_t)daz(dq_f32_bf16(a[k]));
+        }
+        memset(o + k, 0, (width - (size_t)k) * sizeof *o);
+    }
+}
+
+/* 16 words with each bf16 half that is denormal made a zero of its sign. */
+DQ_AMX static inline __m512i daz_pairs(__m512i v) {
+    v = _mm512_mask_and_epi32(v, _mm512_testn_epi32_mask(v, _mm512_set1_epi32(0x7f80)), v,
+                              _mm512_set1_epi32((int)0xffff8000u));
+    return _mm512_mask_and_epi32(v, _mm512_testn_epi32_mask(v, _mm512_set1_epi32(0x7f800000)), v,
+                                 _mm512_set1_epi32((int)0x8000ffffu));
+}
+
+/* W's columns [n0, n0 + nc) (nc a multiple of NR), all pairs, zero pairs up to kpad ->
+ * [panel][pair][NR], as pack_b. A row's pairs are 32-bit words in place (low half the even k):
+ * a gather takes one pair of 16 columns, where element by element (pack_b's way) the packing
+ * cost a tenth of the product's time on the vision encoder's shapes. */
+DQ_AMX static void amx_pack_b(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K, int n0,
+                              int nc, int kpad) {
+    int full = K / 2; /* pairs wholly inside K */
+    for (int c = 0; c < nc; c += NR)
+        for (int h = 0; h < NR; h += 16) {
+            int n = n0 + c + h, cols = CLAMP(N - n, 0, 16);
+            uint32_t *o = dst + (size_t)c * kpad + h;
+            __mmask16 live = (__mmask16)((1u << cols) - 1);
+            /* rows of W as offsets in bf16 from row n, gathered 2 bytes a unit */
+            __m512i rows = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32((int)ldw));
+            const uint16_t *w = W + (size_t)MIN(n, N - 1) * ldw;
+            int p = 0;
+            for (; p < full; p++) {
+                __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows, w, 2);
+                _mm512_storeu_si512(o + (size_t)p * NR, daz_pairs(v));
+                w += 2;
+            }
+            for (; p < kpad; p++)
+                for (int j = 0; j < 16; j++)
+                    o[(size_t)p * NR + j] =
+                        2 * p < K && j < cols ? daz(W[(size_t)(n + j) * ldw + 2 * p]) : 0;
+        }
+}
+
+/* C [mr, nr] (=|+=) the AMX_ROWS x NR block: ap the packed rows (width bf16 apart), bp a
+ * packed panel; `set`: C = bias (or 0) + product. */
+DQ_AMX static void amx_kernel(const uint16_t *ap, size_t width, const uint32_t *bp, int pairs,
+                              int kpad, float *c, size_t ldc, int mr, int nr, gboolean set,
+                              const float *bias) {
+    float acc[AMX_ROWS * NR] __attribute__((aligned(64)));
+    float sum[AMX_ROWS * NR] __attribute__((aligned(64)));
+    for (int r = 0; r < AMX_ROWS; r++)
+        for (int j = 0; j < NR; j++)
+            sum[r * NR + j] = r >= mr || j >= nr ? 0.0f
+                              : !set             ? c[(size_t)r * ldc + j]
+                              : bias != NULL     ? bias[j]
+                                                 : 0.0f;
+    size_t astride = width * sizeof *ap;
+    const uint16_t *ap1 = ap + 16 * width;
+    for (int p0 = 0; p0 < pairs; p0 += KP) {
+        int p1 = MIN(kpad, p0 + KP);
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int p = p0; p < p1; p += AMX_STEP) {
+            _tile_loadd(4, ap + 2 * p, astride);
+            _tile_loadd(6, bp + (size_t)p * NR, NR * 4);
+            _tile_loadd(7, bp + (size_t)p * NR + 16, NR * 4);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, ap1 + 2 * p, astride);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, acc, NR * 4);
+        _tile_stored(1, acc + 16, NR * 4);
+        _tile_stored(2, acc + 16 * NR, NR * 4);
+        _tile_stored(3, acc + 16 * NR + 16, NR * 4);
+        for (int i = 0; i < AMX_ROWS * NR; i += 16)
+            _mm512_store_ps(sum + i,
+                            _mm512_add_ps(_mm512_load_ps(sum + i), _mm512_load_ps(acc + i)));
+    }
+    for (int r = 0; r < mr; r++)
+        memcpy(c + (size_t)r * ldc, sum + r * NR, (size_t)nr * sizeof *c);
+}
+
+/* The whole product on AMX; FALSE (nothing done) when K is too long for one panel of B and one
+ * block of A to share the pack buffer. */
+DQ_AMX static gboolean gemm_amx(int M, int N, int K, const float *A, size_t lda, const uint16_t *W,
+                                size_t ldw, const float *bias, DqGemmMode mode, float *C,
+                                size_t ldc, void *pack) {
+    int pairs = (K + 1) / 2, kpad = (pairs + AMX_STEP - 1) / AMX_STEP * AMX_STEP;
+    size_t width = 2 * (size_t)kpad, budget = DQ_GEMM_PACK_FLOATS * sizeof(float);
+    size_t a_bytes = (AMX_ROWS * width * sizeof(uint16_t) + 63) / 64 * 64;
+    size_t panel_bytes = (size_t)kpad * NR * sizeof(uint32_t);
+    if (a_bytes + panel_bytes > budget)
+        return FALSE;
+    int ncmax = (int)MIN((budget - a_bytes) / panel_bytes, (size_t)(N + NR - 1) / NR) * NR;
+    uint32_t *bpack = pack;
+    uint16_t *apack = (uint16_t *)((char *)pack + budget - a_bytes);
+    gboolean set = mode == DQ_GEMM_SET;
+    amx_configure();
+    for (int n0 = 0; n0 < N; n0 += ncmax) {
+        int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
+        amx_pack_b(bpack, W, ldw, N, K, n0, panels * NR, kpad);
+        for (int m0 = 0; m0 < M; m0 += AMX_ROWS) {
+            int mr = MIN(AMX_ROWS, M - m0);
+            amx_pack_a(apack, width, A + (size_t)m0 * lda, lda, K, mr);
+            for (int q = 0; q < panels; q++)
+                amx_kernel(apack, width, bpack + (size_t)q * NR * kpad, pairs, kpad,
+                           C + (size_t)m0 * ldc + n0 + q * NR, ldc, mr, MIN(NR, nc - q * NR), set,
+                           bias != NULL && set ? bias + n0 + q * NR : NULL);
+        }
+    }
+    _tile_release();
+    return TRUE;
+}
+
 typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c, size_t ldc,
                        int nr, gboolean set, const float *bias);
 
 /* dq_gemm has dealt with empty products. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack) {
+    if (!force_portable && !force_dpbf16 && dq_cpu_has_amx_bf16() &&
+        gemm_amx(M, N, K, A, lda, W, ldw, bias, mode, C, ldc, pack))
+        return;
     Kernel kernel = !force_portable && dq_cpu_has_avx512bf16() ? kernel_dpbf16
                     : dq_cpu_has_avx2()                        ? kernel_portable_avx2
                                                                : kernel_portable;

@@ -2,8 +2,9 @@
  *
  * - Where the CPU has AVX-512F: its kernel against the AVX2 kernel, bit for bit (both take every
  *   element's fused multiply-adds in the same order), for every B layout, SET with and without
- *   bias and ADD, shapes with full 12 x 32 tiles and every kind of edge. Elsewhere skipped,
- *   saying why.
+ *   bias and ADD, shapes with full 12 x 32 tiles and every kind of edge; the same for the
+ *   kernels that read A in place (dq_gemm_packed with few columns). Elsewhere skipped, saying
+ *   why.
  *
  * The bf16 x bf16 product of `--weights bf16` (DQ_GEMM_B_WT_BF16_DOT):
  * - dq_f32_bf16 against an oracle that picks the nearer of the two neighbouring bf16 values in
@@ -19,9 +20,12 @@
  *   2^-8 of sum |a b| (A rounded to bf16): it is the product the option promises.
  * - Inputs below the smallest normal are read as zero.
  * - Row invariance, bit for bit: every row alone, and dq_gemm_linear on 2 threads (chunks of
- *   rows, or of features for few rows), give the rows of the whole product.
- * - Where the CPU has AVX512-BF16, vdpbf16ps against the emulation (within 2^-20 of sum |a b|:
- *   vendors round the pair's sum differently); elsewhere that case is skipped, saying why. */
+ *   rows, or of features for few rows), give the rows of the whole product; for the emulation
+ *   and for each instruction the CPU has.
+ * - Where the CPU has AVX512-BF16, vdpbf16ps, and where it has AMX-BF16, tdpbf16ps (its own
+ *   blocking: chunks of B, 32-row blocks of A, a K too long for it left to vdpbf16ps) against
+ *   the emulation, within 2^-20 of sum |a b| (vendors round the pair's sum differently);
+ *   elsewhere those cases are skipped, saying why. */
 #include "cpu_gemm.h"
 #include "cpu_simd.h"
 #include "testutil.h"
@@ -30,6 +34,12 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Pack buffers as dq_gemm wants them, 32-byte aligned (the packing's aligned stores fault on
+ * g_malloc's 16-byte alignment, which glibc gives large blocks). */
+static float *pack_new(int packs) {
+    return g_aligned_alloc((size_t)packs * DQ_GEMM_PACK_FLOATS, sizeof(float), 64);
+}
 
 static GRand *rng;
 
@@ -175,10 +185,10 @@ static void check_against_oracle(const Case *c, DqGemmMode mode, gboolean with_b
     float *C = g_new(float, (size_t)c->M * c->ldc);
     memcpy(C, c->C0, sizeof(float) * (size_t)c->M * c->ldc);
     const float *bias = with_bias ? c->bias : NULL;
-    float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+    float *pack = pack_new(1);
     dq_gemm(c->M, c->N, c->K, c->A, c->lda, c->W, c->ldw, DQ_GEMM_B_WT_BF16_DOT, bias, mode, C,
             c->ldc, pack);
-    g_free(pack);
+    g_aligned_free(pack);
     double worst_sum = 0, worst_rounding = 0;
     for (int i = 0; i < c->M; i++)
         for (int j = 0; j < c->N; j++) {
@@ -198,6 +208,19 @@ static void check_against_oracle(const Case *c, DqGemmMode mode, gboolean with_b
     g_assert_cmpfloat(worst_sum, <=, 1.0);
     g_assert_cmpfloat(worst_rounding, <=, 1.0);
     g_free(C);
+}
+
+typedef enum { KERNEL_EMULATION, KERNEL_DPBF16, KERNEL_AMX } Bf16Kernel;
+static const char *const kernel_name[] = {"the emulation", "vdpbf16ps", "AMX tdpbf16ps"};
+
+static gboolean kernel_runs_here(Bf16Kernel k) {
+    return k == KERNEL_EMULATION || (k == KERNEL_DPBF16 && dq_cpu_has_avx512bf16()) ||
+           (k == KERNEL_AMX && dq_cpu_has_amx_bf16());
+}
+
+static void use_kernel(Bf16Kernel k) {
+    dq_gemm_bf16_force_portable(k == KERNEL_EMULATION);
+    dq_gemm_bf16_force_dpbf16(k == KERNEL_DPBF16);
 }
 
 static void test_product(void) {
@@ -233,7 +256,7 @@ static void test_denormals(void) {
         W[j * K + 0] = 0x0001; /* the smallest denormal bf16 */
         W[j * K + 4] = 0x807f; /* the largest negative one */
     }
-    float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+    float *pack = pack_new(1);
     dq_gemm(M, N, K, A, K, W, K, DQ_GEMM_B_WT_BF16_DOT, NULL, DQ_GEMM_SET, C, N, pack);
     for (int i = 0; i < M * N; i++)
         g_assert_cmpfloat(C[i], ==, 0.0f);
@@ -243,78 +266,103 @@ static void test_denormals(void) {
     dq_gemm(M, N, K, A, K, W, K, DQ_GEMM_B_WT_BF16_DOT, NULL, DQ_GEMM_SET, C, N, pack);
     g_assert_cmpfloat(fabsf(C[0]), >, 1e-9f);
     g_assert_cmpfloat(fabsf(C[2 * N]), >, 1e-9f);
-    g_free(pack);
+    g_aligned_free(pack);
     dq_gemm_bf16_force_portable(was);
 }
 
 static void run_linear(const Case *c, float *y, int threads) {
-    float *packs = g_malloc((size_t)threads * DQ_GEMM_PACK_FLOATS * sizeof(float));
+    float *packs = pack_new(threads);
     dq_gemm_linear(c->M, c->N, c->K, c->A, c->W, DQ_GEMM_B_WT_BF16_DOT, c->bias, y, threads, packs);
-    g_free(packs);
+    g_aligned_free(packs);
 }
 
 static void test_row_invariance(void) {
-    gboolean was = dq_gemm_bf16_force_portable(TRUE);
-    const int shapes[][3] = {{300, 80, 200}, {20, 300, 130}};
-    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
-        Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 0);
-        size_t n = (size_t)c.M * c.N;
-        float *whole = g_new(float, n), *split = g_new(float, n), *alone = g_new(float, n);
-        float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
-        dq_gemm(c.M, c.N, c.K, c.A, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT, c.bias, DQ_GEMM_SET,
-                whole, c.N, pack);
-        for (int i = 0; i < c.M; i++)
-            dq_gemm(1, c.N, c.K, c.A + (size_t)i * c.K, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT,
-                    c.bias, DQ_GEMM_SET, alone + (size_t)i * c.N, c.N, pack);
-        run_linear(&c, split, 2);
-        g_assert_cmpmem(alone, n * sizeof(float), whole, n * sizeof(float));
-        g_assert_cmpmem(split, n * sizeof(float), whole, n * sizeof(float));
-        g_free(whole);
-        g_free(split);
-        g_free(alone);
-        g_free(pack);
-        free_case(&c);
+    const int shapes[][3] = {{300, 80, 200}, {20, 300, 130}, {70, 40, 700}};
+    for (Bf16Kernel k = KERNEL_EMULATION; k <= KERNEL_AMX; k++) {
+        if (!kernel_runs_here(k)) {
+            printf("# row invariance of %s not checked: this CPU does not have it\n",
+                   kernel_name[k]);
+            continue;
+        }
+        use_kernel(k);
+        for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+            Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 0);
+            size_t n = (size_t)c.M * c.N;
+            float *whole = g_new(float, n), *split = g_new(float, n), *alone = g_new(float, n);
+            float *pack = pack_new(1);
+            dq_gemm(c.M, c.N, c.K, c.A, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT, c.bias, DQ_GEMM_SET,
+                    whole, c.N, pack);
+            for (int i = 0; i < c.M; i++)
+                dq_gemm(1, c.N, c.K, c.A + (size_t)i * c.K, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT,
+                        c.bias, DQ_GEMM_SET, alone + (size_t)i * c.N, c.N, pack);
+            run_linear(&c, split, 2);
+            g_assert_cmpmem(alone, n * sizeof(float), whole, n * sizeof(float));
+            g_assert_cmpmem(split, n * sizeof(float), whole, n * sizeof(float));
+            g_free(whole);
+            g_free(split);
+            g_free(alone);
+            g_aligned_free(pack);
+            free_case(&c);
+        }
     }
-    dq_gemm_bf16_force_portable(was);
+    use_kernel(KERNEL_EMULATION);
 }
 
-static void test_native(void) {
-    if (!dq_cpu_has_avx512bf16()) {
-        g_test_skip("this CPU has no AVX512-BF16 (or DOCQA_CPU_NO_AVX512BF16 is set): vdpbf16ps "
-                    "not run; the portable emulation was checked above");
-        return;
-    }
-    const int shapes[][3] = {{12, 32, 256}, {13, 33, 257}, {150, 70, 600}, {145, 4000, 5}};
+/* One instruction's products against the emulation's. */
+static void check_native(Bf16Kernel k) {
+    /* full tiles; tails of everything; AMX: B in several chunks, K past its pack (vdpbf16ps) */
+    const int shapes[][3] = {{12, 32, 256},  {13, 33, 257},    {150, 70, 600},
+                             {145, 4000, 5}, {40, 2000, 1500}, {33, 40, 20000}};
     int identical = 0, total = 0;
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 1);
         size_t n = (size_t)c.M * c.ldc;
         float *native = g_memdup2(c.C0, n * sizeof(float)),
               *emul = g_memdup2(c.C0, n * sizeof(float));
-        float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+        float *pack = pack_new(1);
+        DqGemmMode mode = s % 2 == 0 ? DQ_GEMM_SET : DQ_GEMM_ADD;
         for (int pass = 0; pass < 2; pass++) {
-            gboolean was = dq_gemm_bf16_force_portable(pass == 1);
-            dq_gemm(c.M, c.N, c.K, c.A, c.lda, c.W, c.ldw, DQ_GEMM_B_WT_BF16_DOT, c.bias,
-                    DQ_GEMM_SET, pass == 0 ? native : emul, c.ldc, pack);
-            dq_gemm_bf16_force_portable(was);
+            use_kernel(pass == 0 ? k : KERNEL_EMULATION);
+            dq_gemm(c.M, c.N, c.K, c.A, c.lda, c.W, c.ldw, DQ_GEMM_B_WT_BF16_DOT, c.bias, mode,
+                    pass == 0 ? native : emul, c.ldc, pack);
         }
         for (int i = 0; i < c.M; i++)
-            for (int j = 0; j < c.N; j++) {
-                double exact, mag, f32;
-                oracle(&c, i, j, TRUE, c.bias, &exact, &mag, &f32);
+            for (size_t j = 0; j < c.ldc; j++) {
                 float a = native[(size_t)i * c.ldc + j], b = emul[(size_t)i * c.ldc + j];
+                if (j >= (size_t)c.N) { /* padding columns untouched */
+                    g_assert_cmpfloat(a, ==, c.C0[(size_t)i * c.ldc + j]);
+                    continue;
+                }
+                double exact, mag, f32;
+                oracle(&c, i, (int)j, mode == DQ_GEMM_SET, c.bias, &exact, &mag, &f32);
                 if (fabs((double)a - b) > mag * 0x1p-20)
-                    g_error("vdpbf16ps %dx%dx%d: C[%d][%d] = %.9g, emulation %.9g", c.M, c.N, c.K,
-                            i, j, a, b);
+                    g_error("%s %dx%dx%d: C[%d][%zu] = %.9g, emulation %.9g", kernel_name[k], c.M,
+                            c.N, c.K, i, j, a, b);
                 identical += f_bits(a) == f_bits(b);
                 total++;
             }
         g_free(native);
         g_free(emul);
-        g_free(pack);
+        g_aligned_free(pack);
         free_case(&c);
     }
-    printf("# vdpbf16ps: %d of %d elements bit-identical to the emulation\n", identical, total);
+    use_kernel(KERNEL_EMULATION);
+    printf("# %s: %d of %d elements bit-identical to the emulation\n", kernel_name[k], identical,
+           total);
+}
+
+static void test_native(void) {
+    if (!kernel_runs_here(KERNEL_DPBF16)) {
+        g_test_skip("this CPU has no AVX512-BF16 (or DOCQA_CPU_NO_AVX512BF16 is set): neither "
+                    "vdpbf16ps nor AMX run; the portable emulation was checked above");
+        return;
+    }
+    check_native(KERNEL_DPBF16);
+    if (kernel_runs_here(KERNEL_AMX))
+        check_native(KERNEL_AMX);
+    else
+        printf("# AMX tdpbf16ps not checked: this CPU has no AMX-BF16, the kernel refused it, or "
+               "DOCQA_CPU_NO_AMX is set\n");
 }
 
 /* ---- the float32 kernels: AVX-512F against AVX2 */
@@ -327,7 +375,7 @@ static void test_avx512(void) {
     const int shapes[][3] = {{12, 32, 256},   {24, 64, 512}, {150, 80, 300}, {13, 33, 7},
                              {300, 2100, 40}, {7, 200, 260}, {145, 48, 256}};
     const DqGemmB layouts[] = {DQ_GEMM_B_WT_F32, DQ_GEMM_B_WT_BF16, DQ_GEMM_B_KN_F32};
-    float *pack = g_malloc(DQ_GEMM_PACK_FLOATS * sizeof(float));
+    float *pack = pack_new(1);
     int compared = 0;
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
@@ -372,8 +420,58 @@ static void test_avx512(void) {
         g_free(c1);
         g_free(c2);
     }
-    g_free(pack);
+    g_aligned_free(pack);
     printf("# AVX-512F kernel: %d products bit-identical to the AVX2 kernel's\n", compared);
+}
+
+/* dq_gemm_packed on products of at most four panels (attention's P . V), whose A is read in
+ * place: the AVX-512F rows kernel against the AVX2 one, bit for bit; odd panel counts, row
+ * tails, SET with and without bias, ADD. */
+static void test_avx512_rows(void) {
+    if (!dq_cpu_has_avx512f()) {
+        g_test_skip("this CPU has no AVX-512F (or DOCQA_CPU_NO_AVX512 is set): its kernel not run");
+        return;
+    }
+    const int shapes[][3] = {{96, 64, 256}, {30, 48, 100}, {12, 32, 7}, {37, 64, 256}, {24, 20, 9}};
+    float *pack = pack_new(1);
+    int compared = 0;
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int M = shapes[s][0], nc = shapes[s][1], kc = shapes[s][2], lda = kc + 3;
+        float *A = g_new(float, (size_t)M *lda), *B = g_new(float, (size_t)kc *nc);
+        float *bias = g_new(float, nc), *C0 = g_new(float, (size_t)M *nc);
+        float *c1 = g_new(float, (size_t)M *nc), *c2 = g_new(float, (size_t)M *nc);
+        for (size_t i = 0; i < (size_t)M * lda; i++)
+            A[i] = rnd(1.0);
+        for (size_t i = 0; i < (size_t)kc * nc; i++)
+            B[i] = rnd(1.0);
+        for (int j = 0; j < nc; j++)
+            bias[j] = rnd(1.0);
+        for (size_t i = 0; i < (size_t)M * nc; i++)
+            C0[i] = rnd(1.0);
+        dq_gemm_pack_b(pack, B, nc, DQ_GEMM_B_KN_F32, nc, 0, nc, 0, kc);
+        for (int mode = 0; mode < 3; mode++) {
+            for (int pass = 0; pass < 2; pass++) {
+                float *c = pass == 0 ? c1 : c2;
+                memcpy(c, C0, sizeof(float) * (size_t)M * nc);
+                gboolean was = dq_gemm_force_avx2(pass == 1);
+                dq_gemm_packed(M, nc, kc, A, lda, pack, mode < 2, mode == 0 ? bias : NULL, c, nc);
+                dq_gemm_force_avx2(was);
+            }
+            for (size_t i = 0; i < (size_t)M * nc; i++)
+                if (f_bits(c1[i]) != f_bits(c2[i]))
+                    g_error("AVX-512 rows %dx%dx%d mode %d: C[%zu] = %.9g, AVX2 %.9g", M, nc, kc,
+                            mode, i, c1[i], c2[i]);
+            compared++;
+        }
+        g_free(A);
+        g_free(B);
+        g_free(bias);
+        g_free(C0);
+        g_free(c1);
+        g_free(c2);
+    }
+    g_aligned_free(pack);
+    printf("# AVX-512F rows kernel: %d products bit-identical to the AVX2 kernel's\n", compared);
 }
 
 int main(int argc, char **argv) {
@@ -385,6 +483,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/gemm_bf16/row_invariance", test_row_invariance);
     g_test_add_func("/gemm_bf16/native", test_native);
     g_test_add_func("/gemm/avx512", test_avx512);
+    g_test_add_func("/gemm/avx512_rows", test_avx512_rows);
     int rc = g_test_run();
     g_rand_free(rng);
     return rc;
