@@ -249,6 +249,106 @@ DQ_AVX2 static void gemv_avx2(float *y, const float *xp, const void *wd, gboolea
         gemv_features(y, xp, wd, FALSE, bias, o0, o1, rows, cols, n);
 }
 
+/* The same scheme on AVX-512F, 32 columns a step: a 64-byte load of bf16 is sixteen 32-bit lanes,
+ * the 16 even and 16 odd columns of the group; x is reordered by groups of 32 (x_split512). A
+ * different summation order from the AVX2 kernel's (16 lanes, not 8), the same for every row
+ * whatever R, C and n: still row-invariant. The batched decode's 8-row GEMV is bound by
+ * arithmetic, which these twice-as-wide FMAs lift (in L2, one core: 80 -> 110 GFLOP/s). */
+DQ_AVX512 static void x_split512(float *xp, const float *x, int n, int cols) {
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    int c32 = cols & ~31;
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * cols;
+        float *pr = xp + (size_t)r * cols;
+        for (int k = 0; k < c32; k += 32) {
+            __m512 a = _mm512_loadu_ps(xr + k), b = _mm512_loadu_ps(xr + k + 16);
+            _mm512_storeu_ps(pr + k, _mm512_permutex2var_ps(a, even, b));
+            _mm512_storeu_ps(pr + k + 16, _mm512_permutex2var_ps(a, odd, b));
+        }
+        memcpy(pr + c32, xr + c32, (size_t)(cols - c32) * sizeof(float));
+    }
+}
+
+DQ_AVX512 static inline __attribute__((always_inline)) void
+gemv_tile512(float *y, const float *xp, const void *wd, gboolean bf16, const float *bias, int o,
+             int no, int rows, int cols, int r0, int R, int C) {
+    size_t esize = bf16 ? 2 : 4;
+    int c32 = cols & ~31;
+    const char *w[4];
+    for (int j = 0; j < C; j++)
+        w[j] = (const char *)wd + (size_t)(o + MIN(j, no - 1)) * cols * esize;
+    __m512 a[4][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++)
+            a[i][j] = _mm512_setzero_ps();
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    for (int k = 0; k < c32; k += 32) {
+        __m512 we[4], wo[4];
+        for (int j = 0; j < C; j++) {
+            const char *at = w[j] + (size_t)k * esize;
+            _mm_prefetch(at + DQ_FAST_PREFETCH, _MM_HINT_T0);
+            if (bf16) {
+                __m512i v = _mm512_loadu_si512(at);
+                DQ_IN_REGISTER(v);
+                we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                wo[j] = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+            } else {
+                _mm_prefetch(at + DQ_FAST_PREFETCH + 64, _MM_HINT_T0);
+                we[j] = _mm512_loadu_ps((const float *)at);
+                wo[j] = _mm512_loadu_ps((const float *)at + 16);
+            }
+        }
+        for (int i = 0; i < R; i++) {
+            const float *xr = xp + (size_t)(r0 + i) * cols + k;
+            __m512 xe = _mm512_loadu_ps(xr), xo = _mm512_loadu_ps(xr + 16);
+            DQ_IN_REGISTER(xe);
+            DQ_IN_REGISTER(xo);
+            for (int j = 0; j < C; j++) {
+                a[i][j] = _mm512_fmadd_ps(we[j], xe, a[i][j]);
+                a[i][j] = _mm512_fmadd_ps(wo[j], xo, a[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < no; j++) {
+            const float *xr = xp + (size_t)(r0 + i) * cols; /* the tail is not reordered */
+            float s = _mm512_reduce_add_ps(a[i][j]);
+            for (int k = c32; k < cols; k++)
+                s += (bf16 ? dq_bf16f(((const uint16_t *)w[j])[k]) : ((const float *)w[j])[k]) *
+                     xr[k];
+            y[(size_t)(r0 + i) * rows + o + j] = bias != NULL ? s + bias[o + j] : s;
+        }
+}
+
+DQ_AVX512 static inline __attribute__((always_inline)) void
+gemv_features512(float *y, const float *xp, const void *wd, gboolean bf16, const float *bias,
+                 int o0, int o1, int rows, int cols, int n) {
+    if (n == 1) {
+        for (int o = o0; o < o1; o += 4)
+            gemv_tile512(y, xp, wd, bf16, bias, o, MIN(4, o1 - o), rows, cols, 0, 1, 4);
+        return;
+    }
+    for (int o = o0; o < o1; o += 2) {
+        int no = MIN(2, o1 - o), r = 0;
+        for (; r + 4 <= n; r += 4)
+            gemv_tile512(y, xp, wd, bf16, bias, o, no, rows, cols, r, 4, 2);
+        for (; r + 2 <= n; r += 2)
+            gemv_tile512(y, xp, wd, bf16, bias, o, no, rows, cols, r, 2, 2);
+        if (r < n)
+            gemv_tile512(y, xp, wd, bf16, bias, o, no, rows, cols, r, 1, 2);
+    }
+}
+
+DQ_AVX512 static void gemv_avx512(float *y, const float *xp, const void *wd, gboolean bf16,
+                                  const float *bias, int o0, int o1, int rows, int cols, int n) {
+    if (bf16)
+        gemv_features512(y, xp, wd, TRUE, bias, o0, o1, rows, cols, n);
+    else
+        gemv_features512(y, xp, wd, FALSE, bias, o0, o1, rows, cols, n);
+}
+
 static void gemv_portable(float *y, const float *x, const void *wd, gboolean bf16,
                           const float *bias, int o0, int o1, int rows, int cols, int n) {
     for (int o = o0; o < o1; o++)
@@ -266,17 +366,20 @@ static void gemv_portable(float *y, const float *x, const void *wd, gboolean bf1
 static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
                       const DqWeight *bias, int n) {
     gboolean bf16 = w->dtype == DQ_DTYPE_BF16 || w->dtype == DQ_WEIGHT_BF16_DOT;
-    gboolean avx2 = dq_cpu_has_avx2();
+    gboolean avx2 = dq_cpu_has_avx2(), avx512 = avx2 && dq_cpu_has_avx512f();
     const float *b = bias != NULL ? bias->data : NULL;
     int rows = w->rows, cols = w->cols;
     /* bf16 columns reordered to the kernel's even / odd split, into the first thread's pack
      * (the GEMV packs nothing); it holds DQ_FAST_GEMV_ROWS rows of any width up to 64k */
     const float *xp = x;
     if (avx2 && bf16 && (size_t)n * cols <= DQ_GEMM_PACK_FLOATS) {
-        x_split(ctx->pack, x, n, cols);
+        if (avx512)
+            x_split512(ctx->pack, x, n, cols);
+        else
+            x_split(ctx->pack, x, n, cols);
         xp = ctx->pack;
     } else
-        avx2 = avx2 && !bf16;
+        avx2 = avx512 = avx2 && !bf16;
     /* Blocks of up to 64 features, at least 8 a thread: k and v (192 features at 256M) in 64s
      * gave one thread twice the other's work. */
     int bs = CLAMP((rows / (8 * ctx->threads)) / 4 * 4, 4, 64);
@@ -284,7 +387,9 @@ static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
 #pragma omp parallel for schedule(static) num_threads(ctx->threads) if (blocks > 1)
     for (int blk = 0; blk < blocks; blk++) {
         int o0 = blk * bs, o1 = MIN(rows, o0 + bs);
-        if (avx2)
+        if (avx512)
+            gemv_avx512(y, xp, w->data, bf16, b, o0, o1, rows, cols, n);
+        else if (avx2)
             gemv_avx2(y, xp, w->data, bf16, b, o0, o1, rows, cols, n);
         else
             gemv_portable(y, x, w->data, bf16, b, o0, o1, rows, cols, n);
