@@ -126,7 +126,7 @@ struct DqBackend {
                                GError **err);
     /* As weight_init, but a matrix is kept as bf16 (`--weights bf16`: a float32 or float16 one
      * rounded to nearest even at load; a bf16 one as stored), and its products with many rows
-     * may round the activations to bf16 too (vdpbf16ps where the CPU has AVX512-BF16): results
+     * may round the activations to bf16 too (AMX or vdpbf16ps where the CPU has them): results
      * approximate. Vectors as weight_init keeps them. NULL: no such option (the reference; CUDA,
      * whose linear layers are bf16 anyway). */
     gboolean (*weight_init_bf16)(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,

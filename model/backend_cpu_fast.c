@@ -18,8 +18,9 @@
  *
  * AVX2+FMA kernels are chosen at run time (dq_cpu_has_avx2); other CPUs get portable C loops
  * with the same results up to float rounding. Where the CPU has AVX-512F the GEMM runs a 12 x 32
- * kernel with the AVX2 kernel's exact results (cpu_gemm.c); with --weights bf16 and AVX512-BF16,
- * vision and prefill products go through vdpbf16ps (cpu_gemm_bf16.c).
+ * kernel with the AVX2 kernel's exact results (cpu_gemm.c), and the decode GEMV a 512-bit twin of
+ * its AVX2 one (row-invariant, its own summation order); with --weights bf16, vision and prefill
+ * products go through AMX tiles or vdpbf16ps where the CPU has them (cpu_gemm_bf16.c).
  */
 #include "backend.h"
 
@@ -43,8 +44,8 @@
 typedef struct {
     DqBackend *ref;
     int threads;
-    /* DQ_WEIGHT_BF16_DOT products through vdpbf16ps (DQ_GEMM_B_WT_BF16_DOT): where the CPU has
-     * AVX512-BF16, or with DOCQA_BF16_DOT=emulate (its emulation, slow: to measure the option's
+    /* DQ_WEIGHT_BF16_DOT products through AMX or vdpbf16ps (DQ_GEMM_B_WT_BF16_DOT): where the CPU
+     * has AVX512-BF16, or with DOCQA_BF16_DOT=emulate (its emulation, slow: to measure the option's
      * accuracy on other CPUs); elsewhere, or with DOCQA_BF16_DOT=0, the bf16 weights times float32
      * activations. */
     gboolean bf16_dot;

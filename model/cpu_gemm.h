@@ -6,8 +6,8 @@
  *                             or attention's keys [n_kv, head_dim];
  *   DQ_GEMM_B_WT_BF16_DOT     as _BF16, but A is rounded to bf16 as well and the products
  *                             bf16 x bf16 are summed in float32 a pair of k at a time, as the
- *                             AVX512-BF16 instruction vdpbf16ps does (`--weights bf16`): twice
- *                             the FMA peak where the CPU has it; approximate (cpu_gemm_bf16.c);
+ *                             AVX512-BF16 instruction vdpbf16ps and AMX's tdpbf16ps do
+ *                             (`--weights bf16`); approximate (cpu_gemm_bf16.c);
  *   DQ_GEMM_B_KN_F32          B [K, N] row-major: attention's values [n_kv, head_dim];
  *   DQ_GEMM_B_WT_Q8           B = W^T, W [N, K] as int8 blocks (cpu_q8.h): B points to a
  *                             DqGemmQ8, ldb is W's row stride in values; dequantized (q * scale,

@@ -1,23 +1,26 @@
 /* The matrix product of `--weights bf16`: C = bf16(A) . W^T, bf16 x bf16 products summed in
  * float32 (cpu_gemm.h has the summation order; DQ_GEMM_B_WT_BF16_DOT).
  *
- * Why a second GEMM: vdpbf16ps (AVX512-BF16) does 32 multiply-adds an instruction where a
- * float32 FMA does 16, so on CPUs that have it the vision encoder and the prefill, which are
- * GEMM-bound, can run at up to twice the float32 peak. The price is A rounded to bf16 (8-bit
- * mantissas), which moves the logits by far more than the fixtures' float32 tolerance: it is an
- * option, like int8 weights, never the default.
+ * Why a second GEMM: bf16 x bf16 instructions multiply more than float32 FMAs do. vdpbf16ps
+ * (AVX512-BF16) does 32 multiply-adds an instruction where an FMA does 16 (though on Sapphire
+ * Rapids it issues at half the FMA's rate, so it only matches it); AMX's tdpbf16ps does 8192
+ * (a 16 x 32 by 32 x 16 tile product), 3.5-6x the float32 GEMM on the vision and prompt shapes
+ * there. The price is A rounded to bf16 (8-bit mantissas), which moves the logits by far more
+ * than the fixtures' float32 tolerance: it is an option, like int8 weights, never the default.
  *
- * Both operands are packed as pairs of k in 32-bit lanes, the instruction's unit:
+ * vdpbf16ps: both operands are packed as pairs of k in 32-bit lanes, the instruction's unit:
  *   B block [DQ_GEMM_BF16_KP pairs] x [nc columns] -> panels of NR columns, [panel][pair][NR];
  *   A rows  [MC] x [the same pairs]                -> panels of MR rows,    [panel][pair][MR];
  * and an MR x NR micro-kernel keeps 24 zmm accumulators (12 rows x 2 x 16 columns) while a
- * panel of B (16 KiB) stays in L1 and the packed rows of A in L2.
+ * panel of B (16 KiB) stays in L1 and the packed rows of A in L2. AMX (gemm_amx below) packs B
+ * the same way and A as plain bf16 rows.
  *
  * The portable kernel emulates the instruction with the same packs, the same order and the same
  * float32 fused multiply-adds, so the tiling, the packs and the tails are tested on every CPU;
- * only the few lines of intrinsics in kernel_dpbf16 need a CPU with AVX512-BF16 (test_gemm
- * then compares the two). One difference is left: the instruction flushes a denormal sum to 0,
- * the emulation keeps it. */
+ * only the few lines of intrinsics in kernel_dpbf16 and the AMX kernel need a CPU with the
+ * instructions (test_gemm then compares them with it). Differences left: the instructions flush
+ * a denormal sum to 0, the emulation keeps it; AMX rounds inside a pair's sum its own way (a
+ * tenth of the elements differ in the last bits, within 2^-20 of sum |a b|). */
 #include "cpu_gemm.h"
 
 #include "cpu_simd.h"

@@ -15,7 +15,8 @@
 # The bf16 snapshot also runs with --weights int8 (DOCQA_WEIGHTS=int8: the decoder's matrices
 # quantized at load, cpu_q8.h); its decode tok/s is printed as a ratio to bf16 as stored. Where
 # the CPU has AVX512-BF16 it also runs with --weights bf16 (dtype "bdot": activations rounded to
-# bf16, products through vdpbf16ps, cpu_gemm_bf16.c); elsewhere a line says that row is absent.
+# bf16, products on AMX tiles or through vdpbf16ps, cpu_gemm_bf16.c); elsewhere a line says that
+# row is absent.
 # Batched decode (unless --no-batch): 8 pages of different lengths (N = 1..4, prompts of ~100 to
 # ~1,200 tokens) decoded together by one generator (tests/model/bench_batch.c), bf16 and int8,
 # as total tokens/s and as a ratio to transformers' single stream on the big page above.
