@@ -56,6 +56,10 @@ typedef struct {
      * Only attention_segments reads it, on backends whose kv_f16 is TRUE; new rows come as
      * float32 and are rounded (to nearest even) as they are written. */
     gboolean kv_f16;
+    /* `--weights bf16`: the model's products are bf16 x bf16 anyway, and a backend may round q,
+     * k, the probabilities and v to bf16 for attention's two products too (the fast backend on
+     * AMX tiles; softmax stays float32). Others ignore it: the reference is exact. */
+    gboolean bf16_products;
 } DqAttention;
 
 /* One segment of attention_segments(): a sequence with its own KV cache [capacity, kv_stride]

@@ -119,4 +119,23 @@ gboolean dq_gemm_bf16_force_dpbf16(gboolean on);
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack);
 
+/* ---- AMX tiles for attention's products (cpu_gemm_bf16.c; only where dq_cpu_has_amx_bf16).
+ * Operands are bf16 (rounded to nearest even, denormals to zero, as dq_gemm_bf16 rounds A),
+ * products summed in float32 by tdpbf16ps. A thread brackets its tile work with begin / end
+ * (the tile configuration is per thread). */
+void dq_amx_begin(void);
+void dq_amx_end(void);
+/* dst [0, n) = src rounded to bf16, dst [n, width) = 0. */
+void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width);
+/* A B panel from 32 rows of bf16 (ld apart), each `pairs` pairs long: dst [pair][32] of 32-bit
+ * words, word (p, j) = row j's elements 2p (low half) and 2p + 1. */
+void dq_amx_pack_pairs(uint32_t *dst, const uint16_t *rows, size_t ld, int pairs);
+/* One pair row of a B panel from two float32 rows of n <= 32 columns: word j = bf16(r0[j]) |
+ * bf16(r1[j]) << 16; r1 NULL reads zeros; columns past n zero. */
+void dq_amx_pack_interleave(uint32_t *dst, const float *r0, const float *r1, int n);
+/* C [32, 32] (+)= A [32, 2 kp] . B panel [kp][32]: A bf16 rows lda apart, kp a multiple of 16;
+ * C rows ldc floats apart, read first when `accumulate`, else overwritten. */
+void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int kp, float *c, size_t ldc,
+                  gboolean accumulate);
+
 #endif

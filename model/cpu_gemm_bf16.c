@@ -242,7 +242,9 @@ DQ_AMX static void amx_configure(void) {
         cfg.rows[t] = 16;
         cfg.colsb[t] = 64;
     }
-    _tile_loadconfig(&cfg);
+    /* Not _tile_loadconfig: GCC 12's declares a read of 8 bytes, so the stores to rows and colsb
+     * were dropped as dead where it inlined (and the first tile instruction faulted). */
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
 }
 
 /* 16 floats -> daz(dq_f32_bf16(x)), bit for bit. */
@@ -391,6 +393,86 @@ DQ_AMX static gboolean gemm_amx(int M, int N, int K, const float *A, size_t lda,
     }
     _tile_release();
     return TRUE;
+}
+
+/* ---- AMX building blocks for attention's two products (backend_cpu_fast.c) */
+
+DQ_AMX void dq_amx_begin(void) {
+    amx_configure();
+}
+
+DQ_AMX void dq_amx_end(void) {
+    _tile_release();
+}
+
+DQ_AMX void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width) {
+    int k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm256_storeu_si256((__m256i *)(dst + k), bf16x16(src + k));
+    for (; k < n; k++)
+        dst[k] = (uint16_t)daz(dq_f32_bf16(src[k]));
+    memset(dst + k, 0, (size_t)(width - k) * sizeof *dst);
+}
+
+DQ_AMX void dq_amx_pack_pairs(uint32_t *dst, const uint16_t *rows, size_t ld, int pairs) {
+    const __m512i at =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)ld));
+    for (int h = 0; h < 32; h += 16)
+        for (int p = 0; p < pairs; p++)
+            _mm512_storeu_si512(dst + (size_t)p * 32 + h,
+                                _mm512_i32gather_epi32(at, rows + (size_t)h * ld + 2 * p, 2));
+}
+
+DQ_AMX void dq_amx_pack_interleave(uint32_t *dst, const float *r0, const float *r1, int n) {
+    for (int c = 0; c < 32; c += 16) {
+        __m512i lo = _mm512_setzero_si512(), hi = lo;
+        if (c < n) {
+            float a[16] = {0}, b[16] = {0};
+            const float *x = r0 + c, *y = r1 != NULL ? r1 + c : NULL;
+            if (c + 16 > n || y == NULL) { /* a tail, or no odd row: zeros past them */
+                memcpy(a, x, (size_t)MIN(16, n - c) * sizeof(float));
+                if (y != NULL)
+                    memcpy(b, y, (size_t)MIN(16, n - c) * sizeof(float));
+                x = a;
+                y = b;
+            }
+            lo = _mm512_cvtepu16_epi32(bf16x16(x));
+            hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16x16(y)), 16);
+        }
+        _mm512_storeu_si512(dst + c, _mm512_or_si512(lo, hi));
+    }
+}
+
+DQ_AMX void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int kp, float *c,
+                         size_t ldc, gboolean accumulate) {
+    size_t as = lda * sizeof *a, cs = ldc * sizeof *c;
+    if (accumulate) {
+        _tile_loadd(0, c, cs);
+        _tile_loadd(1, c + 16, cs);
+        _tile_loadd(2, c + 16 * ldc, cs);
+        _tile_loadd(3, c + 16 * ldc + 16, cs);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    const uint16_t *a1 = a + 16 * lda;
+    for (int p = 0; p < kp; p += AMX_STEP) {
+        _tile_loadd(4, a + 2 * p, as);
+        _tile_loadd(6, bp + (size_t)p * NR, NR * 4);
+        _tile_loadd(7, bp + (size_t)p * NR + 16, NR * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a1 + 2 * p, as);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, cs);
+    _tile_stored(1, c + 16, cs);
+    _tile_stored(2, c + 16 * ldc, cs);
+    _tile_stored(3, c + 16 * ldc + 16, cs);
 }
 
 typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c, size_t ldc,

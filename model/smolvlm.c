@@ -474,6 +474,7 @@ static gboolean encode_chunk(Smolvlm *m, const float *px, int T, int tile0, floa
         .kv_seq_stride = (size_t)P * Dv,
         .causal = FALSE,
         .scale = 1.0f / sqrtf((float)hd),
+        .bf16_products = m->weights == BIND_BF16,
     };
     float eps = (float)c->vision_layer_norm_eps;
     for (int l = 0; l < c->vision_layers; l++) {
@@ -847,7 +848,8 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
                        .kv_stride = kvd,
                        .causal = TRUE,
                        .scale = 1.0f / sqrtf((float)hd),
-                       .kv_f16 = m->kv_f16};
+                       .kv_f16 = m->kv_f16,
+                       .bf16_products = m->weights == BIND_BF16};
     for (int l = 0; l < c->text_layers; l++) {
         const TextLayer *L = &m->tl[l];
         /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */

@@ -10,11 +10,13 @@
  * - gelu_tanh, silu_mul: 1e-5 (float32 vector exp, ~2 ulp, against the reference's
  *   double tanh / float expf).
  * - everything that only moves data (embed, add_broadcast, patchify ...): exact.
+ * - attention with bf16_products (`--weights bf16`) where the CPU has AMX: 1e-2, bf16 operands.
  * Row invariance (the promise batched decode relies on) is checked bit for bit. The whole
  * model on the tiny snapshots of ../shared: last-prompt logits within 1e-4 of their scale and
  * the same greedy tokens. */
 #include "backend.h"
 #include "backend_cuda.h"
+#include "cpu_gemm.h"
 #include "dq_error.h"
 #include "pipeline.h"
 #include "testutil.h"
@@ -156,13 +158,29 @@ static void test_matmul(void) {
     g_assert_cmpint(fast->matmul_row_invariant_max, ==, 8);
 }
 
-static void check_attention(const DqAttention *a, size_t q_floats, size_t kv_floats,
+/* Where the CPU has AMX, attention is also run with bf16_products (--weights bf16: q, k, the
+ * probabilities and v rounded to bf16 for the tile products) against the exact reference: within
+ * 1e-2 of the largest output (measured: 2.8e-3; the roundings are ~2^-9 each), and not
+ * identical to the float32 path (so the tiles did run). */
+static gboolean bf16_attention;
+
+static void check_attention(const DqAttention *a0, size_t q_floats, size_t kv_floats,
                             const char *what) {
+    DqAttention b = *a0;
+    const DqAttention *a = &b;
+    b.bf16_products = bf16_attention;
     Pair q = pair_new(q_floats, 2), k = pair_new(kv_floats, 2), v = pair_new(kv_floats, 1);
     Pair out = pair_new((size_t)a->n_seq * a->n_q * a->n_heads * a->head_dim, 1);
     ref->attention(ref, out.r, q.r, k.r, v.r, a);
     fast->attention(fast, out.f, q.f, k.f, v.f, a);
-    pair_check(&out, 2e-5, what);
+    pair_check(&out, bf16_attention ? 1e-2 : 2e-5, what);
+    if (bf16_attention && a->n_heads / a->n_kv_heads * a->n_q > 16) { /* not decode-sized */
+        float *exact = g_new(float, out.n);
+        b.bf16_products = FALSE;
+        fast->attention(fast, exact, q.f, k.f, v.f, a);
+        g_assert_true(memcmp(exact, out.f, out.n * sizeof(float)) != 0);
+        g_free(exact);
+    }
     pair_free(&q);
     pair_free(&k);
     pair_free(&v);
@@ -239,6 +257,17 @@ static void test_attention(void) {
                      .causal = TRUE,
                      .scale = 0.125f};
     check_attention(&d, 5 * 9 * 64, 5 * 300 * 3 * 64, "attention (batched decode)");
+}
+
+static void test_attention_bf16(void) {
+    if (!dq_cpu_has_amx_bf16()) {
+        g_test_skip("this CPU has no AMX-BF16 (or DOCQA_CPU_NO_AMX is set): attention's bf16 "
+                    "tile products not run");
+        return;
+    }
+    bf16_attention = TRUE;
+    test_attention();
+    bf16_attention = FALSE;
 }
 
 /* float16 as F16C converts (round to nearest even). */
@@ -520,6 +549,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/weights_mapped", test_weights_mapped);
     g_test_add_func("/backend_fast/matmul", test_matmul);
     g_test_add_func("/backend_fast/attention", test_attention);
+    g_test_add_func("/backend_fast/attention_bf16", test_attention_bf16);
     g_test_add_func("/backend_fast/attention_segments", test_attention_segments);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
