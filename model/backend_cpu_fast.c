@@ -515,6 +515,39 @@ DQ_AVX2 static void softmax_row_avx2(float *s, int nk, int visible, float scale,
             acc[c] *= corr;
 }
 
+/* The same on 16 lanes (AVX-512F): the weights are the AVX2 version's bits; their sum is added
+ * in another order. In --weights bf16 vision, with the products on AMX tiles, the AVX2 softmax
+ * took a seventh of the time. */
+DQ_AVX512 static void softmax_row_avx512(float *s, int nk, int visible, float scale, float *mx,
+                                         float *sum, float *acc, int d) {
+    int j = 0;
+    __m512 vmax = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(scale);
+    for (; j + 16 <= visible; j += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_mul_ps(_mm512_loadu_ps(s + j), vs));
+    float m = MAX(*mx, _mm512_reduce_max_ps(vmax));
+    for (; j < visible; j++)
+        m = MAX(m, s[j] * scale);
+    float corr = expf(*mx - m); /* 0 on the first block (mx = -inf) */
+    __m512 vm = _mm512_set1_ps(m), vsum = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= visible; j += 16) {
+        __m512 p = dq_exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm));
+        _mm512_storeu_ps(s + j, p);
+        vsum = _mm512_add_ps(vsum, p);
+    }
+    float total = _mm512_reduce_add_ps(vsum);
+    for (; j < visible; j++) {
+        s[j] = expf(s[j] * scale - m);
+        total += s[j];
+    }
+    for (; j < nk; j++)
+        s[j] = 0.0f;
+    *sum = *sum * corr + total;
+    *mx = m;
+    if (corr != 1.0f)
+        for (int c = 0; c < d; c++)
+            acc[c] *= corr;
+}
+
 static void softmax_row_portable(float *s, int nk, int visible, float scale, float *mx, float *sum,
                                  float *acc, int d) {
     float m = *mx;
@@ -540,7 +573,9 @@ static void softmax_row(float *s, int nk, int visible, float scale, float *mx, f
         memset(s, 0, (size_t)nk * sizeof(float));
         return;
     }
-    if (dq_cpu_has_avx2())
+    if (dq_cpu_has_avx512f())
+        softmax_row_avx512(s, nk, visible, scale, mx, sum, acc, d);
+    else if (dq_cpu_has_avx2())
         softmax_row_avx2(s, nk, visible, scale, mx, sum, acc, d);
     else
         softmax_row_portable(s, nk, visible, scale, mx, sum, acc, d);
@@ -1126,10 +1161,36 @@ __attribute__((target("avx2,fma"))) static void silu_mul_avx2(float *g, const fl
         g[i] = (g[i] / (1.0f + expf(-g[i]))) * up[i];
 }
 
+/* gelu_avx2 and silu_mul_avx2 on 16 lanes, lane for lane the same bits. */
+DQ_AVX512 static void gelu_avx512(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+        __m512 u = _mm512_mul_ps(_mm512_set1_ps(DQ_GELU_K),
+                                 _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
+        __m512 e = dq_exp512(_mm512_mul_ps(u, _mm512_set1_ps(-2.0f)));
+        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+    }
+    gelu_avx2(x + i, n - i);
+}
+
+DQ_AVX512 static void silu_mul_avx512(float *g, const float *up, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(g + i);
+        __m512 e = dq_exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        __m512 s = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(s, _mm512_loadu_ps(up + i)));
+    }
+    silu_mul_avx2(g + i, up + i, n - i);
+}
+
 #define DQ_FAST_CHUNK ((size_t)16384)
 
 static void fast_gelu_tanh(DqBackend *be, float *x, size_t n) {
     FastCtx *ctx = be->ctx;
+    gboolean avx512 = dq_cpu_has_avx512f();
     if (!dq_cpu_has_avx2()) {
         ctx->ref->gelu_tanh(ctx->ref, x, n);
         return;
@@ -1137,11 +1198,13 @@ static void fast_gelu_tanh(DqBackend *be, float *x, size_t n) {
     size_t chunks = (n + DQ_FAST_CHUNK - 1) / DQ_FAST_CHUNK;
 #pragma omp parallel for num_threads(ctx->threads) if (chunks > 1)
     for (size_t c = 0; c < chunks; c++)
-        gelu_avx2(x + c * DQ_FAST_CHUNK, MIN(DQ_FAST_CHUNK, n - c * DQ_FAST_CHUNK));
+        (avx512 ? gelu_avx512 : gelu_avx2)(x + c * DQ_FAST_CHUNK,
+                                           MIN(DQ_FAST_CHUNK, n - c * DQ_FAST_CHUNK));
 }
 
 static void fast_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
     FastCtx *ctx = be->ctx;
+    gboolean avx512 = dq_cpu_has_avx512f();
     if (!dq_cpu_has_avx2()) {
         ctx->ref->silu_mul(ctx->ref, gate, up, n);
         return;
@@ -1149,8 +1212,8 @@ static void fast_silu_mul(DqBackend *be, float *gate, const float *up, size_t n)
     size_t chunks = (n + DQ_FAST_CHUNK - 1) / DQ_FAST_CHUNK;
 #pragma omp parallel for num_threads(ctx->threads) if (chunks > 1)
     for (size_t c = 0; c < chunks; c++)
-        silu_mul_avx2(gate + c * DQ_FAST_CHUNK, up + c * DQ_FAST_CHUNK,
-                      MIN(DQ_FAST_CHUNK, n - c * DQ_FAST_CHUNK));
+        (avx512 ? silu_mul_avx512 : silu_mul_avx2)(gate + c * DQ_FAST_CHUNK, up + c * DQ_FAST_CHUNK,
+                                                   MIN(DQ_FAST_CHUNK, n - c * DQ_FAST_CHUNK));
 }
 
 static void fast_destroy(DqBackend *be) {
