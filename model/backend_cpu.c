@@ -14,6 +14,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Attention scores per thread: 4 MiB, one 1024-patch tile's full score matrix. */
 #define DQ_CPU_SCORES ((size_t)1 << 20)
@@ -23,13 +24,23 @@ typedef struct {
     int threads;
 } CpuCtx;
 
+#define DQ_HUGE_PAGE ((size_t)2 << 20)
+
 static float *cpu_alloc(DqBackend *be, size_t n) {
     /* 64-byte alignment for the sgemm kernels; zero-filled so that a buffer never carries
-     * garbage into a result by accident. */
+     * garbage into a result by accident. Buffers of a huge page or more (KV caches,
+     * activations) are asked for in huge pages where the kernel gives them on request: decode
+     * attention reads a 2.2B cache one head (256 bytes) of each 8 KiB row at a time, a new 4 KiB
+     * page at every key. */
     void *p = NULL;
     size_t bytes = (n > 0 ? n : 1) * sizeof(float);
-    if (posix_memalign(&p, 64, bytes) != 0)
+    gboolean huge = bytes >= DQ_HUGE_PAGE;
+    if (posix_memalign(&p, huge ? DQ_HUGE_PAGE : 64, bytes) != 0)
         return NULL;
+#ifdef MADV_HUGEPAGE
+    if (huge)
+        madvise(p, bytes / DQ_HUGE_PAGE * DQ_HUGE_PAGE, MADV_HUGEPAGE); /* advice: may fail */
+#endif
     memset(p, 0, bytes);
     return p;
 }

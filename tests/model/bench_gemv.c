@@ -141,7 +141,8 @@ int main(int argc, char **argv) {
     /* Decode attention: one query row a layer over a cache of `ctx` positions per layer. */
     int heads = big ? 32 : 9, kv_heads = big ? 32 : 3, hd = 64, ctx_len = 1416;
     size_t kv_row = (size_t)kv_heads * hd, layer = (size_t)ctx_len * kv_row;
-    float *kc = g_new(float, layer *d.layers), *vc = g_new(float, layer *d.layers);
+    /* from the backend, as the model's caches are (it may ask for huge pages) */
+    float *kc = be->alloc(be, layer * d.layers), *vc = be->alloc(be, layer * d.layers);
     for (size_t i = 0; i < layer * d.layers; i++) {
         kc[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
         vc[i] = (float)((i * 40503u) % 1000) / 1000.0f - 0.5f;
@@ -188,8 +189,8 @@ int main(int argc, char **argv) {
         printf("attention, float16 caches: %.2f ms, %.1f GB/s of cache, %.0f%% of stream\n", best16,
                gbs16, 100.0 * gbs16 / bw);
     }
-    g_free(kc);
-    g_free(vc);
+    be->release(be, kc);
+    be->release(be, vc);
     g_free(x);
     g_free(y);
     g_free(shape);
