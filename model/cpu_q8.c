@@ -101,9 +101,9 @@ void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out) {
  * block's 32 products are summed exactly in int32 by vpmaddwd (|q x| <= 127 * 32767: 32 of them
  * fit in 2^31), then converted and scaled once: y += float(sum) * w_scale * x_scale.
  *
- * Four output features at a time (independent chains), each x row in turn: the four rows of
- * weights (4 x cols bytes) stay in L1 while the x rows go by, so the weights are streamed from
- * memory once for all rows. A row's sums run in the same order whatever n is. */
+ * One output feature at a time against up to four x rows: the feature's weights (cols bytes) stay
+ * in L1 while the x rows go by, so the weights are streamed from memory once for all rows. A
+ * row's sums run in the same order whatever n is. */
 
 /* x [n, cols] -> xq [n, cols] int16 and xs [n, cols / 32] scales. */
 static void quantize_x(const float *x, int n, int cols, int16_t *xq, float *xs) {
@@ -148,68 +148,11 @@ DQ_AVX2 static void quantize_x_avx2(const float *x, int n, int cols, int16_t *xq
     }
 }
 
-DQ_AVX2 static inline __m256 block_dot(const int8_t *q, __m256i x0, __m256i x1) {
-    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q));
-    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + 16)));
-    return _mm256_cvtepi32_ps(
-        _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
-}
-
-/* One x row: four features at a time, each widened as it is used (the weights stream from
- * memory once; more independent chains keep more loads in flight). */
-DQ_AVX2 static void gemv_one_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w,
-                                  const float *bias, int o0, int o1, int n) {
-    int rows = w->rows, cols = w->cols, nb = cols / QB;
-    const int8_t *Q = dq_q8_values(w);
-    const float *S = dq_q8_scales(w);
-    for (int ob = o0; ob < o1; ob += 4) {
-        int no = MIN(4, o1 - ob);
-        /* past o1: repeat the last feature (computed, never stored) */
-        int oj[4] = {ob, ob + MIN(1, no - 1), ob + MIN(2, no - 1), ob + MIN(3, no - 1)};
-        const int8_t *q0 = Q + (size_t)oj[0] * cols, *q1 = Q + (size_t)oj[1] * cols,
-                     *q2 = Q + (size_t)oj[2] * cols, *q3 = Q + (size_t)oj[3] * cols;
-        const float *s0 = S + (size_t)oj[0] * nb, *s1 = S + (size_t)oj[1] * nb,
-                    *s2 = S + (size_t)oj[2] * nb, *s3 = S + (size_t)oj[3] * nb;
-        for (int r = 0; r < n; r++) {
-            const int16_t *xr = xq + (size_t)r * cols;
-            const float *xsr = xs + (size_t)r * nb;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int b = 0; b < nb; b++) {
-                size_t at = (size_t)b * QB;
-                if (r == 0 && (b & 1) == 0) { /* the rows stream from memory: ask ahead */
-                    _mm_prefetch((const char *)(q0 + at) + 4096, _MM_HINT_T0);
-                    _mm_prefetch((const char *)(q1 + at) + 4096, _MM_HINT_T0);
-                    _mm_prefetch((const char *)(q2 + at) + 4096, _MM_HINT_T0);
-                    _mm_prefetch((const char *)(q3 + at) + 4096, _MM_HINT_T0);
-                }
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)(xr + at));
-                __m256i x1 = _mm256_loadu_si256((const __m256i *)(xr + at + 16));
-                __m256 xsv = _mm256_broadcast_ss(xsr + b);
-                a0 = _mm256_fmadd_ps(
-                    _mm256_mul_ps(block_dot(q0 + at, x0, x1), _mm256_broadcast_ss(s0 + b)), xsv,
-                    a0);
-                a1 = _mm256_fmadd_ps(
-                    _mm256_mul_ps(block_dot(q1 + at, x0, x1), _mm256_broadcast_ss(s1 + b)), xsv,
-                    a1);
-                a2 = _mm256_fmadd_ps(
-                    _mm256_mul_ps(block_dot(q2 + at, x0, x1), _mm256_broadcast_ss(s2 + b)), xsv,
-                    a2);
-                a3 = _mm256_fmadd_ps(
-                    _mm256_mul_ps(block_dot(q3 + at, x0, x1), _mm256_broadcast_ss(s3 + b)), xsv,
-                    a3);
-            }
-            __m256 acc[4] = {a0, a1, a2, a3};
-            for (int j = 0; j < no; j++) {
-                float s = dq_hsum256(acc[j]);
-                y[(size_t)r * rows + ob + j] = bias != NULL ? s + bias[ob + j] : s;
-            }
-        }
-    }
-}
-
 /* Feature o against x rows r0 .. r0 + R - 1: the weight block is widened once for the R rows.
- * Each (row, feature) sum takes the same steps as in gemv_one_avx2 below, so a row's result
- * does not depend on how many rows came with it. */
+ * Each (row, feature) sum takes the same steps whatever R, so a row's result does not depend on
+ * how many rows came with it. One row takes it too (R = 1): a kernel of four features at a time
+ * for it, widening each block as it went, ran the 2.2B decoder's products in 102 ms a step on
+ * the AMX Xeon against 83-85 ms this way (bench_gemv; the 256M ones alike). */
 DQ_AVX2 static inline __attribute__((always_inline)) void
 gemv_rows_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w, const float *bias,
                int o, int r0, int R) {
@@ -246,10 +189,6 @@ gemv_rows_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w, 
 
 DQ_AVX2 static void gemv_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w,
                               const float *bias, int o0, int o1, int n) {
-    if (n == 1) {
-        gemv_one_avx2(y, xq, xs, w, bias, o0, o1, n);
-        return;
-    }
     for (int o = o0; o < o1; o++) {
         int r = 0;
         for (; r + 4 <= n; r += 4)
