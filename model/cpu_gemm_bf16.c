@@ -320,6 +320,41 @@ DQ_AMX static void amx_pack_b(uint32_t *dst, const uint16_t *W, size_t ldw, int 
         }
 }
 
+/* C [32, 32] (+)= A [32 rows, 2 kp] . a B panel [kp pairs][NR] on tiles 0-7 (amx_configure's):
+ * A's rows lda bf16 apart, C's ldc floats apart; `accumulate`: C is read first. */
+DQ_AMX static inline __attribute__((always_inline)) void tiles_32x32(const uint16_t *a, size_t lda,
+                                                                     const uint32_t *bp, int kp,
+                                                                     float *c, size_t ldc,
+                                                                     gboolean accumulate) {
+    size_t as = lda * sizeof *a, cs = ldc * sizeof *c;
+    if (accumulate) {
+        _tile_loadd(0, c, cs);
+        _tile_loadd(1, c + 16, cs);
+        _tile_loadd(2, c + 16 * ldc, cs);
+        _tile_loadd(3, c + 16 * ldc + 16, cs);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    const uint16_t *a1 = a + 16 * lda;
+    for (int p = 0; p < kp; p += AMX_STEP) {
+        _tile_loadd(4, a + 2 * p, as);
+        _tile_loadd(6, bp + (size_t)p * NR, NR * 4);
+        _tile_loadd(7, bp + (size_t)p * NR + 16, NR * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a1 + 2 * p, as);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, cs);
+    _tile_stored(1, c + 16, cs);
+    _tile_stored(2, c + 16 * ldc, cs);
+    _tile_stored(3, c + 16 * ldc + 16, cs);
+}
+
 /* C [mr, nr] (=|+=) the AMX_ROWS x NR block: ap the packed rows (width bf16 apart), bp a
  * packed panel; `set`: C = bias (or 0) + product. */
 DQ_AMX static void amx_kernel(const uint16_t *ap, size_t width, const uint32_t *bp, int pairs,
@@ -333,28 +368,9 @@ DQ_AMX static void amx_kernel(const uint16_t *ap, size_t width, const uint32_t *
                               : !set             ? c[(size_t)r * ldc + j]
                               : bias != NULL     ? bias[j]
                                                  : 0.0f;
-    size_t astride = width * sizeof *ap;
-    const uint16_t *ap1 = ap + 16 * width;
     for (int p0 = 0; p0 < pairs; p0 += KP) {
-        int p1 = MIN(kpad, p0 + KP);
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        for (int p = p0; p < p1; p += AMX_STEP) {
-            _tile_loadd(4, ap + 2 * p, astride);
-            _tile_loadd(6, bp + (size_t)p * NR, NR * 4);
-            _tile_loadd(7, bp + (size_t)p * NR + 16, NR * 4);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(5, ap1 + 2 * p, astride);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(0, acc, NR * 4);
-        _tile_stored(1, acc + 16, NR * 4);
-        _tile_stored(2, acc + 16 * NR, NR * 4);
-        _tile_stored(3, acc + 16 * NR + 16, NR * 4);
+        tiles_32x32(ap + 2 * p0, width, bp + (size_t)p0 * NR, MIN(kpad, p0 + KP) - p0, acc, NR,
+                    FALSE);
         for (int i = 0; i < AMX_ROWS * NR; i += 16)
             _mm512_store_ps(sum + i,
                             _mm512_add_ps(_mm512_load_ps(sum + i), _mm512_load_ps(acc + i)));
@@ -446,33 +462,7 @@ DQ_AMX void dq_amx_pack_interleave(uint32_t *dst, const float *r0, const float *
 
 DQ_AMX void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int kp, float *c,
                          size_t ldc, gboolean accumulate) {
-    size_t as = lda * sizeof *a, cs = ldc * sizeof *c;
-    if (accumulate) {
-        _tile_loadd(0, c, cs);
-        _tile_loadd(1, c + 16, cs);
-        _tile_loadd(2, c + 16 * ldc, cs);
-        _tile_loadd(3, c + 16 * ldc + 16, cs);
-    } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-    }
-    const uint16_t *a1 = a + 16 * lda;
-    for (int p = 0; p < kp; p += AMX_STEP) {
-        _tile_loadd(4, a + 2 * p, as);
-        _tile_loadd(6, bp + (size_t)p * NR, NR * 4);
-        _tile_loadd(7, bp + (size_t)p * NR + 16, NR * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + 2 * p, as);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, c, cs);
-    _tile_stored(1, c + 16, cs);
-    _tile_stored(2, c + 16 * ldc, cs);
-    _tile_stored(3, c + 16 * ldc + 16, cs);
+    tiles_32x32(a, lda, bp, kp, c, ldc, accumulate);
 }
 
 typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c, size_t ldc,
