@@ -23,6 +23,15 @@ typedef struct {
     int layers, hidden, kv, inter, vocab;
 } Dims;
 
+/* f as IEEE float16 bits, truncated, tiny values flushed to zero (|f| < 1 here). */
+static uint16_t half_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    int e = (int)((b >> 23) & 0xFF) - 127 + 15;
+    uint16_t sign = (uint16_t)((b >> 16) & 0x8000);
+    return e <= 0 ? sign : (uint16_t)(sign | (e << 10) | ((b >> 13) & 0x3FF));
+}
+
 /* Sums a buffer larger than the last-level cache with every thread, best of three, GB/s. */
 static double stream_read_gbs(void) {
     size_t n = (size_t)512 << 20 >> 2; /* 512 MiB of floats */
@@ -173,6 +182,13 @@ int main(int argc, char **argv) {
         /* The same through attention_segments over float16 caches (--weights int8); the
          * caches' last row is the step's new one. */
         uint16_t *kh = (uint16_t *)kc, *vh = (uint16_t *)vc; /* the first half, reused */
+        /* the same values as float16 (truncated; in place: a half is written behind the float
+         * it comes from): a real cache's values, not float32 bits read as halves, whose NaNs
+         * and infinities sent softmax down slow paths */
+        for (size_t i = 0; i < layer * d.layers; i++) {
+            kh[i] = half_bits(kc[i]);
+            vh[i] = half_bits(vc[i]);
+        }
         DqAttnSegment seg = {.row0 = 0, .n_q = 1, .n_past = ctx_len - 1};
         att.kv_f16 = TRUE;
         double best16 = 1e30;
