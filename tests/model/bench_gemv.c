@@ -6,8 +6,8 @@
  *
  *   bench_gemv [--2.2b] [--in-cache] [--attention]
  *
- * --in-cache: every product reads the same 128-feature matrix (bf16), which stays in L2: the
- * kernel's own compute rate, without the memory stream. --attention: the decode attention lines
+ * --in-cache: every product reads the same 512-feature matrix, which stays in L2: the kernel's
+ * own compute rate, without the memory stream. --attention: the decode attention lines
  * only.
  * One line per (weights, rows): milliseconds a pass, GB/s of weights, share of the stream.
  */
@@ -58,6 +58,59 @@ static double stream_read_gbs(void) {
     return best;
 }
 
+/* Batched decode's attention (bench_batch's 8 pages): sequence i over batch_len(i) positions. */
+#define BATCH_SEQS 8
+static int batch_len(int i) {
+    return 100 + 150 * i;
+}
+
+/* One decode step's attention over `layers` layers for BATCH_SEQS sequences in one
+ * attention_segments call a layer, each with its own caches (float32, or float16 with f16), as
+ * the model's batched decode makes it; best of 10, milliseconds; *gbs: cache bytes a second.
+ * shape: the heads (its kv_f16 is set here). x: the queries and new rows, y: the outputs. */
+static double batch_attention_ms(DqBackend *be, const DqAttention *shape, int layers, gboolean f16,
+                                 const float *x, float *y, double *gbs) {
+    size_t row = (size_t)shape->kv_stride, es = f16 ? 2 : 4, at[BATCH_SEQS + 1] = {0};
+    for (int i = 0; i < BATCH_SEQS; i++)
+        at[i + 1] = at[i] + (size_t)batch_len(i) * layers * row; /* elements */
+    float *k = be->alloc(be, (at[BATCH_SEQS] * es + 3) / 4);
+    float *v = be->alloc(be, (at[BATCH_SEQS] * es + 3) / 4);
+    for (size_t i = 0; i < at[BATCH_SEQS]; i++) {
+        float kv = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        float vv = (float)((i * 40503u) % 1000) / 1000.0f - 0.5f;
+        if (f16) {
+            ((uint16_t *)(void *)k)[i] = half_bits(kv);
+            ((uint16_t *)(void *)v)[i] = half_bits(vv);
+        } else {
+            k[i] = kv;
+            v[i] = vv;
+        }
+    }
+    DqAttention a = *shape;
+    a.kv_f16 = f16;
+    DqAttnSegment segs[BATCH_SEQS];
+    double best = 1e30;
+    for (int r = 0; r < 10; r++) {
+        double t0 = dq_now_ms();
+        for (int l = 0; l < layers; l++) {
+            for (int i = 0; i < BATCH_SEQS; i++) {
+                size_t off = (at[i] + (size_t)l * batch_len(i) * row) * es; /* bytes */
+                segs[i] = (DqAttnSegment){.k_cache = (float *)(void *)((char *)k + off),
+                                          .v_cache = (float *)(void *)((char *)v + off),
+                                          .row0 = i,
+                                          .n_q = 1,
+                                          .n_past = batch_len(i) - 1};
+            }
+            be->attention_segments(be, y, x, x, x, segs, BATCH_SEQS, &a);
+        }
+        best = MIN(best, dq_now_ms() - t0);
+    }
+    *gbs = 2.0 * at[BATCH_SEQS] * es / best / 1e6;
+    be->release(be, k);
+    be->release(be, v);
+    return best;
+}
+
 int main(int argc, char **argv) {
     gboolean big = FALSE, in_cache = FALSE, attention_only = FALSE;
     for (int i = 1; i < argc; i++) {
@@ -91,7 +144,7 @@ int main(int argc, char **argv) {
 
     if (in_cache)
         for (int i = 0; i < n_w; i++) {
-            shape[i][0] = 128;
+            shape[i][0] = 512;
             shape[i][1] = d.hidden;
         }
     double bw = stream_read_gbs();
@@ -115,8 +168,12 @@ int main(int argc, char **argv) {
                           .dtype = DQ_DTYPE_BF16,
                           .numel = (int64_t)numel,
                           .data = data[i]};
-            if (in_cache && !q8)
-                t.data = data[0]; /* one matrix for all: the kernel's compute rate */
+            if (in_cache && i > 0) { /* one matrix for all: the kernel's compute rate */
+                w[i] = w[0];
+                bytes += numel * (q8 ? 1.0 + 4.0 / 32 : 2.0);
+                flops_row += 2.0 * numel;
+                continue;
+            }
             gboolean ok = q8 ? be->weight_init_q8(be, &w[i], &t, shape[i][0], shape[i][1], &err)
                              : be->weight_init(be, &w[i], &t, shape[i][0], shape[i][1], &err);
             if (!ok) {
@@ -140,10 +197,10 @@ int main(int argc, char **argv) {
             printf("%-5s %4d | %9.2f %9.1f %9.1f | %.0f%%\n", q8 ? "int8" : "bf16", rows, best, gbs,
                    flops_row * rows / best / 1e6, 100.0 * gbs / bw);
         }
-        for (int i = 0; i < n_w; i++) {
+        for (int i = 0; i < (in_cache ? 1 : n_w); i++)
             be->weight_free(be, &w[i]);
+        for (int i = 0; i < n_w; i++)
             g_free(data[i]);
-        }
         g_free(data);
         g_free(w);
     }
@@ -207,6 +264,13 @@ int main(int argc, char **argv) {
     }
     be->release(be, kc);
     be->release(be, vc);
+    for (int f16 = 0; f16 <= (be->kv_f16 ? 1 : 0); f16++) {
+        double gbs_b, ms = batch_attention_ms(be, &att, d.layers, f16, x, y, &gbs_b);
+        printf("attention, %d sequences of %d..%d positions%s: %.2f ms, %.1f GB/s of cache, "
+               "%.0f%% of stream\n",
+               BATCH_SEQS, batch_len(0), batch_len(BATCH_SEQS - 1), f16 ? ", float16 caches" : "",
+               ms, gbs_b, 100.0 * gbs_b / bw);
+    }
     g_free(x);
     g_free(y);
     g_free(shape);
