@@ -112,10 +112,11 @@ void dq_gemm_pack_b(float *pack, const void *B, size_t ldb, DqGemmB layout, int 
             } else if (layout == DQ_GEMM_B_WT_Q8) {
                 /* k0 is a multiple of DQ_GEMM_KC, so blocks start at k = 0 of the pack */
                 const DqGemmQ8 *q8 = B;
-                const int8_t *src = q8->q + row;
+                const int8_t *src = q8->q + (row - k0);
                 const float *sc = q8->scales + row / DQ_Q8_BLOCK;
                 for (int k = 0; k < kc; k++)
-                    dst[(size_t)k * NR + j] = (float)src[k] * sc[k / DQ_Q8_BLOCK];
+                    dst[(size_t)k * NR + j] =
+                        (float)src[dq_q8_pos(ldb, k0 + k)] * sc[k / DQ_Q8_BLOCK];
             } else {
                 const uint16_t *src = (const uint16_t *)B + row;
                 for (int k = 0; k < kc; k++)

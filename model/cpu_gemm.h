@@ -38,12 +38,29 @@ typedef enum {
     DQ_GEMM_B_WT_Q8,
 } DqGemmB;
 
-/* int8 weights: W[n][k] = q[n * ldb + k] * scales[n * (ldb / DQ_Q8_BLOCK) + k / DQ_Q8_BLOCK]. */
+/* int8 weights: W[n][k] = q[n * ldb + dq_q8_pos(ldb, k)] * scales[n * (ldb / DQ_Q8_BLOCK) +
+ * k / DQ_Q8_BLOCK]. */
 #define DQ_Q8_BLOCK 32
 typedef struct {
     const int8_t *q;
     const float *scales;
 } DqGemmQ8;
+
+/* The blocks of a row of int8 weights are stored in groups of 8, then one each of 4, 2 and 1 as
+ * the remainder needs (18 blocks: 8, 8, 2). The group of the blocks from b0 on, in a row of nb. */
+static inline int dq_q8_group(int nb, int b0) {
+    int left = nb - b0;
+    return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+}
+
+/* Where value k of a row of `cols` int8 values is stored (cpu_q8.h): within its group of m
+ * blocks, pair p (values 2p, 2p + 1) of the group's block j at pair slot p * m + j. */
+static inline size_t dq_q8_pos(int cols, int k) {
+    int nb = cols / DQ_Q8_BLOCK, b = k / DQ_Q8_BLOCK, i = k % DQ_Q8_BLOCK, b0 = 0, m;
+    while (b >= b0 + (m = dq_q8_group(nb, b0)))
+        b0 += m;
+    return (size_t)b0 * DQ_Q8_BLOCK + (size_t)(i / 2) * (2 * m) + 2 * (b - b0) + (i & 1);
+}
 
 typedef enum {
     DQ_GEMM_SET, /* C = A . B (+ bias) */

@@ -4,6 +4,7 @@
 #include "cpu_simd.h"
 #include "dq_error.h"
 
+#include <cpuid.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 /* ---- quantization at load */
 
+/* One row: its values where dq_q8_pos puts them. */
 static void quantize_row(const float *w, int cols, int8_t *q, float *scales) {
     for (int b = 0; b < cols / QB; b++) {
         const float *src = w + (size_t)b * QB;
@@ -24,7 +26,7 @@ static void quantize_row(const float *w, int cols, int8_t *q, float *scales) {
         for (int k = 0; k < QB; k++) {
             /* |w| <= amax, so |w / scale| <= 127 up to one rounding: clamp for safety */
             long v = scale > 0.0f ? lrintf(src[k] / scale) : 0;
-            q[(size_t)b * QB + k] = (int8_t)CLAMP(v, -127, 127);
+            q[dq_q8_pos(cols, b * QB + k)] = (int8_t)CLAMP(v, -127, 127);
         }
     }
 }
@@ -74,22 +76,25 @@ void dq_q8_free(DqWeight *w) {
     memset(w, 0, sizeof *w);
 }
 
+int8_t dq_q8_code(const DqWeight *w, int row, int col) {
+    return dq_q8_values(w)[(size_t)row * w->cols + dq_q8_pos(w->cols, col)];
+}
+
+/* out [cols] = row `row` of w dequantized. */
+static void dequantize_row(const DqWeight *w, int row, float *out) {
+    const float *s = dq_q8_scales(w) + (size_t)row * (w->cols / QB);
+    for (int c = 0; c < w->cols; c++)
+        out[c] = (float)dq_q8_code(w, row, c) * s[c / QB];
+}
+
 void dq_q8_dequantize(const DqWeight *w, float *out) {
-    const int8_t *q = dq_q8_values(w);
-    const float *s = dq_q8_scales(w);
-    size_t n = (size_t)w->rows * w->cols;
-    for (size_t i = 0; i < n; i++)
-        out[i] = (float)q[i] * s[i / QB];
+    for (int r = 0; r < w->rows; r++)
+        dequantize_row(w, r, out + (size_t)r * w->cols);
 }
 
 void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out) {
-    const int8_t *q = dq_q8_values(w);
-    const float *s = dq_q8_scales(w);
     for (int r = 0; r < n; r++)
-        for (int c = 0; c < w->cols; c++) {
-            size_t i = (size_t)ids[r] * w->cols + c;
-            out[(size_t)r * w->cols + c] = (float)q[i] * s[i / QB];
-        }
+        dequantize_row(w, ids[r], out + (size_t)r * w->cols);
 }
 
 /* ---- few rows (decode): y [n, rows] = x [n, cols] . w^T over output features [o0, o1)
@@ -98,88 +103,156 @@ void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out) {
  * made the float GEMV compute-bound at the speed of the bf16 one (measured: no faster). So the
  * activations are rounded to int16 per block of 32 (scale = the block's max |x| / 32767: half a
  * step is 2^-16 of the block's largest value, far below the weights' 8-bit rounding), and a
- * block's 32 products are summed exactly in int32 by vpmaddwd (|q x| <= 127 * 32767: 32 of them
- * fit in 2^31), then converted and scaled once: y += float(sum) * w_scale * x_scale.
+ * block's 32 products are summed exactly in int32 (|q x| <= 127 * 32767: 32 of them fit in
+ * 2^31), then converted and scaled: y += float(sum) * w_scale * x_scale.
  *
- * One output feature at a time against up to four x rows: the feature's weights (cols bytes) stay
- * in L1 while the x rows go by, so the weights are streamed from memory once for all rows. A
- * row's sums run in the same order whatever n is. */
+ * x is stored in the weights' layout (dq_q8_pos), so that one vpmaddwd (or vpdpwssd) multiplies
+ * pairs of all of a group's m blocks, each 32-bit lane adding into one block's sum: 2m of them
+ * leave the group's exact block sums spread over 8 lanes (lane l: block l % m), converted and
+ * scaled 8 lanes at a time. Kept block by block, the conversion and scaling took as many
+ * instructions as the products: the kernel was bound by arithmetic at 8 rows (70 GFLOP/s a
+ * core), where one row streams the weights as fast as memory gives them.
+ *
+ * One output feature (or two, on 512 bits) at a time against up to 4 (8) x rows: the feature's
+ * weights (cols bytes) stay in L1 while the x rows go by, so the weights are streamed from
+ * memory once for all rows. Each (row, feature) sum takes the same steps whatever the number of
+ * rows and whichever kernel: every row's result is what it would be alone, on any x86-64 with
+ * AVX2. */
 
-/* x [n, cols] -> xq [n, cols] int16 and xs [n, cols / 32] scales. */
+/* x [n, cols] -> xq [n, cols] int16 (laid out as the weights) and xs [n, cols / 32] scales. */
 static void quantize_x(const float *x, int n, int cols, int16_t *xq, float *xs) {
-    for (size_t b = 0; b < (size_t)n * cols / QB; b++) {
-        const float *src = x + b * QB;
-        float amax = 0.0f;
-        for (int k = 0; k < QB; k++)
-            amax = MAX(amax, fabsf(src[k]));
-        float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        xs[b] = amax / 32767.0f;
-        for (int k = 0; k < QB; k++) {
-            long v = lrintf(src[k] * inv);
-            xq[b * QB + k] = (int16_t)CLAMP(v, -32767, 32767);
+    int nb = cols / QB;
+    for (int r = 0; r < n; r++)
+        for (int b = 0; b < nb; b++) {
+            const float *src = x + (size_t)r * cols + (size_t)b * QB;
+            float amax = 0.0f;
+            for (int k = 0; k < QB; k++)
+                amax = MAX(amax, fabsf(src[k]));
+            float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+            xs[(size_t)r * nb + b] = amax / 32767.0f;
+            for (int k = 0; k < QB; k++) {
+                long v = lrintf(src[k] * inv);
+                xq[(size_t)r * cols + dq_q8_pos(cols, b * QB + k)] =
+                    (int16_t)CLAMP(v, -32767, 32767);
+            }
         }
-    }
 }
 
 /* The same, eight lanes at a time (vcvtps2dq rounds to nearest even, as lrintf in the default
  * mode, and |x * inv| <= 32767 up to one rounding, so the saturating packs never clip): the
- * scalar loop took about 10 us a product at the 256M widths, a third of an int8 decode step. */
+ * scalar loop took about 10 us a product at the 256M widths, a third of an int8 decode step.
+ * A block's 16 pairs go to their slots as 32-bit units, m apart. */
 DQ_AVX2 static void quantize_x_avx2(const float *x, int n, int cols, int16_t *xq, float *xs) {
     __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    for (size_t b = 0; b < (size_t)n * cols / QB; b++) {
-        __m256 v[4], m = _mm256_setzero_ps();
-        for (int i = 0; i < 4; i++) {
-            v[i] = _mm256_loadu_ps(x + b * QB + 8 * i);
-            m = _mm256_max_ps(m, _mm256_and_ps(v[i], absmask));
+    int nb = cols / QB;
+    for (int r = 0; r < n; r++)
+        for (int b0 = 0, m; b0 < nb; b0 += m) {
+            m = dq_q8_group(nb, b0);
+            /* the group's pair slots, 32 bits each */
+            uint32_t *slots = (uint32_t *)(void *)(xq + (size_t)r * cols + (size_t)b0 * QB);
+            for (int j = 0; j < m; j++) {
+                int b = b0 + j;
+                const float *src = x + (size_t)r * cols + (size_t)b * QB;
+                __m256 v[4], mx = _mm256_setzero_ps();
+                for (int i = 0; i < 4; i++) {
+                    v[i] = _mm256_loadu_ps(src + 8 * i);
+                    mx = _mm256_max_ps(mx, _mm256_and_ps(v[i], absmask));
+                }
+                __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+                h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+                h = _mm_max_ss(h, _mm_movehdup_ps(h));
+                float amax = _mm_cvtss_f32(h);
+                __m256 inv = _mm256_set1_ps(amax > 0.0f ? 32767.0f / amax : 0.0f);
+                xs[(size_t)r * nb + b] = amax / 32767.0f;
+                for (int i = 0; i < 4; i += 2) {
+                    __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));
+                    __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(v[i + 1], inv));
+                    /* packs interleave the 128-bit lanes: quadwords 0 2 1 3 restore the order */
+                    __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
+                    if (m == 1) { /* pairs in order */
+                        _mm256_storeu_si256((__m256i *)(slots + 4 * i), p);
+                        continue;
+                    }
+                    uint32_t pairs[8]; /* pairs 4i .. 4i + 7 of the block */
+                    _mm256_storeu_si256((__m256i *)pairs, p);
+                    for (int k = 0; k < 8; k++)
+                        slots[(size_t)(4 * i + k) * m + j] = pairs[k];
+                }
+            }
         }
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        float amax = _mm_cvtss_f32(h);
-        __m256 inv = _mm256_set1_ps(amax > 0.0f ? 32767.0f / amax : 0.0f);
-        xs[b] = amax / 32767.0f;
-        for (int i = 0; i < 4; i += 2) {
-            __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));
-            __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(v[i + 1], inv));
-            /* packs interleave the 128-bit lanes: quadwords 0 2 1 3 restore the order */
-            __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
-            _mm256_storeu_si256((__m256i *)(xq + b * QB + 8 * i), p);
-        }
+}
+
+/* AVX512-VNNI (and BW, VL), not switched off with DOCQA_CPU_NO_AVX512VNNI or dq_q8_force_avx2. */
+static gboolean vnni_off;
+
+static gboolean cpu_has_vnni(void) {
+    static int have = -1;
+    if (have < 0) {
+        unsigned a, b, c, d;
+        have = dq_cpu_has_avx512f() && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+               (b & bit_AVX512BW) != 0 && (b & bit_AVX512VL) != 0 && (c & bit_AVX512VNNI) != 0 &&
+               g_getenv("DOCQA_CPU_NO_AVX512VNNI") == NULL;
+    }
+    return have && !vnni_off;
+}
+
+gboolean dq_q8_force_avx2(gboolean on) {
+    gboolean was = vnni_off;
+    vnni_off = on;
+    return was;
+}
+
+#define DQ_VNNI512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define ALWAYS     __attribute__((always_inline))
+
+/* Lane l of 8 = p[l % m]: a group's block scales as its sums are spread over the lanes. */
+DQ_AVX2 static inline ALWAYS __m256 group_scales(const float *p, int m) {
+    switch (m) {
+    case 8:
+        return _mm256_loadu_ps(p);
+    case 4:
+        return _mm256_broadcast_ps((const __m128 *)(const void *)p);
+    case 2:
+        return _mm256_castpd_ps(_mm256_broadcast_sd((const double *)(const void *)p));
+    default:
+        return _mm256_broadcast_ss(p);
     }
 }
 
-/* Feature o against x rows r0 .. r0 + R - 1: the weight block is widened once for the R rows.
- * Each (row, feature) sum takes the same steps whatever R, so a row's result does not depend on
- * how many rows came with it. One row takes it too (R = 1): a kernel of four features at a time
- * for it, widening each block as it went, ran the 2.2B decoder's products in 102 ms a step on
- * the AMX Xeon against 83-85 ms this way (bench_gemv; the 256M ones alike). */
-DQ_AVX2 static inline __attribute__((always_inline)) void
-gemv_rows_avx2(float *y, const int16_t *xq, const float *xs, const DqWeight *w, const float *bias,
-               int o, int r0, int R) {
+/* Feature o against x rows r0 .. r0 + R - 1 (R <= 4): each weight vector is widened once for the
+ * R rows. One row takes it too (R = 1): a kernel of four features at a time for it, widening
+ * each block as it went, ran the 2.2B decoder's products in 102 ms a step on the AMX Xeon against
+ * 83-85 ms this way (bench_gemv; the 256M ones alike). */
+DQ_AVX2 static inline ALWAYS void gemv_rows_avx2(float *y, const int16_t *xq, const float *xs,
+                                                 const DqWeight *w, const float *bias, int o,
+                                                 int r0, int R) {
     int rows = w->rows, cols = w->cols, nb = cols / QB;
     const int8_t *qo = dq_q8_values(w) + (size_t)o * cols;
     const float *so = dq_q8_scales(w) + (size_t)o * nb;
     __m256 a[4];
     for (int i = 0; i < R; i++)
         a[i] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        size_t at = (size_t)b * QB;
-        if ((b & 1) == 0)
-            _mm_prefetch((const char *)(qo + at) + 4096, _MM_HINT_T0);
-        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qo + at)));
-        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qo + at + 16)));
-        DQ_IN_REGISTER(w0);
-        DQ_IN_REGISTER(w1);
-        __m256 ws = _mm256_broadcast_ss(so + b);
-        for (int i = 0; i < R; i++) {
-            const int16_t *xr = xq + (size_t)(r0 + i) * cols + at;
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)xr);
-            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xr + 16));
-            __m256 dot = _mm256_cvtepi32_ps(
-                _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
-            a[i] = _mm256_fmadd_ps(_mm256_mul_ps(dot, ws),
-                                   _mm256_broadcast_ss(xs + (size_t)(r0 + i) * nb + b), a[i]);
+    for (int b0 = 0, m; b0 < nb; b0 += m) {
+        m = dq_q8_group(nb, b0);
+        const int8_t *qg = qo + (size_t)b0 * QB;
+        __m256i sum[4];
+        for (int i = 0; i < R; i++)
+            sum[i] = _mm256_setzero_si256();
+        for (int v = 0; v < 2 * m; v++) { /* 16 values: pairs of the group's blocks */
+            if ((v & 3) == 0)
+                _mm_prefetch((const char *)(qg + 16 * v) + 4096, _MM_HINT_T0);
+            __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qg + 16 * v)));
+            DQ_IN_REGISTER(wv);
+            for (int i = 0; i < R; i++) {
+                const int16_t *xr = xq + (size_t)(r0 + i) * cols + (size_t)b0 * QB + 16 * v;
+                sum[i] = _mm256_add_epi32(
+                    sum[i], _mm256_madd_epi16(wv, _mm256_loadu_si256((const __m256i *)xr)));
+            }
         }
+        __m256 ws = group_scales(so + b0, m);
+        for (int i = 0; i < R; i++)
+            a[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sum[i]), ws),
+                                   group_scales(xs + (size_t)(r0 + i) * nb + b0, m), a[i]);
     }
     for (int i = 0; i < R; i++) {
         float s = dq_hsum256(a[i]);
@@ -200,6 +273,93 @@ DQ_AVX2 static void gemv_avx2(float *y, const int16_t *xq, const float *xs, cons
     }
 }
 
+/* 8 lanes of a (feature o's) and 8 of b (o + 1's) side by side. */
+DQ_VNNI512 static inline ALWAYS __m512 join_ps(__m256 a, __m256 b) {
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(a)), _mm256_castps_pd(b), 1));
+}
+
+/* Features o and o + 1 against x rows r0 .. r0 + R - 1 (R <= 8) on 512-bit vectors: lanes 0-7
+ * hold feature o's group, lanes 8-15 feature o + 1's, both against the same x (a 256-bit load,
+ * broadcast). Every lane takes gemv_rows_avx2's operations (vpdpwssd's sums are vpmaddwd's and
+ * vpaddd's: exact), and so do the two halves' final sums: the same bits with half the
+ * instructions, 8 rows held in 32 registers, and the int32 sums split between even and odd
+ * vectors (vpdpwssd's 5-cycle latency would otherwise bound the loop). */
+DQ_VNNI512 static inline ALWAYS void gemv_pair_512(float *y, const int16_t *xq, const float *xs,
+                                                   const DqWeight *w, const float *bias, int o,
+                                                   int r0, int R) {
+    int rows = w->rows, cols = w->cols, nb = cols / QB;
+    const int8_t *qo = dq_q8_values(w) + (size_t)o * cols;
+    const float *so = dq_q8_scales(w) + (size_t)o * nb;
+    __m512 a[8];
+    for (int i = 0; i < R; i++)
+        a[i] = _mm512_setzero_ps();
+    for (int b0 = 0, m; b0 < nb; b0 += m) {
+        m = dq_q8_group(nb, b0);
+        const int8_t *q0 = qo + (size_t)b0 * QB, *q1 = q0 + cols; /* features o, o + 1 */
+        __m512i sum[2][8];
+        for (int i = 0; i < R; i++)
+            sum[0][i] = sum[1][i] = _mm512_setzero_si512();
+        for (int v = 0; v < 2 * m; v += 2) { /* two vectors of 16 values each */
+            if ((v & 3) == 0) {
+                _mm_prefetch((const char *)(q0 + 16 * v) + 4096, _MM_HINT_T0);
+                _mm_prefetch((const char *)(q1 + 16 * v) + 4096, _MM_HINT_T0);
+            }
+            __m512i wv[2];
+            for (int e = 0; e < 2; e++)
+                wv[e] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(q0 + 16 * (v + e)))),
+                    _mm_loadu_si128((const __m128i *)(q1 + 16 * (v + e))), 1));
+            for (int i = 0; i < R; i++) {
+                const int16_t *xr = xq + (size_t)(r0 + i) * cols + (size_t)b0 * QB + 16 * v;
+                for (int e = 0; e < 2; e++)
+                    sum[e][i] = _mm512_dpwssd_epi32(
+                        sum[e][i], wv[e],
+                        _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xr + 16 * e))));
+            }
+        }
+        __m512 ws = join_ps(group_scales(so + b0, m), group_scales(so + nb + b0, m));
+        for (int i = 0; i < R; i++) {
+            __m256 xsv = group_scales(xs + (size_t)(r0 + i) * nb + b0, m);
+            a[i] = _mm512_fmadd_ps(
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(sum[0][i], sum[1][i])), ws),
+                join_ps(xsv, xsv), a[i]);
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        /* dq_hsum256's additions on both halves at once: 128-bit quarters 0 + 1 and 2 + 3,
+         * then elements 0 + 2 and 1 + 3 of each, then those two */
+        __m512 t = a[i];
+        t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(3, 3, 1, 1)));
+        t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(3, 2, 3, 2)));
+        t = _mm512_add_ps(t, _mm512_movehdup_ps(t));
+        float s0 = _mm_cvtss_f32(_mm512_castps512_ps128(t));
+        float s1 = _mm_cvtss_f32(_mm512_extractf32x4_ps(t, 2));
+        float *yr = y + (size_t)(r0 + i) * rows + o;
+        yr[0] = bias != NULL ? s0 + bias[o] : s0;
+        yr[1] = bias != NULL ? s1 + bias[o + 1] : s1;
+    }
+}
+
+DQ_VNNI512 static void gemv_vnni(float *y, const int16_t *xq, const float *xs, const DqWeight *w,
+                                 const float *bias, int o0, int o1, int n) {
+    int o = o0;
+    for (; o + 2 <= o1; o += 2) {
+        int r = 0;
+        for (; r + 8 <= n; r += 8)
+            gemv_pair_512(y, xq, xs, w, bias, o, r, 8);
+        for (; r + 4 <= n; r += 4)
+            gemv_pair_512(y, xq, xs, w, bias, o, r, 4);
+        for (; r + 2 <= n; r += 2)
+            gemv_pair_512(y, xq, xs, w, bias, o, r, 2);
+        if (r < n)
+            gemv_pair_512(y, xq, xs, w, bias, o, r, 1);
+    }
+    if (o < o1)
+        gemv_avx2(y, xq, xs, w, bias, o, o1, n);
+}
+
+/* Block by block in k order; x and w share the layout, so their values pair up where stored. */
 static void gemv_portable(float *y, const int16_t *xq, const float *xs, const DqWeight *w,
                           const float *bias, int o0, int o1, int n) {
     int rows = w->rows, cols = w->cols, nb = cols / QB;
@@ -212,8 +372,10 @@ static void gemv_portable(float *y, const int16_t *xq, const float *xs, const Dq
             float s = 0.0f;
             for (int b = 0; b < nb; b++) {
                 int32_t p = 0;
-                for (int k = b * QB; k < (b + 1) * QB; k++)
-                    p += (int32_t)qo[k] * xr[k];
+                for (int k = b * QB; k < (b + 1) * QB; k++) {
+                    size_t at = dq_q8_pos(cols, k);
+                    p += (int32_t)qo[at] * xr[at];
+                }
                 s += (float)p * S[(size_t)o * nb + b] * xs[(size_t)r * nb + b];
             }
             y[(size_t)r * rows + o] = bias != NULL ? s + bias[o] : s;
@@ -233,7 +395,7 @@ void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias
         /* x quantized once, into the first thread's pack (unused by the GEMV) */
         float *xs = pack;
         int16_t *xq = (int16_t *)(pack + ((size_t)n * (cols / QB) + 7) / 8 * 8);
-        gboolean avx2 = dq_cpu_has_avx2();
+        gboolean avx2 = dq_cpu_has_avx2(), vnni = avx2 && cpu_has_vnni();
         if (avx2)
             quantize_x_avx2(x, n, cols, xq, xs);
         else
@@ -244,7 +406,9 @@ void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias
 #pragma omp parallel for schedule(static) num_threads(T) if (blocks > 1)
         for (int blk = 0; blk < blocks; blk++) {
             int o0 = blk * bs, o1 = MIN(rows, o0 + bs);
-            if (avx2)
+            if (vnni)
+                gemv_vnni(y, xq, xs, w, bias, o0, o1, n);
+            else if (avx2)
                 gemv_avx2(y, xq, xs, w, bias, o0, o1, n);
             else
                 gemv_portable(y, xq, xs, w, bias, o0, o1, n);

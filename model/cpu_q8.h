@@ -13,8 +13,12 @@
  *
  * Storage: one owned allocation, q [rows, cols] int8 then scales [rows, cols / 32] float32; the
  * DqWeight's data points at its start and its dtype is DQ_WEIGHT_Q8, a backend-private tag next
- * to DqDtype's values (backend.h). Only matrices whose cols is a multiple of 32 are quantized
- * (every SmolVLM decoder matrix is); the caller keeps the others as stored.
+ * to DqDtype's values (backend.h). Within a row, each whole group of 8 blocks (256 values) is
+ * interleaved by pairs: pair p of block j at pair slot 8p + j (dq_q8_pos, cpu_gemm.h), so that
+ * one 16-lane product in the decode GEMV adds a pair of each of the 8 blocks; the blocks past
+ * the last whole group stay in order (576 = 2 groups + 2 blocks). Only matrices whose cols is a
+ * multiple of 32 are quantized (every SmolVLM decoder matrix is); the caller keeps the others as
+ * stored.
  *
  * Products with few rows (decode): the activations are rounded to int16 in blocks of 32 (half a
  * step = 2^-16 of the block's max |x|, noise far below the weights' own), each block's 32
@@ -53,6 +57,13 @@ static inline const int8_t *dq_q8_values(const DqWeight *w) {
 static inline const float *dq_q8_scales(const DqWeight *w) {
     return (const float *)(dq_q8_values(w) + (size_t)w->rows * w->cols);
 }
+
+/* on: the decode GEMV keeps to AVX2 where the CPU has AVX512-VNNI too (tests: the two must give
+ * the same bits). Returns the previous setting. */
+gboolean dq_q8_force_avx2(gboolean on);
+
+/* The int8 code of w[row][col] (wherever the layout stores it). */
+int8_t dq_q8_code(const DqWeight *w, int row, int col);
 
 /* out [rows, cols] = q * scale (what the products multiply; for tests and checks). */
 void dq_q8_dequantize(const DqWeight *w, float *out);
