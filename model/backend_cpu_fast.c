@@ -837,6 +837,10 @@ static void attn_decode_part(const DqAttention *a, const float *q, const void *k
         /* The cache streams from memory once a step, a head's d values every kv_stride: ask for
          * this block's values and the next block's keys while these keys are scored. */
         int nk_next = MIN(DQ_FAST_DECODE_KB, j_hi - j0 - nk);
+        if (j0 == j_lo) /* a job's first keys: no block before it asked for them */
+            for (int j = 0; j < nk; j++)
+                for (size_t c = 0; c < (size_t)d * es; c += 64)
+                    __builtin_prefetch(kb + j * row_bytes + c);
         for (int j = 0; j < MAX(nk, nk_next); j++)
             for (size_t c = 0; c < (size_t)d * es; c += 64) {
                 if (j < nk)
