@@ -364,12 +364,14 @@ static void gemv_portable(float *y, const float *x, const void *wd, gboolean bf1
         }
 }
 
-static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
-                      const DqWeight *bias, int n) {
-    gboolean bf16 = w->dtype == DQ_DTYPE_BF16 || w->dtype == DQ_WEIGHT_BF16_DOT;
+/* ys[i] = x . ws[i]^T + biases[i] for count weights of one dtype and width, their blocks of
+ * features in one parallel loop. */
+static void fast_gemv_many(FastCtx *ctx, float *const *ys, const float *x,
+                           const DqWeight *const *ws, const DqWeight *const *biases, int count,
+                           int n) {
+    gboolean bf16 = ws[0]->dtype == DQ_DTYPE_BF16 || ws[0]->dtype == DQ_WEIGHT_BF16_DOT;
     gboolean avx2 = dq_cpu_has_avx2(), avx512 = avx2 && dq_cpu_has_avx512f();
-    const float *b = bias != NULL ? bias->data : NULL;
-    int rows = w->rows, cols = w->cols;
+    int cols = ws[0]->cols;
     /* bf16 columns reordered to the kernel's even / odd split, into the first thread's pack
      * (the GEMV packs nothing); it holds DQ_FAST_GEMV_ROWS rows of any width up to 64k */
     const float *xp = x;
@@ -382,18 +384,28 @@ static void fast_gemv(FastCtx *ctx, float *y, const float *x, const DqWeight *w,
     } else
         avx2 = avx512 = avx2 && !bf16;
     /* Blocks of up to 64 features, at least 8 a thread: k and v (192 features at 256M) in 64s
-     * gave one thread twice the other's work. */
-    int bs = CLAMP((rows / (8 * ctx->threads)) / 4 * 4, 4, 64);
-    int blocks = (rows + bs - 1) / bs;
-#pragma omp parallel for schedule(static) num_threads(ctx->threads) if (blocks > 1)
-    for (int blk = 0; blk < blocks; blk++) {
-        int o0 = blk * bs, o1 = MIN(rows, o0 + bs);
+     * gave one thread twice the other's work. Each weight keeps its own blocks, whoever takes
+     * them: results as from one call a weight. */
+    int bs[DQ_GEMV_SPLIT_MAX], rows_of[DQ_GEMV_SPLIT_MAX];
+    for (int i = 0; i < count; i++) {
+        rows_of[i] = ws[i]->rows;
+        bs[i] = CLAMP((rows_of[i] / (8 * ctx->threads)) / 4 * 4, 4, 64);
+    }
+    DqGemvSplit split = dq_gemv_split(rows_of, bs, count);
+#pragma omp parallel num_threads(ctx->threads) if (split.blocks > 1)
+    for (int blk = 0, i = 0; blk < split.blocks; blk++) {
+        int o0;
+        if (!dq_gemv_split_mine(&split, blk, &i, &o0))
+            continue;
+        const DqWeight *w = ws[i];
+        const float *b = biases != NULL && biases[i] != NULL ? biases[i]->data : NULL;
+        int rows = w->rows, o1 = MIN(rows, o0 + bs[i]);
         if (avx512)
-            gemv_avx512(y, xp, w->data, bf16, b, o0, o1, rows, cols, n);
+            gemv_avx512(ys[i], xp, w->data, bf16, b, o0, o1, rows, cols, n);
         else if (avx2)
-            gemv_avx2(y, xp, w->data, bf16, b, o0, o1, rows, cols, n);
+            gemv_avx2(ys[i], xp, w->data, bf16, b, o0, o1, rows, cols, n);
         else
-            gemv_portable(y, x, w->data, bf16, b, o0, o1, rows, cols, n);
+            gemv_portable(ys[i], x, w->data, bf16, b, o0, o1, rows, cols, n);
     }
 }
 
@@ -418,9 +430,32 @@ static void fast_matmul(DqBackend *be, float *y, const float *x, const DqWeight 
         dq_q8_matmul(y, x, w, bias != NULL ? bias->data : NULL, n, DQ_FAST_GEMV_ROWS, ctx->threads,
                      ctx->pack);
     else if (n <= DQ_FAST_GEMV_ROWS)
-        fast_gemv(ctx, y, x, w, bias, n);
+        fast_gemv_many(ctx, &y, x, &w, &bias, 1, n);
     else
         fast_gemm(ctx, y, x, w, bias, n);
+}
+
+/* Decode's q, k and v (gate and up): one parallel loop for all, x rounded or reordered once.
+ * Products with more rows, or weights of mixed storage, go one at a time. */
+static void fast_matmul_many(DqBackend *be, float *const *ys, const float *x,
+                             const DqWeight *const *ws, const DqWeight *const *biases, int count,
+                             int n) {
+    FastCtx *ctx = be->ctx;
+    gboolean together = n <= DQ_FAST_GEMV_ROWS && count <= DQ_GEMV_SPLIT_MAX;
+    for (int i = 1; i < count; i++)
+        together = together && ws[i]->dtype == ws[0]->dtype && ws[i]->cols == ws[0]->cols;
+    if (!together) {
+        for (int i = 0; i < count; i++)
+            fast_matmul(be, ys[i], x, ws[i], biases != NULL ? biases[i] : NULL, n);
+        return;
+    }
+    if (ws[0]->dtype == DQ_WEIGHT_Q8) {
+        const float *b[DQ_GEMV_SPLIT_MAX];
+        for (int i = 0; i < count; i++)
+            b[i] = biases != NULL && biases[i] != NULL ? biases[i]->data : NULL;
+        dq_q8_matmul_many(ys, x, ws, b, count, n, DQ_FAST_GEMV_ROWS, ctx->threads, ctx->pack);
+    } else
+        fast_gemv_many(ctx, ys, x, ws, biases, count, n);
 }
 
 static void fast_embed(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids,
@@ -1261,6 +1296,7 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->weight_init = fast_weight_init;
     be->weight_free = fast_weight_free;
     be->weight_init_q8 = fast_weight_init_q8;
+    be->matmul_many = fast_matmul_many;
     be->weight_init_bf16 = fast_weight_init_bf16;
     be->matmul = fast_matmul;
     be->embed = fast_embed;

@@ -27,6 +27,7 @@
 #define DQ_CPU_GEMM_H
 
 #include <glib.h>
+#include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -158,5 +159,43 @@ void dq_amx_pack_interleave(uint32_t *dst, const float *r0, const float *r1, int
  * C rows ldc floats apart, read first when `accumulate`, else overwritten. */
 void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int kp, float *c, size_t ldc,
                   gboolean accumulate);
+
+/* The decode GEMVs' division of work: the products of one or more weights (q, k and v), each
+ * weight's output features in blocks of its own size, the blocks in order, every thread a
+ * contiguous run of them holding about as many features as the others: the threads stream
+ * neighbouring weights, and k and v's small blocks do not leave one thread half idle. Which
+ * thread takes a block never changes its results. */
+#define DQ_GEMV_SPLIT_MAX 8
+typedef struct {
+    int count, blocks;
+    int rows[DQ_GEMV_SPLIT_MAX], bs[DQ_GEMV_SPLIT_MAX];
+    int first[DQ_GEMV_SPLIT_MAX + 1]; /* weight i's first block */
+    long total;                       /* features in all */
+} DqGemvSplit;
+
+static inline DqGemvSplit dq_gemv_split(const int *rows, const int *bs, int count) {
+    DqGemvSplit s = {.count = count};
+    g_assert(count >= 1 && count <= DQ_GEMV_SPLIT_MAX);
+    for (int i = 0; i < count; i++) {
+        s.rows[i] = rows[i];
+        s.bs[i] = bs[i];
+        s.first[i + 1] = s.first[i] + (rows[i] + bs[i] - 1) / bs[i];
+        s.total += rows[i];
+    }
+    s.blocks = s.first[count];
+    return s;
+}
+
+/* In a parallel region, blocks taken in order: TRUE when block blk is the calling thread's, with
+ * *i its weight (advanced from the previous call's) and *o0 its first feature. */
+static inline gboolean dq_gemv_split_mine(const DqGemvSplit *s, int blk, int *i, int *o0) {
+    while (blk >= s->first[*i + 1])
+        (*i)++;
+    *o0 = (blk - s->first[*i]) * s->bs[*i];
+    long at = *o0; /* the block's first feature among all the weights' */
+    for (int j = 0; j < *i; j++)
+        at += s->rows[j];
+    return at * omp_get_num_threads() / s->total == omp_get_thread_num();
+}
 
 #endif

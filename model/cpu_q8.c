@@ -386,35 +386,57 @@ static void gemv_portable(float *y, const int16_t *xq, const float *xs, const Dq
  * (features in blocks of 64 for the GEMV; rows or features in chunks for the GEMM, whose sums
  * never depend on the split). */
 
-void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias, int n,
-                  int gemv_rows, int threads, float *pack) {
-    int rows = w->rows, cols = w->cols, T = threads;
+void dq_q8_matmul_many(float *const *ys, const float *x, const DqWeight *const *ws,
+                       const float *const *biases, int count, int n, int gemv_rows, int threads,
+                       float *pack) {
+    int cols = ws[0]->cols, T = threads;
+    g_assert(count >= 1 && count <= DQ_Q8_MANY_MAX);
     if (n <= 0)
         return;
-    if (n <= gemv_rows) {
-        /* x quantized once, into the first thread's pack (unused by the GEMV) */
-        float *xs = pack;
-        int16_t *xq = (int16_t *)(pack + ((size_t)n * (cols / QB) + 7) / 8 * 8);
-        gboolean avx2 = dq_cpu_has_avx2(), vnni = avx2 && cpu_has_vnni();
-        if (avx2)
-            quantize_x_avx2(x, n, cols, xq, xs);
-        else
-            quantize_x(x, n, cols, xq, xs);
-        /* at least 8 blocks a thread (backend_cpu_fast.c's fast_gemv) */
-        int bs = CLAMP((rows / (8 * T)) / 4 * 4, 4, 64);
-        int blocks = (rows + bs - 1) / bs;
-#pragma omp parallel for schedule(static) num_threads(T) if (blocks > 1)
-        for (int blk = 0; blk < blocks; blk++) {
-            int o0 = blk * bs, o1 = MIN(rows, o0 + bs);
-            if (vnni)
-                gemv_vnni(y, xq, xs, w, bias, o0, o1, n);
-            else if (avx2)
-                gemv_avx2(y, xq, xs, w, bias, o0, o1, n);
-            else
-                gemv_portable(y, xq, xs, w, bias, o0, o1, n);
+    if (n > gemv_rows) {
+        for (int i = 0; i < count; i++) {
+            DqGemmQ8 b = {dq_q8_values(ws[i]), dq_q8_scales(ws[i])};
+            dq_gemm_linear(n, ws[i]->rows, cols, x, &b, DQ_GEMM_B_WT_Q8,
+                           biases != NULL ? biases[i] : NULL, ys[i], T, pack);
         }
         return;
     }
-    DqGemmQ8 b = {dq_q8_values(w), dq_q8_scales(w)};
-    dq_gemm_linear(n, rows, cols, x, &b, DQ_GEMM_B_WT_Q8, bias, y, T, pack);
+    /* x quantized once for all the weights, into the first thread's pack (unused by the GEMV) */
+    float *xs = pack;
+    int16_t *xq = (int16_t *)(pack + ((size_t)n * (cols / QB) + 7) / 8 * 8);
+    gboolean avx2 = dq_cpu_has_avx2(), vnni = avx2 && cpu_has_vnni();
+    if (avx2)
+        quantize_x_avx2(x, n, cols, xq, xs);
+    else
+        quantize_x(x, n, cols, xq, xs);
+    /* Each weight in blocks of features, at least 8 a thread (backend_cpu_fast.c's fast_gemv),
+     * all the weights' blocks in one parallel loop: a fork and join for q, k and v together,
+     * where k and v (192 features at 256M) are too small to pay for their own. */
+    int bs[DQ_Q8_MANY_MAX], rows[DQ_Q8_MANY_MAX];
+    for (int i = 0; i < count; i++) {
+        g_assert(ws[i]->cols == cols && ws[i]->dtype == DQ_WEIGHT_Q8);
+        rows[i] = ws[i]->rows;
+        bs[i] = CLAMP((rows[i] / (8 * T)) / 4 * 4, 4, 64);
+    }
+    DqGemvSplit split = dq_gemv_split(rows, bs, count);
+#pragma omp parallel num_threads(T) if (split.blocks > 1)
+    for (int blk = 0, i = 0; blk < split.blocks; blk++) {
+        int o0;
+        if (!dq_gemv_split_mine(&split, blk, &i, &o0))
+            continue;
+        const DqWeight *w = ws[i];
+        const float *bias = biases != NULL ? biases[i] : NULL;
+        int o1 = MIN(w->rows, o0 + bs[i]);
+        if (vnni)
+            gemv_vnni(ys[i], xq, xs, w, bias, o0, o1, n);
+        else if (avx2)
+            gemv_avx2(ys[i], xq, xs, w, bias, o0, o1, n);
+        else
+            gemv_portable(ys[i], xq, xs, w, bias, o0, o1, n);
+    }
+}
+
+void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias, int n,
+                  int gemv_rows, int threads, float *pack) {
+    dq_q8_matmul_many(&y, x, &w, &bias, 1, n, gemv_rows, threads, pack);
 }

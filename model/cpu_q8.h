@@ -78,4 +78,12 @@ void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out);
 void dq_q8_matmul(float *y, const float *x, const DqWeight *w, const float *bias, int n,
                   int gemv_rows, int threads, float *pack);
 
+/* ys[i] = x . ws[i]^T + biases[i] (NULL: none) for count (<= DQ_Q8_MANY_MAX) int8 weights of
+ * x's width: as dq_q8_matmul each, with x quantized once and the GEMV's blocks of all of them
+ * in one parallel loop (the same results). */
+#define DQ_Q8_MANY_MAX DQ_GEMV_SPLIT_MAX
+void dq_q8_matmul_many(float *const *ys, const float *x, const DqWeight *const *ws,
+                       const float *const *biases, int count, int n, int gemv_rows, int threads,
+                       float *pack);
+
 #endif

@@ -158,6 +158,50 @@ static void test_matmul(void) {
     g_assert_cmpint(fast->matmul_row_invariant_max, ==, 8);
 }
 
+/* matmul_many (decode's q, k, v in one parallel loop; vision's many rows one at a time): the
+ * same bits as one matmul a weight, with and without biases, also where the weights' storage
+ * differs (one at a time then). */
+static void test_matmul_many(void) {
+    const int rows_of[3] = {96, 32, 36}, in = 80, ns[] = {1, 3, 8, 20};
+    const DqDtype dtypes[] = {DQ_DTYPE_BF16, DQ_DTYPE_F32};
+    for (size_t d = 0; d < G_N_ELEMENTS(dtypes); d++)
+        for (int mixed = 0; mixed < 2; mixed++)
+            for (size_t s = 0; s < G_N_ELEMENTS(ns); s++) {
+                int n = ns[s];
+                Pair x = pair_new((size_t)n * in, 1);
+                WPair w[3], b[3];
+                Pair y[3];
+                const DqWeight *ws[3], *bs[3];
+                float *ys[3];
+                for (int i = 0; i < 3; i++) {
+                    /* mixed: the last weight in the other storage */
+                    DqDtype dt = mixed && i == 2 ? dtypes[1 - d] : dtypes[d];
+                    w[i] = wpair_new(rows_of[i], in, dt);
+                    b[i] = wpair_new(1, rows_of[i], DQ_DTYPE_F32);
+                    y[i] = pair_new((size_t)n * rows_of[i], 1);
+                    ws[i] = &w[i].f;
+                    bs[i] = i == 1 ? NULL : &b[i].f; /* one without a bias among them */
+                    ys[i] = y[i].f;
+                }
+                for (int withbias = 0; withbias < 2; withbias++) {
+                    fast->matmul_many(fast, ys, x.f, ws, withbias ? bs : NULL, 3, n);
+                    for (int i = 0; i < 3; i++) {
+                        float *alone = fast->alloc(fast, y[i].n);
+                        fast->matmul(fast, alone, x.f, ws[i], withbias ? bs[i] : NULL, n);
+                        g_assert_cmpmem(alone, y[i].n * sizeof(float), y[i].f,
+                                        y[i].n * sizeof(float));
+                        fast->release(fast, alone);
+                    }
+                }
+                for (int i = 0; i < 3; i++) {
+                    wpair_free(&w[i]);
+                    wpair_free(&b[i]);
+                    pair_free(&y[i]);
+                }
+                pair_free(&x);
+            }
+}
+
 /* Where the CPU has AMX, attention is also run with bf16_products (--weights bf16: q, k, the
  * probabilities and v rounded to bf16 for the tile products) against the exact reference: within
  * 1e-2 of the largest output (measured: 2.8e-3; the roundings are ~2^-9 each), and not
@@ -548,6 +592,7 @@ int main(int argc, char **argv) {
     dq_assert_no_error(err);
     g_test_add_func("/backend_fast/weights_mapped", test_weights_mapped);
     g_test_add_func("/backend_fast/matmul", test_matmul);
+    g_test_add_func("/backend_fast/matmul_many", test_matmul_many);
     g_test_add_func("/backend_fast/attention", test_attention);
     g_test_add_func("/backend_fast/attention_bf16", test_attention_bf16);
     g_test_add_func("/backend_fast/attention_segments", test_attention_segments);

@@ -263,6 +263,50 @@ static void test_matmul(void) {
     g_assert_cmpint(fast->matmul_row_invariant_max, ==, 8);
 }
 
+/* matmul_many on int8 weights (x quantized once for all): the same bits as one matmul a
+ * weight, for decode rows and prefill rows, with and without biases. */
+static void test_matmul_many(void) {
+    const int rows_of[3] = {96, 32, 36}, in = 576, ns[] = {1, 5, 8, 12};
+    GError *err = NULL;
+    for (size_t s = 0; s < G_N_ELEMENTS(ns); s++) {
+        int n = ns[s];
+        DqWeight q[3], b[3];
+        RandTensor wt[3], bt[3];
+        float *ys[3], *alone = g_new(float, (size_t)n * 96);
+        const DqWeight *ws[3], *bs[3];
+        float *x = g_new(float, (size_t)n *in);
+        for (size_t i = 0; i < (size_t)n * in; i++)
+            x[i] = (float)g_rand_double_range(rng, -1, 1);
+        for (int i = 0; i < 3; i++) {
+            wt[i] = rand_tensor(rows_of[i], in, DQ_DTYPE_BF16, 0.1);
+            bt[i] = rand_tensor(1, rows_of[i], DQ_DTYPE_F32, 1);
+            g_assert_true(fast->weight_init_q8(fast, &q[i], &wt[i].t, rows_of[i], in, &err));
+            g_assert_true(fast->weight_init(fast, &b[i], &bt[i].t, 1, rows_of[i], &err));
+            dq_assert_no_error(err);
+            ws[i] = &q[i];
+            bs[i] = i == 1 ? NULL : &b[i];
+            ys[i] = g_new(float, (size_t)n *rows_of[i]);
+        }
+        for (int withbias = 0; withbias < 2; withbias++) {
+            fast->matmul_many(fast, ys, x, ws, withbias ? bs : NULL, 3, n);
+            for (int i = 0; i < 3; i++) {
+                fast->matmul(fast, alone, x, ws[i], withbias ? bs[i] : NULL, n);
+                g_assert_cmpmem(alone, (size_t)n * rows_of[i] * sizeof(float), ys[i],
+                                (size_t)n * rows_of[i] * sizeof(float));
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            fast->weight_free(fast, &q[i]);
+            fast->weight_free(fast, &b[i]);
+            g_free(wt[i].bits);
+            g_free(bt[i].bits);
+            g_free(ys[i]);
+        }
+        g_free(x);
+        g_free(alone);
+    }
+}
+
 /* ---- the model against the goldens */
 
 typedef struct {
@@ -632,6 +676,7 @@ int main(int argc, char **argv) {
     dq_assert_no_error(err);
     g_test_add_func("/q8/quantize", test_quantize);
     g_test_add_func("/q8/matmul", test_matmul);
+    g_test_add_func("/q8/matmul_many", test_matmul_many);
     g_test_add_func("/q8/options", test_options);
     g_test_add_func("/q8/goldens", test_goldens_int8);
     g_test_add_func("/bf16/matmul", test_bf16_matmul);
