@@ -1004,25 +1004,31 @@ static void decode_run(FastCtx *ctx, const DecodeSeq *seqs, int n) {
     }
     float *parts = ctx->pack;
     int jobs = first_job[n];
-#pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
-    for (int job = 0; job < jobs; job++) {
-        int i = 0;
-        while (job >= first_job[i + 1])
-            i++;
-        const DecodeSeq *s = &seqs[i];
-        int d = s->a.head_dim, group = s->a.n_heads / s->a.n_kv_heads;
-        /* Range-major: jobs taken together (one a thread) read the same positions' heads,
-         * neighbouring bytes of the cache, where head-major ones read ranges far apart. */
-        int local = job - first_job[i], g = local % s->a.n_kv_heads, sp = local / s->a.n_kv_heads;
-        size_t head = (size_t)g * d * (s->a.kv_f16 ? 2 : 4); /* bytes */
-        attn_decode_part(&s->a, s->q, (const char *)s->k + head, (const char *)s->v + head,
-                         g * group, group, sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
-                         parts + first_part[i] +
-                             (size_t)(g * s->n_split + sp) * decode_part_floats(&s->a),
-                         ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
+    /* the merges too: done by one thread, they had the other wait 1-2% of a batched step */
+#pragma omp parallel num_threads(ctx->threads) if (jobs > 1)
+    {
+#pragma omp for schedule(dynamic)
+        for (int job = 0; job < jobs; job++) {
+            int i = 0;
+            while (job >= first_job[i + 1])
+                i++;
+            const DecodeSeq *s = &seqs[i];
+            int d = s->a.head_dim, group = s->a.n_heads / s->a.n_kv_heads;
+            /* Range-major: jobs taken together (one a thread) read the same positions' heads,
+             * neighbouring bytes of the cache, where head-major ones read ranges far apart. */
+            int local = job - first_job[i], g = local % s->a.n_kv_heads,
+                sp = local / s->a.n_kv_heads;
+            size_t head = (size_t)g * d * (s->a.kv_f16 ? 2 : 4); /* bytes */
+            attn_decode_part(
+                &s->a, s->q, (const char *)s->k + head, (const char *)s->v + head, g * group, group,
+                sp * s->split, MIN(s->kv_end, (sp + 1) * s->split),
+                parts + first_part[i] + (size_t)(g * s->n_split + sp) * decode_part_floats(&s->a),
+                ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
+        }
+#pragma omp for schedule(static)
+        for (int i = 0; i < n; i++)
+            decode_merge(&seqs[i], parts + first_part[i]);
     }
-    for (int i = 0; i < n; i++)
-        decode_merge(&seqs[i], parts + first_part[i]);
 }
 
 /* Plans and runs the sequences in turns of as many as fit in the parts buffer (one always fits:
