@@ -44,9 +44,8 @@ gboolean dq_gemm_force_avx2(gboolean on) {
 }
 
 /* Values k0 .. k0 + kc - 1 of the int8 row starting at q8's element `row` (cols of them),
- * dequantized in k order: group by group, each value found where dq_q8_pos puts it (asking
- * dq_q8_pos for each walked the groups again for every value, which made an int8 prefill a
- * quarter slower). */
+ * dequantized in k order, walking the row's groups once (asking dq_q8_pos for each value walked
+ * them again every time, which made an int8 prefill a quarter slower). */
 static void q8_segment(float *out, const DqGemmQ8 *q8, size_t row, int cols, int k0, int kc) {
     const int8_t *q = q8->q + row;
     const float *sc = q8->scales + row / DQ_Q8_BLOCK;
@@ -56,11 +55,10 @@ static void q8_segment(float *out, const DqGemmQ8 *q8, size_t row, int cols, int
             b0 += m;
             m = dq_q8_group(nb, b0);
         }
-        const int8_t *g = q + (size_t)b0 * DQ_Q8_BLOCK + 2 * (b - b0);
         for (int i = 0; i < DQ_Q8_BLOCK; i++) {
             int k = b * DQ_Q8_BLOCK + i;
             if (k >= k0 && k < k0 + kc)
-                out[k - k0] = (float)g[(i / 2) * (2 * m) + (i & 1)] * sc[b];
+                out[k - k0] = (float)q[dq_q8_at(b0, m, b - b0, i)] * sc[b];
         }
     }
 }

@@ -54,13 +54,20 @@ static inline int dq_q8_group(int nb, int b0) {
     return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
 }
 
-/* Where value k of a row of `cols` int8 values is stored (cpu_q8.h): within its group of m
- * blocks, pair p (values 2p, 2p + 1) of the group's block j at pair slot p * m + j. */
+/* Where value i of block b0 + j of the group of m blocks from b0 is stored in its row: pair p
+ * (values 2p, 2p + 1) of the group's block j at pair slot p * m + j. Loops over a row's values
+ * walk its groups (dq_q8_group) and ask this. */
+static inline size_t dq_q8_at(int b0, int m, int j, int i) {
+    return (size_t)b0 * DQ_Q8_BLOCK + (size_t)(i / 2) * (2 * m) + 2 * j + (i & 1);
+}
+
+/* Where value k of a row of `cols` int8 values is stored (cpu_q8.h). It walks the row's groups
+ * from the start: for single values (tests, checks), not for loops over a row. */
 static inline size_t dq_q8_pos(int cols, int k) {
-    int nb = cols / DQ_Q8_BLOCK, b = k / DQ_Q8_BLOCK, i = k % DQ_Q8_BLOCK, b0 = 0, m;
+    int nb = cols / DQ_Q8_BLOCK, b = k / DQ_Q8_BLOCK, b0 = 0, m;
     while (b >= b0 + (m = dq_q8_group(nb, b0)))
         b0 += m;
-    return (size_t)b0 * DQ_Q8_BLOCK + (size_t)(i / 2) * (2 * m) + 2 * (b - b0) + (i & 1);
+    return dq_q8_at(b0, m, b - b0, k % DQ_Q8_BLOCK);
 }
 
 typedef enum {

@@ -14,19 +14,23 @@
 
 /* ---- quantization at load */
 
-/* One row: its values where dq_q8_pos puts them. */
+/* One row, group by group, its values where dq_q8_at puts them. */
 static void quantize_row(const float *w, int cols, int8_t *q, float *scales) {
-    for (int b = 0; b < cols / QB; b++) {
-        const float *src = w + (size_t)b * QB;
-        float amax = 0.0f;
-        for (int k = 0; k < QB; k++)
-            amax = MAX(amax, fabsf(src[k]));
-        float scale = amax / 127.0f;
-        scales[b] = scale;
-        for (int k = 0; k < QB; k++) {
-            /* |w| <= amax, so |w / scale| <= 127 up to one rounding: clamp for safety */
-            long v = scale > 0.0f ? lrintf(src[k] / scale) : 0;
-            q[dq_q8_pos(cols, b * QB + k)] = (int8_t)CLAMP(v, -127, 127);
+    int nb = cols / QB;
+    for (int b0 = 0, m; b0 < nb; b0 += m) {
+        m = dq_q8_group(nb, b0);
+        for (int j = 0; j < m; j++) {
+            const float *src = w + (size_t)(b0 + j) * QB;
+            float amax = 0.0f;
+            for (int k = 0; k < QB; k++)
+                amax = MAX(amax, fabsf(src[k]));
+            float scale = amax / 127.0f;
+            scales[b0 + j] = scale;
+            for (int k = 0; k < QB; k++) {
+                /* |w| <= amax, so |w / scale| <= 127 up to one rounding: clamp for safety */
+                long v = scale > 0.0f ? lrintf(src[k] / scale) : 0;
+                q[dq_q8_at(b0, m, j, k)] = (int8_t)CLAMP(v, -127, 127);
+            }
         }
     }
 }
@@ -82,9 +86,15 @@ int8_t dq_q8_code(const DqWeight *w, int row, int col) {
 
 /* out [cols] = row `row` of w dequantized. */
 static void dequantize_row(const DqWeight *w, int row, float *out) {
-    const float *s = dq_q8_scales(w) + (size_t)row * (w->cols / QB);
-    for (int c = 0; c < w->cols; c++)
-        out[c] = (float)dq_q8_code(w, row, c) * s[c / QB];
+    int nb = w->cols / QB;
+    const int8_t *q = dq_q8_values(w) + (size_t)row * w->cols;
+    const float *s = dq_q8_scales(w) + (size_t)row * nb;
+    for (int b0 = 0, m; b0 < nb; b0 += m) {
+        m = dq_q8_group(nb, b0);
+        for (int j = 0; j < m; j++)
+            for (int i = 0; i < QB; i++)
+                out[(size_t)(b0 + j) * QB + i] = (float)q[dq_q8_at(b0, m, j, i)] * s[b0 + j];
+    }
 }
 
 void dq_q8_dequantize(const DqWeight *w, float *out) {
@@ -123,17 +133,20 @@ void dq_q8_embed(const DqWeight *w, const int32_t *ids, int n, float *out) {
 static void quantize_x(const float *x, int n, int cols, int16_t *xq, float *xs) {
     int nb = cols / QB;
     for (int r = 0; r < n; r++)
-        for (int b = 0; b < nb; b++) {
-            const float *src = x + (size_t)r * cols + (size_t)b * QB;
-            float amax = 0.0f;
-            for (int k = 0; k < QB; k++)
-                amax = MAX(amax, fabsf(src[k]));
-            float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-            xs[(size_t)r * nb + b] = amax / 32767.0f;
-            for (int k = 0; k < QB; k++) {
-                long v = lrintf(src[k] * inv);
-                xq[(size_t)r * cols + dq_q8_pos(cols, b * QB + k)] =
-                    (int16_t)CLAMP(v, -32767, 32767);
+        for (int b0 = 0, m; b0 < nb; b0 += m) {
+            m = dq_q8_group(nb, b0);
+            for (int j = 0; j < m; j++) {
+                int b = b0 + j;
+                const float *src = x + (size_t)r * cols + (size_t)b * QB;
+                float amax = 0.0f;
+                for (int k = 0; k < QB; k++)
+                    amax = MAX(amax, fabsf(src[k]));
+                float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+                xs[(size_t)r * nb + b] = amax / 32767.0f;
+                for (int k = 0; k < QB; k++) {
+                    long v = lrintf(src[k] * inv);
+                    xq[(size_t)r * cols + dq_q8_at(b0, m, j, k)] = (int16_t)CLAMP(v, -32767, 32767);
+                }
             }
         }
 }
@@ -370,13 +383,17 @@ static void gemv_portable(float *y, const int16_t *xq, const float *xs, const Dq
             const int16_t *xr = xq + (size_t)r * cols;
             const int8_t *qo = Q + (size_t)o * cols;
             float s = 0.0f;
-            for (int b = 0; b < nb; b++) {
-                int32_t p = 0;
-                for (int k = b * QB; k < (b + 1) * QB; k++) {
-                    size_t at = dq_q8_pos(cols, k);
-                    p += (int32_t)qo[at] * xr[at];
+            for (int b0 = 0, m; b0 < nb; b0 += m) {
+                m = dq_q8_group(nb, b0);
+                for (int j = 0; j < m; j++) {
+                    int32_t p = 0;
+                    for (int i = 0; i < QB; i++) {
+                        size_t at = dq_q8_at(b0, m, j, i);
+                        p += (int32_t)qo[at] * xr[at];
+                    }
+                    int b = b0 + j;
+                    s += (float)p * S[(size_t)o * nb + b] * xs[(size_t)r * nb + b];
                 }
-                s += (float)p * S[(size_t)o * nb + b] * xs[(size_t)r * nb + b];
             }
             y[(size_t)r * rows + o] = bias != NULL ? s + bias[o] : s;
         }
