@@ -134,6 +134,9 @@ typedef struct {
     guint64 used_at;     /* LRU clock */
 } FeatureEntry;
 
+/* Speculative decoding: guesses a request may take a step (smolvlm_steps_max bounds it). */
+#define DQ_SPEC_MAX 16
+
 typedef struct {
     gboolean used, finished;
     SmolvlmKV *kv;
@@ -158,6 +161,11 @@ struct DqGenerator {
     void *scratch;        /* sampling: vocab floats + vocab ints */
     FeatureEntry *cache;  /* [cache_pages] */
     int cache_pages, n_cache;
+    /* speculative decoding (spec_step): guesses a request at most (0: off), the model's logits
+     * of a checking call [steps_max, vocab] and its ids */
+    int draft_tokens;
+    float *spec_logits;
+    int32_t *spec_ids;
     guint64 clock;
     DqGenerateTimings tm;
 };
@@ -196,6 +204,13 @@ DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError *
     g->scratch = g_malloc((size_t)V * (sizeof(float) + sizeof(int)));
     g->cache_pages = MAX(cache_pages, 0);
     g->cache = g_new0(FeatureEntry, MAX(g->cache_pages, 1));
+    if (smolvlm_has_draft(m)) {
+        int rows = smolvlm_steps_max(m);
+        g->spec_logits = g_new(float, (size_t)rows *V);
+        g->spec_ids = g_new(int32_t, rows);
+        const char *env = g_getenv("DOCQA_DRAFT_TOKENS"); /* to measure other settings */
+        dq_generator_set_draft_tokens(g, env != NULL ? atoi(env) : DQ_DRAFT_TOKENS_DEFAULT);
+    }
     return g;
 }
 
@@ -215,7 +230,14 @@ void dq_generator_free(DqGenerator *g) {
     g_free(g->segs);
     g_free(g->step_ids);
     g_free(g->scratch);
+    g_free(g->spec_logits);
+    g_free(g->spec_ids);
     g_free(g);
+}
+
+void dq_generator_set_draft_tokens(DqGenerator *g, int k) {
+    g->draft_tokens =
+        smolvlm_has_draft(g->m) ? CLAMP(k, 0, MIN(DQ_SPEC_MAX, smolvlm_steps_max(g->m) - 1)) : 0;
 }
 
 int dq_generator_n_slots(const DqGenerator *g) {
@@ -406,7 +428,8 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         s->res.output_ids = g_new0(int32_t, r->options.max_new_tokens);
     }
     const int prefill_rows = MAX(smolvlm_backend(g->m)->prefill_rows, DQ_PREFILL_ROWS);
-    if (!ensure_workspace(g, MAX(MIN(total, prefill_rows), g->n_slots), err))
+    int step_rows = MAX(g->n_slots, g->draft_tokens > 0 ? smolvlm_steps_max(g->m) : 0);
+    if (!ensure_workspace(g, MAX(MIN(total, prefill_rows), step_rows), err))
         goto out;
     for (int i = 0; i < n;) {
         int rows = 0, n_segs = 0;
@@ -425,8 +448,8 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
             }
             as[i].prefilled += take;
             gboolean last = as[i].prefilled == r->n_input_ids;
-            g->segs[n_segs++] =
-                (SmolvlmSegment){as[i].slot->kv, take, last ? as[i].slot->logits : NULL};
+            g->segs[n_segs++] = (SmolvlmSegment){
+                .kv = as[i].slot->kv, .n_rows = take, .logits = last ? as[i].slot->logits : NULL};
             rows += take;
             if (!last)
                 break; /* its next chunk opens the next call */
@@ -467,6 +490,123 @@ out:
     return ok;
 }
 
+/* ---- speculative decoding
+ *
+ * With a draft (SmolvlmOptions.draft), a step may give a request several tokens for one pass over
+ * the model's weights. The draft guesses k tokens one row at a time (its int8 copy of the
+ * decoder's layers over the request's own KV cache); then one call of the model proper runs the
+ * request's last token and the guesses as k + 1 steps (a steps segment: every row exactly as a
+ * plain step would compute it, products on the backend's row-invariant path). The model's
+ * choice after each row is what a plain step would have chosen there, so the guesses are kept
+ * up to the first the model would not have made, followed by the model's own choice at that
+ * point: the plain greedy tokens, in fewer passes. Decode is bound by the bytes of the weights,
+ * and k + 1 rows cost about what one row does.
+ *
+ * Only greedy requests: a sampled token is not a function of the logits alone. And only while
+ * all rows of a step fit one row-invariant call; a full batch is bound by arithmetic anyway. */
+
+/* Guesses each request takes this step (0: a plain step). */
+static int spec_guesses(const DqGenerator *g, int n_active) {
+    if (g->draft_tokens <= 0 || n_active > DQ_SPEC_MAX)
+        return 0;
+    for (int i = 0; i < g->n_slots; i++) {
+        const Slot *s = &g->slots[i];
+        if (s->used && !s->finished && s->options.do_sample)
+            return 0;
+    }
+    int k = g->draft_tokens, rows = smolvlm_steps_max(g->m);
+    while (k > 0 && n_active * (k + 1) > rows)
+        k--;
+    return k;
+}
+
+static gboolean spec_step(DqGenerator *g, int k, GError **err) {
+    const SmolvlmConfig *c = smolvlm_config(g->m);
+    const int V = c->vocab_size;
+    double t0 = dq_now_ms();
+    int act[DQ_SPEC_MAX], n_act = 0, calls = 0; /* n_act * (k + 1) <= steps_max */
+    int32_t guess[DQ_SPEC_MAX][DQ_SPEC_MAX];
+    int n_guess[DQ_SPEC_MAX], len[DQ_SPEC_MAX];
+    for (int i = 0; i < g->n_slots; i++) {
+        Slot *s = &g->slots[i];
+        if (!s->used || s->finished)
+            continue;
+        /* never a guess past max_new_tokens: the cache holds the prompt and that many */
+        n_guess[n_act] = MIN(k, s->options.max_new_tokens - s->res.n_output_ids - 1);
+        len[n_act] = smolvlm_kv_len(s->kv);
+        act[n_act++] = i;
+    }
+    int cursor = 0;
+    /* 1. The draft's guesses, a row a request at a time. */
+    for (int j = 0; j < k; j++) {
+        int n_segs = 0;
+        for (int a = 0; a < n_act; a++) {
+            Slot *s = &g->slots[act[a]];
+            if (n_guess[a] <= j)
+                continue;
+            g->step_ids[n_segs] =
+                j == 0 ? s->res.output_ids[s->res.n_output_ids - 1] : guess[a][j - 1];
+            g->segs[n_segs++] = (SmolvlmSegment){.kv = s->kv, .n_rows = 1, .logits = s->logits};
+        }
+        if (n_segs == 0)
+            break;
+        if (!smolvlm_embed(g->m, g->ws, 0, g->step_ids, n_segs, NULL, 0, &cursor, err) ||
+            !smolvlm_forward_draft(g->m, g->ws, g->segs, n_segs, err))
+            goto fail;
+        calls++;
+        for (int a = 0; a < n_act; a++) {
+            Slot *s = &g->slots[act[a]];
+            if (n_guess[a] <= j)
+                continue;
+            guess[a][j] = dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch);
+            if (!s->options.ignore_eos && smolvlm_config_is_eos(c, guess[a][j]))
+                n_guess[a] = j + 1; /* the request would stop there */
+        }
+    }
+    /* 2. The model proper over each request's last token and its guesses, as steps. */
+    int rows = 0;
+    for (int a = 0; a < n_act; a++) {
+        Slot *s = &g->slots[act[a]];
+        smolvlm_kv_truncate(s->kv, len[a]); /* the draft's rows: rewritten now */
+        g->spec_ids[rows] = s->res.output_ids[s->res.n_output_ids - 1];
+        memcpy(g->spec_ids + rows + 1, guess[a], (size_t)n_guess[a] * sizeof(int32_t));
+        g->segs[a] = (SmolvlmSegment){.kv = s->kv,
+                                      .n_rows = n_guess[a] + 1,
+                                      .logits = g->spec_logits + (size_t)rows * V,
+                                      .steps = TRUE};
+        rows += n_guess[a] + 1;
+    }
+    if (!smolvlm_embed(g->m, g->ws, 0, g->spec_ids, rows, NULL, 0, &cursor, err) ||
+        !smolvlm_forward_step(g->m, g->ws, g->segs, n_act, err))
+        goto fail;
+    calls++;
+    /* 3. The model's tokens, as far as the guesses led it. */
+    double share = (dq_now_ms() - t0) / n_act;
+    for (int a = 0; a < n_act; a++) {
+        Slot *s = &g->slots[act[a]];
+        const float *logits = g->segs[a].logits;
+        int taken = 0;
+        for (int i = 0; i <= n_guess[a]; i++) {
+            int tok = dq_sample_token(logits + (size_t)i * V, V, &s->options, &s->rng, g->scratch);
+            taken++;
+            if (slot_push(g, s, tok) || i == n_guess[a] || tok != guess[a][i])
+                break;
+            g->tm.draft_accepted++;
+        }
+        g->tm.draft_tokens += n_guess[a];
+        /* the rows of the tokens taken, the last excepted: it is the next step's input */
+        smolvlm_kv_truncate(s->kv, len[a] + taken);
+        s->decode_ms += share;
+    }
+    g->tm.decode_ms += dq_now_ms() - t0;
+    g->tm.decode_steps += calls;
+    return TRUE;
+fail:
+    for (int i = 0; i < g->n_slots; i++)
+        slot_clear(g, &g->slots[i]);
+    return FALSE;
+}
+
 gboolean dq_generator_step(DqGenerator *g, GError **err) {
     int V = smolvlm_config(g->m)->vocab_size;
     int n_segs = 0;
@@ -476,10 +616,13 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
         if (!s->used || s->finished)
             continue;
         g->step_ids[n_segs] = s->res.output_ids[s->res.n_output_ids - 1];
-        g->segs[n_segs++] = (SmolvlmSegment){s->kv, 1, s->logits};
+        g->segs[n_segs++] = (SmolvlmSegment){.kv = s->kv, .n_rows = 1, .logits = s->logits};
     }
     if (n_segs == 0)
         return TRUE;
+    int k = spec_guesses(g, n_segs);
+    if (k > 0)
+        return spec_step(g, k, err);
     /* The step's ids in one lookup. No features: a generated <image> id is an error, as in
      * transformers. */
     int cursor = 0;

@@ -88,6 +88,8 @@ typedef struct {
     int generated_tokens; /* summed over requests */
     int features_reused;  /* requests whose image features came from a DqGenerator's cache or a
                              batch-mate with the same features_key, not from the encoder */
+    int draft_tokens;     /* speculative decoding: tokens the draft guessed */
+    int draft_accepted;   /* ... and of them, those the model would have chosen (taken) */
     double peak_rss_mb;   /* of the process, after the call */
 } DqGenerateTimings;
 
@@ -140,6 +142,15 @@ int dq_generator_take_finished(DqGenerator *g, DqGeneratorDone *done, int max);
 
 /* Drops a slot's request, finished or not (cancellation); its result is lost. */
 void dq_generator_drop(DqGenerator *g, int slot);
+
+/* Speculative decoding, where the model was opened with a draft (SmolvlmOptions.draft): in a
+ * step, each greedy request takes up to k of the draft's guesses, checked by the model in one
+ * call (generate.c explains how; the tokens are those of plain greedy decoding, to the bit).
+ * Used while every active request is greedy and their rows, k + 1 each, fit one row-invariant
+ * call (k is lowered to fit); 0 turns it off. The default is DQ_DRAFT_TOKENS_DEFAULT, or the
+ * environment's DOCQA_DRAFT_TOKENS. */
+#define DQ_DRAFT_TOKENS_DEFAULT 4
+void dq_generator_set_draft_tokens(DqGenerator *g, int k);
 
 /* Totals since dq_generator_new (peak_rss_mb as of this call). */
 void dq_generator_timings(const DqGenerator *g, DqGenerateTimings *out);

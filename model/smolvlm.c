@@ -65,6 +65,12 @@ struct Smolvlm {
     BindAs weights;  /* --weights: the matrices bound as BIND_INT8 or BIND_BF16, or none */
     BindAs bind_as;  /* how bind() prepares what it binds (set around the matrices) */
     gboolean kv_f16; /* the KV caches hold float16 (approximate weights, on a backend that can) */
+    /* The draft (SmolvlmOptions.draft): int8 copies of the decoder's matrices; its norms are
+     * the model's (NULL in draft_tl). binding_draft: bind() leaves the mapping alone, which the
+     * model proper reads. */
+    gboolean want_draft, binding_draft;
+    TextLayer *draft_tl;
+    DqWeight draft_lm_head;
 };
 
 struct SmolvlmKV {
@@ -113,7 +119,9 @@ static gboolean bind(Smolvlm *m, DqWeight *w, int rows, int cols, int ndim, cons
     }
     if (ok) {
         size_t bytes = (size_t)t->numel * dq_dtype_size(t->dtype);
-        if (w->owned != NULL)
+        if (m->binding_draft)
+            ; /* the model proper's tensor: as it left it */
+        else if (w->owned != NULL)
             dq_mapped_release(t->data, bytes); /* the backend keeps its own copy */
         else if (!m->binding_table)
             dq_mapped_populate(t->data, bytes); /* used as mapped: read it in at load */
@@ -265,6 +273,36 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
     return TRUE;
 }
 
+/* The draft's matrices: the decoder's linear layers and lm_head (embed_tokens when tied), as
+ * int8 blocks. */
+static gboolean bind_draft(Smolvlm *m, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
+    int qd = c->text_heads * hd, kvd = c->text_kv_heads * hd;
+    const char *tp = "model.text_model";
+    m->draft_tl = g_new0(TextLayer, c->text_layers);
+    m->binding_draft = TRUE;
+    m->bind_as = BIND_INT8;
+    gboolean ok = TRUE;
+    for (int l = 0; ok && l < c->text_layers; l++) {
+        TextLayer *L = &m->draft_tl[l];
+        ok = BIND2(&L->q_w, qd, Dt, "%s.layers.%d.self_attn.q_proj.weight", tp, l) &&
+             BIND2(&L->k_w, kvd, Dt, "%s.layers.%d.self_attn.k_proj.weight", tp, l) &&
+             BIND2(&L->v_w, kvd, Dt, "%s.layers.%d.self_attn.v_proj.weight", tp, l) &&
+             BIND2(&L->o_w, Dt, qd, "%s.layers.%d.self_attn.o_proj.weight", tp, l) &&
+             BIND2(&L->gate_w, It, Dt, "%s.layers.%d.mlp.gate_proj.weight", tp, l) &&
+             BIND2(&L->up_w, It, Dt, "%s.layers.%d.mlp.up_proj.weight", tp, l) &&
+             BIND2(&L->down_w, Dt, It, "%s.layers.%d.mlp.down_proj.weight", tp, l);
+    }
+    if (ok)
+        ok = c->tie_word_embeddings
+                 ? BIND2(&m->draft_lm_head, c->vocab_size, Dt, "%s.embed_tokens.weight", tp)
+                 : BIND2(&m->draft_lm_head, c->vocab_size, Dt, "lm_head.weight");
+    m->bind_as = BIND_STORED;
+    m->binding_draft = FALSE;
+    return ok;
+}
+
 static void free_weight(Smolvlm *m, DqWeight *w) {
     if (w->data != NULL)
         m->be->weight_free(m->be, w);
@@ -294,13 +332,40 @@ void smolvlm_free(Smolvlm *m) {
         }
         free_weight(m, &m->norm);
         free_weight(m, &m->lm_head_own);
+        for (int l = 0; m->draft_tl != NULL && l < m->cfg.text_layers; l++) {
+            DqWeight *w = (DqWeight *)&m->draft_tl[l];
+            for (size_t i = 0; i < sizeof(TextLayer) / sizeof(DqWeight); i++)
+                free_weight(m, &w[i]);
+        }
+        free_weight(m, &m->draft_lm_head);
         dq_backend_free(m->be);
     }
     g_free(m->vl);
     g_free(m->tl);
+    g_free(m->draft_tl);
     safetensors_free(m->st);
     g_free(m->dir);
     g_free(m);
+}
+
+static gboolean draft_option(Smolvlm *m, const char *device, const SmolvlmOptions *opts,
+                             GError **err) {
+    const char *draft = opts != NULL ? opts->draft : NULL;
+    if (draft == NULL || strcmp(draft, "none") == 0)
+        return TRUE;
+    if (strcmp(draft, "int8") != 0)
+        return dq_fail(err, DQ_ERR_ARGS, "unknown draft '%s' (expected none or int8)", draft);
+    if (m->be->weight_init_q8 == NULL || m->be->matmul_row_invariant_max < 2)
+        return dq_fail(err, DQ_ERR_ARGS,
+                       "draft int8: device %s has no int8 kernels or no row-invariant products "
+                       "to check guesses with (use cpu)",
+                       device);
+    if (m->weights == BIND_INT8)
+        return dq_fail(err, DQ_ERR_ARGS,
+                       "draft int8: the weights are int8 already (a draft needs weights stored "
+                       "or bf16)");
+    m->want_draft = TRUE;
+    return TRUE;
 }
 
 static gboolean weights_option(Smolvlm *m, const char *device, const SmolvlmOptions *opts,
@@ -343,7 +408,9 @@ Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err)
     if (m->st == NULL)
         goto fail;
     m->be = dq_backend_open_device(device, err); /* cpu, or cuda:I (backend_cuda.h) */
-    if (m->be == NULL || !weights_option(m, device, opts, err) || !bind_all(m, err))
+    if (m->be == NULL || !weights_option(m, device, opts, err) ||
+        !draft_option(m, device, opts, err) || !bind_all(m, err) ||
+        (m->want_draft && !bind_draft(m, err)))
         goto fail;
     return m;
 fail:
@@ -672,6 +739,10 @@ int smolvlm_kv_len(const SmolvlmKV *kv) {
     return kv->len;
 }
 
+void smolvlm_kv_truncate(SmolvlmKV *kv, int len) {
+    kv->len = CLAMP(len, 0, kv->len);
+}
+
 void smolvlm_workspace_free(Smolvlm *m, SmolvlmWorkspace *ws) {
     if (ws == NULL)
         return;
@@ -806,8 +877,47 @@ static void seg_product(DqBackend *be, const SmolvlmSegment *segs, int n_segs, f
     seg_products(be, segs, n_segs, &y, x, &w, 1, scratch);
 }
 
-gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
-                         GError **err) {
+int smolvlm_steps_max(const Smolvlm *m) {
+    return m->be->matmul_row_invariant_max;
+}
+
+gboolean smolvlm_has_draft(const Smolvlm *m) {
+    return m->draft_tl != NULL;
+}
+
+/* lm_head over chosen rows of xn, DQ_LOGIT_ROWS at a time: want[i] = (row, host destination). */
+typedef struct {
+    int row;
+    float *dst;
+} LogitRow;
+
+static void logits_out(Smolvlm *m, SmolvlmWorkspace *ws, const float *xn, const DqWeight *lm_head,
+                       const LogitRow *want, int n_want) {
+    DqBackend *be = m->be;
+    const size_t V = (size_t)m->cfg.vocab_size, Dt = (size_t)m->cfg.text_hidden;
+    for (int i0 = 0; i0 < n_want; i0 += DQ_LOGIT_ROWS) {
+        const LogitRow *w = want + i0;
+        int n = MIN(DQ_LOGIT_ROWS, n_want - i0);
+        /* Rows next to each other in one copy: a decode step's rows are all of xn. */
+        for (int i = 0, j; i < n; i = j) {
+            for (j = i + 1; j < n && w[j].row == w[i].row + (j - i);)
+                j++;
+            be->copy(be, ws->last + (size_t)i * Dt, xn + (size_t)w[i].row * Dt,
+                     (size_t)(j - i) * Dt);
+        }
+        be->matmul(be, ws->logits, ws->last, lm_head, NULL, n); /* [n, V] */
+        /* One download per run of destinations side by side (the generator's slots): a
+         * download waits for the device, and a 64-page step had 64 of them. */
+        for (int i = 0, j; i < n; i = j) {
+            for (j = i + 1; j < n && w[j].dst == w[i].dst + (size_t)(j - i) * V;)
+                j++;
+            be->download(be, w[i].dst, ws->logits + (size_t)i * V, (size_t)(j - i) * V);
+        }
+    }
+}
+
+static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                        gboolean draft, GError **err) {
     const SmolvlmConfig *c = &m->cfg;
     DqBackend *be = m->be;
     int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
@@ -822,6 +932,11 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
                            "segment %d: %d new rows do not fit its KV cache "
                            "(%d of %d used)",
                            s, segs[s].n_rows, kv->len, kv->capacity);
+        if (segs[s].steps && segs[s].n_rows > MAX(1, smolvlm_steps_max(m)))
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "segment %d: %d rows computed as steps, the backend keeps at most %d "
+                           "rows row-invariant",
+                           s, segs[s].n_rows, smolvlm_steps_max(m));
         for (int i = 0; i < segs[s].n_rows; i++)
             ws->pos[n + i] = kv->len + i; /* positions simply continue (pitfall 29) */
         if (m->trace != NULL)
@@ -850,27 +965,41 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
                        .scale = 1.0f / sqrtf((float)hd),
                        .kv_f16 = m->kv_f16,
                        .bf16_products = m->weights == BIND_BF16};
+    if (draft && m->draft_tl == NULL)
+        return dq_fail(err, DQ_ERR_ARGS, "%s: the model was opened without a draft", m->dir);
+    const TextLayer *layers = draft ? m->draft_tl : m->tl;
     for (int l = 0; l < c->text_layers; l++) {
-        const TextLayer *L = &m->tl[l];
+        const TextLayer *L = &layers[l];
+        const TextLayer *N = &m->tl[l]; /* the norms: the draft has none of its own */
         /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
-        be->rmsnorm(be, xn, x, &L->in_norm, n, Dt, eps);
+        be->rmsnorm(be, xn, x, &N->in_norm, n, Dt, eps);
         float *qkv[3] = {q, k, v};
         const DqWeight *qkv_w[3] = {&L->q_w, &L->k_w, &L->v_w};
         seg_products(be, segs, n_segs, qkv, xn, qkv_w, 3, NULL);
         be->rope(be, q, ws->pos, n, H, hd, c->rope_theta);
         be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
+        /* A steps segment's rows attend as one-row segments would, one after another. */
+        int n_att = 0;
         for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
             const SmolvlmKV *kv = segs[s].kv;
-            ws->att_segs[s] = (DqAttnSegment){.k_cache = kv_cache_layer(m, kv->k, kv, l, kvd),
-                                              .v_cache = kv_cache_layer(m, kv->v, kv, l, kvd),
-                                              .row0 = r,
-                                              .n_q = segs[s].n_rows,
-                                              .n_past = kv->len};
+            DqAttnSegment g = {.k_cache = kv_cache_layer(m, kv->k, kv, l, kvd),
+                               .v_cache = kv_cache_layer(m, kv->v, kv, l, kvd),
+                               .row0 = r,
+                               .n_q = segs[s].n_rows,
+                               .n_past = kv->len};
+            if (!segs[s].steps) {
+                ws->att_segs[n_att++] = g;
+                continue;
+            }
+            for (int i = 0; i < segs[s].n_rows; i++, g.row0++, g.n_past++) {
+                g.n_q = 1;
+                ws->att_segs[n_att++] = g;
+            }
         }
-        dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_segs, &att);
+        dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_att, &att);
         seg_product(be, segs, n_segs, x, attn, &L->o_w, xn);
         /* x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x))) */
-        be->rmsnorm(be, xn, x, &L->post_norm, n, Dt, eps);
+        be->rmsnorm(be, xn, x, &N->post_norm, n, Dt, eps);
         float *gate_up[2] = {gate, up};
         const DqWeight *gate_up_w[2] = {&L->gate_w, &L->up_w};
         seg_products(be, segs, n_segs, gate_up, xn, gate_up_w, 2, NULL);
@@ -879,40 +1008,40 @@ gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment 
     }
     be->rmsnorm(be, xn, x, &m->norm, n, Dt, eps);
 
-    /* lm_head on the last row of each segment that wants logits, DQ_LOGIT_ROWS at a time. */
-    int want[DQ_LOGIT_ROWS], from[DQ_LOGIT_ROWS]; /* the segments and their last rows */
+    /* lm_head on the last row of each segment that wants logits (every row of a steps
+     * segment). */
+    const DqWeight *lm_head = draft ? &m->draft_lm_head : m->lm_head;
+    const size_t V = (size_t)c->vocab_size;
+    LogitRow want[DQ_LOGIT_ROWS];
     int n_want = 0;
     for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
         if (m->trace != NULL)
             trace(m, "decoder_last_hidden", s, xn + (size_t)r * Dt, segs[s].n_rows, Dt);
-        if (segs[s].logits != NULL) {
-            from[n_want] = r + segs[s].n_rows - 1;
-            want[n_want++] = s;
-        }
-        if (n_want == DQ_LOGIT_ROWS || (s == n_segs - 1 && n_want > 0)) {
-            /* Rows next to each other in one copy: a decode step's rows are all of xn. */
-            for (int i = 0, j; i < n_want; i = j) {
-                for (j = i + 1; j < n_want && from[j] == from[i] + (j - i);)
-                    j++;
-                be->copy(be, ws->last + (size_t)i * Dt, xn + (size_t)from[i] * Dt,
-                         (size_t)(j - i) * Dt);
+        if (segs[s].logits == NULL)
+            continue;
+        int first = segs[s].steps ? 0 : segs[s].n_rows - 1;
+        for (int i = first; i < segs[s].n_rows; i++) {
+            want[n_want++] = (LogitRow){r + i, segs[s].logits + (size_t)(i - first) * V};
+            if (n_want == DQ_LOGIT_ROWS) {
+                logits_out(m, ws, xn, lm_head, want, n_want);
+                n_want = 0;
             }
-            be->matmul(be, ws->logits, ws->last, m->lm_head, NULL, n_want); /* [n_want, V] */
-            /* One download per run of destinations side by side (the generator's slots): a
-             * download waits for the device, and a 64-page step had 64 of them. */
-            const size_t V = (size_t)c->vocab_size;
-            for (int i = 0, j; i < n_want; i = j) {
-                float *dst = segs[want[i]].logits;
-                for (j = i + 1; j < n_want && segs[want[j]].logits == dst + (size_t)(j - i) * V;)
-                    j++;
-                be->download(be, dst, ws->logits + (size_t)i * V, (size_t)(j - i) * V);
-            }
-            n_want = 0;
         }
     }
+    logits_out(m, ws, xn, lm_head, want, n_want);
     for (int s = 0; s < n_segs; s++)
         segs[s].kv->len += segs[s].n_rows;
     return TRUE;
+}
+
+gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                         GError **err) {
+    return forward(m, ws, segs, n_segs, FALSE, err);
+}
+
+gboolean smolvlm_forward_draft(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs,
+                               int n_segs, GError **err) {
+    return forward(m, ws, segs, n_segs, TRUE, err);
 }
 
 gboolean smolvlm_forward_step(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs,
@@ -920,17 +1049,18 @@ gboolean smolvlm_forward_step(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSeg
     DqBackend *be = m->be;
     if (be->graph_begin == NULL || be->graph_end == NULL || m->trace != NULL || n_segs <= 0)
         return smolvlm_forward(m, ws, segs, n_segs, err);
-    /* The recorded ops depend on the number of segments and of rows (the merged matmuls, one
-     * attention a segment, one download a logits row); the KV lengths and buffers are mere
-     * arguments, updated in place from step to step. */
-    int rows = 0, n_logits = 0;
+    /* The recorded ops depend on the number of attention segments (a steps segment's rows are
+     * one each) and of rows (the merged matmuls, one download a logits row); the KV lengths and
+     * buffers are mere arguments, updated in place from step to step. */
+    int rows = 0, n_logits = 0, n_att = 0;
     int *lens = g_new(int, n_segs);
     for (int s = 0; s < n_segs; s++) {
         rows += segs[s].n_rows;
-        n_logits += segs[s].logits != NULL;
+        n_att += segs[s].steps ? segs[s].n_rows : 1;
+        n_logits += segs[s].logits == NULL ? 0 : segs[s].steps ? segs[s].n_rows : 1;
         lens[s] = segs[s].kv->len;
     }
-    uint64_t key = (uint64_t)n_segs | (uint64_t)rows << 24 | (uint64_t)n_logits << 48;
+    uint64_t key = (uint64_t)n_att | (uint64_t)rows << 24 | (uint64_t)n_logits << 48;
     gboolean ok;
     if (!be->graph_begin(be, key)) {
         ok = smolvlm_forward(m, ws, segs, n_segs, err);

@@ -38,6 +38,11 @@ typedef struct {
      * products with many rows on bf16 activations where the CPU has AVX512-BF16 (cpu_gemm.h;
      * device cpu only): logits approximate. Both also take float16 KV caches. */
     const char *weights;
+    /* NULL or "none": no draft. "int8": a second copy of the decoder's linear layers quantized
+     * to int8 blocks, which smolvlm_forward_draft uses to guess tokens for speculative decoding
+     * (generate.h). The guesses are checked by the model as loaded, so what it generates does
+     * not change. Device cpu, with weights stored or bf16. */
+    const char *draft;
 } SmolvlmOptions;
 
 typedef struct Smolvlm Smolvlm;
@@ -81,6 +86,8 @@ typedef struct SmolvlmKV SmolvlmKV;
 SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err);
 void smolvlm_kv_free(Smolvlm *m, SmolvlmKV *kv);
 int smolvlm_kv_len(const SmolvlmKV *kv);
+/* Forgets positions len .. of the cache (len <= its length): what a rejected guess wrote. */
+void smolvlm_kv_truncate(SmolvlmKV *kv, int len);
 
 /* Activation buffers for forward calls of up to max_rows rows (allocated once, reused by every
  * prefill chunk and decode step). */
@@ -98,15 +105,33 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
 /* A forward call runs consecutive rows of the workspace input, segment by segment: segment i's
  * n_rows rows are new tokens of its sequence at positions kv_len .. kv_len + n_rows - 1; they are
  * appended to its KV cache. When logits != NULL the logits of the segment's last row are written
- * there (host [vocab_size]). */
+ * there (host [vocab_size]).
+ *
+ * `steps`: the rows are computed as that many one-row calls in a row would compute them, to the
+ * bit (each row's attention as a decode step's, over the cache up to itself; products on the
+ * backend's row-invariant path), and logits != NULL receives every row's logits
+ * ([n_rows, vocab_size]). Speculative decoding checks its guesses so. Needs n_rows <=
+ * smolvlm_steps_max(). */
 typedef struct {
     SmolvlmKV *kv;
     int n_rows;
     float *logits;
+    gboolean steps;
 } SmolvlmSegment;
 
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
                          GError **err);
+
+/* The most rows a `steps` segment may have (the backend's matmul_row_invariant_max; 0: none). */
+int smolvlm_steps_max(const Smolvlm *m);
+
+/* smolvlm_forward with the draft's linear layers (SmolvlmOptions.draft), everything else as
+ * loaded: the draft reads and appends to the same KV caches, so it needs no prompt of its own;
+ * what it appends is approximate, and the caller truncates it (smolvlm_kv_truncate) before the
+ * model proper writes those positions. Fails when the model was opened without a draft. */
+gboolean smolvlm_forward_draft(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs,
+                               int n_segs, GError **err);
+gboolean smolvlm_has_draft(const Smolvlm *m);
 
 /* smolvlm_forward for a decode step (each segment a row or a few): where the backend records
  * steps (backend.h graph_begin: CUDA graphs), the whole call is recorded and replayed as one

@@ -45,11 +45,13 @@ int main(int argc, char **argv) {
 
     double t0 = dq_now_ms();
     /* DOCQA_DEVICE: cpu (the fast backend, default), cpu-ref, cuda:I; DOCQA_WEIGHTS: int8 (the
-     * decoder's matrices quantized at load) or unset */
-    Smolvlm *m = smolvlm_open(
-        snap,
-        &(SmolvlmOptions){.device = g_getenv("DOCQA_DEVICE"), .weights = g_getenv("DOCQA_WEIGHTS")},
-        &err);
+     * decoder's matrices quantized at load) or unset; DOCQA_DRAFT: int8 (speculative decoding,
+     * generate.h; DOCQA_DRAFT_TOKENS: guesses a step) or unset */
+    Smolvlm *m = smolvlm_open(snap,
+                              &(SmolvlmOptions){.device = g_getenv("DOCQA_DEVICE"),
+                                                .weights = g_getenv("DOCQA_WEIGHTS"),
+                                                .draft = g_getenv("DOCQA_DRAFT")},
+                              &err);
     if (m == NULL)
         return fail(err);
     double load_ms = dq_now_ms() - t0;
@@ -126,11 +128,20 @@ int main(int argc, char **argv) {
     qsort(rates, n_rates, sizeof *rates, cmp_double);
     double rate =
         n_rates % 2 ? rates[n_rates / 2] : (rates[n_rates / 2 - 1] + rates[n_rates / 2]) / 2;
+    /* the tokens, to compare runs (a draft must not change them) */
+    guint32 out_hash = 2166136261u;
+    for (int i = 0; i < res[0].n_output_ids; i++)
+        out_hash = (out_hash ^ (guint32)res[0].output_ids[i]) * 16777619u;
     printf("model=%s tiles=%d prompt_tokens=%d batch=%d load_ms=%.0f preprocess_ms=%.0f "
            "vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f decode_tok_s=%.2f "
-           "decode_tok_s_runs=%s peak_rss_mb=%.0f\n",
+           "decode_tok_s_runs=%s peak_rss_mb=%.0f decode_calls=%d draft_tokens=%d "
+           "draft_accepted=%d out_hash=%08x\n",
            snap, tm.n_tiles, tm.prompt_tokens, batch, load_ms, preprocess_ms, tm.vision_ms,
-           tm.prefill_ms, tm.decode_ms, rate, runs->str, tm.peak_rss_mb);
+           tm.prefill_ms, tm.decode_ms, rate, runs->str, tm.peak_rss_mb, tm.decode_steps,
+           tm.draft_tokens, tm.draft_accepted, out_hash);
+    if (g_getenv("DOCQA_BENCH_PRINT_IDS") != NULL)
+        for (int i = 0; i < res[0].n_output_ids; i++)
+            printf("%d%c", res[0].output_ids[i], i + 1 < res[0].n_output_ids ? ' ' : '\n');
     g_string_free(runs, TRUE);
     g_free(rates);
     g_free(text_ids);

@@ -1079,7 +1079,7 @@ static void graph_forward_case(const char *snap) {
             int cursor = 0;
             prompt_ids(cfg, s, ids, prompt);
             g_assert_true(smolvlm_embed(m, ws, 0, ids, prompt, NULL, 0, &cursor, &err));
-            SmolvlmSegment seg = {kv[r][s], prompt, logits[r][s]};
+            SmolvlmSegment seg = {.kv = kv[r][s], .n_rows = prompt, .logits = logits[r][s]};
             g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
             dq_assert_no_error(err);
         }
@@ -1097,7 +1097,7 @@ static void graph_forward_case(const char *snap) {
                     continue;
                 int cursor = 0;
                 g_assert_true(smolvlm_embed(m, ws, n, &next[s], 1, NULL, 0, &cursor, &err));
-                segs[n++] = (SmolvlmSegment){kv[r][s], 1, logits[r][s]};
+                segs[n++] = (SmolvlmSegment){.kv = kv[r][s], .n_rows = 1, .logits = logits[r][s]};
             }
             g_assert_cmpint(n, <=, prompt);
             dq_backend_cuda_set_graphs(be, r == 1);

@@ -19,17 +19,20 @@ typedef struct {
     DqGenerateResult alone;
 } Case;
 
-static SmolvlmPipeline *open_pipeline(const char *model, const char *device) {
+static SmolvlmPipeline *open_with(const char *model, SmolvlmOptions opts) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL)
         return NULL;
     char *snap = g_build_filename(shared, "models", model, NULL);
-    SmolvlmOptions opts = {.device = device};
     GError *err = NULL;
     SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &opts, &err);
     dq_assert_no_error(err);
     g_free(snap);
     return p;
+}
+
+static SmolvlmPipeline *open_pipeline(const char *model, const char *device) {
+    return open_with(model, (SmolvlmOptions){.device = device});
 }
 
 /* A greedy request about one fixture image (NULL: text only), answered alone for reference. */
@@ -268,6 +271,130 @@ static void test_errors(void) {
     smolvlm_pipeline_free(p);
 }
 
+/* Runs reqs[0 .. n) in a generator of n slots with k guesses a step; results[i] for reqs[i]. */
+static void run_speculative(Smolvlm *m, const SmolvlmRequest *reqs, int n, int k,
+                            DqGenerateResult *results, DqGenerateTimings *tm) {
+    GError *err = NULL;
+    DqGenerator *g = dq_generator_new(m, n, 0, &err);
+    dq_assert_no_error(err);
+    dq_generator_set_draft_tokens(g, k);
+    int slots[8], index[8];
+    g_assert_cmpint(n, <=, 8);
+    g_assert_true(dq_generator_add(g, reqs, n, slots, &err));
+    dq_assert_no_error(err);
+    for (int i = 0; i < n; i++)
+        index[slots[i]] = i;
+    while (dq_generator_n_active(g) > 0) {
+        g_assert_true(dq_generator_step(g, &err));
+        dq_assert_no_error(err);
+    }
+    DqGeneratorDone done[8];
+    g_assert_cmpint(dq_generator_take_finished(g, done, 8), ==, n);
+    for (int i = 0; i < n; i++)
+        results[index[done[i].slot]] = done[i].result;
+    dq_generator_timings(g, tm);
+    dq_generator_free(g);
+}
+
+/* Speculative decoding (an int8 draft) gives the tokens and logits of plain greedy decoding, to
+ * the bit: alone at any number of guesses, several requests at once (guesses lowered to fit),
+ * with eos stops and max_new_tokens cutting a step's guesses short, and beside a sampled request
+ * (which turns it off for the step). */
+static void speculative(const char *model, const char *weights) {
+    SmolvlmPipeline *p = open_with(model, (SmolvlmOptions){.weights = weights});
+    SmolvlmPipeline *pd = open_with(model, (SmolvlmOptions){.weights = weights, .draft = "int8"});
+    if (p == NULL || pd == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    g_assert_true(smolvlm_has_draft(pd->model));
+    int V = smolvlm_config(p->model)->vocab_size;
+    Case cs[4];
+    case_init(&cs[0], p, "portrait_page.png", "What is the title?", 2, 23);
+    case_init(&cs[1], p, "banner_wide.png", "Who wrote it?", 1, 9);
+    case_init(&cs[2], p, NULL, "Say hello.", 0, 17);
+    case_init(&cs[3], p, "logo_rgba.png", "What colour is it?", 1, 2);
+    int guessed = 0, taken = 0;
+    for (int c = 0; c < 4; c++)
+        for (int k = 1; k <= 7; k += 2) {
+            DqGenerateResult r;
+            DqGenerateTimings tm;
+            run_speculative(pd->model, &cs[c].req, 1, k, &r, &tm);
+            assert_same(&cs[c], &r, V);
+            dq_generate_result_clear(&r);
+            g_assert_cmpint(tm.draft_accepted, <=, tm.draft_tokens);
+            g_assert_cmpint(tm.generated_tokens, ==, cs[c].alone.n_output_ids);
+            if (cs[c].alone.n_output_ids > 2)
+                g_assert_cmpint(tm.draft_tokens, >, 0);
+            guessed += tm.draft_tokens;
+            taken += tm.draft_accepted;
+        }
+    g_test_message("%s: the draft's guesses taken: %d of %d (%.1f%%)", model, taken, guessed,
+                   100.0 * taken / MAX(guessed, 1));
+    g_assert_cmpint(taken, >, guessed / 2);
+
+    /* all four at once: 4 x (1 + 1) rows fit the fast backend's 8, then more guesses as they
+     * finish */
+    SmolvlmRequest reqs[4];
+    DqGenerateResult rs[4];
+    DqGenerateTimings tm;
+    for (int c = 0; c < 4; c++)
+        reqs[c] = cs[c].req;
+    run_speculative(pd->model, reqs, 4, 7, rs, &tm);
+    g_assert_cmpint(tm.draft_tokens, >, 0);
+    for (int c = 0; c < 4; c++) {
+        assert_same(&cs[c], &rs[c], V);
+        dq_generate_result_clear(&rs[c]);
+    }
+
+    /* eos allowed: the request stops where plain decoding stops */
+    SmolvlmRequest eos = cs[0].req;
+    eos.options.ignore_eos = FALSE;
+    eos.options.max_new_tokens = 40;
+    DqGenerateResult plain, spec;
+    GError *err = NULL;
+    g_assert_true(smolvlm_generate(p->model, &eos, 1, &plain, NULL, &err));
+    run_speculative(pd->model, &eos, 1, 4, &spec, &tm);
+    g_assert_cmpint(spec.n_output_ids, ==, plain.n_output_ids);
+    g_assert_cmpint(spec.stopped_on_eos, ==, plain.stopped_on_eos);
+    g_assert_cmpmem(spec.output_ids, spec.n_output_ids * 4, plain.output_ids,
+                    plain.n_output_ids * 4);
+    dq_generate_result_clear(&plain);
+    dq_generate_result_clear(&spec);
+
+    /* beside a sampled request: plain steps, the same tokens for both */
+    SmolvlmRequest mixed[2] = {cs[2].req, cs[0].req};
+    mixed[1].options.do_sample = TRUE;
+    mixed[1].options.temperature = 0.7;
+    mixed[1].options.seed = 11;
+    g_assert_true(smolvlm_generate(p->model, &mixed[1], 1, &plain, NULL, &err));
+    run_speculative(pd->model, mixed, 2, 3, rs, &tm);
+    assert_same(&cs[2], &rs[0], V);
+    g_assert_cmpmem(rs[1].output_ids, rs[1].n_output_ids * 4, plain.output_ids,
+                    plain.n_output_ids * 4);
+    g_assert_cmpint(tm.draft_tokens, ==, 0);
+    dq_generate_result_clear(&plain);
+    for (int c = 0; c < 2; c++)
+        dq_generate_result_clear(&rs[c]);
+
+    for (int c = 0; c < 4; c++)
+        case_clear(&cs[c]);
+    smolvlm_pipeline_free(p);
+    smolvlm_pipeline_free(pd);
+}
+
+static void test_speculative_f32(void) {
+    speculative("tiny-smolvlm-b512", NULL);
+}
+
+static void test_speculative_bf16(void) {
+    speculative("tiny-smolvlm-a384-v1tok-bf16", NULL);
+}
+
+static void test_speculative_bf16_products(void) {
+    speculative("tiny-smolvlm-a384-v1tok", "bf16");
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/generator/join-midway/cpu", test_join_midway_fast);
@@ -275,5 +402,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/generator/join-midway/cpu-ref", test_join_midway_ref);
     g_test_add_func("/generator/vision-reuse", test_vision_reuse);
     g_test_add_func("/generator/errors", test_errors);
+    g_test_add_func("/generator/speculative/f32", test_speculative_f32);
+    g_test_add_func("/generator/speculative/bf16", test_speculative_bf16);
+    g_test_add_func("/generator/speculative/bf16-products", test_speculative_bf16_products);
     return g_test_run();
 }

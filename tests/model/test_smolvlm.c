@@ -735,7 +735,7 @@ G_GNUC_UNUSED static void test_decode_split(void) {
         kv[r] = smolvlm_kv_new(m, 4, &err);
         dq_assert_no_error(err);
         g_assert_true(smolvlm_embed(m, ws, r, &id, 1, NULL, 0, &cursor, &err));
-        segs[r] = (SmolvlmSegment){kv[r], 1, together + (size_t)r * V};
+        segs[r] = (SmolvlmSegment){.kv = kv[r], .n_rows = 1, .logits = together + (size_t)r * V};
     }
     split_matmul_orig = be->matmul;
     be->matmul = split_matmul_record;
@@ -756,7 +756,7 @@ G_GNUC_UNUSED static void test_decode_split(void) {
         SmolvlmKV *fresh = smolvlm_kv_new(m, 4, &err);
         dq_assert_no_error(err);
         g_assert_true(smolvlm_embed(m, ws, 0, &id, 1, NULL, 0, &cursor, &err));
-        SmolvlmSegment one = {fresh, 1, alone};
+        SmolvlmSegment one = {.kv = fresh, .n_rows = 1, .logits = alone};
         g_assert_true(smolvlm_forward(m, ws, &one, 1, &err));
         dq_assert_no_error(err);
         g_assert_cmpmem(alone, V * sizeof(float), together + (size_t)r * V, V * sizeof(float));
@@ -767,6 +767,161 @@ G_GNUC_UNUSED static void test_decode_split(void) {
     smolvlm_workspace_free(m, ws);
     g_free(together);
     g_free(alone);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+/* A steps segment (speculative decoding's check) computes each of its rows as that many
+ * one-row forward calls would, to the bit, on the fast backend with weights as stored and with
+ * an int8 draft loaded beside them; the draft's own forward appends approximate rows that
+ * smolvlm_kv_truncate takes back. */
+static void steps_case(const char *model, const char *weights) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", model, NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.weights = weights, .draft = "int8"}, &err);
+    dq_assert_no_error(err);
+    g_assert_true(smolvlm_has_draft(m));
+    const SmolvlmConfig *c = smolvlm_config(m);
+    const int V = c->vocab_size, rows = smolvlm_steps_max(m), prompt = 37;
+    g_assert_cmpint(rows, >=, 2);
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, prompt, &err);
+    dq_assert_no_error(err);
+    int32_t ids[64];
+    for (int i = 0; i < prompt + rows; i++)
+        ids[i] = (int32_t)((31 + 97 * i) % V);
+    if (ids[0] == c->image_token_id)
+        ids[0]++;
+    for (int i = 0; i < prompt + rows; i++)
+        if (ids[i] == c->image_token_id)
+            ids[i] = ids[0];
+    SmolvlmKV *a = smolvlm_kv_new(m, prompt + rows, &err),
+              *b = smolvlm_kv_new(m, prompt + rows, &err);
+    dq_assert_no_error(err);
+    float *last = g_new(float, V), *steps = g_new(float, (size_t)rows *V), *one = g_new(float, V);
+    SmolvlmKV *kvs[2] = {a, b};
+    for (int i = 0; i < 2; i++) { /* the same prompt in both caches */
+        int cursor = 0;
+        g_assert_true(smolvlm_embed(m, ws, 0, ids, prompt, NULL, 0, &cursor, &err));
+        SmolvlmSegment seg = {.kv = kvs[i], .n_rows = prompt, .logits = last};
+        g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
+        dq_assert_no_error(err);
+    }
+    /* b: the draft runs ahead 3 rows, then they are taken back */
+    for (int i = 0; i < 3; i++) {
+        int cursor = 0;
+        g_assert_true(smolvlm_embed(m, ws, 0, &ids[prompt + i], 1, NULL, 0, &cursor, &err));
+        SmolvlmSegment seg = {.kv = b, .n_rows = 1, .logits = one};
+        g_assert_true(smolvlm_forward_draft(m, ws, &seg, 1, &err));
+        dq_assert_no_error(err);
+    }
+    g_assert_cmpint(smolvlm_kv_len(b), ==, prompt + 3);
+    smolvlm_kv_truncate(b, prompt);
+    g_assert_cmpint(smolvlm_kv_len(b), ==, prompt);
+    /* b: all rows as one steps segment; a: one row a call */
+    int cursor = 0;
+    g_assert_true(smolvlm_embed(m, ws, 0, &ids[prompt], rows, NULL, 0, &cursor, &err));
+    SmolvlmSegment seg = {.kv = b, .n_rows = rows, .logits = steps, .steps = TRUE};
+    g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
+    dq_assert_no_error(err);
+    gboolean draft_differs = FALSE;
+    for (int i = 0; i < rows; i++) {
+        cursor = 0;
+        g_assert_true(smolvlm_embed(m, ws, 0, &ids[prompt + i], 1, NULL, 0, &cursor, &err));
+        SmolvlmSegment s1 = {.kv = a, .n_rows = 1, .logits = one};
+        g_assert_true(smolvlm_forward(m, ws, &s1, 1, &err));
+        dq_assert_no_error(err);
+        g_assert_cmpmem(steps + (size_t)i * V, V * sizeof(float), one, V * sizeof(float));
+        if (i == 0) { /* the draft's logits at the same place: close, not equal */
+            smolvlm_kv_truncate(a, prompt);
+            cursor = 0;
+            g_assert_true(smolvlm_embed(m, ws, 0, &ids[prompt], 1, NULL, 0, &cursor, &err));
+            float *d = g_new(float, V);
+            SmolvlmSegment sd = {.kv = a, .n_rows = 1, .logits = d};
+            g_assert_true(smolvlm_forward_draft(m, ws, &sd, 1, &err));
+            draft_differs = memcmp(d, one, V * sizeof(float)) != 0;
+            double dot = 0, na = 0, nb = 0;
+            for (int j = 0; j < V; j++) {
+                dot += (double)d[j] * one[j];
+                na += (double)d[j] * d[j];
+                nb += (double)one[j] * one[j];
+            }
+            g_assert_cmpfloat(dot / sqrt(na * nb), >, 0.999);
+            g_free(d);
+            /* a's row prompt is the draft's now: the model's own again */
+            smolvlm_kv_truncate(a, prompt);
+            cursor = 0;
+            g_assert_true(smolvlm_embed(m, ws, 0, &ids[prompt], 1, NULL, 0, &cursor, &err));
+            g_assert_true(smolvlm_forward(m, ws, &s1, 1, &err));
+        }
+    }
+    g_assert_true(draft_differs);
+    /* more rows than the backend keeps row-invariant: refused */
+    SmolvlmSegment big = {.kv = b, .n_rows = rows + 1, .logits = NULL, .steps = TRUE};
+    smolvlm_kv_truncate(b, 0);
+    g_assert_false(smolvlm_forward(m, ws, &big, 1, &err));
+    g_assert_nonnull(strstr(err->message, "row-invariant"));
+    g_clear_error(&err);
+    g_free(last);
+    g_free(steps);
+    g_free(one);
+    smolvlm_kv_free(m, a);
+    smolvlm_kv_free(m, b);
+    smolvlm_workspace_free(m, ws);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+G_GNUC_UNUSED static void test_steps_stored(void) {
+    steps_case("tiny-smolvlm-b512", NULL);
+}
+
+G_GNUC_UNUSED static void test_steps_bf16(void) {
+    steps_case("tiny-smolvlm-a384-v1tok-bf16", "bf16");
+}
+
+/* A draft is refused where it cannot work, with the reason. */
+G_GNUC_UNUSED static void test_draft_errors(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    struct {
+        SmolvlmOptions o;
+        const char *says;
+    } bad[] = {
+        {{.draft = "int4"}, "unknown draft 'int4'"},
+        {{.device = "cpu-ref", .draft = "int8"}, "device cpu-ref has no int8 kernels"},
+        {{.weights = "int8", .draft = "int8"}, "int8 already"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        GError *err = NULL;
+        g_assert_null(smolvlm_open(snap, &bad[i].o, &err));
+        g_assert_nonnull(err);
+        if (strstr(err->message, bad[i].says) == NULL)
+            g_error("draft error %zu: '%s' does not say '%s'", i, err->message, bad[i].says);
+        g_error_free(err);
+    }
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.draft = "none"}, &err);
+    dq_assert_no_error(err);
+    g_assert_false(smolvlm_has_draft(m));
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, 1, &err);
+    SmolvlmKV *kv = smolvlm_kv_new(m, 1, &err);
+    int32_t id = 5, cursor = 0;
+    g_assert_true(smolvlm_embed(m, ws, 0, &id, 1, NULL, 0, &cursor, &err));
+    SmolvlmSegment seg = {.kv = kv, .n_rows = 1};
+    g_assert_false(smolvlm_forward_draft(m, ws, &seg, 1, &err));
+    g_assert_nonnull(strstr(err->message, "without a draft"));
+    g_clear_error(&err);
+    smolvlm_kv_free(m, kv);
+    smolvlm_workspace_free(m, ws);
     smolvlm_free(m);
     g_free(snap);
 }
@@ -782,6 +937,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/position-ids", test_position_ids);
     g_test_add_func("/smolvlm/duplicate-tiles", test_duplicate_tiles);
     g_test_add_func("/smolvlm/decode-split", test_decode_split);
+    g_test_add_func("/smolvlm/steps/stored", test_steps_stored);
+    g_test_add_func("/smolvlm/steps/bf16", test_steps_bf16);
+    g_test_add_func("/smolvlm/draft-errors", test_draft_errors);
 #endif
     return g_test_run();
 }
