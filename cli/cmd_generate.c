@@ -2,7 +2,8 @@
  *
  *   docqa generate --model DIR [--image FILE]... (--prompt TEXT | --raw-prompt TEXT)
  *                  [--max-new-tokens N] [--n-res N] [--no-split] [--ignore-eos]
- *                  [--device cpu|cpu-ref|cuda[:i]] [--weights stored|int8|bf16] [--json]
+ *                  [--device cpu|cpu-ref|cuda[:i]] [--weights stored|int8|bf16]
+ *                  [--draft none|int8] [--json]
  *                  [--dump-logits FILE]
  *                  [--sample [--temperature T] [--top-p P] [--top-k K] [--seed S]]
  *
@@ -34,6 +35,7 @@ typedef struct {
     gboolean ignore_eos;
     char *device;
     char *weights; /* NULL, "stored", "int8" or "bf16" (SmolvlmOptions) */
+    char *draft;   /* NULL, "none" or "int8" (SmolvlmOptions) */
     gboolean json;
     char *dump_logits;
     gboolean sample;
@@ -140,7 +142,7 @@ static int run_generate(GenerateArgs *a) {
     for (int i = 0; i < n_images; i++)
         if ((images[i] = dq_image_load(a->images[i], DQ_EXIF_APPLY, &err)) == NULL)
             goto out;
-    SmolvlmOptions mopts = {.device = a->device, .weights = a->weights};
+    SmolvlmOptions mopts = {.device = a->device, .weights = a->weights, .draft = a->draft};
     if ((p = smolvlm_pipeline_open(a->model_dir, &mopts, &err)) == NULL)
         goto out;
     SmolvlmPrepareOptions popts = {.n_res = a->n_res, .no_split = a->no_split};
@@ -215,6 +217,11 @@ int cmd_generate(int argc, char **argv) {
          "as bf16, products in bf16 where the CPU has AVX512-BF16 (device cpu; both approximate: "
          "faster decode, bf16 faster vision and prefill)",
          "W"},
+        {"draft", 0, 0, G_OPTION_ARG_STRING, &a.draft,
+         "none (default); int8: speculative decoding, an int8 copy of the decoder guessing tokens "
+         "that the model checks (greedy only; the same tokens, fewer passes over the weights; "
+         "device cpu)",
+         "D"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},
         {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_logits,
          "write the last prompt position's logits (float32 LE)", "FILE"},
@@ -254,6 +261,7 @@ out:
     g_free(a.raw_prompt);
     g_free(a.device);
     g_free(a.weights);
+    g_free(a.draft);
     g_free(a.dump_logits);
     return status;
 }

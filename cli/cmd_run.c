@@ -17,6 +17,7 @@ typedef struct {
     const char *model_dir;
     GPtrArray *devices;  /* worker i runs on devices[i % len] */
     const char *weights; /* NULL, "stored", "int8" or "bf16" */
+    const char *draft;   /* NULL, "none" or "int8" */
     int prep_threads;    /* 0: the answerer's default */
 } RunModel;
 
@@ -25,6 +26,7 @@ static DqAnswerer *open_smolvlm(void *user, int index, GError **err) {
     const RunModel *m = user;
     DqSmolvlmAnswererOptions o = {.device = g_ptr_array_index(m->devices, index % m->devices->len),
                                   .weights = m->weights,
+                                  .draft = m->draft,
                                   .prep_threads = m->prep_threads};
     return dq_answerer_open_smolvlm(m->model_dir, &o, err);
 }
@@ -94,7 +96,8 @@ fail:
 }
 
 int cmd_run(int argc, char **argv) {
-    char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL;
+    char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL,
+         *draft = NULL;
     int batch = 1, workers = 0, lease_s = 60, prep_threads = 0;
     gint64 max_jobs = 0;
     gboolean until_empty = FALSE, quiet = FALSE;
@@ -113,6 +116,11 @@ int cmd_run(int argc, char **argv) {
          "stored (default); int8: the decoder's matrices quantized at load; bf16: every matrix as "
          "bf16, products in bf16 where the CPU has AVX512-BF16 (device cpu; both approximate)",
          "W"},
+        {"draft", 0, 0, G_OPTION_ARG_STRING, &draft,
+         "none (default); int8: speculative decoding, an int8 copy of the decoder guessing tokens "
+         "that the model checks (the same answers; faster while few requests decode at once; "
+         "device cpu)",
+         "D"},
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
          "requests a worker decodes together; each finished one is replaced at once by a newly "
          "claimed job (continuous batching; default 1)",
@@ -211,6 +219,7 @@ int cmd_run(int argc, char **argv) {
     RunModel rm = {.model_dir = model_dir,
                    .devices = devices,
                    .weights = weights,
+                   .draft = draft,
                    .prep_threads = prep_threads};
     DqRunOptions ro = {.worker = {.db_path = db_path,
                                   .model_id = model_id,
@@ -239,6 +248,7 @@ out:
     g_free(model_id);
     g_free(device);
     g_free(weights);
+    g_free(draft);
     if (devices)
         g_ptr_array_free(devices, TRUE);
     return rc;

@@ -92,6 +92,7 @@ static inline void dq_answerer_free(DqAnswerer *a) {
 typedef struct {
     const char *device;  /* "cpu" (NULL means cpu), "cuda", "cuda:1" */
     const char *weights; /* NULL or "stored" (as stored), "int8", "bf16" (SmolvlmOptions) */
+    const char *draft;   /* NULL, "none" or "int8": speculative decoding (the same answers) */
     int prep_threads;    /* host preprocessing threads; 0: 1 on a CPU, on a GPU one a core but
                             one, up to 8 */
 } DqSmolvlmAnswererOptions;

@@ -360,7 +360,7 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswe
                 o->prep_threads, DQ_MAX_PREP_THREADS);
         return NULL;
     }
-    SmolvlmOptions opts = {.device = device, .weights = weights};
+    SmolvlmOptions opts = {.device = device, .weights = weights, .draft = o->draft};
     SmolvlmPipeline *pipe = smolvlm_pipeline_open(model_dir, &opts, err);
     if (pipe == NULL)
         return NULL;

@@ -166,6 +166,9 @@ struct DqGenerator {
     int draft_tokens;
     float *spec_logits;
     int32_t *spec_ids;
+    gboolean spec_always;         /* DOCQA_DRAFT_ADAPT=0: guess whenever possible */
+    double spec_rate, plain_rate; /* tokens a millisecond of either way (spec_pays) */
+    int spec_turns;
     guint64 clock;
     DqGenerateTimings tm;
 };
@@ -210,6 +213,7 @@ DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError *
         g->spec_ids = g_new(int32_t, rows);
         const char *env = g_getenv("DOCQA_DRAFT_TOKENS"); /* to measure other settings */
         dq_generator_set_draft_tokens(g, env != NULL ? atoi(env) : DQ_DRAFT_TOKENS_DEFAULT);
+        g->spec_always = g_strcmp0(g_getenv("DOCQA_DRAFT_ADAPT"), "0") == 0;
     }
     return g;
 }
@@ -520,6 +524,27 @@ static int spec_guesses(const DqGenerator *g, int n_active) {
     return k;
 }
 
+/* Whether guessing pays is measured, not assumed: it depends on how much cheaper the draft is
+ * than the model (int8 against float32 weights: about half; against bf16: little), on how
+ * often its guesses are taken and on the context's length. The tokens a millisecond of either
+ * way are kept as moving averages; a step takes the faster, and the other every
+ * DQ_SPEC_PROBE-th step, to follow changes. Both ways give the same tokens. */
+#define DQ_SPEC_PROBE 16
+
+static gboolean spec_pays(DqGenerator *g) {
+    if (g->spec_always || g->spec_rate == 0)
+        return TRUE;
+    if (g->plain_rate == 0)
+        return FALSE;
+    gboolean spec = g->spec_rate >= g->plain_rate;
+    return ++g->spec_turns % DQ_SPEC_PROBE == 0 ? !spec : spec;
+}
+
+static void rate_update(double *rate, int tokens, double ms) {
+    double r = tokens / MAX(ms, 1e-3);
+    *rate = *rate == 0 ? r : 0.7 * *rate + 0.3 * r;
+}
+
 static gboolean spec_step(DqGenerator *g, int k, GError **err) {
     const SmolvlmConfig *c = smolvlm_config(g->m);
     const int V = c->vocab_size;
@@ -550,10 +575,12 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
         }
         if (n_segs == 0)
             break;
+        double t1 = dq_now_ms();
         if (!smolvlm_embed(g->m, g->ws, 0, g->step_ids, n_segs, NULL, 0, &cursor, err) ||
             !smolvlm_forward_draft(g->m, g->ws, g->segs, n_segs, err))
             goto fail;
         calls++;
+        g->tm.draft_ms += dq_now_ms() - t1;
         for (int a = 0; a < n_act; a++) {
             Slot *s = &g->slots[act[a]];
             if (n_guess[a] <= j)
@@ -582,6 +609,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
     calls++;
     /* 3. The model's tokens, as far as the guesses led it. */
     double share = (dq_now_ms() - t0) / n_act;
+    int pushed = 0;
     for (int a = 0; a < n_act; a++) {
         Slot *s = &g->slots[act[a]];
         const float *logits = g->segs[a].logits;
@@ -589,6 +617,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
         for (int i = 0; i <= n_guess[a]; i++) {
             int tok = dq_sample_token(logits + (size_t)i * V, V, &s->options, &s->rng, g->scratch);
             taken++;
+            pushed++;
             if (slot_push(g, s, tok) || i == n_guess[a] || tok != guess[a][i])
                 break;
             g->tm.draft_accepted++;
@@ -600,6 +629,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
     }
     g->tm.decode_ms += dq_now_ms() - t0;
     g->tm.decode_steps += calls;
+    rate_update(&g->spec_rate, pushed, dq_now_ms() - t0);
     return TRUE;
 fail:
     for (int i = 0; i < g->n_slots; i++)
@@ -621,7 +651,7 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
     if (n_segs == 0)
         return TRUE;
     int k = spec_guesses(g, n_segs);
-    if (k > 0)
+    if (k > 0 && spec_pays(g))
         return spec_step(g, k, err);
     /* The step's ids in one lookup. No features: a generated <image> id is an error, as in
      * transformers. */
@@ -642,6 +672,8 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
     }
     g->tm.decode_ms += dq_now_ms() - t0;
     g->tm.decode_steps++;
+    if (k > 0) /* a step that could have guessed: the other way's rate */
+        rate_update(&g->plain_rate, n_segs, dq_now_ms() - t0);
     return TRUE;
 fail:
     for (int i = 0; i < g->n_slots; i++)

@@ -90,6 +90,7 @@ typedef struct {
                              batch-mate with the same features_key, not from the encoder */
     int draft_tokens;     /* speculative decoding: tokens the draft guessed */
     int draft_accepted;   /* ... and of them, those the model would have chosen (taken) */
+    double draft_ms;      /* of decode_ms, in the draft's calls */
     double peak_rss_mb;   /* of the process, after the call */
 } DqGenerateTimings;
 

@@ -23,6 +23,10 @@
 # Decode tok/s of docqa cpu is the median of 1 + DECODE_REPEATS decodes (default 4 at 256M, 1 at
 # 2.2B; each repeat prefills a text-only prompt of the same length first; bench_model.c): one
 # decode lasts about a second, and neighbours on a shared host move it by up to 2x.
+# Speculative decoding (DOCQA_DRAFT=int8, the --draft option) runs once for each snapshot,
+# guessing at every step (DOCQA_DRAFT_ADAPT=0): its tok/s, and what a draft step and a check
+# cost. Random weights repeat one token, so every guess is taken; the rates at 90%, 80% and 60%
+# taken are computed from the measured costs.
 # --scaling: vision and prefill again with 1 thread (bf16), for the 1 -> THREADS speed-up.
 # Our GEMM against OpenBLAS on the vision and prefill shapes, with the machine's FMA peak
 # (tests/model/bench_gemm.c), and the decode-step products (1..8 rows) and attention against
@@ -57,7 +61,7 @@ while [ $# -gt 0 ]; do
     --no-batch) batch=0 ;;
     --scaling) scaling=1 ;;
     --llama) llama=("$2" "$3" "$4"); shift 3 ;;
-    *) sed -n 2,35p "$0"; exit 2 ;;
+    *) sed -n 2,44p "$0"; exit 2 ;;
   esac
   shift
 done
@@ -96,6 +100,11 @@ for m in "${sizes[@]}"; do
       echo "size=$m dtype=$dtype who=docqa-$dev $line" >> "$results"
     done
     export DOCQA_BENCH_DECODE_REPEATS=$repeats
+    # speculative decoding (--draft int8), guessing at every step to measure what a round costs
+    line=$(DOCQA_DRAFT=int8 DOCQA_DRAFT_ADAPT=0 DOCQA_BENCH_DECODE_REPEATS=0 \
+      "$build/tests/model/bench_model" "$dir" "$page" $n_res "$max_new")
+    echo "$line" >&2
+    echo "size=$m dtype=$dtype who=docqa-draft $line" >> "$results"
     if [ "$dtype" = bf16 ]; then
       line=$(DOCQA_DEVICE=cpu DOCQA_WEIGHTS=int8 "$build/tests/model/bench_model" "$dir" "$page" \
         $n_res "$max_new")
@@ -151,7 +160,7 @@ def num(r, k):
 print(f"{'size':5} {'dtype':5} {'who':16} {'tiles':>5} {'prompt':>6} {'prep ms':>8} {'vision ms':>10} "
       f"{'prefill ms':>10} {'decode tok/s':>12} {'RSS MiB':>8} | ratio to transformers f32: "
       f"vision prefill decode RSS")
-main = [r for r in rows if r["who"] not in ("docqa-batch", "docqa-1thread")]
+main = [r for r in rows if r["who"] not in ("docqa-batch", "docqa-1thread", "docqa-draft")]
 for r in main:
     hf = next((h for h in rows if h["who"] == "transformers" and h["size"] == r["size"]), None)
     ratio = ""
@@ -171,6 +180,32 @@ for r in rows:
     if b is not None:
         print(f"{r['size']}: --weights int8 decode {num(r, 'decode_tok_s') / num(b, 'decode_tok_s'):.2f}x "
               f"bf16 as stored (target >= 1.5x), prefill {num(r, 'prefill_ms') / num(b, 'prefill_ms'):.2f}x")
+for r in rows:
+    if r["who"] != "docqa-draft":
+        continue
+    plain = next((x for x in rows if x["size"] == r["size"] and x["dtype"] == r["dtype"]
+                  and x["who"] == "docqa-cpu"), None)
+    hf = next((h for h in rows if h["who"] == "transformers" and h["size"] == r["size"]), None)
+    guesses, taken = num(r, "draft_tokens"), num(r, "draft_accepted")
+    rounds = num(r, "decode_calls") - guesses
+    if not guesses > 0 or not rounds > 0:
+        continue
+    k = round(guesses / rounds)
+    t_d = num(r, "draft_ms") / guesses
+    t_v = (num(r, "decode_ms") - num(r, "draft_ms")) / rounds
+    def vs(rate):
+        s = f"{rate:.1f} tok/s"
+        if plain is not None:
+            s += f", {rate / num(plain, 'decode_tok_s'):.2f}x plain"
+        if hf is not None:
+            s += f", {rate / num(hf, 'decode_tok_s'):.2f}x transformers"
+        return s
+    print(f"{r['size']} {r['dtype']} + int8 draft (k={k}): {vs(num(r, 'decode_tok_s'))} with "
+          f"{100 * taken / guesses:.0f}% of the guesses taken (random weights repeat a token: "
+          f"every guess is right); a draft step {t_d:.1f} ms, a check of {k + 1} rows {t_v:.1f} ms")
+    for a in (0.9, 0.8, 0.6):
+        per_round = (1 - a ** (k + 1)) / (1 - a)
+        print(f"    at {int(a * 100)}% taken: {vs(1000 * per_round / (k * t_d + t_v))}")
 for r in rows:
     if r["who"] != "docqa-batch":
         continue

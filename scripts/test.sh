@@ -69,6 +69,14 @@ if [ -d ../shared/fixtures ] && build/cli/docqa generate --help >/dev/null 2>&1;
   step "conformance against transformers' goldens"
   python3 ../shared/conformance/check.py build/cli/docqa ../shared/fixtures
   python3 ../shared/conformance/check.py build/cli/docqa ../shared/fixtures --bf16
+  step "conformance with speculative decoding (--draft int8, guessing at every step): the same"
+  draft=$(mktemp -d)
+  printf '#!/bin/sh\nDOCQA_DRAFT_ADAPT=0 exec "%s" "$@" --draft int8\n' "$PWD/build/cli/docqa" \
+    > "$draft/docqa"
+  chmod +x "$draft/docqa"
+  python3 ../shared/conformance/check.py "$draft/docqa" ../shared/fixtures
+  python3 ../shared/conformance/check.py "$draft/docqa" ../shared/fixtures --bf16
+  rm -rf "$draft"
   step "conformance of the approximate modes (--weights bf16, --weights int8), their tolerances"
   python3 scripts/check-approx.py bf16 build/cli/docqa ../shared/fixtures --args "--weights bf16"
   python3 scripts/check-approx.py int8 build/cli/docqa ../shared/fixtures --args "--weights int8"

@@ -135,10 +135,10 @@ int main(int argc, char **argv) {
     printf("model=%s tiles=%d prompt_tokens=%d batch=%d load_ms=%.0f preprocess_ms=%.0f "
            "vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f decode_tok_s=%.2f "
            "decode_tok_s_runs=%s peak_rss_mb=%.0f decode_calls=%d draft_tokens=%d "
-           "draft_accepted=%d out_hash=%08x\n",
+           "draft_accepted=%d draft_ms=%.0f out_hash=%08x\n",
            snap, tm.n_tiles, tm.prompt_tokens, batch, load_ms, preprocess_ms, tm.vision_ms,
            tm.prefill_ms, tm.decode_ms, rate, runs->str, tm.peak_rss_mb, tm.decode_steps,
-           tm.draft_tokens, tm.draft_accepted, out_hash);
+           tm.draft_tokens, tm.draft_accepted, tm.draft_ms, out_hash);
     if (g_getenv("DOCQA_BENCH_PRINT_IDS") != NULL)
         for (int i = 0; i < res[0].n_output_ids; i++)
             printf("%d%c", res[0].output_ids[i], i + 1 < res[0].n_output_ids ? ' ' : '\n');
