@@ -166,7 +166,7 @@ struct DqGenerator {
     int draft_tokens;
     float *spec_logits;
     int32_t *spec_ids;
-    gboolean spec_always;         /* DOCQA_DRAFT_ADAPT=0: guess whenever possible */
+    gboolean spec_always;         /* guess whenever possible, not only when it pays */
     double spec_rate, plain_rate; /* tokens a millisecond of either way (spec_pays) */
     int spec_turns;
     guint64 clock;
@@ -212,8 +212,8 @@ DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError *
         g->spec_logits = g_new(float, (size_t)rows *V);
         g->spec_ids = g_new(int32_t, rows);
         const char *env = g_getenv("DOCQA_DRAFT_TOKENS"); /* to measure other settings */
-        dq_generator_set_draft_tokens(g, env != NULL ? atoi(env) : DQ_DRAFT_TOKENS_DEFAULT);
-        g->spec_always = g_strcmp0(g_getenv("DOCQA_DRAFT_ADAPT"), "0") == 0;
+        dq_generator_set_draft(g, env != NULL ? atoi(env) : DQ_DRAFT_TOKENS_DEFAULT,
+                               g_strcmp0(g_getenv("DOCQA_DRAFT_ADAPT"), "0") != 0);
     }
     return g;
 }
@@ -239,9 +239,10 @@ void dq_generator_free(DqGenerator *g) {
     g_free(g);
 }
 
-void dq_generator_set_draft_tokens(DqGenerator *g, int k) {
+void dq_generator_set_draft(DqGenerator *g, int k, gboolean adapt) {
     g->draft_tokens =
         smolvlm_has_draft(g->m) ? CLAMP(k, 0, MIN(DQ_SPEC_MAX, smolvlm_steps_max(g->m) - 1)) : 0;
+    g->spec_always = !adapt;
 }
 
 int dq_generator_n_slots(const DqGenerator *g) {

@@ -271,13 +271,14 @@ static void test_errors(void) {
     smolvlm_pipeline_free(p);
 }
 
-/* Runs reqs[0 .. n) in a generator of n slots with k guesses a step; results[i] for reqs[i]. */
-static void run_speculative(Smolvlm *m, const SmolvlmRequest *reqs, int n, int k,
+/* Runs reqs[0 .. n) in a generator of n slots with k guesses a step (adapt: only while that is
+ * measured faster); results[i] for reqs[i]. */
+static void run_speculative(Smolvlm *m, const SmolvlmRequest *reqs, int n, int k, gboolean adapt,
                             DqGenerateResult *results, DqGenerateTimings *tm) {
     GError *err = NULL;
     DqGenerator *g = dq_generator_new(m, n, 0, &err);
     dq_assert_no_error(err);
-    dq_generator_set_draft_tokens(g, k);
+    dq_generator_set_draft(g, k, adapt);
     int slots[8], index[8];
     g_assert_cmpint(n, <=, 8);
     g_assert_true(dq_generator_add(g, reqs, n, slots, &err));
@@ -319,7 +320,7 @@ static void speculative(const char *model, const char *weights) {
         for (int k = 1; k <= 7; k += 2) {
             DqGenerateResult r;
             DqGenerateTimings tm;
-            run_speculative(pd->model, &cs[c].req, 1, k, &r, &tm);
+            run_speculative(pd->model, &cs[c].req, 1, k, FALSE, &r, &tm);
             assert_same(&cs[c], &r, V);
             dq_generate_result_clear(&r);
             g_assert_cmpint(tm.draft_accepted, <=, tm.draft_tokens);
@@ -328,6 +329,10 @@ static void speculative(const char *model, const char *weights) {
                 g_assert_cmpint(tm.draft_tokens, >, 0);
             guessed += tm.draft_tokens;
             taken += tm.draft_accepted;
+            /* measured: guessing or plain steps, step by step, and the same tokens */
+            run_speculative(pd->model, &cs[c].req, 1, k, TRUE, &r, &tm);
+            assert_same(&cs[c], &r, V);
+            dq_generate_result_clear(&r);
         }
     g_test_message("%s: the draft's guesses taken: %d of %d (%.1f%%)", model, taken, guessed,
                    100.0 * taken / MAX(guessed, 1));
@@ -340,7 +345,7 @@ static void speculative(const char *model, const char *weights) {
     DqGenerateTimings tm;
     for (int c = 0; c < 4; c++)
         reqs[c] = cs[c].req;
-    run_speculative(pd->model, reqs, 4, 7, rs, &tm);
+    run_speculative(pd->model, reqs, 4, 7, FALSE, rs, &tm);
     g_assert_cmpint(tm.draft_tokens, >, 0);
     for (int c = 0; c < 4; c++) {
         assert_same(&cs[c], &rs[c], V);
@@ -354,7 +359,7 @@ static void speculative(const char *model, const char *weights) {
     DqGenerateResult plain, spec;
     GError *err = NULL;
     g_assert_true(smolvlm_generate(p->model, &eos, 1, &plain, NULL, &err));
-    run_speculative(pd->model, &eos, 1, 4, &spec, &tm);
+    run_speculative(pd->model, &eos, 1, 4, FALSE, &spec, &tm);
     g_assert_cmpint(spec.n_output_ids, ==, plain.n_output_ids);
     g_assert_cmpint(spec.stopped_on_eos, ==, plain.stopped_on_eos);
     g_assert_cmpmem(spec.output_ids, spec.n_output_ids * 4, plain.output_ids,
@@ -368,7 +373,7 @@ static void speculative(const char *model, const char *weights) {
     mixed[1].options.temperature = 0.7;
     mixed[1].options.seed = 11;
     g_assert_true(smolvlm_generate(p->model, &mixed[1], 1, &plain, NULL, &err));
-    run_speculative(pd->model, mixed, 2, 3, rs, &tm);
+    run_speculative(pd->model, mixed, 2, 3, FALSE, rs, &tm);
     assert_same(&cs[2], &rs[0], V);
     g_assert_cmpmem(rs[1].output_ids, rs[1].n_output_ids * 4, plain.output_ids,
                     plain.n_output_ids * 4);
