@@ -64,10 +64,13 @@ typedef struct {
 
 /* One segment of attention_segments(): a sequence with its own KV cache [capacity, kv_stride]
  * (one layer's), its rows row0 .. row0 + n_q - 1 of the call's q, new k / v and out, and the
- * n_past positions its cache already holds. */
+ * n_past positions its cache already holds. steps: each query row computed as a one-row
+ * segment at its position would be, to the bit (speculative decoding's check); only on
+ * backends with attention_steps. */
 typedef struct {
     float *k_cache, *v_cache;
     int row0, n_q, n_past;
+    gboolean steps;
 } DqAttnSegment;
 
 struct DqBackend {
@@ -157,6 +160,10 @@ struct DqBackend {
     void (*attention_segments)(DqBackend *be, float *out, const float *q, const float *k_new,
                                const float *v_new, const DqAttnSegment *segs, int n_segs,
                                const DqAttention *shape);
+    /* attention_segments takes DqAttnSegment.steps (the fast CPU backend: the rows together in
+     * one decode job, each key read once for all of them). FALSE: the caller passes such rows
+     * as one-row segments. */
+    gboolean attention_steps;
     /* y = gelu_tanh(x . w^T + bias): matmul then gelu_tanh, which a backend may fuse (the CUDA
      * backend: cublasLt's GELU epilogue, saving a pass over the vision MLP's widest
      * activations). NULL: matmul, then gelu_tanh. */

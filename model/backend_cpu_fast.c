@@ -946,12 +946,19 @@ static size_t decode_max_parts(const FastCtx *ctx, const DqAttention *a) {
     return DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads / decode_part_floats(a);
 }
 
+/* Keys per job: DQ_FAST_DECODE_SPLIT, doubled until the parts of a sequence of kv_end keys fit
+ * (only for contexts of hundreds of thousands of keys). */
+static int decode_split(const FastCtx *ctx, const DqAttention *a, int kv_end) {
+    int split = DQ_FAST_DECODE_SPLIT;
+    while ((size_t)a->n_kv_heads * ((kv_end + split - 1) / split) > decode_max_parts(ctx, a))
+        split *= 2;
+    return split;
+}
+
 static void decode_plan(const FastCtx *ctx, DecodeSeq *s) {
     const DqAttention *a = &s->a;
     s->kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
-    int split = DQ_FAST_DECODE_SPLIT;
-    while ((size_t)a->n_kv_heads * ((s->kv_end + split - 1) / split) > decode_max_parts(ctx, a))
-        split *= 2;
+    int split = decode_split(ctx, a, s->kv_end);
     s->split = split;
     s->n_split = MAX(1, (s->kv_end + split - 1) / split);
 }
@@ -1123,10 +1130,58 @@ static void prompt_over_f16(DqBackend *be, float *out, const float *q, const flo
     g_free(k);
 }
 
+/* One segment's attention (its keys and values already in its cache): a decode-sized one
+ * joins seqs[0 .. n) (run when full), a longer one (a prompt) runs at once. Returns n. */
+static int attend_segment(DqBackend *be, DecodeSeq *seqs, int n, float *out, const float *q,
+                          const float *k_new, const float *v_new, const DqAttnSegment *g,
+                          DqAttention a) {
+    FastCtx *ctx = be->ctx;
+    int group = a.n_heads / a.n_kv_heads;
+    size_t kv_row = (size_t)a.kv_stride, out_row = (size_t)a.n_heads * a.head_dim;
+    a.n_q = g->n_q;
+    a.n_kv = g->n_past + g->n_q;
+    a.q_pos0 = g->n_past;
+    float *o = out + (size_t)g->row0 * out_row;
+    const float *qs = q + (size_t)g->row0 * a.q_stride;
+    if (group * a.n_q > DQ_FAST_DECODE_ROWS || a.head_dim > DQ_FAST_HEAD_MAX) {
+        if (a.kv_f16)
+            prompt_over_f16(be, o, qs, k_new + (size_t)g->row0 * kv_row,
+                            v_new + (size_t)g->row0 * kv_row, g, &a);
+        else
+            fast_attention(be, o, qs, g->k_cache, g->v_cache, &a);
+        return n;
+    }
+    seqs[n++] = decode_seq(&a, o, qs, g->k_cache, g->v_cache);
+    if (n == DQ_FAST_DECODE_BATCH) {
+        decode_batch(ctx, seqs, n);
+        n = 0;
+    }
+    return n;
+}
+
+/* Whether a steps segment's rows may share one decode job: attn_decode_part gives a row the
+ * bits it gives it alone (its keys in the same blocks, scores and weights of the keys it does
+ * not see left out of the sums, which only add zeros), as long as the job's key ranges are the
+ * row's own: the same split. */
+static gboolean steps_together(const FastCtx *ctx, const DqAttnSegment *g, DqAttention a) {
+    int group = a.n_heads / a.n_kv_heads;
+    if (group * g->n_q > DQ_FAST_DECODE_ROWS || a.head_dim > DQ_FAST_HEAD_MAX)
+        return FALSE;
+    a.n_q = g->n_q;
+    int split = decode_split(ctx, &a, g->n_past + g->n_q);
+    a.n_q = 1;
+    for (int i = 0; i < g->n_q; i++)
+        if (decode_split(ctx, &a, g->n_past + i + 1) != split)
+            return FALSE;
+    return TRUE;
+}
+
 /* The decoder's batch: each sequence's new keys and values appended to its own cache, then
  * the decode-sized sequences' attention as one set of jobs (per sequence, the loop of
  * dq_attention_segments paid a parallel region a layer, and short sequences with 3 jobs
- * left a thread idle). Longer segments (prompts) run one by one as in that loop. */
+ * left a thread idle). Longer segments (prompts) run one by one as in that loop. A steps
+ * segment's rows (speculative decoding's check) go into one job where steps_together allows,
+ * each key then read once for all of them; else one a row. */
 static void fast_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,
                                     const float *v_new, const DqAttnSegment *segs, int n_segs,
                                     const DqAttention *shape) {
@@ -1136,8 +1191,7 @@ static void fast_attention_segments(DqBackend *be, float *out, const float *q, c
     a.causal = TRUE;
     a.q_seq_stride = a.kv_seq_stride = 0;
     g_assert(!a.kv_f16 || be->kv_f16);
-    int group = a.n_heads / a.n_kv_heads;
-    size_t kv_row = (size_t)a.kv_stride, out_row = (size_t)a.n_heads * a.head_dim;
+    size_t kv_row = (size_t)a.kv_stride;
     DecodeSeq seqs[DQ_FAST_DECODE_BATCH];
     int n = 0;
     for (int s = 0; s < n_segs; s++) {
@@ -1153,22 +1207,17 @@ static void fast_attention_segments(DqBackend *be, float *out, const float *q, c
             memcpy(g->v_cache + (size_t)g->n_past * kv_row, vn,
                    (size_t)g->n_q * kv_row * sizeof(float));
         }
-        a.n_q = g->n_q;
-        a.n_kv = g->n_past + g->n_q;
-        a.q_pos0 = g->n_past;
-        float *o = out + (size_t)g->row0 * out_row;
-        const float *qs = q + (size_t)g->row0 * a.q_stride;
-        if (group * a.n_q > DQ_FAST_DECODE_ROWS || a.head_dim > DQ_FAST_HEAD_MAX) {
-            if (a.kv_f16)
-                prompt_over_f16(be, o, qs, kn, vn, g, &a);
-            else
-                fast_attention(be, o, qs, g->k_cache, g->v_cache, &a);
+        if (!g->steps || g->n_q == 1 || steps_together(ctx, g, a)) {
+            n = attend_segment(be, seqs, n, out, q, k_new, v_new, g, a);
             continue;
         }
-        seqs[n++] = decode_seq(&a, o, qs, g->k_cache, g->v_cache);
-        if (n == DQ_FAST_DECODE_BATCH) {
-            decode_batch(ctx, seqs, n);
-            n = 0;
+        for (int i = 0; i < g->n_q; i++) {
+            DqAttnSegment one = *g;
+            one.row0 += i;
+            one.n_past += i;
+            one.n_q = 1;
+            one.steps = FALSE;
+            n = attend_segment(be, seqs, n, out, q, k_new, v_new, &one, a);
         }
     }
     decode_batch(ctx, seqs, n);
@@ -1313,6 +1362,7 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->gelu_tanh = fast_gelu_tanh;
     be->silu_mul = fast_silu_mul;
     be->matmul_row_invariant_max = DQ_FAST_GEMV_ROWS;
+    be->attention_steps = TRUE;
     be->matmul_row_invariant_min = DQ_FAST_GEMV_ROWS + 1;
     return be;
 }

@@ -978,7 +978,8 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
         seg_products(be, segs, n_segs, qkv, xn, qkv_w, 3, NULL);
         be->rope(be, q, ws->pos, n, H, hd, c->rope_theta);
         be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
-        /* A steps segment's rows attend as one-row segments would, one after another. */
+        /* A steps segment's rows attend as one-row segments would, one after another: so
+         * marked where the backend takes that, else as such segments. */
         int n_att = 0;
         for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
             const SmolvlmKV *kv = segs[s].kv;
@@ -987,7 +988,8 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
                                .row0 = r,
                                .n_q = segs[s].n_rows,
                                .n_past = kv->len};
-            if (!segs[s].steps) {
+            if (!segs[s].steps || be->attention_steps) {
+                g.steps = segs[s].steps;
                 ws->att_segs[n_att++] = g;
                 continue;
             }

@@ -711,8 +711,16 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
         size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd; /* room past the end */
         kc[s] = pair_new(cap, 1);
         vc[s] = pair_new(cap, 1);
-        cs[s] = (DqAttnSegment){kc[s].c, vc[s].c, r, seg[s][0], seg[s][1]};
-        gs[s] = (DqAttnSegment){kc[s].g, vc[s].g, r, seg[s][0], seg[s][1]};
+        cs[s] = (DqAttnSegment){.k_cache = kc[s].c,
+                                .v_cache = vc[s].c,
+                                .row0 = r,
+                                .n_q = seg[s][0],
+                                .n_past = seg[s][1]};
+        gs[s] = (DqAttnSegment){.k_cache = kc[s].g,
+                                .v_cache = vc[s].g,
+                                .row0 = r,
+                                .n_q = seg[s][0],
+                                .n_past = seg[s][1]};
     }
     DqAttention shape = {.n_heads = H,
                          .n_kv_heads = Hkv,

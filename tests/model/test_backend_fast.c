@@ -343,8 +343,16 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
         size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd; /* room past the end */
         kc[2 * s] = pair_new(cap, 1);
         kc[2 * s + 1] = pair_new(cap, 1);
-        rs[s] = (DqAttnSegment){kc[2 * s].r, kc[2 * s + 1].r, r, seg[s][0], seg[s][1]};
-        fs[s] = (DqAttnSegment){kc[2 * s].f, kc[2 * s + 1].f, r, seg[s][0], seg[s][1]};
+        rs[s] = (DqAttnSegment){.k_cache = kc[2 * s].r,
+                                .v_cache = kc[2 * s + 1].r,
+                                .row0 = r,
+                                .n_q = seg[s][0],
+                                .n_past = seg[s][1]};
+        fs[s] = (DqAttnSegment){.k_cache = kc[2 * s].f,
+                                .v_cache = kc[2 * s + 1].f,
+                                .row0 = r,
+                                .n_q = seg[s][0],
+                                .n_past = seg[s][1]};
     }
     if (f16) { /* exact in float16; the fast caches as float16 in their buffers' first half */
         Pair **all = g_new(Pair *, 2 * n_segs + 2);
@@ -407,7 +415,8 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
         float raw[3] = {1.0f + 1.0f / 4096, -0.1f, 1e-6f};
         uint16_t cache[3] = {0}, vcache[3] = {0};
         fast->upload(fast, k.f, raw, 3);
-        DqAttnSegment one = {(float *)(void *)cache, (float *)(void *)vcache, 0, 1, 0};
+        DqAttnSegment one = {
+            .k_cache = (float *)(void *)cache, .v_cache = (float *)(void *)vcache, .n_q = 1};
         DqAttention tiny = {.n_heads = 1,
                             .n_kv_heads = 1,
                             .head_dim = 3,
@@ -464,6 +473,63 @@ static void test_attention_segments(void) {
         for (int i = 0; i < 5; i++)
             g_free(what[i]);
     }
+}
+
+/* A steps segment (speculative decoding's check) gives each row what a one-row segment at its
+ * position gives, bit for bit: its rows in one decode job (9 heads over 3: 5 rows make 15 job
+ * rows) or one a row (7 rows make 21, more than a job takes), over caches that cross the
+ * 256-key job boundary, float32 and float16. */
+static void test_attention_steps(void) {
+    g_assert_true(fast->attention_steps);
+    const int H = 9, Hkv = 3, hd = 64, qd = H * hd, kvd = Hkv * hd;
+    const int cases[][2] = {{5, 300}, {7, 250}, {2, 0}, {5, 509}};
+    for (int f16 = 0; f16 < 2 && (f16 == 0 || fast->kv_f16); f16++)
+        for (size_t c = 0; c < G_N_ELEMENTS(cases); c++) {
+            int n_q = cases[c][0], past = cases[c][1];
+            size_t cap = (size_t)(past + n_q) * kvd;
+            Pair q = pair_new((size_t)n_q * qd, 1), k = pair_new((size_t)n_q * kvd, 1);
+            Pair v = pair_new((size_t)n_q * kvd, 1);
+            Pair cache = pair_new(2 * cap, 1); /* K then V, the same start for both runs */
+            float *kc[2], *vc[2], *out[2];
+            for (int run = 0; run < 2; run++) {
+                kc[run] = g_memdup2(cache.host, cap * sizeof(float));
+                vc[run] = g_memdup2(cache.host + cap, cap * sizeof(float));
+                if (f16) /* the float16 caches in the buffers' first half */
+                    for (size_t j = 0; j < cap; j++) {
+                        ((uint16_t *)(void *)kc[run])[j] = to_f16(cache.host[j]);
+                        ((uint16_t *)(void *)vc[run])[j] = to_f16(cache.host[cap + j]);
+                    }
+                out[run] = g_new0(float, (size_t)n_q *qd);
+            }
+            DqAttention shape = {.n_heads = H,
+                                 .n_kv_heads = Hkv,
+                                 .head_dim = hd,
+                                 .q_stride = qd,
+                                 .kv_stride = kvd,
+                                 .scale = 0.125f,
+                                 .kv_f16 = f16};
+            DqAttnSegment steps = {
+                .k_cache = kc[0], .v_cache = vc[0], .n_q = n_q, .n_past = past, .steps = TRUE};
+            dq_attention_segments(fast, out[0], q.host, k.host, v.host, &steps, 1, &shape);
+            for (int i = 0; i < n_q; i++) {
+                DqAttnSegment one = {
+                    .k_cache = kc[1], .v_cache = vc[1], .row0 = i, .n_q = 1, .n_past = past + i};
+                dq_attention_segments(fast, out[1], q.host, k.host, v.host, &one, 1, &shape);
+            }
+            if (memcmp(out[0], out[1], (size_t)n_q * qd * sizeof(float)) != 0)
+                g_error("attention steps (%d rows after %d, %s): not the one-row results", n_q,
+                        past, f16 ? "float16" : "float32");
+            g_assert_cmpmem(kc[0], cap * sizeof(float), kc[1], cap * sizeof(float));
+            for (int run = 0; run < 2; run++) {
+                g_free(kc[run]);
+                g_free(vc[run]);
+                g_free(out[run]);
+            }
+            pair_free(&q);
+            pair_free(&k);
+            pair_free(&v);
+            pair_free(&cache);
+        }
 }
 
 static void test_elementwise(void) {
@@ -596,6 +662,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/attention", test_attention);
     g_test_add_func("/backend_fast/attention_bf16", test_attention_bf16);
     g_test_add_func("/backend_fast/attention_segments", test_attention_segments);
+    g_test_add_func("/backend_fast/attention_steps", test_attention_steps);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
     g_test_add_func("/backend_fast/device_names", test_device_names);
