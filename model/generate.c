@@ -505,7 +505,7 @@ out:
  * choice after each row is what a plain step would have chosen there, so the guesses are kept
  * up to the first the model would not have made, followed by the model's own choice at that
  * point: the plain greedy tokens, in fewer passes. Decode is bound by the bytes of the weights,
- * and k + 1 rows cost about what one row does.
+ * and k + 1 rows cost little more than one (1.15-1.3x for 4, docs/performance.md).
  *
  * Only greedy requests: a sampled token is not a function of the logits alone. And only while
  * all rows of a step fit one row-invariant call; a full batch is bound by arithmetic anyway. */
@@ -587,7 +587,9 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
             if (n_guess[a] <= j)
                 continue;
             guess[a][j] = dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch);
-            if (!s->options.ignore_eos && smolvlm_config_is_eos(c, guess[a][j]))
+            if (guess[a][j] == c->image_token_id)
+                n_guess[a] = j; /* not an input: the model would fail on it, were it its own */
+            else if (!s->options.ignore_eos && smolvlm_config_is_eos(c, guess[a][j]))
                 n_guess[a] = j + 1; /* the request would stop there */
         }
     }
