@@ -10,8 +10,9 @@
  * Without --json the answer text is printed (special tokens skipped). --json prints one object:
  * input_ids, output_ids, text, tiles (tiles per image, global tile included), grid (rows, cols
  * per image; 0, 0 for the single-tile form), timings_ms (preprocess, vision, prefill, decode),
- * peak_rss_mb. --dump-logits writes the last prompt position's logits, vocab_size little-endian
- * float32 values.
+ * decode_tokens_per_s, draft (guessed, taken: the --draft's guesses and those the model made
+ * too), peak_rss_mb. --dump-logits writes the last prompt position's logits, vocab_size
+ * little-endian float32 values.
  */
 #include "cli.h"
 
@@ -112,9 +113,17 @@ static void print_json(const SmolvlmPrompt *prompt, const DqGenerateResult *res,
         json_builder_add_double_value(b, stages[i].ms);
     }
     json_builder_end_object(b);
+    /* the first token comes from the prefill; a step may give several (--draft) */
+    int decoded = MAX(res->n_output_ids - 1, 0);
     json_builder_set_member_name(b, "decode_tokens_per_s");
-    json_builder_add_double_value(b, tm->decode_ms > 0 ? tm->decode_steps / (tm->decode_ms / 1000.0)
-                                                       : 0.0);
+    json_builder_add_double_value(b, tm->decode_ms > 0 ? decoded / (tm->decode_ms / 1000.0) : 0.0);
+    json_builder_set_member_name(b, "draft");
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "guessed");
+    json_builder_add_int_value(b, tm->draft_tokens);
+    json_builder_set_member_name(b, "taken");
+    json_builder_add_int_value(b, tm->draft_accepted);
+    json_builder_end_object(b);
     json_builder_set_member_name(b, "peak_rss_mb");
     json_builder_add_double_value(b, dq_peak_rss_mb());
     json_builder_end_object(b);
