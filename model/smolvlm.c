@@ -885,34 +885,32 @@ gboolean smolvlm_has_draft(const Smolvlm *m) {
     return m->draft_tl != NULL;
 }
 
-/* lm_head over chosen rows of xn, DQ_LOGIT_ROWS at a time: want[i] = (row, host destination). */
+/* lm_head over up to DQ_LOGIT_ROWS chosen rows of xn: w[i] = (row, host destination). */
 typedef struct {
     int row;
     float *dst;
 } LogitRow;
 
 static void logits_out(Smolvlm *m, SmolvlmWorkspace *ws, const float *xn, const DqWeight *lm_head,
-                       const LogitRow *want, int n_want) {
+                       const LogitRow *w, int n) {
     DqBackend *be = m->be;
     const size_t V = (size_t)m->cfg.vocab_size, Dt = (size_t)m->cfg.text_hidden;
-    for (int i0 = 0; i0 < n_want; i0 += DQ_LOGIT_ROWS) {
-        const LogitRow *w = want + i0;
-        int n = MIN(DQ_LOGIT_ROWS, n_want - i0);
-        /* Rows next to each other in one copy: a decode step's rows are all of xn. */
-        for (int i = 0, j; i < n; i = j) {
-            for (j = i + 1; j < n && w[j].row == w[i].row + (j - i);)
-                j++;
-            be->copy(be, ws->last + (size_t)i * Dt, xn + (size_t)w[i].row * Dt,
-                     (size_t)(j - i) * Dt);
-        }
-        be->matmul(be, ws->logits, ws->last, lm_head, NULL, n); /* [n, V] */
-        /* One download per run of destinations side by side (the generator's slots): a
-         * download waits for the device, and a 64-page step had 64 of them. */
-        for (int i = 0, j; i < n; i = j) {
-            for (j = i + 1; j < n && w[j].dst == w[i].dst + (size_t)(j - i) * V;)
-                j++;
-            be->download(be, w[i].dst, ws->logits + (size_t)i * V, (size_t)(j - i) * V);
-        }
+    g_assert(n <= DQ_LOGIT_ROWS);
+    if (n == 0)
+        return;
+    /* Rows next to each other in one copy: a decode step's rows are all of xn. */
+    for (int i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && w[j].row == w[i].row + (j - i);)
+            j++;
+        be->copy(be, ws->last + (size_t)i * Dt, xn + (size_t)w[i].row * Dt, (size_t)(j - i) * Dt);
+    }
+    be->matmul(be, ws->logits, ws->last, lm_head, NULL, n); /* [n, V] */
+    /* One download per run of destinations side by side (the generator's slots): a download
+     * waits for the device, and a 64-page step had 64 of them. */
+    for (int i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && w[j].dst == w[i].dst + (size_t)(j - i) * V;)
+            j++;
+        be->download(be, w[i].dst, ws->logits + (size_t)i * V, (size_t)(j - i) * V);
     }
 }
 
@@ -1014,7 +1012,7 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
      * segment). */
     const DqWeight *lm_head = draft ? &m->draft_lm_head : m->lm_head;
     const size_t V = (size_t)c->vocab_size;
-    LogitRow want[DQ_LOGIT_ROWS];
+    LogitRow want[DQ_LOGIT_ROWS] = {{0}};
     int n_want = 0;
     for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
         if (m->trace != NULL)
