@@ -532,6 +532,35 @@ static void test_attention_steps(void) {
         }
 }
 
+/* rope keeps the reference's cos and sin a position: the reference's bits, for prompt rows,
+ * decode rows, positions past its table, another head size and another theta. */
+static void test_rope(void) {
+    const struct {
+        int n, heads, hd, pos0, step;
+        double theta;
+    } cases[] = {
+        {1416, 9, 64, 0, 1, 100000.0},  /* a 256M prompt */
+        {8, 3, 64, 1416, 97, 100000.0}, /* decode rows of several requests */
+        {3, 2, 64, 32766, 1, 100000.0}, /* across the table's end */
+        {5, 4, 96, 10, 3, 100000.0},    /* another head size */
+        {5, 4, 64, 10, 3, 10000.0},     /* another theta */
+        {70, 32, 64, 200, 1, 273768.0}, /* a 2.2B-like head count */
+    };
+    for (size_t c = 0; c < G_N_ELEMENTS(cases); c++) {
+        int n = cases[c].n, width = cases[c].heads * cases[c].hd;
+        Pair x = pair_new((size_t)n * width, 3);
+        int32_t *pos = g_new(int32_t, n);
+        for (int r = 0; r < n; r++)
+            pos[r] = cases[c].pos0 + r * cases[c].step;
+        ref->rope(ref, x.r, pos, n, cases[c].heads, cases[c].hd, cases[c].theta);
+        fast->rope(fast, x.f, pos, n, cases[c].heads, cases[c].hd, cases[c].theta);
+        if (memcmp(x.r, x.f, x.n * sizeof(float)) != 0)
+            g_error("rope case %zu: not the reference's bits", c);
+        pair_free(&x);
+        g_free(pos);
+    }
+}
+
 static void test_elementwise(void) {
     const size_t sizes[] = {1, 1000, 3 * 1024 * 77 + 5};
     for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
@@ -663,6 +692,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/attention_bf16", test_attention_bf16);
     g_test_add_func("/backend_fast/attention_segments", test_attention_segments);
     g_test_add_func("/backend_fast/attention_steps", test_attention_steps);
+    g_test_add_func("/backend_fast/rope", test_rope);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
     g_test_add_func("/backend_fast/device_names", test_device_names);
