@@ -771,6 +771,51 @@ G_GNUC_UNUSED static void test_decode_split(void) {
     g_free(snap);
 }
 
+/* 40 tiles in one call go through the encoder in two chunks (32 + 8) on buffers the chunks
+ * share; each tile's features are what it gives encoded alone, bit for bit. */
+G_GNUC_UNUSED static void test_vision_chunks(void) {
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
+        return;
+    GError *err = NULL;
+    const SmolvlmConfig *c = smolvlm_config(m);
+    DqBackend *be = smolvlm_backend(m);
+    const int n = 40;
+    size_t tile_floats = (size_t)3 * c->image_size * c->image_size;
+    size_t feat = (size_t)c->tokens_per_tile * c->text_hidden;
+    float *px = g_new(float, n *tile_floats);
+    const float **tiles = g_new(const float *, n);
+    GRand *rng = g_rand_new_with_seed(40);
+    for (size_t i = 0; i < n * tile_floats; i++)
+        px[i] = (float)g_rand_double_range(rng, -1, 1);
+    for (int t = 0; t < n; t++)
+        tiles[t] = px + t * tile_floats;
+    float *all = be->alloc(be, n * feat), *one = be->alloc(be, feat);
+    g_assert_true(smolvlm_encode_tiles(m, tiles, n, all, &err));
+    dq_assert_no_error(err);
+    float *host_all = g_new(float, n *feat), *host_one = g_new(float, feat);
+    be->download(be, host_all, all, n * feat);
+    const int picks[] = {0, 13, 31, 32, 39}; /* both chunks, and their edges */
+    for (size_t i = 0; i < G_N_ELEMENTS(picks); i++) {
+        int t = picks[i];
+        g_assert_true(smolvlm_encode_tiles(m, &tiles[t], 1, one, &err));
+        dq_assert_no_error(err);
+        be->download(be, host_one, one, feat);
+        if (memcmp(host_one, host_all + t * feat, feat * sizeof(float)) != 0)
+            g_error("tile %d: features differ encoded alone and among %d", t, n);
+    }
+    be->release(be, all);
+    be->release(be, one);
+    g_free(host_all);
+    g_free(host_one);
+    g_free(tiles);
+    g_free(px);
+    g_rand_free(rng);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
 /* A steps segment (speculative decoding's check) computes each of its rows as that many
  * one-row forward calls would, to the bit, on the fast backend with weights as stored and with
  * an int8 draft loaded beside them; the draft's own forward appends approximate rows that
@@ -937,6 +982,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/position-ids", test_position_ids);
     g_test_add_func("/smolvlm/duplicate-tiles", test_duplicate_tiles);
     g_test_add_func("/smolvlm/decode-split", test_decode_split);
+    g_test_add_func("/smolvlm/vision-chunks", test_vision_chunks);
     g_test_add_func("/smolvlm/steps/stored", test_steps_stored);
     g_test_add_func("/smolvlm/steps/bf16", test_steps_bf16);
     g_test_add_func("/smolvlm/draft-errors", test_draft_errors);
