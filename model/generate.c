@@ -495,6 +495,13 @@ out:
     return ok;
 }
 
+/* A step that failed drops every request in the generator (generate.h). */
+static gboolean step_failed(DqGenerator *g) {
+    for (int i = 0; i < g->n_slots; i++)
+        slot_clear(g, &g->slots[i]);
+    return FALSE;
+}
+
 /* ---- speculative decoding
  *
  * With a draft (SmolvlmOptions.draft), a step may give a request several tokens for one pass over
@@ -635,9 +642,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
     rate_update(&g->spec_rate, pushed, dq_now_ms() - t0);
     return TRUE;
 fail:
-    for (int i = 0; i < g->n_slots; i++)
-        slot_clear(g, &g->slots[i]);
-    return FALSE;
+    return step_failed(g);
 }
 
 gboolean dq_generator_step(DqGenerator *g, GError **err) {
@@ -679,9 +684,7 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
         rate_update(&g->plain_rate, n_segs, dq_now_ms() - t0);
     return TRUE;
 fail:
-    for (int i = 0; i < g->n_slots; i++)
-        slot_clear(g, &g->slots[i]);
-    return FALSE;
+    return step_failed(g);
 }
 
 int dq_generator_take_finished(DqGenerator *g, DqGeneratorDone *done, int max) {
