@@ -146,6 +146,11 @@ struct DqBackend {
      * whose parts each have at least this many rows (tiles, prompts) may be merged into one.
      * 0: no such promise (the reference: OpenBLAS's rounding depends on the row count). */
     int matmul_row_invariant_min;
+    /* Tiles the vision encoder takes at a time (0: 32, what fills a GPU). A chunk's activations
+     * are allocated for it (256M: 35 MB a tile) and pass through each layer a dozen times, so
+     * a CPU wants few: at 2 tiles the fast backend's 256M page took 13.3 s against 15.6 s at
+     * 32 (`--weights bf16`: 4.9 s against 7.3 s), and 1232 MB of peak RSS against 1825 MB. */
+    int vision_tile_chunk;
     /* Prompt rows the backend would take in one forward call (0: the generator's default,
      * 2048): larger calls make larger products, which a GPU needs to be filled. Activations
      * grow with it (2.2B: 112 KB of workspace a row). */

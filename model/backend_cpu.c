@@ -26,6 +26,10 @@ typedef struct {
 
 #define DQ_HUGE_PAGE ((size_t)2 << 20)
 
+/* The vision encoder's chunk (DqBackend.vision_tile_chunk): 2 tiles make products of 2048 or
+ * 1458 rows, enough to split over the threads, in a tenth of 32 tiles' memory. */
+#define DQ_CPU_VISION_TILES 2
+
 static float *cpu_alloc(DqBackend *be, size_t n) {
     /* 64-byte alignment for the sgemm kernels; zero-filled so that a buffer never carries
      * garbage into a result by accident. Buffers of a huge page or more (KV caches,
@@ -342,6 +346,7 @@ DqBackend *dq_backend_cpu_new(GError **err) {
     be->patchify = cpu_patchify;
     be->pixel_shuffle = cpu_pixel_shuffle;
     be->embed = cpu_embed;
+    be->vision_tile_chunk = DQ_CPU_VISION_TILES;
     return be;
 }
 

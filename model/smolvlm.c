@@ -11,9 +11,10 @@
 #include <string.h>
 #include <xxhash.h>
 
-/* Tiles encoded per vision batch: bounds the activations (256M: 32 tiles x 1024 patches x 3072
- * MLP floats = 400 MB) while keeping the GEMMs large. Tiles are independent, so the chunking
- * never changes a result. */
+/* Tiles encoded per vision batch where the backend does not say (DqBackend.vision_tile_chunk):
+ * bounds the activations (256M: 32 tiles x 1024 patches x 3072 MLP floats = 400 MB) while
+ * keeping a GPU's products large. Tiles are independent, so the chunking never changes a
+ * result. */
 #define DQ_VISION_TILE_CHUNK 32
 
 typedef struct {
@@ -648,7 +649,8 @@ static gboolean encode_distinct(Smolvlm *m, const float *const *tiles, int n_til
     const SmolvlmConfig *c = &m->cfg;
     DqBackend *be = m->be;
     size_t tile_floats = (size_t)c->vision_channels * c->image_size * c->image_size;
-    int chunk = MIN(n_tiles, DQ_VISION_TILE_CHUNK);
+    int chunk =
+        MIN(n_tiles, be->vision_tile_chunk > 0 ? be->vision_tile_chunk : DQ_VISION_TILE_CHUNK);
     float *px = be->alloc(be, (size_t)MAX(chunk, 1) * tile_floats); /* [chunk, 3, S, S] */
     if (px == NULL)
         return dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles", chunk);
