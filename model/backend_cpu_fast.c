@@ -49,7 +49,7 @@ typedef struct {
      * accuracy on other CPUs); elsewhere, or with DOCQA_BF16_DOT=0, the bf16 weights times float32
      * activations. */
     gboolean bf16_dot;
-    float *pack;         /* [threads][DQ_GEMM_PACK_FLOATS] */
+    float *pack;         /* [threads][DQ_GEMM_PACK_FLOATS], then DQ_GEMM_SHARED_FLOATS */
     float *attn_scratch; /* [threads][DQ_FAST_ATTN_FLOATS] */
     /* rope's cos and sin of positions 0 .. rope_filled - 1 ([DQ_FAST_ROPE_POSITIONS, half, 2]),
      * for one (theta, head_dim): the model's */
@@ -1394,7 +1394,7 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
         g_strcmp0(dot, "0") != 0 && (dq_cpu_has_avx512bf16() || g_strcmp0(dot, "emulate") == 0);
     /* All scratch up front: no op allocates. */
     ctx->attn_scratch = ref->alloc(ref, DQ_FAST_ATTN_FLOATS * (size_t)ctx->threads);
-    ctx->pack = ref->alloc(ref, DQ_GEMM_PACK_FLOATS * (size_t)ctx->threads);
+    ctx->pack = ref->alloc(ref, DQ_GEMM_LINEAR_PACK_FLOATS(ctx->threads));
     if (ctx->attn_scratch == NULL || ctx->pack == NULL) {
         if (ctx->attn_scratch != NULL)
             ref->release(ref, ctx->attn_scratch);

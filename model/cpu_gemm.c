@@ -467,22 +467,17 @@ void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, siz
  * whole weight for itself. A prompt's products (1416-1937 rows) in 4 chunks a thread ran 6-12%
  * slower in float32, 10-17% on AMX, than in one (bench_gemm, 2 threads). */
 #define DQ_GEMM_CHUNK_ROWS 1024
-/* The AMX product re-reads a chunk's float32 A once for each chunk of columns its pack holds (3
- * for the vision MLP, 22 for a 2048 x 8192 weight): chunks of rows small enough for that A to
- * stay in the last-level cache. */
-#define DQ_GEMM_AMX_A_BYTES ((size_t)8 << 20)
-
 void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB layout,
                     const float *bias, float *y, int threads, float *packs) {
     /* Chunks of rows when every thread gets whole MC blocks, up to 4 a thread where they are tall
      * (dynamic: a busy core takes fewer), their count a multiple of the threads (357 prompt rows
      * in 3 chunks left one thread idle a third of the time); few rows: chunks of features. */
+    if (layout == DQ_GEMM_B_WT_BF16_DOT &&
+        dq_gemm_bf16_linear(M, N, K, x, W, bias, y, threads, packs))
+        return;
     gboolean bf16 = layout == DQ_GEMM_B_WT_BF16 || layout == DQ_GEMM_B_WT_BF16_DOT;
     int mr = layout == DQ_GEMM_B_WT_BF16_DOT ? 12 : MR; /* whole panels of the kernel's rows */
     int T = threads, mchunk = M, nchunk = N, mjobs = MAX(T, MIN(4 * T, M / DQ_GEMM_CHUNK_ROWS));
-    if (layout == DQ_GEMM_B_WT_BF16_DOT) /* AMX reads a chunk's A once a chunk of columns */
-        mjobs = MAX(mjobs, (int)(((size_t)M * K * sizeof(float) + DQ_GEMM_AMX_A_BYTES - 1) /
-                                 DQ_GEMM_AMX_A_BYTES));
     mjobs = MIN(M / MC, mjobs);
     if (mjobs >= T) {
         mjobs -= mjobs % T;

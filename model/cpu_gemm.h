@@ -83,6 +83,11 @@ typedef enum {
 #define DQ_GEMM_NC 1024
 /* Floats of pack buffer one dq_gemm call needs; cpu_gemm_bf16.c packs twice as many columns. */
 #define DQ_GEMM_PACK_FLOATS ((size_t)DQ_GEMM_KC * 2048)
+/* dq_gemm_linear's packs: a pack each thread, then DQ_GEMM_SHARED_FLOATS all threads share (the
+ * AMX product packs W there once for all of them: 8 MiB, the vision MLP's weights whole). */
+#define DQ_GEMM_SHARED_FLOATS ((size_t)2 << 20)
+#define DQ_GEMM_LINEAR_PACK_FLOATS(threads)                                                        \
+    ((size_t)(threads)*DQ_GEMM_PACK_FLOATS + DQ_GEMM_SHARED_FLOATS)
 
 /* C [M, N] (row stride ldc) = A [M, K] (lda) . B (+ bias [N] when mode is SET and bias is not
  * NULL). B's leading dimension ldb is W's row stride (WT layouts) or B's row stride (KN).
@@ -93,7 +98,8 @@ void dq_gemm(int M, int N, int K, const float *A, size_t lda, const void *B, siz
              DqGemmB layout, const float *bias, DqGemmMode mode, float *C, size_t ldc, float *pack);
 
 /* A linear layer y [M, N] = x [M, K] . W^T (+ bias), W [N, K] in a WT layout, on `threads`
- * threads, thread t packing into packs + t * DQ_GEMM_PACK_FLOATS. Large M: chunks of rows, each
+ * threads, thread t packing into packs + t * DQ_GEMM_PACK_FLOATS (packs holds
+ * DQ_GEMM_LINEAR_PACK_FLOATS(threads) floats). Large M: chunks of rows, each
  * packing the weight for itself (a weight pass per chunk is a few per mille of the arithmetic);
  * small M: chunks of output features, so that every thread has work. The summation order of an
  * element never depends on the split, so neither does the result. */
@@ -125,9 +131,13 @@ void dq_gemm_store_tile(const float *acc, int acc_stride, float *c, size_t ldc, 
  * Every C element is, for each block of DQ_GEMM_BF16_KP pairs of k in order, an accumulator
  * from 0.0 that takes, pair by pair, the product of the odd k and then of the even k (each a
  * float32 fused multiply-add of exact bf16 x bf16 products); the blocks are added to the
- * initial value in order. Inputs below the smallest normal are read as zero (as the
- * instruction does); the order, hence the result, does not depend on M, the rows' offset or the
- * split of N (row invariance as above). A K that is odd ends with a pair whose odd half is 0. */
+ * initial value in order. On AMX tiles instead, one accumulator from 0.0 (DQ_GEMM_SET) or C
+ * (DQ_GEMM_ADD) takes the tile's pair products in k order, and a SET's bias is added last (added
+ * first, a large bias swallowed the low bits of every product: the fixtures' logits moved
+ * 0.99982 -> 0.99976 in cosine). A is rounded to bf16 as vcvtne2ps2bf16 rounds (nearest even;
+ * denormals read as zeros, as the instructions read both operands); the order, hence the result,
+ * does not depend on M, the rows' offset or the split of N (row invariance as above). A K that
+ * is odd ends with a pair whose odd half is 0. */
 #define DQ_GEMM_BF16_KP 128
 
 /* dq_cpu_has_avx512f, and AVX512-BF16 too, not switched off with DOCQA_CPU_NO_AVX512BF16. */
@@ -143,6 +153,11 @@ gboolean dq_cpu_has_amx_bf16(void);
  * with these (each returns its previous setting). */
 gboolean dq_gemm_bf16_force_portable(gboolean on);
 gboolean dq_gemm_bf16_force_dpbf16(gboolean on);
+
+/* dq_gemm_linear for DQ_GEMM_B_WT_BF16_DOT on AMX, all threads on one product (W packed once,
+ * in the shared part of packs); FALSE, nothing done, where AMX does not run. */
+gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W,
+                             const float *bias, float *y, int threads, float *packs);
 
 /* dq_gemm for DQ_GEMM_B_WT_BF16_DOT (dq_gemm calls it); W [N, K] bf16 with row stride ldw. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,

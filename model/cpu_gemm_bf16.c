@@ -12,8 +12,8 @@
  *   B block [DQ_GEMM_BF16_KP pairs] x [nc columns] -> panels of NR columns, [panel][pair][NR];
  *   A rows  [MC] x [the same pairs]                -> panels of MR rows,    [panel][pair][MR];
  * and an MR x NR micro-kernel keeps 24 zmm accumulators (12 rows x 2 x 16 columns) while a
- * panel of B (16 KiB) stays in L1 and the packed rows of A in L2. AMX (gemm_amx below) packs B
- * the same way and A as plain bf16 rows.
+ * panel of B (16 KiB) stays in L1 and the packed rows of A in L2. AMX (amx_product below) packs
+ * B the same way, for all threads at once, and A as plain bf16 rows.
  *
  * The portable kernel emulates the instruction with the same packs, the same order and the same
  * float32 fused multiply-adds, so the tiling, the packs and the tails are tested on every CPU;
@@ -85,6 +85,15 @@ static inline uint32_t daz(uint16_t h) {
     return (h & 0x7f80) == 0 ? (uint32_t)(h & 0x8000) : h;
 }
 
+/* A's element rounded to bf16 as vcvtne2ps2bf16 rounds it (the AMX product's rounding): a
+ * denormal is a zero of its sign, NaNs are quieted, the rest go to nearest even (a normal float
+ * never rounds to a denormal bf16: the two share their exponents). */
+static inline uint32_t round_a(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7f800000u) == 0 ? (u >> 16) & 0x8000u : dq_f32_bf16(x);
+}
+
 /* ---- packing */
 
 /* W's pairs [p0, p0 + kp) of columns [n0, n0 + nc) -> [panel][pair][NR]; a pair's even k in
@@ -119,8 +128,8 @@ static void pack_a(uint32_t *dst, const float *A, size_t lda, int K, int m0, int
             uint32_t *o = dst + (size_t)(i - m0) * kp + r;
             for (int p = 0; p < kp; p++) {
                 int k = 2 * (p0 + p);
-                uint32_t hi = k + 1 < K ? daz(dq_f32_bf16(a[k + 1])) : 0;
-                o[(size_t)p * MR] = daz(dq_f32_bf16(a[k])) | hi << 16;
+                uint32_t hi = k + 1 < K ? round_a(a[k + 1]) : 0;
+                o[(size_t)p * MR] = round_a(a[k]) | hi << 16;
             }
         }
 }
@@ -213,20 +222,29 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
 
 /* ---- AMX: tdpbf16ps multiplies a 16 x 16-pair tile of A by a 16-pair x 16 tile of B into a
  * 16 x 16 float32 tile, 8192 multiply-adds an instruction, eight times vdpbf16ps's rate on the
- * cores that have it; per element it runs the same pairs in the same order (odd k, then even).
+ * cores that have it.
  *
- * A different blocking: an AMX kernel outruns the memory that C lives in, so C is written once.
- * B [columns of a chunk] x [all pairs] is packed as for vdpbf16ps (32-column panels, pairs of a
- * column 128 bytes apart: the two 16-column tiles of a panel are 64 bytes apart); A 32 rows at a
- * time as plain bf16 rows (a tile row is 16 pairs of one row of A). A 32 x 32 block of C takes
- * its DQ_GEMM_BF16_KP-pair blocks one after the other, each summed from zero in four tiles,
- * stored, and added to the block's running value in L1: the order cpu_gemm.h promises. Pairs
- * are padded with zeros to whole tiles, rows of A with zero rows (computed, never stored). */
+ * Its own order (cpu_gemm.h): an element's accumulator starts at its initial value (the bias,
+ * zero, or C) and takes the tile's pair products in k order, in one float32 running sum that
+ * rests in C between blocks of k (stored and loaded back exactly).
+ *
+ * The whole product at once (dq_gemm_bf16_linear), not a row chunk per thread: every thread
+ * packing all of W for its rows, and its A once per chunk of W, cost a third of the time of the
+ * vision encoder's products. Blocks of AMX_KC pairs of k, in order; in each, W's columns (as
+ * many as the shared pack holds) are packed once, by all threads together, into 32-column
+ * panels [panel][pair][32] (a 32-bit word a pair, low half the even k); then each thread takes
+ * blocks of AMX_R rows of A, rounds them to bf16 rows in its own pack, and runs every panel over
+ * them 32 rows at a time, C's 32 x 32 block in four tiles. A panel (AMX_KC x 128 bytes) is read
+ * by AMX_R / 32 blocks of rows while it is in the caches. Zeros pad k to whole tiles, and rows
+ * and columns to whole blocks; a block that overhangs C goes through a 32 x 32 scratch. */
 
-#define AMX_ROWS 32 /* rows of A a kernel call takes: two tiles */
-#define AMX_STEP 16 /* pairs of k in a tile's 64-byte row */
+#define AMX_ROWS     32  /* rows of C a kernel call takes: two tiles */
+#define AMX_STEP     16  /* pairs of k in a tile's 64-byte row */
+#define AMX_KC       512 /* pairs of k a block */
+#define AMX_R        256 /* rows of A a thread rounds at a time: 256 x 512 pairs = 512 KiB */
+#define AMX_A_FLOATS ((size_t)AMX_R * AMX_KC) /* a thread's rounded rows, in floats */
 
-#define DQ_AMX __attribute__((target("avx512f,avx512bw,amx-tile,amx-bf16")))
+#define DQ_AMX __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")))
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -247,38 +265,31 @@ DQ_AMX static void amx_configure(void) {
     __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
 }
 
-/* 16 floats -> daz(dq_f32_bf16(x)), bit for bit. */
-DQ_AMX static inline __m256i bf16x16(const float *x) {
-    __m512i u = _mm512_loadu_si512(x);
-    __m512i r = _mm512_srli_epi32(
-        _mm512_add_epi32(
-            u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
-                                _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))),
-        16);
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                            _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_mov_epi32(r, nan,
-                              _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-    __mmask16 den = _mm512_testn_epi32_mask(r, _mm512_set1_epi32(0x7f80));
-    r = _mm512_mask_and_epi32(r, den, r, _mm512_set1_epi32(0x8000));
-    return _mm512_cvtepi32_epi16(r);
+/* The rounding of A: round_a's, 32 floats at a time (vcvtne2ps2bf16 rounds to nearest even,
+ * reads denormals as zeros and quiets NaNs exactly so); `live` masks the floats that exist. */
+DQ_AMX static inline __m512i round32(const float *x, __mmask32 live) {
+    __m512 lo = _mm512_maskz_loadu_ps((__mmask16)live, x);
+    __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(live >> 16), x + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-/* Rows [0, rows) of A (all K) -> dst, `width` bf16 a row (2 x the padded pairs), zeros past K;
- * rows past `rows` up to AMX_ROWS all zeros. */
-DQ_AMX static void amx_pack_a(uint16_t *dst, size_t width, const float *A, size_t lda, int K,
-                              int rows) {
-    for (int r = 0; r < AMX_ROWS; r++) {
-        uint16_t *o = dst + (size_t)r * width;
-        int k = 0;
-        if (r < rows) {
-            const float *a = A + (size_t)r * lda;
-            for (; k + 16 <= K; k += 16)
-                _mm256_storeu_si256((__m256i *)(o + k), bf16x16(a + k));
-            for (; k < K; k++)
-                o[k] = (uint16_t)daz(dq_f32_bf16(a[k]));
+/* Rows [m0, m1) of A, pairs [p0, p0 + kp) -> dst rows of 2 kp bf16; zeros past K and in the rows
+ * from m1 up to a whole AMX_ROWS. */
+DQ_AMX static void amx_round_rows(uint16_t *dst, const float *A, size_t lda, int K, int m0, int m1,
+                                  int p0, int kp) {
+    int rows = (m1 - m0 + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS;
+    for (int r = 0; r < rows; r++) {
+        uint16_t *o = dst + (size_t)r * 2 * kp;
+        if (m0 + r >= m1) {
+            memset(o, 0, (size_t)kp * 4);
+            continue;
         }
-        memset(o + k, 0, (width - (size_t)k) * sizeof *o);
+        const float *a = A + (size_t)(m0 + r) * lda;
+        for (int k = 2 * p0; k < 2 * (p0 + kp); k += 32) {
+            int left = K - k;
+            __mmask32 live = left >= 32 ? ~(__mmask32)0 : left > 0 ? ((__mmask32)1 << left) - 1 : 0;
+            _mm512_storeu_si512(o + (k - 2 * p0), round32(a + k, live));
+        }
     }
 }
 
@@ -290,44 +301,65 @@ DQ_AMX static inline __m512i daz_pairs(__m512i v) {
                                  _mm512_set1_epi32((int)0x8000ffffu));
 }
 
-/* W's columns [n0, n0 + nc) (nc a multiple of NR), all pairs, zero pairs up to kpad ->
- * [panel][pair][NR], as pack_b. A row's pairs are 32-bit words in place (low half the even k):
- * a gather takes one pair of 16 columns, where element by element (pack_b's way) the packing
- * cost a tenth of the product's time on the vision encoder's shapes. */
-DQ_AMX static void amx_pack_b(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K, int n0,
-                              int nc, int kpad) {
-    int full = K / 2; /* pairs wholly inside K */
-    for (int c = 0; c < nc; c += NR)
-        for (int h = 0; h < NR; h += 16) {
-            int n = n0 + c + h, cols = CLAMP(N - n, 0, 16);
-            uint32_t *o = dst + (size_t)c * kpad + h;
-            __mmask16 live = (__mmask16)((1u << cols) - 1);
-            /* rows of W as offsets in bf16 from row n, gathered 2 bytes a unit */
-            __m512i rows = _mm512_mullo_epi32(
-                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                _mm512_set1_epi32((int)ldw));
-            const uint16_t *w = W + (size_t)MIN(n, N - 1) * ldw;
-            int p = 0;
-            for (; p < full; p++) {
-                __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows, w, 2);
-                _mm512_storeu_si512(o + (size_t)p * NR, daz_pairs(v));
-                w += 2;
+/* r[j] (word i) -> r[i] (word j), 16 x 16 32-bit words. */
+DQ_AMX static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* now r[4b + c] holds, in each 128-bit lane L, words (rows 4b..4b+3) x (column 4L + c) */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[4 + i], 0x88);     /* lanes 0, 2 of each */
+        t[4 + i] = _mm512_shuffle_i32x4(r[i], r[4 + i], 0xdd); /* lanes 1, 3 */
+        t[8 + i] = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xdd);
+        r[4 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0x88);
+        r[12 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0xdd);
+    }
+}
+
+/* Panel q of W's columns from n0 (32 of them; zeros past N), pairs [p0, p0 + kp) (zeros past
+ * K) -> dst [kp][32]: 16 rows of W and 16 pairs at a time, read as words and transposed. */
+DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K,
+                                  int n0, int p0, int kp) {
+    for (int h = 0; h < NR; h += 16)
+        for (int p = 0; p < kp; p += 16) {
+            int k = 2 * (p0 + p), left = K - k;
+            __mmask32 live = left >= 32 ? ~(__mmask32)0 : left > 0 ? ((__mmask32)1 << left) - 1 : 0;
+            __m512i r[16];
+            for (int j = 0; j < 16; j++) {
+                int n = n0 + h + j;
+                r[j] = n < N ? _mm512_maskz_loadu_epi16(live, W + (size_t)n * ldw + k)
+                             : _mm512_setzero_si512();
             }
-            for (; p < kpad; p++)
-                for (int j = 0; j < 16; j++)
-                    o[(size_t)p * NR + j] =
-                        2 * p < K && j < cols ? daz(W[(size_t)(n + j) * ldw + 2 * p]) : 0;
+            transpose16(r);
+            for (int i = 0; i < 16; i++)
+                _mm512_storeu_si512(dst + (size_t)(p + i) * NR + h, daz_pairs(r[i]));
         }
 }
 
-/* C [32, 32] (+)= A [32 rows, 2 kp] . a B panel [kp pairs][NR] on tiles 0-7 (amx_configure's):
- * A's rows lda bf16 apart, C's ldc floats apart; `accumulate`: C is read first. */
-DQ_AMX static inline __attribute__((always_inline)) void tiles_32x32(const uint16_t *a, size_t lda,
-                                                                     const uint32_t *bp, int kp,
-                                                                     float *c, size_t ldc,
-                                                                     gboolean accumulate) {
+/* Tiles 0-3 = a 32 x 32 block's start: zeros, or C (ld floats apart). */
+typedef enum { START_ZERO, START_C } AmxStart;
+
+/* C [32, 32] = start + A [32 rows, 2 kp] . B panel [kp][32] on tiles 0-7: A's rows lda bf16
+ * apart, C's ldc floats apart. */
+DQ_AMX static inline __attribute__((always_inline)) void amx_block(const uint16_t *a, size_t lda,
+                                                                   const uint32_t *bp, int kp,
+                                                                   float *c, size_t ldc,
+                                                                   AmxStart start) {
     size_t as = lda * sizeof *a, cs = ldc * sizeof *c;
-    if (accumulate) {
+    if (start == START_C) {
         _tile_loadd(0, c, cs);
         _tile_loadd(1, c + 16, cs);
         _tile_loadd(2, c + 16 * ldc, cs);
@@ -355,60 +387,84 @@ DQ_AMX static inline __attribute__((always_inline)) void tiles_32x32(const uint1
     _tile_stored(3, c + 16 * ldc + 16, cs);
 }
 
-/* C [mr, nr] (=|+=) the AMX_ROWS x NR block: ap the packed rows (width bf16 apart), bp a
- * packed panel; `set`: C = bias (or 0) + product. */
-DQ_AMX static void amx_kernel(const uint16_t *ap, size_t width, const uint32_t *bp, int pairs,
-                              int kpad, float *c, size_t ldc, int mr, int nr, gboolean set,
-                              const float *bias) {
-    float acc[AMX_ROWS * NR] __attribute__((aligned(64)));
-    float sum[AMX_ROWS * NR] __attribute__((aligned(64)));
-    for (int r = 0; r < AMX_ROWS; r++)
-        for (int j = 0; j < NR; j++)
-            sum[r * NR + j] = r >= mr || j >= nr ? 0.0f
-                              : !set             ? c[(size_t)r * ldc + j]
-                              : bias != NULL     ? bias[j]
-                                                 : 0.0f;
-    for (int p0 = 0; p0 < pairs; p0 += KP) {
-        tiles_32x32(ap + 2 * p0, width, bp + (size_t)p0 * NR, MIN(kpad, p0 + KP) - p0, acc, NR,
-                    FALSE);
-        for (int i = 0; i < AMX_ROWS * NR; i += 16)
-            _mm512_store_ps(sum + i,
-                            _mm512_add_ps(_mm512_load_ps(sum + i), _mm512_load_ps(acc + i)));
+/* bias [32] added to the rows of a 32-column block of C. */
+DQ_AMX static inline void add_bias(float *c, size_t ldc, int rows, const float *b32) {
+    __m512 b0 = _mm512_load_ps(b32), b1 = _mm512_load_ps(b32 + 16);
+    for (int r = 0; r < rows; r++, c += ldc) {
+        _mm512_storeu_ps(c, _mm512_add_ps(_mm512_loadu_ps(c), b0));
+        _mm512_storeu_ps(c + 16, _mm512_add_ps(_mm512_loadu_ps(c + 16), b1));
     }
-    for (int r = 0; r < mr; r++)
-        memcpy(c + (size_t)r * ldc, sum + r * NR, (size_t)nr * sizeof *c);
 }
 
-/* The whole product on AMX; FALSE (nothing done) when K is too long for one panel of B and one
- * block of A to share the pack buffer. */
-DQ_AMX static gboolean gemm_amx(int M, int N, int K, const float *A, size_t lda, const uint16_t *W,
-                                size_t ldw, const float *bias, DqGemmMode mode, float *C,
-                                size_t ldc, void *pack) {
-    int pairs = (K + 1) / 2, kpad = (pairs + AMX_STEP - 1) / AMX_STEP * AMX_STEP;
-    size_t width = 2 * (size_t)kpad, budget = DQ_GEMM_PACK_FLOATS * sizeof(float);
-    size_t a_bytes = (AMX_ROWS * width * sizeof(uint16_t) + 63) / 64 * 64;
-    size_t panel_bytes = (size_t)kpad * NR * sizeof(uint32_t);
-    if (a_bytes + panel_bytes > budget)
-        return FALSE;
-    int ncmax = (int)MIN((budget - a_bytes) / panel_bytes, (size_t)(N + NR - 1) / NR) * NR;
-    uint32_t *bpack = pack;
-    uint16_t *apack = (uint16_t *)((char *)pack + budget - a_bytes);
-    gboolean set = mode == DQ_GEMM_SET;
-    amx_configure();
-    for (int n0 = 0; n0 < N; n0 += ncmax) {
-        int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
-        amx_pack_b(bpack, W, ldw, N, K, n0, panels * NR, kpad);
-        for (int m0 = 0; m0 < M; m0 += AMX_ROWS) {
-            int mr = MIN(AMX_ROWS, M - m0);
-            amx_pack_a(apack, width, A + (size_t)m0 * lda, lda, K, mr);
-            for (int q = 0; q < panels; q++)
-                amx_kernel(apack, width, bpack + (size_t)q * NR * kpad, pairs, kpad,
-                           C + (size_t)m0 * ldc + n0 + q * NR, ldc, mr, MIN(NR, nc - q * NR), set,
-                           bias != NULL && set ? bias + n0 + q * NR : NULL);
+/* One block of k for rows [m0, m1) of C against the packed panels of columns [n0, n0 + nc):
+ * `first` is k's first block (C then starts from zero, or from itself with DQ_GEMM_ADD), else C
+ * holds the sum so far; after the `last`, a SET adds the bias. */
+DQ_AMX static void amx_rows(const uint16_t *ap, int kp, const uint32_t *wp, float *C, size_t ldc,
+                            int m0, int m1, int n0, int nc, const float *bias, DqGemmMode mode,
+                            gboolean first, gboolean last) {
+    AmxStart start = !first || mode == DQ_GEMM_ADD ? START_C : START_ZERO;
+    gboolean add = last && mode == DQ_GEMM_SET && bias != NULL;
+    for (int q = 0; q < nc; q += NR) {
+        int cols = MIN(NR, nc - q);
+        float b32[NR] __attribute__((aligned(64))) = {0};
+        if (add)
+            memcpy(b32, bias + n0 + q, (size_t)cols * sizeof *b32);
+        const uint32_t *bp = wp + (size_t)q * kp;
+        for (int i = m0; i < m1; i += AMX_ROWS) {
+            int rows = MIN(AMX_ROWS, m1 - i);
+            const uint16_t *a = ap + (size_t)(i - m0) * 2 * kp;
+            float *c = C + (size_t)i * ldc + n0 + q;
+            if (rows == AMX_ROWS && cols == NR) {
+                amx_block(a, 2 * (size_t)kp, bp, kp, c, ldc, start);
+                if (add)
+                    add_bias(c, ldc, AMX_ROWS, b32);
+                continue;
+            }
+            float t[AMX_ROWS * NR] __attribute__((aligned(64)));
+            if (start == START_C)
+                for (int r = 0; r < rows; r++)
+                    memcpy(t + r * NR, c + (size_t)r * ldc, (size_t)cols * sizeof *t);
+            amx_block(a, 2 * (size_t)kp, bp, kp, t, NR, start);
+            if (add)
+                add_bias(t, NR, rows, b32);
+            for (int r = 0; r < rows; r++)
+                memcpy(c + (size_t)r * ldc, t + r * NR, (size_t)cols * sizeof *t);
         }
     }
-    _tile_release();
-    return TRUE;
+}
+
+/* The product on `threads` threads: thread t rounds rows of A into abufs + t * astride floats
+ * (AMX_R x AMX_KC pairs, 512 KiB), all of them pack W into wpack (wbytes, >= one panel). */
+DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, const uint16_t *W,
+                               size_t ldw, const float *bias, DqGemmMode mode, float *C, size_t ldc,
+                               int threads, float *abufs, size_t astride, uint32_t *wpack,
+                               size_t wbytes) {
+    int pairs = (K + 1) / 2, kpad = (pairs + AMX_STEP - 1) / AMX_STEP * AMX_STEP;
+    int mblocks = (M + AMX_R - 1) / AMX_R;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        amx_configure();
+        uint16_t *ap = (uint16_t *)(void *)(abufs + (size_t)omp_get_thread_num() * astride);
+        for (int p0 = 0; p0 < kpad; p0 += AMX_KC) {
+            int kp = MIN(AMX_KC, kpad - p0);
+            int ncmax =
+                (int)MIN(wbytes / ((size_t)kp * NR * 4) * NR, (size_t)(N + NR - 1) / NR * NR);
+            for (int n0 = 0; n0 < N; n0 += ncmax) {
+                int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
+#pragma omp for schedule(static)
+                for (int q = 0; q < panels; q++)
+                    amx_pack_panel(wpack + (size_t)q * NR * kp, W, ldw, N, K, n0 + q * NR, p0, kp);
+#pragma omp for schedule(dynamic)
+                for (int b = 0; b < mblocks; b++) {
+                    int m0 = b * AMX_R, m1 = MIN(M, m0 + AMX_R);
+                    amx_round_rows(ap, A, lda, K, m0, m1, p0, kp);
+                    amx_rows(ap, kp, wpack, C, ldc, m0, m1, n0, nc, bias, mode, p0 == 0,
+                             p0 + kp == kpad);
+                }
+            }
+        }
+        _tile_release();
+    }
 }
 
 /* ---- AMX building blocks for attention's two products (backend_cpu_fast.c) */
@@ -422,12 +478,12 @@ DQ_AMX void dq_amx_end(void) {
 }
 
 DQ_AMX void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width) {
-    int k = 0;
-    for (; k + 16 <= n; k += 16)
-        _mm256_storeu_si256((__m256i *)(dst + k), bf16x16(src + k));
-    for (; k < n; k++)
-        dst[k] = (uint16_t)daz(dq_f32_bf16(src[k]));
-    memset(dst + k, 0, (size_t)(width - k) * sizeof *dst);
+    for (int k = 0; k < width; k += 32) {
+        int left = n - k;
+        __mmask32 live = left >= 32 ? ~(__mmask32)0 : left > 0 ? ((__mmask32)1 << left) - 1 : 0;
+        __mmask32 room = width - k >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << (width - k)) - 1;
+        _mm512_mask_storeu_epi16(dst + k, room, round32(src + k, live & room));
+    }
 }
 
 DQ_AMX void dq_amx_pack_pairs(uint32_t *dst, const uint16_t *rows, size_t ld, int pairs) {
@@ -453,8 +509,9 @@ DQ_AMX void dq_amx_pack_interleave(uint32_t *dst, const float *r0, const float *
                 x = a;
                 y = b;
             }
-            lo = _mm512_cvtepu16_epi32(bf16x16(x));
-            hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16x16(y)), 16);
+            lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x)));
+            hi = _mm512_slli_epi32(
+                _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(y))), 16);
         }
         _mm512_storeu_si512(dst + c, _mm512_or_si512(lo, hi));
     }
@@ -462,7 +519,21 @@ DQ_AMX void dq_amx_pack_interleave(uint32_t *dst, const float *r0, const float *
 
 DQ_AMX void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int kp, float *c,
                          size_t ldc, gboolean accumulate) {
-    tiles_32x32(a, lda, bp, kp, c, ldc, accumulate);
+    amx_block(a, lda, bp, kp, c, ldc, accumulate ? START_C : START_ZERO);
+}
+
+static gboolean use_amx(void) {
+    return !force_portable && !force_dpbf16 && dq_cpu_has_amx_bf16();
+}
+
+gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W,
+                             const float *bias, float *y, int threads, float *packs) {
+    if (!use_amx())
+        return FALSE;
+    float *shared = packs + (size_t)threads * DQ_GEMM_PACK_FLOATS;
+    amx_product(M, N, K, x, K, W, K, bias, DQ_GEMM_SET, y, N, threads, packs, DQ_GEMM_PACK_FLOATS,
+                (uint32_t *)(void *)shared, DQ_GEMM_SHARED_FLOATS * sizeof(float));
+    return TRUE;
 }
 
 typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c, size_t ldc,
@@ -471,9 +542,12 @@ typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, f
 /* dq_gemm has dealt with empty products. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack) {
-    if (!force_portable && !force_dpbf16 && dq_cpu_has_amx_bf16() &&
-        gemm_amx(M, N, K, A, lda, W, ldw, bias, mode, C, ldc, pack))
+    if (use_amx()) { /* the pack: a thread's A block, then W's panels */
+        float *wp = (float *)pack + AMX_A_FLOATS;
+        amx_product(M, N, K, A, lda, W, ldw, bias, mode, C, ldc, 1, pack, 0, (uint32_t *)(void *)wp,
+                    (DQ_GEMM_PACK_FLOATS - AMX_A_FLOATS) * sizeof(float));
         return;
+    }
     Kernel kernel = !force_portable && dq_cpu_has_avx512bf16() ? kernel_dpbf16
                     : dq_cpu_has_avx2()                        ? kernel_portable_avx2
                                                                : kernel_portable;

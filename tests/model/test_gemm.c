@@ -38,7 +38,7 @@
 /* Pack buffers as dq_gemm wants them, 32-byte aligned (the packing's aligned stores fault on
  * g_malloc's 16-byte alignment, which glibc gives large blocks). */
 static float *pack_new(int packs) {
-    return g_aligned_alloc((size_t)packs * DQ_GEMM_PACK_FLOATS, sizeof(float), 64);
+    return g_aligned_alloc(DQ_GEMM_LINEAR_PACK_FLOATS(packs), sizeof(float), 64);
 }
 
 static GRand *rng;
@@ -99,6 +99,49 @@ static void test_round(void) {
     g_assert_true(isnan(dq_bf16f(dq_f32_bf16(NAN))));
     g_assert_true(
         isnan(dq_bf16f(dq_f32_bf16(bits_f(0x7f800001u))))); /* a NaN never rounds to inf */
+}
+
+/* dq_amx_round_row (vcvtne2ps2bf16) against the rounding cpu_gemm.h gives A: nearest even,
+ * float32 denormals to zeros of their sign (the band just below the smallest normal too, which
+ * nearest-even alone would round up to it), NaNs quieted; zeros from n to width. */
+static void test_amx_round(void) {
+    if (!dq_cpu_has_amx_bf16()) {
+        g_test_skip("this CPU has no AMX-BF16 (or DOCQA_CPU_NO_AMX is set): dq_amx_round_row "
+                    "does not run here");
+        return;
+    }
+    enum { N = 4099 };
+    float *src = g_new(float, N);
+    uint16_t *dst = g_new(uint16_t, N + 64);
+    for (int round = 0; round < 40; round++) {
+        for (int i = 0; i < N; i++) {
+            uint32_t u = g_rand_int(rng);
+            if (i % 4 == 1) /* denormals, the band below the smallest normal among them */
+                u = (u & 0x80000000u) | (0x007f0000u + (u & 0xffffu)) * (uint32_t)(i % 8 == 1);
+            if (i % 64 == 3)
+                u = (u & 0x80000000u) | 0x7f800000u | (u & 0x7fffffu); /* NaN or inf */
+            src[i] = bits_f(u);
+        }
+        dq_amx_begin();
+        int n = N - round * 37, width = n + round % 40;
+        memset(dst, 0xab, (N + 64) * sizeof *dst);
+        dq_amx_round_row(dst, src, n, width);
+        dq_amx_end();
+        for (int i = 0; i < width; i++) {
+            uint32_t u;
+            memcpy(&u, &src[i], sizeof u);
+            uint16_t want = i >= n                            ? 0
+                            : (u & 0x7f800000u) == 0          ? (uint16_t)((u >> 16) & 0x8000u)
+                            : (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40)
+                                                              : oracle_bf16(src[i]);
+            if (dst[i] != want)
+                g_error("dq_amx_round_row: element %d of %d (0x%08x) = 0x%04x, want 0x%04x", i, n,
+                        u, dst[i], want);
+        }
+        g_assert_cmphex(dst[width], ==, 0xabab); /* nothing past width */
+    }
+    g_free(src);
+    g_free(dst);
 }
 
 /* ---- the product */
@@ -478,6 +521,7 @@ int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     rng = g_rand_new_with_seed(20261126);
     g_test_add_func("/gemm_bf16/round", test_round);
+    g_test_add_func("/gemm_bf16/amx_round", test_amx_round);
     g_test_add_func("/gemm_bf16/product", test_product);
     g_test_add_func("/gemm_bf16/denormals", test_denormals);
     g_test_add_func("/gemm_bf16/row_invariance", test_row_invariance);
