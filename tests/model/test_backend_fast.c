@@ -579,6 +579,34 @@ static void test_elementwise(void) {
     }
 }
 
+/* Layer norm against the reference, bit for bit: row widths with and without a tail, rows
+ * with an offset (a mean far from 0) and a wide range, weights stored f32 and bf16. */
+static void test_layernorm(void) {
+    const int dims[] = {768, 1152, 37, 5};
+    for (size_t d = 0; d < G_N_ELEMENTS(dims); d++)
+        for (int dt = 0; dt < 2; dt++) {
+            int dim = dims[d], n = 300;
+            DqDtype dtype = dt == 0 ? DQ_DTYPE_F32 : DQ_DTYPE_BF16;
+            WPair w = wpair_new(1, dim, dtype), b = wpair_new(1, dim, dtype);
+            Pair x = pair_new((size_t)n * dim, 3), y = pair_new((size_t)n * dim, 1);
+            for (int r = 0; r < n; r++) /* some rows off-centre, some with large values */
+                for (int i = 0; i < dim; i++) {
+                    float v = x.host[(size_t)r * dim + i];
+                    v = r % 3 == 1 ? v + 40.0f : r % 3 == 2 ? v * (i % 7 == 0 ? 500.0f : 0.01f) : v;
+                    x.host[(size_t)r * dim + i] = v;
+                }
+            ref->upload(ref, x.r, x.host, x.n);
+            fast->upload(fast, x.f, x.host, x.n);
+            ref->layernorm(ref, y.r, x.r, &w.r, &b.r, n, dim, 1e-6f);
+            fast->layernorm(fast, y.f, x.f, &w.f, &b.f, n, dim, 1e-6f);
+            pair_check(&y, 0, "layernorm");
+            pair_free(&x);
+            pair_free(&y);
+            wpair_free(&w);
+            wpair_free(&b);
+        }
+}
+
 static void test_embed_broadcast(void) {
     int vocab = 1000, dim = 96, n = 77;
     WPair table = wpair_new(vocab, dim, DQ_DTYPE_BF16);
@@ -694,6 +722,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/attention_steps", test_attention_steps);
     g_test_add_func("/backend_fast/rope", test_rope);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
+    g_test_add_func("/backend_fast/layernorm", test_layernorm);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
     g_test_add_func("/backend_fast/device_names", test_device_names);
     g_test_add_func("/backend_fast/model", test_model);
