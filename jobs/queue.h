@@ -28,6 +28,8 @@
  *   `--approximate` moves done jobs whose answer has exact = 0. Such a job keeps its answer row
  *   until it completes again: completion first moves any answer the job already has to
  *   answers_superseded, in the completion's transaction, so the UNIQUE (job_id) on answers holds.
+ *   If it fails for good instead (not retryable, or its last attempt), it goes back to done, not
+ *   failed or dead: its answer still stands; the errors are in job_errors and last_error.
  *
  * ---- Leases, and who may write what ----
  *

@@ -126,7 +126,7 @@ static void fail_job(DqStore *s, const char *owner, const DqWorkerOptions *opt, 
     }
     if (st == DQ_JOB_QUEUED)
         stats->retried++;
-    else if (st == DQ_JOB_FAILED || st == DQ_JOB_DEAD)
+    else if (st != DQ_JOB_N_STATES) /* failed, dead, or done again with its earlier answer */
         stats->failed++;
 }
 

@@ -19,6 +19,12 @@ struct DqStore {
     "started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, ms_total, device, "      \
     "weights, exact"
 
+/* A job leaving running for good (failed, or dead after its last attempt) that already has an
+ * answer goes back to 'done' instead: `docqa requeue --approximate` put it back, and its
+ * approximate answer still stands (a failed job beside a current answer would say two things at
+ * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
+#define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
+
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
 DqStore *store_pg_open(const char *location, int max_version, GError **err);

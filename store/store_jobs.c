@@ -384,8 +384,8 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     if (!step_done(s, st, "recording expired leases", err))
         goto fail;
     st = stmt(s,
-              "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' "
-              "ELSE 'queued' END, "
+              "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts AND " DQ_SQL_HAS_ANSWER
+              " THEN 'done' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
               "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
               "last_error = 'lease_expired: lease expired: the worker died or hung' "
@@ -599,8 +599,10 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
         /* Backoff doubles with each attempt: a transient cause (a busy GPU, a file being
          * copied) gets time to go away; the cap keeps a retry within the hour. */
         st = stmt(s,
-                  "UPDATE jobs SET state = CASE WHEN NOT ?3 THEN 'failed' "
-                  "WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
+                  "UPDATE jobs SET state = CASE "
+                  "WHEN (NOT ?3 OR attempts >= max_attempts) AND " DQ_SQL_HAS_ANSWER " THEN 'done' "
+                  "WHEN NOT ?3 THEN 'failed' WHEN attempts >= max_attempts THEN 'dead' "
+                  "ELSE 'queued' END, "
                   "not_before_ms = ?4 + min(?5 * (1 << min(attempts - 1, 20)), 3600000), "
                   "finished_at = CASE WHEN NOT ?3 OR attempts >= max_attempts THEN " NOW_ISO
                   " END, lease_owner = NULL, lease_expires_ms = NULL, "

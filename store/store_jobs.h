@@ -134,8 +134,9 @@ const char *dq_job_state_name(DqJobState s);
 /* Records a failed attempt of a job `owner` leases and releases it: with `retryable`, back to
  * 'queued' not before now + backoff_ms * 2^(attempt-1) (capped at an hour), or 'dead' after its
  * last attempt; without, 'failed' at once (the input itself is bad, e.g. a missing page image).
- * *new_state (may be NULL) receives the state; a job no longer leased is left alone and gets
- * DQ_JOB_N_STATES. */
+ * A job that already has an answer (requeued approximate) goes back to 'done' instead of
+ * 'failed' or 'dead'. *new_state (may be NULL) receives the state; a job no longer leased is left
+ * alone and gets DQ_JOB_N_STATES. */
 gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *kind,
                          const char *message, gboolean retryable, gint64 now_ms, gint64 backoff_ms,
                          DqJobState *new_state, GError **err);

@@ -220,6 +220,7 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
      * workers reclaiming at once split the expired jobs instead of recording one twice. */
     pg_i64(&p, now_ms);
     pg_text(&p, model_id);
+    /* A job with an answer (requeued approximate) goes back to done: DQ_SQL_HAS_ANSWER. */
     if (!pg_do(s,
                "WITH expired AS (SELECT id, attempts, lease_owner FROM jobs "
                "WHERE state = 'running' AND lease_expires_ms < $1 AND model_id = $2 "
@@ -227,8 +228,9 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "recorded AS (INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
                "SELECT id, attempts, lease_owner, 'lease_expired', "
                "'lease expired: the worker died or hung' FROM expired) "
-               "UPDATE jobs j SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' "
-               "ELSE 'queued' END, "
+               "UPDATE jobs j SET state = CASE WHEN j.attempts >= j.max_attempts AND EXISTS "
+               "(SELECT 1 FROM answers a WHERE a.job_id = j.id) THEN 'done' "
+               "WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END, "
                "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
                "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
                "last_error = 'lease_expired: lease expired: the worker died or hung' "
@@ -418,7 +420,9 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
         pg_text(&p, message);
         PGresult *r = pg_run(
             s,
-            "UPDATE jobs SET state = CASE WHEN NOT $3::boolean THEN 'failed' "
+            "UPDATE jobs SET state = CASE "
+            "WHEN (NOT $3::boolean OR attempts >= max_attempts) AND " DQ_SQL_HAS_ANSWER
+            " THEN 'done' WHEN NOT $3::boolean THEN 'failed' "
             "WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
             "not_before_ms = $4::bigint + least($5::bigint * (1::bigint << least(attempts - 1, "
             "20)),"

@@ -422,6 +422,83 @@ static void test_requeue_approximate(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A requeued approximate job that then fails for good (a bad input, its last attempt failing or
+ * its lease expiring) goes back to done, its approximate answer standing: never failed or dead
+ * beside a current answer. Its errors are kept. */
+static void test_requeue_approximate_fails(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/f.pdf", "8888");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3); /* max_attempts 2 */
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, &err);
+    g_assert_cmpint(a->len, ==, 3);
+    gint64 id[3];
+    DqJobAnswer ans[3];
+    for (int i = 0; i < 3; i++) {
+        id[i] = ((DqClaimedJob *)g_ptr_array_index(a, i))->job_id;
+        ans[i] = answer_for(id[i], "approx");
+        ans[i].weights = "int8";
+        ans[i].exact = 0;
+    }
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
+    g_assert_cmpint(written, ==, 3);
+    gint64 requeued = 0;
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    g_assert_cmpint(requeued, ==, 3);
+
+    /* First attempts: a bad input, a retryable failure, a worker that dies. */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, &err);
+    g_assert_cmpint(b->len, ==, 3);
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(
+        store_jobs_fail(s, "B", id[0], "page_image", "missing", FALSE, 2010, 10, &st, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(st, ==, DQ_JOB_DONE);
+    g_assert_true(
+        store_jobs_fail(s, "B", id[1], "model", "out of memory", TRUE, 2010, 10, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
+    /* Last attempts: job 1 fails again, job 2's lease expires again. */
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 3, 3000, 100, &err);
+    g_assert_cmpint(c->len, ==, 2);
+    g_assert_true(
+        store_jobs_fail(s, "C", id[1], "model", "out of memory", TRUE, 3010, 10, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_DONE);
+    GPtrArray *d = store_jobs_claim(s, "D", "m", 3, 4000, 100, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(d->len, ==, 0); /* job 2 reclaimed after its last attempt: done, not dead */
+
+    DqJobCounts counts;
+    g_assert_true(store_jobs_counts(s, "m", &counts, &err));
+    g_assert_cmpint(counts.by_state[DQ_JOB_DONE], ==, 3);
+    g_assert_cmpint(counts.by_state[DQ_JOB_FAILED] + counts.by_state[DQ_JOB_DEAD], ==, 0);
+    char *text = answers_text(s);
+    for (int i = 0; i < 3; i++) /* each approximate answer as it was */
+        g_assert_nonnull(strstr(text, "|approx|m|2026-01-01T00:00:01.250Z|cpu|int8|approximate\n"));
+    g_free(text);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers_superseded"), ==, 0);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 5);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL AND "
+                              "last_error IS NOT NULL AND lease_owner IS NULL"),
+                    ==, 3);
+    /* Still approximate: another requeue takes them again. */
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    g_assert_cmpint(requeued, ==, 3);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    g_ptr_array_free(c, TRUE);
+    g_ptr_array_free(d, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A database made by a docqa at schema 2 (before answers recorded their device and weights),
  * holding an answer, opened by this one: migrated in place, the answer kept with its device
  * and weights unknown, new answers recording theirs. */
@@ -669,6 +746,10 @@ int main(int argc, char **argv) {
                          test_requeue_approximate);
     g_test_add_data_func("/store/backends/postgres/requeue-approximate", "postgres",
                          test_requeue_approximate);
+    g_test_add_data_func("/store/backends/sqlite/requeue-approximate-fails", "sqlite",
+                         test_requeue_approximate_fails);
+    g_test_add_data_func("/store/backends/postgres/requeue-approximate-fails", "postgres",
+                         test_requeue_approximate_fails);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-2", "sqlite",
                          test_upgrade_from_schema_2);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
