@@ -1319,47 +1319,47 @@ static void fast_silu_mul(DqBackend *be, float *gate, const float *up, size_t n)
  *
  * The reference's arithmetic, its sums in double lanes: mean and variance summed in double,
  * then each element (float)(x - mean) * inv * w + b in float, multiplies and adds rounded one
- * by one (no fused multiply-add, as the reference is compiled). A float row's sum in double is
- * exact while the row spans less than 2^29 in magnitude, so the lanes' other order nearly
- * always gives the reference's bits (test_backend_fast /backend_fast/layernorm). The
- * reference's loop, one double a step, was 6% of a `--weights bf16` page. */
-DQ_AVX512 __attribute__((optimize("fp-contract=off"))) static void
-layernorm_row_avx512(float *y, const float *x, const float *w, const float *b, int dim, float eps) {
-    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
-    int i = 0;
-    for (; i + 16 <= dim; i += 16) {
-        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
-        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
-    }
-    double mean = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
-    for (; i < dim; i++)
-        mean += x[i];
-    mean /= dim;
-    __m512d m = _mm512_set1_pd(mean);
-    s0 = s1 = _mm512_setzero_pd();
-    for (i = 0; i + 16 <= dim; i += 16) {
-        __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), m);
-        __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), m);
-        s0 = _mm512_add_pd(s0, _mm512_mul_pd(d0, d0));
-        s1 = _mm512_add_pd(s1, _mm512_mul_pd(d1, d1));
-    }
-    double var = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
-    for (; i < dim; i++)
-        var += (x[i] - mean) * (x[i] - mean);
-    var /= dim;
-    float inv = (float)(1.0 / sqrt(var + eps));
-    __m512 vi = _mm512_set1_ps(inv);
-    for (i = 0; i + 16 <= dim; i += 16) {
-        __m256 lo = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), m));
-        __m256 hi = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), m));
-        __m512 t = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)),
-                                                       _mm256_castps_pd(hi), 1));
-        t = _mm512_mul_ps(_mm512_mul_ps(t, vi), _mm512_loadu_ps(w + i));
-        _mm512_storeu_ps(y + i, _mm512_add_ps(t, _mm512_loadu_ps(b + i)));
-    }
-    for (; i < dim; i++)
-        y[i] = (float)(x[i] - mean) * inv * w[i] + b[i];
+ * by one as the reference is compiled (the _round_ forms: a compiler may fuse a plain multiply
+ * and add into an FMA). A float row's sum in double is exact while the row spans less than 2^29
+ * in magnitude, so the lanes' other order nearly always gives the reference's bits
+ * (test_backend_fast /backend_fast/layernorm). The reference's loop, one double a step, was 6%
+ * of a `--weights bf16` page. Rows go 8 floats at a time, the last 8 masked. */
+#define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+/* Floats [0, 8) of p that `live` marks, zeros elsewhere. */
+DQ_AVX512 static inline __m256 load8(const float *p, __mmask8 live) {
+    return _mm512_castps512_ps256(_mm512_maskz_loadu_ps(live, p));
 }
+
+DQ_AVX512 static void layernorm_row_avx512(float *y, const float *x, const float *w, const float *b,
+                                           int dim, float eps) {
+    __m512d sum = _mm512_setzero_pd();
+    for (int i = 0; i < dim; i += 8) {
+        __mmask8 live = dim - i >= 8 ? 0xff : (__mmask8)((1u << (dim - i)) - 1);
+        sum = _mm512_add_round_pd(sum, _mm512_cvtps_pd(load8(x + i, live)), RN);
+    }
+    double mean = _mm512_reduce_add_pd(sum) / dim;
+    __m512d m = _mm512_set1_pd(mean);
+    sum = _mm512_setzero_pd();
+    for (int i = 0; i < dim; i += 8) {
+        __mmask8 live = dim - i >= 8 ? 0xff : (__mmask8)((1u << (dim - i)) - 1);
+        __m512d d = _mm512_sub_round_pd(_mm512_cvtps_pd(load8(x + i, live)), m, RN);
+        sum = _mm512_mask_add_round_pd(sum, live, sum, _mm512_mul_round_pd(d, d, RN), RN);
+    }
+    float inv = (float)(1.0 / sqrt(_mm512_reduce_add_pd(sum) / dim + eps));
+    __m512 vi = _mm512_set1_ps(inv);
+    for (int i = 0; i < dim; i += 8) {
+        __mmask8 live = dim - i >= 8 ? 0xff : (__mmask8)((1u << (dim - i)) - 1);
+        __m512d d = _mm512_sub_round_pd(_mm512_cvtps_pd(load8(x + i, live)), m, RN);
+        /* float32 arithmetic on 8 lanes: the _round_ forms are 512 bits wide */
+        __m512 t = _mm512_zextps256_ps512(_mm512_cvtpd_ps(d));
+        t = _mm512_mul_round_ps(_mm512_mul_round_ps(t, vi, RN), _mm512_maskz_loadu_ps(live, w + i),
+                                RN);
+        t = _mm512_add_round_ps(t, _mm512_maskz_loadu_ps(live, b + i), RN);
+        _mm512_mask_storeu_ps(y + i, live, t);
+    }
+}
+#undef RN
 
 static void fast_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w,
                            const DqWeight *b, int n, int dim, float eps) {
