@@ -1326,6 +1326,11 @@ static void fast_silu_mul(DqBackend *be, float *gate, const float *up, size_t n)
  * of a `--weights bf16` page. Rows go 8 floats at a time, the last 8 masked. */
 #define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
+/* Bits [0, n) of 8, n > 0. */
+static inline __mmask8 first8(int n) {
+    return n >= 8 ? 0xff : (__mmask8)((1u << n) - 1);
+}
+
 /* Floats [0, 8) of p that `live` marks, zeros elsewhere. */
 DQ_AVX512 static inline __m256 load8(const float *p, __mmask8 live) {
     return _mm512_castps512_ps256(_mm512_maskz_loadu_ps(live, p));
@@ -1335,21 +1340,21 @@ DQ_AVX512 static void layernorm_row_avx512(float *y, const float *x, const float
                                            int dim, float eps) {
     __m512d sum = _mm512_setzero_pd();
     for (int i = 0; i < dim; i += 8) {
-        __mmask8 live = dim - i >= 8 ? 0xff : (__mmask8)((1u << (dim - i)) - 1);
+        __mmask8 live = first8(dim - i);
         sum = _mm512_add_round_pd(sum, _mm512_cvtps_pd(load8(x + i, live)), RN);
     }
     double mean = _mm512_reduce_add_pd(sum) / dim;
     __m512d m = _mm512_set1_pd(mean);
     sum = _mm512_setzero_pd();
     for (int i = 0; i < dim; i += 8) {
-        __mmask8 live = dim - i >= 8 ? 0xff : (__mmask8)((1u << (dim - i)) - 1);
+        __mmask8 live = first8(dim - i);
         __m512d d = _mm512_sub_round_pd(_mm512_cvtps_pd(load8(x + i, live)), m, RN);
         sum = _mm512_mask_add_round_pd(sum, live, sum, _mm512_mul_round_pd(d, d, RN), RN);
     }
     float inv = (float)(1.0 / sqrt(_mm512_reduce_add_pd(sum) / dim + eps));
     __m512 vi = _mm512_set1_ps(inv);
     for (int i = 0; i < dim; i += 8) {
-        __mmask8 live = dim - i >= 8 ? 0xff : (__mmask8)((1u << (dim - i)) - 1);
+        __mmask8 live = first8(dim - i);
         __m512d d = _mm512_sub_round_pd(_mm512_cvtps_pd(load8(x + i, live)), m, RN);
         /* float32 arithmetic on 8 lanes: the _round_ forms are 512 bits wide */
         __m512 t = _mm512_zextps256_ps512(_mm512_cvtpd_ps(d));

@@ -265,6 +265,11 @@ DQ_AMX static void amx_configure(void) {
     __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
 }
 
+/* Bits [0, n) of 32 (n may be below 0 or above 32). */
+static inline __mmask32 first32(int n) {
+    return n >= 32 ? ~(__mmask32)0 : n > 0 ? ((__mmask32)1 << n) - 1 : 0;
+}
+
 /* The rounding of A: round_a's, 32 floats at a time (vcvtne2ps2bf16 rounds to nearest even,
  * reads denormals as zeros and quiets NaNs exactly so); `live` masks the floats that exist. */
 DQ_AMX static inline __m512i round32(const float *x, __mmask32 live) {
@@ -285,11 +290,8 @@ DQ_AMX static void amx_round_rows(uint16_t *dst, const float *A, size_t lda, int
             continue;
         }
         const float *a = A + (size_t)(m0 + r) * lda;
-        for (int k = 2 * p0; k < 2 * (p0 + kp); k += 32) {
-            int left = K - k;
-            __mmask32 live = left >= 32 ? ~(__mmask32)0 : left > 0 ? ((__mmask32)1 << left) - 1 : 0;
-            _mm512_storeu_si512(o + (k - 2 * p0), round32(a + k, live));
-        }
+        for (int k = 2 * p0; k < 2 * (p0 + kp); k += 32)
+            _mm512_storeu_si512(o + (k - 2 * p0), round32(a + k, first32(K - k)));
     }
 }
 
@@ -335,8 +337,8 @@ DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, 
                                   int n0, int p0, int kp) {
     for (int h = 0; h < NR; h += 16)
         for (int p = 0; p < kp; p += 16) {
-            int k = 2 * (p0 + p), left = K - k;
-            __mmask32 live = left >= 32 ? ~(__mmask32)0 : left > 0 ? ((__mmask32)1 << left) - 1 : 0;
+            int k = 2 * (p0 + p);
+            __mmask32 live = first32(K - k);
             __m512i r[16];
             for (int j = 0; j < 16; j++) {
                 int n = n0 + h + j;
@@ -479,10 +481,8 @@ DQ_AMX void dq_amx_end(void) {
 
 DQ_AMX void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width) {
     for (int k = 0; k < width; k += 32) {
-        int left = n - k;
-        __mmask32 live = left >= 32 ? ~(__mmask32)0 : left > 0 ? ((__mmask32)1 << left) - 1 : 0;
-        __mmask32 room = width - k >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << (width - k)) - 1;
-        _mm512_mask_storeu_epi16(dst + k, room, round32(src + k, live & room));
+        __mmask32 room = first32(width - k);
+        _mm512_mask_storeu_epi16(dst + k, room, round32(src + k, first32(n - k) & room));
     }
 }
 
