@@ -472,8 +472,8 @@ void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB 
     /* Chunks of rows when every thread gets whole MC blocks, up to 4 a thread where they are tall
      * (dynamic: a busy core takes fewer), their count a multiple of the threads (357 prompt rows
      * in 3 chunks left one thread idle a third of the time); few rows: chunks of features. */
-    if (layout == DQ_GEMM_B_WT_BF16_DOT &&
-        dq_gemm_bf16_linear(M, N, K, x, W, bias, y, threads, packs))
+    if ((layout == DQ_GEMM_B_WT_BF16_DOT || layout == DQ_GEMM_B_WT_BF16) &&
+        dq_gemm_bf16_linear(M, N, K, x, W, layout == DQ_GEMM_B_WT_BF16, bias, y, threads, packs))
         return;
     gboolean bf16 = layout == DQ_GEMM_B_WT_BF16 || layout == DQ_GEMM_B_WT_BF16_DOT;
     int mr = layout == DQ_GEMM_B_WT_BF16_DOT ? 12 : MR; /* whole panels of the kernel's rows */

@@ -155,9 +155,17 @@ gboolean dq_gemm_bf16_force_portable(gboolean on);
 gboolean dq_gemm_bf16_force_dpbf16(gboolean on);
 
 /* dq_gemm_linear for DQ_GEMM_B_WT_BF16_DOT on AMX, all threads on one product (W packed once,
- * in the shared part of packs); FALSE, nothing done, where AMX does not run. */
-gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W,
+ * in the shared part of packs); FALSE, nothing done, where AMX does not run. With x3, the
+ * product of DQ_GEMM_B_WT_BF16 instead (bf16 weights, float32 activations): each activation
+ * split into three bf16 whose sum it is exactly, so that every product is exact and the sum has
+ * float32's accuracy, in tdpbf16ps's order (not dq_gemm's: results differ from it in the last
+ * bits, not in accuracy); FALSE where AMX does not run, DOCQA_AMX_X3=0 is set, or
+ * dq_gemm_bf16_x3(FALSE) said so. */
+gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W, gboolean x3,
                              const float *bias, float *y, int threads, float *packs);
+/* Tests: FALSE turns the x3 product off (DQ_GEMM_B_WT_BF16 then runs on float32 FMAs); returns
+ * the previous setting. */
+gboolean dq_gemm_bf16_x3(gboolean on);
 
 /* dq_gemm for DQ_GEMM_B_WT_BF16_DOT (dq_gemm calls it); W [N, K] bf16 with row stride ldw. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,

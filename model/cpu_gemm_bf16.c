@@ -67,10 +67,17 @@ gboolean dq_cpu_has_amx_bf16(void) {
 }
 
 static gboolean force_portable, force_dpbf16;
+static int force_x3 = -1; /* dq_gemm_bf16_x3: 0 off, else as the CPU and DOCQA_AMX_X3 say */
 
 gboolean dq_gemm_bf16_force_portable(gboolean on) {
     gboolean was = force_portable;
     force_portable = on;
+    return was;
+}
+
+gboolean dq_gemm_bf16_x3(gboolean on) {
+    gboolean was = force_x3 != 0;
+    force_x3 = on ? -1 : 0;
     return was;
 }
 
@@ -278,10 +285,50 @@ DQ_AMX static inline __m512i round32(const float *x, __mmask32 live) {
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-/* Rows [m0, m1) of A, pairs [p0, p0 + kp) -> dst rows of 2 kp bf16; zeros past K and in the rows
- * from m1 up to a whole AMX_ROWS. */
-DQ_AMX static void amx_round_rows(uint16_t *dst, const float *A, size_t lda, int K, int m0, int m1,
-                                  int p0, int kp) {
+/* The k axis of an AMX product. Plain: A's k as it is. Split three ways (`x3`, the products of
+ * bf16 weights with float32 activations): each float32 of A is the exact sum of three bf16,
+ * hi = bf16(a), mid = bf16(a - hi), lo = bf16(a - hi - mid) (each difference exact: the operands
+ * are within a factor 2), and the product runs over 3 k32 columns: lo's k, then mid's, then
+ * hi's, W the same in each third. Every bf16 x bf16 product is exact in float32, so the sum has
+ * float32's accuracy (the smallest parts first), where one rounding of A to bf16 keeps 8 bits. */
+typedef struct {
+    int K;   /* A's and W's columns */
+    int k32; /* K padded to 32: a third of the split axis */
+    gboolean x3;
+} KAxis;
+
+static KAxis k_axis(int K, gboolean x3) {
+    return (KAxis){.K = K, .k32 = (K + 31) / 32 * 32, .x3 = x3};
+}
+
+static int k_axis_len(KAxis ax) {
+    return ax.x3 ? 3 * ax.k32 : ax.K;
+}
+
+/* The column of A and W at position k of the axis (k a multiple of 32 when split); *part: 0 lo,
+ * 1 mid, 2 hi. */
+static inline int k_axis_col(KAxis ax, int k, int *part) {
+    *part = ax.x3 ? k / ax.k32 : 2;
+    return ax.x3 ? k % ax.k32 : k;
+}
+
+/* 32 floats -> the bf16 part (0 lo, 1 mid, 2 hi) of each. */
+DQ_AMX static inline __m512i split32(const float *x, __mmask32 live, int part) {
+    __m512 a[2] = {_mm512_maskz_loadu_ps((__mmask16)live, x),
+                   _mm512_maskz_loadu_ps((__mmask16)(live >> 16), x + 16)};
+    for (int take = 2; take > part; take--)
+        for (int h = 0; h < 2; h++) { /* a -= bf16(a), exactly */
+            __m256i b = (__m256i)_mm512_cvtneps_pbh(a[h]);
+            a[h] = _mm512_sub_ps(
+                a[h], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
+        }
+    return (__m512i)_mm512_cvtne2ps_pbh(a[1], a[0]);
+}
+
+/* Rows [m0, m1) of A, pairs [p0, p0 + kp) of the axis -> dst rows of 2 kp bf16; zeros past K and
+ * in the rows from m1 up to a whole AMX_ROWS. */
+DQ_AMX static void amx_round_rows(uint16_t *dst, const float *A, size_t lda, KAxis ax, int m0,
+                                  int m1, int p0, int kp) {
     int rows = (m1 - m0 + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS;
     for (int r = 0; r < rows; r++) {
         uint16_t *o = dst + (size_t)r * 2 * kp;
@@ -290,8 +337,12 @@ DQ_AMX static void amx_round_rows(uint16_t *dst, const float *A, size_t lda, int
             continue;
         }
         const float *a = A + (size_t)(m0 + r) * lda;
-        for (int k = 2 * p0; k < 2 * (p0 + kp); k += 32)
-            _mm512_storeu_si512(o + (k - 2 * p0), round32(a + k, first32(K - k)));
+        for (int k = 2 * p0; k < 2 * (p0 + kp); k += 32) {
+            int part, col = k_axis_col(ax, k, &part);
+            __mmask32 live = first32(ax.K - col);
+            _mm512_storeu_si512(o + (k - 2 * p0),
+                                ax.x3 ? split32(a + col, live, part) : round32(a + col, live));
+        }
     }
 }
 
@@ -331,14 +382,15 @@ DQ_AMX static inline void transpose16(__m512i r[16]) {
     }
 }
 
-/* Panel q of W's columns from n0 (32 of them; zeros past N), pairs [p0, p0 + kp) (zeros past
- * K) -> dst [kp][32]: 16 rows of W and 16 pairs at a time, read as words and transposed. */
-DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K,
+/* Panel q of W's columns from n0 (32 of them; zeros past N), pairs [p0, p0 + kp) of the axis
+ * (zeros past K) -> dst [kp][32]: 16 rows of W and 16 pairs at a time, read as words and
+ * transposed. */
+DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, int N, KAxis ax,
                                   int n0, int p0, int kp) {
     for (int h = 0; h < NR; h += 16)
         for (int p = 0; p < kp; p += 16) {
-            int k = 2 * (p0 + p);
-            __mmask32 live = first32(K - k);
+            int part, k = k_axis_col(ax, 2 * (p0 + p), &part);
+            __mmask32 live = first32(ax.K - k);
             __m512i r[16];
             for (int j = 0; j < 16; j++) {
                 int n = n0 + h + j;
@@ -436,12 +488,14 @@ DQ_AMX static void amx_rows(const uint16_t *ap, int kp, const uint32_t *wp, floa
 }
 
 /* The product on `threads` threads: thread t rounds rows of A into abufs + t * astride floats
- * (AMX_R x AMX_KC pairs, 512 KiB), all of them pack W into wpack (wbytes, >= one panel). */
+ * (AMX_R x AMX_KC pairs, 512 KiB), all of them pack W into wpack (wbytes, >= one panel). x3:
+ * A split three ways (KAxis). */
 DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, const uint16_t *W,
                                size_t ldw, const float *bias, DqGemmMode mode, float *C, size_t ldc,
-                               int threads, float *abufs, size_t astride, uint32_t *wpack,
-                               size_t wbytes) {
-    int pairs = (K + 1) / 2, kpad = (pairs + AMX_STEP - 1) / AMX_STEP * AMX_STEP;
+                               gboolean x3, int threads, float *abufs, size_t astride,
+                               uint32_t *wpack, size_t wbytes) {
+    KAxis ax = k_axis(K, x3);
+    int pairs = (k_axis_len(ax) + 1) / 2, kpad = (pairs + AMX_STEP - 1) / AMX_STEP * AMX_STEP;
     int mblocks = (M + AMX_R - 1) / AMX_R;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -455,11 +509,11 @@ DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, 
                 int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
 #pragma omp for schedule(static)
                 for (int q = 0; q < panels; q++)
-                    amx_pack_panel(wpack + (size_t)q * NR * kp, W, ldw, N, K, n0 + q * NR, p0, kp);
+                    amx_pack_panel(wpack + (size_t)q * NR * kp, W, ldw, N, ax, n0 + q * NR, p0, kp);
 #pragma omp for schedule(dynamic)
                 for (int b = 0; b < mblocks; b++) {
                     int m0 = b * AMX_R, m1 = MIN(M, m0 + AMX_R);
-                    amx_round_rows(ap, A, lda, K, m0, m1, p0, kp);
+                    amx_round_rows(ap, A, lda, ax, m0, m1, p0, kp);
                     amx_rows(ap, kp, wpack, C, ldc, m0, m1, n0, nc, bias, mode, p0 == 0,
                              p0 + kp == kpad);
                 }
@@ -526,13 +580,21 @@ static gboolean use_amx(void) {
     return !force_portable && !force_dpbf16 && dq_cpu_has_amx_bf16();
 }
 
-gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W,
+static gboolean use_x3(void) {
+    static int on = -1;
+    if (on < 0)
+        on = g_strcmp0(g_getenv("DOCQA_AMX_X3"), "0") != 0;
+    return on && force_x3 != 0 && dq_cpu_has_amx_bf16();
+}
+
+gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W, gboolean x3,
                              const float *bias, float *y, int threads, float *packs) {
-    if (!use_amx())
+    if (x3 ? !use_x3() : !use_amx())
         return FALSE;
     float *shared = packs + (size_t)threads * DQ_GEMM_PACK_FLOATS;
-    amx_product(M, N, K, x, K, W, K, bias, DQ_GEMM_SET, y, N, threads, packs, DQ_GEMM_PACK_FLOATS,
-                (uint32_t *)(void *)shared, DQ_GEMM_SHARED_FLOATS * sizeof(float));
+    amx_product(M, N, K, x, K, W, K, bias, DQ_GEMM_SET, y, N, x3, threads, packs,
+                DQ_GEMM_PACK_FLOATS, (uint32_t *)(void *)shared,
+                DQ_GEMM_SHARED_FLOATS * sizeof(float));
     return TRUE;
 }
 
@@ -544,8 +606,8 @@ void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack) {
     if (use_amx()) { /* the pack: a thread's A block, then W's panels */
         float *wp = (float *)pack + AMX_A_FLOATS;
-        amx_product(M, N, K, A, lda, W, ldw, bias, mode, C, ldc, 1, pack, 0, (uint32_t *)(void *)wp,
-                    (DQ_GEMM_PACK_FLOATS - AMX_A_FLOATS) * sizeof(float));
+        amx_product(M, N, K, A, lda, W, ldw, bias, mode, C, ldc, FALSE, 1, pack, 0,
+                    (uint32_t *)(void *)wp, (DQ_GEMM_PACK_FLOATS - AMX_A_FLOATS) * sizeof(float));
         return;
     }
     Kernel kernel = !force_portable && dq_cpu_has_avx512bf16() ? kernel_dpbf16

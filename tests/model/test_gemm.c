@@ -351,6 +351,70 @@ static void test_row_invariance(void) {
     use_kernel(KERNEL_EMULATION);
 }
 
+/* DQ_GEMM_B_WT_BF16 on AMX (dq_gemm_bf16_linear's x3): float32 activations split into three
+ * bf16 each. Against float64: within float32 accumulation's bound (K x 2^-24 of sum |a w|), no
+ * further than the float32 FMA kernel it replaces (dropping the lo part fails that), and over
+ * 100 times closer than rounding A to bf16 once (DQ_GEMM_B_WT_BF16_DOT); rows alone or on 2
+ * threads give the whole product's bits. */
+static void test_x3(void) {
+    if (!dq_cpu_has_amx_bf16()) {
+        g_test_skip("this CPU has no AMX-BF16 (or DOCQA_CPU_NO_AMX is set): DQ_GEMM_B_WT_BF16 "
+                    "runs on float32 FMAs here (test_backend_fast checks them)");
+        return;
+    }
+    use_kernel(KERNEL_AMX);
+    const int shapes[][3] = {{300, 80, 200}, {70, 40, 700}, {33, 65, 1031}, {1, 1, 1}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 0);
+        size_t n = (size_t)c.M * c.N;
+        float *x3 = g_new(float, n), *fma = g_new(float, n), *dot = g_new(float, n);
+        float *alone = g_new(float, n), *two = g_new(float, n);
+        float *packs = pack_new(2);
+        dq_gemm_linear(c.M, c.N, c.K, c.A, c.W, DQ_GEMM_B_WT_BF16, c.bias, x3, 1, packs);
+        dq_gemm_linear(c.M, c.N, c.K, c.A, c.W, DQ_GEMM_B_WT_BF16, c.bias, two, 2, packs);
+        for (int i = 0; i < c.M; i++)
+            dq_gemm_linear(1, c.N, c.K, c.A + (size_t)i * c.K, c.W, DQ_GEMM_B_WT_BF16, c.bias,
+                           alone + (size_t)i * c.N, 1, packs);
+        dq_gemm_linear(c.M, c.N, c.K, c.A, c.W, DQ_GEMM_B_WT_BF16_DOT, c.bias, dot, 1, packs);
+        gboolean was = dq_gemm_bf16_x3(FALSE);
+        dq_gemm_linear(c.M, c.N, c.K, c.A, c.W, DQ_GEMM_B_WT_BF16, c.bias, fma, 1, packs);
+        dq_gemm_bf16_x3(was);
+        g_assert_cmpmem(alone, n * sizeof(float), x3, n * sizeof(float));
+        g_assert_cmpmem(two, n * sizeof(float), x3, n * sizeof(float));
+        double worst_x3 = 0, worst_fma = 0, worst_dot = 0;
+        for (int i = 0; i < c.M; i++)
+            for (int j = 0; j < c.N; j++) {
+                double exact = c.bias[j], mag = fabs(c.bias[j]);
+                for (int k = 0; k < c.K; k++) {
+                    double t = (double)c.A[(size_t)i * c.K + k] * daz_f(c.W[(size_t)j * c.K + k]);
+                    exact += t;
+                    mag += fabs(t);
+                }
+                double bound = mag * MAX(c.K, 2) * 0x1p-24;
+                size_t at = (size_t)i * c.N + j;
+                worst_x3 = MAX(worst_x3, fabs(x3[at] - exact) / bound);
+                worst_fma = MAX(worst_fma, fabs(fma[at] - exact) / bound);
+                worst_dot = MAX(worst_dot, fabs(dot[at] - exact) / bound);
+            }
+        printf("# x3 %dx%dx%d: worst error / (K 2^-24 sum |a w|): x3 %.3g, float32 FMA %.3g, A "
+               "rounded once %.3g\n",
+               c.M, c.N, c.K, worst_x3, worst_fma, worst_dot);
+        g_assert_cmpfloat(worst_x3, <=, 1.0);
+        g_assert_cmpfloat(worst_fma, <=, 1.0);
+        g_assert_cmpfloat(worst_x3, <=, 2 * worst_fma); /* as close as the FMA kernel, or closer */
+        if (c.K > 1)
+            g_assert_cmpfloat(worst_x3 * 100, <, worst_dot);
+        g_free(x3);
+        g_free(fma);
+        g_free(dot);
+        g_free(alone);
+        g_free(two);
+        g_aligned_free(packs);
+        free_case(&c);
+    }
+    use_kernel(KERNEL_EMULATION);
+}
+
 /* One instruction's products against the emulation's. */
 static void check_native(Bf16Kernel k) {
     /* full tiles; tails of everything; AMX: B in several chunks, K past its pack (vdpbf16ps) */
@@ -526,6 +590,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/gemm_bf16/denormals", test_denormals);
     g_test_add_func("/gemm_bf16/row_invariance", test_row_invariance);
     g_test_add_func("/gemm_bf16/native", test_native);
+    g_test_add_func("/gemm_bf16/x3", test_x3);
     g_test_add_func("/gemm/avx512", test_avx512);
     g_test_add_func("/gemm/avx512_rows", test_avx512_rows);
     int rc = g_test_run();
