@@ -12,6 +12,9 @@
  *   DQ_GEMM_B_WT_Q8           B = W^T, W [N, K] as int8 blocks (cpu_q8.h): B points to a
  *                             DqGemmQ8, ldb is W's row stride in values; dequantized (q * scale,
  *                             float32) into the panels.
+ * On CPUs with AMX-BF16, dq_gemm_linear runs DQ_GEMM_B_WT_BF16 on tiles instead, each activation
+ * split into three bf16 that sum to it exactly (cpu_gemm_bf16.c: float32's accuracy in another
+ * order), and DQ_GEMM_B_WT_BF16_DOT on tiles too.
  * B is packed block by block (KC x NC, bf16 widened on the way) into 16-column panels, and a
  * 6 x 16 AVX2 micro-kernel keeps 12 accumulators in registers (the BLIS scheme: a B panel in L1,
  * rows of A from L2); where the CPU has AVX-512F, a 12 x 32 kernel takes 2 x 2 of those tiles at
