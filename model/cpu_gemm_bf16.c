@@ -237,19 +237,35 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
  *
  * The whole product at once (dq_gemm_bf16_linear), not a row chunk per thread: every thread
  * packing all of W for its rows, and its A once per chunk of W, cost a third of the time of the
- * vision encoder's products. Blocks of AMX_KC pairs of k, in order; in each, W's columns (as
- * many as the shared pack holds) are packed once, by all threads together, into 32-column
- * panels [panel][pair][32] (a 32-bit word a pair, low half the even k); then each thread takes
- * blocks of AMX_R rows of A, rounds them to bf16 rows in its own pack, and runs every panel over
- * them 32 rows at a time, C's 32 x 32 block in four tiles. A panel (AMX_KC x 128 bytes) is read
- * by AMX_R / 32 blocks of rows while it is in the caches. Zeros pad k to whole tiles, and rows
- * and columns to whole blocks; a block that overhangs C goes through a 32 x 32 scratch. */
+ * vision encoder's products. Blocks of up to AMX_KB columns of k (amx_kblocks), in order; in
+ * each, W's columns (as many as the shared pack holds) are packed once, by all threads
+ * together, into 32-column panels [panel][pair][32] (a 32-bit word a pair, low half the even
+ * k); then each thread takes blocks of rows of A, rounds them to bf16 rows in its own pack, and
+ * runs every panel over them, C's 32 x 32 block in four tiles. Zeros pad k to whole tiles, and
+ * rows and columns to whole blocks; a block that overhangs C goes through a scratch.
+ *
+ * Split three ways (`x3`, the products of bf16 weights with float32 activations): each float32
+ * of A is the exact sum of three bf16, hi = bf16(a), mid = bf16(a - hi), lo = bf16(a - hi - mid)
+ * (each difference exact: the operands are within a factor 2), split once a block of k into
+ * three planes. Every bf16 x bf16 product is exact in float32, so the sum has float32's
+ * accuracy, where one rounding of A to bf16 keeps 8 bits; its order (amx_block_x3): in each
+ * block of k, lo's and mid's products in one sum from zero, hi's in another, those two added,
+ * then the block's sum added to C. The blocked sums keep a long k in check: at K = 4500 one
+ * running sum was twice as far from float64 as the float32 FMA kernel, these are 0.5-0.7x it
+ * (test_gemm /gemm_bf16/x3).
+ *
+ * The split product first ran as a product three times as long (the planes one after another
+ * along k, W packed again for each, C through memory between them): 470-580 GFLOP/s on the
+ * model's shapes, a third of the plain product. Splitting a block once, the panel's tiles
+ * loaded once for the three planes, C once a block: 750-810 (bench_gemm, 2 threads). */
 
-#define AMX_ROWS     32  /* rows of C a kernel call takes: two tiles */
-#define AMX_STEP     16  /* pairs of k in a tile's 64-byte row */
-#define AMX_KC       512 /* pairs of k a block */
-#define AMX_R        256 /* rows of A a thread rounds at a time: 256 x 512 pairs = 512 KiB */
-#define AMX_A_FLOATS ((size_t)AMX_R * AMX_KC) /* a thread's rounded rows, in floats */
+#define AMX_ROWS 32   /* rows of C a kernel call takes: two tiles */
+#define AMX_STEP 16   /* pairs of k in a tile's 64-byte row */
+#define AMX_KB   2048 /* k a block at most: a panel of 32 columns is 128 KiB */
+#define AMX_R    256  /* rows of A a thread rounds at a time */
+#define AMX_R3   64   /* split three ways */
+/* a thread's rounded rows, in floats: AMX_R rows of AMX_KB bf16, or AMX_R3 for each part */
+#define AMX_A_FLOATS ((size_t)MAX(AMX_R, 3 * AMX_R3) * AMX_KB / 2)
 
 #define DQ_AMX __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")))
 
@@ -285,63 +301,52 @@ DQ_AMX static inline __m512i round32(const float *x, __mmask32 live) {
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-/* The k axis of an AMX product. Plain: A's k as it is. Split three ways (`x3`, the products of
- * bf16 weights with float32 activations): each float32 of A is the exact sum of three bf16,
- * hi = bf16(a), mid = bf16(a - hi), lo = bf16(a - hi - mid) (each difference exact: the operands
- * are within a factor 2), and the product runs over 3 k32 columns: lo's k, then mid's, then
- * hi's, W the same in each third. Every bf16 x bf16 product is exact in float32, so the sum has
- * float32's accuracy (the smallest parts first), where one rounding of A to bf16 keeps 8 bits. */
+/* The blocks of k of a product: n of kb columns each (a multiple of 32), the last one shorter
+ * where K ends: as even as whole tiles allow, so that no block is a sliver (576 = 288 + 288,
+ * not 512 + 64). They depend on K alone, so every row's sum is the same however many rows. */
 typedef struct {
-    int K;   /* A's and W's columns */
-    int k32; /* K padded to 32: a third of the split axis */
-    gboolean x3;
-} KAxis;
+    int n, kb;
+} KBlocks;
 
-static KAxis k_axis(int K, gboolean x3) {
-    return (KAxis){.K = K, .k32 = (K + 31) / 32 * 32, .x3 = x3};
+static KBlocks amx_kblocks(int K) {
+    int n = MAX(1, (K + AMX_KB - 1) / AMX_KB);
+    int kb = ((K + n - 1) / n + 31) / 32 * 32;
+    return (KBlocks){.n = (K + kb - 1) / kb, .kb = kb};
 }
 
-static int k_axis_len(KAxis ax) {
-    return ax.x3 ? 3 * ax.k32 : ax.K;
-}
-
-/* The column of A and W at position k of the axis (k a multiple of 32 when split); *part: 0 lo,
- * 1 mid, 2 hi. */
-static inline int k_axis_col(KAxis ax, int k, int *part) {
-    *part = ax.x3 ? k / ax.k32 : 2;
-    return ax.x3 ? k % ax.k32 : k;
-}
-
-/* 32 floats -> the bf16 part (0 lo, 1 mid, 2 hi) of each. */
-DQ_AMX static inline __m512i split32(const float *x, __mmask32 live, int part) {
-    __m512 a[2] = {_mm512_maskz_loadu_ps((__mmask16)live, x),
-                   _mm512_maskz_loadu_ps((__mmask16)(live >> 16), x + 16)};
-    for (int take = 2; take > part; take--)
-        for (int h = 0; h < 2; h++) { /* a -= bf16(a), exactly */
-            __m256i b = (__m256i)_mm512_cvtneps_pbh(a[h]);
-            a[h] = _mm512_sub_ps(
-                a[h], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
-        }
-    return (__m512i)_mm512_cvtne2ps_pbh(a[1], a[0]);
-}
-
-/* Rows [m0, m1) of A, pairs [p0, p0 + kp) of the axis -> dst rows of 2 kp bf16; zeros past K and
- * in the rows from m1 up to a whole AMX_ROWS. */
-DQ_AMX static void amx_round_rows(uint16_t *dst, const float *A, size_t lda, KAxis ax, int m0,
-                                  int m1, int p0, int kp) {
+/* Rows [m0, m1) of A, columns [k0, k0 + kb) -> dst, `parts` (1 or 3) planes of rows of kb bf16
+ * (part 0 lo, 1 mid, 2 hi; one part: A rounded), part_stride bf16 apart; zeros past K and in
+ * the rows from m1 up to a whole AMX_ROWS. */
+DQ_AMX static void amx_round_rows(uint16_t *dst, size_t part_stride, int parts, const float *A,
+                                  size_t lda, int K, int m0, int m1, int k0, int kb) {
     int rows = (m1 - m0 + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS;
     for (int r = 0; r < rows; r++) {
-        uint16_t *o = dst + (size_t)r * 2 * kp;
+        uint16_t *o = dst + (size_t)r * kb;
         if (m0 + r >= m1) {
-            memset(o, 0, (size_t)kp * 4);
+            for (int t = 0; t < parts; t++)
+                memset(o + t * part_stride, 0, (size_t)kb * 2);
             continue;
         }
         const float *a = A + (size_t)(m0 + r) * lda;
-        for (int k = 2 * p0; k < 2 * (p0 + kp); k += 32) {
-            int part, col = k_axis_col(ax, k, &part);
-            __mmask32 live = first32(ax.K - col);
-            _mm512_storeu_si512(o + (k - 2 * p0),
-                                ax.x3 ? split32(a + col, live, part) : round32(a + col, live));
+        for (int k = 0; k < kb; k += 32) {
+            __mmask32 live = first32(K - k0 - k);
+            if (parts == 1) {
+                _mm512_storeu_si512(o + k, round32(a + k0 + k, live));
+                continue;
+            }
+            __m512 x[2] = {_mm512_maskz_loadu_ps((__mmask16)live, a + k0 + k),
+                           _mm512_maskz_loadu_ps((__mmask16)(live >> 16), a + k0 + k + 16)};
+            for (int t = 2; t >= 0; t--) { /* hi, then what is left, then what is left of that */
+                __m256i b[2];
+                for (int h = 0; h < 2; h++)
+                    b[h] = (__m256i)_mm512_cvtneps_pbh(x[h]);
+                _mm512_storeu_si512(o + t * part_stride + k,
+                                    _mm512_inserti64x4(_mm512_castsi256_si512(b[0]), b[1], 1));
+                if (t > 0)
+                    for (int h = 0; h < 2; h++) /* x -= bf16(x), exactly */
+                        x[h] = _mm512_sub_ps(x[h], _mm512_castsi512_ps(_mm512_slli_epi32(
+                                                       _mm512_cvtepu16_epi32(b[h]), 16)));
+            }
         }
     }
 }
@@ -382,15 +387,15 @@ DQ_AMX static inline void transpose16(__m512i r[16]) {
     }
 }
 
-/* Panel q of W's columns from n0 (32 of them; zeros past N), pairs [p0, p0 + kp) of the axis
+/* Panel q of W's columns from n0 (32 of them; zeros past N), columns [k0, k0 + 2 kp) of k
  * (zeros past K) -> dst [kp][32]: 16 rows of W and 16 pairs at a time, read as words and
  * transposed. */
-DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, int N, KAxis ax,
-                                  int n0, int p0, int kp) {
+DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K,
+                                  int n0, int k0, int kp) {
     for (int h = 0; h < NR; h += 16)
         for (int p = 0; p < kp; p += 16) {
-            int part, k = k_axis_col(ax, 2 * (p0 + p), &part);
-            __mmask32 live = first32(ax.K - k);
+            int k = k0 + 2 * p;
+            __mmask32 live = first32(K - k);
             __m512i r[16];
             for (int j = 0; j < 16; j++) {
                 int n = n0 + h + j;
@@ -441,6 +446,57 @@ DQ_AMX static inline __attribute__((always_inline)) void amx_block(const uint16_
     _tile_stored(3, c + 16 * ldc + 16, cs);
 }
 
+/* The split product's block: C [16, 32] = start + (hi . B + (lo + mid) . B) over a block of k,
+ * the two sums from zero in tiles 0, 1 and 2, 3 (so the small parts never meet an accumulator
+ * as large as C), added at the block's end. The planes are part_stride bf16 apart (lo, mid,
+ * hi); each step loads the panel's two tiles once for the three, and runs lo's products, hi's,
+ * then mid's, so that the products into one accumulator stand apart in the pipeline. */
+DQ_AMX static inline __attribute__((always_inline)) void
+amx_block_x3(const uint16_t *a, size_t lda, size_t part_stride, const uint32_t *bp, int kp,
+             float *c, size_t ldc, AmxStart start) {
+    size_t as = lda * sizeof *a;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *lo = a, *mid = a + part_stride, *hi = a + 2 * part_stride;
+    for (int p = 0; p < kp; p += AMX_STEP) {
+        _tile_loadd(6, bp + (size_t)p * NR, NR * 4);
+        _tile_loadd(7, bp + (size_t)p * NR + 16, NR * 4);
+        _tile_loadd(4, lo + 2 * p, as);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_dpbf16ps(3, 4, 7);
+        _tile_loadd(5, hi + 2 * p, as);
+        _tile_dpbf16ps(0, 5, 6);
+        _tile_dpbf16ps(1, 5, 7);
+        _tile_loadd(4, mid + 2 * p, as);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_dpbf16ps(3, 4, 7);
+    }
+    float big[16 * NR] __attribute__((aligned(64))), small[16 * NR] __attribute__((aligned(64)));
+    _tile_stored(0, big, NR * 4);
+    _tile_stored(1, big + 16, NR * 4);
+    _tile_stored(2, small, NR * 4);
+    _tile_stored(3, small + 16, NR * 4);
+    for (int r = 0; r < 16; r++)
+        for (int h = 0; h < NR; h += 16) {
+            float *cr = c + (size_t)r * ldc + h;
+            __m512 v =
+                _mm512_add_ps(_mm512_load_ps(big + r * NR + h), _mm512_load_ps(small + r * NR + h));
+            _mm512_storeu_ps(cr, start == START_C ? _mm512_add_ps(_mm512_loadu_ps(cr), v) : v);
+        }
+}
+
+/* C [rows of the kernel, 32] from `parts` planes of A: amx_block or amx_block_x3. */
+DQ_AMX static inline __attribute__((always_inline)) void
+amx_kernel(int parts, const uint16_t *a, size_t lda, size_t part_stride, const uint32_t *bp, int kp,
+           float *c, size_t ldc, AmxStart start) {
+    if (parts == 1)
+        amx_block(a, lda, bp, kp, c, ldc, start);
+    else
+        amx_block_x3(a, lda, part_stride, bp, kp, c, ldc, start);
+}
+
 /* bias [32] added to the rows of a 32-column block of C. */
 DQ_AMX static inline void add_bias(float *c, size_t ldc, int rows, const float *b32) {
     __m512 b0 = _mm512_load_ps(b32), b1 = _mm512_load_ps(b32 + 16);
@@ -450,35 +506,38 @@ DQ_AMX static inline void add_bias(float *c, size_t ldc, int rows, const float *
     }
 }
 
-/* One block of k for rows [m0, m1) of C against the packed panels of columns [n0, n0 + nc):
- * `first` is k's first block (C then starts from zero, or from itself with DQ_GEMM_ADD), else C
- * holds the sum so far; after the `last`, a SET adds the bias. */
-DQ_AMX static void amx_rows(const uint16_t *ap, int kp, const uint32_t *wp, float *C, size_t ldc,
-                            int m0, int m1, int n0, int nc, const float *bias, DqGemmMode mode,
-                            gboolean first, gboolean last) {
+/* One block of k for rows [m0, m1) of C (A's parts rounded in ap, part_stride bf16 apart, rows
+ * of 2 kp) against the packed panels of columns [n0, n0 + nc): `first` is k's first block (C
+ * then starts from zero, or from itself with DQ_GEMM_ADD), else C holds the sum so far; after
+ * the `last`, a SET adds the bias. */
+DQ_AMX static void amx_rows(const uint16_t *ap, size_t part_stride, int parts, int kp,
+                            const uint32_t *wp, float *C, size_t ldc, int m0, int m1, int n0,
+                            int nc, const float *bias, DqGemmMode mode, gboolean first,
+                            gboolean last) {
     AmxStart start = !first || mode == DQ_GEMM_ADD ? START_C : START_ZERO;
     gboolean add = last && mode == DQ_GEMM_SET && bias != NULL;
+    int step = parts == 1 ? AMX_ROWS : 16; /* rows a kernel call takes */
     for (int q = 0; q < nc; q += NR) {
         int cols = MIN(NR, nc - q);
         float b32[NR] __attribute__((aligned(64))) = {0};
         if (add)
             memcpy(b32, bias + n0 + q, (size_t)cols * sizeof *b32);
         const uint32_t *bp = wp + (size_t)q * kp;
-        for (int i = m0; i < m1; i += AMX_ROWS) {
-            int rows = MIN(AMX_ROWS, m1 - i);
+        for (int i = m0; i < m1; i += step) {
+            int rows = MIN(step, m1 - i);
             const uint16_t *a = ap + (size_t)(i - m0) * 2 * kp;
             float *c = C + (size_t)i * ldc + n0 + q;
-            if (rows == AMX_ROWS && cols == NR) {
-                amx_block(a, 2 * (size_t)kp, bp, kp, c, ldc, start);
+            if (rows == step && cols == NR) {
+                amx_kernel(parts, a, 2 * (size_t)kp, part_stride, bp, kp, c, ldc, start);
                 if (add)
-                    add_bias(c, ldc, AMX_ROWS, b32);
+                    add_bias(c, ldc, step, b32);
                 continue;
             }
             float t[AMX_ROWS * NR] __attribute__((aligned(64)));
             if (start == START_C)
                 for (int r = 0; r < rows; r++)
                     memcpy(t + r * NR, c + (size_t)r * ldc, (size_t)cols * sizeof *t);
-            amx_block(a, 2 * (size_t)kp, bp, kp, t, NR, start);
+            amx_kernel(parts, a, 2 * (size_t)kp, part_stride, bp, kp, t, NR, start);
             if (add)
                 add_bias(t, NR, rows, b32);
             for (int r = 0; r < rows; r++)
@@ -488,34 +547,34 @@ DQ_AMX static void amx_rows(const uint16_t *ap, int kp, const uint32_t *wp, floa
 }
 
 /* The product on `threads` threads: thread t rounds rows of A into abufs + t * astride floats
- * (AMX_R x AMX_KC pairs, 512 KiB), all of them pack W into wpack (wbytes, >= one panel). x3:
- * A split three ways (KAxis). */
+ * (AMX_A_FLOATS), all of them pack W into wpack (wbytes, >= one panel of AMX_KB). x3: A split
+ * three ways. */
 DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, const uint16_t *W,
                                size_t ldw, const float *bias, DqGemmMode mode, float *C, size_t ldc,
                                gboolean x3, int threads, float *abufs, size_t astride,
                                uint32_t *wpack, size_t wbytes) {
-    KAxis ax = k_axis(K, x3);
-    int pairs = (k_axis_len(ax) + 1) / 2, kpad = (pairs + AMX_STEP - 1) / AMX_STEP * AMX_STEP;
-    int mblocks = (M + AMX_R - 1) / AMX_R;
+    int parts = x3 ? 3 : 1;
+    KBlocks kb = amx_kblocks(K);
+    int kp = kb.kb / 2, R = x3 ? AMX_R3 : AMX_R, mblocks = (M + R - 1) / R;
+    size_t part_stride = (size_t)R * kb.kb;
+    int ncmax = (int)MIN(wbytes / ((size_t)kp * NR * 4) * NR, (size_t)(N + NR - 1) / NR * NR);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         amx_configure();
         uint16_t *ap = (uint16_t *)(void *)(abufs + (size_t)omp_get_thread_num() * astride);
-        for (int p0 = 0; p0 < kpad; p0 += AMX_KC) {
-            int kp = MIN(AMX_KC, kpad - p0);
-            int ncmax =
-                (int)MIN(wbytes / ((size_t)kp * NR * 4) * NR, (size_t)(N + NR - 1) / NR * NR);
+        for (int b = 0; b < kb.n; b++) {
+            int k0 = b * kb.kb;
             for (int n0 = 0; n0 < N; n0 += ncmax) {
                 int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
 #pragma omp for schedule(static)
                 for (int q = 0; q < panels; q++)
-                    amx_pack_panel(wpack + (size_t)q * NR * kp, W, ldw, N, ax, n0 + q * NR, p0, kp);
+                    amx_pack_panel(wpack + (size_t)q * NR * kp, W, ldw, N, K, n0 + q * NR, k0, kp);
 #pragma omp for schedule(dynamic)
-                for (int b = 0; b < mblocks; b++) {
-                    int m0 = b * AMX_R, m1 = MIN(M, m0 + AMX_R);
-                    amx_round_rows(ap, A, lda, ax, m0, m1, p0, kp);
-                    amx_rows(ap, kp, wpack, C, ldc, m0, m1, n0, nc, bias, mode, p0 == 0,
-                             p0 + kp == kpad);
+                for (int r = 0; r < mblocks; r++) {
+                    int m0 = r * R, m1 = MIN(M, m0 + R);
+                    amx_round_rows(ap, part_stride, parts, A, lda, K, m0, m1, k0, kb.kb);
+                    amx_rows(ap, part_stride, parts, kp, wpack, C, ldc, m0, m1, n0, nc, bias, mode,
+                             b == 0, b == kb.n - 1);
                 }
             }
         }

@@ -363,7 +363,9 @@ static void test_x3(void) {
         return;
     }
     use_kernel(KERNEL_AMX);
-    const int shapes[][3] = {{300, 80, 200}, {70, 40, 700}, {33, 65, 1031}, {1, 1, 1}};
+    /* one block of k, three (4500 = 3 x 1500), and W in several chunks of the shared pack */
+    const int shapes[][3] = {{300, 80, 200}, {70, 40, 700},   {33, 65, 1031},
+                             {1, 1, 1},      {70, 300, 4500}, {3, 2900, 4500}};
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 0);
         size_t n = (size_t)c.M * c.N;
