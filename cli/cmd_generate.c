@@ -228,7 +228,8 @@ int cmd_generate(int argc, char **argv) {
          "W"},
         {"draft", 0, 0, G_OPTION_ARG_STRING, &a.draft,
          "none (default); int8: speculative decoding, an int8 copy of the decoder guessing tokens "
-         "that the model checks (greedy only; the same tokens, fewer passes over the weights; "
+         "that the model checks (the same tokens, greedy or sampled, in fewer passes over the "
+         "weights; "
          "device cpu)",
          "D"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},

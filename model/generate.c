@@ -514,18 +514,20 @@ static gboolean step_failed(DqGenerator *g) {
  * point: the plain greedy tokens, in fewer passes. Decode is bound by the bytes of the weights,
  * and k + 1 rows cost little more than one (1.15-1.3x for 4, docs/performance.md).
  *
- * Only greedy requests: a sampled token is not a function of the logits alone. And only while
- * all rows of a step fit one row-invariant call; a full batch is bound by arithmetic anyway. */
+ * Sampled requests too, with their own tokens: a request's n-th sampled token takes the n-th
+ * draw of its generator, whose state after n draws is seed + n times a constant (splitmix64),
+ * so each row's token is a function of its logits and its position. The draft guesses with a
+ * copy of the request's generator (the draws its guesses' positions will take), the model
+ * samples its rows with the request's own, one draw a token kept, as plain steps would; a guess
+ * is taken where the model's draw picked the same token. Sharing the draw couples the two: where
+ * the draft's distribution is close to the model's, the same uniform picks the same token.
+ * Only while all rows of a step fit one row-invariant call; a full batch is bound by arithmetic
+ * anyway. */
 
 /* Guesses each request takes this step (0: a plain step). */
 static int spec_guesses(const DqGenerator *g, int n_active) {
     if (g->draft_tokens <= 0 || n_active > DQ_SPEC_MAX)
         return 0;
-    for (int i = 0; i < g->n_slots; i++) {
-        const Slot *s = &g->slots[i];
-        if (s->used && !s->finished && s->options.do_sample)
-            return 0;
-    }
     int k = g->draft_tokens, rows = smolvlm_steps_max(g->m);
     while (k > 0 && n_active * (k + 1) > rows)
         k--;
@@ -560,6 +562,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
     int act[DQ_SPEC_MAX], n_act = 0, calls = 0; /* n_act * (k + 1) <= steps_max */
     int32_t guess[DQ_SPEC_MAX][DQ_SPEC_MAX];
     int n_guess[DQ_SPEC_MAX], len[DQ_SPEC_MAX];
+    uint64_t draws[DQ_SPEC_MAX]; /* the guesses' draws: a copy of each request's generator */
     for (int i = 0; i < g->n_slots; i++) {
         Slot *s = &g->slots[i];
         if (!s->used || s->finished)
@@ -567,6 +570,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
         /* never a guess past max_new_tokens: the cache holds the prompt and that many */
         n_guess[n_act] = MIN(k, s->options.max_new_tokens - s->res.n_output_ids - 1);
         len[n_act] = smolvlm_kv_len(s->kv);
+        draws[n_act] = s->rng;
         act[n_act++] = i;
     }
     int cursor = 0;
@@ -593,7 +597,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
             Slot *s = &g->slots[act[a]];
             if (n_guess[a] <= j)
                 continue;
-            guess[a][j] = dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch);
+            guess[a][j] = dq_sample_token(s->logits, V, &s->options, &draws[a], g->scratch);
             if (guess[a][j] == c->image_token_id)
                 n_guess[a] = j; /* not an input: the model would fail on it, were it its own */
             else if (!s->options.ignore_eos && smolvlm_config_is_eos(c, guess[a][j]))

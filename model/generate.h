@@ -145,13 +145,12 @@ int dq_generator_take_finished(DqGenerator *g, DqGeneratorDone *done, int max);
 void dq_generator_drop(DqGenerator *g, int slot);
 
 /* Speculative decoding, where the model was opened with a draft (SmolvlmOptions.draft): in a
- * step, each greedy request takes up to k of the draft's guesses, checked by the model in one
- * call (generate.c explains how; the tokens are those of plain greedy decoding, to the bit).
- * Possible while every active request is greedy and their rows, k + 1 each, fit one
- * row-invariant call (k is lowered to fit); 0 turns it off. adapt: guess only while guessing
- * is measured to be faster than plain steps; FALSE: whenever possible. The defaults:
- * DQ_DRAFT_TOKENS_DEFAULT and adapt, or the environment's DOCQA_DRAFT_TOKENS and
- * DOCQA_DRAFT_ADAPT=0. */
+ * step, each request takes up to k of the draft's guesses, checked by the model in one call
+ * (generate.c explains how; the tokens are those of plain decoding, greedy or sampled, to the
+ * bit). Possible while the active requests' rows, k + 1 each, fit one row-invariant call (k is
+ * lowered to fit); 0 turns it off. adapt: guess only while guessing is measured to be faster than
+ * plain steps; FALSE: whenever possible. The defaults: DQ_DRAFT_TOKENS_DEFAULT and adapt, or the
+ * environment's DOCQA_DRAFT_TOKENS and DOCQA_DRAFT_ADAPT=0. */
 #define DQ_DRAFT_TOKENS_DEFAULT 3
 void dq_generator_set_draft(DqGenerator *g, int k, gboolean adapt);
 

@@ -299,8 +299,8 @@ static void run_speculative(Smolvlm *m, const SmolvlmRequest *reqs, int n, int k
 
 /* Speculative decoding (an int8 draft) gives the tokens and logits of plain greedy decoding, to
  * the bit: alone at any number of guesses, several requests at once (guesses lowered to fit),
- * with eos stops and max_new_tokens cutting a step's guesses short, and beside a sampled request
- * (which turns it off for the step). */
+ * with eos stops and max_new_tokens cutting a step's guesses short; sampled requests get plain
+ * sampling's tokens. */
 static void speculative(const char *model, const char *weights) {
     SmolvlmPipeline *p = open_with(model, (SmolvlmOptions){.weights = weights});
     SmolvlmPipeline *pd = open_with(model, (SmolvlmOptions){.weights = weights, .draft = "int8"});
@@ -367,7 +367,9 @@ static void speculative(const char *model, const char *weights) {
     dq_generate_result_clear(&plain);
     dq_generate_result_clear(&spec);
 
-    /* beside a sampled request: plain steps, the same tokens for both */
+    /* sampled: a request's tokens are plain sampling's (its n-th token from its n-th draw),
+     * alone at several k, top-k and top-p, and beside a greedy request; the guesses share the
+     * model's draws, so most are taken where the draft is close */
     SmolvlmRequest mixed[2] = {cs[2].req, cs[0].req};
     mixed[1].options.do_sample = TRUE;
     mixed[1].options.temperature = 0.7;
@@ -377,10 +379,46 @@ static void speculative(const char *model, const char *weights) {
     assert_same(&cs[2], &rs[0], V);
     g_assert_cmpmem(rs[1].output_ids, rs[1].n_output_ids * 4, plain.output_ids,
                     plain.n_output_ids * 4);
-    g_assert_cmpint(tm.draft_tokens, ==, 0);
+    g_assert_cmpmem(rs[1].last_logits, V * 4, plain.last_logits, V * 4);
+    g_assert_cmpint(tm.draft_tokens, >, 0);
     dq_generate_result_clear(&plain);
     for (int c = 0; c < 2; c++)
         dq_generate_result_clear(&rs[c]);
+    /* Flat distributions (the random tiny models' at temperature 1) share few picks with the
+     * draft's: a uniform lands in another token's interval when the order of near-equal
+     * probabilities differs. Peaked ones (top-k 5, top-p 0.5, temperature 0.3) mostly agree. */
+    const struct {
+        double temperature, top_p;
+        int top_k, k, c;
+        gboolean peaked;
+    } samplings[] = {{1.0, 1.0, 0, 1, 0, FALSE},  {0.7, 0.9, 0, 3, 1, FALSE},
+                     {1.3, 1.0, 40, 7, 2, FALSE}, {1.0, 1.0, 5, 3, 0, TRUE},
+                     {0.5, 0.5, 0, 3, 2, TRUE},   {0.3, 1.0, 0, 5, 0, TRUE}};
+    int sampled_guessed = 0, sampled_taken = 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(samplings); i++) {
+        SmolvlmRequest r = cs[samplings[i].c].req;
+        r.options.do_sample = TRUE;
+        r.options.temperature = samplings[i].temperature;
+        r.options.top_p = samplings[i].top_p;
+        r.options.top_k = samplings[i].top_k;
+        r.options.seed = 100 + i;
+        g_assert_true(smolvlm_generate(p->model, &r, 1, &plain, NULL, &err));
+        run_speculative(pd->model, &r, 1, samplings[i].k, FALSE, &spec, &tm);
+        g_assert_cmpint(spec.n_output_ids, ==, plain.n_output_ids);
+        g_assert_cmpmem(spec.output_ids, spec.n_output_ids * 4, plain.output_ids,
+                        plain.n_output_ids * 4);
+        g_assert_cmpmem(spec.last_logits, V * 4, plain.last_logits, V * 4);
+        g_assert_cmpint(tm.draft_tokens, >, 0);
+        if (samplings[i].peaked) {
+            sampled_guessed += tm.draft_tokens;
+            sampled_taken += tm.draft_accepted;
+        }
+        dq_generate_result_clear(&plain);
+        dq_generate_result_clear(&spec);
+    }
+    g_test_message("%s, sampled from peaked distributions: the draft's guesses taken: %d of %d",
+                   model, sampled_taken, sampled_guessed);
+    g_assert_cmpint(sampled_taken, >, sampled_guessed / 2);
 
     for (int c = 0; c < 4; c++)
         case_clear(&cs[c]);
