@@ -166,6 +166,11 @@ gboolean dq_gemm_bf16_force_dpbf16(gboolean on);
  * dq_gemm_bf16_x3(FALSE) said so. */
 gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W, gboolean x3,
                              const float *bias, float *y, int threads, float *packs);
+/* dq_gemm_linear for DQ_GEMM_B_WT_Q8 on AMX: the x3 product with W's int8 blocks dequantized
+ * to bf16 while packed (q * scale rounded to nearest even); FALSE, nothing done, where the x3
+ * product does not run or K is not a multiple of DQ_Q8_BLOCK. */
+gboolean dq_gemm_q8_linear(int M, int N, int K, const float *x, const DqGemmQ8 *W,
+                           const float *bias, float *y, int threads, float *packs);
 /* Tests: FALSE turns the x3 product off (DQ_GEMM_B_WT_BF16 then runs on float32 FMAs); returns
  * the previous setting. */
 gboolean dq_gemm_bf16_x3(gboolean on);

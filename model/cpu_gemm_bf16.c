@@ -387,11 +387,41 @@ DQ_AMX static inline void transpose16(__m512i r[16]) {
     }
 }
 
+/* Where a product's W comes from: bf16 rows as stored, or int8 blocks (cpu_q8.h) dequantized
+ * to bf16 while packed (q * scale rounded to nearest even: 2^-9 of each weight, against int8's
+ * own 2^-8 of its block's largest; `--weights int8` is approximate). */
+typedef struct {
+    const uint16_t *bf16; /* [N][ldw] */
+    size_t ldw;
+    const DqGemmQ8 *q8; /* or this: ldw values a row */
+} WSource;
+
+/* Row n's block of 32 int8 weights from column k (a multiple of 32) as 32 bf16: the block's
+ * pairs lie 2m bytes apart in its group of m blocks (dq_q8_at), read as 32-bit words (the high
+ * half, the next pair's, dropped; within the allocation: the scales follow the values). */
+DQ_AMX static inline __m512i q8_block_bf16(const DqGemmQ8 *q8, size_t ldw, int n, int k) {
+    int nb = (int)(ldw / DQ_Q8_BLOCK), b = k / DQ_Q8_BLOCK, b0 = 0, m;
+    while (b >= b0 + (m = dq_q8_group(nb, b0)))
+        b0 += m;
+    const int8_t *row = q8->q + (size_t)n * ldw;
+    __m512i at = _mm512_add_epi32(
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32(2 * m)),
+        _mm512_set1_epi32((int)dq_q8_at(b0, m, b - b0, 0)));
+    __m256i pairs = _mm512_cvtepi32_epi16(_mm512_i32gather_epi32(at, row, 1));
+    __m512 scale = _mm512_set1_ps(q8->scales[(size_t)n * nb + b]);
+    __m512 lo = _mm512_mul_ps(
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(pairs))), scale);
+    __m512 hi = _mm512_mul_ps(
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(pairs, 1))), scale);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
 /* Panel q of W's columns from n0 (32 of them; zeros past N), columns [k0, k0 + 2 kp) of k
  * (zeros past K) -> dst [kp][32]: 16 rows of W and 16 pairs at a time, read as words and
  * transposed. */
-DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K,
-                                  int n0, int k0, int kp) {
+DQ_AMX static void amx_pack_panel(uint32_t *dst, const WSource *w, int N, int K, int n0, int k0,
+                                  int kp) {
     for (int h = 0; h < NR; h += 16)
         for (int p = 0; p < kp; p += 16) {
             int k = k0 + 2 * p;
@@ -399,8 +429,10 @@ DQ_AMX static void amx_pack_panel(uint32_t *dst, const uint16_t *W, size_t ldw, 
             __m512i r[16];
             for (int j = 0; j < 16; j++) {
                 int n = n0 + h + j;
-                r[j] = n < N ? _mm512_maskz_loadu_epi16(live, W + (size_t)n * ldw + k)
-                             : _mm512_setzero_si512();
+                r[j] = n >= N || live == 0 ? _mm512_setzero_si512()
+                       : w->q8 != NULL
+                           ? q8_block_bf16(w->q8, w->ldw, n, k)
+                           : _mm512_maskz_loadu_epi16(live, w->bf16 + (size_t)n * w->ldw + k);
             }
             transpose16(r);
             for (int i = 0; i < 16; i++)
@@ -549,8 +581,8 @@ DQ_AMX static void amx_rows(const uint16_t *ap, size_t part_stride, int parts, i
 /* The product on `threads` threads: thread t rounds rows of A into abufs + t * astride floats
  * (AMX_A_FLOATS), all of them pack W into wpack (wbytes, >= one panel of AMX_KB). x3: A split
  * three ways. */
-DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, const uint16_t *W,
-                               size_t ldw, const float *bias, DqGemmMode mode, float *C, size_t ldc,
+DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, const WSource *w,
+                               const float *bias, DqGemmMode mode, float *C, size_t ldc,
                                gboolean x3, int threads, float *abufs, size_t astride,
                                uint32_t *wpack, size_t wbytes) {
     int parts = x3 ? 3 : 1;
@@ -568,7 +600,7 @@ DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, 
                 int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
 #pragma omp for schedule(static)
                 for (int q = 0; q < panels; q++)
-                    amx_pack_panel(wpack + (size_t)q * NR * kp, W, ldw, N, K, n0 + q * NR, k0, kp);
+                    amx_pack_panel(wpack + (size_t)q * NR * kp, w, N, K, n0 + q * NR, k0, kp);
 #pragma omp for schedule(dynamic)
                 for (int r = 0; r < mblocks; r++) {
                     int m0 = r * R, m1 = MIN(M, m0 + R);
@@ -651,7 +683,19 @@ gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t
     if (x3 ? !use_x3() : !use_amx())
         return FALSE;
     float *shared = packs + (size_t)threads * DQ_GEMM_PACK_FLOATS;
-    amx_product(M, N, K, x, K, W, K, bias, DQ_GEMM_SET, y, N, x3, threads, packs,
+    WSource w = {.bf16 = W, .ldw = (size_t)K};
+    amx_product(M, N, K, x, K, &w, bias, DQ_GEMM_SET, y, N, x3, threads, packs, DQ_GEMM_PACK_FLOATS,
+                (uint32_t *)(void *)shared, DQ_GEMM_SHARED_FLOATS * sizeof(float));
+    return TRUE;
+}
+
+gboolean dq_gemm_q8_linear(int M, int N, int K, const float *x, const DqGemmQ8 *W,
+                           const float *bias, float *y, int threads, float *packs) {
+    if (!use_x3() || K % DQ_Q8_BLOCK != 0)
+        return FALSE;
+    float *shared = packs + (size_t)threads * DQ_GEMM_PACK_FLOATS;
+    WSource w = {.q8 = W, .ldw = (size_t)K};
+    amx_product(M, N, K, x, K, &w, bias, DQ_GEMM_SET, y, N, TRUE, threads, packs,
                 DQ_GEMM_PACK_FLOATS, (uint32_t *)(void *)shared,
                 DQ_GEMM_SHARED_FLOATS * sizeof(float));
     return TRUE;
@@ -665,7 +709,8 @@ void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack) {
     if (use_amx()) { /* the pack: a thread's A block, then W's panels */
         float *wp = (float *)pack + AMX_A_FLOATS;
-        amx_product(M, N, K, A, lda, W, ldw, bias, mode, C, ldc, FALSE, 1, pack, 0,
+        WSource w = {.bf16 = W, .ldw = ldw};
+        amx_product(M, N, K, A, lda, &w, bias, mode, C, ldc, FALSE, 1, pack, 0,
                     (uint32_t *)(void *)wp, (DQ_GEMM_PACK_FLOATS - AMX_A_FLOATS) * sizeof(float));
         return;
     }

@@ -26,7 +26,11 @@
  * the row's float32 sum, block after block: every row is computed in the same order whatever
  * the number of rows (the backend's row invariance up to DQ_FAST_GEMV_ROWS). More rows
  * (prefill) go through cpu_gemm.c with float32 activations and weights dequantized into its
- * packed panels (DQ_GEMM_B_WT_Q8), row invariant from then on as every dq_gemm product.
+ * packed panels (DQ_GEMM_B_WT_Q8), row invariant from then on as every dq_gemm product. Where
+ * the CPU has AMX, that product is the x3 one of cpu_gemm_bf16.c (dq_gemm_q8_linear) with the
+ * dequantized weights rounded to bf16 while packed: 2^-9 of each weight more, against int8's
+ * 2^-8 of its block's largest (check-approx.py int8's worst cosine 0.99935 -> 0.99934), for a
+ * prefill 1.8-2x faster (256M 1.37 -> 0.76 s, 2.2B 23.4 -> 11.4 s).
  *
  * With int8 weights the model also keeps its KV caches in float16 where the backend can
  * (DqBackend.kv_f16: the fast backend with F16C): at 1416 prompt tokens a 256M decode step

@@ -211,6 +211,13 @@ static void test_matmul(void) {
         dt.data = deq;
         dt.nbytes = (size_t)out * in * 4;
         g_assert_true(ref->weight_init(ref, &wr, &dt, out, in, &err));
+        /* and rounded to bf16: what the prefill's product multiplies on AMX tiles */
+        float *deqr = g_new(float, (size_t)out *in);
+        for (size_t i = 0; i < (size_t)out * in; i++)
+            deqr[i] = dq_bf16f(dq_f32_bf16(deq[i]));
+        DqWeight wrr;
+        dt.data = deqr;
+        g_assert_true(ref->weight_init(ref, &wrr, &dt, out, in, &err));
         g_assert_true(ref->weight_init(ref, &br, &bt.t, 1, out, &err));
         g_assert_true(fast->weight_init(fast, &bf, &bt.t, 1, out, &err));
         dq_assert_no_error(err);
@@ -218,14 +225,25 @@ static void test_matmul(void) {
         float *x = g_new(float, nx), *yr = g_new(float, ny), *yf = g_new(float, ny);
         for (size_t i = 0; i < nx; i++)
             x[i] = (float)g_rand_double_range(rng, -1, 1);
+        /* prefill rows on AMX: the x3 product of the weights rounded to bf16; then (amx 0)
+         * the float32 GEMM of the dequantized weights, as every CPU without AMX runs it */
+        gboolean tiles = n > fast->matmul_row_invariant_max && dq_cpu_has_amx_bf16();
+        for (int withbias = 0; withbias < 2; withbias++)
+            for (int amx = tiles; amx >= 0; amx--) {
+                gboolean was = dq_gemm_bf16_x3(amx);
+                ref->matmul(ref, yr, x, amx ? &wrr : &wr, withbias ? &br : NULL, n);
+                fast->matmul(fast, yf, x, &q, withbias ? &bf : NULL, n);
+                dq_gemm_bf16_x3(was);
+                size_t at = 0;
+                double e = rel_err(yf, yr, ny, &at);
+                if (!(e <= 2e-5))
+                    g_error("q8 matmul %dx%dx%d%s%s: error %.3g at %zu (int8 %.7g, reference "
+                            "%.7g)",
+                            n, out, in, withbias ? "+bias" : "", amx ? " (AMX)" : "", e, at, yf[at],
+                            yr[at]);
+            }
         for (int withbias = 0; withbias < 2; withbias++) {
-            ref->matmul(ref, yr, x, &wr, withbias ? &br : NULL, n);
             fast->matmul(fast, yf, x, &q, withbias ? &bf : NULL, n);
-            size_t at = 0;
-            double e = rel_err(yf, yr, ny, &at);
-            if (!(e <= 2e-5))
-                g_error("q8 matmul %dx%dx%d%s: error %.3g at %zu (int8 %.7g, reference %.7g)", n,
-                        out, in, withbias ? "+bias" : "", e, at, yf[at], yr[at]);
             /* row invariance: decode rows each as alone; prefill rows split in two parts of at
              * least fast->matmul_row_invariant_min rows */
             float *part = g_new(float, ny);
@@ -253,6 +271,8 @@ static void test_matmul(void) {
         g_free(yr);
         g_free(yf);
         ref->weight_free(ref, &wr);
+        ref->weight_free(ref, &wrr);
+        g_free(deqr);
         ref->weight_free(ref, &br);
         fast->weight_free(fast, &bf);
         fast->weight_free(fast, &q);
