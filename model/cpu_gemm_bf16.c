@@ -396,24 +396,33 @@ typedef struct {
     const DqGemmQ8 *q8; /* or this: ldw values a row */
 } WSource;
 
-/* Row n's block of 32 int8 weights from column k (a multiple of 32) as 32 bf16: the block's
- * pairs lie 2m bytes apart in its group of m blocks (dq_q8_at), read as 32-bit words (the high
- * half, the next pair's, dropped; within the allocation: the scales follow the values). */
+/* Row n's block of 32 int8 weights from column k (a multiple of 32) as 32 bf16. Its pairs are
+ * every m-th 16-bit word of its group of m blocks (dq_q8_at): the group's words loaded (masked
+ * to its end) and the block's picked out by two permutes. */
 DQ_AMX static inline __m512i q8_block_bf16(const DqGemmQ8 *q8, size_t ldw, int n, int k) {
     int nb = (int)(ldw / DQ_Q8_BLOCK), b = k / DQ_Q8_BLOCK, b0 = 0, m;
     while (b >= b0 + (m = dq_q8_group(nb, b0)))
         b0 += m;
-    const int8_t *row = q8->q + (size_t)n * ldw;
-    __m512i at = _mm512_add_epi32(
-        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                           _mm512_set1_epi32(2 * m)),
-        _mm512_set1_epi32((int)dq_q8_at(b0, m, b - b0, 0)));
-    __m256i pairs = _mm512_cvtepi32_epi16(_mm512_i32gather_epi32(at, row, 1));
+    const uint16_t *group =
+        (const uint16_t *)(const void *)(q8->q + (size_t)n * ldw + (size_t)b0 * DQ_Q8_BLOCK);
+    __m512i z[4];
+    for (int i = 0; i < 4; i++)
+        z[i] = _mm512_maskz_loadu_epi16(first32(16 * m - 32 * i), group + 32 * i);
+    const __m512i lanes =
+        _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13,
+                         12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    /* word p of the block: p m + j of the group (lanes past 15 unused) */
+    __m512i at = _mm512_add_epi16(_mm512_mullo_epi16(lanes, _mm512_set1_epi16((short)m)),
+                                  _mm512_set1_epi16((short)(b - b0)));
+    __m512i words = _mm512_mask_blend_epi16(_mm512_cmpge_epu16_mask(at, _mm512_set1_epi16(64)),
+                                            _mm512_permutex2var_epi16(z[0], at, z[1]),
+                                            _mm512_permutex2var_epi16(z[2], at, z[3]));
+    __m256i values = _mm512_castsi512_si256(words); /* 32 int8, in k order */
     __m512 scale = _mm512_set1_ps(q8->scales[(size_t)n * nb + b]);
     __m512 lo = _mm512_mul_ps(
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(pairs))), scale);
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(values))), scale);
     __m512 hi = _mm512_mul_ps(
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(pairs, 1))), scale);
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(values, 1))), scale);
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
