@@ -477,6 +477,8 @@ void dq_gemm_linear(int M, int N, int K, const float *x, const void *W, DqGemmB 
         return;
     if (layout == DQ_GEMM_B_WT_Q8 && dq_gemm_q8_linear(M, N, K, x, W, bias, y, threads, packs))
         return;
+    if (layout == DQ_GEMM_B_WT_F32 && dq_gemm_f32_linear(M, N, K, x, W, bias, y, threads, packs))
+        return;
     gboolean bf16 = layout == DQ_GEMM_B_WT_BF16 || layout == DQ_GEMM_B_WT_BF16_DOT;
     int mr = layout == DQ_GEMM_B_WT_BF16_DOT ? 12 : MR; /* whole panels of the kernel's rows */
     int T = threads, mchunk = M, nchunk = N, mjobs = MAX(T, MIN(4 * T, M / DQ_GEMM_CHUNK_ROWS));

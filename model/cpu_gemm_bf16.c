@@ -1,5 +1,7 @@
-/* The matrix product of `--weights bf16`: C = bf16(A) . W^T, bf16 x bf16 products summed in
- * float32 (cpu_gemm.h has the summation order; DQ_GEMM_B_WT_BF16_DOT).
+/* Products on bf16 x bf16 instructions. `--weights bf16`: C = bf16(A) . W^T, bf16 x bf16
+ * products summed in float32 (cpu_gemm.h has the summation order; DQ_GEMM_B_WT_BF16_DOT). On
+ * AMX also the exact products of the default weights: bf16 or int8-dequantized weights with A
+ * split into three bf16 (x3), float32 weights split too (x6); below.
  *
  * Why a second GEMM: bf16 x bf16 instructions multiply more than float32 FMAs do. vdpbf16ps
  * (AVX512-BF16) does 32 multiply-adds an instruction where an FMA does 16 (though on Sapphire
@@ -254,6 +256,12 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
  * running sum was twice as far from float64 as the float32 FMA kernel, these are 0.5-0.7x it
  * (test_gemm /gemm_bf16/x3).
  *
+ * float32 weights (x6, dq_gemm_f32_linear): W is split the same way while its panels are packed
+ * (three planes a panel, no copy kept), and six products run a step: hi.hi, mid.hi and hi.mid
+ * into one pair of tiles, lo.hi, mid.mid and hi.lo into the other; lo.mid, mid.lo and lo.lo
+ * are at 2^-24 of |a w| and below. test_gemm /gemm_bf16/x6: 0.4-0.6x the FMA kernel's error
+ * against float64; bench_gemm 457-505 GFLOP/s against the FMA kernel's 338-383.
+ *
  * The split product first ran as a product three times as long (the planes one after another
  * along k, W packed again for each, C through memory between them): 470-580 GFLOP/s on the
  * model's shapes, a third of the plain product. Splitting a block once, the panel's tiles
@@ -262,6 +270,7 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
 #define AMX_ROWS 32   /* rows of C a kernel call takes: two tiles */
 #define AMX_STEP 16   /* pairs of k in a tile's 64-byte row */
 #define AMX_KB   2048 /* k a block at most: a panel of 32 columns is 128 KiB */
+#define AMX_KB6  1024 /* float32 weights: three planes of W */
 #define AMX_R    256  /* rows of A a thread rounds at a time */
 #define AMX_R3   64   /* split three ways */
 /* a thread's rounded rows, in floats: AMX_R rows of AMX_KB bf16, or AMX_R3 for each part */
@@ -308,10 +317,27 @@ typedef struct {
     int n, kb;
 } KBlocks;
 
-static KBlocks amx_kblocks(int K) {
-    int n = MAX(1, (K + AMX_KB - 1) / AMX_KB);
+static KBlocks amx_kblocks(int K, int most) {
+    int n = MAX(1, (K + most - 1) / most);
     int kb = ((K + n - 1) / n + 31) / 32 * 32;
     return (KBlocks){.n = (K + kb - 1) / kb, .kb = kb};
+}
+
+/* 32 floats (`live` of them; zeros past) -> their three bf16 parts, out[0] lo, [1] mid, [2] hi:
+ * hi = bf16(x), then what is left, then what is left of that (each difference exact). */
+DQ_AMX static inline void split3(const float *x, __mmask32 live, __m512i out[3]) {
+    __m512 v[2] = {_mm512_maskz_loadu_ps((__mmask16)live, x),
+                   _mm512_maskz_loadu_ps((__mmask16)(live >> 16), x + 16)};
+    for (int t = 2; t >= 0; t--) {
+        __m256i b[2];
+        for (int h = 0; h < 2; h++)
+            b[h] = (__m256i)_mm512_cvtneps_pbh(v[h]);
+        out[t] = _mm512_inserti64x4(_mm512_castsi256_si512(b[0]), b[1], 1);
+        if (t > 0)
+            for (int h = 0; h < 2; h++) /* v -= bf16(v), exactly */
+                v[h] = _mm512_sub_ps(
+                    v[h], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b[h]), 16)));
+    }
 }
 
 /* Rows [m0, m1) of A, columns [k0, k0 + kb) -> dst, `parts` (1 or 3) planes of rows of kb bf16
@@ -334,19 +360,10 @@ DQ_AMX static void amx_round_rows(uint16_t *dst, size_t part_stride, int parts, 
                 _mm512_storeu_si512(o + k, round32(a + k0 + k, live));
                 continue;
             }
-            __m512 x[2] = {_mm512_maskz_loadu_ps((__mmask16)live, a + k0 + k),
-                           _mm512_maskz_loadu_ps((__mmask16)(live >> 16), a + k0 + k + 16)};
-            for (int t = 2; t >= 0; t--) { /* hi, then what is left, then what is left of that */
-                __m256i b[2];
-                for (int h = 0; h < 2; h++)
-                    b[h] = (__m256i)_mm512_cvtneps_pbh(x[h]);
-                _mm512_storeu_si512(o + t * part_stride + k,
-                                    _mm512_inserti64x4(_mm512_castsi256_si512(b[0]), b[1], 1));
-                if (t > 0)
-                    for (int h = 0; h < 2; h++) /* x -= bf16(x), exactly */
-                        x[h] = _mm512_sub_ps(x[h], _mm512_castsi512_ps(_mm512_slli_epi32(
-                                                       _mm512_cvtepu16_epi32(b[h]), 16)));
-            }
+            __m512i part[3];
+            split3(a + k0 + k, live, part);
+            for (int t = 0; t < 3; t++)
+                _mm512_storeu_si512(o + t * part_stride + k, part[t]);
         }
     }
 }
@@ -394,6 +411,7 @@ typedef struct {
     const uint16_t *bf16; /* [N][ldw] */
     size_t ldw;
     const DqGemmQ8 *q8; /* or this: ldw values a row */
+    const float *f32;   /* or this, split in three planes (x6) */
 } WSource;
 
 /* Row n's block of 32 int8 weights from column k (a multiple of 32) as 32 bf16. Its pairs are
@@ -431,6 +449,30 @@ DQ_AMX static inline __m512i q8_block_bf16(const DqGemmQ8 *q8, size_t ldw, int n
  * transposed. */
 DQ_AMX static void amx_pack_panel(uint32_t *dst, const WSource *w, int N, int K, int n0, int k0,
                                   int kp) {
+    if (w->f32 != NULL) { /* three planes, lo, mid, hi, kp x 32 words apart */
+        for (int h = 0; h < NR; h += 16)
+            for (int p = 0; p < kp; p += 16) {
+                int k = k0 + 2 * p;
+                __mmask32 live = first32(K - k);
+                __m512i r[3][16];
+                for (int j = 0; j < 16; j++) {
+                    int n = n0 + h + j;
+                    __m512i part[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+                                       _mm512_setzero_si512()};
+                    if (n < N && live != 0)
+                        split3(w->f32 + (size_t)n * w->ldw + k, live, part);
+                    for (int t = 0; t < 3; t++)
+                        r[t][j] = part[t];
+                }
+                for (int t = 0; t < 3; t++) {
+                    transpose16(r[t]);
+                    for (int i = 0; i < 16; i++)
+                        _mm512_storeu_si512(dst + (size_t)t * kp * NR + (size_t)(p + i) * NR + h,
+                                            r[t][i]);
+                }
+            }
+        return;
+    }
     for (int h = 0; h < NR; h += 16)
         for (int p = 0; p < kp; p += 16) {
             int k = k0 + 2 * p;
@@ -528,14 +570,69 @@ amx_block_x3(const uint16_t *a, size_t lda, size_t part_stride, const uint32_t *
         }
 }
 
+/* float32 weights, split in three planes too (x6): C [16, 32] = start + the block's products
+ * of A's parts and W's whose magnitudes reach float32's last bits (hi.hi, mid.hi, hi.mid in
+ * tiles 0, 1; lo.hi, mid.mid, hi.lo in tiles 2, 3; lo.mid, mid.lo and lo.lo, at 2^-24 and
+ * below, left out), the two sums added at the block's end. wp: W's planes lo, mid, hi, wstride
+ * words apart. */
+DQ_AMX static inline __attribute__((always_inline)) void
+amx_block_x6(const uint16_t *a, size_t lda, size_t part_stride, const uint32_t *bp, size_t wstride,
+             int kp, float *c, size_t ldc, AmxStart start) {
+    size_t as = lda * sizeof *a;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *lo = a, *mid = a + part_stride, *hi = a + 2 * part_stride;
+    const uint32_t *wlo = bp, *wmid = bp + wstride, *whi = bp + 2 * wstride;
+    for (int p = 0; p < kp; p += AMX_STEP) {
+        size_t at = (size_t)p * NR;
+        _tile_loadd(6, whi + at, NR * 4);
+        _tile_loadd(7, whi + at + 16, NR * 4);
+        _tile_loadd(4, hi + 2 * p, as);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, lo + 2 * p, as);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        _tile_loadd(5, mid + 2 * p, as);
+        _tile_dpbf16ps(0, 5, 6);
+        _tile_dpbf16ps(1, 5, 7);
+        _tile_loadd(6, wmid + at, NR * 4);
+        _tile_loadd(7, wmid + at + 16, NR * 4);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(6, wlo + at, NR * 4);
+        _tile_loadd(7, wlo + at + 16, NR * 4);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_dpbf16ps(3, 4, 7);
+    }
+    float big[16 * NR] __attribute__((aligned(64))), small[16 * NR] __attribute__((aligned(64)));
+    _tile_stored(0, big, NR * 4);
+    _tile_stored(1, big + 16, NR * 4);
+    _tile_stored(2, small, NR * 4);
+    _tile_stored(3, small + 16, NR * 4);
+    for (int r = 0; r < 16; r++)
+        for (int h = 0; h < NR; h += 16) {
+            float *cr = c + (size_t)r * ldc + h;
+            __m512 v =
+                _mm512_add_ps(_mm512_load_ps(big + r * NR + h), _mm512_load_ps(small + r * NR + h));
+            _mm512_storeu_ps(cr, start == START_C ? _mm512_add_ps(_mm512_loadu_ps(cr), v) : v);
+        }
+}
+
 /* C [rows of the kernel, 32] from `parts` planes of A: amx_block or amx_block_x3. */
 DQ_AMX static inline __attribute__((always_inline)) void
-amx_kernel(int parts, const uint16_t *a, size_t lda, size_t part_stride, const uint32_t *bp, int kp,
-           float *c, size_t ldc, AmxStart start) {
+amx_kernel(int parts, int wplanes, const uint16_t *a, size_t lda, size_t part_stride,
+           const uint32_t *bp, int kp, float *c, size_t ldc, AmxStart start) {
     if (parts == 1)
         amx_block(a, lda, bp, kp, c, ldc, start);
-    else
+    else if (wplanes == 1)
         amx_block_x3(a, lda, part_stride, bp, kp, c, ldc, start);
+    else
+        amx_block_x6(a, lda, part_stride, bp, (size_t)kp * NR, kp, c, ldc, start);
 }
 
 /* bias [32] added to the rows of a 32-column block of C. */
@@ -551,7 +648,7 @@ DQ_AMX static inline void add_bias(float *c, size_t ldc, int rows, const float *
  * of 2 kp) against the packed panels of columns [n0, n0 + nc): `first` is k's first block (C
  * then starts from zero, or from itself with DQ_GEMM_ADD), else C holds the sum so far; after
  * the `last`, a SET adds the bias. */
-DQ_AMX static void amx_rows(const uint16_t *ap, size_t part_stride, int parts, int kp,
+DQ_AMX static void amx_rows(const uint16_t *ap, size_t part_stride, int parts, int wplanes, int kp,
                             const uint32_t *wp, float *C, size_t ldc, int m0, int m1, int n0,
                             int nc, const float *bias, DqGemmMode mode, gboolean first,
                             gboolean last) {
@@ -563,13 +660,13 @@ DQ_AMX static void amx_rows(const uint16_t *ap, size_t part_stride, int parts, i
         float b32[NR] __attribute__((aligned(64))) = {0};
         if (add)
             memcpy(b32, bias + n0 + q, (size_t)cols * sizeof *b32);
-        const uint32_t *bp = wp + (size_t)q * kp;
+        const uint32_t *bp = wp + (size_t)q * kp * wplanes;
         for (int i = m0; i < m1; i += step) {
             int rows = MIN(step, m1 - i);
             const uint16_t *a = ap + (size_t)(i - m0) * 2 * kp;
             float *c = C + (size_t)i * ldc + n0 + q;
             if (rows == step && cols == NR) {
-                amx_kernel(parts, a, 2 * (size_t)kp, part_stride, bp, kp, c, ldc, start);
+                amx_kernel(parts, wplanes, a, 2 * (size_t)kp, part_stride, bp, kp, c, ldc, start);
                 if (add)
                     add_bias(c, ldc, step, b32);
                 continue;
@@ -578,7 +675,7 @@ DQ_AMX static void amx_rows(const uint16_t *ap, size_t part_stride, int parts, i
             if (start == START_C)
                 for (int r = 0; r < rows; r++)
                     memcpy(t + r * NR, c + (size_t)r * ldc, (size_t)cols * sizeof *t);
-            amx_kernel(parts, a, 2 * (size_t)kp, part_stride, bp, kp, t, NR, start);
+            amx_kernel(parts, wplanes, a, 2 * (size_t)kp, part_stride, bp, kp, t, NR, start);
             if (add)
                 add_bias(t, NR, rows, b32);
             for (int r = 0; r < rows; r++)
@@ -594,11 +691,12 @@ DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, 
                                const float *bias, DqGemmMode mode, float *C, size_t ldc,
                                gboolean x3, int threads, float *abufs, size_t astride,
                                uint32_t *wpack, size_t wbytes) {
-    int parts = x3 ? 3 : 1;
-    KBlocks kb = amx_kblocks(K);
+    int parts = x3 ? 3 : 1, wplanes = w->f32 != NULL ? 3 : 1;
+    KBlocks kb = amx_kblocks(K, wplanes == 3 ? AMX_KB6 : AMX_KB);
     int kp = kb.kb / 2, R = x3 ? AMX_R3 : AMX_R, mblocks = (M + R - 1) / R;
     size_t part_stride = (size_t)R * kb.kb;
-    int ncmax = (int)MIN(wbytes / ((size_t)kp * NR * 4) * NR, (size_t)(N + NR - 1) / NR * NR);
+    int ncmax =
+        (int)MIN(wbytes / ((size_t)kp * NR * 4 * wplanes) * NR, (size_t)(N + NR - 1) / NR * NR);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         amx_configure();
@@ -609,13 +707,14 @@ DQ_AMX static void amx_product(int M, int N, int K, const float *A, size_t lda, 
                 int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
 #pragma omp for schedule(static)
                 for (int q = 0; q < panels; q++)
-                    amx_pack_panel(wpack + (size_t)q * NR * kp, w, N, K, n0 + q * NR, k0, kp);
+                    amx_pack_panel(wpack + (size_t)q * NR * kp * wplanes, w, N, K, n0 + q * NR, k0,
+                                   kp);
 #pragma omp for schedule(dynamic)
                 for (int r = 0; r < mblocks; r++) {
                     int m0 = r * R, m1 = MIN(M, m0 + R);
                     amx_round_rows(ap, part_stride, parts, A, lda, K, m0, m1, k0, kb.kb);
-                    amx_rows(ap, part_stride, parts, kp, wpack, C, ldc, m0, m1, n0, nc, bias, mode,
-                             b == 0, b == kb.n - 1);
+                    amx_rows(ap, part_stride, parts, wplanes, kp, wpack, C, ldc, m0, m1, n0, nc,
+                             bias, mode, b == 0, b == kb.n - 1);
                 }
             }
         }
@@ -695,6 +794,18 @@ gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t
     WSource w = {.bf16 = W, .ldw = (size_t)K};
     amx_product(M, N, K, x, K, &w, bias, DQ_GEMM_SET, y, N, x3, threads, packs, DQ_GEMM_PACK_FLOATS,
                 (uint32_t *)(void *)shared, DQ_GEMM_SHARED_FLOATS * sizeof(float));
+    return TRUE;
+}
+
+gboolean dq_gemm_f32_linear(int M, int N, int K, const float *x, const float *W, const float *bias,
+                            float *y, int threads, float *packs) {
+    if (!use_x3() || g_strcmp0(g_getenv("DOCQA_AMX_X6"), "0") == 0)
+        return FALSE;
+    float *shared = packs + (size_t)threads * DQ_GEMM_PACK_FLOATS;
+    WSource w = {.f32 = W, .ldw = (size_t)K};
+    amx_product(M, N, K, x, K, &w, bias, DQ_GEMM_SET, y, N, TRUE, threads, packs,
+                DQ_GEMM_PACK_FLOATS, (uint32_t *)(void *)shared,
+                DQ_GEMM_SHARED_FLOATS * sizeof(float));
     return TRUE;
 }
 

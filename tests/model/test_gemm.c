@@ -417,6 +417,65 @@ static void test_x3(void) {
     use_kernel(KERNEL_EMULATION);
 }
 
+/* DQ_GEMM_B_WT_F32 on AMX (x6): float32 weights and activations each split into three bf16,
+ * the six products of the parts that reach float32's last bits. Against float64: within float32
+ * accumulation's bound, no further than the float32 FMA kernel; rows alone or on 2 threads give
+ * the whole product's bits. */
+static void test_x6(void) {
+    if (!dq_cpu_has_amx_bf16()) {
+        g_test_skip("this CPU has no AMX-BF16 (or DOCQA_CPU_NO_AMX is set): DQ_GEMM_B_WT_F32 "
+                    "runs on float32 FMAs here");
+        return;
+    }
+    const int shapes[][3] = {{300, 80, 200}, {70, 40, 700},   {33, 65, 1031},
+                             {1, 1, 1},      {70, 300, 4500}, {3, 2900, 2100}};
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        Case c = make_case(shapes[s][0], shapes[s][1], shapes[s][2], 0);
+        size_t n = (size_t)c.M * c.N;
+        float *W = g_new(float, (size_t)c.N *c.K);
+        for (size_t i = 0; i < (size_t)c.N * c.K; i++)
+            W[i] = rnd(0.5);
+        float *x6 = g_new(float, n), *fma = g_new(float, n), *alone = g_new(float, n),
+              *two = g_new(float, n);
+        float *packs = pack_new(2);
+        dq_gemm_linear(c.M, c.N, c.K, c.A, W, DQ_GEMM_B_WT_F32, c.bias, x6, 1, packs);
+        dq_gemm_linear(c.M, c.N, c.K, c.A, W, DQ_GEMM_B_WT_F32, c.bias, two, 2, packs);
+        for (int i = 0; i < c.M; i++)
+            dq_gemm_linear(1, c.N, c.K, c.A + (size_t)i * c.K, W, DQ_GEMM_B_WT_F32, c.bias,
+                           alone + (size_t)i * c.N, 1, packs);
+        gboolean was = dq_gemm_bf16_x3(FALSE);
+        dq_gemm_linear(c.M, c.N, c.K, c.A, W, DQ_GEMM_B_WT_F32, c.bias, fma, 1, packs);
+        dq_gemm_bf16_x3(was);
+        g_assert_cmpmem(alone, n * sizeof(float), x6, n * sizeof(float));
+        g_assert_cmpmem(two, n * sizeof(float), x6, n * sizeof(float));
+        double worst_x6 = 0, worst_fma = 0;
+        for (int i = 0; i < c.M; i++)
+            for (int j = 0; j < c.N; j++) {
+                double exact = c.bias[j], mag = fabs(c.bias[j]);
+                for (int k = 0; k < c.K; k++) {
+                    double t = (double)c.A[(size_t)i * c.K + k] * W[(size_t)j * c.K + k];
+                    exact += t;
+                    mag += fabs(t);
+                }
+                double bound = mag * MAX(c.K, 2) * 0x1p-24;
+                size_t at = (size_t)i * c.N + j;
+                worst_x6 = MAX(worst_x6, fabs(x6[at] - exact) / bound);
+                worst_fma = MAX(worst_fma, fabs(fma[at] - exact) / bound);
+            }
+        printf("# x6 %dx%dx%d: worst error / (K 2^-24 sum |a w|): x6 %.3g, float32 FMA %.3g\n", c.M,
+               c.N, c.K, worst_x6, worst_fma);
+        g_assert_cmpfloat(worst_x6, <=, 1.0);
+        g_assert_cmpfloat(worst_x6, <=, 2 * worst_fma);
+        g_free(W);
+        g_free(x6);
+        g_free(fma);
+        g_free(alone);
+        g_free(two);
+        g_aligned_free(packs);
+        free_case(&c);
+    }
+}
+
 /* One instruction's products against the emulation's. */
 static void check_native(Bf16Kernel k) {
     /* full tiles; tails of everything; AMX: B in several chunks, K past its pack (vdpbf16ps) */
@@ -593,6 +652,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/gemm_bf16/row_invariance", test_row_invariance);
     g_test_add_func("/gemm_bf16/native", test_native);
     g_test_add_func("/gemm_bf16/x3", test_x3);
+    g_test_add_func("/gemm_bf16/x6", test_x6);
     g_test_add_func("/gemm/avx512", test_avx512);
     g_test_add_func("/gemm/avx512_rows", test_avx512_rows);
     int rc = g_test_run();
