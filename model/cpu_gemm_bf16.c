@@ -529,6 +529,24 @@ DQ_AMX static inline __attribute__((always_inline)) void amx_block(const uint16_
     _tile_stored(3, c + 16 * ldc + 16, cs);
 }
 
+/* The end of a split product's block: C [16, 32] = start + (tiles 0, 1: the large parts' sum)
+ * + (tiles 2, 3: the small parts'). */
+DQ_AMX static inline __attribute__((always_inline)) void split_block_end(float *c, size_t ldc,
+                                                                         AmxStart start) {
+    float big[16 * NR] __attribute__((aligned(64))), small[16 * NR] __attribute__((aligned(64)));
+    _tile_stored(0, big, NR * 4);
+    _tile_stored(1, big + 16, NR * 4);
+    _tile_stored(2, small, NR * 4);
+    _tile_stored(3, small + 16, NR * 4);
+    for (int r = 0; r < 16; r++)
+        for (int h = 0; h < NR; h += 16) {
+            float *cr = c + (size_t)r * ldc + h;
+            __m512 v =
+                _mm512_add_ps(_mm512_load_ps(big + r * NR + h), _mm512_load_ps(small + r * NR + h));
+            _mm512_storeu_ps(cr, start == START_C ? _mm512_add_ps(_mm512_loadu_ps(cr), v) : v);
+        }
+}
+
 /* The split product's block: C [16, 32] = start + (hi . B + (lo + mid) . B) over a block of k,
  * the two sums from zero in tiles 0, 1 and 2, 3 (so the small parts never meet an accumulator
  * as large as C), added at the block's end. The planes are part_stride bf16 apart (lo, mid,
@@ -556,18 +574,7 @@ amx_block_x3(const uint16_t *a, size_t lda, size_t part_stride, const uint32_t *
         _tile_dpbf16ps(2, 4, 6);
         _tile_dpbf16ps(3, 4, 7);
     }
-    float big[16 * NR] __attribute__((aligned(64))), small[16 * NR] __attribute__((aligned(64)));
-    _tile_stored(0, big, NR * 4);
-    _tile_stored(1, big + 16, NR * 4);
-    _tile_stored(2, small, NR * 4);
-    _tile_stored(3, small + 16, NR * 4);
-    for (int r = 0; r < 16; r++)
-        for (int h = 0; h < NR; h += 16) {
-            float *cr = c + (size_t)r * ldc + h;
-            __m512 v =
-                _mm512_add_ps(_mm512_load_ps(big + r * NR + h), _mm512_load_ps(small + r * NR + h));
-            _mm512_storeu_ps(cr, start == START_C ? _mm512_add_ps(_mm512_loadu_ps(cr), v) : v);
-        }
+    split_block_end(c, ldc, start);
 }
 
 /* float32 weights, split in three planes too (x6): C [16, 32] = start + the block's products
@@ -609,18 +616,7 @@ amx_block_x6(const uint16_t *a, size_t lda, size_t part_stride, const uint32_t *
         _tile_dpbf16ps(2, 4, 6);
         _tile_dpbf16ps(3, 4, 7);
     }
-    float big[16 * NR] __attribute__((aligned(64))), small[16 * NR] __attribute__((aligned(64)));
-    _tile_stored(0, big, NR * 4);
-    _tile_stored(1, big + 16, NR * 4);
-    _tile_stored(2, small, NR * 4);
-    _tile_stored(3, small + 16, NR * 4);
-    for (int r = 0; r < 16; r++)
-        for (int h = 0; h < NR; h += 16) {
-            float *cr = c + (size_t)r * ldc + h;
-            __m512 v =
-                _mm512_add_ps(_mm512_load_ps(big + r * NR + h), _mm512_load_ps(small + r * NR + h));
-            _mm512_storeu_ps(cr, start == START_C ? _mm512_add_ps(_mm512_loadu_ps(cr), v) : v);
-        }
+    split_block_end(c, ldc, start);
 }
 
 /* C [rows of the kernel, 32] from `parts` planes of A: amx_block or amx_block_x3. */
