@@ -418,7 +418,8 @@ typedef struct {
  * every m-th 16-bit word of its group of m blocks (dq_q8_at): the group's words loaded (masked
  * to its end) and the block's picked out by two permutes. */
 DQ_AMX static inline __m512i q8_block_bf16(const DqGemmQ8 *q8, size_t ldw, int n, int k) {
-    int nb = (int)(ldw / DQ_Q8_BLOCK), b = k / DQ_Q8_BLOCK, b0 = 0, m;
+    int nb = (int)(ldw / DQ_Q8_BLOCK), b = k / DQ_Q8_BLOCK, m;
+    int b0 = MIN(b, nb) / 8 * 8; /* the groups before the row's last 8 blocks hold 8 each */
     while (b >= b0 + (m = dq_q8_group(nb, b0)))
         b0 += m;
     const uint16_t *group =
