@@ -5,7 +5,7 @@
 # transformers, and the machine's float32 GEMM peak (torch.mm) for scale.
 #
 #   scripts/bench-model.sh [--2.2b | --only-2.2b] [--no-hf] [--no-ref] [--no-batch] [--scaling]
-#                          [--llama LLAMA_MTMD_CLI MODEL.gguf MMPROJ.gguf]
+#                          [--llama LLAMA_CPP_DIR]
 #
 # Snapshots: random weights with the real SmolVLM-256M-Instruct dimensions (scripts/
 # make-random-model.sh), f32 and bf16, generated once into $MODELS (default
@@ -34,14 +34,18 @@
 # transformers runs in a throw-away virtualenv ($VENV, default /tmp/docqa-bench-venv) created
 # from PyPI on first use: torch, transformers==4.57.6, pillow==12.3.0.
 #
-# llama.cpp (optional, nothing of it is committed): build it and convert a snapshot with
-#   git clone https://github.com/ggml-org/llama.cpp && cmake -S llama.cpp -B llama.cpp/build \
-#     -DCMAKE_BUILD_TYPE=Release && cmake --build llama.cpp/build -j2 --target llama-mtmd-cli
-#   python llama.cpp/convert_hf_to_gguf.py SNAPSHOT --outtype f16 --outfile model.gguf
-#   python llama.cpp/convert_hf_to_gguf.py SNAPSHOT --outtype f16 --mmproj --outfile mmproj.gguf
-# then pass --llama llama.cpp/build/bin/llama-mtmd-cli model.gguf mmproj.gguf: its wall time
-# and peak RSS for the same page and prompt are printed beside the table (its preprocessing
-# differs from transformers', so its stages are not comparable one to one).
+# llama.cpp (optional, nothing of it is committed): --llama DIR, a llama.cpp source tree with
+# build/bin/llama-mtmd-cli built. Its sources: git clone https://github.com/ggml-org/llama.cpp,
+# or, where only PyPI is reachable, the copy vendored in llama-cpp-python's source package:
+#   pip download llama-cpp-python --no-binary :all: --no-deps && tar xzf llama_cpp_python-*.tar.gz
+#   DIR=$PWD/llama_cpp_python-*/vendor/llama.cpp
+#   cmake -S $DIR -B $DIR/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF
+#   cmake --build $DIR/build -j2 --target llama-mtmd-cli
+# The bf16 snapshots are converted once into $MODELS/gguf-smolvlm-SIZE/ (f16 and q8_0; the venv
+# needs sentencepiece for the converter: $VENV/bin/pip install sentencepiece) and run on the same
+# page and thread count; scripts/bench_llama.py says how its stages are measured. Its
+# preprocessing differs from transformers' (17 slices of this page where transformers makes 21),
+# so its rows give the slices it encoded, and its vision is also compared a slice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -51,7 +55,7 @@ venv=${VENV:-/tmp/docqa-bench-venv}
 threads=${THREADS:-$(nproc)}
 max_new=${MAX_NEW:-32}
 n_res=5
-sizes=(256m) hf=1 refrun=1 batch=1 scaling=0 llama=()
+sizes=(256m) hf=1 refrun=1 batch=1 scaling=0 llama=
 while [ $# -gt 0 ]; do
   case "$1" in
     --2.2b) sizes+=(2.2b) ;;
@@ -60,7 +64,7 @@ while [ $# -gt 0 ]; do
     --no-ref) refrun=0 ;;
     --no-batch) batch=0 ;;
     --scaling) scaling=1 ;;
-    --llama) llama=("$2" "$3" "$4"); shift 3 ;;
+    --llama) llama=$2; shift ;;
     *) sed -n 2,44p "$0"; exit 2 ;;
   esac
   shift
@@ -75,6 +79,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transfo
   "$venv/bin/pip" install -q torch transformers==4.57.6 pillow==12.3.0
 fi
 py="$venv/bin/python"
+if [ -n "$llama" ] && ! "$py" -c "import sentencepiece" 2>/dev/null; then
+  "$venv/bin/pip" install -q sentencepiece # llama.cpp's converter imports it
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 page=$work/page.png
@@ -137,15 +144,19 @@ for m in "${sizes[@]}"; do
       echo "size=$m dtype=f32 who=transformers $line" >> "$results"
     fi
   done
-  if [ ${#llama[@]} -eq 3 ]; then
-    t0=$(date +%s.%N)
-    /usr/bin/time -f "llama_peak_rss_mb=%M" -o "$work/llama.time" "${llama[0]}" -m "${llama[1]}" \
-      --mmproj "${llama[2]}" --image "$page" -t "$threads" -n "$max_new" --temp 0 \
-      -p "Look at the document and answer the question. Question: What is the date?" \
-      > "$work/llama.out" 2>&1 || echo "bench-model: llama-mtmd-cli failed (see $work/llama.out)" >&2
-    echo "llama.cpp ($m, given GGUFs): wall $(echo "$(date +%s.%N) - $t0" | bc) s," \
-      "peak RSS $(( $(sed -n 's/llama_peak_rss_mb=//p' "$work/llama.time") / 1024 )) MiB;" \
-      "its own timings:"; grep -E "encoded|load time|prompt eval|eval time" "$work/llama.out" || true
+  if [ -n "$llama" ]; then
+    # llama.cpp on the same page: the bf16 snapshot as f16 and q8_0 GGUFs (converted once)
+    gguf=$models/gguf-smolvlm-$m
+    "$py" scripts/bench_llama.py convert "$llama" "$models/smolvlm-$m-random-bf16" "$gguf"
+    for q in f16 q8_0; do
+      if line=$("$py" scripts/bench_llama.py run "$llama/build/bin/llama-mtmd-cli" \
+        "$gguf/model-$q.gguf" "$gguf/mmproj-f16.gguf" "$page" "$threads" "$max_new"); then
+        echo "llama.cpp $q: $line" >&2
+        echo "size=$m dtype=$q who=llama.cpp $line" >> "$results"
+      else
+        echo "bench-model: llama.cpp failed on $gguf/model-$q.gguf: no row for it" >&2
+      fi
+    done
   fi
 done
 echo
@@ -172,6 +183,23 @@ for r in main:
     print(f"{r['size']:5} {r['dtype']:5} {r['who']:16} {r.get('tiles', ''):>5} "
           f"{r.get('prompt_tokens', ''):>6} {num(r, 'preprocess_ms'):8.0f} {num(r, 'vision_ms'):10.0f} "
           f"{num(r, 'prefill_ms'):10.0f} {num(r, 'decode_tok_s'):12.2f} {num(r, 'peak_rss_mb'):8.0f} | {ratio}")
+# against llama.cpp: docqa's rows of the same size, each beside the GGUF of its kind (int8
+# beside q8_0, the rest beside f16); vision also a tile, as the two cut the page differently
+for r in rows:
+    if r["who"] != "docqa-cpu":
+        continue
+    q = "q8_0" if r["dtype"] == "int8" else "f16"
+    l = next((x for x in rows if x["who"] == "llama.cpp" and x["size"] == r["size"]
+              and x["dtype"] == q), None)
+    if l is None:
+        continue
+    print(f"{r['size']} {r['dtype']:5} against llama.cpp {q}: vision "
+          f"{num(r, 'vision_ms') / num(l, 'vision_ms'):.2f}x ("
+          f"{num(r, 'vision_ms') / num(r, 'tiles') / (num(l, 'vision_ms') / num(l, 'tiles')):.2f}x "
+          f"a tile: {r['tiles']} tiles against {l['tiles']}), prefill "
+          f"{num(r, 'prefill_ms') / num(l, 'prefill_ms'):.2f}x, decode "
+          f"{num(r, 'decode_tok_s') / num(l, 'decode_tok_s'):.2f}x, RSS "
+          f"{num(r, 'peak_rss_mb') / num(l, 'peak_rss_mb'):.2f}x")
 for r in rows:
     if r["who"] != "docqa-cpu" or r["dtype"] != "int8":
         continue
