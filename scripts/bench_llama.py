@@ -9,15 +9,15 @@ is part of docqa: the user builds it, see bench-model.sh).
 
 llama-mtmd-cli prints no stage timings of its own in recent versions, only a line for each image
 slice it encodes ("mtmd batch encoding done in N ms") with a timestamp before it. So it runs
-generating 1 and 1 + MAX_NEW tokens (--ignore-eos: random weights end early), each twice after
-a run that reads the files in, and the best of each is kept:
+for 1 and for 1 + MAX_NEW tokens (--ignore-eos: random weights end early), each twice, after a
+run that reads the files in, and the best of each is kept:
   vision   the sum of its slice encodings;
   prefill  a 1-token run's time from its first slice to its exit, less its encodings: the
            interleaved text and image-embedding batches, the last text and the first token;
   decode   MAX_NEW / (the longer run's time less its encodings - the same of the 1-token run);
   RSS      the largest run's peak (getrusage of the children).
-Its preprocessing differs from transformers' (at N=5 it cuts the letter page into 16 slices and
-a global image where transformers makes 20 and one), so `tiles` says how many it encoded.
+Its preprocessing differs from transformers' (it encodes 17 slices of the letter page where
+transformers makes 21 tiles at N=5), so `tiles` says how many it encoded.
 """
 import os
 import re
@@ -39,8 +39,10 @@ def convert(llama_dir, snapshot, out_dir):
         out = os.path.join(out_dir, name)
         if os.path.exists(out):
             continue
-        subprocess.run([sys.executable, script, snapshot, *args, "--outfile", out + ".part"],
-                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, script, snapshot, *args, "--outfile",
+                               out + ".part"], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"bench_llama: converting {snapshot} to {out} failed:\n{done.stderr[-2000:]}")
         os.rename(out + ".part", out)
 
 
