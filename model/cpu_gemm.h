@@ -205,6 +205,22 @@ void dq_amx_pack_interleave(uint32_t *dst, const float *r0, const float *r1, int
 void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int kp, float *c, size_t ldc,
                   gboolean accumulate);
 
+/* The same for exact float32 attention on tiles (the x6 product: each float32 operand in three
+ * bf16 planes, lo, mid and hi, `plane` elements apart; six products reach float32's last bits).
+ * TRUE where the CPU has AMX and the split products are on (DOCQA_AMX_X3, DOCQA_AMX_X6). */
+gboolean dq_amx_x6_on(void);
+/* dq_amx_round_row into three planes (dst, dst + plane, dst + 2 plane). */
+void dq_amx_split_row(uint16_t *dst, size_t plane, const float *src, int n, int width);
+/* dq_amx_pack_interleave into three planes (words `plane` apart). */
+void dq_amx_split_interleave(uint32_t *dst, size_t plane, const float *r0, const float *r1, int n);
+/* C [16, 32] (+)= A [16, 2 kp] . B [kp][32] on split planes: A's a_plane apart (rows lda apart),
+ * B's panels w_plane words apart; kp a multiple of 16. */
+/* C [32, 32] = the same products over a short k (kp <= 64), all six into one accumulator. */
+void dq_amx_32x32_x6(const uint16_t *a, size_t lda, size_t a_plane, const uint32_t *bp,
+                     size_t w_plane, int kp, float *c, size_t ldc);
+void dq_amx_16x32_x6(const uint16_t *a, size_t lda, size_t a_plane, const uint32_t *bp,
+                     size_t w_plane, int kp, float *c, size_t ldc, gboolean accumulate);
+
 /* The decode GEMVs' division of work: the products of one or more weights (q, k and v), each
  * weight's output features in blocks of its own size, the blocks in order, every thread a
  * contiguous run of them holding about as many features as the others: the threads stream

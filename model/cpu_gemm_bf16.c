@@ -772,6 +772,74 @@ DQ_AMX void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int 
     amx_block(a, lda, bp, kp, c, ldc, accumulate ? START_C : START_ZERO);
 }
 
+DQ_AMX void dq_amx_split_row(uint16_t *dst, size_t plane, const float *src, int n, int width) {
+    for (int k = 0; k < width; k += 32) {
+        __mmask32 room = first32(width - k);
+        __m512i part[3];
+        split3(src + k, first32(n - k) & room, part);
+        for (int t = 0; t < 3; t++)
+            _mm512_mask_storeu_epi16(dst + t * plane + k, room, part[t]);
+    }
+}
+
+DQ_AMX void dq_amx_split_interleave(uint32_t *dst, size_t plane, const float *r0, const float *r1,
+                                    int n) {
+    for (int c = 0; c < 32; c += 16) {
+        __m512i lo[3], hi[3];
+        __mmask32 live = c < n ? first32(MIN(16, n - c)) : 0;
+        split3(r0 + c, live, lo);
+        if (r1 != NULL)
+            split3(r1 + c, live, hi);
+        for (int t = 0; t < 3; t++) {
+            /* split3 leaves each float's bf16 part in the low 16 words of its 32-word vector */
+            __m512i a = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(lo[t]));
+            __m512i b =
+                r1 != NULL
+                    ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi[t])), 16)
+                    : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + t * plane + c, _mm512_or_si512(a, b));
+        }
+    }
+}
+
+/* C [32, 32] = the six products of amx_block_x6 over a short k (attention's head dims), all into
+ * one accumulator per quarter: the split sums and their stack bounce cost more than 2 steps of
+ * products, and at k <= 128 one accumulator loses nothing measurable. */
+DQ_AMX void dq_amx_32x32_x6(const uint16_t *a, size_t lda, size_t a_plane, const uint32_t *bp,
+                            size_t w_plane, int kp, float *c, size_t ldc) {
+    size_t as = lda * sizeof *a, cs = ldc * sizeof *c;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *a1 = a + 16 * lda;
+    /* (A plane, B plane): hi.hi, mid.hi, lo.hi | hi.mid, mid.mid | hi.lo, smallest last */
+    static const int pa[6] = {2, 1, 0, 2, 1, 2}, pb[6] = {2, 2, 2, 1, 1, 0};
+    for (int p = 0; p < kp; p += AMX_STEP) {
+        for (int u = 5; u >= 0; u--) {
+            const uint16_t *ap = a + pa[u] * a_plane + 2 * p, *ap1 = a1 + pa[u] * a_plane + 2 * p;
+            const uint32_t *b = bp + pb[u] * w_plane + (size_t)p * NR;
+            _tile_loadd(4, ap, as);
+            _tile_loadd(6, b, NR * 4);
+            _tile_loadd(7, b + 16, NR * 4);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, ap1, as);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c, cs);
+    _tile_stored(1, c + 16, cs);
+    _tile_stored(2, c + 16 * ldc, cs);
+    _tile_stored(3, c + 16 * ldc + 16, cs);
+}
+
+DQ_AMX void dq_amx_16x32_x6(const uint16_t *a, size_t lda, size_t a_plane, const uint32_t *bp,
+                            size_t w_plane, int kp, float *c, size_t ldc, gboolean accumulate) {
+    amx_block_x6(a, lda, a_plane, bp, w_plane, kp, c, ldc, accumulate ? START_C : START_ZERO);
+}
+
 static gboolean use_amx(void) {
     return !force_portable && !force_dpbf16 && dq_cpu_has_amx_bf16();
 }
@@ -781,6 +849,13 @@ static gboolean use_x3(void) {
     if (on < 0)
         on = g_strcmp0(g_getenv("DOCQA_AMX_X3"), "0") != 0;
     return on && force_x3 != 0 && dq_cpu_has_amx_bf16();
+}
+
+gboolean dq_amx_x6_on(void) {
+    static int on = -1;
+    if (on < 0)
+        on = g_strcmp0(g_getenv("DOCQA_AMX_X6"), "0") != 0;
+    return on && use_x3();
 }
 
 gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W, gboolean x3,

@@ -11,6 +11,8 @@
  *   double tanh / float expf).
  * - everything that only moves data (embed, add_broadcast, patchify ...): exact.
  * - attention with bf16_products (`--weights bf16`) where the CPU has AMX: 1e-2, bf16 operands.
+ *   Without them on AMX, attention's products are split ones (x6, float32's accuracy): 2e-5 as
+ *   the FMA path, which /backend_fast/attention_fma then runs with the split products off.
  * Row invariance (the promise batched decode relies on) is checked bit for bit. The whole
  * model on the tiny snapshots of ../shared: last-prompt logits within 1e-4 of their scale and
  * the same greedy tokens. */
@@ -218,12 +220,16 @@ static void check_attention(const DqAttention *a0, size_t q_floats, size_t kv_fl
     ref->attention(ref, out.r, q.r, k.r, v.r, a);
     fast->attention(fast, out.f, q.f, k.f, v.f, a);
     pair_check(&out, bf16_attention ? 1e-2 : 2e-5, what);
-    if (bf16_attention && a->n_heads / a->n_kv_heads * a->n_q > 16) { /* not decode-sized */
-        float *exact = g_new(float, out.n);
+    gboolean tiles = bf16_attention || dq_amx_x6_on();
+    if (tiles && a->n_heads / a->n_kv_heads * a->n_q > 16) { /* not decode-sized */
+        /* the FMA path's result differs, so the tiles did run */
+        float *fma = g_new(float, out.n);
         b.bf16_products = FALSE;
-        fast->attention(fast, exact, q.f, k.f, v.f, a);
-        g_assert_true(memcmp(exact, out.f, out.n * sizeof(float)) != 0);
-        g_free(exact);
+        gboolean was = dq_gemm_bf16_x3(FALSE);
+        fast->attention(fast, fma, q.f, k.f, v.f, a);
+        dq_gemm_bf16_x3(was);
+        g_assert_true(memcmp(fma, out.f, out.n * sizeof(float)) != 0);
+        g_free(fma);
     }
     pair_free(&q);
     pair_free(&k);
@@ -312,6 +318,19 @@ static void test_attention_bf16(void) {
     bf16_attention = TRUE;
     test_attention();
     bf16_attention = FALSE;
+}
+
+/* On AMX the exact attention runs on tiles (above); its FMA path, which CPUs without AMX take,
+ * against the reference here too. */
+static void test_attention_fma(void) {
+    if (!dq_amx_x6_on()) {
+        g_test_skip("no AMX split products here: /backend_fast/attention ran the FMA path");
+        return;
+    }
+    gboolean was = dq_gemm_bf16_x3(FALSE);
+    g_assert_false(dq_amx_x6_on());
+    test_attention();
+    dq_gemm_bf16_x3(was);
 }
 
 /* float16 as F16C converts (round to nearest even). */
@@ -717,6 +736,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/matmul", test_matmul);
     g_test_add_func("/backend_fast/matmul_many", test_matmul_many);
     g_test_add_func("/backend_fast/attention", test_attention);
+    g_test_add_func("/backend_fast/attention_fma", test_attention_fma);
     g_test_add_func("/backend_fast/attention_bf16", test_attention_bf16);
     g_test_add_func("/backend_fast/attention_segments", test_attention_segments);
     g_test_add_func("/backend_fast/attention_steps", test_attention_steps);

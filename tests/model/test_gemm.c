@@ -642,6 +642,86 @@ static void test_avx512_rows(void) {
     printf("# AVX-512F rows kernel: %d products bit-identical to the AVX2 kernel's\n", compared);
 }
 
+/* The split kernels of exact attention on AMX (backend_cpu_fast.c's attn_range_x6): scores
+ * (32 x 32 over a head's 64 dims, all six products in one accumulator) and probabilities times
+ * values (16 x 32 over 256 keys, v interleaved in pairs of keys, added to C), each against
+ * float64: within float32's accumulation bound, and no further from it than a float32 FMA chain
+ * (twice its error at most; leaving out hi.lo of the scores is 10x it). */
+static double x6_error(const float *got, const float *a, size_t as, size_t ak, const float *b,
+                       size_t bs, size_t bk, const float *c0, int rows, int K, double *fma) {
+    double worst = 0;
+    *fma = 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < 32; j++) {
+            double exact = c0 != NULL ? c0[i * 32 + j] : 0, mag = fabs(exact);
+            float chain = c0 != NULL ? c0[i * 32 + j] : 0;
+            for (int k = 0; k < K; k++) {
+                float x = a[i * as + k * ak], y = b[j * bs + k * bk];
+                exact += (double)x * y;
+                mag += fabs((double)x * y);
+                chain = fmaf(x, y, chain);
+            }
+            double bound = mag * K * 0x1p-24;
+            worst = MAX(worst, fabs(got[i * 32 + j] - exact) / bound);
+            *fma = MAX(*fma, fabs(chain - exact) / bound);
+        }
+    return worst;
+}
+
+static void test_x6_attention(void) {
+    if (!dq_amx_x6_on()) {
+        g_test_skip("no AMX split products on this CPU (or DOCQA_CPU_NO_AMX, DOCQA_AMX_X6=0): "
+                    "attention runs on float32 FMAs here");
+        return;
+    }
+    enum { D = 64, KEYS = 256 };
+    static float q[32 * D], k[32 * D], p[16 * KEYS], v[KEYS * 32], c[32 * 32], c0[16 * 32];
+    static uint16_t qp[3][32 * D], kr[3][32 * D], pp[3][16 * KEYS];
+    static uint32_t kp[3][D / 2 * 32], vp[3][KEYS / 2 * 32];
+    double most[4] = {0};
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 32 * D; i++) {
+            q[i] = rnd(2.0);
+            k[i] = rnd(2.0);
+        }
+        for (int i = 0; i < 16 * KEYS; i++)
+            p[i] = fabsf(rnd(1.0));
+        for (int i = 0; i < KEYS * 32; i++)
+            v[i] = rnd(2.0);
+        for (int i = 0; i < 16 * 32; i++)
+            c0[i] = rnd(2.0);
+        dq_amx_begin();
+        for (int i = 0; i < 32; i++) {
+            dq_amx_split_row(qp[0] + i * D, 32 * D, q + i * D, D, D);
+            dq_amx_split_row(kr[0] + i * D, 32 * D, k + i * D, D, D);
+        }
+        for (int t = 0; t < 3; t++)
+            dq_amx_pack_pairs(kp[t], kr[t], D, D / 2);
+        dq_amx_32x32_x6(qp[0], D, 32 * D, kp[0], D / 2 * 32, D / 2, c, 32);
+        double fma, worst = x6_error(c, q, D, 1, k, D, 1, NULL, 32, D, &fma);
+        g_assert_cmpfloat(worst, <=, 1.0);
+        g_assert_cmpfloat(worst, <=, 2 * fma + 0x1p-10);
+        most[0] = MAX(most[0], worst);
+        most[1] = MAX(most[1], fma);
+        for (int i = 0; i < 16; i++)
+            dq_amx_split_row(pp[0] + i * KEYS, 16 * KEYS, p + i * KEYS, KEYS, KEYS);
+        for (int j = 0; j < KEYS; j += 2)
+            dq_amx_split_interleave(vp[0] + j / 2 * 32, KEYS / 2 * 32, v + j * 32, v + (j + 1) * 32,
+                                    32);
+        memcpy(c, c0, sizeof c0);
+        dq_amx_16x32_x6(pp[0], KEYS, 16 * KEYS, vp[0], KEYS / 2 * 32, KEYS / 2, c, 32, TRUE);
+        dq_amx_end();
+        worst = x6_error(c, p, KEYS, 1, v, 1, 32, c0, 16, KEYS, &fma);
+        g_assert_cmpfloat(worst, <=, 1.0);
+        g_assert_cmpfloat(worst, <=, 2 * fma + 0x1p-10);
+        most[2] = MAX(most[2], worst);
+        most[3] = MAX(most[3], fma);
+    }
+    printf("# x6 attention, worst of 20 rounds, error / (K 2^-24 sum |a b|): scores %.3g (float32 "
+           "FMA %.3g), p.v %.3g (%.3g)\n",
+           most[0], most[1], most[2], most[3]);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     rng = g_rand_new_with_seed(20261126);
@@ -653,6 +733,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/gemm_bf16/native", test_native);
     g_test_add_func("/gemm_bf16/x3", test_x3);
     g_test_add_func("/gemm_bf16/x6", test_x6);
+    g_test_add_func("/gemm_bf16/x6_attention", test_x6_attention);
     g_test_add_func("/gemm/avx512", test_avx512);
     g_test_add_func("/gemm/avx512_rows", test_avx512_rows);
     int rc = g_test_run();
