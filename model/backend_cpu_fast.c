@@ -11,7 +11,7 @@
  *   whose results do not depend on the row count either (from DQ_FAST_GEMV_ROWS + 1 rows on),
  *   so the forward pass runs all tiles, all prompts, as one product.
  * - Attention: flash-attention style with GEMM-kernel tiles and online softmax for many query
- *   rows (on AMX, split products on tiles: attn_range_x6); for decode, dot products over the KV
+ *   rows (on AMX, split products on tiles: attn_range_amx); for decode, dot products over the KV
  *   cache split over the keys across threads (below).
  * - gelu_tanh and silu_mul in float32 AVX2 with a vector exp: gelu_tanh(x) = x * sigmoid(2u),
  *   the identity 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)), which has no cancellation.
@@ -521,14 +521,14 @@ static void fast_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n
     ((size_t)DQ_FAST_QB * DQ_FAST_KB + 2 * (size_t)DQ_FAST_KB * DQ_FAST_HEAD_MAX +                 \
      (size_t)DQ_FAST_QR * DQ_FAST_HEAD_MAX + 2 * DQ_FAST_QR)
 #define DQ_AMX_HEAD_MAX 128
-/* attn_range_x6: scores; K's three planes as rows and packed; Q's, V's (packed) and P's three
- * planes; accumulators; max and sum */
-#define DQ_AMX6_ATTN_FLOATS                                                                        \
+/* attn_range_amx with three planes: scores; K's planes as rows and packed; Q's, V's (packed) and
+ * P's planes; accumulators; max and sum */
+#define DQ_AMX_ATTN_FLOATS                                                                         \
     ((size_t)DQ_FAST_QB * DQ_FAST_KB + 3 * (size_t)DQ_FAST_KB * DQ_AMX_HEAD_MAX / 2 +              \
      3 * (size_t)DQ_FAST_KB * DQ_AMX_HEAD_MAX / 2 + 3 * (size_t)DQ_FAST_QR * DQ_AMX_HEAD_MAX / 2 + \
      3 * (size_t)DQ_FAST_KB * DQ_AMX_HEAD_MAX / 2 + 3 * (size_t)DQ_FAST_QB * DQ_FAST_KB / 2 +      \
      (size_t)DQ_FAST_QR * DQ_AMX_HEAD_MAX + 2 * DQ_FAST_QR)
-#define DQ_FAST_ATTN_FLOATS MAX(DQ_FAST_ATTN_F32_FLOATS, DQ_AMX6_ATTN_FLOATS)
+#define DQ_FAST_ATTN_FLOATS MAX(DQ_FAST_ATTN_F32_FLOATS, DQ_AMX_ATTN_FLOATS)
 
 /* Online softmax update of one row of scores s [nk] (first `visible` keys count): running max
  * *mx and sum *sum, accumulator acc [d] rescaled, s replaced by the weights (0 past visible). */
@@ -677,32 +677,44 @@ static void attn_range(const DqAttention *a, const float *qh, const float *kh, c
     }
 }
 
-/* attn_range for `--weights bf16` on AMX (DqAttention.bf16_products): the same blocks and online
- * softmax, with S = Q K^T and acc += P V as tile products of bf16 operands (cpu_gemm.h's
- * dq_amx_*). Q is rounded once a job; a block of keys is rounded and packed once for all query
- * rows (K as pairs of dimensions, V as pairs of keys); P is rounded after the float32 softmax.
- * Rows are padded to 32, head dims to 32 and keys to 32 with zeros, which add nothing. On the
- * 256M vision encoder the float32 attention was a third of a --weights bf16 page. */
-G_STATIC_ASSERT((size_t)DQ_FAST_QB *DQ_FAST_KB + (size_t)DQ_FAST_KB * DQ_AMX_HEAD_MAX +
-                    (size_t)DQ_FAST_QR * DQ_AMX_HEAD_MAX / 2 +
-                    (size_t)DQ_FAST_KB * DQ_AMX_HEAD_MAX + (size_t)DQ_FAST_QB * DQ_FAST_KB / 2 +
-                    (size_t)DQ_FAST_QR * DQ_AMX_HEAD_MAX + 2 * DQ_FAST_QR <=
-                DQ_FAST_ATTN_FLOATS); /* attn_range_amx's buffers, in floats */
+/* attn_range on AMX tiles: the same blocks and online softmax, with S = Q K^T and acc += P V as
+ * tile products (cpu_gemm.h's dq_amx_*). Q is prepared once a job; a block of keys once for all
+ * query rows (K as pairs of dimensions, V as pairs of keys); P after the float32 softmax. Rows
+ * are padded to 32, head dims and keys to 32, with zeros, which add nothing.
+ * - planes 1, `--weights bf16` (DqAttention.bf16_products): the operands rounded to bf16. On the
+ *   256M vision encoder the float32 attention was a third of a --weights bf16 page.
+ * - planes 3, the exact modes: each float32 operand split into three bf16 planes, the products
+ *   run as x6 (six tile products a step, which reach float32's last bits; P V 16 rows a call).
+ *   The FMA kernels' attention was a fifth of a 256M bf16 page.
+ * Its buffers take DQ_AMX_ATTN_FLOATS of the scratch (with three planes). */
 static const float zeros32[32];
 
-static void attn_range_amx(const DqAttention *a, const float *qh, const float *kh, const float *vh,
-                           float *oh, int out_stride, int i_lo, int i_hi, float *scratch) {
-    enum { QB = DQ_FAST_QB, KB = DQ_FAST_KB };
+/* n floats of a row into `planes` bf16 planes `plane` apart (zeros on to width). */
+static inline void amx_prepare_row(int planes, uint16_t *dst, size_t plane, const float *src, int n,
+                                   int width) {
+    if (planes == 1)
+        dq_amx_round_row(dst, src, n, width);
+    else
+        dq_amx_split_row(dst, plane, src, n, width);
+}
+
+static void attn_range_amx(const DqAttention *a, int planes, const float *qh, const float *kh,
+                           const float *vh, float *oh, int out_stride, int i_lo, int i_hi,
+                           float *scratch) {
+    enum { QB = DQ_FAST_QB, KB = DQ_FAST_KB, QR = DQ_FAST_QR };
     int d = a->head_dim, nr = i_hi - i_lo, nr32 = (nr + 31) / 32 * 32;
-    int dpad = (d + 31) / 32 * 32, dp = dpad / 2;                /* dims padded; their pairs */
-    float *S = scratch;                                          /* [QB][KB] */
-    uint32_t *kp = (uint32_t *)(S + (size_t)QB * KB);            /* [KB / 32][dp][32] */
-    uint16_t *kr = (uint16_t *)(kp + (size_t)KB * dp);           /* [KB][dpad] */
-    uint16_t *qp = kr + (size_t)KB * dpad;                       /* [nr32][dpad] */
-    uint32_t *vp = (uint32_t *)(qp + (size_t)DQ_FAST_QR * dpad); /* [dpad / 32][KB / 2][32] */
-    uint16_t *pp = (uint16_t *)(vp + (size_t)dpad * KB / 2);     /* [QB][KB] */
-    float *acc = (float *)(pp + (size_t)QB * KB);                /* [nr32][dpad] */
-    float *mx = acc + (size_t)DQ_FAST_QR * dpad, *sum = mx + DQ_FAST_QR;
+    int dpad = (d + 31) / 32 * 32, dp = dpad / 2; /* dims padded; their pairs */
+    int pv_rows = planes == 1 ? 32 : 16;          /* rows a P V call takes */
+    size_t kp_plane = (size_t)KB * dp, kr_plane = (size_t)KB * dpad, qp_plane = (size_t)QR * dpad;
+    size_t vp_plane = (size_t)dpad * KB / 2, pp_plane = (size_t)QB * KB;
+    float *S = scratch;                                  /* [QB][KB] */
+    uint32_t *kp = (uint32_t *)(S + (size_t)QB * KB);    /* planes x [KB / 32][dp][32] */
+    uint16_t *kr = (uint16_t *)(kp + planes * kp_plane); /* planes x [KB][dpad] */
+    uint16_t *qp = kr + planes * kr_plane;               /* planes x [QR][dpad] */
+    uint32_t *vp = (uint32_t *)(qp + planes * qp_plane); /* planes x [dpad / 32][KB / 2][32] */
+    uint16_t *pp = (uint16_t *)(vp + planes * vp_plane); /* planes x [QB][KB] */
+    float *acc = (float *)(pp + planes * pp_plane);      /* [QR][dpad] */
+    float *mx = acc + (size_t)QR * dpad, *sum = mx + QR;
     for (int i = 0; i < nr; i++) {
         mx[i] = -INFINITY;
         sum[i] = 0.0f;
@@ -710,94 +722,16 @@ static void attn_range_amx(const DqAttention *a, const float *qh, const float *k
     memset(acc, 0, (size_t)nr32 * dpad * sizeof(float));
     dq_amx_begin();
     for (int i = 0; i < nr32; i++)
-        dq_amx_round_row(qp + (size_t)i * dpad, qh + (size_t)(i_lo + MIN(i, nr - 1)) * a->q_stride,
-                         i < nr ? d : 0, dpad);
+        amx_prepare_row(planes, qp + (size_t)i * dpad, qp_plane,
+                        qh + (size_t)(i_lo + MIN(i, nr - 1)) * a->q_stride, i < nr ? d : 0, dpad);
     int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + i_hi) : a->n_kv;
     for (int j0 = 0; j0 < kv_end; j0 += KB) {
         int nk = MIN(KB, kv_end - j0), nk32 = (nk + 31) / 32 * 32, kpairs = nk32 / 2;
         for (int j = 0; j < nk32; j++)
-            dq_amx_round_row(kr + (size_t)j * dpad,
-                             kh + (size_t)(j0 + MIN(j, nk - 1)) * a->kv_stride, j < nk ? d : 0,
-                             dpad);
-        for (int q = 0; q < nk32 / 32; q++)
-            dq_amx_pack_pairs(kp + (size_t)q * dp * 32, kr + (size_t)q * 32 * dpad, dpad, dp);
-        for (int c0 = 0; c0 < dpad; c0 += 32)
-            for (int p = 0; p < kpairs; p++) {
-                int j = j0 + 2 * p;
-                const float *r0 = 2 * p < nk ? vh + (size_t)j * a->kv_stride + c0 : zeros32;
-                const float *r1 = 2 * p + 1 < nk ? vh + (size_t)(j + 1) * a->kv_stride + c0 : NULL;
-                dq_amx_pack_interleave(vp + ((size_t)(c0 / 32) * kpairs + p) * 32, r0, r1,
-                                       MIN(32, d - c0));
-            }
-        for (int i0 = i_lo; i0 < i_hi; i0 += QB) {
-            int nq = MIN(QB, i_hi - i0), nq32 = (nq + 31) / 32 * 32;
-            if (a->causal && a->q_pos0 + i0 + nq - 1 < j0)
-                continue; /* the block is in every row's future */
-            for (int rb = 0; rb < nq32; rb += 32)
-                for (int q = 0; q < nk32 / 32; q++)
-                    dq_amx_32x32(qp + (size_t)(i0 - i_lo + rb) * dpad, dpad,
-                                 kp + (size_t)q * dp * 32, dp, S + (size_t)rb * KB + q * 32, KB,
-                                 FALSE);
-            for (int i = 0; i < nq32; i++) {
-                int r = i0 - i_lo + i;
-                if (i < nq) {
-                    int visible = a->causal ? CLAMP(a->q_pos0 + i0 + i + 1 - j0, 0, nk) : nk;
-                    softmax_row(S + (size_t)i * KB, nk, visible, a->scale, &mx[r], &sum[r],
-                                acc + (size_t)r * dpad, d);
-                }
-                dq_amx_round_row(pp + (size_t)i * KB, S + (size_t)i * KB, i < nq ? nk : 0, nk32);
-            }
-            for (int rb = 0; rb < nq32; rb += 32)
-                for (int c0 = 0; c0 < dpad; c0 += 32)
-                    dq_amx_32x32(pp + (size_t)rb * KB, KB, vp + (size_t)(c0 / 32) * kpairs * 32,
-                                 kpairs, acc + (size_t)(i0 - i_lo + rb) * dpad + c0, dpad, TRUE);
-        }
-    }
-    dq_amx_end();
-    for (int i = 0; i < nr; i++) {
-        float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
-        for (int c = 0; c < d; c++)
-            oh[(size_t)(i_lo + i) * out_stride + c] = acc[(size_t)i * dpad + c] * inv;
-    }
-}
-
-/* attn_range for the exact modes on AMX: attn_range_amx's blocks and online softmax, each float32
- * operand (q, k, the probabilities, v) split into three bf16 planes and the products run as x6
- * (cpu_gemm.h: six tile products a step, which reach float32's last bits), 16 query rows a call.
- * The 256M vision encoder's float32 attention (FMA kernels) was a quarter of a page. */
-static void attn_range_x6(const DqAttention *a, const float *qh, const float *kh, const float *vh,
-                          float *oh, int out_stride, int i_lo, int i_hi, float *scratch) {
-    enum { QB = DQ_FAST_QB, KB = DQ_FAST_KB, QR = DQ_FAST_QR };
-    int d = a->head_dim, nr = i_hi - i_lo, nr16 = (nr + 15) / 16 * 16;
-    int dpad = (d + 31) / 32 * 32, dp = dpad / 2;
-    /* planes: each buffer's three are `*_plane` elements apart */
-    size_t kp_plane = (size_t)KB * dp, kr_plane = (size_t)KB * dpad, qp_plane = (size_t)QR * dpad;
-    size_t vp_plane = (size_t)dpad * KB / 2, pp_plane = (size_t)QB * KB;
-    float *S = scratch;                               /* [QB][KB] */
-    uint32_t *kp = (uint32_t *)(S + (size_t)QB * KB); /* 3 x [KB / 32][dp][32] */
-    uint16_t *kr = (uint16_t *)(kp + 3 * kp_plane);   /* 3 x [KB][dpad] */
-    uint16_t *qp = kr + 3 * kr_plane;                 /* 3 x [QR][dpad] */
-    uint32_t *vp = (uint32_t *)(qp + 3 * qp_plane);   /* 3 x [dpad / 32][KB / 2][32] */
-    uint16_t *pp = (uint16_t *)(vp + 3 * vp_plane);   /* 3 x [QB][KB] */
-    float *acc = (float *)(pp + 3 * pp_plane);        /* [QR][dpad] */
-    float *mx = acc + (size_t)QR * dpad, *sum = mx + QR;
-    for (int i = 0; i < nr; i++) {
-        mx[i] = -INFINITY;
-        sum[i] = 0.0f;
-    }
-    memset(acc, 0, (size_t)nr16 * dpad * sizeof(float));
-    dq_amx_begin();
-    for (int i = 0; i < (nr + 31) / 32 * 32; i++) /* the scores take 32 rows a call */
-        dq_amx_split_row(qp + (size_t)i * dpad, qp_plane,
-                         qh + (size_t)(i_lo + MIN(i, nr - 1)) * a->q_stride, i < nr ? d : 0, dpad);
-    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + i_hi) : a->n_kv;
-    for (int j0 = 0; j0 < kv_end; j0 += KB) {
-        int nk = MIN(KB, kv_end - j0), nk32 = (nk + 31) / 32 * 32, kpairs = nk32 / 2;
-        for (int j = 0; j < nk32; j++)
-            dq_amx_split_row(kr + (size_t)j * dpad, kr_plane,
-                             kh + (size_t)(j0 + MIN(j, nk - 1)) * a->kv_stride, j < nk ? d : 0,
-                             dpad);
-        for (int t = 0; t < 3; t++)
+            amx_prepare_row(planes, kr + (size_t)j * dpad, kr_plane,
+                            kh + (size_t)(j0 + MIN(j, nk - 1)) * a->kv_stride, j < nk ? d : 0,
+                            dpad);
+        for (int t = 0; t < planes; t++)
             for (int q = 0; q < nk32 / 32; q++)
                 dq_amx_pack_pairs(kp + t * kp_plane + (size_t)q * dp * 32,
                                   kr + t * kr_plane + (size_t)q * 32 * dpad, dpad, dp);
@@ -806,33 +740,47 @@ static void attn_range_x6(const DqAttention *a, const float *qh, const float *kh
                 int j = j0 + 2 * p;
                 const float *r0 = 2 * p < nk ? vh + (size_t)j * a->kv_stride + c0 : zeros32;
                 const float *r1 = 2 * p + 1 < nk ? vh + (size_t)(j + 1) * a->kv_stride + c0 : NULL;
-                dq_amx_split_interleave(vp + ((size_t)(c0 / 32) * kpairs + p) * 32, vp_plane, r0,
-                                        r1, MIN(32, d - c0));
+                uint32_t *at = vp + ((size_t)(c0 / 32) * kpairs + p) * 32;
+                if (planes == 1)
+                    dq_amx_pack_interleave(at, r0, r1, MIN(32, d - c0));
+                else
+                    dq_amx_split_interleave(at, vp_plane, r0, r1, MIN(32, d - c0));
             }
         for (int i0 = i_lo; i0 < i_hi; i0 += QB) {
-            int nq = MIN(QB, i_hi - i0), nq16 = (nq + 15) / 16 * 16;
+            int nq = MIN(QB, i_hi - i0), nq32 = (nq + 31) / 32 * 32;
+            int nqp = (nq + pv_rows - 1) / pv_rows * pv_rows;
             if (a->causal && a->q_pos0 + i0 + nq - 1 < j0)
                 continue; /* the block is in every row's future */
-            for (int rb = 0; rb < nq16; rb += 32)
-                for (int q = 0; q < nk32 / 32; q++)
-                    dq_amx_32x32_x6(qp + (size_t)(i0 - i_lo + rb) * dpad, dpad, qp_plane,
-                                    kp + (size_t)q * dp * 32, kp_plane, dp,
-                                    S + (size_t)rb * KB + q * 32, KB);
-            for (int i = 0; i < nq16; i++) {
+            for (int rb = 0; rb < nq32; rb += 32)
+                for (int q = 0; q < nk32 / 32; q++) {
+                    const uint16_t *qa = qp + (size_t)(i0 - i_lo + rb) * dpad;
+                    const uint32_t *kb = kp + (size_t)q * dp * 32;
+                    float *s = S + (size_t)rb * KB + q * 32;
+                    if (planes == 1)
+                        dq_amx_32x32(qa, dpad, kb, dp, s, KB, FALSE);
+                    else
+                        dq_amx_32x32_x6(qa, dpad, qp_plane, kb, kp_plane, dp, s, KB);
+                }
+            for (int i = 0; i < nqp; i++) {
                 int r = i0 - i_lo + i;
                 if (i < nq) {
                     int visible = a->causal ? CLAMP(a->q_pos0 + i0 + i + 1 - j0, 0, nk) : nk;
                     softmax_row(S + (size_t)i * KB, nk, visible, a->scale, &mx[r], &sum[r],
                                 acc + (size_t)r * dpad, d);
                 }
-                dq_amx_split_row(pp + (size_t)i * KB, pp_plane, S + (size_t)i * KB, i < nq ? nk : 0,
-                                 nk32);
+                amx_prepare_row(planes, pp + (size_t)i * KB, pp_plane, S + (size_t)i * KB,
+                                i < nq ? nk : 0, nk32);
             }
-            for (int rb = 0; rb < nq16; rb += 16)
-                for (int c0 = 0; c0 < dpad; c0 += 32)
-                    dq_amx_16x32_x6(pp + (size_t)rb * KB, KB, pp_plane,
-                                    vp + (size_t)(c0 / 32) * kpairs * 32, vp_plane, kpairs,
-                                    acc + (size_t)(i0 - i_lo + rb) * dpad + c0, dpad, TRUE);
+            for (int rb = 0; rb < nqp; rb += pv_rows)
+                for (int c0 = 0; c0 < dpad; c0 += 32) {
+                    const uint32_t *vb = vp + (size_t)(c0 / 32) * kpairs * 32;
+                    float *o = acc + (size_t)(i0 - i_lo + rb) * dpad + c0;
+                    if (planes == 1)
+                        dq_amx_32x32(pp + (size_t)rb * KB, KB, vb, kpairs, o, dpad, TRUE);
+                    else
+                        dq_amx_16x32_x6(pp + (size_t)rb * KB, KB, pp_plane, vb, vp_plane, kpairs, o,
+                                        dpad, TRUE);
+                }
         }
     }
     dq_amx_end();
@@ -1196,14 +1144,15 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     for (int job = 0; job < jobs; job++) {
         int s = job / (a->n_heads * ranges), h = job / ranges % a->n_heads, g = h / group;
         int i_lo = job % ranges * DQ_FAST_QR, i_hi = MIN(a->n_q, i_lo + DQ_FAST_QR);
-        (amx  ? attn_range_amx
-         : x6 ? attn_range_x6
-              : attn_range)(a, q + s * a->q_seq_stride + (size_t)h * a->head_dim,
-                            k + s * a->kv_seq_stride + (size_t)g * a->head_dim,
-                            v + s * a->kv_seq_stride + (size_t)g * a->head_dim,
-                            out + (size_t)s * a->n_q * out_stride + (size_t)h * a->head_dim,
-                            out_stride, i_lo, i_hi,
-                            ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS);
+        const float *qh = q + s * a->q_seq_stride + (size_t)h * a->head_dim;
+        const float *kh = k + s * a->kv_seq_stride + (size_t)g * a->head_dim;
+        const float *vh = v + s * a->kv_seq_stride + (size_t)g * a->head_dim;
+        float *oh = out + (size_t)s * a->n_q * out_stride + (size_t)h * a->head_dim;
+        float *scratch = ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS;
+        if (amx || x6)
+            attn_range_amx(a, amx ? 1 : 3, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
+        else
+            attn_range(a, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
     }
 }
 
