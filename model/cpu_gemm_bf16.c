@@ -495,6 +495,29 @@ DQ_AMX static void amx_pack_panel(uint32_t *dst, const WSource *w, int N, int K,
 /* Tiles 0-3 = a 32 x 32 block's start: zeros, or C (ld floats apart). */
 typedef enum { START_ZERO, START_C } AmxStart;
 
+/* One step of a 32 x 32 block on tiles 0-7: tiles 0-3 (C's quarters) += A's 32 rows (a0: rows
+ * 0-15, a1: rows 16-31, as bytes apart) . the panel's two tiles at b, 16 pairs of k. */
+DQ_AMX static inline __attribute__((always_inline)) void
+amx_step_32x32(const uint16_t *a0, const uint16_t *a1, size_t as, const uint32_t *b) {
+    _tile_loadd(4, a0, as);
+    _tile_loadd(6, b, NR * 4);
+    _tile_loadd(7, b + 16, NR * 4);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1, as);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
+/* Tiles 0-3 -> C [32, 32] (ldc floats apart). */
+DQ_AMX static inline __attribute__((always_inline)) void amx_store_32x32(float *c, size_t ldc) {
+    size_t cs = ldc * sizeof *c;
+    _tile_stored(0, c, cs);
+    _tile_stored(1, c + 16, cs);
+    _tile_stored(2, c + 16 * ldc, cs);
+    _tile_stored(3, c + 16 * ldc + 16, cs);
+}
+
 /* C [32, 32] = start + A [32 rows, 2 kp] . B panel [kp][32] on tiles 0-7: A's rows lda bf16
  * apart, C's ldc floats apart. */
 DQ_AMX static inline __attribute__((always_inline)) void amx_block(const uint16_t *a, size_t lda,
@@ -514,20 +537,9 @@ DQ_AMX static inline __attribute__((always_inline)) void amx_block(const uint16_
         _tile_zero(3);
     }
     const uint16_t *a1 = a + 16 * lda;
-    for (int p = 0; p < kp; p += AMX_STEP) {
-        _tile_loadd(4, a + 2 * p, as);
-        _tile_loadd(6, bp + (size_t)p * NR, NR * 4);
-        _tile_loadd(7, bp + (size_t)p * NR + 16, NR * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + 2 * p, as);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, c, cs);
-    _tile_stored(1, c + 16, cs);
-    _tile_stored(2, c + 16 * ldc, cs);
-    _tile_stored(3, c + 16 * ldc + 16, cs);
+    for (int p = 0; p < kp; p += AMX_STEP)
+        amx_step_32x32(a + 2 * p, a1 + 2 * p, as, bp + (size_t)p * NR);
+    amx_store_32x32(c, ldc);
 }
 
 /* The end of a split product's block: C [16, 32] = start + (tiles 0, 1: the large parts' sum)
@@ -804,35 +816,23 @@ DQ_AMX void dq_amx_split_interleave(uint32_t *dst, size_t plane, const float *r0
 
 /* C [32, 32] = the six products of amx_block_x6 over a short k (attention's head dims), all into
  * one accumulator per quarter: the split sums and their stack bounce cost more than 2 steps of
- * products, and at k <= 128 one accumulator loses nothing measurable. */
+ * products, and at a head's k the error stays under a float32 FMA chain's (test_gemm
+ * /gemm_bf16/x6_attention: 0.4x). */
 DQ_AMX void dq_amx_32x32_x6(const uint16_t *a, size_t lda, size_t a_plane, const uint32_t *bp,
                             size_t w_plane, int kp, float *c, size_t ldc) {
-    size_t as = lda * sizeof *a, cs = ldc * sizeof *c;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    const uint16_t *a1 = a + 16 * lda;
-    /* (A plane, B plane): hi.hi, mid.hi, lo.hi | hi.mid, mid.mid | hi.lo, smallest last */
+    /* (A plane, B plane): hi.hi, mid.hi, lo.hi | hi.mid, mid.mid | hi.lo, smallest first */
     static const int pa[6] = {2, 1, 0, 2, 1, 2}, pb[6] = {2, 2, 2, 1, 1, 0};
-    for (int p = 0; p < kp; p += AMX_STEP) {
+    for (int p = 0; p < kp; p += AMX_STEP)
         for (int u = 5; u >= 0; u--) {
-            const uint16_t *ap = a + pa[u] * a_plane + 2 * p, *ap1 = a1 + pa[u] * a_plane + 2 * p;
-            const uint32_t *b = bp + pb[u] * w_plane + (size_t)p * NR;
-            _tile_loadd(4, ap, as);
-            _tile_loadd(6, b, NR * 4);
-            _tile_loadd(7, b + 16, NR * 4);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(5, ap1, as);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            const uint16_t *ap = a + pa[u] * a_plane + 2 * p;
+            amx_step_32x32(ap, ap + 16 * lda, lda * sizeof *a,
+                           bp + pb[u] * w_plane + (size_t)p * NR);
         }
-    }
-    _tile_stored(0, c, cs);
-    _tile_stored(1, c + 16, cs);
-    _tile_stored(2, c + 16 * ldc, cs);
-    _tile_stored(3, c + 16 * ldc + 16, cs);
+    amx_store_32x32(c, ldc);
 }
 
 DQ_AMX void dq_amx_16x32_x6(const uint16_t *a, size_t lda, size_t a_plane, const uint32_t *bp,
