@@ -351,6 +351,25 @@ static void test_row_invariance(void) {
     use_kernel(KERNEL_EMULATION);
 }
 
+/* The worst error of got [M][N] against A W^T + bias in float64, in units of float32
+ * accumulation's bound (K 2^-24 sum |a w|, K at least 2); W [N][K] as floats. */
+static double error_vs_f64(const float *got, const float *A, const float *W, const float *bias,
+                           int M, int N, int K) {
+    double worst = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double exact = bias[j], mag = fabs(bias[j]);
+            for (int k = 0; k < K; k++) {
+                double t = (double)A[(size_t)i * K + k] * W[(size_t)j * K + k];
+                exact += t;
+                mag += fabs(t);
+            }
+            double bound = mag * MAX(K, 2) * 0x1p-24;
+            worst = MAX(worst, fabs(got[(size_t)i * N + j] - exact) / bound);
+        }
+    return worst;
+}
+
 /* DQ_GEMM_B_WT_BF16 on AMX (dq_gemm_bf16_linear's x3): float32 activations split into three
  * bf16 each. Against float64: within float32 accumulation's bound (K x 2^-24 of sum |a w|), no
  * further than the float32 FMA kernel it replaces (dropping the lo part fails that), and over
@@ -383,21 +402,13 @@ static void test_x3(void) {
         dq_gemm_bf16_x3(was);
         g_assert_cmpmem(alone, n * sizeof(float), x3, n * sizeof(float));
         g_assert_cmpmem(two, n * sizeof(float), x3, n * sizeof(float));
-        double worst_x3 = 0, worst_fma = 0, worst_dot = 0;
-        for (int i = 0; i < c.M; i++)
-            for (int j = 0; j < c.N; j++) {
-                double exact = c.bias[j], mag = fabs(c.bias[j]);
-                for (int k = 0; k < c.K; k++) {
-                    double t = (double)c.A[(size_t)i * c.K + k] * daz_f(c.W[(size_t)j * c.K + k]);
-                    exact += t;
-                    mag += fabs(t);
-                }
-                double bound = mag * MAX(c.K, 2) * 0x1p-24;
-                size_t at = (size_t)i * c.N + j;
-                worst_x3 = MAX(worst_x3, fabs(x3[at] - exact) / bound);
-                worst_fma = MAX(worst_fma, fabs(fma[at] - exact) / bound);
-                worst_dot = MAX(worst_dot, fabs(dot[at] - exact) / bound);
-            }
+        float *wf = g_new(float, (size_t)c.N *c.K);
+        for (size_t i = 0; i < (size_t)c.N * c.K; i++)
+            wf[i] = daz_f(c.W[i]);
+        double worst_x3 = error_vs_f64(x3, c.A, wf, c.bias, c.M, c.N, c.K);
+        double worst_fma = error_vs_f64(fma, c.A, wf, c.bias, c.M, c.N, c.K);
+        double worst_dot = error_vs_f64(dot, c.A, wf, c.bias, c.M, c.N, c.K);
+        g_free(wf);
         printf("# x3 %dx%dx%d: worst error / (K 2^-24 sum |a w|): x3 %.3g, float32 FMA %.3g, A "
                "rounded once %.3g\n",
                c.M, c.N, c.K, worst_x3, worst_fma, worst_dot);
@@ -448,20 +459,8 @@ static void test_x6(void) {
         dq_gemm_bf16_x3(was);
         g_assert_cmpmem(alone, n * sizeof(float), x6, n * sizeof(float));
         g_assert_cmpmem(two, n * sizeof(float), x6, n * sizeof(float));
-        double worst_x6 = 0, worst_fma = 0;
-        for (int i = 0; i < c.M; i++)
-            for (int j = 0; j < c.N; j++) {
-                double exact = c.bias[j], mag = fabs(c.bias[j]);
-                for (int k = 0; k < c.K; k++) {
-                    double t = (double)c.A[(size_t)i * c.K + k] * W[(size_t)j * c.K + k];
-                    exact += t;
-                    mag += fabs(t);
-                }
-                double bound = mag * MAX(c.K, 2) * 0x1p-24;
-                size_t at = (size_t)i * c.N + j;
-                worst_x6 = MAX(worst_x6, fabs(x6[at] - exact) / bound);
-                worst_fma = MAX(worst_fma, fabs(fma[at] - exact) / bound);
-            }
+        double worst_x6 = error_vs_f64(x6, c.A, W, c.bias, c.M, c.N, c.K);
+        double worst_fma = error_vs_f64(fma, c.A, W, c.bias, c.M, c.N, c.K);
         printf("# x6 %dx%dx%d: worst error / (K 2^-24 sum |a w|): x6 %.3g, float32 FMA %.3g\n", c.M,
                c.N, c.K, worst_x6, worst_fma);
         g_assert_cmpfloat(worst_x6, <=, 1.0);
