@@ -24,6 +24,14 @@
 
 typedef struct DqBackend DqBackend;
 
+/* A vision tile as the image processor leaves it: uint8 values in channel planes, bytes
+ * [channels][tile][tile], and the float32 pixel value of each byte in each channel, lut
+ * [channels][256]: pixel (c, y, x) = lut[c * 256 + bytes[(c * tile + y) * tile + x]]. */
+typedef struct {
+    const uint8_t *bytes;
+    const float *lut;
+} DqPixelTile;
+
 /* A prepared weight: a matrix [rows, cols] (a linear layer's [out, in], an embedding table
  * [vocab, dim]) or a vector (rows = 1: biases, norm weights). */
 typedef struct {
@@ -112,7 +120,8 @@ struct DqBackend {
     void (*add)(DqBackend *be, float *y, const float *x, size_t n);
     /* y [n_outer, w.rows * w.cols] += w, repeated over the outer dim (position embeddings). */
     void (*add_broadcast)(DqBackend *be, float *y, const DqWeight *w, int n_outer);
-    /* The patch convolution's im2col: pixels [tiles, channels, tile, tile] ->
+    /* The patch convolution's im2col: pixels [tiles, channels, tile, tile] (as upload_pixels
+     * left them) ->
      * out [tiles, side * side, channels * patch * patch], side = tile / patch (floor: pixels past
      * side * patch are never seen), patches row-major, features in conv weight order (c, y, x). */
     void (*patchify)(DqBackend *be, float *out, const float *pixels, int tiles, int channels,
@@ -193,14 +202,13 @@ struct DqBackend {
     void (*mlp_gelu_add)(DqBackend *be, float *y, const float *x, const DqWeight *w1,
                          const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
                          float *hidden, float *scratch);
-    /* Uploads a vision chunk's tiles (host tiles[t], tile_floats values each) into dst for
-     * patchify(), which then reads them as uploaded. A backend whose patch product rounds its
-     * input to bf16 anyway may stage them rounded to bf16 (to nearest even) and set pixels_bf16:
-     * half the bytes to copy and send, and the same product, since patchify only moves values.
-     * NULL: upload() a tile at a time (float32). */
-    void (*upload_pixels)(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
-                          size_t tile_floats);
-    gboolean pixels_bf16;
+    /* Uploads a vision chunk's tiles into dst (dq_pixel_buffer_floats() floats) in the form
+     * patchify() reads: float32 pixel values [n_tiles, channels, tile, tile] for the CPU
+     * backends; the bytes and tables as they are for the CUDA backend, whose patchify looks the
+     * values up (a quarter of float32's bytes to stage and send; the same values). NULL: the
+     * values expanded on the host, then upload() a tile at a time. */
+    void (*upload_pixels)(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
+                          int channels, int tile);
     /* attention_segments takes float16 caches (DqAttention.kv_f16): half the bytes a decode
      * step streams from its caches. Approximate (11-bit mantissas), so the model uses it only
      * where results are approximate anyway (--weights int8). FALSE: float32 caches only. */
@@ -254,9 +262,16 @@ void dq_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1
                      const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
                      float *hidden, float *scratch);
 
-/* be->upload_pixels when the backend has it, else be->upload a tile at a time. */
-void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
-                      size_t tile_floats);
+/* The floats a buffer needs to hold n_tiles tiles in any backend's upload_pixels form. */
+size_t dq_pixel_buffer_floats(int n_tiles, int channels, int tile);
+
+/* Tiles' pixel values into dst [n_tiles, channels, tile, tile] (host memory). */
+void dq_pixels_expand(float *dst, const DqPixelTile *tiles, int n_tiles, int channels, int tile);
+
+/* be->upload_pixels when the backend has it, else dq_pixels_expand and be->upload a tile at a
+ * time. */
+void dq_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
+                      int channels, int tile);
 
 /* be->attention_segments when the backend has it, else the same with copy() and attention()
  * a segment at a time. */

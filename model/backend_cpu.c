@@ -94,6 +94,13 @@ static void cpu_upload(DqBackend *be, float *dst, const float *src, size_t n) {
     cpu_copy(be, dst, src, n);
 }
 
+/* Host memory is the device: the values go straight into dst. */
+static void cpu_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
+                              int channels, int tile) {
+    (void)be;
+    dq_pixels_expand(dst, tiles, n_tiles, channels, tile);
+}
+
 static void cpu_download(DqBackend *be, float *dst, const float *src, size_t n) {
     cpu_copy(be, dst, src, n);
 }
@@ -330,6 +337,7 @@ DqBackend *dq_backend_cpu_new(GError **err) {
     be->alloc = cpu_alloc;
     be->release = cpu_release;
     be->upload = cpu_upload;
+    be->upload_pixels = cpu_upload_pixels;
     be->download = cpu_download;
     be->copy = cpu_copy;
     be->weight_init = cpu_weight_init;
@@ -396,14 +404,37 @@ void dq_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1
     dq_matmul_add(be, y, hidden, w2, b2, n, scratch);
 }
 
-void dq_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
-                      size_t tile_floats) {
+size_t dq_pixel_buffer_floats(int n_tiles, int channels, int tile) {
+    /* float32 values, or (CUDA) a table of 256 floats a channel and a byte a value */
+    return (size_t)n_tiles * channels * ((size_t)tile * tile + 256);
+}
+
+void dq_pixels_expand(float *dst, const DqPixelTile *tiles, int n_tiles, int channels, int tile) {
+    const size_t plane = (size_t)tile * tile;
+#pragma omp parallel for collapse(2) if ((size_t)n_tiles * channels * plane >= 65536)
+    for (int t = 0; t < n_tiles; t++)
+        for (int c = 0; c < channels; c++) {
+            const uint8_t *b = tiles[t].bytes + c * plane;
+            const float *lut = tiles[t].lut + c * 256;
+            float *o = dst + ((size_t)t * channels + c) * plane;
+            for (size_t i = 0; i < plane; i++)
+                o[i] = lut[b[i]];
+        }
+}
+
+void dq_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
+                      int channels, int tile) {
     if (be->upload_pixels != NULL) {
-        be->upload_pixels(be, dst, tiles, n_tiles, tile_floats);
+        be->upload_pixels(be, dst, tiles, n_tiles, channels, tile);
         return;
     }
-    for (int t = 0; t < n_tiles; t++)
-        be->upload(be, dst + (size_t)t * tile_floats, tiles[t], tile_floats);
+    const size_t tile_floats = (size_t)channels * tile * tile;
+    float *host = g_new(float, tile_floats);
+    for (int t = 0; t < n_tiles; t++) {
+        dq_pixels_expand(host, tiles + t, 1, channels, tile);
+        be->upload(be, dst + (size_t)t * tile_floats, host, tile_floats);
+    }
+    g_free(host);
 }
 
 void dq_attention_segments(DqBackend *be, float *out, const float *q, const float *k_new,

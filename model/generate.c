@@ -104,7 +104,7 @@ static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, int ind
     int tiles = 0;
     for (int i = 0; i < r->n_images; i++) {
         const DqImageTiles *t = r->images[i];
-        if (t == NULL || t->n_tiles <= 0 || t->pixels == NULL)
+        if (t == NULL || t->n_tiles <= 0 || t->bytes == NULL)
             return dq_fail(err, DQ_ERR_ARGS, "request %d: image %d has no tiles", index, i);
         if (t->tile_size != c->image_size)
             return dq_fail(err, DQ_ERR_ARGS,
@@ -343,7 +343,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
 
     gboolean ok = FALSE;
     AddState *as = g_new0(AddState, n);
-    const float **tiles = NULL;
+    DqPixelTile *tiles = NULL;
     FeatureBlock *fresh = NULL;
     int n_tiles = 0, reused = 0;
     for (int i = 0, s = 0; i < n; i++) {
@@ -389,16 +389,15 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         n_tiles += req_tiles;
     }
     if (n_tiles > 0) {
-        tiles = g_new(const float *, n_tiles);
+        tiles = g_new(DqPixelTile, n_tiles);
         int t = 0;
         for (int i = 0; i < n; i++) {
             if (!as[i].encode)
                 continue;
             for (int j = 0; j < reqs[i].n_images; j++) {
                 const DqImageTiles *img = reqs[i].images[j];
-                size_t tile_floats = (size_t)3 * img->tile_size * img->tile_size;
                 for (int k = 0; k < img->n_tiles; k++)
-                    tiles[t++] = img->pixels + (size_t)k * tile_floats;
+                    tiles[t++] = (DqPixelTile){dq_image_tiles_tile(img, k), &img->lut[0][0]};
             }
         }
         g_assert(t == n_tiles);

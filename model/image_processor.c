@@ -221,15 +221,19 @@ void dq_image_stages_clear(DqImageStages *stages) {
 void dq_image_tiles_free(DqImageTiles *tiles) {
     if (tiles == NULL)
         return;
-    g_free(tiles->pixels);
+    g_free(tiles->bytes);
     g_free(tiles);
 }
 
-/* One uint8 tile (HWC) -> normalized float32 CHW. */
-static void tile_to_pixels(const DqImageProcessorConfig *cfg, const DqImage *tile,
-                           float *out /* [3][T][T] */) {
-    size_t plane = (size_t)tile->width * tile->height;
-    float lut[3][256]; /* every uint8 value maps to one float per channel */
+void dq_image_tiles_expand(const DqImageTiles *tiles, int k, float *out) {
+    const size_t plane = (size_t)tiles->tile_size * tiles->tile_size;
+    const uint8_t *b = dq_image_tiles_tile(tiles, k);
+    for (int c = 0; c < 3; c++)
+        for (size_t i = 0; i < plane; i++)
+            out[c * plane + i] = tiles->lut[c][b[c * plane + i]];
+}
+
+static void pixel_lut(const DqImageProcessorConfig *cfg, float lut[3][256]) {
     for (int c = 0; c < 3; c++) {
         for (int v = 0; v < 256; v++) {
             /* rescale: np.float64 multiply, then astype(float32); normalize in float32. */
@@ -239,9 +243,14 @@ static void tile_to_pixels(const DqImageProcessorConfig *cfg, const DqImage *til
             lut[c][v] = x;
         }
     }
+}
+
+/* One uint8 tile (HWC, as resized) -> channel planes. */
+static void tile_to_planes(const DqImage *tile, uint8_t *out /* [3][T][T] */) {
+    size_t plane = (size_t)tile->width * tile->height;
     for (size_t i = 0; i < plane; i++)
         for (int c = 0; c < 3; c++)
-            out[c * plane + i] = lut[c][tile->pixels[3 * i + c]];
+            out[c * plane + i] = tile->pixels[3 * i + c];
 }
 
 DqImageTiles *image_processor_run_stages(const DqImageProcessorConfig *cfg, const DqImage *rgb,
@@ -276,20 +285,21 @@ DqImageTiles *image_processor_run_stages(const DqImageProcessorConfig *cfg, cons
     }
 
     DqImageTiles *out = NULL;
-    size_t tile_floats = (size_t)3 * t * t;
-    float *pixels = ok ? g_try_malloc(sizeof(float) * tile_floats * plan.n_tiles) : NULL;
-    if (pixels == NULL) {
+    size_t tile_bytes = (size_t)3 * t * t;
+    uint8_t *bytes = ok ? g_try_malloc(tile_bytes * plan.n_tiles) : NULL;
+    if (bytes == NULL) {
         dq_fail(err, DQ_ERR_LIMIT, "image processor: out of memory for a %dx%d image (%d tiles)",
                 rgb->width, rgb->height, plan.n_tiles);
     } else {
         for (int i = 0; i < plan.n_tiles; i++)
-            tile_to_pixels(cfg, tiles[i], pixels + i * tile_floats);
+            tile_to_planes(tiles[i], bytes + i * tile_bytes);
         out = g_new0(DqImageTiles, 1);
         out->rows = plan.rows;
         out->cols = plan.cols;
         out->n_tiles = plan.n_tiles;
         out->tile_size = t;
-        out->pixels = pixels;
+        out->bytes = bytes;
+        pixel_lut(cfg, out->lut);
     }
 
     if (out != NULL && stages != NULL) {

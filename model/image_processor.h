@@ -6,6 +6,10 @@
  *             -> no-split mode: one tile x tile resize
  *             -> float32 (u8 * 1/255 - mean) / std, CHW per tile
  *
+ * The tiles are kept as their uint8 values in channel planes, with the float32 value of each
+ * byte in each channel (a 256-entry table a channel): a quarter of float32's bytes to hold,
+ * hash and send to a GPU, and the same pixel values wherever they are expanded.
+ *
  * See ../shared/fixtures/README.md, pitfalls 5-17.
  */
 #ifndef DQ_IMAGE_PROCESSOR_H
@@ -40,12 +44,22 @@ typedef struct {
                        one tile after alignment): the prompt then uses the single-image form */
     int n_tiles;    /* rows * cols + 1 (global tile last), or 1 */
     int tile_size;
-    float *pixels; /* [n_tiles][3][tile_size][tile_size], normalized */
+    uint8_t *bytes;    /* [n_tiles][3][tile_size][tile_size]: the resized tiles' uint8 values */
+    float lut[3][256]; /* pixel value of byte b in channel c: (b * rescale - mean[c]) / std[c],
+                          computed as transformers computes it */
 } DqImageTiles;
 
 DqImageTiles *image_processor_run(const DqImageProcessorConfig *cfg, const DqImage *rgb,
                                   GError **err);
 void dq_image_tiles_free(DqImageTiles *tiles);
+
+/* Tile k's pixel values, [3][tile_size][tile_size] floats (transformers' pixel_values). */
+void dq_image_tiles_expand(const DqImageTiles *tiles, int k, float *out);
+
+/* Tile k's bytes, [3][tile_size][tile_size]. */
+static inline const uint8_t *dq_image_tiles_tile(const DqImageTiles *tiles, int k) {
+    return tiles->bytes + (size_t)k * 3 * tiles->tile_size * tiles->tile_size;
+}
 
 /* The sizes image_processor_run will use for a width x height RGB image, computed without
  * touching pixels (transformers' size rules, pitfalls 5-9): prompt expansion needs rows/cols. */

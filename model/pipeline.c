@@ -124,8 +124,8 @@ gboolean smolvlm_prompt_build_tiles(SmolvlmPipeline *p, const DqImageTiles *cons
     for (int i = 0; i < n_images; i++) {
         const DqImageTiles *t = tiles[i];
         out->images[i] = g_memdup2(t, sizeof *t);
-        out->images[i]->pixels = g_memdup2(t->pixels, sizeof(float) * 3 * (size_t)t->n_tiles *
-                                                          t->tile_size * t->tile_size);
+        out->images[i]->bytes =
+            g_memdup2(t->bytes, (size_t)3 * t->n_tiles * t->tile_size * t->tile_size);
     }
     if (!build_text(p, n_images, user_text, raw_prompt, out, err)) {
         smolvlm_prompt_clear(out);

@@ -594,14 +594,14 @@ static void encode_chunk(Smolvlm *m, const VisionBufs *b, const float *px, int T
 }
 
 /* Duplicates are found in three steps, each only for the tiles the one before could not tell
- * apart: XXH3 over a sample of the tile (one 64-byte line in 32), XXH3 over all of it, memcmp.
- * Hashing all of every tile cost ~0.2 ms a 512-pixel tile (3 MB), ~0.3 s for a GPU's batch of 64
- * pages before its vision encoder could start; FNV-1a before that, ~1.3 ms a tile. */
+ * apart: XXH3 over a sample of the tile's bytes (one 64-byte line in 32), XXH3 over all of
+ * them, memcmp (and the tables). Hashing all of every tile cost ~0.2 ms a 512-pixel tile as
+ * float32 (3 MB, a quarter of that as bytes), ~0.3 s for a GPU's batch of 64 pages before its
+ * vision encoder could start; FNV-1a before that, ~1.3 ms a tile. */
 #define DQ_TILE_SAMPLE_STRIDE 32 /* in 64-byte lines */
 
-static uint64_t tile_sample_hash(const float *px, size_t n, uint8_t *scratch) {
-    const uint8_t *b = (const uint8_t *)px;
-    size_t bytes = n * sizeof(float), lines = bytes / 64, k = 0;
+static uint64_t tile_sample_hash(const uint8_t *b, size_t bytes, uint8_t *scratch) {
+    size_t lines = bytes / 64, k = 0;
     for (size_t i = 0; i < lines; i += DQ_TILE_SAMPLE_STRIDE, k++)
         memcpy(scratch + k * 64, b + i * 64, 64);
     /* and the tail past the last whole line */
@@ -609,15 +609,20 @@ static uint64_t tile_sample_hash(const float *px, size_t n, uint8_t *scratch) {
     return XXH3_64bits(scratch, k * 64 + (bytes - lines * 64));
 }
 
+static gboolean same_tile(const DqPixelTile *a, const DqPixelTile *b, int channels, size_t bytes) {
+    return (a->lut == b->lut || memcmp(a->lut, b->lut, sizeof(float) * 256 * channels) == 0) &&
+           memcmp(a->bytes, b->bytes, bytes) == 0;
+}
+
 /* tiles[t] -> its first identical tile; returns the number of distinct tiles. */
-static int find_duplicates(const float *const *tiles, int n_tiles, size_t tile_floats, int *first) {
+static int find_duplicates(const DqPixelTile *tiles, int n_tiles, int channels, size_t tile_bytes,
+                           int *first) {
     uint64_t *sample = g_new(uint64_t, n_tiles), *full = g_new(uint64_t, n_tiles);
     gboolean *have_full = g_new0(gboolean, n_tiles);
-    size_t lines = tile_floats * sizeof(float) / 64;
-    uint8_t *scratch = g_malloc((lines / DQ_TILE_SAMPLE_STRIDE + 2) * 64);
+    uint8_t *scratch = g_malloc((tile_bytes / 64 / DQ_TILE_SAMPLE_STRIDE + 2) * 64);
     int distinct = 0;
     for (int t = 0; t < n_tiles; t++) {
-        sample[t] = tile_sample_hash(tiles[t], tile_floats, scratch);
+        sample[t] = tile_sample_hash(tiles[t].bytes, tile_bytes, scratch);
         first[t] = t;
         for (int u = 0; u < t; u++) {
             if (first[u] != u || sample[u] != sample[t])
@@ -625,12 +630,11 @@ static int find_duplicates(const float *const *tiles, int n_tiles, size_t tile_f
             for (int x = 0; x < 2; x++) {
                 int i = x == 0 ? u : t;
                 if (!have_full[i]) {
-                    full[i] = XXH3_64bits(tiles[i], tile_floats * sizeof(float));
+                    full[i] = XXH3_64bits(tiles[i].bytes, tile_bytes);
                     have_full[i] = TRUE;
                 }
             }
-            if (full[u] == full[t] &&
-                memcmp(tiles[u], tiles[t], tile_floats * sizeof(float)) == 0) {
+            if (full[u] == full[t] && same_tile(&tiles[u], &tiles[t], channels, tile_bytes)) {
                 first[t] = u;
                 break;
             }
@@ -644,14 +648,14 @@ static int find_duplicates(const float *const *tiles, int n_tiles, size_t tile_f
     return distinct;
 }
 
-static gboolean encode_distinct(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
+static gboolean encode_distinct(Smolvlm *m, const DqPixelTile *tiles, int n_tiles, float *features,
                                 GError **err) {
     const SmolvlmConfig *c = &m->cfg;
     DqBackend *be = m->be;
-    size_t tile_floats = (size_t)c->vision_channels * c->image_size * c->image_size;
     int chunk =
         MIN(n_tiles, be->vision_tile_chunk > 0 ? be->vision_tile_chunk : DQ_VISION_TILE_CHUNK);
-    float *px = be->alloc(be, (size_t)MAX(chunk, 1) * tile_floats); /* [chunk, 3, S, S] */
+    float *px =
+        be->alloc(be, dq_pixel_buffer_floats(MAX(chunk, 1), c->vision_channels, c->image_size));
     if (px == NULL)
         return dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles", chunk);
     VisionBufs bufs;
@@ -661,7 +665,7 @@ static gboolean encode_distinct(Smolvlm *m, const float *const *tiles, int n_til
     }
     for (int t0 = 0; t0 < n_tiles; t0 += chunk) {
         int T = MIN(chunk, n_tiles - t0);
-        dq_upload_pixels(be, px, tiles + t0, T, tile_floats);
+        dq_upload_pixels(be, px, tiles + t0, T, c->vision_channels, c->image_size);
         encode_chunk(m, &bufs, px, T, t0,
                      features + (size_t)t0 * c->tokens_per_tile * c->text_hidden);
     }
@@ -673,20 +677,22 @@ static gboolean encode_distinct(Smolvlm *m, const float *const *tiles, int n_til
 /* Identical tiles (the blank margins of a page, a repeated letterhead) go through the encoder
  * once: a tile's features depend on its pixels alone, so the copies are what encoding them
  * again would give. */
-gboolean smolvlm_encode_tiles(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
+gboolean smolvlm_encode_tiles(Smolvlm *m, const DqPixelTile *tiles, int n_tiles, float *features,
                               GError **err) {
     const SmolvlmConfig *c = &m->cfg;
     DqBackend *be = m->be;
-    size_t tile_floats = (size_t)c->vision_channels * c->image_size * c->image_size;
+    size_t tile_bytes = (size_t)c->vision_channels * c->image_size * c->image_size;
     size_t feat_floats = (size_t)c->tokens_per_tile * c->text_hidden;
     int *first = g_new(int, MAX(n_tiles, 1));
     /* (Traces number the tiles they dump: keep every tile when tracing.) */
-    int distinct = m->trace != NULL ? n_tiles : find_duplicates(tiles, n_tiles, tile_floats, first);
+    int distinct = m->trace != NULL
+                       ? n_tiles
+                       : find_duplicates(tiles, n_tiles, c->vision_channels, tile_bytes, first);
     gboolean ok;
     if (distinct == n_tiles) {
         ok = encode_distinct(m, tiles, n_tiles, features, err);
     } else {
-        const float **uniq = g_new(const float *, distinct);
+        DqPixelTile *uniq = g_new(DqPixelTile, distinct);
         int *slot = g_new(int, n_tiles); /* tile -> its row in the distinct features */
         for (int t = 0, u = 0; t < n_tiles; t++) {
             if (first[t] == t) {

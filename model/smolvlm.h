@@ -67,11 +67,12 @@ void smolvlm_set_trace(Smolvlm *m, SmolvlmTraceFn fn, void *user);
 
 /* ---- vision + connector */
 
-/* tiles[i]: host [3, S, S] (S = vision image_size), one pointer a tile so that the tiles of
- * several images and requests are batched without copying them together first. features: a
+/* tiles[i]: host bytes [3, S, S] (S = vision image_size) and their values (backend.h), one
+ * entry a tile so that the tiles of several images and requests are batched without copying
+ * them together first (image_processor.h's tiles: dq_image_tiles_tile and their lut). features: a
  * backend buffer [n_tiles * tokens_per_tile, text_hidden]. Tiles are encoded independently (in
  * chunks of up to 32 tiles to bound memory; the result does not depend on the chunking). */
-gboolean smolvlm_encode_tiles(Smolvlm *m, const float *const *tiles, int n_tiles, float *features,
+gboolean smolvlm_encode_tiles(Smolvlm *m, const DqPixelTile *tiles, int n_tiles, float *features,
                               GError **err);
 
 /* Position ids of an nb_h x nb_w patch grid (the unmasked part of a tile) in a model with

@@ -112,7 +112,6 @@ typedef struct {
     gboolean fused_add;    /* matmul_add in the product (DOCQA_CUDA_FUSED_ADD=0: not) */
     gboolean lt_bias;      /* biases in cublasLt's epilogue (DOCQA_CUDA_LT_BIAS=0: not) */
     gboolean lt_gelu;      /* matmul_gelu's GELU in cublasLt's epilogue (DOCQA_CUDA_LT_GELU=0) */
-    gboolean pixels_bf16;  /* tiles staged as bf16 (see cuda_upload_pixels) */
     size_t weight_bytes;   /* uploaded so far */
     gboolean preflight_done;
     void *load_stage; /* [DQ_CUDA_LOAD_CHUNK] bytes */
@@ -564,48 +563,52 @@ static void cuda_upload(DqBackend *be, float *dst, const float *src, size_t n) {
     }
 }
 
-/* Values [from, from + n) of the tiles laid end to end into dst as bf16, by staging_copy's
- * threads. */
-static void staging_bf16(uint16_t *dst, const float *const *tiles, size_t tile_floats, size_t from,
-                         size_t n) {
-    const size_t block = STAGING_BLOCK / sizeof(uint16_t);
-    const long blocks = (long)((n + block - 1) / block);
+/* Bytes [from, from + n) of the tiles laid end to end into dst, by staging_copy's threads. */
+static void staging_gather(uint8_t *dst, const DqPixelTile *tiles, size_t tile_bytes, size_t from,
+                           size_t n) {
+    const long blocks = (long)((n + STAGING_BLOCK - 1) / STAGING_BLOCK);
 #pragma omp parallel for num_threads(4) schedule(static) if (blocks >= 4)
     for (long b = 0; b < blocks; b++) {
-        for (size_t i = (size_t)b * block, end = MIN(n, i + block); i < end;) {
-            size_t g = from + i, k = g % tile_floats, run = MIN(end - i, tile_floats - k);
-            const float *src = tiles[g / tile_floats] + k;
-            for (size_t j = 0; j < run; j++)
-                dst[i + j] = dq_f32_bf16(src[j]);
+        for (size_t i = (size_t)b * STAGING_BLOCK, end = MIN(n, i + STAGING_BLOCK); i < end;) {
+            size_t g = from + i, k = g % tile_bytes, run = MIN(end - i, tile_bytes - k);
+            memcpy(dst + i, tiles[g / tile_bytes].bytes + k, run);
             i += run;
         }
     }
 }
 
-/* With bf16 products the patch embedding's product rounds its input to bf16, so the tiles are
- * staged as bf16, end to end from dst: the same product from half the bytes, where staging
- * float32 tiles (4 GB for a 64-page batch of 256M) kept the GPU waiting on the host. Exact as
- * long as that product takes the cublasLt path (a shape with no fixed algorithm falls back to
- * the skinny kernel, which reads float32 x). */
-static void cuda_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
-                               size_t tile_floats) {
+/* The tiles go up as they are (backend.h): dst holds each tile's tables, [n_tiles][channels]
+ * [256] floats, then their bytes end to end, and patchify looks the values up. A quarter of
+ * the float32 values' bytes to stage and send, half of bf16's, with nothing computed on the
+ * host: staging 64 pages as float32 (4 GB for 256M) kept the GPU waiting on the host, and
+ * rounding them to bf16 on the host still read all of those 4 GB. */
+static void cuda_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
+                               int channels, int tile) {
     CudaCtx *c = ctx_of(be);
-    if (!c->pixels_bf16) {
-        for (int t = 0; t < n_tiles; t++)
-            cuda_upload(be, dst + (size_t)t * tile_floats, tiles[t], tile_floats);
-        return;
-    }
-    uint16_t *d = (uint16_t *)(void *)dst;
-    const size_t total = (size_t)n_tiles * tile_floats;
-    for (size_t done = 0; done < total && c->sticky == cudaSuccess;) {
-        size_t part = MIN(total - done, DQ_CUDA_RING_SLOT / sizeof(uint16_t));
+    const size_t lut_bytes = sizeof(float) * 256 * channels;
+    const size_t per_part = MAX(DQ_CUDA_RING_SLOT / lut_bytes, (size_t)1);
+    for (int t0 = 0; t0 < n_tiles && c->sticky == cudaSuccess; t0 += (int)per_part) {
+        int nt = (int)MIN((size_t)(n_tiles - t0), per_part);
         gboolean ok;
-        size_t off = ring_take(c, part * sizeof(uint16_t), &ok);
+        size_t off = ring_take(c, nt * lut_bytes, &ok);
         if (!ok)
             return; /* recording a graph: already recorded as its failure */
-        staging_bf16((uint16_t *)(void *)(c->ring_host + off), tiles, tile_floats, done, part);
-        CK(c, cudaMemcpyAsync(d + done, c->ring_host + off, part * sizeof(uint16_t),
+        for (int t = 0; t < nt; t++)
+            memcpy(c->ring_host + off + t * lut_bytes, tiles[t0 + t].lut, lut_bytes);
+        CK(c, cudaMemcpyAsync((uint8_t *)dst + t0 * lut_bytes, c->ring_host + off, nt * lut_bytes,
                               cudaMemcpyHostToDevice, c->stream));
+    }
+    uint8_t *d = (uint8_t *)(dst + (size_t)n_tiles * channels * 256);
+    const size_t tile_bytes = (size_t)channels * tile * tile, total = n_tiles * tile_bytes;
+    for (size_t done = 0; done < total && c->sticky == cudaSuccess;) {
+        size_t part = MIN(total - done, DQ_CUDA_RING_SLOT);
+        gboolean ok;
+        size_t off = ring_take(c, part, &ok);
+        if (!ok)
+            return;
+        staging_gather(c->ring_host + off, tiles, tile_bytes, done, part);
+        CK(c,
+           cudaMemcpyAsync(d + done, c->ring_host + off, part, cudaMemcpyHostToDevice, c->stream));
         done += part;
     }
 }
@@ -2930,21 +2933,20 @@ static void cuda_add_broadcast(DqBackend *be, float *y, const DqWeight *w, int n
 
 /* ---- layout ops */
 
-template <typename T>
-__global__ void patchify_kernel(float *out, const T *px, int tiles, int channels, int tile,
-                                int patch) {
-    const int side = tile / patch;
-    const size_t feat = (size_t)channels * patch * patch;
-    const size_t total = (size_t)tiles * side * side * feat;
-    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < total;
-         o += (size_t)gridDim.x * blockDim.x) {
-        size_t f = o % feat, pidx = o / feat;
-        int t = (int)(pidx / ((size_t)side * side)), pr = (int)(pidx % ((size_t)side * side));
-        int py = pr / side, pxi = pr % side;
-        int ch = (int)(f / ((size_t)patch * patch)), rem = (int)(f % ((size_t)patch * patch));
-        int yy = rem / patch, xx = rem % patch;
-        out[o] = (float)px[(((size_t)t * channels + ch) * tile + (size_t)py * patch + yy) * tile +
-                           (size_t)pxi * patch + xx];
+/* A block a patch: its channels x patch x patch values, in conv weight order, looked up from
+ * the tile's bytes and tables as cuda_upload_pixels left them. */
+__global__ void patchify_kernel(float *out, const float *lut, const uint8_t *bytes, int channels,
+                                int tile, int patch) {
+    const int side = tile / patch, pp = patch * patch, feat = channels * pp;
+    const int t = blockIdx.x / (side * side), pr = blockIdx.x % (side * side);
+    const int py = pr / side, pxi = pr % side;
+    const uint8_t *src = bytes + (size_t)t * channels * tile * tile + (size_t)py * patch * tile +
+                         (size_t)pxi * patch;
+    const float *tl = lut + (size_t)t * channels * 256;
+    float *o = out + (size_t)blockIdx.x * feat;
+    for (int f = threadIdx.x; f < feat; f += blockDim.x) {
+        int ch = f / pp, yy = (f % pp) / patch, xx = f % patch;
+        o[f] = tl[ch * 256 + src[((size_t)ch * tile + yy) * tile + xx]];
     }
 }
 
@@ -2979,15 +2981,16 @@ static void cuda_patchify(DqBackend *be, float *out, const float *pixels, int ti
                           int tile, int patch) {
     CudaCtx *c = ctx_of(be);
     int side = tile / patch;
-    size_t total = (size_t)tiles * side * side * channels * patch * patch;
-    if (total == 0 || c->sticky != cudaSuccess)
+    size_t blocks = (size_t)tiles * side * side;
+    if (blocks == 0 || c->sticky != cudaSuccess)
         return;
-    if (c->pixels_bf16) /* as cuda_upload_pixels left them */
-        patchify_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(
-            out, (const __nv_bfloat16 *)(const void *)pixels, tiles, channels, tile, patch);
-    else
-        patchify_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(out, pixels, tiles, channels,
-                                                                     tile, patch);
+    if (blocks > INT_MAX) {
+        record(c, cudaErrorInvalidValue, "patchify: too many patches for one call");
+        return;
+    }
+    const uint8_t *bytes = (const uint8_t *)(pixels + (size_t)tiles * channels * 256);
+    patchify_kernel<<<(unsigned)blocks, 256, 0, c->stream>>>(out, pixels, bytes, channels, tile,
+                                                             patch);
     CK_LAUNCH(c, "patchify");
 }
 
@@ -3326,10 +3329,10 @@ static void prof_upload(DqBackend *be, float *dst, const float *src, size_t n) {
                  (double)(g_get_monotonic_time() - t) / 1000.0);
 }
 
-static void prof_upload_pixels(DqBackend *be, float *dst, const float *const *tiles, int n_tiles,
-                               size_t tile_floats) {
+static void prof_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
+                               int channels, int tile) {
     gint64 t = g_get_monotonic_time();
-    PROF_SPAN(be, cuda_upload_pixels(be, dst, tiles, n_tiles, tile_floats), "upload pixels");
+    PROF_SPAN(be, cuda_upload_pixels(be, dst, tiles, n_tiles, channels, tile), "upload pixels");
     CudaCtx *c = ctx_of(be);
     if (!c->capturing)
         prof_add(c->prof, "host upload pixels", (double)(g_get_monotonic_time() - t) / 1000.0);
@@ -3509,8 +3512,6 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     c->fused_add = g_strcmp0(g_getenv("DOCQA_CUDA_FUSED_ADD"), "0") != 0;
     c->lt_bias = g_strcmp0(g_getenv("DOCQA_CUDA_LT_BIAS"), "0") != 0;
     c->lt_gelu = g_strcmp0(g_getenv("DOCQA_CUDA_LT_GELU"), "0") != 0;
-    /* DOCQA_CUDA_PIXELS_F32=1: tiles staged as float32 (for comparison) */
-    c->pixels_bf16 = !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_PIXELS_F32"), "1") != 0;
     c->lt_plans = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
     c->lt_fixed_algos = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, lt_plan_free);
     /* Off by default: the recorded decode step has not yet run on a GPU (no GPU where it was
@@ -3581,7 +3582,6 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->release = cuda_release;
         be->upload = cuda_upload;
         be->upload_pixels = cuda_upload_pixels;
-        be->pixels_bf16 = c->pixels_bf16;
         /* float16 caches, opt-in until measured on a GPU: approximate like the bf16 products */
         be->kv_f16 = be->kv_f16_stored =
             !c->f32_weights && g_strcmp0(g_getenv("DOCQA_CUDA_KV_F16"), "1") == 0;

@@ -858,26 +858,27 @@ static void test_layout(void) {
     const int geo[][2] = {{384, 14}, {512, 16}, {30, 7}};
     for (size_t s = 0; s < G_N_ELEMENTS(geo); s++) {
         int tile = geo[s][0], patch = geo[s][1], side = tile / patch, T = 2;
-        size_t tf = (size_t)3 * tile * tile;
-        Pair px = pair_new(T * tf, 1);
+        size_t tb = (size_t)3 * tile * tile;
+        Pair px = pair_new(dq_pixel_buffer_floats(T, 3, tile), 1);
         Pair out = pair_new((size_t)T * side * side * 3 * patch * patch, 1);
-        /* The GPU's pixels as smolvlm stages them: rounded to bf16 (to nearest even) when
-         * pixels_bf16, which the reference then gets too. Two ties: 1 + 2^-8 rounds down to
-         * 1, 1 + 3 * 2^-8 up to 1 + 2^-6. */
-        px.host[0] = 1.00390625f;
-        px.host[1] = 1.01171875f;
-        const float *tiles[2] = {px.host, px.host + tf};
-        dq_upload_pixels(gpu, px.g, tiles, T, tf);
-        if (gpu->pixels_bf16) {
-            for (size_t i = 0; i < T * tf; i++)
-                px.host[i] = dq_bf16_to_f32(dq_f32_bf16(px.host[i]));
-            g_assert_cmpfloat(px.host[0], ==, 1.0f);
-            g_assert_cmpfloat(px.host[1], ==, 1.015625f);
-        }
-        cpu->upload(cpu, px.c, px.host, T * tf);
+        /* Bytes and tables as the image processor leaves them, each tile its own table: the
+         * reference's patchify reads them expanded, the GPU's looks them up. */
+        uint8_t *bytes = g_new(uint8_t, T * tb);
+        float *luts = g_new(float, T * 3 * 256);
+        DqPixelTile tiles[2];
+        for (size_t i = 0; i < T * tb; i++)
+            bytes[i] = (uint8_t)g_rand_int_range(rng, 0, 256);
+        for (int i = 0; i < T * 3 * 256; i++)
+            luts[i] = (float)g_rand_double_range(rng, -1, 1);
+        for (int t = 0; t < T; t++)
+            tiles[t] = (DqPixelTile){bytes + t * tb, luts + t * 3 * 256};
+        dq_upload_pixels(cpu, px.c, tiles, T, 3, tile);
+        dq_upload_pixels(gpu, px.g, tiles, T, 3, tile);
         cpu->patchify(cpu, out.c, px.c, T, 3, tile, patch);
         gpu->patchify(gpu, out.g, px.g, T, 3, tile, patch);
         pair_check(&out, 0, "patchify");
+        g_free(bytes);
+        g_free(luts);
         pair_free(&px);
         pair_free(&out);
     }

@@ -346,10 +346,10 @@ static float *forced_logits(Smolvlm *m, const int32_t *ids, int n_ids, DqImageTi
     int n_tiles = 0;
     for (int i = 0; i < n_images; i++)
         n_tiles += tiles[i]->n_tiles;
-    const float **tp = g_new0(const float *, MAX(n_tiles, 1));
+    DqPixelTile *tp = g_new0(DqPixelTile, MAX(n_tiles, 1));
     for (int i = 0, t = 0; i < n_images; i++)
         for (int k = 0; k < tiles[i]->n_tiles; k++)
-            tp[t++] = tiles[i]->pixels + (size_t)k * 3 * tiles[i]->tile_size * tiles[i]->tile_size;
+            tp[t++] = (DqPixelTile){dq_image_tiles_tile(tiles[i], k), &tiles[i]->lut[0][0]};
     int n_features = n_tiles * cfg->tokens_per_tile;
     float *features = NULL;
     if (n_tiles > 0) {

@@ -652,9 +652,10 @@ G_GNUC_UNUSED static void test_position_ids(void) {
     g_assert_cmpint(ids[15], ==, 29);
 }
 
-/* Identical tiles are encoded once (smolvlm_encode_tiles): the features of [A, B, A, A, C] equal
- * A's, B's and C's encoded alone, tile for tile, bit for bit, where C differs from A in two
- * floats only, both outside the sample the first hash reads. */
+/* Identical tiles are encoded once (smolvlm_encode_tiles): the features of [A, B, A, A, C, D]
+ * equal A's, B's, C's and D's encoded alone, tile for tile, bit for bit, where C differs from A
+ * in two bytes only, both outside the sample the first hash reads, and D has A's bytes under
+ * another table (a copy of A's table, in other memory, maps them to the same values as A). */
 G_GNUC_UNUSED static void test_duplicate_tiles(void) {
     char *snap = NULL;
     Smolvlm *m = open_tiny_b512(&snap);
@@ -662,37 +663,43 @@ G_GNUC_UNUSED static void test_duplicate_tiles(void) {
         return;
     GError *err = NULL;
     const SmolvlmConfig *c = smolvlm_config(m);
-    size_t tf = (size_t)c->vision_channels * c->image_size * c->image_size;
+    size_t tb = (size_t)c->vision_channels * c->image_size * c->image_size;
     size_t ff = (size_t)c->tokens_per_tile * c->text_hidden;
-    float *a = g_new(float, tf), *b = g_new(float, tf);
-    for (size_t i = 0; i < tf; i++) {
-        a[i] = (float)((i * 7919) % 255) / 127.5f - 1.0f;
-        b[i] = (float)((i * 104729) % 255) / 127.5f - 1.0f;
+    uint8_t *a = g_new(uint8_t, tb), *b = g_new(uint8_t, tb);
+    for (size_t i = 0; i < tb; i++) {
+        a[i] = (uint8_t)((i * 7919) % 255);
+        b[i] = (uint8_t)((i * 104729) % 255);
     }
-    float *cc = g_memdup2(a, tf * sizeof(float));
-    cc[16 * 5] += 0.5f; /* line 5 of 64 bytes: the sample reads lines 0, 32, 64, ... */
-    cc[tf - 1] += 0.5f; /* the last line */
-    const float *mixed[5] = {a, b, a, a, cc};
+    uint8_t *cc = g_memdup2(a, tb);
+    cc[64 * 5] += 1; /* line 5 of 64 bytes: the sample reads lines 0, 32, 64, ... */
+    cc[tb - 1] += 1; /* the last line */
+    float lut[3 * 256], other[3 * 256];
+    for (int i = 0; i < 3 * 256; i++) {
+        lut[i] = (float)(i % 256) / 127.5f - 1.0f;
+        other[i] = (float)(255 - i % 256) / 127.5f - 1.0f;
+    }
+    float *lut_copy = g_memdup2(lut, sizeof lut);
+    const DqPixelTile ta = {a, lut}, tb_ = {b, lut}, tc = {cc, lut}, td = {a, other};
+    const DqPixelTile mixed[7] = {ta, tb_, ta, {a, lut_copy}, tc, td, ta};
+    const int want[7] = {0, 1, 0, 0, 2, 3, 0}; /* which of A, B, C, D each is */
     DqBackend *be = smolvlm_backend(m);
-    float *f4 = be->alloc(be, 5 * ff), *fa = be->alloc(be, ff), *fb = be->alloc(be, ff);
-    float *fc = be->alloc(be, ff);
-    g_assert_true(smolvlm_encode_tiles(m, mixed, 5, f4, &err));
-    g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){a}, 1, fa, &err));
-    g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){b}, 1, fb, &err));
-    g_assert_true(smolvlm_encode_tiles(m, (const float *const[]){cc}, 1, fc, &err));
+    float *fm = be->alloc(be, 7 * ff), *alone[4];
+    const DqPixelTile singles[4] = {ta, tb_, tc, td};
+    for (int i = 0; i < 4; i++) {
+        alone[i] = be->alloc(be, ff);
+        g_assert_true(smolvlm_encode_tiles(m, &singles[i], 1, alone[i], &err));
+    }
+    g_assert_true(smolvlm_encode_tiles(m, mixed, 7, fm, &err));
     dq_assert_no_error(err);
-    g_assert_cmpmem(f4, ff * sizeof(float), fa, ff * sizeof(float));
-    g_assert_cmpmem(f4 + ff, ff * sizeof(float), fb, ff * sizeof(float));
-    g_assert_cmpmem(f4 + 2 * ff, ff * sizeof(float), fa, ff * sizeof(float));
-    g_assert_cmpmem(f4 + 3 * ff, ff * sizeof(float), fa, ff * sizeof(float));
-    g_assert_cmpmem(f4 + 4 * ff, ff * sizeof(float), fc, ff * sizeof(float));
-    g_assert_true(memcmp(fa, fb, ff * sizeof(float)) != 0);
-    g_assert_true(memcmp(fa, fc, ff * sizeof(float)) != 0);
-    be->release(be, fc);
+    for (int t = 0; t < 7; t++)
+        g_assert_cmpmem(fm + t * ff, ff * sizeof(float), alone[want[t]], ff * sizeof(float));
+    for (int i = 1; i < 4; i++)
+        g_assert_true(memcmp(alone[0], alone[i], ff * sizeof(float)) != 0);
+    for (int i = 0; i < 4; i++)
+        be->release(be, alone[i]);
+    be->release(be, fm);
+    g_free(lut_copy);
     g_free(cc);
-    be->release(be, f4);
-    be->release(be, fa);
-    be->release(be, fb);
     g_free(a);
     g_free(b);
     smolvlm_free(m);
@@ -782,15 +789,18 @@ G_GNUC_UNUSED static void test_vision_chunks(void) {
     const SmolvlmConfig *c = smolvlm_config(m);
     DqBackend *be = smolvlm_backend(m);
     const int n = 40;
-    size_t tile_floats = (size_t)3 * c->image_size * c->image_size;
+    size_t tile_bytes = (size_t)3 * c->image_size * c->image_size;
     size_t feat = (size_t)c->tokens_per_tile * c->text_hidden;
-    float *px = g_new(float, n *tile_floats);
-    const float **tiles = g_new(const float *, n);
+    uint8_t *px = g_new(uint8_t, n * tile_bytes);
+    float lut[3 * 256];
+    DqPixelTile *tiles = g_new(DqPixelTile, n);
     GRand *rng = g_rand_new_with_seed(40);
-    for (size_t i = 0; i < n * tile_floats; i++)
-        px[i] = (float)g_rand_double_range(rng, -1, 1);
+    for (size_t i = 0; i < n * tile_bytes; i++)
+        px[i] = (uint8_t)g_rand_int_range(rng, 0, 256);
+    for (int i = 0; i < 3 * 256; i++)
+        lut[i] = (float)g_rand_double_range(rng, -1, 1);
     for (int t = 0; t < n; t++)
-        tiles[t] = px + t * tile_floats;
+        tiles[t] = (DqPixelTile){px + t * tile_bytes, lut};
     float *all = be->alloc(be, n * feat), *one = be->alloc(be, feat);
     g_assert_true(smolvlm_encode_tiles(m, tiles, n, all, &err));
     dq_assert_no_error(err);
