@@ -345,7 +345,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
     AddState *as = g_new0(AddState, n);
     DqPixelTile *tiles = NULL;
     FeatureBlock *fresh = NULL;
-    int n_tiles = 0, reused = 0;
+    int n_tiles = 0, distinct = 0, reused = 0;
     for (int i = 0, s = 0; i < n; i++) {
         while (g->slots[s].used)
             s++;
@@ -409,7 +409,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
             dq_fail(err, DQ_ERR_LIMIT, "out of memory for the features of %d tiles", n_tiles);
             goto out;
         }
-        if (!smolvlm_encode_tiles(g->m, tiles, n_tiles, fresh->data, err))
+        if (!smolvlm_encode_tiles(g->m, tiles, n_tiles, fresh->data, &distinct, err))
             goto out;
         for (int i = 0; i < n; i++)
             if (as[i].fresh_off >= 0)
@@ -480,6 +480,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
     g->tm.vision_ms += vision_ms;
     g->tm.prefill_ms += prefill_ms;
     g->tm.n_tiles += n_tiles;
+    g->tm.n_tiles_distinct += distinct;
     g->tm.prompt_tokens += total;
     g->tm.features_reused += reused;
     ok = TRUE;

@@ -83,6 +83,7 @@ typedef struct {
 typedef struct {
     double vision_ms, prefill_ms, decode_ms;
     int n_tiles;          /* tiles through the vision encoder */
+    int n_tiles_distinct; /* of them, those encoded: identical tiles are encoded once */
     int prompt_tokens;    /* summed over requests */
     int decode_steps;     /* forward calls after prefill */
     int generated_tokens; /* summed over requests */

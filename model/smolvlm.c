@@ -678,7 +678,7 @@ static gboolean encode_distinct(Smolvlm *m, const DqPixelTile *tiles, int n_tile
  * once: a tile's features depend on its pixels alone, so the copies are what encoding them
  * again would give. */
 gboolean smolvlm_encode_tiles(Smolvlm *m, const DqPixelTile *tiles, int n_tiles, float *features,
-                              GError **err) {
+                              int *n_distinct, GError **err) {
     const SmolvlmConfig *c = &m->cfg;
     DqBackend *be = m->be;
     size_t tile_bytes = (size_t)c->vision_channels * c->image_size * c->image_size;
@@ -715,6 +715,8 @@ gboolean smolvlm_encode_tiles(Smolvlm *m, const DqPixelTile *tiles, int n_tiles,
         g_free(slot);
     }
     g_free(first);
+    if (n_distinct != NULL)
+        *n_distinct = distinct;
     if (ok)
         trace(m, "image_features", -1, features, n_tiles * c->tokens_per_tile, c->text_hidden);
     return ok;

@@ -71,9 +71,10 @@ void smolvlm_set_trace(Smolvlm *m, SmolvlmTraceFn fn, void *user);
  * entry a tile so that the tiles of several images and requests are batched without copying
  * them together first (image_processor.h's tiles: dq_image_tiles_tile and their lut). features: a
  * backend buffer [n_tiles * tokens_per_tile, text_hidden]. Tiles are encoded independently (in
- * chunks of up to 32 tiles to bound memory; the result does not depend on the chunking). */
+ * chunks of up to 32 tiles to bound memory; the result does not depend on the chunking).
+ * Identical tiles are encoded once; *distinct (when not NULL): how many were encoded. */
 gboolean smolvlm_encode_tiles(Smolvlm *m, const DqPixelTile *tiles, int n_tiles, float *features,
-                              GError **err);
+                              int *distinct, GError **err);
 
 /* Position ids of an nb_h x nb_w patch grid (the unmasked part of a tile) in a model with
  * n_side patches a side: transformers' bucketed ids, ids [nb_h * nb_w]. Tiles from the image

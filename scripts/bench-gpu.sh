@@ -8,7 +8,7 @@
 # Environment: GPU (default 0), BATCHES (default 1,2,4,8,16,32,64), N_RES (5), MAX_NEW (16
 # tokens, ignore_eos on both sides), PAGES (space-separated page images; default: up to 64
 # distinct pages of ../shared/corpus's PDFs, rendered at N=5 by `docqa ingest` once into
-# PAGES_DIR, /tmp/docqa-bench-pages; PAGES=fixtures: the four fixture page images cycled, as
+# PAGES_DIR, /tmp/docqa-bench-pages, topped up to 64 with mirrored copies; PAGES=fixtures: the four fixture page images cycled, as
 # before 2026-11-26, whose repeated tiles docqa encodes once and transformers every time),
 # BUILD (default build-gpu, configured with -DDOCQA_CUDA=ON), MODELS (random snapshots, default
 # /tmp/docqa-random-models; generated once, bf16), GRAPHS (1: docqa also with DOCQA_CUDA_GRAPHS=1,
@@ -63,6 +63,9 @@ else
     "$build/cli/docqa" ingest --db "$pages_dir/pages.db" --n-res "$n_res" -q "$shared/corpus/pdf" \
       >/dev/null 2>&1 || true
     find "$pages_dir/pages.db.pages" -name '*.png' 2>/dev/null | sort | head -64 >"$pages_dir/list"
+    # Fewer than 64 (pages that failed to render): mirrored copies, so that no batch repeats a
+    # page, whose tiles docqa would encode once and transformers every time.
+    [ -s "$pages_dir/list" ] && python3 scripts/pages_fill.py "$pages_dir/list" 64 "$pages_dir"
   fi
   mapfile -t pages <"$pages_dir/list"
 fi

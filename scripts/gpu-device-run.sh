@@ -64,6 +64,9 @@ if [ "${PAGES:-fixtures}" = corpus ]; then
     mkdir -p /tmp/pages
     run /tmp/gb/bin/docqa ingest --db /tmp/pages/p.db -q /tmp/gb/corpus >/dev/null 2>&1
     find /tmp/pages/p.db.pages -name '*.png' | sort | head -64 >/tmp/pages/list
+    # Fewer than 64 (a session once got 52): mirrored copies, so that no batch repeats a page.
+    [ -s /tmp/pages/list ] && { python3 "$root/scripts/pages_fill.py" /tmp/pages/list 64 /tmp/pages ||
+      echo "pages: no mirrored copies (python3 with Pillow?): batches above the list repeat pages"; }
   fi
   mapfile -t pages </tmp/pages/list
   echo "pages: ${#pages[@]} distinct corpus pages"

@@ -10,8 +10,12 @@
  * is timed (device pools, cuBLAS plans for its shapes): scripts/bench_gpu_hf.py does the same,
  * whose first batch of 64 ran at half the speed of its second. Prints one line per batch size:
  *
- *   docqa device=cuda batch=16 pages=16 seconds=1.234 pages_per_s=12.97 vision_ms=...
- * prefill_ms=... decode_ms=... preprocess_ms_per_page=...
+ *   docqa device=cuda batch=16 pages=16 tiles=... tiles_distinct=... prompt_tokens=...
+ * seconds=1.234 pages_per_s=12.97 vision_ms=... prefill_ms=... decode_ms=...
+ * preprocess_ms_per_page=...
+ *
+ * tiles_distinct: the tiles the encoder ran on (identical tiles, such as blank margins, are
+ * encoded once; transformers encodes every tile).
  */
 #include "backend_cuda.h"
 #include "clock.h"
@@ -120,11 +124,11 @@ int main(int argc, char **argv) {
         for (int run = 0; run < 2; run++) /* a warm-up, then the timed run */
             if (!run_batch(m, pages, n_pages, batch, max_new, &tm, &seconds, &err))
                 return fail(err);
-        printf("docqa device=%s batch=%d pages=%d tiles=%d prompt_tokens=%d seconds=%.3f "
-               "pages_per_s=%.3f vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f "
+        printf("docqa device=%s batch=%d pages=%d tiles=%d tiles_distinct=%d prompt_tokens=%d "
+               "seconds=%.3f pages_per_s=%.3f vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f "
                "preprocess_ms_per_page=%.0f\n",
-               device, batch, batch, tm.n_tiles, tm.prompt_tokens, seconds, batch / seconds,
-               tm.vision_ms, tm.prefill_ms, tm.decode_ms, preprocess_ms);
+               device, batch, batch, tm.n_tiles, tm.n_tiles_distinct, tm.prompt_tokens, seconds,
+               batch / seconds, tm.vision_ms, tm.prefill_ms, tm.decode_ms, preprocess_ms);
         fflush(stdout);
     }
     for (int i = 0; i < n_pages; i++) {

@@ -354,7 +354,7 @@ static float *forced_logits(Smolvlm *m, const int32_t *ids, int n_ids, DqImageTi
     float *features = NULL;
     if (n_tiles > 0) {
         features = be->alloc(be, (size_t)n_features * cfg->text_hidden);
-        g_assert_true(smolvlm_encode_tiles(m, tp, n_tiles, features, &err));
+        g_assert_true(smolvlm_encode_tiles(m, tp, n_tiles, features, NULL, &err));
         dq_assert_no_error(err);
     }
     SmolvlmKV *kv = smolvlm_kv_new(m, n_ids + steps, &err);

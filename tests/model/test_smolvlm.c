@@ -687,10 +687,12 @@ G_GNUC_UNUSED static void test_duplicate_tiles(void) {
     const DqPixelTile singles[4] = {ta, tb_, tc, td};
     for (int i = 0; i < 4; i++) {
         alone[i] = be->alloc(be, ff);
-        g_assert_true(smolvlm_encode_tiles(m, &singles[i], 1, alone[i], &err));
+        g_assert_true(smolvlm_encode_tiles(m, &singles[i], 1, alone[i], NULL, &err));
     }
-    g_assert_true(smolvlm_encode_tiles(m, mixed, 7, fm, &err));
+    int distinct = 0;
+    g_assert_true(smolvlm_encode_tiles(m, mixed, 7, fm, &distinct, &err));
     dq_assert_no_error(err);
+    g_assert_cmpint(distinct, ==, 4);
     for (int t = 0; t < 7; t++)
         g_assert_cmpmem(fm + t * ff, ff * sizeof(float), alone[want[t]], ff * sizeof(float));
     for (int i = 1; i < 4; i++)
@@ -802,14 +804,14 @@ G_GNUC_UNUSED static void test_vision_chunks(void) {
     for (int t = 0; t < n; t++)
         tiles[t] = (DqPixelTile){px + t * tile_bytes, lut};
     float *all = be->alloc(be, n * feat), *one = be->alloc(be, feat);
-    g_assert_true(smolvlm_encode_tiles(m, tiles, n, all, &err));
+    g_assert_true(smolvlm_encode_tiles(m, tiles, n, all, NULL, &err));
     dq_assert_no_error(err);
     float *host_all = g_new(float, n *feat), *host_one = g_new(float, feat);
     be->download(be, host_all, all, n * feat);
     const int picks[] = {0, 13, 31, 32, 39}; /* both chunks, and their edges */
     for (size_t i = 0; i < G_N_ELEMENTS(picks); i++) {
         int t = picks[i];
-        g_assert_true(smolvlm_encode_tiles(m, &tiles[t], 1, one, &err));
+        g_assert_true(smolvlm_encode_tiles(m, &tiles[t], 1, one, NULL, &err));
         dq_assert_no_error(err);
         be->download(be, host_one, one, feat);
         if (memcmp(host_one, host_all + t * feat, feat * sizeof(float)) != 0)
