@@ -26,10 +26,13 @@ typedef struct DqBackend DqBackend;
 
 /* A vision tile as the image processor leaves it: uint8 values in channel planes, bytes
  * [channels][tile][tile], and the float32 pixel value of each byte in each channel, lut
- * [channels][256]: pixel (c, y, x) = lut[c * 256 + bytes[(c * tile + y) * tile + x]]. */
+ * [channels][256]: pixel (c, y, x) = lut[c * 256 + bytes[(c * tile + y) * tile + x]]. hash: the
+ * bytes' XXH3-64 (image_processor.h's dq_tile_hash), computed with the tile, by which smolvlm
+ * finds identical tiles to encode once (confirming byte for byte); the backends do not read it. */
 typedef struct {
     const uint8_t *bytes;
     const float *lut;
+    uint64_t hash;
 } DqPixelTile;
 
 /* A prepared weight: a matrix [rows, cols] (a linear layer's [out, in], an embedding table

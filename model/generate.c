@@ -397,7 +397,8 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
             for (int j = 0; j < reqs[i].n_images; j++) {
                 const DqImageTiles *img = reqs[i].images[j];
                 for (int k = 0; k < img->n_tiles; k++)
-                    tiles[t++] = (DqPixelTile){dq_image_tiles_tile(img, k), &img->lut[0][0]};
+                    tiles[t++] =
+                        (DqPixelTile){dq_image_tiles_tile(img, k), &img->lut[0][0], img->hashes[k]};
             }
         }
         g_assert(t == n_tiles);

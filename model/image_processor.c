@@ -17,6 +17,7 @@
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <string.h>
+#include <xxhash.h>
 
 /* ---- configuration ---- */
 
@@ -222,7 +223,12 @@ void dq_image_tiles_free(DqImageTiles *tiles) {
     if (tiles == NULL)
         return;
     g_free(tiles->bytes);
+    g_free(tiles->hashes);
     g_free(tiles);
+}
+
+uint64_t dq_tile_hash(const uint8_t *bytes, size_t n) {
+    return XXH3_64bits(bytes, n);
 }
 
 void dq_image_tiles_expand(const DqImageTiles *tiles, int k, float *out) {
@@ -299,6 +305,9 @@ DqImageTiles *image_processor_run_stages(const DqImageProcessorConfig *cfg, cons
         out->n_tiles = plan.n_tiles;
         out->tile_size = t;
         out->bytes = bytes;
+        out->hashes = g_new(uint64_t, plan.n_tiles);
+        for (int i = 0; i < plan.n_tiles; i++)
+            out->hashes[i] = dq_tile_hash(bytes + i * tile_bytes, tile_bytes);
         pixel_lut(cfg, out->lut);
     }
 

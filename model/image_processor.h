@@ -45,6 +45,8 @@ typedef struct {
     int n_tiles;    /* rows * cols + 1 (global tile last), or 1 */
     int tile_size;
     uint8_t *bytes;    /* [n_tiles][3][tile_size][tile_size]: the resized tiles' uint8 values */
+    uint64_t *hashes;  /* [n_tiles]: each tile's dq_tile_hash, computed here, on
+                          the thread that prepares the page, not before the vision encoder */
     float lut[3][256]; /* pixel value of byte b in channel c: (b * rescale - mean[c]) / std[c],
                           computed as transformers computes it */
 } DqImageTiles;
@@ -55,6 +57,9 @@ void dq_image_tiles_free(DqImageTiles *tiles);
 
 /* Tile k's pixel values, [3][tile_size][tile_size] floats (transformers' pixel_values). */
 void dq_image_tiles_expand(const DqImageTiles *tiles, int k, float *out);
+
+/* The hash DqImageTiles.hashes and DqPixelTile.hash hold: XXH3-64 of a tile's bytes. */
+uint64_t dq_tile_hash(const uint8_t *bytes, size_t n);
 
 /* Tile k's bytes, [3][tile_size][tile_size]. */
 static inline const uint8_t *dq_image_tiles_tile(const DqImageTiles *tiles, int k) {

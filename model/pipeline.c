@@ -126,6 +126,7 @@ gboolean smolvlm_prompt_build_tiles(SmolvlmPipeline *p, const DqImageTiles *cons
         out->images[i] = g_memdup2(t, sizeof *t);
         out->images[i]->bytes =
             g_memdup2(t->bytes, (size_t)3 * t->n_tiles * t->tile_size * t->tile_size);
+        out->images[i]->hashes = g_memdup2(t->hashes, sizeof(uint64_t) * t->n_tiles);
     }
     if (!build_text(p, n_images, user_text, raw_prompt, out, err)) {
         smolvlm_prompt_clear(out);

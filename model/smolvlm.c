@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
-#include <xxhash.h>
 
 /* Tiles encoded per vision batch where the backend does not say (DqBackend.vision_tile_chunk):
  * bounds the activations (256M: 32 tiles x 1024 patches x 3072 MLP floats = 400 MB) while
@@ -593,22 +592,10 @@ static void encode_chunk(Smolvlm *m, const VisionBufs *b, const float *px, int T
     tile_matmul(be, features, q, &m->proj, NULL, T, c->tokens_per_tile);
 }
 
-/* Duplicates are found in three steps, each only for the tiles the one before could not tell
- * apart: XXH3 over a sample of the tile's bytes (one 64-byte line in 32), XXH3 over all of
- * them, memcmp (and the tables). Hashing all of every tile cost ~0.2 ms a 512-pixel tile as
- * float32 (3 MB, a quarter of that as bytes), ~0.3 s for a GPU's batch of 64 pages before its
- * vision encoder could start; FNV-1a before that, ~1.3 ms a tile. */
-#define DQ_TILE_SAMPLE_STRIDE 32 /* in 64-byte lines */
-
-static uint64_t tile_sample_hash(const uint8_t *b, size_t bytes, uint8_t *scratch) {
-    size_t lines = bytes / 64, k = 0;
-    for (size_t i = 0; i < lines; i += DQ_TILE_SAMPLE_STRIDE, k++)
-        memcpy(scratch + k * 64, b + i * 64, 64);
-    /* and the tail past the last whole line */
-    memcpy(scratch + k * 64, b + lines * 64, bytes - lines * 64);
-    return XXH3_64bits(scratch, k * 64 + (bytes - lines * 64));
-}
-
+/* Identical tiles by their hashes (computed with the tiles, off this path), confirmed byte for
+ * byte with their tables: a hash only ever decides which tiles are compared. Hashing here, before
+ * the vision encoder could start, cost ~0.2 ms a 512-pixel float32 tile (3 MB), ~0.3 s for a
+ * GPU's batch of 64 pages, and sampling first still read a line in 32 of every tile. */
 static gboolean same_tile(const DqPixelTile *a, const DqPixelTile *b, int channels, size_t bytes) {
     return (a->lut == b->lut || memcmp(a->lut, b->lut, sizeof(float) * 256 * channels) == 0) &&
            memcmp(a->bytes, b->bytes, bytes) == 0;
@@ -617,34 +604,27 @@ static gboolean same_tile(const DqPixelTile *a, const DqPixelTile *b, int channe
 /* tiles[t] -> its first identical tile; returns the number of distinct tiles. */
 static int find_duplicates(const DqPixelTile *tiles, int n_tiles, int channels, size_t tile_bytes,
                            int *first) {
-    uint64_t *sample = g_new(uint64_t, n_tiles), *full = g_new(uint64_t, n_tiles);
-    gboolean *have_full = g_new0(gboolean, n_tiles);
-    uint8_t *scratch = g_malloc((tile_bytes / 64 / DQ_TILE_SAMPLE_STRIDE + 2) * 64);
+    /* hash -> 1 + the first distinct tile with it; next[t]: the next distinct tile with t's */
+    GHashTable *heads = g_hash_table_new(g_int64_hash, g_int64_equal);
+    int *next = g_new(int, MAX(n_tiles, 1));
     int distinct = 0;
     for (int t = 0; t < n_tiles; t++) {
-        sample[t] = tile_sample_hash(tiles[t].bytes, tile_bytes, scratch);
         first[t] = t;
-        for (int u = 0; u < t; u++) {
-            if (first[u] != u || sample[u] != sample[t])
-                continue;
-            for (int x = 0; x < 2; x++) {
-                int i = x == 0 ? u : t;
-                if (!have_full[i]) {
-                    full[i] = XXH3_64bits(tiles[i].bytes, tile_bytes);
-                    have_full[i] = TRUE;
-                }
-            }
-            if (full[u] == full[t] && same_tile(&tiles[u], &tiles[t], channels, tile_bytes)) {
+        next[t] = -1;
+        int head = GPOINTER_TO_INT(g_hash_table_lookup(heads, &tiles[t].hash)) - 1, last = -1;
+        for (int u = head; u >= 0 && first[t] == t; last = u, u = next[u])
+            if (same_tile(&tiles[u], &tiles[t], channels, tile_bytes))
                 first[t] = u;
-                break;
-            }
-        }
-        distinct += first[t] == t;
+        if (first[t] != t)
+            continue;
+        distinct++;
+        if (last >= 0)
+            next[last] = t; /* a collision, or the same bytes under another table */
+        else
+            g_hash_table_insert(heads, (gpointer)&tiles[t].hash, GINT_TO_POINTER(t + 1));
     }
-    g_free(sample);
-    g_free(full);
-    g_free(have_full);
-    g_free(scratch);
+    g_hash_table_destroy(heads);
+    g_free(next);
     return distinct;
 }
 

@@ -871,7 +871,7 @@ static void test_layout(void) {
         for (int i = 0; i < T * 3 * 256; i++)
             luts[i] = (float)g_rand_double_range(rng, -1, 1);
         for (int t = 0; t < T; t++)
-            tiles[t] = (DqPixelTile){bytes + t * tb, luts + t * 3 * 256};
+            tiles[t] = (DqPixelTile){bytes + t * tb, luts + t * 3 * 256, 0};
         dq_upload_pixels(cpu, px.c, tiles, T, 3, tile);
         dq_upload_pixels(gpu, px.g, tiles, T, 3, tile);
         cpu->patchify(cpu, out.c, px.c, T, 3, tile, patch);

@@ -349,7 +349,8 @@ static float *forced_logits(Smolvlm *m, const int32_t *ids, int n_ids, DqImageTi
     DqPixelTile *tp = g_new0(DqPixelTile, MAX(n_tiles, 1));
     for (int i = 0, t = 0; i < n_images; i++)
         for (int k = 0; k < tiles[i]->n_tiles; k++)
-            tp[t++] = (DqPixelTile){dq_image_tiles_tile(tiles[i], k), &tiles[i]->lut[0][0]};
+            tp[t++] = (DqPixelTile){dq_image_tiles_tile(tiles[i], k), &tiles[i]->lut[0][0],
+                                    tiles[i]->hashes[k]};
     int n_features = n_tiles * cfg->tokens_per_tile;
     float *features = NULL;
     if (n_tiles > 0) {

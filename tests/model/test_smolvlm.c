@@ -652,10 +652,11 @@ G_GNUC_UNUSED static void test_position_ids(void) {
     g_assert_cmpint(ids[15], ==, 29);
 }
 
-/* Identical tiles are encoded once (smolvlm_encode_tiles): the features of [A, B, A, A, C, D]
+/* Identical tiles are encoded once (smolvlm_encode_tiles): the features of a mix of tiles
  * equal A's, B's, C's and D's encoded alone, tile for tile, bit for bit, where C differs from A
- * in two bytes only, both outside the sample the first hash reads, and D has A's bytes under
- * another table (a copy of A's table, in other memory, maps them to the same values as A). */
+ * in two bytes only, D has A's bytes under another table (a copy of A's table, in other memory,
+ * maps them to the same values as A), and E has B's bytes under A's hash (a collision: compared
+ * with A, and encoded). */
 G_GNUC_UNUSED static void test_duplicate_tiles(void) {
     char *snap = NULL;
     Smolvlm *m = open_tiny_b512(&snap);
@@ -671,29 +672,31 @@ G_GNUC_UNUSED static void test_duplicate_tiles(void) {
         b[i] = (uint8_t)((i * 104729) % 255);
     }
     uint8_t *cc = g_memdup2(a, tb);
-    cc[64 * 5] += 1; /* line 5 of 64 bytes: the sample reads lines 0, 32, 64, ... */
-    cc[tb - 1] += 1; /* the last line */
+    cc[64 * 5] += 1;
+    cc[tb - 1] += 1;
     float lut[3 * 256], other[3 * 256];
     for (int i = 0; i < 3 * 256; i++) {
         lut[i] = (float)(i % 256) / 127.5f - 1.0f;
         other[i] = (float)(255 - i % 256) / 127.5f - 1.0f;
     }
     float *lut_copy = g_memdup2(lut, sizeof lut);
-    const DqPixelTile ta = {a, lut}, tb_ = {b, lut}, tc = {cc, lut}, td = {a, other};
-    const DqPixelTile mixed[7] = {ta, tb_, ta, {a, lut_copy}, tc, td, ta};
-    const int want[7] = {0, 1, 0, 0, 2, 3, 0}; /* which of A, B, C, D each is */
+    const uint64_t ha = dq_tile_hash(a, tb), hb = dq_tile_hash(b, tb), hc = dq_tile_hash(cc, tb);
+    const DqPixelTile ta = {a, lut, ha}, tb_ = {b, lut, hb}, tc = {cc, lut, hc},
+                      td = {a, other, ha}, te = {b, lut, ha};
+    const DqPixelTile mixed[9] = {ta, tb_, ta, {a, lut_copy, ha}, tc, td, te, ta, te};
+    const int want[9] = {0, 1, 0, 0, 2, 3, 1, 0, 1}; /* which of A, B, C, D each is */
     DqBackend *be = smolvlm_backend(m);
-    float *fm = be->alloc(be, 7 * ff), *alone[4];
+    float *fm = be->alloc(be, 9 * ff), *alone[4];
     const DqPixelTile singles[4] = {ta, tb_, tc, td};
     for (int i = 0; i < 4; i++) {
         alone[i] = be->alloc(be, ff);
         g_assert_true(smolvlm_encode_tiles(m, &singles[i], 1, alone[i], NULL, &err));
     }
     int distinct = 0;
-    g_assert_true(smolvlm_encode_tiles(m, mixed, 7, fm, &distinct, &err));
+    g_assert_true(smolvlm_encode_tiles(m, mixed, 9, fm, &distinct, &err));
     dq_assert_no_error(err);
-    g_assert_cmpint(distinct, ==, 4);
-    for (int t = 0; t < 7; t++)
+    g_assert_cmpint(distinct, ==, 5); /* A, B, C, D and E */
+    for (int t = 0; t < 9; t++)
         g_assert_cmpmem(fm + t * ff, ff * sizeof(float), alone[want[t]], ff * sizeof(float));
     for (int i = 1; i < 4; i++)
         g_assert_true(memcmp(alone[0], alone[i], ff * sizeof(float)) != 0);
@@ -802,7 +805,8 @@ G_GNUC_UNUSED static void test_vision_chunks(void) {
     for (int i = 0; i < 3 * 256; i++)
         lut[i] = (float)g_rand_double_range(rng, -1, 1);
     for (int t = 0; t < n; t++)
-        tiles[t] = (DqPixelTile){px + t * tile_bytes, lut};
+        tiles[t] =
+            (DqPixelTile){px + t * tile_bytes, lut, dq_tile_hash(px + t * tile_bytes, tile_bytes)};
     float *all = be->alloc(be, n * feat), *one = be->alloc(be, feat);
     g_assert_true(smolvlm_encode_tiles(m, tiles, n, all, NULL, &err));
     dq_assert_no_error(err);
