@@ -208,8 +208,10 @@ struct DqBackend {
     /* Uploads a vision chunk's tiles into dst (dq_pixel_buffer_floats() floats) in the form
      * patchify() reads: float32 pixel values [n_tiles, channels, tile, tile] for the CPU
      * backends; the bytes and tables as they are for the CUDA backend, whose patchify looks the
-     * values up (a quarter of float32's bytes to stage and send; the same values). NULL: the
-     * values expanded on the host, then upload() a tile at a time. */
+     * values up (a quarter of float32's bytes to stage and send; the same values). The CUDA
+     * backend copies on a stream of its own, beside the work queued before: dst must be used
+     * by nothing but upload_pixels and patchify until it is released. NULL: the values
+     * expanded on the host, then upload() a tile at a time. */
     void (*upload_pixels)(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
                           int channels, int tile);
     /* attention_segments takes float16 caches (DqAttention.kv_f16): half the bytes a decode

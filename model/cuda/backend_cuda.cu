@@ -124,6 +124,13 @@ typedef struct {
     size_t ring_pos;
     int ring_slot;                           /* the slot ring_pos is in */
     cudaEvent_t ring_ev[DQ_CUDA_RING_SLOTS]; /* recorded as the ring leaves a slot */
+    /* Tiles go up on their own stream (cuda_upload_pixels), beside the vision encoder's work on
+     * the previous chunk (NULL: DOCQA_CUDA_COPY_STREAM=0, on the main stream). */
+    cudaStream_t copy_stream;
+    cudaEvent_t px_copied;    /* recorded on copy_stream after each part of a pixel upload */
+    cudaEvent_t px_read;      /* recorded on the main stream after each patchify ... */
+    const float *px_read_buf; /* ... from this buffer (NULL once released) */
+    cudaEvent_t px_fence;     /* the main stream's work so far, for a buffer new to the uploads */
     /* RoPE inverse frequencies, computed on the host exactly as the CPU reference does */
     float *inv_freq; /* device [64 * 4] */
     double inv_theta;
@@ -525,6 +532,8 @@ static float *cuda_alloc(DqBackend *be, size_t n) {
 
 static void cuda_release(DqBackend *be, float *buf) {
     CudaCtx *c = ctx_of(be);
+    if (buf != NULL && buf == c->px_read_buf)
+        c->px_read_buf = NULL; /* whoever gets it next may use it on the main stream */
     if (buf != NULL && !pool_put(c, buf))
         g_warning("%s: release of a pointer the pool never gave out", c->label);
 }
@@ -577,6 +586,14 @@ static void staging_gather(uint8_t *dst, const DqPixelTile *tiles, size_t tile_b
     }
 }
 
+/* A part of a pixel upload queued on stream s: the main stream waits for it. */
+static void upload_part_done(CudaCtx *c, cudaStream_t s) {
+    if (s == c->stream)
+        return;
+    CK(c, cudaEventRecord(c->px_copied, s));
+    CK(c, cudaStreamWaitEvent(c->stream, c->px_copied, 0));
+}
+
 /* The tiles go up as they are (backend.h): dst holds each tile's tables, [n_tiles][channels]
  * [256] floats, then their bytes end to end, and patchify looks the values up. A quarter of
  * the float32 values' bytes to stage and send, half of bf16's, with nothing computed on the
@@ -585,6 +602,20 @@ static void staging_gather(uint8_t *dst, const DqPixelTile *tiles, size_t tile_b
 static void cuda_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *tiles, int n_tiles,
                                int channels, int tile) {
     CudaCtx *c = ctx_of(be);
+    /* On the copy stream, the chunk's copies run while the main stream still encodes the chunk
+     * before: they wait only for the patchify that last read dst (or, for a buffer new to the
+     * uploads, for the main stream's work so far), and the main stream waits for each part.
+     * Each wait follows its part's copy, before the ring can leave the part's slot: the event
+     * the ring records on the main stream as it leaves a slot then covers these copies too. */
+    cudaStream_t s = c->copy_stream != NULL && !c->capturing ? c->copy_stream : c->stream;
+    if (s != c->stream) {
+        if (dst != c->px_read_buf) {
+            CK(c, cudaEventRecord(c->px_fence, c->stream));
+            CK(c, cudaStreamWaitEvent(s, c->px_fence, 0));
+        } else {
+            CK(c, cudaStreamWaitEvent(s, c->px_read, 0));
+        }
+    }
     const size_t lut_bytes = sizeof(float) * 256 * channels;
     const size_t per_part = MAX(DQ_CUDA_RING_SLOT / lut_bytes, (size_t)1);
     for (int t0 = 0; t0 < n_tiles && c->sticky == cudaSuccess; t0 += (int)per_part) {
@@ -596,7 +627,8 @@ static void cuda_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *til
         for (int t = 0; t < nt; t++)
             memcpy(c->ring_host + off + t * lut_bytes, tiles[t0 + t].lut, lut_bytes);
         CK(c, cudaMemcpyAsync((uint8_t *)dst + t0 * lut_bytes, c->ring_host + off, nt * lut_bytes,
-                              cudaMemcpyHostToDevice, c->stream));
+                              cudaMemcpyHostToDevice, s));
+        upload_part_done(c, s);
     }
     uint8_t *d = (uint8_t *)(dst + (size_t)n_tiles * channels * 256);
     const size_t tile_bytes = (size_t)channels * tile * tile, total = n_tiles * tile_bytes;
@@ -607,8 +639,8 @@ static void cuda_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *til
         if (!ok)
             return;
         staging_gather(c->ring_host + off, tiles, tile_bytes, done, part);
-        CK(c,
-           cudaMemcpyAsync(d + done, c->ring_host + off, part, cudaMemcpyHostToDevice, c->stream));
+        CK(c, cudaMemcpyAsync(d + done, c->ring_host + off, part, cudaMemcpyHostToDevice, s));
+        upload_part_done(c, s);
         done += part;
     }
 }
@@ -2992,6 +3024,11 @@ static void cuda_patchify(DqBackend *be, float *out, const float *pixels, int ti
     patchify_kernel<<<(unsigned)blocks, 256, 0, c->stream>>>(out, pixels, bytes, channels, tile,
                                                              patch);
     CK_LAUNCH(c, "patchify");
+    if (c->copy_stream != NULL && !c->capturing) {
+        /* the next upload into this buffer may start once this has read it */
+        CK(c, cudaEventRecord(c->px_read, c->stream));
+        c->px_read_buf = pixels;
+    }
 }
 
 static void cuda_pixel_shuffle(DqBackend *be, float *out, const float *in, int tiles, int side,
@@ -3226,6 +3263,12 @@ static void ctx_free(CudaCtx *c) {
         cudaFreeHost(c->dl_host);
     if (c->deferred != NULL)
         g_array_free(c->deferred, TRUE);
+    cudaEvent_t evs[] = {c->px_copied, c->px_read, c->px_fence};
+    for (size_t i = 0; i < G_N_ELEMENTS(evs); i++)
+        if (evs[i] != NULL)
+            cudaEventDestroy(evs[i]);
+    if (c->copy_stream != NULL)
+        cudaStreamDestroy(c->copy_stream);
     if (c->stream != NULL)
         cudaStreamDestroy(c->stream);
     g_free(c);
@@ -3535,6 +3578,15 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     for (int i = 0; i < DQ_CUDA_RING_SLOTS; i++)
         if ((e = cudaEventCreateWithFlags(&c->ring_ev[i], cudaEventDisableTiming)) != cudaSuccess)
             goto fail;
+    if (g_strcmp0(g_getenv("DOCQA_CUDA_COPY_STREAM"), "0") != 0) {
+        step = "the upload stream";
+        if ((e = cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking)) !=
+                cudaSuccess ||
+            (e = cudaEventCreateWithFlags(&c->px_copied, cudaEventDisableTiming)) != cudaSuccess ||
+            (e = cudaEventCreateWithFlags(&c->px_read, cudaEventDisableTiming)) != cudaSuccess ||
+            (e = cudaEventCreateWithFlags(&c->px_fence, cudaEventDisableTiming)) != cudaSuccess)
+            goto fail;
+    }
     step = "flash attention shared memory";
     if ((e = cudaFuncSetAttribute(attn_flash_kernel<4, float>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -895,6 +895,45 @@ static void test_layout(void) {
     }
 }
 
+/* Vision chunks through one pixel buffer, as smolvlm's encoder sends them: an upload runs on the
+ * upload stream while the main stream still works on the chunk before, so the second upload
+ * must wait for the first chunk's patchify, queued here behind a long run of other work (a
+ * copy that did not wait would land before that patchify read the buffer). */
+static void test_pixel_chunks(void) {
+    if (!need_gpu())
+        return;
+    const int tile = 512, patch = 16, side = tile / patch, T = 4;
+    const size_t tb = (size_t)3 * tile * tile, n_out = (size_t)T * side * side * 3 * patch * patch;
+    Pair px = pair_new(dq_pixel_buffer_floats(T, 3, tile), 1);
+    Pair out[2] = {pair_new(n_out, 1), pair_new(n_out, 1)};
+    Pair busy = pair_new((size_t)1 << 26, 1e-3);
+    uint8_t *bytes = g_new(uint8_t, 2 * T * tb);
+    float lut[3 * 256];
+    for (size_t i = 0; i < 2 * T * tb; i++)
+        bytes[i] = (uint8_t)g_rand_int_range(rng, 0, 256);
+    for (int i = 0; i < 3 * 256; i++)
+        lut[i] = (float)g_rand_double_range(rng, -1, 1);
+    DqPixelTile tiles[2][4];
+    for (int k = 0; k < 2; k++)
+        for (int t = 0; t < T; t++)
+            tiles[k][t] = (DqPixelTile){bytes + (k * T + t) * tb, lut, 0};
+    for (int k = 0; k < 2; k++) {
+        dq_upload_pixels(cpu, px.c, tiles[k], T, 3, tile);
+        cpu->patchify(cpu, out[k].c, px.c, T, 3, tile, patch);
+        dq_upload_pixels(gpu, px.g, tiles[k], T, 3, tile);
+        for (int i = 0; k == 0 && i < 32; i++)
+            gpu->add(gpu, busy.g, busy.g, busy.n);
+        gpu->patchify(gpu, out[k].g, px.g, T, 3, tile, patch);
+    }
+    pair_check(&out[0], 0, "patchify of the first chunk");
+    pair_check(&out[1], 0, "patchify of the second chunk");
+    g_free(bytes);
+    pair_free(&busy);
+    pair_free(&out[0]);
+    pair_free(&out[1]);
+    pair_free(&px);
+}
+
 static void test_embed(void) {
     if (!need_gpu())
         return;
@@ -1446,6 +1485,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/elementwise", test_elementwise);
     g_test_add_func("/backend_cuda/add_broadcast", test_add_broadcast);
     g_test_add_func("/backend_cuda/layout", test_layout);
+    g_test_add_func("/backend_cuda/pixel_chunks", test_pixel_chunks);
     g_test_add_func("/backend_cuda/embed", test_embed);
     g_test_add_func("/backend_cuda/memory", test_memory);
     g_test_add_func("/backend_cuda/model", test_model);
