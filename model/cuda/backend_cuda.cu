@@ -3222,6 +3222,8 @@ static void ctx_free(CudaCtx *c) {
     }
     for (int i = 0; i < c->n_graphs; i++)
         graph_entry_drop(&c->graphs[i]);
+    if (c->copy_stream != NULL) /* (the main stream waits for its copies, unless an error...) */
+        cudaStreamSynchronize(c->copy_stream);
     if (c->stream != NULL)
         cudaStreamSynchronize(c->stream);
     if (c->prof != NULL) {
