@@ -135,6 +135,9 @@ struct DqBackend {
                           int s);
     /* out [n, table.cols] = table[ids[r]] (ids already validated). */
     void (*embed)(DqBackend *be, float *out, const DqWeight *table, const int32_t *ids, int n);
+    /* ids (host) [n] = dq_argmax of each row of x [n, cols]: a greedy step's tokens where its
+     * logits are, so that a GPU sends back n ids, not n x vocab floats. */
+    void (*argmax_rows)(DqBackend *be, int32_t *ids, const float *x, int n, int cols);
 
     /* ---- optional ops and promises (0 / NULL: none) */
     /* As weight_init, but a matrix may be stored quantized to 8 bits (`--weights int8`: the
@@ -266,6 +269,10 @@ void dq_matmul_many(DqBackend *be, float *const *ys, const float *x, const DqWei
 void dq_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1,
                      const DqWeight *b1, const DqWeight *w2, const DqWeight *b2, int n,
                      float *hidden, float *scratch);
+
+/* The first index of x's maximum (torch.argmax; the greedy pick): index i > 0 wins when
+ * x[i] > every value before it, so NaN never wins past index 0, and wins there. */
+int dq_argmax(const float *x, int n);
 
 /* The floats a buffer needs to hold n_tiles tiles in any backend's upload_pixels form. */
 size_t dq_pixel_buffer_floats(int n_tiles, int channels, int tile);

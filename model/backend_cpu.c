@@ -314,6 +314,12 @@ static void cpu_embed(DqBackend *be, float *out, const DqWeight *table, const in
                (size_t)table->cols * sizeof(float));
 }
 
+static void cpu_argmax_rows(DqBackend *be, int32_t *ids, const float *x, int n, int cols) {
+    (void)be;
+    for (int r = 0; r < n; r++)
+        ids[r] = dq_argmax(x + (size_t)r * cols, cols);
+}
+
 static void cpu_destroy(DqBackend *be) {
     CpuCtx *ctx = be->ctx;
     free(ctx->scratch);
@@ -354,6 +360,7 @@ DqBackend *dq_backend_cpu_new(GError **err) {
     be->patchify = cpu_patchify;
     be->pixel_shuffle = cpu_pixel_shuffle;
     be->embed = cpu_embed;
+    be->argmax_rows = cpu_argmax_rows;
     be->vision_tile_chunk = DQ_CPU_VISION_TILES;
     return be;
 }
@@ -402,6 +409,14 @@ void dq_mlp_gelu_add(DqBackend *be, float *y, const float *x, const DqWeight *w1
     }
     dq_matmul_gelu(be, hidden, x, w1, b1, n);
     dq_matmul_add(be, y, hidden, w2, b2, n, scratch);
+}
+
+int dq_argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
 }
 
 size_t dq_pixel_buffer_floats(int n_tiles, int channels, int tile) {

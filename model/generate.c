@@ -48,10 +48,7 @@ static int by_logit_desc(const void *a, const void *b, void *user) {
 
 int dq_sample_token(const float *logits, int vocab, const DqGenerateOptions *opts, uint64_t *rng,
                     void *scratch) {
-    int best = 0;
-    for (int i = 1; i < vocab; i++)
-        if (logits[i] > logits[best])
-            best = i; /* the first maximum, as torch.argmax */
+    int best = dq_argmax(logits, vocab);
     if (!opts->do_sample)
         return best;
     /* transformers' order: temperature, top-k, top-p, softmax, multinomial. */
@@ -158,6 +155,8 @@ struct DqGenerator {
     int ws_rows;
     SmolvlmSegment *segs; /* [n_slots] */
     int32_t *step_ids;    /* [n_slots] */
+    int32_t *step_tokens; /* [n_slots]: a step's greedy picks, made where the logits are
+                             (SmolvlmSegment.token), side by side as its logits would be */
     void *scratch;        /* sampling: vocab floats + vocab ints */
     FeatureEntry *cache;  /* [cache_pages] */
     int cache_pages, n_cache;
@@ -204,6 +203,7 @@ DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError *
         g->slots[i].logits = g->logits + (size_t)i * V;
     g->segs = g_new0(SmolvlmSegment, n_slots);
     g->step_ids = g_new0(int32_t, n_slots);
+    g->step_tokens = g_new0(int32_t, n_slots);
     g->scratch = g_malloc((size_t)V * (sizeof(float) + sizeof(int)));
     g->cache_pages = MAX(cache_pages, 0);
     g->cache = g_new0(FeatureEntry, MAX(g->cache_pages, 1));
@@ -233,6 +233,7 @@ void dq_generator_free(DqGenerator *g) {
     g_free(g->slots);
     g_free(g->segs);
     g_free(g->step_ids);
+    g_free(g->step_tokens);
     g_free(g->scratch);
     g_free(g->spec_logits);
     g_free(g->spec_ids);
@@ -659,7 +660,12 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
         if (!s->used || s->finished)
             continue;
         g->step_ids[n_segs] = s->res.output_ids[s->res.n_output_ids - 1];
-        g->segs[n_segs++] = (SmolvlmSegment){.kv = s->kv, .n_rows = 1, .logits = s->logits};
+        /* Greedy: only the token comes back (a GPU's 64 requests sent 12 MB of logits a step) */
+        g->segs[n_segs] =
+            s->options.do_sample
+                ? (SmolvlmSegment){.kv = s->kv, .n_rows = 1, .logits = s->logits}
+                : (SmolvlmSegment){.kv = s->kv, .n_rows = 1, .token = &g->step_tokens[n_segs]};
+        n_segs++;
     }
     if (n_segs == 0)
         return TRUE;
@@ -676,12 +682,16 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
     if (!smolvlm_forward_step(g->m, g->ws, g->segs, n_segs, err))
         goto fail;
     double share = (dq_now_ms() - t0) / n_segs;
-    for (int i = 0; i < g->n_slots; i++) {
+    for (int i = 0, seg = 0; i < g->n_slots; i++) {
         Slot *s = &g->slots[i];
         if (!s->used || s->finished)
             continue;
         s->decode_ms += share;
-        slot_push(g, s, dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
+        slot_push(g, s,
+                  s->options.do_sample
+                      ? dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch)
+                      : g->step_tokens[seg]);
+        seg++;
     }
     g->tm.decode_ms += dq_now_ms() - t0;
     g->tm.decode_steps++;

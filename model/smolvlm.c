@@ -79,6 +79,12 @@ struct SmolvlmKV {
     float *v;
 };
 
+typedef struct LogitRow {
+    int row;
+    float *dst;     /* logits [V], or NULL: */
+    int32_t *token; /* the greedy pick of them */
+} LogitRow;
+
 struct SmolvlmWorkspace {
     int max_rows;
     float *x;                /* [max_rows, Dt]  residual stream (the forward's input) */
@@ -90,13 +96,21 @@ struct SmolvlmWorkspace {
     float *gate;             /* [max_rows, It] */
     float *up;               /* [max_rows, It] */
     float *last;             /* [max_rows, Dt]  last rows of segments that want logits */
-    float *logits;           /* [max_rows, V] is too much for a prefill: [LOGIT_ROWS, V] */
+    float *logits;           /* [logit_rows, V] ([max_rows, V] is too much for a prefill) */
+    int logit_rows;          /* rows a lm_head product (logit_rows_for) */
+    struct LogitRow *want;   /* host [max_rows]: rows that want logits or a token */
     int32_t *pos;            /* host [max_rows] positions */
     DqAttnSegment *att_segs; /* host [max_rows]: a segment has at least one row */
 };
 
-/* Logit rows computed per lm_head GEMM (decode batches are small; prefill wants one a request). */
-#define DQ_LOGIT_ROWS 8
+/* Logit rows computed per lm_head product: a decode step's rows (a GPU's 64 requests) in few
+ * products, each within the backend's row-invariant bound, so that a row's logits do not depend
+ * on its batch-mates; 8 where the backend promises none (the reference). */
+#define DQ_LOGIT_ROWS 64
+
+static int logit_rows_for(const DqBackend *be) {
+    return be->matmul_row_invariant_max > 0 ? MIN(DQ_LOGIT_ROWS, be->matmul_row_invariant_max) : 8;
+}
 
 /* ---- weights */
 
@@ -762,6 +776,7 @@ void smolvlm_workspace_free(Smolvlm *m, SmolvlmWorkspace *ws) {
             m->be->release(m->be, bufs[i]);
     g_free(ws->pos);
     g_free(ws->att_segs);
+    g_free(ws->want);
     g_free(ws);
 }
 
@@ -769,6 +784,7 @@ SmolvlmWorkspace *smolvlm_workspace_new(Smolvlm *m, int max_rows, GError **err) 
     const SmolvlmConfig *c = &m->cfg;
     SmolvlmWorkspace *ws = g_new0(SmolvlmWorkspace, 1);
     ws->max_rows = max_rows;
+    ws->logit_rows = logit_rows_for(m->be);
     size_t R = (size_t)MAX(max_rows, 1);
     size_t qd = (size_t)c->text_heads * c->head_dim, kvd = (size_t)c->text_kv_heads * c->head_dim;
     float **bufs[] = {&ws->x,    &ws->xn,   &ws->q,  &ws->k,    &ws->v,
@@ -782,13 +798,14 @@ SmolvlmWorkspace *smolvlm_workspace_new(Smolvlm *m, int max_rows, GError **err) 
                             R * c->text_intermediate,
                             R * c->text_intermediate,
                             R * c->text_hidden,
-                            (size_t)DQ_LOGIT_ROWS * c->vocab_size};
+                            (size_t)ws->logit_rows * c->vocab_size};
     if (!alloc_many(m->be, err, G_N_ELEMENTS(bufs), bufs, sizes)) {
         g_free(ws);
         return NULL;
     }
     ws->pos = g_new0(int32_t, R);
     ws->att_segs = g_new0(DqAttnSegment, R);
+    ws->want = g_new0(LogitRow, R);
     return ws;
 }
 
@@ -894,17 +911,13 @@ gboolean smolvlm_has_draft(const Smolvlm *m) {
     return m->draft_tl != NULL;
 }
 
-/* lm_head over up to DQ_LOGIT_ROWS chosen rows of xn: w[i] = (row, host destination). */
-typedef struct {
-    int row;
-    float *dst;
-} LogitRow;
-
+/* lm_head over up to ws->logit_rows chosen rows of xn: w[i] = (row, and its host destination:
+ * logits, or the token argmax_rows picks). */
 static void logits_out(Smolvlm *m, SmolvlmWorkspace *ws, const float *xn, const DqWeight *lm_head,
                        const LogitRow *w, int n) {
     DqBackend *be = m->be;
     const size_t V = (size_t)m->cfg.vocab_size, Dt = (size_t)m->cfg.text_hidden;
-    g_assert(n <= DQ_LOGIT_ROWS);
+    g_assert(n <= ws->logit_rows);
     if (n == 0)
         return;
     /* Rows next to each other in one copy: a decode step's rows are all of xn. */
@@ -914,12 +927,19 @@ static void logits_out(Smolvlm *m, SmolvlmWorkspace *ws, const float *xn, const 
         be->copy(be, ws->last + (size_t)i * Dt, xn + (size_t)w[i].row * Dt, (size_t)(j - i) * Dt);
     }
     be->matmul(be, ws->logits, ws->last, lm_head, NULL, n); /* [n, V] */
-    /* One download per run of destinations side by side (the generator's slots): a download
-     * waits for the device, and a 64-page step had 64 of them. */
+    /* One download (or argmax_rows) per run of destinations side by side (the generator's
+     * slots): each waits for the device, and a 64-page step had 64. Straight into them: a
+     * recorded step fills its downloads' destinations only when it is replayed. */
     for (int i = 0, j; i < n; i = j) {
-        for (j = i + 1; j < n && w[j].dst == w[i].dst + (size_t)(j - i) * V;)
-            j++;
-        be->download(be, w[i].dst, ws->logits + (size_t)i * V, (size_t)(j - i) * V);
+        if (w[i].dst != NULL) {
+            for (j = i + 1; j < n && w[j].dst == w[i].dst + (size_t)(j - i) * V;)
+                j++;
+            be->download(be, w[i].dst, ws->logits + (size_t)i * V, (size_t)(j - i) * V);
+        } else {
+            for (j = i + 1; j < n && w[j].dst == NULL && w[j].token == w[i].token + (j - i);)
+                j++;
+            be->argmax_rows(be, w[i].token, ws->logits + (size_t)i * V, j - i, (int)V);
+        }
     }
 }
 
@@ -1021,23 +1041,26 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
      * segment). */
     const DqWeight *lm_head = draft ? &m->draft_lm_head : m->lm_head;
     const size_t V = (size_t)c->vocab_size;
-    LogitRow want[DQ_LOGIT_ROWS] = {{0}};
+    LogitRow *want = ws->want;
     int n_want = 0;
     for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
         if (m->trace != NULL)
             trace(m, "decoder_last_hidden", s, xn + (size_t)r * Dt, segs[s].n_rows, Dt);
-        if (segs[s].logits == NULL)
+        if (segs[s].logits == NULL && segs[s].token == NULL)
             continue;
         int first = segs[s].steps ? 0 : segs[s].n_rows - 1;
-        for (int i = first; i < segs[s].n_rows; i++) {
-            want[n_want++] = (LogitRow){r + i, segs[s].logits + (size_t)(i - first) * V};
-            if (n_want == DQ_LOGIT_ROWS) {
-                logits_out(m, ws, xn, lm_head, want, n_want);
-                n_want = 0;
-            }
-        }
+        for (int i = first; i < segs[s].n_rows; i++)
+            want[n_want++] = segs[s].logits != NULL
+                                 ? (LogitRow){r + i, segs[s].logits + (size_t)(i - first) * V, NULL}
+                                 : (LogitRow){r + i, NULL, segs[s].token + (i - first)};
     }
-    logits_out(m, ws, xn, lm_head, want, n_want);
+    /* in products of even sizes: 64 rows under a bound of 63 as 32 + 32, not 63 + 1 */
+    const int chunks = (n_want + ws->logit_rows - 1) / ws->logit_rows;
+    for (int ch = 0, done = 0; ch < chunks; ch++) {
+        int take = (n_want - done) / (chunks - ch);
+        logits_out(m, ws, xn, lm_head, want + done, take);
+        done += take;
+    }
     for (int s = 0; s < n_segs; s++)
         segs[s].kv->len += segs[s].n_rows;
     return TRUE;
@@ -1061,17 +1084,24 @@ gboolean smolvlm_forward_step(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSeg
     /* The recorded ops depend on the number of attention segments (a steps segment's rows are
      * one each) and of rows (the merged matmuls, one download a logits row); the KV lengths and
      * buffers are mere arguments, updated in place from step to step. */
-    int rows = 0, n_logits = 0, n_att = 0;
+    int rows = 0, n_logits = 0, n_att = 0, n_tokens = 0;
     int *lens = g_new(int, n_segs);
     for (int s = 0; s < n_segs; s++) {
         rows += segs[s].n_rows;
         n_att += segs[s].steps ? segs[s].n_rows : 1;
-        n_logits += segs[s].logits == NULL ? 0 : segs[s].steps ? segs[s].n_rows : 1;
+        n_logits += segs[s].logits == NULL && segs[s].token == NULL ? 0
+                    : segs[s].steps                                 ? segs[s].n_rows
+                                                                    : 1;
+        if (segs[s].logits == NULL && segs[s].token != NULL)
+            n_tokens += segs[s].steps ? segs[s].n_rows : 1;
         lens[s] = segs[s].kv->len;
     }
-    uint64_t key = (uint64_t)n_att | (uint64_t)rows << 24 | (uint64_t)n_logits << 48;
+    /* Tokens or logits, all of them: where the two kinds mix, their order would change the
+     * recorded ops, so such a step (sampled and greedy requests together) runs plainly. */
+    uint64_t key = (uint64_t)n_att | (uint64_t)rows << 24 | (uint64_t)n_logits << 48 |
+                   (uint64_t)(n_tokens > 0) << 63;
     gboolean ok;
-    if (!be->graph_begin(be, key)) {
+    if ((n_tokens > 0 && n_tokens < n_logits) || !be->graph_begin(be, key)) {
         ok = smolvlm_forward(m, ws, segs, n_segs, err);
     } else {
         ok = smolvlm_forward(m, ws, segs, n_segs, err);

@@ -107,17 +107,19 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
 /* A forward call runs consecutive rows of the workspace input, segment by segment: segment i's
  * n_rows rows are new tokens of its sequence at positions kv_len .. kv_len + n_rows - 1; they are
  * appended to its KV cache. When logits != NULL the logits of the segment's last row are written
- * there (host [vocab_size]).
+ * there (host [vocab_size]); when token != NULL (and logits == NULL) the greedy pick of them,
+ * dq_argmax, made where the logits are (a GPU sends back one id, not vocab_size floats).
  *
  * `steps`: the rows are computed as that many one-row calls in a row would compute them, to the
  * bit (each row's attention as a decode step's, over the cache up to itself; products on the
  * backend's row-invariant path), and logits != NULL receives every row's logits
- * ([n_rows, vocab_size]). Speculative decoding checks its guesses so. Needs n_rows <=
+ * ([n_rows, vocab_size]) (token != NULL: every row's pick, [n_rows]). Speculative decoding checks its guesses so. Needs n_rows <=
  * smolvlm_steps_max(). */
 typedef struct {
     SmolvlmKV *kv;
     int n_rows;
     float *logits;
+    int32_t *token;
     gboolean steps;
 } SmolvlmSegment;
 

@@ -57,6 +57,8 @@ extern "C" {
 #define DQ_CUDA_RING_SLOTS 8
 #define DQ_CUDA_RING_SLOT  ((size_t)16 << 20)
 #define DQ_CUDA_RING_BYTES (DQ_CUDA_RING_SLOTS * DQ_CUDA_RING_SLOT)
+/* Rows a launch of argmax_rows_kernel (its device ids). */
+#define DQ_CUDA_ARGMAX_ROWS 1024
 /* Device staging for weight conversion at load (F32/F16/BF16 bytes -> bf16 or f32). */
 #define DQ_CUDA_LOAD_CHUNK ((size_t)32 << 20)
 /* cuBLAS workspace, given explicitly so that cuBLAS never allocates behind our back (which a
@@ -133,6 +135,7 @@ typedef struct {
     cudaEvent_t px_fence;     /* the main stream's work so far, for a buffer new to the uploads */
     /* RoPE inverse frequencies, computed on the host exactly as the CPU reference does */
     float *inv_freq; /* device [64 * 4] */
+    int32_t *ids;    /* device [DQ_CUDA_ARGMAX_ROWS]: argmax_rows' picks, downloaded */
     double inv_theta;
     int inv_hd;
     /* the first error; every later op is skipped */
@@ -3060,6 +3063,62 @@ static void cuda_embed(DqBackend *be, float *out, const DqWeight *table, const i
     CK_LAUNCH(c, "embed");
 }
 
+/* The better of two (value, index) candidates for dq_argmax: the larger value, then the lower
+ * index; index -1: none (a stride of NaN only). */
+__device__ void argmax_merge(float &v, int &i, float ov, int oi) {
+    if (oi >= 0 && (i < 0 || ov > v || (ov == v && oi < i))) {
+        v = ov;
+        i = oi;
+    }
+}
+
+/* dq_argmax of each row, a block a row: each thread the first maximum of its stride (NaN never
+ * taken), merged by value then index; the first maximum of the row's non-NaN values is what the
+ * sequential scan gives, unless x[0] is NaN, where it stays at 0. */
+__global__ void argmax_rows_kernel(int32_t *ids, const float *x, int cols) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const float *r = x + (size_t)blockIdx.x * cols;
+    float v = 0.0f;
+    int i = -1;
+    for (int k = threadIdx.x; k < cols; k += blockDim.x) {
+        float xk = r[k];
+        if (!isnan(xk) && (i < 0 || xk > v)) {
+            v = xk;
+            i = k;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1)
+        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+    if (lane == 0) {
+        sv[warp] = v;
+        si[warp] = i;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < n_warps ? sv[lane] : 0.0f;
+        i = lane < n_warps ? si[lane] : -1;
+        for (int o = 16; o > 0; o >>= 1)
+            argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o),
+                         __shfl_xor_sync(0xffffffffu, i, o));
+        if (lane == 0)
+            ids[blockIdx.x] = isnan(r[0]) || i < 0 ? 0 : i;
+    }
+}
+
+static void cuda_argmax_rows(DqBackend *be, int32_t *ids, const float *x, int n, int cols) {
+    CudaCtx *c = ctx_of(be);
+    for (int r0 = 0; r0 < n && c->sticky == cudaSuccess; r0 += DQ_CUDA_ARGMAX_ROWS) {
+        int rows = MIN(n - r0, DQ_CUDA_ARGMAX_ROWS);
+        argmax_rows_kernel<<<rows, 256, 0, c->stream>>>(c->ids, x + (size_t)r0 * cols, cols);
+        CK_LAUNCH(c, "argmax_rows");
+        /* 4-byte values: the float download copies their bits (and, recorded, fills ids at the
+         * replay, as any download) */
+        cuda_download(be, (float *)(void *)(ids + r0), (const float *)(const void *)c->ids, rows);
+    }
+}
+
 /* ---- recorded steps: CUDA graphs */
 
 static void graph_entry_drop(GraphEntry *e) {
@@ -3256,6 +3315,7 @@ static void ctx_free(CudaCtx *c) {
     cudaFree(c->load_stage);
     cudaFree(c->ring_dev);
     cudaFree(c->inv_freq);
+    cudaFree(c->ids);
     if (c->ring_host != NULL)
         cudaFreeHost(c->ring_host);
     for (int i = 0; i < DQ_CUDA_RING_SLOTS; i++)
@@ -3487,6 +3547,10 @@ static void prof_embed(DqBackend *be, float *out, const DqWeight *table, const i
     PROF_SPAN(be, cuda_embed(be, out, table, ids, n), "embed");
 }
 
+static void prof_argmax_rows(DqBackend *be, int32_t *ids, const float *x, int n, int cols) {
+    PROF_SPAN(be, cuda_argmax_rows(be, ids, x, n, cols), "argmax_rows %d", prof_rows(n));
+}
+
 static void prof_install(DqBackend *be) {
     be->upload = prof_upload;
     be->upload_pixels = prof_upload_pixels;
@@ -3510,6 +3574,7 @@ static void prof_install(DqBackend *be) {
     be->patchify = prof_patchify;
     be->pixel_shuffle = prof_pixel_shuffle;
     be->embed = prof_embed;
+    be->argmax_rows = prof_argmax_rows;
 }
 
 extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
@@ -3570,7 +3635,8 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
     if ((e = cudaMalloc(&c->blas_ws, DQ_CUDA_BLAS_WORKSPACE)) != cudaSuccess ||
         (e = cudaMalloc(&c->load_stage, DQ_CUDA_LOAD_CHUNK)) != cudaSuccess ||
         (e = cudaMalloc((void **)&c->ring_dev, DQ_CUDA_RING_BYTES)) != cudaSuccess ||
-        (e = cudaMalloc((void **)&c->inv_freq, 256 * sizeof(float))) != cudaSuccess)
+        (e = cudaMalloc((void **)&c->inv_freq, 256 * sizeof(float))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->ids, DQ_CUDA_ARGMAX_ROWS * sizeof(int32_t))) != cudaSuccess)
         goto fail;
     step = "pinned host buffer";
     if ((e = cudaHostAlloc((void **)&c->ring_host, DQ_CUDA_RING_BYTES, cudaHostAllocDefault)) !=
@@ -3662,6 +3728,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         be->patchify = cuda_patchify;
         be->pixel_shuffle = cuda_pixel_shuffle;
         be->embed = cuda_embed;
+        be->argmax_rows = cuda_argmax_rows;
         be->graph_begin = cuda_graph_begin;
         be->graph_end = cuda_graph_end;
         /* float32 weights go through cuBLAS, whose rounding may depend on the row count */

@@ -934,6 +934,60 @@ static void test_pixel_chunks(void) {
     pair_free(&px);
 }
 
+/* argmax_rows against the reference on rows a greedy step could meet: ties (the first index
+ * wins), NaN (never wins, except at index 0, where the sequential scan never leaves it), all
+ * -inf, infinities, signed zeros; and more rows than one launch takes. */
+static void check_argmax(int n, int cols, const char *what) {
+    Pair x = pair_new((size_t)n * cols, 10);
+    float *h = x.host;
+    const float inf = INFINITY, nan = NAN;
+    if (n >= 8 && cols >= 200) {
+        float *r[8];
+        for (int i = 0; i < 8; i++)
+            r[i] = h + (size_t)i * cols;
+        for (int k = 0; k < cols; k++) {
+            r[0][k] = 1.0f;
+            r[3][k] = k % 3 == 1 ? nan : -1.0f;
+            r[4][k] = -inf;
+            r[5][k] = -inf;
+            r[7][k] = -1.0f;
+        }
+        r[1][100] = r[1][cols - 50] = 1e6f;
+        r[2][0] = nan;
+        r[2][5] = 1e6f;
+        r[3][cols - 1] = 2.0f;
+        r[5][150] = -1e30f;
+        r[6][3] = r[6][7] = inf;
+        r[7][5] = -0.0f;
+        r[7][2] = 0.0f;
+    }
+    cpu->upload(cpu, x.c, h, x.n);
+    gpu->upload(gpu, x.g, h, x.n);
+    int32_t *want = g_new(int32_t, n), *got = g_new(int32_t, n);
+    cpu->argmax_rows(cpu, want, x.c, n, cols);
+    gpu->argmax_rows(gpu, got, x.g, n, cols);
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(gpu, &err));
+    if (n >= 8 && cols >= 200) {
+        const int expect[8] = {0, 100, 0, cols - 1, 0, 150, 3, 2};
+        for (int i = 0; i < 8; i++)
+            g_assert_cmpint(want[i], ==, expect[i]);
+    }
+    for (int i = 0; i < n; i++)
+        if (got[i] != want[i])
+            g_error("argmax_rows (%s) row %d: %d, the reference %d", what, i, got[i], want[i]);
+    g_free(want);
+    g_free(got);
+    pair_free(&x);
+}
+
+static void test_argmax_rows(void) {
+    if (!need_gpu())
+        return;
+    check_argmax(70, 49152, "a decode step's logits");
+    check_argmax(1500, 37, "more rows than a launch");
+}
+
 static void test_embed(void) {
     if (!need_gpu())
         return;
@@ -1487,6 +1541,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/layout", test_layout);
     g_test_add_func("/backend_cuda/pixel_chunks", test_pixel_chunks);
     g_test_add_func("/backend_cuda/embed", test_embed);
+    g_test_add_func("/backend_cuda/argmax_rows", test_argmax_rows);
     g_test_add_func("/backend_cuda/memory", test_memory);
     g_test_add_func("/backend_cuda/model", test_model);
     g_test_add_func("/backend_cuda/graph_forward", test_graph_forward);
