@@ -98,75 +98,180 @@ static inline uint8_t clip8(int32_t v) {
  * same either way, the AVX2 loops are about twice as fast. */
 #define PARALLEL_MIN_BYTES (1 << 18)
 
-/* Four int32 lanes, one pixel (R, G, B, unused): one multiply-add per tap instead of three. */
-typedef int32_t v4i32 __attribute__((vector_size(16)));
+/* The horizontal pass works on strips of 32 rows turned on their side: each input column's
+ * 32 rows x 3 channels = 96 bytes side by side, so that a tap is one contiguous multiply-add
+ * over the strip's rows (as in pass_vertical) with every lane used; a pixel at a time used 3
+ * int32 lanes of 4. Each sum adds the same integer products as Pillow's, so the bytes are the
+ * same. */
+#define STRIP_ROWS  32
+#define STRIP_LANES (STRIP_ROWS * 3)
+#define OUT_BLOCK   32
+
+/* The strip's rows [y0, y0 + rows) of src into cols [src_w][STRIP_ROWS][3], four rows at a
+ * time: a column's 12 bytes of them gathered in a register and stored at once (a byte at a time
+ * this was most of the pass: every store went to another cache line). */
+static void strip_on_side(uint8_t *cols, const uint8_t *src, size_t src_stride, int src_w, int y0,
+                          int rows) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const uint8_t *p0 = src + (size_t)(y0 + r) * src_stride;
+        const uint8_t *p1 = p0 + src_stride, *p2 = p1 + src_stride, *p3 = p2 + src_stride;
+        uint8_t *c = cols + 3 * r;
+        for (int x = 0; x < src_w; x++, c += STRIP_LANES) {
+            const size_t o = 3 * (size_t)x;
+            uint8_t v[12] = {p0[o], p0[o + 1], p0[o + 2], p1[o], p1[o + 1], p1[o + 2],
+                             p2[o], p2[o + 1], p2[o + 2], p3[o], p3[o + 1], p3[o + 2]};
+            memcpy(c, v, 12);
+        }
+    }
+    for (; r < rows; r++) {
+        const uint8_t *p = src + (size_t)(y0 + r) * src_stride;
+        for (int x = 0; x < src_w; x++)
+            memcpy(cols + (size_t)x * STRIP_LANES + 3 * r, p + 3 * (size_t)x, 3);
+    }
+    for (int x = 0; rows < STRIP_ROWS && x < src_w; x++) /* missing rows: computed, not kept */
+        memset(cols + (size_t)x * STRIP_LANES + 3 * rows, 0, (size_t)(STRIP_ROWS - rows) * 3);
+}
+
+/* STRIP_LANES output bytes, out[i] = clip8(2^21 + sum_x in[x * step + i] * k[x]): an output
+ * column of a strip (step STRIP_LANES), or 96 bytes of an output row (step: the row stride). */
+static void lanes_sum(uint8_t *out, const uint8_t *in, size_t step, const int32_t *k, int n) {
+    int32_t acc[STRIP_LANES];
+    for (int i = 0; i < STRIP_LANES; i++)
+        acc[i] = 1 << (PRECISION_BITS - 1);
+    for (int x = 0; x < n; x++, in += step)
+        for (int i = 0; i < STRIP_LANES; i++)
+            acc[i] += in[i] * k[x];
+    for (int i = 0; i < STRIP_LANES; i++)
+        out[i] = clip8(acc[i]);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_STRIP_AVX2 1
+
+/* lanes_sum with twelve 8-lane sums in registers; packs saturate as clip8 clamps. */
+__attribute__((target("avx2"))) static void lanes_sum_avx2(uint8_t *out, const uint8_t *col,
+                                                           size_t step, const int32_t *k, int n) {
+    __m256i acc[12];
+    for (int v = 0; v < 12; v++)
+        acc[v] = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+    for (int x = 0; x < n; x++, col += step) {
+        const __m256i kx = _mm256_set1_epi32(k[x]);
+        for (int v = 0; v < 12; v++) {
+            __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(col + 8 * v)));
+            acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(b, kx));
+        }
+    }
+    for (int v = 0; v < 12; v += 2) {
+        __m256i a = _mm256_srai_epi32(acc[v], PRECISION_BITS);
+        __m256i b = _mm256_srai_epi32(acc[v + 1], PRECISION_BITS);
+        /* packs work within 128-bit lanes: 0..3 8..11 4..7 12..15, put back in order */
+        __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8);
+        __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128((__m128i *)(out + 8 * v), bytes);
+    }
+}
+
+/* lanes_sum_avx2 with 16-lane sums: six registers. */
+__attribute__((target("avx512f"))) static void
+lanes_sum_avx512(uint8_t *out, const uint8_t *col, size_t step, const int32_t *k, int n) {
+    __m512i acc[6];
+    for (int v = 0; v < 6; v++)
+        acc[v] = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+    for (int x = 0; x < n; x++, col += step) {
+        const __m512i kx = _mm512_set1_epi32(k[x]);
+        for (int v = 0; v < 6; v++) {
+            __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(col + 16 * v)));
+            acc[v] = _mm512_add_epi32(acc[v], _mm512_mullo_epi32(b, kx));
+        }
+    }
+    const __m512i zero = _mm512_setzero_si512();
+    for (int v = 0; v < 6; v++) {
+        /* clip8: negative sums to 0, then an unsigned saturating narrowing to 255 */
+        __m512i a = _mm512_max_epi32(_mm512_srai_epi32(acc[v], PRECISION_BITS), zero);
+        _mm_storeu_si128((__m128i *)(out + 16 * v), _mm512_cvtusepi32_epi8(a));
+    }
+}
+#endif
+
+typedef void (*LanesSum)(uint8_t *out, const uint8_t *in, size_t step, const int32_t *k, int n);
+
+/* The best kernel this CPU has, or the one DOCQA_RESAMPLE names (portable, avx2, avx512; one
+ * the CPU lacks falls back to the next below it): tests run each against the others. */
+static LanesSum lanes_sum_pick(void) {
+    const char *want = g_getenv("DOCQA_RESAMPLE");
+    (void)want;
+#ifdef HAVE_STRIP_AVX2
+    if (g_strcmp0(want, "portable") == 0)
+        return lanes_sum;
+    if (g_strcmp0(want, "avx2") != 0 && __builtin_cpu_supports("avx512f"))
+        return lanes_sum_avx512;
+    if (__builtin_cpu_supports("avx2"))
+        return lanes_sum_avx2;
+#endif
+    return lanes_sum;
+}
 
 /* [height][src_w][3] -> [height][out_w][3] */
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-static void
-pass_horizontal(const uint8_t *src, int src_w, int height, uint8_t *dst, int out_w) {
+static void pass_horizontal(const uint8_t *src, int src_w, int height, uint8_t *dst, int out_w) {
     LanczosTable t;
     lanczos_table_init(&t, src_w, out_w);
     size_t src_stride = (size_t)src_w * 3, dst_stride = (size_t)out_w * 3;
+    const int strips = (height + STRIP_ROWS - 1) / STRIP_ROWS;
+    LanesSum column = lanes_sum_pick();
     int big = (size_t)height * dst_stride >= PARALLEL_MIN_BYTES;
 #pragma omp parallel if (big)
     {
-        v4i32 *px = g_new(v4i32, src_w); /* one input row, widened */
+        uint8_t *cols = g_new0(uint8_t, (size_t)src_w * STRIP_LANES);
+        /* OUT_BLOCK output columns' sums [col][row][3], then written row by row: a row's 3
+         * bytes a column went to 32 rows' cache lines a column. */
+        uint8_t sums[OUT_BLOCK][STRIP_LANES];
 #pragma omp for schedule(static)
-        for (int y = 0; y < height; y++) {
-            const uint8_t *in = src + (size_t)y * src_stride;
-            for (int x = 0; x < src_w; x++)
-                px[x] = (v4i32){in[3 * x], in[3 * x + 1], in[3 * x + 2], 0};
-            uint8_t *out = dst + (size_t)y * dst_stride;
-            for (int xx = 0; xx < out_w; xx++) {
-                const int32_t *k = t.coeff + (size_t)xx * (size_t)t.ksize;
-                const v4i32 *p = px + t.first[xx];
-                v4i32 acc = {1 << (PRECISION_BITS - 1), 1 << (PRECISION_BITS - 1),
-                             1 << (PRECISION_BITS - 1), 0};
-                for (int x = 0; x < t.count[xx]; x++)
-                    acc += p[x] * k[x];
-                out[3 * xx] = clip8(acc[0]);
-                out[3 * xx + 1] = clip8(acc[1]);
-                out[3 * xx + 2] = clip8(acc[2]);
+        for (int s = 0; s < strips; s++) {
+            const int y0 = s * STRIP_ROWS, rows = MIN(STRIP_ROWS, height - y0);
+            strip_on_side(cols, src, src_stride, src_w, y0, rows);
+            for (int x0 = 0; x0 < out_w; x0 += OUT_BLOCK) {
+                const int nb = MIN(OUT_BLOCK, out_w - x0);
+                for (int b = 0; b < nb; b++)
+                    column(sums[b], cols + (size_t)t.first[x0 + b] * STRIP_LANES, STRIP_LANES,
+                           t.coeff + (size_t)(x0 + b) * (size_t)t.ksize, t.count[x0 + b]);
+                uint8_t *out = dst + (size_t)y0 * dst_stride + 3 * (size_t)x0;
+                for (int r = 0; r < rows; r++, out += dst_stride) {
+                    uint8_t line[3 * OUT_BLOCK];
+                    for (int b = 0; b < nb; b++)
+                        memcpy(line + 3 * b, sums[b] + 3 * r, 3);
+                    memcpy(out, line, 3 * (size_t)nb);
+                }
             }
         }
-        g_free(px);
+        g_free(cols);
     }
     lanczos_table_clear(&t);
 }
 
-/* [src_h][width][3] -> [out_h][width][3]. Accumulates whole rows so the inner loop is a
- * contiguous multiply-add the compiler vectorises; the sum per pixel is the same as Pillow's. */
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-static void
-pass_vertical(const uint8_t *src, int width, int src_h, uint8_t *dst, int out_h) {
+/* [src_h][width][3] -> [out_h][width][3]: an output row 96 bytes at a time, each a column of
+ * sums over the input rows held in registers (lanes_sum), the row's last bytes the plain way;
+ * the sum per byte is the same as Pillow's. */
+static void pass_vertical(const uint8_t *src, int width, int src_h, uint8_t *dst, int out_h) {
     LanczosTable t;
     lanczos_table_init(&t, src_h, out_h);
-    size_t stride = (size_t)width * 3;
+    const size_t stride = (size_t)width * 3, whole = stride / STRIP_LANES * STRIP_LANES;
+    LanesSum sum = lanes_sum_pick();
     int big = (size_t)out_h * stride >= PARALLEL_MIN_BYTES;
-#pragma omp parallel if (big)
-    {
-        int32_t *acc = g_new(int32_t, stride); /* [width * 3] */
-#pragma omp for schedule(static)
-        for (int yy = 0; yy < out_h; yy++) {
-            const int32_t *k = t.coeff + (size_t)yy * (size_t)t.ksize;
-            for (size_t i = 0; i < stride; i++)
-                acc[i] = 1 << (PRECISION_BITS - 1);
-            for (int y = 0; y < t.count[yy]; y++) {
-                const uint8_t *row = src + (size_t)(t.first[yy] + y) * stride;
-                int32_t ky = k[y];
-                for (size_t i = 0; i < stride; i++)
-                    acc[i] += row[i] * ky;
-            }
-            uint8_t *out = dst + (size_t)yy * stride;
-            for (size_t i = 0; i < stride; i++)
-                out[i] = clip8(acc[i]);
+#pragma omp parallel for schedule(static) if (big)
+    for (int yy = 0; yy < out_h; yy++) {
+        const int32_t *k = t.coeff + (size_t)yy * (size_t)t.ksize;
+        const uint8_t *in = src + (size_t)t.first[yy] * stride;
+        uint8_t *out = dst + (size_t)yy * stride;
+        for (size_t i = 0; i < whole; i += STRIP_LANES)
+            sum(out + i, in + i, stride, k, t.count[yy]);
+        for (size_t i = whole; i < stride; i++) {
+            int32_t acc = 1 << (PRECISION_BITS - 1);
+            for (int y = 0; y < t.count[yy]; y++)
+                acc += in[(size_t)y * stride + i] * k[y];
+            out[i] = clip8(acc);
         }
-        g_free(acc);
     }
     lanczos_table_clear(&t);
 }
@@ -174,7 +279,7 @@ pass_vertical(const uint8_t *src, int width, int src_h, uint8_t *dst, int out_h)
 DqImage *dq_image_resize_lanczos(const DqImage *src, int width, int height) {
     if (src == NULL || width <= 0 || height <= 0)
         return NULL;
-    DqImage *out = dq_image_new(width, height);
+    DqImage *out = dq_image_new_uninit(width, height);
     if (out == NULL)
         return NULL;
     if (width == src->width && height == src->height) {
@@ -187,7 +292,7 @@ DqImage *dq_image_resize_lanczos(const DqImage *src, int width, int height) {
         pass_vertical(src->pixels, src->width, src->height, out->pixels, height);
     } else {
         /* The intermediate is uint8, as in Pillow: rounding here is part of the result. */
-        DqImage *tmp = dq_image_new(width, src->height);
+        DqImage *tmp = dq_image_new_uninit(width, src->height);
         if (tmp == NULL) {
             dq_image_free(out);
             return NULL;
