@@ -3,13 +3,13 @@
 
 #include <string.h>
 
-DqImage *dq_image_new(int width, int height) {
+static DqImage *image_alloc(int width, int height, gboolean zero) {
     if (width <= 0 || height <= 0)
         return NULL;
     /* The decoders cap the pixel count (Pillow's decompression-bomb limit) before calling this,
      * so the size product cannot overflow size_t; g_try_ keeps a huge request from aborting. */
     size_t n = (size_t)width * (size_t)height * 3;
-    uint8_t *pixels = g_try_malloc0(n);
+    uint8_t *pixels = zero ? g_try_malloc0(n) : g_try_malloc(n);
     if (pixels == NULL)
         return NULL;
     DqImage *img = g_new0(DqImage, 1);
@@ -17,6 +17,21 @@ DqImage *dq_image_new(int width, int height) {
     img->height = height;
     img->pixels = pixels;
     return img;
+}
+
+DqImage *dq_image_new(int width, int height) {
+    return image_alloc(width, height, TRUE);
+}
+
+DqImage *dq_image_new_uninit(int width, int height) {
+    return image_alloc(width, height, FALSE);
+}
+
+DqImage *dq_image_copy(const DqImage *img) {
+    DqImage *out = img != NULL ? image_alloc(img->width, img->height, FALSE) : NULL;
+    if (out != NULL)
+        memcpy(out->pixels, img->pixels, (size_t)img->width * img->height * 3);
+    return out;
 }
 
 void dq_image_free(DqImage *img) {
@@ -30,7 +45,7 @@ DqImage *dq_image_crop(const DqImage *src, int x, int y, int width, int height) 
     if (src == NULL || x < 0 || y < 0 || width <= 0 || height <= 0 || x > src->width - width ||
         y > src->height - height)
         return NULL;
-    DqImage *out = dq_image_new(width, height);
+    DqImage *out = dq_image_new_uninit(width, height);
     if (out == NULL)
         return NULL;
     size_t row = (size_t)width * 3;

@@ -24,6 +24,10 @@ typedef struct {
 
 /* A width x height image, zero-filled. Sizes must be positive. */
 DqImage *dq_image_new(int width, int height);
+/* The same with its pixels unset: for producers that write every one (resizes, crops). */
+DqImage *dq_image_new_uninit(int width, int height);
+/* A copy of img. */
+DqImage *dq_image_copy(const DqImage *img);
 void dq_image_free(DqImage *img);
 
 typedef enum {

@@ -113,8 +113,8 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
  * `steps`: the rows are computed as that many one-row calls in a row would compute them, to the
  * bit (each row's attention as a decode step's, over the cache up to itself; products on the
  * backend's row-invariant path), and logits != NULL receives every row's logits
- * ([n_rows, vocab_size]) (token != NULL: every row's pick, [n_rows]). Speculative decoding checks its guesses so. Needs n_rows <=
- * smolvlm_steps_max(). */
+ * ([n_rows, vocab_size]) (token != NULL: every row's pick, [n_rows]). Speculative decoding checks
+ * its guesses so. Needs n_rows <= smolvlm_steps_max(). */
 typedef struct {
     SmolvlmKV *kv;
     int n_rows;
