@@ -33,6 +33,7 @@
 #include "pipeline.h"
 #include "tokenizer.h"
 
+#include <omp.h>
 #include <string.h>
 
 /* One request from submit to its result. */
@@ -175,6 +176,11 @@ static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
  * read-only after open (the tokenizer's word cache has its own lock). */
 static gpointer prep_main(gpointer data) {
     SmolvlmAnswerer *a = data;
+    /* Several threads: a page a thread. The resampler's OpenMP loops would otherwise start a
+     * team of every core from each of them (8 threads x 16 cores on a GPU host), beside the
+     * thread that drives the GPU. */
+    if (a->n_prep > 1)
+        omp_set_num_threads(1);
     for (;;) {
         Pending *p = g_async_queue_pop(a->todo);
         if (p == &quit)
