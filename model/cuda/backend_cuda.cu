@@ -1035,6 +1035,12 @@ static LtPlan *lt_plan_new(CudaCtx *c, int m, int n, int k, unsigned align, gboo
         ref = g_new0(LtPlan, 1);
         ref->ok = lt_plan_describe(ref, m, DQ_CUDA_LT_REF_ROWS, k, has_bias, gelu, out_bf16) &&
                   lt_heuristic(c, ref, 16, TRUE);
+        /* Said once a shape: an opt-in bf16 output (DOCQA_CUDA_MLP_BF16) that cublasLt has no
+         * algorithm for falls back to float32, and the fallback alone would show as "slower". */
+        if (!ref->ok && out_bf16)
+            g_message("%s: cublasLt has no algorithm for [%d x %d] with bf16 output%s%s: those "
+                      "products write float32",
+                      c->label, m, k, gelu ? ", GELU" : "", has_bias ? ", a float32 bias" : "");
         g_hash_table_insert(c->lt_fixed_algos, g_memdup2(&key, sizeof key), ref);
     }
     cublasLtMatmulHeuristicResult_t res;
