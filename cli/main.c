@@ -7,6 +7,7 @@
  *   docqa generate --model DIR  one prompt through the model (the conformance entry point)
  */
 #include "cli.h"
+#include "memory.h"
 
 #include <locale.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    dq_memory_keep_page_buffers(); /* page-sized buffers reused, not faulted in afresh */
     setlocale(LC_ALL, "");
     /* Numbers in JSON, SQL and CSV output must not depend on the user's locale. */
     setlocale(LC_NUMERIC, "C");

@@ -7,12 +7,14 @@
  * Idefics3 image processor at N (tiles as bytes, hashed), the DocVQA prompt around its tiles,
  * tokenized. THREADS threads take pages from a shared counter, each resampling on itself, as a
  * GPU worker's do; the whole list is run REPEATS times after a warm-up pass and the best run
- * kept. Prints one line:
+ * kept. Memory as the commands have it (common/memory.h; DOCQA_KEEP_PAGE_BUFFERS=0: glibc's
+ * default). Prints one line:
  *
  *   docqa_prep threads=2 pages=20 seconds=1.234 pages_per_s=16.2 tiles=420
  */
 #include "clock.h"
 #include "image.h"
+#include "memory.h"
 #include "pipeline.h"
 
 #include <omp.h>
@@ -70,6 +72,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s SNAPSHOT N_RES THREADS REPEATS IMAGE...\n", argv[0]);
         return 2;
     }
+    if (g_strcmp0(g_getenv("DOCQA_KEEP_PAGE_BUFFERS"), "0") != 0 && !dq_memory_keep_page_buffers())
+        fprintf(stderr, "bench_prep: glibc refused the memory policy\n");
     int threads = atoi(argv[3]), repeats = atoi(argv[4]);
     GError *err = NULL;
     Run r = {.paths = argv + 5, .n_paths = argc - 5};
