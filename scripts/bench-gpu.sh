@@ -29,6 +29,7 @@ n_res=${N_RES:-5}
 max_new=${MAX_NEW:-16}
 graphs=${GRAPHS:-1}
 die() { echo "bench-gpu: $*" >&2; exit 2; }
+. scripts/bench-lib.sh
 
 # ---- preconditions: say what is missing before building anything
 command -v nvidia-smi >/dev/null 2>&1 || die "no NVIDIA driver here (nvidia-smi not found): this benchmark needs a GPU machine"
@@ -56,17 +57,10 @@ elif [ -n "${PAGES:-}" ]; then
   read -r -a pages <<<"$PAGES"
 else
   pages_dir=${PAGES_DIR:-/tmp/docqa-bench-pages}
-  if [ ! -s "$pages_dir/list" ]; then
-    [ -d "$shared/corpus/pdf" ] || die "$shared/corpus/pdf not found (or set PAGES)"
-    mkdir -p "$pages_dir"
-    # Damaged corpus files fail their own ingest; the rest give the pages.
-    "$build/cli/docqa" ingest --db "$pages_dir/pages.db" --n-res "$n_res" -q "$shared/corpus/pdf" \
-      >/dev/null 2>&1 || true
-    find "$pages_dir/pages.db.pages" -name '*.png' 2>/dev/null | sort | head -64 >"$pages_dir/list"
-    # Fewer than 64 (pages that failed to render): mirrored copies, so that no batch repeats a
-    # page, whose tiles docqa would encode once and transformers every time.
-    [ -s "$pages_dir/list" ] && python3 scripts/pages_fill.py "$pages_dir/list" 64 "$pages_dir"
-  fi
+  bench_corpus_pages "$build/cli/docqa" "$shared" "$pages_dir" "$n_res" || die "no corpus (or set PAGES)"
+  # Fewer than 64 (pages that failed to render): mirrored copies, so that no batch repeats a
+  # page, whose tiles docqa would encode once and transformers every time.
+  [ -s "$pages_dir/list" ] && python3 scripts/pages_fill.py "$pages_dir/list" 64 "$pages_dir"
   mapfile -t pages <"$pages_dir/list"
 fi
 [ ${#pages[@]} -gt 0 ] || die "no page images (PAGES, or the corpus render in ${pages_dir:-})"

@@ -73,11 +73,8 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build "$build" --target bench_model bench_batch bench_gemm bench_gemv make_random_model -j 2 >/dev/null
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transformers, PIL" 2>/dev/null; then
-  echo "bench-model: creating $venv (torch, transformers 4.57.6, pillow 12.3.0 from PyPI)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch transformers==4.57.6 pillow==12.3.0
-fi
+. scripts/bench-lib.sh
+bench_venv "$venv"
 py="$venv/bin/python"
 if [ -n "$llama" ] && ! "$py" -c "import sentencepiece" 2>/dev/null; then
   "$venv/bin/pip" install -q sentencepiece # llama.cpp's converter imports it

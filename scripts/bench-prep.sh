@@ -25,20 +25,11 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build "$build" --target bench_prep make_random_model docqa -j 2 >/dev/null
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transformers, PIL" 2>/dev/null; then
-  echo "bench-prep: creating $venv (torch, transformers 4.57.6, pillow 12.3.0 from PyPI)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch transformers==4.57.6 pillow==12.3.0
-fi
+. scripts/bench-lib.sh
+bench_venv "$venv"
 snap=$models/smolvlm-256m-random-bf16
 [ -f "$snap/model.safetensors" ] || BUILD=$build scripts/make-random-model.sh 256m "$snap" bf16 >&2
-if [ ! -s "$pages_dir/list" ]; then
-  mkdir -p "$pages_dir"
-  # Damaged corpus files fail their own ingest; the rest give the pages.
-  "$build/cli/docqa" ingest --db "$pages_dir/pages.db" --n-res 5 -q "$shared/corpus/pdf" \
-    >/dev/null 2>&1 || true
-  find "$pages_dir/pages.db.pages" -name '*.png' 2>/dev/null | sort | head -64 >"$pages_dir/list"
-fi
+bench_corpus_pages "$build/cli/docqa" "$shared" "$pages_dir" 5
 mapfile -t pages < <(head -n "$n_pages" "$pages_dir/list")
 [ ${#pages[@]} -gt 0 ] || { echo "bench-prep: no pages in $pages_dir/list" >&2; exit 2; }
 echo "# ${#pages[@]} corpus pages at N=5, best of $repeats passes after a warm-up; $(nproc) cores"

@@ -1,0 +1,24 @@
+# Shared by the benchmark scripts (sourced, not run).
+
+# bench_venv VENV: a virtualenv with torch, transformers 4.57.6 and Pillow 12.3.0, the versions
+# the goldens were made with; created from PyPI when missing.
+bench_venv() {
+  local venv=$1
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transformers, PIL" 2>/dev/null; then
+    echo "$(basename "$0"): creating $venv (torch, transformers 4.57.6, pillow 12.3.0 from PyPI)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q torch transformers==4.57.6 pillow==12.3.0
+  fi
+}
+
+# bench_corpus_pages DOCQA SHARED DIR N_RES: DIR/list names up to 64 pages of SHARED/corpus's
+# PDFs rendered at N_RES by `docqa ingest`, once (damaged corpus files fail their own ingest;
+# the rest give the pages).
+bench_corpus_pages() {
+  local docqa=$1 shared=$2 dir=$3 n_res=$4
+  [ -s "$dir/list" ] && return 0
+  [ -d "$shared/corpus/pdf" ] || { echo "$(basename "$0"): $shared/corpus/pdf not found" >&2; return 2; }
+  mkdir -p "$dir"
+  "$docqa" ingest --db "$dir/pages.db" --n-res "$n_res" -q "$shared/corpus/pdf" >/dev/null 2>&1 || true
+  find "$dir/pages.db.pages" -name '*.png' 2>/dev/null | sort | head -64 >"$dir/list"
+}
