@@ -3138,7 +3138,9 @@ static gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
     if (!c->graphs_on || c->capturing || c->sticky != cudaSuccess)
         return FALSE;
     /* The stream idle and the ring empty: nothing recorded will need to wait for earlier work,
-     * and the pinned bytes that recorded uploads read stay as written until the replay. */
+     * and the pinned bytes that recorded uploads read stay as written until the replay. A
+     * recorded patchify marks no buffer: the next upload waits for the whole stream. */
+    c->px_read_buf = NULL;
     CK(c, cudaStreamSynchronize(c->stream));
     if (c->sticky != cudaSuccess)
         return FALSE;
