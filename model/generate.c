@@ -101,7 +101,7 @@ static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, int ind
     int tiles = 0;
     for (int i = 0; i < r->n_images; i++) {
         const DqImageTiles *t = r->images[i];
-        if (t == NULL || t->n_tiles <= 0 || t->bytes == NULL)
+        if (t == NULL || t->n_tiles <= 0 || t->bytes == NULL || t->hashes == NULL)
             return dq_fail(err, DQ_ERR_ARGS, "request %d: image %d has no tiles", index, i);
         if (t->tile_size != c->image_size)
             return dq_fail(err, DQ_ERR_ARGS,
