@@ -93,16 +93,15 @@ static inline uint8_t clip8(int32_t v) {
     return (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
 }
 
-/* Only parallelise passes big enough to pay for waking the thread team. Both passes are
- * compiled twice on x86-64 (AVX2 and baseline, picked at load time): the integer sums are the
- * same either way, the AVX2 loops are about twice as fast. */
+/* Only parallelise passes big enough to pay for waking the thread team. */
 #define PARALLEL_MIN_BYTES (1 << 18)
 
-/* The horizontal pass works on strips of 32 rows turned on their side: each input column's
+/* Both passes sum 96 bytes at a time, each a column of sums over the taps held in registers
+ * (lanes_sum: AVX-512, AVX2 or portable, picked at run time; the integer sums are the same).
+ * The horizontal pass works on strips of 32 rows turned on their side: each input column's
  * 32 rows x 3 channels = 96 bytes side by side, so that a tap is one contiguous multiply-add
- * over the strip's rows (as in pass_vertical) with every lane used; a pixel at a time used 3
- * int32 lanes of 4. Each sum adds the same integer products as Pillow's, so the bytes are the
- * same. */
+ * over the strip's rows with every lane used; a pixel at a time used 3 int32 lanes of 4. Each
+ * sum adds the same integer products as Pillow's, so the bytes are the same. */
 #define STRIP_ROWS  32
 #define STRIP_LANES (STRIP_ROWS * 3)
 #define OUT_BLOCK   32
