@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Resampler speed: docqa's Pillow-exact LANCZOS (AVX-512 or AVX2 where the CPU has them, OpenMP over
+# Resampler speed: docqa's Pillow-exact LANCZOS (AVX-512 or AVX2 where the CPU has them, OpenMP
+# over rows)
 # against a plain scalar port of Pillow's loops, on the resizes a page goes through, in the same
 # run; prints milliseconds and the ratio, and fails if the two ever give different bytes.
 #
