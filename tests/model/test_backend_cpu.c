@@ -291,6 +291,37 @@ static void test_elementwise(void) {
     g_free(want);
 }
 
+/* upload_pixels gives each tile's values by its own table: pixel (c, y, x) =
+ * lut[c * 256 + byte], through the CPU backend's op and through the fallback a backend without
+ * the op gets (dq_upload_pixels: expanded on the host, uploaded a tile at a time). */
+static void test_upload_pixels(void) {
+    const int T = 3, C = 3, S = 20;
+    const size_t tb = (size_t)C * S * S;
+    uint8_t *bytes = g_new(uint8_t, T * tb);
+    float *luts = g_new(float, T *C * 256);
+    DqPixelTile tiles[3];
+    for (size_t i = 0; i < T * tb; i++)
+        bytes[i] = (uint8_t)g_rand_int_range(rng, 0, 256);
+    for (int i = 0; i < T * C * 256; i++)
+        luts[i] = (float)g_rand_double_range(rng, -1, 1);
+    for (int t = 0; t < T; t++)
+        tiles[t] = (DqPixelTile){bytes + t * tb, luts + t * C * 256, 0};
+    DqBackend plain = *be; /* the same backend without the op */
+    plain.upload_pixels = NULL;
+    DqBackend *which[2] = {be, &plain};
+    for (int w = 0; w < 2; w++) {
+        float *px = be->alloc(be, dq_pixel_buffer_floats(T, C, S));
+        dq_upload_pixels(which[w], px, tiles, T, C, S);
+        for (int t = 0; t < T; t++)
+            for (size_t i = 0; i < tb; i++)
+                g_assert_cmpfloat(px[t * tb + i], ==,
+                                  luts[(t * C + (int)(i / (S * S))) * 256 + bytes[t * tb + i]]);
+        be->release(be, px);
+    }
+    g_free(bytes);
+    g_free(luts);
+}
+
 static void test_patchify_shuffle_embed(void) {
     /* 2 tiles of 3 x 20 x 20, patch 6: 3x3 patches, the last 2 px never read. */
     int T = 2, C = 3, S = 20, p = 6, side = 3;
@@ -352,6 +383,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend-cpu/rope", test_rope);
     g_test_add_func("/backend-cpu/attention", test_attention);
     g_test_add_func("/backend-cpu/elementwise", test_elementwise);
+    g_test_add_func("/backend-cpu/upload-pixels", test_upload_pixels);
     g_test_add_func("/backend-cpu/patchify-shuffle-embed", test_patchify_shuffle_embed);
     int rc = g_test_run();
     g_rand_free(rng);
