@@ -251,7 +251,6 @@ static void pixel_lut(const DqImageProcessorConfig *cfg, float lut[3][256]) {
     }
 }
 
-/* One uint8 tile (HWC, as resized) -> channel planes. */
 /* The t x t square of img at (x0, y0) (HWC, as resized) -> channel planes, read in place: the
  * grid's tiles are not cropped into images of their own first. */
 static void row_to_planes(const uint8_t *restrict p, uint8_t *restrict r, uint8_t *restrict g,
@@ -272,14 +271,21 @@ static void row_to_planes(const uint8_t *restrict p, uint8_t *restrict r, uint8_
  * preprocessing.) */
 __attribute__((target("ssse3"))) static void row_to_planes_ssse3(const uint8_t *p, uint8_t *r,
                                                                  uint8_t *g, uint8_t *b, int n) {
-    __m128i mask[3][3]; /* [channel][vector] */
+    /* [channel][vector]: byte 3i + c of the block is byte (3i + c) % 16 of vector (3i + c) / 16 */
+    static const int8_t pick[3][3][16] = {
+        {{0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
+         {-1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14, -1, -1, -1, -1, -1},
+         {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1, 4, 7, 10, 13}},
+        {{1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
+         {-1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1},
+         {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14}},
+        {{2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1},
+         {-1, -1, -1, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1},
+         {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15}}};
+    __m128i mask[3][3];
     for (int c = 0; c < 3; c++)
-        for (int v = 0; v < 3; v++) {
-            int8_t m[16];
-            for (int i = 0; i < 16; i++)
-                m[i] = (3 * i + c) / 16 == v ? (int8_t)((3 * i + c) % 16) : (int8_t)-1;
-            mask[c][v] = _mm_loadu_si128((const __m128i *)m);
-        }
+        for (int v = 0; v < 3; v++)
+            mask[c][v] = _mm_loadu_si128((const __m128i *)pick[c][v]);
     uint8_t *dst[3] = {r, g, b};
     int x = 0;
     for (; x + 16 <= n; x += 16) {
