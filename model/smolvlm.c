@@ -410,18 +410,23 @@ static gboolean weights_option(Smolvlm *m, const char *device, const SmolvlmOpti
 }
 
 Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err) {
-    const char *device = opts != NULL && opts->device != NULL ? opts->device : "cpu";
+    DqBackend *given = opts != NULL ? opts->backend : NULL;
+    const char *device = opts != NULL && opts->device != NULL ? opts->device
+                         : given != NULL                      ? given->name
+                                                              : "cpu";
     int cuda_index; /* a bad device name fails before anything is loaded */
-    if (!dq_device_parse(device, &cuda_index, err))
+    if (given == NULL && !dq_device_parse(device, &cuda_index, err))
         return NULL;
     Smolvlm *m = g_new0(Smolvlm, 1);
+    m->be = given; /* owned from here, freed with m even when opening fails */
     m->dir = g_strdup(dir);
     if (!smolvlm_config_load(dir, &m->cfg, err))
         goto fail;
     m->st = safetensors_open_snapshot(dir, err);
     if (m->st == NULL)
         goto fail;
-    m->be = dq_backend_open_device(device, err); /* cpu, or cuda:I (backend_cuda.h) */
+    if (given == NULL)
+        m->be = dq_backend_open_device(device, err); /* cpu, or cuda:I (backend_cuda.h) */
     if (m->be == NULL || !weights_option(m, device, opts, err) ||
         !draft_option(m, device, opts, err) || !bind_all(m, err) ||
         (m->want_draft && !bind_draft(m, err)))

@@ -43,6 +43,11 @@ typedef struct {
      * (generate.h). The guesses are checked by the model as loaded, so what it generates does
      * not change. Device cpu, with weights stored or bf16. */
     const char *draft;
+    /* NULL: the backend `device` names. Otherwise a backend made by the caller, which the model
+     * then owns (frees, even when smolvlm_open fails), device only naming it in messages:
+     * bench_gpu's "host" backend, whose ops do no arithmetic, measures the host's share of a GPU
+     * batch that way. */
+    DqBackend *backend;
 } SmolvlmOptions;
 
 typedef struct Smolvlm Smolvlm;

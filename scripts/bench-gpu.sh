@@ -14,7 +14,9 @@
 # /tmp/docqa-random-models; generated once, bf16), GRAPHS (1: docqa also with DOCQA_CUDA_GRAPHS=1,
 # the decode step as a CUDA graph, as the row docqa_graphs; 0: not).
 # Prints each side's line per batch size, then each side's best pages/s and the ratio
-# docqa / transformers (the target is >= 3x).
+# docqa / transformers (the target is >= 3x). docqa_host lines: docqa's host work alone, the
+# same batches through bench_gpu's "host" backend, whose ops do no arithmetic (no GPU needed:
+# `bench_gpu SNAPSHOT host ...` runs anywhere).
 #
 # Runs only on a machine with an NVIDIA GPU, nvcc, and python3 with torch (CUDA) and
 # transformers; anywhere else it stops at once saying what is missing (exit 2).
@@ -79,6 +81,10 @@ for m in "$@"; do
   echo "## $m"
   "$build/tests/model/bench_gpu" "$dir" "cuda:$gpu" "$n_res" "$max_new" "$batches" "${pages[@]}" |
     tee -a "$out" || echo "docqa failed (see above)"
+  # The host's share of each batch: the same run with ops that do no arithmetic (the GPU
+  # waits for this wherever the host cannot queue work ahead of it).
+  "$build/tests/model/bench_gpu" "$dir" host "$n_res" "$max_new" "$batches" "${pages[@]}" |
+    sed 's/^docqa /docqa_host /' | tee -a "$out" || echo "docqa on the host backend failed (see above)"
   if [ "$graphs" = 1 ]; then
     # The decode step as a CUDA graph (off by default until verified on a GPU).
     DOCQA_CUDA_GRAPHS=1 "$build/tests/model/bench_gpu" "$dir" "cuda:$gpu" "$n_res" "$max_new" \
@@ -97,6 +103,8 @@ for m in "$@"; do
       printf "%s: docqa best %.3f pages/s (batch %s), transformers best %.3f pages/s (batch %s)",
              model, best["docqa"], at["docqa"], best["hf"], at["hf"]
       if (best["hf"] > 0) printf ", ratio %.2fx (target >= 3x)", best["docqa"] / best["hf"]
+      if (best["docqa_host"] > 0)
+        printf "; the host alone %.0f pages/s (batch %s)", best["docqa_host"], at["docqa_host"]
       if (best["docqa_graphs"] > 0 && best["docqa"] > 0)
         printf "; with CUDA graphs %.3f pages/s (batch %s, %.2fx without)", best["docqa_graphs"],
                at["docqa_graphs"], best["docqa_graphs"] / best["docqa"]

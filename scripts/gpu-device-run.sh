@@ -19,7 +19,7 @@
 #        synccheck on the kernels with shared memory and barriers (attention, norms);
 #        SANITIZE_TESTS="/backend_cuda/a /backend_cuda/b": all three tools on those tests alone.
 # bench256/bench22: bench_gpu on random 256M / 2.2B bf16 snapshots (BATCHES, default 1,8,32,64),
-#        and with CUDA graphs when GRAPHS=1, and at COMPARE_BATCHES (64) with each setting of
+#        then on its host backend (docqa_host: the host's share of each batch), and with CUDA graphs when GRAPHS=1, and at COMPARE_BATCHES (64) with each setting of
 #        COMPARE_ENV (';' between settings, spaces between one setting's variables; default
 #        DOCQA_CUDA_MERGE=0: products one tile or prompt at a time) when COMPARE=1; PAGES=corpus:
 #        64 distinct corpus pages instead of the four fixture pages cycled; hf256/hf22: scripts/bench_gpu_hf.py on the same snapshot;
@@ -217,6 +217,9 @@ PY
     step "bench_gpu $m batches $batches"
     timeout 240 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" cuda:0 5 16 "$batches" \
       "${pages[@]}" 2>&1 | tee -a "$out/bench.log"
+    step "bench_gpu $m batches $batches on the host backend (the host's share, no GPU work)"
+    timeout 120 env LD_LIBRARY_PATH="$libs" /tmp/gb/bin/bench_gpu "$d" host 5 16 "$batches" \
+      "${pages[@]}" 2>&1 | sed 's/^docqa /docqa_host /' | tee -a "$out/bench.log"
     if [ "${COMPARE:-0}" = 1 ]; then
       IFS=';' read -ra settings <<<"${COMPARE_ENV:-DOCQA_CUDA_MERGE=0}"
       for setting in "${settings[@]}"; do

@@ -3,6 +3,9 @@
  *
  *   bench_gpu SNAPSHOT DEVICE N_RES MAX_NEW BATCHES IMAGE...
  *
+ * DEVICE is cpu, cuda[:I], or host: backend_host.c's backend, whose ops do no arithmetic, so
+ * that the times are the host's share of a GPU batch (and ops= counts the ops of the timed run).
+ *
  * BATCHES is a comma list ("1,4,16,64"). Every page is preprocessed once up front (host work a
  * worker overlaps with the GPU); a batch of B requests takes pages round-robin from the IMAGE
  * list, asks each the DocVQA question and decodes exactly MAX_NEW greedy tokens (ignore_eos),
@@ -18,6 +21,7 @@
  * encoded once; transformers encodes every tile).
  */
 #include "backend_cuda.h"
+#include "backend_host.h"
 #include "clock.h"
 #include "generate.h"
 #include "image_processor.h"
@@ -26,6 +30,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define QUESTION                                                                                   \
     "<|im_start|>User:<image>Look at the document and answer the question. Question: What is "     \
@@ -79,7 +84,10 @@ int main(int argc, char **argv) {
     int n_pages = argc - 6;
     GError *err = NULL;
 
-    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = device}, &err);
+    SmolvlmOptions opts = {.device = device};
+    if (strcmp(device, "host") == 0 && (opts.backend = dq_backend_host_new(&err)) == NULL)
+        return fail(err);
+    Smolvlm *m = smolvlm_open(snap, &opts, &err);
     if (m == NULL)
         return fail(err);
     DqTokenizer *tok = tokenizer_load_snapshot(snap, &err);
@@ -121,14 +129,21 @@ int main(int argc, char **argv) {
         int batch = atoi(*b);
         if (batch <= 0)
             continue;
-        for (int run = 0; run < 2; run++) /* a warm-up, then the timed run */
+        uint64_t ops0 = 0;
+        for (int run = 0; run < 2; run++) { /* a warm-up, then the timed run */
+            if (opts.backend != NULL)
+                ops0 = dq_backend_host_ops(opts.backend);
             if (!run_batch(m, pages, n_pages, batch, max_new, &tm, &seconds, &err))
                 return fail(err);
+        }
         printf("docqa device=%s batch=%d pages=%d tiles=%d tiles_distinct=%d prompt_tokens=%d "
                "seconds=%.3f pages_per_s=%.3f vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f "
-               "preprocess_ms_per_page=%.0f\n",
+               "preprocess_ms_per_page=%.0f",
                device, batch, batch, tm.n_tiles, tm.n_tiles_distinct, tm.prompt_tokens, seconds,
                batch / seconds, tm.vision_ms, tm.prefill_ms, tm.decode_ms, preprocess_ms);
+        if (opts.backend != NULL) /* the ops of the timed run: a kernel launch or more each */
+            printf(" ops=%" G_GUINT64_FORMAT, dq_backend_host_ops(opts.backend) - ops0);
+        printf("\n");
         fflush(stdout);
     }
     for (int i = 0; i < n_pages; i++) {
