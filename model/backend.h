@@ -253,6 +253,10 @@ DqBackend *dq_backend_cpu_new(GError **err);
 DqBackend *dq_backend_cpu_fast_new(GError **err);
 void dq_backend_free(DqBackend *be);
 
+/* The start of every weight_init: w zeroed with its shape, TRUE when t has rows x cols
+ * elements (else an error naming the tensor and its file). */
+gboolean dq_weight_shape(DqWeight *w, const DqTensor *t, int rows, int cols, GError **err);
+
 /* be->matmul_gelu when the backend has it, else matmul and gelu_tanh. */
 void dq_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,
                     const DqWeight *bias, int n);

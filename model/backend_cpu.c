@@ -60,13 +60,8 @@ static void cpu_copy(DqBackend *be, float *dst, const float *src, size_t n) {
 
 static gboolean cpu_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
                                 GError **err) {
-    memset(w, 0, sizeof *w);
-    w->rows = rows;
-    w->cols = cols;
-    if ((int64_t)rows * cols != t->numel)
-        return dq_fail(err, DQ_ERR_MODEL,
-                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
-                       t->file, t->name, t->numel, rows, cols);
+    if (!dq_weight_shape(w, t, rows, cols, err))
+        return FALSE;
     if (t->dtype == DQ_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
         w->data = t->data; /* mapped, never copied */
         return TRUE;
@@ -368,6 +363,17 @@ DqBackend *dq_backend_cpu_new(GError **err) {
 void dq_backend_free(DqBackend *be) {
     if (be != NULL)
         be->destroy(be);
+}
+
+gboolean dq_weight_shape(DqWeight *w, const DqTensor *t, int rows, int cols, GError **err) {
+    memset(w, 0, sizeof *w);
+    w->rows = rows;
+    w->cols = cols;
+    if ((int64_t)rows * cols != t->numel)
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
+                       t->file, t->name, t->numel, rows, cols);
+    return TRUE;
 }
 
 void dq_matmul_gelu(DqBackend *be, float *y, const float *x, const DqWeight *w,

@@ -66,13 +66,8 @@ static gboolean fast_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, 
     FastCtx *ctx = be->ctx;
     if (t->dtype != DQ_DTYPE_BF16 || rows <= 1 || ((uintptr_t)t->data % 2) != 0)
         return ctx->ref->weight_init(ctx->ref, w, t, rows, cols, err); /* vectors, F32, F16 */
-    memset(w, 0, sizeof *w);
-    w->rows = rows;
-    w->cols = cols;
-    if ((int64_t)rows * cols != t->numel)
-        return dq_fail(err, DQ_ERR_MODEL,
-                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
-                       t->file, t->name, t->numel, rows, cols);
+    if (!dq_weight_shape(w, t, rows, cols, err))
+        return FALSE;
     w->data = t->data; /* mapped BF16, never copied */
     w->dtype = DQ_DTYPE_BF16;
     return TRUE;
@@ -89,10 +84,8 @@ static gboolean fast_weight_init_bf16(DqBackend *be, DqWeight *w, const DqTensor
         w->dtype = DQ_WEIGHT_BF16_DOT;
         return TRUE;
     }
-    if ((int64_t)rows * cols != t->numel)
-        return dq_fail(err, DQ_ERR_MODEL,
-                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
-                       t->file, t->name, t->numel, rows, cols);
+    if (!dq_weight_shape(w, t, rows, cols, err))
+        return FALSE;
     size_t n = (size_t)rows * cols, esize = dq_dtype_size(t->dtype);
     uint16_t *buf = aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64);
     if (buf == NULL)

@@ -42,10 +42,8 @@ gboolean dq_q8_quantize(DqWeight *w, const DqTensor *t, int rows, int cols, int 
         return dq_fail(err, DQ_ERR_MODEL,
                        "%s: tensor '%s': %d columns is not a positive multiple of %d (int8 blocks)",
                        t->file, t->name, cols, QB);
-    if ((int64_t)rows * cols != t->numel)
-        return dq_fail(err, DQ_ERR_MODEL,
-                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
-                       t->file, t->name, t->numel, rows, cols);
+    if (!dq_weight_shape(w, t, rows, cols, err))
+        return FALSE;
     size_t n = (size_t)rows * cols, esize = dq_dtype_size(t->dtype);
     /* q then scales; n is a multiple of 32, so the scales stay 32-byte aligned */
     int8_t *buf = aligned_alloc(64, (n + n / QB * sizeof(float) + 63) / 64 * 64);
@@ -67,8 +65,6 @@ gboolean dq_q8_quantize(DqWeight *w, const DqTensor *t, int rows, int cols, int 
         }
         g_free(row);
     }
-    w->rows = rows;
-    w->cols = cols;
     w->data = (const float *)(void *)buf;
     w->owned = buf;
     w->dtype = DQ_WEIGHT_Q8;

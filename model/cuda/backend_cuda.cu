@@ -751,13 +751,8 @@ static gboolean weights_preflight(CudaCtx *c, const DqTensor *t, GError **err) {
 static gboolean cuda_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
                                  GError **err) {
     CudaCtx *c = ctx_of(be);
-    memset(w, 0, sizeof *w);
-    w->rows = rows;
-    w->cols = cols;
-    if ((int64_t)rows * cols != t->numel)
-        return dq_fail(err, DQ_ERR_MODEL,
-                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
-                       t->file, t->name, t->numel, rows, cols);
+    if (!dq_weight_shape(w, t, rows, cols, err))
+        return FALSE;
     if (c->sticky != cudaSuccess)
         return dq_fail(err, DQ_ERR_DEVICE, "%s", c->sticky_msg);
     if (!c->preflight_done) {

@@ -101,13 +101,8 @@ static void host_copy(DqBackend *be, float *dst, const float *src, size_t n) {
 static gboolean host_weight_init(DqBackend *be, DqWeight *w, const DqTensor *t, int rows, int cols,
                                  GError **err) {
     (void)be;
-    memset(w, 0, sizeof *w);
-    w->rows = rows;
-    w->cols = cols;
-    if ((int64_t)rows * cols != t->numel)
-        return dq_fail(err, DQ_ERR_MODEL,
-                       "%s: tensor '%s' has %" G_GINT64_FORMAT " elements, expected %d x %d",
-                       t->file, t->name, t->numel, rows, cols);
+    if (!dq_weight_shape(w, t, rows, cols, err))
+        return FALSE;
     w->data = t->data; /* never read */
     w->dtype = t->dtype;
     return TRUE;
