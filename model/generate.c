@@ -326,6 +326,7 @@ typedef struct {
     int cursor, prefilled;
     gboolean encode; /* its tiles go through the encoder in this add */
     int fresh_off;   /* its rows in the fresh block (its own or a batch-mate's), else -1 */
+    int32_t token;   /* its first new token, when only that comes back (greedy, no logits) */
 } AddState;
 
 gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
@@ -454,8 +455,13 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
             }
             as[i].prefilled += take;
             gboolean last = as[i].prefilled == r->n_input_ids;
-            g->segs[n_segs++] = (SmolvlmSegment){
-                .kv = as[i].slot->kv, .n_rows = take, .logits = last ? as[i].slot->logits : NULL};
+            /* Greedy without its logits asked for: only the token comes back, as in a step */
+            gboolean token_only = !r->options.do_sample && !r->want_logits;
+            g->segs[n_segs++] =
+                (SmolvlmSegment){.kv = as[i].slot->kv,
+                                 .n_rows = take,
+                                 .logits = last && !token_only ? as[i].slot->logits : NULL,
+                                 .token = last && token_only ? &as[i].token : NULL};
             rows += take;
             if (!last)
                 break; /* its next chunk opens the next call */
@@ -470,7 +476,10 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         Slot *s = as[i].slot;
         if (reqs[i].want_logits)
             s->res.last_logits = g_memdup2(s->logits, (size_t)V * sizeof(float));
-        slot_push(g, s, dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
+        slot_push(g, s,
+                  !reqs[i].options.do_sample && !reqs[i].want_logits
+                      ? as[i].token
+                      : dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
     }
     double prefill_ms = dq_now_ms() - t0;
     for (int i = 0; i < n; i++) {

@@ -152,6 +152,71 @@ static void test_join_midway_ref(void) {
     join_midway("tiny-smolvlm-b512", "cpu-ref");
 }
 
+/* A greedy request that does not ask for its logits gets its first token from the backend's
+ * argmax_rows, where the prompt's last logits are (a GPU sends back an id, not the vocabulary's
+ * floats): the same tokens as the request that takes them from its logits, batched or not. */
+static void (*first_argmax_orig)(DqBackend *, int32_t *, const float *, int, int);
+static int first_argmax_rows;
+
+static void first_argmax_count(DqBackend *be, int32_t *ids, const float *x, int n, int cols) {
+    first_argmax_rows += n;
+    first_argmax_orig(be, ids, x, n, cols);
+}
+
+static void first_token(const char *device) {
+    SmolvlmPipeline *p = open_pipeline("tiny-smolvlm-b512", device);
+    if (p == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    Case cs[2];
+    case_init(&cs[0], p, "portrait_page.png", "What is the title?", 2, 5);
+    case_init(&cs[1], p, NULL, "Say hello.", 0, 3);
+    DqBackend *be = smolvlm_backend(p->model);
+    first_argmax_orig = be->argmax_rows;
+    be->argmax_rows = first_argmax_count;
+    GError *err = NULL;
+    DqGenerator *g = dq_generator_new(p->model, 2, 0, &err);
+    dq_assert_no_error(err);
+    SmolvlmRequest two[2] = {cs[0].req, cs[1].req};
+    two[0].want_logits = two[1].want_logits = FALSE;
+    int slots[2];
+    first_argmax_rows = 0;
+    g_assert_true(dq_generator_add(g, two, 2, slots, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(first_argmax_rows, ==, 2); /* both first tokens, and no logits */
+    int n_done = 0;
+    DqGeneratorDone done[2];
+    while (n_done < 2) {
+        g_assert_true(dq_generator_step(g, &err));
+        dq_assert_no_error(err);
+        int k = dq_generator_take_finished(g, done, 2);
+        for (int i = 0; i < k; i++) {
+            const Case *c = &cs[done[i].slot == slots[0] ? 0 : 1];
+            const DqGenerateResult *r = &done[i].result;
+            g_assert_null(r->last_logits);
+            g_assert_cmpint(r->n_output_ids, ==, c->alone.n_output_ids);
+            g_assert_cmpmem(r->output_ids, r->n_output_ids * 4, c->alone.output_ids,
+                            c->alone.n_output_ids * 4);
+            dq_generate_result_clear(&done[i].result);
+        }
+        n_done += k;
+    }
+    be->argmax_rows = first_argmax_orig;
+    dq_generator_free(g);
+    for (int i = 0; i < 2; i++)
+        case_clear(&cs[i]);
+    smolvlm_pipeline_free(p);
+}
+
+static void test_first_token_fast(void) {
+    first_token("cpu");
+}
+
+static void test_first_token_ref(void) {
+    first_token("cpu-ref");
+}
+
 /* Two questions about one page: one vision pass, the answers each gets alone. */
 static void test_vision_reuse(void) {
     SmolvlmPipeline *p = open_pipeline("tiny-smolvlm-b512", "cpu");
@@ -443,6 +508,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/generator/join-midway/cpu", test_join_midway_fast);
     g_test_add_func("/generator/join-midway/cpu-bf16", test_join_midway_fast_bf16);
     g_test_add_func("/generator/join-midway/cpu-ref", test_join_midway_ref);
+    g_test_add_func("/generator/first-token/cpu", test_first_token_fast);
+    g_test_add_func("/generator/first-token/cpu-ref", test_first_token_ref);
     g_test_add_func("/generator/vision-reuse", test_vision_reuse);
     g_test_add_func("/generator/errors", test_errors);
     g_test_add_func("/generator/speculative/f32", test_speculative_f32);
