@@ -1036,9 +1036,11 @@ static void test_memory(void) {
 
 /* ---- the whole model: tiny snapshots from ../shared on both devices */
 
-/* Generates for each image (one request each, batched together), max_new greedy tokens. */
+/* Generates for each image (one request each, batched together), max_new greedy tokens; with
+ * want_logits, each request's last prompt logits come back (else its first token is picked on
+ * the device, as the later ones are). */
 static void generate_pages(SmolvlmPipeline *p, DqImage **imgs, int n, int max_new,
-                           DqGenerateResult *res) {
+                           gboolean want_logits, DqGenerateResult *res) {
     SmolvlmPrompt *prompts = g_new0(SmolvlmPrompt, n);
     SmolvlmRequest *reqs = g_new0(SmolvlmRequest, n);
     SmolvlmPrepareOptions po = {.n_res = 2};
@@ -1051,7 +1053,7 @@ static void generate_pages(SmolvlmPipeline *p, DqImage **imgs, int n, int max_ne
         reqs[i].options.do_sample = FALSE;
         reqs[i].options.max_new_tokens = max_new;
         reqs[i].options.ignore_eos = TRUE;
-        reqs[i].want_logits = TRUE;
+        reqs[i].want_logits = want_logits;
     }
     g_assert_true(smolvlm_generate(p->model, reqs, n, res, NULL, &err));
     dq_assert_no_error(err);
@@ -1089,8 +1091,8 @@ static void test_model(void) {
         dq_assert_no_error(err);
         int vocab = smolvlm_config(pc->model)->vocab_size, max_new = 6;
         DqGenerateResult rc[1] = {0}, alone[1] = {0}, batch[3] = {{0}};
-        generate_pages(pc, imgs, 1, max_new, rc);
-        generate_pages(pg, imgs, 1, max_new, alone);
+        generate_pages(pc, imgs, 1, max_new, TRUE, rc);
+        generate_pages(pg, imgs, 1, max_new, TRUE, alone);
         /* The GPU against the CPU: logits within bf16 accuracy of the logits' scale. */
         double worst = 0, scale = 1;
         for (int v = 0; v < vocab; v++) {
@@ -1108,12 +1110,22 @@ static void test_model(void) {
         g_test_message("%s: greedy ids agree for %d of %d steps", snaps[s], agree, max_new);
         /* A request's tokens and logits do not depend on its batch-mates: bit-identical alone
          * and first in a batch of three different pages. */
-        generate_pages(pg, imgs, 3, max_new, batch);
+        generate_pages(pg, imgs, 3, max_new, TRUE, batch);
         g_assert_cmpint(batch[0].n_output_ids, ==, alone[0].n_output_ids);
         g_assert_cmpmem(batch[0].output_ids, batch[0].n_output_ids * sizeof(int32_t),
                         alone[0].output_ids, alone[0].n_output_ids * sizeof(int32_t));
         g_assert_cmpmem(batch[0].last_logits, vocab * sizeof(float), alone[0].last_logits,
                         vocab * sizeof(float));
+        /* The first tokens picked on the GPU (argmax_rows) are those of the logits. */
+        DqGenerateResult ids[3] = {{0}};
+        generate_pages(pg, imgs, 3, max_new, FALSE, ids);
+        for (int i = 0; i < 3; i++) {
+            g_assert_null(ids[i].last_logits);
+            g_assert_cmpint(ids[i].n_output_ids, ==, batch[i].n_output_ids);
+            g_assert_cmpmem(ids[i].output_ids, ids[i].n_output_ids * sizeof(int32_t),
+                            batch[i].output_ids, batch[i].n_output_ids * sizeof(int32_t));
+            dq_generate_result_clear(&ids[i]);
+        }
         dq_generate_result_clear(&rc[0]);
         dq_generate_result_clear(&alone[0]);
         for (int i = 0; i < 3; i++)
