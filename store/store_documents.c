@@ -8,8 +8,10 @@
 #include <string.h>
 
 static gboolean db_fail(DqStore *store, GError **err, const char *what) {
-    return dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(store), what,
-                   sqlite3_errmsg(dq_store_sqlite(store)));
+    dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(store), what,
+            sqlite3_errmsg(dq_store_sqlite(store)));
+    store_sqlite_explain(store, err);
+    return FALSE;
 }
 
 static sqlite3_stmt *prepare(DqStore *store, const char *sql, GError **err) {

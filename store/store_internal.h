@@ -25,6 +25,11 @@ struct DqStore {
  * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
 #define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
 
+/* After an SQLite error on s has been put in *err: when it was a full disk, or a failed write
+ * while the file system holding the database has little room left, says how little (SQLite's
+ * "disk I/O error" alone sends one looking for a broken disk). */
+void store_sqlite_explain(DqStore *s, GError **err);
+
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
 DqStore *store_pg_open(const char *location, int max_version, GError **err);

@@ -49,7 +49,9 @@ static DqJobState state_from_name(const char *name) {
 
 static gboolean db_fail(DqStore *s, GError **err, const char *what) {
     sqlite3 *db = dq_store_sqlite(s);
-    return dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
+    dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
+    store_sqlite_explain(s, err);
+    return FALSE;
 }
 
 static int busy_wait(void *user, int tries);

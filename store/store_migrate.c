@@ -150,9 +150,11 @@ static gboolean write_rows(DqStore *s, const Table *t, int n, GPtrArray *rows, G
             else
                 sqlite3_bind_text(st, c + 1, row[c], -1, SQLITE_TRANSIENT);
         }
-        if (sqlite3_step(st) != SQLITE_DONE)
+        if (sqlite3_step(st) != SQLITE_DONE) {
             ok = dq_fail(err, DQ_ERR_DB, "%s: writing %s: %s", s->path, t->name,
                          sqlite3_errmsg(s->db));
+            store_sqlite_explain(s, err);
+        }
     }
     sqlite3_finalize(st);
     g_string_free(sql, TRUE);

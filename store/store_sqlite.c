@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #define BUSY_TIMEOUT_MS 60000
 
@@ -54,12 +55,44 @@ PGconn *dq_store_pg(DqStore *store) {
     return store->pg;
 }
 
+/* Under this much room left, a failed write is put down to it. */
+#define LOW_ROOM_BYTES ((guint64)16 << 20)
+
+void store_sqlite_explain(DqStore *s, GError **err) {
+    if (err == NULL || *err == NULL || s->db == NULL)
+        return;
+    int rc = sqlite3_extended_errcode(s->db) & 0xff;
+    if (rc != SQLITE_FULL && rc != SQLITE_IOERR && rc != SQLITE_CANTOPEN)
+        return;
+    char *dir = g_path_get_dirname(s->path);
+    struct statvfs fs;
+    gboolean known = statvfs(dir, &fs) == 0;
+    g_free(dir);
+    if (!known)
+        return;
+    guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
+    if (rc != SQLITE_FULL && room >= LOW_ROOM_BYTES)
+        return;
+    char *size = g_format_size(room);
+    /* g_format_size puts a no-break space (UTF-8 C2 A0) before the unit: a plain one for logs */
+    for (char *p = strstr(size, "\xc2\xa0"); p != NULL; p = strstr(p, "\xc2\xa0")) {
+        *p = ' ';
+        memmove(p + 1, p + 2, strlen(p + 2) + 1);
+    }
+    char *msg = g_strdup_printf("%s (the file system holding %s has %s free)", (*err)->message,
+                                s->path, size);
+    g_free((*err)->message);
+    (*err)->message = msg;
+    g_free(size);
+}
+
 gboolean dq_store_exec(DqStore *store, const char *sql, GError **err) {
     PG_DISPATCH(store, return store_pg_exec(store, sql, err));
     char *msg = NULL;
     if (sqlite3_exec(store->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: %s", store->path, msg ? msg : "unknown SQLite error");
         sqlite3_free(msg);
+        store_sqlite_explain(store, err);
         return FALSE;
     }
     return TRUE;
@@ -186,6 +219,7 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
     if (rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: cannot open database: %s", path,
                 store->db ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
+        store_sqlite_explain(store, err);
         dq_store_close(store);
         return NULL;
     }

@@ -1,5 +1,6 @@
 #include "dq_error.h"
 #include "store.h"
+#include "store_jobs.h"
 #include "testutil.h"
 
 #include <string.h>
@@ -76,10 +77,158 @@ static void test_garbage_file_refused(void) {
     g_free(dir);
 }
 
+/* ---- a full disk, made by an SQLite VFS whose writes fail with SQLITE_FULL once armed: the
+ * default VFS with xWrite and xTruncate refused, every other method passed through. */
+
+typedef struct {
+    sqlite3_file base;
+    sqlite3_file *real; /* the default VFS's file, in the memory right after this struct */
+} FullFile;
+
+static sqlite3_vfs *full_real_vfs;
+static gboolean full_armed;
+
+static sqlite3_file *real_of(sqlite3_file *f) {
+    return ((FullFile *)f)->real;
+}
+
+static int ff_close(sqlite3_file *f) {
+    return real_of(f)->pMethods->xClose(real_of(f));
+}
+static int ff_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) {
+    return real_of(f)->pMethods->xRead(real_of(f), b, n, o);
+}
+static int ff_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) {
+    return full_armed ? SQLITE_FULL : real_of(f)->pMethods->xWrite(real_of(f), b, n, o);
+}
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 size) {
+    return full_armed ? SQLITE_FULL : real_of(f)->pMethods->xTruncate(real_of(f), size);
+}
+static int ff_sync(sqlite3_file *f, int flags) {
+    return real_of(f)->pMethods->xSync(real_of(f), flags);
+}
+static int ff_file_size(sqlite3_file *f, sqlite3_int64 *size) {
+    return real_of(f)->pMethods->xFileSize(real_of(f), size);
+}
+static int ff_lock(sqlite3_file *f, int l) {
+    return real_of(f)->pMethods->xLock(real_of(f), l);
+}
+static int ff_unlock(sqlite3_file *f, int l) {
+    return real_of(f)->pMethods->xUnlock(real_of(f), l);
+}
+static int ff_check_reserved(sqlite3_file *f, int *out) {
+    return real_of(f)->pMethods->xCheckReservedLock(real_of(f), out);
+}
+static int ff_file_control(sqlite3_file *f, int op, void *arg) {
+    return real_of(f)->pMethods->xFileControl(real_of(f), op, arg);
+}
+static int ff_sector_size(sqlite3_file *f) {
+    return real_of(f)->pMethods->xSectorSize(real_of(f));
+}
+static int ff_device(sqlite3_file *f) {
+    return real_of(f)->pMethods->xDeviceCharacteristics(real_of(f));
+}
+static int ff_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **p) {
+    return real_of(f)->pMethods->xShmMap(real_of(f), region, size, extend, p);
+}
+static int ff_shm_lock(sqlite3_file *f, int offset, int n, int flags) {
+    return real_of(f)->pMethods->xShmLock(real_of(f), offset, n, flags);
+}
+static void ff_shm_barrier(sqlite3_file *f) {
+    real_of(f)->pMethods->xShmBarrier(real_of(f));
+}
+static int ff_shm_unmap(sqlite3_file *f, int delete_flag) {
+    return real_of(f)->pMethods->xShmUnmap(real_of(f), delete_flag);
+}
+static int ff_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p) {
+    return real_of(f)->pMethods->xFetch(real_of(f), o, n, p);
+}
+static int ff_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) {
+    return real_of(f)->pMethods->xUnfetch(real_of(f), o, p);
+}
+
+static const sqlite3_io_methods full_io = {
+    3,
+    ff_close,
+    ff_read,
+    ff_write,
+    ff_truncate,
+    ff_sync,
+    ff_file_size,
+    ff_lock,
+    ff_unlock,
+    ff_check_reserved,
+    ff_file_control,
+    ff_sector_size,
+    ff_device,
+    ff_shm_map,
+    ff_shm_lock,
+    ff_shm_barrier,
+    ff_shm_unmap,
+    ff_fetch,
+    ff_unfetch,
+};
+
+static int full_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out) {
+    (void)vfs;
+    FullFile *ff = (FullFile *)f;
+    ff->real = (sqlite3_file *)(ff + 1);
+    int rc = full_real_vfs->xOpen(full_real_vfs, name, ff->real, flags, out);
+    /* xClose is called after a failed xOpen only when pMethods is set */
+    ff->base.pMethods = rc == SQLITE_OK ? &full_io : NULL;
+    return rc;
+}
+
+/* A full disk: the database the store opens, then every write refused. The error names the
+ * database, says the disk is full, and how much room the file system holding it has (here,
+ * where the refusal is only the VFS's, whatever it really has). */
+static void test_full_disk(void) {
+    full_real_vfs = sqlite3_vfs_find(NULL);
+    static sqlite3_vfs vfs;
+    vfs = *full_real_vfs;
+    vfs.zName = "docqa-test-full";
+    vfs.szOsFile = (int)sizeof(FullFile) + full_real_vfs->szOsFile;
+    vfs.xOpen = full_open;
+    g_assert_cmpint(sqlite3_vfs_register(&vfs, 1), ==, SQLITE_OK);
+
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "full.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    gint64 id = 0;
+    g_assert_true(store_jobs_question_id(s, "What is the total?", &id, &err));
+    dq_assert_no_error(err);
+
+    full_armed = TRUE;
+    g_assert_false(store_jobs_question_id(s, "Who signed it?", &id, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, path));
+    g_assert_nonnull(strstr(err->message, "disk is full"));
+    g_assert_nonnull(strstr(err->message, "free)"));
+    g_assert_null(strstr(err->message, "\xc2\xa0")); /* plain spaces, for logs */
+    g_clear_error(&err);
+    g_assert_false(dq_store_exec(s, "INSERT INTO questions (text) VALUES ('Why?')", &err));
+    g_assert_nonnull(strstr(err->message, "free)"));
+    g_clear_error(&err);
+    full_armed = FALSE;
+
+    /* Nothing stored is lost, and the store works again once there is room. */
+    g_assert_true(store_jobs_question_id(s, "Who signed it?", &id, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(count_rows(s, "SELECT count(*) FROM questions"), ==, 2);
+    dq_store_close(s);
+    sqlite3_vfs_unregister(&vfs);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
     g_test_add_func("/store/open/newer_schema_refused", test_newer_schema_refused);
     g_test_add_func("/store/open/garbage_file_refused", test_garbage_file_refused);
+    g_test_add_func("/store/full-disk", test_full_disk);
     return g_test_run();
 }
