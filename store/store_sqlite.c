@@ -117,6 +117,28 @@ int dq_store_schema_version(DqStore *store) {
     return v;
 }
 
+/* dq_store_exec of statements that may be re-run whole (pragmas, IF NOT EXISTS), again while
+ * the database is busy, up to the busy timeout. A database that another process is still
+ * making (two commands started together on a new file) is an empty file to this one, and
+ * turning it to WAL upgrades this connection's read to a write: SQLite refuses that at once,
+ * without the busy handler, while the other holds the write lock (it cannot rule out a
+ * deadlock), and the other's migrations hold it for a while. */
+static gboolean exec_waiting(DqStore *store, const char *sql, GError **err) {
+    gint64 until = g_get_monotonic_time() + (gint64)BUSY_TIMEOUT_MS * 1000;
+    for (gulong pause = 1000;; pause = MIN(pause * 2, 50000)) {
+        GError *busy = NULL;
+        if (dq_store_exec(store, sql, &busy))
+            return TRUE;
+        if ((sqlite3_extended_errcode(store->db) & 0xff) != SQLITE_BUSY ||
+            g_get_monotonic_time() + (gint64)pause > until) {
+            g_propagate_error(err, busy);
+            return FALSE;
+        }
+        g_error_free(busy);
+        g_usleep(pause);
+    }
+}
+
 /* "0003_jobs.sql" -> 3; 0 when the name does not start with a positive number and '_'. */
 static int migration_number(const char *name) {
     char *end = NULL;
@@ -225,14 +247,14 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
     }
     sqlite3_busy_timeout(store->db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(store->db, 1);
-    if (!dq_store_exec(store,
-                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                       "PRAGMA foreign_keys=ON;"
-                       "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                       "  version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                       "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
-                       ") STRICT;",
-                       err) ||
+    if (!exec_waiting(store,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                      "PRAGMA foreign_keys=ON;"
+                      "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                      "  version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                      "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+                      ") STRICT;",
+                      err) ||
         !apply_migrations(store, max_version, err)) {
         dq_store_close(store);
         return NULL;

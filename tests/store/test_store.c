@@ -3,7 +3,10 @@
 #include "store_jobs.h"
 #include "testutil.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int count_rows(DqStore *s, const char *sql) {
     sqlite3_stmt *st = NULL;
@@ -73,6 +76,60 @@ static void test_garbage_file_refused(void) {
     char *after = dq_test_read_file(path, NULL);
     g_assert_true(g_str_has_prefix(after, "this is not an SQLite database"));
     g_free(after);
+    g_free(path);
+    g_free(dir);
+}
+
+/* A database still being made by another process (two `docqa ingest` started together on a new
+ * file): the open waits for it, as for any lock, instead of failing with "database is locked".
+ * Turning an empty file to WAL means upgrading a read to a write, which SQLite refuses at once
+ * while another process holds the write lock, rather than wait (a deadlock it cannot rule out).
+ * Here the other process is the test's, holding the write lock on the empty file for 300 ms. */
+static void test_open_while_created(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "new.db", NULL);
+    /* The child is forked before this process touches the file: SQLite's locks and a forked
+     * process's copy of another connection do not mix. It opens once the lock is held. */
+    int go[2];
+    g_assert_cmpint(pipe(go), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        char byte;
+        close(go[1]);
+        if (read(go[0], &byte, 1) != 1)
+            _exit(3);
+        GError *err = NULL;
+        gint64 started = g_get_monotonic_time();
+        DqStore *s = dq_store_open(path, &err);
+        if (s == NULL) {
+            fprintf(stderr, "open: %s\n", err->message);
+            _exit(1);
+        }
+        gint64 id = 0;
+        gboolean ok = store_jobs_question_id(s, "What is the total?", &id, &err);
+        dq_store_close(s);
+        /* it waited for the other process, and did not give up early */
+        _exit(ok && g_get_monotonic_time() - started >= 250000 ? 0 : 2);
+    }
+    close(go[0]);
+    sqlite3 *other = NULL;
+    g_assert_cmpint(sqlite3_open(path, &other), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(write(go[1], "x", 1), ==, 1);
+    close(go[1]);
+    g_usleep(300000);
+    g_assert_cmpint(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(other);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(count_rows(s, "SELECT count(*) FROM questions"), ==, 1);
+    dq_store_close(s);
     g_free(path);
     g_free(dir);
 }
@@ -230,5 +287,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/open/newer_schema_refused", test_newer_schema_refused);
     g_test_add_func("/store/open/garbage_file_refused", test_garbage_file_refused);
     g_test_add_func("/store/full-disk", test_full_disk);
+    g_test_add_func("/store/open/while-created", test_open_while_created);
     return g_test_run();
 }
