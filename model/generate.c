@@ -329,6 +329,12 @@ typedef struct {
     int32_t token;   /* its first new token, when only that comes back (greedy, no logits) */
 } AddState;
 
+/* A greedy request that does not ask for its logits: only its first token comes back from the
+ * prefill, as in a step (a GPU's 64 requests would send 12 MB of logits). */
+static gboolean first_token_only(const SmolvlmRequest *r) {
+    return !r->options.do_sample && !r->want_logits;
+}
+
 gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
                           GError **err) {
     const SmolvlmConfig *c = smolvlm_config(g->m);
@@ -455,8 +461,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
             }
             as[i].prefilled += take;
             gboolean last = as[i].prefilled == r->n_input_ids;
-            /* Greedy without its logits asked for: only the token comes back, as in a step */
-            gboolean token_only = !r->options.do_sample && !r->want_logits;
+            gboolean token_only = first_token_only(r);
             g->segs[n_segs++] =
                 (SmolvlmSegment){.kv = as[i].slot->kv,
                                  .n_rows = take,
@@ -477,7 +482,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         if (reqs[i].want_logits)
             s->res.last_logits = g_memdup2(s->logits, (size_t)V * sizeof(float));
         slot_push(g, s,
-                  !reqs[i].options.do_sample && !reqs[i].want_logits
+                  first_token_only(&reqs[i])
                       ? as[i].token
                       : dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
     }
