@@ -131,6 +131,12 @@ static TileEntry *page_tiles(SmolvlmAnswerer *a, Pending *p, GError **err) {
 
     DqImageTiles *tiles = NULL;
     DqImage *img = dq_image_load(p->image_path, DQ_EXIF_APPLY, err);
+    /* The page store holds the PNGs ingest wrote: one the decoders do not take (no image
+     * signature at all) was damaged or replaced, a bad input that retrying cannot mend, as the
+     * answerer's contract says a bad page is (answerer.h). */
+    if (img == NULL && err != NULL && *err != NULL && (*err)->domain == DQ_ERROR &&
+        (*err)->code == DQ_ERR_UNSUPPORTED)
+        (*err)->code = DQ_ERR_FORMAT;
     if (img != NULL) {
         SmolvlmPrepareOptions opts = {.n_res = p->n_res};
         tiles = smolvlm_image_tiles(a->pipe, img, &opts, err);

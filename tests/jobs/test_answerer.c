@@ -62,6 +62,9 @@ static void test_stream_matches_alone(gconstpointer data) {
     char *missing = g_build_filename(dir, "missing.png", NULL);
     char *garbage = g_build_filename(dir, "garbage.png", NULL);
     g_assert_true(g_file_set_contents(garbage, "\x89PNG\r\n\x1a\nnot really", -1, NULL));
+    /* a page file overwritten with something that is no image at all */
+    char *overwritten = g_build_filename(dir, "overwritten.png", NULL);
+    g_assert_true(g_file_set_contents(overwritten, "some text\n", -1, NULL));
     const char *tmpl = "{question} Answer briefly.";
     DqAnswerRequest reqs[] = {
         {page, "What is the title?", tmpl, MAX_NEW, 1},
@@ -71,6 +74,7 @@ static void test_stream_matches_alone(gconstpointer data) {
         {page, "What is the date?", tmpl, MAX_NEW, 1},
         {garbage, "What is it?", tmpl, MAX_NEW, 1},
         {banner, "Who wrote it?", tmpl, 3, 1},
+        {overwritten, "What is it?", tmpl, MAX_NEW, 1},
     };
     int n = G_N_ELEMENTS(reqs);
     GError *err = NULL;
@@ -92,7 +96,7 @@ static void test_stream_matches_alone(gconstpointer data) {
     DqAnswerResult *res = g_new0(DqAnswerResult, n);
     drain(a, n, res);
     for (int i = 0; i < n; i++) {
-        if (i == 2 || i == 5) {
+        if (i == 2 || i == 5 || i == 7) {
             /* Bad pages fail alone, as input errors (their jobs fail without retries). */
             g_assert_nonnull(res[i].error);
             g_assert_true(res[i].error->code == DQ_ERR_IO || res[i].error->code == DQ_ERR_FORMAT);
@@ -124,11 +128,13 @@ static void test_stream_matches_alone(gconstpointer data) {
     g_free(res);
     g_free(alone);
     g_unlink(garbage);
+    g_unlink(overwritten);
     g_rmdir(dir);
     g_free(page);
     g_free(banner);
     g_free(missing);
     g_free(garbage);
+    g_free(overwritten);
     g_free(dir);
 }
 
