@@ -12,10 +12,12 @@
  *   a->submit(a, &req, job_id, &err);              // up to batch + a->lookahead in flight
  *   int k = a->poll(a, done, max);                 // a decode step; done[0..k) are finished
  *
- * Failures: a request whose input is bad (image missing or undecodable) finishes with
- * result.error with code DQ_ERR_IO or DQ_ERR_FORMAT, and its job fails at once (retrying cannot
- * help). Any other per-request error (the model failed while it was in it, out of memory...)
- * is retried with backoff. After SIGINT/SIGTERM (cancel) the worker stops polling and releases
+ * Failures: a request whose input is bad finishes with result.error, and its job fails at once
+ * (retrying cannot help): code DQ_ERR_IO or DQ_ERR_FORMAT for a page image missing or
+ * undecodable, DQ_ERR_ARGS for a question the model cannot take (its prompt with the page
+ * longer than the model's positions). A bad request fails alone, never its batch-mates. Any
+ * other per-request error (the model failed while it was in it, out of memory...) is retried
+ * with backoff. After SIGINT/SIGTERM (cancel) the worker stops polling and releases
  * whatever is still in flight.
  */
 #ifndef DQ_ANSWERER_H

@@ -173,9 +173,19 @@ static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
     const DqImageTiles *tiles = e->tiles;
     gboolean ok = smolvlm_prompt_build_tiles(a->pipe, &tiles, 1, p->text, NULL, &p->prompt, err);
     tile_release(a, e);
-    if (!ok)
+    if (!ok) {
         dq_error_prefix(err, "%s", p->image_path);
-    return ok;
+        return FALSE;
+    }
+    /* A question the model cannot take with this page is a bad request, failed here alone
+     * (answerer.h): in the generator it would fail the batch it was added with. */
+    int positions = smolvlm_config(a->pipe->model)->max_position_embeddings;
+    if (p->prompt.n_input_ids + p->max_new_tokens > positions)
+        return dq_fail(err, DQ_ERR_ARGS,
+                       "%s: too long for the model: the question's prompt with the page is %d "
+                       "tokens, and %d new ones make more than the model's %d positions",
+                       p->image_path, p->prompt.n_input_ids, p->max_new_tokens, positions);
+    return TRUE;
 }
 
 /* A preprocessing thread. The pipeline's tokenizer, template and processor settings are
@@ -227,6 +237,12 @@ static void done_error(DqAnswerDone *d, Pending *p, GError *e) {
     pending_free(p);
 }
 
+/* A request the generator took: it decodes in its slot from now on. */
+static void admit(SmolvlmAnswerer *a, Pending *p, int slot) {
+    a->in_slot[slot] = p;
+    smolvlm_prompt_clear(&p->prompt); /* tiles and ids are not needed now */
+}
+
 /* Ready requests into the free slots, all in one add; failures go to done. */
 static int fill_slots(SmolvlmAnswerer *a, DqAnswerDone *done, int max) {
     int n_free = dq_generator_n_free(a->gen), k = 0, n = 0;
@@ -256,13 +272,19 @@ static int fill_slots(SmolvlmAnswerer *a, DqAnswerDone *done, int max) {
         int *slots = g_new(int, n);
         GError *e = NULL;
         if (dq_generator_add(a->gen, reqs, n, slots, &e)) {
-            for (int i = 0; i < n; i++) {
-                a->in_slot[slots[i]] = batch[i];
-                smolvlm_prompt_clear(&batch[i]->prompt); /* tiles and ids are not needed now */
-            }
-        } else {
             for (int i = 0; i < n; i++)
-                done_error(&done[k++], batch[i], i == 0 ? e : g_error_copy(e));
+                admit(a, batch[i], slots[i]);
+        } else {
+            /* Again a request at a time: one that the generator refuses fails alone, not with
+             * the batch-mates it came with. */
+            for (int i = 0; i < n; i++) {
+                GError *ei = n == 1 ? g_error_copy(e) : NULL;
+                if (n > 1 && dq_generator_add(a->gen, &reqs[i], 1, &slots[i], &ei))
+                    admit(a, batch[i], slots[i]);
+                else
+                    done_error(&done[k++], batch[i], ei);
+            }
+            g_error_free(e);
         }
         g_free(slots);
     }

@@ -17,7 +17,8 @@
  *                 claim (lease)              complete (same lease)
  *      queued  ------------------> running -----------------------> done
  *        ^  ^                       |  |  |
- *        |  |  fail, retryable,     |  |  |  fail, not retryable (bad page image)
+ *        |  |  fail, retryable,     |  |  |  fail, not retryable (bad page image,
+ *        |  |                       |  |  |  question too long for the model)
  *        |  +--attempts < max ------+  |  +------------------------> failed
  *        |     (not before backoff)    |
  *        |                             |  fail, or lease expired, with attempts == max

@@ -259,10 +259,15 @@ static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions
         else if (e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *stop)
             ; /* released when the worker stops */
         else if (e != NULL) {
-            gboolean bad_input =
+            /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
+            gboolean bad_page =
                 e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
-            fail_job(s, owner, opt, id, bad_input ? "page_image" : "model", e->message, !bad_input,
-                     stats);
+            gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
+            fail_job(s, owner, opt, id,
+                     bad_page       ? "page_image"
+                     : bad_question ? "question"
+                                    : "model",
+                     e->message, !bad_page && !bad_question, stats);
         }
         if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *stop))
             g_hash_table_remove(in_flight, &done[i].tag);
