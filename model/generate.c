@@ -686,8 +686,8 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
     int k = spec_guesses(g, n_segs);
     if (k > 0 && spec_pays(g))
         return spec_step(g, k, err);
-    /* The step's ids in one lookup. No features: a generated <image> id is an error, as in
-     * transformers. */
+    /* The step's ids in one lookup. No features: a generated <image> id is embedded as a
+     * token, as transformers does. */
     int cursor = 0;
     if (!smolvlm_embed(g->m, g->ws, 0, g->step_ids, n_segs, NULL, 0, &cursor, err))
         goto fail;

@@ -865,10 +865,11 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
     float *x = ws->x + (size_t)row0 * Dt; /* [n, Dt] */
     /* Runs of text ids go through embed_tokens; each <image> id takes the next feature row
      * (masked_scatter order: all tiles of all images in prompt order). */
+    const int32_t image_id = features != NULL ? c->image_token_id : -1;
     for (int i = 0; i < n;) {
         int j = i;
-        gboolean image = ids[i] == c->image_token_id;
-        while (j < n && (ids[j] == c->image_token_id) == image)
+        gboolean image = ids[i] == image_id;
+        while (j < n && (ids[j] == image_id) == image)
             j++;
         if (image) {
             if (*cursor + (j - i) > n_features)

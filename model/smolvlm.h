@@ -105,7 +105,9 @@ void smolvlm_workspace_free(Smolvlm *m, SmolvlmWorkspace *ws);
 /* Writes the embeddings of ids[0..n) into the workspace input at row `row0`: embed_tokens rows,
  * except that each <image> id takes the next row of `features` ([n_features, Dt], backend
  * memory; *cursor counts the rows used so far). Fails on an id outside the vocabulary or when
- * the features run out. */
+ * the features run out. Without features (features NULL: generated tokens) an <image> id is
+ * embedded as any other token, as transformers does at a decode step, where no image features
+ * come with the call. */
 gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t *ids, int n,
                        const float *features, int n_features, int *cursor, GError **err);
 

@@ -217,6 +217,52 @@ static void test_first_token_ref(void) {
     first_token("cpu-ref");
 }
 
+/* A generated <image> id is embedded as any other token, and generation goes on: transformers
+ * 4.57.6 merges image features only into calls that come with pixel values (the prompt), so at
+ * a decode step <image> is a token like the others. The model is made to pick <image> as its
+ * second new token (argmax_rows returns it), as transformers' generate did with a logits
+ * processor forcing it (tests/model/force_image_token.py); the tokens after it are that run's.
+ * docqa used to fail the step, and with it every request decoding beside this one. */
+static void (*forced_argmax_orig)(DqBackend *, int32_t *, const float *, int, int);
+static int forced_calls, forced_id;
+
+static void forced_argmax(DqBackend *be, int32_t *ids, const float *x, int n, int cols) {
+    forced_argmax_orig(be, ids, x, n, cols);
+    if (forced_calls++ == 1) /* the first decode step (the prefill picked the first token) */
+        ids[0] = forced_id;
+}
+
+static void test_generated_image_token(void) {
+    SmolvlmPipeline *p = open_pipeline("tiny-smolvlm-b512", "cpu");
+    if (p == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    Case c;
+    case_init(&c, p, "portrait_page.png", "What is the title?", 0, 6);
+    /* transformers, the same prompt, image and model, <image> forced as the second token */
+    const int32_t want[6] = {28802, 49190, 25105, 16035, 20247, 28802};
+    forced_id = smolvlm_config(p->model)->image_token_id;
+    g_assert_cmpint(forced_id, ==, want[1]);
+    g_assert_cmpint(c.alone.output_ids[0], ==, want[0]); /* unforced, the same first token */
+    DqBackend *be = smolvlm_backend(p->model);
+    forced_argmax_orig = be->argmax_rows;
+    be->argmax_rows = forced_argmax;
+    forced_calls = 0;
+    SmolvlmRequest req = c.req;
+    req.want_logits = FALSE; /* every token through argmax_rows */
+    DqGenerateResult r = {0};
+    GError *err = NULL;
+    g_assert_true(smolvlm_generate(p->model, &req, 1, &r, NULL, &err));
+    dq_assert_no_error(err);
+    be->argmax_rows = forced_argmax_orig;
+    g_assert_cmpint(r.n_output_ids, ==, 6);
+    g_assert_cmpmem(r.output_ids, sizeof want, want, sizeof want);
+    dq_generate_result_clear(&r);
+    case_clear(&c);
+    smolvlm_pipeline_free(p);
+}
+
 /* Two questions about one page: one vision pass, the answers each gets alone. */
 static void test_vision_reuse(void) {
     SmolvlmPipeline *p = open_pipeline("tiny-smolvlm-b512", "cpu");
@@ -510,6 +556,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/generator/join-midway/cpu-ref", test_join_midway_ref);
     g_test_add_func("/generator/first-token/cpu", test_first_token_fast);
     g_test_add_func("/generator/first-token/cpu-ref", test_first_token_ref);
+    g_test_add_func("/generator/generated-image-token", test_generated_image_token);
     g_test_add_func("/generator/vision-reuse", test_vision_reuse);
     g_test_add_func("/generator/errors", test_errors);
     g_test_add_func("/generator/speculative/f32", test_speculative_f32);
