@@ -1,6 +1,7 @@
 /* docqa ask: enqueue one job per (page, question) not yet asked (see jobs/queue.h). */
 #include "cli.h"
 
+#include "config.h"
 #include "queue.h"
 #include "store.h"
 
@@ -83,6 +84,21 @@ int cmd_ask(int argc, char **argv) {
     }
     const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");
     model_id = queue_model_id(model_arg && *model_arg ? model_arg : "SmolVLM-256M-Instruct");
+    /* With the snapshot at hand, answers the model could never give are refused now, not job by
+     * job at run time (ask needs only the model's id, so without it nothing is checked). */
+    SmolvlmConfig cfg;
+    char *cfg_path = model_arg ? g_build_filename(model_arg, "config.json", NULL) : NULL;
+    if (cfg_path != NULL && g_file_test(cfg_path, G_FILE_TEST_IS_REGULAR) &&
+        smolvlm_config_load(model_arg, &cfg, NULL) &&
+        max_new_tokens >= cfg.max_position_embeddings) {
+        fprintf(stderr,
+                "docqa: ask: --max-new-tokens %d: %s takes at most %d positions, the prompt "
+                "and its page included\n",
+                max_new_tokens, model_arg, cfg.max_position_embeddings);
+        g_free(cfg_path);
+        goto out;
+    }
+    g_free(cfg_path);
     store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
         rc = dq_cli_fail(err);

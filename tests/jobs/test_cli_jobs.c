@@ -89,6 +89,17 @@ static void test_ask_status_export_requeue(void) {
     g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--document", "abc", "x", NULL), ==, 2);
     g_assert_nonnull(strstr(err, "abc"));
     g_free(err);
+    /* With the snapshot at hand, answers longer than the model's positions are refused. */
+    const char *shared = dq_test_shared_dir();
+    if (shared != NULL) {
+        char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+        g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", snap, "--max-new-tokens", "8192",
+                              "Long?", NULL),
+                        ==, 2);
+        g_assert_nonnull(strstr(err, "at most 8192 positions"));
+        g_free(err);
+        g_free(snap);
+    }
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 22);
 
     /* One page image is gone: its jobs fail, status names the reason. */
