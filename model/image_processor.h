@@ -51,6 +51,9 @@ typedef struct {
                           computed as transformers computes it */
 } DqImageTiles;
 
+/* One difference from transformers, kept on purpose: an image 1, 3 or 4 pixels tall is
+ * processed as it is. transformers guesses the channel dimension from the array's shape and
+ * takes such an (H, W, 3) array for channels-first, processing another image altogether. */
 DqImageTiles *image_processor_run(const DqImageProcessorConfig *cfg, const DqImage *rgb,
                                   GError **err);
 void dq_image_tiles_free(DqImageTiles *tiles);
