@@ -39,8 +39,9 @@
  * attempts=attempts+1 WHERE id IN (SELECT ... LIMIT N) RETURNING id` inside a short BEGIN IMMEDIATE
  * transaction; the same transaction first returns jobs whose lease expired to the queue (recording
  * a 'lease_expired' error; a job whose last attempt expired goes dead, so a page that crashes every
- * worker cannot stall the queue forever). The worker id is host:pid:random, unique per worker
- * process.
+ * worker cannot stall the queue forever). Only other workers' jobs: a worker that is claiming is
+ * alive and still answering its own, however late its heartbeat. The worker id is host:pid:random,
+ * unique per worker process.
  *
  * While it holds a lease, only the holder writes the job: a heartbeat thread (its own database
  * connection) extends lease_expires_ms every lease/3; completion and failure statements all

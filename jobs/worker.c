@@ -157,6 +157,13 @@ static void in_flight_free(gpointer p) {
 static void submit_job(DqStore *s, const char *owner, const DqWorkerOptions *opt,
                        DqAnswerer *answerer, DqClaimedJob *j, GHashTable *in_flight,
                        DqWorkerStats *stats) {
+    if (g_hash_table_contains(in_flight, &j->job_id)) {
+        /* Its lease ran out while it was here (the heartbeat could not reach the database),
+         * another worker took it back and gave it up, and the queue handed it to this worker
+         * again. The copy in the model completes it under this same lease. */
+        dq_claimed_job_free(j);
+        return;
+    }
     InFlight *f = g_new0(InFlight, 1);
     f->job = j;
     GError *e = NULL;

@@ -372,17 +372,21 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
 
     /* Expired leases: the holder died or hung. Keep a record, then queue the job again (or
      * bury it when that was its last attempt, so a job that kills its worker every time
-     * cannot take the whole queue down with it). */
+     * cannot take the whole queue down with it). Never the claimant's own: it is alive, since it
+     * is claiming, and still answering them (its heartbeat fell behind, the database was locked
+     * or unreachable); taking them back would put the same job in its model twice. */
     st = stmt(s,
               "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
               "SELECT id, attempts, lease_owner, 'lease_expired', "
               "'lease expired: the worker died or hung' FROM jobs "
-              "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2",
+              "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
+              "AND lease_owner <> ?3",
               err);
     if (st == NULL)
         goto fail;
     sqlite3_bind_int64(st, 1, now_ms);
     bind_text(st, 2, model_id);
+    bind_text(st, 3, owner);
     if (!step_done(s, st, "recording expired leases", err))
         goto fail;
     st = stmt(s,
@@ -391,12 +395,14 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
               "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
               "last_error = 'lease_expired: lease expired: the worker died or hung' "
-              "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2",
+              "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
+              "AND lease_owner <> ?3",
               err);
     if (st == NULL)
         goto fail;
     sqlite3_bind_int64(st, 1, now_ms);
     bind_text(st, 2, model_id);
+    bind_text(st, 3, owner);
     if (!step_done(s, st, "reclaiming expired leases", err))
         goto fail;
 

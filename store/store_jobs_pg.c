@@ -216,15 +216,17 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
     PGresult *r = NULL;
     if (!pg_begin(s, err))
         goto fail;
-    /* Expired leases, recorded and requeued (or buried) in one statement. SKIP LOCKED: two
-     * workers reclaiming at once split the expired jobs instead of recording one twice. */
+    /* Expired leases, recorded and requeued (or buried) in one statement, never the claimant's
+     * own (store_jobs.c says why). SKIP LOCKED: two workers reclaiming at once split the expired
+     * jobs instead of recording one twice. */
     pg_i64(&p, now_ms);
     pg_text(&p, model_id);
+    pg_text(&p, owner);
     /* A job with an answer (requeued approximate) goes back to done: DQ_SQL_HAS_ANSWER. */
     if (!pg_do(s,
                "WITH expired AS (SELECT id, attempts, lease_owner FROM jobs "
                "WHERE state = 'running' AND lease_expires_ms < $1 AND model_id = $2 "
-               "FOR UPDATE SKIP LOCKED), "
+               "AND lease_owner <> $3 FOR UPDATE SKIP LOCKED), "
                "recorded AS (INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
                "SELECT id, attempts, lease_owner, 'lease_expired', "
                "'lease expired: the worker died or hung' FROM expired) "

@@ -231,6 +231,10 @@ DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg) {
     return &a->base;
 }
 
+int jt_answerer_submitted(const DqAnswerer *a) {
+    return ((const JtAnswerer *)a)->submitted;
+}
+
 gint64 jt_query_int(const char *db_path, const char *sql) {
     sqlite3 *db = NULL;
     g_assert_cmpint(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);

@@ -36,6 +36,9 @@ typedef struct {
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
 
+/* Requests submitted to it so far. */
+int jt_answerer_submitted(const DqAnswerer *a);
+
 /* Runs a SELECT returning one integer. */
 gint64 jt_query_int(const char *db_path, const char *sql);
 

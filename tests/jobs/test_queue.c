@@ -280,6 +280,36 @@ static void test_leases(void) {
     g_free(dir);
 }
 
+/* A claimant never takes back its own expired leases: it is alive and still answering them. */
+static void test_own_expired_leases(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 3);
+    jt_ask(db, 1, "m", 3);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 100, &err);
+    g_assert_cmpint(a->len, ==, 2);
+    GPtrArray *again = store_jobs_claim(s, "A", "m", 10, 1200, 100, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(again->len, ==, 1);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(again, 0))->job_id, ==, 3);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner = "
+                          "'A' AND attempts = 1"),
+                    ==, 3);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    /* Anyone else does, as before. */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, 1200, 100, &err);
+    g_assert_cmpint(b->len, ==, 2);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(b, 0))->attempt, ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired'"), ==, 2);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(again, TRUE);
+    g_ptr_array_free(b, TRUE);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_failures_backoff_dead(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 3);
@@ -505,6 +535,83 @@ static void test_worker_continuous_batching(void) {
     g_free(dir);
 }
 
+typedef struct {
+    DqWorkerOptions opt;
+    DqAnswerer *answerer;
+    volatile sig_atomic_t stop;
+    DqWorkerStats stats;
+    gboolean ok;
+} WorkerThread;
+
+static gpointer worker_thread(gpointer data) {
+    WorkerThread *w = data;
+    GError *err = NULL;
+    w->ok = queue_worker_run(&w->opt, w->answerer, &w->stop, &w->stats, &err);
+    dq_assert_no_error(err);
+    return NULL;
+}
+
+/* A job outlives its lease in the model (the heartbeat never comes in time, as when the database
+ * is locked or unreachable for longer than a lease). The worker goes on claiming beside it: it
+ * must neither take the job back itself nor answer it twice when the queue hands it back. */
+static void test_worker_outlives_its_lease(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 4);
+    jt_ask(db, 1, "m", 3);
+    JtAnswererConfig cfg = {.slow_first = 40, .delay_ms = 5};
+    WorkerThread w = {.opt = {.db_path = db,
+                              .model_id = "m",
+                              .batch = 2,
+                              .until_empty = TRUE,
+                              .lease_ms = 60,
+                              .heartbeat_ms = 600000,
+                              .poll_ms = 5},
+                      .answerer = jt_answerer_new(&cfg)};
+    worker_thread(&w);
+    g_assert_true(w.ok);
+    g_assert_cmpint(w.stats.done, ==, 4);
+    g_assert_cmpint(jt_answerer_submitted(w.answerer), ==, 4);
+    g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    assert_answers_correct(db);
+    dq_answerer_free(w.answerer);
+    g_free(db);
+    g_free(dir);
+
+    /* Now another worker takes the slow job over and gives it back: the queue hands it to the
+     * first worker, which still has it in its model. */
+    dir = dq_test_tmpdir();
+    db = jt_make_db(dir, 1, 4);
+    jt_ask(db, 1, "m", 3);
+    cfg.slow_first = 200; /* a second in the model */
+    w = (WorkerThread){.opt = w.opt, .answerer = jt_answerer_new(&cfg)};
+    w.opt.db_path = db;
+    GThread *t = g_thread_new("worker", worker_thread, &w);
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'done'") < 3)
+        g_usleep(2000);
+    g_usleep(100000); /* the slow job's lease has run out */
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, g_get_real_time() / 1000, 60000, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(b->len, ==, 1);
+    g_assert_true(store_jobs_release(s, "B", NULL, &err));
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'") > 0)
+        g_usleep(2000);
+    g_thread_join(t);
+    g_assert_true(w.ok);
+    g_assert_cmpint(jt_answerer_submitted(w.answerer), ==, 4);
+    g_assert_cmpint(w.stats.done, ==, 4);
+    g_assert_cmpint(w.stats.lost, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 4);
+    assert_answers_correct(db);
+    g_ptr_array_free(b, TRUE);
+    close_store(s);
+    dq_answerer_free(w.answerer);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_hash_answerer(void *user, int index, GError **err) {
     (void)index;
     return jt_answerer_new(user);
@@ -631,11 +738,13 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/ask/question-files", test_question_files);
     g_test_add_func("/queue/ask/job-key", test_job_key);
     g_test_add_func("/queue/lease/claim-heartbeat-reclaim", test_leases);
+    g_test_add_func("/queue/lease/own-expired", test_own_expired_leases);
     g_test_add_func("/queue/lease/failures-backoff-dead", test_failures_backoff_dead);
     g_test_add_func("/queue/worker/until-empty-missing-image",
                     test_worker_until_empty_and_missing_image);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
+    g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
