@@ -234,11 +234,19 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err)); /* twice: nothing */
     g_assert_cmpint(written, ==, 0);
 
-    /* B's leases expire: C reclaims and gets them as second attempts; B's heartbeat and
-     * completion then find nothing. */
+    /* B's leases expire: B's own claim leaves them to it (it is still answering them); C
+     * reclaims and gets them as second attempts; B's heartbeat and completion then find
+     * nothing. */
     int held = -1;
     g_assert_true(store_jobs_heartbeat(s, "B", now + 500, 1000, &held, &err));
     g_assert_cmpint(held, ==, 2);
+    c = store_jobs_claim(s, "B", "m", 4, now + 1501 + 500, 1000, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 0);
+    g_ptr_array_free(c, TRUE);
+    g_assert_true(store_jobs_heartbeat(s, "B", now + 1501 + 500, 1000, &held, &err));
+    g_assert_cmpint(held, ==, 2); /* a late heartbeat still finds them */
+    now += 1500; /* past those renewed leases, as they were before */
     c = store_jobs_claim(s, "C", "m", 4, now + 1501 + 500, 1000, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(c->len, ==, 2);
