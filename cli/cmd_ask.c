@@ -99,7 +99,7 @@ int cmd_ask(int argc, char **argv) {
         goto out;
     }
     g_free(cfg_path);
-    store = dq_store_open(db ? db : dq_store_default_location(), &err);
+    store = dq_store_open_existing(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
         rc = dq_cli_fail(err);
         goto out;

@@ -121,11 +121,7 @@ int cmd_export(int argc, char **argv) {
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();
-    if (!dq_store_location_is_postgres(path) && !g_file_test(path, G_FILE_TEST_EXISTS)) {
-        fprintf(stderr, "docqa: export: %s: no such database\n", path);
-        goto out;
-    }
-    if ((store = dq_store_open(path, &err)) == NULL) {
+    if ((store = dq_store_open_existing(path, &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
     }

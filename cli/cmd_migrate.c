@@ -40,14 +40,9 @@ int cmd_migrate(int argc, char **argv) {
         fprintf(stderr, "docqa: migrate: --from and --to are the same database\n");
         goto out;
     }
-    const char *from_file = g_str_has_prefix(from, "sqlite:") ? from + 7 : from;
-    if (!dq_store_location_is_postgres(from) && !g_file_test(from_file, G_FILE_TEST_IS_REGULAR)) {
-        fprintf(stderr, "docqa: migrate: %s: no such database file\n", from_file);
-        goto out;
-    }
     gint64 rows = 0;
-    if ((src = dq_store_open(from, &err)) == NULL || (dst = dq_store_open(to, &err)) == NULL ||
-        !dq_store_copy(src, dst, &rows, &err)) {
+    if ((src = dq_store_open_existing(from, &err)) == NULL ||
+        (dst = dq_store_open(to, &err)) == NULL || !dq_store_copy(src, dst, &rows, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }

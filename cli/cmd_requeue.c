@@ -40,12 +40,8 @@ int cmd_requeue(int argc, char **argv) {
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();
-    if (!dq_store_location_is_postgres(path) && !g_file_test(path, G_FILE_TEST_EXISTS)) {
-        fprintf(stderr, "docqa: requeue: %s: no such database\n", path);
-        goto out;
-    }
     gint64 n = 0;
-    if ((store = dq_store_open(path, &err)) == NULL ||
+    if ((store = dq_store_open_existing(path, &err)) == NULL ||
         !store_jobs_requeue(store,
                             (dead ? DQ_REQUEUE_DEAD : 0) | (failed ? DQ_REQUEUE_FAILED : 0) |
                                 (approximate ? DQ_REQUEUE_APPROXIMATE : 0),

@@ -108,12 +108,7 @@ int cmd_status(int argc, char **argv) {
     if (!ok)
         goto out;
     const char *path = db ? db : dq_store_default_location();
-    if (!dq_store_location_is_postgres(path) && !g_file_test(path, G_FILE_TEST_EXISTS)) {
-        fprintf(stderr, "docqa: status: %s: no such database (run docqa ingest and ask first)\n",
-                path);
-        goto out;
-    }
-    store = dq_store_open(path, &err);
+    store = dq_store_open_existing(path, &err);
     DqJobCounts c;
     gint64 recent = 0;
     double span = 0;

@@ -24,6 +24,8 @@ typedef enum {
     DQ_ERR_ENCRYPTED,   /* a document needs a password */
     DQ_ERR_DEVICE,      /* no usable GPU, out of device memory, driver mismatch */
     DQ_ERR_CANCELLED,   /* interrupted by a signal */
+    DQ_ERR_DB_LOST,     /* the connection to the database server was lost: reconnecting may
+                           work (dq_store_reconnect) */
 } DqErrorCode;
 
 /* Sets *err (when err is not NULL) with a printf-style message. Always returns false, so

@@ -32,7 +32,8 @@ typedef enum { DQ_STORE_SQLITE = 0, DQ_STORE_POSTGRES } DqStoreKind;
 /* The location when none is given: $DOCQA_DB, else "docqa.db". */
 const char *dq_store_default_location(void);
 
-/* TRUE for "postgresql://..." and "postgres://..." locations. */
+/* TRUE for "postgresql:..." and "postgres:..." locations (any case; opening one that lacks the
+ * "//" fails with the form to write). */
 gboolean dq_store_location_is_postgres(const char *location);
 
 /* The content-addressed page store, one home for ingest (which writes it) and the workers (which
@@ -43,11 +44,22 @@ gboolean dq_store_location_is_postgres(const char *location);
 char *dq_store_page_dir_for(const char *location, GError **err);
 char *dq_store_page_path(const char *page_dir, const char *image_sha256);
 
-/* Opens (creating if needed) and migrates the database at `location`. */
+/* Opens (creating if needed) and migrates the database at `location`. Every open refuses a
+ * database that holds other tables and none of docqa's (another program's, named by mistake). */
 DqStore *dq_store_open(const char *location, GError **err);
 /* The same, applying the built-in migrations only up to `max_version` (<= 0: all): for tests
  * that upgrade a database made by an older docqa. */
 DqStore *dq_store_open_at(const char *location, int max_version, GError **err);
+/* Opens an existing docqa database, migrating it when a newer docqa added tables since: for the
+ * commands that read or change what is there (status, export, requeue, migrate's source). Fails,
+ * naming it, when the SQLite file does not exist or the database holds no docqa tables; an
+ * up-to-date PostgreSQL database is opened without DDL, so a role that may only read can. */
+DqStore *dq_store_open_existing(const char *location, GError **err);
+/* After an error with code DQ_ERR_DB_LOST (a PostgreSQL server restarted, an idle session
+ * dropped): connects again, forgetting the statements prepared on the old connection. Fails,
+ * again with DQ_ERR_DB_LOST, while the server cannot be reached. SQLite: nothing to do. */
+gboolean dq_store_reconnect(DqStore *store, GError **err);
+
 /* Closes the connection after finalizing every statement the store's modules cached on it. */
 void dq_store_close(DqStore *store);
 

@@ -32,7 +32,8 @@ void store_sqlite_explain(DqStore *s, GError **err);
 
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
-DqStore *store_pg_open(const char *location, int max_version, GError **err);
+DqStore *store_pg_open(const char *location, int max_version, gboolean must_exist, GError **err);
+gboolean store_pg_reconnect(DqStore *s, GError **err);
 void store_pg_close(DqStore *s);
 gboolean store_pg_exec(DqStore *s, const char *sql, GError **err);
 int store_pg_schema_version(DqStore *s);

@@ -1,7 +1,11 @@
 /* The PostgreSQL store: connection, migrations (schema/postgres/), prepared statements.
  *
- * Connection settings, and why:
+ * Connection settings, and why (each a default the location's own parameters override):
  *   application_name=docqa   workers show up by name in pg_stat_activity;
+ *   connect_timeout=10       a server that accepts and never answers is an error, not a hang;
+ *   keepalives_idle=30, keepalives_interval=10, keepalives_count=3
+ *                            a server gone without a word (a dead machine, a cut network) is
+ *                            noticed within a minute or two, not after the kernel's two hours;
  *   client_min_messages      NOTICEs of "IF NOT EXISTS" would otherwise reach stderr;
  *   READ COMMITTED (default) each statement sees what committed before it: the claim's
  *                            FOR UPDATE SKIP LOCKED re-checks a row another worker just changed.
@@ -43,10 +47,13 @@ void pg_params_clear(PgParams *p) {
     p->n = 0;
 }
 
+/* A lost connection is told apart (DQ_ERR_DB_LOST) so that a worker can wait for the server and
+ * reconnect instead of giving up its jobs. */
 static gboolean pg_fail(DqStore *s, GError **err, const char *what, PGresult *r) {
     const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->pg);
     char *m = g_strchomp(g_strdup(msg && *msg ? msg : PQerrorMessage(s->pg)));
-    dq_fail(err, DQ_ERR_DB, "%s: %s: %s", s->path, what, m);
+    dq_fail(err, PQstatus(s->pg) == CONNECTION_BAD ? DQ_ERR_DB_LOST : DQ_ERR_DB, "%s: %s: %s",
+            s->path, what, m);
     g_free(m);
     return FALSE;
 }
@@ -127,14 +134,30 @@ char *pg_get_dup(PGresult *r, int row, int col) {
     return PQgetisnull(r, row, col) ? NULL : g_strdup(PQgetvalue(r, row, col));
 }
 
-int store_pg_schema_version(DqStore *s) {
-    PGresult *r = pg_run(s, "SELECT coalesce(max(version), 0) FROM schema_migrations", NULL,
-                         "reading the schema version", NULL);
+/* The newest migration applied; 0 for a database without docqa's tables. Reads only, so that
+ * a role that may only read (a user's reporting role) can open the store. */
+static gboolean read_schema_version(DqStore *s, int *version, GError **err) {
+    PGresult *r = pg_run(s, "SELECT to_regclass('schema_migrations') IS NOT NULL", NULL,
+                         "looking for the schema version", err);
     if (r == NULL)
-        return 0;
-    int v = (int)pg_get_i64(r, 0, 0);
+        return FALSE;
+    gboolean exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
-    return v;
+    *version = -1;
+    if (!exists)
+        return TRUE;
+    r = pg_run(s, "SELECT coalesce(max(version), 0) FROM schema_migrations", NULL,
+               "reading the schema version", err);
+    if (r == NULL)
+        return FALSE;
+    *version = (int)pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return TRUE;
+}
+
+int store_pg_schema_version(DqStore *s) {
+    int v = 0;
+    return read_schema_version(s, &v, NULL) ? MAX(v, 0) : 0;
 }
 
 static int migration_number(const char *name) {
@@ -145,28 +168,43 @@ static int migration_number(const char *name) {
     return (int)n;
 }
 
-static gboolean apply_migrations(DqStore *s, int max_version, GError **err) {
+/* The built-in migrations' names in order (g_strfreev), and the newest one's number. */
+static char **migration_names(int *newest_known, GError **err) {
     char **names = dq_resource_list("schema/postgres", err);
     if (names == NULL)
-        return FALSE;
-    gboolean ok = FALSE;
-    int newest_known = 0;
+        return NULL;
+    *newest_known = 0;
     for (char **n = names; *n; n++) {
         int num = migration_number(*n);
-        if (num != newest_known + 1) {
+        if (num != *newest_known + 1) {
             dq_fail(err, DQ_ERR_FORMAT,
                     "built-in migrations: %s follows %d (bad name, gap or "
                     "duplicate)",
-                    *n, newest_known);
-            goto out;
+                    *n, *newest_known);
+            g_strfreev(names);
+            return NULL;
         }
-        newest_known = num;
+        *newest_known = num;
     }
-    int current = store_pg_schema_version(s);
+    return names;
+}
+
+static gboolean newer_schema(DqStore *s, int current, int newest_known, GError **err) {
+    return dq_fail(err, DQ_ERR_DB,
+                   "%s: schema version %d is newer than this docqa knows (%d); use a newer docqa",
+                   s->path, current, newest_known);
+}
+
+static gboolean apply_migrations(DqStore *s, int max_version, GError **err) {
+    int newest_known = 0, current = 0;
+    char **names = migration_names(&newest_known, err);
+    if (names == NULL)
+        return FALSE;
+    gboolean ok = FALSE;
+    if (!read_schema_version(s, &current, err))
+        goto out;
     if (current > newest_known) {
-        dq_fail(err, DQ_ERR_DB,
-                "%s: schema version %d is newer than this docqa knows (%d); use a newer docqa",
-                s->path, current, newest_known);
+        newer_schema(s, current, newest_known, err);
         goto out;
     }
     for (char **n = names; *n; n++) {
@@ -202,13 +240,31 @@ out:
     return ok;
 }
 
-/* The location for messages: libpq's own parse, with the password left out. */
+/* Hides passwords wherever a location appears in `text`: "user:secret@host" and "password=secret"
+ * (a URI's query, a key=value list). libpq quotes a location it cannot parse in its messages. */
+static char *redact(const char *text) {
+    static const char *const patterns[][2] = {
+        {"(://[^:/@\\s\"]*:)[^@/\\s\"]*@", "\\1***@"},
+        {"(password\\s*=\\s*)[^&\\s\"]+", "\\1***"},
+    };
+    char *out = g_strdup(text);
+    for (size_t i = 0; i < G_N_ELEMENTS(patterns); i++) {
+        GRegex *re = g_regex_new(patterns[i][0], G_REGEX_CASELESS, 0, NULL);
+        char *next = g_regex_replace(re, out, -1, 0, patterns[i][1], 0, NULL);
+        g_regex_unref(re);
+        if (next != NULL) {
+            g_free(out);
+            out = next;
+        }
+    }
+    return out;
+}
+
+/* The location for messages: libpq's own parse, without the password (nor any other option). */
 static char *display_location(const char *location) {
-    if (strchr(location, '@') == NULL)
-        return g_strdup(location);
     PQconninfoOption *opts = PQconninfoParse(location, NULL);
     if (opts == NULL)
-        return g_strdup("postgresql://(unparsable location)");
+        return redact(location);
     const char *host = NULL, *db = NULL, *user = NULL, *port = NULL;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (o->val == NULL)
@@ -228,44 +284,127 @@ static char *display_location(const char *location) {
     return out;
 }
 
-DqStore *store_pg_open(const char *location, int max_version, GError **err) {
-    DqStore *s = g_new0(DqStore, 1);
-    s->kind = DQ_STORE_POSTGRES;
-    s->path = display_location(location);
-    s->pg_statements = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    /* "postgres:" is accepted by docqa; libpq wants "postgresql://" or "postgres://". */
-    s->pg = PQconnectdb(location);
-    if (PQstatus(s->pg) != CONNECTION_OK) {
-        char *m = g_strchomp(g_strdup(PQerrorMessage(s->pg)));
-        dq_fail(err, DQ_ERR_DB, "%s: cannot connect: %s", s->path, m);
-        g_free(m);
-        store_pg_close(s);
+static gboolean connection_failed(DqStore *s, const char *what, GError **err) {
+    char *m = redact(PQerrorMessage(s->pg));
+    dq_fail(err, DQ_ERR_DB_LOST, "%s: %s: %s", s->path, what, g_strchomp(m));
+    g_free(m);
+    return FALSE;
+}
+
+/* What every new connection runs before its first statement. */
+static gboolean session_setup(DqStore *s, GError **err) {
+    return store_pg_exec(s, "SET client_min_messages = warning", err);
+}
+
+/* libpq takes "postgresql://" and "postgres://" only, in lower case. */
+static char *libpq_location(const char *location, GError **err) {
+    const char *rest = strchr(location, ':') + 1;
+    if (!g_str_has_prefix(rest, "//")) {
+        dq_fail(err, DQ_ERR_ARGS,
+                "%s: not a PostgreSQL location; write postgresql://[user@]host[:port]/database",
+                location);
         return NULL;
     }
+    return g_strconcat("postgresql:", rest, NULL);
+}
+
+DqStore *store_pg_open(const char *location, int max_version, gboolean must_exist, GError **err) {
+    char *conninfo = libpq_location(location, err);
+    if (conninfo == NULL)
+        return NULL;
+    DqStore *s = g_new0(DqStore, 1);
+    s->kind = DQ_STORE_POSTGRES;
+    s->path = display_location(conninfo);
+    s->pg_statements = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    /* The defaults come first: expanding the location (the last entry) overrides them. */
+    const char *keys[8], *vals[8];
+    int n = 0;
+    if (g_getenv("PGCONNECT_TIMEOUT") == NULL) {
+        keys[n] = "connect_timeout";
+        vals[n++] = "10";
+    }
+    keys[n] = "keepalives_idle";
+    vals[n++] = "30";
+    keys[n] = "keepalives_interval";
+    vals[n++] = "10";
+    keys[n] = "keepalives_count";
+    vals[n++] = "3";
+    keys[n] = "fallback_application_name";
+    vals[n++] = "docqa";
+    keys[n] = "dbname";
+    vals[n++] = conninfo;
+    keys[n] = vals[n] = NULL;
+    s->pg = PQconnectdbParams(keys, vals, 1);
+    g_free(conninfo);
+    int newest_known = 0, current = 0;
+    char **names = NULL;
+    if (PQstatus(s->pg) != CONNECTION_OK) {
+        connection_failed(s, "cannot connect", err);
+        goto fail;
+    }
+    if (!session_setup(s, err) || (names = migration_names(&newest_known, err)) == NULL ||
+        !read_schema_version(s, &current, err))
+        goto fail;
+    g_strfreev(names);
+    if (current > newest_known) {
+        newer_schema(s, current, newest_known, err);
+        goto fail;
+    }
+    if (current < 0) {
+        PGresult *r =
+            pg_run(s, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()", NULL,
+                   "looking for tables", err);
+        if (r == NULL)
+            goto fail;
+        gint64 tables = pg_get_i64(r, 0, 0);
+        PQclear(r);
+        if (tables > 0) {
+            dq_fail(err, DQ_ERR_DB,
+                    "%s: not a docqa database: it holds %" G_GINT64_FORMAT
+                    " other tables and no schema_migrations (create a database, or a schema "
+                    "named in the location's options=-csearch_path=..., for docqa)",
+                    s->path, tables);
+            goto fail;
+        }
+        if (must_exist) {
+            dq_fail(err, DQ_ERR_DB, "%s: holds no docqa tables (docqa ingest creates it)", s->path);
+            goto fail;
+        }
+    }
+    /* Up to date: no DDL, so that a role that may only read opens it too. */
+    if (current == newest_known || (max_version > 0 && current >= max_version))
+        return s;
     char lock[96];
     g_snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
     char unlock[96];
     g_snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(%d)", MIGRATION_LOCK_KEY);
-    gboolean ok = store_pg_exec(s,
-                                "SET client_min_messages = warning;"
-                                "SET application_name = 'docqa'",
-                                err) &&
-                  store_pg_exec(s, lock, err);
-    if (ok) {
-        ok = store_pg_exec(s,
-                           "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                           "  version integer PRIMARY KEY, name text NOT NULL,"
-                           "  applied_at text NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC',"
-                           "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
-                           err) &&
-             apply_migrations(s, max_version, err);
-        store_pg_exec(s, unlock, NULL);
-    }
-    if (!ok) {
-        store_pg_close(s);
-        return NULL;
-    }
-    return s;
+    if (!store_pg_exec(s, lock, err))
+        goto fail;
+    gboolean ok =
+        store_pg_exec(s,
+                      "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                      "  version integer PRIMARY KEY, name text NOT NULL,"
+                      "  applied_at text NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC',"
+                      "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
+                      err) &&
+        apply_migrations(s, max_version, err);
+    store_pg_exec(s, unlock, NULL);
+    if (ok)
+        return s;
+fail:
+    store_pg_close(s);
+    return NULL;
+}
+
+gboolean store_pg_reconnect(DqStore *s, GError **err) {
+    if (PQstatus(s->pg) == CONNECTION_OK)
+        return TRUE;
+    PQreset(s->pg);
+    if (PQstatus(s->pg) != CONNECTION_OK)
+        return connection_failed(s, "cannot reconnect", err);
+    /* The statements prepared on the old session died with it. */
+    g_hash_table_remove_all(s->pg_statements);
+    return session_setup(s, err);
 }
 
 void store_pg_close(DqStore *s) {

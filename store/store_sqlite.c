@@ -15,8 +15,8 @@ const char *dq_store_default_location(void) {
 }
 
 gboolean dq_store_location_is_postgres(const char *location) {
-    return location != NULL &&
-           (g_str_has_prefix(location, "postgresql:") || g_str_has_prefix(location, "postgres:"));
+    return location != NULL && (g_ascii_strncasecmp(location, "postgresql:", 11) == 0 ||
+                                g_ascii_strncasecmp(location, "postgres:", 9) == 0);
 }
 
 char *dq_store_page_dir_for(const char *location, GError **err) {
@@ -217,22 +217,57 @@ out:
     return ok;
 }
 
-DqStore *dq_store_open(const char *location, GError **err) {
-    return dq_store_open_at(location, 0, err);
+/* A database with tables of its own and none of docqa's belongs to another program: say so
+ * rather than add docqa's tables to it. */
+static gboolean check_docqa_database(DqStore *store, gboolean must_exist, GError **err) {
+    sqlite3_stmt *st = NULL;
+    gint64 ours = 0, tables = 0;
+    int rc = sqlite3_prepare_v2(store->db,
+                                "SELECT coalesce(sum(name = 'schema_migrations'), 0), count(*) "
+                                "FROM sqlite_master WHERE type = 'table'",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ours = sqlite3_column_int64(st, 0);
+        tables = sqlite3_column_int64(st, 1);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK) {
+        dq_fail(err, DQ_ERR_DB, "%s: cannot read the database: %s", store->path,
+                sqlite3_errmsg(store->db));
+        return FALSE;
+    }
+    if (ours > 0)
+        return TRUE;
+    if (tables > 0)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: not a docqa database: it holds %" G_GINT64_FORMAT
+                       " other tables and no schema_migrations",
+                       store->path, tables);
+    if (must_exist)
+        return dq_fail(err, DQ_ERR_DB, "%s: holds no docqa tables (docqa ingest creates it)",
+                       store->path);
+    return TRUE;
 }
 
-DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
+static DqStore *open_store(const char *location, int max_version, gboolean must_exist,
+                           GError **err) {
     const char *path = location;
     if (g_str_has_prefix(path, "sqlite:"))
         path += strlen("sqlite:");
     if (dq_store_location_is_postgres(location)) {
 #ifdef DOCQA_HAVE_POSTGRES
-        return store_pg_open(location, max_version, err);
+        return store_pg_open(location, max_version, must_exist, err);
 #else
-        dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: this docqa was built without PostgreSQL support",
-                location);
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "a PostgreSQL location needs a docqa built with PostgreSQL support (this one "
+                "was built without)");
         return NULL;
 #endif
+    }
+    if (must_exist && !g_file_test(path, G_FILE_TEST_EXISTS)) {
+        dq_fail(err, DQ_ERR_DB, "%s: no such database (docqa ingest creates it)", path);
+        return NULL;
     }
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
@@ -247,7 +282,8 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
     }
     sqlite3_busy_timeout(store->db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(store->db, 1);
-    if (!exec_waiting(store,
+    if (!check_docqa_database(store, must_exist, err) ||
+        !exec_waiting(store,
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                       "PRAGMA foreign_keys=ON;"
                       "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -260,6 +296,24 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
         return NULL;
     }
     return store;
+}
+
+DqStore *dq_store_open(const char *location, GError **err) {
+    return open_store(location, 0, FALSE, err);
+}
+
+DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
+    return open_store(location, max_version, FALSE, err);
+}
+
+DqStore *dq_store_open_existing(const char *location, GError **err) {
+    return open_store(location, 0, TRUE, err);
+}
+
+gboolean dq_store_reconnect(DqStore *store, GError **err) {
+    PG_DISPATCH(store, return store_pg_reconnect(store, err));
+    (void)err; /* an SQLite connection is a file: never lost */
+    return TRUE;
 }
 
 void dq_store_close(DqStore *store) {

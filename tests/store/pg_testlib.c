@@ -126,6 +126,16 @@ char *pgt_new_database(PgtServer *s, const char *name) {
     return location(s, name);
 }
 
+void pgt_exec(const char *loc, const char *sql) {
+    PGconn *c = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(c), ==, CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        g_error("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(c);
+}
+
 gint64 pgt_query_int(const char *loc, const char *sql) {
     PGconn *c = PQconnectdb(loc);
     g_assert_cmpint(PQstatus(c), ==, CONNECTION_OK);

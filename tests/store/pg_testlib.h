@@ -22,4 +22,7 @@ char *pgt_new_database(PgtServer *s, const char *name);
 /* Runs a query returning one integer (for assertions). */
 gint64 pgt_query_int(const char *location, const char *sql);
 
+/* Runs statements that return nothing (test setup). */
+void pgt_exec(const char *location, const char *sql);
+
 #endif

@@ -12,6 +12,7 @@
 #include "store_migrate.h"
 #include "testutil.h"
 
+#include <glib/gstdio.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -246,7 +247,7 @@ static void test_lifecycle(gconstpointer kind) {
     g_ptr_array_free(c, TRUE);
     g_assert_true(store_jobs_heartbeat(s, "B", now + 1501 + 500, 1000, &held, &err));
     g_assert_cmpint(held, ==, 2); /* a late heartbeat still finds them */
-    now += 1500; /* past those renewed leases, as they were before */
+    now += 1500;                  /* past those renewed leases, as they were before */
     c = store_jobs_claim(s, "C", "m", 4, now + 1501 + 500, 1000, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(c->len, ==, 2);
@@ -743,6 +744,158 @@ static void test_close_finalizes_statements(void) {
     g_free(loc);
 }
 
+static void assert_refused(DqStore *s, GError **err, const char *says) {
+    g_assert_null(s);
+    g_assert_error(*err, DQ_ERROR, DQ_ERR_DB);
+    if (strstr((*err)->message, says) == NULL)
+        g_error("expected '%s' in: %s", says, (*err)->message);
+    g_clear_error(err);
+}
+
+static gint64 sqlite_int(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(db, sql, -1, &st, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    gint64 v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void sqlite_exec(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(db, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* The commands that read (status, export, requeue, ask) open an existing docqa database and
+ * refuse anything else without writing to it; no open turns another program's database into a
+ * docqa one. */
+static void test_open_existing(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    gboolean pg = strcmp(kind, "postgres") == 0;
+    const char *path = pg ? NULL : loc + strlen("sqlite:");
+    GError *err = NULL;
+    if (!pg) {
+        assert_refused(dq_store_open_existing(loc, &err), &err, "no such database");
+        g_assert_false(g_file_test(path, G_FILE_TEST_EXISTS));
+        g_assert_true(g_file_set_contents(path, "", 0, NULL));
+    }
+    assert_refused(dq_store_open_existing(loc, &err), &err, "holds no docqa tables");
+    if (pg)
+        g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM pg_tables WHERE schemaname = "
+                                           "current_schema()"),
+                        ==, 0);
+    else
+        g_assert_cmpint(sqlite_int(path, "SELECT count(*) FROM sqlite_master"), ==, 0);
+
+    /* Another program's database. */
+    if (pg)
+        pgt_exec(loc, "CREATE TABLE notes (id integer)");
+    else
+        sqlite_exec(path, "CREATE TABLE notes (id INTEGER)");
+    assert_refused(dq_store_open_existing(loc, &err), &err, "not a docqa database");
+    assert_refused(dq_store_open(loc, &err), &err, "not a docqa database");
+    if (pg) {
+        g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM pg_tables WHERE schemaname = "
+                                           "current_schema()"),
+                        ==, 1);
+        pgt_exec(loc, "DROP TABLE notes");
+    } else {
+        g_assert_cmpint(sqlite_int(path, "SELECT count(*) FROM sqlite_master"), ==, 1);
+        g_assert_cmpint(sqlite_int(path, "SELECT count(*) FROM pragma_journal_mode "
+                                         "WHERE journal_mode = 'delete'"),
+                        ==, 1);
+        g_assert_cmpint(g_unlink(path), ==, 0);
+    }
+
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/a.pdf", "1111");
+    dq_store_close(s);
+    s = dq_store_open_existing(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), >=, 5);
+    dq_store_close(s);
+    if (pg) {
+        /* Up to date, it opens without DDL: a role that may only read can use it. */
+        pgt_exec(loc, "CREATE ROLE docqa_reader LOGIN; "
+                      "GRANT SELECT ON ALL TABLES IN SCHEMA public TO docqa_reader; "
+                      "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+        GString *reader = g_string_new(loc);
+        g_string_replace(reader, "user=postgres", "user=docqa_reader", 1);
+        s = dq_store_open_existing(reader->str, &err);
+        dq_assert_no_error(err);
+        DqJobCounts c;
+        g_assert_true(store_jobs_counts(s, NULL, &c, &err));
+        dq_assert_no_error(err);
+        store_jobs_finalize(s);
+        dq_store_close(s);
+        g_string_free(reader, TRUE);
+    }
+    g_free(loc);
+}
+
+/* A connection the server drops (a restart, an idle timeout) says so (DQ_ERR_DB_LOST), and
+ * dq_store_reconnect brings the store back, its statements prepared again. */
+static void test_pg_reconnect(void) {
+    char *loc = new_location("postgres");
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    DqJobCounts c;
+    g_assert_true(store_jobs_counts(s, NULL, &c, &err));
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                       "pg_stat_activity WHERE datname = current_database() "
+                                       "AND pid <> pg_backend_pid()"),
+                    ==, 1);
+    g_usleep(100000);
+    g_assert_false(store_jobs_counts(s, NULL, &c, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB_LOST);
+    g_clear_error(&err);
+    g_assert_true(dq_store_reconnect(s, &err));
+    dq_assert_no_error(err);
+    g_assert_true(store_jobs_counts(s, NULL, &c, &err));
+    dq_assert_no_error(err);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* No message repeats a password, however the location is written or whatever libpq says of it. */
+static void test_pg_password_hidden(void) {
+    if (server == NULL) {
+        g_test_skip(server_why_not);
+        return;
+    }
+    const char *bad[] = {
+        "postgresql://u:S3cretPW@[::1:5/db",
+        "postgresql://h:1/db?password=S3cretPW&bogus=1",
+        "postgresql:///db?host=/nonexistent-docqa-dir&password=S3cretPW",
+        "postgres://u:S3cretPW@/db?host=/nonexistent-docqa-dir",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        GError *err = NULL;
+        g_assert_null(dq_store_open(bad[i], &err));
+        g_assert_nonnull(err);
+        if (strstr(err->message, "S3cretPW") != NULL)
+            g_error("%s: the password shows: %s", bad[i], err->message);
+        g_clear_error(&err);
+    }
+    GError *err = NULL;
+    g_assert_null(dq_store_open("postgres:docqa", &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_assert_nonnull(strstr(err->message, "postgresql://"));
+    g_clear_error(&err);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     server = pgt_start(&server_why_not);
@@ -762,6 +915,10 @@ int main(int argc, char **argv) {
                          test_upgrade_from_schema_2);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
                          test_upgrade_from_schema_2);
+    g_test_add_data_func("/store/backends/sqlite/open-existing", "sqlite", test_open_existing);
+    g_test_add_data_func("/store/backends/postgres/open-existing", "postgres", test_open_existing);
+    g_test_add_func("/store/backends/postgres/reconnect", test_pg_reconnect);
+    g_test_add_func("/store/backends/postgres/password-hidden", test_pg_password_hidden);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
