@@ -197,7 +197,7 @@ int cmd_run(int argc, char **argv) {
     }
     g_free(page_dir);
     /* Migrate and look before forking (no connection may cross the fork). */
-    DqStore *store = dq_store_open(db_path, &err);
+    DqStore *store = dq_store_open_existing(db_path, &err);
     if (store == NULL) {
         rc = dq_cli_fail(err);
         goto out;

@@ -57,7 +57,16 @@ static gpointer heartbeat_main(gpointer data) {
         g_mutex_unlock(&hb->lock);
         GError *err = NULL;
         int held = 0;
-        if (!store_jobs_heartbeat(hb->store, hb->owner, now_ms(), hb->lease_ms, &held, &err)) {
+        gboolean ok =
+            store_jobs_heartbeat(hb->store, hb->owner, now_ms(), hb->lease_ms, &held, &err);
+        /* Its own connection, lost: connected again here (the main loop's reconnection is
+         * the main connection's), or tried again at the next beat. */
+        if (!ok && g_error_matches(err, DQ_ERROR, DQ_ERR_DB_LOST) &&
+            dq_store_reconnect(hb->store, NULL)) {
+            g_clear_error(&err);
+            ok = store_jobs_heartbeat(hb->store, hb->owner, now_ms(), hb->lease_ms, &held, &err);
+        }
+        if (!ok) {
             fprintf(stderr, "docqa: worker %s: heartbeat: %s\n", hb->owner, err->message);
             g_error_free(err);
         }
@@ -111,23 +120,92 @@ out:
     return ok;
 }
 
-static void fail_job(DqStore *s, const char *owner, const DqWorkerOptions *opt, gint64 job_id,
-                     const char *kind, const char *message, gboolean retryable,
-                     DqWorkerStats *stats) {
+/* One worker's state, for the functions of its loop. */
+typedef struct {
+    DqStore *s;
+    const char *owner;
+    const DqWorkerOptions *opt;
+    DqAnswerer *answerer;
+    GHashTable *in_flight; /* job id -> InFlight */
+    volatile sig_atomic_t *stop;
+    DqWorkerStats *stats;
+} Worker;
+
+static void sleep_ms_unless(gint64 ms, volatile sig_atomic_t *stop) {
+    for (gint64 t = 0; t < ms && !*stop; t += 20)
+        g_usleep(20000);
+}
+
+/* ---- a lost database ----
+ *
+ * A PostgreSQL server restarts, a pooler drops an idle session: the worker waits for it and
+ * reconnects rather than dying with its jobs in flight (each would cost an attempt when its
+ * lease ran out). The statement that failed is run again; all of them may be: a claim or a
+ * completion whose COMMIT was lost either happened whole or not at all, and the lease guard
+ * makes a repeated completion or failure write nothing. A claim that committed unheard leaves
+ * jobs leased to this worker that it does not know; they are given back once reconnected. */
+
+#define DB_OUTAGE_MAX_MS (10 * 60 * 1000)
+
+/* After a store call failed with *err: TRUE (err cleared) once the connection is back, to run
+ * the call again; FALSE (err kept) for any other error, after DB_OUTAGE_MAX_MS, or when the
+ * worker is stopping. */
+static gboolean reconnected(Worker *w, GError **err) {
+    if (*err == NULL || !g_error_matches(*err, DQ_ERROR, DQ_ERR_DB_LOST))
+        return FALSE;
+    fprintf(stderr, "docqa: worker %s: %s; reconnecting\n", w->owner, (*err)->message);
+    gint64 start = g_get_monotonic_time();
+    for (gint64 pause = 250;; pause = MIN(pause * 2, 10000)) {
+        GError *e = NULL;
+        if (dq_store_reconnect(w->s, &e)) {
+            g_clear_error(err);
+            fprintf(stderr, "docqa: worker %s: reconnected after %.1f s\n", w->owner,
+                    (g_get_monotonic_time() - start) / 1e6);
+            GArray *keep = g_array_new(FALSE, FALSE, sizeof(gint64));
+            GHashTableIter it;
+            gpointer key;
+            g_hash_table_iter_init(&it, w->in_flight);
+            while (g_hash_table_iter_next(&it, &key, NULL))
+                g_array_append_val(keep, *(gint64 *)key);
+            /* Failing here is the lost connection again: the next call finds it. */
+            store_jobs_release_except(w->s, w->owner, (const gint64 *)keep->data, (int)keep->len,
+                                      NULL, NULL);
+            g_array_free(keep, TRUE);
+            return TRUE;
+        }
+        gint64 waited_ms = (g_get_monotonic_time() - start) / 1000;
+        if (*w->stop || waited_ms > DB_OUTAGE_MAX_MS ||
+            !g_error_matches(e, DQ_ERROR, DQ_ERR_DB_LOST)) {
+            g_clear_error(err);
+            g_propagate_error(err, e);
+            if (waited_ms > DB_OUTAGE_MAX_MS)
+                dq_error_prefix(err, "gave up after %d s without the database",
+                                (int)(waited_ms / 1000));
+            return FALSE;
+        }
+        g_error_free(e);
+        sleep_ms_unless(pause, w->stop);
+    }
+}
+
+static void fail_job(Worker *w, gint64 job_id, const char *kind, const char *message,
+                     gboolean retryable) {
     DqJobState st = DQ_JOB_N_STATES;
     GError *err = NULL;
-    if (!store_jobs_fail(s, owner, job_id, kind, message, retryable, now_ms(), opt->backoff_ms, &st,
-                         &err)) {
+    while (!store_jobs_fail(w->s, w->owner, job_id, kind, message, retryable, now_ms(),
+                            w->opt->backoff_ms, &st, &err)) {
+        if (reconnected(w, &err))
+            continue;
         /* The lease will expire and the job will be retried: nothing is lost. */
-        fprintf(stderr, "docqa: worker %s: job %" G_GINT64_FORMAT ": %s\n", owner, job_id,
+        fprintf(stderr, "docqa: worker %s: job %" G_GINT64_FORMAT ": %s\n", w->owner, job_id,
                 err->message);
         g_error_free(err);
         return;
     }
     if (st == DQ_JOB_QUEUED)
-        stats->retried++;
+        w->stats->retried++;
     else if (st != DQ_JOB_N_STATES) /* failed, dead, or done again with its earlier answer */
-        stats->failed++;
+        w->stats->failed++;
 }
 
 /* ---- jobs in flight ----
@@ -154,10 +232,8 @@ static void in_flight_free(gpointer p) {
 }
 
 /* Submits a claimed job (takes it); one that cannot be asked fails here. */
-static void submit_job(DqStore *s, const char *owner, const DqWorkerOptions *opt,
-                       DqAnswerer *answerer, DqClaimedJob *j, GHashTable *in_flight,
-                       DqWorkerStats *stats) {
-    if (g_hash_table_contains(in_flight, &j->job_id)) {
+static void submit_job(Worker *w, DqClaimedJob *j) {
+    if (g_hash_table_contains(w->in_flight, &j->job_id)) {
         /* Its lease ran out while it was here (the heartbeat could not reach the database),
          * another worker took it back and gave it up, and the queue handed it to this worker
          * again. The copy in the model completes it under this same lease. */
@@ -167,18 +243,18 @@ static void submit_job(DqStore *s, const char *owner, const DqWorkerOptions *opt
     InFlight *f = g_new0(InFlight, 1);
     f->job = j;
     GError *e = NULL;
-    f->path = queue_page_image_path(opt->db_path, j->image_sha256);
+    f->path = queue_page_image_path(w->opt->db_path, j->image_sha256);
     if (f->path == NULL || !g_file_test(f->path, G_FILE_TEST_IS_REGULAR)) {
         char *msg = g_strdup_printf("%s: page image missing (%s, page %d)",
                                     f->path ? f->path : "(no image recorded)", j->document_path,
                                     j->page_number);
-        fail_job(s, owner, opt, j->job_id, "page_image", msg, FALSE, stats);
+        fail_job(w, j->job_id, "page_image", msg, FALSE);
         g_free(msg);
         in_flight_free(f);
         return;
     }
     if (!parse_settings(j->generation_settings, &f->ps, &e)) {
-        fail_job(s, owner, opt, j->job_id, "settings", e->message, FALSE, stats);
+        fail_job(w, j->job_id, "settings", e->message, FALSE);
         g_error_free(e);
         in_flight_free(f);
         return;
@@ -199,33 +275,32 @@ static void submit_job(DqStore *s, const char *owner, const DqWorkerOptions *opt
                            .max_new_tokens = f->ps.max_new_tokens,
                            .n_res = n_res};
     f->started = iso_now();
-    if (!answerer->submit(answerer, &req, j->job_id, &e)) {
-        fail_job(s, owner, opt, j->job_id, "model", e->message, TRUE, stats);
+    if (!w->answerer->submit(w->answerer, &req, j->job_id, &e)) {
+        fail_job(w, j->job_id, "model", e->message, TRUE);
         g_error_free(e);
         in_flight_free(f);
         return;
     }
-    g_hash_table_insert(in_flight, &j->job_id, f);
+    g_hash_table_insert(w->in_flight, &j->job_id, f);
 }
 
 /* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
  * database failed. */
-static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions *opt,
-                            const DqAnswerer *a, GHashTable *in_flight, DqAnswerDone *done, int k,
-                            volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err) {
+static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) {
+    const DqAnswerer *a = w->answerer;
     InFlight **f = g_new0(InFlight *, k);
     DqJobAnswer *answers = g_new0(DqJobAnswer, k);
     int n_answers = 0;
     gboolean ok = FALSE;
     char *finished = iso_now();
     for (int i = 0; i < k; i++) {
-        f[i] = g_hash_table_lookup(in_flight, &done[i].tag);
+        f[i] = g_hash_table_lookup(w->in_flight, &done[i].tag);
         DqAnswerResult *r = &done[i].result;
         if (f[i] == NULL) {
             fprintf(stderr,
                     "docqa: worker %s: the answerer returned job %" G_GINT64_FORMAT
                     ", which is not in flight\n",
-                    owner, done[i].tag);
+                    w->owner, done[i].tag);
             continue;
         }
         if (r->error == NULL && r->text != NULL)
@@ -251,10 +326,11 @@ static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions
     queue_test_point("worker:before_complete");
     int written = 0;
     if (n_answers > 0) {
-        if (!store_jobs_complete(s, owner, answers, n_answers, &written, err))
-            goto out;
-        stats->done += written;
-        stats->lost += n_answers - written;
+        while (!store_jobs_complete(w->s, w->owner, answers, n_answers, &written, err))
+            if (!reconnected(w, err))
+                goto out;
+        w->stats->done += written;
+        w->stats->lost += n_answers - written;
     }
     for (int i = 0; i < k; i++) {
         GError *e = done[i].result.error;
@@ -262,22 +338,22 @@ static gboolean finish_jobs(DqStore *s, const char *owner, const DqWorkerOptions
             continue;
         gint64 id = f[i]->job->job_id;
         if (e == NULL && done[i].result.text == NULL)
-            fail_job(s, owner, opt, id, "model", "the model returned no answer", TRUE, stats);
-        else if (e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *stop)
+            fail_job(w, id, "model", "the model returned no answer", TRUE);
+        else if (e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop)
             ; /* released when the worker stops */
         else if (e != NULL) {
             /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
             gboolean bad_page =
                 e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
             gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
-            fail_job(s, owner, opt, id,
+            fail_job(w, id,
                      bad_page       ? "page_image"
                      : bad_question ? "question"
                                     : "model",
-                     e->message, !bad_page && !bad_question, stats);
+                     e->message, !bad_page && !bad_question);
         }
-        if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *stop))
-            g_hash_table_remove(in_flight, &done[i].tag);
+        if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop))
+            g_hash_table_remove(w->in_flight, &done[i].tag);
     }
     queue_test_point("worker:after_complete");
     ok = TRUE;
@@ -309,11 +385,6 @@ static int budget_take(gint64 *budget, int want) {
 static void budget_return(gint64 *budget, int n) {
     if (budget != NULL && n > 0)
         __atomic_add_fetch(budget, n, __ATOMIC_SEQ_CST);
-}
-
-static void sleep_ms_unless(gint64 ms, volatile sig_atomic_t *stop) {
-    for (gint64 t = 0; t < ms && !*stop; t += 20)
-        g_usleep(20000);
 }
 
 gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
@@ -349,6 +420,13 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
         goto out;
     hb_thread = g_thread_new("heartbeat", heartbeat_main, &hb);
     in_flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, in_flight_free);
+    Worker w = {.s = s,
+                .owner = owner,
+                .opt = &opt,
+                .answerer = answerer,
+                .in_flight = in_flight,
+                .stop = stop,
+                .stats = stats};
     answerer->batch = opt.batch;
     int limit = opt.batch + MAX(answerer->lookahead, 0);
     done = g_new0(DqAnswerDone, limit);
@@ -365,6 +443,8 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                                        : NULL;
             if (want > 0 && jobs == NULL) {
                 budget_return(opt.job_budget, want);
+                if (reconnected(&w, err))
+                    continue;
                 goto out;
             }
             if (jobs != NULL) {
@@ -380,7 +460,7 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 gpointer *claimed = g_ptr_array_steal(jobs, &len);
                 g_ptr_array_unref(jobs);
                 for (gsize i = 0; i < len; i++)
-                    submit_job(s, owner, &opt, answerer, claimed[i], in_flight, stats);
+                    submit_job(&w, claimed[i]);
                 g_free(claimed);
             }
         }
@@ -390,8 +470,11 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 break;
             if (opt.until_empty) {
                 gboolean pending = TRUE;
-                if (!store_jobs_has_pending(s, opt.model_id, &pending, err))
+                if (!store_jobs_has_pending(s, opt.model_id, &pending, err)) {
+                    if (reconnected(&w, err))
+                        continue;
                     goto out;
+                }
                 if (!pending)
                     break;
             }
@@ -399,7 +482,7 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
             continue;
         }
         int k = answerer->poll(answerer, done, limit);
-        if (k > 0 && !finish_jobs(s, owner, &opt, answerer, in_flight, done, k, stop, stats, err))
+        if (k > 0 && !finish_jobs(&w, done, k, err))
             goto out;
     }
     ok = TRUE;

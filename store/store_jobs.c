@@ -646,15 +646,33 @@ fail:
 }
 
 gboolean store_jobs_release(DqStore *s, const char *owner, int *released, GError **err) {
-    PG_DISPATCH(s, return pgjobs_release(s, owner, released, err));
+    return store_jobs_release_except(s, owner, NULL, 0, released, err);
+}
+
+/* The ids as one array literal, in `open` and `close` (JSON for SQLite, '{...}' for PostgreSQL). */
+char *store_jobs_id_list(const gint64 *ids, int n, char open, char close) {
+    GString *g = g_string_new(NULL);
+    g_string_append_c(g, open);
+    for (int i = 0; i < n; i++)
+        g_string_append_printf(g, "%s%" G_GINT64_FORMAT, i ? "," : "", ids[i]);
+    g_string_append_c(g, close);
+    return g_string_free(g, FALSE);
+}
+
+gboolean store_jobs_release_except(DqStore *s, const char *owner, const gint64 *keep, int n_keep,
+                                   int *released, GError **err) {
+    PG_DISPATCH(s, return pgjobs_release_except(s, owner, keep, n_keep, released, err));
     sqlite3_stmt *st = stmt(s,
                             "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
                             "lease_expires_ms = NULL, attempts = max(attempts - 1, 0) "
-                            "WHERE lease_owner = ?1 AND state = 'running'",
+                            "WHERE lease_owner = ?1 AND state = 'running' "
+                            "AND id NOT IN (SELECT value FROM json_each(?2))",
                             err);
     if (st == NULL)
         return FALSE;
     bind_text(st, 1, owner);
+    char *list = store_jobs_id_list(keep, n_keep, '[', ']');
+    sqlite3_bind_text(st, 2, list, -1, g_free);
     if (!step_done(s, st, "releasing jobs", err))
         return FALSE;
     if (released)

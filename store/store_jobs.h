@@ -144,6 +144,10 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
 /* Gives back every job `owner` holds without counting the attempt (SIGINT, SIGTERM).
  * *released (may be NULL) counts them. */
 gboolean store_jobs_release(DqStore *s, const char *owner, int *released, GError **err);
+/* The same for the jobs `owner` holds other than the n_keep ids in `keep`: after a lost
+ * connection, a claim may have committed without the worker hearing of it. */
+gboolean store_jobs_release_except(DqStore *s, const char *owner, const gint64 *keep, int n_keep,
+                                   int *released, GError **err);
 
 /* ---- reading ---- */
 

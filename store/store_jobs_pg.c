@@ -449,15 +449,20 @@ fail:
     return FALSE;
 }
 
-gboolean pgjobs_release(DqStore *s, const char *owner, int *released, GError **err) {
+gboolean pgjobs_release_except(DqStore *s, const char *owner, const gint64 *keep, int n_keep,
+                               int *released, GError **err) {
     PgParams p = {0};
     gint64 n = 0;
     if (!pg_begin(s, err) || !lock_owned(s, owner, err))
         goto fail;
     pg_text(&p, owner);
+    char *list = store_jobs_id_list(keep, n_keep, '{', '}');
+    pg_text(&p, list);
+    g_free(list);
     if (!pg_do(s,
                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL, "
-               "attempts = greatest(attempts - 1, 0) WHERE lease_owner = $1 AND state = 'running'",
+               "attempts = greatest(attempts - 1, 0) WHERE lease_owner = $1 AND state = 'running' "
+               "AND NOT (id = ANY ($2::bigint[]))",
                &p, "releasing jobs", &n, err) ||
         !pg_commit(s, err))
         goto fail;

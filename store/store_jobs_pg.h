@@ -20,7 +20,8 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
 gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *kind,
                      const char *message, gboolean retryable, gint64 now_ms, gint64 backoff_ms,
                      DqJobState *new_state, GError **err);
-gboolean pgjobs_release(DqStore *s, const char *owner, int *released, GError **err);
+gboolean pgjobs_release_except(DqStore *s, const char *owner, const gint64 *keep, int n_keep,
+                               int *released, GError **err);
 gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
 gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                             GError **err);
@@ -39,5 +40,7 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
 
 /* The crash-test hook of store_jobs.c (NULL-safe). */
 void store_jobs_hook(const char *point);
+/* "1,2,3" between `open` and `close`: an id list as one parameter (store_jobs.c). */
+char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
 
 #endif

@@ -49,9 +49,22 @@ void pg_params_clear(PgParams *p) {
 
 /* A lost connection is told apart (DQ_ERR_DB_LOST) so that a worker can wait for the server and
  * reconnect instead of giving up its jobs. */
+/* libpq's messages run over several lines; docqa's are one line each. */
+static char *one_line(const char *msg) {
+    char **parts = g_strsplit_set(msg, "\n\t", -1);
+    GString *g = g_string_new(NULL);
+    for (char **p = parts; *p; p++) {
+        g_strstrip(*p);
+        if (**p != '\0')
+            g_string_append_printf(g, "%s%s", g->len ? " " : "", *p);
+    }
+    g_strfreev(parts);
+    return g_string_free(g, FALSE);
+}
+
 static gboolean pg_fail(DqStore *s, GError **err, const char *what, PGresult *r) {
     const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->pg);
-    char *m = g_strchomp(g_strdup(msg && *msg ? msg : PQerrorMessage(s->pg)));
+    char *m = one_line(msg && *msg ? msg : PQerrorMessage(s->pg));
     dq_fail(err, PQstatus(s->pg) == CONNECTION_BAD ? DQ_ERR_DB_LOST : DQ_ERR_DB, "%s: %s: %s",
             s->path, what, m);
     g_free(m);
@@ -285,9 +298,11 @@ static char *display_location(const char *location) {
 }
 
 static gboolean connection_failed(DqStore *s, const char *what, GError **err) {
-    char *m = redact(PQerrorMessage(s->pg));
-    dq_fail(err, DQ_ERR_DB_LOST, "%s: %s: %s", s->path, what, g_strchomp(m));
+    char *r = redact(PQerrorMessage(s->pg));
+    char *m = one_line(r);
+    dq_fail(err, DQ_ERR_DB_LOST, "%s: %s: %s", s->path, what, m);
     g_free(m);
+    g_free(r);
     return FALSE;
 }
 

@@ -25,7 +25,8 @@ static PgtServer *server;
 static char *db;      /* the PostgreSQL location */
 static char *page_db; /* the SQLite database whose page store the workers read */
 
-static pid_t spawn_worker(const char *kill_at, int delay_ms) {
+static pid_t spawn_worker_at(const char *location, const char *kill_at, int delay_ms,
+                             gint64 lease_ms) {
     fflush(NULL);
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
@@ -36,11 +37,11 @@ static pid_t spawn_worker(const char *kill_at, int delay_ms) {
             g_unsetenv("DOCQA_TEST_KILL_AT");
         JtAnswererConfig cfg = {.delay_ms = delay_ms};
         DqAnswerer *a = jt_answerer_new(&cfg);
-        DqWorkerOptions opt = {.db_path = db,
+        DqWorkerOptions opt = {.db_path = location,
                                .model_id = "m",
                                .batch = 4,
                                .until_empty = TRUE,
-                               .lease_ms = LEASE_MS,
+                               .lease_ms = lease_ms,
                                .heartbeat_ms = 80,
                                .backoff_ms = 1,
                                .poll_ms = 20};
@@ -53,6 +54,10 @@ static pid_t spawn_worker(const char *kill_at, int delay_ms) {
         _exit(ok ? 0 : 2);
     }
     return pid;
+}
+
+static pid_t spawn_worker(const char *kill_at, int delay_ms) {
+    return spawn_worker_at(db, kill_at, delay_ms, LEASE_MS);
 }
 
 /* A "machine": a process group of WORKERS_PER_MACHINE workers, respawned as they exit (half of
@@ -80,12 +85,17 @@ static pid_t spawn_machine(guint32 seed) {
     }
 }
 
-static void assert_consistent(void) {
-    g_assert_cmpint(pgt_query_int(db, "SELECT count(*) FROM jobs j WHERE (j.state = 'done') <> "
-                                      "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id)"),
+static void assert_consistent_at(const char *location) {
+    g_assert_cmpint(pgt_query_int(location, "SELECT count(*) FROM jobs j WHERE (j.state = 'done') "
+                                            "<> EXISTS (SELECT 1 FROM answers a WHERE a.job_id = "
+                                            "j.id)"),
                     ==, 0);
-    g_assert_cmpint(pgt_query_int(db, "SELECT count(*) - count(DISTINCT job_id) FROM answers"), ==,
-                    0);
+    g_assert_cmpint(
+        pgt_query_int(location, "SELECT count(*) - count(DISTINCT job_id) FROM answers"), ==, 0);
+}
+
+static void assert_consistent(void) {
+    assert_consistent_at(db);
 }
 
 static void test_kill_at_named_points(void) {
@@ -176,6 +186,44 @@ static void test_everything_answered_once(void) {
     g_assert_cmpint(expired, >=, 20);
 }
 
+/* The server drops every docqa connection, again and again, while two workers run (a restart,
+ * an idle-session timeout, a failover): they reconnect and finish, nothing is answered twice,
+ * no job loses an attempt. */
+static void test_connections_dropped(void) {
+    char *loc = pgt_new_database(server, "dropped");
+    GError *err = NULL;
+    DqStore *from = dq_store_open(page_db, &err), *to = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_copy(from, to, NULL, &err));
+    dq_store_close(to);
+    dq_store_close(from);
+    pid_t w[2];
+    for (int i = 0; i < 2; i++)
+        w[i] = spawn_worker_at(loc, NULL, 4, 5000);
+    int drops = 0;
+    while (pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state <> 'done'") > 0 &&
+           drops < 100) {
+        g_usleep(100000);
+        if (pgt_query_int(loc,
+                          "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()") > 0)
+            drops++;
+    }
+    for (int i = 0; i < 2; i++) {
+        int status = 0;
+        g_assert_cmpint(waitpid(w[i], &status, 0), ==, w[i]);
+        g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    g_test_message("%d rounds of dropped connections", drops);
+    g_assert_cmpint(drops, >=, 5);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 640);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM answers"), ==, 640);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT max(attempts) FROM jobs"), ==, 1);
+    assert_consistent_at(loc);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *why_not = NULL;
@@ -201,6 +249,7 @@ int main(int argc, char **argv) {
     char *pages = dq_store_page_dir_for(page_db, NULL);
     g_setenv("DOCQA_PAGES", pages, TRUE);
     g_free(pages);
+    g_test_add_func("/store-pg-crash/connections-dropped", test_connections_dropped);
     g_test_add_func("/store-pg-crash/named-points", test_kill_at_named_points);
     g_test_add_func("/store-pg-crash/machines-killed", test_machines_killed_at_random);
     g_test_add_func("/store-pg-crash/answered-exactly-once", test_everything_answered_once);
