@@ -7,6 +7,8 @@
 
 #include "dq_error.h"
 #include "store_internal.h"
+#include "store_jobs.h"
+#include "store_jobs_pg.h"
 #ifdef DOCQA_HAVE_POSTGRES
 #include "store_pg.h"
 #endif
@@ -201,8 +203,18 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
                            "empty database (nothing is merged)",
                            dq_store_path(to), n, tables[i].name);
     }
-    if (!dq_store_exec(to, to->kind == DQ_STORE_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN", err))
+    /* The source is read as one snapshot: workers answering while it is copied would otherwise
+     * leave the copy with answers of jobs it holds as queued, or the reverse. */
+    if (!dq_store_exec(from,
+                       from->kind == DQ_STORE_SQLITE ? "BEGIN"
+                                                     : "BEGIN ISOLATION LEVEL REPEATABLE READ "
+                                                       "READ ONLY",
+                       err))
         return FALSE;
+    if (!dq_store_exec(to, to->kind == DQ_STORE_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN", err)) {
+        dq_store_exec(from, "ROLLBACK", NULL);
+        return FALSE;
+    }
     for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
         const Table *t = &tables[i];
         int n = n_columns(t->columns);
@@ -234,13 +246,18 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
             if (!ok)
                 goto fail;
         }
+        char *point = g_strconcat("migrate:copied:", t->name, NULL);
+        store_jobs_hook(point);
+        g_free(point);
     }
     if (!dq_store_exec(to, "COMMIT", err))
         goto fail;
+    dq_store_exec(from, "COMMIT", NULL);
     if (rows)
         *rows = total;
     return TRUE;
 fail:
     dq_store_exec(to, "ROLLBACK", NULL);
+    dq_store_exec(from, "ROLLBACK", NULL);
     return FALSE;
 }

@@ -869,6 +869,57 @@ static void test_pg_reconnect(void) {
     g_free(loc);
 }
 
+/* Workers go on while `docqa migrate` copies: the copy is the source as it was when it began. */
+static const char *snapshot_source;
+
+static void complete_behind_the_copy(const char *point) {
+    if (strcmp(point, "migrate:copied:jobs") != 0)
+        return;
+    GError *err = NULL;
+    DqStore *o = dq_store_open(snapshot_source, &err);
+    dq_assert_no_error(err);
+    GPtrArray *cl = store_jobs_claim(o, "W", "m", 1, 1000, 100000, &err);
+    g_assert_cmpint(cl->len, ==, 1);
+    DqJobAnswer a = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "late");
+    int written = 0;
+    g_assert_true(store_jobs_complete(o, "W", &a, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    g_ptr_array_free(cl, TRUE);
+    store_jobs_finalize(o);
+    dq_store_close(o);
+}
+
+static void test_migrate_snapshot(gconstpointer kind) {
+    char *src_loc = new_location(kind);
+    if (src_loc == NULL)
+        return;
+    char *dst_loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *src = dq_store_open(src_loc, &err), *dst = dq_store_open(dst_loc, &err);
+    dq_assert_no_error(err);
+    add_document(src, "/x/a.pdf", "4444");
+    enqueue_all(src, "Total?");
+    snapshot_source = src_loc;
+    store_jobs_set_test_hook(complete_behind_the_copy); /* needs the hook */
+    g_assert_true(dq_store_copy(src, dst, NULL, &err));
+    store_jobs_set_test_hook(NULL);
+    dq_assert_no_error(err);
+    const char *path = dst_loc + strlen("sqlite:");
+    /* The source moved on (one job done) ... */
+    DqJobCounts c;
+    g_assert_true(store_jobs_counts(src, NULL, &c, &err));
+    g_assert_cmpint(c.by_state[DQ_JOB_DONE], ==, 1);
+    /* ... the copy is as it began: every job queued, no answer. */
+    g_assert_cmpint(sqlite_int(path, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 3);
+    g_assert_cmpint(sqlite_int(path, "SELECT count(*) FROM answers"), ==, 0);
+    store_jobs_finalize(src);
+    dq_store_close(src);
+    store_jobs_finalize(dst);
+    dq_store_close(dst);
+    g_free(src_loc);
+    g_free(dst_loc);
+}
+
 /* No message repeats a password, however the location is written or whatever libpq says of it. */
 static void test_pg_password_hidden(void) {
     if (server == NULL) {
@@ -918,6 +969,10 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/open-existing", "sqlite", test_open_existing);
     g_test_add_data_func("/store/backends/postgres/open-existing", "postgres", test_open_existing);
     g_test_add_func("/store/backends/postgres/reconnect", test_pg_reconnect);
+    g_test_add_data_func("/store/backends/sqlite/migrate-snapshot", "sqlite",
+                         test_migrate_snapshot);
+    g_test_add_data_func("/store/backends/postgres/migrate-snapshot", "postgres",
+                         test_migrate_snapshot);
     g_test_add_func("/store/backends/postgres/password-hidden", test_pg_password_hidden);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
