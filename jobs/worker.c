@@ -231,33 +231,58 @@ static void in_flight_free(gpointer p) {
     g_free(f);
 }
 
-/* Submits a claimed job (takes it); one that cannot be asked fails here. */
-static void submit_job(Worker *w, DqClaimedJob *j) {
+/* A page store that is not there (an unmounted share, DOCQA_PAGES set wrong or relative to
+ * another folder) would fail every job of the queue, one by one, for good. */
+static gboolean page_store_usable(const char *db_path, GError **err) {
+    char *dir = dq_store_page_dir_for(db_path, err);
+    if (dir == NULL)
+        return FALSE;
+    GDir *d = g_dir_open(dir, 0, NULL);
+    gboolean usable = d != NULL && g_dir_read_name(d) != NULL;
+    if (d != NULL)
+        g_dir_close(d);
+    if (!usable)
+        dq_fail(err, DQ_ERR_IO, "%s: the page store is missing or empty (%s); no job was failed",
+                dir,
+                dq_store_location_is_postgres(db_path)
+                    ? "an unmounted share? DOCQA_PAGES names where ingest wrote the page images"
+                    : "it belongs beside the database: was the database moved without it?");
+    g_free(dir);
+    return usable;
+}
+
+/* Submits a claimed job (takes it); one that cannot be asked fails here. FALSE when the worker
+ * cannot go on (the page store is gone): the job stays leased, for the worker to give back. */
+static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
     if (g_hash_table_contains(w->in_flight, &j->job_id)) {
         /* Its lease ran out while it was here (the heartbeat could not reach the database),
          * another worker took it back and gave it up, and the queue handed it to this worker
          * again. The copy in the model completes it under this same lease. */
         dq_claimed_job_free(j);
-        return;
+        return TRUE;
     }
     InFlight *f = g_new0(InFlight, 1);
     f->job = j;
     GError *e = NULL;
     f->path = queue_page_image_path(w->opt->db_path, j->image_sha256);
     if (f->path == NULL || !g_file_test(f->path, G_FILE_TEST_IS_REGULAR)) {
+        if (f->path != NULL && !page_store_usable(w->opt->db_path, err)) {
+            in_flight_free(f);
+            return FALSE;
+        }
         char *msg = g_strdup_printf("%s: page image missing (%s, page %d)",
                                     f->path ? f->path : "(no image recorded)", j->document_path,
                                     j->page_number);
         fail_job(w, j->job_id, "page_image", msg, FALSE);
         g_free(msg);
         in_flight_free(f);
-        return;
+        return TRUE;
     }
     if (!parse_settings(j->generation_settings, &f->ps, &e)) {
         fail_job(w, j->job_id, "settings", e->message, FALSE);
         g_error_free(e);
         in_flight_free(f);
-        return;
+        return TRUE;
     }
     int n_res = 0;
     if (j->render_settings != NULL) {
@@ -279,9 +304,10 @@ static void submit_job(Worker *w, DqClaimedJob *j) {
         fail_job(w, j->job_id, "model", e->message, TRUE);
         g_error_free(e);
         in_flight_free(f);
-        return;
+        return TRUE;
     }
     g_hash_table_insert(w->in_flight, &j->job_id, f);
+    return TRUE;
 }
 
 /* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
@@ -459,9 +485,16 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 gsize len = 0;
                 gpointer *claimed = g_ptr_array_steal(jobs, &len);
                 g_ptr_array_unref(jobs);
-                for (gsize i = 0; i < len; i++)
-                    submit_job(&w, claimed[i]);
+                gboolean usable = TRUE;
+                for (gsize i = 0; i < len; i++) {
+                    if (usable)
+                        usable = submit_job(&w, claimed[i], err);
+                    else
+                        dq_claimed_job_free(claimed[i]); /* given back below, with the rest */
+                }
                 g_free(claimed);
+                if (!usable)
+                    goto out;
             }
         }
         if (g_hash_table_size(in_flight) == 0) {

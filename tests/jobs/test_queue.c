@@ -462,6 +462,42 @@ static void test_worker_until_empty_and_missing_image(void) {
     g_free(dir);
 }
 
+/* The whole page store gone (an unmounted share): the worker stops and fails nothing. */
+static void test_worker_page_store_gone(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 3);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 6);
+    char *pages = g_strconcat(db, ".pages", NULL), *away = g_strconcat(db, ".away", NULL);
+    g_assert_cmpint(g_rename(pages, away), ==, 0);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_assert_nonnull(strstr(err->message, "page store is missing"));
+    g_clear_error(&err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
+                    6);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    /* An empty folder in its place (a mount point, unmounted) is no better. */
+    g_assert_cmpint(g_mkdir(pages, 0755), ==, 0);
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_clear_error(&err);
+    g_assert_cmpint(g_rmdir(pages), ==, 0);
+    g_assert_cmpint(g_rename(away, pages), ==, 0);
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 6);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+    g_free(pages);
+    g_free(away);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_worker_retries_transient_failures(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 2, 4);
@@ -742,6 +778,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/lease/failures-backoff-dead", test_failures_backoff_dead);
     g_test_add_func("/queue/worker/until-empty-missing-image",
                     test_worker_until_empty_and_missing_image);
+    g_test_add_func("/queue/worker/page-store-gone", test_worker_page_store_gone);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
     g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
