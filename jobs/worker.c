@@ -351,6 +351,8 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
     }
     queue_test_point("worker:before_complete");
     int written = 0;
+    if (n_answers > 0 && !dq_store_check_file(w->s, err))
+        goto out;
     if (n_answers > 0) {
         while (!store_jobs_complete(w->s, w->owner, answers, n_answers, &written, err))
             if (!reconnected(w, err))
@@ -462,6 +464,8 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
     while (!*stop) {
         int n = (int)g_hash_table_size(in_flight);
         if (n < limit && !budget_spent && now_ms() >= next_claim_ms) {
+            if (!dq_store_check_file(s, err))
+                goto out;
             int want = budget_take(opt.job_budget, limit - n);
             budget_spent = want == 0;
             GPtrArray *jobs = want > 0 ? store_jobs_claim(s, owner, opt.model_id, want, now_ms(),

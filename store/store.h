@@ -60,6 +60,11 @@ DqStore *dq_store_open_existing(const char *location, GError **err);
  * again with DQ_ERR_DB_LOST, while the server cannot be reached. SQLite: nothing to do. */
 gboolean dq_store_reconnect(DqStore *store, GError **err);
 
+/* SQLite: fails, saying which, when the database file was deleted or replaced by another since
+ * it was opened (writes would go on into the unlinked or old file and be lost). PostgreSQL:
+ * TRUE. */
+gboolean dq_store_check_file(DqStore *store, GError **err);
+
 /* Closes the connection after finalizing every statement the store's modules cached on it. */
 void dq_store_close(DqStore *store);
 

@@ -11,6 +11,7 @@ struct DqStore {
     PGconn *pg;                /* PostgreSQL: the connection */
     GHashTable *pg_statements; /* PostgreSQL: SQL text -> name of the statement prepared on pg */
     char *path;                /* file path, or the location without its password */
+    guint64 dev, ino;          /* SQLite: the file opened, to notice it replaced or deleted */
 };
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005). */

@@ -3,6 +3,7 @@
 #include "dq_error.h"
 #include "resources.h"
 
+#include <glib/gstdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -282,6 +283,11 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     }
     sqlite3_busy_timeout(store->db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(store->db, 1);
+    GStatBuf st;
+    if (g_stat(path, &st) == 0) {
+        store->dev = st.st_dev;
+        store->ino = st.st_ino;
+    }
     if (!check_docqa_database(store, must_exist, err) ||
         !exec_waiting(store,
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
@@ -308,6 +314,23 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
 
 DqStore *dq_store_open_existing(const char *location, GError **err) {
     return open_store(location, 0, TRUE, err);
+}
+
+gboolean dq_store_check_file(DqStore *store, GError **err) {
+    if (store->kind != DQ_STORE_SQLITE)
+        return TRUE;
+    GStatBuf st;
+    if (g_stat(store->path, &st) != 0)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: the database file was deleted while docqa used it (what was written "
+                       "since went with it)",
+                       store->path);
+    if ((guint64)st.st_dev != store->dev || (guint64)st.st_ino != store->ino)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: the database file was replaced while docqa used it (what was written "
+                       "since went to the old file)",
+                       store->path);
+    return TRUE;
 }
 
 gboolean dq_store_reconnect(DqStore *store, GError **err) {

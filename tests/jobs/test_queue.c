@@ -577,7 +577,14 @@ typedef struct {
     volatile sig_atomic_t stop;
     DqWorkerStats stats;
     gboolean ok;
+    GError *err;
 } WorkerThread;
+
+static gpointer worker_thread_may_fail(gpointer data) {
+    WorkerThread *w = data;
+    w->ok = queue_worker_run(&w->opt, w->answerer, &w->stop, &w->stats, &w->err);
+    return NULL;
+}
 
 static gpointer worker_thread(gpointer data) {
     WorkerThread *w = data;
@@ -646,6 +653,40 @@ static void test_worker_outlives_its_lease(void) {
     dq_answerer_free(w.answerer);
     g_free(db);
     g_free(dir);
+}
+
+/* The database file deleted, or replaced by another, under a running worker: it stops, saying
+ * so, rather than write answers into a file nobody will read. */
+static void test_worker_database_replaced(void) {
+    for (int replace = 0; replace < 2; replace++) {
+        char *dir = dq_test_tmpdir();
+        char *db = jt_make_db(dir, 1, 4);
+        jt_ask(db, 2, "m", 3);
+        JtAnswererConfig cfg = {.delay_ms = 50};
+        WorkerThread w = {
+            .opt = {.db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .poll_ms = 5},
+            .answerer = jt_answerer_new(&cfg)};
+        GThread *t = g_thread_new("worker", worker_thread_may_fail, &w);
+        while (q(db, "SELECT count(*) FROM jobs WHERE state = 'done'") < 1)
+            g_usleep(2000);
+        if (replace) {
+            char *other = g_strconcat(db, ".other", NULL);
+            g_assert_true(g_file_set_contents(other, "", 0, NULL));
+            g_assert_cmpint(g_rename(other, db), ==, 0);
+            g_free(other);
+        } else {
+            g_assert_cmpint(g_unlink(db), ==, 0);
+        }
+        g_thread_join(t);
+        g_assert_false(w.ok);
+        g_assert_error(w.err, DQ_ERROR, DQ_ERR_DB);
+        g_assert_nonnull(strstr(w.err->message, replace ? "was replaced" : "was deleted"));
+        g_assert_cmpint(w.stats.done, <, 8);
+        g_clear_error(&w.err);
+        dq_answerer_free(w.answerer);
+        g_free(db);
+        g_free(dir);
+    }
 }
 
 static DqAnswerer *open_hash_answerer(void *user, int index, GError **err) {
@@ -782,6 +823,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
     g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
+    g_test_add_func("/queue/worker/database-replaced", test_worker_database_replaced);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
