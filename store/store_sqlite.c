@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 60000
 
@@ -63,9 +64,23 @@ void store_sqlite_explain(DqStore *s, GError **err) {
     if (err == NULL || *err == NULL || s->db == NULL)
         return;
     int rc = sqlite3_extended_errcode(s->db) & 0xff;
-    if (rc != SQLITE_FULL && rc != SQLITE_IOERR && rc != SQLITE_CANTOPEN)
-        return;
     char *dir = g_path_get_dirname(s->path);
+    if ((rc == SQLITE_READONLY || rc == SQLITE_CANTOPEN) && access(s->path, W_OK) == 0 &&
+        access(dir, W_OK) != 0) {
+        /* "attempt to write a readonly database" of a file one may write: WAL needs its -wal
+         * and -shm files beside the database, even to read. */
+        char *msg = g_strdup_printf("%s (the folder %s must be writable too: SQLite keeps the "
+                                    "database's -wal and -shm files there)",
+                                    (*err)->message, dir);
+        g_free((*err)->message);
+        (*err)->message = msg;
+        g_free(dir);
+        return;
+    }
+    if (rc != SQLITE_FULL && rc != SQLITE_IOERR && rc != SQLITE_CANTOPEN) {
+        g_free(dir);
+        return;
+    }
     struct statvfs fs;
     gboolean known = statvfs(dir, &fs) == 0;
     g_free(dir);
@@ -236,6 +251,7 @@ static gboolean check_docqa_database(DqStore *store, gboolean must_exist, GError
     if (rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: cannot read the database: %s", store->path,
                 sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
         return FALSE;
     }
     if (ours > 0)

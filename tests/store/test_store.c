@@ -3,6 +3,7 @@
 #include "store_jobs.h"
 #include "testutil.h"
 
+#include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -77,6 +78,45 @@ static void test_garbage_file_refused(void) {
     g_assert_true(g_str_has_prefix(after, "this is not an SQLite database"));
     g_free(after);
     g_free(path);
+    g_free(dir);
+}
+
+/* A database file one may write in a folder one may not: SQLite says "attempt to write a readonly
+ * database", of a file that is not; the message names the folder. Run as nobody when the tests
+ * run as root (root may write anywhere). */
+static void test_folder_not_writable(void) {
+    char *dir = dq_test_tmpdir();
+    char *sub = g_build_filename(dir, "ro", NULL);
+    g_assert_cmpint(g_chmod(dir, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir(sub, 0755), ==, 0);
+    char *path = g_build_filename(sub, "a.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s); /* the last connection: -wal and -shm are removed */
+    g_assert_cmpint(g_chmod(path, 0666), ==, 0);
+    g_assert_cmpint(g_chmod(sub, 0555), ==, 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(3);
+        DqStore *r = dq_store_open_existing(path, &err);
+        if (r == NULL)
+            g_test_message("as uid %d: %s", (int)geteuid(), err->message);
+        _exit(r == NULL && strstr(err->message, "must be writable too") != NULL &&
+                      strstr(err->message, sub) != NULL
+                  ? 0
+                  : 1);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_cmpint(g_chmod(sub, 0755), ==, 0);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_free(path);
+    g_free(sub);
     g_free(dir);
 }
 
@@ -289,5 +329,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/open/garbage_file_refused", test_garbage_file_refused);
     g_test_add_func("/store/full-disk", test_full_disk);
     g_test_add_func("/store/open/while-created", test_open_while_created);
+    g_test_add_func("/store/open/folder-not-writable", test_folder_not_writable);
     return g_test_run();
 }
