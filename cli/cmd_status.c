@@ -40,7 +40,7 @@ static void print_json(const DqJobCounts *c, double rate, double eta, const GPtr
     json_builder_set_member_name(b, "total");
     json_builder_add_int_value(b, c->total);
     json_builder_end_object(b);
-    json_builder_set_member_name(b, "pages_per_second");
+    json_builder_set_member_name(b, "answers_per_second");
     json_builder_add_double_value(b, rate);
     json_builder_set_member_name(b, "eta_seconds");
     if (eta >= 0)
@@ -121,7 +121,10 @@ int cmd_status(int argc, char **argv) {
     }
     double rate = span > 0 ? (double)recent / span : 0;
     gint64 left = c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING];
-    double eta = left == 0 ? 0 : rate > 0 ? (double)left / rate : -1;
+    /* The recent rate says nothing of the future when no worker is at work. */
+    double eta = left == 0                                    ? 0
+                 : rate > 0 && c.by_state[DQ_JOB_RUNNING] > 0 ? (double)left / rate
+                                                              : -1;
     if (json) {
         print_json(&c, rate, eta, engines, errs);
     } else {
@@ -132,8 +135,8 @@ int cmd_status(int argc, char **argv) {
                c.by_state[DQ_JOB_RUNNING], c.by_state[DQ_JOB_FAILED], c.by_state[DQ_JOB_DEAD]);
         char eta_s[32];
         format_duration(eta, eta_s, sizeof(eta_s));
-        printf("speed: %.2f pages/s (answers of the last %d min); ETA %s\n", rate,
-               RATE_WINDOW_S / 60, eta_s);
+        printf("speed: %.2f answers/s (the last %d min); ETA %s\n", rate, RATE_WINDOW_S / 60,
+               left > 0 && c.by_state[DQ_JOB_RUNNING] == 0 ? "unknown (no job running)" : eta_s);
         gint64 approximate = 0;
         for (guint i = 0; i < engines->len; i++) {
             const DqAnswerEngine *e = g_ptr_array_index(engines, i);

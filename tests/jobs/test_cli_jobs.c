@@ -137,7 +137,7 @@ static void test_ask_status_export_requeue(void) {
     g_assert_cmpint(json_array_get_length(reasons), ==, 1);
     g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(reasons, 0), "jobs"),
                     ==, 4);
-    g_assert_cmpfloat(json_object_get_double_member(o, "pages_per_second"), >, 0);
+    g_assert_cmpfloat(json_object_get_double_member(o, "answers_per_second"), >, 0);
     /* The stand-in answerer says nothing of its numerics: one group, all unknown. */
     JsonArray *engines = json_object_get_array_member(o, "answers_by_engine");
     g_assert_cmpint(json_array_get_length(engines), ==, 1);
@@ -221,6 +221,19 @@ static void test_ask_status_export_requeue(void) {
     g_free(gone);
     g_free(kept);
     g_free(qfile);
+    /* Work queued, no worker at it: the last minutes' speed is no forecast. */
+    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Anything else?", NULL), ==,
+                    0);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "ETA unknown (no job running)"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    JsonParser *p2 = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p2, out, -1, NULL));
+    g_assert_true(
+        json_object_get_null_member(json_node_get_object(json_parser_get_root(p2)), "eta_seconds"));
+    g_object_unref(p2);
+    g_free(out);
     g_free(db);
     g_free(dir);
 }
