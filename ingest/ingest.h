@@ -17,11 +17,11 @@
  *         /Rotate applied by poppler), antialiasing fixed to cairo's default, then white painted
  *         behind (DEST_OVER).
  *   TIFF: libtiff's RGBA interface decodes each directory at its own size (all codecs and
- *         layouts libtiff was built with), alpha is composited onto white (libtiff hands out
- *         premultiplied samples; a document viewer shows transparency as paper, and that is what
- *         the PDF path does too), the Orientation tag (1-8) is applied as Pillow's
- *         exif_transpose does, then dq_image_resize_lanczos (Pillow's LANCZOS, the model's own
- *         resampler) brings it to the target size.
+ *         layouts libtiff was built with), alpha is composited onto white (a document viewer
+ *         shows transparency as paper, and that is what the PDF path does too) as transformers'
+ *         convert_to_rgb does, with ExtraSamples read as Pillow reads them (render_tiff.c), the
+ * Orientation tag (1-8) is applied as Pillow's exif_transpose does, then dq_image_resize_lanczos
+ * (Pillow's LANCZOS, the model's own resampler) brings it to the target size.
  *
  * Page store. Page images are PNG files in a content-addressed folder beside the database
  * (<db>.pages/ab/cd/<sha256 of the PNG>.png), written to a temporary name, fsynced and renamed

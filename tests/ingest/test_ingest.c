@@ -693,6 +693,179 @@ static void test_tiff_orientations_and_pages(void) {
     fixture_clear(&f);
 }
 
+/* ---- TIFF alpha: what transformers' convert_to_rgb makes of it (Pillow's alpha_composite onto
+ * white), with Pillow reading ExtraSamples as its TiffImagePlugin does. */
+
+enum { AW = 16 }; /* 16 x 16 at tile 16: stored as decoded, no resampling */
+
+/* Column x holds colour value AC[x] (gray c, or RGB (c, 255 - c, c / 2)) and alpha AA[x]. */
+static const uint8_t AC[AW] = {100, 0,   255, 200, 37, 250, 10, 128,
+                               60,  255, 1,   180, 90, 254, 33, 140};
+static const uint8_t AA[AW] = {128, 0, 0, 255, 1, 254, 77, 200, 60, 128, 2, 90, 255, 255, 64, 30};
+
+/* Goldens from Pillow 12.3.0, what transformers' convert_to_rgb computes:
+ *   def onwhite(im):  # mode LA, RGBA, or raw mode "RGBa" (associated alpha, made straight)
+ *       bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+ *       return Image.alpha_composite(bg, im.convert("RGBA")).convert("RGB")
+ * on a 16 x 1 image of these samples. Image.open of the files this test writes gives the same
+ * for every case Pillow opens; gray with associated or unspecified extra samples and planar
+ * associated alpha it refuses: the gray goldens there are RGBa's with r = g = b. */
+static const uint8_t GRAY_STRAIGHT[AW] = {177, 255, 255, 200, 254, 250, 181, 155,
+                                          209, 255, 253, 229, 90,  254, 199, 241};
+static const uint8_t GRAY_PREMULTIPLIED[AW] = {227, 255, 255, 200, 255, 250, 188, 183,
+                                               255, 255, 254, 255, 90,  254, 224, 255};
+static const uint8_t RGB_STRAIGHT[AW][3] = {
+    {177, 205, 152}, {255, 255, 255}, {255, 255, 255}, {200, 55, 100},
+    {254, 255, 254}, {250, 6, 126},   {181, 252, 180}, {155, 155, 105},
+    {209, 241, 202}, {255, 127, 191}, {253, 255, 253}, {229, 191, 197},
+    {90, 165, 45},   {254, 1, 127},   {199, 247, 195}, {241, 239, 233}};
+static const uint8_t RGB_PREMULTIPLIED[AW][3] = {
+    {227, 255, 177}, {255, 255, 255}, {255, 255, 255}, {200, 55, 100},
+    {255, 255, 255}, {250, 6, 126},   {188, 255, 183}, {183, 181, 119},
+    {255, 255, 225}, {255, 127, 254}, {254, 255, 253}, {255, 240, 255},
+    {90, 165, 45},   {254, 1, 127},   {224, 255, 207}, {255, 255, 255}};
+
+typedef enum { A_NO_TAG = -1 } AlphaTag;
+
+typedef struct {
+    const char *name;
+    uint16_t photometric;
+    int colors;   /* 1 or 3 */
+    int extra;    /* ExtraSamples value, or A_NO_TAG (4 samples all the same) */
+    int bps;      /* 8 or 16 */
+    int separate; /* PlanarConfig 2 */
+    /* expected: one of these, or neither for the colour samples as they are (alpha ignored) */
+    const uint8_t *gray;
+    const uint8_t (*rgb)[3];
+} AlphaCase;
+
+static void alpha_rgb(int x, uint8_t out[3]) {
+    out[0] = AC[x], out[1] = (uint8_t)(255 - AC[x]), out[2] = AC[x] / 2;
+}
+
+static void write_alpha_tiff(const char *path, const AlphaCase *c) {
+    TIFF *t = TIFFOpen(path, "w");
+    g_assert_nonnull(t);
+    int spp = c->colors + 1;
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, AW);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, AW);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, c->bps);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, spp);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, c->photometric);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG,
+                 c->separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, AW);
+    if (c->extra != A_NO_TAG) {
+        uint16_t extra = (uint16_t)c->extra;
+        TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
+    }
+    if (c->photometric == PHOTOMETRIC_PALETTE) { /* index x is the colour of column x */
+        uint16_t r[256] = {0}, g[256] = {0}, b[256] = {0};
+        for (int x = 0; x < AW; x++) {
+            uint8_t rgb[3];
+            alpha_rgb(x, rgb);
+            r[x] = (uint16_t)(rgb[0] * 257), g[x] = (uint16_t)(rgb[1] * 257);
+            b[x] = (uint16_t)(rgb[2] * 257);
+        }
+        TIFFSetField(t, TIFFTAG_COLORMAP, r, g, b);
+    }
+    uint16_t row[AW * 4];
+    uint8_t row8[AW * 4];
+    for (int plane = 0; plane < (c->separate ? spp : 1); plane++)
+        for (int y = 0; y < AW; y++) {
+            int n = 0;
+            for (int x = 0; x < AW; x++) {
+                uint8_t rgb[3];
+                alpha_rgb(x, rgb);
+                uint8_t s[4] = {c->photometric == PHOTOMETRIC_PALETTE ? (uint8_t)x : rgb[0], rgb[1],
+                                rgb[2], 0};
+                if (c->colors == 1 && c->photometric != PHOTOMETRIC_PALETTE)
+                    s[0] = AC[x];
+                s[c->colors] = AA[x];
+                for (int k = 0; k < spp; k++)
+                    if (!c->separate || k == plane)
+                        row[n++] = s[k];
+            }
+            for (int i = 0; i < n; i++) {
+                row8[i] = (uint8_t)row[i];
+                row[i] = (uint16_t)(row[i] * 257); /* 16-bit: the same value, exactly */
+            }
+            g_assert_cmpint(TIFFWriteScanline(t, c->bps == 16 ? (void *)row : (void *)row8,
+                                              (uint32_t)y, (uint16_t)plane),
+                            ==, 1);
+        }
+    TIFFClose(t);
+}
+
+static void test_tiff_alpha(void) {
+    static const AlphaCase cases[] = {
+        {"gray-unassoc", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_UNASSALPHA, 8, 0,
+         .gray = GRAY_STRAIGHT},
+        {"gray-assoc", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_ASSOCALPHA, 8, 0,
+         .gray = GRAY_PREMULTIPLIED},
+        {"gray-unspecified", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_UNSPECIFIED, 8, 0,
+         .gray = NULL},
+        {"gray-unassoc-planar", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_UNASSALPHA, 8, 1,
+         .gray = GRAY_STRAIGHT},
+        {"rgb-unassoc", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNASSALPHA, 8, 0, .rgb = RGB_STRAIGHT},
+        {"rgb-assoc", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_ASSOCALPHA, 8, 0, .rgb = RGB_PREMULTIPLIED},
+        /* Pillow: RGBX, the fourth sample ignored (libtiff would take it for alpha) */
+        {"rgb-unspecified", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNSPECIFIED, 8, 0, .rgb = NULL},
+        /* Pillow: "missing ExtraSamples" is RGBA, straight (libtiff: premultiplied) */
+        {"rgb-no-extrasamples", PHOTOMETRIC_RGB, 3, A_NO_TAG, 8, 0, .rgb = RGB_STRAIGHT},
+        {"rgb-unassoc-planar", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNASSALPHA, 8, 1,
+         .rgb = RGB_STRAIGHT},
+        {"rgb-assoc-planar", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_ASSOCALPHA, 8, 1,
+         .rgb = RGB_PREMULTIPLIED},
+        {"rgb16-unassoc", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNASSALPHA, 16, 0, .rgb = RGB_STRAIGHT},
+        /* Pillow: PA (libtiff would ignore the alpha) */
+        {"palette-unassoc", PHOTOMETRIC_PALETTE, 1, EXTRASAMPLE_UNASSALPHA, 8, 0,
+         .rgb = RGB_STRAIGHT},
+    };
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = AW;
+    char *dir = in_dir(&f, "alpha");
+    g_mkdir(dir, 0755);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *name = g_strdup_printf("%s/%s.tif", dir, cases[i].name);
+        write_alpha_tiff(name, &cases[i]);
+        g_free(name);
+    }
+    run_ingest(&f, dir);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const AlphaCase *c = &cases[i];
+        char *name = g_strdup_printf("%s/%s.tif", dir, c->name);
+        assert_doc(&f, name, "ok", NULL);
+        DqImage *img = load_page(&f, name, 1);
+        g_assert_cmpint(img->width, ==, AW);
+        g_assert_cmpint(img->height, ==, AW);
+        for (int y = 0; y < AW; y += AW - 1)
+            for (int x = 0; x < AW; x++) {
+                uint8_t want[3];
+                if (c->gray != NULL)
+                    want[0] = want[1] = want[2] = c->gray[x];
+                else if (c->rgb != NULL)
+                    memcpy(want, c->rgb[x], 3);
+                else if (c->colors == 1)
+                    want[0] = want[1] = want[2] = AC[x];
+                else
+                    alpha_rgb(x, want);
+                const uint8_t *got = img->pixels + ((size_t)y * AW + x) * 3;
+                if (memcmp(got, want, 3) != 0)
+                    g_error("%s: pixel (%d, %d) (colour %u, alpha %u) is %u,%u,%u, want %u,%u,%u",
+                            c->name, x, y, AC[x], AA[x], got[0], got[1], got[2], want[0], want[1],
+                            want[2]);
+            }
+        dq_image_free(img);
+        g_free(name);
+    }
+    g_free(dir);
+    fixture_clear(&f);
+}
+
 /* Rewrites the Compression tag of a little-endian classic TIFF's first IFD. */
 static void patch_compression(const char *path, uint16_t value) {
     size_t len = 0;
@@ -1096,6 +1269,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/pdf/encrypted_and_damaged", test_pdf_encrypted_and_damaged);
     g_test_add_func("/ingest/tiff/variants", test_tiff_variants);
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
+    g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
