@@ -103,7 +103,9 @@ int cmd_ingest(int argc, char **argv) {
         {"timeout", 0, 0, G_OPTION_ARG_INT, &timeout,
          "seconds one page may take before its worker is killed (default 120)", "S"},
         {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &mem_limit,
-         "address-space limit of a worker in MiB, 0 for none (default 4096)", "MIB"},
+         "memory a worker may map for rendering, in MiB, on top of what it has mapped when it "
+         "starts (libraries), 0 for no limit (default 4096)",
+         "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
          "render again unchanged files that failed on a limit, a crash, a timeout, memory or a "
          "full disk",

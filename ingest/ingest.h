@@ -31,7 +31,8 @@
  * PostgreSQL.
  *
  * Isolation. Each document is opened in a worker process (fork) with an address-space limit
- * (RLIMIT_AS) and a per-page time limit; a crash or hang inside poppler or libtiff costs one
+ * (RLIMIT_AS: mem_limit_mb above what the process has mapped when it starts) and a per-page time
+ * limit; a crash or hang inside poppler or libtiff costs one
  * page (recorded as render_crashed / render_timeout), never the ingest. One process renders one
  * page at a time, so poppler never renders two pages of one document object at once; documents
  * run in parallel on all cores, and when no new document is waiting, extra processes open a long
@@ -79,7 +80,8 @@ typedef struct {
     gint64 max_pixels;     /* per page, source raster and output (default 178956970, Pillow's) */
     int max_pages;         /* per document (default 10000) */
     int page_timeout_s;    /* per page and per document open (default 120) */
-    gint64 mem_limit_mb;   /* RLIMIT_AS of a worker (default 4096; 0 = none) */
+    gint64 mem_limit_mb;   /* what a worker may map beyond its size when it starts: its RLIMIT_AS
+                              is that size + this (default 4096; 0 = none) */
     gboolean progress;     /* progress line on stderr */
     gboolean retry_failed; /* render again failed documents of unchanged bytes whose reason may
                               pass now: too_many_pages, too_many_pixels, render_timeout,
