@@ -7,17 +7,22 @@
 #include <tiffio.h>
 
 /* libtiff reports through process-wide handlers; a worker process decodes one file at a time,
- * so the first error since the last reset is the one worth recording. */
-static char tiff_first_error[512];
+ * so the first error since the last reset is the one worth recording. Whole: libtiff names the
+ * file in it, and a fixed buffer cut long paths, in the middle of a character too. */
+static char *tiff_first_error;
 static int tiff_error_count;
 
 static void tiff_on_error(const char *module, const char *fmt, va_list ap) {
     if (tiff_error_count++ == 0) {
-        char msg[400];
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        snprintf(tiff_first_error, sizeof tiff_first_error, "%s%s%s", module ? module : "",
-                 module ? ": " : "", msg);
+        char *msg = g_strdup_vprintf(fmt, ap);
+        g_free(tiff_first_error);
+        tiff_first_error = g_strdup_printf("%s%s%s", module ? module : "", module ? ": " : "", msg);
+        g_free(msg);
     }
+}
+
+static const char *tiff_error_or(const char *fallback) {
+    return tiff_first_error != NULL && tiff_first_error[0] ? tiff_first_error : fallback;
 }
 
 static void tiff_on_warning(const char *module, const char *fmt, va_list ap) {
@@ -26,7 +31,8 @@ static void tiff_on_warning(const char *module, const char *fmt, va_list ap) {
 
 static void tiff_errors_reset(void) {
     tiff_error_count = 0;
-    tiff_first_error[0] = '\0';
+    g_free(tiff_first_error);
+    tiff_first_error = NULL;
 }
 
 gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
@@ -46,7 +52,7 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
 #endif
     if (tif == NULL) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: not a readable TIFF: %s",
-                    doc->path, tiff_first_error[0] ? tiff_first_error : "TIFFOpen failed");
+                    doc->path, tiff_error_or("TIFFOpen failed"));
         return FALSE;
     }
     doc->tiff = tif;
@@ -59,7 +65,7 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
         tiff_errors_reset();
     }
     if (tiff_error_count > 0)
-        doc->warning = g_strdup_printf("IFD chain broken after page %d: %s", n, tiff_first_error);
+        doc->warning = g_strdup_printf("IFD chain broken after page %d: %s", n, tiff_error_or("?"));
     doc->page_count = n;
     return TRUE;
 }
@@ -203,14 +209,17 @@ static void put_separate_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x
 
 /* Decodes the current directory into a white-filled raster with rows top to bottom exactly as
  * stored (orientation is applied afterwards, all eight values, in one place). Returns 0 when
- * decoded, 1 when libtiff refuses the layout (TIFFRGBAImageBegin), 2 when decoding failed. */
-static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_error,
-                       char emsg[1024]) {
+ * decoded, 1 when libtiff refuses the layout (TIFFRGBAImageBegin), 2 when decoding failed; *why
+ * says why (g_free it). */
+static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_error, char **why) {
+    char emsg[1024] = "";
     RgbaDecoder dec;
     memset(&dec, 0, sizeof dec);
     TIFFRGBAImage *img = &dec.img;
-    if (!TIFFRGBAImageBegin(img, tif, stop_on_error, emsg))
+    if (!TIFFRGBAImageBegin(img, tif, stop_on_error, emsg)) {
+        *why = g_strdup(emsg);
         return 1;
+    }
     /* libtiff would flip for Orientation 2-4 but cannot transpose 5-8: ask for the stored
      * layout and do all eight in image_apply_orientation. */
     img->req_orientation = ORIENTATION_TOPLEFT;
@@ -231,8 +240,8 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
     }
     int ok = TIFFRGBAImageGet(img, raster, (uint32_t)w, (uint32_t)h);
     TIFFRGBAImageEnd(img);
-    if (!ok && emsg[0] == '\0')
-        snprintf(emsg, 1024, "%s", tiff_first_error[0] ? tiff_first_error : "decoding failed");
+    if (!ok)
+        *why = g_strdup(emsg[0] ? emsg : tiff_error_or("decoding failed"));
     return ok ? 0 : 2;
 }
 
@@ -243,7 +252,7 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
     tiff_errors_reset();
     if (!TIFFSetDirectory(tif, (tdir_t)(page - 1))) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: cannot read IFD: %s",
-                    doc->path, page, tiff_first_error[0] ? tiff_first_error : "?");
+                    doc->path, page, tiff_error_or("?"));
         return NULL;
     }
     uint32_t w32 = 0, h32 = 0;
@@ -291,29 +300,32 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
         return NULL;
     }
     memset(raster, 0xff, n * sizeof *raster);
-    int rc = decode_rgba(tif, raster, w, h, 1, emsg);
+    char *first = NULL;
+    int rc = decode_rgba(tif, raster, w, h, 1, &first);
     if (rc == 1) {
         g_free(raster);
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_FORMAT,
-                    "%s: page %d: pixel format not supported: %s", doc->path, page, emsg);
+                    "%s: page %d: pixel format not supported: %s", doc->path, page, first);
+        g_free(first);
         return NULL;
     }
     if (rc != 0) {
         /* Keep what decodes (a truncated strip, a damaged fax line) and report the error. */
-        char first[1024];
-        snprintf(first, sizeof first, "%s", emsg);
+        char *again = NULL;
         memset(raster, 0xff, n * sizeof *raster);
-        emsg[0] = '\0';
         tiff_errors_reset();
         if (!TIFFSetDirectory(tif, (tdir_t)(page - 1)) ||
-            decode_rgba(tif, raster, w, h, 0, emsg) != 0) {
+            decode_rgba(tif, raster, w, h, 0, &again) != 0) {
             g_free(raster);
+            g_free(again);
             g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: %s", doc->path, page,
                         first);
+            g_free(first);
             return NULL;
         }
         *incomplete = TRUE;
         *incomplete_msg = g_strdup_printf("%s: page %d: incomplete: %s", doc->path, page, first);
+        g_free(first);
     }
     DqImage *rgb = raster_to_rgb(raster, w, h);
     g_free(raster);

@@ -35,13 +35,10 @@ static void send_line(int fd, const char *fmt, ...) {
     va_start(ap, fmt);
     char *s = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    /* Keep each line below PIPE_BUF so it arrives in one piece. */
+    /* Lines are never cut (a cut broke long paths, and UTF-8 with them): the pipe is this
+     * process's alone and the parent joins what it reads up to the newline, so a line longer
+     * than PIPE_BUF arriving in pieces is fine. */
     size_t len = strlen(s);
-    if (len > 3000) {
-        s[2999] = '\n';
-        s[3000] = '\0';
-        len = 3000;
-    }
     const char *p = s;
     while (len > 0) {
         ssize_t n = write(fd, p, len);

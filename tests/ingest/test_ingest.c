@@ -1117,6 +1117,50 @@ static void test_memory_limit(void) {
 #endif
 }
 
+/* A path of 3300 bytes, mostly two-byte characters, reaches the database whole in every
+ * message, as valid UTF-8: a document the worker cannot open (its message and libtiff's both
+ * name the file) and one whose only page fails. */
+static void test_long_path(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    GString *dir = g_string_new(f.dir);
+    for (int i = 0; i < 16; i++) {
+        g_string_append_c(dir, '/');
+        for (int k = 0; k < 100; k++)
+            g_string_append(dir, "\xc3\xbc"); /* u with diaeresis */
+    }
+    g_assert_cmpint(g_mkdir_with_parents(dir->str, 0755), ==, 0);
+    char *damaged = g_build_filename(dir->str, "damaged.tif", NULL);
+    char *codec = g_build_filename(dir->str, "codec.tif", NULL);
+    g_assert_cmpuint(strlen(damaged), >, 3200);
+    /* A TIFF header cut short: libtiff's "Cannot read TIFF header" names the file. */
+    g_assert_true(g_file_set_contents(damaged, "II*\0\x08\0", 6, NULL));
+    write_tiff(codec, V_GRAY8, 1, 1);
+    patch_compression(codec, 60000);
+    run_ingest(&f, dir->str);
+    assert_doc(&f, damaged, "failed", "damaged");
+    assert_doc(&f, codec, "failed", "unsupported_codec");
+    const char *paths[] = {damaged, codec};
+    for (int i = 0; i < 2; i++) {
+        char *msg = doc_field(&f, paths[i], "error_message");
+        g_assert_nonnull(msg);
+        g_assert_true(g_utf8_validate(msg, -1, NULL));
+        const char *at = strstr(msg, paths[i]);
+        if (at == NULL)
+            g_error("the message does not name %s whole: %s", paths[i], msg);
+        /* libtiff's own message names the file too */
+        if (i == 0 && strstr(at + strlen(paths[i]), paths[i]) == NULL)
+            g_error("libtiff's message was cut: %s", msg);
+        g_free(msg);
+    }
+    g_free(damaged);
+    g_free(codec);
+    g_string_free(dir, TRUE);
+    fixture_clear(&f);
+}
+
 static void test_idempotence_and_versions(void) {
     Fixture f;
     fixture_init(&f);
@@ -1304,6 +1348,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
     g_test_add_func("/ingest/failures/store", test_store_failure);
+    g_test_add_func("/ingest/failures/long_path", test_long_path);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
