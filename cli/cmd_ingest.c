@@ -98,7 +98,8 @@ int cmd_ingest(int argc, char **argv) {
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res, "longest edge = N x tile (default 5)", "N"},
+        {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res,
+         "longest edge = N x tile, at most 4096 as in transformers (default 5)", "N"},
         {"model", 0, 0, G_OPTION_ARG_FILENAME, &model,
          "take the tile size from this model snapshot's preprocessor_config.json", "DIR"},
         {"tile", 0, 0, G_OPTION_ARG_INT, &tile, "tile size in pixels (default 512)", "PX"},

@@ -93,8 +93,9 @@ void dq_ingest_options_init(DqIngestOptions *opt);
 /* Reads max_image_size.longest_edge from <model_dir>/preprocessor_config.json. */
 gboolean dq_ingest_tile_from_model(const char *model_dir, int *tile, GError **err);
 
-/* The longest edge pages are rendered at (n_res x tile) and the canonical JSON stored in
- * pages.render_settings. */
+/* The longest edge asked for (n_res x tile; the pages' is at most DQ_IMAGE_MAX_SIZE, 4096, as
+ * transformers caps it) and the canonical JSON stored in pages.render_settings, whose
+ * longest_edge is the pages'. */
 int dq_ingest_longest_edge(const DqIngestOptions *opt);
 char *dq_ingest_render_settings(const DqIngestOptions *opt);
 

@@ -1308,6 +1308,42 @@ static void test_target_size_rule(void) {
     g_assert_cmpint(th, ==, 2560);
 }
 
+/* transformers' Idefics3 processor caps the longest edge at 4096 (MAX_IMAGE_SIZE) whatever N x
+ * tile asks for, and the pages follow it; the recorded settings say what was rendered. */
+static void test_capped_longest_edge(void) {
+    DqIngestOptions o;
+    dq_ingest_options_init(&o);
+    o.n_res = 11;
+    o.tile = 384; /* 4224 asked */
+    char *js = dq_ingest_render_settings(&o);
+    g_assert_cmpstr(js, ==, "{\"longest_edge\":4096,\"n_res\":11,\"tile\":384}");
+    g_free(js);
+    o.n_res = 10;
+    o.tile = 384; /* 3840: under the cap, as asked */
+    js = dq_ingest_render_settings(&o);
+    g_assert_cmpstr(js, ==, "{\"longest_edge\":3840,\"n_res\":10,\"tile\":384}");
+    g_free(js);
+
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 11;
+    f.opt.tile = 512; /* 5632 asked */
+    char *pdf = in_dir(&f, "letter.pdf");
+    PageSize letter = {612, 792};
+    write_cairo_pdf(pdf, &letter, 1);
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT height FROM pages"), ==, 4096);
+    /* The processor's rule for 5632, capped (no odd + 1 after the cap): N = 8, 9, 10 and 11 give
+     * 3166, 3164, 3164 and 3165, so pages for each N are stored apart. */
+    g_assert_cmpint(query_int(&f, "SELECT width FROM pages"), ==, 3165);
+    char *settings = query_text(&f, "SELECT render_settings FROM pages");
+    g_assert_cmpstr(settings, ==, "{\"longest_edge\":4096,\"n_res\":11,\"tile\":512}");
+    g_free(settings);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
 static void test_tile_from_model(void) {
     const char *shared = dq_test_shared_dir();
     char *dir = dq_test_tmpdir();
@@ -1338,6 +1374,7 @@ int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ingest/size/target_is_processor_fixed_point", test_target_size_rule);
     g_test_add_func("/ingest/size/tile_from_model", test_tile_from_model);
+    g_test_add_func("/ingest/size/capped_longest_edge", test_capped_longest_edge);
     g_test_add_func("/ingest/pdf/sizes_and_pixels", test_pdf_sizes_and_pixels);
     g_test_add_func("/ingest/pdf/rotate_90", test_pdf_rotate_90);
     g_test_add_func("/ingest/pdf/encrypted_and_damaged", test_pdf_encrypted_and_damaged);
