@@ -6,6 +6,7 @@
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 /* JSON strings must be UTF-8; file names need not be. */
@@ -68,7 +69,13 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
 static void print_text(const DqIngestSummary *s) {
     for (guint i = 0; i < s->failures->len; i++) {
         const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
-        printf("%-7s %-18s %s\n", f->status, f->code, f->message ? f->message : f->path);
+        /* Most messages begin with the document's path; those about a page or the page store
+         * ("no page could be rendered; page 1: <page store folder>: ...") get it in front. */
+        const char *m = f->message ? f->message : "";
+        size_t n = strlen(f->path);
+        gboolean named = strncmp(m, f->path, n) == 0 && (m[n] == ':' || m[n] == '\0');
+        printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : f->path,
+               named || !*m ? "" : ": ", m);
     }
     char earlier[64] = "";
     if (s->unchanged_not_ok > 0)
@@ -84,32 +91,38 @@ int cmd_ingest(int argc, char **argv) {
     DqIngestOptions opt;
     dq_ingest_options_init(&opt);
     char *db = NULL, *model = NULL;
-    int tile = 0, jobs = 0, max_pages = 0, timeout = 0;
-    gint64 max_pixels = 0, mem_limit = -1;
+    char **paths = NULL;
+    /* G_MININT: not given (--tile and --model exclude each other) */
+    int tile = G_MININT;
     gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res, "longest edge = N x tile (default 5)", "N"},
+        {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res,
+         "longest edge = N x tile, at most 4096 as in transformers (default 5)", "N"},
         {"model", 0, 0, G_OPTION_ARG_FILENAME, &model,
          "take the tile size from this model snapshot's preprocessor_config.json", "DIR"},
         {"tile", 0, 0, G_OPTION_ARG_INT, &tile, "tile size in pixels (default 512)", "PX"},
-        {"jobs", 'j', 0, G_OPTION_ARG_INT, &jobs, "worker processes (default: all cores)", "N"},
+        {"jobs", 'j', 0, G_OPTION_ARG_INT, &opt.jobs, "worker processes (default: all cores)", "N"},
         {"hidden", 0, 0, G_OPTION_ARG_NONE, &hidden, "also ingest hidden files and folders", NULL},
-        {"max-pixels", 0, 0, G_OPTION_ARG_INT64, &max_pixels,
+        {"max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt.max_pixels,
          "fail pages with more pixels (default 178956970)", "N"},
-        {"max-pages", 0, 0, G_OPTION_ARG_INT, &max_pages,
+        {"max-pages", 0, 0, G_OPTION_ARG_INT, &opt.max_pages,
          "fail documents with more pages (default 10000)", "N"},
-        {"timeout", 0, 0, G_OPTION_ARG_INT, &timeout,
+        {"timeout", 0, 0, G_OPTION_ARG_INT, &opt.page_timeout_s,
          "seconds one page may take before its worker is killed (default 120)", "S"},
-        {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &mem_limit,
-         "address-space limit of a worker in MiB, 0 for none (default 4096)", "MIB"},
+        {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &opt.mem_limit_mb,
+         "memory a worker may map for rendering, in MiB, on top of what it has mapped when it "
+         "starts (libraries), 0 for no limit (default 4096)",
+         "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
          "render again unchanged files that failed on a limit, a crash, a timeout, memory or a "
          "full disk",
          NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
+        /* Paths here rather than left in argv: GLib leaves a "--" there, which is no path. */
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &paths, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("PATH... - render PDFs and TIFFs into page images");
@@ -124,17 +137,31 @@ int cmd_ingest(int argc, char **argv) {
     DqStore *store = NULL;
     if (!ok)
         goto out;
-    if (argc < 2) {
+    int n_paths = paths ? (int)g_strv_length(paths) : 0;
+    if (n_paths == 0) {
         fprintf(stderr, "docqa: ingest: no files or folders given (see --help)\n");
         goto out;
     }
-    for (int i = 1; i < argc; i++)
-        if (argv[i][0] == '\0') {
+    for (int i = 0; i < n_paths; i++)
+        if (paths[i][0] == '\0') {
             /* an unset shell variable, usually; read as a path it would be the current folder */
-            fprintf(stderr, "docqa: ingest: path %d of %d is empty\n", i, argc - 1);
+            fprintf(stderr, "docqa: ingest: path %d of %d is empty\n", i + 1, n_paths);
             goto out;
         }
-    if (model != NULL && tile != 0) {
+    /* One line naming the first bad option; 0 means something only for --mem-limit. */
+    const char *bad = opt.n_res < 1 || opt.n_res > 64                  ? "--n-res must be 1 to 64"
+                      : tile != G_MININT && (tile < 16 || tile > 8192) ? "--tile must be 16 to 8192"
+                      : opt.jobs < 1                                   ? "--jobs must be at least 1"
+                      : opt.max_pixels < 1     ? "--max-pixels must be at least 1"
+                      : opt.max_pages < 1      ? "--max-pages must be at least 1"
+                      : opt.page_timeout_s < 1 ? "--timeout must be at least 1 second"
+                      : opt.mem_limit_mb < 0   ? "--mem-limit must be 0 (no limit) or more"
+                                               : NULL;
+    if (bad != NULL) {
+        fprintf(stderr, "docqa: ingest: %s\n", bad);
+        goto out;
+    }
+    if (model != NULL && tile != G_MININT) {
         fprintf(stderr, "docqa: ingest: give --model or --tile, not both\n");
         goto out;
     }
@@ -142,34 +169,18 @@ int cmd_ingest(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    if (tile != 0)
+    if (tile != G_MININT)
         opt.tile = tile;
-    if (jobs != 0)
-        opt.jobs = jobs;
-    if (max_pixels != 0)
-        opt.max_pixels = max_pixels;
-    if (max_pages != 0)
-        opt.max_pages = max_pages;
-    if (timeout != 0)
-        opt.page_timeout_s = timeout;
-    if (mem_limit >= 0)
-        opt.mem_limit_mb = mem_limit;
     opt.hidden = hidden;
     opt.retry_failed = retry;
     opt.progress = !quiet && isatty(STDERR_FILENO);
-    if (opt.n_res < 1 || opt.n_res > 64 || opt.tile < 16 || opt.tile > 8192 || opt.jobs < 1 ||
-        opt.max_pixels < 1 || opt.max_pages < 1 || opt.page_timeout_s < 1) {
-        fprintf(stderr, "docqa: ingest: --n-res, --tile, --jobs, --max-pixels, --max-pages and "
-                        "--timeout must be positive (n-res <= 64, 16 <= tile <= 8192)\n");
-        goto out;
-    }
     store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
         rc = dq_cli_fail(err);
         goto out;
     }
     DqIngestSummary sum;
-    if (!dq_ingest_run(store, (const char *const *)argv + 1, &opt, &sum, &err)) {
+    if (!dq_ingest_run(store, (const char *const *)paths, &opt, &sum, &err)) {
         dq_ingest_summary_clear(&sum);
         rc = dq_cli_fail(err);
         goto out;
@@ -187,5 +198,6 @@ out:
     dq_store_close(store);
     g_free(db);
     g_free(model);
+    g_strfreev(paths);
     return rc;
 }

@@ -83,7 +83,7 @@ void dq_image_fit_longest_edge(int width, int height, int longest_edge, int *out
 
     /* _resize_output_size_scale_below_upper_bound with transformers' MAX_IMAGE_SIZE = 4096: the
      * aspect ratio is recomputed from the first result and there is no odd +1 here. */
-    const int cap = 4096;
+    const int cap = DQ_IMAGE_MAX_SIZE;
     aspect = (double)w / (double)h;
     if (w >= h && w > cap) {
         w = cap;

@@ -52,6 +52,9 @@ DqImage *dq_image_resize_lanczos(const DqImage *src, int width, int height);
 /* A width x height crop at (x, y); the rectangle must lie inside src. */
 DqImage *dq_image_crop(const DqImage *src, int x, int y, int width, int height);
 
+/* transformers' MAX_IMAGE_SIZE: no longest edge asked for goes past it. */
+#define DQ_IMAGE_MAX_SIZE 4096
+
 /* transformers' Idefics3 `get_resize_output_image_size`: the size after resizing (w, h) so that
  * its longest edge is `longest_edge` (double arithmetic, truncation, odd short side + 1, the 4096
  * cap). Ingest renders pages at exactly this size so the processor's first resize is a no-op. */

@@ -58,9 +58,12 @@ int dq_ingest_longest_edge(const DqIngestOptions *opt) {
 }
 
 char *dq_ingest_render_settings(const DqIngestOptions *opt) {
-    /* Keys sorted, no spaces: the string is compared as a whole in SQL. */
+    /* Keys sorted, no spaces: the string is compared as a whole in SQL. longest_edge is the pages'
+     * longest edge: past the processor's cap, N x tile is not (n_res still tells the model what
+     * it is run at, and the pages are its rule's for that N, which may differ by a pixel). */
     return g_strdup_printf("{\"longest_edge\":%d,\"n_res\":%d,\"tile\":%d}",
-                           dq_ingest_longest_edge(opt), opt->n_res, opt->tile);
+                           MIN(dq_ingest_longest_edge(opt), DQ_IMAGE_MAX_SIZE), opt->n_res,
+                           opt->tile);
 }
 
 gboolean dq_ingest_tile_from_model(const char *model_dir, int *tile, GError **err) {

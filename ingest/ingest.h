@@ -17,11 +17,11 @@
  *         /Rotate applied by poppler), antialiasing fixed to cairo's default, then white painted
  *         behind (DEST_OVER).
  *   TIFF: libtiff's RGBA interface decodes each directory at its own size (all codecs and
- *         layouts libtiff was built with), alpha is composited onto white (libtiff hands out
- *         premultiplied samples; a document viewer shows transparency as paper, and that is what
- *         the PDF path does too), the Orientation tag (1-8) is applied as Pillow's
- *         exif_transpose does, then dq_image_resize_lanczos (Pillow's LANCZOS, the model's own
- *         resampler) brings it to the target size.
+ *         layouts libtiff was built with), alpha is composited onto white (a document viewer
+ *         shows transparency as paper, and that is what the PDF path does too) as transformers'
+ *         convert_to_rgb does, with ExtraSamples read as Pillow reads them (render_tiff.c), the
+ * Orientation tag (1-8) is applied as Pillow's exif_transpose does, then dq_image_resize_lanczos
+ * (Pillow's LANCZOS, the model's own resampler) brings it to the target size.
  *
  * Page store. Page images are PNG files in a content-addressed folder beside the database
  * (<db>.pages/ab/cd/<sha256 of the PNG>.png), written to a temporary name, fsynced and renamed
@@ -31,7 +31,8 @@
  * PostgreSQL.
  *
  * Isolation. Each document is opened in a worker process (fork) with an address-space limit
- * (RLIMIT_AS) and a per-page time limit; a crash or hang inside poppler or libtiff costs one
+ * (RLIMIT_AS: mem_limit_mb above what the process has mapped when it starts) and a per-page time
+ * limit; a crash or hang inside poppler or libtiff costs one
  * page (recorded as render_crashed / render_timeout), never the ingest. One process renders one
  * page at a time, so poppler never renders two pages of one document object at once; documents
  * run in parallel on all cores, and when no new document is waiting, extra processes open a long
@@ -79,7 +80,8 @@ typedef struct {
     gint64 max_pixels;     /* per page, source raster and output (default 178956970, Pillow's) */
     int max_pages;         /* per document (default 10000) */
     int page_timeout_s;    /* per page and per document open (default 120) */
-    gint64 mem_limit_mb;   /* RLIMIT_AS of a worker (default 4096; 0 = none) */
+    gint64 mem_limit_mb;   /* what a worker may map beyond its size when it starts: its RLIMIT_AS
+                              is that size + this (default 4096; 0 = none) */
     gboolean progress;     /* progress line on stderr */
     gboolean retry_failed; /* render again failed documents of unchanged bytes whose reason may
                               pass now: too_many_pages, too_many_pixels, render_timeout,
@@ -91,8 +93,9 @@ void dq_ingest_options_init(DqIngestOptions *opt);
 /* Reads max_image_size.longest_edge from <model_dir>/preprocessor_config.json. */
 gboolean dq_ingest_tile_from_model(const char *model_dir, int *tile, GError **err);
 
-/* The longest edge pages are rendered at (n_res x tile) and the canonical JSON stored in
- * pages.render_settings. */
+/* The longest edge asked for (n_res x tile; the pages' is at most DQ_IMAGE_MAX_SIZE, 4096, as
+ * transformers caps it) and the canonical JSON stored in pages.render_settings, whose
+ * longest_edge is the pages'. */
 int dq_ingest_longest_edge(const DqIngestOptions *opt);
 char *dq_ingest_render_settings(const DqIngestOptions *opt);
 

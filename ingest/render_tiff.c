@@ -7,17 +7,22 @@
 #include <tiffio.h>
 
 /* libtiff reports through process-wide handlers; a worker process decodes one file at a time,
- * so the first error since the last reset is the one worth recording. */
-static char tiff_first_error[512];
+ * so the first error since the last reset is the one worth recording. Whole: libtiff names the
+ * file in it, and a fixed buffer cut long paths, in the middle of a character too. */
+static char *tiff_first_error;
 static int tiff_error_count;
 
 static void tiff_on_error(const char *module, const char *fmt, va_list ap) {
     if (tiff_error_count++ == 0) {
-        char msg[400];
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        snprintf(tiff_first_error, sizeof tiff_first_error, "%s%s%s", module ? module : "",
-                 module ? ": " : "", msg);
+        char *msg = g_strdup_vprintf(fmt, ap);
+        g_free(tiff_first_error);
+        tiff_first_error = g_strdup_printf("%s%s%s", module ? module : "", module ? ": " : "", msg);
+        g_free(msg);
     }
+}
+
+static const char *tiff_error_or(const char *fallback) {
+    return tiff_first_error != NULL && tiff_first_error[0] ? tiff_first_error : fallback;
 }
 
 static void tiff_on_warning(const char *module, const char *fmt, va_list ap) {
@@ -26,7 +31,8 @@ static void tiff_on_warning(const char *module, const char *fmt, va_list ap) {
 
 static void tiff_errors_reset(void) {
     tiff_error_count = 0;
-    tiff_first_error[0] = '\0';
+    g_free(tiff_first_error);
+    tiff_first_error = NULL;
 }
 
 gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
@@ -46,7 +52,7 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
 #endif
     if (tif == NULL) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: not a readable TIFF: %s",
-                    doc->path, tiff_first_error[0] ? tiff_first_error : "TIFFOpen failed");
+                    doc->path, tiff_error_or("TIFFOpen failed"));
         return FALSE;
     }
     doc->tiff = tif;
@@ -59,12 +65,14 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
         tiff_errors_reset();
     }
     if (tiff_error_count > 0)
-        doc->warning = g_strdup_printf("IFD chain broken after page %d: %s", n, tiff_first_error);
+        doc->warning = g_strdup_printf("IFD chain broken after page %d: %s", n, tiff_error_or("?"));
     doc->page_count = n;
     return TRUE;
 }
 
-/* Composites libtiff's premultiplied ABGR raster onto white into RGB. */
+/* Composites the ABGR raster onto white into RGB. Every put routine of libtiff's that hands out
+ * alpha is replaced in decode_rgba, so the raster is opaque by now; were one missed, libtiff's
+ * alpha is premultiplied and this is the right composite for it. */
 static DqImage *raster_to_rgb(const uint32_t *raster, int w, int h) {
     DqImage *img = dq_image_new(w, h);
     if (img == NULL)
@@ -81,23 +89,159 @@ static DqImage *raster_to_rgb(const uint32_t *raster, int w, int h) {
     return img;
 }
 
+/* What the first extra sample is, read the way Pillow reads it (TiffImagePlugin's OPEN_INFO), the
+ * model's contract being "what transformers/Pillow gives". libtiff reads it differently: it takes
+ * "unspecified" for associated alpha when there are more than 3 samples (Pillow: RGBX, ignored),
+ * an RGB image of 4 samples without ExtraSamples for associated alpha (Pillow: unassociated,
+ * RGBA), premultiplies unassociated alpha for RGB but not for gray (so a gray page came out too
+ * light), and ignores alpha beside a palette (Pillow: PA). */
+typedef enum { ALPHA_NONE, ALPHA_STRAIGHT, ALPHA_PREMULTIPLIED } AlphaKind;
+
+static AlphaKind tiff_alpha_kind(TIFF *tif, uint16_t photometric) {
+    uint16_t spp = 1, n_extra = 0;
+    uint16_t *extra = NULL;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp);
+    if (!TIFFGetField(tif, TIFFTAG_EXTRASAMPLES, &n_extra, &extra) || n_extra == 0)
+        return photometric == PHOTOMETRIC_RGB && spp == 4 ? ALPHA_STRAIGHT : ALPHA_NONE;
+    return extra[0] == EXTRASAMPLE_UNASSALPHA   ? ALPHA_STRAIGHT
+           : extra[0] == EXTRASAMPLE_ASSOCALPHA ? ALPHA_PREMULTIPLIED
+                                                : ALPHA_NONE;
+}
+
+typedef struct {
+    TIFFRGBAImage img; /* first: the put routines get a pointer to it */
+    AlphaKind alpha;
+} RgbaDecoder;
+
+/* One channel of a pixel over opaque white, bit for bit as transformers' convert_to_rgb does it
+ * (Pillow's Image.alpha_composite onto a white RGBA background; its ImagingAlphaComposite with
+ * the destination alpha 255, 7 bits of fixed-point precision). Premultiplied samples are first
+ * made straight as Pillow unpacks "RGBa" (c * 255 / a, truncated, clipped). */
+static unsigned over_white(unsigned c, unsigned a, AlphaKind kind) {
+    if (kind == ALPHA_NONE || a == 255)
+        return c;
+    if (a == 0)
+        return 255;
+    if (kind == ALPHA_PREMULTIPLIED)
+        c = MIN(255u, c * 255 / a);
+    unsigned coef1 = a << 7, coef2 = (255u << 7) - coef1;
+    unsigned t = c * coef1 + 255 * coef2 + (0x80u << 7);
+    return ((t >> 8) + t) >> 8 >> 7;
+}
+
+/* A pixel's colour samples (1 or 3) and its alpha, 8 bits each, libtiff's way for the layout
+ * (the gray map handles MinIsWhite, 16-bit samples scaled as libtiff scales them), packed
+ * opaque. */
+static uint32_t pack_over_white(const RgbaDecoder *d, const unsigned *s, int colors) {
+    const TIFFRGBAImage *img = &d->img;
+    gboolean wide = img->bitspersample == 16;
+    unsigned c[3], a = s[colors];
+    if (wide)
+        a = img->Bitdepth16To8 ? img->Bitdepth16To8[a] : a >> 8;
+    for (int k = 0; k < colors; k++) {
+        unsigned v = s[k];
+        if (wide)
+            v = img->Bitdepth16To8 ? img->Bitdepth16To8[v] : v >> 8;
+        c[k] = v;
+    }
+    if (colors == 1 && img->photometric == PHOTOMETRIC_PALETTE) {
+        uint32_t px = img->PALmap[c[0]][0];
+        c[0] = TIFFGetR(px), c[1] = TIFFGetG(px), c[2] = TIFFGetB(px);
+    } else if (colors == 1 && img->BWmap != NULL) {
+        c[0] = c[1] = c[2] = TIFFGetR(img->BWmap[c[0]][0]);
+    } else if (colors == 1) {
+        c[1] = c[2] = c[0];
+    }
+    unsigned r = over_white(c[0], a, d->alpha), g = over_white(c[1], a, d->alpha),
+             b = over_white(c[2], a, d->alpha);
+    return r | g << 8 | b << 16 | 0xffu << 24;
+}
+
+static void put_contig_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y,
+                                  uint32_t w, uint32_t h, int32_t fromskew, int32_t toskew,
+                                  unsigned char *pp) {
+    (void)x, (void)y;
+    const RgbaDecoder *d = (const RgbaDecoder *)img;
+    int spp = img->samplesperpixel;
+    int colors = img->photometric == PHOTOMETRIC_RGB ? 3 : 1;
+    gboolean wide = img->bitspersample == 16;
+    size_t step = (size_t)spp * (wide ? 2 : 1);
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++, pp += step) {
+            unsigned s[4] = {0, 0, 0, 255};
+            /* Past the colours: the alpha sample, or anything when it is ignored. */
+            for (int k = 0; k <= colors && k < spp; k++)
+                s[k] = wide ? ((const uint16_t *)pp)[k] : pp[k];
+            if (spp <= colors)
+                s[colors] = wide ? 65535 : 255;
+            *cp++ = pack_over_white(d, s, colors);
+        }
+        cp += toskew;
+        pp += (ptrdiff_t)fromskew * (ptrdiff_t)step;
+    }
+}
+
+static void put_separate_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y,
+                                    uint32_t w, uint32_t h, int32_t fromskew, int32_t toskew,
+                                    unsigned char *r, unsigned char *g, unsigned char *b,
+                                    unsigned char *a) {
+    (void)x, (void)y;
+    const RgbaDecoder *d = (const RgbaDecoder *)img;
+    gboolean wide = img->bitspersample == 16;
+    size_t bytes = wide ? 2 : 1;
+    unsigned char *planes[4] = {r, g, b, a};
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++) {
+            unsigned s[4];
+            for (int k = 0; k < 4; k++) {
+                /* libtiff reads no alpha plane when it sees no alpha (Pillow may). */
+                unsigned char *p = planes[k];
+                s[k] = p == NULL ? (wide ? 65535 : 255) : wide ? ((const uint16_t *)p)[i] : p[i];
+            }
+            *cp++ = pack_over_white(d, s, 3);
+        }
+        for (int k = 0; k < 4; k++)
+            if (planes[k] != NULL)
+                planes[k] += ((size_t)w + (size_t)fromskew) * bytes;
+        cp += toskew;
+    }
+}
+
 /* Decodes the current directory into a white-filled raster with rows top to bottom exactly as
  * stored (orientation is applied afterwards, all eight values, in one place). Returns 0 when
- * decoded, 1 when libtiff refuses the layout (TIFFRGBAImageBegin), 2 when decoding failed. */
-static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_error,
-                       char emsg[1024]) {
-    TIFFRGBAImage img;
-    memset(&img, 0, sizeof img);
-    if (!TIFFRGBAImageBegin(&img, tif, stop_on_error, emsg))
+ * decoded, 1 when libtiff refuses the layout (TIFFRGBAImageBegin), 2 when decoding failed; *why
+ * says why (g_free it). */
+static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_error, char **why) {
+    char emsg[1024] = "";
+    RgbaDecoder dec;
+    memset(&dec, 0, sizeof dec);
+    TIFFRGBAImage *img = &dec.img;
+    if (!TIFFRGBAImageBegin(img, tif, stop_on_error, emsg)) {
+        *why = g_strdup(emsg);
         return 1;
+    }
     /* libtiff would flip for Orientation 2-4 but cannot transpose 5-8: ask for the stored
      * layout and do all eight in image_apply_orientation. */
-    img.req_orientation = ORIENTATION_TOPLEFT;
-    img.orientation = ORIENTATION_TOPLEFT;
-    int ok = TIFFRGBAImageGet(&img, raster, (uint32_t)w, (uint32_t)h);
-    TIFFRGBAImageEnd(&img);
-    if (!ok && emsg[0] == '\0')
-        snprintf(emsg, 1024, "%s", tiff_first_error[0] ? tiff_first_error : "decoding failed");
+    img->req_orientation = ORIENTATION_TOPLEFT;
+    img->orientation = ORIENTATION_TOPLEFT;
+    /* Wherever libtiff or Pillow sees alpha, our put routine decides what it means (see
+     * tiff_alpha_kind); the layouts are those libtiff has alpha-aware routines for, plus an 8-bit
+     * palette (whose routine libtiff picked already, so its colour map is built). */
+    dec.alpha = tiff_alpha_kind(tif, img->photometric);
+    uint16_t ph = img->photometric;
+    gboolean layout = (ph == PHOTOMETRIC_MINISBLACK || ph == PHOTOMETRIC_MINISWHITE ||
+                       ph == PHOTOMETRIC_RGB || (ph == PHOTOMETRIC_PALETTE && img->isContig)) &&
+                      (img->bitspersample == 8 || img->bitspersample == 16);
+    if (layout && (dec.alpha != ALPHA_NONE || img->alpha != 0)) {
+        if (img->isContig)
+            img->put.contig = put_contig_over_white;
+        else
+            img->put.separate = put_separate_over_white;
+    }
+    int ok = TIFFRGBAImageGet(img, raster, (uint32_t)w, (uint32_t)h);
+    TIFFRGBAImageEnd(img);
+    if (!ok)
+        *why = g_strdup(emsg[0] ? emsg : tiff_error_or("decoding failed"));
     return ok ? 0 : 2;
 }
 
@@ -108,7 +252,7 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
     tiff_errors_reset();
     if (!TIFFSetDirectory(tif, (tdir_t)(page - 1))) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: cannot read IFD: %s",
-                    doc->path, page, tiff_first_error[0] ? tiff_first_error : "?");
+                    doc->path, page, tiff_error_or("?"));
         return NULL;
     }
     uint32_t w32 = 0, h32 = 0;
@@ -156,29 +300,32 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
         return NULL;
     }
     memset(raster, 0xff, n * sizeof *raster);
-    int rc = decode_rgba(tif, raster, w, h, 1, emsg);
+    char *first = NULL;
+    int rc = decode_rgba(tif, raster, w, h, 1, &first);
     if (rc == 1) {
         g_free(raster);
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_FORMAT,
-                    "%s: page %d: pixel format not supported: %s", doc->path, page, emsg);
+                    "%s: page %d: pixel format not supported: %s", doc->path, page, first);
+        g_free(first);
         return NULL;
     }
     if (rc != 0) {
         /* Keep what decodes (a truncated strip, a damaged fax line) and report the error. */
-        char first[1024];
-        snprintf(first, sizeof first, "%s", emsg);
+        char *again = NULL;
         memset(raster, 0xff, n * sizeof *raster);
-        emsg[0] = '\0';
         tiff_errors_reset();
         if (!TIFFSetDirectory(tif, (tdir_t)(page - 1)) ||
-            decode_rgba(tif, raster, w, h, 0, emsg) != 0) {
+            decode_rgba(tif, raster, w, h, 0, &again) != 0) {
             g_free(raster);
+            g_free(again);
             g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: %s", doc->path, page,
                         first);
+            g_free(first);
             return NULL;
         }
         *incomplete = TRUE;
         *incomplete_msg = g_strdup_printf("%s: page %d: incomplete: %s", doc->path, page, first);
+        g_free(first);
     }
     DqImage *rgb = raster_to_rgb(raster, w, h);
     g_free(raster);

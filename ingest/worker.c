@@ -35,13 +35,10 @@ static void send_line(int fd, const char *fmt, ...) {
     va_start(ap, fmt);
     char *s = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    /* Keep each line below PIPE_BUF so it arrives in one piece. */
+    /* Lines are never cut (a cut broke long paths, and UTF-8 with them): the pipe is this
+     * process's alone and the parent joins what it reads up to the newline, so a line longer
+     * than PIPE_BUF arriving in pieces is fine. */
     size_t len = strlen(s);
-    if (len > 3000) {
-        s[2999] = '\n';
-        s[3000] = '\0';
-        len = 3000;
-    }
     const char *p = s;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
@@ -80,12 +77,33 @@ static void maybe_inject_fault(const char *path, int page) {
         pause();
 }
 
+/* Bytes of address space mapped now (VmSize), 0 when unknown. */
+static guint64 mapped_bytes(void) {
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    long page = sysconf(_SC_PAGESIZE);
+    return g_ascii_strtoull(buf, NULL, 10) * (guint64)(page > 0 ? page : 4096);
+}
+
 static void limit_memory(gint64 mem_limit_mb) {
 #ifndef DQ_UNDER_ASAN
     /* ASan reserves terabytes of address space: an RLIMIT_AS would only break it. */
     if (mem_limit_mb > 0) {
+        /* The limit is what rendering may add. What the process has mapped before it renders
+         * anything (shared libraries; about 1 GB of them in the CUDA build, OpenBLAS's buffers
+         * per core) is no page's doing and differs between builds and machines: counted in, it
+         * left a 256 MiB limit no room at all and 4096 about 3 GB. */
+        guint64 add = (guint64)MIN(mem_limit_mb, G_MAXINT64 / (1024 * 1024)) * 1024 * 1024;
+        guint64 total = mapped_bytes() + add;
         struct rlimit rl;
-        rl.rlim_cur = rl.rlim_max = (rlim_t)mem_limit_mb * 1024 * 1024;
+        rl.rlim_cur = rl.rlim_max = total >= (guint64)RLIM_INFINITY ? RLIM_INFINITY : (rlim_t)total;
         setrlimit(RLIMIT_AS, &rl);
     }
 #endif

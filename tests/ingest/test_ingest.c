@@ -15,6 +15,7 @@
 #include <poppler.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <tiffio.h>
 #include <unistd.h>
@@ -693,6 +694,179 @@ static void test_tiff_orientations_and_pages(void) {
     fixture_clear(&f);
 }
 
+/* ---- TIFF alpha: what transformers' convert_to_rgb makes of it (Pillow's alpha_composite onto
+ * white), with Pillow reading ExtraSamples as its TiffImagePlugin does. */
+
+enum { AW = 16 }; /* 16 x 16 at tile 16: stored as decoded, no resampling */
+
+/* Column x holds colour value AC[x] (gray c, or RGB (c, 255 - c, c / 2)) and alpha AA[x]. */
+static const uint8_t AC[AW] = {100, 0,   255, 200, 37, 250, 10, 128,
+                               60,  255, 1,   180, 90, 254, 33, 140};
+static const uint8_t AA[AW] = {128, 0, 0, 255, 1, 254, 77, 200, 60, 128, 2, 90, 255, 255, 64, 30};
+
+/* Goldens from Pillow 12.3.0, what transformers' convert_to_rgb computes:
+ *   def onwhite(im):  # mode LA, RGBA, or raw mode "RGBa" (associated alpha, made straight)
+ *       bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+ *       return Image.alpha_composite(bg, im.convert("RGBA")).convert("RGB")
+ * on a 16 x 1 image of these samples. Image.open of the files this test writes gives the same
+ * for every case Pillow opens; gray with associated or unspecified extra samples and planar
+ * associated alpha it refuses: the gray goldens there are RGBa's with r = g = b. */
+static const uint8_t GRAY_STRAIGHT[AW] = {177, 255, 255, 200, 254, 250, 181, 155,
+                                          209, 255, 253, 229, 90,  254, 199, 241};
+static const uint8_t GRAY_PREMULTIPLIED[AW] = {227, 255, 255, 200, 255, 250, 188, 183,
+                                               255, 255, 254, 255, 90,  254, 224, 255};
+static const uint8_t RGB_STRAIGHT[AW][3] = {
+    {177, 205, 152}, {255, 255, 255}, {255, 255, 255}, {200, 55, 100},
+    {254, 255, 254}, {250, 6, 126},   {181, 252, 180}, {155, 155, 105},
+    {209, 241, 202}, {255, 127, 191}, {253, 255, 253}, {229, 191, 197},
+    {90, 165, 45},   {254, 1, 127},   {199, 247, 195}, {241, 239, 233}};
+static const uint8_t RGB_PREMULTIPLIED[AW][3] = {
+    {227, 255, 177}, {255, 255, 255}, {255, 255, 255}, {200, 55, 100},
+    {255, 255, 255}, {250, 6, 126},   {188, 255, 183}, {183, 181, 119},
+    {255, 255, 225}, {255, 127, 254}, {254, 255, 253}, {255, 240, 255},
+    {90, 165, 45},   {254, 1, 127},   {224, 255, 207}, {255, 255, 255}};
+
+typedef enum { A_NO_TAG = -1 } AlphaTag;
+
+typedef struct {
+    const char *name;
+    uint16_t photometric;
+    int colors;   /* 1 or 3 */
+    int extra;    /* ExtraSamples value, or A_NO_TAG (4 samples all the same) */
+    int bps;      /* 8 or 16 */
+    int separate; /* PlanarConfig 2 */
+    /* expected: one of these, or neither for the colour samples as they are (alpha ignored) */
+    const uint8_t *gray;
+    const uint8_t (*rgb)[3];
+} AlphaCase;
+
+static void alpha_rgb(int x, uint8_t out[3]) {
+    out[0] = AC[x], out[1] = (uint8_t)(255 - AC[x]), out[2] = AC[x] / 2;
+}
+
+static void write_alpha_tiff(const char *path, const AlphaCase *c) {
+    TIFF *t = TIFFOpen(path, "w");
+    g_assert_nonnull(t);
+    int spp = c->colors + 1;
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, AW);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, AW);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, c->bps);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, spp);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, c->photometric);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG,
+                 c->separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, AW);
+    if (c->extra != A_NO_TAG) {
+        uint16_t extra = (uint16_t)c->extra;
+        TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
+    }
+    if (c->photometric == PHOTOMETRIC_PALETTE) { /* index x is the colour of column x */
+        uint16_t r[256] = {0}, g[256] = {0}, b[256] = {0};
+        for (int x = 0; x < AW; x++) {
+            uint8_t rgb[3];
+            alpha_rgb(x, rgb);
+            r[x] = (uint16_t)(rgb[0] * 257), g[x] = (uint16_t)(rgb[1] * 257);
+            b[x] = (uint16_t)(rgb[2] * 257);
+        }
+        TIFFSetField(t, TIFFTAG_COLORMAP, r, g, b);
+    }
+    uint16_t row[AW * 4];
+    uint8_t row8[AW * 4];
+    for (int plane = 0; plane < (c->separate ? spp : 1); plane++)
+        for (int y = 0; y < AW; y++) {
+            int n = 0;
+            for (int x = 0; x < AW; x++) {
+                uint8_t rgb[3];
+                alpha_rgb(x, rgb);
+                uint8_t s[4] = {c->photometric == PHOTOMETRIC_PALETTE ? (uint8_t)x : rgb[0], rgb[1],
+                                rgb[2], 0};
+                if (c->colors == 1 && c->photometric != PHOTOMETRIC_PALETTE)
+                    s[0] = AC[x];
+                s[c->colors] = AA[x];
+                for (int k = 0; k < spp; k++)
+                    if (!c->separate || k == plane)
+                        row[n++] = s[k];
+            }
+            for (int i = 0; i < n; i++) {
+                row8[i] = (uint8_t)row[i];
+                row[i] = (uint16_t)(row[i] * 257); /* 16-bit: the same value, exactly */
+            }
+            g_assert_cmpint(TIFFWriteScanline(t, c->bps == 16 ? (void *)row : (void *)row8,
+                                              (uint32_t)y, (uint16_t)plane),
+                            ==, 1);
+        }
+    TIFFClose(t);
+}
+
+static void test_tiff_alpha(void) {
+    static const AlphaCase cases[] = {
+        {"gray-unassoc", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_UNASSALPHA, 8, 0,
+         .gray = GRAY_STRAIGHT},
+        {"gray-assoc", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_ASSOCALPHA, 8, 0,
+         .gray = GRAY_PREMULTIPLIED},
+        {"gray-unspecified", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_UNSPECIFIED, 8, 0,
+         .gray = NULL},
+        {"gray-unassoc-planar", PHOTOMETRIC_MINISBLACK, 1, EXTRASAMPLE_UNASSALPHA, 8, 1,
+         .gray = GRAY_STRAIGHT},
+        {"rgb-unassoc", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNASSALPHA, 8, 0, .rgb = RGB_STRAIGHT},
+        {"rgb-assoc", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_ASSOCALPHA, 8, 0, .rgb = RGB_PREMULTIPLIED},
+        /* Pillow: RGBX, the fourth sample ignored (libtiff would take it for alpha) */
+        {"rgb-unspecified", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNSPECIFIED, 8, 0, .rgb = NULL},
+        /* Pillow: "missing ExtraSamples" is RGBA, straight (libtiff: premultiplied) */
+        {"rgb-no-extrasamples", PHOTOMETRIC_RGB, 3, A_NO_TAG, 8, 0, .rgb = RGB_STRAIGHT},
+        {"rgb-unassoc-planar", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNASSALPHA, 8, 1,
+         .rgb = RGB_STRAIGHT},
+        {"rgb-assoc-planar", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_ASSOCALPHA, 8, 1,
+         .rgb = RGB_PREMULTIPLIED},
+        {"rgb16-unassoc", PHOTOMETRIC_RGB, 3, EXTRASAMPLE_UNASSALPHA, 16, 0, .rgb = RGB_STRAIGHT},
+        /* Pillow: PA (libtiff would ignore the alpha) */
+        {"palette-unassoc", PHOTOMETRIC_PALETTE, 1, EXTRASAMPLE_UNASSALPHA, 8, 0,
+         .rgb = RGB_STRAIGHT},
+    };
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = AW;
+    char *dir = in_dir(&f, "alpha");
+    g_mkdir(dir, 0755);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *name = g_strdup_printf("%s/%s.tif", dir, cases[i].name);
+        write_alpha_tiff(name, &cases[i]);
+        g_free(name);
+    }
+    run_ingest(&f, dir);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const AlphaCase *c = &cases[i];
+        char *name = g_strdup_printf("%s/%s.tif", dir, c->name);
+        assert_doc(&f, name, "ok", NULL);
+        DqImage *img = load_page(&f, name, 1);
+        g_assert_cmpint(img->width, ==, AW);
+        g_assert_cmpint(img->height, ==, AW);
+        for (int y = 0; y < AW; y += AW - 1)
+            for (int x = 0; x < AW; x++) {
+                uint8_t want[3];
+                if (c->gray != NULL)
+                    want[0] = want[1] = want[2] = c->gray[x];
+                else if (c->rgb != NULL)
+                    memcpy(want, c->rgb[x], 3);
+                else if (c->colors == 1)
+                    want[0] = want[1] = want[2] = AC[x];
+                else
+                    alpha_rgb(x, want);
+                const uint8_t *got = img->pixels + ((size_t)y * AW + x) * 3;
+                if (memcmp(got, want, 3) != 0)
+                    g_error("%s: pixel (%d, %d) (colour %u, alpha %u) is %u,%u,%u, want %u,%u,%u",
+                            c->name, x, y, AC[x], AA[x], got[0], got[1], got[2], want[0], want[1],
+                            want[2]);
+            }
+        dq_image_free(img);
+        g_free(name);
+    }
+    g_free(dir);
+    fixture_clear(&f);
+}
+
 /* Rewrites the Compression tag of a little-endian classic TIFF's first IFD. */
 static void patch_compression(const char *path, uint16_t value) {
     size_t len = 0;
@@ -876,32 +1050,58 @@ static void test_store_failure(void) {
 #endif
 #endif
 
-/* A 6000 x 6000 page (a small G4 file: all white) needs a 144 MB raster: under a 120 MiB
- * address-space limit the worker's allocation fails and is reported, nothing crashes. */
+/* An all-white G4 TIFF of side x side pixels: a few kilobytes that decode to side^2 x 4 bytes. */
+static void write_white_g4(const char *path, int side) {
+    TIFF *t = TIFFOpen(path, "w");
+    g_assert_nonnull(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, side);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, side);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 1);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 1);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISWHITE);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_CCITTFAX4);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, side);
+    uint8_t *row = g_malloc0((size_t)side / 8 + 1);
+    for (int y = 0; y < side; y++)
+        g_assert_cmpint(TIFFWriteScanline(t, row, (uint32_t)y, 0), ==, 1);
+    g_free(row);
+    TIFFClose(t);
+}
+
+/* --mem-limit bounds what rendering adds to a worker, not the address space it starts with:
+ * the CUDA build maps about 1 GB of libraries (libcublasLt) and OpenBLAS reserves buffers per
+ * core, none of it a page's doing. 1 GiB reserved here (PROT_NONE: address space, no memory),
+ * inherited by the forked workers, stands for that. Under 256 MiB a normal page renders; a
+ * 6000 x 6000 page (144 MB raster) fails under 120 MiB and a 10000 x 10000 one (400 MB) under
+ * 256 MiB, reported, nothing crashes. */
 static void test_memory_limit(void) {
 #ifdef UNDER_ASAN
     g_test_skip("ASan reserves terabytes of address space: no RLIMIT_AS under the sanitizer");
     return;
 #else
+    size_t reserve = (size_t)1 << 30;
+    void *libraries =
+        mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    g_assert_true(libraries != MAP_FAILED);
     Fixture f;
     fixture_init(&f);
     f.opt.n_res = 1;
     f.opt.tile = 64;
+    f.opt.mem_limit_mb = 256;
+    char *pdf = in_dir(&f, "normal.pdf");
+    PageSize letter = {612, 792};
+    write_cairo_pdf(pdf, &letter, 1);
+    f.opt.n_res = 40; /* 2560 px, a 2560 x 1978 page: 20 MB of pixels and then some */
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    f.opt.n_res = 1;
+    char *huge = in_dir(&f, "huge.tif");
+    write_white_g4(huge, 10000);
+    run_ingest(&f, huge);
+    assert_doc(&f, huge, "failed", "out_of_memory");
+    char *path = in_dir(&f, "big.tif");
+    write_white_g4(path, 6000);
     f.opt.mem_limit_mb = 120;
-    char *path = in_dir(&f, "huge.tif");
-    TIFF *t = TIFFOpen(path, "w");
-    g_assert_nonnull(t);
-    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 6000);
-    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 6000);
-    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 1);
-    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 1);
-    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISWHITE);
-    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_CCITTFAX4);
-    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 6000);
-    uint8_t row[750] = {0};
-    for (int y = 0; y < 6000; y++)
-        g_assert_cmpint(TIFFWriteScanline(t, row, (uint32_t)y, 0), ==, 1);
-    TIFFClose(t);
     run_ingest(&f, path);
     assert_doc(&f, path, "failed", "out_of_memory");
     /* With room, the same file renders (after --retry-failed). */
@@ -910,8 +1110,55 @@ static void test_memory_limit(void) {
     run_ingest(&f, path);
     assert_doc(&f, path, "ok", NULL);
     g_free(path);
+    g_free(huge);
+    g_free(pdf);
     fixture_clear(&f);
+    munmap(libraries, reserve);
 #endif
+}
+
+/* A path of 3300 bytes, mostly two-byte characters, reaches the database whole in every
+ * message, as valid UTF-8: a document the worker cannot open (its message and libtiff's both
+ * name the file) and one whose only page fails. */
+static void test_long_path(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    GString *dir = g_string_new(f.dir);
+    for (int i = 0; i < 16; i++) {
+        g_string_append_c(dir, '/');
+        for (int k = 0; k < 100; k++)
+            g_string_append(dir, "\xc3\xbc"); /* u with diaeresis */
+    }
+    g_assert_cmpint(g_mkdir_with_parents(dir->str, 0755), ==, 0);
+    char *damaged = g_build_filename(dir->str, "damaged.tif", NULL);
+    char *codec = g_build_filename(dir->str, "codec.tif", NULL);
+    g_assert_cmpuint(strlen(damaged), >, 3200);
+    /* A TIFF header cut short: libtiff's "Cannot read TIFF header" names the file. */
+    g_assert_true(g_file_set_contents(damaged, "II*\0\x08\0", 6, NULL));
+    write_tiff(codec, V_GRAY8, 1, 1);
+    patch_compression(codec, 60000);
+    run_ingest(&f, dir->str);
+    assert_doc(&f, damaged, "failed", "damaged");
+    assert_doc(&f, codec, "failed", "unsupported_codec");
+    const char *paths[] = {damaged, codec};
+    for (int i = 0; i < 2; i++) {
+        char *msg = doc_field(&f, paths[i], "error_message");
+        g_assert_nonnull(msg);
+        g_assert_true(g_utf8_validate(msg, -1, NULL));
+        const char *at = strstr(msg, paths[i]);
+        if (at == NULL)
+            g_error("the message does not name %s whole: %s", paths[i], msg);
+        /* libtiff's own message names the file too */
+        if (i == 0 && strstr(at + strlen(paths[i]), paths[i]) == NULL)
+            g_error("libtiff's message was cut: %s", msg);
+        g_free(msg);
+    }
+    g_free(damaged);
+    g_free(codec);
+    g_string_free(dir, TRUE);
+    fixture_clear(&f);
 }
 
 static void test_idempotence_and_versions(void) {
@@ -1061,6 +1308,42 @@ static void test_target_size_rule(void) {
     g_assert_cmpint(th, ==, 2560);
 }
 
+/* transformers' Idefics3 processor caps the longest edge at 4096 (MAX_IMAGE_SIZE) whatever N x
+ * tile asks for, and the pages follow it; the recorded settings say what was rendered. */
+static void test_capped_longest_edge(void) {
+    DqIngestOptions o;
+    dq_ingest_options_init(&o);
+    o.n_res = 11;
+    o.tile = 384; /* 4224 asked */
+    char *js = dq_ingest_render_settings(&o);
+    g_assert_cmpstr(js, ==, "{\"longest_edge\":4096,\"n_res\":11,\"tile\":384}");
+    g_free(js);
+    o.n_res = 10;
+    o.tile = 384; /* 3840: under the cap, as asked */
+    js = dq_ingest_render_settings(&o);
+    g_assert_cmpstr(js, ==, "{\"longest_edge\":3840,\"n_res\":10,\"tile\":384}");
+    g_free(js);
+
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 11;
+    f.opt.tile = 512; /* 5632 asked */
+    char *pdf = in_dir(&f, "letter.pdf");
+    PageSize letter = {612, 792};
+    write_cairo_pdf(pdf, &letter, 1);
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT height FROM pages"), ==, 4096);
+    /* The processor's rule for 5632, capped (no odd + 1 after the cap): N = 8, 9, 10 and 11 give
+     * 3166, 3164, 3164 and 3165, so pages for each N are stored apart. */
+    g_assert_cmpint(query_int(&f, "SELECT width FROM pages"), ==, 3165);
+    char *settings = query_text(&f, "SELECT render_settings FROM pages");
+    g_assert_cmpstr(settings, ==, "{\"longest_edge\":4096,\"n_res\":11,\"tile\":512}");
+    g_free(settings);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
 static void test_tile_from_model(void) {
     const char *shared = dq_test_shared_dir();
     char *dir = dq_test_tmpdir();
@@ -1091,15 +1374,18 @@ int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ingest/size/target_is_processor_fixed_point", test_target_size_rule);
     g_test_add_func("/ingest/size/tile_from_model", test_tile_from_model);
+    g_test_add_func("/ingest/size/capped_longest_edge", test_capped_longest_edge);
     g_test_add_func("/ingest/pdf/sizes_and_pixels", test_pdf_sizes_and_pixels);
     g_test_add_func("/ingest/pdf/rotate_90", test_pdf_rotate_90);
     g_test_add_func("/ingest/pdf/encrypted_and_damaged", test_pdf_encrypted_and_damaged);
     g_test_add_func("/ingest/tiff/variants", test_tiff_variants);
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
+    g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
     g_test_add_func("/ingest/failures/store", test_store_failure);
+    g_test_add_func("/ingest/failures/long_path", test_long_path);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();

@@ -14,22 +14,19 @@ static char *docqa_path(void) {
     return p;
 }
 
-/* Runs docqa with args (NULL-terminated); returns its exit status. */
-static int run_docqa(char **out, char **errout, ...) {
+/* Runs docqa in folder cwd (NULL: this one) with args; returns its exit status. */
+static int run_docqa_va(const char *cwd, char **out, char **errout, va_list ap) {
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
     g_ptr_array_add(argv, docqa_path());
-    va_list ap;
-    va_start(ap, errout);
     const char *a;
     while ((a = va_arg(ap, const char *)) != NULL)
         g_ptr_array_add(argv, g_strdup(a));
-    va_end(ap);
     g_ptr_array_add(argv, NULL);
     int status = 0;
     GError *err = NULL;
     char *o = NULL, *e = NULL;
-    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
-                               &e, &status, &err));
+    g_assert_true(g_spawn_sync(cwd, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o, &e,
+                               &status, &err));
     dq_assert_no_error(err);
     g_ptr_array_free(argv, TRUE);
     g_assert_true(WIFEXITED(status));
@@ -42,6 +39,23 @@ static int run_docqa(char **out, char **errout, ...) {
     else
         g_free(e);
     return WEXITSTATUS(status);
+}
+
+/* Runs docqa with args (NULL-terminated); returns its exit status. */
+static int run_docqa(char **out, char **errout, ...) {
+    va_list ap;
+    va_start(ap, errout);
+    int rc = run_docqa_va(NULL, out, errout, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int run_docqa_in(const char *cwd, char **out, char **errout, ...) {
+    va_list ap;
+    va_start(ap, errout);
+    int rc = run_docqa_va(cwd, out, errout, ap);
+    va_end(ap);
+    return rc;
 }
 
 static void write_pdf(const char *path) {
@@ -128,8 +142,75 @@ static void test_exit_statuses(void) {
     g_free(dir);
 }
 
+/* "--" ends the options and is no path; an option given an invalid value is an error that names
+ * it, in one line, never quietly the default. */
+static void test_arguments(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *dash = g_build_filename(dir, "-dash.pdf", NULL);
+    write_pdf(dash);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(run_docqa_in(dir, &out, NULL, "ingest", "--db", db, "--tile", "64", "--",
+                                 "-dash.pdf", NULL),
+                    ==, 0);
+    if (strstr(out, "1 files: 1 ok") == NULL)
+        g_error("docqa ingest -- -dash.pdf: %s", out);
+    g_free(out);
+    static const char *const bad[][2] = {
+        {"--jobs", "0"},       {"--timeout", "0"}, {"--max-pages", "0"}, {"--max-pixels", "0"},
+        {"--mem-limit", "-5"}, {"--tile", "0"},    {"--n-res", "0"},     {"--n-res", "65"},
+        {"--tile", "8193"},    {"--jobs", "-1"},   {"--timeout", "-3"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        int rc = run_docqa(&out, &err, "ingest", "--db", db, bad[i][0], bad[i][1], dash, NULL);
+        if (rc != 2 || strstr(err, bad[i][0]) == NULL || strchr(err, '\n') != strrchr(err, '\n'))
+            g_error("%s %s: exit %d, stderr: %s", bad[i][0], bad[i][1], rc, err);
+        g_free(out);
+        g_free(err);
+    }
+    /* 0 is documented for --mem-limit: no limit. */
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--mem-limit", "0", dash, NULL), ==,
+                    0);
+    g_free(dash);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Every failure line names its document, also where the reason is about something else (here the
+ * page store, every folder of it blocked by a file). */
+static void test_failure_lines_name_the_document(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "good.pdf", NULL);
+    write_pdf(pdf);
+    char *store = g_strconcat(db, ".pages", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(store, 0755), ==, 0);
+    for (int i = 0; i < 256; i++) {
+        char name[3];
+        snprintf(name, sizeof name, "%02x", i);
+        char *blocker = g_build_filename(store, name, NULL);
+        g_assert_true(g_file_set_contents(blocker, "not a folder", -1, NULL));
+        g_free(blocker);
+    }
+    char *out = NULL;
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 1);
+    char **lines = g_strsplit(out, "\n", -1);
+    g_assert_true(g_str_has_prefix(lines[0], "failed  store_failed"));
+    if (strstr(lines[0], pdf) == NULL)
+        g_error("the failure line does not name %s: %s", pdf, lines[0]);
+    g_strfreev(lines);
+    g_free(out);
+    g_free(store);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
+    g_test_add_func("/ingest/cli/arguments", test_arguments);
+    g_test_add_func("/ingest/cli/failure_lines_name_the_document",
+                    test_failure_lines_name_the_document);
     return g_test_run();
 }
