@@ -37,9 +37,9 @@
  * run in parallel on all cores, and when no new document is waiting, extra processes open a long
  * document again and take its remaining pages from a shared counter.
  *
- * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the same bytes at
- * the same path add nothing (when pages for the current render settings exist); changed bytes
- * add a new document version and keep the old one.
+ * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the bytes of the
+ * newest version at the same path add nothing (when pages for the current render settings
+ * exist); other bytes, an older version's too, add a new document version and keep the old.
  */
 #ifndef DQ_INGEST_H
 #define DQ_INGEST_H

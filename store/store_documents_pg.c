@@ -11,20 +11,13 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
     memset(found, 0, sizeof *found);
     PgParams p = {0};
     pg_text(&p, path);
-    PGresult *r;
-    if (sha256 != NULL) {
-        pg_text(&p, sha256);
-        r = pg_run(s,
-                   "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
-                   "AND sha256 = $2",
-                   &p, "looking up a document", err);
-    } else {
-        r = pg_run(s,
-                   "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
-                   "AND sha256 IS NULL AND version = (SELECT max(version) FROM documents "
-                   "WHERE path = $1)",
-                   &p, "looking up a document", err);
-    }
+    pg_text(&p, sha256);
+    /* The newest version only, NULL matching NULL: see store_documents.c. */
+    PGresult *r = pg_run(s,
+                         "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
+                         "AND sha256 IS NOT DISTINCT FROM $2 AND version = (SELECT max(version) "
+                         "FROM documents WHERE path = $1)",
+                         &p, "looking up a document", err);
     if (r == NULL)
         return FALSE;
     if (PQntuples(r) > 0) {
@@ -78,30 +71,38 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
                "locking a document path", NULL, err))
         goto fail;
     if (existing_id <= 0) {
-        doc_params(&p, doc);
+        /* Under the path's lock: the newest version, reused when it holds these bytes (another
+         * ingest recorded them meanwhile), else this one follows it. */
+        pg_text(&p, doc->path);
+        pg_text(&p, doc->sha256);
         r = pg_run(s,
-                   "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, page_count, "
-                   "status, error_code, error_message) VALUES ($1, (SELECT coalesce(max(version), "
-                   "0) + 1 FROM documents WHERE path = $1), $2, $3, $4, $5, $6, $7, $8, $9) "
-                   "ON CONFLICT (path, sha256) DO NOTHING RETURNING id, version",
-                   &p, "inserting a document", err);
+                   "SELECT id, version, sha256 IS NOT DISTINCT FROM $2 FROM documents "
+                   "WHERE path = $1 ORDER BY version DESC LIMIT 1",
+                   &p, "looking up the newest version", err);
         if (r == NULL)
             goto fail;
+        int newest = 0;
         if (PQntuples(r) == 1) {
-            id = pg_get_i64(r, 0, 0);
-            version = (int)pg_get_i64(r, 0, 1);
+            newest = (int)pg_get_i64(r, 0, 1);
+            if (strcmp(PQgetvalue(r, 0, 2), "t") == 0) {
+                id = pg_get_i64(r, 0, 0);
+                version = newest;
+            }
         }
         PQclear(r);
         if (id <= 0) {
-            pg_text(&p, doc->path);
-            pg_text(&p, doc->sha256);
-            r = pg_run(s, "SELECT id, version FROM documents WHERE path = $1 AND sha256 = $2", &p,
-                       "finding a concurrently inserted document", err);
+            doc_params(&p, doc);
+            pg_i64(&p, newest + 1);
+            r = pg_run(s,
+                       "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, "
+                       "page_count, status, error_code, error_message) VALUES ($1, $10, $2, $3, "
+                       "$4, $5, $6, $7, $8, $9) RETURNING id",
+                       &p, "inserting a document", err);
             if (r == NULL)
                 goto fail;
             if (PQntuples(r) == 1) {
                 id = pg_get_i64(r, 0, 0);
-                version = (int)pg_get_i64(r, 0, 1);
+                version = newest + 1;
             }
             PQclear(r);
             if (id <= 0) {

@@ -993,6 +993,64 @@ static void test_idempotence_and_versions(void) {
     fixture_clear(&f);
 }
 
+/* Bytes that go back to an older version's are a new version, the newest: documents_current
+ * must show what the file holds now. Also when the version in between was unreadable (the
+ * file missing for a while). */
+static void test_older_bytes_again(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *a = in_dir(&f, "a.pdf");
+    char *first = in_dir(&f, "first.pdf");
+    PageSize one[] = {{100, 200}};
+    PageSize two[] = {{200, 100}, {200, 100}};
+    write_cairo_pdf(first, one, 1);
+    gchar *bytes1 = NULL;
+    gsize len1 = 0;
+    g_assert_true(g_file_get_contents(first, &bytes1, &len1, NULL));
+    g_assert_true(g_file_set_contents(a, bytes1, (gssize)len1, NULL));
+    run_ingest(&f, a);
+    char *sha1 = doc_field(&f, a, "sha256");
+    write_cairo_pdf(a, two, 2);
+    run_ingest(&f, a);
+    g_assert_cmpint(query_int(&f, "SELECT version FROM documents_current WHERE path = %Q", a), ==,
+                    2);
+    /* Back to version 1's bytes: version 3, rendered, current. */
+    g_assert_true(g_file_set_contents(a, bytes1, (gssize)len1, NULL));
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT version FROM documents_current WHERE path = %Q", a), ==,
+                    3);
+    char *sha3 = doc_field(&f, a, "sha256");
+    g_assert_cmpstr(sha3, ==, sha1);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents_current d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.status = 'ok'",
+                              a),
+                    ==, 1);
+    /* The same bytes again: unchanged now. */
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    /* Gone for a while (unreadable, version 4), then back with the same bytes: version 5. */
+    g_assert_cmpint(g_rename(a, first), ==, 0);
+    run_ingest(&f, a);
+    assert_doc(&f, a, "failed", "unreadable");
+    g_assert_cmpint(g_rename(first, a), ==, 0);
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    assert_doc(&f, a, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT version FROM documents_current WHERE path = %Q", a), ==,
+                    5);
+    g_free(sha1);
+    g_free(sha3);
+    g_free(bytes1);
+    g_free(first);
+    g_free(a);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -1101,6 +1159,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
     g_test_add_func("/ingest/failures/store", test_store_failure);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
+    g_test_add_func("/ingest/store/older_bytes_again", test_older_bytes_again);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }

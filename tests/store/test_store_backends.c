@@ -146,7 +146,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 5);
+    g_assert_cmpint(v, ==, 6);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -246,7 +246,7 @@ static void test_lifecycle(gconstpointer kind) {
     g_ptr_array_free(c, TRUE);
     g_assert_true(store_jobs_heartbeat(s, "B", now + 1501 + 500, 1000, &held, &err));
     g_assert_cmpint(held, ==, 2); /* a late heartbeat still finds them */
-    now += 1500; /* past those renewed leases, as they were before */
+    now += 1500;                  /* past those renewed leases, as they were before */
     c = store_jobs_claim(s, "C", "m", 4, now + 1501 + 500, 1000, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(c->len, ==, 2);
@@ -560,6 +560,49 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A path whose bytes go back to an older version's: the lookup sees only the newest version,
+ * and recording the old bytes again adds version 3. Starts at schema 5 (where (path, sha256)
+ * was unique) so that the migration is shown to keep documents, pages and their cascade. */
+static void test_document_versions(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 5, &err);
+    dq_assert_no_error(err);
+    gint64 v1 = add_document(s, "/archive/v.pdf", "aaaa");
+    dq_store_close(s);
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 6);
+    DqDocumentLookup found;
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, v1);
+    g_assert_cmpint(found.pages_with_settings, ==, 4);
+    dq_document_lookup_clear(&found);
+    gint64 v2 = add_document(s, "/archive/v.pdf", "bbbb");
+    g_assert_cmpint(v2, !=, v1);
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, 0); /* no longer the newest */
+    dq_document_lookup_clear(&found);
+    gint64 v3 = add_document(s, "/archive/v.pdf", "aaaa");
+    g_assert_cmpint(v3, !=, v1);
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, v3);
+    g_assert_cmpint(found.version, ==, 3);
+    dq_document_lookup_clear(&found);
+    /* Recording the newest bytes again reuses the newest row (a concurrent ingest's). */
+    g_assert_cmpint(add_document(s, "/archive/v.pdf", "aaaa"), ==, v3);
+    g_assert_cmpint(query_int(s, loc, "SELECT version FROM documents_current"), ==, 3);
+    /* Deleting a version still takes its pages with it. */
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 12);
+    g_assert_true(dq_store_exec(s, "DELETE FROM documents WHERE version = 1", &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 8);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* SQLite -> PostgreSQL -> SQLite: the answers read the same everywhere, ids survive, and the
  * copied identities continue past the copied rows. */
 static void test_migrate_round_trip(void) {
@@ -762,6 +805,10 @@ int main(int argc, char **argv) {
                          test_upgrade_from_schema_2);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
                          test_upgrade_from_schema_2);
+    g_test_add_data_func("/store/backends/sqlite/document-versions", "sqlite",
+                         test_document_versions);
+    g_test_add_data_func("/store/backends/postgres/document-versions", "postgres",
+                         test_document_versions);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
