@@ -105,8 +105,8 @@ int cmd_ingest(int argc, char **argv) {
         {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &mem_limit,
          "address-space limit of a worker in MiB, 0 for none (default 4096)", "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
-         "render again unchanged files that failed on a limit, a crash, a timeout, memory or a "
-         "full disk",
+         "render again unchanged files that failed, or have pages that failed, on a limit, a "
+         "crash, a timeout, memory or a full disk",
          NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},

@@ -126,7 +126,6 @@ typedef struct {
     WalkEntry *entry;
     char *sha256;
     gint64 existing_id;
-    gboolean replace;     /* existing_id is a failed document being retried */
     WorkerShared *shared; /* MAP_SHARED, one page */
     int page_count;       /* -1 until a worker opened it */
     char *warning;
@@ -303,8 +302,10 @@ static void record_doc(Run *r, Doc *d) {
         .error_message = message,
     };
     GError *err = NULL;
-    if (!dq_store_document_record(r->store, &doc, d->existing_id, d->replace, r->settings, rows,
-                                  n_rows, NULL, NULL, &err)) {
+    /* An existing document is rendered again only for these settings (new, or retried): its
+     * outcome becomes this rendering's and its pages at these settings are replaced. */
+    if (!dq_store_document_record(r->store, &doc, d->existing_id, d->existing_id > 0, r->settings,
+                                  rows, n_rows, NULL, NULL, &err)) {
         if (r->fatal == NULL)
             r->fatal = err;
         else
@@ -379,8 +380,6 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         doc_free(d);
         return NULL;
     }
-    /* Same bytes at the same path: nothing to add, unless these render settings are new for a
-     * document that rendered before, or a failure that may pass now is retried on request. */
     static const char *const retryable[] = {"too_many_pages",
                                             "too_many_pixels",
                                             "render_timeout",
@@ -388,19 +387,38 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
                                             "store_failed",
                                             "out_of_memory",
                                             NULL};
-    gboolean failed = found.id != 0 && strcmp(found.status, "failed") == 0;
-    if (failed && r->opt->retry_failed && d->sha256 != NULL && found.error_code != NULL &&
-        g_strv_contains(retryable, found.error_code)) {
-        d->replace = TRUE;
-    } else if (found.id != 0 && (found.pages_with_settings > 0 || failed)) {
-        if (strcmp(found.status, "ok") != 0)
-            r->sum->unchanged_not_ok++;
-        dq_document_lookup_clear(&found);
-        r->sum->unchanged++;
-        r->files_done++;
-        r->bytes_done += e->bytes;
-        doc_free(d);
-        return NULL;
+    if (found.id != 0) {
+        /* The same bytes as the path's newest version. A document that failed as a whole
+         * (nothing rendered at any settings: encrypted, too many pages, ...) fails alike at
+         * every render settings; otherwise what counts is its pages at these settings. */
+        gboolean whole_failed =
+            strcmp(found.status, "failed") == 0 && found.pages_any_settings == 0;
+        gboolean not_ok = FALSE, retry = FALSE, render = FALSE;
+        if (whole_failed) {
+            not_ok = TRUE;
+            retry = found.error_code != NULL && g_strv_contains(retryable, found.error_code);
+        } else if (found.pages_with_settings == 0) {
+            render = TRUE; /* new render settings add pages */
+        } else {
+            /* The document's status is its latest rendering's: it speaks for these settings
+             * only when they are the only ones (a TIFF whose pages are fine but whose IFD chain
+             * broke is partial without a failed page). */
+            not_ok =
+                found.pages_not_ok > 0 || (strcmp(found.status, "ok") != 0 &&
+                                           found.pages_any_settings == found.pages_with_settings);
+            for (char **c = found.failed_codes; c && *c && !retry; c++)
+                retry = g_strv_contains(retryable, *c);
+        }
+        if (!render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
+            if (not_ok)
+                r->sum->unchanged_not_ok++;
+            dq_document_lookup_clear(&found);
+            r->sum->unchanged++;
+            r->files_done++;
+            r->bytes_done += e->bytes;
+            doc_free(d);
+            return NULL;
+        }
     }
     d->existing_id = found.id;
     dq_document_lookup_clear(&found);

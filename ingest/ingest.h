@@ -81,9 +81,11 @@ typedef struct {
     int page_timeout_s;    /* per page and per document open (default 120) */
     gint64 mem_limit_mb;   /* RLIMIT_AS of a worker (default 4096; 0 = none) */
     gboolean progress;     /* progress line on stderr */
-    gboolean retry_failed; /* render again failed documents of unchanged bytes whose reason may
-                              pass now: too_many_pages, too_many_pixels, render_timeout,
-                              render_crashed, store_failed (the row is updated in place) */
+    gboolean retry_failed; /* render again documents of unchanged bytes that failed, or have a
+                              page at these settings that failed, for a reason that may pass
+                              now: too_many_pages, too_many_pixels, render_timeout,
+                              render_crashed, store_failed, out_of_memory (the rows are updated
+                              in place) */
 } DqIngestOptions;
 
 void dq_ingest_options_init(DqIngestOptions *opt);

@@ -38,6 +38,7 @@ static char *column_dup(sqlite3_stmt *st, int i) {
 void dq_document_lookup_clear(DqDocumentLookup *found) {
     g_clear_pointer(&found->status, g_free);
     g_clear_pointer(&found->error_code, g_free);
+    g_clear_pointer(&found->failed_codes, g_strfreev);
     found->id = 0;
 }
 
@@ -70,14 +71,23 @@ gboolean dq_store_document_find(DqStore *store, const char *path, const char *sh
     if (found->id == 0)
         return TRUE;
     st = prepare(store,
-                 "SELECT count(*) FROM pages WHERE document_id = ?1 AND render_settings = ?2", err);
+                 "SELECT count(*) FILTER (WHERE render_settings = ?2), count(*) FILTER (WHERE "
+                 "render_settings = ?2 AND status <> 'ok'), count(*), group_concat(DISTINCT "
+                 "CASE WHEN render_settings = ?2 AND status = 'failed' THEN error_code END) "
+                 "FROM pages WHERE document_id = ?1",
+                 err);
     if (st == NULL)
         return FALSE;
     sqlite3_bind_int64(st, 1, found->id);
     sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         found->pages_with_settings = sqlite3_column_int(st, 0);
+        found->pages_not_ok = sqlite3_column_int(st, 1);
+        found->pages_any_settings = sqlite3_column_int(st, 2);
+        const char *codes = (const char *)sqlite3_column_text(st, 3);
+        found->failed_codes = g_strsplit(codes ? codes : "", ",", -1);
+    }
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
         return db_fail(store, err, "counting pages");
@@ -186,8 +196,9 @@ static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *
                                 const char *render_settings, GError **err) {
     sqlite3_stmt *st = prepare(
         store,
-        "UPDATE documents SET page_count = ?2, status = ?3, error_code = ?4, error_message = ?5, "
-        "ingested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+        "UPDATE documents SET page_count = coalesce(?2, page_count), status = ?3, error_code = "
+        "?4, error_message = ?5, ingested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = "
+        "?1",
         err);
     if (st == NULL)
         return FALSE;

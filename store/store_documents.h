@@ -42,6 +42,9 @@ typedef struct {
     char *status;
     char *error_code;
     int pages_with_settings; /* page rows carrying the given render settings */
+    int pages_not_ok;        /* of those, 'partial' or 'failed' */
+    int pages_any_settings;  /* page rows of the document, whatever their render settings */
+    char **failed_codes;     /* distinct error_code of the 'failed' pages with these settings */
 } DqDocumentLookup;
 
 /* Finds the newest version of `path` when its bytes hash to `sha256` (NULL, an unreadable file:
@@ -54,8 +57,9 @@ void dq_document_lookup_clear(DqDocumentLookup *found);
 
 /* Records a document version and its pages in one transaction. With existing_id > 0 only the
  * pages are added to that document (the same bytes rendered with other settings); with
- * `replace` as well, that document's outcome (page_count, status, error, ingested_at) is
- * overwritten and its pages for these settings replaced (a failed document retried). A newest
+ * `replace` as well, that document's outcome (status, error, ingested_at; page_count unless
+ * unknown now) becomes this rendering's and its pages for these settings are replaced (new
+ * render settings, or failed pages retried). A newest
  * version of the same bytes that another process recorded meanwhile is reused, not duplicated.
  * *out_id (may be NULL) receives the document id and *out_version its version (0 when not inserted
  * now). */

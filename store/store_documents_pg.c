@@ -31,11 +31,20 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
         return TRUE;
     pg_i64(&p, found->id);
     pg_text(&p, render_settings);
-    r = pg_run(s, "SELECT count(*) FROM pages WHERE document_id = $1 AND render_settings = $2", &p,
-               "counting pages", err);
+    r = pg_run(s,
+               "SELECT count(*) FILTER (WHERE render_settings = $2), count(*) FILTER (WHERE "
+               "render_settings = $2 AND status <> 'ok'), count(*), string_agg(DISTINCT CASE "
+               "WHEN render_settings = $2 AND status = 'failed' THEN error_code END, ',') "
+               "FROM pages WHERE document_id = $1",
+               &p, "counting pages", err);
     if (r == NULL)
         return FALSE;
     found->pages_with_settings = (int)pg_get_i64(r, 0, 0);
+    found->pages_not_ok = (int)pg_get_i64(r, 0, 1);
+    found->pages_any_settings = (int)pg_get_i64(r, 0, 2);
+    char *codes = pg_get_dup(r, 0, 3);
+    found->failed_codes = g_strsplit(codes ? codes : "", ",", -1);
+    g_free(codes);
     PQclear(r);
     return TRUE;
 }
@@ -120,8 +129,9 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
         pg_text(&p, doc->error_code);
         pg_text(&p, doc->error_message);
         if (!pg_do(s,
-                   "UPDATE documents SET page_count = $2, status = $3, error_code = $4, "
-                   "error_message = $5, ingested_at = docqa_now_iso() WHERE id = $1",
+                   "UPDATE documents SET page_count = coalesce($2, page_count), status = $3, "
+                   "error_code = $4, error_message = $5, ingested_at = docqa_now_iso() "
+                   "WHERE id = $1",
                    &p, "updating a document", NULL, err))
             goto fail;
         pg_i64(&p, existing_id);

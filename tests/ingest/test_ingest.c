@@ -1051,6 +1051,107 @@ static void test_older_bytes_again(void) {
     fixture_clear(&f);
 }
 
+static gint64 pages_at(Fixture *f, const char *path, int n_res, const char *status) {
+    return query_int(f,
+                     "SELECT count(*) FROM pages p JOIN documents_current d ON d.id = "
+                     "p.document_id WHERE d.path = %Q AND p.status = %Q AND p.render_settings "
+                     "LIKE '%%\"n_res\":%d,%%'",
+                     path, status, n_res);
+}
+
+/* "Unchanged" means the same bytes AND pages for these render settings: a failure at one
+ * setting neither hides the document from another, nor goes unreported, nor escapes
+ * --retry-failed. */
+static void test_failures_per_render_settings(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.tile = 64;
+    PageSize one[] = {{100, 100}};
+    /* Failed at n_res 2 (too many pixels), then rendered at n_res 1. */
+    char *a = in_dir(&f, "a.pdf");
+    write_cairo_pdf(a, one, 1);
+    f.opt.n_res = 2;
+    f.opt.max_pixels = 1000;
+    run_ingest(&f, a);
+    assert_doc(&f, a, "failed", "too_many_pixels");
+    f.opt.n_res = 1;
+    f.opt.max_pixels = 1000000;
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(pages_at(&f, a, 1, "ok"), ==, 1);
+    assert_doc(&f, a, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path = %Q", a), ==, 1);
+
+    /* Fine at n_res 1, failed at n_res 2: reported now and as an unchanged failure later... */
+    char *b = in_dir(&f, "b.pdf");
+    write_cairo_pdf(b, one, 1);
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    f.opt.n_res = 2;
+    f.opt.max_pixels = 1000;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_failed, ==, 1);
+    assert_doc(&f, b, "failed", "too_many_pixels");
+    g_assert_cmpint(pages_at(&f, b, 2, "failed"), ==, 1);
+    f.opt.max_pixels = 1000000;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
+    /* ...while n_res 1 is still fine... */
+    f.opt.n_res = 1;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 0);
+    /* ...and retried on request, the failed rows replaced. */
+    f.opt.n_res = 2;
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    assert_doc(&f, b, "ok", NULL);
+    g_assert_cmpint(pages_at(&f, b, 2, "ok"), ==, 1);
+    g_assert_cmpint(pages_at(&f, b, 2, "failed"), ==, 0);
+    g_assert_cmpint(pages_at(&f, b, 1, "ok"), ==, 1);
+    g_free(a);
+    g_free(b);
+    fixture_clear(&f);
+}
+
+/* A partial document whose failed page failed on a crash is rendered again under
+ * --retry-failed, its row and page rows updated in place; one that is partial for a reason
+ * that cannot pass is not. */
+static void test_retry_partial(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *t = in_dir(&f, "t.pdf");
+    write_cairo_pdf(t, sizes, 3);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:t.pdf:2", TRUE);
+    run_ingest(&f, t);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    assert_doc(&f, t, "partial", "render_crashed");
+    gint64 id = query_int(&f, "SELECT id FROM documents_current WHERE path = %Q", t);
+    run_ingest(&f, t);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, t);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    assert_doc(&f, t, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT id FROM documents_current WHERE path = %Q", t), ==, id);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 1);
+    g_assert_cmpint(pages_at(&f, t, 1, "ok"), ==, 3);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, 3);
+    run_ingest(&f, t);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 0);
+    g_free(t);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -1160,6 +1261,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/store", test_store_failure);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
     g_test_add_func("/ingest/store/older_bytes_again", test_older_bytes_again);
+    g_test_add_func("/ingest/failures/per_render_settings", test_failures_per_render_settings);
+    g_test_add_func("/ingest/failures/retry_partial", test_retry_partial);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }

@@ -579,7 +579,36 @@ static void test_document_versions(gconstpointer kind) {
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
     g_assert_cmpint(found.pages_with_settings, ==, 4);
+    g_assert_cmpint(found.pages_not_ok, ==, 2);
+    g_assert_cmpint(found.pages_any_settings, ==, 4);
+    g_assert_cmpint(g_strv_length(found.failed_codes), ==, 1);
+    g_assert_cmpstr(found.failed_codes[0], ==, "damaged");
     dq_document_lookup_clear(&found);
+    g_assert_true(
+        dq_store_document_find(s, "/archive/v.pdf", "aaaa", "{\"n_res\":1}", &found, &err));
+    g_assert_cmpint(found.pages_with_settings, ==, 0);
+    g_assert_cmpint(found.pages_any_settings, ==, 4);
+    g_assert_cmpint(g_strv_length(found.failed_codes), ==, 0);
+    dq_document_lookup_clear(&found);
+    /* Rendered again at these settings: outcome and page rows replaced, a page count that is
+     * unknown now kept. */
+    DqPageRow again = {.page_number = 1, .image_sha256 = "dddd", .status = "ok"};
+    DqDocumentRow redo = {.path = "/archive/v.pdf",
+                          .sha256 = "aaaa",
+                          .kind = "pdf",
+                          .page_count = -1,
+                          .status = "ok"};
+    g_assert_true(
+        dq_store_document_record(s, &redo, v1, TRUE, SETTINGS, &again, 1, NULL, NULL, &err));
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.pages_with_settings, ==, 1);
+    g_assert_cmpint(found.pages_not_ok, ==, 0);
+    g_assert_cmpstr(found.status, ==, "ok");
+    dq_document_lookup_clear(&found);
+    g_assert_cmpint(query_int(s, loc, "SELECT page_count FROM documents"), ==, 4);
+    g_assert_true(dq_store_exec(s, "DELETE FROM pages", &err));
+    add_document(s, "/archive/v.pdf", "aaaa"); /* the pages back, for what follows */
     gint64 v2 = add_document(s, "/archive/v.pdf", "bbbb");
     g_assert_cmpint(v2, !=, v1);
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
