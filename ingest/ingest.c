@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,9 +123,34 @@ typedef struct {
     char *message;
 } PageResult;
 
+/* What tells that a file's bytes changed without reading them again. ctime too: unlike the
+ * mtime, no one can set it back. */
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+} FileStamp;
+
+static void file_stamp(FileStamp *fs, const struct stat *st) {
+    memset(fs, 0, sizeof *fs);
+    fs->dev = st->st_dev;
+    fs->ino = st->st_ino;
+    fs->size = st->st_size;
+    fs->mtime = st->st_mtim;
+    fs->ctime = st->st_ctim;
+}
+
+static gboolean file_stamp_equal(const FileStamp *a, const FileStamp *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
 typedef struct {
     WalkEntry *entry;
     char *sha256;
+    FileStamp stamp; /* the file when its hash was taken */
     gint64 existing_id;
     WorkerShared *shared; /* MAP_SHARED, one page */
     int page_count;       /* -1 until a worker opened it */
@@ -342,12 +368,21 @@ static void record_prefailed(Run *r, Doc *d, DqIngestReason why, const char *msg
 
 /* ---- preparing a document: hash, look up, cheap failures */
 
-static char *hash_file(const char *path, int *err_no) {
+/* The SHA-256 of the file's bytes and its stamp before reading them; *changed when the stamp
+ * differs after reading (the hash may mix old and new bytes). */
+static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, int *err_no) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         *err_no = errno;
         return NULL;
     }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        *err_no = errno;
+        close(fd);
+        return NULL;
+    }
+    file_stamp(stamp, &st);
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     uint8_t *buf = g_malloc(1 << 20);
     ssize_t n;
@@ -356,11 +391,29 @@ static char *hash_file(const char *path, int *err_no) {
             g_checksum_update(ck, buf, n);
     if (n < 0)
         *err_no = errno;
+    FileStamp after;
+    if (n >= 0 && fstat(fd, &st) == 0) {
+        file_stamp(&after, &st);
+        *changed = !file_stamp_equal(stamp, &after);
+    }
     close(fd);
     g_free(buf);
     char *hex = n < 0 ? NULL : g_strdup(g_checksum_get_string(ck));
     g_checksum_free(ck);
     return hex;
+}
+
+/* Settles a document whose bytes changed while it was ingested: nothing is recorded (the hash
+ * and the pages may come from different bytes), and the output says to ingest it again. */
+static void report_changed(Run *r, Doc *d) {
+    char *m = g_strdup_printf("%s: changed while it was being ingested; nothing recorded, ingest "
+                              "it again",
+                              d->entry->path);
+    add_failure(r->sum, d->entry->path, "changed", "changed_during_ingest", m);
+    g_free(m);
+    r->sum->changed++;
+    r->files_done++;
+    r->bytes_done += d->entry->bytes;
 }
 
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
@@ -371,8 +424,20 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     d->page_count = -1;
     int err_no = e->open_errno;
     /* Only regular files are hashed: /dev/zero named on the command line would never end. */
-    if (err_no == 0 && e->regular)
-        d->sha256 = hash_file(e->path, &err_no);
+    gboolean changed = FALSE;
+    if (err_no == 0 && e->regular) {
+        d->sha256 = hash_file(e->path, &d->stamp, &changed, &err_no);
+        if (d->sha256 != NULL) {
+            /* The row describes the bytes that were hashed, not those the walk saw. */
+            e->bytes = d->stamp.size;
+            e->mtime = d->stamp.mtime.tv_sec;
+        }
+    }
+    if (changed) {
+        report_changed(r, d);
+        doc_free(d);
+        return NULL;
+    }
     DqDocumentLookup found;
     GError *err = NULL;
     if (!dq_store_document_find(r->store, e->path, d->sha256, r->settings, &found, &err)) {
@@ -560,7 +625,17 @@ static void finish_if_complete(Run *r, Doc *d) {
                          "worker processes kept dying");
     }
     g_ptr_array_remove(r->active, d);
-    record_doc(r, d);
+    /* Workers opened the path again after it was hashed, and poppler reads it as it renders:
+     * the pages are of the hashed bytes only if the file is as it was when hashed. */
+    struct stat st;
+    FileStamp now;
+    memset(&now, 0, sizeof now);
+    if (stat(d->entry->path, &st) == 0)
+        file_stamp(&now, &st);
+    if (file_stamp_equal(&d->stamp, &now))
+        record_doc(r, d);
+    else
+        report_changed(r, d);
     doc_free(d);
 }
 

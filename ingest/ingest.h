@@ -109,7 +109,7 @@ char *dq_ingest_page_path(const char *store_dir, const char *image_sha256);
 
 typedef struct {
     char *path;
-    char *status; /* "failed" or "partial" */
+    char *status; /* "failed", "partial" or "changed" (see DqIngestSummary.changed) */
     char *code;
     char *message;
 } DqIngestFailure;
@@ -121,13 +121,15 @@ typedef struct {
     int documents_failed;  /* recorded now as failed */
     int unchanged;         /* already in the database: nothing added */
     int unchanged_not_ok;  /* of those, recorded earlier as failed or partial */
+    int changed;           /* bytes changed while being ingested: nothing recorded, listed in
+                              failures with status "changed" */
     int skipped;           /* files in folders that are neither PDF nor TIFF */
     int pages_ok;          /* page images written now */
     int pages_failed;
     double seconds;
     gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
                              was recorded */
-    GPtrArray *failures;  /* DqIngestFailure*, for failed and partial documents */
+    GPtrArray *failures;  /* DqIngestFailure*, for failed, partial and changed documents */
 } DqIngestSummary;
 
 void dq_ingest_summary_clear(DqIngestSummary *sum);

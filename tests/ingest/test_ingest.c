@@ -1152,6 +1152,46 @@ static void test_retry_partial(void) {
     fixture_clear(&f);
 }
 
+/* A file rewritten while its pages render: nothing is recorded (its hash and its pages would
+ * be of different bytes), it is reported as changed, and the next run ingests the new bytes. */
+static void test_changed_during_ingest(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *x = in_dir(&f, "x.pdf");
+    write_cairo_pdf(x, sizes, 3);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "rewrite:x.pdf:2", TRUE);
+    run_ingest(&f, x);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(f.sum.changed, ==, 1);
+    g_assert_cmpint(f.sum.documents_ok + f.sum.documents_partial + f.sum.documents_failed, ==, 0);
+    g_assert_cmpint(f.sum.failures->len, ==, 1);
+    const DqIngestFailure *fail = g_ptr_array_index(f.sum.failures, 0);
+    g_assert_cmpstr(fail->status, ==, "changed");
+    g_assert_cmpstr(fail->path, ==, x);
+    g_assert_nonnull(strstr(fail->message, "ingest it again"));
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 0);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, 0);
+    run_ingest(&f, x);
+    g_assert_cmpint(f.sum.changed, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(x, &bytes, &len, NULL));
+    char *want = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)bytes, len);
+    char *got = doc_field(&f, x, "sha256");
+    g_assert_cmpstr(got, ==, want);
+    g_assert_cmpint(query_int(&f, "SELECT bytes FROM documents_current"), ==, (gint64)len);
+    g_free(got);
+    g_free(want);
+    g_free(bytes);
+    g_free(x);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -1263,6 +1303,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/older_bytes_again", test_older_bytes_again);
     g_test_add_func("/ingest/failures/per_render_settings", test_failures_per_render_settings);
     g_test_add_func("/ingest/failures/retry_partial", test_retry_partial);
+    g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }

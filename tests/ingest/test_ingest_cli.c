@@ -128,8 +128,33 @@ static void test_exit_statuses(void) {
     g_free(dir);
 }
 
+/* A file rewritten during ingest: reported as changed, exit status 1, nothing recorded. */
+static void test_changed_during_ingest(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "moving.pdf", NULL);
+    write_pdf(pdf);
+    char *out = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "rewrite:moving.pdf:1", TRUE);
+    int rc = run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "-j", "1", pdf, NULL);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(rc, ==, 1);
+    g_assert_nonnull(strstr(out, "changed "));
+    g_assert_nonnull(strstr(out, "ingest it again"));
+    g_assert_nonnull(
+        strstr(out, "0 ok, 0 partial, 0 failed, 0 unchanged, 1 changed during ingest"));
+    g_free(out);
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_free(out);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
+    g_test_add_func("/ingest/cli/changed_during_ingest", test_changed_during_ingest);
     return g_test_run();
 }
