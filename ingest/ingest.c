@@ -761,6 +761,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         g_free(r.store_dir);
         return FALSE;
     }
+    page_store_sweep(r.store_dir, 3600);
     r.entries = ingest_walk(paths, opt->hidden, &sum->skipped);
     sum->files = (int)r.entries->len;
     for (guint i = 0; i < r.entries->len; i++)

@@ -78,9 +78,16 @@ DqImage *image_apply_orientation(const DqImage *src, int orientation);
 
 /* ---- page store */
 
+/* Folder of the page store that holds PNGs being written. */
+#define PAGE_STORE_TMP ".tmp"
+
 /* Encodes img as PNG, writes it under store_dir by its sha256 (hex, 65 bytes), atomically. */
 gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
                         GError **err);
+
+/* Removes temporary files older than max_age_s that writers killed mid-page left behind (a
+ * younger one may be another ingest's, being written now). */
+void page_store_sweep(const char *store_dir, gint64 max_age_s);
 
 /* ---- worker process */
 

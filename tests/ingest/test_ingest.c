@@ -17,7 +17,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <tiffio.h>
+#include <time.h>
 #include <unistd.h>
+#include <utime.h>
 
 /* ---- helpers: running ingest and reading what it stored */
 
@@ -1192,6 +1194,46 @@ static void test_changed_during_ingest(void) {
     fixture_clear(&f);
 }
 
+/* PNGs are written in <store>/.tmp and renamed into place; temporary files that killed workers
+ * left there are removed by the next ingest once they are an hour old (a younger one may be
+ * another ingest's, being written). */
+static void test_temp_files_swept(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *tmp_dir = g_build_filename(store_dir, ".tmp", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(tmp_dir, 0755), ==, 0);
+    char *old = g_build_filename(tmp_dir, "left-by-a-killed-worker", NULL);
+    char *young = g_build_filename(tmp_dir, "being-written", NULL);
+    g_assert_true(g_file_set_contents(old, "half a png", -1, NULL));
+    g_assert_true(g_file_set_contents(young, "half a png", -1, NULL));
+    struct utimbuf two_hours_ago = {.actime = time(NULL) - 7200, .modtime = time(NULL) - 7200};
+    g_assert_cmpint(utime(old, &two_hours_ago), ==, 0);
+    char *pdf = in_dir(&f, "p.pdf");
+    PageSize one[] = {{100, 100}};
+    write_cairo_pdf(pdf, one, 1);
+    run_ingest(&f, pdf);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_false(g_file_test(old, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(young, G_FILE_TEST_EXISTS));
+    /* Nothing else is left in .tmp, and the page is in place. */
+    GDir *d = g_dir_open(tmp_dir, 0, NULL);
+    g_assert_nonnull(d);
+    g_assert_cmpstr(g_dir_read_name(d), ==, "being-written");
+    g_assert_null(g_dir_read_name(d));
+    g_dir_close(d);
+    DqImage *img = load_page(&f, pdf, 1);
+    dq_image_free(img);
+    g_free(pdf);
+    g_free(old);
+    g_free(young);
+    g_free(tmp_dir);
+    g_free(store_dir);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -1304,6 +1346,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/per_render_settings", test_failures_per_render_settings);
     g_test_add_func("/ingest/failures/retry_partial", test_retry_partial);
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
+    g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }
