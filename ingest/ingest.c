@@ -473,6 +473,14 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
                                            found.pages_any_settings == found.pages_with_settings);
             for (char **c = found.failed_codes; c && *c && !retry; c++)
                 retry = g_strv_contains(retryable, *c);
+            /* The page store is only files: one deleted or emptied behind our back would leave
+             * rows naming nothing. A stat per page is cheap next to rendering. */
+            for (char **img = found.images; img && *img && !render; img++) {
+                char *png = dq_ingest_page_path(r->store_dir, *img);
+                struct stat st;
+                render = stat(png, &st) != 0 || st.st_size == 0;
+                g_free(png);
+            }
         }
         if (!render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
             if (not_ok)

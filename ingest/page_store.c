@@ -45,7 +45,10 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
     char *dir = g_path_get_dirname(path);
     char *tmp = NULL;
     gboolean ok = FALSE;
-    if (g_file_test(path, G_FILE_TEST_EXISTS)) { /* the same page was stored before */
+    /* The same page stored before; a file of another size under its name (truncated, emptied)
+     * is not that page and is replaced. */
+    GStatBuf st;
+    if (g_stat(path, &st) == 0 && S_ISREG(st.st_mode) && (gsize)st.st_size == len) {
         ok = TRUE;
         goto out;
     }

@@ -39,6 +39,7 @@ void dq_document_lookup_clear(DqDocumentLookup *found) {
     g_clear_pointer(&found->status, g_free);
     g_clear_pointer(&found->error_code, g_free);
     g_clear_pointer(&found->failed_codes, g_strfreev);
+    g_clear_pointer(&found->images, g_strfreev);
     found->id = 0;
 }
 
@@ -91,6 +92,22 @@ gboolean dq_store_document_find(DqStore *store, const char *path, const char *sh
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
         return db_fail(store, err, "counting pages");
+    st = prepare(store,
+                 "SELECT DISTINCT image_sha256 FROM pages WHERE document_id = ?1 AND "
+                 "render_settings = ?2 AND image_sha256 IS NOT NULL",
+                 err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, found->id);
+    sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
+    GPtrArray *images = g_ptr_array_new();
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        g_ptr_array_add(images, column_dup(st, 0));
+    g_ptr_array_add(images, NULL);
+    found->images = (char **)g_ptr_array_free(images, FALSE);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(store, err, "listing page images");
     return TRUE;
 }
 

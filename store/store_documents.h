@@ -45,6 +45,7 @@ typedef struct {
     int pages_not_ok;        /* of those, 'partial' or 'failed' */
     int pages_any_settings;  /* page rows of the document, whatever their render settings */
     char **failed_codes;     /* distinct error_code of the 'failed' pages with these settings */
+    char **images;           /* distinct image_sha256 of the pages with these settings */
 } DqDocumentLookup;
 
 /* Finds the newest version of `path` when its bytes hash to `sha256` (NULL, an unreadable file:

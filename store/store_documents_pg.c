@@ -46,6 +46,18 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
     found->failed_codes = g_strsplit(codes ? codes : "", ",", -1);
     g_free(codes);
     PQclear(r);
+    pg_i64(&p, found->id);
+    pg_text(&p, render_settings);
+    r = pg_run(s,
+               "SELECT DISTINCT image_sha256 FROM pages WHERE document_id = $1 AND "
+               "render_settings = $2 AND image_sha256 IS NOT NULL",
+               &p, "listing page images", err);
+    if (r == NULL)
+        return FALSE;
+    found->images = g_new0(char *, PQntuples(r) + 1);
+    for (int i = 0; i < PQntuples(r); i++)
+        found->images[i] = pg_get_dup(r, i, 0);
+    PQclear(r);
     return TRUE;
 }
 

@@ -1234,6 +1234,72 @@ static void test_temp_files_swept(void) {
     fixture_clear(&f);
 }
 
+static char *page_png(Fixture *f, const char *path) {
+    char *sha = query_text(f,
+                           "SELECT p.image_sha256 FROM pages p JOIN documents_current d ON "
+                           "d.id = p.document_id WHERE d.path = %Q AND p.page_number = 1",
+                           path);
+    g_assert_nonnull(sha);
+    char *store_dir = dq_ingest_page_store_dir(f->db_path);
+    char *png = dq_ingest_page_path(store_dir, sha);
+    g_free(store_dir);
+    g_free(sha);
+    return png;
+}
+
+static gint64 file_size(const char *path) {
+    GStatBuf st;
+    return g_stat(path, &st) == 0 ? (gint64)st.st_size : -1;
+}
+
+/* Page files are checked: an unchanged document whose PNG was deleted or emptied is rendered
+ * again, and storing a page replaces a file of the wrong size under its name. */
+static void test_page_files_checked(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    PageSize one[] = {{100, 100}};
+    char *a = in_dir(&f, "a.pdf");
+    char *b = in_dir(&f, "b.pdf");
+    write_cairo_pdf(a, one, 1);
+    run_ingest(&f, a);
+    char *png = page_png(&f, a);
+    gint64 size = file_size(png);
+    g_assert_cmpint(size, >, 0);
+    /* Deleted: the same bytes are rendered again, not "unchanged". */
+    g_assert_cmpint(g_unlink(png), ==, 0);
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(file_size(png), ==, size);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, 1);
+    /* Emptied: a copy under another name stores the page again over the empty file... */
+    g_assert_true(g_file_set_contents(png, "", 0, NULL));
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(a, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(b, bytes, (gssize)len, NULL));
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(file_size(png), ==, size);
+    DqImage *img = load_page(&f, b, 1);
+    dq_image_free(img);
+    /* ...and so does the unchanged document it belongs to. */
+    g_assert_true(g_file_set_contents(png, "", 0, NULL));
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(file_size(png), ==, size);
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_free(bytes);
+    g_free(png);
+    g_free(a);
+    g_free(b);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -1347,6 +1413,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/retry_partial", test_retry_partial);
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
+    g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }

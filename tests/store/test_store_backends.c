@@ -583,6 +583,9 @@ static void test_document_versions(gconstpointer kind) {
     g_assert_cmpint(found.pages_any_settings, ==, 4);
     g_assert_cmpint(g_strv_length(found.failed_codes), ==, 1);
     g_assert_cmpstr(found.failed_codes[0], ==, "damaged");
+    g_assert_cmpint(g_strv_length(found.images), ==, 3);
+    g_assert_true(g_str_has_prefix(found.images[0], "a") ||
+                  g_str_has_prefix(found.images[1], "a") || g_str_has_prefix(found.images[2], "a"));
     dq_document_lookup_clear(&found);
     g_assert_true(
         dq_store_document_find(s, "/archive/v.pdf", "aaaa", "{\"n_res\":1}", &found, &err));
