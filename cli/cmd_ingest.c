@@ -29,6 +29,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("unchanged", s->unchanged);
     INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
     INT_MEMBER("changed_during_ingest", s->changed);
+    INT_MEMBER("folders_unreadable", s->folders_unreadable);
     INT_MEMBER("skipped", s->skipped);
     INT_MEMBER("pages_ok", s->pages_ok);
     INT_MEMBER("pages_failed", s->pages_failed);
@@ -71,15 +72,18 @@ static void print_text(const DqIngestSummary *s) {
         const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
         printf("%-7s %-18s %s\n", f->status, f->code, f->message ? f->message : f->path);
     }
-    char earlier[64] = "", changed[64] = "";
+    char earlier[64] = "", changed[64] = "", folders[64] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
     if (s->changed > 0)
         snprintf(changed, sizeof changed, ", %d changed during ingest", s->changed);
+    if (s->folders_unreadable > 0)
+        snprintf(folders, sizeof folders, "; %d folder%s could not be read", s->folders_unreadable,
+                 s->folders_unreadable == 1 ? "" : "s");
     printf("ingest: %d files: %d ok, %d partial, %d failed, %d unchanged%s%s (%d other files "
-           "skipped); %d pages in %.1f s (%.1f pages/s)%s\n",
+           "skipped%s); %d pages in %.1f s (%.1f pages/s)%s\n",
            s->files, s->documents_ok, s->documents_partial, s->documents_failed, s->unchanged,
-           earlier, changed, s->skipped, s->pages_ok, s->seconds,
+           earlier, changed, s->skipped, folders, s->pages_ok, s->seconds,
            s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, s->interrupted ? "; interrupted" : "");
 }
 
@@ -184,7 +188,7 @@ int cmd_ingest(int argc, char **argv) {
         print_text(&sum);
     rc = sum.interrupted ? DQ_EXIT_INTERRUPTED
          : sum.documents_failed > 0 || sum.documents_partial > 0 || sum.unchanged_not_ok > 0 ||
-                 sum.changed > 0
+                 sum.changed > 0 || sum.folders_unreadable > 0
              ? DQ_EXIT_PARTIAL
              : DQ_EXIT_OK;
     dq_ingest_summary_clear(&sum);

@@ -770,7 +770,17 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         return FALSE;
     }
     page_store_sweep(r.store_dir, 3600);
-    r.entries = ingest_walk(paths, opt->hidden, &sum->skipped);
+    GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
+    r.entries = ingest_walk(paths, opt->hidden, &sum->skipped, unreadable);
+    for (guint i = 0; i < unreadable->len; i++) {
+        const WalkEntry *e = g_ptr_array_index(unreadable, i);
+        char *m =
+            g_strdup_printf("%s: cannot list the folder: %s", e->path, g_strerror(e->open_errno));
+        add_failure(sum, e->path, "failed", dq_ingest_reason_name(DQ_INGEST_UNREADABLE), m);
+        g_free(m);
+    }
+    sum->folders_unreadable = (int)unreadable->len;
+    g_ptr_array_free(unreadable, TRUE);
     sum->files = (int)r.entries->len;
     for (guint i = 0; i < r.entries->len; i++)
         r.bytes_total += ((WalkEntry *)g_ptr_array_index(r.entries, i))->bytes;

@@ -115,16 +115,17 @@ typedef struct {
 } DqIngestFailure;
 
 typedef struct {
-    int files;             /* candidate files (documents) considered */
-    int documents_ok;      /* recorded now, every page fine */
-    int documents_partial; /* recorded now, some pages failed */
-    int documents_failed;  /* recorded now as failed */
-    int unchanged;         /* already in the database: nothing added */
-    int unchanged_not_ok;  /* of those, recorded earlier as failed or partial */
-    int changed;           /* bytes changed while being ingested: nothing recorded, listed in
-                              failures with status "changed" */
-    int skipped;           /* files in folders that are neither PDF nor TIFF */
-    int pages_ok;          /* page images written now */
+    int files;              /* candidate files (documents) considered */
+    int documents_ok;       /* recorded now, every page fine */
+    int documents_partial;  /* recorded now, some pages failed */
+    int documents_failed;   /* recorded now as failed */
+    int unchanged;          /* already in the database: nothing added */
+    int unchanged_not_ok;   /* of those, recorded earlier as failed or partial */
+    int changed;            /* bytes changed while being ingested: nothing recorded, listed in
+                               failures with status "changed" */
+    int skipped;            /* files in folders that are neither PDF nor TIFF */
+    int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
+    int pages_ok;           /* page images written now */
     int pages_failed;
     double seconds;
     gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial

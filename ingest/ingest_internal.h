@@ -34,8 +34,10 @@ void walk_entry_free(WalkEntry *e);
  * are walked recursively; a symlink is followed only when its target lies inside one of the
  * roots (so nothing outside what was named is read, and loops end); hidden entries are skipped
  * unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped when found in a
- * folder and returned (kind unknown) when named. Returns WalkEntry*. */
-GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped);
+ * folder and returned (kind unknown) when named. Folders that cannot be listed (the roots too)
+ * are added to `unreadable` (WalkEntry*: path, open_errno). Returns WalkEntry*. */
+GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
+                       GPtrArray *unreadable);
 
 /* ---- decoders (run inside worker processes) */
 
