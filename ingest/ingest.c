@@ -385,10 +385,15 @@ static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, in
     file_stamp(stamp, &st);
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     uint8_t *buf = g_malloc(1 << 20);
-    ssize_t n;
-    while ((n = read(fd, buf, 1 << 20)) > 0 || (n < 0 && errno == EINTR))
+    ssize_t n = 0;
+    /* A large file takes a while: Ctrl-C must not wait for its end. */
+    while (!interrupted && ((n = read(fd, buf, 1 << 20)) > 0 || (n < 0 && errno == EINTR)))
         if (n > 0)
             g_checksum_update(ck, buf, n);
+    if (interrupted) {
+        n = -1;
+        errno = EINTR;
+    }
     if (n < 0)
         *err_no = errno;
     FileStamp after;
@@ -432,6 +437,10 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
             e->bytes = d->stamp.size;
             e->mtime = d->stamp.mtime.tv_sec;
         }
+    }
+    if (interrupted) { /* abandoned, like the documents being rendered */
+        doc_free(d);
+        return NULL;
     }
     if (changed) {
         report_changed(r, d);
@@ -703,12 +712,12 @@ static Doc *next_work(Run *r) {
     Doc *d = g_queue_pop_head(&r->restart);
     if (d != NULL)
         return d;
-    while (r->next_entry < r->entries->len && r->fatal == NULL) {
+    while (r->next_entry < r->entries->len && r->fatal == NULL && !interrupted) {
         d = prepare_doc(r, g_ptr_array_index(r->entries, r->next_entry++));
         if (d != NULL)
             return d;
     }
-    if (r->fatal != NULL)
+    if (r->fatal != NULL || interrupted)
         return NULL;
     Doc *best = NULL;
     int best_left = 1;

@@ -13,6 +13,7 @@
 #include <glib/gstdio.h>
 #include <math.h>
 #include <poppler.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1300,6 +1301,35 @@ static void test_page_files_checked(void) {
     fixture_clear(&f);
 }
 
+static gpointer interrupt_soon(gpointer data) {
+    (void)data;
+    g_usleep(300 * 1000);
+    kill(getpid(), SIGINT);
+    return NULL;
+}
+
+/* Ctrl-C while a large file is being hashed ends the ingest at once, recording nothing. */
+static void test_interrupt_while_hashing(void) {
+    Fixture f;
+    fixture_init(&f);
+    char *big = in_dir(&f, "big.pdf");
+    FILE *fp = fopen(big, "w");
+    g_assert_nonnull(fp);
+    g_assert_cmpint(ftruncate(fileno(fp), (off_t)4 << 30), ==, 0); /* sparse: no disk used */
+    fclose(fp);
+    GThread *t = g_thread_new("interrupt", interrupt_soon, NULL);
+    gint64 t0 = g_get_monotonic_time();
+    run_ingest(&f, big);
+    double secs = (g_get_monotonic_time() - t0) / 1e6;
+    g_thread_join(t);
+    g_assert_true(f.sum.interrupted);
+    g_assert_cmpfloat(secs, <, 2.0); /* hashing 4 GiB takes tens of seconds */
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 0);
+    g_unlink(big);
+    g_free(big);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -1414,6 +1444,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
+    g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }
