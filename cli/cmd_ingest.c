@@ -29,6 +29,8 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("documents_failed", s->documents_failed);
     INT_MEMBER("unchanged", s->unchanged);
     INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
+    INT_MEMBER("changed_during_ingest", s->changed);
+    INT_MEMBER("folders_unreadable", s->folders_unreadable);
     INT_MEMBER("skipped", s->skipped);
     INT_MEMBER("pages_ok", s->pages_ok);
     INT_MEMBER("pages_failed", s->pages_failed);
@@ -77,13 +79,18 @@ static void print_text(const DqIngestSummary *s) {
         printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : f->path,
                named || !*m ? "" : ": ", m);
     }
-    char earlier[64] = "";
+    char earlier[64] = "", changed[64] = "", folders[64] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
-    printf("ingest: %d files: %d ok, %d partial, %d failed, %d unchanged%s (%d other files "
-           "skipped); %d pages in %.1f s (%.1f pages/s)%s\n",
+    if (s->changed > 0)
+        snprintf(changed, sizeof changed, ", %d changed during ingest", s->changed);
+    if (s->folders_unreadable > 0)
+        snprintf(folders, sizeof folders, "; %d folder%s could not be read", s->folders_unreadable,
+                 s->folders_unreadable == 1 ? "" : "s");
+    printf("ingest: %d files: %d ok, %d partial, %d failed, %d unchanged%s%s (%d other files "
+           "skipped%s); %d pages in %.1f s (%.1f pages/s)%s\n",
            s->files, s->documents_ok, s->documents_partial, s->documents_failed, s->unchanged,
-           earlier, s->skipped, s->pages_ok, s->seconds,
+           earlier, changed, s->skipped, folders, s->pages_ok, s->seconds,
            s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, s->interrupted ? "; interrupted" : "");
 }
 
@@ -116,8 +123,8 @@ int cmd_ingest(int argc, char **argv) {
          "starts (libraries), 0 for no limit (default 4096)",
          "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
-         "render again unchanged files that failed on a limit, a crash, a timeout, memory or a "
-         "full disk",
+         "render again unchanged files that failed, or have pages that failed, on a limit, a "
+         "crash, a timeout, memory or a full disk",
          NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
@@ -129,7 +136,8 @@ int cmd_ingest(int argc, char **argv) {
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "Files and folders (recursively) are ingested; exit status 0: all fine, 1: some "
-             "inputs failed (recorded in the database), 2: could not run, 130: interrupted.");
+             "inputs failed (recorded in the database) or changed while being ingested (not "
+             "recorded), 2: could not run, 130: interrupted.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -190,7 +198,8 @@ int cmd_ingest(int argc, char **argv) {
     else
         print_text(&sum);
     rc = sum.interrupted ? DQ_EXIT_INTERRUPTED
-         : sum.documents_failed > 0 || sum.documents_partial > 0 || sum.unchanged_not_ok > 0
+         : sum.documents_failed > 0 || sum.documents_partial > 0 || sum.unchanged_not_ok > 0 ||
+                 sum.changed > 0 || sum.folders_unreadable > 0
              ? DQ_EXIT_PARTIAL
              : DQ_EXIT_OK;
     dq_ingest_summary_clear(&sum);

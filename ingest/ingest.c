@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -125,11 +126,35 @@ typedef struct {
     char *message;
 } PageResult;
 
+/* What tells that a file's bytes changed without reading them again. ctime too: unlike the
+ * mtime, no one can set it back. */
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+} FileStamp;
+
+static void file_stamp(FileStamp *fs, const struct stat *st) {
+    memset(fs, 0, sizeof *fs);
+    fs->dev = st->st_dev;
+    fs->ino = st->st_ino;
+    fs->size = st->st_size;
+    fs->mtime = st->st_mtim;
+    fs->ctime = st->st_ctim;
+}
+
+static gboolean file_stamp_equal(const FileStamp *a, const FileStamp *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
 typedef struct {
     WalkEntry *entry;
     char *sha256;
+    FileStamp stamp; /* the file when its hash was taken */
     gint64 existing_id;
-    gboolean replace;     /* existing_id is a failed document being retried */
     WorkerShared *shared; /* MAP_SHARED, one page */
     int page_count;       /* -1 until a worker opened it */
     char *warning;
@@ -306,8 +331,10 @@ static void record_doc(Run *r, Doc *d) {
         .error_message = message,
     };
     GError *err = NULL;
-    if (!dq_store_document_record(r->store, &doc, d->existing_id, d->replace, r->settings, rows,
-                                  n_rows, NULL, NULL, &err)) {
+    /* An existing document is rendered again only for these settings (new, or retried): its
+     * outcome becomes this rendering's and its pages at these settings are replaced. */
+    if (!dq_store_document_record(r->store, &doc, d->existing_id, d->existing_id > 0, r->settings,
+                                  rows, n_rows, NULL, NULL, &err)) {
         if (r->fatal == NULL)
             r->fatal = err;
         else
@@ -344,25 +371,57 @@ static void record_prefailed(Run *r, Doc *d, DqIngestReason why, const char *msg
 
 /* ---- preparing a document: hash, look up, cheap failures */
 
-static char *hash_file(const char *path, int *err_no) {
+/* The SHA-256 of the file's bytes and its stamp before reading them; *changed when the stamp
+ * differs after reading (the hash may mix old and new bytes). */
+static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, int *err_no) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         *err_no = errno;
         return NULL;
     }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        *err_no = errno;
+        close(fd);
+        return NULL;
+    }
+    file_stamp(stamp, &st);
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     uint8_t *buf = g_malloc(1 << 20);
-    ssize_t n;
-    while ((n = read(fd, buf, 1 << 20)) > 0 || (n < 0 && errno == EINTR))
+    ssize_t n = 0;
+    /* A large file takes a while: Ctrl-C must not wait for its end. */
+    while (!interrupted && ((n = read(fd, buf, 1 << 20)) > 0 || (n < 0 && errno == EINTR)))
         if (n > 0)
             g_checksum_update(ck, buf, n);
+    if (interrupted) {
+        n = -1;
+        errno = EINTR;
+    }
     if (n < 0)
         *err_no = errno;
+    FileStamp after;
+    if (n >= 0 && fstat(fd, &st) == 0) {
+        file_stamp(&after, &st);
+        *changed = !file_stamp_equal(stamp, &after);
+    }
     close(fd);
     g_free(buf);
     char *hex = n < 0 ? NULL : g_strdup(g_checksum_get_string(ck));
     g_checksum_free(ck);
     return hex;
+}
+
+/* Settles a document whose bytes changed while it was ingested: nothing is recorded (the hash
+ * and the pages may come from different bytes), and the output says to ingest it again. */
+static void report_changed(Run *r, Doc *d) {
+    char *m = g_strdup_printf("%s: changed while it was being ingested; nothing recorded, ingest "
+                              "it again",
+                              d->entry->path);
+    add_failure(r->sum, d->entry->path, "changed", "changed_during_ingest", m);
+    g_free(m);
+    r->sum->changed++;
+    r->files_done++;
+    r->bytes_done += d->entry->bytes;
 }
 
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
@@ -373,8 +432,24 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     d->page_count = -1;
     int err_no = e->open_errno;
     /* Only regular files are hashed: /dev/zero named on the command line would never end. */
-    if (err_no == 0 && e->regular)
-        d->sha256 = hash_file(e->path, &err_no);
+    gboolean changed = FALSE;
+    if (err_no == 0 && e->regular) {
+        d->sha256 = hash_file(e->path, &d->stamp, &changed, &err_no);
+        if (d->sha256 != NULL) {
+            /* The row describes the bytes that were hashed, not those the walk saw. */
+            e->bytes = d->stamp.size;
+            e->mtime = d->stamp.mtime.tv_sec;
+        }
+    }
+    if (interrupted) { /* abandoned, like the documents being rendered */
+        doc_free(d);
+        return NULL;
+    }
+    if (changed) {
+        report_changed(r, d);
+        doc_free(d);
+        return NULL;
+    }
     DqDocumentLookup found;
     GError *err = NULL;
     if (!dq_store_document_find(r->store, e->path, d->sha256, r->settings, &found, &err)) {
@@ -382,8 +457,6 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         doc_free(d);
         return NULL;
     }
-    /* Same bytes at the same path: nothing to add, unless these render settings are new for a
-     * document that rendered before, or a failure that may pass now is retried on request. */
     static const char *const retryable[] = {"too_many_pages",
                                             "too_many_pixels",
                                             "render_timeout",
@@ -391,19 +464,46 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
                                             "store_failed",
                                             "out_of_memory",
                                             NULL};
-    gboolean failed = found.id != 0 && strcmp(found.status, "failed") == 0;
-    if (failed && r->opt->retry_failed && d->sha256 != NULL && found.error_code != NULL &&
-        g_strv_contains(retryable, found.error_code)) {
-        d->replace = TRUE;
-    } else if (found.id != 0 && (found.pages_with_settings > 0 || failed)) {
-        if (strcmp(found.status, "ok") != 0)
-            r->sum->unchanged_not_ok++;
-        dq_document_lookup_clear(&found);
-        r->sum->unchanged++;
-        r->files_done++;
-        r->bytes_done += e->bytes;
-        doc_free(d);
-        return NULL;
+    if (found.id != 0) {
+        /* The same bytes as the path's newest version. A document that failed as a whole
+         * (nothing rendered at any settings: encrypted, too many pages, ...) fails alike at
+         * every render settings; otherwise what counts is its pages at these settings. */
+        gboolean whole_failed =
+            strcmp(found.status, "failed") == 0 && found.pages_any_settings == 0;
+        gboolean not_ok = FALSE, retry = FALSE, render = FALSE;
+        if (whole_failed) {
+            not_ok = TRUE;
+            retry = found.error_code != NULL && g_strv_contains(retryable, found.error_code);
+        } else if (found.pages_with_settings == 0) {
+            render = TRUE; /* new render settings add pages */
+        } else {
+            /* The document's status is its latest rendering's: it speaks for these settings
+             * only when they are the only ones (a TIFF whose pages are fine but whose IFD chain
+             * broke is partial without a failed page). */
+            not_ok =
+                found.pages_not_ok > 0 || (strcmp(found.status, "ok") != 0 &&
+                                           found.pages_any_settings == found.pages_with_settings);
+            for (char **c = found.failed_codes; c && *c && !retry; c++)
+                retry = g_strv_contains(retryable, *c);
+            /* The page store is only files: one deleted or emptied behind our back would leave
+             * rows naming nothing. A stat per page is cheap next to rendering. */
+            for (char **img = found.images; img && *img && !render; img++) {
+                char *png = dq_ingest_page_path(r->store_dir, *img);
+                struct stat st;
+                render = stat(png, &st) != 0 || st.st_size == 0;
+                g_free(png);
+            }
+        }
+        if (!render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
+            if (not_ok)
+                r->sum->unchanged_not_ok++;
+            dq_document_lookup_clear(&found);
+            r->sum->unchanged++;
+            r->files_done++;
+            r->bytes_done += e->bytes;
+            doc_free(d);
+            return NULL;
+        }
     }
     d->existing_id = found.id;
     dq_document_lookup_clear(&found);
@@ -545,7 +645,17 @@ static void finish_if_complete(Run *r, Doc *d) {
                          "worker processes kept dying");
     }
     g_ptr_array_remove(r->active, d);
-    record_doc(r, d);
+    /* Workers opened the path again after it was hashed, and poppler reads it as it renders:
+     * the pages are of the hashed bytes only if the file is as it was when hashed. */
+    struct stat st;
+    FileStamp now;
+    memset(&now, 0, sizeof now);
+    if (stat(d->entry->path, &st) == 0)
+        file_stamp(&now, &st);
+    if (file_stamp_equal(&d->stamp, &now))
+        record_doc(r, d);
+    else
+        report_changed(r, d);
     doc_free(d);
 }
 
@@ -605,12 +715,12 @@ static Doc *next_work(Run *r) {
     Doc *d = g_queue_pop_head(&r->restart);
     if (d != NULL)
         return d;
-    while (r->next_entry < r->entries->len && r->fatal == NULL) {
+    while (r->next_entry < r->entries->len && r->fatal == NULL && !interrupted) {
         d = prepare_doc(r, g_ptr_array_index(r->entries, r->next_entry++));
         if (d != NULL)
             return d;
     }
-    if (r->fatal != NULL)
+    if (r->fatal != NULL || interrupted)
         return NULL;
     Doc *best = NULL;
     int best_left = 1;
@@ -671,7 +781,18 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         g_free(r.store_dir);
         return FALSE;
     }
-    r.entries = ingest_walk(paths, opt->hidden, &sum->skipped);
+    page_store_sweep(r.store_dir, 3600);
+    GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
+    r.entries = ingest_walk(paths, opt->hidden, &sum->skipped, unreadable);
+    for (guint i = 0; i < unreadable->len; i++) {
+        const WalkEntry *e = g_ptr_array_index(unreadable, i);
+        char *m =
+            g_strdup_printf("%s: cannot list the folder: %s", e->path, g_strerror(e->open_errno));
+        add_failure(sum, e->path, "failed", dq_ingest_reason_name(DQ_INGEST_UNREADABLE), m);
+        g_free(m);
+    }
+    sum->folders_unreadable = (int)unreadable->len;
+    g_ptr_array_free(unreadable, TRUE);
     sum->files = (int)r.entries->len;
     for (guint i = 0; i < r.entries->len; i++)
         r.bytes_total += ((WalkEntry *)g_ptr_array_index(r.entries, i))->bytes;

@@ -38,9 +38,9 @@
  * run in parallel on all cores, and when no new document is waiting, extra processes open a long
  * document again and take its remaining pages from a shared counter.
  *
- * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the same bytes at
- * the same path add nothing (when pages for the current render settings exist); changed bytes
- * add a new document version and keep the old one.
+ * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the bytes of the
+ * newest version at the same path add nothing (when pages for the current render settings
+ * exist); other bytes, an older version's too, add a new document version and keep the old.
  */
 #ifndef DQ_INGEST_H
 #define DQ_INGEST_H
@@ -83,9 +83,11 @@ typedef struct {
     gint64 mem_limit_mb;   /* what a worker may map beyond its size when it starts: its RLIMIT_AS
                               is that size + this (default 4096; 0 = none) */
     gboolean progress;     /* progress line on stderr */
-    gboolean retry_failed; /* render again failed documents of unchanged bytes whose reason may
-                              pass now: too_many_pages, too_many_pixels, render_timeout,
-                              render_crashed, store_failed (the row is updated in place) */
+    gboolean retry_failed; /* render again documents of unchanged bytes that failed, or have a
+                              page at these settings that failed, for a reason that may pass
+                              now: too_many_pages, too_many_pixels, render_timeout,
+                              render_crashed, store_failed, out_of_memory (the rows are updated
+                              in place) */
 } DqIngestOptions;
 
 void dq_ingest_options_init(DqIngestOptions *opt);
@@ -110,25 +112,28 @@ char *dq_ingest_page_path(const char *store_dir, const char *image_sha256);
 
 typedef struct {
     char *path;
-    char *status; /* "failed" or "partial" */
+    char *status; /* "failed", "partial" or "changed" (see DqIngestSummary.changed) */
     char *code;
     char *message;
 } DqIngestFailure;
 
 typedef struct {
-    int files;             /* candidate files (documents) considered */
-    int documents_ok;      /* recorded now, every page fine */
-    int documents_partial; /* recorded now, some pages failed */
-    int documents_failed;  /* recorded now as failed */
-    int unchanged;         /* already in the database: nothing added */
-    int unchanged_not_ok;  /* of those, recorded earlier as failed or partial */
-    int skipped;           /* files in folders that are neither PDF nor TIFF */
-    int pages_ok;          /* page images written now */
+    int files;              /* candidate files (documents) considered */
+    int documents_ok;       /* recorded now, every page fine */
+    int documents_partial;  /* recorded now, some pages failed */
+    int documents_failed;   /* recorded now as failed */
+    int unchanged;          /* already in the database: nothing added */
+    int unchanged_not_ok;   /* of those, recorded earlier as failed or partial */
+    int changed;            /* bytes changed while being ingested: nothing recorded, listed in
+                               failures with status "changed" */
+    int skipped;            /* files in folders that are neither PDF nor TIFF */
+    int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
+    int pages_ok;           /* page images written now */
     int pages_failed;
     double seconds;
     gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
                              was recorded */
-    GPtrArray *failures;  /* DqIngestFailure*, for failed and partial documents */
+    GPtrArray *failures;  /* DqIngestFailure*, for failed, partial and changed documents */
 } DqIngestSummary;
 
 void dq_ingest_summary_clear(DqIngestSummary *sum);

@@ -34,8 +34,10 @@ void walk_entry_free(WalkEntry *e);
  * are walked recursively; a symlink is followed only when its target lies inside one of the
  * roots (so nothing outside what was named is read, and loops end); hidden entries are skipped
  * unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped when found in a
- * folder and returned (kind unknown) when named. Returns WalkEntry*. */
-GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped);
+ * folder and returned (kind unknown) when named. Folders that cannot be listed (the roots too)
+ * are added to `unreadable` (WalkEntry*: path, open_errno). Returns WalkEntry*. */
+GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
+                       GPtrArray *unreadable);
 
 /* ---- decoders (run inside worker processes) */
 
@@ -78,9 +80,16 @@ DqImage *image_apply_orientation(const DqImage *src, int orientation);
 
 /* ---- page store */
 
+/* Folder of the page store that holds PNGs being written. */
+#define PAGE_STORE_TMP ".tmp"
+
 /* Encodes img as PNG, writes it under store_dir by its sha256 (hex, 65 bytes), atomically. */
 gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
                         GError **err);
+
+/* Removes temporary files older than max_age_s that writers killed mid-page left behind (a
+ * younger one may be another ingest's, being written now). */
+void page_store_sweep(const char *store_dir, gint64 max_age_s);
 
 /* ---- worker process */
 

@@ -3,8 +3,10 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The layout has one home, store.h (the workers read what ingest writes). */
@@ -43,7 +45,10 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
     char *dir = g_path_get_dirname(path);
     char *tmp = NULL;
     gboolean ok = FALSE;
-    if (g_file_test(path, G_FILE_TEST_EXISTS)) { /* the same page was stored before */
+    /* The same page stored before; a file of another size under its name (truncated, emptied)
+     * is not that page and is replaced. */
+    GStatBuf st;
+    if (g_stat(path, &st) == 0 && S_ISREG(st.st_mode) && (gsize)st.st_size == len) {
         ok = TRUE;
         goto out;
     }
@@ -52,9 +57,20 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
                     g_strerror(errno));
         goto out;
     }
-    /* Temporary name in the same folder, fsync, rename: a reader (or a crash) never sees half a
-     * PNG under its final name. */
-    tmp = g_build_filename(dir, ".tmp-XXXXXX", NULL);
+    /* Temporary file, fsync, rename: a reader (or a crash) never sees half a PNG under its
+     * final name. The temporary files live in one folder of the store (the same file system,
+     * so rename works) where page_store_sweep finds those a killed worker left. */
+    char *tmp_dir = g_build_filename(store_dir, PAGE_STORE_TMP, NULL);
+    if (g_mkdir_with_parents(tmp_dir, 0755) != 0) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp_dir,
+                    g_strerror(errno));
+        g_free(tmp_dir);
+        goto out;
+    }
+    char *tmp_name = g_strdup_printf("%s-XXXXXX", sha256_out);
+    tmp = g_build_filename(tmp_dir, tmp_name, NULL);
+    g_free(tmp_name);
+    g_free(tmp_dir);
     int fd = g_mkstemp(tmp);
     if (fd < 0) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp,
@@ -78,6 +94,13 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
                     "%s: cannot rename into place: %s", path, g_strerror(saved));
         goto out;
     }
+    /* The rename is durable only once the folder holding the new name is on disk, and the
+     * database row naming the PNG commits right after. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
     ok = TRUE;
 out:
     g_free(tmp);
@@ -85,4 +108,21 @@ out:
     g_free(path);
     g_bytes_unref(png);
     return ok;
+}
+
+void page_store_sweep(const char *store_dir, gint64 max_age_s) {
+    char *tmp_dir = g_build_filename(store_dir, PAGE_STORE_TMP, NULL);
+    GDir *d = g_dir_open(tmp_dir, 0, NULL);
+    const char *name;
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+        char *path = g_build_filename(tmp_dir, name, NULL);
+        GStatBuf st;
+        if (g_lstat(path, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > max_age_s)
+            g_unlink(path);
+        g_free(path);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    g_free(tmp_dir);
 }

@@ -1,6 +1,7 @@
 /* Expanding the command line's files and folders into documents. */
 #include "ingest_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -56,6 +57,7 @@ typedef struct {
     char **real_roots; /* realpath of each root folder: symlinks may point inside these */
     GHashTable *seen;  /* "dev:ino" of folders and files already taken: loops, duplicates */
     GPtrArray *out;
+    GPtrArray *unreadable; /* WalkEntry* of folders that cannot be listed */
     int skipped;
 } Walk;
 
@@ -122,15 +124,23 @@ static int compare_names(gconstpointer a, gconstpointer b) {
 }
 
 static void walk_dir(Walk *w, const char *dir) {
-    GDir *d = g_dir_open(dir, 0, NULL);
-    if (d == NULL)
-        return; /* an unreadable sub-folder holds nothing we could name */
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        /* Whatever it holds is missing from the ingest: say so, never as if it were empty. */
+        WalkEntry *e = g_new0(WalkEntry, 1);
+        e->path = g_strdup(dir);
+        e->explicit = TRUE;
+        e->open_errno = errno;
+        g_ptr_array_add(w->unreadable, e);
+        return;
+    }
     GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
-    const char *name;
-    while ((name = g_dir_read_name(d)) != NULL)
-        if (w->hidden || name[0] != '.')
-            g_ptr_array_add(names, g_strdup(name));
-    g_dir_close(d);
+    const struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+            (w->hidden || de->d_name[0] != '.'))
+            g_ptr_array_add(names, g_strdup(de->d_name));
+    closedir(d);
     g_ptr_array_sort(names, compare_names);
     for (guint i = 0; i < names->len; i++) {
         char *child = g_build_filename(dir, g_ptr_array_index(names, i), NULL);
@@ -159,8 +169,9 @@ static void walk_dir(Walk *w, const char *dir) {
     g_ptr_array_free(names, TRUE);
 }
 
-GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped) {
-    Walk w = {.hidden = hidden};
+GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
+                       GPtrArray *unreadable) {
+    Walk w = {.hidden = hidden, .unreadable = unreadable};
     w.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     w.out = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
     GPtrArray *real = g_ptr_array_new();

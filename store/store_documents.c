@@ -38,6 +38,8 @@ static char *column_dup(sqlite3_stmt *st, int i) {
 void dq_document_lookup_clear(DqDocumentLookup *found) {
     g_clear_pointer(&found->status, g_free);
     g_clear_pointer(&found->error_code, g_free);
+    g_clear_pointer(&found->failed_codes, g_strfreev);
+    g_clear_pointer(&found->images, g_strfreev);
     found->id = 0;
 }
 
@@ -46,20 +48,17 @@ gboolean dq_store_document_find(DqStore *store, const char *path, const char *sh
                                 GError **err) {
     PG_DISPATCH(store, return pgdocs_find(store, path, sha256, render_settings, found, err));
     memset(found, 0, sizeof *found);
-    /* An unreadable file has no hash: it matches only when the newest version is unreadable
-     * too, so re-running over a folder with one unreadable file does not add a row each time. */
-    const char *sql = sha256 != NULL
-                          ? "SELECT id, version, status, error_code FROM documents WHERE path = ?1 "
-                            "AND sha256 = ?2"
-                          : "SELECT id, version, status, error_code FROM documents WHERE path = ?1 "
-                            "AND sha256 IS NULL AND version = (SELECT max(version) FROM documents "
-                            "WHERE path = ?1)";
+    /* Only the newest version counts: bytes that went back to an older version's are a change
+     * (the file no longer holds what the newest version recorded). `IS` matches NULL to NULL,
+     * so re-running over a file that stays unreadable does not add a row each time. */
+    const char *sql = "SELECT id, version, status, error_code FROM documents WHERE path = ?1 "
+                      "AND sha256 IS ?2 AND version = (SELECT max(version) FROM documents "
+                      "WHERE path = ?1)";
     sqlite3_stmt *st = prepare(store, sql, err);
     if (st == NULL)
         return FALSE;
     sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
-    if (sha256 != NULL)
-        sqlite3_bind_text(st, 2, sha256, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(st, 2, sha256);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         found->id = sqlite3_column_int64(st, 0);
@@ -73,31 +72,77 @@ gboolean dq_store_document_find(DqStore *store, const char *path, const char *sh
     if (found->id == 0)
         return TRUE;
     st = prepare(store,
-                 "SELECT count(*) FROM pages WHERE document_id = ?1 AND render_settings = ?2", err);
+                 "SELECT count(*) FILTER (WHERE render_settings = ?2), count(*) FILTER (WHERE "
+                 "render_settings = ?2 AND status <> 'ok'), count(*), group_concat(DISTINCT "
+                 "CASE WHEN render_settings = ?2 AND status = 'failed' THEN error_code END) "
+                 "FROM pages WHERE document_id = ?1",
+                 err);
     if (st == NULL)
         return FALSE;
     sqlite3_bind_int64(st, 1, found->id);
     sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         found->pages_with_settings = sqlite3_column_int(st, 0);
+        found->pages_not_ok = sqlite3_column_int(st, 1);
+        found->pages_any_settings = sqlite3_column_int(st, 2);
+        const char *codes = (const char *)sqlite3_column_text(st, 3);
+        found->failed_codes = g_strsplit(codes ? codes : "", ",", -1);
+    }
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
         return db_fail(store, err, "counting pages");
+    st = prepare(store,
+                 "SELECT DISTINCT image_sha256 FROM pages WHERE document_id = ?1 AND "
+                 "render_settings = ?2 AND image_sha256 IS NOT NULL",
+                 err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, found->id);
+    sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
+    GPtrArray *images = g_ptr_array_new();
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        g_ptr_array_add(images, column_dup(st, 0));
+    g_ptr_array_add(images, NULL);
+    found->images = (char **)g_ptr_array_free(images, FALSE);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(store, err, "listing page images");
     return TRUE;
 }
 
 static gboolean insert_document(DqStore *store, const DqDocumentRow *doc, gint64 *id, int *version,
                                 GError **err) {
-    /* The version is computed inside the (IMMEDIATE) transaction, so two ingests of the same
-     * path cannot both take version n + 1. */
-    sqlite3_stmt *st = prepare(
-        store,
-        "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, page_count, status, "
-        "error_code, error_message) VALUES (?1, (SELECT coalesce(max(version), 0) + 1 FROM "
-        "documents WHERE path = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
-        "ON CONFLICT (path, sha256) DO NOTHING RETURNING id, version",
-        err);
+    /* Inside the (IMMEDIATE) transaction, so two ingests of the same path cannot both take
+     * version n + 1, and one that recorded these bytes as the newest version meanwhile is
+     * found and its row reused. */
+    sqlite3_stmt *st = prepare(store,
+                               "SELECT id, version, sha256 IS ?2 FROM documents WHERE path = ?1 "
+                               "ORDER BY version DESC LIMIT 1",
+                               err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_text(st, 1, doc->path, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(st, 2, doc->sha256);
+    int rc = sqlite3_step(st);
+    int newest = 0;
+    if (rc == SQLITE_ROW) {
+        newest = sqlite3_column_int(st, 1);
+        if (sqlite3_column_int(st, 2)) {
+            *id = sqlite3_column_int64(st, 0);
+            *version = newest;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(store, err, "looking up the newest version");
+    if (*id != 0)
+        return TRUE;
+    st = prepare(store,
+                 "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, page_count, "
+                 "status, error_code, error_message) VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+                 "?9) RETURNING id",
+                 err);
     if (st == NULL)
         return FALSE;
     sqlite3_bind_text(st, 1, doc->path, -1, SQLITE_TRANSIENT);
@@ -112,31 +157,16 @@ static gboolean insert_document(DqStore *store, const DqDocumentRow *doc, gint64
     sqlite3_bind_text(st, 7, doc->status, -1, SQLITE_TRANSIENT);
     bind_text_or_null(st, 8, doc->error_code);
     bind_text_or_null(st, 9, doc->error_message);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *id = sqlite3_column_int64(st, 0);
-        *version = sqlite3_column_int(st, 1);
-        rc = sqlite3_step(st);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(store, err, "inserting a document");
-    if (*id != 0)
-        return TRUE;
-    /* Another ingest recorded these bytes at this path meanwhile: add pages to its row. */
-    st = prepare(store, "SELECT id, version FROM documents WHERE path = ?1 AND sha256 = ?2", err);
-    if (st == NULL)
-        return FALSE;
-    sqlite3_bind_text(st, 1, doc->path, -1, SQLITE_TRANSIENT);
-    bind_text_or_null(st, 2, doc->sha256);
+    sqlite3_bind_int(st, 10, newest + 1);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *id = sqlite3_column_int64(st, 0);
-        *version = sqlite3_column_int(st, 1);
+        *version = newest + 1;
+        rc = sqlite3_step(st);
     }
     sqlite3_finalize(st);
-    if (rc != SQLITE_ROW)
-        return db_fail(store, err, "finding a concurrently inserted document");
+    if (rc != SQLITE_DONE || *id == 0)
+        return db_fail(store, err, "inserting a document");
     return TRUE;
 }
 
@@ -183,8 +213,9 @@ static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *
                                 const char *render_settings, GError **err) {
     sqlite3_stmt *st = prepare(
         store,
-        "UPDATE documents SET page_count = ?2, status = ?3, error_code = ?4, error_message = ?5, "
-        "ingested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+        "UPDATE documents SET page_count = coalesce(?2, page_count), status = ?3, error_code = "
+        "?4, error_message = ?5, ingested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = "
+        "?1",
         err);
     if (st == NULL)
         return FALSE;

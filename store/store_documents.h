@@ -1,10 +1,11 @@
 /* Documents and pages: the rows `docqa ingest` writes (schema/sqlite/0001_documents_pages.sql).
  *
  * A document row is one version of one file. Ingest looks a file up by (path, sha256) first:
- * when that version exists and already has pages for the current render settings, nothing is
- * written. A document and all of its page rows are recorded in one transaction after the pages
- * were rendered and their PNGs renamed into the page store, so a crash leaves either the whole
- * document or nothing (at worst an unreferenced PNG in the page store, reused next time).
+ * when the newest version of the path holds these bytes and already has pages for the current
+ * render settings, nothing is written. A document and all of its page rows are recorded in one
+ * transaction after the pages were rendered and their PNGs renamed into the page store, so a crash
+ * leaves either the whole document or nothing (at worst an unreferenced PNG in the page store,
+ * reused next time).
  */
 #ifndef DQ_STORE_DOCUMENTS_H
 #define DQ_STORE_DOCUMENTS_H
@@ -41,21 +42,28 @@ typedef struct {
     char *status;
     char *error_code;
     int pages_with_settings; /* page rows carrying the given render settings */
+    int pages_not_ok;        /* of those, 'partial' or 'failed' */
+    int pages_any_settings;  /* page rows of the document, whatever their render settings */
+    char **failed_codes;     /* distinct error_code of the 'failed' pages with these settings */
+    char **images;           /* distinct image_sha256 of the pages with these settings */
 } DqDocumentLookup;
 
-/* Finds the version of `path` whose bytes hash to `sha256`. With sha256 NULL (unreadable file)
- * it finds the newest version of `path` when that one is unreadable too. found->id is 0 when
- * there is none. Free with dq_document_lookup_clear(). */
+/* Finds the newest version of `path` when its bytes hash to `sha256` (NULL, an unreadable file:
+ * when the newest version was unreadable too). found->id is 0 when there is none: a path
+ * whose bytes went back to an older version's needs a new version. Free with
+ * dq_document_lookup_clear(). */
 gboolean dq_store_document_find(DqStore *store, const char *path, const char *sha256,
                                 const char *render_settings, DqDocumentLookup *found, GError **err);
 void dq_document_lookup_clear(DqDocumentLookup *found);
 
 /* Records a document version and its pages in one transaction. With existing_id > 0 only the
  * pages are added to that document (the same bytes rendered with other settings); with
- * `replace` as well, that document's outcome (page_count, status, error, ingested_at) is
- * overwritten and its pages for these settings replaced (a failed document retried). A version
- * that another process recorded meanwhile is reused, not duplicated. *out_id (may be NULL)
- * receives the document id and *out_version its version (0 when not inserted now). */
+ * `replace` as well, that document's outcome (status, error, ingested_at; page_count unless
+ * unknown now) becomes this rendering's and its pages for these settings are replaced (new
+ * render settings, or failed pages retried). A newest
+ * version of the same bytes that another process recorded meanwhile is reused, not duplicated.
+ * *out_id (may be NULL) receives the document id and *out_version its version (0 when not inserted
+ * now). */
 gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
                                   gboolean replace, const char *render_settings,
                                   const DqPageRow *pages, int n_pages, gint64 *out_id,

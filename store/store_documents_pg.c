@@ -11,20 +11,13 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
     memset(found, 0, sizeof *found);
     PgParams p = {0};
     pg_text(&p, path);
-    PGresult *r;
-    if (sha256 != NULL) {
-        pg_text(&p, sha256);
-        r = pg_run(s,
-                   "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
-                   "AND sha256 = $2",
-                   &p, "looking up a document", err);
-    } else {
-        r = pg_run(s,
-                   "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
-                   "AND sha256 IS NULL AND version = (SELECT max(version) FROM documents "
-                   "WHERE path = $1)",
-                   &p, "looking up a document", err);
-    }
+    pg_text(&p, sha256);
+    /* The newest version only, NULL matching NULL: see store_documents.c. */
+    PGresult *r = pg_run(s,
+                         "SELECT id, version, status, error_code FROM documents WHERE path = $1 "
+                         "AND sha256 IS NOT DISTINCT FROM $2 AND version = (SELECT max(version) "
+                         "FROM documents WHERE path = $1)",
+                         &p, "looking up a document", err);
     if (r == NULL)
         return FALSE;
     if (PQntuples(r) > 0) {
@@ -38,11 +31,32 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
         return TRUE;
     pg_i64(&p, found->id);
     pg_text(&p, render_settings);
-    r = pg_run(s, "SELECT count(*) FROM pages WHERE document_id = $1 AND render_settings = $2", &p,
-               "counting pages", err);
+    r = pg_run(s,
+               "SELECT count(*) FILTER (WHERE render_settings = $2), count(*) FILTER (WHERE "
+               "render_settings = $2 AND status <> 'ok'), count(*), string_agg(DISTINCT CASE "
+               "WHEN render_settings = $2 AND status = 'failed' THEN error_code END, ',') "
+               "FROM pages WHERE document_id = $1",
+               &p, "counting pages", err);
     if (r == NULL)
         return FALSE;
     found->pages_with_settings = (int)pg_get_i64(r, 0, 0);
+    found->pages_not_ok = (int)pg_get_i64(r, 0, 1);
+    found->pages_any_settings = (int)pg_get_i64(r, 0, 2);
+    char *codes = pg_get_dup(r, 0, 3);
+    found->failed_codes = g_strsplit(codes ? codes : "", ",", -1);
+    g_free(codes);
+    PQclear(r);
+    pg_i64(&p, found->id);
+    pg_text(&p, render_settings);
+    r = pg_run(s,
+               "SELECT DISTINCT image_sha256 FROM pages WHERE document_id = $1 AND "
+               "render_settings = $2 AND image_sha256 IS NOT NULL",
+               &p, "listing page images", err);
+    if (r == NULL)
+        return FALSE;
+    found->images = g_new0(char *, PQntuples(r) + 1);
+    for (int i = 0; i < PQntuples(r); i++)
+        found->images[i] = pg_get_dup(r, i, 0);
     PQclear(r);
     return TRUE;
 }
@@ -78,30 +92,38 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
                "locking a document path", NULL, err))
         goto fail;
     if (existing_id <= 0) {
-        doc_params(&p, doc);
+        /* Under the path's lock: the newest version, reused when it holds these bytes (another
+         * ingest recorded them meanwhile), else this one follows it. */
+        pg_text(&p, doc->path);
+        pg_text(&p, doc->sha256);
         r = pg_run(s,
-                   "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, page_count, "
-                   "status, error_code, error_message) VALUES ($1, (SELECT coalesce(max(version), "
-                   "0) + 1 FROM documents WHERE path = $1), $2, $3, $4, $5, $6, $7, $8, $9) "
-                   "ON CONFLICT (path, sha256) DO NOTHING RETURNING id, version",
-                   &p, "inserting a document", err);
+                   "SELECT id, version, sha256 IS NOT DISTINCT FROM $2 FROM documents "
+                   "WHERE path = $1 ORDER BY version DESC LIMIT 1",
+                   &p, "looking up the newest version", err);
         if (r == NULL)
             goto fail;
+        int newest = 0;
         if (PQntuples(r) == 1) {
-            id = pg_get_i64(r, 0, 0);
-            version = (int)pg_get_i64(r, 0, 1);
+            newest = (int)pg_get_i64(r, 0, 1);
+            if (strcmp(PQgetvalue(r, 0, 2), "t") == 0) {
+                id = pg_get_i64(r, 0, 0);
+                version = newest;
+            }
         }
         PQclear(r);
         if (id <= 0) {
-            pg_text(&p, doc->path);
-            pg_text(&p, doc->sha256);
-            r = pg_run(s, "SELECT id, version FROM documents WHERE path = $1 AND sha256 = $2", &p,
-                       "finding a concurrently inserted document", err);
+            doc_params(&p, doc);
+            pg_i64(&p, newest + 1);
+            r = pg_run(s,
+                       "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, "
+                       "page_count, status, error_code, error_message) VALUES ($1, $10, $2, $3, "
+                       "$4, $5, $6, $7, $8, $9) RETURNING id",
+                       &p, "inserting a document", err);
             if (r == NULL)
                 goto fail;
             if (PQntuples(r) == 1) {
                 id = pg_get_i64(r, 0, 0);
-                version = (int)pg_get_i64(r, 0, 1);
+                version = newest + 1;
             }
             PQclear(r);
             if (id <= 0) {
@@ -119,8 +141,9 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
         pg_text(&p, doc->error_code);
         pg_text(&p, doc->error_message);
         if (!pg_do(s,
-                   "UPDATE documents SET page_count = $2, status = $3, error_code = $4, "
-                   "error_message = $5, ingested_at = docqa_now_iso() WHERE id = $1",
+                   "UPDATE documents SET page_count = coalesce($2, page_count), status = $3, "
+                   "error_code = $4, error_message = $5, ingested_at = docqa_now_iso() "
+                   "WHERE id = $1",
                    &p, "updating a document", NULL, err))
             goto fail;
         pg_i64(&p, existing_id);

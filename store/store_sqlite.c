@@ -164,11 +164,31 @@ static int migration_number(const char *name) {
     return (int)n;
 }
 
+/* FALSE (err names the first row) when a row references a missing parent. */
+static gboolean foreign_keys_hold(DqStore *store, GError **err) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(store->db, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK) {
+        dq_fail(err, DQ_ERR_DB, "%s: foreign_key_check: %s", store->path,
+                sqlite3_errmsg(store->db));
+        return FALSE;
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        dq_fail(err, DQ_ERR_DB, "%s: row %lld of %s references a missing row of %s", store->path,
+                (long long)sqlite3_column_int64(st, 1), sqlite3_column_text(st, 0),
+                sqlite3_column_text(st, 2));
+    else if (rc != SQLITE_DONE)
+        dq_fail(err, DQ_ERR_DB, "%s: foreign_key_check: %s", store->path,
+                sqlite3_errmsg(store->db));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE;
+}
+
 static gboolean apply_migrations(DqStore *store, int max_version, GError **err) {
     char **names = dq_resource_list("schema/sqlite", err);
     if (names == NULL)
         return FALSE;
-    gboolean ok = FALSE;
+    gboolean ok = FALSE, fks_off = FALSE;
     int current = dq_store_schema_version(store);
     int newest_known = 0;
     for (char **n = names; *n; n++) {
@@ -190,6 +210,13 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
                 store->path, current, newest_known);
         goto out;
     }
+    /* Foreign keys off while migrating, as SQLite's procedure for changing a table asks (the
+     * pragma is a no-op inside a transaction, so it is set here): rebuilding a table then
+     * neither cascades its DROP into the rows that reference it nor leaves them dangling, and
+     * each migration is checked with foreign_key_check before it commits. */
+    if (!dq_store_exec(store, "PRAGMA foreign_keys=OFF", err))
+        goto out;
+    fks_off = TRUE;
     for (char **n = names; *n; n++) {
         int num = migration_number(*n);
         if (num <= current || (max_version > 0 && num > max_version))
@@ -216,7 +243,7 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
                             "PRAGMA user_version = %d;",
                             num, *n, num);
         gboolean step_ok = dq_store_exec(store, g_bytes_get_data(sql, NULL), err) &&
-                           dq_store_exec(store, record, err);
+                           foreign_keys_hold(store, err) && dq_store_exec(store, record, err);
         g_free(record);
         g_bytes_unref(sql);
         if (!step_ok) {
@@ -229,6 +256,8 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     }
     ok = TRUE;
 out:
+    if (fks_off && !dq_store_exec(store, "PRAGMA foreign_keys=ON", ok ? err : NULL))
+        ok = FALSE;
     g_strfreev(names);
     return ok;
 }

@@ -13,12 +13,15 @@
 #include <glib/gstdio.h>
 #include <math.h>
 #include <poppler.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <tiffio.h>
+#include <time.h>
 #include <unistd.h>
+#include <utime.h>
 
 /* ---- helpers: running ingest and reading what it stored */
 
@@ -1240,6 +1243,340 @@ static void test_idempotence_and_versions(void) {
     fixture_clear(&f);
 }
 
+/* Bytes that go back to an older version's are a new version, the newest: documents_current
+ * must show what the file holds now. Also when the version in between was unreadable (the
+ * file missing for a while). */
+static void test_older_bytes_again(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *a = in_dir(&f, "a.pdf");
+    char *first = in_dir(&f, "first.pdf");
+    PageSize one[] = {{100, 200}};
+    PageSize two[] = {{200, 100}, {200, 100}};
+    write_cairo_pdf(first, one, 1);
+    gchar *bytes1 = NULL;
+    gsize len1 = 0;
+    g_assert_true(g_file_get_contents(first, &bytes1, &len1, NULL));
+    g_assert_true(g_file_set_contents(a, bytes1, (gssize)len1, NULL));
+    run_ingest(&f, a);
+    char *sha1 = doc_field(&f, a, "sha256");
+    write_cairo_pdf(a, two, 2);
+    run_ingest(&f, a);
+    g_assert_cmpint(query_int(&f, "SELECT version FROM documents_current WHERE path = %Q", a), ==,
+                    2);
+    /* Back to version 1's bytes: version 3, rendered, current. */
+    g_assert_true(g_file_set_contents(a, bytes1, (gssize)len1, NULL));
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT version FROM documents_current WHERE path = %Q", a), ==,
+                    3);
+    char *sha3 = doc_field(&f, a, "sha256");
+    g_assert_cmpstr(sha3, ==, sha1);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents_current d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.status = 'ok'",
+                              a),
+                    ==, 1);
+    /* The same bytes again: unchanged now. */
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    /* Gone for a while (unreadable, version 4), then back with the same bytes: version 5. */
+    g_assert_cmpint(g_rename(a, first), ==, 0);
+    run_ingest(&f, a);
+    assert_doc(&f, a, "failed", "unreadable");
+    g_assert_cmpint(g_rename(first, a), ==, 0);
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    assert_doc(&f, a, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT version FROM documents_current WHERE path = %Q", a), ==,
+                    5);
+    g_free(sha1);
+    g_free(sha3);
+    g_free(bytes1);
+    g_free(first);
+    g_free(a);
+    fixture_clear(&f);
+}
+
+static gint64 pages_at(Fixture *f, const char *path, int n_res, const char *status) {
+    return query_int(f,
+                     "SELECT count(*) FROM pages p JOIN documents_current d ON d.id = "
+                     "p.document_id WHERE d.path = %Q AND p.status = %Q AND p.render_settings "
+                     "LIKE '%%\"n_res\":%d,%%'",
+                     path, status, n_res);
+}
+
+/* "Unchanged" means the same bytes AND pages for these render settings: a failure at one
+ * setting neither hides the document from another, nor goes unreported, nor escapes
+ * --retry-failed. */
+static void test_failures_per_render_settings(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.tile = 64;
+    PageSize one[] = {{100, 100}};
+    /* Failed at n_res 2 (too many pixels), then rendered at n_res 1. */
+    char *a = in_dir(&f, "a.pdf");
+    write_cairo_pdf(a, one, 1);
+    f.opt.n_res = 2;
+    f.opt.max_pixels = 1000;
+    run_ingest(&f, a);
+    assert_doc(&f, a, "failed", "too_many_pixels");
+    f.opt.n_res = 1;
+    f.opt.max_pixels = 1000000;
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(pages_at(&f, a, 1, "ok"), ==, 1);
+    assert_doc(&f, a, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path = %Q", a), ==, 1);
+
+    /* Fine at n_res 1, failed at n_res 2: reported now and as an unchanged failure later... */
+    char *b = in_dir(&f, "b.pdf");
+    write_cairo_pdf(b, one, 1);
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    f.opt.n_res = 2;
+    f.opt.max_pixels = 1000;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_failed, ==, 1);
+    assert_doc(&f, b, "failed", "too_many_pixels");
+    g_assert_cmpint(pages_at(&f, b, 2, "failed"), ==, 1);
+    f.opt.max_pixels = 1000000;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
+    /* ...while n_res 1 is still fine... */
+    f.opt.n_res = 1;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 0);
+    /* ...and retried on request, the failed rows replaced. */
+    f.opt.n_res = 2;
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    assert_doc(&f, b, "ok", NULL);
+    g_assert_cmpint(pages_at(&f, b, 2, "ok"), ==, 1);
+    g_assert_cmpint(pages_at(&f, b, 2, "failed"), ==, 0);
+    g_assert_cmpint(pages_at(&f, b, 1, "ok"), ==, 1);
+    g_free(a);
+    g_free(b);
+    fixture_clear(&f);
+}
+
+/* A partial document whose failed page failed on a crash is rendered again under
+ * --retry-failed, its row and page rows updated in place; one that is partial for a reason
+ * that cannot pass is not. */
+static void test_retry_partial(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *t = in_dir(&f, "t.pdf");
+    write_cairo_pdf(t, sizes, 3);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:t.pdf:2", TRUE);
+    run_ingest(&f, t);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    assert_doc(&f, t, "partial", "render_crashed");
+    gint64 id = query_int(&f, "SELECT id FROM documents_current WHERE path = %Q", t);
+    run_ingest(&f, t);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, t);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    assert_doc(&f, t, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT id FROM documents_current WHERE path = %Q", t), ==, id);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 1);
+    g_assert_cmpint(pages_at(&f, t, 1, "ok"), ==, 3);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, 3);
+    run_ingest(&f, t);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 0);
+    g_free(t);
+    fixture_clear(&f);
+}
+
+/* A file rewritten while its pages render: nothing is recorded (its hash and its pages would
+ * be of different bytes), it is reported as changed, and the next run ingests the new bytes. */
+static void test_changed_during_ingest(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *x = in_dir(&f, "x.pdf");
+    write_cairo_pdf(x, sizes, 3);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "rewrite:x.pdf:2", TRUE);
+    run_ingest(&f, x);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(f.sum.changed, ==, 1);
+    g_assert_cmpint(f.sum.documents_ok + f.sum.documents_partial + f.sum.documents_failed, ==, 0);
+    g_assert_cmpint(f.sum.failures->len, ==, 1);
+    const DqIngestFailure *fail = g_ptr_array_index(f.sum.failures, 0);
+    g_assert_cmpstr(fail->status, ==, "changed");
+    g_assert_cmpstr(fail->path, ==, x);
+    g_assert_nonnull(strstr(fail->message, "ingest it again"));
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 0);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, 0);
+    run_ingest(&f, x);
+    g_assert_cmpint(f.sum.changed, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(x, &bytes, &len, NULL));
+    char *want = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)bytes, len);
+    char *got = doc_field(&f, x, "sha256");
+    g_assert_cmpstr(got, ==, want);
+    g_assert_cmpint(query_int(&f, "SELECT bytes FROM documents_current"), ==, (gint64)len);
+    g_free(got);
+    g_free(want);
+    g_free(bytes);
+    g_free(x);
+    fixture_clear(&f);
+}
+
+/* PNGs are written in <store>/.tmp and renamed into place; temporary files that killed workers
+ * left there are removed by the next ingest once they are an hour old (a younger one may be
+ * another ingest's, being written). */
+static void test_temp_files_swept(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *tmp_dir = g_build_filename(store_dir, ".tmp", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(tmp_dir, 0755), ==, 0);
+    char *old = g_build_filename(tmp_dir, "left-by-a-killed-worker", NULL);
+    char *young = g_build_filename(tmp_dir, "being-written", NULL);
+    g_assert_true(g_file_set_contents(old, "half a png", -1, NULL));
+    g_assert_true(g_file_set_contents(young, "half a png", -1, NULL));
+    struct utimbuf two_hours_ago = {.actime = time(NULL) - 7200, .modtime = time(NULL) - 7200};
+    g_assert_cmpint(utime(old, &two_hours_ago), ==, 0);
+    char *pdf = in_dir(&f, "p.pdf");
+    PageSize one[] = {{100, 100}};
+    write_cairo_pdf(pdf, one, 1);
+    run_ingest(&f, pdf);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_false(g_file_test(old, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(young, G_FILE_TEST_EXISTS));
+    /* Nothing else is left in .tmp, and the page is in place. */
+    GDir *d = g_dir_open(tmp_dir, 0, NULL);
+    g_assert_nonnull(d);
+    g_assert_cmpstr(g_dir_read_name(d), ==, "being-written");
+    g_assert_null(g_dir_read_name(d));
+    g_dir_close(d);
+    DqImage *img = load_page(&f, pdf, 1);
+    dq_image_free(img);
+    g_free(pdf);
+    g_free(old);
+    g_free(young);
+    g_free(tmp_dir);
+    g_free(store_dir);
+    fixture_clear(&f);
+}
+
+static char *page_png(Fixture *f, const char *path) {
+    char *sha = query_text(f,
+                           "SELECT p.image_sha256 FROM pages p JOIN documents_current d ON "
+                           "d.id = p.document_id WHERE d.path = %Q AND p.page_number = 1",
+                           path);
+    g_assert_nonnull(sha);
+    char *store_dir = dq_ingest_page_store_dir(f->db_path);
+    char *png = dq_ingest_page_path(store_dir, sha);
+    g_free(store_dir);
+    g_free(sha);
+    return png;
+}
+
+static gint64 file_size(const char *path) {
+    GStatBuf st;
+    return g_stat(path, &st) == 0 ? (gint64)st.st_size : -1;
+}
+
+/* Page files are checked: an unchanged document whose PNG was deleted or emptied is rendered
+ * again, and storing a page replaces a file of the wrong size under its name. */
+static void test_page_files_checked(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    PageSize one[] = {{100, 100}};
+    char *a = in_dir(&f, "a.pdf");
+    char *b = in_dir(&f, "b.pdf");
+    write_cairo_pdf(a, one, 1);
+    run_ingest(&f, a);
+    char *png = page_png(&f, a);
+    gint64 size = file_size(png);
+    g_assert_cmpint(size, >, 0);
+    /* Deleted: the same bytes are rendered again, not "unchanged". */
+    g_assert_cmpint(g_unlink(png), ==, 0);
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 0);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(file_size(png), ==, size);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, 1);
+    /* Emptied: a copy under another name stores the page again over the empty file... */
+    g_assert_true(g_file_set_contents(png, "", 0, NULL));
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(a, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(b, bytes, (gssize)len, NULL));
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(file_size(png), ==, size);
+    DqImage *img = load_page(&f, b, 1);
+    dq_image_free(img);
+    /* ...and so does the unchanged document it belongs to. */
+    g_assert_true(g_file_set_contents(png, "", 0, NULL));
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(file_size(png), ==, size);
+    run_ingest(&f, a);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_free(bytes);
+    g_free(png);
+    g_free(a);
+    g_free(b);
+    fixture_clear(&f);
+}
+
+static gpointer interrupt_soon(gpointer data) {
+    (void)data;
+    g_usleep(300 * 1000);
+    kill(getpid(), SIGINT);
+    return NULL;
+}
+
+/* Ctrl-C while a large file is being hashed ends the ingest at once, recording nothing. */
+static void test_interrupt_while_hashing(void) {
+    Fixture f;
+    fixture_init(&f);
+    char *big = in_dir(&f, "big.pdf");
+    FILE *fp = fopen(big, "w");
+    g_assert_nonnull(fp);
+    g_assert_cmpint(ftruncate(fileno(fp), (off_t)4 << 30), ==, 0); /* sparse: no disk used */
+    fclose(fp);
+    GThread *t = g_thread_new("interrupt", interrupt_soon, NULL);
+    gint64 t0 = g_get_monotonic_time();
+    run_ingest(&f, big);
+    double secs = (g_get_monotonic_time() - t0) / 1e6;
+    g_thread_join(t);
+    g_assert_true(f.sum.interrupted);
+    g_assert_cmpfloat(secs, <, 2.0); /* hashing 4 GiB takes tens of seconds */
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 0);
+    g_unlink(big);
+    g_free(big);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -1387,6 +1724,13 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/store", test_store_failure);
     g_test_add_func("/ingest/failures/long_path", test_long_path);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
+    g_test_add_func("/ingest/store/older_bytes_again", test_older_bytes_again);
+    g_test_add_func("/ingest/failures/per_render_settings", test_failures_per_render_settings);
+    g_test_add_func("/ingest/failures/retry_partial", test_retry_partial);
+    g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
+    g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
+    g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
+    g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }

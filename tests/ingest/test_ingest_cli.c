@@ -5,13 +5,28 @@
 #include <cairo-pdf.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <string.h>
 
 static char *docqa_path(void) {
     char *p = g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
     g_assert_true(g_file_test(p, G_FILE_TEST_IS_EXECUTABLE));
     return p;
+}
+
+/* uid/gid the child takes before exec, when > 0 (root ignores permissions: to see a folder it
+ * cannot read, the test runs docqa as nobody). */
+static uid_t child_uid;
+static gid_t child_gid;
+
+static void drop_privileges(gpointer data) {
+    (void)data;
+    if (child_uid > 0 &&
+        (setgroups(0, NULL) != 0 || setgid(child_gid) != 0 || setuid(child_uid) != 0))
+        _exit(99);
 }
 
 /* Runs docqa in folder cwd (NULL: this one) with args; returns its exit status. */
@@ -25,8 +40,8 @@ static int run_docqa_va(const char *cwd, char **out, char **errout, va_list ap) 
     int status = 0;
     GError *err = NULL;
     char *o = NULL, *e = NULL;
-    g_assert_true(g_spawn_sync(cwd, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o, &e,
-                               &status, &err));
+    g_assert_true(g_spawn_sync(cwd, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, drop_privileges,
+                               NULL, &o, &e, &status, &err));
     dq_assert_no_error(err);
     g_ptr_array_free(argv, TRUE);
     g_assert_true(WIFEXITED(status));
@@ -206,11 +221,89 @@ static void test_failure_lines_name_the_document(void) {
     g_free(dir);
 }
 
+/* A file rewritten during ingest: reported as changed, exit status 1, nothing recorded. */
+static void test_changed_during_ingest(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "moving.pdf", NULL);
+    write_pdf(pdf);
+    char *out = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "rewrite:moving.pdf:1", TRUE);
+    int rc = run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "-j", "1", pdf, NULL);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(rc, ==, 1);
+    g_assert_nonnull(strstr(out, "changed "));
+    g_assert_nonnull(strstr(out, "ingest it again"));
+    g_assert_nonnull(
+        strstr(out, "0 ok, 0 partial, 0 failed, 0 unchanged, 1 changed during ingest"));
+    g_free(out);
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_free(out);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Folders that cannot be listed, the one named and one inside: each named on a line with the
+ * error, counted, exit status 1; the readable rest is ingested. */
+static void test_unreadable_folders(void) {
+    char *dir = dq_test_tmpdir();
+    if (geteuid() == 0) {
+        const struct passwd *pw = getpwnam("nobody");
+        if (pw == NULL) {
+            g_test_skip("running as root and there is no user nobody to lose permissions to");
+            g_free(dir);
+            return;
+        }
+        child_uid = pw->pw_uid;
+        child_gid = pw->pw_gid;
+        g_assert_cmpint(g_chmod(dir, 0777), ==, 0);
+    }
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *locked = g_build_filename(dir, "locked", NULL);
+    char *tree = g_build_filename(dir, "tree", NULL);
+    char *inner = g_build_filename(tree, "inner", NULL);
+    char *good = g_build_filename(tree, "good.pdf", NULL);
+    char *hidden = g_build_filename(inner, "hidden.pdf", NULL);
+    g_assert_cmpint(g_mkdir(locked, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir_with_parents(inner, 0755), ==, 0);
+    write_pdf(good);
+    write_pdf(hidden);
+    g_assert_cmpint(g_chmod(good, 0644), ==, 0);
+    g_assert_cmpint(g_chmod(locked, 0), ==, 0);
+    g_assert_cmpint(g_chmod(inner, 0), ==, 0);
+    char *out = NULL;
+    int rc = run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", locked, tree, NULL);
+    child_uid = 0;
+    g_chmod(locked, 0755);
+    g_chmod(inner, 0755);
+    g_assert_cmpint(rc, ==, 1);
+    char *want_locked = g_strdup_printf("%s: cannot list the folder: Permission denied", locked);
+    char *want_inner = g_strdup_printf("%s: cannot list the folder: Permission denied", inner);
+    g_assert_nonnull(strstr(out, want_locked));
+    g_assert_nonnull(strstr(out, want_inner));
+    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "2 folders could not be read"));
+    g_free(want_locked);
+    g_free(want_inner);
+    g_free(out);
+    g_free(hidden);
+    g_free(good);
+    g_free(inner);
+    g_free(tree);
+    g_free(locked);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
     g_test_add_func("/ingest/cli/failure_lines_name_the_document",
                     test_failure_lines_name_the_document);
+    g_test_add_func("/ingest/cli/changed_during_ingest", test_changed_during_ingest);
+    g_test_add_func("/ingest/cli/unreadable_folders", test_unreadable_folders);
     return g_test_run();
 }

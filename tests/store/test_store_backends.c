@@ -147,7 +147,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 5);
+    g_assert_cmpint(v, ==, 6);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -557,6 +557,81 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     g_free(text);
     g_ptr_array_free(cl, TRUE);
     store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* A path whose bytes go back to an older version's: the lookup sees only the newest version,
+ * and recording the old bytes again adds version 3. Starts at schema 5 (where (path, sha256)
+ * was unique) so that the migration is shown to keep documents, pages and their cascade. */
+static void test_document_versions(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 5, &err);
+    dq_assert_no_error(err);
+    gint64 v1 = add_document(s, "/archive/v.pdf", "aaaa");
+    dq_store_close(s);
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 6);
+    DqDocumentLookup found;
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, v1);
+    g_assert_cmpint(found.pages_with_settings, ==, 4);
+    g_assert_cmpint(found.pages_not_ok, ==, 2);
+    g_assert_cmpint(found.pages_any_settings, ==, 4);
+    g_assert_cmpint(g_strv_length(found.failed_codes), ==, 1);
+    g_assert_cmpstr(found.failed_codes[0], ==, "damaged");
+    g_assert_cmpint(g_strv_length(found.images), ==, 3);
+    g_assert_true(g_str_has_prefix(found.images[0], "a") ||
+                  g_str_has_prefix(found.images[1], "a") || g_str_has_prefix(found.images[2], "a"));
+    dq_document_lookup_clear(&found);
+    g_assert_true(
+        dq_store_document_find(s, "/archive/v.pdf", "aaaa", "{\"n_res\":1}", &found, &err));
+    g_assert_cmpint(found.pages_with_settings, ==, 0);
+    g_assert_cmpint(found.pages_any_settings, ==, 4);
+    g_assert_cmpint(g_strv_length(found.failed_codes), ==, 0);
+    dq_document_lookup_clear(&found);
+    /* Rendered again at these settings: outcome and page rows replaced, a page count that is
+     * unknown now kept. */
+    DqPageRow again = {.page_number = 1, .image_sha256 = "dddd", .status = "ok"};
+    DqDocumentRow redo = {.path = "/archive/v.pdf",
+                          .sha256 = "aaaa",
+                          .kind = "pdf",
+                          .page_count = -1,
+                          .status = "ok"};
+    g_assert_true(
+        dq_store_document_record(s, &redo, v1, TRUE, SETTINGS, &again, 1, NULL, NULL, &err));
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.pages_with_settings, ==, 1);
+    g_assert_cmpint(found.pages_not_ok, ==, 0);
+    g_assert_cmpstr(found.status, ==, "ok");
+    dq_document_lookup_clear(&found);
+    g_assert_cmpint(query_int(s, loc, "SELECT page_count FROM documents"), ==, 4);
+    g_assert_true(dq_store_exec(s, "DELETE FROM pages", &err));
+    add_document(s, "/archive/v.pdf", "aaaa"); /* the pages back, for what follows */
+    gint64 v2 = add_document(s, "/archive/v.pdf", "bbbb");
+    g_assert_cmpint(v2, !=, v1);
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, 0); /* no longer the newest */
+    dq_document_lookup_clear(&found);
+    gint64 v3 = add_document(s, "/archive/v.pdf", "aaaa");
+    g_assert_cmpint(v3, !=, v1);
+    g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, v3);
+    g_assert_cmpint(found.version, ==, 3);
+    dq_document_lookup_clear(&found);
+    /* Recording the newest bytes again reuses the newest row (a concurrent ingest's). */
+    g_assert_cmpint(add_document(s, "/archive/v.pdf", "aaaa"), ==, v3);
+    g_assert_cmpint(query_int(s, loc, "SELECT version FROM documents_current"), ==, 3);
+    /* Deleting a version still takes its pages with it. */
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 12);
+    g_assert_true(dq_store_exec(s, "DELETE FROM documents WHERE version = 1", &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 8);
     dq_store_close(s);
     g_free(loc);
 }
@@ -974,6 +1049,10 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/migrate-snapshot", "postgres",
                          test_migrate_snapshot);
     g_test_add_func("/store/backends/postgres/password-hidden", test_pg_password_hidden);
+    g_test_add_data_func("/store/backends/sqlite/document-versions", "sqlite",
+                         test_document_versions);
+    g_test_add_data_func("/store/backends/postgres/document-versions", "postgres",
+                         test_document_versions);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
