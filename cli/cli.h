@@ -23,6 +23,11 @@ int dq_cli_fail(GError *err);
 /* Parses argv with ctx; on a usage error prints it with the subcommand's help hint. */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
+/* For a command that takes options only: FALSE, with "docqa: <command>: unexpected argument"
+ * printed, when argv holds anything after the parsed options (a path typed without its --db
+ * would otherwise be ignored while the command acts on the default database). */
+gboolean dq_cli_no_arguments(const char *command, int argc, char **argv);
+
 /* JSON members for values a database may not know: a string (null for NULL), and a boolean
  * held as 1 / 0 (null for -1). */
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);

@@ -18,6 +18,13 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
     return TRUE;
 }
 
+gboolean dq_cli_no_arguments(const char *command, int argc, char **argv) {
+    if (argc <= 1)
+        return TRUE;
+    fprintf(stderr, "docqa: %s: unexpected argument '%s' (see --help)\n", command, argv[1]);
+    return FALSE;
+}
+
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value) {
     json_builder_set_member_name(b, name);
     if (value == NULL)

@@ -105,7 +105,7 @@ int cmd_status(int argc, char **argv) {
     GError *err = NULL;
     DqStore *store = NULL;
     GPtrArray *errs = NULL, *engines = NULL;
-    if (!ok)
+    if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
     if (!dq_store_location_is_postgres(path) && !g_file_test(path, G_FILE_TEST_EXISTS)) {

@@ -260,6 +260,44 @@ static void test_run_refuses_clearly(void) {
     g_free(dir);
 }
 
+/* Commands that take options only refuse a stray argument (a database path typed without --db)
+ * instead of acting on the default database. */
+static void test_commands_refuse_stray_arguments(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *stray = g_build_filename(dir, "other.db", NULL);
+    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(w, "UPDATE jobs SET state = 'failed'", NULL, NULL, NULL), ==,
+                    SQLITE_OK);
+    sqlite3_close(w);
+    const char *cmds[][4] = {{"status", "--db", db, NULL},
+                             {"export", "--db", db, NULL},
+                             {"requeue", "--db", db, "--failed"},
+                             {"version", NULL}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
+        char *out = NULL, *err = NULL;
+        const char *const *c = cmds[i];
+        int rc = !c[1]   ? docqa(&out, &err, c[0], stray, NULL)
+                 : !c[3] ? docqa(&out, &err, c[0], c[1], c[2], stray, NULL)
+                         : docqa(&out, &err, c[0], c[1], c[2], c[3], stray, NULL);
+        g_assert_cmpint(rc, ==, 2);
+        char *want =
+            g_strdup_printf("docqa: %s: unexpected argument '%s' (see --help)\n", c[0], stray);
+        g_assert_cmpstr(err, ==, want);
+        g_assert_cmpstr(out, ==, "");
+        g_free(want);
+        g_free(out);
+        g_free(err);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), ==, 1);
+    g_assert_false(g_file_test(stray, G_FILE_TEST_EXISTS));
+    g_free(stray);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -268,5 +306,6 @@ int main(int argc, char **argv) {
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
+    g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     return g_test_run();
 }
