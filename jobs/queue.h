@@ -139,10 +139,15 @@ char **queue_read_questions(const char *path, GError **err);
  * (store.h; NULL for a PostgreSQL store without DOCQA_PAGES). */
 char *queue_page_image_path(const char *db_path, const char *image_sha256);
 
+/* The largest batch a worker takes: far beyond what a GPU decodes at once (a few hundred), and
+ * small enough that a worker's bookkeeping for batch + lookahead jobs stays an int. */
+#define DQ_MAX_BATCH 4096
+
 typedef struct {
     const char *db_path;
     const char *model_id;
-    int batch;            /* requests in the model at once (N), >= 1; the worker holds up to
+    int batch;            /* requests in the model at once (N), 1 .. DQ_MAX_BATCH (more is an
+                             error); the worker holds up to
                              N + the answerer's lookahead jobs (answerer.h) */
     gboolean until_empty; /* exit when no queued or running job of the model is left */
     gint64 lease_ms;      /* default 60000 */
@@ -166,7 +171,8 @@ typedef struct {
 /* Keeps up to batch + lookahead jobs in flight (continuous batching: each job is completed as soon
  * as it is answered and a new one claimed in its place) until `stop` becomes non-zero (then
  * releases the jobs in flight), the queue is empty (until_empty), or the budget is spent.
- * Returns FALSE only when the worker could not go on (database unusable). */
+ * Returns FALSE only when the worker could not go on (database unusable, batch above
+ * DQ_MAX_BATCH). */
 gboolean queue_worker_run(const DqWorkerOptions *opt, DqAnswerer *answerer,
                           volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err);
 

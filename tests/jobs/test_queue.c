@@ -535,6 +535,34 @@ static void test_worker_continuous_batching(void) {
     g_free(dir);
 }
 
+/* A batch beyond DQ_MAX_BATCH is refused (batch + lookahead once overflowed an int and the worker
+ * died allocating); DQ_MAX_BATCH itself works. */
+static void test_worker_batch_limit(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    JtAnswererConfig cfg = {.lookahead = 2};
+    DqAnswerer *a = jt_answerer_new(&cfg);
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = G_MAXINT - 1, .until_empty = TRUE};
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_assert_nonnull(strstr(err->message, "batch 2147483646"));
+    g_clear_error(&err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 4);
+    opt.batch = DQ_MAX_BATCH;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 4);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 typedef struct {
     DqWorkerOptions opt;
     DqAnswerer *answerer;
@@ -744,6 +772,7 @@ int main(int argc, char **argv) {
                     test_worker_until_empty_and_missing_image);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
+    g_test_add_func("/queue/worker/batch-limit", test_worker_batch_limit);
     g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
