@@ -28,6 +28,12 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
  * would otherwise be ignored while the command acts on the default database). */
 gboolean dq_cli_no_arguments(const char *command, int argc, char **argv);
 
+/* An integer option taken as text, so that a value given is told from none (text NULL: *out is
+ * left alone, TRUE). FALSE, with "docqa: <command>: <option> <text>: ..." printed, unless text
+ * is a whole decimal number in [min, max] (no silent clamping of huge values). */
+gboolean dq_cli_int_option(const char *command, const char *option, const char *text, gint64 min,
+                           gint64 max, gint64 *out);
+
 /* JSON members for values a database may not know: a string (null for NULL), and a boolean
  * held as 1 / 0 (null for -1). */
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);

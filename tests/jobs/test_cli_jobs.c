@@ -237,9 +237,22 @@ static void test_run_refuses_clearly(void) {
     g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, NULL), ==, 2);
     g_assert_nonnull(strstr(err, "--model"));
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--batch", "0", NULL), ==,
-                    2);
-    g_free(err);
+    /* Each out-of-range option is refused by name, before any worker starts. */
+    const char *bad[][2] = {{"--batch", "0"},     {"--batch", "2147483646"}, {"--batch", "4097"},
+                            {"--workers", "0"},   {"--workers", "257"},      {"--workers", "x"},
+                            {"--max-jobs", "-1"}, {"--max-jobs", "0"},       {"--lease", "0"},
+                            {"--max-jobs", "1e3"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(
+            docqa(NULL, &err, "run", "--db", db, "--model", dir, bad[i][0], bad[i][1], NULL), ==,
+            2);
+        char *want = g_strdup_printf("docqa: run: %s ", bad[i][0]);
+        g_assert_true(g_str_has_prefix(err, want));
+        g_assert_nonnull(strstr(err, bad[i][1]));
+        g_assert_true(strchr(err, '\n') == err + strlen(err) - 1); /* one line */
+        g_free(want);
+        g_free(err);
+    }
     g_assert_cmpint(
         docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads", "65", NULL), ==, 2);
     g_assert_nonnull(strstr(err, "--prep-threads"));
