@@ -42,7 +42,10 @@ int cmd_ask(int argc, char **argv) {
     g_option_context_set_description(
         ctx, "One job per (page, question). Asking again with the same model and settings adds "
              "nothing: the key is the document's SHA-256, the page number, the question, the "
-             "model id, the render settings and the generation settings.");
+             "model id, the render settings and the generation settings. Each question, from the "
+             "command line or a file, is trimmed of surrounding whitespace (Unicode's too) and "
+             "asked once however often it is given; an empty question, or one that is not UTF-8 "
+             "text, is refused.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -53,8 +56,16 @@ int cmd_ask(int argc, char **argv) {
     char *model_id = NULL;
     if (!ok)
         goto out;
-    for (int i = 1; i < argc; i++)
-        g_ptr_array_add(questions, g_strdup(argv[i]));
+    for (int i = 1; i < argc; i++) {
+        char *source = g_strdup_printf("command-line question %d", i);
+        char *q = queue_question_normalize(argv[i], -1, source, &err);
+        g_free(source);
+        if (q == NULL) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        g_ptr_array_add(questions, q);
+    }
     if (questions_file != NULL) {
         char **qs = queue_read_questions(questions_file, &err);
         if (qs == NULL) {
@@ -119,8 +130,12 @@ int cmd_ask(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    printf("ask: %d question%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
-           res.questions, res.questions == 1 ? "" : "s", res.pages, res.pages == 1 ? "" : "s",
+    char dups[64] = "";
+    if (res.duplicates > 0)
+        g_snprintf(dups, sizeof dups, " (%d duplicate%s dropped)", res.duplicates,
+                   res.duplicates == 1 ? "" : "s");
+    printf("ask: %d question%s%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
+           res.questions, res.questions == 1 ? "" : "s", dups, res.pages, res.pages == 1 ? "" : "s",
            res.added, res.added == 1 ? "" : "s", res.existing, model_id);
     if (res.failed_pages > 0)
         printf("ask: %d page%s left out: ingest could not render them (see docqa ingest)\n",

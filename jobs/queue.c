@@ -72,43 +72,134 @@ char *queue_page_image_path(const char *db_path, const char *image_sha256) {
     return path;
 }
 
+/* ---- questions ---- */
+
+/* At most this many characters of a question are quoted in an error message. */
+#define QUOTE_MAX_CHARS 60
+
+/* A question for an error message, one line whatever it holds: invisible and control characters
+ * as \uXXXX (or \n, \t), bytes that are not UTF-8 as \xNN. */
+static char *escape_question(const char *text, gsize len) {
+    GString *out = g_string_new(NULL);
+    const char *p = text, *end = text + len;
+    for (int n = 0; p < end; n++) {
+        if (n == QUOTE_MAX_CHARS) {
+            g_string_append(out, "...");
+            break;
+        }
+        /* g_utf8_get_char_validated takes a NUL for the end of the text */
+        gunichar c = *p == '\0' ? 0 : g_utf8_get_char_validated(p, end - p);
+        if (c == (gunichar)-1 || c == (gunichar)-2) {
+            g_string_append_printf(out, "\\x%02x", (guchar)*p++);
+            continue;
+        }
+        const char *next = g_utf8_next_char(p);
+        if (c == '\n')
+            g_string_append(out, "\\n");
+        else if (c == '\t')
+            g_string_append(out, "\\t");
+        else if (c == '\\')
+            g_string_append(out, "\\\\");
+        else if (c == ' ' || (g_unichar_isprint(c) && !g_unichar_isspace(c)))
+            g_string_append_len(out, p, next - p);
+        else
+            g_string_append_printf(out, c > 0xFFFF ? "\\U%08x" : "\\u%04x", c);
+        p = next;
+    }
+    return g_string_free(out, FALSE);
+}
+
+static gboolean is_trimmed(gunichar c) {
+    /* g_unichar_isspace leaves out \v, NEL and the invisible ZWSP and BOM (U+FEFF, also what a
+     * byte order mark pasted into a line becomes). */
+    return g_unichar_isspace(c) || c == '\v' || c == 0x85 || c == 0x200B || c == 0xFEFF;
+}
+
+char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err) {
+    gsize n = len < 0 ? strlen(text) : (gsize)len;
+    const char *bad = NULL;
+    const char *problem = NULL;
+    if (memchr(text, '\0', n) != NULL)
+        problem = "holds a NUL character";
+    else if (!g_utf8_validate(text, (gssize)n, &bad))
+        problem = "is not UTF-8 text";
+    if (problem == NULL) {
+        const char *start = text, *stop = text + n;
+        while (start < stop && is_trimmed(g_utf8_get_char(start)))
+            start = g_utf8_next_char(start);
+        while (stop > start) {
+            const char *prev = g_utf8_prev_char(stop);
+            if (!is_trimmed(g_utf8_get_char(prev)))
+                break;
+            stop = prev;
+        }
+        if (stop > start)
+            return g_strndup(start, stop - start);
+        problem = "is empty (nothing but whitespace)";
+    }
+    char *shown = escape_question(text, n);
+    dq_fail(err, DQ_ERR_ARGS, "%s '%s': the question %s", source, shown, problem);
+    g_free(shown);
+    return NULL;
+}
+
 /* ---- asking ---- */
 
 gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err) {
     memset(res, 0, sizeof(*res));
     if (req->n_questions == 0)
         return dq_fail(err, DQ_ERR_ARGS, "no question given");
+    /* Distinct normalized questions, in the order first given: the same question twice would
+     * make the same job key twice, the second counted as "already asked". */
+    GPtrArray *questions = g_ptr_array_new_with_free_func(g_free);
+    GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
     for (int i = 0; i < req->n_questions; i++) {
-        const char *q = req->questions[i];
-        while (q != NULL && g_ascii_isspace(*q))
-            q++;
-        if (q == NULL || *q == '\0')
-            return dq_fail(err, DQ_ERR_ARGS, "question %d is empty", i + 1);
+        char *source = g_strdup_printf("question %d", i + 1);
+        char *q =
+            req->questions[i] ? queue_question_normalize(req->questions[i], -1, source, err) : NULL;
+        if (q == NULL && req->questions[i] == NULL)
+            dq_fail(err, DQ_ERR_ARGS, "%s is missing", source);
+        g_free(source);
+        if (q == NULL) {
+            g_hash_table_destroy(seen);
+            g_ptr_array_free(questions, TRUE);
+            return FALSE;
+        }
+        if (g_hash_table_contains(seen, q)) {
+            res->duplicates++;
+            g_free(q);
+            continue;
+        }
+        g_hash_table_add(seen, q);
+        g_ptr_array_add(questions, q);
     }
-    char *settings = queue_generation_settings_json(&req->settings, err);
-    if (settings == NULL)
-        return FALSE;
+    g_hash_table_destroy(seen);
+    int n_questions = (int)questions->len;
     gboolean ok = FALSE;
+    char *settings = queue_generation_settings_json(&req->settings, err);
     GArray *qids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
     GArray *jobs = g_array_new(FALSE, TRUE, sizeof(DqNewJob));
-    GPtrArray *pages =
-        store_jobs_select_pages(s, req->document_ids, req->n_document_ids, req->where_sql,
-                                req->n_where, &res->failed_pages, err);
+    GPtrArray *pages = NULL;
+    if (settings == NULL)
+        goto out;
+    pages = store_jobs_select_pages(s, req->document_ids, req->n_document_ids, req->where_sql,
+                                    req->n_where, &res->failed_pages, err);
     if (pages == NULL)
         goto out;
-    for (int i = 0; i < req->n_questions; i++) {
+    for (int i = 0; i < n_questions; i++) {
         gint64 id;
-        if (!store_jobs_question_id(s, req->questions[i], &id, err))
+        if (!store_jobs_question_id(s, g_ptr_array_index(questions, i), &id, err))
             goto out;
         g_array_append_val(qids, id);
     }
     int max_attempts = req->settings.max_attempts > 0 ? req->settings.max_attempts : 3;
     for (guint p = 0; p < pages->len; p++) {
         const DqAskPage *page = g_ptr_array_index(pages, p);
-        for (int q = 0; q < req->n_questions; q++) {
-            char *key = queue_job_key(page->document_sha256, page->page_number, req->questions[q],
-                                      req->model_id, page->render_settings, settings);
+        for (int q = 0; q < n_questions; q++) {
+            char *key = queue_job_key(page->document_sha256, page->page_number,
+                                      g_ptr_array_index(questions, q), req->model_id,
+                                      page->render_settings, settings);
             g_ptr_array_add(keys, key);
             DqNewJob j = {
                 .page_id = page->page_id,
@@ -124,7 +215,7 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     if (!store_jobs_enqueue(s, (const DqNewJob *)jobs->data, (int)jobs->len, &res->added, err))
         goto out;
     res->pages = (int)pages->len;
-    res->questions = req->n_questions;
+    res->questions = n_questions;
     res->existing = (int)jobs->len - res->added;
     ok = TRUE;
 out:
@@ -133,6 +224,7 @@ out:
     g_array_free(jobs, TRUE);
     g_ptr_array_free(keys, TRUE);
     g_array_free(qids, TRUE);
+    g_ptr_array_free(questions, TRUE);
     g_free(settings);
     return ok;
 }
@@ -173,11 +265,14 @@ char **queue_read_questions(const char *path, GError **err) {
                 g_object_unref(parser);
                 goto fail;
             }
-            char *q = g_strstrip(g_strdup(json_node_get_string(n)));
-            if (*q)
-                g_ptr_array_add(out, q);
-            else
-                g_free(q);
+            char *source = g_strdup_printf("%s element %u", path, i + 1);
+            char *q = queue_question_normalize(json_node_get_string(n), -1, source, err);
+            g_free(source);
+            if (q == NULL) {
+                g_object_unref(parser);
+                goto fail;
+            }
+            g_ptr_array_add(out, q);
         }
         g_object_unref(parser);
         if (arr == NULL) {
@@ -187,11 +282,11 @@ char **queue_read_questions(const char *path, GError **err) {
     } else {
         char **lines = g_strsplit(text, "\n", -1);
         for (char **l = lines; *l; l++) {
-            char *q = g_strstrip(g_strdup(*l));
-            if (*q)
-                g_ptr_array_add(out, q);
-            else
-                g_free(q);
+            /* Blank lines separate questions; an error on one would only annoy. */
+            char *q = queue_question_normalize(*l, -1, "", NULL);
+            if (q == NULL)
+                continue;
+            g_ptr_array_add(out, q);
         }
         g_strfreev(lines);
     }

@@ -121,16 +121,27 @@ typedef struct {
 typedef struct {
     int pages;        /* pages selected */
     int failed_pages; /* pages without an image (ingest failed there), left out */
-    int questions;
-    int added;    /* new jobs */
-    int existing; /* already asked with the same key */
+    int questions;    /* distinct questions asked */
+    int duplicates;   /* questions given more than once in the request, asked once */
+    int added;        /* new jobs */
+    int existing;     /* already asked with the same key, before this request */
 } DqAskResult;
 
-/* Enqueues one job per (page, question), page-major (a worker's batch then shares pages). */
+/* Enqueues one job per (page, question), page-major (a worker's batch then shares pages). Each
+ * question goes through queue_question_normalize first (so " Total?" and "Total?" are one
+ * question); a question given twice is asked once and counted in `duplicates`. */
 gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err);
 
-/* Reads questions from a file: a JSON list of strings, or one question per line (blank lines and
- * surrounding whitespace dropped). Returns a NULL-terminated vector (g_strfreev). */
+/* A question as docqa stores it, whatever its source (command line, file): `len` bytes of text
+ * (-1: up to its NUL) with the surrounding Unicode whitespace trimmed (U+00A0 and the other
+ * space separators, line breaks, zero-width space, byte order mark). NULL, with DQ_ERR_ARGS
+ * naming `source` (e.g. "questions.txt line 3") and the question (escaped), when it is not
+ * UTF-8, holds a NUL character or is empty once trimmed. */
+char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err);
+
+/* Reads questions from a file: a JSON list of strings, or one question per line (blank lines
+ * dropped), each through queue_question_normalize. Returns a NULL-terminated vector
+ * (g_strfreev). */
 char **queue_read_questions(const char *path, GError **err);
 
 /* ---- working ---- */

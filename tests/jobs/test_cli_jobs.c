@@ -273,6 +273,37 @@ static void test_run_refuses_clearly(void) {
     g_free(dir);
 }
 
+/* Questions from the command line go through the same checks as a file's, and are asked once. */
+static void test_ask_normalizes_questions(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *qfile = g_build_filename(dir, "q.txt", NULL);
+    g_assert_true(g_file_set_contents(qfile, "Date?\n Dup\n", -1, NULL));
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--questions", qfile, "Dup ",
+                          "Dup",
+                          "\xc2\xa0"
+                          "Date?",
+                          NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(
+        out, "ask: 2 questions (3 duplicates dropped) x 1 page: 2 new jobs, 0 already asked"));
+    g_free(out);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Qu\xe9?", NULL), ==, 2);
+    g_assert_cmpstr(err, ==,
+                    "docqa: command-line question 1 'Qu\\xe9?': the question is not UTF-8 text\n");
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Fine?", "\xc2\xa0", NULL),
+                    ==, 2);
+    g_assert_nonnull(strstr(err, "command-line question 2 '\\u00a0'"));
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 2);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 2);
+    g_free(qfile);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Commands that take options only refuse a stray argument (a database path typed without --db)
  * instead of acting on the default database. */
 static void test_commands_refuse_stray_arguments(void) {
@@ -319,6 +350,7 @@ int main(int argc, char **argv) {
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
+    g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     return g_test_run();
 }

@@ -94,6 +94,61 @@ static void test_ask_idempotent(void) {
     g_free(dir);
 }
 
+/* Questions are trimmed of Unicode whitespace, checked, and asked once however often given. */
+static void test_ask_normalizes_questions(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    /* U+00A0 and U+2003 around, a tab after: all whitespace. */
+    const char *qs[] = {"Dup ", "Dup", "\xc2\xa0Total?\xe2\x80\x83\t", "\nDup\r"};
+    DqAskResult r = ask(s, qs, 4, "m", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.questions, ==, 2);
+    g_assert_cmpint(r.duplicates, ==, 2);
+    g_assert_cmpint(r.added, ==, 4);
+    g_assert_cmpint(r.existing, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM questions WHERE text IN ('Dup', 'Total?')"), ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM questions"), ==, 2);
+    /* Asked again, trimmed differently: nothing new. */
+    const char *again[] = {"Total?"};
+    r = ask(s, again, 1, "m", 0, &err);
+    g_assert_cmpint(r.added, ==, 0);
+    g_assert_cmpint(r.existing, ==, 2);
+
+    const struct {
+        const char *text;
+        const char *shown;
+    } bad[] = {
+        {"\xc2\xa0", "'\\u00a0'"},                          /* only a non-breaking space */
+        {"\xef\xbb\xbf \xe2\x80\x8b", "'\\ufeff \\u200b'"}, /* BOM, zero-width space */
+        {"Qu\xe9?", "'Qu\\xe9?'"},                          /* Latin-1, not UTF-8 */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        const char *one[] = {"fine", bad[i].text};
+        r = ask(s, one, 2, "m2", 0, &err);
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_nonnull(strstr(err->message, "question 2"));
+        g_assert_nonnull(strstr(err->message, bad[i].shown));
+        g_clear_error(&err);
+    }
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE model_id = 'm2'"), ==, 0);
+    /* A NUL inside the given length is refused, not cut. */
+    g_assert_null(queue_question_normalize("a\0b", 3, "q.json element 1", &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_assert_cmpstr(err->message, ==,
+                    "q.json element 1 'a\\u0000b': the question holds a NUL "
+                    "character");
+    g_clear_error(&err);
+    char *t = queue_question_normalize("\xe2\x80\x8b x \xc2\xa0y\xe3\x80\x80", -1, "s", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpstr(t, ==, "x \xc2\xa0y");
+    g_free(t);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_ask_where_is_read_only(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 4, 2);
@@ -762,6 +817,7 @@ static void test_run_sigterm(void) {
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
+    g_test_add_func("/queue/ask/normalized-questions", test_ask_normalizes_questions);
     g_test_add_func("/queue/ask/where-read-only", test_ask_where_is_read_only);
     g_test_add_func("/queue/ask/question-files", test_question_files);
     g_test_add_func("/queue/ask/job-key", test_job_key);
