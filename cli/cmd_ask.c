@@ -20,7 +20,8 @@ int cmd_ask(int argc, char **argv) {
          "ID"},
         {"where", 'w', 0, G_OPTION_ARG_STRING_ARRAY, &where,
          "ask about the documents matching this SQL expression over the documents table, run "
-         "read-only, e.g. \"path LIKE '%/invoices/%'\" (repeatable)",
+         "read-only, e.g. \"path LIKE '%/invoices/%'\"; one expression: its parentheses "
+         "balanced, no comments or ';' (repeatable)",
          "SQL"},
         {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
          "read questions from FILE: one per line, or a JSON list of strings", "FILE"},

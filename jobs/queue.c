@@ -72,6 +72,74 @@ char *queue_page_image_path(const char *db_path, const char *image_sha256) {
     return path;
 }
 
+/* ---- --where ---- */
+
+static gboolean where_refuse(GError **err, const char *expr, const char *why) {
+    return dq_fail(err, DQ_ERR_ARGS,
+                   "--where '%s': %s (give one SQL expression over the columns of documents, "
+                   "e.g. \"path LIKE '%%/2024/%%'\")",
+                   expr, why);
+}
+
+static gboolean is_name_byte(char c) {
+    return g_ascii_isalnum(c) || c == '_' || (guchar)c >= 0x80;
+}
+
+gboolean queue_check_where(const char *expr, GError **err) {
+    int depth = 0;
+    for (const char *p = expr; *p; p++) {
+        switch (*p) {
+        case '\'':
+        case '"':
+        case '`': {
+            const char quote = *p;
+            /* PostgreSQL's E'...' takes \' as a quote inside the string, SQLite does not: where
+             * it ends would depend on the database. */
+            gboolean escapes = quote == '\'' && p > expr && (p[-1] == 'E' || p[-1] == 'e') &&
+                               (p - 1 == expr || !is_name_byte(p[-2]));
+            /* A doubled quote inside reads as closing and reopening: the same as an escape. */
+            for (p++; *p && *p != quote; p++)
+                if (escapes && *p == '\\')
+                    return where_refuse(err, expr, "backslash escapes (E'...') are not allowed");
+            if (*p == '\0')
+                return where_refuse(err, expr, "a quote is never closed");
+            break;
+        }
+        case '[':
+            /* SQLite's [name]; on PostgreSQL the same text is a subscript, so only a name is safe
+             * to skip over. */
+            for (p++; *p && *p != ']'; p++)
+                if (strchr("'\"`();$", *p) != NULL || (p[0] == '-' && p[1] == '-') ||
+                    (p[0] == '/' && p[1] == '*'))
+                    return where_refuse(err, expr, "[...] may hold a column name only");
+            if (*p == '\0')
+                return where_refuse(err, expr, "a '[' is never closed");
+            break;
+        case '-':
+        case '/':
+            if (p[1] == (*p == '-' ? '-' : '*'))
+                return where_refuse(err, expr, "SQL comments ('--', '/*') are not allowed");
+            break;
+        case ';':
+            return where_refuse(err, expr, "';' is not allowed: one expression only");
+        case '$':
+            return where_refuse(err, expr, "'$' is not allowed");
+        case '(':
+            depth++;
+            break;
+        case ')':
+            if (--depth < 0)
+                return where_refuse(err, expr, "a ')' closes a parenthesis it did not open");
+            break;
+        default:
+            break;
+        }
+    }
+    if (depth > 0)
+        return where_refuse(err, expr, "a '(' is never closed");
+    return TRUE;
+}
+
 /* ---- questions ---- */
 
 /* At most this many characters of a question are quoted in an error message. */
@@ -149,6 +217,9 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     memset(res, 0, sizeof(*res));
     if (req->n_questions == 0)
         return dq_fail(err, DQ_ERR_ARGS, "no question given");
+    for (int i = 0; i < req->n_where; i++)
+        if (!queue_check_where(req->where_sql[i], err))
+            return FALSE;
     /* Distinct normalized questions, in the order first given: the same question twice would
      * make the same job key twice, the second counted as "already asked". */
     GPtrArray *questions = g_ptr_array_new_with_free_func(g_free);

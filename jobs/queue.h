@@ -132,6 +132,16 @@ typedef struct {
  * question); a question given twice is asked once and counted in `duplicates`. */
 gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err);
 
+/* Checks that a --where text is one self-contained expression. The store wraps it as
+ * `WHERE (<text>\n) AND version = <newest>`: a text that closes the wrapper's parenthesis
+ * ("1) OR (1") or comments out the rest ("1)" then an unterminated block comment) would widen
+ * the filter to old document versions. Outside '...', "...", `...` and [...] it refuses SQL
+ * comments (-- and slash-star), ';', '$' (PostgreSQL dollar quoting) and parentheses that close
+ * more than they open or stay open; a backslash in E'...' (where a PostgreSQL escape string
+ * ends is not where SQLite would end it); inside [...] anything but a name. FALSE with
+ * DQ_ERR_ARGS naming --where. queue_ask checks every --where with it. */
+gboolean queue_check_where(const char *expr, GError **err);
+
 /* A question as docqa stores it, whatever its source (command line, file): `len` bytes of text
  * (-1: up to its NUL) with the surrounding Unicode whitespace trimmed (U+00A0 and the other
  * space separators, line breaks, zero-width space, byte order mark). NULL, with DQ_ERR_ARGS

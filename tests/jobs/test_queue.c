@@ -8,6 +8,7 @@
 
 #include <glib/gstdio.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -197,6 +198,78 @@ static void test_ask_where_is_read_only(void) {
         g_clear_error(&err);
     }
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs"), ==, 6);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE model_id = 'x'"), ==, 0);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
+/* --where is wrapped as (<text>) AND version = newest: a text that escapes the parentheses would
+ * ask about old versions too, and is refused; expressions with parentheses, quoted ')' and '--',
+ * and quoted names are not. */
+static void test_ask_where_is_one_expression(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 4, 2);
+    /* Document 2 (/archive/2024/doc-0001.pdf) gets a newer version without pages: of 2024 only
+     * document 4's two pages are current. */
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(w,
+                                 "INSERT INTO documents (path, sha256, bytes, mtime, kind, "
+                                 "page_count, status, version) SELECT path, 'new', 1, 1, 'pdf', 0, "
+                                 "'ok', 2 FROM documents WHERE id = 2",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(w);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    const char *qs[] = {"Total?"};
+    const char *good[] = {
+        "path LIKE '%/2024/%'",
+        "(path LIKE '%/2024/%') AND ((id > 0))",
+        "path LIKE '%/2024/%' AND path NOT LIKE '%)%'",
+        "path <> 'it''s) OR (1' AND path LIKE '%/2024/%'",
+        "\"path\" LIKE '%/2024/%' AND path NOT LIKE '%--%' AND path NOT LIKE '%/*%'",
+        "[path] LIKE '%/2024/%' AND `path` <> ';'",
+        "path LIKE '%/2024/%' ESCAPE '\\'",
+        "instr(path, ')') = 0 AND path GLOB '*/2024/*'",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
+        const char *w1[] = {good[i]};
+        DqAskRequest req = {
+            .where_sql = w1, .n_where = 1, .questions = qs, .n_questions = 1, .model_id = "m"};
+        DqAskResult r;
+        if (!queue_ask(s, &req, &r, &err))
+            g_error("--where %s: %s", good[i], err->message);
+        g_assert_cmpint(r.pages, ==, 2);
+    }
+    const char *bad[] = {
+        "1) OR (1",
+        "1) /*",
+        "path LIKE '%/2024/%') OR (1",
+        "1 -- old versions too",
+        "(1",
+        "1)",
+        "path = 'unterminated",
+        "\"path = 1",
+        "[path = 1",
+        "[x') OR ('] = 1",
+        "1; SELECT 1",
+        "E'\\'') OR (1 = 1 OR E'\\'' = ''",
+        "$$'$$) OR (1$$'$$ = ''",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        const char *w1[] = {bad[i]};
+        DqAskRequest e = {
+            .where_sql = w1, .n_where = 1, .questions = qs, .n_questions = 1, .model_id = "x"};
+        DqAskResult r;
+        if (queue_ask(s, &e, &r, &err))
+            g_error("--where %s was accepted (%d pages)", bad[i], r.pages);
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_true(g_str_has_prefix(err->message, "--where '"));
+        g_assert_nonnull(strstr(err->message, bad[i]));
+        g_clear_error(&err);
+    }
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE model_id = 'x'"), ==, 0);
     close_store(s);
     g_free(db);
@@ -819,6 +892,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
     g_test_add_func("/queue/ask/normalized-questions", test_ask_normalizes_questions);
     g_test_add_func("/queue/ask/where-read-only", test_ask_where_is_read_only);
+    g_test_add_func("/queue/ask/where-one-expression", test_ask_where_is_one_expression);
     g_test_add_func("/queue/ask/question-files", test_question_files);
     g_test_add_func("/queue/ask/job-key", test_job_key);
     g_test_add_func("/queue/lease/claim-heartbeat-reclaim", test_leases);
