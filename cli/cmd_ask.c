@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cmd_ask(int argc, char **argv) {
     char *db = NULL, *questions_file = NULL, *model = NULL, *prompt = NULL;
@@ -26,9 +27,10 @@ int cmd_ask(int argc, char **argv) {
         {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
          "read questions from FILE: one per line, or a JSON list of strings", "FILE"},
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
-         "the model that will answer: the snapshot DIR given to `docqa run` (its name is the "
-         "model id; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
-         "DIR"},
+         "the model that will answer: the snapshot DIR given to `docqa run`, which must hold "
+         "config.json (its name is the model id), or a bare model id without '/' (to ask where "
+         "the snapshot is not; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
+         "DIR|ID"},
         {"prompt", 0, 0, G_OPTION_ARG_STRING, &prompt,
          "prompt template from configs/prompts/ (default docvqa)", "NAME"},
         {"max-new-tokens", 0, 0, G_OPTION_ARG_INT, &max_new_tokens,
@@ -95,6 +97,23 @@ int cmd_ask(int argc, char **argv) {
         goto out;
     }
     const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");
+    /* A value with a '/' is a path: a typo in it would queue jobs for a model id that no `docqa
+     * run --model DIR` answers. A bare id is taken on trust (queue_model_id). */
+    if (model_arg != NULL && (strchr(model_arg, '/') != NULL || strcmp(model_arg, ".") == 0 ||
+                              strcmp(model_arg, "..") == 0)) {
+        char *cfg_file = g_build_filename(model_arg, "config.json", NULL);
+        const char *why = !g_file_test(model_arg, G_FILE_TEST_IS_DIR)      ? "not a directory"
+                          : !g_file_test(cfg_file, G_FILE_TEST_IS_REGULAR) ? "no config.json in it"
+                                                                           : NULL;
+        g_free(cfg_file);
+        if (why != NULL) {
+            fprintf(stderr,
+                    "docqa: ask: %s %s: %s (give a model snapshot directory, or a bare model id "
+                    "without '/')\n",
+                    model ? "--model" : "DOCQA_MODEL", model_arg, why);
+            goto out;
+        }
+    }
     model_id = queue_model_id(model_arg && *model_arg ? model_arg : "SmolVLM-256M-Instruct");
     /* With the snapshot at hand, answers the model could never give are refused now, not job by
      * job at run time (ask needs only the model's id, so without it nothing is checked). */

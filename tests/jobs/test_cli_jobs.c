@@ -43,6 +43,16 @@ static int docqa(char **out, char **errout, const char *first, ...) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* A directory that passes for a model snapshot with ask (which reads only config.json). */
+static char *make_snapshot(const char *dir, const char *name) {
+    char *snap = g_build_filename(dir, "models", name, NULL);
+    g_assert_cmpint(g_mkdir_with_parents(snap, 0755), ==, 0);
+    char *cfg = g_build_filename(snap, "config.json", NULL);
+    g_assert_true(g_file_set_contents(cfg, "{}", -1, NULL));
+    g_free(cfg);
+    return snap;
+}
+
 static void run_worker(const char *db) {
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
@@ -63,7 +73,9 @@ static void test_ask_status_export_requeue(void) {
     char *out = NULL, *err = NULL;
 
     /* ask: from a file and the command line; again adds nothing. */
-    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "--model", "/models/tiny/", "--questions",
+    char *snapshot = make_snapshot(dir, "tiny");
+    char *snapshot_slash = g_strconcat(snapshot, "/", NULL);
+    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "--model", snapshot_slash, "--questions",
                           qfile, "Date?", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "3 questions x 6 pages: 18 new jobs"));
@@ -217,6 +229,8 @@ static void test_ask_status_export_requeue(void) {
                     3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
 
+    g_free(snapshot);
+    g_free(snapshot_slash);
     g_free(sha);
     g_free(gone);
     g_free(kept);
@@ -269,6 +283,46 @@ static void test_run_refuses_clearly(void) {
         g_assert_nonnull(strstr(err, "--device cuda:all: no GPU ("));
         g_free(err);
     }
+    g_free(db);
+    g_free(dir);
+}
+
+/* ask --model with a '/' must name a snapshot directory (a typo would queue jobs for a model
+ * id nobody answers); a bare id is taken as it is. */
+static void test_ask_checks_model(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *empty = g_build_filename(dir, "models", "empty", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(empty, 0755), ==, 0);
+    char *snap = make_snapshot(dir, "tiny-2");
+    char *out = NULL, *err = NULL;
+    const char *bad[][2] = {{"/nonexistent/typo-model", "not a directory"},
+                            {"/etc/passwd", "not a directory"},
+                            {"/", "no config.json"},
+                            {empty, "no config.json"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--model", bad[i][0], "Q?", NULL), ==,
+                        2);
+        char *want = g_strdup_printf("docqa: ask: --model %s: %s", bad[i][0], bad[i][1]);
+        g_assert_true(g_str_has_prefix(err, want));
+        g_free(want);
+        g_free(err);
+    }
+    g_setenv("DOCQA_MODEL", "/nonexistent/typo-model", TRUE);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "Q?", NULL), ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: ask: DOCQA_MODEL /nonexistent/typo-model: "));
+    g_free(err);
+    g_unsetenv("DOCQA_MODEL");
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", snap, "Q?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "(model tiny-2)"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", "not-here", "Q?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "(model not-here)"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(DISTINCT model_id) FROM jobs"), ==, 2);
+    g_free(empty);
+    g_free(snap);
     g_free(db);
     g_free(dir);
 }
@@ -350,6 +404,7 @@ int main(int argc, char **argv) {
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
+    g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     return g_test_run();
