@@ -25,7 +25,10 @@ int cmd_ask(int argc, char **argv) {
          "balanced, no comments or ';' (repeatable)",
          "SQL"},
         {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
-         "read questions from FILE: one per line, or a JSON list of strings", "FILE"},
+         "read questions from FILE ('-': standard input), UTF-8 (a leading byte order mark is "
+         "skipped): a JSON list of strings when it starts with '[', else one question a line "
+         "(blank lines skipped)",
+         "FILE"},
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
          "the model that will answer: the snapshot DIR given to `docqa run`, which must hold "
          "config.json (its name is the model id), or a bare model id without '/' (to ask where "

@@ -4,7 +4,9 @@
 #include "dq_error.h"
 #include "resources.h"
 
+#include <errno.h>
 #include <json-glib/json-glib.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,69 +302,194 @@ out:
     return ok;
 }
 
-char **queue_read_questions(const char *path, GError **err) {
-    char *text = NULL;
-    gsize len = 0;
+static const char *json_kind(JsonNode *n) {
+    if (JSON_NODE_HOLDS_OBJECT(n))
+        return "object";
+    if (JSON_NODE_HOLDS_NULL(n))
+        return "null";
+    if (JSON_NODE_HOLDS_ARRAY(n))
+        return "list";
+    GType t = json_node_get_value_type(n);
+    return t == G_TYPE_STRING ? "string" : t == G_TYPE_BOOLEAN ? "boolean" : "number";
+}
+
+/* A line of nothing but whitespace: a separator in a file of lines, not an empty question. */
+static gboolean is_blank(const char *text, gsize n) {
+    if (memchr(text, '\0', n) != NULL || !g_utf8_validate(text, (gssize)n, NULL))
+        return FALSE;
+    for (const char *p = text; p < text + n; p = g_utf8_next_char(p))
+        if (!is_trimmed(g_utf8_get_char(p)))
+            return FALSE;
+    return TRUE;
+}
+
+static char *read_all(const char *path, const char *name, gsize *len, GError **err) {
     GError *e = NULL;
-    if (!g_file_get_contents(path, &text, &len, &e)) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s", path, e->message);
-        g_error_free(e);
-        return NULL;
-    }
-    if (!g_utf8_validate(text, (gssize)len, NULL)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not UTF-8 text", path);
-        g_free(text);
-        return NULL;
-    }
-    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
-    const char *p = text;
-    while (g_ascii_isspace(*p))
-        p++;
-    if (*p == '[') {
-        JsonParser *parser = json_parser_new();
-        if (!json_parser_load_from_data(parser, text, (gssize)len, &e)) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON list: %s", path, e->message);
+    char *text = NULL;
+    if (strcmp(path, "-") != 0) {
+        if (!g_file_get_contents(path, &text, len, &e)) {
+            dq_fail(err, DQ_ERR_IO, "%s: %s", name, e->message);
             g_error_free(e);
-            g_object_unref(parser);
+        }
+        return text;
+    }
+    GByteArray *buf = g_byte_array_new();
+    guint8 chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, stdin)) > 0)
+        g_byte_array_append(buf, chunk, (guint)got);
+    if (ferror(stdin)) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s", name, g_strerror(errno));
+        g_byte_array_free(buf, TRUE);
+        return NULL;
+    }
+    *len = buf->len;
+    g_byte_array_append(buf, (const guint8 *)"", 1); /* NUL-terminated, like g_file_get_contents */
+    return (char *)g_byte_array_free(buf, FALSE);
+}
+
+/* The 1-based line of a byte offset, for messages. */
+static int line_of(const char *text, const char *at) {
+    int line = 1;
+    for (const char *p = text; p < at; p++)
+        line += *p == '\n';
+    return line;
+}
+
+/* Index (1-based) of the first string literal in JSON text that holds \u0000, 0 if none:
+ * json-glib hands strings out NUL-terminated, so such a question would be cut short silently. */
+static guint json_string_with_nul(const char *text, gsize len) {
+    guint strings = 0;
+    gboolean in_string = FALSE;
+    for (gsize i = 0; i < len; i++) {
+        if (!in_string) {
+            if (text[i] == '"') {
+                in_string = TRUE;
+                strings++;
+            }
+        } else if (text[i] == '"') {
+            in_string = FALSE;
+        } else if (text[i] == '\\') {
+            if (i + 5 < len && text[i + 1] == 'u' && strncmp(text + i + 2, "0000", 4) == 0)
+                return strings;
+            i++; /* the escaped character */
+        }
+    }
+    return 0;
+}
+
+static gboolean read_json_list(const char *name, const char *text, gsize len, GPtrArray *out,
+                               GError **err) {
+    GError *e = NULL;
+    JsonParser *parser = json_parser_new();
+    gboolean ok = FALSE;
+    if (!json_parser_load_from_data(parser, text, (gssize)len, &e)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON list of strings: %s", name, e->message);
+        g_error_free(e);
+        goto out;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    if (root == NULL || !JSON_NODE_HOLDS_ARRAY(root)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: a JSON %s, expected a list of strings", name,
+                root == NULL ? "document with nothing in it" : json_kind(root));
+        goto out;
+    }
+    JsonArray *arr = json_node_get_array(root);
+    for (guint i = 0; i < json_array_get_length(arr); i++) {
+        JsonNode *n = json_array_get_element(arr, i);
+        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: element %u of the list is not a string", name, i + 1);
+            goto out;
+        }
+    }
+    /* Every string in the text is an element now: the n-th literal is element n. */
+    guint with_nul = json_string_with_nul(text, len);
+    if (with_nul > 0) {
+        char *source = g_strdup_printf("%s element %u", name, with_nul);
+        const char *q = json_array_get_string_element(arr, with_nul - 1);
+        char *shown = escape_question(q, strlen(q));
+        dq_fail(err, DQ_ERR_ARGS, "%s '%s\\u0000...': the question holds a NUL character", source,
+                shown);
+        g_free(shown);
+        g_free(source);
+        goto out;
+    }
+    for (guint i = 0; i < json_array_get_length(arr); i++) {
+        char *source = g_strdup_printf("%s element %u", name, i + 1);
+        char *q = queue_question_normalize(json_array_get_string_element(arr, i), -1, source, err);
+        g_free(source);
+        if (q == NULL)
+            goto out;
+        g_ptr_array_add(out, q);
+    }
+    ok = TRUE;
+out:
+    g_object_unref(parser);
+    return ok;
+}
+
+/* A text that parses as JSON but is not a list (a lone string, say) was meant as JSON too. */
+static gboolean is_json_but_not_list(const char *name, const char *text, gsize len, GError **err) {
+    JsonParser *parser = json_parser_new();
+    gboolean yes = json_parser_load_from_data(parser, text, (gssize)len, NULL) &&
+                   json_parser_get_root(parser) != NULL &&
+                   !JSON_NODE_HOLDS_ARRAY(json_parser_get_root(parser));
+    if (yes)
+        dq_fail(err, DQ_ERR_FORMAT,
+                "%s: a JSON %s, expected a list of strings (or one question "
+                "a line)",
+                name, json_kind(json_parser_get_root(parser)));
+    g_object_unref(parser);
+    return yes;
+}
+
+char **queue_read_questions(const char *path, GError **err) {
+    const char *name = strcmp(path, "-") == 0 ? "standard input" : path;
+    gsize len = 0;
+    char *text = read_all(path, name, &len, err);
+    if (text == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    /* Editors on Windows start UTF-8 files with a byte order mark: not part of the text. */
+    const char *body = text;
+    if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) {
+        body += 3;
+        len -= 3;
+    }
+    const char *p = body;
+    while (p < body + len && g_ascii_isspace(*p))
+        p++;
+    gboolean json = p < body + len && (*p == '[' || *p == '{');
+    if (json || (p < body + len && *p == '"')) {
+        const char *bad = NULL;
+        if (!g_utf8_validate(body, (gssize)len, &bad)) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s line %d: %s", name, line_of(body, bad),
+                    *bad == '\0' ? "a NUL byte" : "not UTF-8 text");
             goto fail;
         }
-        JsonNode *root = json_parser_get_root(parser);
-        JsonArray *arr = JSON_NODE_HOLDS_ARRAY(root) ? json_node_get_array(root) : NULL;
-        for (guint i = 0; arr && i < json_array_get_length(arr); i++) {
-            JsonNode *n = json_array_get_element(arr, i);
-            if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING) {
-                dq_fail(err, DQ_ERR_FORMAT, "%s: element %u of the list is not a string", path,
-                        i + 1);
-                g_object_unref(parser);
-                goto fail;
-            }
-            char *source = g_strdup_printf("%s element %u", path, i + 1);
-            char *q = queue_question_normalize(json_node_get_string(n), -1, source, err);
-            g_free(source);
-            if (q == NULL) {
-                g_object_unref(parser);
-                goto fail;
-            }
-            g_ptr_array_add(out, q);
-        }
-        g_object_unref(parser);
-        if (arr == NULL) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: expected a JSON list of strings", path);
+        if (json && !read_json_list(name, body, len, out, err))
             goto fail;
+        if (!json && is_json_but_not_list(name, body, len, err))
+            goto fail;
+    }
+    if (!json) {
+        int line = 1;
+        for (const char *l = body; l <= body + len; line++) {
+            const char *nl = memchr(l, '\n', (gsize)(body + len - l));
+            const char *stop = nl ? nl : body + len;
+            if (!is_blank(l, (gsize)(stop - l))) {
+                char *source = g_strdup_printf("%s line %d", name, line);
+                char *q = queue_question_normalize(l, stop - l, source, err);
+                g_free(source);
+                if (q == NULL)
+                    goto fail;
+                g_ptr_array_add(out, q);
+            }
+            l = stop + 1;
         }
-    } else {
-        char **lines = g_strsplit(text, "\n", -1);
-        for (char **l = lines; *l; l++) {
-            /* Blank lines separate questions; an error on one would only annoy. */
-            char *q = queue_question_normalize(*l, -1, "", NULL);
-            if (q == NULL)
-                continue;
-            g_ptr_array_add(out, q);
-        }
-        g_strfreev(lines);
     }
     if (out->len == 0) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: no questions in the file", path);
+        dq_fail(err, DQ_ERR_FORMAT, "%s: no questions in it", name);
         goto fail;
     }
     g_free(text);

@@ -149,9 +149,11 @@ gboolean queue_check_where(const char *expr, GError **err);
  * UTF-8, holds a NUL character or is empty once trimmed. */
 char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err);
 
-/* Reads questions from a file: a JSON list of strings, or one question per line (blank lines
- * dropped), each through queue_question_normalize. Returns a NULL-terminated vector
- * (g_strfreev). */
+/* Reads questions from a file ("-": standard input), UTF-8 with an optional byte order mark:
+ * a JSON list of strings when its first non-space character is '[' (or '{', which is an error,
+ * as is a file that is one JSON string), else one question a line (blank lines dropped); each
+ * through queue_question_normalize. Errors name the file, and the line or list element.
+ * Returns a NULL-terminated vector (g_strfreev). */
 char **queue_read_questions(const char *path, GError **err);
 
 /* ---- working ---- */

@@ -358,6 +358,32 @@ static void test_ask_normalizes_questions(void) {
     g_free(dir);
 }
 
+/* ask -f - reads the questions from standard input. */
+static void test_ask_questions_from_stdin(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *bin = docqa_path();
+    GError *e = NULL;
+    GSubprocess *p =
+        g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE, &e, bin,
+                         "ask", "--db", db, "-m", "tiny", "-f", "-", NULL);
+    dq_assert_no_error(e);
+    char *out = NULL;
+    g_assert_true(g_subprocess_communicate_utf8(p, "\xef\xbb\xbf[\"From stdin?\", \"Second?\"]",
+                                                NULL, &out, NULL, &e));
+    dq_assert_no_error(e);
+    g_assert_true(g_subprocess_get_if_exited(p));
+    g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+    g_assert_nonnull(strstr(out, "ask: 2 questions x 1 page: 2 new jobs"));
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions WHERE text = 'From stdin?'"),
+                    ==, 1);
+    g_free(out);
+    g_object_unref(p);
+    g_free(bin);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Commands that take options only refuse a stray argument (a database path typed without --db)
  * instead of acting on the default database. */
 static void test_commands_refuse_stray_arguments(void) {
@@ -406,6 +432,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
+    g_test_add_func("/cli-jobs/ask-questions-from-stdin", test_ask_questions_from_stdin);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     return g_test_run();
 }

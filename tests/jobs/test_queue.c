@@ -300,6 +300,62 @@ static void test_question_files(void) {
     g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
     g_assert_nonnull(strstr(err->message, bad));
     g_clear_error(&err);
+    /* A byte order mark is no part of the first question, nor in the way of a JSON list. */
+    const struct {
+        const char *name, *text;
+        int n;
+        const char *first;
+    } good[] = {
+        {"bom.txt",
+         "\xef\xbb\xbf"
+         "First?\r\n\xc2\xa0\r\nSecond?\r\n",
+         2, "First?"},
+        {"bom.json", "\xef\xbb\xbf \n[\"A?\", \" B? \"]", 2, "A?"},
+        {"quoted.txt", "\"Quoted\" question?\nNext?", 2, "\"Quoted\" question?"},
+        {"escaped.json", "[\"a\\\\u0000b\"]", 1, "a\\u0000b"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
+        char *f = g_build_filename(dir, good[i].name, NULL);
+        g_assert_true(g_file_set_contents(f, good[i].text, -1, NULL));
+        v = queue_read_questions(f, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(g_strv_length(v), ==, good[i].n);
+        g_assert_cmpstr(v[0], ==, good[i].first);
+        g_strfreev(v);
+        g_free(f);
+    }
+    /* Meant as JSON but not a list of strings, or a question that cannot be stored whole: an
+     * error naming the file (and where), never lines or a question cut short. */
+    const struct {
+        const char *name, *text;
+        gssize len;
+        const char *says;
+    } wrong[] = {
+        {"nul.json", "[\"ok\", \"a\\u0000b\"]", -1, "nul.json element 2 'a\\u0000...'"},
+        {"object.json", "{\"q\": \"a\"}", -1, "object.json: a JSON object"},
+        {"string.json", "\"What?\"", -1, "string.json: a JSON string"},
+        {"broken.json", "\xef\xbb\xbf[\"a\", ", -1, "broken.json: not a JSON list of strings: "},
+        {"brace.txt", "{ not json", -1, "brace.txt: not a JSON list of strings: "},
+        {"empty.json", "[\"a\", \" \"]", -1, "empty.json element 2 ' ': the question is empty"},
+        {"latin1.txt", "ok\nQu\xe9?\n", -1,
+         "latin1.txt line 2 'Qu\\xe9?': the question is not UTF-8"},
+        {"nul.txt", "ok\n\na\0b\n", 7, "nul.txt line 3 'a\\u0000b': the question holds a NUL"},
+        {"nul-in.json", "[\"a\0\"]", 6, "nul-in.json line 1: a NUL byte"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(wrong); i++) {
+        char *f = g_build_filename(dir, wrong[i].name, NULL);
+        g_assert_true(g_file_set_contents(f, wrong[i].text, wrong[i].len, NULL));
+        v = queue_read_questions(f, &err);
+        if (v != NULL)
+            g_error("%s: read as %u questions, the first '%s'", wrong[i].name, g_strv_length(v),
+                    v[0]);
+        g_assert_nonnull(err);
+        g_assert_true(g_str_has_prefix(err->message, f));
+        if (strstr(err->message, wrong[i].says) == NULL)
+            g_error("%s: '%s' does not say '%s'", wrong[i].name, err->message, wrong[i].says);
+        g_clear_error(&err);
+        g_free(f);
+    }
     char *missing = g_build_filename(dir, "missing.txt", NULL);
     g_assert_null(queue_read_questions(missing, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
