@@ -87,16 +87,17 @@ int cmd_ask(int argc, char **argv) {
         goto out;
     }
     for (char **d = doc_ids; d && *d; d++) {
-        char *end = NULL;
-        gint64 id = g_ascii_strtoll(*d, &end, 10);
-        if (end == *d || *end != '\0' || id <= 0) {
-            fprintf(stderr, "docqa: ask: --document '%s': expected a document id (a number)\n", *d);
+        gint64 id = 0;
+        if (!dq_cli_int_option("ask", "--document", *d, 1, G_MAXINT64, &id))
             goto out;
-        }
         g_array_append_val(ids, id);
     }
-    if (max_new_tokens < 1 || max_attempts < 1) {
-        fprintf(stderr, "docqa: ask: --max-new-tokens and --max-attempts must be positive\n");
+    if (max_new_tokens < 1) {
+        fprintf(stderr, "docqa: ask: --max-new-tokens %d: must be positive\n", max_new_tokens);
+        goto out;
+    }
+    if (max_attempts < 1) {
+        fprintf(stderr, "docqa: ask: --max-attempts %d: must be positive\n", max_attempts);
         goto out;
     }
     const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");

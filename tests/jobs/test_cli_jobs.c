@@ -358,6 +358,46 @@ static void test_ask_normalizes_questions(void) {
     g_free(dir);
 }
 
+/* Numbers out of range are refused with the option's name, none clamped or replaced by a
+ * default; sampling options without --sample draw a note. */
+static void test_numbers_refused_by_name(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *err = NULL;
+    const char *bad[][3] = {{"--max-new-tokens", "0", NULL},
+                            {"--temperature", "0", "--sample"},
+                            {"--temperature", "-1", "--sample"},
+                            {"--top-p", "0", "--sample"},
+                            {"--top-p", "1.5", "--sample"},
+                            {"--top-k", "-2", "--sample"},
+                            {"--seed", "99999999999999999999", "--sample"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", bad[i][0],
+                              bad[i][1], bad[i][2], NULL),
+                        ==, 2);
+        char *want = g_strdup_printf("docqa: generate: %s %s: ", bad[i][0], bad[i][1]);
+        if (!g_str_has_prefix(err, want))
+            g_error("%s %s: said '%s'", bad[i][0], bad[i][1], err);
+        g_free(want);
+        g_free(err);
+    }
+    /* Checked before the model is opened (there is none here): the note comes first. */
+    g_assert_cmpint(docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", "--seed", "3",
+                          "--top-k", "5", NULL),
+                    ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: generate: note: --top-k, --seed have no effect "
+                                        "without --sample"));
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "-d", "99999999999999999999",
+                          "Q?", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ask: --document 99999999999999999999: out of range\n");
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_free(db);
+    g_free(dir);
+}
+
 /* ask -f - reads the questions from standard input. */
 static void test_ask_questions_from_stdin(void) {
     char *dir = dq_test_tmpdir();
@@ -433,6 +473,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
     g_test_add_func("/cli-jobs/ask-questions-from-stdin", test_ask_questions_from_stdin);
+    g_test_add_func("/cli-jobs/numbers-refused-by-name", test_numbers_refused_by_name);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     return g_test_run();
 }
