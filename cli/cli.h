@@ -23,6 +23,17 @@ int dq_cli_fail(GError *err);
 /* Parses argv with ctx; on a usage error prints it with the subcommand's help hint. */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
+/* For a command that takes options only: FALSE, with "docqa: <command>: unexpected argument"
+ * printed, when argv holds anything after the parsed options (a path typed without its --db
+ * would otherwise be ignored while the command acts on the default database). */
+gboolean dq_cli_no_arguments(const char *command, int argc, char **argv);
+
+/* An integer option taken as text, so that a value given is told from none (text NULL: *out is
+ * left alone, TRUE). FALSE, with "docqa: <command>: <option> <text>: ..." printed, unless text
+ * is a whole decimal number in [min, max] (no silent clamping of huge values). */
+gboolean dq_cli_int_option(const char *command, const char *option, const char *text, gint64 min,
+                           gint64 max, gint64 *out);
+
 /* JSON members for values a database may not know: a string (null for NULL), and a boolean
  * held as 1 / 0 (null for -1). */
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);

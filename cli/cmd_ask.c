@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cmd_ask(int argc, char **argv) {
     char *db = NULL, *questions_file = NULL, *model = NULL, *prompt = NULL;
@@ -20,14 +21,19 @@ int cmd_ask(int argc, char **argv) {
          "ID"},
         {"where", 'w', 0, G_OPTION_ARG_STRING_ARRAY, &where,
          "ask about the documents matching this SQL expression over the documents table, run "
-         "read-only, e.g. \"path LIKE '%/invoices/%'\" (repeatable)",
+         "read-only, e.g. \"path LIKE '%/invoices/%'\"; one expression: its parentheses "
+         "balanced, no comments or ';' (repeatable)",
          "SQL"},
         {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
-         "read questions from FILE: one per line, or a JSON list of strings", "FILE"},
+         "read questions from FILE ('-': standard input), UTF-8 (a leading byte order mark is "
+         "skipped): a JSON list of strings when it starts with '[', else one question a line "
+         "(blank lines skipped)",
+         "FILE"},
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
-         "the model that will answer: the snapshot DIR given to `docqa run` (its name is the "
-         "model id; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
-         "DIR"},
+         "the model that will answer: the snapshot DIR given to `docqa run`, which must hold "
+         "config.json (its name is the model id), or a bare model id without '/' (to ask where "
+         "the snapshot is not; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
+         "DIR|ID"},
         {"prompt", 0, 0, G_OPTION_ARG_STRING, &prompt,
          "prompt template from configs/prompts/ (default docvqa)", "NAME"},
         {"max-new-tokens", 0, 0, G_OPTION_ARG_INT, &max_new_tokens,
@@ -42,7 +48,10 @@ int cmd_ask(int argc, char **argv) {
     g_option_context_set_description(
         ctx, "One job per (page, question). Asking again with the same model and settings adds "
              "nothing: the key is the document's SHA-256, the page number, the question, the "
-             "model id, the render settings and the generation settings.");
+             "model id, the render settings and the generation settings. Each question, from the "
+             "command line or a file, is trimmed of surrounding whitespace (Unicode's too) and "
+             "asked once however often it is given; an empty question, or one that is not UTF-8 "
+             "text, is refused.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -53,8 +62,16 @@ int cmd_ask(int argc, char **argv) {
     char *model_id = NULL;
     if (!ok)
         goto out;
-    for (int i = 1; i < argc; i++)
-        g_ptr_array_add(questions, g_strdup(argv[i]));
+    for (int i = 1; i < argc; i++) {
+        char *source = g_strdup_printf("command-line question %d", i);
+        char *q = queue_question_normalize(argv[i], -1, source, &err);
+        g_free(source);
+        if (q == NULL) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        g_ptr_array_add(questions, q);
+    }
     if (questions_file != NULL) {
         char **qs = queue_read_questions(questions_file, &err);
         if (qs == NULL) {
@@ -70,19 +87,37 @@ int cmd_ask(int argc, char **argv) {
         goto out;
     }
     for (char **d = doc_ids; d && *d; d++) {
-        char *end = NULL;
-        gint64 id = g_ascii_strtoll(*d, &end, 10);
-        if (end == *d || *end != '\0' || id <= 0) {
-            fprintf(stderr, "docqa: ask: --document '%s': expected a document id (a number)\n", *d);
+        gint64 id = 0;
+        if (!dq_cli_int_option("ask", "--document", *d, 1, G_MAXINT64, &id))
             goto out;
-        }
         g_array_append_val(ids, id);
     }
-    if (max_new_tokens < 1 || max_attempts < 1) {
-        fprintf(stderr, "docqa: ask: --max-new-tokens and --max-attempts must be positive\n");
+    if (max_new_tokens < 1) {
+        fprintf(stderr, "docqa: ask: --max-new-tokens %d: must be positive\n", max_new_tokens);
+        goto out;
+    }
+    if (max_attempts < 1) {
+        fprintf(stderr, "docqa: ask: --max-attempts %d: must be positive\n", max_attempts);
         goto out;
     }
     const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");
+    /* A value with a '/' is a path: a typo in it would queue jobs for a model id that no `docqa
+     * run --model DIR` answers. A bare id is taken on trust (queue_model_id). */
+    if (model_arg != NULL && (strchr(model_arg, '/') != NULL || strcmp(model_arg, ".") == 0 ||
+                              strcmp(model_arg, "..") == 0)) {
+        char *cfg_file = g_build_filename(model_arg, "config.json", NULL);
+        const char *why = !g_file_test(model_arg, G_FILE_TEST_IS_DIR)      ? "not a directory"
+                          : !g_file_test(cfg_file, G_FILE_TEST_IS_REGULAR) ? "no config.json in it"
+                                                                           : NULL;
+        g_free(cfg_file);
+        if (why != NULL) {
+            fprintf(stderr,
+                    "docqa: ask: %s %s: %s (give a model snapshot directory, or a bare model id "
+                    "without '/')\n",
+                    model ? "--model" : "DOCQA_MODEL", model_arg, why);
+            goto out;
+        }
+    }
     model_id = queue_model_id(model_arg && *model_arg ? model_arg : "SmolVLM-256M-Instruct");
     /* With the snapshot at hand, answers the model could never give are refused now, not job by
      * job at run time (ask needs only the model's id, so without it nothing is checked). */
@@ -119,8 +154,12 @@ int cmd_ask(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    printf("ask: %d question%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
-           res.questions, res.questions == 1 ? "" : "s", res.pages, res.pages == 1 ? "" : "s",
+    char dups[64] = "";
+    if (res.duplicates > 0)
+        g_snprintf(dups, sizeof dups, " (%d duplicate%s dropped)", res.duplicates,
+                   res.duplicates == 1 ? "" : "s");
+    printf("ask: %d question%s%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
+           res.questions, res.questions == 1 ? "" : "s", dups, res.pages, res.pages == 1 ? "" : "s",
            res.added, res.added == 1 ? "" : "s", res.existing, model_id);
     if (res.failed_pages > 0)
         printf("ask: %d page%s left out: ingest could not render them (see docqa ingest)\n",

@@ -111,7 +111,7 @@ int cmd_export(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    if (!ok)
+    if (!ok || !dq_cli_no_arguments("export", argc, argv))
         goto out;
     Export ex = {.csv = TRUE};
     if (format != NULL && strcmp(format, "jsonl") == 0)

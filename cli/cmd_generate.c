@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -44,7 +45,29 @@ typedef struct {
     double top_p;
     int top_k;
     gint64 seed;
+    /* As given (NULL: not given): numbers are checked after parsing, so that a value given is
+     * told from the default and none is clamped silently. */
+    char *max_new_tokens_text;
+    char *temperature_text;
+    char *top_p_text;
+    char *top_k_text;
+    char *seed_text;
 } GenerateArgs;
+
+/* FALSE, with a message naming the option, unless text is a finite number > min and <= max. */
+static gboolean parse_double(const char *option, const char *text, double min, double max,
+                             const char *range, double *out) {
+    if (text == NULL)
+        return TRUE;
+    char *end = NULL;
+    double v = g_ascii_strtod(text, &end);
+    if (end == text || *end != '\0' || !isfinite(v) || v <= min || v > max) {
+        fprintf(stderr, "docqa: generate: %s %s: must be %s\n", option, text, range);
+        return FALSE;
+    }
+    *out = v;
+    return TRUE;
+}
 
 static gboolean write_logits(const char *path, const float *logits, int n, GError **err) {
     FILE *f = fopen(path, "wb");
@@ -212,8 +235,8 @@ int cmd_generate(int argc, char **argv) {
          "the user's text; templated with the images before it", "TEXT"},
         {"raw-prompt", 0, 0, G_OPTION_ARG_STRING, &a.raw_prompt,
          "an already templated prompt; each <image> stands for the next image", "TEXT"},
-        {"max-new-tokens", 0, 0, G_OPTION_ARG_INT, &a.max_new_tokens,
-         "most tokens to generate (default: generation_config.json's, else 256)", "N"},
+        {"max-new-tokens", 0, 0, G_OPTION_ARG_STRING, &a.max_new_tokens_text,
+         "most tokens to generate, >= 1 (default: generation_config.json's, else 256)", "N"},
         {"n-res", 0, 0, G_OPTION_ARG_INT, &a.n_res,
          "resize so the longest edge is N x tile (default: the snapshot's)", "N"},
         {"no-split", 0, 0, G_OPTION_ARG_NONE, &a.no_split, "one tile an image (no splitting)",
@@ -235,11 +258,17 @@ int cmd_generate(int argc, char **argv) {
         {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},
         {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_logits,
          "write the last prompt position's logits (float32 LE)", "FILE"},
-        {"sample", 0, 0, G_OPTION_ARG_NONE, &a.sample, "sample instead of greedy decoding", NULL},
-        {"temperature", 0, 0, G_OPTION_ARG_DOUBLE, &a.temperature, "sampling temperature", "T"},
-        {"top-p", 0, 0, G_OPTION_ARG_DOUBLE, &a.top_p, "nucleus sampling mass", "P"},
-        {"top-k", 0, 0, G_OPTION_ARG_INT, &a.top_k, "keep the K most likely tokens (0: off)", "K"},
-        {"seed", 0, 0, G_OPTION_ARG_INT64, &a.seed, "sampling seed", "S"},
+        {"sample", 0, 0, G_OPTION_ARG_NONE, &a.sample,
+         "sample instead of greedy decoding (the four options below apply to sampling only; "
+         "without --sample a note says they have no effect)",
+         NULL},
+        {"temperature", 0, 0, G_OPTION_ARG_STRING, &a.temperature_text, "sampling temperature, > 0",
+         "T"},
+        {"top-p", 0, 0, G_OPTION_ARG_STRING, &a.top_p_text, "nucleus sampling mass, in (0, 1]",
+         "P"},
+        {"top-k", 0, 0, G_OPTION_ARG_STRING, &a.top_k_text,
+         "keep the K most likely tokens (0: off)", "K"},
+        {"seed", 0, 0, G_OPTION_ARG_STRING, &a.seed_text, "sampling seed", "S"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- run one prompt through the model");
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -253,14 +282,38 @@ int cmd_generate(int argc, char **argv) {
         dq_fail(&err, DQ_ERR_ARGS, "--model DIR is required");
     else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
         dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
-    else if (a.max_new_tokens < 0 || a.n_res < 0)
-        dq_fail(&err, DQ_ERR_ARGS, "--max-new-tokens and --n-res must be positive");
-    else if (a.sample && (a.temperature < 0 || a.top_p < 0 || a.top_p > 1))
-        dq_fail(&err, DQ_ERR_ARGS, "--temperature must be > 0 and --top-p in (0, 1]");
+    else if (a.n_res < 0)
+        dq_fail(&err, DQ_ERR_ARGS, "--n-res %d: must be positive", a.n_res);
     if (err != NULL) {
         fprintf(stderr, "docqa generate: %s (see --help)\n", err->message);
         g_error_free(err);
         goto out;
+    }
+    gint64 max_new = 0, top_k = -1;
+    if (!dq_cli_int_option("generate", "--max-new-tokens", a.max_new_tokens_text, 1, G_MAXINT,
+                           &max_new) ||
+        !dq_cli_int_option("generate", "--top-k", a.top_k_text, 0, G_MAXINT, &top_k) ||
+        !dq_cli_int_option("generate", "--seed", a.seed_text, G_MININT64, G_MAXINT64, &a.seed) ||
+        !parse_double("--temperature", a.temperature_text, 0, INFINITY, "> 0", &a.temperature) ||
+        !parse_double("--top-p", a.top_p_text, 0, 1, "in (0, 1]", &a.top_p))
+        goto out;
+    a.max_new_tokens = (int)max_new;
+    a.top_k = (int)top_k;
+    if (!a.sample) {
+        /* Said, not refused: greedy decoding is what was asked for, the rest is only unused. */
+        GString *unused = g_string_new(NULL);
+        const char *given[][2] = {{"--temperature", a.temperature_text},
+                                  {"--top-p", a.top_p_text},
+                                  {"--top-k", a.top_k_text},
+                                  {"--seed", a.seed_text}};
+        for (size_t i = 0; i < G_N_ELEMENTS(given); i++)
+            if (given[i][1] != NULL)
+                g_string_append_printf(unused, "%s%s", unused->len ? ", " : "", given[i][0]);
+        if (unused->len > 0)
+            fprintf(stderr,
+                    "docqa: generate: note: %s %s no effect without --sample (greedy decoding)\n",
+                    unused->str, strchr(unused->str, ',') ? "have" : "has");
+        g_string_free(unused, TRUE);
     }
     status = run_generate(&a);
 out:
@@ -273,5 +326,10 @@ out:
     g_free(a.weights);
     g_free(a.draft);
     g_free(a.dump_logits);
+    g_free(a.max_new_tokens_text);
+    g_free(a.temperature_text);
+    g_free(a.top_p_text);
+    g_free(a.top_k_text);
+    g_free(a.seed_text);
     return status;
 }

@@ -33,7 +33,7 @@ int cmd_requeue(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    if (!ok)
+    if (!ok || !dq_cli_no_arguments("requeue", argc, argv))
         goto out;
     if (!dead && !failed && !approximate) {
         fprintf(stderr, "docqa: requeue: say which jobs: --dead, --failed, --approximate\n");

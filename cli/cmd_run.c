@@ -97,9 +97,9 @@ fail:
 
 int cmd_run(int argc, char **argv) {
     char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL,
-         *draft = NULL;
-    int batch = 1, workers = 0, lease_s = 60, prep_threads = 0;
-    gint64 max_jobs = 0;
+         *draft = NULL, *workers_text = NULL, *max_jobs_text = NULL;
+    int batch = 1, lease_s = 60, prep_threads = 0;
+    gint64 workers = 0, max_jobs = 0; /* 0: not given (one worker a device; no limit) */
     gboolean until_empty = FALSE, quiet = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
@@ -123,10 +123,10 @@ int cmd_run(int argc, char **argv) {
          "D"},
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
          "requests a worker decodes together; each finished one is replaced at once by a newly "
-         "claimed job (continuous batching; default 1)",
+         "claimed job (continuous batching; 1 to " G_STRINGIFY(DQ_MAX_BATCH) ", default 1)",
          "N"},
-        {"workers", 'k', 0, G_OPTION_ARG_INT, &workers,
-         "worker processes, dealt to the devices in turn (default: one a device)", "K"},
+        {"workers", 'k', 0, G_OPTION_ARG_STRING, &workers_text,
+         "worker processes, dealt to the devices in turn (1 to 256; default: one a device)", "K"},
         {"prep-threads", 0, 0, G_OPTION_ARG_INT, &prep_threads,
          "threads a worker prepares pages on (PNG decode, image processor, tokenizer; default 1 "
          "on the CPU, on a GPU one a core but one, up to 8)",
@@ -134,7 +134,8 @@ int cmd_run(int argc, char **argv) {
         {"until-empty", 0, 0, G_OPTION_ARG_NONE, &until_empty,
          "exit when no job of the model is queued or running (default: keep waiting for work)",
          NULL},
-        {"max-jobs", 0, 0, G_OPTION_ARG_INT64, &max_jobs, "stop after claiming M jobs in all", "M"},
+        {"max-jobs", 0, 0, G_OPTION_ARG_STRING, &max_jobs_text,
+         "stop after claiming M jobs in all (M >= 1; default: no limit)", "M"},
         {"lease", 0, 0, G_OPTION_ARG_INT, &lease_s,
          "seconds a claim lasts without a heartbeat (default 60)", "S"},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
@@ -172,10 +173,17 @@ int cmd_run(int argc, char **argv) {
                 model_dir);
         goto out;
     }
-    if (batch < 1 || workers < 0 || workers > 256 || lease_s < 1 || max_jobs < 0) {
-        fprintf(stderr, "docqa: run: --batch, --workers (<= 256) and --lease must be positive\n");
+    if (batch < 1 || batch > DQ_MAX_BATCH) {
+        fprintf(stderr, "docqa: run: --batch %d: must be between 1 and %d\n", batch, DQ_MAX_BATCH);
         goto out;
     }
+    if (lease_s < 1) {
+        fprintf(stderr, "docqa: run: --lease %d: must be a positive number of seconds\n", lease_s);
+        goto out;
+    }
+    if (!dq_cli_int_option("run", "--workers", workers_text, 1, 256, &workers) ||
+        !dq_cli_int_option("run", "--max-jobs", max_jobs_text, 1, G_MAXINT64, &max_jobs))
+        goto out;
     if (prep_threads < 0 || prep_threads > DQ_MAX_PREP_THREADS) {
         fprintf(stderr, "docqa: run: --prep-threads must be between 1 and %d (0: the default)\n",
                 DQ_MAX_PREP_THREADS);
@@ -186,7 +194,7 @@ int cmd_run(int argc, char **argv) {
         goto out;
     }
     if (workers == 0)
-        workers = (int)MIN(devices->len, 256);
+        workers = MIN(devices->len, 256);
     model_id = model_id_opt ? g_strdup(model_id_opt) : queue_model_id(model_dir);
 
     /* Workers read page images from the page store (a shared directory for PostgreSQL). */
@@ -226,7 +234,7 @@ int cmd_run(int argc, char **argv) {
                                   .batch = batch,
                                   .until_empty = until_empty,
                                   .lease_ms = (gint64)lease_s * 1000},
-                       .n_workers = workers,
+                       .n_workers = (int)workers,
                        .max_jobs = max_jobs,
                        .progress = !quiet};
     DqRunResult res;
@@ -249,6 +257,8 @@ out:
     g_free(device);
     g_free(weights);
     g_free(draft);
+    g_free(workers_text);
+    g_free(max_jobs_text);
     if (devices)
         g_ptr_array_free(devices, TRUE);
     return rc;

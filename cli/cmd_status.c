@@ -105,7 +105,7 @@ int cmd_status(int argc, char **argv) {
     GError *err = NULL;
     DqStore *store = NULL;
     GPtrArray *errs = NULL, *engines = NULL;
-    if (!ok)
+    if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
     store = dq_store_open_existing(path, &err);

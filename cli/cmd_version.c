@@ -9,7 +9,7 @@ int cmd_version(int argc, char **argv) {
     GOptionContext *ctx = g_option_context_new("- print the version and the build's features");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
-    if (!ok)
+    if (!ok || !dq_cli_no_arguments("version", argc, argv))
         return DQ_EXIT_FATAL;
     printf("docqa %s\n", DOCQA_VERSION);
 #ifdef DOCQA_HAVE_CUDA

@@ -4,7 +4,9 @@
 #include "dq_error.h"
 #include "resources.h"
 
+#include <errno.h>
 #include <json-glib/json-glib.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,43 +74,205 @@ char *queue_page_image_path(const char *db_path, const char *image_sha256) {
     return path;
 }
 
+/* ---- --where ---- */
+
+static gboolean where_refuse(GError **err, const char *expr, const char *why) {
+    return dq_fail(err, DQ_ERR_ARGS,
+                   "--where '%s': %s (give one SQL expression over the columns of documents, "
+                   "e.g. \"path LIKE '%%/2024/%%'\")",
+                   expr, why);
+}
+
+static gboolean is_name_byte(char c) {
+    return g_ascii_isalnum(c) || c == '_' || (guchar)c >= 0x80;
+}
+
+gboolean queue_check_where(const char *expr, GError **err) {
+    int depth = 0;
+    for (const char *p = expr; *p; p++) {
+        switch (*p) {
+        case '\'':
+        case '"':
+        case '`': {
+            const char quote = *p;
+            /* PostgreSQL's E'...' takes \' as a quote inside the string, SQLite does not: where
+             * it ends would depend on the database. */
+            gboolean escapes = quote == '\'' && p > expr && (p[-1] == 'E' || p[-1] == 'e') &&
+                               (p - 1 == expr || !is_name_byte(p[-2]));
+            /* A doubled quote inside reads as closing and reopening: the same as an escape. */
+            for (p++; *p && *p != quote; p++)
+                if (escapes && *p == '\\')
+                    return where_refuse(err, expr, "backslash escapes (E'...') are not allowed");
+            if (*p == '\0')
+                return where_refuse(err, expr, "a quote is never closed");
+            break;
+        }
+        case '[':
+            /* SQLite's [name]; on PostgreSQL the same text is a subscript, so only a name is safe
+             * to skip over. */
+            for (p++; *p && *p != ']'; p++)
+                if (strchr("'\"`();$", *p) != NULL || (p[0] == '-' && p[1] == '-') ||
+                    (p[0] == '/' && p[1] == '*'))
+                    return where_refuse(err, expr, "[...] may hold a column name only");
+            if (*p == '\0')
+                return where_refuse(err, expr, "a '[' is never closed");
+            break;
+        case '-':
+        case '/':
+            if (p[1] == (*p == '-' ? '-' : '*'))
+                return where_refuse(err, expr, "SQL comments ('--', '/*') are not allowed");
+            break;
+        case ';':
+            return where_refuse(err, expr, "';' is not allowed: one expression only");
+        case '$':
+            return where_refuse(err, expr, "'$' is not allowed");
+        case '(':
+            depth++;
+            break;
+        case ')':
+            if (--depth < 0)
+                return where_refuse(err, expr, "a ')' closes a parenthesis it did not open");
+            break;
+        default:
+            break;
+        }
+    }
+    if (depth > 0)
+        return where_refuse(err, expr, "a '(' is never closed");
+    return TRUE;
+}
+
+/* ---- questions ---- */
+
+/* At most this many characters of a question are quoted in an error message. */
+#define QUOTE_MAX_CHARS 60
+
+/* A question for an error message, one line whatever it holds: invisible and control characters
+ * as \uXXXX (or \n, \t), bytes that are not UTF-8 as \xNN. */
+static char *escape_question(const char *text, gsize len) {
+    GString *out = g_string_new(NULL);
+    const char *p = text, *end = text + len;
+    for (int n = 0; p < end; n++) {
+        if (n == QUOTE_MAX_CHARS) {
+            g_string_append(out, "...");
+            break;
+        }
+        /* g_utf8_get_char_validated takes a NUL for the end of the text */
+        gunichar c = *p == '\0' ? 0 : g_utf8_get_char_validated(p, end - p);
+        if (c == (gunichar)-1 || c == (gunichar)-2) {
+            g_string_append_printf(out, "\\x%02x", (guchar)*p++);
+            continue;
+        }
+        const char *next = g_utf8_next_char(p);
+        if (c == '\n')
+            g_string_append(out, "\\n");
+        else if (c == '\t')
+            g_string_append(out, "\\t");
+        else if (c == '\\')
+            g_string_append(out, "\\\\");
+        else if (c == ' ' || (g_unichar_isprint(c) && !g_unichar_isspace(c)))
+            g_string_append_len(out, p, next - p);
+        else
+            g_string_append_printf(out, c > 0xFFFF ? "\\U%08x" : "\\u%04x", c);
+        p = next;
+    }
+    return g_string_free(out, FALSE);
+}
+
+static gboolean is_trimmed(gunichar c) {
+    /* g_unichar_isspace leaves out \v, NEL and the invisible ZWSP and BOM (U+FEFF, also what a
+     * byte order mark pasted into a line becomes). */
+    return g_unichar_isspace(c) || c == '\v' || c == 0x85 || c == 0x200B || c == 0xFEFF;
+}
+
+char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err) {
+    gsize n = len < 0 ? strlen(text) : (gsize)len;
+    const char *bad = NULL;
+    const char *problem = NULL;
+    if (memchr(text, '\0', n) != NULL)
+        problem = "holds a NUL character";
+    else if (!g_utf8_validate(text, (gssize)n, &bad))
+        problem = "is not UTF-8 text";
+    if (problem == NULL) {
+        const char *start = text, *stop = text + n;
+        while (start < stop && is_trimmed(g_utf8_get_char(start)))
+            start = g_utf8_next_char(start);
+        while (stop > start) {
+            const char *prev = g_utf8_prev_char(stop);
+            if (!is_trimmed(g_utf8_get_char(prev)))
+                break;
+            stop = prev;
+        }
+        if (stop > start)
+            return g_strndup(start, stop - start);
+        problem = "is empty (nothing but whitespace)";
+    }
+    char *shown = escape_question(text, n);
+    dq_fail(err, DQ_ERR_ARGS, "%s '%s': the question %s", source, shown, problem);
+    g_free(shown);
+    return NULL;
+}
+
 /* ---- asking ---- */
 
 gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err) {
     memset(res, 0, sizeof(*res));
     if (req->n_questions == 0)
         return dq_fail(err, DQ_ERR_ARGS, "no question given");
+    for (int i = 0; i < req->n_where; i++)
+        if (!queue_check_where(req->where_sql[i], err))
+            return FALSE;
+    /* Distinct normalized questions, in the order first given: the same question twice would
+     * make the same job key twice, the second counted as "already asked". */
+    GPtrArray *questions = g_ptr_array_new_with_free_func(g_free);
+    GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
     for (int i = 0; i < req->n_questions; i++) {
-        const char *q = req->questions[i];
-        while (q != NULL && g_ascii_isspace(*q))
-            q++;
-        if (q == NULL || *q == '\0')
-            return dq_fail(err, DQ_ERR_ARGS, "question %d is empty", i + 1);
+        char *source = g_strdup_printf("question %d", i + 1);
+        char *q =
+            req->questions[i] ? queue_question_normalize(req->questions[i], -1, source, err) : NULL;
+        if (q == NULL && req->questions[i] == NULL)
+            dq_fail(err, DQ_ERR_ARGS, "%s is missing", source);
+        g_free(source);
+        if (q == NULL) {
+            g_hash_table_destroy(seen);
+            g_ptr_array_free(questions, TRUE);
+            return FALSE;
+        }
+        if (g_hash_table_contains(seen, q)) {
+            res->duplicates++;
+            g_free(q);
+            continue;
+        }
+        g_hash_table_add(seen, q);
+        g_ptr_array_add(questions, q);
     }
-    char *settings = queue_generation_settings_json(&req->settings, err);
-    if (settings == NULL)
-        return FALSE;
+    g_hash_table_destroy(seen);
+    int n_questions = (int)questions->len;
     gboolean ok = FALSE;
+    char *settings = queue_generation_settings_json(&req->settings, err);
     GArray *qids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
     GArray *jobs = g_array_new(FALSE, TRUE, sizeof(DqNewJob));
-    GPtrArray *pages =
-        store_jobs_select_pages(s, req->document_ids, req->n_document_ids, req->where_sql,
-                                req->n_where, &res->failed_pages, err);
+    GPtrArray *pages = NULL;
+    if (settings == NULL)
+        goto out;
+    pages = store_jobs_select_pages(s, req->document_ids, req->n_document_ids, req->where_sql,
+                                    req->n_where, &res->failed_pages, err);
     if (pages == NULL)
         goto out;
-    for (int i = 0; i < req->n_questions; i++) {
+    for (int i = 0; i < n_questions; i++) {
         gint64 id;
-        if (!store_jobs_question_id(s, req->questions[i], &id, err))
+        if (!store_jobs_question_id(s, g_ptr_array_index(questions, i), &id, err))
             goto out;
         g_array_append_val(qids, id);
     }
     int max_attempts = req->settings.max_attempts > 0 ? req->settings.max_attempts : 3;
     for (guint p = 0; p < pages->len; p++) {
         const DqAskPage *page = g_ptr_array_index(pages, p);
-        for (int q = 0; q < req->n_questions; q++) {
-            char *key = queue_job_key(page->document_sha256, page->page_number, req->questions[q],
-                                      req->model_id, page->render_settings, settings);
+        for (int q = 0; q < n_questions; q++) {
+            char *key = queue_job_key(page->document_sha256, page->page_number,
+                                      g_ptr_array_index(questions, q), req->model_id,
+                                      page->render_settings, settings);
             g_ptr_array_add(keys, key);
             DqNewJob j = {
                 .page_id = page->page_id,
@@ -124,7 +288,7 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     if (!store_jobs_enqueue(s, (const DqNewJob *)jobs->data, (int)jobs->len, &res->added, err))
         goto out;
     res->pages = (int)pages->len;
-    res->questions = req->n_questions;
+    res->questions = n_questions;
     res->existing = (int)jobs->len - res->added;
     ok = TRUE;
 out:
@@ -133,70 +297,199 @@ out:
     g_array_free(jobs, TRUE);
     g_ptr_array_free(keys, TRUE);
     g_array_free(qids, TRUE);
+    g_ptr_array_free(questions, TRUE);
     g_free(settings);
     return ok;
 }
 
-char **queue_read_questions(const char *path, GError **err) {
-    char *text = NULL;
-    gsize len = 0;
+static const char *json_kind(JsonNode *n) {
+    if (JSON_NODE_HOLDS_OBJECT(n))
+        return "object";
+    if (JSON_NODE_HOLDS_NULL(n))
+        return "null";
+    if (JSON_NODE_HOLDS_ARRAY(n))
+        return "list";
+    GType t = json_node_get_value_type(n);
+    return t == G_TYPE_STRING ? "string" : t == G_TYPE_BOOLEAN ? "boolean" : "number";
+}
+
+/* A line of nothing but whitespace: a separator in a file of lines, not an empty question. */
+static gboolean is_blank(const char *text, gsize n) {
+    if (memchr(text, '\0', n) != NULL || !g_utf8_validate(text, (gssize)n, NULL))
+        return FALSE;
+    for (const char *p = text; p < text + n; p = g_utf8_next_char(p))
+        if (!is_trimmed(g_utf8_get_char(p)))
+            return FALSE;
+    return TRUE;
+}
+
+static char *read_all(const char *path, const char *name, gsize *len, GError **err) {
     GError *e = NULL;
-    if (!g_file_get_contents(path, &text, &len, &e)) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s", path, e->message);
-        g_error_free(e);
-        return NULL;
-    }
-    if (!g_utf8_validate(text, (gssize)len, NULL)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not UTF-8 text", path);
-        g_free(text);
-        return NULL;
-    }
-    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
-    const char *p = text;
-    while (g_ascii_isspace(*p))
-        p++;
-    if (*p == '[') {
-        JsonParser *parser = json_parser_new();
-        if (!json_parser_load_from_data(parser, text, (gssize)len, &e)) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON list: %s", path, e->message);
+    char *text = NULL;
+    if (strcmp(path, "-") != 0) {
+        if (!g_file_get_contents(path, &text, len, &e)) {
+            dq_fail(err, DQ_ERR_IO, "%s: %s", name, e->message);
             g_error_free(e);
-            g_object_unref(parser);
-            goto fail;
         }
-        JsonNode *root = json_parser_get_root(parser);
-        JsonArray *arr = JSON_NODE_HOLDS_ARRAY(root) ? json_node_get_array(root) : NULL;
-        for (guint i = 0; arr && i < json_array_get_length(arr); i++) {
-            JsonNode *n = json_array_get_element(arr, i);
-            if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING) {
-                dq_fail(err, DQ_ERR_FORMAT, "%s: element %u of the list is not a string", path,
-                        i + 1);
-                g_object_unref(parser);
-                goto fail;
+        return text;
+    }
+    GByteArray *buf = g_byte_array_new();
+    guint8 chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, stdin)) > 0)
+        g_byte_array_append(buf, chunk, (guint)got);
+    if (ferror(stdin)) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s", name, g_strerror(errno));
+        g_byte_array_free(buf, TRUE);
+        return NULL;
+    }
+    *len = buf->len;
+    g_byte_array_append(buf, (const guint8 *)"", 1); /* NUL-terminated, like g_file_get_contents */
+    return (char *)g_byte_array_free(buf, FALSE);
+}
+
+/* The 1-based line of a byte offset, for messages. */
+static int line_of(const char *text, const char *at) {
+    int line = 1;
+    for (const char *p = text; p < at; p++)
+        line += *p == '\n';
+    return line;
+}
+
+/* Index (1-based) of the first string literal in JSON text that holds \u0000, 0 if none:
+ * json-glib hands strings out NUL-terminated, so such a question would be cut short silently. */
+static guint json_string_with_nul(const char *text, gsize len) {
+    guint strings = 0;
+    gboolean in_string = FALSE;
+    for (gsize i = 0; i < len; i++) {
+        if (!in_string) {
+            if (text[i] == '"') {
+                in_string = TRUE;
+                strings++;
             }
-            char *q = g_strstrip(g_strdup(json_node_get_string(n)));
-            if (*q)
-                g_ptr_array_add(out, q);
-            else
-                g_free(q);
+        } else if (text[i] == '"') {
+            in_string = FALSE;
+        } else if (text[i] == '\\') {
+            if (i + 5 < len && text[i + 1] == 'u' && strncmp(text + i + 2, "0000", 4) == 0)
+                return strings;
+            i++; /* the escaped character */
         }
-        g_object_unref(parser);
-        if (arr == NULL) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: expected a JSON list of strings", path);
+    }
+    return 0;
+}
+
+static gboolean read_json_list(const char *name, const char *text, gsize len, GPtrArray *out,
+                               GError **err) {
+    GError *e = NULL;
+    JsonParser *parser = json_parser_new();
+    gboolean ok = FALSE;
+    if (!json_parser_load_from_data(parser, text, (gssize)len, &e)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON list of strings: %s", name, e->message);
+        g_error_free(e);
+        goto out;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    if (root == NULL || !JSON_NODE_HOLDS_ARRAY(root)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: a JSON %s, expected a list of strings", name,
+                root == NULL ? "document with nothing in it" : json_kind(root));
+        goto out;
+    }
+    JsonArray *arr = json_node_get_array(root);
+    for (guint i = 0; i < json_array_get_length(arr); i++) {
+        JsonNode *n = json_array_get_element(arr, i);
+        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: element %u of the list is not a string", name, i + 1);
+            goto out;
+        }
+    }
+    /* Every string in the text is an element now: the n-th literal is element n. */
+    guint with_nul = json_string_with_nul(text, len);
+    if (with_nul > 0) {
+        char *source = g_strdup_printf("%s element %u", name, with_nul);
+        const char *q = json_array_get_string_element(arr, with_nul - 1);
+        char *shown = escape_question(q, strlen(q));
+        dq_fail(err, DQ_ERR_ARGS, "%s '%s\\u0000...': the question holds a NUL character", source,
+                shown);
+        g_free(shown);
+        g_free(source);
+        goto out;
+    }
+    for (guint i = 0; i < json_array_get_length(arr); i++) {
+        char *source = g_strdup_printf("%s element %u", name, i + 1);
+        char *q = queue_question_normalize(json_array_get_string_element(arr, i), -1, source, err);
+        g_free(source);
+        if (q == NULL)
+            goto out;
+        g_ptr_array_add(out, q);
+    }
+    ok = TRUE;
+out:
+    g_object_unref(parser);
+    return ok;
+}
+
+/* A text that parses as JSON but is not a list (a lone string, say) was meant as JSON too. */
+static gboolean is_json_but_not_list(const char *name, const char *text, gsize len, GError **err) {
+    JsonParser *parser = json_parser_new();
+    gboolean yes = json_parser_load_from_data(parser, text, (gssize)len, NULL) &&
+                   json_parser_get_root(parser) != NULL &&
+                   !JSON_NODE_HOLDS_ARRAY(json_parser_get_root(parser));
+    if (yes)
+        dq_fail(err, DQ_ERR_FORMAT,
+                "%s: a JSON %s, expected a list of strings (or one question "
+                "a line)",
+                name, json_kind(json_parser_get_root(parser)));
+    g_object_unref(parser);
+    return yes;
+}
+
+char **queue_read_questions(const char *path, GError **err) {
+    const char *name = strcmp(path, "-") == 0 ? "standard input" : path;
+    gsize len = 0;
+    char *text = read_all(path, name, &len, err);
+    if (text == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    /* Editors on Windows start UTF-8 files with a byte order mark: not part of the text. */
+    const char *body = text;
+    if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) {
+        body += 3;
+        len -= 3;
+    }
+    const char *p = body;
+    while (p < body + len && g_ascii_isspace(*p))
+        p++;
+    gboolean json = p < body + len && (*p == '[' || *p == '{');
+    if (json || (p < body + len && *p == '"')) {
+        const char *bad = NULL;
+        if (!g_utf8_validate(body, (gssize)len, &bad)) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s line %d: %s", name, line_of(body, bad),
+                    *bad == '\0' ? "a NUL byte" : "not UTF-8 text");
             goto fail;
         }
-    } else {
-        char **lines = g_strsplit(text, "\n", -1);
-        for (char **l = lines; *l; l++) {
-            char *q = g_strstrip(g_strdup(*l));
-            if (*q)
+        if (json && !read_json_list(name, body, len, out, err))
+            goto fail;
+        if (!json && is_json_but_not_list(name, body, len, err))
+            goto fail;
+    }
+    if (!json) {
+        int line = 1;
+        for (const char *l = body; l <= body + len; line++) {
+            const char *nl = memchr(l, '\n', (gsize)(body + len - l));
+            const char *stop = nl ? nl : body + len;
+            if (!is_blank(l, (gsize)(stop - l))) {
+                char *source = g_strdup_printf("%s line %d", name, line);
+                char *q = queue_question_normalize(l, stop - l, source, err);
+                g_free(source);
+                if (q == NULL)
+                    goto fail;
                 g_ptr_array_add(out, q);
-            else
-                g_free(q);
+            }
+            l = stop + 1;
         }
-        g_strfreev(lines);
     }
     if (out->len == 0) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: no questions in the file", path);
+        dq_fail(err, DQ_ERR_FORMAT, "%s: no questions in it", name);
         goto fail;
     }
     g_free(text);

@@ -121,16 +121,39 @@ typedef struct {
 typedef struct {
     int pages;        /* pages selected */
     int failed_pages; /* pages without an image (ingest failed there), left out */
-    int questions;
-    int added;    /* new jobs */
-    int existing; /* already asked with the same key */
+    int questions;    /* distinct questions asked */
+    int duplicates;   /* questions given more than once in the request, asked once */
+    int added;        /* new jobs */
+    int existing;     /* already asked with the same key, before this request */
 } DqAskResult;
 
-/* Enqueues one job per (page, question), page-major (a worker's batch then shares pages). */
+/* Enqueues one job per (page, question), page-major (a worker's batch then shares pages). Each
+ * question goes through queue_question_normalize first (so " Total?" and "Total?" are one
+ * question); a question given twice is asked once and counted in `duplicates`. */
 gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err);
 
-/* Reads questions from a file: a JSON list of strings, or one question per line (blank lines and
- * surrounding whitespace dropped). Returns a NULL-terminated vector (g_strfreev). */
+/* Checks that a --where text is one self-contained expression. The store wraps it as
+ * `WHERE (<text>\n) AND version = <newest>`: a text that closes the wrapper's parenthesis
+ * ("1) OR (1") or comments out the rest ("1)" then an unterminated block comment) would widen
+ * the filter to old document versions. Outside '...', "...", `...` and [...] it refuses SQL
+ * comments (-- and slash-star), ';', '$' (PostgreSQL dollar quoting) and parentheses that close
+ * more than they open or stay open; a backslash in E'...' (where a PostgreSQL escape string
+ * ends is not where SQLite would end it); inside [...] anything but a name. FALSE with
+ * DQ_ERR_ARGS naming --where. queue_ask checks every --where with it. */
+gboolean queue_check_where(const char *expr, GError **err);
+
+/* A question as docqa stores it, whatever its source (command line, file): `len` bytes of text
+ * (-1: up to its NUL) with the surrounding Unicode whitespace trimmed (U+00A0 and the other
+ * space separators, line breaks, zero-width space, byte order mark). NULL, with DQ_ERR_ARGS
+ * naming `source` (e.g. "questions.txt line 3") and the question (escaped), when it is not
+ * UTF-8, holds a NUL character or is empty once trimmed. */
+char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err);
+
+/* Reads questions from a file ("-": standard input), UTF-8 with an optional byte order mark:
+ * a JSON list of strings when its first non-space character is '[' (or '{', which is an error,
+ * as is a file that is one JSON string), else one question a line (blank lines dropped); each
+ * through queue_question_normalize. Errors name the file, and the line or list element.
+ * Returns a NULL-terminated vector (g_strfreev). */
 char **queue_read_questions(const char *path, GError **err);
 
 /* ---- working ---- */
@@ -139,10 +162,15 @@ char **queue_read_questions(const char *path, GError **err);
  * (store.h; NULL for a PostgreSQL store without DOCQA_PAGES). */
 char *queue_page_image_path(const char *db_path, const char *image_sha256);
 
+/* The largest batch a worker takes: far beyond what a GPU decodes at once (a few hundred), and
+ * small enough that a worker's bookkeeping for batch + lookahead jobs stays an int. */
+#define DQ_MAX_BATCH 4096
+
 typedef struct {
     const char *db_path;
     const char *model_id;
-    int batch;            /* requests in the model at once (N), >= 1; the worker holds up to
+    int batch;            /* requests in the model at once (N), 1 .. DQ_MAX_BATCH (more is an
+                             error); the worker holds up to
                              N + the answerer's lookahead jobs (answerer.h) */
     gboolean until_empty; /* exit when no queued or running job of the model is left */
     gint64 lease_ms;      /* default 60000 */
@@ -166,7 +194,8 @@ typedef struct {
 /* Keeps up to batch + lookahead jobs in flight (continuous batching: each job is completed as soon
  * as it is answered and a new one claimed in its place) until `stop` becomes non-zero (then
  * releases the jobs in flight), the queue is empty (until_empty), or the budget is spent.
- * Returns FALSE only when the worker could not go on (database unusable). */
+ * Returns FALSE only when the worker could not go on (database unusable, batch above
+ * DQ_MAX_BATCH). */
 gboolean queue_worker_run(const DqWorkerOptions *opt, DqAnswerer *answerer,
                           volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err);
 

@@ -429,6 +429,9 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
     if (opt.poll_ms <= 0)
         opt.poll_ms = 500;
     memset(stats, 0, sizeof(*stats));
+    if (opt.batch > DQ_MAX_BATCH)
+        return dq_fail(err, DQ_ERR_ARGS, "batch %d: a worker decodes at most %d requests at once",
+                       opt.batch, DQ_MAX_BATCH);
     queue_test_hooks_install();
 
     char host[256] = "localhost";
@@ -456,7 +459,8 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 .stop = stop,
                 .stats = stats};
     answerer->batch = opt.batch;
-    int limit = opt.batch + MAX(answerer->lookahead, 0);
+    /* Both terms bounded by DQ_MAX_BATCH: the sum cannot overflow, whatever the answerer says. */
+    int limit = opt.batch + CLAMP(answerer->lookahead, 0, DQ_MAX_BATCH);
     done = g_new0(DqAnswerDone, limit);
     gint64 next_claim_ms = 0; /* the queue ran dry: not before then */
     gboolean budget_spent = FALSE;

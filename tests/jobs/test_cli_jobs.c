@@ -43,6 +43,16 @@ static int docqa(char **out, char **errout, const char *first, ...) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* A directory that passes for a model snapshot with ask (which reads only config.json). */
+static char *make_snapshot(const char *dir, const char *name) {
+    char *snap = g_build_filename(dir, "models", name, NULL);
+    g_assert_cmpint(g_mkdir_with_parents(snap, 0755), ==, 0);
+    char *cfg = g_build_filename(snap, "config.json", NULL);
+    g_assert_true(g_file_set_contents(cfg, "{}", -1, NULL));
+    g_free(cfg);
+    return snap;
+}
+
 static void run_worker(const char *db) {
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
@@ -63,7 +73,9 @@ static void test_ask_status_export_requeue(void) {
     char *out = NULL, *err = NULL;
 
     /* ask: from a file and the command line; again adds nothing. */
-    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "--model", "/models/tiny/", "--questions",
+    char *snapshot = make_snapshot(dir, "tiny");
+    char *snapshot_slash = g_strconcat(snapshot, "/", NULL);
+    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "--model", snapshot_slash, "--questions",
                           qfile, "Date?", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "3 questions x 6 pages: 18 new jobs"));
@@ -217,6 +229,8 @@ static void test_ask_status_export_requeue(void) {
                     3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
 
+    g_free(snapshot);
+    g_free(snapshot_slash);
     g_free(sha);
     g_free(gone);
     g_free(kept);
@@ -250,9 +264,22 @@ static void test_run_refuses_clearly(void) {
     g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, NULL), ==, 2);
     g_assert_nonnull(strstr(err, "--model"));
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--batch", "0", NULL), ==,
-                    2);
-    g_free(err);
+    /* Each out-of-range option is refused by name, before any worker starts. */
+    const char *bad[][2] = {{"--batch", "0"},     {"--batch", "2147483646"}, {"--batch", "4097"},
+                            {"--workers", "0"},   {"--workers", "257"},      {"--workers", "x"},
+                            {"--max-jobs", "-1"}, {"--max-jobs", "0"},       {"--lease", "0"},
+                            {"--max-jobs", "1e3"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(
+            docqa(NULL, &err, "run", "--db", db, "--model", dir, bad[i][0], bad[i][1], NULL), ==,
+            2);
+        char *want = g_strdup_printf("docqa: run: %s ", bad[i][0]);
+        g_assert_true(g_str_has_prefix(err, want));
+        g_assert_nonnull(strstr(err, bad[i][1]));
+        g_assert_true(strchr(err, '\n') == err + strlen(err) - 1); /* one line */
+        g_free(want);
+        g_free(err);
+    }
     g_assert_cmpint(
         docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads", "65", NULL), ==, 2);
     g_assert_nonnull(strstr(err, "--prep-threads"));
@@ -273,6 +300,181 @@ static void test_run_refuses_clearly(void) {
     g_free(dir);
 }
 
+/* ask --model with a '/' must name a snapshot directory (a typo would queue jobs for a model
+ * id nobody answers); a bare id is taken as it is. */
+static void test_ask_checks_model(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *empty = g_build_filename(dir, "models", "empty", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(empty, 0755), ==, 0);
+    char *snap = make_snapshot(dir, "tiny-2");
+    char *out = NULL, *err = NULL;
+    const char *bad[][2] = {{"/nonexistent/typo-model", "not a directory"},
+                            {"/etc/passwd", "not a directory"},
+                            {"/", "no config.json"},
+                            {empty, "no config.json"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--model", bad[i][0], "Q?", NULL), ==,
+                        2);
+        char *want = g_strdup_printf("docqa: ask: --model %s: %s", bad[i][0], bad[i][1]);
+        g_assert_true(g_str_has_prefix(err, want));
+        g_free(want);
+        g_free(err);
+    }
+    g_setenv("DOCQA_MODEL", "/nonexistent/typo-model", TRUE);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "Q?", NULL), ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: ask: DOCQA_MODEL /nonexistent/typo-model: "));
+    g_free(err);
+    g_unsetenv("DOCQA_MODEL");
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", snap, "Q?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "(model tiny-2)"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", "not-here", "Q?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "(model not-here)"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(DISTINCT model_id) FROM jobs"), ==, 2);
+    g_free(empty);
+    g_free(snap);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Questions from the command line go through the same checks as a file's, and are asked once. */
+static void test_ask_normalizes_questions(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *qfile = g_build_filename(dir, "q.txt", NULL);
+    g_assert_true(g_file_set_contents(qfile, "Date?\n Dup\n", -1, NULL));
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--questions", qfile, "Dup ",
+                          "Dup",
+                          "\xc2\xa0"
+                          "Date?",
+                          NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(
+        out, "ask: 2 questions (3 duplicates dropped) x 1 page: 2 new jobs, 0 already asked"));
+    g_free(out);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Qu\xe9?", NULL), ==, 2);
+    g_assert_cmpstr(err, ==,
+                    "docqa: command-line question 1 'Qu\\xe9?': the question is not UTF-8 text\n");
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Fine?", "\xc2\xa0", NULL),
+                    ==, 2);
+    g_assert_nonnull(strstr(err, "command-line question 2 '\\u00a0'"));
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 2);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 2);
+    g_free(qfile);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Numbers out of range are refused with the option's name, none clamped or replaced by a
+ * default; sampling options without --sample draw a note. */
+static void test_numbers_refused_by_name(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *err = NULL;
+    const char *bad[][3] = {{"--max-new-tokens", "0", NULL},
+                            {"--temperature", "0", "--sample"},
+                            {"--temperature", "-1", "--sample"},
+                            {"--top-p", "0", "--sample"},
+                            {"--top-p", "1.5", "--sample"},
+                            {"--top-k", "-2", "--sample"},
+                            {"--seed", "99999999999999999999", "--sample"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", bad[i][0],
+                              bad[i][1], bad[i][2], NULL),
+                        ==, 2);
+        char *want = g_strdup_printf("docqa: generate: %s %s: ", bad[i][0], bad[i][1]);
+        if (!g_str_has_prefix(err, want))
+            g_error("%s %s: said '%s'", bad[i][0], bad[i][1], err);
+        g_free(want);
+        g_free(err);
+    }
+    /* Checked before the model is opened (there is none here): the note comes first. */
+    g_assert_cmpint(docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", "--seed", "3",
+                          "--top-k", "5", NULL),
+                    ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: generate: note: --top-k, --seed have no effect "
+                                        "without --sample"));
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "-d", "99999999999999999999",
+                          "Q?", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ask: --document 99999999999999999999: out of range\n");
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_free(db);
+    g_free(dir);
+}
+
+/* ask -f - reads the questions from standard input. */
+static void test_ask_questions_from_stdin(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *bin = docqa_path();
+    GError *e = NULL;
+    GSubprocess *p =
+        g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE, &e, bin,
+                         "ask", "--db", db, "-m", "tiny", "-f", "-", NULL);
+    dq_assert_no_error(e);
+    char *out = NULL;
+    g_assert_true(g_subprocess_communicate_utf8(p, "\xef\xbb\xbf[\"From stdin?\", \"Second?\"]",
+                                                NULL, &out, NULL, &e));
+    dq_assert_no_error(e);
+    g_assert_true(g_subprocess_get_if_exited(p));
+    g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+    g_assert_nonnull(strstr(out, "ask: 2 questions x 1 page: 2 new jobs"));
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions WHERE text = 'From stdin?'"),
+                    ==, 1);
+    g_free(out);
+    g_object_unref(p);
+    g_free(bin);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Commands that take options only refuse a stray argument (a database path typed without --db)
+ * instead of acting on the default database. */
+static void test_commands_refuse_stray_arguments(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *stray = g_build_filename(dir, "other.db", NULL);
+    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(w, "UPDATE jobs SET state = 'failed'", NULL, NULL, NULL), ==,
+                    SQLITE_OK);
+    sqlite3_close(w);
+    const char *cmds[][4] = {{"status", "--db", db, NULL},
+                             {"export", "--db", db, NULL},
+                             {"requeue", "--db", db, "--failed"},
+                             {"version", NULL}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
+        char *out = NULL, *err = NULL;
+        const char *const *c = cmds[i];
+        int rc = !c[1]   ? docqa(&out, &err, c[0], stray, NULL)
+                 : !c[3] ? docqa(&out, &err, c[0], c[1], c[2], stray, NULL)
+                         : docqa(&out, &err, c[0], c[1], c[2], c[3], stray, NULL);
+        g_assert_cmpint(rc, ==, 2);
+        char *want =
+            g_strdup_printf("docqa: %s: unexpected argument '%s' (see --help)\n", c[0], stray);
+        g_assert_cmpstr(err, ==, want);
+        g_assert_cmpstr(out, ==, "");
+        g_free(want);
+        g_free(out);
+        g_free(err);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), ==, 1);
+    g_assert_false(g_file_test(stray, G_FILE_TEST_EXISTS));
+    g_free(stray);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -281,5 +483,10 @@ int main(int argc, char **argv) {
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
+    g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
+    g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
+    g_test_add_func("/cli-jobs/ask-questions-from-stdin", test_ask_questions_from_stdin);
+    g_test_add_func("/cli-jobs/numbers-refused-by-name", test_numbers_refused_by_name);
+    g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     return g_test_run();
 }

@@ -8,6 +8,7 @@
 
 #include <glib/gstdio.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -94,6 +95,61 @@ static void test_ask_idempotent(void) {
     g_free(dir);
 }
 
+/* Questions are trimmed of Unicode whitespace, checked, and asked once however often given. */
+static void test_ask_normalizes_questions(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    /* U+00A0 and U+2003 around, a tab after: all whitespace. */
+    const char *qs[] = {"Dup ", "Dup", "\xc2\xa0Total?\xe2\x80\x83\t", "\nDup\r"};
+    DqAskResult r = ask(s, qs, 4, "m", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.questions, ==, 2);
+    g_assert_cmpint(r.duplicates, ==, 2);
+    g_assert_cmpint(r.added, ==, 4);
+    g_assert_cmpint(r.existing, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM questions WHERE text IN ('Dup', 'Total?')"), ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM questions"), ==, 2);
+    /* Asked again, trimmed differently: nothing new. */
+    const char *again[] = {"Total?"};
+    r = ask(s, again, 1, "m", 0, &err);
+    g_assert_cmpint(r.added, ==, 0);
+    g_assert_cmpint(r.existing, ==, 2);
+
+    const struct {
+        const char *text;
+        const char *shown;
+    } bad[] = {
+        {"\xc2\xa0", "'\\u00a0'"},                          /* only a non-breaking space */
+        {"\xef\xbb\xbf \xe2\x80\x8b", "'\\ufeff \\u200b'"}, /* BOM, zero-width space */
+        {"Qu\xe9?", "'Qu\\xe9?'"},                          /* Latin-1, not UTF-8 */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        const char *one[] = {"fine", bad[i].text};
+        r = ask(s, one, 2, "m2", 0, &err);
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_nonnull(strstr(err->message, "question 2"));
+        g_assert_nonnull(strstr(err->message, bad[i].shown));
+        g_clear_error(&err);
+    }
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE model_id = 'm2'"), ==, 0);
+    /* A NUL inside the given length is refused, not cut. */
+    g_assert_null(queue_question_normalize("a\0b", 3, "q.json element 1", &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_assert_cmpstr(err->message, ==,
+                    "q.json element 1 'a\\u0000b': the question holds a NUL "
+                    "character");
+    g_clear_error(&err);
+    char *t = queue_question_normalize("\xe2\x80\x8b x \xc2\xa0y\xe3\x80\x80", -1, "s", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpstr(t, ==, "x \xc2\xa0y");
+    g_free(t);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_ask_where_is_read_only(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 4, 2);
@@ -148,6 +204,78 @@ static void test_ask_where_is_read_only(void) {
     g_free(dir);
 }
 
+/* --where is wrapped as (<text>) AND version = newest: a text that escapes the parentheses would
+ * ask about old versions too, and is refused; expressions with parentheses, quoted ')' and '--',
+ * and quoted names are not. */
+static void test_ask_where_is_one_expression(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 4, 2);
+    /* Document 2 (/archive/2024/doc-0001.pdf) gets a newer version without pages: of 2024 only
+     * document 4's two pages are current. */
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(w,
+                                 "INSERT INTO documents (path, sha256, bytes, mtime, kind, "
+                                 "page_count, status, version) SELECT path, 'new', 1, 1, 'pdf', 0, "
+                                 "'ok', 2 FROM documents WHERE id = 2",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(w);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    const char *qs[] = {"Total?"};
+    const char *good[] = {
+        "path LIKE '%/2024/%'",
+        "(path LIKE '%/2024/%') AND ((id > 0))",
+        "path LIKE '%/2024/%' AND path NOT LIKE '%)%'",
+        "path <> 'it''s) OR (1' AND path LIKE '%/2024/%'",
+        "\"path\" LIKE '%/2024/%' AND path NOT LIKE '%--%' AND path NOT LIKE '%/*%'",
+        "[path] LIKE '%/2024/%' AND `path` <> ';'",
+        "path LIKE '%/2024/%' ESCAPE '\\'",
+        "instr(path, ')') = 0 AND path GLOB '*/2024/*'",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
+        const char *w1[] = {good[i]};
+        DqAskRequest req = {
+            .where_sql = w1, .n_where = 1, .questions = qs, .n_questions = 1, .model_id = "m"};
+        DqAskResult r;
+        if (!queue_ask(s, &req, &r, &err))
+            g_error("--where %s: %s", good[i], err->message);
+        g_assert_cmpint(r.pages, ==, 2);
+    }
+    const char *bad[] = {
+        "1) OR (1",
+        "1) /*",
+        "path LIKE '%/2024/%') OR (1",
+        "1 -- old versions too",
+        "(1",
+        "1)",
+        "path = 'unterminated",
+        "\"path = 1",
+        "[path = 1",
+        "[x') OR ('] = 1",
+        "1; SELECT 1",
+        "E'\\'') OR (1 = 1 OR E'\\'' = ''",
+        "$$'$$) OR (1$$'$$ = ''",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        const char *w1[] = {bad[i]};
+        DqAskRequest e = {
+            .where_sql = w1, .n_where = 1, .questions = qs, .n_questions = 1, .model_id = "x"};
+        DqAskResult r;
+        if (queue_ask(s, &e, &r, &err))
+            g_error("--where %s was accepted (%d pages)", bad[i], r.pages);
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_true(g_str_has_prefix(err->message, "--where '"));
+        g_assert_nonnull(strstr(err->message, bad[i]));
+        g_clear_error(&err);
+    }
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE model_id = 'x'"), ==, 0);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_question_files(void) {
     char *dir = dq_test_tmpdir();
     char *lines = g_build_filename(dir, "q.txt", NULL);
@@ -172,6 +300,62 @@ static void test_question_files(void) {
     g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
     g_assert_nonnull(strstr(err->message, bad));
     g_clear_error(&err);
+    /* A byte order mark is no part of the first question, nor in the way of a JSON list. */
+    const struct {
+        const char *name, *text;
+        int n;
+        const char *first;
+    } good[] = {
+        {"bom.txt",
+         "\xef\xbb\xbf"
+         "First?\r\n\xc2\xa0\r\nSecond?\r\n",
+         2, "First?"},
+        {"bom.json", "\xef\xbb\xbf \n[\"A?\", \" B? \"]", 2, "A?"},
+        {"quoted.txt", "\"Quoted\" question?\nNext?", 2, "\"Quoted\" question?"},
+        {"escaped.json", "[\"a\\\\u0000b\"]", 1, "a\\u0000b"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
+        char *f = g_build_filename(dir, good[i].name, NULL);
+        g_assert_true(g_file_set_contents(f, good[i].text, -1, NULL));
+        v = queue_read_questions(f, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(g_strv_length(v), ==, good[i].n);
+        g_assert_cmpstr(v[0], ==, good[i].first);
+        g_strfreev(v);
+        g_free(f);
+    }
+    /* Meant as JSON but not a list of strings, or a question that cannot be stored whole: an
+     * error naming the file (and where), never lines or a question cut short. */
+    const struct {
+        const char *name, *text;
+        gssize len;
+        const char *says;
+    } wrong[] = {
+        {"nul.json", "[\"ok\", \"a\\u0000b\"]", -1, "nul.json element 2 'a\\u0000...'"},
+        {"object.json", "{\"q\": \"a\"}", -1, "object.json: a JSON object"},
+        {"string.json", "\"What?\"", -1, "string.json: a JSON string"},
+        {"broken.json", "\xef\xbb\xbf[\"a\", ", -1, "broken.json: not a JSON list of strings: "},
+        {"brace.txt", "{ not json", -1, "brace.txt: not a JSON list of strings: "},
+        {"empty.json", "[\"a\", \" \"]", -1, "empty.json element 2 ' ': the question is empty"},
+        {"latin1.txt", "ok\nQu\xe9?\n", -1,
+         "latin1.txt line 2 'Qu\\xe9?': the question is not UTF-8"},
+        {"nul.txt", "ok\n\na\0b\n", 7, "nul.txt line 3 'a\\u0000b': the question holds a NUL"},
+        {"nul-in.json", "[\"a\0\"]", 6, "nul-in.json line 1: a NUL byte"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(wrong); i++) {
+        char *f = g_build_filename(dir, wrong[i].name, NULL);
+        g_assert_true(g_file_set_contents(f, wrong[i].text, wrong[i].len, NULL));
+        v = queue_read_questions(f, &err);
+        if (v != NULL)
+            g_error("%s: read as %u questions, the first '%s'", wrong[i].name, g_strv_length(v),
+                    v[0]);
+        g_assert_nonnull(err);
+        g_assert_true(g_str_has_prefix(err->message, f));
+        if (strstr(err->message, wrong[i].says) == NULL)
+            g_error("%s: '%s' does not say '%s'", wrong[i].name, err->message, wrong[i].says);
+        g_clear_error(&err);
+        g_free(f);
+    }
     char *missing = g_build_filename(dir, "missing.txt", NULL);
     g_assert_null(queue_read_questions(missing, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
@@ -571,6 +755,34 @@ static void test_worker_continuous_batching(void) {
     g_free(dir);
 }
 
+/* A batch beyond DQ_MAX_BATCH is refused (batch + lookahead once overflowed an int and the worker
+ * died allocating); DQ_MAX_BATCH itself works. */
+static void test_worker_batch_limit(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    JtAnswererConfig cfg = {.lookahead = 2};
+    DqAnswerer *a = jt_answerer_new(&cfg);
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = G_MAXINT - 1, .until_empty = TRUE};
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_assert_nonnull(strstr(err->message, "batch 2147483646"));
+    g_clear_error(&err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 4);
+    opt.batch = DQ_MAX_BATCH;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 4);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 typedef struct {
     DqWorkerOptions opt;
     DqAnswerer *answerer;
@@ -811,7 +1023,9 @@ static void test_run_sigterm(void) {
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
+    g_test_add_func("/queue/ask/normalized-questions", test_ask_normalizes_questions);
     g_test_add_func("/queue/ask/where-read-only", test_ask_where_is_read_only);
+    g_test_add_func("/queue/ask/where-one-expression", test_ask_where_is_one_expression);
     g_test_add_func("/queue/ask/question-files", test_question_files);
     g_test_add_func("/queue/ask/job-key", test_job_key);
     g_test_add_func("/queue/lease/claim-heartbeat-reclaim", test_leases);
@@ -822,6 +1036,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/page-store-gone", test_worker_page_store_gone);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
+    g_test_add_func("/queue/worker/batch-limit", test_worker_batch_limit);
     g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
     g_test_add_func("/queue/worker/database-replaced", test_worker_database_replaced);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
