@@ -3,6 +3,7 @@
 #include "dq_error.h"
 #include "store_internal.h"
 #include "store_jobs_pg.h"
+#include "text.h"
 
 #include <sqlite3.h>
 #include <string.h>
@@ -43,9 +44,8 @@ void dq_document_lookup_clear(DqDocumentLookup *found) {
     found->id = 0;
 }
 
-gboolean dq_store_document_find(DqStore *store, const char *path, const char *sha256,
-                                const char *render_settings, DqDocumentLookup *found,
-                                GError **err) {
+static gboolean find_document(DqStore *store, const char *path, const char *sha256,
+                              const char *render_settings, DqDocumentLookup *found, GError **err) {
     PG_DISPATCH(store, return pgdocs_find(store, path, sha256, render_settings, found, err));
     memset(found, 0, sizeof *found);
     /* Only the newest version counts: bytes that went back to an older version's are a change
@@ -243,10 +243,10 @@ static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *
     return TRUE;
 }
 
-gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
-                                  gboolean replace, const char *render_settings,
-                                  const DqPageRow *pages, int n_pages, gint64 *out_id,
-                                  int *out_version, GError **err) {
+static gboolean record_document(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
+                                gboolean replace, const char *render_settings,
+                                const DqPageRow *pages, int n_pages, gint64 *out_id,
+                                int *out_version, GError **err) {
     PG_DISPATCH(store, return pgdocs_record(store, doc, existing_id, replace, render_settings,
                                             pages, n_pages, out_id, out_version, err));
     gint64 id = existing_id;
@@ -271,4 +271,40 @@ fail:
     dq_error_prefix(err, "%s", doc->path);
     dq_store_exec(store, "ROLLBACK", NULL);
     return FALSE;
+}
+
+/* Both stores hold paths and messages as text: a path that is not UTF-8 goes in escaped
+ * (text.h), the same way for lookups as for rows, so it is found again. */
+
+gboolean dq_store_document_find(DqStore *store, const char *path, const char *sha256,
+                                const char *render_settings, DqDocumentLookup *found,
+                                GError **err) {
+    char *text = dq_utf8_escape_invalid(path);
+    gboolean ok = find_document(store, text, sha256, render_settings, found, err);
+    g_free(text);
+    return ok;
+}
+
+gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint64 existing_id,
+                                  gboolean replace, const char *render_settings,
+                                  const DqPageRow *pages, int n_pages, gint64 *out_id,
+                                  int *out_version, GError **err) {
+    DqDocumentRow d = *doc;
+    char *path = dq_utf8_escape_invalid(doc->path);
+    char *message = dq_utf8_escape_invalid(doc->error_message);
+    d.path = path;
+    d.error_message = message;
+    DqPageRow *p = g_memdup2(pages, sizeof *pages * (gsize)MAX(n_pages, 0));
+    char **messages = g_new0(char *, MAX(n_pages, 1));
+    for (int i = 0; i < n_pages; i++)
+        p[i].error_message = messages[i] = dq_utf8_escape_invalid(pages[i].error_message);
+    gboolean ok = record_document(store, &d, existing_id, replace, render_settings, p, n_pages,
+                                  out_id, out_version, err);
+    for (int i = 0; i < n_pages; i++)
+        g_free(messages[i]);
+    g_free(messages);
+    g_free(p);
+    g_free(message);
+    g_free(path);
+    return ok;
 }

@@ -2,6 +2,7 @@
 #include "mapped_file.h"
 #include "resources.h"
 #include "testutil.h"
+#include "text.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -119,8 +120,26 @@ static void test_resources_hold_prompt_and_schema(void) {
     g_error_free(err);
 }
 
+static void test_utf8_escape_invalid(void) {
+    static const char *const cases[][2] = {
+        {"/archive/re\xc3\xa7u.pdf", "/archive/re\xc3\xa7u.pdf"}, /* valid: unchanged */
+        {"/archive/re\xe7u.pdf", "/archive/re\\xE7u.pdf"},        /* Latin-1 c-cedilla */
+        {"\xff\xfe", "\\xFF\\xFE"},
+        {"a\xe2\x82", "a\\xE2\\x82"}, /* a character cut short */
+        {"", ""},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *got = dq_utf8_escape_invalid(cases[i][0]);
+        g_assert_cmpstr(got, ==, cases[i][1]);
+        g_assert_true(g_utf8_validate(got, -1, NULL));
+        g_free(got);
+    }
+    g_assert_null(dq_utf8_escape_invalid(NULL));
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/common/text/utf8-escape-invalid", test_utf8_escape_invalid);
     g_test_add_func("/common/mapped_file/reads_bytes", test_mapped_file_reads_bytes);
     g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);
     g_test_add_func("/common/mapped_file/directory_rejected", test_mapped_file_directory_rejected);

@@ -564,6 +564,49 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
 /* A path whose bytes go back to an older version's: the lookup sees only the newest version,
  * and recording the old bytes again adds version 3. Starts at schema 5 (where (path, sha256)
  * was unique) so that the migration is shown to keep documents, pages and their cascade. */
+/* A path that is not UTF-8 (a Latin-1 name from an old archive) and a message quoting it: stored
+ * escaped, as text both databases take, and found again by the same bytes. */
+static void test_non_utf8_path(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    const char *path = "/archive/re\xe7u.pdf";
+    DqPageRow page = {.page_number = 1,
+                      .status = "failed",
+                      .error_code = "damaged",
+                      .error_message = "/archive/re\xe7u.pdf: page 1: bad"};
+    DqDocumentRow doc = {.path = path,
+                         .sha256 = "5555",
+                         .bytes = 1,
+                         .mtime = 1,
+                         .kind = "pdf",
+                         .page_count = 1,
+                         .status = "failed",
+                         .error_code = "damaged",
+                         .error_message = "/archive/re\xe7u.pdf: bad"};
+    gint64 id = 0;
+    g_assert_true(dq_store_document_record(s, &doc, 0, FALSE, SETTINGS, &page, 1, &id, NULL, &err));
+    dq_assert_no_error(err);
+    DqDocumentLookup found;
+    g_assert_true(dq_store_document_find(s, path, "5555", SETTINGS, &found, &err));
+    g_assert_cmpint(found.id, ==, id);
+    dq_document_lookup_clear(&found);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM documents WHERE path = "
+                              "'/archive/re\\xE7u.pdf' AND error_message = "
+                              "'/archive/re\\xE7u.pdf: bad'"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM pages WHERE error_message = "
+                              "'/archive/re\\xE7u.pdf: page 1: bad'"),
+                    ==, 1);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 static void test_document_versions(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
@@ -1053,6 +1096,8 @@ int main(int argc, char **argv) {
                          test_document_versions);
     g_test_add_data_func("/store/backends/postgres/document-versions", "postgres",
                          test_document_versions);
+    g_test_add_data_func("/store/backends/sqlite/non-utf8-path", "sqlite", test_non_utf8_path);
+    g_test_add_data_func("/store/backends/postgres/non-utf8-path", "postgres", test_non_utf8_path);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
