@@ -86,6 +86,7 @@ static void maybe_inject_fault(const char *path, int page) {
         pause();
 }
 
+#ifndef DQ_UNDER_ASAN
 /* Bytes of address space mapped now (VmSize), 0 when unknown. */
 static guint64 mapped_bytes(void) {
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
@@ -100,6 +101,7 @@ static guint64 mapped_bytes(void) {
     long page = sysconf(_SC_PAGESIZE);
     return g_ascii_strtoull(buf, NULL, 10) * (guint64)(page > 0 ? page : 4096);
 }
+#endif
 
 static void limit_memory(gint64 mem_limit_mb) {
 #ifndef DQ_UNDER_ASAN

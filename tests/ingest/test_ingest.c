@@ -1053,6 +1053,7 @@ static void test_store_failure(void) {
 #endif
 #endif
 
+#ifndef UNDER_ASAN
 /* An all-white G4 TIFF of side x side pixels: a few kilobytes that decode to side^2 x 4 bytes. */
 static void write_white_g4(const char *path, int side) {
     TIFF *t = TIFFOpen(path, "w");
@@ -1070,6 +1071,7 @@ static void write_white_g4(const char *path, int side) {
     g_free(row);
     TIFFClose(t);
 }
+#endif
 
 /* --mem-limit bounds what rendering adds to a worker, not the address space it starts with:
  * the CUDA build maps about 1 GB of libraries (libcublasLt) and OpenBLAS reserves buffers per
