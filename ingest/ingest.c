@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "dq_error.h"
 #include "store_documents.h"
+#include "text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -253,10 +254,11 @@ static gboolean doc_complete(const Doc *d) {
 static void add_failure(DqIngestSummary *sum, const char *path, const char *status,
                         const char *code, const char *message) {
     DqIngestFailure *f = g_new0(DqIngestFailure, 1);
-    f->path = g_strdup(path);
+    /* As the database holds them (text.h): --json stays valid, and both name a file alike. */
+    f->path = dq_utf8_escape_invalid(path);
     f->status = g_strdup(status);
     f->code = g_strdup(code);
-    f->message = g_strdup(message);
+    f->message = dq_utf8_escape_invalid(message);
     g_ptr_array_add(sum->failures, f);
 }
 

@@ -297,6 +297,38 @@ static void test_unreadable_folders(void) {
     g_free(dir);
 }
 
+/* A file name that is not UTF-8 (Latin-1, from an old archive): --json stays valid JSON and
+ * names it as the database does, each such byte as \xNN. */
+static void test_non_utf8_name(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *bad = g_build_filename(dir,
+                                 "d\xe9"
+                                 "fect.pdf",
+                                 NULL);
+    g_assert_true(g_file_set_contents(bad, "%PDF-1.4 not really", -1, NULL));
+    char *out = NULL;
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--json", bad, NULL), ==, 1);
+    JsonParser *p = json_parser_new();
+    GError *jerr = NULL;
+    g_assert_true(json_parser_load_from_data(p, out, -1, &jerr));
+    dq_assert_no_error(jerr);
+    JsonArray *failures =
+        json_object_get_array_member(json_node_get_object(json_parser_get_root(p)), "failures");
+    g_assert_cmpint(json_array_get_length(failures), ==, 1);
+    char *want = g_build_filename(dir, "d\\xE9fect.pdf", NULL);
+    g_assert_cmpstr(
+        json_object_get_string_member(json_array_get_object_element(failures, 0), "path"), ==,
+        want);
+    g_object_unref(p);
+    g_free(want);
+    g_free(out);
+    g_free(bad);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
@@ -305,5 +337,6 @@ int main(int argc, char **argv) {
                     test_failure_lines_name_the_document);
     g_test_add_func("/ingest/cli/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/cli/unreadable_folders", test_unreadable_folders);
+    g_test_add_func("/ingest/cli/non_utf8_name", test_non_utf8_name);
     return g_test_run();
 }
