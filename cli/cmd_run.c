@@ -245,9 +245,14 @@ int cmd_run(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
+    char lost[96] = "";
+    if (res.total.lost > 0)
+        g_snprintf(lost, sizeof lost,
+                   ", %" G_GINT64_FORMAT " answered too late (another worker held the job)",
+                   res.total.lost);
     printf("run: %" G_GINT64_FORMAT " answered, %" G_GINT64_FORMAT " failed, %" G_GINT64_FORMAT
-           " retried, %" G_GINT64_FORMAT " given back in %.1f s (%.2f pages/s)%s\n",
-           res.total.done, res.total.failed, res.total.retried, res.total.released, secs,
+           " retried, %" G_GINT64_FORMAT " given back%s in %.1f s (%.2f answers/s)%s\n",
+           res.total.done, res.total.failed, res.total.retried, res.total.released, lost, secs,
            secs > 0 ? (double)res.total.done / secs : 0.0, res.interrupted ? "; interrupted" : "");
 out:
     g_free(db);
