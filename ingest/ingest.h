@@ -13,9 +13,10 @@
  * processor uses when it resizes to that longest edge. So for a model run at the same N the
  * processor's first resize is a no-op and no page is resampled twice.
  *   PDF:  poppler-glib renders straight at that size, the way pdftocairo does: an ARGB32 cairo
- *         surface of exactly the target size, scaled by target / page size in points (CropBox,
- *         /Rotate applied by poppler), antialiasing fixed to cairo's default, then white painted
- *         behind (DEST_OVER).
+ *         surface of exactly the target size, scaled by (72 x target / page size in points) / 72
+ *         as pdftocairo computes it (CropBox, /Rotate applied by poppler), antialiasing fixed to
+ *         cairo's default, then white painted behind (DEST_OVER). CalRGB, CalGray and Lab
+ *         colours differ from pdftocairo's (README, "Ingesting documents").
  *   TIFF: libtiff's RGBA interface decodes each directory at its own size (all codecs and
  *         layouts libtiff was built with), alpha is composited onto white (a document viewer
  *         shows transparency as paper, and that is what the PDF path does too) as transformers'

@@ -81,8 +81,13 @@ DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_
     cairo_font_options_destroy(fo);
     cairo_save(cr);
     /* Scale each axis so the page fills exactly w x h pixels (the two factors differ by less
-     * than a pixel over the page: the short side is rounded to the processor's even size). */
-    cairo_scale(cr, w / pw, h / ph);
+     * than a pixel over the page: the short side is rounded to the processor's even size).
+     * The factors are computed as pdftocairo -scale-to-x W -scale-to-y H computes them, through
+     * a resolution in dpi: (72 W / pw) / 72 is not always W / pw to the last bit (396 / 612 is
+     * one ulp above it), and cairo rounds each glyph's origin to a whole pixel, so with the other
+     * factor a glyph on a half pixel moves by one (and image samples shift by a level). */
+    double x_resolution = 72.0 * w / pw, y_resolution = 72.0 * h / ph;
+    cairo_scale(cr, x_resolution / 72.0, y_resolution / 72.0);
     poppler_page_render(pp, cr);
     cairo_restore(cr);
     /* Blend onto a white page, as pdftocairo does for opaque output. */
