@@ -237,8 +237,17 @@ static gboolean page_store_usable(const char *db_path, GError **err) {
     char *dir = dq_store_page_dir_for(db_path, err);
     if (dir == NULL)
         return FALSE;
+    /* Usable: it holds one of the store's folders (two hex digits, store.h), not just anything
+     * (ingest's .tmp, another folder named by mistake). */
     GDir *d = g_dir_open(dir, 0, NULL);
-    gboolean usable = d != NULL && g_dir_read_name(d) != NULL;
+    gboolean usable = FALSE;
+    for (const char *name; d != NULL && !usable && (name = g_dir_read_name(d)) != NULL;) {
+        if (strlen(name) == 2 && g_ascii_isxdigit(name[0]) && g_ascii_isxdigit(name[1])) {
+            char *sub = g_build_filename(dir, name, NULL);
+            usable = g_file_test(sub, G_FILE_TEST_IS_DIR);
+            g_free(sub);
+        }
+    }
     if (d != NULL)
         g_dir_close(d);
     if (!usable)

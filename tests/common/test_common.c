@@ -127,6 +127,9 @@ static void test_utf8_escape_invalid(void) {
         {"\xff\xfe", "\\xFF\\xFE"},
         {"a\xe2\x82", "a\\xE2\\x82"}, /* a character cut short */
         {"", ""},
+        {"C:\\dir\\x", "C:\\dir\\x"},        /* backslashes that read as nothing */
+        {"re\\xE7u.pdf", "re\\x5CxE7u.pdf"}, /* spelled like an escape: not one */
+        {"\\x41\xff", "\\x5Cx41\\xFF"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         char *got = dq_utf8_escape_invalid(cases[i][0]);

@@ -665,10 +665,22 @@ static void test_worker_page_store_gone(void) {
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
                     6);
     g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
-    /* An empty folder in its place (a mount point, unmounted) is no better. */
+    /* An empty folder in its place (a mount point, unmounted) is no better, nor one that holds
+     * only ingest's temporary folder, or files that are not the store's. */
     g_assert_cmpint(g_mkdir(pages, 0755), ==, 0);
     g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
     g_clear_error(&err);
+    char *tmp = g_build_filename(pages, ".tmp", NULL),
+         *other = g_build_filename(pages, "notes", NULL);
+    g_assert_cmpint(g_mkdir(tmp, 0755), ==, 0);
+    g_assert_true(g_file_set_contents(other, "x", 1, NULL));
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_clear_error(&err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(g_rmdir(tmp), ==, 0);
+    g_assert_cmpint(g_unlink(other), ==, 0);
+    g_free(tmp);
+    g_free(other);
     g_assert_cmpint(g_rmdir(pages), ==, 0);
     g_assert_cmpint(g_rename(away, pages), ==, 0);
     g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
