@@ -12,6 +12,7 @@ struct DqStore {
     GHashTable *pg_statements; /* PostgreSQL: SQL text -> name of the statement prepared on pg */
     char *path;                /* file path, or the location without its password */
     guint64 dev, ino;          /* SQLite: the file opened, to notice it replaced or deleted */
+    gboolean file_gone;        /* SQLite: dq_store_check_file found it replaced or deleted */
 };
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005). */

@@ -365,6 +365,7 @@ gboolean dq_store_check_file(DqStore *store, GError **err) {
     if (store->kind != DQ_STORE_SQLITE)
         return TRUE;
     GStatBuf st;
+    store->file_gone = TRUE;
     if (g_stat(store->path, &st) != 0)
         return dq_fail(err, DQ_ERR_DB,
                        "%s: the database file was deleted while docqa used it (what was written "
@@ -375,6 +376,7 @@ gboolean dq_store_check_file(DqStore *store, GError **err) {
                        "%s: the database file was replaced while docqa used it (what was written "
                        "since went to the old file)",
                        store->path);
+    store->file_gone = FALSE;
     return TRUE;
 }
 
@@ -399,6 +401,10 @@ void dq_store_close(DqStore *store) {
         sqlite3_stmt *st;
         while ((st = sqlite3_next_stmt(store->db, NULL)) != NULL)
             sqlite3_finalize(st);
+        /* The -wal beside the path is the old file's, and would be replayed into the file that
+         * replaced it (corrupting it): emptied into the old file instead. */
+        if (store->file_gone)
+            sqlite3_exec(store->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
         sqlite3_close_v2(store->db);
     }
     g_free(store->path);

@@ -893,11 +893,19 @@ static void test_worker_database_replaced(void) {
         GThread *t = g_thread_new("worker", worker_thread_may_fail, &w);
         while (q(db, "SELECT count(*) FROM jobs WHERE state = 'done'") < 1)
             g_usleep(2000);
+        char *other_dir = NULL, *other_db = NULL;
         if (replace) {
-            char *other = g_strconcat(db, ".other", NULL);
-            g_assert_true(g_file_set_contents(other, "", 0, NULL));
-            g_assert_cmpint(g_rename(other, db), ==, 0);
-            g_free(other);
+            /* Another docqa database, moved over it. */
+            other_dir = dq_test_tmpdir();
+            other_db = jt_make_db(other_dir, 1, 1);
+            char *moved = g_strconcat(db, ".other", NULL);
+            char *bytes = NULL;
+            gsize len = 0;
+            g_assert_true(g_file_get_contents(other_db, &bytes, &len, NULL));
+            g_assert_true(g_file_set_contents(moved, bytes, (gssize)len, NULL));
+            g_assert_cmpint(g_rename(moved, db), ==, 0);
+            g_free(bytes);
+            g_free(moved);
         } else {
             g_assert_cmpint(g_unlink(db), ==, 0);
         }
@@ -906,6 +914,15 @@ static void test_worker_database_replaced(void) {
         g_assert_error(w.err, DQ_ERROR, DQ_ERR_DB);
         g_assert_nonnull(strstr(w.err->message, replace ? "was replaced" : "was deleted"));
         g_assert_cmpint(w.stats.done, <, 8);
+        if (replace) {
+            /* The old database's -wal was not replayed into the new one. */
+            g_assert_cmpint(q(db, "SELECT count(*) FROM jobs"), ==, 0);
+            g_assert_cmpint(q(db, "SELECT count(*) FROM pragma_integrity_check WHERE "
+                                  "integrity_check <> 'ok'"),
+                            ==, 0);
+            g_free(other_db);
+            g_free(other_dir);
+        }
         g_clear_error(&w.err);
         dq_answerer_free(w.answerer);
         g_free(db);
