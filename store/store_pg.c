@@ -16,6 +16,7 @@
 #include "dq_error.h"
 #include "resources.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,7 +259,12 @@ out:
 static char *redact(const char *text) {
     static const char *const patterns[][2] = {
         {"(://[^:/@\\s\"]*:)[^@/\\s\"]*@", "\\1***@"},
+        /* "user:secret" with the @ forgotten: libpq reads a port, docqa hides what is no number */
+        {"(://[^:/@\\s\"]*:)[^/@\\s\"]*[^0-9/@\\s\"][^/@\\s\"]*(?=[/?]|$)", "\\1***"},
         {"(password\\s*=\\s*)[^&\\s\"]+", "\\1***"},
+        /* libpq quotes the token it could not decode or read, which may be the password */
+        {"(percent-encoded token: )\"[^\"]*\"", "\\1\"***\""},
+        {"(invalid integer value )\"[^\"]*\"", "\\1\"***\""},
     };
     char *out = g_strdup(text);
     for (size_t i = 0; i < G_N_ELEMENTS(patterns); i++) {
@@ -291,6 +297,9 @@ static char *display_location(const char *location) {
         else if (strcmp(o->keyword, "port") == 0)
             port = o->val;
     }
+    /* A port that is no number is likely a password whose "@" was forgotten. */
+    if (port != NULL && strspn(port, "0123456789,") != strlen(port))
+        port = "***";
     char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
                                 host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
     PQconninfoFree(opts);
@@ -306,8 +315,18 @@ static gboolean connection_failed(DqStore *s, const char *what, GError **err) {
     return FALSE;
 }
 
+/* libpq prints what the server says outside a statement (a FATAL before it drops the
+ * connection) to stderr as is: here it gets docqa's prefix, on one line. */
+static void notice(void *arg, const char *message) {
+    DqStore *s = arg;
+    char *m = one_line(message);
+    fprintf(stderr, "docqa: %s: server says: %s\n", s->path, m);
+    g_free(m);
+}
+
 /* What every new connection runs before its first statement. */
 static gboolean session_setup(DqStore *s, GError **err) {
+    PQsetNoticeProcessor(s->pg, notice, s);
     return store_pg_exec(s, "SET client_min_messages = warning", err);
 }
 
@@ -376,9 +395,9 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
         if (tables > 0) {
             dq_fail(err, DQ_ERR_DB,
                     "%s: not a docqa database: it holds %" G_GINT64_FORMAT
-                    " other tables and no schema_migrations (create a database, or a schema "
+                    " other table%s and no schema_migrations (create a database, or a schema "
                     "named in the location's options=-csearch_path=..., for docqa)",
-                    s->path, tables);
+                    s->path, tables, tables == 1 ? "" : "s");
             goto fail;
         }
         if (must_exist) {
@@ -406,6 +425,11 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
     store_pg_exec(s, unlock, NULL);
     if (ok)
         return s;
+    if (current > 0)
+        dq_error_prefix(err,
+                        "upgrading the schema from version %d to %d (a role that may create "
+                        "tables must open it once with this docqa)",
+                        current, newest_known);
 fail:
     store_pg_close(s);
     return NULL;

@@ -65,10 +65,9 @@ void store_sqlite_explain(DqStore *s, GError **err) {
         return;
     int rc = sqlite3_extended_errcode(s->db) & 0xff;
     char *dir = g_path_get_dirname(s->path);
-    if ((rc == SQLITE_READONLY || rc == SQLITE_CANTOPEN) && access(s->path, W_OK) == 0 &&
-        access(dir, W_OK) != 0) {
-        /* "attempt to write a readonly database" of a file one may write: WAL needs its -wal
-         * and -shm files beside the database, even to read. */
+    if ((rc == SQLITE_READONLY || rc == SQLITE_CANTOPEN) && access(dir, W_OK) != 0) {
+        /* "attempt to write a readonly database": WAL needs its -wal and -shm files beside the
+         * database, even to read. */
         char *msg = g_strdup_printf("%s (the folder %s must be writable too: SQLite keeps the "
                                     "database's -wal and -shm files there)",
                                     (*err)->message, dir);
@@ -288,8 +287,8 @@ static gboolean check_docqa_database(DqStore *store, gboolean must_exist, GError
     if (tables > 0)
         return dq_fail(err, DQ_ERR_DB,
                        "%s: not a docqa database: it holds %" G_GINT64_FORMAT
-                       " other tables and no schema_migrations",
-                       store->path, tables);
+                       " other table%s and no schema_migrations",
+                       store->path, tables, tables == 1 ? "" : "s");
     if (must_exist)
         return dq_fail(err, DQ_ERR_DB, "%s: holds no docqa tables (docqa ingest creates it)",
                        store->path);

@@ -959,6 +959,29 @@ static void test_open_existing(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A role that may only read, on a database an older docqa made: told what it takes. */
+static void test_pg_reader_on_old_schema(void) {
+    char *loc = new_location("postgres");
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 5, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    pgt_exec(loc, "CREATE ROLE docqa_old_reader LOGIN; "
+                  "GRANT SELECT ON ALL TABLES IN SCHEMA public TO docqa_old_reader; "
+                  "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    GString *reader = g_string_new(loc);
+    g_string_replace(reader, "user=postgres", "user=docqa_old_reader", 1);
+    g_assert_null(dq_store_open_existing(reader->str, &err));
+    g_assert_nonnull(err);
+    if (strstr(err->message, "upgrading the schema from version 5") == NULL)
+        g_error("unexpected: %s", err->message);
+    g_clear_error(&err);
+    g_string_free(reader, TRUE);
+    g_free(loc);
+}
+
 /* A connection the server drops (a restart, an idle timeout) says so (DQ_ERR_DB_LOST), and
  * dq_store_reconnect brings the store back, its statements prepared again. */
 static void test_pg_reconnect(void) {
@@ -1049,6 +1072,9 @@ static void test_pg_password_hidden(void) {
         "postgresql://h:1/db?password=S3cretPW&bogus=1",
         "postgresql:///db?host=/nonexistent-docqa-dir&password=S3cretPW",
         "postgres://u:S3cretPW@/db?host=/nonexistent-docqa-dir",
+        "postgresql://u:S3cretPW%zz@/db?host=/nonexistent-docqa-dir",
+        "postgresql:///db?host=/nonexistent-docqa-dir&password=S3cretPW%zz",
+        "postgresql://u:S3cretPW/db",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         GError *err = NULL;
@@ -1087,6 +1113,7 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/open-existing", "sqlite", test_open_existing);
     g_test_add_data_func("/store/backends/postgres/open-existing", "postgres", test_open_existing);
     g_test_add_func("/store/backends/postgres/reconnect", test_pg_reconnect);
+    g_test_add_func("/store/backends/postgres/reader-on-old-schema", test_pg_reader_on_old_schema);
     g_test_add_data_func("/store/backends/sqlite/migrate-snapshot", "sqlite",
                          test_migrate_snapshot);
     g_test_add_data_func("/store/backends/postgres/migrate-snapshot", "postgres",
