@@ -74,7 +74,9 @@ static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, in
     }
     g_clear_error(&err);
     sh->worker[index].reported = 1;
-    int code = !ok ? 2 : child_stop ? 130 : 0;
+    /* Stopped by the user: interrupted, even when the database failed meanwhile (a worker
+     * waiting for a lost server gives up when told to stop). */
+    int code = child_stop ? 130 : !ok ? 2 : 0;
     fflush(NULL);
     /* _exit: the parent's atexit handlers (and a test program's temp-dir cleanup) are not ours. */
     _exit(code);
