@@ -46,7 +46,11 @@
  * While it holds a lease, only the holder writes the job: a heartbeat thread (its own database
  * connection) extends lease_expires_ms every lease/3; completion and failure statements all
  * carry `WHERE lease_owner = <worker id> AND state = 'running'`. Anyone may take over a job
- * whose lease has expired, after which the old holder's writes match no row.
+ * whose lease has expired, after which the old holder's writes match no row while another
+ * holds the job or has answered it. One exception: a late completion of a job that nobody holds
+ * and nobody answered (back in the queue, or buried when the expiry was its last attempt: the
+ * database was locked or unreachable longer than a lease) is stored: throwing the answer away
+ * would only make someone compute it again, or leave the job dead.
  *
  * The model runs outside any transaction: the database is locked only for the claim and for the
  * completion, both a few milliseconds, so K workers share one file without SQLITE_BUSY

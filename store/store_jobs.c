@@ -505,11 +505,15 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
     for (int i = 0; i < n; i++) {
         const DqJobAnswer *a = &answers[i];
         /* The guard: only the lease holder may finish a job. A worker whose lease expired and
-         * was reclaimed matches no row here and writes nothing for that job. */
+         * was reclaimed matches no row here and writes nothing for that job while another
+         * holds it or has answered it. A job nobody holds and nobody answered (back in the
+         * queue, or buried when that expiry was its last attempt: the database was locked
+         * longer than a lease) takes the late answer rather than throw it away. */
         sqlite3_stmt *st = stmt(s,
                                 "UPDATE jobs SET state = 'done', lease_owner = NULL, "
                                 "lease_expires_ms = NULL, finished_at = ?3 "
-                                "WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                                "WHERE id = ?1 AND ((lease_owner = ?2 AND state = 'running') "
+                                "OR (state IN ('queued', 'dead') AND NOT " DQ_SQL_HAS_ANSWER "))",
                                 err);
         if (st == NULL)
             goto fail;

@@ -334,10 +334,13 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         pg_text(&p, owner);
         pg_text(&p, a->finished_at);
         gint64 changed = 0;
-        /* The guard: only the lease holder may finish a job (see store_jobs.c). */
+        /* The guard: only the lease holder may finish a job, or anyone a job nobody holds nor
+         * answered (see store_jobs.c). */
         if (!pg_do(s,
                    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
-                   "finished_at = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+                   "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
+                   "OR (state IN ('queued', 'dead') AND NOT EXISTS (SELECT 1 FROM answers a "
+                   "WHERE a.job_id = jobs.id)))",
                    &p, "finishing a job", &changed, err))
             goto fail;
         if (changed != 1)

@@ -959,6 +959,67 @@ static void test_open_existing(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A worker that answers after its lease ran out (the database was locked or unreachable longer
+ * than a lease): its answer is kept when nobody else holds or answered the job, whether the job
+ * went back to the queue or was buried for it; never while another worker holds it. */
+static void test_late_answer(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/late.pdf", "6666");
+    g_assert_cmpint(enqueue_all(s, "Late?"), ==, 3);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 100, &err);
+    g_assert_cmpint(a->len, ==, 2);
+    gint64 j1 = ((DqClaimedJob *)g_ptr_array_index(a, 0))->job_id;
+    gint64 j2 = ((DqClaimedJob *)g_ptr_array_index(a, 1))->job_id;
+    /* B takes A's first job over; the second goes back to the queue. */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 1, 1200, 100, &err);
+    g_assert_cmpint(b->len, ==, 1);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id, ==, j1);
+    DqJobAnswer late[2] = {answer_for(j1, "late"), answer_for(j2, "late")};
+    int written = -1;
+    g_assert_true(store_jobs_complete(s, "A", late, 2, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 1); /* j2; j1 is B's */
+    DqJobAnswer mine = answer_for(j1, "b");
+    g_assert_true(store_jobs_complete(s, "B", &mine, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    /* The third job: claimed twice, both leases expire, its last attempt buries it. */
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 1, 2000, 100, &err);
+    g_assert_cmpint(c->len, ==, 1);
+    gint64 j3 = ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id;
+    GPtrArray *d = store_jobs_claim(s, "D", "m", 1, 2200, 100, &err);
+    g_assert_cmpint(d->len, ==, 1);
+    GPtrArray *e = store_jobs_claim(s, "E", "m", 1, 2400, 100, &err);
+    g_assert_cmpint(e->len, ==, 0);
+    DqJobCounts counts;
+    g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
+    g_assert_cmpint(counts.by_state[DQ_JOB_DEAD], ==, 1);
+    DqJobAnswer c3 = answer_for(j3, "c"), d3 = answer_for(j3, "d");
+    g_assert_true(store_jobs_complete(s, "C", &c3, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    g_assert_true(store_jobs_complete(s, "D", &d3, 1, &written, &err));
+    g_assert_cmpint(written, ==, 0); /* answered already */
+    g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
+    g_assert_cmpint(counts.by_state[DQ_JOB_DONE], ==, 3);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs WHERE state = 'done' AND "
+                              "lease_owner IS NULL AND finished_at IS NOT NULL"),
+                    ==, 3);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    g_ptr_array_free(c, TRUE);
+    g_ptr_array_free(d, TRUE);
+    g_ptr_array_free(e, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A role that may only read, on a database an older docqa made: told what it takes. */
 static void test_pg_reader_on_old_schema(void) {
     char *loc = new_location("postgres");
@@ -1113,6 +1174,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/open-existing", "sqlite", test_open_existing);
     g_test_add_data_func("/store/backends/postgres/open-existing", "postgres", test_open_existing);
     g_test_add_func("/store/backends/postgres/reconnect", test_pg_reconnect);
+    g_test_add_data_func("/store/backends/sqlite/late-answer", "sqlite", test_late_answer);
+    g_test_add_data_func("/store/backends/postgres/late-answer", "postgres", test_late_answer);
     g_test_add_func("/store/backends/postgres/reader-on-old-schema", test_pg_reader_on_old_schema);
     g_test_add_data_func("/store/backends/sqlite/migrate-snapshot", "sqlite",
                          test_migrate_snapshot);
