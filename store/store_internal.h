@@ -27,6 +27,12 @@ struct DqStore {
  * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
 #define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
 
+/* store_jobs.c, for the store's other modules: the crash-test hook (NULL-safe), and "1,2,3"
+ * between `open` and `close`, an id list as one parameter (JSON for SQLite, '{...}' for
+ * PostgreSQL). */
+void store_jobs_hook(const char *point);
+char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
+
 /* After an SQLite error on s has been put in *err: when it was a full disk, or a failed write
  * while the file system holding the database has little room left, says how little (SQLite's
  * "disk I/O error" alone sends one looking for a broken disk). */

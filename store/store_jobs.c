@@ -653,7 +653,6 @@ gboolean store_jobs_release(DqStore *s, const char *owner, int *released, GError
     return store_jobs_release_except(s, owner, NULL, 0, released, err);
 }
 
-/* The ids as one array literal, in `open` and `close` (JSON for SQLite, '{...}' for PostgreSQL). */
 char *store_jobs_id_list(const gint64 *ids, int n, char open, char close) {
     GString *g = g_string_new(NULL);
     g_string_append_c(g, open);

@@ -38,9 +38,4 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
                        const char *render_settings, const DqPageRow *pages, int n_pages,
                        gint64 *out_id, int *out_version, GError **err);
 
-/* The crash-test hook of store_jobs.c (NULL-safe). */
-void store_jobs_hook(const char *point);
-/* "1,2,3" between `open` and `close`: an id list as one parameter (store_jobs.c). */
-char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
-
 #endif

@@ -7,8 +7,6 @@
 
 #include "dq_error.h"
 #include "store_internal.h"
-#include "store_jobs.h"
-#include "store_jobs_pg.h"
 #ifdef DOCQA_HAVE_POSTGRES
 #include "store_pg.h"
 #endif

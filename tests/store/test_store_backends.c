@@ -889,6 +889,22 @@ static void sqlite_exec(const char *path, const char *sql) {
     sqlite3_close(db);
 }
 
+/* A new role that may only read the database at `loc` (SELECT on its tables, no CREATE), and
+ * the location as that role. */
+static char *reader_location(const char *loc, const char *role) {
+    char *sql = g_strdup_printf("CREATE ROLE %s LOGIN; "
+                                "GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s; "
+                                "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                                role, role);
+    pgt_exec(loc, sql);
+    g_free(sql);
+    GString *reader = g_string_new(loc);
+    char *user = g_strconcat("user=", role, NULL);
+    g_string_replace(reader, "user=postgres", user, 1);
+    g_free(user);
+    return g_string_free(reader, FALSE);
+}
+
 /* The commands that read (status, export, requeue, ask) open an existing docqa database and
  * refuse anything else without writing to it; no open turns another program's database into a
  * docqa one. */
@@ -942,19 +958,15 @@ static void test_open_existing(gconstpointer kind) {
     dq_store_close(s);
     if (pg) {
         /* Up to date, it opens without DDL: a role that may only read can use it. */
-        pgt_exec(loc, "CREATE ROLE docqa_reader LOGIN; "
-                      "GRANT SELECT ON ALL TABLES IN SCHEMA public TO docqa_reader; "
-                      "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
-        GString *reader = g_string_new(loc);
-        g_string_replace(reader, "user=postgres", "user=docqa_reader", 1);
-        s = dq_store_open_existing(reader->str, &err);
+        char *reader = reader_location(loc, "docqa_reader");
+        s = dq_store_open_existing(reader, &err);
         dq_assert_no_error(err);
         DqJobCounts c;
         g_assert_true(store_jobs_counts(s, NULL, &c, &err));
         dq_assert_no_error(err);
         store_jobs_finalize(s);
         dq_store_close(s);
-        g_string_free(reader, TRUE);
+        g_free(reader);
     }
     g_free(loc);
 }
@@ -1029,17 +1041,13 @@ static void test_pg_reader_on_old_schema(void) {
     DqStore *s = dq_store_open_at(loc, 5, &err);
     dq_assert_no_error(err);
     dq_store_close(s);
-    pgt_exec(loc, "CREATE ROLE docqa_old_reader LOGIN; "
-                  "GRANT SELECT ON ALL TABLES IN SCHEMA public TO docqa_old_reader; "
-                  "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
-    GString *reader = g_string_new(loc);
-    g_string_replace(reader, "user=postgres", "user=docqa_old_reader", 1);
-    g_assert_null(dq_store_open_existing(reader->str, &err));
+    char *reader = reader_location(loc, "docqa_old_reader");
+    g_assert_null(dq_store_open_existing(reader, &err));
     g_assert_nonnull(err);
     if (strstr(err->message, "upgrading the schema from version 5") == NULL)
         g_error("unexpected: %s", err->message);
     g_clear_error(&err);
-    g_string_free(reader, TRUE);
+    g_free(reader);
     g_free(loc);
 }
 
