@@ -12,17 +12,50 @@
 
 typedef struct {
     gboolean csv;
+    gboolean spreadsheet_safe;
     gint64 rows;
 } Export;
 
-/* RFC 4180: quote a field when it holds a comma, a quote or a line break; double the quotes. */
-static void csv_field(const char *s, gboolean last) {
+static gboolean is_plain_number(const char *s) {
+    const char *p = s + (*s == '+' || *s == '-');
+    gboolean digits = FALSE;
+    for (; g_ascii_isdigit(*p); p++)
+        digits = TRUE;
+    if (*p == '.')
+        for (p++; g_ascii_isdigit(*p); p++)
+            digits = TRUE;
+    if (digits && (*p == 'e' || *p == 'E')) {
+        p += 1 + (p[1] == '+' || p[1] == '-');
+        if (!g_ascii_isdigit(*p))
+            return FALSE;
+        while (g_ascii_isdigit(*p))
+            p++;
+    }
+    return digits && *p == '\0';
+}
+
+/* A spreadsheet runs a cell that starts with one of these as a formula (OWASP's list), so text
+ * the model read off an untrusted page could reach a user's Excel as =HYPERLINK(...). A cell that
+ * is a plain number (-42, +3.5) is no formula and stays as it is. */
+static gboolean reads_as_formula(const char *s) {
+    return s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL && !is_plain_number(s);
+}
+
+/* RFC 4180: quote a field when it holds a comma, a quote or a line break; double the quotes.
+ * With spreadsheet_safe, a field that would read as a formula gets a leading apostrophe, which
+ * spreadsheets show as text and do not display. */
+static void csv_field(const Export *ex, const char *s, gboolean last) {
     if (s == NULL)
         s = "";
+    gboolean guard = ex->spreadsheet_safe && reads_as_formula(s);
     if (strpbrk(s, ",\"\r\n") == NULL) {
+        if (guard)
+            putchar('\'');
         fputs(s, stdout);
     } else {
         putchar('"');
+        if (guard)
+            putchar('\'');
         for (const char *p = s; *p; p++) {
             if (*p == '"')
                 putchar('"');
@@ -40,18 +73,18 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     g_snprintf(doc, sizeof(doc), "%" G_GINT64_FORMAT, r->document_id);
     g_snprintf(job, sizeof(job), "%" G_GINT64_FORMAT, r->job_id);
     if (ex->csv) {
-        csv_field(r->document_path, FALSE);
-        csv_field(page, FALSE);
-        csv_field(r->question, FALSE);
-        csv_field(r->answer, FALSE);
-        csv_field(r->model, FALSE);
-        csv_field(r->finished_at, FALSE);
-        csv_field(doc, FALSE);
-        csv_field(r->document_sha256, FALSE);
-        csv_field(job, FALSE);
-        csv_field(r->device, FALSE);
-        csv_field(r->weights, FALSE);
-        csv_field(r->exact < 0 ? NULL : r->exact ? "1" : "0", TRUE);
+        csv_field(ex, r->document_path, FALSE);
+        csv_field(ex, page, FALSE);
+        csv_field(ex, r->question, FALSE);
+        csv_field(ex, r->answer, FALSE);
+        csv_field(ex, r->model, FALSE);
+        csv_field(ex, r->finished_at, FALSE);
+        csv_field(ex, doc, FALSE);
+        csv_field(ex, r->document_sha256, FALSE);
+        csv_field(ex, job, FALSE);
+        csv_field(ex, r->device, FALSE);
+        csv_field(ex, r->weights, FALSE);
+        csv_field(ex, r->exact < 0 ? NULL : r->exact ? "1" : "0", TRUE);
     } else {
         JsonBuilder *b = json_builder_new();
         json_builder_begin_object(b);
@@ -96,12 +129,16 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
 
 int cmd_export(int argc, char **argv) {
     char *db = NULL, *format = NULL, *question = NULL;
+    gboolean spreadsheet_safe = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
         {"question", 0, 0, G_OPTION_ARG_STRING, &question, "only the answers to this question",
          "TEXT"},
+        {"spreadsheet-safe", 0, 0, G_OPTION_ARG_NONE, &spreadsheet_safe,
+         "CSV: an apostrophe before a cell a spreadsheet would run as a formula (=, +, -, @)",
+         NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- write the answers (v_answers) to stdout");
@@ -113,11 +150,15 @@ int cmd_export(int argc, char **argv) {
     DqStore *store = NULL;
     if (!ok || !dq_cli_no_arguments("export", argc, argv))
         goto out;
-    Export ex = {.csv = TRUE};
+    Export ex = {.csv = TRUE, .spreadsheet_safe = spreadsheet_safe};
     if (format != NULL && strcmp(format, "jsonl") == 0)
         ex.csv = FALSE;
     else if (format != NULL && strcmp(format, "csv") != 0) {
         fprintf(stderr, "docqa: export: --format %s: use csv or jsonl\n", format);
+        goto out;
+    }
+    if (spreadsheet_safe && !ex.csv) {
+        fprintf(stderr, "docqa: export: --spreadsheet-safe is for --format csv\n");
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();

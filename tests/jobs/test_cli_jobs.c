@@ -252,6 +252,39 @@ static void test_ask_status_export_requeue(void) {
     g_free(dir);
 }
 
+/* export --spreadsheet-safe: a cell a spreadsheet would run as a formula gets an apostrophe;
+ * numbers and plain text are left as they are, and plain CSV is the stored text. */
+static void test_export_spreadsheet_safe(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *out = NULL;
+    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--",
+                          "=HYPERLINK(\"http://x\",\"y\")", "-42", "@SUM(A1)", "-1+2", "Total?",
+                          NULL),
+                    ==, 0);
+    run_worker(db);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--spreadsheet-safe", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, ",\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","));
+    g_assert_nonnull(strstr(out, ",'@SUM(A1),"));
+    g_assert_nonnull(strstr(out, ",'-1+2,"));
+    g_assert_nonnull(strstr(out, ",-42,"));
+    g_assert_nonnull(strstr(out, ",Total?,"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, ",\"=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","));
+    g_assert_nonnull(strstr(out, ",@SUM(A1),"));
+    g_assert_null(strstr(out, "'"));
+    g_free(out);
+    char *err = NULL;
+    g_assert_cmpint(
+        docqa(NULL, &err, "export", "--db", db, "--format", "jsonl", "--spreadsheet-safe", NULL),
+        ==, 2);
+    g_assert_nonnull(strstr(err, "--spreadsheet-safe"));
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_run_refuses_clearly(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
@@ -482,6 +515,7 @@ int main(int argc, char **argv) {
         g_error("%s not built", bin);
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
+    g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
