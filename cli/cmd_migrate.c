@@ -30,9 +30,9 @@ int cmd_migrate(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *src = NULL, *dst = NULL;
-    if (!ok)
+    if (!ok || !dq_cli_no_arguments("migrate", argc, argv))
         goto out;
-    if (from == NULL || to == NULL || argc > 1) {
+    if (from == NULL || to == NULL) {
         fprintf(stderr, "docqa: migrate: give --from DB and --to DB (see --help)\n");
         goto out;
     }

@@ -501,6 +501,14 @@ static void test_commands_refuse_stray_arguments(void) {
         g_free(out);
         g_free(err);
     }
+    char *copy = g_build_filename(dir, "copy.db", NULL), *err = NULL;
+    g_assert_cmpint(docqa(NULL, &err, "migrate", "--from", db, "--to", copy, stray, NULL), ==, 2);
+    char *want = g_strdup_printf("docqa: migrate: unexpected argument '%s' (see --help)\n", stray);
+    g_assert_cmpstr(err, ==, want);
+    g_assert_false(g_file_test(copy, G_FILE_TEST_EXISTS));
+    g_free(want);
+    g_free(err);
+    g_free(copy);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), ==, 1);
     g_assert_false(g_file_test(stray, G_FILE_TEST_EXISTS));
     g_free(stray);
