@@ -3,6 +3,7 @@
  * claim the next in its place (continuous batching). See queue.h. */
 #include "queue.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "resources.h"
 
@@ -11,8 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* This machine's clock: leases are stamped with it (the PostgreSQL store turns it into the
+ * server's, store_pg.h). */
 static gint64 now_ms(void) {
-    return g_get_real_time() / 1000;
+    return dq_wall_ms();
 }
 
 /* ISO-8601 UTC with milliseconds, as the schema's strftime('%Y-%m-%dT%H:%M:%fZ') writes. */

@@ -10,9 +10,12 @@ struct DqStore {
                                 * sqlite3_next_stmt walks (store_jobs.c) */
     PGconn *pg;                /* PostgreSQL: the connection */
     GHashTable *pg_statements; /* PostgreSQL: SQL text -> name of the statement prepared on pg */
-    char *path;                /* file path, or the location without its password */
-    guint64 dev, ino;          /* SQLite: the file opened, to notice it replaced or deleted */
-    gboolean file_gone;        /* SQLite: dq_store_check_file found it replaced or deleted */
+    gint64
+        pg_clock_offset_ms;  /* PostgreSQL: the server's clock minus this machine's (store_pg.c) */
+    gint64 pg_clock_read_at; /* PostgreSQL: when it was measured (g_get_monotonic_time; 0: never) */
+    char *path;              /* file path, or the location without its password */
+    guint64 dev, ino;        /* SQLite: the file opened, to notice it replaced or deleted */
+    gboolean file_gone;      /* SQLite: dq_store_check_file found it replaced or deleted */
 };
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005). */

@@ -12,8 +12,10 @@
  * COMMITTED with many concurrent writers: claim and reclaim take rows with FOR UPDATE SKIP
  * LOCKED, and statements that change several of one owner's jobs lock them in id order first.
  *
- * Times are passed in (Unix milliseconds from the caller's clock) so the lease logic is the
- * caller's, testable, and identical on any store.
+ * Times are passed in (Unix milliseconds from the caller's clock, dq_wall_ms) so the lease logic
+ * is the caller's, testable, and identical on any store. PostgreSQL, whose workers run on several
+ * machines, turns each into the server's time first (store_pg.h): leases never depend on how well
+ * the workers' clocks agree.
  */
 #ifndef DQ_STORE_JOBS_H
 #define DQ_STORE_JOBS_H

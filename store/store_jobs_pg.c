@@ -214,8 +214,9 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     PgParams p = {0};
     PGresult *r = NULL;
-    if (!pg_begin(s, err))
+    if (!pg_clock_check(s, err) || !pg_begin(s, err))
         goto fail;
+    now_ms = pg_server_ms(s, now_ms); /* every worker compares leases in the server's time */
     /* Expired leases, recorded and requeued (or buried) in one statement, never the claimant's
      * own (store_jobs.c says why). SKIP LOCKED: two workers reclaiming at once split the expired
      * jobs instead of recording one twice. */
@@ -305,9 +306,9 @@ gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 l
                           GError **err) {
     PgParams p = {0};
     gint64 n = 0;
-    if (!pg_begin(s, err) || !lock_owned(s, owner, err))
+    if (!pg_clock_check(s, err) || !pg_begin(s, err) || !lock_owned(s, owner, err))
         goto fail;
-    pg_i64(&p, now_ms + lease_ms);
+    pg_i64(&p, pg_server_ms(s, now_ms) + lease_ms);
     pg_text(&p, owner);
     if (!pg_do(s,
                "UPDATE jobs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND state = 'running'",
@@ -402,8 +403,9 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
                      DqJobState *new_state, GError **err) {
     DqJobState result = DQ_JOB_N_STATES;
     PgParams p = {0};
-    if (!pg_begin(s, err))
+    if (!pg_clock_check(s, err) || !pg_begin(s, err))
         return FALSE;
+    now_ms = pg_server_ms(s, now_ms); /* the backoff, as leases, in the server's time */
     pg_i64(&p, job_id);
     pg_text(&p, owner);
     pg_text(&p, kind);

@@ -13,6 +13,7 @@
  * and found again by its text; values travel as parameters, never inside SQL text. */
 #include "store_pg.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "resources.h"
 
@@ -136,6 +137,41 @@ gboolean pg_commit(DqStore *s, GError **err) {
 void pg_rollback(DqStore *s) {
     if (PQtransactionStatus(s->pg) != PQTRANS_IDLE)
         store_pg_exec(s, "ROLLBACK", NULL);
+}
+
+/* How often the offset is measured again: a clock that NTP steps, or a virtual machine that
+ * resumes, moves by more than a lease at once; one round trip every few seconds per connection
+ * is nothing next to a claim's. */
+#define CLOCK_CHECK_US (5 * G_USEC_PER_SEC)
+
+/* The server's clock minus this machine's, from one round trip: the server read its clock
+ * somewhere between t0 and t1, so the offset lies in [server - t1, server - t0]. The value of that
+ * range closest to 0 is taken: clocks that agree to within the round trip (one machine, or NTP
+ * working) are not moved by the measure's noise. */
+static gboolean measure_clock(DqStore *s, GError **err) {
+    gint64 t0 = dq_wall_us();
+    PGresult *r = pg_run(s, "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+                         NULL, "reading the server's clock", err);
+    gint64 t1 = dq_wall_us();
+    if (r == NULL)
+        return FALSE;
+    gint64 server = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    gint64 lo = server - t1, hi = server - t0;
+    gint64 offset_us = lo > 0 ? lo : hi < 0 ? hi : 0;
+    s->pg_clock_offset_ms = offset_us / 1000;
+    s->pg_clock_read_at = g_get_monotonic_time();
+    return TRUE;
+}
+
+gboolean pg_clock_check(DqStore *s, GError **err) {
+    if (s->pg_clock_read_at != 0 && g_get_monotonic_time() - s->pg_clock_read_at < CLOCK_CHECK_US)
+        return TRUE;
+    return measure_clock(s, err);
+}
+
+gint64 pg_server_ms(DqStore *s, gint64 local_ms) {
+    return local_ms + s->pg_clock_offset_ms;
 }
 
 gint64 pg_get_i64(PGresult *r, int row, int col) {
@@ -327,7 +363,7 @@ static void notice(void *arg, const char *message) {
 /* What every new connection runs before its first statement. */
 static gboolean session_setup(DqStore *s, GError **err) {
     PQsetNoticeProcessor(s->pg, notice, s);
-    return store_pg_exec(s, "SET client_min_messages = warning", err);
+    return store_pg_exec(s, "SET client_min_messages = warning", err) && measure_clock(s, err);
 }
 
 /* libpq takes "postgresql://" and "postgres://" only, in lower case. */

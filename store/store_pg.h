@@ -30,6 +30,16 @@ gboolean pg_begin(DqStore *s, GError **err);
 gboolean pg_commit(DqStore *s, GError **err);
 void pg_rollback(DqStore *s);
 
+/* Leases on PostgreSQL are kept in the server's time, whatever each worker's clock says: workers
+ * on several machines compare one another's lease expiries, and a clock off by more than a lease
+ * would take live jobs from another machine (or leave its own to be taken). The store measures
+ * the server's clock against this machine's (dq_wall_us) when it connects, and again when the
+ * measure is older than a few seconds, before a statement that stamps or compares a time;
+ * pg_server_ms turns a time of the caller's clock into the server's. The caller's times keep
+ * their meaning relative to one another, so tests that pass made-up times work unchanged. */
+gboolean pg_clock_check(DqStore *s, GError **err);
+gint64 pg_server_ms(DqStore *s, gint64 local_ms);
+
 gint64 pg_get_i64(PGresult *r, int row, int col);
 char *pg_get_dup(PGresult *r, int row, int col); /* NULL for SQL NULL */
 

@@ -4,6 +4,7 @@
  * reclaim of expired leases, failure and requeue (approximate answers replaced, the old ones
  * kept), reading answers, and `docqa migrate`'s copy
  * SQLite -> PostgreSQL -> SQLite without loss. */
+#include "clock.h"
 #include "dq_error.h"
 #include "pg_testlib.h"
 #include "store.h"
@@ -1079,6 +1080,82 @@ static void test_pg_reconnect(void) {
     g_free(loc);
 }
 
+/* This process as a machine whose clock is `skew_ms` off: its time now. */
+static gint64 machine_clock(gint64 skew_ms) {
+    dq_wall_clock_skew_for_test(skew_ms);
+    return dq_wall_ms();
+}
+
+/* Workers on machines whose clocks disagree by far more than a lease share one PostgreSQL
+ * queue: leases are kept in the server's time, so neither takes the other's live jobs, and a
+ * lease that did run out is still taken back on time. */
+static void test_pg_clock_skew(void) {
+    char *loc = new_location("postgres");
+    if (loc == NULL)
+        return;
+    const gint64 ahead = 10 * 60 * 1000, lease = 60000;
+    GError *err = NULL;
+    machine_clock(0);
+    DqStore *a = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    machine_clock(ahead);
+    DqStore *b = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(a, "/archive/skew.pdf", "5555");
+    g_assert_cmpint(enqueue_all(a, "Skew?"), ==, 3);
+    GPtrArray *ja = store_jobs_claim(a, "A", "m", 1, machine_clock(0), lease, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(ja->len, ==, 1);
+    /* B's clock is ten minutes ahead: A's lease, a minute by A's clock, is still live. */
+    GPtrArray *jb = store_jobs_claim(b, "B", "m", 3, machine_clock(ahead), lease, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jb->len, ==, 2);
+    /* And B's leases, stamped by its clock, are not a minute too long for A. */
+    GPtrArray *jc = store_jobs_claim(a, "C", "m", 3, machine_clock(0) + 1000, lease, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jc->len, ==, 0);
+    int held = -1;
+    g_assert_true(store_jobs_heartbeat(b, "B", machine_clock(ahead), lease, &held, &err));
+    g_assert_cmpint(held, ==, 2);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 0);
+    /* A minute and more later by B's clock, A's lease has run out (A never renewed it): B
+     * takes the job back, and its own jobs stay its own. */
+    GPtrArray *jd =
+        store_jobs_claim(b, "B", "m", 3, machine_clock(ahead) + lease + 2000, lease, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jd->len, ==, 1);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(jd, 0))->job_id, ==,
+                    ((DqClaimedJob *)g_ptr_array_index(ja, 0))->job_id);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors WHERE kind = "
+                                       "'lease_expired'"),
+                    ==, 1);
+    /* A retry's backoff, too, is the server's time: B fails a job with a minute's backoff,
+     * and A, ten minutes behind B, gets it after that minute, not before (nor ten later). */
+    DqJobState st = DQ_JOB_N_STATES;
+    gint64 t = machine_clock(ahead) + lease + 2000;
+    g_assert_true(store_jobs_heartbeat(b, "B", t, 2 * lease, &held, &err));
+    gint64 failed = ((DqClaimedJob *)g_ptr_array_index(jb, 0))->job_id;
+    g_assert_true(store_jobs_fail(b, "B", failed, "model", "busy", TRUE, t, lease, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
+    t = machine_clock(0) + lease + 2000;
+    GPtrArray *je = store_jobs_claim(a, "A", "m", 3, t + 2000, lease, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(je->len, ==, 0);
+    GPtrArray *jf = store_jobs_claim(a, "A", "m", 3, t + lease + 2000, lease, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jf->len, ==, 1);
+    g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(jf, 0))->job_id, ==, failed);
+    machine_clock(0);
+    GPtrArray *all[] = {ja, jb, jc, jd, je, jf};
+    for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+        g_ptr_array_free(all[i], TRUE);
+    store_jobs_finalize(a);
+    dq_store_close(a);
+    store_jobs_finalize(b);
+    dq_store_close(b);
+    g_free(loc);
+}
+
 /* Workers go on while `docqa migrate` copies: the copy is the source as it was when it began. */
 static const char *snapshot_source;
 
@@ -1182,6 +1259,7 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/open-existing", "sqlite", test_open_existing);
     g_test_add_data_func("/store/backends/postgres/open-existing", "postgres", test_open_existing);
     g_test_add_func("/store/backends/postgres/reconnect", test_pg_reconnect);
+    g_test_add_func("/store/backends/postgres/clock-skew", test_pg_clock_skew);
     g_test_add_data_func("/store/backends/sqlite/late-answer", "sqlite", test_late_answer);
     g_test_add_data_func("/store/backends/postgres/late-answer", "postgres", test_late_answer);
     g_test_add_func("/store/backends/postgres/reader-on-old-schema", test_pg_reader_on_old_schema);

@@ -4,6 +4,7 @@
  * (a process group) are SIGKILLed at random moments; afterwards every job must be answered
  * exactly once, with the right answer. The jobs and page images come from jobs_testlib's SQLite
  * database, moved with dq_store_copy (docqa migrate). */
+#include "clock.h"
 #include "jobs_testlib.h"
 #include "pg_testlib.h"
 #include "queue.h"
@@ -25,8 +26,9 @@ static PgtServer *server;
 static char *db;      /* the PostgreSQL location */
 static char *page_db; /* the SQLite database whose page store the workers read */
 
-static pid_t spawn_worker_at(const char *location, const char *kill_at, int delay_ms,
-                             gint64 lease_ms) {
+/* A worker process; `skew_ms`: its machine's clock is that much off. */
+static pid_t spawn_skewed_worker(const char *location, const char *kill_at, int delay_ms,
+                                 gint64 lease_ms, gint64 skew_ms) {
     fflush(NULL);
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
@@ -35,6 +37,7 @@ static pid_t spawn_worker_at(const char *location, const char *kill_at, int dela
             g_setenv("DOCQA_TEST_KILL_AT", kill_at, TRUE);
         else
             g_unsetenv("DOCQA_TEST_KILL_AT");
+        dq_wall_clock_skew_for_test(skew_ms);
         JtAnswererConfig cfg = {.delay_ms = delay_ms};
         DqAnswerer *a = jt_answerer_new(&cfg);
         DqWorkerOptions opt = {.db_path = location,
@@ -54,6 +57,11 @@ static pid_t spawn_worker_at(const char *location, const char *kill_at, int dela
         _exit(ok ? 0 : 2);
     }
     return pid;
+}
+
+static pid_t spawn_worker_at(const char *location, const char *kill_at, int delay_ms,
+                             gint64 lease_ms) {
+    return spawn_skewed_worker(location, kill_at, delay_ms, lease_ms, 0);
 }
 
 static pid_t spawn_worker(const char *kill_at, int delay_ms) {
@@ -186,6 +194,39 @@ static void test_everything_answered_once(void) {
     g_assert_cmpint(expired, >=, 20);
 }
 
+/* A fresh PostgreSQL database holding the queue of jobs_testlib's database. */
+static char *copy_of_queue(const char *name) {
+    char *loc = pgt_new_database(server, name);
+    GError *err = NULL;
+    DqStore *from = dq_store_open(page_db, &err), *to = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_copy(from, to, NULL, &err));
+    dq_assert_no_error(err);
+    dq_store_close(to);
+    dq_store_close(from);
+    return loc;
+}
+
+/* Two machines whose clocks are ten minutes apart, a 2 s lease: leases are the server's time,
+ * so neither worker takes the other's jobs; every job is answered once, at its first attempt. */
+static void test_clocks_apart(void) {
+    char *loc = copy_of_queue("clocks_apart");
+    pid_t w[2] = {spawn_skewed_worker(loc, NULL, 4, 2000, 0),
+                  spawn_skewed_worker(loc, NULL, 4, 2000, 10 * 60 * 1000)};
+    for (int i = 0; i < 2; i++) {
+        int status = 0;
+        g_assert_cmpint(waitpid(w[i], &status, 0), ==, w[i]);
+        g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT max(attempts) FROM jobs"), ==, 1);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM answers"), ==, 640);
+    /* Both machines answered: the test says something about two of them. */
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(DISTINCT worker) FROM answers"), ==, 2);
+    assert_consistent_at(loc);
+    g_free(loc);
+}
+
 /* The server drops every docqa connection, again and again, while two workers run (a restart,
  * an idle-session timeout, a failover): they reconnect and finish, nothing is answered twice,
  * no job loses an attempt. */
@@ -250,6 +291,7 @@ int main(int argc, char **argv) {
     g_setenv("DOCQA_PAGES", pages, TRUE);
     g_free(pages);
     g_test_add_func("/store-pg-crash/connections-dropped", test_connections_dropped);
+    g_test_add_func("/store-pg-crash/clocks-apart", test_clocks_apart);
     g_test_add_func("/store-pg-crash/named-points", test_kill_at_named_points);
     g_test_add_func("/store-pg-crash/machines-killed", test_machines_killed_at_random);
     g_test_add_func("/store-pg-crash/answered-exactly-once", test_everything_answered_once);
