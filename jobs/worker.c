@@ -145,7 +145,8 @@ static void sleep_ms_unless(gint64 ms, volatile sig_atomic_t *stop) {
  * reconnects rather than dying with its jobs in flight (each would cost an attempt when its
  * lease ran out). The statement that failed is run again; all of them may be: a claim or a
  * completion whose COMMIT was lost either happened whole or not at all, and the lease guard
- * makes a repeated completion or failure write nothing. A claim that committed unheard leaves
+ * makes a repeated completion or failure write nothing; a repeated completion finds its own
+ * answers stored and counts them answered (store_jobs.h). A claim that committed unheard leaves
  * jobs leased to this worker that it does not know; they are given back once reconnected. */
 
 #define DB_OUTAGE_MAX_MS (10 * 60 * 1000)

@@ -522,8 +522,29 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         bind_text(st, 3, a->finished_at);
         if (!step_done(s, st, "finishing a job", err))
             goto fail;
-        if (sqlite3_changes(dq_store_sqlite(s)) != 1)
+        if (sqlite3_changes(dq_store_sqlite(s)) != 1) {
+            /* This very answer, stored by an earlier try of this completion whose COMMIT
+             * went through unheard (store_jobs.h), is not a late one. */
+            st = stmt(s,
+                      "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = ?1 AND worker = ?2 "
+                      "AND finished_at = ?3 AND text = ?4)",
+                      err);
+            if (st == NULL)
+                goto fail;
+            sqlite3_bind_int64(st, 1, a->job_id);
+            bind_text(st, 2, owner);
+            bind_text(st, 3, a->finished_at);
+            bind_text(st, 4, a->text);
+            int rc = sqlite3_step(st);
+            gboolean mine = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+            sqlite3_reset(st);
+            if (rc != SQLITE_ROW) {
+                db_fail(s, err, "looking for a stored answer");
+                goto fail;
+            }
+            count += mine;
             continue;
+        }
         hook("complete:after_job_update");
         /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
         st =

@@ -119,7 +119,9 @@ typedef struct {
 
 /* In one transaction, for each answer whose job `owner` still leases: marks the job done and
  * inserts the answer. Jobs whose lease was lost get nothing written. *written counts the
- * answers stored. */
+ * answers the database holds afterwards: stored now, or found already stored, the same text
+ * from the same owner with the same finished_at (a completion run again after its COMMIT went
+ * through but the reply was lost with the connection). */
 gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                              int *written, GError **err);
 

@@ -344,8 +344,23 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
                    "WHERE a.job_id = jobs.id)))",
                    &p, "finishing a job", &changed, err))
             goto fail;
-        if (changed != 1)
+        if (changed != 1) {
+            /* This very answer, stored by an earlier try of this completion whose COMMIT
+             * reply the lost connection took (store_jobs.h), is not a late one. */
+            pg_i64(&p, a->job_id);
+            pg_text(&p, owner);
+            pg_text(&p, a->finished_at);
+            pg_text(&p, a->text);
+            PGresult *r = pg_run(s,
+                                 "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = $1 AND "
+                                 "worker = $2 AND finished_at = $3 AND text = $4)",
+                                 &p, "looking for a stored answer", err);
+            if (r == NULL)
+                goto fail;
+            count += strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+            PQclear(r);
             continue;
+        }
         store_jobs_hook("complete:after_job_update");
         /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
         pg_i64(&p, a->job_id);

@@ -14,7 +14,9 @@
 #include "testutil.h"
 
 #include <glib/gstdio.h>
+#include <libpq-fe.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 static PgtServer *server;
@@ -140,6 +142,18 @@ static char *answers_text(DqStore *s) {
     return g_string_free(out, FALSE);
 }
 
+/* One integer from a query, on either kind of store. */
+static gint64 query_int(DqStore *s, const char *loc, const char *sql) {
+    if (dq_store_kind(s) == DQ_STORE_POSTGRES)
+        return pgt_query_int(loc, sql);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(s), sql, -1, &st, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    gint64 v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
 static void test_lifecycle(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
@@ -233,8 +247,14 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_cmpint(written, ==, 0);
     g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err));
     g_assert_cmpint(written, ==, 4);
-    g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err)); /* twice: nothing */
+    /* Twice (a retry after a lost COMMIT reply): the answers are found stored, not again. */
+    g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err));
+    g_assert_cmpint(written, ==, 4);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 4);
+    ans[0].text = "another answer"; /* not this one: late */
+    g_assert_true(store_jobs_complete(s, "A", ans, 1, &written, &err));
     g_assert_cmpint(written, ==, 0);
+    ans[0].text = "42";
 
     /* B's leases expire: B's own claim leaves them to it (it is still answering them); C
      * reclaims and gets them as second attempts; B's heartbeat and completion then find
@@ -332,18 +352,6 @@ static void test_lifecycle(gconstpointer kind) {
     store_jobs_finalize(s);
     dq_store_close(s);
     g_free(loc);
-}
-
-/* One integer from a query, on either kind of store. */
-static gint64 query_int(DqStore *s, const char *loc, const char *sql) {
-    if (dq_store_kind(s) == DQ_STORE_POSTGRES)
-        return pgt_query_int(loc, sql);
-    sqlite3_stmt *st = NULL;
-    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(s), sql, -1, &st, NULL), ==, SQLITE_OK);
-    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
-    gint64 v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
 }
 
 /* docqa requeue --approximate: only the done jobs whose answer was approximate go back in the
@@ -1080,6 +1088,59 @@ static void test_pg_reconnect(void) {
     g_free(loc);
 }
 
+/* The completion's COMMIT reaches the server, the reply does not (the connection drops at that
+ * moment): the server commits behind the client's back, here by the hook, and the socket is shut
+ * before pg_commit can hear of it. */
+static DqStore *lost_reply_store;
+
+static void commit_then_drop(const char *point) {
+    if (strcmp(point, "complete:before_commit") != 0 || lost_reply_store == NULL)
+        return;
+    PGconn *c = dq_store_pg(lost_reply_store);
+    lost_reply_store = NULL;
+    PGresult *r = PQexec(c, "COMMIT");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    g_assert_cmpint(shutdown(PQsocket(c), SHUT_RDWR), ==, 0);
+}
+
+/* A completion tried again after its COMMIT's reply was lost finds its answers stored: counted
+ * as written (the worker's "answered"), not as answered too late, and stored once. */
+static void test_pg_commit_reply_lost(void) {
+    char *loc = new_location("postgres");
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/lost.pdf", "3333");
+    g_assert_cmpint(enqueue_all(s, "Lost?"), ==, 3);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 60000, &err);
+    g_assert_cmpint(a->len, ==, 2);
+    DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(a, 0))->job_id, "x"),
+                          answer_for(((DqClaimedJob *)g_ptr_array_index(a, 1))->job_id, "y")};
+    int written = -1;
+    lost_reply_store = s;
+    store_jobs_set_test_hook(commit_then_drop);
+    gboolean ok = store_jobs_complete(s, "A", ans, 2, &written, &err);
+    store_jobs_set_test_hook(NULL);
+    g_assert_false(ok);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB_LOST);
+    g_clear_error(&err);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM answers"), ==, 2); /* committed */
+    g_assert_true(dq_store_reconnect(s, &err));
+    dq_assert_no_error(err);
+    g_assert_true(store_jobs_complete(s, "A", ans, 2, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 2);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM answers"), ==, 2);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+    g_ptr_array_free(a, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* This process as a machine whose clock is `skew_ms` off: its time now. */
 static gint64 machine_clock(gint64 skew_ms) {
     dq_wall_clock_skew_for_test(skew_ms);
@@ -1260,6 +1321,7 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/open-existing", "postgres", test_open_existing);
     g_test_add_func("/store/backends/postgres/reconnect", test_pg_reconnect);
     g_test_add_func("/store/backends/postgres/clock-skew", test_pg_clock_skew);
+    g_test_add_func("/store/backends/postgres/commit-reply-lost", test_pg_commit_reply_lost);
     g_test_add_data_func("/store/backends/sqlite/late-answer", "sqlite", test_late_answer);
     g_test_add_data_func("/store/backends/postgres/late-answer", "postgres", test_late_answer);
     g_test_add_func("/store/backends/postgres/reader-on-old-schema", test_pg_reader_on_old_schema);
