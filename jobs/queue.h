@@ -78,8 +78,9 @@
  * DOCQA_TEST_KILL_AT=<point>[:<n>] makes a worker raise SIGKILL the n-th time (default 1st) it
  * reaches a named point: worker:claimed, worker:before_complete, worker:after_complete,
  * claim:before_commit, complete:after_job_update, complete:before_commit, commit (inside SQLite's
- * commit), complete:after_commit, answerer:inference (answerers that call queue_test_point).
- * DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset: no effect.
+ * commit), complete:after_commit, fail:before_commit, answerer:inference (answerers that call
+ * queue_test_point). DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset:
+ * no effect.
  */
 #ifndef DQ_QUEUE_H
 #define DQ_QUEUE_H

@@ -30,6 +30,15 @@ struct DqStore {
  * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
 #define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
 
+/* The state a job was left in by this owner's failure with this kind and message, when that is
+ * its newest attempt's error and the owner no longer leases it: a store_jobs_fail run again after
+ * its COMMIT went through unheard (a lost PostgreSQL connection) reports what the first try did.
+ * No row otherwise. Parameters: job id, owner, kind, message. */
+#define SQL_FAILED_BEFORE(id, owner, kind, message)                                                \
+    "SELECT state FROM jobs WHERE id = " id " AND state <> 'running' AND EXISTS (SELECT 1 FROM "   \
+    "job_errors e WHERE e.job_id = jobs.id AND e.attempt = jobs.attempts AND e.worker = " owner    \
+    " AND e.kind = " kind " AND e.message = " message ")"
+
 /* store_jobs.c, for the store's other modules: the crash-test hook (NULL-safe), and "1,2,3"
  * between `open` and `close`, an id list as one parameter (JSON for SQLite, '{...}' for
  * PostgreSQL). */

@@ -659,7 +659,25 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
         result = state_from_name((const char *)sqlite3_column_text(st, 0));
         sqlite3_step(st);
         sqlite3_reset(st);
+    } else {
+        /* Not leased: maybe because an earlier try of this very call committed unheard. */
+        st = stmt(s, SQL_FAILED_BEFORE("?1", "?2", "?3", "?4"), err);
+        if (st == NULL)
+            goto fail;
+        sqlite3_bind_int64(st, 1, job_id);
+        bind_text(st, 2, owner);
+        bind_text(st, 3, kind);
+        bind_text(st, 4, message);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            result = state_from_name((const char *)sqlite3_column_text(st, 0));
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            db_fail(s, err, "looking for a recorded failure");
+            goto fail;
+        }
     }
+    hook("fail:before_commit");
     if (!commit(s, err))
         goto fail;
     if (new_state)

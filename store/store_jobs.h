@@ -140,7 +140,8 @@ const char *dq_job_state_name(DqJobState s);
  * last attempt; without, 'failed' at once (the input itself is bad, e.g. a missing page image).
  * A job that already has an answer (requeued approximate) goes back to 'done' instead of
  * 'failed' or 'dead'. *new_state (may be NULL) receives the state; a job no longer leased is left
- * alone and gets DQ_JOB_N_STATES. */
+ * alone and gets DQ_JOB_N_STATES, unless this same failure (owner, kind, message) is its newest
+ * attempt's: the call run again after its COMMIT went through unheard gets the state it set. */
 gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *kind,
                          const char *message, gboolean retryable, gint64 now_ms, gint64 backoff_ms,
                          DqJobState *new_state, GError **err);

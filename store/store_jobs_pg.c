@@ -458,7 +458,21 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
         if (PQntuples(r) == 1)
             result = state_from_name(PQgetvalue(r, 0, 0));
         PQclear(r);
+    } else {
+        /* Not leased: maybe because an earlier try of this very call committed unheard. */
+        pg_i64(&p, job_id);
+        pg_text(&p, owner);
+        pg_text(&p, kind);
+        pg_text(&p, message);
+        PGresult *r = pg_run(s, SQL_FAILED_BEFORE("$1", "$2", "$3", "$4"), &p,
+                             "looking for a recorded failure", err);
+        if (r == NULL)
+            goto fail;
+        if (PQntuples(r) == 1)
+            result = state_from_name(PQgetvalue(r, 0, 0));
+        PQclear(r);
     }
+    store_jobs_hook("fail:before_commit");
     if (!pg_commit(s, err))
         goto fail;
     if (new_state)

@@ -288,6 +288,12 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_true(store_jobs_fail(s, "C", ((DqClaimedJob *)g_ptr_array_index(c, 1))->job_id,
                                   "page_image", "missing", FALSE, now + 2200, 10, &st, &err));
     g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+    /* Again (a retry after a lost COMMIT reply): what the first call did, recorded once. */
+    st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "C", ((DqClaimedJob *)g_ptr_array_index(c, 1))->job_id,
+                                  "page_image", "missing", FALSE, now + 2200, 10, &st, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
     DqJobCounts counts;
     g_assert_true(store_jobs_counts(s, "m", &counts, &err));
     g_assert_cmpint(counts.total, ==, 6);
@@ -1094,7 +1100,9 @@ static void test_pg_reconnect(void) {
 static DqStore *lost_reply_store;
 
 static void commit_then_drop(const char *point) {
-    if (strcmp(point, "complete:before_commit") != 0 || lost_reply_store == NULL)
+    if ((strcmp(point, "complete:before_commit") != 0 &&
+         strcmp(point, "fail:before_commit") != 0) ||
+        lost_reply_store == NULL)
         return;
     PGconn *c = dq_store_pg(lost_reply_store);
     lost_reply_store = NULL;
@@ -1105,7 +1113,8 @@ static void commit_then_drop(const char *point) {
 }
 
 /* A completion tried again after its COMMIT's reply was lost finds its answers stored: counted
- * as written (the worker's "answered"), not as answered too late, and stored once. */
+ * as written (the worker's "answered"), not as answered too late, and stored once. A failure
+ * tried again reports the state it left the job in (run's count of failed jobs). */
 static void test_pg_commit_reply_lost(void) {
     char *loc = new_location("postgres");
     if (loc == NULL)
@@ -1135,6 +1144,28 @@ static void test_pg_commit_reply_lost(void) {
     g_assert_cmpint(written, ==, 2);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM answers"), ==, 2);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+
+    /* The same for a failure: the retry says what the first try did, and records it once. */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 1, 1000, 60000, &err);
+    g_assert_cmpint(b->len, ==, 1);
+    gint64 id = ((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id;
+    DqJobState st = DQ_JOB_N_STATES;
+    lost_reply_store = s;
+    store_jobs_set_test_hook(commit_then_drop);
+    ok = store_jobs_fail(s, "B", id, "page_image", "gone", FALSE, 1000, 10, &st, &err);
+    store_jobs_set_test_hook(NULL);
+    g_assert_false(ok);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB_LOST);
+    g_clear_error(&err);
+    g_assert_true(dq_store_reconnect(s, &err));
+    g_assert_true(store_jobs_fail(s, "B", id, "page_image", "gone", FALSE, 1000, 10, &st, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 1);
+    /* Another worker's failure of the job is not this one's. */
+    g_assert_true(store_jobs_fail(s, "C", id, "page_image", "gone", FALSE, 1000, 10, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_N_STATES);
+    g_ptr_array_free(b, TRUE);
     g_ptr_array_free(a, TRUE);
     store_jobs_finalize(s);
     dq_store_close(s);
