@@ -250,10 +250,16 @@ int cmd_run(int argc, char **argv) {
         g_snprintf(lost, sizeof lost,
                    ", %" G_GINT64_FORMAT " answered too late (another worker held the job)",
                    res.total.lost);
-    printf("run: %" G_GINT64_FORMAT " answered, %" G_GINT64_FORMAT " failed, %" G_GINT64_FORMAT
+    char buried[112] = "";
+    if (res.total.buried > 0)
+        g_snprintf(buried, sizeof buried,
+                   " (%" G_GINT64_FORMAT " dead: a worker died or hung on their last attempt)",
+                   res.total.buried);
+    printf("run: %" G_GINT64_FORMAT " answered, %" G_GINT64_FORMAT " failed%s, %" G_GINT64_FORMAT
            " retried, %" G_GINT64_FORMAT " given back%s in %.1f s (%.2f answers/s)%s\n",
-           res.total.done, res.total.failed, res.total.retried, res.total.released, lost, secs,
-           secs > 0 ? (double)res.total.done / secs : 0.0, res.interrupted ? "; interrupted" : "");
+           res.total.done, res.total.failed, buried, res.total.retried, res.total.released, lost,
+           secs, secs > 0 ? (double)res.total.done / secs : 0.0,
+           res.interrupted ? "; interrupted" : "");
 out:
     g_free(db);
     g_free(model);

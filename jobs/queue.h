@@ -191,7 +191,9 @@ typedef struct {
     gint64 claimed;
     gint64 done;     /* answers written */
     gint64 retried;  /* failed attempts that went back to the queue */
-    gint64 failed;   /* jobs that ended failed or dead */
+    gint64 failed;   /* jobs that ended failed or dead, buried ones included */
+    gint64 buried;   /* jobs this worker's claims found expired on their last attempt and
+                        buried ('dead'): another worker died or hung holding them */
     gint64 released; /* given back on SIGINT/SIGTERM */
     gint64 lost;     /* answered after the lease was lost: nothing written */
 } DqWorkerStats;

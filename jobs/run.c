@@ -239,6 +239,7 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
         res->total.done += w->done;
         res->total.retried += w->retried;
         res->total.failed += w->failed;
+        res->total.buried += w->buried;
         res->total.released += w->released;
         res->total.lost += w->lost;
     }

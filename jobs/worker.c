@@ -485,9 +485,14 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 goto out;
             int want = budget_take(opt.job_budget, limit - n);
             budget_spent = want == 0;
+            int buried = 0;
             GPtrArray *jobs = want > 0 ? store_jobs_claim(s, owner, opt.model_id, want, now_ms(),
-                                                          opt.lease_ms, err)
+                                                          opt.lease_ms, &buried, err)
                                        : NULL;
+            /* Jobs whose last attempt died with its worker: failed during this run, whoever
+             * held them; this worker is the one that knows. */
+            stats->failed += buried;
+            stats->buried += buried;
             if (want > 0 && jobs == NULL) {
                 budget_return(opt.job_budget, want);
                 if (reconnected(&w, err))

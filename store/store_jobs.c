@@ -362,8 +362,8 @@ void dq_claimed_job_free(DqClaimedJob *j) {
 #define NOW_ISO "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
-                            gint64 now_ms, gint64 lease_ms, GError **err) {
-    PG_DISPATCH(s, return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, err));
+                            gint64 now_ms, gint64 lease_ms, int *buried, GError **err) {
+    PG_DISPATCH(s, return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, buried, err));
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     sqlite3_stmt *st;
@@ -396,15 +396,21 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
               "last_error = 'lease_expired: lease expired: the worker died or hung' "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
-              "AND lease_owner <> ?3",
+              "AND lease_owner <> ?3 RETURNING state",
               err);
     if (st == NULL)
         goto fail;
     sqlite3_bind_int64(st, 1, now_ms);
     bind_text(st, 2, model_id);
     bind_text(st, 3, owner);
-    if (!step_done(s, st, "reclaiming expired leases", err))
+    int dead = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        dead += g_strcmp0((const char *)sqlite3_column_text(st, 0), "dead") == 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        db_fail(s, err, "reclaiming expired leases");
         goto fail;
+    }
 
     /* INDEXED BY: without statistics the planner prefers jobs_state_counts and then visits every
      * queued job of every model; jobs_ready walks this model's queue in id order and stops. */
@@ -422,7 +428,6 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     bind_text(st, 3, model_id);
     sqlite3_bind_int64(st, 4, now_ms);
     sqlite3_bind_int(st, 5, limit);
-    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         gint64 id = sqlite3_column_int64(st, 0);
         g_array_append_val(ids, id);
@@ -470,6 +475,8 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     if (!commit(s, err))
         goto fail;
     g_array_free(ids, TRUE);
+    if (buried)
+        *buried = dead;
     return out;
 fail:
     rollback(s);

@@ -91,9 +91,10 @@ void dq_claimed_job_free(DqClaimedJob *j);
  * jobs go back to 'queued' (or 'dead' when they used their last attempt); then up to `limit`
  * queued jobs of `model_id` whose backoff has passed are leased to `owner` until now + lease_ms,
  * oldest first, with one UPDATE ... RETURNING. Returns a GPtrArray of DqClaimedJob (empty when
- * there is nothing to do). */
+ * there is nothing to do). *buried (may be NULL) counts the expired jobs that went 'dead' (their
+ * last attempt's lease ran out): failures this claim found, which its caller reports. */
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
-                            gint64 now_ms, gint64 lease_ms, GError **err);
+                            gint64 now_ms, gint64 lease_ms, int *buried, GError **err);
 
 /* Extends the lease of every job `owner` holds to now + lease_ms; *held is how many it still
  * holds (fewer than claimed means some leases were lost to a reclaim). */

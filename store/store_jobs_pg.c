@@ -210,7 +210,7 @@ fail:
 /* ---- working ---- */
 
 GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
-                        gint64 now_ms, gint64 lease_ms, GError **err) {
+                        gint64 now_ms, gint64 lease_ms, int *buried, GError **err) {
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     PgParams p = {0};
     PGresult *r = NULL;
@@ -224,7 +224,7 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
     pg_text(&p, model_id);
     pg_text(&p, owner);
     /* A job with an answer (requeued approximate) goes back to done: DQ_SQL_HAS_ANSWER. */
-    if (!pg_do(s,
+    r = pg_run(s,
                "WITH expired AS (SELECT id, attempts, lease_owner FROM jobs "
                "WHERE state = 'running' AND lease_expires_ms < $1 AND model_id = $2 "
                "AND lease_owner <> $3 FOR UPDATE SKIP LOCKED), "
@@ -237,9 +237,14 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
                "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
                "last_error = 'lease_expired: lease expired: the worker died or hung' "
-               "FROM expired WHERE j.id = expired.id",
-               &p, "reclaiming expired leases", NULL, err))
+               "FROM expired WHERE j.id = expired.id RETURNING j.state",
+               &p, "reclaiming expired leases", err);
+    if (r == NULL)
         goto fail;
+    int dead = 0;
+    for (int i = 0; i < PQntuples(r); i++)
+        dead += strcmp(PQgetvalue(r, i, 0), "dead") == 0;
+    PQclear(r);
     /* The claim: ready jobs in id order, passing over rows another worker is claiming right
      * now (SKIP LOCKED), leased and returned with what the worker needs in one statement. */
     pg_text(&p, owner);
@@ -283,6 +288,8 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
     store_jobs_hook("commit");
     if (!pg_commit(s, err))
         goto fail;
+    if (buried)
+        *buried = dead;
     return out;
 fail:
     pg_rollback(s);

@@ -12,7 +12,7 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
 gboolean pgjobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err);
 gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err);
 GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
-                        gint64 now_ms, gint64 lease_ms, GError **err);
+                        gint64 now_ms, gint64 lease_ms, int *buried, GError **err);
 gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms, int *held,
                           GError **err);
 gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,

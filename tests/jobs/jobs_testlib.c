@@ -261,7 +261,7 @@ int jt_drain(const char *db, int batch) {
     int rc = 0;
     for (;;) {
         GPtrArray *jobs =
-            store_jobs_claim(s, owner, "m", batch, g_get_real_time() / 1000, 60000, &err);
+            store_jobs_claim(s, owner, "m", batch, g_get_real_time() / 1000, 60000, NULL, &err);
         if (jobs == NULL) {
             fprintf(stderr, "bench: %s\n", err->message);
             rc = 2;

@@ -120,7 +120,7 @@ static void test_ask_status_export_requeue(void) {
         GError *e = NULL;
         DqStore *s = dq_store_open(db, &e);
         dq_assert_no_error(e);
-        GPtrArray *c = store_jobs_claim(s, "peek", "tiny", 1, 0, 1, &e);
+        GPtrArray *c = store_jobs_claim(s, "peek", "tiny", 1, 0, 1, NULL, &e);
         sha = g_strdup(((DqClaimedJob *)g_ptr_array_index(c, 0))->image_sha256);
         g_ptr_array_free(c, TRUE);
         g_assert_true(store_jobs_release(s, "peek", NULL, &e));

@@ -400,7 +400,7 @@ static void test_leases(void) {
     jt_ask(db, 2, "m", 2);
     DqStore *s = open_store(db);
     GError *err = NULL;
-    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, &err);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(a->len, ==, 3);
     DqClaimedJob *j0 = g_ptr_array_index(a, 0);
@@ -408,11 +408,11 @@ static void test_leases(void) {
     g_assert_nonnull(j0->image_sha256);
     g_assert_cmpstr(j0->question, ==, "question 1");
     g_assert_cmpstr(j0->document_path, ==, "/archive/2023/doc-0000.pdf");
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, 1050, 100, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, 1050, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 1);
     g_ptr_array_free(b, TRUE);
     /* Another model's worker sees nothing. */
-    b = store_jobs_claim(s, "C", "other", 10, 1050, 100, &err);
+    b = store_jobs_claim(s, "C", "other", 10, 1050, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 0);
     g_ptr_array_free(b, TRUE);
 
@@ -421,10 +421,10 @@ static void test_leases(void) {
     g_assert_cmpint(held, ==, 3);
     g_assert_true(store_jobs_heartbeat(s, "B", 1100, 100, &held, &err));
     g_assert_cmpint(held, ==, 1);
-    b = store_jobs_claim(s, "B", "m", 10, 1150, 100, &err); /* A's leases run to 1190 */
+    b = store_jobs_claim(s, "B", "m", 10, 1150, 100, NULL, &err); /* A's leases run to 1190 */
     g_assert_cmpint(b->len, ==, 0);
     g_ptr_array_free(b, TRUE);
-    b = store_jobs_claim(s, "B", "m", 10, 1200, 100, &err); /* expired: B takes them over */
+    b = store_jobs_claim(s, "B", "m", 10, 1200, 100, NULL, &err); /* expired: B takes them over */
     g_assert_cmpint(b->len, ==, 3);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(b, 0))->attempt, ==, 2);
     g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired' AND "
@@ -473,9 +473,9 @@ static void test_own_expired_leases(void) {
     jt_ask(db, 1, "m", 3);
     DqStore *s = open_store(db);
     GError *err = NULL;
-    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 100, &err);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 100, NULL, &err);
     g_assert_cmpint(a->len, ==, 2);
-    GPtrArray *again = store_jobs_claim(s, "A", "m", 10, 1200, 100, &err);
+    GPtrArray *again = store_jobs_claim(s, "A", "m", 10, 1200, 100, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(again->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(again, 0))->job_id, ==, 3);
@@ -484,7 +484,7 @@ static void test_own_expired_leases(void) {
                     ==, 3);
     g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
     /* Anyone else does, as before. */
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, 1200, 100, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, 1200, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 2);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(b, 0))->attempt, ==, 2);
     g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired'"), ==, 2);
@@ -506,7 +506,7 @@ static void test_failures_backoff_dead(void) {
     gint64 t = 0;
     /* Job 1: three retryable failures, then dead, every error kept. */
     for (int attempt = 1; attempt <= 3; attempt++) {
-        GPtrArray *c = store_jobs_claim(s, "W", "m", 1, t, 1000, &err);
+        GPtrArray *c = store_jobs_claim(s, "W", "m", 1, t, 1000, NULL, &err);
         dq_assert_no_error(err);
         g_assert_cmpint(c->len, ==, 1);
         DqClaimedJob *j = g_ptr_array_index(c, 0);
@@ -521,7 +521,7 @@ static void test_failures_backoff_dead(void) {
             gint64 backoff = 100 << (attempt - 1);
             g_assert_cmpint(q(db, "SELECT not_before_ms FROM jobs WHERE id = 1"), ==, t + backoff);
             /* Not before the backoff: the claim takes job 2 instead, and gives it back. */
-            GPtrArray *early = store_jobs_claim(s, "W", "m", 1, t + backoff - 1, 1000, &err);
+            GPtrArray *early = store_jobs_claim(s, "W", "m", 1, t + backoff - 1, 1000, NULL, &err);
             g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(early, 0))->job_id, !=, 1);
             g_ptr_array_free(early, TRUE);
             int released = 0;
@@ -541,7 +541,7 @@ static void test_failures_backoff_dead(void) {
     g_assert_cmpint(q(db, "SELECT attempts FROM jobs WHERE id = 2"), ==, 0);
 
     /* Job 2: a bad page fails at once. A stranger cannot fail a job it does not hold. */
-    GPtrArray *c = store_jobs_claim(s, "W", "m", 1, t, 1000, &err);
+    GPtrArray *c = store_jobs_claim(s, "W", "m", 1, t, 1000, NULL, &err);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id, ==, 2);
     g_ptr_array_free(c, TRUE);
     g_assert_true(store_jobs_fail(s, "X", 2, "model", "not mine", TRUE, t, 100, &st, &err));
@@ -552,10 +552,10 @@ static void test_failures_backoff_dead(void) {
 
     /* Job 3 with one attempt: its worker dies, the lease expires, the next claim buries it. */
     g_assert_true(dq_store_exec(s, "UPDATE jobs SET max_attempts = 1 WHERE id = 3", &err));
-    c = store_jobs_claim(s, "W", "m", 1, t, 10, &err);
+    c = store_jobs_claim(s, "W", "m", 1, t, 10, NULL, &err);
     g_assert_cmpint(c->len, ==, 1);
     g_ptr_array_free(c, TRUE);
-    c = store_jobs_claim(s, "V", "m", 1, t + 11, 10, &err);
+    c = store_jobs_claim(s, "V", "m", 1, t + 11, 10, NULL, &err);
     g_assert_cmpint(c->len, ==, 0);
     g_ptr_array_free(c, TRUE);
     g_assert_cmpint(q(db, "SELECT state = 'dead' FROM jobs WHERE id = 3"), ==, 1);
@@ -616,7 +616,7 @@ static void test_worker_until_empty_and_missing_image(void) {
     g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 12);
     /* One page image vanished from the page store: its two jobs fail, naming the file. */
     DqStore *s = open_store(db);
-    GPtrArray *c = store_jobs_claim(s, "peek", "m", 1, 0, 1, NULL);
+    GPtrArray *c = store_jobs_claim(s, "peek", "m", 1, 0, 1, NULL, NULL);
     char *gone = queue_page_image_path(db, ((DqClaimedJob *)g_ptr_array_index(c, 0))->image_sha256);
     g_ptr_array_free(c, TRUE);
     g_assert_true(store_jobs_release(s, "peek", NULL, NULL));
@@ -861,7 +861,7 @@ static void test_worker_outlives_its_lease(void) {
     g_usleep(100000); /* the slow job's lease has run out */
     DqStore *s = open_store(db);
     GError *err = NULL;
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, g_get_real_time() / 1000, 60000, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 10, g_get_real_time() / 1000, 60000, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(b->len, ==, 1);
     g_assert_true(store_jobs_release(s, "B", NULL, &err));
@@ -989,6 +989,34 @@ static void test_heartbeat_keeps_leases(void) {
     g_free(dir);
 }
 
+/* A worker elsewhere died holding a job on its last attempt; this run's claim finds its lease
+ * expired and buries the job: one input failed during the run, so run says so (exit 1). */
+static void test_run_counts_buried_jobs(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 4);
+    jt_ask(db, 1, "m", 1);
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    GPtrArray *gone =
+        store_jobs_claim(s, "gone", "m", 1, g_get_real_time() / 1000 - 10000, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(gone->len, ==, 1);
+    g_ptr_array_free(gone, TRUE);
+    close_store(s);
+    DqRunOptions ro = {.worker = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE},
+                       .n_workers = 2};
+    DqRunResult res;
+    int code = queue_run(&ro, open_hash_answerer, NULL, &res, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'dead'"), ==, 1);
+    g_assert_cmpint(res.total.done, ==, 3);
+    g_assert_cmpint(res.total.failed, ==, 1);
+    g_assert_cmpint(res.total.buried, ==, 1);
+    g_assert_cmpint(code, ==, 1);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
     (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
@@ -1072,6 +1100,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/database-replaced", test_worker_database_replaced);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
+    g_test_add_func("/queue/run/buried-jobs-failed", test_run_counts_buried_jobs);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     return g_test_run();

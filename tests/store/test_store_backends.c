@@ -216,13 +216,13 @@ static void test_lifecycle(gconstpointer kind) {
 
     /* Claims: disjoint batches, oldest first; nothing left for a third worker. */
     gint64 now = 1000000;
-    GPtrArray *a = store_jobs_claim(s, "A", "m", 4, now, 1000, &err);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 4, now, 1000, NULL, &err);
     dq_assert_no_error(err);
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 4, now, 1000, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 4, now, 1000, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(a->len, ==, 4);
     g_assert_cmpint(b->len, ==, 2);
-    GPtrArray *c = store_jobs_claim(s, "C", "m", 4, now, 1000, &err);
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 4, now, 1000, NULL, &err);
     g_assert_cmpint(c->len, ==, 0);
     g_ptr_array_free(c, TRUE);
     DqClaimedJob *a0 = g_ptr_array_index(a, 0);
@@ -262,14 +262,14 @@ static void test_lifecycle(gconstpointer kind) {
     int held = -1;
     g_assert_true(store_jobs_heartbeat(s, "B", now + 500, 1000, &held, &err));
     g_assert_cmpint(held, ==, 2);
-    c = store_jobs_claim(s, "B", "m", 4, now + 1501 + 500, 1000, &err);
+    c = store_jobs_claim(s, "B", "m", 4, now + 1501 + 500, 1000, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(c->len, ==, 0);
     g_ptr_array_free(c, TRUE);
     g_assert_true(store_jobs_heartbeat(s, "B", now + 1501 + 500, 1000, &held, &err));
     g_assert_cmpint(held, ==, 2); /* a late heartbeat still finds them */
     now += 1500;                  /* past those renewed leases, as they were before */
-    c = store_jobs_claim(s, "C", "m", 4, now + 1501 + 500, 1000, &err);
+    c = store_jobs_claim(s, "C", "m", 4, now + 1501 + 500, 1000, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(c->len, ==, 2);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(c, 0))->attempt, ==, 2);
@@ -311,7 +311,7 @@ static void test_lifecycle(gconstpointer kind) {
     gint64 requeued = 0;
     g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_DEAD | DQ_REQUEUE_FAILED, &requeued, &err));
     g_assert_cmpint(requeued, ==, 2);
-    GPtrArray *d = store_jobs_claim(s, "D", "m", 10, now + 3000, 1000, &err);
+    GPtrArray *d = store_jobs_claim(s, "D", "m", 10, now + 3000, 1000, NULL, &err);
     g_assert_cmpint(d->len, ==, 2);
     int released = 0;
     g_assert_true(store_jobs_release(s, "D", &released, &err));
@@ -373,7 +373,7 @@ static void test_requeue_approximate(gconstpointer kind) {
     dq_assert_no_error(err);
     add_document(s, "/archive/r.pdf", "7777");
     g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3);
-    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, &err);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, NULL, &err);
     g_assert_cmpint(a->len, ==, 3);
     DqJobAnswer ans[3];
     for (int i = 0; i < 3; i++)
@@ -410,7 +410,7 @@ static void test_requeue_approximate(gconstpointer kind) {
                                   "approximate\n"));
     g_free(text);
 
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 1);
     DqClaimedJob *j = g_ptr_array_index(b, 0);
     g_assert_cmpint(j->job_id, ==, ans[1].job_id);
@@ -458,7 +458,7 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
     dq_assert_no_error(err);
     add_document(s, "/archive/f.pdf", "8888");
     g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3); /* max_attempts 2 */
-    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, &err);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, NULL, &err);
     g_assert_cmpint(a->len, ==, 3);
     gint64 id[3];
     DqJobAnswer ans[3];
@@ -476,7 +476,7 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
     g_assert_cmpint(requeued, ==, 3);
 
     /* First attempts: a bad input, a retryable failure, a worker that dies. */
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 3);
     DqJobState st = DQ_JOB_N_STATES;
     g_assert_true(
@@ -487,12 +487,12 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
         store_jobs_fail(s, "B", id[1], "model", "out of memory", TRUE, 2010, 10, &st, &err));
     g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
     /* Last attempts: job 1 fails again, job 2's lease expires again. */
-    GPtrArray *c = store_jobs_claim(s, "C", "m", 3, 3000, 100, &err);
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 3, 3000, 100, NULL, &err);
     g_assert_cmpint(c->len, ==, 2);
     g_assert_true(
         store_jobs_fail(s, "C", id[1], "model", "out of memory", TRUE, 3010, 10, &st, &err));
     g_assert_cmpint(st, ==, DQ_JOB_DONE);
-    GPtrArray *d = store_jobs_claim(s, "D", "m", 3, 4000, 100, &err);
+    GPtrArray *d = store_jobs_claim(s, "D", "m", 3, 4000, 100, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(d->len, ==, 0); /* job 2 reclaimed after its last attempt: done, not dead */
 
@@ -536,7 +536,7 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     g_assert_cmpint(dq_store_schema_version(s), ==, 2);
     add_document(s, "/archive/old.pdf", "5555");
     g_assert_cmpint(enqueue_all(s, "Old?"), ==, 3);
-    GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, &err);
+    GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, NULL, &err);
     g_assert_cmpint(cl->len, ==, 3);
     /* What schema 2's docqa wrote (this docqa's INSERT names the new columns). */
     char *sql = g_strdup_printf(
@@ -706,7 +706,7 @@ static void test_migrate_round_trip(void) {
     dq_assert_no_error(err);
     add_document(src, "/x/b.tiff", "3333");
     enqueue_all(src, "Date?");
-    GPtrArray *cl = store_jobs_claim(src, "W", "m", 2, 5000, 100, &err);
+    GPtrArray *cl = store_jobs_claim(src, "W", "m", 2, 5000, 100, NULL, &err);
     DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "é 1"),
                           answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id, "2")};
     ans[1].device = "cuda:1";
@@ -717,7 +717,7 @@ static void test_migrate_round_trip(void) {
     g_ptr_array_free(cl, TRUE);
     /* The approximate one answered again: its first answer is kept in answers_superseded. */
     g_assert_true(store_jobs_requeue(src, DQ_REQUEUE_APPROXIMATE, NULL, &err));
-    cl = store_jobs_claim(src, "W", "m", 1, 6000, 100, &err); /* it comes first, by id */
+    cl = store_jobs_claim(src, "W", "m", 1, 6000, 100, NULL, &err); /* it comes first, by id */
     g_assert_cmpint(cl->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, ==, ans[1].job_id);
     DqJobAnswer redo = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "2");
@@ -744,7 +744,7 @@ static void test_migrate_round_trip(void) {
     g_assert_cmpint(pgt_query_int(pg, "SELECT sum(done) FROM v_progress"), ==, 2);
     /* New rows continue after the copied ids. */
     g_assert_cmpint(enqueue_all(dst, "Total?"), ==, 3);
-    GPtrArray *more = store_jobs_claim(dst, "P", "m", 10, 9000, 100, &err);
+    GPtrArray *more = store_jobs_claim(dst, "P", "m", 10, 9000, 100, NULL, &err);
     g_assert_cmpint(more->len, ==, 4);
     g_ptr_array_free(more, TRUE);
     /* Into a database that holds rows: refused, nothing merged. */
@@ -998,12 +998,12 @@ static void test_late_answer(gconstpointer kind) {
     dq_assert_no_error(err);
     add_document(s, "/archive/late.pdf", "6666");
     g_assert_cmpint(enqueue_all(s, "Late?"), ==, 3);
-    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 100, &err);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 100, NULL, &err);
     g_assert_cmpint(a->len, ==, 2);
     gint64 j1 = ((DqClaimedJob *)g_ptr_array_index(a, 0))->job_id;
     gint64 j2 = ((DqClaimedJob *)g_ptr_array_index(a, 1))->job_id;
     /* B takes A's first job over; the second goes back to the queue. */
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 1, 1200, 100, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 1, 1200, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id, ==, j1);
     DqJobAnswer late[2] = {answer_for(j1, "late"), answer_for(j2, "late")};
@@ -1015,12 +1015,12 @@ static void test_late_answer(gconstpointer kind) {
     g_assert_true(store_jobs_complete(s, "B", &mine, 1, &written, &err));
     g_assert_cmpint(written, ==, 1);
     /* The third job: claimed twice, both leases expire, its last attempt buries it. */
-    GPtrArray *c = store_jobs_claim(s, "C", "m", 1, 2000, 100, &err);
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 1, 2000, 100, NULL, &err);
     g_assert_cmpint(c->len, ==, 1);
     gint64 j3 = ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id;
-    GPtrArray *d = store_jobs_claim(s, "D", "m", 1, 2200, 100, &err);
+    GPtrArray *d = store_jobs_claim(s, "D", "m", 1, 2200, 100, NULL, &err);
     g_assert_cmpint(d->len, ==, 1);
-    GPtrArray *e = store_jobs_claim(s, "E", "m", 1, 2400, 100, &err);
+    GPtrArray *e = store_jobs_claim(s, "E", "m", 1, 2400, 100, NULL, &err);
     g_assert_cmpint(e->len, ==, 0);
     DqJobCounts counts;
     g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
@@ -1124,7 +1124,7 @@ static void test_pg_commit_reply_lost(void) {
     dq_assert_no_error(err);
     add_document(s, "/archive/lost.pdf", "3333");
     g_assert_cmpint(enqueue_all(s, "Lost?"), ==, 3);
-    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 60000, &err);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 2, 1000, 60000, NULL, &err);
     g_assert_cmpint(a->len, ==, 2);
     DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(a, 0))->job_id, "x"),
                           answer_for(((DqClaimedJob *)g_ptr_array_index(a, 1))->job_id, "y")};
@@ -1146,7 +1146,7 @@ static void test_pg_commit_reply_lost(void) {
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
 
     /* The same for a failure: the retry says what the first try did, and records it once. */
-    GPtrArray *b = store_jobs_claim(s, "B", "m", 1, 1000, 60000, &err);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 1, 1000, 60000, NULL, &err);
     g_assert_cmpint(b->len, ==, 1);
     gint64 id = ((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id;
     DqJobState st = DQ_JOB_N_STATES;
@@ -1195,15 +1195,15 @@ static void test_pg_clock_skew(void) {
     dq_assert_no_error(err);
     add_document(a, "/archive/skew.pdf", "5555");
     g_assert_cmpint(enqueue_all(a, "Skew?"), ==, 3);
-    GPtrArray *ja = store_jobs_claim(a, "A", "m", 1, machine_clock(0), lease, &err);
+    GPtrArray *ja = store_jobs_claim(a, "A", "m", 1, machine_clock(0), lease, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(ja->len, ==, 1);
     /* B's clock is ten minutes ahead: A's lease, a minute by A's clock, is still live. */
-    GPtrArray *jb = store_jobs_claim(b, "B", "m", 3, machine_clock(ahead), lease, &err);
+    GPtrArray *jb = store_jobs_claim(b, "B", "m", 3, machine_clock(ahead), lease, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(jb->len, ==, 2);
     /* And B's leases, stamped by its clock, are not a minute too long for A. */
-    GPtrArray *jc = store_jobs_claim(a, "C", "m", 3, machine_clock(0) + 1000, lease, &err);
+    GPtrArray *jc = store_jobs_claim(a, "C", "m", 3, machine_clock(0) + 1000, lease, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(jc->len, ==, 0);
     int held = -1;
@@ -1213,7 +1213,7 @@ static void test_pg_clock_skew(void) {
     /* A minute and more later by B's clock, A's lease has run out (A never renewed it): B
      * takes the job back, and its own jobs stay its own. */
     GPtrArray *jd =
-        store_jobs_claim(b, "B", "m", 3, machine_clock(ahead) + lease + 2000, lease, &err);
+        store_jobs_claim(b, "B", "m", 3, machine_clock(ahead) + lease + 2000, lease, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(jd->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(jd, 0))->job_id, ==,
@@ -1230,10 +1230,10 @@ static void test_pg_clock_skew(void) {
     g_assert_true(store_jobs_fail(b, "B", failed, "model", "busy", TRUE, t, lease, &st, &err));
     g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
     t = machine_clock(0) + lease + 2000;
-    GPtrArray *je = store_jobs_claim(a, "A", "m", 3, t + 2000, lease, &err);
+    GPtrArray *je = store_jobs_claim(a, "A", "m", 3, t + 2000, lease, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(je->len, ==, 0);
-    GPtrArray *jf = store_jobs_claim(a, "A", "m", 3, t + lease + 2000, lease, &err);
+    GPtrArray *jf = store_jobs_claim(a, "A", "m", 3, t + lease + 2000, lease, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(jf->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(jf, 0))->job_id, ==, failed);
@@ -1257,7 +1257,7 @@ static void complete_behind_the_copy(const char *point) {
     GError *err = NULL;
     DqStore *o = dq_store_open(snapshot_source, &err);
     dq_assert_no_error(err);
-    GPtrArray *cl = store_jobs_claim(o, "W", "m", 1, 1000, 100000, &err);
+    GPtrArray *cl = store_jobs_claim(o, "W", "m", 1, 1000, 100000, NULL, &err);
     g_assert_cmpint(cl->len, ==, 1);
     DqJobAnswer a = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "late");
     int written = 0;
