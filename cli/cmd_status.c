@@ -70,6 +70,8 @@ static void print_json(const DqJobCounts *c, double rate, double eta, const GPtr
         json_builder_add_string_value(b, r->kind);
         json_builder_set_member_name(b, "message");
         json_builder_add_string_value(b, r->message);
+        json_builder_set_member_name(b, "example");
+        json_builder_add_string_value(b, r->example);
         json_builder_set_member_name(b, "jobs");
         json_builder_add_int_value(b, r->jobs);
         json_builder_end_object(b);
@@ -164,6 +166,9 @@ int cmd_status(int argc, char **argv) {
                 const DqErrorReason *r = g_ptr_array_index(errs, i);
                 printf("  %6" G_GINT64_FORMAT " job%s  %s: %s\n", r->jobs, r->jobs == 1 ? " " : "s",
                        r->kind, r->message);
+                /* The cause with its paths taken out: one of its messages says where. */
+                if (g_strcmp0(r->message, r->example) != 0)
+                    printf("              e.g. %s\n", r->example);
             }
         }
     }

@@ -30,6 +30,19 @@ struct DqStore {
  * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
 #define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
 
+/* A failure's cause without the paths that make each message of it different: docqa's messages
+ * name their file first ("FILE: what is wrong") and put other files in parentheses ("(DOCUMENT,
+ * page N)"), so the leading "FILE: " when it holds a '/', and everything from a "(" whose first
+ * word holds a '/' to the message's last ")" (a file name may hold parentheses itself), are
+ * replaced by "...". `docqa status` groups failures by kind and this, so that eleven pages whose
+ * image is missing are one line. The same regular expressions run in SQLite (GRegex, as the
+ * function docqa_error_reason(message), store_sqlite.c) and PostgreSQL (regexp_replace): PCRE and
+ * PostgreSQL's ARE read them alike. */
+#define DQ_REASON_FILE_RE  "^[^:]*/[^:]*: "
+#define DQ_REASON_FILE_BY  "...: "
+#define DQ_REASON_PAREN_RE "\\([^() ]*/.*\\)"
+#define DQ_REASON_PAREN_BY "(...)"
+
 /* The state a job was left in by this owner's failure with this kind and message, when that is
  * its newest attempt's error and the owner no longer leases it: a store_jobs_fail run again after
  * its COMMIT went through unheard (a lost PostgreSQL connection) reports what the first try did.

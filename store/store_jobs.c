@@ -817,14 +817,16 @@ void dq_error_reason_free(DqErrorReason *r) {
         return;
     g_free(r->kind);
     g_free(r->message);
+    g_free(r->example);
     g_free(r);
 }
 
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     PG_DISPATCH(s, return pgjobs_top_errors(s, limit, err));
     sqlite3_stmt *st = stmt(s,
-                            "SELECT kind, message, count(DISTINCT job_id) AS n FROM job_errors "
-                            "GROUP BY kind, message ORDER BY n DESC, kind, message LIMIT ?1",
+                            "SELECT kind, docqa_error_reason(message) AS reason, "
+                            "count(DISTINCT job_id) AS n, min(message) FROM job_errors "
+                            "GROUP BY kind, reason ORDER BY n DESC, kind, reason LIMIT ?1",
                             err);
     if (st == NULL)
         return NULL;
@@ -836,6 +838,7 @@ GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
         r->kind = col_dup(st, 0);
         r->message = col_dup(st, 1);
         r->jobs = sqlite3_column_int64(st, 2);
+        r->example = col_dup(st, 3);
         g_ptr_array_add(out, r);
     }
     sqlite3_reset(st);

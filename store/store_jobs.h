@@ -180,12 +180,14 @@ gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, doubl
 
 typedef struct {
     char *kind;
-    char *message;
-    gint64 jobs; /* distinct jobs that hit it */
+    char *message; /* the cause: the messages' paths replaced by "..." (store_internal.h) */
+    char *example; /* one of its messages, whole (the first by byte order) */
+    gint64 jobs;   /* distinct jobs that hit it */
 } DqErrorReason;
 void dq_error_reason_free(DqErrorReason *r);
 
-/* The most common failure reasons over all recorded errors, most frequent first. */
+/* The most common failure reasons over all recorded errors, most frequent first: one a kind and
+ * cause, so that pages failing alike are one reason whatever their paths. */
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err);
 
 /* Answers counted by how they were computed (answers.device, weights and exact). */

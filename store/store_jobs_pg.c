@@ -588,9 +588,17 @@ gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *s
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
     PgParams p = {0};
     pg_i64(&p, limit);
+    pg_text(&p, DQ_REASON_FILE_RE);
+    pg_text(&p, DQ_REASON_FILE_BY);
+    pg_text(&p, DQ_REASON_PAREN_RE);
+    pg_text(&p, DQ_REASON_PAREN_BY);
+    /* COLLATE "C": the order, and the example, SQLite's. */
     PGresult *r = pg_run(s,
-                         "SELECT kind, message, count(DISTINCT job_id) AS n FROM job_errors "
-                         "GROUP BY kind, message ORDER BY n DESC, kind, message LIMIT $1",
+                         "SELECT kind, reason, count(DISTINCT job_id) AS n, "
+                         "min(message COLLATE \"C\") FROM (SELECT kind, job_id, message, "
+                         "regexp_replace(regexp_replace(message, $2, $3), $4, $5, 'g') AS reason "
+                         "FROM job_errors) e GROUP BY kind, reason "
+                         "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
                          &p, "reading job errors", err);
     if (r == NULL)
         return NULL;
@@ -600,6 +608,7 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
         e->kind = pg_get_dup(r, i, 0);
         e->message = pg_get_dup(r, i, 1);
         e->jobs = pg_get_i64(r, i, 2);
+        e->example = pg_get_dup(r, i, 3);
         g_ptr_array_add(out, e);
     }
     PQclear(r);

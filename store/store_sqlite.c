@@ -295,6 +295,28 @@ static gboolean check_docqa_database(DqStore *store, gboolean must_exist, GError
     return TRUE;
 }
 
+/* docqa_error_reason(message): the message without its paths (DQ_REASON_* in
+ * store_internal.h), for store_jobs_top_errors. */
+static void error_reason_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    static GRegex *file_re, *paren_re; /* immutable once made: safe from any thread */
+    if (g_once_init_enter(&paren_re)) {
+        file_re = g_regex_new(DQ_REASON_FILE_RE, G_REGEX_OPTIMIZE, 0, NULL);
+        g_once_init_leave(&paren_re, g_regex_new(DQ_REASON_PAREN_RE, G_REGEX_OPTIMIZE, 0, NULL));
+    }
+    const char *message = (const char *)sqlite3_value_text(argv[0]);
+    if (message == NULL) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    char *a = g_regex_replace_literal(file_re, message, -1, 0, DQ_REASON_FILE_BY, 0, NULL);
+    char *b = a ? g_regex_replace_literal(paren_re, a, -1, 0, DQ_REASON_PAREN_BY, 0, NULL) : NULL;
+    if (b != NULL)
+        sqlite3_result_text(ctx, b, -1, g_free);
+    else /* not UTF-8: GRegex refuses it, and it is its own reason */
+        sqlite3_result_text(ctx, message, -1, SQLITE_TRANSIENT);
+    g_free(a);
+}
+
 static DqStore *open_store(const char *location, int max_version, gboolean must_exist,
                            GError **err) {
     const char *path = location;
@@ -327,6 +349,9 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     }
     sqlite3_busy_timeout(store->db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(store->db, 1);
+    sqlite3_create_function_v2(store->db, "docqa_error_reason", 1,
+                               SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY, NULL,
+                               error_reason_fn, NULL, NULL, NULL);
     GStatBuf st;
     if (g_stat(path, &st) == 0) {
         store->dev = st.st_dev;

@@ -1047,6 +1047,55 @@ static void test_late_answer(gconstpointer kind) {
     g_free(loc);
 }
 
+/* Pages failing for one cause are one failure reason, whatever the paths in their messages
+ * (docqa status's "most common failure reasons"), with one of the messages as an example; the
+ * same on SQLite and PostgreSQL. */
+static void test_failure_reasons_grouped(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/My Scans/a (1).pdf", "8881");
+    add_document(s, "/archive/b.pdf", "8882");
+    g_assert_cmpint(enqueue_all(s, "Why?"), ==, 6);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 6, 1000, 60000, NULL, &err);
+    g_assert_cmpint(a->len, ==, 6);
+    for (guint i = 0; i < a->len; i++) {
+        const DqClaimedJob *j = g_ptr_array_index(a, i);
+        char *msg =
+            i < 4 ? g_strdup_printf("/data/docqa.db.pages/%c0/00/%s.png: page image "
+                                    "missing (%s, page %d)",
+                                    'a' + i, j->image_sha256, j->document_path, j->page_number)
+                  : g_strdup_printf("/data/pages/%u.png: not a PNG file", i);
+        DqJobState st;
+        g_assert_true(store_jobs_fail(s, "A", j->job_id, i < 4 ? "page_image" : "model", msg,
+                                      i >= 4, 1000, 10, &st, &err));
+        dq_assert_no_error(err);
+        g_free(msg);
+    }
+    GPtrArray *errs = store_jobs_top_errors(s, 5, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(errs->len, ==, 2);
+    const DqErrorReason *r0 = g_ptr_array_index(errs, 0), *r1 = g_ptr_array_index(errs, 1);
+    g_assert_cmpstr(r0->kind, ==, "page_image");
+    g_assert_cmpstr(r0->message, ==, "...: page image missing (...)");
+    g_assert_cmpint(r0->jobs, ==, 4);
+    g_assert_true(g_str_has_prefix(r0->example, "/data/docqa.db.pages/a0/00/"));
+    g_assert_true(g_str_has_suffix(r0->example, ".png: page image missing (/archive/My Scans/"
+                                                "a (1).pdf, page 1)"));
+    g_assert_cmpstr(r1->kind, ==, "model");
+    g_assert_cmpstr(r1->message, ==, "...: not a PNG file");
+    g_assert_cmpstr(r1->example, ==, "/data/pages/4.png: not a PNG file");
+    g_assert_cmpint(r1->jobs, ==, 2);
+    g_ptr_array_free(errs, TRUE);
+    g_ptr_array_free(a, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A role that may only read, on a database an older docqa made: told what it takes. */
 static void test_pg_reader_on_old_schema(void) {
     char *loc = new_location("postgres");
@@ -1354,6 +1403,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/postgres/clock-skew", test_pg_clock_skew);
     g_test_add_func("/store/backends/postgres/commit-reply-lost", test_pg_commit_reply_lost);
     g_test_add_data_func("/store/backends/sqlite/late-answer", "sqlite", test_late_answer);
+    g_test_add_data_func("/store/backends/sqlite/failure-reasons", "sqlite",
+                         test_failure_reasons_grouped);
+    g_test_add_data_func("/store/backends/postgres/failure-reasons", "postgres",
+                         test_failure_reasons_grouped);
     g_test_add_data_func("/store/backends/postgres/late-answer", "postgres", test_late_answer);
     g_test_add_func("/store/backends/postgres/reader-on-old-schema", test_pg_reader_on_old_schema);
     g_test_add_data_func("/store/backends/sqlite/migrate-snapshot", "sqlite",
