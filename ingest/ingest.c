@@ -426,6 +426,18 @@ static void report_changed(Run *r, Doc *d) {
     r->bytes_done += d->entry->bytes;
 }
 
+/* "x.tif: a JPEG image, not a TIFF": what the file is, when its first bytes tell. */
+static char *not_a_document_message(const WalkEntry *e) {
+    const char *claimed = e->kind_by_name ? (e->kind == DOC_KIND_PDF ? "not a PDF" : "not a TIFF")
+                                          : "neither a PDF nor a TIFF";
+    if (e->content != NULL)
+        return g_strdup_printf("%s: %s, %s", e->path, e->content, claimed);
+    if (e->kind_by_name)
+        return g_strdup_printf("%s: %s (it does not begin with a %s header)", e->path, claimed,
+                               e->kind == DOC_KIND_PDF ? "PDF" : "TIFF");
+    return g_strdup_printf("%s: %s", e->path, claimed);
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
@@ -527,8 +539,13 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         g_free(m);
         return NULL;
     }
-    if (e->kind == DOC_KIND_UNKNOWN) {
-        char *m = g_strdup_printf("%s: neither a PDF nor a TIFF", e->path);
+    /* Named .pdf or .tif without the header: libtiff opens nothing else, and what the first
+     * bytes show to be another format (a photo saved as .tif, an error page saved as .pdf) is
+     * not worth a worker; a PDF whose header poppler finds further in still gets one. */
+    if (e->kind == DOC_KIND_UNKNOWN ||
+        (e->kind_by_name && (e->kind == DOC_KIND_TIFF || e->content_conclusive))) {
+        char *m = not_a_document_message(e);
+        e->kind = DOC_KIND_UNKNOWN;
         record_prefailed(r, d, DQ_INGEST_NOT_A_DOCUMENT, m);
         g_free(m);
         return NULL;
@@ -618,7 +635,16 @@ static void handle_line(Run *r, Child *c, char *line) {
         for (size_t i = 1; i < G_N_ELEMENTS(reason_names); i++)
             if (reason_names[i] && strcmp(reason_names[i], f[1]) == 0)
                 reason = (int)i;
-        doc_fail(d, reason, f[2]);
+        if (reason == DQ_INGEST_DAMAGED && d->entry->kind_by_name) {
+            /* Named .pdf, no header where poppler looks, and poppler found no PDF further in
+             * either: not a damaged PDF but something else. */
+            char *m = not_a_document_message(d->entry);
+            d->entry->kind = DOC_KIND_UNKNOWN;
+            doc_fail(d, DQ_INGEST_NOT_A_DOCUMENT, m);
+            g_free(m);
+        } else {
+            doc_fail(d, reason, f[2]);
+        }
     } else if (n >= 2 && strcmp(f[0], "begin") == 0) {
         c->current_page = atoi(f[1]);
     } else if (n >= 10 && strcmp(f[0], "page") == 0) {

@@ -53,7 +53,7 @@
 /* Why a document or a page failed; stored as the name (documents.error_code, pages.error_code). */
 typedef enum {
     DQ_INGEST_EMPTY = 1,          /* zero-byte file */
-    DQ_INGEST_NOT_A_DOCUMENT,     /* named explicitly but neither PDF nor TIFF */
+    DQ_INGEST_NOT_A_DOCUMENT,     /* named explicitly, or .pdf/.tif, but neither */
     DQ_INGEST_UNREADABLE,         /* cannot be opened or read (permissions, vanished) */
     DQ_INGEST_ENCRYPTED,          /* PDF needs a user password */
     DQ_INGEST_DAMAGED,            /* cannot be parsed, no usable page, page fails to decode */

@@ -15,8 +15,14 @@ typedef enum { DOC_KIND_UNKNOWN = 0, DOC_KIND_PDF, DOC_KIND_TIFF } DocKind;
 const char *doc_kind_name(DocKind kind);
 
 /* Kind from the first bytes ("%PDF-" within the first 1024 bytes, as poppler accepts it; TIFF
- * and BigTIFF byte-order marks), else from the name's extension, else unknown. */
-DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name);
+ * and BigTIFF byte-order marks), else from the name's extension (*by_name set, unless the file
+ * is shorter than the magic and begins it: then it is that kind, cut short), else unknown. */
+DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name, gboolean *by_name);
+
+/* What the first bytes of a file that is neither PDF nor TIFF show it is ("a JPEG image",
+ * "HTML", "text"), or NULL. *conclusive is FALSE for "text", behind which poppler may still
+ * find a PDF whose header comes later than it looks. */
+const char *doc_content_name(const uint8_t *head, size_t len, gboolean *conclusive);
 
 typedef struct {
     char *path;        /* absolute */
@@ -26,6 +32,9 @@ typedef struct {
     gint64 bytes;
     gint64 mtime;
     DocKind kind;
+    gboolean kind_by_name; /* no PDF or TIFF header: the kind is the extension's */
+    const char *content;   /* what the first bytes show it is when not PDF/TIFF, or NULL */
+    gboolean content_conclusive;
 } WalkEntry;
 
 void walk_entry_free(WalkEntry *e);

@@ -11,6 +11,7 @@
 #include <cairo-pdf.h>
 #include <cairo.h>
 #include <glib/gstdio.h>
+#include <jpeglib.h>
 #include <math.h>
 #include <poppler.h>
 #include <signal.h>
@@ -1122,6 +1123,145 @@ static void test_memory_limit(void) {
 #endif
 }
 
+/* A real JPEG: a 16 x 16 gray ramp, as a camera or scanner would save it. */
+static void write_jpeg(const char *path) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *buf = NULL;
+    unsigned long len = 0;
+    jpeg_mem_dest(&c, &buf, &len);
+    c.image_width = 16;
+    c.image_height = 16;
+    c.input_components = 1;
+    c.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t row[16];
+    while (c.next_scanline < c.image_height) {
+        for (int x = 0; x < 16; x++)
+            row[x] = (uint8_t)(x * 16 + c.next_scanline);
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    g_assert_true(g_file_set_contents(path, (const char *)buf, (gssize)len, NULL));
+    free(buf);
+}
+
+static void write_png(const char *path) {
+    cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 16, 16);
+    g_assert_cmpint(cairo_surface_write_to_png(s, path), ==, CAIRO_STATUS_SUCCESS);
+    cairo_surface_destroy(s);
+}
+
+/* The first `len` bytes of a committed corpus file (len 0: all of it) written to `path`,
+ * after `prefix`. */
+static void write_corpus_part(const char *path, const char *prefix, const char *corpus_file,
+                              size_t len) {
+    char *src =
+        g_build_filename(dq_test_source_dir(), "tests", "ingest", "corpus", corpus_file, NULL);
+    size_t n = 0;
+    char *bytes = dq_test_read_file(src, &n);
+    g_assert_cmpuint(len, <=, n);
+    GString *out = g_string_new(prefix);
+    g_string_append_len(out, bytes, (gssize)(len ? len : n));
+    g_assert_true(g_file_set_contents(path, out->str, (gssize)out->len, NULL));
+    g_string_free(out, TRUE);
+    g_free(bytes);
+    g_free(src);
+}
+
+static void assert_message_has(Fixture *f, const char *path, const char *tail) {
+    char *msg = doc_field(f, path, "error_message");
+    char *want = g_strdup_printf("%s: %s", path, tail);
+    if (msg == NULL || strstr(msg, want) == NULL)
+        g_error("%s: message %s, want %s", path, msg ? msg : "(none)", want);
+    g_free(want);
+    g_free(msg);
+}
+
+/* A file named .tif or .pdf that is something else (a photo saved as .tif, a web server's error
+ * page saved as .pdf) is not_a_document, its message saying what it is; one with the right
+ * header but broken inside, cut short or truncated, stays damaged; a PDF whose header poppler
+ * finds past the first 1024 bytes still renders. */
+static void test_misnamed_files(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *dir = in_dir(&f, "archive");
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *photo = g_build_filename(dir, "photo.tif", NULL);
+    char *png = g_build_filename(dir, "scan.tiff", NULL);
+    char *html = g_build_filename(dir, "invoice.pdf", NULL);
+    char *text = g_build_filename(dir, "notes.pdf", NULL);
+    char *blob = g_build_filename(dir, "blob.tif", NULL);
+    char *late = g_build_filename(dir, "late-header.pdf", NULL);
+    char *cut_pdf = g_build_filename(dir, "cut.pdf", NULL);
+    char *cut_tif = g_build_filename(dir, "cut.tif", NULL);
+    char *stub_pdf = g_build_filename(dir, "stub.pdf", NULL);
+    char *stub_tif = g_build_filename(dir, "stub.tif", NULL);
+    char *jpg = g_build_filename(dir, "photo.jpg", NULL);
+    write_jpeg(photo);
+    write_jpeg(jpg);
+    write_png(png);
+    g_assert_true(g_file_set_contents(
+        html,
+        "\xef\xbb\xbf\n<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+        "<body>The document you asked for is not here.</body></html>\n",
+        -1, NULL));
+    GString *lines = g_string_new(NULL);
+    for (int i = 0; i < 60; i++)
+        g_string_append(lines, "Received: from mail.example.org by archive; a header line\n");
+    g_assert_cmpuint(lines->len, >, 1024);
+    g_assert_true(g_file_set_contents(text, lines->str, (gssize)lines->len, NULL));
+    g_assert_true(g_file_set_contents(blob, "\x01\x02\x03\x04 binary \xfe\xff", 14, NULL));
+    write_corpus_part(late, lines->str, "pdf/pdfium-hello_world.pdf", 0);
+    write_corpus_part(cut_pdf, "", "pdf/pdfium-hello_world.pdf", 300);
+    write_corpus_part(cut_tif, "", "tiff/libtiffpic-smallliz.tif", 200);
+    g_assert_true(g_file_set_contents(stub_pdf, "%PD", 3, NULL));
+    g_assert_true(g_file_set_contents(stub_tif, "II*", 3, NULL));
+    run_ingest(&f, dir);
+    assert_doc(&f, photo, "failed", "not_a_document");
+    assert_message_has(&f, photo, "a JPEG image, not a TIFF");
+    assert_doc(&f, png, "failed", "not_a_document");
+    assert_message_has(&f, png, "a PNG image, not a TIFF");
+    assert_doc(&f, html, "failed", "not_a_document");
+    assert_message_has(&f, html, "HTML, not a PDF");
+    assert_doc(&f, text, "failed", "not_a_document");
+    assert_message_has(&f, text, "text, not a PDF");
+    assert_doc(&f, blob, "failed", "not_a_document");
+    assert_message_has(&f, blob, "not a TIFF (it does not begin with a TIFF header)");
+    const char *not_docs[] = {photo, png, html, text, blob};
+    for (size_t i = 0; i < G_N_ELEMENTS(not_docs); i++) {
+        char *kind = doc_field(&f, not_docs[i], "kind");
+        g_assert_cmpstr(kind, ==, "unknown");
+        g_free(kind);
+    }
+    assert_doc(&f, late, "ok", NULL);
+    const char *damaged[] = {cut_pdf, cut_tif, stub_pdf, stub_tif};
+    for (size_t i = 0; i < G_N_ELEMENTS(damaged); i++)
+        assert_doc(&f, damaged[i], "failed", "damaged");
+    /* The .jpg in the folder is no document: skipped, as ever. */
+    g_assert_cmpint(f.sum.skipped, ==, 1);
+    g_assert_cmpint(f.sum.files, ==, 10);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.documents_failed, ==, 9);
+    /* Named, it is recorded, saying what it is. */
+    run_ingest(&f, jpg);
+    assert_doc(&f, jpg, "failed", "not_a_document");
+    assert_message_has(&f, jpg, "a JPEG image, neither a PDF nor a TIFF");
+    const char *all[] = {photo,   png,     html,     text,     blob, late,
+                         cut_pdf, cut_tif, stub_pdf, stub_tif, jpg,  dir};
+    for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+        g_free((char *)all[i]);
+    g_string_free(lines, TRUE);
+    fixture_clear(&f);
+}
+
 /* A path of 3300 bytes, mostly two-byte characters, reaches the database whole in every
  * message, as valid UTF-8: a document the worker cannot open (its message and libtiff's both
  * name the file) and one whose only page fails. */
@@ -1721,6 +1861,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
     g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
+    g_test_add_func("/ingest/failures/misnamed_files", test_misnamed_files);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
     g_test_add_func("/ingest/failures/store", test_store_failure);
