@@ -41,10 +41,12 @@ void walk_entry_free(WalkEntry *e);
 
 /* Expands files and folders into the documents to ingest, in a stable (sorted) order. Folders
  * are walked recursively; a symlink is followed only when its target lies inside one of the
- * roots (so nothing outside what was named is read, and loops end); hidden entries are skipped
- * unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped when found in a
- * folder and returned (kind unknown) when named. Folders that cannot be listed (the roots too)
- * are added to `unreadable` (WalkEntry*: path, open_errno). Returns WalkEntry*. */
+ * roots (so nothing outside what was named is read, and loops end), after everything else, and
+ * one to a file already taken adds nothing; a path is taken once, and a hard link is a path like
+ * any other (the same bytes as another path: a document of its own, as a copy would be); hidden
+ * entries are skipped unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped
+ * when found in a folder and returned (kind unknown) when named. Folders that cannot be listed (the
+ * roots too) are added to `unreadable` (WalkEntry*: path, open_errno). Returns WalkEntry*. */
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
                        GPtrArray *unreadable);
 

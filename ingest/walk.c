@@ -148,22 +148,30 @@ void walk_entry_free(WalkEntry *e) {
     g_free(e);
 }
 
+/* The same bytes under two names are two documents, as a copy would be: a hard link is a name
+ * like any other. A symlink is not: it adds nothing when the walk takes its target under the
+ * target's own name, which is why links are followed only once everything else is walked (in
+ * name order, a link could come before its target and take its place). */
 typedef struct {
     gboolean hidden;
-    char **real_roots; /* realpath of each root folder: symlinks may point inside these */
-    GHashTable *seen;  /* "dev:ino" of folders and files already taken: loops, duplicates */
+    char **real_roots;   /* realpath of each root folder: symlinks may point inside these */
+    GHashTable *folders; /* "dev:ino" of folders walked: a loop or a second way in ends there */
+    GHashTable *files;   /* "dev:ino" of files taken: a symlink to one adds nothing */
+    GHashTable *paths;   /* paths taken: a file named twice, or in a named folder too, is one */
+    GPtrArray *links;    /* char*: symlinks found in folders, followed after the rest */
     GPtrArray *out;
     GPtrArray *unreadable; /* WalkEntry* of folders that cannot be listed */
     int skipped;
 } Walk;
 
-static gboolean seen_before(Walk *w, const struct stat *st) {
+/* Whether st's file is in `seen`; adds it. */
+static gboolean seen_before(GHashTable *seen, const struct stat *st) {
     char *key = g_strdup_printf("%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
-    if (g_hash_table_contains(w->seen, key)) {
+    if (g_hash_table_contains(seen, key)) {
         g_free(key);
         return TRUE;
     }
-    g_hash_table_add(w->seen, key);
+    g_hash_table_add(seen, key);
     return FALSE;
 }
 
@@ -181,8 +189,11 @@ static gboolean inside_roots(Walk *w, const char *path) {
 }
 
 /* Stats and sniffs one file; explicit files are always returned. */
-static void add_file(Walk *w, const char *path, const struct stat *st, gboolean explicit) {
-    if (st != NULL && seen_before(w, st))
+static void add_file(Walk *w, const char *path, const struct stat *st, gboolean explicit,
+                     gboolean through_link) {
+    if (g_hash_table_contains(w->paths, path))
+        return;
+    if (st != NULL && seen_before(w->files, st) && through_link)
         return;
     WalkEntry *e = g_new0(WalkEntry, 1);
     e->path = g_strdup(path);
@@ -214,6 +225,7 @@ static void add_file(Walk *w, const char *path, const struct stat *st, gboolean 
         walk_entry_free(e);
         return;
     }
+    g_hash_table_add(w->paths, g_strdup(path));
     g_ptr_array_add(w->out, e);
 }
 
@@ -242,25 +254,20 @@ static void walk_dir(Walk *w, const char *dir) {
     g_ptr_array_sort(names, compare_names);
     for (guint i = 0; i < names->len; i++) {
         char *child = g_build_filename(dir, g_ptr_array_index(names, i), NULL);
-        struct stat lst, st;
+        struct stat lst;
         if (lstat(child, &lst) != 0) {
             g_free(child);
             continue;
         }
         if (S_ISLNK(lst.st_mode)) {
-            /* Never leave the roots through a link (and never loop: folders are visited once). */
-            if (stat(child, &st) != 0 || !inside_roots(w, child)) {
-                g_free(child);
-                continue;
-            }
-        } else {
-            st = lst;
+            g_ptr_array_add(w->links, child);
+            continue;
         }
-        if (S_ISDIR(st.st_mode)) {
-            if (!seen_before(w, &st))
+        if (S_ISDIR(lst.st_mode)) {
+            if (!seen_before(w->folders, &lst))
                 walk_dir(w, child);
-        } else if (S_ISREG(st.st_mode)) {
-            add_file(w, child, &st, FALSE);
+        } else if (S_ISREG(lst.st_mode)) {
+            add_file(w, child, &lst, FALSE, FALSE);
         }
         g_free(child);
     }
@@ -270,7 +277,10 @@ static void walk_dir(Walk *w, const char *dir) {
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
                        GPtrArray *unreadable) {
     Walk w = {.hidden = hidden, .unreadable = unreadable};
-    w.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.folders = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.files = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.links = g_ptr_array_new_with_free_func(g_free);
     w.out = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
     GPtrArray *real = g_ptr_array_new();
     for (const char *const *r = roots; *r; r++) {
@@ -288,6 +298,10 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
         char *abs = **r != '\0' ? g_canonicalize_filename(*r, cwd) : g_strdup("");
         struct stat st;
         if (stat(abs, &st) != 0) {
+            if (!g_hash_table_add(w.paths, g_strdup(abs))) {
+                g_free(abs);
+                continue;
+            }
             WalkEntry *e = g_new0(WalkEntry, 1);
             e->path = g_strdup(abs);
             e->explicit = TRUE;
@@ -295,16 +309,33 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
             e->kind = kind_from_name(abs);
             g_ptr_array_add(w.out, e);
         } else if (S_ISDIR(st.st_mode)) {
-            if (!seen_before(&w, &st))
+            if (!seen_before(w.folders, &st))
                 walk_dir(&w, abs);
         } else {
-            add_file(&w, abs, &st, TRUE);
+            add_file(&w, abs, &st, TRUE, FALSE);
         }
         g_free(abs);
     }
+    /* Links last (walking a linked folder may find more: the array grows as it is read). Never
+     * leave the roots through a link (and never loop: folders are visited once). */
+    for (guint i = 0; i < w.links->len; i++) {
+        const char *link = g_ptr_array_index(w.links, i);
+        struct stat st;
+        if (stat(link, &st) != 0 || !inside_roots(&w, link))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (!seen_before(w.folders, &st))
+                walk_dir(&w, link);
+        } else if (S_ISREG(st.st_mode)) {
+            add_file(&w, link, &st, FALSE, TRUE);
+        }
+    }
     g_free(cwd);
     g_strfreev(w.real_roots);
-    g_hash_table_destroy(w.seen);
+    g_hash_table_destroy(w.folders);
+    g_hash_table_destroy(w.files);
+    g_hash_table_destroy(w.paths);
+    g_ptr_array_free(w.links, TRUE);
     if (skipped)
         *skipped = w.skipped;
     return w.out;

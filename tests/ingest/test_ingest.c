@@ -1739,29 +1739,60 @@ static void test_walk_rules(void) {
     char *link_out = g_build_filename(root, "outside-link.tif", NULL);
     char *link_in = g_build_filename(sub, "one-again.tif", NULL);
     char *link_loop = g_build_filename(sub, "loop", NULL);
+    char *link_first = g_build_filename(root, "a-link-to-one.tif", NULL);
+    char *hard = g_build_filename(root, "two-under-another-name.tif", NULL);
     const char *tiffs[] = {p1, p2, p3, h1, h2, outside};
     for (size_t i = 0; i < G_N_ELEMENTS(tiffs); i++)
         write_tiff(tiffs[i], V_GRAY8, 1, 1);
     g_assert_true(g_file_set_contents(txt, "not a document", -1, NULL));
     g_assert_cmpint(symlink(outside, link_out), ==, 0);
     g_assert_cmpint(symlink(p1, link_in), ==, 0);
+    g_assert_cmpint(symlink(p1, link_first), ==, 0);
     g_assert_cmpint(symlink(root, link_loop), ==, 0);
+    g_assert_cmpint(link(p2, hard), ==, 0);
     run_ingest(&f, root);
-    /* one.tif, two.TIFF, the extension-less TIFF; not the hidden ones, not the link out of the
-     * root, not one.tif twice through the link, and the loop ends. */
-    g_assert_cmpint(f.sum.files, ==, 3);
-    g_assert_cmpint(f.sum.documents_ok, ==, 3);
+    /* one.tif, two.TIFF and its hard link, the extension-less TIFF; not the hidden ones, not the
+     * link out of the root, not one.tif again through either link (even the one whose name comes
+     * first: the file keeps its own name), and the loop ends. */
+    g_assert_cmpint(f.sum.files, ==, 4);
+    g_assert_cmpint(f.sum.documents_ok, ==, 4);
     g_assert_cmpint(f.sum.skipped, ==, 1);
     g_assert_cmpint(f.sum.documents_failed, ==, 0);
+    g_assert_cmpint(f.sum.failures->len, ==, 0);
     g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path LIKE '%%outside%%' "
-                                  "OR path LIKE '%%/.%%'"),
+                                  "OR path LIKE '%%/.%%' OR path LIKE '%%link%%'"),
                     ==, 0);
+    assert_doc(&f, p1, "ok", NULL);
+    /* The hard link is recorded as a copy would be: its own document, the same bytes, and pages
+     * of its own naming the same page image. */
+    assert_doc(&f, hard, "ok", NULL);
+    char *sha_hard = doc_field(&f, hard, "sha256"), *sha_p2 = doc_field(&f, p2, "sha256");
+    g_assert_cmpstr(sha_hard, ==, sha_p2);
+    char *png_hard = page_png(&f, hard), *png_p2 = page_png(&f, p2);
+    g_assert_cmpstr(png_hard, ==, png_p2);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path IN (%Q, %Q)",
+                              hard, p2),
+                    ==, 2);
+    /* Named twice, a file is one document; named with its hard link, two. */
+    const char *twice[] = {p1, p1, hard, p2, NULL};
+    dq_ingest_summary_clear(&f.sum);
+    GError *err = NULL;
+    g_assert_true(dq_ingest_run(f.store, twice, &f.opt, &f.sum, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(f.sum.files, ==, 3);
+    g_assert_cmpint(f.sum.unchanged, ==, 3);
     f.opt.hidden = TRUE;
     run_ingest(&f, root);
     g_assert_cmpint(f.sum.documents_ok, ==, 2); /* the hidden two */
-    g_assert_cmpint(f.sum.unchanged, ==, 3);
-    const char *files[] = {p1,       p2,      p3,        h1,  h2,         outside, txt,
-                           link_out, link_in, link_loop, sub, hidden_dir, root};
+    g_assert_cmpint(f.sum.unchanged, ==, 4);
+    g_free(sha_hard);
+    g_free(sha_p2);
+    g_free(png_hard);
+    g_free(png_p2);
+    const char *files[] = {p1,      p2,         p3,   h1,        h2,  outside,    txt, link_out,
+                           link_in, link_first, hard, link_loop, sub, hidden_dir, root};
     for (size_t i = 0; i < G_N_ELEMENTS(files); i++)
         g_free((char *)files[i]);
     fixture_clear(&f);
