@@ -184,6 +184,7 @@ typedef struct {
     DqIngestSummary *sum;
     char *settings;
     char *store_dir;
+    GHashTable *swept; /* page folders swept of old temporary files in this run */
     GPtrArray *entries;
     guint next_entry;
     GQueue restart;    /* Doc* with pages left and no process */
@@ -260,6 +261,14 @@ static void add_failure(DqIngestSummary *sum, const char *path, const char *stat
     f->code = g_strdup(code);
     f->message = dq_utf8_escape_invalid(message);
     g_ptr_array_add(sum->failures, f);
+}
+
+static void sweep_page_folder(Run *r, const char *image_sha256) {
+    char *png = dq_ingest_page_path(r->store_dir, image_sha256);
+    char *folder = g_path_get_dirname(png);
+    g_free(png);
+    if (g_hash_table_add(r->swept, folder))
+        page_store_sweep_folder(folder, 3600);
 }
 
 static void record_doc(Run *r, Doc *d) {
@@ -350,10 +359,12 @@ static void record_doc(Run *r, Doc *d) {
         else
             s->documents_failed++;
         for (int i = 0; i < n_rows; i++) {
-            if (rows[i].image_sha256 != NULL)
+            if (rows[i].image_sha256 != NULL) {
                 s->pages_ok++;
-            else
+                sweep_page_folder(r, rows[i].image_sha256);
+            } else {
                 s->pages_failed++;
+            }
         }
         if (strcmp(status, "ok") != 0)
             add_failure(s, e->path, status, code, message);
@@ -810,6 +821,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         return FALSE;
     }
     page_store_sweep(r.store_dir, 3600);
+    r.swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
     r.entries = ingest_walk(paths, opt->hidden, &sum->skipped, unreadable);
     for (guint i = 0; i < unreadable->len; i++) {
@@ -898,6 +910,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     g_ptr_array_free(r.entries, TRUE);
     g_free(r.settings);
     g_free(r.store_dir);
+    g_hash_table_destroy(r.swept);
     if (r.fatal != NULL) {
         g_propagate_error(err, r.fatal);
         return FALSE;

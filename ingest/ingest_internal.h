@@ -102,6 +102,12 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
  * younger one may be another ingest's, being written now). */
 void page_store_sweep(const char *store_dir, gint64 max_age_s);
 
+/* Removes from one page folder the temporary files (.tmp-XXXXXX) older than max_age_s that
+ * docqa versions before <store>/.tmp wrote beside the pages, and their killed workers left.
+ * Reading every folder of a large store at each ingest would cost more than it saves: ingest
+ * sweeps the folders it writes pages into, each once a run. */
+void page_store_sweep_folder(const char *folder, gint64 max_age_s);
+
 /* ---- worker process */
 
 /* Page-claiming state shared by all processes working on one document (MAP_SHARED). */

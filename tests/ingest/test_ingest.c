@@ -1642,6 +1642,59 @@ static gint64 file_size(const char *path) {
     return g_stat(path, &st) == 0 ? (gint64)st.st_size : -1;
 }
 
+/* docqa versions before <store>/.tmp wrote each PNG to .tmp-XXXXXX beside its final name: what
+ * their killed workers left in the page folders is removed, once an hour old, from the folders
+ * an ingest writes pages into (not from every folder of the store: a large one has 65536). */
+static void test_old_temp_files_swept(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    PageSize one[] = {{100, 100}};
+    char *a = in_dir(&f, "a.pdf");
+    char *b = in_dir(&f, "b.pdf");
+    write_cairo_pdf(a, one, 1);
+    run_ingest(&f, a);
+    char *png = page_png(&f, a);
+    char *folder = g_path_get_dirname(png);
+    char *old = g_build_filename(folder, ".tmp-Ab12Cd", NULL);
+    char *young = g_build_filename(folder, ".tmp-Ef34Gh", NULL);
+    char *other_name = g_build_filename(folder, ".tmp-not-from-mkstemp", NULL);
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *elsewhere_dir = g_build_filename(store_dir, "00", "00", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(elsewhere_dir, 0755), ==, 0);
+    char *elsewhere = g_build_filename(elsewhere_dir, ".tmp-Ij56Kl", NULL);
+    struct utimbuf two_hours_ago = {.actime = time(NULL) - 7200, .modtime = time(NULL) - 7200};
+    const char *planted[] = {old, young, other_name, elsewhere};
+    for (size_t i = 0; i < G_N_ELEMENTS(planted); i++) {
+        g_assert_true(g_file_set_contents(planted[i], "half a png", -1, NULL));
+        if (planted[i] != young)
+            g_assert_cmpint(utime(planted[i], &two_hours_ago), ==, 0);
+    }
+    /* A copy of a.pdf: its page goes to the same folder. */
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(a, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(b, bytes, (gssize)len, NULL));
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_false(g_file_test(old, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(young, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(other_name, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(elsewhere, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(png, G_FILE_TEST_IS_REGULAR));
+    g_free(bytes);
+    for (size_t i = 0; i < G_N_ELEMENTS(planted); i++)
+        g_free((char *)planted[i]);
+    g_free(elsewhere_dir);
+    g_free(store_dir);
+    g_free(folder);
+    g_free(png);
+    g_free(a);
+    g_free(b);
+    fixture_clear(&f);
+}
+
 /* Page files are checked: an unchanged document whose PNG was deleted or emptied is rendered
  * again, and storing a page replaces a file of the wrong size under its name. */
 static void test_page_files_checked(void) {
@@ -1904,6 +1957,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
+    g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
