@@ -112,6 +112,10 @@ static void failure_free(DqIngestFailure *f) {
 void dq_ingest_summary_clear(DqIngestSummary *sum) {
     if (sum->failures != NULL)
         g_ptr_array_free(sum->failures, TRUE);
+    if (sum->failed_by_code != NULL)
+        g_hash_table_destroy(sum->failed_by_code);
+    if (sum->partial_by_code != NULL)
+        g_hash_table_destroy(sum->partial_by_code);
     memset(sum, 0, sizeof *sum);
 }
 
@@ -366,8 +370,14 @@ static void record_doc(Run *r, Doc *d) {
                 s->pages_failed++;
             }
         }
-        if (strcmp(status, "ok") != 0)
+        if (strcmp(status, "ok") != 0) {
             add_failure(s, e->path, status, code, message);
+            GHashTable *by =
+                strcmp(status, "partial") == 0 ? s->partial_by_code : s->failed_by_code;
+            const char *key = code ? code : "unknown";
+            g_hash_table_insert(by, g_strdup(key),
+                                GINT_TO_POINTER(GPOINTER_TO_INT(g_hash_table_lookup(by, key)) + 1));
+        }
     }
     g_free(message);
     g_free(rows);
@@ -801,6 +811,8 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
                        DqIngestSummary *sum, GError **err) {
     memset(sum, 0, sizeof *sum);
     sum->failures = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
+    sum->failed_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
         opt->max_pages < 1 || opt->page_timeout_s < 1)
         return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",
@@ -903,6 +915,9 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sum->interrupted = interrupted != 0;
+    /* Every file is counted once: settled one way or another, or left undone. */
+    sum->not_done = sum->files - (sum->documents_ok + sum->documents_partial +
+                                  sum->documents_failed + sum->unchanged + sum->changed);
     sum->seconds = (dq_now_ms() - r.t0) / 1000.0;
     if (opt->progress)
         show_progress(&r, TRUE);
