@@ -459,6 +459,15 @@ static char *not_a_document_message(const WalkEntry *e) {
     return g_strdup_printf("%s: %s", e->path, claimed);
 }
 
+/* Named explicitly but neither PDF nor TIFF, or named .pdf or .tif without the header: libtiff
+ * opens nothing else, and what the first bytes show to be another format (a photo saved as .tif,
+ * an error page saved as .pdf) is not worth a worker; a PDF whose header poppler finds further
+ * in still gets one. */
+static gboolean entry_not_a_document(const WalkEntry *e) {
+    return e->kind == DOC_KIND_UNKNOWN ||
+           (e->kind_by_name && (e->kind == DOC_KIND_TIFF || e->content_conclusive));
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
@@ -509,6 +518,9 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         if (whole_failed) {
             not_ok = TRUE;
             retry = found.error_code != NULL && g_strv_contains(retryable, found.error_code);
+            /* Versions that sent misnamed files to a worker recorded them as damaged: the same
+             * bytes now say what they are, in place. */
+            render = g_strcmp0(found.error_code, "damaged") == 0 && entry_not_a_document(e);
         } else if (found.pages_with_settings == 0) {
             render = TRUE; /* new render settings add pages */
         } else {
@@ -560,11 +572,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         g_free(m);
         return NULL;
     }
-    /* Named .pdf or .tif without the header: libtiff opens nothing else, and what the first
-     * bytes show to be another format (a photo saved as .tif, an error page saved as .pdf) is
-     * not worth a worker; a PDF whose header poppler finds further in still gets one. */
-    if (e->kind == DOC_KIND_UNKNOWN ||
-        (e->kind_by_name && (e->kind == DOC_KIND_TIFF || e->content_conclusive))) {
+    if (entry_not_a_document(e)) {
         char *m = not_a_document_message(e);
         e->kind = DOC_KIND_UNKNOWN;
         record_prefailed(r, d, DQ_INGEST_NOT_A_DOCUMENT, m);

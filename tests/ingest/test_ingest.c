@@ -1254,6 +1254,22 @@ static void test_misnamed_files(void) {
     run_ingest(&f, jpg);
     assert_doc(&f, jpg, "failed", "not_a_document");
     assert_message_has(&f, jpg, "a JPEG image, neither a PDF nor a TIFF");
+    /* Recorded as damaged by an earlier version (as it did): the same bytes are recorded again,
+     * in place, as what they are (the store updates status, code and message in place, not the
+     * kind); then they are unchanged. */
+    char *sql = sqlite3_mprintf("UPDATE documents SET kind = 'tiff', error_code = 'damaged', "
+                                "error_message = 'not a readable TIFF' WHERE path = %Q",
+                                photo);
+    g_assert_cmpint(sqlite3_exec(dq_store_sqlite(f.store), sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_free(sql);
+    run_ingest(&f, photo);
+    g_assert_cmpint(f.sum.documents_failed, ==, 1);
+    assert_doc(&f, photo, "failed", "not_a_document");
+    assert_message_has(&f, photo, "a JPEG image, not a TIFF");
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path = %Q", photo), ==, 1);
+    run_ingest(&f, photo);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
     const char *all[] = {photo,   png,     html,     text,     blob, late,
                          cut_pdf, cut_tif, stub_pdf, stub_tif, jpg,  dir};
     for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
