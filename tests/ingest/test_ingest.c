@@ -1809,6 +1809,7 @@ static void test_walk_rules(void) {
     char *link_in = g_build_filename(sub, "one-again.tif", NULL);
     char *link_loop = g_build_filename(sub, "loop", NULL);
     char *link_first = g_build_filename(root, "a-link-to-one.tif", NULL);
+    char *link_sub = g_build_filename(root, "a-link-to-sub", NULL);
     char *hard = g_build_filename(root, "two-under-another-name.tif", NULL);
     const char *tiffs[] = {p1, p2, p3, h1, h2, outside};
     for (size_t i = 0; i < G_N_ELEMENTS(tiffs); i++)
@@ -1817,12 +1818,14 @@ static void test_walk_rules(void) {
     g_assert_cmpint(symlink(outside, link_out), ==, 0);
     g_assert_cmpint(symlink(p1, link_in), ==, 0);
     g_assert_cmpint(symlink(p1, link_first), ==, 0);
+    g_assert_cmpint(symlink(sub, link_sub), ==, 0);
     g_assert_cmpint(symlink(root, link_loop), ==, 0);
     g_assert_cmpint(link(p2, hard), ==, 0);
     run_ingest(&f, root);
     /* one.tif, two.TIFF and its hard link, the extension-less TIFF; not the hidden ones, not the
-     * link out of the root, not one.tif again through either link (even the one whose name comes
-     * first: the file keeps its own name), and the loop ends. */
+     * link out of the root, not one.tif again through either link, nor sub's files through the
+     * link to sub (even where the link's name comes first: a file keeps its own name), and the
+     * loop ends. */
     g_assert_cmpint(f.sum.files, ==, 4);
     g_assert_cmpint(f.sum.documents_ok, ==, 4);
     g_assert_cmpint(f.sum.skipped, ==, 1);
@@ -1860,8 +1863,8 @@ static void test_walk_rules(void) {
     g_free(sha_p2);
     g_free(png_hard);
     g_free(png_p2);
-    const char *files[] = {p1,      p2,         p3,   h1,        h2,  outside,    txt, link_out,
-                           link_in, link_first, hard, link_loop, sub, hidden_dir, root};
+    const char *files[] = {p1,      p2,         p3,   h1,        h2,  outside,    txt,  link_out,
+                           link_in, link_first, hard, link_loop, sub, hidden_dir, root, link_sub};
     for (size_t i = 0; i < G_N_ELEMENTS(files); i++)
         g_free((char *)files[i]);
     fixture_clear(&f);
