@@ -666,10 +666,10 @@ static void handle_line(Run *r, Child *c, char *line) {
                 reason = (int)i;
         if (reason == DQ_INGEST_DAMAGED && d->entry->kind_by_name) {
             /* Named .pdf, no header where poppler looks, and poppler found no PDF further in
-             * either: not a damaged PDF but something else. */
-            char *m = not_a_document_message(d->entry);
-            d->entry->kind = DOC_KIND_UNKNOWN;
-            doc_fail(d, DQ_INGEST_NOT_A_DOCUMENT, m);
+             * either, yet the first bytes are no format we know (text, noise): a PDF damaged
+             * at its start for all we can tell, as the corpus manifest calls such a file. */
+            char *m = g_strdup_printf("%s (it does not begin with a PDF header)", f[2]);
+            doc_fail(d, reason, m);
             g_free(m);
         } else {
             doc_fail(d, reason, f[2]);
