@@ -17,6 +17,37 @@ static void add_string(JsonBuilder *b, const char *name, const char *value) {
     g_free(valid);
 }
 
+/* The codes of a by-code table, sorted: output that does not change from run to run. */
+static GList *sorted_codes(GHashTable *by_code) {
+    return g_list_sort(g_hash_table_get_keys(by_code), (GCompareFunc)strcmp);
+}
+
+static void add_codes(JsonBuilder *b, const char *name, GHashTable *by_code) {
+    json_builder_set_member_name(b, name);
+    json_builder_begin_object(b);
+    GList *keys = sorted_codes(by_code);
+    for (GList *k = keys; k; k = k->next) {
+        json_builder_set_member_name(b, k->data);
+        json_builder_add_int_value(b, GPOINTER_TO_INT(g_hash_table_lookup(by_code, k->data)));
+    }
+    g_list_free(keys);
+    json_builder_end_object(b);
+}
+
+/* " (2 damaged, 1 not_a_document)", or "" when there are none. */
+static char *codes_text(GHashTable *by_code) {
+    GString *t = g_string_new(NULL);
+    GList *keys = sorted_codes(by_code);
+    for (GList *k = keys; k; k = k->next)
+        g_string_append_printf(t, "%s%d %s", k == keys ? " (" : ", ",
+                               GPOINTER_TO_INT(g_hash_table_lookup(by_code, k->data)),
+                               (const char *)k->data);
+    if (keys != NULL)
+        g_string_append_c(t, ')');
+    g_list_free(keys);
+    return g_string_free(t, FALSE);
+}
+
 static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
@@ -30,6 +61,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("unchanged", s->unchanged);
     INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
     INT_MEMBER("changed_during_ingest", s->changed);
+    INT_MEMBER("not_done", s->not_done);
     INT_MEMBER("folders_unreadable", s->folders_unreadable);
     INT_MEMBER("skipped", s->skipped);
     INT_MEMBER("pages_ok", s->pages_ok);
@@ -37,6 +69,8 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("n_res", n_res);
     INT_MEMBER("tile", tile);
 #undef INT_MEMBER
+    add_codes(b, "failed_by_code", s->failed_by_code);
+    add_codes(b, "partial_by_code", s->partial_by_code);
     json_builder_set_member_name(b, "seconds");
     json_builder_add_double_value(b, s->seconds);
     json_builder_set_member_name(b, "pages_per_second");
@@ -79,7 +113,8 @@ static void print_text(const DqIngestSummary *s) {
         printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : f->path,
                named || !*m ? "" : ": ", m);
     }
-    char earlier[64] = "", changed[64] = "", folders[64] = "";
+    char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
+         not_done[80] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
     if (s->changed > 0)
@@ -87,11 +122,20 @@ static void print_text(const DqIngestSummary *s) {
     if (s->folders_unreadable > 0)
         snprintf(folders, sizeof folders, "; %d folder%s could not be read", s->folders_unreadable,
                  s->folders_unreadable == 1 ? "" : "s");
-    printf("ingest: %d files: %d ok, %d partial, %d failed, %d unchanged%s%s (%d other files "
-           "skipped%s); %d pages in %.1f s (%.1f pages/s)%s\n",
-           s->files, s->documents_ok, s->documents_partial, s->documents_failed, s->unchanged,
-           earlier, changed, s->skipped, folders, s->pages_ok, s->seconds,
-           s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, s->interrupted ? "; interrupted" : "");
+    if (s->pages_failed > 0)
+        snprintf(pages_failed, sizeof pages_failed, " (and %d failed)", s->pages_failed);
+    if (s->interrupted)
+        snprintf(not_done, sizeof not_done, "; interrupted, %d file%s not done", s->not_done,
+                 s->not_done == 1 ? "" : "s");
+    char *partial_codes = codes_text(s->partial_by_code);
+    char *failed_codes = codes_text(s->failed_by_code);
+    printf("ingest: %d files: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s (%d other files "
+           "skipped%s); %d pages%s in %.1f s (%.1f pages/s)%s\n",
+           s->files, s->documents_ok, s->documents_partial, partial_codes, s->documents_failed,
+           failed_codes, s->unchanged, earlier, changed, s->skipped, folders, s->pages_ok,
+           pages_failed, s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
+    g_free(partial_codes);
+    g_free(failed_codes);
 }
 
 int cmd_ingest(int argc, char **argv) {

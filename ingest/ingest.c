@@ -112,6 +112,10 @@ static void failure_free(DqIngestFailure *f) {
 void dq_ingest_summary_clear(DqIngestSummary *sum) {
     if (sum->failures != NULL)
         g_ptr_array_free(sum->failures, TRUE);
+    if (sum->failed_by_code != NULL)
+        g_hash_table_destroy(sum->failed_by_code);
+    if (sum->partial_by_code != NULL)
+        g_hash_table_destroy(sum->partial_by_code);
     memset(sum, 0, sizeof *sum);
 }
 
@@ -184,6 +188,7 @@ typedef struct {
     DqIngestSummary *sum;
     char *settings;
     char *store_dir;
+    GHashTable *swept; /* page folders swept of old temporary files in this run */
     GPtrArray *entries;
     guint next_entry;
     GQueue restart;    /* Doc* with pages left and no process */
@@ -260,6 +265,14 @@ static void add_failure(DqIngestSummary *sum, const char *path, const char *stat
     f->code = g_strdup(code);
     f->message = dq_utf8_escape_invalid(message);
     g_ptr_array_add(sum->failures, f);
+}
+
+static void sweep_page_folder(Run *r, const char *image_sha256) {
+    char *png = dq_ingest_page_path(r->store_dir, image_sha256);
+    char *folder = g_path_get_dirname(png);
+    g_free(png);
+    if (g_hash_table_add(r->swept, folder))
+        page_store_sweep_folder(folder, 3600);
 }
 
 static void record_doc(Run *r, Doc *d) {
@@ -350,13 +363,21 @@ static void record_doc(Run *r, Doc *d) {
         else
             s->documents_failed++;
         for (int i = 0; i < n_rows; i++) {
-            if (rows[i].image_sha256 != NULL)
+            if (rows[i].image_sha256 != NULL) {
                 s->pages_ok++;
-            else
+                sweep_page_folder(r, rows[i].image_sha256);
+            } else {
                 s->pages_failed++;
+            }
         }
-        if (strcmp(status, "ok") != 0)
+        if (strcmp(status, "ok") != 0) {
             add_failure(s, e->path, status, code, message);
+            GHashTable *by =
+                strcmp(status, "partial") == 0 ? s->partial_by_code : s->failed_by_code;
+            const char *key = code ? code : "unknown";
+            g_hash_table_insert(by, g_strdup(key),
+                                GINT_TO_POINTER(GPOINTER_TO_INT(g_hash_table_lookup(by, key)) + 1));
+        }
     }
     g_free(message);
     g_free(rows);
@@ -426,6 +447,27 @@ static void report_changed(Run *r, Doc *d) {
     r->bytes_done += d->entry->bytes;
 }
 
+/* "x.tif: a JPEG image, not a TIFF": what the file is, when its first bytes tell. */
+static char *not_a_document_message(const WalkEntry *e) {
+    const char *claimed = e->kind_by_name ? (e->kind == DOC_KIND_PDF ? "not a PDF" : "not a TIFF")
+                                          : "neither a PDF nor a TIFF";
+    if (e->content != NULL)
+        return g_strdup_printf("%s: %s, %s", e->path, e->content, claimed);
+    if (e->kind_by_name)
+        return g_strdup_printf("%s: %s (it does not begin with a %s header)", e->path, claimed,
+                               e->kind == DOC_KIND_PDF ? "PDF" : "TIFF");
+    return g_strdup_printf("%s: %s", e->path, claimed);
+}
+
+/* Named explicitly but neither PDF nor TIFF, or named .pdf or .tif without the header: libtiff
+ * opens nothing else, and what the first bytes show to be another format (a photo saved as .tif,
+ * an error page saved as .pdf) is not worth a worker; a PDF whose header poppler finds further
+ * in still gets one. */
+static gboolean entry_not_a_document(const WalkEntry *e) {
+    return e->kind == DOC_KIND_UNKNOWN ||
+           (e->kind_by_name && (e->kind == DOC_KIND_TIFF || e->content_conclusive));
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
@@ -476,6 +518,9 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         if (whole_failed) {
             not_ok = TRUE;
             retry = found.error_code != NULL && g_strv_contains(retryable, found.error_code);
+            /* Versions that sent misnamed files to a worker recorded them as damaged: the same
+             * bytes now say what they are, in place. */
+            render = g_strcmp0(found.error_code, "damaged") == 0 && entry_not_a_document(e);
         } else if (found.pages_with_settings == 0) {
             render = TRUE; /* new render settings add pages */
         } else {
@@ -527,8 +572,9 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         g_free(m);
         return NULL;
     }
-    if (e->kind == DOC_KIND_UNKNOWN) {
-        char *m = g_strdup_printf("%s: neither a PDF nor a TIFF", e->path);
+    if (entry_not_a_document(e)) {
+        char *m = not_a_document_message(e);
+        e->kind = DOC_KIND_UNKNOWN;
         record_prefailed(r, d, DQ_INGEST_NOT_A_DOCUMENT, m);
         g_free(m);
         return NULL;
@@ -618,7 +664,16 @@ static void handle_line(Run *r, Child *c, char *line) {
         for (size_t i = 1; i < G_N_ELEMENTS(reason_names); i++)
             if (reason_names[i] && strcmp(reason_names[i], f[1]) == 0)
                 reason = (int)i;
-        doc_fail(d, reason, f[2]);
+        if (reason == DQ_INGEST_DAMAGED && d->entry->kind_by_name) {
+            /* Named .pdf, no header where poppler looks, and poppler found no PDF further in
+             * either, yet the first bytes are no format we know (text, noise): a PDF damaged
+             * at its start for all we can tell, as the corpus manifest calls such a file. */
+            char *m = g_strdup_printf("%s (it does not begin with a PDF header)", f[2]);
+            doc_fail(d, reason, m);
+            g_free(m);
+        } else {
+            doc_fail(d, reason, f[2]);
+        }
     } else if (n >= 2 && strcmp(f[0], "begin") == 0) {
         c->current_page = atoi(f[1]);
     } else if (n >= 10 && strcmp(f[0], "page") == 0) {
@@ -764,6 +819,8 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
                        DqIngestSummary *sum, GError **err) {
     memset(sum, 0, sizeof *sum);
     sum->failures = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
+    sum->failed_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
         opt->max_pages < 1 || opt->page_timeout_s < 1)
         return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",
@@ -784,6 +841,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         return FALSE;
     }
     page_store_sweep(r.store_dir, 3600);
+    r.swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
     r.entries = ingest_walk(paths, opt->hidden, &sum->skipped, unreadable);
     for (guint i = 0; i < unreadable->len; i++) {
@@ -865,6 +923,9 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sum->interrupted = interrupted != 0;
+    /* Every file is counted once: settled one way or another, or left undone. */
+    sum->not_done = sum->files - (sum->documents_ok + sum->documents_partial +
+                                  sum->documents_failed + sum->unchanged + sum->changed);
     sum->seconds = (dq_now_ms() - r.t0) / 1000.0;
     if (opt->progress)
         show_progress(&r, TRUE);
@@ -872,6 +933,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     g_ptr_array_free(r.entries, TRUE);
     g_free(r.settings);
     g_free(r.store_dir);
+    g_hash_table_destroy(r.swept);
     if (r.fatal != NULL) {
         g_propagate_error(err, r.fatal);
         return FALSE;

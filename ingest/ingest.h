@@ -53,7 +53,7 @@
 /* Why a document or a page failed; stored as the name (documents.error_code, pages.error_code). */
 typedef enum {
     DQ_INGEST_EMPTY = 1,          /* zero-byte file */
-    DQ_INGEST_NOT_A_DOCUMENT,     /* named explicitly but neither PDF nor TIFF */
+    DQ_INGEST_NOT_A_DOCUMENT,     /* named explicitly, or .pdf/.tif, but neither */
     DQ_INGEST_UNREADABLE,         /* cannot be opened or read (permissions, vanished) */
     DQ_INGEST_ENCRYPTED,          /* PDF needs a user password */
     DQ_INGEST_DAMAGED,            /* cannot be parsed, no usable page, page fails to decode */
@@ -119,14 +119,18 @@ typedef struct {
 } DqIngestFailure;
 
 typedef struct {
-    int files;              /* candidate files (documents) considered */
-    int documents_ok;       /* recorded now, every page fine */
-    int documents_partial;  /* recorded now, some pages failed */
-    int documents_failed;   /* recorded now as failed */
-    int unchanged;          /* already in the database: nothing added */
-    int unchanged_not_ok;   /* of those, recorded earlier as failed or partial */
-    int changed;            /* bytes changed while being ingested: nothing recorded, listed in
-                               failures with status "changed" */
+    int files;                   /* candidate files (documents) considered */
+    int documents_ok;            /* recorded now, every page fine */
+    int documents_partial;       /* recorded now, some pages failed */
+    int documents_failed;        /* recorded now as failed */
+    GHashTable *failed_by_code;  /* error_code -> count (GINT_TO_POINTER) of documents_failed */
+    GHashTable *partial_by_code; /* error_code -> count of documents_partial */
+    int unchanged;               /* already in the database: nothing added */
+    int unchanged_not_ok;        /* of those, recorded earlier as failed or partial */
+    int changed;                 /* bytes changed while being ingested: nothing recorded, listed in
+                                    failures with status "changed" */
+    int not_done;           /* interrupted before they were settled (running ones abandoned, the
+                               rest not started): nothing recorded */
     int skipped;            /* files in folders that are neither PDF nor TIFF */
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
     int pages_ok;           /* page images written now */

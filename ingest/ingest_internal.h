@@ -15,8 +15,14 @@ typedef enum { DOC_KIND_UNKNOWN = 0, DOC_KIND_PDF, DOC_KIND_TIFF } DocKind;
 const char *doc_kind_name(DocKind kind);
 
 /* Kind from the first bytes ("%PDF-" within the first 1024 bytes, as poppler accepts it; TIFF
- * and BigTIFF byte-order marks), else from the name's extension, else unknown. */
-DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name);
+ * and BigTIFF byte-order marks), else from the name's extension (*by_name set, unless the file
+ * is shorter than the magic and begins it: then it is that kind, cut short), else unknown. */
+DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name, gboolean *by_name);
+
+/* What the first bytes of a file that is neither PDF nor TIFF show it is ("a JPEG image",
+ * "HTML", "text"), or NULL. *conclusive is FALSE for "text", behind which poppler may still
+ * find a PDF whose header comes later than it looks. */
+const char *doc_content_name(const uint8_t *head, size_t len, gboolean *conclusive);
 
 typedef struct {
     char *path;        /* absolute */
@@ -26,16 +32,21 @@ typedef struct {
     gint64 bytes;
     gint64 mtime;
     DocKind kind;
+    gboolean kind_by_name; /* no PDF or TIFF header: the kind is the extension's */
+    const char *content;   /* what the first bytes show it is when not PDF/TIFF, or NULL */
+    gboolean content_conclusive;
 } WalkEntry;
 
 void walk_entry_free(WalkEntry *e);
 
 /* Expands files and folders into the documents to ingest, in a stable (sorted) order. Folders
  * are walked recursively; a symlink is followed only when its target lies inside one of the
- * roots (so nothing outside what was named is read, and loops end); hidden entries are skipped
- * unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped when found in a
- * folder and returned (kind unknown) when named. Folders that cannot be listed (the roots too)
- * are added to `unreadable` (WalkEntry*: path, open_errno). Returns WalkEntry*. */
+ * roots (so nothing outside what was named is read, and loops end), after everything else, and
+ * one to a file already taken adds nothing; a path is taken once, and a hard link is a path like
+ * any other (the same bytes as another path: a document of its own, as a copy would be); hidden
+ * entries are skipped unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped
+ * when found in a folder and returned (kind unknown) when named. Folders that cannot be listed (the
+ * roots too) are added to `unreadable` (WalkEntry*: path, open_errno). Returns WalkEntry*. */
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
                        GPtrArray *unreadable);
 
@@ -90,6 +101,12 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
 /* Removes temporary files older than max_age_s that writers killed mid-page left behind (a
  * younger one may be another ingest's, being written now). */
 void page_store_sweep(const char *store_dir, gint64 max_age_s);
+
+/* Removes from one page folder the temporary files (.tmp-XXXXXX) older than max_age_s that
+ * docqa versions before <store>/.tmp wrote beside the pages, and their killed workers left.
+ * Reading every folder of a large store at each ingest would cost more than it saves: ingest
+ * sweeps the folders it writes pages into, each once a run. */
+void page_store_sweep_folder(const char *folder, gint64 max_age_s);
 
 /* ---- worker process */
 

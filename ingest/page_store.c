@@ -126,3 +126,21 @@ void page_store_sweep(const char *store_dir, gint64 max_age_s) {
         g_dir_close(d);
     g_free(tmp_dir);
 }
+
+void page_store_sweep_folder(const char *folder, gint64 max_age_s) {
+    GDir *d = g_dir_open(folder, 0, NULL);
+    const char *name;
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    /* Exactly what g_mkstemp made of ".tmp-XXXXXX": nothing else in the folder is touched. */
+    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+        if (!g_str_has_prefix(name, ".tmp-") || strlen(name) != strlen(".tmp-XXXXXX"))
+            continue;
+        char *path = g_build_filename(folder, name, NULL);
+        GStatBuf st;
+        if (g_lstat(path, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > max_age_s)
+            g_unlink(path);
+        g_free(path);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+}

@@ -32,17 +32,113 @@ static DocKind kind_from_name(const char *name) {
                                       : DOC_KIND_UNKNOWN;
 }
 
-DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name) {
-    if (len >= 4 &&
-        ((memcmp(head, "II", 2) == 0 && (head[2] == 42 || head[2] == 43) && head[3] == 0) ||
-         (memcmp(head, "MM", 2) == 0 && head[2] == 0 && (head[3] == 42 || head[3] == 43))))
+/* Whether the whole file (len bytes, fewer than the magic's) is the start of the magic: a
+ * document cut short, which is damaged rather than something else. */
+static gboolean is_prefix_of(const uint8_t *head, size_t len, const char *magic, size_t n) {
+    return len > 0 && len < n && memcmp(head, magic, len) == 0;
+}
+
+static gboolean tiff_magic(const uint8_t *head, size_t len, gboolean whole_file) {
+    static const char *const magics[] = {"II*\0", "II+\0", "MM\0*", "MM\0+"};
+    for (size_t i = 0; i < G_N_ELEMENTS(magics); i++)
+        if ((len >= 4 && memcmp(head, magics[i], 4) == 0) ||
+            (whole_file && is_prefix_of(head, len, magics[i], 4)))
+            return TRUE;
+    return FALSE;
+}
+
+DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name, gboolean *by_name) {
+    if (by_name)
+        *by_name = FALSE;
+    if (tiff_magic(head, len, FALSE))
         return DOC_KIND_TIFF;
     /* poppler finds the header anywhere in the first 1024 bytes (junk before %PDF is common). */
     size_t n = len < 1024 ? len : 1024;
     for (size_t i = 0; i + 5 <= n; i++)
         if (memcmp(head + i, "%PDF-", 5) == 0)
             return DOC_KIND_PDF;
-    return name ? kind_from_name(name) : DOC_KIND_UNKNOWN;
+    DocKind kind = name ? kind_from_name(name) : DOC_KIND_UNKNOWN;
+    /* A file shorter than its magic that begins it is that kind, cut short (len < 1024: the
+     * head is the whole file). */
+    gboolean cut_short = len < 1024 && (kind == DOC_KIND_TIFF  ? tiff_magic(head, len, TRUE)
+                                        : kind == DOC_KIND_PDF ? is_prefix_of(head, len, "%PDF-", 5)
+                                                               : FALSE);
+    if (by_name && kind != DOC_KIND_UNKNOWN && !cut_short)
+        *by_name = TRUE;
+    return kind;
+}
+
+/* What a file's first bytes say it is when it is neither a PDF nor a TIFF: the formats that turn
+ * up misnamed in document archives (a photo saved as .tif, an error page downloaded as .pdf).
+ * A small table rather than GLib's g_content_type_guess, whose answers come from the
+ * shared-mime-info database, which docqa does not depend on. */
+typedef struct {
+    size_t offset;
+    const char *magic;
+    size_t len;
+    const char *what;
+} Magic;
+
+static const Magic other_formats[] = {
+    {0, "\xff\xd8\xff", 3, "a JPEG image"},
+    {0, "\x89PNG\r\n\x1a\n", 8, "a PNG image"},
+    {0, "GIF87a", 6, "a GIF image"},
+    {0, "GIF89a", 6, "a GIF image"},
+    {8, "WEBP", 4, "a WebP image"}, /* after "RIFF" and a size, checked below */
+    {0, "\0\0\0\x0cjP  \r\n\x87\n", 12, "a JPEG 2000 image"},
+    {0, "\xff\x4f\xff\x51", 4, "a JPEG 2000 codestream"},
+    {0, "AT&TFORM", 8, "a DjVu document"},
+    {0, "%!PS", 4, "a PostScript file"},
+    {0, "{\\rtf", 5, "an RTF document"},
+    {0, "\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", 8, "an old Microsoft Office (OLE2) document"},
+    {0, "PK\x03\x04", 4, "a ZIP archive (or an Office or OpenDocument file)"},
+    {0, "\x1f\x8b", 2, "a gzip archive"},
+    {0, "7z\xbc\xaf\x27\x1c", 6, "a 7-Zip archive"},
+    {0, "Rar!\x1a\x07", 6, "a RAR archive"},
+};
+
+const char *doc_content_name(const uint8_t *head, size_t len, gboolean *conclusive) {
+    *conclusive = TRUE;
+    for (size_t i = 0; i < G_N_ELEMENTS(other_formats); i++) {
+        const Magic *m = &other_formats[i];
+        if (len >= m->offset + m->len && memcmp(head + m->offset, m->magic, m->len) == 0 &&
+            (m->offset == 0 || memcmp(head, "RIFF", 4) == 0))
+            return m->what;
+    }
+    /* BMP's "BM" is short: the size of the header after it must be one of BMP's. */
+    if (len >= 18 && head[0] == 'B' && head[1] == 'M') {
+        guint32 dib = head[14] | head[15] << 8 | head[16] << 16 | (guint32)head[17] << 24;
+        if (dib == 12 || dib == 40 || dib == 52 || dib == 56 || dib == 64 || dib == 108 ||
+            dib == 124)
+            return "a BMP image";
+    }
+    /* Markup, after a UTF-8 byte order mark and white space. */
+    size_t i = len >= 3 && memcmp(head, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+    while (i < len && g_ascii_isspace(head[i]))
+        i++;
+    static const char *const html[] = {"<!doctype html", "<html", "<head", "<body", "<title"};
+    for (size_t k = 0; k < G_N_ELEMENTS(html); k++) {
+        size_t n = strlen(html[k]);
+        if (len - i >= n && g_ascii_strncasecmp((const char *)head + i, html[k], n) == 0)
+            return "HTML";
+    }
+    if (len - i >= 5 && memcmp(head + i, "<?xml", 5) == 0)
+        return "XML";
+    /* Text: a PDF can hide behind text (poppler opens one whose header is further than it looks,
+     * after a mail's or a web server's headers), so text alone proves nothing. */
+    *conclusive = FALSE;
+    if (len == 0)
+        return NULL;
+    for (size_t k = 0; k < len; k++)
+        if (head[k] < 0x20 && head[k] != '\t' && head[k] != '\n' && head[k] != '\r' &&
+            head[k] != '\f')
+            return NULL;
+    const char *end = NULL;
+    /* The head may end inside a character. */
+    if (!g_utf8_validate((const char *)head, (gssize)len, &end) &&
+        (size_t)(end - (const char *)head) + 4 <= len)
+        return NULL;
+    return "text";
 }
 
 void walk_entry_free(WalkEntry *e) {
@@ -52,22 +148,30 @@ void walk_entry_free(WalkEntry *e) {
     g_free(e);
 }
 
+/* The same bytes under two names are two documents, as a copy would be: a hard link is a name
+ * like any other. A symlink is not: it adds nothing when the walk takes its target under the
+ * target's own name, which is why links are followed only once everything else is walked (in
+ * name order, a link could come before its target and take its place). */
 typedef struct {
     gboolean hidden;
-    char **real_roots; /* realpath of each root folder: symlinks may point inside these */
-    GHashTable *seen;  /* "dev:ino" of folders and files already taken: loops, duplicates */
+    char **real_roots;   /* realpath of each root folder: symlinks may point inside these */
+    GHashTable *folders; /* "dev:ino" of folders walked: a loop or a second way in ends there */
+    GHashTable *files;   /* "dev:ino" of files taken: a symlink to one adds nothing */
+    GHashTable *paths;   /* paths taken: a file named twice, or in a named folder too, is one */
+    GPtrArray *links;    /* char*: symlinks found in folders, followed after the rest */
     GPtrArray *out;
     GPtrArray *unreadable; /* WalkEntry* of folders that cannot be listed */
     int skipped;
 } Walk;
 
-static gboolean seen_before(Walk *w, const struct stat *st) {
+/* Whether st's file is in `seen`; adds it. */
+static gboolean seen_before(GHashTable *seen, const struct stat *st) {
     char *key = g_strdup_printf("%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
-    if (g_hash_table_contains(w->seen, key)) {
+    if (g_hash_table_contains(seen, key)) {
         g_free(key);
         return TRUE;
     }
-    g_hash_table_add(w->seen, key);
+    g_hash_table_add(seen, key);
     return FALSE;
 }
 
@@ -85,8 +189,11 @@ static gboolean inside_roots(Walk *w, const char *path) {
 }
 
 /* Stats and sniffs one file; explicit files are always returned. */
-static void add_file(Walk *w, const char *path, const struct stat *st, gboolean explicit) {
-    if (st != NULL && seen_before(w, st))
+static void add_file(Walk *w, const char *path, const struct stat *st, gboolean explicit,
+                     gboolean through_link) {
+    if (g_hash_table_contains(w->paths, path))
+        return;
+    if (st != NULL && seen_before(w->files, st) && through_link)
         return;
     WalkEntry *e = g_new0(WalkEntry, 1);
     e->path = g_strdup(path);
@@ -109,13 +216,16 @@ static void add_file(Walk *w, const char *path, const struct stat *st, gboolean 
         }
         close(fd);
     }
-    e->kind = doc_kind_sniff(head, (size_t)n, path);
+    e->kind = doc_kind_sniff(head, (size_t)n, path, &e->kind_by_name);
+    if (e->kind == DOC_KIND_UNKNOWN || e->kind_by_name)
+        e->content = doc_content_name(head, (size_t)n, &e->content_conclusive);
     if (!explicit && e->kind == DOC_KIND_UNKNOWN) {
         /* Folders hold all sorts of files: only documents concern us. */
         w->skipped++;
         walk_entry_free(e);
         return;
     }
+    g_hash_table_add(w->paths, g_strdup(path));
     g_ptr_array_add(w->out, e);
 }
 
@@ -144,25 +254,20 @@ static void walk_dir(Walk *w, const char *dir) {
     g_ptr_array_sort(names, compare_names);
     for (guint i = 0; i < names->len; i++) {
         char *child = g_build_filename(dir, g_ptr_array_index(names, i), NULL);
-        struct stat lst, st;
+        struct stat lst;
         if (lstat(child, &lst) != 0) {
             g_free(child);
             continue;
         }
         if (S_ISLNK(lst.st_mode)) {
-            /* Never leave the roots through a link (and never loop: folders are visited once). */
-            if (stat(child, &st) != 0 || !inside_roots(w, child)) {
-                g_free(child);
-                continue;
-            }
-        } else {
-            st = lst;
+            g_ptr_array_add(w->links, child);
+            continue;
         }
-        if (S_ISDIR(st.st_mode)) {
-            if (!seen_before(w, &st))
+        if (S_ISDIR(lst.st_mode)) {
+            if (!seen_before(w->folders, &lst))
                 walk_dir(w, child);
-        } else if (S_ISREG(st.st_mode)) {
-            add_file(w, child, &st, FALSE);
+        } else if (S_ISREG(lst.st_mode)) {
+            add_file(w, child, &lst, FALSE, FALSE);
         }
         g_free(child);
     }
@@ -172,7 +277,10 @@ static void walk_dir(Walk *w, const char *dir) {
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
                        GPtrArray *unreadable) {
     Walk w = {.hidden = hidden, .unreadable = unreadable};
-    w.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.folders = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.files = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    w.links = g_ptr_array_new_with_free_func(g_free);
     w.out = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
     GPtrArray *real = g_ptr_array_new();
     for (const char *const *r = roots; *r; r++) {
@@ -190,6 +298,10 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
         char *abs = **r != '\0' ? g_canonicalize_filename(*r, cwd) : g_strdup("");
         struct stat st;
         if (stat(abs, &st) != 0) {
+            if (!g_hash_table_add(w.paths, g_strdup(abs))) {
+                g_free(abs);
+                continue;
+            }
             WalkEntry *e = g_new0(WalkEntry, 1);
             e->path = g_strdup(abs);
             e->explicit = TRUE;
@@ -197,16 +309,33 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
             e->kind = kind_from_name(abs);
             g_ptr_array_add(w.out, e);
         } else if (S_ISDIR(st.st_mode)) {
-            if (!seen_before(&w, &st))
+            if (!seen_before(w.folders, &st))
                 walk_dir(&w, abs);
         } else {
-            add_file(&w, abs, &st, TRUE);
+            add_file(&w, abs, &st, TRUE, FALSE);
         }
         g_free(abs);
     }
+    /* Links last (walking a linked folder may find more: the array grows as it is read). Never
+     * leave the roots through a link (and never loop: folders are visited once). */
+    for (guint i = 0; i < w.links->len; i++) {
+        const char *link = g_ptr_array_index(w.links, i);
+        struct stat st;
+        if (stat(link, &st) != 0 || !inside_roots(&w, link))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (!seen_before(w.folders, &st))
+                walk_dir(&w, link);
+        } else if (S_ISREG(st.st_mode)) {
+            add_file(&w, link, &st, FALSE, TRUE);
+        }
+    }
     g_free(cwd);
     g_strfreev(w.real_roots);
-    g_hash_table_destroy(w.seen);
+    g_hash_table_destroy(w.folders);
+    g_hash_table_destroy(w.files);
+    g_hash_table_destroy(w.paths);
+    g_ptr_array_free(w.links, TRUE);
     if (skipped)
         *skipped = w.skipped;
     return w.out;

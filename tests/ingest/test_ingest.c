@@ -11,6 +11,7 @@
 #include <cairo-pdf.h>
 #include <cairo.h>
 #include <glib/gstdio.h>
+#include <jpeglib.h>
 #include <math.h>
 #include <poppler.h>
 #include <signal.h>
@@ -1122,6 +1123,164 @@ static void test_memory_limit(void) {
 #endif
 }
 
+/* A real JPEG: a 16 x 16 gray ramp, as a camera or scanner would save it. */
+static void write_jpeg(const char *path) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *buf = NULL;
+    unsigned long len = 0;
+    jpeg_mem_dest(&c, &buf, &len);
+    c.image_width = 16;
+    c.image_height = 16;
+    c.input_components = 1;
+    c.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t row[16];
+    while (c.next_scanline < c.image_height) {
+        for (int x = 0; x < 16; x++)
+            row[x] = (uint8_t)(x * 16 + c.next_scanline);
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    g_assert_true(g_file_set_contents(path, (const char *)buf, (gssize)len, NULL));
+    free(buf);
+}
+
+static void write_png(const char *path) {
+    cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 16, 16);
+    g_assert_cmpint(cairo_surface_write_to_png(s, path), ==, CAIRO_STATUS_SUCCESS);
+    cairo_surface_destroy(s);
+}
+
+/* The first `len` bytes of a committed corpus file (len 0: all of it) written to `path`,
+ * after `prefix`. */
+static void write_corpus_part(const char *path, const char *prefix, const char *corpus_file,
+                              size_t len) {
+    char *src =
+        g_build_filename(dq_test_source_dir(), "tests", "ingest", "corpus", corpus_file, NULL);
+    size_t n = 0;
+    char *bytes = dq_test_read_file(src, &n);
+    g_assert_cmpuint(len, <=, n);
+    GString *out = g_string_new(prefix);
+    g_string_append_len(out, bytes, (gssize)(len ? len : n));
+    g_assert_true(g_file_set_contents(path, out->str, (gssize)out->len, NULL));
+    g_string_free(out, TRUE);
+    g_free(bytes);
+    g_free(src);
+}
+
+static void assert_message_has(Fixture *f, const char *path, const char *tail) {
+    char *msg = doc_field(f, path, "error_message");
+    char *want = g_strdup_printf("%s: %s", path, tail);
+    if (msg == NULL || strstr(msg, want) == NULL)
+        g_error("%s: message %s, want %s", path, msg ? msg : "(none)", want);
+    g_free(want);
+    g_free(msg);
+}
+
+/* A file named .tif or .pdf that is something else (a photo saved as .tif, a web server's error
+ * page saved as .pdf) is not_a_document, its message saying what it is; one with the right
+ * header but broken inside, cut short or truncated, stays damaged, and so does a .pdf of no
+ * known format that poppler cannot open; a PDF whose header poppler finds past the first 1024
+ * bytes still renders. */
+static void test_misnamed_files(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *dir = in_dir(&f, "archive");
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *photo = g_build_filename(dir, "photo.tif", NULL);
+    char *png = g_build_filename(dir, "scan.tiff", NULL);
+    char *html = g_build_filename(dir, "invoice.pdf", NULL);
+    char *text = g_build_filename(dir, "notes.pdf", NULL);
+    char *blob = g_build_filename(dir, "blob.tif", NULL);
+    char *late = g_build_filename(dir, "late-header.pdf", NULL);
+    char *cut_pdf = g_build_filename(dir, "cut.pdf", NULL);
+    char *cut_tif = g_build_filename(dir, "cut.tif", NULL);
+    char *stub_pdf = g_build_filename(dir, "stub.pdf", NULL);
+    char *stub_tif = g_build_filename(dir, "stub.tif", NULL);
+    char *jpg = g_build_filename(dir, "photo.jpg", NULL);
+    write_jpeg(photo);
+    write_jpeg(jpg);
+    write_png(png);
+    g_assert_true(g_file_set_contents(
+        html,
+        "\xef\xbb\xbf\n<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+        "<body>The document you asked for is not here.</body></html>\n",
+        -1, NULL));
+    GString *lines = g_string_new(NULL);
+    for (int i = 0; i < 60; i++)
+        g_string_append(lines, "Received: from mail.example.org by archive; a header line\n");
+    g_assert_cmpuint(lines->len, >, 1024);
+    g_assert_true(g_file_set_contents(text, lines->str, (gssize)lines->len, NULL));
+    g_assert_true(g_file_set_contents(blob, "\x01\x02\x03\x04 binary \xfe\xff", 14, NULL));
+    write_corpus_part(late, lines->str, "pdf/pdfium-hello_world.pdf", 0);
+    write_corpus_part(cut_pdf, "", "pdf/pdfium-hello_world.pdf", 300);
+    write_corpus_part(cut_tif, "", "tiff/libtiffpic-smallliz.tif", 200);
+    g_assert_true(g_file_set_contents(stub_pdf, "%PD", 3, NULL));
+    g_assert_true(g_file_set_contents(stub_tif, "II*", 3, NULL));
+    run_ingest(&f, dir);
+    assert_doc(&f, photo, "failed", "not_a_document");
+    assert_message_has(&f, photo, "a JPEG image, not a TIFF");
+    assert_doc(&f, png, "failed", "not_a_document");
+    assert_message_has(&f, png, "a PNG image, not a TIFF");
+    assert_doc(&f, html, "failed", "not_a_document");
+    assert_message_has(&f, html, "HTML, not a PDF");
+    /* Text poppler finds no PDF in: nothing says it is not a PDF whose start was lost, so it
+     * is damaged, as the corpus manifest records qpdf's "oops\n" bad1.pdf. */
+    assert_doc(&f, text, "failed", "damaged");
+    assert_message_has(&f, text, "PDF document is damaged (it does not begin with a PDF header)");
+    assert_doc(&f, blob, "failed", "not_a_document");
+    assert_message_has(&f, blob, "not a TIFF (it does not begin with a TIFF header)");
+    const char *not_docs[] = {photo, png, html, blob};
+    for (size_t i = 0; i < G_N_ELEMENTS(not_docs); i++) {
+        char *kind = doc_field(&f, not_docs[i], "kind");
+        g_assert_cmpstr(kind, ==, "unknown");
+        g_free(kind);
+    }
+    assert_doc(&f, late, "ok", NULL);
+    const char *damaged[] = {cut_pdf, cut_tif, stub_pdf, stub_tif};
+    for (size_t i = 0; i < G_N_ELEMENTS(damaged); i++)
+        assert_doc(&f, damaged[i], "failed", "damaged");
+    /* The .jpg in the folder is no document: skipped, as ever. */
+    g_assert_cmpint(f.sum.skipped, ==, 1);
+    g_assert_cmpint(f.sum.files, ==, 10);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.documents_failed, ==, 9);
+    /* Named, it is recorded, saying what it is. */
+    run_ingest(&f, jpg);
+    assert_doc(&f, jpg, "failed", "not_a_document");
+    assert_message_has(&f, jpg, "a JPEG image, neither a PDF nor a TIFF");
+    /* Recorded as damaged by an earlier version (as it did): the same bytes are recorded again,
+     * in place, as what they are (the store updates status, code and message in place, not the
+     * kind); then they are unchanged. */
+    char *sql = sqlite3_mprintf("UPDATE documents SET kind = 'tiff', error_code = 'damaged', "
+                                "error_message = 'not a readable TIFF' WHERE path = %Q",
+                                photo);
+    g_assert_cmpint(sqlite3_exec(dq_store_sqlite(f.store), sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_free(sql);
+    run_ingest(&f, photo);
+    g_assert_cmpint(f.sum.documents_failed, ==, 1);
+    assert_doc(&f, photo, "failed", "not_a_document");
+    assert_message_has(&f, photo, "a JPEG image, not a TIFF");
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path = %Q", photo), ==, 1);
+    run_ingest(&f, photo);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
+    const char *all[] = {photo,   png,     html,     text,     blob, late,
+                         cut_pdf, cut_tif, stub_pdf, stub_tif, jpg,  dir};
+    for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+        g_free((char *)all[i]);
+    g_string_free(lines, TRUE);
+    fixture_clear(&f);
+}
+
 /* A path of 3300 bytes, mostly two-byte characters, reaches the database whole in every
  * message, as valid UTF-8: a document the worker cannot open (its message and libtiff's both
  * name the file) and one whose only page fails. */
@@ -1502,6 +1661,59 @@ static gint64 file_size(const char *path) {
     return g_stat(path, &st) == 0 ? (gint64)st.st_size : -1;
 }
 
+/* docqa versions before <store>/.tmp wrote each PNG to .tmp-XXXXXX beside its final name: what
+ * their killed workers left in the page folders is removed, once an hour old, from the folders
+ * an ingest writes pages into (not from every folder of the store: a large one has 65536). */
+static void test_old_temp_files_swept(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    PageSize one[] = {{100, 100}};
+    char *a = in_dir(&f, "a.pdf");
+    char *b = in_dir(&f, "b.pdf");
+    write_cairo_pdf(a, one, 1);
+    run_ingest(&f, a);
+    char *png = page_png(&f, a);
+    char *folder = g_path_get_dirname(png);
+    char *old = g_build_filename(folder, ".tmp-Ab12Cd", NULL);
+    char *young = g_build_filename(folder, ".tmp-Ef34Gh", NULL);
+    char *other_name = g_build_filename(folder, ".tmp-not-from-mkstemp", NULL);
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *elsewhere_dir = g_build_filename(store_dir, "00", "00", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(elsewhere_dir, 0755), ==, 0);
+    char *elsewhere = g_build_filename(elsewhere_dir, ".tmp-Ij56Kl", NULL);
+    struct utimbuf two_hours_ago = {.actime = time(NULL) - 7200, .modtime = time(NULL) - 7200};
+    const char *planted[] = {old, young, other_name, elsewhere};
+    for (size_t i = 0; i < G_N_ELEMENTS(planted); i++) {
+        g_assert_true(g_file_set_contents(planted[i], "half a png", -1, NULL));
+        if (planted[i] != young)
+            g_assert_cmpint(utime(planted[i], &two_hours_ago), ==, 0);
+    }
+    /* A copy of a.pdf: its page goes to the same folder. */
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(a, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(b, bytes, (gssize)len, NULL));
+    run_ingest(&f, b);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_false(g_file_test(old, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(young, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(other_name, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(elsewhere, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(png, G_FILE_TEST_IS_REGULAR));
+    g_free(bytes);
+    for (size_t i = 0; i < G_N_ELEMENTS(planted); i++)
+        g_free((char *)planted[i]);
+    g_free(elsewhere_dir);
+    g_free(store_dir);
+    g_free(folder);
+    g_free(png);
+    g_free(a);
+    g_free(b);
+    fixture_clear(&f);
+}
+
 /* Page files are checked: an unchanged document whose PNG was deleted or emptied is rendered
  * again, and storing a page replaces a file of the wrong size under its name. */
 static void test_page_files_checked(void) {
@@ -1599,29 +1811,63 @@ static void test_walk_rules(void) {
     char *link_out = g_build_filename(root, "outside-link.tif", NULL);
     char *link_in = g_build_filename(sub, "one-again.tif", NULL);
     char *link_loop = g_build_filename(sub, "loop", NULL);
+    char *link_first = g_build_filename(root, "a-link-to-one.tif", NULL);
+    char *link_sub = g_build_filename(root, "a-link-to-sub", NULL);
+    char *hard = g_build_filename(root, "two-under-another-name.tif", NULL);
     const char *tiffs[] = {p1, p2, p3, h1, h2, outside};
     for (size_t i = 0; i < G_N_ELEMENTS(tiffs); i++)
         write_tiff(tiffs[i], V_GRAY8, 1, 1);
     g_assert_true(g_file_set_contents(txt, "not a document", -1, NULL));
     g_assert_cmpint(symlink(outside, link_out), ==, 0);
     g_assert_cmpint(symlink(p1, link_in), ==, 0);
+    g_assert_cmpint(symlink(p1, link_first), ==, 0);
+    g_assert_cmpint(symlink(sub, link_sub), ==, 0);
     g_assert_cmpint(symlink(root, link_loop), ==, 0);
+    g_assert_cmpint(link(p2, hard), ==, 0);
     run_ingest(&f, root);
-    /* one.tif, two.TIFF, the extension-less TIFF; not the hidden ones, not the link out of the
-     * root, not one.tif twice through the link, and the loop ends. */
-    g_assert_cmpint(f.sum.files, ==, 3);
-    g_assert_cmpint(f.sum.documents_ok, ==, 3);
+    /* one.tif, two.TIFF and its hard link, the extension-less TIFF; not the hidden ones, not the
+     * link out of the root, not one.tif again through either link, nor sub's files through the
+     * link to sub (even where the link's name comes first: a file keeps its own name), and the
+     * loop ends. */
+    g_assert_cmpint(f.sum.files, ==, 4);
+    g_assert_cmpint(f.sum.documents_ok, ==, 4);
     g_assert_cmpint(f.sum.skipped, ==, 1);
     g_assert_cmpint(f.sum.documents_failed, ==, 0);
+    g_assert_cmpint(f.sum.failures->len, ==, 0);
     g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path LIKE '%%outside%%' "
-                                  "OR path LIKE '%%/.%%'"),
+                                  "OR path LIKE '%%/.%%' OR path LIKE '%%link%%'"),
                     ==, 0);
+    assert_doc(&f, p1, "ok", NULL);
+    /* The hard link is recorded as a copy would be: its own document, the same bytes, and pages
+     * of its own naming the same page image. */
+    assert_doc(&f, hard, "ok", NULL);
+    char *sha_hard = doc_field(&f, hard, "sha256"), *sha_p2 = doc_field(&f, p2, "sha256");
+    g_assert_cmpstr(sha_hard, ==, sha_p2);
+    char *png_hard = page_png(&f, hard), *png_p2 = page_png(&f, p2);
+    g_assert_cmpstr(png_hard, ==, png_p2);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path IN (%Q, %Q)",
+                              hard, p2),
+                    ==, 2);
+    /* Named twice, a file is one document; named with its hard link, two. */
+    const char *twice[] = {p1, p1, hard, p2, NULL};
+    dq_ingest_summary_clear(&f.sum);
+    GError *err = NULL;
+    g_assert_true(dq_ingest_run(f.store, twice, &f.opt, &f.sum, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(f.sum.files, ==, 3);
+    g_assert_cmpint(f.sum.unchanged, ==, 3);
     f.opt.hidden = TRUE;
     run_ingest(&f, root);
     g_assert_cmpint(f.sum.documents_ok, ==, 2); /* the hidden two */
-    g_assert_cmpint(f.sum.unchanged, ==, 3);
-    const char *files[] = {p1,       p2,      p3,        h1,  h2,         outside, txt,
-                           link_out, link_in, link_loop, sub, hidden_dir, root};
+    g_assert_cmpint(f.sum.unchanged, ==, 4);
+    g_free(sha_hard);
+    g_free(sha_p2);
+    g_free(png_hard);
+    g_free(png_p2);
+    const char *files[] = {p1,      p2,         p3,   h1,        h2,  outside,    txt,  link_out,
+                           link_in, link_first, hard, link_loop, sub, hidden_dir, root, link_sub};
     for (size_t i = 0; i < G_N_ELEMENTS(files); i++)
         g_free((char *)files[i]);
     fixture_clear(&f);
@@ -1721,6 +1967,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
     g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
+    g_test_add_func("/ingest/failures/misnamed_files", test_misnamed_files);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
     g_test_add_func("/ingest/failures/store", test_store_failure);
@@ -1732,6 +1979,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
+    g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();

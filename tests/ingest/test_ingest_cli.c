@@ -7,6 +7,8 @@
 #include <json-glib/json-glib.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <string.h>
@@ -329,6 +331,164 @@ static void test_non_utf8_name(void) {
     g_free(dir);
 }
 
+static void write_two_page_pdf(const char *path) {
+    cairo_surface_t *s = cairo_pdf_surface_create(path, 200, 100);
+    cairo_t *cr = cairo_create(s);
+    for (int i = 0; i < 2; i++) {
+        cairo_rectangle(cr, 10 + 50 * i, 10, 20, 20);
+        cairo_fill(cr);
+        cairo_show_page(cr);
+    }
+    cairo_destroy(cr);
+    cairo_surface_destroy(s);
+}
+
+static JsonObject *parse_object(JsonParser *p, const char *text) {
+    GError *err = NULL;
+    g_assert_true(json_parser_load_from_data(p, text, -1, &err));
+    dq_assert_no_error(err);
+    return json_node_get_object(json_parser_get_root(p));
+}
+
+/* Every way a document can end is counted, in the text summary and in --json: ok, partial and
+ * failed with their codes, and the pages that failed. */
+static void test_summary_counts(void) {
+    char *tmp = dq_test_tmpdir();
+    char *db = g_build_filename(tmp, "docqa.db", NULL);
+    char *dir = g_build_filename(tmp, "docs", NULL);
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *good = g_build_filename(dir, "good.pdf", NULL);
+    char *crash = g_build_filename(dir, "crash.pdf", NULL);
+    char *photo = g_build_filename(dir, "photo.tif", NULL);
+    char *html = g_build_filename(dir, "page.pdf", NULL);
+    char *damaged = g_build_filename(dir, "damaged.pdf", NULL);
+    write_pdf(good);
+    write_two_page_pdf(crash);
+    /* JPEG's first bytes are enough to tell it from a TIFF. */
+    g_assert_true(g_file_set_contents(photo, "\xff\xd8\xff\xe0\0\x10JFIF\0", 11, NULL));
+    g_assert_true(g_file_set_contents(html, "<html><body>moved</body></html>\n", -1, NULL));
+    g_assert_true(g_file_set_contents(damaged, "%PDF-1.4\n1 0 obj << /Type /Cat", -1, NULL));
+    char *out = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:crash.pdf:2", TRUE);
+    int rc = run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", dir, NULL);
+    g_assert_cmpint(rc, ==, 1);
+    const char *want = "5 files: 1 ok, 1 partial (1 render_crashed), 3 failed (1 damaged, 2 "
+                       "not_a_document), 0 unchanged (0 other files skipped); 2 pages (and 1 "
+                       "failed) in";
+    if (strstr(out, want) == NULL)
+        g_error("want \"%s\" in: %s", want, out);
+    g_free(out);
+    char *db2 = g_build_filename(tmp, "again.db", NULL);
+    rc = run_docqa(&out, NULL, "ingest", "--db", db2, "--tile", "64", "--json", dir, NULL);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(rc, ==, 1);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_partial"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_failed"), ==, 3);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_failed"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "not_done"), ==, 0);
+    JsonObject *failed = json_object_get_object_member(o, "failed_by_code");
+    g_assert_cmpint(json_object_get_size(failed), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(failed, "damaged"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(failed, "not_a_document"), ==, 2);
+    JsonObject *partial = json_object_get_object_member(o, "partial_by_code");
+    g_assert_cmpint(json_object_get_size(partial), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(partial, "render_crashed"), ==, 1);
+    g_object_unref(p);
+    g_free(out);
+    const char *all[] = {good, crash, photo, html, damaged, db2, db, dir, tmp};
+    for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+        g_free((char *)all[i]);
+}
+
+/* Ctrl-C (SIGINT to docqa) once the first of three files is recorded, with the second hanging
+ * in its worker: exit status 130, and the summary counts the file done and the two not done. */
+static int run_interrupted(const char *db, const char *const *files, gboolean json, char **out) {
+    char *exe = docqa_path();
+    const char *argv[] = {exe,  "ingest", "--db",   db,       "--tile", "64",
+                          "-j", "1",      files[0], files[1], files[2], json ? "--json" : NULL,
+                          NULL};
+    GPid pid = 0;
+    int out_fd = -1;
+    GError *err = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:b.pdf:1", TRUE);
+    g_assert_true(g_spawn_async_with_pipes(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                                           NULL, NULL, &pid, NULL, &out_fd, NULL, &err));
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    dq_assert_no_error(err);
+    /* Wait for a.pdf's row: then b.pdf's worker hangs and c.pdf waits for it. */
+    gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    gint64 rows = 0;
+    while (rows < 1 && g_get_monotonic_time() < deadline) {
+        sqlite3 *s = NULL;
+        if (g_file_test(db, G_FILE_TEST_EXISTS) &&
+            sqlite3_open_v2(db, &s, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+            sqlite3_busy_timeout(s, 1000);
+            sqlite3_stmt *st = NULL;
+            if (sqlite3_prepare_v2(s, "SELECT count(*) FROM documents", -1, &st, NULL) ==
+                    SQLITE_OK &&
+                sqlite3_step(st) == SQLITE_ROW)
+                rows = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+        }
+        sqlite3_close(s);
+        if (rows < 1)
+            g_usleep(50 * 1000);
+    }
+    g_assert_cmpint(rows, ==, 1);
+    g_assert_cmpint(kill(pid, SIGINT), ==, 0);
+    GString *text = g_string_new(NULL);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(out_fd, buf, sizeof buf)) > 0)
+        g_string_append_len(text, buf, n);
+    close(out_fd);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_spawn_close_pid(pid);
+    g_free(exe);
+    g_assert_true(WIFEXITED(status));
+    *out = g_string_free(text, FALSE);
+    return WEXITSTATUS(status);
+}
+
+static void test_interrupted(void) {
+    char *dir = dq_test_tmpdir();
+    char *a = g_build_filename(dir, "a.pdf", NULL);
+    char *b = g_build_filename(dir, "b.pdf", NULL);
+    char *c = g_build_filename(dir, "c.pdf", NULL);
+    write_pdf(a);
+    write_two_page_pdf(b);
+    write_pdf(c);
+    const char *files[] = {a, b, c};
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *out = NULL;
+    g_assert_cmpint(run_interrupted(db, files, FALSE, &out), ==, 130);
+    if (strstr(out, "3 files: 1 ok, 0 partial, 0 failed, 0 unchanged") == NULL ||
+        strstr(out, "; interrupted, 2 files not done") == NULL)
+        g_error("summary: %s", out);
+    g_free(out);
+    char *db2 = g_build_filename(dir, "json.db", NULL);
+    g_assert_cmpint(run_interrupted(db2, files, TRUE, &out), ==, 130);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "files"), ==, 3);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "not_done"), ==, 2);
+    g_object_unref(p);
+    g_free(out);
+    /* Nothing of b.pdf was recorded; the next run ingests b and c and is fine. */
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", a, b, c, NULL), ==,
+                    0);
+    g_assert_nonnull(strstr(out, "3 files: 2 ok, 0 partial, 0 failed, 1 unchanged"));
+    g_free(out);
+    const char *all[] = {a, b, c, db, db2, dir};
+    for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+        g_free((char *)all[i]);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
@@ -338,5 +498,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/cli/unreadable_folders", test_unreadable_folders);
     g_test_add_func("/ingest/cli/non_utf8_name", test_non_utf8_name);
+    g_test_add_func("/ingest/cli/summary_counts", test_summary_counts);
+    g_test_add_func("/ingest/cli/interrupted", test_interrupted);
     return g_test_run();
 }
