@@ -697,6 +697,32 @@ static void test_tiff_orientations_and_pages(void) {
     fixture_clear(&f);
 }
 
+/* Rewrites a SHORT tag of a little-endian classic TIFF's first IFD in place: for values libtiff
+ * would not write (it maps ExtraSamples 999 to 2 and refuses 3). */
+static void patch_tag(const char *path, uint16_t tag, uint16_t value) {
+    size_t len = 0;
+    uint8_t *b = (uint8_t *)dq_test_read_file(path, &len);
+    g_assert_true(b[0] == 'I' && b[1] == 'I');
+    uint32_t ifd = b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24;
+    int n = b[ifd] | b[ifd + 1] << 8;
+    gboolean done = FALSE;
+    for (int i = 0; i < n; i++) {
+        uint8_t *e = b + ifd + 2 + 12 * i;
+        if ((e[0] | e[1] << 8) == tag) {
+            e[8] = value & 0xff;
+            e[9] = value >> 8;
+            done = TRUE;
+        }
+    }
+    g_assert_true(done);
+    g_assert_true(g_file_set_contents(path, (char *)b, (gssize)len, NULL));
+    g_free(b);
+}
+
+static void patch_compression(const char *path, uint16_t value) {
+    patch_tag(path, TIFFTAG_COMPRESSION, value);
+}
+
 /* ---- TIFF alpha: what transformers' convert_to_rgb makes of it (Pillow's alpha_composite onto
  * white), with Pillow reading ExtraSamples as its TiffImagePlugin does. */
 
@@ -741,6 +767,7 @@ typedef struct {
     /* expected: one of these, or neither for the colour samples as they are (alpha ignored) */
     const uint8_t *gray;
     const uint8_t (*rgb)[3];
+    gboolean refused; /* expected: failed, damaged, the message naming ExtraSamples */
 } AlphaCase;
 
 static void alpha_rgb(int x, uint8_t out[3]) {
@@ -761,7 +788,8 @@ static void write_alpha_tiff(const char *path, const AlphaCase *c) {
     TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
     TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, AW);
     if (c->extra != A_NO_TAG) {
-        uint16_t extra = (uint16_t)c->extra;
+        /* Values over 2 are patched in afterwards: libtiff writes none of them. */
+        uint16_t extra = c->extra > EXTRASAMPLE_UNASSALPHA ? 0 : (uint16_t)c->extra;
         TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
     }
     if (c->photometric == PHOTOMETRIC_PALETTE) { /* index x is the colour of column x */
@@ -800,6 +828,8 @@ static void write_alpha_tiff(const char *path, const AlphaCase *c) {
                             ==, 1);
         }
     TIFFClose(t);
+    if (c->extra > EXTRASAMPLE_UNASSALPHA)
+        patch_tag(path, TIFFTAG_EXTRASAMPLES, (uint16_t)c->extra);
 }
 
 static void test_tiff_alpha(void) {
@@ -826,6 +856,15 @@ static void test_tiff_alpha(void) {
         /* Pillow: PA (libtiff would ignore the alpha) */
         {"palette-unassoc", PHOTOMETRIC_PALETTE, 1, EXTRASAMPLE_UNASSALPHA, 8, 0,
          .rgb = RGB_STRAIGHT},
+        /* ExtraSamples 999, Corel Draw 10's unassociated alpha: Pillow reads 8-bit RGB so
+         * (OPEN_INFO's "Corel Draw 10" rows, RGBA) and libtiff every layout (it reads 999 as 2).
+         * Gray with 999 Pillow cannot open (no OPEN_INFO row): docqa reads it as libtiff does. */
+        {"rgb-corel-999", PHOTOMETRIC_RGB, 3, 999, 8, 0, .rgb = RGB_STRAIGHT},
+        {"gray-corel-999", PHOTOMETRIC_MINISBLACK, 1, 999, 8, 0, .gray = GRAY_STRAIGHT},
+        /* Any other value over 2 neither opens: Pillow "cannot identify image file", libtiff
+         * refuses the directory ("Bad value ... for ExtraSamples"). Checked with Pillow 12.3.0. */
+        {"rgb-extra-3", PHOTOMETRIC_RGB, 3, 3, 8, 0, .refused = TRUE},
+        {"gray-extra-1000", PHOTOMETRIC_MINISBLACK, 1, 1000, 8, 0, .refused = TRUE},
     };
     Fixture f;
     fixture_init(&f);
@@ -842,6 +881,15 @@ static void test_tiff_alpha(void) {
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         const AlphaCase *c = &cases[i];
         char *name = g_strdup_printf("%s/%s.tif", dir, c->name);
+        if (c->refused) {
+            assert_doc(&f, name, "failed", "damaged");
+            char *msg = doc_field(&f, name, "error_message");
+            if (strstr(msg, "ExtraSamples") == NULL)
+                g_error("%s: the message does not name ExtraSamples: %s", c->name, msg);
+            g_free(msg);
+            g_free(name);
+            continue;
+        }
         assert_doc(&f, name, "ok", NULL);
         DqImage *img = load_page(&f, name, 1);
         g_assert_cmpint(img->width, ==, AW);
@@ -868,27 +916,6 @@ static void test_tiff_alpha(void) {
     }
     g_free(dir);
     fixture_clear(&f);
-}
-
-/* Rewrites the Compression tag of a little-endian classic TIFF's first IFD. */
-static void patch_compression(const char *path, uint16_t value) {
-    size_t len = 0;
-    uint8_t *b = (uint8_t *)dq_test_read_file(path, &len);
-    g_assert_true(b[0] == 'I' && b[1] == 'I');
-    uint32_t ifd = b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24;
-    int n = b[ifd] | b[ifd + 1] << 8;
-    gboolean done = FALSE;
-    for (int i = 0; i < n; i++) {
-        uint8_t *e = b + ifd + 2 + 12 * i;
-        if ((e[0] | e[1] << 8) == TIFFTAG_COMPRESSION) {
-            e[8] = value & 0xff;
-            e[9] = value >> 8;
-            done = TRUE;
-        }
-    }
-    g_assert_true(done);
-    g_assert_true(g_file_set_contents(path, (char *)b, (gssize)len, NULL));
-    g_free(b);
 }
 
 static void test_failure_reasons(void) {
