@@ -111,6 +111,7 @@ static AlphaKind tiff_alpha_kind(TIFF *tif, uint16_t photometric) {
 typedef struct {
     TIFFRGBAImage img; /* first: the put routines get a pointer to it */
     AlphaKind alpha;
+    gboolean signed_samples; /* SampleFormat 2 */
 } RgbaDecoder;
 
 /* One channel of a pixel over opaque white, bit for bit as transformers' convert_to_rgb does it
@@ -129,25 +130,33 @@ static unsigned over_white(unsigned c, unsigned a, AlphaKind kind) {
     return ((t >> 8) + t) >> 8 >> 7;
 }
 
-/* A pixel's colour samples (1 or 3) and its alpha, 8 bits each, libtiff's way for the layout
- * (the gray map handles MinIsWhite, 16-bit samples scaled as libtiff scales them), packed
- * opaque. */
+/* A 16-bit sample made 8 bits as Pillow makes it. Colour and alpha samples: its unpackers
+ * (RGB;16L, RGBA;16L, RGBa;16L, RGBX;16L and their ;16B, ;16N forms) keep the high byte, where
+ * libtiff rounds (v / 257). Gray: Pillow opens 16-bit gray as mode I;16 (I;16B, or I for signed
+ * samples) whatever the Photometric, MinIsWhite included, and convert("RGB") clips those values
+ * to 0..255, so a 16-bit gray page is mostly white to transformers, and to the model here. */
+static unsigned narrow16(const RgbaDecoder *d, unsigned v, gboolean gray) {
+    if (!gray)
+        return v >> 8;
+    if (d->signed_samples)
+        return (unsigned)CLAMP((int)(int16_t)v, 0, 255);
+    return MIN(v, 255u);
+}
+
+/* A pixel's colour samples (1 or 3) and its alpha, 8 bits each, packed opaque: 8-bit samples
+ * libtiff's way for the layout (the gray map handles MinIsWhite), 16-bit ones Pillow's. */
 static uint32_t pack_over_white(const RgbaDecoder *d, const unsigned *s, int colors) {
     const TIFFRGBAImage *img = &d->img;
     gboolean wide = img->bitspersample == 16;
-    unsigned c[3], a = s[colors];
-    if (wide)
-        a = img->Bitdepth16To8 ? img->Bitdepth16To8[a] : a >> 8;
-    for (int k = 0; k < colors; k++) {
-        unsigned v = s[k];
-        if (wide)
-            v = img->Bitdepth16To8 ? img->Bitdepth16To8[v] : v >> 8;
-        c[k] = v;
-    }
+    gboolean gray =
+        img->photometric == PHOTOMETRIC_MINISBLACK || img->photometric == PHOTOMETRIC_MINISWHITE;
+    unsigned c[3], a = wide ? narrow16(d, s[colors], FALSE) : s[colors];
+    for (int k = 0; k < colors; k++)
+        c[k] = wide ? narrow16(d, s[k], gray) : s[k];
     if (colors == 1 && img->photometric == PHOTOMETRIC_PALETTE) {
         uint32_t px = img->PALmap[c[0]][0];
         c[0] = TIFFGetR(px), c[1] = TIFFGetG(px), c[2] = TIFFGetB(px);
-    } else if (colors == 1 && img->BWmap != NULL) {
+    } else if (colors == 1 && !wide && img->BWmap != NULL) {
         c[0] = c[1] = c[2] = TIFFGetR(img->BWmap[c[0]][0]);
     } else if (colors == 1) {
         c[1] = c[2] = c[0];
@@ -224,15 +233,19 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
      * layout and do all eight in image_apply_orientation. */
     img->req_orientation = ORIENTATION_TOPLEFT;
     img->orientation = ORIENTATION_TOPLEFT;
-    /* Wherever libtiff or Pillow sees alpha, our put routine decides what it means (see
-     * tiff_alpha_kind); the layouts are those libtiff has alpha-aware routines for, plus an 8-bit
-     * palette (whose routine libtiff picked already, so its colour map is built). */
+    /* Wherever libtiff or Pillow sees alpha, and for every 16-bit sample, our put routine
+     * decides what the samples mean (see tiff_alpha_kind, narrow16); the layouts are those
+     * libtiff has alpha-aware routines for, plus an 8-bit palette (whose routine libtiff picked
+     * already, so its colour map is built). */
     dec.alpha = tiff_alpha_kind(tif, img->photometric);
-    uint16_t ph = img->photometric;
+    uint16_t ph = img->photometric, format = SAMPLEFORMAT_UINT;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLEFORMAT, &format);
+    dec.signed_samples = format == SAMPLEFORMAT_INT;
+    gboolean wide = img->bitspersample == 16;
     gboolean layout = (ph == PHOTOMETRIC_MINISBLACK || ph == PHOTOMETRIC_MINISWHITE ||
                        ph == PHOTOMETRIC_RGB || (ph == PHOTOMETRIC_PALETTE && img->isContig)) &&
-                      (img->bitspersample == 8 || img->bitspersample == 16);
-    if (layout && (dec.alpha != ALPHA_NONE || img->alpha != 0)) {
+                      (img->bitspersample == 8 || wide);
+    if (layout && (dec.alpha != ALPHA_NONE || img->alpha != 0 || wide)) {
         if (img->isContig)
             img->put.contig = put_contig_over_white;
         else

@@ -918,6 +918,203 @@ static void test_tiff_alpha(void) {
     fixture_clear(&f);
 }
 
+/* ---- TIFF sample depths and planar layouts, read as Pillow reads them. Each file is SW x 2
+ * pixels, column x the same in both rows; the goldens are Pillow 12.3.0's Image.open(path),
+ * alpha composited onto white as above, .convert("RGB") of the files this test writes. */
+
+enum { SW = 16 };
+
+typedef enum { VALS_GRAY16, VALS_SIGNED16, VALS_RGB16, VALS_RGBA16, VALS_GRAY8, VALS_BITS } Vals;
+
+/* 16-bit values whose high byte and rounded 8-bit value differ, and values around 255. */
+static const uint16_t V16[SW] = {0x0000, 0x0001, 0x0080, 0x00FE, 0x00FF, 0x0100, 0x012C, 0x12FF,
+                                 0x1280, 0x7FFF, 0x8000, 0xA0C0, 0xFF00, 0xFF7F, 0xFFFF, 0x4DE1};
+static const uint16_t A16[SW] = {0x8000, 0x0000, 0x00FF, 0xFFFF, 0x01C0, 0xFEFF, 0x4DC0, 0xC8FF,
+                                 0x3CC0, 0x80FF, 0x02C0, 0x5AFF, 0xFF00, 0xFFC0, 0x40FF, 0x1EC0};
+/* as int16: -32768, -1, 0, 1, 100, 254, 255, 256, 1000, 32767, -200, 128, 4863, -4736, 77, 200 */
+static const uint16_t S16[SW] = {0x8000, 0xFFFF, 0,      1,   100,    254,    255, 256,
+                                 1000,   0x7FFF, 0xFF38, 128, 0x12FF, 0xED80, 77,  200};
+static const uint8_t P8[SW] = {0,   1,   2,   50, 100, 127, 128, 200,
+                               253, 254, 255, 17, 34,  68,  136, 240};
+
+static uint16_t sample_value(Vals v, int x, int k) {
+    switch (v) {
+    case VALS_GRAY16:
+        return V16[x];
+    case VALS_SIGNED16:
+        return S16[x];
+    case VALS_RGB16:
+    case VALS_RGBA16:
+        return k == 3 ? A16[x] : V16[(x + 5 * k) % SW];
+    case VALS_GRAY8:
+        return P8[x];
+    default:
+        return (uint16_t)((x * 7 / 3) % 2); /* 0 1 0 1 1 0 0 1 ... */
+    }
+}
+
+typedef struct {
+    const char *name;
+    uint16_t photometric;
+    int spp, bps;
+    int extra; /* ExtraSamples of the last sample, or A_NO_TAG */
+    gboolean separate;
+    uint16_t compression;
+    uint16_t sampleformat;
+    gboolean big_endian;
+    Vals vals;
+    /* one of these: the 8-bit values of a gray result, or RGB */
+    const uint8_t *gray;
+    const uint8_t (*rgb)[3];
+} SampleCase;
+
+static void write_sample_tiff(const char *path, const SampleCase *c) {
+    TIFF *t = TIFFOpen(path, c->big_endian ? "wb" : "wl");
+    g_assert_nonnull(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, SW);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 2);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, c->bps);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, c->spp);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, c->photometric);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG,
+                 c->separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, c->compression);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 2);
+    if (c->sampleformat != 0)
+        TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, c->sampleformat);
+    if (c->extra != A_NO_TAG) {
+        uint16_t extra = (uint16_t)c->extra;
+        TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
+    }
+    int planes = c->separate ? c->spp : 1, per_plane = c->separate ? 1 : c->spp;
+    for (int plane = 0; plane < planes; plane++)
+        for (int y = 0; y < 2; y++) {
+            uint16_t row16[SW * 4];
+            uint8_t row8[SW * 4] = {0};
+            for (int x = 0; x < SW; x++)
+                for (int j = 0; j < per_plane; j++) {
+                    uint16_t v = sample_value(c->vals, x, c->separate ? plane : j);
+                    row16[x * per_plane + j] = v;
+                    row8[x * per_plane + j] = (uint8_t)v;
+                }
+            if (c->bps == 1) {
+                memset(row8, 0, sizeof row8);
+                for (int x = 0; x < SW; x++)
+                    if (sample_value(c->vals, x, 0))
+                        row8[x / 8] |= (uint8_t)(0x80 >> (x % 8));
+            }
+            g_assert_cmpint(TIFFWriteScanline(t, c->bps == 16 ? (void *)row16 : (void *)row8,
+                                              (uint32_t)y, (uint16_t)plane),
+                            ==, 1);
+        }
+    TIFFClose(t);
+}
+
+static void run_sample_cases(const SampleCase *cases, size_t n) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = SW; /* stored as decoded, no resampling */
+    char *dir = in_dir(&f, "samples");
+    g_mkdir(dir, 0755);
+    for (size_t i = 0; i < n; i++) {
+        char *name = g_strdup_printf("%s/%s.tif", dir, cases[i].name);
+        write_sample_tiff(name, &cases[i]);
+        g_free(name);
+    }
+    run_ingest(&f, dir);
+    for (size_t i = 0; i < n; i++) {
+        const SampleCase *c = &cases[i];
+        char *name = g_strdup_printf("%s/%s.tif", dir, c->name);
+        assert_doc(&f, name, "ok", NULL);
+        DqImage *img = load_page(&f, name, 1);
+        g_assert_cmpint(img->width, ==, SW);
+        g_assert_cmpint(img->height, ==, 2);
+        for (int y = 0; y < 2; y++)
+            for (int x = 0; x < SW; x++) {
+                uint8_t want[3];
+                if (c->gray != NULL)
+                    want[0] = want[1] = want[2] = c->gray[x];
+                else
+                    memcpy(want, c->rgb[x], 3);
+                const uint8_t *got = img->pixels + ((size_t)y * SW + x) * 3;
+                if (memcmp(got, want, 3) != 0)
+                    g_error("%s: pixel (%d, %d) is %u,%u,%u, want %u,%u,%u", c->name, x, y, got[0],
+                            got[1], got[2], want[0], want[1], want[2]);
+            }
+        dq_image_free(img);
+        g_free(name);
+    }
+    g_free(dir);
+    fixture_clear(&f);
+}
+
+/* Pillow reads 16-bit gray as mode I;16 (I;16B big-endian, I for signed samples), ignoring
+ * MinIsWhite, and convert("RGB") clips each value to 0..255: min(v, 255), not v / 257. A 16-bit
+ * gray scan is mostly white to transformers, and so to docqa. */
+static const uint8_t G16_CLIPPED[SW] = {0,   1,   128, 254, 255, 255, 255, 255,
+                                        255, 255, 255, 255, 255, 255, 255, 255};
+static const uint8_t S16_CLIPPED[SW] = {0,   0,   0, 1,   100, 254, 255, 255,
+                                        255, 255, 0, 128, 255, 0,   77,  200};
+/* 16-bit colour and alpha samples: Pillow's unpackers (RGB;16L, RGBA;16L, RGBa;16L, RGBX;16L, and
+ * their ;16B and ;16N forms) keep the high byte; alpha is then composited as for 8 bits. */
+static const uint8_t RGB16_HIGH[SW][3] = {{0, 1, 128},   {0, 1, 160},   {0, 18, 255}, {0, 18, 255},
+                                          {0, 127, 255}, {1, 128, 77},  {1, 160, 0},  {18, 255, 0},
+                                          {18, 255, 0},  {127, 255, 0}, {128, 77, 0}, {160, 0, 1},
+                                          {255, 0, 1},   {255, 0, 18},  {255, 0, 18}, {77, 0, 127}};
+static const uint8_t RGBA16_STRAIGHT[SW][3] = {
+    {127, 128, 191}, {255, 255, 255}, {255, 255, 255}, {0, 18, 255},
+    {254, 254, 255}, {2, 128, 78},    {178, 226, 178}, {69, 255, 55},
+    {199, 255, 195}, {191, 255, 127}, {254, 254, 253}, {221, 165, 165},
+    {255, 0, 1},     {255, 0, 18},    {255, 191, 196}, {234, 225, 240}};
+static const uint8_t RGBA16_PREMULTIPLIED[SW][3] = {
+    {127, 128, 255}, {255, 255, 255}, {255, 255, 255}, {0, 18, 255},
+    {254, 255, 255}, {2, 128, 78},    {179, 255, 178}, {72, 255, 55},
+    {213, 255, 195}, {254, 255, 127}, {255, 255, 253}, {255, 165, 166},
+    {255, 0, 1},     {255, 0, 18},    {255, 191, 209}, {255, 225, 255}};
+
+static void test_tiff_16bit(void) {
+    static const SampleCase cases[] = {
+        {"gray16", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_GRAY16,
+         .gray = G16_CLIPPED},
+        {"gray16-miniswhite", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
+         VALS_GRAY16, .gray = G16_CLIPPED},
+        {"gray16-be", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1,
+         VALS_GRAY16, .gray = G16_CLIPPED},
+        {"gray16-deflate", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_ADOBE_DEFLATE, 0,
+         0, VALS_GRAY16, .gray = G16_CLIPPED},
+        {"gray16-signed", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE,
+         SAMPLEFORMAT_INT, 0, VALS_SIGNED16, .gray = S16_CLIPPED},
+        /* Pillow cannot open big-endian MinIsWhite (no OPEN_INFO row) nor uncompressed planar
+         * 16-bit gray ("unknown raw mode"): docqa reads them like their openable twins. */
+        {"gray16-miniswhite-be", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1,
+         VALS_GRAY16, .gray = G16_CLIPPED},
+        {"gray16-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 1, COMPRESSION_NONE,
+         0, 0, VALS_GRAY16, .gray = G16_CLIPPED},
+        {"rgb16", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        {"rgb16-be", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        {"rgb16-planar-lzw", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 1, COMPRESSION_LZW, 0, 0, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        /* Uncompressed planar 16-bit Pillow unpacks with 8-bit raw modes ("RGB;16L"[0] = "R"),
+         * garbage; docqa gives what Pillow gives when the same planes are compressed. */
+        {"rgb16-planar", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 1, COMPRESSION_NONE, 0, 0, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        {"rgbx16", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_UNSPECIFIED, 0, COMPRESSION_NONE, 0, 0,
+         VALS_RGBA16, .rgb = RGB16_HIGH},
+        {"rgba16-unassoc", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_UNASSALPHA, 0, COMPRESSION_NONE, 0,
+         0, VALS_RGBA16, .rgb = RGBA16_STRAIGHT},
+        {"rgba16-no-extrasamples", PHOTOMETRIC_RGB, 4, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
+         VALS_RGBA16, .rgb = RGBA16_STRAIGHT},
+        {"rgba16-unassoc-planar-deflate", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_UNASSALPHA, 1,
+         COMPRESSION_ADOBE_DEFLATE, 0, 0, VALS_RGBA16, .rgb = RGBA16_STRAIGHT},
+        {"rgba16-assoc", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_ASSOCALPHA, 0, COMPRESSION_NONE, 0, 0,
+         VALS_RGBA16, .rgb = RGBA16_PREMULTIPLIED},
+    };
+    run_sample_cases(cases, G_N_ELEMENTS(cases));
+}
+
 static void test_failure_reasons(void) {
     Fixture f;
     fixture_init(&f);
@@ -1747,6 +1944,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/variants", test_tiff_variants);
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
     g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
+    g_test_add_func("/ingest/tiff/16bit", test_tiff_16bit);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
