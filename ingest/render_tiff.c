@@ -251,6 +251,21 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
         else
             img->put.separate = put_separate_over_white;
     }
+    /* One sample a pixel stored planar, uncompressed: Pillow unpacks the plane with the first
+     * letter of its raw mode, "L" of MinIsWhite's "L;I" and "1" of "1;I", so it does not invert
+     * (compressed, through libtiff, it does; 2- and 4-bit it cannot read). libtiff's gray map
+     * inverts exactly (255 - v), so inverting the map back reads the plane as Pillow does. */
+    uint16_t planar = PLANARCONFIG_CONTIG, compression = COMPRESSION_NONE;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar);
+    TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &compression);
+    if (ph == PHOTOMETRIC_MINISWHITE && planar == PLANARCONFIG_SEPARATE &&
+        compression == COMPRESSION_NONE && img->samplesperpixel == 1 &&
+        (img->bitspersample == 1 || img->bitspersample == 8) && img->BWmap != NULL) {
+        int per_byte = 8 / img->bitspersample;
+        for (int i = 0; i < 256; i++)
+            for (int j = 0; j < per_byte; j++)
+                img->BWmap[i][j] ^= 0x00ffffffu;
+    }
     int ok = TIFFRGBAImageGet(img, raster, (uint32_t)w, (uint32_t)h);
     TIFFRGBAImageEnd(img);
     if (!ok)

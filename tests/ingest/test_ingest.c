@@ -1115,6 +1115,35 @@ static void test_tiff_16bit(void) {
     run_sample_cases(cases, G_N_ELEMENTS(cases));
 }
 
+/* One sample a pixel stored PlanarConfiguration 2 (some scanners write it for gray): libtiff
+ * reads it as contiguous, and so does Pillow when it is compressed. Uncompressed, Pillow unpacks
+ * each plane with the first letter of its raw mode, "L" for MinIsWhite's "L;I" and "1" for
+ * "1;I": not inverted. 2- and 4-bit it cannot read at all ("buffer is not large enough"). */
+static const uint8_t P8_INVERTED[SW] = {255, 254, 253, 205, 155, 128, 127, 55,
+                                        2,   1,   0,   238, 221, 187, 119, 15};
+static const uint8_t BITS_WHITE_IS_1[SW] = {0, 0,   0,   255, 255, 255, 0, 0,
+                                            0, 255, 255, 255, 0,   0,   0, 255};
+static const uint8_t BITS_BLACK_IS_1[SW] = {255, 255, 255, 0, 0,   0,   255, 255,
+                                            255, 0,   0,   0, 255, 255, 255, 0};
+
+static void test_tiff_planar_miniswhite(void) {
+    static const SampleCase cases[] = {
+        {"gray8-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0,
+         0, VALS_GRAY8, .gray = P8},
+        {"gray8-miniswhite-planar-packbits", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 1,
+         COMPRESSION_PACKBITS, 0, 0, VALS_GRAY8, .gray = P8_INVERTED},
+        {"gray8-miniswhite", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
+         VALS_GRAY8, .gray = P8_INVERTED},
+        {"gray8-minisblack-planar", PHOTOMETRIC_MINISBLACK, 1, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0,
+         0, VALS_GRAY8, .gray = P8},
+        {"bilevel-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 1, A_NO_TAG, 1, COMPRESSION_NONE,
+         0, 0, VALS_BITS, .gray = BITS_WHITE_IS_1},
+        {"bilevel-miniswhite-planar-packbits", PHOTOMETRIC_MINISWHITE, 1, 1, A_NO_TAG, 1,
+         COMPRESSION_PACKBITS, 0, 0, VALS_BITS, .gray = BITS_BLACK_IS_1},
+    };
+    run_sample_cases(cases, G_N_ELEMENTS(cases));
+}
+
 static void test_failure_reasons(void) {
     Fixture f;
     fixture_init(&f);
@@ -1945,6 +1974,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
     g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
     g_test_add_func("/ingest/tiff/16bit", test_tiff_16bit);
+    g_test_add_func("/ingest/tiff/planar_miniswhite", test_tiff_planar_miniswhite);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
