@@ -56,8 +56,10 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
         return FALSE;
     }
     doc->tiff = tif;
-    /* Count the main chain. TIFFReadDirectory returns 0 both at the normal end and on a broken
-     * link; only the second reports an error. libtiff detects IFD loops itself. */
+    /* Count the main chain. TIFFReadDirectory returns 0 at the normal end, on a broken link
+     * (with an error) and at an IFD that loops back (with only a warning; the directory before
+     * it stays current, and is not the last). A loop costs no page: every IFD it reaches is one
+     * already counted. Pillow counts the same pages (n_frames) and says nothing. */
     int n = 1;
     tiff_errors_reset();
     while (TIFFReadDirectory(tif)) {
@@ -66,6 +68,11 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
     }
     if (tiff_error_count > 0)
         doc->warning = g_strdup_printf("IFD chain broken after page %d: %s", n, tiff_error_or("?"));
+    else if (!TIFFLastDirectory(tif))
+        doc->note = g_strdup_printf("IFD chain loops back after page %d (its next-IFD offset "
+                                    "points at a page already read); the %d page%s before the "
+                                    "loop kept",
+                                    n, n, n == 1 ? "" : "s");
     doc->page_count = n;
     return TRUE;
 }

@@ -1144,6 +1144,68 @@ static void test_tiff_planar_miniswhite(void) {
     run_sample_cases(cases, G_N_ELEMENTS(cases));
 }
 
+/* Points the next-IFD offset of IFD `from` (0-based, main chain of a little-endian classic TIFF)
+ * at IFD `to`: an IFD chain that loops. */
+static void loop_ifd_chain(const char *path, int from, int to) {
+    size_t len = 0;
+    uint8_t *b = (uint8_t *)dq_test_read_file(path, &len);
+    g_assert_true(b[0] == 'I' && b[1] == 'I');
+    uint32_t offsets[16];
+    uint32_t off = b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24;
+    int n = 0;
+    while (off != 0 && n < 16) {
+        offsets[n++] = off;
+        uint32_t next_at = off + 2 + 12 * (b[off] | b[off + 1] << 8);
+        off = b[next_at] | b[next_at + 1] << 8 | b[next_at + 2] << 16 |
+              (uint32_t)b[next_at + 3] << 24;
+    }
+    g_assert_cmpint(from, <, n);
+    g_assert_cmpint(to, <, n);
+    uint32_t next_at = offsets[from] + 2 + 12 * (b[offsets[from]] | b[offsets[from] + 1] << 8);
+    for (int i = 0; i < 4; i++)
+        b[next_at + i] = (uint8_t)(offsets[to] >> (8 * i));
+    g_assert_true(g_file_set_contents(path, (char *)b, (gssize)len, NULL));
+    g_free(b);
+}
+
+/* An IFD chain that loops back (the last IFD's next offset points at an earlier one): every page
+ * it reaches is kept and the document is ok, as Pillow 12.3.0 reads it (n_frames counts the
+ * IFDs before the loop: 3 here, 1 for a loop to itself, checked), but its message says so. */
+static void test_tiff_ifd_loop(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *back = in_dir(&f, "loop-back.tif");
+    char *self = in_dir(&f, "loop-self.tif");
+    write_tiff(back, V_GRAY8, 1, 3);
+    loop_ifd_chain(back, 2, 1);
+    write_tiff(self, V_GRAY8, 1, 1);
+    loop_ifd_chain(self, 0, 0);
+    const char *paths[] = {back, self};
+    const int pages[] = {3, 1};
+    for (int i = 0; i < 2; i++) {
+        run_ingest(&f, paths[i]);
+        assert_doc(&f, paths[i], "ok", NULL);
+        g_assert_cmpint(f.sum.documents_ok, ==, 1);
+        g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", paths[i]),
+                        ==, pages[i]);
+        g_assert_cmpint(query_int(&f,
+                                  "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                                  "p.document_id WHERE d.path = %Q AND p.status = 'ok'",
+                                  paths[i]),
+                        ==, pages[i]);
+        char *msg = doc_field(&f, paths[i], "error_message");
+        if (msg == NULL || strstr(msg, paths[i]) == NULL || strstr(msg, "loops") == NULL)
+            g_error("%s: the message does not say the IFD chain loops: %s", paths[i],
+                    msg ? msg : "(none)");
+        g_free(msg);
+    }
+    g_free(back);
+    g_free(self);
+    fixture_clear(&f);
+}
+
 static void test_failure_reasons(void) {
     Fixture f;
     fixture_init(&f);
@@ -1975,6 +2037,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
     g_test_add_func("/ingest/tiff/16bit", test_tiff_16bit);
     g_test_add_func("/ingest/tiff/planar_miniswhite", test_tiff_planar_miniswhite);
+    g_test_add_func("/ingest/tiff/ifd_loop", test_tiff_ifd_loop);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
