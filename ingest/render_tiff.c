@@ -313,11 +313,22 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
                     compression, c && c->name ? c->name : "unknown");
         return NULL;
     }
-    /* Before allocating anything: a header can claim any size. */
+    /* Before allocating anything: a header can claim any size. The limit bounds every image a
+     * page makes, as for a PDF page (rendered at its output size): the decoded page and, when
+     * it is upscaled, the output. */
+    int tw = 0, th = 0;
+    dq_ingest_target_size(*source_w, *source_h, longest_edge, &tw, &th);
     if ((gint64)w32 * h32 > max_pixels) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
                     "%s: page %d: %ux%u pixels is over the limit of %" G_GINT64_FORMAT, doc->path,
                     page, w32, h32, max_pixels);
+        return NULL;
+    }
+    if ((gint64)tw * th > max_pixels) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
+                    "%s: page %d: resized to %dx%d, %" G_GINT64_FORMAT
+                    " pixels is over the limit of %" G_GINT64_FORMAT,
+                    doc->path, page, tw, th, (gint64)tw * th, max_pixels);
         return NULL;
     }
     char emsg[1024] = "";
@@ -374,8 +385,6 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
                     "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
         return NULL;
     }
-    int tw = 0, th = 0;
-    dq_ingest_target_size(rgb->width, rgb->height, longest_edge, &tw, &th);
     if (tw == rgb->width && th == rgb->height)
         return rgb;
     DqImage *out = dq_image_resize_lanczos(rgb, tw, th);

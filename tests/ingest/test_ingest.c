@@ -1257,6 +1257,26 @@ static void test_failure_reasons(void) {
     f.opt.max_pixels = TW * TH - 1;
     run_ingest(&f, big);
     assert_doc(&f, big, "failed", "too_many_pixels");
+    /* ...and by its output: --max-pixels bounds every image a page makes, so an upscaled page
+     * (64 x 40 decoded, 2560 pixels; 128 x 80 stored, 10240) fails as a PDF page rendered at
+     * that size does (test_failures_per_render_settings). */
+    char *upscaled = in_dir(&f, "upscaled.tif");
+    write_tiff(upscaled, V_GRAY8, 6, 1);
+    f.opt.tile = 128;
+    f.opt.max_pixels = 2 * TW * TH;
+    run_ingest(&f, upscaled);
+    assert_doc(&f, upscaled, "failed", "too_many_pixels");
+    char *why = doc_field(&f, upscaled, "error_message");
+    if (strstr(why, "80x128") == NULL) /* Orientation 6: shown 40 x 64, stored 80 x 128 */
+        g_error("the message does not name the output size: %s", why);
+    g_free(why);
+    f.opt.max_pixels = 128 * 80;
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, upscaled);
+    assert_doc(&f, upscaled, "ok", NULL);
+    f.opt.retry_failed = FALSE;
+    f.opt.tile = 64;
+    g_free(upscaled);
     f.opt.max_pixels = 1000000;
     char *pages = in_dir(&f, "pages.tif");
     write_tiff(pages, V_GRAY8, 1, 3);
