@@ -223,6 +223,44 @@ static void put_separate_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x
     }
 }
 
+/* 8-bit CMYK made RGB as Pillow's convert("RGB") makes it (cmyk2rgb: 255 - k - c * (255 - k) /
+ * 255, rounded), where libtiff truncates (255 - k) * (255 - c) / 255: they differ by one in
+ * half the cases. */
+static uint32_t cmyk_to_rgb(unsigned c, unsigned m, unsigned y, unsigned k) {
+    unsigned nk = 255 - k, out[3], in[3] = {c, m, y};
+    for (int i = 0; i < 3; i++) {
+        unsigned t = in[i] * nk + 128;
+        out[i] = nk - (((t >> 8) + t) >> 8);
+    }
+    return out[0] | out[1] << 8 | out[2] << 16 | 0xffu << 24;
+}
+
+static void put_cmyk_contig(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
+                            uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *pp) {
+    (void)x, (void)y;
+    int spp = img->samplesperpixel; /* extra samples past K ignored, as Pillow's CMYKX */
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++, pp += spp)
+            *cp++ = cmyk_to_rgb(pp[0], pp[1], pp[2], pp[3]);
+        cp += toskew;
+        pp += (ptrdiff_t)fromskew * spp;
+    }
+}
+
+/* libtiff hands the four planes over as r, g, b and a (it marks CMYK as having alpha for it). */
+static void put_cmyk_separate(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
+                              uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *c,
+                              unsigned char *m, unsigned char *ye, unsigned char *k) {
+    (void)img, (void)x, (void)y;
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++)
+            *cp++ = cmyk_to_rgb(c[i], m[i], ye[i], k[i]);
+        size_t step = (size_t)w + (size_t)fromskew;
+        c += step, m += step, ye += step, k += step;
+        cp += toskew;
+    }
+}
+
 /* Decodes the current directory into a white-filled raster with rows top to bottom exactly as
  * stored (orientation is applied afterwards, all eight values, in one place). Returns 0 when
  * decoded, 1 when libtiff refuses the layout (TIFFRGBAImageBegin), 2 when decoding failed; *why
@@ -257,6 +295,13 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
             img->put.contig = put_contig_over_white;
         else
             img->put.separate = put_separate_over_white;
+    }
+    /* The layouts libtiff has 8-bit CMYK routines for (InkSet CMYK, at least 4 samples). */
+    if (ph == PHOTOMETRIC_SEPARATED && img->bitspersample == 8 && img->samplesperpixel >= 4) {
+        if (img->isContig && img->put.contig != NULL)
+            img->put.contig = put_cmyk_contig;
+        else if (!img->isContig && img->put.separate != NULL)
+            img->put.separate = put_cmyk_separate;
     }
     /* One sample a pixel stored planar, uncompressed: Pillow unpacks the plane with the first
      * letter of its raw mode, "L" of MinIsWhite's "L;I" and "1" of "1;I", so it does not invert

@@ -924,7 +924,15 @@ static void test_tiff_alpha(void) {
 
 enum { SW = 16 };
 
-typedef enum { VALS_GRAY16, VALS_SIGNED16, VALS_RGB16, VALS_RGBA16, VALS_GRAY8, VALS_BITS } Vals;
+typedef enum {
+    VALS_GRAY16,
+    VALS_SIGNED16,
+    VALS_RGB16,
+    VALS_RGBA16,
+    VALS_GRAY8,
+    VALS_BITS,
+    VALS_CMYK8
+} Vals;
 
 /* 16-bit values whose high byte and rounded 8-bit value differ, and values around 255. */
 static const uint16_t V16[SW] = {0x0000, 0x0001, 0x0080, 0x00FE, 0x00FF, 0x0100, 0x012C, 0x12FF,
@@ -948,6 +956,8 @@ static uint16_t sample_value(Vals v, int x, int k) {
         return k == 3 ? A16[x] : V16[(x + 5 * k) % SW];
     case VALS_GRAY8:
         return P8[x];
+    case VALS_CMYK8: /* C, M, Y, K */
+        return P8[(x + 5 * k) % SW];
     default:
         return (uint16_t)((x * 7 / 3) % 2); /* 0 1 0 1 1 0 0 1 ... */
     }
@@ -989,8 +999,8 @@ static void write_sample_tiff(const char *path, const SampleCase *c) {
     int planes = c->separate ? c->spp : 1, per_plane = c->separate ? 1 : c->spp;
     for (int plane = 0; plane < planes; plane++)
         for (int y = 0; y < 2; y++) {
-            uint16_t row16[SW * 4];
-            uint8_t row8[SW * 4] = {0};
+            uint16_t row16[SW * 5];
+            uint8_t row8[SW * 5] = {0};
             for (int x = 0; x < SW; x++)
                 for (int j = 0; j < per_plane; j++) {
                     uint16_t v = sample_value(c->vals, x, c->separate ? plane : j);
@@ -1140,6 +1150,27 @@ static void test_tiff_planar_miniswhite(void) {
          0, 0, VALS_BITS, .gray = BITS_WHITE_IS_1},
         {"bilevel-miniswhite-planar-packbits", PHOTOMETRIC_MINISWHITE, 1, 1, A_NO_TAG, 1,
          COMPRESSION_PACKBITS, 0, 0, VALS_BITS, .gray = BITS_BLACK_IS_1},
+    };
+    run_sample_cases(cases, G_N_ELEMENTS(cases));
+}
+
+/* CMYK: Pillow's convert("RGB") (cmyk2rgb) computes 255 - k - c * (255 - k) / 255 rounded,
+ * libtiff truncates (255 - k) * (255 - c) / 255: they differ by one in half the cases. */
+static const uint8_t CMYK_RGB[SW][3] = {
+    {15, 8, 0},      {254, 127, 238}, {252, 55, 220}, {203, 2, 186}, {125, 1, 96}, {78, 0, 9},
+    {64, 119, 128},  {27, 110, 127},  {0, 40, 55},    {0, 1, 2},     {0, 0, 1},    {0, 0, 0},
+    {206, 237, 119}, {162, 219, 48},  {87, 150, 1},   {7, 72, 0}};
+
+static void test_tiff_cmyk(void) {
+    static const SampleCase cases[] = {
+        {"cmyk", PHOTOMETRIC_SEPARATED, 4, 8, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_CMYK8,
+         .rgb = CMYK_RGB},
+        {"cmyk-planar", PHOTOMETRIC_SEPARATED, 4, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0, 0,
+         VALS_CMYK8, .rgb = CMYK_RGB},
+        {"cmyk-lzw", PHOTOMETRIC_SEPARATED, 4, 8, A_NO_TAG, 0, COMPRESSION_LZW, 0, 0, VALS_CMYK8,
+         .rgb = CMYK_RGB},
+        {"cmykx", PHOTOMETRIC_SEPARATED, 5, 8, EXTRASAMPLE_UNSPECIFIED, 0, COMPRESSION_NONE, 0, 0,
+         VALS_CMYK8, .rgb = CMYK_RGB},
     };
     run_sample_cases(cases, G_N_ELEMENTS(cases));
 }
@@ -2058,6 +2089,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/16bit", test_tiff_16bit);
     g_test_add_func("/ingest/tiff/planar_miniswhite", test_tiff_planar_miniswhite);
     g_test_add_func("/ingest/tiff/ifd_loop", test_tiff_ifd_loop);
+    g_test_add_func("/ingest/tiff/cmyk", test_tiff_cmyk);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
