@@ -137,17 +137,18 @@ static unsigned over_white(unsigned c, unsigned a, AlphaKind kind) {
     return ((t >> 8) + t) >> 8 >> 7;
 }
 
-/* A 16-bit sample made 8 bits as Pillow makes it. Colour and alpha samples: its unpackers
+/* A 16-bit sample made 8 bits. Colour and alpha samples as Pillow makes them: its unpackers
  * (RGB;16L, RGBA;16L, RGBa;16L, RGBX;16L and their ;16B, ;16N forms) keep the high byte, where
- * libtiff rounds (v / 257). Gray: Pillow opens 16-bit gray as mode I;16 (I;16B, or I for signed
- * samples) whatever the Photometric, MinIsWhite included, and convert("RGB") clips those values
- * to 0..255, so a 16-bit gray page is mostly white to transformers, and to the model here. */
+ * libtiff rounds (v / 257). Gray departs from Pillow on purpose: Pillow opens 16-bit gray as mode
+ * I;16 whatever the Photometric and convert("RGB") clips the values to 0..255, which leaves a
+ * scan white where its ink is lighter than 256/65536 of black; docqa reads the page as the TIFF
+ * describes it, the high byte (of the value moved to unsigned for signed samples), MinIsWhite
+ * inverted. */
 static unsigned narrow16(const RgbaDecoder *d, unsigned v, gboolean gray) {
     if (!gray)
         return v >> 8;
-    if (d->signed_samples)
-        return (unsigned)CLAMP((int)(int16_t)v, 0, 255);
-    return MIN(v, 255u);
+    unsigned hi = (d->signed_samples ? v ^ 0x8000u : v) >> 8;
+    return d->img.photometric == PHOTOMETRIC_MINISWHITE ? 255 - hi : hi;
 }
 
 /* A pixel's colour samples (1 or 3) and its alpha, 8 bits each, packed opaque: 8-bit samples
@@ -302,21 +303,6 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
             img->put.contig = put_cmyk_contig;
         else if (!img->isContig && img->put.separate != NULL)
             img->put.separate = put_cmyk_separate;
-    }
-    /* One sample a pixel stored planar, uncompressed: Pillow unpacks the plane with the first
-     * letter of its raw mode, "L" of MinIsWhite's "L;I" and "1" of "1;I", so it does not invert
-     * (compressed, through libtiff, it does; 2- and 4-bit it cannot read). libtiff's gray map
-     * inverts exactly (255 - v), so inverting the map back reads the plane as Pillow does. */
-    uint16_t planar = PLANARCONFIG_CONTIG, compression = COMPRESSION_NONE;
-    TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar);
-    TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &compression);
-    if (ph == PHOTOMETRIC_MINISWHITE && planar == PLANARCONFIG_SEPARATE &&
-        compression == COMPRESSION_NONE && img->samplesperpixel == 1 &&
-        (img->bitspersample == 1 || img->bitspersample == 8) && img->BWmap != NULL) {
-        int per_byte = 8 / img->bitspersample;
-        for (int i = 0; i < 256; i++)
-            for (int j = 0; j < per_byte; j++)
-                img->BWmap[i][j] ^= 0x00ffffffu;
     }
     int ok = TIFFRGBAImageGet(img, raster, (uint32_t)w, (uint32_t)h);
     TIFFRGBAImageEnd(img);

@@ -1059,13 +1059,15 @@ static void run_sample_cases(const SampleCase *cases, size_t n) {
     fixture_clear(&f);
 }
 
-/* Pillow reads 16-bit gray as mode I;16 (I;16B big-endian, I for signed samples), ignoring
- * MinIsWhite, and convert("RGB") clips each value to 0..255: min(v, 255), not v / 257. A 16-bit
- * gray scan is mostly white to transformers, and so to docqa. */
-static const uint8_t G16_CLIPPED[SW] = {0,   1,   128, 254, 255, 255, 255, 255,
-                                        255, 255, 255, 255, 255, 255, 255, 255};
-static const uint8_t S16_CLIPPED[SW] = {0,   0,   0, 1,   100, 254, 255, 255,
-                                        255, 255, 0, 128, 255, 0,   77,  200};
+/* 16-bit gray, on purpose not as Pillow reads it: Pillow opens it as mode I;16 (ignoring
+ * MinIsWhite) and convert("RGB") clips each value to 0..255, so a scan is mostly white to
+ * transformers (checked with Pillow 12.3.0: V16 gives 0 1 128 254 255 255 ...). docqa takes the
+ * high byte, MinIsWhite inverted, signed samples moved to unsigned first. */
+static const uint8_t G16_HIGH[SW] = {0, 0, 0, 0, 0, 1, 1, 18, 18, 127, 128, 160, 255, 255, 255, 77};
+static const uint8_t G16_HIGH_INVERTED[SW] = {255, 255, 255, 255, 255, 254, 254, 237,
+                                              237, 128, 127, 95,  0,   0,   0,   178};
+static const uint8_t S16_HIGH[SW] = {0,   127, 128, 128, 128, 128, 128, 129,
+                                     131, 255, 127, 128, 146, 109, 128, 128};
 /* 16-bit colour and alpha samples: Pillow's unpackers (RGB;16L, RGBA;16L, RGBa;16L, RGBX;16L, and
  * their ;16B and ;16N forms) keep the high byte; alpha is then composited as for 8 bits. */
 static const uint8_t RGB16_HIGH[SW][3] = {{0, 1, 128},   {0, 1, 160},   {0, 18, 255}, {0, 18, 255},
@@ -1086,21 +1088,21 @@ static const uint8_t RGBA16_PREMULTIPLIED[SW][3] = {
 static void test_tiff_16bit(void) {
     static const SampleCase cases[] = {
         {"gray16", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_GRAY16,
-         .gray = G16_CLIPPED},
+         .gray = G16_HIGH},
         {"gray16-miniswhite", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
-         VALS_GRAY16, .gray = G16_CLIPPED},
+         VALS_GRAY16, .gray = G16_HIGH_INVERTED},
         {"gray16-be", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1,
-         VALS_GRAY16, .gray = G16_CLIPPED},
+         VALS_GRAY16, .gray = G16_HIGH},
         {"gray16-deflate", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_ADOBE_DEFLATE, 0,
-         0, VALS_GRAY16, .gray = G16_CLIPPED},
+         0, VALS_GRAY16, .gray = G16_HIGH},
         {"gray16-signed", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE,
-         SAMPLEFORMAT_INT, 0, VALS_SIGNED16, .gray = S16_CLIPPED},
+         SAMPLEFORMAT_INT, 0, VALS_SIGNED16, .gray = S16_HIGH},
         /* Pillow cannot open big-endian MinIsWhite (no OPEN_INFO row) nor uncompressed planar
-         * 16-bit gray ("unknown raw mode"): docqa reads them like their openable twins. */
+         * 16-bit gray ("unknown raw mode"). */
         {"gray16-miniswhite-be", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1,
-         VALS_GRAY16, .gray = G16_CLIPPED},
+         VALS_GRAY16, .gray = G16_HIGH_INVERTED},
         {"gray16-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 1, COMPRESSION_NONE,
-         0, 0, VALS_GRAY16, .gray = G16_CLIPPED},
+         0, 0, VALS_GRAY16, .gray = G16_HIGH_INVERTED},
         {"rgb16", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_RGB16,
          .rgb = RGB16_HIGH},
         {"rgb16-be", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1, VALS_RGB16,
@@ -1126,20 +1128,19 @@ static void test_tiff_16bit(void) {
 }
 
 /* One sample a pixel stored PlanarConfiguration 2 (some scanners write it for gray): libtiff
- * reads it as contiguous, and so does Pillow when it is compressed. Uncompressed, Pillow unpacks
- * each plane with the first letter of its raw mode, "L" for MinIsWhite's "L;I" and "1" for
- * "1;I": not inverted. 2- and 4-bit it cannot read at all ("buffer is not large enough"). */
+ * reads it as contiguous, MinIsWhite inverted, and so does Pillow when it is compressed.
+ * Uncompressed, Pillow unpacks each plane with the first letter of its raw mode, "L" for
+ * MinIsWhite's "L;I" and "1" for "1;I", and gives the negative (checked with Pillow 12.3.0);
+ * docqa reads the page as the TIFF describes it, on purpose, whatever the compression. */
 static const uint8_t P8_INVERTED[SW] = {255, 254, 253, 205, 155, 128, 127, 55,
                                         2,   1,   0,   238, 221, 187, 119, 15};
-static const uint8_t BITS_WHITE_IS_1[SW] = {0, 0,   0,   255, 255, 255, 0, 0,
-                                            0, 255, 255, 255, 0,   0,   0, 255};
 static const uint8_t BITS_BLACK_IS_1[SW] = {255, 255, 255, 0, 0,   0,   255, 255,
                                             255, 0,   0,   0, 255, 255, 255, 0};
 
 static void test_tiff_planar_miniswhite(void) {
     static const SampleCase cases[] = {
         {"gray8-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0,
-         0, VALS_GRAY8, .gray = P8},
+         0, VALS_GRAY8, .gray = P8_INVERTED},
         {"gray8-miniswhite-planar-packbits", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 1,
          COMPRESSION_PACKBITS, 0, 0, VALS_GRAY8, .gray = P8_INVERTED},
         {"gray8-miniswhite", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
@@ -1147,7 +1148,7 @@ static void test_tiff_planar_miniswhite(void) {
         {"gray8-minisblack-planar", PHOTOMETRIC_MINISBLACK, 1, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0,
          0, VALS_GRAY8, .gray = P8},
         {"bilevel-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 1, A_NO_TAG, 1, COMPRESSION_NONE,
-         0, 0, VALS_BITS, .gray = BITS_WHITE_IS_1},
+         0, 0, VALS_BITS, .gray = BITS_BLACK_IS_1},
         {"bilevel-miniswhite-planar-packbits", PHOTOMETRIC_MINISWHITE, 1, 1, A_NO_TAG, 1,
          COMPRESSION_PACKBITS, 0, 0, VALS_BITS, .gray = BITS_BLACK_IS_1},
     };
