@@ -157,7 +157,7 @@ int cmd_ingest(int argc, char **argv) {
         {"jobs", 'j', 0, G_OPTION_ARG_INT, &opt.jobs, "worker processes (default: all cores)", "N"},
         {"hidden", 0, 0, G_OPTION_ARG_NONE, &hidden, "also ingest hidden files and folders", NULL},
         {"max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt.max_pixels,
-         "fail pages with more pixels (default 178956970)", "N"},
+         "fail pages that decode, render or resize to more pixels (default 178956970)", "N"},
         {"max-pages", 0, 0, G_OPTION_ARG_INT, &opt.max_pages,
          "fail documents with more pages (default 10000)", "N"},
         {"timeout", 0, 0, G_OPTION_ARG_INT, &opt.page_timeout_s,

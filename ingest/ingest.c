@@ -163,6 +163,7 @@ typedef struct {
     WorkerShared *shared; /* MAP_SHARED, one page */
     int page_count;       /* -1 until a worker opened it */
     char *warning;
+    char *note;        /* render_doc_note: the message of a document that is ok */
     PageResult *pages; /* [page_count] */
     int resolved;
     int fail_reason; /* document-level, 0 when none */
@@ -222,6 +223,7 @@ static void doc_free(Doc *d) {
         munmap(d->shared, sizeof *d->shared);
     g_free(d->sha256);
     g_free(d->warning);
+    g_free(d->note);
     g_free(d->fail_message);
     g_free(d);
 }
@@ -333,6 +335,12 @@ static void record_doc(Run *r, Doc *d) {
             code = dq_ingest_reason_name(DQ_INGEST_DAMAGED);
             message = g_strdup_printf("%s: %s", e->path, d->warning);
         }
+    }
+    if (d->note != NULL && strcmp(status, "failed") != 0) {
+        char *m = message != NULL ? g_strdup_printf("%s; %s", message, d->note)
+                                  : g_strdup_printf("%s: %s", e->path, d->note);
+        g_free(message);
+        message = m;
     }
     DqDocumentRow doc = {
         .path = e->path,
@@ -658,6 +666,8 @@ static void handle_line(Run *r, Child *c, char *line) {
             d->pages = g_new0(PageResult, count > 0 ? count : 1);
             if (n >= 3 && f[2][0] != '\0')
                 d->warning = g_strdup(f[2]);
+            if (n >= 4 && f[3][0] != '\0')
+                d->note = g_strdup(f[3]);
         }
     } else if (n >= 3 && strcmp(f[0], "fail") == 0) {
         int reason = DQ_INGEST_DAMAGED;

@@ -78,7 +78,8 @@ typedef struct {
     int tile;              /* model tile size, max_image_size.longest_edge (default 512) */
     int jobs;              /* worker processes (default: online CPUs) */
     gboolean hidden;       /* walk into hidden files and folders */
-    gint64 max_pixels;     /* per page, source raster and output (default 178956970, Pillow's) */
+    gint64 max_pixels;     /* per page: the decoded TIFF, the rendered PDF and the output image
+                              each at most (default 178956970, Pillow's) */
     int max_pages;         /* per document (default 10000) */
     int page_timeout_s;    /* per page and per document open (default 120) */
     gint64 mem_limit_mb;   /* what a worker may map beyond its size when it starts: its RLIMIT_AS

@@ -57,6 +57,7 @@ typedef struct RenderDoc {
     char *path;
     int page_count;
     char *warning; /* see render_doc_warning */
+    char *note;    /* see render_doc_note */
     void *pdf;     /* PopplerDocument* */
     void *tiff;    /* TIFF* */
 } RenderDoc;
@@ -67,6 +68,9 @@ int render_doc_page_count(RenderDoc *doc);
 /* A document-level problem that still leaves pages usable (a broken TIFF IFD chain after valid
  * pages), or NULL. */
 const char *render_doc_warning(RenderDoc *doc);
+/* Something odd about the document that costs no page (a TIFF IFD chain that loops back after
+ * its last page), or NULL: the document stays ok, with this as its message. */
+const char *render_doc_note(RenderDoc *doc);
 /* Renders page `page` (1-based) at the target size for `longest_edge`. *source_w/h: PDF page
  * size in points after /Rotate, TIFF pixels after Orientation. *incomplete is set (with
  * *incomplete_msg) when an image was produced but the decoder reported an error. */

@@ -94,6 +94,10 @@ const char *render_doc_warning(RenderDoc *doc) {
     return doc->warning;
 }
 
+const char *render_doc_note(RenderDoc *doc) {
+    return doc->note;
+}
+
 DqImage *render_doc_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
                          double *source_w, double *source_h, gboolean *incomplete,
                          char **incomplete_msg, GError **err) {
@@ -114,6 +118,7 @@ void render_doc_close(RenderDoc *doc) {
     else if (doc->kind == DOC_KIND_TIFF)
         tiff_doc_close(doc);
     g_free(doc->warning);
+    g_free(doc->note);
     g_free(doc->path);
     g_free(doc);
 }

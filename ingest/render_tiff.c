@@ -56,8 +56,10 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
         return FALSE;
     }
     doc->tiff = tif;
-    /* Count the main chain. TIFFReadDirectory returns 0 both at the normal end and on a broken
-     * link; only the second reports an error. libtiff detects IFD loops itself. */
+    /* Count the main chain. TIFFReadDirectory returns 0 at the normal end, on a broken link
+     * (with an error) and at an IFD that loops back (with only a warning; the directory before
+     * it stays current, and is not the last). A loop costs no page: every IFD it reaches is one
+     * already counted. Pillow counts the same pages (n_frames) and says nothing. */
     int n = 1;
     tiff_errors_reset();
     while (TIFFReadDirectory(tif)) {
@@ -66,6 +68,11 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
     }
     if (tiff_error_count > 0)
         doc->warning = g_strdup_printf("IFD chain broken after page %d: %s", n, tiff_error_or("?"));
+    else if (!TIFFLastDirectory(tif))
+        doc->note = g_strdup_printf("IFD chain loops back after page %d (its next-IFD offset "
+                                    "points at a page already read); the %d page%s before the "
+                                    "loop kept",
+                                    n, n, n == 1 ? "" : "s");
     doc->page_count = n;
     return TRUE;
 }
@@ -111,6 +118,7 @@ static AlphaKind tiff_alpha_kind(TIFF *tif, uint16_t photometric) {
 typedef struct {
     TIFFRGBAImage img; /* first: the put routines get a pointer to it */
     AlphaKind alpha;
+    gboolean signed_samples; /* SampleFormat 2 */
 } RgbaDecoder;
 
 /* One channel of a pixel over opaque white, bit for bit as transformers' convert_to_rgb does it
@@ -129,25 +137,34 @@ static unsigned over_white(unsigned c, unsigned a, AlphaKind kind) {
     return ((t >> 8) + t) >> 8 >> 7;
 }
 
-/* A pixel's colour samples (1 or 3) and its alpha, 8 bits each, libtiff's way for the layout
- * (the gray map handles MinIsWhite, 16-bit samples scaled as libtiff scales them), packed
- * opaque. */
+/* A 16-bit sample made 8 bits. Colour and alpha samples as Pillow makes them: its unpackers
+ * (RGB;16L, RGBA;16L, RGBa;16L, RGBX;16L and their ;16B, ;16N forms) keep the high byte, where
+ * libtiff rounds (v / 257). Gray departs from Pillow on purpose: Pillow opens 16-bit gray as mode
+ * I;16 whatever the Photometric and convert("RGB") clips the values to 0..255, which leaves a
+ * scan white where its ink is lighter than 256/65536 of black; docqa reads the page as the TIFF
+ * describes it, the high byte (of the value moved to unsigned for signed samples), MinIsWhite
+ * inverted. */
+static unsigned narrow16(const RgbaDecoder *d, unsigned v, gboolean gray) {
+    if (!gray)
+        return v >> 8;
+    unsigned hi = (d->signed_samples ? v ^ 0x8000u : v) >> 8;
+    return d->img.photometric == PHOTOMETRIC_MINISWHITE ? 255 - hi : hi;
+}
+
+/* A pixel's colour samples (1 or 3) and its alpha, 8 bits each, packed opaque: 8-bit samples
+ * libtiff's way for the layout (the gray map handles MinIsWhite), 16-bit ones Pillow's. */
 static uint32_t pack_over_white(const RgbaDecoder *d, const unsigned *s, int colors) {
     const TIFFRGBAImage *img = &d->img;
     gboolean wide = img->bitspersample == 16;
-    unsigned c[3], a = s[colors];
-    if (wide)
-        a = img->Bitdepth16To8 ? img->Bitdepth16To8[a] : a >> 8;
-    for (int k = 0; k < colors; k++) {
-        unsigned v = s[k];
-        if (wide)
-            v = img->Bitdepth16To8 ? img->Bitdepth16To8[v] : v >> 8;
-        c[k] = v;
-    }
+    gboolean gray =
+        img->photometric == PHOTOMETRIC_MINISBLACK || img->photometric == PHOTOMETRIC_MINISWHITE;
+    unsigned c[3], a = wide ? narrow16(d, s[colors], FALSE) : s[colors];
+    for (int k = 0; k < colors; k++)
+        c[k] = wide ? narrow16(d, s[k], gray) : s[k];
     if (colors == 1 && img->photometric == PHOTOMETRIC_PALETTE) {
         uint32_t px = img->PALmap[c[0]][0];
         c[0] = TIFFGetR(px), c[1] = TIFFGetG(px), c[2] = TIFFGetB(px);
-    } else if (colors == 1 && img->BWmap != NULL) {
+    } else if (colors == 1 && !wide && img->BWmap != NULL) {
         c[0] = c[1] = c[2] = TIFFGetR(img->BWmap[c[0]][0]);
     } else if (colors == 1) {
         c[1] = c[2] = c[0];
@@ -207,6 +224,44 @@ static void put_separate_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x
     }
 }
 
+/* 8-bit CMYK made RGB as Pillow's convert("RGB") makes it (cmyk2rgb: 255 - k - c * (255 - k) /
+ * 255, rounded), where libtiff truncates (255 - k) * (255 - c) / 255: they differ by one in
+ * half the cases. */
+static uint32_t cmyk_to_rgb(unsigned c, unsigned m, unsigned y, unsigned k) {
+    unsigned nk = 255 - k, out[3], in[3] = {c, m, y};
+    for (int i = 0; i < 3; i++) {
+        unsigned t = in[i] * nk + 128;
+        out[i] = nk - (((t >> 8) + t) >> 8);
+    }
+    return out[0] | out[1] << 8 | out[2] << 16 | 0xffu << 24;
+}
+
+static void put_cmyk_contig(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
+                            uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *pp) {
+    (void)x, (void)y;
+    int spp = img->samplesperpixel; /* extra samples past K ignored, as Pillow's CMYKX */
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++, pp += spp)
+            *cp++ = cmyk_to_rgb(pp[0], pp[1], pp[2], pp[3]);
+        cp += toskew;
+        pp += (ptrdiff_t)fromskew * spp;
+    }
+}
+
+/* libtiff hands the four planes over as r, g, b and a (it marks CMYK as having alpha for it). */
+static void put_cmyk_separate(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
+                              uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *c,
+                              unsigned char *m, unsigned char *ye, unsigned char *k) {
+    (void)img, (void)x, (void)y;
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++)
+            *cp++ = cmyk_to_rgb(c[i], m[i], ye[i], k[i]);
+        size_t step = (size_t)w + (size_t)fromskew;
+        c += step, m += step, ye += step, k += step;
+        cp += toskew;
+    }
+}
+
 /* Decodes the current directory into a white-filled raster with rows top to bottom exactly as
  * stored (orientation is applied afterwards, all eight values, in one place). Returns 0 when
  * decoded, 1 when libtiff refuses the layout (TIFFRGBAImageBegin), 2 when decoding failed; *why
@@ -224,19 +279,30 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
      * layout and do all eight in image_apply_orientation. */
     img->req_orientation = ORIENTATION_TOPLEFT;
     img->orientation = ORIENTATION_TOPLEFT;
-    /* Wherever libtiff or Pillow sees alpha, our put routine decides what it means (see
-     * tiff_alpha_kind); the layouts are those libtiff has alpha-aware routines for, plus an 8-bit
-     * palette (whose routine libtiff picked already, so its colour map is built). */
+    /* Wherever libtiff or Pillow sees alpha, and for every 16-bit sample, our put routine
+     * decides what the samples mean (see tiff_alpha_kind, narrow16); the layouts are those
+     * libtiff has alpha-aware routines for, plus an 8-bit palette (whose routine libtiff picked
+     * already, so its colour map is built). */
     dec.alpha = tiff_alpha_kind(tif, img->photometric);
-    uint16_t ph = img->photometric;
+    uint16_t ph = img->photometric, format = SAMPLEFORMAT_UINT;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLEFORMAT, &format);
+    dec.signed_samples = format == SAMPLEFORMAT_INT;
+    gboolean wide = img->bitspersample == 16;
     gboolean layout = (ph == PHOTOMETRIC_MINISBLACK || ph == PHOTOMETRIC_MINISWHITE ||
                        ph == PHOTOMETRIC_RGB || (ph == PHOTOMETRIC_PALETTE && img->isContig)) &&
-                      (img->bitspersample == 8 || img->bitspersample == 16);
-    if (layout && (dec.alpha != ALPHA_NONE || img->alpha != 0)) {
+                      (img->bitspersample == 8 || wide);
+    if (layout && (dec.alpha != ALPHA_NONE || img->alpha != 0 || wide)) {
         if (img->isContig)
             img->put.contig = put_contig_over_white;
         else
             img->put.separate = put_separate_over_white;
+    }
+    /* The layouts libtiff has 8-bit CMYK routines for (InkSet CMYK, at least 4 samples). */
+    if (ph == PHOTOMETRIC_SEPARATED && img->bitspersample == 8 && img->samplesperpixel >= 4) {
+        if (img->isContig && img->put.contig != NULL)
+            img->put.contig = put_cmyk_contig;
+        else if (!img->isContig && img->put.separate != NULL)
+            img->put.separate = put_cmyk_separate;
     }
     int ok = TIFFRGBAImageGet(img, raster, (uint32_t)w, (uint32_t)h);
     TIFFRGBAImageEnd(img);
@@ -278,11 +344,22 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
                     compression, c && c->name ? c->name : "unknown");
         return NULL;
     }
-    /* Before allocating anything: a header can claim any size. */
+    /* Before allocating anything: a header can claim any size. The limit bounds every image a
+     * page makes, as for a PDF page (rendered at its output size): the decoded page and, when
+     * it is upscaled, the output. */
+    int tw = 0, th = 0;
+    dq_ingest_target_size(*source_w, *source_h, longest_edge, &tw, &th);
     if ((gint64)w32 * h32 > max_pixels) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
                     "%s: page %d: %ux%u pixels is over the limit of %" G_GINT64_FORMAT, doc->path,
                     page, w32, h32, max_pixels);
+        return NULL;
+    }
+    if ((gint64)tw * th > max_pixels) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
+                    "%s: page %d: resized to %dx%d, %" G_GINT64_FORMAT
+                    " pixels is over the limit of %" G_GINT64_FORMAT,
+                    doc->path, page, tw, th, (gint64)tw * th, max_pixels);
         return NULL;
     }
     char emsg[1024] = "";
@@ -339,8 +416,6 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
                     "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
         return NULL;
     }
-    int tw = 0, th = 0;
-    dq_ingest_target_size(rgb->width, rgb->height, longest_edge, &tw, &th);
     if (tw == rgb->width && th == rgb->height)
         return rgb;
     DqImage *out = dq_image_resize_lanczos(rgb, tw, th);

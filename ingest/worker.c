@@ -141,8 +141,10 @@ void worker_main(const WorkerTask *task, int fd) {
     }
     int n = render_doc_page_count(doc);
     char *warn = clean(render_doc_warning(doc));
-    send_line(fd, "count\t%d\t%s\n", n, warn);
+    char *note = clean(render_doc_note(doc));
+    send_line(fd, "count\t%d\t%s\t%s\n", n, warn, note);
     g_free(warn);
+    g_free(note);
     if (n > task->max_pages) {
         send_line(fd, "fail\t%s\t%s: %d pages is over the limit of %d\n",
                   dq_ingest_reason_name(DQ_INGEST_TOO_MANY_PAGES), task->path, n, task->max_pages);

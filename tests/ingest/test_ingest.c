@@ -698,6 +698,32 @@ static void test_tiff_orientations_and_pages(void) {
     fixture_clear(&f);
 }
 
+/* Rewrites a SHORT tag of a little-endian classic TIFF's first IFD in place: for values libtiff
+ * would not write (it maps ExtraSamples 999 to 2 and refuses 3). */
+static void patch_tag(const char *path, uint16_t tag, uint16_t value) {
+    size_t len = 0;
+    uint8_t *b = (uint8_t *)dq_test_read_file(path, &len);
+    g_assert_true(b[0] == 'I' && b[1] == 'I');
+    uint32_t ifd = b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24;
+    int n = b[ifd] | b[ifd + 1] << 8;
+    gboolean done = FALSE;
+    for (int i = 0; i < n; i++) {
+        uint8_t *e = b + ifd + 2 + 12 * i;
+        if ((e[0] | e[1] << 8) == tag) {
+            e[8] = value & 0xff;
+            e[9] = value >> 8;
+            done = TRUE;
+        }
+    }
+    g_assert_true(done);
+    g_assert_true(g_file_set_contents(path, (char *)b, (gssize)len, NULL));
+    g_free(b);
+}
+
+static void patch_compression(const char *path, uint16_t value) {
+    patch_tag(path, TIFFTAG_COMPRESSION, value);
+}
+
 /* ---- TIFF alpha: what transformers' convert_to_rgb makes of it (Pillow's alpha_composite onto
  * white), with Pillow reading ExtraSamples as its TiffImagePlugin does. */
 
@@ -742,6 +768,7 @@ typedef struct {
     /* expected: one of these, or neither for the colour samples as they are (alpha ignored) */
     const uint8_t *gray;
     const uint8_t (*rgb)[3];
+    gboolean refused; /* expected: failed, damaged, the message naming ExtraSamples */
 } AlphaCase;
 
 static void alpha_rgb(int x, uint8_t out[3]) {
@@ -762,7 +789,8 @@ static void write_alpha_tiff(const char *path, const AlphaCase *c) {
     TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
     TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, AW);
     if (c->extra != A_NO_TAG) {
-        uint16_t extra = (uint16_t)c->extra;
+        /* Values over 2 are patched in afterwards: libtiff writes none of them. */
+        uint16_t extra = c->extra > EXTRASAMPLE_UNASSALPHA ? 0 : (uint16_t)c->extra;
         TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
     }
     if (c->photometric == PHOTOMETRIC_PALETTE) { /* index x is the colour of column x */
@@ -801,6 +829,8 @@ static void write_alpha_tiff(const char *path, const AlphaCase *c) {
                             ==, 1);
         }
     TIFFClose(t);
+    if (c->extra > EXTRASAMPLE_UNASSALPHA)
+        patch_tag(path, TIFFTAG_EXTRASAMPLES, (uint16_t)c->extra);
 }
 
 static void test_tiff_alpha(void) {
@@ -827,6 +857,15 @@ static void test_tiff_alpha(void) {
         /* Pillow: PA (libtiff would ignore the alpha) */
         {"palette-unassoc", PHOTOMETRIC_PALETTE, 1, EXTRASAMPLE_UNASSALPHA, 8, 0,
          .rgb = RGB_STRAIGHT},
+        /* ExtraSamples 999, Corel Draw 10's unassociated alpha: Pillow reads 8-bit RGB so
+         * (OPEN_INFO's "Corel Draw 10" rows, RGBA) and libtiff every layout (it reads 999 as 2).
+         * Gray with 999 Pillow cannot open (no OPEN_INFO row): docqa reads it as libtiff does. */
+        {"rgb-corel-999", PHOTOMETRIC_RGB, 3, 999, 8, 0, .rgb = RGB_STRAIGHT},
+        {"gray-corel-999", PHOTOMETRIC_MINISBLACK, 1, 999, 8, 0, .gray = GRAY_STRAIGHT},
+        /* Any other value over 2 neither opens: Pillow "cannot identify image file", libtiff
+         * refuses the directory ("Bad value ... for ExtraSamples"). Checked with Pillow 12.3.0. */
+        {"rgb-extra-3", PHOTOMETRIC_RGB, 3, 3, 8, 0, .refused = TRUE},
+        {"gray-extra-1000", PHOTOMETRIC_MINISBLACK, 1, 1000, 8, 0, .refused = TRUE},
     };
     Fixture f;
     fixture_init(&f);
@@ -843,6 +882,15 @@ static void test_tiff_alpha(void) {
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         const AlphaCase *c = &cases[i];
         char *name = g_strdup_printf("%s/%s.tif", dir, c->name);
+        if (c->refused) {
+            assert_doc(&f, name, "failed", "damaged");
+            char *msg = doc_field(&f, name, "error_message");
+            if (strstr(msg, "ExtraSamples") == NULL)
+                g_error("%s: the message does not name ExtraSamples: %s", c->name, msg);
+            g_free(msg);
+            g_free(name);
+            continue;
+        }
         assert_doc(&f, name, "ok", NULL);
         DqImage *img = load_page(&f, name, 1);
         g_assert_cmpint(img->width, ==, AW);
@@ -871,25 +919,324 @@ static void test_tiff_alpha(void) {
     fixture_clear(&f);
 }
 
-/* Rewrites the Compression tag of a little-endian classic TIFF's first IFD. */
-static void patch_compression(const char *path, uint16_t value) {
+/* ---- TIFF sample depths and planar layouts, read as Pillow reads them. Each file is SW x 2
+ * pixels, column x the same in both rows; the goldens are Pillow 12.3.0's Image.open(path),
+ * alpha composited onto white as above, .convert("RGB") of the files this test writes. */
+
+enum { SW = 16 };
+
+typedef enum {
+    VALS_GRAY16,
+    VALS_SIGNED16,
+    VALS_RGB16,
+    VALS_RGBA16,
+    VALS_GRAY8,
+    VALS_BITS,
+    VALS_CMYK8
+} Vals;
+
+/* 16-bit values whose high byte and rounded 8-bit value differ, and values around 255. */
+static const uint16_t V16[SW] = {0x0000, 0x0001, 0x0080, 0x00FE, 0x00FF, 0x0100, 0x012C, 0x12FF,
+                                 0x1280, 0x7FFF, 0x8000, 0xA0C0, 0xFF00, 0xFF7F, 0xFFFF, 0x4DE1};
+static const uint16_t A16[SW] = {0x8000, 0x0000, 0x00FF, 0xFFFF, 0x01C0, 0xFEFF, 0x4DC0, 0xC8FF,
+                                 0x3CC0, 0x80FF, 0x02C0, 0x5AFF, 0xFF00, 0xFFC0, 0x40FF, 0x1EC0};
+/* as int16: -32768, -1, 0, 1, 100, 254, 255, 256, 1000, 32767, -200, 128, 4863, -4736, 77, 200 */
+static const uint16_t S16[SW] = {0x8000, 0xFFFF, 0,      1,   100,    254,    255, 256,
+                                 1000,   0x7FFF, 0xFF38, 128, 0x12FF, 0xED80, 77,  200};
+static const uint8_t P8[SW] = {0,   1,   2,   50, 100, 127, 128, 200,
+                               253, 254, 255, 17, 34,  68,  136, 240};
+
+static uint16_t sample_value(Vals v, int x, int k) {
+    switch (v) {
+    case VALS_GRAY16:
+        return V16[x];
+    case VALS_SIGNED16:
+        return S16[x];
+    case VALS_RGB16:
+    case VALS_RGBA16:
+        return k == 3 ? A16[x] : V16[(x + 5 * k) % SW];
+    case VALS_GRAY8:
+        return P8[x];
+    case VALS_CMYK8: /* C, M, Y, K */
+        return P8[(x + 5 * k) % SW];
+    default:
+        return (uint16_t)((x * 7 / 3) % 2); /* 0 1 0 1 1 0 0 1 ... */
+    }
+}
+
+typedef struct {
+    const char *name;
+    uint16_t photometric;
+    int spp, bps;
+    int extra; /* ExtraSamples of the last sample, or A_NO_TAG */
+    gboolean separate;
+    uint16_t compression;
+    uint16_t sampleformat;
+    gboolean big_endian;
+    Vals vals;
+    /* one of these: the 8-bit values of a gray result, or RGB */
+    const uint8_t *gray;
+    const uint8_t (*rgb)[3];
+} SampleCase;
+
+static void write_sample_tiff(const char *path, const SampleCase *c) {
+    TIFF *t = TIFFOpen(path, c->big_endian ? "wb" : "wl");
+    g_assert_nonnull(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, SW);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 2);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, c->bps);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, c->spp);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, c->photometric);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG,
+                 c->separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, c->compression);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 2);
+    if (c->sampleformat != 0)
+        TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, c->sampleformat);
+    if (c->extra != A_NO_TAG) {
+        uint16_t extra = (uint16_t)c->extra;
+        TIFFSetField(t, TIFFTAG_EXTRASAMPLES, 1, &extra);
+    }
+    int planes = c->separate ? c->spp : 1, per_plane = c->separate ? 1 : c->spp;
+    for (int plane = 0; plane < planes; plane++)
+        for (int y = 0; y < 2; y++) {
+            uint16_t row16[SW * 5];
+            uint8_t row8[SW * 5] = {0};
+            for (int x = 0; x < SW; x++)
+                for (int j = 0; j < per_plane; j++) {
+                    uint16_t v = sample_value(c->vals, x, c->separate ? plane : j);
+                    row16[x * per_plane + j] = v;
+                    row8[x * per_plane + j] = (uint8_t)v;
+                }
+            if (c->bps == 1) {
+                memset(row8, 0, sizeof row8);
+                for (int x = 0; x < SW; x++)
+                    if (sample_value(c->vals, x, 0))
+                        row8[x / 8] |= (uint8_t)(0x80 >> (x % 8));
+            }
+            g_assert_cmpint(TIFFWriteScanline(t, c->bps == 16 ? (void *)row16 : (void *)row8,
+                                              (uint32_t)y, (uint16_t)plane),
+                            ==, 1);
+        }
+    TIFFClose(t);
+}
+
+static void run_sample_cases(const SampleCase *cases, size_t n) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = SW; /* stored as decoded, no resampling */
+    char *dir = in_dir(&f, "samples");
+    g_mkdir(dir, 0755);
+    for (size_t i = 0; i < n; i++) {
+        char *name = g_strdup_printf("%s/%s.tif", dir, cases[i].name);
+        write_sample_tiff(name, &cases[i]);
+        g_free(name);
+    }
+    run_ingest(&f, dir);
+    for (size_t i = 0; i < n; i++) {
+        const SampleCase *c = &cases[i];
+        char *name = g_strdup_printf("%s/%s.tif", dir, c->name);
+        assert_doc(&f, name, "ok", NULL);
+        DqImage *img = load_page(&f, name, 1);
+        g_assert_cmpint(img->width, ==, SW);
+        g_assert_cmpint(img->height, ==, 2);
+        for (int y = 0; y < 2; y++)
+            for (int x = 0; x < SW; x++) {
+                uint8_t want[3];
+                if (c->gray != NULL)
+                    want[0] = want[1] = want[2] = c->gray[x];
+                else
+                    memcpy(want, c->rgb[x], 3);
+                const uint8_t *got = img->pixels + ((size_t)y * SW + x) * 3;
+                if (memcmp(got, want, 3) != 0)
+                    g_error("%s: pixel (%d, %d) is %u,%u,%u, want %u,%u,%u", c->name, x, y, got[0],
+                            got[1], got[2], want[0], want[1], want[2]);
+            }
+        dq_image_free(img);
+        g_free(name);
+    }
+    g_free(dir);
+    fixture_clear(&f);
+}
+
+/* 16-bit gray, on purpose not as Pillow reads it: Pillow opens it as mode I;16 (ignoring
+ * MinIsWhite) and convert("RGB") clips each value to 0..255, so a scan is mostly white to
+ * transformers (checked with Pillow 12.3.0: V16 gives 0 1 128 254 255 255 ...). docqa takes the
+ * high byte, MinIsWhite inverted, signed samples moved to unsigned first. */
+static const uint8_t G16_HIGH[SW] = {0, 0, 0, 0, 0, 1, 1, 18, 18, 127, 128, 160, 255, 255, 255, 77};
+static const uint8_t G16_HIGH_INVERTED[SW] = {255, 255, 255, 255, 255, 254, 254, 237,
+                                              237, 128, 127, 95,  0,   0,   0,   178};
+static const uint8_t S16_HIGH[SW] = {0,   127, 128, 128, 128, 128, 128, 129,
+                                     131, 255, 127, 128, 146, 109, 128, 128};
+/* 16-bit colour and alpha samples: Pillow's unpackers (RGB;16L, RGBA;16L, RGBa;16L, RGBX;16L, and
+ * their ;16B and ;16N forms) keep the high byte; alpha is then composited as for 8 bits. */
+static const uint8_t RGB16_HIGH[SW][3] = {{0, 1, 128},   {0, 1, 160},   {0, 18, 255}, {0, 18, 255},
+                                          {0, 127, 255}, {1, 128, 77},  {1, 160, 0},  {18, 255, 0},
+                                          {18, 255, 0},  {127, 255, 0}, {128, 77, 0}, {160, 0, 1},
+                                          {255, 0, 1},   {255, 0, 18},  {255, 0, 18}, {77, 0, 127}};
+static const uint8_t RGBA16_STRAIGHT[SW][3] = {
+    {127, 128, 191}, {255, 255, 255}, {255, 255, 255}, {0, 18, 255},
+    {254, 254, 255}, {2, 128, 78},    {178, 226, 178}, {69, 255, 55},
+    {199, 255, 195}, {191, 255, 127}, {254, 254, 253}, {221, 165, 165},
+    {255, 0, 1},     {255, 0, 18},    {255, 191, 196}, {234, 225, 240}};
+static const uint8_t RGBA16_PREMULTIPLIED[SW][3] = {
+    {127, 128, 255}, {255, 255, 255}, {255, 255, 255}, {0, 18, 255},
+    {254, 255, 255}, {2, 128, 78},    {179, 255, 178}, {72, 255, 55},
+    {213, 255, 195}, {254, 255, 127}, {255, 255, 253}, {255, 165, 166},
+    {255, 0, 1},     {255, 0, 18},    {255, 191, 209}, {255, 225, 255}};
+
+static void test_tiff_16bit(void) {
+    static const SampleCase cases[] = {
+        {"gray16", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_GRAY16,
+         .gray = G16_HIGH},
+        {"gray16-miniswhite", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
+         VALS_GRAY16, .gray = G16_HIGH_INVERTED},
+        {"gray16-be", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1,
+         VALS_GRAY16, .gray = G16_HIGH},
+        {"gray16-deflate", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_ADOBE_DEFLATE, 0,
+         0, VALS_GRAY16, .gray = G16_HIGH},
+        {"gray16-signed", PHOTOMETRIC_MINISBLACK, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE,
+         SAMPLEFORMAT_INT, 0, VALS_SIGNED16, .gray = S16_HIGH},
+        /* Pillow cannot open big-endian MinIsWhite (no OPEN_INFO row) nor uncompressed planar
+         * 16-bit gray ("unknown raw mode"). */
+        {"gray16-miniswhite-be", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1,
+         VALS_GRAY16, .gray = G16_HIGH_INVERTED},
+        {"gray16-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 16, A_NO_TAG, 1, COMPRESSION_NONE,
+         0, 0, VALS_GRAY16, .gray = G16_HIGH_INVERTED},
+        {"rgb16", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        {"rgb16-be", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 1, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        {"rgb16-planar-lzw", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 1, COMPRESSION_LZW, 0, 0, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        /* Uncompressed planar 16-bit Pillow unpacks with 8-bit raw modes ("RGB;16L"[0] = "R"),
+         * garbage; docqa gives what Pillow gives when the same planes are compressed. */
+        {"rgb16-planar", PHOTOMETRIC_RGB, 3, 16, A_NO_TAG, 1, COMPRESSION_NONE, 0, 0, VALS_RGB16,
+         .rgb = RGB16_HIGH},
+        {"rgbx16", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_UNSPECIFIED, 0, COMPRESSION_NONE, 0, 0,
+         VALS_RGBA16, .rgb = RGB16_HIGH},
+        {"rgba16-unassoc", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_UNASSALPHA, 0, COMPRESSION_NONE, 0,
+         0, VALS_RGBA16, .rgb = RGBA16_STRAIGHT},
+        {"rgba16-no-extrasamples", PHOTOMETRIC_RGB, 4, 16, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
+         VALS_RGBA16, .rgb = RGBA16_STRAIGHT},
+        {"rgba16-unassoc-planar-deflate", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_UNASSALPHA, 1,
+         COMPRESSION_ADOBE_DEFLATE, 0, 0, VALS_RGBA16, .rgb = RGBA16_STRAIGHT},
+        {"rgba16-assoc", PHOTOMETRIC_RGB, 4, 16, EXTRASAMPLE_ASSOCALPHA, 0, COMPRESSION_NONE, 0, 0,
+         VALS_RGBA16, .rgb = RGBA16_PREMULTIPLIED},
+    };
+    run_sample_cases(cases, G_N_ELEMENTS(cases));
+}
+
+/* One sample a pixel stored PlanarConfiguration 2 (some scanners write it for gray): libtiff
+ * reads it as contiguous, MinIsWhite inverted, and so does Pillow when it is compressed.
+ * Uncompressed, Pillow unpacks each plane with the first letter of its raw mode, "L" for
+ * MinIsWhite's "L;I" and "1" for "1;I", and gives the negative (checked with Pillow 12.3.0);
+ * docqa reads the page as the TIFF describes it, on purpose, whatever the compression. */
+static const uint8_t P8_INVERTED[SW] = {255, 254, 253, 205, 155, 128, 127, 55,
+                                        2,   1,   0,   238, 221, 187, 119, 15};
+static const uint8_t BITS_BLACK_IS_1[SW] = {255, 255, 255, 0, 0,   0,   255, 255,
+                                            255, 0,   0,   0, 255, 255, 255, 0};
+
+static void test_tiff_planar_miniswhite(void) {
+    static const SampleCase cases[] = {
+        {"gray8-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0,
+         0, VALS_GRAY8, .gray = P8_INVERTED},
+        {"gray8-miniswhite-planar-packbits", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 1,
+         COMPRESSION_PACKBITS, 0, 0, VALS_GRAY8, .gray = P8_INVERTED},
+        {"gray8-miniswhite", PHOTOMETRIC_MINISWHITE, 1, 8, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0,
+         VALS_GRAY8, .gray = P8_INVERTED},
+        {"gray8-minisblack-planar", PHOTOMETRIC_MINISBLACK, 1, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0,
+         0, VALS_GRAY8, .gray = P8},
+        {"bilevel-miniswhite-planar", PHOTOMETRIC_MINISWHITE, 1, 1, A_NO_TAG, 1, COMPRESSION_NONE,
+         0, 0, VALS_BITS, .gray = BITS_BLACK_IS_1},
+        {"bilevel-miniswhite-planar-packbits", PHOTOMETRIC_MINISWHITE, 1, 1, A_NO_TAG, 1,
+         COMPRESSION_PACKBITS, 0, 0, VALS_BITS, .gray = BITS_BLACK_IS_1},
+    };
+    run_sample_cases(cases, G_N_ELEMENTS(cases));
+}
+
+/* CMYK: Pillow's convert("RGB") (cmyk2rgb) computes 255 - k - c * (255 - k) / 255 rounded,
+ * libtiff truncates (255 - k) * (255 - c) / 255: they differ by one in half the cases. */
+static const uint8_t CMYK_RGB[SW][3] = {
+    {15, 8, 0},      {254, 127, 238}, {252, 55, 220}, {203, 2, 186}, {125, 1, 96}, {78, 0, 9},
+    {64, 119, 128},  {27, 110, 127},  {0, 40, 55},    {0, 1, 2},     {0, 0, 1},    {0, 0, 0},
+    {206, 237, 119}, {162, 219, 48},  {87, 150, 1},   {7, 72, 0}};
+
+static void test_tiff_cmyk(void) {
+    static const SampleCase cases[] = {
+        {"cmyk", PHOTOMETRIC_SEPARATED, 4, 8, A_NO_TAG, 0, COMPRESSION_NONE, 0, 0, VALS_CMYK8,
+         .rgb = CMYK_RGB},
+        {"cmyk-planar", PHOTOMETRIC_SEPARATED, 4, 8, A_NO_TAG, 1, COMPRESSION_NONE, 0, 0,
+         VALS_CMYK8, .rgb = CMYK_RGB},
+        {"cmyk-lzw", PHOTOMETRIC_SEPARATED, 4, 8, A_NO_TAG, 0, COMPRESSION_LZW, 0, 0, VALS_CMYK8,
+         .rgb = CMYK_RGB},
+        {"cmykx", PHOTOMETRIC_SEPARATED, 5, 8, EXTRASAMPLE_UNSPECIFIED, 0, COMPRESSION_NONE, 0, 0,
+         VALS_CMYK8, .rgb = CMYK_RGB},
+    };
+    run_sample_cases(cases, G_N_ELEMENTS(cases));
+}
+
+/* Points the next-IFD offset of IFD `from` (0-based, main chain of a little-endian classic TIFF)
+ * at IFD `to`: an IFD chain that loops. */
+static void loop_ifd_chain(const char *path, int from, int to) {
     size_t len = 0;
     uint8_t *b = (uint8_t *)dq_test_read_file(path, &len);
     g_assert_true(b[0] == 'I' && b[1] == 'I');
-    uint32_t ifd = b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24;
-    int n = b[ifd] | b[ifd + 1] << 8;
-    gboolean done = FALSE;
-    for (int i = 0; i < n; i++) {
-        uint8_t *e = b + ifd + 2 + 12 * i;
-        if ((e[0] | e[1] << 8) == TIFFTAG_COMPRESSION) {
-            e[8] = value & 0xff;
-            e[9] = value >> 8;
-            done = TRUE;
-        }
+    uint32_t offsets[16];
+    uint32_t off = b[4] | b[5] << 8 | b[6] << 16 | (uint32_t)b[7] << 24;
+    int n = 0;
+    while (off != 0 && n < 16) {
+        offsets[n++] = off;
+        uint32_t next_at = off + 2 + 12 * (b[off] | b[off + 1] << 8);
+        off = b[next_at] | b[next_at + 1] << 8 | b[next_at + 2] << 16 |
+              (uint32_t)b[next_at + 3] << 24;
     }
-    g_assert_true(done);
+    g_assert_cmpint(from, <, n);
+    g_assert_cmpint(to, <, n);
+    uint32_t next_at = offsets[from] + 2 + 12 * (b[offsets[from]] | b[offsets[from] + 1] << 8);
+    for (int i = 0; i < 4; i++)
+        b[next_at + i] = (uint8_t)(offsets[to] >> (8 * i));
     g_assert_true(g_file_set_contents(path, (char *)b, (gssize)len, NULL));
     g_free(b);
+}
+
+/* An IFD chain that loops back (the last IFD's next offset points at an earlier one): every page
+ * it reaches is kept and the document is ok, as Pillow 12.3.0 reads it (n_frames counts the
+ * IFDs before the loop: 3 here, 1 for a loop to itself, checked), but its message says so. */
+static void test_tiff_ifd_loop(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *back = in_dir(&f, "loop-back.tif");
+    char *self = in_dir(&f, "loop-self.tif");
+    write_tiff(back, V_GRAY8, 1, 3);
+    loop_ifd_chain(back, 2, 1);
+    write_tiff(self, V_GRAY8, 1, 1);
+    loop_ifd_chain(self, 0, 0);
+    const char *paths[] = {back, self};
+    const int pages[] = {3, 1};
+    for (int i = 0; i < 2; i++) {
+        run_ingest(&f, paths[i]);
+        assert_doc(&f, paths[i], "ok", NULL);
+        g_assert_cmpint(f.sum.documents_ok, ==, 1);
+        g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", paths[i]),
+                        ==, pages[i]);
+        g_assert_cmpint(query_int(&f,
+                                  "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                                  "p.document_id WHERE d.path = %Q AND p.status = 'ok'",
+                                  paths[i]),
+                        ==, pages[i]);
+        char *msg = doc_field(&f, paths[i], "error_message");
+        if (msg == NULL || strstr(msg, paths[i]) == NULL || strstr(msg, "loops") == NULL)
+            g_error("%s: the message does not say the IFD chain loops: %s", paths[i],
+                    msg ? msg : "(none)");
+        g_free(msg);
+    }
+    g_free(back);
+    g_free(self);
+    fixture_clear(&f);
 }
 
 static void test_failure_reasons(void) {
@@ -943,6 +1290,26 @@ static void test_failure_reasons(void) {
     f.opt.max_pixels = TW * TH - 1;
     run_ingest(&f, big);
     assert_doc(&f, big, "failed", "too_many_pixels");
+    /* ...and by its output: --max-pixels bounds every image a page makes, so an upscaled page
+     * (64 x 40 decoded, 2560 pixels; 128 x 80 stored, 10240) fails as a PDF page rendered at
+     * that size does (test_failures_per_render_settings). */
+    char *upscaled = in_dir(&f, "upscaled.tif");
+    write_tiff(upscaled, V_GRAY8, 6, 1);
+    f.opt.tile = 128;
+    f.opt.max_pixels = 2 * TW * TH;
+    run_ingest(&f, upscaled);
+    assert_doc(&f, upscaled, "failed", "too_many_pixels");
+    char *why = doc_field(&f, upscaled, "error_message");
+    if (strstr(why, "80x128") == NULL) /* Orientation 6: shown 40 x 64, stored 80 x 128 */
+        g_error("the message does not name the output size: %s", why);
+    g_free(why);
+    f.opt.max_pixels = 128 * 80;
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, upscaled);
+    assert_doc(&f, upscaled, "ok", NULL);
+    f.opt.retry_failed = FALSE;
+    f.opt.tile = 64;
+    g_free(upscaled);
     f.opt.max_pixels = 1000000;
     char *pages = in_dir(&f, "pages.tif");
     write_tiff(pages, V_GRAY8, 1, 3);
@@ -1966,6 +2333,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/tiff/variants", test_tiff_variants);
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
     g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
+    g_test_add_func("/ingest/tiff/16bit", test_tiff_16bit);
+    g_test_add_func("/ingest/tiff/planar_miniswhite", test_tiff_planar_miniswhite);
+    g_test_add_func("/ingest/tiff/ifd_loop", test_tiff_ifd_loop);
+    g_test_add_func("/ingest/tiff/cmyk", test_tiff_cmyk);
     g_test_add_func("/ingest/failures/reasons", test_failure_reasons);
     g_test_add_func("/ingest/failures/misnamed_files", test_misnamed_files);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
