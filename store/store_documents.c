@@ -214,8 +214,8 @@ static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *
     sqlite3_stmt *st = prepare(
         store,
         "UPDATE documents SET page_count = coalesce(?2, page_count), status = ?3, error_code = "
-        "?4, error_message = ?5, ingested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = "
-        "?1",
+        "?4, error_message = ?5, kind = ?6, ingested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+        "WHERE id = ?1",
         err);
     if (st == NULL)
         return FALSE;
@@ -227,6 +227,7 @@ static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *
     sqlite3_bind_text(st, 3, doc->status, -1, SQLITE_TRANSIENT);
     bind_text_or_null(st, 4, doc->error_code);
     bind_text_or_null(st, 5, doc->error_message);
+    sqlite3_bind_text(st, 6, doc->kind, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)

@@ -140,9 +140,10 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
         pg_text(&p, doc->status);
         pg_text(&p, doc->error_code);
         pg_text(&p, doc->error_message);
+        pg_text(&p, doc->kind);
         if (!pg_do(s,
                    "UPDATE documents SET page_count = coalesce($2, page_count), status = $3, "
-                   "error_code = $4, error_message = $5, ingested_at = docqa_now_iso() "
+                   "error_code = $4, error_message = $5, kind = $6, ingested_at = docqa_now_iso() "
                    "WHERE id = $1",
                    &p, "updating a document", NULL, err))
             goto fail;

@@ -1625,8 +1625,7 @@ static void test_misnamed_files(void) {
     assert_doc(&f, jpg, "failed", "not_a_document");
     assert_message_has(&f, jpg, "a JPEG image, neither a PDF nor a TIFF");
     /* Recorded as damaged by an earlier version (as it did): the same bytes are recorded again,
-     * in place, as what they are (the store updates status, code and message in place, not the
-     * kind); then they are unchanged. */
+     * in place, as what they are, kind included; then they are unchanged. */
     char *sql = sqlite3_mprintf("UPDATE documents SET kind = 'tiff', error_code = 'damaged', "
                                 "error_message = 'not a readable TIFF' WHERE path = %Q",
                                 photo);
@@ -1637,6 +1636,9 @@ static void test_misnamed_files(void) {
     assert_doc(&f, photo, "failed", "not_a_document");
     assert_message_has(&f, photo, "a JPEG image, not a TIFF");
     g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path = %Q", photo), ==, 1);
+    char *photo_kind = doc_field(&f, photo, "kind");
+    g_assert_cmpstr(photo_kind, ==, "unknown");
+    g_free(photo_kind);
     run_ingest(&f, photo);
     g_assert_cmpint(f.sum.unchanged, ==, 1);
     g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
