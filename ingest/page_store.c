@@ -110,37 +110,33 @@ out:
     return ok;
 }
 
-void page_store_sweep(const char *store_dir, gint64 max_age_s) {
-    char *tmp_dir = g_build_filename(store_dir, PAGE_STORE_TMP, NULL);
-    GDir *d = g_dir_open(tmp_dir, 0, NULL);
+/* Removes the regular files in `dir` older than max_age_s; with `only_mkstemp_names`, only those
+ * named exactly as g_mkstemp made ".tmp-XXXXXX" (in a page folder nothing else is touched). */
+static void sweep_dir(const char *dir, gboolean only_mkstemp_names, gint64 max_age_s) {
+    GDir *d = g_dir_open(dir, 0, NULL);
+    if (d == NULL)
+        return;
     const char *name;
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
-    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
-        char *path = g_build_filename(tmp_dir, name, NULL);
+    while ((name = g_dir_read_name(d)) != NULL) {
+        if (only_mkstemp_names &&
+            (!g_str_has_prefix(name, ".tmp-") || strlen(name) != strlen(".tmp-XXXXXX")))
+            continue;
+        char *path = g_build_filename(dir, name, NULL);
         GStatBuf st;
         if (g_lstat(path, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > max_age_s)
             g_unlink(path);
         g_free(path);
     }
-    if (d != NULL)
-        g_dir_close(d);
+    g_dir_close(d);
+}
+
+void page_store_sweep(const char *store_dir, gint64 max_age_s) {
+    char *tmp_dir = g_build_filename(store_dir, PAGE_STORE_TMP, NULL);
+    sweep_dir(tmp_dir, FALSE, max_age_s);
     g_free(tmp_dir);
 }
 
 void page_store_sweep_folder(const char *folder, gint64 max_age_s) {
-    GDir *d = g_dir_open(folder, 0, NULL);
-    const char *name;
-    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
-    /* Exactly what g_mkstemp made of ".tmp-XXXXXX": nothing else in the folder is touched. */
-    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
-        if (!g_str_has_prefix(name, ".tmp-") || strlen(name) != strlen(".tmp-XXXXXX"))
-            continue;
-        char *path = g_build_filename(folder, name, NULL);
-        GStatBuf st;
-        if (g_lstat(path, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > max_age_s)
-            g_unlink(path);
-        g_free(path);
-    }
-    if (d != NULL)
-        g_dir_close(d);
+    sweep_dir(folder, TRUE, max_age_s);
 }
