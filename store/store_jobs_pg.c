@@ -159,8 +159,14 @@ fail:
 gboolean pgjobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err) {
     PgParams p = {0};
     pg_text(&p, text);
-    if (!pg_do(s, "INSERT INTO questions (text) VALUES ($1) ON CONFLICT (text) DO NOTHING", &p,
-               "adding a question", NULL, err))
+    /* Only a question not there yet reaches the INSERT: one that reached it and hit the
+     * conflict would still spend an identity value, and asking again, which adds nothing,
+     * would leave PostgreSQL's ids ahead of SQLite's for the same history. ON CONFLICT stays
+     * for two processes adding the same question at once. */
+    if (!pg_do(s,
+               "INSERT INTO questions (text) SELECT $1::text WHERE NOT EXISTS "
+               "(SELECT 1 FROM questions WHERE text = $1::text) ON CONFLICT (text) DO NOTHING",
+               &p, "adding a question", NULL, err))
         return FALSE;
     pg_text(&p, text);
     PGresult *r =
@@ -180,6 +186,8 @@ gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GEr
     int count = 0;
     if (!pg_begin(s, err))
         return FALSE;
+    /* A job already asked is not inserted at all (see pgjobs_question_id: no identity value
+     * spent on it). */
     for (int i = 0; i < n; i++) {
         PgParams p = {0};
         pg_i64(&p, jobs[i].page_id);
@@ -191,7 +199,9 @@ gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GEr
         gint64 changed = 0;
         if (!pg_do(s,
                    "INSERT INTO jobs (page_id, question_id, model_id, generation_settings, "
-                   "job_key, max_attempts) VALUES ($1, $2, $3, $4, $5, $6) "
+                   "job_key, max_attempts) SELECT $1::bigint, $2::bigint, $3::text, $4::text, "
+                   "$5::text, $6::integer WHERE NOT EXISTS "
+                   "(SELECT 1 FROM jobs WHERE job_key = $5::text) "
                    "ON CONFLICT (job_key) DO NOTHING",
                    &p, "adding a job", &changed, err))
             goto fail;

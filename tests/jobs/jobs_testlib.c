@@ -201,12 +201,17 @@ static int jt_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
         else if (a->cfg.fail_every > 0 && a->served % a->cfg.fail_every == 0)
             dq_fail(&out->error, a->cfg.fail_retryable ? DQ_ERR_MODEL : DQ_ERR_FORMAT,
                     "%s: failure injected by the hash answerer", r->image_path);
+        else if (a->cfg.fail_question && strstr(r->question, a->cfg.fail_question))
+            dq_fail(&out->error, DQ_ERR_MODEL, "hash answerer: this question fails");
+        else if (a->cfg.bad_question && strstr(r->question, a->cfg.bad_question))
+            dq_fail(&out->error, DQ_ERR_FORMAT, "hash answerer: this question's image is bad");
         else if ((out->text = jt_expected_answer(r->image_path, r->question)) == NULL)
             dq_fail(&out->error, DQ_ERR_IO, "%s: cannot read", r->image_path);
         else {
             out->prompt_tokens = (int)strlen(r->prompt_template);
             out->generated_tokens = 1;
-            out->ms_total = g_get_monotonic_time() / 1000.0 - t0;
+            out->ms_total =
+                a->cfg.ms_total > 0 ? a->cfg.ms_total : g_get_monotonic_time() / 1000.0 - t0;
         }
         jt_request_free(r);
     }

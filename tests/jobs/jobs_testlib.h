@@ -32,6 +32,12 @@ typedef struct {
     gboolean batch_fails;    /* every request fails with a model error ("batch failure") */
     int slow_first;          /* the first request submitted takes this many polls (others 1) */
     int lookahead;           /* the answerer's lookahead (answerer.h): jobs held beyond batch */
+    /* Requests whose question contains fail_question fail with a model error (retried, then
+     * dead), those whose question contains bad_question as a bad page image (failed at once):
+     * failures that belong to given jobs, whatever order the worker takes them in. */
+    const char *fail_question;
+    const char *bad_question;
+    double ms_total; /* > 0: every answer's ms_total, instead of the time it took */
 } JtAnswererConfig;
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
