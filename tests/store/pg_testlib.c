@@ -10,6 +10,7 @@ struct PgtServer {
     char *bin; /* /usr/lib/postgresql/N/bin */
     char *dir; /* data in dir/data, socket in dir */
     gboolean as_nobody;
+    int reaper_stdin; /* the reaper's standard input: closed unwritten, it stops the server */
 };
 
 static char *find_bin(void) {
@@ -59,6 +60,32 @@ static void run(PgtServer *s, const char *const *args) {
     g_ptr_array_free(argv, TRUE);
 }
 
+static void new_session(gpointer unused) {
+    (void)unused;
+    setsid(); /* a Ctrl-C to the test's terminal must not take the reaper with the test */
+}
+
+/* A test that fails (g_error, an assertion: abort) or is killed never reaches pgt_stop, and its
+ * server would run on with its directory. A shell waits on a pipe from this process: a line
+ * means pgt_stop has it in hand; end of file with no line means the process died, and the shell
+ * stops the server and removes the directory. */
+static void start_reaper(PgtServer *s, const char *data) {
+    char *ctl = g_build_filename(s->bin, "pg_ctl", NULL);
+    char *script = g_strdup_printf(
+        "read -r line && exit 0; %s '%s' -D '%s' -m immediate -w stop >/dev/null 2>&1; "
+        "rm -rf '%s'",
+        s->as_nobody ? "setpriv --reuid=nobody --regid=nogroup --clear-groups" : "", ctl, data,
+        s->dir);
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    GError *err = NULL;
+    gboolean ok = g_spawn_async_with_pipes(NULL, argv, NULL, G_SPAWN_DEFAULT, new_session, NULL,
+                                           NULL, &s->reaper_stdin, NULL, NULL, &err);
+    g_assert_no_error(err);
+    g_assert_true(ok);
+    g_free(script);
+    g_free(ctl);
+}
+
 PgtServer *pgt_start(char **why_not) {
     char *bin = find_bin();
     if (bin == NULL) {
@@ -86,6 +113,7 @@ PgtServer *pgt_start(char **why_not) {
     run(s, (const char *[]){"initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
                             "--no-locale", NULL});
     run(s, (const char *[]){"pg_ctl", "-D", data, "-o", opts, "-l", log, "-w", "start", NULL});
+    start_reaper(s, data);
     g_free(data);
     g_free(log);
     g_free(opts);
@@ -95,6 +123,9 @@ PgtServer *pgt_start(char **why_not) {
 void pgt_stop(PgtServer *s) {
     if (s == NULL)
         return;
+    if (write(s->reaper_stdin, "stopping\n", 9) != 9)
+        g_printerr("could not tell the reaper of %s\n", s->dir);
+    close(s->reaper_stdin);
     char *data = g_build_filename(s->dir, "data", NULL);
     run(s, (const char *[]){"pg_ctl", "-D", data, "-m", "immediate", "-w", "stop", NULL});
     g_free(data);
