@@ -20,7 +20,8 @@ typedef int (*DqCommandFn)(int argc, char **argv);
 /* Prints "docqa: <message>" for err (and frees it); returns DQ_EXIT_FATAL. */
 int dq_cli_fail(GError *err);
 
-/* Parses argv with ctx; on a usage error prints it with the subcommand's help hint. */
+/* Parses argv with ctx; on a usage error prints it with the subcommand's help hint (a value
+ * GLib could not convert from the locale's charset is named with its option). */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
 /* For a command that takes options only: FALSE, with "docqa: <command>: unexpected argument"
@@ -33,6 +34,23 @@ gboolean dq_cli_no_arguments(const char *command, int argc, char **argv);
  * is a whole decimal number in [min, max] (no silent clamping of huge values). */
 gboolean dq_cli_int_option(const char *command, const char *option, const char *text, gint64 min,
                            gint64 max, gint64 *out);
+
+/* The largest --n-res (ingest, generate): 64 x tile is past transformers' 4096 px cap for
+ * every tile size, so nothing a user could want is refused. */
+#define DQ_CLI_MAX_N_RES 64
+
+/* A free-text option taken as bytes (G_OPTION_ARG_FILENAME, so that the locale's charset does
+ * not matter): FALSE, with "docqa: <command>: <option> is not valid UTF-8 (...)" printed, unless
+ * text is NULL or UTF-8. */
+gboolean dq_cli_utf8_option(const char *command, const char *option, const char *text);
+
+/* After a command: flushes and closes stdout. A write to it that failed (a full disk, a closed
+ * pipe) turns an exit status of 0 or 1 into DQ_EXIT_FATAL with "docqa: <command>: standard
+ * output: <reason>" printed: results a user did not get must not look delivered. */
+int dq_cli_close_stdout(const char *command, int status);
+
+/* The locale's character set, as GLib sees it (g_get_charset). */
+const char *dq_cli_locale_charset(void);
 
 /* JSON members for values a database may not know: a string (null for NULL), and a boolean
  * held as 1 / 0 (null for -1). */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 int dq_cli_fail(GError *err) {
     fprintf(stderr, "docqa: %s\n", err ? err->message : "unknown error");
@@ -9,14 +10,48 @@ int dq_cli_fail(GError *err) {
     return DQ_EXIT_FATAL;
 }
 
+/* GLib converts a string option's value from the locale's charset and, when it cannot, says
+ * only "Invalid byte sequence in conversion input": the option and its value are found here. */
+static void print_conversion_error(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        char *utf8 = g_locale_to_utf8(argv[i], -1, NULL, NULL, NULL);
+        g_free(utf8);
+        if (utf8 != NULL)
+            continue;
+        const char *eq = argv[i][0] == '-' ? strchr(argv[i], '=') : NULL;
+        char *option = eq != NULL                       ? g_strndup(argv[i], eq - argv[i])
+                       : i > 1 && argv[i - 1][0] == '-' ? g_strdup(argv[i - 1])
+                                                        : g_strdup("an argument");
+        char *shown = g_strescape(eq != NULL ? eq + 1 : argv[i], NULL);
+        fprintf(stderr,
+                "docqa: %s '%s': not text in the locale's character set (%s) (see --help)\n",
+                option, shown, dq_cli_locale_charset());
+        g_free(option);
+        g_free(shown);
+        return;
+    }
+    fprintf(stderr, "docqa: an argument is not text in the locale's character set (see --help)\n");
+}
+
+const char *dq_cli_locale_charset(void) {
+    const char *charset = NULL;
+    g_get_charset(&charset);
+    return charset;
+}
+
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
     GError *err = NULL;
-    if (!g_option_context_parse(ctx, argc, argv, &err)) {
+    /* argv as given: GLib may have rearranged it by the time it fails */
+    char **given = g_strdupv(*argv);
+    int n_given = *argc;
+    gboolean ok = g_option_context_parse(ctx, argc, argv, &err);
+    if (!ok && err->domain == G_CONVERT_ERROR)
+        print_conversion_error(n_given, given);
+    else if (!ok)
         fprintf(stderr, "docqa: %s (see --help)\n", err->message);
-        g_error_free(err);
-        return FALSE;
-    }
-    return TRUE;
+    g_clear_error(&err);
+    g_strfreev(given);
+    return ok;
 }
 
 gboolean dq_cli_no_arguments(const char *command, int argc, char **argv) {
@@ -52,6 +87,34 @@ gboolean dq_cli_int_option(const char *command, const char *option, const char *
     }
     *out = v;
     return TRUE;
+}
+
+gboolean dq_cli_utf8_option(const char *command, const char *option, const char *text) {
+    const char *end = NULL;
+    if (text == NULL || g_utf8_validate(text, -1, &end))
+        return TRUE;
+    fprintf(stderr, "docqa: %s: %s is not valid UTF-8 (byte 0x%02x at offset %ld)\n", command,
+            option, (unsigned)(unsigned char)*end, (long)(end - text));
+    return FALSE;
+}
+
+int dq_cli_close_stdout(const char *command, int status) {
+    gboolean failed = ferror(stdout) != 0;
+    int e = failed ? EIO : 0;
+    if (fflush(stdout) != 0) {
+        failed = TRUE;
+        e = errno;
+    }
+    if (fclose(stdout) != 0 && !failed) {
+        failed = TRUE;
+        e = errno;
+    }
+    /* A command that already failed has said why; one message is enough. */
+    if (failed && status != DQ_EXIT_FATAL) {
+        fprintf(stderr, "docqa: %s: standard output: %s\n", command, g_strerror(e));
+        status = DQ_EXIT_FATAL;
+    }
+    return status;
 }
 
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value) {

@@ -19,7 +19,7 @@ int cmd_ask(int argc, char **argv) {
         {"document", 'd', 0, G_OPTION_ARG_STRING_ARRAY, &doc_ids,
          "ask about this document (repeatable; default: the newest version of every document)",
          "ID"},
-        {"where", 'w', 0, G_OPTION_ARG_STRING_ARRAY, &where,
+        {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &where, /* bytes, checked as UTF-8 */
          "ask about the documents matching this SQL expression over the documents table, run "
          "read-only, e.g. \"path LIKE '%/invoices/%'\"; one expression: its parentheses "
          "balanced, no comments or ';' (repeatable)",
@@ -34,7 +34,7 @@ int cmd_ask(int argc, char **argv) {
          "config.json (its name is the model id), or a bare model id without '/' (to ask where "
          "the snapshot is not; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
          "DIR|ID"},
-        {"prompt", 0, 0, G_OPTION_ARG_STRING, &prompt,
+        {"prompt", 0, 0, G_OPTION_ARG_FILENAME, &prompt,
          "prompt template from configs/prompts/ (default docvqa)", "NAME"},
         {"max-new-tokens", 0, 0, G_OPTION_ARG_INT, &max_new_tokens,
          "longest answer in tokens (default 64)", "N"},
@@ -86,6 +86,11 @@ int cmd_ask(int argc, char **argv) {
         fprintf(stderr, "docqa: ask: no question given (arguments or --questions FILE)\n");
         goto out;
     }
+    for (char **w = where; w && *w; w++)
+        if (!dq_cli_utf8_option("ask", "--where", *w))
+            goto out;
+    if (!dq_cli_utf8_option("ask", "--prompt", prompt))
+        goto out;
     for (char **d = doc_ids; d && *d; d++) {
         gint64 id = 0;
         if (!dq_cli_int_option("ask", "--document", *d, 1, G_MAXINT64, &id))

@@ -134,8 +134,8 @@ int cmd_export(int argc, char **argv) {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
-        {"question", 0, 0, G_OPTION_ARG_STRING, &question, "only the answers to this question",
-         "TEXT"},
+        {"question", 0, 0, G_OPTION_ARG_FILENAME, &question,
+         "only the answers to this question (UTF-8)", "TEXT"},
         {"spreadsheet-safe", 0, 0, G_OPTION_ARG_NONE, &spreadsheet_safe,
          "CSV: an apostrophe before a cell a spreadsheet would run as a formula (=, +, -, @)",
          NULL},
@@ -148,7 +148,8 @@ int cmd_export(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    if (!ok || !dq_cli_no_arguments("export", argc, argv))
+    if (!ok || !dq_cli_no_arguments("export", argc, argv) ||
+        !dq_cli_utf8_option("export", "--question", question))
         goto out;
     Export ex = {.csv = TRUE, .spreadsheet_safe = spreadsheet_safe};
     if (format != NULL && strcmp(format, "jsonl") == 0)

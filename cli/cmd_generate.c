@@ -11,8 +11,13 @@
  * input_ids, output_ids, text, tiles (tiles per image, global tile included), grid (rows, cols
  * per image; 0, 0 for the single-tile form), timings_ms (preprocess, vision, prefill, decode),
  * decode_tokens_per_s, draft (guessed, taken: the --draft's guesses and those the model made
- * too), peak_rss_mb. --dump-logits writes the last prompt position's logits, vocab_size
- * little-endian float32 values.
+ * too), peak_rss_mb, finish_reason. --dump-logits writes the last prompt position's logits,
+ * vocab_size little-endian float32 values.
+ *
+ * Length: the sequence (prompt and new tokens) holds at most the model's max_position_embeddings
+ * tokens. A prompt that fills them is refused before any model work; a --max-new-tokens beyond
+ * them is not (transformers does not refuse it, and generation usually ends at eos long before):
+ * generation stops at the last position, with finish_reason "positions" and a note on stderr.
  */
 #include "cli.h"
 
@@ -21,10 +26,14 @@
 #include "pipeline.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
     char *model_dir;
@@ -32,7 +41,7 @@ typedef struct {
     char *prompt;
     char *raw_prompt;
     int max_new_tokens;
-    int n_res;
+    int n_res; /* 0: the snapshot's */
     gboolean no_split;
     gboolean ignore_eos;
     char *device;
@@ -48,6 +57,7 @@ typedef struct {
     /* As given (NULL: not given): numbers are checked after parsing, so that a value given is
      * told from the default and none is clamped silently. */
     char *max_new_tokens_text;
+    char *n_res_text;
     char *temperature_text;
     char *top_p_text;
     char *top_k_text;
@@ -69,23 +79,74 @@ static gboolean parse_double(const char *option, const char *text, double min, d
     return TRUE;
 }
 
-static gboolean write_logits(const char *path, const float *logits, int n, GError **err) {
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", path, g_strerror(errno));
+/* The --dump-logits file, opened before any model work so that a path that cannot be written
+ * fails at once. A regular file is written beside its place and renamed over it when complete:
+ * a run that fails leaves whatever was there untouched. Anything else (a device, a FIFO) is
+ * written directly. */
+typedef struct {
+    const char *path;
+    char *tmp; /* NULL: writing path itself */
+    FILE *f;
+} DumpFile;
+
+static gboolean dump_open(DumpFile *d, const char *path, GError **err) {
+    d->path = path;
+    d->tmp = NULL;
+    GStatBuf st;
+    if (g_stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        if ((d->f = fopen(path, "wb")) == NULL)
+            return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: cannot open: %s", path,
+                           g_strerror(errno));
+        return TRUE;
+    }
+    d->tmp = g_strconcat(path, ".XXXXXX", NULL);
+    int fd = g_mkstemp_full(d->tmp, O_WRONLY, 0666);
+    if (fd < 0 || (d->f = fdopen(fd, "wb")) == NULL) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+            g_unlink(d->tmp);
+        }
+        g_clear_pointer(&d->tmp, g_free);
+        return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: cannot create: %s", path, g_strerror(e));
+    }
+    return TRUE;
+}
+
+/* Writes and closes; FALSE (and the temporary removed) on any failure. */
+static gboolean dump_finish(DumpFile *d, const float *logits, int n, GError **err) {
     gboolean ok = TRUE;
     for (int i = 0; i < n && ok; i++) {
         /* The file format is little-endian whatever the host is. */
         guint32 bits;
         memcpy(&bits, &logits[i], sizeof bits);
         bits = GUINT32_TO_LE(bits);
-        ok = fwrite(&bits, sizeof bits, 1, f) == 1;
+        ok = fwrite(&bits, sizeof bits, 1, d->f) == 1;
     }
-    if (fclose(f) != 0)
+    ok = fclose(d->f) == 0 && ok;
+    d->f = NULL;
+    int e = errno;
+    if (ok && d->tmp != NULL && g_rename(d->tmp, d->path) != 0) {
+        e = errno;
         ok = FALSE;
+    }
+    if (!ok && d->tmp != NULL)
+        g_unlink(d->tmp);
+    g_clear_pointer(&d->tmp, g_free);
     if (!ok)
-        return dq_fail(err, DQ_ERR_IO, "%s: write failed: %s", path, g_strerror(errno));
+        return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: write failed: %s", d->path,
+                       g_strerror(e));
     return TRUE;
+}
+
+/* A run that failed: the temporary goes, the file's old content stays. */
+static void dump_abandon(DumpFile *d) {
+    if (d->f != NULL)
+        fclose(d->f);
+    d->f = NULL;
+    if (d->tmp != NULL)
+        g_unlink(d->tmp);
+    g_clear_pointer(&d->tmp, g_free);
 }
 
 static void add_int_array(JsonBuilder *b, const char *name, const int32_t *v, int n) {
@@ -106,6 +167,10 @@ static void print_json(const SmolvlmPrompt *prompt, const DqGenerateResult *res,
     json_builder_add_string_value(b, text);
     json_builder_set_member_name(b, "stopped_on_eos");
     json_builder_add_boolean_value(b, res->stopped_on_eos);
+    json_builder_set_member_name(b, "finish_reason");
+    json_builder_add_string_value(b, res->stopped_on_eos         ? "eos"
+                                     : res->stopped_on_positions ? "positions"
+                                                                 : "length");
     json_builder_set_member_name(b, "tiles");
     json_builder_begin_array(b);
     for (int i = 0; i < prompt->n_images; i++)
@@ -169,8 +234,11 @@ static int run_generate(GenerateArgs *a) {
     SmolvlmPipeline *p = NULL;
     SmolvlmPrompt prompt = {0};
     DqGenerateResult res = {0};
+    DumpFile dump = {0};
     int status = DQ_EXIT_FATAL;
 
+    if (a->dump_logits != NULL && !dump_open(&dump, a->dump_logits, &err))
+        goto out;
     for (int i = 0; i < n_images; i++)
         if ((images[i] = dq_image_load(a->images[i], DQ_EXIF_APPLY, &err)) == NULL)
             goto out;
@@ -204,8 +272,14 @@ static int run_generate(GenerateArgs *a) {
     if (!smolvlm_generate(p->model, &req, 1, &res, &tm, &err))
         goto out;
     if (a->dump_logits != NULL &&
-        !write_logits(a->dump_logits, res.last_logits, smolvlm_config(p->model)->vocab_size, &err))
+        !dump_finish(&dump, res.last_logits, smolvlm_config(p->model)->vocab_size, &err))
         goto out;
+    if (res.stopped_on_positions)
+        fprintf(stderr,
+                "docqa: generate: note: stopped after %d new tokens: the sequence reached the "
+                "model's %d positions (--max-new-tokens %d)\n",
+                res.n_output_ids, smolvlm_config(p->model)->max_position_embeddings,
+                req.options.max_new_tokens);
     char *text = tokenizer_decode(p->tok, res.output_ids, (size_t)res.n_output_ids, TRUE, NULL);
     if (a->json)
         print_json(&prompt, &res, text, &tm);
@@ -216,6 +290,7 @@ static int run_generate(GenerateArgs *a) {
 out:
     if (err != NULL)
         status = dq_cli_fail(err);
+    dump_abandon(&dump);
     dq_generate_result_clear(&res);
     smolvlm_prompt_clear(&prompt);
     smolvlm_pipeline_free(p);
@@ -231,14 +306,22 @@ int cmd_generate(int argc, char **argv) {
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &a.model_dir, "SmolVLM snapshot folder", "DIR"},
         {"image", 'i', 0, G_OPTION_ARG_FILENAME_ARRAY, &a.images,
          "an image (PNG or JPEG); repeat for several, in prompt order", "FILE"},
-        {"prompt", 'p', 0, G_OPTION_ARG_STRING, &a.prompt,
-         "the user's text; templated with the images before it", "TEXT"},
-        {"raw-prompt", 0, 0, G_OPTION_ARG_STRING, &a.raw_prompt,
-         "an already templated prompt; each <image> stands for the next image", "TEXT"},
+        /* FILENAME: the bytes as given, checked as UTF-8 below whatever the locale (GLib would
+         * convert from the locale's charset, refusing UTF-8 under LC_ALL=C, with a message
+         * that names no option). */
+        {"prompt", 'p', 0, G_OPTION_ARG_FILENAME, &a.prompt,
+         "the user's text (UTF-8); templated with the images before it", "TEXT"},
+        {"raw-prompt", 0, 0, G_OPTION_ARG_FILENAME, &a.raw_prompt,
+         "an already templated prompt (UTF-8); each <image> stands for the next image", "TEXT"},
         {"max-new-tokens", 0, 0, G_OPTION_ARG_STRING, &a.max_new_tokens_text,
-         "most tokens to generate, >= 1 (default: generation_config.json's, else 256)", "N"},
-        {"n-res", 0, 0, G_OPTION_ARG_INT, &a.n_res,
-         "resize so the longest edge is N x tile (default: the snapshot's)", "N"},
+         "most tokens to generate, 1 to 2147483647 (default: generation_config.json's, else "
+         "256); generation also stops where prompt and new tokens fill the model's "
+         "max_position_embeddings",
+         "N"},
+        {"n-res", 0, 0, G_OPTION_ARG_STRING, &a.n_res_text,
+         "resize so the longest edge is N x tile, 1 to 64 as in ingest (at most 4096 px as in "
+         "transformers; default: the snapshot's)",
+         "N"},
         {"no-split", 0, 0, G_OPTION_ARG_NONE, &a.no_split, "one tile an image (no splitting)",
          NULL},
         {"ignore-eos", 0, 0, G_OPTION_ARG_NONE, &a.ignore_eos,
@@ -282,22 +365,24 @@ int cmd_generate(int argc, char **argv) {
         dq_fail(&err, DQ_ERR_ARGS, "--model DIR is required");
     else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
         dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
-    else if (a.n_res < 0)
-        dq_fail(&err, DQ_ERR_ARGS, "--n-res %d: must be positive", a.n_res);
     if (err != NULL) {
         fprintf(stderr, "docqa generate: %s (see --help)\n", err->message);
         g_error_free(err);
         goto out;
     }
-    gint64 max_new = 0, top_k = -1;
-    if (!dq_cli_int_option("generate", "--max-new-tokens", a.max_new_tokens_text, 1, G_MAXINT,
+    gint64 max_new = 0, top_k = -1, n_res = 0;
+    if (!dq_cli_utf8_option("generate", "--prompt", a.prompt) ||
+        !dq_cli_utf8_option("generate", "--raw-prompt", a.raw_prompt) ||
+        !dq_cli_int_option("generate", "--max-new-tokens", a.max_new_tokens_text, 1, G_MAXINT,
                            &max_new) ||
+        !dq_cli_int_option("generate", "--n-res", a.n_res_text, 1, DQ_CLI_MAX_N_RES, &n_res) ||
         !dq_cli_int_option("generate", "--top-k", a.top_k_text, 0, G_MAXINT, &top_k) ||
         !dq_cli_int_option("generate", "--seed", a.seed_text, G_MININT64, G_MAXINT64, &a.seed) ||
         !parse_double("--temperature", a.temperature_text, 0, INFINITY, "> 0", &a.temperature) ||
         !parse_double("--top-p", a.top_p_text, 0, 1, "in (0, 1]", &a.top_p))
         goto out;
     a.max_new_tokens = (int)max_new;
+    a.n_res = (int)n_res;
     a.top_k = (int)top_k;
     if (!a.sample) {
         /* Said, not refused: greedy decoding is what was asked for, the rest is only unused. */
@@ -327,6 +412,7 @@ out:
     g_free(a.draft);
     g_free(a.dump_logits);
     g_free(a.max_new_tokens_text);
+    g_free(a.n_res_text);
     g_free(a.temperature_text);
     g_free(a.top_p_text);
     g_free(a.top_k_text);

@@ -201,7 +201,7 @@ int cmd_ingest(int argc, char **argv) {
             goto out;
         }
     /* One line naming the first bad option; 0 means something only for --mem-limit. */
-    const char *bad = opt.n_res < 1 || opt.n_res > 64                  ? "--n-res must be 1 to 64"
+    const char *bad = opt.n_res < 1 || opt.n_res > DQ_CLI_MAX_N_RES    ? "--n-res must be 1 to 64"
                       : tile != G_MININT && (tile < 16 || tile > 8192) ? "--tile must be 16 to 8192"
                       : opt.jobs < 1                                   ? "--jobs must be at least 1"
                       : opt.max_pixels < 1     ? "--max-pixels must be at least 1"

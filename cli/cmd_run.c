@@ -106,7 +106,7 @@ int cmd_run(int argc, char **argv) {
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
          "SmolVLM snapshot directory (default $DOCQA_MODEL)", "DIR"},
-        {"model-id", 0, 0, G_OPTION_ARG_STRING, &model_id_opt,
+        {"model-id", 0, 0, G_OPTION_ARG_FILENAME, &model_id_opt, /* bytes, checked as UTF-8 */
          "answer the jobs asked for this model id (default: the snapshot directory's name)", "ID"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device,
          "cpu, cuda or cuda:I (default cpu); a comma list (cuda:0,cuda:1) or cuda:all: one worker "
@@ -181,7 +181,8 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "docqa: run: --lease %d: must be a positive number of seconds\n", lease_s);
         goto out;
     }
-    if (!dq_cli_int_option("run", "--workers", workers_text, 1, 256, &workers) ||
+    if (!dq_cli_utf8_option("run", "--model-id", model_id_opt) ||
+        !dq_cli_int_option("run", "--workers", workers_text, 1, 256, &workers) ||
         !dq_cli_int_option("run", "--max-jobs", max_jobs_text, 1, G_MAXINT64, &max_jobs))
         goto out;
     if (prep_threads < 0 || prep_threads > DQ_MAX_PREP_THREADS) {

@@ -24,6 +24,7 @@ typedef struct {
     gboolean pixels_done;
     size_t refused;           /* the largest allocation libpng asked for and was refused, or 0 */
     uint8_t palette[256 * 3]; /* entries past PLTE stay black, as in Pillow */
+    GByteArray *exif;         /* the last eXIf chunk's data (png_exif_chunk_cb), or NULL */
 } PngReader;
 
 /* The most libpng may allocate at once. Its own needs are a few rows (8 MB at its width limit
@@ -120,15 +121,29 @@ static void png_row_to_rgb(const uint8_t *in, uint8_t *out, int width, int color
     }
 }
 
+/* eXIf chunks are read here, not by libpng: libpng drops one that does not start with "MM" or
+ * "II", where Pillow keeps every one (PngStream.chunk_eXIf; Exif.load then strips "Exif\0\0"
+ * prefixes, which some writers put there), and the last one read wins, as it overwrites
+ * info["exif"], after the image data too. */
+static int png_exif_chunk_cb(png_structp png, png_unknown_chunkp chunk) {
+    if (memcmp(chunk->name, "eXIf", 4) != 0)
+        return 0; /* not ours: libpng's default handling */
+    PngReader *r = png_get_user_chunk_ptr(png);
+    if (r->exif != NULL)
+        g_byte_array_unref(r->exif);
+    r->exif = g_byte_array_new();
+    g_byte_array_append(r->exif, chunk->data, (guint)chunk->size);
+    return 1;
+}
+
 static void png_collect_meta(png_structp png, png_infop info, DqImageMeta *meta) {
-#ifdef PNG_eXIf_SUPPORTED
-    png_uint_32 n = 0;
-    png_bytep exif = NULL;
-    if (meta->exif == NULL && png_get_eXIf_1(png, info, &n, &exif) != 0 && exif != NULL && n > 0) {
-        meta->exif = g_byte_array_new();
-        g_byte_array_append(meta->exif, exif, n);
+    PngReader *r = png_get_user_chunk_ptr(png);
+    if (r->exif != NULL && r->exif->len > 0 && meta->exif != r->exif) {
+        /* info["exif"] takes the place of a "Raw profile type exif" read earlier */
+        if (meta->exif != NULL)
+            g_byte_array_unref(meta->exif);
+        meta->exif = g_byte_array_ref(r->exif);
     }
-#endif
     png_textp text = NULL;
     int ntext = 0;
     png_get_text(png, info, &text, &ntext);
@@ -193,6 +208,9 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
     }
     png_set_read_fn(png, r, png_read_cb);
     png_set_benign_errors(png, 1);
+    static const png_byte exif_chunk[] = "eXIf";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_ALWAYS, exif_chunk, 1);
+    png_set_read_user_chunk_fn(png, r, png_exif_chunk_cb);
     png_read_info(png, info);
 
     png_uint_32 width = 0, height = 0;
@@ -269,6 +287,8 @@ DqImage *dq_png_decode(const uint8_t *data, size_t len, const char *name, DqImag
     DqImage *img = png_decode_with(r, meta, err);
     dq_image_free(r->img);
     g_free(r->raw);
+    if (r->exif != NULL)
+        g_byte_array_unref(r->exif);
     g_free(r);
     return img;
 }

@@ -180,7 +180,7 @@ static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
     /* A question the model cannot take with this page is a bad request, failed here alone
      * (answerer.h): in the generator it would fail the batch it was added with. */
     int positions = smolvlm_config(a->pipe->model)->max_position_embeddings;
-    if (p->prompt.n_input_ids + p->max_new_tokens > positions)
+    if ((gint64)p->prompt.n_input_ids + p->max_new_tokens > positions)
         return dq_fail(err, DQ_ERR_ARGS,
                        "%s: too long for the model: the question's prompt with the page is %d "
                        "tokens, and %d new ones make more than the model's %d positions",

@@ -93,6 +93,13 @@ static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, int ind
         return dq_fail(err, DQ_ERR_ARGS, "request %d: empty prompt", index);
     if (r->options.max_new_tokens <= 0)
         return dq_fail(err, DQ_ERR_ARGS, "request %d: max_new_tokens must be positive", index);
+    /* Checked here, before any vision work: a sequence is the prompt and the new ids, at most
+     * max_position_embeddings; a longer max_new_tokens only stops generation there. */
+    if (r->n_input_ids >= c->max_position_embeddings)
+        return dq_fail(err, DQ_ERR_LIMIT,
+                       "request %d: the prompt is %d tokens, the model takes %d positions: no room "
+                       "for a new token",
+                       index, r->n_input_ids, c->max_position_embeddings);
     if (r->options.do_sample && !(r->options.temperature > 0))
         return dq_fail(err, DQ_ERR_ARGS, "request %d: temperature must be positive", index);
     int n_image_ids = 0;
@@ -139,6 +146,7 @@ typedef struct {
     SmolvlmKV *kv;
     float *logits; /* host [vocab]: the slot's row of DqGenerator.logits */
     DqGenerateOptions options;
+    int limit; /* new ids it may take: max_new_tokens, or fewer where the positions end */
     uint64_t rng;
     DqGenerateResult res;
     int prompt_tokens;
@@ -314,7 +322,10 @@ static gboolean slot_push(DqGenerator *g, Slot *s, int tok) {
     s->res.output_ids[s->res.n_output_ids++] = tok;
     if (!s->options.ignore_eos && smolvlm_config_is_eos(smolvlm_config(g->m), tok))
         s->res.stopped_on_eos = TRUE;
-    s->finished = s->res.stopped_on_eos || s->res.n_output_ids >= s->options.max_new_tokens;
+    if (!s->res.stopped_on_eos && s->res.n_output_ids >= s->limit &&
+        s->limit < s->options.max_new_tokens)
+        s->res.stopped_on_positions = TRUE;
+    s->finished = s->res.stopped_on_eos || s->res.n_output_ids >= s->limit;
     return s->finished;
 }
 
@@ -428,21 +439,25 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
 
     /* 2. Prefill, up to prefill_rows prompt rows a forward call, requests side by side. */
     t0 = dq_now_ms();
-    int total = 0;
+    gint64 total = 0;
     for (int i = 0; i < n; i++) {
         const SmolvlmRequest *r = &reqs[i];
         Slot *s = as[i].slot;
         total += r->n_input_ids;
-        if ((s->kv = smolvlm_kv_new(g->m, r->n_input_ids + r->options.max_new_tokens, err)) == NULL)
+        /* 64-bit: max_new_tokens may be anything up to INT_MAX (check_request keeps the prompt
+         * below the positions, so the limit is at least 1). */
+        s->limit = (int)MIN((gint64)r->options.max_new_tokens,
+                            (gint64)c->max_position_embeddings - r->n_input_ids);
+        if ((s->kv = smolvlm_kv_new(g->m, r->n_input_ids + s->limit, err)) == NULL)
             goto out;
         s->options = r->options;
         s->rng = r->options.seed;
         s->prompt_tokens = r->n_input_ids;
-        s->res.output_ids = g_new0(int32_t, r->options.max_new_tokens);
+        s->res.output_ids = g_new0(int32_t, s->limit);
     }
     const int prefill_rows = MAX(smolvlm_backend(g->m)->prefill_rows, DQ_PREFILL_ROWS);
     int step_rows = MAX(g->n_slots, g->draft_tokens > 0 ? smolvlm_steps_max(g->m) : 0);
-    if (!ensure_workspace(g, MAX(MIN(total, prefill_rows), step_rows), err))
+    if (!ensure_workspace(g, MAX((int)MIN(total, prefill_rows), step_rows), err))
         goto out;
     for (int i = 0; i < n;) {
         int rows = 0, n_segs = 0;
@@ -497,7 +512,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
     g->tm.prefill_ms += prefill_ms;
     g->tm.n_tiles += n_tiles;
     g->tm.n_tiles_distinct += distinct;
-    g->tm.prompt_tokens += total;
+    g->tm.prompt_tokens += (int)total;
     g->tm.features_reused += reused;
     ok = TRUE;
 out:
@@ -583,8 +598,8 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
         Slot *s = &g->slots[i];
         if (!s->used || s->finished)
             continue;
-        /* never a guess past max_new_tokens: the cache holds the prompt and that many */
-        n_guess[n_act] = MIN(k, s->options.max_new_tokens - s->res.n_output_ids - 1);
+        /* never a guess past the slot's limit: the cache holds the prompt and that many */
+        n_guess[n_act] = MIN(k, s->limit - s->res.n_output_ids - 1);
         len[n_act] = smolvlm_kv_len(s->kv);
         draws[n_act] = s->rng;
         act[n_act++] = i;

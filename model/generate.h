@@ -47,7 +47,8 @@
 #include <stdint.h>
 
 typedef struct {
-    int max_new_tokens;  /* > 0 */
+    int max_new_tokens;  /* > 0; generation also stops where the sequence (prompt + generated)
+                          * reaches max_position_embeddings (DqGenerateResult) */
     gboolean do_sample;  /* FALSE: greedy argmax of the raw logits */
     double temperature;  /* sampling: logits / temperature (> 0) */
     double top_p;        /* sampling: nucleus mass in (0, 1]; 1 = off */
@@ -77,6 +78,10 @@ typedef struct {
     int32_t *output_ids; /* generated ids (the eos that stopped it included) */
     int n_output_ids;
     gboolean stopped_on_eos;
+    /* Stopped before max_new_tokens because the sequence (prompt and generated ids) filled the
+     * model's max_position_embeddings; transformers would go on past the positions the model
+     * was trained for (RoPE has no table), docqa stops there. */
+    gboolean stopped_on_positions;
     float *last_logits; /* [vocab_size] when want_logits, else NULL */
 } DqGenerateResult;
 
@@ -108,8 +113,8 @@ typedef struct DqGenerator DqGenerator;
 
 /* n_slots requests at most in flight; the image features of the cache_pages most recently used
  * features_keys are kept for reuse (0: none). KV caches are allocated when a slot is filled
- * (prompt + max_new_tokens positions) and freed when its result is taken; the workspace grows
- * in dq_generator_add only, so a decode step allocates nothing. */
+ * (prompt + max_new_tokens positions, at most max_position_embeddings) and freed when its result is
+ * taken; the workspace grows in dq_generator_add only, so a decode step allocates nothing. */
 DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError **err);
 void dq_generator_free(DqGenerator *g);
 

@@ -80,6 +80,8 @@ static void test_stream_matches_alone(gconstpointer data) {
         {banner, "Who wrote it?", tmpl, 3, 1},
         {overwritten, "What is it?", tmpl, MAX_NEW, 1},
         {page, too_long->str, tmpl, MAX_NEW, 1},
+        /* asked with a bare model id, nothing checked it: prompt + INT_MAX once overflowed */
+        {page, "What is the title?", tmpl, G_MAXINT, 1},
     };
     int n = G_N_ELEMENTS(reqs);
     GError *err = NULL;
@@ -109,7 +111,7 @@ static void test_stream_matches_alone(gconstpointer data) {
             g_assert_cmpint(res[i].error->code, ==, alone[i].error->code);
             continue;
         }
-        if (i == 8) {
+        if (i == 8 || i == 9) {
             /* A question the model cannot take fails alone as a bad request (its job is not
              * retried), and its batch-mates get their answers (checked with them below). */
             g_assert_error(res[i].error, DQ_ERROR, DQ_ERR_ARGS);

@@ -5,9 +5,13 @@
 #include "queue.h"
 #include "testutil.h"
 
+#include <errno.h>
+#include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <sched.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <sqlite3.h>
 #include <string.h>
 
@@ -416,6 +420,9 @@ static void test_numbers_refused_by_name(void) {
                             {"--top-p", "0", "--sample"},
                             {"--top-p", "1.5", "--sample"},
                             {"--top-k", "-2", "--sample"},
+                            {"--n-res", "0", NULL},
+                            {"--n-res", "65", NULL},
+                            {"--n-res", "2147483647", NULL},
                             {"--seed", "99999999999999999999", "--sample"}};
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_assert_cmpint(docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", bad[i][0],
@@ -516,6 +523,294 @@ static void test_commands_refuse_stray_arguments(void) {
     g_free(dir);
 }
 
+/* docqa with args, an environment (NULL-terminated "NAME=value" pairs added to this one's) and
+ * stdout sent to stdout_path (NULL: captured into *out); returns the exit status, stderr in
+ * *errout. */
+static int docqa_with(const char *const *env, const char *stdout_path, char **out, char **errout,
+                      const char *const *args) {
+    GSubprocessFlags flags = G_SUBPROCESS_FLAGS_STDERR_PIPE;
+    if (stdout_path == NULL)
+        flags |= G_SUBPROCESS_FLAGS_STDOUT_PIPE;
+    GSubprocessLauncher *l = g_subprocess_launcher_new(flags);
+    for (const char *const *e = env; e && *e; e++) {
+        char **kv = g_strsplit(*e, "=", 2);
+        g_subprocess_launcher_setenv(l, kv[0], kv[1], TRUE);
+        g_strfreev(kv);
+    }
+    if (stdout_path != NULL)
+        g_subprocess_launcher_set_stdout_file_path(l, stdout_path);
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    GError *err = NULL;
+    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
+    dq_assert_no_error(err);
+    GBytes *o = NULL, *e = NULL;
+    g_assert_true(g_subprocess_communicate(p, NULL, NULL, &o, &e, &err));
+    dq_assert_no_error(err);
+    if (out != NULL)
+        *out = o ? g_strndup(g_bytes_get_data(o, NULL), g_bytes_get_size(o)) : g_strdup("");
+    if (errout != NULL)
+        *errout = g_bytes_get_size(e) > 0
+                      ? g_strndup(g_bytes_get_data(e, NULL), g_bytes_get_size(e))
+                      : g_strdup("");
+    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
+    if (o)
+        g_bytes_unref(o);
+    g_bytes_unref(e);
+    g_object_unref(p);
+    g_object_unref(l);
+    g_ptr_array_free(argv, TRUE);
+    return rc;
+}
+
+/* The tiny model from ../shared/models, or NULL (with a skip) when it is not there. */
+static char *tiny_model(void) {
+    const char *shared = dq_test_shared_dir();
+    char *m = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
+    if (m == NULL || !g_file_test(m, G_FILE_TEST_IS_DIR)) {
+        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
+        g_clear_pointer(&m, g_free);
+    }
+    return m;
+}
+
+/* Results a user did not get must not look delivered: every command that writes to stdout
+ * exits 2 naming it when the write fails (a full disk: /dev/full). */
+static void test_stdout_write_errors(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *tiff = g_build_filename(dq_test_source_dir(), "tests", "ingest", "corpus", "tiff",
+                                  "imagetiff-minisblack-1c-8b.tiff", NULL);
+    char *db2 = g_build_filename(dir, "ingest.db", NULL);
+    const char *cmds[][12] = {
+        {"generate", "-m", model, "-p", "hi", "--max-new-tokens", "2", NULL},
+        {"generate", "-m", model, "-p", "hi", "--max-new-tokens", "2", "--json", NULL},
+        {"ask", "--db", db, "-m", "tiny", "Total?", NULL},
+        {"status", "--db", db, NULL},
+        {"status", "--db", db, "--json", NULL},
+        {"export", "--db", db, "--format", "csv", NULL},
+        {"requeue", "--db", db, "--failed", NULL},
+        {"ingest", "--db", db2, "--json", tiff, NULL},
+        {"version", NULL},
+        {"help", NULL},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
+        char *err = NULL;
+        int rc = docqa_with(NULL, "/dev/full", NULL, &err, cmds[i]);
+        char *want =
+            g_strdup_printf("docqa: %s: standard output: %s\n", cmds[i][0], g_strerror(ENOSPC));
+        if (rc != 2 || !g_str_has_suffix(err, want))
+            g_error("%s %s: exit %d, said '%s'", cmds[i][0], cmds[i][1] ? cmds[i][1] : "", rc, err);
+        g_free(want);
+        g_free(err);
+    }
+    g_free(db2);
+    g_free(tiff);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
+/* A copy of the tiny snapshot (files linked) whose model takes 16 positions. */
+static char *tiny_with_16_positions(const char *model, const char *dir) {
+    char *snap = g_build_filename(dir, "tiny16", NULL);
+    g_assert_cmpint(g_mkdir(snap, 0755), ==, 0);
+    GDir *d = g_dir_open(model, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
+        char *from = g_build_filename(model, name, NULL), *to = g_build_filename(snap, name, NULL);
+        if (strcmp(name, "config.json") == 0) {
+            char *text = dq_test_read_file(from, NULL);
+            GRegex *re = g_regex_new("\"max_position_embeddings\": *[0-9]+", 0, 0, NULL);
+            char *edited = g_regex_replace_literal(re, text, -1, 0,
+                                                   "\"max_position_embeddings\": 16", 0, NULL);
+            g_assert_true(g_file_set_contents(to, edited, -1, NULL));
+            g_free(edited);
+            g_regex_unref(re);
+            g_free(text);
+        } else {
+            g_assert_cmpint(symlink(from, to), ==, 0);
+        }
+        g_free(from);
+        g_free(to);
+    }
+    g_dir_close(d);
+    return snap;
+}
+
+/* --max-new-tokens takes 1 to INT_MAX: past the model's positions generation stops at the last
+ * one, said on stderr and in the JSON (transformers does not refuse such a request either);
+ * a prompt that leaves no room is refused. */
+static void test_generate_length(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *snap = tiny_with_16_positions(model, dir);
+    const char *counts[] = {"8", "2147483647"}; /* the prompt "hi" is 9 tokens */
+    for (size_t i = 0; i < G_N_ELEMENTS(counts); i++) {
+        char *out = NULL, *err = NULL;
+        const char *args[] = {"generate",         "-m",      snap,           "-p",     "hi",
+                              "--max-new-tokens", counts[i], "--ignore-eos", "--json", NULL};
+        g_assert_cmpint(docqa_with(NULL, NULL, &out, &err, args), ==, 0);
+        char *note = g_strdup_printf("docqa: generate: note: stopped after 7 new tokens: the "
+                                     "sequence reached the model's 16 positions "
+                                     "(--max-new-tokens %s)\n",
+                                     counts[i]);
+        g_assert_cmpstr(err, ==, note);
+        JsonParser *p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        g_assert_cmpstr(json_object_get_string_member(o, "finish_reason"), ==, "positions");
+        g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "output_ids")), ==,
+                        7);
+        g_object_unref(p);
+        g_free(note);
+        g_free(out);
+        g_free(err);
+    }
+    char *err = NULL;
+    const char *full[] = {
+        "generate", "-m", snap, "-p", "one two three four five six seven eight nine ten", NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, full), ==, 2);
+    g_assert_nonnull(strstr(err, "the model takes 16 positions: no room for a new token"));
+    g_free(err);
+    g_free(snap);
+    g_free(dir);
+    g_free(model);
+}
+
+/* --dump-logits is checked before any model work (here the model is not even there), and a run
+ * that fails leaves an existing file as it was. */
+static void test_generate_dump_logits(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *err = NULL;
+    const char *nowhere[] = {
+        "generate",           "-m", "/nonexistent/model", "-p", "hi", "--dump-logits",
+        "/nonexistent/x.bin", NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, nowhere), ==, 2);
+    g_assert_cmpstr(err, ==,
+                    "docqa: --dump-logits /nonexistent/x.bin: cannot create: No such file or "
+                    "directory\n");
+    g_free(err);
+    char *dump = g_build_filename(dir, "x.bin", NULL);
+    char *bad_image = g_build_filename(dir, "bad.png", NULL);
+    g_assert_true(g_file_set_contents(dump, "old", -1, NULL));
+    g_assert_true(g_file_set_contents(bad_image, "not an image", -1, NULL));
+    const char *failing[] = {"generate", "-m",      model,           "-p", "hi",
+                             "-i",       bad_image, "--dump-logits", dump, NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, NULL, failing), ==, 2);
+    size_t len = 0;
+    char *kept = dq_test_read_file(dump, &len);
+    g_assert_cmpstr(kept, ==, "old");
+    g_free(kept);
+    const char *ok[] = {"generate",         "-m", model,           "-p", "hi",
+                        "--max-new-tokens", "1",  "--dump-logits", dump, NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, NULL, ok), ==, 0);
+    g_free(dq_test_read_file(dump, &len));
+    g_assert_cmpint(len, ==, 49280 * 4); /* the tiny model's vocabulary, float32 */
+    GDir *d = g_dir_open(dir, 0, NULL);
+    int files = 0;
+    while (g_dir_read_name(d) != NULL)
+        files++;
+    g_dir_close(d);
+    g_assert_cmpint(files, ==, 2); /* no temporary left beside it */
+    g_free(bad_image);
+    g_free(dump);
+    g_free(dir);
+    g_free(model);
+}
+
+/* Free-text options are UTF-8 whatever the locale, and bytes that are not are refused by the
+ * option's name; an option GLib converts from the locale is named when the conversion fails. */
+static void test_options_utf8(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    const char *bad[][9] = {
+        {"generate", "-m", model, "-p", "\xff", NULL},
+        {"generate", "-m", model, "--raw-prompt", "ok\xc3", NULL},
+        {"export", "--db", db, "--question", "Qu\xe9?", NULL},
+        {"ask", "--db", db, "-m", "tiny", "--where", "path LIKE '%\xe9%'", "Q?", NULL},
+        {"run", "--db", db, "-m", model, "--model-id", "t\xff", NULL},
+    };
+    const char *want[] = {
+        "docqa: generate: --prompt is not valid UTF-8 (byte 0xff at offset 0)\n",
+        "docqa: generate: --raw-prompt is not valid UTF-8 (byte 0xc3 at offset 2)\n",
+        "docqa: export: --question is not valid UTF-8 (byte 0xe9 at offset 2)\n",
+        "docqa: ask: --where is not valid UTF-8 (byte 0xe9 at offset 12)\n",
+        "docqa: run: --model-id is not valid UTF-8 (byte 0xff at offset 1)\n",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        char *err = NULL;
+        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, bad[i]), ==, 2);
+        g_assert_cmpstr(err, ==, want[i]);
+        g_free(err);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    /* UTF-8 text under the C locale (cron's) */
+    const char *c_locale[] = {"LC_ALL=C", NULL};
+    const char *accented[] = {"generate",         "-m", model, "-p", "Qu\xc3\xa9?",
+                              "--max-new-tokens", "1",  NULL};
+    g_assert_cmpint(docqa_with(c_locale, NULL, NULL, NULL, accented), ==, 0);
+    const char *question[] = {"export", "--db", db, "--question", "Qu\xc3\xa9?", NULL};
+    g_assert_cmpint(docqa_with(c_locale, NULL, NULL, NULL, question), ==, 0);
+    char *err = NULL;
+    const char *device[] = {"generate", "-m", model, "-p", "hi", "--device", "\xff", NULL};
+    g_assert_cmpint(docqa_with(c_locale, NULL, NULL, &err, device), ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: --device '\\377': not text in the locale's"));
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
+/* More OpenMP threads than CPUs are capped at the CPUs, with a note: each thread has its
+ * scratch (1000 threads took 8.2 GB and 25 s for the tiny model on 2 CPUs). */
+static void test_threads_capped(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    cpu_set_t set;
+    g_assert_cmpint(sched_getaffinity(0, sizeof set, &set), ==, 0);
+    int cpus = CPU_COUNT(&set);
+    if (cpus >= 256) {
+        g_test_skip("256 CPUs or more: 256 threads are no oversubscription");
+        g_free(model);
+        return;
+    }
+    const char *env[] = {"OMP_NUM_THREADS=256", NULL};
+    const char *args[] = {"generate",         "-m", model,    "-p", "hi",
+                          "--max-new-tokens", "1",  "--json", NULL};
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa_with(env, NULL, &out, &err, args), ==, 0);
+    char *note = g_strdup_printf("docqa: note: OMP_NUM_THREADS asks for 256 threads, this process "
+                                 "may run on %d CPUs: using %d",
+                                 cpus, cpus);
+    g_assert_true(g_str_has_prefix(err, note));
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    double rss =
+        json_object_get_double_member(json_node_get_object(json_parser_get_root(p)), "peak_rss_mb");
+    g_assert_cmpfloat(rss, <, 512); /* 256 threads' scratch: about 2 GB */
+    g_object_unref(p);
+    g_free(note);
+    g_free(out);
+    g_free(err);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -528,6 +823,11 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
     g_test_add_func("/cli-jobs/ask-questions-from-stdin", test_ask_questions_from_stdin);
+    g_test_add_func("/cli/stdout-write-errors", test_stdout_write_errors);
+    g_test_add_func("/cli/generate-length", test_generate_length);
+    g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
+    g_test_add_func("/cli/options-utf8", test_options_utf8);
+    g_test_add_func("/cli/threads-capped", test_threads_capped);
     g_test_add_func("/cli-jobs/numbers-refused-by-name", test_numbers_refused_by_name);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     return g_test_run();

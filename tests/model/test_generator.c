@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     SmolvlmPrompt prompt;
@@ -549,6 +550,98 @@ static void test_speculative_bf16_products(void) {
     speculative("tiny-smolvlm-a384-v1tok", "bf16");
 }
 
+/* A copy of a shared snapshot (its files linked) whose config.json says max_position_embeddings
+ * = positions. RoPE has no table, so the weights give the same tokens at any setting. */
+static char *snapshot_with_positions(const char *model, int positions) {
+    char *src = g_build_filename(dq_test_shared_dir(), "models", model, NULL);
+    char *dir = dq_test_tmpdir();
+    GDir *d = g_dir_open(src, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
+        char *from = g_build_filename(src, name, NULL), *to = g_build_filename(dir, name, NULL);
+        if (strcmp(name, "config.json") == 0) {
+            char *text = dq_test_read_file(from, NULL);
+            GRegex *re = g_regex_new("\"max_position_embeddings\": *[0-9]+", 0, 0, NULL);
+            char *value = g_strdup_printf("\"max_position_embeddings\": %d", positions);
+            char *edited = g_regex_replace_literal(re, text, -1, 0, value, 0, NULL);
+            g_assert_cmpstr(edited, !=, text);
+            g_assert_true(g_file_set_contents(to, edited, -1, NULL));
+            g_free(edited);
+            g_free(value);
+            g_regex_unref(re);
+            g_free(text);
+        } else {
+            g_assert_cmpint(symlink(from, to), ==, 0);
+        }
+        g_free(from);
+        g_free(to);
+    }
+    g_dir_close(d);
+    g_free(src);
+    return dir;
+}
+
+/* The sequence (prompt and new tokens) ends at max_position_embeddings: a max_new_tokens past
+ * it (up to INT_MAX, whose sum with the prompt once overflowed int) stops generation there,
+ * said in the result, with the tokens the model gives without the limit; a prompt that fills
+ * the positions is refused before the vision encoder runs. */
+static void test_positions_limit(void) {
+    if (dq_test_shared_dir() == NULL)
+        return;
+    SmolvlmPipeline *full = open_pipeline("tiny-smolvlm-b512", "cpu");
+    Case ref;
+    case_init(&ref, full, NULL, "hi", 0, 7);
+    g_assert_cmpint(ref.prompt.n_input_ids, ==, 9);
+    g_assert_false(ref.alone.stopped_on_positions);
+
+    char *snap = snapshot_with_positions("tiny-smolvlm-b512", 16);
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err);
+    dq_assert_no_error(err);
+    SmolvlmRequest r = ref.req;
+    DqGenerateResult res;
+    for (int k = 0; k < 2; k++) {
+        r.options.max_new_tokens = k == 0 ? G_MAXINT : 7; /* 7: exactly the room left */
+        g_assert_true(smolvlm_generate(p->model, &r, 1, &res, NULL, &err));
+        dq_assert_no_error(err);
+        g_assert_cmpint(res.n_output_ids, ==, 7);
+        g_assert_cmpint(res.stopped_on_positions, ==, k == 0);
+        g_assert_false(res.stopped_on_eos);
+        g_assert_cmpmem(res.output_ids, 7 * 4, ref.alone.output_ids, 7 * 4);
+        dq_generate_result_clear(&res);
+    }
+    /* The same through a generator's slots, with a draft-free step loop. */
+    DqGenerator *g = dq_generator_new(p->model, 2, 0, &err);
+    int slots[1];
+    r.options.max_new_tokens = 1000;
+    g_assert_true(dq_generator_add(g, &r, 1, slots, &err));
+    while (dq_generator_n_active(g) > 0)
+        g_assert_true(dq_generator_step(g, &err));
+    DqGeneratorDone done[2];
+    g_assert_cmpint(dq_generator_take_finished(g, done, 2), ==, 1);
+    g_assert_cmpint(done[0].result.n_output_ids, ==, 7);
+    g_assert_true(done[0].result.stopped_on_positions);
+    dq_generate_result_clear(&done[0].result);
+    dq_generator_free(g);
+
+    /* A page's prompt is far longer than 16 positions: refused, and no tile was encoded. */
+    Case page;
+    case_init(&page, full, "portrait_page.png", "What is this?", 2, 1);
+    r = page.req;
+    DqGenerateTimings tm = {0};
+    g_assert_false(smolvlm_generate(p->model, &r, 1, &res, &tm, &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "the model takes 16 positions"));
+    g_clear_error(&err);
+    g_assert_cmpint(tm.n_tiles, ==, 0);
+    g_assert_cmpfloat(tm.vision_ms, ==, 0);
+    case_clear(&page);
+    case_clear(&ref);
+    smolvlm_pipeline_free(p);
+    smolvlm_pipeline_free(full);
+    g_free(snap);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/generator/join-midway/cpu", test_join_midway_fast);
@@ -559,6 +652,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/generator/generated-image-token", test_generated_image_token);
     g_test_add_func("/generator/vision-reuse", test_vision_reuse);
     g_test_add_func("/generator/errors", test_errors);
+    g_test_add_func("/generator/positions-limit", test_positions_limit);
     g_test_add_func("/generator/speculative/f32", test_speculative_f32);
     g_test_add_func("/generator/speculative/bf16", test_speculative_bf16);
     g_test_add_func("/generator/speculative/bf16-products", test_speculative_bf16_products);
