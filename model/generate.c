@@ -87,21 +87,21 @@ int dq_sample_token(const float *logits, int vocab, const DqGenerateOptions *opt
 
 /* ---- the generator: slots, feature cache, add / step / take */
 
-static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, int index, GError **err) {
+static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, GError **err) {
     const SmolvlmConfig *c = smolvlm_config(m);
     if (r->n_input_ids <= 0 || r->input_ids == NULL)
-        return dq_fail(err, DQ_ERR_ARGS, "request %d: empty prompt", index);
+        return dq_fail(err, DQ_ERR_ARGS, "empty prompt");
     if (r->options.max_new_tokens <= 0)
-        return dq_fail(err, DQ_ERR_ARGS, "request %d: max_new_tokens must be positive", index);
+        return dq_fail(err, DQ_ERR_ARGS, "max_new_tokens must be positive");
     /* Checked here, before any vision work: a sequence is the prompt and the new ids, at most
      * max_position_embeddings; a longer max_new_tokens only stops generation there. */
     if (r->n_input_ids >= c->max_position_embeddings)
         return dq_fail(err, DQ_ERR_LIMIT,
-                       "request %d: the prompt is %d tokens, the model takes %d positions: no room "
+                       "the prompt is %d tokens, the model takes %d positions: no room "
                        "for a new token",
-                       index, r->n_input_ids, c->max_position_embeddings);
+                       r->n_input_ids, c->max_position_embeddings);
     if (r->options.do_sample && !(r->options.temperature > 0))
-        return dq_fail(err, DQ_ERR_ARGS, "request %d: temperature must be positive", index);
+        return dq_fail(err, DQ_ERR_ARGS, "temperature must be positive");
     int n_image_ids = 0;
     for (int i = 0; i < r->n_input_ids; i++)
         n_image_ids += r->input_ids[i] == c->image_token_id;
@@ -109,18 +109,17 @@ static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, int ind
     for (int i = 0; i < r->n_images; i++) {
         const DqImageTiles *t = r->images[i];
         if (t == NULL || t->n_tiles <= 0 || t->bytes == NULL || t->hashes == NULL)
-            return dq_fail(err, DQ_ERR_ARGS, "request %d: image %d has no tiles", index, i);
+            return dq_fail(err, DQ_ERR_ARGS, "image %d has no tiles", i);
         if (t->tile_size != c->image_size)
-            return dq_fail(err, DQ_ERR_ARGS,
-                           "request %d: image %d has %d px tiles, the model takes %d px", index, i,
+            return dq_fail(err, DQ_ERR_ARGS, "image %d has %d px tiles, the model takes %d px", i,
                            t->tile_size, c->image_size);
         tiles += t->n_tiles;
     }
     if (n_image_ids != tiles * c->tokens_per_tile)
         return dq_fail(err, DQ_ERR_ARGS,
-                       "request %d: the prompt has %d <image> tokens, its %d images give %d "
+                       "the prompt has %d <image> tokens, its %d images give %d "
                        "tiles x %d tokens",
-                       index, n_image_ids, r->n_images, tiles, c->tokens_per_tile);
+                       n_image_ids, r->n_images, tiles, c->tokens_per_tile);
     return TRUE;
 }
 
@@ -357,8 +356,12 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         return dq_fail(err, DQ_ERR_ARGS, "generator: %d requests, %d free slots", n,
                        dq_generator_n_free(g));
     for (int i = 0; i < n; i++)
-        if (!check_request(g->m, &reqs[i], i, err))
+        if (!check_request(g->m, &reqs[i], err)) {
+            /* Which of several requests it was; a lone request's caller knows. */
+            if (n > 1)
+                g_prefix_error(err, "request %d: ", i);
             return FALSE;
+        }
 
     gboolean ok = FALSE;
     AddState *as = g_new0(AddState, n);
