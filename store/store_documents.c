@@ -170,15 +170,25 @@ static gboolean insert_document(DqStore *store, const DqDocumentRow *doc, gint64
     return TRUE;
 }
 
+/* With `replace`, a page already there takes the new rendering in place: its row, and so the
+ * jobs asked about it and their answers (foreign keys that cascade), stay. */
 static gboolean insert_pages(DqStore *store, gint64 doc_id, const char *render_settings,
-                             const DqPageRow *pages, int n_pages, GError **err) {
-    sqlite3_stmt *st =
-        prepare(store,
-                "INSERT INTO pages (document_id, page_number, width, height, source_width, "
-                "source_height, render_settings, image_sha256, status, error_code, error_message) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
-                "ON CONFLICT (document_id, page_number, render_settings) DO NOTHING",
-                err);
+                             const DqPageRow *pages, int n_pages, gboolean replace, GError **err) {
+    sqlite3_stmt *st = prepare(
+        store,
+        replace ? "INSERT INTO pages (document_id, page_number, width, height, source_width, "
+                  "source_height, render_settings, image_sha256, status, error_code, "
+                  "error_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                  "ON CONFLICT (document_id, page_number, render_settings) DO UPDATE SET "
+                  "width = excluded.width, height = excluded.height, "
+                  "source_width = excluded.source_width, source_height = excluded.source_height, "
+                  "image_sha256 = excluded.image_sha256, status = excluded.status, "
+                  "error_code = excluded.error_code, error_message = excluded.error_message"
+                : "INSERT INTO pages (document_id, page_number, width, height, source_width, "
+                  "source_height, render_settings, image_sha256, status, error_code, "
+                  "error_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                  "ON CONFLICT (document_id, page_number, render_settings) DO NOTHING",
+        err);
     if (st == NULL)
         return FALSE;
     for (int i = 0; i < n_pages; i++) {
@@ -210,7 +220,7 @@ static gboolean insert_pages(DqStore *store, gint64 doc_id, const char *render_s
 }
 
 static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *doc,
-                                const char *render_settings, GError **err) {
+                                const char *render_settings, int last_page, GError **err) {
     sqlite3_stmt *st = prepare(
         store,
         "UPDATE documents SET page_count = coalesce(?2, page_count), status = ?3, error_code = "
@@ -232,11 +242,19 @@ static gboolean replace_outcome(DqStore *store, gint64 id, const DqDocumentRow *
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return db_fail(store, err, "updating a document");
-    st = prepare(store, "DELETE FROM pages WHERE document_id = ?1 AND render_settings = ?2", err);
+    /* Pages the new rendering does not have go, unless a job was asked about them: deleting
+     * the row would take the jobs and their answers with it (ON DELETE CASCADE). The pages it
+     * has are updated in place by insert_pages. */
+    st = prepare(store,
+                 "DELETE FROM pages WHERE document_id = ?1 AND render_settings = ?2 "
+                 "AND page_number > ?3 AND NOT EXISTS (SELECT 1 FROM jobs WHERE page_id = "
+                 "pages.id)",
+                 err);
     if (st == NULL)
         return FALSE;
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 3, last_page);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
@@ -256,10 +274,13 @@ static gboolean record_document(DqStore *store, const DqDocumentRow *doc, gint64
         return FALSE;
     if (existing_id <= 0 && !insert_document(store, doc, &id, &version, err))
         goto fail;
-    if (existing_id > 0 && replace &&
-        !replace_outcome(store, existing_id, doc, render_settings, err))
+    gboolean replacing = existing_id > 0 && replace;
+    int last_page = 0;
+    for (int i = 0; i < n_pages; i++)
+        last_page = MAX(last_page, pages[i].page_number);
+    if (replacing && !replace_outcome(store, existing_id, doc, render_settings, last_page, err))
         goto fail;
-    if (!insert_pages(store, id, render_settings, pages, n_pages, err))
+    if (!insert_pages(store, id, render_settings, pages, n_pages, replacing, err))
         goto fail;
     if (!dq_store_exec(store, "COMMIT", err))
         goto fail;

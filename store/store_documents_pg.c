@@ -147,10 +147,19 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
                    "WHERE id = $1",
                    &p, "updating a document", NULL, err))
             goto fail;
+        /* As on SQLite (store_documents.c, replace_outcome): pages the new rendering lacks go
+         * unless a job was asked about them; the others are updated in place below. */
+        int last_page = 0;
+        for (int i = 0; i < n_pages; i++)
+            last_page = MAX(last_page, pages[i].page_number);
         pg_i64(&p, existing_id);
         pg_text(&p, render_settings);
-        if (!pg_do(s, "DELETE FROM pages WHERE document_id = $1 AND render_settings = $2", &p,
-                   "replacing pages", NULL, err))
+        pg_i64(&p, last_page);
+        if (!pg_do(s,
+                   "DELETE FROM pages WHERE document_id = $1 AND render_settings = $2 "
+                   "AND page_number > $3 AND NOT EXISTS (SELECT 1 FROM jobs WHERE page_id = "
+                   "pages.id)",
+                   &p, "replacing pages", NULL, err))
             goto fail;
     }
     for (int i = 0; i < n_pages; i++) {
@@ -176,11 +185,18 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
         pg_text(&p, pg->status);
         pg_text(&p, pg->error_code);
         pg_text(&p, pg->error_message);
+        pg_bool(&p, existing_id > 0 && replace);
         if (!pg_do(s,
                    "INSERT INTO pages (document_id, page_number, width, height, source_width, "
                    "source_height, render_settings, image_sha256, status, error_code, "
                    "error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-                   "ON CONFLICT (document_id, page_number, render_settings) DO NOTHING",
+                   "ON CONFLICT (document_id, page_number, render_settings) DO UPDATE SET "
+                   "width = excluded.width, height = excluded.height, "
+                   "source_width = excluded.source_width, "
+                   "source_height = excluded.source_height, "
+                   "image_sha256 = excluded.image_sha256, status = excluded.status, "
+                   "error_code = excluded.error_code, error_message = excluded.error_message "
+                   "WHERE $12",
                    &p, "inserting a page", NULL, err))
             goto fail;
     }

@@ -694,6 +694,68 @@ static void test_document_versions(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A document rendered again at the same settings (its page files lost, --retry-failed): the page
+ * rows take the new rendering in place, so the jobs asked about them and their answers stay;
+ * a page the new rendering lacks goes only when nobody asked about it. */
+static void test_rerender_keeps_jobs(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    gint64 doc = add_document(s, "/archive/r.pdf", "rrrr");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3); /* pages 1-3 have images */
+    gint64 page1 = query_int(s, loc, "SELECT id FROM pages WHERE page_number = 1");
+    GPtrArray *claimed = store_jobs_claim(s, "w", "m", 3, 1000, 60000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(claimed->len, ==, 3);
+    DqJobAnswer ans[3];
+    for (guint i = 0; i < claimed->len; i++)
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(claimed, i))->job_id, "42");
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "w", ans, 3, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 3);
+    g_ptr_array_free(claimed, TRUE);
+    /* Page 3's job is taken away, so only page 3 of those past the new rendering's last page
+     * has none. */
+    g_assert_true(dq_store_exec(
+        s, "DELETE FROM jobs WHERE page_id = (SELECT id FROM pages WHERE page_number = 3)", &err));
+    dq_assert_no_error(err);
+    DqPageRow again[2] = {
+        {.page_number = 1, .width = 11, .height = 21, .image_sha256 = "eeee", .status = "ok"},
+        {.page_number = 2,
+         .status = "failed",
+         .error_code = "render_timeout",
+         .error_message = "t"},
+    };
+    DqDocumentRow redo = {.path = "/archive/r.pdf",
+                          .sha256 = "rrrr",
+                          .kind = "pdf",
+                          .page_count = 2,
+                          .status = "partial"};
+    g_assert_true(
+        dq_store_document_record(s, &redo, doc, TRUE, SETTINGS, again, 2, NULL, NULL, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs"), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT id FROM pages WHERE page_number = 1"), ==, page1);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM pages WHERE page_number = 1 AND width = 11 "
+                              "AND image_sha256 = 'eeee'"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM pages WHERE page_number = 2 AND "
+                              "image_sha256 IS NULL AND error_code = 'render_timeout'"),
+                    ==, 1);
+    /* Pages 3 (its job gone) and 4 (failed, never asked about) are gone. */
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM v_answers"), ==, 2);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* SQLite -> PostgreSQL -> SQLite: the answers read the same everywhere, ids survive, and the
  * copied identities continue past the copied rows. */
 static void test_migrate_round_trip(void) {
@@ -1414,6 +1476,10 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/migrate-snapshot", "postgres",
                          test_migrate_snapshot);
     g_test_add_func("/store/backends/postgres/password-hidden", test_pg_password_hidden);
+    g_test_add_data_func("/store/backends/sqlite/rerender-keeps-jobs", "sqlite",
+                         test_rerender_keeps_jobs);
+    g_test_add_data_func("/store/backends/postgres/rerender-keeps-jobs", "postgres",
+                         test_rerender_keeps_jobs);
     g_test_add_data_func("/store/backends/sqlite/document-versions", "sqlite",
                          test_document_versions);
     g_test_add_data_func("/store/backends/postgres/document-versions", "postgres",
