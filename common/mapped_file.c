@@ -9,7 +9,8 @@
 #include <unistd.h>
 
 DqMappedFile *dq_mapped_file_open(const char *path, GError **err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in the snapshot must be refused below, not wait for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, g_strerror(errno));
         return NULL;
