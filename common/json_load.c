@@ -1,6 +1,7 @@
 #include "json_load.h"
 
 #include "dq_error.h"
+#include "mapped_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,18 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static const char *file_kind(mode_t mode) {
-    if (S_ISDIR(mode))
-        return "a folder";
-    if (S_ISFIFO(mode))
-        return "a FIFO";
-    if (S_ISCHR(mode) || S_ISBLK(mode))
-        return "a device";
-    if (S_ISSOCK(mode))
-        return "a socket";
-    return "not a regular file";
-}
 
 char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GError **err) {
     /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; it
@@ -36,7 +25,7 @@ char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GErr
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s, not a regular file", path, file_kind(st.st_mode));
+        dq_fail(err, DQ_ERR_IO, "%s: %s, not a regular file", path, dq_file_kind(st.st_mode));
         close(fd);
         return NULL;
     }
