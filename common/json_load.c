@@ -133,6 +133,11 @@ static void on_object_end(JsonParser *parser, JsonObject *object, gpointer user)
 JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJsonFlags flags,
                           GError **err) {
     size_t n = len < 0 ? strlen(text) : (size_t)len, at = 0;
+    if (n >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+        /* json-glib skips it; Python's json (transformers) and serde_json refuse the file */
+        dq_fail(err, DQ_ERR_FORMAT, "%s: starts with a UTF-8 byte order mark, not JSON", label);
+        return NULL;
+    }
     if (!dq_json_depth_ok(text, n, DQ_JSON_MAX_DEPTH, &at)) {
         dq_fail(err, DQ_ERR_FORMAT, "%s: JSON nested deeper than %d levels (at byte %zu)", label,
                 DQ_JSON_MAX_DEPTH, at);

@@ -6,7 +6,8 @@
  *     nested deeper than DQ_JSON_MAX_DEPTH are refused before json-glib sees them (128 is the
  *     recursion limit of serde_json, which the safetensors and tokenizers libraries parse these
  *     same files with; real snapshot files are nested 4 deep);
- *   - it takes an empty text for a document with no root, where Python's json fails;
+ *   - it takes an empty text for a document with no root, and skips a UTF-8 byte order mark,
+ *     where Python's json (transformers) fails: both are refused;
  *   - it keeps the last of duplicate keys silently (DQ_JSON_UNIQUE_KEYS refuses them, for
  *     formats whose reference parser does);
  *   - json_parser_load_from_file blocks forever on a FIFO, reads /dev/zero until memory runs

@@ -170,6 +170,7 @@ static void test_json_empty_and_duplicates(void) {
     expect_json_error("", DQ_JSON_DEFAULT, "empty");
     expect_json_error("  \n", DQ_JSON_DEFAULT, "empty");
     expect_json_error("{\"a\": ", DQ_JSON_DEFAULT, "not valid JSON");
+    expect_json_error("\xEF\xBB\xBF{}", DQ_JSON_DEFAULT, "starts with a UTF-8 byte order mark");
     const char *dup = "{\"a\": {\"x\": 1, \"y\": 2}, \"b\": 1, \"a\": {\"x\": 3}}";
     expect_json_ok(dup, DQ_JSON_DEFAULT); /* Python's json keeps the last one too */
     expect_json_error(dup, DQ_JSON_UNIQUE_KEYS, "key \"a\" appears twice in the top-level object");
