@@ -105,6 +105,11 @@ int cmd_ask(int argc, char **argv) {
         fprintf(stderr, "docqa: ask: --max-attempts %d: must be positive\n", max_attempts);
         goto out;
     }
+    if (model != NULL && *model == '\0') {
+        fprintf(stderr, "docqa: ask: --model '': an empty name (give a model snapshot directory, "
+                        "or a bare model id)\n");
+        goto out;
+    }
     const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");
     /* A value with a '/' is a path: a typo in it would queue jobs for a model id that no `docqa
      * run --model DIR` answers. A bare id is taken on trust (queue_model_id). */

@@ -363,6 +363,8 @@ int cmd_generate(int argc, char **argv) {
         dq_fail(&err, DQ_ERR_ARGS, "unexpected argument '%s'", argv[1]);
     else if (a.model_dir == NULL)
         dq_fail(&err, DQ_ERR_ARGS, "--model DIR is required");
+    else if (a.model_dir[0] == '\0')
+        dq_fail(&err, DQ_ERR_ARGS, "--model '': an empty folder name");
     else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
         dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
     if (err != NULL) {

@@ -213,6 +213,10 @@ int cmd_ingest(int argc, char **argv) {
         fprintf(stderr, "docqa: ingest: %s\n", bad);
         goto out;
     }
+    if (model != NULL && *model == '\0') {
+        fprintf(stderr, "docqa: ingest: --model '': an empty folder name\n");
+        goto out;
+    }
     if (model != NULL && tile != G_MININT) {
         fprintf(stderr, "docqa: ingest: give --model or --tile, not both\n");
         goto out;

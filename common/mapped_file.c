@@ -8,15 +8,33 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+const char *dq_file_kind(unsigned mode) {
+    if (S_ISDIR(mode))
+        return "a folder";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode) || S_ISBLK(mode))
+        return "a device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
 DqMappedFile *dq_mapped_file_open(const char *path, GError **err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in the snapshot must be refused below, not wait for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, g_strerror(errno));
         return NULL;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        dq_fail(err, DQ_ERR_IO, "%s: not a regular file", path);
+    if (fstat(fd, &st) != 0) {
+        dq_fail(err, DQ_ERR_IO, "%s: cannot stat: %s", path, g_strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s, not a regular file", path, dq_file_kind(st.st_mode));
         close(fd);
         return NULL;
     }

@@ -16,8 +16,12 @@ typedef struct {
     size_t size;
 } DqMappedFile;
 
+/* Refuses what is not a regular file (a FIFO is refused, not waited on), naming what it is. */
 DqMappedFile *dq_mapped_file_open(const char *path, GError **err);
 void dq_mapped_file_free(DqMappedFile *mf);
+
+/* "a folder", "a FIFO", "a device", "a socket" for a stat mode, for messages. */
+const char *dq_file_kind(unsigned mode);
 
 /* Faults [p, p + n) of a mapping in now (reading it from disk where the page cache lacks it), so
  * that the first forward pass does not wait on the disk page by page: a model's load time then

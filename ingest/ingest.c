@@ -4,6 +4,7 @@
 
 #include "clock.h"
 #include "dq_error.h"
+#include "json_load.h"
 #include "store_documents.h"
 #include "text.h"
 
@@ -69,25 +70,24 @@ char *dq_ingest_render_settings(const DqIngestOptions *opt) {
 }
 
 gboolean dq_ingest_tile_from_model(const char *model_dir, int *tile, GError **err) {
+    if (model_dir == NULL || *model_dir == '\0')
+        return dq_fail(err, DQ_ERR_ARGS, "the model folder's name is empty");
     char *path = g_build_filename(model_dir, "preprocessor_config.json", NULL);
-    JsonParser *parser = json_parser_new();
+    JsonParser *parser = dq_json_load_file(path, DQ_JSON_DEFAULT, err);
     gboolean ok = FALSE;
-    GError *jerr = NULL;
-    if (!json_parser_load_from_file(parser, path, &jerr)) {
-        dq_fail(err, DQ_ERR_MODEL, "%s: %s", path, jerr->message);
-        g_error_free(jerr);
+    JsonObject *o = parser != NULL ? dq_json_root_object(parser, path, err) : NULL;
+    if (o == NULL)
+        goto out;
+    JsonNode *misn = json_object_get_member(o, "max_image_size");
+    JsonObject *mis =
+        misn != NULL && JSON_NODE_HOLDS_OBJECT(misn) ? json_node_get_object(misn) : NULL;
+    JsonNode *len = mis != NULL ? json_object_get_member(mis, "longest_edge") : NULL;
+    if (len == NULL || !JSON_NODE_HOLDS_VALUE(len) ||
+        json_node_get_value_type(len) != G_TYPE_INT64) {
+        dq_fail(err, DQ_ERR_MODEL, "%s: no max_image_size.longest_edge (an integer)", path);
         goto out;
     }
-    JsonNode *root = json_parser_get_root(parser);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-    JsonObject *mis = o && json_object_has_member(o, "max_image_size")
-                          ? json_object_get_object_member(o, "max_image_size")
-                          : NULL;
-    if (mis == NULL || !json_object_has_member(mis, "longest_edge")) {
-        dq_fail(err, DQ_ERR_MODEL, "%s: no max_image_size.longest_edge", path);
-        goto out;
-    }
-    gint64 v = json_object_get_int_member(mis, "longest_edge");
+    gint64 v = json_node_get_int(len);
     if (v < 16 || v > 8192) {
         dq_fail(err, DQ_ERR_MODEL,
                 "%s: max_image_size.longest_edge %" G_GINT64_FORMAT " is out of range", path, v);
@@ -96,7 +96,8 @@ gboolean dq_ingest_tile_from_model(const char *model_dir, int *tile, GError **er
     *tile = (int)v;
     ok = TRUE;
 out:
-    g_object_unref(parser);
+    if (parser != NULL)
+        g_object_unref(parser);
     g_free(path);
     return ok;
 }

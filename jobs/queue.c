@@ -2,6 +2,7 @@
 #include "queue.h"
 
 #include "dq_error.h"
+#include "json_load.h"
 #include "resources.h"
 
 #include <errno.h>
@@ -380,18 +381,16 @@ static guint json_string_with_nul(const char *text, gsize len) {
 
 static gboolean read_json_list(const char *name, const char *text, gsize len, GPtrArray *out,
                                GError **err) {
-    GError *e = NULL;
-    JsonParser *parser = json_parser_new();
+    char *label = g_strdup_printf("%s: not a JSON list of strings", name);
+    JsonParser *parser = dq_json_parse(text, (gssize)len, label, DQ_JSON_DEFAULT, err);
     gboolean ok = FALSE;
-    if (!json_parser_load_from_data(parser, text, (gssize)len, &e)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON list of strings: %s", name, e->message);
-        g_error_free(e);
-        goto out;
-    }
+    g_free(label);
+    if (parser == NULL)
+        return FALSE;
     JsonNode *root = json_parser_get_root(parser);
-    if (root == NULL || !JSON_NODE_HOLDS_ARRAY(root)) {
+    if (!JSON_NODE_HOLDS_ARRAY(root)) {
         dq_fail(err, DQ_ERR_FORMAT, "%s: a JSON %s, expected a list of strings", name,
-                root == NULL ? "document with nothing in it" : json_kind(root));
+                json_kind(root));
         goto out;
     }
     JsonArray *arr = json_node_get_array(root);
@@ -430,10 +429,10 @@ out:
 
 /* A text that parses as JSON but is not a list (a lone string, say) was meant as JSON too. */
 static gboolean is_json_but_not_list(const char *name, const char *text, gsize len, GError **err) {
-    JsonParser *parser = json_parser_new();
-    gboolean yes = json_parser_load_from_data(parser, text, (gssize)len, NULL) &&
-                   json_parser_get_root(parser) != NULL &&
-                   !JSON_NODE_HOLDS_ARRAY(json_parser_get_root(parser));
+    JsonParser *parser = dq_json_parse(text, (gssize)len, name, DQ_JSON_DEFAULT, NULL);
+    if (parser == NULL)
+        return FALSE;
+    gboolean yes = !JSON_NODE_HOLDS_ARRAY(json_parser_get_root(parser));
     if (yes)
         dq_fail(err, DQ_ERR_FORMAT,
                 "%s: a JSON %s, expected a list of strings (or one question "

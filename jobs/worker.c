@@ -5,6 +5,7 @@
 
 #include "clock.h"
 #include "dq_error.h"
+#include "json_load.h"
 #include "resources.h"
 
 #include <json-glib/json-glib.h>
@@ -94,14 +95,12 @@ typedef struct {
 
 /* The job's generation settings (written by queue_generation_settings_json). */
 static gboolean parse_settings(const char *json, PromptSettings *ps, GError **err) {
-    JsonParser *p = json_parser_new();
-    GError *e = NULL;
+    char *label = g_strdup_printf("generation settings '%.200s'", json);
+    JsonParser *p = dq_json_parse(json, -1, label, DQ_JSON_DEFAULT, err);
     gboolean ok = FALSE;
-    if (!json_parser_load_from_data(p, json, -1, &e)) {
-        dq_fail(err, DQ_ERR_FORMAT, "generation settings '%s': %s", json, e->message);
-        g_error_free(e);
-        goto out;
-    }
+    g_free(label);
+    if (p == NULL)
+        return FALSE;
     JsonNode *root = json_parser_get_root(p);
     JsonObject *o = JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
     const char *prompt = o ? json_object_get_string_member_with_default(o, "prompt", NULL) : NULL;
@@ -300,12 +299,13 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
     int n_res = 0;
     if (j->render_settings != NULL) {
         /* The render settings are ingest's canonical JSON; only n_res matters here. */
-        JsonParser *rp = json_parser_new();
-        if (json_parser_load_from_data(rp, j->render_settings, -1, NULL) &&
-            JSON_NODE_HOLDS_OBJECT(json_parser_get_root(rp)))
+        JsonParser *rp =
+            dq_json_parse(j->render_settings, -1, "render settings", DQ_JSON_DEFAULT, NULL);
+        if (rp != NULL && JSON_NODE_HOLDS_OBJECT(json_parser_get_root(rp)))
             n_res = (int)json_object_get_int_member_with_default(
                 json_node_get_object(json_parser_get_root(rp)), "n_res", 0);
-        g_object_unref(rp);
+        if (rp != NULL)
+            g_object_unref(rp);
     }
     DqAnswerRequest req = {.image_path = f->path,
                            .question = j->question,

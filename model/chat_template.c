@@ -2,6 +2,7 @@
 #include "chat_template.h"
 
 #include "dq_error.h"
+#include "json_load.h"
 
 #include <json-glib/json-glib.h>
 #include <string.h>
@@ -74,18 +75,13 @@ DqChatTemplate *chat_template_from_string(const char *template_text, const char 
 /* Reads member "chat_template" of a JSON file; FALSE with err set when the file is unreadable
  * or malformed, TRUE with *text NULL when the member is absent. */
 static gboolean json_template(const char *path, char **text, GError **err) {
-    JsonParser *parser = json_parser_new();
-    GError *jerr = NULL;
     *text = NULL;
-    if (!json_parser_load_from_file(parser, path, &jerr)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", path, jerr->message);
-        g_error_free(jerr);
-        g_object_unref(parser);
-        return FALSE;
-    }
-    JsonNode *root = json_parser_get_root(parser);
-    if (root != NULL && JSON_NODE_HOLDS_OBJECT(root)) {
-        JsonNode *n = json_object_get_member(json_node_get_object(root), "chat_template");
+    /* An empty or non-object file fails here as transformers' json.load fails on it, rather
+     * than letting the next file's template stand in for it. */
+    JsonParser *parser = dq_json_load_file(path, DQ_JSON_DEFAULT, err);
+    JsonObject *root = parser != NULL ? dq_json_root_object(parser, path, err) : NULL;
+    if (root != NULL) {
+        JsonNode *n = json_object_get_member(root, "chat_template");
         if (n != NULL && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING)
             *text = g_strdup(json_node_get_string(n));
         else if (n != NULL) {
@@ -95,8 +91,9 @@ static gboolean json_template(const char *path, char **text, GError **err) {
             return FALSE;
         }
     }
-    g_object_unref(parser);
-    return TRUE;
+    if (parser != NULL)
+        g_object_unref(parser);
+    return root != NULL;
 }
 
 DqChatTemplate *chat_template_load(const char *snapshot_dir, GError **err) {
@@ -111,12 +108,8 @@ DqChatTemplate *chat_template_load(const char *snapshot_dir, GError **err) {
             continue;
         }
         if (i == 0) {
-            GError *ferr = NULL;
-            if (!g_file_get_contents(path, &text, NULL, &ferr)) {
-                dq_fail(err, DQ_ERR_IO, "%s: %s", path, ferr->message);
-                g_error_free(ferr);
-                ok = FALSE;
-            }
+            text = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, NULL, err);
+            ok = text != NULL;
         } else {
             ok = json_template(path, &text, err);
         }

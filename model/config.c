@@ -1,9 +1,11 @@
 #include "config.h"
 
 #include "dq_error.h"
+#include "json_load.h"
 
 #include <json-glib/json-glib.h>
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 
 /* Member access with a default; a member of the wrong JSON type is an error, not a silent
@@ -37,6 +39,8 @@ static int get_int(Reader *r, JsonObject *o, const char *key, int def) {
         gint64 v = json_node_get_int(n);
         if (v >= G_MININT && v <= G_MAXINT)
             return (int)v;
+        bad(r, key, "a 32-bit integer");
+        return def;
     }
     bad(r, key, "an integer");
     return def;
@@ -116,23 +120,30 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
 
 static JsonParser *parse_json(const char *json, const char *label, JsonObject **root,
                               GError **err) {
-    JsonParser *p = json_parser_new();
-    GError *jerr = NULL;
-    if (!json_parser_load_from_data(p, json, -1, &jerr)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", label, jerr->message);
-        g_error_free(jerr);
+    JsonParser *p = dq_json_parse(json, -1, label, DQ_JSON_DEFAULT, err);
+    if (p == NULL)
+        return NULL;
+    if ((*root = dq_json_root_object(p, label, err)) == NULL) {
         g_object_unref(p);
         return NULL;
     }
-    JsonNode *n = json_parser_get_root(p);
-    if (n == NULL || !JSON_NODE_HOLDS_OBJECT(n)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", label);
-        g_object_unref(p);
-        return NULL;
-    }
-    *root = json_node_get_object(n);
     return p;
 }
+
+/* Upper bounds on config.json's sizes: several times the largest open models' (Llama 3.1 405B:
+ * 126 layers, hidden 16384, MLP 53248, 128 heads; vocabularies up to ~256k), and small enough
+ * that every product the forward pass forms from them (heads x head_dim, layers x sizes, the
+ * tables allocated per layer before any tensor is seen) fits an int and a sane allocation. A
+ * broken snapshot's 2147483647 layers is refused here, naming the key, instead of failing to
+ * allocate 600 GB. */
+#define MAX_LAYERS       1024
+#define MAX_HIDDEN       65536
+#define MAX_INTERMEDIATE (1 << 20)
+#define MAX_HEADS        1024
+#define MAX_HEAD_DIM     1024
+#define MAX_VOCAB        (1 << 22)
+/* Only a bound on a sequence's length (nothing is allocated by it): real models go to 10M. */
+#define MAX_POSITIONS (1 << 28)
 
 /* Checks the values the forward pass relies on, and derives the geometry from them (after the
  * checks, so that no product of unchecked sizes can overflow). */
@@ -142,12 +153,16 @@ static gboolean check(SmolvlmConfig *c, const char *label, GError **err) {
         if (!(cond))                                                                               \
             return dq_fail(err, DQ_ERR_MODEL, __VA_ARGS__);                                        \
     } while (0)
-    REQUIRE(c->vision_hidden > 0 && c->vision_intermediate > 0 && c->vision_layers > 0 &&
-                c->vision_heads > 0 && c->vision_channels > 0,
-            "%s: vision_config sizes must be positive", label);
+#define RANGE(value, lo, hi, key)                                                                  \
+    REQUIRE((value) >= (lo) && (value) <= (hi), "%s: %s %d is outside %d..%d", label, key,         \
+            (value), (lo), (hi))
+    RANGE(c->vision_hidden, 1, MAX_HIDDEN, "vision_config.hidden_size");
+    RANGE(c->vision_intermediate, 1, MAX_INTERMEDIATE, "vision_config.intermediate_size");
+    RANGE(c->vision_layers, 1, MAX_LAYERS, "vision_config.num_hidden_layers");
+    RANGE(c->vision_heads, 1, MAX_HEADS, "vision_config.num_attention_heads");
     /* the image processor makes RGB tiles: a model taking other channels would read past them */
-    REQUIRE(c->vision_channels == 3, "%s: vision num_channels %d is not supported (3: RGB)", label,
-            c->vision_channels);
+    REQUIRE(c->vision_channels == 3, "%s: vision_config.num_channels %d is not supported (3: RGB)",
+            label, c->vision_channels);
     REQUIRE(c->vision_hidden % c->vision_heads == 0,
             "%s: vision hidden_size %d is not a multiple of num_attention_heads %d", label,
             c->vision_hidden, c->vision_heads);
@@ -167,19 +182,69 @@ static gboolean check(SmolvlmConfig *c, const char *label, GError **err) {
             label, c->vision_hidden, c->scale_factor);
     c->tokens_per_tile = (int)(c->num_patches / sf2);
     c->connector_in = (int)connector_in;
-    REQUIRE(c->text_hidden > 0 && c->text_intermediate > 0 && c->text_layers > 0 &&
-                c->text_heads > 0 && c->text_kv_heads > 0 && c->head_dim > 0 && c->vocab_size > 0,
-            "%s: text_config sizes must be positive", label);
+    RANGE(c->text_hidden, 1, MAX_HIDDEN, "text_config.hidden_size");
+    RANGE(c->text_intermediate, 1, MAX_INTERMEDIATE, "text_config.intermediate_size");
+    RANGE(c->text_layers, 1, MAX_LAYERS, "text_config.num_hidden_layers");
+    RANGE(c->text_heads, 1, MAX_HEADS, "text_config.num_attention_heads");
+    RANGE(c->text_kv_heads, 1, MAX_HEADS, "text_config.num_key_value_heads");
+    RANGE(c->head_dim, 1, MAX_HEAD_DIM, "text_config.head_dim");
+    RANGE(c->vocab_size, 1, MAX_VOCAB, "text_config.vocab_size");
     REQUIRE(c->head_dim % 2 == 0, "%s: head_dim %d must be even for rotary embeddings", label,
             c->head_dim);
     REQUIRE(c->text_heads % c->text_kv_heads == 0,
             "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", label,
             c->text_heads, c->text_kv_heads);
-    REQUIRE(c->max_position_embeddings > 0, "%s: max_position_embeddings must be positive", label);
-    REQUIRE(c->rms_norm_eps > 0 && c->vision_layer_norm_eps > 0 && c->rope_theta > 0,
-            "%s: eps and rope_theta must be positive", label);
+    RANGE(c->max_position_embeddings, 1, MAX_POSITIONS, "text_config.max_position_embeddings");
+    /* isfinite: 1e400 parses as infinity */
+    REQUIRE(isfinite(c->rms_norm_eps) && c->rms_norm_eps > 0 && c->rms_norm_eps < 1 &&
+                isfinite(c->vision_layer_norm_eps) && c->vision_layer_norm_eps > 0 &&
+                c->vision_layer_norm_eps < 1,
+            "%s: text_config.rms_norm_eps %g and vision_config.layer_norm_eps %g must be in (0, 1)",
+            label, c->rms_norm_eps, c->vision_layer_norm_eps);
+    REQUIRE(isfinite(c->rope_theta) && c->rope_theta > 0,
+            "%s: text_config.rope_theta %g must be positive and finite", label, c->rope_theta);
+#undef RANGE
 #undef REQUIRE
     return TRUE;
+}
+
+/* What transformers refuses in a generation config: GenerationConfig.validate() raises on
+ * max_new_tokens <= 0 when the file is loaded; the sampling warpers raise on a temperature
+ * (other than 1) that is not positive, a top_k (other than 0) that is not, a top_p (below 1) that
+ * is negative, once generate() samples. Every request would fail: say so at load, naming the
+ * file. (top_p above 1 means no nucleus filter to both.) */
+static gboolean check_generation(const SmolvlmConfig *c, gboolean has_max_new_tokens,
+                                 const char *label, GError **err) {
+    if (has_max_new_tokens && c->max_new_tokens <= 0)
+        return dq_fail(err, DQ_ERR_MODEL, "%s: max_new_tokens %d must be greater than 0", label,
+                       c->max_new_tokens);
+    if (!c->do_sample)
+        return TRUE; /* transformers only warns about sampling values it will not use */
+    if (c->temperature != 1.0 && !(c->temperature > 0))
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s: temperature %g must be positive when do_sample is true", label,
+                       c->temperature);
+    if (c->top_k < 0)
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s: top_k %d must be positive (or 0: off) when do_sample is true", label,
+                       c->top_k);
+    if (!(c->top_p >= 0))
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s: top_p %g must not be negative when do_sample is true", label, c->top_p);
+    return TRUE;
+}
+
+/* config.json's label -> generation_config.json's: the file beside it when the label is a path
+ * to config.json, else "label (generation_config.json)". */
+static char *generation_label(const char *label) {
+    char *base = g_path_get_basename(label);
+    char *dir = g_path_get_dirname(label);
+    char *g = strcmp(base, "config.json") == 0
+                  ? g_build_filename(dir, "generation_config.json", NULL)
+                  : g_strdup_printf("%s (generation_config.json)", label);
+    g_free(base);
+    g_free(dir);
+    return g;
 }
 
 gboolean smolvlm_config_parse(const char *config_json, const char *generation_json,
@@ -264,7 +329,7 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->top_k = 50;
     cfg->max_new_tokens = -1;
     if (generation_json != NULL) {
-        char *glabel = g_strdup_printf("%s (generation_config.json)", label);
+        char *glabel = generation_label(label);
         JsonObject *g = NULL;
         JsonParser *gp = parse_json(generation_json, glabel, &g, err);
         if (gp == NULL) {
@@ -280,9 +345,12 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
         cfg->top_p = get_double(&gr, g, "top_p", 1.0);
         cfg->top_k = get_int(&gr, g, "top_k", 50);
         cfg->max_new_tokens = get_int(&gr, g, "max_new_tokens", -1);
+        /* -1 stands for "unset" in cfg: a file's -1 must not read as absent */
+        gboolean ok =
+            !gr.failed && check_generation(cfg, member(g, "max_new_tokens") != NULL, glabel, err);
         g_object_unref(gp);
         g_free(glabel);
-        if (gr.failed)
+        if (!ok)
             return FALSE;
     }
     return check(cfg, label, err);
@@ -292,19 +360,12 @@ gboolean smolvlm_config_load(const char *dir, SmolvlmConfig *cfg, GError **err) 
     char *cpath = g_build_filename(dir, "config.json", NULL);
     char *gpath = g_build_filename(dir, "generation_config.json", NULL);
     char *cjson = NULL, *gjson = NULL;
-    GError *ferr = NULL;
     gboolean ok = FALSE;
-    if (!g_file_get_contents(cpath, &cjson, NULL, &ferr)) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s", cpath, ferr->message);
-        g_error_free(ferr);
+    if ((cjson = dq_file_read_regular(cpath, DQ_JSON_MAX_FILE_BYTES, NULL, err)) == NULL)
         goto out;
-    }
     if (g_file_test(gpath, G_FILE_TEST_EXISTS) &&
-        !g_file_get_contents(gpath, &gjson, NULL, &ferr)) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s", gpath, ferr->message);
-        g_error_free(ferr);
+        (gjson = dq_file_read_regular(gpath, DQ_JSON_MAX_FILE_BYTES, NULL, err)) == NULL)
         goto out;
-    }
     ok = smolvlm_config_parse(cjson, gjson, cpath, cfg, err);
 out:
     g_free(cjson);

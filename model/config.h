@@ -63,8 +63,10 @@ typedef struct {
 } SmolvlmConfig;
 
 /* Reads DIR/config.json and DIR/generation_config.json (the latter may be absent: then eos is
- * text_config's eos_token_id). Checks the values the forward pass relies on (positive sizes,
- * heads dividing hidden sizes, patches divisible by scale_factor). */
+ * text_config's eos_token_id). Checks the values the forward pass relies on (sizes within sane
+ * bounds, so that no product of them overflows or allocates absurdly, heads dividing hidden
+ * sizes, patches divisible by scale_factor) and the generation values transformers refuses
+ * (max_new_tokens <= 0; when sampling, a temperature, top_k or top_p it would not take). */
 gboolean smolvlm_config_load(const char *dir, SmolvlmConfig *cfg, GError **err);
 
 /* The same from JSON strings (generation_json may be NULL); `label` names them in errors. */

@@ -13,6 +13,7 @@
 #include "image_processor.h"
 
 #include "dq_error.h"
+#include "json_load.h"
 
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -107,21 +108,11 @@ gboolean image_processor_config_load(const char *snapshot_dir, DqImageProcessorC
         .std = {0.5f, 0.5f, 0.5f},
     };
     char *path = g_build_filename(snapshot_dir, "preprocessor_config.json", NULL);
-    JsonParser *parser = json_parser_new();
-    GError *jerr = NULL;
+    JsonParser *parser = dq_json_load_file(path, DQ_JSON_DEFAULT, err);
     gboolean ok = FALSE;
-    if (!json_parser_load_from_file(parser, path, &jerr)) {
-        gboolean missing = g_error_matches(jerr, G_FILE_ERROR, G_FILE_ERROR_NOENT);
-        dq_fail(err, missing ? DQ_ERR_IO : DQ_ERR_FORMAT, "%s: %s", path, jerr->message);
-        g_error_free(jerr);
+    JsonObject *o = parser != NULL ? dq_json_root_object(parser, path, err) : NULL;
+    if (o == NULL)
         goto out;
-    }
-    JsonNode *root = json_parser_get_root(parser);
-    if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", path);
-        goto out;
-    }
-    JsonObject *o = json_node_get_object(root);
     double resample = 1;
     if (!json_number(o, "resample", &resample, path, err))
         goto out;
@@ -148,7 +139,8 @@ gboolean image_processor_config_load(const char *snapshot_dir, DqImageProcessorC
     }
     ok = TRUE;
 out:
-    g_object_unref(parser);
+    if (parser != NULL)
+        g_object_unref(parser);
     g_free(path);
     return ok;
 }

@@ -6,6 +6,37 @@
 
 #include <string.h>
 
+/* The processor's files must make what config.json's vision encoder takes: tiles of its
+ * image_size, and image_seq_len <image> tokens a tile for the features it gives. transformers
+ * finds out at the first forward (a size or "image features and image tokens do not match"
+ * error, every request); here it fails at load, naming the files and values. */
+static gboolean check_processor(const SmolvlmPipeline *p, const char *dir, GError **err) {
+    const SmolvlmConfig *c = smolvlm_config(p->model);
+    if (p->proc.tile_size != c->image_size)
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s/preprocessor_config.json: max_image_size.longest_edge %d, but "
+                       "config.json's vision_config.image_size is %d (the tiles must be the size "
+                       "the vision encoder takes)",
+                       dir, p->proc.tile_size, c->image_size);
+    if (p->image_seq_len != c->tokens_per_tile) {
+        char *path = g_build_filename(dir, "processor_config.json", NULL);
+        char *where = g_file_test(path, G_FILE_TEST_EXISTS)
+                          ? g_strdup_printf("%s: image_seq_len %d", path, p->image_seq_len)
+                          : g_strdup_printf("%s is missing, and Idefics3Processor's default "
+                                            "image_seq_len is %d",
+                                            path, p->image_seq_len);
+        dq_fail(err, DQ_ERR_MODEL,
+                "%s, but config.json gives %d tokens a tile (image_size %d / patch_size %d = %d "
+                "patches a side, / scale_factor %d, squared)",
+                where, c->tokens_per_tile, c->image_size, c->patch_size, c->patches_per_side,
+                c->scale_factor);
+        g_free(where);
+        g_free(path);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 SmolvlmPipeline *smolvlm_pipeline_open(const char *snapshot_dir, const SmolvlmOptions *opts,
                                        GError **err) {
     SmolvlmPipeline *p = g_new0(SmolvlmPipeline, 1);
@@ -13,7 +44,8 @@ SmolvlmPipeline *smolvlm_pipeline_open(const char *snapshot_dir, const SmolvlmOp
         (p->tok = tokenizer_load_snapshot(snapshot_dir, err)) == NULL ||
         (p->chat = chat_template_load(snapshot_dir, err)) == NULL ||
         !image_processor_config_load(snapshot_dir, &p->proc, err) ||
-        (p->image_seq_len = prompt_image_seq_len_load(snapshot_dir, err)) < 0) {
+        (p->image_seq_len = prompt_image_seq_len_load(snapshot_dir, err)) < 0 ||
+        !check_processor(p, snapshot_dir, err)) {
         smolvlm_pipeline_free(p);
         return NULL;
     }

@@ -2,6 +2,7 @@
 #include "prompt.h"
 
 #include "dq_error.h"
+#include "json_load.h"
 
 #include <json-glib/json-glib.h>
 #include <string.h>
@@ -17,21 +18,13 @@ int prompt_image_seq_len_load(const char *snapshot_dir, GError **err) {
         g_free(path);
         return result;
     }
-    JsonParser *parser = json_parser_new();
-    GError *jerr = NULL;
-    if (!json_parser_load_from_file(parser, path, &jerr)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", path, jerr->message);
-        g_error_free(jerr);
+    JsonParser *parser = dq_json_load_file(path, DQ_JSON_DEFAULT, err);
+    JsonObject *root = parser != NULL ? dq_json_root_object(parser, path, err) : NULL;
+    if (root == NULL) {
         result = -1;
         goto done;
     }
-    JsonNode *root = json_parser_get_root(parser);
-    if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", path);
-        result = -1;
-        goto done;
-    }
-    JsonNode *n = json_object_get_member(json_node_get_object(root), "image_seq_len");
+    JsonNode *n = json_object_get_member(root, "image_seq_len");
     if (n == NULL)
         goto done;
     if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64 ||
@@ -42,7 +35,8 @@ int prompt_image_seq_len_load(const char *snapshot_dir, GError **err) {
     }
     result = (int)json_node_get_int(n);
 done:
-    g_object_unref(parser);
+    if (parser != NULL)
+        g_object_unref(parser);
     g_free(path);
     return result;
 }

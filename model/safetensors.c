@@ -1,6 +1,7 @@
 #include "safetensors.h"
 
 #include "dq_error.h"
+#include "json_load.h"
 #include "mapped_file.h"
 
 #include <json-glib/json-glib.h>
@@ -8,8 +9,8 @@
 
 /* A safetensors header larger than this is not a model header but garbage (the real 2.2B
  * checkpoint's header is ~100 KB); refusing it early keeps a corrupt length from making the JSON
- * parser chew through gigabytes. */
-#define DQ_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
+ * parser chew through gigabytes. The safetensors library's own limit. */
+#define DQ_SAFETENSORS_MAX_HEADER 100000000u
 
 struct DqSafeTensors {
     GPtrArray *files;    /* DqMappedFile *, owned */
@@ -127,6 +128,71 @@ static gboolean parse_dtype(const char *s, DqDtype *out) {
     return TRUE;
 }
 
+/* A tensor's byte range in the data section. */
+typedef struct {
+    uint64_t begin, end;
+    const char *name;
+} Span;
+
+static int cmp_span(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end)
+        return x->end < y->end ? -1 : 1;
+    return strcmp(x->name, y->name); /* ties: the same message on every run */
+}
+
+/* The safetensors library's rule (Metadata::validate, read_metadata): sorted by offsets, the
+ * tensors lie back to back from byte 0 and end where the file ends. Without it a header could
+ * point two tensors (lm_head and embed_tokens, say) at the same bytes, or leave junk after the
+ * data, and be accepted where transformers refuses the file. */
+static gboolean check_layout(GArray *spans, uint64_t data_len, const char *label, GError **err) {
+    g_array_sort(spans, cmp_span);
+    uint64_t at = 0;
+    const Span *prev = NULL;
+    for (guint i = 0; i < spans->len; i++) {
+        const Span *s = &g_array_index(spans, Span, i);
+        if (s->begin < at)
+            return dq_fail(err, DQ_ERR_FORMAT,
+                           "%s: tensor '%s': data [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                           ") overlaps tensor '%s' [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT ")",
+                           label, s->name, s->begin, s->end, prev->name, prev->begin, prev->end);
+        if (s->begin > at)
+            return dq_fail(err, DQ_ERR_FORMAT,
+                           "%s: tensor '%s': data [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                           ") leaves bytes [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                           ") of the data section unused (tensors must lie back to back)",
+                           label, s->name, s->begin, s->end, at, s->begin);
+        at = s->end;
+        prev = s;
+    }
+    if (at != data_len)
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: %" G_GUINT64_FORMAT " bytes after the last tensor's data (the data "
+                       "section has %" G_GUINT64_FORMAT ", the tensors cover %" G_GUINT64_FORMAT
+                       "): the file is not fully covered",
+                       label, data_len - at, data_len, at);
+    return TRUE;
+}
+
+/* "__metadata__": absent, null, or a map of strings to strings (serde: Option<HashMap<String,
+ * String>>). */
+static gboolean check_metadata(JsonNode *meta, const char *label, GError **err) {
+    if (meta == NULL || JSON_NODE_HOLDS_NULL(meta))
+        return TRUE;
+    if (!JSON_NODE_HOLDS_OBJECT(meta))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: __metadata__ must be an object of strings", label);
+    JsonObjectIter it;
+    const char *key;
+    JsonNode *value;
+    json_object_iter_init(&it, json_node_get_object(meta));
+    while (json_object_iter_next(&it, &key, &value))
+        if (!JSON_NODE_HOLDS_VALUE(value) || json_node_get_value_type(value) != G_TYPE_STRING)
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: __metadata__ '%s' is not a string", label, key);
+    return TRUE;
+}
+
 /* Adds the tensors of one file image to st. `label` names the file in errors. */
 static gboolean parse_into(DqSafeTensors *st, const uint8_t *data, size_t len, const char *label,
                            GError **err) {
@@ -152,20 +218,25 @@ static gboolean parse_into(DqSafeTensors *st, const uint8_t *data, size_t len, c
     if (!g_utf8_validate((const char *)data + 8, (gssize)hlen, NULL))
         return dq_fail(err, DQ_ERR_FORMAT, "%s: header is not valid UTF-8", label);
 
-    JsonParser *parser = json_parser_new();
-    GError *jerr = NULL;
+    /* serde_json, which the safetensors library parses headers with, refuses duplicate fields
+     * and nesting deeper than 128; it keeps the last of two tensors of one name, whose first
+     * would then leave its bytes uncovered (refused below): docqa refuses the duplicate itself. */
+    char *hlabel = g_strdup_printf("%s: header", label);
+    JsonParser *parser =
+        dq_json_parse((const char *)data + 8, (gssize)hlen, hlabel, DQ_JSON_UNIQUE_KEYS, err);
+    GArray *spans = g_array_new(FALSE, FALSE, sizeof(Span));
     gboolean ok = FALSE;
-    if (!json_parser_load_from_data(parser, (const char *)data + 8, (gssize)hlen, &jerr)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: header is not JSON: %s", label, jerr->message);
-        g_error_free(jerr);
+    g_free(hlabel);
+    if (parser == NULL)
         goto out;
-    }
     JsonNode *root = json_parser_get_root(parser);
-    if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
+    if (!JSON_NODE_HOLDS_OBJECT(root)) {
         dq_fail(err, DQ_ERR_FORMAT, "%s: header is not a JSON object", label);
         goto out;
     }
     JsonObject *obj = json_node_get_object(root);
+    if (!check_metadata(json_object_get_member(obj, "__metadata__"), label, err))
+        goto out;
     JsonObjectIter it;
     const char *name;
     JsonNode *member;
@@ -254,10 +325,14 @@ static gboolean parse_into(DqSafeTensors *st, const uint8_t *data, size_t len, c
         tensor.name = g_string_chunk_insert(st->strings, name);
         tensor.file = g_string_chunk_insert_const(st->strings, label);
         g_hash_table_insert(st->tensors, (gpointer)tensor.name, g_memdup2(&tensor, sizeof tensor));
+        Span span = {begin, end, tensor.name};
+        g_array_append_val(spans, span);
     }
-    ok = TRUE;
+    ok = check_layout(spans, data_len, label, err);
 out:
-    g_object_unref(parser);
+    g_array_free(spans, TRUE);
+    if (parser != NULL)
+        g_object_unref(parser);
     return ok;
 }
 
@@ -302,13 +377,8 @@ DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err) {
         st = safetensors_open(single, err);
         goto out;
     }
-    parser = json_parser_new();
-    GError *jerr = NULL;
-    if (!json_parser_load_from_file(parser, index, &jerr)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", index, jerr->message);
-        g_error_free(jerr);
+    if ((parser = dq_json_load_file(index, DQ_JSON_DEFAULT, err)) == NULL)
         goto out;
-    }
     JsonNode *root = json_parser_get_root(parser);
     JsonObject *wm = NULL;
     if (root != NULL && JSON_NODE_HOLDS_OBJECT(root)) {

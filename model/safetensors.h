@@ -9,9 +9,13 @@
  *                                                "data_offsets": [begin, end] }, ... }
  *   [rest]     the data section; a tensor's bytes are data[begin, end), row-major, little-endian
  *
- * Everything in the header is checked against the file before a tensor is handed out: the header
- * fits the file, offsets lie inside the data section, end - begin equals the element count times
- * the element size (with overflow checks), names are unique. Only F32, BF16 and F16 are accepted
+ * Everything in the header is checked against the file before a tensor is handed out, by the
+ * safetensors library's own rules: the header fits the file and is nested at most 128 deep,
+ * end - begin equals the element count times the element size (with overflow checks), sorted by
+ * offsets the tensors lie back to back from byte 0 to the end of the file (no two share a byte,
+ * no junk after them), keys are unique, __metadata__ maps strings to strings. One rule stricter
+ * than the library: it keeps the last of two identical entries of one name, docqa refuses the
+ * file. Only F32, BF16 and F16 are accepted
  * (the dtypes SmolVLM snapshots use); any other dtype is an error naming the tensor.
  *
  * A snapshot directory holds either `model.safetensors` or shards

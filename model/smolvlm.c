@@ -256,6 +256,12 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
     m->bind_as = BIND_STORED;
     if (!BIND1(&m->norm, Dt, "%s.norm.weight", tp))
         return FALSE;
+    /* Tied or not, transformers refuses an lm_head.weight of another shape ("size mismatch for
+     * weight"), and so do we. */
+    if (safetensors_get(m->st, "lm_head.weight") != NULL &&
+        safetensors_require(m->st, "lm_head.weight", 2, (const int64_t[]){c->vocab_size, Dt},
+                            err) == NULL)
+        return FALSE;
     /* int8 and bf16: lm_head too (a fifth of the decoder's bytes at 256M; measured on the
      * fixtures, quantizing it moved the worst logits cosine only from 0.99936 to 0.99935); when
      * tied, a quantized (bf16: rounded, or mapped if stored so) copy of embed_tokens, whose
@@ -268,7 +274,7 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
         return ok;
     }
     /* transformers ties lm_head to embed_tokens when text_config.tie_word_embeddings is true,
-     * whatever the file holds (the tiny snapshots have no lm_head.weight at all). */
+     * whatever values the file holds (the tiny snapshots have no lm_head.weight at all). */
     if (c->tie_word_embeddings) {
         m->lm_head = &m->embed;
     } else {
@@ -417,6 +423,12 @@ Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err)
     int cuda_index; /* a bad device name fails before anything is loaded */
     if (given == NULL && !dq_device_parse(device, &cuda_index, err))
         return NULL;
+    if (dir == NULL || *dir == '\0') { /* "" would be the current folder */
+        if (given != NULL)
+            dq_backend_free(given);
+        dq_fail(err, DQ_ERR_ARGS, "the model folder's name is empty");
+        return NULL;
+    }
     Smolvlm *m = g_new0(Smolvlm, 1);
     m->be = given; /* owned from here, freed with m even when opening fails */
     m->dir = g_strdup(dir);

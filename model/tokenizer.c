@@ -2,6 +2,7 @@
 #include "tokenizer.h"
 
 #include "dq_error.h"
+#include "json_load.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <json-glib/json-glib.h>
@@ -767,17 +768,13 @@ static DqTokenizer *tokenizer_new(const char *path) {
 /* Parses the JSON text into tok. */
 static gboolean load_json(DqTokenizer *tok, const char *data, size_t len, GError **err) {
     /* the mutable parser: the immutable one also hashes every node while sealing */
-    JsonParser *parser = json_parser_new();
-    GError *jerr = NULL;
+    JsonParser *parser = dq_json_parse(data, (gssize)len, tok->path, DQ_JSON_DEFAULT, err);
     JsonObject *model = NULL;
     gboolean ok = FALSE;
-    if (!json_parser_load_from_data(parser, data, (gssize)len, &jerr)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: %s", tok->path, jerr->message);
-        g_clear_error(&jerr);
-        goto done;
-    }
+    if (parser == NULL)
+        return FALSE;
     JsonNode *rootn = json_parser_get_root(parser);
-    if (rootn == NULL || !JSON_NODE_HOLDS_OBJECT(rootn)) {
+    if (!JSON_NODE_HOLDS_OBJECT(rootn)) {
         dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", tok->path);
         goto done;
     }
@@ -826,17 +823,10 @@ static gboolean load_finish(DqTokenizer *tok, GError **err) {
 }
 
 DqTokenizer *tokenizer_load(const char *path, GError **err) {
-    GError *ferr = NULL;
-    GMappedFile *mf = g_mapped_file_new(path, FALSE, &ferr);
-    if (mf == NULL) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s", path, ferr->message);
-        g_error_free(ferr);
+    size_t len = 0;
+    char *data = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, &len, err);
+    if (data == NULL)
         return NULL;
-    }
-    const char *data = g_mapped_file_get_contents(mf);
-    size_t len = g_mapped_file_get_length(mf);
-    if (data == NULL) /* an empty file maps to NULL */
-        data = "";
     char *cache_path = cache_file_for(data, len);
     DqTokenizer *tok = tokenizer_new(path);
     gboolean from_cache = cache_path != NULL && cache_read(tok, cache_path);
@@ -849,7 +839,7 @@ DqTokenizer *tokenizer_load(const char *path, GError **err) {
     if (ok && !from_cache && cache_path != NULL)
         cache_write(tok, cache_path);
     g_free(cache_path);
-    g_mapped_file_unref(mf);
+    g_free(data);
     if (!ok) {
         tokenizer_free(tok);
         return NULL;

@@ -1,4 +1,5 @@
 #include "dq_error.h"
+#include "json_load.h"
 #include "mapped_file.h"
 #include "resources.h"
 #include "testutil.h"
@@ -7,6 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void test_mapped_file_reads_bytes(void) {
     char *dir = dq_test_tmpdir();
@@ -93,6 +96,159 @@ static void test_mapped_file_populate_release(void) {
     g_free(dir);
 }
 
+/* A FIFO among a snapshot's files: refused at once, not waited on (the alarm turns a hang into a
+ * failure). */
+static void test_mapped_file_fifo_rejected(void) {
+    char *dir = dq_test_tmpdir();
+    char *fifo = g_build_filename(dir, "model.safetensors", NULL);
+    g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+    alarm(20);
+    GError *err = NULL;
+    g_assert_null(dq_mapped_file_open(fifo, &err));
+    alarm(0);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_assert_nonnull(strstr(err->message, fifo));
+    g_error_free(err);
+    g_free(fifo);
+    g_free(dir);
+}
+
+static char *nested(int levels, const char *open, const char *inner, const char *close) {
+    GString *s = g_string_new(NULL);
+    for (int i = 0; i < levels; i++)
+        g_string_append(s, open);
+    g_string_append(s, inner);
+    for (int i = 0; i < levels; i++)
+        g_string_append(s, close);
+    return g_string_free(s, FALSE);
+}
+
+static void expect_json_error(const char *text, DqJsonFlags flags, const char *needle) {
+    GError *err = NULL;
+    JsonParser *p = dq_json_parse(text, -1, "x.json", flags, &err);
+    g_assert_null(p);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
+    g_assert_true(g_str_has_prefix(err->message, "x.json: "));
+    if (strstr(err->message, needle) == NULL)
+        g_error("'%s' does not say '%s'", err->message, needle);
+    g_error_free(err);
+}
+
+static void expect_json_ok(const char *text, DqJsonFlags flags) {
+    GError *err = NULL;
+    JsonParser *p = dq_json_parse(text, -1, "x.json", flags, &err);
+    dq_assert_no_error(err);
+    g_object_unref(p);
+}
+
+/* json-glib parses recursively: a million brackets would overflow the stack. */
+static void test_json_depth(void) {
+    char *deep = nested(1000000, "[", "", "]");
+    expect_json_error(deep, DQ_JSON_DEFAULT, "nested deeper than 128 levels (at byte 128)");
+    g_free(deep);
+    char *obj = nested(2000000, "{\"a\":", "1", "}");
+    expect_json_error(obj, DQ_JSON_DEFAULT, "nested deeper than 128");
+    g_free(obj);
+    char *limit = nested(DQ_JSON_MAX_DEPTH, "[", "", "]");
+    expect_json_ok(limit, DQ_JSON_DEFAULT);
+    g_free(limit);
+    char *over = nested(DQ_JSON_MAX_DEPTH + 1, "[", "", "]");
+    expect_json_error(over, DQ_JSON_DEFAULT, "nested deeper");
+    g_free(over);
+    /* brackets in strings are text, escaped quotes included */
+    char *in_string = nested(100000, "[", "", "{");
+    char *quoted = g_strdup_printf("{\"k\\\"[\": \"\\\\\", \"v\": \"%s\\\"\"}", in_string);
+    expect_json_ok(quoted, DQ_JSON_DEFAULT);
+    g_free(quoted);
+    g_free(in_string);
+    size_t at = 0;
+    g_assert_false(dq_json_depth_ok("[\"]\", [[", 8, 2, &at));
+    g_assert_cmpuint(at, ==, 7);
+}
+
+static void test_json_empty_and_duplicates(void) {
+    expect_json_error("", DQ_JSON_DEFAULT, "empty");
+    expect_json_error("  \n", DQ_JSON_DEFAULT, "empty");
+    expect_json_error("{\"a\": ", DQ_JSON_DEFAULT, "not valid JSON");
+    expect_json_error("\xEF\xBB\xBF{}", DQ_JSON_DEFAULT, "starts with a UTF-8 byte order mark");
+    const char *dup = "{\"a\": {\"x\": 1, \"y\": 2}, \"b\": 1, \"a\": {\"x\": 3}}";
+    expect_json_ok(dup, DQ_JSON_DEFAULT); /* Python's json keeps the last one too */
+    expect_json_error(dup, DQ_JSON_UNIQUE_KEYS, "key \"a\" appears twice in the top-level object");
+    expect_json_error("{\"a\": {\"x\": 1, \"x\": 2}}", DQ_JSON_UNIQUE_KEYS,
+                      "key \"x\" appears twice in one object");
+    /* the same key in different objects is no duplicate */
+    expect_json_ok("{\"a\": {\"x\": 1}, \"b\": {\"x\": 2, \"a\": [{\"x\": 3}]}}",
+                   DQ_JSON_UNIQUE_KEYS);
+}
+
+/* Files that are not regular, or too large, are refused without reading them. */
+static void test_read_regular(void) {
+    char *dir = dq_test_tmpdir();
+    GError *err = NULL;
+    char *fifo = g_build_filename(dir, "config.json", NULL);
+    g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+    alarm(20);
+    g_assert_null(dq_json_load_file(fifo, DQ_JSON_DEFAULT, &err));
+    alarm(0);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_assert_cmpstr(strstr(err->message, "config.json"), ==,
+                    "config.json: a FIFO, not a regular file");
+    g_clear_error(&err);
+
+    char *zero = g_build_filename(dir, "tokenizer.json", NULL);
+    g_assert_cmpint(symlink("/dev/zero", zero), ==, 0);
+    g_assert_null(dq_json_load_file(zero, DQ_JSON_DEFAULT, &err));
+    g_assert_nonnull(strstr(err->message, "tokenizer.json: a device, not a regular file"));
+    g_clear_error(&err);
+    g_assert_null(dq_json_load_file(dir, DQ_JSON_DEFAULT, &err));
+    g_assert_nonnull(strstr(err->message, ": a folder, not a regular file"));
+    g_clear_error(&err);
+
+    /* 2 GB of holes: refused by its size, nothing read */
+    char *sparse = g_build_filename(dir, "preprocessor_config.json", NULL);
+    g_assert_true(g_file_set_contents(sparse, "", 0, NULL));
+    g_assert_cmpint(truncate(sparse, (off_t)2 << 30), ==, 0);
+    g_assert_null(dq_json_load_file(sparse, DQ_JSON_DEFAULT, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_LIMIT);
+    g_assert_nonnull(strstr(err->message, "preprocessor_config.json: 2147483648 bytes, more than "
+                                          "the 64 MiB allowed"));
+    g_clear_error(&err);
+
+    /* the path once, then why */
+    char *missing = g_build_filename(dir, "gone.json", NULL);
+    g_assert_null(dq_json_load_file(missing, DQ_JSON_DEFAULT, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    char *want = g_strdup_printf("%s: cannot open: No such file or directory", missing);
+    g_assert_cmpstr(err->message, ==, want);
+    g_clear_error(&err);
+
+    char *ok = g_build_filename(dir, "ok.json", NULL);
+    g_assert_true(g_file_set_contents(ok, "{\"a\": [1, 2]}", -1, NULL));
+    JsonParser *p = dq_json_load_file(ok, DQ_JSON_DEFAULT, &err);
+    dq_assert_no_error(err);
+    JsonObject *o = dq_json_root_object(p, ok, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "a")), ==, 2);
+    g_object_unref(p);
+    size_t len = 0;
+    char *text = dq_file_read_regular(ok, 5, &len, &err);
+    g_assert_null(text);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_LIMIT);
+    g_clear_error(&err);
+    text = dq_file_read_regular(ok, 13, &len, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(len, ==, 13);
+    g_assert_cmpint(text[13], ==, '\0');
+    g_free(text);
+    g_free(want);
+    g_free(ok);
+    g_free(missing);
+    g_free(sparse);
+    g_free(zero);
+    g_free(fifo);
+    g_free(dir);
+}
+
 static void test_error_prefix(void) {
     GError *err = NULL;
     g_assert_false(dq_fail(&err, DQ_ERR_FORMAT, "tensor '%s' truncated", "w"));
@@ -147,6 +303,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);
     g_test_add_func("/common/mapped_file/directory_rejected", test_mapped_file_directory_rejected);
     g_test_add_func("/common/mapped_file/populate_release", test_mapped_file_populate_release);
+    g_test_add_func("/common/mapped_file/fifo_rejected", test_mapped_file_fifo_rejected);
+    g_test_add_func("/common/json/depth", test_json_depth);
+    g_test_add_func("/common/json/empty_and_duplicates", test_json_empty_and_duplicates);
+    g_test_add_func("/common/json/read_regular", test_read_regular);
     g_test_add_func("/common/error/prefix", test_error_prefix);
     g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
     return g_test_run();

@@ -1,6 +1,8 @@
 /* libFuzzer target: the safetensors header parser and everything a parsed tensor promises.
  * Every tensor the parser accepts must be readable in full (its bytes lie inside the input), so
- * each one is converted to float32; ASan catches any read past the input. */
+ * each one is converted to float32; ASan catches any read past the input. The tensors of an
+ * accepted file cover its data section exactly, as the safetensors library requires: their
+ * sizes add up to it (no two share a byte, nothing is left over). */
 #include "safetensors.h"
 
 #include <stddef.h>
@@ -24,8 +26,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     const char **names = safetensors_names(st);
+    uint64_t hlen = 0, covered = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | copy[i];
     for (guint i = 0; i < safetensors_count(st); i++) {
         const DqTensor *t = safetensors_get(st, names[i]);
+        covered += t->nbytes;
+        if ((const uint8_t *)t->data < copy + 8 + hlen ||
+            (const uint8_t *)t->data + t->nbytes > copy + size)
+            abort();
         const DqTensor *r = safetensors_require(st, names[i], t->ndim, t->shape, &err);
         if (r != t)
             abort();
@@ -39,6 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             done += n;
         }
     }
+    if (covered != size - 8 - hlen)
+        abort();
     g_free(names);
     safetensors_free(st);
     free(copy);

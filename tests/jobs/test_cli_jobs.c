@@ -811,6 +811,42 @@ static void test_threads_capped(void) {
     g_free(model);
 }
 
+/* `--model ""` meant the current folder (generate read ./config.json, ingest
+ * ./preprocessor_config.json); every command refuses it. A questions file nested deep enough to
+ * overflow json-glib's recursion is refused as JSON that is not a list. */
+static void test_empty_model_and_deep_questions(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *err = NULL;
+    g_assert_cmpint(docqa(NULL, &err, "generate", "--model", "", "-p", "hi", NULL), ==, 2);
+    g_assert_cmpstr(err, ==, "docqa generate: --model '': an empty folder name (see --help)\n");
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--model", "", "Q?", NULL), ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: ask: --model '': an empty name"));
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ingest", "--db", db, "--model", "", dir, NULL), ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ingest: --model '': an empty folder name\n");
+    g_free(err);
+    char *qfile = g_build_filename(dir, "questions.json", NULL);
+    GString *deep = g_string_new(NULL);
+    for (int i = 0; i < 1000000; i++)
+        g_string_append_c(deep, '[');
+    g_assert_true(g_file_set_contents(qfile, deep->str, (gssize)deep->len, NULL));
+    g_string_free(deep, TRUE);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--questions", qfile, NULL),
+                    ==, 2);
+    char *want = g_strdup_printf("docqa: %s: not a JSON list of strings: JSON nested deeper than "
+                                 "128 levels (at byte 128)\n",
+                                 qfile);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_free(qfile);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -830,5 +866,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/threads-capped", test_threads_capped);
     g_test_add_func("/cli-jobs/numbers-refused-by-name", test_numbers_refused_by_name);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
+    g_test_add_func("/cli-jobs/empty-model-deep-questions", test_empty_model_and_deep_questions);
     return g_test_run();
 }

@@ -4,6 +4,8 @@
 #include "testutil.h"
 
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void load_shared(const char *model, SmolvlmConfig *c) {
     char *dir = g_build_filename(dq_test_shared_dir(), "models", model, NULL);
@@ -135,7 +137,9 @@ static void expect_error(const char *json, const char *gen, const char *needle) 
     GError *err = NULL;
     g_assert_false(smolvlm_config_parse(json, gen, "snap/config.json", &c, &err));
     g_assert_nonnull(err);
-    g_assert_nonnull(strstr(err->message, "snap/config.json"));
+    g_assert_nonnull(strstr(err->message, gen != NULL && strstr(needle, "generation_config.json")
+                                              ? "snap/generation_config.json: "
+                                              : "snap/config.json: "));
     if (strstr(err->message, needle) == NULL)
         g_error("error '%s' does not mention '%s'", err->message, needle);
     g_error_free(err);
@@ -166,7 +170,8 @@ static void test_errors(void) {
                  "num_channels 4 is not supported");
     expect_error("[1]", NULL, "not a JSON object");
     expect_error("{\"scale_factor\": ", NULL, "config.json");
-    expect_error("{\"scale_factor\": 7}", "{\"eos_token_id\": [\"a\"]}", "eos_token_id");
+    expect_error("{\"scale_factor\": 7}", "{\"eos_token_id\": [\"a\"]}",
+                 "generation_config.json: eos_token_id");
 
     SmolvlmConfig c;
     GError *err = NULL;
@@ -175,10 +180,161 @@ static void test_errors(void) {
     g_error_free(err);
 }
 
+/* Every size is bounded before anything is allocated by it, and named: 2147483647 layers made
+ * smolvlm_open try to allocate 600 GB; 268435460 heads x head_dim 16 wrapped to 64 in int. */
+static void test_bounds(void) {
+    const char *base = "{\"scale_factor\": 7, \"%s\": {\"%s\": %s}}";
+    static const char *const cases[][4] = {
+        {"text_config", "num_hidden_layers", "2147483647",
+         "text_config.num_hidden_layers 2147483647 is outside 1..1024"},
+        {"vision_config", "num_hidden_layers", "100000000",
+         "vision_config.num_hidden_layers 100000000 is outside 1..1024"},
+        {"text_config", "num_attention_heads", "268435460",
+         "text_config.num_attention_heads 268435460 is outside 1..1024"},
+        {"text_config", "num_key_value_heads", "2048", "num_key_value_heads 2048 is outside"},
+        {"text_config", "head_dim", "1048576", "text_config.head_dim 1048576 is outside"},
+        {"text_config", "hidden_size", "1099511627776", "hidden_size must be a 32-bit integer"},
+        {"text_config", "hidden_size", "-64", "text_config.hidden_size -64 is outside 1..65536"},
+        {"vision_config", "hidden_size", "131072", "vision_config.hidden_size 131072 is outside"},
+        {"text_config", "intermediate_size", "2000000000", "intermediate_size 2000000000"},
+        {"vision_config", "intermediate_size", "0", "vision_config.intermediate_size 0"},
+        {"text_config", "vocab_size", "1000000000", "text_config.vocab_size 1000000000"},
+        {"text_config", "max_position_embeddings", "2147483647", "max_position_embeddings"},
+        {"text_config", "rope_theta", "1e400", "rope_theta inf must be positive and finite"},
+        {"text_config", "rms_norm_eps", "1.5", "rms_norm_eps 1.5"},
+        {"vision_config", "layer_norm_eps", "-1", "layer_norm_eps -1"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *json = g_strdup_printf(base, cases[i][0], cases[i][1], cases[i][2]);
+        expect_error(json, NULL, cases[i][3]);
+        g_free(json);
+    }
+    /* the largest values allowed still load */
+    SmolvlmConfig c;
+    GError *err = NULL;
+    g_assert_true(smolvlm_config_parse(
+        "{\"scale_factor\": 7, \"text_config\": {\"num_hidden_layers\": 1024, "
+        "\"num_attention_heads\": 1024, \"num_key_value_heads\": 1, \"head_dim\": 1024, "
+        "\"vocab_size\": 4194304, \"max_position_embeddings\": 268435456}}",
+        NULL, "c.json", &c, &err));
+    dq_assert_no_error(err);
+}
+
+/* generation_config.json values transformers refuses (GenerationConfig.validate at load, the
+ * sampling warpers at generate) are refused at load, naming the file; they used to be replaced
+ * silently (max_new_tokens 0 -> 256). */
+static void test_generation_values(void) {
+    const char *cfg = "{\"scale_factor\": 7}";
+    expect_error(cfg, "{\"max_new_tokens\": 0}",
+                 "generation_config.json: max_new_tokens 0 must be greater than 0");
+    expect_error(cfg, "{\"max_new_tokens\": -5}", "generation_config.json: max_new_tokens -5");
+    expect_error(cfg, "{\"max_new_tokens\": -1}", "generation_config.json: max_new_tokens -1");
+    expect_error(cfg, "{\"do_sample\": true, \"temperature\": 0.0}",
+                 "generation_config.json: temperature 0 must be positive");
+    expect_error(cfg, "{\"do_sample\": true, \"top_k\": -3}",
+                 "generation_config.json: top_k -3 must be positive");
+    expect_error(cfg, "{\"do_sample\": true, \"top_p\": -0.5}",
+                 "generation_config.json: top_p -0.5 must not be negative");
+    expect_error(cfg, "{\"max_new_tokens\": ", "generation_config.json: not valid JSON");
+    expect_error(cfg, "", "generation_config.json: empty");
+    /* greedy: transformers only warns about sampling values, and so does nothing here */
+    SmolvlmConfig c;
+    GError *err = NULL;
+    g_assert_true(smolvlm_config_parse(
+        cfg, "{\"temperature\": 0.0, \"top_k\": -3, \"top_p\": 2.0, \"max_new_tokens\": 1}",
+        "c.json", &c, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(c.max_new_tokens, ==, 1);
+    g_assert_true(smolvlm_config_parse(
+        cfg, "{\"do_sample\": true, \"top_k\": 0, \"top_p\": 2.0, \"temperature\": 1.0}", "c.json",
+        &c, &err));
+    dq_assert_no_error(err);
+}
+
+/* A fresh folder with copies of the tiny snapshot's config.json and generation_config.json. */
+static char *config_dir(void) {
+    char *dir = dq_test_tmpdir();
+    const char *files[] = {"config.json", "generation_config.json"};
+    for (int i = 0; i < 2; i++) {
+        char *src =
+            g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", files[i], NULL);
+        char *dst = g_build_filename(dir, files[i], NULL);
+        size_t len = 0;
+        char *text = dq_test_read_file(src, &len);
+        g_assert_true(g_file_set_contents(dst, text, (gssize)len, NULL));
+        g_free(text);
+        g_free(src);
+        g_free(dst);
+    }
+    return dir;
+}
+
+static void expect_load_error(const char *dir, const char *needle) {
+    SmolvlmConfig c;
+    GError *err = NULL;
+    alarm(30); /* a FIFO used to block the load forever */
+    g_assert_false(smolvlm_config_load(dir, &c, &err));
+    alarm(0);
+    g_assert_nonnull(err);
+    if (strstr(err->message, needle) == NULL)
+        g_error("error '%s' does not mention '%s'", err->message, needle);
+    g_error_free(err);
+}
+
+/* Damaged files: deep nesting (json-glib's recursion overflowed the stack), FIFOs (open()
+ * blocked), devices (read until memory ran out), huge sparse files (read whole), a missing
+ * file (its path printed twice). */
+static void test_damaged_files(void) {
+    if (dq_test_shared_dir() == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *dir = config_dir();
+    SmolvlmConfig c;
+    GError *err = NULL;
+    g_assert_true(smolvlm_config_load(dir, &c, &err));
+    dq_assert_no_error(err);
+    char *cfg = g_build_filename(dir, "config.json", NULL);
+    char *gen = g_build_filename(dir, "generation_config.json", NULL);
+    GString *deep = g_string_new(NULL);
+    for (int i = 0; i < 2000000; i++)
+        g_string_append(deep, "{\"a\":");
+    g_assert_true(g_file_set_contents(cfg, deep->str, (gssize)deep->len, NULL));
+    expect_load_error(dir, "config.json: JSON nested deeper than 128 levels");
+    g_assert_true(g_file_set_contents(gen, deep->str, (gssize)deep->len, NULL));
+    g_string_free(deep, TRUE);
+    g_assert_cmpint(unlink(cfg), ==, 0);
+    char *want = g_strdup_printf("%s: cannot open: No such file or directory", cfg);
+    expect_load_error(dir, want);
+    g_assert_cmpint(mkfifo(cfg, 0600), ==, 0);
+    expect_load_error(dir, "config.json: a FIFO, not a regular file");
+    g_assert_cmpint(unlink(cfg), ==, 0);
+    g_assert_cmpint(truncate(gen, 0), ==, 0);
+    char *real =
+        g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", "config.json", NULL);
+    g_assert_cmpint(symlink(real, cfg), ==, 0);
+    expect_load_error(dir, "generation_config.json: empty");
+    g_assert_cmpint(unlink(gen), ==, 0);
+    g_assert_cmpint(symlink("/dev/zero", gen), ==, 0);
+    expect_load_error(dir, "generation_config.json: a device, not a regular file");
+    g_assert_cmpint(unlink(gen), ==, 0);
+    g_assert_true(g_file_set_contents(gen, "{}", -1, NULL));
+    g_assert_cmpint(truncate(gen, (off_t)2 << 30), ==, 0);
+    expect_load_error(dir, "generation_config.json: 2147483648 bytes, more than the 64 MiB");
+    g_free(real);
+    g_free(want);
+    g_free(cfg);
+    g_free(gen);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/config/real", test_real_configs);
     g_test_add_func("/config/defaults", test_defaults);
     g_test_add_func("/config/errors", test_errors);
+    g_test_add_func("/config/bounds", test_bounds);
+    g_test_add_func("/config/generation-values", test_generation_values);
+    g_test_add_func("/config/damaged-files", test_damaged_files);
     return g_test_run();
 }

@@ -127,7 +127,7 @@ static void test_bad_headers(void) {
                  "'w': needs");
     expect_error("{\"w\":[1,2]}", zeros, 8, "'w': entry is not an object");
     expect_error("[1,2,3]", zeros, 8, "not a JSON object");
-    expect_error("{\"w\": tru", zeros, 8, "not JSON");
+    expect_error("{\"w\": tru", zeros, 8, "header: not valid JSON");
     expect_error("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
                  zeros, 4, "9 dims");
 
@@ -154,6 +154,75 @@ static void test_bad_headers(void) {
     safetensors_free(st);
     g_byte_array_free(b, TRUE);
 }
+
+static void expect_ok(const char *header, const void *data, size_t len, guint tensors) {
+    GByteArray *b = make_file(header, data, len);
+    GError *err = NULL;
+    DqSafeTensors *st = safetensors_parse(b->data, b->len, "ok.safetensors", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(safetensors_count(st), ==, tensors);
+    safetensors_free(st);
+    g_byte_array_free(b, TRUE);
+}
+
+#define T(name, begin, end)                                                                        \
+    "\"" name "\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[" begin "," end "]}"
+
+/* What the safetensors library refuses (checked against safetensors 0.8.0's load) docqa
+ * refuses too: headers that alias tensors' bytes, leave gaps or trailing junk, repeat keys,
+ * carry metadata that is not strings, or nest deeper than serde_json goes. These used to load,
+ * with garbage weights. */
+static void test_format_rules(void) {
+    uint8_t zeros[64] = {0};
+    /* accepted: any order in the header, zero-size tensors, null metadata, extra fields */
+    expect_ok("{" T("b", "8", "16") "," T("a", "0", "8") "}", zeros, 16, 2);
+    expect_ok(
+        "{\"__metadata__\":null," T(
+            "a", "0", "8") ","
+                           "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]}," T(
+                               "b", "8", "16") "}",
+        zeros, 16, 3);
+    expect_ok("{\"a\":{\"dtype\":\"F32\",\"foo\":[1],\"shape\":[2],\"data_offsets\":[0,8]}}", zeros,
+              8, 1);
+    expect_ok("{\"__metadata__\":{\"format\":\"pt\"}}", zeros, 0, 0);
+
+    /* two tensors on the same bytes (an lm_head pointing at embed_tokens', st_off_overlap) */
+    expect_error("{" T("a", "0", "8") "," T("lm_head.weight", "0", "8") "}", zeros, 8,
+                 "tensor 'lm_head.weight': data [0, 8) overlaps tensor 'a' [0, 8)");
+    expect_error("{" T("a", "0", "8") "," T("b", "4", "12") "}", zeros, 12,
+                 "tensor 'b': data [4, 12) overlaps tensor 'a' [0, 8)");
+    /* shifted by two bytes (st_off_misaligned), or not starting at 0 */
+    expect_error("{" T("a", "0", "8") "," T("b", "10", "18") "}", zeros, 18,
+                 "tensor 'b': data [10, 18) leaves bytes [8, 10) of the data section unused");
+    expect_error("{" T("a", "4", "12") "}", zeros, 12, "leaves bytes [0, 4)");
+    /* junk after the last tensor (st_extra_bytes) */
+    expect_error("{" T("a", "0", "8") "}", zeros, 9,
+                 "1 bytes after the last tensor's data (the data section has 9, the tensors "
+                 "cover 8): the file is not fully covered");
+    expect_error("{}", zeros, 4, "not fully covered");
+    /* duplicate keys: json-glib keeps the last silently (st_dup_key) */
+    expect_error("{" T("a", "0", "8") "," T("b", "8", "16") "," T("a", "0", "8") "}", zeros, 16,
+                 "header: key \"a\" appears twice in the top-level object");
+    expect_error(
+        "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", zeros,
+        8, "key \"dtype\" appears twice in one object");
+    /* metadata is a map of strings (st_meta_weird, st_meta_array) */
+    expect_error("{\"__metadata__\":{\"format\":5}," T("a", "0", "8") "}", zeros, 8,
+                 "__metadata__ 'format' is not a string");
+    expect_error("{\"__metadata__\":[1]," T("a", "0", "8") "}", zeros, 8,
+                 "__metadata__ must be an object of strings");
+    expect_error("{\"__metadata__\":{\"a\":null}}", zeros, 0, "__metadata__ 'a' is not a string");
+    /* a header nested 100000 deep overflowed json-glib's recursion */
+    GString *deep = g_string_new("{\"a\":");
+    for (int i = 0; i < 100000; i++)
+        g_string_append_c(deep, '[');
+    for (int i = 0; i < 100000; i++)
+        g_string_append_c(deep, ']');
+    g_string_append_c(deep, '}');
+    expect_error(deep->str, zeros, 0, "header: JSON nested deeper than 128 levels");
+    g_string_free(deep, TRUE);
+}
+#undef T
 
 static void test_require_errors(void) {
     GByteArray *b = sample_file();
@@ -269,6 +338,7 @@ int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/safetensors/dtypes", test_dtypes);
     g_test_add_func("/safetensors/bad-headers", test_bad_headers);
+    g_test_add_func("/safetensors/format-rules", test_format_rules);
     g_test_add_func("/safetensors/require", test_require_errors);
     g_test_add_func("/safetensors/sharded", test_sharded);
     g_test_add_func("/safetensors/tiny-snapshots", test_tiny_snapshots);

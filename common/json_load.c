@@ -1,0 +1,195 @@
+#include "json_load.h"
+
+#include "dq_error.h"
+#include "mapped_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GError **err) {
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; it
+     * changes nothing for a regular file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, g_strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        dq_fail(err, DQ_ERR_IO, "%s: cannot stat: %s", path, g_strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s, not a regular file", path, dq_file_kind(st.st_mode));
+        close(fd);
+        return NULL;
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        dq_fail(err, DQ_ERR_LIMIT, "%s: %" G_GINT64_FORMAT " bytes, more than the %zu MiB allowed",
+                path, (gint64)st.st_size, max_bytes >> 20);
+        close(fd);
+        return NULL;
+    }
+    /* The size may change while we read: read to the end, but never past the cap. */
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    char *buf = g_malloc(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            if (cap > max_bytes) {
+                dq_fail(err, DQ_ERR_LIMIT, "%s: more than the %zu MiB allowed", path,
+                        max_bytes >> 20);
+                break;
+            }
+            cap = MIN(cap * 2, max_bytes + 1);
+            buf = g_realloc(buf, cap + 1);
+        }
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            dq_fail(err, DQ_ERR_IO, "%s: cannot read: %s", path, g_strerror(errno));
+            break;
+        }
+        if (got == 0) {
+            close(fd);
+            buf[n] = '\0';
+            if (len != NULL)
+                *len = n;
+            return buf;
+        }
+        n += (size_t)got;
+    }
+    close(fd);
+    g_free(buf);
+    return NULL;
+}
+
+gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *offset) {
+    int depth = 0;
+    gboolean in_string = FALSE;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++; /* the escaped character, a quote maybe */
+            else if (c == '"')
+                in_string = FALSE;
+        } else if (c == '"') {
+            in_string = TRUE;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) {
+                if (offset != NULL)
+                    *offset = i;
+                return FALSE;
+            }
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return TRUE;
+}
+
+/* Duplicate keys, through the parser's signals: a set of the keys seen for each object being
+ * parsed (object-member comes after the member's value, so after any inner object ended). */
+typedef struct {
+    GPtrArray *open; /* GHashTable * of keys, one per object being parsed */
+    char *duplicate; /* the first key seen twice */
+    guint depth;     /* its object's nesting (1: the root) */
+} KeyCheck;
+
+static void on_object_start(JsonParser *parser, gpointer user) {
+    (void)parser;
+    KeyCheck *k = user;
+    g_ptr_array_add(k->open, g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL));
+}
+
+static void on_object_member(JsonParser *parser, JsonObject *object, const char *name,
+                             gpointer user) {
+    (void)parser;
+    (void)object;
+    KeyCheck *k = user;
+    if (k->open->len == 0)
+        return;
+    GHashTable *keys = g_ptr_array_index(k->open, k->open->len - 1);
+    if (!g_hash_table_add(keys, g_strdup(name)) && k->duplicate == NULL) {
+        k->duplicate = g_strdup(name);
+        k->depth = k->open->len;
+    }
+}
+
+static void on_object_end(JsonParser *parser, JsonObject *object, gpointer user) {
+    (void)parser;
+    (void)object;
+    KeyCheck *k = user;
+    if (k->open->len > 0)
+        g_ptr_array_remove_index(k->open, k->open->len - 1);
+}
+
+JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJsonFlags flags,
+                          GError **err) {
+    size_t n = len < 0 ? strlen(text) : (size_t)len, at = 0;
+    if (n >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+        /* json-glib skips it; Python's json (transformers) and serde_json refuse the file */
+        dq_fail(err, DQ_ERR_FORMAT, "%s: starts with a UTF-8 byte order mark, not JSON", label);
+        return NULL;
+    }
+    if (!dq_json_depth_ok(text, n, DQ_JSON_MAX_DEPTH, &at)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: JSON nested deeper than %d levels (at byte %zu)", label,
+                DQ_JSON_MAX_DEPTH, at);
+        return NULL;
+    }
+    JsonParser *parser = json_parser_new();
+    KeyCheck keys = {.open = g_ptr_array_new_with_free_func((GDestroyNotify)g_hash_table_unref)};
+    if (flags & DQ_JSON_UNIQUE_KEYS) {
+        g_signal_connect(parser, "object-start", G_CALLBACK(on_object_start), &keys);
+        g_signal_connect(parser, "object-member", G_CALLBACK(on_object_member), &keys);
+        g_signal_connect(parser, "object-end", G_CALLBACK(on_object_end), &keys);
+    }
+    GError *jerr = NULL;
+    gboolean ok = json_parser_load_from_data(parser, text, (gssize)n, &jerr);
+    if (flags & DQ_JSON_UNIQUE_KEYS)
+        g_signal_handlers_disconnect_by_data(parser, &keys);
+    if (!ok) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not valid JSON: %s", label, jerr->message);
+        g_error_free(jerr);
+    } else if (json_parser_get_root(parser) == NULL) {
+        /* json-glib takes an empty text for a document; Python's json.loads does not */
+        dq_fail(err, DQ_ERR_FORMAT, "%s: empty, not a JSON document", label);
+        ok = FALSE;
+    } else if (keys.duplicate != NULL) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: key \"%s\" appears twice in %s", label, keys.duplicate,
+                keys.depth == 1 ? "the top-level object" : "one object");
+        ok = FALSE;
+    }
+    g_ptr_array_free(keys.open, TRUE);
+    g_free(keys.duplicate);
+    if (!ok) {
+        g_object_unref(parser);
+        return NULL;
+    }
+    return parser;
+}
+
+JsonParser *dq_json_load_file(const char *path, DqJsonFlags flags, GError **err) {
+    size_t len = 0;
+    char *text = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, &len, err);
+    if (text == NULL)
+        return NULL;
+    JsonParser *parser = dq_json_parse(text, (gssize)len, path, flags, err);
+    g_free(text);
+    return parser;
+}
+
+JsonObject *dq_json_root_object(JsonParser *parser, const char *label, GError **err) {
+    JsonNode *root = json_parser_get_root(parser);
+    if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not a JSON object", label);
+        return NULL;
+    }
+    return json_node_get_object(root);
+}

@@ -1,0 +1,56 @@
+/* JSON from files and users, read defensively.
+ *
+ * Every JSON text docqa parses from a snapshot folder, a questions file or the database goes
+ * through here, because json-glib alone is not safe on untrusted input:
+ *   - it parses recursively: a few hundred thousand nested brackets overflow the stack. Texts
+ *     nested deeper than DQ_JSON_MAX_DEPTH are refused before json-glib sees them (128 is the
+ *     recursion limit of serde_json, which the safetensors and tokenizers libraries parse these
+ *     same files with; real snapshot files are nested 4 deep);
+ *   - it takes an empty text for a document with no root, and skips a UTF-8 byte order mark,
+ *     where Python's json (transformers) fails: both are refused;
+ *   - it keeps the last of duplicate keys silently (DQ_JSON_UNIQUE_KEYS refuses them, for
+ *     formats whose reference parser does);
+ *   - json_parser_load_from_file blocks forever on a FIFO, reads /dev/zero until memory runs
+ *     out, and holds a 2 GB file whole: dq_file_read_regular opens without blocking, refuses
+ *     what is not a regular file and caps the size.
+ */
+#ifndef DQ_JSON_LOAD_H
+#define DQ_JSON_LOAD_H
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stddef.h>
+
+#define DQ_JSON_MAX_DEPTH 128
+/* A snapshot's JSON files are small (tokenizer.json of a 256k-token vocabulary is ~35 MB; of
+ * SmolVLM, 3.5 MB). */
+#define DQ_JSON_MAX_FILE_BYTES ((size_t)64 << 20)
+
+typedef enum {
+    DQ_JSON_DEFAULT = 0,
+    DQ_JSON_UNIQUE_KEYS = 1 << 0, /* a key twice in one object is an error */
+} DqJsonFlags;
+
+/* The whole of a regular file, NUL-terminated (*len excludes the NUL; len may be NULL). Refuses
+ * FIFOs, devices, sockets and folders without blocking on them, and files over max_bytes, with
+ * a message naming the path. g_free the result. */
+char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GError **err);
+
+/* TRUE when no bracket of `text` (outside strings) is nested deeper than max_depth; otherwise
+ * FALSE with *offset (may be NULL) the byte offset of the first bracket too deep. */
+gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *offset);
+
+/* Parses len bytes of text (len < 0: up to the NUL) into a new parser whose root is not NULL.
+ * Errors are DQ_ERR_FORMAT and start with "label: ". g_object_unref the result. */
+JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJsonFlags flags,
+                          GError **err);
+
+/* dq_file_read_regular (DQ_JSON_MAX_FILE_BYTES) then dq_json_parse, labelled with the path. A
+ * file that cannot be read is DQ_ERR_IO, one too large DQ_ERR_LIMIT. */
+JsonParser *dq_json_load_file(const char *path, DqJsonFlags flags, GError **err);
+
+/* The root object of a parser dq_json_parse / dq_json_load_file returned, or NULL with
+ * "label: not a JSON object" (DQ_ERR_FORMAT). */
+JsonObject *dq_json_root_object(JsonParser *parser, const char *label, GError **err);
+
+#endif

@@ -1,0 +1,266 @@
+/* Damaged snapshot folders, file by file: each copy of the tiny snapshot has one file replaced
+ * (the others are links to the originals), and opening the pipeline must fail with one message
+ * naming the file and what is wrong: no crash, no hang, no huge allocation. The damages are the
+ * exploratory tester's (deep JSON, FIFOs, devices, empty files, processor files that do not fit
+ * config.json, an lm_head of the wrong shape). */
+#include "dq_error.h"
+#include "pipeline.h"
+#include "testutil.h"
+
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const FILES[] = {
+    "added_tokens.json",      "chat_template.json",      "config.json",
+    "generation_config.json", "model.safetensors",       "preprocessor_config.json",
+    "processor_config.json",  "special_tokens_map.json", "tokenizer.json",
+    "tokenizer_config.json",
+};
+
+static char *tiny_dir(void) {
+    const char *shared = dq_test_shared_dir();
+    return shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
+}
+
+/* A folder of links to the tiny snapshot's files but `name`, which the caller then makes. */
+static char *snapshot_without(const char *name) {
+    char *src = tiny_dir();
+    char *dir = dq_test_tmpdir();
+    for (size_t i = 0; i < G_N_ELEMENTS(FILES); i++) {
+        if (strcmp(FILES[i], name) == 0)
+            continue;
+        char *from = g_build_filename(src, FILES[i], NULL);
+        char *to = g_build_filename(dir, FILES[i], NULL);
+        g_assert_cmpint(symlink(from, to), ==, 0);
+        g_free(from);
+        g_free(to);
+    }
+    g_free(src);
+    return dir;
+}
+
+static char *snapshot_with(const char *name, const char *content, gssize len) {
+    char *dir = snapshot_without(name);
+    char *path = g_build_filename(dir, name, NULL);
+    g_assert_true(g_file_set_contents(path, content, len, NULL));
+    g_free(path);
+    return dir;
+}
+
+/* The original file with `from` replaced by `to` once. */
+static char *snapshot_edited(const char *name, const char *from, const char *to) {
+    char *tiny = tiny_dir();
+    char *src = g_build_filename(tiny, name, NULL);
+    char *text = dq_test_read_file(src, NULL);
+    g_assert_nonnull(strstr(text, from));
+    GString *s = g_string_new(text);
+    g_string_replace(s, from, to, 1);
+    char *dir = snapshot_with(name, s->str, (gssize)s->len);
+    g_string_free(s, TRUE);
+    g_free(text);
+    g_free(src);
+    g_free(tiny);
+    return dir;
+}
+
+/* Opening fails within the alarm (a FIFO used to block forever) with a message holding
+ * `name` (the file, relative to the folder) and `needle`. */
+static void expect_refused(const char *dir, const char *name, const char *needle) {
+    GError *err = NULL;
+    alarm(60);
+    SmolvlmPipeline *p = smolvlm_pipeline_open(dir, NULL, &err);
+    alarm(0);
+    g_assert_null(p);
+    g_assert_nonnull(err);
+    char *path = g_build_filename(dir, name, NULL);
+    if (strstr(err->message, path) == NULL || strstr(err->message, needle) == NULL)
+        g_error("error '%s' does not name %s and say '%s'", err->message, path, needle);
+    /* the path once: "Failed to open file X" used to repeat it */
+    g_assert_null(strstr(strstr(err->message, path) + strlen(path), path));
+    g_free(path);
+    g_error_free(err);
+}
+
+static gboolean have_shared(void) {
+    if (dq_test_shared_dir() != NULL)
+        return TRUE;
+    g_test_skip("../shared (tiny models) not found");
+    return FALSE;
+}
+
+static const char *const JSON_FILES[] = {
+    "chat_template.json",       "config.json",           "generation_config.json",
+    "preprocessor_config.json", "processor_config.json", "tokenizer.json",
+};
+
+/* json-glib parses recursively: these overflowed the stack (SIGSEGV). */
+static void test_deep_json(void) {
+    if (!have_shared())
+        return;
+    GString *deep = g_string_new(NULL);
+    for (int i = 0; i < 2000000; i++)
+        g_string_append(deep, "{\"a\":");
+    for (size_t i = 0; i < G_N_ELEMENTS(JSON_FILES); i++) {
+        char *dir = snapshot_with(JSON_FILES[i], deep->str, (gssize)deep->len);
+        expect_refused(dir, JSON_FILES[i], ": JSON nested deeper than 128 levels");
+        g_free(dir);
+    }
+    g_string_free(deep, TRUE);
+    /* the safetensors header: {"a": [[[...]]]} */
+    GString *h = g_string_new("{\"a\":");
+    for (int i = 0; i < 100000; i++)
+        g_string_append_c(h, '[');
+    for (int i = 0; i < 100000; i++)
+        g_string_append_c(h, ']');
+    g_string_append_c(h, '}');
+    GByteArray *st = g_byte_array_new();
+    guint8 le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (guint8)((guint64)h->len >> (8 * i));
+    g_byte_array_append(st, le, 8);
+    g_byte_array_append(st, (const guint8 *)h->str, h->len);
+    char *dir = snapshot_with("model.safetensors", (const char *)st->data, st->len);
+    expect_refused(dir, "model.safetensors", ": header: JSON nested deeper than 128 levels");
+    g_free(dir);
+    g_byte_array_free(st, TRUE);
+    g_string_free(h, TRUE);
+}
+
+/* FIFOs blocked open() forever; /dev/zero grew memory without bound. */
+static void test_special_files(void) {
+    if (!have_shared())
+        return;
+    for (size_t i = 0; i <= G_N_ELEMENTS(JSON_FILES); i++) {
+        const char *name = i < G_N_ELEMENTS(JSON_FILES) ? JSON_FILES[i] : "model.safetensors";
+        char *dir = snapshot_without(name);
+        char *path = g_build_filename(dir, name, NULL);
+        g_assert_cmpint(mkfifo(path, 0600), ==, 0);
+        expect_refused(dir, name, ": a FIFO, not a regular file");
+        g_assert_cmpint(unlink(path), ==, 0);
+        g_assert_cmpint(symlink("/dev/zero", path), ==, 0);
+        expect_refused(dir, name, ": a device, not a regular file");
+        g_free(path);
+        g_free(dir);
+    }
+    /* a 2 GB sparse config.json was read whole */
+    char *dir = snapshot_with("config.json", "{}", -1);
+    char *path = g_build_filename(dir, "config.json", NULL);
+    g_assert_cmpint(truncate(path, (off_t)2 << 30), ==, 0);
+    expect_refused(dir, "config.json", ": 2147483648 bytes, more than the 64 MiB allowed");
+    g_free(path);
+    g_free(dir);
+}
+
+static void test_inconsistent_files(void) {
+    if (!have_shared())
+        return;
+    /* transformers' AutoProcessor fails on an empty chat_template.json (JSONDecodeError); it
+     * used to be skipped for tokenizer_config.json's template */
+    char *dir = snapshot_with("chat_template.json", "", 0);
+    expect_refused(dir, "chat_template.json", ": empty, not a JSON document");
+    g_free(dir);
+    /* processor files that do not fit config.json failed request by request */
+    dir =
+        snapshot_edited("processor_config.json", "\"image_seq_len\": 64", "\"image_seq_len\": 63");
+    expect_refused(dir, "processor_config.json",
+                   ": image_seq_len 63, but config.json gives 64 tokens a tile (image_size 512 / "
+                   "patch_size 16 = 32 patches a side, / scale_factor 4, squared)");
+    g_free(dir);
+    dir = snapshot_without("processor_config.json");
+    expect_refused(dir, "processor_config.json",
+                   " is missing, and Idefics3Processor's default image_seq_len is 169, but "
+                   "config.json gives 64 tokens a tile");
+    g_free(dir);
+    dir = snapshot_edited("preprocessor_config.json", "\"longest_edge\": 512",
+                          "\"longest_edge\": 384");
+    expect_refused(dir, "preprocessor_config.json",
+                   ": max_image_size.longest_edge 384, but config.json's vision_config.image_size "
+                   "is 512");
+    g_free(dir);
+    /* generation_config.json: transformers raises on max_new_tokens 0; it became 256 */
+    dir = snapshot_edited("generation_config.json", "\"pad_token_id\": 2",
+                          "\"pad_token_id\": 2, \"max_new_tokens\": 0");
+    expect_refused(dir, "generation_config.json", ": max_new_tokens 0 must be greater than 0");
+    g_free(dir);
+    /* 2147483647 layers: a 600 GB allocation before any tensor was checked */
+    dir = snapshot_edited("config.json", "\"num_hidden_layers\": 2",
+                          "\"num_hidden_layers\": 2147483647");
+    expect_refused(dir, "config.json", ": text_config.num_hidden_layers 2147483647 is outside");
+    g_free(dir);
+}
+
+/* The tiny snapshot's model.safetensors with one more F32 tensor appended (header and data). */
+static GByteArray *with_extra_tensor(const char *name, const char *shape, size_t nbytes) {
+    char *tiny = tiny_dir();
+    char *src = g_build_filename(tiny, "model.safetensors", NULL);
+    g_free(tiny);
+    size_t len = 0;
+    char *bytes = dq_test_read_file(src, &len);
+    guint64 hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | (guint8)bytes[i];
+    GString *h = g_string_new_len(bytes + 8, (gssize)hlen);
+    while (h->str[h->len - 1] == ' ')
+        g_string_truncate(h, h->len - 1);
+    g_assert_cmpint(h->str[h->len - 1], ==, '}');
+    g_string_truncate(h, h->len - 1);
+    size_t data = len - 8 - hlen;
+    g_string_append_printf(h,
+                           ",\"%s\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}}",
+                           name, shape, data, data + nbytes);
+    GByteArray *out = g_byte_array_new();
+    guint8 le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (guint8)((guint64)h->len >> (8 * i));
+    g_byte_array_append(out, le, 8);
+    g_byte_array_append(out, (const guint8 *)h->str, h->len);
+    g_byte_array_append(out, (const guint8 *)bytes + 8 + hlen, data);
+    guint8 *zeros = g_malloc0(nbytes);
+    g_byte_array_append(out, zeros, nbytes);
+    g_free(zeros);
+    g_string_free(h, TRUE);
+    g_free(bytes);
+    g_free(src);
+    return out;
+}
+
+/* tie_word_embeddings: transformers ties lm_head to embed_tokens whatever values the file's
+ * lm_head.weight holds, but refuses one of another shape ("size mismatch for weight"). */
+static void test_tied_lm_head(void) {
+    if (!have_shared())
+        return;
+    GByteArray *bad = with_extra_tensor("lm_head.weight", "[2]", 8);
+    char *dir = snapshot_with("model.safetensors", (const char *)bad->data, bad->len);
+    expect_refused(dir, "model.safetensors",
+                   ": tensor 'lm_head.weight' has shape [2], config.json implies [49280, 64]");
+    g_free(dir);
+    g_byte_array_free(bad, TRUE);
+    GByteArray *good = with_extra_tensor("lm_head.weight", "[49280,64]", (size_t)49280 * 64 * 4);
+    dir = snapshot_with("model.safetensors", (const char *)good->data, good->len);
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(dir, NULL, &err);
+    dq_assert_no_error(err);
+    smolvlm_pipeline_free(p);
+    g_free(dir);
+    g_byte_array_free(good, TRUE);
+}
+
+/* "" is the current folder to open(): refused, not read from wherever docqa runs. */
+static void test_empty_name(void) {
+    GError *err = NULL;
+    g_assert_null(smolvlm_pipeline_open("", NULL, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_assert_cmpstr(err->message, ==, "the model folder's name is empty");
+    g_error_free(err);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/snapshot/deep-json", test_deep_json);
+    g_test_add_func("/snapshot/special-files", test_special_files);
+    g_test_add_func("/snapshot/inconsistent-files", test_inconsistent_files);
+    g_test_add_func("/snapshot/tied-lm-head", test_tied_lm_head);
+    g_test_add_func("/snapshot/empty-name", test_empty_name);
+    return g_test_run();
+}
