@@ -1,6 +1,7 @@
 /* Image files -> RGB, as transformers' load_image: open (format sniffed from the bytes),
  * ImageOps.exif_transpose (unless told to ignore it), convert("RGB"). */
 #include "dq_error.h"
+#include "json_load.h" /* dq_file_read_regular */
 #include "image_private.h"
 
 DqImage *dq_image_decode(const uint8_t *data, size_t len, const char *name, DqExifMode exif,
@@ -36,13 +37,16 @@ DqImage *dq_image_decode(const uint8_t *data, size_t len, const char *name, DqEx
     return img;
 }
 
+/* A PNG or JPEG of the largest image decoded (DQ_IMAGE_MAX_PIXELS) is far smaller. */
+#define IMAGE_MAX_FILE_BYTES ((size_t)2 << 30)
+
 DqImage *dq_image_load(const char *path, DqExifMode exif, GError **err) {
-    char *data = NULL;
-    gsize len = 0;
-    GError *io = NULL;
-    if (!g_file_get_contents(path, &data, &len, &io)) {
-        dq_fail(err, DQ_ERR_IO, "%s: cannot read image: %s", path, io->message);
-        g_error_free(io);
+    size_t len = 0;
+    /* Not g_file_get_contents: it waits forever on a FIFO and reads /dev/zero until memory
+     * runs out. */
+    char *data = dq_file_read_regular(path, IMAGE_MAX_FILE_BYTES, &len, err);
+    if (data == NULL) {
+        g_prefix_error(err, "cannot read image: ");
         return NULL;
     }
     DqImage *img = dq_image_decode((const uint8_t *)data, len, path, exif, err);

@@ -8,7 +8,9 @@
 #include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <glib/gstdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jpeglib.h>
 
@@ -885,6 +887,20 @@ static void test_bad_files(void) {
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
     g_assert_nonnull(strstr(err->message, "/nonexistent/scan.jpg"));
     g_clear_error(&err);
+    /* A FIFO or a device given as an image is refused at once: read, it would wait for a writer
+     * forever, or (/dev/zero) fill memory. */
+    char *fifo = g_build_filename(dir, "scan.png", NULL);
+    g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+    g_assert_null(dq_image_load(fifo, DQ_EXIF_APPLY, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_assert_nonnull(strstr(err->message, "a FIFO, not a regular file"));
+    g_assert_nonnull(strstr(err->message, fifo));
+    g_clear_error(&err);
+    g_assert_null(dq_image_load("/dev/zero", DQ_EXIF_APPLY, &err));
+    g_assert_nonnull(strstr(err->message, "/dev/zero: a device, not a regular file"));
+    g_clear_error(&err);
+    g_unlink(fifo);
+    g_free(fifo);
     g_free(empty);
     g_free(dir);
     g_byte_array_unref(jpg);
