@@ -145,7 +145,7 @@ int cmd_ingest(int argc, char **argv) {
     char **paths = NULL;
     /* G_MININT: not given (--tile and --model exclude each other) */
     int tile = G_MININT;
-    gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE;
+    gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE, verify = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -169,6 +169,10 @@ int cmd_ingest(int argc, char **argv) {
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
          "render again unchanged files that failed, or have pages that failed, on a limit, a "
          "crash, a timeout, memory or a full disk",
+         NULL},
+        {"verify", 0, 0, G_OPTION_ARG_NONE, &verify,
+         "hash the page images of unchanged files and render again the pages whose images were "
+         "replaced or damaged (without it only missing or empty ones are)",
          NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
@@ -229,6 +233,7 @@ int cmd_ingest(int argc, char **argv) {
         opt.tile = tile;
     opt.hidden = hidden;
     opt.retry_failed = retry;
+    opt.verify = verify;
     opt.progress = !quiet && isatty(STDERR_FILENO);
     store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {

@@ -477,6 +477,19 @@ static gboolean entry_not_a_document(const WalkEntry *e) {
            (e->kind_by_name && (e->kind == DOC_KIND_TIFF || e->content_conclusive));
 }
 
+/* Whether the page store file `png` holds the bytes its name, `sha256`, says. */
+static gboolean page_file_matches(const char *png, const char *sha256) {
+    char *data = NULL;
+    gsize len = 0;
+    if (!g_file_get_contents(png, &data, &len, NULL))
+        return FALSE;
+    char *got = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
+    gboolean same = g_ascii_strcasecmp(got, sha256) == 0;
+    g_free(got);
+    g_free(data);
+    return same;
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
@@ -542,11 +555,15 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
             for (char **c = found.failed_codes; c && *c && !retry; c++)
                 retry = g_strv_contains(retryable, *c);
             /* The page store is only files: one deleted or emptied behind our back would leave
-             * rows naming nothing. A stat per page is cheap next to rendering. */
+             * rows naming nothing. A stat per page is cheap next to rendering; hashing every
+             * page of an archive on every run is not (README: --verify), so only --verify
+             * finds a file replaced or damaged in place (the worker finds it too, when it
+             * answers a question about it, and fails the job saying so). */
             for (char **img = found.images; img && *img && !render; img++) {
                 char *png = dq_ingest_page_path(r->store_dir, *img);
                 struct stat st;
-                render = stat(png, &st) != 0 || st.st_size == 0;
+                render = stat(png, &st) != 0 || st.st_size == 0 ||
+                         (r->opt->verify && !page_file_matches(png, *img));
                 g_free(png);
             }
         }

@@ -90,6 +90,9 @@ typedef struct {
                               now: too_many_pages, too_many_pixels, render_timeout,
                               render_crashed, store_failed, out_of_memory (the rows are updated
                               in place) */
+    gboolean verify; /* hash the page files of unchanged documents at these settings and render
+                        again those whose files are not the page they are named for (replaced,
+                        damaged); without it only a missing or empty file is noticed */
 } DqIngestOptions;
 
 void dq_ingest_options_init(DqIngestOptions *opt);

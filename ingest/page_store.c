@@ -45,12 +45,20 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
     char *dir = g_path_get_dirname(path);
     char *tmp = NULL;
     gboolean ok = FALSE;
-    /* The same page stored before; a file of another size under its name (truncated, emptied)
-     * is not that page and is replaced. */
+    /* The same page stored before; a file of other bytes under its name (truncated, emptied,
+     * overwritten: ingest --verify renders such pages again) is not that page and is replaced.
+     * Reading it back costs less than the encoding just done. */
     GStatBuf st;
     if (g_stat(path, &st) == 0 && S_ISREG(st.st_mode) && (gsize)st.st_size == len) {
-        ok = TRUE;
-        goto out;
+        char *old = NULL;
+        gsize old_len = 0;
+        gboolean same = g_file_get_contents(path, &old, &old_len, NULL) && old_len == len &&
+                        memcmp(old, data, len) == 0;
+        g_free(old);
+        if (same) {
+            ok = TRUE;
+            goto out;
+        }
     }
     if (g_mkdir_with_parents(dir, 0755) != 0) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", dir,

@@ -13,9 +13,11 @@
  *   int k = a->poll(a, done, max);                 // a decode step; done[0..k) are finished
  *
  * Failures: a request whose input is bad finishes with result.error, and its job fails at once
- * (retrying cannot help): code DQ_ERR_IO or DQ_ERR_FORMAT for a page image missing or
- * undecodable, DQ_ERR_ARGS for a question the model cannot take (its prompt with the page
- * longer than the model's positions). A bad request fails alone, never its batch-mates. Any
+ * (retrying cannot help): code DQ_ERR_IO or DQ_ERR_FORMAT for a page image missing,
+ * undecodable, too large to decode or not the bytes its image_sha256 names, DQ_ERR_ARGS for a
+ * question the model cannot take (its prompt with the page longer than the model's positions);
+ * the message of the latter names the question's problem, not the page (the worker adds the
+ * job and the question). A bad request fails alone, never its batch-mates. Any
  * other per-request error (the model failed while it was in it, out of memory...) is retried
  * with backoff. After SIGINT/SIGTERM (cancel) the worker stops polling and releases
  * whatever is still in flight.
@@ -33,6 +35,9 @@ typedef struct {
     int max_new_tokens;          /* greedy decoding stops there or at end of sequence */
     int n_res; /* the page was rendered at longest edge n_res x tile; the image processor uses
                   the same N so its first resize is a no-op (0: the snapshot's own setting) */
+    /* The SHA-256 (hex) its bytes must have (pages.image_sha256), or NULL: not checked. A page
+     * file replaced or damaged after ingest must not be answered as if it were the page. */
+    const char *image_sha256;
 } DqAnswerRequest;
 
 typedef struct {

@@ -204,14 +204,23 @@ char *queue_question_normalize(const char *text, gssize len, const char *source,
                 break;
             stop = prev;
         }
-        if (stop > start)
+        /* "<image>" is where the page goes in the prompt (model/prompt.c counts the markers). */
+        if (stop > start && g_strstr_len(start, stop - start, "<image>") != NULL)
+            problem = "holds \"<image>\", the marker of the page image in the model's prompt: "
+                      "the model would be given one image for two markers (reword it)";
+        else if (stop > start)
             return g_strndup(start, stop - start);
-        problem = "is empty (nothing but whitespace)";
+        else
+            problem = "is empty (nothing but whitespace)";
     }
     char *shown = escape_question(text, n);
     dq_fail(err, DQ_ERR_ARGS, "%s '%s': the question %s", source, shown, problem);
     g_free(shown);
     return NULL;
+}
+
+char *queue_question_quote(const char *question) {
+    return escape_question(question, strlen(question));
 }
 
 /* ---- asking ---- */

@@ -151,7 +151,10 @@ gboolean queue_check_where(const char *expr, GError **err);
  * (-1: up to its NUL) with the surrounding Unicode whitespace trimmed (U+00A0 and the other
  * space separators, line breaks, zero-width space, byte order mark). NULL, with DQ_ERR_ARGS
  * naming `source` (e.g. "questions.txt line 3") and the question (escaped), when it is not
- * UTF-8, holds a NUL character or is empty once trimmed. */
+ * UTF-8, holds a NUL character, is empty once trimmed, or holds "<image>": that is the marker
+ * of the page image in the model's prompt, and a second one would make a prompt the model
+ * cannot be given (transformers' processor fails the same way); refused when asked rather than
+ * failing every job of it. */
 char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err);
 
 /* Reads questions from a file ("-": standard input), UTF-8 with an optional byte order mark:
@@ -160,6 +163,10 @@ char *queue_question_normalize(const char *text, gssize len, const char *source,
  * through queue_question_normalize. Errors name the file, and the line or list element.
  * Returns a NULL-terminated vector (g_strfreev). */
 char **queue_read_questions(const char *path, GError **err);
+
+/* A question for a message: one line, its first 60 characters, control and invisible
+ * characters escaped (g_free). */
+char *queue_question_quote(const char *question);
 
 /* ---- working ---- */
 

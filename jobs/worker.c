@@ -308,6 +308,7 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
             g_object_unref(rp);
     }
     DqAnswerRequest req = {.image_path = f->path,
+                           .image_sha256 = j->image_sha256,
                            .question = j->question,
                            .prompt_template = f->ps.template_text,
                            .max_new_tokens = f->ps.max_new_tokens,
@@ -387,11 +388,20 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
             gboolean bad_page =
                 e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
             gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
+            /* The answerer's message on a question names what is wrong with it; the job and
+             * the question say which it is (its page is not at fault). */
+            char *quoted = bad_question ? queue_question_quote(f[i]->job->question) : NULL;
+            char *msg = bad_question
+                            ? g_strdup_printf("job %" G_GINT64_FORMAT ", question '%s': %s", id,
+                                              quoted, e->message)
+                            : NULL;
             fail_job(w, id,
                      bad_page       ? "page_image"
                      : bad_question ? "question"
                                     : "model",
-                     e->message, !bad_page && !bad_question);
+                     msg ? msg : e->message, !bad_page && !bad_question);
+            g_free(quoted);
+            g_free(msg);
         }
         if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop))
             g_hash_table_remove(w->in_flight, &done[i].tag);

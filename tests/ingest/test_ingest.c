@@ -2131,6 +2131,77 @@ static void test_page_files_checked(void) {
     fixture_clear(&f);
 }
 
+/* Whether a file holds exactly `len` bytes `want`. */
+static gboolean file_holds(const char *path, const char *want, gsize len) {
+    char *got = NULL;
+    gsize got_len = 0;
+    gboolean same = g_file_get_contents(path, &got, &got_len, NULL) && got_len == len &&
+                    memcmp(got, want, len) == 0;
+    g_free(got);
+    return same;
+}
+
+/* --verify repairs page files replaced or damaged in place: a plain run sees only that they
+ * are there; --verify hashes them and renders their pages again, replacing even a file of the
+ * page's very size, and afterwards finds nothing more to do. */
+static void test_page_files_verified(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    PageSize one[] = {{100, 100}}, other[] = {{100, 60}};
+    char *a = in_dir(&f, "a.pdf"), *b = in_dir(&f, "b.pdf");
+    write_cairo_pdf(a, one, 1);
+    write_cairo_pdf(b, other, 1);
+    run_ingest(&f, a);
+    run_ingest(&f, b);
+    char *png = page_png(&f, a), *png_b = page_png(&f, b);
+    char *good = NULL, *good_b = NULL;
+    gsize len = 0, len_b = 0;
+    g_assert_true(g_file_get_contents(png, &good, &len, NULL));
+    g_assert_true(g_file_get_contents(png_b, &good_b, &len_b, NULL));
+    GRand *rnd = g_rand_new_with_seed(21);
+    char *noise = g_malloc(len);
+    for (gsize i = 0; i < len; i++)
+        noise[i] = (char)g_rand_int_range(rnd, 0, 256);
+    g_rand_free(rnd);
+    const struct {
+        const char *what;
+        const char *bytes;
+        gsize len;
+    } damage[] = {
+        {"random bytes of the page's size", noise, len},
+        {"truncated", good, len / 2},
+        {"another page's PNG", good_b, len_b},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(damage); i++) {
+        g_test_message("%s", damage[i].what);
+        g_assert_true(g_file_set_contents(png, damage[i].bytes, (gssize)damage[i].len, NULL));
+        f.opt.verify = FALSE;
+        run_ingest(&f, a);
+        g_assert_cmpint(f.sum.unchanged, ==, 1); /* not looked at */
+        g_assert_true(file_holds(png, damage[i].bytes, damage[i].len));
+        f.opt.verify = TRUE;
+        run_ingest(&f, a);
+        g_assert_cmpint(f.sum.unchanged, ==, 0);
+        g_assert_cmpint(f.sum.documents_ok, ==, 1);
+        g_assert_true(file_holds(png, good, len));
+        run_ingest(&f, a);
+        g_assert_cmpint(f.sum.unchanged, ==, 1);
+    }
+    g_assert_true(file_holds(png_b, good_b, len_b));
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 2);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages"), ==, 2);
+    g_free(noise);
+    g_free(good);
+    g_free(good_b);
+    g_free(png);
+    g_free(png_b);
+    g_free(a);
+    g_free(b);
+    fixture_clear(&f);
+}
+
 static gpointer interrupt_soon(gpointer data) {
     (void)data;
     g_usleep(300 * 1000);
@@ -2352,6 +2423,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
+    g_test_add_func("/ingest/store/page_files_verified", test_page_files_verified);
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);

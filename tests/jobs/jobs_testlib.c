@@ -165,6 +165,12 @@ static gboolean jt_submit(DqAnswerer *self, const DqAnswerRequest *req, gint64 t
     JtRequest *r = g_new0(JtRequest, 1);
     r->tag = tag;
     r->image_path = g_strdup(req->image_path);
+    /* The worker asks for the page file to be checked against the page's SHA-256, the name
+     * it is stored under (answerer.h). */
+    char *base = g_path_get_basename(req->image_path);
+    g_assert_nonnull(req->image_sha256);
+    g_assert_true(g_str_has_prefix(base, req->image_sha256));
+    g_free(base);
     r->question = g_strdup(req->question);
     r->prompt_template = g_strdup(req->prompt_template);
     r->steps_left = a->submitted++ == 0 && a->cfg.slow_first > 1 ? a->cfg.slow_first : 1;
@@ -205,6 +211,8 @@ static int jt_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
             dq_fail(&out->error, DQ_ERR_MODEL, "hash answerer: this question fails");
         else if (a->cfg.bad_question && strstr(r->question, a->cfg.bad_question))
             dq_fail(&out->error, DQ_ERR_FORMAT, "hash answerer: this question's image is bad");
+        else if (a->cfg.long_question && strstr(r->question, a->cfg.long_question))
+            dq_fail(&out->error, DQ_ERR_ARGS, "too long for the model (hash answerer)");
         else if ((out->text = jt_expected_answer(r->image_path, r->question)) == NULL)
             dq_fail(&out->error, DQ_ERR_IO, "%s: cannot read", r->image_path);
         else {

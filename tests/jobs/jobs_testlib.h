@@ -37,6 +37,9 @@ typedef struct {
      * failures that belong to given jobs, whatever order the worker takes them in. */
     const char *fail_question;
     const char *bad_question;
+    /* ... and those whose question contains long_question as a question the model cannot
+     * take (DQ_ERR_ARGS, "too long for the model", failed at once). */
+    const char *long_question;
     double ms_total; /* > 0: every answer's ms_total, instead of the time it took */
 } JtAnswererConfig;
 

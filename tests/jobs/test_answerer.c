@@ -17,6 +17,47 @@ static char *fixture(const char *name) {
     return g_build_filename(dq_test_source_dir(), "tests", "fixtures", "images", name, NULL);
 }
 
+/* A PNG of w x h pixels as far as a decoder reads before its pixels: signature, IHDR, and the
+ * start of an IDAT (libpng checks the chunk CRCs, so they are computed). */
+static void write_png_header(const char *path, guint32 w, guint32 h) {
+    guint8 b[8 + 25 + 8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                            0,    0,   0,   13,  'I',  'H',  'D',  'R'};
+    guint8 *ihdr = b + 16;
+    for (int i = 0; i < 4; i++) {
+        ihdr[i] = (guint8)(w >> (24 - 8 * i));
+        ihdr[4 + i] = (guint8)(h >> (24 - 8 * i));
+    }
+    ihdr[8] = 8; /* 8-bit RGB */
+    ihdr[9] = 2;
+    guint32 crc = 0xFFFFFFFFu;
+    for (int i = 12; i < 12 + 4 + 13; i++) {
+        crc ^= b[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    crc ^= 0xFFFFFFFFu;
+    for (int i = 0; i < 4; i++)
+        b[29 + i] = (guint8)(crc >> (24 - 8 * i));
+    memcpy(b + 33, "\0\0\x10\0IDAT", 8);
+    g_assert_true(g_file_set_contents(path, (const char *)b, sizeof b, NULL));
+}
+
+/* A page store file: <dir>/<sha>.png holding `bytes_of`'s bytes, named for `named_for`'s. */
+static char *store_file(const char *dir, const char *named_for, const char *bytes_of, char **sha) {
+    char *data = NULL, *own = NULL;
+    gsize len = 0, own_len = 0;
+    g_assert_true(g_file_get_contents(named_for, &own, &own_len, NULL));
+    *sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)own, own_len);
+    g_assert_true(g_file_get_contents(bytes_of, &data, &len, NULL));
+    char *name = g_strdup_printf("%s.png", *sha);
+    char *path = g_build_filename(dir, name, NULL);
+    g_assert_true(g_file_set_contents(path, data, (gssize)len, NULL));
+    g_free(name);
+    g_free(data);
+    g_free(own);
+    return path;
+}
+
 static DqAnswerer *open_answerer(int batch, int prep_threads) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL)
@@ -66,22 +107,36 @@ static void test_stream_matches_alone(gconstpointer data) {
     char *overwritten = g_build_filename(dir, "overwritten.png", NULL);
     g_assert_true(g_file_set_contents(overwritten, "some text\n", -1, NULL));
     const char *tmpl = "{question} Answer briefly.";
+    /* A page as the page store holds it, named by its SHA-256 and checked against it; another
+     * page's PNG put in its place; a PNG too large for the decoders. */
+    char *page_sha = NULL, *swapped_sha = NULL;
+    char *stored = store_file(dir, page, page, &page_sha);
+    char *subdir = g_build_filename(dir, "swapped", NULL);
+    g_assert_cmpint(g_mkdir(subdir, 0755), ==, 0);
+    char *swapped = store_file(subdir, page, banner, &swapped_sha);
+    char *huge = g_build_filename(dir, "huge.png", NULL);
+    write_png_header(huge, 30000, 30000);
     /* more tokens with the page than the tiny model's 8192 positions */
     GString *too_long = g_string_new(NULL);
     for (int i = 0; i < 9000; i++)
         g_string_append(too_long, "why ");
     DqAnswerRequest reqs[] = {
-        {page, "What is the title?", tmpl, MAX_NEW, 1},
-        {page, "Who signed it?", tmpl, MAX_NEW, 1},
-        {missing, "What is the title?", tmpl, MAX_NEW, 1},
-        {banner, "What is the title?", tmpl, MAX_NEW, 1},
-        {page, "What is the date?", tmpl, MAX_NEW, 1},
-        {garbage, "What is it?", tmpl, MAX_NEW, 1},
-        {banner, "Who wrote it?", tmpl, 3, 1},
-        {overwritten, "What is it?", tmpl, MAX_NEW, 1},
-        {page, too_long->str, tmpl, MAX_NEW, 1},
+        {page, "What is the title?", tmpl, MAX_NEW, 1, NULL},
+        {page, "Who signed it?", tmpl, MAX_NEW, 1, NULL},
+        {missing, "What is the title?", tmpl, MAX_NEW, 1, NULL},
+        {banner, "What is the title?", tmpl, MAX_NEW, 1, NULL},
+        {page, "What is the date?", tmpl, MAX_NEW, 1, NULL},
+        {garbage, "What is it?", tmpl, MAX_NEW, 1, NULL},
+        {banner, "Who wrote it?", tmpl, 3, 1, NULL},
+        {overwritten, "What is it?", tmpl, MAX_NEW, 1, NULL},
+        {page, too_long->str, tmpl, MAX_NEW, 1, NULL},
         /* asked with a bare model id, nothing checked it: prompt + INT_MAX once overflowed */
-        {page, "What is the title?", tmpl, G_MAXINT, 1},
+        {page, "What is the title?", tmpl, G_MAXINT, 1, NULL},
+        {stored, "What is the title?", tmpl, MAX_NEW, 1, page_sha},
+        {swapped, "What is the title?", tmpl, MAX_NEW, 1, swapped_sha},
+        {huge, "What is it?", tmpl, MAX_NEW, 1, NULL},
+        /* a second image marker in the prompt: transformers' processor fails on it too */
+        {page, "Where is <image> on it?", tmpl, MAX_NEW, 1, NULL},
     };
     int n = G_N_ELEMENTS(reqs);
     GError *err = NULL;
@@ -103,19 +158,29 @@ static void test_stream_matches_alone(gconstpointer data) {
     DqAnswerResult *res = g_new0(DqAnswerResult, n);
     drain(a, n, res);
     for (int i = 0; i < n; i++) {
-        if (i == 2 || i == 5 || i == 7) {
-            /* Bad pages fail alone, as input errors (their jobs fail without retries). */
+        if (i == 2 || i == 5 || i == 7 || i == 11 || i == 12) {
+            /* Bad pages fail alone, as input errors (their jobs fail without retries): missing,
+             * undecodable, not the page their name says, too large to decode. */
             g_assert_nonnull(res[i].error);
+            g_test_message("%d: %s", i, res[i].error->message);
             g_assert_true(res[i].error->code == DQ_ERR_IO || res[i].error->code == DQ_ERR_FORMAT);
             g_assert_nonnull(strstr(res[i].error->message, reqs[i].image_path));
             g_assert_cmpint(res[i].error->code, ==, alone[i].error->code);
+            if (i == 11)
+                g_assert_nonnull(strstr(res[i].error->message, "does not match its page"));
+            if (i == 12)
+                g_assert_nonnull(strstr(res[i].error->message, "30000x30000"));
             continue;
         }
-        if (i == 8 || i == 9) {
+        if (i == 8 || i == 9 || i == 13) {
             /* A question the model cannot take fails alone as a bad request (its job is not
-             * retried), and its batch-mates get their answers (checked with them below). */
+             * retried), and its batch-mates get their answers (checked with them below); the
+             * message is about the question, not the page. */
             g_assert_error(res[i].error, DQ_ERROR, DQ_ERR_ARGS);
-            g_assert_nonnull(strstr(res[i].error->message, "too long"));
+            g_test_message("%d: %s", i, res[i].error->message);
+            g_assert_nonnull(
+                strstr(res[i].error->message, i == 13 ? "<image> markers" : "too long"));
+            g_assert_null(strstr(res[i].error->message, reqs[i].image_path));
             continue;
         }
         g_assert_no_error(res[i].error);
@@ -127,6 +192,8 @@ static void test_stream_matches_alone(gconstpointer data) {
         g_assert_cmpint(res[i].prompt_tokens, >, 0);
         g_assert_cmpfloat(res[i].ms_total, >, 0);
     }
+    /* The page checked against its SHA-256 is answered as the same page unchecked. */
+    g_assert_cmpstr(res[10].text, ==, res[0].text);
     for (int i = 0; i < n; i++) {
         dq_answer_result_clear(&res[i]);
         dq_answer_result_clear(&alone[i]);
@@ -143,7 +210,17 @@ static void test_stream_matches_alone(gconstpointer data) {
     g_free(alone);
     g_unlink(garbage);
     g_unlink(overwritten);
+    g_unlink(stored);
+    g_unlink(swapped);
+    g_unlink(huge);
+    g_rmdir(subdir);
     g_rmdir(dir);
+    g_free(stored);
+    g_free(swapped);
+    g_free(huge);
+    g_free(subdir);
+    g_free(page_sha);
+    g_free(swapped_sha);
     g_free(page);
     g_free(banner);
     g_free(missing);

@@ -230,8 +230,106 @@ static void test_ingest_ask_run(void) {
     g_free(model);
 }
 
+/* The page file of a job, by document file name and page number. */
+static char *page_file(const char *db, const char *doc_name, int page) {
+    sqlite3 *h = NULL;
+    g_assert_cmpint(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(h,
+                                       "SELECT p.image_sha256 FROM pages p JOIN documents d ON "
+                                       "d.id = p.document_id WHERE d.path LIKE '%/' || ?1 AND "
+                                       "p.page_number = ?2",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_bind_text(st, 1, doc_name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, page);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    char *path = queue_page_image_path(db, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return path;
+}
+
+/* Page files replaced or damaged after ingest (another page's PNG, a truncated one): the worker
+ * does not answer them as the pages, their jobs fail at once as page_image failures saying what
+ * to do; ingest --verify renders the pages again, and requeue --failed gets them answered. */
+static void test_damaged_pages_repaired(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared/models (the tiny SmolVLM snapshots) is absent");
+        return;
+    }
+    char *model = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    char *dir = dq_test_tmpdir();
+    char *docs = g_build_filename(dir, "archive", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(docs, 0755), ==, 0);
+    char *pdf1 = g_build_filename(docs, "report.pdf", NULL);
+    char *pdf2 = g_build_filename(docs, "memo.pdf", NULL);
+    write_pdf(pdf1, "Annual Report", 2);
+    write_pdf(pdf2, "Memo", 1);
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    const char *ingest[] = {"ingest",  "--db", db,   "--model", model,
+                            "--n-res", "2",    "-q", docs,      NULL};
+    g_assert_cmpint(docqa(ingest), ==, 0);
+    const char *ask[] = {
+        "ask", "--db", db, "--model", model, "--max-new-tokens", "6", "What is the title?", NULL};
+    g_assert_cmpint(docqa(ask), ==, 0);
+    char *p1 = page_file(db, "report.pdf", 1), *p2 = page_file(db, "report.pdf", 2),
+         *memo = page_file(db, "memo.pdf", 1);
+    char *good1 = NULL, *good2 = NULL, *other = NULL;
+    gsize len1 = 0, len2 = 0, len_other = 0;
+    g_assert_true(g_file_get_contents(p1, &good1, &len1, NULL));
+    g_assert_true(g_file_get_contents(p2, &good2, &len2, NULL));
+    g_assert_true(g_file_get_contents(memo, &other, &len_other, NULL));
+    g_assert_true(g_file_set_contents(p1, other, (gssize)len_other, NULL));
+    g_assert_true(g_file_set_contents(p2, good2, (gssize)(len2 / 2), NULL));
+
+    const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
+    g_assert_cmpint(docqa(run), ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND "
+                                     "attempts = 1 AND last_error LIKE 'page_image: %does not "
+                                     "match its page%ingest --verify%'"),
+                    ==, 2);
+    /* A plain ingest sees the files there and leaves them; --verify renders the pages again. */
+    g_assert_cmpint(docqa(ingest), ==, 0);
+    char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(p1, &bytes, &len, NULL));
+    g_assert_true(len == len_other && memcmp(bytes, other, len) == 0);
+    g_free(bytes);
+    const char *verify[] = {"ingest", "--db", db,   "--model",  model, "--n-res",
+                            "2",      "-q",   docs, "--verify", NULL};
+    g_assert_cmpint(docqa(verify), ==, 0);
+    g_assert_true(g_file_get_contents(p1, &bytes, &len, NULL));
+    g_assert_true(len == len1 && memcmp(bytes, good1, len) == 0);
+    g_free(bytes);
+    g_assert_true(g_file_get_contents(p2, &bytes, &len, NULL));
+    g_assert_true(len == len2 && memcmp(bytes, good2, len) == 0);
+    g_free(bytes);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM pages"), ==, 3);
+
+    const char *requeue[] = {"requeue", "--db", db, "--failed", NULL};
+    g_assert_cmpint(docqa(requeue), ==, 0);
+    g_assert_cmpint(docqa(run), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 3);
+    g_free(good1);
+    g_free(good2);
+    g_free(other);
+    g_free(p1);
+    g_free(p2);
+    g_free(memo);
+    g_free(db);
+    g_free(pdf1);
+    g_free(pdf2);
+    g_free(docs);
+    g_free(dir);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/jobs-e2e/ingest-ask-run-tiny-model", test_ingest_ask_run);
+    g_test_add_func("/jobs-e2e/damaged-pages-repaired", test_damaged_pages_repaired);
     return g_test_run();
 }

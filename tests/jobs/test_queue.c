@@ -124,6 +124,8 @@ static void test_ask_normalizes_questions(void) {
         {"\xc2\xa0", "'\\u00a0'"},                          /* only a non-breaking space */
         {"\xef\xbb\xbf \xe2\x80\x8b", "'\\ufeff \\u200b'"}, /* BOM, zero-width space */
         {"Qu\xe9?", "'Qu\\xe9?'"},                          /* Latin-1, not UTF-8 */
+        /* the page image's marker in the prompt: a second image the model is not given */
+        {" Where is <image> on it?", "' Where is <image> on it?'"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         const char *one[] = {"fine", bad[i].text};
@@ -648,6 +650,36 @@ static void test_worker_until_empty_and_missing_image(void) {
     g_free(dir);
 }
 
+/* A question the model cannot take fails its job at once, and the message names the job and
+ * the question, not the page. */
+static void test_worker_bad_question(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
+    JtAnswererConfig cfg = {.long_question = "question 2"};
+    DqAnswerer *a = jt_answerer_new(&cfg);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 1);
+    g_assert_cmpint(stats.failed, ==, 1);
+    gint64 id = q(db, "SELECT j.id FROM jobs j JOIN questions qu ON qu.id = j.question_id "
+                      "WHERE qu.text = 'question 2'");
+    char *sql = g_strdup_printf(
+        "SELECT count(*) FROM jobs WHERE id = %" G_GINT64_FORMAT " AND state = 'failed' AND "
+        "attempts = 1 AND last_error = 'question: job %" G_GINT64_FORMAT
+        ", question ''question 2'': too long for the model (hash answerer)'",
+        id, id);
+    g_assert_cmpint(q(db, sql), ==, 1);
+    g_free(sql);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 /* The whole page store gone (an unmounted share): the worker stops and fails nothing. */
 static void test_worker_page_store_gone(void) {
     char *dir = dq_test_tmpdir();
@@ -1093,6 +1125,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/until-empty-missing-image",
                     test_worker_until_empty_and_missing_image);
     g_test_add_func("/queue/worker/page-store-gone", test_worker_page_store_gone);
+    g_test_add_func("/queue/worker/bad-question", test_worker_bad_question);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
     g_test_add_func("/queue/worker/batch-limit", test_worker_batch_limit);
