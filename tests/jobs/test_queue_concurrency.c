@@ -30,8 +30,9 @@ static void test_eight_workers_2000_jobs(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2000);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers"), ==, 2000);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM job_errors"), ==, 0);
-    /* Every worker did a share (the queue is not serialised behind one of them). */
-    g_assert_cmpint(jt_query_int(db, "SELECT count(DISTINCT worker) FROM answers"), ==, 8);
+    /* The queue is not serialised behind one worker. Not "all 8": on a loaded machine a worker
+     * process may start after the others have drained the 2,000 jobs. */
+    g_assert_cmpint(jt_query_int(db, "SELECT count(DISTINCT worker) FROM answers"), >=, 2);
     g_free(db);
     g_free(dir);
 }
