@@ -317,10 +317,14 @@ static void test_run_refuses_clearly(void) {
         g_free(want);
         g_free(err);
     }
-    g_assert_cmpint(
-        docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads", "65", NULL), ==, 2);
-    g_assert_nonnull(strstr(err, "--prep-threads"));
-    g_free(err);
+    const char *bad_prep[] = {"65", "0", "-1"};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_prep); i++) {
+        g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads",
+                              bad_prep[i], NULL),
+                        ==, 2);
+        g_assert_nonnull(strstr(err, "--prep-threads"));
+        g_free(err);
+    }
     g_assert_cmpint(
         docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "cpu,tpu:0", NULL), ==, 2);
     g_assert_nonnull(strstr(err, "unknown device 'tpu:0'"));
