@@ -176,8 +176,9 @@ static void test_ask_status_export_requeue(void) {
     g_assert_nonnull(strstr(out, ",\"What is the total, in \"\"EUR\"\"?\","));
     g_strfreev(lines);
     g_free(out);
+    /* --question is normalized as ask stores it: surrounding spaces do not matter. */
     g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--question",
-                          "Who signed?", NULL),
+                          " \tWho signed?  ", NULL),
                     ==, 0);
     lines = g_strsplit(g_strchomp(out), "\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 5); /* 6 pages, one without its image */
@@ -195,6 +196,14 @@ static void test_ask_status_export_requeue(void) {
     g_strfreev(lines);
     g_free(out);
     g_assert_cmpint(docqa(NULL, NULL, "export", "--db", db, "--format", "xml", NULL), ==, 2);
+    /* A question nobody answered: nothing to export, no failure, but a note says so. */
+    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--question",
+                          "Who signed it?", NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==, "");
+    g_assert_nonnull(strstr(err, "no answers to the question \"Who signed it?\""));
+    g_free(out);
+    g_free(err);
 
     /* requeue --failed after the image is back: everything gets answered. */
     g_assert_cmpint(docqa(NULL, NULL, "requeue", "--db", db, NULL), ==, 2);
