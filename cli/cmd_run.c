@@ -242,11 +242,23 @@ int cmd_run(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0 && c.pending_other > 0)
+    if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0 && c.pending_other > 0) {
+        /* The model's finished jobs are named: "no jobs" for a model whose jobs are all
+         * answered reads as if they were lost. */
+        char *had = c.total == 0 ? g_strdup("no jobs")
+                                 : g_strdup_printf("nothing queued (%" G_GINT64_FORMAT
+                                                   " done, %" G_GINT64_FORMAT
+                                                   " failed, %" G_GINT64_FORMAT " dead)",
+                                                   c.by_state[DQ_JOB_DONE],
+                                                   c.by_state[DQ_JOB_FAILED],
+                                                   c.by_state[DQ_JOB_DEAD]);
         fprintf(stderr,
-                "docqa: run: no jobs for model '%s', but %" G_GINT64_FORMAT
-                " for other models: ask with --model %s, or run with --model-id\n",
-                model_id, c.pending_other, model_dir);
+                "docqa: run: %s for model '%s', but %" G_GINT64_FORMAT
+                " queued or running for other models: ask with --model %s, or run with "
+                "--model-id\n",
+                had, model_id, c.pending_other, model_dir);
+        g_free(had);
+    }
 
     RunModel rm = {.model_dir = model_dir,
                    .devices = devices,

@@ -590,6 +590,29 @@ static char *tiny_model(void) {
     return m;
 }
 
+/* run for a model whose jobs are all answered, while another model's wait: the note names
+ * what the model has, not "no jobs". */
+static void test_run_nothing_queued_note(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    g_assert_cmpint(jt_ask(db, 1, "other", 3), ==, 1);
+    char *err = NULL;
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id", "m",
+                          "--until-empty", "-q", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(err, "nothing queued (2 done, 0 failed, 0 dead) for model 'm', "
+                                 "but 1 queued or running for other models"));
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
 /* Results a user did not get must not look delivered: every command that writes to stdout
  * exits 2 naming it when the write fails (a full disk: /dev/full). */
 static void test_stdout_write_errors(void) {
@@ -832,6 +855,7 @@ int main(int argc, char **argv) {
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
+    g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
