@@ -142,8 +142,9 @@ int cmd_status(int argc, char **argv) {
         gint64 approximate = 0;
         for (guint i = 0; i < engines->len; i++) {
             const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+            /* Those already queued again (requeue --approximate) need no second requeue. */
             if (e->exact == 0)
-                approximate += e->answers;
+                approximate += e->answers - e->pending;
             if (i == 0)
                 printf("answers:");
             if (e->device != NULL)

@@ -861,8 +861,10 @@ void dq_answer_engine_free(DqAnswerEngine *e) {
 GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_answer_engines(s, err));
     sqlite3_stmt *st = stmt(s,
-                            "SELECT device, weights, exact, count(*) AS n FROM answers "
-                            "GROUP BY device, weights, exact "
+                            "SELECT a.device, a.weights, a.exact, count(*) AS n, "
+                            "coalesce(sum(j.state IN ('queued', 'running')), 0) "
+                            "FROM answers a JOIN jobs j ON j.id = a.job_id "
+                            "GROUP BY a.device, a.weights, a.exact "
                             "ORDER BY n DESC, device IS NULL, device, weights, exact",
                             err);
     if (st == NULL)
@@ -875,6 +877,7 @@ GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
         e->weights = col_dup(st, 1);
         e->exact = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 2);
         e->answers = sqlite3_column_int64(st, 3);
+        e->pending = sqlite3_column_int64(st, 4);
         g_ptr_array_add(out, e);
     }
     sqlite3_reset(st);

@@ -235,6 +235,11 @@ static void test_ask_status_export_requeue(void) {
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(queued) FROM v_progress"), ==, 3);
+    /* Queued again already: status asks for no second requeue. */
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
+    g_assert_null(strstr(out, "requeue --approximate"));
+    g_free(out);
     run_worker(db);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 0);
