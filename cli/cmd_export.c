@@ -174,7 +174,7 @@ int cmd_export(int argc, char **argv) {
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();
-    if ((store = dq_store_open_existing(path, &err)) == NULL) {
+    if ((store = dq_store_open_reader(path, &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
     }

@@ -110,7 +110,7 @@ int cmd_status(int argc, char **argv) {
     if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
-    store = dq_store_open_existing(path, &err);
+    store = dq_store_open_reader(path, &err);
     DqJobCounts c;
     gint64 recent = 0;
     double span = 0;

@@ -618,6 +618,72 @@ static void test_run_nothing_queued_note(void) {
     g_free(model);
 }
 
+/* Runs `docqa COMMAND --db DB` where DIR (DB's folder) is read-only: a read-only bind mount
+ * for root (whom permissions do not stop), a folder without write permission otherwise.
+ * -1 when neither can be arranged here. */
+static int docqa_read_only(const char *dir, const char *db, const char *command, char **out) {
+    char *bin = docqa_path();
+    int status = 0;
+    GError *err = NULL;
+    if (geteuid() == 0) {
+        const char *argv[] = {"unshare",
+                              "-m",
+                              "sh",
+                              "-c",
+                              "mount --bind -o ro \"$0\" \"$0\" 2>/dev/null || exit 77; "
+                              "touch \"$0/probe\" 2>/dev/null && exit 77; exec \"$@\"",
+                              dir,
+                              bin,
+                              command,
+                              "--db",
+                              db,
+                              NULL};
+        if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, NULL,
+                          &status, &err)) {
+            g_clear_error(&err);
+            status = -1;
+        } else
+            status = WIFEXITED(status) && WEXITSTATUS(status) != 77 ? WEXITSTATUS(status) : -1;
+    } else {
+        g_assert_cmpint(g_chmod(dir, 0555), ==, 0);
+        const char *argv[] = {bin, command, "--db", db, NULL};
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out,
+                                   NULL, &status, &err));
+        dq_assert_no_error(err);
+        g_assert_cmpint(g_chmod(dir, 0755), ==, 0);
+        status = WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+    }
+    g_free(bin);
+    return status;
+}
+
+/* status and export only read: a database on read-only media (its folder not writable, so
+ * SQLite cannot make the WAL's -shm beside it) is read, not refused. */
+static void test_read_only_database(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    char *out = NULL;
+    int rc = docqa_read_only(dir, db, "status", &out);
+    if (rc == -1) {
+        g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
+        g_free(db);
+        g_free(dir);
+        return;
+    }
+    g_assert_cmpint(rc, ==, 0);
+    g_assert_nonnull(strstr(out, "jobs: 2 total: 2 done"));
+    g_free(out);
+    g_assert_cmpint(docqa_read_only(dir, db, "export", &out), ==, 0);
+    char **lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpint(g_strv_length(lines), ==, 2 + 2); /* header, rows, the empty tail */
+    g_strfreev(lines);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Results a user did not get must not look delivered: every command that writes to stdout
  * exits 2 naming it when the write fails (a full disk: /dev/full). */
 static void test_stdout_write_errors(void) {
@@ -861,6 +927,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
+    g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
