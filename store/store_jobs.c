@@ -722,8 +722,19 @@ gboolean store_jobs_release_except(DqStore *s, const char *owner, const gint64 *
     bind_text(st, 1, owner);
     char *list = store_jobs_id_list(keep, n_keep, '[', ']');
     sqlite3_bind_text(st, 2, list, -1, g_free);
-    if (!step_done(s, st, "releasing jobs", err))
-        return FALSE;
+    rollback(s); /* a failed transaction (a full disk) must not swallow the release */
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && (sqlite3_extended_errcode(dq_store_sqlite(s)) & 0xff) == SQLITE_FULL) {
+        /* A full disk: the jobs would stay leased to a worker that is stopping, and each
+         * episode cost them an attempt. Emptying the WAL into the database (pages it mostly
+         * holds already) and truncating it frees room for this small change. */
+        sqlite3_exec(dq_store_sqlite(s), "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+    }
+    if (rc != SQLITE_DONE)
+        return db_fail(s, err, "releasing jobs");
     if (released)
         *released = sqlite3_changes(dq_store_sqlite(s));
     return TRUE;

@@ -10,6 +10,8 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <sched.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <sqlite3.h>
@@ -684,6 +686,67 @@ static void test_read_only_database(void) {
     g_free(dir);
 }
 
+/* The disk fills while a worker answers (a database on a small file system): the worker stops
+ * with the store's error, and gives back the jobs it holds without using an attempt, rather
+ * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
+ * tmpfs of its own: a mount namespace, so root with CAP_SYS_ADMIN; skipped otherwise. */
+static void test_disk_full_gives_back(void) {
+    char *dir = dq_test_tmpdir();
+    char *mnt = g_build_filename(dir, "small", NULL);
+    g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
+            _exit(77);
+        char *db = jt_make_db(mnt, 2, 10);
+        if (jt_ask(db, 10, "tiny", 3) != 200)
+            _exit(3);
+        /* Leave ~100 KB: a few answers commit, then a COMMIT finds the disk full. */
+        char *filler = g_build_filename(mnt, "filler", NULL);
+        FILE *f = fopen(filler, "w");
+        struct statvfs fs;
+        if (f == NULL || statvfs(mnt, &fs) != 0)
+            _exit(4);
+        guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
+        static char block[4096];
+        for (guint64 n = 0; n + 100 * 1024 < room; n += sizeof block)
+            if (fwrite(block, 1, sizeof block, f) != sizeof block)
+                break;
+        fclose(f);
+        DqAnswerer *a = jt_answerer_new(NULL);
+        DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
+        volatile sig_atomic_t stop = 0;
+        DqWorkerStats stats;
+        GError *err = NULL;
+        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
+        dq_answerer_free(a);
+        if (ok || err == NULL || strstr(err->message, "full") == NULL)
+            _exit(5); /* the disk did not fill: the test proves nothing */
+        g_clear_error(&err);
+        gint64 running = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
+        gint64 used = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
+                                       "attempts > 0");
+        gint64 done = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'");
+        fprintf(stderr,
+                "disk full: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
+                " running, %" G_GINT64_FORMAT " queued with an attempt used\n",
+                done, running, used);
+        _exit(running == 0 && used == 0 && done > 0 ? 0 : 6);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+    else
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_rmdir(mnt);
+    g_free(mnt);
+    g_free(dir);
+}
+
 /* Results a user did not get must not look delivered: every command that writes to stdout
  * exits 2 naming it when the write fails (a full disk: /dev/full). */
 static void test_stdout_write_errors(void) {
@@ -928,6 +991,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
+    g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
