@@ -353,11 +353,11 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         g_free(file_uri);
         g_free(abs);
     }
-    int rc = sqlite3_open_v2(uri ? uri : path, &store->db,
-                             (read_only ? SQLITE_OPEN_READONLY
-                                        : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-                                 SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
-                             NULL);
+    int rc = sqlite3_open_v2(
+        uri ? uri : path, &store->db,
+        (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+            SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
+        NULL);
     g_free(uri);
     if (rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: cannot open database: %s", path,
@@ -416,8 +416,8 @@ DqStore *dq_store_open_existing(const char *location, GError **err) {
 }
 
 DqStore *dq_store_open_reader(const char *location, GError **err) {
-    const char *path = g_str_has_prefix(location, "sqlite:") ? location + strlen("sqlite:")
-                                                              : location;
+    const char *path =
+        g_str_has_prefix(location, "sqlite:") ? location + strlen("sqlite:") : location;
     if (dq_store_location_is_postgres(location) || !g_file_test(path, G_FILE_TEST_EXISTS))
         return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
     /* A database on read-only media (a read-only mount, a folder of someone else's): WAL's
