@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include "dq_error.h"
+#include "queue.h"
 #include "store.h"
 #include "store_jobs.h"
 
@@ -151,6 +152,16 @@ int cmd_export(int argc, char **argv) {
     if (!ok || !dq_cli_no_arguments("export", argc, argv) ||
         !dq_cli_utf8_option("export", "--question", question))
         goto out;
+    /* Stored questions are normalized (docqa ask): " Total? " must find "Total?". */
+    if (question != NULL) {
+        char *normal = queue_question_normalize(question, -1, "--question", &err);
+        if (normal == NULL) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        g_free(question);
+        question = normal;
+    }
     Export ex = {.csv = TRUE, .spreadsheet_safe = spreadsheet_safe};
     if (format != NULL && strcmp(format, "jsonl") == 0)
         ex.csv = FALSE;
@@ -163,7 +174,7 @@ int cmd_export(int argc, char **argv) {
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();
-    if ((store = dq_store_open_existing(path, &err)) == NULL) {
+    if ((store = dq_store_open_reader(path, &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
     }
@@ -179,6 +190,13 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "docqa: export: standard output: %s\n", g_strerror(errno));
         goto out;
     }
+    /* An empty export is no failure (nothing may be answered yet), but a mistyped question
+     * would otherwise look like one nobody answered. */
+    if (question != NULL && ex.rows == 0)
+        fprintf(stderr,
+                "docqa: export: no answers to the question \"%s\" (docqa status shows the jobs; "
+                "export without --question lists the questions answered)\n",
+                question);
     rc = DQ_EXIT_OK;
 out:
     if (store) {

@@ -8,6 +8,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -21,10 +22,26 @@ typedef struct {
     int prep_threads;    /* 0: the answerer's default */
 } RunModel;
 
-/* Runs in each worker process, after the fork. */
+/* The OpenMP team a CPU worker's model runs on beside T > 1 preprocessing threads: the cores
+ * they leave it, at least one. A team of every core shares them with busy preprocessing
+ * threads, and libgomp spins ~3 ms at each of its barriers before it sleeps (it spins only
+ * ~100 times when it sees more threads of its own than CPUs, as when the one default
+ * preprocessing thread opens a team too; single-threaded preprocessing threads are not
+ * counted): its members waited there for a core, and 24 jobs on the tiny model took 10-30 s
+ * on 2 cores where they took 2 s with T = 1. */
+static int cpu_model_threads(int threads, int prep_threads) {
+    return prep_threads > 1 ? MAX(1, threads - prep_threads) : threads;
+}
+
+/* Runs in each worker process, after the fork, on the thread that will drive the model (the
+ * backends take their team's size at open). */
 static DqAnswerer *open_smolvlm(void *user, int index, GError **err) {
     const RunModel *m = user;
-    DqSmolvlmAnswererOptions o = {.device = g_ptr_array_index(m->devices, index % m->devices->len),
+    const char *device = g_ptr_array_index(m->devices, index % m->devices->len);
+    int cuda_index = -1;
+    if (dq_device_parse(device, &cuda_index, NULL) && cuda_index < 0)
+        omp_set_num_threads(cpu_model_threads(omp_get_max_threads(), m->prep_threads));
+    DqSmolvlmAnswererOptions o = {.device = device,
                                   .weights = m->weights,
                                   .draft = m->draft,
                                   .prep_threads = m->prep_threads};
@@ -98,7 +115,7 @@ fail:
 int cmd_run(int argc, char **argv) {
     char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL,
          *draft = NULL, *workers_text = NULL, *max_jobs_text = NULL;
-    int batch = 1, lease_s = 60, prep_threads = 0;
+    int batch = 1, lease_s = 60, prep_threads = G_MININT; /* G_MININT: not given */
     gint64 workers = 0, max_jobs = 0; /* 0: not given (one worker a device; no limit) */
     gboolean until_empty = FALSE, quiet = FALSE;
     GOptionEntry entries[] = {
@@ -185,11 +202,17 @@ int cmd_run(int argc, char **argv) {
         !dq_cli_int_option("run", "--workers", workers_text, 1, 256, &workers) ||
         !dq_cli_int_option("run", "--max-jobs", max_jobs_text, 1, G_MAXINT64, &max_jobs))
         goto out;
-    if (prep_threads < 0 || prep_threads > DQ_MAX_PREP_THREADS) {
-        fprintf(stderr, "docqa: run: --prep-threads must be between 1 and %d (0: the default)\n",
-                DQ_MAX_PREP_THREADS);
+    /* 0 is refused, not taken as "the default": it reads as "no preprocessing threads",
+     * which a worker cannot run with. */
+    if (prep_threads != G_MININT && (prep_threads < 1 || prep_threads > DQ_MAX_PREP_THREADS)) {
+        fprintf(stderr,
+                "docqa: run: --prep-threads %d: must be between 1 and %d (leave it out for the "
+                "default)\n",
+                prep_threads, DQ_MAX_PREP_THREADS);
         goto out;
     }
+    if (prep_threads == G_MININT)
+        prep_threads = 0; /* the answerer's default */
     if ((devices = parse_devices(device ? device : "cpu", &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
@@ -219,11 +242,23 @@ int cmd_run(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0 && c.pending_other > 0)
+    if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0 && c.pending_other > 0) {
+        /* The model's finished jobs are named: "no jobs" for a model whose jobs are all
+         * answered reads as if they were lost. */
+        char *had =
+            c.total == 0
+                ? g_strdup("no jobs")
+                : g_strdup_printf("nothing queued (%" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
+                                  " failed, %" G_GINT64_FORMAT " dead)",
+                                  c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_FAILED],
+                                  c.by_state[DQ_JOB_DEAD]);
         fprintf(stderr,
-                "docqa: run: no jobs for model '%s', but %" G_GINT64_FORMAT
-                " for other models: ask with --model %s, or run with --model-id\n",
-                model_id, c.pending_other, model_dir);
+                "docqa: run: %s for model '%s', but %" G_GINT64_FORMAT
+                " queued or running for other models: ask with --model %s, or run with "
+                "--model-id\n",
+                had, model_id, c.pending_other, model_dir);
+        g_free(had);
+    }
 
     RunModel rm = {.model_dir = model_dir,
                    .devices = devices,

@@ -110,7 +110,7 @@ int cmd_status(int argc, char **argv) {
     if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
-    store = dq_store_open_existing(path, &err);
+    store = dq_store_open_reader(path, &err);
     DqJobCounts c;
     gint64 recent = 0;
     double span = 0;
@@ -142,8 +142,9 @@ int cmd_status(int argc, char **argv) {
         gint64 approximate = 0;
         for (guint i = 0; i < engines->len; i++) {
             const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+            /* Those already queued again (requeue --approximate) need no second requeue. */
             if (e->exact == 0)
-                approximate += e->answers;
+                approximate += e->answers - e->pending;
             if (i == 0)
                 printf("answers:");
             if (e->device != NULL)

@@ -56,12 +56,11 @@ char *queue_job_key(const char *document_sha256, int page_number, const char *qu
 }
 
 char *queue_model_id(const char *model) {
-    char *trimmed = g_strdup(model);
-    size_t n = strlen(trimmed);
-    while (n > 1 && trimmed[n - 1] == '/')
-        trimmed[--n] = '\0';
-    char *id = g_path_get_basename(trimmed);
-    g_free(trimmed);
+    /* Lexically, against the working directory: "." or "DIR/./" name the directory, not ".",
+     * and a symlink keeps the name the user gave it. */
+    char *canonical = g_canonicalize_filename(model, NULL);
+    char *id = g_path_get_basename(canonical);
+    g_free(canonical);
     return id;
 }
 

@@ -109,7 +109,8 @@ char *queue_job_key(const char *document_sha256, int page_number, const char *qu
                     const char *generation_settings);
 
 /* The model id a snapshot directory (or a bare id) stands for: the directory's base name
- * ("../models/SmolVLM-256M-Instruct/" -> "SmolVLM-256M-Instruct"). */
+ * ("../models/SmolVLM-256M-Instruct/" -> "SmolVLM-256M-Instruct"), after "." and ".." are
+ * resolved against the working directory ("." in /m/SmolVLM -> "SmolVLM"). */
 char *queue_model_id(const char *model);
 
 typedef struct {

@@ -558,10 +558,22 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
 out:
     if (s != NULL) {
         /* Whatever is still held (a cancelled batch, an error) goes back without using an
-         * attempt; on a database error this fails too and the leases expire instead. */
+         * attempt, also after a full disk (the store makes room for it); when the database is
+         * out of reach this fails too and the leases expire instead. */
         int released = 0;
-        if (store_jobs_release(s, owner, &released, NULL))
+        GError *re = NULL;
+        if (store_jobs_release(s, owner, &released, &re))
             stats->released += released;
+        /* After a store error the user learns what became of the jobs in flight. */
+        if (!ok && re == NULL && released > 0)
+            fprintf(stderr, "docqa: worker %s: gave back its %d job%s in flight\n", owner, released,
+                    released == 1 ? "" : "s");
+        else if (!ok && re != NULL)
+            fprintf(stderr,
+                    "docqa: worker %s: could not give back its jobs in flight (%s): they come "
+                    "back when their lease expires\n",
+                    owner, re->message);
+        g_clear_error(&re);
     }
     if (hb_thread != NULL) {
         g_mutex_lock(&hb.lock);

@@ -55,6 +55,10 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err);
  * naming it, when the SQLite file does not exist or the database holds no docqa tables; an
  * up-to-date PostgreSQL database is opened without DDL, so a role that may only read can. */
 DqStore *dq_store_open_existing(const char *location, GError **err);
+/* dq_store_open_existing for the commands that only read (status, export): an SQLite file
+ * that this process may not write, or in a folder it may not write, is opened read-only (no
+ * migration: one that needs it fails, naming the folder). */
+DqStore *dq_store_open_reader(const char *location, GError **err);
 /* After an error with code DQ_ERR_DB_LOST (a PostgreSQL server restarted, an idle session
  * dropped): connects again, forgetting the statements prepared on the old connection. Fails,
  * again with DQ_ERR_DB_LOST, while the server cannot be reached. SQLite: nothing to do. */

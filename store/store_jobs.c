@@ -722,8 +722,19 @@ gboolean store_jobs_release_except(DqStore *s, const char *owner, const gint64 *
     bind_text(st, 1, owner);
     char *list = store_jobs_id_list(keep, n_keep, '[', ']');
     sqlite3_bind_text(st, 2, list, -1, g_free);
-    if (!step_done(s, st, "releasing jobs", err))
-        return FALSE;
+    rollback(s); /* a failed transaction (a full disk) must not swallow the release */
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && (sqlite3_extended_errcode(dq_store_sqlite(s)) & 0xff) == SQLITE_FULL) {
+        /* A full disk: the jobs would stay leased to a worker that is stopping, and each
+         * episode cost them an attempt. Emptying the WAL into the database (pages it mostly
+         * holds already) and truncating it frees room for this small change. */
+        sqlite3_exec(dq_store_sqlite(s), "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+    }
+    if (rc != SQLITE_DONE)
+        return db_fail(s, err, "releasing jobs");
     if (released)
         *released = sqlite3_changes(dq_store_sqlite(s));
     return TRUE;
@@ -861,8 +872,10 @@ void dq_answer_engine_free(DqAnswerEngine *e) {
 GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_answer_engines(s, err));
     sqlite3_stmt *st = stmt(s,
-                            "SELECT device, weights, exact, count(*) AS n FROM answers "
-                            "GROUP BY device, weights, exact "
+                            "SELECT a.device, a.weights, a.exact, count(*) AS n, "
+                            "coalesce(sum(j.state IN ('queued', 'running')), 0) "
+                            "FROM answers a JOIN jobs j ON j.id = a.job_id "
+                            "GROUP BY a.device, a.weights, a.exact "
                             "ORDER BY n DESC, device IS NULL, device, weights, exact",
                             err);
     if (st == NULL)
@@ -875,6 +888,7 @@ GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
         e->weights = col_dup(st, 1);
         e->exact = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 2);
         e->answers = sqlite3_column_int64(st, 3);
+        e->pending = sqlite3_column_int64(st, 4);
         g_ptr_array_add(out, e);
     }
     sqlite3_reset(st);

@@ -196,6 +196,7 @@ typedef struct {
     char *weights; /* NULL likewise */
     int exact;     /* 1, 0, or -1: not known */
     gint64 answers;
+    gint64 pending; /* of them, answers whose job is queued or running again (requeued) */
 } DqAnswerEngine;
 void dq_answer_engine_free(DqAnswerEngine *e);
 

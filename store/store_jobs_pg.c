@@ -628,8 +628,10 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
     PGresult *r = pg_run(
         s,
-        "SELECT device, weights, exact, count(*) AS n FROM answers "
-        "GROUP BY device, weights, exact "
+        "SELECT a.device, a.weights, a.exact, count(*) AS n, "
+        "count(*) FILTER (WHERE j.state IN ('queued', 'running')) "
+        "FROM answers a JOIN jobs j ON j.id = a.job_id "
+        "GROUP BY a.device, a.weights, a.exact "
         "ORDER BY n DESC, device IS NULL, device COLLATE \"C\", weights COLLATE \"C\", exact",
         NULL, "counting answers", err);
     if (r == NULL)
@@ -641,6 +643,7 @@ GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
         e->weights = pg_get_dup(r, i, 1);
         e->exact = PQgetisnull(r, i, 2) ? -1 : (int)pg_get_i64(r, i, 2);
         e->answers = pg_get_i64(r, i, 3);
+        e->pending = pg_get_i64(r, i, 4);
         g_ptr_array_add(out, e);
     }
     PQclear(r);

@@ -317,8 +317,15 @@ static void error_reason_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv
     g_free(a);
 }
 
+typedef enum {
+    OPEN_READ_WRITE,
+    OPEN_READ_ONLY,
+    OPEN_IMMUTABLE, /* read-only, and no other process writes it: no -shm, no locks */
+} OpenMode;
+
 static DqStore *open_store(const char *location, int max_version, gboolean must_exist,
-                           GError **err) {
+                           OpenMode mode, GError **err) {
+    gboolean read_only = mode != OPEN_READ_WRITE;
     const char *path = location;
     if (g_str_has_prefix(path, "sqlite:"))
         path += strlen("sqlite:");
@@ -338,8 +345,20 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     }
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
+    char *uri = NULL;
+    if (mode == OPEN_IMMUTABLE) {
+        char *abs = g_canonicalize_filename(path, NULL);
+        char *file_uri = g_filename_to_uri(abs, NULL, NULL); /* percent-escapes ?, # and % */
+        uri = file_uri ? g_strconcat(file_uri, "?immutable=1", NULL) : NULL;
+        g_free(file_uri);
+        g_free(abs);
+    }
     int rc = sqlite3_open_v2(
-        path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        uri ? uri : path, &store->db,
+        (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+            SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
+        NULL);
+    g_free(uri);
     if (rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: cannot open database: %s", path,
                 store->db ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
@@ -356,6 +375,17 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     if (g_stat(path, &st) == 0) {
         store->dev = st.st_dev;
         store->ino = st.st_ino;
+    }
+    /* Read-only: what is there is read as it is (no WAL switch, no migration: an older
+     * database fails in apply_migrations' first write, naming the folder). */
+    if (read_only) {
+        if (!check_docqa_database(store, must_exist, err) ||
+            !exec_waiting(store, "PRAGMA query_only=ON; PRAGMA foreign_keys=ON;", err) ||
+            !apply_migrations(store, max_version, err)) {
+            dq_store_close(store);
+            return NULL;
+        }
+        return store;
     }
     if (!check_docqa_database(store, must_exist, err) ||
         !exec_waiting(store,
@@ -374,15 +404,43 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
 }
 
 DqStore *dq_store_open(const char *location, GError **err) {
-    return open_store(location, 0, FALSE, err);
+    return open_store(location, 0, FALSE, OPEN_READ_WRITE, err);
 }
 
 DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
-    return open_store(location, max_version, FALSE, err);
+    return open_store(location, max_version, FALSE, OPEN_READ_WRITE, err);
 }
 
 DqStore *dq_store_open_existing(const char *location, GError **err) {
-    return open_store(location, 0, TRUE, err);
+    return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
+}
+
+DqStore *dq_store_open_reader(const char *location, GError **err) {
+    const char *path =
+        g_str_has_prefix(location, "sqlite:") ? location + strlen("sqlite:") : location;
+    if (dq_store_location_is_postgres(location) || !g_file_test(path, G_FILE_TEST_EXISTS))
+        return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
+    /* A database on read-only media (a read-only mount, a folder of someone else's): WAL's
+     * -shm and -wal cannot be made beside it, so a read-write open fails. SQLite reads a WAL
+     * database read-only when its -shm (and -wal) are there; without them it reads it only as
+     * immutable. That is safe while there is no -wal: every commit is then in the file itself
+     * (the last writer checkpointed and removed it), and nobody may write where it lies. */
+    char *dir = g_path_get_dirname(path);
+    gboolean writable = access(path, W_OK) == 0 && access(dir, W_OK) == 0;
+    g_free(dir);
+    if (writable)
+        return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
+    GError *ro_err = NULL;
+    DqStore *store = open_store(location, 0, TRUE, OPEN_READ_ONLY, &ro_err);
+    char *wal = g_strconcat(path, "-wal", NULL);
+    gboolean has_wal = g_file_test(wal, G_FILE_TEST_EXISTS);
+    g_free(wal);
+    if (store != NULL || has_wal) {
+        g_propagate_error(err, ro_err);
+        return store;
+    }
+    g_error_free(ro_err);
+    return open_store(path, 0, TRUE, OPEN_IMMUTABLE, err);
 }
 
 gboolean dq_store_check_file(DqStore *store, GError **err) {

@@ -10,6 +10,8 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <sched.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <sqlite3.h>
@@ -176,8 +178,9 @@ static void test_ask_status_export_requeue(void) {
     g_assert_nonnull(strstr(out, ",\"What is the total, in \"\"EUR\"\"?\","));
     g_strfreev(lines);
     g_free(out);
+    /* --question is normalized as ask stores it: surrounding spaces do not matter. */
     g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--question",
-                          "Who signed?", NULL),
+                          " \tWho signed?  ", NULL),
                     ==, 0);
     lines = g_strsplit(g_strchomp(out), "\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 5); /* 6 pages, one without its image */
@@ -195,6 +198,14 @@ static void test_ask_status_export_requeue(void) {
     g_strfreev(lines);
     g_free(out);
     g_assert_cmpint(docqa(NULL, NULL, "export", "--db", db, "--format", "xml", NULL), ==, 2);
+    /* A question nobody answered: nothing to export, no failure, but a note says so. */
+    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--question",
+                          "Who signed it?", NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==, "");
+    g_assert_nonnull(strstr(err, "no answers to the question \"Who signed it?\""));
+    g_free(out);
+    g_free(err);
 
     /* requeue --failed after the image is back: everything gets answered. */
     g_assert_cmpint(docqa(NULL, NULL, "requeue", "--db", db, NULL), ==, 2);
@@ -226,6 +237,11 @@ static void test_ask_status_export_requeue(void) {
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(queued) FROM v_progress"), ==, 3);
+    /* Queued again already: status asks for no second requeue. */
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
+    g_assert_null(strstr(out, "requeue --approximate"));
+    g_free(out);
     run_worker(db);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 0);
@@ -317,10 +333,14 @@ static void test_run_refuses_clearly(void) {
         g_free(want);
         g_free(err);
     }
-    g_assert_cmpint(
-        docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads", "65", NULL), ==, 2);
-    g_assert_nonnull(strstr(err, "--prep-threads"));
-    g_free(err);
+    const char *bad_prep[] = {"65", "0", "-1"};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_prep); i++) {
+        g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads",
+                              bad_prep[i], NULL),
+                        ==, 2);
+        g_assert_nonnull(strstr(err, "--prep-threads"));
+        g_free(err);
+    }
     g_assert_cmpint(
         docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "cpu,tpu:0", NULL), ==, 2);
     g_assert_nonnull(strstr(err, "unknown device 'tpu:0'"));
@@ -575,6 +595,156 @@ static char *tiny_model(void) {
         g_clear_pointer(&m, g_free);
     }
     return m;
+}
+
+/* run for a model whose jobs are all answered, while another model's wait: the note names
+ * what the model has, not "no jobs". */
+static void test_run_nothing_queued_note(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    g_assert_cmpint(jt_ask(db, 1, "other", 3), ==, 1);
+    char *err = NULL;
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id", "m",
+                          "--until-empty", "-q", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(err, "nothing queued (2 done, 0 failed, 0 dead) for model 'm', "
+                                 "but 1 queued or running for other models"));
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
+/* Runs `docqa COMMAND --db DB` where DIR (DB's folder) is read-only: a read-only bind mount
+ * for root (whom permissions do not stop), a folder without write permission otherwise.
+ * -1 when neither can be arranged here. */
+static int docqa_read_only(const char *dir, const char *db, const char *command, char **out) {
+    char *bin = docqa_path();
+    int status = 0;
+    GError *err = NULL;
+    if (geteuid() == 0) {
+        const char *argv[] = {"unshare",
+                              "-m",
+                              "sh",
+                              "-c",
+                              "mount --bind -o ro \"$0\" \"$0\" 2>/dev/null || exit 77; "
+                              "touch \"$0/probe\" 2>/dev/null && exit 77; exec \"$@\"",
+                              dir,
+                              bin,
+                              command,
+                              "--db",
+                              db,
+                              NULL};
+        if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, NULL,
+                          &status, &err)) {
+            g_clear_error(&err);
+            status = -1;
+        } else
+            status = WIFEXITED(status) && WEXITSTATUS(status) != 77 ? WEXITSTATUS(status) : -1;
+    } else {
+        g_assert_cmpint(g_chmod(dir, 0555), ==, 0);
+        const char *argv[] = {bin, command, "--db", db, NULL};
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out,
+                                   NULL, &status, &err));
+        dq_assert_no_error(err);
+        g_assert_cmpint(g_chmod(dir, 0755), ==, 0);
+        status = WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+    }
+    g_free(bin);
+    return status;
+}
+
+/* status and export only read: a database on read-only media (its folder not writable, so
+ * SQLite cannot make the WAL's -shm beside it) is read, not refused. */
+static void test_read_only_database(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    char *out = NULL;
+    int rc = docqa_read_only(dir, db, "status", &out);
+    if (rc == -1) {
+        g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
+        g_free(db);
+        g_free(dir);
+        return;
+    }
+    g_assert_cmpint(rc, ==, 0);
+    g_assert_nonnull(strstr(out, "jobs: 2 total: 2 done"));
+    g_free(out);
+    g_assert_cmpint(docqa_read_only(dir, db, "export", &out), ==, 0);
+    char **lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpint(g_strv_length(lines), ==, 2 + 2); /* header, rows, the empty tail */
+    g_strfreev(lines);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* The disk fills while a worker answers (a database on a small file system): the worker stops
+ * with the store's error, and gives back the jobs it holds without using an attempt, rather
+ * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
+ * tmpfs of its own: a mount namespace, so root with CAP_SYS_ADMIN; skipped otherwise. */
+static void test_disk_full_gives_back(void) {
+    char *dir = dq_test_tmpdir();
+    char *mnt = g_build_filename(dir, "small", NULL);
+    g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
+            _exit(77);
+        char *db = jt_make_db(mnt, 2, 10);
+        if (jt_ask(db, 10, "tiny", 3) != 200)
+            _exit(3);
+        /* Leave ~100 KB: a few answers commit, then a COMMIT finds the disk full. */
+        char *filler = g_build_filename(mnt, "filler", NULL);
+        FILE *f = fopen(filler, "w");
+        struct statvfs fs;
+        if (f == NULL || statvfs(mnt, &fs) != 0)
+            _exit(4);
+        guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
+        static char block[4096];
+        for (guint64 n = 0; n + 100 * 1024 < room; n += sizeof block)
+            if (fwrite(block, 1, sizeof block, f) != sizeof block)
+                break;
+        fclose(f);
+        DqAnswerer *a = jt_answerer_new(NULL);
+        DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
+        volatile sig_atomic_t stop = 0;
+        DqWorkerStats stats;
+        GError *err = NULL;
+        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
+        dq_answerer_free(a);
+        if (ok || err == NULL || strstr(err->message, "full") == NULL)
+            _exit(5); /* the disk did not fill: the test proves nothing */
+        g_clear_error(&err);
+        gint64 running = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
+        gint64 used = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
+                                       "attempts > 0");
+        gint64 done = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'");
+        fprintf(stderr,
+                "disk full: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
+                " running, %" G_GINT64_FORMAT " queued with an attempt used\n",
+                done, running, used);
+        _exit(running == 0 && used == 0 && done > 0 ? 0 : 6);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+    else
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_rmdir(mnt);
+    g_free(mnt);
+    g_free(dir);
 }
 
 /* Results a user did not get must not look delivered: every command that writes to stdout
@@ -855,6 +1025,9 @@ int main(int argc, char **argv) {
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
+    g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
+    g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
+    g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);

@@ -385,6 +385,21 @@ static void test_job_key(void) {
     char *id = queue_model_id("/models/SmolVLM-256M-Instruct//");
     g_assert_cmpstr(id, ==, "SmolVLM-256M-Instruct");
     g_free(id);
+    /* "." and a trailing "/." name the directory they stand for, never ".". */
+    const char *same[] = {"/models/SmolVLM-256M-Instruct/./", "/models/SmolVLM-256M-Instruct/.",
+                          "/models/SmolVLM-256M-Instruct/x/..", "SmolVLM-256M-Instruct"};
+    for (size_t i = 0; i < G_N_ELEMENTS(same); i++) {
+        id = queue_model_id(same[i]);
+        g_assert_cmpstr(id, ==, "SmolVLM-256M-Instruct");
+        g_free(id);
+    }
+    char *cwd = g_get_current_dir(), *cwd_name = g_path_get_basename(cwd);
+    id = queue_model_id(".");
+    g_assert_cmpstr(id, !=, ".");
+    g_assert_cmpstr(id, ==, cwd_name);
+    g_free(id);
+    g_free(cwd);
+    g_free(cwd_name);
 }
 
 /* ---- leases, with a controlled clock ---- */
