@@ -233,20 +233,31 @@ DqImage *dq_image_orient(const DqImage *img, int orientation) {
         break;
     }
     gboolean swap = orientation >= 5 && orientation <= 8;
-    DqImage *out = swap ? dq_image_new(h, w) : dq_image_new(w, h);
+    DqImage *out = swap ? dq_image_new_uninit(h, w) : dq_image_new_uninit(w, h);
     if (out == NULL)
         return NULL;
     /* Offsets in pixels: one step along an output row, one step down an output column. */
     const ptrdiff_t step_x = a + (ptrdiff_t)d * w, step_y = b + (ptrdiff_t)e * w;
     const ptrdiff_t origin = c + (ptrdiff_t)f * w;
-    for (int y = 0; y < out->height; y++) {
-        uint8_t *dst = out->pixels + (size_t)y * out->width * 3;
-        ptrdiff_t si = origin + y * step_y; /* index, not pointer: never points outside */
-        for (int x = 0; x < out->width; x++, si += step_x) {
-            const uint8_t *src = img->pixels + si * 3;
-            dst[3 * x] = src[0];
-            dst[3 * x + 1] = src[1];
-            dst[3 * x + 2] = src[2];
+    /* A transposition walks the source down its columns: row by row over the whole output, each
+     * pixel read is a cache (and TLB) miss, 5x slower than a flip on a 75-megapixel photo. In
+     * 64x64 tiles the source rows a tile touches stay cached. Flips read along rows: one tile. */
+    const int tile_w = swap ? 64 : out->width, tile_h = swap ? 64 : out->height;
+    for (int y0 = 0; y0 < out->height; y0 += tile_h) {
+        const int y1 = MIN(out->height, y0 + tile_h);
+        for (int x0 = 0; x0 < out->width; x0 += tile_w) {
+            const int x1 = MIN(out->width, x0 + tile_w);
+            for (int y = y0; y < y1; y++) {
+                uint8_t *dst = out->pixels + ((size_t)y * out->width + (size_t)x0) * 3;
+                /* index, not pointer: never points outside */
+                ptrdiff_t si = origin + y * step_y + x0 * step_x;
+                for (int x = x0; x < x1; x++, si += step_x, dst += 3) {
+                    const uint8_t *src = img->pixels + si * 3;
+                    dst[0] = src[0];
+                    dst[1] = src[1];
+                    dst[2] = src[2];
+                }
+            }
         }
     }
     return out;

@@ -551,6 +551,32 @@ static void test_png_exif_orientations(void) {
         g_byte_array_unref(b);
         dq_image_free(a);
     }
+    /* Every pixel of an image larger than the transposition's tiles and not a multiple of
+     * them (150x70: partial tiles on both edges) lands where exif_transpose puts it. */
+    for (int o = 2; o <= 8; o++) {
+        const int W = 150, H = 70;
+        DqImage *a = dq_image_new(W, H);
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                uint8_t *p = a->pixels + ((size_t)y * W + x) * 3;
+                p[0] = (uint8_t)x, p[1] = (uint8_t)y, p[2] = (uint8_t)(x ^ y);
+            }
+        uint8_t exif[30];
+        size_t n = make_exif(exif, o, FALSE);
+        PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8, .exif = exif, .exif_len = n};
+        GByteArray *b = make_png(W, H, &s, a->pixels, (size_t)W * 3);
+        DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+        g_assert_cmpint(img->width, ==, o >= 5 ? H : W);
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                int ox, oy;
+                oriented_position(o, W, H, x, y, &ox, &oy);
+                assert_px(img, ox, oy, x, y, x ^ y);
+            }
+        dq_image_free(img);
+        g_byte_array_unref(b);
+        dq_image_free(a);
+    }
     /* XMP tiff:Orientation counts when there is no EXIF orientation (Pillow's getexif). */
     DqImage *a = dq_image_new(4, 3);
     a->pixels[0] = 255;
