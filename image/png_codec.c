@@ -136,50 +136,57 @@ static int png_exif_chunk_cb(png_structp png, png_unknown_chunkp chunk) {
     return 1;
 }
 
+/* The metadata as Pillow's info dict holds it once the file is read: every chunk, before or after
+ * IDAT, overwrites its key, so of several the last one counts. info["exif"] is the last eXIf
+ * chunk (stored with an "Exif\0\0" prefix, so even an empty one is there) and takes the place
+ * of ImageMagick's "Raw profile type exif" text; XMP is the last "XML:com.adobe.xmp" text. */
 static void png_collect_meta(png_structp png, png_infop info, DqImageMeta *meta) {
     PngReader *r = png_get_user_chunk_ptr(png);
-    if (r->exif != NULL && r->exif->len > 0 && meta->exif != r->exif) {
-        /* info["exif"] takes the place of a "Raw profile type exif" read earlier */
-        if (meta->exif != NULL)
-            g_byte_array_unref(meta->exif);
+    dq_image_meta_clear(meta);
+    if (r->exif != NULL)
         meta->exif = g_byte_array_ref(r->exif);
-    }
     png_textp text = NULL;
     int ntext = 0;
     png_get_text(png, info, &text, &ntext);
+    const png_text *xmp = NULL, *raw = NULL;
     for (int i = 0; i < ntext; i++) {
-        const char *key = text[i].key;
-        size_t len = text[i].compression > 0 ? text[i].itxt_length : text[i].text_length;
         if (text[i].text == NULL)
             continue;
-        if (meta->xmp == NULL && strcmp(key, "XML:com.adobe.xmp") == 0) {
-            meta->xmp = g_byte_array_new();
-            g_byte_array_append(meta->xmp, (const guint8 *)text[i].text, len);
-        } else if (meta->exif == NULL && strcmp(key, "Raw profile type exif") == 0) {
-            /* ImageMagick's form: "\nexif\n   SIZE\nHEX HEX ...": Pillow skips three lines and
-             * reads the rest as hex, ignoring whitespace. */
-            const char *s = text[i].text, *end = s + len;
-            for (int lines = 0; lines < 3 && s < end; s++)
-                if (*s == '\n')
-                    lines++;
-            GByteArray *bytes = g_byte_array_new();
-            int hi = -1;
-            for (; s < end; s++) {
-                if (g_ascii_isspace(*s))
-                    continue;
-                int v = g_ascii_xdigit_value(*s);
-                if (v < 0)
-                    break;
-                if (hi < 0) {
-                    hi = v;
-                } else {
-                    guint8 byte = (guint8)(hi << 4 | v);
-                    g_byte_array_append(bytes, &byte, 1);
-                    hi = -1;
-                }
+        if (strcmp(text[i].key, "XML:com.adobe.xmp") == 0)
+            xmp = &text[i];
+        else if (strcmp(text[i].key, "Raw profile type exif") == 0)
+            raw = &text[i];
+    }
+    if (xmp != NULL) {
+        size_t len = xmp->compression > 0 ? xmp->itxt_length : xmp->text_length;
+        meta->xmp = g_byte_array_new();
+        g_byte_array_append(meta->xmp, (const guint8 *)xmp->text, len);
+    }
+    if (meta->exif == NULL && raw != NULL) {
+        /* "\nexif\n   SIZE\nHEX HEX ...": Pillow skips three lines and reads the rest as hex,
+         * ignoring whitespace. */
+        size_t len = raw->compression > 0 ? raw->itxt_length : raw->text_length;
+        const char *s = raw->text, *end = s + len;
+        for (int lines = 0; lines < 3 && s < end; s++)
+            if (*s == '\n')
+                lines++;
+        GByteArray *bytes = g_byte_array_new();
+        int hi = -1;
+        for (; s < end; s++) {
+            if (g_ascii_isspace(*s))
+                continue;
+            int v = g_ascii_xdigit_value(*s);
+            if (v < 0)
+                break;
+            if (hi < 0) {
+                hi = v;
+            } else {
+                guint8 byte = (guint8)(hi << 4 | v);
+                g_byte_array_append(bytes, &byte, 1);
+                hi = -1;
             }
-            meta->exif = bytes;
         }
+        meta->exif = bytes;
     }
 }
 
@@ -234,7 +241,6 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
             r->palette[3 * i + 2] = plte[i].blue;
         }
     }
-    png_collect_meta(png, info, meta);
 
     int passes = png_set_interlace_handling(png);
     png_read_update_info(png, info);

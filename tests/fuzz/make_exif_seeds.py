@@ -1,7 +1,8 @@
 """The seeds of fuzz_exif (tests/fuzz/seeds/exif: its 4-byte header, then EXIF and/or XMP) and
-the image_decode seeds that carry orientation metadata the others lack (eXIf after IDAT, eXIf with
-an Exif prefix, ImageMagick's "Raw profile type exif", XMP in a JPEG, two APP1 Exif segments,
-a palette PNG without IEND). Every orientation in them is one of Pillow 12's readings.
+the image_decode seeds that carry orientation metadata the others lack (eXIf after IDAT, eXIf
+with an Exif prefix, ImageMagick's "Raw profile type exif", XMP in a JPEG, two APP1 Exif
+segments, two XMP packets, an empty eXIf beside a raw profile, a palette PNG without IEND).
+Every orientation in them is one of Pillow 12's readings.
 
     /tmp/docqa-bench-venv/bin/python tests/fuzz/make_exif_seeds.py [tests/fuzz/seeds]
 """
@@ -98,6 +99,12 @@ b = io.BytesIO(); im.save(b, "JPEG", quality=50, xmp=xmp_elem); open(os.path.joi
 b = io.BytesIO(); im.save(b, "JPEG", quality=50, exif=b"Exif\0\0" + tiff([(274, 4, 1, I(5))]))
 j = b.getvalue(); seg = b"Exif\0\0" + b"\0" * 8
 open(os.path.join(idd, "rgb_exif_two_app1.jpg"), "wb").write(j[:2] + b"\xff\xe1" + struct.pack(">H", len(seg) + 2) + seg + j[2:])
+# Of several XMP packets or raw profiles the last counts; an empty eXIf replaces a raw profile.
+itxt = lambda x: chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + x)
+open(os.path.join(idd, "rgb8_two_xmp.png"), "wb").write(png_with(before_idat=[itxt(xmp_attr), itxt(xmp_elem)]))
+open(os.path.join(idd, "rgb8_empty_exif_raw_profile.png"), "wb").write(
+    png_with(before_idat=[chunk(b"tEXt", b"Raw profile type exif\0" + raw_profile.encode())],
+             after_idat=[chunk(b"eXIf", b"")]))
 # 8-bit palette, the file cut after IDAT (no IEND: the decoder keeps the pixels, as Pillow).
 im = Image.new("P", (5, 3)); im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [9] * 759)
 for x in range(5): im.putpixel((x, 1), x % 3)

@@ -288,6 +288,10 @@ typedef struct {
     const uint8_t *exif;
     size_t exif_len;
     const char *xmp;
+    const png_text *texts; /* more text chunks, before IDAT */
+    int n_texts;
+    const png_unknown_chunk *chunks; /* raw chunks, where .location says */
+    int n_chunks;
     gboolean no_iend;
 } PngSpec;
 
@@ -325,6 +329,10 @@ static GByteArray *make_png(int w, int h, const PngSpec *s, const uint8_t *rows,
                       .itxt_length = strlen(s->xmp)};
         png_set_text(png, info, &t, 1);
     }
+    if (s->texts != NULL)
+        png_set_text(png, info, s->texts, s->n_texts);
+    if (s->chunks != NULL)
+        png_set_unknown_chunks(png, info, s->chunks, s->n_chunks);
     png_write_info(png, info);
     int passes = png_set_interlace_handling(png);
     for (int p = 0; p < passes; p++)
@@ -754,15 +762,14 @@ static size_t make_exif_entries(uint8_t *out, const char *magic, const ExifEntry
     return data;
 }
 
-/* The orientation a decode applied to a 4x3 PNG (red marker at (0,0), green at (1,0)), found
- * from where the markers went; 0 when no transposition puts them there. */
-static int applied_orientation(const uint8_t *exif, size_t n, const char *xmp) {
+/* The orientation a decode applied to a 4x3 PNG made as *spec says (red marker at (0,0), green
+ * at (1,0)), found from where the markers went; 0 when no transposition puts them there. */
+static int applied_orientation_png(PngSpec spec) {
     DqImage *a = dq_image_new(4, 3);
     a->pixels[0] = 255;
     a->pixels[3 + 1] = 255;
-    PngSpec s = {
-        .color_type = PNG_COLOR_TYPE_RGB, .depth = 8, .exif = exif, .exif_len = n, .xmp = xmp};
-    GByteArray *b = make_png(4, 3, &s, a->pixels, 12);
+    spec.color_type = PNG_COLOR_TYPE_RGB, spec.depth = 8;
+    GByteArray *b = make_png(4, 3, &spec, a->pixels, 12);
     DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
     int found = 0;
     for (int o = 1; o <= 8 && found == 0; o++) {
@@ -778,6 +785,10 @@ static int applied_orientation(const uint8_t *exif, size_t n, const char *xmp) {
     g_byte_array_unref(b);
     dq_image_free(a);
     return found;
+}
+
+static int applied_orientation(const uint8_t *exif, size_t n, const char *xmp) {
+    return applied_orientation_png((PngSpec){.exif = exif, .exif_len = n, .xmp = xmp});
 }
 
 /* Orientation stored with other types than SHORT, as Pillow 12.3's ImageFileDirectory_v2 and
@@ -862,6 +873,62 @@ static void test_exif_tag_types(void) {
         dq_image_free(img);
         g_byte_array_unref(b);
     }
+}
+
+/* ImageMagick's "Raw profile type exif" text for a TIFF blob. */
+static char *raw_profile(const uint8_t *exif, size_t n) {
+    GString *s = g_string_new("\nexif\n");
+    g_string_append_printf(s, "%8zu\n", n);
+    for (size_t i = 0; i < n; i++)
+        g_string_append_printf(s, "%02x", exif[i]);
+    g_string_append_c(s, '\n');
+    return g_string_free(s, FALSE);
+}
+
+/* Pillow keeps PNG metadata in its info dict, where each chunk overwrites its key: of two XMP
+ * packets or two raw profiles the last counts, and an eXIf chunk, even an empty one, before or
+ * after IDAT, takes the place of a raw profile (info["exif"] is then "Exif\0\0" and no tag).
+ * Each case checked against Pillow 12.3's exif_transpose. */
+static void test_png_metadata_last_wins(void) {
+    char x6[] = "<x:xmpmeta><rdf:Description tiff:Orientation=\"6\"/></x:xmpmeta>";
+    char x8[] = "<x:xmpmeta><rdf:Description tiff:Orientation=\"8\"/></x:xmpmeta>";
+    png_text two_xmp[2] = {{.compression = PNG_ITXT_COMPRESSION_NONE,
+                            .key = "XML:com.adobe.xmp",
+                            .text = x6,
+                            .itxt_length = strlen(x6)},
+                           {.compression = PNG_ITXT_COMPRESSION_NONE,
+                            .key = "XML:com.adobe.xmp",
+                            .text = x8,
+                            .itxt_length = strlen(x8)}};
+    g_assert_cmpint(applied_orientation_png((PngSpec){.texts = two_xmp, .n_texts = 2}), ==, 8);
+
+    uint8_t e6[30], e3[30];
+    size_t n6 = make_exif(e6, 6, FALSE), n3 = make_exif(e3, 3, FALSE);
+    char *r6 = raw_profile(e6, n6), *r3 = raw_profile(e3, n3);
+    png_text two_raw[2] = {{.compression = PNG_TEXT_COMPRESSION_NONE,
+                            .key = "Raw profile type exif",
+                            .text = r6,
+                            .text_length = strlen(r6)},
+                           {.compression = PNG_TEXT_COMPRESSION_NONE,
+                            .key = "Raw profile type exif",
+                            .text = r3,
+                            .text_length = strlen(r3)}};
+    g_assert_cmpint(applied_orientation_png((PngSpec){.texts = two_raw, .n_texts = 2}), ==, 3);
+    g_assert_cmpint(applied_orientation_png((PngSpec){.texts = two_raw, .n_texts = 1}), ==, 6);
+
+    uint8_t none[1] = {0};
+    for (int where = 0; where < 2; where++) {
+        png_unknown_chunk empty = {.name = "eXIf",
+                                   .data = none,
+                                   .size = 0,
+                                   .location = where ? PNG_AFTER_IDAT : PNG_HAVE_IHDR};
+        PngSpec s = {.texts = two_raw, .n_texts = 1, .chunks = &empty, .n_chunks = 1};
+        if (applied_orientation_png(s) != 1)
+            g_error("an empty eXIf %s IDAT does not replace the raw profile's orientation",
+                    where ? "after" : "before");
+    }
+    g_free(r6);
+    g_free(r3);
 }
 
 static void expect_decode_error(const uint8_t *data, size_t len, int code, const char *fragment) {
@@ -1018,6 +1085,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/image/jpeg/cmyk", test_jpeg_cmyk);
     g_test_add_func("/image/jpeg/exif_orientations", test_jpeg_exif_orientations);
     g_test_add_func("/image/exif/tag_types", test_exif_tag_types);
+    g_test_add_func("/image/png/metadata_last_wins", test_png_metadata_last_wins);
     g_test_add_func("/image/decode/bad_files", test_bad_files);
     g_test_add_func("/image/png/huge_chunk", test_png_huge_chunk);
     g_test_add_func("/image/decode/huge_dimensions", test_huge_dimensions_refused);
