@@ -11,24 +11,10 @@
 #include <unistd.h>
 
 char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GError **err) {
-    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; it
-     * changes nothing for a regular file. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, g_strerror(errno));
-        return NULL;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        dq_fail(err, DQ_ERR_IO, "%s: cannot stat: %s", path, g_strerror(errno));
-        close(fd);
+    int fd = dq_open_regular(path, &st, err);
+    if (fd < 0)
         return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s, not a regular file", path, dq_file_kind(st.st_mode));
-        close(fd);
-        return NULL;
-    }
     if ((uint64_t)st.st_size > max_bytes) {
         dq_fail(err, DQ_ERR_LIMIT, "%s: %" G_GINT64_FORMAT " bytes, more than the %zu MiB allowed",
                 path, (gint64)st.st_size, max_bytes >> 20);

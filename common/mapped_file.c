@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *dq_file_kind(unsigned mode) {
+static const char *file_kind(unsigned mode) {
     if (S_ISDIR(mode))
         return "a folder";
     if (S_ISFIFO(mode))
@@ -17,27 +17,35 @@ const char *dq_file_kind(unsigned mode) {
         return "a device";
     if (S_ISSOCK(mode))
         return "a socket";
-    return "not a regular file";
+    return "something else";
 }
 
-DqMappedFile *dq_mapped_file_open(const char *path, GError **err) {
-    /* O_NONBLOCK: a FIFO in the snapshot must be refused below, not wait for a writer */
+int dq_open_regular(const char *path, struct stat *st, GError **err) {
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; it
+     * changes nothing for a regular file. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, g_strerror(errno));
-        return NULL;
+        return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(fd, st) != 0) {
         dq_fail(err, DQ_ERR_IO, "%s: cannot stat: %s", path, g_strerror(errno));
         close(fd);
-        return NULL;
+        return -1;
     }
-    if (!S_ISREG(st.st_mode)) {
-        dq_fail(err, DQ_ERR_IO, "%s: %s, not a regular file", path, dq_file_kind(st.st_mode));
+    if (!S_ISREG(st->st_mode)) {
+        dq_fail(err, DQ_ERR_IO, "%s: %s, not a regular file", path, file_kind(st->st_mode));
         close(fd);
-        return NULL;
+        return -1;
     }
+    return fd;
+}
+
+DqMappedFile *dq_mapped_file_open(const char *path, GError **err) {
+    struct stat st;
+    int fd = dq_open_regular(path, &st, err);
+    if (fd < 0)
+        return NULL;
     DqMappedFile *mf = g_new0(DqMappedFile, 1);
     mf->path = g_strdup(path);
     mf->size = (size_t)st.st_size;

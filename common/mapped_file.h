@@ -7,6 +7,7 @@
 #define DQ_MAPPED_FILE_H
 
 #include <glib.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,8 +21,9 @@ typedef struct {
 DqMappedFile *dq_mapped_file_open(const char *path, GError **err);
 void dq_mapped_file_free(DqMappedFile *mf);
 
-/* "a folder", "a FIFO", "a device", "a socket" for a stat mode, for messages. */
-const char *dq_file_kind(unsigned mode);
+/* A file descriptor for reading a regular file, *st its fstat; -1 with an error naming the path
+ * and what it is instead ("a FIFO", "a device", ...). Never blocks on a FIFO. */
+int dq_open_regular(const char *path, struct stat *st, GError **err);
 
 /* Faults [p, p + n) of a mapping in now (reading it from disk where the page cache lacks it), so
  * that the first forward pass does not wait on the disk page by page: a model's load time then
