@@ -61,4 +61,8 @@ DqImage *dq_image_crop(const DqImage *src, int x, int y, int width, int height);
 void dq_image_fit_longest_edge(int width, int height, int longest_edge, int *out_width,
                                int *out_height);
 
+/* ImageOps.exif_transpose's transposition for orientation 2..8 (EXIF's and TIFF's Orientation
+ * values; any other value copies): a new image, or NULL when out of memory. */
+DqImage *dq_image_orient(const DqImage *img, int orientation);
+
 #endif

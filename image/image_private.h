@@ -21,10 +21,6 @@ void dq_image_meta_clear(DqImageMeta *meta);
  * orientation or cannot be parsed. */
 int dq_image_meta_orientation(const DqImageMeta *meta);
 
-/* ImageOps.exif_transpose's transposition for orientation 2..8 (any other value copies):
- * a new image, or NULL when out of memory. */
-DqImage *dq_image_orient(const DqImage *img, int orientation);
-
 gboolean dq_image_is_png(const uint8_t *data, size_t len);
 gboolean dq_image_is_jpeg(const uint8_t *data, size_t len);
 

@@ -90,9 +90,6 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
                           char **incomplete_msg, GError **err);
 void tiff_doc_close(RenderDoc *doc);
 
-/* Pixels after applying TIFF/EXIF orientation 1-8 to an RGB image (Pillow's exif_transpose). */
-DqImage *image_apply_orientation(const DqImage *src, int orientation);
-
 /* ---- page store */
 
 /* Folder of the page store that holds PNGs being written. */

@@ -26,49 +26,6 @@ void dq_ingest_target_size(double width, double height, int longest_edge, int *o
     *out_height = h;
 }
 
-DqImage *image_apply_orientation(const DqImage *src, int orientation) {
-    int W = src->width, H = src->height;
-    gboolean swap = orientation >= 5 && orientation <= 8;
-    DqImage *dst = dq_image_new(swap ? H : W, swap ? W : H);
-    if (dst == NULL)
-        return NULL;
-    int ow = dst->width, oh = dst->height;
-    for (int y = 0; y < oh; y++) {
-        uint8_t *out = dst->pixels + (size_t)y * ow * 3;
-        for (int x = 0; x < ow; x++) {
-            int sx, sy;
-            switch (orientation) {
-            case 2: /* mirrored: FLIP_LEFT_RIGHT */
-                sx = W - 1 - x, sy = y;
-                break;
-            case 3: /* ROTATE_180 */
-                sx = W - 1 - x, sy = H - 1 - y;
-                break;
-            case 4: /* FLIP_TOP_BOTTOM */
-                sx = x, sy = H - 1 - y;
-                break;
-            case 5: /* TRANSPOSE */
-                sx = y, sy = x;
-                break;
-            case 6: /* ROTATE_270: 90 degrees clockwise */
-                sx = y, sy = H - 1 - x;
-                break;
-            case 7: /* TRANSVERSE */
-                sx = W - 1 - y, sy = H - 1 - x;
-                break;
-            case 8: /* ROTATE_90: 90 degrees counter-clockwise */
-                sx = W - 1 - y, sy = x;
-                break;
-            default:
-                sx = x, sy = y;
-                break;
-            }
-            memcpy(out + 3 * x, src->pixels + ((size_t)sy * W + sx) * 3, 3);
-        }
-    }
-    return dst;
-}
-
 RenderDoc *render_doc_open(const char *path, DocKind kind, GError **err) {
     RenderDoc *doc = g_new0(RenderDoc, 1);
     doc->kind = kind;

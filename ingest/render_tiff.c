@@ -276,7 +276,7 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
         return 1;
     }
     /* libtiff would flip for Orientation 2-4 but cannot transpose 5-8: ask for the stored
-     * layout and do all eight in image_apply_orientation. */
+     * layout and do all eight in dq_image_orient. */
     img->req_orientation = ORIENTATION_TOPLEFT;
     img->orientation = ORIENTATION_TOPLEFT;
     /* Wherever libtiff or Pillow sees alpha, and for every 16-bit sample, our put routine
@@ -407,7 +407,7 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
     DqImage *rgb = raster_to_rgb(raster, w, h);
     g_free(raster);
     if (rgb != NULL && orientation != ORIENTATION_TOPLEFT) {
-        DqImage *o = image_apply_orientation(rgb, orientation);
+        DqImage *o = dq_image_orient(rgb, orientation);
         dq_image_free(rgb);
         rgb = o;
     }
