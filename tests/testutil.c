@@ -3,6 +3,8 @@
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+#include <string.h>
 
 const char *dq_test_source_dir(void) {
     return DOCQA_SOURCE_DIR;
@@ -73,4 +75,31 @@ char *dq_test_read_file(const char *path, size_t *len) {
     if (len)
         *len = n;
     return data;
+}
+
+char *dq_test_snapshot_with_positions(const char *model, int positions) {
+    char *dir = dq_test_tmpdir();
+    GDir *d = g_dir_open(model, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
+        char *from = g_build_filename(model, name, NULL), *to = g_build_filename(dir, name, NULL);
+        if (strcmp(name, "config.json") == 0) {
+            char *text = dq_test_read_file(from, NULL);
+            GRegex *re = g_regex_new("\"max_position_embeddings\": *[0-9]+", 0, 0, NULL);
+            char *value = g_strdup_printf("\"max_position_embeddings\": %d", positions);
+            char *edited = g_regex_replace_literal(re, text, -1, 0, value, 0, NULL);
+            g_assert_cmpstr(edited, !=, text);
+            g_assert_true(g_file_set_contents(to, edited, -1, NULL));
+            g_free(edited);
+            g_free(value);
+            g_regex_unref(re);
+            g_free(text);
+        } else {
+            g_assert_cmpint(symlink(from, to), ==, 0);
+        }
+        g_free(from);
+        g_free(to);
+    }
+    g_dir_close(d);
+    return dir;
 }

@@ -28,4 +28,9 @@ char *dq_test_read_file(const char *path, size_t *len);
             g_error("%s:%d: unexpected error: %s", __FILE__, __LINE__, (e)->message);              \
     } while (0)
 
+/* A copy of the snapshot folder `model` in a new temporary folder (its files linked) whose
+ * config.json says max_position_embeddings = positions. RoPE has no table, so the weights give
+ * the same tokens at any setting. g_free the path. */
+char *dq_test_snapshot_with_positions(const char *model, int positions);
+
 #endif

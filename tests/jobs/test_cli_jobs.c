@@ -787,33 +787,6 @@ static void test_stdout_write_errors(void) {
     g_free(model);
 }
 
-/* A copy of the tiny snapshot (files linked) whose model takes 16 positions. */
-static char *tiny_with_16_positions(const char *model, const char *dir) {
-    char *snap = g_build_filename(dir, "tiny16", NULL);
-    g_assert_cmpint(g_mkdir(snap, 0755), ==, 0);
-    GDir *d = g_dir_open(model, 0, NULL);
-    g_assert_nonnull(d);
-    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
-        char *from = g_build_filename(model, name, NULL), *to = g_build_filename(snap, name, NULL);
-        if (strcmp(name, "config.json") == 0) {
-            char *text = dq_test_read_file(from, NULL);
-            GRegex *re = g_regex_new("\"max_position_embeddings\": *[0-9]+", 0, 0, NULL);
-            char *edited = g_regex_replace_literal(re, text, -1, 0,
-                                                   "\"max_position_embeddings\": 16", 0, NULL);
-            g_assert_true(g_file_set_contents(to, edited, -1, NULL));
-            g_free(edited);
-            g_regex_unref(re);
-            g_free(text);
-        } else {
-            g_assert_cmpint(symlink(from, to), ==, 0);
-        }
-        g_free(from);
-        g_free(to);
-    }
-    g_dir_close(d);
-    return snap;
-}
-
 /* --max-new-tokens takes 1 to INT_MAX: past the model's positions generation stops at the last
  * one, said on stderr and in the JSON (transformers does not refuse such a request either);
  * a prompt that leaves no room is refused. */
@@ -821,8 +794,7 @@ static void test_generate_length(void) {
     char *model = tiny_model();
     if (model == NULL)
         return;
-    char *dir = dq_test_tmpdir();
-    char *snap = tiny_with_16_positions(model, dir);
+    char *snap = dq_test_snapshot_with_positions(model, 16);
     const char *counts[] = {"8", "2147483647"}; /* the prompt "hi" is 9 tokens */
     for (size_t i = 0; i < G_N_ELEMENTS(counts); i++) {
         char *out = NULL, *err = NULL;
@@ -852,7 +824,6 @@ static void test_generate_length(void) {
     g_assert_nonnull(strstr(err, "the model takes 16 positions: no room for a new token"));
     g_free(err);
     g_free(snap);
-    g_free(dir);
     g_free(model);
 }
 
