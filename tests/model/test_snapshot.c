@@ -183,6 +183,11 @@ static void test_inconsistent_files(void) {
                           "\"pad_token_id\": 2, \"max_new_tokens\": 0");
     expect_refused(dir, "generation_config.json", ": max_new_tokens 0 must be greater than 0");
     g_free(dir);
+    /* another architecture's config loaded as SmolVLM; transformers builds a LlavaConfig */
+    dir = snapshot_edited("config.json", "\"model_type\": \"idefics3\",",
+                          "\"model_type\": \"llava\",");
+    expect_refused(dir, "config.json", ": model_type 'llava' is not supported");
+    g_free(dir);
     /* 2147483647 layers: a 600 GB allocation before any tensor was checked */
     dir = snapshot_edited("config.json", "\"num_hidden_layers\": 2",
                           "\"num_hidden_layers\": 2147483647");
