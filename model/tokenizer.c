@@ -490,6 +490,31 @@ static gboolean load_merges(DqTokenizer *tok, JsonObject *m, GError **err) {
 
 static int32_t added_id(const DqTokenizer *tok, const char *content);
 
+/* Makes content (not yet an added token) the added token id. */
+static void put_added(DqTokenizer *tok, const char *content, int32_t id, gboolean special,
+                      gboolean normalized) {
+    const char *c = g_string_chunk_insert_const(tok->strings, content);
+    g_hash_table_insert(tok->added, (gpointer)c, GINT_TO_POINTER((int)id + 1));
+    if (id + 1 > tok->n_ids) {
+        tok->id_to_tok = g_renew(const char *, tok->id_to_tok, (gsize)id + 1);
+        tok->id_flags = g_renew(guint8, tok->id_flags, (gsize)id + 1);
+        for (int32_t k = tok->n_ids; k <= id; k++) {
+            tok->id_to_tok[k] = NULL;
+            tok->id_flags[k] = 0;
+        }
+        tok->n_ids = id + 1;
+    }
+    tok->id_to_tok[id] = c;
+    tok->id_flags[id] |= ID_ADDED;
+    if (special)
+        tok->id_flags[id] |= ID_SPECIAL;
+    /* With no normalizer, "normalized" tokens match the same text, but only in what the
+     * non-normalized pass left over (AddedVocabulary::extract_and_normalize). */
+    if (normalized)
+        tok->id_flags[id] |= ID_NORMALIZED;
+    trie_add(normalized ? &tok->trie_norm : &tok->trie_raw, c, id);
+}
+
 static gboolean load_added(DqTokenizer *tok, JsonObject *root, GError **err) {
     JsonNode *an = json_object_get_member(root, "added_tokens");
     if (an == NULL || JSON_NODE_HOLDS_NULL(an))
@@ -543,30 +568,10 @@ static gboolean load_added(DqTokenizer *tok, JsonObject *root, GError **err) {
                                content, flags[f]);
         if (!utf8_valid((const guint8 *)content, strlen(content)))
             return dq_fail(err, DQ_ERR_FORMAT, "%s: added token %u is not UTF-8", tok->path, i);
-        const char *c = g_string_chunk_insert_const(tok->strings, content);
-        if (g_hash_table_contains(tok->added, c))
+        if (added_id(tok, content) >= 0)
             continue;
-        g_hash_table_insert(tok->added, (gpointer)c, GINT_TO_POINTER((int)id + 1));
-        if ((int32_t)id + 1 > tok->n_ids) {
-            tok->id_to_tok = g_renew(const char *, tok->id_to_tok, (gsize)id + 1);
-            tok->id_flags = g_renew(guint8, tok->id_flags, (gsize)id + 1);
-            for (int32_t k = tok->n_ids; k <= (int32_t)id; k++) {
-                tok->id_to_tok[k] = NULL;
-                tok->id_flags[k] = 0;
-            }
-            tok->n_ids = (int32_t)id + 1;
-        }
-        tok->id_to_tok[id] = c;
-        tok->id_flags[id] |= ID_ADDED;
         gboolean special = json_bool_member(o, "special", FALSE);
-        if (special)
-            tok->id_flags[id] |= ID_SPECIAL;
-        /* With no normalizer, "normalized" tokens match the same text, but only in what the
-         * non-normalized pass left over (AddedVocabulary::extract_and_normalize). */
-        gboolean normalized = json_bool_member(o, "normalized", !special);
-        if (normalized)
-            tok->id_flags[id] |= ID_NORMALIZED;
-        trie_add(normalized ? &tok->trie_norm : &tok->trie_raw, c, (int32_t)id);
+        put_added(tok, content, (int32_t)id, special, json_bool_member(o, "normalized", !special));
     }
     return TRUE;
 }
@@ -848,6 +853,8 @@ done:
     return ok;
 }
 
+static void refresh_derived(DqTokenizer *tok);
+
 /* What both load paths share: derived tables and the split regex. */
 static gboolean load_finish(DqTokenizer *tok, GError **err) {
     if (!compile_regex(tok, err))
@@ -857,6 +864,12 @@ static gboolean load_finish(DqTokenizer *tok, GError **err) {
         memcpy(s, tok->byte_char[b], tok->byte_char_len[b]);
         tok->byte_id[b] = vocab_lookup(tok->vocab, s);
     }
+    refresh_derived(tok);
+    return TRUE;
+}
+
+/* What follows from the id tables: the number of ids, the pipeline's tokens. */
+static void refresh_derived(DqTokenizer *tok) {
     tok->vocab_size = 0;
     for (int32_t i = 0; i < tok->n_ids; i++)
         tok->vocab_size += tok->id_flags[i] != 0;
@@ -869,7 +882,30 @@ static gboolean load_finish(DqTokenizer *tok, GError **err) {
         .im_end = added_id(tok, "<|im_end|>"),
         .endoftext = added_id(tok, "<|endoftext|>"),
     };
-    return TRUE;
+}
+
+int32_t tokenizer_add_special_token(DqTokenizer *tok, const char *content) {
+    int32_t id = added_id(tok, content);
+    if (id >= 0)
+        return id;
+    /* AddedVocabulary::add_tokens: a token of the model's vocabulary keeps its id, another takes
+     * the one after the largest added id, or the vocabulary's size if that is larger. */
+    id = vocab_lookup(tok->vocab, content);
+    if (id < 0) {
+        id = (int32_t)g_hash_table_size(tok->vocab);
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, tok->added);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            id = MAX(id, GPOINTER_TO_INT(v));
+    }
+    put_added(tok, content, id, TRUE, FALSE);
+    refresh_derived(tok);
+    return id;
+}
+
+int32_t tokenizer_id_limit(const DqTokenizer *tok) {
+    return tok->n_ids;
 }
 
 DqTokenizer *tokenizer_load(const char *path, GError **err) {
