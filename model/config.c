@@ -255,6 +255,26 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     if (p == NULL)
         return FALSE;
     Reader r = {.label = label, .err = err};
+    /* transformers' AutoConfig picks the architecture by model_type: "llava" builds a
+     * LlavaConfig and AutoModelForVision2Seq another model over these tensors, "smolvlm" SmolVLM's
+     * own classes; without one it fails ("Should have a `model_type` key"). Checked first: the
+     * sizes of another architecture's config would only give misleading errors (the reads
+     * below report nothing once r.failed is set). */
+    const char *model_type = get_string(&r, root, "model_type", NULL);
+    if (!r.failed && model_type == NULL) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "%s: model_type is missing (transformers needs it to pick the architecture; "
+                "docqa runs \"idefics3\", SmolVLM's)",
+                label);
+        r.failed = TRUE;
+    } else if (!r.failed && strcmp(model_type, "idefics3") != 0) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "%s: model_type '%s' is not supported (docqa runs \"idefics3\", "
+                "Idefics3ForConditionalGeneration: SmolVLM-256M/500M-Instruct and "
+                "SmolVLM-Instruct)",
+                label, model_type);
+        r.failed = TRUE;
+    }
     JsonObject *vc = get_object(&r, root, "vision_config");
     JsonObject *tc = get_object(&r, root, "text_config");
 
@@ -280,6 +300,19 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     /* LlamaConfig defaults when text_config is given; Idefics3Config builds a default Llama with
      * rms_norm_eps 1e-5 when it is absent. */
     r.scope = "text_config";
+    /* Idefics3Config builds the decoder that text_config.model_type names ("llama" when absent):
+     * "qwen2" or "mistral" would be another decoder (biases, sliding windows) over these
+     * tensors. vision_config.model_type is not read: Idefics3Config builds its own vision
+     * config whatever it says ("idefics3" in the real files, "idefics3_vision" when saved by
+     * transformers 4.57). */
+    const char *text_type = get_string(&r, tc, "model_type", "llama");
+    if (!r.failed && strcmp(text_type, "llama") != 0) {
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "%s: text_config.model_type '%s' is not supported (\"llama\" is, SmolVLM's "
+                "decoder)",
+                label, text_type);
+        r.failed = TRUE;
+    }
     cfg->text_hidden = get_int(&r, tc, "hidden_size", 4096);
     cfg->text_intermediate = get_int(&r, tc, "intermediate_size", 11008);
     cfg->text_layers = get_int(&r, tc, "num_hidden_layers", 32);

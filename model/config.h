@@ -1,9 +1,10 @@
 /* SmolVLM (Idefics3) configuration: config.json and generation_config.json of a snapshot.
  *
  * Every field the forward pass and generation use, with transformers 4.57's defaults where a field
- * is absent (Idefics3Config, Idefics3VisionConfig, LlamaConfig, GenerationConfig). Leftovers in
- * real files (perceiver_config, _flash_attn_2_enabled, vision `size`/`max_image_size`, vision
- * model_type "idefics3") are ignored.
+ * is absent (Idefics3Config, Idefics3VisionConfig, LlamaConfig, GenerationConfig). model_type
+ * must be "idefics3" and text_config's "llama" (or absent), the classes transformers builds for
+ * SmolVLM. Leftovers in real files (perceiver_config, _flash_attn_2_enabled, vision
+ * `size`/`max_image_size`, vision model_type, which Idefics3Config ignores) are ignored.
  *
  * The two geometries in use:
  *   SmolVLM-256M/500M: tile 512, patch 16 -> 32x32 patches, scale_factor 4 -> 64 tokens a tile

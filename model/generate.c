@@ -66,8 +66,10 @@ int dq_sample_token(const float *logits, int vocab, const DqGenerateOptions *opt
         probs[i] = (float)exp(logits[order[i]] / t - mx);
         sum += probs[i];
     }
-    if (opts->top_p > 0 && opts->top_p < 1.0) {
-        /* Smallest prefix whose mass reaches top_p (at least one token). */
+    if (opts->top_p < 1.0) {
+        /* Smallest prefix whose mass reaches top_p, at least one token: TopPLogitsWarper drops
+         * the tokens whose ascending cumulative mass is <= 1 - top_p but keeps the best one
+         * (min_tokens_to_keep 1), so top_p 0 keeps only the most likely token. */
         double cum = 0;
         int k = 0;
         while (k < keep && cum < opts->top_p * sum)

@@ -51,7 +51,7 @@ typedef struct {
                           * reaches max_position_embeddings (DqGenerateResult) */
     gboolean do_sample;  /* FALSE: greedy argmax of the raw logits */
     double temperature;  /* sampling: logits / temperature (> 0) */
-    double top_p;        /* sampling: nucleus mass in (0, 1]; 1 = off */
+    double top_p;        /* sampling: nucleus mass in [0, 1] (0: the best token); 1 = off */
     int top_k;           /* sampling: keep the k best (0 = off); transformers' default is 50 */
     uint64_t seed;       /* sampling: the request's own random stream */
     gboolean ignore_eos; /* generate exactly max_new_tokens; eos is neither a stop nor masked */

@@ -37,6 +37,45 @@ static gboolean check_processor(const SmolvlmPipeline *p, const char *dir, GErro
     return TRUE;
 }
 
+/* The tokens Idefics3Processor adds as special tokens where tokenizer.json lacks them (with the
+ * next free ids): the prompt and the chat template write them. Python then runs such a snapshot,
+ * so docqa adds them the same way; <global-img> and <row_i_col_j> are not added: they are
+ * ordinary text in SmolVLM-Instruct's tokenizer, in Python too. */
+static const char *const PROCESSOR_TOKENS[] = {"<fake_token_around_image>", "<image>",
+                                               "<end_of_utterance>"};
+
+/* Adds the processor's tokens, then checks that every id the tokenizer can give has a row in
+ * the model's embedding: transformers fails at the embedding lookup ("index out of range")
+ * once a prompt holds the token, which any question can; here the snapshot is refused at load,
+ * naming the token. */
+static gboolean check_tokenizer(SmolvlmPipeline *p, const char *dir, GError **err) {
+    const SmolvlmConfig *c = smolvlm_config(p->model);
+    const char *added = NULL; /* the processor token given the largest id, if any */
+    int32_t added_at = -1;
+    for (size_t i = 0; i < G_N_ELEMENTS(PROCESSOR_TOKENS); i++) {
+        if (tokenizer_added_token_id(p->tok, PROCESSOR_TOKENS[i]) >= 0)
+            continue;
+        int32_t id = tokenizer_add_special_token(p->tok, PROCESSOR_TOKENS[i]);
+        if (id > added_at) {
+            added = PROCESSOR_TOKENS[i];
+            added_at = id;
+        }
+    }
+    int32_t last = tokenizer_id_limit(p->tok) - 1;
+    if (last < c->vocab_size)
+        return TRUE;
+    if (last == added_at)
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s/tokenizer.json has no added token %s: Idefics3Processor adds it as "
+                       "id %d, but config.json's text_config.vocab_size is %d (the model has no "
+                       "embedding for it)",
+                       dir, added, last, c->vocab_size);
+    return dq_fail(err, DQ_ERR_MODEL,
+                   "%s/tokenizer.json: token '%s' has id %d, but config.json's "
+                   "text_config.vocab_size is %d (the model has no embedding for it)",
+                   dir, tokenizer_id_to_token(p->tok, last), last, c->vocab_size);
+}
+
 SmolvlmPipeline *smolvlm_pipeline_open(const char *snapshot_dir, const SmolvlmOptions *opts,
                                        GError **err) {
     SmolvlmPipeline *p = g_new0(SmolvlmPipeline, 1);
@@ -46,6 +85,10 @@ SmolvlmPipeline *smolvlm_pipeline_open(const char *snapshot_dir, const SmolvlmOp
         !image_processor_config_load(snapshot_dir, &p->proc, err) ||
         (p->image_seq_len = prompt_image_seq_len_load(snapshot_dir, err)) < 0 ||
         !check_processor(p, snapshot_dir, err)) {
+        smolvlm_pipeline_free(p);
+        return NULL;
+    }
+    if (!check_tokenizer(p, snapshot_dir, err)) {
         smolvlm_pipeline_free(p);
         return NULL;
     }

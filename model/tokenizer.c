@@ -488,6 +488,33 @@ static gboolean load_merges(DqTokenizer *tok, JsonObject *m, GError **err) {
     return ok;
 }
 
+static int32_t added_id(const DqTokenizer *tok, const char *content);
+
+/* Makes content (not yet an added token) the added token id. */
+static void put_added(DqTokenizer *tok, const char *content, int32_t id, gboolean special,
+                      gboolean normalized) {
+    const char *c = g_string_chunk_insert_const(tok->strings, content);
+    g_hash_table_insert(tok->added, (gpointer)c, GINT_TO_POINTER((int)id + 1));
+    if (id + 1 > tok->n_ids) {
+        tok->id_to_tok = g_renew(const char *, tok->id_to_tok, (gsize)id + 1);
+        tok->id_flags = g_renew(guint8, tok->id_flags, (gsize)id + 1);
+        for (int32_t k = tok->n_ids; k <= id; k++) {
+            tok->id_to_tok[k] = NULL;
+            tok->id_flags[k] = 0;
+        }
+        tok->n_ids = id + 1;
+    }
+    tok->id_to_tok[id] = c;
+    tok->id_flags[id] |= ID_ADDED;
+    if (special)
+        tok->id_flags[id] |= ID_SPECIAL;
+    /* With no normalizer, "normalized" tokens match the same text, but only in what the
+     * non-normalized pass left over (AddedVocabulary::extract_and_normalize). */
+    if (normalized)
+        tok->id_flags[id] |= ID_NORMALIZED;
+    trie_add(normalized ? &tok->trie_norm : &tok->trie_raw, c, id);
+}
+
 static gboolean load_added(DqTokenizer *tok, JsonObject *root, GError **err) {
     JsonNode *an = json_object_get_member(root, "added_tokens");
     if (an == NULL || JSON_NODE_HOLDS_NULL(an))
@@ -496,6 +523,13 @@ static gboolean load_added(DqTokenizer *tok, JsonObject *root, GError **err) {
         return dq_fail(err, DQ_ERR_FORMAT, "%s: added_tokens is not a list", tok->path);
     JsonArray *a = json_node_get_array(an);
     guint n = json_array_get_length(a);
+    /* tokenizers does not take the ids written here: it adds the tokens in order, each one
+     * already in model.vocab keeping its id there, each other taking the next id after the
+     * vocabulary's size (AddedVocabulary::add_tokens), and only logs a warning where the file
+     * says otherwise. A file whose ids are not those (an entry dropped, moved or renumbered:
+     * everything after it shifts) gives other ids in Python than the file's, so the model's
+     * image_token_id and eos no longer name these tokens: refused, naming the first one. */
+    int64_t next_new = g_hash_table_size(tok->vocab);
     for (guint i = 0; i < n; i++) {
         JsonNode *e = json_array_get_element(a, i);
         if (!JSON_NODE_HOLDS_OBJECT(e))
@@ -514,6 +548,18 @@ static gboolean load_added(DqTokenizer *tok, JsonObject *root, GError **err) {
                            tok->path, content);
         if (content[0] == '\0')
             continue; /* HF ignores empty added tokens */
+        int64_t want = added_id(tok, content);
+        if (want < 0)
+            want = vocab_lookup(tok->vocab, content);
+        if (want < 0)
+            want = next_new++;
+        if (id != want)
+            return dq_fail(err, DQ_ERR_FORMAT,
+                           "%s: added token '%s' has id %" G_GINT64_FORMAT
+                           ", but tokenizers gives it %" G_GINT64_FORMAT
+                           " (added tokens not in model.vocab take the ids from its size, %u, in "
+                           "the order listed: one is missing, moved or renumbered)",
+                           tok->path, content, id, want, g_hash_table_size(tok->vocab));
         static const char *const flags[] = {"single_word", "lstrip", "rstrip"};
         for (size_t f = 0; f < G_N_ELEMENTS(flags); f++)
             if (json_bool_member(o, flags[f], FALSE))
@@ -522,30 +568,10 @@ static gboolean load_added(DqTokenizer *tok, JsonObject *root, GError **err) {
                                content, flags[f]);
         if (!utf8_valid((const guint8 *)content, strlen(content)))
             return dq_fail(err, DQ_ERR_FORMAT, "%s: added token %u is not UTF-8", tok->path, i);
-        const char *c = g_string_chunk_insert_const(tok->strings, content);
-        if (g_hash_table_contains(tok->added, c))
+        if (added_id(tok, content) >= 0)
             continue;
-        g_hash_table_insert(tok->added, (gpointer)c, GINT_TO_POINTER((int)id + 1));
-        if ((int32_t)id + 1 > tok->n_ids) {
-            tok->id_to_tok = g_renew(const char *, tok->id_to_tok, (gsize)id + 1);
-            tok->id_flags = g_renew(guint8, tok->id_flags, (gsize)id + 1);
-            for (int32_t k = tok->n_ids; k <= (int32_t)id; k++) {
-                tok->id_to_tok[k] = NULL;
-                tok->id_flags[k] = 0;
-            }
-            tok->n_ids = (int32_t)id + 1;
-        }
-        tok->id_to_tok[id] = c;
-        tok->id_flags[id] |= ID_ADDED;
         gboolean special = json_bool_member(o, "special", FALSE);
-        if (special)
-            tok->id_flags[id] |= ID_SPECIAL;
-        /* With no normalizer, "normalized" tokens match the same text, but only in what the
-         * non-normalized pass left over (AddedVocabulary::extract_and_normalize). */
-        gboolean normalized = json_bool_member(o, "normalized", !special);
-        if (normalized)
-            tok->id_flags[id] |= ID_NORMALIZED;
-        trie_add(normalized ? &tok->trie_norm : &tok->trie_raw, c, (int32_t)id);
+        put_added(tok, content, (int32_t)id, special, json_bool_member(o, "normalized", !special));
     }
     return TRUE;
 }
@@ -578,7 +604,9 @@ static int32_t added_id(const DqTokenizer *tok, const char *content) {
  * under the SHA-256 of the JSON bytes, and read back in a few tens of ms. Cache files are
  * written atomically; one that is unreadable, truncated or inconsistent is ignored (the JSON is
  * parsed again), never trusted: every id and length is bounds-checked. */
-#define CACHE_MAGIC  "DQTOKC01"
+/* 02: files refused since (duplicate vocab ids, added-token ids tokenizers would not give, no
+ * merges) may have 01 caches, which must not let them load. */
+#define CACHE_MAGIC  "DQTOKC02"
 #define CACHE_ENDIAN 0x01020304u
 
 static char *cache_file_for(const char *json, size_t len) {
@@ -765,6 +793,25 @@ static DqTokenizer *tokenizer_new(const char *path) {
     return tok;
 }
 
+/* A vocabulary of whole words with no merges: tokenizers loads it and encodes every character on
+ * its own, ids the model never saw in training, so answers are garbage. Refused, unless the
+ * vocabulary has no token longer than a character that is not an added token (a character-level
+ * BPE) or ignore_merges looks whole words up in it. */
+static gboolean check_merges_reach(const DqTokenizer *tok, JsonObject *model, GError **err) {
+    if (tok->ignore_merges || json_array_get_length(json_object_get_array_member(model, "merges")))
+        return TRUE;
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, tok->vocab);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        if (g_utf8_strlen(k, -1) > 1 && added_id(tok, k) < 0)
+            return dq_fail(err, DQ_ERR_FORMAT,
+                           "%s: model.merges is empty, so no text gives the vocabulary's tokens of "
+                           "several characters (such as '%s'): every character would be a token",
+                           tok->path, (const char *)k);
+    return TRUE;
+}
+
 /* Parses the JSON text into tok. */
 static gboolean load_json(DqTokenizer *tok, const char *data, size_t len, GError **err) {
     /* the mutable parser: the immutable one also hashes every node while sealing */
@@ -789,14 +836,24 @@ static gboolean load_json(DqTokenizer *tok, const char *data, size_t len, GError
     g_hash_table_iter_init(&it, tok->vocab);
     while (g_hash_table_iter_next(&it, &k, &v)) {
         int id = GPOINTER_TO_INT(v) - 1;
+        /* tokenizers loads such a vocabulary and decodes the id as only one of its tokens:
+         * text with the other comes back changed ("hello world" -> "world world"). */
+        if (tok->id_to_tok[id] != NULL) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: model.vocab gives id %d to both '%s' and '%s'",
+                    tok->path, id, tok->id_to_tok[id], (const char *)k);
+            goto done;
+        }
         tok->id_to_tok[id] = k;
         tok->id_flags[id] |= ID_VOCAB;
     }
-    ok = load_merges(tok, model, err) && load_added(tok, root, err);
+    ok = load_merges(tok, model, err) && load_added(tok, root, err) &&
+         check_merges_reach(tok, model, err);
 done:
     g_object_unref(parser);
     return ok;
 }
+
+static void refresh_derived(DqTokenizer *tok);
 
 /* What both load paths share: derived tables and the split regex. */
 static gboolean load_finish(DqTokenizer *tok, GError **err) {
@@ -807,6 +864,12 @@ static gboolean load_finish(DqTokenizer *tok, GError **err) {
         memcpy(s, tok->byte_char[b], tok->byte_char_len[b]);
         tok->byte_id[b] = vocab_lookup(tok->vocab, s);
     }
+    refresh_derived(tok);
+    return TRUE;
+}
+
+/* What follows from the id tables: the number of ids, the pipeline's tokens. */
+static void refresh_derived(DqTokenizer *tok) {
     tok->vocab_size = 0;
     for (int32_t i = 0; i < tok->n_ids; i++)
         tok->vocab_size += tok->id_flags[i] != 0;
@@ -819,7 +882,30 @@ static gboolean load_finish(DqTokenizer *tok, GError **err) {
         .im_end = added_id(tok, "<|im_end|>"),
         .endoftext = added_id(tok, "<|endoftext|>"),
     };
-    return TRUE;
+}
+
+int32_t tokenizer_add_special_token(DqTokenizer *tok, const char *content) {
+    int32_t id = added_id(tok, content);
+    if (id >= 0)
+        return id;
+    /* AddedVocabulary::add_tokens: a token of the model's vocabulary keeps its id, another takes
+     * the one after the largest added id, or the vocabulary's size if that is larger. */
+    id = vocab_lookup(tok->vocab, content);
+    if (id < 0) {
+        id = (int32_t)g_hash_table_size(tok->vocab);
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, tok->added);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            id = MAX(id, GPOINTER_TO_INT(v));
+    }
+    put_added(tok, content, id, TRUE, FALSE);
+    refresh_derived(tok);
+    return id;
+}
+
+int32_t tokenizer_id_limit(const DqTokenizer *tok) {
+    return tok->n_ids;
 }
 
 DqTokenizer *tokenizer_load(const char *path, GError **err) {

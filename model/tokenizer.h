@@ -32,8 +32,8 @@
  * the parsed result in $DOCQA_CACHE_DIR (default ~/.cache/docqa; "off" disables), keyed by the
  * SHA-256 of the file; later loads take tens of ms. A damaged cache file is ignored.
  *
- * A DqTokenizer is immutable after loading except for its BPE word cache, which is guarded by
- * a mutex: encode/decode may be called from several threads.
+ * A DqTokenizer is immutable after loading (and tokenizer_add_special_token) except for its BPE
+ * word cache, which is guarded by a mutex: encode/decode may be called from several threads.
  */
 #ifndef DQ_TOKENIZER_H
 #define DQ_TOKENIZER_H
@@ -89,6 +89,16 @@ int32_t tokenizer_added_token_id(const DqTokenizer *tok, const char *content);
 
 /* Whether id is an added token marked "special". */
 gboolean tokenizer_is_special(const DqTokenizer *tok, int32_t id);
+
+/* Adds content as a special added token, as transformers' add_special_tokens does when the
+ * tokenizer lacks it (Idefics3Processor with <image>, <fake_token_around_image> and
+ * <end_of_utterance>): a token of the BPE vocabulary keeps its id, another takes the id after the
+ * largest one. Returns its id (the existing one where it is an added token already). Not to be
+ * called while another thread uses tok. */
+int32_t tokenizer_add_special_token(DqTokenizer *tok, const char *content);
+
+/* The largest id + 1 (of the vocabulary and the added tokens). */
+int32_t tokenizer_id_limit(const DqTokenizer *tok);
 
 /* Number of distinct ids, added tokens included (HF's len(tokenizer): 49280 for 256M). */
 int tokenizer_vocab_size(const DqTokenizer *tok);

@@ -15,7 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static DqTokenizer *tok;
 
-/* All 256 byte-level characters, a few merges and SmolVLM's added tokens. */
+/* All 256 byte-level characters, a few merges and SmolVLM's added tokens (ids 259...: after the
+ * vocabulary, as tokenizers numbers them). */
 static char *fallback_json(void) {
     GString *j = g_string_new("{\"added_tokens\":[");
     static const char *const added[] = {
@@ -25,7 +26,7 @@ static char *fallback_json(void) {
         g_string_append_printf(j,
                                "%s{\"id\":%d,\"content\":\"%s\",\"special\":true,"
                                "\"normalized\":false}",
-                               i ? "," : "", 300 + i, added[i]);
+                               i ? "," : "", 259 + i, added[i]);
     g_string_append(j, "],\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\","
                        "\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
                        "{\"type\":\"ByteLevel\",\"add_prefix_space\":false}]},"

@@ -79,9 +79,9 @@ static void test_defaults(void) {
     SmolvlmConfig c;
     GError *err = NULL;
     /* text_config present but empty: LlamaConfig's defaults (rms_norm_eps 1e-6). */
-    g_assert_true(
-        smolvlm_config_parse("{\"scale_factor\": 7, \"text_config\": {\"model_type\": \"llama\"}}",
-                             NULL, "c.json", &c, &err));
+    g_assert_true(smolvlm_config_parse("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                       "\"text_config\": {\"model_type\": \"llama\"}}",
+                                       NULL, "c.json", &c, &err));
     dq_assert_no_error(err);
     g_assert_cmpint(c.vision_hidden, ==, 1152);
     g_assert_cmpint(c.vision_intermediate, ==, 3072);
@@ -110,13 +110,14 @@ static void test_defaults(void) {
     g_assert_cmpint(c.max_new_tokens, ==, -1);
 
     /* No text_config at all: Idefics3Config's default Llama uses rms_norm_eps 1e-5. */
-    g_assert_true(smolvlm_config_parse("{\"scale_factor\": 7}", NULL, "c.json", &c, &err));
+    g_assert_true(smolvlm_config_parse("{\"model_type\": \"idefics3\", \"scale_factor\": 7}", NULL,
+                                       "c.json", &c, &err));
     dq_assert_no_error(err);
     g_assert_cmpfloat(c.rms_norm_eps, ==, 1e-5);
 
     /* generation_config: a list of eos ids; without eos_token_id there is none. */
     g_assert_true(smolvlm_config_parse(
-        "{\"scale_factor\": 7}",
+        "{\"model_type\": \"idefics3\", \"scale_factor\": 7}",
         "{\"eos_token_id\": [5, 7], \"do_sample\": true, \"temperature\": 0.7, \"top_p\": 0.9, "
         "\"max_new_tokens\": 12}",
         "c.json", &c, &err));
@@ -127,8 +128,8 @@ static void test_defaults(void) {
     g_assert_cmpfloat(c.temperature, ==, 0.7);
     g_assert_cmpfloat(c.top_p, ==, 0.9);
     g_assert_cmpint(c.max_new_tokens, ==, 12);
-    g_assert_true(
-        smolvlm_config_parse("{\"scale_factor\": 7}", "{\"pad_token_id\": 2}", "c.json", &c, &err));
+    g_assert_true(smolvlm_config_parse("{\"model_type\": \"idefics3\", \"scale_factor\": 7}",
+                                       "{\"pad_token_id\": 2}", "c.json", &c, &err));
     g_assert_cmpint(c.n_eos, ==, 0);
 }
 
@@ -146,44 +147,80 @@ static void expect_error(const char *json, const char *gen, const char *needle) 
 }
 
 static void test_errors(void) {
-    expect_error("{\"text_config\": {\"hidden_size\": \"64\"}}", NULL,
+    expect_error("{\"model_type\": \"idefics3\", \"text_config\": {\"hidden_size\": \"64\"}}", NULL,
                  "text_config.hidden_size must be an integer");
-    expect_error("{\"vision_config\": {\"layer_norm_eps\": \"x\"}}", NULL,
-                 "vision_config.layer_norm_eps must be a number");
-    expect_error("{\"text_config\": {\"tie_word_embeddings\": 1}}", NULL, "true or false");
-    expect_error("{\"vision_config\": []}", NULL, "vision_config must be an object");
-    expect_error("{\"scale_factor\": 4}", NULL, "not divisible by scale_factor");
-    expect_error("{\"scale_factor\": 7, \"text_config\": {\"num_attention_heads\": 8, "
+    expect_error("{\"model_type\": \"idefics3\", \"vision_config\": {\"layer_norm_eps\": \"x\"}}",
+                 NULL, "vision_config.layer_norm_eps must be a number");
+    expect_error("{\"model_type\": \"idefics3\", \"text_config\": {\"tie_word_embeddings\": 1}}",
+                 NULL, "true or false");
+    expect_error("{\"model_type\": \"idefics3\", \"vision_config\": []}", NULL,
+                 "vision_config must be an object");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 4}", NULL,
+                 "not divisible by scale_factor");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": "
+                 "{\"num_attention_heads\": 8, "
                  "\"num_key_value_heads\": 3}}",
                  NULL, "not a multiple of num_key_value_heads");
-    expect_error("{\"scale_factor\": 7, \"text_config\": {\"rope_scaling\": {\"type\": \"x\"}}}",
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": "
+                 "{\"rope_scaling\": {\"type\": \"x\"}}}",
                  NULL, "rope_scaling is not supported");
-    expect_error("{\"scale_factor\": 7, \"vision_config\": {\"hidden_act\": \"relu\"}}", NULL,
-                 "hidden_act 'relu'");
-    expect_error("{\"scale_factor\": 7, \"vision_config\": {\"patch_size\": 0}}", NULL,
-                 "patch_size 0");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
+                 "{\"hidden_act\": \"relu\"}}",
+                 NULL, "hidden_act 'relu'");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
+                 "{\"patch_size\": 0}}",
+                 NULL, "patch_size 0");
     /* fuzz_config's first finding: the connector's width overflowed int before any check */
-    expect_error("{\"scale_factor\": 8192, \"vision_config\": {\"image_size\": 8192, "
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 8192, \"vision_config\": "
+                 "{\"image_size\": 8192, "
                  "\"patch_size\": 1}}",
                  NULL, "too large for a connector");
-    expect_error("{\"scale_factor\": 7, \"vision_config\": {\"num_channels\": 4}}", NULL,
-                 "num_channels 4 is not supported");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
+                 "{\"num_channels\": 4}}",
+                 NULL, "num_channels 4 is not supported");
     expect_error("[1]", NULL, "not a JSON object");
-    expect_error("{\"scale_factor\": ", NULL, "config.json");
-    expect_error("{\"scale_factor\": 7}", "{\"eos_token_id\": [\"a\"]}",
-                 "generation_config.json: eos_token_id");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": ", NULL, "config.json");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7}",
+                 "{\"eos_token_id\": [\"a\"]}", "generation_config.json: eos_token_id");
 
     SmolvlmConfig c;
     GError *err = NULL;
     g_assert_false(smolvlm_config_load("/nonexistent/snapshot", &c, &err));
     g_assert_nonnull(strstr(err->message, "/nonexistent/snapshot/config.json"));
-    g_error_free(err);
+    g_clear_error(&err);
+}
+
+/* transformers builds the architecture model_type names (AutoConfig: "llava" a LlavaConfig,
+ * text_config "qwen2" a Qwen2 decoder) and fails without one; these loaded as SmolVLM. The
+ * vision model_type is ignored by Idefics3Config, and here. */
+static void test_model_types(void) {
+    expect_error("{\"model_type\": \"llava\", \"scale_factor\": 7}", NULL,
+                 "config.json: model_type 'llava' is not supported (docqa runs \"idefics3\"");
+    expect_error("{\"model_type\": \"smolvlm\", \"scale_factor\": 7}", NULL,
+                 "model_type 'smolvlm' is not supported");
+    expect_error("{\"scale_factor\": 7}", NULL, "config.json: model_type is missing");
+    expect_error("{\"model_type\": 3, \"scale_factor\": 7}", NULL, "model_type must be a string");
+    /* the architecture is named before another architecture's sizes are judged */
+    expect_error("{\"model_type\": \"llava\", \"text_config\": {\"hidden_size\": \"x\"}}", NULL,
+                 "model_type 'llava'");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                 "\"text_config\": {\"model_type\": \"qwen2\"}}",
+                 NULL,
+                 "config.json: text_config.model_type 'qwen2' is not supported (\"llama\" is");
+    SmolvlmConfig c;
+    GError *err = NULL;
+    g_assert_true(
+        smolvlm_config_parse("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                             "\"vision_config\": {\"model_type\": \"siglip_vision_model\"}, "
+                             "\"text_config\": {\"model_type\": \"llama\"}}",
+                             NULL, "c.json", &c, &err));
+    dq_assert_no_error(err);
 }
 
 /* Every size is bounded before anything is allocated by it, and named: 2147483647 layers made
  * smolvlm_open try to allocate 600 GB; 268435460 heads x head_dim 16 wrapped to 64 in int. */
 static void test_bounds(void) {
-    const char *base = "{\"scale_factor\": 7, \"%s\": {\"%s\": %s}}";
+    const char *base = "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"%s\": {\"%s\": %s}}";
     static const char *const cases[][4] = {
         {"text_config", "num_hidden_layers", "2147483647",
          "text_config.num_hidden_layers 2147483647 is outside 1..1024"},
@@ -213,7 +250,8 @@ static void test_bounds(void) {
     SmolvlmConfig c;
     GError *err = NULL;
     g_assert_true(smolvlm_config_parse(
-        "{\"scale_factor\": 7, \"text_config\": {\"num_hidden_layers\": 1024, "
+        "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": "
+        "{\"num_hidden_layers\": 1024, "
         "\"num_attention_heads\": 1024, \"num_key_value_heads\": 1, \"head_dim\": 1024, "
         "\"vocab_size\": 4194304, \"max_position_embeddings\": 268435456}}",
         NULL, "c.json", &c, &err));
@@ -224,7 +262,7 @@ static void test_bounds(void) {
  * sampling warpers at generate) are refused at load, naming the file; they used to be replaced
  * silently (max_new_tokens 0 -> 256). */
 static void test_generation_values(void) {
-    const char *cfg = "{\"scale_factor\": 7}";
+    const char *cfg = "{\"model_type\": \"idefics3\", \"scale_factor\": 7}";
     expect_error(cfg, "{\"max_new_tokens\": 0}",
                  "generation_config.json: max_new_tokens 0 must be greater than 0");
     expect_error(cfg, "{\"max_new_tokens\": -5}", "generation_config.json: max_new_tokens -5");
@@ -333,6 +371,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/real", test_real_configs);
     g_test_add_func("/config/defaults", test_defaults);
     g_test_add_func("/config/errors", test_errors);
+    g_test_add_func("/config/model-types", test_model_types);
     g_test_add_func("/config/bounds", test_bounds);
     g_test_add_func("/config/generation-values", test_generation_values);
     g_test_add_func("/config/damaged-files", test_damaged_files);

@@ -506,6 +506,13 @@ G_GNUC_UNUSED static void test_sampling_and_eos(void) {
     o.top_p = 0.6;
     for (int i = 0; i < 1000; i++)
         g_assert_cmpint(dq_sample_token(logits, 4, &o, &rng, scratch), ==, 2);
+    /* top_p 0 is not "off": transformers' TopPLogitsWarper keeps min_tokens_to_keep = 1 token,
+     * the best, even where it holds little of the mass (here the 1/3 of three near ties). */
+    float flat[4] = {0.0f, 0.01f, -0.01f, -INFINITY};
+    o.top_p = 0.0;
+    rng = 7;
+    for (int i = 0; i < 1000; i++)
+        g_assert_cmpint(dq_sample_token(flat, 4, &o, &rng, scratch), ==, 1);
     g_free(scratch);
 
     /* Without ignore_eos generation stops at generation_config's eos: make the golden's 4th

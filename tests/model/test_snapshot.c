@@ -183,11 +183,75 @@ static void test_inconsistent_files(void) {
                           "\"pad_token_id\": 2, \"max_new_tokens\": 0");
     expect_refused(dir, "generation_config.json", ": max_new_tokens 0 must be greater than 0");
     g_free(dir);
+    /* another architecture's config loaded as SmolVLM; transformers builds a LlavaConfig */
+    dir = snapshot_edited("config.json", "\"model_type\": \"idefics3\",",
+                          "\"model_type\": \"llava\",");
+    expect_refused(dir, "config.json", ": model_type 'llava' is not supported");
+    g_free(dir);
     /* 2147483647 layers: a 600 GB allocation before any tensor was checked */
     dir = snapshot_edited("config.json", "\"num_hidden_layers\": 2",
                           "\"num_hidden_layers\": 2147483647");
     expect_refused(dir, "config.json", ": text_config.num_hidden_layers 2147483647 is outside");
     g_free(dir);
+}
+
+/* The prompt ids of one question without an image. */
+static int32_t *question_ids(SmolvlmPipeline *p, int *n) {
+    SmolvlmPrompt prompt = {0};
+    GError *err = NULL;
+    g_assert_true(smolvlm_prompt_build(p, NULL, 0, "What is the date?", NULL, NULL, &prompt, &err));
+    dq_assert_no_error(err);
+    *n = prompt.n_input_ids;
+    int32_t *ids = g_memdup2(prompt.input_ids, sizeof(int32_t) * (size_t)prompt.n_input_ids);
+    smolvlm_prompt_clear(&prompt);
+    return ids;
+}
+
+static const char EOU_ENTRY[] =
+    ",{\"id\":49279,\"content\":\"<end_of_utterance>\",\"single_word\":false,\"lstrip\":false,"
+    "\"rstrip\":false,\"normalized\":false,\"special\":true}";
+
+/* tokenizer.json against the model: transformers looks every id up in the embedding (an id past
+ * vocab_size fails there, "index out of range", once a prompt holds it), and Idefics3Processor
+ * adds <end_of_utterance>, <image> and <fake_token_around_image> where the file lacks them. */
+static void test_tokenizer_vs_model(void) {
+    if (!have_shared())
+        return;
+    /* an added token past the embedding, numbered as tokenizers numbers it */
+    char *dir = snapshot_edited("tokenizer.json", "\"special\":true}],\"normalizer\"",
+                                "\"special\":true},{\"id\":49280,\"content\":\"<zzz>\","
+                                "\"normalized\":false,\"special\":true}],\"normalizer\"");
+    expect_refused(dir, "tokenizer.json",
+                   ": token '<zzz>' has id 49280, but config.json's text_config.vocab_size is "
+                   "49280 (the model has no embedding for it)");
+    g_free(dir);
+    /* a word of the vocabulary past it */
+    dir = snapshot_edited("tokenizer.json", "\"\xc4\xa0hello\":33662,", "\"\xc4\xa0hello\":70000,");
+    expect_refused(dir, "tokenizer.json", ": token '\xc4\xa0hello' has id 70000");
+    g_free(dir);
+
+    /* no <end_of_utterance>: Python adds it as 49279, the prompt's ids are the intact file's
+     * (docqa used to tokenize the chat template's "<end_of_utterance>" as text) */
+    char *tiny = tiny_dir();
+    GError *err = NULL;
+    SmolvlmPipeline *whole = smolvlm_pipeline_open(tiny, NULL, &err);
+    dq_assert_no_error(err);
+    dir = snapshot_edited("tokenizer.json", EOU_ENTRY, "");
+    SmolvlmPipeline *p = smolvlm_pipeline_open(dir, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(tokenizer_added_token_id(p->tok, "<end_of_utterance>"), ==, 49279);
+    g_assert_true(tokenizer_is_special(p->tok, 49279));
+    g_assert_cmpint(tokenizer_special_ids(p->tok)->end_of_utterance, ==, 49279);
+    int n_want = 0, n_got = 0;
+    int32_t *want = question_ids(whole, &n_want);
+    int32_t *got = question_ids(p, &n_got);
+    g_assert_cmpmem(got, sizeof(int32_t) * (size_t)n_got, want, sizeof(int32_t) * (size_t)n_want);
+    g_free(want);
+    g_free(got);
+    smolvlm_pipeline_free(p);
+    smolvlm_pipeline_free(whole);
+    g_free(dir);
+    g_free(tiny);
 }
 
 /* The tiny snapshot's model.safetensors with one more F32 tensor appended (header and data). */
@@ -261,6 +325,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/snapshot/special-files", test_special_files);
     g_test_add_func("/snapshot/inconsistent-files", test_inconsistent_files);
     g_test_add_func("/snapshot/tied-lm-head", test_tied_lm_head);
+    g_test_add_func("/snapshot/tokenizer-vs-model", test_tokenizer_vs_model);
     g_test_add_func("/snapshot/empty-name", test_empty_name);
     return g_test_run();
 }

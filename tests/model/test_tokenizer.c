@@ -334,16 +334,16 @@ static char *write_tmp(const char *dir, const char *name, const char *text) {
 /* A minimal byte-level tokenizer.json; merges in either format. */
 static const char MINI_HEAD[] =
     "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,"
-    "\"added_tokens\":[{\"id\":5,\"content\":\"<x>\",\"single_word\":false,\"lstrip\":false,"
+    "\"added_tokens\":[{\"id\":8,\"content\":\"<x>\",\"single_word\":false,\"lstrip\":false,"
     "\"rstrip\":false,\"normalized\":false,\"special\":true},"
-    "{\"id\":6,\"content\":\"<xy>\",\"single_word\":false,\"lstrip\":false,"
+    "{\"id\":9,\"content\":\"<xy>\",\"single_word\":false,\"lstrip\":false,"
     "\"rstrip\":false,\"normalized\":false,\"special\":false}],"
     "\"normalizer\":%s,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
     "{\"type\":\"Digits\",\"individual_digits\":true},{\"type\":\"ByteLevel\","
     "\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}]},"
     "\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
     "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,"
-    "\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"\xc4\xa0\":3,\"1\":4,\"<\":7,\"x\":8,\">\":9},"
+    "\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"\xc4\xa0\":3,\"1\":4,\"<\":5,\"x\":6,\">\":7},"
     "\"merges\":%s}}";
 
 static void test_mini_tokenizers(void) {
@@ -359,7 +359,7 @@ static void test_mini_tokenizers(void) {
         /* "ab ab<xy>11<x>" -> ab, Ġ ab, <xy>, 1, 1, <x>; "<xy>" is longer than "<x>"... */
         int32_t *ids = tokenizer_encode(tok, "ab ab<xy>11<x>", -1, &n, &err);
         dq_assert_no_error(err);
-        const int32_t want[] = {2, 3, 2, 6, 4, 4, 5};
+        const int32_t want[] = {2, 3, 2, 9, 4, 4, 8};
         assert_ids_equal("mini", ids, n, want, G_N_ELEMENTS(want));
         char *d = tokenizer_decode(tok, ids, n, TRUE, NULL);
         g_assert_cmpstr(d, ==, "ab ab<xy>11"); /* <xy> is added but not special: kept */
@@ -367,7 +367,7 @@ static void test_mini_tokenizers(void) {
         g_free(ids);
         /* leftmost-longest: "<x" is no token, "<xy>" wins over "<x>" at the same start */
         ids = tokenizer_encode(tok, "<x<xy><x>", -1, &n, &err);
-        const int32_t want2[] = {7, 8, 6, 5};
+        const int32_t want2[] = {5, 6, 9, 8};
         assert_ids_equal("mini leftmost-longest", ids, n, want2, G_N_ELEMENTS(want2));
         g_free(ids);
         /* empty input */
@@ -432,6 +432,50 @@ static void test_load_errors(void) {
                       "\"post_processor\":{\"type\":\"TemplateProcessing\"},"
                       "\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
                       DQ_ERR_UNSUPPORTED, "TemplateProcessing");
+    g_free(dir);
+}
+
+/* The real tokenizer.json with `from` replaced by `to` (from's first occurrence; with `to_end`,
+ * what follows it up to the first `to_end` too), loaded: must fail saying `needle`. tokenizers
+ * loads each of these without an error and gives other ids than the file says, or garbage. */
+static void expect_damaged(const char *dir, const char *from, const char *to_end, const char *to,
+                           const char *needle) {
+    char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512",
+                                 "tokenizer.json", NULL);
+    char *text = dq_test_read_file(src, NULL);
+    char *at = strstr(text, from);
+    g_assert_nonnull(at);
+    char *end = to_end != NULL ? strstr(at + strlen(from), to_end) : at + strlen(from);
+    g_assert_nonnull(end);
+    char *json = g_strdup_printf("%.*s%s%s", (int)(at - text), text, to, end);
+    expect_load_error(dir, json, DQ_ERR_FORMAT, needle);
+    g_free(json);
+    g_free(text);
+    g_free(src);
+}
+
+static void test_damaged_real(void) {
+    if (dq_test_shared_dir() == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    /* tokenizers decodes " hello world" as " world world" */
+    expect_damaged(dir, "\"\xc4\xa0world\":905,", NULL, "\"\xc4\xa0world\":33662,",
+                   "model.vocab gives id 33662 to both '\xc4\xa0");
+    /* tokenizers numbers added tokens itself: <end_of_utterance> stays 49279 there */
+    expect_damaged(dir, "{\"id\":49279,", NULL, "{\"id\":99999,",
+                   ": added token '<end_of_utterance>' has id 99999, but tokenizers gives it 49279 "
+                   "(added tokens not in model.vocab take the ids from its size, 49152, in the "
+                   "order listed");
+    /* one entry dropped: every later one moves down (<image> 49189 in Python, not config.json's
+     * image_token_id 49190) */
+    expect_damaged(dir, "{\"id\":49189,\"content\":\"<fake_token_around_image>\"", "{\"id\":49190,",
+                   "", ": added token '<image>' has id 49190, but tokenizers gives it 49189");
+    /* no merges: tokenizers encodes every character on its own */
+    expect_damaged(dir, "\"merges\":[", "]}}", "\"merges\":[",
+                   ": model.merges is empty, so no text gives the vocabulary's tokens of several "
+                   "characters");
     g_free(dir);
 }
 
@@ -538,6 +582,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/tokenizer/utf8_lossy", test_utf8_lossy);
     g_test_add_func("/tokenizer/mini", test_mini_tokenizers);
     g_test_add_func("/tokenizer/load_errors", test_load_errors);
+    g_test_add_func("/tokenizer/damaged_real", test_damaged_real);
     g_test_add_func("/tokenizer/fixture_cases", test_fixture_cases);
     g_test_add_func("/tokenizer/corpus", test_corpus);
     g_test_add_func("/tokenizer/invalid_utf8", test_invalid_utf8_real);
