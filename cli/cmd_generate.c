@@ -65,13 +65,15 @@ typedef struct {
 } GenerateArgs;
 
 /* FALSE, with a message naming the option, unless text is a finite number > min and <= max. */
-static gboolean parse_double(const char *option, const char *text, double min, double max,
-                             const char *range, double *out) {
+/* A number in (min, max], or [min, max] when min_included. */
+static gboolean parse_double(const char *option, const char *text, double min,
+                             gboolean min_included, double max, const char *range, double *out) {
     if (text == NULL)
         return TRUE;
     char *end = NULL;
     double v = g_ascii_strtod(text, &end);
-    if (end == text || *end != '\0' || !isfinite(v) || v <= min || v > max) {
+    if (end == text || *end != '\0' || !isfinite(v) || v < min || (v == min && !min_included) ||
+        v > max) {
         fprintf(stderr, "docqa: generate: %s %s: must be %s\n", option, text, range);
         return FALSE;
     }
@@ -259,7 +261,7 @@ static int run_generate(GenerateArgs *a) {
         req.options.do_sample = TRUE;
         if (a->temperature > 0)
             req.options.temperature = a->temperature;
-        if (a->top_p > 0)
+        if (a->top_p >= 0)
             req.options.top_p = a->top_p;
         if (a->top_k >= 0)
             req.options.top_k = a->top_k;
@@ -301,7 +303,7 @@ out:
 }
 
 int cmd_generate(int argc, char **argv) {
-    GenerateArgs a = {.max_new_tokens = 0, .top_k = -1, .device = NULL};
+    GenerateArgs a = {.max_new_tokens = 0, .top_k = -1, .top_p = -1, .device = NULL};
     GOptionEntry entries[] = {
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &a.model_dir, "SmolVLM snapshot folder", "DIR"},
         {"image", 'i', 0, G_OPTION_ARG_FILENAME_ARRAY, &a.images,
@@ -347,8 +349,8 @@ int cmd_generate(int argc, char **argv) {
          NULL},
         {"temperature", 0, 0, G_OPTION_ARG_STRING, &a.temperature_text, "sampling temperature, > 0",
          "T"},
-        {"top-p", 0, 0, G_OPTION_ARG_STRING, &a.top_p_text, "nucleus sampling mass, in (0, 1]",
-         "P"},
+        {"top-p", 0, 0, G_OPTION_ARG_STRING, &a.top_p_text,
+         "nucleus sampling mass, in [0, 1] (0: the best token only)", "P"},
         {"top-k", 0, 0, G_OPTION_ARG_STRING, &a.top_k_text,
          "keep the K most likely tokens (0: off)", "K"},
         {"seed", 0, 0, G_OPTION_ARG_STRING, &a.seed_text, "sampling seed", "S"},
@@ -380,8 +382,10 @@ int cmd_generate(int argc, char **argv) {
         !dq_cli_int_option("generate", "--n-res", a.n_res_text, 1, DQ_CLI_MAX_N_RES, &n_res) ||
         !dq_cli_int_option("generate", "--top-k", a.top_k_text, 0, G_MAXINT, &top_k) ||
         !dq_cli_int_option("generate", "--seed", a.seed_text, G_MININT64, G_MAXINT64, &a.seed) ||
-        !parse_double("--temperature", a.temperature_text, 0, INFINITY, "> 0", &a.temperature) ||
-        !parse_double("--top-p", a.top_p_text, 0, 1, "in (0, 1]", &a.top_p))
+        !parse_double("--temperature", a.temperature_text, 0, FALSE, INFINITY, "> 0",
+                      &a.temperature) ||
+        /* 0 is TopPLogitsWarper's too: it keeps at least the best token. */
+        !parse_double("--top-p", a.top_p_text, 0, TRUE, 1, "in [0, 1]", &a.top_p))
         goto out;
     a.max_new_tokens = (int)max_new;
     a.n_res = (int)n_res;

@@ -437,7 +437,7 @@ static void test_numbers_refused_by_name(void) {
     const char *bad[][3] = {{"--max-new-tokens", "0", NULL},
                             {"--temperature", "0", "--sample"},
                             {"--temperature", "-1", "--sample"},
-                            {"--top-p", "0", "--sample"},
+                            {"--top-p", "-0.1", "--sample"},
                             {"--top-p", "1.5", "--sample"},
                             {"--top-k", "-2", "--sample"},
                             {"--n-res", "0", NULL},
@@ -952,6 +952,50 @@ static void test_threads_capped(void) {
     g_free(model);
 }
 
+/* --top-p 0 keeps only the most likely token, as transformers' top-p filter does, so sampling
+ * gives the greedy text whatever the seed; --top-p 1 samples (the random model's distributions
+ * are flat enough that some seed leaves the greedy path). */
+static void test_generate_top_p_zero(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    const char *greedy_args[] = {"generate",         "-m", model,          "-p", "hi",
+                                 "--max-new-tokens", "6",  "--ignore-eos", NULL};
+    char *greedy = NULL;
+    g_assert_cmpint(docqa_with(NULL, NULL, &greedy, NULL, greedy_args), ==, 0);
+    gboolean sampled_differs = FALSE;
+    for (int seed = 1; seed <= 4; seed++) {
+        char seed_text[16];
+        g_snprintf(seed_text, sizeof seed_text, "%d", seed);
+        for (int p = 0; p < 2; p++) {
+            const char *args[] = {"generate",
+                                  "-m",
+                                  model,
+                                  "-p",
+                                  "hi",
+                                  "--max-new-tokens",
+                                  "6",
+                                  "--ignore-eos",
+                                  "--sample",
+                                  "--seed",
+                                  seed_text,
+                                  "--top-p",
+                                  p == 0 ? "0" : "1",
+                                  NULL};
+            char *out = NULL;
+            g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, args), ==, 0);
+            if (p == 0)
+                g_assert_cmpstr(out, ==, greedy);
+            else if (strcmp(out, greedy) != 0)
+                sampled_differs = TRUE;
+            g_free(out);
+        }
+    }
+    g_assert_true(sampled_differs);
+    g_free(greedy);
+    g_free(model);
+}
+
 /* `--model ""` meant the current folder (generate read ./config.json, ingest
  * ./preprocessor_config.json); every command refuses it. A questions file nested deep enough to
  * overflow json-glib's recursion is refused as JSON that is not a list. */
@@ -1008,6 +1052,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/options-utf8", test_options_utf8);
     g_test_add_func("/cli/threads-capped", test_threads_capped);
+    g_test_add_func("/cli/generate-top-p-zero", test_generate_top_p_zero);
     g_test_add_func("/cli-jobs/numbers-refused-by-name", test_numbers_refused_by_name);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     g_test_add_func("/cli-jobs/empty-model-deep-questions", test_empty_model_and_deep_questions);
