@@ -11,7 +11,25 @@
 
 #include <png.h>
 #include <setjmp.h>
+#include <stdarg.h>
 #include <string.h>
+#include <zlib.h>
+
+/* Pillow's PngImagePlugin limits: MAX_TEXT_CHUNK (ImageFile.SAFEBLOCK) bounds what one zTXt,
+ * iTXt or iCCP chunk may decompress to, MAX_TEXT_MEMORY the text of all text chunks together.
+ * Past either, Image.open or load() raises ValueError (transformers leaves
+ * ImageFile.LOAD_TRUNCATED_IMAGES false), so the image is refused, wherever the chunk is. */
+#define PILLOW_MAX_TEXT_CHUNK  ((size_t)1 << 20)
+#define PILLOW_MAX_TEXT_MEMORY (64 * PILLOW_MAX_TEXT_CHUNK)
+/* ImageFile.decodermaxblock: load() hands the zip decoder an IDAT chunk's data in pieces of at
+ * most this many bytes, which decides where a stream that ends early is noticed. */
+#define PILLOW_DECODER_BLOCK ((size_t)65536)
+
+#define CHUNK_IDAT 0x49444154u /* "IDAT" as libpng's png_get_io_chunk_type gives it */
+
+typedef struct {
+    size_t offset, len;
+} ByteRange;
 
 typedef struct {
     const char *name;
@@ -22,16 +40,31 @@ typedef struct {
     DqImage *img;
     uint8_t *raw;
     gboolean pixels_done;
+    gboolean fatal;           /* msg is an error Pillow raises even after the image data */
     size_t refused;           /* the largest allocation libpng asked for and was refused, or 0 */
     uint8_t palette[256 * 3]; /* entries past PLTE stay black, as in Pillow */
-    GByteArray *exif;         /* the last eXIf chunk's data (png_exif_chunk_cb), or NULL */
+    /* The metadata as Pillow's info dict holds it (png_chunk_cb): the last of each. */
+    GByteArray *exif;     /* info["exif"]: eXIf data, or a tEXt "exif" value */
+    GByteArray *xmp;      /* info["XML:com.adobe.xmp"] */
+    GByteArray *xmp_itxt; /* info["xmp"]: an iTXt XMP's bytes, even when not UTF-8 */
+    GByteArray *raw_exif; /* info["Raw profile type exif"] */
+    size_t text_memory;   /* PngStream.text_memory */
+    /* The image data as libpng read it, for judging a stream that ends early as Pillow does. */
+    GArray *idat;        /* ByteRange: one per IDAT chunk (its bytes read so far) */
+    GByteArray *scratch; /* decompressed text */
+    uint32_t width, height;
+    int color_type, depth, bits_per_pixel, interlaced;
+    size_t rowbytes;
+    gboolean in_rows;
+    uint32_t rows_done; /* rows read and converted (not interlaced) */
 } PngReader;
 
 /* The most libpng may allocate at once. Its own needs are a few rows (8 MB at its width limit
- * of 10^6 pixels) and ancillary chunks (its 8 MB chunk limit). That chunk limit is a *benign*
- * error, which png_set_benign_errors (wanted for Pillow's tolerance of bad ancillary CRCs)
- * turns into a warning; a chunk header claiming 2 GB would then be allocated before the read
- * finds the file far shorter. Refusing here keeps a hostile header from costing memory. */
+ * of 10^6 pixels) and ancillary chunks, cached whole up to the same size (png_set_chunk_malloc_max:
+ * Pillow reads text chunks of any size, but refuses more than 64 MiB of text). That chunk limit
+ * is a *benign* error, which png_set_benign_errors turns into a warning; a chunk header claiming
+ * 2 GB would then be allocated before the read finds the file far shorter. Refusing here keeps
+ * a hostile header from costing memory. */
 #define DQ_PNG_MAX_ALLOC ((size_t)64 << 20)
 
 static png_voidp png_malloc_cb(png_structp png, png_alloc_size_t size) {
@@ -50,18 +83,60 @@ static void png_free_cb(png_structp png, png_voidp p) {
 
 static void png_error_cb(png_structp png, png_const_charp msg) {
     PngReader *r = png_get_error_ptr(png);
-    g_strlcpy(r->msg, msg, sizeof r->msg);
+    if (msg != r->msg)
+        g_strlcpy(r->msg, msg, sizeof r->msg);
     png_longjmp(png, 1);
 }
 
+/* An error Pillow raises wherever the chunk is, even after the image data. */
+G_GNUC_PRINTF(2, 3) G_GNUC_NORETURN static void png_fatal(png_structp png, const char *fmt, ...) {
+    PngReader *r = png_get_error_ptr(png);
+    va_list ap;
+    va_start(ap, fmt);
+    g_vsnprintf(r->msg, sizeof r->msg, fmt, ap);
+    va_end(ap);
+    r->fatal = TRUE;
+    png_error(png, r->msg);
+}
+
+static gboolean is_text_chunk(png_uint_32 type) {
+    return type == 0x74455874u /* tEXt */ || type == 0x7A545874u /* zTXt */ ||
+           type == 0x69545874u /* iTXt */ || type == 0x69434350u /* iCCP */;
+}
+
 static void png_warning_cb(png_structp png, png_const_charp msg) {
-    /* Pillow ignores what libpng only warns about (bad ancillary CRCs, odd chunks). */
+    /* Pillow ignores what libpng only warns about (odd chunks), with one exception: a text
+     * chunk too large to be read at all (over DQ_PNG_MAX_ALLOC) holds more text than Pillow's
+     * MAX_TEXT_MEMORY, or decompresses past MAX_TEXT_CHUNK: Pillow refuses it. */
+    if (strstr(msg, "exceeds memory limits") != NULL && is_text_chunk(png_get_io_chunk_type(png)))
+        png_fatal(png, "a text chunk larger than %zu MiB (Pillow allows %zu MiB of text)",
+                  DQ_PNG_MAX_ALLOC >> 20, PILLOW_MAX_TEXT_MEMORY >> 20);
 }
 
 static void png_read_cb(png_structp png, png_bytep out, size_t n) {
     PngReader *r = png_get_io_ptr(png);
-    if (n > r->len - r->pos)
+    int loc = (int)(png_get_io_state(png) & PNG_IO_MASK_LOC);
+    gboolean idat = loc == PNG_IO_CHUNK_DATA && png_get_io_chunk_type(png) == CHUNK_IDAT;
+    size_t got = MIN(n, r->len - r->pos);
+    if (idat && got > 0) {
+        ByteRange *last =
+            r->idat->len > 0 ? &g_array_index(r->idat, ByteRange, r->idat->len - 1) : NULL;
+        if (last != NULL && last->offset + last->len == r->pos) {
+            last->len += got;
+        } else {
+            ByteRange range = {r->pos, got};
+            g_array_append_val(r->idat, range);
+        }
+    }
+    if (got < n) {
+        r->pos = r->len;
+        /* After the image data Pillow reads CRCs and chunk headers without checking that they
+         * are all there, and skips what is left of the image data, but a chunk cut short is
+         * "Truncated File Read". */
+        if (r->pixels_done && loc == PNG_IO_CHUNK_DATA && !idat)
+            png_fatal(png, "file is truncated inside a chunk after the image data");
         png_error(png, "file is truncated");
+    }
     memcpy(out, r->data + r->pos, n);
     r->pos += n;
 }
@@ -121,73 +196,328 @@ static void png_row_to_rgb(const uint8_t *in, uint8_t *out, int width, int color
     }
 }
 
-/* eXIf chunks are read here, not by libpng: libpng drops one that does not start with "MM" or
- * "II", where Pillow keeps every one (PngStream.chunk_eXIf; Exif.load then strips "Exif\0\0"
- * prefixes, which some writers put there), and the last one read wins, as it overwrites
- * info["exif"], after the image data too. */
-static int png_exif_chunk_cb(png_structp png, png_unknown_chunkp chunk) {
-    if (memcmp(chunk->name, "eXIf", 4) != 0)
-        return 0; /* not ours: libpng's default handling */
+static void replace_bytes(GByteArray **slot, const uint8_t *data, size_t len) {
+    if (*slot != NULL)
+        g_byte_array_unref(*slot);
+    *slot = g_byte_array_sized_new((guint)len);
+    g_byte_array_append(*slot, data, (guint)len);
+}
+
+/* PngImagePlugin's _safe_zlib_decompress: zlib.decompressobj().decompress(data, MAX_TEXT_CHUNK),
+ * an error when input is left over once that much is out (unconsumed_tail), the output so far
+ * when the stream is merely cut short. */
+typedef enum {
+    PILLOW_INFLATE_OK,
+    PILLOW_INFLATE_TOO_LARGE,
+    PILLOW_INFLATE_ZLIB_ERROR
+} PillowInflate;
+
+static PillowInflate pillow_inflate(const uint8_t *in, size_t len, GByteArray *out) {
+    z_stream zs = {.next_in = (Bytef *)in, .avail_in = (uInt)len};
+    if (inflateInit(&zs) != Z_OK)
+        return PILLOW_INFLATE_ZLIB_ERROR;
+    PillowInflate result = PILLOW_INFLATE_OK;
+    /* The buffer grows as Python's does: most text is small, and a cap met at once is cheap. */
+    size_t cap = MIN(PILLOW_MAX_TEXT_CHUNK, MAX(len * 4, (size_t)4096));
+    for (;;) {
+        g_byte_array_set_size(out, (guint)cap);
+        zs.next_out = out->data + zs.total_out;
+        zs.avail_out = (uInt)(cap - zs.total_out);
+        int ret = inflate(&zs, Z_SYNC_FLUSH);
+        if (ret != Z_OK && ret != Z_BUF_ERROR && ret != Z_STREAM_END) {
+            result = PILLOW_INFLATE_ZLIB_ERROR;
+            break;
+        }
+        if (ret == Z_STREAM_END || zs.avail_out > 0)
+            break; /* the end, or all the input is in: a stream cut short is no error */
+        if (cap == PILLOW_MAX_TEXT_CHUNK) {
+            if (zs.avail_in > 0)
+                result = PILLOW_INFLATE_TOO_LARGE;
+            break;
+        }
+        cap = MIN(PILLOW_MAX_TEXT_CHUNK, cap * 2);
+    }
+    g_byte_array_set_size(out, (guint)zs.total_out);
+    inflateEnd(&zs);
+    return result;
+}
+
+/* Python's bytes.decode("utf-8", "strict"): the number of characters, or -1 when not UTF-8.
+ * NULs are characters there, where g_utf8_validate stops at them. */
+static gssize pillow_utf8_chars(const uint8_t *s, size_t len) {
+    gssize chars = 0;
+    const uint8_t *p = s, *end = s + len;
+    while (p < end) {
+        const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+        const uint8_t *stop = nul != NULL ? nul : end;
+        if (!g_utf8_validate((const gchar *)p, stop - p, NULL))
+            return -1;
+        chars += g_utf8_strlen((const gchar *)p, stop - p) + (nul != NULL);
+        p = nul != NULL ? nul + 1 : end;
+    }
+    return chars;
+}
+
+/* PngStream.check_text_memory: every text chunk's value counts, in characters. */
+static void pillow_count_text(png_structp png, PngReader *r, size_t chars) {
+    r->text_memory += chars;
+    if (r->text_memory > PILLOW_MAX_TEXT_MEMORY)
+        png_fatal(png,
+                  "more than %zu MiB of text in tEXt/zTXt/iTXt chunks (Pillow's "
+                  "MAX_TEXT_MEMORY)",
+                  PILLOW_MAX_TEXT_MEMORY >> 20);
+}
+
+static void pillow_inflate_or_fail(png_structp png, const char *type, const uint8_t *in, size_t len,
+                                   GByteArray *out, gboolean *zlib_error) {
+    PillowInflate got = pillow_inflate(in, len, out);
+    if (got == PILLOW_INFLATE_TOO_LARGE)
+        png_fatal(png, "%s %s chunk decompresses to more than %zu MiB (Pillow's MAX_TEXT_CHUNK)",
+                  type[0] == 'i' ? "an" : "a", type, PILLOW_MAX_TEXT_CHUNK >> 20);
+    *zlib_error = got == PILLOW_INFLATE_ZLIB_ERROR;
+}
+
+/* What PngStream's chunk_tEXt, chunk_zTXt, chunk_iTXt do with a text chunk's value under `key`:
+ * info[key] = value, and the keys that carry orientation kept here. */
+static void pillow_text_value(PngReader *r, const uint8_t *key, size_t key_len,
+                              const uint8_t *value, size_t len) {
+    if (key_len == 17 && memcmp(key, "XML:com.adobe.xmp", 17) == 0)
+        replace_bytes(&r->xmp, value, len);
+    else if (key_len == 21 && memcmp(key, "Raw profile type exif", 21) == 0)
+        replace_bytes(&r->raw_exif, value, len);
+}
+
+/* Text, ICC profiles and eXIf are read here, not by libpng (which calls this for them and for
+ * the chunks it does not know), to follow PngImagePlugin's rules:
+ * which chunks count against its text limits, what it refuses (a decompression past
+ * MAX_TEXT_CHUNK, more than MAX_TEXT_MEMORY of text, an unknown compression method), what it
+ * skips (a damaged compressed stream, an iTXt that is not UTF-8), and the metadata as its info
+ * dict ends up: every chunk, before or after IDAT, overwrites its key, so the last one counts.
+ * libpng instead inflates every compressed text whole (twice) and drops what it finds odd, such
+ * as an eXIf not starting with "MM" or "II" that Pillow keeps (Exif.load then strips an
+ * "Exif\0\0" prefix, which some writers put there). The chunk's bytes are whole and their CRC
+ * checked by libpng before this is called. */
+static int png_chunk_cb(png_structp png, png_unknown_chunkp chunk) {
     PngReader *r = png_get_user_chunk_ptr(png);
-    if (r->exif != NULL)
-        g_byte_array_unref(r->exif);
-    r->exif = g_byte_array_new();
-    g_byte_array_append(r->exif, chunk->data, (guint)chunk->size);
+    const uint8_t *s = chunk->data != NULL ? chunk->data : (const uint8_t *)"";
+    size_t len = chunk->size;
+    const uint8_t *nul = memchr(s, 0, len);
+    /* s.split(b"\0", 1), or (s, b"") without a NUL */
+    size_t key_len = nul != NULL ? (size_t)(nul - s) : len;
+    const uint8_t *v = nul != NULL ? nul + 1 : s + len;
+    size_t v_len = (size_t)(s + len - v);
+    const char *name = (const char *)chunk->name;
+    if (memcmp(name, "eXIf", 4) == 0) {
+        replace_bytes(&r->exif, s, len);
+    } else if (memcmp(name, "tEXt", 4) == 0) {
+        if (key_len > 0) {
+            if (key_len == 4 && memcmp(s, "exif", 4) == 0)
+                replace_bytes(&r->exif, v, v_len); /* info["exif"] is the value's bytes */
+            pillow_text_value(r, s, key_len, v, v_len);
+            pillow_count_text(png, r, v_len);
+        }
+    } else if (memcmp(name, "zTXt", 4) == 0) {
+        int method = v_len > 0 ? v[0] : 0;
+        if (method != 0)
+            png_fatal(png, "unknown compression method %d in a zTXt chunk", method);
+        GByteArray *text = r->scratch; /* in *r: a longjmp may leave from here */
+        gboolean bad = FALSE;
+        pillow_inflate_or_fail(png, "zTXt", v + (v_len > 0), v_len - (v_len > 0), text, &bad);
+        if (bad)
+            g_byte_array_set_size(text, 0); /* zlib.error: the value is b"" */
+        if (key_len > 0) {
+            pillow_text_value(r, s, key_len, text->data, text->len);
+            pillow_count_text(png, r, text->len);
+        }
+    } else if (memcmp(name, "iTXt", 4) == 0) {
+        /* keyword \0 flag method lang \0 translated keyword \0 text; anything short of that
+         * is skipped */
+        if (nul == NULL || v_len < 2)
+            return 1;
+        int flag = v[0], method = v[1];
+        const uint8_t *lang = v + 2, *end = s + len;
+        const uint8_t *lang_end = memchr(lang, 0, (size_t)(end - lang));
+        const uint8_t *tk = lang_end != NULL ? lang_end + 1 : NULL;
+        const uint8_t *tk_end = tk != NULL ? memchr(tk, 0, (size_t)(end - tk)) : NULL;
+        if (tk_end == NULL)
+            return 1;
+        const uint8_t *text = tk_end + 1;
+        size_t text_len = (size_t)(end - text);
+        if (flag != 0) {
+            if (method != 0)
+                return 1;
+            gboolean bad = FALSE;
+            pillow_inflate_or_fail(png, "iTXt", text, text_len, r->scratch, &bad);
+            if (bad)
+                return 1;
+            text = r->scratch->data;
+            text_len = r->scratch->len;
+        }
+        if (key_len == 17 && memcmp(s, "XML:com.adobe.xmp", 17) == 0)
+            replace_bytes(&r->xmp_itxt, text, text_len);
+        gssize chars = pillow_utf8_chars(text, text_len);
+        if (chars >= 0 && pillow_utf8_chars(lang, (size_t)(lang_end - lang)) >= 0 &&
+            pillow_utf8_chars(tk, (size_t)(tk_end - tk)) >= 0) {
+            pillow_text_value(r, s, key_len, text, text_len);
+            pillow_count_text(png, r, (size_t)chars);
+        }
+    } else if (memcmp(name, "iCCP", 4) == 0) {
+        /* s.find(b"\0") is -1 without a NUL: the method is then s[0] */
+        size_t at = nul != NULL ? key_len + 1 : 0;
+        if (at >= len)
+            png_fatal(png, "iCCP chunk without a compression method");
+        if (s[at] != 0)
+            png_fatal(png, "unknown compression method %d in an iCCP chunk", s[at]);
+        gboolean bad = FALSE; /* a damaged profile is dropped: docqa ignores profiles anyway */
+        pillow_inflate_or_fail(png, "iCCP", s + at + 1, len - at - 1, r->scratch, &bad);
+    }
+    /* Any other chunk libpng does not know is skipped, as Pillow skips it, critical or not. */
     return 1;
 }
 
-/* The metadata as Pillow's info dict holds it once the file is read: every chunk, before or after
- * IDAT, overwrites its key, so of several the last one counts. info["exif"] is the last eXIf
- * chunk (stored with an "Exif\0\0" prefix, so even an empty one is there) and takes the place
- * of ImageMagick's "Raw profile type exif" text; XMP is the last "XML:com.adobe.xmp" text. */
-static void png_collect_meta(png_structp png, png_infop info, DqImageMeta *meta) {
-    PngReader *r = png_get_user_chunk_ptr(png);
+/* The metadata Pillow's Image.getexif() reads: info["exif"], else "Raw profile type exif"
+ * (ImageMagick's hex dump); for XMP, info["XML:com.adobe.xmp"], else (when missing or empty)
+ * info["xmp"], which an iTXt sets even when its text is not UTF-8. */
+static void png_collect_meta(PngReader *r, DqImageMeta *meta) {
     dq_image_meta_clear(meta);
     if (r->exif != NULL)
         meta->exif = g_byte_array_ref(r->exif);
-    png_textp text = NULL;
-    int ntext = 0;
-    png_get_text(png, info, &text, &ntext);
-    const png_text *xmp = NULL, *raw = NULL;
-    for (int i = 0; i < ntext; i++) {
-        if (text[i].text == NULL)
-            continue;
-        if (strcmp(text[i].key, "XML:com.adobe.xmp") == 0)
-            xmp = &text[i];
-        else if (strcmp(text[i].key, "Raw profile type exif") == 0)
-            raw = &text[i];
-    }
-    if (xmp != NULL) {
-        size_t len = xmp->compression > 0 ? xmp->itxt_length : xmp->text_length;
-        meta->xmp = g_byte_array_new();
-        g_byte_array_append(meta->xmp, (const guint8 *)xmp->text, len);
-    }
-    if (meta->exif == NULL && raw != NULL) {
+    if (r->xmp != NULL && r->xmp->len > 0)
+        meta->xmp = g_byte_array_ref(r->xmp);
+    else if (r->xmp_itxt != NULL && r->xmp_itxt->len > 0)
+        meta->xmp = g_byte_array_ref(r->xmp_itxt);
+    if (meta->exif == NULL && r->raw_exif != NULL) {
         /* "\nexif\n   SIZE\nHEX HEX ...": Pillow skips three lines and reads the rest as hex,
          * ignoring whitespace. */
-        size_t len = raw->compression > 0 ? raw->itxt_length : raw->text_length;
-        const char *s = raw->text, *end = s + len;
-        for (int lines = 0; lines < 3 && s < end; s++)
-            if (*s == '\n')
+        const char *t = (const char *)r->raw_exif->data, *end = t + r->raw_exif->len;
+        for (int lines = 0; lines < 3 && t < end; t++)
+            if (*t == '\n')
                 lines++;
         GByteArray *bytes = g_byte_array_new();
         int hi = -1;
-        for (; s < end; s++) {
-            if (g_ascii_isspace(*s))
+        for (; t < end; t++) {
+            if (g_ascii_isspace(*t))
                 continue;
-            int v = g_ascii_xdigit_value(*s);
-            if (v < 0)
+            int x = g_ascii_xdigit_value(*t);
+            if (x < 0)
                 break;
             if (hi < 0) {
-                hi = v;
+                hi = x;
             } else {
-                guint8 byte = (guint8)(hi << 4 | v);
+                guint8 byte = (guint8)(hi << 4 | x);
                 g_byte_array_append(bytes, &byte, 1);
                 hi = -1;
             }
         }
         meta->exif = bytes;
     }
+}
+
+/* Pillow's zip decoder (libImaging/ZipDecode.c) run over the image data as libpng read it, to
+ * tell whether Pillow would give an image where libpng stops with "Not enough image data" or
+ * "file is truncated". The decoder takes whole rows (filter byte + row_len bytes) from zlib and
+ * ends the image, successfully, when the last row is in *or* when zlib reports the end of the
+ * stream together with a whole row: the rows after it stay as Image.core.new left them, zero
+ * (their check is commented out in Pillow's source). Any other ending is an error: a zlib error
+ * ("broken data stream"), a filter byte past 4 ("unrecognized data stream contents"), or data
+ * that runs out first, the stream cut short or ending inside a row ("image file is truncated").
+ * Returns the number of rows Pillow decodes (its row sequence, Adam7 pass by pass for an
+ * interlaced image), or -1 with *why set when it raises. */
+static const int ADAM7_OFFSET[] = {7, 3, 3, 1, 1, 0, 0}, ADAM7_ROW0[] = {0, 0, 4, 0, 2, 0, 1},
+                 ADAM7_DX[] = {8, 8, 4, 4, 2, 2, 1}, ADAM7_DY[] = {8, 8, 8, 4, 4, 2, 2};
+
+static size_t pillow_row_len(const PngReader *r, int pass) {
+    size_t pixels =
+        r->interlaced ? (r->width + (size_t)ADAM7_OFFSET[pass]) / ADAM7_DX[pass] : r->width;
+    return (pixels * (size_t)r->bits_per_pixel + 7) / 8;
+}
+
+static long long pillow_idat_rows(const PngReader *r, const char **why) {
+    z_stream zs = {0};
+    if (inflateInit(&zs) != Z_OK) {
+        *why = "out of memory";
+        return -1;
+    }
+    /* A whole image row is the longest any pass has. */
+    uint8_t *row = g_malloc(((size_t)r->width * (size_t)r->bits_per_pixel + 7) / 8 + 1);
+    size_t row_len = pillow_row_len(r, 0), have = 0;
+    long long y = 0, rows = 0;
+    int pass = 0;
+    *why = "image file is truncated";
+    for (guint c = 0; c < r->idat->len; c++) {
+        const ByteRange *chunk = &g_array_index(r->idat, ByteRange, c);
+        for (size_t off = 0; off < chunk->len; off += PILLOW_DECODER_BLOCK) {
+            zs.next_in = (Bytef *)r->data + chunk->offset + off;
+            zs.avail_in = (uInt)MIN(PILLOW_DECODER_BLOCK, chunk->len - off);
+            while (zs.avail_in > 0) {
+                zs.next_out = row + have;
+                zs.avail_out = (uInt)(row_len + 1 - have);
+                int ret = inflate(&zs, Z_NO_FLUSH);
+                if (ret < 0) {
+                    *why = "broken data stream";
+                    goto fail;
+                }
+                have = row_len + 1 - zs.avail_out;
+                if (have < row_len + 1)
+                    break; /* more input needed */
+                if (row[0] > 4) {
+                    *why = "unrecognized data stream contents (a row's filter type)";
+                    goto fail;
+                }
+                rows++;
+                have = 0;
+                if (!r->interlaced) {
+                    y++;
+                } else {
+                    y += ADAM7_DY[pass];
+                    while (y >= r->height || row_len == 0) {
+                        if (++pass == 7) {
+                            y = r->height;
+                            break;
+                        }
+                        y = ADAM7_ROW0[pass];
+                        row_len = pillow_row_len(r, pass);
+                    }
+                }
+                if (y >= r->height || ret == Z_STREAM_END)
+                    goto done;
+            }
+        }
+    }
+fail:
+    rows = -1;
+done:
+    inflateEnd(&zs);
+    g_free(row);
+    return rows;
+}
+
+/* Where libpng gave up inside the image data: the image Pillow gives, when it gives one (rows
+ * libpng did not deliver are zero samples, as Pillow leaves them, e.g. palette entry 0). */
+static gboolean png_short_image_data(PngReader *r) {
+    const char *why = NULL;
+    long long rows = pillow_idat_rows(r, &why);
+    if (rows < 0) {
+        char libpng_msg[sizeof r->msg];
+        g_strlcpy(libpng_msg, r->msg, sizeof libpng_msg);
+        g_snprintf(r->msg, sizeof r->msg, "%s (%s)", libpng_msg, why);
+        return FALSE;
+    }
+    size_t stride = (size_t)r->width * 3;
+    if (r->interlaced) {
+        /* Passes libpng finished are in r->raw; the rest is still zero. */
+        for (uint32_t y = 0; y < r->height; y++)
+            png_row_to_rgb(r->raw + y * r->rowbytes, r->img->pixels + y * stride, (int)r->width,
+                           r->color_type, r->depth, r->palette);
+        return TRUE;
+    }
+    if (rows != r->rows_done)
+        return FALSE; /* libpng stopped elsewhere, for its own reason: keep its message */
+    memset(r->raw, 0, r->rowbytes);
+    for (uint32_t y = r->rows_done; y < r->height; y++)
+        png_row_to_rgb(r->raw, r->img->pixels + y * stride, (int)r->width, r->color_type, r->depth,
+                       r->palette);
+    return TRUE;
 }
 
 /* Everything the decoder changes after setjmp lives in *r (heap) or behind meta, so nothing
@@ -203,8 +533,16 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
         return NULL;
     }
     if (setjmp(png_jmpbuf(png))) {
-        if (r->pixels_done)
-            goto done; /* damage after the image data (e.g. no IEND): Pillow ignores it too */
+        /* Damage after the image data (no IEND, a bad CRC, a cut header) is ignored, as Pillow
+         * ignores it, but not what Pillow refuses there too (text past its limits). */
+        if (r->pixels_done && !r->fatal)
+            goto done;
+        /* Image data that ends early may still be an image to Pillow. Chunks after it are then
+         * not read (libpng cannot go on): their metadata is lost where Pillow would read it. */
+        if (r->in_rows && !r->fatal && png_short_image_data(r)) {
+            r->pixels_done = TRUE;
+            goto done;
+        }
         if (r->refused > 0)
             dq_fail(err, DQ_ERR_FORMAT,
                     "%s: bad PNG: a chunk asks for %zu bytes, more than the %zu MiB allowed (%s)",
@@ -215,10 +553,17 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
     }
     png_set_read_fn(png, r, png_read_cb);
     png_set_benign_errors(png, 1);
-    static const png_byte exif_chunk[] = "eXIf";
-    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_ALWAYS, exif_chunk, 1);
-    png_set_read_user_chunk_fn(png, r, png_exif_chunk_cb);
+    /* Until the image data Pillow checks every chunk's CRC (ChunkStream.crc), ancillary ones too;
+     * from the first IDAT on it checks none (see below). */
+    png_set_crc_action(png, PNG_CRC_DEFAULT, PNG_CRC_ERROR_QUIT);
+    png_set_chunk_malloc_max(png, DQ_PNG_MAX_ALLOC);
+    static const png_byte own_chunks[] = "eXIf\0tEXt\0zTXt\0iTXt\0iCCP";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_ALWAYS, own_chunks, 5);
+    png_set_read_user_chunk_fn(png, r, png_chunk_cb);
     png_read_info(png, info);
+    /* libpng has read the first IDAT's header: Pillow reads the CRCs of the image data and
+     * of everything after it without checking them. */
+    png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
 
     png_uint_32 width = 0, height = 0;
     int depth = 0, color_type = 0, interlace = 0;
@@ -245,6 +590,13 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
     int passes = png_set_interlace_handling(png);
     png_read_update_info(png, info);
     size_t rowbytes = png_get_rowbytes(png, info);
+    r->width = width;
+    r->height = height;
+    r->color_type = color_type;
+    r->depth = depth;
+    r->bits_per_pixel = depth * png_get_channels(png, info);
+    r->interlaced = passes > 1;
+    r->rowbytes = rowbytes;
     r->img = dq_image_new((int)width, (int)height);
     /* Interlaced images need every raw row at once (Adam7 passes revisit them); others are
      * converted row by row through one buffer. */
@@ -254,6 +606,7 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
         goto fail;
     }
     size_t out_stride = (size_t)width * 3;
+    r->in_rows = TRUE;
     if (passes > 1) {
         for (int pass = 0; pass < passes; pass++)
             for (png_uint_32 y = 0; y < height; y++)
@@ -266,6 +619,7 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
             png_read_row(png, r->raw, NULL);
             png_row_to_rgb(r->raw, r->img->pixels + y * out_stride, (int)width, color_type, depth,
                            r->palette);
+            r->rows_done = y + 1;
         }
     }
     r->pixels_done = TRUE;
@@ -273,7 +627,7 @@ static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
     png_read_end(png, info);
 
 done:
-    png_collect_meta(png, info, meta);
+    png_collect_meta(r, meta);
     png_destroy_read_struct(&png, &info, NULL);
     DqImage *img = r->img;
     r->img = NULL;
@@ -290,11 +644,16 @@ DqImage *dq_png_decode(const uint8_t *data, size_t len, const char *name, DqImag
     r->name = name;
     r->data = data;
     r->len = len;
+    r->idat = g_array_new(FALSE, FALSE, sizeof(ByteRange));
+    r->scratch = g_byte_array_new();
     DqImage *img = png_decode_with(r, meta, err);
     dq_image_free(r->img);
     g_free(r->raw);
-    if (r->exif != NULL)
-        g_byte_array_unref(r->exif);
+    GByteArray *owned[] = {r->exif, r->xmp, r->xmp_itxt, r->raw_exif, r->scratch};
+    for (size_t i = 0; i < G_N_ELEMENTS(owned); i++)
+        if (owned[i] != NULL)
+            g_byte_array_unref(owned[i]);
+    g_array_unref(r->idat);
     g_free(r);
     return img;
 }
@@ -319,14 +678,16 @@ static void png_write_cb(png_structp png, png_bytep data, size_t n) {
 
 static void png_flush_cb(png_structp png) {}
 
+static void png_write_warning_cb(png_structp png, png_const_charp msg) {}
+
 GBytes *dq_image_encode_png(const DqImage *img, GError **err) {
     if (img == NULL || img->width <= 0 || img->height <= 0 || img->pixels == NULL) {
         dq_fail(err, DQ_ERR_ARGS, "cannot encode an empty image as PNG");
         return NULL;
     }
     PngWriter w = {.out = g_byte_array_new()};
-    png_structp png =
-        png_create_write_struct(PNG_LIBPNG_VER_STRING, &w, png_write_error_cb, png_warning_cb);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &w, png_write_error_cb,
+                                              png_write_warning_cb);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (info == NULL) {
         png_destroy_write_struct(&png, NULL);

@@ -11,6 +11,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include <jpeglib.h>
 
@@ -1033,14 +1034,369 @@ static void test_png_huge_chunk(void) {
                                    (uint8_t)types[t][3]};
         g_byte_array_append(b, header, sizeof header);
         g_byte_array_append(b, (const guint8 *)"Raw profile type", 16);
-        /* eXIf is read as an unknown chunk (png_codec.c), which libpng's own limit (8 MB)
-         * skips before any allocation: the file then ends inside it. */
+        /* eXIf and the text chunks are read as unknown chunks (png_codec.c), which libpng's
+         * chunk limit (png_set_chunk_malloc_max) skips before any allocation: the file then
+         * ends inside it. */
         expect_decode_error(b->data, b->len, DQ_ERR_FORMAT,
-                            t == 0 ? "file is truncated" : "asks for 2046820");
+                            t < 4 ? "file is truncated" : "asks for 2046820");
         g_byte_array_unref(b);
     }
     g_byte_array_unref(png);
     dq_image_free(a);
+}
+
+/* ---- PNG files as Pillow 12.3 judges them ----
+ * The expected outcomes below are facts about Pillow 12.3.0 (PngImagePlugin, ImageFile.load,
+ * libImaging/ZipDecode.c), obtained by opening each of these files with transformers'
+ * load_image steps (Image.open, ImageOps.exif_transpose, convert("RGB")) in the bench venv:
+ * "refused" means it raised, "decodes" that it gave the pixels asserted. The files are built
+ * here chunk by chunk, as libpng will not write damaged ones. */
+
+static void put_chunk(GByteArray *b, const char *type, const void *data, size_t len,
+                      gboolean bad_crc) {
+    uint8_t be[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+    g_byte_array_append(b, be, 4);
+    g_byte_array_append(b, (const guint8 *)type, 4);
+    if (len > 0)
+        g_byte_array_append(b, data, (guint)len);
+    uLong crc = crc32(crc32(0L, (const Bytef *)type, 4), data, (uInt)len) ^ (bad_crc ? 1 : 0);
+    uint8_t c[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+    g_byte_array_append(b, c, 4);
+}
+
+/* Signature and IHDR. */
+static GByteArray *png_head(uint32_t w, uint32_t h, int depth, int color_type, int interlace) {
+    GByteArray *b = g_byte_array_new();
+    g_byte_array_append(b, (const guint8 *)"\x89PNG\r\n\x1a\n", 8);
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24),
+                        (uint8_t)(w >> 16),
+                        (uint8_t)(w >> 8),
+                        (uint8_t)w,
+                        (uint8_t)(h >> 24),
+                        (uint8_t)(h >> 16),
+                        (uint8_t)(h >> 8),
+                        (uint8_t)h,
+                        (uint8_t)depth,
+                        (uint8_t)color_type,
+                        0,
+                        0,
+                        (uint8_t)interlace};
+    put_chunk(b, "IHDR", ihdr, 13, FALSE);
+    return b;
+}
+
+static GByteArray *zlib_bytes(const uint8_t *raw, size_t len) {
+    GByteArray *z = g_byte_array_sized_new((guint)compressBound(len));
+    uLongf zlen = compressBound(len);
+    g_byte_array_set_size(z, (guint)zlen);
+    g_assert_cmpint(compress2(z->data, &zlen, raw, len, 9), ==, Z_OK);
+    g_byte_array_set_size(z, (guint)zlen);
+    return z;
+}
+
+/* IDAT chunks holding the zlib stream of `raw` (filter bytes and samples): the first `cut` bytes
+ * of the stream in one chunk, the rest (if any) in a second; `drop` bytes left off its end. */
+static void put_idat(GByteArray *b, const uint8_t *raw, size_t len, size_t cut, size_t drop) {
+    GByteArray *z = zlib_bytes(raw, len);
+    size_t n = z->len - drop, first = cut == 0 || cut > n ? n : cut;
+    put_chunk(b, "IDAT", z->data, first, FALSE);
+    if (first < n)
+        put_chunk(b, "IDAT", z->data + first, n - first, FALSE);
+    g_byte_array_unref(z);
+}
+
+/* A 1x1 gray PNG of value 5 with `pre` chunks before IDAT and `post` after it. */
+static GByteArray *gray_dot(const GByteArray *pre, const GByteArray *post) {
+    GByteArray *b = png_head(1, 1, 8, PNG_COLOR_TYPE_GRAY, 0);
+    if (pre != NULL)
+        g_byte_array_append(b, pre->data, pre->len);
+    put_idat(b, (const uint8_t *)"\x00\x05", 2, 0, 0);
+    if (post != NULL)
+        g_byte_array_append(b, post->data, post->len);
+    put_chunk(b, "IEND", NULL, 0, FALSE);
+    return b;
+}
+
+static void expect_dot(const GByteArray *b, const char *what) {
+    GError *err = NULL;
+    DqImage *img = dq_image_decode(b->data, b->len, what, DQ_EXIF_APPLY, &err);
+    if (img == NULL)
+        g_error("%s: Pillow decodes it, docqa says: %s", what, err->message);
+    assert_px(img, 0, 0, 5, 5, 5);
+    dq_image_free(img);
+}
+
+static void expect_refused(const GByteArray *b, const char *what, const char *fragment) {
+    GError *err = NULL;
+    DqImage *img = dq_image_decode(b->data, b->len, what, DQ_EXIF_APPLY, &err);
+    if (img != NULL)
+        g_error("%s: Pillow refuses it, docqa decodes it", what);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
+    if (strstr(err->message, what) == NULL || strstr(err->message, fragment) == NULL)
+        g_error("%s: message '%s' lacks the name or '%s'", what, err->message, fragment);
+    g_error_free(err);
+}
+
+/* A text chunk "key\0" + [method byte] + value, the value zlib-compressed when `z`. */
+static void put_text(GByteArray *b, const char *type, const char *key, const uint8_t *value,
+                     size_t len, gboolean z, gboolean bad_crc) {
+    GByteArray *data = g_byte_array_new();
+    g_byte_array_append(data, (const guint8 *)key, (guint)strlen(key) + 1);
+    if (strcmp(type, "iTXt") == 0)
+        g_byte_array_append(data, (const guint8 *)(z ? "\x01\x00\x00\x00" : "\x00\x00\x00\x00"),
+                            4); /* flag, method, empty language and translated keyword */
+    else if (strcmp(type, "tEXt") != 0)
+        g_byte_array_append(data, (const guint8 *)"\x00", 1); /* zTXt, iCCP: method 0 */
+    if (z) {
+        GByteArray *zv = zlib_bytes(value, len);
+        g_byte_array_append(data, zv->data, zv->len);
+        g_byte_array_unref(zv);
+    } else {
+        g_byte_array_append(data, value, (guint)len);
+    }
+    put_chunk(b, type, data->data, data->len, bad_crc);
+    g_byte_array_unref(data);
+}
+
+/* PngImagePlugin's MAX_TEXT_CHUNK (1 MiB) bounds what one zTXt, iTXt or iCCP chunk decompresses
+ * to, MAX_TEXT_MEMORY (64 MiB) the text of all tEXt/zTXt/iTXt values together; past either it
+ * raises ValueError, before or after the image data. libpng has neither limit and inflated each
+ * text chunk whole, twice: 200 zTXt chunks of 7.9 MB of zeros took 10.8 s to decode. */
+static void test_png_text_limits(void) {
+    size_t big = 7900000;
+    uint8_t *zeros = g_malloc0(big);
+    GByteArray *pre = g_byte_array_new();
+    GByteArray *one = g_byte_array_new();
+    put_text(one, "zTXt", "Comment", zeros, big, TRUE, FALSE);
+    for (int i = 0; i < 200; i++)
+        g_byte_array_append(pre, one->data, one->len);
+    GByteArray *b = gray_dot(pre, NULL);
+    expect_refused(b, "bomb.png", "decompresses to more than 1 MiB");
+    g_byte_array_unref(b);
+
+    struct {
+        const char *what, *type;
+        size_t len;
+        gboolean after, refused;
+    } limits[] = {
+        {"ztxt-1MiB.png", "zTXt", 1 << 20, FALSE, FALSE}, /* exactly the limit: decodes */
+        {"ztxt-1MiB+1.png", "zTXt", (1 << 20) + 1, FALSE, TRUE},
+        {"ztxt-after.png", "zTXt", 2 << 20, TRUE, TRUE},
+        {"itxt.png", "iTXt", 2 << 20, FALSE, TRUE},
+        {"iccp.png", "iCCP", 2 << 20, FALSE, TRUE},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(limits); i++) {
+        GByteArray *c = g_byte_array_new();
+        put_text(c, limits[i].type, "k", zeros, limits[i].len, TRUE, FALSE);
+        b = limits[i].after ? gray_dot(NULL, c) : gray_dot(c, NULL);
+        if (limits[i].refused)
+            expect_refused(b, limits[i].what, "(Pillow's MAX_TEXT_CHUNK)");
+        else
+            expect_dot(b, limits[i].what);
+        g_byte_array_unref(b);
+        g_byte_array_unref(c);
+    }
+
+    /* 64 tEXt values of 1 MiB are the most allowed; one byte more, before or after IDAT, is
+     * refused. A value without a keyword is not counted. */
+    size_t mib = 1 << 20;
+    GByteArray *t64 = g_byte_array_new();
+    for (int i = 0; i < 64; i++)
+        put_text(t64, "tEXt", "k", zeros, mib, FALSE, FALSE);
+    b = gray_dot(t64, NULL);
+    expect_dot(b, "text-64MiB.png");
+    g_byte_array_unref(b);
+    GByteArray *byte = g_byte_array_new();
+    put_text(byte, "tEXt", "k", (const uint8_t *)"x", 1, FALSE, FALSE);
+    b = gray_dot(t64, byte);
+    expect_refused(b, "text-64MiB+1.png", "(Pillow's MAX_TEXT_MEMORY)");
+    g_byte_array_unref(b);
+    GByteArray *nokey = g_byte_array_new();
+    put_text(nokey, "tEXt", "", zeros, mib, FALSE, FALSE);
+    b = gray_dot(t64, nokey);
+    expect_dot(b, "text-no-keyword.png");
+    g_byte_array_unref(b);
+
+    /* An unknown compression method is refused (SyntaxError); a damaged zTXt stream and an iTXt
+     * with an unknown method are skipped. */
+    GByteArray *c = g_byte_array_new();
+    put_chunk(c, "zTXt", "k\0\x01xyz", 6, FALSE);
+    b = gray_dot(c, NULL);
+    expect_refused(b, "ztxt-method.png", "unknown compression method 1 in a zTXt chunk");
+    g_byte_array_unref(b);
+    g_byte_array_set_size(c, 0);
+    put_chunk(c, "iCCP", "k\0\x01xyz", 6, FALSE);
+    b = gray_dot(c, NULL);
+    expect_refused(b, "iccp-method.png", "unknown compression method 1 in an iCCP chunk");
+    g_byte_array_unref(b);
+    g_byte_array_set_size(c, 0);
+    put_chunk(c, "zTXt", "k\0\0garbage", 10, FALSE);
+    put_chunk(c, "iTXt", "k\0\x01\x01\0\0garbage", 14, FALSE);
+    b = gray_dot(c, NULL);
+    expect_dot(b, "ztxt-damaged.png");
+    g_byte_array_unref(b);
+
+    g_byte_array_unref(c);
+    g_byte_array_unref(nokey);
+    g_byte_array_unref(byte);
+    g_byte_array_unref(t64);
+    g_byte_array_unref(one);
+    g_byte_array_unref(pre);
+    g_free(zeros);
+}
+
+/* Pillow checks the CRC of every chunk before the image data (ChunkStream.crc: ancillary ones
+ * too, as LOAD_TRUNCATED_IMAGES is false) and of none from the first IDAT on; it skips chunks
+ * it does not know, critical or not. A file cut inside a chunk after the image data is
+ * "Truncated File Read"; cut inside a CRC or a chunk header there, it is not. */
+static void test_png_crc_and_chunks(void) {
+    GByteArray *c = g_byte_array_new();
+    const char *bad_before[] = {"tEXt", "gAMA", "abCd"};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_before); i++) {
+        g_byte_array_set_size(c, 0);
+        put_chunk(c, bad_before[i], "\0\0\xb1\x8f", 4, TRUE);
+        GByteArray *b = gray_dot(c, NULL);
+        char *what = g_strdup_printf("crc-%s.png", bad_before[i]);
+        expect_refused(b, what, "CRC error");
+        g_free(what);
+        g_byte_array_unref(b);
+    }
+    g_byte_array_set_size(c, 0);
+    put_chunk(c, "tEXt", "a\0b", 3, TRUE);
+    GByteArray *b = gray_dot(NULL, c);
+    expect_dot(b, "crc-after.png");
+    g_byte_array_unref(b);
+    b = gray_dot(NULL, NULL);
+    b->data[b->len - 1] ^= 1; /* IEND's CRC */
+    expect_dot(b, "crc-iend.png");
+    size_t idat_crc = b->len - 12 - 4;
+    b->data[idat_crc] ^= 1;
+    expect_dot(b, "crc-idat.png");
+    g_byte_array_unref(b);
+    g_byte_array_set_size(c, 0);
+    put_chunk(c, "ABCD", "xyz", 3, FALSE); /* unknown and critical */
+    b = gray_dot(c, NULL);
+    expect_dot(b, "critical.png");
+    g_byte_array_unref(b);
+
+    g_byte_array_set_size(c, 0);
+    put_chunk(c, "tEXt", "abc\0defgh", 9, FALSE);
+    b = gray_dot(NULL, c);
+    size_t text_end = b->len - 12;          /* where IEND starts */
+    g_byte_array_set_size(b, text_end - 2); /* inside the tEXt's CRC */
+    expect_dot(b, "cut-crc.png");
+    g_byte_array_set_size(b, text_end - 4 - 3); /* inside its data */
+    expect_refused(b, "cut-data.png", "truncated");
+    g_byte_array_unref(b);
+    g_byte_array_unref(c);
+}
+
+/* Image data that ends early. Pillow's zip decoder ends the image when zlib reports the end of
+ * the stream together with a whole row: the rows after it keep their zero samples (black, or
+ * palette entry 0), no error. A stream that ends inside a row, is cut short, or whose end is
+ * only seen in a later IDAT chunk (the decoder then has no whole row in hand) is "image file
+ * is truncated". libpng refused them all ("Not enough image data"). */
+static void test_png_short_image_data(void) {
+    uint8_t rows[20];
+    for (int y = 0; y < 10; y++)
+        rows[2 * y] = 0, rows[2 * y + 1] = 7;
+    struct {
+        const char *what;
+        size_t len, cut, drop;
+        gboolean decodes;
+    } cases[] = {
+        {"ten-rows.png", 20, 0, 0, TRUE},
+        {"half-row.png", 19, 0, 0, FALSE},
+        {"no-stream-end.png", 20, 0, 4, FALSE},
+        {"end-in-next-idat.png", 20, 0, 0, FALSE}, /* cut set below: the Adler-32 apart */
+        {"end-split.png", 20, 0, 0, TRUE},         /* the last deflate byte apart too */
+    };
+    GByteArray *z = zlib_bytes(rows, 20);
+    cases[3].cut = z->len - 4;
+    cases[4].cut = z->len - 5;
+    g_byte_array_unref(z);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        GByteArray *b = png_head(1, 100000, 8, PNG_COLOR_TYPE_GRAY, 0);
+        put_idat(b, rows, cases[i].len, cases[i].cut, cases[i].drop);
+        put_chunk(b, "IEND", NULL, 0, FALSE);
+        if (!cases[i].decodes) {
+            expect_refused(b, cases[i].what, "image file is truncated");
+        } else {
+            DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+            g_assert_cmpint(img->width, ==, 1);
+            g_assert_cmpint(img->height, ==, 100000);
+            for (int y = 0; y < 100000; y++)
+                if (img->pixels[3 * y] != (y < 10 ? 7 : 0))
+                    g_error("%s: row %d is %d", cases[i].what, y, img->pixels[3 * y]);
+            dq_image_free(img);
+        }
+        g_byte_array_unref(b);
+    }
+
+    /* Palette: the missing rows are entry 0. */
+    GByteArray *b = png_head(2, 5, 8, PNG_COLOR_TYPE_PALETTE, 0);
+    put_chunk(b, "PLTE", "\x0a\x14\x1e\x28\x32\x3c", 6, FALSE);
+    put_idat(b, (const uint8_t *)"\x00\x01\x01", 3, 0, 0);
+    put_chunk(b, "IEND", NULL, 0, FALSE);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    assert_px(img, 0, 0, 40, 50, 60);
+    assert_px(img, 1, 0, 40, 50, 60);
+    for (int y = 1; y < 5; y++)
+        assert_px(img, 1, y, 10, 20, 30);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+
+    /* Interlaced: Adam7's first pass alone (rows 0 and 8, columns 0 and 8 of 13x11). */
+    b = png_head(13, 11, 8, PNG_COLOR_TYPE_GRAY, 1);
+    put_idat(b, (const uint8_t *)"\x00\xc8\xc8\x00\xc8\xc8", 6, 0, 0);
+    put_chunk(b, "IEND", NULL, 0, FALSE);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    for (int y = 0; y < 11; y++)
+        for (int x = 0; x < 13; x++) {
+            int v = (x == 0 || x == 8) && (y == 0 || y == 8) ? 200 : 0;
+            assert_px(img, x, y, v, v, v);
+        }
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    /* All passes but the last row of the last (y = 7 of 9x9), whose rows are the longest. */
+    uint8_t adam7[100];
+    memset(adam7, 100, sizeof adam7);
+    /* filter bytes (0) at each row's start: pass by pass, rows x (1 + columns) */
+    const int pass_rows[7] = {2, 2, 1, 3, 2, 5, 4}, pass_cols[7] = {2, 1, 3, 2, 5, 4, 9};
+    for (int p = 0, at = 0; p < 7; p++)
+        for (int y = 0; y < pass_rows[p]; y++, at += 1 + pass_cols[p])
+            adam7[at] = 0;
+    b = png_head(9, 9, 8, PNG_COLOR_TYPE_GRAY, 1);
+    put_idat(b, adam7, 90, 0, 0);
+    put_chunk(b, "IEND", NULL, 0, FALSE);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    for (int y = 0; y < 9; y++)
+        for (int x = 0; x < 9; x++) {
+            int v = y == 7 ? 0 : 100;
+            assert_px(img, x, y, v, v, v);
+        }
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    /* ... and a stream that ends inside the second pass's first row. */
+    b = png_head(13, 11, 8, PNG_COLOR_TYPE_GRAY, 1);
+    put_idat(b, (const uint8_t *)"\x00\xc8\xc8\x00\xc8\xc8\x00", 7, 0, 0);
+    put_chunk(b, "IEND", NULL, 0, FALSE);
+    expect_refused(b, "interlaced-cut.png", "image file is truncated");
+    g_byte_array_unref(b);
+}
+
+/* info["exif"] is also what a tEXt chunk keyed "exif" holds (its bytes, with or without an
+ * "Exif\0\0" prefix): Pillow turns the image by it. */
+static void test_png_text_exif_key(void) {
+    for (int prefix = 0; prefix < 2; prefix++) {
+        uint8_t data[5 + 30];
+        memcpy(data, "exif", 5); /* the keyword and its NUL */
+        size_t n = make_exif(data + 5, 6, prefix);
+        /* Written as a raw chunk: libpng's text writer stops at the value's first NUL. */
+        png_unknown_chunk t = {
+            .name = "tEXt", .data = data, .size = 5 + n, .location = PNG_HAVE_IHDR};
+        g_assert_cmpint(applied_orientation_png((PngSpec){.chunks = &t, .n_chunks = 1}), ==, 6);
+    }
 }
 
 static void test_huge_dimensions_refused(void) {
@@ -1089,5 +1445,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/image/decode/bad_files", test_bad_files);
     g_test_add_func("/image/png/huge_chunk", test_png_huge_chunk);
     g_test_add_func("/image/decode/huge_dimensions", test_huge_dimensions_refused);
+    g_test_add_func("/image/png/text_limits", test_png_text_limits);
+    g_test_add_func("/image/png/crc_and_chunks", test_png_crc_and_chunks);
+    g_test_add_func("/image/png/short_image_data", test_png_short_image_data);
+    g_test_add_func("/image/png/text_exif_key", test_png_text_exif_key);
     return g_test_run();
 }
