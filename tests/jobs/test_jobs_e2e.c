@@ -196,8 +196,8 @@ static void test_ingest_ask_run(void) {
     g_assert_cmpint(docqa_out(export, &jsonl), ==, 0);
     int n_exact = 0, n_int8 = 0;
     for (const char *l = jsonl; (l = strstr(l, "\"device\":\"cpu\"")) != NULL; l++) {
-        n_exact += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"stored\",\"exact\":true}");
-        n_int8 += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"int8\",\"exact\":false}");
+        n_exact += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"stored\",\"exact\":true,");
+        n_int8 += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"int8\",\"exact\":false,");
     }
     g_assert_cmpint(n_exact, ==, 8);
     g_assert_cmpint(n_int8, ==, 4);
