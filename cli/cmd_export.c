@@ -1,4 +1,5 @@
-/* docqa export: the answers (v_answers) as CSV or JSON lines on stdout. */
+/* docqa export: the answers (v_answers) as CSV or JSON lines on stdout. Columns are only ever
+ * appended: spreadsheets and scripts read a CSV by position. */
 #include "cli.h"
 
 #include "dq_error.h"
@@ -67,9 +68,25 @@ static void csv_field(const Export *ex, const char *s, gboolean last) {
     fputs(last ? "\r\n" : ",", stdout);
 }
 
+/* A setting's number as text; empty (NULL) where it is not known (-1). */
+static const char *known_int(char *buf, size_t n, int v) {
+    if (v < 0)
+        return NULL;
+    g_snprintf(buf, n, "%d", v);
+    return buf;
+}
+
+static void json_known_int(JsonBuilder *b, const char *name, int v) {
+    json_builder_set_member_name(b, name);
+    if (v < 0)
+        json_builder_add_null_value(b);
+    else
+        json_builder_add_int_value(b, v);
+}
+
 static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     Export *ex = user;
-    char page[32], doc[32], job[32];
+    char page[32], doc[32], job[32], n_res[16], tile[16], edge[16], max_new[16];
     g_snprintf(page, sizeof(page), "%d", r->page);
     g_snprintf(doc, sizeof(doc), "%" G_GINT64_FORMAT, r->document_id);
     g_snprintf(job, sizeof(job), "%" G_GINT64_FORMAT, r->job_id);
@@ -85,7 +102,14 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         csv_field(ex, job, FALSE);
         csv_field(ex, r->device, FALSE);
         csv_field(ex, r->weights, FALSE);
-        csv_field(ex, r->exact < 0 ? NULL : r->exact ? "1" : "0", TRUE);
+        csv_field(ex, r->exact < 0 ? NULL : r->exact ? "1" : "0", FALSE);
+        csv_field(ex, known_int(n_res, sizeof n_res, r->n_res), FALSE);
+        csv_field(ex, known_int(tile, sizeof tile, r->tile), FALSE);
+        csv_field(ex, known_int(edge, sizeof edge, r->longest_edge), FALSE);
+        csv_field(ex, r->prompt, FALSE);
+        csv_field(ex, known_int(max_new, sizeof max_new, r->max_new_tokens), FALSE);
+        csv_field(ex, r->do_sample < 0 ? NULL : r->do_sample ? "1" : "0", FALSE);
+        csv_field(ex, r->model_fingerprint, TRUE);
     } else {
         JsonBuilder *b = json_builder_new();
         json_builder_begin_object(b);
@@ -111,6 +135,14 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         dq_cli_json_string(b, "device", r->device);
         dq_cli_json_string(b, "weights", r->weights);
         dq_cli_json_known_bool(b, "exact", r->exact);
+        /* How the answer was made (schema 0008): null where not recorded */
+        json_known_int(b, "n_res", r->n_res);
+        json_known_int(b, "tile", r->tile);
+        json_known_int(b, "longest_edge", r->longest_edge);
+        dq_cli_json_string(b, "prompt", r->prompt);
+        json_known_int(b, "max_new_tokens", r->max_new_tokens);
+        dq_cli_json_known_bool(b, "do_sample", r->do_sample);
+        dq_cli_json_string(b, "model_fingerprint", r->model_fingerprint);
         json_builder_end_object(b);
         JsonGenerator *g = json_generator_new();
         JsonNode *root = json_builder_get_root(b);
@@ -180,7 +212,8 @@ int cmd_export(int argc, char **argv) {
     }
     if (ex.csv)
         fputs("document_path,page,question,answer,model,finished_at,document_id,"
-              "document_sha256,job_id,device,weights,exact\r\n",
+              "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
+              "max_new_tokens,do_sample,model_fingerprint\r\n",
               stdout);
     if (!store_jobs_each_answer(store, question, write_row, &ex, &err)) {
         rc = dq_cli_fail(err);

@@ -5,7 +5,9 @@
 #include "backend_cuda.h"
 #include "dq_error.h"
 #include "queue.h"
+#include "smolvlm.h"
 #include "store.h"
+#include "store_jobs.h"
 
 #include <errno.h>
 #include <omp.h>
@@ -110,6 +112,44 @@ fail:
     g_strfreev(items);
     g_ptr_array_free(out, TRUE);
     return NULL;
+}
+
+/* A model id is only a name (the snapshot folder's, or --model-id's): when answers already
+ * stored under it came from other snapshots, says so on one line. Not refused: a folder renamed
+ * or moved, or a snapshot fetched again, is the same model, and its fingerprint says so; two
+ * fingerprints are worth a look, not a stopped nightly run. A snapshot that cannot be hashed is
+ * left to the workers, whose load names what is wrong with it. */
+static gboolean warn_other_snapshots(DqStore *store, const char *model_id, const char *model_dir,
+                                     GError **err) {
+    char *mine = smolvlm_snapshot_fingerprint(model_dir, NULL);
+    if (mine == NULL)
+        return TRUE;
+    GPtrArray *snaps = store_jobs_model_snapshots(store, model_id, err);
+    if (snaps == NULL) {
+        g_free(mine);
+        return FALSE;
+    }
+    GString *others = g_string_new(NULL);
+    gint64 n_other = 0;
+    for (guint i = 0; i < snaps->len; i++) {
+        const DqModelSnapshot *m = g_ptr_array_index(snaps, i);
+        if (strcmp(m->fingerprint, mine) == 0)
+            continue;
+        g_string_append_printf(others, "%s%" G_GINT64_FORMAT " from %.12s",
+                               others->len > 0 ? ", " : "", m->answers, m->fingerprint);
+        n_other += m->answers;
+    }
+    if (n_other > 0)
+        fprintf(
+            stderr,
+            "docqa: run: warning: model '%s': this snapshot (%s) is %.12s, but %" G_GINT64_FORMAT
+            " answer%s stored under '%s' came from another (%s); v_answers.model_fingerprint "
+            "tells them apart\n",
+            model_id, model_dir, mine, n_other, n_other == 1 ? "" : "s", model_id, others->str);
+    g_string_free(others, TRUE);
+    g_ptr_array_free(snaps, TRUE);
+    g_free(mine);
+    return TRUE;
 }
 
 int cmd_run(int argc, char **argv) {
@@ -235,7 +275,8 @@ int cmd_run(int argc, char **argv) {
         goto out;
     }
     DqJobCounts c;
-    gboolean counted = store_jobs_counts(store, model_id, &c, &err);
+    gboolean counted = store_jobs_counts(store, model_id, &c, &err) &&
+                       warn_other_snapshots(store, model_id, model_dir, &err);
     store_jobs_finalize(store);
     dq_store_close(store);
     if (!counted) {

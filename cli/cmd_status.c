@@ -7,6 +7,7 @@
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
+#include <string.h>
 
 #define RATE_WINDOW_S 600
 
@@ -26,7 +27,7 @@ static const char *exactness(int exact) {
 }
 
 static void print_json(const DqJobCounts *c, double rate, double eta, const GPtrArray *engines,
-                       const GPtrArray *errs) {
+                       const GPtrArray *snaps, const GPtrArray *errs) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "jobs");
@@ -61,6 +62,19 @@ static void print_json(const DqJobCounts *c, double rate, double eta, const GPtr
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
+    /* answers without a recorded snapshot (before schema 0008) are left out */
+    json_builder_set_member_name(b, "answers_by_snapshot");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < snaps->len; i++) {
+        const DqModelSnapshot *m = g_ptr_array_index(snaps, i);
+        json_builder_begin_object(b);
+        dq_cli_json_string(b, "model", m->model_id);
+        dq_cli_json_string(b, "model_fingerprint", m->fingerprint);
+        json_builder_set_member_name(b, "answers");
+        json_builder_add_int_value(b, m->answers);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
     json_builder_set_member_name(b, "failure_reasons");
     json_builder_begin_array(b);
     for (guint i = 0; i < errs->len; i++) {
@@ -90,6 +104,29 @@ static void print_json(const DqJobCounts *c, double rate, double eta, const GPtr
     g_object_unref(b);
 }
 
+/* A model id whose answers came from more than one snapshot (answers.model_fingerprint): its
+ * answers are not all of one model, whatever their model column says. snaps is by model id. */
+static void print_snapshots(const GPtrArray *snaps) {
+    for (guint i = 0; i < snaps->len;) {
+        const DqModelSnapshot *first = g_ptr_array_index(snaps, i);
+        guint end = i + 1;
+        while (end < snaps->len &&
+               strcmp(((DqModelSnapshot *)g_ptr_array_index(snaps, end))->model_id,
+                      first->model_id) == 0)
+            end++;
+        if (end - i > 1) {
+            printf("model '%s': answers from %u snapshots:", first->model_id, end - i);
+            for (guint k = i; k < end; k++) {
+                const DqModelSnapshot *m = g_ptr_array_index(snaps, k);
+                printf("%s %" G_GINT64_FORMAT " from %.12s", k > i ? "," : "", m->answers,
+                       m->fingerprint);
+            }
+            printf(" (v_answers.model_fingerprint tells them apart)\n");
+        }
+        i = end;
+    }
+}
+
 int cmd_status(int argc, char **argv) {
     char *db = NULL;
     gboolean json = FALSE;
@@ -106,7 +143,7 @@ int cmd_status(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    GPtrArray *errs = NULL, *engines = NULL;
+    GPtrArray *errs = NULL, *engines = NULL, *snaps = NULL;
     if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
@@ -117,6 +154,7 @@ int cmd_status(int argc, char **argv) {
     if (store == NULL || !store_jobs_counts(store, NULL, &c, &err) ||
         !store_jobs_recent_rate(store, RATE_WINDOW_S, &recent, &span, &err) ||
         (engines = store_jobs_answer_engines(store, &err)) == NULL ||
+        (snaps = store_jobs_model_snapshots(store, NULL, &err)) == NULL ||
         (errs = store_jobs_top_errors(store, 5, &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
@@ -128,7 +166,7 @@ int cmd_status(int argc, char **argv) {
                  : rate > 0 && c.by_state[DQ_JOB_RUNNING] > 0 ? (double)left / rate
                                                               : -1;
     if (json) {
-        print_json(&c, rate, eta, engines, errs);
+        print_json(&c, rate, eta, engines, snaps, errs);
     } else {
         printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
                " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
@@ -161,6 +199,7 @@ int cmd_status(int argc, char **argv) {
             printf("  (docqa requeue --approximate: queue the %" G_GINT64_FORMAT
                    " job%s answered approximately again, to answer %s exactly)\n",
                    approximate, approximate == 1 ? "" : "s", approximate == 1 ? "it" : "them");
+        print_snapshots(snaps);
         if (errs->len > 0) {
             printf("most common failure reasons:\n");
             for (guint i = 0; i < errs->len; i++) {
@@ -177,6 +216,8 @@ int cmd_status(int argc, char **argv) {
 out:
     if (errs)
         g_ptr_array_free(errs, TRUE);
+    if (snaps)
+        g_ptr_array_free(snaps, TRUE);
     if (engines)
         g_ptr_array_free(engines, TRUE);
     if (store) {

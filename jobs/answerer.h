@@ -84,6 +84,10 @@ struct DqAnswerer {
     const char *device;
     const char *weights;
     gboolean exact;
+    /* Set by the answerer, stored with every answer (answers.model_fingerprint): which snapshot
+     * answers, as smolvlm_fingerprint hashes it when the model is loaded, since the model id
+     * under which its answers are stored is only a name. NULL: not a model. */
+    const char *model_fingerprint;
 };
 
 /* Frees the result's text and error. */

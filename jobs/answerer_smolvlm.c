@@ -71,7 +71,8 @@ typedef struct {
     guint64 tile_clock;
     GMutex tile_lock;
     GCond tile_cond;
-    char device[32]; /* base.device: "cpu", "cpu-ref" or "cuda:I" */
+    char device[32];   /* base.device: "cpu", "cpu-ref" or "cuda:I" */
+    char *fingerprint; /* base.model_fingerprint */
 } SmolvlmAnswerer;
 
 static Pending quit; /* the end of `todo` */
@@ -429,6 +430,7 @@ static void smolvlm_answerer_free(DqAnswerer *self) {
     g_async_queue_unref(a->todo);
     g_async_queue_unref(a->ready);
     smolvlm_pipeline_free(a->pipe);
+    g_free(a->fingerprint);
     g_free(a);
 }
 
@@ -444,7 +446,15 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswe
     SmolvlmPipeline *pipe = smolvlm_pipeline_open(model_dir, &opts, err);
     if (pipe == NULL)
         return NULL;
+    /* Once, at load: the files hashed are those just loaded (the safetensors as mapped). */
+    char *fingerprint = smolvlm_fingerprint(pipe->model, err);
+    if (fingerprint == NULL) {
+        smolvlm_pipeline_free(pipe);
+        return NULL;
+    }
     SmolvlmAnswerer *a = g_new0(SmolvlmAnswerer, 1);
+    a->fingerprint = fingerprint;
+    a->base.model_fingerprint = fingerprint;
     a->base.submit = smolvlm_submit;
     a->base.poll = smolvlm_poll;
     a->base.free = smolvlm_answerer_free;

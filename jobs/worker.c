@@ -361,6 +361,7 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
                 .exact = a->device == NULL ? -1
                          : a->exact        ? 1
                                            : 0,
+                .model_fingerprint = a->model_fingerprint,
             };
     }
     queue_test_point("worker:before_complete");

@@ -5,6 +5,7 @@
 #include "mapped_file.h"
 
 #include <json-glib/json-glib.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A safetensors header larger than this is not a model header but garbage (the real 2.2B
@@ -438,6 +439,40 @@ out:
     g_free(single);
     g_free(index);
     return st;
+}
+
+static int cmp_file_base(const void *a, const void *b) {
+    const DqMappedFile *x = *(DqMappedFile *const *)a, *y = *(DqMappedFile *const *)b;
+    const char *bx = strrchr(x->path, '/'), *by = strrchr(y->path, '/');
+    return strcmp(bx ? bx + 1 : x->path, by ? by + 1 : y->path);
+}
+
+static void checksum_u64(GChecksum *c, uint64_t v) {
+    guchar le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (guchar)(v >> (8 * i));
+    g_checksum_update(c, le, sizeof le);
+}
+
+void safetensors_fingerprint_update(const DqSafeTensors *st, GChecksum *c) {
+    guint n = st->files->len;
+    DqMappedFile **files = g_new(DqMappedFile *, MAX(n, 1));
+    for (guint i = 0; i < n; i++)
+        files[i] = g_ptr_array_index(st->files, i);
+    qsort(files, n, sizeof *files, cmp_file_base);
+    for (guint i = 0; i < n; i++) {
+        const DqMappedFile *mf = files[i];
+        const char *base = strrchr(mf->path, '/');
+        base = base ? base + 1 : mf->path;
+        g_checksum_update(c, (const guchar *)base, (gssize)strlen(base) + 1);
+        checksum_u64(c, mf->size);
+        /* parse_into checked that the header's length fits the file. */
+        uint64_t hlen = 0;
+        for (int b = 7; b >= 0; b--)
+            hlen = (hlen << 8) | mf->data[b];
+        g_checksum_update(c, mf->data, (gssize)(8 + hlen));
+    }
+    g_free(files);
 }
 
 guint safetensors_count(const DqSafeTensors *st) {

@@ -449,6 +449,51 @@ fail:
     return NULL;
 }
 
+/* One of the snapshot's JSON files into the fingerprint (smolvlm.h), bytes as they are. */
+static gboolean fingerprint_file(GChecksum *c, const char *dir, const char *name, GError **err) {
+    char *path = g_build_filename(dir, name, NULL);
+    DqMappedFile *mf = dq_mapped_file_open(path, err);
+    g_free(path);
+    if (mf == NULL)
+        return FALSE;
+    guchar le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (guchar)((guint64)mf->size >> (8 * i));
+    g_checksum_update(c, (const guchar *)name, (gssize)strlen(name) + 1);
+    g_checksum_update(c, le, sizeof le);
+    if (mf->size > 0)
+        g_checksum_update(c, mf->data, (gssize)mf->size);
+    dq_mapped_file_free(mf);
+    return TRUE;
+}
+
+static char *fingerprint(const char *dir, const DqSafeTensors *st, GError **err) {
+    static const char version[] = "docqa-snapshot-v1";
+    GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(c, (const guchar *)version, sizeof version); /* its NUL too */
+    char *hex = NULL;
+    if (fingerprint_file(c, dir, "config.json", err) &&
+        fingerprint_file(c, dir, "tokenizer.json", err)) {
+        safetensors_fingerprint_update(st, c);
+        hex = g_strdup(g_checksum_get_string(c));
+    }
+    g_checksum_free(c);
+    return hex;
+}
+
+char *smolvlm_fingerprint(const Smolvlm *m, GError **err) {
+    return fingerprint(m->dir, m->st, err);
+}
+
+char *smolvlm_snapshot_fingerprint(const char *dir, GError **err) {
+    DqSafeTensors *st = safetensors_open_snapshot(dir, err);
+    if (st == NULL)
+        return NULL;
+    char *hex = fingerprint(dir, st, err);
+    safetensors_free(st);
+    return hex;
+}
+
 const SmolvlmConfig *smolvlm_config(const Smolvlm *m) {
     return &m->cfg;
 }

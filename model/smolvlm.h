@@ -62,6 +62,18 @@ const SmolvlmConfig *smolvlm_config(const Smolvlm *m);
 DqBackend *smolvlm_backend(const Smolvlm *m);
 const char *smolvlm_dir(const Smolvlm *m);
 
+/* What answers record as answers.model_fingerprint: a hex SHA-256 (64 characters, g_free) that
+ * tells snapshots apart whatever their folders are called (`docqa run --model-id X --model DIR`
+ * lets any snapshot answer X's jobs). It hashes "docqa-snapshot-v1" and a NUL; then config.json
+ * and tokenizer.json, each as its name, a NUL, its size (8 bytes, little-endian) and its bytes;
+ * then the safetensors files as safetensors_fingerprint_update does: their headers and sizes,
+ * not their weights (a 2.2B snapshot is 4.5 GB; a header names every tensor's dtype, shape and
+ * offsets, and weights changed in place at the same offsets are not what a folder swap does).
+ * smolvlm_fingerprint hashes the safetensors files m has mapped (what it computes with); the
+ * snapshot version maps a folder's without loading any weights. Errors name the file. */
+char *smolvlm_fingerprint(const Smolvlm *m, GError **err);
+char *smolvlm_snapshot_fingerprint(const char *dir, GError **err);
+
 /* Debug/test hook: called with intermediate tensors copied to the host. `index` is -1 for the
  * vision batch (names "vision_patch_embeds", "vision_last_hidden" [T*P, Dv], "image_features"
  * [T*S_tok, Dt]) and the segment index for the decoder ("inputs_embeds",

@@ -18,11 +18,12 @@ struct DqStore {
     gboolean file_gone;      /* SQLite: dq_store_check_file found it replaced or deleted */
 };
 
-/* answers' columns past id, in the order answers and answers_superseded share (schema 0005). */
+/* answers' columns past id, in the order answers and answers_superseded share (schema 0005;
+ * model_fingerprint: 0008). */
 #define DQ_ANSWER_COLUMNS                                                                          \
     "job_id, text, prompt_tokens, generated_tokens, model_id, generation_settings, worker, "       \
     "started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, ms_total, device, "      \
-    "weights, exact"
+    "weights, exact, model_fingerprint"
 
 /* A job leaving running for good (failed, or dead after its last attempt) that already has an
  * answer goes back to 'done' instead: `docqa requeue --approximate` put it back, and its

@@ -103,6 +103,10 @@ static char *col_dup(sqlite3_stmt *st, int i) {
     return t ? g_strdup((const char *)t) : NULL;
 }
 
+static int col_int_or(sqlite3_stmt *st, int i, int null) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? null : sqlite3_column_int(st, i);
+}
+
 /* Waiting for the write lock. SQLite's own busy_timeout handler sleeps 1, 2, 5, 10 ... up to
  * 100 ms between tries; with many workers whose transactions last well under a millisecond, that
  * leaves the lock idle most of the time while everyone sleeps (a convoy). Short randomized sleeps
@@ -576,7 +580,7 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         st = stmt(s,
                   "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
                   "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "
-                  "?10, ?11, ?12, ?13, ?14, ?15 FROM jobs WHERE id = ?1",
+                  "?10, ?11, ?12, ?13, ?14, ?15, ?16 FROM jobs WHERE id = ?1",
                   err);
         if (st == NULL)
             goto fail;
@@ -598,6 +602,7 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
             sqlite3_bind_null(st, 15);
         else
             sqlite3_bind_int(st, 15, a->exact != 0);
+        bind_text(st, 16, a->model_fingerprint);
         if (!step_done(s, st, "storing an answer", err))
             goto fail;
         count++;
@@ -900,6 +905,43 @@ GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
     return out;
 }
 
+void dq_model_snapshot_free(DqModelSnapshot *m) {
+    if (m == NULL)
+        return;
+    g_free(m->model_id);
+    g_free(m->fingerprint);
+    g_free(m);
+}
+
+GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError **err) {
+    PG_DISPATCH(s, return pgjobs_model_snapshots(s, model_id, err));
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT model_id, model_fingerprint, count(*) AS n FROM answers "
+                            "WHERE (?1 IS NULL OR model_id = ?1) AND model_fingerprint IS NOT NULL "
+                            "GROUP BY model_id, model_fingerprint "
+                            "ORDER BY model_id, n DESC, model_fingerprint",
+                            err);
+    if (st == NULL)
+        return NULL;
+    bind_text(st, 1, model_id);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_snapshot_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqModelSnapshot *m = g_new0(DqModelSnapshot, 1);
+        m->model_id = col_dup(st, 0);
+        m->fingerprint = col_dup(st, 1);
+        m->answers = sqlite3_column_int64(st, 2);
+        g_ptr_array_add(out, m);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(s, err, "counting answers per snapshot");
+        return NULL;
+    }
+    return out;
+}
+
 gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                                 GError **err) {
     PG_DISPATCH(s, return pgjobs_each_answer(s, question, fn, user, err));
@@ -907,7 +949,9 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn 
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(dq_store_sqlite(s),
                            "SELECT document_path, page, question, answer, model, finished_at, "
-                           "document_id, document_sha256, job_id, device, weights, exact "
+                           "document_id, document_sha256, job_id, device, weights, exact, "
+                           "n_res, tile, longest_edge, prompt, max_new_tokens, do_sample, "
+                           "model_fingerprint "
                            "FROM v_answers WHERE ?1 IS NULL OR question = ?1 "
                            "ORDER BY document_path, document_id, page, question, job_id",
                            -1, &st, NULL) != SQLITE_OK)
@@ -928,7 +972,14 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn 
             .job_id = sqlite3_column_int64(st, 8),
             .device = (const char *)sqlite3_column_text(st, 9),
             .weights = (const char *)sqlite3_column_text(st, 10),
-            .exact = sqlite3_column_type(st, 11) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 11),
+            .exact = col_int_or(st, 11, -1),
+            .n_res = col_int_or(st, 12, -1),
+            .tile = col_int_or(st, 13, -1),
+            .longest_edge = col_int_or(st, 14, -1),
+            .prompt = (const char *)sqlite3_column_text(st, 15),
+            .max_new_tokens = col_int_or(st, 16, -1),
+            .do_sample = col_int_or(st, 17, -1),
+            .model_fingerprint = (const char *)sqlite3_column_text(st, 18),
         };
         ok = fn(&row, user, err);
     }

@@ -116,6 +116,9 @@ typedef struct {
     const char *device;
     const char *weights;
     int exact;
+    /* The snapshot that answered (schema 0008): a hex SHA-256 (model/smolvlm.h's
+     * smolvlm_snapshot_fingerprint), or NULL (not known: a stand-in that is no model). */
+    const char *model_fingerprint;
 } DqJobAnswer;
 
 /* In one transaction, for each answer whose job `owner` still leases: marks the job done and
@@ -218,9 +221,28 @@ typedef struct {
     const char *device;  /* NULL: answered before schema 0003 recorded it */
     const char *weights; /* "stored", "int8", "bf16" or NULL */
     int exact;           /* 1: transformers' numerics, 0: approximate, -1: not known */
+    /* How it was made (schema 0008): the page's render settings and the job's generation
+     * settings (-1 or NULL where the stored JSON lacks the member), and the snapshot's
+     * fingerprint (NULL: not recorded). */
+    int n_res, tile, longest_edge;
+    const char *prompt;
+    int max_new_tokens;
+    int do_sample; /* 1, 0, or -1: not known */
+    const char *model_fingerprint;
 } DqAnswerRow;
 
 typedef gboolean (*DqAnswerRowFn)(const DqAnswerRow *row, void *user, GError **err);
+
+/* The answers per (model id, snapshot fingerprint), answers without a fingerprint left out: for
+ * one model id (model_id not NULL) or every one, by model id (bytes), most answers first, then
+ * by fingerprint. */
+typedef struct {
+    char *model_id;
+    char *fingerprint;
+    gint64 answers;
+} DqModelSnapshot;
+void dq_model_snapshot_free(DqModelSnapshot *m);
+GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 
 /* Calls fn for every answer (only those to `question` when not NULL), by document, page,
  * question; stops at the first FALSE. */

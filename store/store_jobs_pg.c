@@ -409,10 +409,11 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         pg_text(&p, a->device);
         pg_text(&p, a->weights);
         pg_text(&p, a->exact < 0 ? NULL : a->exact ? "1" : "0");
+        pg_text(&p, a->model_fingerprint);
         if (!pg_do(s,
                    "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
                    "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
-                   "$10, $11, $12, $13, $14, $15::smallint FROM jobs WHERE id = $1",
+                   "$10, $11, $12, $13, $14, $15::smallint, $16 FROM jobs WHERE id = $1",
                    &p, "storing an answer", NULL, err))
             goto fail;
         count++;
@@ -650,6 +651,34 @@ GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
     return out;
 }
 
+GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, model_id);
+    PGresult *r = pg_run(s,
+                         "SELECT model_id, model_fingerprint, count(*) AS n FROM answers "
+                         "WHERE ($1::text IS NULL OR model_id = $1) AND model_fingerprint IS NOT "
+                         "NULL GROUP BY model_id, model_fingerprint "
+                         "ORDER BY model_id COLLATE \"C\", n DESC, model_fingerprint COLLATE \"C\"",
+                         &p, "counting answers per snapshot", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_snapshot_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqModelSnapshot *m = g_new0(DqModelSnapshot, 1);
+        m->model_id = pg_get_dup(r, i, 0);
+        m->fingerprint = pg_get_dup(r, i, 1);
+        m->answers = pg_get_i64(r, i, 2);
+        g_ptr_array_add(out, m);
+    }
+    PQclear(r);
+    return out;
+}
+
+/* An integer column, or `null` for SQL NULL. */
+static int get_int_or(PGresult *r, int row, int col, int null) {
+    return PQgetisnull(r, row, col) ? null : (int)pg_get_i64(r, row, col);
+}
+
 gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                             GError **err) {
     /* The whole result is fetched before fn runs, so fn may call back into the store. */
@@ -657,7 +686,9 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, 
     pg_text(&p, question);
     PGresult *r = pg_run(s,
                          "SELECT document_path, page, question, answer, model, finished_at, "
-                         "document_id, document_sha256, job_id, device, weights, exact "
+                         "document_id, document_sha256, job_id, device, weights, exact, "
+                         "n_res, tile, longest_edge, prompt, max_new_tokens, do_sample, "
+                         "model_fingerprint "
                          "FROM v_answers WHERE $1::text IS NULL OR question = $1 "
                          "ORDER BY document_path COLLATE \"C\", document_id, page, "
                          "question COLLATE \"C\", job_id",
@@ -678,7 +709,14 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, 
             .job_id = pg_get_i64(r, i, 8),
             .device = PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
             .weights = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10),
-            .exact = PQgetisnull(r, i, 11) ? -1 : (int)pg_get_i64(r, i, 11),
+            .exact = get_int_or(r, i, 11, -1),
+            .n_res = get_int_or(r, i, 12, -1),
+            .tile = get_int_or(r, i, 13, -1),
+            .longest_edge = get_int_or(r, i, 14, -1),
+            .prompt = PQgetisnull(r, i, 15) ? NULL : PQgetvalue(r, i, 15),
+            .max_new_tokens = get_int_or(r, i, 16, -1),
+            .do_sample = get_int_or(r, i, 17, -1),
+            .model_fingerprint = PQgetisnull(r, i, 18) ? NULL : PQgetvalue(r, i, 18),
         };
         ok = fn(&row, user, err);
     }

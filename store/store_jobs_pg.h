@@ -27,6 +27,7 @@ gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *s
                             GError **err);
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
+GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
                             GError **err);
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);

@@ -30,11 +30,11 @@ static const Table tables[] = {
     {"job_errors", "id, job_id, attempt, worker, kind, message, at"},
     {"answers", "id, job_id, text, prompt_tokens, generated_tokens, model_id, generation_settings, "
                 "worker, started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, "
-                "ms_total, device, weights, exact"},
+                "ms_total, device, weights, exact, model_fingerprint"},
     {"answers_superseded",
      "id, answer_id, job_id, text, prompt_tokens, generated_tokens, model_id, "
      "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, ms_prefill, "
-     "ms_decode, ms_total, device, weights, exact, superseded_at"},
+     "ms_decode, ms_total, device, weights, exact, superseded_at, model_fingerprint"},
 };
 
 #define PAGE_ROWS 2000

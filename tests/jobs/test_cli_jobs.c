@@ -171,10 +171,12 @@ static void test_ask_status_export_requeue(void) {
     char **lines = g_strsplit(out, "\r\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 18 + 2); /* header, rows, the empty tail */
     g_assert_true(g_str_has_prefix(lines[0], "document_path,page,question,answer,model"));
-    g_assert_true(g_str_has_suffix(lines[0], ",job_id,device,weights,exact"));
-    /* The stand-in answerer is no model: it records no device or weights, so exactness is
-     * unknown (empty). */
-    g_assert_true(g_str_has_suffix(lines[1], ",,,"));
+    /* Columns are appended, never moved: a CSV is read by position. */
+    g_assert_true(g_str_has_suffix(lines[0], ",job_id,device,weights,exact,n_res,tile,longest_edge,"
+                                             "prompt,max_new_tokens,do_sample,model_fingerprint"));
+    /* The stand-in answerer is no model: it records no device, weights or snapshot, so
+     * exactness is unknown (empty); the settings are the page's and the job's. */
+    g_assert_true(g_str_has_suffix(lines[1], ",,,,4,512,2048,docvqa,64,0,"));
     g_assert_nonnull(strstr(out, ",\"What is the total, in \"\"EUR\"\"?\","));
     g_strfreev(lines);
     g_free(out);
@@ -193,6 +195,13 @@ static void test_ask_status_export_requeue(void) {
         g_assert_cmpint(strlen(json_object_get_string_member(row, "answer")), ==, 16);
         g_assert_true(json_object_get_null_member(row, "device"));
         g_assert_true(json_object_get_null_member(row, "exact"));
+        g_assert_cmpint(json_object_get_int_member(row, "n_res"), ==, 4);
+        g_assert_cmpint(json_object_get_int_member(row, "tile"), ==, 512);
+        g_assert_cmpint(json_object_get_int_member(row, "longest_edge"), ==, 2048);
+        g_assert_cmpstr(json_object_get_string_member(row, "prompt"), ==, "docvqa");
+        g_assert_cmpint(json_object_get_int_member(row, "max_new_tokens"), ==, 64);
+        g_assert_false(json_object_get_boolean_member(row, "do_sample"));
+        g_assert_true(json_object_get_null_member(row, "model_fingerprint"));
         g_object_unref(lp);
     }
     g_strfreev(lines);

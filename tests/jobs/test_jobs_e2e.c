@@ -6,6 +6,7 @@
 #include "jobs_testlib.h"
 #include "queue.h"
 #include "resources.h"
+#include "smolvlm.h"
 #include "testutil.h"
 
 #include <cairo-pdf.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <tiffio.h>
+#include <unistd.h>
 
 #define MAX_NEW_TOKENS 6
 #define N_RES          2
@@ -196,8 +198,8 @@ static void test_ingest_ask_run(void) {
     g_assert_cmpint(docqa_out(export, &jsonl), ==, 0);
     int n_exact = 0, n_int8 = 0;
     for (const char *l = jsonl; (l = strstr(l, "\"device\":\"cpu\"")) != NULL; l++) {
-        n_exact += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"stored\",\"exact\":true}");
-        n_int8 += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"int8\",\"exact\":false}");
+        n_exact += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"stored\",\"exact\":true,");
+        n_int8 += g_str_has_prefix(l, "\"device\":\"cpu\",\"weights\":\"int8\",\"exact\":false,");
     }
     g_assert_cmpint(n_exact, ==, 8);
     g_assert_cmpint(n_int8, ==, 4);
@@ -327,9 +329,180 @@ static void test_damaged_pages_repaired(void) {
     g_free(model);
 }
 
+/* Runs docqa with args; returns its exit status and its stderr. */
+static int docqa_err(const char *const *args, char **errout) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL));
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    int status = 0;
+    GError *err = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL,
+                               NULL, NULL, errout, &status, &err));
+    dq_assert_no_error(err);
+    g_ptr_array_free(argv, TRUE);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The fields of one CSV line of docqa export (no field here holds a comma or a quote). */
+static char **csv_fields(const char *line) {
+    g_assert_null(strchr(line, '"'));
+    return g_strsplit(line, ",", -1);
+}
+
+/* How each answer was made, as users read it: one page and question asked at two render
+ * settings (ingest --n-res 2 and 3) and two --max-new-tokens are four rows that export tells
+ * apart by n_res, longest_edge and max_new_tokens, each with the fingerprint of the snapshot
+ * that answered. The same snapshot under another folder name (--model-id keeping the id) answers
+ * silently; another snapshot under the same id (its config.json changed) gets one warning that
+ * names both fingerprints and counts the answers of the other, its answers their own
+ * fingerprint, and status says the model id has answers from two snapshots. */
+static void test_answer_provenance(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared/models (the tiny SmolVLM snapshots) is absent");
+        return;
+    }
+    char *model = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    char *dir = dq_test_tmpdir();
+    char *docs = g_build_filename(dir, "archive", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(docs, 0755), ==, 0);
+    char *pdf = g_build_filename(docs, "memo.pdf", NULL);
+    write_pdf(pdf, "Memo", 1);
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    for (int n = 2; n <= 3; n++) {
+        char n_res[8];
+        g_snprintf(n_res, sizeof n_res, "%d", n);
+        const char *ingest[] = {"ingest",  "--db", db,   "--model", model,
+                                "--n-res", n_res,  "-q", docs,      NULL};
+        g_assert_cmpint(docqa(ingest), ==, 0);
+    }
+    for (int t = 3; t <= 4; t++) {
+        char max_new[8];
+        g_snprintf(max_new, sizeof max_new, "%d", t);
+        const char *ask[] = {
+            "ask", "--db", db, "--model", model, "--max-new-tokens", max_new, "What is the title?",
+            NULL};
+        g_assert_cmpint(docqa(ask), ==, 0);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 4);
+    const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
+    char *said = NULL;
+    g_assert_cmpint(docqa_err(run, &said), ==, 0);
+    g_assert_null(strstr(said, "warning"));
+    g_free(said);
+
+    const char *export[] = {"export", "--db", db, NULL};
+    char *csv = NULL;
+    g_assert_cmpint(docqa_out(export, &csv), ==, 0);
+    char **lines = g_strsplit(csv, "\r\n", -1);
+    g_assert_cmpint(g_strv_length(lines), ==, 4 + 2); /* header, rows, the empty tail */
+    char **head = csv_fields(lines[0]);
+    int ncol = (int)g_strv_length(head);
+    int col_n_res = -1, col_edge = -1, col_max_new = -1, col_fp = -1;
+    for (int c = 0; c < ncol; c++) {
+        col_n_res = strcmp(head[c], "n_res") == 0 ? c : col_n_res;
+        col_edge = strcmp(head[c], "longest_edge") == 0 ? c : col_edge;
+        col_max_new = strcmp(head[c], "max_new_tokens") == 0 ? c : col_max_new;
+        col_fp = strcmp(head[c], "model_fingerprint") == 0 ? c : col_fp;
+    }
+    g_assert_cmpint(col_n_res, >, 0);
+    g_assert_cmpint(col_fp, ==, ncol - 1);
+    GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    char *fp = NULL;
+    for (int r = 1; r <= 4; r++) {
+        char **f = csv_fields(lines[r]);
+        g_assert_cmpint((int)g_strv_length(f), ==, ncol);
+        /* the same path, page, question and model: only the settings tell the rows apart */
+        g_assert_true(g_str_has_suffix(f[0], "/memo.pdf"));
+        g_assert_cmpstr(f[1], ==, "1");
+        g_assert_cmpstr(f[2], ==, "What is the title?");
+        g_assert_cmpstr(f[4], ==, "tiny-smolvlm-b512");
+        int n = atoi(f[col_n_res]);
+        g_assert_true(n == 2 || n == 3);
+        g_assert_cmpint(atoi(f[col_edge]), ==, n * 512);
+        g_hash_table_add(seen, g_strdup_printf("%s/%s", f[col_n_res], f[col_max_new]));
+        g_assert_true(g_regex_match_simple("^[0-9a-f]{64}$", f[col_fp], 0, 0));
+        if (fp == NULL)
+            fp = g_strdup(f[col_fp]);
+        g_assert_cmpstr(f[col_fp], ==, fp);
+        g_strfreev(f);
+    }
+    g_assert_cmpint(g_hash_table_size(seen), ==, 4);
+    g_assert_true(g_hash_table_contains(seen, "2/3") && g_hash_table_contains(seen, "3/4"));
+    g_hash_table_destroy(seen);
+    g_strfreev(head);
+    g_strfreev(lines);
+    g_free(csv);
+
+    /* The same snapshot in a folder of another name: the same fingerprint, nothing to say. */
+    char *renamed = g_build_filename(dir, "renamed-copy", NULL);
+    g_assert_cmpint(symlink(model, renamed), ==, 0);
+    const char *ask2[] = {"ask", "--db", db, "--model", model, "What is the date?", NULL};
+    g_assert_cmpint(docqa(ask2), ==, 0);
+    const char *run_renamed[] = {
+        "run",        "--db", db,   "--model", renamed, "--model-id", "tiny-smolvlm-b512",
+        "--max-jobs", "1",    "-q", NULL};
+    g_assert_cmpint(docqa_err(run_renamed, &said), ==, 0);
+    g_assert_null(strstr(said, "warning"));
+    g_free(said);
+    char *sql =
+        g_strdup_printf("SELECT count(*) FROM v_answers WHERE model_fingerprint = '%s'", fp);
+    g_assert_cmpint(jt_query_int(db, sql), ==, 5);
+    g_free(sql);
+
+    /* Another snapshot under the same model id: warned about, answers apart by fingerprint. */
+    char *other = dq_test_snapshot_with_positions(model, 4096);
+    const char *run_other[] = {
+        "run",           "--db", db,  "--model", other, "--model-id", "tiny-smolvlm-b512",
+        "--until-empty", "-q",   NULL};
+    g_assert_cmpint(docqa_err(run_other, &said), ==, 0);
+    GError *err = NULL;
+    char *other_fp = smolvlm_snapshot_fingerprint(other, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpstr(other_fp, !=, fp);
+    char *fp12 = g_strndup(fp, 12);
+    char *want = g_strdup_printf("docqa: run: warning: model 'tiny-smolvlm-b512': this snapshot "
+                                 "(%s) is %.12s, but 5 answers stored under 'tiny-smolvlm-b512' "
+                                 "came from another (5 from %s)",
+                                 other, other_fp, fp12);
+    if (!g_str_has_prefix(said, want) || strchr(said, '\n') != said + strlen(said) - 1)
+        g_error("not one line '%s...': %s", want, said);
+    g_free(want);
+    g_free(said);
+    sql = g_strdup_printf("SELECT count(*) FROM v_answers WHERE question = 'What is the date?' "
+                          "AND model = 'tiny-smolvlm-b512' AND model_fingerprint = '%s'",
+                          other_fp);
+    g_assert_cmpint(jt_query_int(db, sql), ==, 1);
+    g_free(sql);
+    const char *status[] = {"status", "--db", db, NULL};
+    char *out = NULL;
+    g_assert_cmpint(docqa_out(status, &out), ==, 0);
+    char *line =
+        g_strdup_printf("model 'tiny-smolvlm-b512': answers from 2 snapshots: 5 from "
+                        "%s, 1 from %.12s (v_answers.model_fingerprint tells them apart)\n",
+                        fp12, other_fp);
+    if (strstr(out, line) == NULL)
+        g_error("no '%s' in: %s", line, out);
+    g_free(line);
+    g_free(out);
+    g_free(fp12);
+    g_free(other_fp);
+    g_free(other);
+    g_free(renamed);
+    g_free(fp);
+    g_free(db);
+    g_free(pdf);
+    g_free(docs);
+    g_free(dir);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/jobs-e2e/ingest-ask-run-tiny-model", test_ingest_ask_run);
     g_test_add_func("/jobs-e2e/damaged-pages-repaired", test_damaged_pages_repaired);
+    g_test_add_func("/jobs-e2e/answer-provenance", test_answer_provenance);
     return g_test_run();
 }

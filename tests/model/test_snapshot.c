@@ -319,6 +319,124 @@ static void test_empty_name(void) {
     g_error_free(err);
 }
 
+static void update_le64(GChecksum *c, guint64 v) {
+    guchar le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (guchar)(v >> (8 * i));
+    g_checksum_update(c, le, 8);
+}
+
+/* smolvlm.h's recipe, written out again from its comment for a one-file snapshot: a change to
+ * it would make every stored answer's snapshot look like another one to `docqa run`. */
+static char *recipe_fingerprint(const char *dir) {
+    GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(c, (const guchar *)"docqa-snapshot-v1", 18);
+    const char *names[] = {"config.json", "tokenizer.json", "model.safetensors"};
+    for (int i = 0; i < 3; i++) {
+        char *path = g_build_filename(dir, names[i], NULL);
+        size_t len = 0;
+        char *bytes = dq_test_read_file(path, &len);
+        g_checksum_update(c, (const guchar *)names[i], (gssize)strlen(names[i]) + 1);
+        update_le64(c, len);
+        size_t hashed = len;
+        if (i == 2) { /* the safetensors header only: its length, then itself */
+            guint64 hlen = 0;
+            for (int b = 7; b >= 0; b--)
+                hlen = (hlen << 8) | (guchar)bytes[b];
+            hashed = 8 + hlen;
+            g_assert_cmpuint(hashed, <, len);
+        }
+        g_checksum_update(c, (const guchar *)bytes, (gssize)hashed);
+        g_free(bytes);
+        g_free(path);
+    }
+    char *hex = g_strdup(g_checksum_get_string(c));
+    g_checksum_free(c);
+    return hex;
+}
+
+static char *fingerprint_of(const char *dir) {
+    GError *err = NULL;
+    char *fp = smolvlm_snapshot_fingerprint(dir, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(strlen(fp), ==, 64);
+    return fp;
+}
+
+/* answers.model_fingerprint: the same snapshot under another folder name is the same; another
+ * config.json, tokenizer.json or safetensors header (bf16 weights) is another; what the loaded
+ * model hashes is what the folder hashes. Weight bytes are not read (a 2.2B snapshot is 4.5 GB):
+ * a value changed in place at the same offsets goes unnoticed, on purpose. */
+static void test_fingerprint(void) {
+    if (!have_shared())
+        return;
+    char *tiny = tiny_dir();
+    char *fp = fingerprint_of(tiny);
+    char *want = recipe_fingerprint(tiny);
+    g_assert_cmpstr(fp, ==, want);
+    g_free(want);
+    char *renamed = snapshot_without(""); /* every file linked from another folder */
+    char *same = fingerprint_of(renamed);
+    g_assert_cmpstr(same, ==, fp);
+    g_free(same);
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(renamed, NULL, &err);
+    dq_assert_no_error(err);
+    char *loaded = smolvlm_fingerprint(p->model, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpstr(loaded, ==, fp);
+    g_free(loaded);
+    smolvlm_pipeline_free(p);
+    g_free(renamed);
+
+    char *dirs[4];
+    dirs[0] = snapshot_edited("config.json", "\"max_position_embeddings\": 8192",
+                              "\"max_position_embeddings\": 4096");
+    char *tok_path = g_build_filename(tiny, "tokenizer.json", NULL);
+    size_t len = 0;
+    char *tok = dq_test_read_file(tok_path, &len);
+    char *tok2 = g_strconcat(tok, "\n", NULL);
+    dirs[1] = snapshot_with("tokenizer.json", tok2, (gssize)len + 1);
+    const char *shared = dq_test_shared_dir();
+    dirs[2] = g_build_filename(shared, "models", "tiny-smolvlm-b512-bf16", NULL);
+    /* Weights changed in place, the header as it was: the same fingerprint. */
+    char *st_path = g_build_filename(tiny, "model.safetensors", NULL);
+    char *st = dq_test_read_file(st_path, &len);
+    st[len - 1] ^= 0x40;
+    dirs[3] = snapshot_with("model.safetensors", st, (gssize)len);
+    for (int i = 0; i < 4; i++) {
+        char *other = fingerprint_of(dirs[i]);
+        if (i < 3)
+            g_assert_cmpstr(other, !=, fp);
+        else
+            g_assert_cmpstr(other, ==, fp);
+        if (i == 2) { /* the bf16 snapshot's own files, by the same recipe */
+            char *r = recipe_fingerprint(dirs[i]);
+            g_assert_cmpstr(other, ==, r);
+            g_free(r);
+        }
+        g_free(other);
+        g_free(dirs[i]);
+    }
+    g_free(st);
+    g_free(st_path);
+    g_free(tok);
+    g_free(tok2);
+    g_free(tok_path);
+
+    /* What it cannot hash is an error naming the file. */
+    char *no_tok = snapshot_without("tokenizer.json");
+    g_assert_null(smolvlm_snapshot_fingerprint(no_tok, &err));
+    g_assert_nonnull(err);
+    char *missing = g_build_filename(no_tok, "tokenizer.json", NULL);
+    g_assert_nonnull(strstr(err->message, missing));
+    g_clear_error(&err);
+    g_free(missing);
+    g_free(no_tok);
+    g_free(fp);
+    g_free(tiny);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/snapshot/deep-json", test_deep_json);
@@ -327,5 +445,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/snapshot/tied-lm-head", test_tied_lm_head);
     g_test_add_func("/snapshot/tokenizer-vs-model", test_tokenizer_vs_model);
     g_test_add_func("/snapshot/empty-name", test_empty_name);
+    g_test_add_func("/snapshot/fingerprint", test_fingerprint);
     return g_test_run();
 }

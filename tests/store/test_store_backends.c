@@ -162,7 +162,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 7);
+    g_assert_cmpint(v, ==, 8);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -576,6 +576,206 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     g_free(loc);
 }
 
+/* Render and generation settings as docqa writes them (ingest.c, queue.c). */
+static const char *R3 = "{\"longest_edge\":1536,\"n_res\":3,\"tile\":512}";
+static const char *R5 = "{\"longest_edge\":2560,\"n_res\":5,\"tile\":512}";
+static const char *G64 = "{\"do_sample\":false,\"max_new_tokens\":64,\"prompt\":\"docvqa\"}";
+static const char *G8 = "{\"do_sample\":false,\"max_new_tokens\":8,\"prompt\":\"docvqa\"}";
+#define FP_A "aaaaaaaaaaaa0000000000000000000000000000000000000000000000000001"
+#define FP_B "bbbbbbbbbbbb0000000000000000000000000000000000000000000000000002"
+
+static gboolean collect_provenance(const DqAnswerRow *row, void *user, GError **err) {
+    g_string_append_printf(
+        user, "%s|%d|%s|%s|n_res=%d|tile=%d|edge=%d|%s|max_new=%d|sample=%d|%s\n",
+        row->document_path, row->page, row->question, row->answer, row->n_res, row->tile,
+        row->longest_edge, row->prompt ? row->prompt : "NULL", row->max_new_tokens, row->do_sample,
+        row->model_fingerprint ? row->model_fingerprint : "NULL");
+    (void)err;
+    return TRUE;
+}
+
+static char *provenance_text(DqStore *s) {
+    GString *out = g_string_new(NULL);
+    GError *err = NULL;
+    g_assert_true(store_jobs_each_answer(s, NULL, collect_provenance, out, &err));
+    dq_assert_no_error(err);
+    return g_string_free(out, FALSE);
+}
+
+static GPtrArray *claim_all(DqStore *s, int n) {
+    GError *err = NULL;
+    GPtrArray *c = store_jobs_claim(s, "W", "m", 10, 1000, 100000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, n);
+    return c;
+}
+
+/* Answers every claimed job with text "<prefix> <n_res> <max_new_tokens>" from snapshot fp. */
+static void answer_claimed(DqStore *s, GPtrArray *claimed, const char *prefix, const char *fp,
+                           int exact) {
+    DqJobAnswer *ans = g_new0(DqJobAnswer, claimed->len);
+    char **texts = g_new0(char *, claimed->len + 1);
+    for (guint i = 0; i < claimed->len; i++) {
+        const DqClaimedJob *j = g_ptr_array_index(claimed, i);
+        texts[i] =
+            g_strdup_printf("%s %s %s", prefix, strcmp(j->render_settings, R3) == 0 ? "3" : "5",
+                            strcmp(j->generation_settings, G8) == 0 ? "8" : "64");
+        ans[i] = answer_for(j->job_id, texts[i]);
+        ans[i].model_fingerprint = fp;
+        ans[i].exact = exact;
+    }
+    int written = 0;
+    GError *err = NULL;
+    g_assert_true(store_jobs_complete(s, "W", ans, (int)claimed->len, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, (int)claimed->len);
+    g_strfreev(texts);
+    g_free(ans);
+}
+
+/* One page and question asked at two render settings (ingest --n-res 3 and 5) and two
+ * --max-new-tokens, on a database made by a docqa at schema 7 (before answers said how they were
+ * made), half of them answered there. Upgraded: every row is kept, the four answers read apart by
+ * their settings, those stored before have no fingerprint, those since their snapshot's, which
+ * moves with an answer superseded (answers_superseded) and is counted per model id. */
+static void test_upgrade_from_schema_7(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 7, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 7);
+    DqPageRow page = {.page_number = 1, .width = 10, .height = 20, .status = "ok"};
+    DqDocumentRow doc = {.path = "/archive/p.pdf",
+                         .sha256 = "7777",
+                         .bytes = 1,
+                         .mtime = 1,
+                         .kind = "pdf",
+                         .page_count = 1,
+                         .status = "ok"};
+    gint64 doc_id = 0;
+    page.image_sha256 = "3333";
+    g_assert_true(dq_store_document_record(s, &doc, 0, FALSE, R3, &page, 1, &doc_id, NULL, &err));
+    page.image_sha256 = "5555";
+    g_assert_true(dq_store_document_record(s, &doc, doc_id, FALSE, R5, &page, 1, NULL, NULL, &err));
+    dq_assert_no_error(err);
+    int n_failed = -1;
+    GPtrArray *pages = store_jobs_select_pages(s, NULL, 0, NULL, 0, &n_failed, &err);
+    g_assert_cmpint(pages->len, ==, 2);
+    gint64 qid = 0;
+    g_assert_true(store_jobs_question_id(s, "Total?", &qid, &err));
+    DqNewJob jobs[4];
+    char *keys[4];
+    for (int i = 0; i < 4; i++) {
+        const DqAskPage *p = g_ptr_array_index(pages, i / 2);
+        const char *gs = i % 2 ? G8 : G64;
+        keys[i] = g_strdup_printf("%s|%s", p->render_settings, gs);
+        jobs[i] = (DqNewJob){.page_id = p->page_id,
+                             .question_id = qid,
+                             .model_id = "m",
+                             .generation_settings = gs,
+                             .job_key = keys[i],
+                             .max_attempts = 2};
+    }
+    int added = 0;
+    g_assert_true(store_jobs_enqueue(s, jobs, 4, &added, &err));
+    g_assert_cmpint(added, ==, 4);
+    for (int i = 0; i < 4; i++)
+        g_free(keys[i]);
+    g_ptr_array_free(pages, TRUE);
+    /* What schema 7's docqa wrote for the --max-new-tokens 64 jobs (this docqa's INSERT names the
+     * new column). */
+    g_assert_true(dq_store_exec(
+        s,
+        "UPDATE jobs SET state = 'done' WHERE generation_settings LIKE '%:64,%';"
+        "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
+        "generation_settings, worker, started_at, finished_at, device, weights, exact) "
+        "SELECT j.id, CASE WHEN p.render_settings LIKE '%\"n_res\":3%' THEN 'old 3 64' ELSE "
+        "'old 5 64' END, 10, 1, j.model_id, j.generation_settings, 'old:1', "
+        "'2025-01-01T00:00:00.000Z', '2025-01-01T00:00:01.000Z', 'cpu', 'stored', 1 "
+        "FROM jobs j JOIN pages p ON p.id = j.page_id WHERE j.state = 'done'",
+        &err));
+    dq_assert_no_error(err);
+    dq_store_close(s);
+
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 8);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
+                              "model_fingerprint IS NULL"),
+                    ==, 2);
+    GPtrArray *c = claim_all(s, 2);
+    answer_claimed(s, c, "new", FP_A, 0);
+    g_ptr_array_free(c, TRUE);
+    char *text = provenance_text(s);
+    g_assert_cmpstr(
+        text, ==,
+        "/archive/p.pdf|1|Total?|old 3 "
+        "64|n_res=3|tile=512|edge=1536|docvqa|max_new=64|sample=0|NULL\n"
+        "/archive/p.pdf|1|Total?|new 3 8|n_res=3|tile=512|edge=1536|docvqa|max_new=8|sample=0|" FP_A
+        "\n"
+        "/archive/p.pdf|1|Total?|old 5 "
+        "64|n_res=5|tile=512|edge=2560|docvqa|max_new=64|sample=0|NULL\n"
+        "/archive/p.pdf|1|Total?|new 5 8|n_res=5|tile=512|edge=2560|docvqa|max_new=8|sample=0|" FP_A
+        "\n");
+    g_free(text);
+    /* The view itself, as SQL reads it: four rows, none two alike. */
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM (SELECT DISTINCT document_path, page, "
+                              "question, model, n_res, max_new_tokens FROM v_answers) x"),
+                    ==, 4);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM v_answers WHERE n_res = 5 AND tile = 512 AND "
+                              "longest_edge = 2560 AND prompt = 'docvqa' AND max_new_tokens = 8 "
+                              "AND do_sample = 0 AND model_fingerprint = '" FP_A "'"),
+                    ==, 1);
+    GPtrArray *snaps = store_jobs_model_snapshots(s, "m", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(snaps->len, ==, 1);
+    g_assert_cmpstr(((DqModelSnapshot *)g_ptr_array_index(snaps, 0))->fingerprint, ==, FP_A);
+    g_assert_cmpint(((DqModelSnapshot *)g_ptr_array_index(snaps, 0))->answers, ==, 2);
+    g_ptr_array_free(snaps, TRUE);
+
+    /* Answered again by another snapshot: the replaced answers keep theirs. */
+    gint64 requeued = 0;
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    g_assert_cmpint(requeued, ==, 2);
+    c = claim_all(s, 2);
+    answer_claimed(s, c, "again", FP_B, 1);
+    g_ptr_array_free(c, TRUE);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM answers_superseded WHERE text LIKE 'new %' "
+                              "AND model_fingerprint = '" FP_A "'"),
+                    ==, 2);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM v_answers WHERE answer LIKE 'again %' AND "
+                              "model_fingerprint = '" FP_B "'"),
+                    ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 4);
+    /* Another model id's answers are counted apart, and only where asked for. */
+    g_assert_true(dq_store_exec(s,
+                                "UPDATE answers SET model_id = 'other' WHERE text = 'old 3 64';"
+                                "UPDATE answers SET model_fingerprint = '" FP_A
+                                "' WHERE text LIKE 'old %'",
+                                &err));
+    snaps = store_jobs_model_snapshots(s, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(snaps->len, ==, 3);
+    const char *want[3][3] = {{"m", FP_B, "2"}, {"m", FP_A, "1"}, {"other", FP_A, "1"}};
+    for (int i = 0; i < 3; i++) {
+        const DqModelSnapshot *m = g_ptr_array_index(snaps, i);
+        g_assert_cmpstr(m->model_id, ==, want[i][0]);
+        g_assert_cmpstr(m->fingerprint, ==, want[i][1]);
+        g_assert_cmpint(m->answers, ==, atoi(want[i][2]));
+    }
+    g_ptr_array_free(snaps, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A path whose bytes go back to an older version's: the lookup sees only the newest version,
  * and recording the old bytes again adds version 3. Starts at schema 5 (where (path, sha256)
  * was unique) so that the migration is shown to keep documents, pages and their cascade. */
@@ -633,7 +833,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 7);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 8);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -1459,6 +1659,10 @@ int main(int argc, char **argv) {
                          test_upgrade_from_schema_2);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
                          test_upgrade_from_schema_2);
+    g_test_add_data_func("/store/backends/sqlite/upgrade-from-7", "sqlite",
+                         test_upgrade_from_schema_7);
+    g_test_add_data_func("/store/backends/postgres/upgrade-from-7", "postgres",
+                         test_upgrade_from_schema_7);
     g_test_add_data_func("/store/backends/sqlite/open-existing", "sqlite", test_open_existing);
     g_test_add_data_func("/store/backends/postgres/open-existing", "postgres", test_open_existing);
     g_test_add_func("/store/backends/postgres/reconnect", test_pg_reconnect);

@@ -368,6 +368,7 @@ static char *corpus_dir(void) {
 typedef struct {
     const char *device, *weights;
     gboolean exact;
+    const char *fingerprint; /* the snapshot's (answers.model_fingerprint) */
     const char *fail_question, *bad_question;
     double ms_total;
     gint64 budget; /* jobs the worker may claim; 0: until the queue is empty */
@@ -381,6 +382,7 @@ static void worker_run(const Db *d, const Run *run) {
     a->device = run->device;
     a->weights = run->weights;
     a->exact = run->exact;
+    a->model_fingerprint = run->fingerprint;
     gint64 budget = run->budget;
     /* One job at a time, retried at once: the jobs are taken in one order on both. */
     DqWorkerOptions opt = {.db_path = d->loc,
@@ -464,6 +466,7 @@ static void play_history(void) {
     Run gpu = {.device = "cuda:0",
                .weights = "bf16",
                .exact = FALSE,
+               .fingerprint = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
                .fail_question = "Dead end",
                .bad_question = "Bad page",
                .ms_total = 812.5};
@@ -472,7 +475,12 @@ static void play_history(void) {
     docqa_each(0, (const char *[]){"requeue", "--failed", NULL});
     docqa_each(0, (const char *[]){"requeue", "--approximate", NULL});
     /* The exact run, stopped after 25 jobs: some answers replaced, the others still approximate. */
-    Run cpu = {.device = "cpu", .weights = "stored", .exact = TRUE, .ms_total = 1250, .budget = 25};
+    Run cpu = {.device = "cpu",
+               .weights = "stored",
+               .exact = TRUE,
+               .fingerprint = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+               .ms_total = 1250,
+               .budget = 25};
     for (int i = 0; i < n_dbs; i++)
         worker_run(&dbs[i], &cpu);
 
