@@ -70,11 +70,13 @@ DqSafeTensors *safetensors_parse(const uint8_t *data, size_t len, const char *na
 
 void safetensors_free(DqSafeTensors *st);
 
-/* Feeds `c` what identifies the files st was opened from, without reading their tensors: for
+/* Feeds `c` what identifies the files st was opened from without reading all their tensors: for
  * each file, by base name (shards in any order hash alike), its base name and a NUL, its size
- * (8 bytes, little-endian) and its first 8 + N bytes (the header's length and the header, which
- * names every tensor's dtype, shape and offsets). A 4.5 GB snapshot costs a few hundred KB of
- * hashing. Nothing for safetensors_parse's images, which have no file. */
+ * (8 bytes, little-endian), its first 8 + N bytes (the header's length and the header, which
+ * names every tensor's dtype, shape and offsets), then the tensor data: whole when it is at most
+ * 4 MiB, else 1024 windows of 4096 bytes at offsets w * (len - 4096) / 1023 of it (w = 0..1023),
+ * which tell a fine-tune from its base model. A 4.5 GB snapshot costs about 4 MiB of hashing.
+ * Nothing for safetensors_parse's images, which have no file. */
 void safetensors_fingerprint_update(const DqSafeTensors *st, GChecksum *c);
 
 /* Number of tensors and their names (sorted; g_free the array, not the strings). */

@@ -449,9 +449,18 @@ fail:
     return NULL;
 }
 
-/* One of the snapshot's JSON files into the fingerprint (smolvlm.h), bytes as they are. */
-static gboolean fingerprint_file(GChecksum *c, const char *dir, const char *name, GError **err) {
+/* One of the snapshot's JSON files into the fingerprint (smolvlm.h), bytes as they are; an
+ * optional file that is not there as its name and a size of all ones. */
+static gboolean fingerprint_file(GChecksum *c, const char *dir, const char *name, gboolean optional,
+                                 GError **err) {
     char *path = g_build_filename(dir, name, NULL);
+    if (optional && !g_file_test(path, G_FILE_TEST_EXISTS)) {
+        g_free(path);
+        static const guchar absent[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+        g_checksum_update(c, (const guchar *)name, (gssize)strlen(name) + 1);
+        g_checksum_update(c, absent, sizeof absent);
+        return TRUE;
+    }
     DqMappedFile *mf = dq_mapped_file_open(path, err);
     g_free(path);
     if (mf == NULL)
@@ -471,9 +480,23 @@ static char *fingerprint(const char *dir, const DqSafeTensors *st, GError **err)
     static const char version[] = "docqa-snapshot-v1";
     GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
     g_checksum_update(c, (const guchar *)version, sizeof version); /* its NUL too */
+    /* Every file a load reads, in this order: each can change an answer (the chat template and
+     * the processor's sizes the prompt, generation_config the decoding). */
+    static const struct {
+        const char *name;
+        gboolean optional;
+    } files[] = {{"config.json", FALSE},
+                 {"generation_config.json", TRUE},
+                 {"preprocessor_config.json", TRUE},
+                 {"processor_config.json", TRUE},
+                 {"chat_template.json", TRUE},
+                 {"tokenizer.json", FALSE},
+                 {"tokenizer_config.json", TRUE}};
+    gboolean ok = TRUE;
+    for (size_t i = 0; ok && i < G_N_ELEMENTS(files); i++)
+        ok = fingerprint_file(c, dir, files[i].name, files[i].optional, err);
     char *hex = NULL;
-    if (fingerprint_file(c, dir, "config.json", err) &&
-        fingerprint_file(c, dir, "tokenizer.json", err)) {
+    if (ok) {
         safetensors_fingerprint_update(st, c);
         hex = g_strdup(g_checksum_get_string(c));
     }

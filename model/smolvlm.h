@@ -64,11 +64,14 @@ const char *smolvlm_dir(const Smolvlm *m);
 
 /* What answers record as answers.model_fingerprint: a hex SHA-256 (64 characters, g_free) that
  * tells snapshots apart whatever their folders are called (`docqa run --model-id X --model DIR`
- * lets any snapshot answer X's jobs). It hashes "docqa-snapshot-v1" and a NUL; then config.json
- * and tokenizer.json, each as its name, a NUL, its size (8 bytes, little-endian) and its bytes;
- * then the safetensors files as safetensors_fingerprint_update does: their headers and sizes,
- * not their weights (a 2.2B snapshot is 4.5 GB; a header names every tensor's dtype, shape and
- * offsets, and weights changed in place at the same offsets are not what a folder swap does).
+ * lets any snapshot answer X's jobs). It hashes "docqa-snapshot-v1" and a NUL; then every file a
+ * load reads, in this order: config.json, generation_config.json, preprocessor_config.json,
+ * processor_config.json, chat_template.json, tokenizer.json, tokenizer_config.json, each as its
+ * name, a NUL, its size (8 bytes, little-endian) and its bytes, or where an optional one is not
+ * there its name, a NUL and 8 bytes 0xff; then the safetensors files as
+ * safetensors_fingerprint_update does: headers, sizes and 4 MiB of windows over the weights
+ * (all of a 2.2B snapshot's 4.5 GB would take half a minute; a fine-tune changes nearly every
+ * weight, so the windows tell it from its base model, whose header it shares).
  * smolvlm_fingerprint hashes the safetensors files m has mapped (what it computes with); the
  * snapshot version maps a folder's without loading any weights. Errors name the file. */
 char *smolvlm_fingerprint(const Smolvlm *m, GError **err);

@@ -331,22 +331,34 @@ static void update_le64(GChecksum *c, guint64 v) {
 static char *recipe_fingerprint(const char *dir) {
     GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
     g_checksum_update(c, (const guchar *)"docqa-snapshot-v1", 18);
-    const char *names[] = {"config.json", "tokenizer.json", "model.safetensors"};
-    for (int i = 0; i < 3; i++) {
+    const char *names[] = {
+        "config.json",           "generation_config.json", "preprocessor_config.json",
+        "processor_config.json", "chat_template.json",     "tokenizer.json",
+        "tokenizer_config.json", "model.safetensors"};
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
         char *path = g_build_filename(dir, names[i], NULL);
+        g_checksum_update(c, (const guchar *)names[i], (gssize)strlen(names[i]) + 1);
+        if (!g_file_test(path, G_FILE_TEST_EXISTS)) { /* an optional file: size all ones */
+            update_le64(c, G_MAXUINT64);
+            g_free(path);
+            continue;
+        }
         size_t len = 0;
         char *bytes = dq_test_read_file(path, &len);
-        g_checksum_update(c, (const guchar *)names[i], (gssize)strlen(names[i]) + 1);
         update_le64(c, len);
-        size_t hashed = len;
-        if (i == 2) { /* the safetensors header only: its length, then itself */
+        if (strcmp(names[i], "model.safetensors") != 0) {
+            g_checksum_update(c, (const guchar *)bytes, (gssize)len);
+        } else { /* its header's length and the header, then the tensor data in windows */
             guint64 hlen = 0;
             for (int b = 7; b >= 0; b--)
                 hlen = (hlen << 8) | (guchar)bytes[b];
-            hashed = 8 + hlen;
-            g_assert_cmpuint(hashed, <, len);
+            g_checksum_update(c, (const guchar *)bytes, (gssize)(8 + hlen));
+            const guchar *data = (const guchar *)bytes + 8 + hlen;
+            guint64 data_len = len - 8 - hlen;
+            g_assert_cmpuint(data_len, >, 1024 * 4096); /* the windows, not the whole */
+            for (guint64 w = 0; w < 1024; w++)
+                g_checksum_update(c, data + w * (data_len - 4096) / 1023, 4096);
         }
-        g_checksum_update(c, (const guchar *)bytes, (gssize)hashed);
         g_free(bytes);
         g_free(path);
     }
@@ -364,9 +376,10 @@ static char *fingerprint_of(const char *dir) {
 }
 
 /* answers.model_fingerprint: the same snapshot under another folder name is the same; another
- * config.json, tokenizer.json or safetensors header (bf16 weights) is another; what the loaded
- * model hashes is what the folder hashes. Weight bytes are not read (a 2.2B snapshot is 4.5 GB):
- * a value changed in place at the same offsets goes unnoticed, on purpose. */
+ * config.json, tokenizer.json, chat template, generation_config.json, a processor_config.json
+ * taken away, a safetensors header (bf16 weights) or weights changed where the windows read
+ * them (a fine-tune keeps the header) is another; what the loaded model hashes is what the
+ * folder hashes. */
 static void test_fingerprint(void) {
     if (!have_shared())
         return;
@@ -389,7 +402,8 @@ static void test_fingerprint(void) {
     smolvlm_pipeline_free(p);
     g_free(renamed);
 
-    char *dirs[4];
+    enum { N_OTHERS = 8 };
+    char *dirs[N_OTHERS];
     dirs[0] = snapshot_edited("config.json", "\"max_position_embeddings\": 8192",
                               "\"max_position_embeddings\": 4096");
     char *tok_path = g_build_filename(tiny, "tokenizer.json", NULL);
@@ -399,22 +413,28 @@ static void test_fingerprint(void) {
     dirs[1] = snapshot_with("tokenizer.json", tok2, (gssize)len + 1);
     const char *shared = dq_test_shared_dir();
     dirs[2] = g_build_filename(shared, "models", "tiny-smolvlm-b512-bf16", NULL);
-    /* Weights changed in place, the header as it was: the same fingerprint. */
+    /* Weights changed in place, the header as it was: the first and the last byte of the tensor
+     * data are in the first and the last window. */
     char *st_path = g_build_filename(tiny, "model.safetensors", NULL);
     char *st = dq_test_read_file(st_path, &len);
     st[len - 1] ^= 0x40;
     dirs[3] = snapshot_with("model.safetensors", st, (gssize)len);
-    for (int i = 0; i < 4; i++) {
+    st[len - 1] ^= 0x40;
+    guint64 hlen = 0;
+    for (int b = 7; b >= 0; b--)
+        hlen = (hlen << 8) | (guchar)st[b];
+    st[8 + hlen] ^= 0x01;
+    dirs[4] = snapshot_with("model.safetensors", st, (gssize)len);
+    dirs[5] = snapshot_without("processor_config.json");
+    dirs[6] = snapshot_edited("generation_config.json", "}", ", \"max_new_tokens\": 7}");
+    dirs[7] = snapshot_edited("chat_template.json", "Assistant", "Bot");
+    for (int i = 0; i < N_OTHERS; i++) {
         char *other = fingerprint_of(dirs[i]);
-        if (i < 3)
-            g_assert_cmpstr(other, !=, fp);
-        else
-            g_assert_cmpstr(other, ==, fp);
-        if (i == 2) { /* the bf16 snapshot's own files, by the same recipe */
-            char *r = recipe_fingerprint(dirs[i]);
-            g_assert_cmpstr(other, ==, r);
-            g_free(r);
-        }
+        if (strcmp(other, fp) == 0)
+            g_error("snapshot %d hashes as the tiny one", i);
+        char *r = recipe_fingerprint(dirs[i]); /* every variant by the same recipe */
+        g_assert_cmpstr(other, ==, r);
+        g_free(r);
         g_free(other);
         g_free(dirs[i]);
     }
