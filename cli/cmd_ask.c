@@ -26,8 +26,9 @@ int cmd_ask(int argc, char **argv) {
          "SQL"},
         {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
          "read questions from FILE ('-': standard input), UTF-8 (a leading byte order mark is "
-         "skipped): a JSON list of strings when it starts with '[', else one question a line "
-         "(blank lines skipped)",
+         "skipped): a JSON list of strings when its first non-space character is '[', else one "
+         "question a line, as written (quotes kept; a CSV is read as lines too), blank lines and "
+         "lines starting with '#' (comments) skipped",
          "FILE"},
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
          "the model that will answer: the snapshot DIR given to `docqa run`, which must hold "
