@@ -840,9 +840,10 @@ void dq_error_reason_free(DqErrorReason *r) {
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     PG_DISPATCH(s, return pgjobs_top_errors(s, limit, err));
     sqlite3_stmt *st = stmt(s,
-                            "SELECT kind, docqa_error_reason(message) AS reason, "
-                            "count(DISTINCT job_id) AS n, min(message) FROM job_errors "
-                            "GROUP BY kind, reason ORDER BY n DESC, kind, reason LIMIT ?1",
+                            "SELECT e.kind, docqa_error_reason(e.message) AS reason, "
+                            "count(DISTINCT e.job_id) AS n, min(e.message) FROM job_errors e "
+                            "JOIN jobs j ON j.id = e.job_id WHERE " DQ_JOBS_FAILING_NOW
+                            " GROUP BY e.kind, reason ORDER BY n DESC, e.kind, reason LIMIT ?1",
                             err);
     if (st == NULL)
         return NULL;

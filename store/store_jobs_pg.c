@@ -606,9 +606,10 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
     /* COLLATE "C": the order, and the example, SQLite's. */
     PGresult *r = pg_run(s,
                          "SELECT kind, reason, count(DISTINCT job_id) AS n, "
-                         "min(message COLLATE \"C\") FROM (SELECT kind, job_id, message, "
+                         "min(message COLLATE \"C\") FROM (SELECT je.kind, je.job_id, je.message, "
                          "regexp_replace(regexp_replace(message, $2, $3), $4, $5, 'g') AS reason "
-                         "FROM job_errors) e GROUP BY kind, reason "
+                         "FROM job_errors je JOIN jobs j ON j.id = je.job_id "
+                         "WHERE " DQ_JOBS_FAILING_NOW ") e GROUP BY kind, reason "
                          "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
                          &p, "reading job errors", err);
     if (r == NULL)

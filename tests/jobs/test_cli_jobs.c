@@ -225,6 +225,12 @@ static void test_ask_status_export_requeue(void) {
     run_worker(db);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
+    /* Nothing fails now: the answered jobs' old errors are history (job_errors), no reason. */
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_null(strstr(out, "page image missing"));
+    g_assert_null(strstr(out, "failure reasons"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM job_errors"), ==, 4);
 
     /* requeue --approximate: three answers marked as a GPU's go back; they stay readable until
      * answered again, then wait in answers_superseded. */
