@@ -21,14 +21,24 @@ char *queue_generation_settings_json(const DqGenerationSettings *gs, GError **er
     /* A prompt name becomes a resource path: keep it a plain name. */
     for (const char *c = prompt; *c; c++)
         if (!g_ascii_isalnum(*c) && *c != '_' && *c != '-') {
-            dq_fail(err, DQ_ERR_ARGS, "prompt '%s': use a name from configs/prompts/", prompt);
+            dq_fail(err, DQ_ERR_ARGS, "prompt '%s': not a prompt template name", prompt);
             return NULL;
         }
     char *rpath = g_strdup_printf("configs/prompts/%s.txt", prompt);
-    GBytes *b = dq_resource_get(rpath, err);
+    GBytes *b = dq_resource_get(rpath, NULL);
     g_free(rpath);
     if (b == NULL) {
-        dq_error_prefix(err, "prompt '%s'", prompt);
+        /* The templates are compiled into docqa: name the ones there are. */
+        char **names = dq_resource_list("configs/prompts", NULL);
+        GString *known = g_string_new(NULL);
+        for (char **n = names; n && *n; n++)
+            if (g_str_has_suffix(*n, ".txt"))
+                g_string_append_printf(known, "%s%.*s", known->len ? ", " : "",
+                                       (int)(strlen(*n) - 4), *n);
+        dq_fail(err, DQ_ERR_ARGS, "prompt '%s': no such prompt template (built in: %s)", prompt,
+                known->str);
+        g_string_free(known, TRUE);
+        g_strfreev(names);
         return NULL;
     }
     g_bytes_unref(b);
