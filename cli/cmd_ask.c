@@ -22,7 +22,7 @@ int cmd_ask(int argc, char **argv) {
         {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &where, /* bytes, checked as UTF-8 */
          "ask about the documents matching this SQL expression over the documents table, run "
          "read-only, e.g. \"path LIKE '%/invoices/%'\"; one expression: its parentheses "
-         "balanced, no comments or ';' (repeatable)",
+         "balanced outside quotes, no comments, ';' or '$' (repeatable)",
          "SQL"},
         {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
          "read questions from FILE ('-': standard input), UTF-8 (a leading byte order mark is "
