@@ -159,10 +159,12 @@ gboolean queue_check_where(const char *expr, GError **err);
 char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err);
 
 /* Reads questions from a file ("-": standard input), UTF-8 with an optional byte order mark:
- * a JSON list of strings when its first non-space character is '[' (or '{', which is an error,
- * as is a file that is one JSON string), else one question a line (blank lines dropped); each
- * through queue_question_normalize. Errors name the file, and the line or list element.
- * Returns a NULL-terminated vector (g_strfreev). */
+ * a JSON list of strings when its first non-space character is '[', else one question a line
+ * as written (quotes kept; blank lines and lines whose first non-space character is '#'
+ * skipped); each through queue_question_normalize. Refused, naming the file: a first character
+ * '{' (JSON lines or an object, whose syntax would become questions), a UTF-16 or UTF-32 byte
+ * order mark. Errors name the file, and the line or list element. Returns a NULL-terminated
+ * vector (g_strfreev). */
 char **queue_read_questions(const char *path, GError **err);
 
 /* A question for a message: one line, its first 60 characters, control and invisible

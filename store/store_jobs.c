@@ -215,6 +215,18 @@ static gint cmp_i64(gconstpointer a, gconstpointer b) {
     return x < y ? -1 : x > y;
 }
 
+gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
+                                    const char *code, const char *message, GError **err) {
+    if (!failed)
+        return FALSE;
+    dq_fail(err, DQ_ERR_ARGS,
+            "%s: document %" G_GINT64_FORMAT " (%s) failed to ingest (%s: %s): it has no pages "
+            "to ask about; fix the file and run docqa ingest on it again",
+            dq_store_path(s), id, path ? path : "?", code ? code : "no error code",
+            message ? message : "no message");
+    return TRUE;
+}
+
 GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
                                    const char *const *where_sql, int n_where, int *n_failed_pages,
                                    GError **err) {
@@ -234,16 +246,26 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
         sqlite3_reset(st);
     }
     for (int i = 0; i < n_ids; i++) {
-        if ((st = stmt(s, "SELECT count(*) FROM documents WHERE id = ?1", err)) == NULL)
+        if ((st = stmt(s,
+                       "SELECT path, status = 'failed', error_code, error_message FROM documents "
+                       "WHERE id = ?1",
+                       err)) == NULL)
             goto fail;
         sqlite3_bind_int64(st, 1, document_ids[i]);
-        gboolean exists = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+        gboolean exists = sqlite3_step(st) == SQLITE_ROW;
+        gboolean ok =
+            exists && !store_jobs_failed_document(
+                          s, document_ids[i], (const char *)sqlite3_column_text(st, 0),
+                          sqlite3_column_int(st, 1), (const char *)sqlite3_column_text(st, 2),
+                          (const char *)sqlite3_column_text(st, 3), err);
         sqlite3_reset(st);
         if (!exists) {
             dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
                     document_ids[i]);
             goto fail;
         }
+        if (!ok)
+            goto fail;
         g_array_append_val(ids, document_ids[i]);
     }
     for (int i = 0; i < n_where; i++)
@@ -840,9 +862,10 @@ void dq_error_reason_free(DqErrorReason *r) {
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     PG_DISPATCH(s, return pgjobs_top_errors(s, limit, err));
     sqlite3_stmt *st = stmt(s,
-                            "SELECT kind, docqa_error_reason(message) AS reason, "
-                            "count(DISTINCT job_id) AS n, min(message) FROM job_errors "
-                            "GROUP BY kind, reason ORDER BY n DESC, kind, reason LIMIT ?1",
+                            "SELECT e.kind, docqa_error_reason(e.message) AS reason, "
+                            "count(DISTINCT e.job_id) AS n, min(e.message) FROM job_errors e "
+                            "JOIN jobs j ON j.id = e.job_id WHERE " DQ_JOBS_FAILING_NOW
+                            " GROUP BY e.kind, reason ORDER BY n DESC, e.kind, reason LIMIT ?1",
                             err);
     if (st == NULL)
         return NULL;

@@ -189,8 +189,15 @@ typedef struct {
 } DqErrorReason;
 void dq_error_reason_free(DqErrorReason *r);
 
-/* The most common failure reasons over all recorded errors, most frequent first: one a kind and
- * cause, so that pages failing alike are one reason whatever their paths. */
+/* The jobs whose errors are a problem now (SQL over jobs j): failed, dead, or queued again after
+ * a failed attempt (retrying). A requeued job starts afresh (attempts 0), and a job answered in
+ * the end is done: their errors are history, kept in job_errors but no reason of today's. */
+#define DQ_JOBS_FAILING_NOW                                                                        \
+    "(j.state IN ('failed', 'dead') OR (j.state = 'queued' AND j.attempts > 0))"
+
+/* The most common failure reasons of the jobs failing now (DQ_JOBS_FAILING_NOW), most frequent
+ * first: one a kind and cause, so that pages failing alike are one reason whatever their
+ * paths. */
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err);
 
 /* Answers counted by how they were computed (answers.device, weights and exact). */

@@ -103,16 +103,25 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
     }
     for (int i = 0; i < n_ids; i++) {
         pg_i64(&p, document_ids[i]);
-        if ((r = pg_run(s, "SELECT count(*) FROM documents WHERE id = $1", &p, "finding a document",
-                        err)) == NULL)
+        if ((r = pg_run(s,
+                        "SELECT path, status = 'failed', error_code, error_message FROM documents "
+                        "WHERE id = $1",
+                        &p, "finding a document", err)) == NULL)
             goto fail;
-        gboolean exists = pg_get_i64(r, 0, 0) > 0;
+        gboolean exists = PQntuples(r) > 0;
+        gboolean ok = exists && !store_jobs_failed_document(
+                                    s, document_ids[i], PQgetvalue(r, 0, 0),
+                                    strcmp(PQgetvalue(r, 0, 1), "t") == 0,
+                                    PQgetisnull(r, 0, 2) ? NULL : PQgetvalue(r, 0, 2),
+                                    PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), err);
         PQclear(r);
         if (!exists) {
             dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
                     document_ids[i]);
             goto fail;
         }
+        if (!ok)
+            goto fail;
         g_array_append_val(ids, document_ids[i]);
     }
     for (int i = 0; i < n_where; i++)
@@ -606,9 +615,10 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
     /* COLLATE "C": the order, and the example, SQLite's. */
     PGresult *r = pg_run(s,
                          "SELECT kind, reason, count(DISTINCT job_id) AS n, "
-                         "min(message COLLATE \"C\") FROM (SELECT kind, job_id, message, "
+                         "min(message COLLATE \"C\") FROM (SELECT je.kind, je.job_id, je.message, "
                          "regexp_replace(regexp_replace(message, $2, $3), $4, $5, 'g') AS reason "
-                         "FROM job_errors) e GROUP BY kind, reason "
+                         "FROM job_errors je JOIN jobs j ON j.id = je.job_id "
+                         "WHERE " DQ_JOBS_FAILING_NOW ") e GROUP BY kind, reason "
                          "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
                          &p, "reading job errors", err);
     if (r == NULL)

@@ -339,10 +339,26 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         return NULL;
 #endif
     }
+    /* SQLite says only "unable to open database file" for these. */
+    if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
+        dq_fail(err, DQ_ERR_DB, "%s: is a directory, not a database file", path);
+        return NULL;
+    }
     if (must_exist && !g_file_test(path, G_FILE_TEST_EXISTS)) {
         dq_fail(err, DQ_ERR_DB, "%s: no such database (docqa ingest creates it)", path);
         return NULL;
     }
+    char *folder = g_path_get_dirname(path);
+    const char *folder_wrong = !g_file_test(folder, G_FILE_TEST_EXISTS)
+                                   ? "does not exist (create it first)"
+                               : !g_file_test(folder, G_FILE_TEST_IS_DIR) ? "is not a directory"
+                                                                          : NULL;
+    if (folder_wrong != NULL) {
+        dq_fail(err, DQ_ERR_DB, "%s: the folder %s %s", path, folder, folder_wrong);
+        g_free(folder);
+        return NULL;
+    }
+    g_free(folder);
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
     char *uri = NULL;

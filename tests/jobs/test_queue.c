@@ -314,6 +314,12 @@ static void test_question_files(void) {
          2, "First?"},
         {"bom.json", "\xef\xbb\xbf \n[\"A?\", \" B? \"]", 2, "A?"},
         {"quoted.txt", "\"Quoted\" question?\nNext?", 2, "\"Quoted\" question?"},
+        /* Lines are taken as written: one quoted line is as literal as several. */
+        {"one-quoted.txt", "\"What is the total?\"\n", 1, "\"What is the total?\""},
+        {"two-quoted.txt", "\"Q1?\"\n\"Q2?\"\n", 2, "\"Q1?\""},
+        /* '#' lines are comments, wherever they are; a CSV is lines like any other. */
+        {"comments.txt", "# nightly questions\n  # indented\nTotal?\n#x\nDate?\n", 2, "Total?"},
+        {"list.csv", "question,expected\nWhat is the total?,42\n", 2, "question,expected"},
         {"escaped.json", "[\"a\\\\u0000b\"]", 1, "a\\u0000b"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
@@ -334,10 +340,17 @@ static void test_question_files(void) {
         const char *says;
     } wrong[] = {
         {"nul.json", "[\"ok\", \"a\\u0000b\"]", -1, "nul.json element 2 'a\\u0000...'"},
-        {"object.json", "{\"q\": \"a\"}", -1, "object.json: a JSON object"},
-        {"string.json", "\"What?\"", -1, "string.json: a JSON string"},
+        {"object.json", "{\"q\": \"a\"}", -1,
+         "object.json line 1: looks like JSON lines/object; give a JSON list of strings or one "
+         "question a line"},
+        {"lines.jsonl", "\n {\"q\": \"a\"}\n{\"q\": \"b\"}\n", -1,
+         "lines.jsonl line 2: looks like JSON lines/object"},
         {"broken.json", "\xef\xbb\xbf[\"a\", ", -1, "broken.json: not a JSON list of strings: "},
-        {"brace.txt", "{ not json", -1, "brace.txt: not a JSON list of strings: "},
+        {"utf16le.txt", "\xff\xfeW\0h\0o\0?\0\n\0", 12,
+         "utf16le.txt: the file is UTF-16; save it as UTF-8"},
+        {"utf16be.txt", "\xfe\xff\0W\0?", 6, "utf16be.txt: the file is UTF-16; save it as UTF-8"},
+        {"utf32le.txt", "\xff\xfe\0\0W\0\0\0", 8, "utf32le.txt: the file is UTF-32; save it as"},
+        {"only-comments.txt", "# nothing yet\n\n", -1, "only-comments.txt: no questions in it"},
         {"empty.json", "[\"a\", \" \"]", -1, "empty.json element 2 ' ': the question is empty"},
         {"latin1.txt", "ok\nQu\xe9?\n", -1,
          "latin1.txt line 2 'Qu\\xe9?': the question is not UTF-8"},
