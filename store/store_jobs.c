@@ -367,7 +367,21 @@ void dq_claimed_job_free(DqClaimedJob *j) {
 
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
                             gint64 now_ms, gint64 lease_ms, int *buried, GError **err) {
-    PG_DISPATCH(s, return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, buried, err));
+    GArray *ids = buried ? g_array_new(FALSE, FALSE, sizeof(gint64)) : NULL;
+    GPtrArray *out = store_jobs_claim_noting(s, owner, model_id, limit, now_ms, lease_ms, ids, err);
+    if (out != NULL && buried)
+        *buried = (int)ids->len;
+    if (ids != NULL)
+        g_array_free(ids, TRUE);
+    return out;
+}
+
+GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *model_id, int limit,
+                                   gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
+                                   GError **err) {
+    PG_DISPATCH(s,
+                return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, buried_ids, err));
+    GArray *dead = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     sqlite3_stmt *st;
@@ -400,16 +414,19 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
               "last_error = 'lease_expired: lease expired: the worker died or hung' "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
-              "AND lease_owner <> ?3 RETURNING state",
+              "AND lease_owner <> ?3 RETURNING id, state",
               err);
     if (st == NULL)
         goto fail;
     sqlite3_bind_int64(st, 1, now_ms);
     bind_text(st, 2, model_id);
     bind_text(st, 3, owner);
-    int dead = 0, rc;
+    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        dead += g_strcmp0((const char *)sqlite3_column_text(st, 0), "dead") == 0;
+        if (g_strcmp0((const char *)sqlite3_column_text(st, 1), "dead") == 0) {
+            gint64 id = sqlite3_column_int64(st, 0);
+            g_array_append_val(dead, id);
+        }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         db_fail(s, err, "reclaiming expired leases");
@@ -479,12 +496,14 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     if (!commit(s, err))
         goto fail;
     g_array_free(ids, TRUE);
-    if (buried)
-        *buried = dead;
+    if (buried_ids)
+        g_array_append_vals(buried_ids, dead->data, dead->len);
+    g_array_free(dead, TRUE);
     return out;
 fail:
     rollback(s);
     g_array_free(ids, TRUE);
+    g_array_free(dead, TRUE);
     g_ptr_array_free(out, TRUE);
     return NULL;
 }
@@ -746,6 +765,26 @@ gboolean store_jobs_release_except(DqStore *s, const char *owner, const gint64 *
 }
 
 /* ---- reading ---- */
+
+gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
+                                   gint64 *count, GError **err) {
+    PG_DISPATCH(s, return pgjobs_count_in_state(s, ids, n, state, count, err));
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT count(*) FROM jobs WHERE state = ?2 "
+                            "AND id IN (SELECT value FROM json_each(?1))",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_text(st, 1, store_jobs_id_list(ids, n, '[', ']'), -1, g_free);
+    bind_text(st, 2, dq_job_state_name(state));
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(s, err, "counting jobs");
+    return TRUE;
+}
 
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
     PG_DISPATCH(s, return pgjobs_counts(s, model_id, c, err));

@@ -95,6 +95,12 @@ void dq_claimed_job_free(DqClaimedJob *j);
  * last attempt's lease ran out): failures this claim found, which its caller reports. */
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
                             gint64 now_ms, gint64 lease_ms, int *buried, GError **err);
+/* store_jobs_claim, also appending the ids (gint64) of the jobs it buried to `buried_ids` (may be
+ * NULL): a worker reports them, and `docqa run` looks at them again when its workers are done
+ * (a buried job that its holder's late answer reached is done, not failed). */
+GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *model_id, int limit,
+                                   gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
+                                   GError **err);
 
 /* Extends the lease of every job `owner` holds to now + lease_ms; *held is how many it still
  * holds (fewer than claimed means some leases were lost to a reclaim). */
@@ -166,6 +172,10 @@ typedef struct {
     gint64 total;
     gint64 pending_other; /* queued or running jobs of another model than the one asked about */
 } DqJobCounts;
+
+/* How many of the n jobs `ids` are in `state` now. */
+gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
+                                   gint64 *count, GError **err);
 
 /* Counts per state, for every model (model_id NULL) or one. Reads every job (from one index):
  * a second or so a million jobs. */

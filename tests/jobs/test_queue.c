@@ -1064,6 +1064,40 @@ static void test_run_counts_buried_jobs(void) {
     g_free(dir);
 }
 
+/* The worker holding a job on its last attempt is slow to renew its lease (here it never does:
+ * its heartbeat comes once a minute), the other worker's claim buries the job, then the slow
+ * worker's answer comes and is kept (nobody else holds or answered the job). The job is done,
+ * with its answer in v_answers: the run counts it answered, not also failed, and exits 0. */
+static void test_run_buried_then_answered(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 1), ==, 1);
+    JtAnswererConfig cfg = {.delay_ms = 1500};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .until_empty = TRUE,
+                                  .lease_ms = 300,
+                                  .heartbeat_ms = 60000,
+                                  .poll_ms = 20},
+                       .n_workers = 2};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, open_hash_answerer, &cfg, &res, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM v_answers"), ==, 1);
+    assert_answers_correct(db);
+    g_assert_cmpint(res.total.done, ==, 1);
+    g_assert_cmpint(res.total.failed, ==, 0);
+    g_assert_cmpint(res.total.buried, ==, 0);
+    g_assert_cmpint(res.buried_answered, ==, 1);
+    g_assert_cmpint(code, ==, 0);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
     (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
@@ -1149,6 +1183,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/buried-jobs-failed", test_run_counts_buried_jobs);
+    g_test_add_func("/queue/run/buried-then-answered", test_run_buried_then_answered);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     return g_test_run();
