@@ -40,8 +40,10 @@
  * transaction; the same transaction first returns jobs whose lease expired to the queue (recording
  * a 'lease_expired' error; a job whose last attempt expired goes dead, so a page that crashes every
  * worker cannot stall the queue forever). Only other workers' jobs: a worker that is claiming is
- * alive and still answering its own, however late its heartbeat. The worker id is host:pid:random,
- * unique per worker process.
+ * alive and still answering its own, however late its heartbeat. Nor, on SQLite, those whose
+ * lease ran out while this process waited long for the write lock (another connection's long
+ * write), within a lease after that wait: their holders were waiting for it too (store_jobs.c,
+ * "a locked database"). The worker id is host:pid:random, unique per worker process.
  *
  * While it holds a lease, only the holder writes the job: a heartbeat thread (its own database
  * connection) extends lease_expires_ms every lease/3; completion and failure statements all

@@ -125,11 +125,69 @@ static int busy_wait(void *user, int tries) {
     return 1;
 }
 
-static gboolean begin(DqStore *s, GError **err) {
+/* ---- a locked database ----
+ *
+ * Another connection may hold the write lock for long (a user's write in an sqlite3 shell, a
+ * big ingest transaction): every worker's heartbeat, claim and completion then wait in the busy
+ * handler, and leases run out that nobody could renew. When the lock is given up, the first
+ * claim to get it would find the other workers' leases expired and take their jobs back,
+ * spending an attempt of each (burying those on their last one), while their holders, alive,
+ * were waiting for the lock too and would renew them a moment later.
+ *
+ * So this process remembers the last time one of its connections waited long for the lock (a
+ * stall), and for a lease after it ends a claim takes back only leases that expired before the
+ * stall began: any that expired since may be a waiting worker's (see store_jobs_claim). A lease
+ * that expired while the database could be written is its holder's fault: it died or hung. A
+ * worker that checks for work every poll (or renews its leases every lease/3) starts waiting
+ * soon after the lock is taken, well before a lease can run out because of it. */
+
+/* A wait that long for the lock is a stall, not the queue's own short transactions queueing. */
+#define STALL_US (250 * 1000)
+
+static GMutex stall_lock;
+static gint64 stall_start_us, stall_end_us; /* monotonic; 0: none seen */
+
+static void note_wait(gint64 t0, gint64 t1) {
+    if (t1 - t0 < STALL_US)
+        return;
+    g_mutex_lock(&stall_lock);
+    /* The heartbeat's connection and the main one wait through the same stall from different
+     * moments: one stall, from the first wait's start. */
+    if (stall_end_us == 0 || t0 > stall_end_us)
+        stall_start_us = t0;
+    else
+        stall_start_us = MIN(stall_start_us, t0);
+    stall_end_us = MAX(stall_end_us, t1);
+    g_mutex_unlock(&stall_lock);
+}
+
+/* How long ago (ms) the last stall began, when it ended less than `within_ms` ago; -1 if not. */
+static gint64 recent_stall_ms(gint64 within_ms) {
+    gint64 now = g_get_monotonic_time(), ago = -1;
+    g_mutex_lock(&stall_lock);
+    if (stall_end_us != 0 && now - stall_end_us < within_ms * 1000)
+        ago = (now - stall_start_us) / 1000;
+    g_mutex_unlock(&stall_lock);
+    return ago;
+}
+
+/* BEGIN IMMEDIATE; *waited_ms (may be NULL) is how long it waited for the write lock: the
+ * caller's time, read before the call, is that much behind once it has the lock. */
+static gboolean begin_timed(DqStore *s, gint64 *waited_ms, GError **err) {
     if (test_hook != NULL)
         sqlite3_commit_hook(dq_store_sqlite(s), commit_hook_cb, NULL);
     sqlite3_stmt *st = stmt(s, "BEGIN IMMEDIATE", err);
-    return st != NULL && step_done(s, st, "BEGIN IMMEDIATE", err);
+    gint64 t0 = g_get_monotonic_time();
+    gboolean ok = st != NULL && step_done(s, st, "BEGIN IMMEDIATE", err);
+    gint64 t1 = g_get_monotonic_time();
+    note_wait(t0, t1);
+    if (waited_ms)
+        *waited_ms = (t1 - t0) / 1000;
+    return ok;
+}
+
+static gboolean begin(DqStore *s, GError **err) {
+    return begin_timed(s, NULL, err);
 }
 
 static gboolean commit(DqStore *s, GError **err) {
@@ -385,8 +443,16 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     sqlite3_stmt *st;
-    if (!begin(s, err))
+    gint64 waited_ms = 0;
+    if (!begin_timed(s, &waited_ms, err))
         goto fail;
+    now_ms += waited_ms; /* new leases run from now, not from before the lock was free */
+    /* After a stall (above begin_timed), leases that expired since it began are left to their
+     * holders, which were waiting for the lock as this claim was: they renew them once they
+     * get it. */
+    gint64 expired_before = now_ms, stall_ago = recent_stall_ms(lease_ms);
+    if (stall_ago >= 0)
+        expired_before = now_ms - stall_ago;
 
     /* Expired leases: the holder died or hung. Keep a record, then queue the job again (or
      * bury it when that was its last attempt, so a job that kills its worker every time
@@ -402,7 +468,7 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
               err);
     if (st == NULL)
         goto fail;
-    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 1, expired_before);
     bind_text(st, 2, model_id);
     bind_text(st, 3, owner);
     if (!step_done(s, st, "recording expired leases", err))
@@ -418,7 +484,7 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
               err);
     if (st == NULL)
         goto fail;
-    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 1, expired_before);
     bind_text(st, 2, model_id);
     bind_text(st, 3, owner);
     int rc;
@@ -511,19 +577,30 @@ fail:
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
                               int *held, GError **err) {
     PG_DISPATCH(s, return pgjobs_heartbeat(s, owner, now_ms, lease_ms, held, err));
+    /* In a transaction of its own, to learn how long it waited for the lock: a lease renewed
+     * from the time before a long wait would be renewed to a time already past. */
+    gint64 waited_ms = 0;
+    if (!begin_timed(s, &waited_ms, err))
+        return FALSE;
     sqlite3_stmt *st = stmt(s,
                             "UPDATE jobs SET lease_expires_ms = ?1 "
                             "WHERE lease_owner = ?2 AND state = 'running'",
                             err);
     if (st == NULL)
-        return FALSE;
-    sqlite3_bind_int64(st, 1, now_ms + lease_ms);
+        goto fail;
+    sqlite3_bind_int64(st, 1, now_ms + waited_ms + lease_ms);
     bind_text(st, 2, owner);
     if (!step_done(s, st, "extending leases", err))
-        return FALSE;
+        goto fail;
+    int n = sqlite3_changes(dq_store_sqlite(s));
+    if (!commit(s, err))
+        goto fail;
     if (held)
-        *held = sqlite3_changes(dq_store_sqlite(s));
+        *held = n;
     return TRUE;
+fail:
+    rollback(s);
+    return FALSE;
 }
 
 gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
@@ -644,8 +721,10 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
     PG_DISPATCH(s, return pgjobs_fail(s, owner, job_id, kind, message, retryable, now_ms,
                                       backoff_ms, new_state, err));
     DqJobState result = DQ_JOB_N_STATES;
-    if (!begin(s, err))
+    gint64 waited_ms = 0;
+    if (!begin_timed(s, &waited_ms, err))
         return FALSE;
+    now_ms += waited_ms; /* the backoff runs from the failure's record */
     sqlite3_stmt *st = stmt(s,
                             "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
                             "SELECT id, attempts, lease_owner, ?3, ?4 FROM jobs "

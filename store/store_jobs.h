@@ -15,7 +15,8 @@
  * Times are passed in (Unix milliseconds from the caller's clock, dq_wall_ms) so the lease logic
  * is the caller's, testable, and identical on any store. PostgreSQL, whose workers run on several
  * machines, turns each into the server's time first (store_pg.h): leases never depend on how well
- * the workers' clocks agree.
+ * the workers' clocks agree. SQLite adds the time a transaction waited for the write lock to the
+ * time it was given, read before the wait: a lease stamped after a long wait runs from then.
  */
 #ifndef DQ_STORE_JOBS_H
 #define DQ_STORE_JOBS_H
@@ -88,7 +89,9 @@ typedef struct {
 void dq_claimed_job_free(DqClaimedJob *j);
 
 /* In one short transaction: expired leases of `model_id` are recorded in job_errors and their
- * jobs go back to 'queued' (or 'dead' when they used their last attempt); then up to `limit`
+ * jobs go back to 'queued' (or 'dead' when they used their last attempt), except, on SQLite,
+ * those that ran out since this process last waited long for the write lock when that wait ended
+ * less than lease_ms ago (store_jobs.c, "a locked database"); then up to `limit`
  * queued jobs of `model_id` whose backoff has passed are leased to `owner` until now + lease_ms,
  * oldest first, with one UPDATE ... RETURNING. Returns a GPtrArray of DqClaimedJob (empty when
  * there is nothing to do). *buried (may be NULL) counts the expired jobs that went 'dead' (their
