@@ -40,8 +40,10 @@
  * transaction; the same transaction first returns jobs whose lease expired to the queue (recording
  * a 'lease_expired' error; a job whose last attempt expired goes dead, so a page that crashes every
  * worker cannot stall the queue forever). Only other workers' jobs: a worker that is claiming is
- * alive and still answering its own, however late its heartbeat. The worker id is host:pid:random,
- * unique per worker process.
+ * alive and still answering its own, however late its heartbeat. Nor, on SQLite, those whose
+ * lease ran out while this process waited long for the write lock (another connection's long
+ * write), within a lease after that wait: their holders were waiting for it too (store_jobs.c,
+ * "a locked database"). The worker id is host:pid:random, unique per worker process.
  *
  * While it holds a lease, only the holder writes the job: a heartbeat thread (its own database
  * connection) extends lease_expires_ms every lease/3; completion and failure statements all
@@ -195,6 +197,10 @@ typedef struct {
     /* Jobs this worker (or its siblings, sharing the counter) may still claim; NULL: no limit.
      * Lives in shared memory when several processes share it. */
     gint64 *job_budget;
+    /* Called with the ids of the jobs each claim buried (see DqWorkerStats.buried); may be NULL.
+     * queue_run looks at them again once its workers are done. */
+    void (*on_buried)(void *user, const gint64 *job_ids, int n);
+    void *on_buried_user;
 } DqWorkerOptions;
 
 typedef struct {
@@ -227,6 +233,10 @@ typedef struct {
 } DqRunOptions;
 
 typedef struct {
+    /* Jobs buried during the run that the late answer of the worker that held them reached
+     * before it ended (store_jobs_complete keeps such an answer): done, so counted in neither
+     * total.failed nor total.buried. */
+    gint64 buried_answered;
     DqWorkerStats total;
     int workers_crashed; /* processes that died without reporting (signal, abort) */
     gboolean interrupted;
@@ -234,7 +244,9 @@ typedef struct {
 
 /* Forks K worker processes, each opening its answerer with `open` and running
  * queue_worker_run; forwards SIGINT/SIGTERM to them and waits. Exit status as the CLI's:
- * 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted. */
+ * 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted.
+ * The jobs its claims buried are looked at once every worker has ended: those a late answer
+ * made done (buried_answered) are not failures of the run, whatever order it happened in. */
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
               GError **err);
 

@@ -496,14 +496,18 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 goto out;
             int want = budget_take(opt.job_budget, limit - n);
             budget_spent = want == 0;
-            int buried = 0;
-            GPtrArray *jobs = want > 0 ? store_jobs_claim(s, owner, opt.model_id, want, now_ms(),
-                                                          opt.lease_ms, &buried, err)
-                                       : NULL;
+            GArray *buried = g_array_new(FALSE, FALSE, sizeof(gint64));
+            GPtrArray *jobs = want > 0
+                                  ? store_jobs_claim_noting(s, owner, opt.model_id, want, now_ms(),
+                                                            opt.lease_ms, buried, err)
+                                  : NULL;
             /* Jobs whose last attempt died with its worker: failed during this run, whoever
              * held them; this worker is the one that knows. */
-            stats->failed += buried;
-            stats->buried += buried;
+            stats->failed += buried->len;
+            stats->buried += buried->len;
+            if (buried->len > 0 && opt.on_buried != NULL)
+                opt.on_buried(opt.on_buried_user, (const gint64 *)buried->data, (int)buried->len);
+            g_array_free(buried, TRUE);
             if (want > 0 && jobs == NULL) {
                 budget_return(opt.job_budget, want);
                 if (reconnected(&w, err))

@@ -15,7 +15,8 @@
  * Times are passed in (Unix milliseconds from the caller's clock, dq_wall_ms) so the lease logic
  * is the caller's, testable, and identical on any store. PostgreSQL, whose workers run on several
  * machines, turns each into the server's time first (store_pg.h): leases never depend on how well
- * the workers' clocks agree.
+ * the workers' clocks agree. SQLite adds the time a transaction waited for the write lock to the
+ * time it was given, read before the wait: a lease stamped after a long wait runs from then.
  */
 #ifndef DQ_STORE_JOBS_H
 #define DQ_STORE_JOBS_H
@@ -88,13 +89,21 @@ typedef struct {
 void dq_claimed_job_free(DqClaimedJob *j);
 
 /* In one short transaction: expired leases of `model_id` are recorded in job_errors and their
- * jobs go back to 'queued' (or 'dead' when they used their last attempt); then up to `limit`
+ * jobs go back to 'queued' (or 'dead' when they used their last attempt), except, on SQLite,
+ * those that ran out since this process last waited long for the write lock when that wait ended
+ * less than lease_ms ago (store_jobs.c, "a locked database"); then up to `limit`
  * queued jobs of `model_id` whose backoff has passed are leased to `owner` until now + lease_ms,
  * oldest first, with one UPDATE ... RETURNING. Returns a GPtrArray of DqClaimedJob (empty when
  * there is nothing to do). *buried (may be NULL) counts the expired jobs that went 'dead' (their
  * last attempt's lease ran out): failures this claim found, which its caller reports. */
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
                             gint64 now_ms, gint64 lease_ms, int *buried, GError **err);
+/* store_jobs_claim, also appending the ids (gint64) of the jobs it buried to `buried_ids` (may be
+ * NULL): a worker reports them, and `docqa run` looks at them again when its workers are done
+ * (a buried job that its holder's late answer reached is done, not failed). */
+GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *model_id, int limit,
+                                   gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
+                                   GError **err);
 
 /* Extends the lease of every job `owner` holds to now + lease_ms; *held is how many it still
  * holds (fewer than claimed means some leases were lost to a reclaim). */
@@ -166,6 +175,10 @@ typedef struct {
     gint64 total;
     gint64 pending_other; /* queued or running jobs of another model than the one asked about */
 } DqJobCounts;
+
+/* How many of the n jobs `ids` are in `state` now. */
+gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
+                                   gint64 *count, GError **err);
 
 /* Counts per state, for every model (model_id NULL) or one. Reads every job (from one index):
  * a second or so a million jobs. */

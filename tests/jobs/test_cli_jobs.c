@@ -638,7 +638,8 @@ static void test_run_nothing_queued_note(void) {
 /* Runs `docqa COMMAND --db DB` where DIR (DB's folder) is read-only: a read-only bind mount
  * for root (whom permissions do not stop), a folder without write permission otherwise.
  * -1 when neither can be arranged here. */
-static int docqa_read_only(const char *dir, const char *db, const char *command, char **out) {
+static int docqa_read_only(const char *dir, const char *db, const char *command, char **out,
+                           char **errout) {
     char *bin = docqa_path();
     int status = 0;
     GError *err = NULL;
@@ -655,7 +656,7 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
                               "--db",
                               db,
                               NULL};
-        if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, NULL,
+        if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, errout,
                           &status, &err)) {
             g_clear_error(&err);
             status = -1;
@@ -665,7 +666,7 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
         g_assert_cmpint(g_chmod(dir, 0555), ==, 0);
         const char *argv[] = {bin, command, "--db", db, NULL};
         g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out,
-                                   NULL, &status, &err));
+                                   errout, &status, &err));
         dq_assert_no_error(err);
         g_assert_cmpint(g_chmod(dir, 0755), ==, 0);
         status = WIFEXITED(status) ? WEXITSTATUS(status) : -2;
@@ -682,7 +683,7 @@ static void test_read_only_database(void) {
     g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
     g_assert_cmpint(jt_drain(db, 1), ==, 0);
     char *out = NULL;
-    int rc = docqa_read_only(dir, db, "status", &out);
+    int rc = docqa_read_only(dir, db, "status", &out, NULL);
     if (rc == -1) {
         g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
         g_free(db);
@@ -692,11 +693,105 @@ static void test_read_only_database(void) {
     g_assert_cmpint(rc, ==, 0);
     g_assert_nonnull(strstr(out, "jobs: 2 total: 2 done"));
     g_free(out);
-    g_assert_cmpint(docqa_read_only(dir, db, "export", &out), ==, 0);
+    g_assert_cmpint(docqa_read_only(dir, db, "export", &out, NULL), ==, 0);
     char **lines = g_strsplit(out, "\r\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 2 + 2); /* header, rows, the empty tail */
     g_strfreev(lines);
     g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A copy of db (its last changes still in its -wal, as a running writer leaves them) in a
+ * folder of its own, with its -wal as it was or emptied, and no -shm: a database copied, or
+ * mounted read-only, without it. Returns the copy's path. */
+static char *copy_without_shm(const char *db, const char *to_dir, gboolean empty_wal) {
+    sqlite3 *c = NULL;
+    g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(c,
+                                 "PRAGMA wal_autocheckpoint = 0; UPDATE jobs SET state = 'dead', "
+                                 "finished_at = NULL WHERE id = 1; DELETE FROM answers WHERE "
+                                 "job_id = 1",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    char *copy = g_build_filename(to_dir, "copy.db", NULL);
+    char *wal = g_strconcat(db, "-wal", NULL), *copy_wal = g_strconcat(copy, "-wal", NULL);
+    const char *from[] = {db, wal}, *to[] = {copy, copy_wal};
+    for (int i = 0; i < 2; i++) {
+        char *bytes = NULL;
+        gsize n = 0;
+        g_assert_true(g_file_get_contents(from[i], &bytes, &n, NULL));
+        g_assert_cmpuint(n, >, i == 0 ? 0 : 32);
+        g_assert_true(g_file_set_contents(to[i], bytes, i == 1 && empty_wal ? 0 : (gssize)n, NULL));
+        g_free(bytes);
+    }
+    sqlite3_close(c);
+    g_free(wal);
+    g_free(copy_wal);
+    return copy;
+}
+
+/* A read-only database with a -wal and no -shm: SQLite reads the -wal's transactions only
+ * through a -shm it cannot make there. status and export refuse it, naming it and saying what
+ * to do, rather than read the database file without them (immutable: job 1 answered, when its
+ * -wal says it is dead); an empty -wal holds nothing and is read past. */
+static void test_read_only_database_wal_without_shm(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    char *ro = g_build_filename(dir, "ro", NULL);
+    g_assert_cmpint(g_mkdir(ro, 0755), ==, 0);
+    char *copy = copy_without_shm(db, ro, FALSE);
+    char *out = NULL, *errout = NULL;
+    int rc = docqa_read_only(ro, copy, "status", &out, &errout);
+    if (rc == -1) {
+        g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
+        goto out;
+    }
+    g_test_message("%s", errout);
+    g_assert_cmpint(rc, ==, 2);
+    g_assert_null(strstr(out, "2 done"));
+    g_assert_nonnull(strstr(errout, copy));
+    g_assert_nonnull(strstr(errout, "-wal holds transactions not yet in it"));
+    g_assert_nonnull(strstr(errout, "copy"));
+    g_clear_pointer(&out, g_free);
+    g_clear_pointer(&errout, g_free);
+    g_assert_cmpint(docqa_read_only(ro, copy, "export", &out, &errout), ==, 2);
+    g_assert_nonnull(strstr(errout, "-wal holds transactions not yet in it"));
+    g_clear_pointer(&out, g_free);
+    g_clear_pointer(&errout, g_free);
+    /* Copied to a folder it may write, it reads with its last change: job 1 dead. */
+    char *rw = g_build_filename(dir, "copy.db", NULL);
+    char *rw_wal = g_strconcat(rw, "-wal", NULL), *ro_wal = g_strconcat(copy, "-wal", NULL);
+    char *bytes = NULL;
+    gsize n = 0;
+    g_assert_true(g_file_get_contents(copy, &bytes, &n, NULL));
+    g_assert_true(g_file_set_contents(rw, bytes, (gssize)n, NULL));
+    g_free(bytes);
+    g_assert_true(g_file_get_contents(ro_wal, &bytes, &n, NULL));
+    g_assert_true(g_file_set_contents(rw_wal, bytes, (gssize)n, NULL));
+    g_free(bytes);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", rw, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 done"));
+    g_assert_nonnull(strstr(out, "1 dead"));
+    g_clear_pointer(&out, g_free);
+    g_free(rw);
+    g_free(rw_wal);
+    g_free(ro_wal);
+    g_free(copy);
+    /* An empty -wal: nothing left out, read as the database file says. */
+    char *ro2 = g_build_filename(dir, "ro2", NULL);
+    g_assert_cmpint(g_mkdir(ro2, 0755), ==, 0);
+    copy = copy_without_shm(db, ro2, TRUE);
+    g_assert_cmpint(docqa_read_only(ro2, copy, "status", &out, &errout), ==, 0);
+    g_assert_nonnull(strstr(out, "jobs: 2 total:"));
+    g_free(ro2);
+out:
+    g_free(out);
+    g_free(errout);
+    g_free(copy);
+    g_free(ro);
     g_free(db);
     g_free(dir);
 }
@@ -1206,6 +1301,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
+    g_test_add_func("/cli-jobs/read-only-database-wal-without-shm",
+                    test_read_only_database_wal_without_shm);
     g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);

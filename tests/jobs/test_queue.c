@@ -1077,6 +1077,92 @@ static void test_run_counts_buried_jobs(void) {
     g_free(dir);
 }
 
+/* The worker holding a job on its last attempt is slow to renew its lease (here it never does:
+ * its heartbeat comes once a minute), the other worker's claim buries the job, then the slow
+ * worker's answer comes and is kept (nobody else holds or answered the job). The job is done,
+ * with its answer in v_answers: the run counts it answered, not also failed, and exits 0. */
+static void test_run_buried_then_answered(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 1), ==, 1);
+    JtAnswererConfig cfg = {.delay_ms = 1500};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .until_empty = TRUE,
+                                  .lease_ms = 300,
+                                  .heartbeat_ms = 60000,
+                                  .poll_ms = 20},
+                       .n_workers = 2};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, open_hash_answerer, &cfg, &res, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM v_answers"), ==, 1);
+    assert_answers_correct(db);
+    g_assert_cmpint(res.total.done, ==, 1);
+    g_assert_cmpint(res.total.failed, ==, 0);
+    g_assert_cmpint(res.total.buried, ==, 0);
+    g_assert_cmpint(res.buried_answered, ==, 1);
+    g_assert_cmpint(code, ==, 0);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Two workers, one holding a job, the other idle and claiming; a third connection (a user's
+ * long write, a big ingest) holds the write lock for longer than a lease, several times. Both
+ * workers wait on it; when it ends, the idle one's claim may get the lock before the holder's
+ * heartbeat, and finds the holder's lease expired. The holder was alive, only waiting as it was:
+ * the job keeps its lease and its attempt, and is answered once. */
+static void test_run_locked_database_spends_no_attempt(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        JtAnswererConfig cfg = {.delay_ms = 9000};
+        DqRunOptions ro = {.worker = {.db_path = db,
+                                      .model_id = "m",
+                                      .batch = 1,
+                                      .until_empty = TRUE,
+                                      .lease_ms = 800,
+                                      .heartbeat_ms = 200,
+                                      .poll_ms = 20},
+                           .n_workers = 2};
+        DqRunResult res;
+        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
+        _exit(code);
+    }
+    gint64 give_up = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'running'") == 0 &&
+           g_get_monotonic_time() < give_up)
+        g_usleep(20000);
+    sqlite3 *c = NULL;
+    g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
+    sqlite3_busy_timeout(c, 10000);
+    for (int i = 0; i < 4; i++) {
+        g_usleep(200000);
+        g_assert_cmpint(sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+        g_usleep(1800000); /* over two leases */
+        g_assert_cmpint(sqlite3_exec(c, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
+    }
+    sqlite3_close(c);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    assert_answers_correct(db);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
     (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
@@ -1162,6 +1248,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/buried-jobs-failed", test_run_counts_buried_jobs);
+    g_test_add_func("/queue/run/buried-then-answered", test_run_buried_then_answered);
+    g_test_add_func("/queue/run/locked-database-spends-no-attempt",
+                    test_run_locked_database_spends_no_attempt);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     return g_test_run();
