@@ -47,8 +47,16 @@ static DqJobState state_from_name(const char *name) {
  * their text with sqlite3_next_stmt, so no cache has to live beside DqStore. dq_store_close
  * finalizes them (the store owns them); store_jobs_finalize drops them earlier. */
 
+static gint64 busy_limit_us(void);
+
 static gboolean db_fail(DqStore *s, GError **err, const char *what) {
     sqlite3 *db = dq_store_sqlite(s);
+    if ((sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY)
+        /* Told apart: a worker waits on and tries again (worker.c), as for a lost server. */
+        return dq_fail(err, DQ_ERR_DB_BUSY,
+                       "%s: %s: database is locked (another connection held its write lock for "
+                       "%d s: an sqlite3 shell or a program with a transaction left open?)",
+                       dq_store_path(s), what, (int)(busy_limit_us() / G_USEC_PER_SEC));
     dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
     store_sqlite_explain(s, err);
     return FALSE;
@@ -113,12 +121,26 @@ static int col_int_or(sqlite3_stmt *st, int i, int null) {
  * keep the lock busy. Same overall limit as the store's busy_timeout. */
 #define BUSY_LIMIT_US (60 * G_USEC_PER_SEC)
 
+/* DOCQA_TEST_BUSY_LIMIT_MS: a shorter limit, for tests of what comes after it. */
+static gint64 busy_limit_us(void) {
+    static gsize limit;
+    if (g_once_init_enter(&limit)) {
+        const char *t = g_getenv("DOCQA_TEST_BUSY_LIMIT_MS");
+        gint64 v = t ? g_ascii_strtoll(t, NULL, 10) * 1000 : 0;
+        g_once_init_leave(&limit, (gsize)(v > 0 ? v : BUSY_LIMIT_US));
+    }
+    return (gint64)limit;
+}
+
 static int busy_wait(void *user, int tries) {
+    (void)user;
     static const int steps_us[] = {20, 50, 100, 200, 400, 800, 1000, 2000};
-    gint64 waited = 0;
-    for (int i = 0; i < tries && waited < BUSY_LIMIT_US; i++)
-        waited += steps_us[MIN(i, (int)G_N_ELEMENTS(steps_us) - 1)];
-    if (waited >= BUSY_LIMIT_US)
+    /* A connection is used by one thread at a time, and a statement's tries count from 0. */
+    static _Thread_local gint64 first_try_us;
+    gint64 now = g_get_monotonic_time();
+    if (tries == 0)
+        first_try_us = now;
+    if (now - first_try_us >= busy_limit_us())
         return 0;
     int step = steps_us[MIN(tries, (int)G_N_ELEMENTS(steps_us) - 1)];
     g_usleep((gulong)g_random_int_range(step / 2 + 1, step + 1));
@@ -143,6 +165,9 @@ static int busy_wait(void *user, int tries) {
 
 /* A wait that long for the lock is a stall, not the queue's own short transactions queueing. */
 #define STALL_US (250 * 1000)
+/* Waits this close one after another are one stall: a worker whose wait ran past the busy limit
+ * waits again at once (worker.c, still_locked). */
+#define STALL_GAP_US (1000 * 1000)
 
 static GMutex stall_lock;
 static gint64 stall_start_us, stall_end_us; /* monotonic; 0: none seen */
@@ -152,8 +177,9 @@ static void note_wait(gint64 t0, gint64 t1) {
         return;
     g_mutex_lock(&stall_lock);
     /* The heartbeat's connection and the main one wait through the same stall from different
-     * moments: one stall, from the first wait's start. */
-    if (stall_end_us == 0 || t0 > stall_end_us)
+     * moments, and a wait past the busy limit is followed by another: one stall, from the
+     * first wait's start. */
+    if (stall_end_us == 0 || t0 > stall_end_us + STALL_GAP_US)
         stall_start_us = t0;
     else
         stall_start_us = MIN(stall_start_us, t0);

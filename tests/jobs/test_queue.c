@@ -1163,6 +1163,63 @@ static void test_run_locked_database_spends_no_attempt(void) {
     g_free(dir);
 }
 
+/* The write lock held past the busy limit (a user's sqlite3 shell left in a transaction; the
+ * limit cut to 300 ms here): the workers say they are waiting and wait on, as for a lost
+ * server, rather than stopping with their jobs; every job is answered once, no attempt spent.
+ * In a subprocess: the limit is read once a process. */
+static void test_run_locked_past_busy_limit(void) {
+    if (!g_test_subprocess()) {
+        g_setenv("DOCQA_TEST_BUSY_LIMIT_MS", "300", TRUE);
+        g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_unsetenv("DOCQA_TEST_BUSY_LIMIT_MS");
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr("*database is locked (another connection held its write lock "
+                                  "for 0 s*; waiting*");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 4);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 4);
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        JtAnswererConfig cfg = {.delay_ms = 300};
+        DqRunOptions ro = {.worker = {.db_path = db,
+                                      .model_id = "m",
+                                      .batch = 1,
+                                      .until_empty = TRUE,
+                                      .lease_ms = 800,
+                                      .heartbeat_ms = 200,
+                                      .poll_ms = 20},
+                           .n_workers = 2};
+        DqRunResult res;
+        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
+        _exit(code);
+    }
+    gint64 give_up = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'running'") == 0 &&
+           g_get_monotonic_time() < give_up)
+        g_usleep(20000);
+    sqlite3 *c = NULL;
+    g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
+    sqlite3_busy_timeout(c, 10000);
+    g_assert_cmpint(sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+    g_usleep(2500000); /* eight busy limits, three leases */
+    g_assert_cmpint(sqlite3_exec(c, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(c);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 4);
+    assert_answers_correct(db);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
     (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
@@ -1249,6 +1306,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/buried-jobs-failed", test_run_counts_buried_jobs);
     g_test_add_func("/queue/run/buried-then-answered", test_run_buried_then_answered);
+    g_test_add_func("/queue/run/locked-past-busy-limit", test_run_locked_past_busy_limit);
     g_test_add_func("/queue/run/locked-database-spends-no-attempt",
                     test_run_locked_database_spends_no_attempt);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
