@@ -12,7 +12,8 @@
 int cmd_ask(int argc, char **argv) {
     char *db = NULL, *questions_file = NULL, *model = NULL, *prompt = NULL;
     char **doc_ids = NULL, **where = NULL;
-    int max_new_tokens = 64, max_attempts = 3;
+    /* G_MININT: --n-res not given */
+    int max_new_tokens = 64, max_attempts = 3, n_res = G_MININT;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -35,6 +36,10 @@ int cmd_ask(int argc, char **argv) {
          "config.json (its name is the model id), or a bare model id without '/' (to ask where "
          "the snapshot is not; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
          "DIR|ID"},
+        {"n-res", 0, 0, G_OPTION_ARG_INT, &n_res,
+         "ask about each document's pages rendered at ingest --n-res N (default: each document's "
+         "most recent rendering)",
+         "N"},
         {"prompt", 0, 0, G_OPTION_ARG_FILENAME, &prompt,
          "prompt template, one of those compiled into docqa from configs/prompts/ (default "
          "docvqa, the only one so far)",
@@ -54,7 +59,10 @@ int cmd_ask(int argc, char **argv) {
              "model id, the render settings and the generation settings. Each question, from the "
              "command line or a file, is trimmed of surrounding whitespace (Unicode's too) and "
              "asked once however often it is given; an empty question, or one that is not UTF-8 "
-             "text, is refused.");
+             "text, is refused. Of each document one rendering is asked about (--n-res), and a "
+             "page whose bytes another path or version holds too is asked once: v_current_answers "
+             "shows its answers under every path. Documents whose file ingest found gone are left "
+             "out.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -104,6 +112,13 @@ int cmd_ask(int argc, char **argv) {
         fprintf(stderr, "docqa: ask: --max-new-tokens %d: must be positive\n", max_new_tokens);
         goto out;
     }
+    if (n_res != G_MININT && (n_res < 1 || n_res > DQ_CLI_MAX_N_RES)) {
+        fprintf(stderr, "docqa: ask: --n-res %d: must be 1 to %d, as ingest's\n", n_res,
+                DQ_CLI_MAX_N_RES);
+        goto out;
+    }
+    if (n_res == G_MININT)
+        n_res = 0;
     if (max_attempts < 1) {
         fprintf(stderr, "docqa: ask: --max-attempts %d: must be positive\n", max_attempts);
         goto out;
@@ -162,7 +177,8 @@ int cmd_ask(int argc, char **argv) {
                         .model_id = model_id,
                         .settings = {.prompt = prompt,
                                      .max_new_tokens = max_new_tokens,
-                                     .max_attempts = max_attempts}};
+                                     .max_attempts = max_attempts},
+                        .n_res = n_res};
     DqAskResult res;
     if (!queue_ask(store, &req, &res, &err)) {
         rc = dq_cli_fail(err);
@@ -175,12 +191,39 @@ int cmd_ask(int argc, char **argv) {
     printf("ask: %d question%s%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
            res.questions, res.questions == 1 ? "" : "s", dups, res.pages, res.pages == 1 ? "" : "s",
            res.added, res.added == 1 ? "" : "s", res.existing, model_id);
+    if (res.same_content > 0)
+        printf("ask: %d more page%s hold%s the same bytes as pages above (a copy, a moved file, "
+               "an older version): asked once; v_current_answers shows the answers under each "
+               "path\n",
+               res.same_content, res.same_content == 1 ? "" : "s",
+               res.same_content == 1 ? "s" : "");
+    GString *n_res_values = g_string_new(NULL);
+    for (int n = 1; n <= 64; n++)
+        if (res.other_n_res & (G_GUINT64_CONSTANT(1) << (n - 1)))
+            g_string_append_printf(n_res_values, "%s%d", n_res_values->len ? ", " : "", n);
+    if (res.other_renderings > 0)
+        printf("ask: %d page%s of other renderings left out (n_res %s): %s; --n-res N picks "
+               "another\n",
+               res.other_renderings, res.other_renderings == 1 ? "" : "s", n_res_values->str,
+               n_res ? "asked at --n-res only" : "each document's most recent rendering is asked");
+    if (res.no_rendering_documents > 0)
+        printf("ask: %d document%s ha%s no pages at --n-res %d (rendered at n_res %s), left out "
+               "(docqa ingest --n-res %d renders them)\n",
+               res.no_rendering_documents, res.no_rendering_documents == 1 ? "" : "s",
+               res.no_rendering_documents == 1 ? "s" : "ve", n_res, n_res_values->str, n_res);
+    g_string_free(n_res_values, TRUE);
+    if (res.gone_documents > 0)
+        printf("ask: %d document%s left out: %s file%s gone (documents.missing_since; ingest "
+               "found %s gone)\n",
+               res.gone_documents, res.gone_documents == 1 ? "" : "s",
+               res.gone_documents == 1 ? "its" : "their", res.gone_documents == 1 ? " is" : "s are",
+               res.gone_documents == 1 ? "it" : "them");
     if (res.failed_pages > 0)
         printf("ask: %d page%s left out: ingest could not render them (see docqa ingest)\n",
                res.failed_pages, res.failed_pages == 1 ? "" : "s");
     if (res.pages == 0)
         fprintf(stderr, "docqa: ask: no ingested pages match; run `docqa ingest` first or "
-                        "widen --document/--where\n");
+                        "widen --document/--where/--n-res\n");
     rc = DQ_EXIT_OK;
 out:
     if (store) {

@@ -1,5 +1,5 @@
-/* docqa export: the answers (v_answers) as CSV or JSON lines on stdout. Columns are only ever
- * appended: spreadsheets and scripts read a CSV by position. */
+/* docqa export: the answers (v_answers, or with --current v_current_answers) as CSV or JSON lines
+ * on stdout. Columns are only ever appended: spreadsheets and scripts read a CSV by position. */
 #include "cli.h"
 
 #include "dq_error.h"
@@ -162,19 +162,25 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
 
 int cmd_export(int argc, char **argv) {
     char *db = NULL, *format = NULL, *question = NULL;
-    gboolean spreadsheet_safe = FALSE;
+    gboolean spreadsheet_safe = FALSE, current = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
         {"question", 0, 0, G_OPTION_ARG_FILENAME, &question,
          "only the answers to this question (UTF-8)", "TEXT"},
+        {"current", 0, 0, G_OPTION_ARG_NONE, &current,
+         "the answers under the documents as they are now (v_current_answers): every current "
+         "path and version holding a page's bytes, gone files left out; default: each answer "
+         "once, under the document it was asked for (v_answers)",
+         NULL},
         {"spreadsheet-safe", 0, 0, G_OPTION_ARG_NONE, &spreadsheet_safe,
          "CSV: an apostrophe before a cell a spreadsheet would run as a formula (=, +, -, @)",
          NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
-    GOptionContext *ctx = g_option_context_new("- write the answers (v_answers) to stdout");
+    GOptionContext *ctx =
+        g_option_context_new("- write the answers (v_answers, or v_current_answers) to stdout");
     g_option_context_add_main_entries(ctx, entries, NULL);
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
@@ -215,7 +221,7 @@ int cmd_export(int argc, char **argv) {
               "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
               "max_new_tokens,do_sample,model_fingerprint\r\n",
               stdout);
-    if (!store_jobs_each_answer(store, question, write_row, &ex, &err)) {
+    if (!store_jobs_each_answer(store, question, current, write_row, &ex, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }

@@ -64,6 +64,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("not_done", s->not_done);
     INT_MEMBER("folders_unreadable", s->folders_unreadable);
     INT_MEMBER("skipped", s->skipped);
+    INT_MEMBER("gone", (int)s->gone->len);
     INT_MEMBER("pages_ok", s->pages_ok);
     INT_MEMBER("pages_failed", s->pages_failed);
     INT_MEMBER("n_res", n_res);
@@ -89,6 +90,11 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
+    json_builder_set_member_name(b, "gone_paths");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < s->gone->len; i++)
+        json_builder_add_string_value(b, g_ptr_array_index(s->gone, i));
+    json_builder_end_array(b);
     json_builder_end_object(b);
     JsonGenerator *g = json_generator_new();
     JsonNode *root = json_builder_get_root(b);
@@ -113,8 +119,11 @@ static void print_text(const DqIngestSummary *s) {
         printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : f->path,
                named || !*m ? "" : ": ", m);
     }
+    for (guint i = 0; i < s->gone->len; i++)
+        printf("%-7s %-18s %s: no longer there (its answers are kept)\n", "gone", "missing_since",
+               (const char *)g_ptr_array_index(s->gone, i));
     char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
-         not_done[80] = "";
+         not_done[80] = "", gone[64] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
     if (s->changed > 0)
@@ -122,6 +131,9 @@ static void print_text(const DqIngestSummary *s) {
     if (s->folders_unreadable > 0)
         snprintf(folders, sizeof folders, "; %d folder%s could not be read", s->folders_unreadable,
                  s->folders_unreadable == 1 ? "" : "s");
+    if (s->gone->len > 0)
+        snprintf(gone, sizeof gone, "; %u file%s gone since the last ingest", s->gone->len,
+                 s->gone->len == 1 ? "" : "s");
     if (s->pages_failed > 0)
         snprintf(pages_failed, sizeof pages_failed, " (and %d failed)", s->pages_failed);
     if (s->interrupted)
@@ -130,9 +142,9 @@ static void print_text(const DqIngestSummary *s) {
     char *partial_codes = codes_text(s->partial_by_code);
     char *failed_codes = codes_text(s->failed_by_code);
     printf("ingest: %d files: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s (%d other files "
-           "skipped%s); %d pages%s in %.1f s (%.1f pages/s)%s\n",
+           "skipped%s)%s; %d pages%s in %.1f s (%.1f pages/s)%s\n",
            s->files, s->documents_ok, s->documents_partial, partial_codes, s->documents_failed,
-           failed_codes, s->unchanged, earlier, changed, s->skipped, folders, s->pages_ok,
+           failed_codes, s->unchanged, earlier, changed, s->skipped, folders, gone, s->pages_ok,
            pages_failed, s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
     g_free(partial_codes);
     g_free(failed_codes);

@@ -39,3 +39,19 @@ char *dq_utf8_escape_invalid(const char *s) {
     }
     return g_string_free(out, FALSE);
 }
+
+char *dq_utf8_unescape(const char *s) {
+    if (s == NULL)
+        return NULL;
+    GString *out = g_string_sized_new(strlen(s));
+    for (const char *p = s; *p != '\0'; p++) {
+        if (looks_escaped(p)) {
+            g_string_append_c(out,
+                              (char)(g_ascii_xdigit_value(p[2]) * 16 + g_ascii_xdigit_value(p[3])));
+            p += 3;
+        } else {
+            g_string_append_c(out, *p);
+        }
+    }
+    return g_string_free(out, FALSE);
+}

@@ -12,4 +12,8 @@
  * database holds text (PostgreSQL refuses invalid UTF-8, JSON exports must be valid). */
 char *dq_utf8_escape_invalid(const char *s);
 
+/* The bytes dq_utf8_escape_invalid was given back from its text: every \xNN becomes byte NN
+ * (its output holds no other \x followed by two hex digits). NULL for NULL. */
+char *dq_utf8_unescape(const char *s);
+
 #endif

@@ -117,6 +117,8 @@ void dq_ingest_summary_clear(DqIngestSummary *sum) {
         g_hash_table_destroy(sum->failed_by_code);
     if (sum->partial_by_code != NULL)
         g_hash_table_destroy(sum->partial_by_code);
+    if (sum->gone != NULL)
+        g_ptr_array_free(sum->gone, TRUE);
     memset(sum, 0, sizeof *sum);
 }
 
@@ -843,12 +845,86 @@ static void show_progress(Run *r, gboolean final) {
     fflush(stderr);
 }
 
+static gint compare_paths(gconstpointer a, gconstpointer b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether the file a recorded path names is gone: no such file (a dangling link included). Any
+ * other answer (no permission on a folder, an I/O error) is no proof of that. */
+static gboolean file_gone(const char *path) {
+    struct stat st;
+    return stat(path, &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
+}
+
+/* Marks the paths recorded under the folders named in `roots` whose files are gone, and unmarks
+ * those the walk found: a file that came back (or bytes of another version there now) is what
+ * its path holds again. One transaction, before any rendering: what is gone is known once the
+ * walk is done. */
+static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) {
+    /* What the walk found there (a file named on the command line is an entry even when it is
+     * not there). */
+    GHashTable *walked = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < r->entries->len; i++) {
+        const WalkEntry *e = g_ptr_array_index(r->entries, i);
+        if (e->open_errno != ENOENT && e->open_errno != ENOTDIR)
+            g_hash_table_add(walked, e->path);
+    }
+    GPtrArray *back = g_ptr_array_new(), *gone = g_ptr_array_new_with_free_func(g_free);
+    GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+    gboolean ok = FALSE;
+    GPtrArray *marked = dq_store_document_paths_gone(r->store, err);
+    if (marked == NULL)
+        goto out;
+    for (guint i = 0; i < marked->len; i++)
+        if (g_hash_table_contains(walked, g_ptr_array_index(marked, i)))
+            g_ptr_array_add(back, g_ptr_array_index(marked, i));
+    char *cwd = g_get_current_dir();
+    for (const char *const *root = roots; *root; root++) {
+        if (**root == '\0')
+            continue;
+        /* As the walk names what it finds (walk.c): the stored paths begin so. */
+        char *folder = g_canonicalize_filename(*root, cwd);
+        GPtrArray *known = dq_store_document_paths_under(r->store, folder, err);
+        g_free(folder);
+        if (known == NULL) {
+            g_free(cwd);
+            goto out;
+        }
+        for (guint i = 0; i < known->len; i++) {
+            DqKnownPath *k = g_ptr_array_index(known, i);
+            if (k->missing || g_hash_table_contains(walked, k->path) ||
+                g_hash_table_contains(seen, k->path) || !file_gone(k->path))
+                continue;
+            g_hash_table_add(seen, k->path);
+            g_ptr_array_add(gone, g_steal_pointer(&k->path));
+        }
+        g_ptr_array_free(known, TRUE);
+    }
+    g_free(cwd);
+    g_ptr_array_sort(gone, compare_paths);
+    if (!dq_store_document_paths_mark(r->store, (const char *const *)gone->pdata, (int)gone->len,
+                                      (const char *const *)back->pdata, (int)back->len, err))
+        goto out;
+    for (guint i = 0; i < gone->len; i++)
+        g_ptr_array_add(r->sum->gone, dq_utf8_escape_invalid(g_ptr_array_index(gone, i)));
+    ok = TRUE;
+out:
+    if (marked)
+        g_ptr_array_free(marked, TRUE);
+    g_hash_table_destroy(seen);
+    g_hash_table_destroy(walked);
+    g_ptr_array_free(back, TRUE);
+    g_ptr_array_free(gone, TRUE);
+    return ok;
+}
+
 gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
                        DqIngestSummary *sum, GError **err) {
     memset(sum, 0, sizeof *sum);
     sum->failures = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
     sum->failed_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    sum->gone = g_ptr_array_new_with_free_func(g_free);
     if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
         opt->max_pages < 1 || opt->page_timeout_s < 1)
         return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",
@@ -884,6 +960,13 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sum->files = (int)r.entries->len;
     for (guint i = 0; i < r.entries->len; i++)
         r.bytes_total += ((WalkEntry *)g_ptr_array_index(r.entries, i))->bytes;
+    if (!note_gone_files(&r, paths, err)) {
+        g_ptr_array_free(r.entries, TRUE);
+        g_free(r.settings);
+        g_free(r.store_dir);
+        g_hash_table_destroy(r.swept);
+        return FALSE;
+    }
     r.active = g_ptr_array_new();
     g_queue_init(&r.restart);
     r.kids = g_new0(Child, opt->jobs);

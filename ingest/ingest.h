@@ -143,12 +143,19 @@ typedef struct {
     gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
                              was recorded */
     GPtrArray *failures;  /* DqIngestFailure*, for failed, partial and changed documents */
+    /* Paths (char*, as text: store escapes) recorded under a folder given to this ingest whose
+     * files are gone since: marked (documents.missing_since) now, in name order. Those marked
+     * by an earlier ingest are not listed again; a path found again is unmarked. */
+    GPtrArray *gone;
 } DqIngestSummary;
 
 void dq_ingest_summary_clear(DqIngestSummary *sum);
 
 /* Ingests files and folders. Returns FALSE (err set) only when ingest could not run at all (no
- * page store, database error); failures of single inputs are recorded and listed in *sum. */
+ * page store, database error); failures of single inputs are recorded and listed in *sum.
+ * Documents recorded under a folder it is given whose files are no longer there (no such file;
+ * a file the walk leaves out, hidden or no longer a document, is still there) are marked gone,
+ * with their answers kept, and listed in sum->gone; every path the walk finds is unmarked. */
 gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
                        DqIngestSummary *sum, GError **err);
 

@@ -234,6 +234,89 @@ char *queue_question_quote(const char *question) {
 
 /* ---- asking ---- */
 
+/* The n_res of a page's render settings (canonical JSON written by ingest); 0 when it has none. */
+static int settings_n_res(GHashTable *cache, const char *settings) {
+    gpointer v;
+    if (g_hash_table_lookup_extended(cache, settings, NULL, &v))
+        return GPOINTER_TO_INT(v);
+    int n_res = 0;
+    JsonParser *p = json_parser_new();
+    if (json_parser_load_from_data(p, settings, -1, NULL) &&
+        JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        JsonNode *n = json_object_get_member(o, "n_res");
+        if (n != NULL && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_INT64)
+            n_res = (int)json_node_get_int(n);
+    }
+    g_object_unref(p);
+    g_hash_table_insert(cache, g_strdup(settings), GINT_TO_POINTER(n_res));
+    return n_res;
+}
+
+/* The pages to ask about, out of every page row of the selected documents (ordered by document):
+ * of each document whose file is still there, the pages of one rendering (the one whose pages
+ * ingest added last, at n_res when given: page ids grow as pages are added, and a rendering
+ * done again keeps its rows), those with an image, each content once. Counts what it leaves
+ * out in res. Returns the chosen DqAskPage* (owned by `pages`). */
+static GPtrArray *choose_pages(GPtrArray *pages, int n_res, DqAskResult *res) {
+    GPtrArray *chosen = g_ptr_array_new();
+    GHashTable *n_res_of = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTable *content = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (guint first = 0; first < pages->len;) {
+        const DqAskPage *head = g_ptr_array_index(pages, first);
+        guint end = first;
+        while (end < pages->len &&
+               ((DqAskPage *)g_ptr_array_index(pages, end))->document_id == head->document_id)
+            end++;
+        if (head->document_gone) {
+            res->gone_documents++;
+            first = end;
+            continue;
+        }
+        const DqAskPage *newest = NULL;
+        for (guint i = first; i < end; i++) {
+            const DqAskPage *p = g_ptr_array_index(pages, i);
+            if ((n_res == 0 || settings_n_res(n_res_of, p->render_settings) == n_res) &&
+                (newest == NULL || p->page_id > newest->page_id))
+                newest = p;
+        }
+        if (newest == NULL)
+            res->no_rendering_documents++;
+        for (guint i = first; i < end; i++) {
+            DqAskPage *p = g_ptr_array_index(pages, i);
+            if (newest == NULL || strcmp(p->render_settings, newest->render_settings) != 0) {
+                int n = settings_n_res(n_res_of, p->render_settings);
+                if (n >= 1 && n <= 64)
+                    res->other_n_res |= G_GUINT64_CONSTANT(1) << (n - 1);
+                if (newest != NULL)
+                    res->other_renderings++;
+                continue;
+            }
+            if (!p->usable) {
+                res->failed_pages++;
+                continue;
+            }
+            char *key = g_strdup_printf("%s\n%d\n%s", p->document_sha256 ? p->document_sha256 : "",
+                                        p->page_number, p->render_settings);
+            gpointer at;
+            if (g_hash_table_lookup_extended(content, key, NULL, &at)) {
+                /* Documents come in id order: this one was ingested last, its path is the one
+                 * v_answers names for the new jobs. */
+                res->same_content++;
+                chosen->pdata[GPOINTER_TO_UINT(at)] = p;
+                g_free(key);
+                continue;
+            }
+            g_hash_table_insert(content, key, GUINT_TO_POINTER(chosen->len));
+            g_ptr_array_add(chosen, p);
+        }
+        first = end;
+    }
+    g_hash_table_destroy(content);
+    g_hash_table_destroy(n_res_of);
+    return chosen;
+}
+
 gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err) {
     memset(res, 0, sizeof(*res));
     if (req->n_questions == 0)
@@ -272,13 +355,14 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     GArray *qids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
     GArray *jobs = g_array_new(FALSE, TRUE, sizeof(DqNewJob));
-    GPtrArray *pages = NULL;
+    GPtrArray *pages = NULL, *chosen = NULL;
     if (settings == NULL)
         goto out;
     pages = store_jobs_select_pages(s, req->document_ids, req->n_document_ids, req->where_sql,
-                                    req->n_where, &res->failed_pages, err);
+                                    req->n_where, err);
     if (pages == NULL)
         goto out;
+    chosen = choose_pages(pages, req->n_res, res);
     for (int i = 0; i < n_questions; i++) {
         gint64 id;
         if (!store_jobs_question_id(s, g_ptr_array_index(questions, i), &id, err))
@@ -286,8 +370,8 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
         g_array_append_val(qids, id);
     }
     int max_attempts = req->settings.max_attempts > 0 ? req->settings.max_attempts : 3;
-    for (guint p = 0; p < pages->len; p++) {
-        const DqAskPage *page = g_ptr_array_index(pages, p);
+    for (guint p = 0; p < chosen->len; p++) {
+        const DqAskPage *page = g_ptr_array_index(chosen, p);
         for (int q = 0; q < n_questions; q++) {
             char *key = queue_job_key(page->document_sha256, page->page_number,
                                       g_ptr_array_index(questions, q), req->model_id,
@@ -306,11 +390,13 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     }
     if (!store_jobs_enqueue(s, (const DqNewJob *)jobs->data, (int)jobs->len, &res->added, err))
         goto out;
-    res->pages = (int)pages->len;
+    res->pages = (int)chosen->len;
     res->questions = n_questions;
     res->existing = (int)jobs->len - res->added;
     ok = TRUE;
 out:
+    if (chosen)
+        g_ptr_array_free(chosen, TRUE);
     if (pages)
         g_ptr_array_free(pages, TRUE);
     g_array_free(jobs, TRUE);

@@ -124,20 +124,37 @@ typedef struct {
     int n_questions;
     const char *model_id;
     DqGenerationSettings settings;
+    /* Which rendering of each document (ingest --n-res): 0, its most recent one; N, its most
+     * recent one at n_res N (a document without one is left out). */
+    int n_res;
 } DqAskRequest;
 
 typedef struct {
-    int pages;        /* pages selected */
-    int failed_pages; /* pages without an image (ingest failed there), left out */
+    int pages;        /* pages asked about: each content (document bytes, page, render settings)
+                         once */
+    int failed_pages; /* pages of the chosen renderings without an image (ingest failed there),
+                         left out */
     int questions;    /* distinct questions asked */
     int duplicates;   /* questions given more than once in the request, asked once */
     int added;        /* new jobs */
     int existing;     /* already asked with the same key, before this request */
+    /* Pages holding the same content as a page above (the same bytes at another path, a copy,
+     * an older version): asked once, v_current_answers shows the answers under each. */
+    int same_content;
+    int gone_documents;   /* documents whose file is gone from disk (missing_since): left out */
+    int other_renderings; /* pages of the documents' other renderings, left out */
+    int no_rendering_documents; /* with n_res: documents that have no rendering at it */
+    /* The n_res of the renderings left out, of both: bit n - 1 for n_res n (1 to 64). */
+    guint64 other_n_res;
 } DqAskResult;
 
 /* Enqueues one job per (page, question), page-major (a worker's batch then shares pages). Each
  * question goes through queue_question_normalize first (so " Total?" and "Total?" are one
- * question); a question given twice is asked once and counted in `duplicates`. */
+ * question); a question given twice is asked once and counted in `duplicates`. Of each
+ * document, one rendering is asked about (req->n_res); documents whose file is gone are left
+ * out; a page whose content another selected page holds too is asked once, about the page of
+ * the most recently ingested document (the content, not the page row, is what a job's key
+ * names). */
 gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err);
 
 /* Checks that a --where text is one self-contained expression. The store wraps it as

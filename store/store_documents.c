@@ -330,3 +330,134 @@ gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint
     g_free(path);
     return ok;
 }
+
+/* ---- files gone from disk ---- */
+
+void dq_known_path_free(DqKnownPath *k) {
+    if (k == NULL)
+        return;
+    g_free(k->path);
+    g_free(k);
+}
+
+/* substr and length count characters on both engines, so this is a prefix test on both; LIKE
+ * would need its wildcards escaped and ignores ASCII case in SQLite. */
+#define PATHS_UNDER_SQL(P)                                                                         \
+    "SELECT path, max(CASE WHEN missing_since IS NULL THEN 0 ELSE 1 END) FROM documents "          \
+    "WHERE substr(path, 1, length(" P ")) = " P " GROUP BY path"
+
+static GPtrArray *paths_under(DqStore *store, const char *prefix, GError **err) {
+    PG_DISPATCH(store, return pgdocs_paths_under(store, prefix, PATHS_UNDER_SQL("$1"), err));
+    sqlite3_stmt *st = prepare(store, PATHS_UNDER_SQL("?1"), err);
+    if (st == NULL)
+        return NULL;
+    sqlite3_bind_text(st, 1, prefix, -1, SQLITE_TRANSIENT);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_known_path_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqKnownPath *k = g_new0(DqKnownPath, 1);
+        k->path = column_dup(st, 0);
+        k->missing = sqlite3_column_int(st, 1) != 0;
+        g_ptr_array_add(out, k);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(store, err, "listing the documents of a folder");
+        return NULL;
+    }
+    return out;
+}
+
+GPtrArray *dq_store_document_paths_under(DqStore *store, const char *folder, GError **err) {
+    char *text = dq_utf8_escape_invalid(folder);
+    char *prefix = g_str_has_suffix(text, "/") ? g_strdup(text) : g_strconcat(text, "/", NULL);
+    GPtrArray *out = paths_under(store, prefix, err);
+    g_free(prefix);
+    g_free(text);
+    for (guint i = 0; out != NULL && i < out->len; i++) {
+        DqKnownPath *k = g_ptr_array_index(out, i);
+        char *raw = dq_utf8_unescape(k->path);
+        g_free(k->path);
+        k->path = raw;
+    }
+    return out;
+}
+
+#define PATHS_GONE_SQL "SELECT DISTINCT path FROM documents WHERE missing_since IS NOT NULL"
+
+GPtrArray *dq_store_document_paths_gone(DqStore *store, GError **err) {
+    GPtrArray *out = NULL;
+#ifdef DOCQA_HAVE_POSTGRES
+    if (store->kind == DQ_STORE_POSTGRES)
+        out = pgdocs_paths_gone(store, PATHS_GONE_SQL, err);
+    else
+#endif
+    {
+        sqlite3_stmt *st = prepare(store, PATHS_GONE_SQL, err);
+        if (st == NULL)
+            return NULL;
+        out = g_ptr_array_new_with_free_func(g_free);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            g_ptr_array_add(out, column_dup(st, 0));
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) {
+            g_ptr_array_free(out, TRUE);
+            db_fail(store, err, "listing the documents gone");
+            return NULL;
+        }
+    }
+    for (guint i = 0; out != NULL && i < out->len; i++) {
+        char *raw = dq_utf8_unescape(g_ptr_array_index(out, i));
+        g_free(g_ptr_array_index(out, i));
+        out->pdata[i] = raw;
+    }
+    return out;
+}
+
+static gboolean paths_mark(DqStore *store, char **gone, int n_gone, char **back, int n_back,
+                           GError **err) {
+    PG_DISPATCH(store, return pgdocs_paths_mark(store, gone, n_gone, back, n_back, err));
+    if (!dq_store_exec(store, "BEGIN IMMEDIATE", err))
+        return FALSE;
+    sqlite3_stmt *mark = prepare(store,
+                                 "UPDATE documents SET missing_since = "
+                                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE path = ?1 AND "
+                                 "missing_since IS NULL",
+                                 err);
+    sqlite3_stmt *clear = mark ? prepare(store,
+                                         "UPDATE documents SET missing_since = NULL WHERE path = "
+                                         "?1 AND missing_since IS NOT NULL",
+                                         err)
+                               : NULL;
+    gboolean ok = clear != NULL;
+    for (int i = 0; ok && i < n_gone + n_back; i++) {
+        sqlite3_stmt *st = i < n_gone ? mark : clear;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, i < n_gone ? gone[i] : back[i - n_gone], -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            ok = db_fail(store, err, "marking documents gone");
+    }
+    sqlite3_finalize(mark);
+    sqlite3_finalize(clear);
+    if (ok && dq_store_exec(store, "COMMIT", err))
+        return TRUE;
+    dq_store_exec(store, "ROLLBACK", NULL);
+    return FALSE;
+}
+
+gboolean dq_store_document_paths_mark(DqStore *store, const char *const *gone, int n_gone,
+                                      const char *const *back, int n_back, GError **err) {
+    if (n_gone + n_back == 0)
+        return TRUE;
+    char **g = g_new0(char *, n_gone + 1), **b = g_new0(char *, n_back + 1);
+    for (int i = 0; i < n_gone; i++)
+        g[i] = dq_utf8_escape_invalid(gone[i]);
+    for (int i = 0; i < n_back; i++)
+        b[i] = dq_utf8_escape_invalid(back[i]);
+    gboolean ok = paths_mark(store, g, n_gone, b, n_back, err);
+    g_strfreev(g);
+    g_strfreev(b);
+    return ok;
+}

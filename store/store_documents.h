@@ -69,4 +69,29 @@ gboolean dq_store_document_record(DqStore *store, const DqDocumentRow *doc, gint
                                   const DqPageRow *pages, int n_pages, gint64 *out_id,
                                   int *out_version, GError **err);
 
+/* ---- files gone from disk (schema 0009: documents.missing_since) ----
+ *
+ * A path is gone when `docqa ingest` of a folder above it found no file there; every version of
+ * the path is marked (missing_since, the time it was found gone) and documents_current leaves it
+ * out. Paths here are as the file system spells them (the store escapes and unescapes them,
+ * text.h). */
+
+typedef struct {
+    char *path;
+    gboolean missing; /* marked gone already */
+} DqKnownPath;
+void dq_known_path_free(DqKnownPath *k);
+
+/* Every path recorded under `folder` (an absolute folder name; the paths that begin with it and
+ * a '/'), once each, in no particular order. Returns a GPtrArray of DqKnownPath. */
+GPtrArray *dq_store_document_paths_under(DqStore *store, const char *folder, GError **err);
+
+/* Every path marked gone. Returns a GPtrArray of char*. */
+GPtrArray *dq_store_document_paths_gone(DqStore *store, GError **err);
+
+/* In one transaction: marks every version of each path in `gone` as gone now (those marked
+ * already keep their time), and clears the mark of each path in `back`. */
+gboolean dq_store_document_paths_mark(DqStore *store, const char *const *gone, int n_gone,
+                                      const char *const *back, int n_back, GError **err);
+
 #endif

@@ -212,3 +212,56 @@ fail:
     pg_rollback(s);
     return FALSE;
 }
+
+/* ---- files gone from disk (store_documents.c has the SQL both engines share) ---- */
+
+GPtrArray *pgdocs_paths_under(DqStore *s, const char *prefix, const char *sql, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, prefix);
+    PGresult *r = pg_run(s, sql, &p, "listing the documents of a folder", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_known_path_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqKnownPath *k = g_new0(DqKnownPath, 1);
+        k->path = pg_get_dup(r, i, 0);
+        k->missing = pg_get_i64(r, i, 1) != 0;
+        g_ptr_array_add(out, k);
+    }
+    PQclear(r);
+    return out;
+}
+
+GPtrArray *pgdocs_paths_gone(DqStore *s, const char *sql, GError **err) {
+    PGresult *r = pg_run(s, sql, NULL, "listing the documents gone", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    for (int i = 0; i < PQntuples(r); i++)
+        g_ptr_array_add(out, pg_get_dup(r, i, 0));
+    PQclear(r);
+    return out;
+}
+
+gboolean pgdocs_paths_mark(DqStore *s, char **gone, int n_gone, char **back, int n_back,
+                           GError **err) {
+    if (!pg_begin(s, err))
+        return FALSE;
+    for (int i = 0; i < n_gone + n_back; i++) {
+        PgParams p = {0};
+        pg_text(&p, i < n_gone ? gone[i] : back[i - n_gone]);
+        if (!pg_do(s,
+                   i < n_gone ? "UPDATE documents SET missing_since = docqa_now_iso() WHERE "
+                                "path = $1 AND missing_since IS NULL"
+                              : "UPDATE documents SET missing_since = NULL WHERE path = $1 AND "
+                                "missing_since IS NOT NULL",
+                   &p, "marking documents gone", NULL, err)) {
+            pg_rollback(s);
+            return FALSE;
+        }
+    }
+    if (pg_commit(s, err))
+        return TRUE;
+    pg_rollback(s);
+    return FALSE;
+}

@@ -311,17 +311,19 @@ gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gbo
     return TRUE;
 }
 
+/* The newest version of every path, whether or not its file is still there. */
+#define NEWEST_VERSIONS_SQL                                                                        \
+    "SELECT id FROM documents d WHERE version = (SELECT max(version) FROM documents d2 "           \
+    "WHERE d2.path = d.path)"
+
 GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
-                                   const char *const *where_sql, int n_where, int *n_failed_pages,
-                                   GError **err) {
-    PG_DISPATCH(s, return pgjobs_select_pages(s, document_ids, n_ids, where_sql, n_where,
-                                              n_failed_pages, err));
+                                   const char *const *where_sql, int n_where, GError **err) {
+    PG_DISPATCH(s, return pgjobs_select_pages(s, document_ids, n_ids, where_sql, n_where, err));
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
-    int failed = 0;
     sqlite3_stmt *st;
     if (n_ids == 0 && n_where == 0) {
-        if ((st = stmt(s, "SELECT id FROM documents_current", err)) == NULL)
+        if ((st = stmt(s, NEWEST_VERSIONS_SQL, err)) == NULL)
             goto fail;
         while (sqlite3_step(st) == SQLITE_ROW) {
             gint64 id = sqlite3_column_int64(st, 0);
@@ -358,7 +360,7 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
     g_array_sort(ids, cmp_i64);
 
     const char *sql = "SELECT p.id, d.id, d.sha256, p.page_number, p.render_settings, p.status, "
-                      "p.image_sha256 "
+                      "p.image_sha256, d.missing_since IS NOT NULL "
                       "FROM pages p JOIN documents d ON d.id = p.document_id "
                       "WHERE d.id = ?1 ORDER BY p.page_number, p.id";
     for (guint i = 0; i < ids->len; i++) {
@@ -371,18 +373,16 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             const char *status = (const char *)sqlite3_column_text(st, 5);
-            /* 'partial' pages have an image (an incomplete TIFF strip, say): worth asking. */
-            if (status == NULL || strcmp(status, "failed") == 0 ||
-                sqlite3_column_type(st, 6) == SQLITE_NULL) {
-                failed++;
-                continue;
-            }
             DqAskPage *p = g_new0(DqAskPage, 1);
             p->page_id = sqlite3_column_int64(st, 0);
             p->document_id = sqlite3_column_int64(st, 1);
             p->document_sha256 = col_dup(st, 2);
             p->page_number = sqlite3_column_int(st, 3);
             p->render_settings = col_dup(st, 4);
+            /* 'partial' pages have an image (an incomplete TIFF strip, say): worth asking. */
+            p->usable = status != NULL && strcmp(status, "failed") != 0 &&
+                        sqlite3_column_type(st, 6) != SQLITE_NULL;
+            p->document_gone = sqlite3_column_int(st, 7) != 0;
             g_ptr_array_add(pages, p);
         }
         sqlite3_reset(st);
@@ -392,8 +392,6 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
         }
     }
     g_array_free(ids, TRUE);
-    if (n_failed_pages)
-        *n_failed_pages = failed;
     return pages;
 fail:
     g_array_free(ids, TRUE);
@@ -1109,18 +1107,20 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
     return out;
 }
 
-gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
-                                GError **err) {
-    PG_DISPATCH(s, return pgjobs_each_answer(s, question, fn, user, err));
+#define EACH_ANSWER_SQL(VIEW)                                                                      \
+    "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
+    "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ?1 IS NULL OR "              \
+    "question = ?1 ORDER BY document_path, document_id, page, question, job_id"
+
+gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
+                                DqAnswerRowFn fn, void *user, GError **err) {
+    PG_DISPATCH(s, return pgjobs_each_answer(s, question, current, fn, user, err));
     /* Not a cached statement: fn may call back into the store. */
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(dq_store_sqlite(s),
-                           "SELECT document_path, page, question, answer, model, finished_at, "
-                           "document_id, document_sha256, job_id, device, weights, exact, "
-                           "n_res, tile, longest_edge, prompt, max_new_tokens, do_sample, "
-                           "model_fingerprint "
-                           "FROM v_answers WHERE ?1 IS NULL OR question = ?1 "
-                           "ORDER BY document_path, document_id, page, question, job_id",
+                           current ? EACH_ANSWER_SQL("v_current_answers")
+                                   : EACH_ANSWER_SQL("v_answers"),
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "reading answers");
     bind_text(st, 1, question);

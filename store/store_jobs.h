@@ -31,27 +31,29 @@ void store_jobs_finalize(DqStore *s);
 
 /* ---- asking ---- */
 
-/* A page that a question can be asked about. */
+/* A page of a document a question may be asked about. */
 typedef struct {
     gint64 page_id;
     gint64 document_id;
     char *document_sha256;
     int page_number;
     char *render_settings;
+    gboolean usable;        /* it has an image (status ok or partial): ingest rendered it */
+    gboolean document_gone; /* its file is gone from disk (documents.missing_since, 0009) */
 } DqAskPage;
 void dq_ask_page_free(DqAskPage *p);
 
-/* The pages with an image (status ok or partial) of the given documents (ids, and the newest
- * versions matched by `where_sql`, an SQL expression over the columns of `documents`), each page
- * once, ordered by document and page. With no ids and no filter: the newest version of every
- * path (documents_current).
+/* Every page row, at every render settings, of the given documents (ids, and the newest
+ * versions matched by `where_sql`, an SQL expression over the columns of `documents`), ordered
+ * by document, page number and page id. With no ids and no filter: the newest version of every
+ * path, those whose file is gone included (documents_current leaves them out): which pages to
+ * ask about is the caller's choice (queue_ask). A document named by id that failed to ingest
+ * as a whole is an error (DQ_ERR_ARGS, naming it).
  * `where_sql` is the only SQL docqa accepts from users: it is compiled on a separate read-only
  * connection whose authorizer allows reading the documents table and nothing else, and must be
- * one expression. *n_failed_pages counts pages of the selected documents left out because
- * ingest failed on them. Returns a GPtrArray of DqAskPage. */
+ * one expression. Returns a GPtrArray of DqAskPage. */
 GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
-                                   const char *const *where_sql, int n_where, int *n_failed_pages,
-                                   GError **err);
+                                   const char *const *where_sql, int n_where, GError **err);
 
 /* The id of a question's row, inserting it when new. */
 gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err);
@@ -264,10 +266,12 @@ typedef struct {
 void dq_model_snapshot_free(DqModelSnapshot *m);
 GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 
-/* Calls fn for every answer (only those to `question` when not NULL), by document, page,
- * question; stops at the first FALSE. */
-gboolean store_jobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
-                                GError **err);
+/* Calls fn for every row of v_answers, each answer under the document its job was made for
+ * (with `current`: of v_current_answers, each answer under every current document holding its
+ * page's content, schema 0009), only those to `question` when not NULL, by document path,
+ * document, page, question; stops at the first FALSE. */
+gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
+                                DqAnswerRowFn fn, void *user, GError **err);
 
 /* Which jobs store_jobs_requeue puts back in the queue. */
 typedef enum {

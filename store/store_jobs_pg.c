@@ -84,16 +84,16 @@ out:
 }
 
 GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
-                               const char *const *where_sql, int n_where, int *n_failed_pages,
-                               GError **err) {
+                               const char *const *where_sql, int n_where, GError **err) {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
-    int failed = 0;
     PGresult *r;
     PgParams p = {0};
     if (n_ids == 0 && n_where == 0) {
-        if ((r = pg_run(s, "SELECT id FROM documents_current", NULL, "listing documents", err)) ==
-            NULL)
+        if ((r = pg_run(s,
+                        "SELECT id FROM documents d WHERE version = (SELECT max(version) FROM "
+                        "documents d2 WHERE d2.path = d.path)",
+                        NULL, "listing documents", err)) == NULL)
             goto fail;
         for (int i = 0; i < PQntuples(r); i++) {
             gint64 id = pg_get_i64(r, i, 0);
@@ -135,29 +135,26 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
         pg_i64(&p, id);
         r = pg_run(s,
                    "SELECT p.id, d.id, d.sha256, p.page_number, p.render_settings, p.status, "
-                   "p.image_sha256 FROM pages p JOIN documents d ON d.id = p.document_id "
+                   "p.image_sha256, d.missing_since IS NOT NULL FROM pages p JOIN documents d ON "
+                   "d.id = p.document_id "
                    "WHERE d.id = $1 ORDER BY p.page_number, p.id",
                    &p, "reading pages", err);
         if (r == NULL)
             goto fail;
         for (int row = 0; row < PQntuples(r); row++) {
-            if (strcmp(PQgetvalue(r, row, 5), "failed") == 0 || PQgetisnull(r, row, 6)) {
-                failed++;
-                continue;
-            }
             DqAskPage *a = g_new0(DqAskPage, 1);
             a->page_id = pg_get_i64(r, row, 0);
             a->document_id = pg_get_i64(r, row, 1);
             a->document_sha256 = pg_get_dup(r, row, 2);
             a->page_number = (int)pg_get_i64(r, row, 3);
             a->render_settings = pg_get_dup(r, row, 4);
+            a->usable = strcmp(PQgetvalue(r, row, 5), "failed") != 0 && !PQgetisnull(r, row, 6);
+            a->document_gone = strcmp(PQgetvalue(r, row, 7), "t") == 0;
             g_ptr_array_add(pages, a);
         }
         PQclear(r);
     }
     g_array_free(ids, TRUE);
-    if (n_failed_pages)
-        *n_failed_pages = failed;
     return pages;
 fail:
     g_array_free(ids, TRUE);
@@ -714,20 +711,21 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
     return PQgetisnull(r, row, col) ? null : (int)pg_get_i64(r, row, col);
 }
 
-gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
-                            GError **err) {
+#define EACH_ANSWER_SQL(VIEW)                                                                      \
+    "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
+    "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE $1::text IS NULL OR "        \
+    "question = $1 ORDER BY document_path COLLATE \"C\", document_id, page, "                      \
+    "question COLLATE \"C\", job_id"
+
+gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, DqAnswerRowFn fn,
+                            void *user, GError **err) {
     /* The whole result is fetched before fn runs, so fn may call back into the store. */
     PgParams p = {0};
     pg_text(&p, question);
-    PGresult *r = pg_run(s,
-                         "SELECT document_path, page, question, answer, model, finished_at, "
-                         "document_id, document_sha256, job_id, device, weights, exact, "
-                         "n_res, tile, longest_edge, prompt, max_new_tokens, do_sample, "
-                         "model_fingerprint "
-                         "FROM v_answers WHERE $1::text IS NULL OR question = $1 "
-                         "ORDER BY document_path COLLATE \"C\", document_id, page, "
-                         "question COLLATE \"C\", job_id",
-                         &p, "reading answers", err);
+    PGresult *r =
+        pg_run(s, current ? EACH_ANSWER_SQL("v_current_answers") : EACH_ANSWER_SQL("v_answers"), &p,
+               "reading answers", err);
     if (r == NULL)
         return FALSE;
     gboolean ok = TRUE;

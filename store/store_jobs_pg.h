@@ -7,8 +7,7 @@
 #include "store_jobs.h"
 
 GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
-                               const char *const *where_sql, int n_where, int *n_failed_pages,
-                               GError **err);
+                               const char *const *where_sql, int n_where, GError **err);
 gboolean pgjobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err);
 gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err);
 GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
@@ -30,8 +29,8 @@ gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *s
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
-gboolean pgjobs_each_answer(DqStore *s, const char *question, DqAnswerRowFn fn, void *user,
-                            GError **err);
+gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, DqAnswerRowFn fn,
+                            void *user, GError **err);
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
 gboolean pgjobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err);
 
@@ -40,5 +39,9 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
 gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id, gboolean replace,
                        const char *render_settings, const DqPageRow *pages, int n_pages,
                        gint64 *out_id, int *out_version, GError **err);
+GPtrArray *pgdocs_paths_under(DqStore *s, const char *prefix, const char *sql, GError **err);
+GPtrArray *pgdocs_paths_gone(DqStore *s, const char *sql, GError **err);
+gboolean pgdocs_paths_mark(DqStore *s, char **gone, int n_gone, char **back, int n_back,
+                           GError **err);
 
 #endif

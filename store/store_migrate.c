@@ -20,7 +20,7 @@ typedef struct {
 
 static const Table tables[] = {
     {"documents", "id, path, version, sha256, bytes, mtime, kind, page_count, status, error_code, "
-                  "error_message, ingested_at"},
+                  "error_message, ingested_at, missing_since"},
     {"pages", "id, document_id, page_number, width, height, source_width, source_height, "
               "render_settings, image_sha256, status, error_code, error_message"},
     {"questions", "id, text, created_at"},

@@ -291,9 +291,14 @@ static void test_utf8_escape_invalid(void) {
         char *got = dq_utf8_escape_invalid(cases[i][0]);
         g_assert_cmpstr(got, ==, cases[i][1]);
         g_assert_true(g_utf8_validate(got, -1, NULL));
+        /* and back: ingest finds the file a stored path names (a file gone, or not) */
+        char *back = dq_utf8_unescape(got);
+        g_assert_cmpstr(back, ==, cases[i][0]);
+        g_free(back);
         g_free(got);
     }
     g_assert_null(dq_utf8_escape_invalid(NULL));
+    g_assert_null(dq_utf8_unescape(NULL));
 }
 
 int main(int argc, char **argv) {

@@ -1291,6 +1291,309 @@ static void test_empty_model_and_deep_questions(void) {
     g_free(dir);
 }
 
+/* ---- what a document is: its bytes, wherever they are ---- */
+
+static void copy_file(const char *from, const char *to) {
+    char *data = NULL;
+    gsize len = 0;
+    GError *err = NULL;
+    g_assert_true(g_file_get_contents(from, &data, &len, &err));
+    g_assert_true(g_file_set_contents(to, data, (gssize)len, &err));
+    dq_assert_no_error(err);
+    g_free(data);
+}
+
+/* Copies examples/docs/<name> into `folder` as `as` (NULL: the same name); returns its path. */
+static char *add_example(const char *folder, const char *name, const char *as) {
+    char *from = g_build_filename(dq_test_source_dir(), "examples", "docs", name, NULL);
+    char *to = g_build_filename(folder, as ? as : name, NULL);
+    g_assert_cmpint(g_mkdir_with_parents(folder, 0755), ==, 0);
+    copy_file(from, to);
+    g_free(from);
+    return to;
+}
+
+/* docqa ingest at --n-res n_res (64 px tiles: small pages); returns its exit status, stdout in
+ * *out (may be NULL). */
+static int ingest_at(char **out, const char *db, int n_res, const char *path) {
+    char n[16];
+    g_snprintf(n, sizeof n, "%d", n_res);
+    return docqa(out, NULL, "ingest", "--db", db, "--n-res", n, "--tile", "64", "--jobs", "1",
+                 "--quiet", "--hidden", path, NULL);
+}
+
+/* jt_query_int of SQL formatted by sqlite3_mprintf (%Q quotes a text). */
+static gint64 query_intf(const char *db, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *sql = sqlite3_vmprintf(fmt, ap);
+    va_end(ap);
+    gint64 v = jt_query_int(db, sql);
+    sqlite3_free(sql);
+    return v;
+}
+
+static int count_lines_with(const char *text, const char *needle) {
+    int n = 0;
+    char **lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++)
+        n += strstr(*l, needle) != NULL;
+    g_strfreev(lines);
+    return n;
+}
+
+/* Jobs are made for content (the job key hashes the document's bytes): an archive moved, a second
+ * copy, an edit undone (bytes A, B, A) are not asked again, and their answers show under the
+ * paths and versions that hold the bytes now (v_current_answers, export --current). ask counts
+ * a page of the same content once. */
+static void test_answers_follow_the_bytes(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *archives = g_build_filename(dir, "archives", NULL);
+    char *old = g_build_filename(archives, "old", NULL);
+    char *moved = g_build_filename(archives, "new", NULL);
+    const char *names[] = {"invoice.pdf", "letter.pdf", "receipt.pdf"}; /* 1 + 2 + 1 pages */
+    for (int i = 0; i < 3; i++)
+        g_free(add_example(old, names[i], NULL));
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 4 pages: 4 new jobs"));
+    g_free(out);
+    run_worker(db);
+
+    /* Moved: the same bytes at new paths. */
+    g_assert_cmpint(g_rename(old, moved), ==, 0);
+    g_assert_cmpint(ingest_at(&out, db, 1, moved), ==, 0);
+    g_assert_nonnull(strstr(out, "3 ok"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", "Signed?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "2 questions x 4 pages: 4 new jobs, 4 already asked"));
+    g_assert_nonnull(strstr(out, "4 more pages hold the same bytes as pages above"));
+    g_free(out);
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 8);
+    /* Both questions' answers under the new paths, also the one asked before the move; the
+     * old paths show them too while their files are not known to be gone. */
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_current_answers WHERE "
+                                     "document_path LIKE '%/archives/new/%'"),
+                    ==, 8);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_current_answers WHERE "
+                                     "document_path LIKE '%/archives/new/%' AND asked_path LIKE "
+                                     "'%/archives/old/%' AND question = 'Total?'"),
+                    ==, 4);
+    /* An ingest of the folder above finds the old files gone: they leave documents_current,
+     * and with it v_current_answers; v_answers keeps every answer where it was given. */
+    g_assert_cmpint(ingest_at(&out, db, 1, archives), ==, 0);
+    g_assert_nonnull(strstr(out, "3 files gone since the last ingest"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_current_answers"), ==, 8);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_current_answers WHERE "
+                                     "document_path LIKE '%/archives/old/%'"),
+                    ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE document_path LIKE "
+                                     "'%/archives/old/%'"),
+                    ==, 4);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--current", NULL), ==, 0);
+    g_assert_cmpint(count_lines_with(out, "/archives/new/"), ==, 8);
+    g_assert_cmpint(count_lines_with(out, "/archives/old/"), ==, 0);
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(count_lines_with(out, "/archives/old/"), ==, 4); /* as it always was */
+    g_free(out);
+
+    /* A second copy: asked once, answered under both paths without a worker. */
+    char *copy = add_example(moved, "invoice.pdf", "invoice copy.pdf");
+    g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 4 pages: 0 new jobs, 4 already asked"));
+    g_assert_nonnull(strstr(out, "1 more page holds the same bytes"));
+    g_free(out);
+    g_assert_cmpint(
+        query_intf(db, "SELECT count(*) FROM v_current_answers WHERE document_path = %Q", copy), ==,
+        2);
+
+    /* An edit undone: bytes A, B, A. The third version holds A again and shows A's answers,
+     * not B's. */
+    char *receipt = g_build_filename(moved, "receipt.pdf", NULL);
+    char *a_bytes = NULL;
+    gsize a_len = 0;
+    g_assert_true(g_file_get_contents(receipt, &a_bytes, &a_len, NULL));
+    char *b_bytes = g_strconcat(a_bytes, "\n%B\n", NULL);
+    g_assert_true(g_file_set_contents(receipt, b_bytes, (gssize)(a_len + 4), NULL));
+    g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 new job,"));
+    g_free(out);
+    run_worker(db);
+    g_assert_true(g_file_set_contents(receipt, a_bytes, (gssize)a_len, NULL));
+    g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
+    g_assert_cmpint(
+        query_intf(db, "SELECT version FROM documents_current WHERE path = %Q", receipt), ==, 3);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "0 new jobs"));
+    g_free(out);
+    g_assert_cmpint(query_intf(db,
+                               "SELECT count(*) FROM v_current_answers v JOIN documents_current d "
+                               "ON d.id = v.document_id WHERE d.path = %Q AND d.version = 3",
+                               receipt),
+                    ==, 2);
+    g_assert_cmpint(query_intf(db,
+                               "SELECT count(*) FROM v_current_answers WHERE document_path = %Q "
+                               "AND document_sha256 <> (SELECT sha256 FROM documents WHERE path "
+                               "= %Q AND version = 1)",
+                               receipt, receipt),
+                    ==, 0);
+    g_free(err);
+    g_free(a_bytes);
+    g_free(b_bytes);
+    g_free(receipt);
+    g_free(copy);
+    g_free(moved);
+    g_free(old);
+    g_free(archives);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A file deleted from disk: the next ingest of its folder lists it as gone and marks it
+ * (documents.missing_since); it leaves documents_current, ask asks nothing new about it and
+ * says so, its answers stay. A file the walk leaves out but that is there (hidden) is not gone;
+ * a non-UTF-8 name is found as such. A file that comes back is current again. */
+static void test_gone_files(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *archive = g_build_filename(dir, "archive", NULL);
+    g_free(add_example(archive, "invoice.pdf", NULL));
+    g_free(add_example(archive, "letter.pdf", ".hidden-letter.pdf"));
+    char *receipt = add_example(archive, "receipt.pdf", NULL);
+    char *latin1 = add_example(archive, "scanned-letter.tif", "re\xe7u.tif");
+    char *out = NULL;
+    g_assert_cmpint(ingest_at(NULL, db, 1, archive), ==, 0);
+    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 5);
+
+    g_assert_cmpint(g_unlink(receipt), ==, 0);
+    g_assert_cmpint(g_unlink(latin1), ==, 0);
+    /* Without --hidden: .hidden-letter.pdf is not walked, and not gone either. */
+    g_assert_cmpint(docqa(&out, NULL, "ingest", "--db", db, "--n-res", "1", "--tile", "64",
+                          "--quiet", archive, NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "2 files gone since the last ingest"));
+    char *line = g_strdup_printf("gone    missing_since      %s: no longer there", receipt);
+    g_assert_nonnull(strstr(out, line));
+    g_free(line);
+    g_assert_nonnull(strstr(out, "/re\\xE7u.tif: no longer there"));
+    g_assert_null(strstr(out, "hidden"));
+    g_free(out);
+    g_assert_cmpint(query_intf(db,
+                               "SELECT count(*) FROM documents WHERE path = %Q AND "
+                               "missing_since LIKE '____-__-__T__:__:__.___Z'",
+                               receipt),
+                    ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents_current"), ==, 2);
+    g_assert_cmpint(
+        query_intf(db, "SELECT count(*) FROM documents_current WHERE path = %Q", receipt), ==, 0);
+    /* Said once: the next ingest lists nothing, and no version is added. */
+    g_assert_cmpint(ingest_at(&out, db, 1, archive), ==, 0);
+    g_assert_null(strstr(out, "gone"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents"), ==, 4);
+
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "New?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 3 pages: 3 new jobs"));
+    g_assert_nonnull(strstr(out, "2 documents left out: their files are gone"));
+    g_free(out);
+    /* Named by id or matched by --where, gone is gone. */
+    gint64 id = query_intf(db, "SELECT id FROM documents WHERE path = %Q", receipt);
+    char *ids = g_strdup_printf("%" G_GINT64_FORMAT, id);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--document", ids, "--where",
+                          "path LIKE '%receipt%'", "New?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 0 pages"));
+    g_assert_nonnull(strstr(out, "1 document left out: its file is gone"));
+    g_free(out);
+    g_free(ids);
+    g_assert_cmpint(query_intf(db,
+                               "SELECT count(*) FROM jobs j JOIN questions q ON q.id = "
+                               "j.question_id JOIN pages p ON p.id = j.page_id WHERE q.text = "
+                               "'New?' AND p.document_id = %" G_GINT64_FORMAT,
+                               id),
+                    ==, 0);
+    g_assert_cmpint(
+        query_intf(db, "SELECT count(*) FROM v_answers WHERE document_path = %Q", receipt), ==, 1);
+
+    /* Back with the same bytes: current again, nothing rendered, asked about again. */
+    g_free(add_example(archive, "receipt.pdf", NULL));
+    g_assert_cmpint(ingest_at(&out, db, 1, archive), ==, 0);
+    g_assert_null(strstr(out, "gone"));
+    g_free(out);
+    g_assert_cmpint(
+        query_intf(db, "SELECT count(*) FROM documents_current WHERE path = %Q", receipt), ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents WHERE missing_since IS NOT "
+                                     "NULL"),
+                    ==, 1); /* the Latin-1 one */
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "New?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 new job,"));
+    g_assert_nonnull(strstr(out, "1 document left out"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "ingest", "--db", db, "--json", "--n-res", "1", "--tile",
+                          "64", "--quiet", archive, NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "\"gone\" : 0"));
+    g_free(out);
+    g_free(latin1);
+    g_free(receipt);
+    g_free(archive);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A document ingested at two --n-res: ask takes each document's most recent rendering (one job
+ * per page and question, not one per rendering) and says what it left out; --n-res picks. */
+static void test_ask_one_rendering(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *archive = g_build_filename(dir, "archive", NULL);
+    g_free(add_example(archive, "invoice.pdf", NULL));
+    g_free(add_example(archive, "letter.pdf", NULL));
+    g_assert_cmpint(ingest_at(NULL, db, 1, archive), ==, 0);
+    g_assert_cmpint(ingest_at(NULL, db, 2, archive), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM pages"), ==, 6);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Q?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 3 pages: 3 new jobs"));
+    g_assert_nonnull(strstr(out, "3 pages of other renderings left out (n_res 1): each "
+                                 "document's most recent rendering is asked"));
+    g_free(out);
+    const char *at_n_res = "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id WHERE "
+                           "p.render_settings LIKE '%%\"n_res\":%d,%%'";
+    g_assert_cmpint(query_intf(db, at_n_res, 2), ==, 3);
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--n-res", "1", "Q?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 3 pages: 3 new jobs"));
+    g_free(out);
+    g_assert_cmpint(query_intf(db, at_n_res, 1), ==, 3);
+    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "3", "Q?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "1 question x 0 pages"));
+    g_assert_nonnull(
+        strstr(out, "2 documents have no pages at --n-res 3 (rendered at n_res 1, 2)"));
+    g_assert_nonnull(strstr(err, "no ingested pages match"));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "0", "Q?", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ask: --n-res 0: must be 1 to 64, as ingest's\n");
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 6);
+    g_free(archive);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -1319,5 +1622,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/numbers-refused-by-name", test_numbers_refused_by_name);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     g_test_add_func("/cli-jobs/empty-model-deep-questions", test_empty_model_and_deep_questions);
+    g_test_add_func("/cli-jobs/answers-follow-the-bytes", test_answers_follow_the_bytes);
+    g_test_add_func("/cli-jobs/gone-files", test_gone_files);
+    g_test_add_func("/cli-jobs/ask-one-rendering", test_ask_one_rendering);
     return g_test_run();
 }

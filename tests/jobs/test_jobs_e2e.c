@@ -352,11 +352,11 @@ static char **csv_fields(const char *line) {
 }
 
 /* How each answer was made, as users read it: one page and question asked at two render
- * settings (ingest --n-res 2 and 3) and two --max-new-tokens are four rows that export tells
- * apart by n_res, longest_edge and max_new_tokens, each with the fingerprint of the snapshot
- * that answered. The same snapshot under another folder name (--model-id keeping the id) answers
- * silently; another snapshot under the same id (its config.json changed) gets one warning that
- * names both fingerprints and counts the answers of the other, its answers their own
+ * settings (ingest --n-res 2 and 3, ask --n-res 2 and 3) and two --max-new-tokens are four rows
+ * that export tells apart by n_res, longest_edge and max_new_tokens, each with the fingerprint of
+ * the snapshot that answered. The same snapshot under another folder name (--model-id keeping the
+ * id) answers silently; another snapshot under the same id (its config.json changed) gets one
+ * warning that names both fingerprints and counts the answers of the other, its answers their own
  * fingerprint, and status says the model id has answers from two snapshots. */
 static void test_answer_provenance(void) {
     const char *shared = dq_test_shared_dir();
@@ -378,14 +378,20 @@ static void test_answer_provenance(void) {
                                 "--n-res", n_res,  "-q", docs,      NULL};
         g_assert_cmpint(docqa(ingest), ==, 0);
     }
-    for (int t = 3; t <= 4; t++) {
-        char max_new[8];
-        g_snprintf(max_new, sizeof max_new, "%d", t);
-        const char *ask[] = {
-            "ask", "--db", db, "--model", model, "--max-new-tokens", max_new, "What is the title?",
-            NULL};
-        g_assert_cmpint(docqa(ask), ==, 0);
-    }
+    /* ask takes one rendering of a document: each is asked for by its --n-res. */
+    for (int t = 3; t <= 4; t++)
+        for (int n = 2; n <= 3; n++) {
+            char max_new[8], n_res[8];
+            g_snprintf(max_new, sizeof max_new, "%d", t);
+            g_snprintf(n_res, sizeof n_res, "%d", n);
+            const char *ask[] = {"ask",   "--db",
+                                 db,      "--model",
+                                 model,   "--n-res",
+                                 n_res,   "--max-new-tokens",
+                                 max_new, "What is the title?",
+                                 NULL};
+            g_assert_cmpint(docqa(ask), ==, 0);
+        }
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 4);
     const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
     char *said = NULL;
@@ -439,8 +445,13 @@ static void test_answer_provenance(void) {
     /* The same snapshot in a folder of another name: the same fingerprint, nothing to say. */
     char *renamed = g_build_filename(dir, "renamed-copy", NULL);
     g_assert_cmpint(symlink(model, renamed), ==, 0);
-    const char *ask2[] = {"ask", "--db", db, "--model", model, "What is the date?", NULL};
-    g_assert_cmpint(docqa(ask2), ==, 0);
+    for (int n = 2; n <= 3; n++) { /* two jobs: one for each run below */
+        char n_res[8];
+        g_snprintf(n_res, sizeof n_res, "%d", n);
+        const char *ask2[] = {
+            "ask", "--db", db, "--model", model, "--n-res", n_res, "What is the date?", NULL};
+        g_assert_cmpint(docqa(ask2), ==, 0);
+    }
     const char *run_renamed[] = {
         "run",        "--db", db,   "--model", renamed, "--model-id", "tiny-smolvlm-b512",
         "--max-jobs", "1",    "-q", NULL};

@@ -83,32 +83,32 @@ static gint64 add_document(DqStore *s, const char *path, const char *sha) {
     return id;
 }
 
+/* The pages of `all` that have an image (the others counted in *n_failed, may be NULL); `all` is
+ * freed. */
+static GPtrArray *usable_pages(GPtrArray *all, int *n_failed) {
+    g_assert_nonnull(all);
+    GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
+    int failed = 0;
+    for (guint i = 0; i < all->len; i++) {
+        DqAskPage *p = g_ptr_array_index(all, i);
+        if (p->usable)
+            g_ptr_array_add(pages, g_ptr_array_steal_index(all, i--));
+        else
+            failed++;
+    }
+    g_ptr_array_free(all, TRUE);
+    if (n_failed)
+        *n_failed = failed;
+    return pages;
+}
+
+static int enqueue_pages(DqStore *s, GPtrArray *pages, const char *question);
+
 static int enqueue_all(DqStore *s, const char *question) {
     GError *err = NULL;
-    int n_failed = -1;
-    GPtrArray *pages = store_jobs_select_pages(s, NULL, 0, NULL, 0, &n_failed, &err);
+    GPtrArray *pages = usable_pages(store_jobs_select_pages(s, NULL, 0, NULL, 0, &err), NULL);
     dq_assert_no_error(err);
-    gint64 qid = 0;
-    g_assert_true(store_jobs_question_id(s, question, &qid, &err));
-    DqNewJob *jobs = g_new0(DqNewJob, pages->len);
-    char **keys = g_new0(char *, pages->len + 1);
-    for (guint i = 0; i < pages->len; i++) {
-        DqAskPage *p = g_ptr_array_index(pages, i);
-        keys[i] = g_strdup_printf("%s/%d/%s", p->document_sha256, p->page_number, question);
-        jobs[i] = (DqNewJob){.page_id = p->page_id,
-                             .question_id = qid,
-                             .model_id = "m",
-                             .generation_settings = "{}",
-                             .job_key = keys[i],
-                             .max_attempts = 2};
-    }
-    int added = -1;
-    g_assert_true(store_jobs_enqueue(s, jobs, (int)pages->len, &added, &err));
-    dq_assert_no_error(err);
-    g_free(jobs);
-    g_strfreev(keys);
-    g_ptr_array_free(pages, TRUE);
-    return added;
+    return enqueue_pages(s, pages, question);
 }
 
 static DqJobAnswer answer_for(gint64 job_id, const char *text) {
@@ -137,7 +137,7 @@ static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err)
 static char *answers_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, collect_answer, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, collect_answer, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -154,6 +154,59 @@ static gint64 query_int(DqStore *s, const char *loc, const char *sql) {
     return v;
 }
 
+/* The pages with an image, as a docqa at an older schema selected them (this docqa's selection
+ * reads columns such a schema lacks): ids, page numbers and render settings, in id order. */
+static GPtrArray *old_schema_pages(DqStore *s, const char *loc) {
+    GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
+    gint64 n = query_int(s, loc, "SELECT count(*) FROM pages WHERE image_sha256 IS NOT NULL");
+    for (gint64 k = 0; k < n; k++) {
+        char *where = g_strdup_printf("FROM pages WHERE image_sha256 IS NOT NULL ORDER BY id LIMIT "
+                                      "1 OFFSET %" G_GINT64_FORMAT,
+                                      k);
+        char *id = g_strconcat("SELECT id ", where, NULL);
+        char *num = g_strconcat("SELECT page_number ", where, NULL);
+        char *doc = g_strconcat("SELECT document_id ", where, NULL);
+        DqAskPage *p = g_new0(DqAskPage, 1);
+        p->page_id = query_int(s, loc, id);
+        p->page_number = (int)query_int(s, loc, num);
+        p->document_id = query_int(s, loc, doc);
+        p->document_sha256 = g_strdup_printf("doc-%" G_GINT64_FORMAT, p->document_id);
+        p->render_settings = g_strdup_printf("settings of page %" G_GINT64_FORMAT, p->page_id);
+        p->usable = TRUE;
+        g_ptr_array_add(pages, p);
+        g_free(id);
+        g_free(num);
+        g_free(doc);
+        g_free(where);
+    }
+    return pages;
+}
+
+static int enqueue_pages(DqStore *s, GPtrArray *pages, const char *question) {
+    GError *err = NULL;
+    gint64 qid = 0;
+    g_assert_true(store_jobs_question_id(s, question, &qid, &err));
+    DqNewJob *jobs = g_new0(DqNewJob, pages->len);
+    char **keys = g_new0(char *, pages->len + 1);
+    for (guint i = 0; i < pages->len; i++) {
+        DqAskPage *p = g_ptr_array_index(pages, i);
+        keys[i] = g_strdup_printf("%s/%d/%s", p->document_sha256, p->page_number, question);
+        jobs[i] = (DqNewJob){.page_id = p->page_id,
+                             .question_id = qid,
+                             .model_id = "m",
+                             .generation_settings = "{}",
+                             .job_key = keys[i],
+                             .max_attempts = 2};
+    }
+    int added = -1;
+    g_assert_true(store_jobs_enqueue(s, jobs, (int)pages->len, &added, &err));
+    dq_assert_no_error(err);
+    g_free(jobs);
+    g_strfreev(keys);
+    g_ptr_array_free(pages, TRUE);
+    return added;
+}
+
 static void test_lifecycle(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
@@ -162,7 +215,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 8);
+    g_assert_cmpint(v, ==, 9);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -189,13 +242,14 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_cmpint(enqueue_all(s, "What is the total?"), ==, 0);
     g_assert_cmpint(enqueue_all(s, "Who signed?"), ==, 3);
     int n_failed = 0;
-    GPtrArray *pages = store_jobs_select_pages(s, (gint64[]){doc}, 1, NULL, 0, &n_failed, &err);
+    GPtrArray *pages =
+        usable_pages(store_jobs_select_pages(s, (gint64[]){doc}, 1, NULL, 0, &err), &n_failed);
     dq_assert_no_error(err);
     g_assert_cmpint(pages->len, ==, 3);
     g_assert_cmpint(n_failed, ==, 1);
     g_ptr_array_free(pages, TRUE);
     const char *where[] = {"path LIKE '%/archive/%'"};
-    pages = store_jobs_select_pages(s, NULL, 0, where, 1, NULL, &err);
+    pages = usable_pages(store_jobs_select_pages(s, NULL, 0, where, 1, &err), NULL);
     dq_assert_no_error(err);
     g_assert_cmpint(pages->len, ==, 3);
     g_assert_cmpint(((DqAskPage *)g_ptr_array_index(pages, 0))->document_id, ==, doc2);
@@ -203,13 +257,13 @@ static void test_lifecycle(gconstpointer kind) {
     const char *evil[] = {"1=1); DELETE FROM jobs; SELECT (1", "id IN (SELECT page_id FROM jobs)",
                           "id = (SELECT 1 FROM answers)"};
     for (guint i = 0; i < G_N_ELEMENTS(evil); i++) {
-        g_assert_null(store_jobs_select_pages(s, NULL, 0, &evil[i], 1, NULL, &err));
+        g_assert_null(store_jobs_select_pages(s, NULL, 0, &evil[i], 1, &err));
         g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
         g_clear_error(&err);
     }
     g_assert_cmpint(enqueue_all(s, "What is the total?"), ==, 0); /* the jobs are still there */
     const char *sub[] = {"id IN (SELECT max(id) FROM documents)"};
-    pages = store_jobs_select_pages(s, NULL, 0, sub, 1, NULL, &err);
+    pages = usable_pages(store_jobs_select_pages(s, NULL, 0, sub, 1, &err), NULL);
     dq_assert_no_error(err);
     g_assert_cmpint(pages->len, ==, 3);
     g_ptr_array_free(pages, TRUE);
@@ -535,7 +589,7 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     dq_assert_no_error(err);
     g_assert_cmpint(dq_store_schema_version(s), ==, 2);
     add_document(s, "/archive/old.pdf", "5555");
-    g_assert_cmpint(enqueue_all(s, "Old?"), ==, 3);
+    g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Old?"), ==, 3);
     GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, NULL, &err);
     g_assert_cmpint(cl->len, ==, 3);
     /* What schema 2's docqa wrote (this docqa's INSERT names the new columns). */
@@ -597,7 +651,7 @@ static gboolean collect_provenance(const DqAnswerRow *row, void *user, GError **
 static char *provenance_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, collect_provenance, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, collect_provenance, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -660,8 +714,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
     page.image_sha256 = "5555";
     g_assert_true(dq_store_document_record(s, &doc, doc_id, FALSE, R5, &page, 1, NULL, NULL, &err));
     dq_assert_no_error(err);
-    int n_failed = -1;
-    GPtrArray *pages = store_jobs_select_pages(s, NULL, 0, NULL, 0, &n_failed, &err);
+    GPtrArray *pages = old_schema_pages(s, loc);
     g_assert_cmpint(pages->len, ==, 2);
     gint64 qid = 0;
     g_assert_true(store_jobs_question_id(s, "Total?", &qid, &err));
@@ -701,7 +754,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 8);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 9);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -781,6 +834,110 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
  * was unique) so that the migration is shown to keep documents, pages and their cascade. */
 /* A path that is not UTF-8 (a Latin-1 name from an old archive) and a message quoting it: stored
  * escaped, as text both databases take, and found again by the same bytes. */
+static gboolean has_path(GPtrArray *known, const char *path, gboolean missing) {
+    for (guint i = 0; i < known->len; i++) {
+        const DqKnownPath *k = g_ptr_array_index(known, i);
+        if (strcmp(k->path, path) == 0)
+            return k->missing == missing;
+    }
+    return FALSE;
+}
+
+/* Files gone from disk (schema 0009), the same on both engines: the paths under a folder (not
+ * those of a folder whose name merely begins alike), marked gone on every version and unmarked
+ * again, non-UTF-8 names as the file system spells them; documents_current leaves the gone ones
+ * out, the page selection flags them; v_current_answers shows an answer under every current
+ * path holding its page's content. */
+static void test_gone_paths(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    const char *latin1 = "/archive/sub/re\xe7u.pdf";
+    add_document(s, "/archive/a.pdf", "1111");
+    add_document(s, "/archive/a.pdf", "4444"); /* version 2 */
+    add_document(s, latin1, "2222");
+    add_document(s, "/archive2/x.pdf", "3333");
+    add_document(s, "/elsewhere/copy of x.pdf", "3333");
+    GPtrArray *known = dq_store_document_paths_under(s, "/archive", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(known->len, ==, 2);
+    g_assert_true(has_path(known, "/archive/a.pdf", FALSE));
+    g_assert_true(has_path(known, latin1, FALSE));
+    g_ptr_array_free(known, TRUE);
+
+    const char *gone[] = {"/archive/a.pdf", latin1};
+    g_assert_true(dq_store_document_paths_mark(s, gone, 2, NULL, 0, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM documents WHERE missing_since LIKE "
+                              "'____-__-__T__:__:__.___Z'"),
+                    ==, 3);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM documents_current"), ==, 2);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM documents_current WHERE path LIKE "
+                              "'/archive/%'"),
+                    ==, 0);
+    known = dq_store_document_paths_under(s, "/archive/", &err);
+    g_assert_true(has_path(known, "/archive/a.pdf", TRUE));
+    g_assert_true(has_path(known, latin1, TRUE));
+    g_ptr_array_free(known, TRUE);
+    GPtrArray *marked = dq_store_document_paths_gone(s, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(marked->len, ==, 2);
+    g_assert_true(g_strcmp0(g_ptr_array_index(marked, 0), latin1) == 0 ||
+                  g_strcmp0(g_ptr_array_index(marked, 1), latin1) == 0);
+    g_ptr_array_free(marked, TRUE);
+
+    /* The page selection: every newest version, gone ones flagged. */
+    GPtrArray *pages = store_jobs_select_pages(s, NULL, 0, NULL, 0, &err);
+    dq_assert_no_error(err);
+    int flagged = 0;
+    for (guint i = 0; i < pages->len; i++)
+        flagged += ((DqAskPage *)g_ptr_array_index(pages, i))->document_gone;
+    g_assert_cmpint(pages->len, ==, 16);
+    g_assert_cmpint(flagged, ==, 8);
+    g_ptr_array_free(pages, TRUE);
+
+    /* One job per content: x.pdf's three pages, answered under both of its paths. */
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 9);
+    GPtrArray *c = store_jobs_claim(s, "W", "m", 20, 1000, 100000, NULL, &err);
+    g_assert_cmpint(c->len, ==, 9);
+    DqJobAnswer *ans = g_new0(DqJobAnswer, c->len);
+    for (guint i = 0; i < c->len; i++)
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(c, i))->job_id, "42");
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "W", ans, (int)c->len, &written, &err));
+    g_assert_cmpint(written, ==, 9);
+    g_free(ans);
+    g_ptr_array_free(c, TRUE);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM v_current_answers"), ==, 6);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM v_current_answers WHERE document_path = "
+                              "'/elsewhere/copy of x.pdf' AND asked_path = '/archive2/x.pdf'"),
+                    ==, 3);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM v_answers"), ==, 9);
+
+    /* Back: current again, with its answers; the other stays gone. */
+    const char *back[] = {"/archive/a.pdf"};
+    g_assert_true(dq_store_document_paths_mark(s, gone + 1, 1, back, 1, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM documents WHERE missing_since IS NOT "
+                              "NULL"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM documents_current"), ==, 3);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM v_current_answers WHERE document_path = "
+                              "'/archive/a.pdf'"),
+                    ==, 3);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 static void test_non_utf8_path(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
@@ -833,7 +990,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 8);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 9);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -1705,6 +1862,8 @@ int main(int argc, char **argv) {
                          test_document_versions);
     g_test_add_data_func("/store/backends/sqlite/non-utf8-path", "sqlite", test_non_utf8_path);
     g_test_add_data_func("/store/backends/postgres/non-utf8-path", "postgres", test_non_utf8_path);
+    g_test_add_data_func("/store/backends/sqlite/gone-paths", "sqlite", test_gone_paths);
+    g_test_add_data_func("/store/backends/postgres/gone-paths", "postgres", test_gone_paths);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);

@@ -1,7 +1,8 @@
 /* What users read with SQL is the same on SQLite and on PostgreSQL.
  *
  * One history is played on both, in lockstep: `docqa ingest` of real PDFs and TIFFs (a failed,
- * a partial and a non-UTF-8-named one, a file that gets a second version), `docqa ask` with
+ * a partial and a non-UTF-8-named one, a file that gets a second version, a second copy of a file
+ * and a file deleted before the next ingest), `docqa ask` with
  * non-ASCII and quoted questions, a lease that runs out, worker runs with the hash answerer
  * (jobs_testlib.h) that fail some jobs for good and some until they are dead, `docqa requeue
  * --failed` and `--approximate` (so answers_superseded fills), a retry waiting for its backoff,
@@ -150,7 +151,8 @@ static Rows *read_rows(const char *loc, const char *sql) {
 typedef enum { SAME_DATA, SAME_HISTORY } Sameness;
 
 static gboolean is_time_column(const char *name) {
-    return strcmp(name, "at") == 0 || g_str_has_suffix(name, "_at");
+    return strcmp(name, "at") == 0 || g_str_has_suffix(name, "_at") ||
+           strcmp(name, "missing_since") == 0;
 }
 
 static char *cell(const Rows *r, guint i, int c, gboolean as_real, Sameness how) {
@@ -429,14 +431,19 @@ static void play_history(void) {
     copy_input(corpus, "tiff/libtiff-testfax3_bug_513.tiff", "fax.tiff");             /* partial */
     copy_input(corpus, "pdf/pdfium-encrypted_hello_world_r6.pdf", "locked.pdf");      /* failed */
     copy_input(corpus, "pdf/pdfium-rectangles_multi_pages.pdf", "versioned.pdf");     /* 5 pages */
+    copy_input(corpus, "pdf/pdfium-hello_world.pdf", "hello copy.pdf"); /* asked once */
+    copy_input(corpus, "pdf/pdf20-simple.pdf", "gone.pdf");             /* deleted below */
     const char *ingest[] = {"ingest", "--n-res", "1", "--tile", "64", "--jobs", "1", inputs, NULL};
     docqa_each(1, ingest); /* 1: a failed and a partial document */
     docqa_each(0,
                (const char *[]){"ask", "--model", "m", "--max-attempts", "2",
                                 "What is the invoice total?", "Who signed it?",
                                 "Qué dice «Grüße» — 日本語？", "It's \"quoted\", isn't it?", NULL});
-    /* The second version: 3 pages, one of them failed. */
+    /* The second version: 3 pages, one of them failed; gone.pdf is gone. */
     copy_input(corpus, "pdf/pdfium-document_aactions.pdf", "versioned.pdf");
+    char *gone = g_build_filename(inputs, "gone.pdf", NULL);
+    g_assert_cmpint(g_unlink(gone), ==, 0);
+    g_free(gone);
     docqa_each(1, ingest);
     docqa_each(0, (const char *[]){"ask", "--model", "m", "--where", "path LIKE '%versioned%'",
                                    "What is the invoice total?", "Which version is this?", NULL});
@@ -605,6 +612,24 @@ static void test_history(void) {
                         ==, 2);
         g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM documents WHERE status = 'failed'"),
                         ==, 1);
+        /* gone.pdf: its answers kept, under no current path; hello.pdf's under both of its. */
+        g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM documents WHERE missing_since IS "
+                                        "NOT NULL AND path LIKE '%/gone.pdf'"),
+                        ==, 1);
+        g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM v_answers WHERE document_path LIKE "
+                                        "'%/gone.pdf'"),
+                        >, 0);
+        g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM v_current_answers WHERE "
+                                        "document_path LIKE '%/gone.pdf'"),
+                        ==, 0);
+        g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM v_current_answers WHERE "
+                                        "document_path LIKE '%/hello copy.pdf'"),
+                        ==,
+                        db_int(&dbs[i], "SELECT count(*) FROM v_current_answers WHERE "
+                                        "document_path LIKE '%/hello.pdf'"));
+        g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM v_answers WHERE document_path LIKE "
+                                        "'%/hello copy.pdf'"),
+                        ==, 0);
         g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM job_errors WHERE kind = "
                                         "'lease_expired'"),
                         ==, 1);
