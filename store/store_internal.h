@@ -16,6 +16,7 @@ struct DqStore {
     char *path;              /* file path, or the location without its password */
     guint64 dev, ino;        /* SQLite: the file opened, to notice it replaced or deleted */
     gboolean file_gone;      /* SQLite: dq_store_check_file found it replaced or deleted */
+    int schema_version;      /* SQLite: user_version once opened and migrated */
 };
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005;

@@ -632,7 +632,8 @@ static void test_run_nothing_queued_note(void) {
 /* Runs `docqa COMMAND --db DB` where DIR (DB's folder) is read-only: a read-only bind mount
  * for root (whom permissions do not stop), a folder without write permission otherwise.
  * -1 when neither can be arranged here. */
-static int docqa_read_only(const char *dir, const char *db, const char *command, char **out) {
+static int docqa_read_only(const char *dir, const char *db, const char *command, char **out,
+                           char **errout) {
     char *bin = docqa_path();
     int status = 0;
     GError *err = NULL;
@@ -649,7 +650,7 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
                               "--db",
                               db,
                               NULL};
-        if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, NULL,
+        if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, errout,
                           &status, &err)) {
             g_clear_error(&err);
             status = -1;
@@ -659,7 +660,7 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
         g_assert_cmpint(g_chmod(dir, 0555), ==, 0);
         const char *argv[] = {bin, command, "--db", db, NULL};
         g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out,
-                                   NULL, &status, &err));
+                                   errout, &status, &err));
         dq_assert_no_error(err);
         g_assert_cmpint(g_chmod(dir, 0755), ==, 0);
         status = WIFEXITED(status) ? WEXITSTATUS(status) : -2;
@@ -676,7 +677,7 @@ static void test_read_only_database(void) {
     g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
     g_assert_cmpint(jt_drain(db, 1), ==, 0);
     char *out = NULL;
-    int rc = docqa_read_only(dir, db, "status", &out);
+    int rc = docqa_read_only(dir, db, "status", &out, NULL);
     if (rc == -1) {
         g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
         g_free(db);
@@ -686,11 +687,46 @@ static void test_read_only_database(void) {
     g_assert_cmpint(rc, ==, 0);
     g_assert_nonnull(strstr(out, "jobs: 2 total: 2 done"));
     g_free(out);
-    g_assert_cmpint(docqa_read_only(dir, db, "export", &out), ==, 0);
+    g_assert_cmpint(docqa_read_only(dir, db, "export", &out, NULL), ==, 0);
     char **lines = g_strsplit(out, "\r\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 2 + 2); /* header, rows, the empty tail */
     g_strfreev(lines);
     g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A database of an older schema (5) read where it cannot be written: the reason given is the
+ * schema, and what to do, not the folder's permissions. Where it can be written, status
+ * upgrades it, saying so on stderr once. */
+static void test_old_schema_reader(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "v5.db", NULL);
+    GError *e = NULL;
+    DqStore *s = dq_store_open_at(db, 5, &e);
+    dq_assert_no_error(e);
+    dq_store_close(s);
+    char *out = NULL, *err = NULL;
+    int rc = docqa_read_only(dir, db, "status", &out, &err);
+    if (rc == -1) {
+        g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
+    } else {
+        g_test_message("%s", err);
+        g_assert_cmpint(rc, ==, 2);
+        g_assert_nonnull(strstr(err, "schema version 5 needs upgrading to "));
+        g_assert_nonnull(strstr(err, "open it once with write access (any docqa command)"));
+        g_assert_nonnull(strstr(err, db));
+    }
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(err, "upgraded the schema from version 5 to "));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_null(strstr(err, "upgraded"));
+    g_free(out);
+    g_free(err);
     g_free(db);
     g_free(dir);
 }
@@ -1051,6 +1087,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
+    g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
     g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
