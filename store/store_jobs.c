@@ -770,6 +770,22 @@ gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GEr
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
         return db_fail(s, err, "counting jobs");
+    /* The claim's index of leases: visits the running jobs only. The clock is this machine's, as
+     * the workers' that stamp the leases (and v_progress's). */
+    st = stmt(s,
+              "SELECT count(*) FROM jobs INDEXED BY jobs_leased WHERE state = 'running' AND "
+              "lease_expires_ms < CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) "
+              "AND (?1 IS NULL OR model_id = ?1)",
+              err);
+    if (st == NULL)
+        return FALSE;
+    bind_text(st, 1, model_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        c->stalled = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(s, err, "counting stalled jobs");
     if (model_id != NULL) {
         st = stmt(s,
                   "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "

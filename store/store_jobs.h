@@ -165,6 +165,10 @@ typedef struct {
     gint64 retrying; /* queued after at least one failed attempt */
     gint64 total;
     gint64 pending_other; /* queued or running jobs of another model than the one asked about */
+    /* Of the running ones, those whose lease has expired by the database's clock: their worker
+     * stopped (killed, its machine lost), and the next claim of their model takes them over.
+     * v_progress counts them as `stalled`, apart from `running` (schema 0010). */
+    gint64 stalled;
 } DqJobCounts;
 
 /* Counts per state, for every model (model_id NULL) or one. Reads every job (from one index):

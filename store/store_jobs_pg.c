@@ -548,6 +548,17 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
         c->total += n;
     }
     PQclear(r);
+    /* Leases are in the server's time (store_pg.h): its clock says which have expired. */
+    pg_text(&p, model_id);
+    r = pg_run(s,
+               "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_ms < "
+               "(extract(epoch FROM clock_timestamp()) * 1000)::bigint AND "
+               "($1::text IS NULL OR model_id = $1)",
+               &p, "counting stalled jobs", err);
+    if (r == NULL)
+        return FALSE;
+    c->stalled = pg_get_i64(r, 0, 0);
+    PQclear(r);
     if (model_id != NULL) {
         pg_text(&p, model_id);
         r = pg_run(s,

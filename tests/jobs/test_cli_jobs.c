@@ -1,6 +1,7 @@
 /* The queue's commands as a user runs them: docqa ask, status, export, requeue, run. Answers come
  * from a worker with the hash answerer (a test double; docqa run itself needs the model). */
 #include "backend_cuda.h"
+#include "clock.h"
 #include "jobs_testlib.h"
 #include "queue.h"
 #include "testutil.h"
@@ -731,6 +732,51 @@ static void test_old_schema_reader(void) {
     g_free(dir);
 }
 
+/* Workers killed as a whole (kill -9 of the process group, a lost machine): long after their
+ * leases ran out their jobs are still 'running'. status says they are stalled, not running, and
+ * gives no ETA from them; v_progress counts them apart. */
+static void test_status_stalled(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    GError *e = NULL;
+    DqStore *s = dq_store_open(db, &e);
+    dq_assert_no_error(e);
+    GPtrArray *c = store_jobs_claim(s, "dead-worker", "m", 3, dq_wall_ms(), 1, NULL, &e);
+    dq_assert_no_error(e);
+    g_assert_cmpint(c->len, ==, 3);
+    g_ptr_array_free(c, TRUE);
+    g_usleep(20000);
+    c = store_jobs_claim(s, "live-worker", "other-model", 1, dq_wall_ms(), 3600000, NULL, &e);
+    g_ptr_array_free(c, TRUE);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(s),
+                                       "SELECT sum(running), sum(stalled), sum(queued) FROM "
+                                       "v_progress",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 0);
+    g_assert_cmpint(sqlite3_column_int(st, 1), ==, 3);
+    g_assert_cmpint(sqlite3_column_int(st, 2), ==, 1);
+    sqlite3_finalize(st);
+    dq_store_close(s);
+    char *out = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "1 queued (0 retrying), 0 running, 3 stalled"));
+    g_assert_nonnull(strstr(out, "3 stalled: their worker stopped"));
+    g_assert_nonnull(strstr(out, "ETA unknown"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"running\" : 0"));
+    g_assert_nonnull(strstr(out, "\"stalled\" : 3"));
+    g_assert_nonnull(strstr(out, "\"eta_seconds\" : null"));
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
 /* The disk fills while a worker answers (a database on a small file system): the worker stops
  * with the store's error, and gives back the jobs it holds without using an attempt, rather
  * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
@@ -1088,6 +1134,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
     g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
+    g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
     g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);

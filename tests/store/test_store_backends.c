@@ -162,7 +162,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 8);
+    g_assert_cmpint(v, ==, 10);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -701,7 +701,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 8);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 10);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -833,7 +833,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 8);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 10);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
