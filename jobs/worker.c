@@ -273,6 +273,18 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
         dq_claimed_job_free(j);
         return TRUE;
     }
+    if (j->missing != NULL) {
+        /* Deleted by hand (a sqlite3 shell leaves foreign keys off: nothing cascaded). No
+         * retry can bring the row back: failed for good, and the queue goes on. */
+        char *msg = g_strdup_printf("job %" G_GINT64_FORMAT ": its %s %s no longer in the "
+                                    "database (deleted by hand?): nothing to answer",
+                                    j->job_id, j->missing,
+                                    strstr(j->missing, " and ") ? "are" : "is");
+        fail_job(w, j->job_id, "orphan", msg, FALSE);
+        g_free(msg);
+        dq_claimed_job_free(j);
+        return TRUE;
+    }
     InFlight *f = g_new0(InFlight, 1);
     f->job = j;
     GError *e = NULL;

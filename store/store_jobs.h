@@ -84,6 +84,11 @@ typedef struct {
     char *generation_settings;
     int attempt; /* 1 for the first claim */
     int max_attempts;
+    /* What the job refers to that is no longer in the database ("page", "document",
+     * "question", "page and question"), or NULL: rows deleted by hand in a shell whose foreign
+     * keys are off (sqlite3's default), so nothing cascaded. Such a job is claimed like any
+     * other, for the worker to fail it ('orphan') and go on. */
+    char *missing;
 } DqClaimedJob;
 void dq_claimed_job_free(DqClaimedJob *j);
 
