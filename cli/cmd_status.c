@@ -4,6 +4,7 @@
 
 #include "store.h"
 #include "store_jobs.h"
+#include "queue.h"
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
@@ -167,9 +168,7 @@ int cmd_status(int argc, char **argv) {
     /* Running jobs whose lease expired are not work in progress: their worker stopped. */
     gint64 running = c.by_state[DQ_JOB_RUNNING] - c.stalled;
     /* The recent rate says nothing of the future when no worker is at work. */
-    double eta = left == 0                 ? 0
-                 : rate > 0 && running > 0 ? (double)left / rate
-                                           : -1;
+    double eta = left == 0 ? 0 : rate > 0 && running > 0 ? (double)left / rate : -1;
     if (json) {
         print_json(&c, running, rate, eta, engines, snaps, errs);
     } else {
@@ -210,6 +209,13 @@ int cmd_status(int argc, char **argv) {
                    " job%s answered approximately again, to answer %s exactly)\n",
                    approximate, approximate == 1 ? "" : "s", approximate == 1 ? "it" : "them");
         print_snapshots(snaps);
+        /* Workers stop on a missing page store rather than fail its jobs: say it here, where
+         * one looks when nothing moves. */
+        GError *gone = NULL;
+        if (left > 0 && (dq_store_kind(store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES")) &&
+            !queue_page_store_usable(path, &gone))
+            printf("page store: %s\n", gone->message);
+        g_clear_error(&gone);
         if (errs->len > 0) {
             printf("most common failure reasons:\n");
             for (guint i = 0; i < errs->len; i++) {

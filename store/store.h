@@ -45,7 +45,15 @@ gboolean dq_store_location_is_postgres(const char *location);
  * when unset). Why a shared directory and not bytea: see schema/postgres/0001_documents_pages.sql.
  */
 char *dq_store_page_dir_for(const char *location, GError **err);
+/* For an SQLite location while DOCQA_PAGES is set (to another folder than its page store): a
+ * note saying that it is ignored and where the page store is (g_free); NULL otherwise. The
+ * symbolic links of an SQLite location are followed, as SQLite follows them: the page store is
+ * beside the database's real file. */
+char *dq_store_pages_env_ignored(const char *location);
 char *dq_store_page_path(const char *page_dir, const char *image_sha256);
+/* The file SQLite opens for the database file `path`, every symbolic link on the way followed
+ * (then absolute); `path` itself when no link leads elsewhere. Its -wal and -shm are beside it. */
+char *dq_store_real_file(const char *path);
 
 /* Opens (creating if needed) and migrates the database at `location`. Every open refuses a
  * database that holds other tables and none of docqa's (another program's, named by mistake). */

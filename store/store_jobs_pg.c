@@ -293,9 +293,9 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
         j->generation_settings = pg_get_dup(r, i, 9);
         j->attempt = (int)pg_get_i64(r, i, 10);
         j->max_attempts = (int)pg_get_i64(r, i, 11);
-        j->missing = store_jobs_missing(PQgetvalue(r, i, 12)[0] == 't',
-                                        PQgetvalue(r, i, 13)[0] == 't',
-                                        PQgetvalue(r, i, 14)[0] == 't');
+        j->missing =
+            store_jobs_missing(PQgetvalue(r, i, 12)[0] == 't', PQgetvalue(r, i, 13)[0] == 't',
+                               PQgetvalue(r, i, 14)[0] == 't');
         g_ptr_array_add(out, j);
     }
     PQclear(r);

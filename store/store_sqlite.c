@@ -22,6 +22,17 @@ gboolean dq_store_location_is_postgres(const char *location) {
                                 g_ascii_strncasecmp(location, "postgres:", 9) == 0);
 }
 
+static char *same_file(const char *given, char *real) {
+    /* No link on the way: the name as given (relative stays relative, as messages showed it) */
+    char *lexical = g_canonicalize_filename(given, NULL);
+    gboolean same = strcmp(lexical, real) == 0;
+    g_free(lexical);
+    if (!same)
+        return real;
+    g_free(real);
+    return g_strdup(given);
+}
+
 char *dq_store_page_dir_for(const char *location, GError **err) {
     if (dq_store_location_is_postgres(location)) {
         const char *dir = g_getenv("DOCQA_PAGES");
@@ -36,7 +47,60 @@ char *dq_store_page_dir_for(const char *location, GError **err) {
     }
     if (g_str_has_prefix(location, "sqlite:"))
         location += strlen("sqlite:");
-    return g_strconcat(location, ".pages", NULL);
+    char *file = dq_store_real_file(location);
+    char *dir = g_strconcat(file, ".pages", NULL);
+    g_free(file);
+    return dir;
+}
+
+char *dq_store_real_file(const char *path) {
+    /* SQLite opens the file a symbolic link points to (unixFullPathname follows every link on
+     * the way), and creates a link's missing target: the page store goes beside that file, or
+     * the same database reached by two names would have two page stores. */
+    char *cur = g_strdup(path);
+    for (int hops = 0; hops < 40; hops++) {
+        char *real = realpath(cur, NULL);
+        if (real != NULL) {
+            char *out = g_strdup(real);
+            free(real);
+            g_free(cur);
+            return same_file(path, out);
+        }
+        char *target = g_file_read_link(cur, NULL); /* a link whose target is not made yet */
+        if (target == NULL)
+            break;
+        char *dir = g_path_get_dirname(cur);
+        g_free(cur);
+        cur = g_path_is_absolute(target) ? g_strdup(target) : g_build_filename(dir, target, NULL);
+        g_free(dir);
+        g_free(target);
+    }
+    /* A file not made yet: beside it in its folder, whatever links lead there */
+    char *dir = g_path_get_dirname(cur), *base = g_path_get_basename(cur);
+    char *real_dir = realpath(dir, NULL);
+    char *out = real_dir ? g_build_filename(real_dir, base, NULL) : g_strdup(cur);
+    free(real_dir);
+    g_free(dir);
+    g_free(base);
+    g_free(cur);
+    return same_file(path, out);
+}
+
+char *dq_store_pages_env_ignored(const char *location) {
+    const char *env = g_getenv("DOCQA_PAGES");
+    if (dq_store_location_is_postgres(location) || env == NULL || *env == '\0')
+        return NULL;
+    char *dir = dq_store_page_dir_for(location, NULL);
+    char *a = g_canonicalize_filename(dir, NULL), *b = g_canonicalize_filename(env, NULL);
+    char *note = strcmp(a, b) == 0 ? NULL
+                                   : g_strdup_printf("DOCQA_PAGES (%s) is ignored: an SQLite "
+                                                     "database keeps its page images beside "
+                                                     "its file, in %s",
+                                                     env, dir);
+    g_free(a);
+    g_free(b);
+    g_free(dir);
+    return note;
 }
 
 char *dq_store_page_path(const char *page_dir, const char *image_sha256) {

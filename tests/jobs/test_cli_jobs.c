@@ -777,6 +777,47 @@ static void test_status_stalled(void) {
     g_free(dir);
 }
 
+/* The page store gone from beside the database (moved without it): status says so, naming the
+ * folder it looked at, while jobs wait for it. DOCQA_PAGES set for an SQLite database is ignored,
+ * and ingest says so, naming the page store it uses. */
+static void test_page_store_notes(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    char *pages = g_strconcat(db, ".pages", NULL), *away = g_strconcat(db, ".away", NULL);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_null(strstr(out, "page store"));
+    g_free(out);
+    g_assert_cmpint(g_rename(pages, away), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_test_message("%s", out);
+    char *line = g_strdup_printf("page store: %s: the page store is missing or empty", pages);
+    g_assert_nonnull(strstr(out, line));
+    g_free(line);
+    g_free(out);
+    g_assert_cmpint(g_rename(away, pages), ==, 0);
+    char *empty = g_build_filename(dir, "empty", NULL);
+    g_assert_cmpint(g_mkdir(empty, 0755), ==, 0);
+    char *env = g_strdup_printf("DOCQA_PAGES=%s", away);
+    const char *envs[] = {env, NULL};
+    const char *args[] = {"ingest", "--db", db, "--tile", "64", empty, NULL};
+    g_assert_cmpint(docqa_with(envs, NULL, &out, &err, args), ==, 0);
+    char *note = g_strdup_printf("docqa: ingest: DOCQA_PAGES (%s) is ignored: an SQLite database "
+                                 "keeps its page images beside its file, in %s",
+                                 away, pages);
+    g_assert_nonnull(strstr(err, note));
+    g_free(note);
+    g_free(out);
+    g_free(err);
+    g_free(env);
+    g_free(empty);
+    g_free(pages);
+    g_free(away);
+    g_free(db);
+    g_free(dir);
+}
+
 /* The disk fills while a worker answers (a database on a small file system): the worker stops
  * with the store's error, and gives back the jobs it holds without using an attempt, rather
  * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
@@ -1135,6 +1176,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
     g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
     g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
+    g_test_add_func("/cli-jobs/page-store-notes", test_page_store_notes);
     g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);

@@ -421,8 +421,8 @@ static void test_failed_upgrade_leaves_version(void) {
     g_assert_cmpint(count_on(path, "SELECT count(*) FROM sqlite_schema WHERE name = "
                                    "'documents' AND sql LIKE '%UNIQUE (path, sha256)%'"),
                     ==, 1);
-    g_assert_cmpint(count_on(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'my_idx'"),
-                    ==, 1);
+    g_assert_cmpint(count_on(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'my_idx'"), ==,
+                    1);
     g_free(path);
     g_free(dir);
 }
