@@ -818,6 +818,64 @@ static void test_page_store_notes(void) {
     g_free(dir);
 }
 
+static char *views_sql(const char *db) {
+    sqlite3 *h = NULL;
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(h,
+                                       "SELECT group_concat(sql, ';') FROM (SELECT sql FROM "
+                                       "sqlite_schema WHERE type = 'view' ORDER BY name)",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    char *sql = g_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return sql;
+}
+
+/* Views dropped by hand (they are derived): export says which and how to restore it, without a
+ * header first; `docqa migrate --from DB` makes them again, as the migrations made them. */
+static void test_dropped_views(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    char *want = views_sql(db);
+    sqlite3 *h = NULL;
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(h,
+                                 "DROP VIEW v_answers; DROP VIEW v_progress; DROP VIEW "
+                                 "documents_current",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(h);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, NULL), ==, 2);
+    g_assert_cmpstr(out, ==, "");
+    g_assert_nonnull(strstr(err, "the view v_answers is missing"));
+    g_assert_nonnull(strstr(err, "docqa migrate --from"));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(&out, &err, "migrate", "--from", db, NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "views made again: documents_current, v_answers, v_progress"));
+    g_free(out);
+    g_free(err);
+    char *got = views_sql(db);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\r\n"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "migrate", "--from", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "docqa's views are all there"));
+    g_free(out);
+    g_free(want);
+    g_free(db);
+    g_free(dir);
+}
+
 /* The disk fills while a worker answers (a database on a small file system): the worker stops
  * with the store's error, and gives back the jobs it holds without using an attempt, rather
  * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
@@ -1177,6 +1235,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
     g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
     g_test_add_func("/cli-jobs/page-store-notes", test_page_store_notes);
+    g_test_add_func("/cli-jobs/dropped-views", test_dropped_views);
     g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
