@@ -20,8 +20,10 @@ typedef int (*DqCommandFn)(int argc, char **argv);
 /* Prints "docqa: <message>" for err (and frees it); returns DQ_EXIT_FATAL. */
 int dq_cli_fail(GError *err);
 
-/* Parses argv with ctx; on a usage error prints it with the subcommand's help hint (a value
- * GLib could not convert from the locale's charset is named with its option). */
+/* Parses argv with ctx (argv[0]: the command's name); on a usage error prints it with the
+ * subcommand's help hint (a value GLib could not convert from the locale's charset is named with
+ * its option). -h, --help and --help-all print the help on stdout and exit: 0, or 2 when stdout
+ * could not take it (dq_cli_close_stdout). */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
 /* For a command that takes options only: FALSE, with "docqa: <command>: unexpected argument"
@@ -48,6 +50,11 @@ gboolean dq_cli_utf8_option(const char *command, const char *option, const char 
  * pipe) turns an exit status of 0 or 1 into DQ_EXIT_FATAL with "docqa: <command>: standard
  * output: <reason>" printed: results a user did not get must not look delivered. */
 int dq_cli_close_stdout(const char *command, int status);
+
+/* --model DIR (or DOCQA_MODEL, named by `option`) before any work: FALSE, with "docqa:
+ * <command>: <option> <dir>: not a directory (expected a SmolVLM snapshot directory)" printed
+ * (or "no such directory"), unless dir is a directory; one message for every command. */
+gboolean dq_cli_model_dir(const char *command, const char *option, const char *dir);
 
 /* The locale's character set, as GLib sees it (g_get_charset). */
 const char *dq_cli_locale_charset(void);

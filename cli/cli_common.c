@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int dq_cli_fail(GError *err) {
@@ -44,7 +45,33 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
     /* argv as given: GLib may have rearranged it by the time it fails */
     char **given = g_strdupv(*argv);
     int n_given = *argc;
+    /* GLib's own --help prints and exits 0 whether or not stdout took the text: help is
+     * answered here instead, through dq_cli_close_stdout like every command's output. */
+    gboolean help = FALSE;
+    GOptionEntry help_entries[] = {
+        {"help", 'h', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &help, NULL, NULL},
+        {"help-all", '?', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &help, NULL, NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    GOptionGroup *help_group = g_option_group_new("help", "", "", NULL, NULL);
+    g_option_group_add_entries(help_group, help_entries);
+    g_option_context_add_group(ctx, help_group);
+    g_option_context_set_help_enabled(ctx, FALSE);
+    if (n_given > 0 && g_get_prgname() == NULL) {
+        /* the help's usage line: "docqa ingest [OPTION…]", not "ingest [OPTION…]" */
+        char *prgname = g_strconcat("docqa ", given[0], NULL);
+        g_set_prgname(prgname);
+        g_free(prgname);
+    }
     gboolean ok = g_option_context_parse(ctx, argc, argv, &err);
+    if (ok && help) {
+        char *text = g_option_context_get_help(ctx, TRUE, NULL);
+        fputs(text, stdout);
+        g_free(text);
+        int status = dq_cli_close_stdout(given[0] ? given[0] : "help", DQ_EXIT_OK);
+        g_strfreev(given);
+        exit(status);
+    }
     if (!ok && err->domain == G_CONVERT_ERROR)
         print_conversion_error(n_given, given);
     else if (!ok)
@@ -87,6 +114,17 @@ gboolean dq_cli_int_option(const char *command, const char *option, const char *
     }
     *out = v;
     return TRUE;
+}
+
+gboolean dq_cli_model_dir(const char *command, const char *option, const char *dir) {
+    const char *why = !g_file_test(dir, G_FILE_TEST_EXISTS)   ? "no such directory"
+                      : !g_file_test(dir, G_FILE_TEST_IS_DIR) ? "not a directory"
+                                                              : NULL;
+    if (why == NULL)
+        return TRUE;
+    fprintf(stderr, "docqa: %s: %s %s: %s (expected a SmolVLM snapshot directory)\n", command,
+            option, dir, why);
+    return FALSE;
 }
 
 gboolean dq_cli_utf8_option(const char *command, const char *option, const char *text) {

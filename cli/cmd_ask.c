@@ -22,12 +22,13 @@ int cmd_ask(int argc, char **argv) {
         {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &where, /* bytes, checked as UTF-8 */
          "ask about the documents matching this SQL expression over the documents table, run "
          "read-only, e.g. \"path LIKE '%/invoices/%'\"; one expression: its parentheses "
-         "balanced, no comments or ';' (repeatable)",
+         "balanced outside quotes, no comments, ';' or '$' (repeatable)",
          "SQL"},
         {"questions", 'f', 0, G_OPTION_ARG_FILENAME, &questions_file,
          "read questions from FILE ('-': standard input), UTF-8 (a leading byte order mark is "
-         "skipped): a JSON list of strings when it starts with '[', else one question a line "
-         "(blank lines skipped)",
+         "skipped): a JSON list of strings when its first non-space character is '[', else one "
+         "question a line, as written (quotes kept; a CSV is read as lines too), blank lines and "
+         "lines starting with '#' (comments) skipped",
          "FILE"},
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
          "the model that will answer: the snapshot DIR given to `docqa run`, which must hold "
@@ -35,7 +36,9 @@ int cmd_ask(int argc, char **argv) {
          "the snapshot is not; default $DOCQA_MODEL or SmolVLM-256M-Instruct)",
          "DIR|ID"},
         {"prompt", 0, 0, G_OPTION_ARG_FILENAME, &prompt,
-         "prompt template from configs/prompts/ (default docvqa)", "NAME"},
+         "prompt template, one of those compiled into docqa from configs/prompts/ (default "
+         "docvqa, the only one so far)",
+         "NAME"},
         {"max-new-tokens", 0, 0, G_OPTION_ARG_INT, &max_new_tokens,
          "longest answer in tokens (default 64)", "N"},
         {"max-attempts", 0, 0, G_OPTION_ARG_INT, &max_attempts,
@@ -115,10 +118,11 @@ int cmd_ask(int argc, char **argv) {
      * run --model DIR` answers. A bare id is taken on trust (queue_model_id). */
     if (model_arg != NULL && (strchr(model_arg, '/') != NULL || strcmp(model_arg, ".") == 0 ||
                               strcmp(model_arg, "..") == 0)) {
+        if (!dq_cli_model_dir("ask", model ? "--model" : "DOCQA_MODEL", model_arg))
+            goto out;
         char *cfg_file = g_build_filename(model_arg, "config.json", NULL);
-        const char *why = !g_file_test(model_arg, G_FILE_TEST_IS_DIR)      ? "not a directory"
-                          : !g_file_test(cfg_file, G_FILE_TEST_IS_REGULAR) ? "no config.json in it"
-                                                                           : NULL;
+        const char *why =
+            !g_file_test(cfg_file, G_FILE_TEST_IS_REGULAR) ? "no config.json in it" : NULL;
         g_free(cfg_file);
         if (why != NULL) {
             fprintf(stderr,

@@ -375,7 +375,8 @@ int cmd_generate(int argc, char **argv) {
         goto out;
     }
     gint64 max_new = 0, top_k = -1, n_res = 0;
-    if (!dq_cli_utf8_option("generate", "--prompt", a.prompt) ||
+    if (!dq_cli_model_dir("generate", "--model", a.model_dir) ||
+        !dq_cli_utf8_option("generate", "--prompt", a.prompt) ||
         !dq_cli_utf8_option("generate", "--raw-prompt", a.raw_prompt) ||
         !dq_cli_int_option("generate", "--max-new-tokens", a.max_new_tokens_text, 1, G_MAXINT,
                            &max_new) ||

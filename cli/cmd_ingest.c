@@ -225,6 +225,8 @@ int cmd_ingest(int argc, char **argv) {
         fprintf(stderr, "docqa: ingest: give --model or --tile, not both\n");
         goto out;
     }
+    if (model != NULL && !dq_cli_model_dir("ingest", "--model", model))
+        goto out;
     if (model != NULL && !dq_ingest_tile_from_model(model, &opt.tile, &err)) {
         rc = dq_cli_fail(err);
         goto out;

@@ -13,9 +13,15 @@ int cmd_requeue(int argc, char **argv) {
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"dead", 0, 0, G_OPTION_ARG_NONE, &dead, "jobs that used all their attempts", NULL},
+        {"dead", 0, 0, G_OPTION_ARG_NONE, &dead,
+         "jobs that used all their attempts (model errors, or workers that died or hung: "
+         "lease_expired)",
+         NULL},
         {"failed", 0, 0, G_OPTION_ARG_NONE, &failed,
-         "jobs that failed on their input (a missing or unreadable page image)", NULL},
+         "jobs that failed on their input, not retried: a missing or damaged page image "
+         "(page_image), a question the model cannot take, e.g. too long (question), generation "
+         "settings a worker cannot use (settings)",
+         NULL},
         {"approximate", 0, 0, G_OPTION_ARG_NONE, &approximate,
          "answered jobs whose answer was computed with approximate arithmetic (exact = 0)", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},

@@ -164,10 +164,12 @@ int cmd_run(int argc, char **argv) {
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
          "SmolVLM snapshot directory (default $DOCQA_MODEL)", "DIR"},
         {"model-id", 0, 0, G_OPTION_ARG_FILENAME, &model_id_opt, /* bytes, checked as UTF-8 */
-         "answer the jobs asked for this model id (default: the snapshot directory's name)", "ID"},
+         "answer the jobs asked for this model id (default: the snapshot directory's name; for "
+         "jobs asked with another --model, e.g. a bare id, or a snapshot since renamed)",
+         "ID"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device,
-         "cpu, cuda or cuda:I (default cpu); a comma list (cuda:0,cuda:1) or cuda:all: one worker "
-         "a device",
+         "cpu (the fast CPU backend, default), cpu-ref (the float32 reference, slow), cuda or "
+         "cuda:I; a comma list (cuda:0,cuda:1) or cuda:all: one worker a device",
          "DEV"},
         {"weights", 0, 0, G_OPTION_ARG_STRING, &weights,
          "stored (default); int8: the decoder's matrices quantized at load; bf16: every matrix as "
@@ -225,9 +227,17 @@ int cmd_run(int argc, char **argv) {
                         "scripts/download-model.sh fetches one) or set DOCQA_MODEL\n");
         goto out;
     }
-    if (!g_file_test(model_dir, G_FILE_TEST_IS_DIR)) {
-        fprintf(stderr, "docqa: run: %s: not a directory (expected a SmolVLM snapshot)\n",
-                model_dir);
+    if (!dq_cli_model_dir("run", model ? "--model" : "DOCQA_MODEL", model_dir))
+        goto out;
+    /* Values the workers would refuse, refused before the queue is looked at. */
+    if (weights != NULL && strcmp(weights, "stored") != 0 && strcmp(weights, "int8") != 0 &&
+        strcmp(weights, "bf16") != 0) {
+        fprintf(stderr, "docqa: run: --weights %s: unknown (expected stored, int8 or bf16)\n",
+                weights);
+        goto out;
+    }
+    if (draft != NULL && strcmp(draft, "none") != 0 && strcmp(draft, "int8") != 0) {
+        fprintf(stderr, "docqa: run: --draft %s: unknown (expected none or int8)\n", draft);
         goto out;
     }
     if (batch < 1 || batch > DQ_MAX_BATCH) {
@@ -336,10 +346,15 @@ int cmd_run(int argc, char **argv) {
         g_snprintf(buried, sizeof buried,
                    " (%" G_GINT64_FORMAT " dead: a worker died or hung on their last attempt)",
                    res.total.buried);
-    printf("run: %" G_GINT64_FORMAT " answered, %" G_GINT64_FORMAT " failed%s, %" G_GINT64_FORMAT
+    char late[112] = "";
+    if (res.buried_answered > 0)
+        g_snprintf(late, sizeof late,
+                   ", %" G_GINT64_FORMAT " buried but then answered late by their worker",
+                   res.buried_answered);
+    printf("run: %" G_GINT64_FORMAT " answered, %" G_GINT64_FORMAT " failed%s%s, %" G_GINT64_FORMAT
            " retried, %" G_GINT64_FORMAT " given back%s in %.1f s (%.2f answers/s)%s\n",
-           res.total.done, res.total.failed, buried, res.total.retried, res.total.released, lost,
-           secs, secs > 0 ? (double)res.total.done / secs : 0.0,
+           res.total.done, res.total.failed, buried, late, res.total.retried, res.total.released,
+           lost, secs, secs > 0 ? (double)res.total.done / secs : 0.0,
            res.interrupted ? "; interrupted" : "");
 out:
     g_free(db);

@@ -217,7 +217,8 @@ int cmd_status(int argc, char **argv) {
             printf("page store: %s\n", gone->message);
         g_clear_error(&gone);
         if (errs->len > 0) {
-            printf("most common failure reasons:\n");
+            printf("why jobs are failed, dead or retrying now (most common first; every error "
+                   "ever recorded is in job_errors):\n");
             for (guint i = 0; i < errs->len; i++) {
                 const DqErrorReason *r = g_ptr_array_index(errs, i);
                 printf("  %6" G_GINT64_FORMAT " job%s  %s: %s\n", r->jobs, r->jobs == 1 ? " " : "s",

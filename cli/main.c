@@ -37,7 +37,8 @@ static void usage(FILE *out) {
     fprintf(out, "usage: docqa COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n`docqa COMMAND --help` describes a command's options.\n");
+    fprintf(out, "\n`docqa COMMAND --help` (or `docqa help COMMAND`) describes a command's "
+                 "options.\n");
 }
 
 /* OpenMP takes OMP_NUM_THREADS as given, and the CPU backend keeps scratch for every thread:
@@ -70,6 +71,17 @@ int main(int argc, char **argv) {
         return DQ_EXIT_FATAL;
     }
     const char *name = argv[1];
+    if (strcmp(name, "help") == 0 && argc > 2) {
+        /* `docqa help ingest` is `docqa ingest --help` */
+        for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+            if (strcmp(commands[i].name, argv[2]) == 0) {
+                char *help_argv[] = {argv[2], "--help", NULL};
+                return dq_cli_close_stdout(argv[2], commands[i].fn(2, help_argv));
+            }
+        fprintf(stderr, "docqa: help: unknown command '%s'\n\n", argv[2]);
+        usage(stderr);
+        return DQ_EXIT_FATAL;
+    }
     if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
         usage(stdout);
         return dq_cli_close_stdout("help", DQ_EXIT_OK);

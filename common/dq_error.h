@@ -26,6 +26,8 @@ typedef enum {
     DQ_ERR_CANCELLED,   /* interrupted by a signal */
     DQ_ERR_DB_LOST,     /* the connection to the database server was lost: reconnecting may
                            work (dq_store_reconnect) */
+    DQ_ERR_DB_BUSY,     /* an SQLite database stayed locked by another connection past the
+                           busy limit: trying the same call again later may work */
 } DqErrorCode;
 
 /* Sets *err (when err is not NULL) with a printf-style message. Always returns false, so

@@ -21,14 +21,24 @@ char *queue_generation_settings_json(const DqGenerationSettings *gs, GError **er
     /* A prompt name becomes a resource path: keep it a plain name. */
     for (const char *c = prompt; *c; c++)
         if (!g_ascii_isalnum(*c) && *c != '_' && *c != '-') {
-            dq_fail(err, DQ_ERR_ARGS, "prompt '%s': use a name from configs/prompts/", prompt);
+            dq_fail(err, DQ_ERR_ARGS, "prompt '%s': not a prompt template name", prompt);
             return NULL;
         }
     char *rpath = g_strdup_printf("configs/prompts/%s.txt", prompt);
-    GBytes *b = dq_resource_get(rpath, err);
+    GBytes *b = dq_resource_get(rpath, NULL);
     g_free(rpath);
     if (b == NULL) {
-        dq_error_prefix(err, "prompt '%s'", prompt);
+        /* The templates are compiled into docqa: name the ones there are. */
+        char **names = dq_resource_list("configs/prompts", NULL);
+        GString *known = g_string_new(NULL);
+        for (char **n = names; n && *n; n++)
+            if (g_str_has_suffix(*n, ".txt"))
+                g_string_append_printf(known, "%s%.*s", known->len ? ", " : "",
+                                       (int)(strlen(*n) - 4), *n);
+        dq_fail(err, DQ_ERR_ARGS, "prompt '%s': no such prompt template (built in: %s)", prompt,
+                known->str);
+        g_string_free(known, TRUE);
+        g_strfreev(names);
         return NULL;
     }
     g_bytes_unref(b);
@@ -435,19 +445,24 @@ out:
     return ok;
 }
 
-/* A text that parses as JSON but is not a list (a lone string, say) was meant as JSON too. */
-static gboolean is_json_but_not_list(const char *name, const char *text, gsize len, GError **err) {
-    JsonParser *parser = dq_json_parse(text, (gssize)len, name, DQ_JSON_DEFAULT, NULL);
-    if (parser == NULL)
-        return FALSE;
-    gboolean yes = !JSON_NODE_HOLDS_ARRAY(json_parser_get_root(parser));
-    if (yes)
-        dq_fail(err, DQ_ERR_FORMAT,
-                "%s: a JSON %s, expected a list of strings (or one question "
-                "a line)",
-                name, json_kind(json_parser_get_root(parser)));
-    g_object_unref(parser);
-    return yes;
+/* The encoding a byte order mark at the start of text names, when it is not UTF-8's: such a
+ * file read as UTF-8 is NUL bytes between letters. UTF-32's marks begin with UTF-16's. */
+static const char *foreign_bom(const char *text, gsize len) {
+    const unsigned char *b = (const unsigned char *)text;
+    if (len >= 4 && ((b[0] == 0xFF && b[1] == 0xFE && b[2] == 0 && b[3] == 0) ||
+                     (b[0] == 0 && b[1] == 0 && b[2] == 0xFE && b[3] == 0xFF)))
+        return "UTF-32";
+    if (len >= 2 && ((b[0] == 0xFF && b[1] == 0xFE) || (b[0] == 0xFE && b[1] == 0xFF)))
+        return "UTF-16";
+    return NULL;
+}
+
+/* A line whose first non-space character is '#' is a comment. */
+static gboolean is_comment(const char *text, gsize n) {
+    gsize i = 0;
+    while (i < n && g_ascii_isspace(text[i]))
+        i++;
+    return i < n && text[i] == '#';
 }
 
 char **queue_read_questions(const char *path, GError **err) {
@@ -457,6 +472,11 @@ char **queue_read_questions(const char *path, GError **err) {
     if (text == NULL)
         return NULL;
     GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    const char *foreign = foreign_bom(text, len);
+    if (foreign != NULL) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: the file is %s; save it as UTF-8", name, foreign);
+        goto fail;
+    }
     /* Editors on Windows start UTF-8 files with a byte order mark: not part of the text. */
     const char *body = text;
     if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) {
@@ -466,25 +486,30 @@ char **queue_read_questions(const char *path, GError **err) {
     const char *p = body;
     while (p < body + len && g_ascii_isspace(*p))
         p++;
-    gboolean json = p < body + len && (*p == '[' || *p == '{');
-    if (json || (p < body + len && *p == '"')) {
+    if (p < body + len && *p == '[') {
         const char *bad = NULL;
         if (!g_utf8_validate(body, (gssize)len, &bad)) {
             dq_fail(err, DQ_ERR_FORMAT, "%s line %d: %s", name, line_of(body, bad),
                     *bad == '\0' ? "a NUL byte" : "not UTF-8 text");
             goto fail;
         }
-        if (json && !read_json_list(name, body, len, out, err))
+        if (!read_json_list(name, body, len, out, err))
             goto fail;
-        if (!json && is_json_but_not_list(name, body, len, err))
-            goto fail;
-    }
-    if (!json) {
+    } else if (p < body + len && *p == '{') {
+        /* Read as lines, a JSON object (or one a line) would ask its own syntax as questions. */
+        dq_fail(err, DQ_ERR_FORMAT,
+                "%s line %d: looks like JSON lines/object; give a JSON list of strings or one "
+                "question a line",
+                name, line_of(body, p));
+        goto fail;
+    } else {
+        /* One question a line, as written: quotes are part of the question, a CSV's commas
+         * too (no format is guessed); blank lines and '#' comments are skipped. */
         int line = 1;
         for (const char *l = body; l <= body + len; line++) {
             const char *nl = memchr(l, '\n', (gsize)(body + len - l));
             const char *stop = nl ? nl : body + len;
-            if (!is_blank(l, (gsize)(stop - l))) {
+            if (!is_blank(l, (gsize)(stop - l)) && !is_comment(l, (gsize)(stop - l))) {
                 char *source = g_strdup_printf("%s line %d", name, line);
                 char *q = queue_question_normalize(l, stop - l, source, err);
                 g_free(source);

@@ -40,8 +40,10 @@
  * transaction; the same transaction first returns jobs whose lease expired to the queue (recording
  * a 'lease_expired' error; a job whose last attempt expired goes dead, so a page that crashes every
  * worker cannot stall the queue forever). Only other workers' jobs: a worker that is claiming is
- * alive and still answering its own, however late its heartbeat. The worker id is host:pid:random,
- * unique per worker process.
+ * alive and still answering its own, however late its heartbeat. Nor, on SQLite, those whose
+ * lease ran out while this process waited long for the write lock (another connection's long
+ * write), within a lease after that wait: their holders were waiting for it too (store_jobs.c,
+ * "a locked database"). The worker id is host:pid:random, unique per worker process.
  *
  * While it holds a lease, only the holder writes the job: a heartbeat thread (its own database
  * connection) extends lease_expires_ms every lease/3; completion and failure statements all
@@ -159,10 +161,12 @@ gboolean queue_check_where(const char *expr, GError **err);
 char *queue_question_normalize(const char *text, gssize len, const char *source, GError **err);
 
 /* Reads questions from a file ("-": standard input), UTF-8 with an optional byte order mark:
- * a JSON list of strings when its first non-space character is '[' (or '{', which is an error,
- * as is a file that is one JSON string), else one question a line (blank lines dropped); each
- * through queue_question_normalize. Errors name the file, and the line or list element.
- * Returns a NULL-terminated vector (g_strfreev). */
+ * a JSON list of strings when its first non-space character is '[', else one question a line
+ * as written (quotes kept; blank lines and lines whose first non-space character is '#'
+ * skipped); each through queue_question_normalize. Refused, naming the file: a first character
+ * '{' (JSON lines or an object, whose syntax would become questions), a UTF-16 or UTF-32 byte
+ * order mark. Errors name the file, and the line or list element. Returns a NULL-terminated
+ * vector (g_strfreev). */
 char **queue_read_questions(const char *path, GError **err);
 
 /* A question for a message: one line, its first 60 characters, control and invisible
@@ -197,6 +201,10 @@ typedef struct {
     /* Jobs this worker (or its siblings, sharing the counter) may still claim; NULL: no limit.
      * Lives in shared memory when several processes share it. */
     gint64 *job_budget;
+    /* Called with the ids of the jobs each claim buried (see DqWorkerStats.buried); may be NULL.
+     * queue_run looks at them again once its workers are done. */
+    void (*on_buried)(void *user, const gint64 *job_ids, int n);
+    void *on_buried_user;
 } DqWorkerOptions;
 
 typedef struct {
@@ -229,6 +237,10 @@ typedef struct {
 } DqRunOptions;
 
 typedef struct {
+    /* Jobs buried during the run that the late answer of the worker that held them reached
+     * before it ended (store_jobs_complete keeps such an answer): done, so counted in neither
+     * total.failed nor total.buried. */
+    gint64 buried_answered;
     DqWorkerStats total;
     int workers_crashed; /* processes that died without reporting (signal, abort) */
     gboolean interrupted;
@@ -236,7 +248,9 @@ typedef struct {
 
 /* Forks K worker processes, each opening its answerer with `open` and running
  * queue_worker_run; forwards SIGINT/SIGTERM to them and waits. Exit status as the CLI's:
- * 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted. */
+ * 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted.
+ * The jobs its claims buried are looked at once every worker has ended: those a late answer
+ * made done (buried_answered) are not failures of the run, whatever order it happened in. */
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
               GError **err);
 

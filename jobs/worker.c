@@ -131,6 +131,7 @@ typedef struct {
     GHashTable *in_flight; /* job id -> InFlight */
     volatile sig_atomic_t *stop;
     DqWorkerStats *stats;
+    gint64 locked_since_us, locked_last_us; /* monotonic; 0: not waiting on a locked database */
 } Worker;
 
 static void sleep_ms_unless(gint64 ms, volatile sig_atomic_t *stop) {
@@ -150,10 +151,35 @@ static void sleep_ms_unless(gint64 ms, volatile sig_atomic_t *stop) {
 
 #define DB_OUTAGE_MAX_MS (10 * 60 * 1000)
 
+/* An SQLite database locked by another connection past the busy limit (a user's sqlite3 shell
+ * with a transaction open): the worker waits as for a lost server, up to DB_OUTAGE_MAX_MS, saying
+ * so each time the busy limit runs out, rather than stopping with its jobs. Its leases ran out
+ * meanwhile, but nobody could take them (the claim needs the lock), and the first claim after
+ * leaves them alone (store_jobs.c, "a locked database"). A failure that follows the last one
+ * within a few seconds is the same wait going on. */
+static gboolean still_locked(Worker *w, GError **err) {
+    gint64 now = g_get_monotonic_time();
+    if (w->locked_since_us == 0 || now - w->locked_last_us > 5 * G_USEC_PER_SEC)
+        w->locked_since_us = now;
+    w->locked_last_us = now;
+    gint64 waited_s = (now - w->locked_since_us) / G_USEC_PER_SEC;
+    if (*w->stop || waited_s * 1000 > DB_OUTAGE_MAX_MS) {
+        if (waited_s > 0)
+            dq_error_prefix(err, "gave up after %d more s waiting for the write lock",
+                            (int)waited_s);
+        return FALSE;
+    }
+    fprintf(stderr, "docqa: worker %s: %s; waiting\n", w->owner, (*err)->message);
+    g_clear_error(err);
+    return TRUE;
+}
+
 /* After a store call failed with *err: TRUE (err cleared) once the connection is back, to run
  * the call again; FALSE (err kept) for any other error, after DB_OUTAGE_MAX_MS, or when the
  * worker is stopping. */
 static gboolean reconnected(Worker *w, GError **err) {
+    if (*err != NULL && g_error_matches(*err, DQ_ERROR, DQ_ERR_DB_BUSY))
+        return still_locked(w, err);
     if (*err == NULL || !g_error_matches(*err, DQ_ERROR, DQ_ERR_DB_LOST))
         return FALSE;
     fprintf(stderr, "docqa: worker %s: %s; reconnecting\n", w->owner, (*err)->message);
@@ -513,14 +539,18 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 goto out;
             int want = budget_take(opt.job_budget, limit - n);
             budget_spent = want == 0;
-            int buried = 0;
-            GPtrArray *jobs = want > 0 ? store_jobs_claim(s, owner, opt.model_id, want, now_ms(),
-                                                          opt.lease_ms, &buried, err)
-                                       : NULL;
+            GArray *buried = g_array_new(FALSE, FALSE, sizeof(gint64));
+            GPtrArray *jobs = want > 0
+                                  ? store_jobs_claim_noting(s, owner, opt.model_id, want, now_ms(),
+                                                            opt.lease_ms, buried, err)
+                                  : NULL;
             /* Jobs whose last attempt died with its worker: failed during this run, whoever
              * held them; this worker is the one that knows. */
-            stats->failed += buried;
-            stats->buried += buried;
+            stats->failed += buried->len;
+            stats->buried += buried->len;
+            if (buried->len > 0 && opt.on_buried != NULL)
+                opt.on_buried(opt.on_buried_user, (const gint64 *)buried->data, (int)buried->len);
+            g_array_free(buried, TRUE);
             if (want > 0 && jobs == NULL) {
                 budget_return(opt.job_budget, want);
                 if (reconnected(&w, err))

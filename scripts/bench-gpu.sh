@@ -21,6 +21,21 @@
 # Runs only on a machine with an NVIDIA GPU, nvcc, and python3 with torch (CUDA) and
 # transformers; anywhere else it stops at once saying what is missing (exit 2).
 set -euo pipefail
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    256m | 2.2b) ;;
+    *)
+      echo "bench-gpu: unknown argument '$arg' (the models are 256m and 2.2b)" >&2
+      usage >&2
+      exit 2
+      ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-gpu}
 shared=${DOCQA_SHARED_DIR:-$PWD/../shared}

@@ -47,6 +47,7 @@
 # preprocessing differs from transformers' (17 slices of this page where transformers makes 21),
 # so its rows give the slices it encoded, and its vision is also compared a slice.
 set -euo pipefail
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 cd "$(dirname "$0")/.."
 root=$PWD
 build=${BUILD:-build}
@@ -64,8 +65,20 @@ while [ $# -gt 0 ]; do
     --no-ref) refrun=0 ;;
     --no-batch) batch=0 ;;
     --scaling) scaling=1 ;;
-    --llama) llama=$2; shift ;;
-    *) sed -n 2,44p "$0"; exit 2 ;;
+    --llama)
+      [ $# -ge 2 ] && [ -n "$2" ] || { echo "bench-model: --llama needs LLAMA_CPP_DIR" >&2; exit 2; }
+      llama=$2
+      shift
+      ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    *)
+      echo "bench-model: unknown argument '$1'" >&2
+      usage >&2
+      exit 2
+      ;;
   esac
   shift
 done

@@ -19,8 +19,12 @@ QUESTION = ("<|im_start|>User:<image>Look at the document and answer the questio
 
 
 def main():
-    if len(sys.argv) < 7:
-        sys.exit(__doc__)
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
+    if len(sys.argv) < 7 or sys.argv[1].startswith("-"):
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(2)
     snap, device, n_res, max_new, batches = sys.argv[1:6]
     n_res, max_new = int(n_res), int(max_new)
     images = sys.argv[6:]

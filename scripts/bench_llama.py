@@ -98,9 +98,13 @@ def run(cli, model, mmproj, page, threads, max_new, repeats=2):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
     if len(sys.argv) == 5 and sys.argv[1] == "convert":
         convert(*sys.argv[2:])
     elif len(sys.argv) == 8 and sys.argv[1] == "run":
         run(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7]))
     else:
-        sys.exit(__doc__)
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(2)

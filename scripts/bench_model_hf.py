@@ -98,8 +98,12 @@ def run(snap, image, n_res, max_new, threads):
 
 
 def main():
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
     if len(sys.argv) < 3:
-        sys.exit(__doc__)
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(2)
     if sys.argv[1] == "page":
         make_page(sys.argv[2])
     elif sys.argv[1] == "peak":
@@ -107,7 +111,8 @@ def main():
     elif sys.argv[1] == "run" and len(sys.argv) == 7:
         run(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
     else:
-        sys.exit(__doc__)
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

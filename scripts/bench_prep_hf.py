@@ -16,7 +16,10 @@ QUESTION = ("<|im_start|>User:<image>Look at the document and answer the questio
 
 
 def main():
-    if len(sys.argv) < 5:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
+    if len(sys.argv) < 5 or sys.argv[1].startswith("-"):
         print(__doc__, file=sys.stderr)
         return 2
     snap, n_res, repeats, pages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]

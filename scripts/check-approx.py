@@ -47,15 +47,20 @@ def loosen(tol, mine):
 
 
 def main():
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
     if len(sys.argv) < 4 or sys.argv[1] not in TOL:
-        sys.exit(__doc__)
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(2)
     mode, docqa, fixtures = sys.argv[1:4]
     rest = sys.argv[4:]
     extra = []
     if "--args" in rest:
         i = rest.index("--args")
         if i + 1 >= len(rest):
-            sys.exit("check-approx: --args needs a value")
+            print("check-approx: --args needs a value", file=sys.stderr)
+            sys.exit(2)
         extra = shlex.split(rest[i + 1])
         del rest[i:i + 2]
     here = os.path.dirname(os.path.abspath(__file__))

@@ -26,6 +26,25 @@
 # compressed) and `bash .gpu-shared/device-run.sh check bench256 ...` there (carry: .gpu-shared),
 # which runs the same checks (as of 2026-11-26 on an H200: all pass).
 set -euo pipefail
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -*)
+      echo "check-gpu: unknown option '$arg'" >&2
+      usage >&2
+      exit 2
+      ;;
+  esac
+done
+[ $# -le 1 ] || {
+  echo "check-gpu: at most 1 argument, got $#" >&2
+  usage >&2
+  exit 2
+}
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-gpu}
 shared=${DOCQA_SHARED_DIR:-$PWD/../shared}

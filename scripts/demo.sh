@@ -4,43 +4,115 @@
 #   show the progress and the answers.
 #
 #   scripts/demo.sh [--model DIR] [--docs DIR] [--questions FILE] [--db FILE] [--workers K]
+#                   [--docqa BINARY]
 #
-# With no --model it uses the bundled demo model (models/demo-tiny: SmolVLM-256M's geometry and
-# tokenizer with tiny RANDOM weights, written by scripts/make-demo-model.py). The pipeline is
-# real; THE DEMO MODEL'S ANSWERS ARE MEANINGLESS. For real answers give a real snapshot:
+#   --model DIR       a SmolVLM snapshot (default: the bundled demo model, models/demo-tiny)
+#   --docs DIR        the documents to ingest (default examples/docs)
+#   --questions FILE  one question a line, or a JSON list (default examples/questions.txt)
+#   --db FILE         the database (default examples/out/demo.db, made afresh on every run);
+#                     a database you name is used as it is, never deleted: the demo adds its
+#                     documents and questions to it
+#   --workers K       worker processes (default 2)
+#   --docqa BINARY    use this docqa binary: no dependencies installed, nothing built
+# Relative paths are taken from the folder you run the script in.
+#
+# With no --model it uses the bundled demo model (SmolVLM-256M's geometry and tokenizer with tiny
+# RANDOM weights, written by scripts/make-demo-model.py). The pipeline is real; THE DEMO MODEL'S
+# ANSWERS ARE MEANINGLESS. For real answers give a real snapshot:
 #   scripts/download-model.sh HuggingFaceTB/SmolVLM-256M-Instruct   (needs the Hugging Face Hub)
 #   scripts/demo.sh --model models/SmolVLM-256M-Instruct
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$PWD
+
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+die_usage() {
+  echo "demo: $*" >&2
+  echo "usage: scripts/demo.sh [--model DIR] [--docs DIR] [--questions FILE] [--db FILE]" \
+    "[--workers K] [--docqa BINARY] (see --help)" >&2
+  exit 2
+}
+# A path as the caller meant it: relative to the folder the script was run from.
+from_caller() { case "$1" in /* | -) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 
 model=""
-docs=examples/docs
-questions=examples/questions.txt
-db=examples/out/demo.db
+docs=""
+questions=""
+db=""
 workers=2
+docqa=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --model) model=$2; shift 2 ;;
-    --docs) docs=$2; shift 2 ;;
-    --questions) questions=$2; shift 2 ;;
-    --db) db=$2; shift 2 ;;
-    --workers) workers=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) echo "demo: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    --model | --docs | --questions | --db | --workers | --docqa)
+      [ $# -ge 2 ] || die_usage "$1 needs a value"
+      [ -n "$2" ] || die_usage "$1 '': an empty value"
+      case "$1" in
+        --model) model=$(from_caller "$2") ;;
+        --docs) docs=$(from_caller "$2") ;;
+        --questions) questions=$(from_caller "$2") ;;
+        --db) db=$(from_caller "$2") ;;
+        --workers) workers=$2 ;;
+        --docqa) docqa=$(from_caller "$2") ;;
+      esac
+      shift 2
+      ;;
+    *) die_usage "unknown argument '$1'" ;;
   esac
 done
 
+# What was given is checked before anything is installed or built.
+if [ -n "$model" ] && [ ! -f "$model/config.json" ]; then
+  if [ -d "$model" ]; then
+    why="a folder without config.json"
+  elif [ -e "$model" ]; then
+    why="not a folder"
+  else
+    why="no such folder"
+  fi
+  echo "demo: --model $model: $why, not a model snapshot; see scripts/download-model.sh" >&2
+  exit 2
+fi
+if [ -n "$docs" ] && [ ! -e "$docs" ]; then
+  echo "demo: --docs $docs: no such file or folder" >&2
+  exit 2
+fi
+if [ -n "$questions" ] && [ "$questions" != - ] && [ ! -f "$questions" ]; then
+  echo "demo: --questions $questions: no such file" >&2
+  exit 2
+fi
+if [ -n "$db" ] && [ -d "$db" ]; then
+  echo "demo: --db $db: is a folder; give a database file" >&2
+  exit 2
+fi
+case "$workers" in
+  '' | *[!0-9]* | 0) die_usage "--workers '$workers': expected a whole number of at least 1" ;;
+esac
+if [ -n "$docqa" ] && [ ! -x "$docqa" ]; then
+  echo "demo: --docqa $docqa: not an executable file" >&2
+  exit 2
+fi
+
+cd "$(dirname "$0")/.."
+root=$PWD
+docs=${docs:-$root/examples/docs}
+questions=${questions:-$root/examples/questions.txt}
+
 step() { printf '\n==== %s\n' "$*"; }
 
-step "dependencies and build"
-bash scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)" >/dev/null
-docqa=$root/build/cli/docqa
+if [ -z "$docqa" ]; then
+  step "dependencies and build"
+  bash scripts/install-deps.sh
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build -j "$(nproc)" >/dev/null
+  docqa=$root/build/cli/docqa
+fi
 
+demo_model=0
 if [ -z "$model" ]; then
-  model=models/demo-tiny
+  demo_model=1
+  model=$root/models/demo-tiny
   [ -f "$model/model.safetensors" ] || python3 scripts/make-demo-model.py --model-dir "$model"
   cat <<'MSG'
 
@@ -48,17 +120,22 @@ if [ -z "$model" ]; then
   real, but the answers it prints are MEANINGLESS. Pass --model DIR with a real SmolVLM snapshot
   (scripts/download-model.sh fetches one where the Hugging Face Hub is reachable) for real answers.
 MSG
-elif [ ! -f "$model/config.json" ]; then
-  echo "demo: $model is not a model snapshot (no config.json); see scripts/download-model.sh" >&2
-  exit 2
 fi
 
-# A fresh database each time, so the demo shows the whole flow.
-mkdir -p "$(dirname "$db")"
-rm -rf "$db" "$db-wal" "$db-shm" "$db.pages"
+if [ -z "$db" ]; then
+  # The demo's own database is made afresh each time, so the demo shows the whole flow.
+  db=$root/examples/out/demo.db
+  mkdir -p "$(dirname "$db")"
+  rm -rf "$db" "$db-wal" "$db-shm" "$db.pages"
+elif [ -e "$db" ]; then
+  printf '\n  Using your database %s as it is (nothing in it is deleted).\n' "$db"
+fi
 
 step "ingest $docs (pages rendered at N=5)"
-"$docqa" ingest --db "$db" --model "$model" "$docs"
+# Exit 1 says some documents failed (listed above); the others are still asked about.
+rc=0
+"$docqa" ingest --db "$db" --model "$model" "$docs" || rc=$?
+[ "$rc" -le 1 ] || exit "$rc"
 
 step "ask the questions in $questions about every page"
 "$docqa" ask --db "$db" --model "$model" --questions "$questions"
@@ -74,6 +151,9 @@ sqlite3 -header -column "$db" \
   "SELECT replace(document_path, rtrim(document_path, replace(document_path, '/', '')), '')
             AS document, page, question, substr(answer, 1, 60) AS answer
      FROM v_answers ORDER BY document, page, question;"
-[ "$model" = models/demo-tiny ] && echo && echo "(demo model: the answers above are meaningless)"
+if [ "$demo_model" = 1 ]; then
+  echo
+  echo "(demo model: the answers above are meaningless)"
+fi
 echo
 echo "The database is $db; query it with: sqlite3 $db 'SELECT * FROM v_answers'"

@@ -10,6 +10,25 @@
 # Everything is xz-compressed: the carry limit is 64 MiB with the working tree. The f32 variant
 # of the a384 model is left out for size (fixtures-mini's index lists only b512 as f32 there).
 set -euo pipefail
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -*)
+      echo "gpu-bundle: unknown option '$arg'" >&2
+      usage >&2
+      exit 2
+      ;;
+  esac
+done
+[ $# -eq 0 ] || {
+  echo "gpu-bundle: unexpected argument '$1' (it takes none)" >&2
+  usage >&2
+  exit 2
+}
 cd "$(dirname "$0")/.."
 shared=${DOCQA_SHARED_DIR:-$PWD/../shared}
 build=${BUILD:-build-gpu}

@@ -32,6 +32,21 @@
 #        (test_gemm); the float32, bf16 and --weights bf16 GEMMs' GFLOP/s (bench_gemm).
 # Logs go to $OUT (the device tool brings them back); each step has its own time limit.
 set -uo pipefail
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+for what in "$@"; do
+  case "$what" in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    check | e2e | worker | sanitize | bench256 | bench22 | hf256 | hf22 | profile256 | profile22 | cpu512) ;;
+    *)
+      echo "device-run: unknown step '$what'" >&2
+      usage >&2
+      exit 2
+      ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 root=$PWD
 b=$root/.gpu-shared

@@ -1,7 +1,28 @@
 #!/usr/bin/env bash
 # Installs every build, test and runtime dependency of docqa from Debian's packages.
 # Idempotent; run as root (or with sudo) on a fresh Debian 12 machine.
+#
+#   scripts/install-deps.sh
 set -euo pipefail
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -*)
+      echo "install-deps: unknown option '$arg'" >&2
+      usage >&2
+      exit 2
+      ;;
+  esac
+done
+[ $# -eq 0 ] || {
+  echo "install-deps: unexpected argument '$1' (it takes none)" >&2
+  usage >&2
+  exit 2
+}
 
 packages=(
   # toolchain

@@ -7,10 +7,33 @@
 # 2.2b: the reconstructed SmolVLM-Instruct config with the a384 tokenizer; ~9 GB f32, 4.5 GB bf16.
 # Builds the generator (tests/model/make_random_model.c) in $BUILD (default build).
 set -euo pipefail
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -*)
+      echo "make-random-model: unknown option '$arg'" >&2
+      usage >&2
+      exit 2
+      ;;
+  esac
+done
+[ $# -le 4 ] || {
+  echo "make-random-model: at most 4 arguments, got $#" >&2
+  usage >&2
+  exit 2
+}
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 models=${DOCQA_SHARED_DIR:-$PWD/../shared}/models
-[ $# -ge 2 ] || { sed -n 2,8p "$0"; exit 2; }
+[ $# -ge 2 ] || {
+  echo "make-random-model: give the size and OUT_DIR" >&2
+  usage >&2
+  exit 2
+}
 case "$1" in
   256m) src=$models/SmolVLM-256M-Instruct; tok=$models/SmolVLM-256M-Instruct ;;
   2.2b) src=$models/SmolVLM-Instruct-config; tok=$models/tiny-smolvlm-a384-v1tok ;;

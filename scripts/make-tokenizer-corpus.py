@@ -18,9 +18,6 @@ import random
 import sys
 import unicodedata
 
-import tokenizers
-from tokenizers import Tokenizer
-
 TOKENIZERS = {
     "SmolVLM-256M-Instruct": "models/SmolVLM-256M-Instruct/tokenizer.json",
     "tiny-smolvlm-a384-v1tok": "models/tiny-smolvlm-a384-v1tok/tokenizer.json",
@@ -97,12 +94,15 @@ INVALID = [
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--shared", default=os.path.join(here, "..", "..", "shared"))
     ap.add_argument("--out", default=os.path.join(here, "..", "tests", "fixtures",
                                                   "tokenizer_corpus.json"))
     args = ap.parse_args()
+    import tokenizers  # after the arguments: --help needs no tokenizers
+    from tokenizers import Tokenizer
+
     toks = {name: Tokenizer.from_file(os.path.join(args.shared, rel))
             for name, rel in TOKENIZERS.items()}
 

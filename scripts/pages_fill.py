@@ -12,14 +12,16 @@ tile grid, so the work a page takes is unchanged. Prints how many pages were add
 import os
 import sys
 
-from PIL import Image, ImageOps
-
 
 def main() -> int:
-    if len(sys.argv) != 4:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        sys.exit(0)
+    if len(sys.argv) != 4 or sys.argv[1].startswith("-"):
         print(__doc__, file=sys.stderr)
         return 2
     list_path, want, out_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    from PIL import Image, ImageOps  # after the usage check: --help needs no Pillow
     with open(list_path) as f:
         pages = [line.strip() for line in f if line.strip()]
     if not pages:

@@ -10,8 +10,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+case "$#:${1:-}" in
+  0:) ;;
+  1:--quick) quick=1 ;;
+  1:-h | 1:--help)
+    usage
+    exit 0
+    ;;
+  *)
+    echo "test: unknown arguments '$*'" >&2
+    usage >&2
+    exit 2
+    ;;
+esac
 jobs=$(nproc)
 
 step() { printf '\n==== %s\n' "$*"; }

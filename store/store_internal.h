@@ -67,6 +67,12 @@ char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
  * "disk I/O error" alone sends one looking for a broken disk). */
 void store_sqlite_explain(DqStore *s, GError **err);
 
+/* For `ask --document ID`: TRUE, with err saying that the document failed to ingest (its path,
+ * error code and message) and has no pages to ask about, when `failed`; FALSE otherwise. Shared
+ * by the SQLite and PostgreSQL page selection, so both say it alike. */
+gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
+                                    const char *code, const char *message, GError **err);
+
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
 DqStore *store_pg_open(const char *location, int max_version, gboolean must_exist, GError **err);

@@ -47,8 +47,16 @@ static DqJobState state_from_name(const char *name) {
  * their text with sqlite3_next_stmt, so no cache has to live beside DqStore. dq_store_close
  * finalizes them (the store owns them); store_jobs_finalize drops them earlier. */
 
+static gint64 busy_limit_us(void);
+
 static gboolean db_fail(DqStore *s, GError **err, const char *what) {
     sqlite3 *db = dq_store_sqlite(s);
+    if ((sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY)
+        /* Told apart: a worker waits on and tries again (worker.c), as for a lost server. */
+        return dq_fail(err, DQ_ERR_DB_BUSY,
+                       "%s: %s: database is locked (another connection held its write lock for "
+                       "%d s: an sqlite3 shell or a program with a transaction left open?)",
+                       dq_store_path(s), what, (int)(busy_limit_us() / G_USEC_PER_SEC));
     dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
     store_sqlite_explain(s, err);
     return FALSE;
@@ -113,23 +121,99 @@ static int col_int_or(sqlite3_stmt *st, int i, int null) {
  * keep the lock busy. Same overall limit as the store's busy_timeout. */
 #define BUSY_LIMIT_US (60 * G_USEC_PER_SEC)
 
+/* DOCQA_TEST_BUSY_LIMIT_MS: a shorter limit, for tests of what comes after it. */
+static gint64 busy_limit_us(void) {
+    static gsize limit;
+    if (g_once_init_enter(&limit)) {
+        const char *t = g_getenv("DOCQA_TEST_BUSY_LIMIT_MS");
+        gint64 v = t ? g_ascii_strtoll(t, NULL, 10) * 1000 : 0;
+        g_once_init_leave(&limit, (gsize)(v > 0 ? v : BUSY_LIMIT_US));
+    }
+    return (gint64)limit;
+}
+
 static int busy_wait(void *user, int tries) {
+    (void)user;
     static const int steps_us[] = {20, 50, 100, 200, 400, 800, 1000, 2000};
-    gint64 waited = 0;
-    for (int i = 0; i < tries && waited < BUSY_LIMIT_US; i++)
-        waited += steps_us[MIN(i, (int)G_N_ELEMENTS(steps_us) - 1)];
-    if (waited >= BUSY_LIMIT_US)
+    /* A connection is used by one thread at a time, and a statement's tries count from 0. */
+    static _Thread_local gint64 first_try_us;
+    gint64 now = g_get_monotonic_time();
+    if (tries == 0)
+        first_try_us = now;
+    if (now - first_try_us >= busy_limit_us())
         return 0;
     int step = steps_us[MIN(tries, (int)G_N_ELEMENTS(steps_us) - 1)];
     g_usleep((gulong)g_random_int_range(step / 2 + 1, step + 1));
     return 1;
 }
 
-static gboolean begin(DqStore *s, GError **err) {
+/* ---- a locked database ----
+ *
+ * Another connection may hold the write lock for long (a user's write in an sqlite3 shell, a
+ * big ingest transaction): every worker's heartbeat, claim and completion then wait in the busy
+ * handler, and leases run out that nobody could renew. When the lock is given up, the first
+ * claim to get it would find the other workers' leases expired and take their jobs back,
+ * spending an attempt of each (burying those on their last one), while their holders, alive,
+ * were waiting for the lock too and would renew them a moment later.
+ *
+ * So this process remembers the last time one of its connections waited long for the lock (a
+ * stall), and for a lease after it ends a claim takes back only leases that expired before the
+ * stall began: any that expired since may be a waiting worker's (see store_jobs_claim). A lease
+ * that expired while the database could be written is its holder's fault: it died or hung. A
+ * worker that checks for work every poll (or renews its leases every lease/3) starts waiting
+ * soon after the lock is taken, well before a lease can run out because of it. */
+
+/* A wait that long for the lock is a stall, not the queue's own short transactions queueing. */
+#define STALL_US (250 * 1000)
+/* Waits this close one after another are one stall: a worker whose wait ran past the busy limit
+ * waits again at once (worker.c, still_locked). */
+#define STALL_GAP_US (1000 * 1000)
+
+static GMutex stall_lock;
+static gint64 stall_start_us, stall_end_us; /* monotonic; 0: none seen */
+
+static void note_wait(gint64 t0, gint64 t1) {
+    if (t1 - t0 < STALL_US)
+        return;
+    g_mutex_lock(&stall_lock);
+    /* The heartbeat's connection and the main one wait through the same stall from different
+     * moments, and a wait past the busy limit is followed by another: one stall, from the
+     * first wait's start. */
+    if (stall_end_us == 0 || t0 > stall_end_us + STALL_GAP_US)
+        stall_start_us = t0;
+    else
+        stall_start_us = MIN(stall_start_us, t0);
+    stall_end_us = MAX(stall_end_us, t1);
+    g_mutex_unlock(&stall_lock);
+}
+
+/* How long ago (ms) the last stall began, when it ended less than `within_ms` ago; -1 if not. */
+static gint64 recent_stall_ms(gint64 within_ms) {
+    gint64 now = g_get_monotonic_time(), ago = -1;
+    g_mutex_lock(&stall_lock);
+    if (stall_end_us != 0 && now - stall_end_us < within_ms * 1000)
+        ago = (now - stall_start_us) / 1000;
+    g_mutex_unlock(&stall_lock);
+    return ago;
+}
+
+/* BEGIN IMMEDIATE; *waited_ms (may be NULL) is how long it waited for the write lock: the
+ * caller's time, read before the call, is that much behind once it has the lock. */
+static gboolean begin_timed(DqStore *s, gint64 *waited_ms, GError **err) {
     if (test_hook != NULL)
         sqlite3_commit_hook(dq_store_sqlite(s), commit_hook_cb, NULL);
     sqlite3_stmt *st = stmt(s, "BEGIN IMMEDIATE", err);
-    return st != NULL && step_done(s, st, "BEGIN IMMEDIATE", err);
+    gint64 t0 = g_get_monotonic_time();
+    gboolean ok = st != NULL && step_done(s, st, "BEGIN IMMEDIATE", err);
+    gint64 t1 = g_get_monotonic_time();
+    note_wait(t0, t1);
+    if (waited_ms)
+        *waited_ms = (t1 - t0) / 1000;
+    return ok;
+}
+
+static gboolean begin(DqStore *s, GError **err) {
+    return begin_timed(s, NULL, err);
 }
 
 static gboolean commit(DqStore *s, GError **err) {
@@ -215,6 +299,18 @@ static gint cmp_i64(gconstpointer a, gconstpointer b) {
     return x < y ? -1 : x > y;
 }
 
+gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
+                                    const char *code, const char *message, GError **err) {
+    if (!failed)
+        return FALSE;
+    dq_fail(err, DQ_ERR_ARGS,
+            "%s: document %" G_GINT64_FORMAT " (%s) failed to ingest (%s: %s): it has no pages "
+            "to ask about; fix the file and run docqa ingest on it again",
+            dq_store_path(s), id, path ? path : "?", code ? code : "no error code",
+            message ? message : "no message");
+    return TRUE;
+}
+
 GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
                                    const char *const *where_sql, int n_where, int *n_failed_pages,
                                    GError **err) {
@@ -234,16 +330,26 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
         sqlite3_reset(st);
     }
     for (int i = 0; i < n_ids; i++) {
-        if ((st = stmt(s, "SELECT count(*) FROM documents WHERE id = ?1", err)) == NULL)
+        if ((st = stmt(s,
+                       "SELECT path, status = 'failed', error_code, error_message FROM documents "
+                       "WHERE id = ?1",
+                       err)) == NULL)
             goto fail;
         sqlite3_bind_int64(st, 1, document_ids[i]);
-        gboolean exists = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+        gboolean exists = sqlite3_step(st) == SQLITE_ROW;
+        gboolean ok =
+            exists && !store_jobs_failed_document(
+                          s, document_ids[i], (const char *)sqlite3_column_text(st, 0),
+                          sqlite3_column_int(st, 1), (const char *)sqlite3_column_text(st, 2),
+                          (const char *)sqlite3_column_text(st, 3), err);
         sqlite3_reset(st);
         if (!exists) {
             dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
                     document_ids[i]);
             goto fail;
         }
+        if (!ok)
+            goto fail;
         g_array_append_val(ids, document_ids[i]);
     }
     for (int i = 0; i < n_where; i++)
@@ -378,12 +484,34 @@ char *store_jobs_missing(gboolean page, gboolean document, gboolean question) {
 
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
                             gint64 now_ms, gint64 lease_ms, int *buried, GError **err) {
-    PG_DISPATCH(s, return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, buried, err));
+    GArray *ids = buried ? g_array_new(FALSE, FALSE, sizeof(gint64)) : NULL;
+    GPtrArray *out = store_jobs_claim_noting(s, owner, model_id, limit, now_ms, lease_ms, ids, err);
+    if (out != NULL && buried)
+        *buried = (int)ids->len;
+    if (ids != NULL)
+        g_array_free(ids, TRUE);
+    return out;
+}
+
+GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *model_id, int limit,
+                                   gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
+                                   GError **err) {
+    PG_DISPATCH(s,
+                return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, buried_ids, err));
+    GArray *dead = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     sqlite3_stmt *st;
-    if (!begin(s, err))
+    gint64 waited_ms = 0;
+    if (!begin_timed(s, &waited_ms, err))
         goto fail;
+    now_ms += waited_ms; /* new leases run from now, not from before the lock was free */
+    /* After a stall (above begin_timed), leases that expired since it began are left to their
+     * holders, which were waiting for the lock as this claim was: they renew them once they
+     * get it. */
+    gint64 expired_before = now_ms, stall_ago = recent_stall_ms(lease_ms);
+    if (stall_ago >= 0)
+        expired_before = now_ms - stall_ago;
 
     /* Expired leases: the holder died or hung. Keep a record, then queue the job again (or
      * bury it when that was its last attempt, so a job that kills its worker every time
@@ -399,7 +527,7 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
               err);
     if (st == NULL)
         goto fail;
-    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 1, expired_before);
     bind_text(st, 2, model_id);
     bind_text(st, 3, owner);
     if (!step_done(s, st, "recording expired leases", err))
@@ -411,16 +539,19 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
               "last_error = 'lease_expired: lease expired: the worker died or hung' "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
-              "AND lease_owner <> ?3 RETURNING state",
+              "AND lease_owner <> ?3 RETURNING id, state",
               err);
     if (st == NULL)
         goto fail;
-    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 1, expired_before);
     bind_text(st, 2, model_id);
     bind_text(st, 3, owner);
-    int dead = 0, rc;
+    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        dead += g_strcmp0((const char *)sqlite3_column_text(st, 0), "dead") == 0;
+        if (g_strcmp0((const char *)sqlite3_column_text(st, 1), "dead") == 0) {
+            gint64 id = sqlite3_column_int64(st, 0);
+            g_array_append_val(dead, id);
+        }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         db_fail(s, err, "reclaiming expired leases");
@@ -493,12 +624,14 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     if (!commit(s, err))
         goto fail;
     g_array_free(ids, TRUE);
-    if (buried)
-        *buried = dead;
+    if (buried_ids)
+        g_array_append_vals(buried_ids, dead->data, dead->len);
+    g_array_free(dead, TRUE);
     return out;
 fail:
     rollback(s);
     g_array_free(ids, TRUE);
+    g_array_free(dead, TRUE);
     g_ptr_array_free(out, TRUE);
     return NULL;
 }
@@ -506,19 +639,30 @@ fail:
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
                               int *held, GError **err) {
     PG_DISPATCH(s, return pgjobs_heartbeat(s, owner, now_ms, lease_ms, held, err));
+    /* In a transaction of its own, to learn how long it waited for the lock: a lease renewed
+     * from the time before a long wait would be renewed to a time already past. */
+    gint64 waited_ms = 0;
+    if (!begin_timed(s, &waited_ms, err))
+        return FALSE;
     sqlite3_stmt *st = stmt(s,
                             "UPDATE jobs SET lease_expires_ms = ?1 "
                             "WHERE lease_owner = ?2 AND state = 'running'",
                             err);
     if (st == NULL)
-        return FALSE;
-    sqlite3_bind_int64(st, 1, now_ms + lease_ms);
+        goto fail;
+    sqlite3_bind_int64(st, 1, now_ms + waited_ms + lease_ms);
     bind_text(st, 2, owner);
     if (!step_done(s, st, "extending leases", err))
-        return FALSE;
+        goto fail;
+    int n = sqlite3_changes(dq_store_sqlite(s));
+    if (!commit(s, err))
+        goto fail;
     if (held)
-        *held = sqlite3_changes(dq_store_sqlite(s));
+        *held = n;
     return TRUE;
+fail:
+    rollback(s);
+    return FALSE;
 }
 
 gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
@@ -639,8 +783,10 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
     PG_DISPATCH(s, return pgjobs_fail(s, owner, job_id, kind, message, retryable, now_ms,
                                       backoff_ms, new_state, err));
     DqJobState result = DQ_JOB_N_STATES;
-    if (!begin(s, err))
+    gint64 waited_ms = 0;
+    if (!begin_timed(s, &waited_ms, err))
         return FALSE;
+    now_ms += waited_ms; /* the backoff runs from the failure's record */
     sqlite3_stmt *st = stmt(s,
                             "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
                             "SELECT id, attempts, lease_owner, ?3, ?4 FROM jobs "
@@ -761,6 +907,26 @@ gboolean store_jobs_release_except(DqStore *s, const char *owner, const gint64 *
 
 /* ---- reading ---- */
 
+gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
+                                   gint64 *count, GError **err) {
+    PG_DISPATCH(s, return pgjobs_count_in_state(s, ids, n, state, count, err));
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT count(*) FROM jobs WHERE state = ?2 "
+                            "AND id IN (SELECT value FROM json_each(?1))",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_text(st, 1, store_jobs_id_list(ids, n, '[', ']'), -1, g_free);
+    bind_text(st, 2, dq_job_state_name(state));
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(s, err, "counting jobs");
+    return TRUE;
+}
+
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
     PG_DISPATCH(s, return pgjobs_counts(s, model_id, c, err));
     memset(c, 0, sizeof(*c));
@@ -870,9 +1036,10 @@ void dq_error_reason_free(DqErrorReason *r) {
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     PG_DISPATCH(s, return pgjobs_top_errors(s, limit, err));
     sqlite3_stmt *st = stmt(s,
-                            "SELECT kind, docqa_error_reason(message) AS reason, "
-                            "count(DISTINCT job_id) AS n, min(message) FROM job_errors "
-                            "GROUP BY kind, reason ORDER BY n DESC, kind, reason LIMIT ?1",
+                            "SELECT e.kind, docqa_error_reason(e.message) AS reason, "
+                            "count(DISTINCT e.job_id) AS n, min(e.message) FROM job_errors e "
+                            "JOIN jobs j ON j.id = e.job_id WHERE " DQ_JOBS_FAILING_NOW
+                            " GROUP BY e.kind, reason ORDER BY n DESC, e.kind, reason LIMIT ?1",
                             err);
     if (st == NULL)
         return NULL;

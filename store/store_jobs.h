@@ -15,7 +15,8 @@
  * Times are passed in (Unix milliseconds from the caller's clock, dq_wall_ms) so the lease logic
  * is the caller's, testable, and identical on any store. PostgreSQL, whose workers run on several
  * machines, turns each into the server's time first (store_pg.h): leases never depend on how well
- * the workers' clocks agree.
+ * the workers' clocks agree. SQLite adds the time a transaction waited for the write lock to the
+ * time it was given, read before the wait: a lease stamped after a long wait runs from then.
  */
 #ifndef DQ_STORE_JOBS_H
 #define DQ_STORE_JOBS_H
@@ -93,13 +94,21 @@ typedef struct {
 void dq_claimed_job_free(DqClaimedJob *j);
 
 /* In one short transaction: expired leases of `model_id` are recorded in job_errors and their
- * jobs go back to 'queued' (or 'dead' when they used their last attempt); then up to `limit`
+ * jobs go back to 'queued' (or 'dead' when they used their last attempt), except, on SQLite,
+ * those that ran out since this process last waited long for the write lock when that wait ended
+ * less than lease_ms ago (store_jobs.c, "a locked database"); then up to `limit`
  * queued jobs of `model_id` whose backoff has passed are leased to `owner` until now + lease_ms,
  * oldest first, with one UPDATE ... RETURNING. Returns a GPtrArray of DqClaimedJob (empty when
  * there is nothing to do). *buried (may be NULL) counts the expired jobs that went 'dead' (their
  * last attempt's lease ran out): failures this claim found, which its caller reports. */
 GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
                             gint64 now_ms, gint64 lease_ms, int *buried, GError **err);
+/* store_jobs_claim, also appending the ids (gint64) of the jobs it buried to `buried_ids` (may be
+ * NULL): a worker reports them, and `docqa run` looks at them again when its workers are done
+ * (a buried job that its holder's late answer reached is done, not failed). */
+GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *model_id, int limit,
+                                   gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
+                                   GError **err);
 
 /* Extends the lease of every job `owner` holds to now + lease_ms; *held is how many it still
  * holds (fewer than claimed means some leases were lost to a reclaim). */
@@ -176,6 +185,10 @@ typedef struct {
     gint64 stalled;
 } DqJobCounts;
 
+/* How many of the n jobs `ids` are in `state` now. */
+gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
+                                   gint64 *count, GError **err);
+
 /* Counts per state, for every model (model_id NULL) or one. Reads every job (from one index):
  * a second or so a million jobs. */
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
@@ -198,8 +211,15 @@ typedef struct {
 } DqErrorReason;
 void dq_error_reason_free(DqErrorReason *r);
 
-/* The most common failure reasons over all recorded errors, most frequent first: one a kind and
- * cause, so that pages failing alike are one reason whatever their paths. */
+/* The jobs whose errors are a problem now (SQL over jobs j): failed, dead, or queued again after
+ * a failed attempt (retrying). A requeued job starts afresh (attempts 0), and a job answered in
+ * the end is done: their errors are history, kept in job_errors but no reason of today's. */
+#define DQ_JOBS_FAILING_NOW                                                                        \
+    "(j.state IN ('failed', 'dead') OR (j.state = 'queued' AND j.attempts > 0))"
+
+/* The most common failure reasons of the jobs failing now (DQ_JOBS_FAILING_NOW), most frequent
+ * first: one a kind and cause, so that pages failing alike are one reason whatever their
+ * paths. */
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err);
 
 /* Answers counted by how they were computed (answers.device, weights and exact). */

@@ -104,16 +104,25 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
     }
     for (int i = 0; i < n_ids; i++) {
         pg_i64(&p, document_ids[i]);
-        if ((r = pg_run(s, "SELECT count(*) FROM documents WHERE id = $1", &p, "finding a document",
-                        err)) == NULL)
+        if ((r = pg_run(s,
+                        "SELECT path, status = 'failed', error_code, error_message FROM documents "
+                        "WHERE id = $1",
+                        &p, "finding a document", err)) == NULL)
             goto fail;
-        gboolean exists = pg_get_i64(r, 0, 0) > 0;
+        gboolean exists = PQntuples(r) > 0;
+        gboolean ok = exists && !store_jobs_failed_document(
+                                    s, document_ids[i], PQgetvalue(r, 0, 0),
+                                    strcmp(PQgetvalue(r, 0, 1), "t") == 0,
+                                    PQgetisnull(r, 0, 2) ? NULL : PQgetvalue(r, 0, 2),
+                                    PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), err);
         PQclear(r);
         if (!exists) {
             dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
                     document_ids[i]);
             goto fail;
         }
+        if (!ok)
+            goto fail;
         g_array_append_val(ids, document_ids[i]);
     }
     for (int i = 0; i < n_where; i++)
@@ -221,7 +230,7 @@ fail:
 /* ---- working ---- */
 
 GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
-                        gint64 now_ms, gint64 lease_ms, int *buried, GError **err) {
+                        gint64 now_ms, gint64 lease_ms, GArray *buried_ids, GError **err) {
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
     PgParams p = {0};
     PGresult *r = NULL;
@@ -248,13 +257,16 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
                "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
                "last_error = 'lease_expired: lease expired: the worker died or hung' "
-               "FROM expired WHERE j.id = expired.id RETURNING j.state",
+               "FROM expired WHERE j.id = expired.id RETURNING j.id, j.state",
                &p, "reclaiming expired leases", err);
     if (r == NULL)
         goto fail;
-    int dead = 0;
+    GArray *dead = g_array_new(FALSE, FALSE, sizeof(gint64));
     for (int i = 0; i < PQntuples(r); i++)
-        dead += strcmp(PQgetvalue(r, i, 0), "dead") == 0;
+        if (strcmp(PQgetvalue(r, i, 1), "dead") == 0) {
+            gint64 id = pg_get_i64(r, i, 0);
+            g_array_append_val(dead, id);
+        }
     PQclear(r);
     /* The claim: ready jobs in id order, passing over rows another worker is claiming right
      * now (SKIP LOCKED), leased and returned with what the worker needs in one statement. */
@@ -277,8 +289,10 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "LEFT JOIN documents d ON d.id = p.document_id "
                "LEFT JOIN questions q ON q.id = c.question_id ORDER BY c.id",
                &p, "claiming jobs", err);
-    if (r == NULL)
+    if (r == NULL) {
+        g_array_free(dead, TRUE);
         goto fail;
+    }
     for (int i = 0; i < PQntuples(r); i++) {
         DqClaimedJob *j = g_new0(DqClaimedJob, 1);
         j->job_id = pg_get_i64(r, i, 0);
@@ -301,10 +315,13 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
     PQclear(r);
     store_jobs_hook("claim:before_commit");
     store_jobs_hook("commit");
-    if (!pg_commit(s, err))
+    if (!pg_commit(s, err)) {
+        g_array_free(dead, TRUE);
         goto fail;
-    if (buried)
-        *buried = dead;
+    }
+    if (buried_ids)
+        g_array_append_vals(buried_ids, dead->data, dead->len);
+    g_array_free(dead, TRUE);
     return out;
 fail:
     pg_rollback(s);
@@ -533,6 +550,23 @@ fail:
 
 /* ---- reading ---- */
 
+gboolean pgjobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
+                               gint64 *count, GError **err) {
+    PgParams p = {0};
+    char *list = store_jobs_id_list(ids, n, '{', '}');
+    pg_text(&p, list);
+    g_free(list);
+    pg_text(&p, dq_job_state_name(state));
+    PGresult *r =
+        pg_run(s, "SELECT count(*) FROM jobs WHERE id = ANY ($1::bigint[]) AND state = $2", &p,
+               "counting jobs", err);
+    if (r == NULL)
+        return FALSE;
+    *count = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return TRUE;
+}
+
 gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
     memset(c, 0, sizeof(*c));
     PgParams p = {0};
@@ -622,9 +656,10 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
     /* COLLATE "C": the order, and the example, SQLite's. */
     PGresult *r = pg_run(s,
                          "SELECT kind, reason, count(DISTINCT job_id) AS n, "
-                         "min(message COLLATE \"C\") FROM (SELECT kind, job_id, message, "
+                         "min(message COLLATE \"C\") FROM (SELECT je.kind, je.job_id, je.message, "
                          "regexp_replace(regexp_replace(message, $2, $3), $4, $5, 'g') AS reason "
-                         "FROM job_errors) e GROUP BY kind, reason "
+                         "FROM job_errors je JOIN jobs j ON j.id = je.job_id "
+                         "WHERE " DQ_JOBS_FAILING_NOW ") e GROUP BY kind, reason "
                          "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
                          &p, "reading job errors", err);
     if (r == NULL)

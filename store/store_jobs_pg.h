@@ -12,7 +12,7 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
 gboolean pgjobs_question_id(DqStore *s, const char *text, gint64 *id, GError **err);
 gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err);
 GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
-                        gint64 now_ms, gint64 lease_ms, int *buried, GError **err);
+                        gint64 now_ms, gint64 lease_ms, GArray *buried_ids, GError **err);
 gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms, int *held,
                           GError **err);
 gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
@@ -22,6 +22,8 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
                      DqJobState *new_state, GError **err);
 gboolean pgjobs_release_except(DqStore *s, const char *owner, const gint64 *keep, int n_keep,
                                int *released, GError **err);
+gboolean pgjobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
+                               gint64 *count, GError **err);
 gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
 gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                             GError **err);

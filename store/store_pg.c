@@ -64,11 +64,30 @@ static char *one_line(const char *msg) {
     return g_string_free(g, FALSE);
 }
 
+/* The server's resources ran out (SQLSTATE class 53): libpq's message says what failed ("could
+ * not extend file ...") where the user needs to hear whose disk or memory it was, on a machine
+ * that may not be this one. SQLite's twin is store_sqlite_explain. */
+static const char *insufficient_resources(PGresult *r) {
+    const char *code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (code == NULL || !g_str_has_prefix(code, "53"))
+        return NULL;
+    if (strcmp(code, "53100") == 0)
+        return "SQLSTATE 53100: the PostgreSQL server's disk is full; make room there and run "
+               "again";
+    if (strcmp(code, "53200") == 0)
+        return "SQLSTATE 53200: the PostgreSQL server is out of memory";
+    if (strcmp(code, "53300") == 0)
+        return "SQLSTATE 53300: the PostgreSQL server takes no more connections "
+               "(max_connections)";
+    return "SQLSTATE class 53: the PostgreSQL server ran out of a resource";
+}
+
 static gboolean pg_fail(DqStore *s, GError **err, const char *what, PGresult *r) {
     const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->pg);
     char *m = one_line(msg && *msg ? msg : PQerrorMessage(s->pg));
-    dq_fail(err, PQstatus(s->pg) == CONNECTION_BAD ? DQ_ERR_DB_LOST : DQ_ERR_DB, "%s: %s: %s",
-            s->path, what, m);
+    const char *why = insufficient_resources(r);
+    dq_fail(err, PQstatus(s->pg) == CONNECTION_BAD ? DQ_ERR_DB_LOST : DQ_ERR_DB, "%s: %s: %s%s%s%s",
+            s->path, what, m, why ? " (" : "", why ? why : "", why ? ")" : "");
     g_free(m);
     return FALSE;
 }

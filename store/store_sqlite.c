@@ -525,10 +525,26 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         return NULL;
 #endif
     }
+    /* SQLite says only "unable to open database file" for these. */
+    if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
+        dq_fail(err, DQ_ERR_DB, "%s: is a directory, not a database file", path);
+        return NULL;
+    }
     if (must_exist && !g_file_test(path, G_FILE_TEST_EXISTS)) {
         dq_fail(err, DQ_ERR_DB, "%s: no such database (docqa ingest creates it)", path);
         return NULL;
     }
+    char *folder = g_path_get_dirname(path);
+    const char *folder_wrong = !g_file_test(folder, G_FILE_TEST_EXISTS)
+                                   ? "does not exist (create it first)"
+                               : !g_file_test(folder, G_FILE_TEST_IS_DIR) ? "is not a directory"
+                                                                          : NULL;
+    if (folder_wrong != NULL) {
+        dq_fail(err, DQ_ERR_DB, "%s: the folder %s %s", path, folder, folder_wrong);
+        g_free(folder);
+        return NULL;
+    }
+    g_free(folder);
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
     char *uri = NULL;
@@ -620,12 +636,37 @@ DqStore *dq_store_open_reader(const char *location, GError **err) {
         return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
     GError *ro_err = NULL;
     DqStore *store = open_store(location, 0, TRUE, OPEN_READ_ONLY, &ro_err);
-    char *wal = g_strconcat(path, "-wal", NULL);
-    gboolean has_wal = g_file_test(wal, G_FILE_TEST_EXISTS);
-    g_free(wal);
-    if (store != NULL || has_wal) {
-        g_propagate_error(err, ro_err);
+    if (store != NULL)
         return store;
+    char *wal = g_strconcat(path, "-wal", NULL);
+    char *shm = g_strconcat(path, "-shm", NULL);
+    GStatBuf wst;
+    gboolean has_wal = g_stat(wal, &wst) == 0;
+    gboolean has_shm = g_file_test(shm, G_FILE_TEST_EXISTS);
+    /* A -wal without a -shm (a copy that left the -shm behind, a writer that crashed and whose
+     * -shm was removed): SQLite reads the -wal's transactions only through a -shm, which it
+     * cannot make here, and an immutable open would read the database file without them: the
+     * answers last stored would be missing, silently. One that holds no transaction (no more
+     * than its 32-byte header: emptied by a checkpoint, or never written) leaves nothing out. */
+    if (has_wal && !has_shm && wst.st_size <= 32) {
+        has_wal = FALSE;
+    } else if (has_wal && !has_shm) {
+        char *folder = g_path_get_dirname(path);
+        g_clear_error(&ro_err);
+        dq_fail(&ro_err, DQ_ERR_DB,
+                "%s: cannot be read where it is: %s holds transactions not yet in it, which "
+                "SQLite reads only through a -shm file it must create beside them, and %s cannot "
+                "be written; copy %s and %s together to a folder you may write and give the copy "
+                "to --db (or open it once where it may be written, which moves them into the "
+                "database)",
+                path, wal, folder, path, wal);
+        g_free(folder);
+    }
+    g_free(wal);
+    g_free(shm);
+    if (has_wal) {
+        g_propagate_error(err, ro_err);
+        return NULL;
     }
     g_error_free(ro_err);
     return open_store(path, 0, TRUE, OPEN_IMMUTABLE, err);

@@ -51,3 +51,56 @@ assert spec["decode_tokens_per_s"] > 0
 print(f"--draft int8: the same {len(spec['output_ids'])} tokens; "
       f"{spec['draft']['taken']} of {spec['draft']['guessed']} guesses taken")
 PY
+
+# scripts/demo.sh as a user runs it from a folder of their own (--docqa: the binary under test,
+# nothing installed or built). Relative paths are the caller's; a database the user names keeps
+# what it held.
+demo=$src/scripts/demo.sh
+work=$tmp/work
+mkdir -p "$work/mydocs"
+cp "$src/examples/docs/receipt.pdf" "$work/mydocs/"
+printf 'What is the total?\n' >"$work/q.txt"
+"$docqa" ingest -q --db "$work/keep.db" "$src/examples/docs/letter.pdf" >/dev/null
+(cd "$work" && bash "$demo" --docqa "$docqa" --model ../demo-tiny --docs mydocs --questions q.txt \
+  --db keep.db --workers 1 >"$tmp/demo.out" 2>&1) || {
+  cat "$tmp/demo.out"
+  echo "demo.sh with relative paths and a named --db failed"
+  exit 1
+}
+docs=$(sqlite3 "$work/keep.db" "SELECT group_concat(path, ' ') FROM (SELECT path FROM documents ORDER BY path)")
+[ "$docs" = "$work/mydocs/receipt.pdf $src/examples/docs/letter.pdf" ] ||
+  { echo "demo.sh --db keep.db: expected letter.pdf kept and mydocs/receipt.pdf added, got: $docs"; exit 1; }
+grep -q "Using your database $work/keep.db as it is" "$tmp/demo.out" ||
+  { echo "demo.sh did not say it keeps the named database"; exit 1; }
+[ "$(sqlite3 "$work/keep.db" "SELECT count(*) FROM v_answers")" -ge 1 ] ||
+  { echo "demo.sh --db keep.db: no answers"; exit 1; }
+[ -d "$work/keep.db.pages" ] || { echo "demo.sh removed keep.db.pages"; exit 1; }
+
+# Usage errors: exit 2 naming the option, before anything is installed or built (stdout empty).
+expect_usage_error() {
+  local want=$1
+  shift
+  local rc=0
+  (cd "$work" && bash "$demo" "$@" >"$tmp/u.out" 2>"$tmp/u.err") || rc=$?
+  if [ "$rc" != 2 ] || [ -s "$tmp/u.out" ] || ! grep -qF -- "$want" "$tmp/u.err"; then
+    echo "demo.sh $*: expected exit 2 saying '$want' with nothing done; got $rc:"
+    cat "$tmp/u.out" "$tmp/u.err"
+    exit 1
+  fi
+}
+expect_usage_error "--model needs a value" --model
+expect_usage_error "--db needs a value" --docs mydocs --db
+expect_usage_error "unknown argument '--bogus'" --bogus
+mkdir -p "$work/empty-model"
+expect_usage_error "a folder without config.json" --model empty-model
+expect_usage_error "--model $work/q.txt: not a folder" --model q.txt
+expect_usage_error "--docs $work/nosuch: no such file or folder" --docs nosuch
+expect_usage_error "--db $work/mydocs: is a folder" --db mydocs
+(cd "$work" && bash "$demo" --help >"$tmp/h.out" 2>&1) || { echo "demo.sh --help failed"; exit 1; }
+grep -q '^  scripts/demo.sh \[--model DIR\]' "$tmp/h.out" || { echo "demo.sh --help: no usage line"; exit 1; }
+if grep -qE '^(set |cd |usage\(\))' "$tmp/h.out"; then
+  echo "demo.sh --help prints shell code:"
+  cat "$tmp/h.out"
+  exit 1
+fi
+echo "demo.sh: relative paths, a named --db kept, usage errors before any work"

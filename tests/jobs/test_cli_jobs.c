@@ -226,6 +226,12 @@ static void test_ask_status_export_requeue(void) {
     run_worker(db);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
+    /* Nothing fails now: the answered jobs' old errors are history (job_errors), no reason. */
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_null(strstr(out, "page image missing"));
+    g_assert_null(strstr(out, "failure reasons"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM job_errors"), ==, 4);
 
     /* requeue --approximate: three answers marked as a GPU's go back; they stay readable until
      * answered again, then wait in answers_superseded. */
@@ -376,7 +382,7 @@ static void test_ask_checks_model(void) {
     g_assert_cmpint(g_mkdir_with_parents(empty, 0755), ==, 0);
     char *snap = make_snapshot(dir, "tiny-2");
     char *out = NULL, *err = NULL;
-    const char *bad[][2] = {{"/nonexistent/typo-model", "not a directory"},
+    const char *bad[][2] = {{"/nonexistent/typo-model", "no such directory"},
                             {"/etc/passwd", "not a directory"},
                             {"/", "no config.json"},
                             {empty, "no config.json"}};
@@ -876,6 +882,100 @@ static void test_dropped_views(void) {
     g_free(dir);
 }
 
+/* A copy of db (its last changes still in its -wal, as a running writer leaves them) in a
+ * folder of its own, with its -wal as it was or emptied, and no -shm: a database copied, or
+ * mounted read-only, without it. Returns the copy's path. */
+static char *copy_without_shm(const char *db, const char *to_dir, gboolean empty_wal) {
+    sqlite3 *c = NULL;
+    g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(c,
+                                 "PRAGMA wal_autocheckpoint = 0; UPDATE jobs SET state = 'dead', "
+                                 "finished_at = NULL WHERE id = 1; DELETE FROM answers WHERE "
+                                 "job_id = 1",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    char *copy = g_build_filename(to_dir, "copy.db", NULL);
+    char *wal = g_strconcat(db, "-wal", NULL), *copy_wal = g_strconcat(copy, "-wal", NULL);
+    const char *from[] = {db, wal}, *to[] = {copy, copy_wal};
+    for (int i = 0; i < 2; i++) {
+        char *bytes = NULL;
+        gsize n = 0;
+        g_assert_true(g_file_get_contents(from[i], &bytes, &n, NULL));
+        g_assert_cmpuint(n, >, i == 0 ? 0 : 32);
+        g_assert_true(g_file_set_contents(to[i], bytes, i == 1 && empty_wal ? 0 : (gssize)n, NULL));
+        g_free(bytes);
+    }
+    sqlite3_close(c);
+    g_free(wal);
+    g_free(copy_wal);
+    return copy;
+}
+
+/* A read-only database with a -wal and no -shm: SQLite reads the -wal's transactions only
+ * through a -shm it cannot make there. status and export refuse it, naming it and saying what
+ * to do, rather than read the database file without them (immutable: job 1 answered, when its
+ * -wal says it is dead); an empty -wal holds nothing and is read past. */
+static void test_read_only_database_wal_without_shm(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    char *ro = g_build_filename(dir, "ro", NULL);
+    g_assert_cmpint(g_mkdir(ro, 0755), ==, 0);
+    char *copy = copy_without_shm(db, ro, FALSE);
+    char *out = NULL, *errout = NULL;
+    int rc = docqa_read_only(ro, copy, "status", &out, &errout);
+    if (rc == -1) {
+        g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
+        goto out;
+    }
+    g_test_message("%s", errout);
+    g_assert_cmpint(rc, ==, 2);
+    g_assert_null(strstr(out, "2 done"));
+    g_assert_nonnull(strstr(errout, copy));
+    g_assert_nonnull(strstr(errout, "-wal holds transactions not yet in it"));
+    g_assert_nonnull(strstr(errout, "copy"));
+    g_clear_pointer(&out, g_free);
+    g_clear_pointer(&errout, g_free);
+    g_assert_cmpint(docqa_read_only(ro, copy, "export", &out, &errout), ==, 2);
+    g_assert_nonnull(strstr(errout, "-wal holds transactions not yet in it"));
+    g_clear_pointer(&out, g_free);
+    g_clear_pointer(&errout, g_free);
+    /* Copied to a folder it may write, it reads with its last change: job 1 dead. */
+    char *rw = g_build_filename(dir, "copy.db", NULL);
+    char *rw_wal = g_strconcat(rw, "-wal", NULL), *ro_wal = g_strconcat(copy, "-wal", NULL);
+    char *bytes = NULL;
+    gsize n = 0;
+    g_assert_true(g_file_get_contents(copy, &bytes, &n, NULL));
+    g_assert_true(g_file_set_contents(rw, bytes, (gssize)n, NULL));
+    g_free(bytes);
+    g_assert_true(g_file_get_contents(ro_wal, &bytes, &n, NULL));
+    g_assert_true(g_file_set_contents(rw_wal, bytes, (gssize)n, NULL));
+    g_free(bytes);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", rw, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 done"));
+    g_assert_nonnull(strstr(out, "1 dead"));
+    g_clear_pointer(&out, g_free);
+    g_free(rw);
+    g_free(rw_wal);
+    g_free(ro_wal);
+    g_free(copy);
+    /* An empty -wal: nothing left out, read as the database file says. */
+    char *ro2 = g_build_filename(dir, "ro2", NULL);
+    g_assert_cmpint(g_mkdir(ro2, 0755), ==, 0);
+    copy = copy_without_shm(db, ro2, TRUE);
+    g_assert_cmpint(docqa_read_only(ro2, copy, "status", &out, &errout), ==, 0);
+    g_assert_nonnull(strstr(out, "jobs: 2 total:"));
+    g_free(ro2);
+out:
+    g_free(out);
+    g_free(errout);
+    g_free(copy);
+    g_free(ro);
+    g_free(db);
+    g_free(dir);
+}
+
 /* The disk fills while a worker answers (a database on a small file system): the worker stops
  * with the store's error, and gives back the jobs it holds without using an attempt, rather
  * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
@@ -977,6 +1077,156 @@ static void test_stdout_write_errors(void) {
     g_free(model);
 }
 
+/* Every command's --help (and `docqa help COMMAND`) goes through the same check of stdout: GLib's
+ * own --help printed and exited 0 whatever became of the text. */
+static void test_help_write_errors(void) {
+    const char *commands[] = {"version", "ingest",  "ask",      "run",    "status",
+                              "export",  "requeue", "generate", "migrate"};
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        char *want =
+            g_strdup_printf("docqa: %s: standard output: %s\n", commands[i], g_strerror(ENOSPC));
+        const char *as_option[] = {commands[i], "--help", NULL};
+        const char *as_command[] = {"help", commands[i], NULL};
+        const char *const *forms[] = {as_option, as_command};
+        for (size_t f = 0; f < G_N_ELEMENTS(forms); f++) {
+            char *err = NULL;
+            int rc = docqa_with(NULL, "/dev/full", NULL, &err, forms[f]);
+            if (rc != 2 || !g_str_has_suffix(err, want))
+                g_error("%s %s: exit %d, said '%s'", forms[f][0], forms[f][1], rc, err);
+            g_free(err);
+            char *out = NULL;
+            g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, forms[f]), ==, 0);
+            char *usage = g_strdup_printf("docqa %s [OPTION", commands[i]);
+            if (strstr(out, usage) == NULL)
+                g_error("%s %s: no '%s' in '%s'", forms[f][0], forms[f][1], usage, out);
+            g_free(usage);
+            g_free(out);
+        }
+        g_free(want);
+    }
+    char *out = NULL, *err = NULL;
+    const char *run_help[] = {"run", "--help", NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, run_help), ==, 0);
+    g_assert_nonnull(strstr(out, "cpu-ref (the float32 reference"));
+    g_free(out);
+    const char *help_nosuch[] = {"help", "nosuch", NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, help_nosuch), ==, 2);
+    g_assert_nonnull(strstr(err, "docqa: help: unknown command 'nosuch'"));
+    g_free(err);
+}
+
+/* What a new user gets wrong, answered by name before any work: a database path that is a
+ * folder or lies in none, a model path that is a file, an option value the workers would refuse,
+ * a document that never ingested. */
+static void test_user_errors(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *snapshot = make_snapshot(dir, "tiny");
+    char *config = g_build_filename(snapshot, "config.json", NULL);
+    char *nodir_db = g_build_filename(dir, "nodir", "x.db", NULL);
+    char *nodir = g_build_filename(dir, "nodir", NULL);
+    char *doc = g_build_filename(dq_test_source_dir(), "examples", "docs", "receipt.pdf", NULL);
+    char *out = NULL, *err = NULL;
+
+    /* --db: a folder, or a file in a folder that does not exist. */
+    char *is_dir = g_strdup_printf("docqa: %s: is a directory, not a database file\n", dir);
+    const char *on_dir[][8] = {
+        {"status", "--db", dir, NULL},
+        {"export", "--db", dir, NULL},
+        {"ingest", "--db", dir, doc, NULL},
+        {"ask", "--db", dir, "-m", "tiny", "Q?", NULL},
+        {"requeue", "--db", dir, "--failed", NULL},
+        {"run", "--db", dir, "--model", snapshot, "--until-empty", NULL},
+        {"migrate", "--from", dir, "--to", nodir_db, NULL},
+        {"migrate", "--from", db, "--to", dir, NULL},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(on_dir); i++) {
+        int rc = docqa_with(NULL, NULL, NULL, &err, on_dir[i]);
+        if (rc != 2 || strcmp(err, is_dir) != 0)
+            g_error("%s --db DIR: exit %d, said '%s'", on_dir[i][0], rc, err);
+        g_free(err);
+    }
+    g_free(is_dir);
+    char *no_folder = g_strdup_printf("docqa: %s: the folder %s does not exist (create it first)\n",
+                                      nodir_db, nodir);
+    const char *in_nodir[][8] = {
+        {"ingest", "--db", nodir_db, doc, NULL},
+        {"migrate", "--from", db, "--to", nodir_db, NULL},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(in_nodir); i++) {
+        int rc = docqa_with(NULL, NULL, NULL, &err, in_nodir[i]);
+        if (rc != 2 || strcmp(err, no_folder) != 0)
+            g_error("%s into a missing folder: exit %d, said '%s'", in_nodir[i][0], rc, err);
+        g_free(err);
+    }
+    g_free(no_folder);
+    g_assert_false(g_file_test(nodir, G_FILE_TEST_EXISTS));
+
+    /* --model: a file gets one message from every command. */
+    const char *file_model[][10] = {
+        {"ingest", "--db", db, "--model", config, doc, NULL},
+        {"generate", "--model", config, "--prompt", "Date?", NULL},
+        {"run", "--db", db, "--model", config, "--until-empty", NULL},
+        {"ask", "--db", db, "--model", config, "Date?", NULL},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(file_model); i++) {
+        char *want = g_strdup_printf("docqa: %s: --model %s: not a directory (expected a SmolVLM "
+                                     "snapshot directory)\n",
+                                     file_model[i][0], config);
+        int rc = docqa_with(NULL, NULL, NULL, &err, file_model[i]);
+        if (rc != 2 || strcmp(err, want) != 0)
+            g_error("%s --model FILE: exit %d, said '%s'", file_model[i][0], rc, err);
+        g_free(err);
+        g_free(want);
+    }
+
+    /* run: a bad option value is refused before the queue is looked at (no "nothing queued"). */
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", snapshot, "--weights", "int4",
+                          "--until-empty", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==,
+                    "docqa: run: --weights int4: unknown (expected stored, int8 or bf16)\n");
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", snapshot, "--draft", "int4",
+                          "--until-empty", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: run: --draft int4: unknown (expected none or int8)\n");
+    g_free(err);
+
+    /* ask --prompt: the templates are built in; an unknown name lists them. */
+    g_assert_cmpint(
+        docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--prompt", "nope", "Q?", NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "prompt 'nope': no such prompt template (built in: docvqa)"));
+    g_free(err);
+
+    /* ask -d: a document that failed to ingest says so, and why. */
+    char *missing = g_build_filename(dir, "nosuch.pdf", NULL);
+    g_assert_cmpint(docqa(&out, NULL, "ingest", "-q", "--db", db, missing, NULL), ==, 1);
+    g_free(out);
+    gint64 id = jt_query_int(db, "SELECT max(id) FROM documents");
+    char *id_text = g_strdup_printf("%" G_GINT64_FORMAT, id);
+    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "-m", "tiny", "-d", id_text, "Q?", NULL),
+                    ==, 2);
+    char *want =
+        g_strdup_printf("document %s (%s) failed to ingest (unreadable: ", id_text, missing);
+    if (strstr(err, want) == NULL || strstr(err, "run `docqa ingest` first") != NULL)
+        g_error("ask -d FAILED: said '%s'", err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_free(want);
+    g_free(out);
+    g_free(err);
+    g_free(id_text);
+    g_free(missing);
+
+    g_free(doc);
+    g_free(nodir);
+    g_free(nodir_db);
+    g_free(config);
+    g_free(snapshot);
+    g_free(db);
+    g_free(dir);
+}
+
 /* --max-new-tokens takes 1 to INT_MAX: past the model's positions generation stops at the last
  * one, said on stderr and in the JSON (transformers does not refuse such a request either);
  * a prompt that leaves no room is refused. */
@@ -1017,17 +1267,16 @@ static void test_generate_length(void) {
     g_free(model);
 }
 
-/* --dump-logits is checked before any model work (here the model is not even there), and a run
- * that fails leaves an existing file as it was. */
+/* --dump-logits is checked before any model work (here the model folder holds no snapshot), and
+ * a run that fails leaves an existing file as it was. */
 static void test_generate_dump_logits(void) {
     char *model = tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
     char *err = NULL;
-    const char *nowhere[] = {
-        "generate",           "-m", "/nonexistent/model", "-p", "hi", "--dump-logits",
-        "/nonexistent/x.bin", NULL};
+    const char *nowhere[] = {"generate",           "-m", dir, "-p", "hi", "--dump-logits",
+                             "/nonexistent/x.bin", NULL};
     g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, nowhere), ==, 2);
     g_assert_cmpstr(err, ==,
                     "docqa: --dump-logits /nonexistent/x.bin: cannot create: No such file or "
@@ -1236,12 +1485,16 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
     g_test_add_func("/cli-jobs/page-store-notes", test_page_store_notes);
     g_test_add_func("/cli-jobs/dropped-views", test_dropped_views);
+    g_test_add_func("/cli-jobs/read-only-database-wal-without-shm",
+                    test_read_only_database_wal_without_shm);
     g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
     g_test_add_func("/cli-jobs/ask-questions-from-stdin", test_ask_questions_from_stdin);
     g_test_add_func("/cli/stdout-write-errors", test_stdout_write_errors);
+    g_test_add_func("/cli/help-write-errors", test_help_write_errors);
+    g_test_add_func("/cli-jobs/user-errors", test_user_errors);
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/options-utf8", test_options_utf8);

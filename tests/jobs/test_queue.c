@@ -314,6 +314,12 @@ static void test_question_files(void) {
          2, "First?"},
         {"bom.json", "\xef\xbb\xbf \n[\"A?\", \" B? \"]", 2, "A?"},
         {"quoted.txt", "\"Quoted\" question?\nNext?", 2, "\"Quoted\" question?"},
+        /* Lines are taken as written: one quoted line is as literal as several. */
+        {"one-quoted.txt", "\"What is the total?\"\n", 1, "\"What is the total?\""},
+        {"two-quoted.txt", "\"Q1?\"\n\"Q2?\"\n", 2, "\"Q1?\""},
+        /* '#' lines are comments, wherever they are; a CSV is lines like any other. */
+        {"comments.txt", "# nightly questions\n  # indented\nTotal?\n#x\nDate?\n", 2, "Total?"},
+        {"list.csv", "question,expected\nWhat is the total?,42\n", 2, "question,expected"},
         {"escaped.json", "[\"a\\\\u0000b\"]", 1, "a\\u0000b"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
@@ -334,10 +340,17 @@ static void test_question_files(void) {
         const char *says;
     } wrong[] = {
         {"nul.json", "[\"ok\", \"a\\u0000b\"]", -1, "nul.json element 2 'a\\u0000...'"},
-        {"object.json", "{\"q\": \"a\"}", -1, "object.json: a JSON object"},
-        {"string.json", "\"What?\"", -1, "string.json: a JSON string"},
+        {"object.json", "{\"q\": \"a\"}", -1,
+         "object.json line 1: looks like JSON lines/object; give a JSON list of strings or one "
+         "question a line"},
+        {"lines.jsonl", "\n {\"q\": \"a\"}\n{\"q\": \"b\"}\n", -1,
+         "lines.jsonl line 2: looks like JSON lines/object"},
         {"broken.json", "\xef\xbb\xbf[\"a\", ", -1, "broken.json: not a JSON list of strings: "},
-        {"brace.txt", "{ not json", -1, "brace.txt: not a JSON list of strings: "},
+        {"utf16le.txt", "\xff\xfeW\0h\0o\0?\0\n\0", 12,
+         "utf16le.txt: the file is UTF-16; save it as UTF-8"},
+        {"utf16be.txt", "\xfe\xff\0W\0?", 6, "utf16be.txt: the file is UTF-16; save it as UTF-8"},
+        {"utf32le.txt", "\xff\xfe\0\0W\0\0\0", 8, "utf32le.txt: the file is UTF-32; save it as"},
+        {"only-comments.txt", "# nothing yet\n\n", -1, "only-comments.txt: no questions in it"},
         {"empty.json", "[\"a\", \" \"]", -1, "empty.json element 2 ' ': the question is empty"},
         {"latin1.txt", "ok\nQu\xe9?\n", -1,
          "latin1.txt line 2 'Qu\\xe9?': the question is not UTF-8"},
@@ -1187,6 +1200,149 @@ static void test_run_counts_buried_jobs(void) {
     g_free(dir);
 }
 
+/* The worker holding a job on its last attempt is slow to renew its lease (here it never does:
+ * its heartbeat comes once a minute), the other worker's claim buries the job, then the slow
+ * worker's answer comes and is kept (nobody else holds or answered the job). The job is done,
+ * with its answer in v_answers: the run counts it answered, not also failed, and exits 0. */
+static void test_run_buried_then_answered(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 1), ==, 1);
+    JtAnswererConfig cfg = {.delay_ms = 1500};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .until_empty = TRUE,
+                                  .lease_ms = 300,
+                                  .heartbeat_ms = 60000,
+                                  .poll_ms = 20},
+                       .n_workers = 2};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, open_hash_answerer, &cfg, &res, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM v_answers"), ==, 1);
+    assert_answers_correct(db);
+    g_assert_cmpint(res.total.done, ==, 1);
+    g_assert_cmpint(res.total.failed, ==, 0);
+    g_assert_cmpint(res.total.buried, ==, 0);
+    g_assert_cmpint(res.buried_answered, ==, 1);
+    g_assert_cmpint(code, ==, 0);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Two workers, one holding a job, the other idle and claiming; a third connection (a user's
+ * long write, a big ingest) holds the write lock for longer than a lease, several times. Both
+ * workers wait on it; when it ends, the idle one's claim may get the lock before the holder's
+ * heartbeat, and finds the holder's lease expired. The holder was alive, only waiting as it was:
+ * the job keeps its lease and its attempt, and is answered once. */
+static void test_run_locked_database_spends_no_attempt(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        JtAnswererConfig cfg = {.delay_ms = 9000};
+        DqRunOptions ro = {.worker = {.db_path = db,
+                                      .model_id = "m",
+                                      .batch = 1,
+                                      .until_empty = TRUE,
+                                      .lease_ms = 800,
+                                      .heartbeat_ms = 200,
+                                      .poll_ms = 20},
+                           .n_workers = 2};
+        DqRunResult res;
+        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
+        _exit(code);
+    }
+    gint64 give_up = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'running'") == 0 &&
+           g_get_monotonic_time() < give_up)
+        g_usleep(20000);
+    sqlite3 *c = NULL;
+    g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
+    sqlite3_busy_timeout(c, 10000);
+    for (int i = 0; i < 4; i++) {
+        g_usleep(200000);
+        g_assert_cmpint(sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+        g_usleep(1800000); /* over two leases */
+        g_assert_cmpint(sqlite3_exec(c, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
+    }
+    sqlite3_close(c);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    assert_answers_correct(db);
+    g_free(db);
+    g_free(dir);
+}
+
+/* The write lock held past the busy limit (a user's sqlite3 shell left in a transaction; the
+ * limit cut to 300 ms here): the workers say they are waiting and wait on, as for a lost
+ * server, rather than stopping with their jobs; every job is answered once, no attempt spent.
+ * In a subprocess: the limit is read once a process. */
+static void test_run_locked_past_busy_limit(void) {
+    if (!g_test_subprocess()) {
+        g_setenv("DOCQA_TEST_BUSY_LIMIT_MS", "300", TRUE);
+        g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_unsetenv("DOCQA_TEST_BUSY_LIMIT_MS");
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr("*database is locked (another connection held its write lock "
+                                  "for 0 s*; waiting*");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 4);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 4);
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        JtAnswererConfig cfg = {.delay_ms = 300};
+        DqRunOptions ro = {.worker = {.db_path = db,
+                                      .model_id = "m",
+                                      .batch = 1,
+                                      .until_empty = TRUE,
+                                      .lease_ms = 800,
+                                      .heartbeat_ms = 200,
+                                      .poll_ms = 20},
+                           .n_workers = 2};
+        DqRunResult res;
+        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
+        _exit(code);
+    }
+    gint64 give_up = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'running'") == 0 &&
+           g_get_monotonic_time() < give_up)
+        g_usleep(20000);
+    sqlite3 *c = NULL;
+    g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
+    sqlite3_busy_timeout(c, 10000);
+    g_assert_cmpint(sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+    g_usleep(2500000); /* eight busy limits, three leases */
+    g_assert_cmpint(sqlite3_exec(c, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(c);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 4);
+    assert_answers_correct(db);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
     (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
@@ -1274,6 +1430,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/buried-jobs-failed", test_run_counts_buried_jobs);
+    g_test_add_func("/queue/run/buried-then-answered", test_run_buried_then_answered);
+    g_test_add_func("/queue/run/locked-past-busy-limit", test_run_locked_past_busy_limit);
+    g_test_add_func("/queue/run/locked-database-spends-no-attempt",
+                    test_run_locked_database_spends_no_attempt);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     return g_test_run();

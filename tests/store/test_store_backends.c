@@ -1282,11 +1282,18 @@ static void test_late_answer(gconstpointer kind) {
     gint64 j3 = ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id;
     GPtrArray *d = store_jobs_claim(s, "D", "m", 1, 2200, 100, NULL, &err);
     g_assert_cmpint(d->len, ==, 1);
-    GPtrArray *e = store_jobs_claim(s, "E", "m", 1, 2400, 100, NULL, &err);
+    GArray *buried = g_array_new(FALSE, FALSE, sizeof(gint64));
+    GPtrArray *e = store_jobs_claim_noting(s, "E", "m", 1, 2400, 100, buried, &err);
     g_assert_cmpint(e->len, ==, 0);
+    g_assert_cmpint(buried->len, ==, 1);
+    g_assert_cmpint(g_array_index(buried, gint64, 0), ==, j3);
     DqJobCounts counts;
     g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
     g_assert_cmpint(counts.by_state[DQ_JOB_DEAD], ==, 1);
+    gint64 n = -1;
+    g_assert_true(
+        store_jobs_count_in_state(s, (const gint64 *)buried->data, 1, DQ_JOB_DEAD, &n, &err));
+    g_assert_cmpint(n, ==, 1);
     DqJobAnswer c3 = answer_for(j3, "c"), d3 = answer_for(j3, "d");
     g_assert_true(store_jobs_complete(s, "C", &c3, 1, &written, &err));
     g_assert_cmpint(written, ==, 1);
@@ -1294,6 +1301,14 @@ static void test_late_answer(gconstpointer kind) {
     g_assert_cmpint(written, ==, 0); /* answered already */
     g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
     g_assert_cmpint(counts.by_state[DQ_JOB_DONE], ==, 3);
+    /* What `docqa run` asks of the jobs its claims buried: this one is done after all. */
+    gint64 both[2] = {j3, j1};
+    g_assert_true(store_jobs_count_in_state(s, both, 2, DQ_JOB_DONE, &n, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(n, ==, 2);
+    g_assert_true(store_jobs_count_in_state(s, both, 1, DQ_JOB_DEAD, &n, &err));
+    g_assert_cmpint(n, ==, 0);
+    g_array_free(buried, TRUE);
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM jobs WHERE state = 'done' AND "

@@ -1,0 +1,144 @@
+/* The queue's workers on a real PostgreSQL server (pg_testlib.h), where what they stand on
+ * fails the PostgreSQL way: a full disk on the server (SQLSTATE 53100, here raised by a trigger,
+ * so it reaches the worker through libpq exactly as the server's own "could not extend file"
+ * does), and a late answer to a job another worker's claim buried (run's counts, as on SQLite in
+ * tests/jobs/test_queue.c). The jobs and page images come from jobs_testlib's SQLite database,
+ * moved with dq_store_copy (docqa migrate). */
+#include "dq_error.h"
+#include "jobs_testlib.h"
+#include "pg_testlib.h"
+#include "queue.h"
+#include "store_migrate.h"
+#include "testutil.h"
+
+#include <signal.h>
+#include <string.h>
+
+static PgtServer *server;
+static char *page_db; /* the SQLite database whose page store the workers read */
+static int db_counter;
+
+/* A PostgreSQL copy of page_db's documents and jobs. */
+static char *new_queue(void) {
+    char *name = g_strdup_printf("queue_%d", ++db_counter);
+    char *loc = pgt_new_database(server, name);
+    g_free(name);
+    GError *err = NULL;
+    DqStore *from = dq_store_open(page_db, &err), *to = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_copy(from, to, NULL, &err));
+    dq_assert_no_error(err);
+    store_jobs_finalize(from);
+    dq_store_close(from);
+    store_jobs_finalize(to);
+    dq_store_close(to);
+    return loc;
+}
+
+/* The server's disk fills while a worker answers: storing an answer fails with SQLSTATE 53100.
+ * The worker stops with a message that says so (not a bare "could not extend file"), and gives
+ * back every job it holds without spending an attempt, as on SQLite (SQLITE_FULL): no job is
+ * left leased to a worker that is gone, none is failed for it, none answered. `code` is the
+ * SQLSTATE raised, `what` the words the message must hold. */
+static void run_until_server_fails(const char *code, const char *what) {
+    char *loc = new_queue();
+    char *sql = g_strdup_printf(
+        "CREATE FUNCTION no_room() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
+        "'could not extend file \"base/16384/16601\": No space left on device' USING ERRCODE = "
+        "'%s', HINT = 'Check free disk space.'; END $$; CREATE TRIGGER no_room BEFORE INSERT ON "
+        "answers FOR EACH ROW EXECUTE FUNCTION no_room()",
+        code);
+    pgt_exec(loc, sql);
+    g_free(sql);
+    gint64 jobs = pgt_query_int(loc, "SELECT count(*) FROM jobs");
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = loc, .model_id = "m", .batch = 3, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
+    dq_answerer_free(a);
+    g_assert_false(ok);
+    g_assert_nonnull(err);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, "storing an answer"));
+    g_assert_nonnull(strstr(err->message, what));
+    g_assert_null(strchr(err->message, '\n'));
+    g_clear_error(&err);
+    g_assert_cmpint(stats.done, ==, 0);
+    g_assert_cmpint(stats.failed, ==, 0);
+    g_assert_cmpint(stats.released, >, 0);
+    g_assert_cmpint(stats.released, ==, stats.claimed);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
+                                       "attempts = 0 AND lease_owner IS NULL"),
+                    ==, jobs);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_free(loc);
+}
+
+static void test_disk_full(void) {
+    run_until_server_fails("disk_full", "the PostgreSQL server's disk is full");
+}
+
+/* 53200: the server ran out of memory; the same: nothing is failed for it. */
+static void test_server_out_of_memory(void) {
+    run_until_server_fails("out_of_memory", "the PostgreSQL server is out of memory");
+}
+
+static DqAnswerer *open_slow(void *user, int index, GError **err) {
+    return jt_answerer_new(user);
+}
+
+/* test_queue.c's /queue/run/buried-then-answered on PostgreSQL: a job buried by one worker's
+ * claim and then answered late by the worker that held it is done, and the run says so. */
+static void test_buried_then_answered(void) {
+    char *loc = new_queue();
+    /* One job, on its last attempt. */
+    pgt_exec(loc, "DELETE FROM jobs WHERE id > (SELECT min(id) FROM jobs); "
+                  "UPDATE jobs SET max_attempts = 1");
+    JtAnswererConfig cfg = {.delay_ms = 1500};
+    DqRunOptions ro = {.worker = {.db_path = loc,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .until_empty = TRUE,
+                                  .lease_ms = 300,
+                                  .heartbeat_ms = 60000,
+                                  .poll_ms = 20},
+                       .n_workers = 2};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, open_slow, &cfg, &res, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 1);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM v_answers"), ==, 1);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(res.total.done, ==, 1);
+    g_assert_cmpint(res.total.failed, ==, 0);
+    g_assert_cmpint(res.buried_answered, ==, 1);
+    g_assert_cmpint(code, ==, 0);
+    g_free(loc);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    char *why_not = NULL;
+    server = pgt_start(&why_not);
+    if (server == NULL) {
+        g_test_add_data_func("/store-pg-queue/skipped", why_not, (GTestDataFunc)g_test_skip);
+        return g_test_run();
+    }
+    char *dir = dq_test_tmpdir();
+    page_db = jt_make_db(dir, 1, 4);
+    g_assert_cmpint(jt_ask(page_db, 2, "m", 3), ==, 8);
+    char *pages = dq_store_page_dir_for(page_db, NULL);
+    g_setenv("DOCQA_PAGES", pages, TRUE);
+    g_free(pages);
+    g_test_add_func("/store-pg-queue/disk-full", test_disk_full);
+    g_test_add_func("/store-pg-queue/server-out-of-memory", test_server_out_of_memory);
+    g_test_add_func("/store-pg-queue/buried-then-answered", test_buried_then_answered);
+    int rc = g_test_run();
+    pgt_stop(server);
+    g_free(page_db);
+    g_free(dir);
+    return rc;
+}
