@@ -6,6 +6,7 @@
 #include "queue.h"
 #include "store.h"
 #include "store_jobs.h"
+#include "store_migrate.h"
 
 #include <errno.h>
 #include <json-glib/json-glib.h>
@@ -216,6 +217,19 @@ int cmd_export(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
+    /* A view dropped by hand: said before the header, so that no output looks like an export. */
+    char **missing = dq_store_missing_views(store, &err);
+    if (missing == NULL || g_strv_contains((const char *const *)missing, "v_answers")) {
+        if (missing != NULL)
+            dq_fail(&err, DQ_ERR_DB,
+                    "%s: the view v_answers is missing (dropped?); nothing stored is lost: "
+                    "`docqa migrate --from %s` makes docqa's views again",
+                    dq_store_path(store), path);
+        g_strfreev(missing);
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    g_strfreev(missing);
     if (ex.csv)
         fputs("document_path,page,question,answer,model,finished_at,document_id,"
               "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"

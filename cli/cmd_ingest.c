@@ -254,6 +254,10 @@ int cmd_ingest(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
+    char *ignored = dq_store_pages_env_ignored(dq_store_path(store));
+    if (ignored != NULL)
+        fprintf(stderr, "docqa: ingest: %s\n", ignored);
+    g_free(ignored);
     DqIngestSummary sum;
     if (!dq_ingest_run(store, (const char *const *)paths, &opt, &sum, &err)) {
         dq_ingest_summary_clear(&sum);

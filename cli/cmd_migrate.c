@@ -1,6 +1,8 @@
 /* docqa migrate --from LOCATION --to LOCATION: moves a whole database between stores
- * (store/store_migrate.h). Page images are files and are not copied: for PostgreSQL point
- * DOCQA_PAGES at the SQLite database's <db>.pages directory (or a copy of it on shared storage). */
+ * (store/store_migrate.h). Without --to: upgrades --from in place and makes docqa's views again
+ * where a user dropped one (they are derived: nothing stored is lost). Page images are files and
+ * are not copied: for PostgreSQL point DOCQA_PAGES at the SQLite database's <db>.pages directory
+ * (or a copy of it on shared storage). */
 #include "cli.h"
 
 #include "store.h"
@@ -14,7 +16,10 @@ int cmd_migrate(int argc, char **argv) {
         {"from", 0, 0, G_OPTION_ARG_FILENAME, &from,
          "source: sqlite:FILE, FILE or postgresql://...", "DB"},
         {"to", 0, 0, G_OPTION_ARG_FILENAME, &to,
-         "destination (created and migrated; must be empty)", "DB"},
+         "destination (created and migrated; must be empty); without it, --from is upgraded "
+         "in place and docqa's views (v_answers, v_progress, documents_current) made again "
+         "where dropped",
+         "DB"},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- move a database between SQLite and PostgreSQL");
@@ -32,8 +37,24 @@ int cmd_migrate(int argc, char **argv) {
     DqStore *src = NULL, *dst = NULL;
     if (!ok || !dq_cli_no_arguments("migrate", argc, argv))
         goto out;
-    if (from == NULL || to == NULL) {
-        fprintf(stderr, "docqa: migrate: give --from DB and --to DB (see --help)\n");
+    if (from == NULL) {
+        fprintf(stderr, "docqa: migrate: give --from DB (and --to DB to copy it; see --help)\n");
+        goto out;
+    }
+    if (to == NULL) {
+        /* In place: the schema upgraded (opening does it) and docqa's views made again. */
+        char **made = NULL;
+        if ((src = dq_store_open_existing(from, &err)) == NULL ||
+            !dq_store_restore_views(src, &made, &err)) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        char *list = g_strjoinv(", ", made);
+        printf("%s: schema version %d; %s%s\n", dq_store_path(src), dq_store_schema_version(src),
+               made[0] != NULL ? "views made again: " : "docqa's views are all there", list);
+        g_free(list);
+        g_strfreev(made);
+        rc = DQ_EXIT_OK;
         goto out;
     }
     if (g_strcmp0(from, to) == 0) {

@@ -278,6 +278,10 @@ int cmd_run(int argc, char **argv) {
         goto out;
     }
     g_free(page_dir);
+    char *ignored = dq_store_pages_env_ignored(db_path);
+    if (ignored != NULL)
+        fprintf(stderr, "docqa: run: %s\n", ignored);
+    g_free(ignored);
     /* Migrate and look before forking (no connection may cross the fork). */
     DqStore *store = dq_store_open_existing(db_path, &err);
     if (store == NULL) {

@@ -4,6 +4,7 @@
 
 #include "store.h"
 #include "store_jobs.h"
+#include "queue.h"
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
@@ -26,16 +27,19 @@ static const char *exactness(int exact) {
     return exact < 0 ? "not recorded" : exact ? "exact" : "approximate";
 }
 
-static void print_json(const DqJobCounts *c, double rate, double eta, const GPtrArray *engines,
-                       const GPtrArray *snaps, const GPtrArray *errs) {
+static void print_json(const DqJobCounts *c, gint64 running, double rate, double eta,
+                       const GPtrArray *engines, const GPtrArray *snaps, const GPtrArray *errs) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "jobs");
     json_builder_begin_object(b);
+    /* "running": leases alive, "stalled": expired (as v_progress's columns) */
     for (int i = 0; i < DQ_JOB_N_STATES; i++) {
         json_builder_set_member_name(b, dq_job_state_name(i));
-        json_builder_add_int_value(b, c->by_state[i]);
+        json_builder_add_int_value(b, i == DQ_JOB_RUNNING ? running : c->by_state[i]);
     }
+    json_builder_set_member_name(b, "stalled");
+    json_builder_add_int_value(b, c->stalled);
     json_builder_set_member_name(b, "retrying");
     json_builder_add_int_value(b, c->retrying);
     json_builder_set_member_name(b, "total");
@@ -161,22 +165,27 @@ int cmd_status(int argc, char **argv) {
     }
     double rate = span > 0 ? (double)recent / span : 0;
     gint64 left = c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING];
+    /* Running jobs whose lease expired are not work in progress: their worker stopped. */
+    gint64 running = c.by_state[DQ_JOB_RUNNING] - c.stalled;
     /* The recent rate says nothing of the future when no worker is at work. */
-    double eta = left == 0                                    ? 0
-                 : rate > 0 && c.by_state[DQ_JOB_RUNNING] > 0 ? (double)left / rate
-                                                              : -1;
+    double eta = left == 0 ? 0 : rate > 0 && running > 0 ? (double)left / rate : -1;
     if (json) {
-        print_json(&c, rate, eta, engines, snaps, errs);
+        print_json(&c, running, rate, eta, engines, snaps, errs);
     } else {
         printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
                " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
-               " running, %" G_GINT64_FORMAT " failed, %" G_GINT64_FORMAT " dead\n",
-               c.total, c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_QUEUED], c.retrying,
-               c.by_state[DQ_JOB_RUNNING], c.by_state[DQ_JOB_FAILED], c.by_state[DQ_JOB_DEAD]);
+               " running, %" G_GINT64_FORMAT " stalled, %" G_GINT64_FORMAT
+               " failed, %" G_GINT64_FORMAT " dead\n",
+               c.total, c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_QUEUED], c.retrying, running,
+               c.stalled, c.by_state[DQ_JOB_FAILED], c.by_state[DQ_JOB_DEAD]);
+        if (c.stalled > 0)
+            printf("  (%" G_GINT64_FORMAT " stalled: their worker stopped, and their lease "
+                   "expired; another worker of their model takes them over at its next claim)\n",
+                   c.stalled);
         char eta_s[32];
         format_duration(eta, eta_s, sizeof(eta_s));
         printf("speed: %.2f answers/s (the last %d min); ETA %s\n", rate, RATE_WINDOW_S / 60,
-               left > 0 && c.by_state[DQ_JOB_RUNNING] == 0 ? "unknown (no job running)" : eta_s);
+               left > 0 && running == 0 ? "unknown (no job running)" : eta_s);
         gint64 approximate = 0;
         for (guint i = 0; i < engines->len; i++) {
             const DqAnswerEngine *e = g_ptr_array_index(engines, i);
@@ -200,6 +209,13 @@ int cmd_status(int argc, char **argv) {
                    " job%s answered approximately again, to answer %s exactly)\n",
                    approximate, approximate == 1 ? "" : "s", approximate == 1 ? "it" : "them");
         print_snapshots(snaps);
+        /* Workers stop on a missing page store rather than fail its jobs: say it here, where
+         * one looks when nothing moves. */
+        GError *gone = NULL;
+        if (left > 0 && (dq_store_kind(store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES")) &&
+            !queue_page_store_usable(path, &gone))
+            printf("page store: %s\n", gone->message);
+        g_clear_error(&gone);
         if (errs->len > 0) {
             printf("why jobs are failed, dead or retrying now (most common first; every error "
                    "ever recorded is in job_errors):\n");

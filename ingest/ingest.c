@@ -947,7 +947,17 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     page_store_sweep(r.store_dir, 3600);
     r.swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
-    r.entries = ingest_walk(paths, opt->hidden, &sum->skipped, unreadable);
+    /* A folder that holds the database: its own files and page images are not the archive's
+     * (the PNGs would be counted as other files, the database as a file skipped). */
+    char *db_file = dq_store_real_file(dq_store_path(store));
+    char *wal = g_strconcat(db_file, "-wal", NULL), *shm = g_strconcat(db_file, "-shm", NULL),
+         *journal = g_strconcat(db_file, "-journal", NULL);
+    const char *exclude[] = {r.store_dir, db_file, wal, shm, journal, NULL};
+    r.entries = ingest_walk(paths, opt->hidden, exclude, &sum->skipped, unreadable);
+    g_free(wal);
+    g_free(shm);
+    g_free(journal);
+    g_free(db_file);
     for (guint i = 0; i < unreadable->len; i++) {
         const WalkEntry *e = g_ptr_array_index(unreadable, i);
         char *m =

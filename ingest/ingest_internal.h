@@ -46,9 +46,11 @@ void walk_entry_free(WalkEntry *e);
  * any other (the same bytes as another path: a document of its own, as a copy would be); hidden
  * entries are skipped unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped
  * when found in a folder and returned (kind unknown) when named. Folders that cannot be listed (the
- * roots too) are added to `unreadable` (WalkEntry*: path, open_errno). Returns WalkEntry*. */
-GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
-                       GPtrArray *unreadable);
+ * roots too) are added to `unreadable` (WalkEntry*: path, open_errno). Files and folders that
+ * are those `exclude` names (NULL-terminated; the database's files and its page store, when the
+ * walk passes them) are left out, not counted. Returns WalkEntry*. */
+GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *const *exclude,
+                       int *skipped, GPtrArray *unreadable);
 
 /* ---- decoders (run inside worker processes) */
 

@@ -161,8 +161,16 @@ typedef struct {
     GPtrArray *links;    /* char*: symlinks found in folders, followed after the rest */
     GPtrArray *out;
     GPtrArray *unreadable; /* WalkEntry* of folders that cannot be listed */
+    GHashTable *excluded;  /* "dev:ino" of the database's own files and page store */
     int skipped;
 } Walk;
+
+static gboolean is_excluded(Walk *w, const struct stat *st) {
+    char *key = g_strdup_printf("%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
+    gboolean yes = g_hash_table_contains(w->excluded, key);
+    g_free(key);
+    return yes;
+}
 
 /* Whether st's file is in `seen`; adds it. */
 static gboolean seen_before(GHashTable *seen, const struct stat *st) {
@@ -263,6 +271,10 @@ static void walk_dir(Walk *w, const char *dir) {
             g_ptr_array_add(w->links, child);
             continue;
         }
+        if (is_excluded(w, &lst)) {
+            g_free(child);
+            continue;
+        }
         if (S_ISDIR(lst.st_mode)) {
             if (!seen_before(w->folders, &lst))
                 walk_dir(w, child);
@@ -274,9 +286,15 @@ static void walk_dir(Walk *w, const char *dir) {
     g_ptr_array_free(names, TRUE);
 }
 
-GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
-                       GPtrArray *unreadable) {
+GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *const *exclude,
+                       int *skipped, GPtrArray *unreadable) {
     Walk w = {.hidden = hidden, .unreadable = unreadable};
+    w.excluded = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (const char *const *x = exclude; x && *x; x++) {
+        struct stat st;
+        if (stat(*x, &st) == 0)
+            seen_before(w.excluded, &st);
+    }
     w.folders = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     w.files = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     w.paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -321,7 +339,7 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
     for (guint i = 0; i < w.links->len; i++) {
         const char *link = g_ptr_array_index(w.links, i);
         struct stat st;
-        if (stat(link, &st) != 0 || !inside_roots(&w, link))
+        if (stat(link, &st) != 0 || !inside_roots(&w, link) || is_excluded(&w, &st))
             continue;
         if (S_ISDIR(st.st_mode)) {
             if (!seen_before(w.folders, &st))
@@ -335,6 +353,7 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, int *skipped,
     g_hash_table_destroy(w.folders);
     g_hash_table_destroy(w.files);
     g_hash_table_destroy(w.paths);
+    g_hash_table_destroy(w.excluded);
     g_ptr_array_free(w.links, TRUE);
     if (skipped)
         *skipped = w.skipped;

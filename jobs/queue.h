@@ -196,6 +196,10 @@ char *queue_question_quote(const char *question);
  * (store.h; NULL for a PostgreSQL store without DOCQA_PAGES). */
 char *queue_page_image_path(const char *db_path, const char *image_sha256);
 
+/* Whether the page store of db_path is there: its folder holds one of the store's two-hex-digit
+ * folders. FALSE with DQ_ERR_IO naming the folder looked at, and why it may be missing. */
+gboolean queue_page_store_usable(const char *db_path, GError **err);
+
 /* The largest batch a worker takes: far beyond what a GPU decodes at once (a few hundred), and
  * small enough that a worker's bookkeeping for batch + lookahead jobs stays an int. */
 #define DQ_MAX_BATCH 4096

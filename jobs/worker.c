@@ -262,7 +262,7 @@ static void in_flight_free(gpointer p) {
 
 /* A page store that is not there (an unmounted share, DOCQA_PAGES set wrong or relative to
  * another folder) would fail every job of the queue, one by one, for good. */
-static gboolean page_store_usable(const char *db_path, GError **err) {
+gboolean queue_page_store_usable(const char *db_path, GError **err) {
     char *dir = dq_store_page_dir_for(db_path, err);
     if (dir == NULL)
         return FALSE;
@@ -279,12 +279,14 @@ static gboolean page_store_usable(const char *db_path, GError **err) {
     }
     if (d != NULL)
         g_dir_close(d);
+    char *ignored = usable ? NULL : dq_store_pages_env_ignored(db_path);
     if (!usable)
-        dq_fail(err, DQ_ERR_IO, "%s: the page store is missing or empty (%s); no job was failed",
-                dir,
+        dq_fail(err, DQ_ERR_IO, "%s: the page store is missing or empty (%s%s%s)", dir,
                 dq_store_location_is_postgres(db_path)
                     ? "an unmounted share? DOCQA_PAGES names where ingest wrote the page images"
-                    : "it belongs beside the database: was the database moved without it?");
+                    : "it belongs beside the database: was the database moved without it?",
+                ignored ? "; " : "", ignored ? ignored : "");
+    g_free(ignored);
     g_free(dir);
     return usable;
 }
@@ -299,12 +301,27 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
         dq_claimed_job_free(j);
         return TRUE;
     }
+    if (j->missing != NULL) {
+        /* Deleted by hand (a sqlite3 shell leaves foreign keys off: nothing cascaded). No
+         * retry can bring the row back: failed for good, and the queue goes on. */
+        char *msg =
+            g_strdup_printf("job %" G_GINT64_FORMAT ": its %s %s no longer in the "
+                            "database (deleted by hand?): nothing to answer",
+                            j->job_id, j->missing, strstr(j->missing, " and ") ? "are" : "is");
+        fail_job(w, j->job_id, "orphan", msg, FALSE);
+        g_free(msg);
+        dq_claimed_job_free(j);
+        return TRUE;
+    }
     InFlight *f = g_new0(InFlight, 1);
     f->job = j;
     GError *e = NULL;
     f->path = queue_page_image_path(w->opt->db_path, j->image_sha256);
     if (f->path == NULL || !g_file_test(f->path, G_FILE_TEST_IS_REGULAR)) {
-        if (f->path != NULL && !page_store_usable(w->opt->db_path, err)) {
+        if (f->path != NULL && !queue_page_store_usable(w->opt->db_path, err)) {
+            char *msg = g_strconcat((*err)->message, "; no job was failed", NULL);
+            g_free((*err)->message);
+            (*err)->message = msg;
             in_flight_free(f);
             return FALSE;
         }

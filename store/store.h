@@ -6,9 +6,12 @@
  * function dispatches on dq_store_kind(); the PostgreSQL halves live in store_*_pg.c.
  *
  * SQLite: opening a store applies the
- * migrations compiled in from schema/sqlite/ in order, each in its own transaction, and records
- * them in `schema_migrations`; PRAGMA user_version mirrors the latest. A database written by a
- * newer docqa (a migration this binary does not know) is refused rather than guessed at.
+ * migrations compiled in from schema/sqlite/ in order, all in one transaction (a failure leaves
+ * the version the database had), and records them in `schema_migrations`; PRAGMA user_version
+ * mirrors the latest. A migration that rebuilds a table keeps the users' own indexes and
+ * triggers on it. An upgrade is said on stderr, once; a read-only connection that would need one
+ * fails, saying so. A database written by a newer docqa (a migration this binary does not know)
+ * is refused rather than guessed at.
  *
  * Connection settings, and why:
  *   journal_mode=WAL     readers (docqa status, users' sqlite3 shells) never block workers;
@@ -42,7 +45,15 @@ gboolean dq_store_location_is_postgres(const char *location);
  * when unset). Why a shared directory and not bytea: see schema/postgres/0001_documents_pages.sql.
  */
 char *dq_store_page_dir_for(const char *location, GError **err);
+/* For an SQLite location while DOCQA_PAGES is set (to another folder than its page store): a
+ * note saying that it is ignored and where the page store is (g_free); NULL otherwise. The
+ * symbolic links of an SQLite location are followed, as SQLite follows them: the page store is
+ * beside the database's real file. */
+char *dq_store_pages_env_ignored(const char *location);
 char *dq_store_page_path(const char *page_dir, const char *image_sha256);
+/* The file SQLite opens for the database file `path`, every symbolic link on the way followed
+ * (then absolute); `path` itself when no link leads elsewhere. Its -wal and -shm are beside it. */
+char *dq_store_real_file(const char *path);
 
 /* Opens (creating if needed) and migrates the database at `location`. Every open refuses a
  * database that holds other tables and none of docqa's (another program's, named by mistake). */
@@ -65,8 +76,8 @@ DqStore *dq_store_open_reader(const char *location, GError **err);
 gboolean dq_store_reconnect(DqStore *store, GError **err);
 
 /* SQLite: fails, saying which, when the database file was deleted or replaced by another since
- * it was opened (writes would go on into the unlinked or old file and be lost). PostgreSQL:
- * TRUE. */
+ * it was opened (writes would go on into the unlinked or old file and be lost), or its schema
+ * was upgraded by another docqa since. PostgreSQL: TRUE. */
 gboolean dq_store_check_file(DqStore *store, GError **err);
 
 /* Closes the connection after finalizing every statement the store's modules cached on it. */

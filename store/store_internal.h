@@ -16,6 +16,7 @@ struct DqStore {
     char *path;              /* file path, or the location without its password */
     guint64 dev, ino;        /* SQLite: the file opened, to notice it replaced or deleted */
     gboolean file_gone;      /* SQLite: dq_store_check_file found it replaced or deleted */
+    int schema_version;      /* SQLite: user_version once opened and migrated */
 };
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005;
@@ -33,13 +34,14 @@ struct DqStore {
 
 /* A failure's cause without the paths that make each message of it different: docqa's messages
  * name their file first ("FILE: what is wrong") and put other files in parentheses ("(DOCUMENT,
- * page N)"), so the leading "FILE: " when it holds a '/', and everything from a "(" whose first
+ * page N)"), so the leading "FILE: " when it holds a '/' (or a job's "job N: "), and everything
+ * from a "(" whose first
  * word holds a '/' to the message's last ")" (a file name may hold parentheses itself), are
  * replaced by "...". `docqa status` groups failures by kind and this, so that eleven pages whose
  * image is missing are one line. The same regular expressions run in SQLite (GRegex, as the
  * function docqa_error_reason(message), store_sqlite.c) and PostgreSQL (regexp_replace): PCRE and
  * PostgreSQL's ARE read them alike. */
-#define DQ_REASON_FILE_RE  "^[^:]*/[^:]*: "
+#define DQ_REASON_FILE_RE  "^([^:]*/[^:]*|job [0-9]+): "
 #define DQ_REASON_FILE_BY  "...: "
 #define DQ_REASON_PAREN_RE "\\([^() ]*/.*\\)"
 #define DQ_REASON_PAREN_BY "(...)"
@@ -57,6 +59,7 @@ struct DqStore {
  * between `open` and `close`, an id list as one parameter (JSON for SQLite, '{...}' for
  * PostgreSQL). */
 void store_jobs_hook(const char *point);
+char *store_jobs_missing(gboolean page, gboolean document, gboolean question);
 char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
 
 /* After an SQLite error on s has been put in *err: when it was a full disk, or a failed write

@@ -464,7 +464,18 @@ void dq_claimed_job_free(DqClaimedJob *j) {
     g_free(j->question);
     g_free(j->model_id);
     g_free(j->generation_settings);
+    g_free(j->missing);
     g_free(j);
+}
+
+/* DqClaimedJob.missing from whether the job's page, its document and its question are gone. */
+char *store_jobs_missing(gboolean page, gboolean document, gboolean question) {
+    const char *what = page ? "page" : document ? "document" : NULL;
+    if (what == NULL && !question)
+        return NULL;
+    if (what == NULL)
+        return g_strdup("question");
+    return question ? g_strdup_printf("%s and question", what) : g_strdup(what);
 }
 
 #define NOW_ISO "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -575,10 +586,11 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
         st = stmt(s,
                   "SELECT j.id, j.page_id, p.document_id, d.path, p.page_number, "
                   "p.render_settings, p.image_sha256, q.text, j.model_id, "
-                  "j.generation_settings, j.attempts, j.max_attempts "
-                  "FROM jobs j JOIN pages p ON p.id = j.page_id "
-                  "JOIN documents d ON d.id = p.document_id "
-                  "JOIN questions q ON q.id = j.question_id WHERE j.id = ?1",
+                  "j.generation_settings, j.attempts, j.max_attempts, p.id IS NULL, "
+                  "d.id IS NULL, q.id IS NULL "
+                  "FROM jobs j LEFT JOIN pages p ON p.id = j.page_id "
+                  "LEFT JOIN documents d ON d.id = p.document_id "
+                  "LEFT JOIN questions q ON q.id = j.question_id WHERE j.id = ?1",
                   err);
         if (st == NULL)
             goto fail;
@@ -601,6 +613,8 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
         j->generation_settings = col_dup(st, 9);
         j->attempt = sqlite3_column_int(st, 10);
         j->max_attempts = sqlite3_column_int(st, 11);
+        j->missing = store_jobs_missing(sqlite3_column_int(st, 12), sqlite3_column_int(st, 13),
+                                        sqlite3_column_int(st, 14));
         sqlite3_reset(st);
         g_ptr_array_add(out, j);
     }
@@ -934,6 +948,22 @@ gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GEr
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
         return db_fail(s, err, "counting jobs");
+    /* The claim's index of leases: visits the running jobs only. The clock is this machine's, as
+     * the workers' that stamp the leases (and v_progress's). */
+    st = stmt(s,
+              "SELECT count(*) FROM jobs INDEXED BY jobs_leased WHERE state = 'running' AND "
+              "lease_expires_ms < CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) "
+              "AND (?1 IS NULL OR model_id = ?1)",
+              err);
+    if (st == NULL)
+        return FALSE;
+    bind_text(st, 1, model_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        c->stalled = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(s, err, "counting stalled jobs");
     if (model_id != NULL) {
         st = stmt(s,
                   "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') "

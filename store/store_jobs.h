@@ -87,6 +87,11 @@ typedef struct {
     char *generation_settings;
     int attempt; /* 1 for the first claim */
     int max_attempts;
+    /* What the job refers to that is no longer in the database ("page", "document",
+     * "question", "page and question"), or NULL: rows deleted by hand in a shell whose foreign
+     * keys are off (sqlite3's default), so nothing cascaded. Such a job is claimed like any
+     * other, for the worker to fail it ('orphan') and go on. */
+    char *missing;
 } DqClaimedJob;
 void dq_claimed_job_free(DqClaimedJob *j);
 
@@ -176,6 +181,10 @@ typedef struct {
     gint64 retrying; /* queued after at least one failed attempt */
     gint64 total;
     gint64 pending_other; /* queued or running jobs of another model than the one asked about */
+    /* Of the running ones, those whose lease has expired by the database's clock: their worker
+     * stopped (killed, its machine lost), and the next claim of their model takes them over.
+     * v_progress counts them as `stalled`, apart from `running` (schema 0010). */
+    gint64 stalled;
 } DqJobCounts;
 
 /* How many of the n jobs `ids` are in `state` now. */

@@ -9,6 +9,7 @@
 #include "store_jobs_pg.h"
 
 #include "dq_error.h"
+#include "store_internal.h"
 #include "store_pg.h"
 
 #include <string.h>
@@ -280,9 +281,10 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "max_attempts) "
                "SELECT c.id, c.page_id, p.document_id, d.path, p.page_number, "
                "p.render_settings, p.image_sha256, q.text, c.model_id, c.generation_settings, "
-               "c.attempts, c.max_attempts FROM claimed c JOIN pages p ON p.id = c.page_id "
-               "JOIN documents d ON d.id = p.document_id "
-               "JOIN questions q ON q.id = c.question_id ORDER BY c.id",
+               "c.attempts, c.max_attempts, p.id IS NULL, d.id IS NULL, q.id IS NULL "
+               "FROM claimed c LEFT JOIN pages p ON p.id = c.page_id "
+               "LEFT JOIN documents d ON d.id = p.document_id "
+               "LEFT JOIN questions q ON q.id = c.question_id ORDER BY c.id",
                &p, "claiming jobs", err);
     if (r == NULL) {
         g_array_free(dead, TRUE);
@@ -302,6 +304,9 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
         j->generation_settings = pg_get_dup(r, i, 9);
         j->attempt = (int)pg_get_i64(r, i, 10);
         j->max_attempts = (int)pg_get_i64(r, i, 11);
+        j->missing =
+            store_jobs_missing(PQgetvalue(r, i, 12)[0] == 't', PQgetvalue(r, i, 13)[0] == 't',
+                               PQgetvalue(r, i, 14)[0] == 't');
         g_ptr_array_add(out, j);
     }
     PQclear(r);
@@ -578,6 +583,17 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
             c->retrying = pg_get_i64(r, i, 2);
         c->total += n;
     }
+    PQclear(r);
+    /* Leases are in the server's time (store_pg.h): its clock says which have expired. */
+    pg_text(&p, model_id);
+    r = pg_run(s,
+               "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_ms < "
+               "(extract(epoch FROM clock_timestamp()) * 1000)::bigint AND "
+               "($1::text IS NULL OR model_id = $1)",
+               &p, "counting stalled jobs", err);
+    if (r == NULL)
+        return FALSE;
+    c->stalled = pg_get_i64(r, 0, 0);
     PQclear(r);
     if (model_id != NULL) {
         pg_text(&p, model_id);

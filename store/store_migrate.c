@@ -6,6 +6,7 @@
 #include "store_migrate.h"
 
 #include "dq_error.h"
+#include "resources.h"
 #include "store_internal.h"
 #ifdef DOCQA_HAVE_POSTGRES
 #include "store_pg.h"
@@ -258,4 +259,133 @@ fail:
     dq_store_exec(to, "ROLLBACK", NULL);
     dq_store_exec(from, "ROLLBACK", NULL);
     return FALSE;
+}
+
+/* ---- docqa's views ---- */
+
+/* name -> its newest CREATE statement, from the built-in migrations in order (each migration
+ * that changes a view creates it whole: CREATE VIEW after DROP VIEW on SQLite, CREATE OR
+ * REPLACE VIEW on PostgreSQL). A view's text holds no ';' (none of docqa's does): the statement
+ * ends at the first one. */
+static GHashTable *view_definitions(DqStore *s, GError **err) {
+    const char *folder =
+        dq_store_kind(s) == DQ_STORE_POSTGRES ? "schema/postgres" : "schema/sqlite";
+    char **names = dq_resource_list(folder, err);
+    if (names == NULL)
+        return NULL;
+    GRegex *re = g_regex_new("CREATE\\s+(?:OR\\s+REPLACE\\s+)?VIEW\\s+(\\w+)\\s+AS\\s[^;]*;",
+                             G_REGEX_CASELESS, 0, NULL);
+    GHashTable *views = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    for (char **n = names; *n; n++) {
+        char *rpath = g_strconcat(folder, "/", *n, NULL);
+        GBytes *b = dq_resource_get(rpath, NULL);
+        g_free(rpath);
+        if (b == NULL)
+            continue;
+        char *text = g_strndup(g_bytes_get_data(b, NULL), g_bytes_get_size(b));
+        g_bytes_unref(b);
+        GMatchInfo *mi = NULL;
+        for (g_regex_match(re, text, 0, &mi); g_match_info_matches(mi); g_match_info_next(mi, NULL))
+            g_hash_table_insert(views, g_match_info_fetch(mi, 1), g_match_info_fetch(mi, 0));
+        g_match_info_free(mi);
+        g_free(text);
+    }
+    g_regex_unref(re);
+    g_strfreev(names);
+    return views;
+}
+
+static int compare_strings(gconstpointer a, gconstpointer b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static gboolean view_exists(DqStore *s, const char *name, gboolean *exists, GError **err) {
+#ifdef DOCQA_HAVE_POSTGRES
+    if (dq_store_kind(s) == DQ_STORE_POSTGRES) {
+        PgParams p = {0};
+        pg_text(&p, name);
+        PGresult *r =
+            pg_run(s, "SELECT to_regclass($1) IS NOT NULL", &p, "looking for a view", err);
+        if (r == NULL)
+            return FALSE;
+        *exists = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        return TRUE;
+    }
+#endif
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(dq_store_sqlite(s),
+                                "SELECT count(*) FROM sqlite_schema WHERE type = 'view' AND "
+                                "name = ?1",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    if (rc == SQLITE_ROW)
+        *exists = sqlite3_column_int(st, 0) > 0;
+    else
+        dq_fail(err, DQ_ERR_DB, "%s: looking for the view %s: %s", dq_store_path(s), name,
+                sqlite3_errmsg(dq_store_sqlite(s)));
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW;
+}
+
+/* The missing views' names, sorted, into `out`; their definitions stay in *defs (NULL: freed). */
+static gboolean missing_views(DqStore *s, GPtrArray *out, GHashTable **defs, GError **err) {
+    GHashTable *views = view_definitions(s, err);
+    if (views == NULL)
+        return FALSE;
+    GHashTableIter it;
+    gpointer name;
+    gboolean ok = TRUE;
+    g_hash_table_iter_init(&it, views);
+    while (ok && g_hash_table_iter_next(&it, &name, NULL)) {
+        gboolean exists = TRUE;
+        ok = view_exists(s, name, &exists, err);
+        if (ok && !exists)
+            g_ptr_array_add(out, g_strdup(name));
+    }
+    g_ptr_array_sort(out, compare_strings);
+    if (defs != NULL && ok)
+        *defs = views;
+    else
+        g_hash_table_destroy(views);
+    return ok;
+}
+
+char **dq_store_missing_views(DqStore *s, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    if (!missing_views(s, out, NULL, err)) {
+        g_ptr_array_free(out, TRUE);
+        return NULL;
+    }
+    g_ptr_array_add(out, NULL);
+    return (char **)g_ptr_array_free(out, FALSE);
+}
+
+gboolean dq_store_restore_views(DqStore *s, char ***made, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    GHashTable *defs = NULL;
+    gboolean ok = missing_views(s, out, &defs, err);
+    /* v_answers and v_progress read tables only, documents_current too: any order will do. */
+    if (ok && out->len > 0) {
+        ok = dq_store_exec(s, dq_store_kind(s) == DQ_STORE_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN",
+                           err);
+        for (guint i = 0; ok && i < out->len; i++)
+            ok = dq_store_exec(s, g_hash_table_lookup(defs, g_ptr_array_index(out, i)), err);
+        if (ok)
+            ok = dq_store_exec(s, "COMMIT", err);
+        else
+            dq_store_exec(s, "ROLLBACK", NULL);
+    }
+    if (defs != NULL)
+        g_hash_table_destroy(defs);
+    g_ptr_array_add(out, NULL);
+    char **names = (char **)g_ptr_array_free(out, FALSE);
+    if (ok && made != NULL)
+        *made = names;
+    else
+        g_strfreev(names);
+    return ok;
 }

@@ -478,6 +478,12 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
                       err) &&
         apply_migrations(s, max_version, err);
     store_pg_exec(s, unlock, NULL);
+    int now = 0;
+    /* Said once, by the process that made the upgrade (another may have while this one waited
+     * for the lock), as on SQLite: an older docqa refuses the database after it. */
+    if (ok && current > 0 && read_schema_version(s, &now, NULL) && now > current)
+        fprintf(stderr, "docqa: %s: upgraded the schema from version %d to %d\n", s->path, current,
+                now);
     if (ok)
         return s;
     if (current > 0)

@@ -4,6 +4,7 @@
 #include "resources.h"
 
 #include <glib/gstdio.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -21,6 +22,17 @@ gboolean dq_store_location_is_postgres(const char *location) {
                                 g_ascii_strncasecmp(location, "postgres:", 9) == 0);
 }
 
+static char *same_file(const char *given, char *real) {
+    /* No link on the way: the name as given (relative stays relative, as messages showed it) */
+    char *lexical = g_canonicalize_filename(given, NULL);
+    gboolean same = strcmp(lexical, real) == 0;
+    g_free(lexical);
+    if (!same)
+        return real;
+    g_free(real);
+    return g_strdup(given);
+}
+
 char *dq_store_page_dir_for(const char *location, GError **err) {
     if (dq_store_location_is_postgres(location)) {
         const char *dir = g_getenv("DOCQA_PAGES");
@@ -35,7 +47,60 @@ char *dq_store_page_dir_for(const char *location, GError **err) {
     }
     if (g_str_has_prefix(location, "sqlite:"))
         location += strlen("sqlite:");
-    return g_strconcat(location, ".pages", NULL);
+    char *file = dq_store_real_file(location);
+    char *dir = g_strconcat(file, ".pages", NULL);
+    g_free(file);
+    return dir;
+}
+
+char *dq_store_real_file(const char *path) {
+    /* SQLite opens the file a symbolic link points to (unixFullPathname follows every link on
+     * the way), and creates a link's missing target: the page store goes beside that file, or
+     * the same database reached by two names would have two page stores. */
+    char *cur = g_strdup(path);
+    for (int hops = 0; hops < 40; hops++) {
+        char *real = realpath(cur, NULL);
+        if (real != NULL) {
+            char *out = g_strdup(real);
+            free(real);
+            g_free(cur);
+            return same_file(path, out);
+        }
+        char *target = g_file_read_link(cur, NULL); /* a link whose target is not made yet */
+        if (target == NULL)
+            break;
+        char *dir = g_path_get_dirname(cur);
+        g_free(cur);
+        cur = g_path_is_absolute(target) ? g_strdup(target) : g_build_filename(dir, target, NULL);
+        g_free(dir);
+        g_free(target);
+    }
+    /* A file not made yet: beside it in its folder, whatever links lead there */
+    char *dir = g_path_get_dirname(cur), *base = g_path_get_basename(cur);
+    char *real_dir = realpath(dir, NULL);
+    char *out = real_dir ? g_build_filename(real_dir, base, NULL) : g_strdup(cur);
+    free(real_dir);
+    g_free(dir);
+    g_free(base);
+    g_free(cur);
+    return same_file(path, out);
+}
+
+char *dq_store_pages_env_ignored(const char *location) {
+    const char *env = g_getenv("DOCQA_PAGES");
+    if (dq_store_location_is_postgres(location) || env == NULL || *env == '\0')
+        return NULL;
+    char *dir = dq_store_page_dir_for(location, NULL);
+    char *a = g_canonicalize_filename(dir, NULL), *b = g_canonicalize_filename(env, NULL);
+    char *note = strcmp(a, b) == 0 ? NULL
+                                   : g_strdup_printf("DOCQA_PAGES (%s) is ignored: an SQLite "
+                                                     "database keeps its page images beside "
+                                                     "its file, in %s",
+                                                     env, dir);
+    g_free(a);
+    g_free(b);
+    g_free(dir);
+    return note;
 }
 
 char *dq_store_page_path(const char *page_dir, const char *image_sha256) {
@@ -183,13 +248,107 @@ static gboolean foreign_keys_hold(DqStore *store, GError **err) {
     return rc == SQLITE_DONE;
 }
 
+/* An index or trigger as sqlite_schema records it. */
+typedef struct {
+    char *type, *name, *table, *sql;
+} SchemaObject;
+
+static void schema_object_free(gpointer p) {
+    SchemaObject *o = p;
+    g_free(o->type);
+    g_free(o->name);
+    g_free(o->table);
+    g_free(o->sql);
+    g_free(o);
+}
+
+/* Every index and trigger with SQL of its own (not the automatic indexes of UNIQUE), users'
+ * included; NULL and err on a database error. */
+static GPtrArray *schema_objects(DqStore *store, GError **err) {
+    sqlite3_stmt *st = NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func(schema_object_free);
+    int rc = sqlite3_prepare_v2(store->db,
+                                "SELECT type, name, tbl_name, sql FROM sqlite_schema "
+                                "WHERE type IN ('index', 'trigger') AND sql IS NOT NULL",
+                                -1, &st, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        SchemaObject *o = g_new0(SchemaObject, 1);
+        o->type = g_strdup((const char *)sqlite3_column_text(st, 0));
+        o->name = g_strdup((const char *)sqlite3_column_text(st, 1));
+        o->table = g_strdup((const char *)sqlite3_column_text(st, 2));
+        o->sql = g_strdup((const char *)sqlite3_column_text(st, 3));
+        g_ptr_array_add(out, o);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_OK) {
+        dq_fail(err, DQ_ERR_DB, "%s: reading sqlite_schema: %s", store->path,
+                sqlite3_errmsg(store->db));
+        g_ptr_array_free(out, TRUE);
+        return NULL;
+    }
+    return out;
+}
+
+static gboolean schema_has(DqStore *store, const char *type, const char *name) {
+    sqlite3_stmt *st = NULL;
+    gboolean has = FALSE;
+    if (sqlite3_prepare_v2(store->db, "SELECT 1 FROM sqlite_schema WHERE type = ?1 AND name = ?2",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        has = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return has;
+}
+
+/* Whether the migration's text names `name` as a word: an object it drops or creates itself. */
+static gboolean migration_names_object(const char *sql, const char *name) {
+    char *quoted = g_regex_escape_string(name, -1);
+    char *pattern = g_strdup_printf("(?<![A-Za-z0-9_])%s(?![A-Za-z0-9_])", quoted);
+    gboolean named = g_regex_match_simple(pattern, sql, G_REGEX_CASELESS, 0);
+    g_free(pattern);
+    g_free(quoted);
+    return named;
+}
+
+/* SQLite cannot drop a table constraint, so a migration rebuilds the table (SQLite's 12-step
+ * procedure: new table, copy, DROP, rename), and DROP TABLE takes the table's indexes and
+ * triggers with it, the user's own among them (PostgreSQL's ALTER TABLE keeps them). Those
+ * that were there before the migration, are gone after it, whose table is still there and
+ * that the migration does not name (it drops or makes again what it names on purpose) are
+ * created again from their SQL. One that cannot be (it names a column the migration took
+ * away) fails the migration, naming it: the database stays as it was. */
+static gboolean restore_user_objects(DqStore *store, const GPtrArray *before,
+                                     const char *migration_sql, GError **err) {
+    for (guint i = 0; i < before->len; i++) {
+        const SchemaObject *o = g_ptr_array_index(before, i);
+        if (schema_has(store, o->type, o->name) || !schema_has(store, "table", o->table) ||
+            migration_names_object(migration_sql, o->name))
+            continue;
+        char *msg = NULL;
+        if (sqlite3_exec(store->db, o->sql, NULL, NULL, &msg) != SQLITE_OK) {
+            dq_fail(err, DQ_ERR_DB,
+                    "%s: the %s %s on %s, not docqa's, cannot be made again after the table "
+                    "was rebuilt: %s (drop it, open the database with this docqa, then create "
+                    "it anew)",
+                    store->path, o->type, o->name, o->table, msg ? msg : "unknown SQLite error");
+            sqlite3_free(msg);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 static gboolean apply_migrations(DqStore *store, int max_version, GError **err) {
     char **names = dq_resource_list("schema/sqlite", err);
     if (names == NULL)
         return FALSE;
-    gboolean ok = FALSE, fks_off = FALSE;
+    gboolean ok = FALSE, fks_off = FALSE, in_transaction = FALSE;
     int current = dq_store_schema_version(store);
-    int newest_known = 0;
+    int newest_known = 0, target = 0;
+    GPtrArray *objects = NULL;
     for (char **n = names; *n; n++) {
         int num = migration_number(*n);
         if (num == 0) {
@@ -209,6 +368,20 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
                 store->path, current, newest_known);
         goto out;
     }
+    target = max_version > 0 ? MIN(max_version, newest_known) : newest_known;
+    if (current >= target) {
+        ok = TRUE;
+        goto out;
+    }
+    /* A read-only connection (status or export on read-only media) cannot upgrade: say that,
+     * rather than the "attempt to write a readonly database" the first write would give. */
+    if (sqlite3_db_readonly(store->db, "main") == 1) {
+        dq_fail(err, DQ_ERR_DB,
+                "%s: schema version %d needs upgrading to %d: open it once with write access "
+                "(any docqa command)",
+                store->path, current, target);
+        goto out;
+    }
     /* Foreign keys off while migrating, as SQLite's procedure for changing a table asks (the
      * pragma is a no-op inside a transaction, so it is set here): rebuilding a table then
      * neither cascades its DROP into the rows that reference it nor leaves them dangling, and
@@ -216,47 +389,60 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     if (!dq_store_exec(store, "PRAGMA foreign_keys=OFF", err))
         goto out;
     fks_off = TRUE;
+    /* One transaction for the whole upgrade: a migration that fails (or a crash) leaves the
+     * database at the version it had, which the docqa that made it still opens, not halfway at
+     * a version neither docqa can use. BEGIN IMMEDIATE so two processes opening a fresh
+     * database do not both migrate. */
+    if (!dq_store_exec(store, "BEGIN IMMEDIATE", err))
+        goto out;
+    in_transaction = TRUE;
+    int start = dq_store_schema_version(store); /* another process may have got there first */
     for (char **n = names; *n; n++) {
         int num = migration_number(*n);
-        if (num <= current || (max_version > 0 && num > max_version))
+        if (num <= start || num > target)
             continue;
         char *rpath = g_strconcat("schema/sqlite/", *n, NULL);
         GBytes *sql = dq_resource_get(rpath, err);
         g_free(rpath);
         if (sql == NULL)
             goto out;
-        /* One transaction per migration: a crash leaves the database at the previous version.
-         * BEGIN IMMEDIATE so two processes opening a fresh database do not both migrate. */
-        if (!dq_store_exec(store, "BEGIN IMMEDIATE", err)) {
-            g_bytes_unref(sql);
-            goto out;
-        }
-        if (dq_store_schema_version(store) >= num) { /* another process got there first */
-            g_bytes_unref(sql);
-            if (!dq_store_exec(store, "COMMIT", err))
-                goto out;
-            continue;
-        }
+        char *text = g_strndup(g_bytes_get_data(sql, NULL), g_bytes_get_size(sql));
+        g_bytes_unref(sql);
         char *record =
             g_strdup_printf("INSERT INTO schema_migrations(version, name) VALUES (%d, '%s');"
                             "PRAGMA user_version = %d;",
                             num, *n, num);
-        gboolean step_ok = dq_store_exec(store, g_bytes_get_data(sql, NULL), err) &&
+        gboolean step_ok = (objects = schema_objects(store, err)) != NULL &&
+                           dq_store_exec(store, text, err) &&
+                           restore_user_objects(store, objects, text, err) &&
                            foreign_keys_hold(store, err) && dq_store_exec(store, record, err);
         g_free(record);
-        g_bytes_unref(sql);
+        g_free(text);
+        g_clear_pointer(&objects, g_ptr_array_unref);
         if (!step_ok) {
             dq_error_prefix(err, "migration %s", *n);
-            dq_store_exec(store, "ROLLBACK", NULL);
+            if (start > 0)
+                dq_error_prefix(err, "upgrading the schema from version %d to %d (left at %d)",
+                                start, target, start);
             goto out;
         }
-        if (!dq_store_exec(store, "COMMIT", err))
-            goto out;
     }
+    if (!dq_store_exec(store, "COMMIT", err))
+        goto out;
+    in_transaction = FALSE;
+    /* An upgrade is for good (an older docqa refuses the database after it): said once, by the
+     * process that made it. */
+    if (start > 0 && start < target)
+        fprintf(stderr, "docqa: %s: upgraded the schema from version %d to %d\n", store->path,
+                start, target);
     ok = TRUE;
 out:
+    if (in_transaction)
+        dq_store_exec(store, "ROLLBACK", NULL);
     if (fks_off && !dq_store_exec(store, "PRAGMA foreign_keys=ON", ok ? err : NULL))
         ok = FALSE;
+    if (objects != NULL)
+        g_ptr_array_unref(objects);
     g_strfreev(names);
     return ok;
 }
@@ -401,6 +587,7 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
             dq_store_close(store);
             return NULL;
         }
+        store->schema_version = dq_store_schema_version(store);
         return store;
     }
     if (!check_docqa_database(store, must_exist, err) ||
@@ -416,6 +603,7 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         dq_store_close(store);
         return NULL;
     }
+    store->schema_version = dq_store_schema_version(store);
     return store;
 }
 
@@ -500,6 +688,15 @@ gboolean dq_store_check_file(DqStore *store, GError **err) {
                        "since went to the old file)",
                        store->path);
     store->file_gone = FALSE;
+    /* A newer docqa upgraded the schema while this process ran (any command upgrades): what
+     * this one writes next may not be what the new schema expects. PRAGMA user_version reads
+     * the header only. */
+    int now = dq_store_schema_version(store);
+    if (now != store->schema_version && now > 0)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: the schema was changed from version %d to %d while docqa used it "
+                       "(by a newer docqa?): stopping; go on with the docqa that upgraded it",
+                       store->path, store->schema_version, now);
     return TRUE;
 }
 

@@ -14,7 +14,7 @@ ALTER TABLE answers ADD COLUMN exact INTEGER CHECK (exact IN (0, 1));
 -- docqa status counts answers per (device, weights, exact) from this index alone.
 CREATE INDEX answers_engine ON answers (device, weights, exact);
 
-DROP VIEW v_answers;
+DROP VIEW IF EXISTS v_answers;
 CREATE VIEW v_answers AS
 SELECT d.path          AS document_path,
        p.page_number   AS page,

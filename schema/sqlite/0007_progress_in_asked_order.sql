@@ -6,7 +6,7 @@
 -- same everywhere. The rows are one per (question, model): sorting them costs nothing next to
 -- counting the jobs. model_id sorts byte by byte, as PostgreSQL's does under COLLATE "C".
 
-DROP VIEW v_progress;
+DROP VIEW IF EXISTS v_progress;
 CREATE VIEW v_progress AS
 SELECT q.text                                   AS question,
        j.model_id                               AS model,

@@ -27,7 +27,7 @@ ALTER TABLE answers_superseded ADD COLUMN model_fingerprint TEXT;
 -- every model: from this index alone.
 CREATE INDEX answers_model_fingerprint ON answers (model_id, model_fingerprint);
 
-DROP VIEW v_answers;
+DROP VIEW IF EXISTS v_answers;
 CREATE VIEW v_answers AS
 SELECT d.path          AS document_path,
        p.page_number   AS page,

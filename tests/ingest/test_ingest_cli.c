@@ -85,6 +85,40 @@ static void write_pdf(const char *path) {
     cairo_surface_destroy(s);
 }
 
+/* The database inside the folder it ingests (`docqa ingest --db archive/docqa.db archive`): its
+ * own page store, database file and -wal/-shm are not walked, so its page PNGs are not counted as
+ * other files skipped, whether named by the same path or through a symbolic link. */
+static void test_walk_skips_own_database(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "a.pdf", NULL);
+    write_pdf(pdf);
+    char *out = NULL;
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", dir, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "(0 other files skipped)"));
+    g_free(out);
+    /* Again: the page store now holds a PNG, the database its files. */
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", dir, NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "1 unchanged"));
+    g_assert_nonnull(strstr(out, "(0 other files skipped)"));
+    g_free(out);
+    /* Through a link to the database, from a folder that holds both. */
+    char *link = g_build_filename(dir, "link.db", NULL);
+    g_assert_cmpint(symlink("docqa.db", link), ==, 0);
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", link, "--tile", "64", dir, NULL), ==,
+                    0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "1 unchanged"));
+    g_assert_nonnull(strstr(out, "(0 other files skipped)"));
+    g_free(out);
+    g_free(link);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_exit_statuses(void) {
     char *dir = dq_test_tmpdir();
     char *db = g_build_filename(dir, "docqa.db", NULL);
@@ -491,6 +525,7 @@ static void test_interrupted(void) {
 
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/ingest/cli/walk_skips_own_database", test_walk_skips_own_database);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
     g_test_add_func("/ingest/cli/failure_lines_name_the_document",

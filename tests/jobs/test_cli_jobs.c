@@ -1,6 +1,7 @@
 /* The queue's commands as a user runs them: docqa ask, status, export, requeue, run. Answers come
  * from a worker with the hash answerer (a test double; docqa run itself needs the model). */
 #include "backend_cuda.h"
+#include "clock.h"
 #include "jobs_testlib.h"
 #include "queue.h"
 #include "testutil.h"
@@ -698,6 +699,185 @@ static void test_read_only_database(void) {
     g_assert_cmpint(g_strv_length(lines), ==, 2 + 2); /* header, rows, the empty tail */
     g_strfreev(lines);
     g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A database of an older schema (5) read where it cannot be written: the reason given is the
+ * schema, and what to do, not the folder's permissions. Where it can be written, status
+ * upgrades it, saying so on stderr once. */
+static void test_old_schema_reader(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "v5.db", NULL);
+    GError *e = NULL;
+    DqStore *s = dq_store_open_at(db, 5, &e);
+    dq_assert_no_error(e);
+    dq_store_close(s);
+    char *out = NULL, *err = NULL;
+    int rc = docqa_read_only(dir, db, "status", &out, &err);
+    if (rc == -1) {
+        g_test_skip("no read-only folder here: root, and no read-only bind mount allowed");
+    } else {
+        g_test_message("%s", err);
+        g_assert_cmpint(rc, ==, 2);
+        g_assert_nonnull(strstr(err, "schema version 5 needs upgrading to "));
+        g_assert_nonnull(strstr(err, "open it once with write access (any docqa command)"));
+        g_assert_nonnull(strstr(err, db));
+    }
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(err, "upgraded the schema from version 5 to "));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_null(strstr(err, "upgraded"));
+    g_free(out);
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Workers killed as a whole (kill -9 of the process group, a lost machine): long after their
+ * leases ran out their jobs are still 'running'. status says they are stalled, not running, and
+ * gives no ETA from them; v_progress counts them apart. */
+static void test_status_stalled(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    GError *e = NULL;
+    DqStore *s = dq_store_open(db, &e);
+    dq_assert_no_error(e);
+    GPtrArray *c = store_jobs_claim(s, "dead-worker", "m", 3, dq_wall_ms(), 1, NULL, &e);
+    dq_assert_no_error(e);
+    g_assert_cmpint(c->len, ==, 3);
+    g_ptr_array_free(c, TRUE);
+    g_usleep(20000);
+    c = store_jobs_claim(s, "live-worker", "other-model", 1, dq_wall_ms(), 3600000, NULL, &e);
+    g_ptr_array_free(c, TRUE);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(s),
+                                       "SELECT sum(running), sum(stalled), sum(queued) FROM "
+                                       "v_progress",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 0);
+    g_assert_cmpint(sqlite3_column_int(st, 1), ==, 3);
+    g_assert_cmpint(sqlite3_column_int(st, 2), ==, 1);
+    sqlite3_finalize(st);
+    dq_store_close(s);
+    char *out = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "1 queued (0 retrying), 0 running, 3 stalled"));
+    g_assert_nonnull(strstr(out, "3 stalled: their worker stopped"));
+    g_assert_nonnull(strstr(out, "ETA unknown"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"running\" : 0"));
+    g_assert_nonnull(strstr(out, "\"stalled\" : 3"));
+    g_assert_nonnull(strstr(out, "\"eta_seconds\" : null"));
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* The page store gone from beside the database (moved without it): status says so, naming the
+ * folder it looked at, while jobs wait for it. DOCQA_PAGES set for an SQLite database is ignored,
+ * and ingest says so, naming the page store it uses. */
+static void test_page_store_notes(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    char *pages = g_strconcat(db, ".pages", NULL), *away = g_strconcat(db, ".away", NULL);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_null(strstr(out, "page store"));
+    g_free(out);
+    g_assert_cmpint(g_rename(pages, away), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_test_message("%s", out);
+    char *line = g_strdup_printf("page store: %s: the page store is missing or empty", pages);
+    g_assert_nonnull(strstr(out, line));
+    g_free(line);
+    g_free(out);
+    g_assert_cmpint(g_rename(away, pages), ==, 0);
+    char *empty = g_build_filename(dir, "empty", NULL);
+    g_assert_cmpint(g_mkdir(empty, 0755), ==, 0);
+    char *env = g_strdup_printf("DOCQA_PAGES=%s", away);
+    const char *envs[] = {env, NULL};
+    const char *args[] = {"ingest", "--db", db, "--tile", "64", empty, NULL};
+    g_assert_cmpint(docqa_with(envs, NULL, &out, &err, args), ==, 0);
+    char *note = g_strdup_printf("docqa: ingest: DOCQA_PAGES (%s) is ignored: an SQLite database "
+                                 "keeps its page images beside its file, in %s",
+                                 away, pages);
+    g_assert_nonnull(strstr(err, note));
+    g_free(note);
+    g_free(out);
+    g_free(err);
+    g_free(env);
+    g_free(empty);
+    g_free(pages);
+    g_free(away);
+    g_free(db);
+    g_free(dir);
+}
+
+static char *views_sql(const char *db) {
+    sqlite3 *h = NULL;
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(h,
+                                       "SELECT group_concat(sql, ';') FROM (SELECT sql FROM "
+                                       "sqlite_schema WHERE type = 'view' ORDER BY name)",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    char *sql = g_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return sql;
+}
+
+/* Views dropped by hand (they are derived): export says which and how to restore it, without a
+ * header first; `docqa migrate --from DB` makes them again, as the migrations made them. */
+static void test_dropped_views(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    char *want = views_sql(db);
+    sqlite3 *h = NULL;
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(h,
+                                 "DROP VIEW v_answers; DROP VIEW v_progress; DROP VIEW "
+                                 "documents_current",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(h);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, NULL), ==, 2);
+    g_assert_cmpstr(out, ==, "");
+    g_assert_nonnull(strstr(err, "the view v_answers is missing"));
+    g_assert_nonnull(strstr(err, "docqa migrate --from"));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(&out, &err, "migrate", "--from", db, NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "views made again: documents_current, v_answers, v_progress"));
+    g_free(out);
+    g_free(err);
+    char *got = views_sql(db);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\r\n"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "migrate", "--from", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "docqa's views are all there"));
+    g_free(out);
+    g_free(want);
     g_free(db);
     g_free(dir);
 }
@@ -1604,6 +1784,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
+    g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
+    g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
+    g_test_add_func("/cli-jobs/page-store-notes", test_page_store_notes);
+    g_test_add_func("/cli-jobs/dropped-views", test_dropped_views);
     g_test_add_func("/cli-jobs/read-only-database-wal-without-shm",
                     test_read_only_database_wal_without_shm);
     g_test_add_func("/cli-jobs/disk-full-gives-back", test_disk_full_gives_back);

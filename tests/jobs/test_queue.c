@@ -708,6 +708,116 @@ static void test_worker_bad_question(void) {
     g_free(dir);
 }
 
+/* Rows deleted by hand in sqlite3 (foreign keys off there, so nothing cascades): a document (its
+ * pages stay), a page, a question. Their jobs fail as 'orphan', each message naming the job and
+ * what is gone, and the worker answers the rest instead of stopping at "reading a claimed job". */
+static void test_worker_orphan_jobs(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 8);
+    sqlite3 *raw = NULL;
+    g_assert_cmpint(sqlite3_open(db, &raw), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(raw,
+                                 "DELETE FROM documents WHERE id = 1;"
+                                 "DELETE FROM pages WHERE id = (SELECT min(id) FROM pages WHERE "
+                                 "document_id = 2);"
+                                 "DELETE FROM questions WHERE text = 'question 2'",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(raw);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 1);
+    g_assert_cmpint(stats.failed, ==, 7);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND attempts = 1 AND "
+                          "last_error LIKE 'orphan: job %: its % no longer in the database%'"),
+                    ==, 7);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'orphan' AND message = "
+                          "'job ' || job_id || ': its page is no longer in the database "
+                          "(deleted by hand?): nothing to answer'"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'orphan' AND message "
+                          "LIKE '%its page and question are no longer%'"),
+                    ==, 1);
+    assert_answers_correct(db);
+    /* status groups them by what is gone, whatever the job. */
+    DqStore *s = open_store(db);
+    GPtrArray *reasons = store_jobs_top_errors(s, 10, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(reasons->len, ==, 5);
+    const DqErrorReason *top = g_ptr_array_index(reasons, 0);
+    g_assert_cmpstr(top->kind, ==, "orphan");
+    g_assert_cmpint(top->jobs, ==, 2);
+    g_assert_cmpstr(top->message, ==,
+                    "...: its document and question are no longer in the database (deleted by "
+                    "hand?): nothing to answer");
+    g_ptr_array_free(reasons, TRUE);
+    close_store(s);
+    /* A second run has nothing left to do. */
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_assert_cmpint(stats.claimed, ==, 0);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A database reached through a symbolic link: SQLite opens the link's target, and the page store
+ * is the one beside that file, under either name, also for a link whose target is not made yet.
+ * A worker given the link answers everything (it stopped, "page store missing", beside the
+ * link). */
+static void test_worker_database_through_link(void) {
+    char *dir = dq_test_tmpdir();
+    char *real = g_build_filename(dir, "real", NULL), *other = g_build_filename(dir, "other", NULL);
+    g_assert_cmpint(g_mkdir(real, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir(other, 0755), ==, 0);
+    char *db = jt_make_db(real, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    char *link = g_build_filename(other, "link.db", NULL);
+    g_assert_cmpint(symlink("../real/docqa.db", link), ==, 0);
+    char *want = g_strconcat(db, ".pages", NULL);
+    char *got = dq_store_page_dir_for(link, NULL);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+    got = dq_store_page_dir_for(db, NULL); /* no link: the name as given */
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+    /* A link to a database not made yet, through a linked folder */
+    char *dangling = g_build_filename(other, "new.db", NULL);
+    g_assert_cmpint(symlink("../real/new.db", dangling), ==, 0);
+    got = dq_store_page_dir_for(dangling, NULL);
+    char *want_new = g_build_filename(real, "new.db.pages", NULL);
+    g_assert_cmpstr(got, ==, want_new);
+    g_free(got);
+    g_free(want_new);
+    g_free(dangling);
+
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = link, .model_id = "m", .batch = 2, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 4);
+    g_assert_cmpint(stats.failed, ==, 0);
+    assert_answers_correct(db);
+    char *beside_link = g_strconcat(link, ".pages", NULL);
+    g_assert_false(g_file_test(beside_link, G_FILE_TEST_EXISTS));
+    g_free(beside_link);
+    dq_answerer_free(a);
+    g_free(want);
+    g_free(link);
+    g_free(db);
+    g_free(real);
+    g_free(other);
+    g_free(dir);
+}
+
 /* The whole page store gone (an unmounted share): the worker stops and fails nothing. */
 static void test_worker_page_store_gone(void) {
     char *dir = dq_test_tmpdir();
@@ -723,6 +833,19 @@ static void test_worker_page_store_gone(void) {
     g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
     g_assert_nonnull(strstr(err->message, "page store is missing"));
+    g_assert_nonnull(strstr(err->message, pages)); /* the folder it looked at */
+    g_clear_error(&err);
+    /* DOCQA_PAGES names a page store only for PostgreSQL: set for an SQLite database, the
+     * message says so (after `migrate --to sqlite:export.db` with it still exported). */
+    g_setenv("DOCQA_PAGES", away, TRUE);
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_unsetenv("DOCQA_PAGES");
+    g_test_message("%s", err->message);
+    char *note = g_strdup_printf("DOCQA_PAGES (%s) is ignored: an SQLite database keeps its page "
+                                 "images beside its file, in %s",
+                                 away, pages);
+    g_assert_nonnull(strstr(err->message, note));
+    g_free(note);
     g_clear_error(&err);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
                     6);
@@ -1297,6 +1420,8 @@ int main(int argc, char **argv) {
                     test_worker_until_empty_and_missing_image);
     g_test_add_func("/queue/worker/page-store-gone", test_worker_page_store_gone);
     g_test_add_func("/queue/worker/bad-question", test_worker_bad_question);
+    g_test_add_func("/queue/worker/orphan-jobs", test_worker_orphan_jobs);
+    g_test_add_func("/queue/worker/database-through-link", test_worker_database_through_link);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
     g_test_add_func("/queue/worker/batch-limit", test_worker_batch_limit);

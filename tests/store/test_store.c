@@ -325,6 +325,131 @@ static void test_full_disk(void) {
     g_free(dir);
 }
 
+static int count_on(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(db, sql, -1, &st, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static void exec_on(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    g_assert_cmpint(sqlite3_open(path, &db), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(db, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* A database made by a docqa of schema 5 with the user's own index and trigger on documents:
+ * migration 0006 rebuilds that table, and DROP TABLE took them with it. They are there after
+ * the upgrade, docqa's own index too, and the trigger still fires. */
+static void test_upgrade_keeps_user_objects(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "v5.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(path, 5, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 5);
+    dq_store_close(s);
+    exec_on(path, "CREATE TABLE my_log (path TEXT);"
+                  "CREATE INDEX my_idx ON documents (ingested_at);"
+                  "CREATE TRIGGER my_trig AFTER DELETE ON documents BEGIN "
+                  "INSERT INTO my_log VALUES (old.path); END;");
+    s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), >, 6);
+    g_assert_cmpint(count_rows(s, "SELECT count(*) FROM sqlite_schema WHERE name IN "
+                                  "('my_idx', 'my_trig', 'documents_sha256')"),
+                    ==, 3);
+    g_assert_true(dq_store_exec(s,
+                                "INSERT INTO documents (path, bytes, mtime, kind, status) "
+                                "VALUES ('/a.pdf', 1, 1, 'pdf', 'ok');"
+                                "DELETE FROM documents WHERE path = '/a.pdf'",
+                                &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(count_rows(s, "SELECT count(*) FROM my_log WHERE path = '/a.pdf'"), ==, 1);
+    dq_store_close(s);
+    g_free(path);
+    g_free(dir);
+}
+
+/* A user dropped one of docqa's views (they are derived): the migrations that make it again
+ * do so, rather than stop at "no such view". */
+static void test_upgrade_without_view(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "v6.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(path, 6, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    exec_on(path, "DROP VIEW v_progress; DROP VIEW v_answers");
+    s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(count_rows(s, "SELECT count(*) FROM sqlite_schema WHERE type = 'view' AND "
+                                  "name IN ('v_progress', 'v_answers')"),
+                    ==, 2);
+    dq_store_close(s);
+    g_free(path);
+    g_free(dir);
+}
+
+/* A migration that fails (here 0008, whose index name a user's view took) leaves the database
+ * at the version it had, whole: not at 7, which the docqa that made it refuses. */
+static void test_failed_upgrade_leaves_version(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "v5.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(path, 5, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    exec_on(path, "CREATE VIEW answers_model_fingerprint AS SELECT 1 AS one;"
+                  "CREATE INDEX my_idx ON documents (ingested_at)");
+    g_assert_null(dq_store_open(path, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, "0008"));
+    g_assert_nonnull(strstr(err->message, "from version 5"));
+    g_assert_nonnull(strstr(err->message, path));
+    g_clear_error(&err);
+    g_assert_cmpint(count_on(path, "PRAGMA user_version"), ==, 5);
+    g_assert_cmpint(count_on(path, "SELECT max(version) FROM schema_migrations"), ==, 5);
+    /* 0006's rebuild of documents was undone with the rest: the old UNIQUE (path, sha256) */
+    g_assert_cmpint(count_on(path, "SELECT count(*) FROM sqlite_schema WHERE name = "
+                                   "'documents' AND sql LIKE '%UNIQUE (path, sha256)%'"),
+                    ==, 1);
+    g_assert_cmpint(count_on(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'my_idx'"), ==,
+                    1);
+    g_free(path);
+    g_free(dir);
+}
+
+/* A worker's connection sees the schema upgraded under it by a newer docqa: it stops at its
+ * next check, saying so, rather than write rows the new schema does not expect. */
+static void test_schema_changed_under_worker(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "w.db", NULL);
+    GError *err = NULL;
+    DqStore *old = dq_store_open_at(path, 7, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_check_file(old, &err));
+    DqStore *newer = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    dq_store_close(newer);
+    g_assert_false(dq_store_check_file(old, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, path));
+    g_assert_nonnull(strstr(err->message, "from version 7"));
+    g_clear_error(&err);
+    dq_store_close(old);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -333,5 +458,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/full-disk", test_full_disk);
     g_test_add_func("/store/open/while-created", test_open_while_created);
     g_test_add_func("/store/open/folder-not-writable", test_folder_not_writable);
+    g_test_add_func("/store/upgrade/keeps-user-objects", test_upgrade_keeps_user_objects);
+    g_test_add_func("/store/upgrade/without-view", test_upgrade_without_view);
+    g_test_add_func("/store/upgrade/failed-leaves-version", test_failed_upgrade_leaves_version);
+    g_test_add_func("/store/upgrade/schema-changed-under-worker", test_schema_changed_under_worker);
     return g_test_run();
 }

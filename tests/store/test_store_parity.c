@@ -521,8 +521,11 @@ static void play_history(void) {
         g_assert_cmpint(written, ==, 1);
         /* Running. */
         claim_one(s, "stuck-worker", 3600000);
+        /* Stalled: its worker vanished, its lease ran out, and no claim came since. */
+        claim_one(s, "vanished-worker", 1);
         dq_store_close(s);
     }
+    g_usleep(20000);
     g_free(corpus);
 }
 
@@ -636,6 +639,9 @@ static void test_history(void) {
         g_assert_cmpint(db_int(&dbs[i], "SELECT sum(dead) FROM v_progress"), ==, 1);
         g_assert_cmpint(db_int(&dbs[i], "SELECT sum(retrying) FROM v_progress"), ==, 1);
         g_assert_cmpint(db_int(&dbs[i], "SELECT sum(running) FROM v_progress"), ==, 1);
+        g_assert_cmpint(db_int(&dbs[i], "SELECT sum(stalled) FROM v_progress"), ==, 1);
+        g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM jobs WHERE state = 'running'"), ==,
+                        2);
         g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM answers WHERE exact = 0"), >, 0);
         g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM answers WHERE exact IS NULL"), ==, 1);
         g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM answers_superseded"), >, 0);
