@@ -1234,20 +1234,16 @@ static void test_run_buried_then_answered(void) {
     g_free(dir);
 }
 
-/* Two workers, one holding a job, the other idle and claiming; a third connection (a user's
- * long write, a big ingest) holds the write lock for longer than a lease, several times. Both
- * workers wait on it; when it ends, the idle one's claim may get the lock before the holder's
- * heartbeat, and finds the holder's lease expired. The holder was alive, only waiting as it was:
- * the job keeps its lease and its attempt, and is answered once. */
-static void test_run_locked_database_spends_no_attempt(void) {
-    char *dir = dq_test_tmpdir();
-    char *db = jt_make_db(dir, 1, 1);
-    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+/* A run of two workers on db in a child process (short leases, frequent heartbeats), each job
+ * taking delay_ms to answer; then, once a job is running, a third connection takes the write
+ * lock `times` times, each for hold_us after a 200 ms pause. Returns the run's exit status once
+ * it has ended: 0 when every job was answered. */
+static int run_while_locked(const char *db, int delay_ms, int times, gulong hold_us) {
     fflush(NULL);
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
-        JtAnswererConfig cfg = {.delay_ms = 9000};
+        JtAnswererConfig cfg = {.delay_ms = delay_ms};
         DqRunOptions ro = {.worker = {.db_path = db,
                                       .model_id = "m",
                                       .batch = 1,
@@ -1267,20 +1263,33 @@ static void test_run_locked_database_spends_no_attempt(void) {
     sqlite3 *c = NULL;
     g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
     sqlite3_busy_timeout(c, 10000);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < times; i++) {
         g_usleep(200000);
         g_assert_cmpint(sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
-        g_usleep(1800000); /* over two leases */
+        g_usleep(hold_us);
         g_assert_cmpint(sqlite3_exec(c, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
     }
     sqlite3_close(c);
     int status = 0;
     g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
     g_assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+/* Two workers, one holding a job, the other idle and claiming; a third connection (a user's
+ * long write, a big ingest) holds the write lock for longer than a lease, several times. Both
+ * workers wait on it; when it ends, the idle one's claim may get the lock before the holder's
+ * heartbeat, and finds the holder's lease expired. The holder was alive, only waiting as it was:
+ * the job keeps its lease and its attempt, and is answered once. */
+static void test_run_locked_database_spends_no_attempt(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    int code = run_while_locked(db, 9000, 4, 1800000); /* over two leases each time */
     g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
     g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
-    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_assert_cmpint(code, ==, 0);
     assert_answers_correct(db);
     g_free(db);
     g_free(dir);
@@ -1303,38 +1312,8 @@ static void test_run_locked_past_busy_limit(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 4);
     g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 4);
-    fflush(NULL);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        JtAnswererConfig cfg = {.delay_ms = 300};
-        DqRunOptions ro = {.worker = {.db_path = db,
-                                      .model_id = "m",
-                                      .batch = 1,
-                                      .until_empty = TRUE,
-                                      .lease_ms = 800,
-                                      .heartbeat_ms = 200,
-                                      .poll_ms = 20},
-                           .n_workers = 2};
-        DqRunResult res;
-        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
-        _exit(code);
-    }
-    gint64 give_up = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
-    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'running'") == 0 &&
-           g_get_monotonic_time() < give_up)
-        g_usleep(20000);
-    sqlite3 *c = NULL;
-    g_assert_cmpint(sqlite3_open(db, &c), ==, SQLITE_OK);
-    sqlite3_busy_timeout(c, 10000);
-    g_assert_cmpint(sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
-    g_usleep(2500000); /* eight busy limits, three leases */
-    g_assert_cmpint(sqlite3_exec(c, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
-    sqlite3_close(c);
-    int status = 0;
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    int code = run_while_locked(db, 300, 1, 2500000); /* eight busy limits, three leases */
+    g_assert_cmpint(code, ==, 0);
     g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
     g_assert_cmpint(q(db, "SELECT max(attempts) FROM jobs"), ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 4);
