@@ -64,6 +64,10 @@ const char *dq_cli_locale_charset(void);
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);
 void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value);
 
+/* Writes b's document and a newline to standard output (pretty: indented, for a person) and
+ * frees b. Write errors are found by dq_cli_close_stdout. */
+void dq_cli_json_print(JsonBuilder *b, gboolean pretty);
+
 int cmd_version(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);
 int cmd_ask(int argc, char **argv);

@@ -170,3 +170,16 @@ void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value) {
     else
         json_builder_add_boolean_value(b, value != 0);
 }
+
+void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
+    JsonGenerator *g = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(g, root);
+    json_generator_set_pretty(g, pretty);
+    char *text = json_generator_to_data(g, NULL);
+    puts(text);
+    g_free(text);
+    json_node_unref(root);
+    g_object_unref(g);
+    g_object_unref(b);
+}

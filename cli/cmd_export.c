@@ -145,15 +145,7 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         dq_cli_json_known_bool(b, "do_sample", r->do_sample);
         dq_cli_json_string(b, "model_fingerprint", r->model_fingerprint);
         json_builder_end_object(b);
-        JsonGenerator *g = json_generator_new();
-        JsonNode *root = json_builder_get_root(b);
-        json_generator_set_root(g, root);
-        char *text = json_generator_to_data(g, NULL);
-        puts(text);
-        g_free(text);
-        json_node_unref(root);
-        g_object_unref(g);
-        g_object_unref(b);
+        dq_cli_json_print(b, FALSE);
     }
     ex->rows++;
     if (ferror(stdout))

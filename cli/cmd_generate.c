@@ -217,16 +217,7 @@ static void print_json(const SmolvlmPrompt *prompt, const DqGenerateResult *res,
     json_builder_set_member_name(b, "peak_rss_mb");
     json_builder_add_double_value(b, dq_peak_rss_mb());
     json_builder_end_object(b);
-
-    JsonGenerator *gen = json_generator_new();
-    JsonNode *root = json_builder_get_root(b);
-    json_generator_set_root(gen, root);
-    char *s = json_generator_to_data(gen, NULL);
-    printf("%s\n", s);
-    g_free(s);
-    json_node_unref(root);
-    g_object_unref(gen);
-    g_object_unref(b);
+    dq_cli_json_print(b, FALSE);
 }
 
 static int run_generate(GenerateArgs *a) {

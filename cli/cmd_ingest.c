@@ -96,16 +96,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
         json_builder_add_string_value(b, g_ptr_array_index(s->gone, i));
     json_builder_end_array(b);
     json_builder_end_object(b);
-    JsonGenerator *g = json_generator_new();
-    JsonNode *root = json_builder_get_root(b);
-    json_generator_set_root(g, root);
-    json_generator_set_pretty(g, TRUE);
-    char *text = json_generator_to_data(g, NULL);
-    printf("%s\n", text);
-    g_free(text);
-    json_node_unref(root);
-    g_object_unref(g);
-    g_object_unref(b);
+    dq_cli_json_print(b, TRUE);
 }
 
 static void print_text(const DqIngestSummary *s) {

@@ -96,16 +96,7 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
     }
     json_builder_end_array(b);
     json_builder_end_object(b);
-    JsonGenerator *g = json_generator_new();
-    JsonNode *root = json_builder_get_root(b);
-    json_generator_set_root(g, root);
-    json_generator_set_pretty(g, TRUE);
-    char *text = json_generator_to_data(g, NULL);
-    printf("%s\n", text);
-    g_free(text);
-    json_node_unref(root);
-    g_object_unref(g);
-    g_object_unref(b);
+    dq_cli_json_print(b, TRUE);
 }
 
 /* A model id whose answers came from more than one snapshot (answers.model_fingerprint): its
