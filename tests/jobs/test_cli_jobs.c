@@ -1069,6 +1069,8 @@ static void test_stdout_write_errors(void) {
         {"status", "--db", db, "--json", NULL},
         {"export", "--db", db, "--format", "csv", NULL},
         {"requeue", "--db", db, "--failed", NULL},
+        {"cancel", "--db", db, "--question", "Total?", "--dry-run", NULL},
+        {"cancel", "--db", db, "--question", "Total?", NULL},
         {"ingest", "--db", db2, "--json", tiff, NULL},
         {"version", NULL},
         {"help", NULL},
@@ -1093,8 +1095,8 @@ static void test_stdout_write_errors(void) {
 /* Every command's --help (and `docqa help COMMAND`) goes through the same check of stdout: GLib's
  * own --help printed and exited 0 whatever became of the text. */
 static void test_help_write_errors(void) {
-    const char *commands[] = {"version", "ingest",  "ask",      "run",    "status",
-                              "export",  "requeue", "generate", "migrate"};
+    const char *commands[] = {"version", "ingest",  "ask",      "run",     "status",
+                              "export",  "requeue", "generate", "migrate", "cancel"};
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
         char *want =
             g_strdup_printf("docqa: %s: standard output: %s\n", commands[i], g_strerror(ENOSPC));
@@ -1149,6 +1151,7 @@ static void test_user_errors(void) {
         {"ingest", "--db", dir, doc, NULL},
         {"ask", "--db", dir, "-m", "tiny", "Q?", NULL},
         {"requeue", "--db", dir, "--failed", NULL},
+        {"cancel", "--db", dir, "--model", "tiny", NULL},
         {"run", "--db", dir, "--model", snapshot, "--until-empty", NULL},
         {"migrate", "--from", dir, "--to", nodir_db, NULL},
         {"migrate", "--from", db, "--to", dir, NULL},
