@@ -224,6 +224,20 @@ int cmd_ask(int argc, char **argv) {
     if (res.pages == 0)
         fprintf(stderr, "docqa: ask: no ingested pages match; run `docqa ingest` first or "
                         "widen --document/--where/--n-res\n");
+    /* The jobs are queued all the same (the store may be an unmounted share, back by the time
+     * the workers run), but said now rather than when no worker gets on: a worker stops on a
+     * missing page store. On PostgreSQL only where DOCQA_PAGES says where it is: ask may run
+     * on a machine that does not mount it. */
+    GError *no_pages = NULL;
+    const char *location = db ? db : dq_store_default_location();
+    if (res.pages > 0 &&
+        (dq_store_kind(store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES") != NULL) &&
+        !queue_page_store_usable(location, &no_pages))
+        fprintf(stderr,
+                "docqa: ask: warning: %s; the jobs are queued, but `docqa run` stops on them "
+                "until the page store is there\n",
+                no_pages->message);
+    g_clear_error(&no_pages);
     rc = DQ_EXIT_OK;
 out:
     if (store) {

@@ -1,5 +1,5 @@
-/* docqa requeue: dead, failed or approximately answered jobs back into the queue with fresh
- * attempts. */
+/* docqa requeue: dead, failed, cancelled or approximately answered jobs back into the queue with
+ * fresh attempts. */
 #include "cli.h"
 
 #include "store.h"
@@ -9,7 +9,7 @@
 
 int cmd_requeue(int argc, char **argv) {
     char *db = NULL;
-    gboolean dead = FALSE, failed = FALSE, approximate = FALSE;
+    gboolean dead = FALSE, failed = FALSE, approximate = FALSE, cancelled = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -24,10 +24,11 @@ int cmd_requeue(int argc, char **argv) {
          NULL},
         {"approximate", 0, 0, G_OPTION_ARG_NONE, &approximate,
          "answered jobs whose answer was computed with approximate arithmetic (exact = 0)", NULL},
+        {"cancelled", 0, 0, G_OPTION_ARG_NONE, &cancelled, "jobs withdrawn by docqa cancel", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
-    GOptionContext *ctx =
-        g_option_context_new("- queue dead, failed or approximately answered jobs again");
+    GOptionContext *ctx = g_option_context_new(
+        "- queue dead, failed, cancelled or approximately answered jobs again");
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "Their recorded errors stay in job_errors. An approximate answer (--weights int8 or "
@@ -41,8 +42,9 @@ int cmd_requeue(int argc, char **argv) {
     DqStore *store = NULL;
     if (!ok || !dq_cli_no_arguments("requeue", argc, argv))
         goto out;
-    if (!dead && !failed && !approximate) {
-        fprintf(stderr, "docqa: requeue: say which jobs: --dead, --failed, --approximate\n");
+    if (!dead && !failed && !approximate && !cancelled) {
+        fprintf(stderr,
+                "docqa: requeue: say which jobs: --dead, --failed, --cancelled, --approximate\n");
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();
@@ -50,7 +52,8 @@ int cmd_requeue(int argc, char **argv) {
     if ((store = dq_store_open_existing(path, &err)) == NULL ||
         !store_jobs_requeue(store,
                             (dead ? DQ_REQUEUE_DEAD : 0) | (failed ? DQ_REQUEUE_FAILED : 0) |
-                                (approximate ? DQ_REQUEUE_APPROXIMATE : 0),
+                                (approximate ? DQ_REQUEUE_APPROXIMATE : 0) |
+                                (cancelled ? DQ_REQUEUE_CANCELLED : 0),
                             &n, &err)) {
         rc = dq_cli_fail(err);
         goto out;

@@ -300,13 +300,13 @@ int cmd_run(int argc, char **argv) {
     if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0 && c.pending_other > 0) {
         /* The model's finished jobs are named: "no jobs" for a model whose jobs are all
          * answered reads as if they were lost. */
-        char *had =
-            c.total == 0
-                ? g_strdup("no jobs")
-                : g_strdup_printf("nothing queued (%" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
-                                  " failed, %" G_GINT64_FORMAT " dead)",
-                                  c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_FAILED],
-                                  c.by_state[DQ_JOB_DEAD]);
+        char *had = c.total == 0
+                        ? g_strdup("no jobs")
+                        : g_strdup_printf("nothing queued (%" G_GINT64_FORMAT
+                                          " done, %" G_GINT64_FORMAT " failed, %" G_GINT64_FORMAT
+                                          " dead, %" G_GINT64_FORMAT " cancelled)",
+                                          c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_FAILED],
+                                          c.by_state[DQ_JOB_DEAD], c.by_state[DQ_JOB_CANCELLED]);
         fprintf(stderr,
                 "docqa: run: %s for model '%s', but %" G_GINT64_FORMAT
                 " queued or running for other models: ask with --model %s, or run with "

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "store.h"
+#include "store_documents.h"
 #include "store_jobs.h"
 #include "queue.h"
 
@@ -28,7 +29,8 @@ static const char *exactness(int exact) {
 }
 
 static void print_json(const DqJobCounts *c, gint64 running, double rate, double eta,
-                       const GPtrArray *engines, const GPtrArray *snaps, const GPtrArray *errs) {
+                       const GPtrArray *engines, const GPtrArray *snaps, const GPtrArray *errs,
+                       gint64 gone) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "jobs");
@@ -45,6 +47,9 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
     json_builder_set_member_name(b, "total");
     json_builder_add_int_value(b, c->total);
     json_builder_end_object(b);
+    /* paths whose file ingest found gone (documents.missing_since); their answers are kept */
+    json_builder_set_member_name(b, "documents_gone");
+    json_builder_add_int_value(b, gone);
     json_builder_set_member_name(b, "answers_per_second");
     json_builder_add_double_value(b, rate);
     json_builder_set_member_name(b, "eta_seconds");
@@ -138,7 +143,7 @@ int cmd_status(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    GPtrArray *errs = NULL, *engines = NULL, *snaps = NULL;
+    GPtrArray *errs = NULL, *engines = NULL, *snaps = NULL, *gone_paths = NULL;
     if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
@@ -150,7 +155,8 @@ int cmd_status(int argc, char **argv) {
         !store_jobs_recent_rate(store, RATE_WINDOW_S, &recent, &span, &err) ||
         (engines = store_jobs_answer_engines(store, &err)) == NULL ||
         (snaps = store_jobs_model_snapshots(store, NULL, &err)) == NULL ||
-        (errs = store_jobs_top_errors(store, 5, &err)) == NULL) {
+        (errs = store_jobs_top_errors(store, 5, &err)) == NULL ||
+        (gone_paths = dq_store_document_paths_gone(store, &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
     }
@@ -161,14 +167,15 @@ int cmd_status(int argc, char **argv) {
     /* The recent rate says nothing of the future when no worker is at work. */
     double eta = left == 0 ? 0 : rate > 0 && running > 0 ? (double)left / rate : -1;
     if (json) {
-        print_json(&c, running, rate, eta, engines, snaps, errs);
+        print_json(&c, running, rate, eta, engines, snaps, errs, gone_paths->len);
     } else {
         printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
                " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
                " running, %" G_GINT64_FORMAT " stalled, %" G_GINT64_FORMAT
-               " failed, %" G_GINT64_FORMAT " dead\n",
+               " failed, %" G_GINT64_FORMAT " dead, %" G_GINT64_FORMAT " cancelled\n",
                c.total, c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_QUEUED], c.retrying, running,
-               c.stalled, c.by_state[DQ_JOB_FAILED], c.by_state[DQ_JOB_DEAD]);
+               c.stalled, c.by_state[DQ_JOB_FAILED], c.by_state[DQ_JOB_DEAD],
+               c.by_state[DQ_JOB_CANCELLED]);
         if (c.stalled > 0)
             printf("  (%" G_GINT64_FORMAT " stalled: their worker stopped, and their lease "
                    "expired; another worker of their model takes them over at its next claim)\n",
@@ -200,6 +207,12 @@ int cmd_status(int argc, char **argv) {
                    " job%s answered approximately again, to answer %s exactly)\n",
                    approximate, approximate == 1 ? "" : "s", approximate == 1 ? "it" : "them");
         print_snapshots(snaps);
+        /* Ingest marks them (documents.missing_since): ask leaves them out from then on, and
+         * what was answered about them stays, which a count of answers alone does not say. */
+        if (gone_paths->len > 0)
+            printf("%u document%s gone from disk since ingest (their answers kept: v_answers "
+                   "shows them, v_current_answers does not)\n",
+                   gone_paths->len, gone_paths->len == 1 ? "" : "s");
         /* Workers stop on a missing page store rather than fail its jobs: say it here, where
          * one looks when nothing moves. */
         GError *gone = NULL;
@@ -224,6 +237,8 @@ int cmd_status(int argc, char **argv) {
 out:
     if (errs)
         g_ptr_array_free(errs, TRUE);
+    if (gone_paths)
+        g_ptr_array_free(gone_paths, TRUE);
     if (snaps)
         g_ptr_array_free(snaps, TRUE);
     if (engines)

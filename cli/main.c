@@ -4,6 +4,7 @@
  *   docqa ask QUESTION...       enqueue (page, question) jobs
  *   docqa run --model DIR       workers answer the queued jobs
  *   docqa status | export       progress and answers
+ *   docqa requeue | cancel      jobs back into the queue, or out of it
  *   docqa generate --model DIR  one prompt through the model (the conformance entry point)
  */
 #include "cli.h"
@@ -28,7 +29,8 @@ static const DqCommand commands[] = {
     {"run", cmd_run, "answer the queued questions with worker processes"},
     {"status", cmd_status, "jobs per state, speed, ETA, failure reasons"},
     {"export", cmd_export, "write the answers as CSV or JSON lines"},
-    {"requeue", cmd_requeue, "queue dead or failed jobs again"},
+    {"requeue", cmd_requeue, "queue dead, failed or cancelled jobs again"},
+    {"cancel", cmd_cancel, "withdraw jobs not answered yet"},
     {"generate", cmd_generate, "run one prompt with images through the model"},
     {"migrate", cmd_migrate, "move a database between SQLite and PostgreSQL"},
 };

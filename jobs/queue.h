@@ -32,6 +32,12 @@
  *   If it fails for good instead (not retryable, or its last attempt), it goes back to done, not
  *   failed or dead: its answer still stands; the errors are in job_errors and last_error.
  *
+ *   `docqa cancel` (store_jobs_cancel) withdraws queued, failed or dead jobs, and running ones
+ *   when named: 'cancelled', no lease, finished_at set; `requeue --cancelled` queues them again.
+ *   A job with an answer (requeued approximate) goes back to done with it instead. A cancelled
+ *   running job's holder is not told: its completion is a late one (below) and is stored, the job
+ *   done, since the answer is computed by then; its failure matches no row and changes nothing.
+ *
  * ---- Leases, and who may write what ----
  *
  * A worker claims up to N queued jobs of its model (as many as it has free slots) with one
@@ -51,8 +57,8 @@
  * whose lease has expired, after which the old holder's writes match no row while another
  * holds the job or has answered it. One exception: a late completion of a job that nobody holds
  * and nobody answered (back in the queue, or buried when the expiry was its last attempt: the
- * database was locked or unreachable longer than a lease) is stored: throwing the answer away
- * would only make someone compute it again, or leave the job dead.
+ * database was locked or unreachable longer than a lease; or cancelled while it ran) is stored:
+ * throwing the answer away would only make someone compute it again, or leave the job dead.
  *
  * The model runs outside any transaction: the database is locked only for the claim and for the
  * completion, both a few milliseconds, so K workers share one file without SQLITE_BUSY

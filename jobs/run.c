@@ -163,14 +163,16 @@ static void progress_draw(Progress *p, const char *model_id) {
     char eta[32];
     format_duration(rate > 0 ? (double)left / rate : -1, eta, sizeof(eta));
     int width = 30;
-    int filled = c.total > 0 ? (int)(width * done / c.total) : 0;
+    /* Cancelled jobs are no work left, nor work done (schema 0011). */
+    gint64 total = c.total - c.by_state[DQ_JOB_CANCELLED];
+    int filled = total > 0 ? (int)(width * done / total) : 0;
     char bar[64];
     for (int i = 0; i < width; i++)
         bar[i] = i < filled ? '#' : '.';
     bar[width] = '\0';
     gint64 bad = c.by_state[DQ_JOB_FAILED] + c.by_state[DQ_JOB_DEAD];
     fprintf(stderr, "\r[%s] %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " jobs  %.2f answers/s  ETA %s",
-            bar, done, c.total, rate, eta);
+            bar, done, total, rate, eta);
     if (bad > 0)
         fprintf(stderr, "  %" G_GINT64_FORMAT " failed", bad);
     fprintf(stderr, "\033[K");

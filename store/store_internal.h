@@ -61,6 +61,9 @@ struct DqStore {
 void store_jobs_hook(const char *point);
 char *store_jobs_missing(gboolean page, gboolean document, gboolean question);
 char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
+/* The names of the states whose bit (1 << DqJobState) is set: a JSON list for SQLite, an array
+ * literal ('{queued,failed}') for PostgreSQL. */
+char *store_jobs_state_list(guint states, gboolean json);
 
 /* After an SQLite error on s has been put in *err: when it was a full disk, or a failed write
  * while the file system holding the database has little room left, says how little (SQLite's

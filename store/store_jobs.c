@@ -30,7 +30,7 @@ static int commit_hook_cb(void *user) {
 }
 
 const char *dq_job_state_name(DqJobState s) {
-    static const char *const names[] = {"queued", "running", "done", "failed", "dead"};
+    static const char *const names[] = {"queued", "running", "done", "failed", "dead", "cancelled"};
     return s < DQ_JOB_N_STATES ? names[s] : "unknown";
 }
 
@@ -251,7 +251,8 @@ static int where_authorizer(void *user, int action, const char *a, const char *b
     }
 }
 
-static gboolean where_document_ids(DqStore *s, const char *where, GArray *ids, GError **err) {
+static gboolean where_document_ids(DqStore *s, const char *where, gboolean newest_only, GArray *ids,
+                                   GError **err) {
     sqlite3 *ro = NULL;
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
@@ -265,9 +266,10 @@ static gboolean where_document_ids(DqStore *s, const char *where, GArray *ids, G
     sqlite3_set_authorizer(ro, where_authorizer, NULL);
     /* The newest version of each path only, as without a filter. The user's text is wrapped in
      * parentheses and must leave nothing behind (checked through `tail` below). */
-    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND version = (SELECT "
-                                "max(d2.version) FROM documents d2 WHERE d2.path = documents.path)",
-                                where);
+    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND (NOT %d OR version = "
+                                "(SELECT max(d2.version) FROM documents d2 "
+                                "WHERE d2.path = documents.path))",
+                                where, newest_only ? 1 : 0);
     const char *tail = NULL;
     int rc = sqlite3_prepare_v2(ro, sql, -1, &st, &tail);
     gboolean trailing = rc == SQLITE_OK && tail != NULL && *g_strchug((char *)tail) != '\0';
@@ -355,7 +357,7 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
         g_array_append_val(ids, document_ids[i]);
     }
     for (int i = 0; i < n_where; i++)
-        if (!where_document_ids(s, where_sql[i], ids, err))
+        if (!where_document_ids(s, where_sql[i], TRUE, ids, err))
             goto fail;
     g_array_sort(ids, cmp_i64);
 
@@ -675,13 +677,15 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
          * was reclaimed matches no row here and writes nothing for that job while another
          * holds it or has answered it. A job nobody holds and nobody answered (back in the
          * queue, or buried when that expiry was its last attempt: the database was locked
-         * longer than a lease) takes the late answer rather than throw it away. */
-        sqlite3_stmt *st = stmt(s,
-                                "UPDATE jobs SET state = 'done', lease_owner = NULL, "
-                                "lease_expires_ms = NULL, finished_at = ?3 "
-                                "WHERE id = ?1 AND ((lease_owner = ?2 AND state = 'running') "
-                                "OR (state IN ('queued', 'dead') AND NOT " DQ_SQL_HAS_ANSWER "))",
-                                err);
+         * longer than a lease; or cancelled while its worker answered it) takes the late answer
+         * rather than throw it away. */
+        sqlite3_stmt *st =
+            stmt(s,
+                 "UPDATE jobs SET state = 'done', lease_owner = NULL, "
+                 "lease_expires_ms = NULL, finished_at = ?3 "
+                 "WHERE id = ?1 AND ((lease_owner = ?2 AND state = 'running') "
+                 "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
+                 err);
         if (st == NULL)
             goto fail;
         sqlite3_bind_int64(st, 1, a->job_id);
@@ -1193,16 +1197,166 @@ gboolean store_jobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GE
                             "finished_at = NULL "
                             "WHERE (state = 'dead' AND ?1) OR (state = 'failed' AND ?2) "
                             "OR (state = 'done' AND ?3 AND id IN "
-                            "(SELECT job_id FROM answers WHERE exact = 0))",
+                            "(SELECT job_id FROM answers WHERE exact = 0)) "
+                            "OR (state = 'cancelled' AND ?4)",
                             err);
     if (st == NULL)
         return FALSE;
     sqlite3_bind_int(st, 1, (what & DQ_REQUEUE_DEAD) != 0);
     sqlite3_bind_int(st, 2, (what & DQ_REQUEUE_FAILED) != 0);
     sqlite3_bind_int(st, 3, (what & DQ_REQUEUE_APPROXIMATE) != 0);
+    sqlite3_bind_int(st, 4, (what & DQ_REQUEUE_CANCELLED) != 0);
     if (!step_done(s, st, "requeueing jobs", err))
         return FALSE;
     if (requeued)
         *requeued = sqlite3_changes64(dq_store_sqlite(s));
     return TRUE;
+}
+
+/* ---- withdrawing work ---- */
+
+void dq_cancel_group_free(DqCancelGroup *g) {
+    if (g == NULL)
+        return;
+    g_free(g->question);
+    g_free(g->model_id);
+    g_free(g);
+}
+
+char *store_jobs_state_list(guint states, gboolean json) {
+    GString *g = g_string_new(json ? "[" : "{");
+    for (int i = 0; i < DQ_JOB_N_STATES; i++)
+        if (states & (1u << i))
+            g_string_append_printf(g, "%s%s%s%s", g->len > 1 ? "," : "", json ? "\"" : "",
+                                   dq_job_state_name(i), json ? "\"" : "");
+    g_string_append_c(g, json ? ']' : '}');
+    return g_string_free(g, FALSE);
+}
+
+/* The jobs a DqJobFilter takes, as SQL over `jobs j`: ?1 the states (a JSON list of names), ?2
+ * the question ids, ?3 the model id, ?4 the document ids (JSON lists; NULL: any). A document
+ * takes the jobs made for its pages' content, whichever document's page they hang on. */
+#define CANCEL_FILTER_SQL                                                                          \
+    "FROM jobs j WHERE j.state IN (SELECT value FROM json_each(?1)) "                              \
+    "AND (?2 IS NULL OR j.question_id IN (SELECT value FROM json_each(?2))) "                      \
+    "AND (?3 IS NULL OR j.model_id = ?3) "                                                         \
+    "AND (?4 IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "              \
+    "jp.document_id JOIN documents d ON d.sha256 = jd.sha256 JOIN pages p ON p.document_id = "     \
+    "d.id AND p.page_number = jp.page_number AND p.render_settings = jp.render_settings "          \
+    "WHERE jp.id = j.page_id AND d.id IN (SELECT value FROM json_each(?4))))"
+
+static void bind_filter(sqlite3_stmt *st, const DqJobFilter *f) {
+    sqlite3_bind_text(st, 1, store_jobs_state_list(f->states, TRUE), -1, g_free);
+    if (f->n_question_ids > 0)
+        sqlite3_bind_text(st, 2, store_jobs_id_list(f->question_ids, f->n_question_ids, '[', ']'),
+                          -1, g_free);
+    bind_text(st, 3, f->model_id);
+    if (f->documents_given)
+        sqlite3_bind_text(st, 4, store_jobs_id_list(f->document_ids, f->n_document_ids, '[', ']'),
+                          -1, g_free);
+}
+
+GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
+                             GError **err) {
+    PG_DISPATCH(s, return pgjobs_cancel(s, filter, dry_run, err));
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_cancel_group_free);
+    /* One write transaction: what is counted is what is changed (no worker completes a job
+     * between the two statements). */
+    if (!dry_run && !begin(s, err))
+        goto fail;
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT q.text, j.model_id, j.state, EXISTS (SELECT 1 FROM answers a "
+                            "WHERE a.job_id = j.id) AS answered, count(*) "
+                            "FROM (SELECT j.* " CANCEL_FILTER_SQL ") j "
+                            "LEFT JOIN questions q ON q.id = j.question_id "
+                            "GROUP BY j.question_id, j.model_id, j.state, answered "
+                            "ORDER BY j.question_id, j.model_id, j.state, answered",
+                            err);
+    if (st == NULL)
+        goto fail;
+    bind_filter(st, filter);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqCancelGroup *g = g_new0(DqCancelGroup, 1);
+        g->question = col_dup(st, 0);
+        g->model_id = col_dup(st, 1);
+        g->state = state_from_name((const char *)sqlite3_column_text(st, 2));
+        g->answered = sqlite3_column_int(st, 3) != 0;
+        g->jobs = sqlite3_column_int64(st, 4);
+        g_ptr_array_add(out, g);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        db_fail(s, err, "selecting jobs to cancel");
+        goto fail;
+    }
+    if (dry_run || out->len == 0) {
+        rollback(s);
+        return out;
+    }
+    st = stmt(s,
+              "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
+              "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
+              " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
+              "ELSE " NOW_ISO " END, lease_owner = NULL, lease_expires_ms = NULL, "
+              "not_before_ms = 0 WHERE id IN (SELECT j.id " CANCEL_FILTER_SQL ")",
+              err);
+    if (st == NULL)
+        goto fail;
+    bind_filter(st, filter);
+    if (!step_done(s, st, "cancelling jobs", err) || !commit(s, err))
+        goto fail;
+    return out;
+fail:
+    rollback(s);
+    g_ptr_array_free(out, TRUE);
+    return NULL;
+}
+
+gboolean store_jobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {
+    PG_DISPATCH(s, return pgjobs_where_documents(s, where, ids, err));
+    return where_document_ids(s, where, FALSE, ids, err);
+}
+
+/* One integer from a cached statement with one bound parameter (text, or an integer when text is
+ * NULL); *found FALSE when it returns no row. */
+static gboolean query_one(DqStore *s, const char *sql, const char *text, gint64 number,
+                          gint64 *value, gboolean *found, const char *what, GError **err) {
+    sqlite3_stmt *st = stmt(s, sql, err);
+    if (st == NULL)
+        return FALSE;
+    if (text != NULL)
+        bind_text(st, 1, text);
+    else
+        sqlite3_bind_int64(st, 1, number);
+    int rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW)
+        *value = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(s, err, what);
+    return TRUE;
+}
+
+gboolean store_jobs_document_exists(DqStore *s, gint64 id, gboolean *exists, GError **err) {
+    PG_DISPATCH(s, return pgjobs_document_exists(s, id, exists, err));
+    gint64 v = 0;
+    return query_one(s, "SELECT 1 FROM documents WHERE id = ?1", NULL, id, &v, exists,
+                     "finding a document", err);
+}
+
+gboolean store_jobs_find_question(DqStore *s, const char *text, gint64 *id, GError **err) {
+    PG_DISPATCH(s, return pgjobs_find_question(s, text, id, err));
+    gboolean found = FALSE;
+    *id = 0;
+    return query_one(s, "SELECT id FROM questions WHERE text = ?1", text, 0, id, &found,
+                     "finding a question", err);
+}
+
+gboolean store_jobs_model_known(DqStore *s, const char *model_id, gboolean *known, GError **err) {
+    PG_DISPATCH(s, return pgjobs_model_known(s, model_id, known, err));
+    gint64 v = 0;
+    return query_one(s, "SELECT 1 FROM jobs WHERE model_id = ?1 LIMIT 1", model_id, 0, &v, known,
+                     "finding a model's jobs", err);
 }

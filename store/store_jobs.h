@@ -151,6 +151,7 @@ typedef enum {
     DQ_JOB_DONE,
     DQ_JOB_FAILED,
     DQ_JOB_DEAD,
+    DQ_JOB_CANCELLED, /* withdrawn by `docqa cancel` (schema 0011) */
     DQ_JOB_N_STATES
 } DqJobState;
 const char *dq_job_state_name(DqJobState s);
@@ -290,11 +291,66 @@ typedef enum {
      * where it is until the job is answered again; the new answer then moves it to
      * answers_superseded (schema 0005). */
     DQ_REQUEUE_APPROXIMATE = 1 << 2,
+    DQ_REQUEUE_CANCELLED = 1 << 3, /* withdrawn by store_jobs_cancel */
 } DqRequeueWhat;
 
 /* Puts the jobs `what` names back in the queue with fresh attempts (their errors stay).
  * *requeued counts them. */
 gboolean store_jobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err);
+
+/* ---- withdrawing work ---- */
+
+/* Which jobs store_jobs_cancel takes: those that match every selector given (a NULL or empty one
+ * matches every job). */
+typedef struct {
+    const gint64 *question_ids; /* the job's question is one of these */
+    int n_question_ids;
+    /* The job was made for the content (document SHA-256, page number, render settings) of a
+     * page of one of these documents: a job is made for the bytes of a page, not for a path
+     * (jobs/queue.h), so the job that a copy of the document, or another version of the same
+     * bytes, was asked through is the document's job too. With documents_given and none here, no
+     * job matches. */
+    const gint64 *document_ids;
+    int n_document_ids;
+    gboolean documents_given;
+    const char *model_id;
+    guint states; /* bit (1 << DqJobState) for each state taken; 0: none */
+} DqJobFilter;
+
+/* One line of what store_jobs_cancel did (or would do): jobs of one question and model that
+ * were in one state. */
+typedef struct {
+    char *question;
+    char *model_id;
+    DqJobState state; /* the state they were in */
+    /* They had an answer (queued or running again after `requeue --approximate`): back to done
+     * with it rather than cancelled. */
+    gboolean answered;
+    gint64 jobs;
+} DqCancelGroup;
+void dq_cancel_group_free(DqCancelGroup *g);
+
+/* Cancels the jobs `filter` takes, in one transaction: they become 'cancelled' (finished_at now,
+ * no lease; their errors stay in job_errors), except those that have an answer, which go back to
+ * 'done' with it (the answer stands; only the second answering is withdrawn). A running job's
+ * worker is not stopped: its answer, when it comes, is kept and the job is done
+ * (store_jobs_complete's late-answer rule); a failure it reports changes nothing. With
+ * `dry_run`, nothing is written. Returns a GPtrArray of DqCancelGroup, by question id, model,
+ * state and answered. */
+GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
+
+/* The ids of every document row, any version, whose columns match the SQL expression `where`
+ * (the rules of store_jobs_select_pages' where_sql), appended to `ids`. */
+gboolean store_jobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err);
+
+/* Whether the document `id` exists (any version, its file gone or not). */
+gboolean store_jobs_document_exists(DqStore *s, gint64 id, gboolean *exists, GError **err);
+
+/* The id of the question stored with exactly this text; *id 0 when none is. */
+gboolean store_jobs_find_question(DqStore *s, const char *text, gint64 *id, GError **err);
+
+/* Whether any job was asked for `model_id`. */
+gboolean store_jobs_model_known(DqStore *s, const char *model_id, gboolean *known, GError **err);
 
 /* ---- crash testing ---- */
 

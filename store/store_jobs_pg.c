@@ -41,10 +41,12 @@ static gboolean plan_reads_only_documents(PGresult *r) {
 /* The user's --where expression: sent alone through the extended protocol (which refuses more
  * than one statement) inside a READ ONLY transaction, so it can read but never write; and, as
  * SQLite's authorizer does, refused when its plan reads any table but documents. */
-static gboolean where_document_ids(DqStore *s, const char *where, GArray *ids, GError **err) {
-    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND version = (SELECT "
-                                "max(d2.version) FROM documents d2 WHERE d2.path = documents.path)",
-                                where);
+static gboolean where_document_ids(DqStore *s, const char *where, gboolean newest_only, GArray *ids,
+                                   GError **err) {
+    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND (NOT %s OR version = "
+                                "(SELECT max(d2.version) FROM documents d2 "
+                                "WHERE d2.path = documents.path))",
+                                where, newest_only ? "true" : "false");
     gboolean ok = FALSE;
     if (!store_pg_exec(s, "BEGIN READ ONLY", err))
         goto out;
@@ -126,7 +128,7 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
         g_array_append_val(ids, document_ids[i]);
     }
     for (int i = 0; i < n_where; i++)
-        if (!where_document_ids(s, where_sql[i], ids, err))
+        if (!where_document_ids(s, where_sql[i], TRUE, ids, err))
             goto fail;
     g_array_sort(ids, cmp_i64);
     for (guint i = 0; i < ids->len; i++) {
@@ -376,7 +378,8 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         if (!pg_do(s,
                    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
                    "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
-                   "OR (state IN ('queued', 'dead') AND NOT EXISTS (SELECT 1 FROM answers a "
+                   "OR (state IN ('queued', 'dead', 'cancelled') AND NOT EXISTS (SELECT 1 FROM "
+                   "answers a "
                    "WHERE a.job_id = jobs.id)))",
                    &p, "finishing a job", &changed, err))
             goto fail;
@@ -778,11 +781,135 @@ gboolean pgjobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError
     pg_bool(&p, (what & DQ_REQUEUE_DEAD) != 0);
     pg_bool(&p, (what & DQ_REQUEUE_FAILED) != 0);
     pg_bool(&p, (what & DQ_REQUEUE_APPROXIMATE) != 0);
+    pg_bool(&p, (what & DQ_REQUEUE_CANCELLED) != 0);
     return pg_do(s,
                  "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
                  "finished_at = NULL "
                  "WHERE (state = 'dead' AND $1::boolean) OR (state = 'failed' AND $2::boolean) "
                  "OR (state = 'done' AND $3::boolean AND id IN "
-                 "(SELECT job_id FROM answers WHERE exact = 0))",
+                 "(SELECT job_id FROM answers WHERE exact = 0)) "
+                 "OR (state = 'cancelled' AND $4::boolean)",
                  &p, "requeueing jobs", requeued, err);
+}
+
+/* ---- withdrawing work ---- */
+
+/* store_jobs.c's CANCEL_FILTER_SQL: $1 the states, $2 the question ids, $3 the model id, $4 the
+ * document ids (arrays; NULL: any). */
+#define CANCEL_FILTER_SQL                                                                          \
+    "FROM jobs j WHERE j.state = ANY ($1::text[]) "                                                \
+    "AND ($2::bigint[] IS NULL OR j.question_id = ANY ($2::bigint[])) "                            \
+    "AND ($3::text IS NULL OR j.model_id = $3::text) "                                             \
+    "AND ($4::bigint[] IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "    \
+    "jp.document_id JOIN documents d ON d.sha256 = jd.sha256 JOIN pages p ON p.document_id = "     \
+    "d.id AND p.page_number = jp.page_number AND p.render_settings = jp.render_settings "          \
+    "WHERE jp.id = j.page_id AND d.id = ANY ($4::bigint[])))"
+
+static void filter_params(PgParams *p, const DqJobFilter *f) {
+    char *list = store_jobs_state_list(f->states, FALSE);
+    pg_text(p, list);
+    g_free(list);
+    list = f->n_question_ids > 0 ? store_jobs_id_list(f->question_ids, f->n_question_ids, '{', '}')
+                                 : NULL;
+    pg_text(p, list);
+    g_free(list);
+    pg_text(p, f->model_id);
+    list = f->documents_given ? store_jobs_id_list(f->document_ids, f->n_document_ids, '{', '}')
+                              : NULL;
+    pg_text(p, list);
+    g_free(list);
+}
+
+GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_cancel_group_free);
+    PgParams p = {0};
+    /* What is counted must be what is changed, while workers on other machines claim and
+     * complete: the lock lets readers on, and holds writers (ask, claims, completions) for the
+     * few milliseconds between the count and the change. Rows locked one by one would still let
+     * an ask add a matching job between the two. */
+    if (!dry_run && (!pg_begin(s, err) ||
+                     !store_pg_exec(s, "LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE", err)))
+        goto fail;
+    filter_params(&p, filter);
+    PGresult *r = pg_run(s,
+                         "SELECT q.text, j.model_id, j.state, EXISTS (SELECT 1 FROM answers a "
+                         "WHERE a.job_id = j.id) AS answered, count(*) "
+                         "FROM (SELECT j.* " CANCEL_FILTER_SQL ") j "
+                         "LEFT JOIN questions q ON q.id = j.question_id "
+                         "GROUP BY j.question_id, q.text, j.model_id, j.state, answered "
+                         "ORDER BY j.question_id, j.model_id COLLATE \"C\", j.state COLLATE "
+                         "\"C\", answered",
+                         &p, "selecting jobs to cancel", err);
+    if (r == NULL)
+        goto fail;
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqCancelGroup *g = g_new0(DqCancelGroup, 1);
+        g->question = pg_get_dup(r, i, 0);
+        g->model_id = pg_get_dup(r, i, 1);
+        g->state = state_from_name(PQgetvalue(r, i, 2));
+        g->answered = strcmp(PQgetvalue(r, i, 3), "t") == 0;
+        g->jobs = pg_get_i64(r, i, 4);
+        g_ptr_array_add(out, g);
+    }
+    PQclear(r);
+    if (dry_run)
+        return out;
+    if (out->len > 0) {
+        filter_params(&p, filter);
+        if (!pg_do(s,
+                   "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
+                   "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
+                   " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
+                   "ELSE docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
+                   "not_before_ms = 0 WHERE id IN (SELECT j.id " CANCEL_FILTER_SQL ")",
+                   &p, "cancelling jobs", NULL, err))
+            goto fail;
+    }
+    if (!pg_commit(s, err))
+        goto fail;
+    return out;
+fail:
+    pg_params_clear(&p);
+    pg_rollback(s);
+    g_ptr_array_free(out, TRUE);
+    return NULL;
+}
+
+gboolean pgjobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {
+    return where_document_ids(s, where, FALSE, ids, err);
+}
+
+gboolean pgjobs_document_exists(DqStore *s, gint64 id, gboolean *exists, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, id);
+    PGresult *r = pg_run(s, "SELECT 1 FROM documents WHERE id = $1", &p, "finding a document", err);
+    if (r == NULL)
+        return FALSE;
+    *exists = PQntuples(r) > 0;
+    PQclear(r);
+    return TRUE;
+}
+
+gboolean pgjobs_find_question(DqStore *s, const char *text, gint64 *id, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, text);
+    PGresult *r =
+        pg_run(s, "SELECT id FROM questions WHERE text = $1", &p, "finding a question", err);
+    if (r == NULL)
+        return FALSE;
+    *id = PQntuples(r) > 0 ? pg_get_i64(r, 0, 0) : 0;
+    PQclear(r);
+    return TRUE;
+}
+
+gboolean pgjobs_model_known(DqStore *s, const char *model_id, gboolean *known, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, model_id);
+    PGresult *r = pg_run(s, "SELECT 1 FROM jobs WHERE model_id = $1 LIMIT 1", &p,
+                         "finding a model's jobs", err);
+    if (r == NULL)
+        return FALSE;
+    *known = PQntuples(r) > 0;
+    PQclear(r);
+    return TRUE;
 }

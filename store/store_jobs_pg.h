@@ -33,6 +33,11 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, 
                             void *user, GError **err);
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
 gboolean pgjobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err);
+GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
+gboolean pgjobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err);
+gboolean pgjobs_document_exists(DqStore *s, gint64 id, gboolean *exists, GError **err);
+gboolean pgjobs_find_question(DqStore *s, const char *text, gint64 *id, GError **err);
+gboolean pgjobs_model_known(DqStore *s, const char *model_id, gboolean *known, GError **err);
 
 gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const char *render_settings,
                      DqDocumentLookup *found, GError **err);

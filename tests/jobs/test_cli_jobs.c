@@ -628,8 +628,9 @@ static void test_run_nothing_queued_note(void) {
     g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id", "m",
                           "--until-empty", "-q", NULL),
                     ==, 0);
-    g_assert_nonnull(strstr(err, "nothing queued (2 done, 0 failed, 0 dead) for model 'm', "
-                                 "but 1 queued or running for other models"));
+    g_assert_nonnull(strstr(err,
+                            "nothing queued (2 done, 0 failed, 0 dead, 0 cancelled) for model 'm', "
+                            "but 1 queued or running for other models"));
     g_free(err);
     g_free(db);
     g_free(dir);
@@ -795,6 +796,9 @@ static void test_page_store_notes(void) {
     g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_null(strstr(out, "page store"));
     g_free(out);
+    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "m", "Now?", NULL), ==, 0);
+    g_assert_null(strstr(err, "warning"));
+    g_free(err);
     g_assert_cmpint(g_rename(pages, away), ==, 0);
     g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_test_message("%s", out);
@@ -802,6 +806,15 @@ static void test_page_store_notes(void) {
     g_assert_nonnull(strstr(out, line));
     g_free(line);
     g_free(out);
+    /* ask queues the jobs all the same, and says that workers will stop on them. */
+    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "-m", "m", "Later?", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 new job"));
+    line = g_strdup_printf("docqa: ask: warning: %s: the page store is missing or empty", pages);
+    g_assert_nonnull(strstr(err, line));
+    g_assert_nonnull(strstr(err, "`docqa run` stops on them until the page store is there"));
+    g_free(line);
+    g_free(out);
+    g_free(err);
     g_assert_cmpint(g_rename(away, pages), ==, 0);
     char *empty = g_build_filename(dir, "empty", NULL);
     g_assert_cmpint(g_mkdir(empty, 0755), ==, 0);
@@ -1056,6 +1069,8 @@ static void test_stdout_write_errors(void) {
         {"status", "--db", db, "--json", NULL},
         {"export", "--db", db, "--format", "csv", NULL},
         {"requeue", "--db", db, "--failed", NULL},
+        {"cancel", "--db", db, "--question", "Total?", "--dry-run", NULL},
+        {"cancel", "--db", db, "--question", "Total?", NULL},
         {"ingest", "--db", db2, "--json", tiff, NULL},
         {"version", NULL},
         {"help", NULL},
@@ -1080,8 +1095,8 @@ static void test_stdout_write_errors(void) {
 /* Every command's --help (and `docqa help COMMAND`) goes through the same check of stdout: GLib's
  * own --help printed and exited 0 whatever became of the text. */
 static void test_help_write_errors(void) {
-    const char *commands[] = {"version", "ingest",  "ask",      "run",    "status",
-                              "export",  "requeue", "generate", "migrate"};
+    const char *commands[] = {"version", "ingest",  "ask",      "run",     "status",
+                              "export",  "requeue", "generate", "migrate", "cancel"};
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
         char *want =
             g_strdup_printf("docqa: %s: standard output: %s\n", commands[i], g_strerror(ENOSPC));
@@ -1136,6 +1151,7 @@ static void test_user_errors(void) {
         {"ingest", "--db", dir, doc, NULL},
         {"ask", "--db", dir, "-m", "tiny", "Q?", NULL},
         {"requeue", "--db", dir, "--failed", NULL},
+        {"cancel", "--db", dir, "--model", "tiny", NULL},
         {"run", "--db", dir, "--model", snapshot, "--until-empty", NULL},
         {"migrate", "--from", dir, "--to", nodir_db, NULL},
         {"migrate", "--from", db, "--to", dir, NULL},
@@ -1674,6 +1690,14 @@ static void test_gone_files(void) {
                                receipt),
                     ==, 1);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents_current"), ==, 2);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(
+        strstr(out, "\n2 documents gone from disk since ingest (their answers kept: v_answers "
+                    "shows them, v_current_answers does not)\n"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"documents_gone\" : 2"));
+    g_free(out);
     g_assert_cmpint(
         query_intf(db, "SELECT count(*) FROM documents_current WHERE path = %Q", receipt), ==, 0);
     /* Said once: the next ingest lists nothing, and no version is added. */
@@ -1715,6 +1739,9 @@ static void test_gone_files(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents WHERE missing_since IS NOT "
                                      "NULL"),
                     ==, 1); /* the Latin-1 one */
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\n1 document gone from disk since ingest"));
+    g_free(out);
     g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "New?", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "1 new job,"));
     g_assert_nonnull(strstr(out, "1 document left out"));
@@ -1774,6 +1801,159 @@ static void test_ask_one_rendering(void) {
     g_free(dir);
 }
 
+/* docqa cancel as a user runs it: the selectors (a question as ask normalizes it, --where,
+ * --model, --state) narrow one another; a selector that names nothing is an error, as is none;
+ * --dry-run changes nothing; cancelled jobs are left alone by workers and counted apart by
+ * status and v_progress, the other questions' and models' jobs are untouched and answered;
+ * a running job is cancelled only by name and its answer is kept; requeue --cancelled brings
+ * them back. */
+static void test_cancel(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 3, 2);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(
+        docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?", "Total?", NULL), ==,
+        0);
+    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
+
+    /* Refused, naming what is wrong; nothing changes. */
+    struct {
+        const char *args[6];
+        const char *says;
+    } refused[] = {
+        {{NULL}, "say which jobs: --question, --document, --where or --model"},
+        {{"--state", "queued", NULL}, "say which jobs"},
+        {{"-m", "tiny", "--state", "done", NULL}, "an answered job is not cancelled"},
+        {{"-m", "tiny", "--state", "paused", NULL}, "expected queued, failed, dead or running"},
+        {{"--question", "Never asked?", NULL}, "--question \"Never asked?\": no such question"},
+        {{"--question", "  ", NULL}, "--question"},
+        {{"--document", "99", NULL}, "no document with id 99"},
+        {{"--document", "x", NULL}, "--document 'x': expected a whole number"},
+        {{"--model", "nobody", NULL}, "no job was asked for the model id 'nobody'"},
+        {{"--where", "id IN (SELECT page_id FROM jobs)", NULL}, "--where"},
+        {{"--where", "1) OR (1", NULL}, "--where"},
+        {{"-m", "tiny", "stray", NULL}, "unexpected argument 'stray'"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
+        const char *args[10] = {"cancel", "--db", db};
+        for (int k = 0; refused[i].args[k]; k++)
+            args[3 + k] = refused[i].args[k];
+        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+        g_test_message("%s", err);
+        g_assert_nonnull(strstr(err, refused[i].says));
+        g_free(err);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
+
+    /* --dry-run: what would go, with the question trimmed as ask stores it. */
+    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--dry-run", "--question",
+                          " Wrong question?\t", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "cancel: would cancel 6 jobs (--dry-run: nothing was changed)"));
+    g_assert_nonnull(strstr(out, "\"Wrong question?\" (model tiny): 6 queued"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 0);
+
+    /* The selectors narrow one another: one document's jobs first, then the rest. */
+    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", "-m",
+                          "tiny", "--where", "path LIKE '%/2024/%'", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "cancel: 2 jobs cancelled"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", "-m",
+                          "tiny", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "cancel: 4 jobs cancelled"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "no queued, failed or dead job matches: nothing to cancel"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = "
+                                     "j.question_id WHERE q.text = 'Wrong question?' AND j.state = "
+                                     "'cancelled' AND j.finished_at IS NOT NULL"),
+                    ==, 6);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = "
+                                     "j.question_id WHERE q.text = 'Total?' AND j.state = 'queued' "
+                                     "AND j.attempts = 0"),
+                    ==, 12);
+
+    /* Workers leave them alone and answer the rest. */
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 6);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 6);
+    g_assert_cmpint(jt_query_int(db,
+                                 "SELECT count(*) FROM v_progress WHERE question = "
+                                 "'Wrong question?' AND total = 6 AND cancelled = 6 AND queued = 0 "
+                                 "AND percent_done IS NULL"),
+                    ==, 1);
+    g_assert_cmpint(jt_query_int(db,
+                                 "SELECT count(*) FROM v_progress WHERE question = 'Total?' AND "
+                                 "model = 'tiny' AND cancelled = 0 AND percent_done = 100.0"),
+                    ==, 1);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "jobs: 18 total: 6 done, 6 queued (0 retrying), 0 running, 0 "
+                                 "stalled, 0 failed, 0 dead, 6 cancelled"));
+    g_assert_null(strstr(out, "why jobs are failed")); /* cancelled is no failure */
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"cancelled\" : 6"));
+    g_free(out);
+
+    /* A running job: only by name; its worker's answer is kept. */
+    GError *e = NULL;
+    DqStore *s = dq_store_open(db, &e);
+    dq_assert_no_error(e);
+    GPtrArray *claimed = store_jobs_claim(s, "W", "other", 1, dq_wall_ms(), 3600000, NULL, &e);
+    g_assert_cmpint(claimed->len, ==, 1);
+    gint64 running = ((DqClaimedJob *)g_ptr_array_index(claimed, 0))->job_id;
+    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "cancel: 5 jobs cancelled"));
+    g_assert_null(strstr(out, "running"));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "-m", "other", "--state", "running",
+                          "--state", "queued", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "cancel: 1 job cancelled"));
+    g_assert_nonnull(strstr(out, "\"Total?\" (model other): 1 running"));
+    g_assert_nonnull(strstr(out, "1 of them was running: its worker is not stopped, and an answer "
+                                 "that still comes is kept"));
+    g_free(out);
+    DqJobAnswer late = {.job_id = running,
+                        .text = "late but kept",
+                        .started_at = "2026-01-01T00:00:00.000Z",
+                        .finished_at = "2026-01-01T00:00:01.000Z",
+                        .exact = -1};
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "W", &late, 1, &written, &e));
+    dq_assert_no_error(e);
+    g_assert_cmpint(written, ==, 1);
+    g_ptr_array_free(claimed, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_assert_cmpint(query_intf(db,
+                               "SELECT count(*) FROM jobs j JOIN answers a ON a.job_id = j.id "
+                               "WHERE j.id = %lld AND j.state = 'done' AND a.text = "
+                               "'late but kept'",
+                               (long long)running),
+                    ==, 1);
+
+    /* requeue --cancelled: every cancelled job back, then answered. */
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "11 jobs back"));
+    g_free(out);
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
+                                     "model_id = 'other'"),
+                    ==, 5); /* run_worker answers model tiny only */
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE model = 'tiny'"), ==,
+                    12);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -1809,5 +1989,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/answers-follow-the-bytes", test_answers_follow_the_bytes);
     g_test_add_func("/cli-jobs/gone-files", test_gone_files);
     g_test_add_func("/cli-jobs/ask-one-rendering", test_ask_one_rendering);
+    g_test_add_func("/cli-jobs/cancel", test_cancel);
     return g_test_run();
 }

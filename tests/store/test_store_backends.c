@@ -215,7 +215,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 10);
+    g_assert_cmpint(v, ==, 11);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -754,7 +754,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 10);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 11);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -990,7 +990,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 10);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 11);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -1844,6 +1844,234 @@ static void test_restore_views(gconstpointer kind) {
     g_free(loc);
 }
 
+/* The state of one job, as text. */
+static char *job_state(DqStore *s, const char *loc, gint64 id) {
+    const char *names[] = {"queued", "running", "done", "failed", "dead", "cancelled"};
+    char *sql = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
+        g_free(sql);
+        sql = g_strdup_printf("SELECT count(*) FROM jobs WHERE id = %" G_GINT64_FORMAT
+                              " AND state = '%s'",
+                              id, names[i]);
+        if (query_int(s, loc, sql) == 1) {
+            g_free(sql);
+            return g_strdup(names[i]);
+        }
+    }
+    g_free(sql);
+    return g_strdup("none");
+}
+
+static void assert_state(DqStore *s, const char *loc, gint64 id, const char *state) {
+    char *got = job_state(s, loc, id);
+    g_assert_cmpstr(got, ==, state);
+    g_free(got);
+}
+
+static void assert_group(GPtrArray *groups, guint i, const char *question, DqJobState state,
+                         gboolean answered, gint64 jobs) {
+    g_assert_cmpuint(i, <, groups->len);
+    const DqCancelGroup *g = g_ptr_array_index(groups, i);
+    g_assert_cmpstr(g->question, ==, question);
+    g_assert_cmpstr(g->model_id, ==, "m");
+    g_assert_cmpint(g->state, ==, state);
+    g_assert_cmpint(g->answered, ==, answered);
+    g_assert_cmpint(g->jobs, ==, jobs);
+}
+
+/* docqa cancel's store half: jobs chosen by question, document (through a copy of its bytes,
+ * found by --where) and state become 'cancelled' and nothing else changes; a dry run changes
+ * nothing; a running job is cancelled only by name, and its worker's answer is kept; a job with
+ * an answer goes back to done with it; requeue --cancelled brings them back. */
+static void test_cancel(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    gint64 a = add_document(s, "/archive/a.pdf", "7777");
+    gint64 copy = add_document(s, "/archive/copy of a.pdf", "7777");
+    gint64 c = add_document(s, "/archive/c.pdf", "8888");
+    /* a and its copy hold the same bytes: one job a page and question, made for a's pages */
+    g_assert_cmpint(enqueue_all(s, "Q1"), ==, 6);
+    g_assert_cmpint(enqueue_all(s, "Q2"), ==, 6);
+    GPtrArray *w = store_jobs_claim(s, "W", "m", 2, dq_wall_ms(), 3600000, NULL, &err);
+    g_assert_cmpint(w->len, ==, 2);
+    gint64 j1 = ((DqClaimedJob *)g_ptr_array_index(w, 0))->job_id;
+    gint64 j2 = ((DqClaimedJob *)g_ptr_array_index(w, 1))->job_id;
+    DqJobAnswer one = answer_for(j1, "one");
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "W", &one, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "W", j2, "page_image", "a.png: missing", FALSE, dq_wall_ms(),
+                                  1000, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+    GPtrArray *w2 = store_jobs_claim(s, "W2", "m", 1, dq_wall_ms(), 3600000, NULL, &err);
+    g_assert_cmpint(w2->len, ==, 1);
+    gint64 j3 = ((DqClaimedJob *)g_ptr_array_index(w2, 0))->job_id;
+    char *on_a = g_strdup_printf("SELECT count(*) FROM jobs WHERE page_id IN (SELECT id FROM "
+                                 "pages WHERE document_id = %" G_GINT64_FORMAT ")",
+                                 a);
+    g_assert_cmpint(query_int(s, loc, on_a), ==, 6);
+
+    /* The selectors' look-ups. */
+    GArray *docs = g_array_new(FALSE, FALSE, sizeof(gint64));
+    g_assert_true(store_jobs_where_documents(s, "path LIKE '%copy%'", docs, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(docs->len, ==, 1);
+    g_assert_cmpint(g_array_index(docs, gint64, 0), ==, copy);
+    gint64 q1 = 0, none = -1;
+    g_assert_true(store_jobs_find_question(s, "Q1", &q1, &err));
+    g_assert_cmpint(q1, >, 0);
+    g_assert_true(store_jobs_find_question(s, "Q3", &none, &err));
+    g_assert_cmpint(none, ==, 0);
+    gboolean yes = FALSE, no = TRUE;
+    g_assert_true(store_jobs_model_known(s, "m", &yes, &err));
+    g_assert_true(store_jobs_model_known(s, "other", &no, &err));
+    g_assert_true(yes && !no);
+    yes = FALSE, no = TRUE;
+    g_assert_true(store_jobs_document_exists(s, c, &yes, &err));
+    g_assert_true(store_jobs_document_exists(s, 999, &no, &err));
+    dq_assert_no_error(err);
+    g_assert_true(yes && !no);
+
+    /* Every job of the copy's content not answered and not running: Q1's failed one, Q2's
+     * three queued ones. A dry run says so and changes nothing. */
+    guint waiting = (1u << DQ_JOB_QUEUED) | (1u << DQ_JOB_FAILED) | (1u << DQ_JOB_DEAD);
+    DqJobFilter by_copy = {.document_ids = (const gint64 *)docs->data,
+                           .n_document_ids = 1,
+                           .documents_given = TRUE,
+                           .states = waiting};
+    for (int dry = 1; dry >= 0; dry--) {
+        GPtrArray *g = store_jobs_cancel(s, &by_copy, dry, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(g->len, ==, 2);
+        assert_group(g, 0, "Q1", DQ_JOB_FAILED, FALSE, 1);
+        assert_group(g, 1, "Q2", DQ_JOB_QUEUED, FALSE, 3);
+        g_ptr_array_free(g, TRUE);
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"),
+                        ==, dry ? 0 : 4);
+    }
+    assert_state(s, loc, j1, "done");
+    assert_state(s, loc, j2, "cancelled");
+    assert_state(s, loc, j3, "running");
+    /* c's jobs, the answer and the error are as they were */
+    char *on_c =
+        g_strdup_printf("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0 "
+                        "AND page_id IN (SELECT id FROM pages WHERE document_id = "
+                        "%" G_GINT64_FORMAT ")",
+                        c);
+    g_assert_cmpint(query_int(s, loc, on_c), ==, 6);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers WHERE text = 'one'"), ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 1);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs WHERE state = 'cancelled' AND "
+                              "finished_at IS NOT NULL AND lease_owner IS NULL"),
+                    ==, 4);
+    DqJobCounts counts;
+    g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
+    g_assert_cmpint(counts.by_state[DQ_JOB_CANCELLED], ==, 4);
+    g_assert_cmpint(counts.by_state[DQ_JOB_QUEUED], ==, 6);
+    g_assert_cmpint(counts.total, ==, 12);
+    /* v_progress: cancelled apart, percent_done of the jobs not cancelled */
+    g_assert_cmpint(query_int(s, loc, "SELECT cancelled FROM v_progress WHERE question = 'Q1'"), ==,
+                    1);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT CAST(percent_done * 10 AS integer) FROM v_progress "
+                              "WHERE question = 'Q1'"),
+                    ==, 200); /* 1 done of the 5 not cancelled */
+    g_assert_cmpint(query_int(s, loc, "SELECT cancelled FROM v_progress WHERE question = 'Q2'"), ==,
+                    3);
+    /* Again: nothing left to cancel. */
+    GPtrArray *g = store_jobs_cancel(s, &by_copy, FALSE, &err);
+    g_assert_cmpint(g->len, ==, 0);
+    g_ptr_array_free(g, TRUE);
+
+    /* The running job, by name: its worker's failure changes nothing, its answer is kept. */
+    DqJobFilter running = {.question_ids = &q1,
+                           .n_question_ids = 1,
+                           .document_ids = (const gint64 *)docs->data,
+                           .n_document_ids = 1,
+                           .documents_given = TRUE,
+                           .states = 1u << DQ_JOB_RUNNING};
+    g = store_jobs_cancel(s, &running, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 1);
+    assert_group(g, 0, "Q1", DQ_JOB_RUNNING, FALSE, 1);
+    g_ptr_array_free(g, TRUE);
+    assert_state(s, loc, j3, "cancelled");
+    int held = -1;
+    g_assert_true(store_jobs_heartbeat(s, "W2", dq_wall_ms(), 3600000, &held, &err));
+    g_assert_cmpint(held, ==, 0);
+    st = DQ_JOB_QUEUED;
+    g_assert_true(
+        store_jobs_fail(s, "W2", j3, "model", "boom", TRUE, dq_wall_ms(), 1000, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_N_STATES);
+    assert_state(s, loc, j3, "cancelled");
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 1);
+    DqJobAnswer three = answer_for(j3, "three");
+    g_assert_true(store_jobs_complete(s, "W2", &three, 1, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 1);
+    assert_state(s, loc, j3, "done");
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM v_answers WHERE answer = 'three'"), ==,
+                    1);
+
+    /* A job queued again with its (approximate) answer: cancelling it keeps the answer, the job
+     * is done again as it was. */
+    g_assert_true(dq_store_exec(s, "UPDATE answers SET exact = 0 WHERE text = 'one'", &err));
+    gint64 n = 0;
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &n, &err));
+    g_assert_cmpint(n, ==, 1);
+    assert_state(s, loc, j1, "queued");
+    DqJobFilter queued_q1 = {.question_ids = &q1,
+                             .n_question_ids = 1,
+                             .document_ids = &a,
+                             .n_document_ids = 1,
+                             .documents_given = TRUE,
+                             .states = 1u << DQ_JOB_QUEUED};
+    g = store_jobs_cancel(s, &queued_q1, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 1);
+    assert_group(g, 0, "Q1", DQ_JOB_QUEUED, TRUE, 1);
+    g_ptr_array_free(g, TRUE);
+    assert_state(s, loc, j1, "done");
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs j JOIN answers a ON a.job_id = j.id "
+                              "WHERE a.text = 'one' AND j.finished_at = a.finished_at"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers_superseded"), ==, 0);
+
+    /* No document given but documents_given: nothing matches (a --where that found none). */
+    DqJobFilter nothing = {.documents_given = TRUE, .states = waiting};
+    g = store_jobs_cancel(s, &nothing, FALSE, &err);
+    g_assert_cmpint(g->len, ==, 0);
+    g_ptr_array_free(g, TRUE);
+
+    /* requeue --cancelled: back in the queue with fresh attempts; the others stay. */
+    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_CANCELLED, &n, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(n, ==, 4);
+    assert_state(s, loc, j2, "queued");
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0 "
+                              "AND finished_at IS NULL"),
+                    ==, 10);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+
+    g_array_free(docs, TRUE);
+    g_free(on_a);
+    g_free(on_c);
+    g_ptr_array_free(w, TRUE);
+    g_ptr_array_free(w2, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     server = pgt_start(&server_why_not);
@@ -1898,6 +2126,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/non-utf8-path", "postgres", test_non_utf8_path);
     g_test_add_data_func("/store/backends/sqlite/gone-paths", "sqlite", test_gone_paths);
     g_test_add_data_func("/store/backends/postgres/gone-paths", "postgres", test_gone_paths);
+    g_test_add_data_func("/store/backends/sqlite/cancel", "sqlite", test_cancel);
+    g_test_add_data_func("/store/backends/postgres/cancel", "postgres", test_cancel);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);

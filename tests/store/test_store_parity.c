@@ -6,7 +6,8 @@
  * non-ASCII and quoted questions, a lease that runs out, worker runs with the hash answerer
  * (jobs_testlib.h) that fail some jobs for good and some until they are dead, `docqa requeue
  * --failed` and `--approximate` (so answers_superseded fills), a retry waiting for its backoff,
- * a job still running and an answer whose device is unknown. Then every view the migrations
+ * a job still running and an answer whose device is unknown, and `docqa cancel` of a question's
+ * jobs and of one document's. Then every view the migrations
  * create and every table the README names is compared row by row as text, as sqlite3 and psql
  * print it, along with `docqa export` and `docqa status --json`. The README's SQL examples, read
  * from README.md itself, run on both and give the same, non-empty results. Last, `docqa migrate`
@@ -447,6 +448,16 @@ static void play_history(void) {
     docqa_each(1, ingest);
     docqa_each(0, (const char *[]){"ask", "--model", "m", "--where", "path LIKE '%versioned%'",
                                    "What is the invoice total?", "Which version is this?", NULL});
+    /* Withdrawn again at once: every job of that question cancelled (v_progress's percent_done is
+     * NULL for it), and one asked too, of the other, through --where. */
+    docqa_each(0, (const char *[]){"cancel", "--question", "Which version is this?", NULL});
+    docqa_each(0, (const char *[]){"cancel", "--question", "Who signed it?", "--where",
+                                   "path LIKE '%rotated%'", "--state", "queued", NULL});
+    for (int i = 0; i < n_dbs; i++)
+        g_assert_cmpint(db_int(&dbs[i], "SELECT count(*) FROM jobs WHERE state = 'cancelled' AND "
+                                        "question_id IN (SELECT id FROM questions WHERE text = "
+                                        "'Who signed it?')"),
+                        >, 0);
 
     /* A worker that took the first job and died: its lease runs out, the next claim records it. */
     for (int i = 0; i < n_dbs; i++) {
