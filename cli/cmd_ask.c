@@ -188,9 +188,11 @@ int cmd_ask(int argc, char **argv) {
     if (res.duplicates > 0)
         g_snprintf(dups, sizeof dups, " (%d duplicate%s dropped)", res.duplicates,
                    res.duplicates == 1 ? "" : "s");
+    char *shown_model = dq_cli_shown(model_id);
     printf("ask: %d question%s%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
            res.questions, res.questions == 1 ? "" : "s", dups, res.pages, res.pages == 1 ? "" : "s",
-           res.added, res.added == 1 ? "" : "s", res.existing, model_id);
+           res.added, res.added == 1 ? "" : "s", res.existing, shown_model);
+    g_free(shown_model);
     if (res.same_content > 0)
         printf("ask: %d more page%s hold%s the same bytes as pages above (a copy, a moved file, "
                "an older version): asked once; v_current_answers shows the answers under each "

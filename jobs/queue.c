@@ -4,6 +4,7 @@
 #include "dq_error.h"
 #include "json_load.h"
 #include "resources.h"
+#include "text.h"
 
 #include <errno.h>
 #include <json-glib/json-glib.h>
@@ -160,33 +161,7 @@ gboolean queue_check_where(const char *expr, GError **err) {
 /* A question for an error message, one line whatever it holds: invisible and control characters
  * as \uXXXX (or \n, \t), bytes that are not UTF-8 as \xNN. */
 static char *escape_question(const char *text, gsize len) {
-    GString *out = g_string_new(NULL);
-    const char *p = text, *end = text + len;
-    for (int n = 0; p < end; n++) {
-        if (n == QUOTE_MAX_CHARS) {
-            g_string_append(out, "...");
-            break;
-        }
-        /* g_utf8_get_char_validated takes a NUL for the end of the text */
-        gunichar c = *p == '\0' ? 0 : g_utf8_get_char_validated(p, end - p);
-        if (c == (gunichar)-1 || c == (gunichar)-2) {
-            g_string_append_printf(out, "\\x%02x", (guchar)*p++);
-            continue;
-        }
-        const char *next = g_utf8_next_char(p);
-        if (c == '\n')
-            g_string_append(out, "\\n");
-        else if (c == '\t')
-            g_string_append(out, "\\t");
-        else if (c == '\\')
-            g_string_append(out, "\\\\");
-        else if (c == ' ' || (g_unichar_isprint(c) && !g_unichar_isspace(c)))
-            g_string_append_len(out, p, next - p);
-        else
-            g_string_append_printf(out, c > 0xFFFF ? "\\U%08x" : "\\u%04x", c);
-        p = next;
-    }
-    return g_string_free(out, FALSE);
+    return dq_text_show(text, (gssize)len, DQ_SHOW_DOUBLE_BACKSLASH, QUOTE_MAX_CHARS);
 }
 
 static gboolean is_trimmed(gunichar c) {
