@@ -403,21 +403,29 @@ static gboolean is_blank(const char *text, gsize n) {
     return TRUE;
 }
 
+/* A questions file whole, at most DQ_JSON_MAX_FILE_BYTES (64 MiB: far more questions than anyone
+ * asks, and a 3 GB stream no longer takes the process down); a file must be a regular one (a
+ * FIFO or a device such as /dev/zero is refused without being read), while "-" reads standard
+ * input, whatever it is, up to the same cap. */
 static char *read_all(const char *path, const char *name, gsize *len, GError **err) {
-    GError *e = NULL;
-    char *text = NULL;
     if (strcmp(path, "-") != 0) {
-        if (!g_file_get_contents(path, &text, len, &e)) {
-            dq_fail(err, DQ_ERR_IO, "%s: %s", name, e->message);
-            g_error_free(e);
-        }
+        size_t n = 0;
+        char *text = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, &n, err);
+        *len = n;
         return text;
     }
     GByteArray *buf = g_byte_array_new();
     guint8 chunk[65536];
     size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, stdin)) > 0)
+    while ((got = fread(chunk, 1, sizeof chunk, stdin)) > 0) {
+        if (buf->len + got > DQ_JSON_MAX_FILE_BYTES) {
+            dq_fail(err, DQ_ERR_LIMIT, "%s: more than the %zu MiB allowed for questions", name,
+                    DQ_JSON_MAX_FILE_BYTES >> 20);
+            g_byte_array_free(buf, TRUE);
+            return NULL;
+        }
         g_byte_array_append(buf, chunk, (guint)got);
+    }
     if (ferror(stdin)) {
         dq_fail(err, DQ_ERR_IO, "%s: %s", name, g_strerror(errno));
         g_byte_array_free(buf, TRUE);

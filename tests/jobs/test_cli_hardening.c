@@ -11,6 +11,7 @@
 #include <pty.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,9 +174,79 @@ static void test_export_data_and_terminal(void) {
     g_free(dir);
 }
 
+/* `--` ends ask's options: what follows is a question even when it starts with '-', and `--`
+ * itself is none. */
+static void test_ask_dash_dash(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    const char *args[] = {"ask", "--db", db, "-m", "tiny", "--", "-2+3", NULL};
+    char *out, *err;
+    g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 0);
+    g_assert_nonnull(strstr(out, "ask: 1 question x 1 page: 1 new job"));
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions WHERE text = '-2+3'"), ==, 1);
+    g_free(out);
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+}
+
+/* --questions: a device or a FIFO is refused without being read, a file or standard input past
+ * 64 MiB is refused (no 3 GB allocation), and nothing is asked. */
+static void test_ask_questions_capped(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *fifo = g_build_filename(dir, "fifo", NULL);
+    g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+    char *big = g_build_filename(dir, "big.txt", NULL);
+    FILE *f = fopen(big, "w");
+    g_assert_nonnull(f);
+    fputs("What is the total?\n", f);
+    fclose(f);
+    g_assert_cmpint(truncate(big, (64 << 20) + 1), ==, 0);
+    struct {
+        const char *file, *want;
+    } cases[] = {
+        {"/dev/zero", "docqa: /dev/zero: a device, not a regular file\n"},
+        {fifo, "a FIFO, not a regular file\n"},
+        {big, "bytes, more than the 64 MiB allowed\n"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const char *args[] = {"ask", "--db", db, "-m", "tiny", "-f", cases[i].file, NULL};
+        char *out, *err;
+        g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 2);
+        g_assert_true(g_str_has_suffix(err, cases[i].want));
+        g_free(out);
+        g_free(err);
+    }
+    /* standard input: read up to the cap, then refused */
+    char *bin = docqa_path();
+    char *cmd = g_strdup_printf("'%s' ask --db '%s' -m tiny -f - < '%s'", bin, db, big);
+    char *out, *err;
+    int status;
+    GError *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char *[]){"/bin/sh", "-c", cmd, NULL}, NULL, G_SPAWN_DEFAULT,
+                               NULL, NULL, &out, &err, &status, &e));
+    dq_assert_no_error(e);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: standard input: more than the 64 MiB allowed for questions\n");
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 0);
+    g_free(out);
+    g_free(err);
+    g_free(cmd);
+    g_free(bin);
+    g_free(big);
+    g_free(fifo);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/cli-hardening/file-name-escaped", test_file_name_escaped);
     g_test_add_func("/cli-hardening/export-data-and-terminal", test_export_data_and_terminal);
+    g_test_add_func("/cli-hardening/ask-dash-dash", test_ask_dash_dash);
+    g_test_add_func("/cli-hardening/ask-questions-capped", test_ask_questions_capped);
     return g_test_run();
 }
