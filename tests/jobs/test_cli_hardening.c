@@ -242,11 +242,75 @@ static void test_ask_questions_capped(void) {
     g_free(dir);
 }
 
+/* Runs docqa in folder `cwd` with DOCQA_DB set to db_env (NULL: unset); returns the exit
+ * status and stderr. */
+static int docqa_in(const char *cwd, const char *db_env, const char *const *args, char **errout) {
+    GSubprocessLauncher *l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
+                                                       G_SUBPROCESS_FLAGS_STDERR_PIPE);
+    g_subprocess_launcher_set_cwd(l, cwd);
+    if (db_env != NULL)
+        g_subprocess_launcher_setenv(l, "DOCQA_DB", db_env, TRUE);
+    else
+        g_subprocess_launcher_unsetenv(l, "DOCQA_DB");
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    GError *err = NULL;
+    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
+    dq_assert_no_error(err);
+    g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, NULL, errout, &err));
+    dq_assert_no_error(err);
+    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
+    g_object_unref(p);
+    g_object_unref(l);
+    g_ptr_array_free(argv, TRUE);
+    return rc;
+}
+
+/* A libpq key=value location is refused, without repeating it (it holds a password) and
+ * without a SQLite file or page store named after it; "postgresql:user:secret@host" (no //) is
+ * refused without repeating it. */
+static void test_conninfo_refused(void) {
+    char *dir = dq_test_tmpdir();
+    char *docs = g_build_filename(dir, "docs", NULL);
+    char *cwd = g_build_filename(dir, "cwd", NULL);
+    g_assert_cmpint(g_mkdir(docs, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir(cwd, 0755), ==, 0);
+    const char *conninfo = "host=localhost dbname=docqa password=hunter2";
+    const char *ingest[] = {"ingest", "--db", conninfo, docs, NULL};
+    const char *status[] = {"status", NULL};
+    const char *ask[] = {"ask", "--db", conninfo, "Total?", NULL};
+    const char *const *cases[] = {ingest, status, ask};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *err;
+        g_assert_cmpint(docqa_in(cwd, cases[i] == status ? conninfo : NULL, cases[i], &err), ==, 2);
+        g_assert_nonnull(strstr(err, "looks like a libpq connection string"));
+        g_assert_nonnull(strstr(err, "use a postgresql:// URI"));
+        g_assert_null(strstr(err, "hunter2"));
+        g_free(err);
+        GDir *d = g_dir_open(cwd, 0, NULL);
+        g_assert_null(g_dir_read_name(d)); /* nothing created */
+        g_dir_close(d);
+    }
+    const char *no_slashes[] = {"status", "--db", "postgresql:alice:hunter2@dbhost/docqa", NULL};
+    char *err;
+    g_assert_cmpint(docqa_in(cwd, NULL, no_slashes, &err), ==, 2);
+    g_assert_null(strstr(err, "hunter2"));
+    g_assert_nonnull(strstr(err, "postgresql://"));
+    g_free(err);
+    g_free(cwd);
+    g_free(docs);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/cli-hardening/file-name-escaped", test_file_name_escaped);
     g_test_add_func("/cli-hardening/export-data-and-terminal", test_export_data_and_terminal);
     g_test_add_func("/cli-hardening/ask-dash-dash", test_ask_dash_dash);
     g_test_add_func("/cli-hardening/ask-questions-capped", test_ask_questions_capped);
+    g_test_add_func("/cli-hardening/conninfo-refused", test_conninfo_refused);
     return g_test_run();
 }
