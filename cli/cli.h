@@ -17,8 +17,19 @@ enum {
 
 typedef int (*DqCommandFn)(int argc, char **argv);
 
-/* Prints "docqa: <message>" for err (and frees it); returns DQ_EXIT_FATAL. */
+/* Prints "docqa: <message>" for err (and frees it), its control characters escaped
+ * (dq_cli_shown); returns DQ_EXIT_FATAL. */
 int dq_cli_fail(GError *err);
+
+/* Untrusted text (a file name, a model id, an error message holding them) for a message or a
+ * summary line: one line, control and invisible characters escaped (dq_text_show), so that a
+ * file named with terminal escapes cannot retitle or clear the user's terminal. Free it. */
+char *dq_cli_shown(const char *text);
+
+/* Data for standard output (an answer, an export's rows): its exact bytes when stdout is not a
+ * terminal (a pipe, a file: the data is the user's); on a terminal, control characters other
+ * than newline and tab escaped as \uXXXX, as the terminal would act on them. */
+void dq_cli_put_data(const char *text);
 
 /* Parses argv with ctx (argv[0]: the command's name); on a usage error prints it with the
  * subcommand's help hint (a value GLib could not convert from the locale's charset is named with
@@ -65,7 +76,8 @@ void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);
 void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value);
 
 /* Writes b's document and a newline to standard output (pretty: indented, for a person) and
- * frees b. Write errors are found by dq_cli_close_stdout. */
+ * frees b, through dq_cli_put_data (on a terminal DEL and C1 characters, which JSON may hold
+ * raw, become \u escapes: the same JSON). Write errors are found by dq_cli_close_stdout. */
 void dq_cli_json_print(JsonBuilder *b, gboolean pretty);
 
 int cmd_version(int argc, char **argv);

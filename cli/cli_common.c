@@ -1,14 +1,36 @@
 #include "cli.h"
+#include "text.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int dq_cli_fail(GError *err) {
-    fprintf(stderr, "docqa: %s\n", err ? err->message : "unknown error");
+    char *shown = dq_cli_shown(err ? err->message : "unknown error");
+    fprintf(stderr, "docqa: %s\n", shown);
+    g_free(shown);
     g_clear_error(&err);
     return DQ_EXIT_FATAL;
+}
+
+char *dq_cli_shown(const char *text) {
+    return dq_text_show(text, -1, DQ_SHOW_LINE, 0);
+}
+
+void dq_cli_put_data(const char *text) {
+    static int tty = -1;
+    if (tty < 0)
+        tty = isatty(STDOUT_FILENO);
+    if (!tty) {
+        fputs(text, stdout);
+        return;
+    }
+    char *shown = dq_text_show(
+        text, -1, DQ_SHOW_KEEP_NEWLINES | DQ_SHOW_KEEP_TABS | DQ_SHOW_CONTROLS_ONLY, 0);
+    fputs(shown, stdout);
+    g_free(shown);
 }
 
 /* GLib converts a string option's value from the locale's charset and, when it cannot, says
@@ -74,8 +96,11 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
     }
     if (!ok && err->domain == G_CONVERT_ERROR)
         print_conversion_error(n_given, given);
-    else if (!ok)
-        fprintf(stderr, "docqa: %s (see --help)\n", err->message);
+    else if (!ok) {
+        char *shown = dq_cli_shown(err->message);
+        fprintf(stderr, "docqa: %s (see --help)\n", shown);
+        g_free(shown);
+    }
     g_clear_error(&err);
     g_strfreev(given);
     return ok;
@@ -84,7 +109,9 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
 gboolean dq_cli_no_arguments(const char *command, int argc, char **argv) {
     if (argc <= 1)
         return TRUE;
-    fprintf(stderr, "docqa: %s: unexpected argument '%s' (see --help)\n", command, argv[1]);
+    char *shown = dq_cli_shown(argv[1]);
+    fprintf(stderr, "docqa: %s: unexpected argument '%s' (see --help)\n", command, shown);
+    g_free(shown);
     return FALSE;
 }
 
@@ -177,7 +204,8 @@ void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
     json_generator_set_root(g, root);
     json_generator_set_pretty(g, pretty);
     char *text = json_generator_to_data(g, NULL);
-    puts(text);
+    dq_cli_put_data(text);
+    putchar('\n');
     g_free(text);
     json_node_unref(root);
     g_object_unref(g);

@@ -11,7 +11,7 @@
 
 int cmd_ask(int argc, char **argv) {
     char *db = NULL, *questions_file = NULL, *model = NULL, *prompt = NULL;
-    char **doc_ids = NULL, **where = NULL;
+    char **doc_ids = NULL, **where = NULL, **args = NULL;
     /* G_MININT: --n-res not given */
     int max_new_tokens = 64, max_attempts = 3, n_res = G_MININT;
     GOptionEntry entries[] = {
@@ -48,6 +48,10 @@ int cmd_ask(int argc, char **argv) {
          "longest answer in tokens (default 64)", "N"},
         {"max-attempts", 0, 0, G_OPTION_ARG_INT, &max_attempts,
          "tries per job before it is marked dead (default 3)", "N"},
+        /* Questions here rather than left in argv: GLib leaves a "--" there (which ends the
+         * options, so that `-- '-2+3'` asks "-2+3"), which is no question. Bytes, checked as
+         * UTF-8 by queue_question_normalize. */
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx =
@@ -73,9 +77,9 @@ int cmd_ask(int argc, char **argv) {
     char *model_id = NULL;
     if (!ok)
         goto out;
-    for (int i = 1; i < argc; i++) {
-        char *source = g_strdup_printf("command-line question %d", i);
-        char *q = queue_question_normalize(argv[i], -1, source, &err);
+    for (int i = 0; args != NULL && args[i] != NULL; i++) {
+        char *source = g_strdup_printf("command-line question %d", i + 1);
+        char *q = queue_question_normalize(args[i], -1, source, &err);
         g_free(source);
         if (q == NULL) {
             rc = dq_cli_fail(err);
@@ -188,9 +192,11 @@ int cmd_ask(int argc, char **argv) {
     if (res.duplicates > 0)
         g_snprintf(dups, sizeof dups, " (%d duplicate%s dropped)", res.duplicates,
                    res.duplicates == 1 ? "" : "s");
+    char *shown_model = dq_cli_shown(model_id);
     printf("ask: %d question%s%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
            res.questions, res.questions == 1 ? "" : "s", dups, res.pages, res.pages == 1 ? "" : "s",
-           res.added, res.added == 1 ? "" : "s", res.existing, model_id);
+           res.added, res.added == 1 ? "" : "s", res.existing, shown_model);
+    g_free(shown_model);
     if (res.same_content > 0)
         printf("ask: %d more page%s hold%s the same bytes as pages above (a copy, a moved file, "
                "an older version): asked once; v_current_answers shows the answers under each "
@@ -248,6 +254,7 @@ out:
     g_array_free(ids, TRUE);
     g_strfreev(doc_ids);
     g_strfreev(where);
+    g_strfreev(args);
     g_free(db);
     g_free(questions_file);
     g_free(model);

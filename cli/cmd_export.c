@@ -7,15 +7,18 @@
 #include "store.h"
 #include "store_jobs.h"
 #include "store_migrate.h"
+#include "text.h"
 
 #include <errno.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     gboolean csv;
     gboolean spreadsheet_safe;
+    gboolean tty; /* stdout is a terminal: control characters escaped */
     gint64 rows;
 } Export;
 
@@ -50,6 +53,11 @@ static gboolean reads_as_formula(const char *s) {
 static void csv_field(const Export *ex, const char *s, gboolean last) {
     if (s == NULL)
         s = "";
+    /* on a terminal, control characters escaped (dq_cli_put_data), quoted as the cell shown */
+    char *shown = NULL;
+    if (ex->tty)
+        s = shown = dq_text_show(
+            s, -1, DQ_SHOW_KEEP_NEWLINES | DQ_SHOW_KEEP_TABS | DQ_SHOW_CONTROLS_ONLY, 0);
     gboolean guard = ex->spreadsheet_safe && reads_as_formula(s);
     if (strpbrk(s, ",\"\r\n") == NULL) {
         if (guard)
@@ -66,6 +74,7 @@ static void csv_field(const Export *ex, const char *s, gboolean last) {
         }
         putchar('"');
     }
+    g_free(shown);
     fputs(last ? "\r\n" : ",", stdout);
 }
 
@@ -193,7 +202,7 @@ int cmd_export(int argc, char **argv) {
         g_free(question);
         question = normal;
     }
-    Export ex = {.csv = TRUE, .spreadsheet_safe = spreadsheet_safe};
+    Export ex = {.csv = TRUE, .spreadsheet_safe = spreadsheet_safe, .tty = isatty(STDOUT_FILENO)};
     if (format != NULL && strcmp(format, "jsonl") == 0)
         ex.csv = FALSE;
     else if (format != NULL && strcmp(format, "csv") != 0) {

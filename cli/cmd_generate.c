@@ -276,8 +276,10 @@ static int run_generate(GenerateArgs *a) {
     char *text = tokenizer_decode(p->tok, res.output_ids, (size_t)res.n_output_ids, TRUE, NULL);
     if (a->json)
         print_json(&prompt, &res, text, &tm);
-    else
-        printf("%s\n", g_strstrip(text));
+    else {
+        dq_cli_put_data(g_strstrip(text));
+        putchar('\n');
+    }
     g_free(text);
     status = DQ_EXIT_OK;
 out:

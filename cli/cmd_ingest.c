@@ -107,12 +107,18 @@ static void print_text(const DqIngestSummary *s) {
         const char *m = f->message ? f->message : "";
         size_t n = strlen(f->path);
         gboolean named = strncmp(m, f->path, n) == 0 && (m[n] == ':' || m[n] == '\0');
-        printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : f->path,
-               named || !*m ? "" : ": ", m);
+        char *path = dq_cli_shown(f->path), *msg = dq_cli_shown(m);
+        printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : path,
+               named || !*m ? "" : ": ", msg);
+        g_free(path);
+        g_free(msg);
     }
-    for (guint i = 0; i < s->gone->len; i++)
+    for (guint i = 0; i < s->gone->len; i++) {
+        char *path = dq_cli_shown(g_ptr_array_index(s->gone, i));
         printf("%-7s %-18s %s: no longer there (its answers are kept)\n", "gone", "missing_since",
-               (const char *)g_ptr_array_index(s->gone, i));
+               path);
+        g_free(path);
+    }
     char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
          not_done[80] = "", gone[64] = "";
     if (s->unchanged_not_ok > 0)

@@ -115,7 +115,9 @@ static void print_snapshots(const GPtrArray *snaps) {
                       first->model_id) == 0)
             end++;
         if (end - i > 1) {
-            printf("model '%s': answers from %u snapshots:", first->model_id, end - i);
+            char *model = dq_cli_shown(first->model_id);
+            printf("model '%s': answers from %u snapshots:", model, end - i);
+            g_free(model);
             for (guint k = i; k < end; k++) {
                 const DqModelSnapshot *m = g_ptr_array_index(snaps, k);
                 printf("%s %" G_GINT64_FORMAT " from %.12s", k > i ? "," : "", m->answers,
@@ -192,13 +194,16 @@ int cmd_status(int argc, char **argv) {
                 approximate += e->answers - e->pending;
             if (i == 0)
                 printf("answers:");
-            if (e->device != NULL)
+            if (e->device != NULL) {
+                char *device = dq_cli_shown(e->device), *weights = dq_cli_shown(e->weights);
                 printf(" %" G_GINT64_FORMAT " %s (%s, weights %s)", e->answers, exactness(e->exact),
-                       e->device,
+                       device,
                        g_strcmp0(e->weights, "stored") == 0 ? "as stored"
-                       : e->weights                         ? e->weights
+                       : e->weights                         ? weights
                                                             : "unknown");
-            else
+                g_free(device);
+                g_free(weights);
+            } else
                 printf(" %" G_GINT64_FORMAT " %s", e->answers, exactness(e->exact));
             printf(i + 1 < engines->len ? "," : "\n");
         }
@@ -217,19 +222,25 @@ int cmd_status(int argc, char **argv) {
          * one looks when nothing moves. */
         GError *gone = NULL;
         if (left > 0 && (dq_store_kind(store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES")) &&
-            !queue_page_store_usable(path, &gone))
-            printf("page store: %s\n", gone->message);
+            !queue_page_store_usable(path, &gone)) {
+            char *msg = dq_cli_shown(gone->message);
+            printf("page store: %s\n", msg);
+            g_free(msg);
+        }
         g_clear_error(&gone);
         if (errs->len > 0) {
             printf("why jobs are failed, dead or retrying now (most common first; every error "
                    "ever recorded is in job_errors):\n");
             for (guint i = 0; i < errs->len; i++) {
                 const DqErrorReason *r = g_ptr_array_index(errs, i);
+                char *msg = dq_cli_shown(r->message), *example = dq_cli_shown(r->example);
                 printf("  %6" G_GINT64_FORMAT " job%s  %s: %s\n", r->jobs, r->jobs == 1 ? " " : "s",
-                       r->kind, r->message);
+                       r->kind, msg);
                 /* The cause with its paths taken out: one of its messages says where. */
                 if (g_strcmp0(r->message, r->example) != 0)
-                    printf("              e.g. %s\n", r->example);
+                    printf("              e.g. %s\n", example);
+                g_free(msg);
+                g_free(example);
             }
         }
     }

@@ -55,3 +55,42 @@ char *dq_utf8_unescape(const char *s) {
     }
     return g_string_free(out, FALSE);
 }
+
+char *dq_text_show(const char *text, gssize len, DqShowFlags flags, int max_chars) {
+    if (text == NULL)
+        return NULL;
+    GString *out = g_string_new(NULL);
+    const char *p = text, *end = text + (len < 0 ? (gssize)strlen(text) : len);
+    for (int n = 0; p < end; n++) {
+        if (n == max_chars && max_chars > 0) {
+            g_string_append(out, "...");
+            break;
+        }
+        /* g_utf8_get_char_validated takes a NUL for the end of the text */
+        gunichar c = *p == '\0' ? 0 : g_utf8_get_char_validated(p, end - p);
+        if (c == (gunichar)-1 || c == (gunichar)-2) {
+            g_string_append_printf(out, "\\x%02x", (guchar)*p++);
+            continue;
+        }
+        const char *next = g_utf8_next_char(p);
+        gboolean control = c < 0x20 || (c >= 0x7f && c <= 0x9f);
+        if (c == '\n' && (flags & DQ_SHOW_KEEP_NEWLINES))
+            g_string_append_c(out, '\n');
+        else if (c == '\n')
+            g_string_append(out, "\\n");
+        else if (c == '\t' && (flags & DQ_SHOW_KEEP_TABS))
+            g_string_append_c(out, '\t');
+        else if (c == '\t')
+            g_string_append(out, "\\t");
+        else if (c == '\\' && (flags & DQ_SHOW_DOUBLE_BACKSLASH))
+            g_string_append(out, "\\\\");
+        else if ((flags & DQ_SHOW_CONTROLS_ONLY)
+                     ? !control
+                     : c == ' ' || (g_unichar_isprint(c) && !g_unichar_isspace(c)))
+            g_string_append_len(out, p, next - p);
+        else
+            g_string_append_printf(out, c > 0xFFFF ? "\\U%08x" : "\\u%04x", c);
+        p = next;
+    }
+    return g_string_free(out, FALSE);
+}

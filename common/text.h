@@ -16,4 +16,22 @@ char *dq_utf8_escape_invalid(const char *s);
  * (its output holds no other \x followed by two hex digits). NULL for NULL. */
 char *dq_utf8_unescape(const char *s);
 
+/* How dq_text_show writes text. */
+typedef enum {
+    DQ_SHOW_LINE = 0,                  /* one line: a newline as \n */
+    DQ_SHOW_KEEP_NEWLINES = 1 << 0,    /* output of several lines: newlines kept */
+    DQ_SHOW_KEEP_TABS = 1 << 1,        /* tabs kept (else \t) */
+    DQ_SHOW_DOUBLE_BACKSLASH = 1 << 2, /* a backslash as \\, so that the shown text reads back */
+    DQ_SHOW_CONTROLS_ONLY = 1 << 3,    /* only C0, DEL and C1 escaped (data: its other invisible
+                                        * characters are its own) */
+} DqShowFlags;
+
+/* Untrusted text (a file name, a question, a model id, model output) made safe to print on a
+ * terminal: control characters (C0, DEL, C1), and unless DQ_SHOW_CONTROLS_ONLY every other
+ * character that is neither printable nor a space (format characters such as bidi overrides,
+ * zero-width spaces, unassigned code points), as \uXXXX or \UXXXXXXXX, bytes that are not UTF-8
+ * as \xNN; a terminal would act on them (retitle, clear, recolour the screen) or hide text.
+ * At most max_chars characters, then "..." (0: no limit). len < 0: up to the NUL. */
+char *dq_text_show(const char *text, gssize len, DqShowFlags flags, int max_chars);
+
 #endif

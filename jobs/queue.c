@@ -4,6 +4,7 @@
 #include "dq_error.h"
 #include "json_load.h"
 #include "resources.h"
+#include "text.h"
 
 #include <errno.h>
 #include <json-glib/json-glib.h>
@@ -160,33 +161,7 @@ gboolean queue_check_where(const char *expr, GError **err) {
 /* A question for an error message, one line whatever it holds: invisible and control characters
  * as \uXXXX (or \n, \t), bytes that are not UTF-8 as \xNN. */
 static char *escape_question(const char *text, gsize len) {
-    GString *out = g_string_new(NULL);
-    const char *p = text, *end = text + len;
-    for (int n = 0; p < end; n++) {
-        if (n == QUOTE_MAX_CHARS) {
-            g_string_append(out, "...");
-            break;
-        }
-        /* g_utf8_get_char_validated takes a NUL for the end of the text */
-        gunichar c = *p == '\0' ? 0 : g_utf8_get_char_validated(p, end - p);
-        if (c == (gunichar)-1 || c == (gunichar)-2) {
-            g_string_append_printf(out, "\\x%02x", (guchar)*p++);
-            continue;
-        }
-        const char *next = g_utf8_next_char(p);
-        if (c == '\n')
-            g_string_append(out, "\\n");
-        else if (c == '\t')
-            g_string_append(out, "\\t");
-        else if (c == '\\')
-            g_string_append(out, "\\\\");
-        else if (c == ' ' || (g_unichar_isprint(c) && !g_unichar_isspace(c)))
-            g_string_append_len(out, p, next - p);
-        else
-            g_string_append_printf(out, c > 0xFFFF ? "\\U%08x" : "\\u%04x", c);
-        p = next;
-    }
-    return g_string_free(out, FALSE);
+    return dq_text_show(text, (gssize)len, DQ_SHOW_DOUBLE_BACKSLASH, QUOTE_MAX_CHARS);
 }
 
 static gboolean is_trimmed(gunichar c) {
@@ -428,21 +403,29 @@ static gboolean is_blank(const char *text, gsize n) {
     return TRUE;
 }
 
+/* A questions file whole, at most DQ_JSON_MAX_FILE_BYTES (64 MiB: far more questions than anyone
+ * asks, and a 3 GB stream no longer takes the process down); a file must be a regular one (a
+ * FIFO or a device such as /dev/zero is refused without being read), while "-" reads standard
+ * input, whatever it is, up to the same cap. */
 static char *read_all(const char *path, const char *name, gsize *len, GError **err) {
-    GError *e = NULL;
-    char *text = NULL;
     if (strcmp(path, "-") != 0) {
-        if (!g_file_get_contents(path, &text, len, &e)) {
-            dq_fail(err, DQ_ERR_IO, "%s: %s", name, e->message);
-            g_error_free(e);
-        }
+        size_t n = 0;
+        char *text = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, &n, err);
+        *len = n;
         return text;
     }
     GByteArray *buf = g_byte_array_new();
     guint8 chunk[65536];
     size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, stdin)) > 0)
+    while ((got = fread(chunk, 1, sizeof chunk, stdin)) > 0) {
+        if (buf->len + got > DQ_JSON_MAX_FILE_BYTES) {
+            dq_fail(err, DQ_ERR_LIMIT, "%s: more than the %zu MiB allowed for questions", name,
+                    DQ_JSON_MAX_FILE_BYTES >> 20);
+            g_byte_array_free(buf, TRUE);
+            return NULL;
+        }
         g_byte_array_append(buf, chunk, (guint)got);
+    }
     if (ferror(stdin)) {
         dq_fail(err, DQ_ERR_IO, "%s: %s", name, g_strerror(errno));
         g_byte_array_free(buf, TRUE);

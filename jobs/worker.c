@@ -7,6 +7,7 @@
 #include "dq_error.h"
 #include "json_load.h"
 #include "resources.h"
+#include "text.h"
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
@@ -226,8 +227,11 @@ static void fail_job(Worker *w, gint64 job_id, const char *kind, const char *mes
         if (reconnected(w, &err))
             continue;
         /* The lease will expire and the job will be retried: nothing is lost. */
+        /* the message may quote a page's path or a question: escaped for the terminal */
+        char *shown = dq_text_show(err->message, -1, DQ_SHOW_LINE, 0);
         fprintf(stderr, "docqa: worker %s: job %" G_GINT64_FORMAT ": %s\n", w->owner, job_id,
-                err->message);
+                shown);
+        g_free(shown);
         g_error_free(err);
         return;
     }

@@ -7,8 +7,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <json-glib/json-glib.h>
 #include <pcre2.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* A malformed file must not make us allocate gigabytes for an id table. */
 #define MAX_TOKEN_ID (1 << 24)
@@ -603,23 +606,104 @@ static int32_t added_id(const DqTokenizer *tok, const char *content) {
  * tokens) is kept in $DOCQA_CACHE_DIR (default: the user cache dir + "/docqa"; "off" disables)
  * under the SHA-256 of the JSON bytes, and read back in a few tens of ms. Cache files are
  * written atomically; one that is unreadable, truncated or inconsistent is ignored (the JSON is
- * parsed again), never trusted: every id and length is bounds-checked. */
-/* 02: files refused since (duplicate vocab ids, added-token ids tokenizers would not give, no
- * merges) may have 01 caches, which must not let them load. */
-#define CACHE_MAGIC  "DQTOKC02"
+ * parsed again): every id and length is bounds-checked.
+ *
+ * A well-formed cache file decides the ids and the text of every token, so whoever may write it
+ * decides the answers. It is used only from a directory that is the user's own and that no one
+ * else may write into (nor may anyone rename it away: its parents up to the home directory are
+ * the user's or root's, and group- or world-writable only with the sticky bit, as /tmp), and
+ * only when the file itself is the user's and not writable by others: the rule ssh applies to
+ * ~/.ssh. The JSON's SHA-256 stored in the file guards against a stale or misnamed file only,
+ * never against someone who may write the file: they can write the matching digest too. */
+/* 03: the JSON's SHA-256 follows the byte-order mark. 02: files refused since (duplicate vocab
+ * ids, added-token ids tokenizers would not give, no merges) may have 01 caches, which must not
+ * let them load. */
+#define CACHE_MAGIC  "DQTOKC03"
 #define CACHE_ENDIAN 0x01020304u
 
-static char *cache_file_for(const char *json, size_t len) {
+/* One note a process for a cache that is not used, so that a shared or careless set-up is
+ * visible without flooding a worker's log. */
+static void cache_note_once(const char *fmt, const char *path) {
+    static gsize noted = 0;
+    if (g_once_init_enter(&noted)) {
+        g_printerr(fmt, path);
+        g_printerr("\n");
+        g_once_init_leave(&noted, 1);
+    }
+}
+
+static char *cache_dir(void) {
     const char *dir = g_getenv("DOCQA_CACHE_DIR");
     if (dir != NULL && strcmp(dir, "off") == 0)
         return NULL;
-    char *sum = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)json, len);
-    char *name = g_strdup_printf("tokenizer-%s.bin", sum);
-    char *path = dir != NULL && *dir
-                     ? g_build_filename(dir, name, NULL)
-                     : g_build_filename(g_get_user_cache_dir(), "docqa", name, NULL);
+    return dir != NULL && *dir ? g_strdup(dir)
+                               : g_build_filename(g_get_user_cache_dir(), "docqa", NULL);
+}
+
+/* Can someone other than the user (or root) replace what `st` names, or an entry in it? */
+static gboolean others_may_write(const struct stat *st, gboolean sticky_ok) {
+    if (st->st_uid != geteuid() && st->st_uid != 0)
+        return TRUE;
+    return (st->st_mode & (S_IWGRP | S_IWOTH)) != 0 && !(sticky_ok && (st->st_mode & S_ISVTX));
+}
+
+/* Creates the cache directory (0700) when it is missing; TRUE when it may be used. A directory
+ * that cannot be made (a read-only home) only costs the JSON parse, silently. */
+static gboolean cache_dir_trusted(const char *dir) {
+    if (g_mkdir_with_parents(dir, 0700) != 0)
+        return FALSE;
+    /* judged where it really is: a symlinked folder by its target and the target's parents */
+    char *abs = realpath(dir, NULL);
+    if (abs == NULL)
+        return FALSE;
+    struct stat st;
+    gboolean ok = stat(abs, &st) == 0;
+    if (ok && (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+               (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
+        cache_note_once("note: tokenizer cache %s is not a directory of yours that only you may "
+                        "write (not used; tokenizer.json is parsed instead)",
+                        dir);
+        ok = FALSE;
+    }
+    /* the parents, up to and including the home directory when the cache is under it, else up
+     * to / */
+    char *home = realpath(g_get_home_dir(), NULL);
+    char *p = g_path_get_dirname(abs);
+    while (ok) {
+        if (stat(p, &st) != 0 || others_may_write(&st, TRUE)) {
+            cache_note_once("note: tokenizer cache: %s may be written by others, so the cache "
+                            "under it is not used (tokenizer.json is parsed instead)",
+                            p);
+            ok = FALSE;
+            break;
+        }
+        if ((home != NULL && strcmp(p, home) == 0) || strcmp(p, "/") == 0)
+            break;
+        char *up = g_path_get_dirname(p);
+        g_free(p);
+        p = up;
+    }
+    g_free(p);
+    free(home);
+    free(abs);
+    return ok;
+}
+
+static char *cache_file_for(const char *json, size_t len, guint8 digest[32]) {
+    char *dir = cache_dir();
+    if (dir == NULL || !cache_dir_trusted(dir)) {
+        g_free(dir);
+        return NULL;
+    }
+    GChecksum *sum = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(sum, (const guchar *)json, len);
+    gsize n = 32;
+    g_checksum_get_digest(sum, digest, &n);
+    char *name = g_strdup_printf("tokenizer-%s.bin", g_checksum_get_string(sum));
+    char *path = g_build_filename(dir, name, NULL);
+    g_checksum_free(sum);
     g_free(name);
-    g_free(sum);
+    g_free(dir);
     return path;
 }
 
@@ -632,10 +716,11 @@ static void put_str(GByteArray *b, const char *s) {
     g_byte_array_append(b, (const guint8 *)s, (guint)strlen(s));
 }
 
-static void cache_write(const DqTokenizer *tok, const char *path) {
+static void cache_write(const DqTokenizer *tok, const char *path, const guint8 digest[32]) {
     GByteArray *b = g_byte_array_new();
     g_byte_array_append(b, (const guint8 *)CACHE_MAGIC, 8);
     put_u32(b, CACHE_ENDIAN);
+    g_byte_array_append(b, digest, 32);
     guint8 flags[8] = {(guint8)tok->has_digits, (guint8)tok->digits_individual,
                        (guint8)tok->byte_level_regex, (guint8)tok->add_prefix_space,
                        (guint8)tok->ignore_merges};
@@ -670,11 +755,10 @@ static void cache_write(const DqTokenizer *tok, const char *path) {
         put_u32(b, tok->id_flags[id] & (ID_SPECIAL | ID_NORMALIZED));
         put_str(b, k);
     }
-    char *dir = g_path_get_dirname(path);
-    /* best effort: a read-only home only costs the JSON parse next time */
-    if (g_mkdir_with_parents(dir, 0755) == 0)
-        g_file_set_contents(path, (const char *)b->data, b->len, NULL);
-    g_free(dir);
+    /* best effort: a read-only folder only costs the JSON parse next time; 0600 whatever the
+     * umask, as a file others may write is not read back */
+    g_file_set_contents_full(path, (const char *)b->data, b->len, G_FILE_SET_CONTENTS_CONSISTENT,
+                             0600, NULL);
     g_byte_array_free(b, TRUE);
 }
 
@@ -708,18 +792,40 @@ static const char *get_str(Reader *r, DqTokenizer *tok) {
 
 /* Fills tok from a cache file; FALSE (tok partly filled: the caller starts over) when the file
  * is absent or not to be trusted. */
-static gboolean cache_read(DqTokenizer *tok, const char *path) {
-    GMappedFile *mf = g_mapped_file_new(path, FALSE, NULL);
+static gboolean cache_read(DqTokenizer *tok, const char *path, const guint8 digest[32]) {
+    /* O_NOFOLLOW: a link planted in place of the file is not followed to a file of others */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return FALSE;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return FALSE;
+    }
+    if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        cache_note_once("note: tokenizer cache file %s is not yours, or others may write it "
+                        "(not used; tokenizer.json is parsed instead)",
+                        path);
+        close(fd);
+        return FALSE;
+    }
+    GMappedFile *mf = g_mapped_file_new_from_fd(fd, FALSE, NULL);
+    close(fd);
     if (mf == NULL)
         return FALSE;
     Reader r = {(const guint8 *)g_mapped_file_get_contents(mf), NULL, TRUE};
     r.end = r.p + g_mapped_file_get_length(mf);
-    if (r.end - r.p < 20 || memcmp(r.p, CACHE_MAGIC, 8) != 0) {
+    if (r.end - r.p < 52 || memcmp(r.p, CACHE_MAGIC, 8) != 0) {
         g_mapped_file_unref(mf);
         return FALSE;
     }
     r.p += 8;
-    if (get_u32(&r) != CACHE_ENDIAN || r.end - r.p < 8) {
+    if (get_u32(&r) != CACHE_ENDIAN || memcmp(r.p, digest, 32) != 0) {
+        g_mapped_file_unref(mf);
+        return FALSE;
+    }
+    r.p += 32;
+    if (r.end - r.p < 8) {
         g_mapped_file_unref(mf);
         return FALSE;
     }
@@ -913,9 +1019,10 @@ DqTokenizer *tokenizer_load(const char *path, GError **err) {
     char *data = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, &len, err);
     if (data == NULL)
         return NULL;
-    char *cache_path = cache_file_for(data, len);
+    guint8 digest[32];
+    char *cache_path = cache_file_for(data, len, digest);
     DqTokenizer *tok = tokenizer_new(path);
-    gboolean from_cache = cache_path != NULL && cache_read(tok, cache_path);
+    gboolean from_cache = cache_path != NULL && cache_read(tok, cache_path, digest);
     if (!from_cache) {
         tokenizer_free(tok);
         tok = tokenizer_new(path);
@@ -923,7 +1030,7 @@ DqTokenizer *tokenizer_load(const char *path, GError **err) {
     gboolean ok = from_cache || load_json(tok, data, len, err);
     ok = ok && load_finish(tok, err);
     if (ok && !from_cache && cache_path != NULL)
-        cache_write(tok, cache_path);
+        cache_write(tok, cache_path, digest);
     g_free(cache_path);
     g_free(data);
     if (!ok) {

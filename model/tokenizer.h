@@ -30,7 +30,8 @@
  *
  * Loading: json-glib takes 250-450 ms on SmolVLM's 3.5 MB tokenizer.json, so tokenizer_load keeps
  * the parsed result in $DOCQA_CACHE_DIR (default ~/.cache/docqa; "off" disables), keyed by the
- * SHA-256 of the file; later loads take tens of ms. A damaged cache file is ignored.
+ * SHA-256 of the file; later loads take tens of ms. A damaged cache file is ignored, and so is one
+ * others may write or in a folder they may write (tokenizer.c says why).
  *
  * A DqTokenizer is immutable after loading (and tokenizer_add_special_token) except for its BPE
  * word cache, which is guarded by a mutex: encode/decode may be called from several threads.

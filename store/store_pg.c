@@ -389,9 +389,11 @@ static gboolean session_setup(DqStore *s, GError **err) {
 static char *libpq_location(const char *location, GError **err) {
     const char *rest = strchr(location, ':') + 1;
     if (!g_str_has_prefix(rest, "//")) {
+        /* not repeated: "postgresql:alice:secret@host" holds a password redact() cannot find */
         dq_fail(err, DQ_ERR_ARGS,
-                "%s: not a PostgreSQL location; write postgresql://[user@]host[:port]/database",
-                location);
+                "%.*s location without '//' (not shown, as it may hold a password); write "
+                "postgresql://[user@]host[:port]/database",
+                (int)(rest - location), location);
         return NULL;
     }
     return g_strconcat("postgresql:", rest, NULL);

@@ -22,6 +22,22 @@ gboolean dq_store_location_is_postgres(const char *location) {
                                 g_ascii_strncasecmp(location, "postgres:", 9) == 0);
 }
 
+/* "host=db password=secret": libpq's key=value form, which docqa does not take (one location
+ * syntax, whose password messages can hide). Taken as a file name it would become a SQLite
+ * database named after the password: refused, without repeating it. */
+static gboolean refuse_conninfo(const char *location, GError **err) {
+    if (location == NULL ||
+        !g_regex_match_simple("^\\s*(host|hostaddr|port|dbname|user|password|passfile|service|"
+                              "sslmode|connect_timeout|application_name|options)\\s*=",
+                              location, G_REGEX_CASELESS, 0))
+        return TRUE;
+    dq_fail(err, DQ_ERR_ARGS,
+            "the database location looks like a libpq connection string (key=value; not shown, "
+            "as it may hold a password); use a postgresql:// URI, e.g. "
+            "postgresql://user@host/database, with the password in ~/.pgpass");
+    return FALSE;
+}
+
 static char *same_file(const char *given, char *real) {
     /* No link on the way: the name as given (relative stays relative, as messages showed it) */
     char *lexical = g_canonicalize_filename(given, NULL);
@@ -34,6 +50,8 @@ static char *same_file(const char *given, char *real) {
 }
 
 char *dq_store_page_dir_for(const char *location, GError **err) {
+    if (!refuse_conninfo(location, err))
+        return NULL;
     if (dq_store_location_is_postgres(location)) {
         const char *dir = g_getenv("DOCQA_PAGES");
         if (dir == NULL || *dir == '\0') {
@@ -91,6 +109,8 @@ char *dq_store_pages_env_ignored(const char *location) {
     if (dq_store_location_is_postgres(location) || env == NULL || *env == '\0')
         return NULL;
     char *dir = dq_store_page_dir_for(location, NULL);
+    if (dir == NULL) /* a location refused: opening it says why */
+        return NULL;
     char *a = g_canonicalize_filename(dir, NULL), *b = g_canonicalize_filename(env, NULL);
     char *note = strcmp(a, b) == 0 ? NULL
                                    : g_strdup_printf("DOCQA_PAGES (%s) is ignored: an SQLite "
@@ -515,6 +535,8 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     const char *path = location;
     if (g_str_has_prefix(path, "sqlite:"))
         path += strlen("sqlite:");
+    else if (!refuse_conninfo(location, err))
+        return NULL;
     if (dq_store_location_is_postgres(location)) {
 #ifdef DOCQA_HAVE_POSTGRES
         return store_pg_open(location, max_version, must_exist, err);

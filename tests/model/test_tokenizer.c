@@ -6,7 +6,9 @@
 #include "tokenizer.h"
 
 #include <json-glib/json-glib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- helpers */
@@ -541,7 +543,7 @@ static void test_cache(void) {
             char *data;
             size_t len;
             g_assert_true(g_file_get_contents(cache, &data, &len, NULL));
-            memset(data + 28, 0xff, 4);
+            memset(data + 60, 0xff, 4); /* magic 8, byte order 4, SHA-256 32, flags 8, counts 8 */
             g_assert_true(g_file_set_contents(cache, data, (gssize)len, NULL));
             g_free(data);
         }
@@ -573,12 +575,147 @@ static void test_cache(void) {
     g_free(path);
 }
 
+/* Replaces one 8-letter vocabulary token's bytes in the cache file at `cache` with "QZQZQZQZ"
+ * (a well-formed file, as someone who may write it would plant); returns the id changed. */
+static int32_t plant_token(const DqTokenizer *ref, const char *cache) {
+    char *data;
+    size_t len;
+    g_assert_true(g_file_get_contents(cache, &data, &len, NULL));
+    for (int32_t id = 0; id < tokenizer_vocab_size(ref); id++) {
+        const char *t = tokenizer_id_to_token(ref, id);
+        if (t == NULL || strlen(t) != 8 || strspn(t, "abcdefghijklmnopqrstuvwxyz") != 8)
+            continue;
+        char needle[12] = {8, 0, 0, 0};
+        memcpy(needle + 4, t, 8);
+        char *at = memmem(data, len, needle, sizeof needle);
+        if (at == NULL)
+            continue;
+        memcpy(at + 4, "QZQZQZQZ", 8);
+        g_assert_true(g_file_set_contents(cache, data, (gssize)len, NULL));
+        g_assert_cmpint(chmod(cache, 0600), ==, 0);
+        g_free(data);
+        return id;
+    }
+    g_assert_not_reached();
+}
+
+/* Loads `json` and says whether the token at `id` is the planted one. */
+static gboolean loads_planted(const char *json, int32_t id) {
+    GError *err = NULL;
+    DqTokenizer *tok = tokenizer_load(json, &err);
+    dq_assert_no_error(err);
+    gboolean planted = g_strcmp0(tokenizer_id_to_token(tok, id), "QZQZQZQZ") == 0;
+    tokenizer_free(tok);
+    return planted;
+}
+
+/* The cache decides every token, so it is used only where no one else may write it: a planted
+ * file is taken in a private folder (the control: the planting works), and ignored when the
+ * folder, a parent of it or the file may be written by others, when the file is another user's,
+ * or when its stored SHA-256 is not the JSON's (a file under another tokenizer's name). */
+static void test_cache_trust(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return;
+    }
+    char *path = g_build_filename(shared, "models", "tiny-smolvlm-b512", "tokenizer.json", NULL);
+    char *parent = dq_test_tmpdir();
+    char *dir = g_build_filename(parent, "cache", NULL);
+    g_setenv("DOCQA_CACHE_DIR", dir, TRUE);
+    GError *err = NULL;
+    DqTokenizer *ref = tokenizer_load(path, &err); /* makes the folder (0700) and the file */
+    dq_assert_no_error(err);
+    struct stat st;
+    g_assert_cmpint(stat(dir, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 0777, ==, 0700);
+    char *json;
+    size_t len;
+    g_assert_true(g_file_get_contents(path, &json, &len, NULL));
+    char *sum = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)json, len);
+    char *name = g_strdup_printf("tokenizer-%s.bin", sum);
+    char *cache = g_build_filename(dir, name, NULL);
+    g_assert_cmpint(stat(cache, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 0777, ==, 0600);
+    int32_t id = plant_token(ref, cache);
+    g_assert_true(loads_planted(path, id));
+
+    g_assert_cmpint(chmod(dir, 0777), ==, 0); /* a shared folder */
+    g_assert_false(loads_planted(path, id));
+    g_assert_cmpint(chmod(dir, 0700), ==, 0);
+    g_assert_cmpint(chmod(parent, 0770), ==, 0); /* a parent others may rename it in */
+    g_assert_false(loads_planted(path, id));
+    g_assert_cmpint(chmod(parent, 01777), ==, 0); /* sticky, as /tmp: they may not */
+    g_assert_true(loads_planted(path, id));
+    g_assert_cmpint(chmod(parent, 0700), ==, 0);
+    g_assert_cmpint(chmod(cache, 0620), ==, 0); /* a file others may write */
+    g_assert_false(loads_planted(path, id));
+    /* the load above wrote a good file over it; plant again for the next cases */
+    id = plant_token(ref, cache);
+    g_assert_true(loads_planted(path, id));
+    if (geteuid() == 0) { /* another user's file: only root can make one */
+        g_assert_cmpint(chown(cache, 65534, 65534), ==, 0);
+        g_assert_false(loads_planted(path, id));
+        id = plant_token(ref, cache);
+    }
+
+    /* a tokenizer.json of other bytes, with the planted file under its name: the stored
+     * SHA-256 is the other JSON's */
+    char *other = g_build_filename(parent, "tokenizer.json", NULL);
+    char *json2 = g_strconcat(json, "\n", NULL);
+    g_assert_true(g_file_set_contents(other, json2, (gssize)len + 1, NULL));
+    char *sum2 = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)json2, len + 1);
+    char *name2 = g_strdup_printf("tokenizer-%s.bin", sum2);
+    char *cache2 = g_build_filename(dir, name2, NULL);
+    g_assert_cmpint(rename(cache, cache2), ==, 0);
+    g_assert_false(loads_planted(other, id));
+
+    tokenizer_free(ref);
+    g_free(cache2), g_free(name2), g_free(sum2), g_free(json2), g_free(other);
+    g_free(cache), g_free(name), g_free(sum), g_free(json), g_free(dir), g_free(parent);
+    g_free(path);
+}
+
+/* A cache not used says so on stderr once a process, not once a load. */
+static void test_cache_note(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return;
+    }
+    if (g_test_subprocess()) {
+        char *path =
+            g_build_filename(shared, "models", "tiny-smolvlm-b512", "tokenizer.json", NULL);
+        char *dir = dq_test_tmpdir();
+        g_assert_cmpint(chmod(dir, 0777), ==, 0);
+        g_setenv("DOCQA_CACHE_DIR", dir, TRUE);
+        for (int i = 0; i < 3; i++) {
+            GError *err = NULL;
+            DqTokenizer *tok = tokenizer_load(path, &err);
+            dq_assert_no_error(err);
+            tokenizer_free(tok);
+        }
+        g_assert_cmpint(chmod(dir, 0700), ==, 0);
+        g_free(dir);
+        g_free(path);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("note: tokenizer cache /*docqa-test-* is not a directory of yours "
+                              "that only you may write (not used; tokenizer.json is parsed "
+                              "instead)\n");
+    g_test_trap_assert_stderr_unmatched("*\n*\n*");
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     /* keep the parsed-tokenizer cache out of the user's home, and start cold */
     char *cache_dir = dq_test_tmpdir();
     g_setenv("DOCQA_CACHE_DIR", cache_dir, TRUE);
     g_test_add_func("/tokenizer/cache", test_cache);
+    g_test_add_func("/tokenizer/cache_trust", test_cache_trust);
+    g_test_add_func("/tokenizer/cache_note", test_cache_note);
     g_test_add_func("/tokenizer/utf8_lossy", test_utf8_lossy);
     g_test_add_func("/tokenizer/mini", test_mini_tokenizers);
     g_test_add_func("/tokenizer/load_errors", test_load_errors);

@@ -1,0 +1,316 @@
+/* The command line against hostile input: text that would drive a terminal (file names, stored
+ * answers) is escaped in messages, and in data only when the data goes to a terminal; ask's
+ * --questions is capped and takes no device; `--` ends ask's options. */
+#include "jobs_testlib.h"
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <pty.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char *docqa_path(void) {
+    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
+}
+
+/* Runs docqa with argv (NULL-terminated, without the program) and stdin from `in` (NULL:
+ * empty); returns the exit status, stdout and stderr as they came through pipes. */
+static int docqa_pipe(const char *const *args, const char *in, gsize in_len, char **out,
+                      char **errout) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    GError *err = NULL;
+    GSubprocess *p =
+        g_subprocess_newv((const char *const *)argv->pdata,
+                          G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                              G_SUBPROCESS_FLAGS_STDERR_PIPE,
+                          &err);
+    dq_assert_no_error(err);
+    GBytes *input = g_bytes_new(in ? in : "", in ? in_len : 0);
+    GBytes *o = NULL, *e = NULL;
+    g_assert_true(g_subprocess_communicate(p, input, NULL, &o, &e, &err));
+    dq_assert_no_error(err);
+    *out = g_strndup(g_bytes_get_data(o, NULL), g_bytes_get_size(o));
+    *errout = g_strndup(g_bytes_get_data(e, NULL), g_bytes_get_size(e));
+    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
+    g_bytes_unref(input);
+    g_bytes_unref(o);
+    g_bytes_unref(e);
+    g_object_unref(p);
+    g_ptr_array_free(argv, TRUE);
+    return rc;
+}
+
+/* Runs docqa with its stdout and stderr on a pseudo-terminal, as a user at a terminal sees it
+ * (newlines come back as \r\n); returns the exit status and everything it printed. */
+static int docqa_pty(const char *const *args, char **out) {
+    char *bin = docqa_path();
+    GPtrArray *argv = g_ptr_array_new();
+    g_ptr_array_add(argv, bin);
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, (gpointer)*a);
+    g_ptr_array_add(argv, NULL);
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDONLY);
+        dup2(null, STDIN_FILENO);
+        execv(bin, (char **)argv->pdata);
+        _exit(127);
+    }
+    GString *got = g_string_new(NULL);
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(master, buf, sizeof buf);
+        if (n > 0)
+            g_string_append_len(got, buf, n);
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else
+            break; /* EIO: the child closed the terminal */
+    }
+    close(master);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_ptr_array_free(argv, TRUE);
+    g_free(bin);
+    *out = g_string_free(got, FALSE);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* A file whose name retitles, clears and recolours a terminal: ingest's summary line names it
+ * with the escapes shown, not sent, whether stdout is a pipe or a terminal. */
+static void test_file_name_escaped(void) {
+    char *dir = dq_test_tmpdir();
+    char *docs = g_build_filename(dir, "docs", NULL);
+    g_assert_cmpint(g_mkdir(docs, 0755), ==, 0);
+    char *bad = g_build_filename(docs, "x\033]0;PWNED\007\033[2J\033[31mred\x9b.pdf", NULL);
+    g_assert_true(g_file_set_contents(bad, "junk", -1, NULL));
+    char *db = g_build_filename(dir, "t.db", NULL);
+    const char *args[] = {"ingest", "--db", db, "-q", docs, NULL};
+    char *out, *err;
+    g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 1);
+    g_assert_null(strchr(out, '\033'));
+    g_assert_null(strchr(out, '\007'));
+    g_assert_nonnull(strstr(out, "x\\u001b]0;PWNED\\u0007\\u001b[2J\\u001b[31mred\\x9B.pdf"));
+    g_free(out);
+    g_free(err);
+    char *db2 = g_build_filename(dir, "t2.db", NULL); /* a file failed once is not listed again */
+    args[2] = db2;
+    g_assert_cmpint(docqa_pty(args, &out), ==, 1);
+    g_assert_null(strchr(out, '\033'));
+    g_assert_nonnull(strstr(out, "x\\u001b]0;PWNED\\u0007"));
+    g_free(out);
+    /* the same name in an error message (a file named on the command line that is not there) */
+    char *gone = g_build_filename(dir, "nothing\033[2J.pdf", NULL);
+    const char *args2[] = {"status", "--db", gone, NULL};
+    g_assert_cmpint(docqa_pipe(args2, NULL, 0, &out, &err), ==, 2);
+    g_assert_null(strchr(err, '\033'));
+    g_assert_nonnull(strstr(err, "nothing\\u001b[2J.pdf"));
+    g_free(out);
+    g_free(err);
+    g_free(gone);
+    g_free(db2);
+    g_free(db);
+    g_free(bad);
+    g_free(docs);
+    g_free(dir);
+}
+
+/* An answer holding control characters: export writes its exact bytes into a pipe (they are
+ * data), and escapes them, tab and newline aside, on a terminal. */
+static void test_export_data_and_terminal(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 1, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *e = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &e));
+    dq_assert_no_error(e);
+    dq_answerer_free(a);
+    sqlite3 *s;
+    g_assert_cmpint(sqlite3_open(db, &s), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(s,
+                                 "UPDATE answers SET text = 'a' || char(27) || ']0;PWNED' || "
+                                 "char(7) || 'b' || char(9) || 'c' || char(155) || 'd'",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(s);
+    const char *raw = "a\033]0;PWNED\007b\tc\xc2\x9b"
+                      "d";
+    for (int jsonl = 0; jsonl < 2; jsonl++) {
+        const char *args[] = {"export", "--db", db, "--format", jsonl ? "jsonl" : "csv", NULL};
+        char *out, *err;
+        g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 0);
+        if (jsonl) /* JSON escapes C0 itself; DEL and C1 it may leave raw */
+            g_assert_nonnull(strstr(out, "a\\u001b]0;PWNED\\u0007b\\tc"));
+        else
+            g_assert_nonnull(strstr(out, raw));
+        g_free(out);
+        g_free(err);
+        g_assert_cmpint(docqa_pty(args, &out), ==, 0);
+        g_assert_null(strchr(out, '\033'));
+        g_assert_null(strstr(out, "\xc2\x9b"));
+        if (jsonl)
+            g_assert_nonnull(strstr(out, "a\\u001b]0;PWNED\\u0007b\\tc\\u009bd"));
+        else
+            g_assert_nonnull(strstr(out, "a\\u001b]0;PWNED\\u0007b\tc\\u009bd"));
+        g_free(out);
+    }
+    g_free(db);
+    g_free(dir);
+}
+
+/* `--` ends ask's options: what follows is a question even when it starts with '-', and `--`
+ * itself is none. */
+static void test_ask_dash_dash(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    const char *args[] = {"ask", "--db", db, "-m", "tiny", "--", "-2+3", NULL};
+    char *out, *err;
+    g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 0);
+    g_assert_nonnull(strstr(out, "ask: 1 question x 1 page: 1 new job"));
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions WHERE text = '-2+3'"), ==, 1);
+    g_free(out);
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+}
+
+/* --questions: a device or a FIFO is refused without being read, a file or standard input past
+ * 64 MiB is refused (no 3 GB allocation), and nothing is asked. */
+static void test_ask_questions_capped(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *fifo = g_build_filename(dir, "fifo", NULL);
+    g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+    char *big = g_build_filename(dir, "big.txt", NULL);
+    FILE *f = fopen(big, "w");
+    g_assert_nonnull(f);
+    fputs("What is the total?\n", f);
+    fclose(f);
+    g_assert_cmpint(truncate(big, (64 << 20) + 1), ==, 0);
+    struct {
+        const char *file, *want;
+    } cases[] = {
+        {"/dev/zero", "docqa: /dev/zero: a device, not a regular file\n"},
+        {fifo, "a FIFO, not a regular file\n"},
+        {big, "bytes, more than the 64 MiB allowed\n"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const char *args[] = {"ask", "--db", db, "-m", "tiny", "-f", cases[i].file, NULL};
+        char *out, *err;
+        g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 2);
+        g_assert_true(g_str_has_suffix(err, cases[i].want));
+        g_free(out);
+        g_free(err);
+    }
+    /* standard input: read up to the cap, then refused */
+    char *bin = docqa_path();
+    char *cmd = g_strdup_printf("'%s' ask --db '%s' -m tiny -f - < '%s'", bin, db, big);
+    char *out, *err;
+    int status;
+    GError *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char *[]){"/bin/sh", "-c", cmd, NULL}, NULL, G_SPAWN_DEFAULT,
+                               NULL, NULL, &out, &err, &status, &e));
+    dq_assert_no_error(e);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: standard input: more than the 64 MiB allowed for questions\n");
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 0);
+    g_free(out);
+    g_free(err);
+    g_free(cmd);
+    g_free(bin);
+    g_free(big);
+    g_free(fifo);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Runs docqa in folder `cwd` with DOCQA_DB set to db_env (NULL: unset); returns the exit
+ * status and stderr. */
+static int docqa_in(const char *cwd, const char *db_env, const char *const *args, char **errout) {
+    GSubprocessLauncher *l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
+                                                       G_SUBPROCESS_FLAGS_STDERR_PIPE);
+    g_subprocess_launcher_set_cwd(l, cwd);
+    if (db_env != NULL)
+        g_subprocess_launcher_setenv(l, "DOCQA_DB", db_env, TRUE);
+    else
+        g_subprocess_launcher_unsetenv(l, "DOCQA_DB");
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    GError *err = NULL;
+    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
+    dq_assert_no_error(err);
+    g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, NULL, errout, &err));
+    dq_assert_no_error(err);
+    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
+    g_object_unref(p);
+    g_object_unref(l);
+    g_ptr_array_free(argv, TRUE);
+    return rc;
+}
+
+/* A libpq key=value location is refused, without repeating it (it holds a password) and
+ * without a SQLite file or page store named after it; "postgresql:user:secret@host" (no //) is
+ * refused without repeating it. */
+static void test_conninfo_refused(void) {
+    char *dir = dq_test_tmpdir();
+    char *docs = g_build_filename(dir, "docs", NULL);
+    char *cwd = g_build_filename(dir, "cwd", NULL);
+    g_assert_cmpint(g_mkdir(docs, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir(cwd, 0755), ==, 0);
+    const char *conninfo = "host=localhost dbname=docqa password=hunter2";
+    const char *ingest[] = {"ingest", "--db", conninfo, docs, NULL};
+    const char *status[] = {"status", NULL};
+    const char *ask[] = {"ask", "--db", conninfo, "Total?", NULL};
+    const char *const *cases[] = {ingest, status, ask};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *err;
+        g_assert_cmpint(docqa_in(cwd, cases[i] == status ? conninfo : NULL, cases[i], &err), ==, 2);
+        g_assert_nonnull(strstr(err, "looks like a libpq connection string"));
+        g_assert_nonnull(strstr(err, "use a postgresql:// URI"));
+        g_assert_null(strstr(err, "hunter2"));
+        g_free(err);
+        GDir *d = g_dir_open(cwd, 0, NULL);
+        g_assert_null(g_dir_read_name(d)); /* nothing created */
+        g_dir_close(d);
+    }
+    const char *no_slashes[] = {"status", "--db", "postgresql:alice:hunter2@dbhost/docqa", NULL};
+    char *err;
+    g_assert_cmpint(docqa_in(cwd, NULL, no_slashes, &err), ==, 2);
+    g_assert_null(strstr(err, "hunter2"));
+    g_assert_nonnull(strstr(err, "postgresql://"));
+    g_free(err);
+    g_free(cwd);
+    g_free(docs);
+    g_free(dir);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/cli-hardening/file-name-escaped", test_file_name_escaped);
+    g_test_add_func("/cli-hardening/export-data-and-terminal", test_export_data_and_terminal);
+    g_test_add_func("/cli-hardening/ask-dash-dash", test_ask_dash_dash);
+    g_test_add_func("/cli-hardening/ask-questions-capped", test_ask_questions_capped);
+    g_test_add_func("/cli-hardening/conninfo-refused", test_conninfo_refused);
+    return g_test_run();
+}
