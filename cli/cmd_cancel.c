@@ -2,6 +2,7 @@
  * model and state. They keep their rows as 'cancelled' (schema 0011); `docqa requeue --cancelled`
  * queues them again. */
 #include "cli.h"
+#include "text.h"
 
 #include "dq_error.h"
 #include "queue.h"
@@ -80,10 +81,12 @@ static void print_result(const GPtrArray *groups, gboolean dry_run) {
             end++;
         }
         char *quoted = first->question ? queue_question_quote(first->question) : NULL;
+        char *model = dq_text_show(first->model_id, -1, DQ_SHOW_LINE, 0);
         printf("  %s%s%s (model %s): ", quoted ? "\"" : "", quoted ? quoted : "(question deleted)",
-               quoted ? "\"" : "", first->model_id);
+               quoted ? "\"" : "", model);
         print_states(groups, i, end);
         printf("\n");
+        g_free(model);
         g_free(quoted);
         i = end;
     }
