@@ -79,7 +79,10 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
     tmp = g_build_filename(tmp_dir, tmp_name, NULL);
     g_free(tmp_name);
     g_free(tmp_dir);
-    int fd = g_mkstemp(tmp);
+    /* 0666 less the umask, as any file a plain open creates: whoever may read the database
+     * may read its pages, and nobody else (g_mkstemp's 0600 widened to a fixed 0644 exposed the
+     * pages of a database kept private with umask 077). */
+    int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp,
                     g_strerror(errno));
@@ -94,7 +97,6 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
                     g_strerror(saved));
         goto out;
     }
-    g_chmod(tmp, 0644);
     if (g_rename(tmp, path) != 0) {
         saved = errno;
         g_unlink(tmp);

@@ -2030,6 +2030,39 @@ static gint64 file_size(const char *path) {
     return g_stat(path, &st) == 0 ? (gint64)st.st_size : -1;
 }
 
+/* Page PNGs follow the umask as the database and the store's folders do: 0666 less the umask. */
+static void test_page_mode_follows_umask(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    static const struct {
+        mode_t umask;
+        mode_t want;
+    } cases[] = {{077, 0600}, {022, 0644}, {002, 0664}};
+    mode_t old = umask(022);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        /* A page of its own each time: a page stored before is not written again. */
+        char *name = g_strdup_printf("p%zu.pdf", i);
+        char *pdf = in_dir(&f, name);
+        PageSize one[] = {{100 + 10 * (double)i, 100}};
+        write_cairo_pdf(pdf, one, 1);
+        umask(cases[i].umask);
+        run_ingest(&f, pdf);
+        umask(022);
+        assert_doc(&f, pdf, "ok", NULL);
+        char *png = page_png(&f, pdf);
+        GStatBuf st;
+        g_assert_cmpint(g_stat(png, &st), ==, 0);
+        g_assert_cmpint(st.st_mode & 0777, ==, cases[i].want);
+        g_free(png);
+        g_free(pdf);
+        g_free(name);
+    }
+    umask(old);
+    fixture_clear(&f);
+}
+
 /* docqa versions before <store>/.tmp wrote each PNG to .tmp-XXXXXX beside its final name: what
  * their killed workers left in the page folders is removed, once an hour old, from the folders
  * an ingest writes pages into (not from every folder of the store: a large one has 65536). */
@@ -2425,6 +2458,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
     g_test_add_func("/ingest/store/page_files_verified", test_page_files_verified);
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
+    g_test_add_func("/ingest/store/page_mode_follows_umask", test_page_mode_follows_umask);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
