@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ void dq_ingest_options_init(DqIngestOptions *opt) {
     opt->max_pages = 10000;
     opt->page_timeout_s = 120;
     opt->mem_limit_mb = 4096;
+    opt->doc_timeout_s = 3600;
 }
 
 int dq_ingest_longest_edge(const DqIngestOptions *opt) {
@@ -630,6 +632,7 @@ static gboolean spawn_child(Run *r, Doc *d) {
         return FALSE;
     }
     fflush(NULL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
@@ -639,6 +642,11 @@ static gboolean spawn_child(Run *r, Doc *d) {
     }
     if (pid == 0) {
         close(fds[0]);
+        /* A worker outlives nothing: killed with its parent however the parent dies (kill -9,
+         * a hangup), not left rendering a page bomb under PID 1. A parent gone before the
+         * death signal was set is seen by getppid. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(3);
         /* Ctrl-C reaches the whole process group: the parent alone decides, so that a worker
          * killed by the user is never recorded as a crashed page. */
         signal(SIGINT, SIG_IGN);
@@ -651,6 +659,8 @@ static gboolean spawn_child(Run *r, Doc *d) {
             .max_pixels = r->opt->max_pixels,
             .max_pages = r->opt->max_pages,
             .mem_limit_mb = r->opt->mem_limit_mb,
+            .page_timeout_s = r->opt->page_timeout_s,
+            .doc_timeout_s = r->opt->doc_timeout_s,
             .shared = d->shared,
         };
         worker_main(&task, fds[1]);
@@ -753,9 +763,15 @@ static void reap_child(Run *r, int i) {
     while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (!c->done_seen && d->fail_reason == 0) {
-        DqIngestReason why = c->timed_out ? DQ_INGEST_RENDER_TIMEOUT : DQ_INGEST_RENDER_CRASHED;
+        /* SIGXCPU: the worker's CPU limit (worker.c) ran out before this process's clock did
+         * (this process was stopped, or too busy to look). */
+        gboolean cpu = WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU;
+        DqIngestReason why =
+            c->timed_out || cpu ? DQ_INGEST_RENDER_TIMEOUT : DQ_INGEST_RENDER_CRASHED;
         char *how = c->timed_out ? g_strdup_printf("no progress for %d s, worker killed",
                                                    r->opt->page_timeout_s)
+                    : cpu ? g_strdup_printf("over %d s of CPU time, worker stopped",
+                                            r->opt->page_timeout_s + WORKER_CPU_SLACK_S)
                     : WIFSIGNALED(status)
                         ? g_strdup_printf("worker died: %s", g_strsignal(WTERMSIG(status)))
                         : g_strdup_printf("worker exited with status %d", WEXITSTATUS(status));

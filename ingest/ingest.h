@@ -82,6 +82,9 @@ typedef struct {
                               each at most (default 178956970, Pillow's) */
     int max_pages;         /* per document (default 10000) */
     int page_timeout_s;    /* per page and per document open (default 120) */
+    int doc_timeout_s;     /* per document, from its first worker's start to its last page
+                              (default 3600; 0 = none): past it the pages not done fail as
+                              render_timeout and the document is recorded partial or failed */
     gint64 mem_limit_mb;   /* what a worker may map beyond its size when it starts: its RLIMIT_AS
                               is that size + this (default 4096; 0 = none) */
     gboolean progress;     /* progress line on stderr */

@@ -127,8 +127,14 @@ typedef struct {
     gint64 max_pixels;
     int max_pages;
     gint64 mem_limit_mb;
+    int page_timeout_s; /* the parent's clock per page; the CPU limit is a little above it */
+    int doc_timeout_s;  /* the parent's clock per document (0: none); the CPU limit's ceiling */
     WorkerShared *shared;
 } WorkerTask;
+
+/* Seconds of CPU time a worker may use beyond the parent's clocks before the kernel stops it
+ * (RLIMIT_CPU): the parent's kill comes first whenever the parent is there to send it. */
+#define WORKER_CPU_SLACK_S 2
 
 /* Body of a worker process: renders pages of task->path claimed from task->shared and writes
  * one line per event to fd (see worker.c for the protocol). Never returns. */

@@ -120,8 +120,34 @@ static void limit_memory(gint64 mem_limit_mb) {
 #endif
 }
 
+/* The parent kills a worker that makes no progress for page_timeout_s, but only while it runs:
+ * killed (SIGKILL cannot be caught), stopped or stuck, it sends nothing. The death signal ends
+ * the worker with its parent; this CPU limit ends one spinning inside poppler whatever becomes
+ * of the parent: page_timeout_s + slack from now (SIGXCPU), and never more in all than the
+ * document's budget allows (the hard limit, SIGKILL). Called before the open and each page. */
+static void limit_cpu(const WorkerTask *task, gboolean first) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_CPU, &rl) != 0)
+        return;
+    if (first && task->doc_timeout_s > 0) {
+        rlim_t cap = (rlim_t)task->doc_timeout_s + (rlim_t)task->page_timeout_s +
+                     2 * WORKER_CPU_SLACK_S;
+        if (rl.rlim_max == RLIM_INFINITY || cap < rl.rlim_max)
+            rl.rlim_max = cap;
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return;
+    /* Whole seconds used so far, rounded up: the limit counts them so. */
+    rlim_t used = (rlim_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + 1;
+    rlim_t soft = used + (rlim_t)task->page_timeout_s + WORKER_CPU_SLACK_S;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && soft > rl.rlim_max ? rl.rlim_max : soft;
+    setrlimit(RLIMIT_CPU, &rl);
+}
+
 void worker_main(const WorkerTask *task, int fd) {
     limit_memory(task->mem_limit_mb);
+    limit_cpu(task, TRUE);
     if (g_getenv("DOCQA_INGEST_DEBUG") == NULL) {
         /* poppler and libtiff print their complaints on stderr (or via g_log on stdout); they reach
          * the database as reasons instead, and must not garble the progress line. */
@@ -155,6 +181,7 @@ void worker_main(const WorkerTask *task, int fd) {
         if (page > n)
             break;
         send_line(fd, "begin\t%d\n", page);
+        limit_cpu(task, FALSE);
         maybe_inject_fault(task->path, page);
         double sw = 0, sh = 0;
         gboolean incomplete = FALSE;

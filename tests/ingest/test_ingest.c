@@ -15,9 +15,12 @@
 #include <math.h>
 #include <poppler.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <tiffio.h>
 #include <time.h>
@@ -2235,6 +2238,210 @@ static void test_page_files_verified(void) {
     fixture_clear(&f);
 }
 
+/* ---- worker processes outliving their parent */
+
+/* A page that takes hours: form XObjects nested 12 deep, each drawing the next 10 times (10^12
+ * rectangles), as a hostile PDF of a few kilobytes can. */
+static void write_form_bomb(const char *path, int pages) {
+    enum { DEPTH = 12, FORMS = 3 };
+    GPtrArray *objs = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(objs, g_strdup("<< /Type /Catalog /Pages 2 0 R >>"));
+    g_ptr_array_add(objs, NULL); /* the page tree, once the pages are numbered */
+    GString *body = g_string_new(NULL);
+    for (int j = 0; j < 10; j++)
+        g_string_append_printf(body, "q 0.9 0 0 0.9 %d %d cm /F Do Q ", j, j);
+    for (int i = 0; i < DEPTH; i++)
+        g_ptr_array_add(objs, g_strdup_printf("<< /Length %zu /Type /XObject /Subtype /Form /BBox "
+                                              "[0 0 612 792] /Resources << /XObject << /F %d 0 "
+                                              "R >> >> >>\nstream\n%s\nendstream",
+                                              body->len, FORMS + i + 1, body->str));
+    const char *leaf = "0 0 1 rg 10 10 300 300 re f";
+    g_ptr_array_add(objs, g_strdup_printf("<< /Length %zu /Type /XObject /Subtype /Form /BBox [0 "
+                                          "0 612 792] >>\nstream\n%s\nendstream",
+                                          strlen(leaf), leaf));
+    GString *kids = g_string_new(NULL);
+    for (int p = 0; p < pages; p++) {
+        g_ptr_array_add(objs, g_strdup("<< /Length 5 >>\nstream\n/F Do\nendstream"));
+        g_ptr_array_add(objs, g_strdup_printf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                                              "/Contents %u 0 R /Resources << /XObject << /F %d 0 "
+                                              "R >> >> >>",
+                                              objs->len, FORMS));
+        g_string_append_printf(kids, "%u 0 R ", objs->len);
+    }
+    objs->pdata[1] = g_strdup_printf("<< /Type /Pages /Kids [%s] /Count %d >>", kids->str, pages);
+    write_gstring(path, build_pdf((const char *const *)objs->pdata, (int)objs->len, NULL));
+    g_string_free(kids, TRUE);
+    g_string_free(body, TRUE);
+    g_ptr_array_free(objs, TRUE);
+}
+
+/* State ('R', 'S', 'Z', ...) and parent of process pid, from /proc; FALSE when it is gone. */
+static gboolean proc_state(pid_t pid, char *state, pid_t *ppid) {
+    char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    char *text = NULL;
+    gboolean ok = g_file_get_contents(path, &text, NULL, NULL);
+    g_free(path);
+    /* "pid (comm) state ppid ...": comm may hold anything, the last ')' ends it. */
+    const char *close = ok ? strrchr(text, ')') : NULL;
+    int pp = 0;
+    ok = close != NULL && sscanf(close + 1, " %c %d", state, &pp) == 2;
+    *ppid = pp;
+    g_free(text);
+    return ok;
+}
+
+/* The processes whose parent is `parent`. */
+static GArray *children_of(pid_t parent) {
+    GArray *out = g_array_new(FALSE, FALSE, sizeof(pid_t));
+    GDir *d = g_dir_open("/proc", 0, NULL);
+    g_assert_nonnull(d);
+    const char *name;
+    while ((name = g_dir_read_name(d)) != NULL) {
+        if (!g_ascii_isdigit(name[0]))
+            continue;
+        pid_t pid = (pid_t)atoi(name), pp = 0;
+        char st = 0;
+        if (proc_state(pid, &st, &pp) && pp == parent)
+            g_array_append_val(out, pid);
+    }
+    g_dir_close(d);
+    return out;
+}
+
+/* Waits up to timeout_s for `parent` to have a child; returns them. */
+static GArray *wait_for_children(pid_t parent, double timeout_s) {
+    gint64 end = g_get_monotonic_time() + (gint64)(timeout_s * 1e6);
+    for (;;) {
+        GArray *kids = children_of(parent);
+        if (kids->len > 0 || g_get_monotonic_time() > end)
+            return kids;
+        g_array_free(kids, TRUE);
+        g_usleep(20 * 1000);
+    }
+}
+
+/* Whether pid still runs: alive and not a zombie (this process, a subreaper, reaps the orphans
+ * that come to it). */
+static gboolean running(pid_t pid) {
+    waitpid(pid, NULL, WNOHANG);
+    char st = 0;
+    pid_t pp = 0;
+    return proc_state(pid, &st, &pp) && st != 'Z' && st != 'X';
+}
+
+/* Forks a process that ingests `path` into its own database `db_path` with f's options. */
+static pid_t fork_ingest(Fixture *f, const char *db_path, const char *path) {
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        GError *err = NULL;
+        DqStore *store = dq_store_open(db_path, &err);
+        DqIngestSummary sum;
+        const char *paths[] = {path, NULL};
+        gboolean ok = store != NULL && dq_ingest_run(store, paths, &f->opt, &sum, &err);
+        if (store != NULL)
+            dq_store_close(store);
+        _exit(ok ? 0 : 1);
+    }
+    return pid;
+}
+
+/* Killed with SIGKILL (no handler runs), ingest takes its workers with it: none is left
+ * rendering a page bomb under PID 1 past every time limit. */
+static void test_workers_die_with_parent(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.page_timeout_s = 120; /* only the parent's death may end the workers here */
+    char *bomb = in_dir(&f, "bomb.pdf");
+    write_form_bomb(bomb, 2);
+    char *db = in_dir(&f, "killed.db");
+    /* The orphans come to this process rather than PID 1, to be seen and reaped. */
+    g_assert_cmpint(prctl(PR_SET_CHILD_SUBREAPER, 1), ==, 0);
+    pid_t ingest = fork_ingest(&f, db, bomb);
+    GArray *workers = wait_for_children(ingest, 20);
+    g_assert_cmpuint(workers->len, >, 0);
+    g_usleep(300 * 1000); /* into the page */
+    g_assert_cmpint(kill(ingest, SIGKILL), ==, 0);
+    g_assert_cmpint(waitpid(ingest, NULL, 0), ==, ingest);
+    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    guint alive = workers->len;
+    while (alive > 0 && g_get_monotonic_time() < end) {
+        alive = 0;
+        for (guint i = 0; i < workers->len; i++)
+            alive += running(g_array_index(workers, pid_t, i));
+        if (alive > 0)
+            g_usleep(50 * 1000);
+    }
+    for (guint i = 0; i < workers->len; i++) { /* before failing: leave nothing behind */
+        pid_t w = g_array_index(workers, pid_t, i);
+        if (running(w)) {
+            kill(w, SIGKILL);
+            waitpid(w, NULL, 0);
+        }
+    }
+    g_assert_cmpuint(alive, ==, 0);
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    g_array_free(workers, TRUE);
+    g_free(db);
+    g_free(bomb);
+    fixture_clear(&f);
+}
+
+/* A worker's CPU limit ends a page that spins while its parent cannot watch (stopped here,
+ * as a debugger or an overloaded machine would), a few seconds past --timeout; the parent,
+ * back, records the page as render_timeout. */
+static void test_worker_cpu_limit(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 1;
+    char *bomb = in_dir(&f, "bomb.pdf");
+    write_form_bomb(bomb, 1);
+    char *db = in_dir(&f, "stopped.db");
+    pid_t ingest = fork_ingest(&f, db, bomb);
+    GArray *workers = wait_for_children(ingest, 20);
+    g_assert_cmpuint(workers->len, ==, 1);
+    pid_t w = g_array_index(workers, pid_t, 0);
+    g_assert_cmpint(kill(ingest, SIGSTOP), ==, 0);
+    /* --timeout 1 + 2 s of slack + the open: well under 10 s of CPU. */
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    char st = 0;
+    pid_t pp = 0;
+    while (proc_state(w, &st, &pp) && st != 'Z' && g_get_monotonic_time() < end)
+        g_usleep(50 * 1000);
+    gboolean stopped_by_limit = st == 'Z';
+    if (!stopped_by_limit)
+        kill(w, SIGKILL);
+    g_assert_cmpint(kill(ingest, SIGCONT), ==, 0);
+    int status = 0;
+    g_assert_cmpint(waitpid(ingest, &status, 0), ==, ingest);
+    g_assert_true(stopped_by_limit);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    GError *err = NULL;
+    DqStore *store = dq_store_open(db, &err);
+    dq_assert_no_error(err);
+    sqlite3_stmt *q = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(store),
+                                       "SELECT status, error_code, error_message FROM documents",
+                                       -1, &q, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(q), ==, SQLITE_ROW);
+    g_assert_cmpstr((const char *)sqlite3_column_text(q, 0), ==, "failed");
+    g_assert_cmpstr((const char *)sqlite3_column_text(q, 1), ==, "render_timeout");
+    g_assert_nonnull(strstr((const char *)sqlite3_column_text(q, 2), "CPU time"));
+    sqlite3_finalize(q);
+    dq_store_close(store);
+    g_array_free(workers, TRUE);
+    g_free(db);
+    g_free(bomb);
+    fixture_clear(&f);
+}
+
 static gpointer interrupt_soon(gpointer data) {
     (void)data;
     g_usleep(300 * 1000);
@@ -2460,6 +2667,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
     g_test_add_func("/ingest/store/page_mode_follows_umask", test_page_mode_follows_umask);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
+    g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
+    g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
     return g_test_run();
 }
