@@ -186,6 +186,7 @@ typedef struct {
     GString *buf;
     gboolean done_seen;
     gboolean timed_out;
+    gboolean out_of_memory; /* it said so as it died (worker.c) */
 } Child;
 
 typedef struct {
@@ -722,6 +723,8 @@ static void handle_line(Run *r, Child *c, char *line) {
         c->current_page = 0;
     } else if (n >= 1 && strcmp(f[0], "done") == 0) {
         c->done_seen = TRUE;
+    } else if (n >= 1 && strcmp(f[0], "oom") == 0) {
+        c->out_of_memory = TRUE;
     }
     g_strfreev(f);
 }
@@ -766,12 +769,20 @@ static void reap_child(Run *r, int i) {
         /* SIGXCPU: the worker's CPU limit (worker.c) ran out before this process's clock did
          * (this process was stopped, or too busy to look). */
         gboolean cpu = WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU;
-        DqIngestReason why =
-            c->timed_out || cpu ? DQ_INGEST_RENDER_TIMEOUT : DQ_INGEST_RENDER_CRASHED;
+        gboolean oom = !c->timed_out && !cpu && c->out_of_memory;
+        DqIngestReason why = c->timed_out || cpu ? DQ_INGEST_RENDER_TIMEOUT
+                             : oom               ? DQ_INGEST_OUT_OF_MEMORY
+                                                 : DQ_INGEST_RENDER_CRASHED;
         char *how = c->timed_out ? g_strdup_printf("no progress for %d s, worker killed",
                                                    r->opt->page_timeout_s)
                     : cpu ? g_strdup_printf("over %d s of CPU time, worker stopped",
                                             r->opt->page_timeout_s + WORKER_CPU_SLACK_S)
+                    : oom ? g_strdup_printf("out of memory under the limit of %" G_GINT64_FORMAT
+                                            " MiB per render process (--mem-limit); worker "
+                                            "died: %s",
+                                            r->opt->mem_limit_mb,
+                                            WIFSIGNALED(status) ? g_strsignal(WTERMSIG(status))
+                                                                : "exited")
                     : WIFSIGNALED(status)
                         ? g_strdup_printf("worker died: %s", g_strsignal(WTERMSIG(status)))
                         : g_strdup_printf("worker exited with status %d", WEXITSTATUS(status));

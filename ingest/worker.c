@@ -11,12 +11,14 @@
  */
 #include "ingest_internal.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -103,6 +105,61 @@ static guint64 mapped_bytes(void) {
 }
 #endif
 
+/* Telling out of memory from a crash. A decoder that cannot allocate under RLIMIT_AS rarely
+ * says so: GLib and C++ abort, openjpeg and poppler go on with a NULL and crash. When the worker
+ * dies of a signal, a handler looks at its memory: an allocation just failed (errno ENOMEM),
+ * or too little address space is left under the limit for a slice of it to be mapped. Then it
+ * tells the parent ("oom" line) before dying of the signal as it would have. */
+static int oom_fd = -1;
+static size_t oom_probe_bytes; /* 0: no memory limit, nothing to tell */
+
+static void on_fatal_signal(int sig) {
+    int saved = errno;
+    if (oom_probe_bytes > 0) {
+        gboolean oom = saved == ENOMEM;
+        if (!oom) {
+            void *p = mmap(NULL, oom_probe_bytes, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (p == MAP_FAILED)
+                oom = TRUE;
+            else
+                munmap(p, oom_probe_bytes);
+        }
+        if (oom && oom_fd >= 0) {
+            static const char line[] = "oom\n";
+            ssize_t n = write(oom_fd, line, sizeof line - 1);
+            (void)n;
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void watch_for_oom(int fd, gint64 mem_limit_mb) {
+#ifdef DQ_UNDER_ASAN
+    (void)fd;
+    (void)mem_limit_mb;
+#else
+    if (mem_limit_mb <= 0)
+        return;
+    oom_fd = fd;
+    /* An eighth of the limit, at least 16 MiB: a page that failed for want of memory has
+     * used nearly all of it; a crash elsewhere leaves most of it free. */
+    oom_probe_bytes = (size_t)MAX((gint64)16, mem_limit_mb / 8) << 20;
+    /* Its own stack: a crash may be a stack that ran out. */
+    stack_t ss = {.ss_sp = g_malloc(1 << 16), .ss_size = 1 << 16, .ss_flags = 0};
+    sigaltstack(&ss, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sa.sa_flags = SA_ONSTACK | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP};
+    for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++)
+        sigaction(sigs[i], &sa, NULL);
+#endif
+}
+
 static void limit_memory(gint64 mem_limit_mb) {
 #ifndef DQ_UNDER_ASAN
     /* ASan reserves terabytes of address space: an RLIMIT_AS would only break it. */
@@ -146,6 +203,7 @@ static void limit_cpu(const WorkerTask *task, gboolean first) {
 }
 
 void worker_main(const WorkerTask *task, int fd) {
+    watch_for_oom(fd, task->mem_limit_mb);
     limit_memory(task->mem_limit_mb);
     limit_cpu(task, TRUE);
     if (g_getenv("DOCQA_INGEST_DEBUG") == NULL) {

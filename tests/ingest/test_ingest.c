@@ -1493,6 +1493,69 @@ static void test_memory_limit(void) {
 #endif
 }
 
+/* A JPEG 2000 image that claims 10^6 x 10^6 pixels in 145 bytes: openjpeg allocates until the
+ * limit, then poppler or openjpeg aborts or crashes on the failed allocation. */
+static void write_jpx_bomb(const char *path) {
+    static const uint8_t jpx[] = {0xff, 0x4f, 0xff, 0x51, 0x00, 0x29, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x07, 0x01, 0x01, 0xff, 0x52, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x01, 0x00, 0x05, 0x04, 0x04, 0x00, 0x00, 0xff, 0x5c, 0x00, 0x04, 0x40, 0x40, 0xff, 0x90, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x93};
+    const char *content = "q 612 0 0 792 0 0 cm /Im0 Do Q";
+    GString *pdf = g_string_new("%PDF-1.5\n");
+    gsize off[5];
+    const char *objs[] = {
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << "
+        "/XObject << /Im0 5 0 R >> >> >>",
+    };
+    for (int i = 0; i < 3; i++) {
+        off[i] = pdf->len;
+        g_string_append_printf(pdf, "%d 0 obj\n%s\nendobj\n", i + 1, objs[i]);
+    }
+    off[3] = pdf->len;
+    g_string_append_printf(pdf, "4 0 obj\n<< /Length %zu >>\nstream\n%s\nendstream\nendobj\n",
+                           strlen(content), content);
+    off[4] = pdf->len;
+    gsize len = sizeof jpx + 64 + 2;
+    g_string_append_printf(pdf,
+                           "5 0 obj\n<< /Type /XObject /Subtype /Image /Width 1000000 /Height "
+                           "1000000 /Filter /JPXDecode /Length %zu >>\nstream\n",
+                           len);
+    g_string_append_len(pdf, (const char *)jpx, sizeof jpx);
+    for (int i = 0; i < 64; i++)
+        g_string_append_c(pdf, '\0');
+    g_string_append_len(pdf, "\xff\xd9", 2);
+    g_string_append(pdf, "\nendstream\nendobj\n");
+    gsize xref = pdf->len;
+    g_string_append(pdf, "xref\n0 6\n0000000000 65535 f \n");
+    for (int i = 0; i < 5; i++)
+        g_string_append_printf(pdf, "%010zu 00000 n \n", off[i]);
+    g_string_append_printf(pdf, "trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%zu\n%%%%EOF\n",
+                           xref);
+    write_gstring(path, pdf);
+}
+
+/* A decoder that dies because an allocation failed under --mem-limit (an abort, or a crash on
+ * the NULL it went on with) is out_of_memory, which --retry-failed retries with more room, not
+ * render_crashed. */
+static void test_out_of_memory_in_decoder(void) {
+#ifdef UNDER_ASAN
+    g_test_skip("ASan reserves terabytes of address space: no RLIMIT_AS under the sanitizer");
+    return;
+#else
+    Fixture f;
+    fixture_init(&f);
+    f.opt.mem_limit_mb = 1024;
+    char *pdf = in_dir(&f, "jpx.pdf");
+    write_jpx_bomb(pdf);
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "failed", "out_of_memory");
+    char *msg = doc_field(&f, pdf, "error_message");
+    g_assert_nonnull(strstr(msg, "out of memory under the limit of 1024 MiB per render process"));
+    g_free(msg);
+    g_free(pdf);
+    fixture_clear(&f);
+#endif
+}
+
 /* A real JPEG: a 16 x 16 gray ramp, as a camera or scanner would save it. */
 static void write_jpeg(const char *path) {
     struct jpeg_compress_struct c;
@@ -2654,6 +2717,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/misnamed_files", test_misnamed_files);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
+    g_test_add_func("/ingest/failures/out_of_memory_in_decoder", test_out_of_memory_in_decoder);
     g_test_add_func("/ingest/failures/store", test_store_failure);
     g_test_add_func("/ingest/failures/long_path", test_long_path);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
