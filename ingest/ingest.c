@@ -162,6 +162,7 @@ static gboolean file_stamp_equal(const FileStamp *a, const FileStamp *b) {
 
 typedef struct {
     WalkEntry *entry;
+    int fd; /* the file, opened once: hashed and rendered from here, never by path again */
     char *sha256;
     FileStamp stamp; /* the file when its hash was taken */
     gint64 existing_id;
@@ -195,6 +196,7 @@ typedef struct {
     DqIngestSummary *sum;
     char *settings;
     char *store_dir;
+    char **real_roots; /* what a walked file must lie inside when it is opened */
     GHashTable *swept; /* page folders swept of old temporary files in this run */
     GPtrArray *entries;
     guint next_entry;
@@ -227,6 +229,8 @@ static void doc_free(Doc *d) {
     g_free(d->pages);
     if (d->shared != NULL)
         munmap(d->shared, sizeof *d->shared);
+    if (d->fd >= 0)
+        close(d->fd);
     g_free(d->sha256);
     g_free(d->warning);
     g_free(d->note);
@@ -410,16 +414,10 @@ static void record_prefailed(Run *r, Doc *d, DqIngestReason why, const char *msg
 
 /* The SHA-256 of the file's bytes and its stamp before reading them; *changed when the stamp
  * differs after reading (the hash may mix old and new bytes). */
-static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, int *err_no) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        *err_no = errno;
-        return NULL;
-    }
+static char *hash_file(int fd, FileStamp *stamp, gboolean *changed, int *err_no) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         *err_no = errno;
-        close(fd);
         return NULL;
     }
     file_stamp(stamp, &st);
@@ -441,7 +439,6 @@ static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, in
         file_stamp(&after, &st);
         *changed = !file_stamp_equal(stamp, &after);
     }
-    close(fd);
     g_free(buf);
     char *hex = n < 0 ? NULL : g_strdup(g_checksum_get_string(ck));
     g_checksum_free(ck);
@@ -450,10 +447,9 @@ static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, in
 
 /* Settles a document whose bytes changed while it was ingested: nothing is recorded (the hash
  * and the pages may come from different bytes), and the output says to ingest it again. */
-static void report_changed(Run *r, Doc *d) {
-    char *m = g_strdup_printf("%s: changed while it was being ingested; nothing recorded, ingest "
-                              "it again",
-                              d->entry->path);
+static void report_changed(Run *r, Doc *d, const char *why) {
+    char *m = g_strdup_printf("%s: %s; nothing recorded, ingest it again", d->entry->path,
+                              why != NULL ? why : "changed while it was being ingested");
     add_failure(r->sum, d->entry->path, "changed", "changed_during_ingest", m);
     g_free(m);
     r->sum->changed++;
@@ -495,17 +491,74 @@ static gboolean page_file_matches(const char *png, const char *sha256) {
     return same;
 }
 
+/* Opens a file the walk found, once: it is hashed and rendered from this descriptor, never by
+ * its path again. Between the walk and now the path may have come to lead elsewhere (a link
+ * retargeted, a folder swapped for a link to outside the roots): a file the walk saw as one is
+ * opened without following a link in its place, and what was opened must lie inside the roots,
+ * by the real path the kernel gives the open file. Files named on the command line are what the
+ * user named. Returns the descriptor, or -1 with *err_no, or with *escaped naming why the file
+ * is not read (then it is reported as changed). */
+static int open_walked(Run *r, const WalkEntry *e, int *err_no, const char **escaped) {
+    gboolean nofollow = !e->explicit && !e->is_link;
+    int fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0) {
+        if (nofollow && errno == ELOOP)
+            *escaped = "became a symbolic link after the folder was read; not read";
+        else
+            *err_no = errno;
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *escaped = "is no longer a regular file; not read";
+        return -1;
+    }
+    if (e->explicit)
+        return fd;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    char *real = g_file_read_link(proc, NULL);
+    if (real == NULL) {
+        /* No /proc: the path's real path, if it names the file that is open. */
+        char *rp = realpath(e->path, NULL);
+        struct stat a, b;
+        if (rp != NULL && stat(rp, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino)
+            real = g_strdup(rp);
+        free(rp);
+    }
+    gboolean inside = real != NULL && ingest_path_inside(real, r->real_roots);
+    g_free(real);
+    if (!inside) {
+        close(fd);
+        *escaped = "leads outside the folders being ingested since the walk (a link or folder "
+                   "replaced); not read";
+        return -1;
+    }
+    return fd;
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
     Doc *d = g_new0(Doc, 1);
     d->entry = e;
+    d->fd = -1;
     d->page_count = -1;
     int err_no = e->open_errno;
     /* Only regular files are hashed: /dev/zero named on the command line would never end. */
     gboolean changed = FALSE;
-    if (err_no == 0 && e->regular) {
-        d->sha256 = hash_file(e->path, &d->stamp, &changed, &err_no);
+    const char *escaped = NULL;
+    if (err_no == 0 && e->regular)
+        d->fd = open_walked(r, e, &err_no, &escaped);
+    if (escaped != NULL) {
+        report_changed(r, d, escaped);
+        doc_free(d);
+        return NULL;
+    }
+    if (d->fd >= 0) {
+        d->sha256 = hash_file(d->fd, &d->stamp, &changed, &err_no);
         if (d->sha256 != NULL) {
             /* The row describes the bytes that were hashed, not those the walk saw. */
             e->bytes = d->stamp.size;
@@ -517,7 +570,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         return NULL;
     }
     if (changed) {
-        report_changed(r, d);
+        report_changed(r, d, NULL);
         doc_free(d);
         return NULL;
     }
@@ -654,6 +707,7 @@ static gboolean spawn_child(Run *r, Doc *d) {
         signal(SIGTERM, SIG_DFL);
         WorkerTask task = {
             .path = d->entry->path,
+            .fd = d->fd,
             .kind = d->entry->kind,
             .store_dir = r->store_dir,
             .longest_edge = dq_ingest_longest_edge(r->opt),
@@ -745,17 +799,21 @@ static void finish_if_complete(Run *r, Doc *d) {
                          "worker processes kept dying");
     }
     g_ptr_array_remove(r->active, d);
-    /* Workers opened the path again after it was hashed, and poppler reads it as it renders:
-     * the pages are of the hashed bytes only if the file is as it was when hashed. */
+    /* Workers read the file hashed (its descriptor) as they render: the pages are of the hashed
+     * bytes only if it is as it was when hashed; and they are the path's only if the path
+     * still names that file (not one put in its place). */
     struct stat st;
-    FileStamp now;
+    FileStamp now, at_path;
     memset(&now, 0, sizeof now);
-    if (stat(d->entry->path, &st) == 0)
+    memset(&at_path, 0, sizeof at_path);
+    if (fstat(d->fd, &st) == 0)
         file_stamp(&now, &st);
-    if (file_stamp_equal(&d->stamp, &now))
+    if (stat(d->entry->path, &st) == 0)
+        file_stamp(&at_path, &st);
+    if (file_stamp_equal(&d->stamp, &now) && file_stamp_equal(&d->stamp, &at_path))
         record_doc(r, d);
     else
-        report_changed(r, d);
+        report_changed(r, d, NULL);
     doc_free(d);
 }
 
@@ -981,6 +1039,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
          *journal = g_strconcat(db_file, "-journal", NULL);
     const char *exclude[] = {r.store_dir, db_file, wal, shm, journal, NULL};
     r.entries = ingest_walk(paths, opt->hidden, exclude, &sum->skipped, unreadable);
+    r.real_roots = ingest_real_roots(paths);
     g_free(wal);
     g_free(shm);
     g_free(journal);
@@ -1001,6 +1060,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         g_ptr_array_free(r.entries, TRUE);
         g_free(r.settings);
         g_free(r.store_dir);
+        g_strfreev(r.real_roots);
         g_hash_table_destroy(r.swept);
         return FALSE;
     }
@@ -1081,6 +1141,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     g_ptr_array_free(r.entries, TRUE);
     g_free(r.settings);
     g_free(r.store_dir);
+    g_strfreev(r.real_roots);
     g_hash_table_destroy(r.swept);
     if (r.fatal != NULL) {
         g_propagate_error(err, r.fatal);

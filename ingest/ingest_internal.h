@@ -27,6 +27,7 @@ const char *doc_content_name(const uint8_t *head, size_t len, gboolean *conclusi
 typedef struct {
     char *path;        /* absolute */
     gboolean explicit; /* named on the command line */
+    gboolean is_link;  /* a symlink the walk followed (to a file inside the roots) */
     int open_errno;    /* != 0: could not stat or open it */
     gboolean regular;  /* a regular file (not a device, FIFO or socket named explicitly) */
     gint64 bytes;
@@ -52,11 +53,18 @@ void walk_entry_free(WalkEntry *e);
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *const *exclude,
                        int *skipped, GPtrArray *unreadable);
 
+/* The real path (realpath) of each root that exists, NULL-terminated (g_strfreev). */
+char **ingest_real_roots(const char *const *roots);
+
+/* Whether the real path `real` is one of real_roots or inside one. */
+gboolean ingest_path_inside(const char *real, char *const *real_roots);
+
 /* ---- decoders (run inside worker processes) */
 
 typedef struct RenderDoc {
     DocKind kind;
     char *path;
+    int fd;         /* the file, opened by the caller, or -1: opened by path */
     int page_count;
     char *warning; /* see render_doc_warning */
     char *note;    /* see render_doc_note */
@@ -64,8 +72,9 @@ typedef struct RenderDoc {
     void *tiff;    /* TIFF* */
 } RenderDoc;
 
-/* Opens a document. Errors are DQ_INGEST_ERROR with a DqIngestReason code. */
-RenderDoc *render_doc_open(const char *path, DocKind kind, GError **err);
+/* Opens a document: the file open at fd (which the document then owns), or path when fd is -1
+ * (path still names it in messages). Errors are DQ_INGEST_ERROR with a DqIngestReason code. */
+RenderDoc *render_doc_open(const char *path, int fd, DocKind kind, GError **err);
 int render_doc_page_count(RenderDoc *doc);
 /* A document-level problem that still leaves pages usable (a broken TIFF IFD chain after valid
  * pages), or NULL. */
@@ -121,6 +130,8 @@ typedef struct {
 
 typedef struct {
     const char *path;
+    int fd; /* the file as ingest opened and hashed it: the worker reads these bytes, never the
+               path again (which may lead elsewhere by now) */
     DocKind kind;
     const char *store_dir;
     int longest_edge;

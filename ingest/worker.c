@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -202,6 +203,27 @@ static void limit_cpu(const WorkerTask *task, gboolean first) {
     setrlimit(RLIMIT_CPU, &rl);
 }
 
+/* The file ingest hashed, with an offset of its own: the parent's descriptor, and its offset, is
+ * shared by every worker on the document. Reopened through /proc, which names that very file
+ * whatever its path leads to now; without /proc, the path again, taken only if it is still the
+ * same file. */
+static int own_descriptor(const WorkerTask *task) {
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", task->fd);
+    int fd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        return fd;
+    fd = open(task->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat a, b;
+    if (fd >= 0 && fstat(fd, &a) == 0 && fstat(task->fd, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    errno = ESTALE;
+    return -1;
+}
+
 void worker_main(const WorkerTask *task, int fd) {
     watch_for_oom(fd, task->mem_limit_mb);
     limit_memory(task->mem_limit_mb);
@@ -217,7 +239,11 @@ void worker_main(const WorkerTask *task, int fd) {
         }
     }
     GError *err = NULL;
-    RenderDoc *doc = render_doc_open(task->path, task->kind, &err);
+    int own = own_descriptor(task);
+    RenderDoc *doc = own < 0 ? NULL : render_doc_open(task->path, own, task->kind, &err);
+    if (own < 0)
+        g_set_error(&err, DQ_INGEST_ERROR, DQ_INGEST_UNREADABLE, "%s: cannot open it again: %s",
+                    task->path, g_strerror(errno));
     if (doc == NULL) {
         char *m = clean(err->message);
         send_line(fd, "fail\t%s\t%s\n", dq_ingest_reason_name(err->code), m);

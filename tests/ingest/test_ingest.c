@@ -2505,6 +2505,90 @@ static void test_worker_cpu_limit(void) {
     fixture_clear(&f);
 }
 
+typedef struct {
+    char *root, *outside, *link, *sub;
+} Swap;
+
+/* Once the ingest has walked (its first worker runs), points the link outside the root and
+ * replaces the folder `sub` by a link to the outside folder, as someone could while a slow first
+ * document renders. */
+static gpointer swap_after_walk(gpointer data) {
+    Swap *s = data;
+    GArray *kids = wait_for_children(getpid(), 20);
+    g_assert_cmpuint(kids->len, >, 0);
+    g_array_free(kids, TRUE);
+    char *target = g_build_filename(s->outside, "in.pdf", NULL);
+    char *tmp = g_strconcat(s->link, ".new", NULL);
+    g_assert_cmpint(symlink(target, tmp), ==, 0);
+    g_assert_cmpint(g_rename(tmp, s->link), ==, 0);
+    char *moved = g_strconcat(s->sub, ".real", NULL);
+    g_assert_cmpint(g_rename(s->sub, moved), ==, 0);
+    g_assert_cmpint(symlink(s->outside, s->sub), ==, 0);
+    g_free(moved);
+    g_free(tmp);
+    g_free(target);
+    return NULL;
+}
+
+/* Nothing outside the folders named is read, even when a link is retargeted or a folder
+ * replaced by a link after the walk: each file is opened once, checked to lie inside the roots,
+ * and hashed and rendered from that descriptor. Such files are reported as changed, nothing
+ * recorded for them. */
+static void test_no_reading_outside_after_walk(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1; /* the next file is opened only once the slow one is done */
+    f.opt.page_timeout_s = 1;
+    Swap s = {.root = in_dir(&f, "root"), .outside = in_dir(&f, "outside")};
+    s.link = g_build_filename(s.root, "z-link.pdf", NULL);
+    s.sub = g_build_filename(s.root, "sub", NULL);
+    char *hidden = g_build_filename(s.root, ".h", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(hidden, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir_with_parents(s.sub, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir_with_parents(s.outside, 0755), ==, 0);
+    PageSize small[] = {{100, 100}}, wide[] = {{200, 100}}, tall[] = {{100, 200}};
+    char *slow = g_build_filename(s.root, "a-slow.pdf", NULL);
+    write_cairo_pdf(slow, small, 1);
+    char *inside = g_build_filename(hidden, "in.pdf", NULL);
+    write_cairo_pdf(inside, small, 1);
+    char *in_sub = g_build_filename(s.sub, "r.pdf", NULL);
+    write_cairo_pdf(in_sub, small, 1);
+    char *secret1 = g_build_filename(s.outside, "in.pdf", NULL);
+    char *secret2 = g_build_filename(s.outside, "r.pdf", NULL);
+    write_cairo_pdf(secret1, wide, 1);
+    write_cairo_pdf(secret2, tall, 1);
+    g_assert_cmpint(symlink(inside, s.link), ==, 0);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:a-slow.pdf:1", TRUE);
+    GThread *t = g_thread_new("swap", swap_after_walk, &s);
+    run_ingest(&f, s.root);
+    g_thread_join(t);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(f.sum.files, ==, 3);
+    g_assert_cmpint(f.sum.changed, ==, 2);
+    g_assert_cmpint(f.sum.documents_ok, ==, 0);
+    /* Only the slow document is recorded; no row, no page of the outside files. */
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE width <> height"), ==, 0);
+    for (guint i = 0; i < f.sum.failures->len; i++) {
+        DqIngestFailure *x = g_ptr_array_index(f.sum.failures, i);
+        if (g_strcmp0(x->status, "changed") == 0)
+            g_assert_nonnull(strstr(x->message, "not read"));
+    }
+    g_free(secret2);
+    g_free(secret1);
+    g_free(in_sub);
+    g_free(inside);
+    g_free(slow);
+    g_free(hidden);
+    g_free(s.sub);
+    g_free(s.link);
+    g_free(s.outside);
+    g_free(s.root);
+    fixture_clear(&f);
+}
+
 static gpointer interrupt_soon(gpointer data) {
     (void)data;
     g_usleep(300 * 1000);
@@ -2734,5 +2818,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
     g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
+    g_test_add_func("/ingest/walk/no_reading_outside_after_walk",
+                    test_no_reading_outside_after_walk);
     return g_test_run();
 }
