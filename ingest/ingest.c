@@ -38,6 +38,7 @@ static const char *const reason_names[] = {
     [DQ_INGEST_RENDER_TIMEOUT] = "render_timeout",
     [DQ_INGEST_STORE_FAILED] = "store_failed",
     [DQ_INGEST_OUT_OF_MEMORY] = "out_of_memory",
+    [DQ_INGEST_OUTPUT_TOO_LARGE] = "output_too_large",
 };
 
 const char *dq_ingest_reason_name(DqIngestReason reason) {
@@ -56,6 +57,8 @@ void dq_ingest_options_init(DqIngestOptions *opt) {
     opt->page_timeout_s = 120;
     opt->mem_limit_mb = 4096;
     opt->doc_timeout_s = 3600;
+    opt->max_doc_bytes = (gint64)2 << 30;
+    opt->min_free_mb = 1024;
 }
 
 int dq_ingest_longest_edge(const DqIngestOptions *opt) {
@@ -587,6 +590,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
                                             "render_crashed",
                                             "store_failed",
                                             "out_of_memory",
+                                            "output_too_large",
                                             NULL};
     if (found.id != 0) {
         /* The same bytes as the path's newest version. A document that failed as a whole
@@ -673,6 +677,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     }
     d->shared->next_page = 0;
     d->shared->page_count = -1;
+    d->shared->png_bytes = 0;
     g_ptr_array_add(r->active, d);
     return d;
 }
@@ -714,6 +719,8 @@ static gboolean spawn_child(Run *r, Doc *d) {
             .max_pixels = r->opt->max_pixels,
             .max_pages = r->opt->max_pages,
             .mem_limit_mb = r->opt->mem_limit_mb,
+            .max_doc_bytes = r->opt->max_doc_bytes,
+            .min_free_mb = r->opt->min_free_mb,
             .page_timeout_s = r->opt->page_timeout_s,
             .doc_timeout_s = r->opt->doc_timeout_s,
             .shared = d->shared,

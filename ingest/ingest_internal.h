@@ -106,9 +106,11 @@ void tiff_doc_close(RenderDoc *doc);
 /* Folder of the page store that holds PNGs being written. */
 #define PAGE_STORE_TMP ".tmp"
 
-/* Encodes img as PNG, writes it under store_dir by its sha256 (hex, 65 bytes), atomically. */
-gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
-                        GError **err);
+/* Writes png under store_dir by its sha256 (hex, 65 bytes), atomically, unless the file system
+ * would be left with less than min_free_mb MiB free or less than the PNG's size (then
+ * DQ_INGEST_STORE_FAILED, naming the folder). */
+gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb,
+                        char sha256_out[65], GError **err);
 
 /* Removes temporary files older than max_age_s that writers killed mid-page left behind (a
  * younger one may be another ingest's, being written now). */
@@ -126,6 +128,7 @@ void page_store_sweep_folder(const char *folder, gint64 max_age_s);
 typedef struct {
     int next_page; /* pages handed out so far; a process takes next_page + 1 */
     int page_count;
+    gint64 png_bytes; /* bytes of page PNGs the document's pages have taken so far */
 } WorkerShared;
 
 typedef struct {
@@ -138,6 +141,8 @@ typedef struct {
     gint64 max_pixels;
     int max_pages;
     gint64 mem_limit_mb;
+    gint64 max_doc_bytes;
+    gint64 min_free_mb;
     int page_timeout_s; /* the parent's clock per page; the CPU limit is a little above it */
     int doc_timeout_s;  /* the parent's clock per document (0: none); the CPU limit's ceiling */
     WorkerShared *shared;

@@ -7,6 +7,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* The layout has one home, store.h (the workers read what ingest writes). */
@@ -31,11 +32,26 @@ static gboolean write_all(int fd, const uint8_t *data, size_t len) {
     return TRUE;
 }
 
-gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
-                        GError **err) {
-    GBytes *png = dq_image_encode_png(img, err);
-    if (png == NULL)
-        return FALSE;
+/* Whether len more bytes fit in dir's file system with min_free_mb MiB left, and twice len (the
+ * database's rows and its journal need room too); FALSE with an error naming the folder. */
+static gboolean room_for(const char *dir, gsize len, gint64 min_free_mb, GError **err) {
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0)
+        return TRUE; /* unknown: the write itself will tell */
+    guint64 avail = (guint64)vfs.f_bavail * (guint64)vfs.f_frsize;
+    guint64 keep = (guint64)MAX(min_free_mb, 0) << 20;
+    if (avail >= 2 * (guint64)len && avail - len >= keep)
+        return TRUE;
+    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
+                "%s: %" G_GUINT64_FORMAT " MiB free: a page of %" G_GSIZE_FORMAT
+                " KiB would leave less than the %" G_GINT64_FORMAT
+                " MiB kept free (--min-free); not written",
+                dir, avail >> 20, (len + 1023) / 1024, MAX(min_free_mb, 0));
+    return FALSE;
+}
+
+gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb,
+                        char sha256_out[65], GError **err) {
     gsize len = 0;
     const uint8_t *data = g_bytes_get_data(png, &len);
     char *hex = g_compute_checksum_for_data(G_CHECKSUM_SHA256, data, len);
@@ -72,6 +88,10 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
     if (g_mkdir_with_parents(tmp_dir, 0755) != 0) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp_dir,
                     g_strerror(errno));
+        g_free(tmp_dir);
+        goto out;
+    }
+    if (!room_for(store_dir, len, min_free_mb, err)) {
         g_free(tmp_dir);
         goto out;
     }
@@ -116,7 +136,6 @@ out:
     g_free(tmp);
     g_free(dir);
     g_free(path);
-    g_bytes_unref(png);
     return ok;
 }
 

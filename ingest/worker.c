@@ -203,6 +203,38 @@ static void limit_cpu(const WorkerTask *task, gboolean first) {
     setrlimit(RLIMIT_CPU, &rl);
 }
 
+static gboolean over_budget(const WorkerTask *task, int page, GError **err) {
+    gint64 used = __atomic_load_n(&task->shared->png_bytes, __ATOMIC_SEQ_CST);
+    if (task->max_doc_bytes <= 0 || used < task->max_doc_bytes)
+        return FALSE;
+    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUTPUT_TOO_LARGE,
+                "%s: page %d: not rendered: the document's page images already take %" G_GINT64_FORMAT
+                " bytes, the limit is %" G_GINT64_FORMAT " (--max-doc-bytes)",
+                task->path, page, used, task->max_doc_bytes);
+    return TRUE;
+}
+
+/* Encodes and stores one page, counting its PNG against the document's budget first. */
+static gboolean store_page(const WorkerTask *task, int page, const DqImage *img, char sha[65],
+                           GError **err) {
+    GBytes *png = dq_image_encode_png(img, err);
+    if (png == NULL)
+        return FALSE;
+    gint64 len = (gint64)g_bytes_get_size(png);
+    gint64 total = __atomic_add_fetch(&task->shared->png_bytes, len, __ATOMIC_SEQ_CST);
+    gboolean ok = FALSE;
+    if (task->max_doc_bytes > 0 && total > task->max_doc_bytes)
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUTPUT_TOO_LARGE,
+                    "%s: page %d: its image of %" G_GINT64_FORMAT
+                    " bytes would take the document's page images past %" G_GINT64_FORMAT
+                    " bytes (--max-doc-bytes)",
+                    task->path, page, len, task->max_doc_bytes);
+    else
+        ok = page_store_put(task->store_dir, png, task->min_free_mb, sha, err);
+    g_bytes_unref(png);
+    return ok;
+}
+
 /* The file ingest hashed, with an offset of its own: the parent's descriptor, and its offset, is
  * shared by every worker on the document. Reopened through /proc, which names that very file
  * whatever its path leads to now; without /proc, the path again, taken only if it is still the
@@ -270,10 +302,14 @@ void worker_main(const WorkerTask *task, int fd) {
         double sw = 0, sh = 0;
         gboolean incomplete = FALSE;
         char *imsg = NULL;
-        DqImage *img = render_doc_page(doc, page, task->longest_edge, task->max_pixels, &sw, &sh,
-                                       &incomplete, &imsg, &err);
+        /* Past the document's output budget nothing more is rendered: a page bomb's pages each
+         * a different 15 MB of noise would fill the disk. */
+        DqImage *img = over_budget(task, page, &err)
+                           ? NULL
+                           : render_doc_page(doc, page, task->longest_edge, task->max_pixels, &sw,
+                                             &sh, &incomplete, &imsg, &err);
         char sha[65] = "-";
-        if (img != NULL && !page_store_put(task->store_dir, img, sha, &err)) {
+        if (img != NULL && !store_page(task, page, img, sha, &err)) {
             dq_image_free(img);
             img = NULL;
         }

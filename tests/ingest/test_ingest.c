@@ -22,6 +22,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <tiffio.h>
 #include <time.h>
 #include <unistd.h>
@@ -2129,6 +2130,87 @@ static void test_page_mode_follows_umask(void) {
     fixture_clear(&f);
 }
 
+/* A page that would leave the page store's disk with less than --min-free is not written: the
+ * document fails as store_failed (retried by --retry-failed), its message naming the folder,
+ * and what was stored before stays. */
+static void test_disk_space_checked(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *first = in_dir(&f, "first.pdf"), *second = in_dir(&f, "second.pdf");
+    PageSize a[] = {{100, 100}}, b[] = {{200, 100}};
+    write_cairo_pdf(first, a, 1);
+    write_cairo_pdf(second, b, 1);
+    run_ingest(&f, first);
+    assert_doc(&f, first, "ok", NULL);
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    struct statvfs vfs;
+    g_assert_cmpint(statvfs(store_dir, &vfs), ==, 0);
+    /* More kept free than the disk has: the next page cannot be written. */
+    f.opt.min_free_mb = (gint64)(((guint64)vfs.f_bavail * vfs.f_frsize) >> 20) + 1024;
+    run_ingest(&f, second);
+    assert_doc(&f, second, "failed", "store_failed");
+    char *msg = doc_field(&f, second, "error_message");
+    char *want = g_strdup_printf("%s: ", store_dir);
+    g_assert_nonnull(strstr(msg, want));
+    g_assert_nonnull(strstr(msg, "(--min-free)"));
+    assert_doc(&f, first, "ok", NULL);
+    char *png = page_png(&f, first);
+    g_assert_true(g_file_test(png, G_FILE_TEST_IS_REGULAR));
+    /* With room again, --retry-failed stores it. */
+    f.opt.min_free_mb = 0;
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, second);
+    assert_doc(&f, second, "ok", NULL);
+    g_free(png);
+    g_free(want);
+    g_free(msg);
+    g_free(store_dir);
+    g_free(second);
+    g_free(first);
+    fixture_clear(&f);
+}
+
+/* --max-doc-bytes: a document's pages stop being rendered once its page images reach it; the
+ * pages done are kept (partial, output_too_large). */
+static void test_document_output_budget(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    PageSize same[] = {{100, 100}, {100, 100}, {100, 100}, {100, 100}};
+    char *one = in_dir(&f, "one.pdf"), *four = in_dir(&f, "four.pdf");
+    write_cairo_pdf(one, same, 1);
+    write_cairo_pdf(four, same, 4);
+    run_ingest(&f, one);
+    char *png = page_png(&f, one);
+    gint64 page_bytes = file_size(png);
+    g_assert_cmpint(page_bytes, >, 0);
+    /* Room for one page and a half: the first page stored, the others not. */
+    f.opt.max_doc_bytes = page_bytes + page_bytes / 2;
+    run_ingest(&f, four);
+    assert_doc(&f, four, "partial", "output_too_large");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.status = 'ok'",
+                              four),
+                    ==, 1);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.error_code = "
+                              "'output_too_large'",
+                              four),
+                    ==, 3);
+    char *msg = doc_field(&f, four, "error_message");
+    g_assert_nonnull(strstr(msg, "(--max-doc-bytes)"));
+    g_free(msg);
+    g_free(png);
+    g_free(four);
+    g_free(one);
+    fixture_clear(&f);
+}
+
 /* docqa versions before <store>/.tmp wrote each PNG to .tmp-XXXXXX beside its final name: what
  * their killed workers left in the page folders is removed, once an hour old, from the folders
  * an ingest writes pages into (not from every folder of the store: a large one has 65536). */
@@ -2814,6 +2896,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/page_files_verified", test_page_files_verified);
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
     g_test_add_func("/ingest/store/page_mode_follows_umask", test_page_mode_follows_umask);
+    g_test_add_func("/ingest/store/disk_space_checked", test_disk_space_checked);
+    g_test_add_func("/ingest/store/document_output_budget", test_document_output_budget);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
     g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);
