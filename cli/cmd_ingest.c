@@ -170,6 +170,10 @@ int cmd_ingest(int argc, char **argv) {
          "starts (libraries), 0 for no limit (default 4096); per worker: --jobs N may use N "
          "times it",
          "MIB"},
+        {"doc-timeout", 0, 0, G_OPTION_ARG_INT, &opt.doc_timeout_s,
+         "seconds one document may take; past it its pages not done fail as render_timeout "
+         "(default 3600, 0 for no limit)",
+         "S"},
         {"max-doc-bytes", 0, 0, G_OPTION_ARG_INT64, &opt.max_doc_bytes,
          "bytes of page images one document may add; past it its other pages fail as "
          "output_too_large (default 2147483648, 0 for no limit)",
@@ -216,7 +220,8 @@ int cmd_ingest(int argc, char **argv) {
             fprintf(stderr, "docqa: ingest: path %d of %d is empty\n", i + 1, n_paths);
             goto out;
         }
-    /* One line naming the first bad option; 0 means "no limit" for --mem-limit and --max-doc-bytes. */
+    /* One line naming the first bad option; 0 means "no limit" for --mem-limit, --doc-timeout and
+     * --max-doc-bytes. */
     const char *bad = opt.n_res < 1 || opt.n_res > DQ_CLI_MAX_N_RES    ? "--n-res must be 1 to 64"
                       : tile != G_MININT && (tile < 16 || tile > 8192) ? "--tile must be 16 to 8192"
                       : opt.jobs < 1                                   ? "--jobs must be at least 1"
@@ -224,6 +229,7 @@ int cmd_ingest(int argc, char **argv) {
                       : opt.max_pages < 1      ? "--max-pages must be at least 1"
                       : opt.page_timeout_s < 1 ? "--timeout must be at least 1 second"
                       : opt.mem_limit_mb < 0   ? "--mem-limit must be 0 (no limit) or more"
+                      : opt.doc_timeout_s < 0  ? "--doc-timeout must be 0 (no limit) or more"
                       : opt.max_doc_bytes < 0  ? "--max-doc-bytes must be 0 (no limit) or more"
                       : opt.min_free_mb < 0    ? "--min-free must be 0 or more"
                                                : NULL;

@@ -39,6 +39,7 @@ static const char *const reason_names[] = {
     [DQ_INGEST_STORE_FAILED] = "store_failed",
     [DQ_INGEST_OUT_OF_MEMORY] = "out_of_memory",
     [DQ_INGEST_OUTPUT_TOO_LARGE] = "output_too_large",
+    [DQ_INGEST_INTERRUPTED] = "interrupted",
 };
 
 const char *dq_ingest_reason_name(DqIngestReason reason) {
@@ -179,6 +180,8 @@ typedef struct {
     char *fail_message;
     int children;
     int restarts;
+    double started_ms;    /* when its first worker started: the --doc-timeout clock */
+    gboolean out_of_time; /* --doc-timeout ran out: its workers killed, no more started */
 } Doc;
 
 typedef struct {
@@ -191,6 +194,7 @@ typedef struct {
     gboolean done_seen;
     gboolean timed_out;
     gboolean out_of_memory; /* it said so as it died (worker.c) */
+    gboolean out_of_time;   /* killed because its document's --doc-timeout ran out */
 } Child;
 
 typedef struct {
@@ -584,14 +588,9 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         doc_free(d);
         return NULL;
     }
-    static const char *const retryable[] = {"too_many_pages",
-                                            "too_many_pixels",
-                                            "render_timeout",
-                                            "render_crashed",
-                                            "store_failed",
-                                            "out_of_memory",
-                                            "output_too_large",
-                                            NULL};
+    static const char *const retryable[] = {"too_many_pages",   "too_many_pixels", "render_timeout",
+                                            "render_crashed",   "store_failed",    "out_of_memory",
+                                            "output_too_large", "interrupted",     NULL};
     if (found.id != 0) {
         /* The same bytes as the path's newest version. A document that failed as a whole
          * (nothing rendered at any settings: encrypted, too many pages, ...) fails alike at
@@ -737,6 +736,8 @@ static gboolean spawn_child(Run *r, Doc *d) {
     c->buf = g_string_new(NULL);
     c->deadline_ms = dq_now_ms() + 1000.0 * r->opt->page_timeout_s;
     d->children++;
+    if (d->started_ms == 0)
+        d->started_ms = dq_now_ms();
     return TRUE;
 }
 
@@ -790,9 +791,32 @@ static void handle_line(Run *r, Child *c, char *line) {
     g_strfreev(f);
 }
 
+static char *doc_timeout_message(Run *r) {
+    return g_strdup_printf("the document took more than %d s (--doc-timeout); not rendered",
+                           r->opt->doc_timeout_s);
+}
+
+/* Pages not done when the document ran out of time (or the ingest was interrupted) fail as
+ * `why`; those done are kept. */
+static void resolve_rest(Doc *d, DqIngestReason why, const char *how) {
+    char *msg = g_strdup_printf("%s: %s", d->entry->path, how);
+    if (d->page_count < 0)
+        doc_fail(d, why, msg);
+    for (int p = 1; p <= d->page_count; p++)
+        page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(why), msg);
+    g_free(msg);
+}
+
+static void settle_doc(Run *r, Doc *d);
+
 static void finish_if_complete(Run *r, Doc *d) {
     if (d->children > 0)
         return;
+    if (d->out_of_time && !doc_complete(d)) {
+        char *how = doc_timeout_message(r);
+        resolve_rest(d, DQ_INGEST_RENDER_TIMEOUT, how);
+        g_free(how);
+    }
     if (!doc_complete(d)) {
         /* Pages remain and no process is on them (the last one died): start another, but not
          * forever. Each restart resolves at least the page that killed its predecessor. */
@@ -806,6 +830,11 @@ static void finish_if_complete(Run *r, Doc *d) {
                          "worker processes kept dying");
     }
     g_ptr_array_remove(r->active, d);
+    settle_doc(r, d);
+}
+
+/* Records a document whose pages are all resolved, unless its file changed meanwhile; frees it. */
+static void settle_doc(Run *r, Doc *d) {
     /* Workers read the file hashed (its descriptor) as they render: the pages are of the hashed
      * bytes only if it is as it was when hashed; and they are the path's only if the path
      * still names that file (not one put in its place). */
@@ -835,22 +864,23 @@ static void reap_child(Run *r, int i) {
          * (this process was stopped, or too busy to look). */
         gboolean cpu = WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU;
         gboolean oom = !c->timed_out && !cpu && c->out_of_memory;
-        DqIngestReason why = c->timed_out || cpu ? DQ_INGEST_RENDER_TIMEOUT
-                             : oom               ? DQ_INGEST_OUT_OF_MEMORY
-                                                 : DQ_INGEST_RENDER_CRASHED;
-        char *how = c->timed_out ? g_strdup_printf("no progress for %d s, worker killed",
-                                                   r->opt->page_timeout_s)
-                    : cpu ? g_strdup_printf("over %d s of CPU time, worker stopped",
-                                            r->opt->page_timeout_s + WORKER_CPU_SLACK_S)
-                    : oom ? g_strdup_printf("out of memory under the limit of %" G_GINT64_FORMAT
-                                            " MiB per render process (--mem-limit); worker "
-                                            "died: %s",
-                                            r->opt->mem_limit_mb,
-                                            WIFSIGNALED(status) ? g_strsignal(WTERMSIG(status))
-                                                                : "exited")
-                    : WIFSIGNALED(status)
-                        ? g_strdup_printf("worker died: %s", g_strsignal(WTERMSIG(status)))
-                        : g_strdup_printf("worker exited with status %d", WEXITSTATUS(status));
+        DqIngestReason why = c->timed_out || cpu || c->out_of_time ? DQ_INGEST_RENDER_TIMEOUT
+                             : oom                                 ? DQ_INGEST_OUT_OF_MEMORY
+                                                                   : DQ_INGEST_RENDER_CRASHED;
+        char *how =
+            c->out_of_time ? doc_timeout_message(r)
+            : c->timed_out
+                ? g_strdup_printf("no progress for %d s, worker killed", r->opt->page_timeout_s)
+            : cpu ? g_strdup_printf("over %d s of CPU time, worker stopped",
+                                    r->opt->page_timeout_s + WORKER_CPU_SLACK_S)
+            : oom ? g_strdup_printf("out of memory under the limit of %" G_GINT64_FORMAT
+                                    " MiB per render process (--mem-limit); worker "
+                                    "died: %s",
+                                    r->opt->mem_limit_mb,
+                                    WIFSIGNALED(status) ? g_strsignal(WTERMSIG(status)) : "exited")
+            : WIFSIGNALED(status)
+                ? g_strdup_printf("worker died: %s", g_strsignal(WTERMSIG(status)))
+                : g_strdup_printf("worker exited with status %d", WEXITSTATUS(status));
         char *msg = c->current_page > 0
                         ? g_strdup_printf("%s: page %d: %s", d->entry->path, c->current_page, how)
                         : g_strdup_printf("%s: %s", d->entry->path, how);
@@ -905,7 +935,7 @@ static Doc *next_work(Run *r) {
     int best_left = 1;
     for (guint i = 0; i < r->active->len; i++) {
         Doc *a = g_ptr_array_index(r->active, i);
-        if (a->fail_reason != 0 || a->page_count < 0)
+        if (a->fail_reason != 0 || a->page_count < 0 || a->out_of_time)
             continue;
         int left = a->page_count - __atomic_load_n(&a->shared->next_page, __ATOMIC_SEQ_CST);
         if (left > best_left) {
@@ -1114,7 +1144,15 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
             gboolean open = TRUE;
             if (pr > 0 && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 open = read_child(&r, c);
-            if (open && now > c->deadline_ms && !c->timed_out) {
+            Doc *d = c->doc;
+            if (opt->doc_timeout_s > 0 && d->started_ms > 0 &&
+                now > d->started_ms + 1000.0 * opt->doc_timeout_s)
+                d->out_of_time = TRUE;
+            if (open && d->out_of_time && !c->out_of_time && !c->timed_out) {
+                c->out_of_time = TRUE;
+                kill(c->pid, SIGKILL);
+            }
+            if (open && now > c->deadline_ms && !c->timed_out && !c->out_of_time) {
                 c->timed_out = TRUE;
                 kill(c->pid, SIGKILL);
             }
@@ -1124,15 +1162,24 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         if (opt->progress)
             show_progress(&r, FALSE);
     }
-    /* Interrupted or fatal: abandon what runs; nothing half-done is recorded. */
+    /* Interrupted or fatal: stop what runs. Interrupted, a document with pages done is recorded
+     * partial, the rest of its pages failed as `interrupted` (--retry-failed renders them);
+     * one with none done is abandoned, as is everything after a fatal error. */
     for (int i = 0; i < r.n_kids; i++) {
         kill(r.kids[i].pid, SIGKILL);
         waitpid(r.kids[i].pid, NULL, 0);
         close(r.kids[i].fd);
         g_string_free(r.kids[i].buf, TRUE);
     }
-    for (guint i = 0; i < r.active->len; i++)
-        doc_free(g_ptr_array_index(r.active, i));
+    for (guint i = 0; i < r.active->len; i++) {
+        Doc *d = g_ptr_array_index(r.active, i);
+        if (r.fatal == NULL && interrupted && d->fail_reason == 0 && d->resolved > 0) {
+            resolve_rest(d, DQ_INGEST_INTERRUPTED, "the ingest was interrupted; not rendered");
+            settle_doc(&r, d);
+        } else {
+            doc_free(d);
+        }
+    }
     g_ptr_array_free(r.active, TRUE);
     g_queue_clear(&r.restart);
     sigaction(SIGINT, &old_int, NULL);

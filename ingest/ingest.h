@@ -66,6 +66,7 @@ typedef enum {
     DQ_INGEST_STORE_FAILED,       /* the page image could not be written */
     DQ_INGEST_OUT_OF_MEMORY,      /* an allocation failed under the worker's memory limit */
     DQ_INGEST_OUTPUT_TOO_LARGE,   /* the document's page images over max_doc_bytes */
+    DQ_INGEST_INTERRUPTED,        /* page not rendered: the ingest was interrupted */
 } DqIngestReason;
 
 #define DQ_INGEST_ERROR (dq_ingest_error_quark())
@@ -97,8 +98,8 @@ typedef struct {
     gboolean retry_failed; /* render again documents of unchanged bytes that failed, or have a
                               page at these settings that failed, for a reason that may pass
                               now: too_many_pages, too_many_pixels, render_timeout,
-                              render_crashed, store_failed, out_of_memory, output_too_large
-                              (the rows are updated
+                              render_crashed, store_failed, out_of_memory, output_too_large,
+                              interrupted (the rows are updated
                               in place) */
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,

@@ -64,7 +64,7 @@ gboolean ingest_path_inside(const char *real, char *const *real_roots);
 typedef struct RenderDoc {
     DocKind kind;
     char *path;
-    int fd;         /* the file, opened by the caller, or -1: opened by path */
+    int fd; /* the file, opened by the caller, or -1: opened by path */
     int page_count;
     char *warning; /* see render_doc_warning */
     char *note;    /* see render_doc_note */
@@ -109,8 +109,8 @@ void tiff_doc_close(RenderDoc *doc);
 /* Writes png under store_dir by its sha256 (hex, 65 bytes), atomically, unless the file system
  * would be left with less than min_free_mb MiB free or less than the PNG's size (then
  * DQ_INGEST_STORE_FAILED, naming the folder). */
-gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb,
-                        char sha256_out[65], GError **err);
+gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
+                        GError **err);
 
 /* Removes temporary files older than max_age_s that writers killed mid-page left behind (a
  * younger one may be another ingest's, being written now). */

@@ -50,8 +50,8 @@ static gboolean room_for(const char *dir, gsize len, gint64 min_free_mb, GError 
     return FALSE;
 }
 
-gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb,
-                        char sha256_out[65], GError **err) {
+gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
+                        GError **err) {
     gsize len = 0;
     const uint8_t *data = g_bytes_get_data(png, &len);
     char *hex = g_compute_checksum_for_data(G_CHECKSUM_SHA256, data, len);

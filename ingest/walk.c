@@ -232,8 +232,8 @@ static void add_file(Walk *w, const char *path, const struct stat *st, gboolean 
     }
     uint8_t head[1024];
     ssize_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK |
-                            (explicit || through_link ? 0 : O_NOFOLLOW));
+    int fd =
+        open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (explicit || through_link ? 0 : O_NOFOLLOW));
     if (fd < 0) {
         e->open_errno = errno;
     } else {

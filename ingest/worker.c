@@ -188,8 +188,8 @@ static void limit_cpu(const WorkerTask *task, gboolean first) {
     if (getrlimit(RLIMIT_CPU, &rl) != 0)
         return;
     if (first && task->doc_timeout_s > 0) {
-        rlim_t cap = (rlim_t)task->doc_timeout_s + (rlim_t)task->page_timeout_s +
-                     2 * WORKER_CPU_SLACK_S;
+        rlim_t cap =
+            (rlim_t)task->doc_timeout_s + (rlim_t)task->page_timeout_s + 2 * WORKER_CPU_SLACK_S;
         if (rl.rlim_max == RLIM_INFINITY || cap < rl.rlim_max)
             rl.rlim_max = cap;
     }
@@ -207,10 +207,11 @@ static gboolean over_budget(const WorkerTask *task, int page, GError **err) {
     gint64 used = __atomic_load_n(&task->shared->png_bytes, __ATOMIC_SEQ_CST);
     if (task->max_doc_bytes <= 0 || used < task->max_doc_bytes)
         return FALSE;
-    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUTPUT_TOO_LARGE,
-                "%s: page %d: not rendered: the document's page images already take %" G_GINT64_FORMAT
-                " bytes, the limit is %" G_GINT64_FORMAT " (--max-doc-bytes)",
-                task->path, page, used, task->max_doc_bytes);
+    g_set_error(
+        err, DQ_INGEST_ERROR, DQ_INGEST_OUTPUT_TOO_LARGE,
+        "%s: page %d: not rendered: the document's page images already take %" G_GINT64_FORMAT
+        " bytes, the limit is %" G_GINT64_FORMAT " (--max-doc-bytes)",
+        task->path, page, used, task->max_doc_bytes);
     return TRUE;
 }
 

@@ -1497,7 +1497,13 @@ static void test_memory_limit(void) {
 /* A JPEG 2000 image that claims 10^6 x 10^6 pixels in 145 bytes: openjpeg allocates until the
  * limit, then poppler or openjpeg aborts or crashes on the failed allocation. */
 static void write_jpx_bomb(const char *path) {
-    static const uint8_t jpx[] = {0xff, 0x4f, 0xff, 0x51, 0x00, 0x29, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x07, 0x01, 0x01, 0xff, 0x52, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x01, 0x00, 0x05, 0x04, 0x04, 0x00, 0x00, 0xff, 0x5c, 0x00, 0x04, 0x40, 0x40, 0xff, 0x90, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x93};
+    static const uint8_t jpx[] = {
+        0xff, 0x4f, 0xff, 0x51, 0x00, 0x29, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x0f,
+        0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40,
+        0x00, 0x0f, 0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+        0x07, 0x01, 0x01, 0xff, 0x52, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x01, 0x00, 0x05, 0x04,
+        0x04, 0x00, 0x00, 0xff, 0x5c, 0x00, 0x04, 0x40, 0x40, 0xff, 0x90, 0x00, 0x0a, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x93};
     const char *content = "q 612 0 0 792 0 0 cm /Im0 Do Q";
     GString *pdf = g_string_new("%PDF-1.5\n");
     gsize off[5];
@@ -2407,10 +2413,11 @@ static void write_form_bomb(const char *path, int pages) {
     GString *kids = g_string_new(NULL);
     for (int p = 0; p < pages; p++) {
         g_ptr_array_add(objs, g_strdup("<< /Length 5 >>\nstream\n/F Do\nendstream"));
-        g_ptr_array_add(objs, g_strdup_printf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                                              "/Contents %u 0 R /Resources << /XObject << /F %d 0 "
-                                              "R >> >> >>",
-                                              objs->len, FORMS));
+        g_ptr_array_add(objs,
+                        g_strdup_printf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                                        "/Contents %u 0 R /Resources << /XObject << /F %d 0 "
+                                        "R >> >> >>",
+                                        objs->len, FORMS));
         g_string_append_printf(kids, "%u 0 R ", objs->len);
     }
     objs->pdata[1] = g_strdup_printf("<< /Type /Pages /Kids [%s] /Count %d >>", kids->str, pages);
@@ -2671,6 +2678,95 @@ static void test_no_reading_outside_after_walk(void) {
     fixture_clear(&f);
 }
 
+/* --doc-timeout: a document that takes longer, each page within --timeout or not, is stopped;
+ * the pages done are kept, the rest fail as render_timeout, and it is recorded partial. */
+static void test_document_time_budget(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    f.opt.doc_timeout_s = 2;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *pdf = in_dir(&f, "slow.pdf");
+    write_cairo_pdf(pdf, sizes, 3);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:slow.pdf:2", TRUE);
+    gint64 t0 = g_get_monotonic_time();
+    run_ingest(&f, pdf);
+    double secs = (g_get_monotonic_time() - t0) / 1e6;
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpfloat(secs, <, 30.0);
+    assert_doc(&f, pdf, "partial", "render_timeout");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT group_concat(page_number || status, ',') = "
+                              "'1ok,2failed,3failed' FROM (SELECT * FROM pages p JOIN documents "
+                              "d ON d.id = p.document_id WHERE d.path = %Q ORDER BY page_number)",
+                              pdf),
+                    ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE error_message LIKE "
+                                  "'%%(--doc-timeout)%%'"),
+                    ==, 2);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
+/* Interrupts the ingest once a page image is in the store (the first page done). */
+static gpointer interrupt_after_first_page(gpointer data) {
+    const char *store_dir = data;
+    gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+    gboolean found = FALSE;
+    while (!found && g_get_monotonic_time() < end) {
+        char *out = NULL;
+        char *argv[] = {"find", (char *)store_dir, "-name", "*.png", NULL};
+        if (g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL, NULL,
+                         NULL, &out, NULL, NULL, NULL))
+            found = out != NULL && *out != '\0';
+        g_free(out);
+        if (!found)
+            g_usleep(50 * 1000);
+    }
+    g_usleep(500 * 1000); /* the page's line read by the ingest */
+    kill(getpid(), SIGINT);
+    return NULL;
+}
+
+/* Interrupted, ingest keeps the pages a document in progress has done: it is recorded partial,
+ * the other pages failed as `interrupted`, and --retry-failed renders it whole. */
+static void test_interrupt_keeps_pages_done(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *pdf = in_dir(&f, "long.pdf");
+    write_cairo_pdf(pdf, sizes, 3);
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:long.pdf:2", TRUE);
+    GThread *t = g_thread_new("interrupt", interrupt_after_first_page, store_dir);
+    run_ingest(&f, pdf);
+    g_thread_join(t);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_true(f.sum.interrupted);
+    g_assert_cmpint(f.sum.documents_partial, ==, 1);
+    assert_doc(&f, pdf, "partial", "interrupted");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT group_concat(page_number || status, ',') = "
+                              "'1ok,2failed,3failed' FROM (SELECT * FROM pages p JOIN documents "
+                              "d ON d.id = p.document_id WHERE d.path = %Q ORDER BY page_number)",
+                              pdf),
+                    ==, 1);
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE status = 'ok'"), ==, 3);
+    g_free(store_dir);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
 static gpointer interrupt_soon(gpointer data) {
     (void)data;
     g_usleep(300 * 1000);
@@ -2899,6 +2995,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/disk_space_checked", test_disk_space_checked);
     g_test_add_func("/ingest/store/document_output_budget", test_document_output_budget);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
+    g_test_add_func("/ingest/interrupt_keeps_pages_done", test_interrupt_keeps_pages_done);
+    g_test_add_func("/ingest/failures/document_time_budget", test_document_time_budget);
     g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
     g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
