@@ -173,7 +173,20 @@ int cmd_ingest(int argc, char **argv) {
          "seconds one page may take before its worker is killed (default 120)", "S"},
         {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &opt.mem_limit_mb,
          "memory a worker may map for rendering, in MiB, on top of what it has mapped when it "
-         "starts (libraries), 0 for no limit (default 4096)",
+         "starts (libraries), 0 for no limit (default 4096); per worker: --jobs N may use N "
+         "times it",
+         "MIB"},
+        {"doc-timeout", 0, 0, G_OPTION_ARG_INT, &opt.doc_timeout_s,
+         "seconds one document may take; past it its pages not done fail as render_timeout "
+         "(default 3600, 0 for no limit)",
+         "S"},
+        {"max-doc-bytes", 0, 0, G_OPTION_ARG_INT64, &opt.max_doc_bytes,
+         "bytes of page images one document may add; past it its other pages fail as "
+         "output_too_large (default 2147483648, 0 for no limit)",
+         "N"},
+        {"min-free", 0, 0, G_OPTION_ARG_INT64, &opt.min_free_mb,
+         "MiB to leave free on the page store's disk: a page that would leave less fails as "
+         "store_failed (default 1024)",
          "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
          "render again unchanged files that failed, or have pages that failed, on a limit, a "
@@ -213,7 +226,8 @@ int cmd_ingest(int argc, char **argv) {
             fprintf(stderr, "docqa: ingest: path %d of %d is empty\n", i + 1, n_paths);
             goto out;
         }
-    /* One line naming the first bad option; 0 means something only for --mem-limit. */
+    /* One line naming the first bad option; 0 means "no limit" for --mem-limit, --doc-timeout and
+     * --max-doc-bytes. */
     const char *bad = opt.n_res < 1 || opt.n_res > DQ_CLI_MAX_N_RES    ? "--n-res must be 1 to 64"
                       : tile != G_MININT && (tile < 16 || tile > 8192) ? "--tile must be 16 to 8192"
                       : opt.jobs < 1                                   ? "--jobs must be at least 1"
@@ -221,6 +235,9 @@ int cmd_ingest(int argc, char **argv) {
                       : opt.max_pages < 1      ? "--max-pages must be at least 1"
                       : opt.page_timeout_s < 1 ? "--timeout must be at least 1 second"
                       : opt.mem_limit_mb < 0   ? "--mem-limit must be 0 (no limit) or more"
+                      : opt.doc_timeout_s < 0  ? "--doc-timeout must be 0 (no limit) or more"
+                      : opt.max_doc_bytes < 0  ? "--max-doc-bytes must be 0 (no limit) or more"
+                      : opt.min_free_mb < 0    ? "--min-free must be 0 or more"
                                                : NULL;
     if (bad != NULL) {
         fprintf(stderr, "docqa: ingest: %s\n", bad);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,6 +38,8 @@ static const char *const reason_names[] = {
     [DQ_INGEST_RENDER_TIMEOUT] = "render_timeout",
     [DQ_INGEST_STORE_FAILED] = "store_failed",
     [DQ_INGEST_OUT_OF_MEMORY] = "out_of_memory",
+    [DQ_INGEST_OUTPUT_TOO_LARGE] = "output_too_large",
+    [DQ_INGEST_INTERRUPTED] = "interrupted",
 };
 
 const char *dq_ingest_reason_name(DqIngestReason reason) {
@@ -54,6 +57,9 @@ void dq_ingest_options_init(DqIngestOptions *opt) {
     opt->max_pages = 10000;
     opt->page_timeout_s = 120;
     opt->mem_limit_mb = 4096;
+    opt->doc_timeout_s = 3600;
+    opt->max_doc_bytes = (gint64)2 << 30;
+    opt->min_free_mb = 1024;
 }
 
 int dq_ingest_longest_edge(const DqIngestOptions *opt) {
@@ -160,6 +166,7 @@ static gboolean file_stamp_equal(const FileStamp *a, const FileStamp *b) {
 
 typedef struct {
     WalkEntry *entry;
+    int fd; /* the file, opened once: hashed and rendered from here, never by path again */
     char *sha256;
     FileStamp stamp; /* the file when its hash was taken */
     gint64 existing_id;
@@ -173,6 +180,8 @@ typedef struct {
     char *fail_message;
     int children;
     int restarts;
+    double started_ms;    /* when its first worker started: the --doc-timeout clock */
+    gboolean out_of_time; /* --doc-timeout ran out: its workers killed, no more started */
 } Doc;
 
 typedef struct {
@@ -184,6 +193,8 @@ typedef struct {
     GString *buf;
     gboolean done_seen;
     gboolean timed_out;
+    gboolean out_of_memory; /* it said so as it died (worker.c) */
+    gboolean out_of_time;   /* killed because its document's --doc-timeout ran out */
 } Child;
 
 typedef struct {
@@ -192,6 +203,7 @@ typedef struct {
     DqIngestSummary *sum;
     char *settings;
     char *store_dir;
+    char **real_roots; /* what a walked file must lie inside when it is opened */
     GHashTable *swept; /* page folders swept of old temporary files in this run */
     GPtrArray *entries;
     guint next_entry;
@@ -224,6 +236,8 @@ static void doc_free(Doc *d) {
     g_free(d->pages);
     if (d->shared != NULL)
         munmap(d->shared, sizeof *d->shared);
+    if (d->fd >= 0)
+        close(d->fd);
     g_free(d->sha256);
     g_free(d->warning);
     g_free(d->note);
@@ -407,16 +421,10 @@ static void record_prefailed(Run *r, Doc *d, DqIngestReason why, const char *msg
 
 /* The SHA-256 of the file's bytes and its stamp before reading them; *changed when the stamp
  * differs after reading (the hash may mix old and new bytes). */
-static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, int *err_no) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        *err_no = errno;
-        return NULL;
-    }
+static char *hash_file(int fd, FileStamp *stamp, gboolean *changed, int *err_no) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         *err_no = errno;
-        close(fd);
         return NULL;
     }
     file_stamp(stamp, &st);
@@ -438,7 +446,6 @@ static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, in
         file_stamp(&after, &st);
         *changed = !file_stamp_equal(stamp, &after);
     }
-    close(fd);
     g_free(buf);
     char *hex = n < 0 ? NULL : g_strdup(g_checksum_get_string(ck));
     g_checksum_free(ck);
@@ -447,10 +454,9 @@ static char *hash_file(const char *path, FileStamp *stamp, gboolean *changed, in
 
 /* Settles a document whose bytes changed while it was ingested: nothing is recorded (the hash
  * and the pages may come from different bytes), and the output says to ingest it again. */
-static void report_changed(Run *r, Doc *d) {
-    char *m = g_strdup_printf("%s: changed while it was being ingested; nothing recorded, ingest "
-                              "it again",
-                              d->entry->path);
+static void report_changed(Run *r, Doc *d, const char *why) {
+    char *m = g_strdup_printf("%s: %s; nothing recorded, ingest it again", d->entry->path,
+                              why != NULL ? why : "changed while it was being ingested");
     add_failure(r->sum, d->entry->path, "changed", "changed_during_ingest", m);
     g_free(m);
     r->sum->changed++;
@@ -492,17 +498,74 @@ static gboolean page_file_matches(const char *png, const char *sha256) {
     return same;
 }
 
+/* Opens a file the walk found, once: it is hashed and rendered from this descriptor, never by
+ * its path again. Between the walk and now the path may have come to lead elsewhere (a link
+ * retargeted, a folder swapped for a link to outside the roots): a file the walk saw as one is
+ * opened without following a link in its place, and what was opened must lie inside the roots,
+ * by the real path the kernel gives the open file. Files named on the command line are what the
+ * user named. Returns the descriptor, or -1 with *err_no, or with *escaped naming why the file
+ * is not read (then it is reported as changed). */
+static int open_walked(Run *r, const WalkEntry *e, int *err_no, const char **escaped) {
+    gboolean nofollow = !e->explicit && !e->is_link;
+    int fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0) {
+        if (nofollow && errno == ELOOP)
+            *escaped = "became a symbolic link after the folder was read; not read";
+        else
+            *err_no = errno;
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *escaped = "is no longer a regular file; not read";
+        return -1;
+    }
+    if (e->explicit)
+        return fd;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    char *real = g_file_read_link(proc, NULL);
+    if (real == NULL) {
+        /* No /proc: the path's real path, if it names the file that is open. */
+        char *rp = realpath(e->path, NULL);
+        struct stat a, b;
+        if (rp != NULL && stat(rp, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino)
+            real = g_strdup(rp);
+        free(rp);
+    }
+    gboolean inside = real != NULL && ingest_path_inside(real, r->real_roots);
+    g_free(real);
+    if (!inside) {
+        close(fd);
+        *escaped = "leads outside the folders being ingested since the walk (a link or folder "
+                   "replaced); not read";
+        return -1;
+    }
+    return fd;
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
     Doc *d = g_new0(Doc, 1);
     d->entry = e;
+    d->fd = -1;
     d->page_count = -1;
     int err_no = e->open_errno;
     /* Only regular files are hashed: /dev/zero named on the command line would never end. */
     gboolean changed = FALSE;
-    if (err_no == 0 && e->regular) {
-        d->sha256 = hash_file(e->path, &d->stamp, &changed, &err_no);
+    const char *escaped = NULL;
+    if (err_no == 0 && e->regular)
+        d->fd = open_walked(r, e, &err_no, &escaped);
+    if (escaped != NULL) {
+        report_changed(r, d, escaped);
+        doc_free(d);
+        return NULL;
+    }
+    if (d->fd >= 0) {
+        d->sha256 = hash_file(d->fd, &d->stamp, &changed, &err_no);
         if (d->sha256 != NULL) {
             /* The row describes the bytes that were hashed, not those the walk saw. */
             e->bytes = d->stamp.size;
@@ -514,7 +577,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         return NULL;
     }
     if (changed) {
-        report_changed(r, d);
+        report_changed(r, d, NULL);
         doc_free(d);
         return NULL;
     }
@@ -525,13 +588,9 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         doc_free(d);
         return NULL;
     }
-    static const char *const retryable[] = {"too_many_pages",
-                                            "too_many_pixels",
-                                            "render_timeout",
-                                            "render_crashed",
-                                            "store_failed",
-                                            "out_of_memory",
-                                            NULL};
+    static const char *const retryable[] = {"too_many_pages",   "too_many_pixels", "render_timeout",
+                                            "render_crashed",   "store_failed",    "out_of_memory",
+                                            "output_too_large", "interrupted",     NULL};
     if (found.id != 0) {
         /* The same bytes as the path's newest version. A document that failed as a whole
          * (nothing rendered at any settings: encrypted, too many pages, ...) fails alike at
@@ -617,6 +676,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     }
     d->shared->next_page = 0;
     d->shared->page_count = -1;
+    d->shared->png_bytes = 0;
     g_ptr_array_add(r->active, d);
     return d;
 }
@@ -630,6 +690,7 @@ static gboolean spawn_child(Run *r, Doc *d) {
         return FALSE;
     }
     fflush(NULL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
@@ -639,18 +700,28 @@ static gboolean spawn_child(Run *r, Doc *d) {
     }
     if (pid == 0) {
         close(fds[0]);
+        /* A worker outlives nothing: killed with its parent however the parent dies (kill -9,
+         * a hangup), not left rendering a page bomb under PID 1. A parent gone before the
+         * death signal was set is seen by getppid. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(3);
         /* Ctrl-C reaches the whole process group: the parent alone decides, so that a worker
          * killed by the user is never recorded as a crashed page. */
         signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_DFL);
         WorkerTask task = {
             .path = d->entry->path,
+            .fd = d->fd,
             .kind = d->entry->kind,
             .store_dir = r->store_dir,
             .longest_edge = dq_ingest_longest_edge(r->opt),
             .max_pixels = r->opt->max_pixels,
             .max_pages = r->opt->max_pages,
             .mem_limit_mb = r->opt->mem_limit_mb,
+            .max_doc_bytes = r->opt->max_doc_bytes,
+            .min_free_mb = r->opt->min_free_mb,
+            .page_timeout_s = r->opt->page_timeout_s,
+            .doc_timeout_s = r->opt->doc_timeout_s,
             .shared = d->shared,
         };
         worker_main(&task, fds[1]);
@@ -665,6 +736,8 @@ static gboolean spawn_child(Run *r, Doc *d) {
     c->buf = g_string_new(NULL);
     c->deadline_ms = dq_now_ms() + 1000.0 * r->opt->page_timeout_s;
     d->children++;
+    if (d->started_ms == 0)
+        d->started_ms = dq_now_ms();
     return TRUE;
 }
 
@@ -712,13 +785,38 @@ static void handle_line(Run *r, Child *c, char *line) {
         c->current_page = 0;
     } else if (n >= 1 && strcmp(f[0], "done") == 0) {
         c->done_seen = TRUE;
+    } else if (n >= 1 && strcmp(f[0], "oom") == 0) {
+        c->out_of_memory = TRUE;
     }
     g_strfreev(f);
 }
 
+static char *doc_timeout_message(Run *r) {
+    return g_strdup_printf("the document took more than %d s (--doc-timeout); not rendered",
+                           r->opt->doc_timeout_s);
+}
+
+/* Pages not done when the document ran out of time (or the ingest was interrupted) fail as
+ * `why`; those done are kept. */
+static void resolve_rest(Doc *d, DqIngestReason why, const char *how) {
+    char *msg = g_strdup_printf("%s: %s", d->entry->path, how);
+    if (d->page_count < 0)
+        doc_fail(d, why, msg);
+    for (int p = 1; p <= d->page_count; p++)
+        page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(why), msg);
+    g_free(msg);
+}
+
+static void settle_doc(Run *r, Doc *d);
+
 static void finish_if_complete(Run *r, Doc *d) {
     if (d->children > 0)
         return;
+    if (d->out_of_time && !doc_complete(d)) {
+        char *how = doc_timeout_message(r);
+        resolve_rest(d, DQ_INGEST_RENDER_TIMEOUT, how);
+        g_free(how);
+    }
     if (!doc_complete(d)) {
         /* Pages remain and no process is on them (the last one died): start another, but not
          * forever. Each restart resolves at least the page that killed its predecessor. */
@@ -732,17 +830,26 @@ static void finish_if_complete(Run *r, Doc *d) {
                          "worker processes kept dying");
     }
     g_ptr_array_remove(r->active, d);
-    /* Workers opened the path again after it was hashed, and poppler reads it as it renders:
-     * the pages are of the hashed bytes only if the file is as it was when hashed. */
+    settle_doc(r, d);
+}
+
+/* Records a document whose pages are all resolved, unless its file changed meanwhile; frees it. */
+static void settle_doc(Run *r, Doc *d) {
+    /* Workers read the file hashed (its descriptor) as they render: the pages are of the hashed
+     * bytes only if it is as it was when hashed; and they are the path's only if the path
+     * still names that file (not one put in its place). */
     struct stat st;
-    FileStamp now;
+    FileStamp now, at_path;
     memset(&now, 0, sizeof now);
-    if (stat(d->entry->path, &st) == 0)
+    memset(&at_path, 0, sizeof at_path);
+    if (fstat(d->fd, &st) == 0)
         file_stamp(&now, &st);
-    if (file_stamp_equal(&d->stamp, &now))
+    if (stat(d->entry->path, &st) == 0)
+        file_stamp(&at_path, &st);
+    if (file_stamp_equal(&d->stamp, &now) && file_stamp_equal(&d->stamp, &at_path))
         record_doc(r, d);
     else
-        report_changed(r, d);
+        report_changed(r, d, NULL);
     doc_free(d);
 }
 
@@ -753,12 +860,27 @@ static void reap_child(Run *r, int i) {
     while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (!c->done_seen && d->fail_reason == 0) {
-        DqIngestReason why = c->timed_out ? DQ_INGEST_RENDER_TIMEOUT : DQ_INGEST_RENDER_CRASHED;
-        char *how = c->timed_out ? g_strdup_printf("no progress for %d s, worker killed",
-                                                   r->opt->page_timeout_s)
-                    : WIFSIGNALED(status)
-                        ? g_strdup_printf("worker died: %s", g_strsignal(WTERMSIG(status)))
-                        : g_strdup_printf("worker exited with status %d", WEXITSTATUS(status));
+        /* SIGXCPU: the worker's CPU limit (worker.c) ran out before this process's clock did
+         * (this process was stopped, or too busy to look). */
+        gboolean cpu = WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU;
+        gboolean oom = !c->timed_out && !cpu && c->out_of_memory;
+        DqIngestReason why = c->timed_out || cpu || c->out_of_time ? DQ_INGEST_RENDER_TIMEOUT
+                             : oom                                 ? DQ_INGEST_OUT_OF_MEMORY
+                                                                   : DQ_INGEST_RENDER_CRASHED;
+        char *how =
+            c->out_of_time ? doc_timeout_message(r)
+            : c->timed_out
+                ? g_strdup_printf("no progress for %d s, worker killed", r->opt->page_timeout_s)
+            : cpu ? g_strdup_printf("over %d s of CPU time, worker stopped",
+                                    r->opt->page_timeout_s + WORKER_CPU_SLACK_S)
+            : oom ? g_strdup_printf("out of memory under the limit of %" G_GINT64_FORMAT
+                                    " MiB per render process (--mem-limit); worker "
+                                    "died: %s",
+                                    r->opt->mem_limit_mb,
+                                    WIFSIGNALED(status) ? g_strsignal(WTERMSIG(status)) : "exited")
+            : WIFSIGNALED(status)
+                ? g_strdup_printf("worker died: %s", g_strsignal(WTERMSIG(status)))
+                : g_strdup_printf("worker exited with status %d", WEXITSTATUS(status));
         char *msg = c->current_page > 0
                         ? g_strdup_printf("%s: page %d: %s", d->entry->path, c->current_page, how)
                         : g_strdup_printf("%s: %s", d->entry->path, how);
@@ -813,7 +935,7 @@ static Doc *next_work(Run *r) {
     int best_left = 1;
     for (guint i = 0; i < r->active->len; i++) {
         Doc *a = g_ptr_array_index(r->active, i);
-        if (a->fail_reason != 0 || a->page_count < 0)
+        if (a->fail_reason != 0 || a->page_count < 0 || a->out_of_time)
             continue;
         int left = a->page_count - __atomic_load_n(&a->shared->next_page, __ATOMIC_SEQ_CST);
         if (left > best_left) {
@@ -954,6 +1076,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
          *journal = g_strconcat(db_file, "-journal", NULL);
     const char *exclude[] = {r.store_dir, db_file, wal, shm, journal, NULL};
     r.entries = ingest_walk(paths, opt->hidden, exclude, &sum->skipped, unreadable);
+    r.real_roots = ingest_real_roots(paths);
     g_free(wal);
     g_free(shm);
     g_free(journal);
@@ -974,6 +1097,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         g_ptr_array_free(r.entries, TRUE);
         g_free(r.settings);
         g_free(r.store_dir);
+        g_strfreev(r.real_roots);
         g_hash_table_destroy(r.swept);
         return FALSE;
     }
@@ -1020,7 +1144,15 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
             gboolean open = TRUE;
             if (pr > 0 && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 open = read_child(&r, c);
-            if (open && now > c->deadline_ms && !c->timed_out) {
+            Doc *d = c->doc;
+            if (opt->doc_timeout_s > 0 && d->started_ms > 0 &&
+                now > d->started_ms + 1000.0 * opt->doc_timeout_s)
+                d->out_of_time = TRUE;
+            if (open && d->out_of_time && !c->out_of_time && !c->timed_out) {
+                c->out_of_time = TRUE;
+                kill(c->pid, SIGKILL);
+            }
+            if (open && now > c->deadline_ms && !c->timed_out && !c->out_of_time) {
                 c->timed_out = TRUE;
                 kill(c->pid, SIGKILL);
             }
@@ -1030,15 +1162,24 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         if (opt->progress)
             show_progress(&r, FALSE);
     }
-    /* Interrupted or fatal: abandon what runs; nothing half-done is recorded. */
+    /* Interrupted or fatal: stop what runs. Interrupted, a document with pages done is recorded
+     * partial, the rest of its pages failed as `interrupted` (--retry-failed renders them);
+     * one with none done is abandoned, as is everything after a fatal error. */
     for (int i = 0; i < r.n_kids; i++) {
         kill(r.kids[i].pid, SIGKILL);
         waitpid(r.kids[i].pid, NULL, 0);
         close(r.kids[i].fd);
         g_string_free(r.kids[i].buf, TRUE);
     }
-    for (guint i = 0; i < r.active->len; i++)
-        doc_free(g_ptr_array_index(r.active, i));
+    for (guint i = 0; i < r.active->len; i++) {
+        Doc *d = g_ptr_array_index(r.active, i);
+        if (r.fatal == NULL && interrupted && d->fail_reason == 0 && d->resolved > 0) {
+            resolve_rest(d, DQ_INGEST_INTERRUPTED, "the ingest was interrupted; not rendered");
+            settle_doc(&r, d);
+        } else {
+            doc_free(d);
+        }
+    }
     g_ptr_array_free(r.active, TRUE);
     g_queue_clear(&r.restart);
     sigaction(SIGINT, &old_int, NULL);
@@ -1054,6 +1195,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     g_ptr_array_free(r.entries, TRUE);
     g_free(r.settings);
     g_free(r.store_dir);
+    g_strfreev(r.real_roots);
     g_hash_table_destroy(r.swept);
     if (r.fatal != NULL) {
         g_propagate_error(err, r.fatal);

@@ -65,6 +65,8 @@ typedef enum {
     DQ_INGEST_RENDER_TIMEOUT,     /* the worker took longer than page_timeout_s on one page */
     DQ_INGEST_STORE_FAILED,       /* the page image could not be written */
     DQ_INGEST_OUT_OF_MEMORY,      /* an allocation failed under the worker's memory limit */
+    DQ_INGEST_OUTPUT_TOO_LARGE,   /* the document's page images over max_doc_bytes */
+    DQ_INGEST_INTERRUPTED,        /* page not rendered: the ingest was interrupted */
 } DqIngestReason;
 
 #define DQ_INGEST_ERROR (dq_ingest_error_quark())
@@ -82,13 +84,22 @@ typedef struct {
                               each at most (default 178956970, Pillow's) */
     int max_pages;         /* per document (default 10000) */
     int page_timeout_s;    /* per page and per document open (default 120) */
+    int doc_timeout_s;     /* per document, from its first worker's start to its last page
+                              (default 3600; 0 = none): past it the pages not done fail as
+                              render_timeout and the document is recorded partial or failed */
     gint64 mem_limit_mb;   /* what a worker may map beyond its size when it starts: its RLIMIT_AS
                               is that size + this (default 4096; 0 = none) */
+    gint64 max_doc_bytes;  /* per document: bytes of page PNGs (default 2 GiB; 0 = none); the
+                              pages past it fail as output_too_large, unrendered */
+    gint64 min_free_mb;    /* a page is not written when the page store's file system would be
+                              left with less free (default 1024), nor with less than twice the
+                              page's size: store_failed */
     gboolean progress;     /* progress line on stderr */
     gboolean retry_failed; /* render again documents of unchanged bytes that failed, or have a
                               page at these settings that failed, for a reason that may pass
                               now: too_many_pages, too_many_pixels, render_timeout,
-                              render_crashed, store_failed, out_of_memory (the rows are updated
+                              render_crashed, store_failed, out_of_memory, output_too_large,
+                              interrupted (the rows are updated
                               in place) */
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,

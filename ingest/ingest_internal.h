@@ -27,6 +27,7 @@ const char *doc_content_name(const uint8_t *head, size_t len, gboolean *conclusi
 typedef struct {
     char *path;        /* absolute */
     gboolean explicit; /* named on the command line */
+    gboolean is_link;  /* a symlink the walk followed (to a file inside the roots) */
     int open_errno;    /* != 0: could not stat or open it */
     gboolean regular;  /* a regular file (not a device, FIFO or socket named explicitly) */
     gint64 bytes;
@@ -52,11 +53,18 @@ void walk_entry_free(WalkEntry *e);
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *const *exclude,
                        int *skipped, GPtrArray *unreadable);
 
+/* The real path (realpath) of each root that exists, NULL-terminated (g_strfreev). */
+char **ingest_real_roots(const char *const *roots);
+
+/* Whether the real path `real` is one of real_roots or inside one. */
+gboolean ingest_path_inside(const char *real, char *const *real_roots);
+
 /* ---- decoders (run inside worker processes) */
 
 typedef struct RenderDoc {
     DocKind kind;
     char *path;
+    int fd; /* the file, opened by the caller, or -1: opened by path */
     int page_count;
     char *warning; /* see render_doc_warning */
     char *note;    /* see render_doc_note */
@@ -64,8 +72,9 @@ typedef struct RenderDoc {
     void *tiff;    /* TIFF* */
 } RenderDoc;
 
-/* Opens a document. Errors are DQ_INGEST_ERROR with a DqIngestReason code. */
-RenderDoc *render_doc_open(const char *path, DocKind kind, GError **err);
+/* Opens a document: the file open at fd (which the document then owns), or path when fd is -1
+ * (path still names it in messages). Errors are DQ_INGEST_ERROR with a DqIngestReason code. */
+RenderDoc *render_doc_open(const char *path, int fd, DocKind kind, GError **err);
 int render_doc_page_count(RenderDoc *doc);
 /* A document-level problem that still leaves pages usable (a broken TIFF IFD chain after valid
  * pages), or NULL. */
@@ -97,8 +106,10 @@ void tiff_doc_close(RenderDoc *doc);
 /* Folder of the page store that holds PNGs being written. */
 #define PAGE_STORE_TMP ".tmp"
 
-/* Encodes img as PNG, writes it under store_dir by its sha256 (hex, 65 bytes), atomically. */
-gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
+/* Writes png under store_dir by its sha256 (hex, 65 bytes), atomically, unless the file system
+ * would be left with less than min_free_mb MiB free or less than the PNG's size (then
+ * DQ_INGEST_STORE_FAILED, naming the folder). */
+gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
                         GError **err);
 
 /* Removes temporary files older than max_age_s that writers killed mid-page left behind (a
@@ -117,18 +128,29 @@ void page_store_sweep_folder(const char *folder, gint64 max_age_s);
 typedef struct {
     int next_page; /* pages handed out so far; a process takes next_page + 1 */
     int page_count;
+    gint64 png_bytes; /* bytes of page PNGs the document's pages have taken so far */
 } WorkerShared;
 
 typedef struct {
     const char *path;
+    int fd; /* the file as ingest opened and hashed it: the worker reads these bytes, never the
+               path again (which may lead elsewhere by now) */
     DocKind kind;
     const char *store_dir;
     int longest_edge;
     gint64 max_pixels;
     int max_pages;
     gint64 mem_limit_mb;
+    gint64 max_doc_bytes;
+    gint64 min_free_mb;
+    int page_timeout_s; /* the parent's clock per page; the CPU limit is a little above it */
+    int doc_timeout_s;  /* the parent's clock per document (0: none); the CPU limit's ceiling */
     WorkerShared *shared;
 } WorkerTask;
+
+/* Seconds of CPU time a worker may use beyond the parent's clocks before the kernel stops it
+ * (RLIMIT_CPU): the parent's kill comes first whenever the parent is there to send it. */
+#define WORKER_CPU_SLACK_S 2
 
 /* Body of a worker process: renders pages of task->path claimed from task->shared and writes
  * one line per event to fd (see worker.c for the protocol). Never returns. */

@@ -7,6 +7,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* The layout has one home, store.h (the workers read what ingest writes). */
@@ -31,11 +32,26 @@ static gboolean write_all(int fd, const uint8_t *data, size_t len) {
     return TRUE;
 }
 
-gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_out[65],
+/* Whether len more bytes fit in dir's file system with min_free_mb MiB left, and twice len (the
+ * database's rows and its journal need room too); FALSE with an error naming the folder. */
+static gboolean room_for(const char *dir, gsize len, gint64 min_free_mb, GError **err) {
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0)
+        return TRUE; /* unknown: the write itself will tell */
+    guint64 avail = (guint64)vfs.f_bavail * (guint64)vfs.f_frsize;
+    guint64 keep = (guint64)MAX(min_free_mb, 0) << 20;
+    if (avail >= 2 * (guint64)len && avail - len >= keep)
+        return TRUE;
+    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
+                "%s: %" G_GUINT64_FORMAT " MiB free: a page of %" G_GSIZE_FORMAT
+                " KiB would leave less than the %" G_GINT64_FORMAT
+                " MiB kept free (--min-free); not written",
+                dir, avail >> 20, (len + 1023) / 1024, MAX(min_free_mb, 0));
+    return FALSE;
+}
+
+gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
                         GError **err) {
-    GBytes *png = dq_image_encode_png(img, err);
-    if (png == NULL)
-        return FALSE;
     gsize len = 0;
     const uint8_t *data = g_bytes_get_data(png, &len);
     char *hex = g_compute_checksum_for_data(G_CHECKSUM_SHA256, data, len);
@@ -75,11 +91,18 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
         g_free(tmp_dir);
         goto out;
     }
+    if (!room_for(store_dir, len, min_free_mb, err)) {
+        g_free(tmp_dir);
+        goto out;
+    }
     char *tmp_name = g_strdup_printf("%s-XXXXXX", sha256_out);
     tmp = g_build_filename(tmp_dir, tmp_name, NULL);
     g_free(tmp_name);
     g_free(tmp_dir);
-    int fd = g_mkstemp(tmp);
+    /* 0666 less the umask, as any file a plain open creates: whoever may read the database
+     * may read its pages, and nobody else (g_mkstemp's 0600 widened to a fixed 0644 exposed the
+     * pages of a database kept private with umask 077). */
+    int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp,
                     g_strerror(errno));
@@ -94,7 +117,6 @@ gboolean page_store_put(const char *store_dir, const DqImage *img, char sha256_o
                     g_strerror(saved));
         goto out;
     }
-    g_chmod(tmp, 0644);
     if (g_rename(tmp, path) != 0) {
         saved = errno;
         g_unlink(tmp);
@@ -114,7 +136,6 @@ out:
     g_free(tmp);
     g_free(dir);
     g_free(path);
-    g_bytes_unref(png);
     return ok;
 }
 

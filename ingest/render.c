@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 void dq_ingest_target_size(double width, double height, int longest_edge, int *out_width,
                            int *out_height) {
@@ -26,10 +27,11 @@ void dq_ingest_target_size(double width, double height, int longest_edge, int *o
     *out_height = h;
 }
 
-RenderDoc *render_doc_open(const char *path, DocKind kind, GError **err) {
+RenderDoc *render_doc_open(const char *path, int fd, DocKind kind, GError **err) {
     RenderDoc *doc = g_new0(RenderDoc, 1);
     doc->kind = kind;
     doc->path = g_strdup(path);
+    doc->fd = fd;
     gboolean ok = kind == DOC_KIND_PDF    ? pdf_doc_open(doc, err)
                   : kind == DOC_KIND_TIFF ? tiff_doc_open(doc, err)
                                           : FALSE;
@@ -74,6 +76,8 @@ void render_doc_close(RenderDoc *doc) {
         pdf_doc_close(doc);
     else if (doc->kind == DOC_KIND_TIFF)
         tiff_doc_close(doc);
+    if (doc->fd >= 0)
+        close(doc->fd);
     g_free(doc->warning);
     g_free(doc->note);
     g_free(doc->path);

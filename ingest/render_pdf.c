@@ -4,15 +4,28 @@
 #include "dq_error.h"
 
 #include <cairo.h>
+#include <errno.h>
 #include <math.h>
 #include <poppler.h>
 #include <string.h>
+#include <unistd.h>
 
 gboolean pdf_doc_open(RenderDoc *doc, GError **err) {
     GError *perr = NULL;
-    char *uri = g_filename_to_uri(doc->path, NULL, &perr);
-    PopplerDocument *pd = uri ? poppler_document_new_from_file(uri, NULL, &perr) : NULL;
-    g_free(uri);
+    PopplerDocument *pd = NULL;
+    if (doc->fd >= 0) {
+        /* poppler owns (and closes) the descriptor it is given; doc->fd stays the caller's. */
+        int fd = dup(doc->fd);
+        if (fd < 0)
+            g_set_error(&perr, G_FILE_ERROR, g_file_error_from_errno(errno), "%s",
+                        g_strerror(errno));
+        else
+            pd = poppler_document_new_from_fd(fd, NULL, &perr);
+    } else {
+        char *uri = g_filename_to_uri(doc->path, NULL, &perr);
+        pd = uri ? poppler_document_new_from_file(uri, NULL, &perr) : NULL;
+        g_free(uri);
+    }
     if (pd == NULL) {
         DqIngestReason why = DQ_INGEST_DAMAGED;
         if (perr != NULL && perr->domain == POPPLER_ERROR && perr->code == POPPLER_ERROR_ENCRYPTED)

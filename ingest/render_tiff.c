@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <tiffio.h>
+#include <unistd.h>
 
 /* libtiff reports through process-wide handlers; a worker process decodes one file at a time,
  * so the first error since the last reset is the one worth recording. Whole: libtiff names the
@@ -45,11 +46,20 @@ gboolean tiff_doc_open(RenderDoc *doc, GError **err) {
      * instead of asking the system for hundreds of gigabytes. */
     TIFFOpenOptions *oo = TIFFOpenOptionsAlloc();
     TIFFOpenOptionsSetMaxSingleMemAlloc(oo, (tmsize_t)2 << 30);
-    TIFF *tif = TIFFOpenExt(doc->path, "r", oo);
+    /* TIFFClose closes the descriptor TIFFFdOpen was given; doc->fd stays the caller's. */
+    int fd = doc->fd >= 0 ? dup(doc->fd) : -1;
+    TIFF *tif = doc->fd < 0 ? TIFFOpenExt(doc->path, "r", oo)
+                : fd >= 0   ? TIFFFdOpenExt(fd, doc->path, "r", oo)
+                            : NULL;
     TIFFOpenOptionsFree(oo);
 #else
-    TIFF *tif = TIFFOpen(doc->path, "r");
+    int fd = doc->fd >= 0 ? dup(doc->fd) : -1;
+    TIFF *tif = doc->fd < 0 ? TIFFOpen(doc->path, "r")
+                : fd >= 0   ? TIFFFdOpen(fd, doc->path, "r")
+                            : NULL;
 #endif
+    if (tif == NULL && fd >= 0)
+        close(fd);
     if (tif == NULL) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: not a readable TIFF: %s",
                     doc->path, tiff_error_or("TIFFOpen failed"));

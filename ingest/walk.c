@@ -183,17 +183,35 @@ static gboolean seen_before(GHashTable *seen, const struct stat *st) {
     return FALSE;
 }
 
+gboolean ingest_path_inside(const char *real, char *const *real_roots) {
+    gboolean in = FALSE;
+    for (char *const *r = real_roots; *r && !in; r++) {
+        size_t n = strlen(*r);
+        in = strncmp(real, *r, n) == 0 && (real[n] == '/' || real[n] == '\0' || n == 1);
+    }
+    return in;
+}
+
 static gboolean inside_roots(Walk *w, const char *path) {
     char *real = realpath(path, NULL);
     if (real == NULL)
         return FALSE;
-    gboolean in = FALSE;
-    for (char **r = w->real_roots; *r && !in; r++) {
-        size_t n = strlen(*r);
-        in = strncmp(real, *r, n) == 0 && (real[n] == '/' || real[n] == '\0' || n == 1);
-    }
+    gboolean in = ingest_path_inside(real, w->real_roots);
     free(real);
     return in;
+}
+
+char **ingest_real_roots(const char *const *roots) {
+    GPtrArray *real = g_ptr_array_new();
+    for (const char *const *r = roots; *r; r++) {
+        char *rp = realpath(*r, NULL);
+        if (rp != NULL) {
+            g_ptr_array_add(real, g_strdup(rp));
+            free(rp);
+        }
+    }
+    g_ptr_array_add(real, NULL);
+    return (char **)g_ptr_array_free(real, FALSE);
 }
 
 /* Stats and sniffs one file; explicit files are always returned. */
@@ -206,6 +224,7 @@ static void add_file(Walk *w, const char *path, const struct stat *st, gboolean 
     WalkEntry *e = g_new0(WalkEntry, 1);
     e->path = g_strdup(path);
     e->explicit = explicit;
+    e->is_link = through_link;
     if (st != NULL) {
         e->bytes = st->st_size;
         e->mtime = st->st_mtime;
@@ -213,7 +232,8 @@ static void add_file(Walk *w, const char *path, const struct stat *st, gboolean 
     }
     uint8_t head[1024];
     ssize_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd =
+        open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (explicit || through_link ? 0 : O_NOFOLLOW));
     if (fd < 0) {
         e->open_errno = errno;
     } else {
@@ -241,8 +261,16 @@ static int compare_names(gconstpointer a, gconstpointer b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void walk_dir(Walk *w, const char *dir) {
-    DIR *d = opendir(dir);
+/* `follow`: dir is a root or a link the walk checked; any other folder is opened only if it is
+ * still a folder, not a link put in its place since lstat saw it. */
+static void walk_dir(Walk *w, const char *dir, gboolean follow) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (d == NULL && dfd >= 0) {
+        int saved = errno;
+        close(dfd);
+        errno = saved;
+    }
     if (d == NULL) {
         /* Whatever it holds is missing from the ingest: say so, never as if it were empty. */
         WalkEntry *e = g_new0(WalkEntry, 1);
@@ -277,7 +305,7 @@ static void walk_dir(Walk *w, const char *dir) {
         }
         if (S_ISDIR(lst.st_mode)) {
             if (!seen_before(w->folders, &lst))
-                walk_dir(w, child);
+                walk_dir(w, child, FALSE);
         } else if (S_ISREG(lst.st_mode)) {
             add_file(w, child, &lst, FALSE, FALSE);
         }
@@ -300,16 +328,7 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *co
     w.paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     w.links = g_ptr_array_new_with_free_func(g_free);
     w.out = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
-    GPtrArray *real = g_ptr_array_new();
-    for (const char *const *r = roots; *r; r++) {
-        char *rp = realpath(*r, NULL);
-        if (rp != NULL) {
-            g_ptr_array_add(real, g_strdup(rp));
-            free(rp);
-        }
-    }
-    g_ptr_array_add(real, NULL);
-    w.real_roots = (char **)g_ptr_array_free(real, FALSE);
+    w.real_roots = ingest_real_roots(roots);
     char *cwd = g_get_current_dir();
     for (const char *const *r = roots; *r; r++) {
         /* "" names no file (g_canonicalize_filename would make it the current folder) */
@@ -328,7 +347,7 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *co
             g_ptr_array_add(w.out, e);
         } else if (S_ISDIR(st.st_mode)) {
             if (!seen_before(w.folders, &st))
-                walk_dir(&w, abs);
+                walk_dir(&w, abs, TRUE);
         } else {
             add_file(&w, abs, &st, TRUE, FALSE);
         }
@@ -343,7 +362,7 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *co
             continue;
         if (S_ISDIR(st.st_mode)) {
             if (!seen_before(w.folders, &st))
-                walk_dir(&w, link);
+                walk_dir(&w, link, TRUE);
         } else if (S_ISREG(st.st_mode)) {
             add_file(&w, link, &st, FALSE, TRUE);
         }

@@ -11,13 +11,16 @@
  */
 #include "ingest_internal.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -103,6 +106,61 @@ static guint64 mapped_bytes(void) {
 }
 #endif
 
+/* Telling out of memory from a crash. A decoder that cannot allocate under RLIMIT_AS rarely
+ * says so: GLib and C++ abort, openjpeg and poppler go on with a NULL and crash. When the worker
+ * dies of a signal, a handler looks at its memory: an allocation just failed (errno ENOMEM),
+ * or too little address space is left under the limit for a slice of it to be mapped. Then it
+ * tells the parent ("oom" line) before dying of the signal as it would have. */
+static int oom_fd = -1;
+static size_t oom_probe_bytes; /* 0: no memory limit, nothing to tell */
+
+static void on_fatal_signal(int sig) {
+    int saved = errno;
+    if (oom_probe_bytes > 0) {
+        gboolean oom = saved == ENOMEM;
+        if (!oom) {
+            void *p = mmap(NULL, oom_probe_bytes, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (p == MAP_FAILED)
+                oom = TRUE;
+            else
+                munmap(p, oom_probe_bytes);
+        }
+        if (oom && oom_fd >= 0) {
+            static const char line[] = "oom\n";
+            ssize_t n = write(oom_fd, line, sizeof line - 1);
+            (void)n;
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void watch_for_oom(int fd, gint64 mem_limit_mb) {
+#ifdef DQ_UNDER_ASAN
+    (void)fd;
+    (void)mem_limit_mb;
+#else
+    if (mem_limit_mb <= 0)
+        return;
+    oom_fd = fd;
+    /* An eighth of the limit, at least 16 MiB: a page that failed for want of memory has
+     * used nearly all of it; a crash elsewhere leaves most of it free. */
+    oom_probe_bytes = (size_t)MAX((gint64)16, mem_limit_mb / 8) << 20;
+    /* Its own stack: a crash may be a stack that ran out. */
+    stack_t ss = {.ss_sp = g_malloc(1 << 16), .ss_size = 1 << 16, .ss_flags = 0};
+    sigaltstack(&ss, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sa.sa_flags = SA_ONSTACK | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP};
+    for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++)
+        sigaction(sigs[i], &sa, NULL);
+#endif
+}
+
 static void limit_memory(gint64 mem_limit_mb) {
 #ifndef DQ_UNDER_ASAN
     /* ASan reserves terabytes of address space: an RLIMIT_AS would only break it. */
@@ -120,8 +178,89 @@ static void limit_memory(gint64 mem_limit_mb) {
 #endif
 }
 
+/* The parent kills a worker that makes no progress for page_timeout_s, but only while it runs:
+ * killed (SIGKILL cannot be caught), stopped or stuck, it sends nothing. The death signal ends
+ * the worker with its parent; this CPU limit ends one spinning inside poppler whatever becomes
+ * of the parent: page_timeout_s + slack from now (SIGXCPU), and never more in all than the
+ * document's budget allows (the hard limit, SIGKILL). Called before the open and each page. */
+static void limit_cpu(const WorkerTask *task, gboolean first) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_CPU, &rl) != 0)
+        return;
+    if (first && task->doc_timeout_s > 0) {
+        rlim_t cap =
+            (rlim_t)task->doc_timeout_s + (rlim_t)task->page_timeout_s + 2 * WORKER_CPU_SLACK_S;
+        if (rl.rlim_max == RLIM_INFINITY || cap < rl.rlim_max)
+            rl.rlim_max = cap;
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return;
+    /* Whole seconds used so far, rounded up: the limit counts them so. */
+    rlim_t used = (rlim_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + 1;
+    rlim_t soft = used + (rlim_t)task->page_timeout_s + WORKER_CPU_SLACK_S;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && soft > rl.rlim_max ? rl.rlim_max : soft;
+    setrlimit(RLIMIT_CPU, &rl);
+}
+
+static gboolean over_budget(const WorkerTask *task, int page, GError **err) {
+    gint64 used = __atomic_load_n(&task->shared->png_bytes, __ATOMIC_SEQ_CST);
+    if (task->max_doc_bytes <= 0 || used < task->max_doc_bytes)
+        return FALSE;
+    g_set_error(
+        err, DQ_INGEST_ERROR, DQ_INGEST_OUTPUT_TOO_LARGE,
+        "%s: page %d: not rendered: the document's page images already take %" G_GINT64_FORMAT
+        " bytes, the limit is %" G_GINT64_FORMAT " (--max-doc-bytes)",
+        task->path, page, used, task->max_doc_bytes);
+    return TRUE;
+}
+
+/* Encodes and stores one page, counting its PNG against the document's budget first. */
+static gboolean store_page(const WorkerTask *task, int page, const DqImage *img, char sha[65],
+                           GError **err) {
+    GBytes *png = dq_image_encode_png(img, err);
+    if (png == NULL)
+        return FALSE;
+    gint64 len = (gint64)g_bytes_get_size(png);
+    gint64 total = __atomic_add_fetch(&task->shared->png_bytes, len, __ATOMIC_SEQ_CST);
+    gboolean ok = FALSE;
+    if (task->max_doc_bytes > 0 && total > task->max_doc_bytes)
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUTPUT_TOO_LARGE,
+                    "%s: page %d: its image of %" G_GINT64_FORMAT
+                    " bytes would take the document's page images past %" G_GINT64_FORMAT
+                    " bytes (--max-doc-bytes)",
+                    task->path, page, len, task->max_doc_bytes);
+    else
+        ok = page_store_put(task->store_dir, png, task->min_free_mb, sha, err);
+    g_bytes_unref(png);
+    return ok;
+}
+
+/* The file ingest hashed, with an offset of its own: the parent's descriptor, and its offset, is
+ * shared by every worker on the document. Reopened through /proc, which names that very file
+ * whatever its path leads to now; without /proc, the path again, taken only if it is still the
+ * same file. */
+static int own_descriptor(const WorkerTask *task) {
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", task->fd);
+    int fd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        return fd;
+    fd = open(task->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat a, b;
+    if (fd >= 0 && fstat(fd, &a) == 0 && fstat(task->fd, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    errno = ESTALE;
+    return -1;
+}
+
 void worker_main(const WorkerTask *task, int fd) {
+    watch_for_oom(fd, task->mem_limit_mb);
     limit_memory(task->mem_limit_mb);
+    limit_cpu(task, TRUE);
     if (g_getenv("DOCQA_INGEST_DEBUG") == NULL) {
         /* poppler and libtiff print their complaints on stderr (or via g_log on stdout); they reach
          * the database as reasons instead, and must not garble the progress line. */
@@ -133,7 +272,11 @@ void worker_main(const WorkerTask *task, int fd) {
         }
     }
     GError *err = NULL;
-    RenderDoc *doc = render_doc_open(task->path, task->kind, &err);
+    int own = own_descriptor(task);
+    RenderDoc *doc = own < 0 ? NULL : render_doc_open(task->path, own, task->kind, &err);
+    if (own < 0)
+        g_set_error(&err, DQ_INGEST_ERROR, DQ_INGEST_UNREADABLE, "%s: cannot open it again: %s",
+                    task->path, g_strerror(errno));
     if (doc == NULL) {
         char *m = clean(err->message);
         send_line(fd, "fail\t%s\t%s\n", dq_ingest_reason_name(err->code), m);
@@ -155,14 +298,19 @@ void worker_main(const WorkerTask *task, int fd) {
         if (page > n)
             break;
         send_line(fd, "begin\t%d\n", page);
+        limit_cpu(task, FALSE);
         maybe_inject_fault(task->path, page);
         double sw = 0, sh = 0;
         gboolean incomplete = FALSE;
         char *imsg = NULL;
-        DqImage *img = render_doc_page(doc, page, task->longest_edge, task->max_pixels, &sw, &sh,
-                                       &incomplete, &imsg, &err);
+        /* Past the document's output budget nothing more is rendered: a page bomb's pages each
+         * a different 15 MB of noise would fill the disk. */
+        DqImage *img = over_budget(task, page, &err)
+                           ? NULL
+                           : render_doc_page(doc, page, task->longest_edge, task->max_pixels, &sw,
+                                             &sh, &incomplete, &imsg, &err);
         char sha[65] = "-";
-        if (img != NULL && !page_store_put(task->store_dir, img, sha, &err)) {
+        if (img != NULL && !store_page(task, page, img, sha, &err)) {
             dq_image_free(img);
             img = NULL;
         }

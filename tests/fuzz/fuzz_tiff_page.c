@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fwrite(data, 1, size, f);
     fclose(f);
     GError *err = NULL;
-    RenderDoc *doc = render_doc_open(path, DOC_KIND_TIFF, &err);
+    RenderDoc *doc = render_doc_open(path, -1, DOC_KIND_TIFF, &err);
     unlink(path); /* libtiff keeps its descriptor; nothing is left behind in /tmp */
     if (doc == NULL) {
         if (err == NULL || err->domain != DQ_INGEST_ERROR)

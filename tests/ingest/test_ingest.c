@@ -15,10 +15,14 @@
 #include <math.h>
 #include <poppler.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <tiffio.h>
 #include <time.h>
 #include <unistd.h>
@@ -1490,6 +1494,75 @@ static void test_memory_limit(void) {
 #endif
 }
 
+/* A JPEG 2000 image that claims 10^6 x 10^6 pixels in 145 bytes: openjpeg allocates until the
+ * limit, then poppler or openjpeg aborts or crashes on the failed allocation. */
+static void write_jpx_bomb(const char *path) {
+    static const uint8_t jpx[] = {
+        0xff, 0x4f, 0xff, 0x51, 0x00, 0x29, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x0f,
+        0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x42, 0x40,
+        0x00, 0x0f, 0x42, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+        0x07, 0x01, 0x01, 0xff, 0x52, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x01, 0x00, 0x05, 0x04,
+        0x04, 0x00, 0x00, 0xff, 0x5c, 0x00, 0x04, 0x40, 0x40, 0xff, 0x90, 0x00, 0x0a, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x93};
+    const char *content = "q 612 0 0 792 0 0 cm /Im0 Do Q";
+    GString *pdf = g_string_new("%PDF-1.5\n");
+    gsize off[5];
+    const char *objs[] = {
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << "
+        "/XObject << /Im0 5 0 R >> >> >>",
+    };
+    for (int i = 0; i < 3; i++) {
+        off[i] = pdf->len;
+        g_string_append_printf(pdf, "%d 0 obj\n%s\nendobj\n", i + 1, objs[i]);
+    }
+    off[3] = pdf->len;
+    g_string_append_printf(pdf, "4 0 obj\n<< /Length %zu >>\nstream\n%s\nendstream\nendobj\n",
+                           strlen(content), content);
+    off[4] = pdf->len;
+    gsize len = sizeof jpx + 64 + 2;
+    g_string_append_printf(pdf,
+                           "5 0 obj\n<< /Type /XObject /Subtype /Image /Width 1000000 /Height "
+                           "1000000 /Filter /JPXDecode /Length %zu >>\nstream\n",
+                           len);
+    g_string_append_len(pdf, (const char *)jpx, sizeof jpx);
+    for (int i = 0; i < 64; i++)
+        g_string_append_c(pdf, '\0');
+    g_string_append_len(pdf, "\xff\xd9", 2);
+    g_string_append(pdf, "\nendstream\nendobj\n");
+    gsize xref = pdf->len;
+    g_string_append(pdf, "xref\n0 6\n0000000000 65535 f \n");
+    for (int i = 0; i < 5; i++)
+        g_string_append_printf(pdf, "%010zu 00000 n \n", off[i]);
+    g_string_append_printf(pdf, "trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%zu\n%%%%EOF\n",
+                           xref);
+    write_gstring(path, pdf);
+}
+
+/* A decoder that dies because an allocation failed under --mem-limit (an abort, or a crash on
+ * the NULL it went on with) is out_of_memory, which --retry-failed retries with more room, not
+ * render_crashed. */
+static void test_out_of_memory_in_decoder(void) {
+#ifdef UNDER_ASAN
+    g_test_skip("ASan reserves terabytes of address space: no RLIMIT_AS under the sanitizer");
+    return;
+#else
+    Fixture f;
+    fixture_init(&f);
+    f.opt.mem_limit_mb = 1024;
+    char *pdf = in_dir(&f, "jpx.pdf");
+    write_jpx_bomb(pdf);
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "failed", "out_of_memory");
+    char *msg = doc_field(&f, pdf, "error_message");
+    g_assert_nonnull(strstr(msg, "out of memory under the limit of 1024 MiB per render process"));
+    g_free(msg);
+    g_free(pdf);
+    fixture_clear(&f);
+#endif
+}
+
 /* A real JPEG: a 16 x 16 gray ramp, as a camera or scanner would save it. */
 static void write_jpeg(const char *path) {
     struct jpeg_compress_struct c;
@@ -2030,6 +2103,120 @@ static gint64 file_size(const char *path) {
     return g_stat(path, &st) == 0 ? (gint64)st.st_size : -1;
 }
 
+/* Page PNGs follow the umask as the database and the store's folders do: 0666 less the umask. */
+static void test_page_mode_follows_umask(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    static const struct {
+        mode_t umask;
+        mode_t want;
+    } cases[] = {{077, 0600}, {022, 0644}, {002, 0664}};
+    mode_t old = umask(022);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        /* A page of its own each time: a page stored before is not written again. */
+        char *name = g_strdup_printf("p%zu.pdf", i);
+        char *pdf = in_dir(&f, name);
+        PageSize one[] = {{100 + 10 * (double)i, 100}};
+        write_cairo_pdf(pdf, one, 1);
+        umask(cases[i].umask);
+        run_ingest(&f, pdf);
+        umask(022);
+        assert_doc(&f, pdf, "ok", NULL);
+        char *png = page_png(&f, pdf);
+        GStatBuf st;
+        g_assert_cmpint(g_stat(png, &st), ==, 0);
+        g_assert_cmpint(st.st_mode & 0777, ==, cases[i].want);
+        g_free(png);
+        g_free(pdf);
+        g_free(name);
+    }
+    umask(old);
+    fixture_clear(&f);
+}
+
+/* A page that would leave the page store's disk with less than --min-free is not written: the
+ * document fails as store_failed (retried by --retry-failed), its message naming the folder,
+ * and what was stored before stays. */
+static void test_disk_space_checked(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *first = in_dir(&f, "first.pdf"), *second = in_dir(&f, "second.pdf");
+    PageSize a[] = {{100, 100}}, b[] = {{200, 100}};
+    write_cairo_pdf(first, a, 1);
+    write_cairo_pdf(second, b, 1);
+    run_ingest(&f, first);
+    assert_doc(&f, first, "ok", NULL);
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    struct statvfs vfs;
+    g_assert_cmpint(statvfs(store_dir, &vfs), ==, 0);
+    /* More kept free than the disk has: the next page cannot be written. */
+    f.opt.min_free_mb = (gint64)(((guint64)vfs.f_bavail * vfs.f_frsize) >> 20) + 1024;
+    run_ingest(&f, second);
+    assert_doc(&f, second, "failed", "store_failed");
+    char *msg = doc_field(&f, second, "error_message");
+    char *want = g_strdup_printf("%s: ", store_dir);
+    g_assert_nonnull(strstr(msg, want));
+    g_assert_nonnull(strstr(msg, "(--min-free)"));
+    assert_doc(&f, first, "ok", NULL);
+    char *png = page_png(&f, first);
+    g_assert_true(g_file_test(png, G_FILE_TEST_IS_REGULAR));
+    /* With room again, --retry-failed stores it. */
+    f.opt.min_free_mb = 0;
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, second);
+    assert_doc(&f, second, "ok", NULL);
+    g_free(png);
+    g_free(want);
+    g_free(msg);
+    g_free(store_dir);
+    g_free(second);
+    g_free(first);
+    fixture_clear(&f);
+}
+
+/* --max-doc-bytes: a document's pages stop being rendered once its page images reach it; the
+ * pages done are kept (partial, output_too_large). */
+static void test_document_output_budget(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    PageSize same[] = {{100, 100}, {100, 100}, {100, 100}, {100, 100}};
+    char *one = in_dir(&f, "one.pdf"), *four = in_dir(&f, "four.pdf");
+    write_cairo_pdf(one, same, 1);
+    write_cairo_pdf(four, same, 4);
+    run_ingest(&f, one);
+    char *png = page_png(&f, one);
+    gint64 page_bytes = file_size(png);
+    g_assert_cmpint(page_bytes, >, 0);
+    /* Room for one page and a half: the first page stored, the others not. */
+    f.opt.max_doc_bytes = page_bytes + page_bytes / 2;
+    run_ingest(&f, four);
+    assert_doc(&f, four, "partial", "output_too_large");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.status = 'ok'",
+                              four),
+                    ==, 1);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.error_code = "
+                              "'output_too_large'",
+                              four),
+                    ==, 3);
+    char *msg = doc_field(&f, four, "error_message");
+    g_assert_nonnull(strstr(msg, "(--max-doc-bytes)"));
+    g_free(msg);
+    g_free(png);
+    g_free(four);
+    g_free(one);
+    fixture_clear(&f);
+}
+
 /* docqa versions before <store>/.tmp wrote each PNG to .tmp-XXXXXX beside its final name: what
  * their killed workers left in the page folders is removed, once an hour old, from the folders
  * an ingest writes pages into (not from every folder of the store: a large one has 65536). */
@@ -2199,6 +2386,384 @@ static void test_page_files_verified(void) {
     g_free(png_b);
     g_free(a);
     g_free(b);
+    fixture_clear(&f);
+}
+
+/* ---- worker processes outliving their parent */
+
+/* A page that takes hours: form XObjects nested 12 deep, each drawing the next 10 times (10^12
+ * rectangles), as a hostile PDF of a few kilobytes can. */
+static void write_form_bomb(const char *path, int pages) {
+    enum { DEPTH = 12, FORMS = 3 };
+    GPtrArray *objs = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(objs, g_strdup("<< /Type /Catalog /Pages 2 0 R >>"));
+    g_ptr_array_add(objs, NULL); /* the page tree, once the pages are numbered */
+    GString *body = g_string_new(NULL);
+    for (int j = 0; j < 10; j++)
+        g_string_append_printf(body, "q 0.9 0 0 0.9 %d %d cm /F Do Q ", j, j);
+    for (int i = 0; i < DEPTH; i++)
+        g_ptr_array_add(objs, g_strdup_printf("<< /Length %zu /Type /XObject /Subtype /Form /BBox "
+                                              "[0 0 612 792] /Resources << /XObject << /F %d 0 "
+                                              "R >> >> >>\nstream\n%s\nendstream",
+                                              body->len, FORMS + i + 1, body->str));
+    const char *leaf = "0 0 1 rg 10 10 300 300 re f";
+    g_ptr_array_add(objs, g_strdup_printf("<< /Length %zu /Type /XObject /Subtype /Form /BBox [0 "
+                                          "0 612 792] >>\nstream\n%s\nendstream",
+                                          strlen(leaf), leaf));
+    GString *kids = g_string_new(NULL);
+    for (int p = 0; p < pages; p++) {
+        g_ptr_array_add(objs, g_strdup("<< /Length 5 >>\nstream\n/F Do\nendstream"));
+        g_ptr_array_add(objs,
+                        g_strdup_printf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                                        "/Contents %u 0 R /Resources << /XObject << /F %d 0 "
+                                        "R >> >> >>",
+                                        objs->len, FORMS));
+        g_string_append_printf(kids, "%u 0 R ", objs->len);
+    }
+    objs->pdata[1] = g_strdup_printf("<< /Type /Pages /Kids [%s] /Count %d >>", kids->str, pages);
+    write_gstring(path, build_pdf((const char *const *)objs->pdata, (int)objs->len, NULL));
+    g_string_free(kids, TRUE);
+    g_string_free(body, TRUE);
+    g_ptr_array_free(objs, TRUE);
+}
+
+/* State ('R', 'S', 'Z', ...) and parent of process pid, from /proc; FALSE when it is gone. */
+static gboolean proc_state(pid_t pid, char *state, pid_t *ppid) {
+    char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    char *text = NULL;
+    gboolean ok = g_file_get_contents(path, &text, NULL, NULL);
+    g_free(path);
+    /* "pid (comm) state ppid ...": comm may hold anything, the last ')' ends it. */
+    const char *close = ok ? strrchr(text, ')') : NULL;
+    int pp = 0;
+    ok = close != NULL && sscanf(close + 1, " %c %d", state, &pp) == 2;
+    *ppid = pp;
+    g_free(text);
+    return ok;
+}
+
+/* The processes whose parent is `parent`. */
+static GArray *children_of(pid_t parent) {
+    GArray *out = g_array_new(FALSE, FALSE, sizeof(pid_t));
+    GDir *d = g_dir_open("/proc", 0, NULL);
+    g_assert_nonnull(d);
+    const char *name;
+    while ((name = g_dir_read_name(d)) != NULL) {
+        if (!g_ascii_isdigit(name[0]))
+            continue;
+        pid_t pid = (pid_t)atoi(name), pp = 0;
+        char st = 0;
+        if (proc_state(pid, &st, &pp) && pp == parent)
+            g_array_append_val(out, pid);
+    }
+    g_dir_close(d);
+    return out;
+}
+
+/* Waits up to timeout_s for `parent` to have a child; returns them. */
+static GArray *wait_for_children(pid_t parent, double timeout_s) {
+    gint64 end = g_get_monotonic_time() + (gint64)(timeout_s * 1e6);
+    for (;;) {
+        GArray *kids = children_of(parent);
+        if (kids->len > 0 || g_get_monotonic_time() > end)
+            return kids;
+        g_array_free(kids, TRUE);
+        g_usleep(20 * 1000);
+    }
+}
+
+/* Whether pid still runs: alive and not a zombie (this process, a subreaper, reaps the orphans
+ * that come to it). */
+static gboolean running(pid_t pid) {
+    waitpid(pid, NULL, WNOHANG);
+    char st = 0;
+    pid_t pp = 0;
+    return proc_state(pid, &st, &pp) && st != 'Z' && st != 'X';
+}
+
+/* Forks a process that ingests `path` into its own database `db_path` with f's options. */
+static pid_t fork_ingest(Fixture *f, const char *db_path, const char *path) {
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        GError *err = NULL;
+        DqStore *store = dq_store_open(db_path, &err);
+        DqIngestSummary sum;
+        const char *paths[] = {path, NULL};
+        gboolean ok = store != NULL && dq_ingest_run(store, paths, &f->opt, &sum, &err);
+        if (store != NULL)
+            dq_store_close(store);
+        _exit(ok ? 0 : 1);
+    }
+    return pid;
+}
+
+/* Killed with SIGKILL (no handler runs), ingest takes its workers with it: none is left
+ * rendering a page bomb under PID 1 past every time limit. */
+static void test_workers_die_with_parent(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.page_timeout_s = 120; /* only the parent's death may end the workers here */
+    char *bomb = in_dir(&f, "bomb.pdf");
+    write_form_bomb(bomb, 2);
+    char *db = in_dir(&f, "killed.db");
+    /* The orphans come to this process rather than PID 1, to be seen and reaped. */
+    g_assert_cmpint(prctl(PR_SET_CHILD_SUBREAPER, 1), ==, 0);
+    pid_t ingest = fork_ingest(&f, db, bomb);
+    GArray *workers = wait_for_children(ingest, 20);
+    g_assert_cmpuint(workers->len, >, 0);
+    g_usleep(300 * 1000); /* into the page */
+    g_assert_cmpint(kill(ingest, SIGKILL), ==, 0);
+    g_assert_cmpint(waitpid(ingest, NULL, 0), ==, ingest);
+    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    guint alive = workers->len;
+    while (alive > 0 && g_get_monotonic_time() < end) {
+        alive = 0;
+        for (guint i = 0; i < workers->len; i++)
+            alive += running(g_array_index(workers, pid_t, i));
+        if (alive > 0)
+            g_usleep(50 * 1000);
+    }
+    for (guint i = 0; i < workers->len; i++) { /* before failing: leave nothing behind */
+        pid_t w = g_array_index(workers, pid_t, i);
+        if (running(w)) {
+            kill(w, SIGKILL);
+            waitpid(w, NULL, 0);
+        }
+    }
+    g_assert_cmpuint(alive, ==, 0);
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    g_array_free(workers, TRUE);
+    g_free(db);
+    g_free(bomb);
+    fixture_clear(&f);
+}
+
+/* A worker's CPU limit ends a page that spins while its parent cannot watch (stopped here,
+ * as a debugger or an overloaded machine would), a few seconds past --timeout; the parent,
+ * back, records the page as render_timeout. */
+static void test_worker_cpu_limit(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 1;
+    char *bomb = in_dir(&f, "bomb.pdf");
+    write_form_bomb(bomb, 1);
+    char *db = in_dir(&f, "stopped.db");
+    pid_t ingest = fork_ingest(&f, db, bomb);
+    GArray *workers = wait_for_children(ingest, 20);
+    g_assert_cmpuint(workers->len, ==, 1);
+    pid_t w = g_array_index(workers, pid_t, 0);
+    g_assert_cmpint(kill(ingest, SIGSTOP), ==, 0);
+    /* --timeout 1 + 2 s of slack + the open: well under 10 s of CPU. */
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    char st = 0;
+    pid_t pp = 0;
+    while (proc_state(w, &st, &pp) && st != 'Z' && g_get_monotonic_time() < end)
+        g_usleep(50 * 1000);
+    gboolean stopped_by_limit = st == 'Z';
+    if (!stopped_by_limit)
+        kill(w, SIGKILL);
+    g_assert_cmpint(kill(ingest, SIGCONT), ==, 0);
+    int status = 0;
+    g_assert_cmpint(waitpid(ingest, &status, 0), ==, ingest);
+    g_assert_true(stopped_by_limit);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    GError *err = NULL;
+    DqStore *store = dq_store_open(db, &err);
+    dq_assert_no_error(err);
+    sqlite3_stmt *q = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(store),
+                                       "SELECT status, error_code, error_message FROM documents",
+                                       -1, &q, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(q), ==, SQLITE_ROW);
+    g_assert_cmpstr((const char *)sqlite3_column_text(q, 0), ==, "failed");
+    g_assert_cmpstr((const char *)sqlite3_column_text(q, 1), ==, "render_timeout");
+    g_assert_nonnull(strstr((const char *)sqlite3_column_text(q, 2), "CPU time"));
+    sqlite3_finalize(q);
+    dq_store_close(store);
+    g_array_free(workers, TRUE);
+    g_free(db);
+    g_free(bomb);
+    fixture_clear(&f);
+}
+
+typedef struct {
+    char *root, *outside, *link, *sub;
+} Swap;
+
+/* Once the ingest has walked (its first worker runs), points the link outside the root and
+ * replaces the folder `sub` by a link to the outside folder, as someone could while a slow first
+ * document renders. */
+static gpointer swap_after_walk(gpointer data) {
+    Swap *s = data;
+    GArray *kids = wait_for_children(getpid(), 20);
+    g_assert_cmpuint(kids->len, >, 0);
+    g_array_free(kids, TRUE);
+    char *target = g_build_filename(s->outside, "in.pdf", NULL);
+    char *tmp = g_strconcat(s->link, ".new", NULL);
+    g_assert_cmpint(symlink(target, tmp), ==, 0);
+    g_assert_cmpint(g_rename(tmp, s->link), ==, 0);
+    char *moved = g_strconcat(s->sub, ".real", NULL);
+    g_assert_cmpint(g_rename(s->sub, moved), ==, 0);
+    g_assert_cmpint(symlink(s->outside, s->sub), ==, 0);
+    g_free(moved);
+    g_free(tmp);
+    g_free(target);
+    return NULL;
+}
+
+/* Nothing outside the folders named is read, even when a link is retargeted or a folder
+ * replaced by a link after the walk: each file is opened once, checked to lie inside the roots,
+ * and hashed and rendered from that descriptor. Such files are reported as changed, nothing
+ * recorded for them. */
+static void test_no_reading_outside_after_walk(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1; /* the next file is opened only once the slow one is done */
+    f.opt.page_timeout_s = 1;
+    Swap s = {.root = in_dir(&f, "root"), .outside = in_dir(&f, "outside")};
+    s.link = g_build_filename(s.root, "z-link.pdf", NULL);
+    s.sub = g_build_filename(s.root, "sub", NULL);
+    char *hidden = g_build_filename(s.root, ".h", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(hidden, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir_with_parents(s.sub, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir_with_parents(s.outside, 0755), ==, 0);
+    PageSize small[] = {{100, 100}}, wide[] = {{200, 100}}, tall[] = {{100, 200}};
+    char *slow = g_build_filename(s.root, "a-slow.pdf", NULL);
+    write_cairo_pdf(slow, small, 1);
+    char *inside = g_build_filename(hidden, "in.pdf", NULL);
+    write_cairo_pdf(inside, small, 1);
+    char *in_sub = g_build_filename(s.sub, "r.pdf", NULL);
+    write_cairo_pdf(in_sub, small, 1);
+    char *secret1 = g_build_filename(s.outside, "in.pdf", NULL);
+    char *secret2 = g_build_filename(s.outside, "r.pdf", NULL);
+    write_cairo_pdf(secret1, wide, 1);
+    write_cairo_pdf(secret2, tall, 1);
+    g_assert_cmpint(symlink(inside, s.link), ==, 0);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:a-slow.pdf:1", TRUE);
+    GThread *t = g_thread_new("swap", swap_after_walk, &s);
+    run_ingest(&f, s.root);
+    g_thread_join(t);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(f.sum.files, ==, 3);
+    g_assert_cmpint(f.sum.changed, ==, 2);
+    g_assert_cmpint(f.sum.documents_ok, ==, 0);
+    /* Only the slow document is recorded; no row, no page of the outside files. */
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE width <> height"), ==, 0);
+    for (guint i = 0; i < f.sum.failures->len; i++) {
+        DqIngestFailure *x = g_ptr_array_index(f.sum.failures, i);
+        if (g_strcmp0(x->status, "changed") == 0)
+            g_assert_nonnull(strstr(x->message, "not read"));
+    }
+    g_free(secret2);
+    g_free(secret1);
+    g_free(in_sub);
+    g_free(inside);
+    g_free(slow);
+    g_free(hidden);
+    g_free(s.sub);
+    g_free(s.link);
+    g_free(s.outside);
+    g_free(s.root);
+    fixture_clear(&f);
+}
+
+/* --doc-timeout: a document that takes longer, each page within --timeout or not, is stopped;
+ * the pages done are kept, the rest fail as render_timeout, and it is recorded partial. */
+static void test_document_time_budget(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    f.opt.doc_timeout_s = 2;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *pdf = in_dir(&f, "slow.pdf");
+    write_cairo_pdf(pdf, sizes, 3);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:slow.pdf:2", TRUE);
+    gint64 t0 = g_get_monotonic_time();
+    run_ingest(&f, pdf);
+    double secs = (g_get_monotonic_time() - t0) / 1e6;
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpfloat(secs, <, 30.0);
+    assert_doc(&f, pdf, "partial", "render_timeout");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT group_concat(page_number || status, ',') = "
+                              "'1ok,2failed,3failed' FROM (SELECT * FROM pages p JOIN documents "
+                              "d ON d.id = p.document_id WHERE d.path = %Q ORDER BY page_number)",
+                              pdf),
+                    ==, 1);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE error_message LIKE "
+                                  "'%%(--doc-timeout)%%'"),
+                    ==, 2);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
+/* Interrupts the ingest once a page image is in the store (the first page done). */
+static gpointer interrupt_after_first_page(gpointer data) {
+    const char *store_dir = data;
+    gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+    gboolean found = FALSE;
+    while (!found && g_get_monotonic_time() < end) {
+        char *out = NULL;
+        char *argv[] = {"find", (char *)store_dir, "-name", "*.png", NULL};
+        if (g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL, NULL,
+                         NULL, &out, NULL, NULL, NULL))
+            found = out != NULL && *out != '\0';
+        g_free(out);
+        if (!found)
+            g_usleep(50 * 1000);
+    }
+    g_usleep(500 * 1000); /* the page's line read by the ingest */
+    kill(getpid(), SIGINT);
+    return NULL;
+}
+
+/* Interrupted, ingest keeps the pages a document in progress has done: it is recorded partial,
+ * the other pages failed as `interrupted`, and --retry-failed renders it whole. */
+static void test_interrupt_keeps_pages_done(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
+    char *pdf = in_dir(&f, "long.pdf");
+    write_cairo_pdf(pdf, sizes, 3);
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:long.pdf:2", TRUE);
+    GThread *t = g_thread_new("interrupt", interrupt_after_first_page, store_dir);
+    run_ingest(&f, pdf);
+    g_thread_join(t);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_true(f.sum.interrupted);
+    g_assert_cmpint(f.sum.documents_partial, ==, 1);
+    assert_doc(&f, pdf, "partial", "interrupted");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT group_concat(page_number || status, ',') = "
+                              "'1ok,2failed,3failed' FROM (SELECT * FROM pages p JOIN documents "
+                              "d ON d.id = p.document_id WHERE d.path = %Q ORDER BY page_number)",
+                              pdf),
+                    ==, 1);
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE status = 'ok'"), ==, 3);
+    g_free(store_dir);
+    g_free(pdf);
     fixture_clear(&f);
 }
 
@@ -2414,6 +2979,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/misnamed_files", test_misnamed_files);
     g_test_add_func("/ingest/failures/crash_and_hang", test_crash_and_hang_cost_one_page);
     g_test_add_func("/ingest/failures/memory_limit", test_memory_limit);
+    g_test_add_func("/ingest/failures/out_of_memory_in_decoder", test_out_of_memory_in_decoder);
     g_test_add_func("/ingest/failures/store", test_store_failure);
     g_test_add_func("/ingest/failures/long_path", test_long_path);
     g_test_add_func("/ingest/store/idempotence_and_versions", test_idempotence_and_versions);
@@ -2425,7 +2991,16 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
     g_test_add_func("/ingest/store/page_files_verified", test_page_files_verified);
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
+    g_test_add_func("/ingest/store/page_mode_follows_umask", test_page_mode_follows_umask);
+    g_test_add_func("/ingest/store/disk_space_checked", test_disk_space_checked);
+    g_test_add_func("/ingest/store/document_output_budget", test_document_output_budget);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
+    g_test_add_func("/ingest/interrupt_keeps_pages_done", test_interrupt_keeps_pages_done);
+    g_test_add_func("/ingest/failures/document_time_budget", test_document_time_budget);
+    g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
+    g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
+    g_test_add_func("/ingest/walk/no_reading_outside_after_walk",
+                    test_no_reading_outside_after_walk);
     return g_test_run();
 }
