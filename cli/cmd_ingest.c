@@ -186,7 +186,7 @@ int cmd_ingest(int argc, char **argv) {
          "N"},
         {"min-free", 0, 0, G_OPTION_ARG_INT64, &opt.min_free_mb,
          "MiB to leave free on the page store's disk: a page that would leave less fails as "
-         "store_failed (default 1024)",
+         "store_failed (default 256)",
          "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
          "render again unchanged files that failed, or have pages that failed, on a limit, a "

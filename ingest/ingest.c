@@ -59,7 +59,7 @@ void dq_ingest_options_init(DqIngestOptions *opt) {
     opt->mem_limit_mb = 4096;
     opt->doc_timeout_s = 3600;
     opt->max_doc_bytes = (gint64)2 << 30;
-    opt->min_free_mb = 1024;
+    opt->min_free_mb = 256;
 }
 
 int dq_ingest_longest_edge(const DqIngestOptions *opt) {
