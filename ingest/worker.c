@@ -111,6 +111,7 @@ static guint64 mapped_bytes(void) {
  * dies of a signal, a handler looks at its memory: an allocation just failed (errno ENOMEM),
  * or too little address space is left under the limit for a slice of it to be mapped. Then it
  * tells the parent ("oom" line) before dying of the signal as it would have. */
+#ifndef DQ_UNDER_ASAN /* no memory limit under ASan (limit_memory): nothing to tell */
 static int oom_fd = -1;
 static size_t oom_probe_bytes; /* 0: no memory limit, nothing to tell */
 
@@ -135,6 +136,7 @@ static void on_fatal_signal(int sig) {
     signal(sig, SIG_DFL);
     raise(sig);
 }
+#endif
 
 static void watch_for_oom(int fd, gint64 mem_limit_mb) {
 #ifdef DQ_UNDER_ASAN
