@@ -6,25 +6,8 @@
 #
 #   scripts/bench-image.sh [BUILD_DIR] [REPEATS]     (default: build 3)
 set -euo pipefail
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-  case "$arg" in
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    -*)
-      echo "bench-image: unknown option '$arg'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
-[ $# -le 2 ] || {
-  echo "bench-image: at most 2 arguments, got $#" >&2
-  usage >&2
-  exit 2
-}
+. "$(dirname "$0")/bench-lib.sh"
+bench_args 2 "$@"
 cd "$(dirname "$0")/.."
 build=${1:-build}
 bench=$build/tests/image/bench_resize

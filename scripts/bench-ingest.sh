@@ -9,25 +9,8 @@
 #
 #   scripts/bench-ingest.sh [BUILD_DIR]     (default: build)
 set -euo pipefail
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-  case "$arg" in
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    -*)
-      echo "bench-ingest: unknown option '$arg'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
-[ $# -le 1 ] || {
-  echo "bench-ingest: at most 1 argument, got $#" >&2
-  usage >&2
-  exit 2
-}
+. "$(dirname "$0")/bench-lib.sh"
+bench_args 1 "$@"
 cd "$(dirname "$0")/.."
 build=${1:-build}
 docqa=$build/cli/docqa

@@ -1,5 +1,34 @@
 # Shared by the benchmark scripts (sourced, not run).
 
+# bench_args MAX ARGS...: --help prints the calling script's header comment and exits 0; an
+# option, or more than MAX arguments, is a usage error (exit 2). Checked before anything is built
+# or installed.
+bench_args() {
+  local max=$1 name arg
+  shift
+  name=$(basename "$0" .sh)
+  for arg in "$@"; do
+    case "$arg" in
+      -h | --help)
+        bench_usage
+        exit 0
+        ;;
+      -*)
+        echo "$name: unknown option '$arg'" >&2
+        bench_usage >&2
+        exit 2
+        ;;
+    esac
+  done
+  if [ $# -gt "$max" ]; then
+    echo "$name: at most $max argument$([ "$max" = 1 ] || echo s), got $#" >&2
+    bench_usage >&2
+    exit 2
+  fi
+}
+
+bench_usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+
 # bench_venv VENV: a virtualenv with torch, transformers 4.57.6 and Pillow 12.3.0, the versions
 # the goldens were made with; created from PyPI when missing.
 bench_venv() {

@@ -13,25 +13,8 @@
 # virtualenv bench-model.sh uses ($VENV, default /tmp/docqa-bench-venv; created from PyPI if
 # missing).
 set -euo pipefail
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-  case "$arg" in
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    -*)
-      echo "bench-prep: unknown option '$arg'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
-[ $# -eq 0 ] || {
-  echo "bench-prep: unexpected argument '$1' (it takes none)" >&2
-  usage >&2
-  exit 2
-}
+. "$(dirname "$0")/bench-lib.sh"
+bench_args 0 "$@"
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 shared=${DOCQA_SHARED_DIR:-$PWD/../shared}

@@ -7,25 +7,8 @@
 # DOCS x 10 pages x 2 questions jobs (default 200 -> 4,000 jobs); BATCH jobs per claim (default 1;
 # try 8 to see what batching buys).
 set -euo pipefail
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-  case "$arg" in
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    -*)
-      echo "bench-queue: unknown option '$arg'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
-[ $# -le 3 ] || {
-  echo "bench-queue: at most 3 arguments, got $#" >&2
-  usage >&2
-  exit 2
-}
+. "$(dirname "$0")/bench-lib.sh"
+bench_args 3 "$@"
 cd "$(dirname "$0")/.."
 build=${1:-build}
 docs=${2:-200}

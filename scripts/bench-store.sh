@@ -10,25 +10,8 @@
 # The PostgreSQL server runs on this machine with fsync off: the numbers compare the queue's
 # locking, not disks or networks (a remote server adds a round trip per statement).
 set -euo pipefail
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-  case "$arg" in
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    -*)
-      echo "bench-store: unknown option '$arg'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
-[ $# -le 3 ] || {
-  echo "bench-store: at most 3 arguments, got $#" >&2
-  usage >&2
-  exit 2
-}
+. "$(dirname "$0")/bench-lib.sh"
+bench_args 3 "$@"
 cd "$(dirname "$0")/.."
 build=${1:-build}
 docs=${2:-100}

@@ -10,25 +10,8 @@
 # repeated to ~4 MB), creates a throw-away venv with tokenizers, and prints MB/s for both, the
 # ratio, and whether both produced the same number of ids.
 set -euo pipefail
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-  case "$arg" in
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    -*)
-      echo "bench-tokenizer: unknown option '$arg'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
-[ $# -le 1 ] || {
-  echo "bench-tokenizer: at most 1 argument, got $#" >&2
-  usage >&2
-  exit 2
-}
+. "$(dirname "$0")/bench-lib.sh"
+bench_args 1 "$@"
 cd "$(dirname "$0")/.."
 root=$PWD
 build=${BUILD:-build}

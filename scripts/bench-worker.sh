@@ -16,25 +16,8 @@
 # which always run to MAX_NEW_TOKENS; real models stop earlier, at different lengths, which is
 # where continuous batching gains most). Pages at --n-res 2 to keep the tiny model's run short.
 set -euo pipefail
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
-for arg in "$@"; do
-  case "$arg" in
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    -*)
-      echo "bench-worker: unknown option '$arg'" >&2
-      usage >&2
-      exit 2
-      ;;
-  esac
-done
-[ $# -le 5 ] || {
-  echo "bench-worker: at most 5 arguments, got $#" >&2
-  usage >&2
-  exit 2
-}
+. "$(dirname "$0")/bench-lib.sh"
+bench_args 5 "$@"
 cd "$(dirname "$0")/.."
 build=${1:-build}
 model=${2:-../shared/models/tiny-smolvlm-b512}
