@@ -1164,7 +1164,14 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     }
     /* Interrupted or fatal: stop what runs. Interrupted, a document with pages done is recorded
      * partial, the rest of its pages failed as `interrupted` (--retry-failed renders them);
-     * one with none done is abandoned, as is everything after a fatal error. */
+     * one with none done is abandoned, as is everything after a fatal error. Pages a worker
+     * reported before the interrupt came are taken first: the signal may have cut short the
+     * poll that would have read them. */
+    for (int i = 0; interrupted && r.fatal == NULL && i < r.n_kids; i++) {
+        struct pollfd p = {.fd = r.kids[i].fd, .events = POLLIN};
+        while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN) && read_child(&r, &r.kids[i]))
+            ;
+    }
     for (int i = 0; i < r.n_kids; i++) {
         kill(r.kids[i].pid, SIGKILL);
         waitpid(r.kids[i].pid, NULL, 0);

@@ -63,8 +63,10 @@ static char *clean(const char *msg) {
 
 /* Test hook: DOCQA_INGEST_TEST_FAULT="crash:NAME:PAGE" or "hang:NAME:PAGE" makes the worker die
  * (SIGSEGV) or stall before rendering page PAGE of a file whose base name is NAME, so that the
- * tests can show a crash or a hang costs one page and nothing else; "rewrite:NAME:PAGE" appends
- * a line to the file there, as someone saving it during ingest would change it. */
+ * tests can show a crash or a hang costs one page and nothing else; "interrupt:NAME:PAGE"
+ * stalls there after sending the ingest SIGINT, as a user's Ctrl-C while that page renders;
+ * "rewrite:NAME:PAGE" appends a line to the file there, as someone saving it during ingest
+ * would change it. */
 static void maybe_inject_fault(const char *path, int page) {
     const char *spec = g_getenv("DOCQA_INGEST_TEST_FAULT");
     if (spec == NULL)
@@ -73,6 +75,10 @@ static void maybe_inject_fault(const char *path, int page) {
     char *base = g_path_get_basename(path);
     gboolean hit = g_strv_length(f) == 3 && strcmp(f[1], base) == 0 && atoi(f[2]) == page;
     gboolean crash = hit && strcmp(f[0], "crash") == 0, hang = hit && strcmp(f[0], "hang") == 0;
+    if (hit && strcmp(f[0], "interrupt") == 0) {
+        kill(getppid(), SIGINT);
+        hang = TRUE;
+    }
     if (hit && strcmp(f[0], "rewrite") == 0) {
         int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
         if (fd >= 0) {
