@@ -2,10 +2,8 @@
  * model and state. They keep their rows as 'cancelled' (schema 0011); `docqa requeue --cancelled`
  * queues them again. */
 #include "cli.h"
-#include "text.h"
+#include "cli_jobs.h"
 
-#include "dq_error.h"
-#include "queue.h"
 #include "store.h"
 #include "store_jobs.h"
 
@@ -40,27 +38,10 @@ static gboolean parse_states(char **given, guint *states) {
     return TRUE;
 }
 
-/* "10 queued, 2 failed" for the groups [from, to) of one question and model. */
-static void print_states(const GPtrArray *groups, guint from, guint to) {
-    gint64 by_state[DQ_JOB_N_STATES] = {0};
-    for (guint i = from; i < to; i++) {
-        const DqCancelGroup *g = g_ptr_array_index(groups, i);
-        if (g->state < DQ_JOB_N_STATES)
-            by_state[g->state] += g->jobs;
-    }
-    gboolean first = TRUE;
-    for (int i = 0; i < DQ_JOB_N_STATES; i++)
-        if (by_state[i] > 0) {
-            printf("%s%" G_GINT64_FORMAT " %s", first ? "" : ", ", by_state[i],
-                   dq_job_state_name(i));
-            first = FALSE;
-        }
-}
-
 static void print_result(const GPtrArray *groups, gboolean dry_run) {
     gint64 cancelled = 0, answered = 0, running = 0;
     for (guint i = 0; i < groups->len; i++) {
-        const DqCancelGroup *g = g_ptr_array_index(groups, i);
+        const DqJobGroup *g = g_ptr_array_index(groups, i);
         if (g->answered)
             answered += g->jobs;
         else
@@ -70,26 +51,7 @@ static void print_result(const GPtrArray *groups, gboolean dry_run) {
     }
     printf("cancel: %s%" G_GINT64_FORMAT " job%s%s\n", dry_run ? "would cancel " : "", cancelled,
            cancelled == 1 ? "" : "s", dry_run ? " (--dry-run: nothing was changed)" : " cancelled");
-    for (guint i = 0; i < groups->len;) {
-        const DqCancelGroup *first = g_ptr_array_index(groups, i);
-        guint end = i + 1;
-        while (end < groups->len) {
-            const DqCancelGroup *g = g_ptr_array_index(groups, end);
-            if (g_strcmp0(g->question, first->question) != 0 ||
-                g_strcmp0(g->model_id, first->model_id) != 0)
-                break;
-            end++;
-        }
-        char *quoted = first->question ? queue_question_quote(first->question) : NULL;
-        char *model = dq_text_show(first->model_id, -1, DQ_SHOW_LINE, 0);
-        printf("  %s%s%s (model %s): ", quoted ? "\"" : "", quoted ? quoted : "(question deleted)",
-               quoted ? "\"" : "", model);
-        print_states(groups, i, end);
-        printf("\n");
-        g_free(model);
-        g_free(quoted);
-        i = end;
-    }
+    dq_job_groups_print(groups);
     if (answered > 0)
         printf("cancel: %" G_GINT64_FORMAT " of them %s an answer already (queued again by "
                "requeue --approximate): %s back to done with it, not cancelled\n",
@@ -102,25 +64,16 @@ static void print_result(const GPtrArray *groups, gboolean dry_run) {
 }
 
 int cmd_cancel(int argc, char **argv) {
-    char *db = NULL, *model = NULL;
-    char **questions = NULL, **doc_ids = NULL, **where = NULL, **state_names = NULL;
+    char *db = NULL;
+    char **state_names = NULL;
     gboolean dry_run = FALSE;
-    GOptionEntry entries[] = {
+    DqJobSelection sel = {0};
+    GOptionEntry db_entry[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"question", 'q', 0, G_OPTION_ARG_FILENAME_ARRAY, &questions, /* bytes, as ask's */
-         "the jobs of this question, trimmed as ask stores it (repeatable)", "TEXT"},
-        {"document", 'd', 0, G_OPTION_ARG_STRING_ARRAY, &doc_ids,
-         "the jobs made for this document's pages, or for the same bytes at another path "
-         "(repeatable)",
-         "ID"},
-        {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &where,
-         "the jobs of the documents, any version, matching this SQL expression over the "
-         "documents table, run read-only, as ask's --where (repeatable)",
-         "SQL"},
-        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
-         "the jobs asked for this model: a snapshot DIR (its name is the model id) or a model id",
-         "DIR|ID"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    GOptionEntry entries[] = {
         {"state", 0, 0, G_OPTION_ARG_STRING_ARRAY, &state_names,
          "only jobs in this state: queued (retrying ones included), failed, dead or running "
          "(repeatable; default queued, failed and dead: running jobs only when named)",
@@ -130,6 +83,8 @@ int cmd_cancel(int argc, char **argv) {
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- withdraw jobs that are not answered yet");
+    g_option_context_add_main_entries(ctx, db_entry, NULL);
+    dq_job_selection_add_options(&sel, ctx);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "The jobs matching every selector given (--question, --document, --where, --model; at "
@@ -143,110 +98,29 @@ int cmd_cancel(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    GArray *question_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
-    GArray *document_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *groups = NULL;
-    char *model_id = NULL;
-    guint states = 0;
-    if (!ok || !dq_cli_no_arguments("cancel", argc, argv) || !parse_states(state_names, &states))
+    DqJobFilter filter = {0};
+    if (!ok || !dq_cli_no_arguments("cancel", argc, argv) ||
+        !parse_states(state_names, &filter.states))
         goto out;
-    if (questions == NULL && doc_ids == NULL && where == NULL && model == NULL) {
+    if (!dq_job_selection_given(&sel)) {
         fprintf(stderr, "docqa: cancel: say which jobs: --question, --document, --where or "
                         "--model (--state narrows them)\n");
         goto out;
     }
-    for (char **w = where; w && *w; w++) {
-        if (!dq_cli_utf8_option("cancel", "--where", *w))
-            goto out;
-        if (!queue_check_where(*w, &err)) {
-            rc = dq_cli_fail(err);
-            goto out;
-        }
-    }
-    GPtrArray *texts = g_ptr_array_new_with_free_func(g_free);
-    for (char **q = questions; q && *q; q++) {
-        char *text = queue_question_normalize(*q, -1, "--question", &err);
-        if (text == NULL) {
-            g_ptr_array_free(texts, TRUE);
-            rc = dq_cli_fail(err);
-            goto out;
-        }
-        g_ptr_array_add(texts, text);
-    }
-    for (char **d = doc_ids; d && *d; d++) {
-        gint64 id = 0;
-        if (!dq_cli_int_option("cancel", "--document", *d, 1, G_MAXINT64, &id)) {
-            g_ptr_array_free(texts, TRUE);
-            goto out;
-        }
-        g_array_append_val(document_ids, id);
-    }
-    if (model != NULL && *model == '\0') {
-        fprintf(stderr, "docqa: cancel: --model '': an empty name (give a model snapshot "
-                        "directory, or a model id)\n");
-        g_ptr_array_free(texts, TRUE);
+    if (!dq_job_selection_check(&sel, "cancel"))
         goto out;
-    }
-    if (model != NULL)
-        model_id = queue_model_id(model);
     const char *path = db ? db : dq_store_default_location();
-    store = dq_store_open_existing(path, &err);
-    /* A selector that names nothing is a typo, not "nothing to cancel": said, naming it. */
-    for (guint i = 0; store != NULL && err == NULL && i < texts->len; i++) {
-        gint64 id = 0;
-        if (store_jobs_find_question(store, g_ptr_array_index(texts, i), &id, &err) && id == 0) {
-            char *quoted = queue_question_quote(g_ptr_array_index(texts, i));
-            dq_fail(&err, DQ_ERR_ARGS,
-                    "cancel: --question \"%s\": no such question was asked (v_progress "
-                    "lists those that were)",
-                    quoted);
-            g_free(quoted);
-        }
-        g_array_append_val(question_ids, id);
-    }
-    g_ptr_array_free(texts, TRUE);
-    for (guint i = 0; store != NULL && err == NULL && i < document_ids->len; i++) {
-        gboolean exists = FALSE;
-        gint64 id = g_array_index(document_ids, gint64, i);
-        if (store_jobs_document_exists(store, id, &exists, &err) && !exists)
-            dq_fail(&err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, path, id);
-    }
-    for (char **w = where; store != NULL && err == NULL && w && *w; w++)
-        store_jobs_where_documents(store, *w, document_ids, &err);
-    gboolean known = TRUE;
-    if (store != NULL && err == NULL && model_id != NULL &&
-        store_jobs_model_known(store, model_id, &known, &err) && !known)
-        dq_fail(&err, DQ_ERR_ARGS, "cancel: --model %s: no job was asked for the model id '%s'",
-                model, model_id);
-    if (store == NULL || err != NULL) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
-    DqJobFilter filter = {.question_ids = (const gint64 *)question_ids->data,
-                          .n_question_ids = (int)question_ids->len,
-                          .document_ids = (const gint64 *)document_ids->data,
-                          .n_document_ids = (int)document_ids->len,
-                          .documents_given = doc_ids != NULL || where != NULL,
-                          .model_id = model_id,
-                          .states = states};
-    if ((groups = store_jobs_cancel(store, &filter, dry_run, &err)) == NULL) {
+    if ((store = dq_store_open_existing(path, &err)) == NULL ||
+        !dq_job_selection_resolve(&sel, "cancel", store, path, &filter, &err) ||
+        (groups = store_jobs_cancel(store, &filter, dry_run, &err)) == NULL) {
         rc = dq_cli_fail(err);
         goto out;
     }
     if (groups->len == 0) {
-        GString *names = g_string_new(NULL);
-        int n = 0, total = 0;
-        for (int i = 0; i < DQ_JOB_N_STATES; i++)
-            total += (states & (1u << i)) != 0;
-        for (int i = 0; i < DQ_JOB_N_STATES; i++)
-            if (states & (1u << i))
-                g_string_append_printf(names, "%s%s",
-                                       n++ == 0     ? ""
-                                       : n == total ? " or "
-                                                    : ", ",
-                                       dq_job_state_name(i));
-        printf("cancel: no %s job matches: nothing to cancel\n", names->str);
-        g_string_free(names, TRUE);
+        char *names = dq_job_states_text(filter.states);
+        printf("cancel: no %s job matches: nothing to cancel\n", names);
+        g_free(names);
     } else {
         print_result(groups, dry_run);
     }
@@ -258,14 +132,8 @@ out:
         store_jobs_finalize(store);
         dq_store_close(store);
     }
-    g_array_free(question_ids, TRUE);
-    g_array_free(document_ids, TRUE);
-    g_strfreev(questions);
-    g_strfreev(doc_ids);
-    g_strfreev(where);
+    dq_job_selection_clear(&sel);
     g_strfreev(state_names);
-    g_free(model_id);
-    g_free(model);
     g_free(db);
     return rc;
 }

@@ -1190,32 +1190,9 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
     return ok;
 }
 
-gboolean store_jobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err) {
-    PG_DISPATCH(s, return pgjobs_requeue(s, what, requeued, err));
-    sqlite3_stmt *st = stmt(s,
-                            "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
-                            "finished_at = NULL "
-                            "WHERE (state = 'dead' AND ?1) OR (state = 'failed' AND ?2) "
-                            "OR (state = 'done' AND ?3 AND id IN "
-                            "(SELECT job_id FROM answers WHERE exact = 0)) "
-                            "OR (state = 'cancelled' AND ?4)",
-                            err);
-    if (st == NULL)
-        return FALSE;
-    sqlite3_bind_int(st, 1, (what & DQ_REQUEUE_DEAD) != 0);
-    sqlite3_bind_int(st, 2, (what & DQ_REQUEUE_FAILED) != 0);
-    sqlite3_bind_int(st, 3, (what & DQ_REQUEUE_APPROXIMATE) != 0);
-    sqlite3_bind_int(st, 4, (what & DQ_REQUEUE_CANCELLED) != 0);
-    if (!step_done(s, st, "requeueing jobs", err))
-        return FALSE;
-    if (requeued)
-        *requeued = sqlite3_changes64(dq_store_sqlite(s));
-    return TRUE;
-}
+/* ---- withdrawing work, and queueing it again ---- */
 
-/* ---- withdrawing work ---- */
-
-void dq_cancel_group_free(DqCancelGroup *g) {
+void dq_job_group_free(DqJobGroup *g) {
     if (g == NULL)
         return;
     g_free(g->question);
@@ -1235,9 +1212,12 @@ char *store_jobs_state_list(guint states, gboolean json) {
 
 /* The jobs a DqJobFilter takes, as SQL over `jobs j`: ?1 the states (a JSON list of names), ?2
  * the question ids, ?3 the model id, ?4 the document ids (JSON lists; NULL: any). A document
- * takes the jobs made for its pages' content, whichever document's page they hang on. */
-#define CANCEL_FILTER_SQL                                                                          \
+ * takes the jobs made for its pages' content, whichever document's page they hang on. The one
+ * place for cancel's and requeue's; store_jobs_pg.c has its PostgreSQL twin. */
+#define JOB_FILTER_SQL                                                                             \
     "FROM jobs j WHERE j.state IN (SELECT value FROM json_each(?1)) "                              \
+    "AND (j.state <> 'done' OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id AND "         \
+    "a.exact = 0)) "                                                                               \
     "AND (?2 IS NULL OR j.question_id IN (SELECT value FROM json_each(?2))) "                      \
     "AND (?3 IS NULL OR j.model_id = ?3) "                                                         \
     "AND (?4 IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "              \
@@ -1256,18 +1236,19 @@ static void bind_filter(sqlite3_stmt *st, const DqJobFilter *f) {
                           -1, g_free);
 }
 
-GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
-                             GError **err) {
-    PG_DISPATCH(s, return pgjobs_cancel(s, filter, dry_run, err));
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_cancel_group_free);
-    /* One write transaction: what is counted is what is changed (no worker completes a job
-     * between the two statements). */
+/* Cancel's and requeue's common course: the jobs `filter` takes, counted by question, model,
+ * state and answered, then `update` (an UPDATE of jobs ending in JOB_FILTER_SQL's ids) unless
+ * dry_run. One write transaction: what is counted is what is changed (no worker completes a job
+ * between the two statements). */
+static GPtrArray *change_jobs(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
+                              const char *update, const char *what, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_job_group_free);
     if (!dry_run && !begin(s, err))
         goto fail;
     sqlite3_stmt *st = stmt(s,
                             "SELECT q.text, j.model_id, j.state, EXISTS (SELECT 1 FROM answers a "
                             "WHERE a.job_id = j.id) AS answered, count(*) "
-                            "FROM (SELECT j.* " CANCEL_FILTER_SQL ") j "
+                            "FROM (SELECT j.* " JOB_FILTER_SQL ") j "
                             "LEFT JOIN questions q ON q.id = j.question_id "
                             "GROUP BY j.question_id, j.model_id, j.state, answered "
                             "ORDER BY j.question_id, j.model_id, j.state, answered",
@@ -1277,7 +1258,7 @@ GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry
     bind_filter(st, filter);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqCancelGroup *g = g_new0(DqCancelGroup, 1);
+        DqJobGroup *g = g_new0(DqJobGroup, 1);
         g->question = col_dup(st, 0);
         g->model_id = col_dup(st, 1);
         g->state = state_from_name((const char *)sqlite3_column_text(st, 2));
@@ -1287,30 +1268,44 @@ GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
-        db_fail(s, err, "selecting jobs to cancel");
+        db_fail(s, err, "selecting jobs");
         goto fail;
     }
     if (dry_run || out->len == 0) {
         rollback(s);
         return out;
     }
-    st = stmt(s,
-              "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
-              "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
-              " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
-              "ELSE " NOW_ISO " END, lease_owner = NULL, lease_expires_ms = NULL, "
-              "not_before_ms = 0 WHERE id IN (SELECT j.id " CANCEL_FILTER_SQL ")",
-              err);
-    if (st == NULL)
+    if ((st = stmt(s, update, err)) == NULL)
         goto fail;
     bind_filter(st, filter);
-    if (!step_done(s, st, "cancelling jobs", err) || !commit(s, err))
+    if (!step_done(s, st, what, err) || !commit(s, err))
         goto fail;
     return out;
 fail:
     rollback(s);
     g_ptr_array_free(out, TRUE);
     return NULL;
+}
+
+GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
+                             GError **err) {
+    PG_DISPATCH(s, return pgjobs_cancel(s, filter, dry_run, err));
+    return change_jobs(s, filter, dry_run,
+                       "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
+                       "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
+                       " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
+                       "ELSE " NOW_ISO " END, lease_owner = NULL, lease_expires_ms = NULL, "
+                       "not_before_ms = 0 WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+                       "cancelling jobs", err);
+}
+
+GPtrArray *store_jobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
+                              GError **err) {
+    PG_DISPATCH(s, return pgjobs_requeue(s, filter, dry_run, err));
+    return change_jobs(s, filter, dry_run,
+                       "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
+                       "finished_at = NULL WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+                       "requeueing jobs", err);
 }
 
 gboolean store_jobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {

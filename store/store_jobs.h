@@ -283,25 +283,10 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
                                 DqAnswerRowFn fn, void *user, GError **err);
 
-/* Which jobs store_jobs_requeue puts back in the queue. */
-typedef enum {
-    DQ_REQUEUE_DEAD = 1 << 0,   /* used all their attempts */
-    DQ_REQUEUE_FAILED = 1 << 1, /* failed on their input */
-    /* done, with an answer computed with approximate arithmetic (exact = 0). The answer stays
-     * where it is until the job is answered again; the new answer then moves it to
-     * answers_superseded (schema 0005). */
-    DQ_REQUEUE_APPROXIMATE = 1 << 2,
-    DQ_REQUEUE_CANCELLED = 1 << 3, /* withdrawn by store_jobs_cancel */
-} DqRequeueWhat;
+/* ---- withdrawing work, and queueing it again ---- */
 
-/* Puts the jobs `what` names back in the queue with fresh attempts (their errors stay).
- * *requeued counts them. */
-gboolean store_jobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err);
-
-/* ---- withdrawing work ---- */
-
-/* Which jobs store_jobs_cancel takes: those that match every selector given (a NULL or empty one
- * matches every job). */
+/* Which jobs store_jobs_cancel and store_jobs_requeue take: those that match every selector
+ * given (a NULL or empty one matches every job). */
 typedef struct {
     const gint64 *question_ids; /* the job's question is one of these */
     int n_question_ids;
@@ -314,11 +299,14 @@ typedef struct {
     int n_document_ids;
     gboolean documents_given;
     const char *model_id;
-    guint states; /* bit (1 << DqJobState) for each state taken; 0: none */
+    /* Bit (1 << DqJobState) for each state taken; 0: none. A done job is taken only when its
+     * answer was computed with approximate arithmetic (exact = 0): the one done job worth
+     * answering again (requeue --approximate). */
+    guint states;
 } DqJobFilter;
 
-/* One line of what store_jobs_cancel did (or would do): jobs of one question and model that
- * were in one state. */
+/* One line of what store_jobs_cancel or store_jobs_requeue did (or would do): jobs of one
+ * question and model that were in one state. */
 typedef struct {
     char *question;
     char *model_id;
@@ -327,17 +315,24 @@ typedef struct {
      * with it rather than cancelled. */
     gboolean answered;
     gint64 jobs;
-} DqCancelGroup;
-void dq_cancel_group_free(DqCancelGroup *g);
+} DqJobGroup;
+void dq_job_group_free(DqJobGroup *g);
 
 /* Cancels the jobs `filter` takes, in one transaction: they become 'cancelled' (finished_at now,
  * no lease; their errors stay in job_errors), except those that have an answer, which go back to
  * 'done' with it (the answer stands; only the second answering is withdrawn). A running job's
  * worker is not stopped: its answer, when it comes, is kept and the job is done
  * (store_jobs_complete's late-answer rule); a failure it reports changes nothing. With
- * `dry_run`, nothing is written. Returns a GPtrArray of DqCancelGroup, by question id, model,
+ * `dry_run`, nothing is written. Returns a GPtrArray of DqJobGroup, by question id, model,
  * state and answered. */
 GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
+
+/* Puts the jobs `filter` takes back in the queue with fresh attempts, in one transaction as
+ * store_jobs_cancel: their errors stay in job_errors. An approximate answer stays where it is
+ * until the job is answered again; the new answer then moves it to answers_superseded (schema
+ * 0005). With `dry_run`, nothing is written. Returns what store_jobs_cancel returns. */
+GPtrArray *store_jobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
+                              GError **err);
 
 /* The ids of every document row, any version, whose columns match the SQL expression `where`
  * (the rules of store_jobs_select_pages' where_sql), appended to `ids`. */

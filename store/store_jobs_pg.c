@@ -776,28 +776,14 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, 
     return ok;
 }
 
-gboolean pgjobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err) {
-    PgParams p = {0};
-    pg_bool(&p, (what & DQ_REQUEUE_DEAD) != 0);
-    pg_bool(&p, (what & DQ_REQUEUE_FAILED) != 0);
-    pg_bool(&p, (what & DQ_REQUEUE_APPROXIMATE) != 0);
-    pg_bool(&p, (what & DQ_REQUEUE_CANCELLED) != 0);
-    return pg_do(s,
-                 "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
-                 "finished_at = NULL "
-                 "WHERE (state = 'dead' AND $1::boolean) OR (state = 'failed' AND $2::boolean) "
-                 "OR (state = 'done' AND $3::boolean AND id IN "
-                 "(SELECT job_id FROM answers WHERE exact = 0)) "
-                 "OR (state = 'cancelled' AND $4::boolean)",
-                 &p, "requeueing jobs", requeued, err);
-}
+/* ---- withdrawing work, and queueing it again ---- */
 
-/* ---- withdrawing work ---- */
-
-/* store_jobs.c's CANCEL_FILTER_SQL: $1 the states, $2 the question ids, $3 the model id, $4 the
+/* store_jobs.c's JOB_FILTER_SQL: $1 the states, $2 the question ids, $3 the model id, $4 the
  * document ids (arrays; NULL: any). */
-#define CANCEL_FILTER_SQL                                                                          \
+#define JOB_FILTER_SQL                                                                             \
     "FROM jobs j WHERE j.state = ANY ($1::text[]) "                                                \
+    "AND (j.state <> 'done' OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id AND "         \
+    "a.exact = 0)) "                                                                               \
     "AND ($2::bigint[] IS NULL OR j.question_id = ANY ($2::bigint[])) "                            \
     "AND ($3::text IS NULL OR j.model_id = $3::text) "                                             \
     "AND ($4::bigint[] IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "    \
@@ -820,8 +806,10 @@ static void filter_params(PgParams *p, const DqJobFilter *f) {
     g_free(list);
 }
 
-GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_cancel_group_free);
+/* store_jobs.c's change_jobs: the jobs `filter` takes, counted, then `update` unless dry_run. */
+static GPtrArray *change_jobs(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
+                              const char *update, const char *what, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_job_group_free);
     PgParams p = {0};
     /* What is counted must be what is changed, while workers on other machines claim and
      * complete: the lock lets readers on, and holds writers (ask, claims, completions) for the
@@ -834,16 +822,16 @@ GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run
     PGresult *r = pg_run(s,
                          "SELECT q.text, j.model_id, j.state, EXISTS (SELECT 1 FROM answers a "
                          "WHERE a.job_id = j.id) AS answered, count(*) "
-                         "FROM (SELECT j.* " CANCEL_FILTER_SQL ") j "
+                         "FROM (SELECT j.* " JOB_FILTER_SQL ") j "
                          "LEFT JOIN questions q ON q.id = j.question_id "
                          "GROUP BY j.question_id, q.text, j.model_id, j.state, answered "
                          "ORDER BY j.question_id, j.model_id COLLATE \"C\", j.state COLLATE "
                          "\"C\", answered",
-                         &p, "selecting jobs to cancel", err);
+                         &p, "selecting jobs", err);
     if (r == NULL)
         goto fail;
     for (int i = 0; i < PQntuples(r); i++) {
-        DqCancelGroup *g = g_new0(DqCancelGroup, 1);
+        DqJobGroup *g = g_new0(DqJobGroup, 1);
         g->question = pg_get_dup(r, i, 0);
         g->model_id = pg_get_dup(r, i, 1);
         g->state = state_from_name(PQgetvalue(r, i, 2));
@@ -856,13 +844,7 @@ GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run
         return out;
     if (out->len > 0) {
         filter_params(&p, filter);
-        if (!pg_do(s,
-                   "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
-                   "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
-                   " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
-                   "ELSE docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
-                   "not_before_ms = 0 WHERE id IN (SELECT j.id " CANCEL_FILTER_SQL ")",
-                   &p, "cancelling jobs", NULL, err))
+        if (!pg_do(s, update, &p, what, NULL, err))
             goto fail;
     }
     if (!pg_commit(s, err))
@@ -873,6 +855,23 @@ fail:
     pg_rollback(s);
     g_ptr_array_free(out, TRUE);
     return NULL;
+}
+
+GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
+    return change_jobs(s, filter, dry_run,
+                       "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
+                       "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
+                       " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
+                       "ELSE docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
+                       "not_before_ms = 0 WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+                       "cancelling jobs", err);
+}
+
+GPtrArray *pgjobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
+    return change_jobs(s, filter, dry_run,
+                       "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
+                       "finished_at = NULL WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+                       "requeueing jobs", err);
 }
 
 gboolean pgjobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {

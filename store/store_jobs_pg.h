@@ -32,7 +32,7 @@ GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err
 gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, DqAnswerRowFn fn,
                             void *user, GError **err);
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
-gboolean pgjobs_requeue(DqStore *s, DqRequeueWhat what, gint64 *requeued, GError **err);
+GPtrArray *pgjobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
 GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
 gboolean pgjobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err);
 gboolean pgjobs_document_exists(DqStore *s, gint64 id, gboolean *exists, GError **err);

@@ -1954,6 +1954,117 @@ static void test_cancel(void) {
     g_free(dir);
 }
 
+/* docqa requeue with cancel's selectors, as a user runs it: they narrow one another as cancel's
+ * do, a selector that names nothing is an error and one that matches no job in the states asked
+ * says so; --dry-run changes nothing; only the jobs picked come back, and a worker answers them
+ * while the others stay as they were. */
+static void test_requeue_selected(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 3, 2);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(
+        docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?", "Total?", NULL), ==,
+        0);
+    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==, 0);
+    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "-m", "tiny", NULL), ==, 0);
+    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
+                    18);
+
+    /* Refused, naming what is wrong; nothing changes. */
+    struct {
+        const char *args[6];
+        const char *says;
+    } refused[] = {
+        {{"--question", "Total?", NULL}, "say which jobs: --dead, --failed"},
+        {{"--cancelled", "--question", "Never asked?", NULL},
+         "requeue: --question \"Never asked?\": no such question"},
+        {{"--cancelled", "--document", "99", NULL}, "no document with id 99"},
+        {{"--cancelled", "--document", "x", NULL}, "--document 'x': expected a whole number"},
+        {{"--cancelled", "--model", "nobody", NULL},
+         "requeue: --model nobody: no job was asked for the model id 'nobody'"},
+        {{"--cancelled", "--where", "1) OR (1", NULL}, "--where"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
+        const char *args[10] = {"requeue", "--db", db};
+        for (int k = 0; refused[i].args[k]; k++)
+            args[3 + k] = refused[i].args[k];
+        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+        g_test_message("%s", err);
+        g_assert_nonnull(strstr(err, refused[i].says));
+        g_free(err);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
+                    18);
+
+    /* --dry-run: what would come back, in cancel's shape. */
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run",
+                          "--question", " Wrong question?\t", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out,
+                            "requeue: would queue 6 jobs again (--dry-run: nothing was changed)\n"
+                            "  \"Wrong question?\" (model tiny): 6 cancelled\n"));
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
+                    18);
+
+    /* One question, model and document (by --where): its two jobs only. */
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "-q", "Total?", "-m",
+                          "tiny", "--where", "path LIKE '%/2024/%'", NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==,
+                    "requeue: 2 jobs back in the queue\n  \"Total?\" (model tiny): 2 cancelled\n");
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id "
+                                     "JOIN documents d ON d.id = p.document_id JOIN questions q ON "
+                                     "q.id = j.question_id WHERE j.state = 'queued' AND j.attempts "
+                                     "= 0 AND j.model_id = 'tiny' AND q.text = 'Total?' AND d.path "
+                                     "LIKE '%/2024/%'"),
+                    ==, 2);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+
+    /* --document, twice: model other's jobs on two documents. */
+    gint64 first = jt_query_int(db, "SELECT min(id) FROM documents");
+    gint64 last = jt_query_int(db, "SELECT max(id) FROM documents");
+    char *d1 = g_strdup_printf("%" G_GINT64_FORMAT, first);
+    char *d2 = g_strdup_printf("%" G_GINT64_FORMAT, last);
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "-m", "other",
+                          "--document", d1, "--document", d2, NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(out, "requeue: 4 jobs back in the queue\n"
+                                 "  \"Total?\" (model other): 4 cancelled\n"));
+    g_free(out);
+    g_assert_cmpint(query_intf(db,
+                               "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id "
+                               "WHERE j.state = 'queued' AND j.model_id = 'other' AND "
+                               "p.document_id IN (%lld, %lld)",
+                               (long long)first, (long long)last),
+                    ==, 4);
+
+    /* Known selectors, but no job of theirs in the states asked: said, nothing done. */
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--failed", "--dead", "-q",
+                          "Wrong question?", NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==, "requeue: no failed or dead job matches: nothing to requeue\n");
+    g_free(out);
+
+    /* The others are as they were; a worker answers the two requeued tiny jobs only. */
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 6);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
+                    12);
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE model = 'tiny' AND "
+                                     "question = 'Total?' AND document_path LIKE '%/2024/%'"),
+                    ==, 2);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 2);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
+                    12);
+    g_free(d1);
+    g_free(d2);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -1990,5 +2101,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/gone-files", test_gone_files);
     g_test_add_func("/cli-jobs/ask-one-rendering", test_ask_one_rendering);
     g_test_add_func("/cli-jobs/cancel", test_cancel);
+    g_test_add_func("/cli-jobs/requeue-selected", test_requeue_selected);
     return g_test_run();
 }

@@ -143,6 +143,20 @@ static char *answers_text(DqStore *s) {
 }
 
 /* One integer from a query, on either kind of store. */
+/* store_jobs_requeue of every job in `states` (a done one: answered approximately): how many
+ * went back. */
+static gint64 requeue_all(DqStore *s, guint states) {
+    GError *err = NULL;
+    DqJobFilter every = {.states = states};
+    GPtrArray *groups = store_jobs_requeue(s, &every, FALSE, &err);
+    dq_assert_no_error(err);
+    gint64 n = 0;
+    for (guint i = 0; i < groups->len; i++)
+        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
+    g_ptr_array_free(groups, TRUE);
+    return n;
+}
+
 static gint64 query_int(DqStore *s, const char *loc, const char *sql) {
     if (dq_store_kind(s) == DQ_STORE_POSTGRES)
         return pgt_query_int(loc, sql);
@@ -362,8 +376,7 @@ static void test_lifecycle(gconstpointer kind) {
     g_ptr_array_free(errs, TRUE);
 
     /* Requeue, then a release gives the attempt back. */
-    gint64 requeued = 0;
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_DEAD | DQ_REQUEUE_FAILED, &requeued, &err));
+    gint64 requeued = requeue_all(s, (1u << DQ_JOB_DEAD) | (1u << DQ_JOB_FAILED));
     g_assert_cmpint(requeued, ==, 2);
     GPtrArray *d = store_jobs_claim(s, "D", "m", 10, now + 3000, 1000, NULL, &err);
     g_assert_cmpint(d->len, ==, 2);
@@ -447,8 +460,7 @@ static void test_requeue_approximate(gconstpointer kind) {
     dq_assert_no_error(err);
     g_assert_false(pending);
 
-    gint64 requeued = -1;
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    gint64 requeued = requeue_all(s, 1u << DQ_JOB_DONE);
     dq_assert_no_error(err);
     g_assert_cmpint(requeued, ==, 1);
     DqJobCounts counts;
@@ -491,7 +503,7 @@ static void test_requeue_approximate(gconstpointer kind) {
     g_assert_false(pending);
 
     /* Nothing approximate is left: a second requeue finds nothing. */
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    requeued = requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 0);
     g_ptr_array_free(a, TRUE);
     g_ptr_array_free(b, TRUE);
@@ -525,8 +537,7 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
     int written = 0;
     g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
     g_assert_cmpint(written, ==, 3);
-    gint64 requeued = 0;
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    gint64 requeued = requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 3);
 
     /* First attempts: a bad input, a retryable failure, a worker that dies. */
@@ -566,7 +577,7 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
                               "last_error IS NOT NULL AND lease_owner IS NULL"),
                     ==, 3);
     /* Still approximate: another requeue takes them again. */
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    requeued = requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 3);
     g_ptr_array_free(a, TRUE);
     g_ptr_array_free(b, TRUE);
@@ -792,8 +803,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
     g_ptr_array_free(snaps, TRUE);
 
     /* Answered again by another snapshot: the replaced answers keep theirs. */
-    gint64 requeued = 0;
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &requeued, &err));
+    gint64 requeued = requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 2);
     c = claim_all(s, 2);
     answer_claimed(s, c, "again", FP_B, 1);
@@ -1135,7 +1145,7 @@ static void test_migrate_round_trip(void) {
     g_assert_true(store_jobs_complete(src, "W", ans, 2, &written, &err));
     g_ptr_array_free(cl, TRUE);
     /* The approximate one answered again: its first answer is kept in answers_superseded. */
-    g_assert_true(store_jobs_requeue(src, DQ_REQUEUE_APPROXIMATE, NULL, &err));
+    requeue_all(src, 1u << DQ_JOB_DONE);
     cl = store_jobs_claim(src, "W", "m", 1, 6000, 100, NULL, &err); /* it comes first, by id */
     g_assert_cmpint(cl->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, ==, ans[1].job_id);
@@ -1871,7 +1881,7 @@ static void assert_state(DqStore *s, const char *loc, gint64 id, const char *sta
 static void assert_group(GPtrArray *groups, guint i, const char *question, DqJobState state,
                          gboolean answered, gint64 jobs) {
     g_assert_cmpuint(i, <, groups->len);
-    const DqCancelGroup *g = g_ptr_array_index(groups, i);
+    const DqJobGroup *g = g_ptr_array_index(groups, i);
     g_assert_cmpstr(g->question, ==, question);
     g_assert_cmpstr(g->model_id, ==, "m");
     g_assert_cmpint(g->state, ==, state);
@@ -2022,8 +2032,7 @@ static void test_cancel(gconstpointer kind) {
     /* A job queued again with its (approximate) answer: cancelling it keeps the answer, the job
      * is done again as it was. */
     g_assert_true(dq_store_exec(s, "UPDATE answers SET exact = 0 WHERE text = 'one'", &err));
-    gint64 n = 0;
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_APPROXIMATE, &n, &err));
+    gint64 n = requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(n, ==, 1);
     assert_state(s, loc, j1, "queued");
     DqJobFilter queued_q1 = {.question_ids = &q1,
@@ -2052,7 +2061,7 @@ static void test_cancel(gconstpointer kind) {
     g_ptr_array_free(g, TRUE);
 
     /* requeue --cancelled: back in the queue with fresh attempts; the others stay. */
-    g_assert_true(store_jobs_requeue(s, DQ_REQUEUE_CANCELLED, &n, &err));
+    n = requeue_all(s, 1u << DQ_JOB_CANCELLED);
     dq_assert_no_error(err);
     g_assert_cmpint(n, ==, 4);
     assert_state(s, loc, j2, "queued");
@@ -2067,6 +2076,130 @@ static void test_cancel(gconstpointer kind) {
     g_free(on_c);
     g_ptr_array_free(w, TRUE);
     g_ptr_array_free(w2, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* requeue's store half: cancel's DqJobFilter picks the jobs. Only those come back (fresh
+ * attempts, their errors and answers kept); a dry run changes nothing; a done job comes back
+ * only when its answer is approximate. */
+static void test_requeue_selected(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    gint64 a = add_document(s, "/archive/a.pdf", "7777");
+    gint64 c = add_document(s, "/archive/c.pdf", "8888");
+    g_assert_cmpint(enqueue_all(s, "Q1"), ==, 6);
+    g_assert_cmpint(enqueue_all(s, "Q2"), ==, 6);
+    gint64 q1 = 0, q2 = 0;
+    g_assert_true(store_jobs_find_question(s, "Q1", &q1, &err));
+    g_assert_true(store_jobs_find_question(s, "Q2", &q2, &err));
+    /* Q1 on a: failed; Q1 on c: answered approximately; Q2 on a: answered exactly; Q2 on c:
+     * failed, then cancelled. */
+    GPtrArray *w = store_jobs_claim(s, "W", "m", 12, dq_wall_ms(), 3600000, NULL, &err);
+    g_assert_cmpint(w->len, ==, 12);
+    for (guint i = 0; i < w->len; i++) {
+        const DqClaimedJob *j = g_ptr_array_index(w, i);
+        gboolean on_a = j->document_id == a;
+        if (on_a == (strcmp(j->question, "Q1") == 0)) {
+            g_assert_true(store_jobs_fail(s, "W", j->job_id, "page_image", "p.png: missing", FALSE,
+                                          dq_wall_ms(), 1000, NULL, &err));
+        } else {
+            DqJobAnswer ans = answer_for(j->job_id, on_a ? "exact" : "approximate");
+            ans.exact = on_a;
+            int written = 0;
+            g_assert_true(store_jobs_complete(s, "W", &ans, 1, &written, &err));
+            g_assert_cmpint(written, ==, 1);
+        }
+        dq_assert_no_error(err);
+    }
+    DqJobFilter q2_on_c = {.question_ids = &q2,
+                           .n_question_ids = 1,
+                           .document_ids = &c,
+                           .n_document_ids = 1,
+                           .documents_given = TRUE,
+                           .states = 1u << DQ_JOB_FAILED};
+    GPtrArray *g = store_jobs_cancel(s, &q2_on_c, FALSE, &err);
+    dq_assert_no_error(err);
+    g_ptr_array_free(g, TRUE);
+    const guint every = (1u << DQ_JOB_DEAD) | (1u << DQ_JOB_FAILED) | (1u << DQ_JOB_DONE) |
+                        (1u << DQ_JOB_CANCELLED);
+#define COUNT(question, state)                                                                     \
+    query_int(                                                                                     \
+        s, loc,                                                                                    \
+        "SELECT count(*) FROM jobs j JOIN questions q ON q.id = j.question_id WHERE q.text = "     \
+        "'" question "' AND j.state = '" state "'")
+
+    /* --question Q1, every state, dry run: its failed and its approximate jobs; nothing moves. */
+    DqJobFilter by_q1 = {.question_ids = &q1, .n_question_ids = 1, .states = every};
+    g = store_jobs_requeue(s, &by_q1, TRUE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 2);
+    assert_group(g, 0, "Q1", DQ_JOB_DONE, TRUE, 3);
+    assert_group(g, 1, "Q1", DQ_JOB_FAILED, FALSE, 3);
+    g_ptr_array_free(g, TRUE);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 0);
+
+    /* An exact answer is never taken back, whatever the selectors. */
+    DqJobFilter by_q2 = {.question_ids = &q2, .n_question_ids = 1, .states = 1u << DQ_JOB_DONE};
+    g = store_jobs_requeue(s, &by_q2, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 0);
+    g_ptr_array_free(g, TRUE);
+    /* Another model's jobs: none. */
+    DqJobFilter other = {.model_id = "other", .states = every};
+    g = store_jobs_requeue(s, &other, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 0);
+    g_ptr_array_free(g, TRUE);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 0);
+
+    /* --document c --approximate --cancelled: Q1's approximate and Q2's cancelled jobs on c; Q1's
+     * failed ones on a stay failed, Q2's exact ones done. */
+    DqJobFilter on_c = {.document_ids = &c,
+                        .n_document_ids = 1,
+                        .documents_given = TRUE,
+                        .model_id = "m",
+                        .states = (1u << DQ_JOB_DONE) | (1u << DQ_JOB_CANCELLED)};
+    g = store_jobs_requeue(s, &on_c, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 2);
+    assert_group(g, 0, "Q1", DQ_JOB_DONE, TRUE, 3);
+    assert_group(g, 1, "Q2", DQ_JOB_CANCELLED, FALSE, 3);
+    g_ptr_array_free(g, TRUE);
+    g_assert_cmpint(COUNT("Q1", "queued"), ==, 3);
+    g_assert_cmpint(COUNT("Q1", "failed"), ==, 3);
+    g_assert_cmpint(COUNT("Q2", "queued"), ==, 3);
+    g_assert_cmpint(COUNT("Q2", "done"), ==, 3);
+    char *queued_on_c = g_strdup_printf(
+        "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0 AND finished_at IS "
+        "NULL AND not_before_ms = 0 AND page_id IN (SELECT id FROM pages WHERE document_id = "
+        "%" G_GINT64_FORMAT ")",
+        c);
+    g_assert_cmpint(query_int(s, loc, queued_on_c), ==, 6);
+    /* Nothing stored is lost: the approximate answers stay until answered again, the errors
+     * stay in job_errors. */
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 6);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 6);
+
+    /* --question Q1 --failed: the rest of Q1. */
+    DqJobFilter failed_q1 = {
+        .question_ids = &q1, .n_question_ids = 1, .model_id = "m", .states = 1u << DQ_JOB_FAILED};
+    g = store_jobs_requeue(s, &failed_q1, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 1);
+    assert_group(g, 0, "Q1", DQ_JOB_FAILED, FALSE, 3);
+    g_ptr_array_free(g, TRUE);
+    g_assert_cmpint(COUNT("Q1", "queued"), ==, 6);
+    g_assert_cmpint(COUNT("Q2", "done"), ==, 3);
+#undef COUNT
+
+    g_free(queued_on_c);
+    g_ptr_array_free(w, TRUE);
     store_jobs_finalize(s);
     dq_store_close(s);
     g_free(loc);
@@ -2128,6 +2261,10 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/gone-paths", "postgres", test_gone_paths);
     g_test_add_data_func("/store/backends/sqlite/cancel", "sqlite", test_cancel);
     g_test_add_data_func("/store/backends/postgres/cancel", "postgres", test_cancel);
+    g_test_add_data_func("/store/backends/sqlite/requeue-selected", "sqlite",
+                         test_requeue_selected);
+    g_test_add_data_func("/store/backends/postgres/requeue-selected", "postgres",
+                         test_requeue_selected);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);

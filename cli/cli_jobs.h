@@ -1,0 +1,51 @@
+/* What docqa cancel and docqa requeue share: the selectors that pick jobs (--question,
+ * --document, --where, --model), turned into one DqJobFilter (store/store_jobs.h), and the
+ * per-question summary of what was done with them. */
+#ifndef DQ_CLI_JOBS_H
+#define DQ_CLI_JOBS_H
+
+#include "store.h"
+#include "store_jobs.h"
+
+#include <glib.h>
+
+typedef struct {
+    /* the options, as parsed */
+    char **questions, **documents, **where;
+    char *model;
+    /* what they name, found by dq_job_selection_check and dq_job_selection_resolve */
+    GPtrArray *texts; /* the questions, trimmed as ask stores them */
+    GArray *question_ids, *document_ids;
+    char *model_id;
+} DqJobSelection;
+
+/* Adds --question, --document, --where and --model, which write into sel, to ctx's options. */
+void dq_job_selection_add_options(DqJobSelection *sel, GOptionContext *ctx);
+
+/* Whether any selector was given. */
+gboolean dq_job_selection_given(const DqJobSelection *sel);
+
+/* What can be checked before the database opens (UTF-8, --where's SQL, the questions, the
+ * document ids, an empty --model): FALSE, with "docqa: <command>: ..." printed, when a value is
+ * wrong. */
+gboolean dq_job_selection_check(DqJobSelection *sel, const char *command);
+
+/* Looks the selectors up in store (path: its name, for messages) and fills filter's selectors
+ * (its states are the caller's; filter points into sel). A selector that names nothing, a
+ * question never asked, a document id that does not exist, a model no job was asked for, is an
+ * error naming it: a typo, not "nothing to do". A --where that matches no document is not: its
+ * jobs are none. */
+gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqStore *store,
+                                  const char *path, DqJobFilter *filter, GError **err);
+
+void dq_job_selection_clear(DqJobSelection *sel);
+
+/* The states in `states` for a sentence: "queued, failed or dead". A done job taken is one
+ * answered approximately (DqJobFilter), named so. Free it. */
+char *dq_job_states_text(guint states);
+
+/* One line a question and model of groups (DqJobGroup, as store_jobs_cancel returns them):
+ * `  "Total?" (model tiny): 10 queued, 2 failed`. */
+void dq_job_groups_print(const GPtrArray *groups);
+
+#endif
