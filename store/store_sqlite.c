@@ -2,6 +2,7 @@
 
 #include "dq_error.h"
 #include "resources.h"
+#include "text.h"
 
 #include <glib/gstdio.h>
 #include <stdio.h>
@@ -453,8 +454,8 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     /* An upgrade is for good (an older docqa refuses the database after it): said once, by the
      * process that made it. */
     if (start > 0 && start < target)
-        fprintf(stderr, "docqa: %s: upgraded the schema from version %d to %d\n", store->path,
-                start, target);
+        dq_print_line(stderr, "docqa: %s: upgraded the schema from version %d to %d", store->path,
+                      start, target);
     ok = TRUE;
 out:
     if (in_transaction)
