@@ -387,6 +387,19 @@ static gboolean session_setup(DqStore *s, GError **err) {
     return store_pg_exec(s, "SET client_min_messages = warning", err) && measure_clock(s, err);
 }
 
+gboolean store_pg_is_conninfo_keyword(const char *word) {
+    /* Every keyword this libpq knows, from libpq: a hand-kept list falls behind each release
+     * (target_session_attrs, gssencmode, load_balance_hosts...). PQconninfoParse of nothing
+     * lists them all without PQconndefaults' look-ups, which return NULL where PGSERVICE names
+     * no service. */
+    PQconninfoOption *opts = PQconninfoParse("", NULL);
+    gboolean found = FALSE;
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL && !found; o++)
+        found = g_ascii_strcasecmp(o->keyword, word) == 0;
+    PQconninfoFree(opts);
+    return found;
+}
+
 /* libpq takes "postgresql://" and "postgres://" only, in lower case. */
 static char *libpq_location(const char *location, GError **err) {
     const char *rest = strchr(location, ':') + 1;

@@ -294,6 +294,37 @@ static void test_conninfo_refused(void) {
         g_assert_null(g_dir_read_name(d)); /* nothing created */
         g_dir_close(d);
     }
+    /* Whatever libpq keyword comes first, not only the common ones; without libpq docqa knows
+     * only those (it has no libpq to ask), and says the same of them. */
+    const char *first[] = {
+        "hostaddr=127.0.0.1 dbname=docqa password=hunter2",
+        "service=nightly password=hunter2",
+        "  PORT = 5432 password=hunter2",
+#ifdef DOCQA_HAVE_POSTGRES
+        "target_session_attrs=read-write host=db password=hunter2",
+        "gssencmode=disable host=db password=hunter2",
+        "sslrootcert=/etc/ca.pem host=db password=hunter2",
+        "keepalives=0 host=db password=hunter2",
+        "channel_binding=require host=db password=hunter2",
+        "requirepeer=postgres host=/run/postgresql password=hunter2",
+        "krbsrvname=postgres host=db password=hunter2",
+#endif
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(first); i++) {
+        const char *args[] = {"ingest", "--db", first[i], docs, NULL};
+        char *err;
+        int rc = docqa_in(cwd, NULL, args, &err);
+        if (strstr(err, "looks like a libpq connection string") == NULL)
+            g_error("%s: not taken for a libpq string (exit status %d): %s", first[i], rc, err);
+        g_assert_cmpint(rc, ==, 2);
+        g_assert_null(strstr(err, "hunter2"));
+        g_free(err);
+        GDir *d = g_dir_open(cwd, 0, NULL);
+        const char *made = g_dir_read_name(d);
+        if (made != NULL) /* a SQLite database named after the string */
+            g_error("%s: made '%s' in the working directory", first[i], made);
+        g_dir_close(d);
+    }
     const char *no_slashes[] = {"status", "--db", "postgresql:alice:hunter2@dbhost/docqa", NULL};
     char *err;
     g_assert_cmpint(docqa_in(cwd, NULL, no_slashes, &err), ==, 2);
