@@ -18,7 +18,7 @@ enum {
 typedef int (*DqCommandFn)(int argc, char **argv);
 
 /* Prints "docqa: <message>" for err (and frees it), its control characters escaped
- * (dq_cli_shown); returns DQ_EXIT_FATAL. */
+ * (dq_print_line); returns DQ_EXIT_FATAL. */
 int dq_cli_fail(GError *err);
 
 /* Untrusted text (a file name, a model id, an error message holding them) for a message or a

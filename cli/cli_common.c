@@ -8,9 +8,7 @@
 #include <unistd.h>
 
 int dq_cli_fail(GError *err) {
-    char *shown = dq_cli_shown(err ? err->message : "unknown error");
-    fprintf(stderr, "docqa: %s\n", shown);
-    g_free(shown);
+    dq_print_line(stderr, "docqa: %s", err ? err->message : "unknown error");
     g_clear_error(&err);
     return DQ_EXIT_FATAL;
 }
@@ -46,14 +44,15 @@ static void print_conversion_error(int argc, char **argv) {
                        : i > 1 && argv[i - 1][0] == '-' ? g_strdup(argv[i - 1])
                                                         : g_strdup("an argument");
         char *shown = g_strescape(eq != NULL ? eq + 1 : argv[i], NULL);
-        fprintf(stderr,
-                "docqa: %s '%s': not text in the locale's character set (%s) (see --help)\n",
-                option, shown, dq_cli_locale_charset());
+        dq_print_line(stderr,
+                      "docqa: %s '%s': not text in the locale's character set (%s) (see --help)",
+                      option, shown, dq_cli_locale_charset());
         g_free(option);
         g_free(shown);
         return;
     }
-    fprintf(stderr, "docqa: an argument is not text in the locale's character set (see --help)\n");
+    dq_print_line(stderr,
+                  "docqa: an argument is not text in the locale's character set (see --help)");
 }
 
 const char *dq_cli_locale_charset(void) {
@@ -97,9 +96,7 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
     if (!ok && err->domain == G_CONVERT_ERROR)
         print_conversion_error(n_given, given);
     else if (!ok) {
-        char *shown = dq_cli_shown(err->message);
-        fprintf(stderr, "docqa: %s (see --help)\n", shown);
-        g_free(shown);
+        dq_print_line(stderr, "docqa: %s (see --help)", err->message);
     }
     g_clear_error(&err);
     g_strfreev(given);
@@ -109,9 +106,7 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
 gboolean dq_cli_no_arguments(const char *command, int argc, char **argv) {
     if (argc <= 1)
         return TRUE;
-    char *shown = dq_cli_shown(argv[1]);
-    fprintf(stderr, "docqa: %s: unexpected argument '%s' (see --help)\n", command, shown);
-    g_free(shown);
+    dq_print_line(stderr, "docqa: %s: unexpected argument '%s' (see --help)", command, argv[1]);
     return FALSE;
 }
 
@@ -123,20 +118,20 @@ gboolean dq_cli_int_option(const char *command, const char *option, const char *
     errno = 0;
     gint64 v = g_ascii_strtoll(text, &end, 10);
     if (end == text || *end != '\0' || g_ascii_isspace(*text)) {
-        fprintf(stderr, "docqa: %s: %s '%s': expected a whole number\n", command, option, text);
+        dq_print_line(stderr, "docqa: %s: %s '%s': expected a whole number", command, option, text);
         return FALSE;
     }
     if (errno == ERANGE || v < min || v > max) {
         if (errno == ERANGE)
-            fprintf(stderr, "docqa: %s: %s %s: out of range\n", command, option, text);
+            dq_print_line(stderr, "docqa: %s: %s %s: out of range", command, option, text);
         else if (max == G_MAXINT64)
-            fprintf(stderr, "docqa: %s: %s %s: must be at least %" G_GINT64_FORMAT "\n", command,
-                    option, text, min);
+            dq_print_line(stderr, "docqa: %s: %s %s: must be at least %" G_GINT64_FORMAT, command,
+                          option, text, min);
         else
-            fprintf(stderr,
-                    "docqa: %s: %s %s: must be between %" G_GINT64_FORMAT " and %" G_GINT64_FORMAT
-                    "\n",
-                    command, option, text, min, max);
+            dq_print_line(stderr,
+                          "docqa: %s: %s %s: must be between %" G_GINT64_FORMAT
+                          " and %" G_GINT64_FORMAT,
+                          command, option, text, min, max);
         return FALSE;
     }
     *out = v;
@@ -149,8 +144,8 @@ gboolean dq_cli_model_dir(const char *command, const char *option, const char *d
                                                               : NULL;
     if (why == NULL)
         return TRUE;
-    fprintf(stderr, "docqa: %s: %s %s: %s (expected a SmolVLM snapshot directory)\n", command,
-            option, dir, why);
+    dq_print_line(stderr, "docqa: %s: %s %s: %s (expected a SmolVLM snapshot directory)", command,
+                  option, dir, why);
     return FALSE;
 }
 
@@ -158,8 +153,8 @@ gboolean dq_cli_utf8_option(const char *command, const char *option, const char 
     const char *end = NULL;
     if (text == NULL || g_utf8_validate(text, -1, &end))
         return TRUE;
-    fprintf(stderr, "docqa: %s: %s is not valid UTF-8 (byte 0x%02x at offset %ld)\n", command,
-            option, (unsigned)(unsigned char)*end, (long)(end - text));
+    dq_print_line(stderr, "docqa: %s: %s is not valid UTF-8 (byte 0x%02x at offset %ld)", command,
+                  option, (unsigned)(unsigned char)*end, (long)(end - text));
     return FALSE;
 }
 
@@ -176,7 +171,7 @@ int dq_cli_close_stdout(const char *command, int status) {
     }
     /* A command that already failed has said why; one message is enough. */
     if (failed && status != DQ_EXIT_FATAL) {
-        fprintf(stderr, "docqa: %s: standard output: %s\n", command, g_strerror(e));
+        dq_print_line(stderr, "docqa: %s: standard output: %s", command, g_strerror(e));
         status = DQ_EXIT_FATAL;
     }
     return status;

@@ -62,10 +62,10 @@ gboolean dq_job_selection_check(DqJobSelection *sel, const char *command) {
         g_array_append_val(sel->document_ids, id);
     }
     if (sel->model != NULL && *sel->model == '\0') {
-        fprintf(stderr,
-                "docqa: %s: --model '': an empty name (give a model snapshot directory, or a "
-                "model id)\n",
-                command);
+        dq_print_line(stderr,
+                      "docqa: %s: --model '': an empty name (give a model snapshot directory, or a "
+                      "model id)",
+                      command);
         return FALSE;
     }
     if (sel->model != NULL)

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "queue.h"
 #include "store.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,7 +99,7 @@ int cmd_ask(int argc, char **argv) {
         g_strfreev(qs);
     }
     if (questions->len == 0) {
-        fprintf(stderr, "docqa: ask: no question given (arguments or --questions FILE)\n");
+        dq_print_line(stderr, "docqa: ask: no question given (arguments or --questions FILE)");
         goto out;
     }
     for (char **w = where; w && *w; w++)
@@ -113,23 +114,24 @@ int cmd_ask(int argc, char **argv) {
         g_array_append_val(ids, id);
     }
     if (max_new_tokens < 1) {
-        fprintf(stderr, "docqa: ask: --max-new-tokens %d: must be positive\n", max_new_tokens);
+        dq_print_line(stderr, "docqa: ask: --max-new-tokens %d: must be positive", max_new_tokens);
         goto out;
     }
     if (n_res != G_MININT && (n_res < 1 || n_res > DQ_CLI_MAX_N_RES)) {
-        fprintf(stderr, "docqa: ask: --n-res %d: must be 1 to %d, as ingest's\n", n_res,
-                DQ_CLI_MAX_N_RES);
+        dq_print_line(stderr, "docqa: ask: --n-res %d: must be 1 to %d, as ingest's", n_res,
+                      DQ_CLI_MAX_N_RES);
         goto out;
     }
     if (n_res == G_MININT)
         n_res = 0;
     if (max_attempts < 1) {
-        fprintf(stderr, "docqa: ask: --max-attempts %d: must be positive\n", max_attempts);
+        dq_print_line(stderr, "docqa: ask: --max-attempts %d: must be positive", max_attempts);
         goto out;
     }
     if (model != NULL && *model == '\0') {
-        fprintf(stderr, "docqa: ask: --model '': an empty name (give a model snapshot directory, "
-                        "or a bare model id)\n");
+        dq_print_line(stderr,
+                      "docqa: ask: --model '': an empty name (give a model snapshot directory, "
+                      "or a bare model id)");
         goto out;
     }
     const char *model_arg = model ? model : g_getenv("DOCQA_MODEL");
@@ -144,10 +146,11 @@ int cmd_ask(int argc, char **argv) {
             !g_file_test(cfg_file, G_FILE_TEST_IS_REGULAR) ? "no config.json in it" : NULL;
         g_free(cfg_file);
         if (why != NULL) {
-            fprintf(stderr,
-                    "docqa: ask: %s %s: %s (give a model snapshot directory, or a bare model id "
-                    "without '/')\n",
-                    model ? "--model" : "DOCQA_MODEL", model_arg, why);
+            dq_print_line(
+                stderr,
+                "docqa: ask: %s %s: %s (give a model snapshot directory, or a bare model id "
+                "without '/')",
+                model ? "--model" : "DOCQA_MODEL", model_arg, why);
             goto out;
         }
     }
@@ -159,10 +162,10 @@ int cmd_ask(int argc, char **argv) {
     if (cfg_path != NULL && g_file_test(cfg_path, G_FILE_TEST_IS_REGULAR) &&
         smolvlm_config_load(model_arg, &cfg, NULL) &&
         max_new_tokens >= cfg.max_position_embeddings) {
-        fprintf(stderr,
-                "docqa: ask: --max-new-tokens %d: %s takes at most %d positions, the prompt "
-                "and its page included\n",
-                max_new_tokens, model_arg, cfg.max_position_embeddings);
+        dq_print_line(stderr,
+                      "docqa: ask: --max-new-tokens %d: %s takes at most %d positions, the prompt "
+                      "and its page included",
+                      max_new_tokens, model_arg, cfg.max_position_embeddings);
         g_free(cfg_path);
         goto out;
     }
@@ -228,8 +231,8 @@ int cmd_ask(int argc, char **argv) {
         printf("ask: %d page%s left out: ingest could not render them (see docqa ingest)\n",
                res.failed_pages, res.failed_pages == 1 ? "" : "s");
     if (res.pages == 0)
-        fprintf(stderr, "docqa: ask: no ingested pages match; run `docqa ingest` first or "
-                        "widen --document/--where/--n-res\n");
+        dq_print_line(stderr, "docqa: ask: no ingested pages match; run `docqa ingest` first or "
+                              "widen --document/--where/--n-res");
     /* The jobs are queued all the same (the store may be an unmounted share, back by the time
      * the workers run), but said now rather than when no worker gets on: a worker stops on a
      * missing page store. On PostgreSQL only where DOCQA_PAGES says where it is: ask may run
@@ -239,10 +242,10 @@ int cmd_ask(int argc, char **argv) {
     if (res.pages > 0 &&
         (dq_store_kind(store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES") != NULL) &&
         !queue_page_store_usable(location, &no_pages))
-        fprintf(stderr,
-                "docqa: ask: warning: %s; the jobs are queued, but `docqa run` stops on them "
-                "until the page store is there\n",
-                no_pages->message);
+        dq_print_line(stderr,
+                      "docqa: ask: warning: %s; the jobs are queued, but `docqa run` stops on them "
+                      "until the page store is there",
+                      no_pages->message);
     g_clear_error(&no_pages);
     rc = DQ_EXIT_OK;
 out:

@@ -6,6 +6,7 @@
 
 #include "store.h"
 #include "store_jobs.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,11 +25,12 @@ static gboolean parse_states(char **given, guint *states) {
             if (strcmp(*s, dq_job_state_name(i)) == 0)
                 bit = 1u << i;
         if ((bit & CANCELLABLE) == 0) {
-            fprintf(stderr,
-                    "docqa: cancel: --state '%s': expected queued, failed, dead or running%s\n", *s,
-                    bit == (1u << DQ_JOB_DONE) ? " (an answered job is not cancelled)"
-                    : bit != 0                 ? " (those jobs are cancelled already)"
-                                               : "");
+            dq_print_line(stderr,
+                          "docqa: cancel: --state '%s': expected queued, failed, dead or running%s",
+                          *s,
+                          bit == (1u << DQ_JOB_DONE) ? " (an answered job is not cancelled)"
+                          : bit != 0                 ? " (those jobs are cancelled already)"
+                                                     : "");
             return FALSE;
         }
         *states |= bit;
@@ -104,8 +106,8 @@ int cmd_cancel(int argc, char **argv) {
         !parse_states(state_names, &filter.states))
         goto out;
     if (!dq_job_selection_given(&sel)) {
-        fprintf(stderr, "docqa: cancel: say which jobs: --question, --document, --where or "
-                        "--model (--state narrows them)\n");
+        dq_print_line(stderr, "docqa: cancel: say which jobs: --question, --document, --where or "
+                              "--model (--state narrows them)");
         goto out;
     }
     if (!dq_job_selection_check(&sel, "cancel"))

@@ -206,11 +206,11 @@ int cmd_export(int argc, char **argv) {
     if (format != NULL && strcmp(format, "jsonl") == 0)
         ex.csv = FALSE;
     else if (format != NULL && strcmp(format, "csv") != 0) {
-        fprintf(stderr, "docqa: export: --format %s: use csv or jsonl\n", format);
+        dq_print_line(stderr, "docqa: export: --format %s: use csv or jsonl", format);
         goto out;
     }
     if (spreadsheet_safe && !ex.csv) {
-        fprintf(stderr, "docqa: export: --spreadsheet-safe is for --format csv\n");
+        dq_print_line(stderr, "docqa: export: --spreadsheet-safe is for --format csv");
         goto out;
     }
     const char *path = db ? db : dq_store_default_location();
@@ -241,16 +241,17 @@ int cmd_export(int argc, char **argv) {
         goto out;
     }
     if (fflush(stdout) != 0) {
-        fprintf(stderr, "docqa: export: standard output: %s\n", g_strerror(errno));
+        dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(errno));
         goto out;
     }
     /* An empty export is no failure (nothing may be answered yet), but a mistyped question
      * would otherwise look like one nobody answered. */
     if (question != NULL && ex.rows == 0)
-        fprintf(stderr,
-                "docqa: export: no answers to the question \"%s\" (docqa status shows the jobs; "
-                "export without --question lists the questions answered)\n",
-                question);
+        dq_print_line(
+            stderr,
+            "docqa: export: no answers to the question \"%s\" (docqa status shows the jobs; "
+            "export without --question lists the questions answered)",
+            question);
     rc = DQ_EXIT_OK;
 out:
     if (store) {

@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "dq_error.h"
 #include "pipeline.h"
+#include "text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,7 +75,7 @@ static gboolean parse_double(const char *option, const char *text, double min,
     double v = g_ascii_strtod(text, &end);
     if (end == text || *end != '\0' || !isfinite(v) || v < min || (v == min && !min_included) ||
         v > max) {
-        fprintf(stderr, "docqa: generate: %s %s: must be %s\n", option, text, range);
+        dq_print_line(stderr, "docqa: generate: %s %s: must be %s", option, text, range);
         return FALSE;
     }
     *out = v;
@@ -268,11 +269,12 @@ static int run_generate(GenerateArgs *a) {
         !dump_finish(&dump, res.last_logits, smolvlm_config(p->model)->vocab_size, &err))
         goto out;
     if (res.stopped_on_positions)
-        fprintf(stderr,
-                "docqa: generate: note: stopped after %d new tokens: the sequence reached the "
-                "model's %d positions (--max-new-tokens %d)\n",
-                res.n_output_ids, smolvlm_config(p->model)->max_position_embeddings,
-                req.options.max_new_tokens);
+        dq_print_line(
+            stderr,
+            "docqa: generate: note: stopped after %d new tokens: the sequence reached the "
+            "model's %d positions (--max-new-tokens %d)",
+            res.n_output_ids, smolvlm_config(p->model)->max_position_embeddings,
+            req.options.max_new_tokens);
     char *text = tokenizer_decode(p->tok, res.output_ids, (size_t)res.n_output_ids, TRUE, NULL);
     if (a->json)
         print_json(&prompt, &res, text, &tm);
@@ -363,7 +365,7 @@ int cmd_generate(int argc, char **argv) {
     else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
         dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
     if (err != NULL) {
-        fprintf(stderr, "docqa generate: %s (see --help)\n", err->message);
+        dq_print_line(stderr, "docqa generate: %s (see --help)", err->message);
         g_error_free(err);
         goto out;
     }
@@ -395,9 +397,9 @@ int cmd_generate(int argc, char **argv) {
             if (given[i][1] != NULL)
                 g_string_append_printf(unused, "%s%s", unused->len ? ", " : "", given[i][0]);
         if (unused->len > 0)
-            fprintf(stderr,
-                    "docqa: generate: note: %s %s no effect without --sample (greedy decoding)\n",
-                    unused->str, strchr(unused->str, ',') ? "have" : "has");
+            dq_print_line(
+                stderr, "docqa: generate: note: %s %s no effect without --sample (greedy decoding)",
+                unused->str, strchr(unused->str, ',') ? "have" : "has");
         g_string_free(unused, TRUE);
     }
     status = run_generate(&a);

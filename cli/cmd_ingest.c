@@ -3,6 +3,7 @@
 
 #include "ingest.h"
 #include "store.h"
+#include "text.h"
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
@@ -217,13 +218,13 @@ int cmd_ingest(int argc, char **argv) {
         goto out;
     int n_paths = paths ? (int)g_strv_length(paths) : 0;
     if (n_paths == 0) {
-        fprintf(stderr, "docqa: ingest: no files or folders given (see --help)\n");
+        dq_print_line(stderr, "docqa: ingest: no files or folders given (see --help)");
         goto out;
     }
     for (int i = 0; i < n_paths; i++)
         if (paths[i][0] == '\0') {
             /* an unset shell variable, usually; read as a path it would be the current folder */
-            fprintf(stderr, "docqa: ingest: path %d of %d is empty\n", i + 1, n_paths);
+            dq_print_line(stderr, "docqa: ingest: path %d of %d is empty", i + 1, n_paths);
             goto out;
         }
     /* One line naming the first bad option; 0 means "no limit" for --mem-limit, --doc-timeout and
@@ -240,15 +241,15 @@ int cmd_ingest(int argc, char **argv) {
                       : opt.min_free_mb < 0    ? "--min-free must be 0 or more"
                                                : NULL;
     if (bad != NULL) {
-        fprintf(stderr, "docqa: ingest: %s\n", bad);
+        dq_print_line(stderr, "docqa: ingest: %s", bad);
         goto out;
     }
     if (model != NULL && *model == '\0') {
-        fprintf(stderr, "docqa: ingest: --model '': an empty folder name\n");
+        dq_print_line(stderr, "docqa: ingest: --model '': an empty folder name");
         goto out;
     }
     if (model != NULL && tile != G_MININT) {
-        fprintf(stderr, "docqa: ingest: give --model or --tile, not both\n");
+        dq_print_line(stderr, "docqa: ingest: give --model or --tile, not both");
         goto out;
     }
     if (model != NULL && !dq_cli_model_dir("ingest", "--model", model))
@@ -270,7 +271,7 @@ int cmd_ingest(int argc, char **argv) {
     }
     char *ignored = dq_store_pages_env_ignored(dq_store_path(store));
     if (ignored != NULL)
-        fprintf(stderr, "docqa: ingest: %s\n", ignored);
+        dq_print_line(stderr, "docqa: ingest: %s", ignored);
     g_free(ignored);
     DqIngestSummary sum;
     if (!dq_ingest_run(store, (const char *const *)paths, &opt, &sum, &err)) {

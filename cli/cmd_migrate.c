@@ -7,6 +7,7 @@
 
 #include "store.h"
 #include "store_migrate.h"
+#include "text.h"
 
 #include <stdio.h>
 
@@ -38,7 +39,8 @@ int cmd_migrate(int argc, char **argv) {
     if (!ok || !dq_cli_no_arguments("migrate", argc, argv))
         goto out;
     if (from == NULL) {
-        fprintf(stderr, "docqa: migrate: give --from DB (and --to DB to copy it; see --help)\n");
+        dq_print_line(stderr,
+                      "docqa: migrate: give --from DB (and --to DB to copy it; see --help)");
         goto out;
     }
     if (to == NULL) {
@@ -50,15 +52,16 @@ int cmd_migrate(int argc, char **argv) {
             goto out;
         }
         char *list = g_strjoinv(", ", made);
-        printf("%s: schema version %d; %s%s\n", dq_store_path(src), dq_store_schema_version(src),
-               made[0] != NULL ? "views made again: " : "docqa's views are all there", list);
+        dq_print_line(stdout, "%s: schema version %d; %s%s", dq_store_path(src),
+                      dq_store_schema_version(src),
+                      made[0] != NULL ? "views made again: " : "docqa's views are all there", list);
         g_free(list);
         g_strfreev(made);
         rc = DQ_EXIT_OK;
         goto out;
     }
     if (g_strcmp0(from, to) == 0) {
-        fprintf(stderr, "docqa: migrate: --from and --to are the same database\n");
+        dq_print_line(stderr, "docqa: migrate: --from and --to are the same database");
         goto out;
     }
     gint64 rows = 0;
@@ -67,8 +70,8 @@ int cmd_migrate(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    printf("migrated %" G_GINT64_FORMAT " rows from %s to %s\n", rows, dq_store_path(src),
-           dq_store_path(dst));
+    dq_print_line(stdout, "migrated %" G_GINT64_FORMAT " rows from %s to %s", rows,
+                  dq_store_path(src), dq_store_path(dst));
     rc = DQ_EXIT_OK;
 out:
     dq_store_close(dst);

@@ -5,6 +5,7 @@
 
 #include "store.h"
 #include "store_jobs.h"
+#include "text.h"
 
 #include <stdio.h>
 
@@ -59,8 +60,8 @@ int cmd_requeue(int argc, char **argv) {
     if (!ok || !dq_cli_no_arguments("requeue", argc, argv))
         goto out;
     if (filter.states == 0) {
-        fprintf(stderr,
-                "docqa: requeue: say which jobs: --dead, --failed, --cancelled, --approximate\n");
+        dq_print_line(
+            stderr, "docqa: requeue: say which jobs: --dead, --failed, --cancelled, --approximate");
         goto out;
     }
     if (!dq_job_selection_check(&sel, "requeue"))

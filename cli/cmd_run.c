@@ -8,6 +8,7 @@
 #include "smolvlm.h"
 #include "store.h"
 #include "store_jobs.h"
+#include "text.h"
 
 #include <errno.h>
 #include <omp.h>
@@ -140,11 +141,11 @@ static gboolean warn_other_snapshots(DqStore *store, const char *model_id, const
         n_other += m->answers;
     }
     if (n_other > 0)
-        fprintf(
+        dq_print_line(
             stderr,
             "docqa: run: warning: model '%s': this snapshot (%s) is %.12s, but %" G_GINT64_FORMAT
             " answer%s stored under '%s' came from another (%s); v_answers.model_fingerprint "
-            "tells them apart\n",
+            "tells them apart",
             model_id, model_dir, mine, n_other, n_other == 1 ? "" : "s", model_id, others->str);
     g_string_free(others, TRUE);
     g_ptr_array_free(snaps, TRUE);
@@ -218,13 +219,13 @@ int cmd_run(int argc, char **argv) {
     if (!ok)
         goto out;
     if (argc > 1) {
-        fprintf(stderr, "docqa: run: unexpected argument '%s' (see --help)\n", argv[1]);
+        dq_print_line(stderr, "docqa: run: unexpected argument '%s' (see --help)", argv[1]);
         goto out;
     }
     const char *model_dir = model ? model : g_getenv("DOCQA_MODEL");
     if (model_dir == NULL || *model_dir == '\0') {
-        fprintf(stderr, "docqa: run: no model: give --model DIR (a SmolVLM snapshot; "
-                        "scripts/download-model.sh fetches one) or set DOCQA_MODEL\n");
+        dq_print_line(stderr, "docqa: run: no model: give --model DIR (a SmolVLM snapshot; "
+                              "scripts/download-model.sh fetches one) or set DOCQA_MODEL");
         goto out;
     }
     if (!dq_cli_model_dir("run", model ? "--model" : "DOCQA_MODEL", model_dir))
@@ -232,20 +233,22 @@ int cmd_run(int argc, char **argv) {
     /* Values the workers would refuse, refused before the queue is looked at. */
     if (weights != NULL && strcmp(weights, "stored") != 0 && strcmp(weights, "int8") != 0 &&
         strcmp(weights, "bf16") != 0) {
-        fprintf(stderr, "docqa: run: --weights %s: unknown (expected stored, int8 or bf16)\n",
-                weights);
+        dq_print_line(stderr, "docqa: run: --weights %s: unknown (expected stored, int8 or bf16)",
+                      weights);
         goto out;
     }
     if (draft != NULL && strcmp(draft, "none") != 0 && strcmp(draft, "int8") != 0) {
-        fprintf(stderr, "docqa: run: --draft %s: unknown (expected none or int8)\n", draft);
+        dq_print_line(stderr, "docqa: run: --draft %s: unknown (expected none or int8)", draft);
         goto out;
     }
     if (batch < 1 || batch > DQ_MAX_BATCH) {
-        fprintf(stderr, "docqa: run: --batch %d: must be between 1 and %d\n", batch, DQ_MAX_BATCH);
+        dq_print_line(stderr, "docqa: run: --batch %d: must be between 1 and %d", batch,
+                      DQ_MAX_BATCH);
         goto out;
     }
     if (lease_s < 1) {
-        fprintf(stderr, "docqa: run: --lease %d: must be a positive number of seconds\n", lease_s);
+        dq_print_line(stderr, "docqa: run: --lease %d: must be a positive number of seconds",
+                      lease_s);
         goto out;
     }
     if (!dq_cli_utf8_option("run", "--model-id", model_id_opt) ||
@@ -255,10 +258,11 @@ int cmd_run(int argc, char **argv) {
     /* 0 is refused, not taken as "the default": it reads as "no preprocessing threads",
      * which a worker cannot run with. */
     if (prep_threads != G_MININT && (prep_threads < 1 || prep_threads > DQ_MAX_PREP_THREADS)) {
-        fprintf(stderr,
-                "docqa: run: --prep-threads %d: must be between 1 and %d (leave it out for the "
-                "default)\n",
-                prep_threads, DQ_MAX_PREP_THREADS);
+        dq_print_line(
+            stderr,
+            "docqa: run: --prep-threads %d: must be between 1 and %d (leave it out for the "
+            "default)",
+            prep_threads, DQ_MAX_PREP_THREADS);
         goto out;
     }
     if (prep_threads == G_MININT)
@@ -280,7 +284,7 @@ int cmd_run(int argc, char **argv) {
     g_free(page_dir);
     char *ignored = dq_store_pages_env_ignored(db_path);
     if (ignored != NULL)
-        fprintf(stderr, "docqa: run: %s\n", ignored);
+        dq_print_line(stderr, "docqa: run: %s", ignored);
     g_free(ignored);
     /* Migrate and look before forking (no connection may cross the fork). */
     DqStore *store = dq_store_open_existing(db_path, &err);
@@ -307,11 +311,11 @@ int cmd_run(int argc, char **argv) {
                                           " dead, %" G_GINT64_FORMAT " cancelled)",
                                           c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_FAILED],
                                           c.by_state[DQ_JOB_DEAD], c.by_state[DQ_JOB_CANCELLED]);
-        fprintf(stderr,
-                "docqa: run: %s for model '%s', but %" G_GINT64_FORMAT
-                " queued or running for other models: ask with --model %s, or run with "
-                "--model-id\n",
-                had, model_id, c.pending_other, model_dir);
+        dq_print_line(stderr,
+                      "docqa: run: %s for model '%s', but %" G_GINT64_FORMAT
+                      " queued or running for other models: ask with --model %s, or run with "
+                      "--model-id",
+                      had, model_id, c.pending_other, model_dir);
         g_free(had);
     }
 

@@ -6,6 +6,7 @@
 #include "store_documents.h"
 #include "store_jobs.h"
 #include "queue.h"
+#include "text.h"
 
 #include <json-glib/json-glib.h>
 #include <stdio.h>
@@ -115,15 +116,18 @@ static void print_snapshots(const GPtrArray *snaps) {
                       first->model_id) == 0)
             end++;
         if (end - i > 1) {
-            char *model = dq_cli_shown(first->model_id);
-            printf("model '%s': answers from %u snapshots:", model, end - i);
-            g_free(model);
+            /* the model id and the fingerprints are the database's: the line is escaped whole */
+            GString *line = g_string_new(NULL);
             for (guint k = i; k < end; k++) {
                 const DqModelSnapshot *m = g_ptr_array_index(snaps, k);
-                printf("%s %" G_GINT64_FORMAT " from %.12s", k > i ? "," : "", m->answers,
-                       m->fingerprint);
+                g_string_append_printf(line, "%s %" G_GINT64_FORMAT " from %.12s", k > i ? "," : "",
+                                       m->answers, m->fingerprint);
             }
-            printf(" (v_answers.model_fingerprint tells them apart)\n");
+            dq_print_line(stdout,
+                          "model '%s': answers from %u snapshots:%s (v_answers.model_fingerprint "
+                          "tells them apart)",
+                          first->model_id, end - i, line->str);
+            g_string_free(line, TRUE);
         }
         i = end;
     }
@@ -233,14 +237,12 @@ int cmd_status(int argc, char **argv) {
                    "ever recorded is in job_errors):\n");
             for (guint i = 0; i < errs->len; i++) {
                 const DqErrorReason *r = g_ptr_array_index(errs, i);
-                char *msg = dq_cli_shown(r->message), *example = dq_cli_shown(r->example);
-                printf("  %6" G_GINT64_FORMAT " job%s  %s: %s\n", r->jobs, r->jobs == 1 ? " " : "s",
-                       r->kind, msg);
+                /* kind and messages are the database's: escaped, the kind too */
+                dq_print_line(stdout, "  %6" G_GINT64_FORMAT " job%s  %s: %s", r->jobs,
+                              r->jobs == 1 ? " " : "s", r->kind, r->message);
                 /* The cause with its paths taken out: one of its messages says where. */
                 if (g_strcmp0(r->message, r->example) != 0)
-                    printf("              e.g. %s\n", example);
-                g_free(msg);
-                g_free(example);
+                    dq_print_line(stdout, "              e.g. %s", r->example);
             }
         }
     }

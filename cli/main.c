@@ -9,6 +9,7 @@
  */
 #include "cli.h"
 #include "memory.h"
+#include "text.h"
 
 #include <locale.h>
 #include <omp.h>
@@ -56,10 +57,11 @@ static void cap_threads_at_cpus(void) {
     if (cpus < 1 || threads <= cpus || g_strcmp0(g_getenv("DOCQA_OVERSUBSCRIBE"), "1") == 0)
         return;
     omp_set_num_threads(cpus);
-    fprintf(stderr,
-            "docqa: note: OMP_NUM_THREADS asks for %d threads, this process may run on %d CPUs: "
-            "using %d (DOCQA_OVERSUBSCRIBE=1 keeps %d)\n",
-            threads, cpus, cpus, threads);
+    dq_print_line(
+        stderr,
+        "docqa: note: OMP_NUM_THREADS asks for %d threads, this process may run on %d CPUs: "
+        "using %d (DOCQA_OVERSUBSCRIBE=1 keeps %d)",
+        threads, cpus, cpus, threads);
 }
 
 int main(int argc, char **argv) {
@@ -80,7 +82,8 @@ int main(int argc, char **argv) {
                 char *help_argv[] = {argv[2], "--help", NULL};
                 return dq_cli_close_stdout(argv[2], commands[i].fn(2, help_argv));
             }
-        fprintf(stderr, "docqa: help: unknown command '%s'\n\n", argv[2]);
+        dq_print_line(stderr, "docqa: help: unknown command '%s'", argv[2]);
+        fputc('\n', stderr);
         usage(stderr);
         return DQ_EXIT_FATAL;
     }
@@ -93,7 +96,8 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
         if (strcmp(commands[i].name, name) == 0)
             return dq_cli_close_stdout(name, commands[i].fn(argc - 1, argv + 1));
-    fprintf(stderr, "docqa: unknown command '%s'\n\n", name);
+    dq_print_line(stderr, "docqa: unknown command '%s'", name);
+    fputc('\n', stderr);
     usage(stderr);
     return DQ_EXIT_FATAL;
 }

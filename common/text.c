@@ -1,5 +1,6 @@
 #include "text.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 /* A backslash that a reader of the escaped text would take for the start of \xNN. */
@@ -93,4 +94,18 @@ char *dq_text_show(const char *text, gssize len, DqShowFlags flags, int max_char
         p = next;
     }
     return g_string_free(out, FALSE);
+}
+
+void dq_print_line(FILE *to, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    char *shown = dq_text_show(text, -1, DQ_SHOW_LINE, 0);
+    /* One write: workers share the terminal, and their lines must not interleave mid-line. */
+    char *line = g_strconcat(shown, "\n", NULL);
+    fputs(line, to);
+    g_free(line);
+    g_free(shown);
+    g_free(text);
 }

@@ -3,6 +3,7 @@
 #define DQ_TEXT_H
 
 #include <glib.h>
+#include <stdio.h>
 
 /* `s` as valid UTF-8: each byte that is not part of a UTF-8 character written as \xNN (as
  * Python's "backslashreplace"), and a backslash that would read as the start of such an escape
@@ -33,5 +34,13 @@ typedef enum {
  * as \xNN; a terminal would act on them (retitle, clear, recolour the screen) or hide text.
  * At most max_chars characters, then "..." (0: no limit). len < 0: up to the NUL. */
 char *dq_text_show(const char *text, gssize len, DqShowFlags flags, int max_chars);
+
+/* One line for a person, to `to` (stderr for a message, stdout for a summary line): fmt's
+ * output shown as dq_text_show shows it on one line, then a newline, in one write. The format is
+ * docqa's; what it repeats (a path, a model id, a question, an option's value, a server's notice,
+ * an error message quoting any of them) is not, and escaping the whole line here, rather than
+ * each argument at each call, leaves no argument that can be forgotten. Text already shown is
+ * shown the same again. */
+void dq_print_line(FILE *to, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 #endif

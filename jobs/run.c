@@ -7,6 +7,7 @@
 #include "queue.h"
 
 #include "dq_error.h"
+#include "text.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -85,7 +86,7 @@ static void recount_buried(const DqRunOptions *opt, RunShared *sh, DqRunResult *
         res->total.failed -= done;
     }
     if (err != NULL) /* they stay counted as failed: what the claims saw */
-        fprintf(stderr, "docqa: looking at the jobs buried during the run: %s\n", err->message);
+        dq_print_line(stderr, "docqa: looking at the jobs buried during the run: %s", err->message);
     g_clear_error(&err);
     if (s != NULL) {
         store_jobs_finalize(s);
@@ -210,7 +211,7 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
         if (pid == 0)
             worker_process(opt, sh, i, open, open_user);
         if (pid < 0) {
-            fprintf(stderr, "docqa: cannot start worker %d: %s\n", i + 1, g_strerror(errno));
+            dq_print_line(stderr, "docqa: cannot start worker %d: %s", i + 1, g_strerror(errno));
             break;
         }
         pids[i] = pid;
@@ -251,12 +252,13 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
                     n_interrupted++;
             } else {
                 res->workers_crashed++;
-                fprintf(stderr,
-                        "%sdocqa: worker %d died (%s %d); its jobs return to the queue when "
-                        "their lease expires\n",
-                        prog.drawn ? "\n" : "", i + 1,
-                        WIFSIGNALED(status) ? "signal" : "exit status",
-                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                if (prog.drawn) /* below the progress line, not over it */
+                    fputc('\n', stderr);
+                dq_print_line(stderr,
+                              "docqa: worker %d died (%s %d); its jobs return to the queue when "
+                              "their lease expires",
+                              i + 1, WIFSIGNALED(status) ? "signal" : "exit status",
+                              WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
             }
         }
         if (!reaped && alive > 0) {
@@ -272,7 +274,7 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     if (show) {
         progress_draw(&prog, opt->worker.model_id);
         if (prog.drawn)
-            fprintf(stderr, "\n");
+            fputc('\n', stderr);
         if (prog.store) {
             store_jobs_finalize(prog.store);
             dq_store_close(prog.store);

@@ -72,7 +72,7 @@ static gpointer heartbeat_main(gpointer data) {
             ok = store_jobs_heartbeat(hb->store, hb->owner, now_ms(), hb->lease_ms, &held, &err);
         }
         if (!ok) {
-            fprintf(stderr, "docqa: worker %s: heartbeat: %s\n", hb->owner, err->message);
+            dq_print_line(stderr, "docqa: worker %s: heartbeat: %s", hb->owner, err->message);
             g_error_free(err);
         }
         g_mutex_lock(&hb->lock);
@@ -170,7 +170,7 @@ static gboolean still_locked(Worker *w, GError **err) {
                             (int)waited_s);
         return FALSE;
     }
-    fprintf(stderr, "docqa: worker %s: %s; waiting\n", w->owner, (*err)->message);
+    dq_print_line(stderr, "docqa: worker %s: %s; waiting", w->owner, (*err)->message);
     g_clear_error(err);
     return TRUE;
 }
@@ -183,14 +183,14 @@ static gboolean reconnected(Worker *w, GError **err) {
         return still_locked(w, err);
     if (*err == NULL || !g_error_matches(*err, DQ_ERROR, DQ_ERR_DB_LOST))
         return FALSE;
-    fprintf(stderr, "docqa: worker %s: %s; reconnecting\n", w->owner, (*err)->message);
+    dq_print_line(stderr, "docqa: worker %s: %s; reconnecting", w->owner, (*err)->message);
     gint64 start = g_get_monotonic_time();
     for (gint64 pause = 250;; pause = MIN(pause * 2, 10000)) {
         GError *e = NULL;
         if (dq_store_reconnect(w->s, &e)) {
             g_clear_error(err);
-            fprintf(stderr, "docqa: worker %s: reconnected after %.1f s\n", w->owner,
-                    (g_get_monotonic_time() - start) / 1e6);
+            dq_print_line(stderr, "docqa: worker %s: reconnected after %.1f s", w->owner,
+                          (g_get_monotonic_time() - start) / 1e6);
             GArray *keep = g_array_new(FALSE, FALSE, sizeof(gint64));
             GHashTableIter it;
             gpointer key;
@@ -227,11 +227,8 @@ static void fail_job(Worker *w, gint64 job_id, const char *kind, const char *mes
         if (reconnected(w, &err))
             continue;
         /* The lease will expire and the job will be retried: nothing is lost. */
-        /* the message may quote a page's path or a question: escaped for the terminal */
-        char *shown = dq_text_show(err->message, -1, DQ_SHOW_LINE, 0);
-        fprintf(stderr, "docqa: worker %s: job %" G_GINT64_FORMAT ": %s\n", w->owner, job_id,
-                shown);
-        g_free(shown);
+        dq_print_line(stderr, "docqa: worker %s: job %" G_GINT64_FORMAT ": %s", w->owner, job_id,
+                      err->message);
         g_error_free(err);
         return;
     }
@@ -384,10 +381,10 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
         f[i] = g_hash_table_lookup(w->in_flight, &done[i].tag);
         DqAnswerResult *r = &done[i].result;
         if (f[i] == NULL) {
-            fprintf(stderr,
-                    "docqa: worker %s: the answerer returned job %" G_GINT64_FORMAT
-                    ", which is not in flight\n",
-                    w->owner, done[i].tag);
+            dq_print_line(stderr,
+                          "docqa: worker %s: the answerer returned job %" G_GINT64_FORMAT
+                          ", which is not in flight",
+                          w->owner, done[i].tag);
             continue;
         }
         if (r->error == NULL && r->text != NULL)
@@ -618,13 +615,14 @@ out:
             stats->released += released;
         /* After a store error the user learns what became of the jobs in flight. */
         if (!ok && re == NULL && released > 0)
-            fprintf(stderr, "docqa: worker %s: gave back its %d job%s in flight\n", owner, released,
-                    released == 1 ? "" : "s");
+            dq_print_line(stderr, "docqa: worker %s: gave back its %d job%s in flight", owner,
+                          released, released == 1 ? "" : "s");
         else if (!ok && re != NULL)
-            fprintf(stderr,
-                    "docqa: worker %s: could not give back its jobs in flight (%s): they come "
-                    "back when their lease expires\n",
-                    owner, re->message);
+            dq_print_line(
+                stderr,
+                "docqa: worker %s: could not give back its jobs in flight (%s): they come "
+                "back when their lease expires",
+                owner, re->message);
         g_clear_error(&re);
     }
     if (hb_thread != NULL) {

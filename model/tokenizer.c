@@ -3,6 +3,7 @@
 
 #include "dq_error.h"
 #include "json_load.h"
+#include "text.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <json-glib/json-glib.h>
@@ -626,8 +627,8 @@ static int32_t added_id(const DqTokenizer *tok, const char *content) {
 static void cache_note_once(const char *fmt, const char *path) {
     static gsize noted = 0;
     if (g_once_init_enter(&noted)) {
-        g_printerr(fmt, path);
-        g_printerr("\n");
+        /* the folder comes from DOCQA_CACHE_DIR, $XDG_CACHE_HOME or $HOME: any bytes */
+        dq_print_line(stderr, fmt, path);
         g_once_init_leave(&noted, 1);
     }
 }

@@ -83,6 +83,8 @@ gboolean store_pg_reconnect(DqStore *s, GError **err);
 void store_pg_close(DqStore *s);
 gboolean store_pg_exec(DqStore *s, const char *sql, GError **err);
 int store_pg_schema_version(DqStore *s);
+/* TRUE when `word` (its case aside) is a connection keyword of the libpq docqa runs with. */
+gboolean store_pg_is_conninfo_keyword(const char *word);
 /* Calls a PostgreSQL half when the store is PostgreSQL: `PG_DISPATCH(s, return f(...));`. */
 #define PG_DISPATCH(s, stmt)                                                                       \
     do {                                                                                           \

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "dq_error.h"
 #include "resources.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,11 +372,12 @@ static gboolean connection_failed(DqStore *s, const char *what, GError **err) {
 }
 
 /* libpq prints what the server says outside a statement (a FATAL before it drops the
- * connection) to stderr as is: here it gets docqa's prefix, on one line. */
+ * connection, a trigger's RAISE WARNING) to stderr as is: here it gets docqa's prefix, on one
+ * line, its control characters shown, as the server repeats what any of its users wrote. */
 static void notice(void *arg, const char *message) {
     DqStore *s = arg;
     char *m = one_line(message);
-    fprintf(stderr, "docqa: %s: server says: %s\n", s->path, m);
+    dq_print_line(stderr, "docqa: %s: server says: %s", s->path, m);
     g_free(m);
 }
 
@@ -383,6 +385,19 @@ static void notice(void *arg, const char *message) {
 static gboolean session_setup(DqStore *s, GError **err) {
     PQsetNoticeProcessor(s->pg, notice, s);
     return store_pg_exec(s, "SET client_min_messages = warning", err) && measure_clock(s, err);
+}
+
+gboolean store_pg_is_conninfo_keyword(const char *word) {
+    /* Every keyword this libpq knows, from libpq: a hand-kept list falls behind each release
+     * (target_session_attrs, gssencmode, load_balance_hosts...). PQconninfoParse of nothing
+     * lists them all without PQconndefaults' look-ups, which return NULL where PGSERVICE names
+     * no service. */
+    PQconninfoOption *opts = PQconninfoParse("", NULL);
+    gboolean found = FALSE;
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL && !found; o++)
+        found = g_ascii_strcasecmp(o->keyword, word) == 0;
+    PQconninfoFree(opts);
+    return found;
 }
 
 /* libpq takes "postgresql://" and "postgres://" only, in lower case. */
@@ -484,8 +499,8 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
     /* Said once, by the process that made the upgrade (another may have while this one waited
      * for the lock), as on SQLite: an older docqa refuses the database after it. */
     if (ok && current > 0 && read_schema_version(s, &now, NULL) && now > current)
-        fprintf(stderr, "docqa: %s: upgraded the schema from version %d to %d\n", s->path, current,
-                now);
+        dq_print_line(stderr, "docqa: %s: upgraded the schema from version %d to %d", s->path,
+                      current, now);
     if (ok)
         return s;
     if (current > 0)

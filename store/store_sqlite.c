@@ -2,6 +2,7 @@
 
 #include "dq_error.h"
 #include "resources.h"
+#include "text.h"
 
 #include <glib/gstdio.h>
 #include <stdio.h>
@@ -24,12 +25,31 @@ gboolean dq_store_location_is_postgres(const char *location) {
 
 /* "host=db password=secret": libpq's key=value form, which docqa does not take (one location
  * syntax, whose password messages can hide). Taken as a file name it would become a SQLite
- * database named after the password: refused, without repeating it. */
+ * database named after the password: refused, without repeating it, whichever of libpq's
+ * keywords comes first. */
+static gboolean looks_like_conninfo(const char *location) {
+    GRegex *re = g_regex_new("^\\s*([a-z_]+)\\s*=", G_REGEX_CASELESS, 0, NULL);
+    GMatchInfo *m = NULL;
+    gboolean found = FALSE;
+    if (g_regex_match(re, location, 0, &m)) {
+        char *word = g_match_info_fetch(m, 1);
+#ifdef DOCQA_HAVE_POSTGRES
+        found = store_pg_is_conninfo_keyword(word);
+#else
+        /* no libpq to ask: the keywords such a string usually starts with */
+        found = g_regex_match_simple("^(host|hostaddr|port|dbname|user|password|passfile|"
+                                     "service|sslmode|connect_timeout|application_name|options)$",
+                                     word, G_REGEX_CASELESS, 0);
+#endif
+        g_free(word);
+    }
+    g_match_info_free(m);
+    g_regex_unref(re);
+    return found;
+}
+
 static gboolean refuse_conninfo(const char *location, GError **err) {
-    if (location == NULL ||
-        !g_regex_match_simple("^\\s*(host|hostaddr|port|dbname|user|password|passfile|service|"
-                              "sslmode|connect_timeout|application_name|options)\\s*=",
-                              location, G_REGEX_CASELESS, 0))
+    if (location == NULL || !looks_like_conninfo(location))
         return TRUE;
     dq_fail(err, DQ_ERR_ARGS,
             "the database location looks like a libpq connection string (key=value; not shown, "
@@ -453,8 +473,8 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     /* An upgrade is for good (an older docqa refuses the database after it): said once, by the
      * process that made it. */
     if (start > 0 && start < target)
-        fprintf(stderr, "docqa: %s: upgraded the schema from version %d to %d\n", store->path,
-                start, target);
+        dq_print_line(stderr, "docqa: %s: upgraded the schema from version %d to %d", store->path,
+                      start, target);
     ok = TRUE;
 out:
     if (in_transaction)

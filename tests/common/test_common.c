@@ -301,9 +301,32 @@ static void test_utf8_escape_invalid(void) {
     g_assert_null(dq_utf8_unescape(NULL));
 }
 
+/* dq_print_line writes one line: what the format repeats shown as dq_text_show shows it (a
+ * newline in it too), one newline at the end, and text already shown comes out the same. */
+static void test_print_line(void) {
+    FILE *f = tmpfile();
+    g_assert_nonnull(f);
+    const char *name = "a\033]0;T\007b\nc\xc2\x9b\xff\t\xe2\x80\xae.pdf";
+    char *shown = dq_text_show(name, -1, DQ_SHOW_LINE, 0);
+    dq_print_line(f, "docqa: %s: %d pages", name, 3);
+    dq_print_line(f, "docqa: %s: %d pages", shown, 3);
+    g_assert_cmpint(fflush(f), ==, 0);
+    rewind(f);
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    const char *want = "docqa: a\\u001b]0;T\\u0007b\\nc\\u009b\\xff\\t\\u202e.pdf: 3 pages\n";
+    char *twice = g_strconcat(want, want, NULL);
+    g_assert_cmpstr(buf, ==, twice);
+    g_free(twice);
+    g_free(shown);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/common/text/utf8-escape-invalid", test_utf8_escape_invalid);
+    g_test_add_func("/common/text/print-line", test_print_line);
     g_test_add_func("/common/mapped_file/reads_bytes", test_mapped_file_reads_bytes);
     g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);
     g_test_add_func("/common/mapped_file/directory_rejected", test_mapped_file_directory_rejected);

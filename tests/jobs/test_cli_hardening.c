@@ -294,6 +294,37 @@ static void test_conninfo_refused(void) {
         g_assert_null(g_dir_read_name(d)); /* nothing created */
         g_dir_close(d);
     }
+    /* Whatever libpq keyword comes first, not only the common ones; without libpq docqa knows
+     * only those (it has no libpq to ask), and says the same of them. */
+    const char *first[] = {
+        "hostaddr=127.0.0.1 dbname=docqa password=hunter2",
+        "service=nightly password=hunter2",
+        "  PORT = 5432 password=hunter2",
+#ifdef DOCQA_HAVE_POSTGRES
+        "target_session_attrs=read-write host=db password=hunter2",
+        "gssencmode=disable host=db password=hunter2",
+        "sslrootcert=/etc/ca.pem host=db password=hunter2",
+        "keepalives=0 host=db password=hunter2",
+        "channel_binding=require host=db password=hunter2",
+        "requirepeer=postgres host=/run/postgresql password=hunter2",
+        "krbsrvname=postgres host=db password=hunter2",
+#endif
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(first); i++) {
+        const char *args[] = {"ingest", "--db", first[i], docs, NULL};
+        char *err;
+        int rc = docqa_in(cwd, NULL, args, &err);
+        if (strstr(err, "looks like a libpq connection string") == NULL)
+            g_error("%s: not taken for a libpq string (exit status %d): %s", first[i], rc, err);
+        g_assert_cmpint(rc, ==, 2);
+        g_assert_null(strstr(err, "hunter2"));
+        g_free(err);
+        GDir *d = g_dir_open(cwd, 0, NULL);
+        const char *made = g_dir_read_name(d);
+        if (made != NULL) /* a SQLite database named after the string */
+            g_error("%s: made '%s' in the working directory", first[i], made);
+        g_dir_close(d);
+    }
     const char *no_slashes[] = {"status", "--db", "postgresql:alice:hunter2@dbhost/docqa", NULL};
     char *err;
     g_assert_cmpint(docqa_in(cwd, NULL, no_slashes, &err), ==, 2);
@@ -305,6 +336,130 @@ static void test_conninfo_refused(void) {
     g_free(dir);
 }
 
+/* Runs docqa with `env` (NAME, VALUE pairs, NULL-terminated; a NULL value unsets) added to this
+ * process's environment; returns the exit status, stdout and stderr. */
+static int docqa_env(const char *const *env, const char *const *args, char **out, char **errout) {
+    GSubprocessLauncher *l =
+        g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+    for (const char *const *e = env; e && *e; e += 2) {
+        if (e[1] != NULL)
+            g_subprocess_launcher_setenv(l, e[0], e[1], TRUE);
+        else
+            g_subprocess_launcher_unsetenv(l, e[0]);
+    }
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    GError *err = NULL;
+    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
+    dq_assert_no_error(err);
+    GBytes *o = NULL, *e = NULL;
+    g_assert_true(g_subprocess_communicate(p, NULL, NULL, &o, &e, &err));
+    dq_assert_no_error(err);
+    /* an empty GBytes has no data: "" rather than NULL */
+    *out = g_strndup(g_bytes_get_size(o) ? g_bytes_get_data(o, NULL) : "", g_bytes_get_size(o));
+    *errout = g_strndup(g_bytes_get_size(e) ? g_bytes_get_data(e, NULL) : "", g_bytes_get_size(e));
+    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
+    g_bytes_unref(o);
+    g_bytes_unref(e);
+    g_object_unref(p);
+    g_object_unref(l);
+    g_ptr_array_free(argv, TRUE);
+    return rc;
+}
+
+/* What a user sees of text a terminal would act on: no ESC, BEL or C1 byte, nothing that is not
+ * UTF-8, and the hostile name written out as escapes where `want` says. */
+static void assert_shown(const char *what, const char *text, const char *want) {
+    const char *bad = NULL;
+    if (strpbrk(text, "\033\007") != NULL || strstr(text, "\xc2\x9b") != NULL ||
+        !g_utf8_validate(text, -1, &bad))
+        g_error("%s: raw control characters or bytes reach the terminal: %s", what,
+                g_strescape(text, NULL));
+    if (want != NULL && strstr(text, want) == NULL)
+        g_error("%s: expected '%s' in: %s", what, want, text);
+}
+
+/* Every message that repeats a command, an option's value, a folder, a database's name, a model
+ * id or DOCQA_PAGES shows its terminal escapes and its bytes that are not UTF-8 as text, on
+ * stderr and in migrate's summary lines alike: none of them is sent to the terminal. */
+static void test_messages_escaped(void) {
+    /* text options take UTF-8 (GLib converts them from the locale's charset); names and
+     * folders are bytes */
+    const char *evil = "x\033]0;PWNED\007\033[2J\xc2\x9b";
+    const char *evil_bytes = "x\033]0;PWNED\007\033[2J\xc2\x9b\xff";
+    const char *shown = "x\\u001b]0;PWNED\\u0007\\u001b[2J\\u009b";
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
+    char *missing = g_build_filename(dir, "gone", evil, NULL);
+    char *model = g_build_filename(dir, evil, NULL);
+    g_assert_cmpint(g_mkdir(model, 0755), ==, 0);
+    char *pages = g_build_filename(dir, "pages", evil_bytes, NULL);
+    char *evil_db = g_strconcat(db, evil_bytes, NULL);
+    char *evil_copy = g_strconcat(db, evil_bytes, ".copy", NULL);
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(db, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(evil_db, bytes, len, NULL));
+    g_free(bytes);
+    struct {
+        const char *const *args;
+        int rc;
+        gboolean on_stdout; /* where the name shows */
+    } cases[] = {
+        {(const char *[]){evil_bytes, NULL}, 2, FALSE},
+        {(const char *[]){"help", evil_bytes, NULL}, 2, FALSE},
+        {(const char *[]){"ingest", "--db", db, "--model", missing, dir, NULL}, 2, FALSE},
+        {(const char *[]){"run", "--db", db, "--model", missing, NULL}, 2, FALSE},
+        {(const char *[]){"ask", "--db", db, "--model", missing, "Total?", NULL}, 2, FALSE},
+        {(const char *[]){"run", "--db", db, "--model", model, "--weights", evil, NULL}, 2, FALSE},
+        {(const char *[]){"run", "--db", db, "--model", model, "--draft", evil, NULL}, 2, FALSE},
+        {(const char *[]){"run", "--db", db, "--model", model, "--workers", evil, NULL}, 2, FALSE},
+        {(const char *[]){"status", "--db", db, "--", evil_bytes, NULL}, 2, FALSE},
+        {(const char *[]){"export", "--db", db, "--format", evil, NULL}, 2, FALSE},
+        {(const char *[]){"cancel", "--db", db, "--state", evil, "--model", "tiny", NULL}, 2,
+         FALSE},
+        /* the jobs are for "tiny": run says so, naming the model and its folder */
+        {(const char *[]){"run", "--db", db, "--model", model, "--until-empty", "-q", NULL}, -1,
+         FALSE},
+        {(const char *[]){"migrate", "--from", evil_db, NULL}, 0, TRUE},
+        {(const char *[]){"migrate", "--from", evil_db, "--to", evil_copy, NULL}, 0, TRUE},
+    };
+    /* DOCQA_PAGES is ignored for SQLite, with a note repeating it */
+    const char *env[] = {"DOCQA_PAGES", pages, "DOCQA_DB", NULL, NULL};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *out, *err;
+        int rc = docqa_env(env, cases[i].args, &out, &err);
+        char *what = g_strdup_printf("case %zu (%s)", i, cases[i].args[0]);
+        if (cases[i].rc >= 0 && rc != cases[i].rc)
+            g_error("%s: exit status %d, expected %d; stderr: %s", what, rc, cases[i].rc, err);
+        assert_shown(what, out, cases[i].on_stdout ? shown : NULL);
+        assert_shown(what, err, cases[i].on_stdout ? NULL : shown);
+        g_free(what);
+        g_free(out);
+        g_free(err);
+    }
+    /* ingest's note on DOCQA_PAGES, with the name shown */
+    const char *ingest[] = {"ingest", "--db", db, "-q", dir, NULL};
+    char *out, *err;
+    docqa_env(env, ingest, &out, &err);
+    assert_shown("ingest", err, "DOCQA_PAGES (");
+    assert_shown("ingest", err, shown);
+    assert_shown("ingest", out, NULL);
+    g_free(out);
+    g_free(err);
+    g_free(evil_copy);
+    g_free(evil_db);
+    g_free(pages);
+    g_free(model);
+    g_free(missing);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/cli-hardening/file-name-escaped", test_file_name_escaped);
@@ -312,5 +467,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-hardening/ask-dash-dash", test_ask_dash_dash);
     g_test_add_func("/cli-hardening/ask-questions-capped", test_ask_questions_capped);
     g_test_add_func("/cli-hardening/conninfo-refused", test_conninfo_refused);
+    g_test_add_func("/cli-hardening/messages-escaped", test_messages_escaped);
     return g_test_run();
 }

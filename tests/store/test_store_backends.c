@@ -1274,6 +1274,36 @@ static void test_cli(void) {
     g_free(pg);
 }
 
+/* What the server says beside docqa's statements (here a trigger's RAISE WARNING; a FATAL before
+ * it drops the connection) reaches stderr on one line with its control characters shown as
+ * text: the server's messages hold what any of its users wrote. */
+static void test_pg_notice_escaped(void) {
+    char *pg = new_location("postgres");
+    if (pg == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(pg, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/c/d.pdf", "5555");
+    dq_store_close(s);
+    pgt_exec(pg, "CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 "RAISE WARNING E'look\\x1b]0;PWNED\\x07\\x1b[2J\\nsecond line'; RETURN NULL; "
+                 "END $$; "
+                 "CREATE TRIGGER shout AFTER INSERT ON questions FOR EACH STATEMENT "
+                 "EXECUTE FUNCTION shout()");
+    char *pages = dq_test_tmpdir();
+    char *out = NULL;
+    g_assert_cmpint(docqa(pg, pages, &out, (const char *[]){"ask", "-m", "m", "Total?", NULL}), ==,
+                    0);
+    if (strchr(out, '\033') != NULL || strchr(out, '\007') != NULL)
+        g_error("the server's control characters reach the terminal: %s", g_strescape(out, NULL));
+    g_assert_nonnull(strstr(out, "server says: WARNING:"));
+    g_assert_nonnull(strstr(out, "look\\u001b]0;PWNED\\u0007\\u001b[2J second line\n"));
+    g_free(out);
+    g_free(pages);
+    g_free(pg);
+}
+
 /* The store owns the statements its modules cache: closing without store_jobs_finalize really
  * closes the file (no zombie connection holding it open until exit). */
 static int open_fds_on(const char *path) {
@@ -2267,6 +2297,7 @@ int main(int argc, char **argv) {
                          test_requeue_selected);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
+    g_test_add_func("/store/backends/postgres/notice-escaped", test_pg_notice_escaped);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
     int rc = g_test_run();
     pgt_stop(server);
