@@ -1355,7 +1355,9 @@ static void test_crash_and_hang_cost_one_page(void) {
     fixture_init(&f);
     f.opt.n_res = 1;
     f.opt.tile = 64;
-    f.opt.page_timeout_s = 1;
+    /* The crash run has time to spare: on a loaded machine under ASan a page can take over a
+     * second to reach the fault, and the crash must not be taken for a hang. */
+    f.opt.page_timeout_s = 60;
     PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}, {100, 100}};
     char *crash = in_dir(&f, "crash.pdf");
     char *hang = in_dir(&f, "hang.pdf");
@@ -1366,6 +1368,7 @@ static void test_crash_and_hang_cost_one_page(void) {
     g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:crash.pdf:2", TRUE);
     run_ingest(&f, crash);
     g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:hang.pdf:1", TRUE);
+    f.opt.page_timeout_s = 2;
     const char *paths[] = {hang, fine, NULL};
     dq_ingest_summary_clear(&f.sum);
     GError *err = NULL;
