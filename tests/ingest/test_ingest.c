@@ -2653,8 +2653,8 @@ static void test_no_reading_outside_after_walk(void) {
     fixture_init(&f);
     f.opt.n_res = 1;
     f.opt.tile = 64;
-    f.opt.jobs = 1; /* the next file is opened only once the slow one is done */
-    f.opt.page_timeout_s = 1;
+    f.opt.jobs = 1;           /* the next file is opened only once the slow one is done */
+    f.opt.page_timeout_s = 3; /* the swap happens while it hangs, also on a loaded machine */
     Swap s = {.root = in_dir(&f, "root"), .outside = in_dir(&f, "outside")};
     s.link = g_build_filename(s.root, "z-link.pdf", NULL);
     s.sub = g_build_filename(s.root, "sub", NULL);
