@@ -239,10 +239,15 @@ static Profile *prof_new(void) {
             cudaEventCreate(&p->stop[i]) != cudaSuccess) {
             cudaGetLastError();
             g_warning("DOCQA_CUDA_PROFILE: no CUDA events; profile off");
+            /* Only the events made (handles start NULL): destroying a NULL one is an error
+             * that a later launch's check (cudaGetLastError) would take for its own. */
             for (int j = 0; j <= i; j++) {
-                cudaEventDestroy(p->start[j]);
-                cudaEventDestroy(p->stop[j]);
+                if (p->start[j] != NULL)
+                    cudaEventDestroy(p->start[j]);
+                if (p->stop[j] != NULL)
+                    cudaEventDestroy(p->stop[j]);
             }
+            cudaGetLastError();
             g_free(p);
             return NULL;
         }
@@ -721,24 +726,17 @@ static gboolean is_bf16(CudaCtx *c, const DqWeight *w) {
     return g_hash_table_contains(c->bf16, w->data);
 }
 
-/* Before the first weight: does the snapshot fit? Its .safetensors files (the folder of the
- * first tensor's file) give the parameter count; on the GPU they take 2 bytes each (bf16), 4
- * with DOCQA_CUDA_F32=1. Failing here names the whole need instead of some tensor midway. */
+/* Before the first weight: does the snapshot fit? Its weight files (safetensors_snapshot_bytes
+ * of the first tensor's folder) give the parameter count; on the GPU they take 2 bytes each (bf16),
+ * 4 with DOCQA_CUDA_F32=1. Failing here names the whole need instead of some tensor midway. */
 static gboolean weights_preflight(CudaCtx *c, const DqTensor *t, GError **err) {
     char *dir = g_path_get_dirname(t->file);
-    GDir *d = g_dir_open(dir, 0, NULL);
-    guint64 on_disk = 0;
-    for (const char *name; d != NULL && (name = g_dir_read_name(d)) != NULL;) {
-        if (!g_str_has_suffix(name, ".safetensors"))
-            continue;
-        char *path = g_build_filename(dir, name, NULL);
-        GStatBuf st;
-        if (g_stat(path, &st) == 0)
-            on_disk += (guint64)st.st_size;
-        g_free(path);
-    }
-    if (d != NULL)
-        g_dir_close(d);
+    /* The model's files only: another variant or a draft model beside them would overstate the
+     * need and refuse a model that fits. A lone file (not a snapshot's): its own size. */
+    guint64 on_disk = safetensors_snapshot_bytes(dir);
+    GStatBuf st;
+    if (on_disk == 0 && g_stat(t->file, &st) == 0)
+        on_disk = (guint64)st.st_size;
     size_t need = (size_t)(on_disk / dq_dtype_size(t->dtype)) * (c->f32_weights ? 4 : 2);
     size_t fr = 0, total = 0;
     gboolean ok = TRUE;
