@@ -4,6 +4,7 @@
 #include "json_load.h"
 #include "mapped_file.h"
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -439,6 +440,51 @@ out:
     g_free(single);
     g_free(index);
     return st;
+}
+
+static guint64 file_bytes(const char *dir, const char *name) {
+    char *path = g_build_filename(dir, name, NULL);
+    GStatBuf sb;
+    guint64 n = g_stat(path, &sb) == 0 ? (guint64)sb.st_size : 0;
+    g_free(path);
+    return n;
+}
+
+guint64 safetensors_snapshot_bytes(const char *dir) {
+    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
+    guint64 total = 0;
+    if (!g_file_test(index, G_FILE_TEST_EXISTS)) {
+        g_free(index);
+        return file_bytes(dir, "model.safetensors");
+    }
+    JsonParser *parser = dq_json_load_file(index, DQ_JSON_DEFAULT, NULL);
+    JsonNode *root = parser != NULL ? json_parser_get_root(parser) : NULL;
+    JsonNode *wm = root != NULL && JSON_NODE_HOLDS_OBJECT(root)
+                       ? json_object_get_member(json_node_get_object(root), "weight_map")
+                       : NULL;
+    if (wm != NULL && JSON_NODE_HOLDS_OBJECT(wm)) {
+        GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+        JsonObjectIter it;
+        const char *tname;
+        JsonNode *fnode;
+        json_object_iter_init(&it, json_node_get_object(wm));
+        while (json_object_iter_next(&it, &tname, &fnode)) {
+            const char *file =
+                JSON_NODE_HOLDS_VALUE(fnode) && json_node_get_value_type(fnode) == G_TYPE_STRING
+                    ? json_node_get_string(fnode)
+                    : NULL;
+            /* as safetensors_open_snapshot: a plain file name inside the snapshot */
+            if (file == NULL || file[0] == '\0' || strchr(file, '/') != NULL ||
+                strcmp(file, "..") == 0 || !g_hash_table_add(seen, (gpointer)file))
+                continue;
+            total += file_bytes(dir, file);
+        }
+        g_hash_table_destroy(seen);
+    }
+    if (parser != NULL)
+        g_object_unref(parser);
+    g_free(index);
+    return total;
 }
 
 static int cmp_file_base(const void *a, const void *b) {

@@ -64,6 +64,13 @@ DqSafeTensors *safetensors_open(const char *path, GError **err);
 /* A snapshot directory: model.safetensors, or the shards of model.safetensors.index.json. */
 DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err);
 
+/* The bytes of the files a snapshot directory's weights are in: the shards its
+ * model.safetensors.index.json names, else model.safetensors; 0 when it has neither or the index
+ * is unreadable. Other .safetensors files beside them (another variant, a draft model) are not
+ * the model's and do not count. An estimate for memory checks before loading: the loader says
+ * what is wrong with a snapshot. */
+guint64 safetensors_snapshot_bytes(const char *dir);
+
 /* Parses a safetensors image already in memory (not copied: `data` must outlive the result).
  * `name` labels error messages. The fuzz target drives this. */
 DqSafeTensors *safetensors_parse(const uint8_t *data, size_t len, const char *name, GError **err);

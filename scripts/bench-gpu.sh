@@ -20,6 +20,10 @@
 #
 # Runs only on a machine with an NVIDIA GPU, nvcc, and python3 with torch (CUDA) and
 # transformers; anywhere else it stops at once saying what is missing (exit 2).
+# It builds, then runs both models at every batch size on both sides: far more than a lent
+# device session allows (10 minutes a command, 15 minutes in all). There, build the bundle here
+# (scripts/gpu-bundle.sh) and run `bash .gpu-shared/device-run.sh bench256 hf256` on the device
+# (its --help has the session's plan).
 set -euo pipefail
 usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 for arg in "$@"; do

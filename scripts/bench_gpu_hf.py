@@ -18,6 +18,27 @@ QUESTION = ("<|im_start|>User:<image>Look at the document and answer the questio
             "What is the date?<end_of_utterance>\nAssistant:")
 
 
+def load_bf16(cls, snap, torch):
+    """The model in bf16 with sdpa attention, on any transformers: `dtype=` since 4.56, before
+    that `torch_dtype=` (where `dtype=` raised TypeError, or was ignored and left float32
+    parameters, whose first batch then failed on bf16 pixel_values)."""
+    def dtypes(model):
+        return sorted({str(p.dtype) for p in model.parameters()})
+
+    want = [str(torch.bfloat16)]
+    model = None
+    try:
+        model = cls.from_pretrained(snap, dtype=torch.bfloat16, attn_implementation="sdpa")
+    except TypeError:
+        pass
+    if model is None or dtypes(model) != want:
+        model = cls.from_pretrained(snap, torch_dtype=torch.bfloat16, attn_implementation="sdpa")
+    if dtypes(model) != want:
+        sys.exit(f"bench_gpu_hf: {snap}: parameters loaded as {', '.join(dtypes(model))}, "
+                 f"not {want[0]}")
+    return model
+
+
 def main():
     if sys.argv[1:2] in (["-h"], ["--help"]):
         print(__doc__.strip())
@@ -38,8 +59,7 @@ def main():
     tile = processor.image_processor.max_image_size["longest_edge"]
     processor.image_processor.size = {"longest_edge": n_res * tile}
     processor.tokenizer.padding_side = "left"
-    model = Idefics3ForConditionalGeneration.from_pretrained(
-        snap, dtype=torch.bfloat16, attn_implementation="sdpa").to(device).eval()
+    model = load_bf16(Idefics3ForConditionalGeneration, snap, torch).to(device).eval()
     pages = [Image.open(p).convert("RGB") for p in images]
 
     def run(batch):

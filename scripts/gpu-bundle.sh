@@ -9,6 +9,10 @@
 #
 # Everything is xz-compressed: the carry limit is 64 MiB with the working tree. The f32 variant
 # of the a384 model is left out for size (fixtures-mini's index lists only b512 as f32 there).
+# Works in any checkout or git worktree (.gpu-shared/ is in .gitignore); .gpu-shared/srcdir
+# records this checkout's path for the device script. Environment: BUILD (default build-gpu),
+# CUDA_ARCHS (default 90: H100 and H200), DOCQA_SHARED_DIR (default ../shared).
+# The time a lent GPU session allows: scripts/gpu-device-run.sh --help.
 set -euo pipefail
 usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 for arg in "$@"; do
@@ -33,13 +37,15 @@ cd "$(dirname "$0")/.."
 shared=${DOCQA_SHARED_DIR:-$PWD/../shared}
 build=${BUILD:-build-gpu}
 out=.gpu-shared
-grep -qx '/.gpu-shared/' .git/info/exclude 2>/dev/null || echo /.gpu-shared/ >>.git/info/exclude
 # configured every time: a build folder from before a new target knows no rule for it
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOCQA_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" >/dev/null
 cmake --build "$build" --target docqa test_backend_cuda bench_gpu make_random_model test_gemm \
   bench_gemm -j "$(nproc)" >/dev/null
 rm -rf "$out" && mkdir -p "$out/stage/bin" "$out/stage/lib" "$out/stage/models/tiny-smolvlm-a384-v1tok"
+# The tests open files of the source tree at the path compiled into them: the device script
+# links that path to its checkout.
+echo "$PWD" >"$out/srcdir"
 bins=("$build/cli/docqa" "$build/tests/model/test_backend_cuda" "$build/tests/model/bench_gpu"
   "$build/tests/model/make_random_model" "$build/tests/model/test_gemm"
   "$build/tests/model/bench_gemm")

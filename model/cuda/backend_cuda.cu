@@ -16,6 +16,8 @@
  * - Host arrays an op takes (positions, token ids) and uploads go through a pinned ring buffer
  *   in slots; a slot is reused once the copies queued from it are done (an event a slot), so a
  *   queued DMA never reads bytes that were overwritten and the host runs up to a ring ahead.
+ *   The bookkeeping is plain C (staging_ring.h, tested on the CPU): every part is taken, its
+ *   copy queued, then committed, which re-records the events of the slots it ran across.
  * - DOCQA_CUDA_PROFILE=1: the GPU time of every op by shape, printed when the backend is freed.
  * - Decode steps as CUDA graphs (graph_begin / graph_end, backend.h; DOCQA_CUDA_GRAPHS=1): the
  *   stream is captured, the graph made for the step's key is updated in place with the new
@@ -49,6 +51,7 @@ extern "C" {
 #include "backend_cuda.h"
 #include "dq_error.h"
 #include "safetensors.h"
+#include "staging_ring.h"
 }
 
 /* Pinned staging ring for uploads, downloads and small host arrays, in slots that are reused
@@ -123,9 +126,8 @@ typedef struct {
     /* pinned ring (host) and its device twin for small arrays */
     uint8_t *ring_host;
     uint8_t *ring_dev;
-    size_t ring_pos;
-    int ring_slot;                           /* the slot ring_pos is in */
-    cudaEvent_t ring_ev[DQ_CUDA_RING_SLOTS]; /* recorded as the ring leaves a slot */
+    DqStagingRing ring;
+    cudaEvent_t ring_ev[DQ_CUDA_RING_SLOTS]; /* a slot's readers are queued before it */
     /* Tiles go up on their own stream (cuda_upload_pixels), beside the vision encoder's work on
      * the previous chunk (NULL: DOCQA_CUDA_COPY_STREAM=0, on the main stream). */
     cudaStream_t copy_stream;
@@ -237,10 +239,15 @@ static Profile *prof_new(void) {
             cudaEventCreate(&p->stop[i]) != cudaSuccess) {
             cudaGetLastError();
             g_warning("DOCQA_CUDA_PROFILE: no CUDA events; profile off");
+            /* Only the events made (handles start NULL): destroying a NULL one is an error
+             * that a later launch's check (cudaGetLastError) would take for its own. */
             for (int j = 0; j <= i; j++) {
-                cudaEventDestroy(p->start[j]);
-                cudaEventDestroy(p->stop[j]);
+                if (p->start[j] != NULL)
+                    cudaEventDestroy(p->start[j]);
+                if (p->stop[j] != NULL)
+                    cudaEventDestroy(p->stop[j]);
             }
+            cudaGetLastError();
             g_free(p);
             return NULL;
         }
@@ -461,48 +468,46 @@ static gboolean pool_put(CudaCtx *c, void *p) {
 
 /* ---- pinned ring */
 
-/* The ring moves into slot `to`: the slot it leaves has had all its readers queued (an event
- * marks that point in the stream), and slot `to` may be written once the readers queued in it a
- * lap ago are done (its event). While a graph is recorded neither is needed: graph_begin waited
- * for the stream, and the recorded copies run at the replay, which graph_end waits for. */
-static void ring_enter(CudaCtx *c, int to, gboolean force) {
-    if (to == c->ring_slot && !force)
-        return;
-    if (!c->capturing) {
-        CK(c, cudaEventRecord(c->ring_ev[c->ring_slot], c->stream));
-        CK(c, cudaEventSynchronize(c->ring_ev[to]));
-    }
-    c->ring_slot = to;
+/* The ring's marks and waits (staging_ring.h) are a slot's event on the main stream. While a
+ * graph is recorded neither is needed: graph_begin waited for the stream, and the recorded copies
+ * run at the replay, which graph_end waits for. */
+static void ring_mark(void *user, int slot) {
+    CudaCtx *c = (CudaCtx *)user;
+    if (!c->capturing)
+        CK(c, cudaEventRecord(c->ring_ev[slot], c->stream));
 }
+
+static void ring_wait(void *user, int slot) {
+    CudaCtx *c = (CudaCtx *)user;
+    if (!c->capturing)
+        CK(c, cudaEventSynchronize(c->ring_ev[slot]));
+}
+
+static const DqStagingRingOps ring_ops = {ring_mark, ring_wait};
 
 /* The ring is free again (the stream has been waited for). */
 static void ring_reset(CudaCtx *c) {
-    c->ring_pos = 0;
-    c->ring_slot = 0;
+    staging_ring_reset(&c->ring);
 }
 
-/* Room for `bytes` in the ring (64-byte aligned) that no queued copy still reads. NULL when
- * bytes exceed the ring. */
+/* Room for `bytes` in the ring (64-byte aligned) that no queued copy still reads; *ok FALSE when
+ * bytes exceed the ring, or when the ring would have to wrap (and wait) while a graph is
+ * recorded (recorded as the recording's failure). Once the part's copy is queued, and on the main
+ * stream where it was queued on another: ring_commit. */
 static size_t ring_take(CudaCtx *c, size_t bytes, gboolean *ok) {
-    bytes = (bytes + 63) & ~(size_t)63;
-    *ok = bytes <= DQ_CUDA_RING_BYTES;
-    if (!*ok)
+    size_t off = 0;
+    if (c->capturing && bytes <= DQ_CUDA_RING_BYTES && !staging_ring_fits(&c->ring, bytes)) {
+        /* No waiting inside a capture: the recording fails instead. */
+        record(c, cudaErrorStreamCaptureUnsupported, "pinned ring full while recording");
+        *ok = FALSE;
         return 0;
-    if (c->ring_pos + bytes > DQ_CUDA_RING_BYTES) {
-        if (c->capturing) {
-            /* No waiting inside a capture: the recording fails instead. */
-            record(c, cudaErrorStreamCaptureUnsupported, "pinned ring full while recording");
-            *ok = FALSE;
-            return 0;
-        }
-        c->ring_pos = 0;
-        ring_enter(c, 0, TRUE); /* from slot 0 itself too: its readers of this lap */
     }
-    size_t off = c->ring_pos;
-    for (size_t s = off / DQ_CUDA_RING_SLOT; s <= (off + bytes - 1) / DQ_CUDA_RING_SLOT; s++)
-        ring_enter(c, (int)s, FALSE);
-    c->ring_pos += bytes;
+    *ok = staging_ring_take(&c->ring, bytes, &off);
     return off;
+}
+
+static void ring_commit(CudaCtx *c) {
+    staging_ring_commit(&c->ring);
 }
 
 /* A device copy of a small host array, valid for the ops queued next. */
@@ -516,6 +521,7 @@ static const void *stage_small(CudaCtx *c, const void *host, size_t bytes) {
     memcpy(c->ring_host + off, host, bytes);
     CK(c, cudaMemcpyAsync(c->ring_dev + off, c->ring_host + off, bytes, cudaMemcpyHostToDevice,
                           c->stream));
+    ring_commit(c);
     return c->ring_dev + off;
 }
 
@@ -571,6 +577,7 @@ static void cuda_upload(DqBackend *be, float *dst, const float *src, size_t n) {
         staging_copy(c->ring_host + off, (const uint8_t *)src + done, part);
         CK(c, cudaMemcpyAsync((uint8_t *)dst + done, c->ring_host + off, part,
                               cudaMemcpyHostToDevice, c->stream));
+        ring_commit(c);
         done += part;
     }
 }
@@ -608,8 +615,8 @@ static void cuda_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *til
     /* On the copy stream, the chunk's copies run while the main stream still encodes the chunk
      * before: they wait only for the patchify that last read dst (or, for a buffer new to the
      * uploads, for the main stream's work so far), and the main stream waits for each part.
-     * Each wait follows its part's copy, before the ring can leave the part's slot: the event
-     * the ring records on the main stream as it leaves a slot then covers these copies too. */
+     * Each wait follows its part's copy, before the part is committed to the ring: the events
+     * the ring records on the main stream for the part's slots then cover these copies too. */
     cudaStream_t s = c->copy_stream != NULL && !c->capturing ? c->copy_stream : c->stream;
     if (s != c->stream) {
         if (dst != c->px_read_buf) {
@@ -632,6 +639,7 @@ static void cuda_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *til
         CK(c, cudaMemcpyAsync((uint8_t *)dst + t0 * lut_bytes, c->ring_host + off, nt * lut_bytes,
                               cudaMemcpyHostToDevice, s));
         upload_part_done(c, s);
+        ring_commit(c);
     }
     uint8_t *d = (uint8_t *)(dst + (size_t)n_tiles * channels * 256);
     const size_t tile_bytes = (size_t)channels * tile * tile, total = n_tiles * tile_bytes;
@@ -644,6 +652,7 @@ static void cuda_upload_pixels(DqBackend *be, float *dst, const DqPixelTile *til
         staging_gather(c->ring_host + off, tiles, tile_bytes, done, part);
         CK(c, cudaMemcpyAsync(d + done, c->ring_host + off, part, cudaMemcpyHostToDevice, s));
         upload_part_done(c, s);
+        ring_commit(c);
         done += part;
     }
 }
@@ -717,24 +726,17 @@ static gboolean is_bf16(CudaCtx *c, const DqWeight *w) {
     return g_hash_table_contains(c->bf16, w->data);
 }
 
-/* Before the first weight: does the snapshot fit? Its .safetensors files (the folder of the
- * first tensor's file) give the parameter count; on the GPU they take 2 bytes each (bf16), 4
- * with DOCQA_CUDA_F32=1. Failing here names the whole need instead of some tensor midway. */
+/* Before the first weight: does the snapshot fit? Its weight files (safetensors_snapshot_bytes
+ * of the first tensor's folder) give the parameter count; on the GPU they take 2 bytes each (bf16),
+ * 4 with DOCQA_CUDA_F32=1. Failing here names the whole need instead of some tensor midway. */
 static gboolean weights_preflight(CudaCtx *c, const DqTensor *t, GError **err) {
     char *dir = g_path_get_dirname(t->file);
-    GDir *d = g_dir_open(dir, 0, NULL);
-    guint64 on_disk = 0;
-    for (const char *name; d != NULL && (name = g_dir_read_name(d)) != NULL;) {
-        if (!g_str_has_suffix(name, ".safetensors"))
-            continue;
-        char *path = g_build_filename(dir, name, NULL);
-        GStatBuf st;
-        if (g_stat(path, &st) == 0)
-            on_disk += (guint64)st.st_size;
-        g_free(path);
-    }
-    if (d != NULL)
-        g_dir_close(d);
+    /* The model's files only: another variant or a draft model beside them would overstate the
+     * need and refuse a model that fits. A lone file (not a snapshot's): its own size. */
+    guint64 on_disk = safetensors_snapshot_bytes(dir);
+    GStatBuf st;
+    if (on_disk == 0 && g_stat(t->file, &st) == 0)
+        on_disk = (guint64)st.st_size;
     size_t need = (size_t)(on_disk / dq_dtype_size(t->dtype)) * (c->f32_weights ? 4 : 2);
     size_t fr = 0, total = 0;
     gboolean ok = TRUE;
@@ -3607,6 +3609,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         return NULL;
     }
     CudaCtx *c = g_new0(CudaCtx, 1);
+    staging_ring_init(&c->ring, DQ_CUDA_RING_SLOT, DQ_CUDA_RING_SLOTS, &ring_ops, c);
     c->device = device;
     g_snprintf(c->label, sizeof c->label, "cuda:%d (%s)", device, prop.name);
     c->live = g_hash_table_new(g_direct_hash, g_direct_equal);

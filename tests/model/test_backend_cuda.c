@@ -20,6 +20,7 @@
 #include "pipeline.h"
 #include "testutil.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
@@ -692,8 +693,51 @@ static void test_attention_causal(void) {
     check_attention(&a, 3 * 7 * 160, 3 * 12 * 80, 2e-5, "attention (strided)");
 }
 
+/* float16 as F16C converts, and as the GPU's __float2half rounds (to nearest even). */
+__attribute__((target("f16c"))) static uint16_t to_f16(float x) {
+    return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT);
+}
+__attribute__((target("f16c"))) static float from_f16(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+/* A float16 backend's operand: every value made exact in float16 on the host, so that the
+ * reference (float32) and the GPU see the same numbers; a cache (`packed`) goes to the GPU as
+ * the halves it holds, [cap] of them in the first half of its buffer, as kv_append writes them. */
+static void pair_to_f16(Pair *p, gboolean packed) {
+    for (size_t j = 0; j < p->n; j++)
+        p->host[j] = from_f16(to_f16(p->host[j]));
+    cpu->upload(cpu, p->c, p->host, p->n);
+    if (!packed) {
+        gpu->upload(gpu, p->g, p->host, p->n);
+        return;
+    }
+    uint16_t *h = g_new0(uint16_t, p->n + 1);
+    for (size_t j = 0; j < p->n; j++)
+        h[j] = to_f16(p->host[j]);
+    gpu->upload(gpu, p->g, (const float *)(const void *)h, (p->n + 1) / 2);
+    g_free(h);
+}
+
+/* A float16 cache after the call: its halves are the reference's float32 values, to the bit
+ * (rows appended from exact inputs, and the untouched ones). */
+static void check_f16_cache(const Pair *p, const char *what) {
+    float *want = g_new(float, MAX(p->n, 1));
+    uint16_t *h = g_new0(uint16_t, p->n + 1);
+    cpu->download(cpu, want, p->c, p->n);
+    gpu->download(gpu, (float *)(void *)h, p->g, (p->n + 1) / 2);
+    for (size_t j = 0; j < p->n; j++)
+        if (from_f16(h[j]) != want[j])
+            g_error("%s: float16 cache differs at %zu: gpu %.7g cpu %.7g", what, j, from_f16(h[j]),
+                    want[j]);
+    g_free(h);
+    g_free(want);
+}
+
 /* attention_segments: a batch of sequences with their own caches in one call (the decode step's
- * batch, prompts of different lengths) against the reference's copy + attention a sequence. */
+ * batch, prompts of different lengths) against the reference's copy + attention a sequence.
+ * On a backend with float16 caches (DOCQA_CUDA_KV_F16=1) the caches hold halves: they and the
+ * new keys and values are made exact in float16 first (pair_to_f16). */
 static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int hd,
                            const char *what) {
     int qd = H * hd, kvd = Hkv * hd, rows = 0;
@@ -706,11 +750,20 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
     Pair q = pair_new((size_t)rows * qd, 1), k = pair_new((size_t)rows * kvd, 1);
     Pair v = pair_new((size_t)rows * kvd, 1), out = pair_new((size_t)rows * qd, 0);
     Pair *kc = g_new(Pair, n_segs), *vc = g_new(Pair, n_segs);
+    const gboolean f16 = gpu->kv_f16_stored;
+    if (f16) {
+        pair_to_f16(&k, FALSE);
+        pair_to_f16(&v, FALSE);
+    }
     DqAttnSegment *cs = g_new(DqAttnSegment, n_segs), *gs = g_new(DqAttnSegment, n_segs);
     for (int s = 0, r = 0; s < n_segs; r += seg[s][0], s++) {
         size_t cap = (size_t)(seg[s][1] + seg[s][0] + 3) * kvd; /* room past the end */
         kc[s] = pair_new(cap, 1);
         vc[s] = pair_new(cap, 1);
+        if (f16) {
+            pair_to_f16(&kc[s], TRUE);
+            pair_to_f16(&vc[s], TRUE);
+        }
         cs[s] = (DqAttnSegment){.k_cache = kc[s].c,
                                 .v_cache = vc[s].c,
                                 .row0 = r,
@@ -730,11 +783,10 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
                          .scale = 1.0f / sqrtf((float)hd)};
     g_assert_nonnull(gpu->attention_segments); /* else this compares the loop with itself */
     dq_attention_segments(cpu, out.c, q.c, k.c, v.c, cs, n_segs, &shape);
-    /* float16 caches (a backend made with DOCQA_CUDA_KV_F16=1): K and V rounded to 11 bits */
-    const gboolean f16 = gpu->kv_f16_stored;
     shape.kv_f16 = f16;
     dq_attention_segments(gpu, out.g, q.g, k.g, v.g, gs, n_segs, &shape);
-    pair_check(&out, tc ? 1e-2 : f16 ? 5e-3 : 2e-5, what);
+    /* float16 caches hold the same (exact) values, and every kernel widens them to float32 */
+    pair_check(&out, tc ? 1e-2 : 2e-5, what);
     /* Each decode segment again alone: its rows bit for bit as in the batch (the decode
      * kernel's runs of keys depend on the sequence, never on the batch's longest). */
     float *batched = g_new(float, out.n), *alone = g_new(float, out.n);
@@ -752,7 +804,10 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
     g_free(batched);
     g_free(alone);
     for (int s = 0; s < n_segs; s++) {
-        if (!f16) {
+        if (f16) {
+            check_f16_cache(&kc[s], "attention_segments: K cache");
+            check_f16_cache(&vc[s], "attention_segments: V cache");
+        } else {
             pair_check(&kc[s], 0, "attention_segments: K cache");
             pair_check(&vc[s], 0, "attention_segments: V cache");
         }

@@ -304,6 +304,42 @@ static void test_sharded(void) {
     g_free(dir);
 }
 
+/* The weights' bytes of a snapshot for the CUDA backend's memory check: the files the index
+ * names (a shard named by several tensors once), or model.safetensors; never another variant or
+ * a draft model beside them. */
+static void test_snapshot_bytes(void) {
+    char *dir = dq_test_tmpdir();
+    GByteArray *big = g_byte_array_new(), *small = g_byte_array_new();
+    g_byte_array_set_size(big, 3000);
+    g_byte_array_set_size(small, 700);
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 0); /* neither */
+    g_free(write_file(dir, "model.safetensors", small));
+    g_free(write_file(dir, "model.fp16.safetensors", big)); /* another variant */
+    g_free(write_file(dir, "draft.safetensors", big));
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 700);
+    g_free(write_file(dir, "model-00001-of-00002.safetensors", big));
+    g_free(write_file(dir, "model-00002-of-00002.safetensors", small));
+    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
+    const char *good = "{\"weight_map\":{\"x\":\"model-00001-of-00002.safetensors\","
+                       "\"y\":\"model-00002-of-00002.safetensors\","
+                       "\"z\":\"model-00001-of-00002.safetensors\"}}";
+    g_assert_true(g_file_set_contents(index, good, -1, NULL));
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 3700);
+    /* a path out of the folder, a missing shard: not counted (the loader refuses them) */
+    const char *odd = "{\"weight_map\":{\"x\":\"model-00001-of-00002.safetensors\","
+                      "\"y\":\"../model-00002-of-00002.safetensors\",\"z\":\"gone.safetensors\"}}";
+    g_assert_true(g_file_set_contents(index, odd, -1, NULL));
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 3000);
+    g_assert_true(g_file_set_contents(index, "{\"weight_map\":[]}", -1, NULL));
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 0);
+    g_assert_true(g_file_set_contents(index, "not json", -1, NULL));
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 0);
+    g_free(index);
+    g_byte_array_free(big, TRUE);
+    g_byte_array_free(small, TRUE);
+    g_free(dir);
+}
+
 static void test_tiny_snapshots(void) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL) {
@@ -342,5 +378,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/safetensors/require", test_require_errors);
     g_test_add_func("/safetensors/sharded", test_sharded);
     g_test_add_func("/safetensors/tiny-snapshots", test_tiny_snapshots);
+    g_test_add_func("/safetensors/snapshot-bytes", test_snapshot_bytes);
     return g_test_run();
 }
