@@ -6,8 +6,10 @@
  * 22-bit fixed point; a pixel is clip8((2^21 + sum in * k) >> 22) accumulated in int32.
  * Weights that would fall outside the image are dropped, not mirrored.
  *
- * Pillow 13 changed the pass order for some shrinks (vertical first); transformers 4.57 with
- * Pillow 12.3 is the reference, so this always runs horizontal first.
+ * One exception, from Pillow 12.3's Image.resize (not its C core): an image over 100 times taller
+ * than wide whose height shrinks is resized vertically first (into a narrow intermediate), then
+ * horizontally. Pillow 13 widened that rule to other shrinks; transformers 4.57 with Pillow 12.3
+ * is the reference, so only the 100:1 rule is followed here.
  */
 #include "image.h"
 
@@ -289,6 +291,15 @@ DqImage *dq_image_resize_lanczos(const DqImage *src, int width, int height) {
         pass_horizontal(src->pixels, src->width, src->height, out->pixels, width);
     } else if (width == src->width) {
         pass_vertical(src->pixels, src->width, src->height, out->pixels, height);
+    } else if ((gint64)src->height > (gint64)src->width * 100 && height < src->height) {
+        DqImage *tmp = dq_image_new_uninit(src->width, height);
+        if (tmp == NULL) {
+            dq_image_free(out);
+            return NULL;
+        }
+        pass_vertical(src->pixels, src->width, src->height, tmp->pixels, height);
+        pass_horizontal(tmp->pixels, src->width, height, out->pixels, width);
+        dq_image_free(tmp);
     } else {
         /* The intermediate is uint8, as in Pillow: rounding here is part of the result. */
         DqImage *tmp = dq_image_new_uninit(width, src->height);

@@ -194,6 +194,42 @@ static void test_resize_kernels(void) {
                    __builtin_cpu_supports("avx512f") ? "yes" : "no");
 }
 
+/* Pillow 12.3's Image.resize runs the vertical pass first when the image is over 100 times
+ * taller than wide and the height shrinks (a narrow intermediate instead of a tall one), which
+ * changes the rounding of the uint8 intermediate. Goldens from Pillow 12.3.0
+ * (tests/image/pillow_tall_goldens.py); the 100:1 case and a wide one stay horizontal first. */
+static void test_resize_tall_vertical_first(void) {
+    static const struct {
+        int w, h, ow, oh;
+        const char *sha256;
+    } cases[] = {
+        {20, 3000, 14, 2048, "00dd4f78e115168ca99576bf25bd783bf022413cce28fd66d382e6781a3ef70a"},
+        {6, 1000, 512, 512, "3f84d3606e4a63e445652eb2ae0874d8b2d1fe8677ced7e66a5f6f735c6cb8da"},
+        {3, 4097, 2, 2048, "64a9e198e34bb303380c59c58b4a6cd3e9b775716e7fe71b8e062e9da8d60c2d"},
+        {20, 2000, 14, 1400, "c64a5a5f0c144a3963ff2c45acace8155baf219d19cd89bdd1ea9991c6c17044"},
+        {3000, 20, 2048, 14, "eca8be27fd89b7906e9d14e884289382fd5574d585b0f0eb9982b648e0205948"},
+        {5, 900, 5, 300, "5605b997e48e260a4c0fd65190672124ca25e3661eaef65a61f9237ccc7cb0eb"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        DqImage *a = dq_image_new(cases[i].w, cases[i].h);
+        for (int y = 0; y < a->height; y++)
+            for (int x = 0; x < a->width; x++)
+                for (int c = 0; c < 3; c++)
+                    a->pixels[((size_t)y * a->width + x) * 3 + c] =
+                        (uint8_t)((x * 7 + y * 13 + c * 101 + (x * y) % 17) & 255);
+        DqImage *b = dq_image_resize_lanczos(a, cases[i].ow, cases[i].oh);
+        g_assert_nonnull(b);
+        char *sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, b->pixels,
+                                                (gsize)b->width * b->height * 3);
+        if (strcmp(sha, cases[i].sha256) != 0)
+            g_error("%dx%d -> %dx%d differs from Pillow 12.3", cases[i].w, cases[i].h, cases[i].ow,
+                    cases[i].oh);
+        g_free(sha);
+        dq_image_free(b);
+        dq_image_free(a);
+    }
+}
+
 static void test_resize_same_size_is_copy(void) {
     DqImage *a = pattern_image(37, 23, 1);
     DqImage *b = dq_image_resize_lanczos(a, 37, 23);
@@ -1426,6 +1462,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/image/size/traps", test_fit_longest_edge_traps);
     g_test_add_func("/image/resize/fixture_stages", test_fixture_stages);
     g_test_add_func("/image/resize/kernels", test_resize_kernels);
+    g_test_add_func("/image/resize/tall_vertical_first", test_resize_tall_vertical_first);
     g_test_add_func("/image/resize/same_size_copy", test_resize_same_size_is_copy);
     g_test_add_func("/image/resize/flat_stays_flat", test_resize_flat_stays_flat);
     g_test_add_func("/image/resize/one_axis", test_resize_one_axis_skips_other_pass);
