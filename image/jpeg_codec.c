@@ -16,6 +16,10 @@
 #include <jerror.h>
 #include <jpeglib.h>
 
+#ifndef LIBJPEG_TURBO_VERSION /* another libjpeg */
+#define LIBJPEG_TURBO_VERSION unknown version
+#endif
+
 typedef struct {
     struct jpeg_error_mgr pub;
     jmp_buf jump;
@@ -104,7 +108,18 @@ static DqImage *jpeg_decode_with(JpegReader *r, const uint8_t *data, size_t len,
     r->err.pub.emit_message = jpeg_emit_message_cb;
     r->err.pub.output_message = jpeg_output_message_cb;
     if (setjmp(r->err.jump)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: bad JPEG: %s", name, r->err.msg);
+        int sof = r->err.pub.msg_parm.i[0];
+        if (r->err.pub.msg_code == JERR_SOF_UNSUPPORTED)
+            /* Not damage: a coding process this libjpeg-turbo lacks. Lossless JPEG came with
+             * libjpeg-turbo 3.0, which Pillow 12 wheels bundle; hierarchical JPEG no one reads. */
+            dq_fail(err, DQ_ERR_UNSUPPORTED,
+                    "%s: a %s JPEG (SOF 0x%02x), which the libjpeg-turbo docqa is built with (%s) "
+                    "does not decode%s; convert it to PNG",
+                    name, sof == 0xc3 || sof == 0xcb ? "lossless" : "hierarchical", sof,
+                    G_STRINGIFY(LIBJPEG_TURBO_VERSION),
+                    sof == 0xc3 || sof == 0xcb ? " (libjpeg-turbo 3 does)" : "");
+        else
+            dq_fail(err, DQ_ERR_FORMAT, "%s: bad JPEG: %s", name, r->err.msg);
         jpeg_destroy_decompress(cinfo);
         return NULL;
     }

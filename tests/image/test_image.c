@@ -702,6 +702,26 @@ static void pillow_cmyk_to_rgb(const uint8_t raw[4], int out[3]) {
     }
 }
 
+/* A lossless or hierarchical JPEG is a coding process the library lacks, not a damaged file:
+ * the message says so (Pillow on libjpeg-turbo 3 reads lossless ones). */
+static void test_jpeg_unsupported_process(void) {
+    static const struct {
+        uint8_t sof;
+        const char *says;
+    } cases[] = {{0xc3, "a lossless JPEG (SOF 0xc3)"}, {0xc5, "a hierarchical JPEG (SOF 0xc5)"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        /* SOI, then a frame header: 8-bit, 16x16, one component. */
+        const uint8_t jpeg[] = {0xff, 0xd8, 0xff, cases[i].sof, 0x00, 0x0b, 0x08, 0x00,
+                                0x10, 0x00, 0x10, 0x01,         0x01, 0x11, 0x00};
+        GError *err = NULL;
+        g_assert_null(dq_image_decode(jpeg, sizeof jpeg, "ll.jpg", DQ_EXIF_APPLY, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_UNSUPPORTED);
+        g_assert_nonnull(strstr(err->message, cases[i].says));
+        g_assert_nonnull(strstr(err->message, "ll.jpg"));
+        g_error_free(err);
+    }
+}
+
 static void test_jpeg_cmyk(void) {
     /* Adobe convention (what Photoshop writes and Pillow assumes): stored = 255 - ink. Four
      * flat 8x8 quadrants: white, cyan ink, 50% black ink, magenta + yellow ink (red). */
@@ -1476,6 +1496,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/image/png/exif_orientations", test_png_exif_orientations);
     g_test_add_func("/image/jpeg/gray", test_jpeg_gray_and_rgb);
     g_test_add_func("/image/jpeg/cmyk", test_jpeg_cmyk);
+    g_test_add_func("/image/jpeg/unsupported_process", test_jpeg_unsupported_process);
     g_test_add_func("/image/jpeg/exif_orientations", test_jpeg_exif_orientations);
     g_test_add_func("/image/exif/tag_types", test_exif_tag_types);
     g_test_add_func("/image/png/metadata_last_wins", test_png_metadata_last_wins);
