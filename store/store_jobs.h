@@ -112,8 +112,10 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
                                    gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
                                    GError **err);
 
-/* Extends the lease of every job `owner` holds to now + lease_ms; *held is how many it still
- * holds (fewer than claimed means some leases were lost to a reclaim). */
+/* Extends the lease of every job `owner` holds to now + lease_ms, counted from when the rows are
+ * written: a heartbeat that waited (SQLite's write lock, PostgreSQL's row locks) renews from the
+ * end of its wait, not from `now_ms`, which was read before it. *held is how many it still holds
+ * (fewer than claimed means some leases were lost to a reclaim). */
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
                               int *held, GError **err);
 

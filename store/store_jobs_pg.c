@@ -8,6 +8,7 @@
  * PostgreSQL on the row's newest version when it was changed concurrently. */
 #include "store_jobs_pg.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "store_internal.h"
 #include "store_pg.h"
@@ -342,14 +343,27 @@ static gboolean lock_owned(DqStore *s, const char *owner, GError **err) {
 
 gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms, int *held,
                           GError **err) {
+    /* This machine's time as the call began: what passed from there until a row is written (row
+     * locks waited for behind a completion or a cancel, a clock measure, a slow server) is added
+     * to now_ms, as SQLite adds its wait for the write lock (store_jobs.c): a lease renewed from
+     * before a long wait would be renewed to a time already past, and another worker's claim
+     * would take a job whose worker is alive. */
+    gint64 called_ms = dq_wall_ms();
     PgParams p = {0};
     gint64 n = 0;
     if (!pg_clock_check(s, err) || !pg_begin(s, err) || !lock_owned(s, owner, err))
         goto fail;
+    /* clock_timestamp(), not now(): the server's clock when the row is written, in the terms
+     * leases are compared in (store_pg.h: the call's start mapped to the server's clock), never
+     * less than what the caller asked for. Every row is locked by lock_owned above: the update
+     * itself waits for none. */
     pg_i64(&p, pg_server_ms(s, now_ms) + lease_ms);
     pg_text(&p, owner);
+    pg_i64(&p, pg_server_ms(s, called_ms));
     if (!pg_do(s,
-               "UPDATE jobs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND state = 'running'",
+               "UPDATE jobs SET lease_expires_ms = $1::bigint + greatest(0, "
+               "(extract(epoch FROM clock_timestamp()) * 1000)::bigint - $3::bigint) "
+               "WHERE lease_owner = $2 AND state = 'running'",
                &p, "extending leases", &n, err) ||
         !pg_commit(s, err))
         goto fail;
