@@ -118,6 +118,15 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
  * (fewer than claimed means some leases were lost to a reclaim). */
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
                               int *held, GError **err);
+/* store_jobs_heartbeat, also telling the worker which of the n jobs `in_flight` (ids it is
+ * working on) are no longer worth working on: it no longer holds them and an answer to them
+ * would not be kept (store_jobs_complete's rule). Their ids are appended to `gone` (gint64, in
+ * id order): cancelled, answered or failed, held by another worker, deleted. A job that is back
+ * in the queue or buried with no answer is not among them: its late answer would still be kept,
+ * unless someone takes it first (a later heartbeat then says so). */
+gboolean store_jobs_heartbeat_noting(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
+                                     const gint64 *in_flight, int n_in_flight, GArray *gone,
+                                     int *held, GError **err);
 
 /* One answer to write. */
 typedef struct {
