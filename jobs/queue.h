@@ -87,8 +87,10 @@
  * reaches a named point: worker:claimed, worker:before_complete, worker:after_complete,
  * claim:before_commit, complete:after_job_update, complete:before_commit, commit (inside SQLite's
  * commit), complete:after_commit, fail:before_commit, answerer:inference (answerers that call
- * queue_test_point). DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset:
- * no effect.
+ * queue_test_point; the SmolVLM answerer's: answerer:prepare and answerer:prepared, on a
+ * preprocessing thread as it takes a request and as it hands it on, answerer:admitted as a
+ * request enters the model). DOCQA_TEST_KILL_AT=random:<p> kills at any of them with
+ * probability p. Unset: no effect.
  */
 #ifndef DQ_QUEUE_H
 #define DQ_QUEUE_H
@@ -279,10 +281,18 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
 
 /* ---- crash-test hooks ---- */
 
-/* A named point (see DOCQA_TEST_KILL_AT above); does nothing unless the variable is set. */
+/* A named point (see DOCQA_TEST_KILL_AT above); does nothing unless the variable is set or a
+ * test set a callback. */
 void queue_test_point(const char *point);
 
-/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT is set. */
+/* Tests only: fn(point, user) is called at every named point, before any kill, in this process
+ * and the worker processes it forks (NULL: none). It runs on the thread that reaches the point
+ * (an answerer's preprocessing thread too), so a test can act at an exact moment of a worker's
+ * or an answerer's life, or wait there for another. */
+typedef void (*QueueTestCallback)(const char *point, void *user);
+void queue_test_set_callback(QueueTestCallback fn, void *user);
+
+/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT is set or a callback is. */
 void queue_test_hooks_install(void);
 
 #endif
