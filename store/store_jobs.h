@@ -332,10 +332,10 @@ void dq_job_group_free(DqJobGroup *g);
 /* Cancels the jobs `filter` takes, in one transaction: they become 'cancelled' (finished_at now,
  * no lease; their errors stay in job_errors), except those that have an answer, which go back to
  * 'done' with it (the answer stands; only the second answering is withdrawn). A running job's
- * worker is not stopped: its answer, when it comes, is kept and the job is done
- * (store_jobs_complete's late-answer rule); a failure it reports changes nothing. With
- * `dry_run`, nothing is written. Returns a GPtrArray of DqJobGroup, by question id, model,
- * state and answered. */
+ * worker learns of it from its next heartbeat (store_jobs_heartbeat_noting) and drops it; an
+ * answer it completes before then is kept and the job is done (store_jobs_complete's
+ * late-answer rule); a failure it reports changes nothing. With `dry_run`, nothing is written.
+ * Returns a GPtrArray of DqJobGroup, by question id, model, state and answered. */
 GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
 
 /* Puts the jobs `filter` takes back in the queue with fresh attempts, in one transaction as
