@@ -58,11 +58,18 @@ static void print_result(const GPtrArray *groups, gboolean dry_run) {
         printf("cancel: %" G_GINT64_FORMAT " of them %s an answer already (queued again by "
                "requeue --approximate): %s back to done with it, not cancelled\n",
                answered, answered == 1 ? "has" : "have", dry_run ? "would go" : "went");
-    if (running > 0)
-        printf("cancel: %" G_GINT64_FORMAT " of them %s running: %s worker%s %s not stopped, and "
-               "an answer that still comes is kept (its job is then done)\n",
-               running, running == 1 ? "was" : "were", running == 1 ? "its" : "their",
-               running == 1 ? "" : "s", running == 1 ? "is" : "are");
+    /* Its worker hears of it at its next heartbeat (worker.c) and drops it from the model;
+     * until then it computes on, and an answer it finishes first is kept (queue.h). */
+    if (running == 1)
+        printf("cancel: 1 of them was running: its worker %s it at its next heartbeat (a third "
+               "of a lease) and %s nothing for it; an answer finished before then is kept (its "
+               "job is then done)\n",
+               dry_run ? "would drop" : "drops", dry_run ? "store" : "stores");
+    else if (running > 1)
+        printf("cancel: %" G_GINT64_FORMAT " of them were running: their workers %s them at their "
+               "next heartbeat (a third of a lease) and store nothing for them; an answer "
+               "finished before then is kept (its job is then done)\n",
+               running, dry_run ? "would drop" : "drop");
 }
 
 int cmd_cancel(int argc, char **argv) {
@@ -94,7 +101,8 @@ int cmd_cancel(int argc, char **argv) {
              "status counts them apart, and `docqa requeue --cancelled` queues them again. Nothing "
              "stored is deleted: their errors stay in job_errors, and a job that has an answer "
              "already (queued again by requeue --approximate) goes back to done with it. A running "
-             "job's worker goes on; its answer, if it comes, is kept and the job is then done.");
+             "job's worker drops it at its next heartbeat (a third of a lease) without an "
+             "answer; one it finished before then is kept, and the job is then done.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;

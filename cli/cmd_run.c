@@ -340,26 +340,9 @@ int cmd_run(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    char lost[96] = "";
-    if (res.total.lost > 0)
-        g_snprintf(lost, sizeof lost,
-                   ", %" G_GINT64_FORMAT " answered too late (another worker held the job)",
-                   res.total.lost);
-    char buried[112] = "";
-    if (res.total.buried > 0)
-        g_snprintf(buried, sizeof buried,
-                   " (%" G_GINT64_FORMAT " dead: a worker died or hung on their last attempt)",
-                   res.total.buried);
-    char late[112] = "";
-    if (res.buried_answered > 0)
-        g_snprintf(late, sizeof late,
-                   ", %" G_GINT64_FORMAT " buried but then answered late by their worker",
-                   res.buried_answered);
-    printf("run: %" G_GINT64_FORMAT " answered, %" G_GINT64_FORMAT " failed%s%s, %" G_GINT64_FORMAT
-           " retried, %" G_GINT64_FORMAT " given back%s in %.1f s (%.2f answers/s)%s\n",
-           res.total.done, res.total.failed, buried, late, res.total.retried, res.total.released,
-           lost, secs, secs > 0 ? (double)res.total.done / secs : 0.0,
-           res.interrupted ? "; interrupted" : "");
+    char *summary = queue_run_summary(&res, secs);
+    printf("%s\n", summary);
+    g_free(summary);
 out:
     g_free(db);
     g_free(model);

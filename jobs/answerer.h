@@ -21,6 +21,11 @@
  * other per-request error (the model failed while it was in it, out of memory...) is retried
  * with backoff. After SIGINT/SIGTERM (cancel) the worker stops polling and releases
  * whatever is still in flight.
+ *
+ * Withdrawal: a job cancelled while it runs, or taken over by another worker, is not worth
+ * finishing; the worker withdraws its request (a->withdraw(a, tag)) wherever it is, and it never
+ * comes back from poll. Its place goes to the next request; the others go on as if it had never
+ * been there (a request's tokens never depend on its batch-mates).
  */
 #ifndef DQ_ANSWERER_H
 #define DQ_ANSWERER_H
@@ -67,6 +72,11 @@ struct DqAnswerer {
      * moves finished requests into done[0..max) (max >= requests in flight); returns how many.
      * Returns 0 at once when nothing is in flight. */
     int (*poll)(DqAnswerer *self, DqAnswerDone *done, int max);
+    /* Drops the request submitted with `tag` wherever it is (waiting for its host work, being
+     * prepared, in the model: its slot is free for the next one): poll never returns it. FALSE
+     * when no such request is in flight (poll returned it already). NULL: the answerer cannot
+     * withdraw a request, and the worker lets it finish. */
+    gboolean (*withdraw)(DqAnswerer *self, gint64 tag);
     void (*free)(DqAnswerer *self);
     /* Set by the worker; when it becomes non-zero (SIGINT/SIGTERM) the answerer may stop early
      * (the worker releases the jobs still in flight). */

@@ -25,6 +25,7 @@
  */
 #include "answerer.h"
 #include "backend_cuda.h"
+#include "queue.h"
 
 #include "clock.h"
 #include "dq_error.h"
@@ -44,6 +45,9 @@ typedef struct {
     SmolvlmPrompt prompt; /* filled by the preprocessing thread */
     GError *error;        /* preprocessing failed */
     double ms_image;
+    /* Withdrawn (smolvlm_withdraw) while in `todo`, on a preprocessing thread or in `ready`: the
+     * thread that has it skips its work, and poll frees it when it comes out of `ready`. */
+    volatile gint withdrawn;
 } Pending;
 
 /* A page's tiles, kept for its next questions: each preprocessing thread holds at most one
@@ -66,7 +70,8 @@ typedef struct {
     volatile gint stopping;    /* set by free: the threads skip what is left */
     DqGenerator *gen;          /* made at the first poll, base.batch slots */
     Pending **in_slot;         /* [slots] */
-    int in_flight;             /* submitted, not yet returned */
+    int in_flight;             /* submitted, not yet returned nor withdrawn */
+    GHashTable *by_tag;        /* tag -> Pending, the requests in flight (the polling thread's) */
     TileEntry *tile_cache;     /* [n_prep + 1], under tile_lock */
     guint64 tile_clock;
     GMutex tile_lock;
@@ -244,13 +249,15 @@ static gpointer prep_main(gpointer data) {
         Pending *p = g_async_queue_pop(a->todo);
         if (p == &quit)
             break;
+        queue_test_point("answerer:prepare");
         double t0 = dq_now_ms();
         if (g_atomic_int_get(&a->stopping) || (a->base.cancel && *a->base.cancel))
             dq_fail(&p->error, DQ_ERR_CANCELLED, "%s: cancelled", p->image_path);
-        else
+        else if (!g_atomic_int_get(&p->withdrawn)) /* nobody wants what it would make */
             prepare(a, p, &p->error);
         p->ms_image = dq_now_ms() - t0;
         g_async_queue_push(a->ready, p);
+        queue_test_point("answerer:prepared");
     }
     return NULL;
 }
@@ -271,12 +278,41 @@ static gboolean smolvlm_submit(DqAnswerer *self, const DqAnswerRequest *r, gint6
     p->n_res = r->n_res;
     p->max_new_tokens = r->max_new_tokens > 0 ? r->max_new_tokens : 64;
     a->in_flight++;
+    g_hash_table_insert(a->by_tag, &p->tag, p);
     g_async_queue_push(a->todo, p);
     return TRUE;
 }
 
+/* A request in a slot leaves the generator at once (its KV cache freed, the slot free for the
+ * next add); the others' rows are computed as before, since each row of a step is computed as
+ * it would be alone (generate.h). One still in the preprocessing queues is only marked: a
+ * thread may be preparing it, and the queues cannot give it back; it is freed as it comes out. */
+static gboolean smolvlm_withdraw(DqAnswerer *self, gint64 tag) {
+    SmolvlmAnswerer *a = (SmolvlmAnswerer *)self;
+    Pending *p = g_hash_table_lookup(a->by_tag, &tag);
+    if (p == NULL)
+        return FALSE;
+    g_hash_table_remove(a->by_tag, &tag);
+    a->in_flight--;
+    for (int s = 0; a->gen != NULL && s < dq_generator_n_slots(a->gen); s++)
+        if (a->in_slot[s] == p) {
+            dq_generator_drop(a->gen, s);
+            a->in_slot[s] = NULL;
+            pending_free(p);
+            return TRUE;
+        }
+    g_atomic_int_set(&p->withdrawn, 1);
+    return TRUE;
+}
+
+/* Takes p (returned or withdrawn) out of the requests in flight. */
+static void forget(SmolvlmAnswerer *a, Pending *p) {
+    g_hash_table_remove(a->by_tag, &p->tag);
+}
+
 /* done[k] = a failure of p (which is freed). */
-static void done_error(DqAnswerDone *d, Pending *p, GError *e) {
+static void done_error(SmolvlmAnswerer *a, DqAnswerDone *d, Pending *p, GError *e) {
+    forget(a, p);
     memset(d, 0, sizeof *d);
     d->tag = p->tag;
     d->result.error = e;
@@ -288,6 +324,7 @@ static void done_error(DqAnswerDone *d, Pending *p, GError *e) {
 static void admit(SmolvlmAnswerer *a, Pending *p, int slot) {
     a->in_slot[slot] = p;
     smolvlm_prompt_clear(&p->prompt); /* tiles and ids are not needed now */
+    queue_test_point("answerer:admitted");
 }
 
 /* Ready requests into the free slots, all in one add; failures go to done. */
@@ -303,10 +340,14 @@ static int fill_slots(SmolvlmAnswerer *a, DqAnswerDone *done, int max) {
             idle ? g_async_queue_timeout_pop(a->ready, 50000) : g_async_queue_try_pop(a->ready);
         if (p == NULL)
             break;
+        if (g_atomic_int_get(&p->withdrawn)) { /* out of the queues at last */
+            pending_free(p);
+            continue;
+        }
         if (p->error != NULL) {
             GError *e = p->error;
             p->error = NULL;
-            done_error(&done[k++], p, e);
+            done_error(a, &done[k++], p, e);
             continue;
         }
         smolvlm_request_init(a->pipe, &p->prompt, &reqs[n]);
@@ -329,7 +370,7 @@ static int fill_slots(SmolvlmAnswerer *a, DqAnswerDone *done, int max) {
                 if (n > 1 && dq_generator_add(a->gen, &reqs[i], 1, &slots[i], &ei))
                     admit(a, batch[i], slots[i]);
                 else
-                    done_error(&done[k++], batch[i], ei);
+                    done_error(a, &done[k++], batch[i], ei);
             }
             g_error_free(e);
         }
@@ -351,11 +392,13 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
         if ((a->gen = dq_generator_new(a->pipe->model, slots, slots + self->lookahead, &e)) ==
             NULL) {
             Pending *p = g_async_queue_timeout_pop(a->ready, 50000);
-            if (p == NULL) {
+            if (p == NULL || g_atomic_int_get(&p->withdrawn)) {
+                if (p != NULL)
+                    pending_free(p);
                 g_error_free(e);
                 return 0;
             }
-            done_error(&done[0], p, e);
+            done_error(a, &done[0], p, e);
             a->in_flight--;
             return 1;
         }
@@ -368,7 +411,7 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
             /* The generator dropped every request: each fails (and is retried). */
             for (int s = 0; s < dq_generator_n_slots(a->gen) && k < max; s++)
                 if (a->in_slot[s] != NULL) {
-                    done_error(&done[k++], a->in_slot[s], g_error_copy(e));
+                    done_error(a, &done[k++], a->in_slot[s], g_error_copy(e));
                     a->in_slot[s] = NULL;
                 }
             g_error_free(e);
@@ -395,6 +438,7 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
         r->ms_decode = fin[i].decode_ms;
         r->ms_total = r->ms_image + r->ms_vision + r->ms_prefill + r->ms_decode;
         dq_generate_result_clear(&fin[i].result);
+        forget(a, p);
         pending_free(p);
     }
     g_free(fin);
@@ -420,6 +464,7 @@ static void smolvlm_answerer_free(DqAnswerer *self) {
             pending_free(a->in_slot[s]);
     dq_generator_free(a->gen);
     g_free(a->in_slot);
+    g_hash_table_destroy(a->by_tag);
     for (int i = 0; i < a->n_prep + 1; i++) {
         g_free(a->tile_cache[i].key);
         dq_image_tiles_free(a->tile_cache[i].tiles);
@@ -457,6 +502,7 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswe
     a->base.model_fingerprint = fingerprint;
     a->base.submit = smolvlm_submit;
     a->base.poll = smolvlm_poll;
+    a->base.withdraw = smolvlm_withdraw;
     a->base.free = smolvlm_answerer_free;
     /* The names the answers table keeps: "cuda" is recorded as the GPU it means. */
     int cuda_index = -1;
@@ -484,6 +530,7 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswe
     g_cond_init(&a->tile_cond);
     a->todo = g_async_queue_new();
     a->ready = g_async_queue_new();
+    a->by_tag = g_hash_table_new(g_int64_hash, g_int64_equal);
     a->prep = g_new0(GThread *, a->n_prep);
     for (int i = 0; i < a->n_prep; i++)
         a->prep[i] = g_thread_new("preprocess", prep_main, a);

@@ -615,7 +615,11 @@ typedef struct {
 
 static KillSpec kill_spec;
 
+/* Points are reached on several threads (the heartbeat's, the answerer's preprocessing ones). */
+G_LOCK_DEFINE_STATIC(kill_spec);
+
 static KillSpec *kill_spec_get(void) {
+    G_LOCK(kill_spec);
     if (kill_spec.pid != getpid()) {
         g_free(kill_spec.point);
         memset(&kill_spec, 0, sizeof(kill_spec));
@@ -637,10 +641,21 @@ static KillSpec *kill_spec_get(void) {
                 kill_spec.nth = has_num && num >= 1 ? (int)num : 1;
         }
     }
+    G_UNLOCK(kill_spec);
     return &kill_spec;
 }
 
+static QueueTestCallback test_callback;
+static void *test_callback_user;
+
+void queue_test_set_callback(QueueTestCallback fn, void *user) {
+    test_callback = fn;
+    test_callback_user = user;
+}
+
 void queue_test_point(const char *point) {
+    if (test_callback != NULL)
+        test_callback(point, test_callback_user);
     KillSpec *k = kill_spec_get();
     if (!k->set)
         return;
@@ -654,5 +669,6 @@ void queue_test_point(const char *point) {
 }
 
 void queue_test_hooks_install(void) {
-    store_jobs_set_test_hook(kill_spec_get()->set ? queue_test_point : NULL);
+    store_jobs_set_test_hook(kill_spec_get()->set || test_callback != NULL ? queue_test_point
+                                                                           : NULL);
 }

@@ -35,8 +35,11 @@
  *   `docqa cancel` (store_jobs_cancel) withdraws queued, failed or dead jobs, and running ones
  *   when named: 'cancelled', no lease, finished_at set; `requeue --cancelled` queues them again.
  *   A job with an answer (requeued approximate) goes back to done with it instead. A cancelled
- *   running job's holder is not told: its completion is a late one (below) and is stored, the job
- *   done, since the answer is computed by then; its failure matches no row and changes nothing.
+ *   running job's holder hears of it at its next heartbeat (below, "Withdrawn while running")
+ *   and drops it from the model: nothing is stored, the job stays cancelled. The race, a job
+ *   cancelled just as its answer is ready: the answer wins when the worker completes it before
+ *   acting on that heartbeat; its completion is then a late one (below) and is stored, the job
+ *   done, since the answer is computed by then. Its failure matches no row and changes nothing.
  *
  * ---- Leases, and who may write what ----
  *
@@ -59,6 +62,18 @@
  * and nobody answered (back in the queue, or buried when the expiry was its last attempt: the
  * database was locked or unreachable longer than a lease; or cancelled while it ran) is stored:
  * throwing the answer away would only make someone compute it again, or leave the job dead.
+ *
+ * ---- Withdrawn while running ----
+ *
+ * Each heartbeat also tells its worker which of its jobs in flight it no longer holds and need
+ * not finish (store_jobs_heartbeat_noting): cancelled, taken over by another worker after its
+ * lease ran out, answered or failed by another, deleted. The worker withdraws them from the
+ * answerer (answerer.h: wherever they are, host work or model slot) at the top of its next turn,
+ * completes nothing for them and counts them (DqWorkerStats.withdrawn; `docqa run` prints the
+ * count). A job back in the queue or buried, unanswered, is kept in the model: its late answer
+ * is stored (above), unless someone takes the job first, which a later heartbeat reports. So a
+ * job goes on for about a heartbeat (lease/3) and a decode step after it was cancelled or
+ * taken, while the heartbeat reaches the database.
  *
  * The model runs outside any transaction: the database is locked only for the claim and for the
  * completion, both a few milliseconds, so K workers share one file without SQLITE_BUSY
@@ -85,10 +100,12 @@
  *
  * DOCQA_TEST_KILL_AT=<point>[:<n>] makes a worker raise SIGKILL the n-th time (default 1st) it
  * reaches a named point: worker:claimed, worker:before_complete, worker:after_complete,
- * claim:before_commit, complete:after_job_update, complete:before_commit, commit (inside SQLite's
- * commit), complete:after_commit, fail:before_commit, answerer:inference (answerers that call
- * queue_test_point). DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset:
- * no effect.
+ * worker:withdrawn, heartbeat:beat, claim:before_commit, complete:after_job_update,
+ * complete:before_commit, commit (inside SQLite's commit), complete:after_commit,
+ * fail:before_commit, answerer:inference (answerers that call queue_test_point; the SmolVLM
+ * answerer's: answerer:prepare and answerer:prepared, on a preprocessing thread as it takes a
+ * request and as it hands it on, answerer:admitted as a request enters the model).
+ * DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset: no effect.
  */
 #ifndef DQ_QUEUE_H
 #define DQ_QUEUE_H
@@ -239,6 +256,9 @@ typedef struct {
                         buried ('dead'): another worker died or hung holding them */
     gint64 released; /* given back on SIGINT/SIGTERM */
     gint64 lost;     /* answered after the lease was lost: nothing written */
+    /* Dropped from the model unanswered, as a heartbeat found them gone while they ran:
+     * cancelled, taken over by another worker, answered by another, or deleted. */
+    gint64 withdrawn;
 } DqWorkerStats;
 
 /* Keeps up to batch + lookahead jobs in flight (continuous batching: each job is completed as soon
@@ -277,12 +297,26 @@ typedef struct {
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
               GError **err);
 
+/* The line `docqa run` ends with (no newline; g_free): answered, failed (buried, answered late),
+ * retried, given back, withdrawn (cancelled or taken over while they ran) and answered too late,
+ * each of the last two only when there were some; the time and the rate. */
+char *queue_run_summary(const DqRunResult *res, double secs);
+
 /* ---- crash-test hooks ---- */
 
-/* A named point (see DOCQA_TEST_KILL_AT above); does nothing unless the variable is set. */
+/* A named point (see DOCQA_TEST_KILL_AT above); does nothing unless the variable is set or a
+ * test set a callback. */
 void queue_test_point(const char *point);
 
-/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT is set. */
+/* Tests only: fn(point, user) is called at every named point, before any kill, in this process
+ * and the worker processes it forks (NULL: none). It runs on the thread that reaches the point
+ * (an answerer's preprocessing thread, the heartbeat's: "heartbeat:beat", after each renewal),
+ * so a test can act at an exact moment of a worker's life (cancel its job just before its
+ * completion) and wait there for another (its next heartbeat). */
+typedef void (*QueueTestCallback)(const char *point, void *user);
+void queue_test_set_callback(QueueTestCallback fn, void *user);
+
+/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT is set or a callback is. */
 void queue_test_hooks_install(void);
 
 #endif

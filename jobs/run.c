@@ -292,6 +292,7 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
         res->total.buried += w->buried;
         res->total.released += w->released;
         res->total.lost += w->lost;
+        res->total.withdrawn += w->withdrawn;
     }
     recount_buried(opt, sh, res);
     int code = 0;
@@ -312,4 +313,33 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     munmap(sh, size);
     g_free(pids);
     return code;
+}
+
+char *queue_run_summary(const DqRunResult *res, double secs) {
+    const DqWorkerStats *t = &res->total;
+    GString *g = g_string_new(NULL);
+    g_string_append_printf(g, "run: %" G_GINT64_FORMAT " answered, %" G_GINT64_FORMAT " failed",
+                           t->done, t->failed);
+    if (t->buried > 0)
+        g_string_append_printf(
+            g, " (%" G_GINT64_FORMAT " dead: a worker died or hung on their last attempt)",
+            t->buried);
+    if (res->buried_answered > 0)
+        g_string_append_printf(
+            g, ", %" G_GINT64_FORMAT " buried but then answered late by their worker",
+            res->buried_answered);
+    g_string_append_printf(g, ", %" G_GINT64_FORMAT " retried, %" G_GINT64_FORMAT " given back",
+                           t->retried, t->released);
+    /* Neither answered nor failed: the user (or another worker) took them away mid-answer. */
+    if (t->withdrawn > 0)
+        g_string_append_printf(
+            g, ", %" G_GINT64_FORMAT " withdrawn (cancelled or taken over while running)",
+            t->withdrawn);
+    if (t->lost > 0)
+        g_string_append_printf(
+            g, ", %" G_GINT64_FORMAT " answered too late (another worker held the job)", t->lost);
+    g_string_append_printf(g, " in %.1f s (%.2f answers/s)%s", secs,
+                           secs > 0 ? (double)t->done / secs : 0.0,
+                           res->interrupted ? "; interrupted" : "");
+    return g_string_free(g, FALSE);
 }

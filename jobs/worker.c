@@ -36,7 +36,21 @@ static char *iso_now(void) {
  * the store opens them NOMUTEX) extends the leases of every job this worker holds every
  * heartbeat_ms while any is in flight, so a job keeps its lease however long the model takes
  * (and however long it waited for a slot), and a dead worker's jobs expire
- * within one lease. */
+ * within one lease.
+ *
+ * Each beat also asks which of the jobs in flight the worker no longer holds and need not finish
+ * (store_jobs_heartbeat_noting: cancelled, taken over by another worker, answered, deleted):
+ * computing them on would only waste a slot. The main loop owns the jobs in flight and the
+ * answerer, so the two threads meet under the heartbeat's lock only: the main loop publishes the
+ * jobs it has in flight (`holding`), a beat leaves the ones gone in `gone`, and the main loop
+ * withdraws them at the top of its next turn (withdraw_gone). Each job is named with the attempt
+ * it was claimed for: a report about a lease this worker has since claimed again (the job came
+ * back to the queue and to this worker) is about the old lease, and is left alone. */
+
+typedef struct {
+    gint64 job_id;
+    int attempt;
+} HeldJob;
 
 typedef struct {
     GMutex lock;
@@ -46,7 +60,58 @@ typedef struct {
     DqStore *store;
     const char *owner;
     gint64 lease_ms, interval_ms;
+    GArray *holding; /* HeldJob: the jobs in flight, as the main loop last published them */
+    GArray *gone;    /* HeldJob: of them, those a beat found gone, for the main loop */
 } Heartbeat;
+
+/* One renewal, and what it found gone appended to hb->gone. Called without the lock. */
+static void heartbeat_beat(Heartbeat *hb) {
+    g_mutex_lock(&hb->lock);
+    GArray *mine = g_array_sized_new(FALSE, FALSE, sizeof(HeldJob), hb->holding->len);
+    g_array_append_vals(mine, hb->holding->data, hb->holding->len);
+    g_mutex_unlock(&hb->lock);
+    GArray *ids = g_array_sized_new(FALSE, FALSE, sizeof(gint64), mine->len);
+    for (guint i = 0; i < mine->len; i++)
+        g_array_append_val(ids, g_array_index(mine, HeldJob, i).job_id);
+    GArray *gone = g_array_new(FALSE, FALSE, sizeof(gint64));
+    GError *err = NULL;
+    int held = 0;
+    gboolean ok =
+        store_jobs_heartbeat_noting(hb->store, hb->owner, now_ms(), hb->lease_ms,
+                                    (const gint64 *)ids->data, (int)ids->len, gone, &held, &err);
+    /* Its own connection, lost: connected again here (the main loop's reconnection is
+     * the main connection's), or tried again at the next beat. */
+    if (!ok && g_error_matches(err, DQ_ERROR, DQ_ERR_DB_LOST) &&
+        dq_store_reconnect(hb->store, NULL)) {
+        g_clear_error(&err);
+        ok = store_jobs_heartbeat_noting(hb->store, hb->owner, now_ms(), hb->lease_ms,
+                                         (const gint64 *)ids->data, (int)ids->len, gone, &held,
+                                         &err);
+    }
+    if (!ok) {
+        dq_print_line(stderr, "docqa: worker %s: heartbeat: %s", hb->owner, err->message);
+        g_error_free(err);
+    }
+    if (gone->len > 0) {
+        GHashTable *attempt = g_hash_table_new(g_int64_hash, g_int64_equal);
+        for (guint i = 0; i < mine->len; i++) {
+            HeldJob *h = &g_array_index(mine, HeldJob, i);
+            g_hash_table_insert(attempt, &h->job_id, h);
+        }
+        g_mutex_lock(&hb->lock);
+        for (guint i = 0; i < gone->len; i++) {
+            const HeldJob *h = g_hash_table_lookup(attempt, &g_array_index(gone, gint64, i));
+            if (h != NULL)
+                g_array_append_vals(hb->gone, h, 1);
+        }
+        g_mutex_unlock(&hb->lock);
+        g_hash_table_destroy(attempt);
+    }
+    g_array_free(gone, TRUE);
+    g_array_free(ids, TRUE);
+    g_array_free(mine, TRUE);
+    queue_test_point("heartbeat:beat");
+}
 
 static gpointer heartbeat_main(gpointer data) {
     Heartbeat *hb = data;
@@ -60,21 +125,7 @@ static gpointer heartbeat_main(gpointer data) {
         if (!hb->active)
             continue;
         g_mutex_unlock(&hb->lock);
-        GError *err = NULL;
-        int held = 0;
-        gboolean ok =
-            store_jobs_heartbeat(hb->store, hb->owner, now_ms(), hb->lease_ms, &held, &err);
-        /* Its own connection, lost: connected again here (the main loop's reconnection is
-         * the main connection's), or tried again at the next beat. */
-        if (!ok && g_error_matches(err, DQ_ERROR, DQ_ERR_DB_LOST) &&
-            dq_store_reconnect(hb->store, NULL)) {
-            g_clear_error(&err);
-            ok = store_jobs_heartbeat(hb->store, hb->owner, now_ms(), hb->lease_ms, &held, &err);
-        }
-        if (!ok) {
-            dq_print_line(stderr, "docqa: worker %s: heartbeat: %s", hb->owner, err->message);
-            g_error_free(err);
-        }
+        heartbeat_beat(hb);
         g_mutex_lock(&hb->lock);
     }
     g_mutex_unlock(&hb->lock);
@@ -129,7 +180,9 @@ typedef struct {
     const char *owner;
     const DqWorkerOptions *opt;
     DqAnswerer *answerer;
-    GHashTable *in_flight; /* job id -> InFlight */
+    GHashTable *in_flight;      /* job id -> InFlight */
+    gboolean in_flight_changed; /* since it was last published to the heartbeat */
+    Heartbeat *hb;
     volatile sig_atomic_t *stop;
     DqWorkerStats *stats;
     gint64 locked_since_us, locked_last_us; /* monotonic; 0: not waiting on a locked database */
@@ -295,10 +348,14 @@ gboolean queue_page_store_usable(const char *db_path, GError **err) {
 /* Submits a claimed job (takes it); one that cannot be asked fails here. FALSE when the worker
  * cannot go on (the page store is gone): the job stays leased, for the worker to give back. */
 static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
-    if (g_hash_table_contains(w->in_flight, &j->job_id)) {
+    InFlight *again = g_hash_table_lookup(w->in_flight, &j->job_id);
+    if (again != NULL) {
         /* Its lease ran out while it was here (the heartbeat could not reach the database),
          * another worker took it back and gave it up, and the queue handed it to this worker
-         * again. The copy in the model completes it under this same lease. */
+         * again. The copy in the model completes it under this new lease: a heartbeat's word
+         * that the old one was gone is no longer about it. */
+        again->job->attempt = j->attempt;
+        w->in_flight_changed = TRUE;
         dq_claimed_job_free(j);
         return TRUE;
     }
@@ -365,7 +422,52 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
         return TRUE;
     }
     g_hash_table_insert(w->in_flight, &j->job_id, f);
+    w->in_flight_changed = TRUE;
     return TRUE;
+}
+
+/* Tells the heartbeat which jobs are in flight now, when that changed. */
+static void publish_in_flight(Worker *w) {
+    if (!w->in_flight_changed)
+        return;
+    GArray *now = g_array_sized_new(FALSE, FALSE, sizeof(HeldJob), g_hash_table_size(w->in_flight));
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, w->in_flight);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const InFlight *f = value;
+        HeldJob h = {.job_id = f->job->job_id, .attempt = f->job->attempt};
+        g_array_append_val(now, h);
+    }
+    g_mutex_lock(&w->hb->lock);
+    GArray *old = w->hb->holding;
+    w->hb->holding = now;
+    g_mutex_unlock(&w->hb->lock);
+    g_array_free(old, TRUE);
+    w->in_flight_changed = FALSE;
+}
+
+/* Withdraws the jobs the heartbeat found gone (cancelled, taken over, answered, deleted) from
+ * the answerer: they are not completed, and their places go to new jobs. A cancelled job whose
+ * answer came first was completed already (it is no longer in flight): its answer is kept, as
+ * store_jobs_complete keeps any late answer to a job nobody holds nor answered (queue.h). */
+static void withdraw_gone(Worker *w) {
+    g_mutex_lock(&w->hb->lock);
+    GArray *gone = w->hb->gone;
+    w->hb->gone = g_array_new(FALSE, FALSE, sizeof(HeldJob));
+    g_mutex_unlock(&w->hb->lock);
+    for (guint i = 0; i < gone->len; i++) {
+        const HeldJob *h = &g_array_index(gone, HeldJob, i);
+        InFlight *f = g_hash_table_lookup(w->in_flight, &h->job_id);
+        if (f == NULL || f->job->attempt != h->attempt || w->answerer->withdraw == NULL ||
+            !w->answerer->withdraw(w->answerer, h->job_id))
+            continue; /* finished meanwhile, claimed again, or left to finish */
+        g_hash_table_remove(w->in_flight, &h->job_id);
+        w->in_flight_changed = TRUE;
+        w->stats->withdrawn++;
+        queue_test_point("worker:withdrawn");
+    }
+    g_array_free(gone, TRUE);
 }
 
 /* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
@@ -448,8 +550,10 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
             g_free(quoted);
             g_free(msg);
         }
-        if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop))
+        if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop)) {
             g_hash_table_remove(w->in_flight, &done[i].tag);
+            w->in_flight_changed = TRUE;
+        }
     }
     queue_test_point("worker:after_complete");
     ok = TRUE;
@@ -506,7 +610,11 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
     gethostname(host, sizeof(host) - 1);
     char *owner = g_strdup_printf("%s:%d:%08x", host, (int)getpid(), g_random_int());
     gboolean ok = FALSE;
-    Heartbeat hb = {.owner = owner, .lease_ms = opt.lease_ms, .interval_ms = opt.heartbeat_ms};
+    Heartbeat hb = {.owner = owner,
+                    .lease_ms = opt.lease_ms,
+                    .interval_ms = opt.heartbeat_ms,
+                    .holding = g_array_new(FALSE, FALSE, sizeof(HeldJob)),
+                    .gone = g_array_new(FALSE, FALSE, sizeof(HeldJob))};
     g_mutex_init(&hb.lock);
     g_cond_init(&hb.cond);
     GThread *hb_thread = NULL;
@@ -524,6 +632,7 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                 .opt = &opt,
                 .answerer = answerer,
                 .in_flight = in_flight,
+                .hb = &hb,
                 .stop = stop,
                 .stats = stats};
     answerer->batch = opt.batch;
@@ -534,6 +643,7 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
     gboolean budget_spent = FALSE;
 
     while (!*stop) {
+        withdraw_gone(&w);
         int n = (int)g_hash_table_size(in_flight);
         if (n < limit && !budget_spent && now_ms() >= next_claim_ms) {
             if (!dq_store_check_file(s, err))
@@ -599,6 +709,7 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
             sleep_ms_unless(MAX(next_claim_ms - now_ms(), 0), stop);
             continue;
         }
+        publish_in_flight(&w);
         int k = answerer->poll(answerer, done, limit);
         if (k > 0 && !finish_jobs(&w, done, k, err))
             goto out;
@@ -642,6 +753,8 @@ out:
     }
     g_mutex_clear(&hb.lock);
     g_cond_clear(&hb.cond);
+    g_array_free(hb.holding, TRUE);
+    g_array_free(hb.gone, TRUE);
     if (in_flight != NULL)
         g_hash_table_destroy(in_flight);
     g_free(done);

@@ -638,10 +638,26 @@ fail:
 
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
                               int *held, GError **err) {
-    PG_DISPATCH(s, return pgjobs_heartbeat(s, owner, now_ms, lease_ms, held, err));
+    return store_jobs_heartbeat_noting(s, owner, now_ms, lease_ms, NULL, 0, NULL, held, err);
+}
+
+/* Of a worker's jobs in flight, those it no longer holds whose answer store_jobs_complete would
+ * not keep: its rule for a late answer, less cancelled jobs (a user withdrew them; an answer
+ * that comes anyway is kept, but none is worth computing now). */
+#define GONE_FROM_WORKER                                                                           \
+    "SELECT value FROM json_each(?1) WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = value "  \
+    "AND ((lease_owner = ?2 AND state = 'running') "                                               \
+    "OR (state IN ('queued', 'dead') AND NOT " DQ_SQL_HAS_ANSWER "))) ORDER BY value"
+
+gboolean store_jobs_heartbeat_noting(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
+                                     const gint64 *in_flight, int n_in_flight, GArray *gone,
+                                     int *held, GError **err) {
+    PG_DISPATCH(s, return pgjobs_heartbeat(s, owner, now_ms, lease_ms, in_flight, n_in_flight, gone,
+                                           held, err));
     /* In a transaction of its own, to learn how long it waited for the lock: a lease renewed
      * from the time before a long wait would be renewed to a time already past. */
     gint64 waited_ms = 0;
+    guint first_gone = gone ? gone->len : 0;
     if (!begin_timed(s, &waited_ms, err))
         return FALSE;
     sqlite3_stmt *st = stmt(s,
@@ -655,12 +671,30 @@ gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint
     if (!step_done(s, st, "extending leases", err))
         goto fail;
     int n = sqlite3_changes(dq_store_sqlite(s));
+    if (gone != NULL && n_in_flight > 0) {
+        if ((st = stmt(s, GONE_FROM_WORKER, err)) == NULL)
+            goto fail;
+        sqlite3_bind_text(st, 1, store_jobs_id_list(in_flight, n_in_flight, '[', ']'), -1, g_free);
+        bind_text(st, 2, owner);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            gint64 id = sqlite3_column_int64(st, 0);
+            g_array_append_val(gone, id);
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            db_fail(s, err, "looking for jobs no longer held");
+            goto fail;
+        }
+    }
     if (!commit(s, err))
         goto fail;
     if (held)
         *held = n;
     return TRUE;
 fail:
+    if (gone != NULL)
+        g_array_set_size(gone, first_gone);
     rollback(s);
     return FALSE;
 }

@@ -112,10 +112,21 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
                                    gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
                                    GError **err);
 
-/* Extends the lease of every job `owner` holds to now + lease_ms; *held is how many it still
- * holds (fewer than claimed means some leases were lost to a reclaim). */
+/* Extends the lease of every job `owner` holds to now + lease_ms, counted from when the rows are
+ * written: a heartbeat that waited (SQLite's write lock, PostgreSQL's row locks) renews from the
+ * end of its wait, not from `now_ms`, which was read before it. *held is how many it still holds
+ * (fewer than claimed means some leases were lost to a reclaim). */
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
                               int *held, GError **err);
+/* store_jobs_heartbeat, also telling the worker which of the n jobs `in_flight` (ids it is
+ * working on) are no longer worth working on: it no longer holds them and an answer to them
+ * would not be kept (store_jobs_complete's rule). Their ids are appended to `gone` (gint64, in
+ * id order): cancelled, answered or failed, held by another worker, deleted. A job that is back
+ * in the queue or buried with no answer is not among them: its late answer would still be kept,
+ * unless someone takes it first (a later heartbeat then says so). */
+gboolean store_jobs_heartbeat_noting(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
+                                     const gint64 *in_flight, int n_in_flight, GArray *gone,
+                                     int *held, GError **err);
 
 /* One answer to write. */
 typedef struct {
@@ -321,10 +332,10 @@ void dq_job_group_free(DqJobGroup *g);
 /* Cancels the jobs `filter` takes, in one transaction: they become 'cancelled' (finished_at now,
  * no lease; their errors stay in job_errors), except those that have an answer, which go back to
  * 'done' with it (the answer stands; only the second answering is withdrawn). A running job's
- * worker is not stopped: its answer, when it comes, is kept and the job is done
- * (store_jobs_complete's late-answer rule); a failure it reports changes nothing. With
- * `dry_run`, nothing is written. Returns a GPtrArray of DqJobGroup, by question id, model,
- * state and answered. */
+ * worker learns of it from its next heartbeat (store_jobs_heartbeat_noting) and drops it; an
+ * answer it completes before then is kept and the job is done (store_jobs_complete's
+ * late-answer rule); a failure it reports changes nothing. With `dry_run`, nothing is written.
+ * Returns a GPtrArray of DqJobGroup, by question id, model, state and answered. */
 GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
 
 /* Puts the jobs `filter` takes back in the queue with fresh attempts, in one transaction as

@@ -8,6 +8,7 @@
  * PostgreSQL on the row's newest version when it was changed concurrently. */
 #include "store_jobs_pg.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "store_internal.h"
 #include "store_pg.h"
@@ -340,23 +341,63 @@ static gboolean lock_owned(DqStore *s, const char *owner, GError **err) {
                  &p, "locking leased jobs", NULL, err);
 }
 
-gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms, int *held,
+gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
+                          const gint64 *in_flight, int n_in_flight, GArray *gone, int *held,
                           GError **err) {
+    /* This machine's time as the call began: what passed from there until a row is written (row
+     * locks waited for behind a completion or a cancel, a clock measure, a slow server) is added
+     * to now_ms, as SQLite adds its wait for the write lock (store_jobs.c): a lease renewed from
+     * before a long wait would be renewed to a time already past, and another worker's claim
+     * would take a job whose worker is alive. */
+    gint64 called_ms = dq_wall_ms();
     PgParams p = {0};
     gint64 n = 0;
+    guint first_gone = gone ? gone->len : 0;
     if (!pg_clock_check(s, err) || !pg_begin(s, err) || !lock_owned(s, owner, err))
         goto fail;
+    /* clock_timestamp(), not now(): the server's clock when the row is written, in the terms
+     * leases are compared in (store_pg.h: the call's start mapped to the server's clock), never
+     * less than what the caller asked for. Every row is locked by lock_owned above: the update
+     * itself waits for none. */
     pg_i64(&p, pg_server_ms(s, now_ms) + lease_ms);
     pg_text(&p, owner);
+    pg_i64(&p, pg_server_ms(s, called_ms));
     if (!pg_do(s,
-               "UPDATE jobs SET lease_expires_ms = $1 WHERE lease_owner = $2 AND state = 'running'",
-               &p, "extending leases", &n, err) ||
-        !pg_commit(s, err))
+               "UPDATE jobs SET lease_expires_ms = $1::bigint + greatest(0, "
+               "(extract(epoch FROM clock_timestamp()) * 1000)::bigint - $3::bigint) "
+               "WHERE lease_owner = $2 AND state = 'running'",
+               &p, "extending leases", &n, err))
+        goto fail;
+    if (gone != NULL && n_in_flight > 0) {
+        /* The jobs it no longer holds whose answer would not be kept (store_jobs.c,
+         * GONE_FROM_WORKER). */
+        char *list = store_jobs_id_list(in_flight, n_in_flight, '{', '}');
+        pg_text(&p, list);
+        g_free(list);
+        pg_text(&p, owner);
+        PGresult *r = pg_run(
+            s,
+            "SELECT f.id FROM unnest($1::bigint[]) AS f(id) WHERE NOT EXISTS "
+            "(SELECT 1 FROM jobs WHERE jobs.id = f.id AND ((lease_owner = $2 "
+            "AND state = 'running') OR (state IN ('queued', 'dead') AND NOT " DQ_SQL_HAS_ANSWER
+            "))) ORDER BY f.id",
+            &p, "looking for jobs no longer held", err);
+        if (r == NULL)
+            goto fail;
+        for (int i = 0; i < PQntuples(r); i++) {
+            gint64 id = pg_get_i64(r, i, 0);
+            g_array_append_val(gone, id);
+        }
+        PQclear(r);
+    }
+    if (!pg_commit(s, err))
         goto fail;
     if (held)
         *held = (int)n;
     return TRUE;
 fail:
+    if (gone != NULL)
+        g_array_set_size(gone, first_gone);
     pg_rollback(s);
     return FALSE;
 }

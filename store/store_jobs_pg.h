@@ -12,7 +12,8 @@ gboolean pgjobs_question_id(DqStore *s, const char *text, gint64 *id, GError **e
 gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err);
 GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
                         gint64 now_ms, gint64 lease_ms, GArray *buried_ids, GError **err);
-gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms, int *held,
+gboolean pgjobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
+                          const gint64 *in_flight, int n_in_flight, GArray *gone, int *held,
                           GError **err);
 gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                          int *written, GError **err);

@@ -147,7 +147,7 @@ typedef struct {
 typedef struct {
     DqAnswerer base;
     JtAnswererConfig cfg;
-    int served, submitted;
+    int served, submitted, withdrawn;
     GQueue pending; /* JtRequest, in submission order */
 } JtAnswerer;
 
@@ -226,6 +226,20 @@ static int jt_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
     return k;
 }
 
+static gboolean jt_withdraw(DqAnswerer *self, gint64 tag) {
+    JtAnswerer *a = (JtAnswerer *)self;
+    for (GList *l = a->pending.head; l != NULL; l = l->next) {
+        JtRequest *r = l->data;
+        if (r->tag == tag) {
+            g_queue_delete_link(&a->pending, l);
+            jt_request_free(r);
+            a->withdrawn++;
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 static void jt_free(DqAnswerer *self) {
     JtAnswerer *a = (JtAnswerer *)self;
     g_queue_clear_full(&a->pending, jt_request_free);
@@ -236,6 +250,7 @@ DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg) {
     JtAnswerer *a = g_new0(JtAnswerer, 1);
     a->base.submit = jt_submit;
     a->base.poll = jt_poll;
+    a->base.withdraw = jt_withdraw;
     a->base.free = jt_free;
     g_queue_init(&a->pending);
     if (cfg)
@@ -246,6 +261,10 @@ DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg) {
 
 int jt_answerer_submitted(const DqAnswerer *a) {
     return ((const JtAnswerer *)a)->submitted;
+}
+
+int jt_answerer_withdrawn(const DqAnswerer *a) {
+    return ((const JtAnswerer *)a)->withdrawn;
 }
 
 gint64 jt_query_int(const char *db_path, const char *sql) {

@@ -48,6 +48,9 @@ DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
 /* Requests submitted to it so far. */
 int jt_answerer_submitted(const DqAnswerer *a);
 
+/* Requests the worker withdrew from it so far (answerer.h): dropped before they were answered. */
+int jt_answerer_withdrawn(const DqAnswerer *a);
+
 /* Runs a SELECT returning one integer. */
 gint64 jt_query_int(const char *db_path, const char *sql);
 

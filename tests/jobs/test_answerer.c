@@ -3,9 +3,11 @@
  * on one thread, or on a pool of four as a GPU worker has, a page's tiles and vision features
  * shared by its questions) give exactly the answers each gets alone; a missing or undecodable
  * page fails only its own request, with its tag; freeing with requests in flight shuts the
- * preprocessing threads down cleanly. */
+ * preprocessing threads down cleanly; a request withdrawn wherever it is (in the model, being
+ * prepared, waiting) never comes back and changes no other answer. */
 #include "answerer.h"
 #include "dq_error.h"
+#include "queue.h"
 #include "testutil.h"
 
 #include <glib/gstdio.h>
@@ -230,6 +232,152 @@ static void test_stream_matches_alone(gconstpointer data) {
     g_free(dir);
 }
 
+/* Where the requests are, told by the answerer's test points (queue.h): with one preprocessing
+ * thread, requests are prepared and enter the model in the order they were submitted, so the
+ * n-th "answerer:prepare" is the n-th request submitted, and so on. The thread is held at the
+ * `hold_at`-th request it takes, until the test lets it go. */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    int taken, prepared, admitted;
+    int hold_at;
+    gboolean holding, released;
+} Watch;
+
+static void watch_point(const char *point, void *user) {
+    Watch *w = user;
+    g_mutex_lock(&w->lock);
+    if (strcmp(point, "answerer:prepare") == 0 && ++w->taken == w->hold_at) {
+        w->holding = TRUE;
+        g_cond_broadcast(&w->cond);
+        while (!w->released)
+            g_cond_wait(&w->cond, &w->lock);
+    } else if (strcmp(point, "answerer:prepared") == 0) {
+        w->prepared++;
+        g_cond_broadcast(&w->cond);
+    } else if (strcmp(point, "answerer:admitted") == 0) {
+        w->admitted++;
+    }
+    g_mutex_unlock(&w->lock);
+}
+
+/* Requests withdrawn wherever they are: one in the model beside a batch-mate (its slot is
+ * refilled), one on the preprocessing thread, one waiting for it. Neither comes back from poll;
+ * the others' answers are byte for byte those they get alone (a request's tokens never depend on
+ * its batch-mates, so also not on one leaving). */
+static void test_withdraw(void) {
+    DqAnswerer *a = open_answerer(2, 1);
+    if (a == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *page = fixture("portrait_page.png"), *banner = fixture("banner_wide.png");
+    const char *tmpl = "{question} Answer briefly.";
+    DqAnswerRequest reqs[] = {
+        {page, "What is the title?", tmpl, MAX_NEW, 1, NULL},   /* withdrawn in the model */
+        {page, "Who signed it?", tmpl, MAX_NEW, 1, NULL},       /* its batch-mate */
+        {banner, "What is the title?", tmpl, MAX_NEW, 1, NULL}, /* takes its slot */
+        {page, "What is the date?", tmpl, MAX_NEW, 1, NULL},    /* withdrawn being prepared */
+        {banner, "Who wrote it?", tmpl, MAX_NEW, 1, NULL},      /* withdrawn waiting for that */
+        {page, "What is the total?", tmpl, MAX_NEW, 1, NULL},
+    };
+    enum { N = G_N_ELEMENTS(reqs) };
+    GError *err = NULL;
+    DqAnswerResult alone[N] = {{0}};
+    for (int i = 0; i < N; i++) {
+        DqAnswerer *one = open_answerer(1, 1);
+        g_assert_true(one->submit(one, &reqs[i], 0, &err));
+        drain(one, 1, &alone[i]);
+        dq_answerer_free(one);
+        g_assert_no_error(alone[i].error);
+    }
+    /* Both are still decoding after their first step (when the first is withdrawn). */
+    g_assert_cmpint(alone[0].generated_tokens, >, 2);
+    g_assert_cmpint(alone[1].generated_tokens, >, 2);
+
+    Watch w = {.hold_at = 4};
+    g_mutex_init(&w.lock);
+    g_cond_init(&w.cond);
+    queue_test_set_callback(watch_point, &w);
+    for (int i = 0; i < N; i++)
+        g_assert_true(a->submit(a, &reqs[i], i, &err));
+    /* The first two prepared before the first poll: they enter the model together. */
+    g_mutex_lock(&w.lock);
+    while (w.prepared < 2)
+        g_cond_wait(&w.cond, &w.lock);
+    g_mutex_unlock(&w.lock);
+    DqAnswerDone done[N];
+    DqAnswerResult res[N] = {{0}};
+    gboolean returned[N] = {FALSE};
+    int got = 0, polls = 0;
+    gboolean withdrew_in_model = FALSE, withdrew_in_prep = FALSE;
+    while (got < 3) {
+        int k = a->poll(a, done, N);
+        g_assert_cmpint(++polls, <, 10000);
+        for (int i = 0; i < k; i++) {
+            gint64 tag = done[i].tag;
+            g_assert_true(tag == 1 || tag == 2 || tag == 5);
+            g_assert_false(returned[tag]);
+            returned[tag] = TRUE;
+            res[tag] = done[i].result;
+            got++;
+        }
+        if (!withdrew_in_model) {
+            /* After one step beside its batch-mate, request 0 is mid-answer in a slot. */
+            g_mutex_lock(&w.lock);
+            g_assert_cmpint(w.admitted, ==, 2);
+            g_mutex_unlock(&w.lock);
+            g_assert_false(returned[0] || returned[1]);
+            g_assert_true(a->withdraw(a, 0));
+            withdrew_in_model = TRUE;
+        }
+        g_mutex_lock(&w.lock);
+        if (w.holding && !withdrew_in_prep) {
+            /* Request 3 is on the preprocessing thread, request 4 waits for it. */
+            g_assert_true(a->withdraw(a, 3));
+            g_assert_true(a->withdraw(a, 4));
+            withdrew_in_prep = TRUE;
+            w.released = TRUE;
+            g_cond_broadcast(&w.cond);
+        }
+        g_mutex_unlock(&w.lock);
+    }
+    g_assert_true(withdrew_in_prep);
+    g_assert_cmpint(a->poll(a, done, N), ==, 0); /* nothing left in flight */
+    queue_test_set_callback(NULL, NULL);
+    /* The freed slots took the next requests; those withdrawn early never entered. */
+    g_assert_cmpint(w.admitted, ==, 4);
+    for (int i = 0; i < N; i++) {
+        if (i == 0 || i == 3 || i == 4) {
+            g_assert_false(returned[i]);
+            continue;
+        }
+        g_assert_no_error(res[i].error);
+        g_test_message("%d: '%s'", i, res[i].text);
+        g_assert_cmpstr(res[i].text, ==, alone[i].text);
+        g_assert_cmpint(res[i].generated_tokens, ==, alone[i].generated_tokens);
+        g_assert_cmpint(res[i].prompt_tokens, ==, alone[i].prompt_tokens);
+    }
+    /* Nothing to withdraw once returned, or never submitted. */
+    g_assert_false(a->withdraw(a, 1));
+    g_assert_false(a->withdraw(a, 0));
+    g_assert_false(a->withdraw(a, 99));
+    /* Withdrawn and freed at once, still in the queues: nothing leaked (ASan), no hang. */
+    for (int i = 0; i < 3; i++)
+        g_assert_true(a->submit(a, &reqs[i], i, &err));
+    g_assert_true(a->withdraw(a, 2));
+    g_assert_true(a->withdraw(a, 0));
+    dq_answerer_free(a);
+    for (int i = 0; i < N; i++) {
+        dq_answer_result_clear(&res[i]);
+        dq_answer_result_clear(&alone[i]);
+    }
+    g_mutex_clear(&w.lock);
+    g_cond_clear(&w.cond);
+    g_free(page);
+    g_free(banner);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_data_func("/answerer/stream-matches-alone", GINT_TO_POINTER(1),
@@ -238,5 +386,6 @@ int main(int argc, char **argv) {
      * once share its tiles; the answers are the same. */
     g_test_add_data_func("/answerer/stream-matches-alone-4-threads", GINT_TO_POINTER(4),
                          test_stream_matches_alone);
+    g_test_add_func("/answerer/withdraw", test_withdraw);
     return g_test_run();
 }

@@ -1805,8 +1805,8 @@ static void test_ask_one_rendering(void) {
  * --model, --state) narrow one another; a selector that names nothing is an error, as is none;
  * --dry-run changes nothing; cancelled jobs are left alone by workers and counted apart by
  * status and v_progress, the other questions' and models' jobs are untouched and answered;
- * a running job is cancelled only by name and its answer is kept; requeue --cancelled brings
- * them back. */
+ * a running job is cancelled only by name, and an answer its worker finished before hearing of
+ * it is kept; requeue --cancelled brings them back. */
 static void test_cancel(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
@@ -1901,7 +1901,8 @@ static void test_cancel(void) {
     g_assert_nonnull(strstr(out, "\"cancelled\" : 6"));
     g_free(out);
 
-    /* A running job: only by name; its worker's answer is kept. */
+    /* A running job: only by name; an answer its worker finished before its next heartbeat
+     * (here it has none: W is no worker) is kept. */
     GError *e = NULL;
     DqStore *s = dq_store_open(db, &e);
     dq_assert_no_error(e);
@@ -1917,8 +1918,9 @@ static void test_cancel(void) {
                     ==, 0);
     g_assert_nonnull(strstr(out, "cancel: 1 job cancelled"));
     g_assert_nonnull(strstr(out, "\"Total?\" (model other): 1 running"));
-    g_assert_nonnull(strstr(out, "1 of them was running: its worker is not stopped, and an answer "
-                                 "that still comes is kept"));
+    g_assert_nonnull(strstr(out, "1 of them was running: its worker drops it at its next "
+                                 "heartbeat (a third of a lease) and stores nothing for it; an "
+                                 "answer finished before then is kept"));
     g_free(out);
     DqJobAnswer late = {.job_id = running,
                         .text = "late but kept",

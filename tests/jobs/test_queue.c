@@ -1,5 +1,6 @@
 /* The queue's life cycle, step by step with a controlled clock, then whole workers with the
  * hash answerer (a test double, see jobs_testlib.h). */
+#include "clock.h"
 #include "dq_error.h"
 #include "jobs_testlib.h"
 #include "queue.h"
@@ -1397,6 +1398,216 @@ static void test_run_sigterm(void) {
     g_free(dir);
 }
 
+/* ---- jobs withdrawn while they run ----
+ *
+ * A scene: at one named point of a worker's life (queue_test_set_callback) the test acts once
+ * (cancels the job, takes it over as another worker would) and then waits there for two of the
+ * worker's heartbeats, so that the heartbeat has looked at the job since; what the worker does
+ * next is then the same on every run, however fast this machine is. */
+
+typedef struct Scene Scene;
+struct Scene {
+    const char *db;
+    const char *act_at;
+    void (*act)(Scene *sc);
+    /* Once the worker is done with the job (withdrawn, or completed), may be NULL. */
+    void (*then)(Scene *sc);
+    gint64 document_id, job_id;
+    gboolean acted, then_done;
+    GMutex lock;
+    GCond cond;
+    int beats;
+};
+
+static void scene_callback(const char *point, void *user) {
+    Scene *sc = user;
+    if (strcmp(point, "heartbeat:beat") == 0) {
+        g_mutex_lock(&sc->lock);
+        sc->beats++;
+        g_cond_broadcast(&sc->cond);
+        g_mutex_unlock(&sc->lock);
+    } else if (strcmp(point, sc->act_at) == 0 && !sc->acted) {
+        sc->acted = TRUE;
+        sc->act(sc);
+        g_mutex_lock(&sc->lock);
+        /* The first may have begun before the act: the second began after it. */
+        for (int until = sc->beats + 2; sc->beats < until;)
+            g_cond_wait(&sc->cond, &sc->lock);
+        g_mutex_unlock(&sc->lock);
+    } else if ((strcmp(point, "worker:withdrawn") == 0 ||
+                strcmp(point, "worker:after_complete") == 0) &&
+               sc->then != NULL && !sc->then_done) {
+        sc->then_done = TRUE;
+        sc->then(sc);
+    }
+}
+
+static void scene_begin(Scene *sc) {
+    g_mutex_init(&sc->lock);
+    g_cond_init(&sc->cond);
+    queue_test_set_callback(scene_callback, sc);
+}
+
+static void scene_end(Scene *sc) {
+    queue_test_set_callback(NULL, NULL);
+    queue_test_hooks_install();
+    g_mutex_clear(&sc->lock);
+    g_cond_clear(&sc->cond);
+}
+
+/* docqa cancel --document ID --state running, as the command does it. */
+static void cancel_running(Scene *sc) {
+    DqStore *s = open_store(sc->db);
+    GError *err = NULL;
+    DqJobFilter running = {.document_ids = &sc->document_id,
+                           .n_document_ids = 1,
+                           .documents_given = TRUE,
+                           .states = 1u << DQ_JOB_RUNNING};
+    GPtrArray *g = store_jobs_cancel(s, &running, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 1);
+    g_assert_cmpint(((DqJobGroup *)g_ptr_array_index(g, 0))->jobs, ==, 1);
+    g_ptr_array_free(g, TRUE);
+    close_store(s);
+}
+
+/* A job whose first request stays in the model for a million steps is cancelled there; the
+ * heartbeat tells its worker, which drops it from the model, stores nothing for it and counts
+ * it withdrawn; the other job is answered; `run` says so. Without the withdrawal the job would
+ * be finished and its answer kept, as a late one. */
+static void test_run_cancelled_while_running(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 2);
+    Scene sc = {.db = db, .act_at = "answerer:inference", .act = cancel_running, .document_id = 1};
+    scene_begin(&sc);
+    JtAnswererConfig cfg = {.slow_first = 1000000};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 2,
+                                  .until_empty = TRUE,
+                                  .heartbeat_ms = 10},
+                       .n_workers = 1};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, open_hash_answerer, &cfg, &res, &err);
+    dq_assert_no_error(err);
+    scene_end(&sc); /* it acted in the worker process: the counts below say what it did */
+    g_assert_cmpint(code, ==, 0);
+    g_assert_cmpint(res.workers_crashed, ==, 0);
+    g_assert_cmpint(res.total.withdrawn, ==, 1);
+    g_assert_cmpint(res.total.done, ==, 1);
+    g_assert_cmpint(res.total.failed + res.total.lost + res.total.released, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id WHERE "
+                          "p.document_id = 1 AND j.state = 'cancelled'"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers a JOIN jobs j ON j.id = a.job_id JOIN "
+                          "pages p ON p.id = j.page_id WHERE p.document_id = 1"),
+                    ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors"), ==, 0);
+    assert_answers_correct(db);
+    char *line = queue_run_summary(&res, 2.0);
+    g_test_message("%s", line);
+    g_assert_cmpstr(line, ==,
+                    "run: 1 answered, 0 failed, 0 retried, 0 given back, 1 withdrawn (cancelled or "
+                    "taken over while running) in 2.0 s (0.50 answers/s)");
+    g_free(line);
+    g_free(db);
+    g_free(dir);
+}
+
+/* The race: the job is cancelled just as its answer is ready, before its worker has acted on
+ * the heartbeat that saw the cancel. The answer wins: it is stored and the job is done
+ * (store_jobs_complete keeps a late answer to a job nobody holds nor answered, a cancelled one
+ * included), since it is computed by then; the worker withdraws nothing. */
+static void test_worker_cancelled_as_it_finishes(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    Scene sc = {
+        .db = db, .act_at = "worker:before_complete", .act = cancel_running, .document_id = 1};
+    scene_begin(&sc);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    scene_end(&sc);
+    g_assert_true(sc.acted);
+    g_assert_cmpint(stats.done, ==, 1);
+    g_assert_cmpint(stats.withdrawn, ==, 0);
+    g_assert_cmpint(jt_answerer_withdrawn(a), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM v_answers"), ==, 1);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
+/* Another worker's claim, made as if a lease later (this worker seemed dead), takes the job
+ * over while it is still in this worker's model: this worker drops it rather than compute an
+ * answer nobody would store; the other answers it. */
+static void take_over(Scene *sc) {
+    DqStore *s = open_store(sc->db);
+    GError *err = NULL;
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 1, dq_wall_ms() + 600000, 60000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(b->len, ==, 1);
+    sc->job_id = ((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id;
+    g_ptr_array_free(b, TRUE);
+    close_store(s);
+}
+
+static void b_answers(Scene *sc) {
+    DqStore *s = open_store(sc->db);
+    GError *err = NULL;
+    DqJobAnswer ans = {.job_id = sc->job_id,
+                       .text = "B's answer",
+                       .started_at = "2026-01-01T00:00:00.000Z",
+                       .finished_at = "2026-01-01T00:00:01.000Z",
+                       .exact = -1};
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "B", &ans, 1, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 1);
+    close_store(s);
+}
+
+static void test_worker_taken_over_while_running(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    Scene sc = {.db = db, .act_at = "answerer:inference", .act = take_over, .then = b_answers};
+    scene_begin(&sc);
+    JtAnswererConfig cfg = {.slow_first = 1000000};
+    DqAnswerer *a = jt_answerer_new(&cfg);
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    scene_end(&sc);
+    g_assert_true(sc.acted);
+    g_assert_cmpint(stats.withdrawn, ==, 1);
+    g_assert_cmpint(jt_answerer_withdrawn(a), ==, 1);
+    g_assert_cmpint(stats.done + stats.lost + stats.failed, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers WHERE text = 'B''s answer' AND worker = "
+                          "'B'"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired'"), ==, 1);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
@@ -1428,5 +1639,8 @@ int main(int argc, char **argv) {
                     test_run_locked_database_spends_no_attempt);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
+    g_test_add_func("/queue/run/cancelled-while-running", test_run_cancelled_while_running);
+    g_test_add_func("/queue/worker/cancelled-as-it-finishes", test_worker_cancelled_as_it_finishes);
+    g_test_add_func("/queue/worker/taken-over-while-running", test_worker_taken_over_while_running);
     return g_test_run();
 }

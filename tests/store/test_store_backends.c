@@ -1445,6 +1445,95 @@ static void test_open_existing(gconstpointer kind) {
     g_free(loc);
 }
 
+/* Runs statements on either kind of store (test setup). */
+static void exec_ok(DqStore *s, const char *sql) {
+    GError *err = NULL;
+    g_assert_true(dq_store_exec(s, sql, &err));
+    dq_assert_no_error(err);
+}
+
+/* What a worker's heartbeat tells it about the jobs it has in flight: which of them it no longer
+ * holds and need not finish (cancelled, taken over, answered or failed by another worker,
+ * deleted, back in the queue with an answer it would not replace), and which it should go on
+ * with: its own, and those whose late answer store_jobs_complete keeps (back in the queue or
+ * buried, unanswered). The leases it still holds are renewed as before. */
+static void test_heartbeat_gone(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/a.pdf", "1111");
+    add_document(s, "/archive/b.pdf", "2222");
+    g_assert_cmpint(enqueue_all(s, "Q1"), ==, 6);
+    g_assert_cmpint(enqueue_all(s, "Q2"), ==, 6);
+    GPtrArray *w = store_jobs_claim(s, "W", "m", 9, dq_wall_ms(), 3600000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(w->len, ==, 9);
+    gint64 j[10];
+    for (int i = 0; i < 9; i++)
+        j[i] = ((DqClaimedJob *)g_ptr_array_index(w, i))->job_id;
+    j[9] = j[8] + 1000; /* a job that never was: deleted before the claim was heard */
+    char *sql = g_strdup_printf(
+        "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_ms = NULL WHERE "
+        "id = %" G_GINT64_FORMAT "; "
+        "UPDATE jobs SET lease_owner = 'V' WHERE id IN (%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
+        "); "
+        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_ms = NULL WHERE id = "
+        "%" G_GINT64_FORMAT "; "
+        "DELETE FROM jobs WHERE id = %" G_GINT64_FORMAT "; "
+        "UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_expires_ms = NULL WHERE id = "
+        "%" G_GINT64_FORMAT "; "
+        "UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_ms = NULL WHERE id = "
+        "%" G_GINT64_FORMAT,
+        j[1], j[2], j[4], j[3], j[5], j[6], j[7]);
+    exec_ok(s, sql);
+    g_free(sql);
+    int written = 0;
+    DqJobAnswer by_v = answer_for(j[4], "V's");
+    g_assert_true(store_jobs_complete(s, "V", &by_v, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    /* j8: answered, queued again (requeue --approximate) and its lease lost to the queue. */
+    DqJobAnswer mine = answer_for(j[8], "first");
+    g_assert_true(store_jobs_complete(s, "W", &mine, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    sql = g_strdup_printf("UPDATE jobs SET state = 'queued' WHERE id = %" G_GINT64_FORMAT, j[8]);
+    exec_ok(s, sql);
+    g_free(sql);
+
+    GArray *gone = g_array_new(FALSE, FALSE, sizeof(gint64));
+    int held = -1;
+    gint64 t = dq_wall_ms();
+    g_assert_true(store_jobs_heartbeat_noting(s, "W", t, 60000, j, 10, gone, &held, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(held, ==, 1); /* j0 */
+    gint64 expect[] = {j[1], j[2], j[4], j[5], j[7], j[8], j[9]};
+    g_assert_cmpint(gone->len, ==, G_N_ELEMENTS(expect));
+    for (guint i = 0; i < G_N_ELEMENTS(expect); i++)
+        g_assert_cmpint(g_array_index(gone, gint64, i), ==, expect[i]);
+    sql = g_strdup_printf("SELECT lease_expires_ms - %" G_GINT64_FORMAT " FROM jobs WHERE id = "
+                          "%" G_GINT64_FORMAT,
+                          t, j[0]);
+    g_assert_cmpint(query_int(s, loc, sql), >=, 60000);
+    g_free(sql);
+    /* Nothing in flight, or nobody asking: nothing said, the leases renewed all the same. */
+    g_assert_true(store_jobs_heartbeat_noting(s, "W", t, 60000, NULL, 0, gone, &held, &err));
+    g_assert_true(store_jobs_heartbeat(s, "W", t, 60000, &held, &err));
+    g_assert_cmpint(held, ==, 1);
+    g_assert_cmpint(gone->len, ==, G_N_ELEMENTS(expect));
+    /* The two it goes on with are those whose late answers are kept. */
+    DqJobAnswer late[2] = {answer_for(j[3], "late"), answer_for(j[6], "late")};
+    g_assert_true(store_jobs_complete(s, "W", late, 2, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 2);
+    g_array_free(gone, TRUE);
+    g_ptr_array_free(w, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A worker that answers after its lease ran out (the database was locked or unreachable longer
  * than a lease): its answer is kept when nobody else holds or answered the job, whether the job
  * went back to the queue or was buried for it; never while another worker holds it. */
@@ -2289,6 +2378,9 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/non-utf8-path", "postgres", test_non_utf8_path);
     g_test_add_data_func("/store/backends/sqlite/gone-paths", "sqlite", test_gone_paths);
     g_test_add_data_func("/store/backends/postgres/gone-paths", "postgres", test_gone_paths);
+    g_test_add_data_func("/store/backends/sqlite/heartbeat-gone", "sqlite", test_heartbeat_gone);
+    g_test_add_data_func("/store/backends/postgres/heartbeat-gone", "postgres",
+                         test_heartbeat_gone);
     g_test_add_data_func("/store/backends/sqlite/cancel", "sqlite", test_cancel);
     g_test_add_data_func("/store/backends/postgres/cancel", "postgres", test_cancel);
     g_test_add_data_func("/store/backends/sqlite/requeue-selected", "sqlite",

@@ -4,6 +4,7 @@
  * does), and a late answer to a job another worker's claim buried (run's counts, as on SQLite in
  * tests/jobs/test_queue.c). The jobs and page images come from jobs_testlib's SQLite database,
  * moved with dq_store_copy (docqa migrate). */
+#include "clock.h"
 #include "dq_error.h"
 #include "jobs_testlib.h"
 #include "pg_testlib.h"
@@ -11,6 +12,7 @@
 #include "store_migrate.h"
 #include "testutil.h"
 
+#include <libpq-fe.h>
 #include <signal.h>
 #include <string.h>
 
@@ -119,6 +121,79 @@ static void test_buried_then_answered(void) {
     g_free(loc);
 }
 
+typedef struct {
+    DqStore *s;
+    gint64 called_ms; /* this machine's clock when the heartbeat was called */
+    int held;
+    GError *err;
+} Beat;
+
+static gpointer beat_thread(gpointer data) {
+    Beat *b = data;
+    b->called_ms = dq_wall_ms();
+    store_jobs_heartbeat(b->s, "W", b->called_ms, 1000, &b->held, &b->err);
+    return NULL;
+}
+
+/* A heartbeat that waits for a row lock (another connection's cancel or completion holds it:
+ * here a transaction left open in psql) renews the lease from when it writes the row, by the
+ * server's clock, not from when it was called: renewed from then, a lease as long as the wait
+ * would be past already, and the next claim would take a job whose worker is alive. */
+static void test_heartbeat_after_lock_wait(void) {
+    char *loc = new_queue();
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    GPtrArray *jobs = store_jobs_claim(s, "W", "m", 1, dq_wall_ms(), 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jobs->len, ==, 1);
+    gint64 id = ((DqClaimedJob *)g_ptr_array_index(jobs, 0))->job_id;
+    PGconn *other = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(other), ==, CONNECTION_OK);
+    char *lock = g_strdup_printf(
+        "BEGIN; SELECT id FROM jobs WHERE id = %" G_GINT64_FORMAT " FOR UPDATE", id);
+    PGresult *r = PQexec(other, lock);
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    PQclear(r);
+    Beat b = {.s = s};
+    GThread *t = g_thread_new("heartbeat", beat_thread, &b);
+    /* The heartbeat is waiting for the row; it waits longer than its lease. */
+    while (pgt_query_int(loc, "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
+        g_usleep(10000);
+    g_usleep(1500000);
+    r = PQexec(other, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    gint64 released_ms = g_ascii_strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    r = PQexec(other, "COMMIT");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    g_thread_join(t);
+    dq_assert_no_error(b.err);
+    g_assert_cmpint(b.held, ==, 1);
+    char *sql =
+        g_strdup_printf("SELECT lease_expires_ms FROM jobs WHERE id = %" G_GINT64_FORMAT, id);
+    gint64 expires = pgt_query_int(loc, sql);
+    g_test_message("called at %" G_GINT64_FORMAT ", row free at %" G_GINT64_FORMAT
+                   " (server), lease until %" G_GINT64_FORMAT,
+                   b.called_ms, released_ms, expires);
+    g_assert_cmpint(expires, >=, released_ms + 1000);
+    /* So another worker's claim, now, leaves it alone. */
+    GPtrArray *other_claim = store_jobs_claim(s, "V", "m", 8, dq_wall_ms(), 1000, NULL, &err);
+    dq_assert_no_error(err);
+    for (guint i = 0; i < other_claim->len; i++)
+        g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(other_claim, i))->job_id, !=, id);
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 0);
+    g_ptr_array_free(other_claim, TRUE);
+    g_free(sql);
+    g_free(lock);
+    PQfinish(other);
+    g_ptr_array_free(jobs, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *why_not = NULL;
@@ -136,6 +211,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/store-pg-queue/disk-full", test_disk_full);
     g_test_add_func("/store-pg-queue/server-out-of-memory", test_server_out_of_memory);
     g_test_add_func("/store-pg-queue/buried-then-answered", test_buried_then_answered);
+    g_test_add_func("/store-pg-queue/heartbeat-after-lock-wait", test_heartbeat_after_lock_wait);
     int rc = g_test_run();
     pgt_stop(server);
     g_free(page_db);
