@@ -132,7 +132,8 @@ void dq_ingest_summary_clear(DqIngestSummary *sum) {
 
 typedef struct {
     gboolean resolved;
-    char *status; /* ok, partial, failed */
+    gboolean kept; /* stored already (Doc.stored): not rendered now, its row not written */
+    char *status;  /* ok, partial, failed */
     int width, height;
     double source_w, source_h;
     char *sha256;
@@ -182,6 +183,11 @@ typedef struct {
     int restarts;
     double started_ms;    /* when its first worker started: the --doc-timeout clock */
     gboolean out_of_time; /* --doc-timeout ran out: its workers killed, no more started */
+    GPtrArray *stored;    /* DqStoredPage*: its pages at these settings stored already, their
+                             files there, by page number: not rendered again */
+    int *stored_pages;    /* their page numbers, sorted, for the workers [stored->len] */
+    gint64 stored_bytes;  /* their PNGs' bytes, counted against --max-doc-bytes */
+    int n_kept;           /* of those, resolved as stored (their page numbers exist now) */
 } Doc;
 
 typedef struct {
@@ -234,6 +240,9 @@ static void doc_free(Doc *d) {
         g_free(d->pages[i].message);
     }
     g_free(d->pages);
+    if (d->stored != NULL)
+        g_ptr_array_free(d->stored, TRUE);
+    g_free(d->stored_pages);
     if (d->shared != NULL)
         munmap(d->shared, sizeof *d->shared);
     if (d->fd >= 0)
@@ -318,6 +327,7 @@ static void record_doc(Run *r, Doc *d) {
         row->status = p->status;
         row->error_code = p->code;
         row->error_message = p->message;
+        row->stored = p->kept;
         if (p->sha256 != NULL)
             n_img++;
         if (strcmp(p->status, "ok") != 0) {
@@ -388,7 +398,9 @@ static void record_doc(Run *r, Doc *d) {
         else
             s->documents_failed++;
         for (int i = 0; i < n_rows; i++) {
-            if (rows[i].image_sha256 != NULL) {
+            if (rows[i].stored) {
+                s->pages_kept++;
+            } else if (rows[i].image_sha256 != NULL) {
                 s->pages_ok++;
                 sweep_page_folder(r, rows[i].image_sha256);
             } else {
@@ -546,6 +558,112 @@ static int open_walked(Run *r, const WalkEntry *e, int *err_no, const char **esc
     return fd;
 }
 
+/* Which of the document's stored pages (`pages`, DqStoredPage*) are there to keep: their files
+ * there and not empty (with --verify, holding the bytes they are named for). Sets d->stored
+ * (and the rest) to those; returns whether any is missing. A stat a page is cheap next to
+ * rendering; hashing every page of an archive on every run is not (README: --verify), so only
+ * --verify finds a file replaced or damaged in place (the worker finds it too, when it answers a
+ * question about it, and fails the job saying so). */
+static gboolean keep_stored_pages(Run *r, Doc *d, GPtrArray *pages) {
+    gboolean missing = FALSE;
+    d->stored = g_ptr_array_new_with_free_func((GDestroyNotify)dq_stored_page_free);
+    d->stored_bytes = 0;
+    for (guint i = 0; i < pages->len; i++) {
+        DqStoredPage *sp = g_ptr_array_index(pages, i);
+        char *png = dq_ingest_page_path(r->store_dir, sp->image_sha256);
+        struct stat st;
+        gboolean there = png != NULL && stat(png, &st) == 0 && st.st_size > 0 &&
+                         (!r->opt->verify || page_file_matches(png, sp->image_sha256));
+        g_free(png);
+        if (!there) {
+            missing = TRUE;
+            continue;
+        }
+        /* Each page counts its own PNG, as a whole rendering counts it (worker.c). */
+        d->stored_bytes += st.st_size;
+        pages->pdata[i] = NULL;
+        g_ptr_array_add(d->stored, sp);
+    }
+    d->stored_pages = g_new(int, MAX(d->stored->len, 1));
+    for (guint i = 0; i < d->stored->len; i++)
+        d->stored_pages[i] = ((DqStoredPage *)g_ptr_array_index(d->stored, i))->page_number;
+    return missing;
+}
+
+static void forget_stored_pages(Doc *d) {
+    if (d->stored != NULL)
+        g_ptr_array_free(d->stored, TRUE);
+    d->stored = NULL;
+    g_clear_pointer(&d->stored_pages, g_free);
+    d->stored_bytes = 0;
+}
+
+/* Looks a hashed document up. Returns TRUE when it is to be rendered (d->existing_id and
+ * d->stored set), FALSE when it is settled (unchanged: counted, not freed) or the database
+ * failed (r->fatal set). */
+static gboolean needs_rendering(Run *r, Doc *d) {
+    WalkEntry *e = d->entry;
+    forget_stored_pages(d);
+    DqDocumentLookup found;
+    GError *err = NULL;
+    if (!dq_store_document_find(r->store, e->path, d->sha256, r->settings, &found, &err)) {
+        r->fatal = err;
+        return FALSE;
+    }
+    static const char *const retryable[] = {"too_many_pages",   "too_many_pixels", "render_timeout",
+                                            "render_crashed",   "store_failed",    "out_of_memory",
+                                            "output_too_large", "interrupted",     NULL};
+    if (found.id != 0) {
+        /* The same bytes as the path's newest version. A document that failed as a whole
+         * (nothing rendered at any settings: encrypted, too many pages, ...) fails alike at
+         * every render settings; otherwise what counts is its pages at these settings. */
+        gboolean whole_failed =
+            strcmp(found.status, "failed") == 0 && found.pages_any_settings == 0;
+        gboolean not_ok = FALSE, retry = FALSE, render = FALSE;
+        if (whole_failed) {
+            not_ok = TRUE;
+            retry = found.error_code != NULL && g_strv_contains(retryable, found.error_code);
+            /* Versions that sent misnamed files to a worker recorded them as damaged: the same
+             * bytes now say what they are, in place. */
+            render = g_strcmp0(found.error_code, "damaged") == 0 && entry_not_a_document(e);
+        } else if (found.pages_with_settings == 0) {
+            render = TRUE; /* new render settings add pages */
+        } else {
+            /* The document's status is its latest rendering's: it speaks for these settings
+             * only when they are the only ones (a TIFF whose pages are fine but whose IFD chain
+             * broke is partial without a failed page). */
+            not_ok =
+                found.pages_not_ok > 0 || (strcmp(found.status, "ok") != 0 &&
+                                           found.pages_any_settings == found.pages_with_settings);
+            for (char **c = found.failed_codes; c && *c && !retry; c++)
+                retry = g_strv_contains(retryable, *c);
+            /* The page store is only files: one deleted or emptied behind our back would leave
+             * rows naming nothing; the document renders again, those pages only. */
+            GPtrArray *pages =
+                dq_store_document_stored_pages(r->store, found.id, r->settings, &err);
+            if (pages == NULL) {
+                r->fatal = err;
+                dq_document_lookup_clear(&found);
+                return FALSE;
+            }
+            render = keep_stored_pages(r, d, pages);
+            g_ptr_array_free(pages, TRUE);
+        }
+        if (!render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
+            if (not_ok)
+                r->sum->unchanged_not_ok++;
+            dq_document_lookup_clear(&found);
+            r->sum->unchanged++;
+            r->files_done++;
+            r->bytes_done += e->bytes;
+            return FALSE;
+        }
+    }
+    d->existing_id = found.id;
+    dq_document_lookup_clear(&found);
+    return TRUE;
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
@@ -581,66 +699,10 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         doc_free(d);
         return NULL;
     }
-    DqDocumentLookup found;
-    GError *err = NULL;
-    if (!dq_store_document_find(r->store, e->path, d->sha256, r->settings, &found, &err)) {
-        r->fatal = err;
+    if (!needs_rendering(r, d)) {
         doc_free(d);
         return NULL;
     }
-    static const char *const retryable[] = {"too_many_pages",   "too_many_pixels", "render_timeout",
-                                            "render_crashed",   "store_failed",    "out_of_memory",
-                                            "output_too_large", "interrupted",     NULL};
-    if (found.id != 0) {
-        /* The same bytes as the path's newest version. A document that failed as a whole
-         * (nothing rendered at any settings: encrypted, too many pages, ...) fails alike at
-         * every render settings; otherwise what counts is its pages at these settings. */
-        gboolean whole_failed =
-            strcmp(found.status, "failed") == 0 && found.pages_any_settings == 0;
-        gboolean not_ok = FALSE, retry = FALSE, render = FALSE;
-        if (whole_failed) {
-            not_ok = TRUE;
-            retry = found.error_code != NULL && g_strv_contains(retryable, found.error_code);
-            /* Versions that sent misnamed files to a worker recorded them as damaged: the same
-             * bytes now say what they are, in place. */
-            render = g_strcmp0(found.error_code, "damaged") == 0 && entry_not_a_document(e);
-        } else if (found.pages_with_settings == 0) {
-            render = TRUE; /* new render settings add pages */
-        } else {
-            /* The document's status is its latest rendering's: it speaks for these settings
-             * only when they are the only ones (a TIFF whose pages are fine but whose IFD chain
-             * broke is partial without a failed page). */
-            not_ok =
-                found.pages_not_ok > 0 || (strcmp(found.status, "ok") != 0 &&
-                                           found.pages_any_settings == found.pages_with_settings);
-            for (char **c = found.failed_codes; c && *c && !retry; c++)
-                retry = g_strv_contains(retryable, *c);
-            /* The page store is only files: one deleted or emptied behind our back would leave
-             * rows naming nothing. A stat per page is cheap next to rendering; hashing every
-             * page of an archive on every run is not (README: --verify), so only --verify
-             * finds a file replaced or damaged in place (the worker finds it too, when it
-             * answers a question about it, and fails the job saying so). */
-            for (char **img = found.images; img && *img && !render; img++) {
-                char *png = dq_ingest_page_path(r->store_dir, *img);
-                struct stat st;
-                render = stat(png, &st) != 0 || st.st_size == 0 ||
-                         (r->opt->verify && !page_file_matches(png, *img));
-                g_free(png);
-            }
-        }
-        if (!render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
-            if (not_ok)
-                r->sum->unchanged_not_ok++;
-            dq_document_lookup_clear(&found);
-            r->sum->unchanged++;
-            r->files_done++;
-            r->bytes_done += e->bytes;
-            doc_free(d);
-            return NULL;
-        }
-    }
-    d->existing_id = found.id;
-    dq_document_lookup_clear(&found);
     if (d->sha256 == NULL && err_no == 0) {
         char *m = g_strdup_printf("%s: not a regular file", e->path);
         record_prefailed(r, d, DQ_INGEST_NOT_A_DOCUMENT, m);
@@ -676,7 +738,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
     }
     d->shared->next_page = 0;
     d->shared->page_count = -1;
-    d->shared->png_bytes = 0;
+    d->shared->png_bytes = d->stored_bytes;
     g_ptr_array_add(r->active, d);
     return d;
 }
@@ -722,6 +784,8 @@ static gboolean spawn_child(Run *r, Doc *d) {
             .min_free_mb = r->opt->min_free_mb,
             .page_timeout_s = r->opt->page_timeout_s,
             .doc_timeout_s = r->opt->doc_timeout_s,
+            .stored = d->stored_pages,
+            .n_stored = d->stored != NULL ? (int)d->stored->len : 0,
             .shared = d->shared,
         };
         worker_main(&task, fds[1]);
@@ -761,6 +825,18 @@ static void handle_line(Run *r, Child *c, char *line) {
                 d->warning = g_strdup(f[2]);
             if (n >= 4 && f[3][0] != '\0')
                 d->note = g_strdup(f[3]);
+            /* The pages stored already are this rendering's as they are (the workers skip
+             * them); one past the count (the same bytes cannot give fewer pages) is not. */
+            for (guint i = 0; d->stored != NULL && i < d->stored->len; i++) {
+                const DqStoredPage *sp = g_ptr_array_index(d->stored, i);
+                if (sp->page_number < 1 || sp->page_number > count)
+                    continue;
+                page_resolve(d, sp->page_number, sp->status, sp->width, sp->height,
+                             sp->source_width, sp->source_height, sp->image_sha256, sp->error_code,
+                             sp->error_message);
+                d->pages[sp->page_number - 1].kept = TRUE;
+                d->n_kept++;
+            }
         }
     } else if (n >= 3 && strcmp(f[0], "fail") == 0) {
         int reason = DQ_INGEST_DAMAGED;
@@ -918,6 +994,16 @@ static gboolean read_child(Run *r, Child *c) {
     return TRUE;
 }
 
+/* Pages of a document no process has taken yet, less those stored already (never rendered). */
+static int pages_left(const Doc *d) {
+    int next = __atomic_load_n(&d->shared->next_page, __ATOMIC_SEQ_CST);
+    int left = d->page_count - next;
+    for (guint i = 0; d->stored != NULL && i < d->stored->len; i++)
+        if (d->stored_pages[i] > next && d->stored_pages[i] <= d->page_count)
+            left--;
+    return left;
+}
+
 /* The next document to give a free process: a restart, a new file, or extra hands for a long
  * document once no new file is waiting. */
 static Doc *next_work(Run *r) {
@@ -937,7 +1023,7 @@ static Doc *next_work(Run *r) {
         Doc *a = g_ptr_array_index(r->active, i);
         if (a->fail_reason != 0 || a->page_count < 0 || a->out_of_time)
             continue;
-        int left = a->page_count - __atomic_load_n(&a->shared->next_page, __ATOMIC_SEQ_CST);
+        int left = pages_left(a);
         if (left > best_left) {
             best = a;
             best_left = left;
@@ -953,8 +1039,10 @@ static void show_progress(Run *r, gboolean final) {
     r->last_progress = now;
     double secs = (now - r->t0) / 1000.0;
     int pages = r->sum->pages_ok + r->sum->pages_failed;
-    for (guint i = 0; i < r->active->len; i++)
-        pages += ((Doc *)g_ptr_array_index(r->active, i))->resolved;
+    for (guint i = 0; i < r->active->len; i++) {
+        const Doc *a = g_ptr_array_index(r->active, i);
+        pages += a->resolved - a->n_kept;
+    }
     char eta[32] = "?";
     if (r->bytes_done > 0 && r->bytes_total > r->bytes_done) {
         int left = (int)(secs * (double)(r->bytes_total - r->bytes_done) / (double)r->bytes_done);

@@ -42,6 +42,10 @@
  * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the bytes of the
  * newest version at the same path add nothing (when pages for the current render settings
  * exist); other bytes, an older version's too, add a new document version and keep the old.
+ * A document of unchanged bytes rendered again (--retry-failed, a page file gone) renders only
+ * the pages not stored at these settings (no image, or its file missing or, with --verify, not
+ * its bytes); the others keep their rows, and count toward --max-doc-bytes as they did, so the
+ * outcome is the one a whole rendering gives.
  */
 #ifndef DQ_INGEST_H
 #define DQ_INGEST_H
@@ -99,8 +103,8 @@ typedef struct {
                               page at these settings that failed, for a reason that may pass
                               now: too_many_pages, too_many_pixels, render_timeout,
                               render_crashed, store_failed, out_of_memory, output_too_large,
-                              interrupted (the rows are updated
-                              in place) */
+                              interrupted (their pages not stored only; the rows are
+                              updated in place) */
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,
                         damaged); without it only a missing or empty file is noticed */
@@ -150,6 +154,8 @@ typedef struct {
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
     int pages_ok;           /* page images written now */
     int pages_failed;
+    int pages_kept; /* pages of the documents rendered now that were stored already (an image and
+                       its row at these settings, the file there): not rendered again */
     double seconds;
     gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
                              was recorded */

@@ -145,6 +145,8 @@ typedef struct {
     gint64 min_free_mb;
     int page_timeout_s; /* the parent's clock per page; the CPU limit is a little above it */
     int doc_timeout_s;  /* the parent's clock per document (0: none); the CPU limit's ceiling */
+    const int *stored;  /* pages stored already, not rendered again: sorted, [n_stored] */
+    int n_stored;
     WorkerShared *shared;
 } WorkerTask;
 

@@ -265,6 +265,11 @@ static int own_descriptor(const WorkerTask *task) {
     return -1;
 }
 
+static int compare_ints(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
 void worker_main(const WorkerTask *task, int fd) {
     watch_for_oom(fd, task->mem_limit_mb);
     limit_memory(task->mem_limit_mb);
@@ -305,6 +310,9 @@ void worker_main(const WorkerTask *task, int fd) {
         int page = __atomic_add_fetch(&task->shared->next_page, 1, __ATOMIC_SEQ_CST);
         if (page > n)
             break;
+        if (task->n_stored > 0 && bsearch(&page, task->stored, (size_t)task->n_stored,
+                                          sizeof *task->stored, compare_ints) != NULL)
+            continue; /* its image and row are stored already (ingest.c, stored pages) */
         send_line(fd, "begin\t%d\n", page);
         limit_cpu(task, FALSE);
         maybe_inject_fault(task->path, page);

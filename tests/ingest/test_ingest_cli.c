@@ -523,8 +523,43 @@ static void test_interrupted(void) {
         g_free((char *)all[i]);
 }
 
+/* ---- --retry-failed's summary */
+
+/* A retry of a partial document says how many pages it rendered and how many were stored. */
+static void test_retry_summary(void) {
+    char *dir = dq_test_tmpdir();
+    char *pdf = g_build_filename(dir, "r.pdf", NULL), *db = g_build_filename(dir, "docqa.db", NULL);
+    write_two_page_pdf(pdf);
+    char *out = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:r.pdf:2", TRUE);
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "-j", "1", pdf, NULL), ==, 1);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_free(out);
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--retry-failed", pdf, NULL),
+        ==, 0);
+    if (strstr(out, "1 files: 1 ok") == NULL ||
+        strstr(out, "; 1 pages rendered, 1 already stored, in ") == NULL)
+        g_error("summary: %s", out);
+    g_free(out);
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--retry-failed",
+                              "--json", pdf, NULL),
+                    ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_already_stored"), ==, 0);
+    g_object_unref(p);
+    g_free(out);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/ingest/cli/retry_summary", test_retry_summary);
     g_test_add_func("/ingest/cli/walk_skips_own_database", test_walk_skips_own_database);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
