@@ -119,6 +119,8 @@ static void failure_free(DqIngestFailure *f) {
 void dq_ingest_summary_clear(DqIngestSummary *sum) {
     if (sum->failures != NULL)
         g_ptr_array_free(sum->failures, TRUE);
+    if (sum->busy != NULL)
+        g_ptr_array_free(sum->busy, TRUE);
     if (sum->failed_by_code != NULL)
         g_hash_table_destroy(sum->failed_by_code);
     if (sum->partial_by_code != NULL)
@@ -188,6 +190,7 @@ typedef struct {
     int *stored_pages;    /* their page numbers, sorted, for the workers [stored->len] */
     gint64 stored_bytes;  /* their PNGs' bytes, counted against --max-doc-bytes */
     int n_kept;           /* of those, resolved as stored (their page numbers exist now) */
+    Claim claim;          /* held while it is rendered here (ingest_internal.h) */
 } Doc;
 
 typedef struct {
@@ -214,6 +217,7 @@ typedef struct {
     GPtrArray *entries;
     guint next_entry;
     GQueue restart;    /* Doc* with pages left and no process */
+    GQueue deferred;   /* Doc* (hashed, looked up) another ingest was rendering: tried again */
     GPtrArray *active; /* Doc* with processes */
     Child *kids;       /* [opt->jobs] */
     int n_kids;
@@ -243,6 +247,8 @@ static void doc_free(Doc *d) {
     if (d->stored != NULL)
         g_ptr_array_free(d->stored, TRUE);
     g_free(d->stored_pages);
+    /* After the document is recorded (or given up): one who waited for it finds it done. */
+    page_store_release(&d->claim);
     if (d->shared != NULL)
         munmap(d->shared, sizeof *d->shared);
     if (d->fd >= 0)
@@ -664,13 +670,80 @@ static gboolean needs_rendering(Run *r, Doc *d) {
     return TRUE;
 }
 
+/* The name of a document's claim: its path, bytes and render settings (two paths holding the
+ * same bytes are two documents, each rendered by whoever ingests it). */
+static char *claim_key(Run *r, Doc *d) {
+    GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(ck, (const guchar *)d->entry->path, (gssize)strlen(d->entry->path) + 1);
+    g_checksum_update(ck, (const guchar *)d->sha256, (gssize)strlen(d->sha256) + 1);
+    g_checksum_update(ck, (const guchar *)r->settings, (gssize)strlen(r->settings));
+    char *key = g_strdup(g_checksum_get_string(ck));
+    g_checksum_free(ck);
+    return key;
+}
+
+/* Left to another ingest that renders it: nothing recorded here. */
+static void report_elsewhere(Run *r, Doc *d, const char *holder) {
+    DqIngestFailure *f = g_new0(DqIngestFailure, 1);
+    f->path = dq_utf8_escape_invalid(d->entry->path);
+    f->status = g_strdup("busy");
+    f->code = g_strdup("in_progress_elsewhere");
+    char *m = g_strdup_printf("%s: being rendered by another ingest (%s); left to it",
+                              d->entry->path, holder != NULL ? holder : "its claim is held");
+    f->message = dq_utf8_escape_invalid(m);
+    g_free(m);
+    g_ptr_array_add(r->sum->busy, f);
+    r->sum->elsewhere++;
+    r->files_done++;
+    r->bytes_done += d->entry->bytes;
+}
+
+/* Claims a document to render and makes it ready for workers; NULL when it is settled or put
+ * off. Another ingest that holds its claim renders it now: with `may_defer` it is put off
+ * (r->deferred), else left to that one. Once claimed it is looked up again: the ingest that held
+ * it may have recorded it just before letting go. */
+static Doc *claim_doc(Run *r, Doc *d, gboolean may_defer) {
+    char *key = claim_key(r, d), *holder = NULL;
+    ClaimResult c = page_store_claim(r->store_dir, key, &d->claim, &holder);
+    g_free(key);
+    if (c == CLAIM_BUSY) {
+        if (may_defer)
+            g_queue_push_tail(&r->deferred, d);
+        else {
+            report_elsewhere(r, d, holder);
+            doc_free(d);
+        }
+        g_free(holder);
+        return NULL;
+    }
+    /* CLAIM_UNAVAILABLE (no locks on this file system): rendered as if nobody else were. */
+    if (c == CLAIM_TAKEN && !needs_rendering(r, d)) {
+        doc_free(d);
+        return NULL;
+    }
+    d->shared =
+        mmap(NULL, sizeof *d->shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (d->shared == MAP_FAILED) {
+        d->shared = NULL;
+        dq_fail(&r->fatal, DQ_ERR_IO, "cannot map shared memory: %s", g_strerror(errno));
+        doc_free(d);
+        return NULL;
+    }
+    d->shared->next_page = 0;
+    d->shared->page_count = -1;
+    d->shared->png_bytes = d->stored_bytes;
+    g_ptr_array_add(r->active, d);
+    return d;
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
- * or failed without rendering, and recorded). */
+ * or failed without rendering, and recorded) or put off (another ingest renders it). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
     Doc *d = g_new0(Doc, 1);
     d->entry = e;
     d->fd = -1;
     d->page_count = -1;
+    d->claim.fd = -1;
     int err_no = e->open_errno;
     /* Only regular files are hashed: /dev/zero named on the command line would never end. */
     gboolean changed = FALSE;
@@ -728,19 +801,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         g_free(m);
         return NULL;
     }
-    d->shared =
-        mmap(NULL, sizeof *d->shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (d->shared == MAP_FAILED) {
-        d->shared = NULL;
-        dq_fail(&r->fatal, DQ_ERR_IO, "cannot map shared memory: %s", g_strerror(errno));
-        doc_free(d);
-        return NULL;
-    }
-    d->shared->next_page = 0;
-    d->shared->page_count = -1;
-    d->shared->png_bytes = d->stored_bytes;
-    g_ptr_array_add(r->active, d);
-    return d;
+    return claim_doc(r, d, TRUE);
 }
 
 /* ---- worker processes */
@@ -771,6 +832,12 @@ static gboolean spawn_child(Run *r, Doc *d) {
          * killed by the user is never recorded as a crashed page. */
         signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_DFL);
+        /* The claims are the ingest's: they end with it, not with the last of its workers. */
+        for (guint i = 0; i < r->active->len; i++) {
+            Doc *a = g_ptr_array_index(r->active, i);
+            if (a->claim.fd >= 0)
+                close(a->claim.fd);
+        }
         WorkerTask task = {
             .path = d->entry->path,
             .fd = d->fd,
@@ -1004,8 +1071,9 @@ static int pages_left(const Doc *d) {
     return left;
 }
 
-/* The next document to give a free process: a restart, a new file, or extra hands for a long
- * document once no new file is waiting. */
+/* The next document to give a free process: a restart, a new file, one another ingest was
+ * rendering when we came to it, or extra hands for a long document once no new file is
+ * waiting. */
 static Doc *next_work(Run *r) {
     Doc *d = g_queue_pop_head(&r->restart);
     if (d != NULL)
@@ -1016,6 +1084,16 @@ static Doc *next_work(Run *r) {
             return d;
     }
     if (r->fatal != NULL || interrupted)
+        return NULL;
+    /* Put off: tried again whenever a process is free (the other ingest may be done with it);
+     * once this one has nothing else to do, those still claimed are left to the other. */
+    for (guint n = g_queue_get_length(&r->deferred); n > 0 && r->fatal == NULL; n--)
+        if ((d = claim_doc(r, g_queue_pop_head(&r->deferred), TRUE)) != NULL)
+            return d;
+    while (r->n_kids == 0 && r->fatal == NULL && !g_queue_is_empty(&r->deferred))
+        if ((d = claim_doc(r, g_queue_pop_head(&r->deferred), FALSE)) != NULL)
+            return d;
+    if (r->fatal != NULL)
         return NULL;
     Doc *best = NULL;
     int best_left = 1;
@@ -1132,6 +1210,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
                        DqIngestSummary *sum, GError **err) {
     memset(sum, 0, sizeof *sum);
     sum->failures = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
+    sum->busy = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
     sum->failed_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->gone = g_ptr_array_new_with_free_func(g_free);
@@ -1155,6 +1234,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         return FALSE;
     }
     page_store_sweep(r.store_dir, 3600);
+    page_store_sweep_claims(r.store_dir);
     r.swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
     /* A folder that holds the database: its own files and page images are not the archive's
@@ -1191,6 +1271,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     }
     r.active = g_ptr_array_new();
     g_queue_init(&r.restart);
+    g_queue_init(&r.deferred);
     r.kids = g_new0(Child, opt->jobs);
 
     struct sigaction sa, old_int, old_term;
@@ -1277,12 +1358,15 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     }
     g_ptr_array_free(r.active, TRUE);
     g_queue_clear(&r.restart);
+    /* Put off and not come back to (interrupted, or a fatal error): not done. */
+    g_queue_clear_full(&r.deferred, (GDestroyNotify)doc_free);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sum->interrupted = interrupted != 0;
     /* Every file is counted once: settled one way or another, or left undone. */
-    sum->not_done = sum->files - (sum->documents_ok + sum->documents_partial +
-                                  sum->documents_failed + sum->unchanged + sum->changed);
+    sum->not_done =
+        sum->files - (sum->documents_ok + sum->documents_partial + sum->documents_failed +
+                      sum->unchanged + sum->changed + sum->elsewhere);
     sum->seconds = (dq_now_ms() - r.t0) / 1000.0;
     if (opt->progress)
         show_progress(&r, TRUE);

@@ -46,6 +46,12 @@
  * the pages not stored at these settings (no image, or its file missing or, with --verify, not
  * its bytes); the others keep their rows, and count toward --max-doc-bytes as they did, so the
  * outcome is the one a whole rendering gives.
+ *
+ * Concurrency. Two ingests at once (overlapping cron runs) split the work: a document is
+ * rendered under its claim (ingest_internal.h: an flock() in <page store>/.claims, which dies
+ * with its process), and one that another live ingest renders is put off to the end of this
+ * run, then looked up again once free (recorded by the other: unchanged), or, still claimed
+ * when nothing else is left, left to the other (DqIngestSummary.elsewhere).
  */
 #ifndef DQ_INGEST_H
 #define DQ_INGEST_H
@@ -152,7 +158,10 @@ typedef struct {
                                rest not started): nothing recorded */
     int skipped;            /* files in folders that are neither PDF nor TIFF */
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
-    int pages_ok;           /* page images written now */
+    int elsewhere; /* being rendered by another ingest (see Concurrency above) when this one came
+                      to them and still when it had nothing else left: left to that one, nothing
+                      recorded here; listed in `busy` */
+    int pages_ok;  /* page images written now */
     int pages_failed;
     int pages_kept; /* pages of the documents rendered now that were stored already (an image and
                        its row at these settings, the file there): not rendered again */
@@ -160,6 +169,8 @@ typedef struct {
     gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
                              was recorded */
     GPtrArray *failures;  /* DqIngestFailure*, for failed, partial and changed documents */
+    GPtrArray *busy;      /* DqIngestFailure* (status "busy", code "in_progress_elsewhere") for
+                             the documents counted in `elsewhere` */
     /* Paths (char*, as text: store escapes) recorded under a folder given to this ingest whose
      * files are gone since: marked (documents.missing_since) now, in name order. Those marked
      * by an earlier ingest are not listed again; a path found again is unmarked. */
