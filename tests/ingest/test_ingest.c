@@ -10,6 +10,7 @@
 
 #include <cairo-pdf.h>
 #include <cairo.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <jpeglib.h>
 #include <math.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -2087,6 +2089,59 @@ static void test_temp_files_swept(void) {
     fixture_clear(&f);
 }
 
+/* Claim files nobody holds (an ingest killed while it rendered those documents) are removed
+ * when ingest starts; one another process holds stays, and so does its lock. */
+static void test_stale_claims_swept(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *claims = g_build_filename(store_dir, ".claims", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(claims, 0755), ==, 0);
+    char *stale = g_build_filename(claims, "0123.lock", NULL);
+    char *held = g_build_filename(claims, "4567.lock", NULL);
+    g_assert_true(g_file_set_contents(stale, "pid 1 on gone\n", -1, NULL));
+    g_assert_true(g_file_set_contents(held, "pid 2 on here\n", -1, NULL));
+    int ready[2];
+    g_assert_cmpint(pipe(ready), ==, 0);
+    pid_t holder = fork();
+    g_assert_cmpint(holder, >=, 0);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* not left holding it if an assertion fails */
+        int fd = open(held, O_RDWR);
+        char ok = fd >= 0 && flock(fd, LOCK_EX) == 0 ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    char ok = 0;
+    g_assert_cmpint(read(ready[0], &ok, 1), ==, 1);
+    g_assert_cmpint(ok, ==, 'y');
+    char *pdf = in_dir(&f, "p.pdf");
+    PageSize one[] = {{100, 100}};
+    write_cairo_pdf(pdf, one, 1);
+    run_ingest(&f, pdf);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_false(g_file_test(stale, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(held, G_FILE_TEST_EXISTS));
+    int fd = open(held, O_RDWR);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(flock(fd, LOCK_EX | LOCK_NB), !=, 0); /* still the holder's */
+    close(fd);
+    kill(holder, SIGKILL);
+    waitpid(holder, NULL, 0);
+    close(ready[0]);
+    close(ready[1]);
+    g_free(pdf);
+    g_free(stale);
+    g_free(held);
+    g_free(claims);
+    g_free(store_dir);
+    fixture_clear(&f);
+}
+
 static char *page_png(Fixture *f, const char *path) {
     char *sha = query_text(f,
                            "SELECT p.image_sha256 FROM pages p JOIN documents_current d ON "
@@ -3152,6 +3207,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/retry_partial", test_retry_partial);
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
+    g_test_add_func("/ingest/store/stale_claims_swept", test_stale_claims_swept);
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
     g_test_add_func("/ingest/store/page_files_verified", test_page_files_verified);
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
