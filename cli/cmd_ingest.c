@@ -62,12 +62,14 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("unchanged", s->unchanged);
     INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
     INT_MEMBER("changed_during_ingest", s->changed);
+    INT_MEMBER("in_progress_elsewhere", s->elsewhere);
     INT_MEMBER("not_done", s->not_done);
     INT_MEMBER("folders_unreadable", s->folders_unreadable);
     INT_MEMBER("skipped", s->skipped);
     INT_MEMBER("gone", (int)s->gone->len);
     INT_MEMBER("pages_ok", s->pages_ok);
     INT_MEMBER("pages_failed", s->pages_failed);
+    INT_MEMBER("pages_already_stored", s->pages_kept);
     INT_MEMBER("n_res", n_res);
     INT_MEMBER("tile", tile);
 #undef INT_MEMBER
@@ -91,6 +93,16 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
+    json_builder_set_member_name(b, "elsewhere");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < s->busy->len; i++) {
+        const DqIngestFailure *f = g_ptr_array_index(s->busy, i);
+        json_builder_begin_object(b);
+        add_string(b, "path", f->path);
+        add_string(b, "message", f->message);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
     json_builder_set_member_name(b, "gone_paths");
     json_builder_begin_array(b);
     for (guint i = 0; i < s->gone->len; i++)
@@ -101,8 +113,10 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
 }
 
 static void print_text(const DqIngestSummary *s) {
-    for (guint i = 0; i < s->failures->len; i++) {
-        const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
+    for (guint i = 0; i < s->failures->len + s->busy->len; i++) {
+        const DqIngestFailure *f = i < s->failures->len
+                                       ? g_ptr_array_index(s->failures, i)
+                                       : g_ptr_array_index(s->busy, i - s->failures->len);
         /* Most messages begin with the document's path; those about a page or the page store
          * ("no page could be rendered; page 1: <page store folder>: ...") get it in front. */
         const char *m = f->message ? f->message : "";
@@ -121,11 +135,13 @@ static void print_text(const DqIngestSummary *s) {
         g_free(path);
     }
     char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
-         not_done[80] = "", gone[64] = "";
+         not_done[80] = "", gone[64] = "", elsewhere[64] = "", kept[64] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
     if (s->changed > 0)
         snprintf(changed, sizeof changed, ", %d changed during ingest", s->changed);
+    if (s->elsewhere > 0)
+        snprintf(elsewhere, sizeof elsewhere, ", %d in progress elsewhere", s->elsewhere);
     if (s->folders_unreadable > 0)
         snprintf(folders, sizeof folders, "; %d folder%s could not be read", s->folders_unreadable,
                  s->folders_unreadable == 1 ? "" : "s");
@@ -134,16 +150,19 @@ static void print_text(const DqIngestSummary *s) {
                  s->gone->len == 1 ? "" : "s");
     if (s->pages_failed > 0)
         snprintf(pages_failed, sizeof pages_failed, " (and %d failed)", s->pages_failed);
+    if (s->pages_kept > 0)
+        snprintf(kept, sizeof kept, ", %d already stored,", s->pages_kept);
     if (s->interrupted)
         snprintf(not_done, sizeof not_done, "; interrupted, %d file%s not done", s->not_done,
                  s->not_done == 1 ? "" : "s");
     char *partial_codes = codes_text(s->partial_by_code);
     char *failed_codes = codes_text(s->failed_by_code);
-    printf("ingest: %d files: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s (%d other files "
-           "skipped%s)%s; %d pages%s in %.1f s (%.1f pages/s)%s\n",
+    printf("ingest: %d files: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s%s (%d other "
+           "files skipped%s)%s; %d pages%s%s%s in %.1f s (%.1f pages/s)%s\n",
            s->files, s->documents_ok, s->documents_partial, partial_codes, s->documents_failed,
-           failed_codes, s->unchanged, earlier, changed, s->skipped, folders, gone, s->pages_ok,
-           pages_failed, s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
+           failed_codes, s->unchanged, earlier, changed, elsewhere, s->skipped, folders, gone,
+           s->pages_ok, s->pages_kept > 0 ? " rendered" : "", pages_failed, kept, s->seconds,
+           s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
     g_free(partial_codes);
     g_free(failed_codes);
 }
@@ -191,7 +210,7 @@ int cmd_ingest(int argc, char **argv) {
          "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
          "render again unchanged files that failed, or have pages that failed, on a limit, a "
-         "crash, a timeout, memory or a full disk",
+         "crash, a timeout, memory or a full disk (the pages not stored already only)",
          NULL},
         {"verify", 0, 0, G_OPTION_ARG_NONE, &verify,
          "hash the page images of unchanged files and render again the pages whose images were "

@@ -119,6 +119,8 @@ static void failure_free(DqIngestFailure *f) {
 void dq_ingest_summary_clear(DqIngestSummary *sum) {
     if (sum->failures != NULL)
         g_ptr_array_free(sum->failures, TRUE);
+    if (sum->busy != NULL)
+        g_ptr_array_free(sum->busy, TRUE);
     if (sum->failed_by_code != NULL)
         g_hash_table_destroy(sum->failed_by_code);
     if (sum->partial_by_code != NULL)
@@ -132,7 +134,8 @@ void dq_ingest_summary_clear(DqIngestSummary *sum) {
 
 typedef struct {
     gboolean resolved;
-    char *status; /* ok, partial, failed */
+    gboolean kept; /* stored already (Doc.stored): not rendered now, its row not written */
+    char *status;  /* ok, partial, failed */
     int width, height;
     double source_w, source_h;
     char *sha256;
@@ -182,6 +185,12 @@ typedef struct {
     int restarts;
     double started_ms;    /* when its first worker started: the --doc-timeout clock */
     gboolean out_of_time; /* --doc-timeout ran out: its workers killed, no more started */
+    GPtrArray *stored;    /* DqStoredPage*: its pages at these settings stored already, their
+                             files there, by page number: not rendered again */
+    int *stored_pages;    /* their page numbers, sorted, for the workers [stored->len] */
+    gint64 stored_bytes;  /* their PNGs' bytes, counted against --max-doc-bytes */
+    int n_kept;           /* of those, resolved as stored (their page numbers exist now) */
+    Claim claim;          /* held while it is rendered here (ingest_internal.h) */
 } Doc;
 
 typedef struct {
@@ -208,6 +217,7 @@ typedef struct {
     GPtrArray *entries;
     guint next_entry;
     GQueue restart;    /* Doc* with pages left and no process */
+    GQueue deferred;   /* Doc* (hashed, looked up) another ingest was rendering: tried again */
     GPtrArray *active; /* Doc* with processes */
     Child *kids;       /* [opt->jobs] */
     int n_kids;
@@ -234,6 +244,11 @@ static void doc_free(Doc *d) {
         g_free(d->pages[i].message);
     }
     g_free(d->pages);
+    if (d->stored != NULL)
+        g_ptr_array_free(d->stored, TRUE);
+    g_free(d->stored_pages);
+    /* After the document is recorded (or given up): one who waited for it finds it done. */
+    page_store_release(&d->claim);
     if (d->shared != NULL)
         munmap(d->shared, sizeof *d->shared);
     if (d->fd >= 0)
@@ -318,6 +333,7 @@ static void record_doc(Run *r, Doc *d) {
         row->status = p->status;
         row->error_code = p->code;
         row->error_message = p->message;
+        row->stored = p->kept;
         if (p->sha256 != NULL)
             n_img++;
         if (strcmp(p->status, "ok") != 0) {
@@ -388,7 +404,9 @@ static void record_doc(Run *r, Doc *d) {
         else
             s->documents_failed++;
         for (int i = 0; i < n_rows; i++) {
-            if (rows[i].image_sha256 != NULL) {
+            if (rows[i].stored) {
+                s->pages_kept++;
+            } else if (rows[i].image_sha256 != NULL) {
                 s->pages_ok++;
                 sweep_page_folder(r, rows[i].image_sha256);
             } else {
@@ -546,47 +564,57 @@ static int open_walked(Run *r, const WalkEntry *e, int *err_no, const char **esc
     return fd;
 }
 
-/* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
- * or failed without rendering, and recorded). */
-static Doc *prepare_doc(Run *r, WalkEntry *e) {
-    Doc *d = g_new0(Doc, 1);
-    d->entry = e;
-    d->fd = -1;
-    d->page_count = -1;
-    int err_no = e->open_errno;
-    /* Only regular files are hashed: /dev/zero named on the command line would never end. */
-    gboolean changed = FALSE;
-    const char *escaped = NULL;
-    if (err_no == 0 && e->regular)
-        d->fd = open_walked(r, e, &err_no, &escaped);
-    if (escaped != NULL) {
-        report_changed(r, d, escaped);
-        doc_free(d);
-        return NULL;
-    }
-    if (d->fd >= 0) {
-        d->sha256 = hash_file(d->fd, &d->stamp, &changed, &err_no);
-        if (d->sha256 != NULL) {
-            /* The row describes the bytes that were hashed, not those the walk saw. */
-            e->bytes = d->stamp.size;
-            e->mtime = d->stamp.mtime.tv_sec;
+/* Which of the document's stored pages (`pages`, DqStoredPage*) are there to keep: their files
+ * there and not empty (with --verify, holding the bytes they are named for). Sets d->stored
+ * (and the rest) to those; returns whether any is missing. A stat a page is cheap next to
+ * rendering; hashing every page of an archive on every run is not (README: --verify), so only
+ * --verify finds a file replaced or damaged in place (the worker finds it too, when it answers a
+ * question about it, and fails the job saying so). */
+static gboolean keep_stored_pages(Run *r, Doc *d, GPtrArray *pages) {
+    gboolean missing = FALSE;
+    d->stored = g_ptr_array_new_with_free_func((GDestroyNotify)dq_stored_page_free);
+    d->stored_bytes = 0;
+    for (guint i = 0; i < pages->len; i++) {
+        DqStoredPage *sp = g_ptr_array_index(pages, i);
+        char *png = dq_ingest_page_path(r->store_dir, sp->image_sha256);
+        struct stat st;
+        gboolean there = png != NULL && stat(png, &st) == 0 && st.st_size > 0 &&
+                         (!r->opt->verify || page_file_matches(png, sp->image_sha256));
+        g_free(png);
+        if (!there) {
+            missing = TRUE;
+            continue;
         }
+        /* Each page counts its own PNG, as a whole rendering counts it (worker.c). */
+        d->stored_bytes += st.st_size;
+        pages->pdata[i] = NULL;
+        g_ptr_array_add(d->stored, sp);
     }
-    if (interrupted) { /* abandoned, like the documents being rendered */
-        doc_free(d);
-        return NULL;
-    }
-    if (changed) {
-        report_changed(r, d, NULL);
-        doc_free(d);
-        return NULL;
-    }
+    d->stored_pages = g_new(int, MAX(d->stored->len, 1));
+    for (guint i = 0; i < d->stored->len; i++)
+        d->stored_pages[i] = ((DqStoredPage *)g_ptr_array_index(d->stored, i))->page_number;
+    return missing;
+}
+
+static void forget_stored_pages(Doc *d) {
+    if (d->stored != NULL)
+        g_ptr_array_free(d->stored, TRUE);
+    d->stored = NULL;
+    g_clear_pointer(&d->stored_pages, g_free);
+    d->stored_bytes = 0;
+}
+
+/* Looks a hashed document up. Returns TRUE when it is to be rendered (d->existing_id and
+ * d->stored set), FALSE when it is settled (unchanged: counted, not freed) or the database
+ * failed (r->fatal set). */
+static gboolean needs_rendering(Run *r, Doc *d) {
+    WalkEntry *e = d->entry;
+    forget_stored_pages(d);
     DqDocumentLookup found;
     GError *err = NULL;
     if (!dq_store_document_find(r->store, e->path, d->sha256, r->settings, &found, &err)) {
         r->fatal = err;
-        doc_free(d);
-        return NULL;
+        return FALSE;
     }
     static const char *const retryable[] = {"too_many_pages",   "too_many_pixels", "render_timeout",
                                             "render_crashed",   "store_failed",    "out_of_memory",
@@ -616,17 +644,16 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
             for (char **c = found.failed_codes; c && *c && !retry; c++)
                 retry = g_strv_contains(retryable, *c);
             /* The page store is only files: one deleted or emptied behind our back would leave
-             * rows naming nothing. A stat per page is cheap next to rendering; hashing every
-             * page of an archive on every run is not (README: --verify), so only --verify
-             * finds a file replaced or damaged in place (the worker finds it too, when it
-             * answers a question about it, and fails the job saying so). */
-            for (char **img = found.images; img && *img && !render; img++) {
-                char *png = dq_ingest_page_path(r->store_dir, *img);
-                struct stat st;
-                render = stat(png, &st) != 0 || st.st_size == 0 ||
-                         (r->opt->verify && !page_file_matches(png, *img));
-                g_free(png);
+             * rows naming nothing; the document renders again, those pages only. */
+            GPtrArray *pages =
+                dq_store_document_stored_pages(r->store, found.id, r->settings, &err);
+            if (pages == NULL) {
+                r->fatal = err;
+                dq_document_lookup_clear(&found);
+                return FALSE;
             }
+            render = keep_stored_pages(r, d, pages);
+            g_ptr_array_free(pages, TRUE);
         }
         if (!render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
             if (not_ok)
@@ -635,12 +662,120 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
             r->sum->unchanged++;
             r->files_done++;
             r->bytes_done += e->bytes;
-            doc_free(d);
-            return NULL;
+            return FALSE;
         }
     }
     d->existing_id = found.id;
     dq_document_lookup_clear(&found);
+    return TRUE;
+}
+
+/* The name of a document's claim: its path, bytes and render settings (two paths holding the
+ * same bytes are two documents, each rendered by whoever ingests it). */
+static char *claim_key(Run *r, Doc *d) {
+    GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(ck, (const guchar *)d->entry->path, (gssize)strlen(d->entry->path) + 1);
+    g_checksum_update(ck, (const guchar *)d->sha256, (gssize)strlen(d->sha256) + 1);
+    g_checksum_update(ck, (const guchar *)r->settings, (gssize)strlen(r->settings));
+    char *key = g_strdup(g_checksum_get_string(ck));
+    g_checksum_free(ck);
+    return key;
+}
+
+/* Left to another ingest that renders it: nothing recorded here. */
+static void report_elsewhere(Run *r, Doc *d, const char *holder) {
+    DqIngestFailure *f = g_new0(DqIngestFailure, 1);
+    f->path = dq_utf8_escape_invalid(d->entry->path);
+    f->status = g_strdup("busy");
+    f->code = g_strdup("in_progress_elsewhere");
+    char *m = g_strdup_printf("%s: being rendered by another ingest (%s); left to it",
+                              d->entry->path, holder != NULL ? holder : "its claim is held");
+    f->message = dq_utf8_escape_invalid(m);
+    g_free(m);
+    g_ptr_array_add(r->sum->busy, f);
+    r->sum->elsewhere++;
+    r->files_done++;
+    r->bytes_done += d->entry->bytes;
+}
+
+/* Claims a document to render and makes it ready for workers; NULL when it is settled or put
+ * off. Another ingest that holds its claim renders it now: with `may_defer` it is put off
+ * (r->deferred), else left to that one. Once claimed it is looked up again: the ingest that held
+ * it may have recorded it just before letting go. */
+static Doc *claim_doc(Run *r, Doc *d, gboolean may_defer) {
+    char *key = claim_key(r, d), *holder = NULL;
+    ClaimResult c = page_store_claim(r->store_dir, key, &d->claim, &holder);
+    g_free(key);
+    if (c == CLAIM_BUSY) {
+        if (may_defer)
+            g_queue_push_tail(&r->deferred, d);
+        else {
+            report_elsewhere(r, d, holder);
+            doc_free(d);
+        }
+        g_free(holder);
+        return NULL;
+    }
+    /* CLAIM_UNAVAILABLE (no locks on this file system): rendered as if nobody else were. */
+    if (c == CLAIM_TAKEN && !needs_rendering(r, d)) {
+        doc_free(d);
+        return NULL;
+    }
+    d->shared =
+        mmap(NULL, sizeof *d->shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (d->shared == MAP_FAILED) {
+        d->shared = NULL;
+        dq_fail(&r->fatal, DQ_ERR_IO, "cannot map shared memory: %s", g_strerror(errno));
+        doc_free(d);
+        return NULL;
+    }
+    d->shared->next_page = 0;
+    d->shared->page_count = -1;
+    d->shared->png_bytes = d->stored_bytes;
+    g_ptr_array_add(r->active, d);
+    return d;
+}
+
+/* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
+ * or failed without rendering, and recorded) or put off (another ingest renders it). */
+static Doc *prepare_doc(Run *r, WalkEntry *e) {
+    Doc *d = g_new0(Doc, 1);
+    d->entry = e;
+    d->fd = -1;
+    d->page_count = -1;
+    d->claim.fd = -1;
+    int err_no = e->open_errno;
+    /* Only regular files are hashed: /dev/zero named on the command line would never end. */
+    gboolean changed = FALSE;
+    const char *escaped = NULL;
+    if (err_no == 0 && e->regular)
+        d->fd = open_walked(r, e, &err_no, &escaped);
+    if (escaped != NULL) {
+        report_changed(r, d, escaped);
+        doc_free(d);
+        return NULL;
+    }
+    if (d->fd >= 0) {
+        d->sha256 = hash_file(d->fd, &d->stamp, &changed, &err_no);
+        if (d->sha256 != NULL) {
+            /* The row describes the bytes that were hashed, not those the walk saw. */
+            e->bytes = d->stamp.size;
+            e->mtime = d->stamp.mtime.tv_sec;
+        }
+    }
+    if (interrupted) { /* abandoned, like the documents being rendered */
+        doc_free(d);
+        return NULL;
+    }
+    if (changed) {
+        report_changed(r, d, NULL);
+        doc_free(d);
+        return NULL;
+    }
+    if (!needs_rendering(r, d)) {
+        doc_free(d);
+        return NULL;
+    }
     if (d->sha256 == NULL && err_no == 0) {
         char *m = g_strdup_printf("%s: not a regular file", e->path);
         record_prefailed(r, d, DQ_INGEST_NOT_A_DOCUMENT, m);
@@ -666,19 +801,7 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         g_free(m);
         return NULL;
     }
-    d->shared =
-        mmap(NULL, sizeof *d->shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (d->shared == MAP_FAILED) {
-        d->shared = NULL;
-        dq_fail(&r->fatal, DQ_ERR_IO, "cannot map shared memory: %s", g_strerror(errno));
-        doc_free(d);
-        return NULL;
-    }
-    d->shared->next_page = 0;
-    d->shared->page_count = -1;
-    d->shared->png_bytes = 0;
-    g_ptr_array_add(r->active, d);
-    return d;
+    return claim_doc(r, d, TRUE);
 }
 
 /* ---- worker processes */
@@ -709,6 +832,12 @@ static gboolean spawn_child(Run *r, Doc *d) {
          * killed by the user is never recorded as a crashed page. */
         signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_DFL);
+        /* The claims are the ingest's: they end with it, not with the last of its workers. */
+        for (guint i = 0; i < r->active->len; i++) {
+            Doc *a = g_ptr_array_index(r->active, i);
+            if (a->claim.fd >= 0)
+                close(a->claim.fd);
+        }
         WorkerTask task = {
             .path = d->entry->path,
             .fd = d->fd,
@@ -722,6 +851,8 @@ static gboolean spawn_child(Run *r, Doc *d) {
             .min_free_mb = r->opt->min_free_mb,
             .page_timeout_s = r->opt->page_timeout_s,
             .doc_timeout_s = r->opt->doc_timeout_s,
+            .stored = d->stored_pages,
+            .n_stored = d->stored != NULL ? (int)d->stored->len : 0,
             .shared = d->shared,
         };
         worker_main(&task, fds[1]);
@@ -761,6 +892,18 @@ static void handle_line(Run *r, Child *c, char *line) {
                 d->warning = g_strdup(f[2]);
             if (n >= 4 && f[3][0] != '\0')
                 d->note = g_strdup(f[3]);
+            /* The pages stored already are this rendering's as they are (the workers skip
+             * them); one past the count (the same bytes cannot give fewer pages) is not. */
+            for (guint i = 0; d->stored != NULL && i < d->stored->len; i++) {
+                const DqStoredPage *sp = g_ptr_array_index(d->stored, i);
+                if (sp->page_number < 1 || sp->page_number > count)
+                    continue;
+                page_resolve(d, sp->page_number, sp->status, sp->width, sp->height,
+                             sp->source_width, sp->source_height, sp->image_sha256, sp->error_code,
+                             sp->error_message);
+                d->pages[sp->page_number - 1].kept = TRUE;
+                d->n_kept++;
+            }
         }
     } else if (n >= 3 && strcmp(f[0], "fail") == 0) {
         int reason = DQ_INGEST_DAMAGED;
@@ -918,8 +1061,19 @@ static gboolean read_child(Run *r, Child *c) {
     return TRUE;
 }
 
-/* The next document to give a free process: a restart, a new file, or extra hands for a long
- * document once no new file is waiting. */
+/* Pages of a document no process has taken yet, less those stored already (never rendered). */
+static int pages_left(const Doc *d) {
+    int next = __atomic_load_n(&d->shared->next_page, __ATOMIC_SEQ_CST);
+    int left = d->page_count - next;
+    for (guint i = 0; d->stored != NULL && i < d->stored->len; i++)
+        if (d->stored_pages[i] > next && d->stored_pages[i] <= d->page_count)
+            left--;
+    return left;
+}
+
+/* The next document to give a free process: a restart, a new file, one another ingest was
+ * rendering when we came to it, or extra hands for a long document once no new file is
+ * waiting. */
 static Doc *next_work(Run *r) {
     Doc *d = g_queue_pop_head(&r->restart);
     if (d != NULL)
@@ -931,13 +1085,23 @@ static Doc *next_work(Run *r) {
     }
     if (r->fatal != NULL || interrupted)
         return NULL;
+    /* Put off: tried again whenever a process is free (the other ingest may be done with it);
+     * once this one has nothing else to do, those still claimed are left to the other. */
+    for (guint n = g_queue_get_length(&r->deferred); n > 0 && r->fatal == NULL; n--)
+        if ((d = claim_doc(r, g_queue_pop_head(&r->deferred), TRUE)) != NULL)
+            return d;
+    while (r->n_kids == 0 && r->fatal == NULL && !g_queue_is_empty(&r->deferred))
+        if ((d = claim_doc(r, g_queue_pop_head(&r->deferred), FALSE)) != NULL)
+            return d;
+    if (r->fatal != NULL)
+        return NULL;
     Doc *best = NULL;
     int best_left = 1;
     for (guint i = 0; i < r->active->len; i++) {
         Doc *a = g_ptr_array_index(r->active, i);
         if (a->fail_reason != 0 || a->page_count < 0 || a->out_of_time)
             continue;
-        int left = a->page_count - __atomic_load_n(&a->shared->next_page, __ATOMIC_SEQ_CST);
+        int left = pages_left(a);
         if (left > best_left) {
             best = a;
             best_left = left;
@@ -953,8 +1117,10 @@ static void show_progress(Run *r, gboolean final) {
     r->last_progress = now;
     double secs = (now - r->t0) / 1000.0;
     int pages = r->sum->pages_ok + r->sum->pages_failed;
-    for (guint i = 0; i < r->active->len; i++)
-        pages += ((Doc *)g_ptr_array_index(r->active, i))->resolved;
+    for (guint i = 0; i < r->active->len; i++) {
+        const Doc *a = g_ptr_array_index(r->active, i);
+        pages += a->resolved - a->n_kept;
+    }
     char eta[32] = "?";
     if (r->bytes_done > 0 && r->bytes_total > r->bytes_done) {
         int left = (int)(secs * (double)(r->bytes_total - r->bytes_done) / (double)r->bytes_done);
@@ -1044,6 +1210,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
                        DqIngestSummary *sum, GError **err) {
     memset(sum, 0, sizeof *sum);
     sum->failures = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
+    sum->busy = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
     sum->failed_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->gone = g_ptr_array_new_with_free_func(g_free);
@@ -1067,6 +1234,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         return FALSE;
     }
     page_store_sweep(r.store_dir, 3600);
+    page_store_sweep_claims(r.store_dir);
     r.swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
     /* A folder that holds the database: its own files and page images are not the archive's
@@ -1103,6 +1271,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     }
     r.active = g_ptr_array_new();
     g_queue_init(&r.restart);
+    g_queue_init(&r.deferred);
     r.kids = g_new0(Child, opt->jobs);
 
     struct sigaction sa, old_int, old_term;
@@ -1189,12 +1358,15 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     }
     g_ptr_array_free(r.active, TRUE);
     g_queue_clear(&r.restart);
+    /* Put off and not come back to (interrupted, or a fatal error): not done. */
+    g_queue_clear_full(&r.deferred, (GDestroyNotify)doc_free);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sum->interrupted = interrupted != 0;
     /* Every file is counted once: settled one way or another, or left undone. */
-    sum->not_done = sum->files - (sum->documents_ok + sum->documents_partial +
-                                  sum->documents_failed + sum->unchanged + sum->changed);
+    sum->not_done =
+        sum->files - (sum->documents_ok + sum->documents_partial + sum->documents_failed +
+                      sum->unchanged + sum->changed + sum->elsewhere);
     sum->seconds = (dq_now_ms() - r.t0) / 1000.0;
     if (opt->progress)
         show_progress(&r, TRUE);

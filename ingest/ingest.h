@@ -42,6 +42,16 @@
  * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the bytes of the
  * newest version at the same path add nothing (when pages for the current render settings
  * exist); other bytes, an older version's too, add a new document version and keep the old.
+ * A document of unchanged bytes rendered again (--retry-failed, a page file gone) renders only
+ * the pages not stored at these settings (no image, or its file missing or, with --verify, not
+ * its bytes); the others keep their rows, and count toward --max-doc-bytes as they did, so the
+ * outcome is the one a whole rendering gives.
+ *
+ * Concurrency. Two ingests at once (overlapping cron runs) split the work: a document is
+ * rendered under its claim (ingest_internal.h: an flock() in <page store>/.claims, which dies
+ * with its process), and one that another live ingest renders is put off to the end of this
+ * run, then looked up again once free (recorded by the other: unchanged), or, still claimed
+ * when nothing else is left, left to the other (DqIngestSummary.elsewhere).
  */
 #ifndef DQ_INGEST_H
 #define DQ_INGEST_H
@@ -99,8 +109,8 @@ typedef struct {
                               page at these settings that failed, for a reason that may pass
                               now: too_many_pages, too_many_pixels, render_timeout,
                               render_crashed, store_failed, out_of_memory, output_too_large,
-                              interrupted (the rows are updated
-                              in place) */
+                              interrupted (their pages not stored only; the rows are
+                              updated in place) */
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,
                         damaged); without it only a missing or empty file is noticed */
@@ -148,12 +158,19 @@ typedef struct {
                                rest not started): nothing recorded */
     int skipped;            /* files in folders that are neither PDF nor TIFF */
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
-    int pages_ok;           /* page images written now */
+    int elsewhere; /* being rendered by another ingest (see Concurrency above) when this one came
+                      to them and still when it had nothing else left: left to that one, nothing
+                      recorded here; listed in `busy` */
+    int pages_ok;  /* page images written now */
     int pages_failed;
+    int pages_kept; /* pages of the documents rendered now that were stored already (an image and
+                       its row at these settings, the file there): not rendered again */
     double seconds;
     gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
                              was recorded */
     GPtrArray *failures;  /* DqIngestFailure*, for failed, partial and changed documents */
+    GPtrArray *busy;      /* DqIngestFailure* (status "busy", code "in_progress_elsewhere") for
+                             the documents counted in `elsewhere` */
     /* Paths (char*, as text: store escapes) recorded under a folder given to this ingest whose
      * files are gone since: marked (documents.missing_since) now, in name order. Those marked
      * by an earlier ingest are not listed again; a path found again is unmarked. */

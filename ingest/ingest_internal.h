@@ -122,6 +122,39 @@ void page_store_sweep(const char *store_dir, gint64 max_age_s);
  * sweeps the folders it writes pages into, each once a run. */
 void page_store_sweep_folder(const char *folder, gint64 max_age_s);
 
+/* ---- claims: which ingest renders a document now
+ *
+ * Two ingests of one folder at once (overlapping cron runs) would both render every file. An
+ * ingest that is to render a document first takes its claim: an flock() on a file in the page
+ * store's PAGE_STORE_CLAIMS folder named for the document (path, bytes' SHA-256, render
+ * settings). The kernel drops the lock when the process ends however it ends (kill -9
+ * included), so a claim dies with its ingest and never needs a timeout. The holder removes the
+ * file as it lets go (after the document is recorded): one who opened the file before that and
+ * locks the removed file sees it is no longer the one the name leads to and opens it again. */
+
+#define PAGE_STORE_CLAIMS ".claims"
+
+typedef enum {
+    CLAIM_TAKEN,      /* this process renders it */
+    CLAIM_BUSY,       /* another live process holds it */
+    CLAIM_UNAVAILABLE /* the file system gives no lock (some network mounts): nobody is told */
+} ClaimResult;
+
+typedef struct {
+    int fd; /* -1: none held */
+    char *path;
+} Claim;
+
+/* Tries, without waiting, to claim `key` (a file name: hex) in store_dir. CLAIM_BUSY sets
+ * *holder (g_free) to what the holder wrote in it ("pid N on HOST"), or NULL. */
+ClaimResult page_store_claim(const char *store_dir, const char *key, Claim *claim, char **holder);
+
+/* Lets a claim go (its file removed first, see above); nothing when none is held. */
+void page_store_release(Claim *claim);
+
+/* Removes the claim files nobody holds (those a killed ingest left). */
+void page_store_sweep_claims(const char *store_dir);
+
 /* ---- worker process */
 
 /* Page-claiming state shared by all processes working on one document (MAP_SHARED). */
@@ -145,6 +178,8 @@ typedef struct {
     gint64 min_free_mb;
     int page_timeout_s; /* the parent's clock per page; the CPU limit is a little above it */
     int doc_timeout_s;  /* the parent's clock per document (0: none); the CPU limit's ceiling */
+    const int *stored;  /* pages stored already, not rendered again: sorted, [n_stored] */
+    int n_stored;
     WorkerShared *shared;
 } WorkerTask;
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -168,4 +169,99 @@ void page_store_sweep(const char *store_dir, gint64 max_age_s) {
 
 void page_store_sweep_folder(const char *folder, gint64 max_age_s) {
     sweep_dir(folder, TRUE, max_age_s);
+}
+
+/* ---- claims (ingest_internal.h) */
+
+/* Whether `path` still names the file open at fd: a holder removes the file as it lets go. */
+static gboolean names_open_file(const char *path, int fd) {
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+static char *read_holder(int fd) {
+    char buf[256];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return NULL;
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    return buf[0] != '\0' ? g_strdup(buf) : NULL;
+}
+
+ClaimResult page_store_claim(const char *store_dir, const char *key, Claim *claim, char **holder) {
+    claim->fd = -1;
+    claim->path = NULL;
+    *holder = NULL;
+    char *dir = g_build_filename(store_dir, PAGE_STORE_CLAIMS, NULL);
+    char *name = g_strconcat(key, ".lock", NULL);
+    char *path = g_build_filename(dir, name, NULL);
+    g_free(name);
+    ClaimResult result = CLAIM_UNAVAILABLE;
+    /* Each turn round the loop follows a holder who let go between our open and our lock: a
+     * few turns at most, unless the file system keeps moving names under us. */
+    for (int turn = 0; turn < 64 && g_mkdir_with_parents(dir, 0755) == 0; turn++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        if (fd < 0)
+            break;
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            if (errno == EWOULDBLOCK) {
+                *holder = read_holder(fd);
+                result = CLAIM_BUSY;
+            }
+            close(fd);
+            break;
+        }
+        if (!names_open_file(path, fd)) {
+            close(fd);
+            continue;
+        }
+        /* For the one told it is busy, and for a person looking at the folder. */
+        char *who = g_strdup_printf("pid %d on %s\n", (int)getpid(), g_get_host_name());
+        gboolean wrote =
+            ftruncate(fd, 0) == 0 && pwrite(fd, who, strlen(who), 0) == (ssize_t)strlen(who);
+        (void)wrote; /* the lock is what counts; the words only help */
+        g_free(who);
+        claim->fd = fd;
+        claim->path = g_steal_pointer(&path);
+        result = CLAIM_TAKEN;
+        break;
+    }
+    g_free(path);
+    g_free(dir);
+    return result;
+}
+
+void page_store_release(Claim *claim) {
+    if (claim->fd < 0)
+        return;
+    /* Removed while still locked: whoever locks it after this sees it is no longer the file the
+     * name leads to. */
+    g_unlink(claim->path);
+    close(claim->fd);
+    claim->fd = -1;
+    g_clear_pointer(&claim->path, g_free);
+}
+
+void page_store_sweep_claims(const char *store_dir) {
+    char *dir = g_build_filename(store_dir, PAGE_STORE_CLAIMS, NULL);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *name;
+    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+        if (!g_str_has_suffix(name, ".lock"))
+            continue;
+        Claim c = {.fd = -1, .path = g_build_filename(dir, name, NULL)};
+        c.fd = open(c.path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (c.fd >= 0 && flock(c.fd, LOCK_EX | LOCK_NB) == 0 && names_open_file(c.path, c.fd)) {
+            page_store_release(&c);
+            continue;
+        }
+        if (c.fd >= 0)
+            close(c.fd);
+        g_free(c.path);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    g_free(dir);
 }

@@ -66,7 +66,9 @@ static char *clean(const char *msg) {
  * tests can show a crash or a hang costs one page and nothing else; "interrupt:NAME:PAGE"
  * stalls there after sending the ingest SIGINT, as a user's Ctrl-C while that page renders;
  * "rewrite:NAME:PAGE" appends a line to the file there, as someone saving it during ingest
- * would change it. */
+ * would change it. With DOCQA_INGEST_TEST_FAULT_MARK set, the worker first creates the file it
+ * names: a test driving docqa from outside knows the ingest is there now (holding the
+ * document's claim, its earlier pages stored). */
 static void maybe_inject_fault(const char *path, int page) {
     const char *spec = g_getenv("DOCQA_INGEST_TEST_FAULT");
     if (spec == NULL)
@@ -75,6 +77,12 @@ static void maybe_inject_fault(const char *path, int page) {
     char *base = g_path_get_basename(path);
     gboolean hit = g_strv_length(f) == 3 && strcmp(f[1], base) == 0 && atoi(f[2]) == page;
     gboolean crash = hit && strcmp(f[0], "crash") == 0, hang = hit && strcmp(f[0], "hang") == 0;
+    const char *mark = g_getenv("DOCQA_INGEST_TEST_FAULT_MARK");
+    if (hit && mark != NULL && *mark != '\0') {
+        int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            close(fd);
+    }
     if (hit && strcmp(f[0], "interrupt") == 0) {
         kill(getppid(), SIGINT);
         hang = TRUE;
@@ -265,6 +273,11 @@ static int own_descriptor(const WorkerTask *task) {
     return -1;
 }
 
+static int compare_ints(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
 void worker_main(const WorkerTask *task, int fd) {
     watch_for_oom(fd, task->mem_limit_mb);
     limit_memory(task->mem_limit_mb);
@@ -305,6 +318,9 @@ void worker_main(const WorkerTask *task, int fd) {
         int page = __atomic_add_fetch(&task->shared->next_page, 1, __ATOMIC_SEQ_CST);
         if (page > n)
             break;
+        if (task->n_stored > 0 && bsearch(&page, task->stored, (size_t)task->n_stored,
+                                          sizeof *task->stored, compare_ints) != NULL)
+            continue; /* its image and row are stored already (ingest.c, stored pages) */
         send_line(fd, "begin\t%d\n", page);
         limit_cpu(task, FALSE);
         maybe_inject_fault(task->path, page);

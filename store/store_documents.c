@@ -40,7 +40,6 @@ void dq_document_lookup_clear(DqDocumentLookup *found) {
     g_clear_pointer(&found->status, g_free);
     g_clear_pointer(&found->error_code, g_free);
     g_clear_pointer(&found->failed_codes, g_strfreev);
-    g_clear_pointer(&found->images, g_strfreev);
     found->id = 0;
 }
 
@@ -92,23 +91,70 @@ static gboolean find_document(DqStore *store, const char *path, const char *sha2
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
         return db_fail(store, err, "counting pages");
-    st = prepare(store,
-                 "SELECT DISTINCT image_sha256 FROM pages WHERE document_id = ?1 AND "
-                 "render_settings = ?2 AND image_sha256 IS NOT NULL",
-                 err);
-    if (st == NULL)
-        return FALSE;
-    sqlite3_bind_int64(st, 1, found->id);
-    sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
-    GPtrArray *images = g_ptr_array_new();
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        g_ptr_array_add(images, column_dup(st, 0));
-    g_ptr_array_add(images, NULL);
-    found->images = (char **)g_ptr_array_free(images, FALSE);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(store, err, "listing page images");
     return TRUE;
+}
+
+void dq_stored_page_free(DqStoredPage *p) {
+    if (p == NULL)
+        return;
+    g_free(p->image_sha256);
+    g_free(p->status);
+    g_free(p->error_code);
+    g_free(p->error_message);
+    g_free(p);
+}
+
+#define STORED_PAGES_SQL(A, B)                                                                     \
+    "SELECT page_number, coalesce(width, 0), coalesce(height, 0), coalesce(source_width, 0), "     \
+    "coalesce(source_height, 0), image_sha256, status, error_code, error_message FROM pages "      \
+    "WHERE document_id = " A " AND render_settings = " B " AND image_sha256 IS NOT NULL "          \
+    "ORDER BY page_number"
+
+static GPtrArray *stored_pages(DqStore *store, gint64 id, const char *render_settings,
+                               GError **err) {
+    PG_DISPATCH(store, return pgdocs_stored_pages(store, id, render_settings,
+                                                  STORED_PAGES_SQL("$1", "$2"), err));
+    sqlite3_stmt *st = prepare(store, STORED_PAGES_SQL("?1", "?2"), err);
+    if (st == NULL)
+        return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, render_settings, -1, SQLITE_TRANSIENT);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_stored_page_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqStoredPage *p = g_new0(DqStoredPage, 1);
+        p->page_number = sqlite3_column_int(st, 0);
+        p->width = sqlite3_column_int(st, 1);
+        p->height = sqlite3_column_int(st, 2);
+        p->source_width = sqlite3_column_double(st, 3);
+        p->source_height = sqlite3_column_double(st, 4);
+        p->image_sha256 = column_dup(st, 5);
+        p->status = column_dup(st, 6);
+        p->error_code = column_dup(st, 7);
+        p->error_message = column_dup(st, 8);
+        g_ptr_array_add(out, p);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(store, err, "listing the pages stored");
+        return NULL;
+    }
+    return out;
+}
+
+GPtrArray *dq_store_document_stored_pages(DqStore *store, gint64 id, const char *render_settings,
+                                          GError **err) {
+    GPtrArray *out = stored_pages(store, id, render_settings, err);
+    /* Messages go back as ingest made them: recorded again (in a document's message) they would
+     * otherwise be escaped twice. */
+    for (guint i = 0; out != NULL && i < out->len; i++) {
+        DqStoredPage *p = g_ptr_array_index(out, i);
+        char *raw = p->error_message ? dq_utf8_unescape(p->error_message) : NULL;
+        g_free(p->error_message);
+        p->error_message = raw;
+    }
+    return out;
 }
 
 static gboolean insert_document(DqStore *store, const DqDocumentRow *doc, gint64 *id, int *version,
@@ -193,6 +239,8 @@ static gboolean insert_pages(DqStore *store, gint64 doc_id, const char *render_s
         return FALSE;
     for (int i = 0; i < n_pages; i++) {
         const DqPageRow *p = &pages[i];
+        if (p->stored)
+            continue;
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
         sqlite3_bind_int64(st, 1, doc_id);

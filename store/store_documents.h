@@ -34,6 +34,9 @@ typedef struct {
     const char *status;                 /* "ok", "partial", "failed" */
     const char *error_code;
     const char *error_message;
+    /* Already in the database as it is (a page a retry did not render again): not written, but
+     * one of the rendering's pages, so not among those past its last page that go. */
+    gboolean stored;
 } DqPageRow;
 
 typedef struct {
@@ -45,7 +48,6 @@ typedef struct {
     int pages_not_ok;        /* of those, 'partial' or 'failed' */
     int pages_any_settings;  /* page rows of the document, whatever their render settings */
     char **failed_codes;     /* distinct error_code of the 'failed' pages with these settings */
-    char **images;           /* distinct image_sha256 of the pages with these settings */
 } DqDocumentLookup;
 
 /* Finds the newest version of `path` when its bytes hash to `sha256` (NULL, an unreadable file:
@@ -55,6 +57,24 @@ typedef struct {
 gboolean dq_store_document_find(DqStore *store, const char *path, const char *sha256,
                                 const char *render_settings, DqDocumentLookup *found, GError **err);
 void dq_document_lookup_clear(DqDocumentLookup *found);
+
+/* A page row that has an image: stored, so rendering the same bytes at the same settings again
+ * need not render it. */
+typedef struct {
+    int page_number;
+    int width, height;
+    double source_width, source_height;
+    char *image_sha256;
+    char *status; /* "ok" or "partial" (an image the decoder reported an error on) */
+    char *error_code;
+    char *error_message; /* as it was recorded (the store's escapes undone) */
+} DqStoredPage;
+void dq_stored_page_free(DqStoredPage *p);
+
+/* The page rows of document `id` at `render_settings` that have an image, by page number.
+ * Returns a GPtrArray of DqStoredPage. */
+GPtrArray *dq_store_document_stored_pages(DqStore *store, gint64 id, const char *render_settings,
+                                          GError **err);
 
 /* Records a document version and its pages in one transaction. With existing_id > 0 only the
  * pages are added to that document (the same bytes rendered with other settings); with

@@ -46,19 +46,33 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
     found->failed_codes = g_strsplit(codes ? codes : "", ",", -1);
     g_free(codes);
     PQclear(r);
-    pg_i64(&p, found->id);
-    pg_text(&p, render_settings);
-    r = pg_run(s,
-               "SELECT DISTINCT image_sha256 FROM pages WHERE document_id = $1 AND "
-               "render_settings = $2 AND image_sha256 IS NOT NULL",
-               &p, "listing page images", err);
-    if (r == NULL)
-        return FALSE;
-    found->images = g_new0(char *, PQntuples(r) + 1);
-    for (int i = 0; i < PQntuples(r); i++)
-        found->images[i] = pg_get_dup(r, i, 0);
-    PQclear(r);
     return TRUE;
+}
+
+GPtrArray *pgdocs_stored_pages(DqStore *s, gint64 id, const char *render_settings, const char *sql,
+                               GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, id);
+    pg_text(&p, render_settings);
+    PGresult *r = pg_run(s, sql, &p, "listing the pages stored", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_stored_page_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqStoredPage *pg = g_new0(DqStoredPage, 1);
+        pg->page_number = (int)pg_get_i64(r, i, 0);
+        pg->width = (int)pg_get_i64(r, i, 1);
+        pg->height = (int)pg_get_i64(r, i, 2);
+        pg->source_width = g_ascii_strtod(PQgetvalue(r, i, 3), NULL);
+        pg->source_height = g_ascii_strtod(PQgetvalue(r, i, 4), NULL);
+        pg->image_sha256 = pg_get_dup(r, i, 5);
+        pg->status = pg_get_dup(r, i, 6);
+        pg->error_code = pg_get_dup(r, i, 7);
+        pg->error_message = pg_get_dup(r, i, 8);
+        g_ptr_array_add(out, pg);
+    }
+    PQclear(r);
+    return out;
 }
 
 static void doc_params(PgParams *p, const DqDocumentRow *doc) {
@@ -164,6 +178,8 @@ gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id,
     }
     for (int i = 0; i < n_pages; i++) {
         const DqPageRow *pg = &pages[i];
+        if (pg->stored)
+            continue;
         pg_i64(&p, id);
         pg_i64(&p, pg->page_number);
         if (pg->image_sha256 != NULL) {

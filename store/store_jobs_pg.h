@@ -45,6 +45,8 @@ gboolean pgdocs_find(DqStore *s, const char *path, const char *sha256, const cha
 gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id, gboolean replace,
                        const char *render_settings, const DqPageRow *pages, int n_pages,
                        gint64 *out_id, int *out_version, GError **err);
+GPtrArray *pgdocs_stored_pages(DqStore *s, gint64 id, const char *render_settings, const char *sql,
+                               GError **err);
 GPtrArray *pgdocs_paths_under(DqStore *s, const char *prefix, const char *sql, GError **err);
 GPtrArray *pgdocs_paths_gone(DqStore *s, const char *sql, GError **err);
 gboolean pgdocs_paths_mark(DqStore *s, char **gone, int n_gone, char **back, int n_back,

@@ -10,6 +10,7 @@
 
 #include <cairo-pdf.h>
 #include <cairo.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <jpeglib.h>
 #include <math.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -2090,6 +2092,59 @@ static void test_temp_files_swept(void) {
     fixture_clear(&f);
 }
 
+/* Claim files nobody holds (an ingest killed while it rendered those documents) are removed
+ * when ingest starts; one another process holds stays, and so does its lock. */
+static void test_stale_claims_swept(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *claims = g_build_filename(store_dir, ".claims", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(claims, 0755), ==, 0);
+    char *stale = g_build_filename(claims, "0123.lock", NULL);
+    char *held = g_build_filename(claims, "4567.lock", NULL);
+    g_assert_true(g_file_set_contents(stale, "pid 1 on gone\n", -1, NULL));
+    g_assert_true(g_file_set_contents(held, "pid 2 on here\n", -1, NULL));
+    int ready[2];
+    g_assert_cmpint(pipe(ready), ==, 0);
+    pid_t holder = fork();
+    g_assert_cmpint(holder, >=, 0);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* not left holding it if an assertion fails */
+        int fd = open(held, O_RDWR);
+        char ok = fd >= 0 && flock(fd, LOCK_EX) == 0 ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    char ok = 0;
+    g_assert_cmpint(read(ready[0], &ok, 1), ==, 1);
+    g_assert_cmpint(ok, ==, 'y');
+    char *pdf = in_dir(&f, "p.pdf");
+    PageSize one[] = {{100, 100}};
+    write_cairo_pdf(pdf, one, 1);
+    run_ingest(&f, pdf);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_false(g_file_test(stale, G_FILE_TEST_EXISTS));
+    g_assert_true(g_file_test(held, G_FILE_TEST_EXISTS));
+    int fd = open(held, O_RDWR);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(flock(fd, LOCK_EX | LOCK_NB), !=, 0); /* still the holder's */
+    close(fd);
+    kill(holder, SIGKILL);
+    waitpid(holder, NULL, 0);
+    close(ready[0]);
+    close(ready[1]);
+    g_free(pdf);
+    g_free(stale);
+    g_free(held);
+    g_free(claims);
+    g_free(store_dir);
+    fixture_clear(&f);
+}
+
 static char *page_png(Fixture *f, const char *path) {
     char *sha = query_text(f,
                            "SELECT p.image_sha256 FROM pages p JOIN documents_current d ON "
@@ -2737,7 +2792,7 @@ static void test_document_time_budget(void) {
 }
 
 /* Interrupted, ingest keeps the pages a document in progress has done: it is recorded partial,
- * the other pages failed as `interrupted`, and --retry-failed renders it whole. */
+ * the other pages failed as `interrupted`, and --retry-failed renders those. */
 static void test_interrupt_keeps_pages_done(void) {
     Fixture f;
     fixture_init(&f);
@@ -2766,6 +2821,190 @@ static void test_interrupt_keeps_pages_done(void) {
     run_ingest(&f, pdf);
     assert_doc(&f, pdf, "ok", NULL);
     g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE status = 'ok'"), ==, 3);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
+/* A PDF of n (<= 8) pages, each of its own width: every page has an image of its own. */
+static void write_distinct_pdf(const char *path, int n) {
+    PageSize sizes[8];
+    g_assert_cmpint(n, <=, 8);
+    for (int i = 0; i < n; i++)
+        sizes[i] = (PageSize){100 + 10 * i, 100};
+    write_cairo_pdf(path, sizes, n);
+}
+
+/* The newest version of `path` and its page rows as text, every column a rendering decides:
+ * what two databases must agree on. */
+static char *doc_rows_text(Fixture *f, const char *path) {
+    char *doc = query_text(f,
+                           "SELECT quote(sha256) || '|' || quote(bytes) || '|' || quote(kind) || "
+                           "'|' || quote(page_count) || '|' || quote(status) || '|' || "
+                           "quote(error_code) || '|' || quote(error_message) FROM "
+                           "documents_current WHERE path = %Q",
+                           path);
+    char *pages = query_text(
+        f,
+        "SELECT group_concat(line, char(10)) FROM (SELECT quote(p.page_number) || '|' || "
+        "quote(p.width) || '|' || quote(p.height) || '|' || quote(p.source_width) || '|' || "
+        "quote(p.source_height) || '|' || quote(p.render_settings) || '|' || "
+        "quote(p.image_sha256) || '|' || quote(p.status) || '|' || quote(p.error_code) || '|' || "
+        "quote(p.error_message) AS line FROM pages p JOIN documents_current d ON d.id = "
+        "p.document_id WHERE d.path = %Q ORDER BY p.page_number)",
+        path);
+    g_assert_nonnull(doc);
+    g_assert_nonnull(pages);
+    char *all = g_strdup_printf("%s\n%s", doc, pages);
+    g_free(doc);
+    g_free(pages);
+    return all;
+}
+
+/* What `path` holds in f is what a whole rendering of it into a fresh database with the same
+ * options gives, rows and page images alike. */
+static void assert_same_as_fresh(Fixture *f, const char *path) {
+    Fixture fresh;
+    fixture_init(&fresh);
+    fresh.opt = f->opt;
+    fresh.opt.retry_failed = FALSE;
+    run_ingest(&fresh, path);
+    g_assert_cmpint(fresh.sum.documents_ok + fresh.sum.documents_partial, ==, 1);
+    char *want = doc_rows_text(&fresh, path), *got = doc_rows_text(f, path);
+    g_assert_cmpstr(got, ==, want);
+    int n = (int)query_int(f, "SELECT page_count FROM documents_current WHERE path = %Q", path);
+    char *store_dir = dq_ingest_page_store_dir(f->db_path);
+    for (int p = 1; p <= n; p++) {
+        char *sha = query_text(f,
+                               "SELECT p.image_sha256 FROM pages p JOIN documents_current d ON "
+                               "d.id = p.document_id WHERE d.path = %Q AND p.page_number = %d",
+                               path, p);
+        if (sha == NULL)
+            continue;
+        char *png = dq_ingest_page_path(store_dir, sha);
+        char *data = NULL;
+        gsize len = 0;
+        g_assert_true(g_file_get_contents(png, &data, &len, NULL));
+        char *hash = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
+        g_assert_cmpstr(hash, ==, sha);
+        g_free(hash);
+        g_free(data);
+        g_free(png);
+        g_free(sha);
+    }
+    g_free(store_dir);
+    g_free(want);
+    g_free(got);
+    fixture_clear(&fresh);
+}
+
+/* --retry-failed on a document interrupted after two of its five pages renders the three not
+ * stored, not the five: were page 1 rendered again, its worker would interrupt this ingest. The
+ * outcome is the one a whole rendering gives in a fresh database. */
+static void test_retry_renders_only_missing(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    char *pdf = in_dir(&f, "long.pdf");
+    write_distinct_pdf(pdf, 5);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "interrupt:long.pdf:3", TRUE);
+    run_ingest(&f, pdf);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    assert_doc(&f, pdf, "partial", "interrupted");
+    g_assert_cmpint(f.sum.pages_ok, ==, 2);
+    gint64 id = query_int(&f, "SELECT id FROM documents_current WHERE path = %Q", pdf);
+    f.opt.retry_failed = TRUE;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "interrupt:long.pdf:1", TRUE);
+    run_ingest(&f, pdf);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_false(f.sum.interrupted);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.pages_ok, ==, 3);
+    g_assert_cmpint(f.sum.pages_kept, ==, 2);
+    g_assert_cmpint(f.sum.pages_failed, ==, 0);
+    assert_doc(&f, pdf, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT id FROM documents_current WHERE path = %Q", pdf), ==, id);
+    assert_same_as_fresh(&f, pdf);
+    run_ingest(&f, pdf);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
+/* The pages kept count against --max-doc-bytes as they did when rendered: a retry under the
+ * budget that a whole rendering runs out of runs out of it at the same page. */
+static void test_retry_counts_stored_pages_in_budget(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    char *pdf = in_dir(&f, "long.pdf");
+    write_distinct_pdf(pdf, 5);
+    /* Page sizes from a rendering with no budget: the budget runs out at page 3. */
+    Fixture sizes;
+    fixture_init(&sizes);
+    sizes.opt = f.opt;
+    run_ingest(&sizes, pdf);
+    char *store_dir = dq_ingest_page_store_dir(sizes.db_path);
+    gint64 first_three = 0;
+    for (int p = 1; p <= 3; p++) {
+        char *sha = query_text(&sizes, "SELECT image_sha256 FROM pages WHERE page_number = %d", p);
+        char *png = dq_ingest_page_path(store_dir, sha);
+        struct stat st;
+        g_assert_cmpint(stat(png, &st), ==, 0);
+        first_three += st.st_size;
+        g_free(png);
+        g_free(sha);
+    }
+    g_free(store_dir);
+    fixture_clear(&sizes);
+    f.opt.max_doc_bytes = first_three - 1;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "interrupt:long.pdf:3", TRUE);
+    run_ingest(&f, pdf);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    assert_doc(&f, pdf, "partial", "interrupted");
+    f.opt.retry_failed = TRUE;
+    run_ingest(&f, pdf);
+    g_assert_cmpint(f.sum.pages_kept, ==, 2);
+    assert_doc(&f, pdf, "partial", "output_too_large");
+    g_assert_cmpint(pages_at(&f, pdf, 1, "ok"), ==, 2);
+    assert_same_as_fresh(&f, pdf);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
+/* A page file deleted from the store renders that page again, not its document's others. */
+static void test_missing_page_file_renders_that_page(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    char *pdf = in_dir(&f, "three.pdf");
+    write_distinct_pdf(pdf, 3);
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    char *sha = query_text(&f, "SELECT image_sha256 FROM pages WHERE page_number = 2");
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *png = dq_ingest_page_path(store_dir, sha);
+    g_assert_cmpint(g_unlink(png), ==, 0);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "interrupt:three.pdf:1", TRUE);
+    run_ingest(&f, pdf);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_false(f.sum.interrupted);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.pages_ok, ==, 1);
+    g_assert_cmpint(f.sum.pages_kept, ==, 2);
+    g_assert_true(g_file_test(png, G_FILE_TEST_IS_REGULAR));
+    assert_same_as_fresh(&f, pdf);
+    g_free(png);
+    g_free(store_dir);
+    g_free(sha);
     g_free(pdf);
     fixture_clear(&f);
 }
@@ -2991,6 +3230,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/retry_partial", test_retry_partial);
     g_test_add_func("/ingest/store/changed_during_ingest", test_changed_during_ingest);
     g_test_add_func("/ingest/store/temp_files_swept", test_temp_files_swept);
+    g_test_add_func("/ingest/store/stale_claims_swept", test_stale_claims_swept);
     g_test_add_func("/ingest/store/page_files_checked", test_page_files_checked);
     g_test_add_func("/ingest/store/page_files_verified", test_page_files_verified);
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
@@ -2999,6 +3239,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/document_output_budget", test_document_output_budget);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/interrupt_keeps_pages_done", test_interrupt_keeps_pages_done);
+    g_test_add_func("/ingest/retry/renders_only_missing", test_retry_renders_only_missing);
+    g_test_add_func("/ingest/retry/stored_pages_in_budget",
+                    test_retry_counts_stored_pages_in_budget);
+    g_test_add_func("/ingest/retry/missing_page_file", test_missing_page_file_renders_that_page);
     g_test_add_func("/ingest/failures/document_time_budget", test_document_time_budget);
     g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
     g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);

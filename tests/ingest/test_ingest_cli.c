@@ -9,9 +9,18 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <string.h>
+
+#ifdef DQ_TEST_POSTGRES
+#include "pg_testlib.h"
+
+static PgtServer *server; /* NULL: the PostgreSQL cases are skipped */
+static char *server_why_not;
+#endif
 
 static char *docqa_path(void) {
     char *p = g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
@@ -523,8 +532,363 @@ static void test_interrupted(void) {
         g_free((char *)all[i]);
 }
 
+/* ---- --retry-failed's summary */
+
+/* A retry of a partial document says how many pages it rendered and how many were stored. */
+static void test_retry_summary(void) {
+    char *dir = dq_test_tmpdir();
+    char *pdf = g_build_filename(dir, "r.pdf", NULL), *db = g_build_filename(dir, "docqa.db", NULL);
+    write_two_page_pdf(pdf);
+    char *out = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:r.pdf:2", TRUE);
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "-j", "1", pdf, NULL), ==, 1);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_free(out);
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--retry-failed", pdf, NULL),
+        ==, 0);
+    if (strstr(out, "1 files: 1 ok") == NULL ||
+        strstr(out, "; 1 pages rendered, 1 already stored, in ") == NULL)
+        g_error("summary: %s", out);
+    g_free(out);
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--retry-failed",
+                              "--json", pdf, NULL),
+                    ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_already_stored"), ==, 0);
+    g_object_unref(p);
+    g_free(out);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
+/* ---- two ingests of one folder at once */
+
+typedef struct {
+    char *dir;
+    char *archive; /* the folder both ingest: x.pdf (3 pages), then y.pdf (1 page) */
+    char *x, *y;
+    char *loc;   /* the database */
+    char *pages; /* its page store */
+    char **env;  /* every docqa's environment (DOCQA_PAGES for PostgreSQL) */
+} Twin;
+
+static void write_pages_pdf(const char *path, int n) {
+    cairo_surface_t *s = cairo_pdf_surface_create(path, 200, 100);
+    cairo_t *cr = cairo_create(s);
+    for (int i = 0; i < n; i++) {
+        cairo_rectangle(cr, 10 + 40 * i, 10, 20, 20);
+        cairo_fill(cr);
+        cairo_show_page(cr);
+    }
+    cairo_destroy(cr);
+    cairo_surface_destroy(s);
+}
+
+/* FALSE when `kind` cannot be had here (no PostgreSQL server). */
+static gboolean twin_init(Twin *t, const char *kind) {
+    memset(t, 0, sizeof *t);
+    t->env = g_get_environ();
+    t->env = g_environ_unsetenv(t->env, "DOCQA_INGEST_TEST_FAULT");
+    t->env = g_environ_unsetenv(t->env, "DOCQA_INGEST_TEST_FAULT_MARK");
+    t->env = g_environ_unsetenv(t->env, "DOCQA_PAGES");
+    t->dir = dq_test_tmpdir();
+    if (strcmp(kind, "sqlite") == 0) {
+        t->loc = g_build_filename(t->dir, "docqa.db", NULL);
+        t->pages = g_strconcat(t->loc, ".pages", NULL);
+    } else {
+#ifdef DQ_TEST_POSTGRES
+        if (server == NULL) {
+            g_test_skip(server_why_not);
+            g_strfreev(t->env);
+            g_free(t->dir);
+            return FALSE;
+        }
+        static int n_databases;
+        char *name = g_strdup_printf("twin_%d", ++n_databases);
+        t->loc = pgt_new_database(server, name);
+        g_free(name);
+        t->pages = g_build_filename(t->dir, "pages", NULL);
+        t->env = g_environ_setenv(t->env, "DOCQA_PAGES", t->pages, TRUE);
+#else
+        g_test_skip("docqa is built without PostgreSQL");
+        g_strfreev(t->env);
+        g_free(t->dir);
+        return FALSE;
+#endif
+    }
+    t->archive = g_build_filename(t->dir, "archive", NULL);
+    g_assert_cmpint(g_mkdir(t->archive, 0755), ==, 0);
+    t->x = g_build_filename(t->archive, "x.pdf", NULL);
+    t->y = g_build_filename(t->archive, "y.pdf", NULL);
+    write_pages_pdf(t->x, 3);
+    write_pages_pdf(t->y, 1);
+    return TRUE;
+}
+
+static void twin_clear(Twin *t) {
+    g_strfreev(t->env);
+    g_free(t->dir);
+    g_free(t->archive);
+    g_free(t->x);
+    g_free(t->y);
+    g_free(t->loc);
+    g_free(t->pages);
+}
+
+/* A docqa the test starts in the background dies with the test: one that outlived a failed
+ * assertion would hang on, stopped inside a page, holding its claim. */
+static void die_with_test(gpointer data) {
+    (void)data;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+/* Starts `docqa ingest` of the archive, its worker stopped for good before page PAGE of NAME
+ * (fault "hang:NAME:PAGE"), creating `mark` when it gets there. */
+static GPid twin_start(Twin *t, const char *fault, const char *mark, const char *jobs,
+                       int *out_fd) {
+    char *exe = docqa_path();
+    const char *argv[] = {exe,  "ingest",    "--db", t->loc,   "--tile", "64",       "-j",
+                          jobs, "--timeout", "600",  "--json", "-q",     t->archive, NULL};
+    char **env = g_strdupv(t->env);
+    env = g_environ_setenv(env, "DOCQA_INGEST_TEST_FAULT", fault, TRUE);
+    env = g_environ_setenv(env, "DOCQA_INGEST_TEST_FAULT_MARK", mark, TRUE);
+    GPid pid = 0;
+    GError *err = NULL;
+    g_assert_true(g_spawn_async_with_pipes(NULL, (char **)argv, env, G_SPAWN_DO_NOT_REAP_CHILD,
+                                           die_with_test, NULL, &pid, NULL, out_fd, NULL, &err));
+    dq_assert_no_error(err);
+    g_strfreev(env);
+    g_free(exe);
+    return pid;
+}
+
+/* A plain `docqa ingest --json` of the archive (with `option`, may be NULL), to its end. */
+static int twin_run(Twin *t, const char *option, char **out) {
+    char *exe = docqa_path();
+    const char *argv[] = {exe, "ingest", "--db", t->loc, "--tile", "64", "-j",
+                          "1", "--json", "-q",   option, NULL,     NULL};
+    argv[option != NULL ? 11 : 10] = t->archive;
+    int status = 0;
+    GError *err = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, t->env, G_SPAWN_DEFAULT, NULL, NULL, out, NULL,
+                               &status, &err));
+    dq_assert_no_error(err);
+    g_free(exe);
+    g_assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+/* Waits (a minute at most: a test that hangs should fail, not stall) until `ready` says yes. */
+static void wait_until(gboolean (*ready)(Twin *, const char *), Twin *t, const char *arg) {
+    gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    while (!ready(t, arg) && g_get_monotonic_time() < deadline)
+        g_usleep(20 * 1000);
+    g_assert_true(ready(t, arg));
+}
+
+static gboolean file_there(Twin *t, const char *path) {
+    (void)t;
+    return g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+/* Rows recorded for `path` (-1 while the database cannot be read yet). */
+static gint64 twin_rows(Twin *t, const char *path) {
+    char *sql = g_strdup_printf("SELECT count(*) FROM documents WHERE path = '%s'", path);
+    gint64 n = -1;
+#ifdef DQ_TEST_POSTGRES
+    if (g_str_has_prefix(t->loc, "postgresql:")) {
+        n = pgt_query_int(t->loc, sql);
+        g_free(sql);
+        return n;
+    }
+#endif
+    sqlite3 *s = NULL;
+    sqlite3_stmt *st = NULL;
+    if (g_file_test(t->loc, G_FILE_TEST_EXISTS) &&
+        sqlite3_open_v2(t->loc, &s, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(s, 1000);
+        if (sqlite3_prepare_v2(s, sql, -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(s);
+    g_free(sql);
+    return n;
+}
+
+static int reap(GPid pid) {
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_spawn_close_pid(pid);
+    return status;
+}
+
+static char *read_all(int fd) {
+    GString *text = g_string_new(NULL);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        g_string_append_len(text, buf, n);
+    close(fd);
+    return g_string_free(text, FALSE);
+}
+
+/* Files in the page store's claims folder (ingest_internal.h). */
+static guint claim_files(Twin *t) {
+    char *dir = g_build_filename(t->pages, ".claims", NULL);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    guint n = 0;
+    while (d != NULL && g_dir_read_name(d) != NULL)
+        n++;
+    if (d != NULL)
+        g_dir_close(d);
+    g_free(dir);
+    return n;
+}
+
+/* While one ingest renders x.pdf (stopped inside it), a second of the same folder renders only
+ * y.pdf and leaves x.pdf to the first, saying so; once the first is killed (-9: no chance to let
+ * go), its claim is gone with it and the next ingest renders x.pdf. */
+static void test_concurrent_left_to_other(gconstpointer kind) {
+    Twin t;
+    if (!twin_init(&t, kind))
+        return;
+    char *mark = g_build_filename(t.dir, "first.mark", NULL);
+    int first_out = -1;
+    GPid first = twin_start(&t, "hang:x.pdf:2", mark, "1", &first_out);
+    wait_until(file_there, &t, mark); /* x.pdf claimed, page 1 stored, page 2 never */
+    char *out = NULL;
+    g_assert_cmpint(twin_run(&t, NULL, &out), ==, 0);
+    g_test_message("second: %s", out);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "files"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "in_progress_elsewhere"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "not_done"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_ok"), ==, 1); /* y.pdf's only */
+    JsonArray *busy = json_object_get_array_member(o, "elsewhere");
+    g_assert_cmpint(json_array_get_length(busy), ==, 1);
+    JsonObject *b = json_array_get_object_element(busy, 0);
+    g_assert_cmpstr(json_object_get_string_member(b, "path"), ==, t.x);
+    char *who = g_strdup_printf("(pid %d on ", (int)first);
+    g_assert_nonnull(strstr(json_object_get_string_member(b, "message"), who));
+    g_free(who);
+    g_object_unref(p);
+    g_free(out);
+    g_assert_cmpint(twin_rows(&t, t.x), ==, 0);
+    g_assert_cmpint(twin_rows(&t, t.y), ==, 1);
+    /* The first dies holding its claim. */
+    g_assert_cmpint(kill(first, SIGKILL), ==, 0);
+    int status = reap(first);
+    g_assert_true(WIFSIGNALED(status));
+    g_free(read_all(first_out));
+    g_assert_cmpint(twin_run(&t, NULL, &out), ==, 0);
+    g_test_message("third: %s", out);
+    p = json_parser_new();
+    o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "in_progress_elsewhere"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_ok"), ==, 3);
+    g_object_unref(p);
+    g_free(out);
+    g_assert_cmpint(twin_rows(&t, t.x), ==, 1);
+    g_assert_cmpuint(claim_files(&t), ==, 0); /* the dead one's file is gone too */
+    g_free(mark);
+    twin_clear(&t);
+}
+
+/* The one process of `pid` (a worker of a docqa ingest run with -j 1). */
+static pid_t only_child(GPid pid) {
+    char *path = g_strdup_printf("/proc/%d/task/%d/children", (int)pid, (int)pid);
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    char **pids = g_strsplit(g_strstrip(text), " ", -1);
+    g_assert_cmpuint(g_strv_length(pids), ==, 1);
+    pid_t child = (pid_t)atoi(pids[0]);
+    g_strfreev(pids);
+    g_free(text);
+    g_free(path);
+    return child;
+}
+
+/* The second ingest comes to x.pdf while the first renders it and puts it off; y.pdf holds it
+ * (its worker stopped for good until the test kills it). The first, interrupted, records x.pdf
+ * partial and lets go; the second, y.pdf done, takes x.pdf up, looks it up again and finds it
+ * recorded (unchanged, partial): it renders none of it. --retry-failed then renders the two
+ * pages the first did not. */
+static void test_concurrent_put_off_then_taken(gconstpointer kind) {
+    Twin t;
+    if (!twin_init(&t, kind))
+        return;
+    char *mark1 = g_build_filename(t.dir, "first.mark", NULL);
+    char *mark2 = g_build_filename(t.dir, "second.mark", NULL);
+    int out1 = -1, out2 = -1;
+    GPid first = twin_start(&t, "hang:x.pdf:2", mark1, "1", &out1);
+    wait_until(file_there, &t, mark1);
+    GPid second = twin_start(&t, "hang:y.pdf:1", mark2, "1", &out2);
+    wait_until(file_there, &t, mark2); /* x.pdf put off, y.pdf's worker stopped */
+    g_assert_cmpint(twin_rows(&t, t.x), ==, 0);
+    g_assert_cmpint(kill(first, SIGINT), ==, 0);
+    char *out = read_all(out1);
+    int status = reap(first);
+    g_test_message("first: %s", out);
+    g_free(out);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    g_assert_cmpint(twin_rows(&t, t.x), ==, 1);                /* partial: page 1 */
+    g_assert_cmpint(kill(only_child(second), SIGKILL), ==, 0); /* y.pdf: render_crashed */
+    out = read_all(out2);
+    status = reap(second);
+    g_test_message("second: %s", out);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_failed"), ==, 1); /* y.pdf */
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged_failed_or_partial"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "in_progress_elsewhere"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "not_done"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_ok"), ==, 0);
+    g_object_unref(p);
+    g_free(out);
+    g_assert_cmpuint(claim_files(&t), ==, 0);
+    g_assert_cmpint(twin_run(&t, "--retry-failed", &out), ==, 0);
+    g_test_message("third: %s", out);
+    p = json_parser_new();
+    o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_ok"), ==, 3); /* x.pdf's 2 and 3, y.pdf */
+    g_assert_cmpint(json_object_get_int_member(o, "pages_already_stored"), ==, 1);
+    g_object_unref(p);
+    g_free(out);
+    g_free(mark1);
+    g_free(mark2);
+    twin_clear(&t);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
+#ifdef DQ_TEST_POSTGRES
+    server = pgt_start(&server_why_not);
+#endif
+    g_test_add_func("/ingest/cli/retry_summary", test_retry_summary);
+    g_test_add_data_func("/ingest/cli/concurrent/sqlite/left_to_other", "sqlite",
+                         test_concurrent_left_to_other);
+    g_test_add_data_func("/ingest/cli/concurrent/sqlite/put_off_then_taken", "sqlite",
+                         test_concurrent_put_off_then_taken);
+    g_test_add_data_func("/ingest/cli/concurrent/postgres/left_to_other", "postgres",
+                         test_concurrent_left_to_other);
+    g_test_add_data_func("/ingest/cli/concurrent/postgres/put_off_then_taken", "postgres",
+                         test_concurrent_put_off_then_taken);
     g_test_add_func("/ingest/cli/walk_skips_own_database", test_walk_skips_own_database);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
@@ -535,5 +899,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/non_utf8_name", test_non_utf8_name);
     g_test_add_func("/ingest/cli/summary_counts", test_summary_counts);
     g_test_add_func("/ingest/cli/interrupted", test_interrupted);
-    return g_test_run();
+    int rc = g_test_run();
+#ifdef DQ_TEST_POSTGRES
+    pgt_stop(server);
+    g_free(server_why_not);
+#endif
+    return rc;
 }

@@ -956,10 +956,17 @@ static void test_non_utf8_path(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     const char *path = "/archive/re\xe7u.pdf";
-    DqPageRow page = {.page_number = 1,
-                      .status = "failed",
-                      .error_code = "damaged",
-                      .error_message = "/archive/re\xe7u.pdf: page 1: bad"};
+    DqPageRow page[2] = {{.page_number = 1,
+                          .status = "failed",
+                          .error_code = "damaged",
+                          .error_message = "/archive/re\xe7u.pdf: page 1: bad"},
+                         {.page_number = 2,
+                          .width = 3,
+                          .height = 4,
+                          .image_sha256 = "ffff",
+                          .status = "partial",
+                          .error_code = "damaged",
+                          .error_message = "/archive/re\xe7u.pdf: page 2: a \\x5C short"}};
     DqDocumentRow doc = {.path = path,
                          .sha256 = "5555",
                          .bytes = 1,
@@ -970,12 +977,20 @@ static void test_non_utf8_path(gconstpointer kind) {
                          .error_code = "damaged",
                          .error_message = "/archive/re\xe7u.pdf: bad"};
     gint64 id = 0;
-    g_assert_true(dq_store_document_record(s, &doc, 0, FALSE, SETTINGS, &page, 1, &id, NULL, &err));
+    g_assert_true(dq_store_document_record(s, &doc, 0, FALSE, SETTINGS, page, 2, &id, NULL, &err));
     dq_assert_no_error(err);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, path, "5555", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, id);
     dq_document_lookup_clear(&found);
+    /* A stored page's message comes back as it was given, not as the store escapes it: written
+     * into a document's message again, it must not be escaped twice. */
+    GPtrArray *stored = dq_store_document_stored_pages(s, id, SETTINGS, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(stored->len, ==, 1);
+    g_assert_cmpstr(((DqStoredPage *)g_ptr_array_index(stored, 0))->error_message, ==,
+                    page[1].error_message);
+    g_ptr_array_free(stored, TRUE);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM documents WHERE path = "
                               "'/archive/re\\xE7u.pdf' AND error_message = "
@@ -1009,10 +1024,30 @@ static void test_document_versions(gconstpointer kind) {
     g_assert_cmpint(found.pages_any_settings, ==, 4);
     g_assert_cmpint(g_strv_length(found.failed_codes), ==, 1);
     g_assert_cmpstr(found.failed_codes[0], ==, "damaged");
-    g_assert_cmpint(g_strv_length(found.images), ==, 3);
-    g_assert_true(g_str_has_prefix(found.images[0], "a") ||
-                  g_str_has_prefix(found.images[1], "a") || g_str_has_prefix(found.images[2], "a"));
     dq_document_lookup_clear(&found);
+    /* The pages with an image are the ones stored, as they were recorded. */
+    GPtrArray *stored = dq_store_document_stored_pages(s, v1, SETTINGS, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(stored->len, ==, 3);
+    const DqStoredPage *sp = g_ptr_array_index(stored, 0);
+    g_assert_cmpint(sp->page_number, ==, 1);
+    g_assert_cmpint(sp->width, ==, 10);
+    g_assert_cmpint(sp->height, ==, 20);
+    g_assert_cmpfloat(sp->source_width, ==, 612.5);
+    g_assert_cmpfloat(sp->source_height, ==, 792.25);
+    g_assert_true(g_str_has_prefix(sp->image_sha256, "a"));
+    g_assert_cmpstr(sp->status, ==, "ok");
+    g_assert_null(sp->error_code);
+    sp = g_ptr_array_index(stored, 2);
+    g_assert_cmpint(sp->page_number, ==, 3);
+    g_assert_cmpstr(sp->status, ==, "partial");
+    g_assert_cmpstr(sp->error_code, ==, "damaged");
+    g_assert_cmpstr(sp->error_message, ==, "strip 3 short");
+    g_ptr_array_free(stored, TRUE);
+    stored = dq_store_document_stored_pages(s, v1, "{\"n_res\":1}", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(stored->len, ==, 0);
+    g_ptr_array_free(stored, TRUE);
     g_assert_true(
         dq_store_document_find(s, "/archive/v.pdf", "aaaa", "{\"n_res\":1}", &found, &err));
     g_assert_cmpint(found.pages_with_settings, ==, 0);
@@ -1119,6 +1154,56 @@ static void test_rerender_keeps_jobs(gconstpointer kind) {
     /* Pages 3 (its job gone) and 4 (failed, never asked about) are gone. */
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 2);
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM v_answers"), ==, 2);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* A retry that rendered only the pages not stored passes the stored ones as `stored`: they are
+ * not written (their rows stay as they are) and, as pages of the rendering, not removed as past
+ * its last page. */
+static void test_rerender_stored_rows(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    gint64 doc = add_document(s, "/archive/k.pdf", "kkkk");
+    char img[65];
+    g_snprintf(img, sizeof img, "e%063d", 0);
+    DqPageRow again[3] = {
+        {.page_number = 1,
+         .width = 99,
+         .height = 99,
+         .image_sha256 = "x",
+         .status = "ok",
+         .stored = TRUE},
+        {.page_number = 2,
+         .width = 99,
+         .height = 99,
+         .image_sha256 = "x",
+         .status = "ok",
+         .stored = TRUE},
+        {.page_number = 3, .width = 30, .height = 40, .image_sha256 = img, .status = "ok"},
+    };
+    DqDocumentRow redo = {
+        .path = "/archive/k.pdf", .sha256 = "kkkk", .kind = "pdf", .page_count = 3, .status = "ok"};
+    g_assert_true(
+        dq_store_document_record(s, &redo, doc, TRUE, SETTINGS, again, 3, NULL, NULL, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM pages WHERE width = 10 AND height = 20 AND "
+                              "((page_number = 1 AND image_sha256 LIKE 'a%') OR "
+                              "(page_number = 2 AND image_sha256 LIKE 'b%'))"),
+                    ==, 2);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM pages WHERE page_number = 3 AND width = 30 "
+                              "AND status = 'ok' AND error_code IS NULL AND image_sha256 LIKE "
+                              "'e%'"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 3); /* 4 is gone */
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages WHERE image_sha256 = 'x'"), ==,
+                    0);
     dq_store_close(s);
     g_free(loc);
 }
@@ -2370,6 +2455,10 @@ int main(int argc, char **argv) {
                          test_rerender_keeps_jobs);
     g_test_add_data_func("/store/backends/postgres/rerender-keeps-jobs", "postgres",
                          test_rerender_keeps_jobs);
+    g_test_add_data_func("/store/backends/sqlite/rerender-stored-rows", "sqlite",
+                         test_rerender_stored_rows);
+    g_test_add_data_func("/store/backends/postgres/rerender-stored-rows", "postgres",
+                         test_rerender_stored_rows);
     g_test_add_data_func("/store/backends/sqlite/document-versions", "sqlite",
                          test_document_versions);
     g_test_add_data_func("/store/backends/postgres/document-versions", "postgres",
