@@ -236,7 +236,7 @@ int cmd_export(int argc, char **argv) {
               "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
               "max_new_tokens,do_sample,model_fingerprint\r\n",
               stdout);
-    if (!store_jobs_each_answer(store, question, current, write_row, &ex, &err)) {
+    if (!store_jobs_each_answer(store, question, current, NULL, write_row, &ex, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }

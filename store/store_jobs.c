@@ -1175,22 +1175,33 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
     return out;
 }
 
-#define EACH_ANSWER_SQL(VIEW)                                                                      \
+#define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ?1 IS NULL OR "              \
-    "question = ?1 ORDER BY document_path, document_id, page, question, job_id"
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR "             \
+    "question = ?1)" RANGE " ORDER BY document_path, document_id, page, question, job_id"
+/* From the answers' commit order (schema 0014), not from the view, whose rows an index on
+ * answers would not reach. */
+#define IN_RANGE                                                                                   \
+    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > ?2 AND commit_seq <= ?3)"
 
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                DqAnswerRowFn fn, void *user, GError **err) {
-    PG_DISPATCH(s, return pgjobs_each_answer(s, question, current, fn, user, err));
+                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
+                                GError **err) {
+    PG_DISPATCH(s, return pgjobs_each_answer(s, question, current, range, fn, user, err));
+    static const char *const sql[2][2] = {
+        {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
+    };
     /* Not a cached statement: fn may call back into the store. */
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(dq_store_sqlite(s),
-                           current ? EACH_ANSWER_SQL("v_current_answers")
-                                   : EACH_ANSWER_SQL("v_answers"),
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(dq_store_sqlite(s), sql[current != FALSE][range != NULL], -1, &st,
+                           NULL) != SQLITE_OK)
         return db_fail(s, err, "reading answers");
+    if (range != NULL) {
+        sqlite3_bind_int64(st, 2, range->after);
+        sqlite3_bind_int64(st, 3, range->upto);
+    }
     bind_text(st, 1, question);
     gboolean ok = TRUE;
     int rc;
@@ -1222,6 +1233,29 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
         ok = db_fail(s, err, "reading answers");
     sqlite3_finalize(st);
     return ok;
+}
+
+gboolean store_jobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) {
+    PG_DISPATCH(s, return pgjobs_commit_checkpoint(s, checkpoint, err));
+    gboolean found = FALSE;
+    *checkpoint = 0;
+    sqlite3_stmt *st = stmt(s, "SELECT last FROM answer_commit_seq WHERE id = 1", err);
+    if (st == NULL)
+        return FALSE;
+    int rc = sqlite3_step(st);
+    found = rc == SQLITE_ROW;
+    if (found)
+        *checkpoint = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(s, err, "reading the answers' commit checkpoint");
+    if (!found)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
+                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
+                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
+                       dq_store_path(s));
+    return TRUE;
 }
 
 /* ---- withdrawing work, and queueing it again ---- */

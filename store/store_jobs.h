@@ -287,12 +287,26 @@ typedef struct {
 void dq_model_snapshot_free(DqModelSnapshot *m);
 GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 
+/* The answers committed between two checkpoints: those with after < answers.commit_seq <= upto
+ * (schema 0014). */
+typedef struct {
+    gint64 after;
+    gint64 upto;
+} DqAnswerRange;
+
 /* Calls fn for every row of v_answers, each answer under the document its job was made for
  * (with `current`: of v_current_answers, each answer under every current document holding its
- * page's content, schema 0009), only those to `question` when not NULL, by document path,
- * document, page, question; stops at the first FALSE. */
+ * page's content, schema 0009), only those to `question` when not NULL, only those in `range`
+ * when not NULL, by document path, document, page, question; stops at the first FALSE. */
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                DqAnswerRowFn fn, void *user, GError **err);
+                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
+                                GError **err);
+
+/* The newest answers.commit_seq handed out (schema 0014), the checkpoint `docqa export` prints:
+ * numbers are drawn in commit order, each one once, so every answer numbered up to it is
+ * committed, and visible to any read that starts after this one; an answer committed later gets
+ * a larger number. 0 when no answer was ever stored. */
+gboolean store_jobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err);
 
 /* ---- withdrawing work, and queueing it again ---- */
 

@@ -771,21 +771,31 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
     return PQgetisnull(r, row, col) ? null : (int)pg_get_i64(r, row, col);
 }
 
-#define EACH_ANSWER_SQL(VIEW)                                                                      \
+#define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE $1::text IS NULL OR "        \
-    "question = $1 ORDER BY document_path COLLATE \"C\", document_id, page, "                      \
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::text IS NULL OR "       \
+    "question = $1)" RANGE " ORDER BY document_path COLLATE \"C\", document_id, page, "            \
     "question COLLATE \"C\", job_id"
+#define IN_RANGE                                                                                   \
+    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $2::bigint AND "                \
+    "commit_seq <= $3::bigint)"
 
-gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, DqAnswerRowFn fn,
-                            void *user, GError **err) {
+gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
+                            const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
+                            GError **err) {
+    static const char *const sql[2][2] = {
+        {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
+    };
     /* The whole result is fetched before fn runs, so fn may call back into the store. */
     PgParams p = {0};
     pg_text(&p, question);
-    PGresult *r =
-        pg_run(s, current ? EACH_ANSWER_SQL("v_current_answers") : EACH_ANSWER_SQL("v_answers"), &p,
-               "reading answers", err);
+    if (range != NULL) {
+        pg_i64(&p, range->after);
+        pg_i64(&p, range->upto);
+    }
+    PGresult *r = pg_run(s, sql[current != FALSE][range != NULL], &p, "reading answers", err);
     if (r == NULL)
         return FALSE;
     gboolean ok = TRUE;
@@ -815,6 +825,25 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, 
     }
     PQclear(r);
     return ok;
+}
+
+gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) {
+    *checkpoint = 0;
+    PGresult *r = pg_run(s, "SELECT last FROM answer_commit_seq WHERE id = 1", NULL,
+                         "reading the answers' commit checkpoint", err);
+    if (r == NULL)
+        return FALSE;
+    gboolean found = PQntuples(r) == 1;
+    if (found)
+        *checkpoint = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    if (!found)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
+                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
+                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
+                       dq_store_path(s));
+    return TRUE;
 }
 
 /* ---- withdrawing work, and queueing it again ---- */
