@@ -1017,6 +1017,43 @@ gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GEr
     return TRUE;
 }
 
+void dq_model_pending_free(DqModelPending *m) {
+    if (m == NULL)
+        return;
+    g_free(m->model_id);
+    g_free(m);
+}
+
+GPtrArray *store_jobs_pending_models(DqStore *s, const char *except, int limit, GError **err) {
+    PG_DISPATCH(s, return pgjobs_pending_models(s, except, limit, err));
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT model_id, sum(state = 'queued') AS q, sum(state = 'running') "
+                            "AS r FROM jobs WHERE state IN ('queued', 'running') AND "
+                            "model_id IS NOT ?1 GROUP BY model_id ORDER BY q + r DESC, model_id "
+                            "LIMIT ?2",
+                            err);
+    if (st == NULL)
+        return NULL;
+    bind_text(st, 1, except);
+    sqlite3_bind_int(st, 2, limit);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_pending_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqModelPending *m = g_new0(DqModelPending, 1);
+        m->model_id = col_dup(st, 0);
+        m->queued = sqlite3_column_int64(st, 1);
+        m->running = sqlite3_column_int64(st, 2);
+        g_ptr_array_add(out, m);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(s, err, "counting other models' jobs");
+        return NULL;
+    }
+    return out;
+}
+
 gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
     PG_DISPATCH(s, return pgjobs_has_pending(s, model_id, pending, err));
     sqlite3_stmt *st =
@@ -1279,13 +1316,15 @@ char *store_jobs_state_list(guint states, gboolean json) {
 }
 
 /* The jobs a DqJobFilter takes, as SQL over `jobs j`: ?1 the states (a JSON list of names), ?2
- * the question ids, ?3 the model id, ?4 the document ids (JSON lists; NULL: any). A document
- * takes the jobs made for its pages' content, whichever document's page they hang on. The one
- * place for cancel's and requeue's; store_jobs_pg.c has its PostgreSQL twin. */
+ * the question ids, ?3 the model id, ?4 the document ids (JSON lists; NULL: any), ?5 the done
+ * jobs' DqDoneJobs bits, ?6 the current fingerprint. A document takes the jobs made for its
+ * pages' content, whichever document's page they hang on. The one place for cancel's and
+ * requeue's; store_jobs_pg.c has its PostgreSQL twin. */
 #define JOB_FILTER_SQL                                                                             \
     "FROM jobs j WHERE j.state IN (SELECT value FROM json_each(?1)) "                              \
-    "AND (j.state <> 'done' OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id AND "         \
-    "a.exact = 0)) "                                                                               \
+    "AND (j.state <> 'done' OR ?5 & 2 OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id "   \
+    "AND ((?5 & 1 AND a.exact = 0) OR (?5 & 4 AND (a.model_fingerprint IS NULL OR "                \
+    "substr(a.model_fingerprint, 1, length(?6)) <> ?6))))) "                                       \
     "AND (?2 IS NULL OR j.question_id IN (SELECT value FROM json_each(?2))) "                      \
     "AND (?3 IS NULL OR j.model_id = ?3) "                                                         \
     "AND (?4 IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "              \
@@ -1302,6 +1341,8 @@ static void bind_filter(sqlite3_stmt *st, const DqJobFilter *f) {
     if (f->documents_given)
         sqlite3_bind_text(st, 4, store_jobs_id_list(f->document_ids, f->n_document_ids, '[', ']'),
                           -1, g_free);
+    sqlite3_bind_int(st, 5, (int)(f->done ? f->done : DQ_DONE_APPROXIMATE));
+    bind_text(st, 6, f->fingerprint);
 }
 
 /* Cancel's and requeue's common course: the jobs `filter` takes, counted by question, model,

@@ -653,6 +653,30 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
     return TRUE;
 }
 
+GPtrArray *pgjobs_pending_models(DqStore *s, const char *except, int limit, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, except);
+    pg_i64(&p, limit);
+    PGresult *r = pg_run(s,
+                         "SELECT model_id, count(*) FILTER (WHERE state = 'queued') AS q, "
+                         "count(*) FILTER (WHERE state = 'running') AS r FROM jobs WHERE state IN "
+                         "('queued', 'running') AND model_id IS DISTINCT FROM $1::text GROUP BY "
+                         "model_id ORDER BY count(*) DESC, model_id COLLATE \"C\" LIMIT $2",
+                         &p, "counting other models' jobs", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_pending_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqModelPending *m = g_new0(DqModelPending, 1);
+        m->model_id = pg_get_dup(r, i, 0);
+        m->queued = pg_get_i64(r, i, 1);
+        m->running = pg_get_i64(r, i, 2);
+        g_ptr_array_add(out, m);
+    }
+    PQclear(r);
+    return out;
+}
+
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
     PgParams p = {0};
     pg_text(&p, model_id);
@@ -849,11 +873,14 @@ gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) 
 /* ---- withdrawing work, and queueing it again ---- */
 
 /* store_jobs.c's JOB_FILTER_SQL: $1 the states, $2 the question ids, $3 the model id, $4 the
- * document ids (arrays; NULL: any). */
+ * document ids (arrays; NULL: any), $5 the done jobs' DqDoneJobs bits, $6 the current
+ * fingerprint. */
 #define JOB_FILTER_SQL                                                                             \
     "FROM jobs j WHERE j.state = ANY ($1::text[]) "                                                \
-    "AND (j.state <> 'done' OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id AND "         \
-    "a.exact = 0)) "                                                                               \
+    "AND (j.state <> 'done' OR ($5::int & 2) <> 0 OR EXISTS (SELECT 1 FROM answers a WHERE "       \
+    "a.job_id = j.id AND ((($5::int & 1) <> 0 AND a.exact = 0) OR (($5::int & 4) <> 0 AND "        \
+    "(a.model_fingerprint IS NULL OR left(a.model_fingerprint, length($6::text)) <> "              \
+    "$6::text))))) "                                                                               \
     "AND ($2::bigint[] IS NULL OR j.question_id = ANY ($2::bigint[])) "                            \
     "AND ($3::text IS NULL OR j.model_id = $3::text) "                                             \
     "AND ($4::bigint[] IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "    \
@@ -874,6 +901,8 @@ static void filter_params(PgParams *p, const DqJobFilter *f) {
                               : NULL;
     pg_text(p, list);
     g_free(list);
+    pg_i64(p, f->done ? f->done : DQ_DONE_APPROXIMATE);
+    pg_text(p, f->fingerprint);
 }
 
 /* store_jobs.c's change_jobs: the jobs `filter` takes, counted, then `update` unless dry_run. */

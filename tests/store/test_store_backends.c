@@ -1218,6 +1218,88 @@ static void test_rerender_stored_rows(gconstpointer kind) {
     g_free(loc);
 }
 
+/* store_jobs_requeue of the done jobs `done` names (DqDoneJobs), against snapshot `fp`: how
+ * many went back (or would, with dry_run). */
+static gint64 requeue_done(DqStore *s, guint done, const char *fp, gboolean dry_run) {
+    GError *err = NULL;
+    DqJobFilter f = {.states = 1u << DQ_JOB_DONE, .done = done, .fingerprint = fp};
+    GPtrArray *groups = store_jobs_requeue(s, &f, dry_run, &err);
+    dq_assert_no_error(err);
+    gint64 n = 0;
+    for (guint i = 0; i < groups->len; i++)
+        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
+    g_ptr_array_free(groups, TRUE);
+    return n;
+}
+
+/* docqa requeue --stale and --done: the answered jobs whose answer came from another snapshot
+ * than the current one (or from none recorded), or every answered job, go back in the queue;
+ * their answers stay until answered again, then move to answers_superseded; one that fails for
+ * good instead goes back to done with its answer. A fingerprint may be given by its first
+ * digits, as docqa run and status print it. */
+static void test_requeue_done_stale(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/s.pdf", "5555");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, NULL, &err);
+    g_assert_cmpint(a->len, ==, 3);
+    DqJobAnswer ans[3];
+    const char *fps[3] = {FP_A, FP_B, NULL}; /* the current snapshot, another, not recorded */
+    for (int i = 0; i < 3; i++) {
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "old");
+        ans[i].model_fingerprint = fps[i];
+    }
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
+    g_assert_cmpint(written, ==, 3);
+    g_assert_cmpint(requeue_done(s, DQ_DONE_APPROXIMATE, NULL, FALSE), ==, 0); /* all exact */
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, "aaaaaaaaaaaa", TRUE), ==, 2);
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, FP_B, TRUE), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 3);
+
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, FP_A, FALSE), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3); /* kept */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
+    g_assert_cmpint(b->len, ==, 2);
+    for (guint i = 0; i < b->len; i++) {
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(b, i))->job_id, "new");
+        ans[i].model_fingerprint = FP_A;
+    }
+    g_assert_true(store_jobs_complete(s, "B", ans, 2, &written, &err));
+    g_assert_cmpint(written, ==, 2);
+    g_assert_cmpint(
+        query_int(s, loc, "SELECT count(*) FROM answers WHERE model_fingerprint = '" FP_A "'"), ==,
+        3);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM answers_superseded WHERE text = 'old' "
+                              "AND (model_fingerprint = '" FP_B "' OR model_fingerprint IS NULL)"),
+                    ==, 2);
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, FP_A, FALSE), ==, 0); /* all current now */
+
+    /* --done: every answered job; one then fails for good and keeps its answer. */
+    g_assert_cmpint(requeue_done(s, DQ_DONE_ANY, NULL, FALSE), ==, 3);
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 3, 3000, 100, NULL, &err);
+    g_assert_cmpint(c->len, ==, 3);
+    DqJobState state = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "C", ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id,
+                                  "page_image", "gone", FALSE, 3000, 10, &state, &err));
+    g_assert_cmpint(state, ==, DQ_JOB_DONE);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    g_ptr_array_free(c, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* The answers in (after, upto] of the commit order, as collect_answer writes them. */
 static char *range_text(DqStore *s, gint64 after, gint64 upto) {
     GString *out = g_string_new(NULL);
@@ -2678,6 +2760,10 @@ int main(int argc, char **argv) {
                          test_requeue_selected);
     g_test_add_data_func("/store/backends/postgres/requeue-selected", "postgres",
                          test_requeue_selected);
+    g_test_add_data_func("/store/backends/sqlite/requeue-done-stale", "sqlite",
+                         test_requeue_done_stale);
+    g_test_add_data_func("/store/backends/postgres/requeue-done-stale", "postgres",
+                         test_requeue_done_stale);
     g_test_add_data_func("/store/backends/sqlite/export-range", "sqlite", test_export_range);
     g_test_add_data_func("/store/backends/postgres/export-range", "postgres", test_export_range);
     g_test_add_func("/store/backends/postgres/export-commit-order", test_pg_export_commit_order);
