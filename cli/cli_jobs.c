@@ -135,11 +135,17 @@ void dq_job_selection_clear(DqJobSelection *sel) {
     memset(sel, 0, sizeof *sel);
 }
 
-static const char *state_word(int state) {
-    return state == DQ_JOB_DONE ? "approximate" : dq_job_state_name(state);
+const char *dq_job_done_word(guint done) {
+    if (done == 0 || done == DQ_DONE_APPROXIMATE)
+        return "approximate";
+    return done == DQ_DONE_STALE ? "stale" : "answered";
 }
 
-char *dq_job_states_text(guint states) {
+static const char *state_word(int state, const char *done_word) {
+    return state == DQ_JOB_DONE ? done_word : dq_job_state_name(state);
+}
+
+char *dq_job_states_text(guint states, const char *done_word) {
     GString *names = g_string_new(NULL);
     int n = 0, total = 0;
     for (int i = 0; i < DQ_JOB_N_STATES; i++)
@@ -150,12 +156,12 @@ char *dq_job_states_text(guint states) {
                                    n++ == 0     ? ""
                                    : n == total ? " or "
                                                 : ", ",
-                                   state_word(i));
+                                   state_word(i, done_word));
     return g_string_free(names, FALSE);
 }
 
 /* "10 queued, 2 failed" for the groups [from, to) of one question and model. */
-static void print_states(const GPtrArray *groups, guint from, guint to) {
+static void print_states(const GPtrArray *groups, guint from, guint to, const char *done_word) {
     gint64 by_state[DQ_JOB_N_STATES] = {0};
     for (guint i = from; i < to; i++) {
         const DqJobGroup *g = g_ptr_array_index(groups, i);
@@ -165,12 +171,13 @@ static void print_states(const GPtrArray *groups, guint from, guint to) {
     gboolean first = TRUE;
     for (int i = 0; i < DQ_JOB_N_STATES; i++)
         if (by_state[i] > 0) {
-            printf("%s%" G_GINT64_FORMAT " %s", first ? "" : ", ", by_state[i], state_word(i));
+            printf("%s%" G_GINT64_FORMAT " %s", first ? "" : ", ", by_state[i],
+                   state_word(i, done_word));
             first = FALSE;
         }
 }
 
-void dq_job_groups_print(const GPtrArray *groups) {
+void dq_job_groups_print(const GPtrArray *groups, const char *done_word) {
     for (guint i = 0; i < groups->len;) {
         const DqJobGroup *first = g_ptr_array_index(groups, i);
         guint end = i + 1;
@@ -185,7 +192,7 @@ void dq_job_groups_print(const GPtrArray *groups) {
         char *model = dq_text_show(first->model_id, -1, DQ_SHOW_LINE, 0);
         printf("  %s%s%s (model %s): ", quoted ? "\"" : "", quoted ? quoted : "(question deleted)",
                quoted ? "\"" : "", model);
-        print_states(groups, i, end);
+        print_states(groups, i, end, done_word);
         printf("\n");
         g_free(model);
         g_free(quoted);

@@ -40,12 +40,16 @@ gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqSt
 
 void dq_job_selection_clear(DqJobSelection *sel);
 
-/* The states in `states` for a sentence: "queued, failed or dead". A done job taken is one
- * answered approximately (DqJobFilter), named so. Free it. */
-char *dq_job_states_text(guint states);
+/* The word for the done jobs a filter takes (DqJobFilter's `done`): "approximate", "stale" or
+ * "answered". */
+const char *dq_job_done_word(guint done);
+
+/* The states in `states` for a sentence: "queued, failed or dead"; done ones are named
+ * `done_word`. Free it. */
+char *dq_job_states_text(guint states, const char *done_word);
 
 /* One line a question and model of groups (DqJobGroup, as store_jobs_cancel returns them):
- * `  "Total?" (model tiny): 10 queued, 2 failed`. */
-void dq_job_groups_print(const GPtrArray *groups);
+ * `  "Total?" (model tiny): 10 queued, 2 failed`; done ones are named `done_word`. */
+void dq_job_groups_print(const GPtrArray *groups, const char *done_word);
 
 #endif

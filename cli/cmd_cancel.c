@@ -53,7 +53,7 @@ static void print_result(const GPtrArray *groups, gboolean dry_run) {
     }
     printf("cancel: %s%" G_GINT64_FORMAT " job%s%s\n", dry_run ? "would cancel " : "", cancelled,
            cancelled == 1 ? "" : "s", dry_run ? " (--dry-run: nothing was changed)" : " cancelled");
-    dq_job_groups_print(groups);
+    dq_job_groups_print(groups, dq_job_done_word(0));
     if (answered > 0)
         printf("cancel: %" G_GINT64_FORMAT " of them %s an answer already (queued again by "
                "requeue --approximate): %s back to done with it, not cancelled\n",
@@ -128,7 +128,7 @@ int cmd_cancel(int argc, char **argv) {
         goto out;
     }
     if (groups->len == 0) {
-        char *names = dq_job_states_text(filter.states);
+        char *names = dq_job_states_text(filter.states, dq_job_done_word(0));
         printf("cancel: no %s job matches: nothing to cancel\n", names);
         g_free(names);
     } else {

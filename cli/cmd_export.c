@@ -1,5 +1,8 @@
 /* docqa export: the answers (v_answers, or with --current v_current_answers) as CSV or JSON lines
- * on stdout. Columns are only ever appended: spreadsheets and scripts read a CSV by position. */
+ * on stdout. Columns are only ever appended: spreadsheets and scripts read a CSV by position.
+ * With --after or --checkpoint-file, only the answers committed since an earlier export, by
+ * answers.commit_seq (schema/sqlite/0014_answers_commit_order.sql says why not finished_at or
+ * id). */
 #include "cli.h"
 
 #include "dq_error.h"
@@ -10,9 +13,11 @@
 #include "text.h"
 
 #include <errno.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -162,8 +167,56 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     return TRUE;
 }
 
+/* The checkpoint --checkpoint-file left in `file`: *after 0 (every answer) when there is no such
+ * file yet. Anything but one whole number is refused, an empty file too: starting again from 0
+ * would hand every answer over a second time. */
+static gboolean read_checkpoint(const char *file, gint64 *after) {
+    char *text = NULL;
+    gsize len = 0;
+    GError *err = NULL;
+    if (!g_file_get_contents(file, &text, &len, &err)) {
+        gboolean missing = g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT);
+        if (missing) {
+            dq_print_line(stderr,
+                          "docqa: export: %s does not exist yet: exporting every answer, from the "
+                          "first",
+                          file);
+            *after = 0;
+        } else {
+            dq_print_line(stderr, "docqa: export: --checkpoint-file %s: %s", file, err->message);
+        }
+        g_error_free(err);
+        return missing;
+    }
+    g_strstrip(text);
+    gint64 v = 0;
+    gboolean ok = len <= 64 && *text != '\0' && strspn(text, "0123456789") == strlen(text) &&
+                  g_ascii_string_to_signed(text, 10, 0, G_MAXINT64, &v, NULL);
+    if (ok)
+        *after = v;
+    else
+        dq_print_line(stderr,
+                      "docqa: export: %s: not an export checkpoint (one whole number, as "
+                      "--checkpoint-file writes it); delete it to export every answer again",
+                      file);
+    g_free(text);
+    return ok;
+}
+
+/* The rows are on stdout for good before the checkpoint moves past them: a file is synced (a
+ * pipe or a terminal cannot be, and is not). */
+static gboolean stdout_durable(void) {
+    struct stat st;
+    if (fflush(stdout) != 0 ||
+        (fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode) && fsync(STDOUT_FILENO) != 0)) {
+        dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(errno));
+        return FALSE;
+    }
+    return TRUE;
+}
+
 int cmd_export(int argc, char **argv) {
-    char *db = NULL, *format = NULL, *question = NULL;
+    char *db = NULL, *format = NULL, *question = NULL, *after_text = NULL, *checkpoint_file = NULL;
     gboolean spreadsheet_safe = FALSE, current = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
@@ -179,19 +232,54 @@ int cmd_export(int argc, char **argv) {
         {"spreadsheet-safe", 0, 0, G_OPTION_ARG_NONE, &spreadsheet_safe,
          "CSV: an apostrophe before a cell a spreadsheet would run as a formula (=, +, -, @)",
          NULL},
+        {"after", 0, 0, G_OPTION_ARG_STRING, &after_text,
+         "only the answers committed after the export that printed this checkpoint (0: every "
+         "answer); the checkpoint for the next export is printed on stderr",
+         "CHECKPOINT"},
+        {"checkpoint-file", 0, 0, G_OPTION_ARG_FILENAME, &checkpoint_file,
+         "--after the checkpoint kept in FILE (every answer when FILE does not exist), and FILE "
+         "replaced by the new checkpoint once every row is written (and synced, to a file)",
+         "FILE"},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx =
         g_option_context_new("- write the answers (v_answers, or v_current_answers) to stdout");
     g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(
+        ctx, "Incremental exports: every answer is in exactly one of a chain of exports each "
+             "given the checkpoint the one before printed (or kept in --checkpoint-file), "
+             "whatever finished_at says and however workers' commits interleave. An answer "
+             "that replaces an earlier one of its job (requeue) is a new answer: it comes again, "
+             "with the same job_id, in the export after it was stored. Keep one checkpoint per "
+             "kind of export (--question, --current).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
+    gint64 after = -1; /* -1: no range, every answer */
     if (!ok || !dq_cli_no_arguments("export", argc, argv) ||
-        !dq_cli_utf8_option("export", "--question", question))
+        !dq_cli_utf8_option("export", "--question", question) ||
+        !dq_cli_int_option("export", "--after", after_text, 0, G_MAXINT64, &after))
         goto out;
+    if (after_text != NULL && checkpoint_file != NULL) {
+        dq_print_line(stderr,
+                      "docqa: export: --after and --checkpoint-file: give one (the file holds "
+                      "the checkpoint)");
+        goto out;
+    }
+    if (checkpoint_file != NULL) {
+        /* Refused before anything is written: rows exported whose checkpoint cannot be kept
+         * would be exported again next time. */
+        char *folder = g_path_get_dirname(checkpoint_file);
+        gboolean writable = g_access(folder, W_OK) == 0;
+        if (!writable)
+            dq_print_line(stderr, "docqa: export: --checkpoint-file %s: its folder %s: %s",
+                          checkpoint_file, folder, g_strerror(errno));
+        g_free(folder);
+        if (!writable || !read_checkpoint(checkpoint_file, &after))
+            goto out;
+    }
     /* Stored questions are normalized (docqa ask): " Total? " must find "Total?". */
     if (question != NULL) {
         char *normal = queue_question_normalize(question, -1, "--question", &err);
@@ -231,27 +319,88 @@ int cmd_export(int argc, char **argv) {
         goto out;
     }
     g_strfreev(missing);
+    DqAnswerRange range = {.after = after};
+    if (after >= 0) {
+        /* A mistyped question in a chain of exports is refused before its checkpoint moves:
+         * otherwise the answers to the right one committed meanwhile would be skipped by the
+         * corrected chain. */
+        gint64 asked = 1;
+        if (question != NULL && !store_jobs_find_question(store, question, &asked, &err)) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        if (asked == 0) {
+            dq_print_line(
+                stderr,
+                "docqa: export: --question \"%s\": no such question was asked (v_progress "
+                "lists those that were); the checkpoint was not moved",
+                question);
+            goto out;
+        }
+        if (!store_jobs_commit_checkpoint(store, &range.upto, &err)) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        /* Numbers only grow: one past the newest is another database's, or this one's before it
+         * was restored from an older backup, where answers numbered up to it since would be
+         * skipped for good. */
+        if (after > range.upto) {
+            dq_print_line(
+                stderr,
+                "docqa: export: checkpoint %" G_GINT64_FORMAT " is past the newest answer "
+                "of %s (checkpoint %" G_GINT64_FORMAT "): a checkpoint of another database, "
+                "or of this one before it was restored from a backup? --after 0 exports "
+                "every answer",
+                after, dq_store_path(store), range.upto);
+            goto out;
+        }
+    }
     if (ex.csv)
         fputs("document_path,page,question,answer,model,finished_at,document_id,"
               "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
               "max_new_tokens,do_sample,model_fingerprint\r\n",
               stdout);
-    if (!store_jobs_each_answer(store, question, current, write_row, &ex, &err)) {
+    if (!store_jobs_each_answer(store, question, current, after >= 0 ? &range : NULL, write_row,
+                                &ex, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    if (fflush(stdout) != 0) {
-        dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(errno));
+    if (after >= 0 ? !stdout_durable() : fflush(stdout) != 0) {
+        if (after < 0)
+            dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(errno));
         goto out;
     }
     /* An empty export is no failure (nothing may be answered yet), but a mistyped question
      * would otherwise look like one nobody answered. */
-    if (question != NULL && ex.rows == 0)
+    if (question != NULL && ex.rows == 0 && after < 0)
         dq_print_line(
             stderr,
             "docqa: export: no answers to the question \"%s\" (docqa status shows the jobs; "
             "export without --question lists the questions answered)",
             question);
+    if (checkpoint_file != NULL) {
+        char *text = g_strdup_printf("%" G_GINT64_FORMAT "\n", range.upto);
+        gboolean kept = g_file_set_contents_full(
+            checkpoint_file, text, -1, G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
+            0666, &err);
+        g_free(text);
+        if (!kept) {
+            dq_print_line(stderr,
+                          "docqa: export: %s (the rows were written, the checkpoint stays at "
+                          "%" G_GINT64_FORMAT ": the next export gives them again)",
+                          err->message, after);
+            g_clear_error(&err);
+            goto out;
+        }
+    }
+    if (after >= 0)
+        dq_print_line(stderr,
+                      "docqa: export: %" G_GINT64_FORMAT " row%s of the answers committed after "
+                      "checkpoint %" G_GINT64_FORMAT "; checkpoint now %" G_GINT64_FORMAT "%s%s "
+                      "(next: --after %" G_GINT64_FORMAT ")",
+                      ex.rows, ex.rows == 1 ? "" : "s", after, range.upto,
+                      checkpoint_file ? ", kept in " : "", checkpoint_file ? checkpoint_file : "",
+                      range.upto);
     rc = DQ_EXIT_OK;
 out:
     if (store) {
@@ -261,5 +410,7 @@ out:
     g_free(db);
     g_free(format);
     g_free(question);
+    g_free(after_text);
+    g_free(checkpoint_file);
     return rc;
 }

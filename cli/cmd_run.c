@@ -153,12 +153,51 @@ static gboolean warn_other_snapshots(DqStore *store, const char *model_id, const
     return TRUE;
 }
 
+/* "nothing queued (2 done, ...) for model 'm', but 5 jobs wait for other model ids: 'x' (4
+ * queued), 'y' (1 running)". The model's finished jobs are named: "no jobs" for a model whose
+ * jobs are all answered reads as if they were lost. */
+static char *others_waiting(DqStore *store, const char *model_id, const DqJobCounts *c,
+                            GError **err) {
+    enum { NAMED = 5 };
+    GPtrArray *others = store_jobs_pending_models(store, model_id, NAMED + 1, err);
+    if (others == NULL)
+        return NULL;
+    GString *text = g_string_new(NULL);
+    if (c->total == 0)
+        g_string_append(text, "no jobs");
+    else
+        g_string_printf(text,
+                        "nothing queued (%" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
+                        " failed, %" G_GINT64_FORMAT " dead, %" G_GINT64_FORMAT " cancelled)",
+                        c->by_state[DQ_JOB_DONE], c->by_state[DQ_JOB_FAILED],
+                        c->by_state[DQ_JOB_DEAD], c->by_state[DQ_JOB_CANCELLED]);
+    /* Shown as text docqa did not write when the line is printed (dq_print_line). */
+    g_string_append_printf(text,
+                           " for model '%s', but %" G_GINT64_FORMAT " job%s queued or running "
+                           "for other model ids: ",
+                           model_id, c->pending_other, c->pending_other == 1 ? "" : "s");
+    for (guint i = 0; i < others->len && i < NAMED; i++) {
+        const DqModelPending *m = g_ptr_array_index(others, i);
+        g_string_append_printf(text, "%s'%s' (", i ? ", " : "", m->model_id);
+        if (m->queued > 0)
+            g_string_append_printf(text, "%" G_GINT64_FORMAT " queued", m->queued);
+        if (m->running > 0)
+            g_string_append_printf(text, "%s%" G_GINT64_FORMAT " running", m->queued ? ", " : "",
+                                   m->running);
+        g_string_append_c(text, ')');
+    }
+    if (others->len > NAMED)
+        g_string_append(text, ", ...");
+    g_ptr_array_free(others, TRUE);
+    return g_string_free(text, FALSE);
+}
+
 int cmd_run(int argc, char **argv) {
     char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL,
          *draft = NULL, *workers_text = NULL, *max_jobs_text = NULL;
     int batch = 1, lease_s = 60, prep_threads = G_MININT; /* G_MININT: not given */
     gint64 workers = 0, max_jobs = 0; /* 0: not given (one worker a device; no limit) */
-    gboolean until_empty = FALSE, quiet = FALSE;
+    gboolean until_empty = FALSE, quiet = FALSE, other_models_ok = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -194,6 +233,10 @@ int cmd_run(int argc, char **argv) {
         {"until-empty", 0, 0, G_OPTION_ARG_NONE, &until_empty,
          "exit when no job of the model is queued or running (default: keep waiting for work)",
          NULL},
+        {"other-models-ok", 0, 0, G_OPTION_ARG_NONE, &other_models_ok,
+         "with --until-empty: nothing queued for this model while jobs wait for other model ids "
+         "is no failure (several models share the queue, each run in turn; default: exit 1)",
+         NULL},
         {"max-jobs", 0, 0, G_OPTION_ARG_STRING, &max_jobs_text,
          "stop after claiming M jobs in all (M >= 1; default: no limit)", "M"},
         {"lease", 0, 0, G_OPTION_ARG_INT, &lease_s,
@@ -208,12 +251,13 @@ int cmd_run(int argc, char **argv) {
              "(plus one more than its preprocessing threads, being prepared) and stores each "
              "answer as soon as it is finished. "
              "SIGINT/SIGTERM: workers give back the jobs in flight, exit 130. Exit 1 when some "
-             "jobs failed (see docqa status).");
+             "jobs failed (see docqa status), or, with --until-empty, when nothing was queued "
+             "for this model id while jobs wait for others (named on stderr).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
-    char *model_id = NULL;
+    char *model_id = NULL, *mismatch = NULL;
     GPtrArray *devices = NULL;
     const char *db_path = db ? db : dq_store_default_location();
     if (!ok)
@@ -293,31 +337,25 @@ int cmd_run(int argc, char **argv) {
         goto out;
     }
     DqJobCounts c;
-    gboolean counted = store_jobs_counts(store, model_id, &c, &err) &&
-                       warn_other_snapshots(store, model_id, model_dir, &err);
+    /* Nothing of this model's to do while others' jobs wait: ask and run given different
+     * models, or a snapshot folder renamed since the jobs were asked. A run that waits for work
+     * says so and waits; one told to stop when its queue is empty would stop at once, having
+     * answered nothing, and a nightly job would report success every night: it fails (exit 1)
+     * unless --other-models-ok says several models share the queue on purpose. */
+    gboolean counted =
+        store_jobs_counts(store, model_id, &c, &err) &&
+        warn_other_snapshots(store, model_id, model_dir, &err) &&
+        (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] > 0 || c.pending_other == 0 ||
+         (mismatch = others_waiting(store, model_id, &c, &err)) != NULL);
     store_jobs_finalize(store);
     dq_store_close(store);
     if (!counted) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    if (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] == 0 && c.pending_other > 0) {
-        /* The model's finished jobs are named: "no jobs" for a model whose jobs are all
-         * answered reads as if they were lost. */
-        char *had = c.total == 0
-                        ? g_strdup("no jobs")
-                        : g_strdup_printf("nothing queued (%" G_GINT64_FORMAT
-                                          " done, %" G_GINT64_FORMAT " failed, %" G_GINT64_FORMAT
-                                          " dead, %" G_GINT64_FORMAT " cancelled)",
-                                          c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_FAILED],
-                                          c.by_state[DQ_JOB_DEAD], c.by_state[DQ_JOB_CANCELLED]);
-        dq_print_line(stderr,
-                      "docqa: run: %s for model '%s', but %" G_GINT64_FORMAT
-                      " queued or running for other models: ask with --model %s, or run with "
-                      "--model-id",
-                      had, model_id, c.pending_other, model_dir);
-        g_free(had);
-    }
+    if (mismatch != NULL && (!until_empty || other_models_ok))
+        dq_print_line(stderr, "docqa: run: %s: ask with --model %s, or run with --model-id ID",
+                      mismatch, model_dir);
 
     RunModel rm = {.model_dir = model_dir,
                    .devices = devices,
@@ -343,7 +381,19 @@ int cmd_run(int argc, char **argv) {
     char *summary = queue_run_summary(&res, secs);
     printf("%s\n", summary);
     g_free(summary);
+    /* Said last, where a wrapper's log ends; not when jobs of this model came meanwhile. */
+    if (mismatch != NULL && until_empty && !other_models_ok && rc == DQ_EXIT_OK &&
+        res.total.done == 0 && res.total.failed == 0 && !res.interrupted) {
+        fflush(stdout);
+        dq_print_line(stderr,
+                      "docqa: run: %s: nothing was answered; ask with --model %s, or run with "
+                      "--model-id ID (--other-models-ok: no failure when several models share "
+                      "the queue)",
+                      mismatch, model_dir);
+        rc = DQ_EXIT_PARTIAL;
+    }
 out:
+    g_free(mismatch);
     g_free(db);
     g_free(model);
     g_free(model_id_opt);

@@ -1017,6 +1017,43 @@ gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GEr
     return TRUE;
 }
 
+void dq_model_pending_free(DqModelPending *m) {
+    if (m == NULL)
+        return;
+    g_free(m->model_id);
+    g_free(m);
+}
+
+GPtrArray *store_jobs_pending_models(DqStore *s, const char *except, int limit, GError **err) {
+    PG_DISPATCH(s, return pgjobs_pending_models(s, except, limit, err));
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT model_id, sum(state = 'queued') AS q, sum(state = 'running') "
+                            "AS r FROM jobs WHERE state IN ('queued', 'running') AND "
+                            "model_id IS NOT ?1 GROUP BY model_id ORDER BY q + r DESC, model_id "
+                            "LIMIT ?2",
+                            err);
+    if (st == NULL)
+        return NULL;
+    bind_text(st, 1, except);
+    sqlite3_bind_int(st, 2, limit);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_pending_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqModelPending *m = g_new0(DqModelPending, 1);
+        m->model_id = col_dup(st, 0);
+        m->queued = sqlite3_column_int64(st, 1);
+        m->running = sqlite3_column_int64(st, 2);
+        g_ptr_array_add(out, m);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(s, err, "counting other models' jobs");
+        return NULL;
+    }
+    return out;
+}
+
 gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
     PG_DISPATCH(s, return pgjobs_has_pending(s, model_id, pending, err));
     sqlite3_stmt *st =
@@ -1175,22 +1212,33 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
     return out;
 }
 
-#define EACH_ANSWER_SQL(VIEW)                                                                      \
+#define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ?1 IS NULL OR "              \
-    "question = ?1 ORDER BY document_path, document_id, page, question, job_id"
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR "             \
+    "question = ?1)" RANGE " ORDER BY document_path, document_id, page, question, job_id"
+/* From the answers' commit order (schema 0014), not from the view, whose rows an index on
+ * answers would not reach. */
+#define IN_RANGE                                                                                   \
+    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > ?2 AND commit_seq <= ?3)"
 
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                DqAnswerRowFn fn, void *user, GError **err) {
-    PG_DISPATCH(s, return pgjobs_each_answer(s, question, current, fn, user, err));
+                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
+                                GError **err) {
+    PG_DISPATCH(s, return pgjobs_each_answer(s, question, current, range, fn, user, err));
+    static const char *const sql[2][2] = {
+        {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
+    };
     /* Not a cached statement: fn may call back into the store. */
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(dq_store_sqlite(s),
-                           current ? EACH_ANSWER_SQL("v_current_answers")
-                                   : EACH_ANSWER_SQL("v_answers"),
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(dq_store_sqlite(s), sql[current != FALSE][range != NULL], -1, &st,
+                           NULL) != SQLITE_OK)
         return db_fail(s, err, "reading answers");
+    if (range != NULL) {
+        sqlite3_bind_int64(st, 2, range->after);
+        sqlite3_bind_int64(st, 3, range->upto);
+    }
     bind_text(st, 1, question);
     gboolean ok = TRUE;
     int rc;
@@ -1224,6 +1272,29 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
     return ok;
 }
 
+gboolean store_jobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) {
+    PG_DISPATCH(s, return pgjobs_commit_checkpoint(s, checkpoint, err));
+    gboolean found = FALSE;
+    *checkpoint = 0;
+    sqlite3_stmt *st = stmt(s, "SELECT last FROM answer_commit_seq WHERE id = 1", err);
+    if (st == NULL)
+        return FALSE;
+    int rc = sqlite3_step(st);
+    found = rc == SQLITE_ROW;
+    if (found)
+        *checkpoint = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(s, err, "reading the answers' commit checkpoint");
+    if (!found)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
+                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
+                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
+                       dq_store_path(s));
+    return TRUE;
+}
+
 /* ---- withdrawing work, and queueing it again ---- */
 
 void dq_job_group_free(DqJobGroup *g) {
@@ -1245,13 +1316,15 @@ char *store_jobs_state_list(guint states, gboolean json) {
 }
 
 /* The jobs a DqJobFilter takes, as SQL over `jobs j`: ?1 the states (a JSON list of names), ?2
- * the question ids, ?3 the model id, ?4 the document ids (JSON lists; NULL: any). A document
- * takes the jobs made for its pages' content, whichever document's page they hang on. The one
- * place for cancel's and requeue's; store_jobs_pg.c has its PostgreSQL twin. */
+ * the question ids, ?3 the model id, ?4 the document ids (JSON lists; NULL: any), ?5 the done
+ * jobs' DqDoneJobs bits, ?6 the current fingerprint. A document takes the jobs made for its
+ * pages' content, whichever document's page they hang on. The one place for cancel's and
+ * requeue's; store_jobs_pg.c has its PostgreSQL twin. */
 #define JOB_FILTER_SQL                                                                             \
     "FROM jobs j WHERE j.state IN (SELECT value FROM json_each(?1)) "                              \
-    "AND (j.state <> 'done' OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id AND "         \
-    "a.exact = 0)) "                                                                               \
+    "AND (j.state <> 'done' OR ?5 & 2 OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id "   \
+    "AND ((?5 & 1 AND a.exact = 0) OR (?5 & 4 AND (a.model_fingerprint IS NULL OR "                \
+    "substr(a.model_fingerprint, 1, length(?6)) <> ?6))))) "                                       \
     "AND (?2 IS NULL OR j.question_id IN (SELECT value FROM json_each(?2))) "                      \
     "AND (?3 IS NULL OR j.model_id = ?3) "                                                         \
     "AND (?4 IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "              \
@@ -1268,6 +1341,8 @@ static void bind_filter(sqlite3_stmt *st, const DqJobFilter *f) {
     if (f->documents_given)
         sqlite3_bind_text(st, 4, store_jobs_id_list(f->document_ids, f->n_document_ids, '[', ']'),
                           -1, g_free);
+    sqlite3_bind_int(st, 5, (int)(f->done ? f->done : DQ_DONE_APPROXIMATE));
+    bind_text(st, 6, f->fingerprint);
 }
 
 /* Cancel's and requeue's common course: the jobs `filter` takes, counted by question, model,

@@ -207,6 +207,18 @@ gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobSt
  * a second or so a million jobs. */
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
 
+/* Jobs waiting (queued or running) for one model id. */
+typedef struct {
+    char *model_id;
+    gint64 queued;
+    gint64 running;
+} DqModelPending;
+void dq_model_pending_free(DqModelPending *m);
+
+/* The model ids other than `except` with jobs queued or running, most jobs first (then by id),
+ * at most `limit` of them: what `docqa run` names when its own model has none. */
+GPtrArray *store_jobs_pending_models(DqStore *s, const char *except, int limit, GError **err);
+
 /* Whether model_id has a job queued or running: what an idle `docqa run --until-empty` worker
  * asks before it stops. Walks the claim's partial indexes only, so it costs the same whatever
  * the number of jobs done. */
@@ -287,12 +299,26 @@ typedef struct {
 void dq_model_snapshot_free(DqModelSnapshot *m);
 GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 
+/* The answers committed between two checkpoints: those with after < answers.commit_seq <= upto
+ * (schema 0014). */
+typedef struct {
+    gint64 after;
+    gint64 upto;
+} DqAnswerRange;
+
 /* Calls fn for every row of v_answers, each answer under the document its job was made for
  * (with `current`: of v_current_answers, each answer under every current document holding its
- * page's content, schema 0009), only those to `question` when not NULL, by document path,
- * document, page, question; stops at the first FALSE. */
+ * page's content, schema 0009), only those to `question` when not NULL, only those in `range`
+ * when not NULL, by document path, document, page, question; stops at the first FALSE. */
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                DqAnswerRowFn fn, void *user, GError **err);
+                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
+                                GError **err);
+
+/* The newest answers.commit_seq handed out (schema 0014), the checkpoint `docqa export` prints:
+ * numbers are drawn in commit order, each one once, so every answer numbered up to it is
+ * committed, and visible to any read that starts after this one; an answer committed later gets
+ * a larger number. 0 when no answer was ever stored. */
+gboolean store_jobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err);
 
 /* ---- withdrawing work, and queueing it again ---- */
 
@@ -310,11 +336,24 @@ typedef struct {
     int n_document_ids;
     gboolean documents_given;
     const char *model_id;
-    /* Bit (1 << DqJobState) for each state taken; 0: none. A done job is taken only when its
-     * answer was computed with approximate arithmetic (exact = 0): the one done job worth
-     * answering again (requeue --approximate). */
+    /* Bit (1 << DqJobState) for each state taken; 0: none. Which done jobs are taken is `done`'s
+     * choice. */
     guint states;
+    /* The done jobs taken (DqDoneJobs bits, any of them): 0 is DQ_DONE_APPROXIMATE, the one
+     * choice there was before. */
+    guint done;
+    /* For DQ_DONE_STALE: the fingerprint of the snapshot whose answers are current (hex, whole or
+     * its first digits, as v_answers.model_fingerprint). */
+    const char *fingerprint;
 } DqJobFilter;
+
+typedef enum {
+    DQ_DONE_APPROXIMATE = 1 << 0, /* the answer was computed approximately (exact = 0) */
+    DQ_DONE_ANY = 1 << 1,         /* every done job */
+    /* the answer came from another snapshot than `fingerprint`, or from one not recorded (NULL:
+     * stored before schema 0008, or by no model) */
+    DQ_DONE_STALE = 1 << 2,
+} DqDoneJobs;
 
 /* One line of what store_jobs_cancel or store_jobs_requeue did (or would do): jobs of one
  * question and model that were in one state. */
@@ -339,9 +378,10 @@ void dq_job_group_free(DqJobGroup *g);
 GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
 
 /* Puts the jobs `filter` takes back in the queue with fresh attempts, in one transaction as
- * store_jobs_cancel: their errors stay in job_errors. An approximate answer stays where it is
+ * store_jobs_cancel: their errors stay in job_errors. A done job's answer stays where it is
  * until the job is answered again; the new answer then moves it to answers_superseded (schema
- * 0005). With `dry_run`, nothing is written. Returns what store_jobs_cancel returns. */
+ * 0005), and a job that fails for good instead goes back to done with it. With `dry_run`,
+ * nothing is written. Returns what store_jobs_cancel returns. */
 GPtrArray *store_jobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
                               GError **err);
 

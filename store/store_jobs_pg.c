@@ -653,6 +653,30 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
     return TRUE;
 }
 
+GPtrArray *pgjobs_pending_models(DqStore *s, const char *except, int limit, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, except);
+    pg_i64(&p, limit);
+    PGresult *r = pg_run(s,
+                         "SELECT model_id, count(*) FILTER (WHERE state = 'queued') AS q, "
+                         "count(*) FILTER (WHERE state = 'running') AS r FROM jobs WHERE state IN "
+                         "('queued', 'running') AND model_id IS DISTINCT FROM $1::text GROUP BY "
+                         "model_id ORDER BY count(*) DESC, model_id COLLATE \"C\" LIMIT $2",
+                         &p, "counting other models' jobs", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_pending_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqModelPending *m = g_new0(DqModelPending, 1);
+        m->model_id = pg_get_dup(r, i, 0);
+        m->queued = pg_get_i64(r, i, 1);
+        m->running = pg_get_i64(r, i, 2);
+        g_ptr_array_add(out, m);
+    }
+    PQclear(r);
+    return out;
+}
+
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
     PgParams p = {0};
     pg_text(&p, model_id);
@@ -771,21 +795,31 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
     return PQgetisnull(r, row, col) ? null : (int)pg_get_i64(r, row, col);
 }
 
-#define EACH_ANSWER_SQL(VIEW)                                                                      \
+#define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE $1::text IS NULL OR "        \
-    "question = $1 ORDER BY document_path COLLATE \"C\", document_id, page, "                      \
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::text IS NULL OR "       \
+    "question = $1)" RANGE " ORDER BY document_path COLLATE \"C\", document_id, page, "            \
     "question COLLATE \"C\", job_id"
+#define IN_RANGE                                                                                   \
+    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $2::bigint AND "                \
+    "commit_seq <= $3::bigint)"
 
-gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, DqAnswerRowFn fn,
-                            void *user, GError **err) {
+gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
+                            const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
+                            GError **err) {
+    static const char *const sql[2][2] = {
+        {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
+    };
     /* The whole result is fetched before fn runs, so fn may call back into the store. */
     PgParams p = {0};
     pg_text(&p, question);
-    PGresult *r =
-        pg_run(s, current ? EACH_ANSWER_SQL("v_current_answers") : EACH_ANSWER_SQL("v_answers"), &p,
-               "reading answers", err);
+    if (range != NULL) {
+        pg_i64(&p, range->after);
+        pg_i64(&p, range->upto);
+    }
+    PGresult *r = pg_run(s, sql[current != FALSE][range != NULL], &p, "reading answers", err);
     if (r == NULL)
         return FALSE;
     gboolean ok = TRUE;
@@ -817,14 +851,36 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, 
     return ok;
 }
 
+gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) {
+    *checkpoint = 0;
+    PGresult *r = pg_run(s, "SELECT last FROM answer_commit_seq WHERE id = 1", NULL,
+                         "reading the answers' commit checkpoint", err);
+    if (r == NULL)
+        return FALSE;
+    gboolean found = PQntuples(r) == 1;
+    if (found)
+        *checkpoint = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    if (!found)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
+                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
+                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
+                       dq_store_path(s));
+    return TRUE;
+}
+
 /* ---- withdrawing work, and queueing it again ---- */
 
 /* store_jobs.c's JOB_FILTER_SQL: $1 the states, $2 the question ids, $3 the model id, $4 the
- * document ids (arrays; NULL: any). */
+ * document ids (arrays; NULL: any), $5 the done jobs' DqDoneJobs bits, $6 the current
+ * fingerprint. */
 #define JOB_FILTER_SQL                                                                             \
     "FROM jobs j WHERE j.state = ANY ($1::text[]) "                                                \
-    "AND (j.state <> 'done' OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id AND "         \
-    "a.exact = 0)) "                                                                               \
+    "AND (j.state <> 'done' OR ($5::int & 2) <> 0 OR EXISTS (SELECT 1 FROM answers a WHERE "       \
+    "a.job_id = j.id AND ((($5::int & 1) <> 0 AND a.exact = 0) OR (($5::int & 4) <> 0 AND "        \
+    "(a.model_fingerprint IS NULL OR left(a.model_fingerprint, length($6::text)) <> "              \
+    "$6::text))))) "                                                                               \
     "AND ($2::bigint[] IS NULL OR j.question_id = ANY ($2::bigint[])) "                            \
     "AND ($3::text IS NULL OR j.model_id = $3::text) "                                             \
     "AND ($4::bigint[] IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "    \
@@ -845,6 +901,8 @@ static void filter_params(PgParams *p, const DqJobFilter *f) {
                               : NULL;
     pg_text(p, list);
     g_free(list);
+    pg_i64(p, f->done ? f->done : DQ_DONE_APPROXIMATE);
+    pg_text(p, f->fingerprint);
 }
 
 /* store_jobs.c's change_jobs: the jobs `filter` takes, counted, then `update` unless dry_run. */

@@ -30,9 +30,11 @@ gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *s
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
-gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current, DqAnswerRowFn fn,
-                            void *user, GError **err);
+gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
+                            const DqAnswerRange *range, DqAnswerRowFn fn, void *user, GError **err);
+gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err);
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
+GPtrArray *pgjobs_pending_models(DqStore *s, const char *except, int limit, GError **err);
 GPtrArray *pgjobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
 GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err);
 gboolean pgjobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err);

@@ -8,6 +8,7 @@
 #include "dq_error.h"
 #include "resources.h"
 #include "store_internal.h"
+#include "store_jobs.h"
 #ifdef DOCQA_HAVE_POSTGRES
 #include "store_pg.h"
 #endif
@@ -31,7 +32,7 @@ static const Table tables[] = {
     {"job_errors", "id, job_id, attempt, worker, kind, message, at"},
     {"answers", "id, job_id, text, prompt_tokens, generated_tokens, model_id, generation_settings, "
                 "worker, started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, "
-                "ms_total, device, weights, exact, model_fingerprint"},
+                "ms_total, device, weights, exact, model_fingerprint, commit_seq"},
     {"answers_superseded",
      "id, answer_id, job_id, text, prompt_tokens, generated_tokens, model_id, "
      "generation_settings, worker, started_at, finished_at, ms_image, ms_vision, ms_prefill, "
@@ -249,6 +250,18 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
         store_jobs_hook(point);
         g_free(point);
     }
+    /* The answers keep their commit_seq (the target's trigger numbers only rows without one),
+     * and the counter goes with them: an export checkpoint taken on the source goes on working
+     * on the copy, and no number the source handed out is handed out again. */
+    gint64 checkpoint = 0;
+    if (!store_jobs_commit_checkpoint(from, &checkpoint, err))
+        goto fail;
+    char *sql = g_strdup_printf(
+        "UPDATE answer_commit_seq SET last = %" G_GINT64_FORMAT " WHERE id = 1", checkpoint);
+    gboolean ok = dq_store_exec(to, sql, err);
+    g_free(sql);
+    if (!ok)
+        goto fail;
     if (!dq_store_exec(to, "COMMIT", err))
         goto fail;
     dq_store_exec(from, "COMMIT", NULL);

@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "jobs_testlib.h"
 #include "queue.h"
+#include "smolvlm.h"
 #include "testutil.h"
 
 #include <errno.h>
@@ -613,8 +614,10 @@ static char *tiny_model(void) {
     return m;
 }
 
-/* run for a model whose jobs are all answered, while another model's wait: the note names
- * what the model has, not "no jobs". */
+/* run --until-empty for a model whose jobs are all answered, while other models' wait: it
+ * answers nothing, and says so as a failure (exit 1), naming what the model has (not "no jobs")
+ * and the model ids that have work, so that a nightly whose ask and run name different models
+ * does not succeed every night. --other-models-ok: a queue shared on purpose, exit 0. */
 static void test_run_nothing_queued_note(void) {
     char *model = tiny_model();
     if (model == NULL)
@@ -624,13 +627,37 @@ static void test_run_nothing_queued_note(void) {
     g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 2);
     g_assert_cmpint(jt_drain(db, 1), ==, 0);
     g_assert_cmpint(jt_ask(db, 1, "other", 3), ==, 1);
-    char *err = NULL;
+    g_assert_cmpint(jt_ask(db, 2, "third", 3), ==, 2);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa(&out, &err, "run", "--db", db, "--model", model, "--model-id", "m",
+                          "--until-empty", "-q", NULL),
+                    ==, 1);
+    g_assert_nonnull(strstr(out, "run: 0 answered, 0 failed"));
+    g_assert_nonnull(strstr(err, "docqa: run: nothing queued (2 done, 0 failed, 0 dead, 0 "
+                                 "cancelled) for model 'm', but 3 jobs queued or running for "
+                                 "other model ids: 'third' (2 queued), 'other' (1 queued): "
+                                 "nothing was answered; ask with --model "));
+    g_assert_nonnull(strstr(err, "--other-models-ok"));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id", "m",
+                          "--until-empty", "--other-models-ok", "-q", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(err, "for model 'm', but 3 jobs queued or running for other model "
+                                 "ids: 'third' (2 queued), 'other' (1 queued): ask with --model "));
+    g_free(err);
+    /* A model nobody asked about at all. */
+    g_assert_cmpint(
+        docqa(NULL, &err, "run", "--db", db, "--model", model, "--until-empty", "-q", NULL), ==, 1);
+    g_assert_nonnull(strstr(err, "docqa: run: no jobs for model 'tiny-smolvlm-b512', but 3 jobs"));
+    g_free(err);
+    /* Nothing queued anywhere: an empty queue is no failure. */
+    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "--model", "other", NULL), ==, 0);
+    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "--model", "third", NULL), ==, 0);
     g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id", "m",
                           "--until-empty", "-q", NULL),
                     ==, 0);
-    g_assert_nonnull(strstr(err,
-                            "nothing queued (2 done, 0 failed, 0 dead, 0 cancelled) for model 'm', "
-                            "but 1 queued or running for other models"));
+    g_assert_null(strstr(err, "other model ids"));
     g_free(err);
     g_free(db);
     g_free(dir);
@@ -2067,6 +2094,137 @@ static void test_requeue_selected(void) {
     g_free(dir);
 }
 
+/* requeue --stale, --fingerprint-not and --done: answered jobs back in the queue, their answers
+ * kept until answered again (then in answers_superseded). Stale: answered by another snapshot
+ * than the model folder's current one, or by one not recorded; said of one model id, so --model
+ * is needed (a folder for --stale, whose fingerprint is computed as a worker's load would). */
+static void test_requeue_done_stale(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 2);
+    const char *id = "tiny-smolvlm-b512";
+    g_assert_cmpint(jt_ask(db, 1, id, 3), ==, 4);
+    g_assert_cmpint(jt_ask(db, 1, "other", 3), ==, 4);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = id, .batch = 4, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *gerr = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
+    opt.model_id = "other";
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
+    dq_assert_no_error(gerr);
+    dq_answerer_free(a);
+    /* The snapshot as it is now answered two; one came from the snapshot it replaced; one is
+     * from before fingerprints were recorded. The other model's answers are none of this. */
+    const char *shared = dq_test_shared_dir(); /* without the model: --fingerprint-not only */
+    char *model = shared ? g_build_filename(shared, "models", id, NULL) : NULL;
+    if (model != NULL && !g_file_test(model, G_FILE_TEST_IS_DIR))
+        g_clear_pointer(&model, g_free);
+    if (model == NULL)
+        g_test_message("../shared/models/%s not found: --stale with a folder not tried", id);
+    char *fp = model ? smolvlm_snapshot_fingerprint(model, &gerr)
+                     : g_strdup("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    dq_assert_no_error(gerr);
+    g_assert_cmpint(strlen(fp), ==, 64);
+    char *sql = g_strdup_printf(
+        "UPDATE answers SET model_fingerprint = CASE WHEN id IN (SELECT min(id) FROM answers "
+        "WHERE model_id = '%s') THEN 'f%s' WHEN id IN (SELECT max(id) FROM answers WHERE "
+        "model_id = '%s') THEN NULL ELSE '%s' END",
+        id, fp + 1, id, fp);
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(w, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(w);
+    g_free(sql);
+    g_assert_cmpint(
+        jt_query_int(db, "SELECT count(*) FROM answers WHERE model_fingerprint IS NULL"), ==, 1);
+
+    /* Refused, naming what is wrong; nothing changes. */
+    char fp12[13];
+    g_strlcpy(fp12, fp, sizeof fp12);
+    struct {
+        const char *args[5];
+        const char *says;
+    } refused[] = {
+        {{"--stale"}, "requeue: --stale needs --model DIR: the snapshot folder whose answers"},
+        {{"--fingerprint-not", fp12}, "requeue: --fingerprint-not needs --model DIR"},
+        {{"--stale", "--model", id},
+         "--stale: --model tiny-smolvlm-b512 is no snapshot folder "
+         "here: give the folder, or its fingerprint with "
+         "--fingerprint-not HEX"},
+        {{"--fingerprint-not", "abc", "--model", id},
+         "--fingerprint-not abc: expected a "
+         "snapshot fingerprint, 12 to 64 hex"},
+        {{"--fingerprint-not", "0123456789xy", "--model", id}, "expected a snapshot fingerprint"},
+    };
+    char *out = NULL, *err = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
+        const char *args[10] = {"requeue", "--db", db};
+        for (int k = 0; refused[i].args[k]; k++)
+            args[3 + k] = refused[i].args[k];
+        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+        g_test_message("%s", err);
+        g_assert_nonnull(strstr(err, refused[i].says));
+        g_free(err);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 8);
+
+    /* By the fingerprint's first 12 digits (upper case too), as run and status print it. */
+    char *upper = g_ascii_strup(fp12, -1);
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--fingerprint-not", upper, "-m", id,
+                          "--dry-run", NULL),
+                    ==, 0);
+    g_free(upper);
+    char *want = g_strdup_printf("requeue: would queue 2 jobs again (--dry-run: nothing was "
+                                 "changed)\n  \"question 1\" (model %s): 2 stale\n",
+                                 id);
+    g_assert_cmpstr(out, ==, want);
+    g_free(out);
+    if (model != NULL) {
+        g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--stale", "--model", model, NULL),
+                        ==, 0);
+        g_assert_cmpstr(out, ==,
+                        "requeue: 2 jobs back in the queue\n  \"question 1\" (model "
+                        "tiny-smolvlm-b512): 2 stale\n");
+        g_free(out);
+    } else {
+        g_assert_cmpint(
+            docqa(NULL, NULL, "requeue", "--db", db, "--fingerprint-not", fp, "-m", id, NULL), ==,
+            0);
+    }
+    g_free(want);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 8); /* kept */
+    g_assert_cmpint(
+        docqa(&out, NULL, "requeue", "--db", db, "--fingerprint-not", fp, "-m", id, NULL), ==, 0);
+    g_assert_cmpstr(out, ==, "requeue: no stale job matches: nothing to requeue\n");
+    g_free(out);
+
+    /* --done with a selector: every answered job of that question and model, none other. */
+    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--done", "-m", "other", NULL), ==, 0);
+    g_assert_cmpstr(out, ==,
+                    "requeue: 4 jobs back in the queue\n  \"question 1\" (model other): "
+                    "4 answered\n");
+    g_free(out);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 6);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+    /* Answered again: the old answers move to answers_superseded, nothing is lost. */
+    a = jt_answerer_new(NULL);
+    opt.model_id = "other";
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
+    opt.model_id = id;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
+    dq_assert_no_error(gerr);
+    dq_answerer_free(a);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 8);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers_superseded"), ==, 6);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 8);
+    g_free(fp);
+    g_free(model);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -2104,5 +2262,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/ask-one-rendering", test_ask_one_rendering);
     g_test_add_func("/cli-jobs/cancel", test_cancel);
     g_test_add_func("/cli-jobs/requeue-selected", test_requeue_selected);
+    g_test_add_func("/cli-jobs/requeue-done-stale", test_requeue_done_stale);
     return g_test_run();
 }

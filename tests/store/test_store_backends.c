@@ -137,7 +137,7 @@ static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err)
 static char *answers_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, collect_answer, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, collect_answer, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -229,7 +229,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 11);
+    g_assert_cmpint(v, ==, 14);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -662,7 +662,7 @@ static gboolean collect_provenance(const DqAnswerRow *row, void *user, GError **
 static char *provenance_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, collect_provenance, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, collect_provenance, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -765,7 +765,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 11);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -773,6 +773,16 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
     GPtrArray *c = claim_all(s, 2);
     answer_claimed(s, c, "new", FP_A, 0);
     g_ptr_array_free(c, TRUE);
+    /* The answers stored before schema 14 come first in the commit order (export --after). */
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers WHERE commit_seq IS NULL"), ==,
+                    0);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM answers o JOIN answers n ON o.text "
+                              "LIKE 'old %' AND n.text LIKE 'new %' AND o.commit_seq >= "
+                              "n.commit_seq"),
+                    ==, 0);
+    g_assert_cmpint(query_int(s, loc, "SELECT last FROM answer_commit_seq"), ==,
+                    query_int(s, loc, "SELECT max(commit_seq) FROM answers"));
     char *text = provenance_text(s);
     g_assert_cmpstr(
         text, ==,
@@ -1015,7 +1025,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 11);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -1208,8 +1218,108 @@ static void test_rerender_stored_rows(gconstpointer kind) {
     g_free(loc);
 }
 
+/* store_jobs_requeue of the done jobs `done` names (DqDoneJobs), against snapshot `fp`: how
+ * many went back (or would, with dry_run). */
+static gint64 requeue_done(DqStore *s, guint done, const char *fp, gboolean dry_run) {
+    GError *err = NULL;
+    DqJobFilter f = {.states = 1u << DQ_JOB_DONE, .done = done, .fingerprint = fp};
+    GPtrArray *groups = store_jobs_requeue(s, &f, dry_run, &err);
+    dq_assert_no_error(err);
+    gint64 n = 0;
+    for (guint i = 0; i < groups->len; i++)
+        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
+    g_ptr_array_free(groups, TRUE);
+    return n;
+}
+
+/* docqa requeue --stale and --done: the answered jobs whose answer came from another snapshot
+ * than the current one (or from none recorded), or every answered job, go back in the queue;
+ * their answers stay until answered again, then move to answers_superseded; one that fails for
+ * good instead goes back to done with its answer. A fingerprint may be given by its first
+ * digits, as docqa run and status print it. */
+static void test_requeue_done_stale(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/s.pdf", "5555");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, NULL, &err);
+    g_assert_cmpint(a->len, ==, 3);
+    DqJobAnswer ans[3];
+    const char *fps[3] = {FP_A, FP_B, NULL}; /* the current snapshot, another, not recorded */
+    for (int i = 0; i < 3; i++) {
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "old");
+        ans[i].model_fingerprint = fps[i];
+    }
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
+    g_assert_cmpint(written, ==, 3);
+    g_assert_cmpint(requeue_done(s, DQ_DONE_APPROXIMATE, NULL, FALSE), ==, 0); /* all exact */
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, "aaaaaaaaaaaa", TRUE), ==, 2);
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, FP_B, TRUE), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 3);
+
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, FP_A, FALSE), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3); /* kept */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
+    g_assert_cmpint(b->len, ==, 2);
+    for (guint i = 0; i < b->len; i++) {
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(b, i))->job_id, "new");
+        ans[i].model_fingerprint = FP_A;
+    }
+    g_assert_true(store_jobs_complete(s, "B", ans, 2, &written, &err));
+    g_assert_cmpint(written, ==, 2);
+    g_assert_cmpint(
+        query_int(s, loc, "SELECT count(*) FROM answers WHERE model_fingerprint = '" FP_A "'"), ==,
+        3);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM answers_superseded WHERE text = 'old' "
+                              "AND (model_fingerprint = '" FP_B "' OR model_fingerprint IS NULL)"),
+                    ==, 2);
+    g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, FP_A, FALSE), ==, 0); /* all current now */
+
+    /* --done: every answered job; one then fails for good and keeps its answer. */
+    g_assert_cmpint(requeue_done(s, DQ_DONE_ANY, NULL, FALSE), ==, 3);
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 3, 3000, 100, NULL, &err);
+    g_assert_cmpint(c->len, ==, 3);
+    DqJobState state = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "C", ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id,
+                                  "page_image", "gone", FALSE, 3000, 10, &state, &err));
+    g_assert_cmpint(state, ==, DQ_JOB_DONE);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 3);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    g_ptr_array_free(c, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* The answers in (after, upto] of the commit order, as collect_answer writes them. */
+static char *range_text(DqStore *s, gint64 after, gint64 upto) {
+    GString *out = g_string_new(NULL);
+    GError *err = NULL;
+    DqAnswerRange range = {.after = after, .upto = upto};
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, &range, collect_answer, out, &err));
+    dq_assert_no_error(err);
+    return g_string_free(out, FALSE);
+}
+
+static gint64 checkpoint_now(DqStore *s) {
+    gint64 c = -1;
+    GError *err = NULL;
+    g_assert_true(store_jobs_commit_checkpoint(s, &c, &err));
+    dq_assert_no_error(err);
+    return c;
+}
+
 /* SQLite -> PostgreSQL -> SQLite: the answers read the same everywhere, ids survive, and the
- * copied identities continue past the copied rows. */
+ * copied identities continue past the copied rows; so does the answers' commit order. */
 static void test_migrate_round_trip(void) {
     char *pg = new_location("postgres");
     if (pg == NULL)
@@ -1260,7 +1370,18 @@ static void test_migrate_round_trip(void) {
     g_assert_cmpint(enqueue_all(dst, "Total?"), ==, 3);
     GPtrArray *more = store_jobs_claim(dst, "P", "m", 10, 9000, 100, NULL, &err);
     g_assert_cmpint(more->len, ==, 4);
+    /* The answers' commit order came along, the counter too: an export checkpoint of the source
+     * holds on the copy, and the next answer is numbered after every copied one. */
+    g_assert_cmpint(checkpoint_now(dst), ==, 3);
+    g_assert_cmpint(checkpoint_now(src), ==, 3);
+    g_assert_cmpint(pgt_query_int(pg, "SELECT commit_seq FROM answers WHERE text = '2'"), ==, 3);
+    DqJobAnswer next = answer_for(((DqClaimedJob *)g_ptr_array_index(more, 0))->job_id, "next");
+    g_assert_true(store_jobs_complete(dst, "P", &next, 1, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(pgt_query_int(pg, "SELECT commit_seq FROM answers WHERE text = 'next'"), ==, 4);
     g_ptr_array_free(more, TRUE);
+    g_free(want);
+    want = answers_text(dst);
     /* Into a database that holds rows: refused, nothing merged. */
     g_assert_false(dq_store_copy(src, dst, NULL, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
@@ -1273,6 +1394,7 @@ static void test_migrate_round_trip(void) {
     got = answers_text(back);
     g_assert_cmpstr(got, ==, want);
     g_free(got);
+    g_assert_cmpint(checkpoint_now(back), ==, 4);
     DqJobCounts c1, c2;
     g_assert_true(store_jobs_counts(dst, NULL, &c1, &err));
     g_assert_true(store_jobs_counts(back, NULL, &c2, &err));
@@ -1616,6 +1738,168 @@ static void test_heartbeat_gone(gconstpointer kind) {
     g_ptr_array_free(w, TRUE);
     store_jobs_finalize(s);
     dq_store_close(s);
+    g_free(loc);
+}
+
+/* docqa export --after: the answers committed between two checkpoints, each answer in exactly
+ * one range. An answer that replaces the newest one (requeue) is committed later, so it is in
+ * the next range, although on SQLite it takes the replaced answer's id again (INTEGER PRIMARY
+ * KEY is max(id) + 1 and the old row was deleted first): a checkpoint of ids would never see it. */
+static void test_export_range(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(checkpoint_now(s), ==, 0);
+    add_document(s, "/archive/e.pdf", "eeee");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, NULL, &err);
+    g_assert_cmpint(a->len, ==, 3);
+    DqJobAnswer ans[3];
+    for (int i = 0; i < 3; i++)
+        ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "first");
+    ans[1].text = "second";
+    ans[2].text = "third";
+    ans[2].exact = 0; /* the newest answer, approximate: requeued below */
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "A", ans, 2, &written, &err));
+    gint64 c1 = checkpoint_now(s);
+    g_assert_cmpint(c1, ==, 2);
+    g_assert_true(store_jobs_complete(s, "A", ans + 2, 1, &written, &err));
+    gint64 c2 = checkpoint_now(s);
+    g_assert_cmpint(c2, ==, 3);
+    char *text = range_text(s, 0, c1);
+    g_assert_cmpstr(text, ==,
+                    "/archive/e.pdf|1|Total?|first|m|2026-01-01T00:00:01.250Z|cpu|stored|exact\n"
+                    "/archive/e.pdf|2|Total?|second|m|2026-01-01T00:00:01.250Z|cpu|stored|exact\n");
+    g_free(text);
+    text = range_text(s, c1, c2);
+    g_assert_cmpstr(
+        text, ==,
+        "/archive/e.pdf|3|Total?|third|m|2026-01-01T00:00:01.250Z|cpu|stored|approximate\n");
+    g_free(text);
+    gint64 third_id =
+        query_int(s, loc, "SELECT id FROM answers WHERE text = 'third'"); /* the largest id */
+    g_assert_cmpint(third_id, ==, query_int(s, loc, "SELECT max(id) FROM answers"));
+
+    /* Answered again: the replacing answer is the next range's, with the same job. */
+    g_assert_cmpint(requeue_all(s, 1u << DQ_JOB_DONE), ==, 1);
+    g_assert_cmpint(checkpoint_now(s), ==, c2); /* requeueing commits no answer */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
+    g_assert_cmpint(b->len, ==, 1);
+    DqJobAnswer redo = answer_for(ans[2].job_id, "third, exactly");
+    g_assert_true(store_jobs_complete(s, "B", &redo, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    gint64 c3 = checkpoint_now(s);
+    g_assert_cmpint(c3, ==, 4);
+    text = range_text(s, c2, c3);
+    g_assert_cmpstr(
+        text, ==,
+        "/archive/e.pdf|3|Total?|third, exactly|m|2026-01-01T00:00:01.250Z|cpu|stored|exact\n");
+    g_free(text);
+    gint64 redo_id = query_int(s, loc, "SELECT id FROM answers WHERE text = 'third, exactly'");
+    if (dq_store_kind(s) == DQ_STORE_SQLITE)
+        g_assert_cmpint(redo_id, ==, third_id); /* why `id > N` is no checkpoint */
+    char *sql = g_strdup_printf("SELECT count(*) FROM answers_superseded WHERE text = 'third' "
+                                "AND job_id = %" G_GINT64_FORMAT,
+                                ans[2].job_id);
+    g_assert_cmpint(query_int(s, loc, sql), ==, 1);
+    g_free(sql);
+    /* The replaced answer left its range (it was exported from there already); the ranges
+     * together hold every answer there is, and nothing lies past the newest checkpoint. */
+    text = range_text(s, c1, c2);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    text = range_text(s, 0, c3);
+    char *all = answers_text(s);
+    g_assert_cmpstr(text, ==, all);
+    g_free(all);
+    g_free(text);
+    text = range_text(s, c3, G_MAXINT64);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(DISTINCT commit_seq) FROM answers"), ==, 3);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* Two workers on PostgreSQL, where an answer's id is drawn at INSERT: A stores its answer (the
+ * lower id) and, before A's COMMIT, B stores and commits one (the higher id); an export then sees
+ * B's alone. The export after A's commit gives A's, although its id is below every id the first
+ * export saw: a checkpoint of ids would lose it. */
+typedef struct {
+    DqStore *b, *reader;
+    gint64 job_b;
+    gint64 checkpoint;
+    char *rows;
+} CommitOrder;
+static CommitOrder *commit_order;
+
+static void commit_b_before_a(const char *point) {
+    CommitOrder *co = commit_order;
+    if (co == NULL || strcmp(point, "complete:before_commit") != 0)
+        return;
+    commit_order = NULL; /* once, and not again for B's own completion */
+    GError *err = NULL;
+    DqJobAnswer ans = answer_for(co->job_b, "from B");
+    int written = 0;
+    g_assert_true(store_jobs_complete(co->b, "B", &ans, 1, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, 1);
+    co->checkpoint = checkpoint_now(co->reader);
+    co->rows = range_text(co->reader, 0, co->checkpoint);
+}
+
+static void test_pg_export_commit_order(void) {
+    char *loc = new_location("postgres");
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *a = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(a, "/archive/o.pdf", "oooo");
+    g_assert_cmpint(enqueue_all(a, "Total?"), ==, 3);
+    CommitOrder co = {.b = dq_store_open(loc, &err), .reader = dq_store_open(loc, &err)};
+    dq_assert_no_error(err);
+    GPtrArray *ja = store_jobs_claim(a, "A", "m", 1, 1000, 60000, NULL, &err);
+    GPtrArray *jb = store_jobs_claim(co.b, "B", "m", 1, 1000, 60000, NULL, &err);
+    g_assert_cmpint(ja->len, ==, 1);
+    g_assert_cmpint(jb->len, ==, 1);
+    co.job_b = ((DqClaimedJob *)g_ptr_array_index(jb, 0))->job_id;
+    DqJobAnswer ans = answer_for(((DqClaimedJob *)g_ptr_array_index(ja, 0))->job_id, "from A");
+    commit_order = &co;
+    store_jobs_set_test_hook(commit_b_before_a);
+    int written = 0;
+    gboolean ok = store_jobs_complete(a, "A", &ans, 1, &written, &err);
+    store_jobs_set_test_hook(NULL);
+    dq_assert_no_error(err);
+    g_assert_true(ok);
+    g_assert_null(commit_order); /* the hook ran */
+    g_assert_cmpint(query_int(a, loc,
+                              "SELECT count(*) FROM answers a JOIN answers b ON "
+                              "a.text = 'from A' AND b.text = 'from B' AND a.id < b.id"),
+                    ==, 1);
+    g_assert_cmpint(co.checkpoint, ==, 1);
+    g_assert_nonnull(strstr(co.rows, "|from B|"));
+    g_assert_null(strstr(co.rows, "|from A|"));
+    gint64 now = checkpoint_now(co.reader);
+    g_assert_cmpint(now, ==, 2);
+    char *rows = range_text(co.reader, co.checkpoint, now);
+    g_assert_nonnull(strstr(rows, "|from A|"));
+    g_assert_null(strstr(rows, "|from B|"));
+    g_free(rows);
+    g_free(co.rows);
+    g_ptr_array_free(ja, TRUE);
+    g_ptr_array_free(jb, TRUE);
+    dq_store_close(co.reader);
+    dq_store_close(co.b);
+    store_jobs_finalize(a);
+    dq_store_close(a);
     g_free(loc);
 }
 
@@ -2476,6 +2760,13 @@ int main(int argc, char **argv) {
                          test_requeue_selected);
     g_test_add_data_func("/store/backends/postgres/requeue-selected", "postgres",
                          test_requeue_selected);
+    g_test_add_data_func("/store/backends/sqlite/requeue-done-stale", "sqlite",
+                         test_requeue_done_stale);
+    g_test_add_data_func("/store/backends/postgres/requeue-done-stale", "postgres",
+                         test_requeue_done_stale);
+    g_test_add_data_func("/store/backends/sqlite/export-range", "sqlite", test_export_range);
+    g_test_add_data_func("/store/backends/postgres/export-range", "postgres", test_export_range);
+    g_test_add_func("/store/backends/postgres/export-commit-order", test_pg_export_commit_order);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/postgres/notice-escaped", test_pg_notice_escaped);

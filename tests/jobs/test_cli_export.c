@@ -1,0 +1,375 @@
+/* docqa export in a chain of incremental exports (--after, --checkpoint-file), as a nightly job
+ * runs it: every answer in exactly one export, whatever its finished_at says and however the
+ * workers' commits interleave; and the checkpoint's own rules. Answers are stored through the
+ * store, or by a worker with the hash answerer (a test double). */
+#include "clock.h"
+#include "jobs_testlib.h"
+#include "queue.h"
+#include "store.h"
+#include "store_jobs.h"
+#include "testutil.h"
+
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/wait.h>
+
+static char *docqa_path(void) {
+    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
+}
+
+/* Runs docqa with args (NULL-terminated); returns its exit status, stdout and stderr. */
+static int docqa(char **out, char **errout, const char *first, ...) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, docqa_path());
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *))
+        g_ptr_array_add(argv, g_strdup(a));
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    int status = 0;
+    GError *err = NULL;
+    char *o = NULL, *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
+                               &e, &status, &err));
+    dq_assert_no_error(err);
+    g_ptr_array_free(argv, TRUE);
+    if (out)
+        *out = o;
+    else
+        g_free(o);
+    if (errout)
+        *errout = e;
+    else
+        g_free(e);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int compare_strings(gconstpointer a, gconstpointer b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One incremental export (JSON lines) with the checkpoint kept in `cp`: adds each row's job id
+ * to `seen` (counting), returns the rows as "job_id:answer:finished_at" lines, sorted. */
+static char *export_since(const char *db, const char *cp, GHashTable *seen, char **errout) {
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(
+        docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--checkpoint-file", cp, NULL),
+        ==, 0);
+    g_test_message("export: %s", err);
+    GPtrArray *rows = g_ptr_array_new_with_free_func(g_free);
+    char **lines = g_strsplit(out, "\n", -1);
+    for (char **l = lines; *l && **l; l++) {
+        JsonParser *p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, *l, -1, NULL));
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        gint64 job = json_object_get_int_member(o, "job_id");
+        g_ptr_array_add(rows, g_strdup_printf("%" G_GINT64_FORMAT ":%s:%s", job,
+                                              json_object_get_string_member(o, "answer"),
+                                              json_object_get_string_member(o, "finished_at")));
+        gpointer key = GINT_TO_POINTER((int)job);
+        g_hash_table_insert(seen, key,
+                            GINT_TO_POINTER(GPOINTER_TO_INT(g_hash_table_lookup(seen, key)) + 1));
+        g_object_unref(p);
+    }
+    g_strfreev(lines);
+    g_free(out);
+    g_ptr_array_sort(rows, compare_strings);
+    g_ptr_array_add(rows, NULL);
+    char *joined = g_strjoinv("\n", (char **)rows->pdata);
+    g_ptr_array_free(rows, TRUE);
+    if (errout)
+        *errout = err;
+    else
+        g_free(err);
+    return joined;
+}
+
+static DqJobAnswer answer(gint64 job_id, const char *text, const char *finished_at) {
+    return (DqJobAnswer){.job_id = job_id,
+                         .text = text,
+                         .prompt_tokens = 10,
+                         .generated_tokens = 2,
+                         .started_at = "2026-03-01T00:00:00.000Z",
+                         .finished_at = finished_at,
+                         .device = "cpu",
+                         .weights = "stored",
+                         .exact = 1};
+}
+
+typedef struct {
+    const char *db;
+    DqJobAnswer answer;
+    gboolean ok;
+    int written;
+} LateCommit;
+
+/* A worker whose answer is finished (finished_at stamped) and whose commit then waits for the
+ * write lock. */
+static gpointer commit_late(gpointer data) {
+    LateCommit *lc = data;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(lc->db, &err);
+    dq_assert_no_error(err);
+    lc->ok = store_jobs_complete(s, "w", &lc->answer, 1, &lc->written, &err);
+    dq_assert_no_error(err);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    return NULL;
+}
+
+/* The tester's reproducer, made deterministic: answer B is finished before answer A but its
+ * commit waits on a write lock another connection holds (an sqlite3 shell, a long write); an
+ * export runs while it waits (readers are not blocked) and sees A alone. B then commits with a
+ * finished_at older than A's, so "finished_at > the last export's newest" would never export it:
+ * the next export in the chain does, and every answer is exported exactly once. */
+static void test_export_lock_delayed_commit(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 2);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 4);
+    char *cp = g_build_filename(dir, "nightly.checkpoint", NULL);
+    GHashTable *seen = g_hash_table_new(NULL, NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(db, &err);
+    dq_assert_no_error(err);
+    GPtrArray *jobs = store_jobs_claim(s, "w", "m", 4, dq_wall_ms(), 600000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jobs->len, ==, 4);
+    gint64 id[4];
+    for (int i = 0; i < 4; i++)
+        id[i] = ((DqClaimedJob *)g_ptr_array_index(jobs, i))->job_id;
+
+    /* Night 1: two answers, the first export of the chain (no checkpoint file yet). */
+    DqJobAnswer first[2] = {answer(id[0], "one", "2026-03-01T00:00:01.000Z"),
+                            answer(id[1], "two", "2026-03-01T00:00:02.000Z")};
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "w", first, 2, &written, &err));
+    g_assert_cmpint(written, ==, 2);
+    char *said = NULL;
+    char *rows = export_since(db, cp, seen, &said);
+    char *want = g_strdup_printf("%" G_GINT64_FORMAT ":one:2026-03-01T00:00:01.000Z\n"
+                                 "%" G_GINT64_FORMAT ":two:2026-03-01T00:00:02.000Z",
+                                 id[0], id[1]);
+    g_assert_cmpstr(rows, ==, want);
+    g_free(want);
+    g_assert_nonnull(strstr(said, "does not exist yet: exporting every answer"));
+    g_assert_nonnull(strstr(said, "2 rows of the answers committed after checkpoint 0; "
+                                  "checkpoint now 2, kept in "));
+    g_free(said);
+    g_free(rows);
+    char *kept = NULL;
+    g_assert_true(g_file_get_contents(cp, &kept, NULL, NULL));
+    g_assert_cmpstr(kept, ==, "2\n");
+    g_free(kept);
+
+    /* Night 2: B is finished first (04 s), A after it (05 s). A commits; then another
+     * connection holds the write lock, and B's commit waits for it. */
+    DqJobAnswer a = answer(id[3], "A", "2026-03-01T00:00:05.000Z");
+    LateCommit b = {.db = db, .answer = answer(id[2], "B", "2026-03-01T00:00:04.000Z")};
+    g_assert_true(store_jobs_complete(s, "w", &a, 1, &written, &err));
+    sqlite3 *shell = NULL;
+    g_assert_cmpint(sqlite3_open(db, &shell), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(shell, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+    GThread *t = g_thread_new("late commit", commit_late, &b);
+    rows = export_since(db, cp, seen, NULL); /* the lock is held: B cannot have committed */
+    want = g_strdup_printf("%" G_GINT64_FORMAT ":A:2026-03-01T00:00:05.000Z", id[3]);
+    g_assert_cmpstr(rows, ==, want);
+    g_free(want);
+    g_free(rows);
+    g_assert_cmpint(sqlite3_exec(shell, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(shell);
+    g_thread_join(t);
+    g_assert_true(b.ok);
+    g_assert_cmpint(b.written, ==, 1);
+
+    /* B is visible now, stamped before the newest answer the last export gave: a chain by
+     * finished_at would skip it for good. This one gives it, and only it. */
+    g_assert_cmpint(strcmp(b.answer.finished_at, a.finished_at), <, 0);
+    rows = export_since(db, cp, seen, NULL);
+    want = g_strdup_printf("%" G_GINT64_FORMAT ":B:2026-03-01T00:00:04.000Z", id[2]);
+    g_assert_cmpstr(rows, ==, want);
+    g_free(want);
+    g_free(rows);
+    rows = export_since(db, cp, seen, &said); /* nothing new: nothing again */
+    g_assert_cmpstr(rows, ==, "");
+    g_assert_nonnull(strstr(said, "0 rows of the answers committed after checkpoint 4; "
+                                  "checkpoint now 4"));
+    g_free(said);
+    g_free(rows);
+    /* Every answer, each exactly once. */
+    g_assert_cmpint(g_hash_table_size(seen), ==, 4);
+    for (int i = 0; i < 4; i++)
+        g_assert_cmpint(GPOINTER_TO_INT(g_hash_table_lookup(seen, GINT_TO_POINTER((int)id[i]))), ==,
+                        1);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_ptr_array_free(jobs, TRUE);
+    g_hash_table_destroy(seen);
+    g_free(cp);
+    g_free(db);
+    g_free(dir);
+}
+
+static void run_worker(const char *db) {
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    dq_answerer_free(a);
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static char *file_text(const char *path) {
+    char *t = NULL;
+    g_assert_true(g_file_get_contents(path, &t, NULL, NULL));
+    return t;
+}
+
+/* The checkpoint's rules: one way to give it, a number, never past the database's newest (a
+ * checkpoint of another database, or of a backup's past); a mistyped question moves nothing. An
+ * answer that replaces another (requeue) comes again in the next export, under the same job, and
+ * does so although SQLite gives it the replaced answer's id; the filters (--question, --current,
+ * CSV) work within a range as without. */
+static void test_export_checkpoint_rules(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 2);
+    g_assert_cmpint(jt_ask(db, 2, "tiny", 3), ==, 8);
+    run_worker(db);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(
+        docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--after", "0", NULL), ==, 0);
+    g_assert_cmpint(count_lines(out), ==, 8);
+    g_assert_cmpstr(err, ==,
+                    "docqa: export: 8 rows of the answers committed after checkpoint 0; "
+                    "checkpoint now 8 (next: --after 8)\n");
+    g_free(out);
+    g_free(err);
+    static const char *header =
+        "document_path,page,question,answer,model,finished_at,document_id,document_sha256,"
+        "job_id,device,weights,exact,n_res,tile,longest_edge,prompt,max_new_tokens,do_sample,"
+        "model_fingerprint\r\n";
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--after", "8", NULL), ==, 0);
+    g_assert_cmpstr(out, ==, header);
+    g_free(out);
+
+    /* Refused before anything is written. */
+    char *cp = g_build_filename(dir, "cp", NULL);
+    struct {
+        const char *args[5];
+        const char *file; /* the checkpoint file's text first, or NULL: none */
+        const char *says;
+    } refused[] = {
+        {{"--after", "9"}, NULL, "checkpoint 9 is past the newest answer of "},
+        {{"--after", "-1"}, NULL, "--after -1: must be at least 0"},
+        {{"--after", "x"}, NULL, "--after 'x': expected a whole number"},
+        {{"--after", "0", "--checkpoint-file", cp},
+         NULL,
+         "--after and --checkpoint-file: give one"},
+        {{"--checkpoint-file", cp}, "last night\n", "not an export checkpoint"},
+        {{"--checkpoint-file", cp}, "", "not an export checkpoint"},
+        {{"--checkpoint-file", cp}, "12", "checkpoint 12 is past the newest answer of "},
+        {{"--checkpoint-file", cp, "--question", "Never asked?"},
+         "3\n",
+         "no such question was asked (v_progress lists those that were); the checkpoint was "
+         "not moved"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
+        g_remove(cp);
+        if (refused[i].file)
+            g_assert_true(g_file_set_contents(cp, refused[i].file, -1, NULL));
+        const char **a = refused[i].args;
+        g_assert_cmpint(docqa(&out, &err, "export", "--db", db, a[0], a[1], a[2], a[3], NULL), ==,
+                        2);
+        g_test_message("%s", err);
+        g_assert_nonnull(strstr(err, refused[i].says));
+        g_assert_cmpstr(out, ==, "");
+        g_free(out);
+        g_free(err);
+        if (refused[i].file) { /* left as it was */
+            char *t = file_text(cp);
+            g_assert_cmpstr(t, ==, refused[i].file);
+            g_free(t);
+        }
+    }
+
+    /* The newest answer, approximate, answered again: the new answer is in the next export,
+     * under its job. On SQLite it takes the replaced answer's id (max(id) + 1 after the DELETE):
+     * `id > 8` would miss it. */
+    g_assert_true(g_file_set_contents(cp, "8\n", -1, NULL));
+    gint64 job = jt_query_int(db, "SELECT job_id FROM answers ORDER BY id DESC LIMIT 1");
+    gint64 answer_id = jt_query_int(db, "SELECT max(id) FROM answers");
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(w,
+                                 "UPDATE answers SET device = 'cuda:0', exact = 0 WHERE id = "
+                                 "(SELECT max(id) FROM answers)",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(w);
+    g_assert_cmpint(docqa(NULL, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--checkpoint-file", cp, NULL), ==, 0);
+    g_assert_cmpstr(out, ==, header); /* requeueing stores no answer */
+    g_free(out);
+    run_worker(db);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers_superseded"), ==, 1);
+    char *sql = g_strdup_printf("SELECT id FROM answers WHERE job_id = %" G_GINT64_FORMAT, job);
+    g_assert_cmpint(jt_query_int(db, sql), ==, answer_id);
+    g_free(sql);
+    /* CSV, the checkpoint kept in the file: the header and one row, of that job, computed on
+     * the CPU this time. */
+    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, "--checkpoint-file", cp, NULL), ==, 0);
+    g_assert_cmpint(count_lines(out), ==, 2);
+    char **lines = g_strsplit(out, "\r\n", -1);
+    char **cells = g_strsplit(lines[1], ",", -1);
+    g_assert_cmpint(g_ascii_strtoll(cells[8], NULL, 10), ==, job);
+    g_assert_cmpstr(cells[9], !=, "cuda:0");
+    g_strfreev(cells);
+    g_strfreev(lines);
+    g_assert_nonnull(strstr(err, "checkpoint now 9"));
+    g_free(out);
+    g_free(err);
+    char *t = file_text(cp);
+    g_assert_cmpstr(t, ==, "9\n");
+    g_free(t);
+
+    /* Filters within a range: one question's answers; the current view. */
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--after", "0",
+                          "--question", " question 1 ", NULL),
+                    ==, 0);
+    g_assert_cmpint(count_lines(out), ==, 4);
+    g_assert_null(strstr(out, "\"question 2\""));
+    g_free(out);
+    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--current",
+                          "--after", "8", NULL),
+                    ==, 0);
+    g_assert_cmpint(count_lines(out), ==, 1);
+    char *job_member = g_strdup_printf("\"job_id\":%" G_GINT64_FORMAT ",", job);
+    g_assert_nonnull(strstr(out, job_member));
+    g_free(job_member);
+    g_free(out);
+    g_free(cp);
+    g_free(db);
+    g_free(dir);
+}
+
+int main(int argc, char **argv) {
+    g_test_init(&argc, &argv, NULL);
+    char *bin = docqa_path();
+    if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE))
+        g_error("%s not built", bin);
+    g_free(bin);
+    g_test_add_func("/cli-export/lock-delayed-commit", test_export_lock_delayed_commit);
+    g_test_add_func("/cli-export/checkpoint-rules", test_export_checkpoint_rules);
+    return g_test_run();
+}
