@@ -1,7 +1,7 @@
 /* docqa export: the answers (v_answers, or with --current v_current_answers) as CSV or JSON lines
  * on stdout. Columns are only ever appended: spreadsheets and scripts read a CSV by position.
  * With --after or --checkpoint-file, only the answers committed since an earlier export, by
- * answers.commit_seq (schema/sqlite/0014_answers_commit_order.sql says why not finished_at or
+ * answers.commit_seq (schema/sqlite/0012_answers_commit_order.sql says why not finished_at or
  * id). */
 #include "cli.h"
 

@@ -1217,7 +1217,7 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
     "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR "             \
     "question = ?1)" RANGE " ORDER BY document_path, document_id, page, question, job_id"
-/* From the answers' commit order (schema 0014), not from the view, whose rows an index on
+/* From the answers' commit order (schema 0012), not from the view, whose rows an index on
  * answers would not reach. */
 #define IN_RANGE                                                                                   \
     " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > ?2 AND commit_seq <= ?3)"

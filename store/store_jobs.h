@@ -300,7 +300,7 @@ void dq_model_snapshot_free(DqModelSnapshot *m);
 GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 
 /* The answers committed between two checkpoints: those with after < answers.commit_seq <= upto
- * (schema 0014). */
+ * (schema 0012). */
 typedef struct {
     gint64 after;
     gint64 upto;
@@ -314,7 +314,7 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
                                 const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
                                 GError **err);
 
-/* The newest answers.commit_seq handed out (schema 0014), the checkpoint `docqa export` prints:
+/* The newest answers.commit_seq handed out (schema 0012), the checkpoint `docqa export` prints:
  * numbers are drawn in commit order, each one once, so every answer numbered up to it is
  * committed, and visible to any read that starts after this one; an answer committed later gets
  * a larger number. 0 when no answer was ever stored. */

@@ -229,7 +229,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 14);
+    g_assert_cmpint(v, ==, 12);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -765,7 +765,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 12);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -773,7 +773,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
     GPtrArray *c = claim_all(s, 2);
     answer_claimed(s, c, "new", FP_A, 0);
     g_ptr_array_free(c, TRUE);
-    /* The answers stored before schema 14 come first in the commit order (export --after). */
+    /* The answers stored before schema 12 come first in the commit order (export --after). */
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers WHERE commit_seq IS NULL"), ==,
                     0);
     g_assert_cmpint(query_int(s, loc,
@@ -1025,7 +1025,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 12);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);

@@ -1,4 +1,4 @@
--- 0014: the order in which answers were committed, for `docqa export --after`.
+-- 0012: the order in which answers were committed, for `docqa export --after`.
 --
 -- An incremental export must hand over every answer exactly once, and no stored value said in
 -- which order answers became visible. finished_at is the worker's clock before its commit: an

@@ -1,5 +1,5 @@
--- 0014: the order in which answers were committed, for `docqa export --after` (see
--- schema/sqlite/0014_answers_commit_order.sql for why neither finished_at nor id will do).
+-- 0012: the order in which answers were committed, for `docqa export --after` (see
+-- schema/sqlite/0012_answers_commit_order.sql for why neither finished_at nor id will do).
 --
 -- On PostgreSQL many workers commit at once, and an identity value is drawn at INSERT: a
 -- transaction that drew a lower id can commit after one that drew a higher, so `id > N` loses
