@@ -61,6 +61,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("documents_failed", s->documents_failed);
     INT_MEMBER("unchanged", s->unchanged);
     INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
+    INT_MEMBER("resumed", s->resumed);
     INT_MEMBER("changed_during_ingest", s->changed);
     INT_MEMBER("in_progress_elsewhere", s->elsewhere);
     INT_MEMBER("not_done", s->not_done);
@@ -135,9 +136,12 @@ static void print_text(const DqIngestSummary *s) {
         g_free(path);
     }
     char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
-         not_done[80] = "", gone[64] = "", elsewhere[64] = "", kept[64] = "";
+         not_done[80] = "", gone[64] = "", elsewhere[64] = "", kept[64] = "", resumed[96] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
+    if (s->resumed > 0)
+        snprintf(resumed, sizeof resumed, "; %d resumed (interrupted or out of disk space before)",
+                 s->resumed);
     if (s->changed > 0)
         snprintf(changed, sizeof changed, ", %d changed during ingest", s->changed);
     if (s->elsewhere > 0)
@@ -158,11 +162,11 @@ static void print_text(const DqIngestSummary *s) {
     char *partial_codes = codes_text(s->partial_by_code);
     char *failed_codes = codes_text(s->failed_by_code);
     printf("ingest: %d files: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s%s (%d other "
-           "files skipped%s)%s; %d pages%s%s%s in %.1f s (%.1f pages/s)%s\n",
+           "files skipped%s)%s%s; %d pages%s%s%s in %.1f s (%.1f pages/s)%s\n",
            s->files, s->documents_ok, s->documents_partial, partial_codes, s->documents_failed,
            failed_codes, s->unchanged, earlier, changed, elsewhere, s->skipped, folders, gone,
-           s->pages_ok, s->pages_kept > 0 ? " rendered" : "", pages_failed, kept, s->seconds,
-           s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
+           resumed, s->pages_ok, s->pages_kept > 0 ? " rendered" : "", pages_failed, kept,
+           s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
     g_free(partial_codes);
     g_free(failed_codes);
 }
@@ -210,7 +214,8 @@ int cmd_ingest(int argc, char **argv) {
          "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
          "render again unchanged files that failed, or have pages that failed, on a limit, a "
-         "crash, a timeout, memory or a full disk (the pages not stored already only)",
+         "crash, a timeout or memory (the pages not stored already only; those interrupted or "
+         "out of disk space are rendered again without it)",
          NULL},
         {"verify", 0, 0, G_OPTION_ARG_NONE, &verify,
          "hash the page images of unchanged files and render again the pages whose images were "

@@ -173,6 +173,7 @@ typedef struct {
     char *sha256;
     FileStamp stamp; /* the file when its hash was taken */
     gint64 existing_id;
+    gboolean resumed;     /* rendered again for the run's own failures (needs_rendering) */
     WorkerShared *shared; /* MAP_SHARED, one page */
     int page_count;       /* -1 until a worker opened it */
     char *warning;
@@ -610,6 +611,7 @@ static void forget_stored_pages(Doc *d) {
 static gboolean needs_rendering(Run *r, Doc *d) {
     WalkEntry *e = d->entry;
     forget_stored_pages(d);
+    d->resumed = FALSE;
     DqDocumentLookup found;
     GError *err = NULL;
     if (!dq_store_document_find(r->store, e->path, d->sha256, r->settings, &found, &err)) {
@@ -619,16 +621,23 @@ static gboolean needs_rendering(Run *r, Doc *d) {
     static const char *const retryable[] = {"too_many_pages",   "too_many_pixels", "render_timeout",
                                             "render_crashed",   "store_failed",    "out_of_memory",
                                             "output_too_large", "interrupted",     NULL};
+    /* Failures of the run rather than of the file: the ingest was stopped (a signal) or the
+     * page store's disk was full. They say nothing about the bytes, so the next plain ingest
+     * finishes the document; the file's own (damaged, a crash or timeout, a limit) wait for
+     * --retry-failed, as rendering them again costs the same each night. --doc-timeout's
+     * render_timeout stays with the file: a document past its budget would spend it again. */
+    static const char *const run_own[] = {"store_failed", "interrupted", NULL};
     if (found.id != 0) {
         /* The same bytes as the path's newest version. A document that failed as a whole
          * (nothing rendered at any settings: encrypted, too many pages, ...) fails alike at
          * every render settings; otherwise what counts is its pages at these settings. */
         gboolean whole_failed =
             strcmp(found.status, "failed") == 0 && found.pages_any_settings == 0;
-        gboolean not_ok = FALSE, retry = FALSE, render = FALSE;
+        gboolean not_ok = FALSE, retry = FALSE, render = FALSE, resume = FALSE;
         if (whole_failed) {
             not_ok = TRUE;
             retry = found.error_code != NULL && g_strv_contains(retryable, found.error_code);
+            resume = found.error_code != NULL && g_strv_contains(run_own, found.error_code);
             /* Versions that sent misnamed files to a worker recorded them as damaged: the same
              * bytes now say what they are, in place. */
             render = g_strcmp0(found.error_code, "damaged") == 0 && entry_not_a_document(e);
@@ -641,8 +650,10 @@ static gboolean needs_rendering(Run *r, Doc *d) {
             not_ok =
                 found.pages_not_ok > 0 || (strcmp(found.status, "ok") != 0 &&
                                            found.pages_any_settings == found.pages_with_settings);
-            for (char **c = found.failed_codes; c && *c && !retry; c++)
-                retry = g_strv_contains(retryable, *c);
+            for (char **c = found.failed_codes; c && *c; c++) {
+                retry = retry || g_strv_contains(retryable, *c);
+                resume = resume || g_strv_contains(run_own, *c);
+            }
             /* The page store is only files: one deleted or emptied behind our back would leave
              * rows naming nothing; the document renders again, those pages only. */
             GPtrArray *pages =
@@ -655,7 +666,8 @@ static gboolean needs_rendering(Run *r, Doc *d) {
             render = keep_stored_pages(r, d, pages);
             g_ptr_array_free(pages, TRUE);
         }
-        if (!render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
+        d->resumed = !render && !r->opt->retry_failed && resume && d->sha256 != NULL;
+        if (!d->resumed && !render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
             if (not_ok)
                 r->sum->unchanged_not_ok++;
             dq_document_lookup_clear(&found);
@@ -732,6 +744,8 @@ static Doc *claim_doc(Run *r, Doc *d, gboolean may_defer) {
     d->shared->next_page = 0;
     d->shared->page_count = -1;
     d->shared->png_bytes = d->stored_bytes;
+    if (d->resumed)
+        r->sum->resumed++;
     g_ptr_array_add(r->active, d);
     return d;
 }

@@ -42,10 +42,10 @@
  * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the bytes of the
  * newest version at the same path add nothing (when pages for the current render settings
  * exist); other bytes, an older version's too, add a new document version and keep the old.
- * A document of unchanged bytes rendered again (--retry-failed, a page file gone) renders only
- * the pages not stored at these settings (no image, or its file missing or, with --verify, not
- * its bytes); the others keep their rows, and count toward --max-doc-bytes as they did, so the
- * outcome is the one a whole rendering gives.
+ * A document of unchanged bytes rendered again (--retry-failed, a page file gone, a rendering
+ * interrupted or short of disk) renders only the pages not stored at these settings (no image,
+ * or its file missing or, with --verify, not its bytes); the others keep their rows, and count
+ * toward --max-doc-bytes as they did, so the outcome is the one a whole rendering gives.
  *
  * Concurrency. Two ingests at once (overlapping cron runs) split the work: a document is
  * rendered under its claim (ingest_internal.h: an flock() in <page store>/.claims, which dies
@@ -110,7 +110,9 @@ typedef struct {
                               now: too_many_pages, too_many_pixels, render_timeout,
                               render_crashed, store_failed, out_of_memory, output_too_large,
                               interrupted (their pages not stored only; the rows are
-                              updated in place) */
+                              updated in place). Without it, those that failed only for the
+                              run's own reasons (interrupted, store_failed) are rendered again
+                              all the same (DqIngestSummary.resumed) */
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,
                         damaged); without it only a missing or empty file is noticed */
@@ -152,11 +154,14 @@ typedef struct {
     GHashTable *partial_by_code; /* error_code -> count of documents_partial */
     int unchanged;               /* already in the database: nothing added */
     int unchanged_not_ok;        /* of those, recorded earlier as failed or partial */
-    int changed;                 /* bytes changed while being ingested: nothing recorded, listed in
-                                    failures with status "changed" */
-    int not_done;           /* interrupted before they were settled (running ones abandoned, the
-                               rest not started): nothing recorded */
-    int skipped;            /* files in folders that are neither PDF nor TIFF */
+    int resumed;  /* unchanged files whose earlier rendering failed for the run's own reasons
+                     (interrupted, store_failed: a full disk), rendered again without
+                     retry_failed: counted as what they are now (ok, partial, failed) and here */
+    int changed;  /* bytes changed while being ingested: nothing recorded, listed in
+                     failures with status "changed" */
+    int not_done; /* interrupted before they were settled (running ones abandoned, the
+                     rest not started): nothing recorded */
+    int skipped;  /* files in folders that are neither PDF nor TIFF */
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
     int elsewhere; /* being rendered by another ingest (see Concurrency above) when this one came
                       to them and still when it had nothing else left: left to that one, nothing

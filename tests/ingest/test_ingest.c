@@ -2197,8 +2197,8 @@ static void test_page_mode_follows_umask(void) {
 }
 
 /* A page that would leave the page store's disk with less than --min-free is not written: the
- * document fails as store_failed (retried by --retry-failed), its message naming the folder,
- * and what was stored before stays. */
+ * document fails as store_failed (rendered again by the next ingest), its message naming the
+ * folder, and what was stored before stays. */
 static void test_disk_space_checked(void) {
     Fixture f;
     fixture_init(&f);
@@ -2224,10 +2224,11 @@ static void test_disk_space_checked(void) {
     assert_doc(&f, first, "ok", NULL);
     char *png = page_png(&f, first);
     g_assert_true(g_file_test(png, G_FILE_TEST_IS_REGULAR));
-    /* With room again, --retry-failed stores it. */
+    /* With room again, the next plain ingest stores it: a full disk says nothing about the
+     * file. */
     f.opt.min_free_mb = 0;
-    f.opt.retry_failed = TRUE;
     run_ingest(&f, second);
+    g_assert_cmpint(f.sum.resumed, ==, 1);
     assert_doc(&f, second, "ok", NULL);
     g_free(png);
     g_free(want);
@@ -2897,6 +2898,58 @@ static void assert_same_as_fresh(Fixture *f, const char *path) {
     fixture_clear(&fresh);
 }
 
+/* A nightly ingest stopped part-way (a signal) is finished by the next plain ingest, without
+ * --retry-failed: `interrupted` says nothing about the file. A damaged file beside it is not
+ * opened again: its failure is the file's own. */
+static void test_interrupted_resumed_by_plain_ingest(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 64;
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 60;
+    char *archive = in_dir(&f, "archive");
+    g_assert_cmpint(g_mkdir(archive, 0755), ==, 0);
+    char *bad = g_build_filename(archive, "a-damaged.pdf", NULL);
+    char *pdf = g_build_filename(archive, "long.pdf", NULL);
+    g_assert_true(g_file_set_contents(bad, "%PDF-1.4\n1 0 obj << /Type /Catalog /Pa", -1, NULL));
+    write_distinct_pdf(pdf, 4);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "interrupt:long.pdf:3", TRUE);
+    run_ingest(&f, archive);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_true(f.sum.interrupted);
+    assert_doc(&f, bad, "failed", "damaged");
+    assert_doc(&f, pdf, "partial", "interrupted");
+    char *bad_at = query_text(&f, "SELECT ingested_at FROM documents WHERE path = %Q", bad);
+    /* The next night's plain ingest: the two pages left are rendered, the damaged file is not
+     * (a worker opening it again would interrupt this ingest). */
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "interrupt:a-damaged.pdf:1", TRUE);
+    run_ingest(&f, archive);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_false(f.sum.interrupted);
+    g_assert_cmpint(f.sum.resumed, ==, 1);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.unchanged, ==, 1);
+    g_assert_cmpint(f.sum.unchanged_not_ok, ==, 1);
+    g_assert_cmpint(f.sum.pages_ok, ==, 2);
+    g_assert_cmpint(f.sum.pages_kept, ==, 2);
+    assert_doc(&f, pdf, "ok", NULL);
+    assert_doc(&f, bad, "failed", "damaged");
+    char *bad_now = query_text(&f, "SELECT ingested_at FROM documents WHERE path = %Q", bad);
+    g_assert_cmpstr(bad_now, ==, bad_at);
+    g_free(bad_now);
+    g_free(bad_at);
+    assert_same_as_fresh(&f, pdf);
+    /* Settled: nothing resumed again. */
+    run_ingest(&f, archive);
+    g_assert_cmpint(f.sum.unchanged, ==, 2);
+    g_assert_cmpint(f.sum.resumed, ==, 0);
+    g_free(pdf);
+    g_free(bad);
+    g_free(archive);
+    fixture_clear(&f);
+}
+
 /* --retry-failed on a document interrupted after two of its five pages renders the three not
  * stored, not the five: were page 1 rendered again, its worker would interrupt this ingest. The
  * outcome is the one a whole rendering gives in a fresh database. */
@@ -3240,6 +3293,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);
     g_test_add_func("/ingest/interrupt_keeps_pages_done", test_interrupt_keeps_pages_done);
     g_test_add_func("/ingest/retry/renders_only_missing", test_retry_renders_only_missing);
+    g_test_add_func("/ingest/retry/interrupted_resumed_by_plain_ingest",
+                    test_interrupted_resumed_by_plain_ingest);
     g_test_add_func("/ingest/retry/stored_pages_in_budget",
                     test_retry_counts_stored_pages_in_budget);
     g_test_add_func("/ingest/retry/missing_page_file", test_missing_page_file_renders_that_page);
