@@ -36,7 +36,9 @@ static uint16_t half_bits(float f) {
 /* Sums a buffer larger than the last-level cache with every thread, best of three, GB/s: each
  * thread's share over its own CPU clock, summed, so that on a shared host a thread waiting for a
  * core does not count as slow memory (the products below are on the wall clock: a neighbour's
- * load shows there as a smaller share of the stream). */
+ * load shows there as a smaller share of the stream). Threads that a busy host ran one after
+ * the other each had the memory to themselves, so there it reads high (40.8 GB/s for 2 threads
+ * at load average 5 on the EPYC, whose 2 cores read ~34 together). */
 static double stream_read_gbs(void) {
     size_t n = (size_t)512 << 20 >> 2; /* 512 MiB of floats */
     float *buf = g_new(float, n);
