@@ -10,9 +10,10 @@
  * Without --json the answer text is printed (special tokens skipped). --json prints one object:
  * input_ids, output_ids, text, tiles (tiles per image, global tile included), grid (rows, cols
  * per image; 0, 0 for the single-tile form), timings_ms (preprocess, vision, prefill, decode),
- * decode_tokens_per_s, draft (guessed, taken: the --draft's guesses and those the model made
- * too), peak_rss_mb, finish_reason. --dump-logits writes the last prompt position's logits,
- * vocab_size little-endian float32 values.
+ * cpu_ms (the process's CPU time in the same stages, all threads: on shared cores wall time grows
+ * and CPU time hardly), decode_tokens_per_s, draft (guessed, taken: the --draft's guesses and those
+ * the model made too), peak_rss_mb, finish_reason. --dump-logits writes the last prompt position's
+ * logits, vocab_size little-endian float32 values.
  *
  * Length: the sequence (prompt and new tokens) holds at most the model's max_position_embeddings
  * tokens. A prompt that fills them is refused before any model work; a --max-new-tokens beyond
@@ -194,14 +195,21 @@ static void print_json(const SmolvlmPrompt *prompt, const DqGenerateResult *res,
     json_builder_begin_object(b);
     const struct {
         const char *name;
-        double ms;
-    } stages[] = {{"preprocess", prompt->preprocess_ms},
-                  {"vision", tm->vision_ms},
-                  {"prefill", tm->prefill_ms},
-                  {"decode", tm->decode_ms}};
+        double ms, cpu_ms;
+    } stages[] = {{"preprocess", prompt->preprocess_ms, prompt->preprocess_cpu_ms},
+                  {"vision", tm->vision_ms, tm->vision_cpu_ms},
+                  {"prefill", tm->prefill_ms, tm->prefill_cpu_ms},
+                  {"decode", tm->decode_ms, tm->decode_cpu_ms}};
     for (size_t i = 0; i < G_N_ELEMENTS(stages); i++) {
         json_builder_set_member_name(b, stages[i].name);
         json_builder_add_double_value(b, stages[i].ms);
+    }
+    json_builder_end_object(b);
+    json_builder_set_member_name(b, "cpu_ms");
+    json_builder_begin_object(b);
+    for (size_t i = 0; i < G_N_ELEMENTS(stages); i++) {
+        json_builder_set_member_name(b, stages[i].name);
+        json_builder_add_double_value(b, stages[i].cpu_ms);
     }
     json_builder_end_object(b);
     /* the first token comes from the prefill; a step may give several (--draft) */

@@ -28,10 +28,9 @@ typedef struct {
 /* The OpenMP team a CPU worker's model runs on beside T > 1 preprocessing threads: the cores
  * they leave it, at least one. A team of every core shares them with busy preprocessing
  * threads, and libgomp spins ~3 ms at each of its barriers before it sleeps (it spins only
- * ~100 times when it sees more threads of its own than CPUs, as when the one default
- * preprocessing thread opens a team too; single-threaded preprocessing threads are not
- * counted): its members waited there for a core, and 24 jobs on the tiny model took 10-30 s
- * on 2 cores where they took 2 s with T = 1. */
+ * ~100 times when it sees more threads of its own than CPUs; single-threaded preprocessing
+ * threads are not counted): its members waited there for a core, and 24 jobs on the tiny model
+ * took 10-30 s on 2 cores where they took 2 s with T = 1. */
 static int cpu_model_threads(int threads, int prep_threads) {
     return prep_threads > 1 ? MAX(1, threads - prep_threads) : threads;
 }

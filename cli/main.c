@@ -16,6 +16,8 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 typedef struct {
     const char *name;
@@ -64,7 +66,56 @@ static void cap_threads_at_cpus(void) {
         threads, cpus, cpus, threads);
 }
 
+/* libgomp's threads spin 300000 times (a few ms) at every barrier before they sleep, unless
+ * OMP_WAIT_POLICY or GOMP_SPINCOUNT say otherwise, and a decode token of the 256M model passes
+ * ~360 of them. On cores shared with other work a spinning thread holds a core that the thread
+ * it waits for needs: text-only decode fell from 71 to 0.7 tok/s beside two busy processes.
+ * Sleeping at once (OMP_WAIT_POLICY=passive) keeps 37 tok/s there but costs a third on a quiet
+ * machine (47 against 71: a futex wake at every barrier); 300 spins keep 62 quiet and 33 beside
+ * the busy processes, and stay ~10x below the count where decode collapsed (3000-10000 spins).
+ * Vision and prefill, a few large parallel loops, hardly notice either (docs/performance.md).
+ * So docqa's default is GOMP_SPINCOUNT=DQ_OMP_SPINCOUNT (scripts/bench-lib.sh sets the same for
+ * the benchmarks' tools).
+ *
+ * libgomp reads the variables in its constructor, before main, and a .preinit_array function
+ * runs before glibc has set up the environment, so docqa sets the default and starts itself
+ * again, once: the same process (pid, signals, exit status), argv, standard streams and name.
+ * The restarted process takes the variables it was given back out, so that what it reads and
+ * passes on is the user's environment. A value the user gave (either variable) is kept as it
+ * is. Only the commands that start OpenMP teams (the model's, and ingest's resampler for TIFFs)
+ * are started again: loading docqa's libraries a second time costs ~17 ms (a start of
+ * `generate --help` took 18 ms, 35 ms restarted), which `status` or `ask` in a script's loop
+ * need not pay. */
+#define DQ_OMP_SPINCOUNT    "300"
+#define DQ_OMP_DEFAULT_MARK "DOCQA_OMP_DEFAULT_NAME"
+static void omp_wait_default(int argc, char **argv) {
+    const char *name = g_getenv(DQ_OMP_DEFAULT_MARK);
+    if (name != NULL && g_strcmp0(g_getenv("GOMP_SPINCOUNT"), DQ_OMP_SPINCOUNT) == 0) {
+        /* exec named the process after /proc/self/exe's link, "exe" */
+        prctl(PR_SET_NAME, name, 0, 0, 0);
+        g_unsetenv(DQ_OMP_DEFAULT_MARK);
+        g_unsetenv("GOMP_SPINCOUNT");
+        return;
+    }
+    static const char *const teams[] = {"generate", "run", "ingest"};
+    gboolean starts_teams = FALSE;
+    for (size_t i = 0; i < G_N_ELEMENTS(teams); i++)
+        starts_teams |= argc > 1 && strcmp(argv[1], teams[i]) == 0;
+    if (!starts_teams || g_getenv("OMP_WAIT_POLICY") != NULL || g_getenv("GOMP_SPINCOUNT") != NULL)
+        return;
+    char comm[17] = "";
+    if (prctl(PR_GET_NAME, comm, 0, 0, 0) != 0)
+        return;
+    if (g_setenv(DQ_OMP_DEFAULT_MARK, comm, TRUE) &&
+        g_setenv("GOMP_SPINCOUNT", DQ_OMP_SPINCOUNT, TRUE))
+        execv("/proc/self/exe", argv);
+    /* No /proc (a chroot, a sandbox): libgomp's own default stays. */
+    g_unsetenv(DQ_OMP_DEFAULT_MARK);
+    g_unsetenv("GOMP_SPINCOUNT");
+}
+
 int main(int argc, char **argv) {
+    omp_wait_default(argc, argv);
     dq_memory_keep_page_buffers(); /* page-sized buffers reused, not faulted in afresh */
     cap_threads_at_cpus();
     setlocale(LC_ALL, "");

@@ -11,6 +11,21 @@ double dq_now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+static double clock_ms(clockid_t id) {
+    struct timespec ts;
+    if (clock_gettime(id, &ts) != 0)
+        return 0.0;
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+double dq_cpu_ms(void) {
+    return clock_ms(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+double dq_thread_cpu_ms(void) {
+    return clock_ms(CLOCK_THREAD_CPUTIME_ID);
+}
+
 int64_t dq_wall_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

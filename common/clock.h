@@ -8,6 +8,12 @@
 /* Monotonic milliseconds. */
 double dq_now_ms(void);
 
+/* CPU time of this process, all its threads, in milliseconds: beside dq_now_ms, what a stage
+ * cost where other work shares the cores (its wall time then grows, its CPU time hardly). */
+double dq_cpu_ms(void);
+/* CPU time of the calling thread, in milliseconds. */
+double dq_thread_cpu_ms(void);
+
 /* Unix time by this machine's clock, in microseconds and milliseconds: what a worker stamps its
  * leases with (the PostgreSQL store measures the server's clock against this one). */
 int64_t dq_wall_us(void);

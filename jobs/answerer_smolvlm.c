@@ -66,6 +66,9 @@ typedef struct {
     SmolvlmPipeline *pipe;
     GThread **prep; /* [n_prep] */
     int n_prep;
+    /* The preprocessing threads run the resampler's OpenMP loops on their own thread, not on a
+     * team of every core: see dq_answerer_open_smolvlm. */
+    gboolean prep_one_core;
     GAsyncQueue *todo, *ready; /* Pending; `todo` ends with one &quit a thread */
     volatile gint stopping;    /* set by free: the threads skip what is left */
     DqGenerator *gen;          /* made at the first poll, base.batch slots */
@@ -240,10 +243,7 @@ static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
  * read-only after open (the tokenizer's word cache has its own lock). */
 static gpointer prep_main(gpointer data) {
     SmolvlmAnswerer *a = data;
-    /* Several threads: a page a thread. The resampler's OpenMP loops would otherwise start a
-     * team of every core from each of them (8 threads x 16 cores on a GPU host), beside the
-     * thread that drives the GPU. */
-    if (a->n_prep > 1)
+    if (a->prep_one_core)
         omp_set_num_threads(1);
     for (;;) {
         Pending *p = g_async_queue_pop(a->todo);
@@ -523,6 +523,12 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswe
     a->n_prep = o->prep_threads > 0 ? o->prep_threads
                 : cuda_index < 0    ? 1
                                     : CLAMP((int)g_get_num_processors() - 1, 1, 8);
+    /* Several threads: a page a thread; the resampler's OpenMP loops would otherwise start a
+     * team of every core from each of them (8 threads x 16 cores on a GPU host), beside the
+     * thread that drives the GPU. On the CPU the model's team has every core, and a second team
+     * of every core beside it put 4 busy threads on 2 cores while a page was prepared. Only a
+     * GPU worker's one thread takes the cores the GPU leaves idle. */
+    a->prep_one_core = a->n_prep > 1 || cuda_index < 0;
     /* Requests beyond the model's slots, so that every thread has one to prepare. */
     a->base.lookahead = a->n_prep + 1;
     a->tile_cache = g_new0(TileEntry, a->n_prep + 1);

@@ -380,7 +380,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
 
     /* 1. Vision: the tiles of every request whose features are not known yet, one batch. A key
      * seen in the cache or earlier in this add shares those features. */
-    double t0 = dq_now_ms();
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
     for (int i = 0; i < n; i++) {
         const SmolvlmRequest *r = &reqs[i];
         as[i].fresh_off = -1;
@@ -440,10 +440,11 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
             if (as[i].fresh_off >= 0)
                 as[i].features = fresh->data + (size_t)as[i].fresh_off * Dt;
     }
-    double vision_ms = dq_now_ms() - t0;
+    double vision_ms = dq_now_ms() - t0, vision_cpu_ms = dq_cpu_ms() - c0;
 
     /* 2. Prefill, up to prefill_rows prompt rows a forward call, requests side by side. */
     t0 = dq_now_ms();
+    c0 = dq_cpu_ms();
     gint64 total = 0;
     for (int i = 0; i < n; i++) {
         const SmolvlmRequest *r = &reqs[i];
@@ -506,7 +507,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
                       ? as[i].token
                       : dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
     }
-    double prefill_ms = dq_now_ms() - t0;
+    double prefill_ms = dq_now_ms() - t0, prefill_cpu_ms = dq_cpu_ms() - c0;
     for (int i = 0; i < n; i++) {
         as[i].slot->vision_ms = vision_ms / n;
         as[i].slot->prefill_ms = prefill_ms / n;
@@ -515,6 +516,8 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
     }
     g->tm.vision_ms += vision_ms;
     g->tm.prefill_ms += prefill_ms;
+    g->tm.vision_cpu_ms += vision_cpu_ms;
+    g->tm.prefill_cpu_ms += prefill_cpu_ms;
     g->tm.n_tiles += n_tiles;
     g->tm.n_tiles_distinct += distinct;
     g->tm.prompt_tokens += (int)total;
@@ -594,7 +597,7 @@ static void rate_update(double *rate, int tokens, double ms) {
 static gboolean spec_step(DqGenerator *g, int k, GError **err) {
     const SmolvlmConfig *c = smolvlm_config(g->m);
     const int V = c->vocab_size;
-    double t0 = dq_now_ms();
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
     int act[DQ_SPEC_MAX], n_act = 0, calls = 0; /* n_act * (k + 1) <= steps_max */
     int32_t guess[DQ_SPEC_MAX][DQ_SPEC_MAX];
     int n_guess[DQ_SPEC_MAX], len[DQ_SPEC_MAX];
@@ -678,6 +681,7 @@ static gboolean spec_step(DqGenerator *g, int k, GError **err) {
         s->decode_ms += share;
     }
     g->tm.decode_ms += dq_now_ms() - t0;
+    g->tm.decode_cpu_ms += dq_cpu_ms() - c0;
     g->tm.decode_steps += calls;
     rate_update(&g->spec_rate, pushed, dq_now_ms() - t0);
     return TRUE;
@@ -688,7 +692,7 @@ fail:
 gboolean dq_generator_step(DqGenerator *g, GError **err) {
     int V = smolvlm_config(g->m)->vocab_size;
     int n_segs = 0;
-    double t0 = dq_now_ms();
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
     for (int i = 0; i < g->n_slots; i++) {
         Slot *s = &g->slots[i];
         if (!s->used || s->finished)
@@ -728,6 +732,7 @@ gboolean dq_generator_step(DqGenerator *g, GError **err) {
         seg++;
     }
     g->tm.decode_ms += dq_now_ms() - t0;
+    g->tm.decode_cpu_ms += dq_cpu_ms() - c0;
     g->tm.decode_steps++;
     if (k > 0) /* a step that could have guessed: the other way's rate */
         rate_update(&g->plain_rate, n_segs, dq_now_ms() - t0);

@@ -87,6 +87,9 @@ typedef struct {
 
 typedef struct {
     double vision_ms, prefill_ms, decode_ms;
+    /* The process's CPU time over the same stages (every thread's: in a worker, the page
+     * preparing threads' too): on cores shared with other work wall time grows, CPU time not. */
+    double vision_cpu_ms, prefill_cpu_ms, decode_cpu_ms;
     int n_tiles;          /* tiles through the vision encoder */
     int n_tiles_distinct; /* of them, those encoded: identical tiles are encoded once */
     int prompt_tokens;    /* summed over requests */

@@ -169,7 +169,7 @@ gboolean smolvlm_prompt_build(SmolvlmPipeline *p, const DqImage *const *images, 
     memset(out, 0, sizeof(*out));
     if ((user_text == NULL) == (raw_prompt == NULL))
         return dq_fail(err, DQ_ERR_ARGS, "give either a user prompt or a raw prompt, not both");
-    double t0 = dq_now_ms();
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
     out->images = g_new0(DqImageTiles *, n_images > 0 ? n_images : 1);
     out->n_images = n_images;
     for (int i = 0; i < n_images; i++) {
@@ -184,6 +184,7 @@ gboolean smolvlm_prompt_build(SmolvlmPipeline *p, const DqImage *const *images, 
         return FALSE;
     }
     out->preprocess_ms = dq_now_ms() - t0;
+    out->preprocess_cpu_ms = dq_cpu_ms() - c0;
     return TRUE;
 }
 
@@ -193,7 +194,7 @@ gboolean smolvlm_prompt_build_tiles(SmolvlmPipeline *p, const DqImageTiles *cons
     memset(out, 0, sizeof(*out));
     if ((user_text == NULL) == (raw_prompt == NULL))
         return dq_fail(err, DQ_ERR_ARGS, "give either a user prompt or a raw prompt, not both");
-    double t0 = dq_now_ms();
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
     out->images = g_new0(DqImageTiles *, n_images > 0 ? n_images : 1);
     out->n_images = n_images;
     for (int i = 0; i < n_images; i++) {
@@ -208,6 +209,7 @@ gboolean smolvlm_prompt_build_tiles(SmolvlmPipeline *p, const DqImageTiles *cons
         return FALSE;
     }
     out->preprocess_ms = dq_now_ms() - t0;
+    out->preprocess_cpu_ms = dq_cpu_ms() - c0;
     return TRUE;
 }
 

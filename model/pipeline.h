@@ -44,7 +44,8 @@ typedef struct {
     int n_images;
     int32_t *input_ids; /* [n_input_ids], <image> expanded */
     int n_input_ids;
-    double preprocess_ms; /* image processing + templating + tokenization */
+    double preprocess_ms;     /* image processing + templating + tokenization */
+    double preprocess_cpu_ms; /* the process's CPU time over the same (clock.h: dq_cpu_ms) */
 } SmolvlmPrompt;
 
 /* Builds the inputs for images + either user_text (templated: one user turn, the images first,

@@ -16,7 +16,9 @@
 # Prints each side's line per batch size, then each side's best pages/s and the ratio
 # docqa / transformers (the target is >= 3x). docqa_host lines: docqa's host work alone, the
 # same batches through bench_gpu's "host" backend, whose ops do no arithmetic (no GPU needed:
-# `bench_gpu SNAPSHOT host ...` runs anywhere).
+# `bench_gpu SNAPSHOT host ...` runs anywhere). docqa's lines give each stage's host CPU time
+# (*_cpu_ms) beside its wall time; both sides run under docqa's OpenMP settings
+# (GOMP_SPINCOUNT=300 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set).
 #
 # Runs only on a machine with an NVIDIA GPU, nvcc, and python3 with torch (CUDA) and
 # transformers; anywhere else it stops at once saying what is missing (exit 2).
@@ -60,6 +62,8 @@ python3 - <<'EOF' || die "the transformers side needs python3 with torch (CUDA b
 import torch, transformers, PIL  # noqa: F401
 assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
 EOF
+
+bench_threading
 
 # ---- build
 export PATH=$PATH:/usr/local/cuda/bin

@@ -7,6 +7,10 @@
 # docqa runs twice: with all cores (its default: documents in parallel, and extra processes
 # sharing the pages of a long document) and with --jobs 1 (one process, like pdftocairo).
 #
+# Beside pages/s, each run's CPU seconds (its processes', user + system) and pages per CPU second,
+# which a shared host's load moves least; every run under docqa's OpenMP settings
+# (GOMP_SPINCOUNT=300 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set).
+#
 #   scripts/bench-ingest.sh [BUILD_DIR]     (default: build)
 set -euo pipefail
 . "$(dirname "$0")/bench-lib.sh"
@@ -61,23 +65,32 @@ PY
 
 pdf=$work/text50.pdf
 pages=50
-now() { date +%s.%N; }
-rate() { python3 -c "print('%.2f' % ($pages / ($2 - $1)))"; }
+bench_threading
+# rate FILE: pages/s of bench_timed's "WALL CPU" in FILE; row FILE: pages/s, CPU s, pages/CPU s
+rate() { awk -v n=$pages '{ printf "%.2f", n / $1 }' "$1"; }
+row() { awk -v n=$pages '{ printf "%8.2f %8.2f %10.2f", n / $1, $2, n / ($2 > 0 ? $2 : 1e-9) }' "$1"; }
 
-t0=$(now); "$docqa" ingest -q --db "$work/all.db" --n-res 5 --tile 512 "$pdf" >/dev/null; t1=$(now)
-"$docqa" ingest -q --db "$work/one.db" --n-res 5 --tile 512 --jobs 1 "$pdf" >/dev/null; t2=$(now)
+bench_timed "$work/t.all" "$docqa" ingest -q --db "$work/all.db" --n-res 5 --tile 512 "$pdf" \
+  >/dev/null
+bench_timed "$work/t.one" "$docqa" ingest -q --db "$work/one.db" --n-res 5 --tile 512 --jobs 1 \
+  "$pdf" >/dev/null
 mkdir "$work/p2560" "$work/p1920"
-pdftocairo -png -scale-to 2560 "$pdf" "$work/p2560/p"; t3=$(now)
-pdftocairo -png -scale-to 1920 "$pdf" "$work/p1920/p"; t4=$(now)
+bench_timed "$work/t.2560" pdftocairo -png -scale-to 2560 "$pdf" "$work/p2560/p"
+bench_timed "$work/t.1920" pdftocairo -png -scale-to 1920 "$pdf" "$work/p1920/p"
 
-all=$(rate "$t0" "$t1"); one=$(rate "$t1" "$t2"); ref2560=$(rate "$t2" "$t3"); ref1920=$(rate "$t3" "$t4")
 size=$(sqlite3 "$work/all.db" "SELECT width || 'x' || height FROM pages LIMIT 1" 2>/dev/null || echo "?")
 echo "bench-ingest: 50-page text PDF, docqa at N=5 tile 512 (page images $size), $(nproc) cores"
-printf '  %-44s %8s pages/s\n' "docqa ingest (all cores)" "$all" \
-  "docqa ingest --jobs 1" "$one" \
-  "pdftocairo -png -scale-to 2560 (same edge)" "$ref2560" \
-  "pdftocairo -png -scale-to 1920" "$ref1920"
+printf '  %-44s %8s %8s %10s\n' "" "pages/s" "CPU s" "pages/CPU s"
+printf '  %-44s %s\n' "docqa ingest (all cores)" "$(row "$work/t.all")" \
+  "docqa ingest --jobs 1" "$(row "$work/t.one")" \
+  "pdftocairo -png -scale-to 2560 (same edge)" "$(row "$work/t.2560")" \
+  "pdftocairo -png -scale-to 1920" "$(row "$work/t.1920")"
+all=$(rate "$work/t.all"); one=$(rate "$work/t.one")
+ref2560=$(rate "$work/t.2560"); ref1920=$(rate "$work/t.1920")
+cpu() { awk '{ printf "%.3f", ($2 > 0 ? $2 : 1e-9) }' "$1"; }
 python3 -c "
 a, o, r, q = $all, $one, $ref2560, $ref1920
 print('  ratio docqa / pdftocairo at the same longest edge 2560: %.2f (one process: %.2f)' % (a / r, o / r))
-print('  ratio docqa at 2560 / pdftocairo -scale-to 1920:        %.2f (one process: %.2f)' % (a / q, o / q))"
+print('  ratio docqa at 2560 / pdftocairo -scale-to 1920:        %.2f (one process: %.2f)' % (a / q, o / q))
+print('  on CPU time, docqa --jobs 1 against pdftocairo at 2560:  %.2f (at 1920: %.2f)'
+      % ($(cpu "$work/t.2560") / $(cpu "$work/t.one"), $(cpu "$work/t.1920") / $(cpu "$work/t.one")))"

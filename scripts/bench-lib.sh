@@ -51,3 +51,30 @@ bench_corpus_pages() {
   "$docqa" ingest --db "$dir/pages.db" --n-res "$n_res" -q "$shared/corpus/pdf" >/dev/null 2>&1 || true
   find "$dir/pages.db.pages" -name '*.png' 2>/dev/null | sort | head -64 >"$dir/list"
 }
+
+# bench_threading: every run of the calling script (docqa's, the reference's, and the tools built
+# from tests/, which do not start through docqa's main) under the OpenMP settings docqa itself
+# uses: GOMP_SPINCOUNT=300 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set (cli/main.c;
+# torch's bundled libgomp reads them too). libgomp's own default spins 300000 times at each
+# barrier, and on a shared host a run then measured its neighbours as much as itself. The
+# settings go to stderr.
+bench_threading() {
+  if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GOMP_SPINCOUNT:-}" ]; then
+    export GOMP_SPINCOUNT=300 # cli/main.c: DQ_OMP_SPINCOUNT
+  fi
+  echo "$(basename "$0" .sh): OpenMP threads ${OMP_NUM_THREADS:-one a core}," \
+    "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-unset};" \
+    "load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)" >&2
+}
+
+# bench_timed FILE CMD...: runs CMD (its stdout and stderr as they are) and writes its wall and
+# CPU seconds (user + system, its children's included) to FILE as "WALL CPU"; CMD's status.
+# On a shared host wall time grows with the neighbours' load, CPU time hardly.
+bench_timed() {
+  local file=$1 rc=0 TIMEFORMAT='%R %U %S'
+  shift
+  { time "$@" 2>&3; } 3>&2 2>"$file.time" || rc=$?
+  awk '{ printf "%.2f %.2f\n", $1, $2 + $3 }' "$file.time" >"$file"
+  rm -f "$file.time"
+  return $rc
+}

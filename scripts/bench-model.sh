@@ -11,7 +11,11 @@
 # make-random-model.sh), f32 and bf16, generated once into $MODELS (default
 # /tmp/docqa-random-models); --2.2b adds SmolVLM-Instruct's dimensions (slow on 2 cores: ~9 GB).
 # The page is generated (text, rules, a table; 1275x1650 = letter at 150 dpi), N=5 (21 tiles),
-# the DocVQA prompt, 32 forced new tokens (MAX_NEW). THREADS (default: all cores) for both.
+# the DocVQA prompt, 32 forced new tokens (MAX_NEW). THREADS (default: all cores) for both, and
+# both under docqa's OpenMP settings (GOMP_SPINCOUNT=300 unless OMP_WAIT_POLICY or
+# GOMP_SPINCOUNT is set). Each stage's CPU time (the process's, every thread's) is printed beside
+# the wall times, in a second table with its own ratios: on a shared host the neighbours move
+# wall time, hardly CPU time.
 # The bf16 snapshot also runs with --weights int8 (DOCQA_WEIGHTS=int8: the decoder's matrices
 # quantized at load, cpu_q8.h); its decode tok/s is printed as a ratio to bf16 as stored. Where
 # the CPU has AVX512-BF16 it also runs with --weights bf16 (dtype "bdot": activations rounded to
@@ -97,6 +101,7 @@ trap 'rm -rf "$work"' EXIT
 page=$work/page.png
 "$py" scripts/bench_model_hf.py page "$page"
 export OMP_NUM_THREADS=$threads
+bench_threading
 peak=$("$py" scripts/bench_model_hf.py peak "$threads")
 results=$work/results
 : > "$results"
@@ -170,8 +175,8 @@ for m in "${sizes[@]}"; do
   fi
 done
 echo
-echo "threads=$threads $peak (torch float32 GEMM, 2048^3); page 1275x1650 at N=$n_res, $max_new new tokens"
-"$py" - "$results" "$threads" <<'PY'
+echo "threads=$threads $peak (torch float32 GEMM, 2048^3; _cpu: on the threads' CPU time); page 1275x1650 at N=$n_res, $max_new new tokens"
+"$py" - "$results" "$threads" "$max_new" <<'PY'
 import sys
 rows = []
 for line in open(sys.argv[1]):
@@ -193,6 +198,23 @@ for r in main:
     print(f"{r['size']:5} {r['dtype']:5} {r['who']:16} {r.get('tiles', ''):>5} "
           f"{r.get('prompt_tokens', ''):>6} {num(r, 'preprocess_ms'):8.0f} {num(r, 'vision_ms'):10.0f} "
           f"{num(r, 'prefill_ms'):10.0f} {num(r, 'decode_tok_s'):12.2f} {num(r, 'peak_rss_mb'):8.0f} | {ratio}")
+# the same stages in CPU time; decode a token: the first decode's CPU over its MAX_NEW - 1 steps
+max_new = int(sys.argv[3])
+def cpu_tok(r):
+    return num(r, "decode_cpu_ms") / max(max_new - 1, 1)
+print(f"\nCPU time (the process's, all threads) {'':4} {'prep ms':>8} {'vision ms':>10} "
+      f"{'prefill ms':>10} {'decode ms/token':>15} | ratio to transformers f32 (less is faster): "
+      f"vision prefill decode")
+for r in (r for r in main if "vision_cpu_ms" in r):  # llama.cpp's rows have none
+    hf = next((h for h in rows if h["who"] == "transformers" and h["size"] == r["size"]), None)
+    ratio = ""
+    if hf is not None and r is not hf:
+        ratio = (f"{num(r, 'vision_cpu_ms') / num(hf, 'vision_cpu_ms'):.2f}x "
+                 f"{num(r, 'prefill_cpu_ms') / num(hf, 'prefill_cpu_ms'):.2f}x "
+                 f"{cpu_tok(r) / cpu_tok(hf):.2f}x")
+    print(f"{r['size']:5} {r['dtype']:5} {r['who']:30} {num(r, 'preprocess_cpu_ms'):8.0f} "
+          f"{num(r, 'vision_cpu_ms'):10.0f} {num(r, 'prefill_cpu_ms'):10.0f} {cpu_tok(r):15.1f} | "
+          f"{ratio}")
 # against llama.cpp: docqa's rows of the same size, each beside the GGUF of its kind (int8
 # beside q8_0, the rest beside f16); vision also a tile, as the two cut the page differently
 for r in rows:

@@ -11,7 +11,10 @@
 # (/tmp/docqa-bench-pages, shared with bench-gpu.sh); the tokenizer and processor settings come
 # from a random 256M snapshot ($MODELS, made once). transformers runs in the throw-away
 # virtualenv bench-model.sh uses ($VENV, default /tmp/docqa-bench-venv; created from PyPI if
-# missing).
+# missing). Every run is under docqa's OpenMP settings (GOMP_SPINCOUNT=300 unless
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT is set), the one-thread runs with OMP_NUM_THREADS=1; beside
+# pages/s each side's CPU seconds a pass and the ratio of those, which a shared host's load
+# moves least.
 set -euo pipefail
 . "$(dirname "$0")/bench-lib.sh"
 bench_args 0 "$@"
@@ -32,15 +35,19 @@ bench_venv "$venv"
 snap=$models/smolvlm-256m-random-bf16
 [ -f "$snap/model.safetensors" ] || BUILD=$build scripts/make-random-model.sh 256m "$snap" bf16 >&2
 bench_corpus_pages "$build/cli/docqa" "$shared" "$pages_dir" 5
+bench_threading
 mapfile -t pages < <(head -n "$n_pages" "$pages_dir/list")
 [ ${#pages[@]} -gt 0 ] || { echo "bench-prep: no pages in $pages_dir/list" >&2; exit 2; }
 echo "# ${#pages[@]} corpus pages at N=5, best of $repeats passes after a warm-up; $(nproc) cores"
-one=$("$build/tests/model/bench_prep" "$snap" 5 1 "$repeats" "${pages[@]}")
+one=$(OMP_NUM_THREADS=1 "$build/tests/model/bench_prep" "$snap" 5 1 "$repeats" "${pages[@]}")
 all=$("$build/tests/model/bench_prep" "$snap" 5 "$(nproc)" "$repeats" "${pages[@]}")
 hf=$(OMP_NUM_THREADS=1 "$venv/bin/python" scripts/bench_prep_hf.py "$snap" 5 "$repeats" "${pages[@]}" 2>/dev/null)
 printf '%s\n%s\n%s\n' "$one" "$all" "$hf"
 rate() { sed -E 's/.*pages_per_s=([0-9.]+).*/\1/' <<<"$1"; }
+cpu() { sed -E 's/.*cpu_seconds=([0-9.]+).*/\1/' <<<"$1"; }
 tiles() { sed -E 's/.*tiles=([0-9]+).*/\1/' <<<"$1"; }
 [ "$(tiles "$one")" = "$(tiles "$hf")" ] || echo "bench-prep: the two sides made different tile counts" >&2
-awk -v d1="$(rate "$one")" -v dn="$(rate "$all")" -v h="$(rate "$hf")" -v n="$(nproc)" 'BEGIN {
-  printf "docqa %.2f pages/s on one thread, transformers %.2f in one process: %.2fx; docqa on %d threads %.2f pages/s\n", d1, h, d1 / h, n, dn }'
+awk -v d1="$(rate "$one")" -v dn="$(rate "$all")" -v h="$(rate "$hf")" -v n="$(nproc)" \
+  -v c1="$(cpu "$one")" -v cn="$(cpu "$all")" -v ch="$(cpu "$hf")" 'BEGIN {
+  printf "docqa %.2f pages/s on one thread, transformers %.2f in one process: %.2fx; docqa on %d threads %.2f pages/s\n", d1, h, d1 / h, n, dn
+  printf "CPU seconds a pass: docqa %.2f on one thread, transformers %.2f: %.2fx; docqa on %d threads %.2f\n", c1, ch, ch / c1, n, cn }'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Queue overhead alone: claim + complete with no model work, on one SQLite file, with 1 and with
-# 8 worker processes, printed as operations (jobs) per second and as a ratio within this run.
+# 8 worker processes, printed as operations (jobs) per second and as a ratio within this run,
+# and the workers' CPU microseconds a job (a shared host's load moves it least).
 #
 #   scripts/bench-queue.sh [BUILD_DIR] [DOCS] [BATCH]
 #

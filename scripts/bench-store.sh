@@ -2,7 +2,8 @@
 # Queue overhead per store: claim + complete with no model work, with 1, 8 and 32 worker
 # processes, on SQLite and on PostgreSQL (a throwaway local server from Debian's postgresql
 # package, started and stopped by the benchmark), in one run, printed as a table of operations
-# (jobs) per second with ratios against SQLite with 1 worker from the same run.
+# (jobs) per second with ratios against SQLite with 1 worker from the same run, and the workers'
+# CPU microseconds a job (not the server's; a shared host's load moves it least).
 #
 #   scripts/bench-store.sh [BUILD_DIR] [DOCS] [BATCH]
 #

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Worker throughput with the model: examples/docs ingested once, QUESTIONS questions a page, then
 # `docqa run --workers 1 --until-empty` at --batch 1 and --batch B on copies of the same queue;
-# jobs/s and the ratio to the first row, in this one invocation. With REF_DOCQA (another docqa
-# binary, e.g. an older build) its rows come first and are the reference.
+# jobs/s and the ratio to the first row, in this one invocation, and beside them each run's CPU
+# seconds (its processes') and jobs per CPU second, which a shared host's load moves least. With
+# REF_DOCQA (another docqa binary, e.g. an older build) its rows come first and are the
+# reference; both run under docqa's OpenMP settings (GOMP_SPINCOUNT=300 unless
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT is set), whatever an older binary's default was.
 #
 #   scripts/bench-worker.sh [BUILD_DIR] [MODEL_DIR] [BATCH] [QUESTIONS] [MAX_NEW_TOKENS]
 #   REF_DOCQA=/path/to/old/docqa scripts/bench-worker.sh build
@@ -40,7 +43,9 @@ for i in $(seq 1 "$questions"); do qs+=("Question number $i: what does the page 
 "$docqa" ask --db "$tmp/base.db" --model "$model" --max-new-tokens "$max_new" "${qs[@]}" >/dev/null
 jobs=$(sqlite3 "$tmp/base.db" "SELECT count(*) FROM jobs")
 echo "model $(basename "$model"), $jobs jobs (pages x $questions questions), max_new_tokens $max_new"
-printf '%-8s %6s %5s %9s %9s %7s\n' binary batch prep seconds jobs/s ratio
+bench_threading
+printf '%-8s %6s %5s %9s %9s %7s %9s %9s\n' binary batch prep seconds jobs/s ratio "CPU s" \
+  "jobs/CPU s"
 
 first=""
 run() { # label binary batch [prep_threads]
@@ -48,18 +53,16 @@ run() { # label binary batch [prep_threads]
   rm -rf "$db" "$db-wal" "$db-shm" "$db.pages"
   sqlite3 "$tmp/base.db" ".backup '$db'"
   ln -s "$tmp/base.db.pages" "$db.pages"
-  local t0 t1 s rate
-  t0=$(date +%s.%N)
+  local s cpu rate
   local prep=()
   [ -z "${4:-}" ] || prep=(--prep-threads "$4")
-  "$2" run --db "$db" --model "$model" --batch "$3" --workers 1 "${prep[@]}" --until-empty \
-    --quiet >/dev/null
-  t1=$(date +%s.%N)
-  s=$(echo "$t1 - $t0" | bc -l)
+  bench_timed "$tmp/time" "$2" run --db "$db" --model "$model" --batch "$3" --workers 1 \
+    "${prep[@]}" --until-empty --quiet >/dev/null
+  read -r s cpu <"$tmp/time"
   rate=$(echo "$jobs / $s" | bc -l)
   [ -n "$first" ] || first=$rate
-  printf '%-8s %6d %5s %9.2f %9.2f %7.2f\n' "$1" "$3" "${4:-1}" "$s" "$rate" \
-    "$(echo "$rate / $first" | bc -l)"
+  printf '%-8s %6d %5s %9.2f %9.2f %7.2f %9.2f %9.2f\n' "$1" "$3" "${4:-1}" "$s" "$rate" \
+    "$(echo "$rate / $first" | bc -l)" "$cpu" "$(echo "$jobs / ($cpu + 0.001)" | bc -l)"
 }
 if [ -n "${REF_DOCQA:-}" ]; then
   run ref "$REF_DOCQA" 1

@@ -11,6 +11,7 @@
 #include "testutil.h"
 
 #include <glib/gstdio.h>
+#include <omp.h>
 #include <string.h>
 
 #define MAX_NEW 6
@@ -378,6 +379,49 @@ static void test_withdraw(void) {
     g_free(banner);
 }
 
+/* The threads of this process named `name` (a thread's OpenMP team inherits its name). */
+static int threads_named(const char *name) {
+    GDir *d = g_dir_open("/proc/self/task", 0, NULL);
+    g_assert_nonnull(d);
+    int n = 0;
+    for (const char *tid; (tid = g_dir_read_name(d)) != NULL;) {
+        char *path = g_build_filename("/proc/self/task", tid, "comm", NULL), *comm = NULL;
+        if (g_file_get_contents(path, &comm, NULL, NULL) && strcmp(g_strchomp(comm), name) == 0)
+            n++;
+        g_free(comm);
+        g_free(path);
+    }
+    g_dir_close(d);
+    return n;
+}
+
+/* On the CPU the model's OpenMP team has every core: the one preprocessing thread resamples a
+ * page on its own thread, not on a second team of every core beside the model's (it once did,
+ * 4 busy threads on 2 cores). The test runs with OMP_NUM_THREADS=2 (CMakeLists.txt), so a team
+ * would be there on any machine. */
+static void test_cpu_prep_no_team(void) {
+    DqAnswerer *a = open_answerer(1, 0);
+    if (a == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    g_assert_cmpint(omp_get_max_threads(), >=, 2);
+    char *page = fixture("portrait_page.png");
+    /* N=2: 850x1100 -> 791x1024, rows enough for the resampler's parallel loops */
+    DqAnswerRequest r = {page, "What is the title?", "{question}", 2, 2, NULL};
+    GError *err = NULL;
+    DqAnswerResult res[1] = {{0}};
+    g_assert_true(a->submit(a, &r, 0, &err));
+    drain(a, 1, res);
+    g_assert_no_error(res[0].error);
+    /* the preprocessing thread itself, and no team workers it started */
+    g_assert_cmpint(threads_named("preprocess"), ==, 1);
+    dq_answer_result_clear(&res[0]);
+    dq_answerer_free(a);
+    g_free(page);
+}
+
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_data_func("/answerer/stream-matches-alone", GINT_TO_POINTER(1),
@@ -387,5 +431,6 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/answerer/stream-matches-alone-4-threads", GINT_TO_POINTER(4),
                          test_stream_matches_alone);
     g_test_add_func("/answerer/withdraw", test_withdraw);
+    g_test_add_func("/answerer/cpu-prep-no-team", test_cpu_prep_no_team);
     return g_test_run();
 }

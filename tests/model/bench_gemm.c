@@ -2,7 +2,11 @@
  * (our packed AVX2 kernels, threaded) against OpenBLAS sgemm (threaded) in the same process,
  * for float32 and bf16 weights, and the machine's float32 FMA peak (a register-only loop, all
  * threads; 512-bit where the CPU has AVX-512F, whose GEMM kernel then runs) to express both as a
- * fraction of it. Where the CPU has AVX512-BF16, also the product
+ * fraction of it. The peaks are timed on each thread's CPU clock: on a shared host a thread
+ * waiting for a core then does not count as a slow core (its wall clock made the peak 36-48
+ * GFLOP/s on a 117-GFLOP/s core, and the GEMM "124-185% of peak"); the products are timed on the
+ * wall clock, best of three, so there a neighbour's load shows as a smaller share of the peak.
+ * Where the CPU has AVX512-BF16, also the product
  * of `--weights bf16` (vdpbf16ps, cpu_gemm_bf16.c) and that instruction's own peak; where it has
  * AMX-BF16 that product runs on tiles, and its share is of the tiles' peak (tdpbf16ps on
  * operands held in tiles). On AMX the float32 and bf16 columns are the split products (x6, x3:
@@ -48,13 +52,13 @@
 DQ_AVX2 static double fma_peak_one_thread(void) {
     const __m256 m = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
     const long iters = 20000000;
-    double t0 = dq_now_ms();
+    double t0 = dq_thread_cpu_ms();
 #define STEP(x) _mm256_fmadd_ps(x, m, c)
 #define INIT(k) _mm256_set1_ps(0.01f * (k))
     DQ_PEAK_LOOP(__m256, INIT, STEP, iters)
 #undef INIT
 #undef STEP
-    double ms = dq_now_ms() - t0;
+    double ms = dq_thread_cpu_ms() - t0;
     __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
                              _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
     s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
@@ -67,13 +71,13 @@ DQ_AVX2 static double fma_peak_one_thread(void) {
 DQ_AVX512 static double fma512_peak_one_thread(void) {
     const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(1e-4f);
     const long iters = 10000000;
-    double t0 = dq_now_ms();
+    double t0 = dq_thread_cpu_ms();
 #define STEP(x) _mm512_fmadd_ps(x, m, c)
 #define INIT(k) _mm512_set1_ps(0.01f * (k))
     DQ_PEAK_LOOP(__m512, INIT, STEP, iters)
 #undef INIT
 #undef STEP
-    double ms = dq_now_ms() - t0;
+    double ms = dq_thread_cpu_ms() - t0;
     __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                              _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
     s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
@@ -97,13 +101,13 @@ __attribute__((target("avx512f,avx512bf16"))) static double dot_peak_one_thread(
     const __m512bh m = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f),
                    c = (__m512bh)_mm512_set1_epi32(0x38d1);
     const long iters = 10000000;
-    double t0 = dq_now_ms();
+    double t0 = dq_thread_cpu_ms();
 #define STEP(x) _mm512_dpbf16_ps(x, m, c)
 #define INIT(k) _mm512_set1_ps(0.01f * (k))
     DQ_PEAK_LOOP(__m512, INIT, STEP, iters)
 #undef INIT
 #undef STEP
-    double ms = dq_now_ms() - t0;
+    double ms = dq_thread_cpu_ms() - t0;
     __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                              _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
     s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
@@ -126,14 +130,14 @@ __attribute__((target("amx-tile,amx-bf16"))) static double amx_peak_one_thread(v
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    double t0 = dq_now_ms();
+    double t0 = dq_thread_cpu_ms();
     for (long i = 0; i < iters; i++) {
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    double ms = dq_now_ms() - t0;
+    double ms = dq_thread_cpu_ms() - t0;
     dq_amx_end();
     return iters * 4.0 * 16384 / ms / 1e6;
 }

@@ -15,7 +15,9 @@
  *
  *   docqa device=cuda batch=16 pages=16 tiles=... tiles_distinct=... prompt_tokens=...
  * seconds=1.234 pages_per_s=12.97 vision_ms=... prefill_ms=... decode_ms=...
- * preprocess_ms_per_page=...
+ * preprocess_ms_per_page=... vision_cpu_ms=... prefill_cpu_ms=... decode_cpu_ms=...
+ *
+ * *_cpu_ms: the host process's CPU time in each stage (all its threads), beside the wall time.
  *
  * tiles_distinct: the tiles the encoder ran on (identical tiles, such as blank margins, are
  * encoded once; transformers encodes every tile).
@@ -138,9 +140,11 @@ int main(int argc, char **argv) {
         }
         printf("docqa device=%s batch=%d pages=%d tiles=%d tiles_distinct=%d prompt_tokens=%d "
                "seconds=%.3f pages_per_s=%.3f vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f "
-               "preprocess_ms_per_page=%.0f",
+               "preprocess_ms_per_page=%.0f vision_cpu_ms=%.0f prefill_cpu_ms=%.0f "
+               "decode_cpu_ms=%.0f",
                device, batch, batch, tm.n_tiles, tm.n_tiles_distinct, tm.prompt_tokens, seconds,
-               batch / seconds, tm.vision_ms, tm.prefill_ms, tm.decode_ms, preprocess_ms);
+               batch / seconds, tm.vision_ms, tm.prefill_ms, tm.decode_ms, preprocess_ms,
+               tm.vision_cpu_ms, tm.prefill_cpu_ms, tm.decode_cpu_ms);
         if (opts.backend != NULL) /* the ops of the timed run: a kernel launch or more each */
             printf(" ops=%" G_GUINT64_FORMAT, dq_backend_host_ops(opts.backend) - ops0);
         printf("\n");

@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
         return fail(err);
 
     t0 = dq_now_ms();
+    double c0 = dq_cpu_ms();
     DqImageProcessorConfig pc;
     if (!image_processor_config_load(snap, &pc, &err))
         return fail(err);
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
     int32_t *ids = tokenizer_encode(tok, expanded, -1, &n_ids, &err);
     if (ids == NULL)
         return fail(err);
-    double preprocess_ms = dq_now_ms() - t0;
+    double preprocess_ms = dq_now_ms() - t0, preprocess_cpu_ms = dq_cpu_ms() - c0;
 
     const DqImageTiles *images[1] = {tiles};
     SmolvlmRequest *reqs = g_new0(SmolvlmRequest, batch);
@@ -132,13 +133,17 @@ int main(int argc, char **argv) {
     guint32 out_hash = 2166136261u;
     for (int i = 0; i < res[0].n_output_ids; i++)
         out_hash = (out_hash ^ (guint32)res[0].output_ids[i]) * 16777619u;
+    /* *_cpu_ms: the process's CPU time in the stage (the first decode's, not the repeats'): on
+     * a shared host wall time grows with the neighbours, CPU time hardly */
     printf("model=%s tiles=%d prompt_tokens=%d batch=%d load_ms=%.0f preprocess_ms=%.0f "
            "vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f decode_tok_s=%.2f "
            "decode_tok_s_runs=%s peak_rss_mb=%.0f decode_calls=%d draft_tokens=%d "
-           "draft_accepted=%d draft_ms=%.0f out_hash=%08x\n",
+           "draft_accepted=%d draft_ms=%.0f out_hash=%08x preprocess_cpu_ms=%.0f "
+           "vision_cpu_ms=%.0f prefill_cpu_ms=%.0f decode_cpu_ms=%.0f\n",
            snap, tm.n_tiles, tm.prompt_tokens, batch, load_ms, preprocess_ms, tm.vision_ms,
            tm.prefill_ms, tm.decode_ms, rate, runs->str, tm.peak_rss_mb, tm.decode_steps,
-           tm.draft_tokens, tm.draft_accepted, tm.draft_ms, out_hash);
+           tm.draft_tokens, tm.draft_accepted, tm.draft_ms, out_hash, preprocess_cpu_ms,
+           tm.vision_cpu_ms, tm.prefill_cpu_ms, tm.decode_cpu_ms);
     if (g_getenv("DOCQA_BENCH_PRINT_IDS") != NULL)
         for (int i = 0; i < res[0].n_output_ids; i++)
             printf("%d%c", res[0].output_ids[i], i + 1 < res[0].n_output_ids ? ' ' : '\n');

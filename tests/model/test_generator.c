@@ -293,6 +293,10 @@ static void test_vision_reuse(void) {
     dq_generator_timings(g, &tm);
     g_assert_cmpint(tm.n_tiles, ==, page_tiles);
     g_assert_cmpint(tm.features_reused, ==, 1);
+    /* the stages' CPU time is counted as their wall time is, in its own stage */
+    g_assert_cmpfloat(tm.vision_cpu_ms, >, 0);
+    g_assert_cmpfloat(tm.prefill_cpu_ms, >, 0);
+    g_assert_cmpfloat(tm.decode_cpu_ms, ==, 0);
     int got = 0;
     while (got < 2) {
         g_assert_true(dq_generator_step(g, &err));
@@ -313,6 +317,7 @@ static void test_vision_reuse(void) {
     dq_generator_timings(g, &tm);
     g_assert_cmpint(tm.n_tiles, ==, page_tiles);
     g_assert_cmpint(tm.features_reused, ==, 2);
+    g_assert_cmpfloat(tm.decode_cpu_ms, >, 0);
     /* The cache holds one page: another page evicts it, and the first is encoded again. */
     g_assert_true(dq_generator_add(g, &other.req, 1, slots, &err));
     g_assert_true(dq_generator_add(g, &q1.req, 1, slots, &err));
