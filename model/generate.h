@@ -178,6 +178,7 @@ void dq_generator_set_draft(DqGenerator *g, int k, gboolean adapt);
  * a row), one entry for all the questions of a page; 0 turns prefix reuse off, batch-mates
  * included. DQ_PREFIX_CACHE_MB_DEFAULT MiB from dq_generator_new on. */
 #define DQ_PREFIX_CACHE_MB_DEFAULT 1024
+#define DQ_PREFIX_CACHE_MB_MAX     (1 << 20) /* what a MiB setting may say: 1 TiB */
 void dq_generator_set_prefix_cache(DqGenerator *g, size_t bytes);
 
 /* Totals since dq_generator_new (peak_rss_mb as of this call). */
