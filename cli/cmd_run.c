@@ -4,6 +4,7 @@
 #include "answerer.h"
 #include "backend_cuda.h"
 #include "dq_error.h"
+#include "generate.h"
 #include "queue.h"
 #include "smolvlm.h"
 #include "store.h"
@@ -19,10 +20,11 @@
 
 typedef struct {
     const char *model_dir;
-    GPtrArray *devices;  /* worker i runs on devices[i % len] */
-    const char *weights; /* NULL, "stored", "int8" or "bf16" */
-    const char *draft;   /* NULL, "none" or "int8" */
-    int prep_threads;    /* 0: the answerer's default */
+    GPtrArray *devices;     /* worker i runs on devices[i % len] */
+    const char *weights;    /* NULL, "stored", "int8" or "bf16" */
+    const char *draft;      /* NULL, "none" or "int8" */
+    int prep_threads;       /* 0: the answerer's default */
+    gint64 prefix_cache_mb; /* DqSmolvlmAnswererOptions' */
 } RunModel;
 
 /* The OpenMP team a CPU worker's model runs on beside T > 1 preprocessing threads: the cores
@@ -46,7 +48,8 @@ static DqAnswerer *open_smolvlm(void *user, int index, GError **err) {
     DqSmolvlmAnswererOptions o = {.device = device,
                                   .weights = m->weights,
                                   .draft = m->draft,
-                                  .prep_threads = m->prep_threads};
+                                  .prep_threads = m->prep_threads,
+                                  .prefix_cache_mb = m->prefix_cache_mb};
     return dq_answerer_open_smolvlm(m->model_dir, &o, err);
 }
 
@@ -193,7 +196,7 @@ static char *others_waiting(DqStore *store, const char *model_id, const DqJobCou
 
 int cmd_run(int argc, char **argv) {
     char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL,
-         *draft = NULL, *workers_text = NULL, *max_jobs_text = NULL;
+         *draft = NULL, *workers_text = NULL, *max_jobs_text = NULL, *prefix_text = NULL;
     int batch = 1, lease_s = 60, prep_threads = G_MININT; /* G_MININT: not given */
     gint64 workers = 0, max_jobs = 0; /* 0: not given (one worker a device; no limit) */
     gboolean until_empty = FALSE, quiet = FALSE, other_models_ok = FALSE;
@@ -229,6 +232,11 @@ int cmd_run(int argc, char **argv) {
          "threads a worker prepares pages on (PNG decode, image processor, tokenizer; default 1 "
          "on the CPU, on a GPU one a core but one, up to 8)",
          "T"},
+        {"prefix-cache", 0, 0, G_OPTION_ARG_STRING, &prefix_text,
+         "MiB of KV cache a worker keeps of recent prompts, so that a page's next question "
+         "prefills only what follows the part its prompt shares (the same answers; 0: off; "
+         "default $DOCQA_PREFIX_CACHE_MB or " G_STRINGIFY(DQ_PREFIX_CACHE_MB_DEFAULT) ")",
+         "MIB"},
         {"until-empty", 0, 0, G_OPTION_ARG_NONE, &until_empty,
          "exit when no job of the model is queued or running (default: keep waiting for work)",
          NULL},
@@ -298,6 +306,16 @@ int cmd_run(int argc, char **argv) {
         !dq_cli_int_option("run", "--workers", workers_text, 1, 256, &workers) ||
         !dq_cli_int_option("run", "--max-jobs", max_jobs_text, 1, G_MAXINT64, &max_jobs))
         goto out;
+    /* 0 turns it off; the answerer reads 0 as its default, so off travels as -1 */
+    gint64 prefix_mb = DQ_PREFIX_CACHE_MB_DEFAULT;
+    const char *prefix_env = g_getenv("DOCQA_PREFIX_CACHE_MB");
+    if (prefix_text == NULL && prefix_env != NULL && *prefix_env != '\0' &&
+        !dq_cli_int_option("run", "DOCQA_PREFIX_CACHE_MB", prefix_env, 0, DQ_PREFIX_CACHE_MB_MAX,
+                           &prefix_mb))
+        goto out;
+    if (!dq_cli_int_option("run", "--prefix-cache", prefix_text, 0, DQ_PREFIX_CACHE_MB_MAX,
+                           &prefix_mb))
+        goto out;
     /* 0 is refused, not taken as "the default": it reads as "no preprocessing threads",
      * which a worker cannot run with. */
     if (prep_threads != G_MININT && (prep_threads < 1 || prep_threads > DQ_MAX_PREP_THREADS)) {
@@ -360,7 +378,8 @@ int cmd_run(int argc, char **argv) {
                    .devices = devices,
                    .weights = weights,
                    .draft = draft,
-                   .prep_threads = prep_threads};
+                   .prep_threads = prep_threads,
+                   .prefix_cache_mb = prefix_mb > 0 ? prefix_mb : -1};
     DqRunOptions ro = {.worker = {.db_path = db_path,
                                   .model_id = model_id,
                                   .batch = batch,
@@ -402,6 +421,7 @@ out:
     g_free(draft);
     g_free(workers_text);
     g_free(max_jobs_text);
+    g_free(prefix_text);
     if (devices)
         g_ptr_array_free(devices, TRUE);
     return rc;

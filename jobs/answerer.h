@@ -48,6 +48,7 @@ typedef struct {
 typedef struct {
     char *text; /* the answer (g_free); NULL when error is set */
     int prompt_tokens;
+    int prefix_tokens; /* of them, those whose KV an earlier prompt computed (the prefix cache) */
     int generated_tokens;
     /* Milliseconds per stage, for the answers table. */
     double ms_image;   /* decode + image processor */
@@ -116,6 +117,9 @@ typedef struct {
     const char *draft;   /* NULL, "none" or "int8": speculative decoding (the same answers) */
     int prep_threads;    /* host preprocessing threads; 0: 1 on a CPU, on a GPU one a core but
                             one, up to 8 */
+    /* MiB of prompts' KV the generator keeps for a page's next questions (its prefix cache,
+     * generate.h); 0: DQ_PREFIX_CACHE_MB_DEFAULT; < 0: none, no prefix reuse */
+    gint64 prefix_cache_mb;
 } DqSmolvlmAnswererOptions;
 
 /* The SmolVLM answerer for a snapshot directory. */

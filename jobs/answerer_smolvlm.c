@@ -20,8 +20,10 @@
  * pool in the order they finish, which changes no answer. The queues hold at most what the worker
  * has in flight (batch + lookahead), so they are bounded by the worker. Questions about the same
  * page share one vision pass: the generator keeps the features of the last pages by features_key
- * (the page PNG's path, which is its SHA-256, and n_res). A request's tokens never depend on its
- * batch-mates or on when it joined, so the batching changes no answer.
+ * (the page PNG's path, which is its SHA-256, and n_res), and their prompts' KV rows up to the
+ * question (the prefix cache, generate.h), so that a page's next question prefills only its own
+ * words. A request's tokens never depend on its batch-mates, on when it joined or on what it
+ * took from the prefix cache, so neither changes an answer.
  */
 #include "answerer.h"
 #include "backend_cuda.h"
@@ -79,8 +81,9 @@ typedef struct {
     guint64 tile_clock;
     GMutex tile_lock;
     GCond tile_cond;
-    char device[32];   /* base.device: "cpu", "cpu-ref" or "cuda:I" */
-    char *fingerprint; /* base.model_fingerprint */
+    size_t prefix_bytes; /* the generator's prefix cache (DqSmolvlmAnswererOptions) */
+    char device[32];     /* base.device: "cpu", "cpu-ref" or "cuda:I" */
+    char *fingerprint;   /* base.model_fingerprint */
 } SmolvlmAnswerer;
 
 static Pending quit; /* the end of `todo` */
@@ -402,6 +405,7 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
             a->in_flight--;
             return 1;
         }
+        dq_generator_set_prefix_cache(a->gen, a->prefix_bytes);
         a->in_slot = g_new0(Pending *, slots);
     }
     int k = fill_slots(a, done, max);
@@ -431,6 +435,7 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
                                       (size_t)fin[i].result.n_output_ids, TRUE, NULL);
         r->text = g_strstrip(text);
         r->prompt_tokens = fin[i].prompt_tokens;
+        r->prefix_tokens = fin[i].prefix_rows;
         r->generated_tokens = fin[i].result.n_output_ids;
         r->ms_image = p->ms_image;
         r->ms_vision = fin[i].vision_ms;
@@ -519,6 +524,8 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswe
      * logits and tokens; CUDA multiplies in bf16, int8 and bf16 weights round. */
     a->base.exact = cuda_index < 0 && strcmp(a->base.weights, "stored") == 0;
     a->pipe = pipe;
+    gint64 prefix_mb = o->prefix_cache_mb == 0 ? DQ_PREFIX_CACHE_MB_DEFAULT : o->prefix_cache_mb;
+    a->prefix_bytes = prefix_mb > 0 ? (size_t)prefix_mb << 20 : 0;
     /* A GPU worker: all cores but the one that drives the GPU, up to 8 (a page a thread). */
     a->n_prep = o->prep_threads > 0 ? o->prep_threads
                 : cuda_index < 0    ? 1

@@ -161,6 +161,14 @@ struct DqBackend {
      * whose parts each have at least this many rows (tiles, prompts) may be merged into one.
      * 0: no such promise (the reference: OpenBLAS's rounding depends on the row count). */
     int matmul_row_invariant_min;
+    /* A prompt prefilled in parts: rows [0, p) in earlier calls (their KV cache rows possibly
+     * copied into another sequence's cache: the generator's prefix cache, generate.h), rows
+     * [p, n) in later ones. Returns how many rows of the prompt each call must compute for every
+     * row to get the bits a single call gives it (products row-invariant from that many rows
+     * on, and a row's attention independent of the row its call starts at), for the model's
+     * attention `shape` (heads, head_dim, kv_f16, bf16_products). NULL or 0: no such promise
+     * (the reference: OpenBLAS's rounding depends on the row count). */
+    int (*prompt_split_min)(DqBackend *be, const DqAttention *shape);
     /* Tiles the vision encoder takes at a time (0: 32, what fills a GPU). A chunk's activations
      * are allocated for it (256M: 35 MB a tile) and pass through each layer a dozen times, so
      * a CPU wants few: at 2 tiles the fast backend's 256M page took 13.3 s against 15.6 s at

@@ -1266,6 +1266,22 @@ static void fast_attention_segments(DqBackend *be, float *out, const float *q, c
     decode_batch(ctx, seqs, n);
 }
 
+/* prompt_split_min: from matmul_row_invariant_min rows a product's rows are the GEMM's whatever
+ * the count; a prompt segment's attention (attn_range, attn_range_amx) takes the keys in blocks
+ * of DQ_FAST_KB counted from key 0, whatever row its call starts at, each row's online softmax
+ * over the same blocks in the same order and the keys it does not see weighted 0, which adds
+ * nothing. That holds on the prompts' path only, more than DQ_FAST_DECODE_ROWS rows (heads
+ * sharing a KV head x positions); fewer take decode's, whose sums run in another order. Float16
+ * caches break it: a prompt attends over its own new rows unrounded (prompt_over_f16), over an
+ * earlier call's rounded; and heads wider than DQ_FAST_HEAD_MAX take the reference's attention,
+ * which promises nothing. */
+static int fast_prompt_split_min(DqBackend *be, const DqAttention *shape) {
+    if (shape->kv_f16 || shape->head_dim > DQ_FAST_HEAD_MAX || shape->n_kv_heads <= 0)
+        return 0;
+    int group = MAX(shape->n_heads / shape->n_kv_heads, 1);
+    return MAX(be->matmul_row_invariant_min, DQ_FAST_DECODE_ROWS / group + 1);
+}
+
 /* ---- elementwise: float32 vector exp (Cephes' polynomial, ~1 ulp on the range used) */
 
 #define DQ_GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
@@ -1530,5 +1546,6 @@ DqBackend *dq_backend_cpu_fast_new(GError **err) {
     be->matmul_row_invariant_max = DQ_FAST_GEMV_ROWS;
     be->attention_steps = TRUE;
     be->matmul_row_invariant_min = DQ_FAST_GEMV_ROWS + 1;
+    be->prompt_split_min = fast_prompt_split_min;
     return be;
 }

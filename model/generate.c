@@ -139,6 +139,18 @@ typedef struct {
     guint64 used_at;     /* LRU clock */
 } FeatureEntry;
 
+/* A prompt's first rows kept for later requests (the prefix cache, generate.h): its ids and the
+ * KV cache rows it computed for them, all in calls of at least prompt_split_min rows. */
+typedef struct {
+    char *key;      /* features_key; NULL for a prompt without images */
+    int n_features; /* as the request's, with the key */
+    int32_t *ids;   /* [len] */
+    int len;
+    SmolvlmKV *kv; /* capacity len, rows [0, len) */
+    size_t bytes;  /* smolvlm_kv_bytes */
+    guint64 used_at;
+} PrefixEntry;
+
 /* Speculative decoding: guesses a request may take a step (smolvlm_steps_max bounds it). */
 #define DQ_SPEC_MAX 16
 
@@ -150,7 +162,7 @@ typedef struct {
     int limit; /* new ids it may take: max_new_tokens, or fewer where the positions end */
     uint64_t rng;
     DqGenerateResult res;
-    int prompt_tokens;
+    int prompt_tokens, prefix_rows;
     double vision_ms, prefill_ms, decode_ms;
 } Slot;
 
@@ -177,9 +189,17 @@ struct DqGenerator {
     gboolean spec_always;         /* guess whenever possible, not only when it pays */
     double spec_rate, plain_rate; /* tokens a millisecond of either way (spec_pays) */
     int spec_turns;
+    /* the prefix cache: entries [n_prefix] of at most prefix_budget bytes in all; split_min:
+     * smolvlm_prompt_split_min (0: no reuse on this model); prefill_rows: a forward call's */
+    PrefixEntry **prefix; /* [prefix_cap] */
+    int n_prefix, prefix_cap;
+    size_t prefix_budget, prefix_bytes;
+    int split_min, prefill_rows;
     guint64 clock;
     DqGenerateTimings tm;
 };
+
+static void prefix_entry_free(DqGenerator *g, PrefixEntry *e);
 
 static void block_unref(DqGenerator *g, FeatureBlock *b) {
     if (b != NULL && --b->refs == 0) {
@@ -216,6 +236,9 @@ DqGenerator *dq_generator_new(Smolvlm *m, int n_slots, int cache_pages, GError *
     g->scratch = g_malloc((size_t)V * (sizeof(float) + sizeof(int)));
     g->cache_pages = MAX(cache_pages, 0);
     g->cache = g_new0(FeatureEntry, MAX(g->cache_pages, 1));
+    g->split_min = smolvlm_prompt_split_min(m);
+    g->prefill_rows = MAX(smolvlm_backend(m)->prefill_rows, DQ_PREFILL_ROWS);
+    dq_generator_set_prefix_cache(g, (size_t)DQ_PREFIX_CACHE_MB_DEFAULT << 20);
     if (smolvlm_has_draft(m)) {
         int rows = smolvlm_steps_max(m);
         g->spec_logits = g_new(float, (size_t)rows *V);
@@ -237,6 +260,9 @@ void dq_generator_free(DqGenerator *g) {
         g_free(g->cache[i].key);
         block_unref(g, g->cache[i].block);
     }
+    for (int i = 0; i < g->n_prefix; i++)
+        prefix_entry_free(g, g->prefix[i]);
+    g_free(g->prefix);
     smolvlm_workspace_free(g->m, g->ws);
     g_free(g->cache);
     g_free(g->slots);
@@ -275,6 +301,7 @@ int dq_generator_n_active(const DqGenerator *g) {
 
 void dq_generator_timings(const DqGenerator *g, DqGenerateTimings *out) {
     *out = g->tm;
+    out->prefix_bytes = g->prefix_bytes;
     out->peak_rss_mb = dq_peak_rss_mb();
 }
 
@@ -330,6 +357,70 @@ static gboolean slot_push(DqGenerator *g, Slot *s, int tok) {
     return s->finished;
 }
 
+/* ---- the prefix cache
+ *
+ * A page's questions share their prompts' first ~98% (the chat template's start, the page's
+ * <image> rows, the prompt template up to the question), which prefill computed once a
+ * question. A request takes the KV rows of the longest prefix of its ids that an entry (a recent
+ * prompt with its features_key: the same images) or a batch-mate added before it shares, and
+ * prefills only the rest. The bits are those of a cold prefill: every forward call a prompt's
+ * rows go through computes at least split_min of them (the backend's prompt_split_min), its
+ * chunks of prefill_rows are counted from position 0 whatever was copied, and an entry keeps
+ * only rows so computed. */
+
+static void prefix_entry_free(DqGenerator *g, PrefixEntry *e) {
+    g->prefix_bytes -= e->bytes;
+    smolvlm_kv_free(g->m, e->kv);
+    g_free(e->key);
+    g_free(e->ids);
+    g_free(e);
+}
+
+/* Drops least recently used entries until `room` more bytes fit the budget. */
+static void prefix_evict(DqGenerator *g, size_t room) {
+    while (g->n_prefix > 0 && g->prefix_bytes + room > g->prefix_budget) {
+        int lru = 0;
+        for (int i = 1; i < g->n_prefix; i++)
+            if (g->prefix[i]->used_at < g->prefix[lru]->used_at)
+                lru = i;
+        prefix_entry_free(g, g->prefix[lru]);
+        g->prefix[lru] = g->prefix[--g->n_prefix];
+    }
+}
+
+void dq_generator_set_prefix_cache(DqGenerator *g, size_t bytes) {
+    g->prefix_budget = bytes;
+    prefix_evict(g, 0);
+}
+
+/* Rows of an n-row prompt computed in calls of at least split_min rows: all, unless its last
+ * chunk is shorter. */
+static int prefix_keepable(const DqGenerator *g, int n) {
+    int last = (n - 1) / g->prefill_rows * g->prefill_rows; /* the last chunk's first row */
+    return n - last >= g->split_min ? n : last;
+}
+
+/* Of a shared prefix of `common` ids (held by the source in rows computed as prefix_keepable
+ * says), the rows an n-row prompt may take: its rest at least split_min rows, and the chunk the
+ * rest starts in (counted from position 0) too. 0: none. */
+static int prefix_usable(const DqGenerator *g, int common, int n) {
+    const int pr = g->prefill_rows;
+    int p = MIN(common, n - g->split_min);
+    if (p <= 0)
+        return 0;
+    int chunk0 = p - p % pr, end = MIN(chunk0 + pr, n);
+    if (p > chunk0 && end - p < g->split_min)
+        p = MAX(end - g->split_min, chunk0);
+    return p;
+}
+
+static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb) {
+    int i = 0;
+    while (i < na && i < nb && a[i] == b[i])
+        i++;
+    return i;
+}
+
 /* Per new request during an add: where its features are and how far its prompt got. */
 typedef struct {
     Slot *slot;
@@ -339,12 +430,140 @@ typedef struct {
     gboolean encode; /* its tiles go through the encoder in this add */
     int fresh_off;   /* its rows in the fresh block (its own or a batch-mate's), else -1 */
     int32_t token;   /* its first new token, when only that comes back (greedy, no logits) */
+    /* Prefix reuse: its first `reuse` rows' KV come from the cache entry `from`, or from the
+     * batch-mate `mate` (>= 0) once that one's prompt is in; the rest is prefilled. */
+    int reuse, mate;
+    PrefixEntry *from;
+    gboolean prefix_ok; /* it may take or leave a prefix (a key, or no images) */
 } AddState;
 
 /* A greedy request that does not ask for its logits: only its first token comes back from the
  * prefill, as in a step (a GPU's 64 requests would send 12 MB of logits). */
 static gboolean first_token_only(const SmolvlmRequest *r) {
     return !r->options.do_sample && !r->want_logits;
+}
+
+/* The longest usable prefix of each request, from the cache or an earlier batch-mate that
+ * takes none from one (a mate's own prefill comes first; the cache wins ties). */
+static void prefix_find(DqGenerator *g, const SmolvlmRequest *reqs, AddState *as, int n) {
+    for (int i = 0; i < n; i++) {
+        as[i].mate = -1;
+        const SmolvlmRequest *r = &reqs[i];
+        if (g->split_min <= 0 || g->prefix_budget == 0 || !as[i].prefix_ok)
+            continue;
+        for (int e = 0; e < g->n_prefix; e++) {
+            PrefixEntry *pe = g->prefix[e];
+            if (g_strcmp0(pe->key, r->features_key) != 0 || pe->n_features != as[i].n_features)
+                continue;
+            int p = prefix_usable(g, common_prefix(pe->ids, pe->len, r->input_ids, r->n_input_ids),
+                                  r->n_input_ids);
+            if (p > as[i].reuse) {
+                as[i].reuse = p;
+                as[i].from = pe;
+            }
+        }
+        for (int k = 0; k < i; k++) {
+            const SmolvlmRequest *q = &reqs[k];
+            if (as[k].mate >= 0 || !as[k].prefix_ok ||
+                g_strcmp0(q->features_key, r->features_key) != 0 ||
+                as[k].n_features != as[i].n_features)
+                continue;
+            int p = prefix_usable(g,
+                                  common_prefix(q->input_ids, prefix_keepable(g, q->n_input_ids),
+                                                r->input_ids, r->n_input_ids),
+                                  r->n_input_ids);
+            if (p > as[i].reuse) {
+                as[i].reuse = p;
+                as[i].from = NULL;
+                as[i].mate = k;
+            }
+        }
+        if (as[i].from != NULL)
+            as[i].from->used_at = ++g->clock;
+    }
+}
+
+/* Keeps the prompts just prefilled for later requests, but not one whose image rows and most of
+ * its ids came from an entry or mate already: that one serves as well. */
+static void prefix_store(DqGenerator *g, const SmolvlmRequest *reqs, const AddState *as, int n) {
+    const int image_id = smolvlm_config(g->m)->image_token_id;
+    for (int i = 0; i < n; i++) {
+        const SmolvlmRequest *r = &reqs[i];
+        if (g->split_min <= 0 || g->prefix_budget == 0 || !as[i].prefix_ok)
+            continue;
+        int images_end = 0; /* past its last <image> row */
+        for (int j = 0; j < r->n_input_ids; j++)
+            if (r->input_ids[j] == image_id)
+                images_end = j + 1;
+        if (as[i].reuse > 0 && as[i].reuse >= images_end && 2 * as[i].reuse >= r->n_input_ids)
+            continue;
+        int len = prefix_keepable(g, r->n_input_ids);
+        size_t bytes = smolvlm_kv_bytes(g->m, MAX(len, 1));
+        if (len <= 0 || bytes > g->prefix_budget)
+            continue;
+        prefix_evict(g, bytes);
+        PrefixEntry *e = g_new0(PrefixEntry, 1);
+        /* Out of memory for the copy: the cache simply does without it. */
+        if ((e->kv = smolvlm_kv_new(g->m, len, NULL)) == NULL ||
+            !smolvlm_kv_copy_prefix(g->m, e->kv, as[i].slot->kv, len, NULL)) {
+            smolvlm_kv_free(g->m, e->kv);
+            g_free(e);
+            continue;
+        }
+        e->key = g_strdup(r->features_key);
+        e->n_features = as[i].n_features;
+        e->ids = g_memdup2(r->input_ids, (size_t)len * sizeof(int32_t));
+        e->len = len;
+        e->bytes = bytes;
+        e->used_at = ++g->clock;
+        g->prefix_bytes += bytes;
+        if (g->n_prefix == g->prefix_cap) {
+            g->prefix_cap = MAX(2 * g->prefix_cap, 4);
+            g->prefix = g_renew(PrefixEntry *, g->prefix, g->prefix_cap);
+        }
+        g->prefix[g->n_prefix++] = e;
+    }
+}
+
+/* Prefill of the requests order[0 .. count), up to prefill_rows prompt rows a forward call,
+ * requests side by side, each from its `prefilled` row on. */
+static gboolean prefill_pass(DqGenerator *g, const SmolvlmRequest *reqs, AddState *as,
+                             const int *order, int count, GError **err) {
+    const int prefill_rows = g->prefill_rows;
+    for (int o = 0; o < count;) {
+        int rows = 0, n_segs = 0;
+        while (o < count) {
+            /* A request's prompt goes in chunks of prefill_rows counted from its position 0,
+             * whatever its batch-mates are and whatever rows it took from a prefix, so its
+             * products have the same shapes alone or batched (bit-identical results). */
+            int i = order[o];
+            const SmolvlmRequest *r = &reqs[i];
+            int take = MIN(r->n_input_ids - as[i].prefilled,
+                           prefill_rows - as[i].prefilled % prefill_rows);
+            if (n_segs > 0 && rows + take > prefill_rows)
+                break;
+            if (!smolvlm_embed(g->m, g->ws, rows, r->input_ids + as[i].prefilled, take,
+                               as[i].features, as[i].n_features, &as[i].cursor, err)) {
+                dq_error_prefix(err, "request %d", i);
+                return FALSE;
+            }
+            as[i].prefilled += take;
+            gboolean last = as[i].prefilled == r->n_input_ids;
+            gboolean token_only = first_token_only(r);
+            g->segs[n_segs++] =
+                (SmolvlmSegment){.kv = as[i].slot->kv,
+                                 .n_rows = take,
+                                 .logits = last && !token_only ? as[i].slot->logits : NULL,
+                                 .token = last && token_only ? &as[i].token : NULL};
+            rows += take;
+            if (!last)
+                break; /* its next chunk opens the next call */
+            o++;
+        }
+        if (!smolvlm_forward(g->m, g->ws, g->segs, n_segs, err))
+            return FALSE;
+    }
+    return TRUE;
 }
 
 gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
@@ -367,29 +586,45 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
 
     gboolean ok = FALSE;
     AddState *as = g_new0(AddState, n);
+    int *order = g_new(int, n);
     DqPixelTile *tiles = NULL;
     FeatureBlock *fresh = NULL;
-    int n_tiles = 0, distinct = 0, reused = 0;
+    int n_tiles = 0, distinct = 0, reused = 0, prefix_reused = 0;
+    gint64 prefix_rows = 0;
     for (int i = 0, s = 0; i < n; i++) {
         while (g->slots[s].used)
             s++;
         as[i].slot = &g->slots[s];
         as[i].slot->used = TRUE;
         slots[i] = s;
-    }
-
-    /* 1. Vision: the tiles of every request whose features are not known yet, one batch. A key
-     * seen in the cache or earlier in this add shares those features. */
-    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
-    for (int i = 0; i < n; i++) {
         const SmolvlmRequest *r = &reqs[i];
-        as[i].fresh_off = -1;
         int req_tiles = 0;
         for (int j = 0; j < r->n_images; j++)
             req_tiles += r->images[j]->n_tiles;
         as[i].n_features = req_tiles * S_tok;
-        if (req_tiles == 0)
+        /* Images are told apart by their key only; a prompt without any is its ids. */
+        as[i].prefix_ok = r->features_key != NULL || as[i].n_features == 0;
+    }
+    prefix_find(g, reqs, as, n);
+
+    /* 1. Vision: the tiles of every request whose features are not known yet and that has
+     * <image> rows left to prefill, one batch. A key seen in the cache or earlier in this add
+     * shares those features. */
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
+    for (int i = 0; i < n; i++) {
+        const SmolvlmRequest *r = &reqs[i];
+        as[i].fresh_off = -1;
+        if (as[i].n_features == 0)
             continue;
+        int images_before = 0, images_after = 0; /* <image> rows in the prefix and the rest */
+        for (int j = 0; j < r->n_input_ids; j++)
+            if (r->input_ids[j] == c->image_token_id)
+                *(j < as[i].reuse ? &images_before : &images_after) += 1;
+        as[i].cursor = images_before;
+        if (images_after == 0) { /* no features to embed: none needed */
+            reused++;
+            continue;
+        }
         const char *key = r->features_key;
         FeatureEntry *e = key != NULL ? cache_find(g, key, as[i].n_features) : NULL;
         if (e != NULL) {
@@ -410,7 +645,7 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         }
         as[i].encode = TRUE;
         as[i].fresh_off = n_tiles * S_tok;
-        n_tiles += req_tiles;
+        n_tiles += as[i].n_features / S_tok;
     }
     if (n_tiles > 0) {
         tiles = g_new(DqPixelTile, n_tiles);
@@ -442,14 +677,16 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
     }
     double vision_ms = dq_now_ms() - t0, vision_cpu_ms = dq_cpu_ms() - c0;
 
-    /* 2. Prefill, up to prefill_rows prompt rows a forward call, requests side by side. */
+    /* 2. Prefill: first every request that waits for no batch-mate (its prefix copied from the
+     * cache, or none), then those that take a prefix from one of them. */
     t0 = dq_now_ms();
     c0 = dq_cpu_ms();
-    gint64 total = 0;
+    gint64 total = 0, to_prefill = 0;
     for (int i = 0; i < n; i++) {
         const SmolvlmRequest *r = &reqs[i];
         Slot *s = as[i].slot;
         total += r->n_input_ids;
+        to_prefill += r->n_input_ids - as[i].reuse;
         /* 64-bit: max_new_tokens may be anything up to INT_MAX (check_request keeps the prompt
          * below the positions, so the limit is at least 1). */
         s->limit = (int)MIN((gint64)r->options.max_new_tokens,
@@ -460,42 +697,38 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         s->rng = r->options.seed;
         s->prompt_tokens = r->n_input_ids;
         s->res.output_ids = g_new0(int32_t, s->limit);
-    }
-    const int prefill_rows = MAX(smolvlm_backend(g->m)->prefill_rows, DQ_PREFILL_ROWS);
-    int step_rows = MAX(g->n_slots, g->draft_tokens > 0 ? smolvlm_steps_max(g->m) : 0);
-    if (!ensure_workspace(g, MAX((int)MIN(total, prefill_rows), step_rows), err))
-        goto out;
-    for (int i = 0; i < n;) {
-        int rows = 0, n_segs = 0;
-        while (i < n) {
-            /* A request's prompt goes in chunks of prefill_rows counted from its own start,
-             * whatever its batch-mates are, so its products have the same shapes alone or
-             * batched (bit-identical results). */
-            const SmolvlmRequest *r = &reqs[i];
-            int take = MIN(r->n_input_ids - as[i].prefilled, prefill_rows);
-            if (n_segs > 0 && rows + take > prefill_rows)
-                break;
-            if (!smolvlm_embed(g->m, g->ws, rows, r->input_ids + as[i].prefilled, take,
-                               as[i].features, as[i].n_features, &as[i].cursor, err)) {
-                dq_error_prefix(err, "request %d", i);
-                goto out;
-            }
-            as[i].prefilled += take;
-            gboolean last = as[i].prefilled == r->n_input_ids;
-            gboolean token_only = first_token_only(r);
-            g->segs[n_segs++] =
-                (SmolvlmSegment){.kv = as[i].slot->kv,
-                                 .n_rows = take,
-                                 .logits = last && !token_only ? as[i].slot->logits : NULL,
-                                 .token = last && token_only ? &as[i].token : NULL};
-            rows += take;
-            if (!last)
-                break; /* its next chunk opens the next call */
-            i++;
+        if (as[i].reuse > 0) {
+            prefix_reused++;
+            prefix_rows += as[i].reuse;
         }
-        if (!smolvlm_forward(g->m, g->ws, g->segs, n_segs, err))
-            goto out;
     }
+    int step_rows = MAX(g->n_slots, g->draft_tokens > 0 ? smolvlm_steps_max(g->m) : 0);
+    if (!ensure_workspace(g, MAX((int)MIN(to_prefill, g->prefill_rows), step_rows), err))
+        goto out;
+    int n_first = 0;
+    for (int i = 0; i < n; i++) {
+        if (as[i].mate >= 0)
+            continue;
+        if (as[i].from != NULL &&
+            !smolvlm_kv_copy_prefix(g->m, as[i].slot->kv, as[i].from->kv, as[i].reuse, err))
+            goto out;
+        as[i].prefilled = as[i].reuse;
+        order[n_first++] = i;
+    }
+    if (!prefill_pass(g, reqs, as, order, n_first, err))
+        goto out;
+    int n_then = 0;
+    for (int i = 0; i < n; i++) {
+        if (as[i].mate < 0)
+            continue;
+        if (!smolvlm_kv_copy_prefix(g->m, as[i].slot->kv, as[as[i].mate].slot->kv, as[i].reuse,
+                                    err))
+            goto out;
+        as[i].prefilled = as[i].reuse;
+        order[n_then++] = i;
+    }
+    if (!prefill_pass(g, reqs, as, order, n_then, err))
+        goto out;
 
     /* The first new token of each request comes from its prompt's last logits. */
     for (int i = 0; i < n; i++) {
@@ -507,10 +740,12 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
                       ? as[i].token
                       : dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
     }
+    prefix_store(g, reqs, as, n);
     double prefill_ms = dq_now_ms() - t0, prefill_cpu_ms = dq_cpu_ms() - c0;
     for (int i = 0; i < n; i++) {
         as[i].slot->vision_ms = vision_ms / n;
         as[i].slot->prefill_ms = prefill_ms / n;
+        as[i].slot->prefix_rows = as[i].reuse;
         if (as[i].encode && reqs[i].features_key != NULL)
             cache_put(g, reqs[i].features_key, fresh, as[i].fresh_off, as[i].n_features);
     }
@@ -522,6 +757,8 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
     g->tm.n_tiles_distinct += distinct;
     g->tm.prompt_tokens += (int)total;
     g->tm.features_reused += reused;
+    g->tm.prefix_reused += prefix_reused;
+    g->tm.prefix_rows += prefix_rows;
     ok = TRUE;
 out:
     if (!ok)
@@ -530,6 +767,7 @@ out:
     if (fresh != NULL)
         block_unref(g, fresh);
     g_free(tiles);
+    g_free(order);
     g_free(as);
     return ok;
 }
@@ -751,6 +989,7 @@ int dq_generator_take_finished(DqGenerator *g, DqGeneratorDone *done, int max) {
         done[k++] = (DqGeneratorDone){.slot = i,
                                       .result = s->res,
                                       .prompt_tokens = s->prompt_tokens,
+                                      .prefix_rows = s->prefix_rows,
                                       .vision_ms = s->vision_ms,
                                       .prefill_ms = s->prefill_ms,
                                       .decode_ms = s->decode_ms};
@@ -770,6 +1009,7 @@ gboolean smolvlm_generate(Smolvlm *m, const SmolvlmRequest *requests, int n,
     DqGenerator *g = dq_generator_new(m, n, 0, err);
     if (g == NULL)
         return FALSE;
+    dq_generator_set_prefix_cache(g, 0); /* keys are ignored here (generate.h) */
     int *slots = g_new(int, n);
     int *index = g_new(int, n); /* slot -> request */
     DqGeneratorDone *done = g_new0(DqGeneratorDone, n);

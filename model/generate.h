@@ -24,6 +24,7 @@
  * slowest request. smolvlm_generate is the generator run once: add all, step until done.
  *
  *   DqGenerator *g = dq_generator_new(m, 8, 8, &err);     // 8 slots, features of 8 pages kept
+ *                                                         // (and prompts' KV: the prefix cache)
  *   dq_generator_add(g, reqs, n, slots, &err);            // vision + prefill of the new ones
  *   while (dq_generator_n_active(g) > 0) {
  *       dq_generator_step(g, &err);                       // one token for every active slot
@@ -35,7 +36,8 @@
  * A request's tokens do not depend on when it joined or who else is in the generator: its
  * prefill runs in calls of its own batch of new requests with the same per-request chunking as
  * alone, and each decode row is computed as it would be alone (the backend's row-invariance
- * promises, backend.h; attention is per sequence).
+ * promises, backend.h; attention is per sequence). Nor on whether its prompt's first rows came
+ * from the prefix cache (below): the backend promises that too where it is used.
  */
 #ifndef DQ_GENERATE_H
 #define DQ_GENERATE_H
@@ -97,10 +99,13 @@ typedef struct {
     int generated_tokens; /* summed over requests */
     int features_reused;  /* requests whose image features came from a DqGenerator's cache or a
                              batch-mate with the same features_key, not from the encoder */
-    int draft_tokens;     /* speculative decoding: tokens the draft guessed */
-    int draft_accepted;   /* ... and of them, those the model would have chosen (taken) */
-    double draft_ms;      /* of decode_ms, in the draft's calls */
-    double peak_rss_mb;   /* of the process, after the call */
+    int prefix_reused; /* requests that took a prompt prefix's KV (dq_generator_set_prefix_cache) */
+    gint64 prefix_rows;  /* prompt rows they did not prefill so */
+    size_t prefix_bytes; /* held by the prefix cache now */
+    int draft_tokens;    /* speculative decoding: tokens the draft guessed */
+    int draft_accepted;  /* ... and of them, those the model would have chosen (taken) */
+    double draft_ms;     /* of decode_ms, in the draft's calls */
+    double peak_rss_mb;  /* of the process, after the call */
 } DqGenerateTimings;
 
 /* Runs n requests; results[i] belongs to requests[i] (free each with dq_generate_result_clear).
@@ -126,10 +131,11 @@ int dq_generator_n_free(const DqGenerator *g);   /* slots that dq_generator_add 
 int dq_generator_n_active(const DqGenerator *g); /* requests still generating */
 
 /* Adds n requests (n <= dq_generator_n_free): all their tiles through the vision encoder as one
- * batch (minus the features found by features_key), their prompts prefilled side by side, their
- * first tokens chosen. slots[i] receives the slot of reqs[i]. The requests' buffers are not used
- * after the call. On failure (a bad request: nothing added; the model failed: these requests
- * dropped) the requests already in the generator go on untouched. */
+ * batch (minus the features found by features_key, and those of requests whose <image> rows all
+ * come from the prefix cache), their prompts prefilled side by side (minus the prefix rows taken,
+ * dq_generator_set_prefix_cache), their first tokens chosen. slots[i] receives the slot of reqs[i].
+ * The requests' buffers are not used after the call. On failure (a bad request: nothing added; the
+ * model failed: these requests dropped) the requests already in the generator go on untouched. */
 gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
                           GError **err);
 
@@ -141,6 +147,7 @@ typedef struct {
     int slot;
     DqGenerateResult result; /* the caller's now (dq_generate_result_clear) */
     int prompt_tokens;
+    int prefix_rows; /* of them, those whose KV came from the prefix cache or a batch-mate */
     /* Its share of the calls it took part in: a vision or prefill call's time split evenly
      * over the requests added together, a decode step's over the requests in it. */
     double vision_ms, prefill_ms, decode_ms;
@@ -162,6 +169,20 @@ void dq_generator_drop(DqGenerator *g, int slot);
  * environment's DOCQA_DRAFT_TOKENS and DOCQA_DRAFT_ADAPT=0. */
 #define DQ_DRAFT_TOKENS_DEFAULT 3
 void dq_generator_set_draft(DqGenerator *g, int k, gboolean adapt);
+
+/* The prefix cache: a request takes the KV cache rows of the longest prefix of its prompt's ids
+ * that a recent request with the same features_key (the same images; or both without images)
+ * or a batch-mate added before it computed, and prefills only the rest: a page's questions
+ * share ~98% of their prompts (the page's <image> rows and the template before the question).
+ * Bit-identical to prefilling the whole prompt: possible only where the backend promises it
+ * (DqBackend.prompt_split_min: the fast CPU backend with float32 KV caches; not the reference,
+ * not CUDA), with a rest of at least that many rows. The cache keeps up to `bytes` of prompts'
+ * KV rows, least recently used out first (256M: 45 KB a row, 65 MB a page at N=5; 2.2B: 384 KB
+ * a row), one entry for all the questions of a page; 0 turns prefix reuse off, batch-mates
+ * included. DQ_PREFIX_CACHE_MB_DEFAULT MiB from dq_generator_new on. */
+#define DQ_PREFIX_CACHE_MB_DEFAULT 1024
+#define DQ_PREFIX_CACHE_MB_MAX     (1 << 20) /* what a MiB setting may say: 1 TiB */
+void dq_generator_set_prefix_cache(DqGenerator *g, size_t bytes);
 
 /* Totals since dq_generator_new (peak_rss_mb as of this call). */
 void dq_generator_timings(const DqGenerator *g, DqGenerateTimings *out);

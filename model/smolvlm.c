@@ -837,6 +837,12 @@ gboolean smolvlm_encode_tiles(Smolvlm *m, const DqPixelTile *tiles, int n_tiles,
 
 /* ---- decoder */
 
+/* Values a cache of `capacity` positions holds, each layer's keys (or values) [capacity, kvd]. */
+static size_t kv_values(const Smolvlm *m, int capacity) {
+    const SmolvlmConfig *c = &m->cfg;
+    return (size_t)c->text_layers * capacity * c->text_kv_heads * c->head_dim;
+}
+
 SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err) {
     const SmolvlmConfig *c = &m->cfg;
     if (capacity <= 0 || capacity > c->max_position_embeddings) {
@@ -847,7 +853,7 @@ SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err) {
     }
     SmolvlmKV *kv = g_new0(SmolvlmKV, 1);
     kv->capacity = capacity;
-    size_t values = (size_t)c->text_layers * capacity * c->text_kv_heads * c->head_dim;
+    size_t values = kv_values(m, capacity);
     size_t n = m->kv_f16 ? (values + 1) / 2 : values; /* floats to allocate */
     kv->k = m->be->alloc(m->be, n);
     kv->v = m->be->alloc(m->be, n);
@@ -883,6 +889,33 @@ int smolvlm_kv_len(const SmolvlmKV *kv) {
 
 void smolvlm_kv_truncate(SmolvlmKV *kv, int len) {
     kv->len = CLAMP(len, 0, kv->len);
+}
+
+size_t smolvlm_kv_bytes(const Smolvlm *m, int capacity) {
+    return 2 * kv_values(m, capacity) * (m->kv_f16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+gboolean smolvlm_kv_copy_prefix(Smolvlm *m, SmolvlmKV *dst, const SmolvlmKV *src, int rows,
+                                GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int kvd = c->text_kv_heads * c->head_dim;
+    if (rows < 0 || rows > src->len || rows > dst->capacity)
+        return dq_fail(err, DQ_ERR_ARGS,
+                       "KV copy: %d positions from a cache of %d into one of capacity %d", rows,
+                       src->len, dst->capacity);
+    /* float16 caches are copied as float pairs: a layer's part starts at an even value */
+    if (m->kv_f16 && ((size_t)rows * kvd % 2 != 0 || (size_t)kvd % 2 != 0))
+        return dq_fail(err, DQ_ERR_ARGS, "KV copy: float16 rows of %d values", kvd);
+    size_t n = (size_t)rows * kvd; /* values a layer */
+    size_t floats = m->kv_f16 ? n / 2 : n;
+    for (int l = 0; l < c->text_layers && n > 0; l++) {
+        m->be->copy(m->be, kv_cache_layer(m, dst->k, dst, l, kvd),
+                    kv_cache_layer(m, src->k, src, l, kvd), floats);
+        m->be->copy(m->be, kv_cache_layer(m, dst->v, dst, l, kvd),
+                    kv_cache_layer(m, src->v, src, l, kvd), floats);
+    }
+    dst->len = rows;
+    return TRUE;
 }
 
 void smolvlm_workspace_free(Smolvlm *m, SmolvlmWorkspace *ws) {
@@ -1025,6 +1058,18 @@ static void seg_product(DqBackend *be, const SmolvlmSegment *segs, int n_segs, f
 
 int smolvlm_steps_max(const Smolvlm *m) {
     return m->be->matmul_row_invariant_max;
+}
+
+int smolvlm_prompt_split_min(const Smolvlm *m) {
+    const SmolvlmConfig *c = &m->cfg;
+    if (m->be->prompt_split_min == NULL)
+        return 0;
+    DqAttention shape = {.n_heads = c->text_heads,
+                         .n_kv_heads = c->text_kv_heads,
+                         .head_dim = c->head_dim,
+                         .kv_f16 = m->kv_f16,
+                         .bf16_products = m->weights == BIND_BF16};
+    return MAX(m->be->prompt_split_min(m->be, &shape), 0);
 }
 
 gboolean smolvlm_has_draft(const Smolvlm *m) {

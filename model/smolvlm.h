@@ -110,6 +110,12 @@ void smolvlm_kv_free(Smolvlm *m, SmolvlmKV *kv);
 int smolvlm_kv_len(const SmolvlmKV *kv);
 /* Forgets positions len .. of the cache (len <= its length): what a rejected guess wrote. */
 void smolvlm_kv_truncate(SmolvlmKV *kv, int len);
+/* The backend memory a cache of `capacity` positions takes (keys and values). */
+size_t smolvlm_kv_bytes(const Smolvlm *m, int capacity);
+/* dst's positions 0 .. rows - 1 become src's (copied in backend memory), and dst's length rows:
+ * a prompt's prefix computed for another sequence (rows <= src's length, <= dst's capacity). */
+gboolean smolvlm_kv_copy_prefix(Smolvlm *m, SmolvlmKV *dst, const SmolvlmKV *src, int rows,
+                                GError **err);
 
 /* Activation buffers for forward calls of up to max_rows rows (allocated once, reused by every
  * prefill chunk and decode step). */
@@ -147,6 +153,12 @@ typedef struct {
 
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
                          GError **err);
+
+/* Rows each forward call must give a prompt so that the prompt may be prefilled in parts, its
+ * first rows' KV copied from another sequence that computed them (smolvlm_kv_copy_prefix), with
+ * the bits of one call (DqBackend.prompt_split_min for this model's attention); 0: never (the
+ * reference backend, float16 caches). */
+int smolvlm_prompt_split_min(const Smolvlm *m);
 
 /* The most rows a `steps` segment may have (the backend's matmul_row_invariant_max; 0: none). */
 int smolvlm_steps_max(const Smolvlm *m);

@@ -3740,6 +3740,10 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         /* float32 weights go through cuBLAS, whose rounding may depend on the row count */
         be->matmul_row_invariant_max = c->f32_weights ? 0 : DQ_CUDA_SKINNY_ROWS;
         be->matmul_row_invariant_min = c->lt_fixed ? DQ_CUDA_SKINNY_ROWS + 1 : 0; /* 64 */
+        /* prompt_split_min stays NULL (no prefix reuse, generate.h): the caches would copy
+         * (be->copy), but a prompt segment's attention kernel is chosen by its rows (decode's,
+         * the middle one, tensor-core tiles from DQ_CUDA_TC_MIN_ROWS) and whether a row gets the
+         * same bits when its prompt is split between calls has never been checked on a GPU. */
         be->prefill_rows = 16384;
         if (g_strcmp0(g_getenv("DOCQA_CUDA_PROFILE"), "1") == 0 && (c->prof = prof_new()) != NULL)
             prof_install(be);

@@ -61,18 +61,23 @@ static char *store_file(const char *dir, const char *named_for, const char *byte
     return path;
 }
 
-static DqAnswerer *open_answerer(int batch, int prep_threads) {
+static DqAnswerer *open_answerer_with(int batch, int prep_threads, gint64 prefix_cache_mb) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL)
         return NULL;
     char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
     GError *err = NULL;
-    DqSmolvlmAnswererOptions o = {.device = "cpu", .prep_threads = prep_threads};
+    DqSmolvlmAnswererOptions o = {
+        .device = "cpu", .prep_threads = prep_threads, .prefix_cache_mb = prefix_cache_mb};
     DqAnswerer *a = dq_answerer_open_smolvlm(snap, &o, &err);
     dq_assert_no_error(err);
     g_free(snap);
     a->batch = batch;
     return a;
+}
+
+static DqAnswerer *open_answerer(int batch, int prep_threads) {
+    return open_answerer_with(batch, prep_threads, 0);
 }
 
 /* Polls until `n` requests came back; results[tag] (tags are 0..n-1). */
@@ -197,6 +202,15 @@ static void test_stream_matches_alone(gconstpointer data) {
     }
     /* The page checked against its SHA-256 is answered as the same page unchecked. */
     g_assert_cmpstr(res[10].text, ==, res[0].text);
+    /* The page's later questions took its prompt's first rows from an earlier one (the prefix
+     * cache), which answered alone had none to take from. */
+    int prefix_taken = 0;
+    for (int i = 0; i < n; i++) {
+        g_assert_cmpint(alone[i].prefix_tokens, ==, 0);
+        g_assert_cmpint(res[i].prefix_tokens, <, MAX(res[i].prompt_tokens, 1));
+        prefix_taken += res[i].prefix_tokens > 0;
+    }
+    g_assert_cmpint(prefix_taken, >=, 3);
     for (int i = 0; i < n; i++) {
         dq_answer_result_clear(&res[i]);
         dq_answer_result_clear(&alone[i]);
@@ -421,6 +435,40 @@ static void test_cpu_prep_no_team(void) {
     g_free(page);
 }
 
+/* --prefix-cache: a page's questions one after another take the first question's prompt rows,
+ * and answer as with the cache off, where none takes any. */
+static void test_prefix_cache(void) {
+    DqAnswerer *on = open_answerer_with(1, 1, 0), *off = open_answerer_with(1, 1, -1);
+    if (on == NULL || off == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *page = fixture("portrait_page.png");
+    const char *tmpl = "{question} Answer briefly.";
+    DqAnswerRequest reqs[] = {{page, "What is the title?", tmpl, MAX_NEW, 2, NULL},
+                              {page, "Who signed it?", tmpl, MAX_NEW, 2, NULL},
+                              {page, "What is the title?", tmpl, MAX_NEW, 2, NULL}};
+    GError *err = NULL;
+    for (int i = 0; i < 3; i++) {
+        DqAnswerResult r_on[1] = {{0}}, r_off[1] = {{0}};
+        g_assert_true(on->submit(on, &reqs[i], 0, &err));
+        drain(on, 1, r_on);
+        g_assert_true(off->submit(off, &reqs[i], 0, &err));
+        drain(off, 1, r_off);
+        g_assert_no_error(r_on[0].error);
+        g_assert_cmpstr(r_on[0].text, ==, r_off[0].text);
+        g_assert_cmpint(r_off[0].prefix_tokens, ==, 0);
+        if (i == 0)
+            g_assert_cmpint(r_on[0].prefix_tokens, ==, 0);
+        else
+            g_assert_cmpint(r_on[0].prefix_tokens, >, r_on[0].prompt_tokens / 2);
+        dq_answer_result_clear(&r_on[0]);
+        dq_answer_result_clear(&r_off[0]);
+    }
+    dq_answerer_free(on);
+    dq_answerer_free(off);
+    g_free(page);
+}
 
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
@@ -432,5 +480,6 @@ int main(int argc, char **argv) {
                          test_stream_matches_alone);
     g_test_add_func("/answerer/withdraw", test_withdraw);
     g_test_add_func("/answerer/cpu-prep-no-team", test_cpu_prep_no_team);
+    g_test_add_func("/answerer/prefix-cache", test_prefix_cache);
     return g_test_run();
 }

@@ -335,10 +335,12 @@ static void test_run_refuses_clearly(void) {
     g_assert_nonnull(strstr(err, "--model"));
     g_free(err);
     /* Each out-of-range option is refused by name, before any worker starts. */
-    const char *bad[][2] = {{"--batch", "0"},     {"--batch", "2147483646"}, {"--batch", "4097"},
-                            {"--workers", "0"},   {"--workers", "257"},      {"--workers", "x"},
-                            {"--max-jobs", "-1"}, {"--max-jobs", "0"},       {"--lease", "0"},
-                            {"--max-jobs", "1e3"}};
+    const char *bad[][2] = {
+        {"--batch", "0"},        {"--batch", "2147483646"}, {"--batch", "4097"},
+        {"--workers", "0"},      {"--workers", "257"},      {"--workers", "x"},
+        {"--max-jobs", "-1"},    {"--max-jobs", "0"},       {"--lease", "0"},
+        {"--max-jobs", "1e3"},   {"--prefix-cache", "-1"},  {"--prefix-cache", "1048577"},
+        {"--prefix-cache", "1G"}};
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_assert_cmpint(
             docqa(NULL, &err, "run", "--db", db, "--model", dir, bad[i][0], bad[i][1], NULL), ==,
@@ -350,6 +352,12 @@ static void test_run_refuses_clearly(void) {
         g_free(want);
         g_free(err);
     }
+    /* The prefix cache's default from the environment too, by name. */
+    g_setenv("DOCQA_PREFIX_CACHE_MB", "lots", TRUE);
+    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, NULL), ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: run: DOCQA_PREFIX_CACHE_MB 'lots'"));
+    g_free(err);
+    g_unsetenv("DOCQA_PREFIX_CACHE_MB");
     const char *bad_prep[] = {"65", "0", "-1"};
     for (size_t i = 0; i < G_N_ELEMENTS(bad_prep); i++) {
         g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads",
