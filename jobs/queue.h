@@ -106,6 +106,9 @@
  * answerer's: answerer:prepare and answerer:prepared, on a preprocessing thread as it takes a
  * request and as it hands it on, answerer:admitted as a request enters the model).
  * DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset: no effect.
+ * DOCQA_TEST_PAUSE_AT=<point> holds the process at the point until a signal comes
+ * (common/test_point.h): "commit" holds a command inside its transaction's commit, before
+ * anything is committed.
  */
 #ifndef DQ_QUEUE_H
 #define DQ_QUEUE_H
@@ -304,8 +307,9 @@ char *queue_run_summary(const DqRunResult *res, double secs);
 
 /* ---- crash-test hooks ---- */
 
-/* A named point (see DOCQA_TEST_KILL_AT above); does nothing unless the variable is set or a
- * test set a callback. */
+/* A named point (see DOCQA_TEST_KILL_AT above, and DOCQA_TEST_PAUSE_AT in common/test_point.h,
+ * which holds the process there until a signal comes); does nothing unless one is set or a test
+ * set a callback. */
 void queue_test_point(const char *point);
 
 /* Tests only: fn(point, user) is called at every named point, before any kill, in this process
@@ -316,7 +320,8 @@ void queue_test_point(const char *point);
 typedef void (*QueueTestCallback)(const char *point, void *user);
 void queue_test_set_callback(QueueTestCallback fn, void *user);
 
-/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT is set or a callback is. */
+/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT or DOCQA_TEST_PAUSE_AT
+ * is set, or a callback is. */
 void queue_test_hooks_install(void);
 
 #endif
