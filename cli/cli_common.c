@@ -2,6 +2,7 @@
 #include "text.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,4 +206,80 @@ void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
     json_node_unref(root);
     g_object_unref(g);
     g_object_unref(b);
+}
+
+/* ---- signals ---- */
+
+static volatile sig_atomic_t noted_signal, record_only;
+/* The lines the handler writes, made before any signal can come (snprintf is not
+ * async-signal-safe). */
+static char interrupted_line[3][160];
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+static char *volatile remove_path;
+
+const char *dq_cli_signal_name(int sig) {
+    static char other[32];
+    switch (sig) {
+    case SIGINT:
+        return "SIGINT";
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGHUP:
+        return "SIGHUP";
+    default:
+        g_snprintf(other, sizeof other, "signal %d", sig);
+        return other;
+    }
+}
+
+static void on_stop_signal(int sig) {
+    if (record_only) {
+        if (noted_signal == 0)
+            noted_signal = sig;
+        return;
+    }
+    int saved = errno;
+    if (remove_path != NULL)
+        unlink(remove_path);
+    for (size_t i = 0; i < G_N_ELEMENTS(stop_signals); i++)
+        if (stop_signals[i] == sig) {
+            ssize_t w = write(STDERR_FILENO, interrupted_line[i], strlen(interrupted_line[i]));
+            (void)w;
+        }
+    errno = saved;
+    _exit(DQ_EXIT_INTERRUPTED);
+}
+
+void dq_cli_signals_install(const char *command) {
+    noted_signal = 0;
+    record_only = 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(stop_signals); i++) {
+        /* the command's name is docqa's own (main's table): nothing to escape */
+        g_snprintf(interrupted_line[i], sizeof interrupted_line[i],
+                   "docqa: %s: interrupted (%s) before it finished\n", command,
+                   dq_cli_signal_name(stop_signals[i]));
+        /* One ignored when docqa starts (nohup, trap '' HUP, a script's background job) stays
+         * ignored: whoever started docqa asked for that. */
+        struct sigaction sa;
+        if (sigaction(stop_signals[i], NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(stop_signals[i], &sa, NULL);
+    }
+}
+
+void dq_cli_signals_record(void) {
+    record_only = 1;
+}
+
+int dq_cli_signal_caught(void) {
+    return noted_signal;
+}
+
+void dq_cli_signals_remove_on_exit(const char *path) {
+    char *old = remove_path;
+    remove_path = path ? g_strdup(path) : NULL;
+    g_free(old);
 }

@@ -10,6 +10,7 @@
 #include "store.h"
 #include "store_jobs.h"
 #include "store_migrate.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <errno.h>
@@ -162,6 +163,8 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         dq_cli_json_print(b, FALSE);
     }
     ex->rows++;
+    if (ex->rows == 1)
+        dq_test_point("export:row");
     if (ferror(stdout))
         return dq_fail(err, DQ_ERR_IO, "standard output: %s", g_strerror(errno));
     return TRUE;

@@ -257,7 +257,7 @@ typedef struct {
     gint64 failed;   /* jobs that ended failed or dead, buried ones included */
     gint64 buried;   /* jobs this worker's claims found expired on their last attempt and
                         buried ('dead'): another worker died or hung holding them */
-    gint64 released; /* given back on SIGINT/SIGTERM */
+    gint64 released; /* given back on SIGINT, SIGTERM or SIGHUP */
     gint64 lost;     /* answered after the lease was lost: nothing written */
     /* Dropped from the model unanswered, as a heartbeat found them gone while they ran:
      * cancelled, taken over by another worker, answered by another, or deleted. */
@@ -293,8 +293,8 @@ typedef struct {
 } DqRunResult;
 
 /* Forks K worker processes, each opening its answerer with `open` and running
- * queue_worker_run; forwards SIGINT/SIGTERM to them and waits. Exit status as the CLI's:
- * 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted.
+ * queue_worker_run; forwards SIGINT, SIGTERM and SIGHUP to them (as SIGTERM) and waits. Exit status
+ * as the CLI's: 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted.
  * The jobs its claims buried are looked at once every worker has ended: those a late answer
  * made done (buried_answered) are not failures of the run, whatever order it happened in. */
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,

@@ -1136,6 +1136,51 @@ GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     return out;
 }
 
+void dq_progress_row_free(DqProgressRow *r) {
+    if (r == NULL)
+        return;
+    g_free(r->question);
+    g_free(r->model_id);
+    g_free(r->asked_at);
+    g_free(r->last_finished_at);
+    g_free(r);
+}
+
+/* The view's columns by name: the same list on both stores (store_jobs_pg.c). */
+#define PROGRESS_SQL                                                                               \
+    "SELECT question, model, total, queued, running, done, failed, dead, retrying, stalled, "      \
+    "cancelled, percent_done, asked_at, last_finished_at FROM v_progress"
+
+GPtrArray *store_jobs_progress(DqStore *s, GError **err) {
+    PG_DISPATCH(s, return pgjobs_progress(s, err));
+    sqlite3_stmt *st = stmt(s, PROGRESS_SQL, err);
+    if (st == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_progress_row_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqProgressRow *r = g_new0(DqProgressRow, 1);
+        r->question = col_dup(st, 0);
+        r->model_id = col_dup(st, 1);
+        gint64 *counts[] = {&r->total, &r->queued,   &r->running, &r->done,     &r->failed,
+                            &r->dead,  &r->retrying, &r->stalled, &r->cancelled};
+        for (size_t i = 0; i < G_N_ELEMENTS(counts); i++)
+            *counts[i] = sqlite3_column_int64(st, 2 + (int)i);
+        r->percent_done =
+            sqlite3_column_type(st, 11) == SQLITE_NULL ? -1 : sqlite3_column_double(st, 11);
+        r->asked_at = col_dup(st, 12);
+        r->last_finished_at = col_dup(st, 13);
+        g_ptr_array_add(out, r);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(s, err, "reading v_progress");
+        return NULL;
+    }
+    return out;
+}
+
 void dq_answer_engine_free(DqAnswerEngine *e) {
     if (e == NULL)
         return;

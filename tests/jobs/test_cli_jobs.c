@@ -1090,6 +1090,11 @@ static void test_stdout_write_errors(void) {
     char *db2 = g_build_filename(dir, "ingest.db", NULL);
     const char *cmds[][12] = {
         {"generate", "-m", model, "-p", "hi", "--max-new-tokens", "2", NULL},
+        {"ask", "--db", db, "-m", "tiny", "--json", "Total?", NULL},
+        {"requeue", "--db", db, "--failed", "--json", NULL},
+        {"cancel", "--db", db, "--question", "Total?", "--dry-run", "--json", NULL},
+        {"run", "--db", db, "--model", model, "--model-id", "tiny", "--until-empty", "-q", "--json",
+         NULL},
         {"generate", "-m", model, "-p", "hi", "--max-new-tokens", "2", "--json", NULL},
         {"ask", "--db", db, "-m", "tiny", "Total?", NULL},
         {"status", "--db", db, NULL},
@@ -2225,6 +2230,210 @@ static void test_requeue_done_stale(void) {
     g_free(dir);
 }
 
+static JsonObject *parse_object(JsonParser *p, const char *text) {
+    GError *err = NULL;
+    if (!json_parser_load_from_data(p, text, -1, &err))
+        g_error("not JSON (%s): %s", err->message, text);
+    g_assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
+    return json_node_get_object(json_parser_get_root(p));
+}
+
+static JsonObject *array_object(JsonObject *o, const char *member, guint i) {
+    JsonArray *a = json_object_get_array_member(o, member);
+    g_assert_cmpuint(json_array_get_length(a), >, i);
+    return json_array_get_object_element(a, i);
+}
+
+/* --json on ask, cancel, requeue and status: one JSON object on stdout holding what the text
+ * says, for wrappers that would otherwise parse prose. */
+static void test_json_outputs(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    char *out = NULL;
+    JsonParser *p = json_parser_new();
+
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?", "Date?",
+                          "Total?", NULL),
+                    ==, 0);
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpstr(json_object_get_string_member(o, "model_id"), ==, "m");
+    g_assert_cmpint(json_object_get_int_member(o, "questions"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "duplicates"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "pages"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_added"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_existing"), ==, 0);
+    g_assert_true(json_object_get_null_member(o, "n_res"));
+    g_free(out);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    g_assert_cmpint(
+        docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?", "Signed?", NULL), ==,
+        0);
+    o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_added"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_existing"), ==, 2);
+    g_free(out);
+
+    g_assert_cmpint(
+        docqa(&out, NULL, "cancel", "--db", db, "--question", "Signed?", "--json", NULL), ==, 0);
+    o = parse_object(p, out);
+    g_assert_false(json_object_get_boolean_member(o, "dry_run"));
+    g_assert_cmpint(json_object_get_int_member(o, "cancelled"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "back_to_done"), ==, 0);
+    JsonObject *g = array_object(o, "groups", 0);
+    g_assert_cmpstr(json_object_get_string_member(g, "question"), ==, "Signed?");
+    g_assert_cmpstr(json_object_get_string_member(g, "model"), ==, "m");
+    g_assert_cmpint(json_object_get_int_member(g, "jobs"), ==, 2);
+    g_assert_cmpint(
+        json_object_get_int_member(json_object_get_object_member(g, "by_state"), "queued"), ==, 2);
+    g_free(out);
+
+    g_assert_cmpint(
+        docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run", "--json", NULL), ==,
+        0);
+    o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "dry_run"));
+    g_assert_cmpint(json_object_get_int_member(o, "jobs"), ==, 2);
+    JsonArray *states = json_object_get_array_member(o, "states");
+    g_assert_cmpuint(json_array_get_length(states), ==, 1);
+    g_assert_cmpstr(json_array_get_string_element(states, 0), ==, "cancelled");
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 2);
+    g_free(out);
+
+    char *version = NULL;
+    g_assert_cmpint(docqa(&version, NULL, "version", NULL), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    o = parse_object(p, out);
+    char *want = g_strdup_printf("docqa %s\n", json_object_get_string_member(o, "version"));
+    g_assert_true(g_str_has_prefix(version, want));
+    g_free(want);
+    g_free(version);
+    JsonArray *progress = json_object_get_array_member(o, "progress");
+    g_assert_cmpuint(json_array_get_length(progress), ==, 3); /* in the order first asked */
+    const char *questions[] = {"Total?", "Date?", "Signed?"};
+    for (guint i = 0; i < 3; i++) {
+        JsonObject *row = json_array_get_object_element(progress, i);
+        g_assert_cmpstr(json_object_get_string_member(row, "question"), ==, questions[i]);
+        g_assert_cmpstr(json_object_get_string_member(row, "model"), ==, "m");
+        g_assert_cmpint(json_object_get_int_member(row, "total"), ==, 2);
+        g_assert_cmpint(json_object_get_int_member(row, "done"), ==, i < 2 ? 2 : 0);
+        g_assert_cmpint(json_object_get_int_member(row, "cancelled"), ==, i < 2 ? 0 : 2);
+        if (i < 2) {
+            g_assert_cmpfloat(json_object_get_double_member(row, "percent_done"), ==, 100.0);
+            g_assert_nonnull(json_object_get_string_member(row, "last_finished_at"));
+        } else { /* all cancelled: percent_done is of the jobs not cancelled */
+            g_assert_true(json_object_get_null_member(row, "percent_done"));
+        }
+    }
+    g_free(out);
+    g_object_unref(p);
+    g_free(db);
+    g_free(dir);
+}
+
+/* run --json: the summary's counts, read from the database's side too. */
+static void test_run_json(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    char *out = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "run", "--db", db, "--model", model, "--model-id", "m",
+                          "--until-empty", "-q", "--json", NULL),
+                    ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpstr(json_object_get_string_member(o, "model_id"), ==, "m");
+    g_assert_cmpint(json_object_get_int_member(o, "workers"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "claimed"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(o, "answered"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(o, "failed"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "given_back"), ==, 0);
+    g_assert_false(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_true(json_object_get_null_member(o, "error"));
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers"), ==, 4);
+    g_object_unref(p);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
+/* A run that stops on an error after answering some jobs (the database's disk full) still says
+ * what it did: the error on stderr, then the summary (here its JSON, with the error), exit 2.
+ * It printed nothing, so a wrapper could not tell how many were answered. Needs a tmpfs of its
+ * own, as test_disk_full_gives_back. */
+static void test_run_summary_after_error(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *mnt = g_build_filename(dir, "small", NULL);
+    g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
+            _exit(77);
+        char *db = jt_make_db(mnt, 2, 10);
+        if (jt_ask(db, 10, "m", 3) != 200)
+            _exit(3);
+        char *filler = g_build_filename(mnt, "filler", NULL);
+        FILE *f = fopen(filler, "w");
+        struct statvfs fs;
+        if (f == NULL || statvfs(mnt, &fs) != 0)
+            _exit(4);
+        guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
+        /* ~400 KB left: the worker's claims and heartbeats write to the -wal too, before and
+         * between its answers */
+        static char block[4096];
+        for (guint64 n = 0; n + 400 * 1024 < room; n += sizeof block)
+            if (fwrite(block, 1, sizeof block, f) != sizeof block)
+                break;
+        fclose(f);
+        /* g_spawn_sync, not GSubprocess: this forked child has none of GLib's worker threads,
+         * which GSubprocess waits on */
+        char *bin = docqa_path();
+        const char *argv[] = {bin,       "run",        "--db",   db,   "--model",
+                              model,     "--model-id", "m",      "-q", "--until-empty",
+                              "--batch", "4",          "--json", NULL};
+        char **envp = g_environ_setenv(g_get_environ(), "DOCQA_CACHE_DIR", "off", TRUE);
+        char *out = NULL, *err = NULL;
+        int status = 0;
+        if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+                          &status, NULL))
+            _exit(8);
+        int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        gint64 done = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'");
+        fprintf(stderr, "run on a full disk: exit %d, %" G_GINT64_FORMAT " done\nsaid: %s\n%s\n",
+                rc, done, err, out);
+        if (rc != 2 || done == 0 || strstr(err, "full") == NULL)
+            _exit(5); /* the disk did not fill after some answers: the test proves nothing */
+        JsonParser *p = json_parser_new();
+        if (!json_parser_load_from_data(p, out, -1, NULL))
+            _exit(6);
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        const char *error = json_object_get_string_member_with_default(o, "error", NULL);
+        _exit(json_object_get_int_member(o, "answered") == done && error != NULL &&
+                      strstr(error, "full") != NULL
+                  ? 0
+                  : 7);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+    else
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_rmdir(mnt);
+    g_free(mnt);
+    g_free(dir);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -2263,5 +2472,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/cancel", test_cancel);
     g_test_add_func("/cli-jobs/requeue-selected", test_requeue_selected);
     g_test_add_func("/cli-jobs/requeue-done-stale", test_requeue_done_stale);
+    g_test_add_func("/cli-jobs/json-outputs", test_json_outputs);
+    g_test_add_func("/cli-jobs/run-json", test_run_json);
+    g_test_add_func("/cli-jobs/run-summary-after-error", test_run_summary_after_error);
     return g_test_run();
 }
