@@ -55,10 +55,10 @@ char *dq_cli_shown(const char *text);
  * than newline and tab escaped as \uXXXX, as the terminal would act on them. */
 void dq_cli_put_data(const char *text);
 
-/* Parses argv with ctx (argv[0]: the command's name); on a usage error prints it with the
- * subcommand's help hint (a value GLib could not convert from the locale's charset is named with
- * its option). -h, --help and --help-all print the help on stdout and exit: 0, or 2 when stdout
- * could not take it (dq_cli_close_stdout). */
+/* Parses argv with ctx (argv[0]: the command's name); on a usage error prints "docqa:
+ * <command>: <what is wrong> (see --help)" (a value GLib could not convert from the locale's
+ * charset is named with its option). -h, --help and --help-all print the help on stdout and exit:
+ * 0, or 2 when stdout could not take it (dq_cli_close_stdout). */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
 /* For a command that takes options only: FALSE, with "docqa: <command>: unexpected argument"

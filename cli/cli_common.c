@@ -34,7 +34,7 @@ void dq_cli_put_data(const char *text) {
 
 /* GLib converts a string option's value from the locale's charset and, when it cannot, says
  * only "Invalid byte sequence in conversion input": the option and its value are found here. */
-static void print_conversion_error(int argc, char **argv) {
+static void print_conversion_error(const char *command, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         char *utf8 = g_locale_to_utf8(argv[i], -1, NULL, NULL, NULL);
         g_free(utf8);
@@ -46,14 +46,16 @@ static void print_conversion_error(int argc, char **argv) {
                                                         : g_strdup("an argument");
         char *shown = g_strescape(eq != NULL ? eq + 1 : argv[i], NULL);
         dq_print_line(stderr,
-                      "docqa: %s '%s': not text in the locale's character set (%s) (see --help)",
-                      option, shown, dq_cli_locale_charset());
+                      "docqa: %s: %s '%s': not text in the locale's character set (%s) (see "
+                      "--help)",
+                      command, option, shown, dq_cli_locale_charset());
         g_free(option);
         g_free(shown);
         return;
     }
     dq_print_line(stderr,
-                  "docqa: an argument is not text in the locale's character set (see --help)");
+                  "docqa: %s: an argument is not text in the locale's character set (see --help)",
+                  command);
 }
 
 const char *dq_cli_locale_charset(void) {
@@ -94,10 +96,12 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
         g_strfreev(given);
         exit(status);
     }
+    /* the command's name (argv[0]) is docqa's own, from main's table */
+    const char *command = n_given > 0 && given[0] != NULL ? given[0] : "docqa";
     if (!ok && err->domain == G_CONVERT_ERROR)
-        print_conversion_error(n_given, given);
+        print_conversion_error(command, n_given, given);
     else if (!ok) {
-        dq_print_line(stderr, "docqa: %s (see --help)", err->message);
+        dq_print_line(stderr, "docqa: %s: %s (see --help)", command, err->message);
     }
     g_clear_error(&err);
     g_strfreev(given);

@@ -166,7 +166,7 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     if (ex->rows == 1)
         dq_test_point("export:row");
     if (ferror(stdout))
-        return dq_fail(err, DQ_ERR_IO, "standard output: %s", g_strerror(errno));
+        return dq_fail(err, DQ_ERR_IO, "export: standard output: %s", g_strerror(errno));
     return TRUE;
 }
 

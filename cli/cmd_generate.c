@@ -371,7 +371,7 @@ int cmd_generate(int argc, char **argv) {
     else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
         dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
     if (err != NULL) {
-        dq_print_line(stderr, "docqa generate: %s (see --help)", err->message);
+        dq_print_line(stderr, "docqa: generate: %s (see --help)", err->message);
         g_error_free(err);
         goto out;
     }

@@ -47,17 +47,16 @@ static DqJobState state_from_name(const char *name) {
  * their text with sqlite3_next_stmt, so no cache has to live beside DqStore. dq_store_close
  * finalizes them (the store owns them); store_jobs_finalize drops them earlier. */
 
-static gint64 busy_limit_us(void);
+static gint64 busy_limit_us(void) {
+    return store_busy_limit_ms() * 1000;
+}
 
 static gboolean db_fail(DqStore *s, GError **err, const char *what) {
     sqlite3 *db = dq_store_sqlite(s);
-    if ((sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY)
-        /* Told apart: a worker waits on and tries again (worker.c), as for a lost server. */
-        return dq_fail(err, DQ_ERR_DB_BUSY,
-                       "%s: %s: database is locked (another connection held its write lock for "
-                       "%d s: an sqlite3 shell or a program with a transaction left open?)",
-                       dq_store_path(s), what, (int)(busy_limit_us() / G_USEC_PER_SEC));
-    dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
+    /* A lock held too long is told apart: a worker waits on and tries again (worker.c), as for
+     * a lost server. */
+    dq_fail(err, (sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY ? DQ_ERR_DB_BUSY : DQ_ERR_DB,
+            "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
     store_sqlite_explain(s, err);
     return FALSE;
 }
@@ -118,19 +117,7 @@ static int col_int_or(sqlite3_stmt *st, int i, int null) {
 /* Waiting for the write lock. SQLite's own busy_timeout handler sleeps 1, 2, 5, 10 ... up to
  * 100 ms between tries; with many workers whose transactions last well under a millisecond, that
  * leaves the lock idle most of the time while everyone sleeps (a convoy). Short randomized sleeps
- * keep the lock busy. Same overall limit as the store's busy_timeout. */
-#define BUSY_LIMIT_US (60 * G_USEC_PER_SEC)
-
-/* DOCQA_TEST_BUSY_LIMIT_MS: a shorter limit, for tests of what comes after it. */
-static gint64 busy_limit_us(void) {
-    static gsize limit;
-    if (g_once_init_enter(&limit)) {
-        const char *t = g_getenv("DOCQA_TEST_BUSY_LIMIT_MS");
-        gint64 v = t ? g_ascii_strtoll(t, NULL, 10) * 1000 : 0;
-        g_once_init_leave(&limit, (gsize)(v > 0 ? v : BUSY_LIMIT_US));
-    }
-    return (gint64)limit;
-}
+ * keep the lock busy. Same overall limit as the store's busy_timeout (store_busy_limit_ms). */
 
 static int busy_wait(void *user, int tries) {
     (void)user;

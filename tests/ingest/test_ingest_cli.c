@@ -963,6 +963,35 @@ static void test_signal_during_walk(void) {
     g_free(dir);
 }
 
+/* Another connection holding the database's write lock past the busy limit (an sqlite3 shell
+ * left in a transaction): ingest says who may hold it, as the queue's commands do, not only
+ * "database is locked". The limit is shortened for the test (DOCQA_TEST_BUSY_LIMIT_MS). */
+static void test_locked_database(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *a = g_build_filename(dir, "a.pdf", NULL), *b = g_build_filename(dir, "b.pdf", NULL);
+    write_pdf(a);
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--tile", "64", a, NULL), ==, 0);
+    write_two_page_pdf(b);
+    sqlite3 *s = NULL;
+    g_assert_cmpint(sqlite3_open(db, &s), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(s, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+    g_setenv("DOCQA_TEST_BUSY_LIMIT_MS", "1000", TRUE);
+    char *err = NULL;
+    int rc = run_docqa(NULL, &err, "ingest", "--db", db, "--tile", "64", b, NULL);
+    g_unsetenv("DOCQA_TEST_BUSY_LIMIT_MS");
+    sqlite3_exec(s, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(s);
+    g_assert_cmpint(rc, ==, 2);
+    if (strstr(err, "database is locked (another connection held its write lock for 1 s: an "
+                    "sqlite3 shell or a program with a transaction left open?)") == NULL)
+        g_error("ingest on a locked database said: %s", err);
+    g_free(err);
+    g_free(a), g_free(b);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -989,6 +1018,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/interrupted", test_interrupted);
     g_test_add_func("/ingest/cli/hangup_and_term", test_hangup_and_term);
     g_test_add_func("/ingest/cli/signal_during_walk", test_signal_during_walk);
+    g_test_add_func("/ingest/cli/locked_database", test_locked_database);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

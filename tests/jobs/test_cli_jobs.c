@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -1088,8 +1089,14 @@ static void test_stdout_write_errors(void) {
     char *tiff = g_build_filename(dq_test_source_dir(), "tests", "ingest", "corpus", "tiff",
                                   "imagetiff-minisblack-1c-8b.tiff", NULL);
     char *db2 = g_build_filename(dir, "ingest.db", NULL);
+    /* answers enough to fill stdio's buffer: export's rows meet the error, not its last flush */
+    char *dir3 = dq_test_tmpdir();
+    char *answered = jt_make_db(dir3, 1, 1);
+    g_assert_cmpint(jt_ask(answered, 60, "m", 3), ==, 60);
+    g_assert_cmpint(jt_drain(answered, 4), ==, 0);
     const char *cmds[][12] = {
         {"generate", "-m", model, "-p", "hi", "--max-new-tokens", "2", NULL},
+        {"export", "--db", answered, NULL},
         {"ask", "--db", db, "-m", "tiny", "--json", "Total?", NULL},
         {"requeue", "--db", db, "--failed", "--json", NULL},
         {"cancel", "--db", db, "--question", "Total?", "--dry-run", "--json", NULL},
@@ -1118,6 +1125,8 @@ static void test_stdout_write_errors(void) {
         g_free(err);
     }
     g_free(db2);
+    g_free(answered);
+    g_free(dir3);
     g_free(tiff);
     g_free(db);
     g_free(dir);
@@ -1397,7 +1406,8 @@ static void test_options_utf8(void) {
     char *err = NULL;
     const char *device[] = {"generate", "-m", model, "-p", "hi", "--device", "\xff", NULL};
     g_assert_cmpint(docqa_with(c_locale, NULL, NULL, &err, device), ==, 2);
-    g_assert_true(g_str_has_prefix(err, "docqa: --device '\\377': not text in the locale's"));
+    g_assert_true(
+        g_str_has_prefix(err, "docqa: generate: --device '\\377': not text in the locale's"));
     g_free(err);
     g_free(db);
     g_free(dir);
@@ -1491,7 +1501,7 @@ static void test_empty_model_and_deep_questions(void) {
     char *db = jt_make_db(dir, 1, 1);
     char *err = NULL;
     g_assert_cmpint(docqa(NULL, &err, "generate", "--model", "", "-p", "hi", NULL), ==, 2);
-    g_assert_cmpstr(err, ==, "docqa generate: --model '': an empty folder name (see --help)\n");
+    g_assert_cmpstr(err, ==, "docqa: generate: --model '': an empty folder name (see --help)\n");
     g_free(err);
     g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--model", "", "Q?", NULL), ==, 2);
     g_assert_true(g_str_has_prefix(err, "docqa: ask: --model '': an empty name"));
@@ -2434,6 +2444,97 @@ static void test_run_summary_after_error(void) {
     g_free(model);
 }
 
+/* export's sort of many answers spills into a temporary file, which SQLite makes in $TMPDIR:
+ * where it cannot (TMPDIR=/proc, which lets root pass access() and refuses every file), the
+ * message names TMPDIR and the folder, not "unable to open database file" about the database
+ * that export reads well. Root only: access() stops anyone else from choosing such a folder. */
+static void test_temp_store_message(void) {
+    if (geteuid() != 0) {
+        g_test_skip("needs root (a folder that access() calls writable and that refuses files)");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    int n = 12000;
+    g_assert_cmpint(jt_ask(db, n, "m", 3), ==, n);
+    g_assert_cmpint(jt_drain(db, 500), ==, 0);
+    const char *args[] = {"export", "--db", db, NULL};
+    const char *env[] = {"TMPDIR=/proc", NULL};
+    char *out = NULL, *err = NULL;
+    int rc = docqa_with(env, NULL, &out, &err, args);
+    g_assert_cmpint(rc, ==, 2);
+    if (strstr(err, "SQLite could not make a temporary file in /proc, named by $TMPDIR") == NULL)
+        g_error("export with TMPDIR=/proc said: %s", err);
+    g_free(out), g_free(err);
+    /* A usable TMPDIR: the same export works. */
+    const char *env_ok[] = {"TMPDIR=/tmp", NULL};
+    g_assert_cmpint(docqa_with(env_ok, NULL, &out, NULL, args), ==, 0);
+    char **lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpuint(g_strv_length(lines), ==, (guint)n + 2); /* header, rows, the empty tail */
+    g_strfreev(lines);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* An option no command knows: the message names the command it was given to, as every other
+ * message of a command does ("docqa: Unknown option --bogus" did not). */
+static void test_unknown_option_names_command(void) {
+    const char *commands[] = {"version", "ingest",  "ask",      "run",     "status",
+                              "export",  "requeue", "generate", "migrate", "cancel"};
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        char *err = NULL;
+        g_assert_cmpint(docqa(NULL, &err, commands[i], "--bogus", NULL), ==, 2);
+        char *want =
+            g_strdup_printf("docqa: %s: Unknown option --bogus (see --help)\n", commands[i]);
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+    }
+}
+
+static void become_nobody(gpointer data) {
+    (void)data;
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+        _exit(99);
+}
+
+/* Another user's database, which this user may read but not write: the message says whose it is
+ * and its mode, and what to do, not only SQLite's "attempt to write a readonly database". Root
+ * makes the database and runs docqa as nobody; skipped where the test is not root. */
+static void test_read_only_owner(void) {
+    if (geteuid() != 0) {
+        g_test_skip("needs root, to run docqa as another user than the database's owner");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(g_chmod(dir, 0777), ==, 0); /* the folder is not what stops the writes */
+    g_assert_cmpint(g_chmod(db, 0644), ==, 0);
+    char *bin = docqa_path();
+    const char *argv[] = {bin, "ask", "--db", db, "-m", "m", "Total?", NULL};
+    int status = 0;
+    char *err = NULL;
+    GError *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, become_nobody, NULL,
+                               NULL, &err, &status, &e));
+    dq_assert_no_error(e);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    char *want = g_strdup_printf("%s belongs to root (uid 0), mode 0644, and this docqa runs as "
+                                 "nobody (uid 65534), who may not write it: run docqa as its "
+                                 "owner, or have the owner give you write access",
+                                 db);
+    if (strstr(err, "attempt to write a readonly database") == NULL || strstr(err, want) == NULL)
+        g_error("ask on root's database as nobody said: %s", err);
+    g_free(want);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_free(bin);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -2473,6 +2574,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/requeue-selected", test_requeue_selected);
     g_test_add_func("/cli-jobs/requeue-done-stale", test_requeue_done_stale);
     g_test_add_func("/cli-jobs/json-outputs", test_json_outputs);
+    g_test_add_func("/cli-jobs/temp-store-message", test_temp_store_message);
+    g_test_add_func("/cli-jobs/read-only-owner", test_read_only_owner);
+    g_test_add_func("/cli/unknown-option-names-command", test_unknown_option_names_command);
     g_test_add_func("/cli-jobs/run-json", test_run_json);
     g_test_add_func("/cli-jobs/run-summary-after-error", test_run_summary_after_error);
     return g_test_run();
