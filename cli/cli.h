@@ -35,6 +35,11 @@ void dq_cli_signals_record(void);
 /* The signal noted since dq_cli_signals_record, 0 if none. */
 int dq_cli_signal_caught(void);
 
+/* For a command whose outcome a last step seals (export's checkpoint moved past its rows): from
+ * then on a signal changes nothing, and one noted since dq_cli_signals_record is forgotten, so
+ * that its exit status (0) says the step was done, and 130 that it was not. */
+void dq_cli_signals_sealed(void);
+
 /* "SIGINT", "SIGTERM", "SIGHUP" (else "signal N"). */
 const char *dq_cli_signal_name(int sig);
 

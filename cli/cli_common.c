@@ -214,6 +214,7 @@ void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
 
 /* ---- signals ---- */
 
+/* record_only: 0 a signal ends the process, 1 it is noted, 2 it is ignored (sealed) */
 static volatile sig_atomic_t noted_signal, record_only;
 /* The lines the handler writes, made before any signal can come (snprintf is not
  * async-signal-safe). */
@@ -238,7 +239,7 @@ const char *dq_cli_signal_name(int sig) {
 
 static void on_stop_signal(int sig) {
     if (record_only) {
-        if (noted_signal == 0)
+        if (noted_signal == 0 && record_only == 1)
             noted_signal = sig;
         return;
     }
@@ -280,6 +281,11 @@ void dq_cli_signals_record(void) {
 
 int dq_cli_signal_caught(void) {
     return noted_signal;
+}
+
+void dq_cli_signals_sealed(void) {
+    record_only = 2;
+    noted_signal = 0;
 }
 
 void dq_cli_signals_remove_on_exit(const char *path) {

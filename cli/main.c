@@ -100,7 +100,8 @@ int main(int argc, char **argv) {
             queue_test_hooks_install();
             int status = dq_cli_close_stdout(name, commands[i].fn(argc - 1, argv + 1));
             int sig = dq_cli_signal_caught();
-            if (sig != 0 && status != DQ_EXIT_INTERRUPTED) {
+            /* a command that failed (2) has said why; that stays its outcome */
+            if (sig != 0 && (status == DQ_EXIT_OK || status == DQ_EXIT_PARTIAL)) {
                 dq_print_line(stderr,
                               "docqa: %s: interrupted (%s) as it finished: its work was done "
                               "and stored, and what it printed is complete",

@@ -141,6 +141,38 @@ static void test_status_export_migrate(void) {
     g_free(dir);
 }
 
+/* export --checkpoint-file: exit 0 exactly when the checkpoint moved past the rows written. A
+ * signal before it moves leaves it (130: the next export gives the rows again); one after it
+ * moved changes nothing (0). A wrapper keeping the rows only on 0 so never loses any. */
+static void test_export_checkpoint(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    char *cp = g_build_filename(dir, "answers.checkpoint", NULL);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(docqa_signalled("export:checkpoint", SIGTERM, &out, &err, "export", "--db", db,
+                                    "--checkpoint-file", cp, NULL),
+                    ==, 130);
+    assert_contains(err, "docqa: export: interrupted (SIGTERM) before the checkpoint moved: it "
+                         "stays at 0 in");
+    g_assert_false(g_file_test(cp, G_FILE_TEST_EXISTS));
+    g_free(out), g_free(err);
+    g_assert_cmpint(docqa_signalled("export:checkpoint-kept", SIGHUP, &out, &err, "export", "--db",
+                                    db, "--checkpoint-file", cp, NULL),
+                    ==, 0);
+    char **lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpuint(g_strv_length(lines), ==, 4 + 2); /* header, the 4 rows, the empty tail */
+    g_strfreev(lines);
+    char *kept = dq_test_read_file(cp, NULL);
+    g_assert_cmpint(g_ascii_strtoll(kept, NULL, 10), >, 0);
+    g_free(kept);
+    g_free(out), g_free(err);
+    g_free(cp);
+    g_free(db);
+    g_free(dir);
+}
+
 static char *tiny_model(void) {
     const char *shared = dq_test_shared_dir();
     char *m = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
@@ -281,5 +313,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-signals/run", test_run);
     g_test_add_func("/cli-signals/generate", test_generate);
     g_test_add_func("/cli-signals/nohup", test_nohup);
+    g_test_add_func("/cli-signals/export-checkpoint", test_export_checkpoint);
     return g_test_run();
 }
