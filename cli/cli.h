@@ -17,6 +17,35 @@ enum {
 
 typedef int (*DqCommandFn)(int argc, char **argv);
 
+/* SIGINT, SIGTERM and SIGHUP (Ctrl-C, kill, systemctl stop, a closed terminal) end every command
+ * with exit status 130. Installed by main before the command runs: a signal then ends the
+ * process at once with "docqa: <command>: interrupted (SIGTERM) before it finished" on stderr.
+ * That is safe anywhere a command has not yet committed its work, because a transaction cut
+ * short is rolled back (by SQLite at the next open, by the PostgreSQL server when the connection
+ * drops): a command's change is stored whole or not at all. run and ingest install their own
+ * handlers while they work (they stop their workers and keep what is done). A signal ignored
+ * when docqa starts (nohup) stays ignored, there too. */
+void dq_cli_signals_install(const char *command);
+
+/* Once a command's work is committed (or run's and ingest's is over), what is left is to report
+ * it: from then on a signal is only noted, the report is printed whole, and main turns the exit
+ * status into 130, saying so. */
+void dq_cli_signals_record(void);
+
+/* The signal noted since dq_cli_signals_record, 0 if none. */
+int dq_cli_signal_caught(void);
+
+/* For a command whose outcome a last step seals (export's checkpoint moved past its rows): from
+ * then on a signal changes nothing, and one noted since dq_cli_signals_record is forgotten, so
+ * that its exit status (0) says the step was done, and 130 that it was not. */
+void dq_cli_signals_sealed(void);
+
+/* "SIGINT", "SIGTERM", "SIGHUP" (else "signal N"). */
+const char *dq_cli_signal_name(int sig);
+
+/* A temporary file of the command's (NULL: none) that a signal ending it at once removes. */
+void dq_cli_signals_remove_on_exit(const char *path);
+
 /* Prints "docqa: <message>" for err (and frees it), its control characters escaped
  * (dq_print_line); returns DQ_EXIT_FATAL. */
 int dq_cli_fail(GError *err);
@@ -31,10 +60,10 @@ char *dq_cli_shown(const char *text);
  * than newline and tab escaped as \uXXXX, as the terminal would act on them. */
 void dq_cli_put_data(const char *text);
 
-/* Parses argv with ctx (argv[0]: the command's name); on a usage error prints it with the
- * subcommand's help hint (a value GLib could not convert from the locale's charset is named with
- * its option). -h, --help and --help-all print the help on stdout and exit: 0, or 2 when stdout
- * could not take it (dq_cli_close_stdout). */
+/* Parses argv with ctx (argv[0]: the command's name); on a usage error prints "docqa:
+ * <command>: <what is wrong> (see --help)" (a value GLib could not convert from the locale's
+ * charset is named with its option). -h, --help and --help-all print the help on stdout and exit:
+ * 0, or 2 when stdout could not take it (dq_cli_close_stdout). */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
 /* For a command that takes options only: FALSE, with "docqa: <command>: unexpected argument"

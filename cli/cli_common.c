@@ -2,6 +2,7 @@
 #include "text.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,7 @@ void dq_cli_put_data(const char *text) {
 
 /* GLib converts a string option's value from the locale's charset and, when it cannot, says
  * only "Invalid byte sequence in conversion input": the option and its value are found here. */
-static void print_conversion_error(int argc, char **argv) {
+static void print_conversion_error(const char *command, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         char *utf8 = g_locale_to_utf8(argv[i], -1, NULL, NULL, NULL);
         g_free(utf8);
@@ -45,14 +46,16 @@ static void print_conversion_error(int argc, char **argv) {
                                                         : g_strdup("an argument");
         char *shown = g_strescape(eq != NULL ? eq + 1 : argv[i], NULL);
         dq_print_line(stderr,
-                      "docqa: %s '%s': not text in the locale's character set (%s) (see --help)",
-                      option, shown, dq_cli_locale_charset());
+                      "docqa: %s: %s '%s': not text in the locale's character set (%s) (see "
+                      "--help)",
+                      command, option, shown, dq_cli_locale_charset());
         g_free(option);
         g_free(shown);
         return;
     }
     dq_print_line(stderr,
-                  "docqa: an argument is not text in the locale's character set (see --help)");
+                  "docqa: %s: an argument is not text in the locale's character set (see --help)",
+                  command);
 }
 
 const char *dq_cli_locale_charset(void) {
@@ -93,10 +96,12 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
         g_strfreev(given);
         exit(status);
     }
+    /* the command's name (argv[0]) is docqa's own, from main's table */
+    const char *command = n_given > 0 && given[0] != NULL ? given[0] : "docqa";
     if (!ok && err->domain == G_CONVERT_ERROR)
-        print_conversion_error(n_given, given);
+        print_conversion_error(command, n_given, given);
     else if (!ok) {
-        dq_print_line(stderr, "docqa: %s (see --help)", err->message);
+        dq_print_line(stderr, "docqa: %s: %s (see --help)", command, err->message);
     }
     g_clear_error(&err);
     g_strfreev(given);
@@ -205,4 +210,86 @@ void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
     json_node_unref(root);
     g_object_unref(g);
     g_object_unref(b);
+}
+
+/* ---- signals ---- */
+
+/* record_only: 0 a signal ends the process, 1 it is noted, 2 it is ignored (sealed) */
+static volatile sig_atomic_t noted_signal, record_only;
+/* The lines the handler writes, made before any signal can come (snprintf is not
+ * async-signal-safe). */
+static char interrupted_line[3][160];
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+static char *volatile remove_path;
+
+const char *dq_cli_signal_name(int sig) {
+    static char other[32];
+    switch (sig) {
+    case SIGINT:
+        return "SIGINT";
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGHUP:
+        return "SIGHUP";
+    default:
+        g_snprintf(other, sizeof other, "signal %d", sig);
+        return other;
+    }
+}
+
+static void on_stop_signal(int sig) {
+    if (record_only) {
+        if (noted_signal == 0 && record_only == 1)
+            noted_signal = sig;
+        return;
+    }
+    int saved = errno;
+    if (remove_path != NULL)
+        unlink(remove_path);
+    for (size_t i = 0; i < G_N_ELEMENTS(stop_signals); i++)
+        if (stop_signals[i] == sig) {
+            ssize_t w = write(STDERR_FILENO, interrupted_line[i], strlen(interrupted_line[i]));
+            (void)w;
+        }
+    errno = saved;
+    _exit(DQ_EXIT_INTERRUPTED);
+}
+
+void dq_cli_signals_install(const char *command) {
+    noted_signal = 0;
+    record_only = 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(stop_signals); i++) {
+        /* the command's name is docqa's own (main's table): nothing to escape */
+        g_snprintf(interrupted_line[i], sizeof interrupted_line[i],
+                   "docqa: %s: interrupted (%s) before it finished\n", command,
+                   dq_cli_signal_name(stop_signals[i]));
+        /* One ignored when docqa starts (nohup, trap '' HUP, a script's background job) stays
+         * ignored: whoever started docqa asked for that. */
+        struct sigaction sa;
+        if (sigaction(stop_signals[i], NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(stop_signals[i], &sa, NULL);
+    }
+}
+
+void dq_cli_signals_record(void) {
+    record_only = 1;
+}
+
+int dq_cli_signal_caught(void) {
+    return noted_signal;
+}
+
+void dq_cli_signals_sealed(void) {
+    record_only = 2;
+    noted_signal = 0;
+}
+
+void dq_cli_signals_remove_on_exit(const char *path) {
+    char *old = remove_path;
+    remove_path = path ? g_strdup(path) : NULL;
+    g_free(old);
 }

@@ -177,17 +177,24 @@ static void print_states(const GPtrArray *groups, guint from, guint to, const ch
         }
 }
 
+/* The end of the run of groups from `from` that share its question and model. */
+static guint group_end(const GPtrArray *groups, guint from) {
+    const DqJobGroup *first = g_ptr_array_index(groups, from);
+    guint end = from + 1;
+    while (end < groups->len) {
+        const DqJobGroup *g = g_ptr_array_index(groups, end);
+        if (g_strcmp0(g->question, first->question) != 0 ||
+            g_strcmp0(g->model_id, first->model_id) != 0)
+            break;
+        end++;
+    }
+    return end;
+}
+
 void dq_job_groups_print(const GPtrArray *groups, const char *done_word) {
     for (guint i = 0; i < groups->len;) {
         const DqJobGroup *first = g_ptr_array_index(groups, i);
-        guint end = i + 1;
-        while (end < groups->len) {
-            const DqJobGroup *g = g_ptr_array_index(groups, end);
-            if (g_strcmp0(g->question, first->question) != 0 ||
-                g_strcmp0(g->model_id, first->model_id) != 0)
-                break;
-            end++;
-        }
+        guint end = group_end(groups, i);
         char *quoted = first->question ? queue_question_quote(first->question) : NULL;
         char *model = dq_text_show(first->model_id, -1, DQ_SHOW_LINE, 0);
         printf("  %s%s%s (model %s): ", quoted ? "\"" : "", quoted ? quoted : "(question deleted)",
@@ -198,4 +205,48 @@ void dq_job_groups_print(const GPtrArray *groups, const char *done_word) {
         g_free(quoted);
         i = end;
     }
+}
+
+void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *done_word) {
+    json_builder_set_member_name(b, "groups");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < groups->len;) {
+        const DqJobGroup *first = g_ptr_array_index(groups, i);
+        guint end = group_end(groups, i);
+        gint64 by_state[DQ_JOB_N_STATES] = {0}, jobs = 0, answered = 0;
+        for (guint k = i; k < end; k++) {
+            const DqJobGroup *g = g_ptr_array_index(groups, k);
+            if (g->state < DQ_JOB_N_STATES)
+                by_state[g->state] += g->jobs;
+            jobs += g->jobs;
+            answered += g->answered ? g->jobs : 0;
+        }
+        json_builder_begin_object(b);
+        dq_cli_json_string(b, "question", first->question);
+        dq_cli_json_string(b, "model", first->model_id);
+        json_builder_set_member_name(b, "jobs");
+        json_builder_add_int_value(b, jobs);
+        json_builder_set_member_name(b, "by_state");
+        json_builder_begin_object(b);
+        for (int s = 0; s < DQ_JOB_N_STATES; s++)
+            if (by_state[s] > 0) {
+                json_builder_set_member_name(b, state_word(s, done_word));
+                json_builder_add_int_value(b, by_state[s]);
+            }
+        json_builder_end_object(b);
+        json_builder_set_member_name(b, "answered");
+        json_builder_add_int_value(b, answered);
+        json_builder_end_object(b);
+        i = end;
+    }
+    json_builder_end_array(b);
+}
+
+void dq_job_states_json(JsonBuilder *b, const char *name, guint states, const char *done_word) {
+    json_builder_set_member_name(b, name);
+    json_builder_begin_array(b);
+    for (int i = 0; i < DQ_JOB_N_STATES; i++)
+        if (states & (1u << i))
+            json_builder_add_string_value(b, state_word(i, done_word));
+    json_builder_end_array(b);
 }

@@ -8,6 +8,7 @@
 #include "store_jobs.h"
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 typedef struct {
     /* the options, as parsed */
@@ -51,5 +52,15 @@ char *dq_job_states_text(guint states, const char *done_word);
 /* One line a question and model of groups (DqJobGroup, as store_jobs_cancel returns them):
  * `  "Total?" (model tiny): 10 queued, 2 failed`; done ones are named `done_word`. */
 void dq_job_groups_print(const GPtrArray *groups, const char *done_word);
+
+/* The same as a JSON member "groups": one object a question and model, {"question" (null when
+ * the question was deleted), "model", "jobs", "by_state": {"queued": 10, "failed": 2},
+ * "answered": jobs that have an answer already}; done ones are named `done_word`, as in the
+ * text. */
+void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *done_word);
+
+/* The states in `states` as a JSON member `name`: an array of their names, done ones named
+ * `done_word`. */
+void dq_job_states_json(JsonBuilder *b, const char *name, guint states, const char *done_word);
 
 #endif

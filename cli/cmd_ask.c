@@ -4,17 +4,100 @@
 #include "config.h"
 #include "queue.h"
 #include "store.h"
+#include "test_point.h"
 #include "text.h"
 
+#include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void json_int(JsonBuilder *b, const char *name, gint64 v) {
+    json_builder_set_member_name(b, name);
+    json_builder_add_int_value(b, v);
+}
+
+/* The summary as JSON (README, "Machine-readable output"); notes and warnings stay on stderr. */
+static void print_json(const DqAskResult *res, const char *model_id, int n_res) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    dq_cli_json_string(b, "model_id", model_id);
+    json_int(b, "questions", res->questions);
+    json_int(b, "duplicates", res->duplicates);
+    json_int(b, "pages", res->pages);
+    json_int(b, "jobs_added", res->added);
+    json_int(b, "jobs_existing", res->existing);
+    json_int(b, "same_content_pages", res->same_content);
+    json_builder_set_member_name(b, "n_res");
+    if (n_res > 0)
+        json_builder_add_int_value(b, n_res);
+    else
+        json_builder_add_null_value(b);
+    json_int(b, "other_rendering_pages", res->other_renderings);
+    json_builder_set_member_name(b, "other_n_res");
+    json_builder_begin_array(b);
+    for (int n = 1; n <= 64; n++)
+        if (res->other_n_res & (G_GUINT64_CONSTANT(1) << (n - 1)))
+            json_builder_add_int_value(b, n);
+    json_builder_end_array(b);
+    json_int(b, "documents_without_n_res", res->no_rendering_documents);
+    json_int(b, "documents_gone", res->gone_documents);
+    json_int(b, "pages_failed", res->failed_pages);
+    json_builder_end_object(b);
+    dq_cli_json_print(b, TRUE);
+}
+
+/* The summary for a person: one line, and one a page or document left out. */
+static void print_text(const DqAskResult *res, const char *model_id, int n_res) {
+    char dups[64] = "";
+    if (res->duplicates > 0)
+        g_snprintf(dups, sizeof dups, " (%d duplicate%s dropped)", res->duplicates,
+                   res->duplicates == 1 ? "" : "s");
+    char *shown_model = dq_cli_shown(model_id);
+    printf("ask: %d question%s%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
+           res->questions, res->questions == 1 ? "" : "s", dups, res->pages,
+           res->pages == 1 ? "" : "s", res->added, res->added == 1 ? "" : "s", res->existing,
+           shown_model);
+    g_free(shown_model);
+    if (res->same_content > 0)
+        printf("ask: %d more page%s hold%s the same bytes as pages above (a copy, a moved file, "
+               "an older version): asked once; v_current_answers shows the answers under each "
+               "path\n",
+               res->same_content, res->same_content == 1 ? "" : "s",
+               res->same_content == 1 ? "s" : "");
+    GString *n_res_values = g_string_new(NULL);
+    for (int n = 1; n <= 64; n++)
+        if (res->other_n_res & (G_GUINT64_CONSTANT(1) << (n - 1)))
+            g_string_append_printf(n_res_values, "%s%d", n_res_values->len ? ", " : "", n);
+    if (res->other_renderings > 0)
+        printf("ask: %d page%s of other renderings left out (n_res %s): %s; --n-res N picks "
+               "another\n",
+               res->other_renderings, res->other_renderings == 1 ? "" : "s", n_res_values->str,
+               n_res ? "asked at --n-res only" : "each document's most recent rendering is asked");
+    if (res->no_rendering_documents > 0)
+        printf("ask: %d document%s ha%s no pages at --n-res %d (rendered at n_res %s), left out "
+               "(docqa ingest --n-res %d renders them)\n",
+               res->no_rendering_documents, res->no_rendering_documents == 1 ? "" : "s",
+               res->no_rendering_documents == 1 ? "s" : "ve", n_res, n_res_values->str, n_res);
+    g_string_free(n_res_values, TRUE);
+    if (res->gone_documents > 0)
+        printf("ask: %d document%s left out: %s file%s gone (documents.missing_since; ingest "
+               "found %s gone)\n",
+               res->gone_documents, res->gone_documents == 1 ? "" : "s",
+               res->gone_documents == 1 ? "its" : "their",
+               res->gone_documents == 1 ? " is" : "s are",
+               res->gone_documents == 1 ? "it" : "them");
+    if (res->failed_pages > 0)
+        printf("ask: %d page%s left out: ingest could not render them (see docqa ingest)\n",
+               res->failed_pages, res->failed_pages == 1 ? "" : "s");
+}
 
 int cmd_ask(int argc, char **argv) {
     char *db = NULL, *questions_file = NULL, *model = NULL, *prompt = NULL;
     char **doc_ids = NULL, **where = NULL, **args = NULL;
     /* G_MININT: --n-res not given */
     int max_new_tokens = 64, max_attempts = 3, n_res = G_MININT;
+    gboolean json = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -49,6 +132,8 @@ int cmd_ask(int argc, char **argv) {
          "longest answer in tokens (default 64)", "N"},
         {"max-attempts", 0, 0, G_OPTION_ARG_INT, &max_attempts,
          "tries per job before it is marked dead (default 3)", "N"},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as one JSON object on stdout",
+         NULL},
         /* Questions here rather than left in argv: GLib leaves a "--" there (which ends the
          * options, so that `-- '-2+3'` asks "-2+3"), which is no question. Bytes, checked as
          * UTF-8 by queue_question_normalize. */
@@ -191,45 +276,13 @@ int cmd_ask(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    char dups[64] = "";
-    if (res.duplicates > 0)
-        g_snprintf(dups, sizeof dups, " (%d duplicate%s dropped)", res.duplicates,
-                   res.duplicates == 1 ? "" : "s");
-    char *shown_model = dq_cli_shown(model_id);
-    printf("ask: %d question%s%s x %d page%s: %d new job%s, %d already asked (model %s)\n",
-           res.questions, res.questions == 1 ? "" : "s", dups, res.pages, res.pages == 1 ? "" : "s",
-           res.added, res.added == 1 ? "" : "s", res.existing, shown_model);
-    g_free(shown_model);
-    if (res.same_content > 0)
-        printf("ask: %d more page%s hold%s the same bytes as pages above (a copy, a moved file, "
-               "an older version): asked once; v_current_answers shows the answers under each "
-               "path\n",
-               res.same_content, res.same_content == 1 ? "" : "s",
-               res.same_content == 1 ? "s" : "");
-    GString *n_res_values = g_string_new(NULL);
-    for (int n = 1; n <= 64; n++)
-        if (res.other_n_res & (G_GUINT64_CONSTANT(1) << (n - 1)))
-            g_string_append_printf(n_res_values, "%s%d", n_res_values->len ? ", " : "", n);
-    if (res.other_renderings > 0)
-        printf("ask: %d page%s of other renderings left out (n_res %s): %s; --n-res N picks "
-               "another\n",
-               res.other_renderings, res.other_renderings == 1 ? "" : "s", n_res_values->str,
-               n_res ? "asked at --n-res only" : "each document's most recent rendering is asked");
-    if (res.no_rendering_documents > 0)
-        printf("ask: %d document%s ha%s no pages at --n-res %d (rendered at n_res %s), left out "
-               "(docqa ingest --n-res %d renders them)\n",
-               res.no_rendering_documents, res.no_rendering_documents == 1 ? "" : "s",
-               res.no_rendering_documents == 1 ? "s" : "ve", n_res, n_res_values->str, n_res);
-    g_string_free(n_res_values, TRUE);
-    if (res.gone_documents > 0)
-        printf("ask: %d document%s left out: %s file%s gone (documents.missing_since; ingest "
-               "found %s gone)\n",
-               res.gone_documents, res.gone_documents == 1 ? "" : "s",
-               res.gone_documents == 1 ? "its" : "their", res.gone_documents == 1 ? " is" : "s are",
-               res.gone_documents == 1 ? "it" : "them");
-    if (res.failed_pages > 0)
-        printf("ask: %d page%s left out: ingest could not render them (see docqa ingest)\n",
-               res.failed_pages, res.failed_pages == 1 ? "" : "s");
+    /* The jobs are stored: a signal from here on must not cut the report of them short. */
+    dq_cli_signals_record();
+    dq_test_point("ask:stored");
+    if (json)
+        print_json(&res, model_id, n_res);
+    else
+        print_text(&res, model_id, n_res);
     if (res.pages == 0)
         dq_print_line(stderr, "docqa: ask: no ingested pages match; run `docqa ingest` first or "
                               "widen --document/--where/--n-res");

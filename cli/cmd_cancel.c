@@ -6,6 +6,7 @@
 
 #include "store.h"
 #include "store_jobs.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <stdio.h>
@@ -40,17 +41,43 @@ static gboolean parse_states(char **given, guint *states) {
     return TRUE;
 }
 
-static void print_result(const GPtrArray *groups, gboolean dry_run) {
-    gint64 cancelled = 0, answered = 0, running = 0;
+static void count_result(const GPtrArray *groups, gint64 *cancelled, gint64 *answered,
+                         gint64 *running) {
+    *cancelled = *answered = *running = 0;
     for (guint i = 0; i < groups->len; i++) {
         const DqJobGroup *g = g_ptr_array_index(groups, i);
         if (g->answered)
-            answered += g->jobs;
+            *answered += g->jobs;
         else
-            cancelled += g->jobs;
+            *cancelled += g->jobs;
         if (g->state == DQ_JOB_RUNNING)
-            running += g->jobs;
+            *running += g->jobs;
     }
+}
+
+static void print_json(const GPtrArray *groups, gboolean dry_run, guint states) {
+    gint64 cancelled, answered, running;
+    count_result(groups, &cancelled, &answered, &running);
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "dry_run");
+    json_builder_add_boolean_value(b, dry_run);
+    dq_job_states_json(b, "states", states, dq_job_done_word(0));
+    /* what was done, or with --dry-run what would be */
+    json_builder_set_member_name(b, "cancelled");
+    json_builder_add_int_value(b, cancelled);
+    json_builder_set_member_name(b, "back_to_done");
+    json_builder_add_int_value(b, answered);
+    json_builder_set_member_name(b, "running");
+    json_builder_add_int_value(b, running);
+    dq_job_groups_json(b, groups, dq_job_done_word(0));
+    json_builder_end_object(b);
+    dq_cli_json_print(b, TRUE);
+}
+
+static void print_result(const GPtrArray *groups, gboolean dry_run) {
+    gint64 cancelled, answered, running;
+    count_result(groups, &cancelled, &answered, &running);
     printf("cancel: %s%" G_GINT64_FORMAT " job%s%s\n", dry_run ? "would cancel " : "", cancelled,
            cancelled == 1 ? "" : "s", dry_run ? " (--dry-run: nothing was changed)" : " cancelled");
     dq_job_groups_print(groups, dq_job_done_word(0));
@@ -75,7 +102,7 @@ static void print_result(const GPtrArray *groups, gboolean dry_run) {
 int cmd_cancel(int argc, char **argv) {
     char *db = NULL;
     char **state_names = NULL;
-    gboolean dry_run = FALSE;
+    gboolean dry_run = FALSE, json = FALSE;
     DqJobSelection sel = {0};
     GOptionEntry db_entry[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
@@ -89,6 +116,8 @@ int cmd_cancel(int argc, char **argv) {
          "STATE"},
         {"dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run,
          "print what would be cancelled, change nothing", NULL},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print what was done as one JSON object on stdout",
+         NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- withdraw jobs that are not answered yet");
@@ -127,7 +156,11 @@ int cmd_cancel(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    if (groups->len == 0) {
+    dq_cli_signals_record(); /* committed: the report of it is printed whole */
+    dq_test_point("cancel:stored");
+    if (json) {
+        print_json(groups, dry_run, filter.states);
+    } else if (groups->len == 0) {
         char *names = dq_job_states_text(filter.states, dq_job_done_word(0));
         printf("cancel: no %s job matches: nothing to cancel\n", names);
         g_free(names);

@@ -10,6 +10,7 @@
 #include "store.h"
 #include "store_jobs.h"
 #include "store_migrate.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <errno.h>
@@ -162,8 +163,10 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         dq_cli_json_print(b, FALSE);
     }
     ex->rows++;
+    if (ex->rows == 1)
+        dq_test_point("export:row");
     if (ferror(stdout))
-        return dq_fail(err, DQ_ERR_IO, "standard output: %s", g_strerror(errno));
+        return dq_fail(err, DQ_ERR_IO, "export: standard output: %s", g_strerror(errno));
     return TRUE;
 }
 
@@ -379,6 +382,23 @@ int cmd_export(int argc, char **argv) {
             "export without --question lists the questions answered)",
             question);
     if (checkpoint_file != NULL) {
+        /* The rows are out; the checkpoint moving past them seals the export. A signal from
+         * here on is noted, not acted on at once: one that came before it moves leaves it where
+         * it was (exit 130, and the next export gives the rows again); once it has moved, the
+         * export is complete whatever comes (exit 0). A wrapper that keeps the rows on 0 and
+         * drops them otherwise so loses none: exit 130 after the checkpoint moved lost them. */
+        dq_cli_signals_record();
+        dq_test_point("export:checkpoint");
+        int sig = dq_cli_signal_caught();
+        if (sig != 0) {
+            dq_print_line(stderr,
+                          "docqa: export: interrupted (%s) before the checkpoint moved: it stays "
+                          "at %" G_GINT64_FORMAT " in %s, and the next export gives these rows "
+                          "again",
+                          dq_cli_signal_name(sig), after, checkpoint_file);
+            rc = DQ_EXIT_INTERRUPTED;
+            goto out;
+        }
         char *text = g_strdup_printf("%" G_GINT64_FORMAT "\n", range.upto);
         gboolean kept = g_file_set_contents_full(
             checkpoint_file, text, -1, G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
@@ -392,6 +412,8 @@ int cmd_export(int argc, char **argv) {
             g_clear_error(&err);
             goto out;
         }
+        dq_cli_signals_sealed();
+        dq_test_point("export:checkpoint-kept");
     }
     if (after >= 0)
         dq_print_line(stderr,

@@ -25,6 +25,7 @@
 #include "clock.h"
 #include "dq_error.h"
 #include "pipeline.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <errno.h>
@@ -114,6 +115,8 @@ static gboolean dump_open(DumpFile *d, const char *path, GError **err) {
         g_clear_pointer(&d->tmp, g_free);
         return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: cannot create: %s", path, g_strerror(e));
     }
+    /* Ctrl-C while the model works must not leave the temporary behind */
+    dq_cli_signals_remove_on_exit(d->tmp);
     return TRUE;
 }
 
@@ -137,6 +140,7 @@ static gboolean dump_finish(DumpFile *d, const float *logits, int n, GError **er
     if (!ok && d->tmp != NULL)
         g_unlink(d->tmp);
     g_clear_pointer(&d->tmp, g_free);
+    dq_cli_signals_remove_on_exit(NULL);
     if (!ok)
         return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: write failed: %s", d->path,
                        g_strerror(e));
@@ -151,6 +155,7 @@ static void dump_abandon(DumpFile *d) {
     if (d->tmp != NULL)
         g_unlink(d->tmp);
     g_clear_pointer(&d->tmp, g_free);
+    dq_cli_signals_remove_on_exit(NULL);
 }
 
 static void add_int_array(JsonBuilder *b, const char *name, const int32_t *v, int n) {
@@ -270,6 +275,7 @@ static int run_generate(GenerateArgs *a) {
         req.options.do_sample = FALSE;
     }
     req.want_logits = a->dump_logits != NULL;
+    dq_test_point("generate:prepared");
     DqGenerateTimings tm = {0};
     if (!smolvlm_generate(p->model, &req, 1, &res, &tm, &err))
         goto out;
@@ -373,7 +379,7 @@ int cmd_generate(int argc, char **argv) {
     else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
         dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
     if (err != NULL) {
-        dq_print_line(stderr, "docqa generate: %s (see --help)", err->message);
+        dq_print_line(stderr, "docqa: generate: %s (see --help)", err->message);
         g_error_free(err);
         goto out;
     }

@@ -232,7 +232,8 @@ int cmd_ingest(int argc, char **argv) {
     g_option_context_set_description(
         ctx, "Files and folders (recursively) are ingested; exit status 0: all fine, 1: some "
              "inputs failed (recorded in the database) or changed while being ingested (not "
-             "recorded), 2: could not run, 130: interrupted.");
+             "recorded), 2: could not run, 130: interrupted (SIGINT, SIGTERM or SIGHUP; the "
+             "summary, or --json, is printed all the same).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -298,7 +299,10 @@ int cmd_ingest(int argc, char **argv) {
         dq_print_line(stderr, "docqa: ingest: %s", ignored);
     g_free(ignored);
     DqIngestSummary sum;
-    if (!dq_ingest_run(store, (const char *const *)paths, &opt, &sum, &err)) {
+    gboolean ran = dq_ingest_run(store, (const char *const *)paths, &opt, &sum, &err);
+    /* What was rendered is stored: a signal from here on must not cut the summary short. */
+    dq_cli_signals_record();
+    if (!ran) {
         dq_ingest_summary_clear(&sum);
         rc = dq_cli_fail(err);
         goto out;

@@ -7,6 +7,7 @@
 
 #include "store.h"
 #include "store_migrate.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <stdio.h>
@@ -51,6 +52,7 @@ int cmd_migrate(int argc, char **argv) {
             rc = dq_cli_fail(err);
             goto out;
         }
+        dq_cli_signals_record();
         char *list = g_strjoinv(", ", made);
         dq_print_line(stdout, "%s: schema version %d; %s%s", dq_store_path(src),
                       dq_store_schema_version(src),
@@ -70,6 +72,8 @@ int cmd_migrate(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
+    dq_cli_signals_record(); /* committed: the report of it is printed whole */
+    dq_test_point("migrate:stored");
     dq_print_line(stdout, "migrated %" G_GINT64_FORMAT " rows from %s to %s", rows,
                   dq_store_path(src), dq_store_path(dst));
     rc = DQ_EXIT_OK;

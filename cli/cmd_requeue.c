@@ -7,6 +7,7 @@
 #include "smolvlm.h"
 #include "store.h"
 #include "store_jobs.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <stdio.h>
@@ -33,7 +34,7 @@ static char *fingerprint_option(const char *text) {
 int cmd_requeue(int argc, char **argv) {
     char *db = NULL;
     gboolean dead = FALSE, failed = FALSE, approximate = FALSE, cancelled = FALSE, dry_run = FALSE,
-             done = FALSE, stale = FALSE;
+             done = FALSE, stale = FALSE, json = FALSE;
     char *fingerprint_not = NULL, *fingerprint = NULL;
     DqJobSelection sel = {0};
     GOptionEntry db_entry[] = {
@@ -68,6 +69,8 @@ int cmd_requeue(int argc, char **argv) {
          "HEX"},
         {"dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run,
          "print what would be queued again, change nothing", NULL},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print what was done as one JSON object on stdout",
+         NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new(
@@ -140,10 +143,24 @@ int cmd_requeue(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
+    dq_cli_signals_record(); /* committed: the report of it is printed whole */
+    dq_test_point("requeue:stored");
     gint64 n = 0;
     for (guint i = 0; i < groups->len; i++)
         n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
-    if (n == 0) {
+    if (json) {
+        JsonBuilder *b = json_builder_new();
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "dry_run");
+        json_builder_add_boolean_value(b, dry_run);
+        dq_job_states_json(b, "states", filter.states, dq_job_done_word(filter.done));
+        /* queued again, or with --dry-run those that would be */
+        json_builder_set_member_name(b, "jobs");
+        json_builder_add_int_value(b, n);
+        dq_job_groups_json(b, groups, dq_job_done_word(filter.done));
+        json_builder_end_object(b);
+        dq_cli_json_print(b, TRUE);
+    } else if (n == 0) {
         char *names = dq_job_states_text(filter.states, dq_job_done_word(filter.done));
         printf("requeue: no %s job matches: nothing to requeue\n", names);
         g_free(names);

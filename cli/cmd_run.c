@@ -117,6 +117,40 @@ fail:
     return NULL;
 }
 
+static void json_int(JsonBuilder *b, const char *name, gint64 v) {
+    json_builder_set_member_name(b, name);
+    json_builder_add_int_value(b, v);
+}
+
+/* The summary as JSON (README, "Machine-readable output"). */
+static void print_json(const char *model_id, int workers, const DqRunResult *res, double secs,
+                       const char *error) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    dq_cli_json_string(b, "model_id", model_id);
+    json_int(b, "workers", workers);
+    json_int(b, "claimed", res->total.claimed);
+    json_int(b, "answered", res->total.done);
+    json_int(b, "failed", res->total.failed);
+    json_int(b, "buried", res->total.buried);
+    json_int(b, "buried_answered_late", res->buried_answered);
+    json_int(b, "retried", res->total.retried);
+    json_int(b, "given_back", res->total.released);
+    json_int(b, "withdrawn", res->total.withdrawn);
+    json_int(b, "answered_too_late", res->total.lost);
+    json_int(b, "workers_crashed", res->workers_crashed);
+    json_builder_set_member_name(b, "seconds");
+    json_builder_add_double_value(b, secs);
+    json_builder_set_member_name(b, "answers_per_second");
+    json_builder_add_double_value(b, secs > 0 ? (double)res->total.done / secs : 0.0);
+    json_builder_set_member_name(b, "interrupted");
+    json_builder_add_boolean_value(b, res->interrupted);
+    /* what stopped the workers (exit status 2), else null */
+    dq_cli_json_string(b, "error", error);
+    json_builder_end_object(b);
+    dq_cli_json_print(b, TRUE);
+}
+
 /* A model id is only a name (the snapshot folder's, or --model-id's): when answers already
  * stored under it came from other snapshots, says so on one line. Not refused: a folder renamed
  * or moved, or a snapshot fetched again, is the same model, and its fingerprint says so; two
@@ -199,7 +233,7 @@ int cmd_run(int argc, char **argv) {
          *draft = NULL, *workers_text = NULL, *max_jobs_text = NULL, *prefix_text = NULL;
     int batch = 1, lease_s = 60, prep_threads = G_MININT; /* G_MININT: not given */
     gint64 workers = 0, max_jobs = 0; /* 0: not given (one worker a device; no limit) */
-    gboolean until_empty = FALSE, quiet = FALSE, other_models_ok = FALSE;
+    gboolean until_empty = FALSE, quiet = FALSE, other_models_ok = FALSE, json = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -249,6 +283,10 @@ int cmd_run(int argc, char **argv) {
         {"lease", 0, 0, G_OPTION_ARG_INT, &lease_s,
          "seconds a claim lasts without a heartbeat (default 60)", "S"},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &json,
+         "print the summary as one JSON object on stdout (also after an error that stopped the "
+         "workers)",
+         NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- answer queued jobs with SmolVLM");
@@ -257,9 +295,11 @@ int cmd_run(int argc, char **argv) {
         ctx, "Each worker claims jobs under a lease, keeps up to --batch of them in the model "
              "(plus one more than its preprocessing threads, being prepared) and stores each "
              "answer as soon as it is finished. "
-             "SIGINT/SIGTERM: workers give back the jobs in flight, exit 130. Exit 1 when some "
-             "jobs failed (see docqa status), or, with --until-empty, when nothing was queued "
-             "for this model id while jobs wait for others (named on stderr).");
+             "SIGINT, SIGTERM or SIGHUP: workers give back the jobs in flight, exit 130. Exit 1 "
+             "when some jobs failed (see docqa status), or, with --until-empty, when nothing was "
+             "queued for this model id while jobs wait for others (named on stderr); 2 when the "
+             "workers could not run or stopped on an error (the summary says what they did "
+             "before).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -392,13 +432,22 @@ int cmd_run(int argc, char **argv) {
     gint64 t0 = g_get_monotonic_time();
     rc = queue_run(&ro, open_smolvlm, &rm, &res, &err);
     double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
-    if (rc == DQ_EXIT_FATAL) {
-        rc = dq_cli_fail(err);
-        goto out;
+    /* The workers are gone: a signal from here on must not cut the summary short. */
+    dq_cli_signals_record();
+    /* A run that stopped on an error (a full disk, a lock held for 10 minutes) may have
+     * answered jobs first: the message, then the summary of what it did. */
+    char *error = rc == DQ_EXIT_FATAL && err != NULL ? g_strdup(err->message) : NULL;
+    if (rc == DQ_EXIT_FATAL)
+        dq_cli_fail(g_steal_pointer(&err));
+    if (json) {
+        print_json(model_id, (int)workers, &res, secs, error);
+    } else {
+        char *summary = queue_run_summary(&res, secs);
+        printf("%s%s\n", summary,
+               rc == DQ_EXIT_FATAL && !res.interrupted ? "; stopped by the error above" : "");
+        g_free(summary);
     }
-    char *summary = queue_run_summary(&res, secs);
-    printf("%s\n", summary);
-    g_free(summary);
+    g_free(error);
     /* Said last, where a wrapper's log ends; not when jobs of this model came meanwhile. */
     if (mismatch != NULL && until_empty && !other_models_ok && rc == DQ_EXIT_OK &&
         res.total.done == 0 && res.total.failed == 0 && !res.interrupted) {

@@ -5,7 +5,9 @@
 #include "store.h"
 #include "store_documents.h"
 #include "store_jobs.h"
+#include "store_migrate.h"
 #include "queue.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <json-glib/json-glib.h>
@@ -29,11 +31,52 @@ static const char *exactness(int exact) {
     return exact < 0 ? "not recorded" : exact ? "exact" : "approximate";
 }
 
+static void json_int(JsonBuilder *b, const char *name, gint64 v) {
+    json_builder_set_member_name(b, name);
+    json_builder_add_int_value(b, v);
+}
+
+/* v_progress's rows (NULL: the view is missing: null) */
+static void add_progress(JsonBuilder *b, const GPtrArray *progress) {
+    json_builder_set_member_name(b, "progress");
+    if (progress == NULL) {
+        json_builder_add_null_value(b);
+        return;
+    }
+    json_builder_begin_array(b);
+    for (guint i = 0; i < progress->len; i++) {
+        const DqProgressRow *r = g_ptr_array_index(progress, i);
+        json_builder_begin_object(b);
+        dq_cli_json_string(b, "question", r->question);
+        dq_cli_json_string(b, "model", r->model_id);
+        json_int(b, "total", r->total);
+        json_int(b, "queued", r->queued);
+        json_int(b, "running", r->running);
+        json_int(b, "done", r->done);
+        json_int(b, "failed", r->failed);
+        json_int(b, "dead", r->dead);
+        json_int(b, "retrying", r->retrying);
+        json_int(b, "stalled", r->stalled);
+        json_int(b, "cancelled", r->cancelled);
+        json_builder_set_member_name(b, "percent_done");
+        if (r->percent_done < 0)
+            json_builder_add_null_value(b);
+        else
+            json_builder_add_double_value(b, r->percent_done);
+        dq_cli_json_string(b, "asked_at", r->asked_at);
+        dq_cli_json_string(b, "last_finished_at", r->last_finished_at);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+}
+
 static void print_json(const DqJobCounts *c, gint64 running, double rate, double eta,
                        const GPtrArray *engines, const GPtrArray *snaps, const GPtrArray *errs,
-                       gint64 gone) {
+                       gint64 gone, const GPtrArray *progress) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
+    /* which docqa wrote this (its keys grow with versions) */
+    dq_cli_json_string(b, "version", DOCQA_VERSION);
     json_builder_set_member_name(b, "jobs");
     json_builder_begin_object(b);
     /* "running": leases alive, "stalled": expired (as v_progress's columns) */
@@ -101,6 +144,7 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
+    add_progress(b, progress);
     json_builder_end_object(b);
     dq_cli_json_print(b, TRUE);
 }
@@ -149,7 +193,7 @@ int cmd_status(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
-    GPtrArray *errs = NULL, *engines = NULL, *snaps = NULL, *gone_paths = NULL;
+    GPtrArray *errs = NULL, *engines = NULL, *snaps = NULL, *gone_paths = NULL, *progress = NULL;
     if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
@@ -166,6 +210,7 @@ int cmd_status(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
+    dq_test_point("status:read");
     double rate = span > 0 ? (double)recent / span : 0;
     gint64 left = c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING];
     /* Running jobs whose lease expired are not work in progress: their worker stopped. */
@@ -173,7 +218,24 @@ int cmd_status(int argc, char **argv) {
     /* The recent rate says nothing of the future when no worker is at work. */
     double eta = left == 0 ? 0 : rate > 0 && running > 0 ? (double)left / rate : -1;
     if (json) {
-        print_json(&c, running, rate, eta, engines, snaps, errs, gone_paths->len);
+        /* v_progress is derived (a user may have dropped it): without it, the rest is shown */
+        char **missing = dq_store_missing_views(store, &err);
+        if (missing == NULL) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        if (g_strv_contains((const char *const *)missing, "v_progress"))
+            dq_print_line(stderr,
+                          "docqa: status: the view v_progress is missing (dropped?): \"progress\" "
+                          "is null; `docqa migrate --from %s` makes docqa's views again",
+                          path);
+        else if ((progress = store_jobs_progress(store, &err)) == NULL) {
+            g_strfreev(missing);
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+        g_strfreev(missing);
+        print_json(&c, running, rate, eta, engines, snaps, errs, gone_paths->len, progress);
     } else {
         printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
                " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
@@ -250,6 +312,8 @@ int cmd_status(int argc, char **argv) {
 out:
     if (errs)
         g_ptr_array_free(errs, TRUE);
+    if (progress)
+        g_ptr_array_free(progress, TRUE);
     if (gone_paths)
         g_ptr_array_free(gone_paths, TRUE);
     if (snaps)

@@ -9,6 +9,7 @@
  */
 #include "cli.h"
 #include "memory.h"
+#include "queue.h"
 #include "text.h"
 
 #include <locale.h>
@@ -145,8 +146,21 @@ int main(int argc, char **argv) {
     if (strcmp(name, "--version") == 0)
         name = "version";
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
-        if (strcmp(commands[i].name, name) == 0)
-            return dq_cli_close_stdout(name, commands[i].fn(argc - 1, argv + 1));
+        if (strcmp(commands[i].name, name) == 0) {
+            dq_cli_signals_install(name);
+            queue_test_hooks_install();
+            int status = dq_cli_close_stdout(name, commands[i].fn(argc - 1, argv + 1));
+            int sig = dq_cli_signal_caught();
+            /* a command that failed (2) has said why; that stays its outcome */
+            if (sig != 0 && (status == DQ_EXIT_OK || status == DQ_EXIT_PARTIAL)) {
+                dq_print_line(stderr,
+                              "docqa: %s: interrupted (%s) as it finished: its work was done "
+                              "and stored, and what it printed is complete",
+                              name, dq_cli_signal_name(sig));
+                status = DQ_EXIT_INTERRUPTED;
+            }
+            return status;
+        }
     dq_print_line(stderr, "docqa: unknown command '%s'", name);
     fputc('\n', stderr);
     usage(stderr);

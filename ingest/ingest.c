@@ -6,6 +6,7 @@
 #include "dq_error.h"
 #include "json_load.h"
 #include "store_documents.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <errno.h>
@@ -233,6 +234,28 @@ static volatile sig_atomic_t interrupted;
 
 static void on_signal(int sig) {
     interrupted = sig;
+}
+
+/* What stops an ingest: Ctrl-C, kill or systemctl stop, a closed terminal. */
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void catch_stop_signals(struct sigaction old[G_N_ELEMENTS(stop_signals)]) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    interrupted = 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(stop_signals); i++) {
+        sigaction(stop_signals[i], NULL, &old[i]);
+        /* one ignored when docqa started (nohup) stays ignored */
+        if (old[i].sa_handler != SIG_IGN)
+            sigaction(stop_signals[i], &sa, NULL);
+    }
+}
+
+static void restore_stop_signals(const struct sigaction old[G_N_ELEMENTS(stop_signals)]) {
+    for (size_t i = 0; i < G_N_ELEMENTS(stop_signals); i++)
+        sigaction(stop_signals[i], &old[i], NULL);
 }
 
 static void doc_free(Doc *d) {
@@ -845,6 +868,7 @@ static gboolean spawn_child(Run *r, Doc *d) {
         /* Ctrl-C reaches the whole process group: the parent alone decides, so that a worker
          * killed by the user is never recorded as a crashed page. */
         signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
         signal(SIGTERM, SIG_DFL);
         /* The claims are the ingest's: they end with it, not with the last of its workers. */
         for (guint i = 0; i < r->active->len; i++) {
@@ -1257,7 +1281,12 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     char *wal = g_strconcat(db_file, "-wal", NULL), *shm = g_strconcat(db_file, "-shm", NULL),
          *journal = g_strconcat(db_file, "-journal", NULL);
     const char *exclude[] = {r.store_dir, db_file, wal, shm, journal, NULL};
+    /* Caught from the walk on, so that a signal at any point leaves a summary (and the exit
+     * status 130); the walk itself (directory listings) is finished first. */
+    struct sigaction old_handlers[G_N_ELEMENTS(stop_signals)];
+    catch_stop_signals(old_handlers);
     r.entries = ingest_walk(paths, opt->hidden, exclude, &sum->skipped, unreadable);
+    dq_test_point("ingest:walked");
     r.real_roots = ingest_real_roots(paths);
     g_free(wal);
     g_free(shm);
@@ -1275,7 +1304,9 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sum->files = (int)r.entries->len;
     for (guint i = 0; i < r.entries->len; i++)
         r.bytes_total += ((WalkEntry *)g_ptr_array_index(r.entries, i))->bytes;
-    if (!note_gone_files(&r, paths, err)) {
+    /* Interrupted, nothing is concluded from the walk: the files are looked at next time. */
+    if (!interrupted && !note_gone_files(&r, paths, err)) {
+        restore_stop_signals(old_handlers);
         g_ptr_array_free(r.entries, TRUE);
         g_free(r.settings);
         g_free(r.store_dir);
@@ -1287,14 +1318,6 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     g_queue_init(&r.restart);
     g_queue_init(&r.deferred);
     r.kids = g_new0(Child, opt->jobs);
-
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    interrupted = 0;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
 
     for (;;) {
         while (!interrupted && r.fatal == NULL && r.n_kids < opt->jobs) {
@@ -1374,8 +1397,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     g_queue_clear(&r.restart);
     /* Put off and not come back to (interrupted, or a fatal error): not done. */
     g_queue_clear_full(&r.deferred, (GDestroyNotify)doc_free);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    restore_stop_signals(old_handlers);
     sum->interrupted = interrupted != 0;
     /* Every file is counted once: settled one way or another, or left undone. */
     sum->not_done =

@@ -171,8 +171,9 @@ typedef struct {
     int pages_kept; /* pages of the documents rendered now that were stored already (an image and
                        its row at these settings, the file there): not rendered again */
     double seconds;
-    gboolean interrupted; /* SIGINT/SIGTERM: running documents were abandoned, nothing partial
-                             was recorded */
+    gboolean interrupted; /* SIGINT, SIGTERM or SIGHUP: a running document with pages done was
+                             recorded partial (its other pages `interrupted`), one without was
+                             abandoned; after the walk, nothing is marked gone */
     GPtrArray *failures;  /* DqIngestFailure*, for failed, partial and changed documents */
     GPtrArray *busy;      /* DqIngestFailure* (status "busy", code "in_progress_elsewhere") for
                              the documents counted in `elsewhere` */

@@ -43,11 +43,20 @@ static gboolean room_for(const char *dir, gsize len, gint64 min_free_mb, GError 
     guint64 keep = (guint64)MAX(min_free_mb, 0) << 20;
     if (avail >= 2 * (guint64)len && avail - len >= keep)
         return TRUE;
-    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
-                "%s: %" G_GUINT64_FORMAT " MiB free: a page of %" G_GSIZE_FORMAT
-                " KiB would leave less than the %" G_GINT64_FORMAT
-                " MiB kept free (--min-free); not written",
-                dir, avail >> 20, (len + 1023) / 1024, MAX(min_free_mb, 0));
+    /* Each rule said as it is: with --min-free 0, "less than the 0 MiB kept free" was no
+     * reason at all. */
+    if (avail < 2 * (guint64)len)
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
+                    "%s: %" G_GUINT64_FORMAT " KiB free: a page of %" G_GSIZE_FORMAT
+                    " KiB needs twice its size free (room for the database's rows and journal "
+                    "too, whatever --min-free says); not written",
+                    dir, avail >> 10, (len + 1023) / 1024);
+    else
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
+                    "%s: %" G_GUINT64_FORMAT " MiB free: a page of %" G_GSIZE_FORMAT
+                    " KiB would leave less than the %" G_GINT64_FORMAT
+                    " MiB kept free (--min-free); not written",
+                    dir, avail >> 20, (len + 1023) / 1024, MAX(min_free_mb, 0));
     return FALSE;
 }
 

@@ -64,7 +64,8 @@ static char *clean(const char *msg) {
 /* Test hook: DOCQA_INGEST_TEST_FAULT="crash:NAME:PAGE" or "hang:NAME:PAGE" makes the worker die
  * (SIGSEGV) or stall before rendering page PAGE of a file whose base name is NAME, so that the
  * tests can show a crash or a hang costs one page and nothing else; "interrupt:NAME:PAGE"
- * stalls there after sending the ingest SIGINT, as a user's Ctrl-C while that page renders;
+ * stalls there after sending the ingest SIGINT, as a user's Ctrl-C while that page renders
+ * ("terminate" and "hangup" alike with SIGTERM, as kill or systemctl stop sends, and SIGHUP);
  * "rewrite:NAME:PAGE" appends a line to the file there, as someone saving it during ingest
  * would change it. With DOCQA_INGEST_TEST_FAULT_MARK set, the worker first creates the file it
  * names: a test driving docqa from outside knows the ingest is there now (holding the
@@ -83,8 +84,13 @@ static void maybe_inject_fault(const char *path, int page) {
         if (fd >= 0)
             close(fd);
     }
-    if (hit && strcmp(f[0], "interrupt") == 0) {
-        kill(getppid(), SIGINT);
+    int stop = !hit                             ? 0
+               : strcmp(f[0], "interrupt") == 0 ? SIGINT
+               : strcmp(f[0], "terminate") == 0 ? SIGTERM
+               : strcmp(f[0], "hangup") == 0    ? SIGHUP
+                                                : 0;
+    if (stop != 0) {
+        kill(getppid(), stop);
         hang = TRUE;
     }
     if (hit && strcmp(f[0], "rewrite") == 0) {

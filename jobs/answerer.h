@@ -19,7 +19,7 @@
  * the message of the latter names the question's problem, not the page (the worker adds the
  * job and the question). A bad request fails alone, never its batch-mates. Any
  * other per-request error (the model failed while it was in it, out of memory...) is retried
- * with backoff. After SIGINT/SIGTERM (cancel) the worker stops polling and releases
+ * with backoff. After SIGINT, SIGTERM or SIGHUP (cancel) the worker stops polling and releases
  * whatever is still in flight.
  *
  * Withdrawal: a job cancelled while it runs, or taken over by another worker, is not worth
@@ -79,8 +79,8 @@ struct DqAnswerer {
      * withdraw a request, and the worker lets it finish. */
     gboolean (*withdraw)(DqAnswerer *self, gint64 tag);
     void (*free)(DqAnswerer *self);
-    /* Set by the worker; when it becomes non-zero (SIGINT/SIGTERM) the answerer may stop early
-     * (the worker releases the jobs still in flight). */
+    /* Set by the worker; when it becomes non-zero (SIGINT, SIGTERM, SIGHUP) the answerer may stop
+     * early (the worker releases the jobs still in flight). */
     volatile sig_atomic_t *cancel;
     /* Set by the worker before the first submit: requests in the model at once (--batch). */
     int batch;

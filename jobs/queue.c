@@ -4,6 +4,7 @@
 #include "dq_error.h"
 #include "json_load.h"
 #include "resources.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <errno.h>
@@ -656,6 +657,7 @@ void queue_test_set_callback(QueueTestCallback fn, void *user) {
 void queue_test_point(const char *point) {
     if (test_callback != NULL)
         test_callback(point, test_callback_user);
+    dq_test_point(point);
     KillSpec *k = kill_spec_get();
     if (!k->set)
         return;
@@ -669,6 +671,8 @@ void queue_test_point(const char *point) {
 }
 
 void queue_test_hooks_install(void) {
-    store_jobs_set_test_hook(kill_spec_get()->set || test_callback != NULL ? queue_test_point
-                                                                           : NULL);
+    store_jobs_set_test_hook(kill_spec_get()->set || test_callback != NULL ||
+                                     g_getenv("DOCQA_TEST_PAUSE_AT") != NULL
+                                 ? queue_test_point
+                                 : NULL);
 }

@@ -106,6 +106,9 @@
  * answerer's: answerer:prepare and answerer:prepared, on a preprocessing thread as it takes a
  * request and as it hands it on, answerer:admitted as a request enters the model).
  * DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset: no effect.
+ * DOCQA_TEST_PAUSE_AT=<point> holds the process at the point until a signal comes
+ * (common/test_point.h): "commit" holds a command inside its transaction's commit, before
+ * anything is committed.
  */
 #ifndef DQ_QUEUE_H
 #define DQ_QUEUE_H
@@ -254,7 +257,7 @@ typedef struct {
     gint64 failed;   /* jobs that ended failed or dead, buried ones included */
     gint64 buried;   /* jobs this worker's claims found expired on their last attempt and
                         buried ('dead'): another worker died or hung holding them */
-    gint64 released; /* given back on SIGINT/SIGTERM */
+    gint64 released; /* given back on SIGINT, SIGTERM or SIGHUP */
     gint64 lost;     /* answered after the lease was lost: nothing written */
     /* Dropped from the model unanswered, as a heartbeat found them gone while they ran:
      * cancelled, taken over by another worker, answered by another, or deleted. */
@@ -290,8 +293,8 @@ typedef struct {
 } DqRunResult;
 
 /* Forks K worker processes, each opening its answerer with `open` and running
- * queue_worker_run; forwards SIGINT/SIGTERM to them and waits. Exit status as the CLI's:
- * 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted.
+ * queue_worker_run; forwards SIGINT, SIGTERM and SIGHUP to them (as SIGTERM) and waits. Exit status
+ * as the CLI's: 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted.
  * The jobs its claims buried are looked at once every worker has ended: those a late answer
  * made done (buried_answered) are not failures of the run, whatever order it happened in. */
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
@@ -304,8 +307,9 @@ char *queue_run_summary(const DqRunResult *res, double secs);
 
 /* ---- crash-test hooks ---- */
 
-/* A named point (see DOCQA_TEST_KILL_AT above); does nothing unless the variable is set or a
- * test set a callback. */
+/* A named point (see DOCQA_TEST_KILL_AT above, and DOCQA_TEST_PAUSE_AT in common/test_point.h,
+ * which holds the process there until a signal comes); does nothing unless one is set or a test
+ * set a callback. */
 void queue_test_point(const char *point);
 
 /* Tests only: fn(point, user) is called at every named point, before any kill, in this process
@@ -316,7 +320,8 @@ void queue_test_point(const char *point);
 typedef void (*QueueTestCallback)(const char *point, void *user);
 void queue_test_set_callback(QueueTestCallback fn, void *user);
 
-/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT is set or a callback is. */
+/* Installs queue_test_point as the store's hook when DOCQA_TEST_KILL_AT or DOCQA_TEST_PAUSE_AT
+ * is set, or a callback is. */
 void queue_test_hooks_install(void);
 
 #endif

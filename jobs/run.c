@@ -49,8 +49,12 @@ static void on_parent_signal(int sig) {
     parent_signal = sig;
 }
 
+/* A signal ignored when docqa started (nohup, trap '' HUP) stays ignored: whoever started it
+ * asked for that. */
 static void set_handler(int sig, void (*fn)(int)) {
     struct sigaction sa;
+    if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+        return;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = fn;
     sigemptyset(&sa.sa_mask);
@@ -99,6 +103,9 @@ static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, in
     child_stop = 0;
     set_handler(SIGINT, on_child_signal);
     set_handler(SIGTERM, on_child_signal);
+    /* A closed terminal sends SIGHUP to the whole process group: a worker stops as for SIGTERM,
+     * giving its jobs back, instead of dying with them leased. */
+    set_handler(SIGHUP, on_child_signal);
     /* A parent that dies (even by SIGKILL) stops its workers the gentle way. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
@@ -196,12 +203,14 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     memset(sh, 0, size);
     sh->budget = opt->max_jobs;
 
-    struct sigaction old_int, old_term;
+    struct sigaction old_int, old_term, old_hup;
     sigaction(SIGINT, NULL, &old_int);
     sigaction(SIGTERM, NULL, &old_term);
+    sigaction(SIGHUP, NULL, &old_hup);
     parent_signal = 0;
     set_handler(SIGINT, on_parent_signal);
     set_handler(SIGTERM, on_parent_signal);
+    set_handler(SIGHUP, on_parent_signal);
 
     pid_t *pids = g_new0(pid_t, k);
     int alive = 0;
@@ -282,6 +291,7 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
 
     for (int i = 0; i < k; i++) {
         DqWorkerStats *w = &sh->worker[i].stats;

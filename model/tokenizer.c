@@ -633,12 +633,29 @@ static void cache_note_once(const char *fmt, const char *path) {
     }
 }
 
+/* $DOCQA_CACHE_DIR, else $XDG_CACHE_HOME/docqa, else ~/.cache/docqa. Not GLib's
+ * g_get_user_cache_dir, which takes a relative XDG_CACHE_HOME (the XDG spec says to ignore one:
+ * the cache would move with the current folder) and builds on a home folder that does not
+ * exist (HOME=/nonexistent, a system user's): root's mkdir would make it. Without a home, no
+ * cache, said once. */
 static char *cache_dir(void) {
     const char *dir = g_getenv("DOCQA_CACHE_DIR");
     if (dir != NULL && strcmp(dir, "off") == 0)
         return NULL;
-    return dir != NULL && *dir ? g_strdup(dir)
-                               : g_build_filename(g_get_user_cache_dir(), "docqa", NULL);
+    if (dir != NULL && *dir)
+        return g_strdup(dir);
+    const char *xdg = g_getenv("XDG_CACHE_HOME");
+    if (xdg != NULL && g_path_is_absolute(xdg))
+        return g_build_filename(xdg, "docqa", NULL);
+    const char *home = g_get_home_dir();
+    if (!g_file_test(home, G_FILE_TEST_IS_DIR)) {
+        cache_note_once("note: tokenizer cache: the home folder %s does not exist, so nothing is "
+                        "cached (tokenizer.json is parsed each time; DOCQA_CACHE_DIR names "
+                        "another folder)",
+                        home);
+        return NULL;
+    }
+    return g_build_filename(home, ".cache", "docqa", NULL);
 }
 
 /* Can someone other than the user (or root) replace what `st` names, or an entry in it? */

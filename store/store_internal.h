@@ -65,10 +65,17 @@ char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
  * literal ('{queued,failed}') for PostgreSQL. */
 char *store_jobs_state_list(guint states, gboolean json);
 
-/* After an SQLite error on s has been put in *err: when it was a full disk, or a failed write
- * while the file system holding the database has little room left, says how little (SQLite's
- * "disk I/O error" alone sends one looking for a broken disk). */
+/* After an SQLite error on s has been put in *err, adds what SQLite's words leave out: for a
+ * full disk, or a failed write while the file system holding the database has little room left,
+ * how little (SQLite's "disk I/O error" alone sends one looking for a broken disk); for a lock
+ * held past the busy limit, who may hold it; for a database that cannot be written, whose it is
+ * and its mode (or that its folder cannot be written); for a temporary file SQLite could not
+ * make (a big sort), the folder it tried and the variable that named it (TMPDIR). */
 void store_sqlite_explain(DqStore *s, GError **err);
+
+/* How long an SQLite connection waits for another's write lock before SQLITE_BUSY, in ms: a
+ * minute; DOCQA_TEST_BUSY_LIMIT_MS shortens it, for tests of what comes after. */
+gint64 store_busy_limit_ms(void);
 
 /* For `ask --document ID`: TRUE, with err saying that the document failed to ingest (its path,
  * error code and message) and has no pages to ask about, when `failed`; FALSE otherwise. Shared

@@ -47,17 +47,16 @@ static DqJobState state_from_name(const char *name) {
  * their text with sqlite3_next_stmt, so no cache has to live beside DqStore. dq_store_close
  * finalizes them (the store owns them); store_jobs_finalize drops them earlier. */
 
-static gint64 busy_limit_us(void);
+static gint64 busy_limit_us(void) {
+    return store_busy_limit_ms() * 1000;
+}
 
 static gboolean db_fail(DqStore *s, GError **err, const char *what) {
     sqlite3 *db = dq_store_sqlite(s);
-    if ((sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY)
-        /* Told apart: a worker waits on and tries again (worker.c), as for a lost server. */
-        return dq_fail(err, DQ_ERR_DB_BUSY,
-                       "%s: %s: database is locked (another connection held its write lock for "
-                       "%d s: an sqlite3 shell or a program with a transaction left open?)",
-                       dq_store_path(s), what, (int)(busy_limit_us() / G_USEC_PER_SEC));
-    dq_fail(err, DQ_ERR_DB, "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
+    /* A lock held too long is told apart: a worker waits on and tries again (worker.c), as for
+     * a lost server. */
+    dq_fail(err, (sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY ? DQ_ERR_DB_BUSY : DQ_ERR_DB,
+            "%s: %s: %s", dq_store_path(s), what, sqlite3_errmsg(db));
     store_sqlite_explain(s, err);
     return FALSE;
 }
@@ -118,19 +117,7 @@ static int col_int_or(sqlite3_stmt *st, int i, int null) {
 /* Waiting for the write lock. SQLite's own busy_timeout handler sleeps 1, 2, 5, 10 ... up to
  * 100 ms between tries; with many workers whose transactions last well under a millisecond, that
  * leaves the lock idle most of the time while everyone sleeps (a convoy). Short randomized sleeps
- * keep the lock busy. Same overall limit as the store's busy_timeout. */
-#define BUSY_LIMIT_US (60 * G_USEC_PER_SEC)
-
-/* DOCQA_TEST_BUSY_LIMIT_MS: a shorter limit, for tests of what comes after it. */
-static gint64 busy_limit_us(void) {
-    static gsize limit;
-    if (g_once_init_enter(&limit)) {
-        const char *t = g_getenv("DOCQA_TEST_BUSY_LIMIT_MS");
-        gint64 v = t ? g_ascii_strtoll(t, NULL, 10) * 1000 : 0;
-        g_once_init_leave(&limit, (gsize)(v > 0 ? v : BUSY_LIMIT_US));
-    }
-    return (gint64)limit;
-}
+ * keep the lock busy. Same overall limit as the store's busy_timeout (store_busy_limit_ms). */
 
 static int busy_wait(void *user, int tries) {
     (void)user;
@@ -1131,6 +1118,51 @@ GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     if (rc != SQLITE_DONE) {
         g_ptr_array_free(out, TRUE);
         db_fail(s, err, "reading job errors");
+        return NULL;
+    }
+    return out;
+}
+
+void dq_progress_row_free(DqProgressRow *r) {
+    if (r == NULL)
+        return;
+    g_free(r->question);
+    g_free(r->model_id);
+    g_free(r->asked_at);
+    g_free(r->last_finished_at);
+    g_free(r);
+}
+
+/* The view's columns by name: the same list on both stores (store_jobs_pg.c). */
+#define PROGRESS_SQL                                                                               \
+    "SELECT question, model, total, queued, running, done, failed, dead, retrying, stalled, "      \
+    "cancelled, percent_done, asked_at, last_finished_at FROM v_progress"
+
+GPtrArray *store_jobs_progress(DqStore *s, GError **err) {
+    PG_DISPATCH(s, return pgjobs_progress(s, err));
+    sqlite3_stmt *st = stmt(s, PROGRESS_SQL, err);
+    if (st == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_progress_row_free);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        DqProgressRow *r = g_new0(DqProgressRow, 1);
+        r->question = col_dup(st, 0);
+        r->model_id = col_dup(st, 1);
+        gint64 *counts[] = {&r->total, &r->queued,   &r->running, &r->done,     &r->failed,
+                            &r->dead,  &r->retrying, &r->stalled, &r->cancelled};
+        for (size_t i = 0; i < G_N_ELEMENTS(counts); i++)
+            *counts[i] = sqlite3_column_int64(st, 2 + (int)i);
+        r->percent_done =
+            sqlite3_column_type(st, 11) == SQLITE_NULL ? -1 : sqlite3_column_double(st, 11);
+        r->asked_at = col_dup(st, 12);
+        r->last_finished_at = col_dup(st, 13);
+        g_ptr_array_add(out, r);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        g_ptr_array_free(out, TRUE);
+        db_fail(s, err, "reading v_progress");
         return NULL;
     }
     return out;

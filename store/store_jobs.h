@@ -224,6 +224,21 @@ GPtrArray *store_jobs_pending_models(DqStore *s, const char *except, int limit, 
  * the number of jobs done. */
 gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
 
+/* One row of v_progress: a question and model. */
+typedef struct {
+    char *question;
+    char *model_id;
+    gint64 total, queued, running, done, failed, dead, retrying, stalled, cancelled;
+    double percent_done; /* of the jobs not cancelled; < 0: NULL (all cancelled) */
+    char *asked_at;
+    char *last_finished_at; /* NULL: nothing finished */
+} DqProgressRow;
+void dq_progress_row_free(DqProgressRow *r);
+
+/* v_progress's rows, in its order (the questions as first asked). The view is docqa's: one
+ * dropped by hand is an error naming it (dq_store_missing_views tells before). */
+GPtrArray *store_jobs_progress(DqStore *s, GError **err);
+
 /* Answers finished in the last `window_s` seconds and the span they cover in seconds
  * (first start to last finish), for a pages-per-second rate. */
 gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,

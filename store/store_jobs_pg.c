@@ -790,6 +790,33 @@ GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err
     return out;
 }
 
+GPtrArray *pgjobs_progress(DqStore *s, GError **err) {
+    /* the view orders its rows itself (the questions as first asked) */
+    PGresult *r = pg_run(s,
+                         "SELECT question, model, total, queued, running, done, failed, dead, "
+                         "retrying, stalled, cancelled, percent_done, asked_at, last_finished_at "
+                         "FROM v_progress",
+                         NULL, "reading v_progress", err);
+    if (r == NULL)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_progress_row_free);
+    for (int i = 0; i < PQntuples(r); i++) {
+        DqProgressRow *p = g_new0(DqProgressRow, 1);
+        p->question = pg_get_dup(r, i, 0);
+        p->model_id = pg_get_dup(r, i, 1);
+        gint64 *counts[] = {&p->total, &p->queued,   &p->running, &p->done,     &p->failed,
+                            &p->dead,  &p->retrying, &p->stalled, &p->cancelled};
+        for (size_t c = 0; c < G_N_ELEMENTS(counts); c++)
+            *counts[c] = PQgetisnull(r, i, 2 + (int)c) ? 0 : pg_get_i64(r, i, 2 + (int)c);
+        p->percent_done = PQgetisnull(r, i, 11) ? -1 : g_ascii_strtod(PQgetvalue(r, i, 11), NULL);
+        p->asked_at = pg_get_dup(r, i, 12);
+        p->last_finished_at = pg_get_dup(r, i, 13);
+        g_ptr_array_add(out, p);
+    }
+    PQclear(r);
+    return out;
+}
+
 /* An integer column, or `null` for SQL NULL. */
 static int get_int_or(PGresult *r, int row, int col, int null) {
     return PQgetisnull(r, row, col) ? null : (int)pg_get_i64(r, row, col);

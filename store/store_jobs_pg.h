@@ -30,6 +30,7 @@ gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *s
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
+GPtrArray *pgjobs_progress(DqStore *s, GError **err);
 gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
                             const DqAnswerRange *range, DqAnswerRowFn fn, void *user, GError **err);
 gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err);

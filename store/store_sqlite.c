@@ -4,14 +4,25 @@
 #include "resources.h"
 #include "text.h"
 
+#include <errno.h>
 #include <glib/gstdio.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define BUSY_TIMEOUT_MS 60000
+gint64 store_busy_limit_ms(void) {
+    static gsize limit;
+    if (g_once_init_enter(&limit)) {
+        const char *t = g_getenv("DOCQA_TEST_BUSY_LIMIT_MS");
+        gint64 v = t ? g_ascii_strtoll(t, NULL, 10) : 0;
+        g_once_init_leave(&limit, (gsize)(v > 0 ? v : 60000));
+    }
+    return (gint64)limit;
+}
 
 const char *dq_store_default_location(void) {
     const char *env = g_getenv("DOCQA_DB");
@@ -165,11 +176,109 @@ PGconn *dq_store_pg(DqStore *store) {
 /* Under this much room left, a failed write is put down to it. */
 #define LOW_ROOM_BYTES ((guint64)16 << 20)
 
+static void append_to_message(GError *err, char *text) {
+    char *msg = g_strconcat(err->message, text, NULL);
+    g_free(err->message);
+    err->message = msg;
+    g_free(text);
+}
+
+/* A user's name for a message: "alice (uid 1000)", or "uid 1000" without a passwd entry. */
+static char *user_text(uid_t uid) {
+    struct passwd *pw = getpwuid(uid);
+    return pw != NULL ? g_strdup_printf("%s (uid %u)", pw->pw_name, (unsigned)uid)
+                      : g_strdup_printf("uid %u", (unsigned)uid);
+}
+
+/* The database's file, or its -wal or -shm, that this process may not write (another user's,
+ * read-only for the rest): " (<file> belongs to ..., mode 0644: ...)"; NULL when they all may
+ * be written. */
+static char *not_writable_text(const char *path, const char *dir) {
+    char *files[] = {g_strdup(path), g_strconcat(path, "-wal", NULL),
+                     g_strconcat(path, "-shm", NULL)};
+    char *text = NULL;
+    for (size_t i = 0; i < G_N_ELEMENTS(files) && text == NULL; i++) {
+        GStatBuf st;
+        if (g_stat(files[i], &st) != 0 || access(files[i], W_OK) == 0)
+            continue;
+        char *owner = user_text(st.st_uid), *me = user_text(geteuid());
+        /* the folder too, said as store_sqlite_explain says it alone */
+        char *folder = access(dir, W_OK) != 0
+                           ? g_strdup_printf("; the folder %s must be writable too: SQLite keeps "
+                                             "the database's -wal and -shm files there",
+                                             dir)
+                           : g_strdup("");
+        text = g_strdup_printf(" (%s belongs to %s, mode %04o, and this docqa runs as %s, who may "
+                               "not write it: run docqa as its owner, or have the owner give you "
+                               "write access to the database, its -wal and -shm files and their "
+                               "folder, e.g. through a group you share%s)",
+                               files[i], owner, (unsigned)(st.st_mode & 07777), me, folder);
+        g_free(folder);
+        g_free(owner);
+        g_free(me);
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(files); i++)
+        g_free(files[i]);
+    return text;
+}
+
+/* SQLite's folder for temporary files (a sort too big for memory, a temporary table), as its
+ * unix VFS picks it: the first of $SQLITE_TMPDIR, $TMPDIR, /var/tmp, /usr/tmp, /tmp and "." that
+ * is a folder it may write and search. When files cannot be made there after all (TMPDIR=/proc
+ * for root, whom access() lets write anywhere), " (SQLite could not make a temporary file in
+ * ...)"; NULL otherwise. */
+static char *temp_dir_text(void) {
+    const char *vars[] = {"SQLITE_TMPDIR", "TMPDIR"};
+    const char *dirs[] = {
+        g_getenv(vars[0]), g_getenv(vars[1]), "/var/tmp", "/usr/tmp", "/tmp", "."};
+    for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
+        GStatBuf st;
+        if (dirs[i] == NULL || g_stat(dirs[i], &st) != 0 || !S_ISDIR(st.st_mode) ||
+            access(dirs[i], W_OK | X_OK) != 0)
+            continue;
+        char *probe = g_build_filename(dirs[i], "docqa-probe-XXXXXX", NULL);
+        int fd = g_mkstemp(probe);
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+            g_unlink(probe);
+        }
+        g_free(probe);
+        if (fd >= 0)
+            return NULL;
+        const char *var = i < G_N_ELEMENTS(vars) ? vars[i] : NULL;
+        return g_strdup_printf(" (SQLite could not make a temporary file in %s%s%s: %s; set "
+                               "TMPDIR to a folder docqa may write)",
+                               dirs[i], var ? ", named by $" : "", var ? var : "", g_strerror(e));
+    }
+    return NULL;
+}
+
 void store_sqlite_explain(DqStore *s, GError **err) {
     if (err == NULL || *err == NULL || s->db == NULL)
         return;
     int rc = sqlite3_extended_errcode(s->db) & 0xff;
+    if (rc == SQLITE_BUSY) {
+        append_to_message(*err, g_strdup_printf(" (another connection held its write lock for "
+                                                "%d s: an sqlite3 shell or a program with a "
+                                                "transaction left open?)",
+                                                (int)(store_busy_limit_ms() / 1000)));
+        return;
+    }
     char *dir = g_path_get_dirname(s->path);
+    char *whose = rc == SQLITE_READONLY ? not_writable_text(s->path, dir) : NULL;
+    if (whose != NULL) {
+        append_to_message(*err, whose);
+        g_free(dir);
+        return;
+    }
+    /* The database is open and readable: a file SQLite could not open is a temporary one. */
+    char *temp = rc == SQLITE_CANTOPEN && g_access(s->path, R_OK) == 0 ? temp_dir_text() : NULL;
+    if (temp != NULL) {
+        append_to_message(*err, temp);
+        g_free(dir);
+        return;
+    }
     if ((rc == SQLITE_READONLY || rc == SQLITE_CANTOPEN) && access(dir, W_OK) != 0) {
         /* "attempt to write a readonly database": WAL needs its -wal and -shm files beside the
          * database, even to read. */
@@ -244,7 +353,7 @@ int dq_store_schema_version(DqStore *store) {
  * without the busy handler, while the other holds the write lock (it cannot rule out a
  * deadlock), and the other's migrations hold it for a while. */
 static gboolean exec_waiting(DqStore *store, const char *sql, GError **err) {
-    gint64 until = g_get_monotonic_time() + (gint64)BUSY_TIMEOUT_MS * 1000;
+    gint64 until = g_get_monotonic_time() + store_busy_limit_ms() * 1000;
     for (gulong pause = 1000;; pause = MIN(pause * 2, 50000)) {
         GError *busy = NULL;
         if (dq_store_exec(store, sql, &busy))
@@ -610,7 +719,7 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         dq_store_close(store);
         return NULL;
     }
-    sqlite3_busy_timeout(store->db, BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(store->db, (int)store_busy_limit_ms());
     sqlite3_extended_result_codes(store->db, 1);
     sqlite3_create_function_v2(store->db, "docqa_error_reason", 1,
                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY, NULL,

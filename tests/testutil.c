@@ -1,7 +1,11 @@
 #include "testutil.h"
 
+#include <errno.h>
 #include <glib/gstdio.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
@@ -102,4 +106,66 @@ char *dq_test_snapshot_with_positions(const char *model, int positions) {
     }
     g_dir_close(d);
     return dir;
+}
+
+int dq_test_run_signalled(const char *const *argv, const char *const *env, const char *pause_at,
+                          int sig, char **out, char **errout) {
+    char **envp = g_get_environ();
+    envp = g_environ_setenv(envp, "DOCQA_TEST_PAUSE_AT", pause_at, TRUE);
+    for (const char *const *e = env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        g_assert_nonnull(eq);
+        char *name = g_strndup(*e, eq - *e);
+        envp = g_environ_setenv(envp, name, eq + 1, TRUE);
+        g_free(name);
+    }
+    GPid pid;
+    int fds[2];
+    GError *err = NULL;
+    g_assert_true(g_spawn_async_with_pipes(NULL, (char **)argv, envp, G_SPAWN_DO_NOT_REAP_CHILD,
+                                           NULL, NULL, &pid, NULL, &fds[0], &fds[1], &err));
+    dq_assert_no_error(err);
+    g_strfreev(envp);
+    GString *text[2] = {g_string_new(NULL), g_string_new(NULL)};
+    char *mark = g_strdup_printf("docqa: test: paused at %s (pid ", pause_at);
+    gboolean sent = FALSE, open[2] = {TRUE, TRUE};
+    while (open[0] || open[1]) {
+        struct pollfd p[2] = {{.fd = open[0] ? fds[0] : -1, .events = POLLIN},
+                              {.fd = open[1] ? fds[1] : -1, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            g_assert_cmpint(errno, ==, EINTR);
+            continue;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (!open[i] || p[i].revents == 0)
+                continue;
+            char buf[4096];
+            ssize_t n = read(fds[i], buf, sizeof buf);
+            if (n > 0)
+                g_string_append_len(text[i], buf, n);
+            else if (n == 0 || errno != EINTR)
+                open[i] = FALSE;
+        }
+        if (!sent && strstr(text[1]->str, mark) != NULL) {
+            g_assert_cmpint(kill(pid, sig), ==, 0);
+            sent = TRUE;
+        }
+    }
+    close(fds[0]);
+    close(fds[1]);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_spawn_close_pid(pid);
+    if (!sent)
+        g_error("%s never paused at %s; it said: %s", argv[0], pause_at, text[1]->str);
+    g_free(mark);
+    if (out)
+        *out = g_string_free(text[0], FALSE);
+    else
+        g_string_free(text[0], TRUE);
+    if (errout)
+        *errout = g_string_free(text[1], FALSE);
+    else
+        g_string_free(text[1], TRUE);
+    return status;
 }

@@ -33,4 +33,13 @@ char *dq_test_read_file(const char *path, size_t *len);
  * the same tokens at any setting. g_free the path. */
 char *dq_test_snapshot_with_positions(const char *model, int positions);
 
+/* Runs argv (argv[0] a path; NULL-terminated) with DOCQA_TEST_PAUSE_AT=pause_at in its
+ * environment (common/test_point.h), and NAME=VALUE pairs of env (NULL-terminated; may be NULL).
+ * When the process, or one of its children, says it is paused there, sends `sig` to the process
+ * (not to the child that paused); then collects its output until it ends. Fails the test when it
+ * ends without pausing. Returns its wait status; out and errout (may be NULL) get stdout and
+ * stderr (g_free). */
+int dq_test_run_signalled(const char *const *argv, const char *const *env, const char *pause_at,
+                          int sig, char **out, char **errout);
+
 #endif

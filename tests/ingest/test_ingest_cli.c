@@ -878,6 +878,120 @@ static void test_concurrent_put_off_then_taken(gconstpointer kind) {
     twin_clear(&t);
 }
 
+/* SIGHUP (a closed terminal) and SIGTERM (kill, systemctl stop) as the second page of a document
+ * renders: handled as Ctrl-C is, page 1 kept (the document partial, page 2 `interrupted`), the
+ * summary or its JSON printed, exit status 130. SIGHUP ended the ingest at once (129), with no
+ * summary and the document abandoned. */
+static void test_hangup_and_term(void) {
+    char *dir = dq_test_tmpdir();
+    char *pdf = g_build_filename(dir, "long.pdf", NULL);
+    write_two_page_pdf(pdf);
+    char *db = g_build_filename(dir, "hup.db", NULL);
+    char *out = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hangup:long.pdf:2", TRUE);
+    int rc =
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "-j", "1", "--json", pdf, NULL);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(rc, ==, 130);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "documents_partial"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_ok"), ==, 1);
+    JsonObject *partial = json_object_get_object_member(o, "partial_by_code");
+    g_assert_cmpint(json_object_get_int_member(partial, "interrupted"), ==, 1);
+    g_object_unref(p);
+    g_free(out);
+    char *db2 = g_build_filename(dir, "term.db", NULL);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "terminate:long.pdf:2", TRUE);
+    rc = run_docqa(&out, NULL, "ingest", "--db", db2, "--tile", "64", "-j", "1", pdf, NULL);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_assert_cmpint(rc, ==, 130);
+    if (strstr(out, "1 files: 0 ok, 1 partial (1 interrupted)") == NULL ||
+        strstr(out, "; interrupted, 0 files not done") == NULL)
+        g_error("summary: %s", out);
+    g_free(out);
+    g_free(db2);
+    g_free(db);
+    g_free(pdf);
+    g_free(dir);
+}
+
+/* A signal while the folders are walked: the walk ends, nothing is rendered, the summary (JSON)
+ * says so with exit status 130, and a file missing since the last ingest is not marked gone on
+ * the strength of a walk whose ingest was stopped. */
+static void test_signal_during_walk(void) {
+    char *dir = dq_test_tmpdir();
+    char *docs = g_build_filename(dir, "docs", NULL);
+    g_assert_cmpint(g_mkdir(docs, 0755), ==, 0);
+    char *a = g_build_filename(docs, "a.pdf", NULL), *b = g_build_filename(docs, "b.pdf", NULL);
+    write_pdf(a);
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--tile", "64", docs, NULL), ==, 0);
+    g_assert_cmpint(g_unlink(a), ==, 0);
+    write_pdf(b);
+    char *exe = docqa_path();
+    const char *argv[] = {exe, "ingest", "--db", db, "--tile", "64", "--json", docs, NULL};
+    char *out = NULL;
+    int status = dq_test_run_signalled(argv, NULL, "ingest:walked", SIGHUP, &out, NULL);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "files"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "not_done"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
+    g_object_unref(p);
+    g_free(out);
+    sqlite3 *s = NULL;
+    g_assert_cmpint(sqlite3_open_v2(db, &s, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(s,
+                                       "SELECT count(*) FROM documents WHERE missing_since IS "
+                                       "NOT NULL",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    g_assert_cmpint(sqlite3_column_int(st, 0), ==, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(s);
+    g_free(exe);
+    g_free(db);
+    g_free(a), g_free(b);
+    g_free(docs);
+    g_free(dir);
+}
+
+/* Another connection holding the database's write lock past the busy limit (an sqlite3 shell
+ * left in a transaction): ingest says who may hold it, as the queue's commands do, not only
+ * "database is locked". The limit is shortened for the test (DOCQA_TEST_BUSY_LIMIT_MS). */
+static void test_locked_database(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *a = g_build_filename(dir, "a.pdf", NULL), *b = g_build_filename(dir, "b.pdf", NULL);
+    write_pdf(a);
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--tile", "64", a, NULL), ==, 0);
+    write_two_page_pdf(b);
+    sqlite3 *s = NULL;
+    g_assert_cmpint(sqlite3_open(db, &s), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(s, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+    g_setenv("DOCQA_TEST_BUSY_LIMIT_MS", "1000", TRUE);
+    char *err = NULL;
+    int rc = run_docqa(NULL, &err, "ingest", "--db", db, "--tile", "64", b, NULL);
+    g_unsetenv("DOCQA_TEST_BUSY_LIMIT_MS");
+    sqlite3_exec(s, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(s);
+    g_assert_cmpint(rc, ==, 2);
+    if (strstr(err, "database is locked (another connection held its write lock for 1 s: an "
+                    "sqlite3 shell or a program with a transaction left open?)") == NULL)
+        g_error("ingest on a locked database said: %s", err);
+    g_free(err);
+    g_free(a), g_free(b);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -902,6 +1016,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/non_utf8_name", test_non_utf8_name);
     g_test_add_func("/ingest/cli/summary_counts", test_summary_counts);
     g_test_add_func("/ingest/cli/interrupted", test_interrupted);
+    g_test_add_func("/ingest/cli/hangup_and_term", test_hangup_and_term);
+    g_test_add_func("/ingest/cli/signal_during_walk", test_signal_during_walk);
+    g_test_add_func("/ingest/cli/locked_database", test_locked_database);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -1096,8 +1097,19 @@ static void test_stdout_write_errors(void) {
     char *tiff = g_build_filename(dq_test_source_dir(), "tests", "ingest", "corpus", "tiff",
                                   "imagetiff-minisblack-1c-8b.tiff", NULL);
     char *db2 = g_build_filename(dir, "ingest.db", NULL);
+    /* answers enough to fill stdio's buffer: export's rows meet the error, not its last flush */
+    char *dir3 = dq_test_tmpdir();
+    char *answered = jt_make_db(dir3, 1, 1);
+    g_assert_cmpint(jt_ask(answered, 60, "m", 3), ==, 60);
+    g_assert_cmpint(jt_drain(answered, 4), ==, 0);
     const char *cmds[][12] = {
         {"generate", "-m", model, "-p", "hi", "--max-new-tokens", "2", NULL},
+        {"export", "--db", answered, NULL},
+        {"ask", "--db", db, "-m", "tiny", "--json", "Total?", NULL},
+        {"requeue", "--db", db, "--failed", "--json", NULL},
+        {"cancel", "--db", db, "--question", "Total?", "--dry-run", "--json", NULL},
+        {"run", "--db", db, "--model", model, "--model-id", "tiny", "--until-empty", "-q", "--json",
+         NULL},
         {"generate", "-m", model, "-p", "hi", "--max-new-tokens", "2", "--json", NULL},
         {"ask", "--db", db, "-m", "tiny", "Total?", NULL},
         {"status", "--db", db, NULL},
@@ -1121,6 +1133,8 @@ static void test_stdout_write_errors(void) {
         g_free(err);
     }
     g_free(db2);
+    g_free(answered);
+    g_free(dir3);
     g_free(tiff);
     g_free(db);
     g_free(dir);
@@ -1400,7 +1414,8 @@ static void test_options_utf8(void) {
     char *err = NULL;
     const char *device[] = {"generate", "-m", model, "-p", "hi", "--device", "\xff", NULL};
     g_assert_cmpint(docqa_with(c_locale, NULL, NULL, &err, device), ==, 2);
-    g_assert_true(g_str_has_prefix(err, "docqa: --device '\\377': not text in the locale's"));
+    g_assert_true(
+        g_str_has_prefix(err, "docqa: generate: --device '\\377': not text in the locale's"));
     g_free(err);
     g_free(db);
     g_free(dir);
@@ -1494,7 +1509,7 @@ static void test_empty_model_and_deep_questions(void) {
     char *db = jt_make_db(dir, 1, 1);
     char *err = NULL;
     g_assert_cmpint(docqa(NULL, &err, "generate", "--model", "", "-p", "hi", NULL), ==, 2);
-    g_assert_cmpstr(err, ==, "docqa generate: --model '': an empty folder name (see --help)\n");
+    g_assert_cmpstr(err, ==, "docqa: generate: --model '': an empty folder name (see --help)\n");
     g_free(err);
     g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--model", "", "Q?", NULL), ==, 2);
     g_assert_true(g_str_has_prefix(err, "docqa: ask: --model '': an empty name"));
@@ -2233,6 +2248,301 @@ static void test_requeue_done_stale(void) {
     g_free(dir);
 }
 
+static JsonObject *parse_object(JsonParser *p, const char *text) {
+    GError *err = NULL;
+    if (!json_parser_load_from_data(p, text, -1, &err))
+        g_error("not JSON (%s): %s", err->message, text);
+    g_assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
+    return json_node_get_object(json_parser_get_root(p));
+}
+
+static JsonObject *array_object(JsonObject *o, const char *member, guint i) {
+    JsonArray *a = json_object_get_array_member(o, member);
+    g_assert_cmpuint(json_array_get_length(a), >, i);
+    return json_array_get_object_element(a, i);
+}
+
+/* --json on ask, cancel, requeue and status: one JSON object on stdout holding what the text
+ * says, for wrappers that would otherwise parse prose. */
+static void test_json_outputs(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    char *out = NULL;
+    JsonParser *p = json_parser_new();
+
+    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?", "Date?",
+                          "Total?", NULL),
+                    ==, 0);
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpstr(json_object_get_string_member(o, "model_id"), ==, "m");
+    g_assert_cmpint(json_object_get_int_member(o, "questions"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "duplicates"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "pages"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_added"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_existing"), ==, 0);
+    g_assert_true(json_object_get_null_member(o, "n_res"));
+    g_free(out);
+    g_assert_cmpint(jt_drain(db, 1), ==, 0);
+    g_assert_cmpint(
+        docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?", "Signed?", NULL), ==,
+        0);
+    o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_added"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "jobs_existing"), ==, 2);
+    g_free(out);
+
+    g_assert_cmpint(
+        docqa(&out, NULL, "cancel", "--db", db, "--question", "Signed?", "--json", NULL), ==, 0);
+    o = parse_object(p, out);
+    g_assert_false(json_object_get_boolean_member(o, "dry_run"));
+    g_assert_cmpint(json_object_get_int_member(o, "cancelled"), ==, 2);
+    g_assert_cmpint(json_object_get_int_member(o, "back_to_done"), ==, 0);
+    JsonObject *g = array_object(o, "groups", 0);
+    g_assert_cmpstr(json_object_get_string_member(g, "question"), ==, "Signed?");
+    g_assert_cmpstr(json_object_get_string_member(g, "model"), ==, "m");
+    g_assert_cmpint(json_object_get_int_member(g, "jobs"), ==, 2);
+    g_assert_cmpint(
+        json_object_get_int_member(json_object_get_object_member(g, "by_state"), "queued"), ==, 2);
+    g_free(out);
+
+    g_assert_cmpint(
+        docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run", "--json", NULL), ==,
+        0);
+    o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "dry_run"));
+    g_assert_cmpint(json_object_get_int_member(o, "jobs"), ==, 2);
+    JsonArray *states = json_object_get_array_member(o, "states");
+    g_assert_cmpuint(json_array_get_length(states), ==, 1);
+    g_assert_cmpstr(json_array_get_string_element(states, 0), ==, "cancelled");
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 2);
+    g_free(out);
+
+    char *version = NULL;
+    g_assert_cmpint(docqa(&version, NULL, "version", NULL), ==, 0);
+    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    o = parse_object(p, out);
+    char *want = g_strdup_printf("docqa %s\n", json_object_get_string_member(o, "version"));
+    g_assert_true(g_str_has_prefix(version, want));
+    g_free(want);
+    g_free(version);
+    JsonArray *progress = json_object_get_array_member(o, "progress");
+    g_assert_cmpuint(json_array_get_length(progress), ==, 3); /* in the order first asked */
+    const char *questions[] = {"Total?", "Date?", "Signed?"};
+    for (guint i = 0; i < 3; i++) {
+        JsonObject *row = json_array_get_object_element(progress, i);
+        g_assert_cmpstr(json_object_get_string_member(row, "question"), ==, questions[i]);
+        g_assert_cmpstr(json_object_get_string_member(row, "model"), ==, "m");
+        g_assert_cmpint(json_object_get_int_member(row, "total"), ==, 2);
+        g_assert_cmpint(json_object_get_int_member(row, "done"), ==, i < 2 ? 2 : 0);
+        g_assert_cmpint(json_object_get_int_member(row, "cancelled"), ==, i < 2 ? 0 : 2);
+        if (i < 2) {
+            g_assert_cmpfloat(json_object_get_double_member(row, "percent_done"), ==, 100.0);
+            g_assert_nonnull(json_object_get_string_member(row, "last_finished_at"));
+        } else { /* all cancelled: percent_done is of the jobs not cancelled */
+            g_assert_true(json_object_get_null_member(row, "percent_done"));
+        }
+    }
+    g_free(out);
+    g_object_unref(p);
+    g_free(db);
+    g_free(dir);
+}
+
+/* run --json: the summary's counts, read from the database's side too. */
+static void test_run_json(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    char *out = NULL;
+    g_assert_cmpint(docqa(&out, NULL, "run", "--db", db, "--model", model, "--model-id", "m",
+                          "--until-empty", "-q", "--json", NULL),
+                    ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpstr(json_object_get_string_member(o, "model_id"), ==, "m");
+    g_assert_cmpint(json_object_get_int_member(o, "workers"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "claimed"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(o, "answered"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(o, "failed"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "given_back"), ==, 0);
+    g_assert_false(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_true(json_object_get_null_member(o, "error"));
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers"), ==, 4);
+    g_object_unref(p);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
+/* A run that stops on an error after answering some jobs (the database's disk full) still says
+ * what it did: the error on stderr, then the summary (here its JSON, with the error), exit 2.
+ * It printed nothing, so a wrapper could not tell how many were answered. Needs a tmpfs of its
+ * own, as test_disk_full_gives_back. */
+static void test_run_summary_after_error(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *mnt = g_build_filename(dir, "small", NULL);
+    g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
+            _exit(77);
+        char *db = jt_make_db(mnt, 2, 10);
+        if (jt_ask(db, 10, "m", 3) != 200)
+            _exit(3);
+        char *filler = g_build_filename(mnt, "filler", NULL);
+        FILE *f = fopen(filler, "w");
+        struct statvfs fs;
+        if (f == NULL || statvfs(mnt, &fs) != 0)
+            _exit(4);
+        guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
+        /* ~400 KB left: the worker's claims and heartbeats write to the -wal too, before and
+         * between its answers */
+        static char block[4096];
+        for (guint64 n = 0; n + 400 * 1024 < room; n += sizeof block)
+            if (fwrite(block, 1, sizeof block, f) != sizeof block)
+                break;
+        fclose(f);
+        /* g_spawn_sync, not GSubprocess: this forked child has none of GLib's worker threads,
+         * which GSubprocess waits on */
+        char *bin = docqa_path();
+        const char *argv[] = {bin,       "run",        "--db",   db,   "--model",
+                              model,     "--model-id", "m",      "-q", "--until-empty",
+                              "--batch", "4",          "--json", NULL};
+        char **envp = g_environ_setenv(g_get_environ(), "DOCQA_CACHE_DIR", "off", TRUE);
+        char *out = NULL, *err = NULL;
+        int status = 0;
+        if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+                          &status, NULL))
+            _exit(8);
+        int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        gint64 done = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'");
+        fprintf(stderr, "run on a full disk: exit %d, %" G_GINT64_FORMAT " done\nsaid: %s\n%s\n",
+                rc, done, err, out);
+        if (rc != 2 || done == 0 || strstr(err, "full") == NULL)
+            _exit(5); /* the disk did not fill after some answers: the test proves nothing */
+        JsonParser *p = json_parser_new();
+        if (!json_parser_load_from_data(p, out, -1, NULL))
+            _exit(6);
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        const char *error = json_object_get_string_member_with_default(o, "error", NULL);
+        _exit(json_object_get_int_member(o, "answered") == done && error != NULL &&
+                      strstr(error, "full") != NULL
+                  ? 0
+                  : 7);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+    else
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_rmdir(mnt);
+    g_free(mnt);
+    g_free(dir);
+    g_free(model);
+}
+
+/* export's sort of many answers spills into a temporary file, which SQLite makes in $TMPDIR:
+ * where it cannot (TMPDIR=/proc, which lets root pass access() and refuses every file), the
+ * message names TMPDIR and the folder, not "unable to open database file" about the database
+ * that export reads well. Root only: access() stops anyone else from choosing such a folder. */
+static void test_temp_store_message(void) {
+    if (geteuid() != 0) {
+        g_test_skip("needs root (a folder that access() calls writable and that refuses files)");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    int n = 12000;
+    g_assert_cmpint(jt_ask(db, n, "m", 3), ==, n);
+    g_assert_cmpint(jt_drain(db, 500), ==, 0);
+    const char *args[] = {"export", "--db", db, NULL};
+    const char *env[] = {"TMPDIR=/proc", NULL};
+    char *out = NULL, *err = NULL;
+    int rc = docqa_with(env, NULL, &out, &err, args);
+    g_assert_cmpint(rc, ==, 2);
+    if (strstr(err, "SQLite could not make a temporary file in /proc, named by $TMPDIR") == NULL)
+        g_error("export with TMPDIR=/proc said: %s", err);
+    g_free(out), g_free(err);
+    /* A usable TMPDIR: the same export works. */
+    const char *env_ok[] = {"TMPDIR=/tmp", NULL};
+    g_assert_cmpint(docqa_with(env_ok, NULL, &out, NULL, args), ==, 0);
+    char **lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpuint(g_strv_length(lines), ==, (guint)n + 2); /* header, rows, the empty tail */
+    g_strfreev(lines);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* An option no command knows: the message names the command it was given to, as every other
+ * message of a command does ("docqa: Unknown option --bogus" did not). */
+static void test_unknown_option_names_command(void) {
+    const char *commands[] = {"version", "ingest",  "ask",      "run",     "status",
+                              "export",  "requeue", "generate", "migrate", "cancel"};
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        char *err = NULL;
+        g_assert_cmpint(docqa(NULL, &err, commands[i], "--bogus", NULL), ==, 2);
+        char *want =
+            g_strdup_printf("docqa: %s: Unknown option --bogus (see --help)\n", commands[i]);
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+    }
+}
+
+static void become_nobody(gpointer data) {
+    (void)data;
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+        _exit(99);
+}
+
+/* Another user's database, which this user may read but not write: the message says whose it is
+ * and its mode, and what to do, not only SQLite's "attempt to write a readonly database". Root
+ * makes the database and runs docqa as nobody; skipped where the test is not root. */
+static void test_read_only_owner(void) {
+    if (geteuid() != 0) {
+        g_test_skip("needs root, to run docqa as another user than the database's owner");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(g_chmod(dir, 0777), ==, 0); /* the folder is not what stops the writes */
+    g_assert_cmpint(g_chmod(db, 0644), ==, 0);
+    char *bin = docqa_path();
+    const char *argv[] = {bin, "ask", "--db", db, "-m", "m", "Total?", NULL};
+    int status = 0;
+    char *err = NULL;
+    GError *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, become_nobody, NULL,
+                               NULL, &err, &status, &e));
+    dq_assert_no_error(e);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    char *want = g_strdup_printf("%s belongs to root (uid 0), mode 0644, and this docqa runs as "
+                                 "nobody (uid 65534), who may not write it: run docqa as its "
+                                 "owner, or have the owner give you write access",
+                                 db);
+    if (strstr(err, "attempt to write a readonly database") == NULL || strstr(err, want) == NULL)
+        g_error("ask on root's database as nobody said: %s", err);
+    g_free(want);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
+    g_free(bin);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = docqa_path();
@@ -2271,5 +2581,11 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/cancel", test_cancel);
     g_test_add_func("/cli-jobs/requeue-selected", test_requeue_selected);
     g_test_add_func("/cli-jobs/requeue-done-stale", test_requeue_done_stale);
+    g_test_add_func("/cli-jobs/json-outputs", test_json_outputs);
+    g_test_add_func("/cli-jobs/temp-store-message", test_temp_store_message);
+    g_test_add_func("/cli-jobs/read-only-owner", test_read_only_owner);
+    g_test_add_func("/cli/unknown-option-names-command", test_unknown_option_names_command);
+    g_test_add_func("/cli-jobs/run-json", test_run_json);
+    g_test_add_func("/cli-jobs/run-summary-after-error", test_run_summary_after_error);
     return g_test_run();
 }

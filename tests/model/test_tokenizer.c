@@ -708,6 +708,91 @@ static void test_cache_note(void) {
     g_test_trap_assert_stderr_unmatched("*\n*\n*");
 }
 
+static void load_twice(const char *shared) {
+    char *path = g_build_filename(shared, "models", "tiny-smolvlm-b512", "tokenizer.json", NULL);
+    for (int i = 0; i < 2; i++) {
+        GError *err = NULL;
+        DqTokenizer *tok = tokenizer_load(path, &err);
+        dq_assert_no_error(err);
+        tokenizer_free(tok);
+    }
+    g_free(path);
+}
+
+/* A file tokenizer-<sha>.bin directly in dir. */
+static gboolean has_cache_file(const char *dir) {
+    GDir *d = g_dir_open(dir, 0, NULL);
+    gboolean found = FALSE;
+    for (const char *n; d != NULL && (n = g_dir_read_name(d)) != NULL;)
+        found |= g_str_has_prefix(n, "tokenizer-") && g_str_has_suffix(n, ".bin");
+    if (d != NULL)
+        g_dir_close(d);
+    return found;
+}
+
+/* HOME naming a folder that does not exist (a system user's /nonexistent): nothing is cached
+ * and nothing made there (root's mkdir made /nonexistent/.cache/docqa), with one note. */
+static void test_cache_home_missing(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return;
+    }
+    if (g_test_subprocess()) {
+        char *dir = dq_test_tmpdir();
+        char *home = g_build_filename(dir, "nonexistent", NULL);
+        g_setenv("HOME", home, TRUE);
+        g_unsetenv("DOCQA_CACHE_DIR");
+        g_unsetenv("XDG_CACHE_HOME");
+        load_twice(shared);
+        g_assert_false(g_file_test(home, G_FILE_TEST_EXISTS));
+        g_free(home);
+        g_free(dir);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("note: tokenizer cache: the home folder /*/nonexistent does not "
+                              "exist, so nothing is cached (*)\n");
+    g_test_trap_assert_stderr_unmatched("*\n*\n*");
+}
+
+/* XDG_CACHE_HOME is taken only when absolute, as the XDG spec says: a relative one
+ * ("relcache") put the cache under whatever folder docqa ran in. */
+static void test_cache_xdg_relative(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return;
+    }
+    if (g_test_subprocess()) {
+        char *dir = dq_test_tmpdir();
+        char *home = g_build_filename(dir, "home", NULL);
+        g_assert_cmpint(mkdir(home, 0700), ==, 0);
+        g_setenv("HOME", home, TRUE);
+        g_unsetenv("DOCQA_CACHE_DIR");
+        g_assert_cmpint(chdir(dir), ==, 0);
+        g_setenv("XDG_CACHE_HOME", "relcache", TRUE);
+        load_twice(shared);
+        char *relative = g_build_filename(dir, "relcache", NULL);
+        g_assert_false(g_file_test(relative, G_FILE_TEST_EXISTS));
+        char *in_home = g_build_filename(home, ".cache", "docqa", NULL);
+        g_assert_true(has_cache_file(in_home));
+        /* an absolute one is the cache's parent */
+        char *xdg = g_build_filename(dir, "xdg", NULL);
+        g_setenv("XDG_CACHE_HOME", xdg, TRUE);
+        load_twice(shared);
+        char *in_xdg = g_build_filename(xdg, "docqa", NULL);
+        g_assert_true(has_cache_file(in_xdg));
+        g_free(in_xdg), g_free(xdg), g_free(in_home), g_free(relative), g_free(home);
+        g_free(dir);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("");
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     /* keep the parsed-tokenizer cache out of the user's home, and start cold */
@@ -716,6 +801,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/tokenizer/cache", test_cache);
     g_test_add_func("/tokenizer/cache_trust", test_cache_trust);
     g_test_add_func("/tokenizer/cache_note", test_cache_note);
+    g_test_add_func("/tokenizer/cache_home_missing", test_cache_home_missing);
+    g_test_add_func("/tokenizer/cache_xdg_relative", test_cache_xdg_relative);
     g_test_add_func("/tokenizer/utf8_lossy", test_utf8_lossy);
     g_test_add_func("/tokenizer/mini", test_mini_tokenizers);
     g_test_add_func("/tokenizer/load_errors", test_load_errors);

@@ -368,6 +368,27 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_cmpint(counts.by_state[DQ_JOB_DONE], ==, 4);
     g_assert_cmpint(counts.by_state[DQ_JOB_DEAD], ==, 1);
     g_assert_cmpint(counts.by_state[DQ_JOB_FAILED], ==, 1);
+    /* v_progress's rows, as `docqa status --json` gives them: the same on both stores */
+    GPtrArray *progress = store_jobs_progress(s, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(progress->len, ==, 2); /* in the order the questions were asked */
+    const char *questions[] = {"What is the total?", "Who signed?"};
+    const gint64 done[] = {3, 1}, failed[] = {0, 1}, dead[] = {0, 1};
+    const double percent[] = {100.0, 33.3};
+    for (guint i = 0; i < progress->len; i++) {
+        const DqProgressRow *row = g_ptr_array_index(progress, i);
+        g_assert_cmpstr(row->question, ==, questions[i]);
+        g_assert_cmpstr(row->model_id, ==, "m");
+        g_assert_cmpint(row->total, ==, 3);
+        g_assert_cmpint(row->done, ==, done[i]);
+        g_assert_cmpint(row->failed, ==, failed[i]);
+        g_assert_cmpint(row->dead, ==, dead[i]);
+        g_assert_cmpint(row->queued + row->running + row->stalled + row->cancelled, ==, 0);
+        g_assert_cmpfloat_with_epsilon(row->percent_done, percent[i], 1e-9);
+        g_assert_nonnull(row->asked_at);
+        g_assert_nonnull(row->last_finished_at);
+    }
+    g_ptr_array_free(progress, TRUE);
     GPtrArray *errs = store_jobs_top_errors(s, 5, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(errs->len, ==, 3);
