@@ -51,6 +51,7 @@ extern "C" {
 #include "backend_cuda.h"
 #include "dq_error.h"
 #include "safetensors.h"
+#include "kernel_math.h"
 #include "staging_ring.h"
 }
 
@@ -1759,8 +1760,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
  * block writes the result itself. The runs depend on the sequence's length alone, so a row's
  * result depends on its query and the keys only, not on its batch-mates. */
 #define DG_WARPS 4
-#define DG_RMAX  16  /* rows a block: query heads a KV head x query rows */
-#define DG_SPLIT 256 /* keys a block: DG_WARPS tiles of 32, twice */
+#define DG_RMAX  16                   /* rows a block: query heads a KV head x query rows */
+#define DG_SPLIT DQ_CUDA_DECODE_SPLIT /* keys a block: DG_WARPS tiles of 32, twice */
 
 /* The keys a decode block attends over (every key of the rows in the past). */
 __device__ __forceinline__ int decode_kv_end(const AttArgs &a, const SeqView &w) {
@@ -1774,26 +1775,6 @@ __device__ __forceinline__ float *decode_part(const float *part, const AttArgs &
                                (a.head_dim + 2);
 }
 
-/* Merges count partial softmax states of a row (maxima m[i * ms], totals l[i * ms], a dim's
- * sums t[i * ts]) in order into mt, lt and t; states that saw no visible key (max -inf) count
- * for nothing. */
-__device__ __forceinline__ void merge_states(const float *m, const float *l, size_t ms,
-                                             const float *tp, size_t ts, int count, float &mt,
-                                             float &lt, float &t) {
-    mt = -INFINITY;
-    for (int i = 0; i < count; i++)
-        mt = fmaxf(mt, m[i * ms]);
-    lt = 0.0f;
-    t = 0.0f;
-    for (int i = 0; i < count; i++) {
-        if (m[i * ms] == -INFINITY)
-            continue;
-        const float e = __expf(m[i * ms] - mt);
-        lt += l[i * ms] * e;
-        t += tp[i * ts] * e;
-    }
-}
-
 template <int NCH, typename KV>
 __global__ void __launch_bounds__(DG_WARPS * 32)
     attn_decode_group_kernel(float *out, const float *q, const float *k, const float *v, AttArgs a,
@@ -1804,7 +1785,7 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
     const SeqView w = seq_view(a, segs, s, out, q, k, v);
     if (w.n_q < a.q_lo || w.n_q > a.q_hi)
         return; /* block-uniform: another kernel's segment */
-    const int kv_end = decode_kv_end(a, w), runs = max(1, (kv_end + DG_SPLIT - 1) / DG_SPLIT);
+    const int kv_end = decode_kv_end(a, w), runs = dq_decode_runs(kv_end);
     if (z >= runs)
         return; /* block-uniform: a shorter sequence than the longest */
     const int j_lo = z * DG_SPLIT, j_hi = min(kv_end, j_lo + DG_SPLIT);
@@ -1896,8 +1877,8 @@ __global__ void __launch_bounds__(DG_WARPS * 32)
     for (int idx = threadIdx.x; idx < R * hd; idx += blockDim.x) {
         const int r = idx / hd, d = idx % hd;
         float mt, lt, t;
-        merge_states(pm + r, pl + r, R, pa + (size_t)r * hd + d, (size_t)R * hd, DG_WARPS, mt, lt,
-                     t);
+        dq_merge_states(pm + r, pl + r, R, pa + (size_t)r * hd + d, (size_t)R * hd, DG_WARPS, &mt,
+                        &lt, &t);
         if (state != NULL) {
             float *pr = state + (size_t)r * (hd + 2); /* the run's state: [hd] sums, max, total */
             pr[d] = t;
@@ -1921,7 +1902,7 @@ __global__ void attn_decode_merge_kernel(float *out, const float *q, AttArgs a,
     const SeqView w = seq_view(a, segs, s, out, q, NULL, NULL);
     if (w.n_q < a.q_lo || w.n_q > a.q_hi)
         return;
-    const int runs = (decode_kv_end(a, w) + DG_SPLIT - 1) / DG_SPLIT;
+    const int runs = dq_decode_runs(decode_kv_end(a, w));
     if (runs <= 1)
         return;
     const int R = G * w.n_q;
@@ -1931,7 +1912,7 @@ __global__ void attn_decode_merge_kernel(float *out, const float *q, AttArgs a,
         const float *pr = decode_part(part, a, s, g, 0, r); /* run z at pr + z * stride */
         const size_t stride = (size_t)a.part_rows * (hd + 2);
         float mt, lt, t;
-        merge_states(pr + hd, pr + hd + 1, stride, pr + d, stride, runs, mt, lt, t);
+        dq_merge_states(pr + hd, pr + hd + 1, stride, pr + d, stride, runs, &mt, &lt, &t);
         w.out[(size_t)(r % w.n_q) * out_stride + (size_t)(g * G + r / w.n_q) * hd + d] =
             lt > 0.0f ? t / lt : 0.0f;
     }
@@ -2619,7 +2600,7 @@ static void launch_attention(CudaCtx *c, float *out, const float *q, const float
         AttArgs b = a;
         b.q_hi = group_hi;
         max_q = MIN(max_q, group_hi);
-        b.part_runs = MAX(1, (a.kv_max + DG_SPLIT - 1) / DG_SPLIT);
+        b.part_runs = dq_decode_runs(a.kv_max);
         b.part_rows = (a.n_heads / a.n_kv_heads) * max_q;
         float *part = NULL;
         if (b.part_runs > 1) {
@@ -3066,15 +3047,6 @@ static void cuda_embed(DqBackend *be, float *out, const DqWeight *table, const i
     CK_LAUNCH(c, "embed");
 }
 
-/* The better of two (value, index) candidates for dq_argmax: the larger value, then the lower
- * index; index -1: none (a stride of NaN only). */
-__device__ void argmax_merge(float &v, int &i, float ov, int oi) {
-    if (oi >= 0 && (i < 0 || ov > v || (ov == v && oi < i))) {
-        v = ov;
-        i = oi;
-    }
-}
-
 /* dq_argmax of each row, a block a row: each thread the first maximum of its stride (NaN never
  * taken), merged by value then index; the first maximum of the row's non-NaN values is what the
  * sequential scan gives, unless x[0] is NaN, where it stays at 0. */
@@ -3082,17 +3054,12 @@ __global__ void argmax_rows_kernel(int32_t *ids, const float *x, int cols) {
     __shared__ float sv[32];
     __shared__ int si[32];
     const float *r = x + (size_t)blockIdx.x * cols;
-    float v = 0.0f;
-    int i = -1;
-    for (int k = threadIdx.x; k < cols; k += blockDim.x) {
-        float xk = r[k];
-        if (!isnan(xk) && (i < 0 || xk > v)) {
-            v = xk;
-            i = k;
-        }
-    }
+    float v;
+    int i;
+    dq_argmax_stride(r, cols, threadIdx.x, blockDim.x, &v, &i);
     for (int o = 16; o > 0; o >>= 1)
-        argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+        dq_argmax_merge(&v, &i, __shfl_xor_sync(0xffffffffu, v, o),
+                        __shfl_xor_sync(0xffffffffu, i, o));
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
     if (lane == 0) {
         sv[warp] = v;
@@ -3103,10 +3070,10 @@ __global__ void argmax_rows_kernel(int32_t *ids, const float *x, int cols) {
         v = lane < n_warps ? sv[lane] : 0.0f;
         i = lane < n_warps ? si[lane] : -1;
         for (int o = 16; o > 0; o >>= 1)
-            argmax_merge(v, i, __shfl_xor_sync(0xffffffffu, v, o),
-                         __shfl_xor_sync(0xffffffffu, i, o));
+            dq_argmax_merge(&v, &i, __shfl_xor_sync(0xffffffffu, v, o),
+                            __shfl_xor_sync(0xffffffffu, i, o));
         if (lane == 0)
-            ids[blockIdx.x] = isnan(r[0]) || i < 0 ? 0 : i;
+            ids[blockIdx.x] = dq_argmax_result(r, i);
     }
 }
 
