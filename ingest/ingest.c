@@ -128,6 +128,8 @@ void dq_ingest_summary_clear(DqIngestSummary *sum) {
         g_hash_table_destroy(sum->partial_by_code);
     if (sum->gone != NULL)
         g_ptr_array_free(sum->gone, TRUE);
+    if (sum->empty_roots != NULL)
+        g_ptr_array_free(sum->empty_roots, TRUE);
     memset(sum, 0, sizeof *sum);
 }
 
@@ -1182,10 +1184,25 @@ static gboolean file_gone(const char *path) {
     return stat(path, &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
 }
 
+/* Whether `path` lies inside the absolute folder `folder`. */
+static gboolean path_under(const char *path, const char *folder) {
+    size_t n = strlen(folder);
+    return strncmp(path, folder, n) == 0 && (n > 0 && (folder[n - 1] == '/' || path[n] == '/'));
+}
+
+static void empty_root_free(DqIngestEmptyRoot *e) {
+    g_free(e->root);
+    g_free(e);
+}
+
 /* Marks the paths recorded under the folders named in `roots` whose files are gone, and unmarks
  * those the walk found: a file that came back (or bytes of another version there now) is what
  * its path holds again. One transaction, before any rendering: what is gone is known once the
- * walk is done. */
+ * walk is done. A folder that is there but in which the walk found no document, while documents
+ * are recorded under it, marks nothing gone without allow_empty_root: that is what the mount
+ * point of a share that failed to mount looks like, and marking a whole archive gone (its
+ * documents leave documents_current and ask) for that is the costly mistake; a folder that
+ * merely holds fewer files marks those gone. */
 static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) {
     /* What the walk found there (a file named on the command line is an entry even when it is
      * not there). */
@@ -1196,6 +1213,9 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
             g_hash_table_add(walked, e->path);
     }
     GPtrArray *back = g_ptr_array_new(), *gone = g_ptr_array_new_with_free_func(g_free);
+    /* Per root: the paths it would mark gone (char*), and the folders held back (char*). */
+    GPtrArray *candidates = g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref);
+    GPtrArray *guarded = g_ptr_array_new_with_free_func(g_free);
     GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
     gboolean ok = FALSE;
     GPtrArray *marked = dq_store_document_paths_gone(r->store, err);
@@ -1206,27 +1226,63 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
             g_ptr_array_add(back, g_ptr_array_index(marked, i));
     char *cwd = g_get_current_dir();
     for (const char *const *root = roots; *root; root++) {
+        GPtrArray *mine = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(candidates, mine);
         if (**root == '\0')
             continue;
         /* As the walk names what it finds (walk.c): the stored paths begin so. */
         char *folder = g_canonicalize_filename(*root, cwd);
         GPtrArray *known = dq_store_document_paths_under(r->store, folder, err);
-        g_free(folder);
         if (known == NULL) {
+            g_free(folder);
             g_free(cwd);
             goto out;
         }
         for (guint i = 0; i < known->len; i++) {
             DqKnownPath *k = g_ptr_array_index(known, i);
-            if (k->missing || g_hash_table_contains(walked, k->path) ||
-                g_hash_table_contains(seen, k->path) || !file_gone(k->path))
+            if (k->missing || g_hash_table_contains(walked, k->path) || !file_gone(k->path))
                 continue;
-            g_hash_table_add(seen, k->path);
-            g_ptr_array_add(gone, g_steal_pointer(&k->path));
+            g_ptr_array_add(mine, g_steal_pointer(&k->path));
         }
         g_ptr_array_free(known, TRUE);
+        struct stat st;
+        gboolean empty = mine->len > 0 && !r->opt->allow_empty_root && stat(folder, &st) == 0 &&
+                         S_ISDIR(st.st_mode);
+        for (guint i = 0; empty && i < r->entries->len; i++) {
+            const WalkEntry *e = g_ptr_array_index(r->entries, i);
+            if (g_hash_table_contains(walked, e->path) && path_under(e->path, folder))
+                empty = FALSE;
+        }
+        for (guint i = 0; empty && i < guarded->len; i++)
+            if (strcmp(g_ptr_array_index(guarded, i), folder) == 0) {
+                empty = FALSE; /* the same folder named twice: said once */
+                g_ptr_array_set_size(mine, 0);
+            }
+        if (empty) {
+            DqIngestEmptyRoot *er = g_new0(DqIngestEmptyRoot, 1);
+            er->root = g_strdup(*root);
+            er->would_be_gone = (int)mine->len;
+            g_ptr_array_add(r->sum->empty_roots, er);
+            g_ptr_array_add(guarded, g_steal_pointer(&folder));
+            g_ptr_array_set_size(mine, 0);
+        }
+        g_free(folder);
     }
     g_free(cwd);
+    /* A folder held back is held back when a folder above it is given too. */
+    for (guint c = 0; c < candidates->len; c++) {
+        GPtrArray *mine = g_ptr_array_index(candidates, c);
+        for (guint i = 0; i < mine->len; i++) {
+            char *path = g_ptr_array_index(mine, i);
+            gboolean held = g_hash_table_contains(seen, path);
+            for (guint j = 0; !held && j < guarded->len; j++)
+                held = path_under(path, g_ptr_array_index(guarded, j));
+            if (held)
+                continue;
+            g_hash_table_add(seen, path);
+            g_ptr_array_add(gone, g_strdup(path));
+        }
+    }
     g_ptr_array_sort(gone, compare_paths);
     if (!dq_store_document_paths_mark(r->store, (const char *const *)gone->pdata, (int)gone->len,
                                       (const char *const *)back->pdata, (int)back->len, err))
@@ -1241,6 +1297,8 @@ out:
     g_hash_table_destroy(walked);
     g_ptr_array_free(back, TRUE);
     g_ptr_array_free(gone, TRUE);
+    g_ptr_array_free(candidates, TRUE);
+    g_ptr_array_free(guarded, TRUE);
     return ok;
 }
 
@@ -1252,6 +1310,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sum->failed_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->gone = g_ptr_array_new_with_free_func(g_free);
+    sum->empty_roots = g_ptr_array_new_with_free_func((GDestroyNotify)empty_root_free);
     if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
         opt->max_pages < 1 || opt->page_timeout_s < 1)
         return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",

@@ -116,6 +116,8 @@ typedef struct {
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,
                         damaged); without it only a missing or empty file is noticed */
+    gboolean allow_empty_root; /* mark gone the documents under a folder given that holds no
+                                  document now (see DqIngestSummary.empty_roots) */
 } DqIngestOptions;
 
 void dq_ingest_options_init(DqIngestOptions *opt);
@@ -144,6 +146,13 @@ typedef struct {
     char *code;
     char *message;
 } DqIngestFailure;
+
+/* A folder given to ingest that exists but in which the walk found no document, while documents
+ * recorded under it would be marked gone: an unmounted share's mount point looks so. */
+typedef struct {
+    char *root;        /* as given on the command line */
+    int would_be_gone; /* documents under it not marked gone for that */
+} DqIngestEmptyRoot;
 
 typedef struct {
     int files;                   /* candidate files (documents) considered */
@@ -181,6 +190,10 @@ typedef struct {
      * files are gone since: marked (documents.missing_since) now, in name order. Those marked
      * by an earlier ingest are not listed again; a path found again is unmarked. */
     GPtrArray *gone;
+    /* DqIngestEmptyRoot*: folders given that held no document while documents recorded under
+     * them are not there; without allow_empty_root nothing under them is marked gone (the other
+     * folders given are ingested as usual), and the CLI exits 1. */
+    GPtrArray *empty_roots;
 } DqIngestSummary;
 
 void dq_ingest_summary_clear(DqIngestSummary *sum);
@@ -189,7 +202,9 @@ void dq_ingest_summary_clear(DqIngestSummary *sum);
  * page store, database error); failures of single inputs are recorded and listed in *sum.
  * Documents recorded under a folder it is given whose files are no longer there (no such file;
  * a file the walk leaves out, hidden or no longer a document, is still there) are marked gone,
- * with their answers kept, and listed in sum->gone; every path the walk finds is unmarked. */
+ * with their answers kept, and listed in sum->gone; every path the walk finds is unmarked. A
+ * folder in which the walk found no document at all marks nothing gone unless
+ * opt->allow_empty_root (sum->empty_roots). */
 gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
                        DqIngestSummary *sum, GError **err);
 
