@@ -61,6 +61,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("documents_failed", s->documents_failed);
     INT_MEMBER("unchanged", s->unchanged);
     INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
+    INT_MEMBER("not_hashed", s->not_hashed);
     INT_MEMBER("resumed", s->resumed);
     INT_MEMBER("changed_during_ingest", s->changed);
     INT_MEMBER("in_progress_elsewhere", s->elsewhere);
@@ -194,7 +195,7 @@ int cmd_ingest(int argc, char **argv) {
     /* G_MININT: not given (--tile and --model exclude each other) */
     int tile = G_MININT;
     gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE, verify = FALSE,
-             allow_empty_root = FALSE;
+             allow_empty_root = FALSE, rehash = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -236,6 +237,10 @@ int cmd_ingest(int argc, char **argv) {
         {"verify", 0, 0, G_OPTION_ARG_NONE, &verify,
          "hash the page images of unchanged files and render again the pages whose images were "
          "replaced or damaged (without it only missing or empty ones are)",
+         NULL},
+        {"rehash", 0, 0, G_OPTION_ARG_NONE, &rehash,
+         "read and hash every file, also those whose size, times (ns), inode and device are "
+         "those stored when their bytes were last hashed (without it those are not read)",
          NULL},
         {"allow-empty-root", 0, 0, G_OPTION_ARG_NONE, &allow_empty_root,
          "mark gone the documents recorded under a folder given that holds no document now "
@@ -312,6 +317,7 @@ int cmd_ingest(int argc, char **argv) {
     opt.retry_failed = retry;
     opt.verify = verify;
     opt.allow_empty_root = allow_empty_root;
+    opt.rehash = rehash;
     opt.progress = !quiet && isatty(STDERR_FILENO);
     store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {

@@ -170,11 +170,52 @@ static gboolean file_stamp_equal(const FileStamp *a, const FileStamp *b) {
            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
+static gint64 timespec_ns(struct timespec t) {
+    return (gint64)t.tv_sec * G_GINT64_CONSTANT(1000000000) + t.tv_nsec;
+}
+
+/* As the database stores it (schema 0013): dev_t and ino_t keep their bits. */
+static void file_stamp_row(const FileStamp *fs, DqDocumentStamp *row) {
+    row->dev = (gint64)(guint64)fs->dev;
+    row->inode = (gint64)(guint64)fs->ino;
+    row->bytes = (gint64)fs->size;
+    row->mtime_ns = timespec_ns(fs->mtime);
+    row->ctime_ns = timespec_ns(fs->ctime);
+}
+
+static gboolean stamp_row_equal(const DqDocumentStamp *a, const DqDocumentStamp *b) {
+    return a->dev == b->dev && a->inode == b->inode && a->bytes == b->bytes &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+/* A file's timestamps advance in ticks of the file system's clock (a few ms locally, up to 1 or
+ * 2 s on some network and FAT file systems): a write in the tick the file was last changed in,
+ * after it was read, leaves its stamp as it was. A stamp is only stored once the clock is past
+ * its ctime by more than any such tick (git calls such entries "racily clean"). */
+#define STAMP_RACY_MS 2000
+
+static gint64 stamp_racy_ms(void) {
+    static gsize ms;
+    if (g_once_init_enter(&ms)) {
+        /* Tests that cannot wait for the clock set it (0: every stamp is stored). */
+        const char *t = g_getenv("DOCQA_TEST_STAMP_RACY_MS");
+        gint64 v = t ? g_ascii_strtoll(t, NULL, 10) : -1;
+        g_once_init_leave(&ms, (gsize)(v >= 0 ? v : STAMP_RACY_MS) + 1);
+    }
+    return (gint64)ms - 1;
+}
+
+static gboolean stamp_racy(const DqDocumentStamp *st) {
+    return st->ctime_ns / 1000 > g_get_real_time() - stamp_racy_ms() * 1000;
+}
+
 typedef struct {
     WalkEntry *entry;
     int fd; /* the file, opened once: hashed and rendered from here, never by path again */
     char *sha256;
-    FileStamp stamp; /* the file when its hash was taken */
+    FileStamp stamp;      /* the file when its hash was taken */
+    gboolean stamp_valid; /* stamp was taken (the file was opened and fstat'ed) */
+    gint64 stamped_id;    /* the document whose stored stamp is this file's now (0: none) */
     gint64 existing_id;
     gboolean resumed;     /* rendered again for the run's own failures (needs_rendering) */
     WorkerShared *shared; /* MAP_SHARED, one page */
@@ -335,6 +376,21 @@ static void sweep_page_folder(Run *r, const char *image_sha256) {
         page_store_sweep_folder(folder, 3600);
 }
 
+/* Stores the stamp of the file whose bytes document `id` holds (hashed, or settled by its stamp),
+ * unless it is stored already or racy. */
+static gboolean store_stamp(Run *r, Doc *d, gint64 id, GError **err) {
+    if (id <= 0 || !d->stamp_valid || d->sha256 == NULL || d->stamped_id == id)
+        return TRUE;
+    DqDocumentStamp row;
+    file_stamp_row(&d->stamp, &row);
+    if (stamp_racy(&row))
+        return TRUE;
+    if (!dq_store_document_stamp_set(r->store, id, &row, err))
+        return FALSE;
+    d->stamped_id = id;
+    return TRUE;
+}
+
 static void record_doc(Run *r, Doc *d) {
     WalkEntry *e = d->entry;
     /* Pages nobody could render after a document-level failure of a later process. */
@@ -415,8 +471,10 @@ static void record_doc(Run *r, Doc *d) {
     GError *err = NULL;
     /* An existing document is rendered again only for these settings (new, or retried): its
      * outcome becomes this rendering's and its pages at these settings are replaced. */
+    gint64 id = 0;
     if (!dq_store_document_record(r->store, &doc, d->existing_id, d->existing_id > 0, r->settings,
-                                  rows, n_rows, NULL, NULL, &err)) {
+                                  rows, n_rows, &id, NULL, &err) ||
+        !store_stamp(r, d, id, &err)) {
         if (r->fatal == NULL)
             r->fatal = err;
         else
@@ -695,6 +753,12 @@ static gboolean needs_rendering(Run *r, Doc *d) {
         if (!d->resumed && !render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
             if (not_ok)
                 r->sum->unchanged_not_ok++;
+            /* Hashed (a first run, a file touched): the next run need not read it. */
+            if (!store_stamp(r, d, found.id, &err)) {
+                r->fatal = err;
+                dq_document_lookup_clear(&found);
+                return FALSE;
+            }
             dq_document_lookup_clear(&found);
             r->sum->unchanged++;
             r->files_done++;
@@ -775,6 +839,36 @@ static Doc *claim_doc(Run *r, Doc *d, gboolean may_defer) {
     return d;
 }
 
+/* Whether the open file's stamp is its path's newest version's: then that version's SHA-256 is
+ * taken as its bytes' (d->sha256, d->stamp, d->stamped_id set), and nothing is read. FALSE
+ * otherwise, or with r->fatal set when the database failed. */
+static gboolean stamp_known(Run *r, Doc *d) {
+    struct stat st;
+    if (fstat(d->fd, &st) != 0)
+        return FALSE; /* hash_file says why */
+    FileStamp now;
+    file_stamp(&now, &st);
+    DqDocumentStamp mine, stored;
+    file_stamp_row(&now, &mine);
+    gint64 id = 0;
+    char *sha = NULL;
+    GError *err = NULL;
+    if (!dq_store_document_stamp_find(r->store, d->entry->path, &id, &sha, &stored, &err)) {
+        r->fatal = err;
+        return FALSE;
+    }
+    if (id <= 0 || sha == NULL || !stamp_row_equal(&mine, &stored)) {
+        g_free(sha);
+        return FALSE;
+    }
+    d->sha256 = sha;
+    d->stamp = now;
+    d->stamp_valid = TRUE;
+    d->stamped_id = id;
+    r->sum->not_hashed++;
+    return TRUE;
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded) or put off (another ingest renders it). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
@@ -794,13 +888,19 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         doc_free(d);
         return NULL;
     }
-    if (d->fd >= 0) {
+    /* An unchanged file is not read again: most of an archive, most nights. */
+    if (d->fd >= 0 && !r->opt->rehash && !stamp_known(r, d) && r->fatal != NULL) {
+        doc_free(d);
+        return NULL;
+    }
+    if (d->fd >= 0 && d->sha256 == NULL) {
         d->sha256 = hash_file(d->fd, &d->stamp, &changed, &err_no);
-        if (d->sha256 != NULL) {
-            /* The row describes the bytes that were hashed, not those the walk saw. */
-            e->bytes = d->stamp.size;
-            e->mtime = d->stamp.mtime.tv_sec;
-        }
+        d->stamp_valid = d->sha256 != NULL;
+    }
+    if (d->sha256 != NULL) {
+        /* The row describes the bytes that were hashed, not those the walk saw. */
+        e->bytes = d->stamp.size;
+        e->mtime = d->stamp.mtime.tv_sec;
     }
     if (interrupted) { /* abandoned, like the documents being rendered */
         doc_free(d);

@@ -42,6 +42,13 @@
  * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the bytes of the
  * newest version at the same path add nothing (when pages for the current render settings
  * exist); other bytes, an older version's too, add a new document version and keep the old.
+ * Hashing reads the whole archive, so a document's stamp (the file's device, inode, size, mtime
+ * and ctime in ns, as fstat gave them when it was hashed) is stored with it: a file whose stamp
+ * is exactly its newest version's is taken to hold that version's bytes without being read
+ * (unless opt->rehash). Any write sets the ctime to the current time and nobody can set it back,
+ * so only a file system that lies (or a clock set back) hides a change; a stamp whose ctime is
+ * within STAMP_RACY_MS of the clock when it is stored is not stored, as a write in the same
+ * timestamp tick would leave it the same.
  * A document of unchanged bytes rendered again (--retry-failed, a page file gone, a rendering
  * interrupted or short of disk) renders only the pages not stored at these settings (no image,
  * or its file missing or, with --verify, not its bytes); the others keep their rows, and count
@@ -116,6 +123,8 @@ typedef struct {
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,
                         damaged); without it only a missing or empty file is noticed */
+    gboolean rehash; /* read and hash every file, even one whose stamp is its newest version's
+                        (see Idempotence above) */
     gboolean allow_empty_root; /* mark gone the documents under a folder given that holds no
                                   document now (see DqIngestSummary.empty_roots) */
 } DqIngestOptions;
@@ -163,14 +172,16 @@ typedef struct {
     GHashTable *partial_by_code; /* error_code -> count of documents_partial */
     int unchanged;               /* already in the database: nothing added */
     int unchanged_not_ok;        /* of those, recorded earlier as failed or partial */
-    int resumed;  /* unchanged files whose earlier rendering failed for the run's own reasons
-                     (interrupted, store_failed: a full disk), rendered again without
-                     retry_failed: counted as what they are now (ok, partial, failed) and here */
-    int changed;  /* bytes changed while being ingested: nothing recorded, listed in
-                     failures with status "changed" */
-    int not_done; /* interrupted before they were settled (running ones abandoned, the
-                     rest not started): nothing recorded */
-    int skipped;  /* files in folders that are neither PDF nor TIFF */
+    int not_hashed; /* files whose stamp was their newest version's: taken to hold its bytes,
+                       not read to hash them (most are counted in `unchanged` too) */
+    int resumed;    /* unchanged files whose earlier rendering failed for the run's own reasons
+                       (interrupted, store_failed: a full disk), rendered again without
+                       retry_failed: counted as what they are now (ok, partial, failed) and here */
+    int changed;    /* bytes changed while being ingested: nothing recorded, listed in
+                       failures with status "changed" */
+    int not_done;   /* interrupted before they were settled (running ones abandoned, the
+                       rest not started): nothing recorded */
+    int skipped;    /* files in folders that are neither PDF nor TIFF */
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
     int elsewhere; /* being rendered by another ingest (see Concurrency above) when this one came
                       to them and still when it had nothing else left: left to that one, nothing

@@ -10,7 +10,9 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <string.h>
@@ -1139,6 +1141,148 @@ static void test_empty_root_smaller(void) {
     archive_clear(&a);
 }
 
+/* Runs `docqa ingest --json` over `dir` (with `extra`, or NULL); returns the summary (unref). */
+static JsonParser *ingest_json(const char *db, const char *dir, const char *extra, int want_rc) {
+    char *out = NULL, *err = NULL;
+    int rc = extra ? run_docqa(&out, &err, "ingest", "--db", db, "--tile", "64", "-j", "2",
+                               "--json", extra, dir, NULL)
+                   : run_docqa(&out, &err, "ingest", "--db", db, "--tile", "64", "-j", "2",
+                               "--json", dir, NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_cmpint(rc, ==, want_rc);
+    JsonParser *p = json_parser_new();
+    parse_object(p, out);
+    g_free(out), g_free(err);
+    return p;
+}
+
+static gint64 summary_int(JsonParser *p, const char *name) {
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    if (!json_object_has_member(o, name))
+        g_error("no \"%s\" in the summary", name);
+    return json_object_get_int_member(o, name);
+}
+
+/* Overwrites one byte of the binary comment cairo writes on a PDF's second line (a valid PDF
+ * still, of the same size, other bytes) and sets its times back to what they were: a tool that
+ * restores the mtime. The ctime moves all the same. */
+static void rewrite_keeping_mtime(const char *path) {
+    struct stat before, after;
+    g_assert_cmpint(stat(path, &before), ==, 0);
+    int fd = open(path, O_WRONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pwrite(fd, "X", 1, 10), ==, 1);
+    g_assert_cmpint(close(fd), ==, 0);
+    const struct timespec times[2] = {before.st_atim, before.st_mtim};
+    g_assert_cmpint(utimensat(AT_FDCWD, path, times, 0), ==, 0);
+    g_assert_cmpint(stat(path, &after), ==, 0);
+    g_assert_cmpint(after.st_size, ==, before.st_size);
+    g_assert_cmpint(after.st_mtim.tv_sec, ==, before.st_mtim.tv_sec);
+    g_assert_cmpint(after.st_mtim.tv_nsec, ==, before.st_mtim.tv_nsec);
+}
+
+/* An unchanged file is not read again: its stamp (device, inode, size, mtime and ctime in ns)
+ * is its newest version's. A normal edit, and an edit whose mtime was set back (same size), are
+ * still found without --rehash: the ctime moved. The stamps are stored at once here
+ * (DOCQA_TEST_STAMP_RACY_MS=0: the test does not wait for the clock to pass the files' ctime). */
+static void test_stamp_skips_unchanged(void) {
+    char *tmp = dq_test_tmpdir();
+    char *db = g_build_filename(tmp, "docqa.db", NULL);
+    char *dir = g_build_filename(tmp, "docs", NULL);
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *a = g_build_filename(dir, "a.pdf", NULL), *b = g_build_filename(dir, "b.pdf", NULL);
+    char *c = g_build_filename(dir, "c.pdf", NULL);
+    write_pdf(a), write_pdf(b), write_pdf(c);
+    g_setenv("DOCQA_TEST_STAMP_RACY_MS", "0", TRUE);
+    JsonParser *p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "documents_ok"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT count(*) FROM document_stamps"), ==, 3);
+    /* Unchanged: nothing read. */
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 3);
+    g_object_unref(p);
+    /* --rehash reads them all: still unchanged. */
+    p = ingest_json(db, dir, "--rehash", 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    /* A normal edit (other size, new mtime), and one that keeps size and mtime. */
+    write_two_page_pdf(a);
+    rewrite_keeping_mtime(b);
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "documents_ok"), ==, 2);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 1); /* c.pdf */
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT count(*) FROM documents WHERE version = 2"), ==, 2);
+    /* The new versions were stamped: nothing is read the next time. */
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 3);
+    g_object_unref(p);
+    g_unsetenv("DOCQA_TEST_STAMP_RACY_MS");
+    g_free(a), g_free(b), g_free(c);
+    g_free(dir), g_free(db), g_free(tmp);
+}
+
+/* What the skip costs: bytes that differ from the newest version's under the same stamp are
+ * taken for that version's. No user can rewrite a file and keep its ctime, so the database is
+ * made to disagree instead (the newest version's SHA-256 changed): without --rehash the file is
+ * unchanged, with it its bytes are read and a new version is recorded. */
+static void test_stamp_rehash(void) {
+    char *tmp = dq_test_tmpdir();
+    char *db = g_build_filename(tmp, "docqa.db", NULL);
+    char *dir = g_build_filename(tmp, "docs", NULL);
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *a = g_build_filename(dir, "a.pdf", NULL);
+    write_pdf(a);
+    g_setenv("DOCQA_TEST_STAMP_RACY_MS", "0", TRUE);
+    JsonParser *p = ingest_json(db, dir, NULL, 0);
+    g_object_unref(p);
+    sqlite3 *s = NULL;
+    g_assert_cmpint(sqlite3_open(db, &s), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(s, "UPDATE documents SET sha256 = 'feed' || substr(sha256, 5)",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(s);
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 1);
+    g_object_unref(p);
+    p = ingest_json(db, dir, "--rehash", 0);
+    g_assert_cmpint(summary_int(p, "documents_ok"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT max(version) FROM documents"), ==, 2);
+    g_unsetenv("DOCQA_TEST_STAMP_RACY_MS");
+    g_free(a), g_free(dir), g_free(db), g_free(tmp);
+}
+
+/* A stamp whose ctime is too recent for the file system's timestamp ticks to tell a later write
+ * from it is not stored, so the file is read the next time. The window is widened to an hour
+ * so that the files written just now are in it however slow the machine is. */
+static void test_stamp_racy(void) {
+    char *tmp = dq_test_tmpdir();
+    char *db = g_build_filename(tmp, "docqa.db", NULL);
+    char *dir = g_build_filename(tmp, "docs", NULL);
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *a = g_build_filename(dir, "a.pdf", NULL);
+    write_pdf(a);
+    g_setenv("DOCQA_TEST_STAMP_RACY_MS", "3600000", TRUE);
+    JsonParser *p = ingest_json(db, dir, NULL, 0);
+    g_object_unref(p);
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT count(*) FROM document_stamps"), ==, 0);
+    g_unsetenv("DOCQA_TEST_STAMP_RACY_MS");
+    g_free(a), g_free(dir), g_free(db), g_free(tmp);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -1169,6 +1313,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/empty_root/guard", test_empty_root_guard);
     g_test_add_func("/ingest/cli/empty_root/allowed", test_empty_root_allowed);
     g_test_add_func("/ingest/cli/empty_root/smaller", test_empty_root_smaller);
+    g_test_add_func("/ingest/cli/stamp/skips_unchanged", test_stamp_skips_unchanged);
+    g_test_add_func("/ingest/cli/stamp/rehash", test_stamp_rehash);
+    g_test_add_func("/ingest/cli/stamp/racy", test_stamp_racy);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);
