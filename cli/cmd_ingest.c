@@ -61,6 +61,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     INT_MEMBER("documents_failed", s->documents_failed);
     INT_MEMBER("unchanged", s->unchanged);
     INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
+    INT_MEMBER("not_hashed", s->not_hashed);
     INT_MEMBER("resumed", s->resumed);
     INT_MEMBER("changed_during_ingest", s->changed);
     INT_MEMBER("in_progress_elsewhere", s->elsewhere);
@@ -109,6 +110,17 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     for (guint i = 0; i < s->gone->len; i++)
         json_builder_add_string_value(b, g_ptr_array_index(s->gone, i));
     json_builder_end_array(b);
+    json_builder_set_member_name(b, "empty_roots");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < s->empty_roots->len; i++) {
+        const DqIngestEmptyRoot *e = g_ptr_array_index(s->empty_roots, i);
+        json_builder_begin_object(b);
+        add_string(b, "root", e->root);
+        json_builder_set_member_name(b, "would_be_gone");
+        json_builder_add_int_value(b, e->would_be_gone);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
     json_builder_end_object(b);
     dq_cli_json_print(b, TRUE);
 }
@@ -136,7 +148,8 @@ static void print_text(const DqIngestSummary *s) {
         g_free(path);
     }
     char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
-         not_done[80] = "", gone[64] = "", elsewhere[64] = "", kept[64] = "", resumed[96] = "";
+         not_done[80] = "", gone[64] = "", empty[96] = "", elsewhere[64] = "", kept[64] = "",
+         resumed[96] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
     if (s->resumed > 0)
@@ -152,6 +165,9 @@ static void print_text(const DqIngestSummary *s) {
     if (s->gone->len > 0)
         snprintf(gone, sizeof gone, "; %u file%s gone since the last ingest", s->gone->len,
                  s->gone->len == 1 ? "" : "s");
+    if (s->empty_roots->len > 0)
+        snprintf(empty, sizeof empty, "; %u folder%s held no document (nothing marked gone there)",
+                 s->empty_roots->len, s->empty_roots->len == 1 ? "" : "s");
     if (s->pages_failed > 0)
         snprintf(pages_failed, sizeof pages_failed, " (and %d failed)", s->pages_failed);
     if (s->pages_kept > 0)
@@ -162,10 +178,10 @@ static void print_text(const DqIngestSummary *s) {
     char *partial_codes = codes_text(s->partial_by_code);
     char *failed_codes = codes_text(s->failed_by_code);
     printf("ingest: %d files: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s%s (%d other "
-           "files skipped%s)%s%s; %d pages%s%s%s in %.1f s (%.1f pages/s)%s\n",
+           "files skipped%s)%s%s%s; %d pages%s%s%s in %.1f s (%.1f pages/s)%s\n",
            s->files, s->documents_ok, s->documents_partial, partial_codes, s->documents_failed,
            failed_codes, s->unchanged, earlier, changed, elsewhere, s->skipped, folders, gone,
-           resumed, s->pages_ok, s->pages_kept > 0 ? " rendered" : "", pages_failed, kept,
+           empty, resumed, s->pages_ok, s->pages_kept > 0 ? " rendered" : "", pages_failed, kept,
            s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
     g_free(partial_codes);
     g_free(failed_codes);
@@ -178,7 +194,8 @@ int cmd_ingest(int argc, char **argv) {
     char **paths = NULL;
     /* G_MININT: not given (--tile and --model exclude each other) */
     int tile = G_MININT;
-    gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE, verify = FALSE;
+    gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE, verify = FALSE,
+             allow_empty_root = FALSE, rehash = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
@@ -221,6 +238,15 @@ int cmd_ingest(int argc, char **argv) {
          "hash the page images of unchanged files and render again the pages whose images were "
          "replaced or damaged (without it only missing or empty ones are)",
          NULL},
+        {"rehash", 0, 0, G_OPTION_ARG_NONE, &rehash,
+         "read and hash every file, also those whose size, times (ns), inode and device are "
+         "those stored when their bytes were last hashed (without it those are not read)",
+         NULL},
+        {"allow-empty-root", 0, 0, G_OPTION_ARG_NONE, &allow_empty_root,
+         "mark gone the documents recorded under a folder given that holds no document now "
+         "(without it such a folder, an unmounted share's mount point, marks nothing gone and "
+         "ingest exits 1)",
+         NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
         /* Paths here rather than left in argv: GLib leaves a "--" there, which is no path. */
@@ -232,7 +258,9 @@ int cmd_ingest(int argc, char **argv) {
     g_option_context_set_description(
         ctx, "Files and folders (recursively) are ingested; exit status 0: all fine, 1: some "
              "inputs failed (recorded in the database) or changed while being ingested (not "
-             "recorded), 2: could not run, 130: interrupted (SIGINT, SIGTERM or SIGHUP; the "
+             "recorded), or a folder given held no document while documents recorded under it "
+             "would have been marked gone (see --allow-empty-root), 2: could not run, 130: "
+             "interrupted (SIGINT, SIGTERM or SIGHUP; the "
              "summary, or --json, is printed all the same).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
@@ -288,6 +316,8 @@ int cmd_ingest(int argc, char **argv) {
     opt.hidden = hidden;
     opt.retry_failed = retry;
     opt.verify = verify;
+    opt.allow_empty_root = allow_empty_root;
+    opt.rehash = rehash;
     opt.progress = !quiet && isatty(STDERR_FILENO);
     store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
@@ -307,13 +337,21 @@ int cmd_ingest(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
+    for (guint i = 0; i < sum.empty_roots->len; i++) {
+        const DqIngestEmptyRoot *e = g_ptr_array_index(sum.empty_roots, i);
+        dq_print_line(stderr,
+                      "docqa: ingest: %s: holds no document, but %d document%s recorded under it "
+                      "would be marked gone (a share not mounted?); nothing under it was marked "
+                      "gone (--allow-empty-root marks them)",
+                      e->root, e->would_be_gone, e->would_be_gone == 1 ? "" : "s");
+    }
     if (json)
         print_json(&sum, opt.n_res, opt.tile);
     else
         print_text(&sum);
     rc = sum.interrupted ? DQ_EXIT_INTERRUPTED
          : sum.documents_failed > 0 || sum.documents_partial > 0 || sum.unchanged_not_ok > 0 ||
-                 sum.changed > 0 || sum.folders_unreadable > 0
+                 sum.changed > 0 || sum.folders_unreadable > 0 || sum.empty_roots->len > 0
              ? DQ_EXIT_PARTIAL
              : DQ_EXIT_OK;
     dq_ingest_summary_clear(&sum);

@@ -128,6 +128,8 @@ void dq_ingest_summary_clear(DqIngestSummary *sum) {
         g_hash_table_destroy(sum->partial_by_code);
     if (sum->gone != NULL)
         g_ptr_array_free(sum->gone, TRUE);
+    if (sum->empty_roots != NULL)
+        g_ptr_array_free(sum->empty_roots, TRUE);
     memset(sum, 0, sizeof *sum);
 }
 
@@ -168,11 +170,52 @@ static gboolean file_stamp_equal(const FileStamp *a, const FileStamp *b) {
            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
+static gint64 timespec_ns(struct timespec t) {
+    return (gint64)t.tv_sec * G_GINT64_CONSTANT(1000000000) + t.tv_nsec;
+}
+
+/* As the database stores it (schema 0013): dev_t and ino_t keep their bits. */
+static void file_stamp_row(const FileStamp *fs, DqDocumentStamp *row) {
+    row->dev = (gint64)(guint64)fs->dev;
+    row->inode = (gint64)(guint64)fs->ino;
+    row->bytes = (gint64)fs->size;
+    row->mtime_ns = timespec_ns(fs->mtime);
+    row->ctime_ns = timespec_ns(fs->ctime);
+}
+
+static gboolean stamp_row_equal(const DqDocumentStamp *a, const DqDocumentStamp *b) {
+    return a->dev == b->dev && a->inode == b->inode && a->bytes == b->bytes &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+/* A file's timestamps advance in ticks of the file system's clock (a few ms locally, up to 1 or
+ * 2 s on some network and FAT file systems): a write in the tick the file was last changed in,
+ * after it was read, leaves its stamp as it was. A stamp is only stored once the clock is past
+ * its ctime by more than any such tick (git calls such entries "racily clean"). */
+#define STAMP_RACY_MS 2000
+
+static gint64 stamp_racy_ms(void) {
+    static gsize ms;
+    if (g_once_init_enter(&ms)) {
+        /* Tests that cannot wait for the clock set it (0: every stamp is stored). */
+        const char *t = g_getenv("DOCQA_TEST_STAMP_RACY_MS");
+        gint64 v = t ? g_ascii_strtoll(t, NULL, 10) : -1;
+        g_once_init_leave(&ms, (gsize)(v >= 0 ? v : STAMP_RACY_MS) + 1);
+    }
+    return (gint64)ms - 1;
+}
+
+static gboolean stamp_racy(const DqDocumentStamp *st) {
+    return st->ctime_ns / 1000 > g_get_real_time() - stamp_racy_ms() * 1000;
+}
+
 typedef struct {
     WalkEntry *entry;
     int fd; /* the file, opened once: hashed and rendered from here, never by path again */
     char *sha256;
-    FileStamp stamp; /* the file when its hash was taken */
+    FileStamp stamp;      /* the file when its hash was taken */
+    gboolean stamp_valid; /* stamp was taken (the file was opened and fstat'ed) */
+    gint64 stamped_id;    /* the document whose stored stamp is this file's now (0: none) */
     gint64 existing_id;
     gboolean resumed;     /* rendered again for the run's own failures (needs_rendering) */
     WorkerShared *shared; /* MAP_SHARED, one page */
@@ -333,6 +376,21 @@ static void sweep_page_folder(Run *r, const char *image_sha256) {
         page_store_sweep_folder(folder, 3600);
 }
 
+/* Stores the stamp of the file whose bytes document `id` holds (hashed, or settled by its stamp),
+ * unless it is stored already or racy. */
+static gboolean store_stamp(Run *r, Doc *d, gint64 id, GError **err) {
+    if (id <= 0 || !d->stamp_valid || d->sha256 == NULL || d->stamped_id == id)
+        return TRUE;
+    DqDocumentStamp row;
+    file_stamp_row(&d->stamp, &row);
+    if (stamp_racy(&row))
+        return TRUE;
+    if (!dq_store_document_stamp_set(r->store, id, &row, err))
+        return FALSE;
+    d->stamped_id = id;
+    return TRUE;
+}
+
 static void record_doc(Run *r, Doc *d) {
     WalkEntry *e = d->entry;
     /* Pages nobody could render after a document-level failure of a later process. */
@@ -413,8 +471,10 @@ static void record_doc(Run *r, Doc *d) {
     GError *err = NULL;
     /* An existing document is rendered again only for these settings (new, or retried): its
      * outcome becomes this rendering's and its pages at these settings are replaced. */
+    gint64 id = 0;
     if (!dq_store_document_record(r->store, &doc, d->existing_id, d->existing_id > 0, r->settings,
-                                  rows, n_rows, NULL, NULL, &err)) {
+                                  rows, n_rows, &id, NULL, &err) ||
+        !store_stamp(r, d, id, &err)) {
         if (r->fatal == NULL)
             r->fatal = err;
         else
@@ -693,6 +753,12 @@ static gboolean needs_rendering(Run *r, Doc *d) {
         if (!d->resumed && !render && !(retry && r->opt->retry_failed && d->sha256 != NULL)) {
             if (not_ok)
                 r->sum->unchanged_not_ok++;
+            /* Hashed (a first run, a file touched): the next run need not read it. */
+            if (!store_stamp(r, d, found.id, &err)) {
+                r->fatal = err;
+                dq_document_lookup_clear(&found);
+                return FALSE;
+            }
             dq_document_lookup_clear(&found);
             r->sum->unchanged++;
             r->files_done++;
@@ -773,6 +839,36 @@ static Doc *claim_doc(Run *r, Doc *d, gboolean may_defer) {
     return d;
 }
 
+/* Whether the open file's stamp is its path's newest version's: then that version's SHA-256 is
+ * taken as its bytes' (d->sha256, d->stamp, d->stamped_id set), and nothing is read. FALSE
+ * otherwise, or with r->fatal set when the database failed. */
+static gboolean stamp_known(Run *r, Doc *d) {
+    struct stat st;
+    if (fstat(d->fd, &st) != 0)
+        return FALSE; /* hash_file says why */
+    FileStamp now;
+    file_stamp(&now, &st);
+    DqDocumentStamp mine, stored;
+    file_stamp_row(&now, &mine);
+    gint64 id = 0;
+    char *sha = NULL;
+    GError *err = NULL;
+    if (!dq_store_document_stamp_find(r->store, d->entry->path, &id, &sha, &stored, &err)) {
+        r->fatal = err;
+        return FALSE;
+    }
+    if (id <= 0 || sha == NULL || !stamp_row_equal(&mine, &stored)) {
+        g_free(sha);
+        return FALSE;
+    }
+    d->sha256 = sha;
+    d->stamp = now;
+    d->stamp_valid = TRUE;
+    d->stamped_id = id;
+    r->sum->not_hashed++;
+    return TRUE;
+}
+
 /* Returns a document that needs workers, or NULL when this entry is settled (unchanged,
  * or failed without rendering, and recorded) or put off (another ingest renders it). */
 static Doc *prepare_doc(Run *r, WalkEntry *e) {
@@ -792,13 +888,19 @@ static Doc *prepare_doc(Run *r, WalkEntry *e) {
         doc_free(d);
         return NULL;
     }
-    if (d->fd >= 0) {
+    /* An unchanged file is not read again: most of an archive, most nights. */
+    if (d->fd >= 0 && !r->opt->rehash && !stamp_known(r, d) && r->fatal != NULL) {
+        doc_free(d);
+        return NULL;
+    }
+    if (d->fd >= 0 && d->sha256 == NULL) {
         d->sha256 = hash_file(d->fd, &d->stamp, &changed, &err_no);
-        if (d->sha256 != NULL) {
-            /* The row describes the bytes that were hashed, not those the walk saw. */
-            e->bytes = d->stamp.size;
-            e->mtime = d->stamp.mtime.tv_sec;
-        }
+        d->stamp_valid = d->sha256 != NULL;
+    }
+    if (d->sha256 != NULL) {
+        /* The row describes the bytes that were hashed, not those the walk saw. */
+        e->bytes = d->stamp.size;
+        e->mtime = d->stamp.mtime.tv_sec;
     }
     if (interrupted) { /* abandoned, like the documents being rendered */
         doc_free(d);
@@ -1182,10 +1284,25 @@ static gboolean file_gone(const char *path) {
     return stat(path, &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
 }
 
+/* Whether `path` lies inside the absolute folder `folder`. */
+static gboolean path_under(const char *path, const char *folder) {
+    size_t n = strlen(folder);
+    return strncmp(path, folder, n) == 0 && (n > 0 && (folder[n - 1] == '/' || path[n] == '/'));
+}
+
+static void empty_root_free(DqIngestEmptyRoot *e) {
+    g_free(e->root);
+    g_free(e);
+}
+
 /* Marks the paths recorded under the folders named in `roots` whose files are gone, and unmarks
  * those the walk found: a file that came back (or bytes of another version there now) is what
  * its path holds again. One transaction, before any rendering: what is gone is known once the
- * walk is done. */
+ * walk is done. A folder that is there but in which the walk found no document, while documents
+ * are recorded under it, marks nothing gone without allow_empty_root: that is what the mount
+ * point of a share that failed to mount looks like, and marking a whole archive gone (its
+ * documents leave documents_current and ask) for that is the costly mistake; a folder that
+ * merely holds fewer files marks those gone. */
 static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) {
     /* What the walk found there (a file named on the command line is an entry even when it is
      * not there). */
@@ -1196,6 +1313,9 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
             g_hash_table_add(walked, e->path);
     }
     GPtrArray *back = g_ptr_array_new(), *gone = g_ptr_array_new_with_free_func(g_free);
+    /* Per root: the paths it would mark gone (char*), and the folders held back (char*). */
+    GPtrArray *candidates = g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref);
+    GPtrArray *guarded = g_ptr_array_new_with_free_func(g_free);
     GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
     gboolean ok = FALSE;
     GPtrArray *marked = dq_store_document_paths_gone(r->store, err);
@@ -1206,27 +1326,63 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
             g_ptr_array_add(back, g_ptr_array_index(marked, i));
     char *cwd = g_get_current_dir();
     for (const char *const *root = roots; *root; root++) {
+        GPtrArray *mine = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(candidates, mine);
         if (**root == '\0')
             continue;
         /* As the walk names what it finds (walk.c): the stored paths begin so. */
         char *folder = g_canonicalize_filename(*root, cwd);
         GPtrArray *known = dq_store_document_paths_under(r->store, folder, err);
-        g_free(folder);
         if (known == NULL) {
+            g_free(folder);
             g_free(cwd);
             goto out;
         }
         for (guint i = 0; i < known->len; i++) {
             DqKnownPath *k = g_ptr_array_index(known, i);
-            if (k->missing || g_hash_table_contains(walked, k->path) ||
-                g_hash_table_contains(seen, k->path) || !file_gone(k->path))
+            if (k->missing || g_hash_table_contains(walked, k->path) || !file_gone(k->path))
                 continue;
-            g_hash_table_add(seen, k->path);
-            g_ptr_array_add(gone, g_steal_pointer(&k->path));
+            g_ptr_array_add(mine, g_steal_pointer(&k->path));
         }
         g_ptr_array_free(known, TRUE);
+        struct stat st;
+        gboolean empty = mine->len > 0 && !r->opt->allow_empty_root && stat(folder, &st) == 0 &&
+                         S_ISDIR(st.st_mode);
+        for (guint i = 0; empty && i < r->entries->len; i++) {
+            const WalkEntry *e = g_ptr_array_index(r->entries, i);
+            if (g_hash_table_contains(walked, e->path) && path_under(e->path, folder))
+                empty = FALSE;
+        }
+        for (guint i = 0; empty && i < guarded->len; i++)
+            if (strcmp(g_ptr_array_index(guarded, i), folder) == 0) {
+                empty = FALSE; /* the same folder named twice: said once */
+                g_ptr_array_set_size(mine, 0);
+            }
+        if (empty) {
+            DqIngestEmptyRoot *er = g_new0(DqIngestEmptyRoot, 1);
+            er->root = g_strdup(*root);
+            er->would_be_gone = (int)mine->len;
+            g_ptr_array_add(r->sum->empty_roots, er);
+            g_ptr_array_add(guarded, g_steal_pointer(&folder));
+            g_ptr_array_set_size(mine, 0);
+        }
+        g_free(folder);
     }
     g_free(cwd);
+    /* A folder held back is held back when a folder above it is given too. */
+    for (guint c = 0; c < candidates->len; c++) {
+        GPtrArray *mine = g_ptr_array_index(candidates, c);
+        for (guint i = 0; i < mine->len; i++) {
+            char *path = g_ptr_array_index(mine, i);
+            gboolean held = g_hash_table_contains(seen, path);
+            for (guint j = 0; !held && j < guarded->len; j++)
+                held = path_under(path, g_ptr_array_index(guarded, j));
+            if (held)
+                continue;
+            g_hash_table_add(seen, path);
+            g_ptr_array_add(gone, g_strdup(path));
+        }
+    }
     g_ptr_array_sort(gone, compare_paths);
     if (!dq_store_document_paths_mark(r->store, (const char *const *)gone->pdata, (int)gone->len,
                                       (const char *const *)back->pdata, (int)back->len, err))
@@ -1241,6 +1397,8 @@ out:
     g_hash_table_destroy(walked);
     g_ptr_array_free(back, TRUE);
     g_ptr_array_free(gone, TRUE);
+    g_ptr_array_free(candidates, TRUE);
+    g_ptr_array_free(guarded, TRUE);
     return ok;
 }
 
@@ -1252,6 +1410,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sum->failed_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->gone = g_ptr_array_new_with_free_func(g_free);
+    sum->empty_roots = g_ptr_array_new_with_free_func((GDestroyNotify)empty_root_free);
     if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
         opt->max_pages < 1 || opt->page_timeout_s < 1)
         return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",

@@ -42,6 +42,13 @@
  * Idempotence. A file is identified by (absolute path, sha256 of its bytes): the bytes of the
  * newest version at the same path add nothing (when pages for the current render settings
  * exist); other bytes, an older version's too, add a new document version and keep the old.
+ * Hashing reads the whole archive, so a document's stamp (the file's device, inode, size, mtime
+ * and ctime in ns, as fstat gave them when it was hashed) is stored with it: a file whose stamp
+ * is exactly its newest version's is taken to hold that version's bytes without being read
+ * (unless opt->rehash). Any write sets the ctime to the current time and nobody can set it back,
+ * so only a file system that lies (or a clock set back) hides a change; a stamp whose ctime is
+ * within STAMP_RACY_MS of the clock when it is stored is not stored, as a write in the same
+ * timestamp tick would leave it the same.
  * A document of unchanged bytes rendered again (--retry-failed, a page file gone, a rendering
  * interrupted or short of disk) renders only the pages not stored at these settings (no image,
  * or its file missing or, with --verify, not its bytes); the others keep their rows, and count
@@ -116,6 +123,10 @@ typedef struct {
     gboolean verify; /* hash the page files of unchanged documents at these settings and render
                         again those whose files are not the page they are named for (replaced,
                         damaged); without it only a missing or empty file is noticed */
+    gboolean rehash; /* read and hash every file, even one whose stamp is its newest version's
+                        (see Idempotence above) */
+    gboolean allow_empty_root; /* mark gone the documents under a folder given that holds no
+                                  document now (see DqIngestSummary.empty_roots) */
 } DqIngestOptions;
 
 void dq_ingest_options_init(DqIngestOptions *opt);
@@ -145,6 +156,13 @@ typedef struct {
     char *message;
 } DqIngestFailure;
 
+/* A folder given to ingest that exists but in which the walk found no document, while documents
+ * recorded under it would be marked gone: an unmounted share's mount point looks so. */
+typedef struct {
+    char *root;        /* as given on the command line */
+    int would_be_gone; /* documents under it not marked gone for that */
+} DqIngestEmptyRoot;
+
 typedef struct {
     int files;                   /* candidate files (documents) considered */
     int documents_ok;            /* recorded now, every page fine */
@@ -154,14 +172,16 @@ typedef struct {
     GHashTable *partial_by_code; /* error_code -> count of documents_partial */
     int unchanged;               /* already in the database: nothing added */
     int unchanged_not_ok;        /* of those, recorded earlier as failed or partial */
-    int resumed;  /* unchanged files whose earlier rendering failed for the run's own reasons
-                     (interrupted, store_failed: a full disk), rendered again without
-                     retry_failed: counted as what they are now (ok, partial, failed) and here */
-    int changed;  /* bytes changed while being ingested: nothing recorded, listed in
-                     failures with status "changed" */
-    int not_done; /* interrupted before they were settled (running ones abandoned, the
-                     rest not started): nothing recorded */
-    int skipped;  /* files in folders that are neither PDF nor TIFF */
+    int not_hashed; /* files whose stamp was their newest version's: taken to hold its bytes,
+                       not read to hash them (most are counted in `unchanged` too) */
+    int resumed;    /* unchanged files whose earlier rendering failed for the run's own reasons
+                       (interrupted, store_failed: a full disk), rendered again without
+                       retry_failed: counted as what they are now (ok, partial, failed) and here */
+    int changed;    /* bytes changed while being ingested: nothing recorded, listed in
+                       failures with status "changed" */
+    int not_done;   /* interrupted before they were settled (running ones abandoned, the
+                       rest not started): nothing recorded */
+    int skipped;    /* files in folders that are neither PDF nor TIFF */
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
     int elsewhere; /* being rendered by another ingest (see Concurrency above) when this one came
                       to them and still when it had nothing else left: left to that one, nothing
@@ -181,6 +201,10 @@ typedef struct {
      * files are gone since: marked (documents.missing_since) now, in name order. Those marked
      * by an earlier ingest are not listed again; a path found again is unmarked. */
     GPtrArray *gone;
+    /* DqIngestEmptyRoot*: folders given that held no document while documents recorded under
+     * them are not there; without allow_empty_root nothing under them is marked gone (the other
+     * folders given are ingested as usual), and the CLI exits 1. */
+    GPtrArray *empty_roots;
 } DqIngestSummary;
 
 void dq_ingest_summary_clear(DqIngestSummary *sum);
@@ -189,7 +213,9 @@ void dq_ingest_summary_clear(DqIngestSummary *sum);
  * page store, database error); failures of single inputs are recorded and listed in *sum.
  * Documents recorded under a folder it is given whose files are no longer there (no such file;
  * a file the walk leaves out, hidden or no longer a document, is still there) are marked gone,
- * with their answers kept, and listed in sum->gone; every path the walk finds is unmarked. */
+ * with their answers kept, and listed in sum->gone; every path the walk finds is unmarked. A
+ * folder in which the walk found no document at all marks nothing gone unless
+ * opt->allow_empty_root (sum->empty_roots). */
 gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
                        DqIngestSummary *sum, GError **err);
 

@@ -509,3 +509,70 @@ gboolean dq_store_document_paths_mark(DqStore *store, const char *const *gone, i
     g_strfreev(b);
     return ok;
 }
+
+/* ---- file stamps ---- */
+
+#define STAMP_FIND_SQL(P)                                                                          \
+    "SELECT d.id, d.sha256, s.dev, s.inode, s.bytes, s.mtime_ns, s.ctime_ns FROM documents d "     \
+    "JOIN document_stamps s ON s.document_id = d.id WHERE d.path = " P " AND d.version = "         \
+    "(SELECT max(version) FROM documents WHERE path = " P ")"
+
+static gboolean stamp_find(DqStore *store, const char *path, gint64 *id, char **sha256,
+                           DqDocumentStamp *stamp, GError **err) {
+    PG_DISPATCH(
+        store, return pgdocs_stamp_find(store, path, STAMP_FIND_SQL("$1"), id, sha256, stamp, err));
+    sqlite3_stmt *st = prepare(store, STAMP_FIND_SQL("?1"), err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *sha256 = column_dup(st, 1);
+        stamp->dev = sqlite3_column_int64(st, 2);
+        stamp->inode = sqlite3_column_int64(st, 3);
+        stamp->bytes = sqlite3_column_int64(st, 4);
+        stamp->mtime_ns = sqlite3_column_int64(st, 5);
+        stamp->ctime_ns = sqlite3_column_int64(st, 6);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(store, err, "looking up a file's stamp");
+    return TRUE;
+}
+
+gboolean dq_store_document_stamp_find(DqStore *store, const char *path, gint64 *id, char **sha256,
+                                      DqDocumentStamp *stamp, GError **err) {
+    *id = 0;
+    *sha256 = NULL;
+    memset(stamp, 0, sizeof *stamp);
+    char *text = dq_utf8_escape_invalid(path);
+    gboolean ok = stamp_find(store, text, id, sha256, stamp, err);
+    g_free(text);
+    return ok;
+}
+
+#define STAMP_SET_SQL(P1, P2, P3, P4, P5, P6)                                                      \
+    "INSERT INTO document_stamps (document_id, dev, inode, bytes, mtime_ns, ctime_ns) VALUES "     \
+    "(" P1 ", " P2 ", " P3 ", " P4 ", " P5 ", " P6 ") ON CONFLICT (document_id) DO UPDATE SET "    \
+    "dev = excluded.dev, inode = excluded.inode, bytes = excluded.bytes, mtime_ns = "              \
+    "excluded.mtime_ns, ctime_ns = excluded.ctime_ns"
+
+gboolean dq_store_document_stamp_set(DqStore *store, gint64 id, const DqDocumentStamp *stamp,
+                                     GError **err) {
+    PG_DISPATCH(store,
+                return pgdocs_stamp_set(store, STAMP_SET_SQL("$1", "$2", "$3", "$4", "$5", "$6"),
+                                        id, stamp, err));
+    sqlite3_stmt *st = prepare(store, STAMP_SET_SQL("?1", "?2", "?3", "?4", "?5", "?6"), err);
+    if (st == NULL)
+        return FALSE;
+    const gint64 v[] = {id,           stamp->dev,      stamp->inode,
+                        stamp->bytes, stamp->mtime_ns, stamp->ctime_ns};
+    for (int i = 0; i < 6; i++)
+        sqlite3_bind_int64(st, i + 1, v[i]);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(store, err, "storing a file's stamp");
+    return TRUE;
+}

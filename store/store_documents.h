@@ -114,4 +114,25 @@ GPtrArray *dq_store_document_paths_gone(DqStore *store, GError **err);
 gboolean dq_store_document_paths_mark(DqStore *store, const char *const *gone, int n_gone,
                                       const char *const *back, int n_back, GError **err);
 
+/* ---- file stamps (schema 0013: document_stamps) ----
+ *
+ * What the file looked like (fstat) when the bytes of a document were hashed: when the file's
+ * stamp is exactly its newest version's, ingest takes the bytes to be that version's without
+ * reading them. */
+
+typedef struct {
+    gint64 dev, inode; /* dev_t and ino_t, their bits as signed 64-bit integers */
+    gint64 bytes;
+    gint64 mtime_ns, ctime_ns; /* since the epoch */
+} DqDocumentStamp;
+
+/* The newest version of `path` when it has a stamp: *id (0 when the path has no version, or its
+ * newest none), *sha256 (g_free; NULL when unreadable) and *stamp. */
+gboolean dq_store_document_stamp_find(DqStore *store, const char *path, gint64 *id, char **sha256,
+                                      DqDocumentStamp *stamp, GError **err);
+
+/* Sets (or replaces) document `id`'s stamp. */
+gboolean dq_store_document_stamp_set(DqStore *store, gint64 id, const DqDocumentStamp *stamp,
+                                     GError **err);
+
 #endif

@@ -281,3 +281,37 @@ gboolean pgdocs_paths_mark(DqStore *s, char **gone, int n_gone, char **back, int
     pg_rollback(s);
     return FALSE;
 }
+
+/* ---- file stamps (store_documents.c has the SQL) ---- */
+
+gboolean pgdocs_stamp_find(DqStore *s, const char *path, const char *sql, gint64 *id, char **sha256,
+                           DqDocumentStamp *stamp, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, path);
+    PGresult *r = pg_run(s, sql, &p, "looking up a file's stamp", err);
+    if (r == NULL)
+        return FALSE;
+    if (PQntuples(r) > 0) {
+        *id = pg_get_i64(r, 0, 0);
+        *sha256 = pg_get_dup(r, 0, 1);
+        stamp->dev = pg_get_i64(r, 0, 2);
+        stamp->inode = pg_get_i64(r, 0, 3);
+        stamp->bytes = pg_get_i64(r, 0, 4);
+        stamp->mtime_ns = pg_get_i64(r, 0, 5);
+        stamp->ctime_ns = pg_get_i64(r, 0, 6);
+    }
+    PQclear(r);
+    return TRUE;
+}
+
+gboolean pgdocs_stamp_set(DqStore *s, const char *sql, gint64 id, const DqDocumentStamp *stamp,
+                          GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, id);
+    pg_i64(&p, stamp->dev);
+    pg_i64(&p, stamp->inode);
+    pg_i64(&p, stamp->bytes);
+    pg_i64(&p, stamp->mtime_ns);
+    pg_i64(&p, stamp->ctime_ns);
+    return pg_do(s, sql, &p, "storing a file's stamp", NULL, err);
+}

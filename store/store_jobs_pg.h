@@ -54,5 +54,9 @@ GPtrArray *pgdocs_paths_under(DqStore *s, const char *prefix, const char *sql, G
 GPtrArray *pgdocs_paths_gone(DqStore *s, const char *sql, GError **err);
 gboolean pgdocs_paths_mark(DqStore *s, char **gone, int n_gone, char **back, int n_back,
                            GError **err);
+gboolean pgdocs_stamp_find(DqStore *s, const char *path, const char *sql, gint64 *id, char **sha256,
+                           DqDocumentStamp *stamp, GError **err);
+gboolean pgdocs_stamp_set(DqStore *s, const char *sql, gint64 id, const DqDocumentStamp *stamp,
+                          GError **err);
 
 #endif

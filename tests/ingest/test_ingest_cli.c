@@ -10,7 +10,9 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <string.h>
@@ -992,6 +994,295 @@ static void test_locked_database(void) {
     g_free(dir);
 }
 
+/* One integer from the database (SQLite) a test ingested into. */
+static gint64 db_int(const char *db, const char *sql) {
+    sqlite3 *s = NULL;
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_open_v2(db, &s, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(s, sql, -1, &st, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    gint64 v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(s);
+    return v;
+}
+
+/* An archive of two folders: big/ (a.pdf, b.pdf, 2019/c.pdf) and other/ (d.pdf), ingested. */
+typedef struct {
+    char *tmp, *db, *big, *other;
+} Archive;
+
+static void archive_init(Archive *a) {
+    a->tmp = dq_test_tmpdir();
+    a->db = g_build_filename(a->tmp, "docqa.db", NULL);
+    a->big = g_build_filename(a->tmp, "big", NULL);
+    a->other = g_build_filename(a->tmp, "other", NULL);
+    char *y2019 = g_build_filename(a->big, "2019", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(y2019, 0755), ==, 0);
+    g_assert_cmpint(g_mkdir(a->other, 0755), ==, 0);
+    const char *files[][2] = {
+        {a->big, "a.pdf"}, {a->big, "b.pdf"}, {y2019, "c.pdf"}, {a->other, "d.pdf"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+        char *f = g_build_filename(files[i][0], files[i][1], NULL);
+        write_pdf(f);
+        g_free(f);
+    }
+    g_free(y2019);
+    g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", a->db, "--tile", "64", "-j", "2",
+                              a->big, a->other, NULL),
+                    ==, 0);
+}
+
+static void archive_clear(Archive *a) {
+    g_free(a->tmp), g_free(a->db), g_free(a->big), g_free(a->other);
+}
+
+/* big/ "unmounted": moved aside and an empty folder in its place; a new file in other/. */
+static void archive_unmount(Archive *a) {
+    char *off = g_strconcat(a->big, ".off", NULL);
+    g_assert_cmpint(g_rename(a->big, off), ==, 0);
+    g_assert_cmpint(g_mkdir(a->big, 0755), ==, 0);
+    char *e = g_build_filename(a->other, "e.pdf", NULL);
+    write_pdf(e);
+    g_free(e);
+    g_free(off);
+}
+
+/* The mount point of an archive share that failed to mount is an empty folder: ingest must not
+ * mark the whole archive gone for that. It says so on stderr, marks nothing under it, still
+ * ingests the other folder, and exits 1. */
+static void test_empty_root_guard(void) {
+    Archive a;
+    archive_init(&a);
+    archive_unmount(&a);
+    char *out = NULL, *err = NULL;
+    int rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "-j", "2", "--json",
+                       a.big, a.other, NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_cmpint(rc, ==, 1);
+    char *want = g_strdup_printf("docqa: ingest: %s: holds no document, but 3 documents recorded "
+                                 "under it would be marked gone",
+                                 a.big);
+    g_assert_nonnull(strstr(err, want));
+    g_free(want);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 1); /* other/e.pdf */
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1);    /* other/d.pdf */
+    JsonArray *empty = json_object_get_array_member(o, "empty_roots");
+    g_assert_nonnull(empty);
+    g_assert_cmpint(json_array_get_length(empty), ==, 1);
+    JsonObject *e0 = json_array_get_object_element(empty, 0);
+    g_assert_cmpstr(json_object_get_string_member(e0, "root"), ==, a.big);
+    g_assert_cmpint(json_object_get_int_member(e0, "would_be_gone"), ==, 3);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
+                    ==, 0);
+    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents_current"), ==, 5);
+    /* The text summary says it too, and again on the next run: nothing was concluded. */
+    rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", a.big, NULL);
+    g_assert_cmpint(rc, ==, 1);
+    g_assert_nonnull(strstr(err, "nothing under it was marked gone (--allow-empty-root marks"));
+    g_assert_nonnull(strstr(out, "; 1 folder held no document (nothing marked gone there)"));
+    g_free(out), g_free(err);
+    archive_clear(&a);
+}
+
+/* --allow-empty-root: the folder really was emptied, and its documents are marked gone. */
+static void test_empty_root_allowed(void) {
+    Archive a;
+    archive_init(&a);
+    archive_unmount(&a);
+    char *out = NULL, *err = NULL;
+    int rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "-j", "2", "--json",
+                       "--allow-empty-root", a.big, a.other, NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_cmpint(rc, ==, 0);
+    g_assert_null(strstr(err, "holds no document"));
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 3);
+    g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "empty_roots")), ==, 0);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
+                    ==, 3);
+    archive_clear(&a);
+}
+
+/* A folder that merely holds fewer documents (a subfolder emptied, a file deleted) is no
+ * unmounted share: those are marked gone as before, exit 0. */
+static void test_empty_root_smaller(void) {
+    Archive a;
+    archive_init(&a);
+    char *c = g_build_filename(a.big, "2019", "c.pdf", NULL);
+    char *b = g_build_filename(a.big, "b.pdf", NULL);
+    g_assert_cmpint(g_unlink(c), ==, 0);
+    g_assert_cmpint(g_unlink(b), ==, 0);
+    char *out = NULL, *err = NULL;
+    int rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "--json", a.big, NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_cmpint(rc, ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 2);
+    JsonArray *gone = json_object_get_array_member(o, "gone_paths");
+    g_assert_cmpstr(json_array_get_string_element(gone, 0), ==, c);
+    g_assert_cmpstr(json_array_get_string_element(gone, 1), ==, b);
+    g_assert_nonnull(json_object_get_array_member(o, "empty_roots"));
+    g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "empty_roots")), ==, 0);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
+                    ==, 2);
+    g_free(c), g_free(b);
+    archive_clear(&a);
+}
+
+/* Runs `docqa ingest --json` over `dir` (with `extra`, or NULL); returns the summary (unref). */
+static JsonParser *ingest_json(const char *db, const char *dir, const char *extra, int want_rc) {
+    char *out = NULL, *err = NULL;
+    int rc = extra ? run_docqa(&out, &err, "ingest", "--db", db, "--tile", "64", "-j", "2",
+                               "--json", extra, dir, NULL)
+                   : run_docqa(&out, &err, "ingest", "--db", db, "--tile", "64", "-j", "2",
+                               "--json", dir, NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_cmpint(rc, ==, want_rc);
+    JsonParser *p = json_parser_new();
+    parse_object(p, out);
+    g_free(out), g_free(err);
+    return p;
+}
+
+static gint64 summary_int(JsonParser *p, const char *name) {
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    if (!json_object_has_member(o, name))
+        g_error("no \"%s\" in the summary", name);
+    return json_object_get_int_member(o, name);
+}
+
+/* Overwrites one byte of the binary comment cairo writes on a PDF's second line (a valid PDF
+ * still, of the same size, other bytes) and sets its times back to what they were: a tool that
+ * restores the mtime. The ctime moves all the same. */
+static void rewrite_keeping_mtime(const char *path) {
+    struct stat before, after;
+    g_assert_cmpint(stat(path, &before), ==, 0);
+    int fd = open(path, O_WRONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pwrite(fd, "X", 1, 10), ==, 1);
+    g_assert_cmpint(close(fd), ==, 0);
+    const struct timespec times[2] = {before.st_atim, before.st_mtim};
+    g_assert_cmpint(utimensat(AT_FDCWD, path, times, 0), ==, 0);
+    g_assert_cmpint(stat(path, &after), ==, 0);
+    g_assert_cmpint(after.st_size, ==, before.st_size);
+    g_assert_cmpint(after.st_mtim.tv_sec, ==, before.st_mtim.tv_sec);
+    g_assert_cmpint(after.st_mtim.tv_nsec, ==, before.st_mtim.tv_nsec);
+}
+
+/* An unchanged file is not read again: its stamp (device, inode, size, mtime and ctime in ns)
+ * is its newest version's. A normal edit, and an edit whose mtime was set back (same size), are
+ * still found without --rehash: the ctime moved. The stamps are stored at once here
+ * (DOCQA_TEST_STAMP_RACY_MS=0: the test does not wait for the clock to pass the files' ctime). */
+static void test_stamp_skips_unchanged(void) {
+    char *tmp = dq_test_tmpdir();
+    char *db = g_build_filename(tmp, "docqa.db", NULL);
+    char *dir = g_build_filename(tmp, "docs", NULL);
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *a = g_build_filename(dir, "a.pdf", NULL), *b = g_build_filename(dir, "b.pdf", NULL);
+    char *c = g_build_filename(dir, "c.pdf", NULL);
+    write_pdf(a), write_pdf(b), write_pdf(c);
+    g_setenv("DOCQA_TEST_STAMP_RACY_MS", "0", TRUE);
+    JsonParser *p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "documents_ok"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT count(*) FROM document_stamps"), ==, 3);
+    /* Unchanged: nothing read. */
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 3);
+    g_object_unref(p);
+    /* --rehash reads them all: still unchanged. */
+    p = ingest_json(db, dir, "--rehash", 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    /* A normal edit (other size, new mtime), and one that keeps size and mtime. */
+    write_two_page_pdf(a);
+    rewrite_keeping_mtime(b);
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "documents_ok"), ==, 2);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 1); /* c.pdf */
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT count(*) FROM documents WHERE version = 2"), ==, 2);
+    /* The new versions were stamped: nothing is read the next time. */
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 3);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 3);
+    g_object_unref(p);
+    g_unsetenv("DOCQA_TEST_STAMP_RACY_MS");
+    g_free(a), g_free(b), g_free(c);
+    g_free(dir), g_free(db), g_free(tmp);
+}
+
+/* What the skip costs: bytes that differ from the newest version's under the same stamp are
+ * taken for that version's. No user can rewrite a file and keep its ctime, so the database is
+ * made to disagree instead (the newest version's SHA-256 changed): without --rehash the file is
+ * unchanged, with it its bytes are read and a new version is recorded. */
+static void test_stamp_rehash(void) {
+    char *tmp = dq_test_tmpdir();
+    char *db = g_build_filename(tmp, "docqa.db", NULL);
+    char *dir = g_build_filename(tmp, "docs", NULL);
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *a = g_build_filename(dir, "a.pdf", NULL);
+    write_pdf(a);
+    g_setenv("DOCQA_TEST_STAMP_RACY_MS", "0", TRUE);
+    JsonParser *p = ingest_json(db, dir, NULL, 0);
+    g_object_unref(p);
+    sqlite3 *s = NULL;
+    g_assert_cmpint(sqlite3_open(db, &s), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(s, "UPDATE documents SET sha256 = 'feed' || substr(sha256, 5)",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(s);
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 1);
+    g_object_unref(p);
+    p = ingest_json(db, dir, "--rehash", 0);
+    g_assert_cmpint(summary_int(p, "documents_ok"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT max(version) FROM documents"), ==, 2);
+    g_unsetenv("DOCQA_TEST_STAMP_RACY_MS");
+    g_free(a), g_free(dir), g_free(db), g_free(tmp);
+}
+
+/* A stamp whose ctime is too recent for the file system's timestamp ticks to tell a later write
+ * from it is not stored, so the file is read the next time. The window is widened to an hour
+ * so that the files written just now are in it however slow the machine is. */
+static void test_stamp_racy(void) {
+    char *tmp = dq_test_tmpdir();
+    char *db = g_build_filename(tmp, "docqa.db", NULL);
+    char *dir = g_build_filename(tmp, "docs", NULL);
+    g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+    char *a = g_build_filename(dir, "a.pdf", NULL);
+    write_pdf(a);
+    g_setenv("DOCQA_TEST_STAMP_RACY_MS", "3600000", TRUE);
+    JsonParser *p = ingest_json(db, dir, NULL, 0);
+    g_object_unref(p);
+    p = ingest_json(db, dir, NULL, 0);
+    g_assert_cmpint(summary_int(p, "unchanged"), ==, 1);
+    g_assert_cmpint(summary_int(p, "not_hashed"), ==, 0);
+    g_object_unref(p);
+    g_assert_cmpint(db_int(db, "SELECT count(*) FROM document_stamps"), ==, 0);
+    g_unsetenv("DOCQA_TEST_STAMP_RACY_MS");
+    g_free(a), g_free(dir), g_free(db), g_free(tmp);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -1019,6 +1310,12 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/hangup_and_term", test_hangup_and_term);
     g_test_add_func("/ingest/cli/signal_during_walk", test_signal_during_walk);
     g_test_add_func("/ingest/cli/locked_database", test_locked_database);
+    g_test_add_func("/ingest/cli/empty_root/guard", test_empty_root_guard);
+    g_test_add_func("/ingest/cli/empty_root/allowed", test_empty_root_allowed);
+    g_test_add_func("/ingest/cli/empty_root/smaller", test_empty_root_smaller);
+    g_test_add_func("/ingest/cli/stamp/skips_unchanged", test_stamp_skips_unchanged);
+    g_test_add_func("/ingest/cli/stamp/rehash", test_stamp_rehash);
+    g_test_add_func("/ingest/cli/stamp/racy", test_stamp_racy);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

@@ -229,7 +229,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 12);
+    g_assert_cmpint(v, ==, 13);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -250,6 +250,37 @@ static void test_lifecycle(gconstpointer kind) {
     g_assert_true(dq_store_document_find(s, "/archive/a.pdf", "2222", SETTINGS, &found, &err));
     g_assert_cmpint(found.version, ==, 2);
     dq_document_lookup_clear(&found);
+
+    /* Stamps (schema 0013): the newest version's only; dev and inode keep all 64 bits. */
+    const DqDocumentStamp stamp = {.dev = G_MININT64 + 7,
+                                   .inode = -2,
+                                   .bytes = 1234,
+                                   .mtime_ns = G_GINT64_CONSTANT(1700000000123456789),
+                                   .ctime_ns = G_GINT64_CONSTANT(1700000001987654321)};
+    DqDocumentStamp got;
+    gint64 stamped = -1;
+    char *stamped_sha = NULL;
+    g_assert_true(dq_store_document_stamp_set(s, doc, &stamp, &err)); /* version 1: old */
+    dq_assert_no_error(err);
+    g_assert_true(
+        dq_store_document_stamp_find(s, "/archive/a.pdf", &stamped, &stamped_sha, &got, &err));
+    g_assert_cmpint(stamped, ==, 0);
+    g_assert_null(stamped_sha);
+    g_assert_true(dq_store_document_stamp_set(s, doc2, &stamp, &err));
+    DqDocumentStamp later = stamp;
+    later.ctime_ns++;
+    g_assert_true(dq_store_document_stamp_set(s, doc2, &later, &err)); /* replaced */
+    g_assert_true(
+        dq_store_document_stamp_find(s, "/archive/a.pdf", &stamped, &stamped_sha, &got, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stamped, ==, doc2);
+    g_assert_cmpstr(stamped_sha, ==, "2222");
+    g_assert_cmpint(got.dev, ==, later.dev);
+    g_assert_cmpint(got.inode, ==, later.inode);
+    g_assert_cmpint(got.bytes, ==, later.bytes);
+    g_assert_cmpint(got.mtime_ns, ==, later.mtime_ns);
+    g_assert_cmpint(got.ctime_ns, ==, later.ctime_ns);
+    g_free(stamped_sha);
 
     /* Asking: only the newest version's 3 pages with images; twice adds nothing. */
     g_assert_cmpint(enqueue_all(s, "What is the total?"), ==, 3);
@@ -786,7 +817,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 12);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 13);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -1046,7 +1077,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 12);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 13);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
