@@ -99,6 +99,9 @@ gboolean dq_cli_model_dir(const char *command, const char *option, const char *d
 /* The locale's character set, as GLib sees it (g_get_charset). */
 const char *dq_cli_locale_charset(void);
 
+/* A JSON member holding an integer. */
+void dq_cli_json_int(JsonBuilder *b, const char *name, gint64 value);
+
 /* JSON members for values a database may not know: a string (null for NULL), and a boolean
  * held as 1 / 0 (null for -1). */
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);

@@ -182,6 +182,11 @@ int dq_cli_close_stdout(const char *command, int status) {
     return status;
 }
 
+void dq_cli_json_int(JsonBuilder *b, const char *name, gint64 value) {
+    json_builder_set_member_name(b, name);
+    json_builder_add_int_value(b, value);
+}
+
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value) {
     json_builder_set_member_name(b, name);
     if (value == NULL)

@@ -12,37 +12,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void json_int(JsonBuilder *b, const char *name, gint64 v) {
-    json_builder_set_member_name(b, name);
-    json_builder_add_int_value(b, v);
-}
-
 /* The summary as JSON (README, "Machine-readable output"); notes and warnings stay on stderr. */
 static void print_json(const DqAskResult *res, const char *model_id, int n_res) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     dq_cli_json_string(b, "model_id", model_id);
-    json_int(b, "questions", res->questions);
-    json_int(b, "duplicates", res->duplicates);
-    json_int(b, "pages", res->pages);
-    json_int(b, "jobs_added", res->added);
-    json_int(b, "jobs_existing", res->existing);
-    json_int(b, "same_content_pages", res->same_content);
+    dq_cli_json_int(b, "questions", res->questions);
+    dq_cli_json_int(b, "duplicates", res->duplicates);
+    dq_cli_json_int(b, "pages", res->pages);
+    dq_cli_json_int(b, "jobs_added", res->added);
+    dq_cli_json_int(b, "jobs_existing", res->existing);
+    dq_cli_json_int(b, "same_content_pages", res->same_content);
     json_builder_set_member_name(b, "n_res");
     if (n_res > 0)
         json_builder_add_int_value(b, n_res);
     else
         json_builder_add_null_value(b);
-    json_int(b, "other_rendering_pages", res->other_renderings);
+    dq_cli_json_int(b, "other_rendering_pages", res->other_renderings);
     json_builder_set_member_name(b, "other_n_res");
     json_builder_begin_array(b);
     for (int n = 1; n <= 64; n++)
         if (res->other_n_res & (G_GUINT64_CONSTANT(1) << (n - 1)))
             json_builder_add_int_value(b, n);
     json_builder_end_array(b);
-    json_int(b, "documents_without_n_res", res->no_rendering_documents);
-    json_int(b, "documents_gone", res->gone_documents);
-    json_int(b, "pages_failed", res->failed_pages);
+    dq_cli_json_int(b, "documents_without_n_res", res->no_rendering_documents);
+    dq_cli_json_int(b, "documents_gone", res->gone_documents);
+    dq_cli_json_int(b, "pages_failed", res->failed_pages);
     json_builder_end_object(b);
     dq_cli_json_print(b, TRUE);
 }

@@ -52,29 +52,25 @@ static char *codes_text(GHashTable *by_code) {
 static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
-#define INT_MEMBER(name, v)                                                                        \
-    json_builder_set_member_name(b, name);                                                         \
-    json_builder_add_int_value(b, v)
-    INT_MEMBER("files", s->files);
-    INT_MEMBER("documents_ok", s->documents_ok);
-    INT_MEMBER("documents_partial", s->documents_partial);
-    INT_MEMBER("documents_failed", s->documents_failed);
-    INT_MEMBER("unchanged", s->unchanged);
-    INT_MEMBER("unchanged_failed_or_partial", s->unchanged_not_ok);
-    INT_MEMBER("not_hashed", s->not_hashed);
-    INT_MEMBER("resumed", s->resumed);
-    INT_MEMBER("changed_during_ingest", s->changed);
-    INT_MEMBER("in_progress_elsewhere", s->elsewhere);
-    INT_MEMBER("not_done", s->not_done);
-    INT_MEMBER("folders_unreadable", s->folders_unreadable);
-    INT_MEMBER("skipped", s->skipped);
-    INT_MEMBER("gone", (int)s->gone->len);
-    INT_MEMBER("pages_ok", s->pages_ok);
-    INT_MEMBER("pages_failed", s->pages_failed);
-    INT_MEMBER("pages_already_stored", s->pages_kept);
-    INT_MEMBER("n_res", n_res);
-    INT_MEMBER("tile", tile);
-#undef INT_MEMBER
+    dq_cli_json_int(b, "files", s->files);
+    dq_cli_json_int(b, "documents_ok", s->documents_ok);
+    dq_cli_json_int(b, "documents_partial", s->documents_partial);
+    dq_cli_json_int(b, "documents_failed", s->documents_failed);
+    dq_cli_json_int(b, "unchanged", s->unchanged);
+    dq_cli_json_int(b, "unchanged_failed_or_partial", s->unchanged_not_ok);
+    dq_cli_json_int(b, "not_hashed", s->not_hashed);
+    dq_cli_json_int(b, "resumed", s->resumed);
+    dq_cli_json_int(b, "changed_during_ingest", s->changed);
+    dq_cli_json_int(b, "in_progress_elsewhere", s->elsewhere);
+    dq_cli_json_int(b, "not_done", s->not_done);
+    dq_cli_json_int(b, "folders_unreadable", s->folders_unreadable);
+    dq_cli_json_int(b, "skipped", s->skipped);
+    dq_cli_json_int(b, "gone", (int)s->gone->len);
+    dq_cli_json_int(b, "pages_ok", s->pages_ok);
+    dq_cli_json_int(b, "pages_failed", s->pages_failed);
+    dq_cli_json_int(b, "pages_already_stored", s->pages_kept);
+    dq_cli_json_int(b, "n_res", n_res);
+    dq_cli_json_int(b, "tile", tile);
     add_codes(b, "failed_by_code", s->failed_by_code);
     add_codes(b, "partial_by_code", s->partial_by_code);
     json_builder_set_member_name(b, "seconds");

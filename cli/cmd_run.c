@@ -117,28 +117,23 @@ fail:
     return NULL;
 }
 
-static void json_int(JsonBuilder *b, const char *name, gint64 v) {
-    json_builder_set_member_name(b, name);
-    json_builder_add_int_value(b, v);
-}
-
 /* The summary as JSON (README, "Machine-readable output"). */
 static void print_json(const char *model_id, int workers, const DqRunResult *res, double secs,
                        const char *error) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     dq_cli_json_string(b, "model_id", model_id);
-    json_int(b, "workers", workers);
-    json_int(b, "claimed", res->total.claimed);
-    json_int(b, "answered", res->total.done);
-    json_int(b, "failed", res->total.failed);
-    json_int(b, "buried", res->total.buried);
-    json_int(b, "buried_answered_late", res->buried_answered);
-    json_int(b, "retried", res->total.retried);
-    json_int(b, "given_back", res->total.released);
-    json_int(b, "withdrawn", res->total.withdrawn);
-    json_int(b, "answered_too_late", res->total.lost);
-    json_int(b, "workers_crashed", res->workers_crashed);
+    dq_cli_json_int(b, "workers", workers);
+    dq_cli_json_int(b, "claimed", res->total.claimed);
+    dq_cli_json_int(b, "answered", res->total.done);
+    dq_cli_json_int(b, "failed", res->total.failed);
+    dq_cli_json_int(b, "buried", res->total.buried);
+    dq_cli_json_int(b, "buried_answered_late", res->buried_answered);
+    dq_cli_json_int(b, "retried", res->total.retried);
+    dq_cli_json_int(b, "given_back", res->total.released);
+    dq_cli_json_int(b, "withdrawn", res->total.withdrawn);
+    dq_cli_json_int(b, "answered_too_late", res->total.lost);
+    dq_cli_json_int(b, "workers_crashed", res->workers_crashed);
     json_builder_set_member_name(b, "seconds");
     json_builder_add_double_value(b, secs);
     json_builder_set_member_name(b, "answers_per_second");

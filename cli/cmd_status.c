@@ -31,11 +31,6 @@ static const char *exactness(int exact) {
     return exact < 0 ? "not recorded" : exact ? "exact" : "approximate";
 }
 
-static void json_int(JsonBuilder *b, const char *name, gint64 v) {
-    json_builder_set_member_name(b, name);
-    json_builder_add_int_value(b, v);
-}
-
 /* v_progress's rows (NULL: the view is missing: null) */
 static void add_progress(JsonBuilder *b, const GPtrArray *progress) {
     json_builder_set_member_name(b, "progress");
@@ -49,15 +44,15 @@ static void add_progress(JsonBuilder *b, const GPtrArray *progress) {
         json_builder_begin_object(b);
         dq_cli_json_string(b, "question", r->question);
         dq_cli_json_string(b, "model", r->model_id);
-        json_int(b, "total", r->total);
-        json_int(b, "queued", r->queued);
-        json_int(b, "running", r->running);
-        json_int(b, "done", r->done);
-        json_int(b, "failed", r->failed);
-        json_int(b, "dead", r->dead);
-        json_int(b, "retrying", r->retrying);
-        json_int(b, "stalled", r->stalled);
-        json_int(b, "cancelled", r->cancelled);
+        dq_cli_json_int(b, "total", r->total);
+        dq_cli_json_int(b, "queued", r->queued);
+        dq_cli_json_int(b, "running", r->running);
+        dq_cli_json_int(b, "done", r->done);
+        dq_cli_json_int(b, "failed", r->failed);
+        dq_cli_json_int(b, "dead", r->dead);
+        dq_cli_json_int(b, "retrying", r->retrying);
+        dq_cli_json_int(b, "stalled", r->stalled);
+        dq_cli_json_int(b, "cancelled", r->cancelled);
         json_builder_set_member_name(b, "percent_done");
         if (r->percent_done < 0)
             json_builder_add_null_value(b);
