@@ -196,18 +196,18 @@ static void test_run_default_invisible(void) {
         g_string_append_len(want, *a, (gssize)strlen(*a) + 1);
     g_assert_cmpmem(cmdline, len, want->str, want->len);
     /* the worker is a fork of the restarted process: started with the default */
-    char *environ = proc_file(worker, "environ", &len);
-    g_assert_nonnull(environ);
+    char *env_block = proc_file(worker, "environ", &len);
+    g_assert_nonnull(env_block);
     gboolean spin = FALSE;
-    for (gsize off = 0; off < len; off += strlen(environ + off) + 1)
-        spin |= strcmp(environ + off, "GOMP_SPINCOUNT=300") == 0;
+    for (gsize off = 0; off < len; off += strlen(env_block + off) + 1)
+        spin |= strcmp(env_block + off, "GOMP_SPINCOUNT=300") == 0;
     g_assert_true(spin);
     g_assert_cmpint(kill(pid, SIGTERM), ==, 0);
     g_assert_true(g_subprocess_wait(p, NULL, &err));
     dq_assert_no_error(err);
     g_assert_true(g_subprocess_get_if_exited(p));
     g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 130);
-    g_free(environ);
+    g_free(env_block);
     g_string_free(want, TRUE);
     g_free(cmdline);
     g_free(comm);
