@@ -1,8 +1,11 @@
 /* Image files -> RGB, as transformers' load_image: open (format sniffed from the bytes),
  * ImageOps.exif_transpose (unless told to ignore it), convert("RGB"). */
 #include "dq_error.h"
+#include "file_kind.h"
 #include "json_load.h" /* dq_file_read_regular */
 #include "image_private.h"
+
+#include <string.h>
 
 DqImage *dq_image_decode(const uint8_t *data, size_t len, const char *name, DqExifMode exif,
                          GError **err) {
@@ -19,7 +22,19 @@ DqImage *dq_image_decode(const uint8_t *data, size_t len, const char *name, DqEx
     } else if (dq_image_is_jpeg(data, len)) {
         img = dq_jpeg_decode(data, len, name, &meta, err);
     } else {
-        dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: not a PNG or JPEG file (unknown signature)", name);
+        gboolean conclusive;
+        const char *what = dq_file_kind_name(data, MIN(len, 4096), &conclusive);
+        if (what == NULL)
+            dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: not a PNG or JPEG file (unknown signature)",
+                    name);
+        else if (g_str_has_suffix(what, "PDF document") || g_str_has_suffix(what, "TIFF image"))
+            dq_fail(err, DQ_ERR_UNSUPPORTED,
+                    "%s: %s, not a PNG or JPEG image (`docqa ingest` renders PDFs and TIFFs into "
+                    "page images)",
+                    name, what);
+        else
+            dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: %s, not a PNG or JPEG image%s", name, what,
+                    strstr(what, "image") != NULL ? " (convert it to PNG)" : "");
         return NULL;
     }
     if (img != NULL && exif == DQ_EXIF_APPLY) {

@@ -19,11 +19,6 @@ const char *doc_kind_name(DocKind kind);
  * is shorter than the magic and begins it: then it is that kind, cut short), else unknown. */
 DocKind doc_kind_sniff(const uint8_t *head, size_t len, const char *name, gboolean *by_name);
 
-/* What the first bytes of a file that is neither PDF nor TIFF show it is ("a JPEG image",
- * "HTML", "text"), or NULL. *conclusive is FALSE for "text", behind which poppler may still
- * find a PDF whose header comes later than it looks. */
-const char *doc_content_name(const uint8_t *head, size_t len, gboolean *conclusive);
-
 typedef struct {
     char *path;        /* absolute */
     gboolean explicit; /* named on the command line */

@@ -1002,6 +1002,24 @@ static void test_bad_files(void) {
     const char text[] = "%PDF-1.4 this is not an image";
     expect_decode_error((const uint8_t *)text, sizeof text, DQ_ERR_UNSUPPORTED,
                         "not a PNG or JPEG");
+    /* What the file is instead, named, and what to do with it. */
+    const struct {
+        const char *bytes;
+        size_t len;
+        const char *said;
+    } others[] = {
+        {text, sizeof text, "a PDF document, not a PNG or JPEG image (`docqa ingest` renders"},
+        {"II*\0\x08\0\0\0\0\0", 10, "a TIFF image, not a PNG or JPEG image (`docqa ingest`"},
+        {"MM\0*\0\0\0\x08\0\0", 10, "a TIFF image"},
+        {"GIF89a\x01\0\x01\0\0\0", 12, "a GIF image, not a PNG or JPEG image (convert it to"},
+        {"RIFF\x24\0\0\0WEBPVP8 ", 16, "a WebP image"},
+        {"BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x28\0\0\0", 18, "a BMP image"},
+        {"<!DOCTYPE html><html>", 21, "HTML, not a PNG or JPEG image"},
+        {"\x01\x02\x03\x04\x05\x06", 6, "not a PNG or JPEG file (unknown signature)"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(others); i++)
+        expect_decode_error((const uint8_t *)others[i].bytes, others[i].len, DQ_ERR_UNSUPPORTED,
+                            others[i].said);
     DqImage *a = pattern_image(40, 30, 5);
     PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8};
     GByteArray *png = make_png(40, 30, &s, a->pixels, 40 * 3);

@@ -454,6 +454,30 @@ static void test_ask_normalizes_questions(void) {
     g_free(dir);
 }
 
+/* generate --image with a document or another image format says what the file is and what to
+ * do, for the project's own TIFF and PDF examples (before the model is opened: there is none). */
+static void test_generate_names_file_kind(void) {
+    char *dir = dq_test_tmpdir();
+    const struct {
+        const char *file, *said;
+    } cases[] = {{"scanned-letter.tif", "a TIFF image, not a PNG or JPEG image (`docqa ingest` "
+                                        "renders PDFs and TIFFs into page images)"},
+                 {"letter.pdf", "a PDF document, not a PNG or JPEG image (`docqa ingest` renders "
+                                "PDFs and TIFFs into page images)"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *doc = g_build_filename(dq_test_source_dir(), "examples", "docs", cases[i].file, NULL);
+        char *err = NULL;
+        g_assert_cmpint(
+            docqa(NULL, &err, "generate", "--model", dir, "--image", doc, "-p", "hi", NULL), ==, 2);
+        char *want = g_strdup_printf("docqa: %s: %s\n", doc, cases[i].said);
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+        g_free(doc);
+    }
+    g_free(dir);
+}
+
 /* Numbers out of range are refused with the option's name, none clamped or replaced by a
  * default; sampling options without --sample draw a note. */
 static void test_numbers_refused_by_name(void) {
@@ -2550,6 +2574,7 @@ int main(int argc, char **argv) {
         g_error("%s not built", bin);
     g_free(bin);
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
+    g_test_add_func("/cli-jobs/generate-names-file-kind", test_generate_names_file_kind);
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
