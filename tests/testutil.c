@@ -169,3 +169,45 @@ int dq_test_run_signalled(const char *const *argv, const char *const *env, const
         g_string_free(text[1], TRUE);
     return status;
 }
+
+char *dq_test_docqa_path(void) {
+    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
+}
+
+int dq_test_docqa_in(const char *cwd, GSpawnChildSetupFunc setup, const char *const *args,
+                     char **out, char **errout) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, dq_test_docqa_path());
+    for (const char *const *a = args; *a != NULL; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    int status = 0;
+    GError *err = NULL;
+    char *o = NULL, *e = NULL;
+    g_assert_true(g_spawn_sync(cwd, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, setup, NULL, &o,
+                               &e, &status, &err));
+    dq_assert_no_error(err);
+    g_ptr_array_free(argv, TRUE);
+    if (out)
+        *out = o;
+    else
+        g_free(o);
+    if (errout)
+        *errout = e;
+    else
+        g_free(e);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int dq_test_docqa(char **out, char **errout, const char *first, ...) {
+    GPtrArray *args = g_ptr_array_new();
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a != NULL; a = va_arg(ap, const char *))
+        g_ptr_array_add(args, (gpointer)a);
+    va_end(ap);
+    g_ptr_array_add(args, NULL);
+    int rc = dq_test_docqa_in(NULL, NULL, (const char *const *)args->pdata, out, errout);
+    g_ptr_array_free(args, TRUE);
+    return rc;
+}

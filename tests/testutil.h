@@ -42,4 +42,16 @@ char *dq_test_snapshot_with_positions(const char *model, int positions);
 int dq_test_run_signalled(const char *const *argv, const char *const *env, const char *pause_at,
                           int sig, char **out, char **errout);
 
+/* The docqa binary of this build. g_free the path. */
+char *dq_test_docqa_path(void);
+
+/* Runs the docqa binary with args (NULL-terminated, the program's name left out) in folder cwd
+ * (NULL: this one), setup run in the child before exec (NULL: none); out and errout (may be
+ * NULL) get stdout and stderr (g_free). Returns its exit status, -1 when a signal ended it. */
+int dq_test_docqa_in(const char *cwd, GSpawnChildSetupFunc setup, const char *const *args,
+                     char **out, char **errout);
+
+/* The same in this folder, with the arguments listed up to a NULL. */
+int dq_test_docqa(char **out, char **errout, const char *first, ...) G_GNUC_NULL_TERMINATED;
+
 #endif

@@ -24,12 +24,6 @@ static PgtServer *server; /* NULL: the PostgreSQL cases are skipped */
 static char *server_why_not;
 #endif
 
-static char *docqa_path(void) {
-    char *p = g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
-    g_assert_true(g_file_test(p, G_FILE_TEST_IS_EXECUTABLE));
-    return p;
-}
-
 /* uid/gid the child takes before exec, when > 0 (root ignores permissions: to see a folder it
  * cannot read, the test runs docqa as nobody). */
 static uid_t child_uid;
@@ -42,31 +36,17 @@ static void drop_privileges(gpointer data) {
         _exit(99);
 }
 
-/* Runs docqa in folder cwd (NULL: this one) with args; returns its exit status. */
+/* Runs docqa in folder cwd (NULL: this one) with args, as the test's unprivileged user when
+ * there is one; returns its exit status. */
 static int run_docqa_va(const char *cwd, char **out, char **errout, va_list ap) {
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
-    const char *a;
-    while ((a = va_arg(ap, const char *)) != NULL)
-        g_ptr_array_add(argv, g_strdup(a));
-    g_ptr_array_add(argv, NULL);
-    int status = 0;
-    GError *err = NULL;
-    char *o = NULL, *e = NULL;
-    g_assert_true(g_spawn_sync(cwd, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, drop_privileges,
-                               NULL, &o, &e, &status, &err));
-    dq_assert_no_error(err);
-    g_ptr_array_free(argv, TRUE);
-    g_assert_true(WIFEXITED(status));
-    if (out)
-        *out = o;
-    else
-        g_free(o);
-    if (errout)
-        *errout = e;
-    else
-        g_free(e);
-    return WEXITSTATUS(status);
+    GPtrArray *args = g_ptr_array_new();
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;)
+        g_ptr_array_add(args, (gpointer)a);
+    g_ptr_array_add(args, NULL);
+    int rc = dq_test_docqa_in(cwd, drop_privileges, (const char *const *)args->pdata, out, errout);
+    g_ptr_array_free(args, TRUE);
+    g_assert_cmpint(rc, >=, 0); /* not ended by a signal */
+    return rc;
 }
 
 /* Runs docqa with args (NULL-terminated); returns its exit status. */
@@ -450,7 +430,7 @@ static void test_summary_counts(void) {
 /* Ctrl-C (SIGINT to docqa) once the first of three files is recorded, with the second hanging
  * in its worker: exit status 130, and the summary counts the file done and the two not done. */
 static int run_interrupted(const char *db, const char *const *files, gboolean json, char **out) {
-    char *exe = docqa_path();
+    char *exe = dq_test_docqa_path();
     const char *argv[] = {exe,  "ingest", "--db",   db,       "--tile", "64",
                           "-j", "1",      files[0], files[1], files[2], json ? "--json" : NULL,
                           NULL};
@@ -653,7 +633,7 @@ static void die_with_test(gpointer data) {
  * (fault "hang:NAME:PAGE"), creating `mark` when it gets there. */
 static GPid twin_start(Twin *t, const char *fault, const char *mark, const char *jobs,
                        int *out_fd) {
-    char *exe = docqa_path();
+    char *exe = dq_test_docqa_path();
     const char *argv[] = {exe,  "ingest",    "--db", t->loc,   "--tile", "64",       "-j",
                           jobs, "--timeout", "600",  "--json", "-q",     t->archive, NULL};
     char **env = g_strdupv(t->env);
@@ -671,7 +651,7 @@ static GPid twin_start(Twin *t, const char *fault, const char *mark, const char 
 
 /* A plain `docqa ingest --json` of the archive (with `option`, may be NULL), to its end. */
 static int twin_run(Twin *t, const char *option, char **out) {
-    char *exe = docqa_path();
+    char *exe = dq_test_docqa_path();
     const char *argv[] = {exe, "ingest", "--db", t->loc, "--tile", "64", "-j",
                           "1", "--json", "-q",   option, NULL,     NULL};
     argv[option != NULL ? 11 : 10] = t->archive;
@@ -932,7 +912,7 @@ static void test_signal_during_walk(void) {
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--tile", "64", docs, NULL), ==, 0);
     g_assert_cmpint(g_unlink(a), ==, 0);
     write_pdf(b);
-    char *exe = docqa_path();
+    char *exe = dq_test_docqa_path();
     const char *argv[] = {exe, "ingest", "--db", db, "--tile", "64", "--json", docs, NULL};
     char *out = NULL;
     int status = dq_test_run_signalled(argv, NULL, "ingest:walked", SIGHUP, &out, NULL);

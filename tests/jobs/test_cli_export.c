@@ -15,38 +15,6 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static char *docqa_path(void) {
-    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
-}
-
-/* Runs docqa with args (NULL-terminated); returns its exit status, stdout and stderr. */
-static int docqa(char **out, char **errout, const char *first, ...) {
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a; a = va_arg(ap, const char *))
-        g_ptr_array_add(argv, g_strdup(a));
-    va_end(ap);
-    g_ptr_array_add(argv, NULL);
-    int status = 0;
-    GError *err = NULL;
-    char *o = NULL, *e = NULL;
-    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
-                               &e, &status, &err));
-    dq_assert_no_error(err);
-    g_ptr_array_free(argv, TRUE);
-    if (out)
-        *out = o;
-    else
-        g_free(o);
-    if (errout)
-        *errout = e;
-    else
-        g_free(e);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static int compare_strings(gconstpointer a, gconstpointer b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -55,9 +23,9 @@ static int compare_strings(gconstpointer a, gconstpointer b) {
  * to `seen` (counting), returns the rows as "job_id:answer:finished_at" lines, sorted. */
 static char *export_since(const char *db, const char *cp, GHashTable *seen, char **errout) {
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(
-        docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--checkpoint-file", cp, NULL),
-        ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "export", "--db", db, "--format", "jsonl",
+                                  "--checkpoint-file", cp, NULL),
+                    ==, 0);
     g_test_message("export: %s", err);
     GPtrArray *rows = g_ptr_array_new_with_free_func(g_free);
     char **lines = g_strsplit(out, "\n", -1);
@@ -248,7 +216,8 @@ static void test_export_checkpoint_rules(void) {
     run_worker(db);
     char *out = NULL, *err = NULL;
     g_assert_cmpint(
-        docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--after", "0", NULL), ==, 0);
+        dq_test_docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--after", "0", NULL),
+        ==, 0);
     g_assert_cmpint(count_lines(out), ==, 8);
     g_assert_cmpstr(err, ==,
                     "docqa: export: 8 rows of the answers committed after checkpoint 0; "
@@ -259,7 +228,7 @@ static void test_export_checkpoint_rules(void) {
         "document_path,page,question,answer,model,finished_at,document_id,document_sha256,"
         "job_id,device,weights,exact,n_res,tile,longest_edge,prompt,max_new_tokens,do_sample,"
         "model_fingerprint\r\n";
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--after", "8", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--after", "8", NULL), ==, 0);
     g_assert_cmpstr(out, ==, header);
     g_free(out);
 
@@ -289,8 +258,8 @@ static void test_export_checkpoint_rules(void) {
         if (refused[i].file)
             g_assert_true(g_file_set_contents(cp, refused[i].file, -1, NULL));
         const char **a = refused[i].args;
-        g_assert_cmpint(docqa(&out, &err, "export", "--db", db, a[0], a[1], a[2], a[3], NULL), ==,
-                        2);
+        g_assert_cmpint(
+            dq_test_docqa(&out, &err, "export", "--db", db, a[0], a[1], a[2], a[3], NULL), ==, 2);
         g_test_message("%s", err);
         g_assert_nonnull(strstr(err, refused[i].says));
         g_assert_cmpstr(out, ==, "");
@@ -317,8 +286,9 @@ static void test_export_checkpoint_rules(void) {
                                  NULL, NULL, NULL),
                     ==, SQLITE_OK);
     sqlite3_close(w);
-    g_assert_cmpint(docqa(NULL, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--checkpoint-file", cp, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--checkpoint-file", cp, NULL),
+                    ==, 0);
     g_assert_cmpstr(out, ==, header); /* requeueing stores no answer */
     g_free(out);
     run_worker(db);
@@ -328,7 +298,8 @@ static void test_export_checkpoint_rules(void) {
     g_free(sql);
     /* CSV, the checkpoint kept in the file: the header and one row, of that job, computed on
      * the CPU this time. */
-    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, "--checkpoint-file", cp, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "export", "--db", db, "--checkpoint-file", cp, NULL),
+                    ==, 0);
     g_assert_cmpint(count_lines(out), ==, 2);
     char **lines = g_strsplit(out, "\r\n", -1);
     char **cells = g_strsplit(lines[1], ",", -1);
@@ -344,14 +315,14 @@ static void test_export_checkpoint_rules(void) {
     g_free(t);
 
     /* Filters within a range: one question's answers; the current view. */
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--after", "0",
-                          "--question", " question 1 ", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--after",
+                                  "0", "--question", " question 1 ", NULL),
                     ==, 0);
     g_assert_cmpint(count_lines(out), ==, 4);
     g_assert_null(strstr(out, "\"question 2\""));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--current",
-                          "--after", "8", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--format", "jsonl",
+                                  "--current", "--after", "8", NULL),
                     ==, 0);
     g_assert_cmpint(count_lines(out), ==, 1);
     char *job_member = g_strdup_printf("\"job_id\":%" G_GINT64_FORMAT ",", job);
@@ -365,7 +336,7 @@ static void test_export_checkpoint_rules(void) {
 
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE))
         g_error("%s not built", bin);
     g_free(bin);

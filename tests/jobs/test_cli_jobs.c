@@ -20,38 +20,6 @@
 #include <sqlite3.h>
 #include <string.h>
 
-static char *docqa_path(void) {
-    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
-}
-
-/* Runs docqa with args; returns its exit status, stdout and stderr. */
-static int docqa(char **out, char **errout, const char *first, ...) {
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a; a = va_arg(ap, const char *))
-        g_ptr_array_add(argv, g_strdup(a));
-    va_end(ap);
-    g_ptr_array_add(argv, NULL);
-    int status = 0;
-    GError *err = NULL;
-    char *o = NULL, *e = NULL;
-    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
-                               &e, &status, &err));
-    dq_assert_no_error(err);
-    g_ptr_array_free(argv, TRUE);
-    if (out)
-        *out = o;
-    else
-        g_free(o);
-    if (errout)
-        *errout = e;
-    else
-        g_free(e);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* A directory that passes for a model snapshot with ask (which reads only config.json). */
 static char *make_snapshot(const char *dir, const char *name) {
     char *snap = g_build_filename(dir, "models", name, NULL);
@@ -84,38 +52,39 @@ static void test_ask_status_export_requeue(void) {
     /* ask: from a file and the command line; again adds nothing. */
     char *snapshot = make_snapshot(dir, "tiny");
     char *snapshot_slash = g_strconcat(snapshot, "/", NULL);
-    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "--model", snapshot_slash, "--questions",
-                          qfile, "Date?", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, &err, "ask", "--db", db, "--model", snapshot_slash,
+                                  "--questions", qfile, "Date?", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "3 questions x 6 pages: 18 new jobs"));
     g_assert_nonnull(strstr(out, "model tiny"));
     g_free(out);
     g_free(err);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", "tiny", "--questions", qfile,
-                          "Date?", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "--model", "tiny", "--questions",
+                                  qfile, "Date?", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "0 new jobs, 18 already asked"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--where",
-                          "path LIKE '%/2024/%'", "--document", "1", "Page count?", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--where",
+                                  "path LIKE '%/2024/%'", "--document", "1", "Page count?", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "1 question x 4 pages: 4 new jobs"));
     g_free(out);
     /* User SQL that is not an expression over documents is refused, nothing is written. */
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--where",
-                          "id IN (SELECT page_id FROM jobs)", "x", NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--where",
+                                  "id IN (SELECT page_id FROM jobs)", "x", NULL),
                     ==, 2);
     g_assert_nonnull(strstr(err, "--where"));
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--document", "abc", "x", NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "--document", "abc", "x", NULL),
+                    ==, 2);
     g_assert_nonnull(strstr(err, "abc"));
     g_free(err);
     /* With the snapshot at hand, answers longer than the model's positions are refused. */
     const char *shared = dq_test_shared_dir();
     if (shared != NULL) {
         char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
-        g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", snap, "--max-new-tokens", "8192",
-                              "Long?", NULL),
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", snap, "--max-new-tokens",
+                                      "8192", "Long?", NULL),
                         ==, 2);
         g_assert_nonnull(strstr(err, "at most 8192 positions"));
         g_free(err);
@@ -141,12 +110,12 @@ static void test_ask_status_export_requeue(void) {
     g_assert_cmpint(g_rename(gone, kept), ==, 0);
     run_worker(db);
 
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "22 total: 18 done"));
     g_assert_nonnull(strstr(out, "4 failed"));
     g_assert_nonnull(strstr(out, "page image missing"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     JsonParser *p = json_parser_new();
     g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
     JsonObject *o = json_node_get_object(json_parser_get_root(p));
@@ -170,7 +139,7 @@ static void test_ask_status_export_requeue(void) {
     g_free(out);
 
     /* export: CSV with RFC 4180 quoting; JSON lines filtered by question. */
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
     char **lines = g_strsplit(out, "\r\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 18 + 2); /* header, rows, the empty tail */
     g_assert_true(g_str_has_prefix(lines[0], "document_path,page,question,answer,model"));
@@ -184,8 +153,8 @@ static void test_ask_status_export_requeue(void) {
     g_strfreev(lines);
     g_free(out);
     /* --question is normalized as ask stores it: surrounding spaces do not matter. */
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", "--question",
-                          " \tWho signed?  ", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--format", "jsonl",
+                                  "--question", " \tWho signed?  ", NULL),
                     ==, 0);
     lines = g_strsplit(g_strchomp(out), "\n", -1);
     g_assert_cmpint(g_strv_length(lines), ==, 5); /* 6 pages, one without its image */
@@ -209,10 +178,11 @@ static void test_ask_status_export_requeue(void) {
     }
     g_strfreev(lines);
     g_free(out);
-    g_assert_cmpint(docqa(NULL, NULL, "export", "--db", db, "--format", "xml", NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "export", "--db", db, "--format", "xml", NULL), ==,
+                    2);
     /* A question nobody answered: nothing to export, no failure, but a note says so. */
-    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--question",
-                          "Who signed it?", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, &err, "export", "--db", db, "--format", "jsonl",
+                                  "--question", "Who signed it?", NULL),
                     ==, 0);
     g_assert_cmpstr(out, ==, "");
     g_assert_nonnull(strstr(err, "no answers to the question \"Who signed it?\""));
@@ -220,16 +190,16 @@ static void test_ask_status_export_requeue(void) {
     g_free(err);
 
     /* requeue --failed after the image is back: everything gets answered. */
-    g_assert_cmpint(docqa(NULL, NULL, "requeue", "--db", db, NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "requeue", "--db", db, NULL), ==, 2);
     g_assert_cmpint(g_rename(kept, gone), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--failed", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--failed", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "4 jobs back"));
     g_free(out);
     run_worker(db);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
     /* Nothing fails now: the answered jobs' old errors are history (job_errors), no reason. */
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_null(strstr(out, "page image missing"));
     g_assert_null(strstr(out, "failure reasons"));
     g_free(out);
@@ -246,17 +216,17 @@ static void test_ask_status_export_requeue(void) {
                                  NULL, NULL, NULL),
                     ==, SQLITE_OK);
     sqlite3_close(w);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
     g_assert_nonnull(strstr(out, "requeue --approximate: queue the 3 jobs answered approximately"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 jobs back"));
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(queued) FROM v_progress"), ==, 3);
     /* Queued again already: status asks for no second requeue. */
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
     g_assert_null(strstr(out, "requeue --approximate"));
     g_free(out);
@@ -274,12 +244,12 @@ static void test_ask_status_export_requeue(void) {
     g_free(kept);
     g_free(qfile);
     /* Work queued, no worker at it: the last minutes' speed is no forecast. */
-    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Anything else?", NULL), ==,
-                    0);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Anything else?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "ETA unknown (no job running)"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     JsonParser *p2 = json_parser_new();
     g_assert_true(json_parser_load_from_data(p2, out, -1, NULL));
     g_assert_true(
@@ -296,27 +266,28 @@ static void test_export_spreadsheet_safe(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
     char *out = NULL;
-    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--",
-                          "=HYPERLINK(\"http://x\",\"y\")", "-42", "@SUM(A1)", "-1+2", "Total?",
-                          NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--",
+                                  "=HYPERLINK(\"http://x\",\"y\")", "-42", "@SUM(A1)", "-1+2",
+                                  "Total?", NULL),
                     ==, 0);
     run_worker(db);
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--spreadsheet-safe", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--spreadsheet-safe", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, ",\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","));
     g_assert_nonnull(strstr(out, ",'@SUM(A1),"));
     g_assert_nonnull(strstr(out, ",'-1+2,"));
     g_assert_nonnull(strstr(out, ",-42,"));
     g_assert_nonnull(strstr(out, ",Total?,"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, ",\"=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","));
     g_assert_nonnull(strstr(out, ",@SUM(A1),"));
     g_assert_null(strstr(out, "'"));
     g_free(out);
     char *err = NULL;
-    g_assert_cmpint(
-        docqa(NULL, &err, "export", "--db", db, "--format", "jsonl", "--spreadsheet-safe", NULL),
-        ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "export", "--db", db, "--format", "jsonl",
+                                  "--spreadsheet-safe", NULL),
+                    ==, 2);
     g_assert_nonnull(strstr(err, "--spreadsheet-safe"));
     g_free(err);
     g_free(db);
@@ -327,12 +298,12 @@ static void test_run_refuses_clearly(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
     char *err = NULL;
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", "/nonexistent/model", NULL), ==,
-                    2);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "run", "--db", db, "--model", "/nonexistent/model", NULL), ==, 2);
     g_assert_nonnull(strstr(err, "/nonexistent/model"));
     g_free(err);
     g_unsetenv("DOCQA_MODEL");
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, NULL), ==, 2);
     g_assert_nonnull(strstr(err, "--model"));
     g_free(err);
     /* Each out-of-range option is refused by name, before any worker starts. */
@@ -343,9 +314,9 @@ static void test_run_refuses_clearly(void) {
         {"--max-jobs", "1e3"},   {"--prefix-cache", "-1"},  {"--prefix-cache", "1048577"},
         {"--prefix-cache", "1G"}};
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-        g_assert_cmpint(
-            docqa(NULL, &err, "run", "--db", db, "--model", dir, bad[i][0], bad[i][1], NULL), ==,
-            2);
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, bad[i][0],
+                                      bad[i][1], NULL),
+                        ==, 2);
         char *want = g_strdup_printf("docqa: run: %s ", bad[i][0]);
         g_assert_true(g_str_has_prefix(err, want));
         g_assert_nonnull(strstr(err, bad[i][1]));
@@ -355,27 +326,28 @@ static void test_run_refuses_clearly(void) {
     }
     /* The prefix cache's default from the environment too, by name. */
     g_setenv("DOCQA_PREFIX_CACHE_MB", "lots", TRUE);
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, NULL), ==, 2);
     g_assert_true(g_str_has_prefix(err, "docqa: run: DOCQA_PREFIX_CACHE_MB 'lots'"));
     g_free(err);
     g_unsetenv("DOCQA_PREFIX_CACHE_MB");
     const char *bad_prep[] = {"65", "0", "-1"};
     for (size_t i = 0; i < G_N_ELEMENTS(bad_prep); i++) {
-        g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", dir, "--prep-threads",
-                              bad_prep[i], NULL),
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir,
+                                      "--prep-threads", bad_prep[i], NULL),
                         ==, 2);
         g_assert_nonnull(strstr(err, "--prep-threads"));
         g_free(err);
     }
     g_assert_cmpint(
-        docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "cpu,tpu:0", NULL), ==, 2);
+        dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "cpu,tpu:0", NULL),
+        ==, 2);
     g_assert_nonnull(strstr(err, "unknown device 'tpu:0'"));
     g_free(err);
     if (dq_cuda_device_count(NULL) == 0) {
         /* Said before any worker starts, with the driver's reason. */
-        g_assert_cmpint(
-            docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "cuda:all", NULL), ==,
-            2);
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device",
+                                      "cuda:all", NULL),
+                        ==, 2);
         g_assert_nonnull(strstr(err, "--device cuda:all: no GPU ("));
         g_free(err);
     }
@@ -397,23 +369,25 @@ static void test_ask_checks_model(void) {
                             {"/", "no config.json"},
                             {empty, "no config.json"}};
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-        g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--model", bad[i][0], "Q?", NULL), ==,
-                        2);
+        g_assert_cmpint(
+            dq_test_docqa(NULL, &err, "ask", "--db", db, "--model", bad[i][0], "Q?", NULL), ==, 2);
         char *want = g_strdup_printf("docqa: ask: --model %s: %s", bad[i][0], bad[i][1]);
         g_assert_true(g_str_has_prefix(err, want));
         g_free(want);
         g_free(err);
     }
     g_setenv("DOCQA_MODEL", "/nonexistent/typo-model", TRUE);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "Q?", NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "Q?", NULL), ==, 2);
     g_assert_true(g_str_has_prefix(err, "docqa: ask: DOCQA_MODEL /nonexistent/typo-model: "));
     g_free(err);
     g_unsetenv("DOCQA_MODEL");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", snap, "Q?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "--model", snap, "Q?", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, "(model tiny-2)"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "--model", "not-here", "Q?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "--model", "not-here", "Q?", NULL),
+                    ==, 0);
     g_assert_nonnull(strstr(out, "(model not-here)"));
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(DISTINCT model_id) FROM jobs"), ==, 2);
@@ -430,21 +404,23 @@ static void test_ask_normalizes_questions(void) {
     char *qfile = g_build_filename(dir, "q.txt", NULL);
     g_assert_true(g_file_set_contents(qfile, "Date?\n Dup\n", -1, NULL));
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--questions", qfile, "Dup ",
-                          "Dup",
-                          "\xc2\xa0"
-                          "Date?",
-                          NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--questions", qfile,
+                                  "Dup ", "Dup",
+                                  "\xc2\xa0"
+                                  "Date?",
+                                  NULL),
                     ==, 0);
     g_assert_nonnull(strstr(
         out, "ask: 2 questions (3 duplicates dropped) x 1 page: 2 new jobs, 0 already asked"));
     g_free(out);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Qu\xe9?", NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Qu\xe9?", NULL), ==,
+                    2);
     g_assert_cmpstr(err, ==,
                     "docqa: command-line question 1 'Qu\\xe9?': the question is not UTF-8 text\n");
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Fine?", "\xc2\xa0", NULL),
-                    ==, 2);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Fine?", "\xc2\xa0", NULL), ==,
+        2);
     g_assert_nonnull(strstr(err, "command-line question 2 '\\u00a0'"));
     g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 2);
@@ -468,7 +444,8 @@ static void test_generate_names_file_kind(void) {
         char *doc = g_build_filename(dq_test_source_dir(), "examples", "docs", cases[i].file, NULL);
         char *err = NULL;
         g_assert_cmpint(
-            docqa(NULL, &err, "generate", "--model", dir, "--image", doc, "-p", "hi", NULL), ==, 2);
+            dq_test_docqa(NULL, &err, "generate", "--model", dir, "--image", doc, "-p", "hi", NULL),
+            ==, 2);
         char *want = g_strdup_printf("docqa: %s: %s\n", doc, cases[i].said);
         g_assert_cmpstr(err, ==, want);
         g_free(want);
@@ -495,8 +472,8 @@ static void test_numbers_refused_by_name(void) {
                             {"--n-res", "2147483647", NULL},
                             {"--seed", "99999999999999999999", "--sample"}};
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-        g_assert_cmpint(docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", bad[i][0],
-                              bad[i][1], bad[i][2], NULL),
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", bad[i][0],
+                                      bad[i][1], bad[i][2], NULL),
                         ==, 2);
         char *want = g_strdup_printf("docqa: generate: %s %s: ", bad[i][0], bad[i][1]);
         if (!g_str_has_prefix(err, want))
@@ -505,14 +482,14 @@ static void test_numbers_refused_by_name(void) {
         g_free(err);
     }
     /* Checked before the model is opened (there is none here): the note comes first. */
-    g_assert_cmpint(docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", "--seed", "3",
-                          "--top-k", "5", NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", "--seed", "3",
+                                  "--top-k", "5", NULL),
                     ==, 2);
     g_assert_true(g_str_has_prefix(err, "docqa: generate: note: --top-k, --seed have no effect "
                                         "without --sample"));
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "-d", "99999999999999999999",
-                          "Q?", NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "-d",
+                                  "99999999999999999999", "Q?", NULL),
                     ==, 2);
     g_assert_cmpstr(err, ==, "docqa: ask: --document 99999999999999999999: out of range\n");
     g_free(err);
@@ -525,7 +502,7 @@ static void test_numbers_refused_by_name(void) {
 static void test_ask_questions_from_stdin(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     GError *e = NULL;
     GSubprocess *p =
         g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE, &e, bin,
@@ -553,7 +530,8 @@ static void test_commands_refuse_stray_arguments(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
     char *stray = g_build_filename(dir, "other.db", NULL);
-    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==,
+                    0);
     sqlite3 *w = NULL;
     g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_exec(w, "UPDATE jobs SET state = 'failed'", NULL, NULL, NULL), ==,
@@ -566,9 +544,9 @@ static void test_commands_refuse_stray_arguments(void) {
     for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
         char *out = NULL, *err = NULL;
         const char *const *c = cmds[i];
-        int rc = !c[1]   ? docqa(&out, &err, c[0], stray, NULL)
-                 : !c[3] ? docqa(&out, &err, c[0], c[1], c[2], stray, NULL)
-                         : docqa(&out, &err, c[0], c[1], c[2], c[3], stray, NULL);
+        int rc = !c[1]   ? dq_test_docqa(&out, &err, c[0], stray, NULL)
+                 : !c[3] ? dq_test_docqa(&out, &err, c[0], c[1], c[2], stray, NULL)
+                         : dq_test_docqa(&out, &err, c[0], c[1], c[2], c[3], stray, NULL);
         g_assert_cmpint(rc, ==, 2);
         char *want =
             g_strdup_printf("docqa: %s: unexpected argument '%s' (see --help)\n", c[0], stray);
@@ -579,7 +557,8 @@ static void test_commands_refuse_stray_arguments(void) {
         g_free(err);
     }
     char *copy = g_build_filename(dir, "copy.db", NULL), *err = NULL;
-    g_assert_cmpint(docqa(NULL, &err, "migrate", "--from", db, "--to", copy, stray, NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "migrate", "--from", db, "--to", copy, stray, NULL),
+                    ==, 2);
     char *want = g_strdup_printf("docqa: migrate: unexpected argument '%s' (see --help)\n", stray);
     g_assert_cmpstr(err, ==, want);
     g_assert_false(g_file_test(copy, G_FILE_TEST_EXISTS));
@@ -610,7 +589,7 @@ static int docqa_with(const char *const *env, const char *stdout_path, char **ou
     if (stdout_path != NULL)
         g_subprocess_launcher_set_stdout_file_path(l, stdout_path);
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
+    g_ptr_array_add(argv, dq_test_docqa_path());
     for (const char *const *a = args; *a; a++)
         g_ptr_array_add(argv, g_strdup(*a));
     g_ptr_array_add(argv, NULL);
@@ -662,8 +641,8 @@ static void test_run_nothing_queued_note(void) {
     g_assert_cmpint(jt_ask(db, 1, "other", 3), ==, 1);
     g_assert_cmpint(jt_ask(db, 2, "third", 3), ==, 2);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(docqa(&out, &err, "run", "--db", db, "--model", model, "--model-id", "m",
-                          "--until-empty", "-q", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, &err, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "-q", NULL),
                     ==, 1);
     g_assert_nonnull(strstr(out, "run: 0 answered, 0 failed"));
     g_assert_nonnull(strstr(err, "docqa: run: nothing queued (2 done, 0 failed, 0 dead, 0 "
@@ -673,22 +652,25 @@ static void test_run_nothing_queued_note(void) {
     g_assert_nonnull(strstr(err, "--other-models-ok"));
     g_free(out);
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id", "m",
-                          "--until-empty", "--other-models-ok", "-q", NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "--other-models-ok", "-q", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(err, "for model 'm', but 3 jobs queued or running for other model "
                                  "ids: 'third' (2 queued), 'other' (1 queued): ask with --model "));
     g_free(err);
     /* A model nobody asked about at all. */
     g_assert_cmpint(
-        docqa(NULL, &err, "run", "--db", db, "--model", model, "--until-empty", "-q", NULL), ==, 1);
+        dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--until-empty", "-q", NULL),
+        ==, 1);
     g_assert_nonnull(strstr(err, "docqa: run: no jobs for model 'tiny-smolvlm-b512', but 3 jobs"));
     g_free(err);
     /* Nothing queued anywhere: an empty queue is no failure. */
-    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "--model", "other", NULL), ==, 0);
-    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "--model", "third", NULL), ==, 0);
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id", "m",
-                          "--until-empty", "-q", NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "--model", "other", NULL), ==,
+                    0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "--model", "third", NULL), ==,
+                    0);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "-q", NULL),
                     ==, 0);
     g_assert_null(strstr(err, "other model ids"));
     g_free(err);
@@ -702,7 +684,7 @@ static void test_run_nothing_queued_note(void) {
  * -1 when neither can be arranged here. */
 static int docqa_read_only(const char *dir, const char *db, const char *command, char **out,
                            char **errout) {
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     int status = 0;
     GError *err = NULL;
     if (geteuid() == 0) {
@@ -787,11 +769,11 @@ static void test_old_schema_reader(void) {
     }
     g_free(out);
     g_free(err);
-    g_assert_cmpint(docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(err, "upgraded the schema from version 5 to "));
     g_free(out);
     g_free(err);
-    g_assert_cmpint(docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
     g_assert_null(strstr(err, "upgraded"));
     g_free(out);
     g_free(err);
@@ -829,13 +811,13 @@ static void test_status_stalled(void) {
     sqlite3_finalize(st);
     dq_store_close(s);
     char *out = NULL;
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_test_message("%s", out);
     g_assert_nonnull(strstr(out, "1 queued (0 retrying), 0 running, 3 stalled"));
     g_assert_nonnull(strstr(out, "3 stalled: their worker stopped"));
     g_assert_nonnull(strstr(out, "ETA unknown"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "\"running\" : 0"));
     g_assert_nonnull(strstr(out, "\"stalled\" : 3"));
     g_assert_nonnull(strstr(out, "\"eta_seconds\" : null"));
@@ -853,21 +835,21 @@ static void test_page_store_notes(void) {
     g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
     char *pages = g_strconcat(db, ".pages", NULL), *away = g_strconcat(db, ".away", NULL);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_null(strstr(out, "page store"));
     g_free(out);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "m", "Now?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "m", "Now?", NULL), ==, 0);
     g_assert_null(strstr(err, "warning"));
     g_free(err);
     g_assert_cmpint(g_rename(pages, away), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_test_message("%s", out);
     char *line = g_strdup_printf("page store: %s: the page store is missing or empty", pages);
     g_assert_nonnull(strstr(out, line));
     g_free(line);
     g_free(out);
     /* ask queues the jobs all the same, and says that workers will stop on them. */
-    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "-m", "m", "Later?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "ask", "--db", db, "-m", "m", "Later?", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "1 new job"));
     line = g_strdup_printf("docqa: ask: warning: %s: the page store is missing or empty", pages);
     g_assert_nonnull(strstr(err, line));
@@ -930,13 +912,13 @@ static void test_dropped_views(void) {
                     ==, SQLITE_OK);
     sqlite3_close(h);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(docqa(&out, &err, "export", "--db", db, NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "export", "--db", db, NULL), ==, 2);
     g_assert_cmpstr(out, ==, "");
     g_assert_nonnull(strstr(err, "the view v_answers is missing"));
     g_assert_nonnull(strstr(err, "docqa migrate --from"));
     g_free(out);
     g_free(err);
-    g_assert_cmpint(docqa(&out, &err, "migrate", "--from", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "migrate", "--from", db, NULL), ==, 0);
     g_test_message("%s", out);
     g_assert_nonnull(strstr(out, "views made again: documents_current, v_answers, v_progress"));
     g_free(out);
@@ -944,10 +926,10 @@ static void test_dropped_views(void) {
     char *got = views_sql(db);
     g_assert_cmpstr(got, ==, want);
     g_free(got);
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "\r\n"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "migrate", "--from", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "migrate", "--from", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "docqa's views are all there"));
     g_free(out);
     g_free(want);
@@ -1025,7 +1007,7 @@ static void test_read_only_database_wal_without_shm(void) {
     g_assert_true(g_file_get_contents(ro_wal, &bytes, &n, NULL));
     g_assert_true(g_file_set_contents(rw_wal, bytes, (gssize)n, NULL));
     g_free(bytes);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", rw, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", rw, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "1 done"));
     g_assert_nonnull(strstr(out, "1 dead"));
     g_clear_pointer(&out, g_free);
@@ -1270,32 +1252,34 @@ static void test_user_errors(void) {
     }
 
     /* run: a bad option value is refused before the queue is looked at (no "nothing queued"). */
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", snapshot, "--weights", "int4",
-                          "--until-empty", NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", snapshot, "--weights",
+                                  "int4", "--until-empty", NULL),
                     ==, 2);
     g_assert_cmpstr(err, ==,
                     "docqa: run: --weights int4: unknown (expected stored, int8 or bf16)\n");
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "run", "--db", db, "--model", snapshot, "--draft", "int4",
-                          "--until-empty", NULL),
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", snapshot, "--draft",
+                                  "int4", "--until-empty", NULL),
                     ==, 2);
     g_assert_cmpstr(err, ==, "docqa: run: --draft int4: unknown (expected none or int8)\n");
     g_free(err);
 
     /* ask --prompt: the templates are built in; an unknown name lists them. */
     g_assert_cmpint(
-        docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--prompt", "nope", "Q?", NULL), ==, 2);
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--prompt", "nope", "Q?", NULL),
+        ==, 2);
     g_assert_nonnull(strstr(err, "prompt 'nope': no such prompt template (built in: docvqa)"));
     g_free(err);
 
     /* ask -d: a document that failed to ingest says so, and why. */
     char *missing = g_build_filename(dir, "nosuch.pdf", NULL);
-    g_assert_cmpint(docqa(&out, NULL, "ingest", "-q", "--db", db, missing, NULL), ==, 1);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ingest", "-q", "--db", db, missing, NULL), ==, 1);
     g_free(out);
     gint64 id = jt_query_int(db, "SELECT max(id) FROM documents");
     char *id_text = g_strdup_printf("%" G_GINT64_FORMAT, id);
-    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "-m", "tiny", "-d", id_text, "Q?", NULL),
-                    ==, 2);
+    g_assert_cmpint(
+        dq_test_docqa(&out, &err, "ask", "--db", db, "-m", "tiny", "-d", id_text, "Q?", NULL), ==,
+        2);
     char *want =
         g_strdup_printf("document %s (%s) failed to ingest (unreadable: ", id_text, missing);
     if (strstr(err, want) == NULL || strstr(err, "run `docqa ingest` first") != NULL)
@@ -1532,13 +1516,14 @@ static void test_empty_model_and_deep_questions(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
     char *err = NULL;
-    g_assert_cmpint(docqa(NULL, &err, "generate", "--model", "", "-p", "hi", NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "generate", "--model", "", "-p", "hi", NULL), ==, 2);
     g_assert_cmpstr(err, ==, "docqa: generate: --model '': an empty folder name (see --help)\n");
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "--model", "", "Q?", NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "--model", "", "Q?", NULL), ==, 2);
     g_assert_true(g_str_has_prefix(err, "docqa: ask: --model '': an empty name"));
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "ingest", "--db", db, "--model", "", dir, NULL), ==, 2);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ingest", "--db", db, "--model", "", dir, NULL), ==,
+                    2);
     g_assert_cmpstr(err, ==, "docqa: ingest: --model '': an empty folder name\n");
     g_free(err);
     char *qfile = g_build_filename(dir, "questions.json", NULL);
@@ -1547,8 +1532,9 @@ static void test_empty_model_and_deep_questions(void) {
         g_string_append_c(deep, '[');
     g_assert_true(g_file_set_contents(qfile, deep->str, (gssize)deep->len, NULL));
     g_string_free(deep, TRUE);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--questions", qfile, NULL),
-                    ==, 2);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--questions", qfile, NULL), ==,
+        2);
     char *want = g_strdup_printf("docqa: %s: not a JSON list of strings: JSON nested deeper than "
                                  "128 levels (at byte 128)\n",
                                  qfile);
@@ -1588,8 +1574,8 @@ static char *add_example(const char *folder, const char *name, const char *as) {
 static int ingest_at(char **out, const char *db, int n_res, const char *path) {
     char n[16];
     g_snprintf(n, sizeof n, "%d", n_res);
-    return docqa(out, NULL, "ingest", "--db", db, "--n-res", n, "--tile", "64", "--jobs", "1",
-                 "--quiet", "--hidden", path, NULL);
+    return dq_test_docqa(out, NULL, "ingest", "--db", db, "--n-res", n, "--tile", "64", "--jobs",
+                         "1", "--quiet", "--hidden", path, NULL);
 }
 
 /* jt_query_int of SQL formatted by sqlite3_mprintf (%Q quotes a text). */
@@ -1627,7 +1613,8 @@ static void test_answers_follow_the_bytes(void) {
         g_free(add_example(old, names[i], NULL));
     char *out = NULL, *err = NULL;
     g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, "1 question x 4 pages: 4 new jobs"));
     g_free(out);
     run_worker(db);
@@ -1637,8 +1624,9 @@ static void test_answers_follow_the_bytes(void) {
     g_assert_cmpint(ingest_at(&out, db, 1, moved), ==, 0);
     g_assert_nonnull(strstr(out, "3 ok"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", "Signed?", NULL),
-                    ==, 0);
+    g_assert_cmpint(
+        dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", "Signed?", NULL), ==,
+        0);
     g_assert_nonnull(strstr(out, "2 questions x 4 pages: 4 new jobs, 4 already asked"));
     g_assert_nonnull(strstr(out, "4 more pages hold the same bytes as pages above"));
     g_free(out);
@@ -1665,18 +1653,19 @@ static void test_answers_follow_the_bytes(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE document_path LIKE "
                                      "'%/archives/old/%'"),
                     ==, 4);
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, "--current", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--current", NULL), ==, 0);
     g_assert_cmpint(count_lines_with(out, "/archives/new/"), ==, 8);
     g_assert_cmpint(count_lines_with(out, "/archives/old/"), ==, 0);
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
     g_assert_cmpint(count_lines_with(out, "/archives/old/"), ==, 4); /* as it always was */
     g_free(out);
 
     /* A second copy: asked once, answered under both paths without a worker. */
     char *copy = add_example(moved, "invoice.pdf", "invoice copy.pdf");
     g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, "1 question x 4 pages: 0 new jobs, 4 already asked"));
     g_assert_nonnull(strstr(out, "1 more page holds the same bytes"));
     g_free(out);
@@ -1693,7 +1682,8 @@ static void test_answers_follow_the_bytes(void) {
     char *b_bytes = g_strconcat(a_bytes, "\n%B\n", NULL);
     g_assert_true(g_file_set_contents(receipt, b_bytes, (gssize)(a_len + 4), NULL));
     g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, "1 new job,"));
     g_free(out);
     run_worker(db);
@@ -1701,7 +1691,8 @@ static void test_answers_follow_the_bytes(void) {
     g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
     g_assert_cmpint(
         query_intf(db, "SELECT version FROM documents_current WHERE path = %Q", receipt), ==, 3);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, "0 new jobs"));
     g_free(out);
     g_assert_cmpint(query_intf(db,
@@ -1741,15 +1732,16 @@ static void test_gone_files(void) {
     char *latin1 = add_example(archive, "scanned-letter.tif", "re\xe7u.tif");
     char *out = NULL;
     g_assert_cmpint(ingest_at(NULL, db, 1, archive), ==, 0);
-    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==,
+                    0);
     run_worker(db);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 5);
 
     g_assert_cmpint(g_unlink(receipt), ==, 0);
     g_assert_cmpint(g_unlink(latin1), ==, 0);
     /* Without --hidden: .hidden-letter.pdf is not walked, and not gone either. */
-    g_assert_cmpint(docqa(&out, NULL, "ingest", "--db", db, "--n-res", "1", "--tile", "64",
-                          "--quiet", archive, NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ingest", "--db", db, "--n-res", "1", "--tile", "64",
+                                  "--quiet", archive, NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "2 files gone since the last ingest"));
     char *line = g_strdup_printf("gone    missing_since      %s: no longer there", receipt);
@@ -1764,12 +1756,12 @@ static void test_gone_files(void) {
                                receipt),
                     ==, 1);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents_current"), ==, 2);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(
         strstr(out, "\n2 documents gone from disk since ingest (their answers kept: v_answers "
                     "shows them, v_current_answers does not)\n"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "\"documents_gone\" : 2"));
     g_free(out);
     g_assert_cmpint(
@@ -1780,15 +1772,16 @@ static void test_gone_files(void) {
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents"), ==, 4);
 
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "New?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "New?", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, "1 question x 3 pages: 3 new jobs"));
     g_assert_nonnull(strstr(out, "2 documents left out: their files are gone"));
     g_free(out);
     /* Named by id or matched by --where, gone is gone. */
     gint64 id = query_intf(db, "SELECT id FROM documents WHERE path = %Q", receipt);
     char *ids = g_strdup_printf("%" G_GINT64_FORMAT, id);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--document", ids, "--where",
-                          "path LIKE '%receipt%'", "New?", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--document", ids,
+                                  "--where", "path LIKE '%receipt%'", "New?", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "1 question x 0 pages"));
     g_assert_nonnull(strstr(out, "1 document left out: its file is gone"));
@@ -1813,15 +1806,16 @@ static void test_gone_files(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM documents WHERE missing_since IS NOT "
                                      "NULL"),
                     ==, 1); /* the Latin-1 one */
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "\n1 document gone from disk since ingest"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "New?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "New?", NULL), ==,
+                    0);
     g_assert_nonnull(strstr(out, "1 new job,"));
     g_assert_nonnull(strstr(out, "1 document left out"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "ingest", "--db", db, "--json", "--n-res", "1", "--tile",
-                          "64", "--quiet", archive, NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ingest", "--db", db, "--json", "--n-res", "1",
+                                  "--tile", "64", "--quiet", archive, NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "\"gone\" : 0"));
     g_free(out);
@@ -1844,7 +1838,7 @@ static void test_ask_one_rendering(void) {
     g_assert_cmpint(ingest_at(NULL, db, 2, archive), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM pages"), ==, 6);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Q?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "Q?", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "1 question x 3 pages: 3 new jobs"));
     g_assert_nonnull(strstr(out, "3 pages of other renderings left out (n_res 1): each "
                                  "document's most recent rendering is asked"));
@@ -1852,21 +1846,24 @@ static void test_ask_one_rendering(void) {
     const char *at_n_res = "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id WHERE "
                            "p.render_settings LIKE '%%\"n_res\":%d,%%'";
     g_assert_cmpint(query_intf(db, at_n_res, 2), ==, 3);
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--n-res", "1", "Q?", NULL),
-                    ==, 0);
+    g_assert_cmpint(
+        dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "tiny", "--n-res", "1", "Q?", NULL), ==,
+        0);
     g_assert_nonnull(strstr(out, "1 question x 3 pages: 3 new jobs"));
     g_free(out);
     g_assert_cmpint(query_intf(db, at_n_res, 1), ==, 3);
-    g_assert_cmpint(docqa(&out, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "3", "Q?", NULL),
-                    ==, 0);
+    g_assert_cmpint(
+        dq_test_docqa(&out, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "3", "Q?", NULL), ==,
+        0);
     g_assert_nonnull(strstr(out, "1 question x 0 pages"));
     g_assert_nonnull(
         strstr(out, "2 documents have no pages at --n-res 3 (rendered at n_res 1, 2)"));
     g_assert_nonnull(strstr(err, "no ingested pages match"));
     g_free(out);
     g_free(err);
-    g_assert_cmpint(docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "0", "Q?", NULL),
-                    ==, 2);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "0", "Q?", NULL), ==,
+        2);
     g_assert_cmpstr(err, ==, "docqa: ask: --n-res 0: must be 1 to 64, as ingest's\n");
     g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 6);
@@ -1885,10 +1882,11 @@ static void test_cancel(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(
-        docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?", "Total?", NULL), ==,
-        0);
-    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
+                                  "Total?", NULL),
+                    ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
+                    0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
 
     /* Refused, naming what is wrong; nothing changes. */
@@ -1921,8 +1919,8 @@ static void test_cancel(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
 
     /* --dry-run: what would go, with the question trimmed as ask stores it. */
-    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--dry-run", "--question",
-                          " Wrong question?\t", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "cancel", "--db", db, "--dry-run", "--question",
+                                  " Wrong question?\t", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "cancel: would cancel 6 jobs (--dry-run: nothing was changed)"));
     g_assert_nonnull(strstr(out, "\"Wrong question?\" (model tiny): 6 queued"));
@@ -1930,18 +1928,19 @@ static void test_cancel(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 0);
 
     /* The selectors narrow one another: one document's jobs first, then the rest. */
-    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", "-m",
-                          "tiny", "--where", "path LIKE '%/2024/%'", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?",
+                                  "-m", "tiny", "--where", "path LIKE '%/2024/%'", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "cancel: 2 jobs cancelled"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", "-m",
-                          "tiny", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?",
+                                  "-m", "tiny", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "cancel: 4 jobs cancelled"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", NULL),
-                    ==, 0);
+    g_assert_cmpint(
+        dq_test_docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", NULL), ==,
+        0);
     g_assert_nonnull(strstr(out, "no queued, failed or dead job matches: nothing to cancel"));
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = "
@@ -1966,12 +1965,12 @@ static void test_cancel(void) {
                                  "SELECT count(*) FROM v_progress WHERE question = 'Total?' AND "
                                  "model = 'tiny' AND cancelled = 0 AND percent_done = 100.0"),
                     ==, 1);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "jobs: 18 total: 6 done, 6 queued (0 retrying), 0 running, 0 "
                                  "stalled, 0 failed, 0 dead, 6 cancelled"));
     g_assert_null(strstr(out, "why jobs are failed")); /* cancelled is no failure */
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "\"cancelled\" : 6"));
     g_free(out);
 
@@ -1983,12 +1982,12 @@ static void test_cancel(void) {
     GPtrArray *claimed = store_jobs_claim(s, "W", "other", 1, dq_wall_ms(), 3600000, NULL, &e);
     g_assert_cmpint(claimed->len, ==, 1);
     gint64 running = ((DqClaimedJob *)g_ptr_array_index(claimed, 0))->job_id;
-    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "cancel: 5 jobs cancelled"));
     g_assert_null(strstr(out, "running"));
     g_free(out);
-    g_assert_cmpint(docqa(&out, NULL, "cancel", "--db", db, "-m", "other", "--state", "running",
-                          "--state", "queued", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "cancel", "--db", db, "-m", "other", "--state",
+                                  "running", "--state", "queued", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "cancel: 1 job cancelled"));
     g_assert_nonnull(strstr(out, "\"Total?\" (model other): 1 running"));
@@ -2016,7 +2015,7 @@ static void test_cancel(void) {
                     ==, 1);
 
     /* requeue --cancelled: every cancelled job back, then answered. */
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--cancelled", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "11 jobs back"));
     g_free(out);
     run_worker(db);
@@ -2038,12 +2037,13 @@ static void test_requeue_selected(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(
-        docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?", "Total?", NULL), ==,
-        0);
-    g_assert_cmpint(docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==, 0);
-    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "-m", "tiny", NULL), ==, 0);
-    g_assert_cmpint(docqa(NULL, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
+                                  "Total?", NULL),
+                    ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
+                    0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "-m", "tiny", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
                     18);
 
@@ -2074,8 +2074,8 @@ static void test_requeue_selected(void) {
                     18);
 
     /* --dry-run: what would come back, in cancel's shape. */
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run",
-                          "--question", " Wrong question?\t", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run",
+                                  "--question", " Wrong question?\t", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out,
                             "requeue: would queue 6 jobs again (--dry-run: nothing was changed)\n"
@@ -2085,8 +2085,8 @@ static void test_requeue_selected(void) {
                     18);
 
     /* One question, model and document (by --where): its two jobs only. */
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "-q", "Total?", "-m",
-                          "tiny", "--where", "path LIKE '%/2024/%'", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "-q", "Total?",
+                                  "-m", "tiny", "--where", "path LIKE '%/2024/%'", NULL),
                     ==, 0);
     g_assert_cmpstr(out, ==,
                     "requeue: 2 jobs back in the queue\n  \"Total?\" (model tiny): 2 cancelled\n");
@@ -2104,8 +2104,8 @@ static void test_requeue_selected(void) {
     gint64 last = jt_query_int(db, "SELECT max(id) FROM documents");
     char *d1 = g_strdup_printf("%" G_GINT64_FORMAT, first);
     char *d2 = g_strdup_printf("%" G_GINT64_FORMAT, last);
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "-m", "other",
-                          "--document", d1, "--document", d2, NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "-m", "other",
+                                  "--document", d1, "--document", d2, NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "requeue: 4 jobs back in the queue\n"
                                  "  \"Total?\" (model other): 4 cancelled\n"));
@@ -2118,8 +2118,8 @@ static void test_requeue_selected(void) {
                     ==, 4);
 
     /* Known selectors, but no job of theirs in the states asked: said, nothing done. */
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--failed", "--dead", "-q",
-                          "Wrong question?", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--failed", "--dead", "-q",
+                                  "Wrong question?", NULL),
                     ==, 0);
     g_assert_cmpstr(out, ==, "requeue: no failed or dead job matches: nothing to requeue\n");
     g_free(out);
@@ -2218,8 +2218,8 @@ static void test_requeue_done_stale(void) {
 
     /* By the fingerprint's first 12 digits (upper case too), as run and status print it. */
     char *upper = g_ascii_strup(fp12, -1);
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--fingerprint-not", upper, "-m", id,
-                          "--dry-run", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--fingerprint-not", upper,
+                                  "-m", id, "--dry-run", NULL),
                     ==, 0);
     g_free(upper);
     char *want = g_strdup_printf("requeue: would queue 2 jobs again (--dry-run: nothing was "
@@ -2228,27 +2228,30 @@ static void test_requeue_done_stale(void) {
     g_assert_cmpstr(out, ==, want);
     g_free(out);
     if (model != NULL) {
-        g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--stale", "--model", model, NULL),
-                        ==, 0);
+        g_assert_cmpint(
+            dq_test_docqa(&out, NULL, "requeue", "--db", db, "--stale", "--model", model, NULL), ==,
+            0);
         g_assert_cmpstr(out, ==,
                         "requeue: 2 jobs back in the queue\n  \"question 1\" (model "
                         "tiny-smolvlm-b512): 2 stale\n");
         g_free(out);
     } else {
-        g_assert_cmpint(
-            docqa(NULL, NULL, "requeue", "--db", db, "--fingerprint-not", fp, "-m", id, NULL), ==,
-            0);
+        g_assert_cmpint(dq_test_docqa(NULL, NULL, "requeue", "--db", db, "--fingerprint-not", fp,
+                                      "-m", id, NULL),
+                        ==, 0);
     }
     g_free(want);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 8); /* kept */
     g_assert_cmpint(
-        docqa(&out, NULL, "requeue", "--db", db, "--fingerprint-not", fp, "-m", id, NULL), ==, 0);
+        dq_test_docqa(&out, NULL, "requeue", "--db", db, "--fingerprint-not", fp, "-m", id, NULL),
+        ==, 0);
     g_assert_cmpstr(out, ==, "requeue: no stale job matches: nothing to requeue\n");
     g_free(out);
 
     /* --done with a selector: every answered job of that question and model, none other. */
-    g_assert_cmpint(docqa(&out, NULL, "requeue", "--db", db, "--done", "-m", "other", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--done", "-m", "other", NULL),
+                    ==, 0);
     g_assert_cmpstr(out, ==,
                     "requeue: 4 jobs back in the queue\n  \"question 1\" (model other): "
                     "4 answered\n");
@@ -2294,8 +2297,8 @@ static void test_json_outputs(void) {
     char *out = NULL;
     JsonParser *p = json_parser_new();
 
-    g_assert_cmpint(docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?", "Date?",
-                          "Total?", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?",
+                                  "Date?", "Total?", NULL),
                     ==, 0);
     JsonObject *o = parse_object(p, out);
     g_assert_cmpstr(json_object_get_string_member(o, "model_id"), ==, "m");
@@ -2307,16 +2310,17 @@ static void test_json_outputs(void) {
     g_assert_true(json_object_get_null_member(o, "n_res"));
     g_free(out);
     g_assert_cmpint(jt_drain(db, 1), ==, 0);
-    g_assert_cmpint(
-        docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?", "Signed?", NULL), ==,
-        0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?",
+                                  "Signed?", NULL),
+                    ==, 0);
     o = parse_object(p, out);
     g_assert_cmpint(json_object_get_int_member(o, "jobs_added"), ==, 2);
     g_assert_cmpint(json_object_get_int_member(o, "jobs_existing"), ==, 2);
     g_free(out);
 
     g_assert_cmpint(
-        docqa(&out, NULL, "cancel", "--db", db, "--question", "Signed?", "--json", NULL), ==, 0);
+        dq_test_docqa(&out, NULL, "cancel", "--db", db, "--question", "Signed?", "--json", NULL),
+        ==, 0);
     o = parse_object(p, out);
     g_assert_false(json_object_get_boolean_member(o, "dry_run"));
     g_assert_cmpint(json_object_get_int_member(o, "cancelled"), ==, 2);
@@ -2329,9 +2333,9 @@ static void test_json_outputs(void) {
         json_object_get_int_member(json_object_get_object_member(g, "by_state"), "queued"), ==, 2);
     g_free(out);
 
-    g_assert_cmpint(
-        docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run", "--json", NULL), ==,
-        0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run",
+                                  "--json", NULL),
+                    ==, 0);
     o = parse_object(p, out);
     g_assert_true(json_object_get_boolean_member(o, "dry_run"));
     g_assert_cmpint(json_object_get_int_member(o, "jobs"), ==, 2);
@@ -2342,8 +2346,8 @@ static void test_json_outputs(void) {
     g_free(out);
 
     char *version = NULL;
-    g_assert_cmpint(docqa(&version, NULL, "version", NULL), ==, 0);
-    g_assert_cmpint(docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&version, NULL, "version", NULL), ==, 0);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     o = parse_object(p, out);
     char *want = g_strdup_printf("docqa %s\n", json_object_get_string_member(o, "version"));
     g_assert_true(g_str_has_prefix(version, want));
@@ -2381,8 +2385,8 @@ static void test_run_json(void) {
     char *db = jt_make_db(dir, 1, 2);
     g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
     char *out = NULL;
-    g_assert_cmpint(docqa(&out, NULL, "run", "--db", db, "--model", model, "--model-id", "m",
-                          "--until-empty", "-q", "--json", NULL),
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "-q", "--json", NULL),
                     ==, 0);
     JsonParser *p = json_parser_new();
     JsonObject *o = parse_object(p, out);
@@ -2437,7 +2441,7 @@ static void test_run_summary_after_error(void) {
         fclose(f);
         /* g_spawn_sync, not GSubprocess: this forked child has none of GLib's worker threads,
          * which GSubprocess waits on */
-        char *bin = docqa_path();
+        char *bin = dq_test_docqa_path();
         const char *argv[] = {bin,       "run",        "--db",   db,   "--model",
                               model,     "--model-id", "m",      "-q", "--until-empty",
                               "--batch", "4",          "--json", NULL};
@@ -2516,7 +2520,7 @@ static void test_unknown_option_names_command(void) {
                               "export",  "requeue", "generate", "migrate", "cancel"};
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
         char *err = NULL;
-        g_assert_cmpint(docqa(NULL, &err, commands[i], "--bogus", NULL), ==, 2);
+        g_assert_cmpint(dq_test_docqa(NULL, &err, commands[i], "--bogus", NULL), ==, 2);
         char *want =
             g_strdup_printf("docqa: %s: Unknown option --bogus (see --help)\n", commands[i]);
         g_assert_cmpstr(err, ==, want);
@@ -2543,7 +2547,7 @@ static void test_read_only_owner(void) {
     char *db = jt_make_db(dir, 1, 1);
     g_assert_cmpint(g_chmod(dir, 0777), ==, 0); /* the folder is not what stops the writes */
     g_assert_cmpint(g_chmod(db, 0644), ==, 0);
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     const char *argv[] = {bin, "ask", "--db", db, "-m", "m", "Total?", NULL};
     int status = 0;
     char *err = NULL;
@@ -2569,7 +2573,7 @@ static void test_read_only_owner(void) {
 
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE))
         g_error("%s not built", bin);
     g_free(bin);
