@@ -1031,6 +1031,32 @@ out:
     g_free(dir);
 }
 
+/* In a forked child: a tmpfs of 4 MB of its own at mnt (a mount namespace), a database there
+ * with 2 documents x 10 pages and 10 x 3 questions for model_id, and a file filling the disk up
+ * to `leave` bytes. Exits the child with 77 when it may not mount (no CAP_SYS_ADMIN), 3 or 4
+ * when it could not set the disk up. */
+static char *small_disk_db(const char *mnt, const char *model_id, guint64 leave) {
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
+        _exit(77);
+    char *db = jt_make_db(mnt, 2, 10);
+    if (jt_ask(db, 10, model_id, 3) != 200)
+        _exit(3);
+    char *filler = g_build_filename(mnt, "filler", NULL);
+    FILE *f = fopen(filler, "w");
+    struct statvfs fs;
+    if (f == NULL || statvfs(mnt, &fs) != 0)
+        _exit(4);
+    guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
+    static char block[4096];
+    for (guint64 n = 0; n + leave < room; n += sizeof block)
+        if (fwrite(block, 1, sizeof block, f) != sizeof block)
+            break;
+    fclose(f);
+    g_free(filler);
+    return db;
+}
+
 /* The disk fills while a worker answers (a database on a small file system): the worker stops
  * with the store's error, and gives back the jobs it holds without using an attempt, rather
  * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
@@ -1042,24 +1068,8 @@ static void test_disk_full_gives_back(void) {
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
-        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-            mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
-            _exit(77);
-        char *db = jt_make_db(mnt, 2, 10);
-        if (jt_ask(db, 10, "tiny", 3) != 200)
-            _exit(3);
         /* Leave ~100 KB: a few answers commit, then a COMMIT finds the disk full. */
-        char *filler = g_build_filename(mnt, "filler", NULL);
-        FILE *f = fopen(filler, "w");
-        struct statvfs fs;
-        if (f == NULL || statvfs(mnt, &fs) != 0)
-            _exit(4);
-        guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
-        static char block[4096];
-        for (guint64 n = 0; n + 100 * 1024 < room; n += sizeof block)
-            if (fwrite(block, 1, sizeof block, f) != sizeof block)
-                break;
-        fclose(f);
+        char *db = small_disk_db(mnt, "tiny", 100 * 1024);
         DqAnswerer *a = jt_answerer_new(NULL);
         DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
         volatile sig_atomic_t stop = 0;
@@ -2420,25 +2430,9 @@ static void test_run_summary_after_error(void) {
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
-        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-            mount("tmpfs", mnt, "tmpfs", 0, "size=4m") != 0)
-            _exit(77);
-        char *db = jt_make_db(mnt, 2, 10);
-        if (jt_ask(db, 10, "m", 3) != 200)
-            _exit(3);
-        char *filler = g_build_filename(mnt, "filler", NULL);
-        FILE *f = fopen(filler, "w");
-        struct statvfs fs;
-        if (f == NULL || statvfs(mnt, &fs) != 0)
-            _exit(4);
-        guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
         /* ~400 KB left: the worker's claims and heartbeats write to the -wal too, before and
          * between its answers */
-        static char block[4096];
-        for (guint64 n = 0; n + 400 * 1024 < room; n += sizeof block)
-            if (fwrite(block, 1, sizeof block, f) != sizeof block)
-                break;
-        fclose(f);
+        char *db = small_disk_db(mnt, "m", 400 * 1024);
         /* g_spawn_sync, not GSubprocess: this forked child has none of GLib's worker threads,
          * which GSubprocess waits on */
         char *bin = dq_test_docqa_path();
