@@ -499,6 +499,9 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
                      DqJobState *new_state, GError **err) {
     DqJobState result = DQ_JOB_N_STATES;
     PgParams p = {0};
+    /* As in pgjobs_heartbeat: a wait for the row's lock (behind a cancel or a completion) is
+     * added to now_ms, so that the backoff runs from when the row is written. */
+    gint64 called_ms = dq_wall_ms();
     if (!pg_clock_check(s, err) || !pg_begin(s, err))
         return FALSE;
     now_ms = pg_server_ms(s, now_ms); /* the backoff, as leases, in the server's time */
@@ -521,15 +524,16 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
         pg_i64(&p, backoff_ms);
         pg_text(&p, kind);
         pg_text(&p, message);
+        pg_i64(&p, pg_server_ms(s, called_ms));
         PGresult *r = pg_run(
             s,
             "UPDATE jobs SET state = CASE "
             "WHEN (NOT $3::boolean OR attempts >= max_attempts) AND " DQ_SQL_HAS_ANSWER
             " THEN 'done' WHEN NOT $3::boolean THEN 'failed' "
             "WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
-            "not_before_ms = $4::bigint + least($5::bigint * (1::bigint << least(attempts - 1, "
-            "20)),"
-            " 3600000), "
+            "not_before_ms = $4::bigint + greatest(0, (extract(epoch FROM clock_timestamp()) * "
+            "1000)::bigint - $8::bigint) + least($5::bigint * (1::bigint << least(attempts - 1, "
+            "20)), 3600000), "
             "finished_at = CASE WHEN NOT $3::boolean OR attempts >= max_attempts "
             "THEN docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
             "last_error = $6 || ': ' || $7 WHERE id = $1 AND lease_owner = $2 RETURNING state",

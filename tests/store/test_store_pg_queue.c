@@ -194,6 +194,69 @@ static void test_heartbeat_after_lock_wait(void) {
     g_free(loc);
 }
 
+typedef struct {
+    DqStore *s;
+    gint64 job_id;
+    DqJobState state;
+    GError *err;
+} Fail;
+
+static gpointer fail_thread(gpointer data) {
+    Fail *f = data;
+    store_jobs_fail(f->s, "W", f->job_id, "model", "out of memory", TRUE, dq_wall_ms(), 1000,
+                    &f->state, &f->err);
+    return NULL;
+}
+
+/* A retryable failure that waits for the row's lock puts the job off for its backoff from when
+ * it writes the row, as the heartbeat renews leases: counted from when it was called, a backoff
+ * as long as the wait would be over already. */
+static void test_fail_after_lock_wait(void) {
+    char *loc = new_queue();
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    GPtrArray *jobs = store_jobs_claim(s, "W", "m", 1, dq_wall_ms(), 60000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jobs->len, ==, 1);
+    gint64 id = ((DqClaimedJob *)g_ptr_array_index(jobs, 0))->job_id;
+    PGconn *other = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(other), ==, CONNECTION_OK);
+    char *lock = g_strdup_printf(
+        "BEGIN; SELECT id FROM jobs WHERE id = %" G_GINT64_FORMAT " FOR UPDATE", id);
+    PGresult *r = PQexec(other, lock);
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    PQclear(r);
+    Fail f = {.s = s, .job_id = id};
+    GThread *t = g_thread_new("fail", fail_thread, &f);
+    /* The failure is waiting for the row, longer than its backoff. */
+    while (pgt_query_int(loc, "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
+        g_usleep(10000);
+    g_usleep(1500000);
+    r = PQexec(other, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    gint64 released_ms = g_ascii_strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    r = PQexec(other, "COMMIT");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    g_thread_join(t);
+    dq_assert_no_error(f.err);
+    g_assert_cmpint(f.state, ==, DQ_JOB_QUEUED);
+    char *sql = g_strdup_printf("SELECT not_before_ms FROM jobs WHERE id = %" G_GINT64_FORMAT, id);
+    gint64 not_before = pgt_query_int(loc, sql);
+    g_test_message("row free at %" G_GINT64_FORMAT " (server), not before %" G_GINT64_FORMAT,
+                   released_ms, not_before);
+    g_assert_cmpint(not_before, >=, released_ms + 1000);
+    g_free(sql);
+    g_free(lock);
+    PQfinish(other);
+    g_ptr_array_free(jobs, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *why_not = NULL;
@@ -212,6 +275,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/store-pg-queue/server-out-of-memory", test_server_out_of_memory);
     g_test_add_func("/store-pg-queue/buried-then-answered", test_buried_then_answered);
     g_test_add_func("/store-pg-queue/heartbeat-after-lock-wait", test_heartbeat_after_lock_wait);
+    g_test_add_func("/store-pg-queue/fail-after-lock-wait", test_fail_after_lock_wait);
     int rc = g_test_run();
     pgt_stop(server);
     g_free(page_db);
