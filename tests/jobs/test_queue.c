@@ -336,6 +336,7 @@ static void test_question_files(void) {
         {"comments.txt", "# nightly questions\n  # indented\nTotal?\n#x\nDate?\n", 2, "Total?"},
         {"list.csv", "question,expected\nWhat is the total?,42\n", 2, "question,expected"},
         {"escaped.json", "[\"a\\\\u0000b\"]", 1, "a\\u0000b"},
+        {"pair.json", "[\"\\ud83d\\ude00 ok\", \"a \\\\ud800\"]", 2, "\xf0\x9f\x98\x80 ok"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
         char *f = g_build_filename(dir, good[i].name, NULL);
@@ -354,7 +355,17 @@ static void test_question_files(void) {
         gssize len;
         const char *says;
     } wrong[] = {
-        {"nul.json", "[\"ok\", \"a\\u0000b\"]", -1, "nul.json element 2 'a\\u0000...'"},
+        /* shown as written in the file: what json-glib would hand out is cut short or not a
+         * character, and it dropped the character after a lone surrogate */
+        {"nul.json", "[\"ok\", \"a\\u0000b\"]", -1,
+         "nul.json element 2 \"a\\\\u0000b\": the question holds a NUL character"},
+        {"lone-high.json", "[\"ok\", \"bad \\ud800X tail\"]", -1,
+         "lone-high.json element 2 \"bad \\\\ud800X tail\": \\ud800 is half of a UTF-16 "
+         "surrogate pair without its other half"},
+        {"lone-low.json", "[\"x \\\"\\uDC00\\\" y\"]", -1,
+         "lone-low.json element 1 \"x \\\\\"\\\\uDC00\\\\\" y\": \\uDC00 is half"},
+        /* json-glib refuses a high surrogate before another escape itself */
+        {"reversed.json", "[\"\\ude00\\ud83d\\u0041\"]", -1, "malformed surrogate pair"},
         {"object.json", "{\"q\": \"a\"}", -1,
          "object.json line 1: looks like JSON lines/object; give a JSON list of strings or one "
          "question a line"},
