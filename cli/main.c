@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -103,6 +104,11 @@ static void omp_wait_default(int argc, char **argv) {
     for (size_t i = 0; i < G_N_ELEMENTS(teams); i++)
         starts_teams |= argc > 1 && strcmp(argv[1], teams[i]) == 0;
     if (!starts_teams || g_getenv("OMP_WAIT_POLICY") != NULL || g_getenv("GOMP_SPINCOUNT") != NULL)
+        return;
+    /* Started by running the dynamic loader itself (`ld.so docqa run`, e.g. from a noexec
+     * mount): no interpreter was loaded for docqa, /proc/self/exe is the loader, and it would
+     * take argv[1], the command's name, for the program to run. */
+    if (getauxval(AT_BASE) == 0)
         return;
     char comm[17] = "";
     if (prctl(PR_GET_NAME, comm, 0, 0, 0) != 0)
