@@ -15,8 +15,10 @@
 #include <locale.h>
 #include <omp.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -89,12 +91,29 @@ static void cap_threads_at_cpus(void) {
  * need not pay. */
 #define DQ_OMP_SPINCOUNT    "300"
 #define DQ_OMP_DEFAULT_MARK "DOCQA_OMP_DEFAULT_NAME"
+/* A stop signal between the exec and dq_cli_signals_install (the libraries loaded a second
+ * time, ~20 ms) would end the process by the signal (143 for SIGTERM), not with the 130 that
+ * docqa promises and systemd units count as success. So the stop signals that were not blocked
+ * are blocked across the exec (the mask and pending signals survive it) and unblocked once the
+ * handlers are in place; DQ_OMP_UNBLOCK_MARK names them. */
+#define DQ_OMP_UNBLOCK_MARK "DOCQA_OMP_UNBLOCK"
+static const int omp_stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+static sigset_t omp_unblock_after_install;
+
 static void omp_wait_default(int argc, char **argv) {
+    sigemptyset(&omp_unblock_after_install);
     const char *name = g_getenv(DQ_OMP_DEFAULT_MARK);
     if (name != NULL && g_strcmp0(g_getenv("GOMP_SPINCOUNT"), DQ_OMP_SPINCOUNT) == 0) {
         /* exec named the process after /proc/self/exe's link, "exe" */
         prctl(PR_SET_NAME, name, 0, 0, 0);
+        const char *unblock = g_getenv(DQ_OMP_UNBLOCK_MARK);
+        for (size_t i = 0; unblock != NULL && i < G_N_ELEMENTS(omp_stop_signals); i++)
+            if (unblock[i] == '1')
+                sigaddset(&omp_unblock_after_install, omp_stop_signals[i]);
+            else if (unblock[i] == '\0')
+                break;
         g_unsetenv(DQ_OMP_DEFAULT_MARK);
+        g_unsetenv(DQ_OMP_UNBLOCK_MARK);
         g_unsetenv("GOMP_SPINCOUNT");
         return;
     }
@@ -104,14 +123,34 @@ static void omp_wait_default(int argc, char **argv) {
         starts_teams |= argc > 1 && strcmp(argv[1], teams[i]) == 0;
     if (!starts_teams || g_getenv("OMP_WAIT_POLICY") != NULL || g_getenv("GOMP_SPINCOUNT") != NULL)
         return;
+    /* Started by running the dynamic loader itself (`ld.so docqa run`, e.g. from a noexec
+     * mount): no interpreter was loaded for docqa, /proc/self/exe is the loader, and it would
+     * take argv[1], the command's name, for the program to run. */
+    if (getauxval(AT_BASE) == 0)
+        return;
     char comm[17] = "";
     if (prctl(PR_GET_NAME, comm, 0, 0, 0) != 0)
         return;
-    if (g_setenv(DQ_OMP_DEFAULT_MARK, comm, TRUE) &&
-        g_setenv("GOMP_SPINCOUNT", DQ_OMP_SPINCOUNT, TRUE))
+    sigset_t old_mask, block;
+    sigemptyset(&block);
+    char unblock[G_N_ELEMENTS(omp_stop_signals) + 1] = "";
+    if (sigprocmask(SIG_BLOCK, NULL, &old_mask) != 0)
+        return;
+    for (size_t i = 0; i < G_N_ELEMENTS(omp_stop_signals); i++) {
+        gboolean was_blocked = sigismember(&old_mask, omp_stop_signals[i]) == 1;
+        unblock[i] = was_blocked ? '0' : '1';
+        if (!was_blocked)
+            sigaddset(&block, omp_stop_signals[i]);
+    }
+    if (g_setenv(DQ_OMP_DEFAULT_MARK, comm, TRUE) && g_setenv(DQ_OMP_UNBLOCK_MARK, unblock, TRUE) &&
+        g_setenv("GOMP_SPINCOUNT", DQ_OMP_SPINCOUNT, TRUE) &&
+        sigprocmask(SIG_BLOCK, &block, NULL) == 0) {
         execv("/proc/self/exe", argv);
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    }
     /* No /proc (a chroot, a sandbox): libgomp's own default stays. */
     g_unsetenv(DQ_OMP_DEFAULT_MARK);
+    g_unsetenv(DQ_OMP_UNBLOCK_MARK);
     g_unsetenv("GOMP_SPINCOUNT");
 }
 
@@ -148,6 +187,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
         if (strcmp(commands[i].name, name) == 0) {
             dq_cli_signals_install(name);
+            sigprocmask(SIG_UNBLOCK, &omp_unblock_after_install, NULL);
             queue_test_hooks_install();
             int status = dq_cli_close_stdout(name, commands[i].fn(argc - 1, argv + 1));
             int sig = dq_cli_signal_caught();

@@ -10,7 +10,9 @@
 #include "jobs_testlib.h"
 #include "testutil.h"
 
+#include <elf.h>
 #include <gio/gio.h>
+#include <link.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -45,15 +47,18 @@ static GSubprocessLauncher *launcher(GSubprocessFlags flags, const char *const *
     return l;
 }
 
-/* `docqa generate` on the tiny model: exit status, stdout, stderr. */
-static int generate(const char *const *env, const char *model, char **out, char **errout) {
+/* `docqa generate` on the tiny model, started by `loader` (the dynamic loader) when not NULL:
+ * exit status, stdout, stderr. */
+static int generate_by(const char *loader, const char *const *env, const char *model, char **out,
+                       char **errout) {
     GSubprocessLauncher *l =
         launcher(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, env);
     char *bin = docqa_path();
-    const char *argv[] = {bin,  "generate",         "-m", model,          "-p",
-                          "hi", "--max-new-tokens", "4",  "--ignore-eos", NULL};
+    const char *argv[] = {loader, bin,  "generate",         "-m", model,
+                          "-p",   "hi", "--max-new-tokens", "4",  "--ignore-eos",
+                          NULL};
     GError *err = NULL;
-    GSubprocess *p = g_subprocess_launcher_spawnv(l, argv, &err);
+    GSubprocess *p = g_subprocess_launcher_spawnv(l, loader ? argv : argv + 1, &err);
     dq_assert_no_error(err);
     g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, out, errout, &err));
     dq_assert_no_error(err);
@@ -62,6 +67,10 @@ static int generate(const char *const *env, const char *model, char **out, char 
     g_object_unref(l);
     g_free(bin);
     return rc;
+}
+
+static int generate(const char *const *env, const char *model, char **out, char **errout) {
+    return generate_by(NULL, env, model, out, errout);
 }
 
 /* How many times libgomp started (its settings printed), and the last GOMP_SPINCOUNT. */
@@ -220,10 +229,73 @@ static void test_run_default_invisible(void) {
     g_free(model);
 }
 
+/* This test program's dynamic loader (its PT_INTERP), docqa's too. */
+static int find_interp(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_INTERP)
+            *(const char **)data = (const char *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    return 1; /* the first object is the program */
+}
+
+/* `ld.so docqa generate ...` (a binary on a noexec mount is started so): /proc/self/exe is the
+ * loader there, which restarted with docqa's argv would load "generate" as the program. docqa
+ * runs as asked, once, with libgomp's own default. */
+static void test_through_loader(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    const char *loader = NULL;
+    dl_iterate_phdr(find_interp, &loader);
+    g_assert_nonnull(loader);
+    char *out = NULL, *err = NULL, *spin = NULL, *out_direct = NULL, *err_direct = NULL;
+    int rc = generate_by(loader, NULL, model, &out, &err);
+    if (rc != 0)
+        g_printerr("%s", err);
+    g_assert_cmpint(rc, ==, 0);
+    g_assert_cmpint(displays(err, &spin), ==, 1);
+    g_assert_cmpstr(spin, ==, "300000");
+    g_assert_cmpint(generate(NULL, model, &out_direct, &err_direct), ==, 0);
+    g_assert_cmpstr(out, !=, "");
+    g_assert_cmpstr(out, ==, out_direct);
+    g_free(out_direct);
+    g_free(err_direct);
+    g_free(spin);
+    g_free(out);
+    g_free(err);
+    g_free(model);
+}
+
+/* A SIGTERM that arrives while docqa starts itself again (here: raised by a preloaded library
+ * as the restarted process loads) ends it as one after the start does, with 130 and docqa's
+ * message, not killed by the signal (143: a systemd unit with SuccessExitStatus=130 failed). */
+static void test_signal_during_restart(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    /* a sanitized docqa refuses a library loaded before its runtime unless told not to look */
+    const char *asan = g_getenv("ASAN_OPTIONS");
+    char *asan_env = g_strdup_printf("ASAN_OPTIONS=%s%sverify_asan_link_order=0", asan ? asan : "",
+                                     asan && *asan ? ":" : "");
+    const char *env[] = {"LD_PRELOAD=" DQ_SIGTERM_PRELOAD, "DQ_TEST_SIGTERM_AT_RESTART=1", asan_env,
+                         NULL};
+    char *out = NULL, *err = NULL;
+    int rc = generate(env, model, &out, &err);
+    g_assert_nonnull(strstr(err, "docqa: generate: interrupted (SIGTERM) before it finished"));
+    g_assert_cmpint(rc, ==, 130);
+    g_assert_cmpstr(out, ==, "");
+    g_free(out);
+    g_free(err);
+    g_free(asan_env);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/cli-omp/generate-default", test_generate_default);
     g_test_add_func("/cli-omp/user-values-kept", test_user_values_kept);
     g_test_add_func("/cli-omp/run-default-invisible", test_run_default_invisible);
+    g_test_add_func("/cli-omp/through-loader", test_through_loader);
+    g_test_add_func("/cli-omp/signal-during-restart", test_signal_during_restart);
     return g_test_run();
 }
