@@ -121,6 +121,36 @@ static void test_buried_then_answered(void) {
     g_free(loc);
 }
 
+/* Another connection holding job id's row lock, as a cancel or a completion does while it
+ * commits (here a transaction left open, as in psql). */
+static PGconn *lock_row(const char *loc, gint64 id) {
+    PGconn *other = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(other), ==, CONNECTION_OK);
+    char *lock = g_strdup_printf(
+        "BEGIN; SELECT id FROM jobs WHERE id = %" G_GINT64_FORMAT " FOR UPDATE", id);
+    PGresult *r = PQexec(other, lock);
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    PQclear(r);
+    g_free(lock);
+    return other;
+}
+
+/* Once a statement waits for a lock, holds the row ms longer and commits; returns the server's
+ * clock (ms) when the row was freed. */
+static gint64 release_row_after(PGconn *other, const char *loc, int ms) {
+    while (pgt_query_int(loc, "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
+        g_usleep(10000);
+    g_usleep((gulong)ms * 1000);
+    PGresult *r = PQexec(other, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    gint64 released_ms = g_ascii_strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    r = PQexec(other, "COMMIT");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    return released_ms;
+}
+
 typedef struct {
     DqStore *s;
     gint64 called_ms; /* this machine's clock when the heartbeat was called */
@@ -148,26 +178,11 @@ static void test_heartbeat_after_lock_wait(void) {
     dq_assert_no_error(err);
     g_assert_cmpint(jobs->len, ==, 1);
     gint64 id = ((DqClaimedJob *)g_ptr_array_index(jobs, 0))->job_id;
-    PGconn *other = PQconnectdb(loc);
-    g_assert_cmpint(PQstatus(other), ==, CONNECTION_OK);
-    char *lock = g_strdup_printf(
-        "BEGIN; SELECT id FROM jobs WHERE id = %" G_GINT64_FORMAT " FOR UPDATE", id);
-    PGresult *r = PQexec(other, lock);
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
-    PQclear(r);
+    PGconn *other = lock_row(loc, id);
     Beat b = {.s = s};
     GThread *t = g_thread_new("heartbeat", beat_thread, &b);
     /* The heartbeat is waiting for the row; it waits longer than its lease. */
-    while (pgt_query_int(loc, "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
-        g_usleep(10000);
-    g_usleep(1500000);
-    r = PQexec(other, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
-    gint64 released_ms = g_ascii_strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    r = PQexec(other, "COMMIT");
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
-    PQclear(r);
+    gint64 released_ms = release_row_after(other, loc, 1500);
     g_thread_join(t);
     dq_assert_no_error(b.err);
     g_assert_cmpint(b.held, ==, 1);
@@ -186,7 +201,6 @@ static void test_heartbeat_after_lock_wait(void) {
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 0);
     g_ptr_array_free(other_claim, TRUE);
     g_free(sql);
-    g_free(lock);
     PQfinish(other);
     g_ptr_array_free(jobs, TRUE);
     store_jobs_finalize(s);
@@ -220,26 +234,11 @@ static void test_fail_after_lock_wait(void) {
     dq_assert_no_error(err);
     g_assert_cmpint(jobs->len, ==, 1);
     gint64 id = ((DqClaimedJob *)g_ptr_array_index(jobs, 0))->job_id;
-    PGconn *other = PQconnectdb(loc);
-    g_assert_cmpint(PQstatus(other), ==, CONNECTION_OK);
-    char *lock = g_strdup_printf(
-        "BEGIN; SELECT id FROM jobs WHERE id = %" G_GINT64_FORMAT " FOR UPDATE", id);
-    PGresult *r = PQexec(other, lock);
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
-    PQclear(r);
+    PGconn *other = lock_row(loc, id);
     Fail f = {.s = s, .job_id = id};
     GThread *t = g_thread_new("fail", fail_thread, &f);
     /* The failure is waiting for the row, longer than its backoff. */
-    while (pgt_query_int(loc, "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
-        g_usleep(10000);
-    g_usleep(1500000);
-    r = PQexec(other, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
-    gint64 released_ms = g_ascii_strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    r = PQexec(other, "COMMIT");
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
-    PQclear(r);
+    gint64 released_ms = release_row_after(other, loc, 1500);
     g_thread_join(t);
     dq_assert_no_error(f.err);
     g_assert_cmpint(f.state, ==, DQ_JOB_QUEUED);
@@ -249,7 +248,6 @@ static void test_fail_after_lock_wait(void) {
                    released_ms, not_before);
     g_assert_cmpint(not_before, >=, released_ms + 1000);
     g_free(sql);
-    g_free(lock);
     PQfinish(other);
     g_ptr_array_free(jobs, TRUE);
     store_jobs_finalize(s);
