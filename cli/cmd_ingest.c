@@ -114,6 +114,8 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
         add_string(b, "root", e->root);
         json_builder_set_member_name(b, "would_be_gone");
         json_builder_add_int_value(b, e->would_be_gone);
+        json_builder_set_member_name(b, "missing");
+        json_builder_add_boolean_value(b, e->missing);
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
@@ -144,7 +146,7 @@ static void print_text(const DqIngestSummary *s) {
         g_free(path);
     }
     char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
-         not_done[80] = "", gone[64] = "", empty[96] = "", elsewhere[64] = "", kept[64] = "",
+         not_done[80] = "", gone[64] = "", empty[128] = "", elsewhere[64] = "", kept[64] = "",
          resumed[96] = "";
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
@@ -161,9 +163,20 @@ static void print_text(const DqIngestSummary *s) {
     if (s->gone->len > 0)
         snprintf(gone, sizeof gone, "; %u file%s gone since the last ingest", s->gone->len,
                  s->gone->len == 1 ? "" : "s");
-    if (s->empty_roots->len > 0)
-        snprintf(empty, sizeof empty, "; %u folder%s held no document (nothing marked gone there)",
-                 s->empty_roots->len, s->empty_roots->len == 1 ? "" : "s");
+    guint missing = 0;
+    for (guint i = 0; i < s->empty_roots->len; i++)
+        missing += ((const DqIngestEmptyRoot *)g_ptr_array_index(s->empty_roots, i))->missing;
+    guint held = s->empty_roots->len - missing;
+    if (held > 0 && missing > 0)
+        snprintf(empty, sizeof empty,
+                 "; %u folder%s held no document and %u %s not there (nothing marked gone there)",
+                 held, held == 1 ? "" : "s", missing, missing == 1 ? "was" : "were");
+    else if (s->empty_roots->len > 0)
+        snprintf(empty, sizeof empty, "; %u folder%s %s (nothing marked gone there)",
+                 s->empty_roots->len, s->empty_roots->len == 1 ? "" : "s",
+                 held > 0       ? "held no document"
+                 : missing == 1 ? "was not there"
+                                : "were not there");
     if (s->pages_failed > 0)
         snprintf(pages_failed, sizeof pages_failed, " (and %d failed)", s->pages_failed);
     if (s->pages_kept > 0)
@@ -239,9 +252,9 @@ int cmd_ingest(int argc, char **argv) {
          "those stored when their bytes were last hashed (without it those are not read)",
          NULL},
         {"allow-empty-root", 0, 0, G_OPTION_ARG_NONE, &allow_empty_root,
-         "mark gone the documents recorded under a folder given that holds no document now "
-         "(without it such a folder, an unmounted share's mount point, marks nothing gone and "
-         "ingest exits 1)",
+         "mark gone the documents recorded under a folder given that holds no document now, or "
+         "is not there (without it such a folder, an unmounted share's mount point, marks "
+         "nothing gone and ingest exits 1)",
          NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
@@ -336,10 +349,11 @@ int cmd_ingest(int argc, char **argv) {
     for (guint i = 0; i < sum.empty_roots->len; i++) {
         const DqIngestEmptyRoot *e = g_ptr_array_index(sum.empty_roots, i);
         dq_print_line(stderr,
-                      "docqa: ingest: %s: holds no document, but %d document%s recorded under it "
-                      "would be marked gone (a share not mounted?); nothing under it was marked "
-                      "gone (--allow-empty-root marks them)",
-                      e->root, e->would_be_gone, e->would_be_gone == 1 ? "" : "s");
+                      "docqa: ingest: %s: %s, but %d document%s recorded under it would be "
+                      "marked gone (a share not mounted?); nothing under it was marked gone "
+                      "(--allow-empty-root marks them)",
+                      e->root, e->missing ? "is not there" : "holds no document", e->would_be_gone,
+                      e->would_be_gone == 1 ? "" : "s");
     }
     if (json)
         print_json(&sum, opt.n_res, opt.tile);

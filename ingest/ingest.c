@@ -1302,7 +1302,8 @@ static void empty_root_free(DqIngestEmptyRoot *e) {
  * are recorded under it, marks nothing gone without allow_empty_root: that is what the mount
  * point of a share that failed to mount looks like, and marking a whole archive gone (its
  * documents leave documents_current and ask) for that is the costly mistake; a folder that
- * merely holds fewer files marks those gone. */
+ * merely holds fewer files marks those gone. A folder given that is not there at all is held
+ * back the same way. */
 static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) {
     /* What the walk found there (a file named on the command line is an entry even when it is
      * not there). */
@@ -1345,9 +1346,16 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
             g_ptr_array_add(mine, g_steal_pointer(&k->path));
         }
         g_ptr_array_free(known, TRUE);
+        /* A folder not there at all (a share's mount point that was never made, or removed with
+         * the share) is held back as an empty one. A file named that is gone is not a folder:
+         * what was recorded under it is that file alone. */
         struct stat st;
-        gboolean empty = mine->len > 0 && !r->opt->allow_empty_root && stat(folder, &st) == 0 &&
-                         S_ISDIR(st.st_mode);
+        gboolean there = stat(folder, &st) == 0, missing = !there && file_gone(folder);
+        for (guint i = 0; missing && i < mine->len; i++)
+            if (!path_under(g_ptr_array_index(mine, i), folder))
+                missing = FALSE;
+        gboolean empty = mine->len > 0 && !r->opt->allow_empty_root &&
+                         ((there && S_ISDIR(st.st_mode)) || missing);
         for (guint i = 0; empty && i < r->entries->len; i++) {
             const WalkEntry *e = g_ptr_array_index(r->entries, i);
             if (g_hash_table_contains(walked, e->path) && path_under(e->path, folder))
@@ -1362,6 +1370,7 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
             DqIngestEmptyRoot *er = g_new0(DqIngestEmptyRoot, 1);
             er->root = g_strdup(*root);
             er->would_be_gone = (int)mine->len;
+            er->missing = missing;
             g_ptr_array_add(r->sum->empty_roots, er);
             g_ptr_array_add(guarded, g_steal_pointer(&folder));
             g_ptr_array_set_size(mine, 0);

@@ -156,11 +156,12 @@ typedef struct {
     char *message;
 } DqIngestFailure;
 
-/* A folder given to ingest that exists but in which the walk found no document, while documents
- * recorded under it would be marked gone: an unmounted share's mount point looks so. */
+/* A folder given to ingest in which the walk found no document, or which is not there at all,
+ * while documents recorded under it would be marked gone: an unmounted share looks so. */
 typedef struct {
     char *root;        /* as given on the command line */
     int would_be_gone; /* documents under it not marked gone for that */
+    gboolean missing;  /* not there at all (else: there, holding no document) */
 } DqIngestEmptyRoot;
 
 typedef struct {
@@ -201,9 +202,9 @@ typedef struct {
      * files are gone since: marked (documents.missing_since) now, in name order. Those marked
      * by an earlier ingest are not listed again; a path found again is unmarked. */
     GPtrArray *gone;
-    /* DqIngestEmptyRoot*: folders given that held no document while documents recorded under
-     * them are not there; without allow_empty_root nothing under them is marked gone (the other
-     * folders given are ingested as usual), and the CLI exits 1. */
+    /* DqIngestEmptyRoot*: folders given that held no document, or were not there, while
+     * documents recorded under them are not there; without allow_empty_root nothing under them is
+     * marked gone (the other folders given are ingested as usual), and the CLI exits 1. */
     GPtrArray *empty_roots;
 } DqIngestSummary;
 

@@ -1070,6 +1070,53 @@ static void test_empty_root_guard(void) {
     archive_clear(&a);
 }
 
+/* A share whose mount point is not there at all (never made, or removed with the share) is held
+ * back as an empty one, beside its `unreadable` failure. */
+static void test_empty_root_missing(void) {
+    Archive a;
+    archive_init(&a);
+    char *off = g_strconcat(a.big, ".off", NULL);
+    g_assert_cmpint(g_rename(a.big, off), ==, 0);
+    char *out = NULL, *err = NULL;
+    int rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "--json", a.big, a.other,
+                       NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_cmpint(rc, ==, 1);
+    char *want = g_strdup_printf("docqa: ingest: %s: is not there, but 3 documents recorded "
+                                 "under it would be marked gone",
+                                 a.big);
+    g_assert_nonnull(strstr(err, want));
+    g_free(want);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1); /* other/d.pdf */
+    JsonArray *empty = json_object_get_array_member(o, "empty_roots");
+    g_assert_cmpint(json_array_get_length(empty), ==, 1);
+    JsonObject *e0 = json_array_get_object_element(empty, 0);
+    g_assert_cmpstr(json_object_get_string_member(e0, "root"), ==, a.big);
+    g_assert_cmpint(json_object_get_int_member(e0, "would_be_gone"), ==, 3);
+    g_assert_true(json_object_get_boolean_member(e0, "missing"));
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
+                    ==, 0);
+    /* The text summary; and --allow-empty-root marks them gone. */
+    rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", a.big, NULL);
+    g_assert_cmpint(rc, ==, 1);
+    g_assert_nonnull(strstr(out, "; 1 folder was not there (nothing marked gone there)"));
+    g_free(out), g_free(err);
+    rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "--allow-empty-root", a.big,
+                   NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_null(strstr(err, "is not there, but"));
+    g_free(out), g_free(err);
+    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
+                    ==, 3);
+    g_free(off);
+    archive_clear(&a);
+}
+
 /* --allow-empty-root: the folder really was emptied, and its documents are marked gone. */
 static void test_empty_root_allowed(void) {
     Archive a;
@@ -1293,6 +1340,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/empty_root/guard", test_empty_root_guard);
     g_test_add_func("/ingest/cli/empty_root/allowed", test_empty_root_allowed);
     g_test_add_func("/ingest/cli/empty_root/smaller", test_empty_root_smaller);
+    g_test_add_func("/ingest/cli/empty_root/missing", test_empty_root_missing);
     g_test_add_func("/ingest/cli/stamp/skips_unchanged", test_stamp_skips_unchanged);
     g_test_add_func("/ingest/cli/stamp/rehash", test_stamp_rehash);
     g_test_add_func("/ingest/cli/stamp/racy", test_stamp_racy);
