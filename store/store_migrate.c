@@ -17,12 +17,14 @@
 
 typedef struct {
     const char *name;
-    const char *columns;
+    const char *columns; /* the first is the key: an integer the rows are read in order of */
 } Table;
 
 static const Table tables[] = {
     {"documents", "id, path, version, sha256, bytes, mtime, kind, page_count, status, error_code, "
                   "error_message, ingested_at, missing_since"},
+    /* The stamps too: on the same machine, the copy's first ingest need not read every file. */
+    {"document_stamps", "document_id, dev, inode, bytes, mtime_ns, ctime_ns"},
     {"pages", "id, document_id, page_number, width, height, source_width, source_height, "
               "render_settings, image_sha256, status, error_code, error_message"},
     {"questions", "id, text, created_at"},
@@ -63,8 +65,11 @@ static void rows_free(GPtrArray *rows, int n) {
  * (NULL entries are SQL NULL, so the vector is freed column by column). */
 static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GError **err) {
     GPtrArray *rows = g_ptr_array_new();
-    char *sql = g_strdup_printf("SELECT %s FROM %s WHERE id > %s ORDER BY id LIMIT %d", t->columns,
-                                t->name, s->kind == DQ_STORE_SQLITE ? "?1" : "$1", PAGE_ROWS);
+    const char *key = t->columns;
+    int key_len = (int)strcspn(key, ",");
+    char *sql = g_strdup_printf("SELECT %s FROM %s WHERE %.*s > %s ORDER BY %.*s LIMIT %d",
+                                t->columns, t->name, key_len, key,
+                                s->kind == DQ_STORE_SQLITE ? "?1" : "$1", key_len, key, PAGE_ROWS);
 #ifdef DOCQA_HAVE_POSTGRES
     if (s->kind == DQ_STORE_POSTGRES) {
         PgParams p = {0};
@@ -236,7 +241,7 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
             if (len < PAGE_ROWS)
                 break;
         }
-        if (to->kind == DQ_STORE_POSTGRES) {
+        if (to->kind == DQ_STORE_POSTGRES && g_str_has_prefix(t->columns, "id,")) {
             /* Ids were copied as they were: move each identity past the largest. */
             char *sql = g_strdup_printf("SELECT setval(pg_get_serial_sequence('%s', 'id'), "
                                         "coalesce((SELECT max(id) FROM %s), 0) + 1, false)",

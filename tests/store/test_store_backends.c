@@ -1380,7 +1380,19 @@ static void test_migrate_round_trip(void) {
     GError *err = NULL;
     DqStore *src = dq_store_open(src_loc, &err);
     dq_assert_no_error(err);
-    add_document(src, "/x/b.tiff", "3333");
+    gint64 doc = add_document(src, "/x/b.tiff", "3333");
+    /* Its stamp, dev and inode as the signed integers their bits make (store_documents.c). */
+    char *stamp = g_strdup_printf("INSERT INTO document_stamps VALUES (%" G_GINT64_FORMAT
+                                  ", -9223372036854775807, -2, 4096, 1764000000123456789, "
+                                  "1764000001987654321)",
+                                  doc);
+    g_assert_true(dq_store_exec(src, stamp, &err));
+    dq_assert_no_error(err);
+    g_free(stamp);
+    const char *stamp_q = "SELECT count(*) FROM document_stamps WHERE dev = -9223372036854775807 "
+                          "AND inode = -2 AND bytes = 4096 AND mtime_ns = 1764000000123456789 AND "
+                          "ctime_ns = 1764000001987654321 AND document_id = (SELECT id FROM "
+                          "documents WHERE path = '/x/b.tiff')";
     enqueue_all(src, "Date?");
     GPtrArray *cl = store_jobs_claim(src, "W", "m", 2, 5000, 100, NULL, &err);
     DqJobAnswer ans[2] = {answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "é 1"),
@@ -1407,7 +1419,8 @@ static void test_migrate_round_trip(void) {
     gint64 rows = 0;
     g_assert_true(dq_store_copy(src, dst, &rows, &err));
     dq_assert_no_error(err);
-    g_assert_cmpint(rows, ==, 1 + 4 + 1 + 3 + 0 + 2 + 1);
+    g_assert_cmpint(rows, ==, 1 + 1 + 4 + 1 + 3 + 0 + 2 + 1);
+    g_assert_cmpint(pgt_query_int(pg, stamp_q), ==, 1);
     g_assert_cmpint(pgt_query_int(pg, "SELECT count(*) FROM answers_superseded WHERE "
                                       "weights = 'bf16' AND exact = 0 AND device = 'cuda:1'"),
                     ==, 1);
@@ -1446,6 +1459,7 @@ static void test_migrate_round_trip(void) {
     got = answers_text(back);
     g_assert_cmpstr(got, ==, want);
     g_free(got);
+    g_assert_cmpint(query_int(back, back_loc, stamp_q), ==, 1);
     g_assert_cmpint(checkpoint_now(back), ==, 4);
     DqJobCounts c1, c2;
     g_assert_true(store_jobs_counts(dst, NULL, &c1, &err));
