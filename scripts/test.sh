@@ -65,9 +65,11 @@ if [ $quick -eq 0 ] && [ -f tests/fuzz/CMakeLists.txt ]; then
     seeds=tests/fuzz/seeds/${name#fuzz_}
     work=$(mktemp -d)
     [ -d "$seeds" ] && cp -r "$seeds"/. "$work"/
+    dict=()
+    [ -f "tests/fuzz/${name#fuzz_}.dict" ] && dict=(-dict="tests/fuzz/${name#fuzz_}.dict")
     # libFuzzer exits non-zero and writes the failing input under artifact_prefix on a finding;
     # UBSan's reports count as findings too (by default it reports and goes on).
-    if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$f" -max_total_time="${DOCQA_FUZZ_SECONDS:-20}" -print_final_stats=1 \
+    if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$f" "${dict[@]}" -max_total_time="${DOCQA_FUZZ_SECONDS:-20}" -print_final_stats=1 \
          -artifact_prefix="$work/" "$work" >"$work.log" 2>&1; then
       tail -n 40 "$work.log"
       echo "fuzzer $name failed; its input is in $work"

@@ -238,6 +238,13 @@ static int where_authorizer(void *user, int action, const char *a, const char *b
     }
 }
 
+char *store_jobs_where_sql(const char *where, gboolean newest_only) {
+    return g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND (NOT %s OR version = "
+                           "(SELECT max(d2.version) FROM documents d2 "
+                           "WHERE d2.path = documents.path))",
+                           where, newest_only ? "true" : "false");
+}
+
 static gboolean where_document_ids(DqStore *s, const char *where, gboolean newest_only, GArray *ids,
                                    GError **err) {
     sqlite3 *ro = NULL;
@@ -251,12 +258,9 @@ static gboolean where_document_ids(DqStore *s, const char *where, gboolean newes
     }
     sqlite3_busy_timeout(ro, 60000);
     sqlite3_set_authorizer(ro, where_authorizer, NULL);
-    /* The newest version of each path only, as without a filter. The user's text is wrapped in
-     * parentheses and must leave nothing behind (checked through `tail` below). */
-    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND (NOT %d OR version = "
-                                "(SELECT max(d2.version) FROM documents d2 "
-                                "WHERE d2.path = documents.path))",
-                                where, newest_only ? 1 : 0);
+    /* The newest version of each path only, as without a filter. The user's text must leave
+     * nothing behind (checked through `tail` below). */
+    char *sql = store_jobs_where_sql(where, newest_only);
     const char *tail = NULL;
     int rc = sqlite3_prepare_v2(ro, sql, -1, &st, &tail);
     gboolean trailing = rc == SQLITE_OK && tail != NULL && *g_strchug((char *)tail) != '\0';

@@ -400,6 +400,12 @@ GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry
 GPtrArray *store_jobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
                               GError **err);
 
+/* The statement a --where expression runs in, on SQLite and PostgreSQL alike: the ids of the
+ * documents it matches, of the newest version of each path only with `newest_only`. The text is
+ * wrapped in parentheses, so a text that closes them early (queue_check_where refuses those)
+ * would widen the filter to old versions. g_free the result. */
+char *store_jobs_where_sql(const char *where, gboolean newest_only);
+
 /* The ids of every document row, any version, whose columns match the SQL expression `where`
  * (the rules of store_jobs_select_pages' where_sql), appended to `ids`. */
 gboolean store_jobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err);

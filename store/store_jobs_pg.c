@@ -44,10 +44,7 @@ static gboolean plan_reads_only_documents(PGresult *r) {
  * SQLite's authorizer does, refused when its plan reads any table but documents. */
 static gboolean where_document_ids(DqStore *s, const char *where, gboolean newest_only, GArray *ids,
                                    GError **err) {
-    char *sql = g_strdup_printf("SELECT id FROM documents WHERE (%s\n) AND (NOT %s OR version = "
-                                "(SELECT max(d2.version) FROM documents d2 "
-                                "WHERE d2.path = documents.path))",
-                                where, newest_only ? "true" : "false");
+    char *sql = store_jobs_where_sql(where, newest_only);
     gboolean ok = FALSE;
     if (!store_pg_exec(s, "BEGIN READ ONLY", err))
         goto out;
