@@ -1,5 +1,7 @@
 #include "json_load.h"
 
+#include "text.h"
+
 #include "dq_error.h"
 #include "mapped_file.h"
 
@@ -141,15 +143,21 @@ JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJso
     if (flags & DQ_JSON_UNIQUE_KEYS)
         g_signal_handlers_disconnect_by_data(parser, &keys);
     if (!ok) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: not valid JSON: %s", label, jerr->message);
+        /* json-glib quotes the text it stopped at as it decoded it: a lone surrogate escape
+         * (\ud83d) becomes bytes that are no UTF-8, and the message is printed as is. */
+        char *why = dq_utf8_escape_invalid(jerr->message);
+        dq_fail(err, DQ_ERR_FORMAT, "%s: not valid JSON: %s", label, why);
+        g_free(why);
         g_error_free(jerr);
     } else if (json_parser_get_root(parser) == NULL) {
         /* json-glib takes an empty text for a document; Python's json.loads does not */
         dq_fail(err, DQ_ERR_FORMAT, "%s: empty, not a JSON document", label);
         ok = FALSE;
     } else if (keys.duplicate != NULL) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: key \"%s\" appears twice in %s", label, keys.duplicate,
+        char *key = dq_utf8_escape_invalid(keys.duplicate);
+        dq_fail(err, DQ_ERR_FORMAT, "%s: key \"%s\" appears twice in %s", label, key,
                 keys.depth == 1 ? "the top-level object" : "one object");
+        g_free(key);
         ok = FALSE;
     }
     g_ptr_array_free(keys.open, TRUE);

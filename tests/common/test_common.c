@@ -129,6 +129,8 @@ static void expect_json_error(const char *text, DqJsonFlags flags, const char *n
     g_assert_null(p);
     g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
     g_assert_true(g_str_has_prefix(err->message, "x.json: "));
+    if (!g_utf8_validate(err->message, -1, NULL)) /* it is printed, and put in --json output */
+        g_error("not UTF-8: '%s'", err->message);
     if (strstr(err->message, needle) == NULL)
         g_error("'%s' does not say '%s'", err->message, needle);
     g_error_free(err);
@@ -176,6 +178,11 @@ static void test_json_empty_and_duplicates(void) {
     expect_json_error(dup, DQ_JSON_UNIQUE_KEYS, "key \"a\" appears twice in the top-level object");
     expect_json_error("{\"a\": {\"x\": 1, \"x\": 2}}", DQ_JSON_UNIQUE_KEYS,
                       "key \"x\" appears twice in one object");
+    /* json-glib's own messages quote the text with a lone surrogate decoded to bytes that are
+     * not UTF-8 (fuzz_questions found it): they are shown escaped */
+    expect_json_error("[\"caf\\ud83d\u00e9\" \"x\"]", DQ_JSON_DEFAULT, "not valid JSON: <data>:1:");
+    expect_json_error("[\"caf\\ud83d\u00e9\" \"x\"]", DQ_JSON_DEFAULT, "caf\\x");
+    expect_json_error("{\"k\\ud83dxy\": 1, \"k\\ud83dxy\": 2}", DQ_JSON_UNIQUE_KEYS, "key \"k\\x");
     /* the same key in different objects is no duplicate */
     expect_json_ok("{\"a\": {\"x\": 1}, \"b\": {\"x\": 2, \"a\": [{\"x\": 3}]}}",
                    DQ_JSON_UNIQUE_KEYS);

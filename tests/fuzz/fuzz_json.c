@@ -2,7 +2,8 @@
  * snapshot, a questions file or the database goes through. The input is parsed with and without
  * DQ_JSON_UNIQUE_KEYS. What it accepts must be safe to walk: the tree is no deeper than
  * DQ_JSON_MAX_DEPTH (the bracket scan, strings and escapes included, never undercounts), and a
- * text accepted with unique keys is accepted without. A refusal always names the input. */
+ * text accepted with unique keys is accepted without. A refusal always names the input and is
+ * UTF-8 (it is printed, and put in --json output). */
 #include "json_load.h"
 
 #include <stdint.h>
@@ -35,7 +36,8 @@ static JsonParser *parse(const uint8_t *data, size_t size, DqJsonFlags flags) {
     GError *err = NULL;
     JsonParser *p = dq_json_parse((const char *)data, (gssize)size, "fuzz.json", flags, &err);
     if (p == NULL) {
-        if (err == NULL || strstr(err->message, "fuzz.json") == NULL)
+        if (err == NULL || strstr(err->message, "fuzz.json") == NULL ||
+            !g_utf8_validate(err->message, -1, NULL))
             abort();
         g_error_free(err);
         return NULL;
