@@ -1295,6 +1295,43 @@ static void empty_root_free(DqIngestEmptyRoot *e) {
     g_free(e);
 }
 
+/* Adds `folder` to `mine` (the paths to mark gone) when its newest version is recorded as an
+ * unreadable path, not among the paths `marked` gone already. */
+static gboolean unreadable_row_gone(Run *r, const char *folder, const GPtrArray *marked,
+                                    GPtrArray *mine, GError **err) {
+    DqDocumentLookup found = {0};
+    if (!dq_store_document_find(r->store, folder, NULL, r->settings, &found, err))
+        return FALSE;
+    gboolean gone = FALSE;
+    for (guint i = 0; found.id != 0 && i < marked->len && !gone; i++)
+        gone = strcmp(g_ptr_array_index(marked, i), folder) == 0;
+    if (found.id != 0 && !gone)
+        g_ptr_array_add(mine, g_strdup(folder));
+    dq_document_lookup_clear(&found);
+    return TRUE;
+}
+
+/* The walk's entries for the folders given that are not there, while documents are recorded
+ * under them: failures of folders that cannot be listed, not documents. */
+static void drop_missing_folders(Run *r, GPtrArray *missing_folders) {
+    for (guint f = 0; f < missing_folders->len; f++) {
+        const char *folder = g_ptr_array_index(missing_folders, f);
+        for (guint i = 0; i < r->entries->len; i++) {
+            WalkEntry *e = g_ptr_array_index(r->entries, i);
+            if (!e->explicit || strcmp(e->path, folder) != 0)
+                continue;
+            char *m = g_strdup_printf("%s: cannot list the folder: %s", e->path,
+                                      g_strerror(e->open_errno));
+            add_failure(r->sum, e->path, "failed", dq_ingest_reason_name(DQ_INGEST_UNREADABLE), m);
+            g_free(m);
+            r->sum->folders_unreadable++;
+            r->sum->files--;
+            g_ptr_array_remove_index(r->entries, i);
+            break;
+        }
+    }
+}
+
 /* Marks the paths recorded under the folders named in `roots` whose files are gone, and unmarks
  * those the walk found: a file that came back (or bytes of another version there now) is what
  * its path holds again. One transaction, before any rendering: what is gone is known once the
@@ -1318,6 +1355,7 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
     GPtrArray *candidates = g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref);
     GPtrArray *guarded = g_ptr_array_new_with_free_func(g_free);
     GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+    GPtrArray *missing_folders = g_ptr_array_new_with_free_func(g_free);
     gboolean ok = FALSE;
     GPtrArray *marked = dq_store_document_paths_gone(r->store, err);
     if (marked == NULL)
@@ -1345,15 +1383,23 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
                 continue;
             g_ptr_array_add(mine, g_steal_pointer(&k->path));
         }
-        g_ptr_array_free(known, TRUE);
         /* A folder not there at all (a share's mount point that was never made, or removed with
-         * the share) is held back as an empty one. A file named that is gone is not a folder:
-         * what was recorded under it is that file alone. */
+         * the share) is held back as an empty one. Documents recorded under the name say it was
+         * a folder: it is reported as one that cannot be listed, not recorded as a document
+         * (which would stay in documents_current, failed, once the folder is back). */
         struct stat st;
-        gboolean there = stat(folder, &st) == 0, missing = !there && file_gone(folder);
-        for (guint i = 0; missing && i < mine->len; i++)
-            if (!path_under(g_ptr_array_index(mine, i), folder))
-                missing = FALSE;
+        gboolean there = stat(folder, &st) == 0;
+        gboolean missing = !there && known->len > 0 && file_gone(folder);
+        g_ptr_array_free(known, TRUE);
+        if (missing)
+            g_ptr_array_add(missing_folders, g_strdup(folder));
+        /* A folder now, where an unreadable path was recorded (a folder that was not there
+         * before this rule): that row names no file. */
+        if (there && S_ISDIR(st.st_mode) && !unreadable_row_gone(r, folder, marked, mine, err)) {
+            g_free(folder);
+            g_free(cwd);
+            goto out;
+        }
         gboolean empty = mine->len > 0 && !r->opt->allow_empty_root &&
                          ((there && S_ISDIR(st.st_mode)) || missing);
         for (guint i = 0; empty && i < r->entries->len; i++) {
@@ -1398,6 +1444,7 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
         goto out;
     for (guint i = 0; i < gone->len; i++)
         g_ptr_array_add(r->sum->gone, dq_utf8_escape_invalid(g_ptr_array_index(gone, i)));
+    drop_missing_folders(r, missing_folders);
     ok = TRUE;
 out:
     if (marked)
@@ -1408,6 +1455,7 @@ out:
     g_ptr_array_free(gone, TRUE);
     g_ptr_array_free(candidates, TRUE);
     g_ptr_array_free(guarded, TRUE);
+    g_ptr_array_free(missing_folders, TRUE);
     return ok;
 }
 

@@ -1091,6 +1091,13 @@ static void test_empty_root_missing(void) {
     JsonObject *o = parse_object(p, out);
     g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
     g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1); /* other/d.pdf */
+    /* A folder that cannot be listed, not a document: no row would say what it is. */
+    g_assert_cmpint(json_object_get_int_member(o, "files"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_failed"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "folders_unreadable"), ==, 1);
+    JsonObject *f0 = json_array_get_object_element(json_object_get_array_member(o, "failures"), 0);
+    g_assert_cmpstr(json_object_get_string_member(f0, "path"), ==, a.big);
+    g_assert_cmpstr(json_object_get_string_member(f0, "code"), ==, "unreadable");
     JsonArray *empty = json_object_get_array_member(o, "empty_roots");
     g_assert_cmpint(json_array_get_length(empty), ==, 1);
     JsonObject *e0 = json_array_get_object_element(empty, 0);
@@ -1101,6 +1108,7 @@ static void test_empty_root_missing(void) {
     g_free(out), g_free(err);
     g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
                     ==, 0);
+    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents"), ==, 4);
     /* The text summary; and --allow-empty-root marks them gone. */
     rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", a.big, NULL);
     g_assert_cmpint(rc, ==, 1);
@@ -1114,6 +1122,48 @@ static void test_empty_root_missing(void) {
     g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
                     ==, 3);
     g_free(off);
+    archive_clear(&a);
+}
+
+/* A path given that is not there, with nothing recorded under it (a typo, a file not made yet),
+ * is recorded as an unreadable document. Once a folder is there, that row names no file: it is
+ * marked gone, and the folder's documents are ingested. */
+static void test_unreadable_path_becomes_folder(void) {
+    Archive a;
+    archive_init(&a);
+    char *later = g_build_filename(a.tmp, "later", NULL);
+    char *out = NULL, *err = NULL;
+    int rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", later, NULL);
+    g_assert_cmpint(rc, ==, 1);
+    g_free(out), g_free(err);
+    char *q = g_strdup_printf("SELECT count(*) FROM documents_current WHERE path = '%s' AND "
+                              "error_code = 'unreadable'",
+                              later);
+    g_assert_cmpint(db_int(a.db, q), ==, 1);
+    g_assert_cmpint(g_mkdir(later, 0755), ==, 0);
+    char *f = g_build_filename(later, "f.pdf", NULL);
+    write_pdf(f);
+    rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "--json", later, NULL);
+    g_test_message("stdout: %s\nstderr: %s", out, err);
+    g_assert_cmpint(rc, ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 1);
+    g_assert_cmpstr(json_array_get_string_element(json_object_get_array_member(o, "gone_paths"), 0),
+                    ==, later);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_assert_cmpint(db_int(a.db, q), ==, 0);
+    /* Said once: the next ingest marks nothing more. */
+    rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "--json", later, NULL);
+    g_assert_cmpint(rc, ==, 0);
+    p = json_parser_new();
+    o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_free(q), g_free(f), g_free(later);
     archive_clear(&a);
 }
 
@@ -1341,6 +1391,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/empty_root/allowed", test_empty_root_allowed);
     g_test_add_func("/ingest/cli/empty_root/smaller", test_empty_root_smaller);
     g_test_add_func("/ingest/cli/empty_root/missing", test_empty_root_missing);
+    g_test_add_func("/ingest/cli/unreadable_path_becomes_folder",
+                    test_unreadable_path_becomes_folder);
     g_test_add_func("/ingest/cli/stamp/skips_unchanged", test_stamp_skips_unchanged);
     g_test_add_func("/ingest/cli/stamp/rehash", test_stamp_rehash);
     g_test_add_func("/ingest/cli/stamp/racy", test_stamp_racy);
