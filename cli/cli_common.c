@@ -209,6 +209,17 @@ void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
     json_generator_set_root(g, root);
     json_generator_set_pretty(g, pretty);
     char *text = json_generator_to_data(g, NULL);
+    /* json-glib (1.6 at least) escapes the control characters below U+001F but writes U+001F
+     * itself raw, which JSON forbids (Python's json, jq and PostgreSQL's jsonb refuse the line).
+     * A model can emit the byte (byte-level BPE), and a question can hold it. Outside strings
+     * the generator writes no control character, and UTF-8 never uses 0x1f inside a multibyte
+     * sequence, so every 0x1f byte is one in a string. */
+    if (strchr(text, '\x1f') != NULL) {
+        GString *escaped = g_string_new(text);
+        g_free(text);
+        g_string_replace(escaped, "\x1f", "\\u001f", 0);
+        text = g_string_free(escaped, FALSE);
+    }
     dq_cli_put_data(text);
     putchar('\n');
     g_free(text);

@@ -188,6 +188,7 @@ int cmd_status(int argc, char **argv) {
     int rc = DQ_EXIT_FATAL;
     GError *err = NULL;
     DqStore *store = NULL;
+    gboolean snapshot = FALSE;
     GPtrArray *errs = NULL, *engines = NULL, *snaps = NULL, *gone_paths = NULL, *progress = NULL;
     if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
@@ -196,7 +197,10 @@ int cmd_status(int argc, char **argv) {
     DqJobCounts c;
     gint64 recent = 0;
     double span = 0;
-    if (store == NULL || !store_jobs_counts(store, NULL, &c, &err) ||
+    /* One snapshot for every number: read while workers commit, "jobs" would not add up to
+     * "progress" (v_progress), nor the answers to the jobs done. */
+    if (store == NULL || !(snapshot = dq_store_begin_snapshot(store, &err)) ||
+        !store_jobs_counts(store, NULL, &c, &err) ||
         !store_jobs_recent_rate(store, RATE_WINDOW_S, &recent, &span, &err) ||
         (engines = store_jobs_answer_engines(store, &err)) == NULL ||
         (snaps = store_jobs_model_snapshots(store, NULL, &err)) == NULL ||
@@ -305,6 +309,9 @@ int cmd_status(int argc, char **argv) {
     }
     rc = DQ_EXIT_OK;
 out:
+    /* only read: nothing to keep or lose, whichever way it ends */
+    if (snapshot)
+        dq_store_exec(store, "COMMIT", NULL);
     if (errs)
         g_ptr_array_free(errs, TRUE);
     if (progress)

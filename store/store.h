@@ -99,4 +99,9 @@ PGconn *dq_store_pg(DqStore *store);
 /* Runs `sql` (no results, no parameters: fixed text only) or fails with the database's message. */
 gboolean dq_store_exec(DqStore *store, const char *sql, GError **err);
 
+/* Starts a read-only transaction whose reads all see the database as it was at its first one
+ * (SQLite's deferred BEGIN; PostgreSQL's REPEATABLE READ), so that several queries agree with one
+ * another while workers commit; end it with dq_store_exec(store, "COMMIT", ...). */
+gboolean dq_store_begin_snapshot(DqStore *store, GError **err);
+
 #endif

@@ -1266,7 +1266,7 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
         {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
         {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
     };
-    /* Not a cached statement: fn may call back into the store. */
+    /* Not a cached statement, so that it cannot be in use twice. */
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(dq_store_sqlite(s), sql[current != FALSE][range != NULL], -1, &st,
                            NULL) != SQLITE_OK)

@@ -324,7 +324,8 @@ typedef struct {
 /* Calls fn for every row of v_answers, each answer under the document its job was made for
  * (with `current`: of v_current_answers, each answer under every current document holding its
  * page's content, schema 0009), only those to `question` when not NULL, only those in `range`
- * when not NULL, by document path, document, page, question; stops at the first FALSE. */
+ * when not NULL, by document path, document, page, question; stops at the first FALSE. fn must
+ * not use the store: on PostgreSQL the rows arrive on its connection while fn runs. */
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
                                 const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
                                 GError **err);

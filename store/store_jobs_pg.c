@@ -833,6 +833,37 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
     " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $2::bigint AND "                \
     "commit_seq <= $3::bigint)"
 
+typedef struct {
+    DqAnswerRowFn fn;
+    void *user;
+} EachAnswer;
+
+static gboolean each_answer_row(PGresult *r, int i, void *user, GError **err) {
+    EachAnswer *e = user;
+    DqAnswerRow row = {
+        .document_path = PQgetvalue(r, i, 0),
+        .page = (int)pg_get_i64(r, i, 1),
+        .question = PQgetvalue(r, i, 2),
+        .answer = PQgetvalue(r, i, 3),
+        .model = PQgetvalue(r, i, 4),
+        .finished_at = PQgetvalue(r, i, 5),
+        .document_id = pg_get_i64(r, i, 6),
+        .document_sha256 = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7),
+        .job_id = pg_get_i64(r, i, 8),
+        .device = PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
+        .weights = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10),
+        .exact = get_int_or(r, i, 11, -1),
+        .n_res = get_int_or(r, i, 12, -1),
+        .tile = get_int_or(r, i, 13, -1),
+        .longest_edge = get_int_or(r, i, 14, -1),
+        .prompt = PQgetisnull(r, i, 15) ? NULL : PQgetvalue(r, i, 15),
+        .max_new_tokens = get_int_or(r, i, 16, -1),
+        .do_sample = get_int_or(r, i, 17, -1),
+        .model_fingerprint = PQgetisnull(r, i, 18) ? NULL : PQgetvalue(r, i, 18),
+    };
+    return e->fn(&row, e->user, err);
+}
+
 gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
                             const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
                             GError **err) {
@@ -840,43 +871,17 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
         {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
         {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
     };
-    /* The whole result is fetched before fn runs, so fn may call back into the store. */
+    /* Row by row as the server sends them: an export of every answer of a big archive held
+     * them all in memory at once, about twice the size of the CSV written. */
     PgParams p = {0};
     pg_text(&p, question);
     if (range != NULL) {
         pg_i64(&p, range->after);
         pg_i64(&p, range->upto);
     }
-    PGresult *r = pg_run(s, sql[current != FALSE][range != NULL], &p, "reading answers", err);
-    if (r == NULL)
-        return FALSE;
-    gboolean ok = TRUE;
-    for (int i = 0; ok && i < PQntuples(r); i++) {
-        DqAnswerRow row = {
-            .document_path = PQgetvalue(r, i, 0),
-            .page = (int)pg_get_i64(r, i, 1),
-            .question = PQgetvalue(r, i, 2),
-            .answer = PQgetvalue(r, i, 3),
-            .model = PQgetvalue(r, i, 4),
-            .finished_at = PQgetvalue(r, i, 5),
-            .document_id = pg_get_i64(r, i, 6),
-            .document_sha256 = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7),
-            .job_id = pg_get_i64(r, i, 8),
-            .device = PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
-            .weights = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10),
-            .exact = get_int_or(r, i, 11, -1),
-            .n_res = get_int_or(r, i, 12, -1),
-            .tile = get_int_or(r, i, 13, -1),
-            .longest_edge = get_int_or(r, i, 14, -1),
-            .prompt = PQgetisnull(r, i, 15) ? NULL : PQgetvalue(r, i, 15),
-            .max_new_tokens = get_int_or(r, i, 16, -1),
-            .do_sample = get_int_or(r, i, 17, -1),
-            .model_fingerprint = PQgetisnull(r, i, 18) ? NULL : PQgetvalue(r, i, 18),
-        };
-        ok = fn(&row, user, err);
-    }
-    PQclear(r);
-    return ok;
+    EachAnswer e = {fn, user};
+    return pg_each_row(s, sql[current != FALSE][range != NULL], &p, "reading answers",
+                       each_answer_row, &e, err);
 }
 
 gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) {

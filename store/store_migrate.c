@@ -210,11 +210,7 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
     }
     /* The source is read as one snapshot: workers answering while it is copied would otherwise
      * leave the copy with answers of jobs it holds as queued, or the reverse. */
-    if (!dq_store_exec(from,
-                       from->kind == DQ_STORE_SQLITE ? "BEGIN"
-                                                     : "BEGIN ISOLATION LEVEL REPEATABLE READ "
-                                                       "READ ONLY",
-                       err))
+    if (!dq_store_begin_snapshot(from, err))
         return FALSE;
     if (!dq_store_exec(to, to->kind == DQ_STORE_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN", err)) {
         dq_store_exec(from, "ROLLBACK", NULL);

@@ -93,24 +93,32 @@ static gboolean pg_fail(DqStore *s, GError **err, const char *what, PGresult *r)
     return FALSE;
 }
 
+/* The name `sql` is prepared under on this connection, prepared now the first time. */
+static const char *pg_prepared(DqStore *s, const char *sql, const char *what, GError **err) {
+    const char *name = g_hash_table_lookup(s->pg_statements, sql);
+    if (name != NULL)
+        return name;
+    char *n = g_strdup_printf("s%u", g_hash_table_size(s->pg_statements) + 1);
+    PGresult *r = PQprepare(s->pg, n, sql, 0, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        pg_fail(s, err, what, r);
+        PQclear(r);
+        g_free(n);
+        return NULL;
+    }
+    PQclear(r);
+    g_hash_table_insert(s->pg_statements, g_strdup(sql), n);
+    return n;
+}
+
 PGresult *pg_run(DqStore *s, const char *sql, PgParams *p, const char *what, GError **err) {
     PgParams none = {0};
     if (p == NULL)
         p = &none;
-    const char *name = g_hash_table_lookup(s->pg_statements, sql);
+    const char *name = pg_prepared(s, sql, what, err);
     if (name == NULL) {
-        char *n = g_strdup_printf("s%u", g_hash_table_size(s->pg_statements) + 1);
-        PGresult *r = PQprepare(s->pg, n, sql, 0, NULL);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            pg_fail(s, err, what, r);
-            PQclear(r);
-            g_free(n);
-            pg_params_clear(p);
-            return NULL;
-        }
-        PQclear(r);
-        g_hash_table_insert(s->pg_statements, g_strdup(sql), n);
-        name = n;
+        pg_params_clear(p);
+        return NULL;
     }
     PGresult *r = PQexecPrepared(s->pg, name, p->n, (const char *const *)p->v, NULL, NULL, 0);
     pg_params_clear(p);
@@ -121,6 +129,46 @@ PGresult *pg_run(DqStore *s, const char *sql, PgParams *p, const char *what, GEr
         return NULL;
     }
     return r;
+}
+
+gboolean pg_each_row(DqStore *s, const char *sql, PgParams *p, const char *what,
+                     gboolean (*fn)(PGresult *r, int row, void *user, GError **err), void *user,
+                     GError **err) {
+    PgParams none = {0};
+    if (p == NULL)
+        p = &none;
+    const char *name = pg_prepared(s, sql, what, err);
+    gboolean sent = name != NULL && PQsendQueryPrepared(s->pg, name, p->n,
+                                                        (const char *const *)p->v, NULL, NULL, 0);
+    pg_params_clear(p);
+    if (!sent)
+        return name == NULL ? FALSE : pg_fail(s, err, what, NULL);
+    /* refused only when called at the wrong moment: the rows would then come at once */
+    PQsetSingleRowMode(s->pg);
+    gboolean ok = TRUE, cancelled = FALSE;
+    PGresult *r;
+    while ((r = PQgetResult(s->pg)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (ok && (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK)) {
+            for (int i = 0; ok && i < PQntuples(r); i++)
+                ok = fn(r, i, user, err);
+        } else if (ok) {
+            ok = pg_fail(s, err, what, r);
+        }
+        /* Stopped early: the server is told to stop sending, and what it sent meanwhile is read
+         * past, so that the connection is ready for the next statement. */
+        if (!ok && !cancelled) {
+            PGcancel *c = PQgetCancel(s->pg);
+            char why[256];
+            if (c != NULL) {
+                PQcancel(c, why, sizeof why);
+                PQfreeCancel(c);
+            }
+            cancelled = TRUE;
+        }
+        PQclear(r);
+    }
+    return ok;
 }
 
 gboolean pg_do(DqStore *s, const char *sql, PgParams *p, const char *what, gint64 *changed,

@@ -21,6 +21,12 @@ void pg_params_clear(PgParams *p);
  * parameters (cleared afterwards). Returns the result (PQclear it) or NULL with err set,
  * naming `what`. */
 PGresult *pg_run(DqStore *s, const char *sql, PgParams *p, const char *what, GError **err);
+/* Runs `sql` as pg_run does and calls fn for each row of its result as it arrives (libpq's
+ * single-row mode), stopping at the first FALSE: a result too big to hold in memory (an export
+ * of every answer) is never held whole. fn must not run statements on this connection. */
+gboolean pg_each_row(DqStore *s, const char *sql, PgParams *p, const char *what,
+                     gboolean (*fn)(PGresult *r, int row, void *user, GError **err), void *user,
+                     GError **err);
 /* The same for a statement whose result is not needed; *changed (may be NULL) receives the
  * number of rows it changed. */
 gboolean pg_do(DqStore *s, const char *sql, PgParams *p, const char *what, gint64 *changed,

@@ -327,6 +327,14 @@ gboolean dq_store_exec(DqStore *store, const char *sql, GError **err) {
     return TRUE;
 }
 
+gboolean dq_store_begin_snapshot(DqStore *store, GError **err) {
+    return dq_store_exec(store,
+                         store->kind == DQ_STORE_SQLITE
+                             ? "BEGIN"
+                             : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                         err);
+}
+
 sqlite3 *dq_store_sqlite(DqStore *store) {
     return store->db;
 }

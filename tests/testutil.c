@@ -108,8 +108,14 @@ char *dq_test_snapshot_with_positions(const char *model, int positions) {
     return dir;
 }
 
-int dq_test_run_signalled(const char *const *argv, const char *const *env, const char *pause_at,
-                          int sig, char **out, char **errout) {
+static void ignore_sighup(void *unused) {
+    (void)unused;
+    signal(SIGHUP, SIG_IGN);
+}
+
+static int run_held(const char *const *argv, const char *const *env, const char *pause_at,
+                    GSpawnChildSetupFunc setup, void (*at_pause)(void *user), void *user, int sig,
+                    char **out, char **errout) {
     char **envp = g_get_environ();
     envp = g_environ_setenv(envp, "DOCQA_TEST_PAUSE_AT", pause_at, TRUE);
     for (const char *const *e = env; e && *e; e++) {
@@ -123,7 +129,7 @@ int dq_test_run_signalled(const char *const *argv, const char *const *env, const
     int fds[2];
     GError *err = NULL;
     g_assert_true(g_spawn_async_with_pipes(NULL, (char **)argv, envp, G_SPAWN_DO_NOT_REAP_CHILD,
-                                           NULL, NULL, &pid, NULL, &fds[0], &fds[1], &err));
+                                           setup, NULL, &pid, NULL, &fds[0], &fds[1], &err));
     dq_assert_no_error(err);
     g_strfreev(envp);
     GString *text[2] = {g_string_new(NULL), g_string_new(NULL)};
@@ -147,6 +153,8 @@ int dq_test_run_signalled(const char *const *argv, const char *const *env, const
                 open[i] = FALSE;
         }
         if (!sent && strstr(text[1]->str, mark) != NULL) {
+            if (at_pause != NULL)
+                at_pause(user);
             g_assert_cmpint(kill(pid, sig), ==, 0);
             sent = TRUE;
         }
@@ -168,6 +176,16 @@ int dq_test_run_signalled(const char *const *argv, const char *const *env, const
     else
         g_string_free(text[1], TRUE);
     return status;
+}
+
+int dq_test_run_signalled(const char *const *argv, const char *const *env, const char *pause_at,
+                          int sig, char **out, char **errout) {
+    return run_held(argv, env, pause_at, NULL, NULL, NULL, sig, out, errout);
+}
+
+int dq_test_run_paused(const char *const *argv, const char *const *env, const char *pause_at,
+                       void (*at_pause)(void *user), void *user, char **out, char **errout) {
+    return run_held(argv, env, pause_at, ignore_sighup, at_pause, user, SIGHUP, out, errout);
 }
 
 char *dq_test_docqa_path(void) {

@@ -294,6 +294,95 @@ static void test_export_spreadsheet_safe(void) {
     g_free(dir);
 }
 
+/* No raw control character in a JSON string, U+001F (the unit separator) included: json-glib
+ * writes that one raw, and strict parsers (Python's json, jq) refuse the whole line. A model can
+ * emit the byte, a question can hold it. */
+static void json_has_no_raw_controls(const char *out, const char *what, const char *want) {
+    for (const char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\n' && *p != ' ')
+            g_error("%s: raw control character 0x%02x in its JSON", what, (unsigned char)*p);
+    g_assert_nonnull(strstr(out, want));
+}
+
+static void test_json_unit_separator(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--",
+                                  "Total\x1f"
+                                  "due?",
+                                  NULL),
+                    ==, 0);
+    run_worker(db);
+    sqlite3 *w = NULL;
+    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
+    g_assert_cmpint(
+        sqlite3_exec(w, "UPDATE answers SET text = 'EUR' || char(31) || '42'", NULL, NULL, NULL),
+        ==, SQLITE_OK);
+    sqlite3_close(w);
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--format", "jsonl", NULL), ==,
+                    0);
+    json_has_no_raw_controls(out, "export --format jsonl", "\"answer\":\"EUR\\u001f42\"");
+    g_assert_nonnull(strstr(out, "\"question\":\"Total\\u001fdue?\""));
+    g_free(out);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    json_has_no_raw_controls(out, "status --json", "\"Total\\u001fdue?\"");
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonArray *progress =
+        json_object_get_array_member(json_node_get_object(json_parser_get_root(p)), "progress");
+    g_assert_cmpstr(
+        json_object_get_string_member(json_array_get_object_element(progress, 0), "question"), ==,
+        "Total\x1f"
+        "due?");
+    g_object_unref(p);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+static void cancel_question_1(void *db) {
+    g_assert_cmpint(
+        dq_test_docqa(NULL, NULL, "cancel", "--db", db, "--question", "question 1", NULL), ==, 0);
+}
+
+static gint64 progress_sum(JsonArray *progress, const char *column) {
+    gint64 sum = 0;
+    for (guint i = 0; i < json_array_get_length(progress); i++)
+        sum += json_object_get_int_member(json_array_get_object_element(progress, i), column);
+    return sum;
+}
+
+/* status reads one snapshot: jobs cancelled while it reads (or answered, by workers that run on)
+ * show in none of its numbers, not in "progress" alone, so that they add up to "jobs". */
+static void test_status_one_snapshot(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    char *docqa = dq_test_docqa_path();
+    const char *argv[] = {docqa, "status", "--db", db, "--json", NULL};
+    /* held after the job counts, before v_progress is read */
+    char *out = NULL;
+    int status = dq_test_run_paused(argv, NULL, "status:read", cancel_question_1, db, &out, NULL);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 2);
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    JsonObject *jobs = json_object_get_object_member(o, "jobs");
+    JsonArray *progress = json_object_get_array_member(o, "progress");
+    g_assert_cmpint(json_object_get_int_member(jobs, "queued"), ==, 4);
+    g_assert_cmpint(progress_sum(progress, "queued"), ==, 4);
+    g_assert_cmpint(json_object_get_int_member(jobs, "cancelled"), ==, 0);
+    g_assert_cmpint(progress_sum(progress, "cancelled"), ==, 0);
+    g_object_unref(p);
+    g_free(out);
+    g_free(docqa);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_run_refuses_clearly(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
@@ -2574,6 +2663,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/ask-status-export-requeue", test_ask_status_export_requeue);
     g_test_add_func("/cli-jobs/generate-names-file-kind", test_generate_names_file_kind);
     g_test_add_func("/cli-jobs/export-spreadsheet-safe", test_export_spreadsheet_safe);
+    g_test_add_func("/cli-jobs/json-unit-separator", test_json_unit_separator);
+    g_test_add_func("/cli-jobs/status-one-snapshot", test_status_one_snapshot);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
     g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);

@@ -1969,6 +1969,66 @@ static void test_pg_export_commit_order(void) {
     g_free(loc);
 }
 
+/* An export reads the answers from PostgreSQL as the server sends them, not all at once: the
+ * whole result of every answer of a big archive was held in memory (about twice the CSV's size:
+ * 330 MB for a 60 MB export of 120,000 answers). Seen from the server: when the first row reaches
+ * the caller, the query is still sending the other 20 MB. Stopped early, the query is cancelled
+ * and the connection serves the next statement. */
+typedef struct {
+    const char *loc;
+    gint64 rows, stop_at;
+    gint64 sending_at_first;
+} Streamed;
+
+static gboolean count_streamed(const DqAnswerRow *row, void *user, GError **err) {
+    (void)row;
+    Streamed *st = user;
+    if (st->rows++ == 0)
+        st->sending_at_first = pgt_query_int(
+            st->loc, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                     "AND state = 'active' AND query LIKE '%FROM v_answers%' AND pid <> "
+                     "pg_backend_pid()");
+    if (st->rows == st->stop_at)
+        return dq_fail(err, DQ_ERR_IO, "stopped at row %" G_GINT64_FORMAT, st->rows);
+    return TRUE;
+}
+
+static void test_pg_export_streams(void) {
+    char *loc = new_location("postgres");
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/big.pdf", "bbbb");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3);
+    exec_ok(s, "INSERT INTO jobs (page_id, question_id, model_id, generation_settings, job_key, "
+               "state, finished_at) SELECT (SELECT min(id) FROM pages WHERE status = 'ok'), "
+               "(SELECT min(id) FROM questions), 'm', '{}', 'bulk-' || g, 'done', "
+               "'2026-01-01T00:00:00.000Z' FROM generate_series(1, 10000) g");
+    exec_ok(s, "INSERT INTO answers (job_id, text, prompt_tokens, generated_tokens, model_id, "
+               "generation_settings, worker, started_at, finished_at) SELECT id, repeat('x', "
+               "2000), 1, 1, 'm', '{}', 'w', finished_at, finished_at FROM jobs WHERE job_key "
+               "LIKE 'bulk-%'");
+    Streamed st = {.loc = loc};
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, count_streamed, &st, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(st.rows, ==, 10000);
+    g_assert_cmpint(st.sending_at_first, ==, 1);
+
+    Streamed stop = {.loc = loc, .stop_at = 5};
+    g_assert_false(store_jobs_each_answer(s, NULL, FALSE, NULL, count_streamed, &stop, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    g_assert_cmpstr(err->message, ==, "stopped at row 5");
+    g_clear_error(&err);
+    g_assert_cmpint(stop.rows, ==, 5);
+    g_assert_cmpint(checkpoint_now(s), ==, 10000);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 10000);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A worker that answers after its lease ran out (the database was locked or unreachable longer
  * than a lease): its answer is kept when nobody else holds or answered the job, whether the job
  * went back to the queue or was buried for it; never while another worker holds it. */
@@ -2833,6 +2893,7 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/export-range", "sqlite", test_export_range);
     g_test_add_data_func("/store/backends/postgres/export-range", "postgres", test_export_range);
     g_test_add_func("/store/backends/postgres/export-commit-order", test_pg_export_commit_order);
+    g_test_add_func("/store/backends/postgres/export-streams", test_pg_export_streams);
     g_test_add_func("/store/backends/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/postgres/notice-escaped", test_pg_notice_escaped);

@@ -799,6 +799,44 @@ static void test_readme_sql_sqlite(void) {
     run_readme_sql(dbs[0].loc, NULL, SAME_HISTORY);
 }
 
+/* The README's "one row per document, one column per question" reads the files as they are now:
+ * no row for a file deleted since, none of an older version's answers beside the newer one's,
+ * and the copy of a file gets its row. Read from v_answers (each answer once, under the path it
+ * was asked for), it gave gone.pdf a row and versioned.pdf its first version's signer. */
+static void test_readme_pivot_current(void) {
+    histories();
+    char **sql = readme_sql();
+    const char *pivot = NULL;
+    for (int i = 0; sql[i] && pivot == NULL; i++)
+        if (strstr(sql[i], "max(CASE WHEN question = 'Who signed it?'") != NULL)
+            pivot = sql[i];
+    g_assert_nonnull(pivot);
+    for (int i = 0; i < n_dbs; i++) {
+        char *not_current = g_strdup_printf(
+            "SELECT count(*) FROM (%s) x WHERE x.document_path NOT IN (SELECT path FROM "
+            "documents_current)",
+            pivot);
+        g_assert_cmpint(db_int(&dbs[i], not_current), ==, 0);
+        const char *columns[][2] = {{"total", "What is the invoice total?"},
+                                    {"signed_by", "Who signed it?"}};
+        for (size_t c = 0; c < G_N_ELEMENTS(columns); c++) {
+            char *stale = g_strdup_printf(
+                "SELECT count(*) FROM (%s) x WHERE x.%s IS NOT NULL AND NOT EXISTS (SELECT 1 "
+                "FROM v_current_answers a WHERE a.document_path = x.document_path AND a.page = 1 "
+                "AND a.question = '%s' AND a.answer = x.%s)",
+                pivot, columns[c][0], columns[c][1], columns[c][0]);
+            g_assert_cmpint(db_int(&dbs[i], stale), ==, 0);
+            g_free(stale);
+        }
+        char *copy = g_strdup_printf(
+            "SELECT count(*) FROM (%s) x WHERE x.document_path LIKE '%%/hello copy.pdf'", pivot);
+        g_assert_cmpint(db_int(&dbs[i], copy), ==, 1);
+        g_free(copy);
+        g_free(not_current);
+    }
+    g_strfreev(sql);
+}
+
 static void test_readme_sql_postgres(void) {
     skip_without_pg();
     if (server == NULL)
@@ -888,6 +926,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/parity/history", test_history);
     g_test_add_func("/store/parity/readme-sql/sqlite", test_readme_sql_sqlite);
     g_test_add_func("/store/parity/readme-sql/postgres", test_readme_sql_postgres);
+    g_test_add_func("/store/parity/readme-pivot-current", test_readme_pivot_current);
     g_test_add_func("/store/parity/migrate-round-trip", test_migrate_round_trip);
     g_test_add_func("/store/parity/upgraded-equals-fresh", test_upgraded_equals_fresh);
     int rc = g_test_run();
