@@ -289,7 +289,7 @@ static int run_generate(GenerateArgs *a) {
             "model's %d positions (--max-new-tokens %d)",
             res.n_output_ids, smolvlm_config(p->model)->max_position_embeddings,
             req.options.max_new_tokens);
-    char *text = tokenizer_decode(p->tok, res.output_ids, (size_t)res.n_output_ids, TRUE, NULL);
+    char *text = tokenizer_decode_text(p->tok, res.output_ids, (size_t)res.n_output_ids);
     if (a->json)
         print_json(&prompt, &res, text, &tm);
     else {

@@ -431,8 +431,8 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
         memset(d, 0, sizeof *d);
         d->tag = p->tag;
         DqAnswerResult *r = &d->result;
-        char *text = tokenizer_decode(a->pipe->tok, fin[i].result.output_ids,
-                                      (size_t)fin[i].result.n_output_ids, TRUE, NULL);
+        char *text = tokenizer_decode_text(a->pipe->tok, fin[i].result.output_ids,
+                                           (size_t)fin[i].result.n_output_ids);
         r->text = g_strstrip(text);
         r->prompt_tokens = fin[i].prompt_tokens;
         r->prefix_tokens = fin[i].prefix_rows;

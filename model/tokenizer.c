@@ -1456,6 +1456,21 @@ char *tokenizer_decode(const DqTokenizer *tok, const int32_t *ids, size_t n_ids,
     return g_string_free(s, FALSE);
 }
 
+char *tokenizer_decode_text(const DqTokenizer *tok, const int32_t *ids, size_t n_ids) {
+    size_t len = 0;
+    char *text = tokenizer_decode(tok, ids, n_ids, TRUE, &len);
+    if (strlen(text) == len)
+        return text;
+    GString *s = g_string_sized_new(len + 8);
+    for (size_t i = 0; i < len; i++)
+        if (text[i] == '\0')
+            g_string_append(s, "\xEF\xBF\xBD");
+        else
+            g_string_append_c(s, text[i]);
+    g_free(text);
+    return g_string_free(s, FALSE);
+}
+
 struct DqDecodeStream {
     const DqTokenizer *tok;
     gboolean skip_special;

@@ -79,6 +79,12 @@ int32_t *tokenizer_encode(DqTokenizer *tok, const char *text, gssize len, size_t
 char *tokenizer_decode(const DqTokenizer *tok, const int32_t *ids, size_t n_ids,
                        gboolean skip_special, size_t *out_len);
 
+/* tokenizer_decode without the special tokens, as text a C string, JSON and PostgreSQL can
+ * carry: a NUL byte the ids encode (the byte-level token "Ā") becomes U+FFFD, where
+ * transformers' text holds "\x00" (a C string would end there, and PostgreSQL refuses the
+ * byte in text). What answers are stored and printed as (g_free). */
+char *tokenizer_decode_text(const DqTokenizer *tok, const int32_t *ids, size_t n_ids);
+
 /* The token string of an id ("Ġworld", "<image>"), NULL when out of range. */
 const char *tokenizer_id_to_token(const DqTokenizer *tok, int32_t id);
 

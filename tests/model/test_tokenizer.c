@@ -327,6 +327,38 @@ static void test_utf8_lossy(void) {
     }
 }
 
+/* The byte-level token "Ā" decodes to a NUL byte, as transformers' text holds "\x00": the text
+ * answers are stored and printed as carries it as U+FFFD, with what follows it. */
+static void test_decode_text_nul(void) {
+    DqTokenizer *tok = shared_tokenizer("models/SmolVLM-256M-Instruct/tokenizer.json");
+    if (tok == NULL)
+        return;
+    int32_t nul = tokenizer_token_to_id(tok, "\xC4\x80"); /* Ā */
+    g_assert_cmpint(nul, >=, 0);
+    GError *err = NULL;
+    size_t n = 0;
+    int32_t *ab = tokenizer_encode(tok, "Total 42", -1, &n, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(n, >=, 2);
+    int32_t ids[] = {ab[0], nul, ab[n - 1], tokenizer_added_token_id(tok, "<end_of_utterance>")};
+    size_t len = 0;
+    char *raw = tokenizer_decode(tok, ids, G_N_ELEMENTS(ids), TRUE, &len);
+    g_assert_cmpuint(len, ==, strlen(raw) + 1 + strlen(raw + strlen(raw) + 1));
+    g_assert_cmpint(raw[strlen(raw)], ==, '\0');
+    char *text = tokenizer_decode_text(tok, ids, G_N_ELEMENTS(ids));
+    char *want = g_strconcat(raw, "\xEF\xBF\xBD", raw + strlen(raw) + 1, NULL);
+    g_assert_cmpstr(text, ==, want);
+    g_assert_true(g_str_has_suffix(text, "\xEF\xBF\xBD"
+                                         "2")); /* "Total", U+FFFD, "2" */
+    g_free(want), g_free(text), g_free(raw), g_free(ab);
+    /* no NUL: the text as tokenizer_decode gives it */
+    text = tokenizer_decode_text(tok, ids + 2, 2);
+    raw = tokenizer_decode(tok, ids + 2, 2, TRUE, NULL);
+    g_assert_cmpstr(text, ==, raw);
+    g_free(text), g_free(raw);
+    tokenizer_free(tok);
+}
+
 static char *write_tmp(const char *dir, const char *name, const char *text) {
     char *path = g_build_filename(dir, name, NULL);
     g_assert_true(g_file_set_contents(path, text, -1, NULL));
@@ -798,6 +830,7 @@ int main(int argc, char **argv) {
     /* keep the parsed-tokenizer cache out of the user's home, and start cold */
     char *cache_dir = dq_test_tmpdir();
     g_setenv("DOCQA_CACHE_DIR", cache_dir, TRUE);
+    g_test_add_func("/tokenizer/decode_text_nul", test_decode_text_nul);
     g_test_add_func("/tokenizer/cache", test_cache);
     g_test_add_func("/tokenizer/cache_trust", test_cache_trust);
     g_test_add_func("/tokenizer/cache_note", test_cache_note);
