@@ -206,6 +206,28 @@ static gboolean read_checkpoint(const char *file, gint64 *after) {
     return ok;
 }
 
+/* The file `path` names through its symbolic links (a dangling one: where it points), so that
+ * the checkpoint is written there: replacing the link itself would leave its target, which
+ * another job may read, at the old checkpoint. */
+static char *follow_links(const char *path) {
+    char *p = g_strdup(path);
+    for (int hops = 0; hops < 40; hops++) { /* Linux's own limit (ELOOP) */
+        char *to = g_file_read_link(p, NULL);
+        if (to == NULL)
+            break;
+        if (!g_path_is_absolute(to)) {
+            char *dir = g_path_get_dirname(p);
+            char *joined = g_build_filename(dir, to, NULL);
+            g_free(dir);
+            g_free(to);
+            to = joined;
+        }
+        g_free(p);
+        p = to;
+    }
+    return p;
+}
+
 /* The rows are on stdout for good before the checkpoint moves past them: a file is synced (a
  * pipe or a terminal cannot be, and is not). */
 static gboolean stdout_durable(void) {
@@ -272,6 +294,9 @@ int cmd_export(int argc, char **argv) {
         goto out;
     }
     if (checkpoint_file != NULL) {
+        char *target = follow_links(checkpoint_file);
+        g_free(checkpoint_file);
+        checkpoint_file = target;
         /* Refused before anything is written: rows exported whose checkpoint cannot be kept
          * would be exported again next time. */
         char *folder = g_path_get_dirname(checkpoint_file);

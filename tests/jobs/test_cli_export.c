@@ -334,6 +334,39 @@ static void test_export_checkpoint_rules(void) {
     g_free(dir);
 }
 
+/* A checkpoint file that is a symbolic link (one shared checkpoint, linked from each job's
+ * folder): the checkpoint goes where the link points, through a chain of links and a dangling
+ * one; the links stay links. */
+static void test_export_checkpoint_symlink(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 2), ==, 2);
+    run_worker(db);
+    char *shared = g_build_filename(dir, "shared", NULL);
+    g_assert_cmpint(g_mkdir(shared, 0755), ==, 0);
+    char *target = g_build_filename(shared, "cp", NULL);
+    char *hop = g_build_filename(dir, "hop", NULL);
+    char *link = g_build_filename(dir, "cp-link", NULL);
+    g_assert_cmpint(symlink("shared/cp", hop), ==, 0); /* relative, dangling until written */
+    g_assert_cmpint(symlink(hop, link), ==, 0);
+    char *out = NULL;
+    g_assert_cmpint(
+        dq_test_docqa(&out, NULL, "export", "--db", db, "--checkpoint-file", link, NULL), ==, 0);
+    g_assert_cmpint(count_lines(out), ==, 3); /* the header and both answers */
+    g_free(out);
+    char *t = file_text(target);
+    g_assert_cmpstr(t, ==, "2\n");
+    g_free(t);
+    g_assert_true(g_file_test(link, G_FILE_TEST_IS_SYMLINK));
+    g_assert_true(g_file_test(hop, G_FILE_TEST_IS_SYMLINK));
+    /* The next export through the link starts there: nothing new. */
+    g_assert_cmpint(
+        dq_test_docqa(&out, NULL, "export", "--db", db, "--checkpoint-file", link, NULL), ==, 0);
+    g_assert_cmpint(count_lines(out), ==, 1);
+    g_free(out);
+    g_free(link), g_free(hop), g_free(target), g_free(shared), g_free(db), g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *bin = dq_test_docqa_path();
@@ -342,5 +375,6 @@ int main(int argc, char **argv) {
     g_free(bin);
     g_test_add_func("/cli-export/lock-delayed-commit", test_export_lock_delayed_commit);
     g_test_add_func("/cli-export/checkpoint-rules", test_export_checkpoint_rules);
+    g_test_add_func("/cli-export/checkpoint-symlink", test_export_checkpoint_symlink);
     return g_test_run();
 }
