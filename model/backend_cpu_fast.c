@@ -891,8 +891,9 @@ DQ_F16C static void rows_from_f16(float *dst, const uint16_t *src, size_t n) {
 
 /* ---- decode attention on AVX-512F
  *
- * attn_decode_part's blocks on 16 lanes, every query row of the KV group against each key while
- * the key is in registers, and each value added into the accumulators of up to 4 rows at once.
+ * attn_decode_part's blocks on 16 lanes, every query row of the KV group against 4 keys at a time
+ * (from L1 after the first row), and each value added into the accumulators of up to 4 rows at
+ * once (loaded once for them).
  * The cache streams from memory once a step (decode attention waits on memory, not on FMAs), so
  * what counts most is how early its lines are asked for: into L2 (prefetcht1), the keys two
  * blocks ahead and the values one block ahead, a few lines every 4 keys scored, past the job's
