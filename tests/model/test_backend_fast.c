@@ -464,8 +464,15 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
 static void test_attention_segments(void) {
     /* {new rows, cached rows}: a decode step (one row each: a long cache split over many jobs,
      * an empty one, short ones of a single job), prompts and decode rows mixed, and more
-     * sequences than one planning turn holds (DQ_FAST_DECODE_BATCH, 64). */
+     * sequences than one planning turn holds (DQ_FAST_DECODE_BATCH, 64). tails: every
+     * remainder of the kernels' 4 keys and 16 lanes beside a full block of 64 keys (the
+     * backend's DQ_FAST_DECODE_KB) and a job of 256 (DQ_FAST_DECODE_SPLIT), and a sequence
+     * of 2 rows (grouped heads make 6 rows a job). */
     const int decode[][2] = {{1, 0}, {1, 1700}, {1, 37}, {1, 31}, {1, 1}, {1, 300}};
+    const int tails[][2] = {{1, 2},   {1, 3},   {1, 4},   {1, 14},  {1, 15},  {1, 16},
+                            {1, 62},  {1, 63},  {1, 64},  {1, 65},  {1, 66},  {1, 127},
+                            {1, 254}, {1, 255}, {1, 256}, {1, 257}, {1, 258}, {1, 511},
+                            {1, 512}, {1, 513}, {2, 62},  {2, 255}};
     const int mixed[][2] = {{70, 0}, {1, 500}, {33, 20}, {3, 9}, {1, 0}, {200, 130}};
     int many[150][2];
     for (int s = 0; s < 150; s++) {
@@ -478,18 +485,23 @@ static void test_attention_segments(void) {
             return;
         }
         const char *kind = f16 ? "float16" : "float32";
-        char *what[5];
+        char *what[7];
         what[0] = g_strdup_printf("attention_segments %s (decode)", kind);
         what[1] = g_strdup_printf("attention_segments %s (mixed)", kind);
         what[2] = g_strdup_printf("attention_segments %s (hd 72)", kind);
         what[3] = g_strdup_printf("attention_segments %s (hd 20)", kind);
         what[4] = g_strdup_printf("attention_segments %s (150 sequences)", kind);
+        what[5] = g_strdup_printf("attention_segments %s (block tails)", kind);
+        what[6] =
+            g_strdup_printf("attention_segments %s (block tails, hd 16, 4 heads a KV head)", kind);
         check_segments(G_N_ELEMENTS(decode), decode, 9, 3, 64, f16, what[0]);
         check_segments(G_N_ELEMENTS(mixed), mixed, 9, 3, 64, f16, what[1]);
         check_segments(G_N_ELEMENTS(mixed), mixed, 4, 4, 72, f16, what[2]);
         check_segments(G_N_ELEMENTS(decode), decode, 4, 2, 20, f16, what[3]);
         check_segments(150, many, 9, 3, 64, f16, what[4]);
-        for (int i = 0; i < 5; i++)
+        check_segments(G_N_ELEMENTS(tails), tails, 9, 3, 64, f16, what[5]);
+        check_segments(G_N_ELEMENTS(tails), tails, 8, 2, 16, f16, what[6]);
+        for (int i = 0; i < 7; i++)
             g_free(what[i]);
     }
 }
@@ -497,14 +509,23 @@ static void test_attention_segments(void) {
 /* A steps segment (speculative decoding's check) gives each row what a one-row segment at its
  * position gives, bit for bit: its rows in one decode job (9 heads over 3: 5 rows make 15 job
  * rows) or one a row (7 rows make 21, more than a job takes), over caches that cross the
- * 256-key job boundary, float32 and float16. */
+ * 256-key job boundary, float32 and float16. In one job a row's keys are scored in blocks that
+ * hold the later rows' keys too, alone in blocks that end at its own last key: the rows that
+ * end on each side of a multiple of 4 and 16 keys (the kernels' keys at a time and lanes), of
+ * 64 (a block) and of 256 (a job) show that a key's score does not depend on the keys scored
+ * with it. The last shapes put 16 and 7 rows in a job (the 2.2B's heads, 1 a KV head). */
 static void test_attention_steps(void) {
     g_assert_true(fast->attention_steps);
-    const int H = 9, Hkv = 3, hd = 64, qd = H * hd, kvd = Hkv * hd;
-    const int cases[][2] = {{5, 300}, {7, 250}, {2, 0}, {5, 509}};
+    /* {heads, KV heads, head dim, rows, cached rows} */
+    const int cases[][5] = {{9, 3, 64, 5, 300}, {9, 3, 64, 7, 250}, {9, 3, 64, 2, 0},
+                            {9, 3, 64, 5, 509}, {9, 3, 64, 5, 1},   {9, 3, 64, 5, 13},
+                            {9, 3, 64, 5, 61},  {9, 3, 64, 4, 126}, {9, 3, 64, 5, 253},
+                            {4, 1, 64, 4, 60},  {2, 2, 32, 7, 59},  {1, 1, 64, 16, 250},
+                            {3, 3, 80, 5, 62}};
     for (int f16 = 0; f16 < 2 && (f16 == 0 || fast->kv_f16); f16++)
         for (size_t c = 0; c < G_N_ELEMENTS(cases); c++) {
-            int n_q = cases[c][0], past = cases[c][1];
+            int H = cases[c][0], Hkv = cases[c][1], hd = cases[c][2], qd = H * hd, kvd = Hkv * hd;
+            int n_q = cases[c][3], past = cases[c][4];
             size_t cap = (size_t)(past + n_q) * kvd;
             Pair q = pair_new((size_t)n_q * qd, 1), k = pair_new((size_t)n_q * kvd, 1);
             Pair v = pair_new((size_t)n_q * kvd, 1);
@@ -525,7 +546,7 @@ static void test_attention_steps(void) {
                                  .head_dim = hd,
                                  .q_stride = qd,
                                  .kv_stride = kvd,
-                                 .scale = 0.125f,
+                                 .scale = 1.0f / sqrtf((float)hd),
                                  .kv_f16 = f16};
             DqAttnSegment steps = {
                 .k_cache = kc[0], .v_cache = vc[0], .n_q = n_q, .n_past = past, .steps = TRUE};
@@ -536,8 +557,9 @@ static void test_attention_steps(void) {
                 dq_attention_segments(fast, out[1], q.host, k.host, v.host, &one, 1, &shape);
             }
             if (memcmp(out[0], out[1], (size_t)n_q * qd * sizeof(float)) != 0)
-                g_error("attention steps (%d rows after %d, %s): not the one-row results", n_q,
-                        past, f16 ? "float16" : "float32");
+                g_error("attention steps (%d rows after %d, %d heads over %d of %d, %s): not the "
+                        "one-row results",
+                        n_q, past, H, Hkv, hd, f16 ? "float16" : "float32");
             g_assert_cmpmem(kc[0], cap * sizeof(float), kc[1], cap * sizeof(float));
             for (int run = 0; run < 2; run++) {
                 g_free(kc[run]);
