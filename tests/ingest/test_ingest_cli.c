@@ -1028,6 +1028,38 @@ static void archive_unmount(Archive *a) {
     g_free(off);
 }
 
+/* An ingest of big/ and other/ (--json) that held big/ back: exit 1, the line on stderr saying
+ * why (`says`: "holds no document" or "is not there"), nothing gone, other/d.pdf unchanged, and
+ * big/'s entry in empty_roots. Returns the summary (p owns it). */
+static JsonObject *ingest_held_back(const Archive *a, JsonParser *p, const char *says,
+                                    gboolean missing, char **out) {
+    char *err = NULL;
+    int rc = run_docqa(out, &err, "ingest", "--db", a->db, "--tile", "64", "-j", "2", "--json",
+                       a->big, a->other, NULL);
+    g_test_message("stdout: %s\nstderr: %s", *out, err);
+    g_assert_cmpint(rc, ==, 1);
+    char *want = g_strdup_printf("docqa: ingest: %s: %s, but 3 documents recorded under it would "
+                                 "be marked gone",
+                                 a->big, says);
+    g_assert_nonnull(strstr(err, want));
+    g_free(want);
+    g_free(err);
+    JsonObject *o = parse_object(p, *out);
+    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1); /* other/d.pdf */
+    JsonArray *empty = json_object_get_array_member(o, "empty_roots");
+    g_assert_nonnull(empty);
+    g_assert_cmpint(json_array_get_length(empty), ==, 1);
+    JsonObject *e0 = json_array_get_object_element(empty, 0);
+    g_assert_cmpstr(json_object_get_string_member(e0, "root"), ==, a->big);
+    g_assert_cmpint(json_object_get_int_member(e0, "would_be_gone"), ==, 3);
+    g_assert_cmpint(json_object_get_boolean_member(e0, "missing"), ==, missing);
+    g_assert_cmpint(db_int(a->db, "SELECT count(*) FROM documents WHERE missing_since IS NOT "
+                                  "NULL"),
+                    ==, 0);
+    return o;
+}
+
 /* The mount point of an archive share that failed to mount is an empty folder: ingest must not
  * mark the whole archive gone for that. It says so on stderr, marks nothing under it, still
  * ingests the other folder, and exits 1. */
@@ -1036,31 +1068,13 @@ static void test_empty_root_guard(void) {
     archive_init(&a);
     archive_unmount(&a);
     char *out = NULL, *err = NULL;
-    int rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "-j", "2", "--json",
-                       a.big, a.other, NULL);
-    g_test_message("stdout: %s\nstderr: %s", out, err);
-    g_assert_cmpint(rc, ==, 1);
-    char *want = g_strdup_printf("docqa: ingest: %s: holds no document, but 3 documents recorded "
-                                 "under it would be marked gone",
-                                 a.big);
-    g_assert_nonnull(strstr(err, want));
-    g_free(want);
     JsonParser *p = json_parser_new();
-    JsonObject *o = parse_object(p, out);
-    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
+    JsonObject *o = ingest_held_back(&a, p, "holds no document", FALSE, &out);
     g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 1); /* other/e.pdf */
-    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1);    /* other/d.pdf */
-    JsonArray *empty = json_object_get_array_member(o, "empty_roots");
-    g_assert_nonnull(empty);
-    g_assert_cmpint(json_array_get_length(empty), ==, 1);
-    JsonObject *e0 = json_array_get_object_element(empty, 0);
-    g_assert_cmpstr(json_object_get_string_member(e0, "root"), ==, a.big);
-    g_assert_cmpint(json_object_get_int_member(e0, "would_be_gone"), ==, 3);
     g_object_unref(p);
-    g_free(out), g_free(err);
-    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
-                    ==, 0);
+    g_free(out);
     g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents_current"), ==, 5);
+    int rc;
     /* The text summary says it too, and again on the next run: nothing was concluded. */
     rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", a.big, NULL);
     g_assert_cmpint(rc, ==, 1);
@@ -1078,19 +1092,8 @@ static void test_empty_root_missing(void) {
     char *off = g_strconcat(a.big, ".off", NULL);
     g_assert_cmpint(g_rename(a.big, off), ==, 0);
     char *out = NULL, *err = NULL;
-    int rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", "--json", a.big, a.other,
-                       NULL);
-    g_test_message("stdout: %s\nstderr: %s", out, err);
-    g_assert_cmpint(rc, ==, 1);
-    char *want = g_strdup_printf("docqa: ingest: %s: is not there, but 3 documents recorded "
-                                 "under it would be marked gone",
-                                 a.big);
-    g_assert_nonnull(strstr(err, want));
-    g_free(want);
     JsonParser *p = json_parser_new();
-    JsonObject *o = parse_object(p, out);
-    g_assert_cmpint(json_object_get_int_member(o, "gone"), ==, 0);
-    g_assert_cmpint(json_object_get_int_member(o, "unchanged"), ==, 1); /* other/d.pdf */
+    JsonObject *o = ingest_held_back(&a, p, "is not there", TRUE, &out);
     /* A folder that cannot be listed, not a document: no row would say what it is. */
     g_assert_cmpint(json_object_get_int_member(o, "files"), ==, 1);
     g_assert_cmpint(json_object_get_int_member(o, "documents_failed"), ==, 0);
@@ -1098,17 +1101,10 @@ static void test_empty_root_missing(void) {
     JsonObject *f0 = json_array_get_object_element(json_object_get_array_member(o, "failures"), 0);
     g_assert_cmpstr(json_object_get_string_member(f0, "path"), ==, a.big);
     g_assert_cmpstr(json_object_get_string_member(f0, "code"), ==, "unreadable");
-    JsonArray *empty = json_object_get_array_member(o, "empty_roots");
-    g_assert_cmpint(json_array_get_length(empty), ==, 1);
-    JsonObject *e0 = json_array_get_object_element(empty, 0);
-    g_assert_cmpstr(json_object_get_string_member(e0, "root"), ==, a.big);
-    g_assert_cmpint(json_object_get_int_member(e0, "would_be_gone"), ==, 3);
-    g_assert_true(json_object_get_boolean_member(e0, "missing"));
     g_object_unref(p);
-    g_free(out), g_free(err);
-    g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents WHERE missing_since IS NOT NULL"),
-                    ==, 0);
+    g_free(out);
     g_assert_cmpint(db_int(a.db, "SELECT count(*) FROM documents"), ==, 4);
+    int rc;
     /* The text summary; and --allow-empty-root marks them gone. */
     rc = run_docqa(&out, &err, "ingest", "--db", a.db, "--tile", "64", a.big, NULL);
     g_assert_cmpint(rc, ==, 1);
