@@ -273,7 +273,7 @@ DQ_AVX512 static void x_split512(float *xp, const float *x, int n, int cols) {
 
 /* Weights asked for this many columns ahead on each row (16 KiB of bf16, 32 KiB of float32),
  * into L2 (prefetcht1). On the Zen 4 EPYC the AVX2 kernel's 4 KiB into L1 left the one-row GEMV
- * at a quarter of the stream, waiting on its loads; into L2 and this far ahead it takes 0.6-0.7x
+ * at a quarter of the stream, waiting on its loads; into L2 and this far ahead it takes 0.6-0.8x
  * the CPU time, bf16 and float32, 256M and 2.2B shapes (bench_gemv; docs/performance.md). Rows
  * are contiguous, so past a row's end it asks for the rows a few tiles on; past the matrix's end
  * a prefetch is harmless. */
