@@ -271,6 +271,14 @@ DQ_AVX512 static void x_split512(float *xp, const float *x, int n, int cols) {
     }
 }
 
+/* Weights asked for this many columns ahead on each row (16 KiB of bf16, 32 KiB of float32),
+ * into L2 (prefetcht1). On the Zen 4 EPYC the AVX2 kernel's 4 KiB into L1 left the one-row GEMV
+ * at a quarter of the stream, waiting on its loads; into L2 and this far ahead it takes 0.6-0.8x
+ * the CPU time, bf16 and float32, 256M and 2.2B shapes (bench_gemv; docs/performance.md). Rows
+ * are contiguous, so past a row's end it asks for the rows a few tiles on; past the matrix's end
+ * a prefetch is harmless. */
+#define DQ_FAST_PREFETCH512 8192
+
 DQ_AVX512 static inline __attribute__((always_inline)) void
 gemv_tile512(float *y, const float *xp, const void *wd, gboolean bf16, const float *bias, int o,
              int no, int rows, int cols, int r0, int R, int C) {
@@ -288,14 +296,14 @@ gemv_tile512(float *y, const float *xp, const void *wd, gboolean bf16, const flo
         __m512 we[4], wo[4];
         for (int j = 0; j < C; j++) {
             const char *at = w[j] + (size_t)k * esize;
-            _mm_prefetch(at + DQ_FAST_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch(at + DQ_FAST_PREFETCH512 * esize, _MM_HINT_T1);
             if (bf16) {
                 __m512i v = _mm512_loadu_si512(at);
                 DQ_IN_REGISTER(v);
                 we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
                 wo[j] = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
             } else {
-                _mm_prefetch(at + DQ_FAST_PREFETCH + 64, _MM_HINT_T0);
+                _mm_prefetch(at + DQ_FAST_PREFETCH512 * esize + 64, _MM_HINT_T1);
                 we[j] = _mm512_loadu_ps((const float *)at);
                 wo[j] = _mm512_loadu_ps((const float *)at + 16);
             }
@@ -898,9 +906,10 @@ DQ_F16C static void rows_from_f16(float *dst, const uint16_t *src, size_t n) {
  * what counts most is how early its lines are asked for: into L2 (prefetcht1), the keys two
  * blocks ahead and the values one block ahead, a few lines every 4 keys scored, past the job's
  * end into the next range of the same head (another job's, soon) up to the sequence's last key.
- * The AVX2 path asks for this block's values and the next block's keys into L1 at once, 512
+ * The AVX2 path asked for this block's values and the next block's keys into L1 at once, 512
  * lines, at the start of each block; on Zen 4 (bench_gemv --attention, CPU time) that took
- * 1.7-2x as long as this, and the 16-lane kernels alone gain 0-10%. */
+ * 1.7-2x as long as this, and the 16-lane kernels alone gain 0-10%. The AVX2 path now
+ * prefetches as this one does (attn_decode_part). */
 
 /* 16 floats of a key or value row at element i: float32, or float16 widened (exact). */
 DQ_AVX512 static inline __attribute__((always_inline)) __m512 kv_load16(const char *row, int i,
@@ -1129,40 +1138,57 @@ static void attn_decode_part(const DqAttention *a, const float *q, const void *k
                                                                     pr, S);
         return;
     }
-    for (int j0 = j_lo; j0 < j_hi; j0 += DQ_FAST_DECODE_KB) {
-        int nk = MIN(DQ_FAST_DECODE_KB, j_hi - j0);
+    /* The AVX-512 path's prefetching (decode_blocks_avx512): into L2, the keys two blocks ahead
+     * and the values one, a few lines for each 4 keys scored, up to the sequence's last key;
+     * the job's first two blocks of keys and first of values at its start. On Zen 4 with
+     * DOCQA_CPU_NO_AVX512 it halved decode attention's CPU time against 512 lines into L1 at
+     * each block's start (bench_gemv --attention: 3.9-4.2 -> 2.1-2.3 ms a step at 256M). */
+    const int KB = DQ_FAST_DECODE_KB;
+    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + a->n_q) : a->n_kv;
+    size_t line_bytes = (size_t)d * es;
+    for (int j = j_lo; j < MIN(j_hi, j_lo + 2 * KB); j++)
+        for (size_t c = 0; c < line_bytes; c += 64) {
+            __builtin_prefetch((const char *)kg + j * row_bytes + c, 0, 2);
+            if (j < j_lo + KB)
+                __builtin_prefetch((const char *)vg + j * row_bytes + c, 0, 2);
+        }
+    for (int j0 = j_lo; j0 < j_hi; j0 += KB) {
+        int nk = MIN(KB, j_hi - j0);
         const char *kb = (const char *)kg + j0 * row_bytes, *vb = (const char *)vg + j0 * row_bytes;
-        /* The cache streams from memory once a step, a head's d values every kv_stride: ask for
-         * this block's values and the next block's keys while these keys are scored. */
-        int nk_next = MIN(DQ_FAST_DECODE_KB, j_hi - j0 - nk);
-        if (j0 == j_lo) /* a job's first keys: no block before it asked for them */
-            for (int j = 0; j < nk; j++)
-                for (size_t c = 0; c < (size_t)d * es; c += 64)
-                    __builtin_prefetch(kb + j * row_bytes + c);
-        for (int j = 0; j < MAX(nk, nk_next); j++)
-            for (size_t c = 0; c < (size_t)d * es; c += 64) {
-                if (j < nk)
-                    __builtin_prefetch(vb + j * row_bytes + c);
-                if (j < nk_next)
-                    __builtin_prefetch(kb + (nk + j) * row_bytes + c);
-            }
-        /* row r = (head h0 + r / n_q, query r % n_q); the block's keys stay in L1 for all */
-        for (int r = 0; r < rows; r++) {
-            const float *qr =
-                q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(h0 + r / a->n_q) * d;
-            float *sr = S + (size_t)r * DQ_FAST_DECODE_KB, *pr = part + (size_t)r * (d + 2);
-            if (f16)
-                dot_rows_f16(sr, qr, (const uint16_t *)kb, a->kv_stride, nk, d);
-            else if (avx2)
-                dq_dot_rows_avx2(sr, qr, (const float *)kb, a->kv_stride, nk, d);
-            else
-                for (int j = 0; j < nk; j++) {
-                    const float *kj = (const float *)(kb + j * row_bytes);
-                    float s = 0.0f;
-                    for (int c = 0; c < d; c++)
-                        s += qr[c] * kj[c];
-                    sr[j] = s;
+        const char *pf_k = kb + 2 * KB * row_bytes, *pf_v = vb + KB * row_bytes;
+        int n_pf_k = CLAMP(kv_end - j0 - 2 * KB, 0, KB), n_pf_v = CLAMP(kv_end - j0 - KB, 0, KB);
+        /* row r = (head h0 + r / n_q, query r % n_q); four keys at a time for all rows (from
+         * L1 after the first): a key's score does not depend on the keys scored with it */
+        for (int j = 0; j < nk; j += 4) {
+            int n4 = MIN(4, nk - j);
+            for (int i = j; i < j + 4; i++)
+                for (size_t c = 0; c < line_bytes; c += 64) {
+                    if (i < n_pf_k)
+                        __builtin_prefetch(pf_k + i * row_bytes + c, 0, 2);
+                    if (i < n_pf_v)
+                        __builtin_prefetch(pf_v + i * row_bytes + c, 0, 2);
                 }
+            const char *k4 = kb + j * row_bytes;
+            for (int r = 0; r < rows; r++) {
+                const float *qr =
+                    q + (size_t)(r % a->n_q) * a->q_stride + (size_t)(h0 + r / a->n_q) * d;
+                float *sr = S + (size_t)r * KB + j;
+                if (f16)
+                    dot_rows_f16(sr, qr, (const uint16_t *)k4, a->kv_stride, n4, d);
+                else if (avx2)
+                    dq_dot_rows_avx2(sr, qr, (const float *)k4, a->kv_stride, n4, d);
+                else
+                    for (int jj = 0; jj < n4; jj++) {
+                        const float *kj = (const float *)(k4 + jj * row_bytes);
+                        float s = 0.0f;
+                        for (int c = 0; c < d; c++)
+                            s += qr[c] * kj[c];
+                        sr[jj] = s;
+                    }
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            float *sr = S + (size_t)r * KB, *pr = part + (size_t)r * (d + 2);
             int visible = a->causal ? CLAMP(a->q_pos0 + r % a->n_q + 1 - j0, 0, nk) : nk;
             softmax_row(sr, nk, visible, a->scale, &pr[d], &pr[d + 1], pr, d);
         }

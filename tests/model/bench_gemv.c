@@ -4,11 +4,11 @@
  * decode), bf16 and int8, and the machine's read bandwidth (a threaded sum over a buffer larger
  * than the caches). A decode step reads every weight once, so its floor is bytes / bandwidth.
  *
- *   bench_gemv [--2.2b] [--in-cache] [--attention]
+ *   bench_gemv [--2.2b] [--in-cache] [--attention] [--f32]
  *
  * --in-cache: every product reads the same 512-feature matrix, which stays in L2: the kernel's
  * own compute rate, without the memory stream. --attention: the decode attention lines
- * only.
+ * only. --f32: float32 weights (the same values) in place of bf16, and no int8 lines.
  * One line per (weights, rows): milliseconds a pass (wall, and the process's CPU time a thread),
  * GB/s of weights, share of the stream.
  */
@@ -127,7 +127,7 @@ static double batch_attention_ms(DqBackend *be, const DqAttention *shape, int la
 }
 
 int main(int argc, char **argv) {
-    gboolean big = FALSE, in_cache = FALSE, attention_only = FALSE;
+    gboolean big = FALSE, in_cache = FALSE, attention_only = FALSE, f32 = FALSE;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--2.2b") == 0)
             big = TRUE;
@@ -135,8 +135,10 @@ int main(int argc, char **argv) {
             in_cache = TRUE;
         else if (strcmp(argv[i], "--attention") == 0)
             attention_only = TRUE;
+        else if (strcmp(argv[i], "--f32") == 0)
+            f32 = TRUE;
         else {
-            fprintf(stderr, "usage: %s [--2.2b] [--in-cache] [--attention]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--2.2b] [--in-cache] [--attention] [--f32]\n", argv[0]);
             return 2;
         }
     }
@@ -169,23 +171,29 @@ int main(int argc, char **argv) {
     float *x = g_new(float, (size_t)8 * d.inter), *y = g_new(float, (size_t)8 * d.vocab);
     for (int i = 0; i < 8 * d.inter; i++)
         x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    for (int q8 = 0; q8 < (attention_only ? 0 : 2); q8++) {
+    double esize = f32 ? 4.0 : 2.0;
+    for (int q8 = 0; q8 < (attention_only ? 0 : f32 ? 1 : 2); q8++) {
         DqWeight *w = g_new0(DqWeight, n_w);
-        uint16_t **data = g_new0(uint16_t *, n_w); /* the mapping's stand-in */
+        void **data = g_new0(void *, n_w); /* the mapping's stand-in */
         double bytes = 0.0, flops_row = 0.0;
         for (int i = 0; i < n_w; i++) {
             size_t numel = (size_t)shape[i][0] * shape[i][1];
-            data[i] = g_new(uint16_t, numel);
-            for (size_t j = 0; j < numel; j++)
-                data[i][j] = (uint16_t)(0x3c00 + (j * 40503u) % 0x400);
+            data[i] = g_malloc(numel * (size_t)esize);
+            for (size_t j = 0; j < numel; j++) {
+                uint16_t b = (uint16_t)(0x3c00 + (j * 40503u) % 0x400);
+                if (f32)
+                    ((float *)data[i])[j] = dq_bf16f(b);
+                else
+                    ((uint16_t *)data[i])[j] = b;
+            }
             DqTensor t = {.name = "w",
                           .file = "bench",
-                          .dtype = DQ_DTYPE_BF16,
+                          .dtype = f32 ? DQ_DTYPE_F32 : DQ_DTYPE_BF16,
                           .numel = (int64_t)numel,
                           .data = data[i]};
             if (in_cache && i > 0) { /* one matrix for all: the kernel's compute rate */
                 w[i] = w[0];
-                bytes += numel * (q8 ? 1.0 + 4.0 / 32 : 2.0);
+                bytes += numel * (q8 ? 1.0 + 4.0 / 32 : esize);
                 flops_row += 2.0 * numel;
                 continue;
             }
@@ -197,7 +205,7 @@ int main(int argc, char **argv) {
             }
             if (q8)
                 g_clear_pointer(&data[i], g_free); /* quantized into a copy */
-            bytes += numel * (q8 ? 1.0 + 4.0 / 32 : 2.0);
+            bytes += numel * (q8 ? 1.0 + 4.0 / 32 : esize);
             flops_row += 2.0 * numel;
         }
         for (int rows = 1; rows <= 8; rows *= 2) {
@@ -210,8 +218,11 @@ int main(int argc, char **argv) {
                 best_cpu = MIN(best_cpu, (dq_cpu_ms() - c0) / omp_get_max_threads());
             }
             double gbs = bytes / best / 1e6;
-            printf("%-5s %4d | %9.2f %9.2f %9.1f %9.1f | %.0f%%\n", q8 ? "int8" : "bf16", rows,
-                   best, best_cpu, gbs, flops_row * rows / best / 1e6, 100.0 * gbs / bw);
+            printf("%-5s %4d | %9.2f %9.2f %9.1f %9.1f | %.0f%%\n",
+                   q8    ? "int8"
+                   : f32 ? "f32"
+                         : "bf16",
+                   rows, best, best_cpu, gbs, flops_row * rows / best / 1e6, 100.0 * gbs / bw);
         }
         for (int i = 0; i < (in_cache ? 1 : n_w); i++)
             be->weight_free(be, &w[i]);
