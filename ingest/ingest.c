@@ -1393,8 +1393,8 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
         g_ptr_array_free(known, TRUE);
         if (missing)
             g_ptr_array_add(missing_folders, g_strdup(folder));
-        /* A folder now, where an unreadable path was recorded (a folder that was not there
-         * before this rule): that row names no file. */
+        /* A path recorded as unreadable that is a folder now (a mistyped path made later, or a
+         * missing root recorded before such roots were held back): that row names no file. */
         if (there && S_ISDIR(st.st_mode) && !unreadable_row_gone(r, folder, marked, mine, err)) {
             g_free(folder);
             g_free(cwd);
