@@ -242,6 +242,8 @@ static gboolean stdout_durable(void) {
 
 int cmd_export(int argc, char **argv) {
     char *db = NULL, *format = NULL, *question = NULL, *after_text = NULL, *checkpoint_file = NULL;
+    char **where = NULL;
+    GArray *where_ids = NULL;
     gboolean spreadsheet_safe = FALSE, current = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
@@ -249,6 +251,11 @@ int cmd_export(int argc, char **argv) {
         {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
         {"question", 0, 0, G_OPTION_ARG_FILENAME, &question,
          "only the answers to this question (UTF-8)", "TEXT"},
+        {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &where, /* bytes, checked as UTF-8 */
+         "only the answers about the documents, any version, matching this SQL expression over "
+         "the documents table, run read-only, as ask's --where (repeatable: any of them); with "
+         "--current, matched against the current path and version each row is listed under",
+         "SQL"},
         {"current", 0, 0, G_OPTION_ARG_NONE, &current,
          "the answers under the documents as they are now (v_current_answers): every current "
          "path and version holding a page's bytes, gone files left out; default: each answer "
@@ -276,7 +283,8 @@ int cmd_export(int argc, char **argv) {
              "whatever finished_at says and however workers' commits interleave. An answer "
              "that replaces an earlier one of its job (requeue) is a new answer: it comes again, "
              "with the same job_id, in the export after it was stored. Keep one checkpoint per "
-             "kind of export (--question, --current).");
+             "kind of export (--question, --where, --current). --where is read when each export "
+             "runs: a document that comes to match it later does not bring its older answers.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -287,6 +295,15 @@ int cmd_export(int argc, char **argv) {
         !dq_cli_utf8_option("export", "--question", question) ||
         !dq_cli_int_option("export", "--after", after_text, 0, G_MAXINT64, &after))
         goto out;
+    /* ask's checks, before the database is opened (and so before any output). */
+    for (char **w = where; w && *w; w++) {
+        if (!dq_cli_utf8_option("export", "--where", *w))
+            goto out;
+        if (!queue_check_where(*w, &err)) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+    }
     if (after_text != NULL && checkpoint_file != NULL) {
         dq_print_line(stderr,
                       "docqa: export: --after and --checkpoint-file: give one (the file holds "
@@ -383,13 +400,23 @@ int cmd_export(int argc, char **argv) {
             goto out;
         }
     }
+    /* Read after the checkpoint: every answer numbered up to it hangs on a document that exists
+     * by now. Any version: v_answers lists an answer under the version it was asked for. */
+    if (where != NULL) {
+        where_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+        for (char **w = where; *w; w++)
+            if (!store_jobs_where_documents(store, *w, where_ids, &err)) {
+                rc = dq_cli_fail(err);
+                goto out;
+            }
+    }
     if (ex.csv)
         fputs("document_path,page,question,answer,model,finished_at,document_id,"
               "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
               "max_new_tokens,do_sample,model_fingerprint\r\n",
               stdout);
-    if (!store_jobs_each_answer(store, question, current, after >= 0 ? &range : NULL, write_row,
-                                &ex, &err)) {
+    if (!store_jobs_each_answer(store, question, current, after >= 0 ? &range : NULL, where_ids,
+                                write_row, &ex, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }
@@ -406,6 +433,9 @@ int cmd_export(int argc, char **argv) {
             "docqa: export: no answers to the question \"%s\" (docqa status shows the jobs; "
             "export without --question lists the questions answered)",
             question);
+    if (where_ids != NULL && where_ids->len == 0)
+        dq_print_line(stderr, "docqa: export: --where matches no document, so no answer was "
+                              "written");
     if (checkpoint_file != NULL) {
         /* The rows are out; the checkpoint moving past them seals the export. A signal from
          * here on is noted, not acted on at once: one that came before it moves leaves it where
@@ -459,5 +489,8 @@ out:
     g_free(question);
     g_free(after_text);
     g_free(checkpoint_file);
+    g_strfreev(where);
+    if (where_ids != NULL)
+        g_array_free(where_ids, TRUE);
     return rc;
 }

@@ -17,7 +17,13 @@ struct DqStore {
     guint64 dev, ino;        /* SQLite: the file opened, to notice it replaced or deleted */
     gboolean file_gone;      /* SQLite: dq_store_check_file found it replaced or deleted */
     int schema_version;      /* SQLite: user_version once opened and migrated */
+    gboolean immutable;      /* SQLite: opened as immutable (dq_store_open_reader, read-only
+                              * media without -shm): other connections must be too */
 };
+
+/* SQLite: the URI that opens `path` as immutable (file:...?immutable=1, ? and # escaped), or
+ * NULL where it has none. g_free. */
+char *store_sqlite_immutable_uri(const char *path);
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005;
  * model_fingerprint: 0008). */

@@ -250,8 +250,14 @@ static gboolean where_document_ids(DqStore *s, const char *where, gboolean newes
     sqlite3 *ro = NULL;
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
-    if (sqlite3_open_v2(dq_store_path(s), &ro, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    /* As the store was opened: a database on read-only media without its -shm opens only as
+     * immutable (dq_store_open_reader), for `export --where` as for export. */
+    char *uri = s->immutable ? store_sqlite_immutable_uri(dq_store_path(s)) : NULL;
+    int open_rc = sqlite3_open_v2(
+        uri ? uri : dq_store_path(s), &ro,
+        SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0), NULL);
+    g_free(uri);
+    if (open_rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: cannot open read-only for --where: %s", dq_store_path(s),
                 ro ? sqlite3_errmsg(ro) : "out of memory");
         goto out;
@@ -1252,16 +1258,18 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
     "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR "             \
-    "question = ?1)" RANGE " ORDER BY document_path, document_id, page, question, job_id"
+    "question = ?1) AND (?4 IS NULL OR document_id IN (SELECT value FROM json_each(?4)))" RANGE    \
+    " ORDER BY document_path, document_id, page, question, job_id"
 /* From the answers' commit order (schema 0012), not from the view, whose rows an index on
  * answers would not reach. */
 #define IN_RANGE                                                                                   \
     " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > ?2 AND commit_seq <= ?3)"
 
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
-                                GError **err) {
-    PG_DISPATCH(s, return pgjobs_each_answer(s, question, current, range, fn, user, err));
+                                const DqAnswerRange *range, const GArray *document_ids,
+                                DqAnswerRowFn fn, void *user, GError **err) {
+    PG_DISPATCH(
+        s, return pgjobs_each_answer(s, question, current, range, document_ids, fn, user, err));
     static const char *const sql[2][2] = {
         {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
         {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
@@ -1276,6 +1284,11 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
         sqlite3_bind_int64(st, 3, range->upto);
     }
     bind_text(st, 1, question);
+    if (document_ids != NULL)
+        sqlite3_bind_text(st, 4,
+                          store_jobs_id_list((const gint64 *)(void *)document_ids->data,
+                                             (int)document_ids->len, '[', ']'),
+                          -1, g_free);
     gboolean ok = TRUE;
     int rc;
     while (ok && (rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -324,11 +324,13 @@ typedef struct {
 /* Calls fn for every row of v_answers, each answer under the document its job was made for
  * (with `current`: of v_current_answers, each answer under every current document holding its
  * page's content, schema 0009), only those to `question` when not NULL, only those in `range`
- * when not NULL, by document path, document, page, question; stops at the first FALSE. fn must
- * not use the store: on PostgreSQL the rows arrive on its connection while fn runs. */
+ * when not NULL, only the rows listed under a document in `document_ids` (gint64; the row's
+ * document_id: the asked document in v_answers, the current one in v_current_answers) when not
+ * NULL (empty: no row), by document path, document, page, question; stops at the first FALSE.
+ * fn must not use the store: on PostgreSQL the rows arrive on its connection while fn runs. */
 gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
-                                GError **err);
+                                const DqAnswerRange *range, const GArray *document_ids,
+                                DqAnswerRowFn fn, void *user, GError **err);
 
 /* The newest answers.commit_seq handed out (schema 0012), the checkpoint `docqa export` prints:
  * numbers are drawn in commit order, each one once, so every answer numbered up to it is

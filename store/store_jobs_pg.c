@@ -827,11 +827,11 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
     "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::text IS NULL OR "       \
-    "question = $1)" RANGE " ORDER BY document_path COLLATE \"C\", document_id, page, "            \
-    "question COLLATE \"C\", job_id"
+    "question = $1) AND ($2::bigint[] IS NULL OR document_id = ANY ($2::bigint[]))" RANGE          \
+    " ORDER BY document_path COLLATE \"C\", document_id, page, question COLLATE \"C\", job_id"
 #define IN_RANGE                                                                                   \
-    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $2::bigint AND "                \
-    "commit_seq <= $3::bigint)"
+    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $3::bigint AND "                \
+    "commit_seq <= $4::bigint)"
 
 typedef struct {
     DqAnswerRowFn fn;
@@ -865,8 +865,8 @@ static gboolean each_answer_row(PGresult *r, int i, void *user, GError **err) {
 }
 
 gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
-                            const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
-                            GError **err) {
+                            const DqAnswerRange *range, const GArray *document_ids,
+                            DqAnswerRowFn fn, void *user, GError **err) {
     static const char *const sql[2][2] = {
         {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
         {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
@@ -875,6 +875,11 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
      * them all in memory at once, about twice the size of the CSV written. */
     PgParams p = {0};
     pg_text(&p, question);
+    char *list = document_ids ? store_jobs_id_list((const gint64 *)(void *)document_ids->data,
+                                                   (int)document_ids->len, '{', '}')
+                              : NULL;
+    pg_text(&p, list);
+    g_free(list);
     if (range != NULL) {
         pg_i64(&p, range->after);
         pg_i64(&p, range->upto);

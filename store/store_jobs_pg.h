@@ -32,7 +32,8 @@ GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 GPtrArray *pgjobs_progress(DqStore *s, GError **err);
 gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
-                            const DqAnswerRange *range, DqAnswerRowFn fn, void *user, GError **err);
+                            const DqAnswerRange *range, const GArray *document_ids,
+                            DqAnswerRowFn fn, void *user, GError **err);
 gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err);
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
 GPtrArray *pgjobs_pending_models(DqStore *s, const char *except, int limit, GError **err);

@@ -771,8 +771,8 @@ static void test_run_nothing_queued_note(void) {
 /* Runs `docqa COMMAND --db DB` where DIR (DB's folder) is read-only: a read-only bind mount
  * for root (whom permissions do not stop), a folder without write permission otherwise.
  * -1 when neither can be arranged here. */
-static int docqa_read_only(const char *dir, const char *db, const char *command, char **out,
-                           char **errout) {
+static int docqa_read_only_with(const char *dir, const char *db, const char *command,
+                                const char *option, const char *value, char **out, char **errout) {
     char *bin = dq_test_docqa_path();
     int status = 0;
     GError *err = NULL;
@@ -788,6 +788,8 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
                               command,
                               "--db",
                               db,
+                              option,
+                              value,
                               NULL};
         if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, errout,
                           &status, &err)) {
@@ -797,7 +799,7 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
             status = WIFEXITED(status) && WEXITSTATUS(status) != 77 ? WEXITSTATUS(status) : -1;
     } else {
         g_assert_cmpint(g_chmod(dir, 0555), ==, 0);
-        const char *argv[] = {bin, command, "--db", db, NULL};
+        const char *argv[] = {bin, command, "--db", db, option, value, NULL};
         g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out,
                                    errout, &status, &err));
         dq_assert_no_error(err);
@@ -806,6 +808,11 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
     }
     g_free(bin);
     return status;
+}
+
+static int docqa_read_only(const char *dir, const char *db, const char *command, char **out,
+                           char **errout) {
+    return docqa_read_only_with(dir, db, command, NULL, NULL, out, errout);
 }
 
 /* status and export only read: a database on read-only media (its folder not writable, so
@@ -831,6 +838,17 @@ static void test_read_only_database(void) {
     g_assert_cmpint(g_strv_length(lines), ==, 2 + 2); /* header, rows, the empty tail */
     g_strfreev(lines);
     g_free(out);
+    /* --where reads the database on a connection of its own, opened as export's is. */
+    char *err = NULL;
+    g_assert_cmpint(
+        docqa_read_only_with(dir, db, "export", "--where", "path LIKE '%/2023/%'", &out, &err), ==,
+        0);
+    g_test_message("%s", err);
+    lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpint(g_strv_length(lines), ==, 2 + 2);
+    g_strfreev(lines);
+    g_free(out);
+    g_free(err);
     g_free(db);
     g_free(dir);
 }

@@ -137,7 +137,7 @@ static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err)
 static char *answers_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, collect_answer, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, collect_answer, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -714,7 +714,8 @@ static gboolean collect_provenance(const DqAnswerRow *row, void *user, GError **
 static char *provenance_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, collect_provenance, out, &err));
+    g_assert_true(
+        store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, collect_provenance, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -1357,7 +1358,7 @@ static char *range_text(DqStore *s, gint64 after, gint64 upto) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
     DqAnswerRange range = {.after = after, .upto = upto};
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, &range, collect_answer, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, &range, NULL, collect_answer, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -2011,13 +2012,13 @@ static void test_pg_export_streams(void) {
                "2000), 1, 1, 'm', '{}', 'w', finished_at, finished_at FROM jobs WHERE job_key "
                "LIKE 'bulk-%'");
     Streamed st = {.loc = loc};
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, count_streamed, &st, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, count_streamed, &st, &err));
     dq_assert_no_error(err);
     g_assert_cmpint(st.rows, ==, 10000);
     g_assert_cmpint(st.sending_at_first, ==, 1);
 
     Streamed stop = {.loc = loc, .stop_at = 5};
-    g_assert_false(store_jobs_each_answer(s, NULL, FALSE, NULL, count_streamed, &stop, &err));
+    g_assert_false(store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, count_streamed, &stop, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
     g_assert_cmpstr(err->message, ==, "stopped at row 5");
     g_clear_error(&err);
