@@ -53,11 +53,11 @@ static void add_progress(JsonBuilder *b, const GPtrArray *progress) {
         dq_cli_json_int(b, "retrying", r->retrying);
         dq_cli_json_int(b, "stalled", r->stalled);
         dq_cli_json_int(b, "cancelled", r->cancelled);
-        json_builder_set_member_name(b, "percent_done");
+        /* v_progress's one decimal (NULL: every job cancelled) */
         if (r->percent_done < 0)
-            json_builder_add_null_value(b);
+            dq_cli_json_string(b, "percent_done", NULL);
         else
-            json_builder_add_double_value(b, r->percent_done);
+            dq_cli_json_double(b, "percent_done", r->percent_done, 1);
         dq_cli_json_string(b, "asked_at", r->asked_at);
         dq_cli_json_string(b, "last_finished_at", r->last_finished_at);
         json_builder_end_object(b);
@@ -89,13 +89,12 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
     /* paths whose file ingest found gone (documents.missing_since); their answers are kept */
     json_builder_set_member_name(b, "documents_gone");
     json_builder_add_int_value(b, gone);
-    json_builder_set_member_name(b, "answers_per_second");
-    json_builder_add_double_value(b, rate);
-    json_builder_set_member_name(b, "eta_seconds");
+    /* as the text shows them: answers/s to 2 decimals, the ETA in whole seconds */
+    dq_cli_json_double(b, "answers_per_second", rate, 2);
     if (eta >= 0)
-        json_builder_add_double_value(b, eta);
+        dq_cli_json_double(b, "eta_seconds", eta, 0);
     else
-        json_builder_add_null_value(b);
+        dq_cli_json_string(b, "eta_seconds", NULL);
     /* device, weights and exact are null for answers from before schema 0003 */
     json_builder_set_member_name(b, "answers_by_engine");
     json_builder_begin_array(b);

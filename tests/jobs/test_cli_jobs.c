@@ -933,6 +933,51 @@ static void test_status_stalled(void) {
     g_free(dir);
 }
 
+/* status --json writes its numbers as the text and v_progress show them: 2 of 3 jobs done is
+ * percent_done 66.7 (json-glib alone wrote 66.700000000000003), answers/s with at most 2
+ * decimals, the ETA in whole seconds. */
+static void test_status_json_numbers(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 3);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 3);
+    GError *e = NULL;
+    DqStore *s = dq_store_open(db, &e);
+    dq_assert_no_error(e);
+    GPtrArray *c = store_jobs_claim(s, "w", "m", 2, dq_wall_ms(), 3600000, NULL, &e);
+    dq_assert_no_error(e);
+    g_assert_cmpint(c->len, ==, 2);
+    for (guint i = 0; i < c->len; i++) {
+        GDateTime *t = g_date_time_new_now_utc();
+        char *now = g_date_time_format(t, "%Y-%m-%dT%H:%M:%S.000Z");
+        g_date_time_unref(t);
+        DqJobAnswer a = {.job_id = ((const DqClaimedJob *)g_ptr_array_index(c, i))->job_id,
+                         .text = "x",
+                         .started_at = now,
+                         .finished_at = now,
+                         .exact = 1};
+        int written = 0;
+        g_assert_true(store_jobs_complete(s, "w", &a, 1, &written, &e));
+        dq_assert_no_error(e);
+        g_free(now);
+    }
+    g_ptr_array_free(c, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "\"percent_done\" : 66.7,\n"));
+    GRegex *re = g_regex_new("\"answers_per_second\" : [0-9]+\\.[0-9]{1,2},\n", 0, 0, NULL);
+    g_assert_true(g_regex_match(re, out, 0, NULL));
+    g_regex_unref(re);
+    re = g_regex_new("\"eta_seconds\" : ([0-9]+\\.0|null),\n", 0, 0, NULL);
+    g_assert_true(g_regex_match(re, out, 0, NULL));
+    g_regex_unref(re);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
 /* The page store gone from beside the database (moved without it): status says so, naming the
  * folder it looked at, while jobs wait for it. DOCQA_PAGES set for an SQLite database is ignored,
  * and ingest says so, naming the page store it uses. */
@@ -2685,6 +2730,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/status-one-snapshot", test_status_one_snapshot);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
+    g_test_add_func("/cli-jobs/status-json-numbers", test_status_json_numbers);
     g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
     g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
     g_test_add_func("/cli-jobs/page-store-notes", test_page_store_notes);
