@@ -2,6 +2,8 @@
  * approximate), the most common failure reasons. */
 #include "cli.h"
 
+#include "clock.h"
+
 #include "store.h"
 #include "store_documents.h"
 #include "store_jobs.h"
@@ -197,10 +199,13 @@ int cmd_status(int argc, char **argv) {
     gint64 recent = 0;
     double span = 0;
     /* One snapshot for every number: read while workers commit, "jobs" would not add up to
-     * "progress" (v_progress), nor the answers to the jobs done. */
+     * "progress" (v_progress), nor the answers to the jobs done. And one now for every time
+     * compared: a lease that expires between two reads would be stalled in one and running in
+     * the other. */
+    gint64 now = dq_wall_ms();
     if (store == NULL || !(snapshot = dq_store_begin_snapshot(store, &err)) ||
-        !store_jobs_counts(store, NULL, &c, &err) ||
-        !store_jobs_recent_rate(store, RATE_WINDOW_S, &recent, &span, &err) ||
+        !store_jobs_counts_at(store, NULL, now, &c, &err) ||
+        !store_jobs_recent_rate_at(store, RATE_WINDOW_S, now, &recent, &span, &err) ||
         (engines = store_jobs_answer_engines(store, &err)) == NULL ||
         (snaps = store_jobs_model_snapshots(store, NULL, &err)) == NULL ||
         (errs = store_jobs_top_errors(store, 5, &err)) == NULL ||
@@ -227,7 +232,7 @@ int cmd_status(int argc, char **argv) {
                           "docqa: status: the view v_progress is missing (dropped?): \"progress\" "
                           "is null; `docqa migrate --from %s` makes docqa's views again",
                           path);
-        else if ((progress = store_jobs_progress(store, &err)) == NULL) {
+        else if ((progress = store_jobs_progress_at(store, now, &err)) == NULL) {
             g_strfreev(missing);
             rc = dq_cli_fail(err);
             goto out;

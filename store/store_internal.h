@@ -21,6 +21,11 @@ struct DqStore {
                               * media without -shm): other connections must be too */
 };
 
+/* Sets the v_progress row of (question, model_id) in `rows` (DqProgressRow) to `running` jobs
+ * with a live lease and `stalled` ones (store_jobs_progress_at). */
+void store_jobs_progress_set_leases(GPtrArray *rows, const char *question, const char *model_id,
+                                    gint64 running, gint64 stalled);
+
 /* SQLite: the URI that opens `path` as immutable (file:...?immutable=1, ? and # escaped), or
  * NULL where it has none. g_free. */
 char *store_sqlite_immutable_uri(const char *path);

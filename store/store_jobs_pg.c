@@ -609,7 +609,8 @@ gboolean pgjobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState 
     return TRUE;
 }
 
-gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
+gboolean pgjobs_counts(DqStore *s, const char *model_id, gint64 now_ms, DqJobCounts *c,
+                       GError **err) {
     memset(c, 0, sizeof(*c));
     PgParams p = {0};
     pg_text(&p, model_id);
@@ -629,12 +630,13 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
         c->total += n;
     }
     PQclear(r);
-    /* Leases are in the server's time (store_pg.h): its clock says which have expired. */
+    /* Leases are in the server's time (store_pg.h): now_ms taken there says which have
+     * expired. */
     pg_text(&p, model_id);
+    pg_i64(&p, pg_server_ms(s, now_ms));
     r = pg_run(s,
                "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_ms < "
-               "(extract(epoch FROM clock_timestamp()) * 1000)::bigint AND "
-               "($1::text IS NULL OR model_id = $1)",
+               "$2::bigint AND ($1::text IS NULL OR model_id = $1)",
                &p, "counting stalled jobs", err);
     if (r == NULL)
         return FALSE;
@@ -693,16 +695,15 @@ gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending,
     return TRUE;
 }
 
-gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
+gboolean pgjobs_recent_rate(DqStore *s, const char *since, gint64 *answers, double *span_s,
                             GError **err) {
     PgParams p = {0};
-    pg_i64(&p, window_s);
+    pg_text(&p, since);
     PGresult *r =
         pg_run(s,
                "SELECT count(*), coalesce(extract(epoch FROM max(finished_at)::timestamptz - "
                "min(started_at)::timestamptz), 0)::double precision FROM answers "
-               "WHERE finished_at >= to_char((now() - make_interval(secs => $1::double precision)) "
-               "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+               "WHERE finished_at >= $1::text",
                &p, "reading the answer rate", err);
     if (r == NULL)
         return FALSE;
@@ -816,6 +817,25 @@ GPtrArray *pgjobs_progress(DqStore *s, GError **err) {
     }
     PQclear(r);
     return out;
+}
+
+gboolean pgjobs_progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, pg_server_ms(s, now_ms));
+    PGresult *r = pg_run(s,
+                         "SELECT q.text, j.model_id, "
+                         "count(*) FILTER (WHERE j.lease_expires_ms >= $1::bigint), "
+                         "count(*) FILTER (WHERE j.lease_expires_ms < $1::bigint) FROM jobs j "
+                         "JOIN questions q ON q.id = j.question_id WHERE j.state = 'running' "
+                         "GROUP BY q.id, q.text, j.model_id",
+                         &p, "counting running jobs", err);
+    if (r == NULL)
+        return FALSE;
+    for (int i = 0; i < PQntuples(r); i++)
+        store_jobs_progress_set_leases(rows, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                                       pg_get_i64(r, i, 2), pg_get_i64(r, i, 3));
+    PQclear(r);
+    return TRUE;
 }
 
 /* An integer column, or `null` for SQL NULL. */
