@@ -1333,19 +1333,20 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR "             \
-    "question = ?1) AND (?4 IS NULL OR document_id IN (SELECT value FROM json_each(?4)))" RANGE    \
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR question IN " \
+    "(SELECT text FROM questions WHERE id IN (SELECT value FROM json_each(?1)))) AND (?4 IS NULL " \
+    "OR document_id IN (SELECT value FROM json_each(?4)))" RANGE                                   \
     " ORDER BY document_path, document_id, page, question, job_id"
 /* From the answers' commit order (schema 0012), not from the view, whose rows an index on
  * answers would not reach. */
 #define IN_RANGE                                                                                   \
     " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > ?2 AND commit_seq <= ?3)"
 
-gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
+gboolean store_jobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
                                 const DqAnswerRange *range, const GArray *document_ids,
                                 DqAnswerRowFn fn, void *user, GError **err) {
     PG_DISPATCH(
-        s, return pgjobs_each_answer(s, question, current, range, document_ids, fn, user, err));
+        s, return pgjobs_each_answer(s, question_ids, current, range, document_ids, fn, user, err));
     static const char *const sql[2][2] = {
         {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
         {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
@@ -1359,7 +1360,11 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
         sqlite3_bind_int64(st, 2, range->after);
         sqlite3_bind_int64(st, 3, range->upto);
     }
-    bind_text(st, 1, question);
+    if (question_ids != NULL)
+        sqlite3_bind_text(st, 1,
+                          store_jobs_id_list((const gint64 *)(void *)question_ids->data,
+                                             (int)question_ids->len, '[', ']'),
+                          -1, g_free);
     if (document_ids != NULL)
         sqlite3_bind_text(st, 4,
                           store_jobs_id_list((const gint64 *)(void *)document_ids->data,

@@ -336,12 +336,13 @@ typedef struct {
 
 /* Calls fn for every row of v_answers, each answer under the document its job was made for
  * (with `current`: of v_current_answers, each answer under every current document holding its
- * page's content, schema 0009), only those to `question` when not NULL, only those in `range`
+ * page's content, schema 0009), only those to the questions `question_ids` (gint64, questions.id)
+ * when not NULL (empty: no row), only those in `range`
  * when not NULL, only the rows listed under a document in `document_ids` (gint64; the row's
  * document_id: the asked document in v_answers, the current one in v_current_answers) when not
  * NULL (empty: no row), by document path, document, page, question; stops at the first FALSE.
  * fn must not use the store: on PostgreSQL the rows arrive on its connection while fn runs. */
-gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
+gboolean store_jobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
                                 const DqAnswerRange *range, const GArray *document_ids,
                                 DqAnswerRowFn fn, void *user, GError **err);
 

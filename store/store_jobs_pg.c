@@ -846,8 +846,9 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::text IS NULL OR "       \
-    "question = $1) AND ($2::bigint[] IS NULL OR document_id = ANY ($2::bigint[]))" RANGE          \
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "   \
+    "question IN (SELECT text FROM questions WHERE id = ANY ($1::bigint[]))) AND ($2::bigint[] "   \
+    "IS NULL OR document_id = ANY ($2::bigint[]))" RANGE                                           \
     " ORDER BY document_path COLLATE \"C\", document_id, page, question COLLATE \"C\", job_id"
 #define IN_RANGE                                                                                   \
     " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $3::bigint AND "                \
@@ -884,7 +885,7 @@ static gboolean each_answer_row(PGresult *r, int i, void *user, GError **err) {
     return e->fn(&row, e->user, err);
 }
 
-gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
+gboolean pgjobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
                             const DqAnswerRange *range, const GArray *document_ids,
                             DqAnswerRowFn fn, void *user, GError **err) {
     static const char *const sql[2][2] = {
@@ -894,10 +895,14 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
     /* Row by row as the server sends them: an export of every answer of a big archive held
      * them all in memory at once, about twice the size of the CSV written. */
     PgParams p = {0};
-    pg_text(&p, question);
-    char *list = document_ids ? store_jobs_id_list((const gint64 *)(void *)document_ids->data,
-                                                   (int)document_ids->len, '{', '}')
+    char *list = question_ids ? store_jobs_id_list((const gint64 *)(void *)question_ids->data,
+                                                   (int)question_ids->len, '{', '}')
                               : NULL;
+    pg_text(&p, list);
+    g_free(list);
+    list = document_ids ? store_jobs_id_list((const gint64 *)(void *)document_ids->data,
+                                             (int)document_ids->len, '{', '}')
+                        : NULL;
     pg_text(&p, list);
     g_free(list);
     if (range != NULL) {

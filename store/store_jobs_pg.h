@@ -33,7 +33,7 @@ GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 GPtrArray *pgjobs_progress(DqStore *s, GError **err);
 gboolean pgjobs_progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err);
-gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
+gboolean pgjobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
                             const DqAnswerRange *range, const GArray *document_ids,
                             DqAnswerRowFn fn, void *user, GError **err);
 gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err);

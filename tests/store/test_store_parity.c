@@ -677,6 +677,9 @@ static void test_history(void) {
         {{"export", "--format", "jsonl", "--after", "0", "--where", "path LIKE '%versioned%'",
           NULL},
          "versioned"},
+        {{"export", "--question", "Qué dice «Grüße» — 日本語？", "--question",
+          "It's \"quoted\", isn't it?", "--where", "path LIKE '%versioned%'", NULL},
+         "versioned"},
     };
     for (guint k = 0; k < G_N_ELEMENTS(where_exports); k++) {
         docqa_each(0, where_exports[k].args);
