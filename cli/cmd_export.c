@@ -368,7 +368,7 @@ int cmd_export(int argc, char **argv) {
     }
     g_strfreev(missing);
     DqAnswerRange range = {.after = after};
-    /* By id: a --question given twice used to keep only the last, silently. */
+    /* Any of the questions, by id; one never asked is named, and refuses a chain (below). */
     if (questions->len > 0)
         question_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
     for (guint i = 0; i < questions->len; i++) {
