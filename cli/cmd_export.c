@@ -385,12 +385,17 @@ int cmd_export(int argc, char **argv) {
         /* A mistyped question in a chain of exports is refused before its checkpoint moves:
          * otherwise the answers to the right one committed meanwhile would be skipped by the
          * corrected chain. */
-        dq_print_line(stderr,
-                      "docqa: export: --question \"%s\": no such question was asked (v_progress "
-                      "lists those that were)%s",
-                      question, after >= 0 ? "; the checkpoint was not moved" : "");
-        if (after >= 0)
+        if (after >= 0) {
+            dq_print_line(stderr,
+                          "docqa: export: --question \"%s\": no such question was asked "
+                          "(v_progress lists those that were); the checkpoint was not moved",
+                          question);
             goto out;
+        }
+        dq_print_line(stderr,
+                      "docqa: export: no answers to the question \"%s\": no such question was "
+                      "asked (v_progress lists those that were)",
+                      question);
     }
     if (after >= 0) {
         if (!store_jobs_commit_checkpoint(store, &range.upto, &err)) {

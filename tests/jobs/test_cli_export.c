@@ -550,8 +550,8 @@ static void test_export_questions(void) {
                     "/archive/2023/doc-0000.pdf 1 question 2\n"
                     "/archive/2023/doc-0000.pdf 2 question 2");
     g_assert_cmpstr(err, ==,
-                    "docqa: export: --question \"Never asked?\": no such question was asked "
-                    "(v_progress lists those that were)\n");
+                    "docqa: export: no answers to the question \"Never asked?\": no such "
+                    "question was asked (v_progress lists those that were)\n");
     g_free(rows);
     g_free(err);
     char *out = NULL;
