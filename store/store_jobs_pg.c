@@ -843,12 +843,15 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
     return PQgetisnull(r, row, col) ? null : (int)pg_get_i64(r, row, col);
 }
 
+/* The document ids as a set to join (a hashed semi-join) rather than "= ANY (array)", which
+ * PostgreSQL hashes only for a constant array (14 and later) and otherwise scans once per row:
+ * --where may match every document of a large archive. */
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
     "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "   \
     "question IN (SELECT text FROM questions WHERE id = ANY ($1::bigint[]))) AND ($2::bigint[] "   \
-    "IS NULL OR document_id = ANY ($2::bigint[]))" RANGE                                           \
+    "IS NULL OR document_id IN (SELECT unnest($2::bigint[])))" RANGE                               \
     " ORDER BY document_path COLLATE \"C\", document_id, page, question COLLATE \"C\", job_id"
 #define IN_RANGE                                                                                   \
     " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $3::bigint AND "                \
