@@ -102,14 +102,20 @@ const char *dq_cli_locale_charset(void);
 /* A JSON member holding an integer. */
 void dq_cli_json_int(JsonBuilder *b, const char *name, gint64 value);
 
+/* A JSON member holding a floating-point number, rounded to `decimals` places as the text
+ * output shows it (null where not finite); dq_cli_json_print writes it with the fewest digits
+ * that read back as that number (common/json_write.h): 66.7, not 66.700000000000003. */
+void dq_cli_json_double(JsonBuilder *b, const char *name, double value, int decimals);
+
 /* JSON members for values a database may not know: a string (null for NULL), and a boolean
  * held as 1 / 0 (null for -1). */
 void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value);
 void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value);
 
-/* Writes b's document and a newline to standard output (pretty: indented, for a person) and
- * frees b, through dq_cli_put_data (on a terminal DEL and C1 characters, which JSON may hold
- * raw, become \u escapes: the same JSON). Write errors are found by dq_cli_close_stdout. */
+/* Writes b's document and a newline to standard output (pretty: indented, for a person; its
+ * floating-point numbers as dq_json_to_text writes them) and frees b, through dq_cli_put_data (on a
+ * terminal DEL and C1 characters, which JSON may hold raw, become \u escapes: the same JSON). Write
+ * errors are found by dq_cli_close_stdout. */
 void dq_cli_json_print(JsonBuilder *b, gboolean pretty);
 
 int cmd_version(int argc, char **argv);

@@ -1,4 +1,5 @@
 #include "cli.h"
+#include "json_write.h"
 #include "text.h"
 
 #include <errno.h>
@@ -195,6 +196,11 @@ void dq_cli_json_string(JsonBuilder *b, const char *name, const char *value) {
         json_builder_add_string_value(b, value);
 }
 
+void dq_cli_json_double(JsonBuilder *b, const char *name, double value, int decimals) {
+    json_builder_set_member_name(b, name);
+    dq_json_add_double(b, value, decimals);
+}
+
 void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value) {
     json_builder_set_member_name(b, name);
     if (value < 0)
@@ -204,11 +210,8 @@ void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value) {
 }
 
 void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
-    JsonGenerator *g = json_generator_new();
     JsonNode *root = json_builder_get_root(b);
-    json_generator_set_root(g, root);
-    json_generator_set_pretty(g, pretty);
-    char *text = json_generator_to_data(g, NULL);
+    char *text = dq_json_to_text(root, pretty);
     /* json-glib (1.6 at least) escapes the control characters below U+001F but writes U+001F
      * itself raw, which JSON forbids (Python's json, jq and PostgreSQL's jsonb refuse the line).
      * A model can emit the byte (byte-level BPE), and a question can hold it. Outside strings
@@ -224,7 +227,6 @@ void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
     putchar('\n');
     g_free(text);
     json_node_unref(root);
-    g_object_unref(g);
     g_object_unref(b);
 }
 

@@ -241,14 +241,24 @@ static gboolean stdout_durable(void) {
 }
 
 int cmd_export(int argc, char **argv) {
-    char *db = NULL, *format = NULL, *question = NULL, *after_text = NULL, *checkpoint_file = NULL;
+    char *db = NULL, *format = NULL, *after_text = NULL, *checkpoint_file = NULL;
+    char **where = NULL, **question_args = NULL;
+    GArray *where_ids = NULL, *question_ids = NULL;
+    GPtrArray *questions = g_ptr_array_new_with_free_func(g_free);
     gboolean spreadsheet_safe = FALSE, current = FALSE;
     GOptionEntry entries[] = {
         {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
-        {"question", 0, 0, G_OPTION_ARG_FILENAME, &question,
-         "only the answers to this question (UTF-8)", "TEXT"},
+        {"question", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &question_args,
+         "only the answers to this question, trimmed as ask stores it (UTF-8; repeatable: any of "
+         "them)",
+         "TEXT"},
+        {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &where, /* bytes, checked as UTF-8 */
+         "only the answers about the documents, any version, matching this SQL expression over "
+         "the documents table, run read-only, as ask's --where (repeatable: any of them); with "
+         "--current, matched against the current path and version each row is listed under",
+         "SQL"},
         {"current", 0, 0, G_OPTION_ARG_NONE, &current,
          "the answers under the documents as they are now (v_current_answers): every current "
          "path and version holding a page's bytes, gone files left out; default: each answer "
@@ -276,7 +286,8 @@ int cmd_export(int argc, char **argv) {
              "whatever finished_at says and however workers' commits interleave. An answer "
              "that replaces an earlier one of its job (requeue) is a new answer: it comes again, "
              "with the same job_id, in the export after it was stored. Keep one checkpoint per "
-             "kind of export (--question, --current).");
+             "kind of export (--question, --where, --current). --where is read when each export "
+             "runs: a document that comes to match it later does not bring its older answers.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
@@ -284,9 +295,17 @@ int cmd_export(int argc, char **argv) {
     DqStore *store = NULL;
     gint64 after = -1; /* -1: no range, every answer */
     if (!ok || !dq_cli_no_arguments("export", argc, argv) ||
-        !dq_cli_utf8_option("export", "--question", question) ||
         !dq_cli_int_option("export", "--after", after_text, 0, G_MAXINT64, &after))
         goto out;
+    /* ask's checks, before the database is opened (and so before any output). */
+    for (char **w = where; w && *w; w++) {
+        if (!dq_cli_utf8_option("export", "--where", *w))
+            goto out;
+        if (!queue_check_where(*w, &err)) {
+            rc = dq_cli_fail(err);
+            goto out;
+        }
+    }
     if (after_text != NULL && checkpoint_file != NULL) {
         dq_print_line(stderr,
                       "docqa: export: --after and --checkpoint-file: give one (the file holds "
@@ -309,14 +328,15 @@ int cmd_export(int argc, char **argv) {
             goto out;
     }
     /* Stored questions are normalized (docqa ask): " Total? " must find "Total?". */
-    if (question != NULL) {
-        char *normal = queue_question_normalize(question, -1, "--question", &err);
+    for (char **q = question_args; q && *q; q++) {
+        if (!dq_cli_utf8_option("export", "--question", *q))
+            goto out;
+        char *normal = queue_question_normalize(*q, -1, "--question", &err);
         if (normal == NULL) {
             rc = dq_cli_fail(err);
             goto out;
         }
-        g_free(question);
-        question = normal;
+        g_ptr_array_add(questions, normal);
     }
     Export ex = {.csv = TRUE, .spreadsheet_safe = spreadsheet_safe, .tty = isatty(STDOUT_FILENO)};
     if (format != NULL && strcmp(format, "jsonl") == 0)
@@ -348,23 +368,36 @@ int cmd_export(int argc, char **argv) {
     }
     g_strfreev(missing);
     DqAnswerRange range = {.after = after};
-    if (after >= 0) {
-        /* A mistyped question in a chain of exports is refused before its checkpoint moves:
-         * otherwise the answers to the right one committed meanwhile would be skipped by the
-         * corrected chain. */
-        gint64 asked = 1;
-        if (question != NULL && !store_jobs_find_question(store, question, &asked, &err)) {
+    /* Any of the questions, by id; one never asked is named, and refuses a chain (below). */
+    if (questions->len > 0)
+        question_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    for (guint i = 0; i < questions->len; i++) {
+        const char *question = g_ptr_array_index(questions, i);
+        gint64 id = 0;
+        if (!store_jobs_find_question(store, question, &id, &err)) {
             rc = dq_cli_fail(err);
             goto out;
         }
-        if (asked == 0) {
-            dq_print_line(
-                stderr,
-                "docqa: export: --question \"%s\": no such question was asked (v_progress "
-                "lists those that were); the checkpoint was not moved",
-                question);
+        if (id != 0) {
+            g_array_append_val(question_ids, id);
+            continue;
+        }
+        /* A mistyped question in a chain of exports is refused before its checkpoint moves:
+         * otherwise the answers to the right one committed meanwhile would be skipped by the
+         * corrected chain. */
+        if (after >= 0) {
+            dq_print_line(stderr,
+                          "docqa: export: --question \"%s\": no such question was asked "
+                          "(v_progress lists those that were); the checkpoint was not moved",
+                          question);
             goto out;
         }
+        dq_print_line(stderr,
+                      "docqa: export: no answers to the question \"%s\": no such question was "
+                      "asked (v_progress lists those that were)",
+                      question);
+    }
+    if (after >= 0) {
         if (!store_jobs_commit_checkpoint(store, &range.upto, &err)) {
             rc = dq_cli_fail(err);
             goto out;
@@ -383,13 +416,23 @@ int cmd_export(int argc, char **argv) {
             goto out;
         }
     }
+    /* Read after the checkpoint: every answer numbered up to it hangs on a document that exists
+     * by now. Any version: v_answers lists an answer under the version it was asked for. */
+    if (where != NULL) {
+        where_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+        for (char **w = where; *w; w++)
+            if (!store_jobs_where_documents(store, *w, where_ids, &err)) {
+                rc = dq_cli_fail(err);
+                goto out;
+            }
+    }
     if (ex.csv)
         fputs("document_path,page,question,answer,model,finished_at,document_id,"
               "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
               "max_new_tokens,do_sample,model_fingerprint\r\n",
               stdout);
-    if (!store_jobs_each_answer(store, question, current, after >= 0 ? &range : NULL, write_row,
-                                &ex, &err)) {
+    if (!store_jobs_each_answer(store, question_ids, current, after >= 0 ? &range : NULL, where_ids,
+                                write_row, &ex, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }
@@ -400,12 +443,15 @@ int cmd_export(int argc, char **argv) {
     }
     /* An empty export is no failure (nothing may be answered yet), but a mistyped question
      * would otherwise look like one nobody answered. */
-    if (question != NULL && ex.rows == 0 && after < 0)
-        dq_print_line(
-            stderr,
-            "docqa: export: no answers to the question \"%s\" (docqa status shows the jobs; "
-            "export without --question lists the questions answered)",
-            question);
+    if (question_ids != NULL && question_ids->len > 0 && ex.rows == 0 && after < 0)
+        dq_print_line(stderr,
+                      "docqa: export: no answers to the question%s \"%s\"%s (docqa status shows "
+                      "the jobs; export without --question lists the questions answered)",
+                      questions->len > 1 ? "s" : "", (const char *)g_ptr_array_index(questions, 0),
+                      questions->len > 1 ? ", ..." : "");
+    if (where_ids != NULL && where_ids->len == 0)
+        dq_print_line(stderr, "docqa: export: --where matches no document, so no answer was "
+                              "written");
     if (checkpoint_file != NULL) {
         /* The rows are out; the checkpoint moving past them seals the export. A signal from
          * here on is noted, not acted on at once: one that came before it moves leaves it where
@@ -456,8 +502,14 @@ out:
     }
     g_free(db);
     g_free(format);
-    g_free(question);
+    g_strfreev(question_args);
+    g_ptr_array_free(questions, TRUE);
+    if (question_ids != NULL)
+        g_array_free(question_ids, TRUE);
     g_free(after_text);
     g_free(checkpoint_file);
+    g_strfreev(where);
+    if (where_ids != NULL)
+        g_array_free(where_ids, TRUE);
     return rc;
 }

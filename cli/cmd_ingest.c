@@ -73,10 +73,9 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     dq_cli_json_int(b, "tile", tile);
     add_codes(b, "failed_by_code", s->failed_by_code);
     add_codes(b, "partial_by_code", s->partial_by_code);
-    json_builder_set_member_name(b, "seconds");
-    json_builder_add_double_value(b, s->seconds);
-    json_builder_set_member_name(b, "pages_per_second");
-    json_builder_add_double_value(b, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0);
+    /* to the decimal the summary line shows */
+    dq_cli_json_double(b, "seconds", s->seconds, 1);
+    dq_cli_json_double(b, "pages_per_second", s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, 1);
     json_builder_set_member_name(b, "interrupted");
     json_builder_add_boolean_value(b, s->interrupted);
     json_builder_set_member_name(b, "failures");

@@ -134,10 +134,9 @@ static void print_json(const char *model_id, int workers, const DqRunResult *res
     dq_cli_json_int(b, "withdrawn", res->total.withdrawn);
     dq_cli_json_int(b, "answered_too_late", res->total.lost);
     dq_cli_json_int(b, "workers_crashed", res->workers_crashed);
-    json_builder_set_member_name(b, "seconds");
-    json_builder_add_double_value(b, secs);
-    json_builder_set_member_name(b, "answers_per_second");
-    json_builder_add_double_value(b, secs > 0 ? (double)res->total.done / secs : 0.0);
+    /* to the decimals the summary line shows */
+    dq_cli_json_double(b, "seconds", secs, 1);
+    dq_cli_json_double(b, "answers_per_second", secs > 0 ? (double)res->total.done / secs : 0.0, 2);
     json_builder_set_member_name(b, "interrupted");
     json_builder_add_boolean_value(b, res->interrupted);
     /* what stopped the workers (exit status 2), else null */

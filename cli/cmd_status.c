@@ -2,6 +2,8 @@
  * approximate), the most common failure reasons. */
 #include "cli.h"
 
+#include "clock.h"
+
 #include "store.h"
 #include "store_documents.h"
 #include "store_jobs.h"
@@ -53,11 +55,11 @@ static void add_progress(JsonBuilder *b, const GPtrArray *progress) {
         dq_cli_json_int(b, "retrying", r->retrying);
         dq_cli_json_int(b, "stalled", r->stalled);
         dq_cli_json_int(b, "cancelled", r->cancelled);
-        json_builder_set_member_name(b, "percent_done");
+        /* v_progress's one decimal (NULL: every job cancelled) */
         if (r->percent_done < 0)
-            json_builder_add_null_value(b);
+            dq_cli_json_string(b, "percent_done", NULL);
         else
-            json_builder_add_double_value(b, r->percent_done);
+            dq_cli_json_double(b, "percent_done", r->percent_done, 1);
         dq_cli_json_string(b, "asked_at", r->asked_at);
         dq_cli_json_string(b, "last_finished_at", r->last_finished_at);
         json_builder_end_object(b);
@@ -89,13 +91,12 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
     /* paths whose file ingest found gone (documents.missing_since); their answers are kept */
     json_builder_set_member_name(b, "documents_gone");
     json_builder_add_int_value(b, gone);
-    json_builder_set_member_name(b, "answers_per_second");
-    json_builder_add_double_value(b, rate);
-    json_builder_set_member_name(b, "eta_seconds");
+    /* as the text shows them: answers/s to 2 decimals, the ETA in whole seconds */
+    dq_cli_json_double(b, "answers_per_second", rate, 2);
     if (eta >= 0)
-        json_builder_add_double_value(b, eta);
+        dq_cli_json_double(b, "eta_seconds", eta, 0);
     else
-        json_builder_add_null_value(b);
+        dq_cli_json_string(b, "eta_seconds", NULL);
     /* device, weights and exact are null for answers from before schema 0003 */
     json_builder_set_member_name(b, "answers_by_engine");
     json_builder_begin_array(b);
@@ -198,10 +199,13 @@ int cmd_status(int argc, char **argv) {
     gint64 recent = 0;
     double span = 0;
     /* One snapshot for every number: read while workers commit, "jobs" would not add up to
-     * "progress" (v_progress), nor the answers to the jobs done. */
+     * "progress" (v_progress), nor the answers to the jobs done. And one now for every time
+     * compared: a lease that expires between two reads would be stalled in one and running in
+     * the other. */
+    gint64 now = dq_wall_ms();
     if (store == NULL || !(snapshot = dq_store_begin_snapshot(store, &err)) ||
-        !store_jobs_counts(store, NULL, &c, &err) ||
-        !store_jobs_recent_rate(store, RATE_WINDOW_S, &recent, &span, &err) ||
+        !store_jobs_counts_at(store, NULL, now, &c, &err) ||
+        !store_jobs_recent_rate_at(store, RATE_WINDOW_S, now, &recent, &span, &err) ||
         (engines = store_jobs_answer_engines(store, &err)) == NULL ||
         (snaps = store_jobs_model_snapshots(store, NULL, &err)) == NULL ||
         (errs = store_jobs_top_errors(store, 5, &err)) == NULL ||
@@ -228,7 +232,7 @@ int cmd_status(int argc, char **argv) {
                           "docqa: status: the view v_progress is missing (dropped?): \"progress\" "
                           "is null; `docqa migrate --from %s` makes docqa's views again",
                           path);
-        else if ((progress = store_jobs_progress(store, &err)) == NULL) {
+        else if ((progress = store_jobs_progress_at(store, now, &err)) == NULL) {
             g_strfreev(missing);
             rc = dq_cli_fail(err);
             goto out;

@@ -17,7 +17,18 @@ struct DqStore {
     guint64 dev, ino;        /* SQLite: the file opened, to notice it replaced or deleted */
     gboolean file_gone;      /* SQLite: dq_store_check_file found it replaced or deleted */
     int schema_version;      /* SQLite: user_version once opened and migrated */
+    gboolean immutable;      /* SQLite: opened as immutable (dq_store_open_reader, read-only
+                              * media without -shm): other connections must be too */
 };
+
+/* Sets the v_progress row of (question, model_id) in `rows` (DqProgressRow) to `running` jobs
+ * with a live lease and `stalled` ones (store_jobs_progress_at). */
+void store_jobs_progress_set_leases(GPtrArray *rows, const char *question, const char *model_id,
+                                    gint64 running, gint64 stalled);
+
+/* SQLite: the URI that opens `path` as immutable (file:...?immutable=1, ? and # escaped), or
+ * NULL where it has none. g_free. */
+char *store_sqlite_immutable_uri(const char *path);
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005;
  * model_fingerprint: 0008). */

@@ -1,6 +1,7 @@
 /* SQLite implementation of store_jobs.h. Life cycle: jobs/queue.h. */
 #include "store_jobs.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "store_internal.h"
 #include "store_jobs_pg.h"
@@ -250,8 +251,14 @@ static gboolean where_document_ids(DqStore *s, const char *where, gboolean newes
     sqlite3 *ro = NULL;
     sqlite3_stmt *st = NULL;
     gboolean ok = FALSE;
-    if (sqlite3_open_v2(dq_store_path(s), &ro, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    /* As the store was opened: a database on read-only media without its -shm opens only as
+     * immutable (dq_store_open_reader), for `export --where` as for export. */
+    char *uri = s->immutable ? store_sqlite_immutable_uri(dq_store_path(s)) : NULL;
+    int open_rc = sqlite3_open_v2(
+        uri ? uri : dq_store_path(s), &ro,
+        SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0), NULL);
+    g_free(uri);
+    if (open_rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: cannot open read-only for --where: %s", dq_store_path(s),
                 ro ? sqlite3_errmsg(ro) : "out of memory");
         goto out;
@@ -955,7 +962,12 @@ gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobSt
 }
 
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
-    PG_DISPATCH(s, return pgjobs_counts(s, model_id, c, err));
+    return store_jobs_counts_at(s, model_id, dq_wall_ms(), c, err);
+}
+
+gboolean store_jobs_counts_at(DqStore *s, const char *model_id, gint64 now_ms, DqJobCounts *c,
+                              GError **err) {
+    PG_DISPATCH(s, return pgjobs_counts(s, model_id, now_ms, c, err));
     memset(c, 0, sizeof(*c));
     sqlite3_stmt *st = stmt(s,
                             "SELECT state, count(*), sum(attempts > 0) FROM jobs "
@@ -981,12 +993,12 @@ gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GEr
      * the workers' that stamp the leases (and v_progress's). */
     st = stmt(s,
               "SELECT count(*) FROM jobs INDEXED BY jobs_leased WHERE state = 'running' AND "
-              "lease_expires_ms < CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) "
-              "AND (?1 IS NULL OR model_id = ?1)",
+              "lease_expires_ms < ?2 AND (?1 IS NULL OR model_id = ?1)",
               err);
     if (st == NULL)
         return FALSE;
     bind_text(st, 1, model_id);
+    sqlite3_bind_int64(st, 2, now_ms);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         c->stalled = sqlite3_column_int64(st, 0);
@@ -1067,17 +1079,35 @@ gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pend
 
 gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                                 GError **err) {
-    PG_DISPATCH(s, return pgjobs_recent_rate(s, window_s, answers, span_s, err));
+    return store_jobs_recent_rate_at(s, window_s, dq_wall_ms(), answers, span_s, err);
+}
+
+gboolean store_jobs_recent_rate_at(DqStore *s, int window_s, gint64 now_ms, gint64 *answers,
+                                   double *span_s, GError **err) {
+    /* finished_at is ISO-8601 UTC text with milliseconds (worker.c): compared as text. */
+    GDateTime *t = g_date_time_new_from_unix_utc(0);
+    GDateTime *from = g_date_time_add(t, (now_ms - (gint64)window_s * 1000) * 1000);
+    char *day = g_date_time_format(from, "%Y-%m-%dT%H:%M:%S");
+    char *since = g_strdup_printf("%s.%03dZ", day, g_date_time_get_microsecond(from) / 1000);
+    g_free(day);
+    g_date_time_unref(from);
+    g_date_time_unref(t);
+    PG_DISPATCH(s, {
+        gboolean ok = pgjobs_recent_rate(s, since, answers, span_s, err);
+        g_free(since);
+        return ok;
+    });
     sqlite3_stmt *st = stmt(s,
                             "SELECT count(*), coalesce((julianday(max(finished_at)) - "
                             "julianday(min(started_at))) * 86400.0, 0) FROM answers "
-                            "WHERE finished_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)",
+                            "WHERE finished_at >= ?1",
                             err);
-    if (st == NULL)
+    if (st == NULL) {
+        g_free(since);
         return FALSE;
-    char *modifier = g_strdup_printf("-%d seconds", window_s);
-    bind_text(st, 1, modifier);
-    g_free(modifier);
+    }
+    bind_text(st, 1, since);
+    g_free(since);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
         return db_fail(s, err, "reading the answer rate");
@@ -1172,6 +1202,58 @@ GPtrArray *store_jobs_progress(DqStore *s, GError **err) {
     return out;
 }
 
+void store_jobs_progress_set_leases(GPtrArray *rows, const char *question, const char *model_id,
+                                    gint64 running, gint64 stalled) {
+    for (guint i = 0; i < rows->len; i++) {
+        DqProgressRow *r = g_ptr_array_index(rows, i);
+        if (g_strcmp0(r->question, question) == 0 && g_strcmp0(r->model_id, model_id) == 0) {
+            r->running = running;
+            r->stalled = stalled;
+            return;
+        }
+    }
+}
+
+/* The running jobs per question and model, split as v_progress splits them, at now_ms. */
+static gboolean progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err) {
+    PG_DISPATCH(s, return pgjobs_progress_leases(s, now_ms, rows, err));
+    sqlite3_stmt *st =
+        stmt(s,
+             "SELECT q.text, j.model_id, coalesce(sum(j.lease_expires_ms >= ?1), 0), "
+             "coalesce(sum(j.lease_expires_ms < ?1), 0) FROM jobs j "
+             "JOIN questions q ON q.id = j.question_id WHERE j.state = 'running' "
+             "GROUP BY j.question_id, j.model_id",
+             err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, now_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        store_jobs_progress_set_leases(rows, (const char *)sqlite3_column_text(st, 0),
+                                       (const char *)sqlite3_column_text(st, 1),
+                                       sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(s, err, "counting running jobs");
+    return TRUE;
+}
+
+GPtrArray *store_jobs_progress_at(DqStore *s, gint64 now_ms, GError **err) {
+    GPtrArray *rows = store_jobs_progress(s, err);
+    if (rows == NULL)
+        return NULL;
+    /* Every row's running jobs are counted again below; a row none is left in has none. */
+    for (guint i = 0; i < rows->len; i++) {
+        DqProgressRow *r = g_ptr_array_index(rows, i);
+        r->running = r->stalled = 0;
+    }
+    if (!progress_leases(s, now_ms, rows, err)) {
+        g_ptr_array_free(rows, TRUE);
+        return NULL;
+    }
+    return rows;
+}
+
 void dq_answer_engine_free(DqAnswerEngine *e) {
     if (e == NULL)
         return;
@@ -1251,17 +1333,20 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR "             \
-    "question = ?1)" RANGE " ORDER BY document_path, document_id, page, question, job_id"
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR question IN " \
+    "(SELECT text FROM questions WHERE id IN (SELECT value FROM json_each(?1)))) AND (?4 IS NULL " \
+    "OR document_id IN (SELECT value FROM json_each(?4)))" RANGE                                   \
+    " ORDER BY document_path, document_id, page, question, job_id"
 /* From the answers' commit order (schema 0012), not from the view, whose rows an index on
  * answers would not reach. */
 #define IN_RANGE                                                                                   \
     " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > ?2 AND commit_seq <= ?3)"
 
-gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
-                                GError **err) {
-    PG_DISPATCH(s, return pgjobs_each_answer(s, question, current, range, fn, user, err));
+gboolean store_jobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
+                                const DqAnswerRange *range, const GArray *document_ids,
+                                DqAnswerRowFn fn, void *user, GError **err) {
+    PG_DISPATCH(
+        s, return pgjobs_each_answer(s, question_ids, current, range, document_ids, fn, user, err));
     static const char *const sql[2][2] = {
         {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
         {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
@@ -1275,7 +1360,16 @@ gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean curre
         sqlite3_bind_int64(st, 2, range->after);
         sqlite3_bind_int64(st, 3, range->upto);
     }
-    bind_text(st, 1, question);
+    if (question_ids != NULL)
+        sqlite3_bind_text(st, 1,
+                          store_jobs_id_list((const gint64 *)(void *)question_ids->data,
+                                             (int)question_ids->len, '[', ']'),
+                          -1, g_free);
+    if (document_ids != NULL)
+        sqlite3_bind_text(st, 4,
+                          store_jobs_id_list((const gint64 *)(void *)document_ids->data,
+                                             (int)document_ids->len, '[', ']'),
+                          -1, g_free);
     gboolean ok = TRUE;
     int rc;
     while (ok && (rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -204,8 +204,14 @@ gboolean store_jobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobSt
                                    gint64 *count, GError **err);
 
 /* Counts per state, for every model (model_id NULL) or one. Reads every job (from one index):
- * a second or so a million jobs. */
+ * a second or so a million jobs. Stalled: the lease expired before now (store_jobs_counts_at's
+ * now_ms, store_jobs_counts' dq_wall_ms()). now_ms is this machine's clock, the one workers
+ * stamp leases with; on PostgreSQL it is taken to the server's, where leases are kept
+ * (store_pg.h). Several reads that give one now_ms split running from stalled alike: a lease
+ * that expires between them is on the same side in each (docqa status). */
 gboolean store_jobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
+gboolean store_jobs_counts_at(DqStore *s, const char *model_id, gint64 now_ms, DqJobCounts *c,
+                              GError **err);
 
 /* Jobs waiting (queued or running) for one model id. */
 typedef struct {
@@ -238,11 +244,18 @@ void dq_progress_row_free(DqProgressRow *r);
 /* v_progress's rows, in its order (the questions as first asked). The view is docqa's: one
  * dropped by hand is an error naming it (dq_store_missing_views tells before). */
 GPtrArray *store_jobs_progress(DqStore *s, GError **err);
+/* The same rows with `running` and `stalled` split at now_ms as store_jobs_counts_at splits
+ * them (the view takes the database's now, another at each read). */
+GPtrArray *store_jobs_progress_at(DqStore *s, gint64 now_ms, GError **err);
 
 /* Answers finished in the last `window_s` seconds and the span they cover in seconds
  * (first start to last finish), for a pages-per-second rate. */
 gboolean store_jobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
                                 GError **err);
+/* The same, the window ending at now_ms (this machine's clock, as the workers' finished_at) rather
+ * than at dq_wall_ms(). */
+gboolean store_jobs_recent_rate_at(DqStore *s, int window_s, gint64 now_ms, gint64 *answers,
+                                   double *span_s, GError **err);
 
 typedef struct {
     char *kind;
@@ -323,12 +336,15 @@ typedef struct {
 
 /* Calls fn for every row of v_answers, each answer under the document its job was made for
  * (with `current`: of v_current_answers, each answer under every current document holding its
- * page's content, schema 0009), only those to `question` when not NULL, only those in `range`
- * when not NULL, by document path, document, page, question; stops at the first FALSE. fn must
- * not use the store: on PostgreSQL the rows arrive on its connection while fn runs. */
-gboolean store_jobs_each_answer(DqStore *s, const char *question, gboolean current,
-                                const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
-                                GError **err);
+ * page's content, schema 0009), only those to the questions `question_ids` (gint64, questions.id)
+ * when not NULL (empty: no row), only those in `range`
+ * when not NULL, only the rows listed under a document in `document_ids` (gint64; the row's
+ * document_id: the asked document in v_answers, the current one in v_current_answers) when not
+ * NULL (empty: no row), by document path, document, page, question; stops at the first FALSE.
+ * fn must not use the store: on PostgreSQL the rows arrive on its connection while fn runs. */
+gboolean store_jobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
+                                const DqAnswerRange *range, const GArray *document_ids,
+                                DqAnswerRowFn fn, void *user, GError **err);
 
 /* The newest answers.commit_seq handed out (schema 0012), the checkpoint `docqa export` prints:
  * numbers are drawn in commit order, each one once, so every answer numbered up to it is

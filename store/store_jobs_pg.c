@@ -609,7 +609,8 @@ gboolean pgjobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState 
     return TRUE;
 }
 
-gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err) {
+gboolean pgjobs_counts(DqStore *s, const char *model_id, gint64 now_ms, DqJobCounts *c,
+                       GError **err) {
     memset(c, 0, sizeof(*c));
     PgParams p = {0};
     pg_text(&p, model_id);
@@ -629,12 +630,13 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError 
         c->total += n;
     }
     PQclear(r);
-    /* Leases are in the server's time (store_pg.h): its clock says which have expired. */
+    /* Leases are in the server's time (store_pg.h): now_ms taken there says which have
+     * expired. */
     pg_text(&p, model_id);
+    pg_i64(&p, pg_server_ms(s, now_ms));
     r = pg_run(s,
                "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_ms < "
-               "(extract(epoch FROM clock_timestamp()) * 1000)::bigint AND "
-               "($1::text IS NULL OR model_id = $1)",
+               "$2::bigint AND ($1::text IS NULL OR model_id = $1)",
                &p, "counting stalled jobs", err);
     if (r == NULL)
         return FALSE;
@@ -693,16 +695,15 @@ gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending,
     return TRUE;
 }
 
-gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
+gboolean pgjobs_recent_rate(DqStore *s, const char *since, gint64 *answers, double *span_s,
                             GError **err) {
     PgParams p = {0};
-    pg_i64(&p, window_s);
+    pg_text(&p, since);
     PGresult *r =
         pg_run(s,
                "SELECT count(*), coalesce(extract(epoch FROM max(finished_at)::timestamptz - "
                "min(started_at)::timestamptz), 0)::double precision FROM answers "
-               "WHERE finished_at >= to_char((now() - make_interval(secs => $1::double precision)) "
-               "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+               "WHERE finished_at >= $1::text",
                &p, "reading the answer rate", err);
     if (r == NULL)
         return FALSE;
@@ -818,20 +819,43 @@ GPtrArray *pgjobs_progress(DqStore *s, GError **err) {
     return out;
 }
 
+gboolean pgjobs_progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, pg_server_ms(s, now_ms));
+    PGresult *r = pg_run(s,
+                         "SELECT q.text, j.model_id, "
+                         "count(*) FILTER (WHERE j.lease_expires_ms >= $1::bigint), "
+                         "count(*) FILTER (WHERE j.lease_expires_ms < $1::bigint) FROM jobs j "
+                         "JOIN questions q ON q.id = j.question_id WHERE j.state = 'running' "
+                         "GROUP BY q.id, q.text, j.model_id",
+                         &p, "counting running jobs", err);
+    if (r == NULL)
+        return FALSE;
+    for (int i = 0; i < PQntuples(r); i++)
+        store_jobs_progress_set_leases(rows, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                                       pg_get_i64(r, i, 2), pg_get_i64(r, i, 3));
+    PQclear(r);
+    return TRUE;
+}
+
 /* An integer column, or `null` for SQL NULL. */
 static int get_int_or(PGresult *r, int row, int col, int null) {
     return PQgetisnull(r, row, col) ? null : (int)pg_get_i64(r, row, col);
 }
 
+/* The document ids as a set to join (a hashed semi-join) rather than "= ANY (array)", which
+ * PostgreSQL hashes only for a constant array (14 and later) and otherwise scans once per row:
+ * --where may match every document of a large archive. */
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
     "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
     "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::text IS NULL OR "       \
-    "question = $1)" RANGE " ORDER BY document_path COLLATE \"C\", document_id, page, "            \
-    "question COLLATE \"C\", job_id"
+    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "   \
+    "question IN (SELECT text FROM questions WHERE id = ANY ($1::bigint[]))) AND ($2::bigint[] "   \
+    "IS NULL OR document_id IN (SELECT unnest($2::bigint[])))" RANGE                               \
+    " ORDER BY document_path COLLATE \"C\", document_id, page, question COLLATE \"C\", job_id"
 #define IN_RANGE                                                                                   \
-    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $2::bigint AND "                \
-    "commit_seq <= $3::bigint)"
+    " AND job_id IN (SELECT job_id FROM answers WHERE commit_seq > $3::bigint AND "                \
+    "commit_seq <= $4::bigint)"
 
 typedef struct {
     DqAnswerRowFn fn;
@@ -864,9 +888,9 @@ static gboolean each_answer_row(PGresult *r, int i, void *user, GError **err) {
     return e->fn(&row, e->user, err);
 }
 
-gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
-                            const DqAnswerRange *range, DqAnswerRowFn fn, void *user,
-                            GError **err) {
+gboolean pgjobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
+                            const DqAnswerRange *range, const GArray *document_ids,
+                            DqAnswerRowFn fn, void *user, GError **err) {
     static const char *const sql[2][2] = {
         {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
         {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
@@ -874,7 +898,16 @@ gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
     /* Row by row as the server sends them: an export of every answer of a big archive held
      * them all in memory at once, about twice the size of the CSV written. */
     PgParams p = {0};
-    pg_text(&p, question);
+    char *list = question_ids ? store_jobs_id_list((const gint64 *)(void *)question_ids->data,
+                                                   (int)question_ids->len, '{', '}')
+                              : NULL;
+    pg_text(&p, list);
+    g_free(list);
+    list = document_ids ? store_jobs_id_list((const gint64 *)(void *)document_ids->data,
+                                             (int)document_ids->len, '{', '}')
+                        : NULL;
+    pg_text(&p, list);
+    g_free(list);
     if (range != NULL) {
         pg_i64(&p, range->after);
         pg_i64(&p, range->upto);

@@ -24,15 +24,18 @@ gboolean pgjobs_release_except(DqStore *s, const char *owner, const gint64 *keep
                                int *released, GError **err);
 gboolean pgjobs_count_in_state(DqStore *s, const gint64 *ids, int n, DqJobState state,
                                gint64 *count, GError **err);
-gboolean pgjobs_counts(DqStore *s, const char *model_id, DqJobCounts *c, GError **err);
-gboolean pgjobs_recent_rate(DqStore *s, int window_s, gint64 *answers, double *span_s,
+gboolean pgjobs_counts(DqStore *s, const char *model_id, gint64 now_ms, DqJobCounts *c,
+                       GError **err);
+gboolean pgjobs_recent_rate(DqStore *s, const char *since, gint64 *answers, double *span_s,
                             GError **err);
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 GPtrArray *pgjobs_progress(DqStore *s, GError **err);
-gboolean pgjobs_each_answer(DqStore *s, const char *question, gboolean current,
-                            const DqAnswerRange *range, DqAnswerRowFn fn, void *user, GError **err);
+gboolean pgjobs_progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err);
+gboolean pgjobs_each_answer(DqStore *s, const GArray *question_ids, gboolean current,
+                            const DqAnswerRange *range, const GArray *document_ids,
+                            DqAnswerRowFn fn, void *user, GError **err);
 gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err);
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err);
 GPtrArray *pgjobs_pending_models(DqStore *s, const char *except, int limit, GError **err);

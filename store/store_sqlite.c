@@ -706,14 +706,8 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     g_free(folder);
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
-    char *uri = NULL;
-    if (mode == OPEN_IMMUTABLE) {
-        char *abs = g_canonicalize_filename(path, NULL);
-        char *file_uri = g_filename_to_uri(abs, NULL, NULL); /* percent-escapes ?, # and % */
-        uri = file_uri ? g_strconcat(file_uri, "?immutable=1", NULL) : NULL;
-        g_free(file_uri);
-        g_free(abs);
-    }
+    char *uri = mode == OPEN_IMMUTABLE ? store_sqlite_immutable_uri(path) : NULL;
+    store->immutable = uri != NULL;
     int rc = sqlite3_open_v2(
         uri ? uri : path, &store->db,
         (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
@@ -764,6 +758,15 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     }
     store->schema_version = dq_store_schema_version(store);
     return store;
+}
+
+char *store_sqlite_immutable_uri(const char *path) {
+    char *abs = g_canonicalize_filename(path, NULL);
+    char *file_uri = g_filename_to_uri(abs, NULL, NULL); /* percent-escapes ?, # and % */
+    char *uri = file_uri ? g_strconcat(file_uri, "?immutable=1", NULL) : NULL;
+    g_free(file_uri);
+    g_free(abs);
+    return uri;
 }
 
 DqStore *dq_store_open(const char *location, GError **err) {

@@ -1,10 +1,12 @@
 #include "dq_error.h"
 #include "json_load.h"
+#include "json_write.h"
 #include "mapped_file.h"
 #include "resources.h"
 #include "testutil.h"
 #include "text.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +332,65 @@ static void test_print_line(void) {
     g_free(shown);
 }
 
+/* json-glib writes a double with 17 digits: v_progress's 66.7 came out as 66.700000000000003.
+ * Numbers are rounded to what the text shows and written with the fewest digits that read back
+ * as the same double; strings that look like numbers, integers and a whole double's ".0" stay. */
+static void test_json_numbers(void) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    const struct {
+        const char *name;
+        double value;
+        int decimals;
+    } members[] = {
+        {"percent", 200.0 / 3, 1}, {"rate", 1.0 / 3, 2}, {"eta", 119.6, 0}, {"tiny", 1.25e-7, 9},
+        {"neg", -0.15, 1},         {"big", 1e20, 0},     {"zero", 0, 2},    {"nan", NAN, 1},
+        {"inf", -INFINITY, 1},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(members); i++) {
+        json_builder_set_member_name(b, members[i].name);
+        dq_json_add_double(b, members[i].value, members[i].decimals);
+    }
+    json_builder_set_member_name(b, "raw");
+    json_builder_add_double_value(b, 0.1 + 0.2); /* not rounded: 17 digits needed */
+    json_builder_set_member_name(b, "text");
+    json_builder_add_string_value(b, "66.700000000000003 \"1.5\" \\\" 2.50");
+    json_builder_set_member_name(b, "list");
+    json_builder_begin_array(b);
+    json_builder_add_int_value(b, -42);
+    json_builder_add_double_value(b, 66.7);
+    json_builder_end_array(b);
+    json_builder_end_object(b);
+    JsonNode *root = json_builder_get_root(b);
+    char *text = dq_json_to_text(root, FALSE);
+    g_assert_cmpstr(text, ==,
+                    "{\"percent\":66.7,\"rate\":0.33,\"eta\":120.0,\"tiny\":1.25e-07,"
+                    "\"neg\":-0.1,\"big\":1e+20,\"zero\":0.0,\"nan\":null,\"inf\":null,"
+                    "\"raw\":0.30000000000000004,"
+                    "\"text\":\"66.700000000000003 \\\"1.5\\\" \\\\\\\" 2.50\","
+                    "\"list\":[-42,66.7]}");
+    /* What a parser reads back is the rounded value, to the bit. */
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, text, -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    g_assert_true(json_object_get_double_member(o, "percent") == 66.7);
+    g_assert_true(json_object_get_double_member(o, "raw") == 0.1 + 0.2);
+    g_assert_true(json_object_get_double_member(o, "tiny") == 1.25e-7);
+    g_object_unref(p);
+    g_free(text);
+    /* Pretty, as status --json prints it. */
+    text = dq_json_to_text(root, TRUE);
+    g_assert_nonnull(strstr(text, "\"percent\" : 66.7,"));
+    g_free(text);
+    json_node_unref(root);
+    g_object_unref(b);
+    char buf[G_ASCII_DTOSTR_BUF_SIZE];
+    g_assert_cmpstr(dq_json_number(1e16, buf), ==, "10000000000000000.0");
+    g_assert_cmpstr(dq_json_number(0.00001234, buf), ==, "0.00001234");
+    g_assert_cmpstr(dq_json_number(1.5e-300, buf), ==, "1.5e-300");
+    g_assert_cmpstr(dq_json_number(-2.5, buf), ==, "-2.5");
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/common/text/utf8-escape-invalid", test_utf8_escape_invalid);
@@ -342,6 +403,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/json/depth", test_json_depth);
     g_test_add_func("/common/json/empty_and_duplicates", test_json_empty_and_duplicates);
     g_test_add_func("/common/json/read_regular", test_read_regular);
+    g_test_add_func("/common/json/numbers", test_json_numbers);
     g_test_add_func("/common/error/prefix", test_error_prefix);
     g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
     return g_test_run();

@@ -771,8 +771,8 @@ static void test_run_nothing_queued_note(void) {
 /* Runs `docqa COMMAND --db DB` where DIR (DB's folder) is read-only: a read-only bind mount
  * for root (whom permissions do not stop), a folder without write permission otherwise.
  * -1 when neither can be arranged here. */
-static int docqa_read_only(const char *dir, const char *db, const char *command, char **out,
-                           char **errout) {
+static int docqa_read_only_with(const char *dir, const char *db, const char *command,
+                                const char *option, const char *value, char **out, char **errout) {
     char *bin = dq_test_docqa_path();
     int status = 0;
     GError *err = NULL;
@@ -788,6 +788,8 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
                               command,
                               "--db",
                               db,
+                              option,
+                              value,
                               NULL};
         if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, errout,
                           &status, &err)) {
@@ -797,7 +799,7 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
             status = WIFEXITED(status) && WEXITSTATUS(status) != 77 ? WEXITSTATUS(status) : -1;
     } else {
         g_assert_cmpint(g_chmod(dir, 0555), ==, 0);
-        const char *argv[] = {bin, command, "--db", db, NULL};
+        const char *argv[] = {bin, command, "--db", db, option, value, NULL};
         g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out,
                                    errout, &status, &err));
         dq_assert_no_error(err);
@@ -806,6 +808,11 @@ static int docqa_read_only(const char *dir, const char *db, const char *command,
     }
     g_free(bin);
     return status;
+}
+
+static int docqa_read_only(const char *dir, const char *db, const char *command, char **out,
+                           char **errout) {
+    return docqa_read_only_with(dir, db, command, NULL, NULL, out, errout);
 }
 
 /* status and export only read: a database on read-only media (its folder not writable, so
@@ -831,6 +838,17 @@ static void test_read_only_database(void) {
     g_assert_cmpint(g_strv_length(lines), ==, 2 + 2); /* header, rows, the empty tail */
     g_strfreev(lines);
     g_free(out);
+    /* --where reads the database on a connection of its own, opened as export's is. */
+    char *err = NULL;
+    g_assert_cmpint(
+        docqa_read_only_with(dir, db, "export", "--where", "path LIKE '%/2023/%'", &out, &err), ==,
+        0);
+    g_test_message("%s", err);
+    lines = g_strsplit(out, "\r\n", -1);
+    g_assert_cmpint(g_strv_length(lines), ==, 2 + 2);
+    g_strfreev(lines);
+    g_free(out);
+    g_free(err);
     g_free(db);
     g_free(dir);
 }
@@ -910,6 +928,51 @@ static void test_status_stalled(void) {
     g_assert_nonnull(strstr(out, "\"running\" : 0"));
     g_assert_nonnull(strstr(out, "\"stalled\" : 3"));
     g_assert_nonnull(strstr(out, "\"eta_seconds\" : null"));
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+}
+
+/* status --json writes its numbers as the text and v_progress show them: 2 of 3 jobs done is
+ * percent_done 66.7 (json-glib alone wrote 66.700000000000003), answers/s with at most 2
+ * decimals, the ETA in whole seconds. */
+static void test_status_json_numbers(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 3);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 3);
+    GError *e = NULL;
+    DqStore *s = dq_store_open(db, &e);
+    dq_assert_no_error(e);
+    GPtrArray *c = store_jobs_claim(s, "w", "m", 2, dq_wall_ms(), 3600000, NULL, &e);
+    dq_assert_no_error(e);
+    g_assert_cmpint(c->len, ==, 2);
+    for (guint i = 0; i < c->len; i++) {
+        GDateTime *t = g_date_time_new_now_utc();
+        char *now = g_date_time_format(t, "%Y-%m-%dT%H:%M:%S.000Z");
+        g_date_time_unref(t);
+        DqJobAnswer a = {.job_id = ((const DqClaimedJob *)g_ptr_array_index(c, i))->job_id,
+                         .text = "x",
+                         .started_at = now,
+                         .finished_at = now,
+                         .exact = 1};
+        int written = 0;
+        g_assert_true(store_jobs_complete(s, "w", &a, 1, &written, &e));
+        dq_assert_no_error(e);
+        g_free(now);
+    }
+    g_ptr_array_free(c, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, "\"percent_done\" : 66.7,\n"));
+    GRegex *re = g_regex_new("\"answers_per_second\" : [0-9]+\\.[0-9]{1,2},\n", 0, 0, NULL);
+    g_assert_true(g_regex_match(re, out, 0, NULL));
+    g_regex_unref(re);
+    re = g_regex_new("\"eta_seconds\" : ([0-9]+\\.0|null),\n", 0, 0, NULL);
+    g_assert_true(g_regex_match(re, out, 0, NULL));
+    g_regex_unref(re);
     g_free(out);
     g_free(db);
     g_free(dir);
@@ -2667,6 +2730,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/status-one-snapshot", test_status_one_snapshot);
     g_test_add_func("/cli-jobs/run-nothing-queued-note", test_run_nothing_queued_note);
     g_test_add_func("/cli-jobs/read-only-database", test_read_only_database);
+    g_test_add_func("/cli-jobs/status-json-numbers", test_status_json_numbers);
     g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
     g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
     g_test_add_func("/cli-jobs/page-store-notes", test_page_store_notes);

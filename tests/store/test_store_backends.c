@@ -137,7 +137,7 @@ static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err)
 static char *answers_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, collect_answer, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, collect_answer, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -714,7 +714,8 @@ static gboolean collect_provenance(const DqAnswerRow *row, void *user, GError **
 static char *provenance_text(DqStore *s) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, collect_provenance, out, &err));
+    g_assert_true(
+        store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, collect_provenance, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -1357,7 +1358,7 @@ static char *range_text(DqStore *s, gint64 after, gint64 upto) {
     GString *out = g_string_new(NULL);
     GError *err = NULL;
     DqAnswerRange range = {.after = after, .upto = upto};
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, &range, collect_answer, out, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, &range, NULL, collect_answer, out, &err));
     dq_assert_no_error(err);
     return g_string_free(out, FALSE);
 }
@@ -2011,13 +2012,13 @@ static void test_pg_export_streams(void) {
                "2000), 1, 1, 'm', '{}', 'w', finished_at, finished_at FROM jobs WHERE job_key "
                "LIKE 'bulk-%'");
     Streamed st = {.loc = loc};
-    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, count_streamed, &st, &err));
+    g_assert_true(store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, count_streamed, &st, &err));
     dq_assert_no_error(err);
     g_assert_cmpint(st.rows, ==, 10000);
     g_assert_cmpint(st.sending_at_first, ==, 1);
 
     Streamed stop = {.loc = loc, .stop_at = 5};
-    g_assert_false(store_jobs_each_answer(s, NULL, FALSE, NULL, count_streamed, &stop, &err));
+    g_assert_false(store_jobs_each_answer(s, NULL, FALSE, NULL, NULL, count_streamed, &stop, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
     g_assert_cmpstr(err->message, ==, "stopped at row 5");
     g_clear_error(&err);
@@ -2819,6 +2820,64 @@ static void test_requeue_selected(gconstpointer kind) {
     g_free(loc);
 }
 
+/* One "now" for every number status reads: the counts, v_progress's rows and the answer rate
+ * take it as a parameter, so that a lease expiring between two reads is on the same side of each.
+ * A lease that expires at E is running at E (lease_expires_ms < now is stalled) and stalled at
+ * E + 1, in the counts and in the progress rows alike; an answer finished exactly 600 s before
+ * now is in the rate's window, 1 ms later out of it. */
+static void test_status_now(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/a.pdf", "1111111111111111111111111111111111111111111111111111111111111111");
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+    gint64 t = dq_wall_ms();
+    GPtrArray *c = store_jobs_claim(s, "w", "m", 2, t, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 2);
+    DqJobAnswer a = answer_for(((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id, "x");
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "w", &a, 1, &written, &err));
+    g_assert_cmpint(written, ==, 1);
+    g_ptr_array_free(c, TRUE);
+    const gint64 expires = t + 1000; /* the other job's lease, in this clock */
+    for (gint64 now = expires - 1; now <= expires + 1; now++) {
+        gint64 stalled = now > expires;
+        DqJobCounts counts;
+        g_assert_true(store_jobs_counts_at(s, NULL, now, &counts, &err));
+        dq_assert_no_error(err);
+        g_assert_cmpint(counts.by_state[DQ_JOB_RUNNING], ==, 1);
+        g_assert_cmpint(counts.stalled, ==, stalled);
+        GPtrArray *progress = store_jobs_progress_at(s, now, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(progress->len, ==, 1);
+        const DqProgressRow *row = g_ptr_array_index(progress, 0);
+        g_assert_cmpint(row->stalled, ==, stalled);
+        g_assert_cmpint(row->running, ==, 1 - stalled);
+        g_assert_cmpint(row->queued, ==, 1);
+        g_assert_cmpint(row->done, ==, 1);
+        g_ptr_array_free(progress, TRUE);
+    }
+    /* answer_for's finished_at: 2026-01-01T00:00:01.250Z */
+    GDateTime *at = g_date_time_new_utc(2026, 1, 1, 0, 10, 1.25);
+    gint64 window_end = g_date_time_to_unix(at) * 1000 + 250;
+    g_date_time_unref(at);
+    gint64 n = -1;
+    double span = -1;
+    g_assert_true(store_jobs_recent_rate_at(s, 600, window_end, &n, &span, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(n, ==, 1);
+    g_assert_cmpfloat_with_epsilon(span, 1.25, 1e-3); /* julianday: ms, not better */
+    g_assert_true(store_jobs_recent_rate_at(s, 600, window_end + 1, &n, &span, &err));
+    g_assert_cmpint(n, ==, 0);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     server = pgt_start(&server_why_not);
@@ -2898,6 +2957,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/cli", test_cli);
     g_test_add_func("/store/backends/postgres/notice-escaped", test_pg_notice_escaped);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
+    g_test_add_data_func("/store/backends/sqlite/status-now", "sqlite", test_status_now);
+    g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     int rc = g_test_run();
     pgt_stop(server);
     g_free(server_why_not);

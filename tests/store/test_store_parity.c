@@ -663,6 +663,65 @@ static void test_history(void) {
     /* What docqa itself prints from them. */
     docqa_each(0, (const char *[]){"export", "--format", "csv", NULL});
     docqa_each(0, (const char *[]){"export", "--format", "jsonl", NULL});
+    /* export --where: the same rows on both, and only those of the matching documents (any
+     * version; with --current, those listed under a matching current path). */
+    const struct {
+        const char *args[9];
+        const char *kept; /* in every row */
+    } where_exports[] = {
+        {{"export", "--where", "path LIKE '%versioned%'", NULL}, "versioned"},
+        {{"export", "--format", "jsonl", "--where", "path LIKE '%versioned%'", "--where",
+          "version > 1", NULL},
+         "versioned"},
+        {{"export", "--current", "--where", "path LIKE '%hello%'", NULL}, "hello"},
+        {{"export", "--format", "jsonl", "--after", "0", "--where", "path LIKE '%versioned%'",
+          NULL},
+         "versioned"},
+        {{"export", "--question", "Qué dice «Grüße» — 日本語？", "--question",
+          "It's \"quoted\", isn't it?", "--where", "path LIKE '%versioned%'", NULL},
+         "versioned"},
+    };
+    for (guint k = 0; k < G_N_ELEMENTS(where_exports); k++) {
+        docqa_each(0, where_exports[k].args);
+        const char *kept = where_exports[k].kept;
+        for (int i = 0; i < n_dbs; i++) {
+            char *text = NULL;
+            GPtrArray *a = g_ptr_array_new();
+            g_ptr_array_add(a, "export");
+            g_ptr_array_add(a, "--db");
+            g_ptr_array_add(a, dbs[i].loc);
+            for (int j = 1; where_exports[k].args[j]; j++)
+                g_ptr_array_add(a, (char *)where_exports[k].args[j]);
+            g_ptr_array_add(a, NULL);
+            g_assert_cmpint(docqa(&text, (const char *const *)a->pdata), ==, 0);
+            g_ptr_array_free(a, TRUE);
+            char **lines = g_strsplit(text, "\n", -1);
+            int rows = 0;
+            for (char **l = lines; *l && **l; l++) {
+                if (g_str_has_prefix(*l, "document_path,"))
+                    continue;
+                rows++;
+                g_assert_nonnull(strstr(*l, kept));
+            }
+            g_assert_cmpint(rows, >, 0);
+            g_strfreev(lines);
+            g_free(text);
+        }
+    }
+    /* With --current, a copy's rows under its own path: both copies of hello.pdf. */
+    for (int i = 0; i < n_dbs; i++) {
+        char *text = NULL;
+        g_assert_cmpint(docqa(&text, (const char *[]){"export", "--db", dbs[i].loc, "--current",
+                                                      "--where", "path LIKE '%hello copy%'", NULL}),
+                        ==, 0);
+        gint64 listed = db_int(&dbs[i], "SELECT count(*) FROM v_current_answers WHERE "
+                                        "document_path LIKE '%/hello copy.pdf'");
+        g_assert_cmpint(listed, >, 0);
+        char **lines = g_strsplit(text, "\r\n", -1);
+        g_assert_cmpint(g_strv_length(lines), ==, 1 + listed + 1);
+        g_strfreev(lines);
+        g_free(text);
+    }
     char *out[2];
     for (int i = 0; i < 2; i++) {
         g_assert_cmpint(
