@@ -25,6 +25,7 @@
 #define DQ_STORE_H
 
 #include <glib.h>
+#include <signal.h>
 #include <sqlite3.h>
 
 typedef struct DqStore DqStore;
@@ -82,6 +83,16 @@ gboolean dq_store_check_file(DqStore *store, GError **err);
 
 /* Closes the connection after finalizing every statement the store's modules cached on it. */
 void dq_store_close(DqStore *store);
+
+/* How long a connection told to stop still waits for SQLite's write lock. */
+#define DQ_STORE_STOP_GRACE_MS 5000
+
+/* SQLite: once *stop is set (a worker told to stop by SIGINT, SIGTERM or SIGHUP), the store's
+ * waits for another connection's write lock end DQ_STORE_STOP_GRACE_MS after the first wait
+ * that saw it set, instead of after the busy limit (a minute): a worker stopped while an sqlite3
+ * shell holds the lock stops within seconds rather than minutes, leaving what it could not
+ * write to the leases. NULL: the busy limit only. PostgreSQL: nothing. */
+void dq_store_set_stop(DqStore *store, volatile sig_atomic_t *stop);
 
 DqStoreKind dq_store_kind(DqStore *store);
 
