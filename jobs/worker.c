@@ -729,16 +729,18 @@ out:
         if (store_jobs_release(s, owner, &released, &re))
             stats->released += released;
         /* After a store error the user learns what became of the jobs in flight; so too when
-         * they could not be given back (a worker told to stop while the database is locked). */
+         * they could not be given back (a worker told to stop while the database is locked),
+         * said only when it holds some. */
+        guint held = in_flight != NULL ? g_hash_table_size(in_flight) : 0;
         if (!ok && re == NULL && released > 0)
             dq_print_line(stderr, "docqa: worker %s: gave back its %d job%s in flight", owner,
                           released, released == 1 ? "" : "s");
-        else if (re != NULL)
+        else if (re != NULL && held > 0)
             dq_print_line(
                 stderr,
-                "docqa: worker %s: could not give back its jobs in flight (%s): they come "
+                "docqa: worker %s: could not give back its %u job%s in flight (%s): they come "
                 "back when their lease expires",
-                owner, re->message);
+                owner, held, held == 1 ? "" : "s", re->message);
         g_clear_error(&re);
     }
     if (hb_thread != NULL) {

@@ -17,10 +17,10 @@ struct DqStore {
     guint64 dev, ino;        /* SQLite: the file opened, to notice it replaced or deleted */
     gboolean file_gone;      /* SQLite: dq_store_check_file found it replaced or deleted */
     int schema_version;      /* SQLite: user_version once opened and migrated */
-    volatile sig_atomic_t *stop; /* SQLite: dq_store_set_stop's flag, or NULL */
-    gint64 stop_seen_us;         /* SQLite: when a queue statement's wait for the write lock
-                                  * first saw *stop set (0: not yet; store_jobs.c, busy_wait) */
-    gboolean busy_stopped;       /* SQLite: the last such wait ended because *stop was set */
+    volatile sig_atomic_t *stop; /* dq_store_set_stop's flag, or NULL */
+    gint64 stop_seen_us;         /* when a statement's wait for a lock first saw *stop set (0:
+                                  * not yet; store_jobs.c busy_wait, store_pg.c exec_stoppable) */
+    gboolean busy_stopped;       /* the last such wait ended because *stop was set */
 };
 
 /* answers' columns past id, in the order answers and answers_superseded share (schema 0005;

@@ -362,7 +362,7 @@ int dq_store_schema_version(DqStore *store) {
 }
 
 void dq_store_set_stop(DqStore *store, volatile sig_atomic_t *stop) {
-    if (store != NULL && store->kind == DQ_STORE_SQLITE)
+    if (store != NULL)
         store->stop = stop;
 }
 
