@@ -231,6 +231,10 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     gboolean show = opt->progress && isatty(STDERR_FILENO);
     if (show)
         prog.store = dq_store_open(opt->worker.db_path, NULL);
+    /* The bar's count waits for a lock as the workers' statements do (PostgreSQL: `LOCK TABLE
+     * jobs` in psql, a VACUUM FULL): told to stop, this process would wait there too, neither
+     * forwarding the signal nor exiting until the lock was given up. */
+    dq_store_set_stop(prog.store, &parent_signal);
     gboolean forwarded = FALSE;
     /* The bar counts the queue's jobs (a scan of the jobs table: 0.6 s at a million jobs), so
      * it is redrawn every half second or twenty times what counting took, whichever is longer:
