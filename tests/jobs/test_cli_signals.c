@@ -276,6 +276,35 @@ static void test_run_stopped_while_locked(void) {
     g_free(model);
 }
 
+/* run sent SIGTERM while a worker it has just forked still runs with run's own handlers, which
+ * it inherited: the worker stops all the same (exit 130, nothing claimed). The forwarded
+ * signal only marked run's flag in the worker's copy, and the worker answered on (until the
+ * queue was empty here; for good without --until-empty, run waiting for it). */
+static void test_run_signalled_as_worker_starts(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    char *out = NULL, *err = NULL;
+    int rc = docqa_signalled("run:forked", SIGTERM, &out, &err, "run", "--db", db, "--model", model,
+                             "--model-id", "m", "--json", "-q", "--until-empty", NULL);
+    if (rc != 130)
+        g_error("run: exit %d, said %s", rc, err);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "claimed"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "answered"), ==, 0);
+    g_assert_cmpint(jobs_in(db, "queued"), ==, 4);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
 /* generate stopped while the model works: exit 130, and --dump-logits leaves the file as it
  * was, without its temporary beside it. */
 static void test_generate(void) {
@@ -361,6 +390,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-signals/status-export-migrate", test_status_export_migrate);
     g_test_add_func("/cli-signals/run", test_run);
     g_test_add_func("/cli-signals/run-stopped-while-locked", test_run_stopped_while_locked);
+    g_test_add_func("/cli-signals/run-signalled-as-worker-starts",
+                    test_run_signalled_as_worker_starts);
     g_test_add_func("/cli-signals/generate", test_generate);
     g_test_add_func("/cli-signals/nohup", test_nohup);
     g_test_add_func("/cli-signals/export-checkpoint", test_export_checkpoint);
