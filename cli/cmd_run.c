@@ -110,6 +110,15 @@ static GPtrArray *parse_devices(const char *spec, GError **err) {
         }
     }
     g_strfreev(items);
+    /* An empty value ("--device ''", an unset variable in a unit file) splits into no names:
+     * without this every worker would pick its device from an empty list. */
+    if (out->len == 0) {
+        dq_fail(err, DQ_ERR_ARGS,
+                "run: --device '': names no device (expected cpu, cpu-ref, cuda, cuda:I, a comma "
+                "list of them or cuda:all)");
+        g_ptr_array_free(out, TRUE);
+        return NULL;
+    }
     return out;
 fail:
     g_strfreev(items);

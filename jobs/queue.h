@@ -104,7 +104,8 @@
  * complete:before_commit, commit (inside SQLite's commit), complete:after_commit,
  * fail:before_commit, answerer:inference (answerers that call queue_test_point; the SmolVLM
  * answerer's: answerer:prepare and answerer:prepared, on a preprocessing thread as it takes a
- * request and as it hands it on, answerer:admitted as a request enters the model).
+ * request and as it hands it on, answerer:admitted as a request enters the model; run:forked, in a
+ * worker process just forked, before it has its own signal handlers).
  * DOCQA_TEST_KILL_AT=random:<p> kills at any of them with probability p. Unset: no effect.
  * DOCQA_TEST_PAUSE_AT=<point> holds the process at the point until a signal comes
  * (common/test_point.h): "commit" holds a command inside its transaction's commit, before

@@ -101,11 +101,19 @@ static void recount_buried(const DqRunOptions *opt, RunShared *sh, DqRunResult *
 static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, int index,
                                       DqAnswererOpenFn open, void *open_user) {
     child_stop = 0;
+    queue_test_point("run:forked");
     set_handler(SIGINT, on_child_signal);
     set_handler(SIGTERM, on_child_signal);
     /* A closed terminal sends SIGHUP to the whole process group: a worker stops as for SIGTERM,
      * giving its jobs back, instead of dying with them leased. */
     set_handler(SIGHUP, on_child_signal);
+    /* Until just now a signal ran the parent's handler, inherited over the fork, which only
+     * marked it in this process's copy of parent_signal: the parent's SIGTERM, forwarded as soon
+     * as it had the worker's pid, or a Ctrl-C, was lost, and the worker ran on (for good
+     * without --until-empty, the parent waiting on it). Set before the fork, it is the parent's
+     * own signal, which it forwards to this worker anyway. */
+    if (parent_signal != 0)
+        child_stop = 1;
     /* A parent that dies (even by SIGKILL) stops its workers the gentle way. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
@@ -231,6 +239,10 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     gboolean show = opt->progress && isatty(STDERR_FILENO);
     if (show)
         prog.store = dq_store_open(opt->worker.db_path, NULL);
+    /* The bar's count waits for a lock as the workers' statements do (PostgreSQL: `LOCK TABLE
+     * jobs` in psql, a VACUUM FULL): told to stop, this process would wait there too, neither
+     * forwarding the signal nor exiting until the lock was given up. */
+    dq_store_set_stop(prog.store, &parent_signal);
     gboolean forwarded = FALSE;
     /* The bar counts the queue's jobs (a scan of the jobs table: 0.6 s at a million jobs), so
      * it is redrawn every half second or twenty times what counting took, whichever is longer:

@@ -625,6 +625,10 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
         goto out;
     if ((hb.store = dq_store_open(opt.db_path, err)) == NULL)
         goto out;
+    /* Told to stop while another connection holds the write lock, both connections give up
+     * waiting for it within seconds, not after the busy limit (the heartbeat is joined below). */
+    dq_store_set_stop(s, stop);
+    dq_store_set_stop(hb.store, stop);
     hb_thread = g_thread_new("heartbeat", heartbeat_main, &hb);
     in_flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, in_flight_free);
     Worker w = {.s = s,
@@ -724,16 +728,19 @@ out:
         GError *re = NULL;
         if (store_jobs_release(s, owner, &released, &re))
             stats->released += released;
-        /* After a store error the user learns what became of the jobs in flight. */
+        /* After a store error the user learns what became of the jobs in flight; so too when
+         * they could not be given back (a worker told to stop while the database is locked),
+         * said only when it holds some. */
+        guint held = in_flight != NULL ? g_hash_table_size(in_flight) : 0;
         if (!ok && re == NULL && released > 0)
             dq_print_line(stderr, "docqa: worker %s: gave back its %d job%s in flight", owner,
                           released, released == 1 ? "" : "s");
-        else if (!ok && re != NULL)
+        else if (re != NULL && held > 0)
             dq_print_line(
                 stderr,
-                "docqa: worker %s: could not give back its jobs in flight (%s): they come "
+                "docqa: worker %s: could not give back its %u job%s in flight (%s): they come "
                 "back when their lease expires",
-                owner, re->message);
+                owner, held, held == 1 ? "" : "s", re->message);
         g_clear_error(&re);
     }
     if (hb_thread != NULL) {

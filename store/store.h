@@ -25,6 +25,7 @@
 #define DQ_STORE_H
 
 #include <glib.h>
+#include <signal.h>
 #include <sqlite3.h>
 
 typedef struct DqStore DqStore;
@@ -82,6 +83,18 @@ gboolean dq_store_check_file(DqStore *store, GError **err);
 
 /* Closes the connection after finalizing every statement the store's modules cached on it. */
 void dq_store_close(DqStore *store);
+
+/* How long a connection told to stop still waits for a lock another connection holds. */
+#define DQ_STORE_STOP_GRACE_SECONDS 5
+#define DQ_STORE_STOP_GRACE_MS      (DQ_STORE_STOP_GRACE_SECONDS * 1000)
+
+/* Once *stop is set (a worker told to stop by SIGINT, SIGTERM or SIGHUP), a statement that waits
+ * for another connection (SQLite: its write lock, instead of the busy limit, a minute;
+ * PostgreSQL: a lock, or a server that does not answer: the statement is cancelled) gives up
+ * DQ_STORE_STOP_GRACE_MS after the first wait that saw it set: a worker stopped while an sqlite3
+ * shell or a psql session holds a lock stops within seconds rather than when the lock is given
+ * up, leaving what it could not write to the leases. NULL: no such limit. */
+void dq_store_set_stop(DqStore *store, volatile sig_atomic_t *stop);
 
 DqStoreKind dq_store_kind(DqStore *store);
 

@@ -19,6 +19,10 @@ struct DqStore {
     int schema_version;      /* SQLite: user_version once opened and migrated */
     gboolean immutable;      /* SQLite: opened as immutable (dq_store_open_reader, read-only
                               * media without -shm): other connections must be too */
+    volatile sig_atomic_t *stop; /* dq_store_set_stop's flag, or NULL */
+    gint64 stop_seen_us;         /* when a statement's wait for a lock first saw *stop set (0:
+                                  * not yet; store_jobs.c busy_wait, store_pg.c exec_stoppable) */
+    gboolean busy_stopped;       /* the last such wait ended because *stop was set */
 };
 
 /* Sets the v_progress row of (question, model_id) in `rows` (DqProgressRow) to `running` jobs

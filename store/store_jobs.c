@@ -66,7 +66,7 @@ static int busy_wait(void *user, int tries);
 
 static sqlite3_stmt *stmt(DqStore *s, const char *sql, GError **err) {
     sqlite3 *db = dq_store_sqlite(s);
-    sqlite3_busy_handler(db, busy_wait, NULL);
+    sqlite3_busy_handler(db, busy_wait, s);
     for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
         if (strcmp(sqlite3_sql(st), sql) == 0) {
             sqlite3_reset(st);
@@ -118,16 +118,30 @@ static int col_int_or(sqlite3_stmt *st, int i, int null) {
 /* Waiting for the write lock. SQLite's own busy_timeout handler sleeps 1, 2, 5, 10 ... up to
  * 100 ms between tries; with many workers whose transactions last well under a millisecond, that
  * leaves the lock idle most of the time while everyone sleeps (a convoy). Short randomized sleeps
- * keep the lock busy. Same overall limit as the store's busy_timeout (store_busy_limit_ms). */
+ * keep the lock busy. Same overall limit as the store's busy_timeout (store_busy_limit_ms).
+ *
+ * A worker told to stop (dq_store_set_stop) waits DQ_STORE_STOP_GRACE_MS more at most: sleeping
+ * through the signal, Ctrl-C (or systemd's SIGTERM, then SIGKILL after 90 s) while an sqlite3
+ * shell held the lock waited out the limit in the claim, then again giving the jobs back. */
 
 static int busy_wait(void *user, int tries) {
-    (void)user;
+    DqStore *s = user;
     static const int steps_us[] = {20, 50, 100, 200, 400, 800, 1000, 2000};
     /* A connection is used by one thread at a time, and a statement's tries count from 0. */
     static _Thread_local gint64 first_try_us;
     gint64 now = g_get_monotonic_time();
-    if (tries == 0)
+    if (tries == 0) {
         first_try_us = now;
+        s->busy_stopped = FALSE;
+    }
+    if (s->stop != NULL && *s->stop) {
+        if (s->stop_seen_us == 0)
+            s->stop_seen_us = now;
+        if (now - s->stop_seen_us >= (gint64)DQ_STORE_STOP_GRACE_MS * 1000) {
+            s->busy_stopped = TRUE;
+            return 0;
+        }
+    }
     if (now - first_try_us >= busy_limit_us())
         return 0;
     int step = steps_us[MIN(tries, (int)G_N_ELEMENTS(steps_us) - 1)];

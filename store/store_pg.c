@@ -18,6 +18,8 @@
 #include "resources.h"
 #include "text.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,10 +89,49 @@ static gboolean pg_fail(DqStore *s, GError **err, const char *what, PGresult *r)
     const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->pg);
     char *m = one_line(msg && *msg ? msg : PQerrorMessage(s->pg));
     const char *why = insufficient_resources(r);
+    if (why == NULL && s->busy_stopped)
+        why = "another session held what it waited for; told to stop, docqa waited " G_STRINGIFY(
+            DQ_STORE_STOP_GRACE_SECONDS) " s more, then cancelled it";
     dq_fail(err, PQstatus(s->pg) == CONNECTION_BAD ? DQ_ERR_DB_LOST : DQ_ERR_DB, "%s: %s: %s%s%s%s",
             s->path, what, m, why ? " (" : "", why ? why : "", why ? ")" : "");
     g_free(m);
     return FALSE;
+}
+
+/* The result of the statement sent, for a worker (dq_store_set_stop): once told to stop, a
+ * statement that still waits DQ_STORE_STOP_GRACE_MS later (for a lock a psql session holds, a
+ * CREATE INDEX, a server that hangs) is cancelled, as Ctrl-C in psql would. libpq's own wait
+ * (PQexec*, PQprepare) retries through signals: SIGINT and SIGTERM did nothing until the lock
+ * was given up. NULL when nothing was sent (PQerrorMessage says why). */
+static PGresult *wait_stoppable(DqStore *s, gboolean sent) {
+    s->busy_stopped = FALSE;
+    if (!sent)
+        return NULL;
+    while (PQisBusy(s->pg)) {
+        if (*s->stop && !s->busy_stopped) {
+            gint64 now = g_get_monotonic_time();
+            if (s->stop_seen_us == 0)
+                s->stop_seen_us = now;
+            if (now - s->stop_seen_us >= (gint64)DQ_STORE_STOP_GRACE_MS * 1000) {
+                PGcancel *c = PQgetCancel(s->pg);
+                char why[256];
+                if (c != NULL) {
+                    PQcancel(c, why, sizeof why);
+                    PQfreeCancel(c);
+                }
+                s->busy_stopped = TRUE;
+            }
+        }
+        struct pollfd pfd = {.fd = PQsocket(s->pg), .events = POLLIN};
+        if ((poll(&pfd, 1, 100) < 0 && errno != EINTR) || !PQconsumeInput(s->pg))
+            break; /* the connection is gone: PQgetResult says so */
+    }
+    PGresult *last = NULL;
+    for (PGresult *r; (r = PQgetResult(s->pg)) != NULL;) {
+        PQclear(last);
+        last = r;
+    }
+    return last;
 }
 
 /* The name `sql` is prepared under on this connection, prepared now the first time. */
@@ -99,7 +140,9 @@ static const char *pg_prepared(DqStore *s, const char *sql, const char *what, GE
     if (name != NULL)
         return name;
     char *n = g_strdup_printf("s%u", g_hash_table_size(s->pg_statements) + 1);
-    PGresult *r = PQprepare(s->pg, n, sql, 0, NULL);
+    /* Preparing an UPDATE takes its table's lock: it waits as the statement would. */
+    PGresult *r = s->stop != NULL ? wait_stoppable(s, PQsendPrepare(s->pg, n, sql, 0, NULL))
+                                  : PQprepare(s->pg, n, sql, 0, NULL);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         pg_fail(s, err, what, r);
         PQclear(r);
@@ -120,7 +163,11 @@ PGresult *pg_run(DqStore *s, const char *sql, PgParams *p, const char *what, GEr
         pg_params_clear(p);
         return NULL;
     }
-    PGresult *r = PQexecPrepared(s->pg, name, p->n, (const char *const *)p->v, NULL, NULL, 0);
+    PGresult *r =
+        s->stop != NULL
+            ? wait_stoppable(s, PQsendQueryPrepared(s->pg, name, p->n, (const char *const *)p->v,
+                                                    NULL, NULL, 0))
+            : PQexecPrepared(s->pg, name, p->n, (const char *const *)p->v, NULL, NULL, 0);
     pg_params_clear(p);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {

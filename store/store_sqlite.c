@@ -258,6 +258,13 @@ void store_sqlite_explain(DqStore *s, GError **err) {
     if (err == NULL || *err == NULL || s->db == NULL)
         return;
     int rc = sqlite3_extended_errcode(s->db) & 0xff;
+    if (rc == SQLITE_BUSY && s->busy_stopped) {
+        append_to_message(*err, g_strdup_printf(" (another connection holds its write lock; "
+                                                "told to stop, docqa waited %d s more for it, "
+                                                "then gave up)",
+                                                DQ_STORE_STOP_GRACE_MS / 1000));
+        return;
+    }
     if (rc == SQLITE_BUSY) {
         append_to_message(*err, g_strdup_printf(" (another connection held its write lock for "
                                                 "%d s: an sqlite3 shell or a program with a "
@@ -352,6 +359,11 @@ int dq_store_schema_version(DqStore *store) {
         v = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+void dq_store_set_stop(DqStore *store, volatile sig_atomic_t *stop) {
+    if (store != NULL)
+        store->stop = stop;
 }
 
 /* dq_store_exec of statements that may be re-run whole (pragmas, IF NOT EXISTS), again while

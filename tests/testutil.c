@@ -183,6 +183,12 @@ int dq_test_run_signalled(const char *const *argv, const char *const *env, const
     return run_held(argv, env, pause_at, NULL, NULL, NULL, sig, out, errout);
 }
 
+int dq_test_run_signalled_after(const char *const *argv, const char *const *env,
+                                const char *pause_at, void (*at_pause)(void *user), void *user,
+                                int sig, char **out, char **errout) {
+    return run_held(argv, env, pause_at, NULL, at_pause, user, sig, out, errout);
+}
+
 int dq_test_run_paused(const char *const *argv, const char *const *env, const char *pause_at,
                        void (*at_pause)(void *user), void *user, char **out, char **errout) {
     return run_held(argv, env, pause_at, ignore_sighup, at_pause, user, SIGHUP, out, errout);

@@ -42,6 +42,12 @@ char *dq_test_snapshot_with_positions(const char *model, int positions);
 int dq_test_run_signalled(const char *const *argv, const char *const *env, const char *pause_at,
                           int sig, char **out, char **errout);
 
+/* dq_test_run_signalled, calling at_pause(user) where argv is held, before the signal (to take
+ * a lock the signalled process must then meet). */
+int dq_test_run_signalled_after(const char *const *argv, const char *const *env,
+                                const char *pause_at, void (*at_pause)(void *user), void *user,
+                                int sig, char **out, char **errout);
+
 /* Holds argv at pause_at as dq_test_run_signalled does, calls at_pause(user) there (to change
  * the database under a reader at a known moment), then lets it go on: it starts with SIGHUP
  * ignored, which docqa keeps, and is sent SIGHUP. Returns its wait status. */

@@ -432,6 +432,11 @@ static void test_run_refuses_clearly(void) {
         ==, 2);
     g_assert_nonnull(strstr(err, "unknown device 'tpu:0'"));
     g_free(err);
+    /* An empty value names no device: refused, not a worker dividing by zero devices. */
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device", "", NULL), ==, 2);
+    g_assert_true(g_str_has_prefix(err, "docqa: run: --device '': names no device"));
+    g_free(err);
     if (dq_cuda_device_count(NULL) == 0) {
         /* Said before any worker starts, with the driver's reason. */
         g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, "--device",

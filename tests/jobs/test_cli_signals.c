@@ -227,6 +227,84 @@ static void test_run(void) {
     g_free(model);
 }
 
+static void hold_write_lock(void *user) {
+    sqlite3 *db = user;
+    char *msg = NULL;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
+        g_error("BEGIN IMMEDIATE: %s", msg);
+}
+
+/* Stopped while another connection (an sqlite3 shell) holds the write lock: a worker gives up
+ * waiting for it within seconds of the signal (DQ_STORE_STOP_GRACE_MS), exit 130, saying why
+ * its jobs stay leased; not after the busy limit (here 10 min, as the minute it is otherwise),
+ * which systemd's stop timeout would end with SIGKILL. */
+static void test_run_stopped_while_locked(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    sqlite3 *holder = NULL;
+    g_assert_cmpint(sqlite3_open(db, &holder), ==, SQLITE_OK);
+    char *docqa = docqa_path();
+    const char *argv[] = {docqa,        "run", "--db",   db,   "--model",       model,
+                          "--model-id", "m",   "--json", "-q", "--until-empty", NULL};
+    const char *env[] = {"DOCQA_CACHE_DIR=off", "DOCQA_TEST_BUSY_LIMIT_MS=600000", NULL};
+    char *out = NULL, *err = NULL;
+    int status = dq_test_run_signalled_after(argv, env, "worker:claimed", hold_write_lock, holder,
+                                             SIGTERM, &out, &err);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 130)
+        g_error("run: wait status %d, said %s", status, err);
+    assert_contains(err, "told to stop, docqa waited 5 s more for it, then gave up");
+    assert_contains(err, "they come back when their lease expires");
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    gint64 claimed = json_object_get_int_member(o, "claimed");
+    g_assert_cmpint(claimed, >=, 1);
+    /* Nothing could be written: the claimed jobs keep their leases, the rest stay queued. */
+    g_assert_cmpint(jobs_in(db, "running"), ==, claimed);
+    g_assert_cmpint(jobs_in(db, "queued"), ==, 4 - claimed);
+    g_assert_cmpint(sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(holder);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_free(docqa);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
+/* run sent SIGTERM while a worker it has just forked still runs with run's own handlers, which
+ * it inherited: the worker stops all the same (exit 130, nothing claimed). The forwarded
+ * signal only marked run's flag in the worker's copy, and the worker answered on (until the
+ * queue was empty here; for good without --until-empty, run waiting for it). */
+static void test_run_signalled_as_worker_starts(void) {
+    char *model = tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    char *out = NULL, *err = NULL;
+    int rc = docqa_signalled("run:forked", SIGTERM, &out, &err, "run", "--db", db, "--model", model,
+                             "--model-id", "m", "--json", "-q", "--until-empty", NULL);
+    if (rc != 130)
+        g_error("run: exit %d, said %s", rc, err);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "claimed"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "answered"), ==, 0);
+    g_assert_cmpint(jobs_in(db, "queued"), ==, 4);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
 /* generate stopped while the model works: exit 130, and --dump-logits leaves the file as it
  * was, without its temporary beside it. */
 static void test_generate(void) {
@@ -311,6 +389,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-signals/ask-cancel-requeue", test_ask_cancel_requeue);
     g_test_add_func("/cli-signals/status-export-migrate", test_status_export_migrate);
     g_test_add_func("/cli-signals/run", test_run);
+    g_test_add_func("/cli-signals/run-stopped-while-locked", test_run_stopped_while_locked);
+    g_test_add_func("/cli-signals/run-signalled-as-worker-starts",
+                    test_run_signalled_as_worker_starts);
     g_test_add_func("/cli-signals/generate", test_generate);
     g_test_add_func("/cli-signals/nohup", test_nohup);
     g_test_add_func("/cli-signals/export-checkpoint", test_export_checkpoint);

@@ -12,9 +12,14 @@
 #include "store_migrate.h"
 #include "testutil.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <pty.h>
 #include <signal.h>
+#include <unistd.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static PgtServer *server;
 static char *page_db; /* the SQLite database whose page store the workers read */
@@ -255,6 +260,127 @@ static void test_fail_after_lock_wait(void) {
     g_free(loc);
 }
 
+static void hold_jobs_lock(void *user) {
+    PGresult *r = PQexec(user, "BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+}
+
+static void hold_jobs_lock_exclusive(PGconn *c) {
+    PGresult *r = PQexec(c, "BEGIN; LOCK TABLE jobs");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+}
+
+/* `docqa run` stopped (SIGTERM) while a psql session holds a lock its statements wait for (here
+ * the jobs table's, as LOCK TABLE or a CREATE INDEX takes it): the worker cancels them
+ * DQ_STORE_STOP_GRACE_MS after the signal and exits 130, saying that its jobs are left to their
+ * leases. libpq's wait went on through the signal: run stopped only when the lock was given up
+ * (here by the server, the holder idle in its transaction for 20 s, so that the test ends
+ * without the fix too, then failing). */
+static void test_run_stopped_while_locked(void) {
+    const char *shared = dq_test_shared_dir();
+    char *model = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
+    if (model == NULL || !g_file_test(model, G_FILE_TEST_IS_DIR)) {
+        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
+        g_free(model);
+        return;
+    }
+    char *loc = new_queue();
+    PGconn *holder = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(holder), ==, CONNECTION_OK);
+    PGresult *r = PQexec(holder, "SET idle_in_transaction_session_timeout = '20s'");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    char *docqa = dq_test_docqa_path();
+    const char *argv[] = {docqa,        "run", "--db",   loc,  "--model",       model,
+                          "--model-id", "m",   "--json", "-q", "--until-empty", NULL};
+    const char *env[] = {"DOCQA_CACHE_DIR=off", NULL};
+    char *out = NULL, *err = NULL;
+    int status = dq_test_run_signalled_after(argv, env, "worker:claimed", hold_jobs_lock, holder,
+                                             SIGTERM, &out, &err);
+    g_test_message("%s", err);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 130)
+        g_error("run: wait status %d, said %s", status, err);
+    g_assert_nonnull(strstr(err, "told to stop, docqa waited 5 s more, then cancelled it"));
+    g_assert_nonnull(strstr(err, "they come back when their lease expires"));
+    g_assert_nonnull(strstr(out, "\"interrupted\" : true"));
+    /* Nothing was written after the signal: the jobs claimed keep their leases. */
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'running'"), >, 0);
+    PQfinish(holder);
+    g_free(out), g_free(err);
+    g_free(docqa);
+    g_free(loc);
+    g_free(model);
+}
+
+/* The same on a terminal, where run's own process draws the progress bar from a count of the
+ * jobs: a psql session's `LOCK TABLE jobs` (ACCESS EXCLUSIVE, as VACUUM FULL takes) held that
+ * count, and run, sent SIGTERM alone (`kill PID`), neither forwarded it to its workers nor
+ * exited until the lock was given up (here by the server, the holder idle in its transaction for
+ * 30 s: the holder is still there when run exits in time). */
+static void test_run_on_terminal_stopped_while_locked(void) {
+    const char *shared = dq_test_shared_dir();
+    char *model = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
+    if (model == NULL || !g_file_test(model, G_FILE_TEST_IS_DIR)) {
+        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
+        g_free(model);
+        return;
+    }
+    char *loc = new_queue();
+    PGconn *holder = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(holder), ==, CONNECTION_OK);
+    PGresult *r = PQexec(holder, "SET idle_in_transaction_session_timeout = '30s'");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    char *docqa = dq_test_docqa_path();
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDONLY);
+        dup2(null, STDIN_FILENO);
+        setenv("DOCQA_TEST_PAUSE_AT", "worker:claimed", 1);
+        setenv("DOCQA_CACHE_DIR", "off", 1);
+        execl(docqa, docqa, "run", "--db", loc, "--model", model, "--model-id", "m",
+              "--until-empty", (char *)NULL);
+        _exit(127);
+    }
+    GString *got = g_string_new(NULL);
+    gboolean sent = FALSE;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(master, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* EIO: the terminal closed */
+        g_string_append_len(got, buf, n);
+        if (!sent && strstr(got->str, "docqa: test: paused at worker:claimed") != NULL) {
+            hold_jobs_lock_exclusive(holder);
+            g_assert_cmpint(kill(pid, SIGTERM), ==, 0);
+            sent = TRUE;
+        }
+    }
+    close(master);
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_test_message("%s", got->str);
+    g_assert_true(sent);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    g_assert_nonnull(strstr(got->str, "interrupted"));
+    /* run ended while the lock was held: the holder's session is still there. */
+    r = PQexec(holder, "SELECT 1");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    PQclear(r);
+    PQfinish(holder);
+    g_string_free(got, TRUE);
+    g_free(docqa);
+    g_free(loc);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *why_not = NULL;
@@ -274,6 +400,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/store-pg-queue/buried-then-answered", test_buried_then_answered);
     g_test_add_func("/store-pg-queue/heartbeat-after-lock-wait", test_heartbeat_after_lock_wait);
     g_test_add_func("/store-pg-queue/fail-after-lock-wait", test_fail_after_lock_wait);
+    g_test_add_func("/store-pg-queue/run-stopped-while-locked", test_run_stopped_while_locked);
+    g_test_add_func("/store-pg-queue/run-on-terminal-stopped-while-locked",
+                    test_run_on_terminal_stopped_while_locked);
     int rc = g_test_run();
     pgt_stop(server);
     g_free(page_db);
