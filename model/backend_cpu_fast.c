@@ -145,9 +145,15 @@ static void fast_weight_free(DqBackend *be, DqWeight *w) {
  * from memory and more independent chains keep more loads in flight). Each output's sum runs
  * the same steps in the same order whatever R, C and n are: a row's result does not depend on
  * its batch-mates. */
-#define DQ_FAST_PREFETCH                                                                           \
-    4096 /* bytes ahead on each weight row: the hardware prefetcher alone                          \
-          * left the decode GEMV waiting on memory */
+/* Weights asked for this many columns ahead on each row (16 KiB of bf16, 32 KiB of float32),
+ * into L2 (prefetcht1), by the AVX2 and AVX-512 kernels alike: the hardware prefetcher alone
+ * left the decode GEMV waiting on memory, and so did 4 KiB ahead into L1 (tuned on the Xeon). On
+ * the Zen 4 EPYC this takes 0.6-0.8x the one-row GEMV's CPU time on AVX-512 (bf16 and float32,
+ * 256M and 2.2B shapes; session 25) and 0.7x with the AVX2 kernel (bf16; float32, at the read
+ * bandwidth either way, measured alike; session 26): bench_gemv, docs/performance.md. Rows are
+ * contiguous, so past a row's end it asks for the rows a few tiles on; past the matrix's end a
+ * prefetch is harmless. */
+#define DQ_FAST_PREFETCH 8192
 
 /* xp [n, cols]: within each group of 16 columns, the 8 even columns then the 8 odd ones. */
 DQ_AVX2 static void x_split(float *xp, const float *x, int n, int cols) {
@@ -189,7 +195,7 @@ gemv_tile(float *y, const float *xp, const void *wd, gboolean bf16, const float 
         for (int j = 0; j < C; j++) {
             const char *at = w[j] + (size_t)k * esize;
             if ((k * esize) % 64 == 0)
-                _mm_prefetch(at + DQ_FAST_PREFETCH, _MM_HINT_T0);
+                _mm_prefetch(at + DQ_FAST_PREFETCH * esize, _MM_HINT_T1);
             if (bf16) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)at);
                 DQ_IN_REGISTER(v);
@@ -271,14 +277,6 @@ DQ_AVX512 static void x_split512(float *xp, const float *x, int n, int cols) {
     }
 }
 
-/* Weights asked for this many columns ahead on each row (16 KiB of bf16, 32 KiB of float32),
- * into L2 (prefetcht1). On the Zen 4 EPYC the AVX2 kernel's 4 KiB into L1 left the one-row GEMV
- * at a quarter of the stream, waiting on its loads; into L2 and this far ahead it takes 0.6-0.8x
- * the CPU time, bf16 and float32, 256M and 2.2B shapes (bench_gemv; docs/performance.md). Rows
- * are contiguous, so past a row's end it asks for the rows a few tiles on; past the matrix's end
- * a prefetch is harmless. */
-#define DQ_FAST_PREFETCH512 8192
-
 DQ_AVX512 static inline __attribute__((always_inline)) void
 gemv_tile512(float *y, const float *xp, const void *wd, gboolean bf16, const float *bias, int o,
              int no, int rows, int cols, int r0, int R, int C) {
@@ -296,14 +294,14 @@ gemv_tile512(float *y, const float *xp, const void *wd, gboolean bf16, const flo
         __m512 we[4], wo[4];
         for (int j = 0; j < C; j++) {
             const char *at = w[j] + (size_t)k * esize;
-            _mm_prefetch(at + DQ_FAST_PREFETCH512 * esize, _MM_HINT_T1);
+            _mm_prefetch(at + DQ_FAST_PREFETCH * esize, _MM_HINT_T1);
             if (bf16) {
                 __m512i v = _mm512_loadu_si512(at);
                 DQ_IN_REGISTER(v);
                 we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
                 wo[j] = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
             } else {
-                _mm_prefetch(at + DQ_FAST_PREFETCH512 * esize + 64, _MM_HINT_T1);
+                _mm_prefetch(at + DQ_FAST_PREFETCH * esize + 64, _MM_HINT_T1);
                 we[j] = _mm512_loadu_ps((const float *)at);
                 wo[j] = _mm512_loadu_ps((const float *)at + 16);
             }
