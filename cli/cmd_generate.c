@@ -20,6 +20,7 @@
  * them is not (transformers does not refuse it, and generation usually ends at eos long before):
  * generation stops at the last position, with finish_reason "positions" and a note on stderr.
  */
+#include "backend_cuda.h"
 #include "cli.h"
 
 #include "clock.h"
@@ -374,6 +375,8 @@ int cmd_generate(int argc, char **argv) {
         dq_fail(&err, DQ_ERR_ARGS, "--model '': an empty folder name");
     else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
         dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
+    else if (a.device != NULL && !dq_device_parse(a.device, &(int){0}, &err))
+        g_prefix_error(&err, "--device: "); /* before the model's minutes of loading */
     if (err != NULL) {
         dq_print_line(stderr, "docqa: generate: %s (see --help)", err->message);
         g_error_free(err);

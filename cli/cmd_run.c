@@ -97,7 +97,7 @@ static GPtrArray *parse_devices(const char *spec, GError **err) {
             char *why = NULL;
             int n = count_gpus(&why);
             if (n == 0) {
-                dq_fail(err, DQ_ERR_UNSUPPORTED, "--device cuda:all: no GPU (%s)", why);
+                dq_fail(err, DQ_ERR_UNSUPPORTED, "run: --device cuda:all: no GPU (%s)", why);
                 g_free(why);
                 goto fail;
             }
@@ -106,6 +106,7 @@ static GPtrArray *parse_devices(const char *spec, GError **err) {
         } else if (dq_device_parse(name, &index, err)) {
             g_ptr_array_add(out, g_strdup(name));
         } else {
+            g_prefix_error(err, "run: --device: ");
             goto fail;
         }
     }
