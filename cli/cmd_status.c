@@ -17,6 +17,10 @@
 #include <string.h>
 
 #define RATE_WINDOW_S 600
+/* The per-question table: its rows at most, and its text columns' widths. */
+#define PROGRESS_ROWS          20
+#define PROGRESS_QUESTION_COLS 30
+#define PROGRESS_MODEL_COLS    16
 
 static void format_duration(double s, char *buf, size_t n) {
     if (s < 0 || s > 1e8)
@@ -145,6 +149,75 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
     dq_cli_json_print(b, TRUE);
 }
 
+/* Terminal columns of shown (valid UTF-8, printable): a wide (CJK) character takes two, a
+ * combining mark none, so that the columns after a question line up whatever its script. */
+static int columns_of(const char *shown, const char **cut, int max) {
+    int cols = 0;
+    for (const char *p = shown; *p; p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
+        int w = g_unichar_iszerowidth(c) ? 0 : g_unichar_iswide(c) ? 2 : 1;
+        if (cut != NULL && cols + w > max) {
+            *cut = p;
+            return cols;
+        }
+        cols += w;
+    }
+    if (cut != NULL)
+        *cut = NULL;
+    return cols;
+}
+
+/* text (the database's) escaped and fitted to `width` columns: cut on a character with "…",
+ * padded with spaces. */
+static void put_cell(GString *line, const char *text, int width) {
+    char *shown = dq_cli_shown(text ? text : "");
+    const char *cut = NULL;
+    int cols = columns_of(shown, NULL, 0);
+    if (cols > width) {
+        cols = columns_of(shown, &cut, width - 1);
+        g_string_append_len(line, shown, cut - shown);
+        g_string_append(line, "\u2026");
+        cols++;
+    } else
+        g_string_append(line, shown);
+    for (; cols < width; cols++)
+        g_string_append_c(line, ' ');
+    g_free(shown);
+}
+
+/* v_progress's rows as a table, in the order asked: enough rows for a night's questions, then a
+ * count of the rest (--json has every row). */
+static void print_progress(const GPtrArray *progress) {
+    if (progress->len == 0)
+        return;
+    printf("per question (done of total; %% of the jobs not cancelled):\n");
+    printf("  %-*s  %-*s %12s %6s %7s %7s %6s %6s\n", PROGRESS_QUESTION_COLS, "question",
+           PROGRESS_MODEL_COLS, "model", "done/total", "%", "running", "stalled", "failed", "dead");
+    guint shown = MIN(progress->len, PROGRESS_ROWS);
+    for (guint i = 0; i < shown; i++) {
+        const DqProgressRow *r = g_ptr_array_index(progress, i);
+        GString *line = g_string_new("  ");
+        put_cell(line, r->question, PROGRESS_QUESTION_COLS);
+        g_string_append(line, "  ");
+        put_cell(line, r->model_id, PROGRESS_MODEL_COLS);
+        char done[48], percent[16];
+        g_snprintf(done, sizeof done, "%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT, r->done, r->total);
+        /* v_progress's one decimal; NULL when every job is cancelled */
+        if (r->percent_done < 0)
+            g_strlcpy(percent, "-", sizeof percent);
+        else
+            g_snprintf(percent, sizeof percent, "%.1f", r->percent_done);
+        g_string_append_printf(line,
+                               " %12s %6s %7" G_GINT64_FORMAT " %7" G_GINT64_FORMAT
+                               " %6" G_GINT64_FORMAT " %6" G_GINT64_FORMAT,
+                               done, percent, r->running, r->stalled, r->failed, r->dead);
+        puts(line->str);
+        g_string_free(line, TRUE);
+    }
+    if (progress->len > shown)
+        printf("  ... %u more (status --json has them all)\n", progress->len - shown);
+}
+
 /* A model id whose answers came from more than one snapshot (answers.model_fingerprint): its
  * answers are not all of one model, whatever their model column says. snaps is by model id. */
 static void print_snapshots(const GPtrArray *snaps) {
@@ -220,24 +293,24 @@ int cmd_status(int argc, char **argv) {
     gint64 running = c.by_state[DQ_JOB_RUNNING] - c.stalled;
     /* The recent rate says nothing of the future when no worker is at work. */
     double eta = left == 0 ? 0 : rate > 0 && running > 0 ? (double)left / rate : -1;
-    if (json) {
-        /* v_progress is derived (a user may have dropped it): without it, the rest is shown */
-        char **missing = dq_store_missing_views(store, &err);
-        if (missing == NULL) {
-            rc = dq_cli_fail(err);
-            goto out;
-        }
-        if (g_strv_contains((const char *const *)missing, "v_progress"))
-            dq_print_line(stderr,
-                          "docqa: status: the view v_progress is missing (dropped?): \"progress\" "
-                          "is null; `docqa migrate --from %s` makes docqa's views again",
-                          path);
-        else if ((progress = store_jobs_progress_at(store, now, &err)) == NULL) {
-            g_strfreev(missing);
-            rc = dq_cli_fail(err);
-            goto out;
-        }
+    /* v_progress is derived (a user may have dropped it): without it, the rest is shown */
+    char **missing = dq_store_missing_views(store, &err);
+    if (missing == NULL) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    if (g_strv_contains((const char *const *)missing, "v_progress"))
+        dq_print_line(stderr,
+                      "docqa: status: the view v_progress is missing (dropped?): %s; `docqa "
+                      "migrate --from %s` makes docqa's views again",
+                      json ? "\"progress\" is null" : "no progress per question", path);
+    else if ((progress = store_jobs_progress_at(store, now, &err)) == NULL) {
         g_strfreev(missing);
+        rc = dq_cli_fail(err);
+        goto out;
+    }
+    g_strfreev(missing);
+    if (json) {
         print_json(&c, running, rate, eta, engines, snaps, errs, gone_paths->len, progress);
     } else {
         printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
@@ -251,6 +324,8 @@ int cmd_status(int argc, char **argv) {
             printf("  (%" G_GINT64_FORMAT " stalled: their worker stopped, and their lease "
                    "expired; another worker of their model takes them over at its next claim)\n",
                    c.stalled);
+        if (progress != NULL)
+            print_progress(progress);
         char eta_s[32];
         format_duration(eta, eta_s, sizeof(eta_s));
         printf("speed: %.2f answers/s (the last %d min); ETA %s\n", rate, RATE_WINDOW_S / 60,

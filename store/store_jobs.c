@@ -1463,7 +1463,9 @@ char *store_jobs_state_list(guint states, gboolean json) {
  * the question ids, ?3 the model id, ?4 the document ids (JSON lists; NULL: any), ?5 the done
  * jobs' DqDoneJobs bits, ?6 the current fingerprint. A document takes the jobs made for its
  * pages' content, whichever document's page they hang on. The one place for cancel's and
- * requeue's; store_jobs_pg.c has its PostgreSQL twin. */
+ * requeue's; store_jobs_pg.c has its PostgreSQL twin. The documents' pages are one uncorrelated
+ * set: as an EXISTS per job, SQLite read the JSON list again for every job (cancel --where over
+ * 20,000 of 50,000 documents, 200,000 jobs: 214 s, against 0.2 s as a set). */
 #define JOB_FILTER_SQL                                                                             \
     "FROM jobs j WHERE j.state IN (SELECT value FROM json_each(?1)) "                              \
     "AND (j.state <> 'done' OR ?5 & 2 OR EXISTS (SELECT 1 FROM answers a WHERE a.job_id = j.id "   \
@@ -1471,10 +1473,10 @@ char *store_jobs_state_list(guint states, gboolean json) {
     "substr(a.model_fingerprint, 1, length(?6)) <> ?6))))) "                                       \
     "AND (?2 IS NULL OR j.question_id IN (SELECT value FROM json_each(?2))) "                      \
     "AND (?3 IS NULL OR j.model_id = ?3) "                                                         \
-    "AND (?4 IS NULL OR EXISTS (SELECT 1 FROM pages jp JOIN documents jd ON jd.id = "              \
+    "AND (?4 IS NULL OR j.page_id IN (SELECT jp.id FROM pages jp JOIN documents jd ON jd.id = "    \
     "jp.document_id JOIN documents d ON d.sha256 = jd.sha256 JOIN pages p ON p.document_id = "     \
     "d.id AND p.page_number = jp.page_number AND p.render_settings = jp.render_settings "          \
-    "WHERE jp.id = j.page_id AND d.id IN (SELECT value FROM json_each(?4))))"
+    "WHERE d.id IN (SELECT value FROM json_each(?4))))"
 
 static void bind_filter(sqlite3_stmt *st, const DqJobFilter *f) {
     sqlite3_bind_text(st, 1, store_jobs_state_list(f->states, TRUE), -1, g_free);

@@ -938,6 +938,128 @@ static void test_status_stalled(void) {
     g_free(dir);
 }
 
+/* status's text has v_progress's rows: per question and model the same numbers as --json, a
+ * long question cut on a character (not a byte) with an ellipsis, and at most 20 rows, then how
+ * many more --json has. */
+static void test_status_progress_table(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    const char *longq = "Quelle est la somme à payer, TVA comprise, en € ou en ¥ — 合計はいくら?";
+    GPtrArray *args = g_ptr_array_new_with_free_func(g_free);
+    for (const char *a[] = {"ask", "--db", db, "-m", "m"}, **p = a; p < a + 5; p++)
+        g_ptr_array_add(args, g_strdup(*p));
+    g_ptr_array_add(args, g_strdup(longq));
+    for (int i = 2; i <= 23; i++)
+        g_ptr_array_add(args, g_strdup_printf("Question %d?", i));
+    g_ptr_array_add(args, NULL);
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa_in(NULL, NULL, (const char *const *)args->pdata, &out, NULL), ==,
+                    0);
+    g_free(out);
+    g_ptr_array_free(args, TRUE);
+    /* one job running, one done, one failed: the first rows differ from the rest */
+    GError *e = NULL;
+    DqStore *s = dq_store_open(db, &e);
+    dq_assert_no_error(e);
+    GPtrArray *c = store_jobs_claim(s, "w", "m", 3, dq_wall_ms(), 3600000, NULL, &e);
+    dq_assert_no_error(e);
+    g_assert_cmpint(c->len, ==, 3);
+    DqJobAnswer a = {.job_id = ((const DqClaimedJob *)g_ptr_array_index(c, 0))->job_id,
+                     .text = "x",
+                     .started_at = "2026-01-01T00:00:00.000Z",
+                     .finished_at = "2026-01-01T00:00:01.000Z",
+                     .device = "cpu",
+                     .weights = "stored",
+                     .exact = 1};
+    int written = 0;
+    g_assert_true(store_jobs_complete(s, "w", &a, 1, &written, &e));
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "w", ((const DqClaimedJob *)g_ptr_array_index(c, 1))->job_id,
+                                  "model", "boom", FALSE, dq_wall_ms(), 1000, &st, &e));
+    dq_assert_no_error(e);
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+    g_ptr_array_free(c, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
+    g_test_message("%s", out);
+    g_assert_true(g_utf8_validate(out, -1, NULL));
+    char *json = NULL;
+    g_assert_cmpint(dq_test_docqa(&json, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    JsonParser *jp = json_parser_new();
+    g_assert_true(json_parser_load_from_data(jp, json, -1, NULL));
+    JsonArray *rows =
+        json_object_get_array_member(json_node_get_object(json_parser_get_root(jp)), "progress");
+    g_assert_cmpint(json_array_get_length(rows), ==, 23);
+
+    char **lines = g_strsplit(out, "\n", -1);
+    guint head = 0;
+    while (lines[head] && !g_str_has_prefix(lines[head], "per question"))
+        head++;
+    g_assert_nonnull(lines[head]);
+    g_assert_true(g_str_has_prefix(lines[head + 1], "  question "));
+    /* the long question: its first 29 characters, then the ellipsis, in 30 columns */
+    char *start = g_utf8_substring(longq, 0, 29);
+    char *cut = g_strconcat("  ", start, "\u2026  m ", NULL);
+    g_assert_true(g_str_has_prefix(lines[head + 2], cut));
+    g_free(start);
+    g_free(cut);
+    for (guint i = 0; i < 20; i++) {
+        JsonObject *r = json_array_get_object_element(rows, i);
+        const char *line = lines[head + 2 + i];
+        g_assert_nonnull(line);
+        if (i > 0) {
+            const char *q = json_object_get_string_member(r, "question");
+            g_assert_true(g_str_has_prefix(line + 2, q));
+        }
+        /* the numbers are the line's last six fields */
+        char **f = g_strsplit_set(line, " ", -1);
+        GPtrArray *words = g_ptr_array_new();
+        for (char **w = f; *w; w++)
+            if (**w)
+                g_ptr_array_add(words, *w);
+        g_assert_cmpuint(words->len, >=, 6);
+        const char **last = (const char **)words->pdata + words->len - 6;
+        char *want = g_strdup_printf("%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT,
+                                     json_object_get_int_member(r, "done"),
+                                     json_object_get_int_member(r, "total"));
+        g_assert_cmpstr(last[0], ==, want);
+        g_free(want);
+        want = g_strdup_printf("%.1f", json_object_get_double_member(r, "percent_done"));
+        g_assert_cmpstr(last[1], ==, want);
+        g_free(want);
+        const char *keys[] = {"running", "stalled", "failed", "dead"};
+        for (int k = 0; k < 4; k++)
+            g_assert_cmpint(g_ascii_strtoll(last[2 + k], NULL, 10), ==,
+                            json_object_get_int_member(r, keys[k]));
+        g_ptr_array_free(words, TRUE);
+        g_strfreev(f);
+    }
+    /* the answer is the first question's */
+    g_assert_nonnull(strstr(lines[head + 2], " 1/2 "));
+    g_assert_cmpstr(lines[head + 22], ==, "  ... 3 more (status --json has them all)");
+    g_strfreev(lines);
+    g_object_unref(jp);
+    g_free(json);
+    g_free(out);
+
+    /* v_progress dropped: the rest is shown, and stderr says why the table is not */
+    sqlite3 *h = NULL;
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(h, "DROP VIEW v_progress", NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(h);
+    char *err = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "jobs: 46 total"));
+    g_assert_null(strstr(out, "per question"));
+    g_assert_nonnull(strstr(err, "v_progress is missing (dropped?): no progress per question"));
+    g_free(out);
+    g_free(err);
+    g_free(db);
+    g_free(dir);
+}
+
 /* status --json writes its numbers as the text and v_progress show them: 2 of 3 jobs done is
  * percent_done 66.7 (json-glib alone wrote 66.700000000000003), answers/s with at most 2
  * decimals, the ETA in whole seconds. */
@@ -2743,6 +2865,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/status-json-numbers", test_status_json_numbers);
     g_test_add_func("/cli-jobs/old-schema-reader", test_old_schema_reader);
     g_test_add_func("/cli-jobs/status-stalled", test_status_stalled);
+    g_test_add_func("/cli-jobs/status-progress-table", test_status_progress_table);
     g_test_add_func("/cli-jobs/page-store-notes", test_page_store_notes);
     g_test_add_func("/cli-jobs/dropped-views", test_dropped_views);
     g_test_add_func("/cli-jobs/read-only-database-wal-without-shm",

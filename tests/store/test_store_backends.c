@@ -2696,6 +2696,76 @@ static void test_cancel(gconstpointer kind) {
     g_free(loc);
 }
 
+/* cancel and requeue with a long --document list (a --where over a large archive): the same
+ * jobs on both backends, only those of the listed documents' content. The list holds ids of no
+ * document as well; SQLite once read it again for every job of the archive. */
+static void test_cancel_many_documents(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    enum { DOCS = 400, LISTED = 20000 };
+    gint64 first = 0;
+    for (int i = 0; i < DOCS; i++) {
+        char *path = g_strdup_printf("/archive/%04d.pdf", i);
+        char *sha = g_strdup_printf("%064d", i);
+        gint64 id = add_document(s, path, sha);
+        if (i == 0)
+            first = id;
+        g_free(path);
+        g_free(sha);
+    }
+    /* the last document's bytes again: its jobs are the copy's too */
+    char *last_sha = g_strdup_printf("%064d", DOCS - 1);
+    gint64 copy = add_document(s, "/archive/copy.pdf", last_sha);
+    g_free(last_sha);
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, DOCS * 3);
+
+    /* every other document, the copy, and ids past every document */
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    for (gint64 i = 0; i < DOCS - 1; i += 2) {
+        gint64 id = first + i;
+        g_array_append_val(ids, id);
+    }
+    g_array_append_val(ids, copy);
+    for (gint64 id = copy + 1; ids->len < LISTED; id++)
+        g_array_append_val(ids, id);
+    DqJobFilter listed = {.document_ids = (const gint64 *)ids->data,
+                          .n_document_ids = (int)ids->len,
+                          .documents_given = TRUE,
+                          .states = 1u << DQ_JOB_QUEUED};
+    const gint64 taken = (DOCS / 2 + 1) * 3;
+    for (int dry = 1; dry >= 0; dry--) {
+        GPtrArray *g = store_jobs_cancel(s, &listed, dry, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(g->len, ==, 1);
+        assert_group(g, 0, "Q", DQ_JOB_QUEUED, FALSE, taken);
+        g_ptr_array_free(g, TRUE);
+    }
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
+                    taken);
+    /* the copy's jobs hang on the last document's pages */
+    char *sql = g_strdup_printf("SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id "
+                                "WHERE j.state = 'cancelled' AND p.document_id = %" G_GINT64_FORMAT,
+                                first + DOCS - 1);
+    g_assert_cmpint(query_int(s, loc, sql), ==, 3);
+    g_free(sql);
+    listed.states = 1u << DQ_JOB_CANCELLED;
+    GPtrArray *g = store_jobs_requeue(s, &listed, FALSE, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g->len, ==, 1);
+    assert_group(g, 0, "Q", DQ_JOB_CANCELLED, FALSE, taken);
+    g_ptr_array_free(g, TRUE);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==,
+                    DOCS * 3);
+    g_array_free(ids, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* requeue's store half: cancel's DqJobFilter picks the jobs. Only those come back (fresh
  * attempts, their errors and answers kept); a dry run changes nothing; a done job comes back
  * only when its answer is approximate. */
@@ -2941,6 +3011,10 @@ int main(int argc, char **argv) {
                          test_heartbeat_gone);
     g_test_add_data_func("/store/backends/sqlite/cancel", "sqlite", test_cancel);
     g_test_add_data_func("/store/backends/postgres/cancel", "postgres", test_cancel);
+    g_test_add_data_func("/store/backends/sqlite/cancel-many-documents", "sqlite",
+                         test_cancel_many_documents);
+    g_test_add_data_func("/store/backends/postgres/cancel-many-documents", "postgres",
+                         test_cancel_many_documents);
     g_test_add_data_func("/store/backends/sqlite/requeue-selected", "sqlite",
                          test_requeue_selected);
     g_test_add_data_func("/store/backends/postgres/requeue-selected", "postgres",
