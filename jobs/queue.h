@@ -231,6 +231,13 @@ gboolean queue_page_store_usable(const char *db_path, GError **err);
  * small enough that a worker's bookkeeping for batch + lookahead jobs stays an int. */
 #define DQ_MAX_BATCH 4096
 
+/* The room a worker that may hold `jobs` jobs at once (batch + lookahead) sets aside on an
+ * SQLite database's disk before its first claim, to give them back should the disk fill
+ * (dq_store_keep_reserve): giving one back rewrites its row and its entries in the jobs table's
+ * five indexes, six 4 KB pages in the WAL at worst (fewer as jobs claimed together lie side by
+ * side), and the WAL's index (-shm) may grow a page. */
+#define DQ_WORKER_RESERVE_BYTES(jobs) (((guint64)64 << 10) + (guint64)(jobs) * (24 << 10))
+
 typedef struct {
     const char *db_path;
     const char *model_id;

@@ -643,6 +643,9 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
     /* Both terms bounded by DQ_MAX_BATCH: the sum cannot overflow, whatever the answerer says. */
     int limit = opt.batch + CLAMP(answerer->lookahead, 0, DQ_MAX_BATCH);
     done = g_new0(DqAnswerDone, limit);
+    /* Before any claim: a worker that cannot keep it holds nothing to give back. */
+    if (!dq_store_keep_reserve(s, DQ_WORKER_RESERVE_BYTES(limit), err))
+        goto out;
     gint64 next_claim_ms = 0; /* the queue ran dry: not before then */
     gboolean budget_spent = FALSE;
 

@@ -81,6 +81,17 @@ gboolean dq_store_reconnect(DqStore *store, GError **err);
  * was upgraded by another docqa since. PostgreSQL: TRUE. */
 gboolean dq_store_check_file(DqStore *store, GError **err);
 
+/* SQLite: sets `bytes` of the database's file system aside for giving jobs back should the disk
+ * fill (store_jobs_release_except frees them when its write finds the disk full: the write, and
+ * a checkpoint that grows the database file, need room that is gone by then). Held as a file
+ * beside the database that is unlinked at once, so only this process sees it and a crash frees
+ * it too. Fails, saying how much is free, when the disk has not that much room; a folder where
+ * it cannot be made for another reason (read-only) goes without. PostgreSQL: TRUE, nothing
+ * done (the server's disk is its own). */
+gboolean dq_store_keep_reserve(DqStore *store, guint64 bytes, GError **err);
+/* Frees the room dq_store_keep_reserve set aside; FALSE when there was none. */
+gboolean dq_store_drop_reserve(DqStore *store);
+
 /* Closes the connection after finalizing every statement the store's modules cached on it. */
 void dq_store_close(DqStore *store);
 

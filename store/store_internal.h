@@ -23,6 +23,8 @@ struct DqStore {
     gint64 stop_seen_us;         /* when a statement's wait for a lock first saw *stop set (0:
                                   * not yet; store_jobs.c busy_wait, store_pg.c exec_stoppable) */
     gboolean busy_stopped;       /* the last such wait ended because *stop was set */
+    gboolean has_reserve;        /* SQLite: reserve_fd holds dq_store_keep_reserve's room */
+    int reserve_fd;              /* an unlinked file on the database's file system */
 };
 
 /* Sets the v_progress row of (question, model_id) in `rows` (DqProgressRow) to `running` jobs

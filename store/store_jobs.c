@@ -938,10 +938,16 @@ gboolean store_jobs_release_except(DqStore *s, const char *owner, const gint64 *
     rollback(s); /* a failed transaction (a full disk) must not swallow the release */
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
+    /* A full disk: the jobs would stay leased to a worker that is stopping, and each episode
+     * cost them an attempt. The room the worker set aside (dq_store_keep_reserve) holds this
+     * small change's pages in the WAL. Without it, emptying the WAL into the database and
+     * truncating it may make room, but only where the database file has room to grow into. */
+    if (rc != SQLITE_DONE && (sqlite3_extended_errcode(dq_store_sqlite(s)) & 0xff) == SQLITE_FULL &&
+        dq_store_drop_reserve(s)) {
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+    }
     if (rc != SQLITE_DONE && (sqlite3_extended_errcode(dq_store_sqlite(s)) & 0xff) == SQLITE_FULL) {
-        /* A full disk: the jobs would stay leased to a worker that is stopping, and each
-         * episode cost them an attempt. Emptying the WAL into the database (pages it mostly
-         * holds already) and truncating it frees room for this small change. */
         sqlite3_exec(dq_store_sqlite(s), "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
         rc = sqlite3_step(st);
         sqlite3_reset(st);

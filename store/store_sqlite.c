@@ -5,6 +5,7 @@
 #include "text.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -254,6 +255,16 @@ static char *temp_dir_text(void) {
     return NULL;
 }
 
+/* g_format_size puts a no-break space (UTF-8 C2 A0) before the unit: a plain one for logs. */
+static char *plain_size(guint64 bytes) {
+    char *size = g_format_size(bytes);
+    for (char *p = strstr(size, "\xc2\xa0"); p != NULL; p = strstr(p, "\xc2\xa0")) {
+        *p = ' ';
+        memmove(p + 1, p + 2, strlen(p + 2) + 1);
+    }
+    return size;
+}
+
 void store_sqlite_explain(DqStore *s, GError **err) {
     if (err == NULL || *err == NULL || s->db == NULL)
         return;
@@ -309,12 +320,7 @@ void store_sqlite_explain(DqStore *s, GError **err) {
     guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
     if (rc != SQLITE_FULL && room >= LOW_ROOM_BYTES)
         return;
-    char *size = g_format_size(room);
-    /* g_format_size puts a no-break space (UTF-8 C2 A0) before the unit: a plain one for logs */
-    for (char *p = strstr(size, "\xc2\xa0"); p != NULL; p = strstr(p, "\xc2\xa0")) {
-        *p = ' ';
-        memmove(p + 1, p + 2, strlen(p + 2) + 1);
-    }
+    char *size = plain_size(room);
     char *msg = g_strdup_printf("%s (the file system holding %s has %s free)", (*err)->message,
                                 s->path, size);
     g_free((*err)->message);
@@ -880,9 +886,68 @@ gboolean dq_store_reconnect(DqStore *store, GError **err) {
     return TRUE;
 }
 
+gboolean dq_store_keep_reserve(DqStore *store, guint64 bytes, GError **err) {
+    if (store->kind != DQ_STORE_SQLITE || store->has_reserve)
+        return TRUE;
+    char *tmpl = g_strconcat(store->path, "-reserve.XXXXXX", NULL);
+    int fd = g_mkstemp_full(tmpl, O_RDWR | O_CLOEXEC, 0600);
+    int e = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+        /* Gone from the folder at once: nobody else sees it or has to clean it up, and the
+         * kernel frees its room when this process ends, however it ends. */
+        g_unlink(tmpl);
+        /* Written, not fallocate'd: not every file system can preallocate. Not zeros, which a
+         * compressing file system would store in no room at all. */
+        char block[8192];
+        for (gsize i = 0; i < sizeof block; i++)
+            block[i] = (char)g_random_int();
+        for (guint64 done = 0; done < bytes && e == 0;) {
+            ssize_t w = write(fd, block, (size_t)MIN(bytes - done, sizeof block));
+            if (w < 0 && errno != EINTR)
+                e = errno;
+            else if (w > 0)
+                done += (guint64)w;
+        }
+        if (e == 0 && fsync(fd) != 0)
+            e = errno;
+        if (e != 0)
+            close(fd);
+    }
+    g_free(tmpl);
+    if (e != 0 && e != ENOSPC && e != EDQUOT)
+        return TRUE; /* a read-only folder, say: a write there fails before it needs room */
+    if (e != 0) {
+        char *dir = g_path_get_dirname(store->path);
+        struct statvfs fs;
+        char *room = plain_size(statvfs(dir, &fs) == 0 ? (guint64)fs.f_bavail * fs.f_frsize : 0);
+        char *want = plain_size(bytes);
+        dq_fail(err, DQ_ERR_DB,
+                "%s: the disk is full: docqa keeps %s free beside the database to give jobs "
+                "back should the disk fill while it answers, and the file system holding it has "
+                "%s free; make room there",
+                store->path, want, room);
+        g_free(dir);
+        g_free(room);
+        g_free(want);
+        return FALSE;
+    }
+    store->reserve_fd = fd;
+    store->has_reserve = TRUE;
+    return TRUE;
+}
+
+gboolean dq_store_drop_reserve(DqStore *store) {
+    if (!store->has_reserve)
+        return FALSE;
+    close(store->reserve_fd);
+    store->has_reserve = FALSE;
+    return TRUE;
+}
+
 void dq_store_close(DqStore *store) {
     if (store == NULL)
         return;
+    dq_store_drop_reserve(store);
 #ifdef DOCQA_HAVE_POSTGRES
     if (store->kind == DQ_STORE_POSTGRES) {
         store_pg_close(store);

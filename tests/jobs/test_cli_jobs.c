@@ -1338,44 +1338,67 @@ static char *small_disk_db(const char *mnt, const char *model_id, guint64 leave)
 
 /* The disk fills while a worker answers (a database on a small file system): the worker stops
  * with the store's error, and gives back the jobs it holds without using an attempt, rather
- * than leaving them leased (each episode then cost an attempt, and they ended dead). Needs a
+ * than leaving them leased (each episode then cost an attempt, and they ended dead). However
+ * little room is left: with 140 KB the worker claimed and answered, and then the release found
+ * no room either (its checkpoint must grow the database file), so its 4 jobs stayed leased. Needs a
  * tmpfs of its own: a mount namespace, so root with CAP_SYS_ADMIN; skipped otherwise. */
 static void test_disk_full_gives_back(void) {
     char *dir = dq_test_tmpdir();
     char *mnt = g_build_filename(dir, "small", NULL);
     g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        /* Leave ~100 KB: a few answers commit, then a COMMIT finds the disk full. */
-        char *db = small_disk_db(mnt, "tiny", 100 * 1024);
-        DqAnswerer *a = jt_answerer_new(NULL);
-        DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
-        volatile sig_atomic_t stop = 0;
-        DqWorkerStats stats;
-        GError *err = NULL;
-        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
-        dq_answerer_free(a);
-        if (ok || err == NULL || strstr(err->message, "full") == NULL)
-            _exit(5); /* the disk did not fill: the test proves nothing */
-        g_clear_error(&err);
-        gint64 running = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
-        gint64 used = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
-                                       "attempts > 0");
-        gint64 done = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'");
-        fprintf(stderr,
-                "disk full: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
-                " running, %" G_GINT64_FORMAT " queued with an attempt used\n",
-                done, running, used);
-        _exit(running == 0 && used == 0 && done > 0 ? 0 : 6);
-    }
-    int status = 0;
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-    g_assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77)
-        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
-    else
+    /* KB left free: less than the worker sets aside (it does not start), then as little
+     * beyond it (it claims, and the disk fills at once), and room for some answers */
+    guint64 reserve = DQ_WORKER_RESERVE_BYTES(4) >> 10;
+    guint64 leaves[64];
+    gsize n_leaves = 0;
+    for (guint64 kb = 0; kb <= 140; kb += 20)
+        leaves[n_leaves++] = kb;
+    for (guint64 kb = reserve; kb <= reserve + 140; kb += 8)
+        leaves[n_leaves++] = kb;
+    leaves[n_leaves++] = 1024;
+    for (gsize i = 0; i < n_leaves; i++) {
+        gboolean must_answer = i == n_leaves - 1;
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+            char *db = small_disk_db(mnt, "tiny", leaves[i] * 1024);
+            DqAnswerer *a = jt_answerer_new(NULL);
+            DqWorkerOptions opt = {
+                .db_path = db, .model_id = "tiny", .batch = 4, .until_empty = TRUE};
+            volatile sig_atomic_t stop = 0;
+            DqWorkerStats stats;
+            GError *err = NULL;
+            gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
+            dq_answerer_free(a);
+            /* With nothing left even the open fails ("disk I/O error": no room for the -shm) */
+            if (ok || err == NULL || (must_answer && strstr(err->message, "full") == NULL)) {
+                fprintf(stderr, "%" G_GUINT64_FORMAT " KB left: %s\n", leaves[i],
+                        err != NULL ? err->message : "no error");
+                _exit(5); /* the disk did not fill: the test proves nothing */
+            }
+            /* room for reading, which needs the -shm (as a user makes room before looking) */
+            char *filler = g_build_filename(mnt, "filler", NULL);
+            g_unlink(filler);
+            gint64 running = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'running'");
+            gint64 used = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued' "
+                                           "AND attempts > 0");
+            gint64 done = jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'");
+            fprintf(stderr,
+                    "disk full, %" G_GUINT64_FORMAT " KB left: %" G_GINT64_FORMAT
+                    " done, %" G_GINT64_FORMAT " running, %" G_GINT64_FORMAT
+                    " queued with an attempt used (%s)\n",
+                    leaves[i], done, running, used, err->message);
+            _exit(running == 0 && used == 0 && (done > 0 || !must_answer) ? 0 : 6);
+        }
+        int status = 0;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 77) {
+            g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+            break;
+        }
         g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    }
     g_rmdir(mnt);
     g_free(mnt);
     g_free(dir);
