@@ -107,9 +107,13 @@ static PGresult *wait_stoppable(DqStore *s, gboolean sent) {
     s->busy_stopped = FALSE;
     if (!sent)
         return NULL;
+    gint64 cancelled_at = 0;
     while (PQisBusy(s->pg)) {
-        if (*s->stop && !s->busy_stopped) {
-            gint64 now = g_get_monotonic_time();
+        gint64 now = g_get_monotonic_time();
+        /* Asked again each second: a cancel that reaches the server before its backend has
+         * read the statement (the grace long over when it was sent) is dropped, and the
+         * statement would then wait for the lock after all. */
+        if (*s->stop && (cancelled_at == 0 || now - cancelled_at >= G_USEC_PER_SEC)) {
             if (s->stop_seen_us == 0)
                 s->stop_seen_us = now;
             if (now - s->stop_seen_us >= (gint64)DQ_STORE_STOP_GRACE_MS * 1000) {
@@ -120,6 +124,7 @@ static PGresult *wait_stoppable(DqStore *s, gboolean sent) {
                     PQfreeCancel(c);
                 }
                 s->busy_stopped = TRUE;
+                cancelled_at = now;
             }
         }
         struct pollfd pfd = {.fd = PQsocket(s->pg), .events = POLLIN};
