@@ -266,6 +266,31 @@ static void hold_jobs_lock(void *user) {
     PQclear(r);
 }
 
+/* ../shared's tiny model, or NULL with the test skipped. g_free. */
+static char *tiny_model(void) {
+    const char *shared = dq_test_shared_dir();
+    char *model = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
+    if (model == NULL || !g_file_test(model, G_FILE_TEST_IS_DIR)) {
+        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
+        g_free(model);
+        return NULL;
+    }
+    return model;
+}
+
+/* A session to hold locks with, which the server ends once it has sat in a transaction for
+ * `idle` (so that a test whose docqa waits for the lock ends, failing, without the fix). */
+static PGconn *lock_holder(const char *loc, const char *idle) {
+    PGconn *holder = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(holder), ==, CONNECTION_OK);
+    char *set = g_strdup_printf("SET idle_in_transaction_session_timeout = '%s'", idle);
+    PGresult *r = PQexec(holder, set);
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    g_free(set);
+    return holder;
+}
+
 static void hold_jobs_lock_exclusive(PGconn *c) {
     PGresult *r = PQexec(c, "BEGIN; LOCK TABLE jobs");
     g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
@@ -279,19 +304,11 @@ static void hold_jobs_lock_exclusive(PGconn *c) {
  * (here by the server, the holder idle in its transaction for 20 s, so that the test ends
  * without the fix too, then failing). */
 static void test_run_stopped_while_locked(void) {
-    const char *shared = dq_test_shared_dir();
-    char *model = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
-    if (model == NULL || !g_file_test(model, G_FILE_TEST_IS_DIR)) {
-        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
-        g_free(model);
+    char *model = tiny_model();
+    if (model == NULL)
         return;
-    }
     char *loc = new_queue();
-    PGconn *holder = PQconnectdb(loc);
-    g_assert_cmpint(PQstatus(holder), ==, CONNECTION_OK);
-    PGresult *r = PQexec(holder, "SET idle_in_transaction_session_timeout = '20s'");
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
-    PQclear(r);
+    PGconn *holder = lock_holder(loc, "20s");
     char *docqa = dq_test_docqa_path();
     const char *argv[] = {docqa,        "run", "--db",   loc,  "--model",       model,
                           "--model-id", "m",   "--json", "-q", "--until-empty", NULL};
@@ -323,11 +340,8 @@ static void test_run_stopped_while_locked(void) {
  * 31 alone; 0 of 8 beside it after.) */
 static void test_stopped_statements_cancelled(void) {
     char *loc = new_queue();
-    PGconn *holder = PQconnectdb(loc);
-    g_assert_cmpint(PQstatus(holder), ==, CONNECTION_OK);
-    PGresult *r = PQexec(holder, "SET idle_in_transaction_session_timeout = '60s'");
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
-    PQclear(r);
+    PGconn *holder = lock_holder(loc, "60s");
+    PGresult *r;
     hold_jobs_lock_exclusive(holder);
     GError *err = NULL;
     DqStore *s = dq_store_open(loc, &err);
@@ -360,19 +374,12 @@ static void test_stopped_statements_cancelled(void) {
  * exited until the lock was given up (here by the server, the holder idle in its transaction for
  * 30 s: the holder is still there when run exits in time). */
 static void test_run_on_terminal_stopped_while_locked(void) {
-    const char *shared = dq_test_shared_dir();
-    char *model = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
-    if (model == NULL || !g_file_test(model, G_FILE_TEST_IS_DIR)) {
-        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
-        g_free(model);
+    char *model = tiny_model();
+    if (model == NULL)
         return;
-    }
     char *loc = new_queue();
-    PGconn *holder = PQconnectdb(loc);
-    g_assert_cmpint(PQstatus(holder), ==, CONNECTION_OK);
-    PGresult *r = PQexec(holder, "SET idle_in_transaction_session_timeout = '30s'");
-    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
-    PQclear(r);
+    PGconn *holder = lock_holder(loc, "30s");
+    PGresult *r;
     char *docqa = dq_test_docqa_path();
     int master;
     pid_t pid = forkpty(&master, NULL, NULL, NULL);
