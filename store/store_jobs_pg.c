@@ -15,18 +15,6 @@
 
 #include <string.h>
 
-static DqJobState state_from_name(const char *name) {
-    for (int i = 0; i < DQ_JOB_N_STATES; i++)
-        if (name != NULL && strcmp(name, dq_job_state_name(i)) == 0)
-            return i;
-    return DQ_JOB_N_STATES;
-}
-
-static gint cmp_i64(gconstpointer a, gconstpointer b) {
-    gint64 x = *(const gint64 *)a, y = *(const gint64 *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* ---- asking ---- */
 
 /* The tables a query reads, from its plan: every "Relation Name" of EXPLAIN's JSON. */
@@ -128,7 +116,7 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
     for (int i = 0; i < n_where; i++)
         if (!where_document_ids(s, where_sql[i], TRUE, ids, err))
             goto fail;
-    g_array_sort(ids, cmp_i64);
+    g_array_sort(ids, store_jobs_cmp_id);
     for (guint i = 0; i < ids->len; i++) {
         gint64 id = g_array_index(ids, gint64, i);
         if (i > 0 && id == g_array_index(ids, gint64, i - 1))
@@ -538,7 +526,7 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
         if (r == NULL)
             goto fail;
         if (PQntuples(r) == 1)
-            result = state_from_name(PQgetvalue(r, 0, 0));
+            result = store_jobs_state_from_name(PQgetvalue(r, 0, 0));
         PQclear(r);
     } else {
         /* Not leased: maybe because an earlier try of this very call committed unheard. */
@@ -551,7 +539,7 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
         if (r == NULL)
             goto fail;
         if (PQntuples(r) == 1)
-            result = state_from_name(PQgetvalue(r, 0, 0));
+            result = store_jobs_state_from_name(PQgetvalue(r, 0, 0));
         PQclear(r);
     }
     store_jobs_hook("fail:before_commit");
@@ -621,7 +609,7 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, gint64 now_ms, DqJobCou
     if (r == NULL)
         return FALSE;
     for (int i = 0; i < PQntuples(r); i++) {
-        DqJobState state = state_from_name(PQgetvalue(r, i, 0));
+        DqJobState state = store_jobs_state_from_name(PQgetvalue(r, i, 0));
         gint64 n = pg_get_i64(r, i, 1);
         if (state < DQ_JOB_N_STATES)
             c->by_state[state] = n;
@@ -999,7 +987,7 @@ static GPtrArray *change_jobs(DqStore *s, const DqJobFilter *filter, gboolean dr
         DqJobGroup *g = g_new0(DqJobGroup, 1);
         g->question = pg_get_dup(r, i, 0);
         g->model_id = pg_get_dup(r, i, 1);
-        g->state = state_from_name(PQgetvalue(r, i, 2));
+        g->state = store_jobs_state_from_name(PQgetvalue(r, i, 2));
         g->answered = strcmp(PQgetvalue(r, i, 3), "t") == 0;
         g->jobs = pg_get_i64(r, i, 4);
         g_ptr_array_add(out, g);
