@@ -6,7 +6,6 @@
 
 #include "store.h"
 #include "store_jobs.h"
-#include "test_point.h"
 #include "text.h"
 
 #include <stdio.h>
@@ -104,11 +103,6 @@ int cmd_cancel(int argc, char **argv) {
     char **state_names = NULL;
     gboolean dry_run = FALSE, json = FALSE;
     DqJobSelection sel = {0};
-    GOptionEntry db_entry[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
-         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {NULL, 0, 0, 0, NULL, NULL, NULL},
-    };
     GOptionEntry entries[] = {
         {"state", 0, 0, G_OPTION_ARG_STRING_ARRAY, &state_names,
          "only jobs in this state: queued (retrying ones included), failed, dead or running "
@@ -121,9 +115,7 @@ int cmd_cancel(int argc, char **argv) {
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- withdraw jobs that are not answered yet");
-    g_option_context_add_main_entries(ctx, db_entry, NULL);
-    dq_job_selection_add_options(&sel, ctx);
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_job_command_options(ctx, &db, &sel, entries);
     g_option_context_set_description(
         ctx, "The jobs matching every selector given (--question, --document, --where, --model; at "
              "least one; --document and --where add up) become 'cancelled': no worker takes them, "
@@ -135,7 +127,6 @@ int cmd_cancel(int argc, char **argv) {
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
-    GError *err = NULL;
     DqStore *store = NULL;
     GPtrArray *groups = NULL;
     DqJobFilter filter = {0};
@@ -149,15 +140,9 @@ int cmd_cancel(int argc, char **argv) {
     }
     if (!dq_job_selection_check(&sel, "cancel"))
         goto out;
-    const char *path = db ? db : dq_store_default_location();
-    if ((store = dq_store_open_existing(path, &err)) == NULL ||
-        !dq_job_selection_resolve(&sel, "cancel", store, path, &filter, &err) ||
-        (groups = store_jobs_cancel(store, &filter, dry_run, &err)) == NULL) {
-        rc = dq_cli_fail(err);
+    if ((groups = dq_job_command_change("cancel", db, &sel, &filter, dry_run, store_jobs_cancel,
+                                        &store)) == NULL)
         goto out;
-    }
-    dq_cli_signals_record(); /* committed: the report of it is printed whole */
-    dq_test_point("cancel:stored");
     if (json) {
         print_json(groups, dry_run, filter.states);
     } else if (groups->len == 0) {
