@@ -267,6 +267,25 @@ int jt_answerer_withdrawn(const DqAnswerer *a) {
     return ((const JtAnswerer *)a)->withdrawn;
 }
 
+void jt_run_worker(const char *db, const char *model_id) {
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = model_id, .batch = 3, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    dq_answerer_free(a);
+}
+
+JsonObject *jt_json_object(JsonParser *p, const char *text) {
+    GError *err = NULL;
+    if (!json_parser_load_from_data(p, text, -1, &err))
+        g_error("not JSON (%s): %s", err->message, text);
+    g_assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
+    return json_node_get_object(json_parser_get_root(p));
+}
+
 gint64 jt_query_int(const char *db_path, const char *sql) {
     sqlite3 *db = NULL;
     g_assert_cmpint(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);

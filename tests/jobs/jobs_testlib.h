@@ -13,6 +13,7 @@
 #include "store.h"
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 /* Creates <dir>/docqa.db with n_docs documents of n_pages pages each (all different PNGs in the
  * page store). Returns the database path (g_free). */
@@ -50,6 +51,14 @@ int jt_answerer_submitted(const DqAnswerer *a);
 
 /* Requests the worker withdrew from it so far (answerer.h): dropped before they were answered. */
 int jt_answerer_withdrawn(const DqAnswerer *a);
+
+/* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until
+ * the queue is empty; fails the test when the worker fails. */
+void jt_run_worker(const char *db, const char *model_id);
+
+/* `text` (a command's --json output) as a JSON object, parsed by p (which owns it); fails the
+ * test, showing the text, when it is not one. */
+JsonObject *jt_json_object(JsonParser *p, const char *text);
 
 /* Runs a SELECT returning one integer. */
 gint64 jt_query_int(const char *db_path, const char *sql);

@@ -267,17 +267,6 @@ static void hold_jobs_lock(void *user) {
 }
 
 /* ../shared's tiny model, or NULL with the test skipped. g_free. */
-static char *tiny_model(void) {
-    const char *shared = dq_test_shared_dir();
-    char *model = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
-    if (model == NULL || !g_file_test(model, G_FILE_TEST_IS_DIR)) {
-        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
-        g_free(model);
-        return NULL;
-    }
-    return model;
-}
-
 /* A session to hold locks with, which the server ends once it has sat in a transaction for
  * `idle` (so that a test whose docqa waits for the lock ends, failing, without the fix). */
 static PGconn *lock_holder(const char *loc, const char *idle) {
@@ -304,7 +293,7 @@ static void hold_jobs_lock_exclusive(PGconn *c) {
  * (here by the server, the holder idle in its transaction for 20 s, so that the test ends
  * without the fix too, then failing). */
 static void test_run_stopped_while_locked(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *loc = new_queue();
@@ -374,7 +363,7 @@ static void test_stopped_statements_cancelled(void) {
  * exited until the lock was given up (here by the server, the holder idle in its transaction for
  * 30 s: the holder is still there when run exits in time). */
 static void test_run_on_terminal_stopped_while_locked(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *loc = new_queue();
