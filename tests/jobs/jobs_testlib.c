@@ -270,12 +270,17 @@ int jt_answerer_withdrawn(const DqAnswerer *a) {
 void jt_run_worker(const char *db, const char *model_id) {
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = db, .model_id = model_id, .batch = 3, .until_empty = TRUE};
+    jt_worker_run(&opt, a);
+    dq_answerer_free(a);
+}
+
+DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a) {
     volatile sig_atomic_t stop = 0;
     DqWorkerStats stats;
     GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_assert_true(queue_worker_run(opt, a, &stop, &stats, &err));
     dq_assert_no_error(err);
-    dq_answerer_free(a);
+    return stats;
 }
 
 JsonObject *jt_json_object(JsonParser *p, const char *text) {

@@ -52,6 +52,10 @@ int jt_answerer_submitted(const DqAnswerer *a);
 /* Requests the worker withdrew from it so far (answerer.h): dropped before they were answered. */
 int jt_answerer_withdrawn(const DqAnswerer *a);
 
+/* Runs one worker with opt and the answerer a (the caller's, to free) until it returns; fails
+ * the test when it fails. Its stats. */
+DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a);
+
 /* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until
  * the queue is empty; fails the test when the worker fails. */
 void jt_run_worker(const char *db, const char *model_id);

@@ -680,11 +680,7 @@ static void test_worker_until_empty_and_missing_image(void) {
 
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 5, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 10);
     g_assert_cmpint(stats.failed, ==, 2);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), ==, 2);
@@ -712,11 +708,7 @@ static void test_worker_bad_question(void) {
     JtAnswererConfig cfg = {.long_question = "question 2"};
     DqAnswerer *a = jt_answerer_new(&cfg);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 1);
     g_assert_cmpint(stats.failed, ==, 1);
     gint64 id = q(db, "SELECT j.id FROM jobs j JOIN questions qu ON qu.id = j.question_id "
@@ -823,11 +815,7 @@ static void test_worker_database_through_link(void) {
 
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = link, .model_id = "m", .batch = 2, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 4);
     g_assert_cmpint(stats.failed, ==, 0);
     assert_answers_correct(db);
@@ -956,11 +944,7 @@ static void test_worker_continuous_batching(void) {
     JtAnswererConfig cfg = {.slow_first = 40, .delay_ms = 5};
     DqAnswerer *a = jt_answerer_new(&cfg);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.claimed, ==, 6);
     g_assert_cmpint(stats.done, ==, 6);
     assert_answers_correct(db);
@@ -1542,11 +1526,7 @@ static void test_worker_cancelled_as_it_finishes(void) {
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {
         .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     scene_end(&sc);
     g_assert_true(sc.acted);
     g_assert_cmpint(stats.done, ==, 1);
@@ -1599,11 +1579,7 @@ static void test_worker_taken_over_while_running(void) {
     DqAnswerer *a = jt_answerer_new(&cfg);
     DqWorkerOptions opt = {
         .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     scene_end(&sc);
     g_assert_true(sc.acted);
     g_assert_cmpint(stats.withdrawn, ==, 1);

@@ -379,11 +379,7 @@ static void worker_run(const Db *d, const Run *run) {
                            .backoff_ms = 1,
                            .poll_ms = 5,
                            .job_budget = run->budget ? &budget : NULL};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    jt_worker_run(&opt, a);
     dq_answerer_free(a);
 }
 
