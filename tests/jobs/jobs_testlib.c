@@ -263,6 +263,40 @@ int jt_answerer_submitted(const DqAnswerer *a) {
     return ((const JtAnswerer *)a)->submitted;
 }
 
+DqAnswerer *jt_open_answerer(void *user, int index, GError **err) {
+    (void)index;
+    return jt_answerer_new(user);
+}
+
+const char *const jt_kill_points[] = {
+    "worker:claimed",
+    "answerer:inference",
+    "worker:before_complete",
+    "claim:before_commit",
+    "complete:after_job_update",
+    "complete:before_commit",
+    "commit",
+    "complete:after_commit",
+    "worker:after_complete",
+    NULL,
+};
+
+int jt_run_buried_then_answered(const char *db, DqRunResult *res) {
+    JtAnswererConfig cfg = {.delay_ms = 1500};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .until_empty = TRUE,
+                                  .lease_ms = 300,
+                                  .heartbeat_ms = 60000,
+                                  .poll_ms = 20},
+                       .n_workers = 2};
+    GError *err = NULL;
+    int code = queue_run(&ro, jt_open_answerer, &cfg, res, &err);
+    dq_assert_no_error(err);
+    return code;
+}
+
 int jt_answerer_withdrawn(const DqAnswerer *a) {
     return ((const JtAnswerer *)a)->withdrawn;
 }

@@ -46,6 +46,21 @@ typedef struct {
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
 
+/* queue_run's DqAnswererOpenFn for the hash answerer: user is its JtAnswererConfig (or NULL). */
+DqAnswerer *jt_open_answerer(void *user, int index, GError **err);
+
+/* The named points (jobs/queue.h, store_jobs.h) where DOCQA_TEST_KILL_AT=<point>:<n> kills a
+ * worker, from claiming a batch to after completing it: every place a crash may leave the queue
+ * in. NULL-terminated. The crash tests of both stores go through all of them. */
+extern const char *const jt_kill_points[];
+
+/* /queue/run/buried-then-answered's run on the database `db` (SQLite or PostgreSQL), whose one
+ * job of model "m" is on its last attempt: two workers; the one that claims it answers only
+ * after 1.5 s and renews its lease (300 ms) once a minute, so that the other's claim buries the
+ * job before the late answer comes. Fails the test when the run cannot start. queue_run's exit
+ * code, and its result in *res. */
+int jt_run_buried_then_answered(const char *db, DqRunResult *res);
+
 /* Requests submitted to it so far. */
 int jt_answerer_submitted(const DqAnswerer *a);
 

@@ -92,10 +92,6 @@ static void test_server_out_of_memory(void) {
     run_until_server_fails("out_of_memory", "the PostgreSQL server is out of memory");
 }
 
-static DqAnswerer *open_slow(void *user, int index, GError **err) {
-    return jt_answerer_new(user);
-}
-
 /* test_queue.c's /queue/run/buried-then-answered on PostgreSQL: a job buried by one worker's
  * claim and then answered late by the worker that held it is done, and the run says so. */
 static void test_buried_then_answered(void) {
@@ -103,19 +99,8 @@ static void test_buried_then_answered(void) {
     /* One job, on its last attempt. */
     pgt_exec(loc, "DELETE FROM jobs WHERE id > (SELECT min(id) FROM jobs); "
                   "UPDATE jobs SET max_attempts = 1");
-    JtAnswererConfig cfg = {.delay_ms = 1500};
-    DqRunOptions ro = {.worker = {.db_path = loc,
-                                  .model_id = "m",
-                                  .batch = 1,
-                                  .until_empty = TRUE,
-                                  .lease_ms = 300,
-                                  .heartbeat_ms = 60000,
-                                  .poll_ms = 20},
-                       .n_workers = 2};
     DqRunResult res;
-    GError *err = NULL;
-    int code = queue_run(&ro, open_slow, &cfg, &res, &err);
-    dq_assert_no_error(err);
+    int code = jt_run_buried_then_answered(loc, &res);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 1);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM v_answers"), ==, 1);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
