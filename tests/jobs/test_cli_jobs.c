@@ -698,6 +698,26 @@ static int docqa_with(const char *const *env, const char *stdout_path, char **ou
     return rc;
 }
 
+/* A refused command line: its arguments after "COMMAND --db DB", and what its message says. */
+typedef struct {
+    const char *args[6];
+    const char *says;
+} Refusal;
+
+/* Each refused `docqa COMMAND --db DB ARGS...` exits 2 with what it says in its message. */
+static void assert_refused(const char *command, const char *db, const Refusal *refused, guint n) {
+    for (guint i = 0; i < n; i++) {
+        const char *args[10] = {command, "--db", db};
+        for (int k = 0; refused[i].args[k]; k++)
+            args[3 + k] = refused[i].args[k];
+        char *err = NULL;
+        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+        g_test_message("%s", err);
+        g_assert_nonnull(strstr(err, refused[i].says));
+        g_free(err);
+    }
+}
+
 /* run --until-empty for a model whose jobs are all answered, while other models' wait: it
  * answers nothing, and says so as a failure (exit 1), naming what the model has (not "no jobs")
  * and the model ids that have work, so that a nightly whose ask and run name different models
@@ -2167,6 +2187,17 @@ static void test_ask_one_rendering(void) {
     g_free(dir);
 }
 
+/* Asks about db's 6 pages "Wrong question?" and "Total?" for model tiny and "Total?" for model
+ * other, through docqa ask: 18 queued jobs, for cancel and requeue to pick from. */
+static void ask_two_models(const char *db) {
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
+                                  "Total?", NULL),
+                    ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
+                    0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
+}
+
 /* docqa cancel as a user runs it: the selectors (a question as ask normalizes it, --where,
  * --model, --state) narrow one another; a selector that names nothing is an error, as is none;
  * --dry-run changes nothing; cancelled jobs are left alone by workers and counted apart by
@@ -2176,19 +2207,11 @@ static void test_ask_one_rendering(void) {
 static void test_cancel(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
-    char *out = NULL, *err = NULL;
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
-                                  "Total?", NULL),
-                    ==, 0);
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
-                    0);
-    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
+    char *out = NULL;
+    ask_two_models(db);
 
     /* Refused, naming what is wrong; nothing changes. */
-    struct {
-        const char *args[6];
-        const char *says;
-    } refused[] = {
+    const Refusal refused[] = {
         {{NULL}, "say which jobs: --question, --document, --where or --model"},
         {{"--state", "queued", NULL}, "say which jobs"},
         {{"-m", "tiny", "--state", "done", NULL}, "an answered job is not cancelled"},
@@ -2202,15 +2225,7 @@ static void test_cancel(void) {
         {{"--where", "1) OR (1", NULL}, "--where"},
         {{"-m", "tiny", "stray", NULL}, "unexpected argument 'stray'"},
     };
-    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
-        const char *args[10] = {"cancel", "--db", db};
-        for (int k = 0; refused[i].args[k]; k++)
-            args[3 + k] = refused[i].args[k];
-        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
-        g_test_message("%s", err);
-        g_assert_nonnull(strstr(err, refused[i].says));
-        g_free(err);
-    }
+    assert_refused("cancel", db, refused, G_N_ELEMENTS(refused));
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
 
     /* --dry-run: what would go, with the question trimmed as ask stores it. */
@@ -2317,7 +2332,7 @@ static void test_cancel(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
                                      "model_id = 'other'"),
-                    ==, 5); /* run_worker answers model tiny only */
+                    ==, 5); /* jt_run_worker answers model tiny only */
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE model = 'tiny'"), ==,
                     12);
     g_free(db);
@@ -2331,22 +2346,15 @@ static void test_cancel(void) {
 static void test_requeue_selected(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
-    char *out = NULL, *err = NULL;
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
-                                  "Total?", NULL),
-                    ==, 0);
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
-                    0);
+    char *out = NULL;
+    ask_two_models(db);
     g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "-m", "tiny", NULL), ==, 0);
     g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
                     18);
 
     /* Refused, naming what is wrong; nothing changes. */
-    struct {
-        const char *args[6];
-        const char *says;
-    } refused[] = {
+    const Refusal refused[] = {
         {{"--question", "Total?", NULL}, "say which jobs: --dead, --failed"},
         {{"--cancelled", "--question", "Never asked?", NULL},
          "requeue: --question \"Never asked?\": no such question"},
@@ -2356,15 +2364,7 @@ static void test_requeue_selected(void) {
          "requeue: --model nobody: no job was asked for the model id 'nobody'"},
         {{"--cancelled", "--where", "1) OR (1", NULL}, "--where"},
     };
-    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
-        const char *args[10] = {"requeue", "--db", db};
-        for (int k = 0; refused[i].args[k]; k++)
-            args[3 + k] = refused[i].args[k];
-        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
-        g_test_message("%s", err);
-        g_assert_nonnull(strstr(err, refused[i].says));
-        g_free(err);
-    }
+    assert_refused("requeue", db, refused, G_N_ELEMENTS(refused));
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
                     18);
 
@@ -2477,10 +2477,7 @@ static void test_requeue_done_stale(void) {
     /* Refused, naming what is wrong; nothing changes. */
     char fp12[13];
     g_strlcpy(fp12, fp, sizeof fp12);
-    struct {
-        const char *args[5];
-        const char *says;
-    } refused[] = {
+    const Refusal refused[] = {
         {{"--stale"}, "requeue: --stale needs --model DIR: the snapshot folder whose answers"},
         {{"--fingerprint-not", fp12}, "requeue: --fingerprint-not needs --model DIR"},
         {{"--stale", "--model", id},
@@ -2492,16 +2489,8 @@ static void test_requeue_done_stale(void) {
          "snapshot fingerprint, 12 to 64 hex"},
         {{"--fingerprint-not", "0123456789xy", "--model", id}, "expected a snapshot fingerprint"},
     };
-    char *out = NULL, *err = NULL;
-    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
-        const char *args[10] = {"requeue", "--db", db};
-        for (int k = 0; refused[i].args[k]; k++)
-            args[3 + k] = refused[i].args[k];
-        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
-        g_test_message("%s", err);
-        g_assert_nonnull(strstr(err, refused[i].says));
-        g_free(err);
-    }
+    char *out = NULL;
+    assert_refused("requeue", db, refused, G_N_ELEMENTS(refused));
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 8);
 
     /* By the fingerprint's first 12 digits (upper case too), as run and status print it. */
