@@ -256,8 +256,7 @@ void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *don
         json_builder_begin_object(b);
         dq_cli_json_string(b, "question", first->question);
         dq_cli_json_string(b, "model", first->model_id);
-        json_builder_set_member_name(b, "jobs");
-        json_builder_add_int_value(b, jobs);
+        dq_cli_json_int(b, "jobs", jobs);
         json_builder_set_member_name(b, "by_state");
         json_builder_begin_object(b);
         for (int s = 0; s < DQ_JOB_N_STATES; s++)
@@ -266,8 +265,7 @@ void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *don
                 json_builder_add_int_value(b, by_state[s]);
             }
         json_builder_end_object(b);
-        json_builder_set_member_name(b, "answered");
-        json_builder_add_int_value(b, answered);
+        dq_cli_json_int(b, "answered", answered);
         json_builder_end_object(b);
         i = end;
     }

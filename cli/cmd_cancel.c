@@ -63,12 +63,9 @@ static void print_json(const GPtrArray *groups, gboolean dry_run, guint states) 
     json_builder_add_boolean_value(b, dry_run);
     dq_job_states_json(b, "states", states, dq_job_done_word(0));
     /* what was done, or with --dry-run what would be */
-    json_builder_set_member_name(b, "cancelled");
-    json_builder_add_int_value(b, cancelled);
-    json_builder_set_member_name(b, "back_to_done");
-    json_builder_add_int_value(b, answered);
-    json_builder_set_member_name(b, "running");
-    json_builder_add_int_value(b, running);
+    dq_cli_json_int(b, "cancelled", cancelled);
+    dq_cli_json_int(b, "back_to_done", answered);
+    dq_cli_json_int(b, "running", running);
     dq_job_groups_json(b, groups, dq_job_done_word(0));
     json_builder_end_object(b);
     dq_cli_json_print(b, TRUE);

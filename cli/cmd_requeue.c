@@ -141,8 +141,7 @@ int cmd_requeue(int argc, char **argv) {
         json_builder_add_boolean_value(b, dry_run);
         dq_job_states_json(b, "states", filter.states, dq_job_done_word(filter.done));
         /* queued again, or with --dry-run those that would be */
-        json_builder_set_member_name(b, "jobs");
-        json_builder_add_int_value(b, n);
+        dq_cli_json_int(b, "jobs", n);
         dq_job_groups_json(b, groups, dq_job_done_word(filter.done));
         json_builder_end_object(b);
         dq_cli_json_print(b, TRUE);
