@@ -4,6 +4,7 @@
 
 #include "dq_error.h"
 #include "queue.h"
+#include "test_point.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,37 @@ void dq_job_selection_add_options(DqJobSelection *sel, GOptionContext *ctx) {
     };
     /* GLib copies the entries. */
     g_option_context_add_main_entries(ctx, entries, NULL);
+}
+
+void dq_job_command_options(GOptionContext *ctx, char **db, DqJobSelection *sel,
+                            const GOptionEntry *entries) {
+    GOptionEntry db_entry[] = {
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+    g_option_context_add_main_entries(ctx, db_entry, NULL);
+    dq_job_selection_add_options(sel, ctx);
+    g_option_context_add_main_entries(ctx, entries, NULL);
+}
+
+GPtrArray *dq_job_command_change(
+    const char *command, const char *db, DqJobSelection *sel, DqJobFilter *filter, gboolean dry_run,
+    GPtrArray *(*change)(DqStore *, const DqJobFilter *, gboolean, GError **), DqStore **store) {
+    GError *err = NULL;
+    GPtrArray *groups = NULL;
+    const char *path = db ? db : dq_store_default_location();
+    if ((*store = dq_store_open_existing(path, &err)) == NULL ||
+        !dq_job_selection_resolve(sel, command, *store, path, filter, &err) ||
+        (groups = change(*store, filter, dry_run, &err)) == NULL) {
+        dq_cli_fail(err);
+        return NULL;
+    }
+    dq_cli_signals_record(); /* committed: the report of it is printed whole */
+    char *point = g_strdup_printf("%s:stored", command);
+    dq_test_point(point);
+    g_free(point);
+    return groups;
 }
 
 gboolean dq_job_selection_given(const DqJobSelection *sel) {
@@ -224,8 +256,7 @@ void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *don
         json_builder_begin_object(b);
         dq_cli_json_string(b, "question", first->question);
         dq_cli_json_string(b, "model", first->model_id);
-        json_builder_set_member_name(b, "jobs");
-        json_builder_add_int_value(b, jobs);
+        dq_cli_json_int(b, "jobs", jobs);
         json_builder_set_member_name(b, "by_state");
         json_builder_begin_object(b);
         for (int s = 0; s < DQ_JOB_N_STATES; s++)
@@ -234,8 +265,7 @@ void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *don
                 json_builder_add_int_value(b, by_state[s]);
             }
         json_builder_end_object(b);
-        json_builder_set_member_name(b, "answered");
-        json_builder_add_int_value(b, answered);
+        dq_cli_json_int(b, "answered", answered);
         json_builder_end_object(b);
         i = end;
     }

@@ -41,6 +41,21 @@ gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqSt
 
 void dq_job_selection_clear(DqJobSelection *sel);
 
+/* cancel's and requeue's options, in the order --help lists them: --db (into *db), the
+ * selectors (into sel), then the command's own `entries`. */
+void dq_job_command_options(GOptionContext *ctx, char **db, DqJobSelection *sel,
+                            const GOptionEntry *entries);
+
+/* What cancel and requeue do once their options are checked: open the database `db` (NULL: the
+ * default), resolve sel into filter's selectors, and `change` (store_jobs_cancel or
+ * store_jobs_requeue) the jobs it takes. Then the change is committed: from here a signal is
+ * only noted (dq_cli_signals_record), and the test point "<command>:stored" is passed. The
+ * groups changed (*store is left open for the caller to close), or NULL with the error printed
+ * (dq_cli_fail). */
+GPtrArray *dq_job_command_change(
+    const char *command, const char *db, DqJobSelection *sel, DqJobFilter *filter, gboolean dry_run,
+    GPtrArray *(*change)(DqStore *, const DqJobFilter *, gboolean, GError **), DqStore **store);
+
 /* The word for the done jobs a filter takes (DqJobFilter's `done`): "approximate", "stale" or
  * "answered". */
 const char *dq_job_done_word(guint done);

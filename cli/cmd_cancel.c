@@ -6,7 +6,6 @@
 
 #include "store.h"
 #include "store_jobs.h"
-#include "test_point.h"
 #include "text.h"
 
 #include <stdio.h>
@@ -64,12 +63,9 @@ static void print_json(const GPtrArray *groups, gboolean dry_run, guint states) 
     json_builder_add_boolean_value(b, dry_run);
     dq_job_states_json(b, "states", states, dq_job_done_word(0));
     /* what was done, or with --dry-run what would be */
-    json_builder_set_member_name(b, "cancelled");
-    json_builder_add_int_value(b, cancelled);
-    json_builder_set_member_name(b, "back_to_done");
-    json_builder_add_int_value(b, answered);
-    json_builder_set_member_name(b, "running");
-    json_builder_add_int_value(b, running);
+    dq_cli_json_int(b, "cancelled", cancelled);
+    dq_cli_json_int(b, "back_to_done", answered);
+    dq_cli_json_int(b, "running", running);
     dq_job_groups_json(b, groups, dq_job_done_word(0));
     json_builder_end_object(b);
     dq_cli_json_print(b, TRUE);
@@ -104,11 +100,6 @@ int cmd_cancel(int argc, char **argv) {
     char **state_names = NULL;
     gboolean dry_run = FALSE, json = FALSE;
     DqJobSelection sel = {0};
-    GOptionEntry db_entry[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
-         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {NULL, 0, 0, 0, NULL, NULL, NULL},
-    };
     GOptionEntry entries[] = {
         {"state", 0, 0, G_OPTION_ARG_STRING_ARRAY, &state_names,
          "only jobs in this state: queued (retrying ones included), failed, dead or running "
@@ -121,9 +112,7 @@ int cmd_cancel(int argc, char **argv) {
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- withdraw jobs that are not answered yet");
-    g_option_context_add_main_entries(ctx, db_entry, NULL);
-    dq_job_selection_add_options(&sel, ctx);
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_job_command_options(ctx, &db, &sel, entries);
     g_option_context_set_description(
         ctx, "The jobs matching every selector given (--question, --document, --where, --model; at "
              "least one; --document and --where add up) become 'cancelled': no worker takes them, "
@@ -135,7 +124,6 @@ int cmd_cancel(int argc, char **argv) {
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
     int rc = DQ_EXIT_FATAL;
-    GError *err = NULL;
     DqStore *store = NULL;
     GPtrArray *groups = NULL;
     DqJobFilter filter = {0};
@@ -149,15 +137,9 @@ int cmd_cancel(int argc, char **argv) {
     }
     if (!dq_job_selection_check(&sel, "cancel"))
         goto out;
-    const char *path = db ? db : dq_store_default_location();
-    if ((store = dq_store_open_existing(path, &err)) == NULL ||
-        !dq_job_selection_resolve(&sel, "cancel", store, path, &filter, &err) ||
-        (groups = store_jobs_cancel(store, &filter, dry_run, &err)) == NULL) {
-        rc = dq_cli_fail(err);
+    if ((groups = dq_job_command_change("cancel", db, &sel, &filter, dry_run, store_jobs_cancel,
+                                        &store)) == NULL)
         goto out;
-    }
-    dq_cli_signals_record(); /* committed: the report of it is printed whole */
-    dq_test_point("cancel:stored");
     if (json) {
         print_json(groups, dry_run, filter.states);
     } else if (groups->len == 0) {

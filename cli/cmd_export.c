@@ -131,8 +131,7 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         json_builder_begin_object(b);
         json_builder_set_member_name(b, "document_path");
         json_builder_add_string_value(b, r->document_path);
-        json_builder_set_member_name(b, "page");
-        json_builder_add_int_value(b, r->page);
+        dq_cli_json_int(b, "page", r->page);
         json_builder_set_member_name(b, "question");
         json_builder_add_string_value(b, r->question);
         json_builder_set_member_name(b, "answer");
@@ -141,12 +140,10 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         json_builder_add_string_value(b, r->model);
         json_builder_set_member_name(b, "finished_at");
         json_builder_add_string_value(b, r->finished_at);
-        json_builder_set_member_name(b, "document_id");
-        json_builder_add_int_value(b, r->document_id);
+        dq_cli_json_int(b, "document_id", r->document_id);
         json_builder_set_member_name(b, "document_sha256");
         json_builder_add_string_value(b, r->document_sha256);
-        json_builder_set_member_name(b, "job_id");
-        json_builder_add_int_value(b, r->job_id);
+        dq_cli_json_int(b, "job_id", r->job_id);
         /* null where the answer predates schema 0003 */
         dq_cli_json_string(b, "device", r->device);
         dq_cli_json_string(b, "weights", r->weights);

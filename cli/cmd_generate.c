@@ -190,10 +190,8 @@ static void print_json(const SmolvlmPrompt *prompt, const DqGenerateResult *res,
     json_builder_begin_array(b);
     for (int i = 0; i < prompt->n_images; i++) {
         json_builder_begin_object(b);
-        json_builder_set_member_name(b, "rows");
-        json_builder_add_int_value(b, prompt->images[i]->rows);
-        json_builder_set_member_name(b, "cols");
-        json_builder_add_int_value(b, prompt->images[i]->cols);
+        dq_cli_json_int(b, "rows", prompt->images[i]->rows);
+        dq_cli_json_int(b, "cols", prompt->images[i]->cols);
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
@@ -221,10 +219,8 @@ static void print_json(const SmolvlmPrompt *prompt, const DqGenerateResult *res,
                        tm->decode_ms > 0 ? decoded / (tm->decode_ms / 1000.0) : 0.0, 2);
     json_builder_set_member_name(b, "draft");
     json_builder_begin_object(b);
-    json_builder_set_member_name(b, "guessed");
-    json_builder_add_int_value(b, tm->draft_tokens);
-    json_builder_set_member_name(b, "taken");
-    json_builder_add_int_value(b, tm->draft_accepted);
+    dq_cli_json_int(b, "guessed", tm->draft_tokens);
+    dq_cli_json_int(b, "taken", tm->draft_accepted);
     json_builder_end_object(b);
     dq_cli_json_double(b, "peak_rss_mb", dq_peak_rss_mb(), 1);
     json_builder_end_object(b);

@@ -111,8 +111,7 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
         const DqIngestEmptyRoot *e = g_ptr_array_index(s->empty_roots, i);
         json_builder_begin_object(b);
         add_string(b, "root", e->root);
-        json_builder_set_member_name(b, "would_be_gone");
-        json_builder_add_int_value(b, e->would_be_gone);
+        dq_cli_json_int(b, "would_be_gone", e->would_be_gone);
         json_builder_set_member_name(b, "missing");
         json_builder_add_boolean_value(b, e->missing);
         json_builder_end_object(b);

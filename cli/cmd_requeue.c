@@ -7,7 +7,6 @@
 #include "smolvlm.h"
 #include "store.h"
 #include "store_jobs.h"
-#include "test_point.h"
 #include "text.h"
 
 #include <stdio.h>
@@ -37,11 +36,6 @@ int cmd_requeue(int argc, char **argv) {
              done = FALSE, stale = FALSE, json = FALSE;
     char *fingerprint_not = NULL, *fingerprint = NULL;
     DqJobSelection sel = {0};
-    GOptionEntry db_entry[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
-         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {NULL, 0, 0, 0, NULL, NULL, NULL},
-    };
     GOptionEntry entries[] = {
         {"dead", 0, 0, G_OPTION_ARG_NONE, &dead,
          "jobs that used all their attempts (model errors, or workers that died or hung: "
@@ -75,9 +69,7 @@ int cmd_requeue(int argc, char **argv) {
     };
     GOptionContext *ctx = g_option_context_new(
         "- queue dead, failed, cancelled or answered (approximately, stale, any) jobs again");
-    g_option_context_add_main_entries(ctx, db_entry, NULL);
-    dq_job_selection_add_options(&sel, ctx);
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_job_command_options(ctx, &db, &sel, entries);
     g_option_context_set_description(
         ctx, "Every job in the states named, or those of them matching every selector given "
              "(--question, --document, --where, --model, as docqa cancel's; --document and --where "
@@ -136,15 +128,9 @@ int cmd_requeue(int argc, char **argv) {
         }
     }
     filter.fingerprint = fingerprint;
-    const char *path = db ? db : dq_store_default_location();
-    if ((store = dq_store_open_existing(path, &err)) == NULL ||
-        !dq_job_selection_resolve(&sel, "requeue", store, path, &filter, &err) ||
-        (groups = store_jobs_requeue(store, &filter, dry_run, &err)) == NULL) {
-        rc = dq_cli_fail(err);
+    if ((groups = dq_job_command_change("requeue", db, &sel, &filter, dry_run, store_jobs_requeue,
+                                        &store)) == NULL)
         goto out;
-    }
-    dq_cli_signals_record(); /* committed: the report of it is printed whole */
-    dq_test_point("requeue:stored");
     gint64 n = 0;
     for (guint i = 0; i < groups->len; i++)
         n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
@@ -155,8 +141,7 @@ int cmd_requeue(int argc, char **argv) {
         json_builder_add_boolean_value(b, dry_run);
         dq_job_states_json(b, "states", filter.states, dq_job_done_word(filter.done));
         /* queued again, or with --dry-run those that would be */
-        json_builder_set_member_name(b, "jobs");
-        json_builder_add_int_value(b, n);
+        dq_cli_json_int(b, "jobs", n);
         dq_job_groups_json(b, groups, dq_job_done_word(filter.done));
         json_builder_end_object(b);
         dq_cli_json_print(b, TRUE);

@@ -85,16 +85,12 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
         json_builder_set_member_name(b, dq_job_state_name(i));
         json_builder_add_int_value(b, i == DQ_JOB_RUNNING ? running : c->by_state[i]);
     }
-    json_builder_set_member_name(b, "stalled");
-    json_builder_add_int_value(b, c->stalled);
-    json_builder_set_member_name(b, "retrying");
-    json_builder_add_int_value(b, c->retrying);
-    json_builder_set_member_name(b, "total");
-    json_builder_add_int_value(b, c->total);
+    dq_cli_json_int(b, "stalled", c->stalled);
+    dq_cli_json_int(b, "retrying", c->retrying);
+    dq_cli_json_int(b, "total", c->total);
     json_builder_end_object(b);
     /* paths whose file ingest found gone (documents.missing_since); their answers are kept */
-    json_builder_set_member_name(b, "documents_gone");
-    json_builder_add_int_value(b, gone);
+    dq_cli_json_int(b, "documents_gone", gone);
     /* as the text shows them: answers/s to 2 decimals, the ETA in whole seconds */
     dq_cli_json_double(b, "answers_per_second", rate, 2);
     if (eta >= 0)
@@ -110,8 +106,7 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
         dq_cli_json_string(b, "device", e->device);
         dq_cli_json_string(b, "weights", e->weights);
         dq_cli_json_known_bool(b, "exact", e->exact);
-        json_builder_set_member_name(b, "answers");
-        json_builder_add_int_value(b, e->answers);
+        dq_cli_json_int(b, "answers", e->answers);
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
@@ -123,8 +118,7 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
         json_builder_begin_object(b);
         dq_cli_json_string(b, "model", m->model_id);
         dq_cli_json_string(b, "model_fingerprint", m->fingerprint);
-        json_builder_set_member_name(b, "answers");
-        json_builder_add_int_value(b, m->answers);
+        dq_cli_json_int(b, "answers", m->answers);
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
@@ -139,8 +133,7 @@ static void print_json(const DqJobCounts *c, gint64 running, double rate, double
         json_builder_add_string_value(b, r->message);
         json_builder_set_member_name(b, "example");
         json_builder_add_string_value(b, r->example);
-        json_builder_set_member_name(b, "jobs");
-        json_builder_add_int_value(b, r->jobs);
+        dq_cli_json_int(b, "jobs", r->jobs);
         json_builder_end_object(b);
     }
     json_builder_end_array(b);

@@ -3,6 +3,7 @@
 #define DQ_STORE_INTERNAL_H
 
 #include "store.h"
+#include "store_jobs.h"
 
 struct DqStore {
     DqStoreKind kind;
@@ -81,6 +82,10 @@ char *store_jobs_id_list(const gint64 *ids, int n, char open, char close);
 /* The names of the states whose bit (1 << DqJobState) is set: a JSON list for SQLite, an array
  * literal ('{queued,failed}') for PostgreSQL. */
 char *store_jobs_state_list(guint states, gboolean json);
+/* The state named `name` (dq_job_state_name's words); DQ_JOB_N_STATES for NULL or another word. */
+DqJobState store_jobs_state_from_name(const char *name);
+/* Orders gint64 ids ascending, for g_array_sort. */
+gint store_jobs_cmp_id(gconstpointer a, gconstpointer b);
 
 /* After an SQLite error on s has been put in *err, adds what SQLite's words leave out: for a
  * full disk, or a failed write while the file system holding the database has little room left,

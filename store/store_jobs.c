@@ -35,7 +35,7 @@ const char *dq_job_state_name(DqJobState s) {
     return s < DQ_JOB_N_STATES ? names[s] : "unknown";
 }
 
-static DqJobState state_from_name(const char *name) {
+DqJobState store_jobs_state_from_name(const char *name) {
     for (int i = 0; i < DQ_JOB_N_STATES; i++)
         if (name != NULL && strcmp(name, dq_job_state_name(i)) == 0)
             return i;
@@ -113,6 +113,52 @@ static char *col_dup(sqlite3_stmt *st, int i) {
 
 static int col_int_or(sqlite3_stmt *st, int i, int null) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? null : sqlite3_column_int(st, i);
+}
+
+/* Steps `st` onto its row; where there is none, or the step fails, resets it and fails saying
+ * `what` was being read. The caller reads the row, then resets `st`. */
+static gboolean step_row(DqStore *s, sqlite3_stmt *st, const char *what, GError **err) {
+    if (sqlite3_step(st) == SQLITE_ROW)
+        return TRUE;
+    sqlite3_reset(st);
+    return db_fail(s, err, what);
+}
+
+/* One element of a list, made from the row `st` stands on. */
+typedef gpointer (*RowFn)(sqlite3_stmt *st);
+
+/* Adds an element made by `row` to `out` for each of `st`'s rows, then resets `st`; FALSE, with
+ * err saying `what` was being read, when a step fails (`out` keeps the rows read before). */
+static gboolean append_rows(DqStore *s, sqlite3_stmt *st, GPtrArray *out, RowFn row,
+                            const char *what, GError **err) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        g_ptr_array_add(out, row(st));
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || db_fail(s, err, what);
+}
+
+/* append_rows into a new list whose elements `free_row` frees; NULL when a step fails. */
+static GPtrArray *read_rows(DqStore *s, sqlite3_stmt *st, RowFn row, GDestroyNotify free_row,
+                            const char *what, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func(free_row);
+    if (append_rows(s, st, out, row, what, err))
+        return out;
+    g_ptr_array_free(out, TRUE);
+    return NULL;
+}
+
+/* Appends column 0 of each of `st`'s rows, an id, to `ids`, then resets `st`; FALSE, with err
+ * saying `what` was being read, when a step fails. */
+static gboolean append_ids(DqStore *s, sqlite3_stmt *st, GArray *ids, const char *what,
+                           GError **err) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        gint64 id = sqlite3_column_int64(st, 0);
+        g_array_append_val(ids, id);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || db_fail(s, err, what);
 }
 
 /* Waiting for the write lock. SQLite's own busy_timeout handler sleeps 1, 2, 5, 10 ... up to
@@ -308,7 +354,7 @@ out:
     return ok;
 }
 
-static gint cmp_i64(gconstpointer a, gconstpointer b) {
+gint store_jobs_cmp_id(gconstpointer a, gconstpointer b) {
     gint64 x = *(const gint64 *)a, y = *(const gint64 *)b;
     return x < y ? -1 : x > y;
 }
@@ -323,6 +369,21 @@ gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gbo
             dq_store_path(s), id, path ? path : "?", code ? code : "no error code",
             message ? message : "no message");
     return TRUE;
+}
+
+static gpointer ask_page_row(sqlite3_stmt *st) {
+    const char *status = (const char *)sqlite3_column_text(st, 5);
+    DqAskPage *p = g_new0(DqAskPage, 1);
+    p->page_id = sqlite3_column_int64(st, 0);
+    p->document_id = sqlite3_column_int64(st, 1);
+    p->document_sha256 = col_dup(st, 2);
+    p->page_number = sqlite3_column_int(st, 3);
+    p->render_settings = col_dup(st, 4);
+    /* 'partial' pages have an image (an incomplete TIFF strip, say): worth asking. */
+    p->usable = status != NULL && strcmp(status, "failed") != 0 &&
+                sqlite3_column_type(st, 6) != SQLITE_NULL;
+    p->document_gone = sqlite3_column_int(st, 7) != 0;
+    return p;
 }
 
 /* The newest version of every path, whether or not its file is still there. */
@@ -371,7 +432,7 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
     for (int i = 0; i < n_where; i++)
         if (!where_document_ids(s, where_sql[i], TRUE, ids, err))
             goto fail;
-    g_array_sort(ids, cmp_i64);
+    g_array_sort(ids, store_jobs_cmp_id);
 
     const char *sql = "SELECT p.id, d.id, d.sha256, p.page_number, p.render_settings, p.status, "
                       "p.image_sha256, d.missing_since IS NOT NULL "
@@ -384,26 +445,8 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
         if ((st = stmt(s, sql, err)) == NULL)
             goto fail;
         sqlite3_bind_int64(st, 1, id);
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *status = (const char *)sqlite3_column_text(st, 5);
-            DqAskPage *p = g_new0(DqAskPage, 1);
-            p->page_id = sqlite3_column_int64(st, 0);
-            p->document_id = sqlite3_column_int64(st, 1);
-            p->document_sha256 = col_dup(st, 2);
-            p->page_number = sqlite3_column_int(st, 3);
-            p->render_settings = col_dup(st, 4);
-            /* 'partial' pages have an image (an incomplete TIFF strip, say): worth asking. */
-            p->usable = status != NULL && strcmp(status, "failed") != 0 &&
-                        sqlite3_column_type(st, 6) != SQLITE_NULL;
-            p->document_gone = sqlite3_column_int(st, 7) != 0;
-            g_ptr_array_add(pages, p);
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE) {
-            db_fail(s, err, "reading pages");
+        if (!append_rows(s, st, pages, ask_page_row, "reading pages", err))
             goto fail;
-        }
     }
     g_array_free(ids, TRUE);
     return pages;
@@ -425,10 +468,8 @@ gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError
     if ((st = stmt(s, "SELECT id FROM questions WHERE text = ?1", err)) == NULL)
         return FALSE;
     bind_text(st, 1, text);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return db_fail(s, err, "finding a question");
-    }
+    if (!step_row(s, st, "finding a question", err))
+        return FALSE;
     *id = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     return TRUE;
@@ -586,16 +627,9 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
     bind_text(st, 3, model_id);
     sqlite3_bind_int64(st, 4, now_ms);
     sqlite3_bind_int(st, 5, limit);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        gint64 id = sqlite3_column_int64(st, 0);
-        g_array_append_val(ids, id);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        db_fail(s, err, "claiming jobs");
+    if (!append_ids(s, st, ids, "claiming jobs", err))
         goto fail;
-    }
-    g_array_sort(ids, cmp_i64);
+    g_array_sort(ids, store_jobs_cmp_id);
     for (guint i = 0; i < ids->len; i++) {
         st = stmt(s,
                   "SELECT j.id, j.page_id, p.document_id, d.path, p.page_number, "
@@ -609,11 +643,8 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
         if (st == NULL)
             goto fail;
         sqlite3_bind_int64(st, 1, g_array_index(ids, gint64, i));
-        if (sqlite3_step(st) != SQLITE_ROW) {
-            sqlite3_reset(st);
-            db_fail(s, err, "reading a claimed job");
+        if (!step_row(s, st, "reading a claimed job", err))
             goto fail;
-        }
         DqClaimedJob *j = g_new0(DqClaimedJob, 1);
         j->job_id = sqlite3_column_int64(st, 0);
         j->page_id = sqlite3_column_int64(st, 1);
@@ -688,16 +719,8 @@ gboolean store_jobs_heartbeat_noting(DqStore *s, const char *owner, gint64 now_m
             goto fail;
         sqlite3_bind_text(st, 1, store_jobs_id_list(in_flight, n_in_flight, '[', ']'), -1, g_free);
         bind_text(st, 2, owner);
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            gint64 id = sqlite3_column_int64(st, 0);
-            g_array_append_val(gone, id);
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE) {
-            db_fail(s, err, "looking for jobs no longer held");
+        if (!append_ids(s, st, gone, "looking for jobs no longer held", err))
             goto fail;
-        }
     }
     if (!commit(s, err))
         goto fail;
@@ -871,12 +894,9 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
         sqlite3_bind_int64(st, 5, backoff_ms);
         bind_text(st, 6, kind);
         bind_text(st, 7, message);
-        if (sqlite3_step(st) != SQLITE_ROW) {
-            sqlite3_reset(st);
-            db_fail(s, err, "marking a job failed");
+        if (!step_row(s, st, "marking a job failed", err))
             goto fail;
-        }
-        result = state_from_name((const char *)sqlite3_column_text(st, 0));
+        result = store_jobs_state_from_name((const char *)sqlite3_column_text(st, 0));
         sqlite3_step(st);
         sqlite3_reset(st);
     } else {
@@ -890,7 +910,7 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
         bind_text(st, 4, message);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
-            result = state_from_name((const char *)sqlite3_column_text(st, 0));
+            result = store_jobs_state_from_name((const char *)sqlite3_column_text(st, 0));
         sqlite3_reset(st);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
             db_fail(s, err, "looking for a recorded failure");
@@ -998,7 +1018,7 @@ gboolean store_jobs_counts_at(DqStore *s, const char *model_id, gint64 now_ms, D
     bind_text(st, 1, model_id);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqJobState state = state_from_name((const char *)sqlite3_column_text(st, 0));
+        DqJobState state = store_jobs_state_from_name((const char *)sqlite3_column_text(st, 0));
         gint64 n = sqlite3_column_int64(st, 1);
         if (state < DQ_JOB_N_STATES)
             c->by_state[state] = n;
@@ -1047,6 +1067,14 @@ void dq_model_pending_free(DqModelPending *m) {
     g_free(m);
 }
 
+static gpointer model_pending_row(sqlite3_stmt *st) {
+    DqModelPending *m = g_new0(DqModelPending, 1);
+    m->model_id = col_dup(st, 0);
+    m->queued = sqlite3_column_int64(st, 1);
+    m->running = sqlite3_column_int64(st, 2);
+    return m;
+}
+
 GPtrArray *store_jobs_pending_models(DqStore *s, const char *except, int limit, GError **err) {
     PG_DISPATCH(s, return pgjobs_pending_models(s, except, limit, err));
     sqlite3_stmt *st = stmt(s,
@@ -1059,22 +1087,8 @@ GPtrArray *store_jobs_pending_models(DqStore *s, const char *except, int limit, 
         return NULL;
     bind_text(st, 1, except);
     sqlite3_bind_int(st, 2, limit);
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_pending_free);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqModelPending *m = g_new0(DqModelPending, 1);
-        m->model_id = col_dup(st, 0);
-        m->queued = sqlite3_column_int64(st, 1);
-        m->running = sqlite3_column_int64(st, 2);
-        g_ptr_array_add(out, m);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        g_ptr_array_free(out, TRUE);
-        db_fail(s, err, "counting other models' jobs");
-        return NULL;
-    }
-    return out;
+    return read_rows(s, st, model_pending_row, (GDestroyNotify)dq_model_pending_free,
+                     "counting other models' jobs", err);
 }
 
 gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
@@ -1088,10 +1102,8 @@ gboolean store_jobs_has_pending(DqStore *s, const char *model_id, gboolean *pend
     if (st == NULL)
         return FALSE;
     bind_text(st, 1, model_id);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return db_fail(s, err, "looking for pending jobs");
-    }
+    if (!step_row(s, st, "looking for pending jobs", err))
+        return FALSE;
     *pending = sqlite3_column_int(st, 0) != 0;
     sqlite3_reset(st);
     return TRUE;
@@ -1128,10 +1140,8 @@ gboolean store_jobs_recent_rate_at(DqStore *s, int window_s, gint64 now_ms, gint
     }
     bind_text(st, 1, since);
     g_free(since);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return db_fail(s, err, "reading the answer rate");
-    }
+    if (!step_row(s, st, "reading the answer rate", err))
+        return FALSE;
     *answers = sqlite3_column_int64(st, 0);
     *span_s = sqlite3_column_double(st, 1);
     sqlite3_reset(st);
@@ -1147,6 +1157,15 @@ void dq_error_reason_free(DqErrorReason *r) {
     g_free(r);
 }
 
+static gpointer error_reason_row(sqlite3_stmt *st) {
+    DqErrorReason *r = g_new0(DqErrorReason, 1);
+    r->kind = col_dup(st, 0);
+    r->message = col_dup(st, 1);
+    r->jobs = sqlite3_column_int64(st, 2);
+    r->example = col_dup(st, 3);
+    return r;
+}
+
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     PG_DISPATCH(s, return pgjobs_top_errors(s, limit, err));
     sqlite3_stmt *st = stmt(s,
@@ -1158,23 +1177,8 @@ GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     if (st == NULL)
         return NULL;
     sqlite3_bind_int(st, 1, limit);
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_error_reason_free);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqErrorReason *r = g_new0(DqErrorReason, 1);
-        r->kind = col_dup(st, 0);
-        r->message = col_dup(st, 1);
-        r->jobs = sqlite3_column_int64(st, 2);
-        r->example = col_dup(st, 3);
-        g_ptr_array_add(out, r);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        g_ptr_array_free(out, TRUE);
-        db_fail(s, err, "reading job errors");
-        return NULL;
-    }
-    return out;
+    return read_rows(s, st, error_reason_row, (GDestroyNotify)dq_error_reason_free,
+                     "reading job errors", err);
 }
 
 void dq_progress_row_free(DqProgressRow *r) {
@@ -1192,34 +1196,28 @@ void dq_progress_row_free(DqProgressRow *r) {
     "SELECT question, model, total, queued, running, done, failed, dead, retrying, stalled, "      \
     "cancelled, percent_done, asked_at, last_finished_at FROM v_progress"
 
+static gpointer progress_row(sqlite3_stmt *st) {
+    DqProgressRow *r = g_new0(DqProgressRow, 1);
+    r->question = col_dup(st, 0);
+    r->model_id = col_dup(st, 1);
+    gint64 *counts[] = {&r->total, &r->queued,   &r->running, &r->done,     &r->failed,
+                        &r->dead,  &r->retrying, &r->stalled, &r->cancelled};
+    for (size_t i = 0; i < G_N_ELEMENTS(counts); i++)
+        *counts[i] = sqlite3_column_int64(st, 2 + (int)i);
+    r->percent_done =
+        sqlite3_column_type(st, 11) == SQLITE_NULL ? -1 : sqlite3_column_double(st, 11);
+    r->asked_at = col_dup(st, 12);
+    r->last_finished_at = col_dup(st, 13);
+    return r;
+}
+
 GPtrArray *store_jobs_progress(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_progress(s, err));
     sqlite3_stmt *st = stmt(s, PROGRESS_SQL, err);
     if (st == NULL)
         return NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_progress_row_free);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqProgressRow *r = g_new0(DqProgressRow, 1);
-        r->question = col_dup(st, 0);
-        r->model_id = col_dup(st, 1);
-        gint64 *counts[] = {&r->total, &r->queued,   &r->running, &r->done,     &r->failed,
-                            &r->dead,  &r->retrying, &r->stalled, &r->cancelled};
-        for (size_t i = 0; i < G_N_ELEMENTS(counts); i++)
-            *counts[i] = sqlite3_column_int64(st, 2 + (int)i);
-        r->percent_done =
-            sqlite3_column_type(st, 11) == SQLITE_NULL ? -1 : sqlite3_column_double(st, 11);
-        r->asked_at = col_dup(st, 12);
-        r->last_finished_at = col_dup(st, 13);
-        g_ptr_array_add(out, r);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        g_ptr_array_free(out, TRUE);
-        db_fail(s, err, "reading v_progress");
-        return NULL;
-    }
-    return out;
+    return read_rows(s, st, progress_row, (GDestroyNotify)dq_progress_row_free,
+                     "reading v_progress", err);
 }
 
 void store_jobs_progress_set_leases(GPtrArray *rows, const char *question, const char *model_id,
@@ -1282,6 +1280,16 @@ void dq_answer_engine_free(DqAnswerEngine *e) {
     g_free(e);
 }
 
+static gpointer answer_engine_row(sqlite3_stmt *st) {
+    DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
+    e->device = col_dup(st, 0);
+    e->weights = col_dup(st, 1);
+    e->exact = col_int_or(st, 2, -1);
+    e->answers = sqlite3_column_int64(st, 3);
+    e->pending = sqlite3_column_int64(st, 4);
+    return e;
+}
+
 GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_answer_engines(s, err));
     sqlite3_stmt *st = stmt(s,
@@ -1293,24 +1301,8 @@ GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
                             err);
     if (st == NULL)
         return NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_answer_engine_free);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
-        e->device = col_dup(st, 0);
-        e->weights = col_dup(st, 1);
-        e->exact = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 2);
-        e->answers = sqlite3_column_int64(st, 3);
-        e->pending = sqlite3_column_int64(st, 4);
-        g_ptr_array_add(out, e);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        g_ptr_array_free(out, TRUE);
-        db_fail(s, err, "counting answers");
-        return NULL;
-    }
-    return out;
+    return read_rows(s, st, answer_engine_row, (GDestroyNotify)dq_answer_engine_free,
+                     "counting answers", err);
 }
 
 void dq_model_snapshot_free(DqModelSnapshot *m) {
@@ -1319,6 +1311,14 @@ void dq_model_snapshot_free(DqModelSnapshot *m) {
     g_free(m->model_id);
     g_free(m->fingerprint);
     g_free(m);
+}
+
+static gpointer model_snapshot_row(sqlite3_stmt *st) {
+    DqModelSnapshot *m = g_new0(DqModelSnapshot, 1);
+    m->model_id = col_dup(st, 0);
+    m->fingerprint = col_dup(st, 1);
+    m->answers = sqlite3_column_int64(st, 2);
+    return m;
 }
 
 GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError **err) {
@@ -1332,22 +1332,8 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
     if (st == NULL)
         return NULL;
     bind_text(st, 1, model_id);
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_snapshot_free);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqModelSnapshot *m = g_new0(DqModelSnapshot, 1);
-        m->model_id = col_dup(st, 0);
-        m->fingerprint = col_dup(st, 1);
-        m->answers = sqlite3_column_int64(st, 2);
-        g_ptr_array_add(out, m);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        g_ptr_array_free(out, TRUE);
-        db_fail(s, err, "counting answers per snapshot");
-        return NULL;
-    }
-    return out;
+    return read_rows(s, st, model_snapshot_row, (GDestroyNotify)dq_model_snapshot_free,
+                     "counting answers per snapshot", err);
 }
 
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
@@ -1497,6 +1483,16 @@ static void bind_filter(sqlite3_stmt *st, const DqJobFilter *f) {
     bind_text(st, 6, f->fingerprint);
 }
 
+static gpointer job_group_row(sqlite3_stmt *st) {
+    DqJobGroup *g = g_new0(DqJobGroup, 1);
+    g->question = col_dup(st, 0);
+    g->model_id = col_dup(st, 1);
+    g->state = store_jobs_state_from_name((const char *)sqlite3_column_text(st, 2));
+    g->answered = sqlite3_column_int(st, 3) != 0;
+    g->jobs = sqlite3_column_int64(st, 4);
+    return g;
+}
+
 /* Cancel's and requeue's common course: the jobs `filter` takes, counted by question, model,
  * state and answered, then `update` (an UPDATE of jobs ending in JOB_FILTER_SQL's ids) unless
  * dry_run. One write transaction: what is counted is what is changed (no worker completes a job
@@ -1517,21 +1513,8 @@ static GPtrArray *change_jobs(DqStore *s, const DqJobFilter *filter, gboolean dr
     if (st == NULL)
         goto fail;
     bind_filter(st, filter);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        DqJobGroup *g = g_new0(DqJobGroup, 1);
-        g->question = col_dup(st, 0);
-        g->model_id = col_dup(st, 1);
-        g->state = state_from_name((const char *)sqlite3_column_text(st, 2));
-        g->answered = sqlite3_column_int(st, 3) != 0;
-        g->jobs = sqlite3_column_int64(st, 4);
-        g_ptr_array_add(out, g);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        db_fail(s, err, "selecting jobs");
+    if (!append_rows(s, st, out, job_group_row, "selecting jobs", err))
         goto fail;
-    }
     if (dry_run || out->len == 0) {
         rollback(s);
         return out;

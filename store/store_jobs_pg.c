@@ -15,16 +15,30 @@
 
 #include <string.h>
 
-static DqJobState state_from_name(const char *name) {
-    for (int i = 0; i < DQ_JOB_N_STATES; i++)
-        if (name != NULL && strcmp(name, dq_job_state_name(i)) == 0)
-            return i;
-    return DQ_JOB_N_STATES;
+/* One element of a list, made from row i of r. */
+typedef gpointer (*PgRowFn)(PGresult *r, int i);
+
+/* Runs `sql` and adds an element made by `row` to `out` for each of its rows; FALSE, with err
+ * saying `what` was being read, when it fails (as store_jobs.c's append_rows). */
+static gboolean append_rows(DqStore *s, const char *sql, PgParams *p, const char *what,
+                            GPtrArray *out, PgRowFn row, GError **err) {
+    PGresult *r = pg_run(s, sql, p, what, err);
+    if (r == NULL)
+        return FALSE;
+    for (int i = 0; i < PQntuples(r); i++)
+        g_ptr_array_add(out, row(r, i));
+    PQclear(r);
+    return TRUE;
 }
 
-static gint cmp_i64(gconstpointer a, gconstpointer b) {
-    gint64 x = *(const gint64 *)a, y = *(const gint64 *)b;
-    return x < y ? -1 : x > y;
+/* append_rows into a new list whose elements `free_row` frees; NULL when it fails. */
+static GPtrArray *read_rows(DqStore *s, const char *sql, PgParams *p, const char *what, PgRowFn row,
+                            GDestroyNotify free_row, GError **err) {
+    GPtrArray *out = g_ptr_array_new_with_free_func(free_row);
+    if (append_rows(s, sql, p, what, out, row, err))
+        return out;
+    g_ptr_array_free(out, TRUE);
+    return NULL;
 }
 
 /* ---- asking ---- */
@@ -84,6 +98,18 @@ out:
     return ok;
 }
 
+static gpointer ask_page_row(PGresult *r, int row) {
+    DqAskPage *a = g_new0(DqAskPage, 1);
+    a->page_id = pg_get_i64(r, row, 0);
+    a->document_id = pg_get_i64(r, row, 1);
+    a->document_sha256 = pg_get_dup(r, row, 2);
+    a->page_number = (int)pg_get_i64(r, row, 3);
+    a->render_settings = pg_get_dup(r, row, 4);
+    a->usable = strcmp(PQgetvalue(r, row, 5), "failed") != 0 && !PQgetisnull(r, row, 6);
+    a->document_gone = strcmp(PQgetvalue(r, row, 7), "t") == 0;
+    return a;
+}
+
 GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids,
                                const char *const *where_sql, int n_where, GError **err) {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
@@ -128,32 +154,19 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
     for (int i = 0; i < n_where; i++)
         if (!where_document_ids(s, where_sql[i], TRUE, ids, err))
             goto fail;
-    g_array_sort(ids, cmp_i64);
+    g_array_sort(ids, store_jobs_cmp_id);
     for (guint i = 0; i < ids->len; i++) {
         gint64 id = g_array_index(ids, gint64, i);
         if (i > 0 && id == g_array_index(ids, gint64, i - 1))
             continue;
         pg_i64(&p, id);
-        r = pg_run(s,
-                   "SELECT p.id, d.id, d.sha256, p.page_number, p.render_settings, p.status, "
-                   "p.image_sha256, d.missing_since IS NOT NULL FROM pages p JOIN documents d ON "
-                   "d.id = p.document_id "
-                   "WHERE d.id = $1 ORDER BY p.page_number, p.id",
-                   &p, "reading pages", err);
-        if (r == NULL)
+        if (!append_rows(s,
+                         "SELECT p.id, d.id, d.sha256, p.page_number, p.render_settings, p.status, "
+                         "p.image_sha256, d.missing_since IS NOT NULL FROM pages p JOIN documents "
+                         "d ON d.id = p.document_id "
+                         "WHERE d.id = $1 ORDER BY p.page_number, p.id",
+                         &p, "reading pages", pages, ask_page_row, err))
             goto fail;
-        for (int row = 0; row < PQntuples(r); row++) {
-            DqAskPage *a = g_new0(DqAskPage, 1);
-            a->page_id = pg_get_i64(r, row, 0);
-            a->document_id = pg_get_i64(r, row, 1);
-            a->document_sha256 = pg_get_dup(r, row, 2);
-            a->page_number = (int)pg_get_i64(r, row, 3);
-            a->render_settings = pg_get_dup(r, row, 4);
-            a->usable = strcmp(PQgetvalue(r, row, 5), "failed") != 0 && !PQgetisnull(r, row, 6);
-            a->document_gone = strcmp(PQgetvalue(r, row, 7), "t") == 0;
-            g_ptr_array_add(pages, a);
-        }
-        PQclear(r);
     }
     g_array_free(ids, TRUE);
     return pages;
@@ -538,7 +551,7 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
         if (r == NULL)
             goto fail;
         if (PQntuples(r) == 1)
-            result = state_from_name(PQgetvalue(r, 0, 0));
+            result = store_jobs_state_from_name(PQgetvalue(r, 0, 0));
         PQclear(r);
     } else {
         /* Not leased: maybe because an earlier try of this very call committed unheard. */
@@ -551,7 +564,7 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
         if (r == NULL)
             goto fail;
         if (PQntuples(r) == 1)
-            result = state_from_name(PQgetvalue(r, 0, 0));
+            result = store_jobs_state_from_name(PQgetvalue(r, 0, 0));
         PQclear(r);
     }
     store_jobs_hook("fail:before_commit");
@@ -621,7 +634,7 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, gint64 now_ms, DqJobCou
     if (r == NULL)
         return FALSE;
     for (int i = 0; i < PQntuples(r); i++) {
-        DqJobState state = state_from_name(PQgetvalue(r, i, 0));
+        DqJobState state = store_jobs_state_from_name(PQgetvalue(r, i, 0));
         gint64 n = pg_get_i64(r, i, 1);
         if (state < DQ_JOB_N_STATES)
             c->by_state[state] = n;
@@ -656,28 +669,25 @@ gboolean pgjobs_counts(DqStore *s, const char *model_id, gint64 now_ms, DqJobCou
     return TRUE;
 }
 
+static gpointer model_pending_row(PGresult *r, int i) {
+    DqModelPending *m = g_new0(DqModelPending, 1);
+    m->model_id = pg_get_dup(r, i, 0);
+    m->queued = pg_get_i64(r, i, 1);
+    m->running = pg_get_i64(r, i, 2);
+    return m;
+}
+
 GPtrArray *pgjobs_pending_models(DqStore *s, const char *except, int limit, GError **err) {
     PgParams p = {0};
     pg_text(&p, except);
     pg_i64(&p, limit);
-    PGresult *r = pg_run(s,
-                         "SELECT model_id, count(*) FILTER (WHERE state = 'queued') AS q, "
-                         "count(*) FILTER (WHERE state = 'running') AS r FROM jobs WHERE state IN "
-                         "('queued', 'running') AND model_id IS DISTINCT FROM $1::text GROUP BY "
-                         "model_id ORDER BY count(*) DESC, model_id COLLATE \"C\" LIMIT $2",
-                         &p, "counting other models' jobs", err);
-    if (r == NULL)
-        return NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_pending_free);
-    for (int i = 0; i < PQntuples(r); i++) {
-        DqModelPending *m = g_new0(DqModelPending, 1);
-        m->model_id = pg_get_dup(r, i, 0);
-        m->queued = pg_get_i64(r, i, 1);
-        m->running = pg_get_i64(r, i, 2);
-        g_ptr_array_add(out, m);
-    }
-    PQclear(r);
-    return out;
+    return read_rows(s,
+                     "SELECT model_id, count(*) FILTER (WHERE state = 'queued') AS q, "
+                     "count(*) FILTER (WHERE state = 'running') AS r FROM jobs WHERE state IN "
+                     "('queued', 'running') AND model_id IS DISTINCT FROM $1::text GROUP BY "
+                     "model_id ORDER BY count(*) DESC, model_id COLLATE \"C\" LIMIT $2",
+                     &p, "counting other models' jobs", model_pending_row,
+                     (GDestroyNotify)dq_model_pending_free, err);
 }
 
 gboolean pgjobs_has_pending(DqStore *s, const char *model_id, gboolean *pending, GError **err) {
@@ -713,6 +723,15 @@ gboolean pgjobs_recent_rate(DqStore *s, const char *since, gint64 *answers, doub
     return TRUE;
 }
 
+static gpointer error_reason_row(PGresult *r, int i) {
+    DqErrorReason *e = g_new0(DqErrorReason, 1);
+    e->kind = pg_get_dup(r, i, 0);
+    e->message = pg_get_dup(r, i, 1);
+    e->jobs = pg_get_i64(r, i, 2);
+    e->example = pg_get_dup(r, i, 3);
+    return e;
+}
+
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
     PgParams p = {0};
     pg_i64(&p, limit);
@@ -721,102 +740,80 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
     pg_text(&p, DQ_REASON_PAREN_RE);
     pg_text(&p, DQ_REASON_PAREN_BY);
     /* COLLATE "C": the order, and the example, SQLite's. */
-    PGresult *r = pg_run(s,
-                         "SELECT kind, reason, count(DISTINCT job_id) AS n, "
-                         "min(message COLLATE \"C\") FROM (SELECT je.kind, je.job_id, je.message, "
-                         "regexp_replace(regexp_replace(message, $2, $3), $4, $5, 'g') AS reason "
-                         "FROM job_errors je JOIN jobs j ON j.id = je.job_id "
-                         "WHERE " DQ_JOBS_FAILING_NOW ") e GROUP BY kind, reason "
-                         "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
-                         &p, "reading job errors", err);
-    if (r == NULL)
-        return NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_error_reason_free);
-    for (int i = 0; i < PQntuples(r); i++) {
-        DqErrorReason *e = g_new0(DqErrorReason, 1);
-        e->kind = pg_get_dup(r, i, 0);
-        e->message = pg_get_dup(r, i, 1);
-        e->jobs = pg_get_i64(r, i, 2);
-        e->example = pg_get_dup(r, i, 3);
-        g_ptr_array_add(out, e);
-    }
-    PQclear(r);
-    return out;
+    return read_rows(s,
+                     "SELECT kind, reason, count(DISTINCT job_id) AS n, "
+                     "min(message COLLATE \"C\") FROM (SELECT je.kind, je.job_id, je.message, "
+                     "regexp_replace(regexp_replace(message, $2, $3), $4, $5, 'g') AS reason "
+                     "FROM job_errors je JOIN jobs j ON j.id = je.job_id "
+                     "WHERE " DQ_JOBS_FAILING_NOW ") e GROUP BY kind, reason "
+                     "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
+                     &p, "reading job errors", error_reason_row,
+                     (GDestroyNotify)dq_error_reason_free, err);
+}
+
+static gpointer answer_engine_row(PGresult *r, int i) {
+    DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
+    e->device = pg_get_dup(r, i, 0);
+    e->weights = pg_get_dup(r, i, 1);
+    e->exact = PQgetisnull(r, i, 2) ? -1 : (int)pg_get_i64(r, i, 2);
+    e->answers = pg_get_i64(r, i, 3);
+    e->pending = pg_get_i64(r, i, 4);
+    return e;
 }
 
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
-    PGresult *r = pg_run(
+    return read_rows(
         s,
         "SELECT a.device, a.weights, a.exact, count(*) AS n, "
         "count(*) FILTER (WHERE j.state IN ('queued', 'running')) "
         "FROM answers a JOIN jobs j ON j.id = a.job_id "
         "GROUP BY a.device, a.weights, a.exact "
         "ORDER BY n DESC, device IS NULL, device COLLATE \"C\", weights COLLATE \"C\", exact",
-        NULL, "counting answers", err);
-    if (r == NULL)
-        return NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_answer_engine_free);
-    for (int i = 0; i < PQntuples(r); i++) {
-        DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
-        e->device = pg_get_dup(r, i, 0);
-        e->weights = pg_get_dup(r, i, 1);
-        e->exact = PQgetisnull(r, i, 2) ? -1 : (int)pg_get_i64(r, i, 2);
-        e->answers = pg_get_i64(r, i, 3);
-        e->pending = pg_get_i64(r, i, 4);
-        g_ptr_array_add(out, e);
-    }
-    PQclear(r);
-    return out;
+        NULL, "counting answers", answer_engine_row, (GDestroyNotify)dq_answer_engine_free, err);
+}
+
+static gpointer model_snapshot_row(PGresult *r, int i) {
+    DqModelSnapshot *m = g_new0(DqModelSnapshot, 1);
+    m->model_id = pg_get_dup(r, i, 0);
+    m->fingerprint = pg_get_dup(r, i, 1);
+    m->answers = pg_get_i64(r, i, 2);
+    return m;
 }
 
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err) {
     PgParams p = {0};
     pg_text(&p, model_id);
-    PGresult *r = pg_run(s,
-                         "SELECT model_id, model_fingerprint, count(*) AS n FROM answers "
-                         "WHERE ($1::text IS NULL OR model_id = $1) AND model_fingerprint IS NOT "
-                         "NULL GROUP BY model_id, model_fingerprint "
-                         "ORDER BY model_id COLLATE \"C\", n DESC, model_fingerprint COLLATE \"C\"",
-                         &p, "counting answers per snapshot", err);
-    if (r == NULL)
-        return NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_model_snapshot_free);
-    for (int i = 0; i < PQntuples(r); i++) {
-        DqModelSnapshot *m = g_new0(DqModelSnapshot, 1);
-        m->model_id = pg_get_dup(r, i, 0);
-        m->fingerprint = pg_get_dup(r, i, 1);
-        m->answers = pg_get_i64(r, i, 2);
-        g_ptr_array_add(out, m);
-    }
-    PQclear(r);
-    return out;
+    return read_rows(s,
+                     "SELECT model_id, model_fingerprint, count(*) AS n FROM answers "
+                     "WHERE ($1::text IS NULL OR model_id = $1) AND model_fingerprint IS NOT "
+                     "NULL GROUP BY model_id, model_fingerprint "
+                     "ORDER BY model_id COLLATE \"C\", n DESC, model_fingerprint COLLATE \"C\"",
+                     &p, "counting answers per snapshot", model_snapshot_row,
+                     (GDestroyNotify)dq_model_snapshot_free, err);
+}
+
+static gpointer progress_row(PGresult *r, int i) {
+    DqProgressRow *p = g_new0(DqProgressRow, 1);
+    p->question = pg_get_dup(r, i, 0);
+    p->model_id = pg_get_dup(r, i, 1);
+    gint64 *counts[] = {&p->total, &p->queued,   &p->running, &p->done,     &p->failed,
+                        &p->dead,  &p->retrying, &p->stalled, &p->cancelled};
+    for (size_t c = 0; c < G_N_ELEMENTS(counts); c++)
+        *counts[c] = PQgetisnull(r, i, 2 + (int)c) ? 0 : pg_get_i64(r, i, 2 + (int)c);
+    p->percent_done = PQgetisnull(r, i, 11) ? -1 : g_ascii_strtod(PQgetvalue(r, i, 11), NULL);
+    p->asked_at = pg_get_dup(r, i, 12);
+    p->last_finished_at = pg_get_dup(r, i, 13);
+    return p;
 }
 
 GPtrArray *pgjobs_progress(DqStore *s, GError **err) {
     /* the view orders its rows itself (the questions as first asked) */
-    PGresult *r = pg_run(s,
-                         "SELECT question, model, total, queued, running, done, failed, dead, "
-                         "retrying, stalled, cancelled, percent_done, asked_at, last_finished_at "
-                         "FROM v_progress",
-                         NULL, "reading v_progress", err);
-    if (r == NULL)
-        return NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_progress_row_free);
-    for (int i = 0; i < PQntuples(r); i++) {
-        DqProgressRow *p = g_new0(DqProgressRow, 1);
-        p->question = pg_get_dup(r, i, 0);
-        p->model_id = pg_get_dup(r, i, 1);
-        gint64 *counts[] = {&p->total, &p->queued,   &p->running, &p->done,     &p->failed,
-                            &p->dead,  &p->retrying, &p->stalled, &p->cancelled};
-        for (size_t c = 0; c < G_N_ELEMENTS(counts); c++)
-            *counts[c] = PQgetisnull(r, i, 2 + (int)c) ? 0 : pg_get_i64(r, i, 2 + (int)c);
-        p->percent_done = PQgetisnull(r, i, 11) ? -1 : g_ascii_strtod(PQgetvalue(r, i, 11), NULL);
-        p->asked_at = pg_get_dup(r, i, 12);
-        p->last_finished_at = pg_get_dup(r, i, 13);
-        g_ptr_array_add(out, p);
-    }
-    PQclear(r);
-    return out;
+    return read_rows(s,
+                     "SELECT question, model, total, queued, running, done, failed, dead, "
+                     "retrying, stalled, cancelled, percent_done, asked_at, last_finished_at "
+                     "FROM v_progress",
+                     NULL, "reading v_progress", progress_row, (GDestroyNotify)dq_progress_row_free,
+                     err);
 }
 
 gboolean pgjobs_progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err) {
@@ -971,6 +968,16 @@ static void filter_params(PgParams *p, const DqJobFilter *f) {
     pg_text(p, f->fingerprint);
 }
 
+static gpointer job_group_row(PGresult *r, int i) {
+    DqJobGroup *g = g_new0(DqJobGroup, 1);
+    g->question = pg_get_dup(r, i, 0);
+    g->model_id = pg_get_dup(r, i, 1);
+    g->state = store_jobs_state_from_name(PQgetvalue(r, i, 2));
+    g->answered = strcmp(PQgetvalue(r, i, 3), "t") == 0;
+    g->jobs = pg_get_i64(r, i, 4);
+    return g;
+}
+
 /* store_jobs.c's change_jobs: the jobs `filter` takes, counted, then `update` unless dry_run. */
 static GPtrArray *change_jobs(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
                               const char *update, const char *what, GError **err) {
@@ -984,27 +991,16 @@ static GPtrArray *change_jobs(DqStore *s, const DqJobFilter *filter, gboolean dr
                      !store_pg_exec(s, "LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE", err)))
         goto fail;
     filter_params(&p, filter);
-    PGresult *r = pg_run(s,
-                         "SELECT q.text, j.model_id, j.state, EXISTS (SELECT 1 FROM answers a "
-                         "WHERE a.job_id = j.id) AS answered, count(*) "
-                         "FROM (SELECT j.* " JOB_FILTER_SQL ") j "
-                         "LEFT JOIN questions q ON q.id = j.question_id "
-                         "GROUP BY j.question_id, q.text, j.model_id, j.state, answered "
-                         "ORDER BY j.question_id, j.model_id COLLATE \"C\", j.state COLLATE "
-                         "\"C\", answered",
-                         &p, "selecting jobs", err);
-    if (r == NULL)
+    if (!append_rows(s,
+                     "SELECT q.text, j.model_id, j.state, EXISTS (SELECT 1 FROM answers a "
+                     "WHERE a.job_id = j.id) AS answered, count(*) "
+                     "FROM (SELECT j.* " JOB_FILTER_SQL ") j "
+                     "LEFT JOIN questions q ON q.id = j.question_id "
+                     "GROUP BY j.question_id, q.text, j.model_id, j.state, answered "
+                     "ORDER BY j.question_id, j.model_id COLLATE \"C\", j.state COLLATE "
+                     "\"C\", answered",
+                     &p, "selecting jobs", out, job_group_row, err))
         goto fail;
-    for (int i = 0; i < PQntuples(r); i++) {
-        DqJobGroup *g = g_new0(DqJobGroup, 1);
-        g->question = pg_get_dup(r, i, 0);
-        g->model_id = pg_get_dup(r, i, 1);
-        g->state = state_from_name(PQgetvalue(r, i, 2));
-        g->answered = strcmp(PQgetvalue(r, i, 3), "t") == 0;
-        g->jobs = pg_get_i64(r, i, 4);
-        g_ptr_array_add(out, g);
-    }
-    PQclear(r);
     if (dry_run)
         return out;
     if (out->len > 0) {

@@ -194,6 +194,16 @@ int dq_test_run_paused(const char *const *argv, const char *const *env, const ch
     return run_held(argv, env, pause_at, ignore_sighup, at_pause, user, SIGHUP, out, errout);
 }
 
+char *dq_test_tiny_model(void) {
+    const char *shared = dq_test_shared_dir();
+    char *m = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
+    if (m == NULL || !g_file_test(m, G_FILE_TEST_IS_DIR)) {
+        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
+        g_clear_pointer(&m, g_free);
+    }
+    return m;
+}
+
 char *dq_test_docqa_path(void) {
     return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
 }

@@ -54,6 +54,10 @@ int dq_test_run_signalled_after(const char *const *argv, const char *const *env,
 int dq_test_run_paused(const char *const *argv, const char *const *env, const char *pause_at,
                        void (*at_pause)(void *user), void *user, char **out, char **errout);
 
+/* ../shared/models/tiny-smolvlm-b512, the tiny SmolVLM snapshot; NULL, with the test skipped
+ * saying why, when it is not there. g_free the path. */
+char *dq_test_tiny_model(void);
+
 /* The docqa binary of this build. g_free the path. */
 char *dq_test_docqa_path(void);
 

@@ -53,6 +53,14 @@ static void fixture_init(Fixture *f) {
     f->opt.jobs = 2;
 }
 
+/* fixture_init with pages rendered as one 64 px tile (n_res 1): small and quick to render, for
+ * the tests about what ingest records rather than about the pixels. */
+static void fixture_init_small(Fixture *f) {
+    fixture_init(f);
+    f->opt.n_res = 1;
+    f->opt.tile = 64;
+}
+
 static void fixture_clear(Fixture *f) {
     dq_ingest_summary_clear(&f->sum);
     dq_store_close(f->store);
@@ -1214,9 +1222,7 @@ static void loop_ifd_chain(const char *path, int from, int to) {
  * IFDs before the loop: 3 here, 1 for a loop to itself, checked), but its message says so. */
 static void test_tiff_ifd_loop(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *back = in_dir(&f, "loop-back.tif");
     char *self = in_dir(&f, "loop-self.tif");
     write_tiff(back, V_GRAY8, 1, 3);
@@ -1249,9 +1255,7 @@ static void test_tiff_ifd_loop(void) {
 
 static void test_failure_reasons(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     /* empty */
     char *empty = in_dir(&f, "empty.pdf");
     g_assert_true(g_file_set_contents(empty, "", 0, NULL));
@@ -1356,9 +1360,7 @@ static void test_failure_reasons(void) {
 
 static void test_crash_and_hang_cost_one_page(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     /* The crash run has time to spare: on a loaded machine under ASan a page can take over a
      * second to reach the fault, and the crash must not be taken for a hang. */
     f.opt.page_timeout_s = 60;
@@ -1397,9 +1399,7 @@ static void test_crash_and_hang_cost_one_page(void) {
  * store_failed; works as root too, unlike permissions. */
 static void test_store_failure(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *tif = in_dir(&f, "page.tif");
     write_tiff(tif, V_GRAY8, 1, 1);
     /* Learn the page's content address from a first ingest into another database. */
@@ -1468,9 +1468,7 @@ static void test_memory_limit(void) {
         mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     g_assert_true(libraries != MAP_FAILED);
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.mem_limit_mb = 256;
     char *pdf = in_dir(&f, "normal.pdf");
     PageSize letter = {612, 792};
@@ -1639,9 +1637,7 @@ static void assert_message_has(Fixture *f, const char *path, const char *tail) {
  * bytes still renders. */
 static void test_misnamed_files(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *dir = in_dir(&f, "archive");
     g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
     char *photo = g_build_filename(dir, "photo.tif", NULL);
@@ -1737,9 +1733,7 @@ static void test_misnamed_files(void) {
  * name the file) and one whose only page fails. */
 static void test_long_path(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     GString *dir = g_string_new(f.dir);
     for (int i = 0; i < 16; i++) {
         g_string_append_c(dir, '/');
@@ -1778,9 +1772,7 @@ static void test_long_path(void) {
 
 static void test_idempotence_and_versions(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *dir = in_dir(&f, "docs");
     g_mkdir(dir, 0755);
     char *a = g_build_filename(dir, "a.pdf", NULL);
@@ -1860,9 +1852,7 @@ static void test_idempotence_and_versions(void) {
  * file missing for a while). */
 static void test_older_bytes_again(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *a = in_dir(&f, "a.pdf");
     char *first = in_dir(&f, "first.pdf");
     PageSize one[] = {{100, 200}};
@@ -1984,9 +1974,7 @@ static void test_failures_per_render_settings(void) {
  * that cannot pass is not. */
 static void test_retry_partial(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
     char *t = in_dir(&f, "t.pdf");
@@ -2018,9 +2006,7 @@ static void test_retry_partial(void) {
  * be of different bytes), it is reported as changed, and the next run ingests the new bytes. */
 static void test_changed_during_ingest(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
     char *x = in_dir(&f, "x.pdf");
@@ -2059,9 +2045,7 @@ static void test_changed_during_ingest(void) {
  * another ingest's, being written). */
 static void test_temp_files_swept(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *store_dir = dq_ingest_page_store_dir(f.db_path);
     char *tmp_dir = g_build_filename(store_dir, ".tmp", NULL);
     g_assert_cmpint(g_mkdir_with_parents(tmp_dir, 0755), ==, 0);
@@ -2098,9 +2082,7 @@ static void test_temp_files_swept(void) {
  * when ingest starts; one another process holds stays, and so does its lock. */
 static void test_stale_claims_swept(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *store_dir = dq_ingest_page_store_dir(f.db_path);
     char *claims = g_build_filename(store_dir, ".claims", NULL);
     g_assert_cmpint(g_mkdir_with_parents(claims, 0755), ==, 0);
@@ -2168,9 +2150,7 @@ static gint64 file_size(const char *path) {
 /* Page PNGs follow the umask as the database and the store's folders do: 0666 less the umask. */
 static void test_page_mode_follows_umask(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     static const struct {
         mode_t umask;
         mode_t want;
@@ -2203,9 +2183,7 @@ static void test_page_mode_follows_umask(void) {
  * folder, and what was stored before stays. */
 static void test_disk_space_checked(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     char *first = in_dir(&f, "first.pdf"), *second = in_dir(&f, "second.pdf");
     PageSize a[] = {{100, 100}}, b[] = {{200, 100}};
     write_cairo_pdf(first, a, 1);
@@ -2298,9 +2276,7 @@ static void test_disk_space_rule_named(void) {
  * pages done are kept (partial, output_too_large). */
 static void test_document_output_budget(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     PageSize same[] = {{100, 100}, {100, 100}, {100, 100}, {100, 100}};
     char *one = in_dir(&f, "one.pdf"), *four = in_dir(&f, "four.pdf");
     write_cairo_pdf(one, same, 1);
@@ -2338,9 +2314,7 @@ static void test_document_output_budget(void) {
  * an ingest writes pages into (not from every folder of the store: a large one has 65536). */
 static void test_old_temp_files_swept(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     PageSize one[] = {{100, 100}};
     char *a = in_dir(&f, "a.pdf");
     char *b = in_dir(&f, "b.pdf");
@@ -2390,9 +2364,7 @@ static void test_old_temp_files_swept(void) {
  * again, and storing a page replaces a file of the wrong size under its name. */
 static void test_page_files_checked(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     PageSize one[] = {{100, 100}};
     char *a = in_dir(&f, "a.pdf");
     char *b = in_dir(&f, "b.pdf");
@@ -2449,9 +2421,7 @@ static gboolean file_holds(const char *path, const char *want, gsize len) {
  * page's very size, and afterwards finds nothing more to do. */
 static void test_page_files_verified(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     PageSize one[] = {{100, 100}}, other[] = {{100, 60}};
     char *a = in_dir(&f, "a.pdf"), *b = in_dir(&f, "b.pdf");
     write_cairo_pdf(a, one, 1);
@@ -2636,9 +2606,7 @@ static pid_t fork_ingest(Fixture *f, const char *db_path, const char *path) {
  * rendering a page bomb under PID 1 past every time limit. */
 static void test_workers_die_with_parent(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.page_timeout_s = 120; /* only the parent's death may end the workers here */
     char *bomb = in_dir(&f, "bomb.pdf");
     write_form_bomb(bomb, 2);
@@ -2680,9 +2648,7 @@ static void test_workers_die_with_parent(void) {
  * back, records the page as render_timeout. */
 static void test_worker_cpu_limit(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     f.opt.page_timeout_s = 1;
     char *bomb = in_dir(&f, "bomb.pdf");
@@ -2761,9 +2727,7 @@ static gpointer swap_after_walk(gpointer data) {
  * recorded for them. */
 static void test_no_reading_outside_after_walk(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;           /* the next file is opened only once the slow one is done */
     f.opt.page_timeout_s = 3; /* the swap happens while it hangs, also on a loaded machine */
     Swap s = {.root = in_dir(&f, "root"), .outside = in_dir(&f, "outside")};
@@ -2818,9 +2782,7 @@ static void test_no_reading_outside_after_walk(void) {
  * the pages done are kept, the rest fail as render_timeout, and it is recorded partial. */
 static void test_document_time_budget(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     f.opt.page_timeout_s = 60;
     f.opt.doc_timeout_s = 2;
@@ -2851,9 +2813,7 @@ static void test_document_time_budget(void) {
  * the other pages failed as `interrupted`, and --retry-failed renders those. */
 static void test_interrupt_keeps_pages_done(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     f.opt.page_timeout_s = 60;
     PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
@@ -2958,9 +2918,7 @@ static void assert_same_as_fresh(Fixture *f, const char *path) {
  * opened again: its failure is the file's own. */
 static void test_interrupted_resumed_by_plain_ingest(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     f.opt.page_timeout_s = 60;
     char *archive = in_dir(&f, "archive");
@@ -3010,9 +2968,7 @@ static void test_interrupted_resumed_by_plain_ingest(void) {
  * outcome is the one a whole rendering gives in a fresh database. */
 static void test_retry_renders_only_missing(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     f.opt.page_timeout_s = 60;
     char *pdf = in_dir(&f, "long.pdf");
@@ -3045,9 +3001,7 @@ static void test_retry_renders_only_missing(void) {
  * budget that a whole rendering runs out of runs out of it at the same page. */
 static void test_retry_counts_stored_pages_in_budget(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     f.opt.page_timeout_s = 60;
     char *pdf = in_dir(&f, "long.pdf");
@@ -3088,9 +3042,7 @@ static void test_retry_counts_stored_pages_in_budget(void) {
 /* A page file deleted from the store renders that page again, not its document's others. */
 static void test_missing_page_file_renders_that_page(void) {
     Fixture f;
-    fixture_init(&f);
-    f.opt.n_res = 1;
-    f.opt.tile = 64;
+    fixture_init_small(&f);
     f.opt.jobs = 1;
     f.opt.page_timeout_s = 60;
     char *pdf = in_dir(&f, "three.pdf");

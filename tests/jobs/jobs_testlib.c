@@ -263,8 +263,66 @@ int jt_answerer_submitted(const DqAnswerer *a) {
     return ((const JtAnswerer *)a)->submitted;
 }
 
+DqAnswerer *jt_open_answerer(void *user, int index, GError **err) {
+    (void)index;
+    return jt_answerer_new(user);
+}
+
+const char *const jt_kill_points[] = {
+    "worker:claimed",
+    "answerer:inference",
+    "worker:before_complete",
+    "claim:before_commit",
+    "complete:after_job_update",
+    "complete:before_commit",
+    "commit",
+    "complete:after_commit",
+    "worker:after_complete",
+    NULL,
+};
+
+int jt_run_buried_then_answered(const char *db, DqRunResult *res) {
+    JtAnswererConfig cfg = {.delay_ms = 1500};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .until_empty = TRUE,
+                                  .lease_ms = 300,
+                                  .heartbeat_ms = 60000,
+                                  .poll_ms = 20},
+                       .n_workers = 2};
+    GError *err = NULL;
+    int code = queue_run(&ro, jt_open_answerer, &cfg, res, &err);
+    dq_assert_no_error(err);
+    return code;
+}
+
 int jt_answerer_withdrawn(const DqAnswerer *a) {
     return ((const JtAnswerer *)a)->withdrawn;
+}
+
+void jt_run_worker(const char *db, const char *model_id) {
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = model_id, .batch = 3, .until_empty = TRUE};
+    jt_worker_run(&opt, a);
+    dq_answerer_free(a);
+}
+
+DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a) {
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    return stats;
+}
+
+JsonObject *jt_json_object(JsonParser *p, const char *text) {
+    GError *err = NULL;
+    if (!json_parser_load_from_data(p, text, -1, &err))
+        g_error("not JSON (%s): %s", err->message, text);
+    g_assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
+    return json_node_get_object(json_parser_get_root(p));
 }
 
 gint64 jt_query_int(const char *db_path, const char *sql) {

@@ -13,6 +13,7 @@
 #include "store.h"
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 /* Creates <dir>/docqa.db with n_docs documents of n_pages pages each (all different PNGs in the
  * page store). Returns the database path (g_free). */
@@ -45,11 +46,38 @@ typedef struct {
 
 DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg);
 
+/* queue_run's DqAnswererOpenFn for the hash answerer: user is its JtAnswererConfig (or NULL). */
+DqAnswerer *jt_open_answerer(void *user, int index, GError **err);
+
+/* The named points (jobs/queue.h, store_jobs.h) where DOCQA_TEST_KILL_AT=<point>:<n> kills a
+ * worker, from claiming a batch to after completing it: every place a crash may leave the queue
+ * in. NULL-terminated. The crash tests of both stores go through all of them. */
+extern const char *const jt_kill_points[];
+
+/* /queue/run/buried-then-answered's run on the database `db` (SQLite or PostgreSQL), whose one
+ * job of model "m" is on its last attempt: two workers; the one that claims it answers only
+ * after 1.5 s and renews its lease (300 ms) once a minute, so that the other's claim buries the
+ * job before the late answer comes. Fails the test when the run cannot start. queue_run's exit
+ * code, and its result in *res. */
+int jt_run_buried_then_answered(const char *db, DqRunResult *res);
+
 /* Requests submitted to it so far. */
 int jt_answerer_submitted(const DqAnswerer *a);
 
 /* Requests the worker withdrew from it so far (answerer.h): dropped before they were answered. */
 int jt_answerer_withdrawn(const DqAnswerer *a);
+
+/* Runs one worker with opt and the answerer a (the caller's, to free) until it returns; fails
+ * the test when it fails. Its stats. */
+DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a);
+
+/* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until
+ * the queue is empty; fails the test when the worker fails. */
+void jt_run_worker(const char *db, const char *model_id);
+
+/* `text` (a command's --json output) as a JSON object, parsed by p (which owns it); fails the
+ * test, showing the text, when it is not one. */
+JsonObject *jt_json_object(JsonParser *p, const char *text);
 
 /* Runs a SELECT returning one integer. */
 gint64 jt_query_int(const char *db_path, const char *sql);

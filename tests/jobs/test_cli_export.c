@@ -180,17 +180,6 @@ static void test_export_lock_delayed_commit(void) {
     g_free(dir);
 }
 
-static void run_worker(const char *db) {
-    DqAnswerer *a = jt_answerer_new(NULL);
-    DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
-    dq_answerer_free(a);
-}
-
 static int count_lines(const char *s) {
     int n = 0;
     for (; *s; s++)
@@ -213,7 +202,7 @@ static void test_export_checkpoint_rules(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 2, 2);
     g_assert_cmpint(jt_ask(db, 2, "tiny", 3), ==, 8);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     char *out = NULL, *err = NULL;
     g_assert_cmpint(
         dq_test_docqa(&out, &err, "export", "--db", db, "--format", "jsonl", "--after", "0", NULL),
@@ -291,7 +280,7 @@ static void test_export_checkpoint_rules(void) {
                     ==, 0);
     g_assert_cmpstr(out, ==, header); /* requeueing stores no answer */
     g_free(out);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers_superseded"), ==, 1);
     char *sql = g_strdup_printf("SELECT id FROM answers WHERE job_id = %" G_GINT64_FORMAT, job);
     g_assert_cmpint(jt_query_int(db, sql), ==, answer_id);
@@ -341,7 +330,7 @@ static void test_export_checkpoint_symlink(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 2);
     g_assert_cmpint(jt_ask(db, 1, "tiny", 2), ==, 2);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     char *shared = g_build_filename(dir, "shared", NULL);
     g_assert_cmpint(g_mkdir(shared, 0755), ==, 0);
     char *target = g_build_filename(shared, "cp", NULL);
@@ -416,7 +405,7 @@ static void test_export_where(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2); /* doc-0000 and doc-0002 in 2023/, doc-0001 in 2024/ */
     g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 6);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     /* A copy of doc-0001 that appeared after it was answered: the same bytes, nothing asked. */
     exec_sql(db, "INSERT INTO documents (path, sha256, bytes, mtime, kind, page_count, status) "
                  "SELECT '/archive/copies/doc-0001.pdf', sha256, bytes, mtime, kind, page_count, "
@@ -478,7 +467,7 @@ static void test_export_where(void) {
     g_assert_cmpint(count_lines(rows), ==, 1);
     g_free(rows);
     g_assert_cmpint(jt_ask(db, 2, "tiny", 3), ==, 6); /* question 2 */
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     rows = export_rows(db,
                        (const char *[]){"--checkpoint-file", cp, "--current", "--where",
                                         "path LIKE '%/2024/%'", NULL},
@@ -532,7 +521,7 @@ static void test_export_questions(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 2);
     g_assert_cmpint(jt_ask(db, 3, "tiny", 3), ==, 6);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     char *err = NULL;
     char *rows = export_rows(
         db, (const char *[]){"--question", "question 1", "--question", " question 3 ", NULL}, &err);

@@ -15,16 +15,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char *docqa_path(void) {
-    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
-}
-
 /* Runs docqa with argv (NULL-terminated, without the program) and stdin from `in` (NULL:
  * empty); returns the exit status, stdout and stderr as they came through pipes. */
 static int docqa_pipe(const char *const *args, const char *in, gsize in_len, char **out,
                       char **errout) {
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
+    g_ptr_array_add(argv, dq_test_docqa_path());
     for (const char *const *a = args; *a; a++)
         g_ptr_array_add(argv, g_strdup(*a));
     g_ptr_array_add(argv, NULL);
@@ -53,7 +49,7 @@ static int docqa_pipe(const char *const *args, const char *in, gsize in_len, cha
 /* Runs docqa with its stdout and stderr on a pseudo-terminal, as a user at a terminal sees it
  * (newlines come back as \r\n); returns the exit status and everything it printed. */
 static int docqa_pty(const char *const *args, char **out) {
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     GPtrArray *argv = g_ptr_array_new();
     g_ptr_array_add(argv, bin);
     for (const char *const *a = args; *a; a++)
@@ -133,14 +129,7 @@ static void test_export_data_and_terminal(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
     g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
-    DqAnswerer *a = jt_answerer_new(NULL);
-    DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 1, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *e = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &e));
-    dq_assert_no_error(e);
-    dq_answerer_free(a);
+    jt_run_worker(db, "tiny");
     sqlite3 *s;
     g_assert_cmpint(sqlite3_open(db, &s), ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_exec(s,
@@ -220,7 +209,7 @@ static void test_ask_questions_capped(void) {
         g_free(err);
     }
     /* standard input: read up to the cap, then refused */
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     char *cmd = g_strdup_printf("'%s' ask --db '%s' -m tiny -f - < '%s'", bin, db, big);
     char *out, *err;
     int status;
@@ -253,7 +242,7 @@ static int docqa_in(const char *cwd, const char *db_env, const char *const *args
     else
         g_subprocess_launcher_unsetenv(l, "DOCQA_DB");
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
+    g_ptr_array_add(argv, dq_test_docqa_path());
     for (const char *const *a = args; *a; a++)
         g_ptr_array_add(argv, g_strdup(*a));
     g_ptr_array_add(argv, NULL);
@@ -348,7 +337,7 @@ static int docqa_env(const char *const *env, const char *const *args, char **out
             g_subprocess_launcher_unsetenv(l, e[0]);
     }
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
+    g_ptr_array_add(argv, dq_test_docqa_path());
     for (const char *const *a = args; *a; a++)
         g_ptr_array_add(argv, g_strdup(*a));
     g_ptr_array_add(argv, NULL);

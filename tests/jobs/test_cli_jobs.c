@@ -30,17 +30,6 @@ static char *make_snapshot(const char *dir, const char *name) {
     return snap;
 }
 
-static void run_worker(const char *db) {
-    DqAnswerer *a = jt_answerer_new(NULL);
-    DqWorkerOptions opt = {.db_path = db, .model_id = "tiny", .batch = 3, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
-    dq_answerer_free(a);
-}
-
 static void test_ask_status_export_requeue(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
@@ -108,7 +97,7 @@ static void test_ask_status_export_requeue(void) {
     char *gone = queue_page_image_path(db, sha);
     char *kept = g_strconcat(gone, ".kept", NULL);
     g_assert_cmpint(g_rename(gone, kept), ==, 0);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
 
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "22 total: 18 done"));
@@ -195,7 +184,7 @@ static void test_ask_status_export_requeue(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--failed", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "4 jobs back"));
     g_free(out);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(done) FROM v_progress"), ==, 22);
     /* Nothing fails now: the answered jobs' old errors are history (job_errors), no reason. */
@@ -230,7 +219,7 @@ static void test_ask_status_export_requeue(void) {
     g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
     g_assert_null(strstr(out, "requeue --approximate"));
     g_free(out);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 22);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers_superseded WHERE exact = 0"), ==,
@@ -270,7 +259,7 @@ static void test_export_spreadsheet_safe(void) {
                                   "=HYPERLINK(\"http://x\",\"y\")", "-42", "@SUM(A1)", "-1+2",
                                   "Total?", NULL),
                     ==, 0);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--spreadsheet-safe", NULL), ==,
                     0);
     g_assert_nonnull(strstr(out, ",\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","));
@@ -312,7 +301,7 @@ static void test_json_unit_separator(void) {
                                   "due?",
                                   NULL),
                     ==, 0);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     sqlite3 *w = NULL;
     g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
     g_assert_cmpint(
@@ -709,15 +698,24 @@ static int docqa_with(const char *const *env, const char *stdout_path, char **ou
     return rc;
 }
 
-/* The tiny model from ../shared/models, or NULL (with a skip) when it is not there. */
-static char *tiny_model(void) {
-    const char *shared = dq_test_shared_dir();
-    char *m = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
-    if (m == NULL || !g_file_test(m, G_FILE_TEST_IS_DIR)) {
-        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
-        g_clear_pointer(&m, g_free);
+/* A refused command line: its arguments after "COMMAND --db DB", and what its message says. */
+typedef struct {
+    const char *args[6];
+    const char *says;
+} Refusal;
+
+/* Each refused `docqa COMMAND --db DB ARGS...` exits 2 with what it says in its message. */
+static void assert_refused(const char *command, const char *db, const Refusal *refused, guint n) {
+    for (guint i = 0; i < n; i++) {
+        const char *args[10] = {command, "--db", db};
+        for (int k = 0; refused[i].args[k]; k++)
+            args[3 + k] = refused[i].args[k];
+        char *err = NULL;
+        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+        g_test_message("%s", err);
+        g_assert_nonnull(strstr(err, refused[i].says));
+        g_free(err);
     }
-    return m;
 }
 
 /* run --until-empty for a model whose jobs are all answered, while other models' wait: it
@@ -725,7 +723,7 @@ static char *tiny_model(void) {
  * and the model ids that have work, so that a nightly whose ask and run name different models
  * does not succeed every night. --other-models-ok: a queue shared on purpose, exit 0. */
 static void test_run_nothing_queued_note(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -1407,7 +1405,7 @@ static void test_disk_full_gives_back(void) {
 /* Results a user did not get must not look delivered: every command that writes to stdout
  * exits 2 naming it when the write fails (a full disk: /dev/full). */
 static void test_stdout_write_errors(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -1616,7 +1614,7 @@ static void test_user_errors(void) {
  * one, said on stderr and in the JSON (transformers does not refuse such a request either);
  * a prompt that leaves no room is refused. */
 static void test_generate_length(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *snap = dq_test_snapshot_with_positions(model, 16);
@@ -1655,7 +1653,7 @@ static void test_generate_length(void) {
 /* --dump-logits is checked before any model work (here the model folder holds no snapshot), and
  * a run that fails leaves an existing file as it was. */
 static void test_generate_dump_logits(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -1698,7 +1696,7 @@ static void test_generate_dump_logits(void) {
 /* Free-text options are UTF-8 whatever the locale, and bytes that are not are refused by the
  * option's name; an option GLib converts from the locale is named when the conversion fails. */
 static void test_options_utf8(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -1750,7 +1748,7 @@ static void test_options_utf8(void) {
 /* More OpenMP threads than CPUs are capped at the CPUs, with a note: each thread has its
  * scratch (1000 threads took 8.2 GB and 25 s for the tiny model on 2 CPUs). */
 static void test_threads_capped(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     cpu_set_t set;
@@ -1786,7 +1784,7 @@ static void test_threads_capped(void) {
  * gives the greedy text whatever the seed; --top-p 1 samples (the random model's distributions
  * are flat enough that some seed leaves the greedy path). */
 static void test_generate_top_p_zero(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     const char *greedy_args[] = {"generate",         "-m", model,          "-p", "hi",
@@ -1934,7 +1932,7 @@ static void test_answers_follow_the_bytes(void) {
                     0);
     g_assert_nonnull(strstr(out, "1 question x 4 pages: 4 new jobs"));
     g_free(out);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
 
     /* Moved: the same bytes at new paths. */
     g_assert_cmpint(g_rename(old, moved), ==, 0);
@@ -1947,7 +1945,7 @@ static void test_answers_follow_the_bytes(void) {
     g_assert_nonnull(strstr(out, "2 questions x 4 pages: 4 new jobs, 4 already asked"));
     g_assert_nonnull(strstr(out, "4 more pages hold the same bytes as pages above"));
     g_free(out);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 8);
     /* Both questions' answers under the new paths, also the one asked before the move; the
      * old paths show them too while their files are not known to be gone. */
@@ -2003,7 +2001,7 @@ static void test_answers_follow_the_bytes(void) {
                     0);
     g_assert_nonnull(strstr(out, "1 new job,"));
     g_free(out);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_true(g_file_set_contents(receipt, a_bytes, (gssize)a_len, NULL));
     g_assert_cmpint(ingest_at(NULL, db, 1, archives), ==, 0);
     g_assert_cmpint(
@@ -2051,7 +2049,7 @@ static void test_gone_files(void) {
     g_assert_cmpint(ingest_at(NULL, db, 1, archive), ==, 0);
     g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Total?", NULL), ==,
                     0);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 5);
 
     g_assert_cmpint(g_unlink(receipt), ==, 0);
@@ -2189,6 +2187,17 @@ static void test_ask_one_rendering(void) {
     g_free(dir);
 }
 
+/* Asks about db's 6 pages "Wrong question?" and "Total?" for model tiny and "Total?" for model
+ * other, through docqa ask: 18 queued jobs, for cancel and requeue to pick from. */
+static void ask_two_models(const char *db) {
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
+                                  "Total?", NULL),
+                    ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
+                    0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
+}
+
 /* docqa cancel as a user runs it: the selectors (a question as ask normalizes it, --where,
  * --model, --state) narrow one another; a selector that names nothing is an error, as is none;
  * --dry-run changes nothing; cancelled jobs are left alone by workers and counted apart by
@@ -2198,19 +2207,11 @@ static void test_ask_one_rendering(void) {
 static void test_cancel(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
-    char *out = NULL, *err = NULL;
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
-                                  "Total?", NULL),
-                    ==, 0);
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
-                    0);
-    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
+    char *out = NULL;
+    ask_two_models(db);
 
     /* Refused, naming what is wrong; nothing changes. */
-    struct {
-        const char *args[6];
-        const char *says;
-    } refused[] = {
+    const Refusal refused[] = {
         {{NULL}, "say which jobs: --question, --document, --where or --model"},
         {{"--state", "queued", NULL}, "say which jobs"},
         {{"-m", "tiny", "--state", "done", NULL}, "an answered job is not cancelled"},
@@ -2224,15 +2225,7 @@ static void test_cancel(void) {
         {{"--where", "1) OR (1", NULL}, "--where"},
         {{"-m", "tiny", "stray", NULL}, "unexpected argument 'stray'"},
     };
-    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
-        const char *args[10] = {"cancel", "--db", db};
-        for (int k = 0; refused[i].args[k]; k++)
-            args[3 + k] = refused[i].args[k];
-        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
-        g_test_message("%s", err);
-        g_assert_nonnull(strstr(err, refused[i].says));
-        g_free(err);
-    }
+    assert_refused("cancel", db, refused, G_N_ELEMENTS(refused));
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
 
     /* --dry-run: what would go, with the question trimmed as ask stores it. */
@@ -2270,7 +2263,7 @@ static void test_cancel(void) {
                     ==, 12);
 
     /* Workers leave them alone and answer the rest. */
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 6);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 6);
     g_assert_cmpint(jt_query_int(db,
@@ -2335,11 +2328,11 @@ static void test_cancel(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--cancelled", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "11 jobs back"));
     g_free(out);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
                                      "model_id = 'other'"),
-                    ==, 5); /* run_worker answers model tiny only */
+                    ==, 5); /* jt_run_worker answers model tiny only */
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE model = 'tiny'"), ==,
                     12);
     g_free(db);
@@ -2353,22 +2346,15 @@ static void test_cancel(void) {
 static void test_requeue_selected(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 3, 2);
-    char *out = NULL, *err = NULL;
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "Wrong question?",
-                                  "Total?", NULL),
-                    ==, 0);
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
-                    0);
+    char *out = NULL;
+    ask_two_models(db);
     g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "-m", "tiny", NULL), ==, 0);
     g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "-m", "other", NULL), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
                     18);
 
     /* Refused, naming what is wrong; nothing changes. */
-    struct {
-        const char *args[6];
-        const char *says;
-    } refused[] = {
+    const Refusal refused[] = {
         {{"--question", "Total?", NULL}, "say which jobs: --dead, --failed"},
         {{"--cancelled", "--question", "Never asked?", NULL},
          "requeue: --question \"Never asked?\": no such question"},
@@ -2378,15 +2364,7 @@ static void test_requeue_selected(void) {
          "requeue: --model nobody: no job was asked for the model id 'nobody'"},
         {{"--cancelled", "--where", "1) OR (1", NULL}, "--where"},
     };
-    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
-        const char *args[10] = {"requeue", "--db", db};
-        for (int k = 0; refused[i].args[k]; k++)
-            args[3 + k] = refused[i].args[k];
-        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
-        g_test_message("%s", err);
-        g_assert_nonnull(strstr(err, refused[i].says));
-        g_free(err);
-    }
+    assert_refused("requeue", db, refused, G_N_ELEMENTS(refused));
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
                     18);
 
@@ -2445,7 +2423,7 @@ static void test_requeue_selected(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 6);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"), ==,
                     12);
-    run_worker(db);
+    jt_run_worker(db, "tiny");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE model = 'tiny' AND "
                                      "question = 'Total?' AND document_path LIKE '%/2024/%'"),
                     ==, 2);
@@ -2468,16 +2446,9 @@ static void test_requeue_done_stale(void) {
     const char *id = "tiny-smolvlm-b512";
     g_assert_cmpint(jt_ask(db, 1, id, 3), ==, 4);
     g_assert_cmpint(jt_ask(db, 1, "other", 3), ==, 4);
-    DqAnswerer *a = jt_answerer_new(NULL);
-    DqWorkerOptions opt = {.db_path = db, .model_id = id, .batch = 4, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
+    jt_run_worker(db, id);
+    jt_run_worker(db, "other");
     GError *gerr = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
-    opt.model_id = "other";
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
-    dq_assert_no_error(gerr);
-    dq_answerer_free(a);
     /* The snapshot as it is now answered two; one came from the snapshot it replaced; one is
      * from before fingerprints were recorded. The other model's answers are none of this. */
     const char *shared = dq_test_shared_dir(); /* without the model: --fingerprint-not only */
@@ -2506,10 +2477,7 @@ static void test_requeue_done_stale(void) {
     /* Refused, naming what is wrong; nothing changes. */
     char fp12[13];
     g_strlcpy(fp12, fp, sizeof fp12);
-    struct {
-        const char *args[5];
-        const char *says;
-    } refused[] = {
+    const Refusal refused[] = {
         {{"--stale"}, "requeue: --stale needs --model DIR: the snapshot folder whose answers"},
         {{"--fingerprint-not", fp12}, "requeue: --fingerprint-not needs --model DIR"},
         {{"--stale", "--model", id},
@@ -2521,16 +2489,8 @@ static void test_requeue_done_stale(void) {
          "snapshot fingerprint, 12 to 64 hex"},
         {{"--fingerprint-not", "0123456789xy", "--model", id}, "expected a snapshot fingerprint"},
     };
-    char *out = NULL, *err = NULL;
-    for (guint i = 0; i < G_N_ELEMENTS(refused); i++) {
-        const char *args[10] = {"requeue", "--db", db};
-        for (int k = 0; refused[i].args[k]; k++)
-            args[3 + k] = refused[i].args[k];
-        g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
-        g_test_message("%s", err);
-        g_assert_nonnull(strstr(err, refused[i].says));
-        g_free(err);
-    }
+    char *out = NULL;
+    assert_refused("requeue", db, refused, G_N_ELEMENTS(refused));
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 8);
 
     /* By the fingerprint's first 12 digits (upper case too), as run and status print it. */
@@ -2576,13 +2536,8 @@ static void test_requeue_done_stale(void) {
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 6);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
     /* Answered again: the old answers move to answers_superseded, nothing is lost. */
-    a = jt_answerer_new(NULL);
-    opt.model_id = "other";
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
-    opt.model_id = id;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &gerr));
-    dq_assert_no_error(gerr);
-    dq_answerer_free(a);
+    jt_run_worker(db, "other");
+    jt_run_worker(db, id);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 8);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM answers_superseded"), ==, 6);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 8);
@@ -2590,14 +2545,6 @@ static void test_requeue_done_stale(void) {
     g_free(model);
     g_free(db);
     g_free(dir);
-}
-
-static JsonObject *parse_object(JsonParser *p, const char *text) {
-    GError *err = NULL;
-    if (!json_parser_load_from_data(p, text, -1, &err))
-        g_error("not JSON (%s): %s", err->message, text);
-    g_assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
-    return json_node_get_object(json_parser_get_root(p));
 }
 
 static JsonObject *array_object(JsonObject *o, const char *member, guint i) {
@@ -2617,7 +2564,7 @@ static void test_json_outputs(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?",
                                   "Date?", "Total?", NULL),
                     ==, 0);
-    JsonObject *o = parse_object(p, out);
+    JsonObject *o = jt_json_object(p, out);
     g_assert_cmpstr(json_object_get_string_member(o, "model_id"), ==, "m");
     g_assert_cmpint(json_object_get_int_member(o, "questions"), ==, 2);
     g_assert_cmpint(json_object_get_int_member(o, "duplicates"), ==, 1);
@@ -2630,7 +2577,7 @@ static void test_json_outputs(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "ask", "--db", db, "-m", "m", "--json", "Total?",
                                   "Signed?", NULL),
                     ==, 0);
-    o = parse_object(p, out);
+    o = jt_json_object(p, out);
     g_assert_cmpint(json_object_get_int_member(o, "jobs_added"), ==, 2);
     g_assert_cmpint(json_object_get_int_member(o, "jobs_existing"), ==, 2);
     g_free(out);
@@ -2638,7 +2585,7 @@ static void test_json_outputs(void) {
     g_assert_cmpint(
         dq_test_docqa(&out, NULL, "cancel", "--db", db, "--question", "Signed?", "--json", NULL),
         ==, 0);
-    o = parse_object(p, out);
+    o = jt_json_object(p, out);
     g_assert_false(json_object_get_boolean_member(o, "dry_run"));
     g_assert_cmpint(json_object_get_int_member(o, "cancelled"), ==, 2);
     g_assert_cmpint(json_object_get_int_member(o, "back_to_done"), ==, 0);
@@ -2653,7 +2600,7 @@ static void test_json_outputs(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--cancelled", "--dry-run",
                                   "--json", NULL),
                     ==, 0);
-    o = parse_object(p, out);
+    o = jt_json_object(p, out);
     g_assert_true(json_object_get_boolean_member(o, "dry_run"));
     g_assert_cmpint(json_object_get_int_member(o, "jobs"), ==, 2);
     JsonArray *states = json_object_get_array_member(o, "states");
@@ -2665,7 +2612,7 @@ static void test_json_outputs(void) {
     char *version = NULL;
     g_assert_cmpint(dq_test_docqa(&version, NULL, "version", NULL), ==, 0);
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
-    o = parse_object(p, out);
+    o = jt_json_object(p, out);
     char *want = g_strdup_printf("docqa %s\n", json_object_get_string_member(o, "version"));
     g_assert_true(g_str_has_prefix(version, want));
     g_free(want);
@@ -2695,7 +2642,7 @@ static void test_json_outputs(void) {
 
 /* run --json: the summary's counts, read from the database's side too. */
 static void test_run_json(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -2706,7 +2653,7 @@ static void test_run_json(void) {
                                   "m", "--until-empty", "-q", "--json", NULL),
                     ==, 0);
     JsonParser *p = json_parser_new();
-    JsonObject *o = parse_object(p, out);
+    JsonObject *o = jt_json_object(p, out);
     g_assert_cmpstr(json_object_get_string_member(o, "model_id"), ==, "m");
     g_assert_cmpint(json_object_get_int_member(o, "workers"), ==, 1);
     g_assert_cmpint(json_object_get_int_member(o, "claimed"), ==, 4);
@@ -2728,7 +2675,7 @@ static void test_run_json(void) {
  * It printed nothing, so a wrapper could not tell how many were answered. Needs a tmpfs of its
  * own, as test_disk_full_gives_back. */
 static void test_run_summary_after_error(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();

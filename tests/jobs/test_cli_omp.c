@@ -18,20 +18,6 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-static char *docqa_path(void) {
-    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
-}
-
-static char *tiny_model(void) {
-    const char *shared = dq_test_shared_dir();
-    char *m = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
-    if (m == NULL || !g_file_test(m, G_FILE_TEST_IS_DIR)) {
-        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
-        g_clear_pointer(&m, g_free);
-    }
-    return m;
-}
-
 /* A launcher with OMP_DISPLAY_ENV=verbose and neither variable of the wait policy (ctest may set
  * them for other tests), then `env`'s "NAME=value" pairs. */
 static GSubprocessLauncher *launcher(GSubprocessFlags flags, const char *const *env) {
@@ -53,7 +39,7 @@ static int generate_by(const char *loader, const char *const *env, const char *m
                        char **errout) {
     GSubprocessLauncher *l =
         launcher(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, env);
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     const char *argv[] = {loader, bin,  "generate",         "-m", model,
                           "-p",   "hi", "--max-new-tokens", "4",  "--ignore-eos",
                           NULL};
@@ -88,7 +74,7 @@ static int displays(const char *err, char **spincount) {
 }
 
 static void test_generate_default(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *out = NULL, *err = NULL, *spin = NULL;
@@ -115,7 +101,7 @@ static void test_generate_default(void) {
 
 /* The user's settings are libgomp's: started once, with what they say. */
 static void test_user_values_kept(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     static const struct {
@@ -169,7 +155,7 @@ static char *proc_file(GPid pid, const char *name, gsize *len) {
 /* `docqa run` waiting for work: its worker (forked from it) runs with the default, and the
  * process the caller started is docqa as started, name and argv, handling SIGTERM itself. */
 static void test_run_default_invisible(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -177,7 +163,7 @@ static void test_run_default_invisible(void) {
     GSubprocessLauncher *l =
         launcher(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE, NULL);
     g_subprocess_launcher_set_child_setup(l, die_with_parent, NULL, NULL);
-    char *bin = docqa_path();
+    char *bin = dq_test_docqa_path();
     const char *argv[] = {bin, "run", "--db", db, "--model", model, "-q", NULL};
     GError *err = NULL;
     GSubprocess *p = g_subprocess_launcher_spawnv(l, argv, &err);
@@ -242,7 +228,7 @@ static int find_interp(struct dl_phdr_info *info, size_t size, void *data) {
  * loader there, which restarted with docqa's argv would load "generate" as the program. docqa
  * runs as asked, once, with libgomp's own default. */
 static void test_through_loader(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     const char *loader = NULL;
@@ -270,7 +256,7 @@ static void test_through_loader(void) {
  * as the restarted process loads) ends it as one after the start does, with 130 and docqa's
  * message, not killed by the signal (143: a systemd unit with SuccessExitStatus=130 failed). */
 static void test_signal_during_restart(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     /* a sanitized docqa refuses a library loaded before its runtime unless told not to look */

@@ -11,14 +11,10 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static char *docqa_path(void) {
-    return g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
-}
-
 /* `docqa ARGS...` held at `point`, sent `sig`; its exit status (-1: it died of a signal). */
 static int docqa_signalled(const char *point, int sig, char **out, char **errout, ...) {
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, docqa_path());
+    g_ptr_array_add(argv, dq_test_docqa_path());
     va_list ap;
     va_start(ap, errout);
     for (const char *a; (a = va_arg(ap, const char *)) != NULL;)
@@ -173,29 +169,11 @@ static void test_export_checkpoint(void) {
     g_free(dir);
 }
 
-static char *tiny_model(void) {
-    const char *shared = dq_test_shared_dir();
-    char *m = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
-    if (m == NULL || !g_file_test(m, G_FILE_TEST_IS_DIR)) {
-        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
-        g_clear_pointer(&m, g_free);
-    }
-    return m;
-}
-
-static JsonObject *parse_object(JsonParser *p, const char *text) {
-    GError *err = NULL;
-    if (!json_parser_load_from_data(p, text, -1, &err))
-        g_error("not JSON (%s): %s", err->message, text);
-    g_assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
-    return json_node_get_object(json_parser_get_root(p));
-}
-
 /* A closed terminal (SIGHUP) or systemctl stop (SIGTERM) while a worker holds jobs: the worker
  * gives them back, run prints its summary (here its JSON) and exits 130; no job is left leased
  * or has an attempt spent. SIGHUP ended run at once (129), its jobs leased until they expired. */
 static void test_run(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     const int sigs[] = {SIGHUP, SIGTERM};
@@ -209,7 +187,7 @@ static void test_run(void) {
         if (rc != 130)
             g_error("run: exit %d, said %s", rc, err);
         JsonParser *p = json_parser_new();
-        JsonObject *o = parse_object(p, out);
+        JsonObject *o = jt_json_object(p, out);
         g_assert_true(json_object_get_boolean_member(o, "interrupted"));
         gint64 answered = json_object_get_int_member(o, "answered");
         gint64 given_back = json_object_get_int_member(o, "given_back");
@@ -239,7 +217,7 @@ static void hold_write_lock(void *user) {
  * its jobs stay leased; not after the busy limit (here 10 min, as the minute it is otherwise),
  * which systemd's stop timeout would end with SIGKILL. */
 static void test_run_stopped_while_locked(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -247,7 +225,7 @@ static void test_run_stopped_while_locked(void) {
     g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
     sqlite3 *holder = NULL;
     g_assert_cmpint(sqlite3_open(db, &holder), ==, SQLITE_OK);
-    char *docqa = docqa_path();
+    char *docqa = dq_test_docqa_path();
     const char *argv[] = {docqa,        "run", "--db",   db,   "--model",       model,
                           "--model-id", "m",   "--json", "-q", "--until-empty", NULL};
     const char *env[] = {"DOCQA_CACHE_DIR=off", "DOCQA_TEST_BUSY_LIMIT_MS=600000", NULL};
@@ -259,7 +237,7 @@ static void test_run_stopped_while_locked(void) {
     assert_contains(err, "told to stop, docqa waited 5 s more for it, then gave up");
     assert_contains(err, "they come back when their lease expires");
     JsonParser *p = json_parser_new();
-    JsonObject *o = parse_object(p, out);
+    JsonObject *o = jt_json_object(p, out);
     g_assert_true(json_object_get_boolean_member(o, "interrupted"));
     gint64 claimed = json_object_get_int_member(o, "claimed");
     g_assert_cmpint(claimed, >=, 1);
@@ -281,7 +259,7 @@ static void test_run_stopped_while_locked(void) {
  * signal only marked run's flag in the worker's copy, and the worker answered on (until the
  * queue was empty here; for good without --until-empty, run waiting for it). */
 static void test_run_signalled_as_worker_starts(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -293,7 +271,7 @@ static void test_run_signalled_as_worker_starts(void) {
     if (rc != 130)
         g_error("run: exit %d, said %s", rc, err);
     JsonParser *p = json_parser_new();
-    JsonObject *o = parse_object(p, out);
+    JsonObject *o = jt_json_object(p, out);
     g_assert_true(json_object_get_boolean_member(o, "interrupted"));
     g_assert_cmpint(json_object_get_int_member(o, "claimed"), ==, 0);
     g_assert_cmpint(json_object_get_int_member(o, "answered"), ==, 0);
@@ -308,7 +286,7 @@ static void test_run_signalled_as_worker_starts(void) {
 /* generate stopped while the model works: exit 130, and --dump-logits leaves the file as it
  * was, without its temporary beside it. */
 static void test_generate(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *dir = dq_test_tmpdir();
@@ -341,7 +319,7 @@ static int docqa_nohup(const char *point, char **out, ...) {
     g_ptr_array_add(argv, g_strdup("/bin/sh"));
     g_ptr_array_add(argv, g_strdup("-c"));
     g_ptr_array_add(argv, g_strdup("trap '' HUP; exec \"$0\" \"$@\""));
-    g_ptr_array_add(argv, docqa_path());
+    g_ptr_array_add(argv, dq_test_docqa_path());
     va_list ap;
     va_start(ap, out);
     for (const char *a; (a = va_arg(ap, const char *)) != NULL;)

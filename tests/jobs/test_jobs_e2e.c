@@ -22,26 +22,15 @@
 
 /* Runs docqa with args; returns its exit status and (when out is not NULL) its stdout. */
 static int docqa_out(const char *const *args, char **out) {
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL));
-    for (const char *const *a = args; *a; a++)
-        g_ptr_array_add(argv, g_strdup(*a));
-    g_ptr_array_add(argv, NULL);
-    int status = 0;
-    GError *err = NULL;
     char *o = NULL, *errout = NULL;
-    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
-                               &errout, &status, &err));
-    dq_assert_no_error(err);
-    g_test_message("%s %s: %s%s", (char *)argv->pdata[1], WIFEXITED(status) ? "" : "(killed)", o,
-                   errout);
+    int rc = dq_test_docqa_in(NULL, NULL, args, &o, &errout);
+    g_test_message("%s %s: %s%s", args[0], rc < 0 ? "(killed)" : "", o, errout);
     if (out)
         *out = o;
     else
         g_free(o);
     g_free(errout);
-    g_ptr_array_free(argv, TRUE);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return rc;
 }
 
 static int docqa(const char *const *args) {

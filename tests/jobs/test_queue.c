@@ -680,11 +680,7 @@ static void test_worker_until_empty_and_missing_image(void) {
 
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 5, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 10);
     g_assert_cmpint(stats.failed, ==, 2);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), ==, 2);
@@ -712,11 +708,7 @@ static void test_worker_bad_question(void) {
     JtAnswererConfig cfg = {.long_question = "question 2"};
     DqAnswerer *a = jt_answerer_new(&cfg);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 1);
     g_assert_cmpint(stats.failed, ==, 1);
     gint64 id = q(db, "SELECT j.id FROM jobs j JOIN questions qu ON qu.id = j.question_id "
@@ -823,11 +815,7 @@ static void test_worker_database_through_link(void) {
 
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = link, .model_id = "m", .batch = 2, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 4);
     g_assert_cmpint(stats.failed, ==, 0);
     assert_answers_correct(db);
@@ -956,11 +944,7 @@ static void test_worker_continuous_batching(void) {
     JtAnswererConfig cfg = {.slow_first = 40, .delay_ms = 5};
     DqAnswerer *a = jt_answerer_new(&cfg);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.claimed, ==, 6);
     g_assert_cmpint(stats.done, ==, 6);
     assert_answers_correct(db);
@@ -1140,11 +1124,6 @@ static void test_worker_database_replaced(void) {
     }
 }
 
-static DqAnswerer *open_hash_answerer(void *user, int index, GError **err) {
-    (void)index;
-    return jt_answerer_new(user);
-}
-
 static void test_run_max_jobs(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 2, 5);
@@ -1154,7 +1133,7 @@ static void test_run_max_jobs(void) {
                        .max_jobs = 5};
     DqRunResult res;
     GError *err = NULL;
-    int code = queue_run(&ro, open_hash_answerer, NULL, &res, &err);
+    int code = queue_run(&ro, jt_open_answerer, NULL, &res, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(code, ==, 0);
     g_assert_cmpint(res.total.done, ==, 5);
@@ -1162,7 +1141,7 @@ static void test_run_max_jobs(void) {
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 5);
     /* The rest, to the end. */
     ro.max_jobs = 0;
-    code = queue_run(&ro, open_hash_answerer, NULL, &res, &err);
+    code = queue_run(&ro, jt_open_answerer, NULL, &res, &err);
     g_assert_cmpint(code, ==, 0);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 10);
     assert_answers_correct(db);
@@ -1187,7 +1166,7 @@ static void test_heartbeat_keeps_leases(void) {
                        .n_workers = 2};
     DqRunResult res;
     GError *err = NULL;
-    g_assert_cmpint(queue_run(&ro, open_hash_answerer, &cfg, &res, &err), ==, 0);
+    g_assert_cmpint(queue_run(&ro, jt_open_answerer, &cfg, &res, &err), ==, 0);
     dq_assert_no_error(err);
     g_assert_cmpint(res.total.done, ==, 8);
     g_assert_cmpint(res.total.lost, ==, 0);
@@ -1214,7 +1193,7 @@ static void test_run_counts_buried_jobs(void) {
     DqRunOptions ro = {.worker = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE},
                        .n_workers = 2};
     DqRunResult res;
-    int code = queue_run(&ro, open_hash_answerer, NULL, &res, &err);
+    int code = queue_run(&ro, jt_open_answerer, NULL, &res, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'dead'"), ==, 1);
     g_assert_cmpint(res.total.done, ==, 3);
@@ -1233,19 +1212,8 @@ static void test_run_buried_then_answered(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 1);
     g_assert_cmpint(jt_ask(db, 1, "m", 1), ==, 1);
-    JtAnswererConfig cfg = {.delay_ms = 1500};
-    DqRunOptions ro = {.worker = {.db_path = db,
-                                  .model_id = "m",
-                                  .batch = 1,
-                                  .until_empty = TRUE,
-                                  .lease_ms = 300,
-                                  .heartbeat_ms = 60000,
-                                  .poll_ms = 20},
-                       .n_workers = 2};
     DqRunResult res;
-    GError *err = NULL;
-    int code = queue_run(&ro, open_hash_answerer, &cfg, &res, &err);
-    dq_assert_no_error(err);
+    int code = jt_run_buried_then_answered(db, &res);
     g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'lease_expired'"), ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM v_answers"), ==, 1);
@@ -1278,7 +1246,7 @@ static int run_while_locked(const char *db, int delay_ms, int times, gulong hold
                                       .poll_ms = 20},
                            .n_workers = 2};
         DqRunResult res;
-        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
+        int code = queue_run(&ro, jt_open_answerer, &cfg, &res, NULL);
         _exit(code);
     }
     gint64 give_up = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
@@ -1384,7 +1352,7 @@ static void test_run_sigterm(void) {
             .worker = {.db_path = db, .model_id = "m", .batch = 3, .until_empty = TRUE},
             .n_workers = 2};
         DqRunResult res;
-        int code = queue_run(&ro, open_hash_answerer, &cfg, &res, NULL);
+        int code = queue_run(&ro, jt_open_answerer, &cfg, &res, NULL);
         _exit(code);
     }
     /* Interrupt once work is under way (however slow this machine is to start). */
@@ -1501,7 +1469,7 @@ static void test_run_cancelled_while_running(void) {
                        .n_workers = 1};
     DqRunResult res;
     GError *err = NULL;
-    int code = queue_run(&ro, open_hash_answerer, &cfg, &res, &err);
+    int code = queue_run(&ro, jt_open_answerer, &cfg, &res, &err);
     dq_assert_no_error(err);
     scene_end(&sc); /* it acted in the worker process: the counts below say what it did */
     g_assert_cmpint(code, ==, 0);
@@ -1542,11 +1510,7 @@ static void test_worker_cancelled_as_it_finishes(void) {
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {
         .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     scene_end(&sc);
     g_assert_true(sc.acted);
     g_assert_cmpint(stats.done, ==, 1);
@@ -1599,11 +1563,7 @@ static void test_worker_taken_over_while_running(void) {
     DqAnswerer *a = jt_answerer_new(&cfg);
     DqWorkerOptions opt = {
         .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     scene_end(&sc);
     g_assert_true(sc.acted);
     g_assert_cmpint(stats.withdrawn, ==, 1);

@@ -5,11 +5,6 @@
 #include "queue.h"
 #include "testutil.h"
 
-static DqAnswerer *open_hash_answerer(void *user, int index, GError **err) {
-    (void)index;
-    return jt_answerer_new(NULL);
-}
-
 static void test_eight_workers_2000_jobs(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 100, 10);
@@ -20,7 +15,7 @@ static void test_eight_workers_2000_jobs(void) {
     DqRunResult res;
     GError *err = NULL;
     gint64 t0 = g_get_monotonic_time();
-    int code = queue_run(&ro, open_hash_answerer, NULL, &res, &err);
+    int code = queue_run(&ro, jt_open_answerer, NULL, &res, &err);
     dq_assert_no_error(err);
     g_test_message("8 workers, 2000 jobs: %.1f s", (g_get_monotonic_time() - t0) / 1e6);
     g_assert_cmpint(code, ==, 0);

@@ -124,6 +124,15 @@ static DqJobAnswer answer_for(gint64 job_id, const char *text) {
                          .exact = 1};
 }
 
+/* store_jobs_complete of the n answers as owner, every one of them written. */
+static void complete_all(DqStore *s, const char *owner, const DqJobAnswer *ans, int n) {
+    int written = 0;
+    GError *err = NULL;
+    g_assert_true(store_jobs_complete(s, owner, ans, n, &written, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(written, ==, n);
+}
+
 static gboolean collect_answer(const DqAnswerRow *row, void *user, GError **err) {
     g_string_append_printf(user, "%s|%d|%s|%s|%s|%s|%s|%s|%s\n", row->document_path, row->page,
                            row->question, row->answer, row->model, row->finished_at,
@@ -344,11 +353,9 @@ static void test_lifecycle(gconstpointer kind) {
     int written = -1;
     g_assert_true(store_jobs_complete(s, "B", ans, 4, &written, &err));
     g_assert_cmpint(written, ==, 0);
-    g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err));
-    g_assert_cmpint(written, ==, 4);
+    complete_all(s, "A", ans, 4);
     /* Twice (a retry after a lost COMMIT reply): the answers are found stored, not again. */
-    g_assert_true(store_jobs_complete(s, "A", ans, 4, &written, &err));
-    g_assert_cmpint(written, ==, 4);
+    complete_all(s, "A", ans, 4);
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers"), ==, 4);
     ans[0].text = "another answer"; /* not this one: late */
     g_assert_true(store_jobs_complete(s, "A", ans, 1, &written, &err));
@@ -504,9 +511,7 @@ static void test_requeue_approximate(gconstpointer kind) {
     ans[2].text = "not known"; /* answered before schema 0003: not requeued */
     ans[2].device = ans[2].weights = NULL;
     ans[2].exact = -1;
-    int written = 0;
-    g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
-    g_assert_cmpint(written, ==, 3);
+    complete_all(s, "A", ans, 3);
     gboolean pending = TRUE;
     g_assert_true(store_jobs_has_pending(s, "m", &pending, &err));
     dq_assert_no_error(err);
@@ -537,8 +542,7 @@ static void test_requeue_approximate(gconstpointer kind) {
     g_assert_cmpint(j->attempt, ==, 1);
     DqJobAnswer redo = answer_for(j->job_id, "on the cpu");
     redo.finished_at = "2026-01-02T00:00:00.500Z";
-    g_assert_true(store_jobs_complete(s, "B", &redo, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "B", &redo, 1);
     text = answers_text(s);
     g_assert_null(strstr(text, "from the gpu"));
     g_assert_nonnull(strstr(text, "|on the cpu|m|2026-01-02T00:00:00.500Z|cpu|stored|exact\n"));
@@ -586,9 +590,7 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
         ans[i].weights = "int8";
         ans[i].exact = 0;
     }
-    int written = 0;
-    g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
-    g_assert_cmpint(written, ==, 3);
+    complete_all(s, "A", ans, 3);
     gint64 requeued = requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 3);
 
@@ -678,10 +680,7 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
                           answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 2))->job_id, "q8")};
     ans[1].weights = "int8";
     ans[1].exact = 0;
-    int written = 0;
-    g_assert_true(store_jobs_complete(s, "W", ans, 2, &written, &err));
-    dq_assert_no_error(err);
-    g_assert_cmpint(written, ==, 2);
+    complete_all(s, "W", ans, 2);
     char *text = answers_text(s);
     g_assert_nonnull(strstr(text, "|Old?|kept|m|2025-01-01T00:00:01.000Z|NULL|NULL|unknown\n"));
     g_assert_nonnull(strstr(text, "|Old?|new|m|2026-01-01T00:00:01.250Z|cpu|stored|exact\n"));
@@ -742,11 +741,7 @@ static void answer_claimed(DqStore *s, GPtrArray *claimed, const char *prefix, c
         ans[i].model_fingerprint = fp;
         ans[i].exact = exact;
     }
-    int written = 0;
-    GError *err = NULL;
-    g_assert_true(store_jobs_complete(s, "W", ans, (int)claimed->len, &written, &err));
-    dq_assert_no_error(err);
-    g_assert_cmpint(written, ==, (int)claimed->len);
+    complete_all(s, "W", ans, (int)claimed->len);
     g_strfreev(texts);
     g_free(ans);
 }
@@ -1178,10 +1173,7 @@ static void test_rerender_keeps_jobs(gconstpointer kind) {
     DqJobAnswer ans[3];
     for (guint i = 0; i < claimed->len; i++)
         ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(claimed, i))->job_id, "42");
-    int written = 0;
-    g_assert_true(store_jobs_complete(s, "w", ans, 3, &written, &err));
-    dq_assert_no_error(err);
-    g_assert_cmpint(written, ==, 3);
+    complete_all(s, "w", ans, 3);
     g_ptr_array_free(claimed, TRUE);
     /* Page 3's job is taken away, so only page 3 of those past the new rendering's last page
      * has none. */
@@ -1307,9 +1299,7 @@ static void test_requeue_done_stale(gconstpointer kind) {
         ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(a, i))->job_id, "old");
         ans[i].model_fingerprint = fps[i];
     }
-    int written = 0;
-    g_assert_true(store_jobs_complete(s, "A", ans, 3, &written, &err));
-    g_assert_cmpint(written, ==, 3);
+    complete_all(s, "A", ans, 3);
     g_assert_cmpint(requeue_done(s, DQ_DONE_APPROXIMATE, NULL, FALSE), ==, 0); /* all exact */
     g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, "aaaaaaaaaaaa", TRUE), ==, 2);
     g_assert_cmpint(requeue_done(s, DQ_DONE_STALE, FP_B, TRUE), ==, 2);
@@ -1324,8 +1314,7 @@ static void test_requeue_done_stale(gconstpointer kind) {
         ans[i] = answer_for(((DqClaimedJob *)g_ptr_array_index(b, i))->job_id, "new");
         ans[i].model_fingerprint = FP_A;
     }
-    g_assert_true(store_jobs_complete(s, "B", ans, 2, &written, &err));
-    g_assert_cmpint(written, ==, 2);
+    complete_all(s, "B", ans, 2);
     g_assert_cmpint(
         query_int(s, loc, "SELECT count(*) FROM answers WHERE model_fingerprint = '" FP_A "'"), ==,
         3);
@@ -1410,8 +1399,7 @@ static void test_migrate_round_trip(void) {
     g_assert_cmpint(cl->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, ==, ans[1].job_id);
     DqJobAnswer redo = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "2");
-    g_assert_true(store_jobs_complete(src, "W", &redo, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(src, "W", &redo, 1);
     g_ptr_array_free(cl, TRUE);
     char *want = answers_text(src);
 
@@ -1764,14 +1752,11 @@ static void test_heartbeat_gone(gconstpointer kind) {
         j[1], j[2], j[4], j[3], j[5], j[6], j[7]);
     exec_ok(s, sql);
     g_free(sql);
-    int written = 0;
     DqJobAnswer by_v = answer_for(j[4], "V's");
-    g_assert_true(store_jobs_complete(s, "V", &by_v, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "V", &by_v, 1);
     /* j8: answered, queued again (requeue --approximate) and its lease lost to the queue. */
     DqJobAnswer mine = answer_for(j[8], "first");
-    g_assert_true(store_jobs_complete(s, "W", &mine, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "W", &mine, 1);
     sql = g_strdup_printf("UPDATE jobs SET state = 'queued' WHERE id = %" G_GINT64_FORMAT, j[8]);
     exec_ok(s, sql);
     g_free(sql);
@@ -1798,9 +1783,7 @@ static void test_heartbeat_gone(gconstpointer kind) {
     g_assert_cmpint(gone->len, ==, G_N_ELEMENTS(expect));
     /* The two it goes on with are those whose late answers are kept. */
     DqJobAnswer late[2] = {answer_for(j[3], "late"), answer_for(j[6], "late")};
-    g_assert_true(store_jobs_complete(s, "W", late, 2, &written, &err));
-    dq_assert_no_error(err);
-    g_assert_cmpint(written, ==, 2);
+    complete_all(s, "W", late, 2);
     g_array_free(gone, TRUE);
     g_ptr_array_free(w, TRUE);
     store_jobs_finalize(s);
@@ -1857,8 +1840,7 @@ static void test_export_range(gconstpointer kind) {
     GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 1);
     DqJobAnswer redo = answer_for(ans[2].job_id, "third, exactly");
-    g_assert_true(store_jobs_complete(s, "B", &redo, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "B", &redo, 1);
     gint64 c3 = checkpoint_now(s);
     g_assert_cmpint(c3, ==, 4);
     text = range_text(s, c2, c3);
@@ -2056,8 +2038,7 @@ static void test_late_answer(gconstpointer kind) {
     dq_assert_no_error(err);
     g_assert_cmpint(written, ==, 1); /* j2; j1 is B's */
     DqJobAnswer mine = answer_for(j1, "b");
-    g_assert_true(store_jobs_complete(s, "B", &mine, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "B", &mine, 1);
     /* The third job: claimed twice, both leases expire, its last attempt buries it. */
     GPtrArray *c = store_jobs_claim(s, "C", "m", 1, 2000, 100, NULL, &err);
     g_assert_cmpint(c->len, ==, 1);
@@ -2077,8 +2058,7 @@ static void test_late_answer(gconstpointer kind) {
         store_jobs_count_in_state(s, (const gint64 *)buried->data, 1, DQ_JOB_DEAD, &n, &err));
     g_assert_cmpint(n, ==, 1);
     DqJobAnswer c3 = answer_for(j3, "c"), d3 = answer_for(j3, "d");
-    g_assert_true(store_jobs_complete(s, "C", &c3, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "C", &c3, 1);
     g_assert_true(store_jobs_complete(s, "D", &d3, 1, &written, &err));
     g_assert_cmpint(written, ==, 0); /* answered already */
     g_assert_true(store_jobs_counts(s, NULL, &counts, &err));
@@ -2247,9 +2227,7 @@ static void test_pg_commit_reply_lost(void) {
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM answers"), ==, 2); /* committed */
     g_assert_true(dq_store_reconnect(s, &err));
     dq_assert_no_error(err);
-    g_assert_true(store_jobs_complete(s, "A", ans, 2, &written, &err));
-    dq_assert_no_error(err);
-    g_assert_cmpint(written, ==, 2);
+    complete_all(s, "A", ans, 2);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM answers"), ==, 2);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
 
@@ -2368,9 +2346,7 @@ static void complete_behind_the_copy(const char *point) {
     GPtrArray *cl = store_jobs_claim(o, "W", "m", 1, 1000, 100000, NULL, &err);
     g_assert_cmpint(cl->len, ==, 1);
     DqJobAnswer a = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "late");
-    int written = 0;
-    g_assert_true(store_jobs_complete(o, "W", &a, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(o, "W", &a, 1);
     g_ptr_array_free(cl, TRUE);
     store_jobs_finalize(o);
     dq_store_close(o);
@@ -2526,9 +2502,7 @@ static void test_cancel(gconstpointer kind) {
     gint64 j1 = ((DqClaimedJob *)g_ptr_array_index(w, 0))->job_id;
     gint64 j2 = ((DqClaimedJob *)g_ptr_array_index(w, 1))->job_id;
     DqJobAnswer one = answer_for(j1, "one");
-    int written = 0;
-    g_assert_true(store_jobs_complete(s, "W", &one, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "W", &one, 1);
     DqJobState st = DQ_JOB_N_STATES;
     g_assert_true(store_jobs_fail(s, "W", j2, "page_image", "a.png: missing", FALSE, dq_wall_ms(),
                                   1000, &st, &err));
@@ -2637,9 +2611,7 @@ static void test_cancel(gconstpointer kind) {
     assert_state(s, loc, j3, "cancelled");
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 1);
     DqJobAnswer three = answer_for(j3, "three");
-    g_assert_true(store_jobs_complete(s, "W2", &three, 1, &written, &err));
-    dq_assert_no_error(err);
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "W2", &three, 1);
     assert_state(s, loc, j3, "done");
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM v_answers WHERE answer = 'three'"), ==,
                     1);
@@ -2796,9 +2768,7 @@ static void test_requeue_selected(gconstpointer kind) {
         } else {
             DqJobAnswer ans = answer_for(j->job_id, on_a ? "exact" : "approximate");
             ans.exact = on_a;
-            int written = 0;
-            g_assert_true(store_jobs_complete(s, "W", &ans, 1, &written, &err));
-            g_assert_cmpint(written, ==, 1);
+            complete_all(s, "W", &ans, 1);
         }
         dq_assert_no_error(err);
     }
@@ -2909,9 +2879,7 @@ static void test_status_now(gconstpointer kind) {
     dq_assert_no_error(err);
     g_assert_cmpint(c->len, ==, 2);
     DqJobAnswer a = answer_for(((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id, "x");
-    int written = 0;
-    g_assert_true(store_jobs_complete(s, "w", &a, 1, &written, &err));
-    g_assert_cmpint(written, ==, 1);
+    complete_all(s, "w", &a, 1);
     g_ptr_array_free(c, TRUE);
     const gint64 expires = t + 1000; /* the other job's lease, in this clock */
     for (gint64 now = expires - 1; now <= expires + 1; now++) {

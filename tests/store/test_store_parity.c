@@ -272,28 +272,12 @@ static gint64 db_int(const Db *d, const char *sql) {
 
 /* Runs the docqa binary; returns its exit status, and stdout in *out (g_free; may be NULL). */
 static int docqa(char **out, const char *const *args) {
-    GPtrArray *argv = g_ptr_array_new();
-    char *bin = g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL);
-    g_ptr_array_add(argv, bin);
-    for (int i = 0; args[i]; i++)
-        g_ptr_array_add(argv, (char *)args[i]);
-    g_ptr_array_add(argv, NULL);
-    char *o = NULL, *e = NULL;
-    int status = 0;
-    GError *err = NULL;
-    g_assert_true(
-        g_spawn_sync(NULL, (char **)argv->pdata, NULL, 0, NULL, NULL, &o, &e, &status, &err));
-    dq_assert_no_error(err);
+    char *e = NULL;
+    int rc = dq_test_docqa_in(NULL, NULL, args, out, &e);
     if (e[0] != '\0')
         g_test_message("docqa %s: %s", args[0], e);
-    if (out)
-        *out = o;
-    else
-        g_free(o);
     g_free(e);
-    g_free(bin);
-    g_ptr_array_free(argv, TRUE);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return rc;
 }
 
 /* Two histories happen at different moments: their times are masked in what docqa prints. */
@@ -395,11 +379,7 @@ static void worker_run(const Db *d, const Run *run) {
                            .backoff_ms = 1,
                            .poll_ms = 5,
                            .job_budget = run->budget ? &budget : NULL};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    jt_worker_run(&opt, a);
     dq_answerer_free(a);
 }
 

@@ -107,19 +107,8 @@ static void assert_consistent(void) {
 }
 
 static void test_kill_at_named_points(void) {
-    static const char *points[] = {
-        "worker:claimed",
-        "answerer:inference",
-        "worker:before_complete",
-        "claim:before_commit",
-        "complete:after_job_update",
-        "complete:before_commit",
-        "commit",
-        "complete:after_commit",
-        "worker:after_complete",
-    };
-    for (size_t i = 0; i < G_N_ELEMENTS(points); i++) {
-        char *spec = g_strdup_printf("%s:%d", points[i], 1 + (int)(i % 3));
+    for (int i = 0; jt_kill_points[i] != NULL; i++) {
+        char *spec = g_strdup_printf("%s:%d", jt_kill_points[i], 1 + (int)(i % 3));
         pid_t pid = spawn_worker(spec, 2);
         int status = 0;
         g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);

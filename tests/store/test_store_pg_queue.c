@@ -92,10 +92,6 @@ static void test_server_out_of_memory(void) {
     run_until_server_fails("out_of_memory", "the PostgreSQL server is out of memory");
 }
 
-static DqAnswerer *open_slow(void *user, int index, GError **err) {
-    return jt_answerer_new(user);
-}
-
 /* test_queue.c's /queue/run/buried-then-answered on PostgreSQL: a job buried by one worker's
  * claim and then answered late by the worker that held it is done, and the run says so. */
 static void test_buried_then_answered(void) {
@@ -103,19 +99,8 @@ static void test_buried_then_answered(void) {
     /* One job, on its last attempt. */
     pgt_exec(loc, "DELETE FROM jobs WHERE id > (SELECT min(id) FROM jobs); "
                   "UPDATE jobs SET max_attempts = 1");
-    JtAnswererConfig cfg = {.delay_ms = 1500};
-    DqRunOptions ro = {.worker = {.db_path = loc,
-                                  .model_id = "m",
-                                  .batch = 1,
-                                  .until_empty = TRUE,
-                                  .lease_ms = 300,
-                                  .heartbeat_ms = 60000,
-                                  .poll_ms = 20},
-                       .n_workers = 2};
     DqRunResult res;
-    GError *err = NULL;
-    int code = queue_run(&ro, open_slow, &cfg, &res, &err);
-    dq_assert_no_error(err);
+    int code = jt_run_buried_then_answered(loc, &res);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 1);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM v_answers"), ==, 1);
     g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
@@ -267,17 +252,6 @@ static void hold_jobs_lock(void *user) {
 }
 
 /* ../shared's tiny model, or NULL with the test skipped. g_free. */
-static char *tiny_model(void) {
-    const char *shared = dq_test_shared_dir();
-    char *model = shared ? g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL) : NULL;
-    if (model == NULL || !g_file_test(model, G_FILE_TEST_IS_DIR)) {
-        g_test_skip("../shared/models/tiny-smolvlm-b512 not found");
-        g_free(model);
-        return NULL;
-    }
-    return model;
-}
-
 /* A session to hold locks with, which the server ends once it has sat in a transaction for
  * `idle` (so that a test whose docqa waits for the lock ends, failing, without the fix). */
 static PGconn *lock_holder(const char *loc, const char *idle) {
@@ -304,7 +278,7 @@ static void hold_jobs_lock_exclusive(PGconn *c) {
  * (here by the server, the holder idle in its transaction for 20 s, so that the test ends
  * without the fix too, then failing). */
 static void test_run_stopped_while_locked(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *loc = new_queue();
@@ -374,7 +348,7 @@ static void test_stopped_statements_cancelled(void) {
  * exited until the lock was given up (here by the server, the holder idle in its transaction for
  * 30 s: the holder is still there when run exits in time). */
 static void test_run_on_terminal_stopped_while_locked(void) {
-    char *model = tiny_model();
+    char *model = dq_test_tiny_model();
     if (model == NULL)
         return;
     char *loc = new_queue();
