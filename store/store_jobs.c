@@ -398,13 +398,9 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
     GPtrArray *pages = g_ptr_array_new_with_free_func((GDestroyNotify)dq_ask_page_free);
     sqlite3_stmt *st;
     if (n_ids == 0 && n_where == 0) {
-        if ((st = stmt(s, NEWEST_VERSIONS_SQL, err)) == NULL)
+        if ((st = stmt(s, NEWEST_VERSIONS_SQL, err)) == NULL ||
+            !append_ids(s, st, ids, "listing documents", err))
             goto fail;
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            gint64 id = sqlite3_column_int64(st, 0);
-            g_array_append_val(ids, id);
-        }
-        sqlite3_reset(st);
     }
     for (int i = 0; i < n_ids; i++) {
         if ((st = stmt(s,
@@ -413,7 +409,13 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
                        err)) == NULL)
             goto fail;
         sqlite3_bind_int64(st, 1, document_ids[i]);
-        gboolean exists = sqlite3_step(st) == SQLITE_ROW;
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            sqlite3_reset(st);
+            db_fail(s, err, "finding a document");
+            goto fail;
+        }
+        gboolean exists = rc == SQLITE_ROW;
         gboolean ok =
             exists && !store_jobs_failed_document(
                           s, document_ids[i], (const char *)sqlite3_column_text(st, 0),
@@ -1053,8 +1055,9 @@ gboolean store_jobs_counts_at(DqStore *s, const char *model_id, gint64 now_ms, D
         if (st == NULL)
             return FALSE;
         bind_text(st, 1, model_id);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            c->pending_other = sqlite3_column_int64(st, 0);
+        if (!step_row(s, st, "counting other models' jobs", err))
+            return FALSE;
+        c->pending_other = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
     }
     return TRUE;

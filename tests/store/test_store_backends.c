@@ -2865,6 +2865,80 @@ static void test_requeue_selected(gconstpointer kind) {
  * A lease that expires at E is running at E (lease_expires_ms < now is stalled) and stalled at
  * E + 1, in the counts and in the progress rows alike; an answer finished exactly 600 s before
  * now is in the rate's window, 1 ms later out of it. */
+/* Stops every SQLite statement at its first instruction, as an I/O error or a corrupt page
+ * would stop it part way. */
+static int interrupt_step(void *unused) {
+    (void)unused;
+    return 1;
+}
+
+/* Interrupts the statements whose text contains the string `user` points to (a trace callback
+ * arms the progress handler as each statement starts). */
+static gboolean interrupt_armed;
+static int arm_interrupt(unsigned type, void *user, void *stmt, void *unused) {
+    (void)type, (void)unused;
+    interrupt_armed = strstr(sqlite3_sql(stmt), user) != NULL;
+    return 0;
+}
+static int interrupt_if_armed(void *unused) {
+    (void)unused;
+    return interrupt_armed;
+}
+
+/* store_jobs_counts' count of other models' jobs (run's "nothing left for this model, N for
+ * others") fails with its read rather than saying 0. */
+static void test_counts_read_error(void) {
+    char *loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/a.pdf", "1111111111111111111111111111111111111111111111111111111111111111");
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+    DqJobCounts c;
+    g_assert_true(store_jobs_counts(s, "another-model", &c, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(c.pending_other, ==, 3);
+    sqlite3 *db = dq_store_sqlite(s);
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, arm_interrupt, (void *)"model_id <> ?1");
+    sqlite3_progress_handler(db, 1, interrupt_if_armed, NULL);
+    g_assert_false(store_jobs_counts(s, "another-model", &c, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "counting other models' jobs"));
+    g_clear_error(&err);
+    sqlite3_progress_handler(db, 0, NULL, NULL);
+    sqlite3_trace_v2(db, 0, NULL, NULL);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* A read that fails while choosing the pages to ask about fails ask; it is not taken for a
+ * database with fewer documents (a nightly ask would queue nothing and exit 0). */
+static void test_select_pages_read_error(void) {
+    char *loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    gint64 doc = add_document(s, "/a.pdf",
+                              "1111111111111111111111111111111111111111111111111111111111111111");
+    sqlite3_progress_handler(dq_store_sqlite(s), 1, interrupt_step, NULL);
+    g_assert_null(store_jobs_select_pages(s, NULL, 0, NULL, 0, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "listing documents"));
+    g_clear_error(&err);
+    /* By id: a failed read is said as such, not as "no document with id". */
+    g_assert_null(store_jobs_select_pages(s, &doc, 1, NULL, 0, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "finding a document"));
+    g_clear_error(&err);
+    sqlite3_progress_handler(dq_store_sqlite(s), 0, NULL, NULL);
+    GPtrArray *pages = store_jobs_select_pages(s, NULL, 0, NULL, 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(pages->len, ==, 4);
+    g_ptr_array_free(pages, TRUE);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 static void test_status_now(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
@@ -3000,6 +3074,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/postgres/notice-escaped", test_pg_notice_escaped);
     g_test_add_func("/store/backends/sqlite/close-finalizes", test_close_finalizes_statements);
     g_test_add_data_func("/store/backends/sqlite/status-now", "sqlite", test_status_now);
+    g_test_add_func("/store/backends/sqlite/select-pages-read-error", test_select_pages_read_error);
+    g_test_add_func("/store/backends/sqlite/counts-read-error", test_counts_read_error);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     int rc = g_test_run();
     pgt_stop(server);
