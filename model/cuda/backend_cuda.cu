@@ -137,9 +137,9 @@ typedef struct {
     const float *px_read_buf; /* ... from this buffer (NULL once released) */
     cudaEvent_t px_fence;     /* the main stream's work so far, for a buffer new to the uploads */
     /* RoPE inverse frequencies, computed on the host exactly as the CPU reference does */
-    float *inv_freq; /* device [64 * 4] */
-    int32_t *ids;    /* device [DQ_CUDA_ARGMAX_ROWS]: argmax_rows' picks, downloaded */
-    double inv_theta;
+    float *inv_freq;  /* device [64 * 4] */
+    int32_t *ids;     /* device [DQ_CUDA_ARGMAX_ROWS]: argmax_rows' picks, downloaded */
+    double inv_theta; /* what inv_freq holds (0: nothing yet) */
     int inv_hd;
     /* the first error; every later op is skipped */
     cudaError_t sticky;
@@ -150,6 +150,8 @@ typedef struct {
     cudaError_t cap_err; /* the first error while recording: fails the recording only */
     char cap_msg[512];
     uint64_t cap_key;
+    double cap_inv_theta; /* inv_freq as the recording leaves it (cap_inv_hd 0: unchanged) */
+    int cap_inv_hd;
     GraphEntry graphs[DQ_CUDA_GRAPHS_KEPT];
     int n_graphs;
     guint64 graph_clock;
@@ -1448,15 +1450,28 @@ static void cuda_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_
         record(c, cudaErrorInvalidValue, "rope: head_dim over 512");
         return;
     }
-    if (c->inv_theta != theta || c->inv_hd != head_dim) {
+    /* The table the ops queued so far leave in inv_freq: while recording, a recorded copy's
+     * (it runs only if the recording is replayed, so inv_theta waits for graph_end). */
+    const gboolean pending = c->capturing && c->cap_inv_hd != 0;
+    const double have_theta = pending ? c->cap_inv_theta : c->inv_theta;
+    const int have_hd = pending ? c->cap_inv_hd : c->inv_hd;
+    if (have_theta != theta || have_hd != head_dim) {
         /* The inverse frequencies with the host's powf, bit for bit what the CPU uses. */
         float host[256];
         for (int i = 0; i < half; i++)
             host[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)head_dim);
-        CK(c, cudaMemcpyAsync(c->inv_freq, stage_small(c, host, (size_t)half * sizeof(float)),
-                              (size_t)half * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
-        c->inv_theta = theta;
-        c->inv_hd = head_dim;
+        const void *staged = stage_small(c, host, (size_t)half * sizeof(float));
+        if (staged == NULL)
+            return;
+        CK(c, cudaMemcpyAsync(c->inv_freq, staged, (size_t)half * sizeof(float),
+                              cudaMemcpyDeviceToDevice, c->stream));
+        if (c->capturing) {
+            c->cap_inv_theta = theta;
+            c->cap_inv_hd = head_dim;
+        } else {
+            c->inv_theta = theta;
+            c->inv_hd = head_dim;
+        }
     }
     const int32_t *dpos = (const int32_t *)stage_small(c, pos, (size_t)n * sizeof(int32_t));
     if (dpos == NULL)
@@ -3136,6 +3151,7 @@ static gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
     c->cap_err = cudaSuccess;
     c->cap_msg[0] = '\0';
     c->cap_key = key;
+    c->cap_inv_hd = 0;
     c->dl_pos = 0;
     g_array_set_size(c->deferred, 0);
     return TRUE;
@@ -3227,6 +3243,10 @@ static gboolean cuda_graph_end(DqBackend *be, gboolean run) {
     CK(c, cudaGraphLaunch(exec, c->stream));
     CK(c, cudaStreamSynchronize(c->stream));
     c->gstats.replayed++;
+    if (c->cap_inv_hd != 0 && c->sticky == cudaSuccess) {
+        c->inv_theta = c->cap_inv_theta; /* the recorded table copy has run */
+        c->inv_hd = c->cap_inv_hd;
+    }
     for (guint i = 0; i < c->deferred->len; i++) {
         const Deferred *d = &g_array_index(c->deferred, Deferred, i);
         if (c->sticky != cudaSuccess)

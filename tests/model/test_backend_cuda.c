@@ -1520,6 +1520,38 @@ static void test_graph_redo_cpu(void) {
     smolvlm_pipeline_free(p);
 }
 
+/* ---- recorded steps at the op level */
+
+/* A recording that is dropped (graph_end without run) ran nothing, not even the copy of RoPE's
+ * frequency table that it recorded, so the next plain rope must still copy the table: on a fresh
+ * backend whose first rope is recorded, after a plain rope with another theta, and (third
+ * round) after a recording that was replayed. */
+static void test_graph_rope_dropped(void) {
+    if (!need_gpu())
+        return;
+    DqBackend *be = backend_with("DOCQA_CUDA_GRAPHS", "1"), *shared = gpu;
+    gpu = be; /* the pairs' GPU side */
+    const int n = 6, heads = 3, hd = 64;
+    const double thetas[3] = {10000.0, 100000.0, 10000.0};
+    const int32_t pos[6] = {0, 1, 7, 100, 2000, 8191};
+    for (int t = 0; t < 3; t++) {
+        Pair x = pair_new((size_t)n * heads * hd, 2);
+        const gboolean run = t == 2;
+        g_assert_true(be->graph_begin(be, 42));
+        be->rope(be, x.g, pos, n, heads, hd, thetas[t]);
+        g_assert_true(be->graph_end(be, run) == run);
+        if (run)
+            cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[t]);
+        cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[t]);
+        be->rope(be, x.g, pos, n, heads, hd, thetas[t]);
+        pair_check(&x, 1e-5,
+                   run ? "rope after a replayed recording" : "rope after a dropped recording");
+        pair_free(&x);
+    }
+    gpu = shared;
+    dq_backend_free(be);
+}
+
 /* ---- everywhere */
 
 static void test_device_names(void) {
@@ -1614,6 +1646,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/graph_forward", test_graph_forward);
     g_test_add_func("/backend_cuda/graph_generator", test_graph_generator);
     g_test_add_func("/backend_cuda/graph_redo_cpu", test_graph_redo_cpu);
+    g_test_add_func("/backend_cuda/graph_rope_dropped", test_graph_rope_dropped);
     int rc = g_test_run();
     dq_backend_free(gpu);
     dq_backend_free(cpu);
