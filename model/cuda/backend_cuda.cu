@@ -20,8 +20,10 @@
  *   copy queued, then committed, which re-records the events of the slots it ran across.
  * - DOCQA_CUDA_PROFILE=1: the GPU time of every op by shape, printed when the backend is freed.
  * - Decode steps as CUDA graphs (graph_begin / graph_end, backend.h; DOCQA_CUDA_GRAPHS=1): the
- *   stream is captured, the graph made for the step's key is updated in place with the new
- *   arguments (cudaGraphExecUpdate; re-instantiated when the update is refused) and launched.
+ *   stream is captured, the graph made for the step's key (and the recording's node count) is
+ *   updated in place with the new arguments (cudaGraphExecUpdate; re-instantiated when the
+ *   update is refused) and launched. Every step is recorded afresh and its graph updated from
+ *   that recording, so no pointer or size of an earlier step is ever replayed.
  *   Capture-safety: graph_begin waits for the stream and empties the ring, so nothing recorded
  *   needs a synchronisation (a ring that would wrap fails the recording instead); the pool never
  *   cudaMallocs while recording (a missing block fails the recording); downloads become async
@@ -78,8 +80,14 @@ extern "C" {
 /* cublasLt plans kept (one per product shape and alignment) before they are all dropped. */
 #define DQ_CUDA_LT_PLANS_KEPT 4096
 
+/* A graph kept for a step's key and its recording's node count: the caller's key does not name
+ * everything that shapes the step (whether a decode segment's keys span several runs adds
+ * attn_decode_merge_kernel, for one), and a recording whose nodes differ from the graph's would
+ * only be refused by cudaGraphExecUpdate and replace it, so that two steps alternating between
+ * such shapes would build a graph each time. */
 typedef struct {
     uint64_t key;
+    size_t nodes;
     cudaGraphExec_t exec;
     guint64 used_at;
 } GraphEntry;
@@ -3157,12 +3165,17 @@ static gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
     return TRUE;
 }
 
-/* The graph for the recorded key, updated to `graph` or instantiated from it; NULL on failure
- * (the message in c->cap_msg). */
+/* The graph for the recorded key and node count, updated to `graph` or instantiated from it;
+ * NULL on failure (the message in c->cap_msg). */
 static cudaGraphExec_t graph_exec_for(CudaCtx *c, cudaGraph_t graph) {
+    size_t nodes = 0;
+    if (cudaGraphGetNodes(graph, NULL, &nodes) != cudaSuccess) {
+        cudaGetLastError();
+        nodes = 0; /* matched by key alone: at worst an update refused */
+    }
     GraphEntry *slot = NULL;
     for (int i = 0; i < c->n_graphs; i++)
-        if (c->graphs[i].key == c->cap_key)
+        if (c->graphs[i].key == c->cap_key && c->graphs[i].nodes == nodes)
             slot = &c->graphs[i];
     if (slot != NULL) {
 #if CUDART_VERSION >= 12000
@@ -3203,7 +3216,7 @@ static cudaGraphExec_t graph_exec_for(CudaCtx *c, cudaGraph_t graph) {
         return NULL;
     }
     c->gstats.instantiated++;
-    *slot = (GraphEntry){c->cap_key, exec, ++c->graph_clock};
+    *slot = (GraphEntry){c->cap_key, nodes, exec, ++c->graph_clock};
     return exec;
 }
 

@@ -1552,6 +1552,81 @@ static void test_graph_rope_dropped(void) {
     dq_backend_free(be);
 }
 
+/* Decode steps recorded under one key whose shape alternates: a segment's keys within one run
+ * of 256, then across two (attn_decode_merge_kernel and the runs' states join the step). Every
+ * replay gives the bits of plain launches, and each shape keeps a graph of its own, updated in
+ * place from then on (the key alone made each change of shape a refused update and a new
+ * graph). */
+static void test_graph_decode_runs(void) {
+    if (!need_gpu())
+        return;
+    DqBackend *be = backend_with("DOCQA_CUDA_GRAPHS", "1"), *shared = gpu;
+    gpu = be;
+    const int H = 9, Hkv = 3, hd = 64, qd = H * hd, kvd = Hkv * hd, cap = 700;
+    const int past[2][2] = {{100, 50}, {400, 50}}; /* kv_max 101: one run; 401: two */
+    Pair q = pair_new(2 * (size_t)qd, 1), k = pair_new(2 * (size_t)kvd, 1);
+    Pair v = pair_new(2 * (size_t)kvd, 1), out = pair_new(2 * (size_t)qd, 0);
+    Pair kc[2], vc[2];
+    for (int s = 0; s < 2; s++) {
+        kc[s] = pair_new((size_t)cap * kvd, 1);
+        vc[s] = pair_new((size_t)cap * kvd, 1);
+    }
+    DqAttention shape = {.n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = qd,
+                         .kv_stride = kvd,
+                         .scale = 1.0f / sqrtf((float)hd)};
+    float *zero = g_new0(float, out.n), *want[2], *got = g_new(float, out.n);
+    /* Plainly first: the reference bits, and the runs' states' block left in the pool (a
+     * recording cannot allocate one). */
+    for (int step = 0; step < 8; step++) {
+        const int sh = step % 2, plain = step < 2;
+        DqAttnSegment gs[2];
+        for (int s = 0; s < 2; s++)
+            gs[s] = (DqAttnSegment){
+                .k_cache = kc[s].g, .v_cache = vc[s].g, .row0 = s, .n_q = 1, .n_past = past[sh][s]};
+        be->upload(be, out.g, zero, out.n);
+        if (!plain)
+            g_assert_true(be->graph_begin(be, 7));
+        dq_attention_segments(be, out.g, q.g, k.g, v.g, gs, 2, &shape);
+        if (!plain)
+            g_assert_true(be->graph_end(be, TRUE));
+        be->download(be, got, out.g, out.n);
+        if (plain) {
+            want[sh] = g_memdup2(got, out.n * sizeof(float));
+        } else if (memcmp(got, want[sh], out.n * sizeof(float)) != 0) {
+            g_error("decode step %d (%d keys): the replayed graph's output differs from plain "
+                    "launches",
+                    step, past[sh][0] + 1);
+        }
+    }
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(be, &err));
+    dq_assert_no_error(err);
+    DqCudaGraphStats st;
+    graph_stats_print(be, "decode runs", &st);
+    g_assert_cmpint(st.failed, ==, 0);
+    g_assert_cmpint(st.replayed, ==, 6);
+    g_assert_cmpint(st.instantiated, ==, 2); /* one a shape */
+    g_assert_cmpint(st.update_refused, ==, 0);
+    g_assert_cmpint(st.updated, ==, 4);
+    for (int s = 0; s < 2; s++) {
+        pair_free(&kc[s]);
+        pair_free(&vc[s]);
+    }
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+    g_free(want[0]);
+    g_free(want[1]);
+    g_free(got);
+    g_free(zero);
+    gpu = shared;
+    dq_backend_free(be);
+}
+
 /* ---- everywhere */
 
 static void test_device_names(void) {
@@ -1647,6 +1722,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/graph_generator", test_graph_generator);
     g_test_add_func("/backend_cuda/graph_redo_cpu", test_graph_redo_cpu);
     g_test_add_func("/backend_cuda/graph_rope_dropped", test_graph_rope_dropped);
+    g_test_add_func("/backend_cuda/graph_decode_runs", test_graph_decode_runs);
     int rc = g_test_run();
     dq_backend_free(gpu);
     dq_backend_free(cpu);
