@@ -699,8 +699,14 @@ static void cuda_download(DqBackend *be, float *dst, const float *src, size_t n)
         CK(c, cudaMemcpyAsync(c->ring_host + off, (const uint8_t *)src + done, part,
                               cudaMemcpyDeviceToHost, c->stream));
         CK(c, cudaStreamSynchronize(c->stream));
-        memcpy((uint8_t *)dst + done, c->ring_host + off, part);
         ring_reset(c); /* the stream is idle: the whole ring is free */
+        if (c->sticky != cudaSuccess) {
+            /* The copy, or an op before it, failed: zeros, as after any error, and never the
+             * bytes the ring holds from another transfer. */
+            memset((uint8_t *)dst + done, 0, bytes - done);
+            return;
+        }
+        memcpy((uint8_t *)dst + done, c->ring_host + off, part);
         done += part;
     }
 }

@@ -1627,6 +1627,38 @@ static void test_graph_decode_runs(void) {
     dq_backend_free(be);
 }
 
+/* A download whose copy fails gives zeros, as every op after an error does, and not the bytes
+ * the pinned ring still holds from the download before it; the backend reports the error. A
+ * backend of its own (the error is kept), registered last in case the bad address spoils the
+ * device for the process. */
+static void test_download_error(void) {
+    if (!need_gpu())
+        return;
+    DqBackend *be = backend_with("DOCQA_CUDA_GRAPHS", "0");
+    const size_t n = 1000;
+    float *src = g_new(float, n), *dst = g_new(float, n);
+    for (size_t i = 0; i < n; i++)
+        src[i] = (float)i + 1.0f;
+    float *d = be->alloc(be, n);
+    g_assert_nonnull(d);
+    be->upload(be, d, src, n);
+    be->download(be, dst, d, n);
+    g_assert_cmpmem(dst, n * sizeof(float), src, n * sizeof(float)); /* and so does the ring */
+    be->download(be, dst, (const float *)(uintptr_t)0x100, n);       /* no device memory */
+    GError *err = NULL;
+    g_assert_false(dq_backend_cuda_check(be, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+    g_test_message("the failed download: %s", err->message);
+    g_clear_error(&err);
+    for (size_t i = 0; i < n; i++)
+        if (dst[i] != 0.0f)
+            g_error("a failed download left %g at %zu, not 0", dst[i], i);
+    be->release(be, d);
+    g_free(src);
+    g_free(dst);
+    dq_backend_free(be);
+}
+
 /* ---- everywhere */
 
 static void test_device_names(void) {
@@ -1723,6 +1755,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/graph_redo_cpu", test_graph_redo_cpu);
     g_test_add_func("/backend_cuda/graph_rope_dropped", test_graph_rope_dropped);
     g_test_add_func("/backend_cuda/graph_decode_runs", test_graph_decode_runs);
+    g_test_add_func("/backend_cuda/download_error", test_download_error); /* last */
     int rc = g_test_run();
     dq_backend_free(gpu);
     dq_backend_free(cpu);
