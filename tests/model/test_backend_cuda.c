@@ -989,6 +989,55 @@ static void test_pixel_chunks(void) {
     pair_free(&px);
 }
 
+/* More tiles in one upload than the pinned ring holds (200 tiles of 512: 157 MB of bytes, the
+ * ring 128 MiB), queued on the upload stream behind a long run of work on the main stream, so
+ * that the host laps the ring while the copies still wait. After the tables every part runs
+ * across a slot boundary: a slot written again before the copy that crossed it had read it
+ * (staging_ring.h) would show as wrong bytes in the buffer. */
+static void test_pixel_ring(void) {
+    if (!need_gpu())
+        return;
+    const int tile = 512, T = 200;
+    const size_t tb = (size_t)3 * tile * tile, lut_n = (size_t)T * 3 * 256;
+    const size_t nf = dq_pixel_buffer_floats(T, 3, tile);
+    float *px = gpu->alloc(gpu, nf);
+    g_assert_nonnull(px);
+    Pair busy = pair_new((size_t)1 << 26, 0);
+    uint8_t *bytes = g_new(uint8_t, T * tb);
+    float *luts = g_new(float, lut_n), *back = g_new(float, nf);
+    guint32 x = g_rand_int(rng) | 1;
+    for (size_t i = 0; i < T * tb; i++) { /* xorshift: g_rand per byte would take seconds */
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes[i] = (uint8_t)x;
+    }
+    for (size_t i = 0; i < lut_n; i++)
+        luts[i] = (float)g_rand_double_range(rng, -1, 1);
+    DqPixelTile *tiles = g_new(DqPixelTile, T);
+    for (int t = 0; t < T; t++)
+        tiles[t] = (DqPixelTile){bytes + t * tb, luts + (size_t)t * 3 * 256, 0};
+    for (int i = 0; i < 400; i++)
+        gpu->add(gpu, busy.g, busy.g, busy.n);
+    dq_upload_pixels(gpu, px, tiles, T, 3, tile);
+    gpu->download(gpu, back, px, nf);
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(gpu, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpmem(back, lut_n * sizeof(float), luts, lut_n * sizeof(float));
+    const uint8_t *got = (const uint8_t *)(back + lut_n);
+    for (size_t i = 0; i < T * tb; i++)
+        if (got[i] != bytes[i])
+            g_error("pixel upload over the ring: byte %zu of the tiles (tile %zu) is %u, not %u", i,
+                    i / tb, got[i], bytes[i]);
+    gpu->release(gpu, px);
+    pair_free(&busy);
+    g_free(tiles);
+    g_free(bytes);
+    g_free(luts);
+    g_free(back);
+}
+
 /* argmax_rows against the reference on rows a greedy step could meet: ties (the first index
  * wins), NaN (never wins, except at index 0, where the sequential scan never leaves it), all
  * -inf, infinities, signed zeros; and more rows than one launch takes. */
@@ -1746,6 +1795,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/add_broadcast", test_add_broadcast);
     g_test_add_func("/backend_cuda/layout", test_layout);
     g_test_add_func("/backend_cuda/pixel_chunks", test_pixel_chunks);
+    g_test_add_func("/backend_cuda/pixel_ring", test_pixel_ring);
     g_test_add_func("/backend_cuda/embed", test_embed);
     g_test_add_func("/backend_cuda/argmax_rows", test_argmax_rows);
     g_test_add_func("/backend_cuda/memory", test_memory);
