@@ -53,6 +53,7 @@ extern "C" {
 #include "backend_cuda.h"
 #include "dq_error.h"
 #include "safetensors.h"
+#include "graph_table.h"
 #include "kernel_math.h"
 #include "staging_ring.h"
 }
@@ -70,27 +71,12 @@ extern "C" {
 /* cuBLAS workspace, given explicitly so that cuBLAS never allocates behind our back (which a
  * CUDA graph capture would not allow). */
 #define DQ_CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
-/* Graphs kept (one per step shape: decode batches of different sizes); the least recently used
- * is dropped beyond. */
-#define DQ_CUDA_GRAPHS_KEPT 16
 /* Recordings that fail in a row before graphs are turned off for the backend. */
 #define DQ_CUDA_GRAPH_MAX_FAILURES 3
 /* Pinned download area for recorded steps, grown (between steps) to what a step needed. */
 #define DQ_CUDA_DL_MIN_BYTES ((size_t)4 << 20)
 /* cublasLt plans kept (one per product shape and alignment) before they are all dropped. */
 #define DQ_CUDA_LT_PLANS_KEPT 4096
-
-/* A graph kept for a step's key and its recording's node count: the caller's key does not name
- * everything that shapes the step (whether a decode segment's keys span several runs adds
- * attn_decode_merge_kernel, for one), and a recording whose nodes differ from the graph's would
- * only be refused by cudaGraphExecUpdate and replace it, so that two steps alternating between
- * such shapes would build a graph each time. */
-typedef struct {
-    uint64_t key;
-    size_t nodes;
-    cudaGraphExec_t exec;
-    guint64 used_at;
-} GraphEntry;
 
 /* A download recorded in a graph: bytes at dl_host + off go to dst after the replay. */
 typedef struct {
@@ -160,11 +146,9 @@ typedef struct {
     uint64_t cap_key;
     double cap_inv_theta; /* inv_freq as the recording leaves it (cap_inv_hd 0: unchanged) */
     int cap_inv_hd;
-    GraphEntry graphs[DQ_CUDA_GRAPHS_KEPT];
-    int n_graphs;
-    guint64 graph_clock;
-    int graph_failures; /* in a row */
-    uint8_t *dl_host;   /* pinned [dl_cap] */
+    DqGraphTable graphs; /* kept by step key and node count (graph_table.h) */
+    int graph_failures;  /* in a row */
+    uint8_t *dl_host;    /* pinned [dl_cap] */
     size_t dl_cap, dl_pos, dl_need;
     GArray *deferred; /* Deferred, of the step being recorded */
     DqCudaGraphStats gstats;
@@ -3120,10 +3104,10 @@ static void cuda_argmax_rows(DqBackend *be, int32_t *ids, const float *x, int n,
 
 /* ---- recorded steps: CUDA graphs */
 
-static void graph_entry_drop(GraphEntry *e) {
+static void graph_exec_drop(DqGraphEntry *e) {
     if (e->exec != NULL)
-        cudaGraphExecDestroy(e->exec);
-    memset(e, 0, sizeof *e);
+        cudaGraphExecDestroy((cudaGraphExec_t)e->exec);
+    e->exec = NULL;
 }
 
 static gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
@@ -3179,50 +3163,40 @@ static cudaGraphExec_t graph_exec_for(CudaCtx *c, cudaGraph_t graph) {
         cudaGetLastError();
         nodes = 0; /* matched by key alone: at worst an update refused */
     }
-    GraphEntry *slot = NULL;
-    for (int i = 0; i < c->n_graphs; i++)
-        if (c->graphs[i].key == c->cap_key && c->graphs[i].nodes == nodes)
-            slot = &c->graphs[i];
+    DqGraphEntry *slot = dq_graph_table_find(&c->graphs, c->cap_key, nodes);
     if (slot != NULL) {
+        cudaGraphExec_t kept = (cudaGraphExec_t)slot->exec;
 #if CUDART_VERSION >= 12000
         cudaGraphExecUpdateResultInfo info;
-        cudaError_t e = cudaGraphExecUpdate(slot->exec, graph, &info);
+        cudaError_t e = cudaGraphExecUpdate(kept, graph, &info);
 #else
         cudaGraphNode_t bad = NULL;
         cudaGraphExecUpdateResult info;
-        cudaError_t e = cudaGraphExecUpdate(slot->exec, graph, &bad, &info);
+        cudaError_t e = cudaGraphExecUpdate(kept, graph, &bad, &info);
 #endif
         if (e == cudaSuccess) {
             c->gstats.updated++;
-            slot->used_at = ++c->graph_clock;
-            return slot->exec;
+            dq_graph_table_touch(&c->graphs, slot);
+            return kept;
         }
-        /* Refused (another topology under the same key, a changed kernel): a new one. */
+        /* Refused (a changed kernel, another topology of as many nodes): a new one. */
         cudaGetLastError();
         c->gstats.update_refused++;
-        graph_entry_drop(slot);
-    } else if (c->n_graphs < DQ_CUDA_GRAPHS_KEPT) {
-        slot = &c->graphs[c->n_graphs++];
     } else {
-        slot = &c->graphs[0];
-        for (int i = 1; i < c->n_graphs; i++)
-            if (c->graphs[i].used_at < slot->used_at)
-                slot = &c->graphs[i];
-        graph_entry_drop(slot);
+        slot = dq_graph_table_take(&c->graphs); /* the least recently used when full */
     }
+    graph_exec_drop(slot);
     cudaGraphExec_t exec = NULL;
     cudaError_t e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
     if (e != cudaSuccess) {
         cudaGetLastError();
         g_snprintf(c->cap_msg, sizeof c->cap_msg, "cudaGraphInstantiate: %s",
                    cudaGetErrorString(e));
-        /* slot stays empty (key 0, no exec): keep the table dense */
-        *slot = c->graphs[--c->n_graphs];
-        memset(&c->graphs[c->n_graphs], 0, sizeof c->graphs[0]);
+        dq_graph_table_remove(&c->graphs, slot); /* no exec: not kept */
         return NULL;
     }
     c->gstats.instantiated++;
-    *slot = (GraphEntry){c->cap_key, nodes, exec, ++c->graph_clock};
+    dq_graph_table_set(&c->graphs, slot, c->cap_key, nodes, exec);
     return exec;
 }
 
@@ -3290,8 +3264,8 @@ static void ctx_free(CudaCtx *c) {
         cudaGetLastError();
         c->capturing = FALSE;
     }
-    for (int i = 0; i < c->n_graphs; i++)
-        graph_entry_drop(&c->graphs[i]);
+    for (int i = 0; i < c->graphs.n; i++)
+        graph_exec_drop(&c->graphs.e[i]);
     if (c->copy_stream != NULL) /* (the main stream waits for its copies, unless an error...) */
         cudaStreamSynchronize(c->copy_stream);
     if (c->stream != NULL)
