@@ -368,7 +368,7 @@ static void graph_record(GraphSim *g, uint64_t key, size_t nodes, gboolean fail)
 }
 
 /* One key whose steps alternate between two shapes (a decode sequence within one run of keys,
- * then across two: a merge kernel more a layer): a graph each, updated from then on. Matched
+ * then across two: one more kernel a layer): a graph each, updated from then on. Matched
  * by the key alone, every change of shape was a refused update and a new graph. */
 static void test_graph_table_shapes(void) {
     GraphSim g = {0};
