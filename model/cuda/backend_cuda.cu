@@ -20,8 +20,10 @@
  *   copy queued, then committed, which re-records the events of the slots it ran across.
  * - DOCQA_CUDA_PROFILE=1: the GPU time of every op by shape, printed when the backend is freed.
  * - Decode steps as CUDA graphs (graph_begin / graph_end, backend.h; DOCQA_CUDA_GRAPHS=1): the
- *   stream is captured, the graph made for the step's key is updated in place with the new
- *   arguments (cudaGraphExecUpdate; re-instantiated when the update is refused) and launched.
+ *   stream is captured, the graph made for the step's key (and the recording's node count) is
+ *   updated in place with the new arguments (cudaGraphExecUpdate; re-instantiated when the
+ *   update is refused) and launched. Every step is recorded afresh and its graph updated from
+ *   that recording, so no pointer or size of an earlier step is ever replayed.
  *   Capture-safety: graph_begin waits for the stream and empties the ring, so nothing recorded
  *   needs a synchronisation (a ring that would wrap fails the recording instead); the pool never
  *   cudaMallocs while recording (a missing block fails the recording); downloads become async
@@ -51,6 +53,7 @@ extern "C" {
 #include "backend_cuda.h"
 #include "dq_error.h"
 #include "safetensors.h"
+#include "graph_table.h"
 #include "kernel_math.h"
 #include "staging_ring.h"
 }
@@ -68,21 +71,12 @@ extern "C" {
 /* cuBLAS workspace, given explicitly so that cuBLAS never allocates behind our back (which a
  * CUDA graph capture would not allow). */
 #define DQ_CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
-/* Graphs kept (one per step shape: decode batches of different sizes); the least recently used
- * is dropped beyond. */
-#define DQ_CUDA_GRAPHS_KEPT 16
 /* Recordings that fail in a row before graphs are turned off for the backend. */
 #define DQ_CUDA_GRAPH_MAX_FAILURES 3
 /* Pinned download area for recorded steps, grown (between steps) to what a step needed. */
 #define DQ_CUDA_DL_MIN_BYTES ((size_t)4 << 20)
 /* cublasLt plans kept (one per product shape and alignment) before they are all dropped. */
 #define DQ_CUDA_LT_PLANS_KEPT 4096
-
-typedef struct {
-    uint64_t key;
-    cudaGraphExec_t exec;
-    guint64 used_at;
-} GraphEntry;
 
 /* A download recorded in a graph: bytes at dl_host + off go to dst after the replay. */
 typedef struct {
@@ -137,9 +131,9 @@ typedef struct {
     const float *px_read_buf; /* ... from this buffer (NULL once released) */
     cudaEvent_t px_fence;     /* the main stream's work so far, for a buffer new to the uploads */
     /* RoPE inverse frequencies, computed on the host exactly as the CPU reference does */
-    float *inv_freq; /* device [64 * 4] */
-    int32_t *ids;    /* device [DQ_CUDA_ARGMAX_ROWS]: argmax_rows' picks, downloaded */
-    double inv_theta;
+    float *inv_freq;  /* device [64 * 4] */
+    int32_t *ids;     /* device [DQ_CUDA_ARGMAX_ROWS]: argmax_rows' picks, downloaded */
+    double inv_theta; /* what inv_freq holds (0: nothing yet) */
     int inv_hd;
     /* the first error; every later op is skipped */
     cudaError_t sticky;
@@ -150,11 +144,11 @@ typedef struct {
     cudaError_t cap_err; /* the first error while recording: fails the recording only */
     char cap_msg[512];
     uint64_t cap_key;
-    GraphEntry graphs[DQ_CUDA_GRAPHS_KEPT];
-    int n_graphs;
-    guint64 graph_clock;
-    int graph_failures; /* in a row */
-    uint8_t *dl_host;   /* pinned [dl_cap] */
+    double cap_inv_theta; /* inv_freq as the recording leaves it (cap_inv_hd 0: unchanged) */
+    int cap_inv_hd;
+    DqGraphTable graphs; /* kept by step key and node count (graph_table.h) */
+    int graph_failures;  /* in a row */
+    uint8_t *dl_host;    /* pinned [dl_cap] */
     size_t dl_cap, dl_pos, dl_need;
     GArray *deferred; /* Deferred, of the step being recorded */
     DqCudaGraphStats gstats;
@@ -689,8 +683,14 @@ static void cuda_download(DqBackend *be, float *dst, const float *src, size_t n)
         CK(c, cudaMemcpyAsync(c->ring_host + off, (const uint8_t *)src + done, part,
                               cudaMemcpyDeviceToHost, c->stream));
         CK(c, cudaStreamSynchronize(c->stream));
-        memcpy((uint8_t *)dst + done, c->ring_host + off, part);
         ring_reset(c); /* the stream is idle: the whole ring is free */
+        if (c->sticky != cudaSuccess) {
+            /* The copy, or an op before it, failed: zeros, as after any error, and never the
+             * bytes the ring holds from another transfer. */
+            memset((uint8_t *)dst + done, 0, bytes - done);
+            return;
+        }
+        memcpy((uint8_t *)dst + done, c->ring_host + off, part);
         done += part;
     }
 }
@@ -1448,15 +1448,28 @@ static void cuda_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_
         record(c, cudaErrorInvalidValue, "rope: head_dim over 512");
         return;
     }
-    if (c->inv_theta != theta || c->inv_hd != head_dim) {
+    /* The table the ops queued so far leave in inv_freq: while recording, a recorded copy's
+     * (it runs only if the recording is replayed, so inv_theta waits for graph_end). */
+    const gboolean pending = c->capturing && c->cap_inv_hd != 0;
+    const double have_theta = pending ? c->cap_inv_theta : c->inv_theta;
+    const int have_hd = pending ? c->cap_inv_hd : c->inv_hd;
+    if (have_theta != theta || have_hd != head_dim) {
         /* The inverse frequencies with the host's powf, bit for bit what the CPU uses. */
         float host[256];
         for (int i = 0; i < half; i++)
             host[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)head_dim);
-        CK(c, cudaMemcpyAsync(c->inv_freq, stage_small(c, host, (size_t)half * sizeof(float)),
-                              (size_t)half * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
-        c->inv_theta = theta;
-        c->inv_hd = head_dim;
+        const void *staged = stage_small(c, host, (size_t)half * sizeof(float));
+        if (staged == NULL)
+            return;
+        CK(c, cudaMemcpyAsync(c->inv_freq, staged, (size_t)half * sizeof(float),
+                              cudaMemcpyDeviceToDevice, c->stream));
+        if (c->capturing) {
+            c->cap_inv_theta = theta;
+            c->cap_inv_hd = head_dim;
+        } else {
+            c->inv_theta = theta;
+            c->inv_hd = head_dim;
+        }
     }
     const int32_t *dpos = (const int32_t *)stage_small(c, pos, (size_t)n * sizeof(int32_t));
     if (dpos == NULL)
@@ -3091,10 +3104,10 @@ static void cuda_argmax_rows(DqBackend *be, int32_t *ids, const float *x, int n,
 
 /* ---- recorded steps: CUDA graphs */
 
-static void graph_entry_drop(GraphEntry *e) {
+static void graph_exec_drop(DqGraphEntry *e) {
     if (e->exec != NULL)
-        cudaGraphExecDestroy(e->exec);
-    memset(e, 0, sizeof *e);
+        cudaGraphExecDestroy((cudaGraphExec_t)e->exec);
+    e->exec = NULL;
 }
 
 static gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
@@ -3136,58 +3149,54 @@ static gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
     c->cap_err = cudaSuccess;
     c->cap_msg[0] = '\0';
     c->cap_key = key;
+    c->cap_inv_hd = 0;
     c->dl_pos = 0;
     g_array_set_size(c->deferred, 0);
     return TRUE;
 }
 
-/* The graph for the recorded key, updated to `graph` or instantiated from it; NULL on failure
- * (the message in c->cap_msg). */
+/* The graph for the recorded key and node count, updated to `graph` or instantiated from it;
+ * NULL on failure (the message in c->cap_msg). */
 static cudaGraphExec_t graph_exec_for(CudaCtx *c, cudaGraph_t graph) {
-    GraphEntry *slot = NULL;
-    for (int i = 0; i < c->n_graphs; i++)
-        if (c->graphs[i].key == c->cap_key)
-            slot = &c->graphs[i];
+    size_t nodes = 0;
+    if (cudaGraphGetNodes(graph, NULL, &nodes) != cudaSuccess) {
+        cudaGetLastError();
+        nodes = 0; /* matched by key alone: at worst an update refused */
+    }
+    DqGraphEntry *slot = dq_graph_table_find(&c->graphs, c->cap_key, nodes);
     if (slot != NULL) {
+        cudaGraphExec_t kept = (cudaGraphExec_t)slot->exec;
 #if CUDART_VERSION >= 12000
         cudaGraphExecUpdateResultInfo info;
-        cudaError_t e = cudaGraphExecUpdate(slot->exec, graph, &info);
+        cudaError_t e = cudaGraphExecUpdate(kept, graph, &info);
 #else
         cudaGraphNode_t bad = NULL;
         cudaGraphExecUpdateResult info;
-        cudaError_t e = cudaGraphExecUpdate(slot->exec, graph, &bad, &info);
+        cudaError_t e = cudaGraphExecUpdate(kept, graph, &bad, &info);
 #endif
         if (e == cudaSuccess) {
             c->gstats.updated++;
-            slot->used_at = ++c->graph_clock;
-            return slot->exec;
+            dq_graph_table_touch(&c->graphs, slot);
+            return kept;
         }
-        /* Refused (another topology under the same key, a changed kernel): a new one. */
+        /* Refused (a changed kernel, another topology of as many nodes): a new one. */
         cudaGetLastError();
         c->gstats.update_refused++;
-        graph_entry_drop(slot);
-    } else if (c->n_graphs < DQ_CUDA_GRAPHS_KEPT) {
-        slot = &c->graphs[c->n_graphs++];
     } else {
-        slot = &c->graphs[0];
-        for (int i = 1; i < c->n_graphs; i++)
-            if (c->graphs[i].used_at < slot->used_at)
-                slot = &c->graphs[i];
-        graph_entry_drop(slot);
+        slot = dq_graph_table_take(&c->graphs); /* the least recently used when full */
     }
+    graph_exec_drop(slot);
     cudaGraphExec_t exec = NULL;
     cudaError_t e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
     if (e != cudaSuccess) {
         cudaGetLastError();
         g_snprintf(c->cap_msg, sizeof c->cap_msg, "cudaGraphInstantiate: %s",
                    cudaGetErrorString(e));
-        /* slot stays empty (key 0, no exec): keep the table dense */
-        *slot = c->graphs[--c->n_graphs];
-        memset(&c->graphs[c->n_graphs], 0, sizeof c->graphs[0]);
+        dq_graph_table_remove(&c->graphs, slot); /* no exec: not kept */
         return NULL;
     }
     c->gstats.instantiated++;
-    *slot = (GraphEntry){c->cap_key, exec, ++c->graph_clock};
+    dq_graph_table_set(&c->graphs, slot, c->cap_key, nodes, exec);
     return exec;
 }
 
@@ -3227,6 +3236,10 @@ static gboolean cuda_graph_end(DqBackend *be, gboolean run) {
     CK(c, cudaGraphLaunch(exec, c->stream));
     CK(c, cudaStreamSynchronize(c->stream));
     c->gstats.replayed++;
+    if (c->cap_inv_hd != 0 && c->sticky == cudaSuccess) {
+        c->inv_theta = c->cap_inv_theta; /* the recorded table copy has run */
+        c->inv_hd = c->cap_inv_hd;
+    }
     for (guint i = 0; i < c->deferred->len; i++) {
         const Deferred *d = &g_array_index(c->deferred, Deferred, i);
         if (c->sticky != cudaSuccess)
@@ -3251,8 +3264,8 @@ static void ctx_free(CudaCtx *c) {
         cudaGetLastError();
         c->capturing = FALSE;
     }
-    for (int i = 0; i < c->n_graphs; i++)
-        graph_entry_drop(&c->graphs[i]);
+    for (int i = 0; i < c->graphs.n; i++)
+        graph_exec_drop(&c->graphs.e[i]);
     if (c->copy_stream != NULL) /* (the main stream waits for its copies, unless an error...) */
         cudaStreamSynchronize(c->copy_stream);
     if (c->stream != NULL)

@@ -989,6 +989,55 @@ static void test_pixel_chunks(void) {
     pair_free(&px);
 }
 
+/* More tiles in one upload than the pinned ring holds (200 tiles of 512: 157 MB of bytes, the
+ * ring 128 MiB), queued on the upload stream behind a long run of work on the main stream, so
+ * that the host laps the ring while the copies still wait. After the tables every part runs
+ * across a slot boundary: a slot written again before the copy that crossed it had read it
+ * (staging_ring.h) would show as wrong bytes in the buffer. */
+static void test_pixel_ring(void) {
+    if (!need_gpu())
+        return;
+    const int tile = 512, T = 200;
+    const size_t tb = (size_t)3 * tile * tile, lut_n = (size_t)T * 3 * 256;
+    const size_t nf = dq_pixel_buffer_floats(T, 3, tile);
+    float *px = gpu->alloc(gpu, nf);
+    g_assert_nonnull(px);
+    Pair busy = pair_new((size_t)1 << 26, 0);
+    uint8_t *bytes = g_new(uint8_t, T * tb);
+    float *luts = g_new(float, lut_n), *back = g_new(float, nf);
+    guint32 x = g_rand_int(rng) | 1;
+    for (size_t i = 0; i < T * tb; i++) { /* xorshift: g_rand per byte would take seconds */
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes[i] = (uint8_t)x;
+    }
+    for (size_t i = 0; i < lut_n; i++)
+        luts[i] = (float)g_rand_double_range(rng, -1, 1);
+    DqPixelTile *tiles = g_new(DqPixelTile, T);
+    for (int t = 0; t < T; t++)
+        tiles[t] = (DqPixelTile){bytes + t * tb, luts + (size_t)t * 3 * 256, 0};
+    for (int i = 0; i < 400; i++)
+        gpu->add(gpu, busy.g, busy.g, busy.n);
+    dq_upload_pixels(gpu, px, tiles, T, 3, tile);
+    gpu->download(gpu, back, px, nf);
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(gpu, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpmem(back, lut_n * sizeof(float), luts, lut_n * sizeof(float));
+    const uint8_t *got = (const uint8_t *)(back + lut_n);
+    for (size_t i = 0; i < T * tb; i++)
+        if (got[i] != bytes[i])
+            g_error("pixel upload over the ring: byte %zu of the tiles (tile %zu) is %u, not %u", i,
+                    i / tb, got[i], bytes[i]);
+    gpu->release(gpu, px);
+    pair_free(&busy);
+    g_free(tiles);
+    g_free(bytes);
+    g_free(luts);
+    g_free(back);
+}
+
 /* argmax_rows against the reference on rows a greedy step could meet: ties (the first index
  * wins), NaN (never wins, except at index 0, where the sequential scan never leaves it), all
  * -inf, infinities, signed zeros; and more rows than one launch takes. */
@@ -1520,6 +1569,145 @@ static void test_graph_redo_cpu(void) {
     smolvlm_pipeline_free(p);
 }
 
+/* ---- recorded steps at the op level */
+
+/* A recording that is dropped (graph_end without run) ran nothing, not even the copy of RoPE's
+ * frequency table that it recorded, so the next plain rope must still copy the table: on a fresh
+ * backend whose first rope is recorded, after a plain rope with another theta, and (third
+ * round) after a recording that was replayed. */
+static void test_graph_rope_dropped(void) {
+    if (!need_gpu())
+        return;
+    DqBackend *be = backend_with("DOCQA_CUDA_GRAPHS", "1"), *shared = gpu;
+    gpu = be; /* the pairs' GPU side */
+    const int n = 6, heads = 3, hd = 64;
+    const double thetas[3] = {10000.0, 100000.0, 10000.0};
+    const int32_t pos[6] = {0, 1, 7, 100, 2000, 8191};
+    for (int t = 0; t < 3; t++) {
+        Pair x = pair_new((size_t)n * heads * hd, 2);
+        const gboolean run = t == 2;
+        g_assert_true(be->graph_begin(be, 42));
+        be->rope(be, x.g, pos, n, heads, hd, thetas[t]);
+        g_assert_true(be->graph_end(be, run) == run);
+        if (run)
+            cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[t]);
+        cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[t]);
+        be->rope(be, x.g, pos, n, heads, hd, thetas[t]);
+        pair_check(&x, 1e-5,
+                   run ? "rope after a replayed recording" : "rope after a dropped recording");
+        pair_free(&x);
+    }
+    gpu = shared;
+    dq_backend_free(be);
+}
+
+/* Decode steps recorded under one key whose shape alternates: a segment's keys within one run
+ * of 256, then across two (attn_decode_merge_kernel and the runs' states join the step). Every
+ * replay gives the bits of plain launches, and each shape keeps a graph of its own, updated in
+ * place from then on (the key alone made each change of shape a refused update and a new
+ * graph). */
+static void test_graph_decode_runs(void) {
+    if (!need_gpu())
+        return;
+    DqBackend *be = backend_with("DOCQA_CUDA_GRAPHS", "1"), *shared = gpu;
+    gpu = be;
+    const int H = 9, Hkv = 3, hd = 64, qd = H * hd, kvd = Hkv * hd, cap = 700;
+    const int past[2][2] = {{100, 50}, {400, 50}}; /* kv_max 101: one run; 401: two */
+    Pair q = pair_new(2 * (size_t)qd, 1), k = pair_new(2 * (size_t)kvd, 1);
+    Pair v = pair_new(2 * (size_t)kvd, 1), out = pair_new(2 * (size_t)qd, 0);
+    Pair kc[2], vc[2];
+    for (int s = 0; s < 2; s++) {
+        kc[s] = pair_new((size_t)cap * kvd, 1);
+        vc[s] = pair_new((size_t)cap * kvd, 1);
+    }
+    DqAttention shape = {.n_heads = H,
+                         .n_kv_heads = Hkv,
+                         .head_dim = hd,
+                         .q_stride = qd,
+                         .kv_stride = kvd,
+                         .scale = 1.0f / sqrtf((float)hd)};
+    float *zero = g_new0(float, out.n), *want[2], *got = g_new(float, out.n);
+    /* Plainly first: the reference bits, and the runs' states' block left in the pool (a
+     * recording cannot allocate one). */
+    for (int step = 0; step < 8; step++) {
+        const int sh = step % 2, plain = step < 2;
+        DqAttnSegment gs[2];
+        for (int s = 0; s < 2; s++)
+            gs[s] = (DqAttnSegment){
+                .k_cache = kc[s].g, .v_cache = vc[s].g, .row0 = s, .n_q = 1, .n_past = past[sh][s]};
+        be->upload(be, out.g, zero, out.n);
+        if (!plain)
+            g_assert_true(be->graph_begin(be, 7));
+        dq_attention_segments(be, out.g, q.g, k.g, v.g, gs, 2, &shape);
+        if (!plain)
+            g_assert_true(be->graph_end(be, TRUE));
+        be->download(be, got, out.g, out.n);
+        if (plain) {
+            want[sh] = g_memdup2(got, out.n * sizeof(float));
+        } else if (memcmp(got, want[sh], out.n * sizeof(float)) != 0) {
+            g_error("decode step %d (%d keys): the replayed graph's output differs from plain "
+                    "launches",
+                    step, past[sh][0] + 1);
+        }
+    }
+    GError *err = NULL;
+    g_assert_true(dq_backend_cuda_check(be, &err));
+    dq_assert_no_error(err);
+    DqCudaGraphStats st;
+    graph_stats_print(be, "decode runs", &st);
+    g_assert_cmpint(st.failed, ==, 0);
+    g_assert_cmpint(st.replayed, ==, 6);
+    g_assert_cmpint(st.instantiated, ==, 2); /* one a shape */
+    g_assert_cmpint(st.update_refused, ==, 0);
+    g_assert_cmpint(st.updated, ==, 4);
+    for (int s = 0; s < 2; s++) {
+        pair_free(&kc[s]);
+        pair_free(&vc[s]);
+    }
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
+    g_free(want[0]);
+    g_free(want[1]);
+    g_free(got);
+    g_free(zero);
+    gpu = shared;
+    dq_backend_free(be);
+}
+
+/* A download whose copy fails gives zeros, as every op after an error does, and not the bytes
+ * the pinned ring still holds from the download before it; the backend reports the error. A
+ * backend of its own (the error is kept), registered last in case a driver tries the copy and
+ * spoils the device for the process; the device script's full memcheck run skips it. */
+static void test_download_error(void) {
+    if (!need_gpu())
+        return;
+    DqBackend *be = backend_with("DOCQA_CUDA_GRAPHS", "0");
+    const size_t n = 1000;
+    float *src = g_new(float, n), *dst = g_new(float, n);
+    for (size_t i = 0; i < n; i++)
+        src[i] = (float)i + 1.0f;
+    float *d = be->alloc(be, n);
+    g_assert_nonnull(d);
+    be->upload(be, d, src, n);
+    be->download(be, dst, d, n);
+    g_assert_cmpmem(dst, n * sizeof(float), src, n * sizeof(float)); /* and so does the ring */
+    be->download(be, dst, NULL, n); /* refused by cudaMemcpyAsync */
+    GError *err = NULL;
+    g_assert_false(dq_backend_cuda_check(be, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+    g_test_message("the failed download: %s", err->message);
+    g_clear_error(&err);
+    for (size_t i = 0; i < n; i++)
+        if (dst[i] != 0.0f)
+            g_error("a failed download left %g at %zu, not 0", dst[i], i);
+    be->release(be, d);
+    g_free(src);
+    g_free(dst);
+    dq_backend_free(be);
+}
+
 /* ---- everywhere */
 
 static void test_device_names(void) {
@@ -1607,6 +1795,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/add_broadcast", test_add_broadcast);
     g_test_add_func("/backend_cuda/layout", test_layout);
     g_test_add_func("/backend_cuda/pixel_chunks", test_pixel_chunks);
+    g_test_add_func("/backend_cuda/pixel_ring", test_pixel_ring);
     g_test_add_func("/backend_cuda/embed", test_embed);
     g_test_add_func("/backend_cuda/argmax_rows", test_argmax_rows);
     g_test_add_func("/backend_cuda/memory", test_memory);
@@ -1614,6 +1803,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/graph_forward", test_graph_forward);
     g_test_add_func("/backend_cuda/graph_generator", test_graph_generator);
     g_test_add_func("/backend_cuda/graph_redo_cpu", test_graph_redo_cpu);
+    g_test_add_func("/backend_cuda/graph_rope_dropped", test_graph_rope_dropped);
+    g_test_add_func("/backend_cuda/graph_decode_runs", test_graph_decode_runs);
+    g_test_add_func("/backend_cuda/download_error", test_download_error); /* last */
     int rc = g_test_run();
     dq_backend_free(gpu);
     dq_backend_free(cpu);

@@ -3,9 +3,12 @@
  * with the ring's marks and waits as events on the main stream. The host's writes into the ring
  * are checked against every copy still pending: none may land on bytes a copy has yet to read.
  * The callers are driven as backend_cuda.cu drives the ring (stage_small, cuda_upload,
- * cuda_upload_pixels with its copy stream, cuda_download), over many random part sizes. */
+ * cuda_upload_pixels with its copy stream, cuda_download), over many random part sizes.
+ * Also the backend's other host-side bookkeeping: its table of kept step graphs
+ * (model/cuda/graph_table.h), driven as graph_exec_for drives it, against a direct model. */
 #include <glib.h>
 
+#include "cuda/graph_table.h"
 #include "cuda/staging_ring.h"
 
 enum { OP_COPY, OP_MARK, OP_WAIT_COPY_STREAM };
@@ -319,6 +322,123 @@ static void test_uncommitted(void) {
     sim_clear(&sim);
 }
 
+/* ---- the table of kept step graphs (graph_table.h), driven as graph_exec_for drives it: a
+ * recording finds its graph and updates it, which CUDA refuses when the topology differs (here:
+ * the node count), or takes an entry and instantiates a graph there; fake execs count what is
+ * destroyed. */
+
+typedef struct {
+    DqGraphTable t;
+    int instantiated, updated, refused, live;
+} GraphSim;
+
+static void *exec_new(GraphSim *g) {
+    g->live++;
+    return g_new0(int, 1);
+}
+
+static void exec_drop(GraphSim *g, DqGraphEntry *e) {
+    if (e->exec != NULL) {
+        g_free(e->exec);
+        g->live--;
+    }
+    e->exec = NULL;
+}
+
+/* One recording of (key, nodes); fail: its instantiation fails. */
+static void graph_record(GraphSim *g, uint64_t key, size_t nodes, gboolean fail) {
+    DqGraphEntry *e = dq_graph_table_find(&g->t, key, nodes);
+    if (e != NULL) {
+        if (e->nodes == nodes) { /* cudaGraphExecUpdate takes the same topology */
+            g->updated++;
+            dq_graph_table_touch(&g->t, e);
+            return;
+        }
+        g->refused++;
+    } else {
+        e = dq_graph_table_take(&g->t);
+    }
+    exec_drop(g, e);
+    if (fail) {
+        dq_graph_table_remove(&g->t, e);
+        return;
+    }
+    g->instantiated++;
+    dq_graph_table_set(&g->t, e, key, nodes, exec_new(g));
+}
+
+/* One key whose steps alternate between two shapes (a decode sequence within one run of keys,
+ * then across two: one more kernel a layer): a graph each, updated from then on. Matched
+ * by the key alone, every change of shape was a refused update and a new graph. */
+static void test_graph_table_shapes(void) {
+    GraphSim g = {0};
+    graph_record(&g, 7, 100, FALSE);
+    g_assert_null(dq_graph_table_find(&g.t, 7, 112));
+    for (int i = 1; i < 12; i++)
+        graph_record(&g, 7, i % 2 ? 112 : 100, FALSE);
+    g_assert_cmpint(g.instantiated, ==, 2);
+    g_assert_cmpint(g.updated, ==, 10);
+    g_assert_cmpint(g.refused, ==, 0);
+    g_assert_cmpint(g.t.n, ==, 2);
+    g_assert_nonnull(dq_graph_table_find(&g.t, 7, 100));
+    g_assert_nonnull(dq_graph_table_find(&g.t, 7, 112));
+    g_assert_null(dq_graph_table_find(&g.t, 8, 100));
+    for (int i = 0; i < g.t.n; i++)
+        exec_drop(&g, &g.t.e[i]);
+    g_assert_cmpint(g.live, ==, 0);
+}
+
+/* Random recordings over more shapes than are kept, some instantiations failing, against a
+ * direct model: the shapes kept with their last use, the least recently used one evicted for
+ * a new shape when full (even when the new one then fails to instantiate). */
+static void test_graph_table_lru(void) {
+    GRand *rng = g_rand_new_with_seed(27);
+    GraphSim g = {0};
+    enum { SHAPES = 24 };
+    gint64 last[SHAPES]; /* the model: -1 not kept, else the step of its last use */
+    for (int i = 0; i < SHAPES; i++)
+        last[i] = -1;
+    for (gint64 step = 0; step < 5000; step++) {
+        const int sh = g_rand_int_range(rng, 0, SHAPES);
+        const gboolean fail = g_rand_int_range(rng, 0, 10) == 0;
+        const uint64_t key = (uint64_t)(sh / 3) << 40 | 5; /* 8 keys, 3 node counts each */
+        const size_t nodes = 300 + (size_t)(sh % 3) * 4;
+        int kept = 0, oldest = -1;
+        for (int i = 0; i < SHAPES; i++)
+            if (last[i] >= 0) {
+                kept++;
+                if (oldest < 0 || last[i] < last[oldest])
+                    oldest = i;
+            }
+        if (last[sh] >= 0) {
+            last[sh] = step;
+        } else {
+            if (kept == DQ_GRAPH_TABLE_KEPT)
+                last[oldest] = -1;
+            if (!fail)
+                last[sh] = step;
+        }
+        graph_record(&g, key, nodes, fail && last[sh] < 0);
+        kept = 0;
+        for (int i = 0; i < SHAPES; i++) {
+            DqGraphEntry *e =
+                dq_graph_table_find(&g.t, (uint64_t)(i / 3) << 40 | 5, 300 + (size_t)(i % 3) * 4);
+            if ((e != NULL) != (last[i] >= 0))
+                g_error("step %" G_GINT64_FORMAT ": shape %d is %s the table but %s the model",
+                        step, i, e != NULL ? "in" : "not in", last[i] >= 0 ? "in" : "not in");
+            kept += e != NULL;
+        }
+        g_assert_cmpint(g.t.n, ==, kept); /* dense: every entry in use is a kept shape */
+        for (int i = 0; i < g.t.n; i++)
+            g_assert_nonnull(g.t.e[i].exec);
+        g_assert_cmpint(g.live, ==, g.t.n); /* every dropped graph was destroyed */
+    }
+    g_assert_cmpint(g.refused, ==, 0);
+    for (int i = 0; i < g.t.n; i++)
+        exec_drop(&g, &g.t.e[i]);
+    g_rand_free(rng);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/staging_ring/random", test_random);
@@ -326,5 +446,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/staging_ring/pixel_batches", test_pixel_batches);
     g_test_add_func("/staging_ring/sizes", test_sizes);
     g_test_add_func("/staging_ring/uncommitted", test_uncommitted);
+    g_test_add_func("/cuda_graph_table/shapes", test_graph_table_shapes);
+    g_test_add_func("/cuda_graph_table/lru", test_graph_table_lru);
     return g_test_run();
 }
