@@ -17,13 +17,14 @@
  * panel of B (16 KiB) stays in L1 and the packed rows of A in L2. With the instruction, both are
  * packed with AVX-512 (vcvtne2ps2bf16 for A, 16 x 16 transposes for B): packed a value at a time,
  * they took a fifth of the product's time on Zen 4 (the kernel four fifths, at 88% of the
- * instruction's peak), and the product ran at 57-70% of that peak (bench_gemm, 2 threads). AMX (amx_product below) packs
- * B the same way, for all threads at once, and A as plain bf16 rows.
+ * instruction's peak), and the product ran at 57-70% of that peak (bench_gemm, 2 threads). AMX
+ * (amx_product below) packs B the same way, for all threads at once, and A as plain bf16 rows.
  *
- * The portable kernel emulates the instruction with the same packs, the same order and the same
- * float32 fused multiply-adds, so the tiling, the packs and the tails are tested on every CPU;
- * only the few lines of intrinsics in kernel_dpbf16 and the AMX kernel need a CPU with the
- * instructions (test_gemm then compares them with it). Differences left: the instructions flush
+ * The portable kernel emulates the instruction with the same layouts, the same order and the
+ * same float32 fused multiply-adds, so the tiling, the scalar packs and the tails are tested on
+ * every CPU; only the intrinsics of kernel_dpbf16, the vector packs and the AMX kernel need a
+ * CPU with the instructions (test_gemm then compares them with the emulation, which keeps the
+ * scalar packs). Differences left: the instructions flush
  * a denormal sum to 0, the emulation keeps it; AMX rounds inside a pair's sum its own way (a
  * tenth of the elements differ in the last bits, within 2^-20 of sum |a b|). */
 #include "cpu_gemm.h"
@@ -760,7 +761,7 @@ DQ_AMX void dq_amx_end(void) {
     _tile_release();
 }
 
-DQ_AMX void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width) {
+DQ_BF16_PACK void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width) {
     for (int k = 0; k < width; k += 32) {
         __mmask32 room = first32(width - k);
         _mm512_mask_storeu_epi16(dst + k, room, round32(src + k, first32(n - k) & room));
