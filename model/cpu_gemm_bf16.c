@@ -223,30 +223,27 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], b1, a);
         }
     }
-    if (mr == MR && nr == NR) {
-        __m512 base0 = _mm512_setzero_ps(), base1 = base0;
-        if (set && bias != NULL) {
-            base0 = _mm512_loadu_ps(bias);
-            base1 = _mm512_loadu_ps(bias + 16);
-        }
+    /* edges through masks, not a scratch tile (whose address kept all 24 accumulators on the
+     * stack, stored and loaded again in every call, edge or not) */
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    __m512 base0 = _mm512_setzero_ps(), base1 = base0;
+    if (set && bias != NULL) {
+        base0 = _mm512_maskz_loadu_ps(m0, bias);
+        base1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    }
 #pragma GCC unroll 12
-        for (int r = 0; r < MR; r++) {
-            float *cr = c + (size_t)r * ldc;
-            if (!set) {
-                base0 = _mm512_loadu_ps(cr);
-                base1 = _mm512_loadu_ps(cr + 16);
-            }
-            _mm512_storeu_ps(cr, _mm512_add_ps(base0, acc[r][0]));
-            _mm512_storeu_ps(cr + 16, _mm512_add_ps(base1, acc[r][1]));
-        }
-        return;
-    }
-    float tmp[MR * NR];
     for (int r = 0; r < MR; r++) {
-        _mm512_storeu_ps(tmp + r * NR, acc[r][0]);
-        _mm512_storeu_ps(tmp + r * NR + 16, acc[r][1]);
+        if (r >= mr)
+            break;
+        float *cr = c + (size_t)r * ldc;
+        if (!set) {
+            base0 = _mm512_maskz_loadu_ps(m0, cr);
+            base1 = _mm512_maskz_loadu_ps(m1, cr + 16);
+        }
+        _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(base0, acc[r][0]));
+        _mm512_mask_storeu_ps(cr + 16, m1, _mm512_add_ps(base1, acc[r][1]));
     }
-    dq_gemm_store_tile(tmp, NR, c, ldc, mr, nr, set, bias);
 }
 
 /* ---- AMX: tdpbf16ps multiplies a 16 x 16-pair tile of A by a 16-pair x 16 tile of B into a
