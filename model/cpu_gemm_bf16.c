@@ -200,8 +200,8 @@ DQ_AVX2 static void kernel_portable_avx2(int kp, const uint32_t *ap, int mr, con
 }
 
 /* C [mr, nr] (=|+=) the pair products, on vdpbf16ps: 12 rows x 2 x 16 columns, 24 zmm
- * accumulators, each pair step two loads of B and twelve of A, each of those broadcast into the
- * instruction itself (m32bcst: A is its second multiplicand, which gives the same products). */
+ * accumulators, each pair step two loads of B and twelve broadcasts of A (the products of a pair
+ * do not depend on which operand A is). */
 DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, const uint32_t *bp,
                                         float *c, size_t ldc, int nr, gboolean set,
                                         const float *bias) {
