@@ -41,7 +41,12 @@
 #define NR 32
 #define MC 144 /* rows of A packed at a time: 144 x 128 pairs = 72 KiB, in L2 */
 #define KP DQ_GEMM_BF16_KP
-#define NC ((int)((DQ_GEMM_PACK_FLOATS * sizeof(float) - (size_t)MC * KP * 4) / (KP * 4) / NR * NR))
+/* Blocks of k whose sums one pass over C takes: C's block of rows (MC x NR floats, 18 KiB) stays
+ * in L1 or L2 from one block to the next; with a pass a block, every block read C back from L3 or
+ * memory, a sixth of the product's time on the vision shapes (2 threads, Zen 4). */
+#define SB 3
+/* W's columns packed at a time: their pairs of SB blocks beside MC rows of A's. */
+#define NC ((int)((DQ_GEMM_PACK_FLOATS - (size_t)SB * MC * KP) / (SB * KP) / NR * NR))
 
 #define DQ_AVX512BF16 __attribute__((target("avx512f,avx512bf16")))
 /* The vector packing of both kernels (vdpbf16ps and AMX): no tile instructions in it, so it also
@@ -114,11 +119,11 @@ static inline uint32_t round_a(float x) {
 
 /* W's pairs [p0, p0 + kp) of columns [n0, n0 + nc) -> [panel][pair][NR]; a pair's even k in
  * the low half; columns past N and the odd half past K zero. */
-static void pack_b(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K, int n0, int nc,
-                   int p0, int kp) {
+static void pack_b(uint32_t *dst, size_t bstride, const uint16_t *W, size_t ldw, int N, int K,
+                   int n0, int nc, int p0, int kp) {
     for (int c = 0; c < nc; c += NR)
         for (int j = 0; j < NR; j++) {
-            uint32_t *o = dst + (size_t)c * kp + j;
+            uint32_t *o = dst + (size_t)c / NR * bstride + j;
             int n = n0 + c + j;
             if (n >= N) {
                 for (int p = 0; p < kp; p++)
@@ -963,28 +968,44 @@ void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_
                     : dq_cpu_has_avx2() ? kernel_portable_avx2
                                         : kernel_portable;
     int pairs = (K + 1) / 2;
-    uint32_t *bpack = pack, *apack = bpack + (size_t)KP * NC;
+    uint32_t *apack = pack, *bpack = apack + (size_t)SB * MC * KP;
     for (int n0 = 0; n0 < N; n0 += NC) {
         int nc = MIN(NC, N - n0), panels = (nc + NR - 1) / NR;
-        for (int p0 = 0; p0 < pairs; p0 += KP) {
-            int kp = MIN(KP, pairs - p0);
-            size_t bstride = (size_t)(vec ? (kp + 15) / 16 * 16 : kp) * NR;
-            gboolean set = mode == DQ_GEMM_SET && p0 == 0;
-            if (vec)
-                pack_b_avx512(bpack, bstride, W, ldw, N, K, n0, nc, p0, kp);
-            else
-                pack_b(bpack, W, ldw, N, K, n0, nc, p0, kp);
+        for (int s0 = 0; s0 < pairs; s0 += SB * KP) {
+            /* blocks [0, nb) of KP pairs from s0, the last one kp_last; a panel's words: bq, its
+             * block b's at b KP NR (the packs round a block up to whole 16 pairs) */
+            int sp = MIN(SB * KP, pairs - s0), nb = (sp + KP - 1) / KP;
+            int kp_last = sp - (nb - 1) * KP;
+            size_t bq = ((size_t)(nb - 1) * KP + (vec ? (kp_last + 15) / 16 * 16 : kp_last)) * NR;
+            for (int b = 0; b < nb; b++) {
+                int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
+                if (vec)
+                    pack_b_avx512(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
+                else
+                    pack_b(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
+            }
             for (int m0 = 0; m0 < M; m0 += MC) {
                 int m1 = MIN(M, m0 + MC);
-                if (vec)
-                    pack_a_avx512(apack, A, lda, K, m0, m1, p0, kp);
-                else
-                    pack_a(apack, A, lda, K, m0, m1, p0, kp);
+                for (int b = 0; b < nb; b++) {
+                    int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
+                    uint32_t *ab = apack + (size_t)b * MC * KP;
+                    if (vec)
+                        pack_a_avx512(ab, A, lda, K, m0, m1, p0, kp);
+                    else
+                        pack_a(ab, A, lda, K, m0, m1, p0, kp);
+                }
+                /* a 32-column panel of C's rows, its blocks of k in order */
                 for (int q = 0; q < panels; q++)
-                    for (int i = m0; i < m1; i += MR)
-                        kernel(kp, apack + (size_t)(i - m0) * KP, MIN(MR, m1 - i),
-                               bpack + (size_t)q * bstride, C + (size_t)i * ldc + n0 + q * NR, ldc,
-                               MIN(NR, nc - q * NR), set, bias != NULL ? bias + n0 + q * NR : NULL);
+                    for (int b = 0; b < nb; b++) {
+                        int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
+                        gboolean set = mode == DQ_GEMM_SET && p0 == 0;
+                        const uint32_t *bp = bpack + (size_t)q * bq + (size_t)b * KP * NR;
+                        for (int i = m0; i < m1; i += MR)
+                            kernel(kp, apack + (size_t)b * MC * KP + (size_t)(i - m0) * KP,
+                                   MIN(MR, m1 - i), bp, C + (size_t)i * ldc + n0 + q * NR, ldc,
+                                   MIN(NR, nc - q * NR), set,
+                                   bias != NULL ? bias + n0 + q * NR : NULL);
+                    }
             }
         }
     }
