@@ -192,7 +192,8 @@ void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_
  * (the tile configuration is per thread). */
 void dq_amx_begin(void);
 void dq_amx_end(void);
-/* dst [0, n) = src rounded to bf16, dst [n, width) = 0. */
+/* dst [0, n) = src rounded to bf16, dst [n, width) = 0. No tiles: it runs wherever
+ * dq_cpu_has_avx512bf16 (and AVX512-BW), with the vcvtne2ps2bf16 that rounds A for vdpbf16ps. */
 void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width);
 /* A B panel from 32 rows of bf16 (ld apart), each `pairs` pairs long: dst [pair][32] of 32-bit
  * words, word (p, j) = row j's elements 2p (low half) and 2p + 1. */

@@ -12,15 +12,19 @@
  *
  * vdpbf16ps: both operands are packed as pairs of k in 32-bit lanes, the instruction's unit:
  *   B block [DQ_GEMM_BF16_KP pairs] x [nc columns] -> panels of NR columns, [panel][pair][NR];
- *   A rows  [MC] x [the same pairs]                -> panels of MR rows,    [panel][pair][MR];
+ *   A rows  [MC] x [the same pairs]                -> panels of MR rows,    [panel][row][KP];
  * and an MR x NR micro-kernel keeps 24 zmm accumulators (12 rows x 2 x 16 columns) while a
- * panel of B (16 KiB) stays in L1 and the packed rows of A in L2. AMX (amx_product below) packs
- * B the same way, for all threads at once, and A as plain bf16 rows.
+ * panel of B (16 KiB) stays in L1 and the packed rows of A in L2. With the instruction, both are
+ * packed with AVX-512 (vcvtne2ps2bf16 for A, 16 x 16 transposes for B): packed a value at a time,
+ * they took a fifth of the product's time on Zen 4 (the kernel four fifths, at 88% of the
+ * instruction's peak), and the product ran at 57-70% of that peak (bench_gemm, 2 threads). AMX
+ * (amx_product below) packs B the same way, for all threads at once, and A as plain bf16 rows.
  *
- * The portable kernel emulates the instruction with the same packs, the same order and the same
- * float32 fused multiply-adds, so the tiling, the packs and the tails are tested on every CPU;
- * only the few lines of intrinsics in kernel_dpbf16 and the AMX kernel need a CPU with the
- * instructions (test_gemm then compares them with it). Differences left: the instructions flush
+ * The portable kernel emulates the instruction with the same layouts, the same order and the
+ * same float32 fused multiply-adds, so the tiling, the scalar packs and the tails are tested on
+ * every CPU; only the intrinsics of kernel_dpbf16, the vector packs and the AMX kernel need a
+ * CPU with the instructions (test_gemm then compares them with the emulation, which keeps the
+ * scalar packs). Differences left: the instructions flush
  * a denormal sum to 0, the emulation keeps it; AMX rounds inside a pair's sum its own way (a
  * tenth of the elements differ in the last bits, within 2^-20 of sum |a b|). */
 #include "cpu_gemm.h"
@@ -37,9 +41,17 @@
 #define NR 32
 #define MC 144 /* rows of A packed at a time: 144 x 128 pairs = 72 KiB, in L2 */
 #define KP DQ_GEMM_BF16_KP
-#define NC ((int)((DQ_GEMM_PACK_FLOATS * sizeof(float) - (size_t)MC * KP * 4) / (KP * 4) / NR * NR))
+/* Blocks of k whose sums one pass over C takes: C's block of rows (MC x NR floats, 18 KiB) stays
+ * in L1 or L2 from one block to the next; with a pass a block, every block read C back from L3 or
+ * memory, a sixth of the product's time on the vision shapes (2 threads, Zen 4). */
+#define SB 3
+/* W's columns packed at a time: their pairs of SB blocks beside MC rows of A's. */
+#define NC ((int)((DQ_GEMM_PACK_FLOATS - (size_t)SB * MC * KP) / (SB * KP) / NR * NR))
 
 #define DQ_AVX512BF16 __attribute__((target("avx512f,avx512bf16")))
+/* The vector packing of both kernels (vdpbf16ps and AMX): no tile instructions in it, so it also
+ * runs on CPUs with AVX512-BF16 alone (every one of them has AVX512-BW too: Cooper Lake, Zen 4). */
+#define DQ_BF16_PACK __attribute__((target("avx512f,avx512bw,avx512bf16")))
 
 gboolean dq_cpu_has_avx512bf16(void) {
     static int have = -1;
@@ -107,11 +119,11 @@ static inline uint32_t round_a(float x) {
 
 /* W's pairs [p0, p0 + kp) of columns [n0, n0 + nc) -> [panel][pair][NR]; a pair's even k in
  * the low half; columns past N and the odd half past K zero. */
-static void pack_b(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K, int n0, int nc,
-                   int p0, int kp) {
+static void pack_b(uint32_t *dst, size_t bstride, const uint16_t *W, size_t ldw, int N, int K,
+                   int n0, int nc, int p0, int kp) {
     for (int c = 0; c < nc; c += NR)
         for (int j = 0; j < NR; j++) {
-            uint32_t *o = dst + (size_t)c * kp + j;
+            uint32_t *o = dst + (size_t)c / NR * bstride + j;
             int n = n0 + c + j;
             if (n >= N) {
                 for (int p = 0; p < kp; p++)
@@ -127,20 +139,23 @@ static void pack_b(uint32_t *dst, const uint16_t *W, size_t ldw, int N, int K, i
         }
 }
 
-/* A's rows [m0, m1), pairs [p0, p0 + kp), rounded to bf16 -> [panel][pair][MR]; rows past m1
- * repeat row m0 (computed, never stored). */
+/* A's rows [m0, m1), pairs [p0, p0 + kp), rounded to bf16 -> panels of MR rows, each row's
+ * pairs in order, KP words apart whatever kp: [panel][row][KP] (the kernel's broadcasts then
+ * sit at constant offsets from one pointer, and the vector packing stores a row's 16 pairs as
+ * they come out of the conversion, with no transposing); rows past m1 repeat row m0 (computed,
+ * never stored). */
 static void pack_a(uint32_t *dst, const float *A, size_t lda, int K, int m0, int m1, int p0,
                    int kp) {
-    for (int i = m0; i < m1; i += MR)
-        for (int r = 0; r < MR; r++) {
-            const float *a = A + (size_t)(i + r < m1 ? i + r : m0) * lda;
-            uint32_t *o = dst + (size_t)(i - m0) * kp + r;
-            for (int p = 0; p < kp; p++) {
-                int k = 2 * (p0 + p);
-                uint32_t hi = k + 1 < K ? round_a(a[k + 1]) : 0;
-                o[(size_t)p * MR] = round_a(a[k]) | hi << 16;
-            }
+    int rows = (m1 - m0 + MR - 1) / MR * MR;
+    for (int r = 0; r < rows; r++) {
+        const float *a = A + (size_t)(m0 + r < m1 ? m0 + r : m0) * lda;
+        uint32_t *o = dst + (size_t)r * KP;
+        for (int p = 0; p < kp; p++) {
+            int k = 2 * (p0 + p);
+            uint32_t hi = k + 1 < K ? round_a(a[k + 1]) : 0;
+            o[p] = round_a(a[k]) | hi << 16;
         }
+    }
 }
 
 /* ---- micro-kernels: C [mr, nr] (=|+=) A panel [kp pairs, MR] . B panel [kp pairs, NR]; `set`:
@@ -165,9 +180,9 @@ static inline __attribute__((always_inline)) void portable_body(int kp, const ui
                                                                 size_t ldc, int nr, gboolean set,
                                                                 const float *bias) {
     float acc[MR * NR] = {0};
-    for (int p = 0; p < kp; p++, ap += MR, bp += NR)
+    for (int p = 0; p < kp; p++, ap++, bp += NR)
         for (int r = 0; r < MR; r++) {
-            float ah = half_hi(ap[r]), al = half_lo(ap[r]);
+            float ah = half_hi(ap[r * KP]), al = half_lo(ap[r * KP]);
             float *ar = acc + r * NR;
             for (int j = 0; j < NR; j++) { /* the odd k first, as the instruction */
                 ar[j] = fmaf(ah, half_hi(bp[j]), ar[j]);
@@ -189,44 +204,51 @@ DQ_AVX2 static void kernel_portable_avx2(int kp, const uint32_t *ap, int mr, con
     portable_body(kp, ap, mr, bp, c, ldc, nr, set, bias);
 }
 
+/* C [mr, nr] (=|+=) the pair products, on vdpbf16ps: 12 rows x 2 x 16 columns, 24 zmm
+ * accumulators, each pair step two loads of B and twelve broadcasts of A (the products of a pair
+ * do not depend on which operand A is). */
 DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, const uint32_t *bp,
                                         float *c, size_t ldc, int nr, gboolean set,
                                         const float *bias) {
+    /* C's rows arrive while the products run (a block of k after the first reads them, and they
+     * come from L3: the whole product's C is re-read once a block of k) */
+    for (int r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + (size_t)r * ldc + NR - 1), _MM_HINT_T0);
+    }
     __m512 acc[MR][2];
     for (int r = 0; r < MR; r++)
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int p = 0; p < kp; p++, ap += MR, bp += NR) {
+    for (int p = 0; p < kp; p++, ap++, bp += NR) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
 #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) {
-            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[r]);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[r * KP]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], b0, a);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], b1, a);
         }
     }
-    if (mr == MR && nr == NR) {
-        __m512 base0 = _mm512_setzero_ps(), base1 = base0;
-        if (set && bias != NULL) {
-            base0 = _mm512_loadu_ps(bias);
-            base1 = _mm512_loadu_ps(bias + 16);
-        }
-        for (int r = 0; r < MR; r++) {
-            float *cr = c + (size_t)r * ldc;
-            if (!set) {
-                base0 = _mm512_loadu_ps(cr);
-                base1 = _mm512_loadu_ps(cr + 16);
-            }
-            _mm512_storeu_ps(cr, _mm512_add_ps(base0, acc[r][0]));
-            _mm512_storeu_ps(cr + 16, _mm512_add_ps(base1, acc[r][1]));
-        }
-        return;
+    /* edges through masks, not a scratch tile (whose address kept all 24 accumulators on the
+     * stack, stored and loaded again in every call, edge or not) */
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    __m512 base0 = _mm512_setzero_ps(), base1 = base0;
+    if (set && bias != NULL) {
+        base0 = _mm512_maskz_loadu_ps(m0, bias);
+        base1 = _mm512_maskz_loadu_ps(m1, bias + 16);
     }
-    float tmp[MR * NR];
+#pragma GCC unroll 12
     for (int r = 0; r < MR; r++) {
-        _mm512_storeu_ps(tmp + r * NR, acc[r][0]);
-        _mm512_storeu_ps(tmp + r * NR + 16, acc[r][1]);
+        if (r >= mr)
+            break;
+        float *cr = c + (size_t)r * ldc;
+        if (!set) {
+            base0 = _mm512_maskz_loadu_ps(m0, cr);
+            base1 = _mm512_maskz_loadu_ps(m1, cr + 16);
+        }
+        _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(base0, acc[r][0]));
+        _mm512_mask_storeu_ps(cr + 16, m1, _mm512_add_ps(base1, acc[r][1]));
     }
-    dq_gemm_store_tile(tmp, NR, c, ldc, mr, nr, set, bias);
 }
 
 /* ---- AMX: tdpbf16ps multiplies a 16 x 16-pair tile of A by a 16-pair x 16 tile of B into a
@@ -304,7 +326,7 @@ static inline __mmask32 first32(int n) {
 
 /* The rounding of A: round_a's, 32 floats at a time (vcvtne2ps2bf16 rounds to nearest even,
  * reads denormals as zeros and quiets NaNs exactly so); `live` masks the floats that exist. */
-DQ_AMX static inline __m512i round32(const float *x, __mmask32 live) {
+DQ_BF16_PACK static inline __m512i round32(const float *x, __mmask32 live) {
     __m512 lo = _mm512_maskz_loadu_ps((__mmask16)live, x);
     __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(live >> 16), x + 16);
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
@@ -325,7 +347,7 @@ static KBlocks amx_kblocks(int K, int most) {
 
 /* 32 floats (`live` of them; zeros past) -> their three bf16 parts, out[0] lo, [1] mid, [2] hi:
  * hi = bf16(x), then what is left, then what is left of that (each difference exact). */
-DQ_AMX static inline void split3(const float *x, __mmask32 live, __m512i out[3]) {
+DQ_BF16_PACK static inline void split3(const float *x, __mmask32 live, __m512i out[3]) {
     __m512 v[2] = {_mm512_maskz_loadu_ps((__mmask16)live, x),
                    _mm512_maskz_loadu_ps((__mmask16)(live >> 16), x + 16)};
     for (int t = 2; t >= 0; t--) {
@@ -369,7 +391,7 @@ DQ_AMX static void amx_round_rows(uint16_t *dst, size_t part_stride, int parts, 
 }
 
 /* 16 words with each bf16 half that is denormal made a zero of its sign. */
-DQ_AMX static inline __m512i daz_pairs(__m512i v) {
+DQ_BF16_PACK static inline __m512i daz_pairs(__m512i v) {
     v = _mm512_mask_and_epi32(v, _mm512_testn_epi32_mask(v, _mm512_set1_epi32(0x7f80)), v,
                               _mm512_set1_epi32((int)0xffff8000u));
     return _mm512_mask_and_epi32(v, _mm512_testn_epi32_mask(v, _mm512_set1_epi32(0x7f800000)), v,
@@ -377,7 +399,7 @@ DQ_AMX static inline __m512i daz_pairs(__m512i v) {
 }
 
 /* r[j] (word i) -> r[i] (word j), 16 x 16 32-bit words. */
-DQ_AMX static inline void transpose16(__m512i r[16]) {
+DQ_BF16_PACK static inline void transpose16(__m512i r[16]) {
     __m512i t[16];
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
@@ -417,7 +439,7 @@ typedef struct {
 /* Row n's block of 32 int8 weights from column k (a multiple of 32) as 32 bf16. Its pairs are
  * every m-th 16-bit word of its group of m blocks (dq_q8_at): the group's words loaded (masked
  * to its end) and the block's picked out by two permutes. */
-DQ_AMX static inline __m512i q8_block_bf16(const DqGemmQ8 *q8, size_t ldw, int n, int k) {
+DQ_BF16_PACK static inline __m512i q8_block_bf16(const DqGemmQ8 *q8, size_t ldw, int n, int k) {
     int nb = (int)(ldw / DQ_Q8_BLOCK), b = k / DQ_Q8_BLOCK, m;
     int b0 = MIN(b, nb) / 8 * 8; /* the groups before the row's last 8 blocks hold 8 each */
     while (b >= b0 + (m = dq_q8_group(nb, b0)))
@@ -448,8 +470,8 @@ DQ_AMX static inline __m512i q8_block_bf16(const DqGemmQ8 *q8, size_t ldw, int n
 /* Panel q of W's columns from n0 (32 of them; zeros past N), columns [k0, k0 + 2 kp) of k
  * (zeros past K) -> dst [kp][32]: 16 rows of W and 16 pairs at a time, read as words and
  * transposed. */
-DQ_AMX static void amx_pack_panel(uint32_t *dst, const WSource *w, int N, int K, int n0, int k0,
-                                  int kp) {
+DQ_BF16_PACK static void amx_pack_panel(uint32_t *dst, const WSource *w, int N, int K, int n0,
+                                        int k0, int kp) {
     if (w->f32 != NULL) { /* three planes, lo, mid, hi, kp x 32 words apart */
         for (int h = 0; h < NR; h += 16)
             for (int p = 0; p < kp; p += 16) {
@@ -741,7 +763,7 @@ DQ_AMX void dq_amx_end(void) {
     _tile_release();
 }
 
-DQ_AMX void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width) {
+DQ_BF16_PACK void dq_amx_round_row(uint16_t *dst, const float *src, int n, int width) {
     for (int k = 0; k < width; k += 32) {
         __mmask32 room = first32(width - k);
         _mm512_mask_storeu_epi16(dst + k, room, round32(src + k, first32(n - k) & room));
@@ -896,6 +918,39 @@ gboolean dq_gemm_q8_linear(int M, int N, int K, const float *x, const DqGemmQ8 *
 typedef void (*Kernel)(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c, size_t ldc,
                        int nr, gboolean set, const float *bias);
 
+/* pack_a with vcvtne2ps2bf16: 32 floats of a row a store (the same bits as round_a). */
+DQ_BF16_PACK static void pack_a_avx512(uint32_t *dst, const float *A, size_t lda, int K, int m0,
+                                       int m1, int p0, int kp) {
+    int rows = (m1 - m0 + MR - 1) / MR * MR;
+    for (int r = 0; r < rows; r++) {
+        const float *a = A + (size_t)(m0 + r < m1 ? m0 + r : m0) * lda + 2 * (size_t)p0;
+        uint32_t *o = dst + (size_t)r * KP;
+        for (int p = 0; p < kp; p += 16) /* p + 16 <= KP: the row's room */
+            _mm512_storeu_si512(
+                o + p, round32(a + 2 * p, first32(K - 2 * (p0 + p)) & first32(2 * (kp - p))));
+    }
+}
+
+/* pack_b with amx_pack_panel (16 columns x 16 pairs a transpose in registers): each panel's
+ * pairs rounded up to whole 16 (zeros past K; the kernel stops at kp), panels bstride words
+ * apart. */
+DQ_BF16_PACK static void pack_b_avx512(uint32_t *dst, size_t bstride, const uint16_t *W, size_t ldw,
+                                       int N, int K, int n0, int nc, int p0, int kp) {
+    WSource w = {.bf16 = W, .ldw = ldw};
+    for (int c = 0; c < nc; c += NR)
+        amx_pack_panel(dst + (size_t)c / NR * bstride, &w, N, K, n0 + c, 2 * p0,
+                       (kp + 15) / 16 * 16);
+}
+
+static gboolean vector_packs(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx512bw");
+    }
+    return have;
+}
+
 /* dq_gemm has dealt with empty products. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack) {
@@ -906,25 +961,51 @@ void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_
                     (uint32_t *)(void *)wp, (DQ_GEMM_PACK_FLOATS - AMX_A_FLOATS) * sizeof(float));
         return;
     }
-    Kernel kernel = !force_portable && dq_cpu_has_avx512bf16() ? kernel_dpbf16
-                    : dq_cpu_has_avx2()                        ? kernel_portable_avx2
-                                                               : kernel_portable;
+    gboolean dot = !force_portable && dq_cpu_has_avx512bf16();
+    /* the emulation packs with the scalar loops: test_gemm compares the vector packs with them */
+    gboolean vec = dot && vector_packs();
+    Kernel kernel = dot                 ? kernel_dpbf16
+                    : dq_cpu_has_avx2() ? kernel_portable_avx2
+                                        : kernel_portable;
     int pairs = (K + 1) / 2;
-    uint32_t *bpack = pack, *apack = bpack + (size_t)KP * NC;
+    uint32_t *apack = pack, *bpack = apack + (size_t)SB * MC * KP;
     for (int n0 = 0; n0 < N; n0 += NC) {
         int nc = MIN(NC, N - n0), panels = (nc + NR - 1) / NR;
-        for (int p0 = 0; p0 < pairs; p0 += KP) {
-            int kp = MIN(KP, pairs - p0);
-            gboolean set = mode == DQ_GEMM_SET && p0 == 0;
-            pack_b(bpack, W, ldw, N, K, n0, nc, p0, kp);
+        for (int s0 = 0; s0 < pairs; s0 += SB * KP) {
+            /* blocks [0, nb) of KP pairs from s0, the last one kp_last; a panel's words: bq, its
+             * block b's at b KP NR (the packs round a block up to whole 16 pairs) */
+            int sp = MIN(SB * KP, pairs - s0), nb = (sp + KP - 1) / KP;
+            int kp_last = sp - (nb - 1) * KP;
+            size_t bq = ((size_t)(nb - 1) * KP + (vec ? (kp_last + 15) / 16 * 16 : kp_last)) * NR;
+            for (int b = 0; b < nb; b++) {
+                int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
+                if (vec)
+                    pack_b_avx512(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
+                else
+                    pack_b(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
+            }
             for (int m0 = 0; m0 < M; m0 += MC) {
                 int m1 = MIN(M, m0 + MC);
-                pack_a(apack, A, lda, K, m0, m1, p0, kp);
+                for (int b = 0; b < nb; b++) {
+                    int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
+                    uint32_t *ab = apack + (size_t)b * MC * KP;
+                    if (vec)
+                        pack_a_avx512(ab, A, lda, K, m0, m1, p0, kp);
+                    else
+                        pack_a(ab, A, lda, K, m0, m1, p0, kp);
+                }
+                /* a 32-column panel of C's rows, its blocks of k in order */
                 for (int q = 0; q < panels; q++)
-                    for (int i = m0; i < m1; i += MR)
-                        kernel(kp, apack + (size_t)(i - m0) * kp, MIN(MR, m1 - i),
-                               bpack + (size_t)q * NR * kp, C + (size_t)i * ldc + n0 + q * NR, ldc,
-                               MIN(NR, nc - q * NR), set, bias != NULL ? bias + n0 + q * NR : NULL);
+                    for (int b = 0; b < nb; b++) {
+                        int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
+                        gboolean set = mode == DQ_GEMM_SET && p0 == 0;
+                        const uint32_t *bp = bpack + (size_t)q * bq + (size_t)b * KP * NR;
+                        for (int i = m0; i < m1; i += MR)
+                            kernel(kp, apack + (size_t)b * MC * KP + (size_t)(i - m0) * KP,
+                                   MIN(MR, m1 - i), bp, C + (size_t)i * ldc + n0 + q * NR, ldc,
+                                   MIN(NR, nc - q * NR), set,
+                                   bias != NULL ? bias + n0 + q * NR : NULL);
+                    }
             }
         }
     }

@@ -18,13 +18,15 @@
  * - The oracle itself against float64: the error of the float32 sums stays within K * 2^-23 of
  *   sum |a b|, and the product differs from the float32 product (A not rounded) by at most
  *   2^-8 of sum |a b| (A rounded to bf16): it is the product the option promises.
- * - Inputs below the smallest normal are read as zero.
+ * - Inputs below the smallest normal are read as zero, by every kernel the CPU has (their packs
+ *   with it: the vector packs of vdpbf16ps, the scalar ones of the emulation).
  * - Row invariance, bit for bit: every row alone, and dq_gemm_linear on 2 threads (chunks of
  *   rows, or of features for few rows), give the rows of the whole product; for the emulation
  *   and for each instruction the CPU has.
  * - Where the CPU has AVX512-BF16, vdpbf16ps, and where it has AMX-BF16, tdpbf16ps (its own
  *   blocking: chunks of B, 32-row blocks of A, a K too long for it left to vdpbf16ps) against
- *   the emulation, within 2^-20 of sum |a b| (vendors round the pair's sum differently);
+ *   the emulation, within 2^-20 of sum |a b| (vendors round the pair's sum differently; a NaN
+ *   fails: reading A's or W's padding past K would give one);
  *   elsewhere those cases are skipped, saying why. */
 #include "cpu_gemm.h"
 #include "cpu_simd.h"
@@ -101,13 +103,15 @@ static void test_round(void) {
         isnan(dq_bf16f(dq_f32_bf16(bits_f(0x7f800001u))))); /* a NaN never rounds to inf */
 }
 
-/* dq_amx_round_row (vcvtne2ps2bf16) against the rounding cpu_gemm.h gives A: nearest even,
- * float32 denormals to zeros of their sign (the band just below the smallest normal too, which
- * nearest-even alone would round up to it), NaNs quieted; zeros from n to width. */
+/* dq_amx_round_row (vcvtne2ps2bf16, as the AMX and the vdpbf16ps products round A) against the
+ * rounding cpu_gemm.h gives A: nearest even, float32 denormals to zeros of their sign (the band
+ * just below the smallest normal too, which nearest-even alone would round up to it), NaNs
+ * quieted; zeros from n to width. */
 static void test_amx_round(void) {
-    if (!dq_cpu_has_amx_bf16()) {
-        g_test_skip("this CPU has no AMX-BF16 (or DOCQA_CPU_NO_AMX is set): dq_amx_round_row "
-                    "does not run here");
+    __builtin_cpu_init();
+    if (!dq_cpu_has_avx512bf16() || !__builtin_cpu_supports("avx512bw")) {
+        g_test_skip("this CPU has no AVX512-BF16 and BW (or DOCQA_CPU_NO_AVX512BF16 is set): "
+                    "dq_amx_round_row does not run here");
         return;
     }
     enum { N = 4099 };
@@ -122,11 +126,9 @@ static void test_amx_round(void) {
                 u = (u & 0x80000000u) | 0x7f800000u | (u & 0x7fffffu); /* NaN or inf */
             src[i] = bits_f(u);
         }
-        dq_amx_begin();
         int n = N - round * 37, width = n + round % 40;
         memset(dst, 0xab, (N + 64) * sizeof *dst);
         dq_amx_round_row(dst, src, n, width);
-        dq_amx_end();
         for (int i = 0; i < width; i++) {
             uint32_t u;
             memcpy(&u, &src[i], sizeof u);
@@ -284,15 +286,16 @@ static void test_product(void) {
 }
 
 /* Denormal inputs (A's after rounding, W's as stored) count as zeros: each multiplied by a large
- * value, alone in its row, so that it would show. */
-static void test_denormals(void) {
-    gboolean was = dq_gemm_bf16_force_portable(TRUE);
-    enum { M = 3, N = 4, K = 5 };
+ * value, alone in its row, so that it would show; for every kernel the CPU has (their packs
+ * flush them, the instructions too). */
+static void check_denormals(void) {
+    enum { M = 4, N = 4, K = 5 };
     float A[M * K] = {0}, C[M * N];
     uint16_t W[N * K] = {0};
-    A[0 * K + 1] = 1e-39f;  /* a denormal float32 */
-    A[1 * K + 3] = -3e-40f; /* a denormal bf16 after rounding */
-    A[2 * K + 0] = 1e30f;   /* huge, against denormal weights */
+    A[0 * K + 1] = 1e-39f;              /* a denormal float32 */
+    A[1 * K + 3] = -3e-40f;             /* a denormal bf16 after rounding */
+    A[3 * K + 3] = bits_f(0x007fffffu); /* the largest denormal: nearest even makes it normal */
+    A[2 * K + 0] = 1e30f;               /* huge, against denormal weights */
     A[2 * K + 4] = 1e30f;
     for (int j = 0; j < N; j++) {
         W[j * K + 1] = W[j * K + 3] = dq_f32_bf16(1e30f);
@@ -310,7 +313,18 @@ static void test_denormals(void) {
     g_assert_cmpfloat(fabsf(C[0]), >, 1e-9f);
     g_assert_cmpfloat(fabsf(C[2 * N]), >, 1e-9f);
     g_aligned_free(pack);
-    dq_gemm_bf16_force_portable(was);
+}
+
+static void test_denormals(void) {
+    for (Bf16Kernel k = KERNEL_EMULATION; k <= KERNEL_AMX; k++) {
+        if (!kernel_runs_here(k)) {
+            printf("# denormals of %s not checked: this CPU does not have it\n", kernel_name[k]);
+            continue;
+        }
+        use_kernel(k);
+        check_denormals();
+    }
+    use_kernel(KERNEL_EMULATION);
 }
 
 static void run_linear(const Case *c, float *y, int threads) {
@@ -502,7 +516,7 @@ static void check_native(Bf16Kernel k) {
                 }
                 double exact, mag, f32;
                 oracle(&c, i, (int)j, mode == DQ_GEMM_SET, c.bias, &exact, &mag, &f32);
-                if (fabs((double)a - b) > mag * 0x1p-20)
+                if (!(fabs((double)a - b) <= mag * 0x1p-20)) /* a NaN fails too */
                     g_error("%s %dx%dx%d: C[%d][%zu] = %.9g, emulation %.9g", kernel_name[k], c.M,
                             c.N, c.K, i, j, a, b);
                 identical += f_bits(a) == f_bits(b);
