@@ -5,8 +5,10 @@
 #   scripts/test.sh --quick    skip the sanitizer build and the `slow` tests
 #
 # Steps: install-deps; format check; Release build with -Werror (and the CUDA sources when nvcc
-# exists); ctest (all labels); ASan+UBSan build and ctest -L unit; the conformance check against
-# ../shared/fixtures when it exists.
+# exists); ctest (all labels); ASan+UBSan build, ctest -L unit on it, then ctest -L asan on it
+# (the slow tests over the real-world corpus, the whole pipeline, PostgreSQL crash recovery and
+# the fixture sweeps; ~3 min on 2 cores), library caches' leaks suppressed by tests/lsan.supp;
+# libFuzzer smoke; the conformance check against ../shared/fixtures when it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,9 +51,12 @@ if [ $quick -eq 0 ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDOCQA_SANITIZE=ON -DDOCQA_CUDA=OFF \
     -DDOCQA_WERROR=ON >/dev/null
   cmake --build build-asan -j "$jobs"
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest --output-on-failure --no-tests=error -j "$jobs" -L unit)
+  sanitized=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0)
+  (cd build-asan && "${sanitized[@]}" ctest --output-on-failure --no-tests=error -j "$jobs" -L unit)
+  step "sanitizer run of the slow tests labelled asan (real-world documents, the whole pipeline)"
+  (cd build-asan && "${sanitized[@]}" ctest --output-on-failure --no-tests=error -j "$jobs" -L asan)
 fi
 
 if [ $quick -eq 0 ] && [ -f tests/fuzz/CMakeLists.txt ]; then
