@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "dq_error.h"
 #include "json_load.h"
+#include "sanitizer.h"
 #include "store_documents.h"
 #include "test_point.h"
 #include "text.h"
@@ -246,6 +247,7 @@ typedef struct {
     double deadline_ms;
     GString *buf;
     gboolean done_seen;
+    gboolean fail_seen; /* the document could not be opened, or has too many pages */
     gboolean timed_out;
     gboolean out_of_memory; /* it said so as it died (worker.c) */
     gboolean out_of_time;   /* killed because its document's --doc-timeout ran out */
@@ -1046,6 +1048,7 @@ static void handle_line(Run *r, Child *c, char *line) {
             }
         }
     } else if (n >= 3 && strcmp(f[0], "fail") == 0) {
+        c->fail_seen = TRUE;
         int reason = DQ_INGEST_DAMAGED;
         for (size_t i = 1; i < G_N_ELEMENTS(reason_names); i++)
             if (reason_names[i] && strcmp(reason_names[i], f[1]) == 0)
@@ -1142,6 +1145,16 @@ static void reap_child(Run *r, int i) {
     int status = 0;
     while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
         ;
+#ifdef DQ_UNDER_ASAN
+    /* A worker that said its last line and then did not exit 0 had a sanitizer report at its
+     * exit (worker_exit: LeakSanitizer's check), on stderr above. Its document is settled, so
+     * nothing else would show it: the sanitizer runs must fail as on any process's report. */
+    if ((c->done_seen || c->fail_seen) && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        g_printerr("ingest: the render worker for %s failed at its exit (a sanitizer report)\n",
+                   d->entry->path);
+        abort();
+    }
+#endif
     if (!c->done_seen && d->fail_reason == 0) {
         /* SIGXCPU: the worker's CPU limit (worker.c) ran out before this process's clock did
          * (this process was stopped, or too busy to look). */

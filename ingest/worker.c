@@ -10,6 +10,7 @@
  * The parent enforces the time limit per line; the address-space limit is set here.
  */
 #include "ingest_internal.h"
+#include "sanitizer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,13 +24,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define DQ_UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define DQ_UNDER_ASAN 1
+#ifdef DQ_UNDER_ASAN
+#include <sanitizer/common_interface_defs.h>
 #endif
-#endif
+
+/* What poppler, libtiff and our page code leak on real documents is reported (ingest.c,
+ * reap_child, fails the ingest under ASan). */
+static G_NORETURN void worker_exit(int code) {
+    dq_sanitizer_check_leaks();
+    _exit(code);
+}
 
 static void send_line(int fd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
@@ -93,6 +97,8 @@ static void maybe_inject_fault(const char *path, int page) {
         kill(getppid(), stop);
         hang = TRUE;
     }
+    if (hit && strcmp(f[0], "leak") == 0)
+        (void)g_malloc(4000); /* lost at once: what the sanitizer runs must catch in a renderer */
     if (hit && strcmp(f[0], "rewrite") == 0) {
         int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
         if (fd >= 0) {
@@ -292,6 +298,12 @@ void worker_main(const WorkerTask *task, int fd) {
         /* poppler and libtiff print their complaints on stderr (or via g_log on stdout); they reach
          * the database as reasons instead, and must not garble the progress line. */
         int devnull = open("/dev/null", O_WRONLY);
+#ifdef DQ_UNDER_ASAN
+        /* ...but not the sanitizers' reports: they go to the stderr the worker was given. */
+        int report = devnull >= 0 ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) : -1;
+        if (report >= 0)
+            __sanitizer_set_report_fd((void *)(intptr_t)report);
+#endif
         if (devnull >= 0) {
             dup2(devnull, STDOUT_FILENO);
             dup2(devnull, STDERR_FILENO);
@@ -307,7 +319,7 @@ void worker_main(const WorkerTask *task, int fd) {
     if (doc == NULL) {
         char *m = clean(err->message);
         send_line(fd, "fail\t%s\t%s\n", dq_ingest_reason_name(err->code), m);
-        _exit(0);
+        worker_exit(0);
     }
     int n = render_doc_page_count(doc);
     char *warn = clean(render_doc_warning(doc));
@@ -318,7 +330,7 @@ void worker_main(const WorkerTask *task, int fd) {
     if (n > task->max_pages) {
         send_line(fd, "fail\t%s\t%s: %d pages is over the limit of %d\n",
                   dq_ingest_reason_name(DQ_INGEST_TOO_MANY_PAGES), task->path, n, task->max_pages);
-        _exit(0);
+        worker_exit(0);
     }
     for (;;) {
         int page = __atomic_add_fetch(&task->shared->next_page, 1, __ATOMIC_SEQ_CST);
@@ -364,5 +376,5 @@ void worker_main(const WorkerTask *task, int fd) {
     }
     send_line(fd, "done\n");
     render_doc_close(doc);
-    _exit(0);
+    worker_exit(0);
 }

@@ -7,6 +7,7 @@
 #include "queue.h"
 
 #include "dq_error.h"
+#include "sanitizer.h"
 #include "text.h"
 
 #include <errno.h>
@@ -140,6 +141,8 @@ static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, in
      * waiting for a lost server gives up when told to stop). */
     int code = child_stop ? 130 : !ok ? 2 : 0;
     fflush(NULL);
+    /* A leak found here kills the worker: run counts it as died, and exits 1. */
+    dq_sanitizer_check_leaks();
     /* _exit: the parent's atexit handlers (and a test program's temp-dir cleanup) are not ours. */
     _exit(code);
 }

@@ -272,6 +272,37 @@ static void test_changed_during_ingest(void) {
     g_free(dir);
 }
 
+/* Under ASan a render worker's leak is reported and fails the ingest. Workers leave by _exit,
+ * which skips LeakSanitizer's check at exit, with their stderr on /dev/null: the corpus test and
+ * every ingest under ASan passed whatever the renderers leaked. */
+static void test_sanitizer_sees_worker_leak(void) {
+#ifndef __SANITIZE_ADDRESS__
+    g_test_skip("not an ASan build (-DDOCQA_SANITIZE=ON): there is no leak check to see");
+#else
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "leaky.pdf", NULL);
+    write_pdf(pdf);
+    char *out = NULL, *err = NULL;
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "leak:leaky.pdf:1", TRUE);
+    const char *args[] = {"ingest", "--db", db, "--tile", "64", "-j", "1", pdf, NULL};
+    int rc = dq_test_docqa_in(NULL, drop_privileges, args, &out, &err);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_test_message("exit %d, stderr:\n%s", rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    g_assert_cmpint(rc, !=, 1); /* not "some inputs failed": the page itself rendered */
+    g_assert_nonnull(strstr(err, "ERROR: LeakSanitizer"));
+    g_assert_nonnull(strstr(err, "4000 byte(s)"));
+    g_assert_nonnull(strstr(err, "in worker_main"));
+    g_assert_nonnull(strstr(err, "leaky.pdf failed at its exit (a sanitizer report)"));
+    g_free(out);
+    g_free(err);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+#endif
+}
+
 /* Folders that cannot be listed, the one named and one inside: each named on a line with the
  * error, counted, exit status 1; the readable rest is ingested. */
 static void test_unreadable_folders(void) {
@@ -1362,6 +1393,7 @@ int main(int argc, char **argv) {
     server = pgt_start(&server_why_not);
 #endif
     g_test_add_func("/ingest/cli/retry_summary", test_retry_summary);
+    g_test_add_func("/ingest/cli/sanitizer_sees_worker_leak", test_sanitizer_sees_worker_leak);
     g_test_add_data_func("/ingest/cli/concurrent/sqlite/left_to_other", "sqlite",
                          test_concurrent_left_to_other);
     g_test_add_data_func("/ingest/cli/concurrent/sqlite/put_off_then_taken", "sqlite",
