@@ -516,12 +516,28 @@ static gboolean restore_user_objects(DqStore *store, const GPtrArray *before,
     return TRUE;
 }
 
+/* The schema version for deciding which migrations to apply: a read that fails is an error,
+ * not version 0 (that would run every migration again on a database that has them). */
+static gboolean read_schema_version(DqStore *store, int *version, GError **err) {
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        *version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return dq_fail(err, DQ_ERR_DB, "%s: reading the schema version: %s", store->path,
+                       sqlite3_errstr(rc));
+    return TRUE;
+}
+
 static gboolean apply_migrations(DqStore *store, int max_version, GError **err) {
+    int current = 0;
+    if (!read_schema_version(store, &current, err))
+        return FALSE;
     char **names = dq_resource_list("schema/sqlite", err);
     if (names == NULL)
         return FALSE;
     gboolean ok = FALSE, fks_off = FALSE, in_transaction = FALSE;
-    int current = dq_store_schema_version(store);
     int newest_known = 0, target = 0;
     GPtrArray *objects = NULL;
     for (char **n = names; *n; n++) {
@@ -571,7 +587,9 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     if (!dq_store_exec(store, "BEGIN IMMEDIATE", err))
         goto out;
     in_transaction = TRUE;
-    int start = dq_store_schema_version(store); /* another process may have got there first */
+    int start = 0; /* another process may have got there first */
+    if (!read_schema_version(store, &start, err))
+        goto out;
     for (char **n = names; *n; n++) {
         int num = migration_number(*n);
         if (num <= start || num > target)

@@ -2911,6 +2911,39 @@ static void test_counts_read_error(void) {
     g_free(loc);
 }
 
+/* Every connection opened while set arms the interrupt for PRAGMA user_version (open makes its
+ * own connection, so the handlers cannot be set on it beforehand). */
+static int arm_on_open(sqlite3 *db, char **msg, const void *api) {
+    (void)msg;
+    (void)api;
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, arm_interrupt, (void *)"PRAGMA user_version");
+    sqlite3_progress_handler(db, 1, interrupt_if_armed, NULL);
+    return SQLITE_OK;
+}
+
+/* A schema version that cannot be read at open fails the open naming it; it is not taken for
+ * version 0 (every migration would be run again on a database that has them). */
+static void test_schema_version_read_error(void) {
+    char *loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    interrupt_armed = FALSE; /* an earlier test may have left it set */
+    sqlite3_auto_extension((void (*)(void))arm_on_open);
+    s = dq_store_open(loc, &err);
+    sqlite3_reset_auto_extension();
+    interrupt_armed = FALSE;
+    g_assert_null(s);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "reading the schema version"));
+    g_clear_error(&err);
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A read that fails while choosing the pages to ask about fails ask; it is not taken for a
  * database with fewer documents (a nightly ask would queue nothing and exit 0). */
 static void test_select_pages_read_error(void) {
@@ -3076,6 +3109,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/status-now", "sqlite", test_status_now);
     g_test_add_func("/store/backends/sqlite/select-pages-read-error", test_select_pages_read_error);
     g_test_add_func("/store/backends/sqlite/counts-read-error", test_counts_read_error);
+    g_test_add_func("/store/backends/sqlite/schema-version-read-error",
+                    test_schema_version_read_error);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     int rc = g_test_run();
     pgt_stop(server);
