@@ -2860,64 +2860,72 @@ static void test_requeue_selected(gconstpointer kind) {
     g_free(loc);
 }
 
-/* One "now" for every number status reads: the counts, v_progress's rows and the answer rate
- * take it as a parameter, so that a lease expiring between two reads is on the same side of each.
- * A lease that expires at E is running at E (lease_expires_ms < now is stalled) and stalled at
- * E + 1, in the counts and in the progress rows alike; an answer finished exactly 600 s before
- * now is in the rate's window, 1 ms later out of it. */
-/* Stops every SQLite statement at its first instruction, as an I/O error or a corrupt page
- * would stop it part way. */
-static int interrupt_step(void *unused) {
-    (void)unused;
-    return 1;
-}
-
-/* Interrupts the statements whose text contains the string `user` points to (a trace callback
- * arms the progress handler as each statement starts). */
+/* A failed read, made on purpose: each statement whose text contains `interrupting` (""
+ * matches every one) stops at its first instruction, as an I/O error or a corrupt page would
+ * stop it part way. A trace callback arms the progress handler as each statement starts. */
+static const char *interrupting;
 static gboolean interrupt_armed;
-static int arm_interrupt(unsigned type, void *user, void *stmt, void *unused) {
-    (void)type, (void)unused;
-    interrupt_armed = strstr(sqlite3_sql(stmt), user) != NULL;
+static int arm_interrupt(unsigned type, void *unused, void *stmt, void *unused2) {
+    (void)type, (void)unused, (void)unused2;
+    interrupt_armed = strstr(sqlite3_sql(stmt), interrupting) != NULL;
     return 0;
 }
 static int interrupt_if_armed(void *unused) {
     (void)unused;
     return interrupt_armed;
 }
+static void interrupt_statements(sqlite3 *db, const char *part) {
+    interrupting = part;
+    interrupt_armed = FALSE;
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, arm_interrupt, NULL);
+    sqlite3_progress_handler(db, 1, interrupt_if_armed, NULL);
+}
+static void stop_interrupting(sqlite3 *db) {
+    sqlite3_progress_handler(db, 0, NULL, NULL);
+    sqlite3_trace_v2(db, 0, NULL, NULL);
+    interrupt_armed = FALSE;
+}
+
+/* A fresh SQLite store holding /a.pdf (add_document's 3 usable pages and a failed one). */
+static DqStore *sqlite_store_with_document(char **loc, gint64 *doc) {
+    *loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(*loc, &err);
+    dq_assert_no_error(err);
+    gint64 id = add_document(s, "/a.pdf",
+                             "1111111111111111111111111111111111111111111111111111111111111111");
+    if (doc != NULL)
+        *doc = id;
+    return s;
+}
 
 /* store_jobs_counts' count of other models' jobs (run's "nothing left for this model, N for
  * others") fails with its read rather than saying 0. */
 static void test_counts_read_error(void) {
-    char *loc = new_location("sqlite");
+    char *loc = NULL;
     GError *err = NULL;
-    DqStore *s = dq_store_open(loc, &err);
-    dq_assert_no_error(err);
-    add_document(s, "/a.pdf", "1111111111111111111111111111111111111111111111111111111111111111");
+    DqStore *s = sqlite_store_with_document(&loc, NULL);
     g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
     DqJobCounts c;
     g_assert_true(store_jobs_counts(s, "another-model", &c, &err));
     dq_assert_no_error(err);
     g_assert_cmpint(c.pending_other, ==, 3);
-    sqlite3 *db = dq_store_sqlite(s);
-    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, arm_interrupt, (void *)"model_id <> ?1");
-    sqlite3_progress_handler(db, 1, interrupt_if_armed, NULL);
+    interrupt_statements(dq_store_sqlite(s), "model_id <> ?1");
     g_assert_false(store_jobs_counts(s, "another-model", &c, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
     g_assert_nonnull(strstr(err->message, "counting other models' jobs"));
     g_clear_error(&err);
-    sqlite3_progress_handler(db, 0, NULL, NULL);
-    sqlite3_trace_v2(db, 0, NULL, NULL);
+    stop_interrupting(dq_store_sqlite(s));
     dq_store_close(s);
     g_free(loc);
 }
 
-/* Every connection opened while set arms the interrupt for PRAGMA user_version (open makes its
- * own connection, so the handlers cannot be set on it beforehand). */
-static int arm_on_open(sqlite3 *db, char **msg, const void *api) {
+/* Every connection opened while set interrupts PRAGMA user_version (open makes its own
+ * connection, so the handlers cannot be set on it beforehand). */
+static int interrupt_on_open(sqlite3 *db, char **msg, const void *api) {
     (void)msg;
     (void)api;
-    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, arm_interrupt, (void *)"PRAGMA user_version");
-    sqlite3_progress_handler(db, 1, interrupt_if_armed, NULL);
+    interrupt_statements(db, "PRAGMA user_version");
     return SQLITE_OK;
 }
 
@@ -2929,8 +2937,7 @@ static void test_schema_version_read_error(void) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     dq_store_close(s);
-    interrupt_armed = FALSE; /* an earlier test may have left it set */
-    sqlite3_auto_extension((void (*)(void))arm_on_open);
+    sqlite3_auto_extension((void (*)(void))interrupt_on_open);
     s = dq_store_open(loc, &err);
     sqlite3_reset_auto_extension();
     interrupt_armed = FALSE;
@@ -2947,13 +2954,11 @@ static void test_schema_version_read_error(void) {
 /* A read that fails while choosing the pages to ask about fails ask; it is not taken for a
  * database with fewer documents (a nightly ask would queue nothing and exit 0). */
 static void test_select_pages_read_error(void) {
-    char *loc = new_location("sqlite");
+    char *loc = NULL;
+    gint64 doc = 0;
     GError *err = NULL;
-    DqStore *s = dq_store_open(loc, &err);
-    dq_assert_no_error(err);
-    gint64 doc = add_document(s, "/a.pdf",
-                              "1111111111111111111111111111111111111111111111111111111111111111");
-    sqlite3_progress_handler(dq_store_sqlite(s), 1, interrupt_step, NULL);
+    DqStore *s = sqlite_store_with_document(&loc, &doc);
+    interrupt_statements(dq_store_sqlite(s), "");
     g_assert_null(store_jobs_select_pages(s, NULL, 0, NULL, 0, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
     g_assert_nonnull(strstr(err->message, "listing documents"));
@@ -2963,7 +2968,7 @@ static void test_select_pages_read_error(void) {
     g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
     g_assert_nonnull(strstr(err->message, "finding a document"));
     g_clear_error(&err);
-    sqlite3_progress_handler(dq_store_sqlite(s), 0, NULL, NULL);
+    stop_interrupting(dq_store_sqlite(s));
     GPtrArray *pages = store_jobs_select_pages(s, NULL, 0, NULL, 0, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(pages->len, ==, 4);
@@ -2972,6 +2977,11 @@ static void test_select_pages_read_error(void) {
     g_free(loc);
 }
 
+/* One "now" for every number status reads: the counts, v_progress's rows and the answer rate
+ * take it as a parameter, so that a lease expiring between two reads is on the same side of each.
+ * A lease that expires at E is running at E (lease_expires_ms < now is stalled) and stalled at
+ * E + 1, in the counts and in the progress rows alike; an answer finished exactly 600 s before
+ * now is in the rate's window, 1 ms later out of it. */
 static void test_status_now(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
