@@ -156,16 +156,6 @@ typedef struct {
     struct Profile *prof;
 } CudaCtx;
 
-static CudaCtx *ctx_of(DqBackend *be) {
-    CudaCtx *c = (CudaCtx *)be->ctx;
-    /* The current device is per host thread: a backend used from another thread than the one
-     * that opened it (or beside a backend on another GPU) must select its own. */
-    int cur = -1;
-    if (cudaGetDevice(&cur) != cudaSuccess || cur != c->device)
-        cudaSetDevice(c->device);
-    return c;
-}
-
 static void record(CudaCtx *c, cudaError_t e, const char *what) {
     if (e == cudaSuccess)
         return;
@@ -204,6 +194,16 @@ static void record_blas(CudaCtx *c, cublasStatus_t s, const char *what) {
 
 #define CK(c, call)        record((c), (call), #call)
 #define CK_LAUNCH(c, what) record((c), cudaGetLastError(), what)
+
+static CudaCtx *ctx_of(DqBackend *be) {
+    CudaCtx *c = (CudaCtx *)be->ctx;
+    /* The current device is per host thread: a backend used from another thread than the one
+     * that opened it (or beside a backend on another GPU) must select its own. */
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess || cur != c->device)
+        record(c, cudaSetDevice(c->device), "cudaSetDevice");
+    return c;
+}
 
 /* ---- profile (DOCQA_CUDA_PROFILE=1)
  *
@@ -282,7 +282,7 @@ static int prof_begin(CudaCtx *c) {
         p->t0 = g_get_monotonic_time();
     if (p->n == PROF_MARKS)
         prof_flush(p);
-    cudaEventRecord(p->start[p->n], c->stream);
+    CK(c, cudaEventRecord(p->start[p->n], c->stream));
     return p->n++;
 }
 
@@ -291,7 +291,7 @@ static void prof_end(CudaCtx *c, int i, const char *fmt, ...) {
     if (i < 0)
         return;
     Profile *p = c->prof;
-    cudaEventRecord(p->stop[i], c->stream);
+    CK(c, cudaEventRecord(p->stop[i], c->stream));
     va_list ap;
     va_start(ap, fmt);
     g_vsnprintf(p->label[i], sizeof p->label[i], fmt, ap);
@@ -385,8 +385,9 @@ static size_t size_class(size_t bytes) {
 }
 
 static void pool_trim(CudaCtx *c) {
-    /* Hands every cached block back to the driver (after the queued work that may use them). */
-    cudaStreamSynchronize(c->stream);
+    /* Hands every cached block back to the driver (after the queued work that may use them).
+     * The sync also reports a fault of that work: recorded under this name, not a later op's. */
+    CK(c, cudaStreamSynchronize(c->stream));
     GHashTableIter it;
     gpointer key, val;
     g_hash_table_iter_init(&it, c->free_lists);
@@ -818,7 +819,7 @@ static void cuda_weight_free(DqBackend *be, DqWeight *w) {
         /* smolvlm builds some weights from alloc()ed buffers (gathered position embeddings). */
         if (!pool_put(c, w->owned)) {
             g_hash_table_remove(c->bf16, w->owned);
-            cudaStreamSynchronize(c->stream);
+            CK(c, cudaStreamSynchronize(c->stream));
             cudaFree(w->owned);
         }
     }
