@@ -12,8 +12,9 @@ trap 'rm -rf "$tmp"' EXIT
 srv=$tmp/srv
 
 script=$tmp/docqa-nightly
-awk '/^    #!\/bin\/sh$/ { f = 1 } f { sub(/^    /, ""); print } f && /^\[ "\$ingest" -eq 0 \]/ { exit }' \
-  "$src/README.md" | sed "s#/srv/#$srv/#g" >"$script"
+awk '/^    #!\/bin\/sh$/ { f = 1 }
+     f { sub(/^    /, ""); print }
+     f && /^\[ "\$ingest" -eq 0 \]/ { exit }' "$src/README.md" | sed "s#/srv/#$srv/#g" >"$script"
 grep -q '^docqa export --checkpoint-file' "$script" && tail -n 1 "$script" | grep -q ingest ||
   { echo "README.md: no nightly script found under 'Nightly jobs'"; cat "$script"; exit 1; }
 
@@ -34,18 +35,24 @@ night() {
   PATH="$tmp/bin:$PATH" sh "$script" >"$tmp/night.out" 2>"$tmp/night.err" || rc=$?
   echo "$rc"
 }
-rows() { python3 -c 'import csv, sys; print(len(list(csv.reader(open(sys.argv[1], newline="")))) - 1)' "$1"; }
+# data rows of a CSV file (an answer may hold newlines)
+rows() {
+  python3 -c 'import csv, sys; print(len(list(csv.reader(open(sys.argv[1], newline="")))) - 1)' "$1"
+}
 out=$srv/docqa/out/answers-2026-01-01-013000.csv
 
 rc=$(night)
-[ "$rc" = 0 ] || { echo "the first night exited $rc"; cat "$tmp/night.out" "$tmp/night.err"; exit 1; }
-[ "$(rows "$out")" = 3 ] || { echo "the first night's export: expected 3 answers (3 pages)"; cat "$out"; exit 1; }
+[ "$rc" = 0 ] ||
+  { echo "the first night exited $rc"; cat "$tmp/night.out" "$tmp/night.err"; exit 1; }
+[ "$(rows "$out")" = 3 ] ||
+  { echo "the first night's export: expected 3 answers (3 pages)"; cat "$out"; exit 1; }
 [ "$(cat "$srv/docqa/answers.checkpoint")" = 3 ] || { echo "checkpoint not at 3"; exit 1; }
 [ -s "$srv/docqa/log/status-2026-01-01-013000.json" ] || { echo "no status log"; exit 1; }
 
 rc=$(night)
 [ "$rc" = 2 ] && grep -q "exists: not overwritten" "$tmp/night.err" ||
-  { echo "a second run in the same second: expected exit 2, got $rc"; cat "$tmp/night.err"; exit 1; }
+  { echo "a second run in the same second: expected exit 2, got $rc"; cat "$tmp/night.err"
+    exit 1; }
 [ "$(rows "$out")" = 3 ] || { echo "the first night's export was replaced"; cat "$out"; exit 1; }
 [ "$(cat "$srv/docqa/answers.checkpoint")" = 3 ] || { echo "the checkpoint moved"; exit 1; }
 
