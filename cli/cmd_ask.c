@@ -143,8 +143,9 @@ int cmd_ask(int argc, char **argv) {
              "nothing: the key is the document's SHA-256, the page number, the question, the "
              "model id, the render settings and the generation settings. Each question, from the "
              "command line or a file, is trimmed of surrounding whitespace (Unicode's too) and "
-             "asked once however often it is given; an empty question, or one that is not UTF-8 "
-             "text, is refused. Of each document one rendering is asked about (--n-res), and a "
+             "asked once however often it is given; an empty question, one that is not UTF-8 "
+             "text, or one holding <image> (the page image's marker in the prompt) is refused. Of "
+             "each document one rendering is asked about (--n-res), and a "
              "page whose bytes another path or version holds too is asked once: v_current_answers "
              "shows its answers under every path. Documents whose file ingest found gone are left "
              "out.");

@@ -351,14 +351,21 @@ int cmd_export(int argc, char **argv) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    /* A view dropped by hand: said before the header, so that no output looks like an export. */
+    /* A view dropped by hand: said before the header, so that no output looks like an export.
+     * --current reads v_current_answers, which reads documents_current. */
     char **missing = dq_store_missing_views(store, &err);
-    if (missing == NULL || g_strv_contains((const char *const *)missing, "v_answers")) {
+    const char *needed[] = {current ? "v_current_answers" : "v_answers",
+                            current ? "documents_current" : NULL};
+    const char *gone = NULL;
+    for (size_t i = 0; missing != NULL && gone == NULL && i < G_N_ELEMENTS(needed); i++)
+        if (needed[i] != NULL && g_strv_contains((const char *const *)missing, needed[i]))
+            gone = needed[i];
+    if (missing == NULL || gone != NULL) {
         if (missing != NULL)
             dq_fail(&err, DQ_ERR_DB,
-                    "%s: the view v_answers is missing (dropped?); nothing stored is lost: "
+                    "%s: the view %s is missing (dropped?); nothing stored is lost: "
                     "`docqa migrate --from %s` makes docqa's views again",
-                    dq_store_path(store), path);
+                    dq_store_path(store), gone, path);
         g_strfreev(missing);
         rc = dq_cli_fail(err);
         goto out;

@@ -19,7 +19,8 @@ int cmd_migrate(int argc, char **argv) {
          "source: sqlite:FILE, FILE or postgresql://...", "DB"},
         {"to", 0, 0, G_OPTION_ARG_FILENAME, &to,
          "destination (created and migrated; must be empty); without it, --from is upgraded "
-         "in place and docqa's views (v_answers, v_progress, documents_current) made again "
+         "in place and docqa's views (v_answers, v_current_answers, v_progress, documents_current) "
+         "made again "
          "where dropped",
          "DB"},
         {NULL, 0, 0, 0, NULL, NULL, NULL},

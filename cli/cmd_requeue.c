@@ -44,7 +44,8 @@ int cmd_requeue(int argc, char **argv) {
         {"failed", 0, 0, G_OPTION_ARG_NONE, &failed,
          "jobs that failed on their input, not retried: a missing or damaged page image "
          "(page_image), a question the model cannot take, e.g. too long (question), generation "
-         "settings a worker cannot use (settings)",
+         "settings a worker cannot use (settings), a document, page or question deleted by hand "
+         "(orphan)",
          NULL},
         {"approximate", 0, 0, G_OPTION_ARG_NONE, &approximate,
          "answered jobs whose answer was computed with approximate arithmetic (exact = 0)", NULL},

@@ -1195,6 +1195,13 @@ static void test_dropped_views(void) {
     g_assert_nonnull(strstr(err, "docqa migrate --from"));
     g_free(out);
     g_free(err);
+    /* --current reads v_current_answers over documents_current: the one missing is named */
+    g_assert_cmpint(dq_test_docqa(&out, &err, "export", "--db", db, "--current", NULL), ==, 2);
+    g_assert_cmpstr(out, ==, "");
+    g_assert_nonnull(strstr(err, "the view documents_current is missing"));
+    g_assert_nonnull(strstr(err, "docqa migrate --from"));
+    g_free(out);
+    g_free(err);
     g_assert_cmpint(dq_test_docqa(&out, &err, "migrate", "--from", db, NULL), ==, 0);
     g_test_message("%s", out);
     g_assert_nonnull(strstr(out, "views made again: documents_current, v_answers, v_progress"));
@@ -1209,6 +1216,26 @@ static void test_dropped_views(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "migrate", "--from", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "docqa's views are all there"));
     g_free(out);
+    /* v_current_answers alone: export --current names it, a plain export does not need it */
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(h, "DROP VIEW v_current_answers", NULL, NULL, NULL), ==,
+                    SQLITE_OK);
+    sqlite3_close(h);
+    g_assert_cmpint(dq_test_docqa(&out, &err, "export", "--db", db, "--current", NULL), ==, 2);
+    g_assert_cmpstr(out, ==, "");
+    g_assert_nonnull(strstr(err, "the view v_current_answers is missing"));
+    g_assert_nonnull(strstr(err, "docqa migrate --from"));
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\r\n"));
+    g_free(out);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "migrate", "--from", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "views made again: v_current_answers"));
+    g_free(out);
+    got = views_sql(db);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
     g_free(want);
     g_free(db);
     g_free(dir);

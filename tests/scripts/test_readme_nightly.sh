@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The README's nightly script (Nightly jobs), taken from README.md as users copy it, with /srv/
+# moved into a temporary folder and the bundled demo model: a night exports its answers and moves
+# the checkpoint; a second run whose file name is the same (the same second, here a `date` that
+# always says so) stops rather than replace that export, whose answers are past the checkpoint;
+# a later night exports only what is new.
+set -euo pipefail
+docqa=$1
+src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+srv=$tmp/srv
+
+script=$tmp/docqa-nightly
+awk '/^    #!\/bin\/sh$/ { f = 1 }
+     f { sub(/^    /, ""); print }
+     f && /^\[ "\$ingest" -eq 0 \]/ { exit }' "$src/README.md" | sed "s#/srv/#$srv/#g" >"$script"
+grep -q '^docqa export --checkpoint-file' "$script" && tail -n 1 "$script" | grep -q ingest ||
+  { echo "README.md: no nightly script found under 'Nightly jobs'"; cat "$script"; exit 1; }
+
+mkdir -p "$srv/docqa/log" "$srv/docqa/out" "$srv/models" "$srv/archive" "$tmp/bin"
+model=$srv/models/SmolVLM-256M-Instruct
+cp -r "$src/models/demo-tiny" "$model"
+rm -f "$model/model.safetensors"
+python3 "$src/scripts/make-demo-model.py" --model-dir "$model" >/dev/null 2>&1
+cp "$src/examples/docs/letter.pdf" "$src/examples/docs/invoice.pdf" "$srv/archive/"
+printf 'What is the date?\n' >"$srv/docqa/questions.txt"
+ln -s "$docqa" "$tmp/bin/docqa"
+# Every run of the script in the same second, whatever the clock says.
+printf '#!/bin/sh\necho 2026-01-01-013000\n' >"$tmp/bin/date"
+chmod +x "$tmp/bin/date"
+
+night() {
+  local rc=0
+  PATH="$tmp/bin:$PATH" sh "$script" >"$tmp/night.out" 2>"$tmp/night.err" || rc=$?
+  echo "$rc"
+}
+# data rows of a CSV file (an answer may hold newlines)
+rows() {
+  python3 -c 'import csv, sys; print(len(list(csv.reader(open(sys.argv[1], newline="")))) - 1)' "$1"
+}
+out=$srv/docqa/out/answers-2026-01-01-013000.csv
+
+rc=$(night)
+[ "$rc" = 0 ] ||
+  { echo "the first night exited $rc"; cat "$tmp/night.out" "$tmp/night.err"; exit 1; }
+[ "$(rows "$out")" = 3 ] ||
+  { echo "the first night's export: expected 3 answers (3 pages)"; cat "$out"; exit 1; }
+[ "$(cat "$srv/docqa/answers.checkpoint")" = 3 ] || { echo "checkpoint not at 3"; exit 1; }
+[ -s "$srv/docqa/log/status-2026-01-01-013000.json" ] || { echo "no status log"; exit 1; }
+
+rc=$(night)
+[ "$rc" = 2 ] && grep -q "exists: not overwritten" "$tmp/night.err" ||
+  { echo "a second run in the same second: expected exit 2, got $rc"; cat "$tmp/night.err"
+    exit 1; }
+[ "$(rows "$out")" = 3 ] || { echo "the first night's export was replaced"; cat "$out"; exit 1; }
+[ "$(cat "$srv/docqa/answers.checkpoint")" = 3 ] || { echo "the checkpoint moved"; exit 1; }
+
+# The next night: one new document, only its answer exported.
+printf '#!/bin/sh\necho 2026-01-02-013000\n' >"$tmp/bin/date"
+cp "$src/examples/docs/receipt.pdf" "$srv/archive/"
+rc=$(night)
+[ "$rc" = 0 ] || { echo "the second night exited $rc"; cat "$tmp/night.err"; exit 1; }
+[ "$(rows "$srv/docqa/out/answers-2026-01-02-013000.csv")" = 1 ] ||
+  { echo "the second night: expected only the new page's answer"; exit 1; }
+[ ! -e "$out.part" ] && [ ! -e "$srv/docqa/out/answers-2026-01-02-013000.csv.part" ] ||
+  { echo "a .part file was left"; exit 1; }
+echo "README nightly script: 3 answers, a same-second rerun refused, then 1 new answer"
