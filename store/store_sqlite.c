@@ -465,17 +465,25 @@ static GPtrArray *schema_objects(DqStore *store, GError **err) {
     return out;
 }
 
-static gboolean schema_has(DqStore *store, const char *type, const char *name) {
+/* Whether sqlite_schema holds the `type` named `name`; FALSE and err when it cannot be read. A
+ * failed read is no answer: taken for "not there", a user's index whose table could not be looked
+ * up was left out of restore_user_objects, and the upgrade went on without it. */
+static gboolean schema_has(DqStore *store, const char *type, const char *name, gboolean *has,
+                           GError **err) {
     sqlite3_stmt *st = NULL;
-    gboolean has = FALSE;
-    if (sqlite3_prepare_v2(store->db, "SELECT 1 FROM sqlite_schema WHERE type = ?1 AND name = ?2",
-                           -1, &st, NULL) == SQLITE_OK) {
+    int rc = sqlite3_prepare_v2(
+        store->db, "SELECT 1 FROM sqlite_schema WHERE type = ?1 AND name = ?2", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-        has = sqlite3_step(st) == SQLITE_ROW;
+        rc = sqlite3_step(st);
     }
+    *has = rc == SQLITE_ROW;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        dq_fail(err, DQ_ERR_DB, "%s: reading sqlite_schema for the %s %s: %s", store->path, type,
+                name, sqlite3_errmsg(store->db));
     sqlite3_finalize(st);
-    return has;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE;
 }
 
 /* Whether the migration's text names `name` as a word: an object it drops or creates itself. */
@@ -499,8 +507,11 @@ static gboolean restore_user_objects(DqStore *store, const GPtrArray *before,
                                      const char *migration_sql, GError **err) {
     for (guint i = 0; i < before->len; i++) {
         const SchemaObject *o = g_ptr_array_index(before, i);
-        if (schema_has(store, o->type, o->name) || !schema_has(store, "table", o->table) ||
-            migration_names_object(migration_sql, o->name))
+        gboolean still_there = FALSE, table_there = FALSE;
+        if (!schema_has(store, o->type, o->name, &still_there, err) ||
+            (!still_there && !schema_has(store, "table", o->table, &table_there, err)))
+            return FALSE;
+        if (still_there || !table_there || migration_names_object(migration_sql, o->name))
             continue;
         char *msg = NULL;
         if (sqlite3_exec(store->db, o->sql, NULL, NULL, &msg) != SQLITE_OK) {

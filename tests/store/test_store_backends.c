@@ -2951,6 +2951,45 @@ static void test_schema_version_read_error(void) {
     g_free(loc);
 }
 
+static int interrupt_schema_lookups(sqlite3 *db, char **msg, const void *api) {
+    (void)msg;
+    (void)api;
+    interrupt_statements(db, "FROM sqlite_schema WHERE type = ?1 AND name = ?2");
+    return SQLITE_OK;
+}
+
+/* Migration 0006 rebuilds documents, which takes a user's index on it along; the upgrade makes
+ * it again after looking it up in sqlite_schema. A lookup that fails fails the upgrade, naming
+ * what it looked up, and leaves the database at its version: it is not taken for "its table is
+ * gone", which went on without the index and opened the database. */
+static void test_restore_user_objects_read_error(void) {
+    char *loc = new_location("sqlite");
+    const char *path = loc + strlen("sqlite:");
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 5, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    sqlite_exec(path, "CREATE INDEX my_idx ON documents (ingested_at)");
+    sqlite3_auto_extension((void (*)(void))interrupt_schema_lookups);
+    s = dq_store_open(loc, &err);
+    sqlite3_reset_auto_extension();
+    interrupt_armed = FALSE;
+    if (s != NULL)
+        dq_store_close(s);
+    g_assert_null(s);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "reading sqlite_schema for the index"));
+    g_assert_nonnull(strstr(err->message, "0006"));
+    g_clear_error(&err);
+    g_assert_cmpint(sqlite_int(path, "PRAGMA user_version"), ==, 5);
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    g_assert_cmpint(sqlite_int(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'my_idx'"),
+                    ==, 1);
+    g_free(loc);
+}
+
 /* A read that fails while choosing the pages to ask about fails ask; it is not taken for a
  * database with fewer documents (a nightly ask would queue nothing and exit 0). */
 static void test_select_pages_read_error(void) {
@@ -3121,6 +3160,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/sqlite/counts-read-error", test_counts_read_error);
     g_test_add_func("/store/backends/sqlite/schema-version-read-error",
                     test_schema_version_read_error);
+    g_test_add_func("/store/backends/sqlite/restore-user-objects-read-error",
+                    test_restore_user_objects_read_error);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     int rc = g_test_run();
     pgt_stop(server);
