@@ -783,11 +783,11 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     if (read_only) {
         if (!check_docqa_database(store, must_exist, err) ||
             !exec_waiting(store, "PRAGMA query_only=ON; PRAGMA foreign_keys=ON;", err) ||
-            !apply_migrations(store, max_version, err)) {
+            !apply_migrations(store, max_version, err) ||
+            !read_schema_version(store, &store->schema_version, err)) {
             dq_store_close(store);
             return NULL;
         }
-        store->schema_version = dq_store_schema_version(store);
         return store;
     }
     if (!check_docqa_database(store, must_exist, err) ||
@@ -799,11 +799,12 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
                       "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
                       ") STRICT;",
                       err) ||
-        !apply_migrations(store, max_version, err)) {
+        !apply_migrations(store, max_version, err) ||
+        /* the version dq_store_check_file compares with: a failed read is no version */
+        !read_schema_version(store, &store->schema_version, err)) {
         dq_store_close(store);
         return NULL;
     }
-    store->schema_version = dq_store_schema_version(store);
     return store;
 }
 
@@ -899,9 +900,12 @@ gboolean dq_store_check_file(DqStore *store, GError **err) {
     store->file_gone = FALSE;
     /* A newer docqa upgraded the schema while this process ran (any command upgrades): what
      * this one writes next may not be what the new schema expects. PRAGMA user_version reads
-     * the header only. */
-    int now = dq_store_schema_version(store);
-    if (now != store->schema_version && now > 0)
+     * the header only. One that fails is an error: taken for version 0, it skipped this check,
+     * and the worker stored its answers into whatever schema was there. */
+    int now = 0;
+    if (!read_schema_version(store, &now, err))
+        return FALSE;
+    if (now != store->schema_version)
         return dq_fail(err, DQ_ERR_DB,
                        "%s: the schema was changed from version %d to %d while docqa used it "
                        "(by a newer docqa?): stopping; go on with the docqa that upgraded it",

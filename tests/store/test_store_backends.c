@@ -2951,6 +2951,28 @@ static void test_schema_version_read_error(void) {
     g_free(loc);
 }
 
+/* The check a worker makes before storing answers, that no newer docqa upgraded the schema
+ * meanwhile, fails when it cannot read the version: it is not taken for version 0, which
+ * skipped the check. */
+static void test_check_file_read_error(void) {
+    char *loc = NULL;
+    GError *err = NULL;
+    DqStore *s = sqlite_store_with_document(&loc, NULL);
+    g_assert_true(dq_store_check_file(s, &err));
+    dq_assert_no_error(err);
+    interrupt_statements(dq_store_sqlite(s), "PRAGMA user_version");
+    g_assert_false(dq_store_check_file(s, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "reading the schema version"));
+    g_assert_nonnull(strstr(err->message, dq_store_path(s)));
+    g_clear_error(&err);
+    stop_interrupting(dq_store_sqlite(s));
+    g_assert_true(dq_store_check_file(s, &err));
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 static int interrupt_schema_lookups(sqlite3 *db, char **msg, const void *api) {
     (void)msg;
     (void)api;
@@ -3162,6 +3184,7 @@ int main(int argc, char **argv) {
                     test_schema_version_read_error);
     g_test_add_func("/store/backends/sqlite/restore-user-objects-read-error",
                     test_restore_user_objects_read_error);
+    g_test_add_func("/store/backends/sqlite/check-file-read-error", test_check_file_read_error);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     int rc = g_test_run();
     pgt_stop(server);
