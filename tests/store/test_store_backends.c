@@ -2860,6 +2860,36 @@ static void test_requeue_selected(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A --where expression the database refuses is said with the database's own reason (the
+ * column it does not know), on both engines. PostgreSQL's check of the plan ran EXPLAIN first
+ * and dropped its error: the query after it then failed with "current transaction is aborted",
+ * which does not say what is wrong with the expression. */
+static void test_where_error_says_why(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    GArray *docs = g_array_new(FALSE, FALSE, sizeof(gint64));
+    g_assert_false(store_jobs_where_documents(s, "no_such_column = 1", docs, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_test_message("%s", err->message);
+    const char *why = strstr(err->message, "--where 'no_such_column = 1': ");
+    g_assert_nonnull(why);
+    g_assert_nonnull(strstr(why + strlen("--where 'no_such_column = 1': "), "no_such_column"));
+    g_assert_null(strstr(err->message, "aborted"));
+    g_clear_error(&err);
+    /* The store goes on: the transaction the check opened is gone. */
+    g_assert_true(store_jobs_where_documents(s, "path LIKE '%x%'", docs, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(docs->len, ==, 0);
+    g_array_free(docs, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A failed read, made on purpose: each statement whose text contains `interrupting` (""
  * matches every one) stops at its first instruction, as an I/O error or a corrupt page would
  * stop it part way. A trace callback arms the progress handler as each statement starts. */
@@ -3185,6 +3215,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/sqlite/restore-user-objects-read-error",
                     test_restore_user_objects_read_error);
     g_test_add_func("/store/backends/sqlite/check-file-read-error", test_check_file_read_error);
+    g_test_add_data_func("/store/backends/sqlite/where-error-says-why", "sqlite",
+                         test_where_error_says_why);
+    g_test_add_data_func("/store/backends/postgres/where-error-says-why", "postgres",
+                         test_where_error_says_why);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     int rc = g_test_run();
     pgt_stop(server);
