@@ -2895,9 +2895,12 @@ static void test_where_error_says_why(gconstpointer kind) {
  * stop it part way. A trace callback arms the progress handler as each statement starts. */
 static const char *interrupting;
 static gboolean interrupt_armed;
+/* Runs of matching statements let through before the interrupting starts (interrupt_on_open_late)
+ */
+static int interrupt_skip;
 static int arm_interrupt(unsigned type, void *unused, void *stmt, void *unused2) {
     (void)type, (void)unused, (void)unused2;
-    interrupt_armed = strstr(sqlite3_sql(stmt), interrupting) != NULL;
+    interrupt_armed = strstr(sqlite3_sql(stmt), interrupting) != NULL && interrupt_skip-- <= 0;
     return 0;
 }
 static int interrupt_if_armed(void *unused) {
@@ -2957,6 +2960,36 @@ static int interrupt_on_open(sqlite3 *db, char **msg, const void *api) {
     (void)api;
     interrupt_statements(db, "PRAGMA user_version");
     return SQLITE_OK;
+}
+
+/* interrupt_on_open, but the first read of the version (apply_migrations') goes through. */
+static int interrupt_on_open_late(sqlite3 *db, char **msg, const void *api) {
+    interrupt_on_open(db, msg, api);
+    interrupt_skip = 1;
+    return SQLITE_OK;
+}
+
+/* The version read once the schema is up to date, which dq_store_check_file compares with later,
+ * fails the open when it cannot be read: recorded as 0, every later check said the schema had
+ * been changed from version 0. */
+static void test_schema_version_read_error_after_migrations(void) {
+    char *loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    sqlite3_auto_extension((void (*)(void))interrupt_on_open_late);
+    s = dq_store_open(loc, &err);
+    sqlite3_reset_auto_extension();
+    interrupt_armed = FALSE;
+    interrupt_skip = 0;
+    if (s != NULL)
+        dq_store_close(s);
+    g_assert_null(s);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "reading the schema version"));
+    g_clear_error(&err);
+    g_free(loc);
 }
 
 /* A schema version that cannot be read at open fails the open naming it; it is not taken for
@@ -3215,6 +3248,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/sqlite/restore-user-objects-read-error",
                     test_restore_user_objects_read_error);
     g_test_add_func("/store/backends/sqlite/check-file-read-error", test_check_file_read_error);
+    g_test_add_func("/store/backends/sqlite/schema-version-read-error-after-migrations",
+                    test_schema_version_read_error_after_migrations);
     g_test_add_data_func("/store/backends/sqlite/where-error-says-why", "sqlite",
                          test_where_error_says_why);
     g_test_add_data_func("/store/backends/postgres/where-error-says-why", "postgres",
