@@ -399,14 +399,28 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
     }
     int n_res = 0;
     if (j->render_settings != NULL) {
-        /* The render settings are ingest's canonical JSON; only n_res matters here. */
-        JsonParser *rp =
-            dq_json_parse(j->render_settings, -1, "render settings", DQ_JSON_DEFAULT, NULL);
-        if (rp != NULL && JSON_NODE_HOLDS_OBJECT(json_parser_get_root(rp)))
-            n_res = (int)json_object_get_int_member_with_default(
-                json_node_get_object(json_parser_get_root(rp)), "n_res", 0);
+        /* The render settings are ingest's canonical JSON; only n_res matters here. Settings
+         * that cannot be read fail the job: taken for "no n_res", the page was answered at the
+         * snapshot's own N, not the N its image was rendered at, and recorded as a good answer. */
+        char *label = g_strdup_printf("page %d of %s: render settings", j->page_number,
+                                      j->document_path ? j->document_path : "?");
+        JsonParser *rp = dq_json_parse(j->render_settings, -1, label, DQ_JSON_DEFAULT, &e);
+        g_free(label);
+        JsonNode *root = rp != NULL ? json_parser_get_root(rp) : NULL;
+        if (rp != NULL && !JSON_NODE_HOLDS_OBJECT(root))
+            dq_fail(&e, DQ_ERR_FORMAT, "page %d of %s: render settings '%.200s': not an object",
+                    j->page_number, j->document_path ? j->document_path : "?", j->render_settings);
+        else if (rp != NULL)
+            n_res = (int)json_object_get_int_member_with_default(json_node_get_object(root),
+                                                                 "n_res", 0);
         if (rp != NULL)
             g_object_unref(rp);
+        if (e != NULL) {
+            fail_job(w, j->job_id, "settings", e->message, FALSE);
+            g_error_free(e);
+            in_flight_free(f);
+            return TRUE;
+        }
     }
     DqAnswerRequest req = {.image_path = f->path,
                            .image_sha256 = j->image_sha256,

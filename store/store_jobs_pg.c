@@ -65,8 +65,10 @@ static gboolean where_document_ids(DqStore *s, const char *where, gboolean newes
     char *explain = g_strconcat("EXPLAIN (FORMAT JSON) ", sql, NULL);
     PGresult *r = PQexecParams(dq_store_pg(s), explain, 0, NULL, NULL, NULL, NULL, 0);
     g_free(explain);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-        !plan_reads_only_documents(r)) {
+    /* An expression the server refuses fails here first, with the reason (an unknown column, a
+     * syntax error): the query below would only hear that the transaction is aborted. */
+    gboolean planned = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (planned && !plan_reads_only_documents(r)) {
         dq_fail(err, DQ_ERR_ARGS,
                 "--where '%s': may read the documents table only (an SQL expression over its "
                 "columns, e.g. \"path LIKE '%%/2024/%%'\")",
@@ -75,10 +77,14 @@ static gboolean where_document_ids(DqStore *s, const char *where, gboolean newes
         pg_rollback(s);
         goto out;
     }
-    PQclear(r);
-    r = PQexecParams(dq_store_pg(s), sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (planned) {
+        PQclear(r);
+        r = PQexecParams(dq_store_pg(s), sql, 0, NULL, NULL, NULL, NULL, 0);
+    }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        char *m = g_strchomp(g_strdup(PQresultErrorMessage(r)));
+        /* the server's one-line reason: the full message quotes the statement (EXPLAIN's) */
+        const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        char *m = g_strchomp(g_strdup(primary ? primary : PQresultErrorMessage(r)));
         dq_fail(err, DQ_ERR_ARGS,
                 "--where '%s': %s (an SQL expression over the columns of documents, e.g. "
                 "\"path LIKE '%%/2024/%%'\")",

@@ -465,17 +465,25 @@ static GPtrArray *schema_objects(DqStore *store, GError **err) {
     return out;
 }
 
-static gboolean schema_has(DqStore *store, const char *type, const char *name) {
+/* Whether sqlite_schema holds the `type` named `name`; FALSE and err when it cannot be read. A
+ * failed read is no answer: taken for "not there", a user's index whose table could not be looked
+ * up was left out of restore_user_objects, and the upgrade went on without it. */
+static gboolean schema_has(DqStore *store, const char *type, const char *name, gboolean *has,
+                           GError **err) {
     sqlite3_stmt *st = NULL;
-    gboolean has = FALSE;
-    if (sqlite3_prepare_v2(store->db, "SELECT 1 FROM sqlite_schema WHERE type = ?1 AND name = ?2",
-                           -1, &st, NULL) == SQLITE_OK) {
+    int rc = sqlite3_prepare_v2(
+        store->db, "SELECT 1 FROM sqlite_schema WHERE type = ?1 AND name = ?2", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-        has = sqlite3_step(st) == SQLITE_ROW;
+        rc = sqlite3_step(st);
     }
+    *has = rc == SQLITE_ROW;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        dq_fail(err, DQ_ERR_DB, "%s: reading sqlite_schema for the %s %s: %s", store->path, type,
+                name, sqlite3_errmsg(store->db));
     sqlite3_finalize(st);
-    return has;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE;
 }
 
 /* Whether the migration's text names `name` as a word: an object it drops or creates itself. */
@@ -499,8 +507,11 @@ static gboolean restore_user_objects(DqStore *store, const GPtrArray *before,
                                      const char *migration_sql, GError **err) {
     for (guint i = 0; i < before->len; i++) {
         const SchemaObject *o = g_ptr_array_index(before, i);
-        if (schema_has(store, o->type, o->name) || !schema_has(store, "table", o->table) ||
-            migration_names_object(migration_sql, o->name))
+        gboolean still_there = FALSE, table_there = FALSE;
+        if (!schema_has(store, o->type, o->name, &still_there, err) ||
+            (!still_there && !schema_has(store, "table", o->table, &table_there, err)))
+            return FALSE;
+        if (still_there || !table_there || migration_names_object(migration_sql, o->name))
             continue;
         char *msg = NULL;
         if (sqlite3_exec(store->db, o->sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -772,11 +783,11 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     if (read_only) {
         if (!check_docqa_database(store, must_exist, err) ||
             !exec_waiting(store, "PRAGMA query_only=ON; PRAGMA foreign_keys=ON;", err) ||
-            !apply_migrations(store, max_version, err)) {
+            !apply_migrations(store, max_version, err) ||
+            !read_schema_version(store, &store->schema_version, err)) {
             dq_store_close(store);
             return NULL;
         }
-        store->schema_version = dq_store_schema_version(store);
         return store;
     }
     if (!check_docqa_database(store, must_exist, err) ||
@@ -788,11 +799,12 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
                       "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
                       ") STRICT;",
                       err) ||
-        !apply_migrations(store, max_version, err)) {
+        !apply_migrations(store, max_version, err) ||
+        /* the version dq_store_check_file compares with: a failed read is no version */
+        !read_schema_version(store, &store->schema_version, err)) {
         dq_store_close(store);
         return NULL;
     }
-    store->schema_version = dq_store_schema_version(store);
     return store;
 }
 
@@ -888,9 +900,12 @@ gboolean dq_store_check_file(DqStore *store, GError **err) {
     store->file_gone = FALSE;
     /* A newer docqa upgraded the schema while this process ran (any command upgrades): what
      * this one writes next may not be what the new schema expects. PRAGMA user_version reads
-     * the header only. */
-    int now = dq_store_schema_version(store);
-    if (now != store->schema_version && now > 0)
+     * the header only. One that fails is an error: taken for version 0, it skipped this check,
+     * and the worker stored its answers into whatever schema was there. */
+    int now = 0;
+    if (!read_schema_version(store, &now, err))
+        return FALSE;
+    if (now != store->schema_version)
         return dq_fail(err, DQ_ERR_DB,
                        "%s: the schema was changed from version %d to %d while docqa used it "
                        "(by a newer docqa?): stopping; go on with the docqa that upgraded it",

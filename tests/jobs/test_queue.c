@@ -783,6 +783,49 @@ static void test_worker_orphan_jobs(void) {
     g_free(dir);
 }
 
+/* A page whose render settings cannot be read (edited by hand into something that is not
+ * JSON, or not an object): its jobs fail as 'settings', naming the page, rather than being
+ * answered at the snapshot's own N instead of the N its image was rendered at. The other page's
+ * jobs are answered. */
+static void test_worker_bad_render_settings(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 3);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 3);
+    sqlite3 *raw = NULL;
+    g_assert_cmpint(sqlite3_open(db, &raw), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(raw,
+                                 "UPDATE pages SET render_settings = '{\"n_res\": 5' "
+                                 "WHERE page_number = 1;"
+                                 "UPDATE pages SET render_settings = '[5]' WHERE page_number = 2",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    sqlite3_close(raw);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 3, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(stats.done, ==, 1);
+    g_assert_cmpint(stats.failed, ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id WHERE "
+                          "j.state = 'failed' AND p.page_number IN (1, 2)"),
+                    ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'settings' AND message "
+                          "LIKE 'page 1 of /archive/2023/doc-0000.pdf: render settings: not "
+                          "valid JSON%'"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'settings' AND message = "
+                          "'page 2 of /archive/2023/doc-0000.pdf: render settings ''[5]'': not "
+                          "an object'"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 1);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 /* A database reached through a symbolic link: SQLite opens the link's target, and the page store
  * is the one beside that file, under either name, also for a link whose target is not made yet.
  * A worker given the link answers everything (it stopped, "page store missing", beside the
@@ -1595,6 +1638,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/page-store-gone", test_worker_page_store_gone);
     g_test_add_func("/queue/worker/bad-question", test_worker_bad_question);
     g_test_add_func("/queue/worker/orphan-jobs", test_worker_orphan_jobs);
+    g_test_add_func("/queue/worker/bad-render-settings", test_worker_bad_render_settings);
     g_test_add_func("/queue/worker/database-through-link", test_worker_database_through_link);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);

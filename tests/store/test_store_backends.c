@@ -2860,14 +2860,47 @@ static void test_requeue_selected(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A --where expression the database refuses is said with the database's own reason (the
+ * column it does not know), on both engines. PostgreSQL's check of the plan ran EXPLAIN first
+ * and dropped its error: the query after it then failed with "current transaction is aborted",
+ * which does not say what is wrong with the expression. */
+static void test_where_error_says_why(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    GArray *docs = g_array_new(FALSE, FALSE, sizeof(gint64));
+    g_assert_false(store_jobs_where_documents(s, "no_such_column = 1", docs, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_test_message("%s", err->message);
+    const char *why = strstr(err->message, "--where 'no_such_column = 1': ");
+    g_assert_nonnull(why);
+    g_assert_nonnull(strstr(why + strlen("--where 'no_such_column = 1': "), "no_such_column"));
+    g_assert_null(strstr(err->message, "aborted"));
+    g_clear_error(&err);
+    /* The store goes on: the transaction the check opened is gone. */
+    g_assert_true(store_jobs_where_documents(s, "path LIKE '%x%'", docs, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(docs->len, ==, 0);
+    g_array_free(docs, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A failed read, made on purpose: each statement whose text contains `interrupting` (""
  * matches every one) stops at its first instruction, as an I/O error or a corrupt page would
  * stop it part way. A trace callback arms the progress handler as each statement starts. */
 static const char *interrupting;
 static gboolean interrupt_armed;
+/* Runs of matching statements let through before the interrupting starts (interrupt_on_open_late)
+ */
+static int interrupt_skip;
 static int arm_interrupt(unsigned type, void *unused, void *stmt, void *unused2) {
     (void)type, (void)unused, (void)unused2;
-    interrupt_armed = strstr(sqlite3_sql(stmt), interrupting) != NULL;
+    interrupt_armed = strstr(sqlite3_sql(stmt), interrupting) != NULL && interrupt_skip-- <= 0;
     return 0;
 }
 static int interrupt_if_armed(void *unused) {
@@ -2929,6 +2962,36 @@ static int interrupt_on_open(sqlite3 *db, char **msg, const void *api) {
     return SQLITE_OK;
 }
 
+/* interrupt_on_open, but the first read of the version (apply_migrations') goes through. */
+static int interrupt_on_open_late(sqlite3 *db, char **msg, const void *api) {
+    interrupt_on_open(db, msg, api);
+    interrupt_skip = 1;
+    return SQLITE_OK;
+}
+
+/* The version read once the schema is up to date, which dq_store_check_file compares with later,
+ * fails the open when it cannot be read: recorded as 0, every later check said the schema had
+ * been changed from version 0. */
+static void test_schema_version_read_error_after_migrations(void) {
+    char *loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    sqlite3_auto_extension((void (*)(void))interrupt_on_open_late);
+    s = dq_store_open(loc, &err);
+    sqlite3_reset_auto_extension();
+    interrupt_armed = FALSE;
+    interrupt_skip = 0;
+    if (s != NULL)
+        dq_store_close(s);
+    g_assert_null(s);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "reading the schema version"));
+    g_clear_error(&err);
+    g_free(loc);
+}
+
 /* A schema version that cannot be read at open fails the open naming it; it is not taken for
  * version 0 (every migration would be run again on a database that has them). */
 static void test_schema_version_read_error(void) {
@@ -2948,6 +3011,67 @@ static void test_schema_version_read_error(void) {
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     dq_store_close(s);
+    g_free(loc);
+}
+
+/* The check a worker makes before storing answers, that no newer docqa upgraded the schema
+ * meanwhile, fails when it cannot read the version: it is not taken for version 0, which
+ * skipped the check. */
+static void test_check_file_read_error(void) {
+    char *loc = NULL;
+    GError *err = NULL;
+    DqStore *s = sqlite_store_with_document(&loc, NULL);
+    g_assert_true(dq_store_check_file(s, &err));
+    dq_assert_no_error(err);
+    interrupt_statements(dq_store_sqlite(s), "PRAGMA user_version");
+    g_assert_false(dq_store_check_file(s, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "reading the schema version"));
+    g_assert_nonnull(strstr(err->message, dq_store_path(s)));
+    g_clear_error(&err);
+    stop_interrupting(dq_store_sqlite(s));
+    g_assert_true(dq_store_check_file(s, &err));
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+static int interrupt_schema_lookups(sqlite3 *db, char **msg, const void *api) {
+    (void)msg;
+    (void)api;
+    interrupt_statements(db, "FROM sqlite_schema WHERE type = ?1 AND name = ?2");
+    return SQLITE_OK;
+}
+
+/* Migration 0006 rebuilds documents, which takes a user's index on it along; the upgrade makes
+ * it again after looking it up in sqlite_schema. A lookup that fails fails the upgrade, naming
+ * what it looked up, and leaves the database at its version: it is not taken for "its table is
+ * gone", which went on without the index and opened the database. */
+static void test_restore_user_objects_read_error(void) {
+    char *loc = new_location("sqlite");
+    const char *path = loc + strlen("sqlite:");
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 5, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    sqlite_exec(path, "CREATE INDEX my_idx ON documents (ingested_at)");
+    sqlite3_auto_extension((void (*)(void))interrupt_schema_lookups);
+    s = dq_store_open(loc, &err);
+    sqlite3_reset_auto_extension();
+    interrupt_armed = FALSE;
+    if (s != NULL)
+        dq_store_close(s);
+    g_assert_null(s);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "reading sqlite_schema for the index"));
+    g_assert_nonnull(strstr(err->message, "0006"));
+    g_clear_error(&err);
+    g_assert_cmpint(sqlite_int(path, "PRAGMA user_version"), ==, 5);
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    g_assert_cmpint(sqlite_int(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'my_idx'"),
+                    ==, 1);
     g_free(loc);
 }
 
@@ -3121,6 +3245,15 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/sqlite/counts-read-error", test_counts_read_error);
     g_test_add_func("/store/backends/sqlite/schema-version-read-error",
                     test_schema_version_read_error);
+    g_test_add_func("/store/backends/sqlite/restore-user-objects-read-error",
+                    test_restore_user_objects_read_error);
+    g_test_add_func("/store/backends/sqlite/check-file-read-error", test_check_file_read_error);
+    g_test_add_func("/store/backends/sqlite/schema-version-read-error-after-migrations",
+                    test_schema_version_read_error_after_migrations);
+    g_test_add_data_func("/store/backends/sqlite/where-error-says-why", "sqlite",
+                         test_where_error_says_why);
+    g_test_add_data_func("/store/backends/postgres/where-error-says-why", "postgres",
+                         test_where_error_says_why);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     int rc = g_test_run();
     pgt_stop(server);
