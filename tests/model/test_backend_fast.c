@@ -10,7 +10,8 @@
  * - gelu_tanh, silu_mul: 1e-5 (float32 vector exp, ~2 ulp, against the reference's
  *   double tanh / float expf).
  * - everything that only moves data (embed, add_broadcast, patchify ...): exact.
- * - attention with bf16_products (`--weights bf16`) where the CPU has AMX: 1e-2, bf16 operands.
+ * - attention with bf16_products (`--weights bf16`) where the CPU has AMX or AVX512-BF16: 1e-2,
+ *   bf16 operands; on vdpbf16ps also the instruction's emulation's bits.
  *   Without them on AMX, attention's products are split ones (x6, float32's accuracy): 2e-5 as
  *   the FMA path, which /backend_fast/attention_fma then runs with the split products off.
  * Row invariance (the promise batched decode relies on) is checked bit for bit. The whole
@@ -204,10 +205,10 @@ static void test_matmul_many(void) {
             }
 }
 
-/* Where the CPU has AMX, attention is also run with bf16_products (--weights bf16: q, k, the
- * probabilities and v rounded to bf16 for the tile products) against the exact reference: within
- * 1e-2 of the largest output (measured: 2.8e-3; the roundings are ~2^-9 each), and not
- * identical to the float32 path (so the tiles did run). */
+/* Where the CPU has AMX or AVX512-BF16, attention is also run with bf16_products (--weights bf16:
+ * q, k, the probabilities and v rounded to bf16 for the tile or vdpbf16ps products) against the
+ * exact reference: within 1e-2 of the largest output (measured: 2.8e-3 on AMX; the roundings are
+ * ~2^-9 each), and not identical to the float32 path (so the bf16 products did run). */
 static gboolean bf16_attention;
 
 static void check_attention(const DqAttention *a0, size_t q_floats, size_t kv_floats,
@@ -230,6 +231,18 @@ static void check_attention(const DqAttention *a0, size_t q_floats, size_t kv_fl
         dq_gemm_bf16_x3(was);
         g_assert_true(memcmp(fma, out.f, out.n * sizeof(float)) != 0);
         g_free(fma);
+    }
+    if (bf16_attention && !dq_cpu_has_amx_bf16() && dq_dpbf16_native()) {
+        /* vdpbf16ps: the instruction's emulation gives the same bits (no denormal sums here:
+         * |q|, |k|, |v| ~ 1, probabilities at most 1) */
+        float *emulated = g_new(float, out.n);
+        b.bf16_products = TRUE;
+        gboolean was = dq_gemm_bf16_force_portable(TRUE);
+        g_assert_false(dq_dpbf16_native());
+        fast->attention(fast, emulated, q.f, k.f, v.f, a);
+        dq_gemm_bf16_force_portable(was);
+        g_assert_cmpmem(emulated, out.n * sizeof(float), out.f, out.n * sizeof(float));
+        g_free(emulated);
     }
     pair_free(&q);
     pair_free(&k);
@@ -310,9 +323,9 @@ static void test_attention(void) {
 }
 
 static void test_attention_bf16(void) {
-    if (!dq_cpu_has_amx_bf16()) {
-        g_test_skip("this CPU has no AMX-BF16 (or DOCQA_CPU_NO_AMX is set): attention's bf16 "
-                    "tile products not run");
+    if (!dq_cpu_has_avx512bf16() || g_strcmp0(g_getenv("DOCQA_BF16_DOT"), "0") == 0) {
+        g_test_skip("this CPU has neither AMX-BF16 nor AVX512-BF16 (or DOCQA_CPU_NO_AVX512BF16 "
+                    "or DOCQA_BF16_DOT=0 is set): attention's bf16 products not run");
         return;
     }
     bf16_attention = TRUE;
