@@ -331,6 +331,40 @@ static void test_attention_bf16(void) {
     bf16_attention = TRUE;
     test_attention();
     bf16_attention = FALSE;
+    /* Row invariance (prompt_split_min's promise): a prompt's rows in two calls, the second
+     * starting mid-tile and mid-range (rows 0..96 and 97..599 over 620 keys: 3 key blocks), get
+     * the bits of one call. */
+    const int len = 20, nq = 600, split = 97, H = 4, Hkv = 2, hd = 64;
+    DqAttention a = {.n_seq = 1,
+                     .n_q = nq,
+                     .n_kv = len + nq,
+                     .n_heads = H,
+                     .n_kv_heads = Hkv,
+                     .head_dim = hd,
+                     .q_stride = H * hd,
+                     .kv_stride = Hkv * hd,
+                     .q_pos0 = len,
+                     .causal = TRUE,
+                     .scale = 0.125f,
+                     .bf16_products = TRUE};
+    Pair q = pair_new((size_t)nq * H * hd, 2), k = pair_new((size_t)(len + nq) * Hkv * hd, 2);
+    Pair v = pair_new((size_t)(len + nq) * Hkv * hd, 1), out = pair_new((size_t)nq * H * hd, 1);
+    float *parts = fast->alloc(fast, out.n);
+    fast->attention(fast, out.f, q.f, k.f, v.f, &a);
+    DqAttention p0 = a, p1 = a;
+    p0.n_q = split;
+    p0.n_kv = len + split;
+    p1.n_q = nq - split;
+    p1.q_pos0 = len + split;
+    fast->attention(fast, parts, q.f, k.f, v.f, &p0);
+    fast->attention(fast, parts + (size_t)split * H * hd, q.f + (size_t)split * H * hd, k.f, v.f,
+                    &p1);
+    g_assert_cmpmem(parts, out.n * sizeof(float), out.f, out.n * sizeof(float));
+    fast->release(fast, parts);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
 }
 
 /* On AMX the exact attention runs on tiles (above); its FMA path, which CPUs without AMX take,
