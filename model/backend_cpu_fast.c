@@ -11,7 +11,8 @@
  *   whose results do not depend on the row count either (from DQ_FAST_GEMV_ROWS + 1 rows on),
  *   so the forward pass runs all tiles, all prompts, as one product.
  * - Attention: flash-attention style with GEMM-kernel tiles and online softmax for many query
- *   rows (on AMX, split products on tiles: attn_range_amx); for decode, dot products over the KV
+ *   rows (on AMX, split products on tiles: attn_range_amx; --weights bf16 on AVX512-BF16 alone,
+ *   vdpbf16ps: attn_range_dot); for decode, dot products over the KV
  *   cache split over the keys across threads (below).
  * - gelu_tanh and silu_mul in float32 AVX2 with a vector exp: gelu_tanh(x) = x * sigmoid(2u),
  *   the identity 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)), which has no cancellation.

@@ -323,9 +323,11 @@ static void test_attention(void) {
 }
 
 static void test_attention_bf16(void) {
-    if (!dq_cpu_has_avx512bf16() || g_strcmp0(g_getenv("DOCQA_BF16_DOT"), "0") == 0) {
+    const char *dot = g_getenv("DOCQA_BF16_DOT");
+    if ((!dq_cpu_has_avx512bf16() && g_strcmp0(dot, "emulate") != 0) || g_strcmp0(dot, "0") == 0) {
         g_test_skip("this CPU has neither AMX-BF16 nor AVX512-BF16 (or DOCQA_CPU_NO_AVX512BF16 "
-                    "or DOCQA_BF16_DOT=0 is set): attention's bf16 products not run");
+                    "or DOCQA_BF16_DOT=0 is set) and DOCQA_BF16_DOT is not emulate: attention's "
+                    "bf16 products not run");
         return;
     }
     bf16_attention = TRUE;
