@@ -69,7 +69,8 @@ typedef struct {
     gboolean kv_f16;
     /* `--weights bf16`: the model's products are bf16 x bf16 anyway, and a backend may round q,
      * k, the probabilities and v to bf16 for attention's two products too (the fast backend on
-     * AMX tiles; softmax stays float32). Others ignore it: the reference is exact. */
+     * AMX tiles, or on vdpbf16ps where the CPU has AVX512-BF16 alone; softmax stays float32).
+     * Others ignore it: the reference is exact. */
     gboolean bf16_products;
 } DqAttention;
 

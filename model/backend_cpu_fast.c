@@ -11,7 +11,8 @@
  *   whose results do not depend on the row count either (from DQ_FAST_GEMV_ROWS + 1 rows on),
  *   so the forward pass runs all tiles, all prompts, as one product.
  * - Attention: flash-attention style with GEMM-kernel tiles and online softmax for many query
- *   rows (on AMX, split products on tiles: attn_range_amx); for decode, dot products over the KV
+ *   rows (on AMX, split products on tiles: attn_range_amx; --weights bf16 on AVX512-BF16 alone,
+ *   vdpbf16ps: attn_range_dot); for decode, dot products over the KV
  *   cache split over the keys across threads (below).
  * - gelu_tanh and silu_mul in float32 AVX2 with a vector exp: gelu_tanh(x) = x * sigmoid(2u),
  *   the identity 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)), which has no cancellation.
@@ -790,6 +791,106 @@ static void attn_range_amx(const DqAttention *a, int planes, const float *qh, co
     }
 }
 
+/* attn_range with bf16_products where the CPU has AVX512-BF16 but no AMX (Zen 4): the AMX path's
+ * operands (q, k, the probabilities and v rounded to bf16 as there, online softmax in float32),
+ * the products on vdpbf16ps by cpu_gemm.h's dq_dpbf16_tile, so both CPUs compute the same
+ * approximation (not the same bits: tdpbf16ps rounds inside a pair its own way). Its sums are
+ * the instruction's (or its emulation's, bit for bit): a score from 0.0 over the head's pairs
+ * of dimensions in order; P V a block of keys' pairs from 0.0, in order, added to the row's
+ * rescaled accumulator (DQ_GEMM_B_WT_BF16_DOT's order: a block of DQ_FAST_KB keys is its
+ * DQ_GEMM_BF16_KP pairs). On a 256M --weights bf16 page the float32 attention was a quarter of
+ * vision and prefill (perf), the GEMM's vdpbf16ps kernel 59%. */
+enum { DOT_MR = 12 }; /* the kernel's rows: it reads 12 of A whatever mr */
+#define DQ_DOT_ATTN_FLOATS                                                                         \
+    ((size_t)DQ_FAST_QB * DQ_FAST_KB + 4 * (size_t)DQ_FAST_KB * DQ_AMX_HEAD_MAX / 2 +              \
+     (size_t)(DQ_FAST_QR + DOT_MR) * DQ_AMX_HEAD_MAX / 2 + (size_t)DQ_FAST_QB * DQ_FAST_KB / 2 +   \
+     (size_t)DQ_FAST_QR * DQ_AMX_HEAD_MAX + 2 * DQ_FAST_QR)
+G_STATIC_ASSERT(DQ_DOT_ATTN_FLOATS <= DQ_FAST_ATTN_FLOATS);
+G_STATIC_ASSERT(DQ_FAST_QB % DOT_MR == 0);
+
+static void attn_range_dot(const DqAttention *a, const float *qh, const float *kh, const float *vh,
+                           float *oh, int out_stride, int i_lo, int i_hi, float *scratch) {
+    enum { QB = DQ_FAST_QB, KB = DQ_FAST_KB, KW = DQ_FAST_KB / 2 };
+    int d = a->head_dim, nr = i_hi - i_lo, nr12 = (nr + DOT_MR - 1) / DOT_MR * DOT_MR;
+    int dp = (d + 1) / 2, d32 = (d + 31) / 32 * 32;        /* pairs of dims; dims in whole panels */
+    float *S = scratch;                                    /* [QB][KB] */
+    uint16_t *kr = (uint16_t *)(S + (size_t)QB * KB);      /* [KB][2 dp]: K's rows rounded */
+    uint32_t *kp = (uint32_t *)(kr + (size_t)KB * 2 * dp); /* [KB / 32][dp][32] */
+    uint16_t *vr = (uint16_t *)(kp + (size_t)KB * dp);     /* [KB][d32]: V's rows rounded */
+    uint32_t *vp = (uint32_t *)(vr + (size_t)KB * d32);    /* [d32 / 32][KB / 2][32] */
+    uint32_t *qp = vp + (size_t)d32 * KW;                  /* [nr12][dp] */
+    uint32_t *pp = qp + (size_t)nr12 * dp;                 /* [QB][KW] */
+    float *acc = (float *)(pp + (size_t)QB * KW);          /* [nr][d32] */
+    float *mx = acc + (size_t)DQ_FAST_QR * d32, *sum = mx + DQ_FAST_QR;
+    for (int i = 0; i < nr; i++) {
+        mx[i] = -INFINITY;
+        sum[i] = 0.0f;
+    }
+    memset(acc, 0, (size_t)nr * d32 * sizeof(float));
+    for (int i = 0; i < nr12; i++)
+        dq_dpbf16_round_row((uint16_t *)(qp + (size_t)i * dp),
+                            qh + (size_t)(i_lo + MIN(i, nr - 1)) * a->q_stride, i < nr ? d : 0,
+                            2 * dp);
+    int kv_end = a->causal ? MIN(a->n_kv, a->q_pos0 + i_hi) : a->n_kv;
+    for (int j0 = 0; j0 < kv_end; j0 += KB) {
+        int nk = MIN(KB, kv_end - j0), nk32 = (nk + 31) / 32 * 32, kpairs = (nk + 1) / 2;
+        /* K as panels of 32 keys, a word a pair of dims; V as panels of 32 dims, a word a pair
+         * of keys; zeros past nk and d */
+        for (int j = 0; j < nk32; j++)
+            dq_dpbf16_round_row(kr + (size_t)j * 2 * dp,
+                                kh + (size_t)(j0 + MIN(j, nk - 1)) * a->kv_stride, j < nk ? d : 0,
+                                2 * dp);
+        for (int j = 0; j < nk32; j++) {
+            const uint32_t *src = (const uint32_t *)(kr + (size_t)j * 2 * dp);
+            uint32_t *dst = kp + (size_t)(j / 32) * dp * 32 + j % 32;
+            for (int p = 0; p < dp; p++)
+                dst[(size_t)p * 32] = src[p];
+        }
+        for (int j = 0; j < 2 * kpairs; j++)
+            dq_dpbf16_round_row(vr + (size_t)j * d32,
+                                vh + (size_t)(j0 + MIN(j, nk - 1)) * a->kv_stride, j < nk ? d : 0,
+                                d32);
+        for (int c0 = 0; c0 < d32; c0 += 32)
+            for (int p = 0; p < kpairs; p++) {
+                const uint16_t *r0 = vr + (size_t)2 * p * d32 + c0, *r1 = r0 + d32;
+                uint32_t *dst = vp + ((size_t)(c0 / 32) * kpairs + p) * 32;
+                for (int c = 0; c < 32; c++)
+                    dst[c] = r0[c] | (uint32_t)r1[c] << 16;
+            }
+        for (int i0 = i_lo; i0 < i_hi; i0 += QB) {
+            int nq = MIN(QB, i_hi - i0), nq12 = (nq + DOT_MR - 1) / DOT_MR * DOT_MR;
+            if (a->causal && a->q_pos0 + i0 + nq - 1 < j0)
+                continue; /* the block is in every row's future */
+            for (int rb = 0; rb < nq; rb += DOT_MR)
+                for (int q = 0; q < nk32 / 32; q++)
+                    dq_dpbf16_tile(dp, qp + (size_t)(i0 - i_lo + rb) * dp, dp, MIN(DOT_MR, nq - rb),
+                                   kp + (size_t)q * dp * 32, S + (size_t)rb * KB + q * 32, KB,
+                                   MIN(32, nk - q * 32), TRUE);
+            for (int i = 0; i < nq12; i++) {
+                int r = i0 - i_lo + i;
+                if (i < nq) {
+                    int visible = a->causal ? CLAMP(a->q_pos0 + i0 + i + 1 - j0, 0, nk) : nk;
+                    softmax_row(S + (size_t)i * KB, nk, visible, a->scale, &mx[r], &sum[r],
+                                acc + (size_t)r * d32, d);
+                }
+                dq_dpbf16_round_row((uint16_t *)(pp + (size_t)i * KW), S + (size_t)i * KB,
+                                    i < nq ? nk : 0, 2 * kpairs);
+            }
+            for (int rb = 0; rb < nq; rb += DOT_MR)
+                for (int c0 = 0; c0 < d32; c0 += 32)
+                    dq_dpbf16_tile(kpairs, pp + (size_t)rb * KW, KW, MIN(DOT_MR, nq - rb),
+                                   vp + (size_t)(c0 / 32) * kpairs * 32,
+                                   acc + (size_t)(i0 - i_lo + rb) * d32 + c0, d32, MIN(32, d - c0),
+                                   FALSE);
+        }
+    }
+    for (int i = 0; i < nr; i++) {
+        float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
+        for (int c = 0; c < d; c++)
+            oh[(size_t)(i_lo + i) * out_stride + c] = acc[(size_t)i * d32 + c] * inv;
+    }
+}
+
 /* float16 caches (DqAttention.kv_f16; F16C widens 8 values an instruction). */
 #define DQ_F16C __attribute__((target("avx2,fma,f16c")))
 
@@ -1382,6 +1483,7 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     gboolean fits = a->head_dim <= DQ_AMX_HEAD_MAX;
     gboolean amx = a->bf16_products && fits && dq_cpu_has_amx_bf16();
     gboolean x6 = !a->bf16_products && fits && dq_amx_x6_on();
+    gboolean dot = a->bf16_products && fits && !amx && ctx->bf16_dot;
 #pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
     for (int job = 0; job < jobs; job++) {
         int s = job / (a->n_heads * ranges), h = job / ranges % a->n_heads, g = h / group;
@@ -1393,6 +1495,8 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
         float *scratch = ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS;
         if (amx || x6)
             attn_range_amx(a, amx ? 1 : 3, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
+        else if (dot)
+            attn_range_dot(a, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
         else
             attn_range(a, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
     }

@@ -186,6 +186,21 @@ gboolean dq_gemm_bf16_x3(gboolean on);
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack);
 
+/* ---- attention's two products on vdpbf16ps (backend_cpu_fast.c: `--weights bf16` where the CPU
+ * has AVX512-BF16 but no AMX), or on the instruction's emulation (dq_gemm_bf16_force_portable, or
+ * a CPU without it): DQ_GEMM_B_WT_BF16_DOT's kernel, with its sums. */
+/* TRUE where dq_dpbf16_tile runs the instruction (not forced to the emulation). */
+gboolean dq_dpbf16_native(void);
+/* dst [0, n) = src rounded to bf16 as dq_amx_round_row rounds (vcvtne2ps2bf16: nearest even,
+ * denormals to zero), dst [n, width) = 0; scalar where the instruction is emulated. */
+void dq_dpbf16_round_row(uint16_t *dst, const float *src, int n, int width);
+/* C [mr <= 12, nr <= 32] (set: =, else +=) A . B over kp pairs: A 12 rows of pairs (a 32-bit
+ * word a pair, the even element low), lda words apart, all 12 readable; B a panel [kp][32] of
+ * pairs. Each element: an accumulator from 0.0 takes each pair's odd product, then its even
+ * one, as float32 fused multiply-adds (vdpbf16ps), pairs in order; then C = sum or C + sum. */
+void dq_dpbf16_tile(int kp, const uint32_t *a, size_t lda, int mr, const uint32_t *bp, float *c,
+                    size_t ldc, int nr, gboolean set);
+
 /* ---- AMX tiles for attention's products (cpu_gemm_bf16.c; only where dq_cpu_has_amx_bf16).
  * Operands are bf16 (rounded to nearest even, denormals to zero, as dq_gemm_bf16 rounds A),
  * products summed in float32 by tdpbf16ps. A thread brackets its tile work with begin / end

@@ -175,14 +175,14 @@ static inline float half_lo(uint32_t p) {
     return f;
 }
 
-static inline __attribute__((always_inline)) void portable_body(int kp, const uint32_t *ap, int mr,
-                                                                const uint32_t *bp, float *c,
-                                                                size_t ldc, int nr, gboolean set,
-                                                                const float *bias) {
+/* A's rows `as` words apart (KP in the GEMM's packs; attention's own strides) */
+static inline __attribute__((always_inline)) void
+portable_body(int kp, const uint32_t *ap, size_t as, int mr, const uint32_t *bp, float *c,
+              size_t ldc, int nr, gboolean set, const float *bias) {
     float acc[MR * NR] = {0};
     for (int p = 0; p < kp; p++, ap++, bp += NR)
         for (int r = 0; r < MR; r++) {
-            float ah = half_hi(ap[r * KP]), al = half_lo(ap[r * KP]);
+            float ah = half_hi(ap[r * as]), al = half_lo(ap[r * as]);
             float *ar = acc + r * NR;
             for (int j = 0; j < NR; j++) { /* the odd k first, as the instruction */
                 ar[j] = fmaf(ah, half_hi(bp[j]), ar[j]);
@@ -194,22 +194,22 @@ static inline __attribute__((always_inline)) void portable_body(int kp, const ui
 
 static void kernel_portable(int kp, const uint32_t *ap, int mr, const uint32_t *bp, float *c,
                             size_t ldc, int nr, gboolean set, const float *bias) {
-    portable_body(kp, ap, mr, bp, c, ldc, nr, set, bias);
+    portable_body(kp, ap, KP, mr, bp, c, ldc, nr, set, bias);
 }
 
 /* The same loops with fmaf as an instruction, not a libm call. */
 DQ_AVX2 static void kernel_portable_avx2(int kp, const uint32_t *ap, int mr, const uint32_t *bp,
                                          float *c, size_t ldc, int nr, gboolean set,
                                          const float *bias) {
-    portable_body(kp, ap, mr, bp, c, ldc, nr, set, bias);
+    portable_body(kp, ap, KP, mr, bp, c, ldc, nr, set, bias);
 }
 
 /* C [mr, nr] (=|+=) the pair products, on vdpbf16ps: 12 rows x 2 x 16 columns, 24 zmm
  * accumulators, each pair step two loads of B and twelve broadcasts of A (the products of a pair
  * do not depend on which operand A is). */
-DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, const uint32_t *bp,
-                                        float *c, size_t ldc, int nr, gboolean set,
-                                        const float *bias) {
+DQ_AVX512BF16 static inline __attribute__((always_inline)) void
+dpbf16_body(int kp, const uint32_t *ap, size_t as, int mr, const uint32_t *bp, float *c, size_t ldc,
+            int nr, gboolean set, const float *bias) {
     /* C's rows arrive while the products run (a block of k after the first reads them, and they
      * come from L3: the whole product's C is re-read once a block of k) */
     for (int r = 0; r < mr; r++) {
@@ -223,7 +223,7 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
 #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) {
-            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[r * KP]);
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[r * as]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], b0, a);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], b1, a);
         }
@@ -249,6 +249,12 @@ DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, cons
         _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(base0, acc[r][0]));
         _mm512_mask_storeu_ps(cr + 16, m1, _mm512_add_ps(base1, acc[r][1]));
     }
+}
+
+DQ_AVX512BF16 static void kernel_dpbf16(int kp, const uint32_t *ap, int mr, const uint32_t *bp,
+                                        float *c, size_t ldc, int nr, gboolean set,
+                                        const float *bias) {
+    dpbf16_body(kp, ap, KP, mr, bp, c, ldc, nr, set, bias);
 }
 
 /* ---- AMX: tdpbf16ps multiplies a 16 x 16-pair tile of A by a 16-pair x 16 tile of B into a
@@ -1009,4 +1015,41 @@ void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_
             }
         }
     }
+}
+
+/* ---- attention's two products on vdpbf16ps (cpu_gemm.h) */
+
+gboolean dq_dpbf16_native(void) {
+    return !force_portable && dq_cpu_has_avx512bf16();
+}
+
+void dq_dpbf16_round_row(uint16_t *dst, const float *src, int n, int width) {
+    if (dq_dpbf16_native() && vector_packs()) {
+        dq_amx_round_row(dst, src, n, width);
+        return;
+    }
+    for (int k = 0; k < width; k++)
+        dst[k] = k < n ? (uint16_t)round_a(src[k]) : 0;
+}
+
+DQ_AVX512BF16 static void tile_dpbf16(int kp, const uint32_t *a, size_t lda, int mr,
+                                      const uint32_t *bp, float *c, size_t ldc, int nr,
+                                      gboolean set) {
+    dpbf16_body(kp, a, lda, mr, bp, c, ldc, nr, set, NULL);
+}
+
+DQ_AVX2 static void tile_portable_avx2(int kp, const uint32_t *a, size_t lda, int mr,
+                                       const uint32_t *bp, float *c, size_t ldc, int nr,
+                                       gboolean set) {
+    portable_body(kp, a, lda, mr, bp, c, ldc, nr, set, NULL);
+}
+
+void dq_dpbf16_tile(int kp, const uint32_t *a, size_t lda, int mr, const uint32_t *bp, float *c,
+                    size_t ldc, int nr, gboolean set) {
+    if (dq_dpbf16_native())
+        tile_dpbf16(kp, a, lda, mr, bp, c, ldc, nr, set);
+    else if (dq_cpu_has_avx2())
+        tile_portable_avx2(kp, a, lda, mr, bp, c, ldc, nr, set);
+    else
+        portable_body(kp, a, lda, mr, bp, c, ldc, nr, set, NULL);
 }

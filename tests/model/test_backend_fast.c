@@ -10,7 +10,8 @@
  * - gelu_tanh, silu_mul: 1e-5 (float32 vector exp, ~2 ulp, against the reference's
  *   double tanh / float expf).
  * - everything that only moves data (embed, add_broadcast, patchify ...): exact.
- * - attention with bf16_products (`--weights bf16`) where the CPU has AMX: 1e-2, bf16 operands.
+ * - attention with bf16_products (`--weights bf16`) where the CPU has AMX or AVX512-BF16: 1e-2,
+ *   bf16 operands; on vdpbf16ps also the instruction's emulation's bits.
  *   Without them on AMX, attention's products are split ones (x6, float32's accuracy): 2e-5 as
  *   the FMA path, which /backend_fast/attention_fma then runs with the split products off.
  * Row invariance (the promise batched decode relies on) is checked bit for bit. The whole
@@ -204,10 +205,10 @@ static void test_matmul_many(void) {
             }
 }
 
-/* Where the CPU has AMX, attention is also run with bf16_products (--weights bf16: q, k, the
- * probabilities and v rounded to bf16 for the tile products) against the exact reference: within
- * 1e-2 of the largest output (measured: 2.8e-3; the roundings are ~2^-9 each), and not
- * identical to the float32 path (so the tiles did run). */
+/* Where the CPU has AMX or AVX512-BF16, attention is also run with bf16_products (--weights bf16:
+ * q, k, the probabilities and v rounded to bf16 for the tile or vdpbf16ps products) against the
+ * exact reference: within 1e-2 of the largest output (measured: 2.8e-3 on AMX; the roundings are
+ * ~2^-9 each), and not identical to the float32 path (so the bf16 products did run). */
 static gboolean bf16_attention;
 
 static void check_attention(const DqAttention *a0, size_t q_floats, size_t kv_floats,
@@ -230,6 +231,18 @@ static void check_attention(const DqAttention *a0, size_t q_floats, size_t kv_fl
         dq_gemm_bf16_x3(was);
         g_assert_true(memcmp(fma, out.f, out.n * sizeof(float)) != 0);
         g_free(fma);
+    }
+    if (bf16_attention && !dq_cpu_has_amx_bf16() && dq_dpbf16_native()) {
+        /* vdpbf16ps: the instruction's emulation gives the same bits (no denormal sums here:
+         * |q|, |k|, |v| ~ 1, probabilities at most 1) */
+        float *emulated = g_new(float, out.n);
+        b.bf16_products = TRUE;
+        gboolean was = dq_gemm_bf16_force_portable(TRUE);
+        g_assert_false(dq_dpbf16_native());
+        fast->attention(fast, emulated, q.f, k.f, v.f, a);
+        dq_gemm_bf16_force_portable(was);
+        g_assert_cmpmem(emulated, out.n * sizeof(float), out.f, out.n * sizeof(float));
+        g_free(emulated);
     }
     pair_free(&q);
     pair_free(&k);
@@ -310,14 +323,50 @@ static void test_attention(void) {
 }
 
 static void test_attention_bf16(void) {
-    if (!dq_cpu_has_amx_bf16()) {
-        g_test_skip("this CPU has no AMX-BF16 (or DOCQA_CPU_NO_AMX is set): attention's bf16 "
-                    "tile products not run");
+    const char *dot = g_getenv("DOCQA_BF16_DOT");
+    if ((!dq_cpu_has_avx512bf16() && g_strcmp0(dot, "emulate") != 0) || g_strcmp0(dot, "0") == 0) {
+        g_test_skip("this CPU has neither AMX-BF16 nor AVX512-BF16 (or DOCQA_CPU_NO_AVX512BF16 "
+                    "or DOCQA_BF16_DOT=0 is set) and DOCQA_BF16_DOT is not emulate: attention's "
+                    "bf16 products not run");
         return;
     }
     bf16_attention = TRUE;
     test_attention();
     bf16_attention = FALSE;
+    /* Row invariance (prompt_split_min's promise): a prompt's rows in two calls, the second
+     * starting mid-tile and mid-range (rows 0..96 and 97..599 over 620 keys: 3 key blocks), get
+     * the bits of one call. */
+    const int len = 20, nq = 600, split = 97, H = 4, Hkv = 2, hd = 64;
+    DqAttention a = {.n_seq = 1,
+                     .n_q = nq,
+                     .n_kv = len + nq,
+                     .n_heads = H,
+                     .n_kv_heads = Hkv,
+                     .head_dim = hd,
+                     .q_stride = H * hd,
+                     .kv_stride = Hkv * hd,
+                     .q_pos0 = len,
+                     .causal = TRUE,
+                     .scale = 0.125f,
+                     .bf16_products = TRUE};
+    Pair q = pair_new((size_t)nq * H * hd, 2), k = pair_new((size_t)(len + nq) * Hkv * hd, 2);
+    Pair v = pair_new((size_t)(len + nq) * Hkv * hd, 1), out = pair_new((size_t)nq * H * hd, 1);
+    float *parts = fast->alloc(fast, out.n);
+    fast->attention(fast, out.f, q.f, k.f, v.f, &a);
+    DqAttention p0 = a, p1 = a;
+    p0.n_q = split;
+    p0.n_kv = len + split;
+    p1.n_q = nq - split;
+    p1.q_pos0 = len + split;
+    fast->attention(fast, parts, q.f, k.f, v.f, &p0);
+    fast->attention(fast, parts + (size_t)split * H * hd, q.f + (size_t)split * H * hd, k.f, v.f,
+                    &p1);
+    g_assert_cmpmem(parts, out.n * sizeof(float), out.f, out.n * sizeof(float));
+    fast->release(fast, parts);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&out);
 }
 
 /* On AMX the exact attention runs on tiles (above); its FMA path, which CPUs without AMX take,
