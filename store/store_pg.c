@@ -410,10 +410,12 @@ out:
     return ok;
 }
 
+/* Byte-wise (G_REGEX_RAW): a location is the user's bytes, and in UTF-8 mode GRegex refuses to
+ * match text that is not UTF-8, which left such a location, password and all, as it was. */
 static char *replace_all(const char *text, const char *const (*patterns)[2], size_t n) {
     char *out = g_strdup(text);
     for (size_t i = 0; i < n; i++) {
-        GRegex *re = g_regex_new(patterns[i][0], G_REGEX_CASELESS, 0, NULL);
+        GRegex *re = g_regex_new(patterns[i][0], G_REGEX_CASELESS | G_REGEX_RAW, 0, NULL);
         char *next = g_regex_replace(re, out, -1, 0, patterns[i][1], 0, NULL);
         g_regex_unref(re);
         if (next != NULL) {

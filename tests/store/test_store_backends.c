@@ -2423,6 +2423,9 @@ static void test_pg_display_location(void) {
         "postgresql://u:S3c\"retPW/db?x=%zz",
         "postgresql://host/db?x=%zz&password=S3c\"retPW",
         "postgresql://u:S3cretPW@host/db?x=%zz",
+        /* a user name that is not UTF-8 (found by fuzz_pg_location) */
+        "postgresql://\xdc:ab\"S3cretPW@host-/db?x=%zz",
+        "postgresql://\xdc:S3cretPW@host/db?x=%zz",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         char *shown = store_pg_display_location(bad[i]);
