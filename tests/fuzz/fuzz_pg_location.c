@@ -5,7 +5,9 @@
  * location is postgresql://user:password@rest, or, when the input starts with 'Q', rest with
  * password=... added to its query. It is shown again with the password's every byte made 'x':
  * both must read the same. Password bytes that change how a URI splits (@ / ? # % : & =,
- * spaces, controls) are not tried: they move the password into the host or database. */
+ * spaces, controls) are not tried: they move the password into the host or database; nor are
+ * user names holding @ / ? or #, which end the user part early and put the "password" in the
+ * host, the path or the query, where it is no password. */
 #include "store_internal.h"
 
 #include <stdint.h>
@@ -30,6 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *pw = memchr(text, '\0', size) ? text + strlen(text) + 1 : NULL;
     const char *rest = pw != NULL && pw <= text + size ? pw + strlen(pw) + 1 : NULL;
     if (rest == NULL || rest > text + size || *pw == '\0') {
+        g_free(text);
+        return 0;
+    }
+    if (strpbrk(user, "@/?#") != NULL) {
         g_free(text);
         return 0;
     }
