@@ -443,11 +443,11 @@ static char *redact(const char *text) {
 }
 
 /* As redact(), for a location alone, which libpq could not parse: there a quote is part of the
- * password ("user:se\"cret@host"), not its end. */
+ * password ("user:se\"cret@host"), not its end, and a space does not end the user name. */
 static char *redact_location(const char *location) {
     static const char *const patterns[][2] = {
-        {"(://[^:/@\\s]*:)[^@/\\s]*@", "\\1***@"},
-        {"(://[^:/@\\s]*:)[^/@\\s]*[^0-9/@\\s][^/@\\s]*(?=[/?]|$)", "\\1***"},
+        {"(://[^:/@]*:)[^@/]*@", "\\1***@"},
+        {"(://[^:/@]*:)[^/@]*[^0-9/@][^/@]*(?=[/?]|$)", "\\1***"},
         {"(password\\s*=\\s*)[^&\\s]+", "\\1***"},
     };
     return replace_all(location, patterns, G_N_ELEMENTS(patterns));

@@ -2426,6 +2426,9 @@ static void test_pg_display_location(void) {
         /* a user name that is not UTF-8 (found by fuzz_pg_location) */
         "postgresql://\xdc:ab\"S3cretPW@host-/db?x=%zz",
         "postgresql://\xdc:S3cretPW@host/db?x=%zz",
+        /* a user name holding a space (found by fuzz_pg_location) */
+        "postgresql://%zzh xcarol:pw'S3cretPW@",
+        "postgresql://a b:S3cretPW/db?x=%zz",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         char *shown = store_pg_display_location(bad[i]);
