@@ -7,7 +7,9 @@
  * both must read the same. Password bytes that change how a URI splits (@ / ? # % : & =,
  * spaces, controls) are not tried: they move the password into the host or database; nor are
  * user names holding @ / ? or #, which end the user part early and put the "password" in the
- * host, the path or the query, where it is no password. */
+ * host, the path or the query, where it is no password; nor, for password=..., a rest holding
+ * @: libpq takes what comes before an @ for the user, even a ?, and the query after it for the
+ * host. */
 #include "store_internal.h"
 
 #include <stdint.h>
@@ -35,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         g_free(text);
         return 0;
     }
-    if (strpbrk(user, "@/?#") != NULL) {
+    gboolean query = user[0] == 'Q';
+    if (strpbrk(user, "@/?#") != NULL || (query && strchr(rest, '@') != NULL)) {
         g_free(text);
         return 0;
     }
@@ -46,7 +49,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     char *blank = g_strdup(pw);
     memset(blank, 'x', strlen(blank));
-    gboolean query = user[0] == 'Q';
     char *with = location(query, user, pw, rest), *without = location(query, user, blank, rest);
     char *a = store_pg_display_location(with), *b = store_pg_display_location(without);
     if (strcmp(a, b) != 0)
