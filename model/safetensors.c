@@ -418,11 +418,15 @@ DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err) {
                 goto fail;
         }
     }
-    /* Every tensor the index promises must be in the shard it names. */
+    /* Every tensor the index promises must be in the shard it names: that very file, not one
+     * whose name merely ends the same ("ba.safetensors" for "a.safetensors"). */
     json_object_iter_init(&it, wm);
     while (json_object_iter_next(&it, &tname, &fnode)) {
         const DqTensor *t = safetensors_get(st, tname);
-        if (t == NULL || !g_str_has_suffix(t->file, json_node_get_string(fnode))) {
+        char *shard = t != NULL ? g_path_get_basename(t->file) : NULL;
+        gboolean there = shard != NULL && strcmp(shard, json_node_get_string(fnode)) == 0;
+        g_free(shard);
+        if (!there) {
             dq_fail(err, DQ_ERR_MODEL, "%s: tensor '%s' is not in %s", index, tname,
                     json_node_get_string(fnode));
             goto fail;

@@ -114,6 +114,9 @@ gboolean store_pg_exec(DqStore *s, const char *sql, GError **err);
 int store_pg_schema_version(DqStore *s);
 /* TRUE when `word` (its case aside) is a connection keyword of the libpq docqa runs with. */
 gboolean store_pg_is_conninfo_keyword(const char *word);
+/* A postgresql:// location as messages show it: user, host, port and database, never the
+ * password (nor any other option); where libpq cannot parse it, the text with passwords hidden. */
+char *store_pg_display_location(const char *location);
 /* Calls a PostgreSQL half when the store is PostgreSQL: `PG_DISPATCH(s, return f(...));`. */
 #define PG_DISPATCH(s, stmt)                                                                       \
     do {                                                                                           \

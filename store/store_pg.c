@@ -410,21 +410,12 @@ out:
     return ok;
 }
 
-/* Hides passwords wherever a location appears in `text`: "user:secret@host" and "password=secret"
- * (a URI's query, a key=value list). libpq quotes a location it cannot parse in its messages. */
-static char *redact(const char *text) {
-    static const char *const patterns[][2] = {
-        {"(://[^:/@\\s\"]*:)[^@/\\s\"]*@", "\\1***@"},
-        /* "user:secret" with the @ forgotten: libpq reads a port, docqa hides what is no number */
-        {"(://[^:/@\\s\"]*:)[^/@\\s\"]*[^0-9/@\\s\"][^/@\\s\"]*(?=[/?]|$)", "\\1***"},
-        {"(password\\s*=\\s*)[^&\\s\"]+", "\\1***"},
-        /* libpq quotes the token it could not decode or read, which may be the password */
-        {"(percent-encoded token: )\"[^\"]*\"", "\\1\"***\""},
-        {"(invalid integer value )\"[^\"]*\"", "\\1\"***\""},
-    };
+/* Byte-wise (G_REGEX_RAW): a location is the user's bytes, and in UTF-8 mode GRegex refuses to
+ * match text that is not UTF-8, which left such a location, password and all, as it was. */
+static char *replace_all(const char *text, const char *const (*patterns)[2], size_t n) {
     char *out = g_strdup(text);
-    for (size_t i = 0; i < G_N_ELEMENTS(patterns); i++) {
-        GRegex *re = g_regex_new(patterns[i][0], G_REGEX_CASELESS, 0, NULL);
+    for (size_t i = 0; i < n; i++) {
+        GRegex *re = g_regex_new(patterns[i][0], G_REGEX_CASELESS | G_REGEX_RAW, 0, NULL);
         char *next = g_regex_replace(re, out, -1, 0, patterns[i][1], 0, NULL);
         g_regex_unref(re);
         if (next != NULL) {
@@ -435,11 +426,38 @@ static char *redact(const char *text) {
     return out;
 }
 
+/* Hides passwords wherever a location appears in `text`: "user:secret@host" and "password=secret"
+ * (a URI's query, a key=value list). libpq quotes a location it cannot parse in its messages:
+ * a quote ends the location there. */
+static char *redact(const char *text) {
+    static const char *const patterns[][2] = {
+        {"(://[^:/@\\s\"]*:)[^@/\\s\"]*@", "\\1***@"},
+        /* "user:secret" with the @ forgotten: libpq reads a port, docqa hides what is no number */
+        {"(://[^:/@\\s\"]*:)[^/@\\s\"]*[^0-9/@\\s\"][^/@\\s\"]*(?=[/?]|$)", "\\1***"},
+        {"(password\\s*=\\s*)[^&\\s\"]+", "\\1***"},
+        /* libpq quotes the token it could not decode or read, which may be the password */
+        {"(percent-encoded token: )\"[^\"]*\"", "\\1\"***\""},
+        {"(invalid integer value )\"[^\"]*\"", "\\1\"***\""},
+    };
+    return replace_all(text, patterns, G_N_ELEMENTS(patterns));
+}
+
+/* As redact(), for a location alone, which libpq could not parse: there a quote is part of the
+ * password ("user:se\"cret@host"), not its end, and a space does not end the user name. */
+static char *redact_location(const char *location) {
+    static const char *const patterns[][2] = {
+        {"(://[^:/@]*:)[^@/]*@", "\\1***@"},
+        {"(://[^:/@]*:)[^/@]*[^0-9/@][^/@]*(?=[/?]|$)", "\\1***"},
+        {"(password\\s*=\\s*)[^&\\s]+", "\\1***"},
+    };
+    return replace_all(location, patterns, G_N_ELEMENTS(patterns));
+}
+
 /* The location for messages: libpq's own parse, without the password (nor any other option). */
-static char *display_location(const char *location) {
+char *store_pg_display_location(const char *location) {
     PQconninfoOption *opts = PQconninfoParse(location, NULL);
     if (opts == NULL)
-        return redact(location);
+        return redact_location(location);
     const char *host = NULL, *db = NULL, *user = NULL, *port = NULL;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (o->val == NULL)
@@ -520,7 +538,7 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
         return NULL;
     DqStore *s = g_new0(DqStore, 1);
     s->kind = DQ_STORE_POSTGRES;
-    s->path = display_location(conninfo);
+    s->path = store_pg_display_location(conninfo);
     s->pg_statements = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     /* The defaults come first: expanding the location (the last entry) overrides them. */
     const char *keys[8], *vals[8];

@@ -304,6 +304,35 @@ static void test_sharded(void) {
     g_free(dir);
 }
 
+/* An index that puts a tensor in the wrong shard is refused even where the shard it names and the
+ * one the tensor is in end alike (found by fuzz_safetensors_index: a suffix test took
+ * "ba.safetensors" for "a.safetensors"). */
+static void test_sharded_exact_shard(void) {
+    char *dir = dq_test_tmpdir();
+    float one[2] = {1, 2}, two[4] = {3, 4, 5, 6};
+    GByteArray *s1 = make_file("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                               one, sizeof one);
+    GByteArray *s2 = make_file("{\"y\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+                               "\"z\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]}}",
+                               two, sizeof two);
+    g_free(write_file(dir, "a.safetensors", s1));
+    g_free(write_file(dir, "ba.safetensors", s2));
+    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
+    g_assert_true(g_file_set_contents(
+        index, "{\"weight_map\":{\"y\":\"ba.safetensors\",\"z\":\"a.safetensors\"}}", -1, NULL));
+    GError *err = NULL;
+    DqSafeTensors *st = safetensors_open_snapshot(dir, &err);
+    g_assert_null(st);
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "tensor 'z' is not in a.safetensors"));
+    g_assert_nonnull(strstr(err->message, index));
+    g_clear_error(&err);
+    g_byte_array_free(s1, TRUE);
+    g_byte_array_free(s2, TRUE);
+    g_free(index);
+    g_free(dir);
+}
+
 /* The weights' bytes of a snapshot for the CUDA backend's memory check: the files the index
  * names (a shard named by several tensors once), or model.safetensors; never another variant or
  * a draft model beside them. */
@@ -377,6 +406,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/safetensors/format-rules", test_format_rules);
     g_test_add_func("/safetensors/require", test_require_errors);
     g_test_add_func("/safetensors/sharded", test_sharded);
+    g_test_add_func("/safetensors/sharded-exact-shard", test_sharded_exact_shard);
     g_test_add_func("/safetensors/tiny-snapshots", test_tiny_snapshots);
     g_test_add_func("/safetensors/snapshot-bytes", test_snapshot_bytes);
     return g_test_run();

@@ -9,6 +9,7 @@
 #include "pg_testlib.h"
 #include "store.h"
 #include "store_documents.h"
+#include "store_internal.h"
 #include "store_jobs.h"
 #include "store_migrate.h"
 #include "testutil.h"
@@ -2413,6 +2414,34 @@ static void test_pg_password_hidden(void) {
     g_clear_error(&err);
 }
 
+/* How a location libpq cannot parse is shown: its password hidden even where it holds a quote,
+ * which ends a location quoted in libpq's messages but not a location given alone (found by
+ * fuzz_pg_location). No server needed. */
+static void test_pg_display_location(void) {
+    const char *bad[] = {
+        "postgresql://u:S3c\"retPW@host/db?x=%zz",
+        "postgresql://u:S3c\"retPW/db?x=%zz",
+        "postgresql://host/db?x=%zz&password=S3c\"retPW",
+        "postgresql://u:S3cretPW@host/db?x=%zz",
+        /* a user name that is not UTF-8 (found by fuzz_pg_location) */
+        "postgresql://\xdc:ab\"S3cretPW@host-/db?x=%zz",
+        "postgresql://\xdc:S3cretPW@host/db?x=%zz",
+        /* a user name holding a space (found by fuzz_pg_location) */
+        "postgresql://%zzh xcarol:pw'S3cretPW@",
+        "postgresql://a b:S3cretPW/db?x=%zz",
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        char *shown = store_pg_display_location(bad[i]);
+        if (strstr(shown, "retPW") != NULL)
+            g_error("%s: the password shows: %s", bad[i], shown);
+        g_assert_nonnull(strstr(shown, "***"));
+        g_free(shown);
+    }
+    char *shown = store_pg_display_location("postgresql://u:S3c\"retPW@host:5432/db");
+    g_assert_cmpstr(shown, ==, "postgresql://u@host:5432/db");
+    g_free(shown);
+}
+
 /* A view dropped by hand (they are derived): found missing, and made again as the migrations
  * made it, on both stores; the others are left alone. */
 static void test_restore_views(gconstpointer kind) {
@@ -3199,6 +3228,7 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/migrate-snapshot", "postgres",
                          test_migrate_snapshot);
     g_test_add_func("/store/backends/postgres/password-hidden", test_pg_password_hidden);
+    g_test_add_func("/store/backends/postgres/display-location", test_pg_display_location);
     g_test_add_data_func("/store/backends/sqlite/rerender-keeps-jobs", "sqlite",
                          test_rerender_keeps_jobs);
     g_test_add_data_func("/store/backends/postgres/rerender-keeps-jobs", "postgres",
