@@ -5,6 +5,8 @@
  * messages is one line of UTF-8. A refusal names the file and is UTF-8 (it is printed as is). */
 #include "queue.h"
 
+#include <glib/gstdio.h>
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +17,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char *path;
 
+/* libFuzzer leaves through exit() at the end of a run: no file left behind in /tmp (CI's smoke
+ * run starts every target each time). */
+static void remove_file(void) {
+    g_unlink(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (path == NULL) {
         int fd = g_file_open_tmp("docqa-fuzz-questions-XXXXXX.txt", &path, NULL);
         if (fd < 0)
             abort();
         close(fd);
+        atexit(remove_file);
     }
     if (!g_file_set_contents(path, (const char *)data, (gssize)size, NULL))
         abort();
