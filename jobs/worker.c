@@ -157,7 +157,7 @@ static gboolean parse_settings(const char *json, PromptSettings *ps, GError **er
     JsonObject *o = JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
     const char *prompt = o ? json_object_get_string_member_with_default(o, "prompt", NULL) : NULL;
     if (prompt == NULL) {
-        dq_fail(err, DQ_ERR_FORMAT, "generation settings '%s': no prompt", json);
+        dq_fail(err, DQ_ERR_FORMAT, "generation settings '%.200s': no prompt", json);
         goto out;
     }
     ps->max_new_tokens = (int)json_object_get_int_member_with_default(o, "max_new_tokens", 64);
