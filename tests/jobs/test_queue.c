@@ -45,6 +45,14 @@ static gint64 q(const char *db, const char *sql) {
     return jt_query_int(db, sql);
 }
 
+/* Runs `sql` as a user would in the sqlite3 shell: its own connection, foreign keys off. */
+static void exec_by_hand(const char *db, const char *sql) {
+    sqlite3 *raw = NULL;
+    g_assert_cmpint(sqlite3_open(db, &raw), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(raw, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(raw);
+}
+
 static DqAskResult ask(DqStore *s, const char *const *questions, int n, const char *model,
                        int max_new_tokens, GError **err) {
     DqAskRequest req = {.questions = questions,
@@ -229,15 +237,9 @@ static void test_ask_where_is_one_expression(void) {
     char *db = jt_make_db(dir, 4, 2);
     /* Document 2 (/archive/2024/doc-0001.pdf) gets a newer version without pages: of 2024 only
      * document 4's two pages are current. */
-    sqlite3 *w = NULL;
-    g_assert_cmpint(sqlite3_open(db, &w), ==, SQLITE_OK);
-    g_assert_cmpint(sqlite3_exec(w,
-                                 "INSERT INTO documents (path, sha256, bytes, mtime, kind, "
-                                 "page_count, status, version) SELECT path, 'new', 1, 1, 'pdf', 0, "
-                                 "'ok', 2 FROM documents WHERE id = 2",
-                                 NULL, NULL, NULL),
-                    ==, SQLITE_OK);
-    sqlite3_close(w);
+    exec_by_hand(db, "INSERT INTO documents (path, sha256, bytes, mtime, kind, page_count, status, "
+                     "version) SELECT path, 'new', 1, 1, 'pdf', 0, 'ok', 2 FROM documents "
+                     "WHERE id = 2");
     DqStore *s = open_store(db);
     GError *err = NULL;
     const char *qs[] = {"Total?"};
@@ -732,23 +734,14 @@ static void test_worker_orphan_jobs(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 2, 2);
     g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 8);
-    sqlite3 *raw = NULL;
-    g_assert_cmpint(sqlite3_open(db, &raw), ==, SQLITE_OK);
-    g_assert_cmpint(sqlite3_exec(raw,
-                                 "DELETE FROM documents WHERE id = 1;"
-                                 "DELETE FROM pages WHERE id = (SELECT min(id) FROM pages WHERE "
-                                 "document_id = 2);"
-                                 "DELETE FROM questions WHERE text = 'question 2'",
-                                 NULL, NULL, NULL),
-                    ==, SQLITE_OK);
-    sqlite3_close(raw);
+    exec_by_hand(db, "DELETE FROM documents WHERE id = 1;"
+                     "DELETE FROM pages WHERE id = (SELECT min(id) FROM pages WHERE "
+                     "document_id = 2);"
+                     "DELETE FROM questions WHERE text = 'question 2'");
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
     g_assert_cmpint(stats.done, ==, 1);
     g_assert_cmpint(stats.failed, ==, 7);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND attempts = 1 AND "
@@ -776,8 +769,7 @@ static void test_worker_orphan_jobs(void) {
     g_ptr_array_free(reasons, TRUE);
     close_store(s);
     /* A second run has nothing left to do. */
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    g_assert_cmpint(stats.claimed, ==, 0);
+    g_assert_cmpint(jt_worker_run(&opt, a).claimed, ==, 0);
     dq_answerer_free(a);
     g_free(db);
     g_free(dir);
@@ -791,22 +783,11 @@ static void test_worker_bad_render_settings(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 3);
     g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 3);
-    sqlite3 *raw = NULL;
-    g_assert_cmpint(sqlite3_open(db, &raw), ==, SQLITE_OK);
-    g_assert_cmpint(sqlite3_exec(raw,
-                                 "UPDATE pages SET render_settings = '{\"n_res\": 5' "
-                                 "WHERE page_number = 1;"
-                                 "UPDATE pages SET render_settings = '[5]' WHERE page_number = 2",
-                                 NULL, NULL, NULL),
-                    ==, SQLITE_OK);
-    sqlite3_close(raw);
+    exec_by_hand(db, "UPDATE pages SET render_settings = '{\"n_res\": 5' WHERE page_number = 1;"
+                     "UPDATE pages SET render_settings = '[5]' WHERE page_number = 2");
     DqAnswerer *a = jt_answerer_new(NULL);
     DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 3, .until_empty = TRUE};
-    volatile sig_atomic_t stop = 0;
-    DqWorkerStats stats;
-    GError *err = NULL;
-    g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
-    dq_assert_no_error(err);
+    DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 1);
     g_assert_cmpint(stats.failed, ==, 2);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id WHERE "

@@ -2982,8 +2982,7 @@ static void test_counts_read_error(void) {
     g_free(loc);
 }
 
-/* Every connection opened while set interrupts PRAGMA user_version (open makes its own
- * connection, so the handlers cannot be set on it beforehand). */
+/* For open_interrupted: every read of the schema version fails. */
 static int interrupt_on_open(sqlite3 *db, char **msg, const void *api) {
     (void)msg;
     (void)api;
@@ -2998,6 +2997,18 @@ static int interrupt_on_open_late(sqlite3 *db, char **msg, const void *api) {
     return SQLITE_OK;
 }
 
+/* Opens `loc` with `hook` run on every connection the open makes (open makes its own, so the
+ * handlers cannot be set on it beforehand); the interrupting is over when it returns. */
+static DqStore *open_interrupted(const char *loc, int (*hook)(sqlite3 *, char **, const void *),
+                                 GError **err) {
+    sqlite3_auto_extension((void (*)(void))hook);
+    DqStore *s = dq_store_open(loc, err);
+    sqlite3_reset_auto_extension();
+    interrupt_armed = FALSE;
+    interrupt_skip = 0;
+    return s;
+}
+
 /* The version read once the schema is up to date, which dq_store_check_file compares with later,
  * fails the open when it cannot be read: recorded as 0, every later check said the schema had
  * been changed from version 0. */
@@ -3007,11 +3018,7 @@ static void test_schema_version_read_error_after_migrations(void) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     dq_store_close(s);
-    sqlite3_auto_extension((void (*)(void))interrupt_on_open_late);
-    s = dq_store_open(loc, &err);
-    sqlite3_reset_auto_extension();
-    interrupt_armed = FALSE;
-    interrupt_skip = 0;
+    s = open_interrupted(loc, interrupt_on_open_late, &err);
     if (s != NULL)
         dq_store_close(s);
     g_assert_null(s);
@@ -3029,10 +3036,7 @@ static void test_schema_version_read_error(void) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     dq_store_close(s);
-    sqlite3_auto_extension((void (*)(void))interrupt_on_open);
-    s = dq_store_open(loc, &err);
-    sqlite3_reset_auto_extension();
-    interrupt_armed = FALSE;
+    s = open_interrupted(loc, interrupt_on_open, &err);
     g_assert_null(s);
     g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
     g_assert_nonnull(strstr(err->message, "reading the schema version"));
@@ -3084,10 +3088,7 @@ static void test_restore_user_objects_read_error(void) {
     dq_assert_no_error(err);
     dq_store_close(s);
     sqlite_exec(path, "CREATE INDEX my_idx ON documents (ingested_at)");
-    sqlite3_auto_extension((void (*)(void))interrupt_schema_lookups);
-    s = dq_store_open(loc, &err);
-    sqlite3_reset_auto_extension();
-    interrupt_armed = FALSE;
+    s = open_interrupted(loc, interrupt_schema_lookups, &err);
     if (s != NULL)
         dq_store_close(s);
     g_assert_null(s);
