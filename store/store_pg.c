@@ -443,12 +443,13 @@ static char *redact(const char *text) {
 }
 
 /* As redact(), for a location alone, which libpq could not parse: there a quote is part of the
- * password ("user:se\"cret@host"), not its end, and a space does not end the user name. */
+ * password ("user:se\"cret@host"), not its end, and neither is a space (libpq takes a query's
+ * value up to the next '&', "password=a b c" whole). */
 static char *redact_location(const char *location) {
     static const char *const patterns[][2] = {
         {"(://[^:/@]*:)[^@/]*@", "\\1***@"},
         {"(://[^:/@]*:)[^/@]*[^0-9/@][^/@]*(?=[/?]|$)", "\\1***"},
-        {"(password\\s*=\\s*)[^&\\s]+", "\\1***"},
+        {"(password\\s*=)[^&]+", "\\1***"},
     };
     return replace_all(location, patterns, G_N_ELEMENTS(patterns));
 }
@@ -474,8 +475,16 @@ char *store_pg_display_location(const char *location) {
     /* A port that is no number is likely a password whose "@" was forgotten. */
     if (port != NULL && strspn(port, "0123456789,") != strlen(port))
         port = "***";
-    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
-                                host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
+    /* libpq splits at the last '@' before a '/', even one in the query: in
+     * "postgresql://h?x=a@b&password=s" the host is "b&password=s". Each part is hidden as a
+     * location would be. */
+    char *u = redact_location(user ? user : ""), *h = redact_location(host ? host : "");
+    char *d = redact_location(db ? db : "");
+    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", u, user ? "@" : "", h,
+                                port ? ":" : "", port ? port : "", d);
+    g_free(u);
+    g_free(h);
+    g_free(d);
     PQconninfoFree(opts);
     return out;
 }
