@@ -1,4 +1,4 @@
-/* The CUDA backend's table of kept step graphs (backend_cuda.cu, graph_exec_for), apart from
+/* The CUDA backend's table of kept step graphs (cuda_graph.cu, graph_exec_for), apart from
  * CUDA so that it is tested on the CPU (tests/model/test_staging_ring.c).
  *
  * A recorded step is looked up by the caller's key and the recording's node count: the key

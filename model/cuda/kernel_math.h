@@ -1,6 +1,6 @@
-/* The arithmetic of the CUDA backend's reductions that decide results (backend_cuda.cu), apart
- * from the kernels' memory traffic, so that it compiles for the host too and is tested on the
- * CPU (tests/model/test_cuda_math.c) in sessions without a GPU:
+/* The arithmetic of the CUDA backend's reductions that decide results (cuda_attention.cu,
+ * cuda_ops.cu), apart from the kernels' memory traffic, so that it compiles for the host too and
+ * is tested on the CPU (tests/model/test_cuda_math.c) in sessions without a GPU:
  * - the merge of partial softmax states: decode attention splits a sequence's keys among warps
  *   and among blocks (runs of DQ_CUDA_DECODE_SPLIT keys) and merges their states in order;
  * - argmax_rows's reduction: a thread's stride, then merges by value and index, which must give

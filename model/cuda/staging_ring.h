@@ -1,4 +1,4 @@
-/* The bookkeeping of the CUDA backend's pinned staging ring (backend_cuda.cu), apart from CUDA
+/* The bookkeeping of the CUDA backend's pinned staging ring (cuda_memory.cu), apart from CUDA
  * so that it runs on the CPU in tests/model/test_staging_ring.c against a simulated stream.
  *
  * The ring is n_slots slots of slot_bytes. The host writes a part into the ring, then queues a

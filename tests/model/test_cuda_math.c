@@ -16,7 +16,7 @@
 #include "backend.h"
 #include "cuda/kernel_math.h"
 
-#define DG_WARPS 4 /* backend_cuda.cu: warps of attn_decode_group_kernel */
+#define DG_WARPS 4 /* cuda_attention.cu: warps of attn_decode_group_kernel */
 #define TILE     32
 
 /* A partial softmax state of one row over some keys, one value dim. */

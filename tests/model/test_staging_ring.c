@@ -2,7 +2,7 @@
  * a main stream and a copy stream whose queued copies complete only when the simulation says,
  * with the ring's marks and waits as events on the main stream. The host's writes into the ring
  * are checked against every copy still pending: none may land on bytes a copy has yet to read.
- * The callers are driven as backend_cuda.cu drives the ring (stage_small, cuda_upload,
+ * The callers are driven as cuda_memory.cu drives the ring (stage_small, cuda_upload,
  * cuda_upload_pixels with its copy stream, cuda_download), over many random part sizes.
  * Also the backend's other host-side bookkeeping: its table of kept step graphs
  * (model/cuda/graph_table.h), driven as graph_exec_for drives it, against a direct model. */
