@@ -434,7 +434,8 @@ static char *redact(const char *text) {
         {"(://[^:/@\\s\"]*:)[^@/\\s\"]*@", "\\1***@"},
         /* "user:secret" with the @ forgotten: libpq reads a port, docqa hides what is no number */
         {"(://[^:/@\\s\"]*:)[^/@\\s\"]*[^0-9/@\\s\"][^/@\\s\"]*(?=[/?]|$)", "\\1***"},
-        {"(password\\s*=\\s*)[^&\\s\"]+", "\\1***"},
+        /* to the quote that ends a quoted host ("b&password=a b"), not to the first space */
+        {"(password\\s*=\\s*)[^&\"\\n]+", "\\1***"},
         /* libpq quotes the token it could not decode or read, which may be the password */
         {"(percent-encoded token: )\"[^\"]*\"", "\\1\"***\""},
         {"(invalid integer value )\"[^\"]*\"", "\\1\"***\""},
@@ -442,15 +443,29 @@ static char *redact(const char *text) {
     return replace_all(text, patterns, G_N_ELEMENTS(patterns));
 }
 
+/* password=value, the whole value: libpq splits a URI's query at "&" only (spaces belong to the
+ * value), and a key=value list's value may be quoted, with \' and \\ inside, to its closing
+ * quote. */
+#define PASSWORD_VALUE "(password\\s*=\\s*)(?:'(?:[^'\\\\]|\\\\[\\s\\S])*(?:'|$))?[^&]*"
+
 /* As redact(), for a location alone, which libpq could not parse: there a quote is part of the
  * password ("user:se\"cret@host"), not its end, and a space does not end the user name. */
 static char *redact_location(const char *location) {
     static const char *const patterns[][2] = {
         {"(://[^:/@]*:)[^@/]*@", "\\1***@"},
         {"(://[^:/@]*:)[^/@]*[^0-9/@][^/@]*(?=[/?]|$)", "\\1***"},
-        {"(password\\s*=\\s*)[^&\\s]+", "\\1***"},
+        {PASSWORD_VALUE, "\\1***"},
     };
     return replace_all(location, patterns, G_N_ELEMENTS(patterns));
+}
+
+/* A piece of libpq's parse that may still hold "password=": libpq takes what comes before an
+ * "@" for the user even past a "?", and the query after it for the host
+ * ("postgresql://h?x=a@b&password=s" is user "h?x=a", host "b&password=s"). libpq finds no
+ * password there, but the user meant one. */
+static char *redact_piece(const char *piece) {
+    static const char *const patterns[][2] = {{PASSWORD_VALUE, "\\1***"}};
+    return piece ? replace_all(piece, patterns, 1) : NULL;
 }
 
 /* The location for messages: libpq's own parse, without the password (nor any other option). */
@@ -474,8 +489,12 @@ char *store_pg_display_location(const char *location) {
     /* A port that is no number is likely a password whose "@" was forgotten. */
     if (port != NULL && strspn(port, "0123456789,") != strlen(port))
         port = "***";
-    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
-                                host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
+    char *u = redact_piece(user), *h = redact_piece(host), *d = redact_piece(db);
+    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", u ? u : "", u ? "@" : "", h ? h : "",
+                                port ? ":" : "", port ? port : "", d ? d : "");
+    g_free(u);
+    g_free(h);
+    g_free(d);
     PQconninfoFree(opts);
     return out;
 }

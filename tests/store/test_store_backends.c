@@ -2398,6 +2398,8 @@ static void test_pg_password_hidden(void) {
         "postgresql://u:S3cretPW%zz@/db?host=/nonexistent-docqa-dir",
         "postgresql:///db?host=/nonexistent-docqa-dir&password=S3cretPW%zz",
         "postgresql://u:S3cretPW/db",
+        /* libpq reads the query after an "@" as the host name, which its message quotes */
+        "postgresql://u?x=1@b&password=a b S3cretPW/db",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         GError *err = NULL;
@@ -2429,6 +2431,16 @@ static void test_pg_display_location(void) {
         /* a user name holding a space (found by fuzz_pg_location) */
         "postgresql://%zzh xcarol:pw'S3cretPW@",
         "postgresql://a b:S3cretPW/db?x=%zz",
+        /* the whole value, spaces and quotes included (libpq splits a query at "&" only) */
+        "postgresql://host/db?x=%zz&password=a b S3cretPW",
+        "postgresql://host/db?x=%zz&password='a b S3cretPW'",
+        "postgresql://host/db?x=%zz&password='a\\' b&S3cretPW'",
+        "postgresql://host/db?x=%zz&password='a\\\\' b S3cretPW",
+        /* parsed, but libpq takes what comes before an "@" for the user and the rest for the
+         * host, "password=" and all */
+        "postgresql://host?x=a@b&password=S3cretPW",
+        "postgresql://h?password=S3cretPW@b/db",
+        "postgresql://h?x=1&password=a b S3cretPW@b/db",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         char *shown = store_pg_display_location(bad[i]);
