@@ -459,13 +459,18 @@ static char *redact_location(const char *location) {
     return replace_all(location, patterns, G_N_ELEMENTS(patterns));
 }
 
-/* A piece of libpq's parse that may still hold "password=": libpq takes what comes before an
- * "@" for the user even past a "?", and the query after it for the host
- * ("postgresql://h?x=a@b&password=s" is user "h?x=a", host "b&password=s"). libpq finds no
- * password there, but the user meant one. */
-static char *redact_piece(const char *piece) {
-    static const char *const patterns[][2] = {{PASSWORD_VALUE, "\\1***"}};
-    return piece ? replace_all(piece, patterns, 1) : NULL;
+/* Whether a piece of libpq's parse holds "password=": libpq takes what comes before an "@" for
+ * the user even past a "?", and the query after it for the host
+ * ("postgresql://h?x=a@b&password=s" is user "h?x=a", host "b&password=s"), and a "]" in the
+ * password may close an IPv6 host's "[" ("postgresql://[?password=a]" is host "?password=a").
+ * libpq finds no password there, but the user meant one. */
+static gboolean holds_password(const char *piece) {
+    if (piece == NULL)
+        return FALSE;
+    GRegex *re = g_regex_new(PASSWORD_VALUE, G_REGEX_CASELESS | G_REGEX_RAW, 0, NULL);
+    gboolean found = g_regex_match(re, piece, 0, NULL);
+    g_regex_unref(re);
+    return found;
 }
 
 /* The location for messages: libpq's own parse, without the password (nor any other option). */
@@ -489,12 +494,14 @@ char *store_pg_display_location(const char *location) {
     /* A port that is no number is likely a password whose "@" was forgotten. */
     if (port != NULL && strspn(port, "0123456789,") != strlen(port))
         port = "***";
-    char *u = redact_piece(user), *h = redact_piece(host), *d = redact_piece(db);
-    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", u ? u : "", u ? "@" : "", h ? h : "",
-                                port ? ":" : "", port ? port : "", d ? d : "");
-    g_free(u);
-    g_free(h);
-    g_free(d);
+    /* shown as written, its passwords hidden, as where libpq cannot parse it: how libpq split
+     * it depended on the password's bytes */
+    if (holds_password(user) || holds_password(host) || holds_password(db)) {
+        PQconninfoFree(opts);
+        return redact_location(location);
+    }
+    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
+                                host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
     PQconninfoFree(opts);
     return out;
 }

@@ -2441,6 +2441,8 @@ static void test_pg_display_location(void) {
         "postgresql://host?x=a@b&password=S3cretPW",
         "postgresql://h?password=S3cretPW@b/db",
         "postgresql://h?x=1&password=a b S3cretPW@b/db",
+        /* a "]" in the password closes an IPv6 host's "[" (found by fuzz_pg_location) */
+        "postgresql://[?password=S3cretPW]",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         char *shown = store_pg_display_location(bad[i]);
@@ -2452,6 +2454,12 @@ static void test_pg_display_location(void) {
     char *shown = store_pg_display_location("postgresql://u:S3c\"retPW@host:5432/db");
     g_assert_cmpstr(shown, ==, "postgresql://u@host:5432/db");
     g_free(shown);
+    /* the same, whichever way libpq splits it */
+    char *a = store_pg_display_location("postgresql://[?password=ab]");
+    char *b = store_pg_display_location("postgresql://[?password=xxx");
+    g_assert_cmpstr(a, ==, b);
+    g_free(a);
+    g_free(b);
 }
 
 /* A view dropped by hand (they are derived): found missing, and made again as the migrations
