@@ -435,7 +435,7 @@ static char *redact(const char *text) {
         /* "user:secret" with the @ forgotten: libpq reads a port, docqa hides what is no number */
         {"(://[^:/@\\s\"]*:)[^/@\\s\"]*[^0-9/@\\s\"][^/@\\s\"]*(?=[/?]|$)", "\\1***"},
         /* to the quote that ends a quoted host ("b&password=a b"), not to the first space */
-        {"(password\\s*=\\s*)[^&\"\\n]+", "\\1***"},
+        {"(password\\s*=)[^&\"\\n]+", "\\1***"},
         /* libpq quotes the token it could not decode or read, which may be the password */
         {"(percent-encoded token: )\"[^\"]*\"", "\\1\"***\""},
         {"(invalid integer value )\"[^\"]*\"", "\\1\"***\""},
@@ -443,13 +443,14 @@ static char *redact(const char *text) {
     return replace_all(text, patterns, G_N_ELEMENTS(patterns));
 }
 
-/* password=value, the whole value: libpq splits a URI's query at "&" only (spaces belong to the
- * value), and a key=value list's value may be quoted, with \' and \\ inside, to its closing
- * quote. */
-#define PASSWORD_VALUE "(password\\s*=\\s*)(?:'(?:[^'\\\\]|\\\\[\\s\\S])*(?:'|$))?[^&]*"
+/* password=value, the whole value and the blanks before it (they would show that the password
+ * starts with one): libpq splits a URI's query at "&" only (spaces belong to the value), and a
+ * key=value list's value may be quoted, with \' and \\ inside, to its closing quote. */
+#define PASSWORD_VALUE "(password\\s*=)(?:\\s*'(?:[^'\\\\]|\\\\[\\s\\S])*(?:'|$))?[^&]*"
 
 /* As redact(), for a location alone, which libpq could not parse: there a quote is part of the
- * password ("user:se\"cret@host"), not its end, and a space does not end the user name. */
+ * password ("user:se\"cret@host"), not its end, and neither is a space (libpq takes a query's
+ * value up to the next '&', "password=a b c" whole). */
 static char *redact_location(const char *location) {
     static const char *const patterns[][2] = {
         {"(://[^:/@]*:)[^@/]*@", "\\1***@"},

@@ -2443,6 +2443,13 @@ static void test_pg_display_location(void) {
         "postgresql://h?x=1&password=a b S3cretPW@b/db",
         /* a "]" in the password closes an IPv6 host's "[" (found by fuzz_pg_location) */
         "postgresql://[?password=S3cretPW]",
+        /* a query's value runs to the next '&', spaces and all */
+        "postgresql://u@host/db?password=a S3cretPW&x=%zz",
+        "postgresql://u@host/db?x=%zz&password= a b S3cretPW",
+        /* libpq parses these, the password landing in the host or the user name: it splits at
+         * the first '@' before a '/', even one in the query ("a@b@c" is user a, host b@c) */
+        "postgresql://host?x=a@b&password=S3cretPW",
+        "postgresql://host?password=S3cretPW@b/db",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         char *shown = store_pg_display_location(bad[i]);
@@ -2451,6 +2458,10 @@ static void test_pg_display_location(void) {
         g_assert_nonnull(strstr(shown, "***"));
         g_free(shown);
     }
+    /* Not even a space before it shows (found by fuzz_pg_location). */
+    char *spaced = store_pg_display_location("postgresql://[/db?password= S3cretPW");
+    g_assert_cmpstr(spaced, ==, "postgresql://[/db?password=***");
+    g_free(spaced);
     char *shown = store_pg_display_location("postgresql://u:S3c\"retPW@host:5432/db");
     g_assert_cmpstr(shown, ==, "postgresql://u@host:5432/db");
     g_free(shown);
