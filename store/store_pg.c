@@ -330,6 +330,13 @@ int store_pg_schema_version(DqStore *s) {
     return read_schema_version(s, &v, NULL) ? MAX(v, 0) : 0;
 }
 
+gboolean store_pg_read_schema_version(DqStore *s, int *version, GError **err) {
+    if (!read_schema_version(s, version, err))
+        return FALSE;
+    *version = MAX(*version, 0);
+    return TRUE;
+}
+
 static int migration_number(const char *name) {
     char *end = NULL;
     long n = strtol(name, &end, 10);
