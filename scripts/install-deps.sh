@@ -32,7 +32,7 @@ packages=(
   libpoppler-glib-dev libcairo2-dev libtiff-dev libpng-dev libjpeg62-turbo-dev
   libsqlite3-dev libopenblas-openmp-dev libpq-dev libxxhash-dev
   # tools the tests and benchmarks drive
-  sqlite3 poppler-utils libtiff-tools postgresql
+  sqlite3 poppler-utils libtiff-tools postgresql strace
   # scripts/download-model.sh
   curl ca-certificates
 )
