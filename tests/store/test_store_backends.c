@@ -239,7 +239,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 13);
+    g_assert_cmpint(v, ==, 14);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -814,7 +814,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 13);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -1074,7 +1074,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 13);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -2643,6 +2643,18 @@ static void test_cancel(gconstpointer kind) {
                     ==, 200); /* 1 done of the 5 not cancelled */
     g_assert_cmpint(query_int(s, loc, "SELECT cancelled FROM v_progress WHERE question = 'Q2'"), ==,
                     3);
+    /* last_finished_at: a cancel finished nothing. None of Q2's jobs finished; Q1's last to
+     * finish is j1 (j2 failed, then was cancelled). */
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM v_progress WHERE question = 'Q2' AND "
+                              "last_finished_at IS NULL"),
+                    ==, 1);
+    char *q1_last = g_strdup_printf("SELECT count(*) FROM v_progress WHERE question = 'Q1' AND "
+                                    "last_finished_at = (SELECT finished_at FROM jobs WHERE id = "
+                                    "%" G_GINT64_FORMAT ")",
+                                    j1);
+    g_assert_cmpint(query_int(s, loc, q1_last), ==, 1);
+    g_free(q1_last);
     /* Again: nothing left to cancel. */
     GPtrArray *g = store_jobs_cancel(s, &by_copy, FALSE, &err);
     g_assert_cmpint(g->len, ==, 0);
