@@ -121,30 +121,49 @@ static gboolean dump_open(DumpFile *d, const char *path, GError **err) {
     return TRUE;
 }
 
-/* Writes and closes; FALSE (and the temporary removed) on any failure. */
+/* Writes and closes; FALSE (and the temporary removed) on any failure. A regular file is written,
+ * fsynced, renamed, and its folder fsynced, as the page store writes pages: the name must not
+ * point at a file whose bytes a crash can still lose, nor the rename be lost once reported. */
 static gboolean dump_finish(DumpFile *d, const float *logits, int n, GError **err) {
-    gboolean ok = TRUE;
-    for (int i = 0; i < n && ok; i++) {
+    int e = 0;
+    const char *what = "write failed";
+    for (int i = 0; i < n && e == 0; i++) {
         /* The file format is little-endian whatever the host is. */
         guint32 bits;
         memcpy(&bits, &logits[i], sizeof bits);
         bits = GUINT32_TO_LE(bits);
-        ok = fwrite(&bits, sizeof bits, 1, d->f) == 1;
+        if (fwrite(&bits, sizeof bits, 1, d->f) != 1)
+            e = errno;
     }
-    ok = fclose(d->f) == 0 && ok;
-    d->f = NULL;
-    int e = errno;
-    if (ok && d->tmp != NULL && g_rename(d->tmp, d->path) != 0) {
+    if (e == 0 && fflush(d->f) != 0)
         e = errno;
-        ok = FALSE;
+    if (e == 0 && d->tmp != NULL && fsync(fileno(d->f)) != 0)
+        e = errno;
+    if (fclose(d->f) != 0 && e == 0)
+        e = errno;
+    d->f = NULL;
+    if (e == 0 && d->tmp != NULL && g_rename(d->tmp, d->path) != 0) {
+        e = errno;
+        what = "cannot rename into place";
     }
-    if (!ok && d->tmp != NULL)
+    if (e != 0 && d->tmp != NULL)
         g_unlink(d->tmp);
+    if (e == 0 && d->tmp != NULL) {
+        char *dir = g_path_get_dirname(d->path);
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        /* EINVAL: a file system with no folder sync at all */
+        if (dfd < 0 || (fsync(dfd) != 0 && errno != EINVAL)) {
+            e = errno;
+            what = "written, but its folder cannot be synced (a crash may lose it)";
+        }
+        if (dfd >= 0)
+            close(dfd);
+        g_free(dir);
+    }
     g_clear_pointer(&d->tmp, g_free);
     dq_cli_signals_remove_on_exit(NULL);
-    if (!ok)
-        return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: write failed: %s", d->path,
-                       g_strerror(e));
+    if (e != 0)
+        return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: %s: %s", d->path, what, g_strerror(e));
     return TRUE;
 }
 

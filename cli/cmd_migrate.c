@@ -48,15 +48,17 @@ int cmd_migrate(int argc, char **argv) {
     if (to == NULL) {
         /* In place: the schema upgraded (opening does it) and docqa's views made again. */
         char **made = NULL;
+        int version = 0;
         if ((src = dq_store_open_existing(from, &err)) == NULL ||
-            !dq_store_restore_views(src, &made, &err)) {
+            !dq_store_restore_views(src, &made, &err) ||
+            !dq_store_read_schema_version(src, &version, &err)) {
+            g_strfreev(made);
             rc = dq_cli_fail(err);
             goto out;
         }
         dq_cli_signals_record();
         char *list = g_strjoinv(", ", made);
-        dq_print_line(stdout, "%s: schema version %d; %s%s", dq_store_path(src),
-                      dq_store_schema_version(src),
+        dq_print_line(stdout, "%s: schema version %d; %s%s", dq_store_path(src), version,
                       made[0] != NULL ? "views made again: " : "docqa's views are all there", list);
         g_free(list);
         g_strfreev(made);

@@ -102,10 +102,13 @@ void tiff_doc_close(RenderDoc *doc);
 #define PAGE_STORE_TMP ".tmp"
 
 /* Writes png under store_dir by its sha256 (hex, 65 bytes), atomically, unless the file system
- * would be left with less than min_free_mb MiB free or less than the PNG's size (then
- * DQ_INGEST_STORE_FAILED, naming the folder). */
+ * would be left with less than min_free_mb MiB free or less than the PNG's size, or its folder
+ * cannot be synced after the rename (then DQ_INGEST_STORE_FAILED, naming the folder). */
 gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
                         GError **err);
+
+/* Tests: the fsync page_store_put runs on a page's folder (NULL: fsync), to make it fail. */
+void page_store_set_dir_fsync_for_test(int (*fn)(int fd));
 
 /* Removes temporary files older than max_age_s that writers killed mid-page left behind (a
  * younger one may be another ingest's, being written now). */

@@ -33,6 +33,30 @@ static gboolean write_all(int fd, const uint8_t *data, size_t len) {
     return TRUE;
 }
 
+static int (*dir_fsync)(int fd) = fsync;
+
+void page_store_set_dir_fsync_for_test(int (*fn)(int fd)) {
+    dir_fsync = fn != NULL ? fn : fsync;
+}
+
+/* A page's name survives a crash only once the folder holding it is on disk; the database row
+ * naming the PNG commits right after, so a folder that cannot be synced fails the page. EINVAL
+ * is the file system saying it has no folder sync at all (nothing to wait for). */
+static gboolean sync_dir(const char *dir, GError **err) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || (dir_fsync(dfd) != 0 && errno != EINVAL)) {
+        int saved = errno;
+        if (dfd >= 0)
+            close(dfd);
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
+                    "%s: cannot sync the folder (the page may not survive a crash): %s", dir,
+                    g_strerror(saved));
+        return FALSE;
+    }
+    close(dfd);
+    return TRUE;
+}
+
 /* Whether len more bytes fit in dir's file system with min_free_mb MiB left, and twice len (the
  * database's rows and its journal need room too); FALSE with an error naming the folder. */
 static gboolean room_for(const char *dir, gsize len, gint64 min_free_mb, GError **err) {
@@ -81,8 +105,9 @@ gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, 
         gboolean same = g_file_get_contents(path, &old, &old_len, NULL) && old_len == len &&
                         memcmp(old, data, len) == 0;
         g_free(old);
+        /* synced again: the put that renamed it may have failed at its folder's sync */
         if (same) {
-            ok = TRUE;
+            ok = sync_dir(dir, err);
             goto out;
         }
     }
@@ -134,14 +159,7 @@ gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, 
                     "%s: cannot rename into place: %s", path, g_strerror(saved));
         goto out;
     }
-    /* The rename is durable only once the folder holding the new name is on disk, and the
-     * database row naming the PNG commits right after. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    ok = TRUE;
+    ok = sync_dir(dir, err);
 out:
     g_free(tmp);
     g_free(dir);

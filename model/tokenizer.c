@@ -649,10 +649,11 @@ static char *cache_dir(void) {
         return g_build_filename(xdg, "docqa", NULL);
     const char *home = g_get_home_dir();
     if (!g_file_test(home, G_FILE_TEST_IS_DIR)) {
-        cache_note_once("note: tokenizer cache: the home folder %s does not exist, so nothing is "
-                        "cached (tokenizer.json is parsed each time; DOCQA_CACHE_DIR names "
-                        "another folder)",
-                        home);
+        cache_note_once(
+            "docqa: note: tokenizer cache: the home folder %s does not exist, so nothing is "
+            "cached (tokenizer.json is parsed each time; DOCQA_CACHE_DIR names "
+            "another folder)",
+            home);
         return NULL;
     }
     return g_build_filename(home, ".cache", "docqa", NULL);
@@ -678,9 +679,10 @@ static gboolean cache_dir_trusted(const char *dir) {
     gboolean ok = stat(abs, &st) == 0;
     if (ok && (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
                (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
-        cache_note_once("note: tokenizer cache %s is not a directory of yours that only you may "
-                        "write (not used; tokenizer.json is parsed instead)",
-                        dir);
+        cache_note_once(
+            "docqa: note: tokenizer cache %s is not a directory of yours that only you may "
+            "write (not used; tokenizer.json is parsed instead)",
+            dir);
         ok = FALSE;
     }
     /* the parents, up to and including the home directory when the cache is under it, else up
@@ -689,9 +691,10 @@ static gboolean cache_dir_trusted(const char *dir) {
     char *p = g_path_get_dirname(abs);
     while (ok) {
         if (stat(p, &st) != 0 || others_may_write(&st, TRUE)) {
-            cache_note_once("note: tokenizer cache: %s may be written by others, so the cache "
-                            "under it is not used (tokenizer.json is parsed instead)",
-                            p);
+            cache_note_once(
+                "docqa: note: tokenizer cache: %s may be written by others, so the cache "
+                "under it is not used (tokenizer.json is parsed instead)",
+                p);
             ok = FALSE;
             break;
         }
@@ -821,7 +824,7 @@ static gboolean cache_read(DqTokenizer *tok, const char *path, const guint8 dige
         return FALSE;
     }
     if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-        cache_note_once("note: tokenizer cache file %s is not yours, or others may write it "
+        cache_note_once("docqa: note: tokenizer cache file %s is not yours, or others may write it "
                         "(not used; tokenizer.json is parsed instead)",
                         path);
         close(fd);

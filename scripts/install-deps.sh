@@ -32,7 +32,7 @@ packages=(
   libpoppler-glib-dev libcairo2-dev libtiff-dev libpng-dev libjpeg62-turbo-dev
   libsqlite3-dev libopenblas-openmp-dev libpq-dev libxxhash-dev
   # tools the tests and benchmarks drive
-  sqlite3 poppler-utils libtiff-tools postgresql
+  sqlite3 poppler-utils libtiff-tools postgresql strace
   # scripts/download-model.sh
   curl ca-certificates
 )
@@ -65,8 +65,22 @@ alt=/usr/lib/$arch/openblas-openmp/libblas.so.3
 if [ -e "$alt" ] && update-alternatives --list "libblas.so.3-$arch" >/dev/null 2>&1; then
   "${sudo[@]}" update-alternatives --set "libblas.so.3-$arch" "$alt" >/dev/null || true
 fi
+# What CMakeLists.txt does with it: DOCQA_CUDA=AUTO (the default) or ON looks for nvcc ($CUDACXX,
+# else PATH), compiles for CMAKE_CUDA_ARCHITECTURES (default sm_80 and sm_90, which need CUDA
+# 11.8 or newer) and links the toolkit's cuBLAS; OFF never builds it.
 if command -v nvcc >/dev/null 2>&1; then
-  echo "install-deps: nvcc found ($(nvcc --version | tail -n 1)): the CUDA backend will be built"
+  release=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -n 1)
+  read -r major minor <<<"${release:-0 0}"
+  if [ "$major" -lt 11 ] || { [ "$major" -eq 11 ] && [ "$minor" -lt 8 ]; }; then
+    echo "install-deps: nvcc found (release ${major}.${minor}), older than CUDA 11.8: the" \
+      "default CUDA architectures (sm_80, sm_90) will not compile; configure with" \
+      "-DCMAKE_CUDA_ARCHITECTURES=<yours> or -DDOCQA_CUDA=OFF"
+  else
+    echo "install-deps: nvcc found (release ${major}.${minor}): cmake builds the CUDA backend" \
+      "(for sm_80 and sm_90 unless -DCMAKE_CUDA_ARCHITECTURES says otherwise; it needs the" \
+      "toolkit's cuBLAS) unless configured with -DDOCQA_CUDA=OFF"
+  fi
 else
-  echo "install-deps: no nvcc: the CUDA backend will not be built (optional)"
+  echo "install-deps: no nvcc on PATH: cmake builds without the CUDA backend (optional) unless" \
+    "\$CUDACXX names one; -DDOCQA_CUDA=ON makes a missing nvcc an error"
 fi

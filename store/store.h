@@ -109,8 +109,13 @@ void dq_store_set_stop(DqStore *store, volatile sig_atomic_t *stop);
 
 DqStoreKind dq_store_kind(DqStore *store);
 
-/* Number of the newest migration applied (0 for none). */
+/* Number of the newest migration applied (0 for none). 0 too when it cannot be read: what is
+ * shown to a user reads it with dq_store_read_schema_version. */
 int dq_store_schema_version(DqStore *store);
+
+/* Number of the newest migration applied (0 for none) into *version; FALSE and an error naming
+ * the database when it cannot be read. */
+gboolean dq_store_read_schema_version(DqStore *store, int *version, GError **err);
 
 /* Path of the database file, or the PostgreSQL location with any password removed (for
  * messages and for dq_store_page_dir_for). */

@@ -112,6 +112,7 @@ gboolean store_pg_reconnect(DqStore *s, GError **err);
 void store_pg_close(DqStore *s);
 gboolean store_pg_exec(DqStore *s, const char *sql, GError **err);
 int store_pg_schema_version(DqStore *s);
+gboolean store_pg_read_schema_version(DqStore *s, int *version, GError **err);
 /* TRUE when `word` (its case aside) is a connection keyword of the libpq docqa runs with. */
 gboolean store_pg_is_conninfo_keyword(const char *word);
 /* A postgresql:// location as messages show it: user, host, port and database, never the

@@ -330,6 +330,13 @@ int store_pg_schema_version(DqStore *s) {
     return read_schema_version(s, &v, NULL) ? MAX(v, 0) : 0;
 }
 
+gboolean store_pg_read_schema_version(DqStore *s, int *version, GError **err) {
+    if (!read_schema_version(s, version, err))
+        return FALSE;
+    *version = MAX(*version, 0);
+    return TRUE;
+}
+
 static int migration_number(const char *name) {
     char *end = NULL;
     long n = strtol(name, &end, 10);
@@ -434,13 +441,19 @@ static char *redact(const char *text) {
         {"(://[^:/@\\s\"]*:)[^@/\\s\"]*@", "\\1***@"},
         /* "user:secret" with the @ forgotten: libpq reads a port, docqa hides what is no number */
         {"(://[^:/@\\s\"]*:)[^/@\\s\"]*[^0-9/@\\s\"][^/@\\s\"]*(?=[/?]|$)", "\\1***"},
-        {"(password\\s*=\\s*)[^&\\s\"]+", "\\1***"},
+        /* to the quote that ends a quoted host ("b&password=a b"), not to the first space */
+        {"(password\\s*=)[^&\"\\n]+", "\\1***"},
         /* libpq quotes the token it could not decode or read, which may be the password */
         {"(percent-encoded token: )\"[^\"]*\"", "\\1\"***\""},
         {"(invalid integer value )\"[^\"]*\"", "\\1\"***\""},
     };
     return replace_all(text, patterns, G_N_ELEMENTS(patterns));
 }
+
+/* password=value, the whole value and the blanks before it (they would show that the password
+ * starts with one): libpq splits a URI's query at "&" only (spaces belong to the value), and a
+ * key=value list's value may be quoted, with \' and \\ inside, to its closing quote. */
+#define PASSWORD_VALUE "(password\\s*=)(?:\\s*'(?:[^'\\\\]|\\\\[\\s\\S])*(?:'|$))?[^&]*"
 
 /* As redact(), for a location alone, which libpq could not parse: there a quote is part of the
  * password ("user:se\"cret@host"), not its end, and neither is a space (libpq takes a query's
@@ -449,9 +462,23 @@ static char *redact_location(const char *location) {
     static const char *const patterns[][2] = {
         {"(://[^:/@]*:)[^@/]*@", "\\1***@"},
         {"(://[^:/@]*:)[^/@]*[^0-9/@][^/@]*(?=[/?]|$)", "\\1***"},
-        {"(password\\s*=)[^&]+", "\\1***"},
+        {PASSWORD_VALUE, "\\1***"},
     };
     return replace_all(location, patterns, G_N_ELEMENTS(patterns));
+}
+
+/* Whether a piece of libpq's parse holds "password=": libpq takes what comes before an "@" for
+ * the user even past a "?", and the query after it for the host
+ * ("postgresql://h?x=a@b&password=s" is user "h?x=a", host "b&password=s"), and a "]" in the
+ * password may close an IPv6 host's "[" ("postgresql://[?password=a]" is host "?password=a").
+ * libpq finds no password there, but the user meant one. */
+static gboolean holds_password(const char *piece) {
+    if (piece == NULL)
+        return FALSE;
+    GRegex *re = g_regex_new(PASSWORD_VALUE, G_REGEX_CASELESS | G_REGEX_RAW, 0, NULL);
+    gboolean found = g_regex_match(re, piece, 0, NULL);
+    g_regex_unref(re);
+    return found;
 }
 
 /* The location for messages: libpq's own parse, without the password (nor any other option). */
@@ -475,16 +502,14 @@ char *store_pg_display_location(const char *location) {
     /* A port that is no number is likely a password whose "@" was forgotten. */
     if (port != NULL && strspn(port, "0123456789,") != strlen(port))
         port = "***";
-    /* libpq splits at the last '@' before a '/', even one in the query: in
-     * "postgresql://h?x=a@b&password=s" the host is "b&password=s". Each part is hidden as a
-     * location would be. */
-    char *u = redact_location(user ? user : ""), *h = redact_location(host ? host : "");
-    char *d = redact_location(db ? db : "");
-    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", u, user ? "@" : "", h,
-                                port ? ":" : "", port ? port : "", d);
-    g_free(u);
-    g_free(h);
-    g_free(d);
+    /* shown as written, its passwords hidden, as where libpq cannot parse it: how libpq split
+     * it depended on the password's bytes */
+    if (holds_password(user) || holds_password(host) || holds_password(db)) {
+        PQconninfoFree(opts);
+        return redact_location(location);
+    }
+    char *out = g_strdup_printf("postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
+                                host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
     PQconninfoFree(opts);
     return out;
 }

@@ -541,6 +541,12 @@ static gboolean read_schema_version(DqStore *store, int *version, GError **err) 
     return TRUE;
 }
 
+gboolean dq_store_read_schema_version(DqStore *store, int *version, GError **err) {
+    PG_DISPATCH(store, return store_pg_read_schema_version(store, version, err));
+    *version = 0;
+    return read_schema_version(store, version, err);
+}
+
 static gboolean apply_migrations(DqStore *store, int max_version, GError **err) {
     int current = 0;
     if (!read_schema_version(store, &current, err))

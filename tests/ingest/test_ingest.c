@@ -5,6 +5,7 @@
 #include "dq_error.h"
 #include "image.h"
 #include "ingest.h"
+#include "ingest_internal.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -2219,6 +2220,47 @@ static void test_disk_space_checked(void) {
     fixture_clear(&f);
 }
 
+static int fsync_fails(int fd) {
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+/* A page whose folder cannot be synced after the rename may lose its name in a crash: it is not
+ * recorded as stored (the document fails as store_failed, naming the folder), and the next
+ * ingest, with the folder synced, stores it. */
+static void test_page_folder_sync_checked(void) {
+    Fixture f;
+    fixture_init_small(&f);
+    char *pdf = in_dir(&f, "doc.pdf");
+    PageSize a[] = {{100, 100}};
+    write_cairo_pdf(pdf, a, 1);
+    page_store_set_dir_fsync_for_test(fsync_fails);
+    run_ingest(&f, pdf);
+    page_store_set_dir_fsync_for_test(NULL);
+    assert_doc(&f, pdf, "failed", "store_failed");
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE status = 'failed' AND "
+                                  "image_sha256 IS NULL AND error_code = 'store_failed'"),
+                    ==, 1);
+    char *msg = doc_field(&f, pdf, "error_message");
+    char *store_dir = dq_ingest_page_store_dir(f.db_path);
+    char *want = g_strdup_printf("%s/", store_dir);
+    g_assert_nonnull(strstr(msg, want));
+    g_assert_nonnull(strstr(msg, ": cannot sync the folder (the page may not survive a crash): "));
+    g_assert_nonnull(strstr(msg, g_strerror(EIO)));
+    run_ingest(&f, pdf);
+    assert_doc(&f, pdf, "ok", NULL);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE status = 'ok'"), ==, 1);
+    char *png = page_png(&f, pdf);
+    g_assert_true(g_file_test(png, G_FILE_TEST_IS_REGULAR));
+    g_free(png);
+    g_free(want);
+    g_free(store_dir);
+    g_free(msg);
+    g_free(pdf);
+    fixture_clear(&f);
+}
+
 /* A page store whose disk has less than twice the page free fails the page by that rule, and
  * says so: with --min-free 0 the message read "would leave less than the 0 MiB kept free", no
  * reason at all. The page store is a full tmpfs of its own: a mount namespace, so root with
@@ -3296,6 +3338,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
     g_test_add_func("/ingest/store/page_mode_follows_umask", test_page_mode_follows_umask);
     g_test_add_func("/ingest/store/disk_space_checked", test_disk_space_checked);
+    g_test_add_func("/ingest/store/page_folder_sync_checked", test_page_folder_sync_checked);
     g_test_add_func("/ingest/store/disk_space_rule_named", test_disk_space_rule_named);
     g_test_add_func("/ingest/store/document_output_budget", test_document_output_budget);
     g_test_add_func("/ingest/interrupt_while_hashing", test_interrupt_while_hashing);

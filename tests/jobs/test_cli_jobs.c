@@ -13,8 +13,10 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <sqlite3.h>
@@ -1720,6 +1722,129 @@ static void test_generate_dump_logits(void) {
     g_free(model);
 }
 
+static void fsize_limited(gpointer data) {
+    (void)data;
+    /* a write past the limit then fails with EFBIG instead of killing the process */
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit r = {4096, 4096};
+    setrlimit(RLIMIT_FSIZE, &r);
+}
+
+/* docqa run under `prefix` (NULL: as is) and `setup`: its exit status and its stderr. */
+static int dump_run(const char *const *prefix, GSpawnChildSetupFunc setup, const char *model,
+                    const char *dump, char **errout) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    for (const char *const *a = prefix; a && *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    const char *args[] = {"generate",         "-m", model,           "-p", "hi",
+                          "--max-new-tokens", "1",  "--dump-logits", dump, NULL};
+    g_ptr_array_add(argv, dq_test_docqa_path());
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    /* LeakSanitizer cannot run under ptrace (strace): in a sanitizer build it would fail the
+     * traced process at exit */
+    char **env = g_get_environ();
+    if (prefix != NULL) {
+        const char *asan = g_environ_getenv(env, "ASAN_OPTIONS");
+        char *off = g_strconcat(asan ? asan : "", asan ? ":" : "", "detect_leaks=0", NULL);
+        env = g_environ_setenv(env, "ASAN_OPTIONS", off, TRUE);
+        g_free(off);
+    }
+    int status = 0;
+    GError *err = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, setup, NULL, NULL,
+                               errout, &status, &err));
+    dq_assert_no_error(err);
+    g_strfreev(env);
+    g_ptr_array_free(argv, TRUE);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Exactly `want` in `dir`, by name: no temporary left beside the dump. */
+static void assert_dir_holds(const char *dir, const char *want) {
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *name;
+    while ((name = g_dir_read_name(d)) != NULL)
+        if (strcmp(name, want) != 0)
+            g_error("%s: %s left beside %s", dir, name, want);
+    g_dir_close(d);
+}
+
+/* --dump-logits whose write fails (a full device, a file-size limit, an fsync refused, its
+ * folder's fsync refused) exits 2 naming the file, and the final name holds either what it held
+ * before or the whole dump, never part of it. The fsyncs are refused by strace's fault
+ * injection, skipped where strace cannot trace. */
+static void test_generate_dump_logits_write_failed(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *dump = g_build_filename(dir, "x.bin", NULL);
+    char *err = NULL;
+    g_assert_cmpint(dump_run(NULL, NULL, model, "/dev/full", &err), ==, 2);
+    g_assert_cmpstr(err, ==,
+                    "docqa: --dump-logits /dev/full: write failed: No space left on device\n");
+    g_free(err);
+
+    g_assert_true(g_file_set_contents(dump, "old", -1, NULL));
+    g_assert_cmpint(dump_run(NULL, fsize_limited, model, dump, &err), ==, 2);
+    char *want =
+        g_strdup_printf("docqa: --dump-logits %s: write failed: %s\n", dump, g_strerror(EFBIG));
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    size_t len = 0;
+    char *kept = dq_test_read_file(dump, &len);
+    g_assert_cmpstr(kept, ==, "old");
+    g_free(kept);
+    assert_dir_holds(dir, "x.bin");
+
+    const char *probe[] = {"strace", "-qq", "-o", "/dev/null", "true", NULL};
+    int probe_status = -1;
+    if (!g_spawn_sync(NULL, (char **)probe, NULL,
+                      G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                      NULL, NULL, NULL, NULL, &probe_status, NULL) ||
+        !g_spawn_check_wait_status(probe_status, NULL)) {
+        g_test_skip("strace cannot trace here: the fsync failures are not tried");
+    } else {
+        /* the first fsync is the file's, the second its folder's */
+        const char *file_fails[] = {"strace",      "-f",        "-qq",
+                                    "-o",          "/dev/null", "-e",
+                                    "trace=fsync", "-e",        "inject=fsync:error=EIO:when=1",
+                                    NULL};
+        g_assert_cmpint(dump_run(file_fails, NULL, model, dump, &err), ==, 2);
+        want =
+            g_strdup_printf("docqa: --dump-logits %s: write failed: %s\n", dump, g_strerror(EIO));
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+        kept = dq_test_read_file(dump, &len);
+        g_assert_cmpstr(kept, ==, "old");
+        g_free(kept);
+        assert_dir_holds(dir, "x.bin");
+
+        const char *dir_fails[] = {"strace",      "-f",        "-qq",
+                                   "-o",          "/dev/null", "-e",
+                                   "trace=fsync", "-e",        "inject=fsync:error=EIO:when=2",
+                                   NULL};
+        g_assert_cmpint(dump_run(dir_fails, NULL, model, dump, &err), ==, 2);
+        want = g_strdup_printf("docqa: --dump-logits %s: written, but its folder cannot be synced "
+                               "(a crash may lose it): %s\n",
+                               dump, g_strerror(EIO));
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+        g_free(dq_test_read_file(dump, &len));
+        g_assert_cmpint(len, ==, 49280 * 4);
+        assert_dir_holds(dir, "x.bin");
+    }
+    g_free(dump);
+    g_free(dir);
+    g_free(model);
+}
+
 /* Free-text options are UTF-8 whatever the locale, and bytes that are not are refused by the
  * option's name; an option GLib converts from the locale is named when the conversion fails. */
 static void test_options_utf8(void) {
@@ -2877,6 +3002,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/user-errors", test_user_errors);
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
+    g_test_add_func("/cli/generate-dump-logits-write-failed",
+                    test_generate_dump_logits_write_failed);
     g_test_add_func("/cli/options-utf8", test_options_utf8);
     g_test_add_func("/cli/threads-capped", test_threads_capped);
     g_test_add_func("/cli/generate-top-p-zero", test_generate_top_p_zero);

@@ -734,9 +734,10 @@ static void test_cache_note(void) {
     }
     g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
     g_test_trap_assert_passed();
-    g_test_trap_assert_stderr("note: tokenizer cache /*docqa-test-* is not a directory of yours "
-                              "that only you may write (not used; tokenizer.json is parsed "
-                              "instead)\n");
+    g_test_trap_assert_stderr(
+        "docqa: note: tokenizer cache /*docqa-test-* is not a directory of yours "
+        "that only you may write (not used; tokenizer.json is parsed "
+        "instead)\n");
     g_test_trap_assert_stderr_unmatched("*\n*\n*");
 }
 
@@ -784,8 +785,9 @@ static void test_cache_home_missing(void) {
     }
     g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
     g_test_trap_assert_passed();
-    g_test_trap_assert_stderr("note: tokenizer cache: the home folder /*/nonexistent does not "
-                              "exist, so nothing is cached (*)\n");
+    g_test_trap_assert_stderr(
+        "docqa: note: tokenizer cache: the home folder /*/nonexistent does not "
+        "exist, so nothing is cached (*)\n");
     g_test_trap_assert_stderr_unmatched("*\n*\n*");
 }
 

@@ -18,6 +18,40 @@ static int count_rows(DqStore *s, const char *sql) {
     return n;
 }
 
+static int deny_user_version(void *arg, int action, const char *a, const char *b, const char *c,
+                             const char *d) {
+    (void)arg, (void)b, (void)c, (void)d;
+    return action == SQLITE_PRAGMA && g_ascii_strcasecmp(a, "user_version") == 0 ? SQLITE_DENY
+                                                                                 : SQLITE_OK;
+}
+
+/* The schema version shown to a user (docqa migrate prints it) is the database's, or an error
+ * naming it: a read that fails is no "version 0". SQLite's authorizer makes it fail. */
+static void test_schema_version_read_fails(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "docqa.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    int v = -1;
+    g_assert_true(dq_store_read_schema_version(s, &v, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(v, ==, dq_store_schema_version(s));
+    g_assert_cmpint(v, >=, 13);
+    sqlite3_set_authorizer(dq_store_sqlite(s), deny_user_version, NULL);
+    g_assert_false(dq_store_read_schema_version(s, &v, &err));
+    g_assert_nonnull(err);
+    char *want = g_strdup_printf("%s: reading the schema version: ", path);
+    if (!g_str_has_prefix(err->message, want))
+        g_error("said: %s", err->message);
+    g_free(want);
+    g_clear_error(&err);
+    sqlite3_set_authorizer(dq_store_sqlite(s), NULL, NULL);
+    dq_store_close(s);
+    g_free(path);
+    g_free(dir);
+}
+
 static void test_open_migrates_and_reopens(void) {
     char *dir = dq_test_tmpdir();
     char *path = g_build_filename(dir, "docqa.db", NULL);
@@ -453,6 +487,7 @@ static void test_schema_changed_under_worker(void) {
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
+    g_test_add_func("/store/schema-version-read-fails", test_schema_version_read_fails);
     g_test_add_func("/store/open/newer_schema_refused", test_newer_schema_refused);
     g_test_add_func("/store/open/garbage_file_refused", test_garbage_file_refused);
     g_test_add_func("/store/full-disk", test_full_disk);

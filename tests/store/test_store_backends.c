@@ -239,7 +239,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 13);
+    g_assert_cmpint(v, ==, 14);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -814,7 +814,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 13);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -1074,7 +1074,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 13);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -2398,6 +2398,8 @@ static void test_pg_password_hidden(void) {
         "postgresql://u:S3cretPW%zz@/db?host=/nonexistent-docqa-dir",
         "postgresql:///db?host=/nonexistent-docqa-dir&password=S3cretPW%zz",
         "postgresql://u:S3cretPW/db",
+        /* libpq reads the query after an "@" as the host name, which its message quotes */
+        "postgresql://u?x=1@b&password=a b S3cretPW/db",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         GError *err = NULL;
@@ -2429,11 +2431,23 @@ static void test_pg_display_location(void) {
         /* a user name holding a space (found by fuzz_pg_location) */
         "postgresql://%zzh xcarol:pw'S3cretPW@",
         "postgresql://a b:S3cretPW/db?x=%zz",
+        /* the whole value, spaces and quotes included (libpq splits a query at "&" only) */
+        "postgresql://host/db?x=%zz&password=a b S3cretPW",
+        "postgresql://host/db?x=%zz&password='a b S3cretPW'",
+        "postgresql://host/db?x=%zz&password='a\\' b&S3cretPW'",
+        "postgresql://host/db?x=%zz&password='a\\\\' b S3cretPW",
+        /* parsed, but libpq takes what comes before an "@" for the user and the rest for the
+         * host, "password=" and all */
+        "postgresql://host?x=a@b&password=S3cretPW",
+        "postgresql://h?password=S3cretPW@b/db",
+        "postgresql://h?x=1&password=a b S3cretPW@b/db",
+        /* a "]" in the password closes an IPv6 host's "[" (found by fuzz_pg_location) */
+        "postgresql://[?password=S3cretPW]",
         /* a query's value runs to the next '&', spaces and all */
         "postgresql://u@host/db?password=a S3cretPW&x=%zz",
         "postgresql://u@host/db?x=%zz&password= a b S3cretPW",
         /* libpq parses these, the password landing in the host or the user name: it splits at
-         * the last '@' before a '/', even one in the query */
+         * the first '@' before a '/', even one in the query ("a@b@c" is user a, host b@c) */
         "postgresql://host?x=a@b&password=S3cretPW",
         "postgresql://host?password=S3cretPW@b/db",
     };
@@ -2451,6 +2465,12 @@ static void test_pg_display_location(void) {
     char *shown = store_pg_display_location("postgresql://u:S3c\"retPW@host:5432/db");
     g_assert_cmpstr(shown, ==, "postgresql://u@host:5432/db");
     g_free(shown);
+    /* the same, whichever way libpq splits it */
+    char *a = store_pg_display_location("postgresql://[?password=ab]");
+    char *b = store_pg_display_location("postgresql://[?password=xxx");
+    g_assert_cmpstr(a, ==, b);
+    g_free(a);
+    g_free(b);
 }
 
 /* A view dropped by hand (they are derived): found missing, and made again as the migrations
@@ -2623,6 +2643,18 @@ static void test_cancel(gconstpointer kind) {
                     ==, 200); /* 1 done of the 5 not cancelled */
     g_assert_cmpint(query_int(s, loc, "SELECT cancelled FROM v_progress WHERE question = 'Q2'"), ==,
                     3);
+    /* last_finished_at: a cancel finished nothing. None of Q2's jobs finished; Q1's last to
+     * finish is j1 (j2 failed, then was cancelled). */
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM v_progress WHERE question = 'Q2' AND "
+                              "last_finished_at IS NULL"),
+                    ==, 1);
+    char *q1_last = g_strdup_printf("SELECT count(*) FROM v_progress WHERE question = 'Q1' AND "
+                                    "last_finished_at = (SELECT finished_at FROM jobs WHERE id = "
+                                    "%" G_GINT64_FORMAT ")",
+                                    j1);
+    g_assert_cmpint(query_int(s, loc, q1_last), ==, 1);
+    g_free(q1_last);
     /* Again: nothing left to cancel. */
     GPtrArray *g = store_jobs_cancel(s, &by_copy, FALSE, &err);
     g_assert_cmpint(g->len, ==, 0);
