@@ -157,8 +157,10 @@ gboolean dq_cpu_has_amx_bf16(void);
 gboolean dq_gemm_bf16_force_portable(gboolean on);
 gboolean dq_gemm_bf16_force_dpbf16(gboolean on);
 
-/* dq_gemm_linear for DQ_GEMM_B_WT_BF16_DOT on AMX, all threads on one product (W packed once,
- * in the shared part of packs); FALSE, nothing done, where AMX does not run. With x3, the
+/* dq_gemm_linear for DQ_GEMM_B_WT_BF16_DOT, all threads on one product (W packed once, in the
+ * shared part of packs): on AMX, else on vdpbf16ps or its emulation where M has a block of 144
+ * rows for every thread; FALSE, nothing done, otherwise (dq_gemm_linear then splits the
+ * features). With x3, the
  * product of DQ_GEMM_B_WT_BF16 instead (bf16 weights, float32 activations): each activation
  * split into three bf16 whose sum it is exactly, so that every product is exact and the sum has
  * float32's accuracy, in tdpbf16ps's order (not dq_gemm's: results differ from it in the last
