@@ -1480,10 +1480,9 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     }
     int ranges = (a->n_q + DQ_FAST_QR - 1) / DQ_FAST_QR;
     int jobs = a->n_seq * a->n_heads * ranges;
-    gboolean fits = a->head_dim <= DQ_AMX_HEAD_MAX;
-    gboolean amx = a->bf16_products && fits && dq_cpu_has_amx_bf16();
-    gboolean x6 = !a->bf16_products && fits && dq_amx_x6_on();
-    gboolean dot = a->bf16_products && fits && !amx && ctx->bf16_dot;
+    DqAttnProducts how =
+        dq_attn_products(a->bf16_products, ctx->bf16_dot, a->head_dim <= DQ_AMX_HEAD_MAX,
+                         dq_cpu_has_amx_bf16(), dq_amx_x6_on());
 #pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
     for (int job = 0; job < jobs; job++) {
         int s = job / (a->n_heads * ranges), h = job / ranges % a->n_heads, g = h / group;
@@ -1493,9 +1492,10 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
         const float *vh = v + s * a->kv_seq_stride + (size_t)g * a->head_dim;
         float *oh = out + (size_t)s * a->n_q * out_stride + (size_t)h * a->head_dim;
         float *scratch = ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS;
-        if (amx || x6)
-            attn_range_amx(a, amx ? 1 : 3, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
-        else if (dot)
+        if (how == DQ_ATTN_AMX_BF16 || how == DQ_ATTN_X6)
+            attn_range_amx(a, how == DQ_ATTN_AMX_BF16 ? 1 : 3, qh, kh, vh, oh, out_stride, i_lo,
+                           i_hi, scratch);
+        else if (how == DQ_ATTN_DOT_BF16)
             attn_range_dot(a, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
         else
             attn_range(a, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);

@@ -880,6 +880,17 @@ static gboolean use_x3(void) {
     return on && force_x3 != 0 && dq_cpu_has_amx_bf16();
 }
 
+DqAttnProducts dq_attn_products(gboolean bf16_products, gboolean bf16_dot, gboolean fits,
+                                gboolean amx, gboolean x6) {
+    /* bf16_dot, not only the CPU, decides: with DOCQA_BF16_DOT=0 an AMX CPU took bf16 tiles for
+     * attention while its GEMMs took the exact x3 product */
+    if (!fits)
+        return DQ_ATTN_F32;
+    if (bf16_products && bf16_dot)
+        return amx ? DQ_ATTN_AMX_BF16 : DQ_ATTN_DOT_BF16;
+    return x6 ? DQ_ATTN_X6 : DQ_ATTN_F32;
+}
+
 gboolean dq_amx_x6_on(void) {
     static int on = -1;
     if (on < 0)
