@@ -606,7 +606,7 @@ DQ_AVX512 static void softmax_row_avx512(float *s, int nk, int visible, float sc
  * vcvtne2ps2bf16: nearest even, denormals to zero). s keeps the scores but for the scalar tail.
  * That separate pass was 3.8% of a 256M --weights bf16 page with q, k and v's (perf). */
 #define DQ_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
-DQ_AVX512_BF16 static void softmax_row_bf16(float *s, int nk, int visible, float scale, float *mx,
+DQ_AVX512_BF16 static void softmax_row_bf16(float *s, int visible, float scale, float *mx,
                                             float *sum, float *acc, int d, uint16_t *pb,
                                             int width) {
     if (visible <= 0) {
@@ -929,7 +929,7 @@ static void attn_range_dot(const DqAttention *a, const float *qh, const float *k
                               : a->causal ? CLAMP(a->q_pos0 + i0 + i + 1 - j0, 0, nk)
                                           : nk;
                 if (i < nq && fused)
-                    softmax_row_bf16(S + (size_t)i * KB, nk, visible, a->scale, &mx[r], &sum[r],
+                    softmax_row_bf16(S + (size_t)i * KB, visible, a->scale, &mx[r], &sum[r],
                                      acc + (size_t)r * d32, d, pr, 2 * kpairs);
                 else {
                     if (i < nq)
