@@ -599,6 +599,48 @@ DQ_AVX512 static void softmax_row_avx512(float *s, int nk, int visible, float sc
             acc[c] *= corr;
 }
 
+/* softmax_row_avx512 for attn_range_dot on vdpbf16ps, with the weights' rounding to bf16 in
+ * its pass: each 16 weights go to pb [0, width) through vcvtneps2bf16 as computed (zeros past
+ * visible), not stored to s and read back by dq_dpbf16_round_row after the row. The weights
+ * and the sum are softmax_row_avx512's bits, the rounding dq_dpbf16_round_row's (its
+ * vcvtne2ps2bf16: nearest even, denormals to zero). s keeps the scores but for the scalar tail.
+ * That separate pass was 3.8% of a 256M --weights bf16 page with q, k and v's (perf). */
+#define DQ_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+DQ_AVX512_BF16 static void softmax_row_bf16(float *s, int visible, float scale, float *mx,
+                                            float *sum, float *acc, int d, uint16_t *pb,
+                                            int width) {
+    if (visible <= 0) {
+        memset(pb, 0, (size_t)width * sizeof *pb);
+        return;
+    }
+    int j = 0;
+    __m512 vmax = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(scale);
+    for (; j + 16 <= visible; j += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_mul_ps(_mm512_loadu_ps(s + j), vs));
+    float m = MAX(*mx, _mm512_reduce_max_ps(vmax));
+    for (; j < visible; j++)
+        m = MAX(m, s[j] * scale);
+    float corr = expf(*mx - m); /* 0 on the first block (mx = -inf) */
+    __m512 vm = _mm512_set1_ps(m), vsum = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= visible; j += 16) {
+        __m512 p = dq_exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm));
+        _mm256_storeu_si256((__m256i *)(void *)(pb + j), (__m256i)_mm512_cvtneps_pbh(p));
+        vsum = _mm512_add_ps(vsum, p);
+    }
+    float total = _mm512_reduce_add_ps(vsum);
+    int tail = j;
+    for (; j < visible; j++) {
+        s[j] = expf(s[j] * scale - m);
+        total += s[j];
+    }
+    dq_amx_round_row(pb + tail, s + tail, visible - tail, width - tail);
+    *sum = *sum * corr + total;
+    *mx = m;
+    if (corr != 1.0f)
+        for (int c = 0; c < d; c++)
+            acc[c] *= corr;
+}
+
 static void softmax_row_portable(float *s, int nk, int visible, float scale, float *mx, float *sum,
                                  float *acc, int d) {
     float m = *mx;
@@ -808,6 +850,17 @@ enum { DOT_MR = 12 }; /* the kernel's rows: it reads 12 of A whatever mr */
 G_STATIC_ASSERT(DQ_DOT_ATTN_FLOATS <= DQ_FAST_ATTN_FLOATS);
 G_STATIC_ASSERT(DQ_FAST_QB % DOT_MR == 0);
 
+/* softmax_row_bf16 runs here: softmax_row takes its AVX-512 version, whose bits it keeps. */
+static gboolean softmax_bf16_here(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have =
+            dq_cpu_has_avx512f() && dq_cpu_has_avx512bf16() && __builtin_cpu_supports("avx512bw");
+    }
+    return have;
+}
+
 static void attn_range_dot(const DqAttention *a, const float *qh, const float *kh, const float *vh,
                            float *oh, int out_stride, int i_lo, int i_hi, float *scratch) {
     enum { QB = DQ_FAST_QB, KB = DQ_FAST_KB, KW = DQ_FAST_KB / 2 };
@@ -827,6 +880,9 @@ static void attn_range_dot(const DqAttention *a, const float *qh, const float *k
         sum[i] = 0.0f;
     }
     memset(acc, 0, (size_t)nr * d32 * sizeof(float));
+    /* the probabilities rounded in the softmax's pass where the instruction runs (the emulation
+     * keeps the separate scalar rounding: /backend_fast/attention_bf16 compares the two) */
+    gboolean fused = dq_dpbf16_native() && softmax_bf16_here();
     for (int i = 0; i < nr12; i++)
         dq_dpbf16_round_row((uint16_t *)(qp + (size_t)i * dp),
                             qh + (size_t)(i_lo + MIN(i, nr - 1)) * a->q_stride, i < nr ? d : 0,
@@ -868,13 +924,19 @@ static void attn_range_dot(const DqAttention *a, const float *qh, const float *k
                                    MIN(32, nk - q * 32), TRUE);
             for (int i = 0; i < nq12; i++) {
                 int r = i0 - i_lo + i;
-                if (i < nq) {
-                    int visible = a->causal ? CLAMP(a->q_pos0 + i0 + i + 1 - j0, 0, nk) : nk;
-                    softmax_row(S + (size_t)i * KB, nk, visible, a->scale, &mx[r], &sum[r],
-                                acc + (size_t)r * d32, d);
+                uint16_t *pr = (uint16_t *)(pp + (size_t)i * KW);
+                int visible = i >= nq     ? 0
+                              : a->causal ? CLAMP(a->q_pos0 + i0 + i + 1 - j0, 0, nk)
+                                          : nk;
+                if (i < nq && fused)
+                    softmax_row_bf16(S + (size_t)i * KB, visible, a->scale, &mx[r], &sum[r],
+                                     acc + (size_t)r * d32, d, pr, 2 * kpairs);
+                else {
+                    if (i < nq)
+                        softmax_row(S + (size_t)i * KB, nk, visible, a->scale, &mx[r], &sum[r],
+                                    acc + (size_t)r * d32, d);
+                    dq_dpbf16_round_row(pr, S + (size_t)i * KB, i < nq ? nk : 0, 2 * kpairs);
                 }
-                dq_dpbf16_round_row((uint16_t *)(pp + (size_t)i * KW), S + (size_t)i * KB,
-                                    i < nq ? nk : 0, 2 * kpairs);
             }
             for (int rb = 0; rb < nq; rb += DOT_MR)
                 for (int c0 = 0; c0 < d32; c0 += 32)
@@ -1480,10 +1542,9 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
     }
     int ranges = (a->n_q + DQ_FAST_QR - 1) / DQ_FAST_QR;
     int jobs = a->n_seq * a->n_heads * ranges;
-    gboolean fits = a->head_dim <= DQ_AMX_HEAD_MAX;
-    gboolean amx = a->bf16_products && fits && dq_cpu_has_amx_bf16();
-    gboolean x6 = !a->bf16_products && fits && dq_amx_x6_on();
-    gboolean dot = a->bf16_products && fits && !amx && ctx->bf16_dot;
+    DqAttnProducts how =
+        dq_attn_products(a->bf16_products, ctx->bf16_dot, a->head_dim <= DQ_AMX_HEAD_MAX,
+                         dq_cpu_has_amx_bf16(), dq_amx_x6_on());
 #pragma omp parallel for schedule(dynamic) num_threads(ctx->threads) if (jobs > 1)
     for (int job = 0; job < jobs; job++) {
         int s = job / (a->n_heads * ranges), h = job / ranges % a->n_heads, g = h / group;
@@ -1493,9 +1554,10 @@ static void fast_attention(DqBackend *be, float *out, const float *q, const floa
         const float *vh = v + s * a->kv_seq_stride + (size_t)g * a->head_dim;
         float *oh = out + (size_t)s * a->n_q * out_stride + (size_t)h * a->head_dim;
         float *scratch = ctx->attn_scratch + (size_t)omp_get_thread_num() * DQ_FAST_ATTN_FLOATS;
-        if (amx || x6)
-            attn_range_amx(a, amx ? 1 : 3, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
-        else if (dot)
+        if (how == DQ_ATTN_AMX_BF16 || how == DQ_ATTN_X6)
+            attn_range_amx(a, how == DQ_ATTN_AMX_BF16 ? 1 : 3, qh, kh, vh, oh, out_stride, i_lo,
+                           i_hi, scratch);
+        else if (how == DQ_ATTN_DOT_BF16)
             attn_range_dot(a, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);
         else
             attn_range(a, qh, kh, vh, oh, out_stride, i_lo, i_hi, scratch);

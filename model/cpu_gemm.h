@@ -157,8 +157,10 @@ gboolean dq_cpu_has_amx_bf16(void);
 gboolean dq_gemm_bf16_force_portable(gboolean on);
 gboolean dq_gemm_bf16_force_dpbf16(gboolean on);
 
-/* dq_gemm_linear for DQ_GEMM_B_WT_BF16_DOT on AMX, all threads on one product (W packed once,
- * in the shared part of packs); FALSE, nothing done, where AMX does not run. With x3, the
+/* dq_gemm_linear for DQ_GEMM_B_WT_BF16_DOT, all threads on one product (W packed once, in the
+ * shared part of packs): on AMX, else on vdpbf16ps or its emulation where M has a block of 144
+ * rows for every thread; FALSE, nothing done, otherwise (dq_gemm_linear then splits the
+ * features). With x3, the
  * product of DQ_GEMM_B_WT_BF16 instead (bf16 weights, float32 activations): each activation
  * split into three bf16 whose sum it is exactly, so that every product is exact and the sum has
  * float32's accuracy, in tdpbf16ps's order (not dq_gemm's: results differ from it in the last
@@ -225,6 +227,15 @@ void dq_amx_32x32(const uint16_t *a, size_t lda, const uint32_t *bp, int kp, flo
  * bf16 planes, lo, mid and hi, `plane` elements apart; six products reach float32's last bits).
  * TRUE where the CPU has AMX and the split products are on (DOCQA_AMX_X3, DOCQA_AMX_X6). */
 gboolean dq_amx_x6_on(void);
+/* How a prompt's attention multiplies (backend_cpu_fast.c), from the call's bf16_products
+ * (`--weights bf16`), the backend's bf16_dot (where the CPU has AVX512-BF16, unless
+ * DOCQA_BF16_DOT=0; or DOCQA_BF16_DOT=emulate), whether the head fits the tile paths
+ * (head_dim <= 128), dq_cpu_has_amx_bf16 and dq_amx_x6_on: bf16 operands on tiles or on
+ * vdpbf16ps only where bf16 products are asked for and bf16_dot allows them; else the exact
+ * split products on tiles (x6) where on, or float32 FMAs. */
+typedef enum { DQ_ATTN_F32, DQ_ATTN_X6, DQ_ATTN_AMX_BF16, DQ_ATTN_DOT_BF16 } DqAttnProducts;
+DqAttnProducts dq_attn_products(gboolean bf16_products, gboolean bf16_dot, gboolean fits,
+                                gboolean amx, gboolean x6);
 /* dq_amx_round_row into three planes (dst, dst + plane, dst + 2 plane). */
 void dq_amx_split_row(uint16_t *dst, size_t plane, const float *src, int n, int width);
 /* dq_amx_pack_interleave into three planes (words `plane` apart). */

@@ -17,8 +17,9 @@
  * panel of B (16 KiB) stays in L1 and the packed rows of A in L2. With the instruction, both are
  * packed with AVX-512 (vcvtne2ps2bf16 for A, 16 x 16 transposes for B): packed a value at a time,
  * they took a fifth of the product's time on Zen 4 (the kernel four fifths, at 88% of the
- * instruction's peak), and the product ran at 57-70% of that peak (bench_gemm, 2 threads). AMX
- * (amx_product below) packs B the same way, for all threads at once, and A as plain bf16 rows.
+ * instruction's peak), and the product ran at 57-70% of that peak (bench_gemm, 2 threads). A
+ * product on many rows (dq_gemm_bf16_linear: dot_linear) packs B once for all threads, as AMX
+ * (amx_product below) does, which packs B the same way and A as plain bf16 rows.
  *
  * The portable kernel emulates the instruction with the same layouts, the same order and the
  * same float32 fused multiply-adds, so the tiling, the scalar packs and the tails are tested on
@@ -879,6 +880,17 @@ static gboolean use_x3(void) {
     return on && force_x3 != 0 && dq_cpu_has_amx_bf16();
 }
 
+DqAttnProducts dq_attn_products(gboolean bf16_products, gboolean bf16_dot, gboolean fits,
+                                gboolean amx, gboolean x6) {
+    /* bf16_dot, not only the CPU, decides: with DOCQA_BF16_DOT=0 an AMX CPU took bf16 tiles for
+     * attention while its GEMMs took the exact x3 product */
+    if (!fits)
+        return DQ_ATTN_F32;
+    if (bf16_products && bf16_dot)
+        return amx ? DQ_ATTN_AMX_BF16 : DQ_ATTN_DOT_BF16;
+    return x6 ? DQ_ATTN_X6 : DQ_ATTN_F32;
+}
+
 gboolean dq_amx_x6_on(void) {
     static int on = -1;
     if (on < 0)
@@ -886,10 +898,13 @@ gboolean dq_amx_x6_on(void) {
     return on && use_x3();
 }
 
+static gboolean dot_linear(int M, int N, int K, const float *x, const uint16_t *W,
+                           const float *bias, float *y, int threads, float *packs);
+
 gboolean dq_gemm_bf16_linear(int M, int N, int K, const float *x, const uint16_t *W, gboolean x3,
                              const float *bias, float *y, int threads, float *packs) {
     if (x3 ? !use_x3() : !use_amx())
-        return FALSE;
+        return !x3 && dot_linear(M, N, K, x, W, bias, y, threads, packs);
     float *shared = packs + (size_t)threads * DQ_GEMM_PACK_FLOATS;
     WSource w = {.bf16 = W, .ldw = (size_t)K};
     amx_product(M, N, K, x, K, &w, bias, DQ_GEMM_SET, y, N, x3, threads, packs, DQ_GEMM_PACK_FLOATS,
@@ -957,6 +972,67 @@ static gboolean vector_packs(void) {
     return have;
 }
 
+/* The vdpbf16ps product's kernel and packs: the instruction with the vector packs, or its
+ * emulation with the scalar ones (test_gemm compares the vector packs with them). */
+typedef struct {
+    Kernel kernel;
+    gboolean vec;
+} DotPath;
+
+static DotPath dot_path(void) {
+    gboolean dot = !force_portable && dq_cpu_has_avx512bf16();
+    return (DotPath){.kernel = dot                 ? kernel_dpbf16
+                               : dq_cpu_has_avx2() ? kernel_portable_avx2
+                                                   : kernel_portable,
+                     .vec = dot && vector_packs()};
+}
+
+/* Words a panel of W takes in the pack for the pairs [s0, s0 + sp) (at most SB blocks): its
+ * block b at b KP NR, the last block rounded up to whole 16 pairs by the vector pack. */
+static size_t dot_panel_words(DotPath d, int sp) {
+    int nb = (sp + KP - 1) / KP, kp_last = sp - (nb - 1) * KP;
+    return ((size_t)(nb - 1) * KP + (d.vec ? (kp_last + 15) / 16 * 16 : kp_last)) * NR;
+}
+
+/* W's columns [n0, n0 + nc), pairs [s0, s0 + sp) -> panels bq words apart. */
+static void dot_pack_w(DotPath d, uint32_t *bpack, size_t bq, const uint16_t *W, size_t ldw, int N,
+                       int K, int n0, int nc, int s0, int sp) {
+    for (int b = 0; b < (sp + KP - 1) / KP; b++) {
+        int p0 = s0 + b * KP, kp = MIN(KP, s0 + sp - p0);
+        if (d.vec)
+            pack_b_avx512(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
+        else
+            pack_b(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
+    }
+}
+
+/* C's rows [m0, m1) (at most MC) x the packed columns [n0, n0 + nc), pairs [s0, s0 + sp): A's
+ * rows packed into apack, then each 32-column panel takes its blocks of k in order (C's block
+ * of rows stays in L1 or L2 from one to the next). */
+static void dot_rows(DotPath d, uint32_t *apack, const uint32_t *bpack, size_t bq, const float *A,
+                     size_t lda, int K, int m0, int m1, int n0, int nc, int s0, int sp,
+                     const float *bias, DqGemmMode mode, float *C, size_t ldc) {
+    int nb = (sp + KP - 1) / KP;
+    for (int b = 0; b < nb; b++) {
+        int p0 = s0 + b * KP, kp = MIN(KP, s0 + sp - p0);
+        uint32_t *ab = apack + (size_t)b * MC * KP;
+        if (d.vec)
+            pack_a_avx512(ab, A, lda, K, m0, m1, p0, kp);
+        else
+            pack_a(ab, A, lda, K, m0, m1, p0, kp);
+    }
+    for (int q = 0; q < (nc + NR - 1) / NR; q++)
+        for (int b = 0; b < nb; b++) {
+            int p0 = s0 + b * KP, kp = MIN(KP, s0 + sp - p0);
+            gboolean set = mode == DQ_GEMM_SET && p0 == 0;
+            const uint32_t *bp = bpack + (size_t)q * bq + (size_t)b * KP * NR;
+            for (int i = m0; i < m1; i += MR)
+                d.kernel(kp, apack + (size_t)b * MC * KP + (size_t)(i - m0) * KP, MIN(MR, m1 - i),
+                         bp, C + (size_t)i * ldc + n0 + q * NR, ldc, MIN(NR, nc - q * NR), set,
+                         bias != NULL ? bias + n0 + q * NR : NULL);
+        }
+}
+
 /* dq_gemm has dealt with empty products. */
 void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_t *W, size_t ldw,
                   const float *bias, DqGemmMode mode, float *C, size_t ldc, void *pack) {
@@ -967,54 +1043,61 @@ void dq_gemm_bf16(int M, int N, int K, const float *A, size_t lda, const uint16_
                     (uint32_t *)(void *)wp, (DQ_GEMM_PACK_FLOATS - AMX_A_FLOATS) * sizeof(float));
         return;
     }
-    gboolean dot = !force_portable && dq_cpu_has_avx512bf16();
-    /* the emulation packs with the scalar loops: test_gemm compares the vector packs with them */
-    gboolean vec = dot && vector_packs();
-    Kernel kernel = dot                 ? kernel_dpbf16
-                    : dq_cpu_has_avx2() ? kernel_portable_avx2
-                                        : kernel_portable;
+    DotPath d = dot_path();
     int pairs = (K + 1) / 2;
     uint32_t *apack = pack, *bpack = apack + (size_t)SB * MC * KP;
     for (int n0 = 0; n0 < N; n0 += NC) {
-        int nc = MIN(NC, N - n0), panels = (nc + NR - 1) / NR;
+        int nc = MIN(NC, N - n0);
         for (int s0 = 0; s0 < pairs; s0 += SB * KP) {
-            /* blocks [0, nb) of KP pairs from s0, the last one kp_last; a panel's words: bq, its
-             * block b's at b KP NR (the packs round a block up to whole 16 pairs) */
-            int sp = MIN(SB * KP, pairs - s0), nb = (sp + KP - 1) / KP;
-            int kp_last = sp - (nb - 1) * KP;
-            size_t bq = ((size_t)(nb - 1) * KP + (vec ? (kp_last + 15) / 16 * 16 : kp_last)) * NR;
-            for (int b = 0; b < nb; b++) {
-                int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
-                if (vec)
-                    pack_b_avx512(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
-                else
-                    pack_b(bpack + (size_t)b * KP * NR, bq, W, ldw, N, K, n0, nc, p0, kp);
-            }
-            for (int m0 = 0; m0 < M; m0 += MC) {
-                int m1 = MIN(M, m0 + MC);
-                for (int b = 0; b < nb; b++) {
-                    int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
-                    uint32_t *ab = apack + (size_t)b * MC * KP;
-                    if (vec)
-                        pack_a_avx512(ab, A, lda, K, m0, m1, p0, kp);
-                    else
-                        pack_a(ab, A, lda, K, m0, m1, p0, kp);
-                }
-                /* a 32-column panel of C's rows, its blocks of k in order */
+            int sp = MIN(SB * KP, pairs - s0);
+            size_t bq = dot_panel_words(d, sp);
+            dot_pack_w(d, bpack, bq, W, ldw, N, K, n0, nc, s0, sp);
+            for (int m0 = 0; m0 < M; m0 += MC)
+                dot_rows(d, apack, bpack, bq, A, lda, K, m0, MIN(M, m0 + MC), n0, nc, s0, sp, bias,
+                         mode, C, ldc);
+        }
+    }
+}
+
+/* dq_gemm_bf16_linear off AMX: all threads on one product, as there. W's panels are packed once
+ * for all of them, into the shared part of packs (8 MiB: 5440 columns of three blocks of k, the
+ * vision MLP's 3072 whole), each thread its share of the panels; then the threads take blocks
+ * of MC rows as they come, each packing its rows of A into its own pack. Before, every chunk
+ * of rows packed all of W for itself (3.6% of a 256M --weights bf16 page on Zen 4, perf), and
+ * its A once for each of W's 1216-column blocks. The elements' sums are dq_gemm_bf16's, bit for
+ * bit: the blocks of k, their order and the kernel do not depend on the rows or columns taken
+ * together. Few rows (fewer blocks of MC than threads): FALSE, dq_gemm_linear's chunks of
+ * features keep every thread busy. */
+static gboolean dot_linear(int M, int N, int K, const float *x, const uint16_t *W,
+                           const float *bias, float *y, int threads, float *packs) {
+    if (M / MC < threads)
+        return FALSE;
+    DotPath d = dot_path();
+    uint32_t *shared = (uint32_t *)(void *)(packs + (size_t)threads * DQ_GEMM_PACK_FLOATS);
+    int pairs = (K + 1) / 2, mblocks = (M + MC - 1) / MC;
+    int ncmax = (int)MIN(DQ_GEMM_SHARED_FLOATS / dot_panel_words(d, MIN(SB * KP, pairs)) * NR,
+                         (size_t)(N + NR - 1) / NR * NR);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        uint32_t *apack =
+            (uint32_t *)(void *)(packs + (size_t)omp_get_thread_num() * DQ_GEMM_PACK_FLOATS);
+        for (int n0 = 0; n0 < N; n0 += ncmax) {
+            int nc = MIN(ncmax, N - n0), panels = (nc + NR - 1) / NR;
+            for (int s0 = 0; s0 < pairs; s0 += SB * KP) {
+                int sp = MIN(SB * KP, pairs - s0);
+                size_t bq = dot_panel_words(d, sp);
+#pragma omp for schedule(static)
                 for (int q = 0; q < panels; q++)
-                    for (int b = 0; b < nb; b++) {
-                        int p0 = s0 + b * KP, kp = MIN(KP, pairs - p0);
-                        gboolean set = mode == DQ_GEMM_SET && p0 == 0;
-                        const uint32_t *bp = bpack + (size_t)q * bq + (size_t)b * KP * NR;
-                        for (int i = m0; i < m1; i += MR)
-                            kernel(kp, apack + (size_t)b * MC * KP + (size_t)(i - m0) * KP,
-                                   MIN(MR, m1 - i), bp, C + (size_t)i * ldc + n0 + q * NR, ldc,
-                                   MIN(NR, nc - q * NR), set,
-                                   bias != NULL ? bias + n0 + q * NR : NULL);
-                    }
+                    dot_pack_w(d, shared + (size_t)q * bq, bq, W, (size_t)K, N, K, n0 + q * NR,
+                               MIN(NR, nc - q * NR), s0, sp);
+#pragma omp for schedule(dynamic)
+                for (int r = 0; r < mblocks; r++)
+                    dot_rows(d, apack, shared, bq, x, (size_t)K, K, r * MC, MIN(M, r * MC + MC), n0,
+                             nc, s0, sp, bias, DQ_GEMM_SET, y, (size_t)N);
             }
         }
     }
+    return TRUE;
 }
 
 /* ---- attention's two products on vdpbf16ps (cpu_gemm.h) */

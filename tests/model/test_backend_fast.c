@@ -369,6 +369,25 @@ static void test_attention_bf16(void) {
     pair_free(&out);
 }
 
+/* Which products a prompt's attention takes. DOCQA_BF16_DOT=0 turns bf16 activations off
+ * (bf16_dot FALSE) on AMX too: its attention then takes the exact split products or float32
+ * FMAs, as its GEMMs take the exact x3 product, not bf16 operands on tiles. The AMX cases are
+ * decided here on any CPU: the decision is a function of the flags. */
+static void test_attention_dispatch(void) {
+    for (int amx = 0; amx <= 1; amx++)
+        for (int x6 = 0; x6 <= amx; x6++) { /* x6 only where AMX runs */
+            DqAttnProducts exact = x6 ? DQ_ATTN_X6 : DQ_ATTN_F32;
+            g_assert_cmpint(dq_attn_products(TRUE, TRUE, TRUE, amx, x6), ==,
+                            amx ? DQ_ATTN_AMX_BF16 : DQ_ATTN_DOT_BF16);
+            g_assert_cmpint(dq_attn_products(TRUE, FALSE, TRUE, amx, x6), ==, exact);
+            for (int dot = 0; dot <= 1; dot++) {
+                g_assert_cmpint(dq_attn_products(FALSE, dot, TRUE, amx, x6), ==, exact);
+                for (int bf16 = 0; bf16 <= 1; bf16++) /* heads over 128: float32 */
+                    g_assert_cmpint(dq_attn_products(bf16, dot, FALSE, amx, x6), ==, DQ_ATTN_F32);
+            }
+        }
+}
+
 /* On AMX the exact attention runs on tiles (above); its FMA path, which CPUs without AMX take,
  * against the reference here too. */
 static void test_attention_fma(void) {
@@ -809,6 +828,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/attention", test_attention);
     g_test_add_func("/backend_fast/attention_fma", test_attention_fma);
     g_test_add_func("/backend_fast/attention_bf16", test_attention_bf16);
+    g_test_add_func("/backend_fast/attention_dispatch", test_attention_dispatch);
     g_test_add_func("/backend_fast/attention_segments", test_attention_segments);
     g_test_add_func("/backend_fast/attention_steps", test_attention_steps);
     g_test_add_func("/backend_fast/rope", test_rope);

@@ -20,8 +20,9 @@
  *   2^-8 of sum |a b| (A rounded to bf16): it is the product the option promises.
  * - Inputs below the smallest normal are read as zero, by every kernel the CPU has (their packs
  *   with it: the vector packs of vdpbf16ps, the scalar ones of the emulation).
- * - Row invariance, bit for bit: every row alone, and dq_gemm_linear on 2 threads (chunks of
- *   rows, or of features for few rows), give the rows of the whole product; for the emulation
+ * - Row invariance, bit for bit: every row alone, and dq_gemm_linear on 2 threads (W packed
+ *   once for both, or chunks of features for few rows), give the rows of the whole product; for
+ *   the emulation
  *   and for each instruction the CPU has.
  * - Where the CPU has AVX512-BF16, vdpbf16ps, and where it has AMX-BF16, tdpbf16ps (its own
  *   blocking: chunks of B, 32-row blocks of A, a K too long for it left to vdpbf16ps) against
@@ -334,7 +335,10 @@ static void run_linear(const Case *c, float *y, int threads) {
 }
 
 static void test_row_invariance(void) {
-    const int shapes[][3] = {{300, 80, 200}, {20, 300, 130}, {70, 40, 700}};
+    /* The last: off AMX, dq_gemm_linear packs W once for both threads into the shared pack
+     * (5440 columns of three blocks of k): 5470 columns take two packs, the second a partial
+     * panel; 385 pairs of k three blocks and then one pair; 290 rows, blocks of 144, 144 and 2. */
+    const int shapes[][3] = {{300, 80, 200}, {20, 300, 130}, {70, 40, 700}, {290, 5470, 770}};
     for (Bf16Kernel k = KERNEL_EMULATION; k <= KERNEL_AMX; k++) {
         if (!kernel_runs_here(k)) {
             printf("# row invariance of %s not checked: this CPU does not have it\n",
@@ -349,11 +353,13 @@ static void test_row_invariance(void) {
             float *pack = pack_new(1);
             dq_gemm(c.M, c.N, c.K, c.A, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT, c.bias, DQ_GEMM_SET,
                     whole, c.N, pack);
-            for (int i = 0; i < c.M; i++)
+            gboolean rows = c.N < 1000; /* the last shape's rows alone: minutes under ASan */
+            for (int i = 0; rows && i < c.M; i++)
                 dq_gemm(1, c.N, c.K, c.A + (size_t)i * c.K, c.K, c.W, c.K, DQ_GEMM_B_WT_BF16_DOT,
                         c.bias, DQ_GEMM_SET, alone + (size_t)i * c.N, c.N, pack);
             run_linear(&c, split, 2);
-            g_assert_cmpmem(alone, n * sizeof(float), whole, n * sizeof(float));
+            if (rows)
+                g_assert_cmpmem(alone, n * sizeof(float), whole, n * sizeof(float));
             g_assert_cmpmem(split, n * sizeof(float), whole, n * sizeof(float));
             g_free(whole);
             g_free(split);
