@@ -110,7 +110,13 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
                 bad(r, "eos_token_id", "an id or a list of ids");
                 return;
             }
-            cfg->eos_ids[cfg->n_eos++] = (int)json_node_get_int(e);
+            /* As get_int: an id past 32 bits would wrap to another (maybe real) token. */
+            gint64 id = json_node_get_int(e);
+            if (id < G_MININT || id > G_MAXINT) {
+                bad(r, "eos_token_id", "a list of 32-bit integers");
+                return;
+            }
+            cfg->eos_ids[cfg->n_eos++] = (int)id;
         }
         return;
     }

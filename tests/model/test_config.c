@@ -182,6 +182,10 @@ static void test_errors(void) {
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": ", NULL, "config.json");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7}",
                  "{\"eos_token_id\": [\"a\"]}", "generation_config.json: eos_token_id");
+    /* 2^32 + 2 in a list was kept as 2 (the cast wrapped it), a real token's id */
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7}",
+                 "{\"eos_token_id\": [4294967298]}",
+                 "generation_config.json: eos_token_id must be a list of 32-bit integers");
 
     SmolvlmConfig c;
     GError *err = NULL;
