@@ -566,21 +566,29 @@ DQ_AVX2 static void softmax_row_avx2(float *s, int nk, int visible, float scale,
             acc[c] *= corr;
 }
 
-/* The same on 16 lanes (AVX-512F): the weights are the AVX2 version's bits; their sum is added
- * in another order. In --weights bf16 vision, with the products on AMX tiles, the AVX2 softmax
- * took a seventh of the time. */
-DQ_AVX512 static void softmax_row_avx512(float *s, int nk, int visible, float scale, float *mx,
-                                         float *sum, float *acc, int d) {
+/* The larger of mx and the row's scaled scores (max is exact: any order gives the same). */
+DQ_AVX512 static inline __attribute__((always_inline)) float row_max512(const float *s, int visible,
+                                                                        float scale, float mx) {
     int j = 0;
     __m512 vmax = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(scale);
     for (; j + 16 <= visible; j += 16)
         vmax = _mm512_max_ps(vmax, _mm512_mul_ps(_mm512_loadu_ps(s + j), vs));
-    float m = MAX(*mx, _mm512_reduce_max_ps(vmax));
+    float m = MAX(mx, _mm512_reduce_max_ps(vmax));
     for (; j < visible; j++)
         m = MAX(m, s[j] * scale);
+    return m;
+}
+
+/* softmax_row_avx2 on 16 lanes (AVX-512F): the weights are the AVX2 version's bits; their sum
+ * is added in another order. In --weights bf16 vision, with the products on AMX tiles, the AVX2
+ * softmax took a seventh of the time. */
+DQ_AVX512 static void softmax_row_avx512(float *s, int nk, int visible, float scale, float *mx,
+                                         float *sum, float *acc, int d) {
+    float m = row_max512(s, visible, scale, *mx);
     float corr = expf(*mx - m); /* 0 on the first block (mx = -inf) */
-    __m512 vm = _mm512_set1_ps(m), vsum = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= visible; j += 16) {
+    __m512 vs = _mm512_set1_ps(scale), vm = _mm512_set1_ps(m), vsum = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= visible; j += 16) {
         __m512 p = dq_exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm));
         _mm512_storeu_ps(s + j, p);
         vsum = _mm512_add_ps(vsum, p);
@@ -613,16 +621,11 @@ DQ_AVX512_BF16 static void softmax_row_bf16(float *s, int visible, float scale, 
         memset(pb, 0, (size_t)width * sizeof *pb);
         return;
     }
-    int j = 0;
-    __m512 vmax = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(scale);
-    for (; j + 16 <= visible; j += 16)
-        vmax = _mm512_max_ps(vmax, _mm512_mul_ps(_mm512_loadu_ps(s + j), vs));
-    float m = MAX(*mx, _mm512_reduce_max_ps(vmax));
-    for (; j < visible; j++)
-        m = MAX(m, s[j] * scale);
+    float m = row_max512(s, visible, scale, *mx);
     float corr = expf(*mx - m); /* 0 on the first block (mx = -inf) */
-    __m512 vm = _mm512_set1_ps(m), vsum = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= visible; j += 16) {
+    __m512 vs = _mm512_set1_ps(scale), vm = _mm512_set1_ps(m), vsum = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= visible; j += 16) {
         __m512 p = dq_exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm));
         _mm256_storeu_si256((__m256i *)(void *)(pb + j), (__m256i)_mm512_cvtneps_pbh(p));
         vsum = _mm512_add_ps(vsum, p);
