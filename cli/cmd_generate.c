@@ -25,6 +25,7 @@
 
 #include "clock.h"
 #include "dq_error.h"
+#include "mapped_file.h"
 #include "pipeline.h"
 #include "test_point.h"
 #include "text.h"
@@ -150,14 +151,8 @@ static gboolean dump_finish(DumpFile *d, const float *logits, int n, GError **er
         g_unlink(d->tmp);
     if (e == 0 && d->tmp != NULL) {
         char *dir = g_path_get_dirname(d->path);
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        /* EINVAL: a file system with no folder sync at all */
-        if (dfd < 0 || (fsync(dfd) != 0 && errno != EINVAL)) {
-            e = errno;
+        if ((e = dq_sync_folder(dir, NULL)) != 0)
             what = "written, but its folder cannot be synced (a crash may lose it)";
-        }
-        if (dfd >= 0)
-            close(dfd);
         g_free(dir);
     }
     g_clear_pointer(&d->tmp, g_free);

@@ -103,3 +103,12 @@ void dq_mapped_release(const void *p, size_t n) {
     if (p != NULL && hi > lo)
         madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: a failure changes nothing */
 }
+
+int dq_sync_folder(const char *dir, int (*sync)(int fd)) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return errno;
+    int e = (sync != NULL ? sync : fsync)(dfd) != 0 && errno != EINVAL ? errno : 0;
+    close(dfd);
+    return e;
+}

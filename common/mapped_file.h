@@ -36,4 +36,9 @@ void dq_mapped_populate(const void *p, size_t n);
  * twice. */
 void dq_mapped_release(const void *p, size_t n);
 
+/* Makes the names in folder `dir` durable (after a rename into it): 0, or the errno of the open
+ * or of `sync` (fsync when NULL; tests pass a failing one). EINVAL counts as done: the file
+ * system has no folder sync at all, so there is nothing to wait for. */
+int dq_sync_folder(const char *dir, int (*sync)(int fd));
+
 #endif

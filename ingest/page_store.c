@@ -1,5 +1,6 @@
 /* The content-addressed page store: <db>.pages/ab/cd/<sha256>.png (see ingest.h for why). */
 #include "ingest_internal.h"
+#include "mapped_file.h"
 #include "store.h"
 
 #include <errno.h>
@@ -40,21 +41,14 @@ void page_store_set_dir_fsync_for_test(int (*fn)(int fd)) {
 }
 
 /* A page's name survives a crash only once the folder holding it is on disk; the database row
- * naming the PNG commits right after, so a folder that cannot be synced fails the page. EINVAL
- * is the file system saying it has no folder sync at all (nothing to wait for). */
+ * naming the PNG commits right after, so a folder that cannot be synced fails the page. */
 static gboolean sync_dir(const char *dir, GError **err) {
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || (dir_fsync(dfd) != 0 && errno != EINVAL)) {
-        int saved = errno;
-        if (dfd >= 0)
-            close(dfd);
+    int e = dq_sync_folder(dir, dir_fsync);
+    if (e != 0)
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
                     "%s: cannot sync the folder (the page may not survive a crash): %s", dir,
-                    g_strerror(saved));
-        return FALSE;
-    }
-    close(dfd);
-    return TRUE;
+                    g_strerror(e));
+    return e == 0;
 }
 
 /* Whether len more bytes fit in dir's file system with min_free_mb MiB left, and twice len (the
