@@ -1677,7 +1677,8 @@ static void test_graph_decode_runs(void) {
 }
 
 /* A download whose copy fails gives zeros, as every op after an error does, and not the bytes
- * the pinned ring still holds from the download before it; the backend reports the error. A
+ * the pinned ring still holds from the download before it; so does argmax_rows after it (it
+ * left the caller's ids as they were); the backend reports the error. A
  * backend of its own (the error is kept), registered last in case a driver tries the copy and
  * spoils the device for the process; the device script's full memcheck run skips it. */
 static void test_download_error(void) {
@@ -1705,6 +1706,17 @@ static void test_download_error(void) {
     for (size_t i = 0; i < n; i++)
         if (dst[i] != 0.0f)
             g_error("a failed download left %g at %zu, not 0", dst[i], i);
+    /* argmax_rows after the error: zeros as well, not the ids the array held (a greedy step's
+     * tokens of the step before) */
+    const int n_ids = 100;
+    int32_t *ids = g_new(int32_t, n_ids);
+    for (int i = 0; i < n_ids; i++)
+        ids[i] = 7;
+    be->argmax_rows(be, ids, d, n_ids, 10);
+    for (int i = 0; i < n_ids; i++)
+        if (ids[i] != 0)
+            g_error("argmax_rows after an error left id %d at row %d, not 0", ids[i], i);
+    g_free(ids);
     be->release(be, d);
     g_free(src);
     g_free(dst);
