@@ -24,7 +24,9 @@
  *   (which returns once the data is on the host). Host arrays an op takes (RoPE positions,
  *   token ids) are staged through pinned host memory.
  * - Ops cannot fail through the interface (they return void): the first CUDA error is kept and
- *   reported by dq_backend_cuda_check() and by every later alloc (which then returns NULL).
+ *   reported by dq_backend_cuda_check() and by every later alloc (which then returns NULL);
+ *   every later op is skipped and every download gives zeros. smolvlm's forward calls check it
+ *   whenever results come back, so that a step after an error fails instead of handing on zeros.
  * - Decode steps as CUDA graphs (backend.h graph_begin / graph_end, called by
  *   smolvlm_forward_step for every DqGenerator step): the step's kernels are captured, the graph
  *   kept for the step's shape is updated with the new arguments (cudaGraphExecUpdate) and
@@ -67,7 +69,8 @@ DqBackend *dq_backend_cuda_new(int device, GError **err);
 /* TRUE when `be` is a CUDA backend. */
 gboolean dq_backend_is_cuda(const DqBackend *be);
 
-/* Waits for the queued work and reports the first CUDA error seen so far (DQ_ERR_DEVICE). */
+/* Waits for the queued work (not while a step is recorded) and reports the first CUDA error seen
+ * so far (DQ_ERR_DEVICE); TRUE for any other backend. */
 gboolean dq_backend_cuda_check(DqBackend *be, GError **err);
 
 /* Turns the recording of decode steps as CUDA graphs on or off for `be` (the default comes

@@ -1228,7 +1228,9 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
     }
     for (int s = 0; s < n_segs; s++)
         segs[s].kv->len += segs[s].n_rows;
-    return TRUE;
+    /* Ops return nothing and a GPU keeps its first error, after which it gives zeros: results
+     * that came back (their downloads waited for the device) are the model's only without one. */
+    return n_want == 0 || dq_backend_cuda_check(be, err);
 }
 
 gboolean smolvlm_forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
@@ -1280,5 +1282,5 @@ gboolean smolvlm_forward_step(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSeg
         }
     }
     g_free(lens);
-    return ok;
+    return ok && dq_backend_cuda_check(be, err); /* a replayed step's results came back now */
 }

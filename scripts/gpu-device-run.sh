@@ -262,10 +262,11 @@ PY
     read -ra stests <<<"${SANITIZE_TESTS:-/backend_cuda/attention_vision /backend_cuda/attention_causal /backend_cuda/attention_segments /backend_cuda/norms}"
     if [ -z "${SANITIZE_TESTS:-}" ]; then
       step "compute-sanitizer memcheck, every test_backend_cuda test"
-      # but download_error, whose failing copy memcheck would count as an error, and pixel_ring,
-      # whose 400 adds over 256 MB would take minutes under it
+      # but download_error and model_error, whose failing copies memcheck would count as errors,
+      # and pixel_ring, whose 400 adds over 256 MB would take minutes under it
       timeout "$(cap 300)" env LD_LIBRARY_PATH="$libs" "$cs" --tool memcheck --error-exitcode 9 \
-        "$gb/bin/test_backend_cuda" -s /backend_cuda/download_error -s /backend_cuda/pixel_ring \
+        "$gb/bin/test_backend_cuda" -s /backend_cuda/download_error -s /backend_cuda/model_error \
+        -s /backend_cuda/pixel_ring \
         >"$out/sanitize-memcheck.log" 2>&1
       echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|^not ok" "$out/sanitize-memcheck.log" | head
     fi

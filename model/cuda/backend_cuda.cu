@@ -204,7 +204,10 @@ extern "C" gboolean dq_backend_cuda_check(DqBackend *be, GError **err) {
     if (!dq_backend_is_cuda(be))
         return TRUE;
     CudaCtx *c = ctx_of(be);
-    CK(c, cudaStreamSynchronize(c->stream));
+    /* While a step is recorded nothing of it has run, and a capture may not wait: the errors
+     * so far are those of the work before it, which graph_begin waited for. */
+    if (!c->capturing)
+        CK(c, cudaStreamSynchronize(c->stream));
     if (c->sticky != cudaSuccess)
         return dq_fail(err, DQ_ERR_DEVICE, "%s", c->sticky_msg);
     return TRUE;

@@ -16,8 +16,8 @@ typedef struct {
     int kv_f16;               /* the caches (segments) hold float16 */
 } AttArgs;
 
-#define ATT_BQ    32 /* query rows per block of the flash kernel */
-#define ATT_BK    32 /* keys per shared-memory tile (one per lane) */
+#define ATT_BQ    DQ_CUDA_ATT_BQ /* query rows per block of the flash kernel */
+#define ATT_BK    DQ_CUDA_ATT_BK /* keys per shared-memory tile (one per lane) */
 #define ATT_WARPS 8
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -296,8 +296,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
  * attn_decode_merge_kernel merges them in order. Where a sequence has keys for one run only, its
  * block writes the result itself. The runs depend on the sequence's length alone, so a row's
  * result depends on its query and the keys only, not on its batch-mates. */
-#define DG_WARPS 4
-#define DG_RMAX  16                   /* rows a block: query heads a KV head x query rows */
+#define DG_WARPS DQ_CUDA_DG_WARPS
+#define DG_RMAX  DQ_CUDA_DG_RMAX      /* rows a block: query heads a KV head x query rows */
 #define DG_SPLIT DQ_CUDA_DECODE_SPLIT /* keys a block: DG_WARPS tiles of 32, twice */
 
 /* The keys a decode block attends over (every key of the rows in the past). */
@@ -453,12 +453,6 @@ __global__ void attn_decode_merge_kernel(float *out, const float *q, AttArgs a,
         w.out[(size_t)(r % w.n_q) * out_stride + (size_t)(g * G + r / w.n_q) * hd + d] =
             lt > 0.0f ? t / lt : 0.0f;
     }
-}
-
-/* Shared memory of attn_decode_group_kernel for up to max_q rows a segment. */
-static size_t decode_group_smem(const AttArgs &a, int max_q) {
-    const size_t hd = a.head_dim, R = (size_t)(a.n_heads / a.n_kv_heads) * max_q;
-    return (R * hd + MAX(DG_WARPS * 32 * (hd + 1), DG_WARPS * R * (2 + hd))) * sizeof(float);
 }
 
 /* Flash attention on tensor cores (bf16 products, float32 softmax and accumulation): block =
@@ -1042,13 +1036,7 @@ static void dispatch_tc(CudaCtx *c, float *out, const float *q, const float *k, 
         tc_launch[a.kv_f16 ? 1 : 0][chunks](c, out, q, k, v, max_q, n_seq, a, segs);
 }
 
-static size_t flash_smem(int hd) {
-    return ((size_t)ATT_BQ * hd + (size_t)ATT_BK * (hd + 1) + (size_t)ATT_BK * hd) * sizeof(float);
-}
-
-/* Query rows up to which the decode kernel is used: it parallelises over keys, the flash
- * kernel over query rows. */
-#define ATT_DECODE_ROWS 4
+#define ATT_DECODE_ROWS DQ_CUDA_ATT_DECODE_ROWS /* launch_plan.h */
 
 /* Softmax of each row of s [rows, cols] (float32) into p (bf16), for the tensor-core path. */
 __global__ void softmax_rows_bf16_kernel(__nv_bfloat16 *p, const float *s, int cols) {
@@ -1126,53 +1114,50 @@ static gboolean vision_attention_gemm(CudaCtx *c, float *out, const float *q, co
 template <int NCH, typename KV>
 static void launch_attention(CudaCtx *c, float *out, const float *q, const float *k, const float *v,
                              int max_q, int n_seq, const AttArgs &a, const DqAttnSegment *segs) {
-    const int max_q_all = max_q;
     /* Decode rows: a segment goes to the group kernel when its rows of every head of a group
      * fit a block, and to the per-head kernel else; decided by the segment's own row count
-     * (q_lo, q_hi), so that its result does not depend on its batch-mates' */
-    const int group_hi = c->decode_group && NCH <= 2
-                             ? MIN(a.q_hi, DG_RMAX / (a.n_heads / a.n_kv_heads))
-                             : 0; /* the most rows a segment the group kernel takes */
-    if (max_q <= ATT_DECODE_ROWS && group_hi >= MAX(a.q_lo, 1)) {
-        AttArgs b = a;
-        b.q_hi = group_hi;
-        max_q = MIN(max_q, group_hi);
-        b.part_runs = dq_decode_runs(a.kv_max);
-        b.part_rows = (a.n_heads / a.n_kv_heads) * max_q;
-        float *part = NULL;
-        if (b.part_runs > 1) {
-            part = (float *)pool_get(c, (size_t)n_seq * a.n_kv_heads * b.part_runs * b.part_rows *
-                                            (a.head_dim + 2) * sizeof(float));
-            if (part == NULL) {
-                record(c, cudaErrorMemoryAllocation, "decode attention's run states");
-                return;
+     * (q_lo, q_hi), so that its result does not depend on its batch-mates' (launch_plan.h) */
+    if (max_q <= ATT_DECODE_ROWS) {
+        const DqDecodePlan pl = dq_decode_plan(a.q_lo, a.q_hi, max_q, a.kv_max, a.n_heads,
+                                               a.n_kv_heads, c->decode_group && NCH <= 2);
+        if (pl.group) {
+            AttArgs b = a;
+            b.q_hi = pl.group_hi;
+            b.part_runs = pl.part_runs;
+            b.part_rows = pl.part_rows;
+            float *part = NULL;
+            if (b.part_runs > 1) {
+                part = (float *)pool_get(c, (size_t)n_seq * a.n_kv_heads * b.part_runs *
+                                                b.part_rows * (a.head_dim + 2) * sizeof(float));
+                if (part == NULL) {
+                    record(c, cudaErrorMemoryAllocation, "decode attention's run states");
+                    return;
+                }
+            }
+            dim3 grid(a.n_kv_heads, n_seq, b.part_runs);
+            const size_t smem =
+                dq_decode_group_smem(a.head_dim, a.n_heads / a.n_kv_heads, pl.group_q);
+            attn_decode_group_kernel<NCH, KV>
+                <<<grid, DG_WARPS * 32, smem, c->stream>>>(out, q, k, v, b, segs, part);
+            CK_LAUNCH(c, "attention (decode by KV group)");
+            if (part != NULL) {
+                attn_decode_merge_kernel<<<dim3(a.n_kv_heads, n_seq), 128, 0, c->stream>>>(
+                    out, q, b, segs, part);
+                CK_LAUNCH(c, "attention (decode runs)");
+                pool_put(c, part); /* the stream orders its next user after the merge */
             }
         }
-        dim3 grid(a.n_kv_heads, n_seq, b.part_runs);
-        attn_decode_group_kernel<NCH, KV>
-            <<<grid, DG_WARPS * 32, decode_group_smem(a, max_q), c->stream>>>(out, q, k, v, b, segs,
-                                                                              part);
-        if (part != NULL) {
-            CK_LAUNCH(c, "attention (decode runs)");
-            attn_decode_merge_kernel<<<dim3(a.n_kv_heads, n_seq), 128, 0, c->stream>>>(out, q, b,
-                                                                                       segs, part);
-            pool_put(c, part); /* the stream orders its next user after the merge */
-        }
-        if (max_q_all > group_hi) { /* segments of more rows: the per-head kernel */
-            CK_LAUNCH(c, "attention (decode by KV group)");
+        if (pl.head) {
             AttArgs r = a;
-            r.q_lo = MAX(a.q_lo, group_hi + 1);
-            dim3 grid(max_q_all, a.n_heads, n_seq);
+            r.q_lo = pl.head_lo;
+            dim3 grid(max_q, a.n_heads, n_seq);
             attn_decode_kernel<NCH, KV>
                 <<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, r, segs);
         }
-    } else if (max_q <= ATT_DECODE_ROWS) {
-        dim3 grid(max_q, a.n_heads, n_seq);
-        attn_decode_kernel<NCH, KV><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, a, segs);
     } else {
         dim3 grid((max_q + ATT_BQ - 1) / ATT_BQ, a.n_heads, n_seq);
         attn_flash_kernel<NCH, KV>
-            <<<grid, ATT_WARPS * 32, flash_smem(a.head_dim), c->stream>>>(out, q, k, v, a, segs);
+            <<<grid, ATT_WARPS * 32, dq_flash_smem(a.head_dim), c->stream>>>(out, q, k, v, a, segs);
     }
     CK_LAUNCH(c, "attention");
 }
@@ -1207,7 +1192,7 @@ static gboolean head_layout_ok(CudaCtx *c, const DqAttention *da, int n_seq) {
 /* Whether a sequence of n_q query rows goes to the tensor-core kernel (decided per sequence,
  * never per call, so that a sequence's result does not depend on what it is batched with). */
 static gboolean tc_takes(const CudaCtx *c, int n_q, int head_dim) {
-    return c->tc_attn && n_q >= DQ_CUDA_TC_MIN_ROWS && tc_head_ok(head_dim);
+    return dq_att_class(n_q, c->tc_attn && tc_head_ok(head_dim)) == DQ_ATT_TC;
 }
 
 void cuda_attention(DqBackend *be, float *out, const float *q, const float *k, const float *v,
@@ -1284,19 +1269,18 @@ void cuda_attention_segments(DqBackend *be, float *out, const float *q, const fl
         return;
     /* Three kernels, each over the segments of its class (the others' blocks return at once):
      * decode rows, short chunks (the float32 flash kernel), prompts (tensor cores). */
-    int max_dec = 0, max_mid = 0, max_tc = 0, kv_max = 0;
+    const gboolean tc = c->tc_attn && tc_head_ok(shape->head_dim);
+    int max_of[3] = {0, 0, 0}, kv_max = 0; /* by DqAttClass */
     gboolean caches_aligned = TRUE;
     for (int s = 0; s < n_segs; s++) {
         const int nq = segs[s].n_q;
         caches_aligned = caches_aligned && aligned16(segs[s].k_cache) && aligned16(segs[s].v_cache);
         kv_max = MAX(kv_max, segs[s].n_past + nq);
-        if (nq <= ATT_DECODE_ROWS)
-            max_dec = MAX(max_dec, nq);
-        else if (tc_takes(c, nq, shape->head_dim))
-            max_tc = MAX(max_tc, nq);
-        else
-            max_mid = MAX(max_mid, nq);
+        const DqAttClass k = dq_att_class(nq, tc);
+        max_of[k] = MAX(max_of[k], nq);
     }
+    const int max_dec = max_of[DQ_ATT_DECODE], max_mid = max_of[DQ_ATT_MID],
+              max_tc = max_of[DQ_ATT_TC];
     const int max_q = MAX(max_dec, MAX(max_mid, max_tc));
     if (max_q <= 0)
         return;
@@ -1324,19 +1308,15 @@ void cuda_attention_segments(DqBackend *be, float *out, const float *q, const fl
     a.kv_max = kv_max;
     a.kv_f16 = shape->kv_f16;
     if (max_dec > 0) {
-        a.q_lo = 1;
-        a.q_hi = ATT_DECODE_ROWS;
+        dq_att_class_rows(DQ_ATT_DECODE, tc, &a.q_lo, &a.q_hi);
         dispatch_attention(c, out, q, NULL, NULL, max_dec, n_segs, a, dsegs);
     }
     if (max_mid > 0) {
-        a.q_lo = ATT_DECODE_ROWS + 1;
-        a.q_hi =
-            tc_takes(c, DQ_CUDA_TC_MIN_ROWS, shape->head_dim) ? DQ_CUDA_TC_MIN_ROWS - 1 : INT_MAX;
+        dq_att_class_rows(DQ_ATT_MID, tc, &a.q_lo, &a.q_hi);
         dispatch_attention(c, out, q, NULL, NULL, max_mid, n_segs, a, dsegs);
     }
     if (max_tc > 0) {
-        a.q_lo = DQ_CUDA_TC_MIN_ROWS;
-        a.q_hi = INT_MAX;
+        dq_att_class_rows(DQ_ATT_TC, tc, &a.q_lo, &a.q_hi);
         dispatch_tc(c, out, q, NULL, NULL, max_tc, n_segs, a, dsegs, caches_aligned);
     }
 }
@@ -1346,16 +1326,16 @@ cudaError_t attention_init(void) {
     cudaError_t e;
     if ((e = cudaFuncSetAttribute(attn_flash_kernel<4, float>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)flash_smem(128))) != cudaSuccess ||
+                                  (int)dq_flash_smem(128))) != cudaSuccess ||
         (e = cudaFuncSetAttribute(attn_flash_kernel<3, float>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)flash_smem(96))) != cudaSuccess ||
+                                  (int)dq_flash_smem(96))) != cudaSuccess ||
         (e = cudaFuncSetAttribute(attn_flash_kernel<4, __half>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)flash_smem(128))) != cudaSuccess ||
+                                  (int)dq_flash_smem(128))) != cudaSuccess ||
         (e = cudaFuncSetAttribute(attn_flash_kernel<3, __half>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)flash_smem(96))) != cudaSuccess)
+                                  (int)dq_flash_smem(96))) != cudaSuccess)
         return e;
     return cudaSuccess;
 }

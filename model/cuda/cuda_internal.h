@@ -3,7 +3,9 @@
  * files, by what they hold: backend_cuda.cu (the design notes, errors, life cycle),
  * cuda_memory.cu (pool, pinned ring, uploads and downloads, weights), cuda_matmul.cu
  * (products), cuda_attention.cu, cuda_ops.cu (norms, RoPE, element-wise and layout ops,
- * argmax), cuda_graph.cu (recorded decode steps), cuda_profile.cu (DOCQA_CUDA_PROFILE=1). */
+ * argmax), cuda_graph.cu (recorded decode steps), cuda_profile.cu (DOCQA_CUDA_PROFILE=1). Plain C
+ * headers hold what is tested on the CPU: staging_ring.h, graph_table.h, kernel_math.h and
+ * launch_plan.h (attention kernels by segment, shared memory, the pool's size classes). */
 #ifndef DQ_CUDA_INTERNAL_H
 #define DQ_CUDA_INTERNAL_H
 
@@ -31,6 +33,7 @@ extern "C" {
 #include "safetensors.h"
 #include "graph_table.h"
 #include "kernel_math.h"
+#include "launch_plan.h"
 #include "staging_ring.h"
 }
 

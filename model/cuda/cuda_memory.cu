@@ -6,16 +6,7 @@
 /* ---- caching pool */
 
 size_t size_class(size_t bytes) {
-    if (bytes <= 256)
-        return 256;
-    if (bytes <= ((size_t)1 << 20)) {
-        size_t s = 256;
-        while (s < bytes)
-            s <<= 1;
-        return s;
-    }
-    size_t gran = (size_t)2 << 20;
-    return (bytes + gran - 1) / gran * gran;
+    return dq_pool_size_class(bytes);
 }
 
 void pool_trim(CudaCtx *c) {
@@ -48,7 +39,7 @@ void *pool_get(CudaCtx *c, size_t bytes) {
         g_hash_table_iter_init(&it, c->free_lists);
         while (g_hash_table_iter_next(&it, &k, &v)) {
             size_t kc = GPOINTER_TO_SIZE(k);
-            if (v != NULL && kc > cls && kc <= 2 * cls && (best == 0 || kc < best))
+            if (v != NULL && dq_pool_serves(kc, cls) && (best == 0 || kc < best))
                 best = kc;
         }
         if (best != 0) {

@@ -417,12 +417,15 @@ __global__ void argmax_rows_kernel(int32_t *ids, const float *x, int cols) {
 
 void cuda_argmax_rows(DqBackend *be, int32_t *ids, const float *x, int n, int cols) {
     CudaCtx *c = ctx_of(be);
-    for (int r0 = 0; r0 < n && c->sticky == cudaSuccess; r0 += DQ_CUDA_ARGMAX_ROWS) {
+    for (int r0 = 0; r0 < n; r0 += DQ_CUDA_ARGMAX_ROWS) {
         int rows = MIN(n - r0, DQ_CUDA_ARGMAX_ROWS);
-        argmax_rows_kernel<<<rows, 256, 0, c->stream>>>(c->ids, x + (size_t)r0 * cols, cols);
-        CK_LAUNCH(c, "argmax_rows");
+        if (c->sticky == cudaSuccess) {
+            argmax_rows_kernel<<<rows, 256, 0, c->stream>>>(c->ids, x + (size_t)r0 * cols, cols);
+            CK_LAUNCH(c, "argmax_rows");
+        }
         /* 4-byte values: the float download copies their bits (and, recorded, fills ids at the
-         * replay, as any download) */
+         * replay, as any download). After an error it gives zeros, as every download does:
+         * never the ids a caller's array held from the step before. */
         cuda_download(be, (float *)(void *)(ids + r0), (const float *)(const void *)c->ids, rows);
     }
 }

@@ -1676,8 +1676,57 @@ static void test_graph_decode_runs(void) {
     dq_backend_free(be);
 }
 
+/* A device error while requests decode fails the next step, naming the error, instead of
+ * handing the requests tokens from the zeros every op gives after an error (until session 30 the
+ * generator never learnt of it: greedy requests went on with the ids of the step before, to
+ * their max_new_tokens, and came back as answers). Graphs off and on; a pipeline each, since the
+ * error is kept for the backend's life; the error is a failing download, as in download_error
+ * (and, like it, skipped by the device script's full memcheck). */
+static void test_model_error(void) {
+    if (!need_gpu())
+        return;
+    if (dq_test_shared_dir() == NULL) {
+        g_test_skip("../shared is absent: the tiny models are not here");
+        return;
+    }
+    for (int graphs = 0; graphs <= 1; graphs++) {
+        SmolvlmPipeline *p = open_gpu_pipeline("tiny-smolvlm-b512");
+        DqBackend *be = smolvlm_backend(p->model);
+        dq_backend_cuda_set_graphs(be, graphs);
+        GraphCase cs[4];
+        graph_cases_init(p, cs);
+        SmolvlmRequest req = cs[0].req;
+        req.options.do_sample = FALSE; /* greedy: the ids come from argmax_rows */
+        req.want_logits = FALSE;
+        GError *err = NULL;
+        DqGenerator *g = dq_generator_new(p->model, 2, 0, &err);
+        dq_assert_no_error(err);
+        int slot;
+        g_assert_true(dq_generator_add(g, &req, 1, &slot, &err));
+        dq_assert_no_error(err);
+        g_assert_true(dq_generator_step(g, &err));
+        dq_assert_no_error(err);
+        float dst[4];
+        g_test_expect_message(NULL, G_LOG_LEVEL_WARNING, "*failed*");
+        be->download(be, dst, NULL, 4); /* refused by cudaMemcpyAsync: the backend's error */
+        g_test_assert_expected_messages();
+        g_assert_false(dq_generator_step(g, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+        g_test_message("graphs %s: the step after the error: %s", graphs ? "on" : "off",
+                       err->message);
+        g_assert_nonnull(strstr(err->message, "failed"));
+        g_clear_error(&err);
+        g_assert_cmpint(dq_generator_n_active(g), ==, 0); /* every request dropped */
+        dq_generator_free(g);
+        for (int i = 0; i < 4; i++)
+            smolvlm_prompt_clear(&cs[i].prompt);
+        smolvlm_pipeline_free(p);
+    }
+}
+
 /* A download whose copy fails gives zeros, as every op after an error does, and not the bytes
- * the pinned ring still holds from the download before it; the backend reports the error. A
+ * the pinned ring still holds from the download before it; so does argmax_rows after it (it
+ * left the caller's ids as they were); the backend reports the error. A
  * backend of its own (the error is kept), registered last in case a driver tries the copy and
  * spoils the device for the process; the device script's full memcheck run skips it. */
 static void test_download_error(void) {
@@ -1705,6 +1754,17 @@ static void test_download_error(void) {
     for (size_t i = 0; i < n; i++)
         if (dst[i] != 0.0f)
             g_error("a failed download left %g at %zu, not 0", dst[i], i);
+    /* argmax_rows after the error: zeros as well, not the ids the array held (a greedy step's
+     * tokens of the step before) */
+    const int n_ids = 100;
+    int32_t *ids = g_new(int32_t, n_ids);
+    for (int i = 0; i < n_ids; i++)
+        ids[i] = 7;
+    be->argmax_rows(be, ids, d, n_ids, 10);
+    for (int i = 0; i < n_ids; i++)
+        if (ids[i] != 0)
+            g_error("argmax_rows after an error left id %d at row %d, not 0", ids[i], i);
+    g_free(ids);
     be->release(be, d);
     g_free(src);
     g_free(dst);
@@ -1808,6 +1868,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/graph_redo_cpu", test_graph_redo_cpu);
     g_test_add_func("/backend_cuda/graph_rope_dropped", test_graph_rope_dropped);
     g_test_add_func("/backend_cuda/graph_decode_runs", test_graph_decode_runs);
+    g_test_add_func("/backend_cuda/model_error", test_model_error);
     g_test_add_func("/backend_cuda/download_error", test_download_error); /* last */
     int rc = g_test_run();
     dq_backend_free(gpu);
