@@ -4,9 +4,10 @@
  * the password. Input: user, NUL, password, NUL, the rest (host, port, database, query); the
  * location is postgresql://user:password@rest, or, when the input starts with 'Q', rest with
  * password=... added to its query. It is shown again with the password's every byte made 'x':
- * both must read the same. Password bytes that change how a URI splits (@ / ? # % : & = [ ],
- * the host lists' comma, controls) are not tried: they move the password into the host or
- * database, or split it into hosts and ports; nor are user names
+ * both must read the same. Password bytes that change how a URI splits (@ / ? # % : & =, the
+ * host lists' comma, controls) are not tried: they move the password into the host or
+ * database, or split it into hosts and ports (a comma shows as a second host, its text
+ * hidden); `[` and `]` are, though a `]` closes an IPv6 `[` opened in the rest. Nor are user names
  * holding @ / ? or #, which end the user part early and put the "password" in the host, the
  * path or the query, where it is no password. A rest holding @ is tried with password=...:
  * libpq then takes what comes before the @ for the user, even a ?, and the query after it for
@@ -44,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     for (const char *c = pw; *c; c++)
-        if ((unsigned char)*c < ' ' || (unsigned char)*c >= 0x7f || strchr("@/?#%:&=[],", *c)) {
+        if ((unsigned char)*c < ' ' || (unsigned char)*c >= 0x7f || strchr("@/?#%:&=,", *c)) {
             g_free(text);
             return 0;
         }
