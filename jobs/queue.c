@@ -100,6 +100,9 @@ static gboolean is_name_byte(char c) {
 }
 
 gboolean queue_check_where(const char *expr, GError **err) {
+    /* SQLite would say `near ")": syntax error`, about a parenthesis the user never wrote. */
+    if (expr[strspn(expr, " \t\n\r\f\v")] == '\0')
+        return where_refuse(err, expr, "an empty expression");
     int depth = 0;
     for (const char *p = expr; *p; p++) {
         switch (*p) {

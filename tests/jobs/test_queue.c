@@ -289,6 +289,18 @@ static void test_ask_where_is_one_expression(void) {
         g_assert_nonnull(strstr(err->message, bad[i]));
         g_clear_error(&err);
     }
+    /* An empty one is said to be empty, not a syntax error near a ')' nobody wrote. */
+    const char *empty[] = {"", " \t\n"};
+    for (size_t i = 0; i < G_N_ELEMENTS(empty); i++) {
+        const char *w1[] = {empty[i]};
+        DqAskRequest e = {
+            .where_sql = w1, .n_where = 1, .questions = qs, .n_questions = 1, .model_id = "x"};
+        DqAskResult r;
+        g_assert_false(queue_ask(s, &e, &r, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_nonnull(strstr(err->message, "': an empty expression ("));
+        g_clear_error(&err);
+    }
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE model_id = 'x'"), ==, 0);
     close_store(s);
     g_free(db);
