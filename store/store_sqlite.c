@@ -673,8 +673,10 @@ static gboolean check_docqa_database(DqStore *store, gboolean must_exist, GError
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_OK) {
-        dq_fail(err, DQ_ERR_DB, "%s: cannot read the database: %s", store->path,
-                sqlite3_errmsg(store->db));
+        /* A WAL database read by a connection that may write starts by making its -shm: where
+         * that is refused, SQLite's "attempt to write a readonly database" is about writing. */
+        dq_fail(err, DQ_ERR_DB, "%s: cannot %s the database: %s", store->path,
+                (rc & 0xff) == SQLITE_READONLY ? "write" : "read", sqlite3_errmsg(store->db));
         store_sqlite_explain(store, err);
         return FALSE;
     }
