@@ -626,11 +626,14 @@ char **queue_read_questions(const char *path, GError **err) {
         goto fail;
     } else {
         /* One question a line, as written: quotes are part of the question, a CSV's commas
-         * too (no format is guessed); blank lines and '#' comments are skipped. */
+         * too (no format is guessed); blank lines and '#' comments are skipped. A line ends at
+         * LF, CRLF or a lone CR (old Mac files, some exports): read up to LF only, a file of
+         * CR-ended lines would be one question holding every line. */
         int line = 1;
         for (const char *l = body; l <= body + len; line++) {
-            const char *nl = memchr(l, '\n', (gsize)(body + len - l));
-            const char *stop = nl ? nl : body + len;
+            const char *stop = l;
+            while (stop < body + len && *stop != '\n' && *stop != '\r')
+                stop++;
             if (!is_blank(l, (gsize)(stop - l)) && !is_comment(l, (gsize)(stop - l))) {
                 char *source = g_strdup_printf("%s line %d", name, line);
                 char *q = queue_question_normalize(l, stop - l, source, err);
@@ -639,7 +642,7 @@ char **queue_read_questions(const char *path, GError **err) {
                     goto fail;
                 g_ptr_array_add(out, q);
             }
-            l = stop + 1;
+            l = stop + 1 + (stop + 1 < body + len && stop[0] == '\r' && stop[1] == '\n');
         }
     }
     if (out->len == 0) {

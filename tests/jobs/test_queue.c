@@ -342,6 +342,9 @@ static void test_question_files(void) {
          "First?\r\n\xc2\xa0\r\nSecond?\r\n",
          2, "First?"},
         {"bom.json", "\xef\xbb\xbf \n[\"A?\", \" B? \"]", 2, "A?"},
+        /* Lines end at a lone CR too, not only at LF or CRLF. */
+        {"old-mac.txt", "First?\rSecond?\r\rThird?", 3, "First?"},
+        {"mixed.txt", "First?\r\n\r\nSecond?\n\rThird?\r", 3, "First?"},
         {"quoted.txt", "\"Quoted\" question?\nNext?", 2, "\"Quoted\" question?"},
         /* Lines are taken as written: one quoted line is as literal as several. */
         {"one-quoted.txt", "\"What is the total?\"\n", 1, "\"What is the total?\""},
