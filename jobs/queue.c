@@ -331,7 +331,6 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     int n_questions = (int)questions->len;
     gboolean ok = FALSE;
     char *settings = queue_generation_settings_json(&req->settings, err);
-    GArray *qids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
     GArray *jobs = g_array_new(FALSE, TRUE, sizeof(DqNewJob));
     GPtrArray *pages = NULL, *chosen = NULL;
@@ -342,12 +341,6 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     if (pages == NULL)
         goto out;
     chosen = choose_pages(pages, req->n_res, res);
-    for (int i = 0; i < n_questions; i++) {
-        gint64 id;
-        if (!store_jobs_question_id(s, g_ptr_array_index(questions, i), &id, err))
-            goto out;
-        g_array_append_val(qids, id);
-    }
     int max_attempts = req->settings.max_attempts > 0 ? req->settings.max_attempts : 3;
     for (guint p = 0; p < chosen->len; p++) {
         const DqAskPage *page = g_ptr_array_index(chosen, p);
@@ -356,9 +349,12 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
                                       g_ptr_array_index(questions, q), req->model_id,
                                       page->render_settings, settings);
             g_ptr_array_add(keys, key);
+            /* The questions are stored with the jobs, in their transaction: an ask stopped
+             * before it commits leaves no question behind, which export, cancel and requeue
+             * would take for one that was asked. */
             DqNewJob j = {
                 .page_id = page->page_id,
-                .question_id = g_array_index(qids, gint64, q),
+                .question = g_ptr_array_index(questions, q),
                 .model_id = req->model_id,
                 .generation_settings = settings,
                 .job_key = key,
@@ -380,7 +376,6 @@ out:
         g_ptr_array_free(pages, TRUE);
     g_array_free(jobs, TRUE);
     g_ptr_array_free(keys, TRUE);
-    g_array_free(qids, TRUE);
     g_ptr_array_free(questions, TRUE);
     g_free(settings);
     return ok;
