@@ -897,8 +897,8 @@ gboolean dq_store_check_file(DqStore *store, GError **err) {
     store->file_gone = TRUE;
     if (g_stat(store->path, &st) != 0)
         return dq_fail(err, DQ_ERR_DB,
-                       "%s: the database file was deleted while docqa used it (what was written "
-                       "since went with it)",
+                       "%s: the database file was deleted or moved away while docqa used it "
+                       "(what was written since went with it)",
                        store->path);
     if ((guint64)st.st_dev != store->dev || (guint64)st.st_ino != store->ino)
         return dq_fail(err, DQ_ERR_DB,
