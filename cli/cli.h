@@ -91,6 +91,10 @@ gboolean dq_cli_utf8_option(const char *command, const char *option, const char 
  * output: <reason>" printed: results a user did not get must not look delivered. */
 int dq_cli_close_stdout(const char *command, int status);
 
+/* fflush(stdout) before something else is written elsewhere (stderr, a child process); a failure's
+ * errno is kept for dq_cli_close_stdout's message, as ferror() keeps none. FALSE when it failed. */
+gboolean dq_cli_flush_stdout(void);
+
 /* --model DIR (or DOCQA_MODEL, named by `option`) before any work: FALSE, with "docqa:
  * <command>: <option> <dir>: not a directory (expected a SmolVLM snapshot directory)" printed
  * (or "no such directory"), unless dir is a directory; one message for every command. */

@@ -164,9 +164,21 @@ gboolean dq_cli_utf8_option(const char *command, const char *option, const char 
     return FALSE;
 }
 
+/* The errno of the first flush of stdout that failed before dq_cli_close_stdout: by then the
+ * buffer it failed on is gone, and only the error flag says a write failed. */
+static int stdout_flush_errno;
+
+gboolean dq_cli_flush_stdout(void) {
+    if (fflush(stdout) == 0)
+        return TRUE;
+    if (stdout_flush_errno == 0)
+        stdout_flush_errno = errno;
+    return FALSE;
+}
+
 int dq_cli_close_stdout(const char *command, int status) {
     gboolean failed = ferror(stdout) != 0;
-    int e = failed ? EIO : 0;
+    int e = !failed ? 0 : stdout_flush_errno != 0 ? stdout_flush_errno : EIO;
     if (fflush(stdout) != 0) {
         failed = TRUE;
         e = errno;

@@ -455,7 +455,7 @@ int cmd_run(int argc, char **argv) {
     /* Said last, where a wrapper's log ends; not when jobs of this model came meanwhile. */
     if (mismatch != NULL && until_empty && !other_models_ok && rc == DQ_EXIT_OK &&
         res.total.done == 0 && res.total.failed == 0 && !res.interrupted) {
-        fflush(stdout);
+        dq_cli_flush_stdout();
         dq_print_line(stderr,
                       "docqa: run: %s: nothing was answered; ask with --model %s, or run with "
                       "--model-id ID (--other-models-ok: no failure when several models share "

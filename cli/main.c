@@ -155,6 +155,12 @@ static void omp_wait_default(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* A write past the file size limit (`ulimit -f`, systemd's LimitFSIZE=) then fails with
+     * EFBIG, which each writer reports naming its file (a page: store_failed, rendered again by
+     * the next ingest), instead of killing the process without a word (a render worker's death
+     * recorded as the document's render_crashed, never retried). Ignored, it stays so in the
+     * processes docqa starts. */
+    signal(SIGXFSZ, SIG_IGN);
     omp_wait_default(argc, argv);
     dq_memory_keep_page_buffers(); /* page-sized buffers reused, not faulted in afresh */
     cap_threads_at_cpus();

@@ -100,6 +100,9 @@ static gboolean is_name_byte(char c) {
 }
 
 gboolean queue_check_where(const char *expr, GError **err) {
+    /* SQLite would say `near ")": syntax error`, about a parenthesis the user never wrote. */
+    if (expr[strspn(expr, " \t\n\r\f\v")] == '\0')
+        return where_refuse(err, expr, "an empty expression");
     int depth = 0;
     for (const char *p = expr; *p; p++) {
         switch (*p) {
@@ -328,7 +331,6 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     int n_questions = (int)questions->len;
     gboolean ok = FALSE;
     char *settings = queue_generation_settings_json(&req->settings, err);
-    GArray *qids = g_array_new(FALSE, FALSE, sizeof(gint64));
     GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
     GArray *jobs = g_array_new(FALSE, TRUE, sizeof(DqNewJob));
     GPtrArray *pages = NULL, *chosen = NULL;
@@ -339,12 +341,6 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
     if (pages == NULL)
         goto out;
     chosen = choose_pages(pages, req->n_res, res);
-    for (int i = 0; i < n_questions; i++) {
-        gint64 id;
-        if (!store_jobs_question_id(s, g_ptr_array_index(questions, i), &id, err))
-            goto out;
-        g_array_append_val(qids, id);
-    }
     int max_attempts = req->settings.max_attempts > 0 ? req->settings.max_attempts : 3;
     for (guint p = 0; p < chosen->len; p++) {
         const DqAskPage *page = g_ptr_array_index(chosen, p);
@@ -353,9 +349,12 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
                                       g_ptr_array_index(questions, q), req->model_id,
                                       page->render_settings, settings);
             g_ptr_array_add(keys, key);
+            /* The questions are stored with the jobs, in their transaction: an ask stopped
+             * before it commits leaves no question behind, which export, cancel and requeue
+             * would take for one that was asked. */
             DqNewJob j = {
                 .page_id = page->page_id,
-                .question_id = g_array_index(qids, gint64, q),
+                .question = g_ptr_array_index(questions, q),
                 .model_id = req->model_id,
                 .generation_settings = settings,
                 .job_key = key,
@@ -377,7 +376,6 @@ out:
         g_ptr_array_free(pages, TRUE);
     g_array_free(jobs, TRUE);
     g_ptr_array_free(keys, TRUE);
-    g_array_free(qids, TRUE);
     g_ptr_array_free(questions, TRUE);
     g_free(settings);
     return ok;
@@ -623,11 +621,14 @@ char **queue_read_questions(const char *path, GError **err) {
         goto fail;
     } else {
         /* One question a line, as written: quotes are part of the question, a CSV's commas
-         * too (no format is guessed); blank lines and '#' comments are skipped. */
+         * too (no format is guessed); blank lines and '#' comments are skipped. A line ends at
+         * LF, CRLF or a lone CR (old Mac files, some exports): read up to LF only, a file of
+         * CR-ended lines would be one question holding every line. */
         int line = 1;
         for (const char *l = body; l <= body + len; line++) {
-            const char *nl = memchr(l, '\n', (gsize)(body + len - l));
-            const char *stop = nl ? nl : body + len;
+            const char *stop = l;
+            while (stop < body + len && *stop != '\n' && *stop != '\r')
+                stop++;
             if (!is_blank(l, (gsize)(stop - l)) && !is_comment(l, (gsize)(stop - l))) {
                 char *source = g_strdup_printf("%s line %d", name, line);
                 char *q = queue_question_normalize(l, stop - l, source, err);
@@ -636,7 +637,7 @@ char **queue_read_questions(const char *path, GError **err) {
                     goto fail;
                 g_ptr_array_add(out, q);
             }
-            l = stop + 1;
+            l = stop + 1 + (stop + 1 < body + len && stop[0] == '\r' && stop[1] == '\n');
         }
     }
     if (out->len == 0) {

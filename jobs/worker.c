@@ -550,10 +550,11 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
                 e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
             gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
             /* The answerer's message on a question names what is wrong with it; the job and
-             * the question say which it is (its page is not at fault). */
+             * the question say which it is (its page is not at fault). "job N: " first, as
+             * docqa status strips it (DQ_REASON_FILE_RE) to group one question's jobs. */
             char *quoted = bad_question ? queue_question_quote(f[i]->job->question) : NULL;
             char *msg = bad_question
-                            ? g_strdup_printf("job %" G_GINT64_FORMAT ", question '%s': %s", id,
+                            ? g_strdup_printf("job %" G_GINT64_FORMAT ": question '%s': %s", id,
                                               quoted, e->message)
                             : NULL;
             fail_job(w, id,

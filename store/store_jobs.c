@@ -480,9 +480,26 @@ gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError
 gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err) {
     PG_DISPATCH(s, return pgjobs_enqueue(s, jobs, n, added, err));
     int count = 0;
-    if (!begin(s, err))
+    /* question text -> its id, each looked up once */
+    GHashTable *question_ids = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+    if (!begin(s, err)) {
+        g_hash_table_destroy(question_ids);
         return FALSE;
+    }
     for (int i = 0; i < n; i++) {
+        gint64 question_id = jobs[i].question_id;
+        if (question_id == 0) {
+            gint64 *known = g_hash_table_lookup(question_ids, jobs[i].question);
+            if (known == NULL) {
+                known = g_new(gint64, 1);
+                if (!store_jobs_question_id(s, jobs[i].question, known, err)) {
+                    g_free(known);
+                    goto fail;
+                }
+                g_hash_table_insert(question_ids, (gpointer)jobs[i].question, known);
+            }
+            question_id = *known;
+        }
         sqlite3_stmt *st = stmt(s,
                                 "INSERT INTO jobs (page_id, question_id, model_id, "
                                 "generation_settings, job_key, max_attempts) "
@@ -491,7 +508,7 @@ gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added,
         if (st == NULL)
             goto fail;
         sqlite3_bind_int64(st, 1, jobs[i].page_id);
-        sqlite3_bind_int64(st, 2, jobs[i].question_id);
+        sqlite3_bind_int64(st, 2, question_id);
         bind_text(st, 3, jobs[i].model_id);
         bind_text(st, 4, jobs[i].generation_settings);
         bind_text(st, 5, jobs[i].job_key);
@@ -502,11 +519,13 @@ gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added,
     }
     if (!commit(s, err))
         goto fail;
+    g_hash_table_destroy(question_ids);
     if (added)
         *added = count;
     return TRUE;
 fail:
     rollback(s);
+    g_hash_table_destroy(question_ids);
     return FALSE;
 }
 

@@ -60,15 +60,16 @@ gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError
 
 typedef struct {
     gint64 page_id;
-    gint64 question_id;
+    gint64 question_id; /* 0: the question whose text is `question` */
     const char *model_id;
     const char *generation_settings;
     const char *job_key; /* the idempotency key (jobs/queue.h) */
     int max_attempts;
+    const char *question; /* with question_id 0: stored when new, in the jobs' transaction */
 } DqNewJob;
 
-/* Inserts the jobs in one transaction; those whose key exists already are skipped.
- * *added counts the new ones. */
+/* Inserts the jobs, and the questions given by their text, in one transaction; those whose key
+ * exists already are skipped. *added counts the new ones. */
 gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err);
 
 /* ---- working ---- */

@@ -210,14 +210,31 @@ gboolean pgjobs_question_id(DqStore *s, const char *text, gint64 *id, GError **e
 
 gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err) {
     int count = 0;
-    if (!pg_begin(s, err))
+    /* question text -> its id, each looked up once */
+    GHashTable *question_ids = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+    if (!pg_begin(s, err)) {
+        g_hash_table_destroy(question_ids);
         return FALSE;
+    }
     /* A job already asked is not inserted at all (see pgjobs_question_id: no identity value
      * spent on it). */
     for (int i = 0; i < n; i++) {
+        gint64 question_id = jobs[i].question_id;
+        if (question_id == 0) {
+            gint64 *known = g_hash_table_lookup(question_ids, jobs[i].question);
+            if (known == NULL) {
+                known = g_new(gint64, 1);
+                if (!pgjobs_question_id(s, jobs[i].question, known, err)) {
+                    g_free(known);
+                    goto fail;
+                }
+                g_hash_table_insert(question_ids, (gpointer)jobs[i].question, known);
+            }
+            question_id = *known;
+        }
         PgParams p = {0};
         pg_i64(&p, jobs[i].page_id);
-        pg_i64(&p, jobs[i].question_id);
+        pg_i64(&p, question_id);
         pg_text(&p, jobs[i].model_id);
         pg_text(&p, jobs[i].generation_settings);
         pg_text(&p, jobs[i].job_key);
@@ -235,11 +252,13 @@ gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GEr
     }
     if (!pg_commit(s, err))
         goto fail;
+    g_hash_table_destroy(question_ids);
     if (added)
         *added = count;
     return TRUE;
 fail:
     pg_rollback(s);
+    g_hash_table_destroy(question_ids);
     return FALSE;
 }
 

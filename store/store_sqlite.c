@@ -673,8 +673,10 @@ static gboolean check_docqa_database(DqStore *store, gboolean must_exist, GError
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_OK) {
-        dq_fail(err, DQ_ERR_DB, "%s: cannot read the database: %s", store->path,
-                sqlite3_errmsg(store->db));
+        /* A WAL database read by a connection that may write starts by making its -shm: where
+         * that is refused, SQLite's "attempt to write a readonly database" is about writing. */
+        dq_fail(err, DQ_ERR_DB, "%s: cannot %s the database: %s", store->path,
+                (rc & 0xff) == SQLITE_READONLY ? "write" : "read", sqlite3_errmsg(store->db));
         store_sqlite_explain(store, err);
         return FALSE;
     }
@@ -895,8 +897,8 @@ gboolean dq_store_check_file(DqStore *store, GError **err) {
     store->file_gone = TRUE;
     if (g_stat(store->path, &st) != 0)
         return dq_fail(err, DQ_ERR_DB,
-                       "%s: the database file was deleted while docqa used it (what was written "
-                       "since went with it)",
+                       "%s: the database file was deleted or moved away while docqa used it "
+                       "(what was written since went with it)",
                        store->path);
     if ((guint64)st.st_dev != store->dev || (guint64)st.st_ino != store->ino)
         return dq_fail(err, DQ_ERR_DB,

@@ -10,8 +10,10 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -266,6 +268,57 @@ static void test_changed_during_ingest(void) {
     g_free(out);
     g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_free(out);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
+static void file_size_limited(gpointer data) {
+    (void)data;
+    /* SIGXFSZ as a shell leaves it (its default ends the process): docqa itself ignores it */
+    struct rlimit r = {1 << 20, 1 << 20};
+    if (setrlimit(RLIMIT_FSIZE, &r) != 0)
+        _exit(99);
+}
+
+/* A page image past the file size limit (`ulimit -f`, systemd's LimitFSIZE=) fails as
+ * store_failed naming the file, and the next ingest without the limit renders it by itself:
+ * SIGXFSZ used to kill the render worker, which was recorded as the document's render_crashed
+ * (a failure of the file's, never rendered again without --retry-failed). */
+static void test_file_size_limit(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "noise.pdf", NULL);
+    /* noise, so that its page's PNG at 2560 px is several MiB */
+    cairo_surface_t *img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1024, 512);
+    guint32 *px = (guint32 *)cairo_image_surface_get_data(img);
+    GRand *rand = g_rand_new_with_seed(7);
+    for (int i = 0; i < 1024 * 512; i++)
+        px[i] = g_rand_int(rand) & 0xffffff;
+    g_rand_free(rand);
+    cairo_surface_mark_dirty(img);
+    cairo_surface_t *s = cairo_pdf_surface_create(pdf, 200, 100);
+    cairo_t *cr = cairo_create(s);
+    cairo_scale(cr, 200.0 / 1024, 100.0 / 512);
+    cairo_set_source_surface(cr, img, 0, 0);
+    cairo_paint(cr);
+    cairo_show_page(cr);
+    cairo_destroy(cr);
+    cairo_surface_destroy(s);
+    cairo_surface_destroy(img);
+    char *out = NULL, *err = NULL;
+    const char *args[] = {"ingest", "--db", db, "-j", "1", pdf, NULL};
+    int rc = dq_test_docqa_in(NULL, file_size_limited, args, &out, &err);
+    if (rc != 1 || !g_str_has_prefix(out, "failed  store_failed") ||
+        strstr(out, g_strerror(EFBIG)) == NULL)
+        g_error("ingest under a 1 MiB file size limit: status %d, stdout: %s, stderr: %s", rc, out,
+                err);
+    g_free(out);
+    g_free(err);
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, pdf, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "1 resumed"));
     g_free(out);
     g_free(pdf);
     g_free(db);
@@ -1408,6 +1461,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/failure_lines_name_the_document",
                     test_failure_lines_name_the_document);
     g_test_add_func("/ingest/cli/changed_during_ingest", test_changed_during_ingest);
+    g_test_add_func("/ingest/cli/file_size_limit", test_file_size_limit);
     g_test_add_func("/ingest/cli/unreadable_folders", test_unreadable_folders);
     g_test_add_func("/ingest/cli/non_utf8_name", test_non_utf8_name);
     g_test_add_func("/ingest/cli/summary_counts", test_summary_counts);

@@ -1464,6 +1464,9 @@ static void test_stdout_write_errors(void) {
         {"cancel", "--db", db, "--question", "Total?", "--dry-run", NULL},
         {"cancel", "--db", db, "--question", "Total?", NULL},
         {"ingest", "--db", db2, "--json", tiff, NULL},
+        /* jobs only for another model id: the summary is flushed before that is said */
+        {"ask", "--db", db, "-m", "other", "Other?", NULL},
+        {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL},
         {"version", NULL},
         {"help", NULL},
     };

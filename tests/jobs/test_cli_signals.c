@@ -54,6 +54,8 @@ static void test_ask_cancel_requeue(void) {
     assert_contains(err, "docqa: ask: interrupted (SIGTERM) before it finished");
     g_assert_cmpstr(out, ==, "");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 2);
+    /* nor its question: export, cancel and requeue would take it for one that was asked */
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions WHERE text = 'New?'"), ==, 0);
     g_free(out), g_free(err);
 
     g_assert_cmpint(docqa_signalled("ask:stored", SIGHUP, &out, &err, "ask", "--db", db, "--model",

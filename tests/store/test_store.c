@@ -142,7 +142,8 @@ static void test_folder_not_writable(void) {
             if (r == NULL)
                 g_test_message("as uid %d: %s", (int)geteuid(), err->message);
             _exit(r == NULL && strstr(err->message, "must be writable too") != NULL &&
-                          strstr(err->message, sub) != NULL
+                          strstr(err->message, sub) != NULL &&
+                          strstr(err->message, "a.db: cannot write the database: ") != NULL
                       ? 0
                       : 1);
         }
@@ -484,6 +485,32 @@ static void test_schema_changed_under_worker(void) {
     g_free(dir);
 }
 
+/* A database renamed under a worker (`mv docqa.db old.db`) is not said to be deleted: the user
+ * who moved it would take its answers for lost. */
+static void test_file_moved_under_worker(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "w.db", NULL);
+    char *moved = g_build_filename(dir, "moved.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_check_file(s, &err));
+    g_assert_cmpint(g_rename(path, moved), ==, 0);
+    g_assert_false(dq_store_check_file(s, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    char *want = g_strdup_printf("%s: the database file was deleted or moved away while docqa "
+                                 "used it",
+                                 path);
+    if (!g_str_has_prefix(err->message, want))
+        g_error("said: %s", err->message);
+    g_free(want);
+    g_clear_error(&err);
+    dq_store_close(s);
+    g_free(moved);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -491,6 +518,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/open/newer_schema_refused", test_newer_schema_refused);
     g_test_add_func("/store/open/garbage_file_refused", test_garbage_file_refused);
     g_test_add_func("/store/full-disk", test_full_disk);
+    g_test_add_func("/store/file-moved-under-worker", test_file_moved_under_worker);
     g_test_add_func("/store/open/while-created", test_open_while_created);
     g_test_add_func("/store/open/folder-not-writable", test_folder_not_writable);
     g_test_add_func("/store/upgrade/keeps-user-objects", test_upgrade_keeps_user_objects);
