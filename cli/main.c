@@ -172,8 +172,8 @@ int main(int argc, char **argv) {
         return DQ_EXIT_FATAL;
     }
     const char *name = argv[1];
-    if (strcmp(name, "help") == 0 && argc > 2) {
-        /* `docqa help ingest` is `docqa ingest --help` */
+    if (strcmp(name, "help") == 0 && argc > 2 && strcmp(argv[2], "help") != 0) {
+        /* `docqa help ingest` is `docqa ingest --help`; `docqa help help` is `docqa help` */
         for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
             if (strcmp(commands[i].name, argv[2]) == 0) {
                 char *help_argv[] = {argv[2], "--help", NULL};

@@ -1525,6 +1525,10 @@ static void test_help_write_errors(void) {
     g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, help_nosuch), ==, 2);
     g_assert_nonnull(strstr(err, "docqa: help: unknown command 'nosuch'"));
     g_free(err);
+    const char *help_help[] = {"help", "help", NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, help_help), ==, 0);
+    g_assert_nonnull(strstr(out, "usage: docqa COMMAND [OPTIONS]"));
+    g_free(out);
 }
 
 /* What a new user gets wrong, answered by name before any work: a database path that is a
