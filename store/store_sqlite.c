@@ -186,7 +186,12 @@ static void append_to_message(GError *err, char *text) {
 
 /* A user's name for a message: "alice (uid 1000)", or "uid 1000" without a passwd entry. */
 static char *user_text(uid_t uid) {
-    struct passwd *pw = getpwuid(uid);
+    /* getpwuid_r: a worker's heartbeat thread explains its own store's errors (store_jobs.c)
+     * while the main thread may explain another's; getpwuid's one static entry is shared. */
+    struct passwd entry, *pw = NULL;
+    char buf[4096];
+    if (getpwuid_r(uid, &entry, buf, sizeof buf, &pw) != 0)
+        pw = NULL;
     return pw != NULL ? g_strdup_printf("%s (uid %u)", pw->pw_name, (unsigned)uid)
                       : g_strdup_printf("uid %u", (unsigned)uid);
 }
