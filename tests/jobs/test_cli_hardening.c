@@ -191,7 +191,7 @@ static void test_ask_questions_capped(void) {
     FILE *f = fopen(big, "w");
     g_assert_nonnull(f);
     fputs("What is the total?\n", f);
-    fclose(f);
+    g_assert_cmpint(fclose(f), ==, 0);
     g_assert_cmpint(truncate(big, (64 << 20) + 1), ==, 0);
     struct {
         const char *file, *want;
