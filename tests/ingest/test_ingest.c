@@ -1211,6 +1211,7 @@ static void loop_ifd_chain(const char *path, int from, int to) {
     }
     g_assert_cmpint(from, <, n);
     g_assert_cmpint(to, <, n);
+    // cppcheck-suppress uninitvar -- from, to < n were set
     uint32_t next_at = offsets[from] + 2 + 12 * (b[offsets[from]] | b[offsets[from] + 1] << 8);
     for (int i = 0; i < 4; i++)
         b[next_at + i] = (uint8_t)(offsets[to] >> (8 * i));

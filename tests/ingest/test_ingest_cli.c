@@ -308,6 +308,7 @@ static void test_sanitizer_sees_worker_leak(void) {
 static void test_unreadable_folders(void) {
     char *dir = dq_test_tmpdir();
     if (geteuid() == 0) {
+        // cppcheck-suppress getpwnamCalled -- one thread here
         const struct passwd *pw = getpwnam("nobody");
         if (pw == NULL) {
             g_test_skip("running as root and there is no user nobody to lose permissions to");
@@ -1284,6 +1285,7 @@ static void rewrite_keeping_mtime(const char *path) {
     g_assert_cmpint(after.st_size, ==, before.st_size);
     g_assert_cmpint(after.st_mtim.tv_sec, ==, before.st_mtim.tv_sec);
     g_assert_cmpint(after.st_mtim.tv_nsec, ==, before.st_mtim.tv_nsec);
+    // cppcheck-suppress resourceLeak -- closed in the g_assert
 }
 
 /* An unchanged file is not read again: its stamp (device, inode, size, mtime and ctime in ns)

@@ -366,6 +366,7 @@ static void assert_shown(const char *what, const char *text, const char *want) {
     if (strpbrk(text, "\033\007") != NULL || strstr(text, "\xc2\x9b") != NULL ||
         !g_utf8_validate(text, -1, &bad))
         g_error("%s: raw control characters or bytes reach the terminal: %s", what,
+                // cppcheck-suppress leakNoVarFunctionCall -- g_error aborts
                 g_strescape(text, NULL));
     if (want != NULL && strstr(text, want) == NULL)
         g_error("%s: expected '%s' in: %s", what, want, text);

@@ -43,6 +43,7 @@ static void add(GArray *specs, int kind, int ndim, const int64_t *shape, const c
         s.numel *= shape[i];
     }
     g_array_append_val(specs, s);
+    // cppcheck-suppress memleak -- specs owns s.name
 }
 
 #define M(r, c, ...) add(specs, 0, 2, (const int64_t[]){(r), (c)}, __VA_ARGS__)
