@@ -165,7 +165,7 @@ static gboolean dump_finish(DumpFile *d, const float *logits, int n, GError **er
 /* A run that failed: the temporary goes, the file's old content stays. */
 static void dump_abandon(DumpFile *d) {
     if (d->f != NULL)
-        fclose(d->f);
+        (void)fclose(d->f); /* abandoned: its bytes are not wanted */
     d->f = NULL;
     if (d->tmp != NULL)
         g_unlink(d->tmp);
@@ -286,7 +286,7 @@ static int run_generate(GenerateArgs *a) {
     DqGenerateTimings tm = {0};
     if (!smolvlm_generate(p->model, &req, 1, &res, &tm, &err))
         goto out;
-    if (a->dump_logits != NULL &&
+    if (dump.f != NULL &&
         !dump_finish(&dump, res.last_logits, smolvlm_config(p->model)->vocab_size, &err))
         goto out;
     if (res.stopped_on_positions)

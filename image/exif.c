@@ -68,7 +68,7 @@ static int entry_orientation(unsigned type, const uint8_t *v, gboolean big) {
         int64_t den = type == 5 ? (int64_t)rd32(v + 4, big) : (int64_t)(int32_t)rd32(v + 4, big);
         if (den == 0 || num % den != 0)
             return 0;
-        x = (double)(num / den);
+        x = (double)num / (double)den; /* exact: den divides num */
         break;
     }
     case 11: /* FLOAT */

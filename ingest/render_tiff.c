@@ -168,7 +168,8 @@ static uint32_t pack_over_white(const RgbaDecoder *d, const unsigned *s, int col
     gboolean wide = img->bitspersample == 16;
     gboolean gray =
         img->photometric == PHOTOMETRIC_MINISBLACK || img->photometric == PHOTOMETRIC_MINISWHITE;
-    unsigned c[3], a = wide ? narrow16(d, s[colors], FALSE) : s[colors];
+    /* zeros: gcc -fanalyzer cannot tell the loop below sets all three when colors is 3 */
+    unsigned c[3] = {0, 0, 0}, a = wide ? narrow16(d, s[colors], FALSE) : s[colors];
     for (int k = 0; k < colors; k++)
         c[k] = wide ? narrow16(d, s[k], gray) : s[k];
     if (colors == 1 && img->photometric == PHOTOMETRIC_PALETTE) {
@@ -208,6 +209,12 @@ static void put_contig_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, 
     }
 }
 
+/* Sample i of a plane, 8 or 16 bits; libtiff reads no alpha plane when it sees no alpha (Pillow
+ * may): opaque then. */
+static unsigned plane_sample(const unsigned char *p, uint32_t i, gboolean wide) {
+    return p == NULL ? (wide ? 65535 : 255) : wide ? ((const uint16_t *)p)[i] : p[i];
+}
+
 static void put_separate_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y,
                                     uint32_t w, uint32_t h, int32_t fromskew, int32_t toskew,
                                     unsigned char *r, unsigned char *g, unsigned char *b,
@@ -219,12 +226,9 @@ static void put_separate_over_white(TIFFRGBAImage *img, uint32_t *cp, uint32_t x
     unsigned char *planes[4] = {r, g, b, a};
     for (; h > 0; h--) {
         for (uint32_t i = 0; i < w; i++) {
-            unsigned s[4];
-            for (int k = 0; k < 4; k++) {
-                /* libtiff reads no alpha plane when it sees no alpha (Pillow may). */
-                unsigned char *p = planes[k];
-                s[k] = p == NULL ? (wide ? 65535 : 255) : wide ? ((const uint16_t *)p)[i] : p[i];
-            }
+            const unsigned s[4] = {
+                plane_sample(planes[0], i, wide), plane_sample(planes[1], i, wide),
+                plane_sample(planes[2], i, wide), plane_sample(planes[3], i, wide)};
             *cp++ = pack_over_white(d, s, 3);
         }
         for (int k = 0; k < 4; k++)

@@ -108,6 +108,7 @@ static gboolean seen_before(GHashTable *seen, const struct stat *st) {
         return TRUE;
     }
     g_hash_table_add(seen, key);
+    // cppcheck-suppress memleak -- the table owns key now
     return FALSE;
 }
 

@@ -178,7 +178,7 @@ char *queue_question_normalize(const char *text, gssize len, const char *source,
     gsize n = len < 0 ? strlen(text) : (gsize)len;
     const char *bad = NULL;
     const char *problem = NULL;
-    if (memchr(text, '\0', n) != NULL)
+    if (memchr(text, '\0', n) != NULL) // NOLINT(bugprone-not-null-terminated-result): a search
         problem = "holds a NUL character";
     else if (!g_utf8_validate(text, (gssize)n, &bad))
         problem = "is not UTF-8 text";

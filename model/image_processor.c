@@ -350,7 +350,9 @@ DqImageTiles *image_processor_run_stages(const DqImageProcessorConfig *cfg, cons
         dq_fail(err, DQ_ERR_LIMIT, "image processor: out of memory for a %dx%d image (%d tiles)",
                 rgb->width, rgb->height, plan.n_tiles);
     } else {
-        /* row-major grid tiles, then the global tile */
+        /* row-major grid tiles (none without do_split, where aligned is NULL), then the global
+         * tile */
+        g_assert(aligned != NULL || plan.rows == 0);
         for (int r = 0; r < plan.rows; r++)
             for (int c = 0; c < plan.cols; c++)
                 square_to_planes(aligned, c * t, r * t, t,

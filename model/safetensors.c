@@ -155,7 +155,7 @@ static gboolean check_layout(GArray *spans, uint64_t data_len, const char *label
     const Span *prev = NULL;
     for (guint i = 0; i < spans->len; i++) {
         const Span *s = &g_array_index(spans, Span, i);
-        if (s->begin < at)
+        if (prev != NULL && s->begin < at) /* at is 0 until there is a prev */
             return dq_fail(err, DQ_ERR_FORMAT,
                            "%s: tensor '%s': data [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
                            ") overlaps tensor '%s' [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT ")",
@@ -512,7 +512,7 @@ void safetensors_fingerprint_update(const DqSafeTensors *st, GChecksum *c) {
     DqMappedFile **files = g_new(DqMappedFile *, MAX(n, 1));
     for (guint i = 0; i < n; i++)
         files[i] = g_ptr_array_index(st->files, i);
-    qsort(files, n, sizeof *files, cmp_file_base);
+    qsort(files, n, sizeof *files, cmp_file_base); // NOLINT(bugprone-sizeof-expression): pointers
     for (guint i = 0; i < n; i++) {
         const DqMappedFile *mf = files[i];
         const char *base = strrchr(mf->path, '/');

@@ -33,6 +33,8 @@ packages=(
   libsqlite3-dev libopenblas-openmp-dev libpq-dev libxxhash-dev
   # tools the tests and benchmarks drive
   sqlite3 poppler-utils libtiff-tools postgresql strace
+  # scripts/lint.sh (static analysis; CI runs its cppcheck part)
+  cppcheck clang-tidy
   # scripts/download-model.sh
   curl ca-certificates
 )

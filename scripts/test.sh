@@ -4,7 +4,7 @@
 #   scripts/test.sh            everything (what CI runs)
 #   scripts/test.sh --quick    skip the sanitizer build and the `slow` tests
 #
-# Steps: install-deps; format check; Release build with -Werror (and the CUDA sources when nvcc
+# Steps: install-deps; format check; cppcheck (scripts/lint.sh --quick); Release build with -Werror (and the CUDA sources when nvcc
 # exists); ctest (all labels); ASan+UBSan build, ctest -L unit on it, then ctest -L asan on it
 # (the slow tests over the real-world corpus, the whole pipeline, PostgreSQL crash recovery and
 # the fixture sweeps; ~3 min on 2 cores), library caches' leaks suppressed by tests/lsan.supp;
@@ -36,6 +36,9 @@ bash scripts/install-deps.sh
 
 step "format (clang-format)"
 bash scripts/format.sh --check
+
+step "static analysis (cppcheck; scripts/lint.sh without --quick adds clang-tidy and -fanalyzer)"
+bash scripts/lint.sh --quick
 
 step "release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDOCQA_WERROR=ON >/dev/null

@@ -851,7 +851,7 @@ gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *a
         if (a->exact < 0)
             sqlite3_bind_null(st, 15);
         else
-            sqlite3_bind_int(st, 15, a->exact != 0);
+            sqlite3_bind_int(st, 15, a->exact ? 1 : 0);
         bind_text(st, 16, a->model_fingerprint);
         if (!step_done(s, st, "storing an answer", err))
             goto fail;

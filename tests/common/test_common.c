@@ -324,7 +324,7 @@ static void test_print_line(void) {
     char buf[512];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     buf[n] = '\0';
-    fclose(f);
+    g_assert_cmpint(fclose(f), ==, 0);
     const char *want = "docqa: a\\u001b]0;T\\u0007b\\nc\\u009b\\xff\\t\\u202e.pdf: 3 pages\n";
     char *twice = g_strconcat(want, want, NULL);
     g_assert_cmpstr(buf, ==, twice);

@@ -191,7 +191,7 @@ static void test_ask_questions_capped(void) {
     FILE *f = fopen(big, "w");
     g_assert_nonnull(f);
     fputs("What is the total?\n", f);
-    fclose(f);
+    g_assert_cmpint(fclose(f), ==, 0);
     g_assert_cmpint(truncate(big, (64 << 20) + 1), ==, 0);
     struct {
         const char *file, *want;
@@ -366,6 +366,7 @@ static void assert_shown(const char *what, const char *text, const char *want) {
     if (strpbrk(text, "\033\007") != NULL || strstr(text, "\xc2\x9b") != NULL ||
         !g_utf8_validate(text, -1, &bad))
         g_error("%s: raw control characters or bytes reach the terminal: %s", what,
+                // cppcheck-suppress leakNoVarFunctionCall -- g_error aborts
                 g_strescape(text, NULL));
     if (want != NULL && strstr(text, want) == NULL)
         g_error("%s: expected '%s' in: %s", what, want, text);

@@ -154,6 +154,7 @@ static void test_ask_normalizes_questions(void) {
         const char *one[] = {"fine", bad[i].text};
         r = ask(s, one, 2, "m2", 0, &err);
         g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_cmpint(r.added, ==, 0);
         g_assert_nonnull(strstr(err->message, "question 2"));
         g_assert_nonnull(strstr(err->message, bad[i].shown));
         g_clear_error(&err);

@@ -240,7 +240,7 @@ int main(int argc, char **argv) {
             !be->weight_init(be, &w16, &tb, N, K, &err) ||
             !be->weight_init_bf16(be, &wd, &tb, N, K, &err)) {
             fprintf(stderr, "bench_gemm: %s\n", err->message);
-            return 2;
+            exit(2); /* what main holds is the process's to free */
         }
         double ob = openblas_gflops(x, wf, y, M, N, K);
         double f32 = best_gflops(be, &w32, x, y, M);

@@ -45,10 +45,11 @@ typedef struct {
     size_t n_ids;
 } Page;
 
-static int fail(GError *err) {
+/* Exits, so that what main holds at the first error is the process's to free, not a leak. */
+G_GNUC_NORETURN static void fail(GError *err) {
     fprintf(stderr, "bench_gpu: %s\n", err->message);
     g_error_free(err);
-    return 2;
+    exit(2);
 }
 
 static gboolean run_batch(Smolvlm *m, Page *pages, int n_pages, int batch, int max_new,
@@ -88,19 +89,19 @@ int main(int argc, char **argv) {
 
     SmolvlmOptions opts = {.device = device};
     if (strcmp(device, "host") == 0 && (opts.backend = dq_backend_host_new(&err)) == NULL)
-        return fail(err);
+        fail(err);
     Smolvlm *m = smolvlm_open(snap, &opts, &err);
     if (m == NULL)
-        return fail(err);
+        fail(err);
     DqTokenizer *tok = tokenizer_load_snapshot(snap, &err);
     if (tok == NULL)
-        return fail(err);
+        fail(err);
     int seq_len = prompt_image_seq_len_load(snap, &err);
     if (seq_len <= 0)
-        return fail(err);
+        fail(err);
     DqImageProcessorConfig pc;
     if (!image_processor_config_load(snap, &pc, &err))
-        return fail(err);
+        fail(err);
     image_processor_set_n_res(&pc, n_res);
 
     double t0 = dq_now_ms();
@@ -108,20 +109,20 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_pages; i++) {
         DqImage *rgb = dq_image_load(argv[6 + i], DQ_EXIF_APPLY, &err);
         if (rgb == NULL)
-            return fail(err);
+            fail(err);
         pages[i].tiles = image_processor_run(&pc, rgb, &err);
         dq_image_free(rgb);
         if (pages[i].tiles == NULL)
-            return fail(err);
+            fail(err);
         pages[i].images[0] = pages[i].tiles;
         DqImageGrid grid = {pages[i].tiles->rows, pages[i].tiles->cols};
         char *expanded = prompt_expand(QUESTION, &grid, 1, seq_len, &err);
         if (expanded == NULL)
-            return fail(err);
+            fail(err);
         pages[i].ids = tokenizer_encode(tok, expanded, -1, &pages[i].n_ids, &err);
         g_free(expanded);
         if (pages[i].ids == NULL)
-            return fail(err);
+            fail(err);
     }
     double preprocess_ms = (dq_now_ms() - t0) / n_pages;
 
@@ -136,7 +137,7 @@ int main(int argc, char **argv) {
             if (opts.backend != NULL)
                 ops0 = dq_backend_host_ops(opts.backend);
             if (!run_batch(m, pages, n_pages, batch, max_new, &tm, &seconds, &err))
-                return fail(err);
+                fail(err);
         }
         printf("docqa device=%s batch=%d pages=%d tiles=%d tiles_distinct=%d prompt_tokens=%d "
                "seconds=%.3f pages_per_s=%.3f vision_ms=%.0f prefill_ms=%.0f decode_ms=%.0f "

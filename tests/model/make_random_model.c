@@ -43,6 +43,7 @@ static void add(GArray *specs, int kind, int ndim, const int64_t *shape, const c
         s.numel *= shape[i];
     }
     g_array_append_val(specs, s);
+    // cppcheck-suppress memleak -- specs owns s.name
 }
 
 #define M(r, c, ...) add(specs, 0, 2, (const int64_t[]){(r), (c)}, __VA_ARGS__)
@@ -204,28 +205,29 @@ int main(int argc, char **argv) {
     uint8_t le[8];
     for (int i = 0; i < 8; i++)
         le[i] = (uint8_t)(hl >> (8 * i));
-    fwrite(le, 1, 8, f);
-    fwrite(h->str, 1, h->len, f);
+    /* Every write checked: one that fails (a full disk) and the next that succeeds would leave
+     * a file short of a chunk that fclose alone does not tell. */
+    gboolean wrote = fwrite(le, 1, 8, f) == 8 && fwrite(h->str, 1, h->len, f) == h->len;
     enum { CHUNK = 1 << 16 };
     float *fb = g_new(float, CHUNK);
     uint16_t *hb = g_new(uint16_t, CHUNK);
     for (guint i = 0; i < specs->len; i++) {
         Spec *s = &g_array_index(specs, Spec, i);
-        for (int64_t done = 0; done < s->numel;) {
+        for (int64_t done = 0; wrote && done < s->numel;) {
             int n = (int)MIN((int64_t)CHUNK, s->numel - done);
             for (int k = 0; k < n; k++)
                 fb[k] = s->kind == 0 ? (float)(normal() * std) : s->kind == 1 ? 1.0f : 0.0f;
             if (bf16) {
                 for (int k = 0; k < n; k++)
                     hb[k] = dq_f32_bf16(fb[k]);
-                fwrite(hb, 2, (size_t)n, f);
+                wrote = fwrite(hb, 2, (size_t)n, f) == (size_t)n;
             } else {
-                fwrite(fb, 4, (size_t)n, f);
+                wrote = fwrite(fb, 4, (size_t)n, f) == (size_t)n;
             }
             done += n;
         }
     }
-    if (fclose(f) != 0) {
+    if (fclose(f) != 0 || !wrote) {
         fprintf(stderr, "make_random_model: %s: write failed\n", path);
         return 2;
     }

@@ -27,6 +27,7 @@ static void assert_close(const float *got, const double *want, size_t n, double 
                          const char *what) {
     double worst = 0;
     for (size_t i = 0; i < n; i++)
+        // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): set
         worst = MAX(worst, fabs(got[i] - want[i]) / MAX(1.0, fabs(want[i])));
     if (!(worst <= tol))
         g_error("%s: max error %.3g > %.3g", what, worst, tol);

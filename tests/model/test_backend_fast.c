@@ -449,6 +449,7 @@ static void check_segments(int n_segs, const int (*seg)[2], int H, int Hkv, int 
             all[i + 2] = &kc[i];
         for (int i = 0; i < 2 * n_segs + 2; i++) {
             Pair *p = all[i];
+            // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): set
             for (size_t j = 0; j < p->n; j++)
                 p->host[j] = from_f16(to_f16(p->host[j]));
             ref->upload(ref, p->r, p->host, p->n);

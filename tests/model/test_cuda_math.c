@@ -169,7 +169,9 @@ static int argmax_block(const float *x, int cols, int threads) {
     float fv[32];
     int fi[32];
     for (int lane = 0; lane < 32; lane++) {
+        // cppcheck-suppress uninitvar -- read below n_warps only, all set
         fv[lane] = lane < n_warps ? sv[lane] : 0.0f;
+        // cppcheck-suppress uninitvar -- the same
         fi[lane] = lane < n_warps ? si[lane] : -1;
     }
     for (int o = 16; o > 0; o >>= 1) {

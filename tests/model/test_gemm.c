@@ -380,6 +380,7 @@ static double error_vs_f64(const float *got, const float *A, const float *W, con
         for (int j = 0; j < N; j++) {
             double exact = bias[j], mag = fabs(bias[j]);
             for (int k = 0; k < K; k++) {
+                // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
                 double t = (double)A[(size_t)i * K + k] * W[(size_t)j * K + k];
                 exact += t;
                 mag += fabs(t);

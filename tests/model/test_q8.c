@@ -123,6 +123,7 @@ static void test_quantize(void) {
                 g_assert_cmpfloat(scales[b], ==, amax / 127.0f);
                 for (int k = 0; k < 32; k++) {
                     size_t i = b * 32 + k;
+                    // NOLINTNEXTLINE(bugprone-signed-char-misuse): codes are signed
                     int code = dq_q8_code(&q, (int)(i / cols), (int)(i % cols));
                     g_assert_cmpint(code, >=, -127);
                     g_assert_cmpint(code, <=, 127);

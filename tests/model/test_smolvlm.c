@@ -862,6 +862,8 @@ static void steps_case(const char *model, const char *weights) {
     int32_t ids[64];
     for (int i = 0; i < prompt + rows; i++)
         ids[i] = (int32_t)((31 + 97 * i) % V);
+    // cppcheck-suppress uninitvar -- set above
+    // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): set above
     if (ids[0] == c->image_token_id)
         ids[0]++;
     for (int i = 0; i < prompt + rows; i++)

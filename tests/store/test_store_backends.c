@@ -227,6 +227,7 @@ static int enqueue_pages(DqStore *s, GPtrArray *pages, const char *question) {
     dq_assert_no_error(err);
     g_free(jobs);
     g_strfreev(keys);
+    // NOLINTNEXTLINE(clang-analyzer-unix.Malloc): g_strfreev freed it
     g_ptr_array_free(pages, TRUE);
     return added;
 }
@@ -744,6 +745,7 @@ static void answer_claimed(DqStore *s, GPtrArray *claimed, const char *prefix, c
     }
     complete_all(s, "W", ans, (int)claimed->len);
     g_strfreev(texts);
+    // NOLINTNEXTLINE(clang-analyzer-unix.Malloc): g_strfreev freed it
     g_free(ans);
 }
 
@@ -1559,6 +1561,7 @@ static void test_pg_notice_escaped(void) {
     g_assert_cmpint(docqa(pg, pages, &out, (const char *[]){"ask", "-m", "m", "Total?", NULL}), ==,
                     0);
     if (strchr(out, '\033') != NULL || strchr(out, '\007') != NULL)
+        // cppcheck-suppress leakNoVarFunctionCall -- g_error aborts
         g_error("the server's control characters reach the terminal: %s", g_strescape(out, NULL));
     g_assert_nonnull(strstr(out, "server says: WARNING:"));
     g_assert_nonnull(strstr(out, "look\\u001b]0;PWNED\\u0007\\u001b[2J second line\n"));
