@@ -21,7 +21,9 @@ struct DqChatTemplate {
 };
 
 /* Canonical form for comparison: text outside tags verbatim; inside {{ }} and {% %} tags,
- * whitespace outside string literals is dropped and double quotes become single quotes. */
+ * whitespace outside string literals is dropped and double quotes become single quotes. Inside
+ * a string, the other quote and a backslash are marked with a backslash (SmolVLM's template has
+ * neither): else "a']['b" would read as 'a']['b', a string for several lookups. */
 static char *template_canonical(const char *t) {
     GString *out = g_string_new(NULL);
     const char *p = t;
@@ -33,6 +35,8 @@ static char *template_canonical(const char *t) {
             char quote = 0;
             while (*p && !(quote == 0 && p[0] == close && p[1] == '}')) {
                 if (quote) {
+                    if (*p == '\\' || (*p != quote && (*p == '\'' || *p == '"')))
+                        g_string_append_c(out, '\\');
                     g_string_append_c(out, *p == quote ? '\'' : *p);
                     if (*p == quote)
                         quote = 0;
@@ -108,8 +112,17 @@ DqChatTemplate *chat_template_load(const char *snapshot_dir, GError **err) {
             continue;
         }
         if (i == 0) {
-            text = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, NULL, err);
+            size_t len = 0;
+            text = dq_file_read_regular(path, DQ_JSON_MAX_FILE_BYTES, &len, err);
             ok = text != NULL;
+            /* transformers renders what follows a NUL byte too; a C string would end there */
+            if (ok && strlen(text) != len) {
+                dq_fail(err, DQ_ERR_UNSUPPORTED,
+                        "%s: unsupported chat template: a NUL byte at offset %zu", path,
+                        strlen(text));
+                g_free(text);
+                ok = FALSE;
+            }
         } else {
             ok = json_template(path, &text, err);
         }

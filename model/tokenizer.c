@@ -865,7 +865,10 @@ static gboolean cache_read(DqTokenizer *tok, const char *path, const guint8 dige
     for (uint32_t i = 0; r.ok && i < n_vocab; i++) {
         uint32_t id = get_u32(&r);
         const char *t = get_str(&r, tok);
-        if (!r.ok || id >= n_ids || tok->id_to_tok[id] != NULL)
+        /* as tokenizer.json gives them: UTF-8 (the decoder walks tokens as UTF-8 and would step
+         * over the NUL after a cut character) and unique (an object's keys) */
+        if (!r.ok || id >= n_ids || tok->id_to_tok[id] != NULL ||
+            !utf8_valid((const guint8 *)t, strlen(t)) || g_hash_table_contains(tok->vocab, t))
             r.ok = FALSE;
         else {
             g_hash_table_insert(tok->vocab, (gpointer)t, GINT_TO_POINTER((int)id + 1));

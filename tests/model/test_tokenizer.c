@@ -607,9 +607,10 @@ static void test_cache(void) {
     g_free(path);
 }
 
-/* Replaces one 8-letter vocabulary token's bytes in the cache file at `cache` with "QZQZQZQZ"
- * (a well-formed file, as someone who may write it would plant); returns the id changed. */
-static int32_t plant_token(const DqTokenizer *ref, const char *cache) {
+/* Replaces the `skip`-th 8-letter vocabulary token's bytes in the cache file at `cache` with the
+ * 8 bytes `with`; returns the id changed. */
+static int32_t plant_token_as(const DqTokenizer *ref, const char *cache, int skip,
+                              const char *with) {
     char *data;
     size_t len;
     g_assert_true(g_file_get_contents(cache, &data, &len, NULL));
@@ -620,15 +621,21 @@ static int32_t plant_token(const DqTokenizer *ref, const char *cache) {
         char needle[12] = {8, 0, 0, 0};
         memcpy(needle + 4, t, 8);
         char *at = memmem(data, len, needle, sizeof needle);
-        if (at == NULL)
+        if (at == NULL || skip-- > 0)
             continue;
-        memcpy(at + 4, "QZQZQZQZ", 8);
+        memcpy(at + 4, with, 8);
         g_assert_true(g_file_set_contents(cache, data, (gssize)len, NULL));
         g_assert_cmpint(chmod(cache, 0600), ==, 0);
         g_free(data);
         return id;
     }
     g_assert_not_reached();
+}
+
+/* Replaces one 8-letter vocabulary token in the cache with "QZQZQZQZ" (a well-formed file, as
+ * someone who may write it would plant); returns the id changed. */
+static int32_t plant_token(const DqTokenizer *ref, const char *cache) {
+    return plant_token_as(ref, cache, 0, "QZQZQZQZ");
 }
 
 /* Loads `json` and says whether the token at `id` is the planted one. */
@@ -705,6 +712,52 @@ static void test_cache_trust(void) {
     tokenizer_free(ref);
     g_free(cache2), g_free(name2), g_free(sum2), g_free(json2), g_free(other);
     g_free(cache), g_free(name), g_free(sum), g_free(json), g_free(dir), g_free(parent);
+    g_free(path);
+}
+
+/* A cache file that tokenizer.json could not have produced is ignored like a damaged one: a
+ * vocabulary token that is not UTF-8 (the decoder walks tokens as UTF-8; "QZQZQZQ\xf0" made it
+ * read past the token's end), or one token text under two ids (a JSON object's keys are
+ * unique). */
+static void test_cache_impossible(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tokenizer.json files live in ../shared/models");
+        return;
+    }
+    char *path = g_build_filename(shared, "models", "tiny-smolvlm-b512", "tokenizer.json", NULL);
+    char *dir = dq_test_tmpdir();
+    g_setenv("DOCQA_CACHE_DIR", "off", TRUE);
+    GError *err = NULL;
+    DqTokenizer *ref = tokenizer_load(path, &err);
+    dq_assert_no_error(err);
+    g_setenv("DOCQA_CACHE_DIR", dir, TRUE);
+    tokenizer_free(tokenizer_load(path, &err)); /* writes the cache */
+    dq_assert_no_error(err);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    char *cache = g_build_filename(dir, g_dir_read_name(d), NULL);
+    g_dir_close(d);
+    const char *second = NULL;
+    for (int32_t id = 0, seen = 0; id < tokenizer_vocab_size(ref) && second == NULL; id++) {
+        const char *t = tokenizer_id_to_token(ref, id);
+        if (t != NULL && strlen(t) == 8 && strspn(t, "abcdefghijklmnopqrstuvwxyz") == 8 &&
+            seen++ == 1)
+            second = t;
+    }
+    g_assert_nonnull(second);
+    const char *plants[] = {"QZQZQZQ\xf0", "QZ\xed\xa0\x80QZQ", second};
+    for (size_t i = 0; i < G_N_ELEMENTS(plants); i++) {
+        /* the first 8-letter token written in the cache becomes plants[i] */
+        int32_t id = plant_token_as(ref, cache, 0, plants[i]);
+        DqTokenizer *tok = tokenizer_load(path, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpstr(tokenizer_id_to_token(tok, id), ==, tokenizer_id_to_token(ref, id));
+        g_assert_cmpint(tokenizer_token_to_id(tok, second), ==, tokenizer_token_to_id(ref, second));
+        tokenizer_free(tok);
+    }
+    tokenizer_free(ref);
+    g_free(cache);
+    g_free(dir);
     g_free(path);
 }
 
@@ -835,6 +888,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/tokenizer/decode_text_nul", test_decode_text_nul);
     g_test_add_func("/tokenizer/cache", test_cache);
     g_test_add_func("/tokenizer/cache_trust", test_cache_trust);
+    g_test_add_func("/tokenizer/cache_impossible", test_cache_impossible);
     g_test_add_func("/tokenizer/cache_note", test_cache_note);
     g_test_add_func("/tokenizer/cache_home_missing", test_cache_home_missing);
     g_test_add_func("/tokenizer/cache_xdg_relative", test_cache_xdg_relative);
