@@ -105,6 +105,13 @@ gint64 store_busy_limit_ms(void);
 gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
                                     const char *code, const char *message, GError **err);
 
+/* The id of a new job's question: its question_id, or, when 0, that of the question whose text
+ * it carries, stored when new (store_jobs_question_id) inside the enqueue's transaction, so that
+ * an enqueue rolled back leaves no question behind; `known` (text -> id, freed values) looks each
+ * text up once. Shared by the SQLite and PostgreSQL enqueue. */
+gboolean store_new_job_question(DqStore *s, const DqNewJob *job, GHashTable *known, gint64 *id,
+                                GError **err);
+
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
 DqStore *store_pg_open(const char *location, int max_version, gboolean must_exist, GError **err);

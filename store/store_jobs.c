@@ -477,6 +477,24 @@ gboolean store_jobs_question_id(DqStore *s, const char *text, gint64 *id, GError
     return TRUE;
 }
 
+gboolean store_new_job_question(DqStore *s, const DqNewJob *job, GHashTable *known, gint64 *id,
+                                GError **err) {
+    if (job->question_id != 0) {
+        *id = job->question_id;
+        return TRUE;
+    }
+    gint64 *seen = g_hash_table_lookup(known, job->question);
+    if (seen == NULL) {
+        gint64 found;
+        if (!store_jobs_question_id(s, job->question, &found, err))
+            return FALSE;
+        seen = g_memdup2(&found, sizeof found);
+        g_hash_table_insert(known, (gpointer)job->question, seen);
+    }
+    *id = *seen;
+    return TRUE;
+}
+
 gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GError **err) {
     PG_DISPATCH(s, return pgjobs_enqueue(s, jobs, n, added, err));
     int count = 0;
@@ -487,19 +505,9 @@ gboolean store_jobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added,
         return FALSE;
     }
     for (int i = 0; i < n; i++) {
-        gint64 question_id = jobs[i].question_id;
-        if (question_id == 0) {
-            gint64 *known = g_hash_table_lookup(question_ids, jobs[i].question);
-            if (known == NULL) {
-                known = g_new(gint64, 1);
-                if (!store_jobs_question_id(s, jobs[i].question, known, err)) {
-                    g_free(known);
-                    goto fail;
-                }
-                g_hash_table_insert(question_ids, (gpointer)jobs[i].question, known);
-            }
-            question_id = *known;
-        }
+        gint64 question_id;
+        if (!store_new_job_question(s, &jobs[i], question_ids, &question_id, err))
+            goto fail;
         sqlite3_stmt *st = stmt(s,
                                 "INSERT INTO jobs (page_id, question_id, model_id, "
                                 "generation_settings, job_key, max_attempts) "

@@ -219,19 +219,9 @@ gboolean pgjobs_enqueue(DqStore *s, const DqNewJob *jobs, int n, int *added, GEr
     /* A job already asked is not inserted at all (see pgjobs_question_id: no identity value
      * spent on it). */
     for (int i = 0; i < n; i++) {
-        gint64 question_id = jobs[i].question_id;
-        if (question_id == 0) {
-            gint64 *known = g_hash_table_lookup(question_ids, jobs[i].question);
-            if (known == NULL) {
-                known = g_new(gint64, 1);
-                if (!pgjobs_question_id(s, jobs[i].question, known, err)) {
-                    g_free(known);
-                    goto fail;
-                }
-                g_hash_table_insert(question_ids, (gpointer)jobs[i].question, known);
-            }
-            question_id = *known;
-        }
+        gint64 question_id;
+        if (!store_new_job_question(s, &jobs[i], question_ids, &question_id, err))
+            goto fail;
         PgParams p = {0};
         pg_i64(&p, jobs[i].page_id);
         pg_i64(&p, question_id);
