@@ -1924,8 +1924,8 @@ static void test_threads_capped(void) {
     char *out = NULL, *err = NULL;
     g_assert_cmpint(docqa_with(env, NULL, &out, &err, args), ==, 0);
     char *note = g_strdup_printf("docqa: note: OMP_NUM_THREADS asks for 256 threads, this process "
-                                 "may run on %d CPUs: using %d",
-                                 cpus, cpus);
+                                 "may run on %d CPU%s: using %d",
+                                 cpus, cpus == 1 ? "" : "s", cpus);
     g_assert_true(g_str_has_prefix(err, note));
     JsonParser *p = json_parser_new();
     g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
