@@ -292,10 +292,10 @@ static int run_generate(GenerateArgs *a) {
     if (res.stopped_on_positions)
         dq_print_line(
             stderr,
-            "docqa: generate: note: stopped after %d new tokens: the sequence reached the "
+            "docqa: generate: note: stopped after %d new token%s: the sequence reached the "
             "model's %d positions (--max-new-tokens %d)",
-            res.n_output_ids, smolvlm_config(p->model)->max_position_embeddings,
-            req.options.max_new_tokens);
+            res.n_output_ids, res.n_output_ids == 1 ? "" : "s",
+            smolvlm_config(p->model)->max_position_embeddings, req.options.max_new_tokens);
     char *text = tokenizer_decode_text(p->tok, res.output_ids, (size_t)res.n_output_ids);
     if (a->json)
         print_json(&prompt, &res, text, &tm);

@@ -184,11 +184,12 @@ static void print_text(const DqIngestSummary *s) {
                  s->not_done == 1 ? "" : "s");
     char *partial_codes = codes_text(s->partial_by_code);
     char *failed_codes = codes_text(s->failed_by_code);
-    printf("ingest: %d files: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s%s (%d other "
-           "files skipped%s)%s%s%s; %d pages%s%s%s in %.1f s (%.1f pages/s)%s\n",
-           s->files, s->documents_ok, s->documents_partial, partial_codes, s->documents_failed,
-           failed_codes, s->unchanged, earlier, changed, elsewhere, s->skipped, folders, gone,
-           empty, resumed, s->pages_ok, s->pages_kept > 0 ? " rendered" : "", pages_failed, kept,
+    printf("ingest: %d file%s: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s%s (%d other "
+           "file%s skipped%s)%s%s%s; %d page%s%s%s%s in %.1f s (%.1f pages/s)%s\n",
+           s->files, s->files == 1 ? "" : "s", s->documents_ok, s->documents_partial, partial_codes,
+           s->documents_failed, failed_codes, s->unchanged, earlier, changed, elsewhere, s->skipped,
+           s->skipped == 1 ? "" : "s", folders, gone, empty, resumed, s->pages_ok,
+           s->pages_ok == 1 ? "" : "s", s->pages_kept > 0 ? " rendered" : "", pages_failed, kept,
            s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
     g_free(partial_codes);
     g_free(failed_codes);

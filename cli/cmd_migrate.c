@@ -77,8 +77,8 @@ int cmd_migrate(int argc, char **argv) {
     }
     dq_cli_signals_record(); /* committed: the report of it is printed whole */
     dq_test_point("migrate:stored");
-    dq_print_line(stdout, "migrated %" G_GINT64_FORMAT " rows from %s to %s", rows,
-                  dq_store_path(src), dq_store_path(dst));
+    dq_print_line(stdout, "migrated %" G_GINT64_FORMAT " row%s from %s to %s", rows,
+                  rows == 1 ? "" : "s", dq_store_path(src), dq_store_path(dst));
     rc = DQ_EXIT_OK;
 out:
     dq_store_close(dst);

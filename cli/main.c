@@ -64,9 +64,9 @@ static void cap_threads_at_cpus(void) {
     omp_set_num_threads(cpus);
     dq_print_line(
         stderr,
-        "docqa: note: OMP_NUM_THREADS asks for %d threads, this process may run on %d CPUs: "
+        "docqa: note: OMP_NUM_THREADS asks for %d threads, this process may run on %d CPU%s: "
         "using %d (DOCQA_OVERSUBSCRIBE=1 keeps %d)",
-        threads, cpus, cpus, threads);
+        threads, cpus, cpus == 1 ? "" : "s", cpus, threads);
 }
 
 /* libgomp's threads spin 300000 times (a few ms) at every barrier before they sleep, unless

@@ -57,6 +57,24 @@ char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GErr
     return NULL;
 }
 
+/* json-glib's scanner (GScanner's rules) takes more than JSON between values: C comments, and
+ * strings in single quotes, in which a backslash escapes nothing. A quote or a bracket in them
+ * is no JSON: the scans below step over them as json-glib does. The index of the last byte of
+ * the comment or string that starts at text[i] (i itself when none does). */
+static size_t skip_lenient(const char *text, size_t len, size_t i) {
+    if (text[i] == '\'') {
+        const char *end = memchr(text + i + 1, '\'', len - i - 1);
+        return end != NULL ? (size_t)(end - text) : len - 1;
+    }
+    if (text[i] == '/' && i + 1 < len && text[i + 1] == '*') {
+        for (size_t k = i + 2; k + 1 < len; k++)
+            if (text[k] == '*' && text[k + 1] == '/')
+                return k + 1;
+        return len - 1;
+    }
+    return i;
+}
+
 gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *offset) {
     int depth = 0;
     gboolean in_string = FALSE;
@@ -69,6 +87,8 @@ gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *o
                 in_string = FALSE;
         } else if (c == '"') {
             in_string = TRUE;
+        } else if (c == '\'' || c == '/') {
+            i = skip_lenient(text, len, i);
         } else if (c == '[' || c == '{') {
             if (++depth > max_depth) {
                 if (offset != NULL)
@@ -80,6 +100,143 @@ gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *o
         }
     }
     return TRUE;
+}
+
+/* A string literal holding the escape \u0000: json-glib decodes it to a NUL byte and hands the
+ * string out NUL-terminated, so the rest of the string would be lost without a word (a chat
+ * template "<SmolVLM's>\u0000junk" read as SmolVLM's, while transformers renders the junk). */
+typedef struct {
+    size_t offset;   /* of the backslash */
+    const char *key; /* the string's key as written (between the quotes), or of its nearest
+                        container that has one; NULL at the top level */
+    size_t key_len;
+    gboolean is_key;  /* the string is the key itself */
+    gboolean bad_hex; /* \u and 4 characters not all hex digits (json-glib: a NUL, or less) */
+} NulEscape;
+
+/* The raw text of the string literal that starts at text[start] (after its quote). */
+static size_t literal_len(const char *text, size_t len, size_t start) {
+    size_t i = start;
+    while (i < len && text[i] != '"')
+        i += text[i] == '\\' ? 2 : 1;
+    return MIN(i, len) - start;
+}
+
+/* Whether the 4 characters are hex digits. json-glib decodes the 4 characters after \u whatever
+ * they are: "\u0.00" is a NUL to it too, where Python's json refuses the escape. */
+static gboolean hex4(const char *p) {
+    for (int k = 0; k < 4; k++)
+        if (!g_ascii_isxdigit(p[k]))
+            return FALSE;
+    return TRUE;
+}
+
+/* Looks for a \u escape without 4 hex digits, and for \u0000 when want_nul, in the string
+ * literals of `text`, which json-glib parsed (no deeper than DQ_JSON_MAX_DEPTH). An escaped
+ * backslash before "u0000" is skipped with its escape, so "\\u0000" (a backslash, then u0000)
+ * is no NUL. */
+static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want_nul,
+                                     NulEscape *found) {
+    /* per open container: an object's latest key (key == NULL: an array, or no key yet) */
+    struct {
+        gboolean object;
+        const char *key;
+        size_t key_len;
+    } open[DQ_JSON_MAX_DEPTH + 1];
+    int depth = 0;
+    gboolean expect_key = FALSE;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c == '{' || c == '[') {
+            if (depth == DQ_JSON_MAX_DEPTH + 1)
+                return FALSE; /* dq_json_depth_ok refused it first */
+            open[depth].object = c == '{';
+            open[depth].key = NULL;
+            open[depth].key_len = 0;
+            depth++;
+            expect_key = c == '{';
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+            expect_key = FALSE;
+        } else if (c == ',') {
+            expect_key = depth > 0 && open[depth - 1].object;
+        } else if (c == '\'' || c == '/') {
+            i = skip_lenient(text, len, i);
+        } else if (c == '"') {
+            gboolean is_key = expect_key && depth > 0;
+            size_t start = ++i;
+            for (; i < len && text[i] != '"'; i++) {
+                if (text[i] != '\\')
+                    continue;
+                gboolean bad_hex = FALSE, nul = FALSE;
+                if (i + 1 < len && text[i + 1] == 'u') {
+                    bad_hex = i + 5 >= len || !hex4(text + i + 2);
+                    nul = !bad_hex && memcmp(text + i + 2, "0000", 4) == 0;
+                }
+                if (bad_hex || (nul && want_nul)) {
+                    found->offset = i;
+                    found->bad_hex = bad_hex;
+                    found->is_key = is_key;
+                    found->key = NULL;
+                    found->key_len = 0;
+                    if (is_key) {
+                        found->key = text + start;
+                        found->key_len = literal_len(text, len, start);
+                    }
+                    for (int d = depth - 1; d >= 0 && found->key == NULL; d--) {
+                        found->key = open[d].key;
+                        found->key_len = open[d].key_len;
+                    }
+                    return TRUE;
+                }
+                i++; /* the escaped character: a quote, or a backslash */
+            }
+            if (is_key) {
+                open[depth - 1].key = text + start;
+                open[depth - 1].key_len = i - start;
+                expect_key = FALSE;
+            }
+        }
+    }
+    return FALSE;
+}
+
+/* Refuses a text holding such an escape in a string, naming the line and the key. */
+static gboolean check_no_nul_escape(const char *text, size_t len, gboolean want_nul,
+                                    const char *label, GError **err) {
+    NulEscape nul;
+    if (!json_find_nul_escape(text, len, want_nul, &nul))
+        return TRUE;
+    int line = 1;
+    for (size_t i = 0; i < nul.offset; i++)
+        line += text[i] == '\n';
+    char *where = NULL;
+    if (nul.key != NULL) {
+        /* a key as written, escapes and all; a long one cut (it is only there to find the
+         * place) */
+        size_t shown_len = MIN(nul.key_len, 60);
+        char *raw = g_strndup(nul.key, shown_len);
+        char *shown = dq_utf8_escape_invalid(raw);
+        where = g_strdup_printf(nul.is_key ? "key \"%s%s\"" : "a string under key \"%s%s\"", shown,
+                                shown_len < nul.key_len ? "..." : "");
+        g_free(shown);
+        g_free(raw);
+    }
+    if (nul.bad_hex) {
+        char *raw = g_strndup(text + nul.offset, MIN(len - nul.offset, 6));
+        char *escape = dq_utf8_escape_invalid(raw);
+        dq_fail(err, DQ_ERR_FORMAT, "%s: line %d: %s holds %s, a \\u escape without 4 hex digits",
+                label, line, where != NULL ? where : "a string", escape);
+        g_free(escape);
+        g_free(raw);
+    } else {
+        dq_fail(err, DQ_ERR_FORMAT,
+                "%s: line %d: %s holds \\u0000 (U+0000): docqa cannot keep a NUL character "
+                "inside a string",
+                label, line, where != NULL ? where : "a string");
+    }
+    g_free(where);
+    return FALSE;
 }
 
 /* Duplicate keys, through the parser's signals: a set of the keys seen for each object being
@@ -152,6 +309,8 @@ JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJso
     } else if (json_parser_get_root(parser) == NULL) {
         /* json-glib takes an empty text for a document; Python's json.loads does not */
         dq_fail(err, DQ_ERR_FORMAT, "%s: empty, not a JSON document", label);
+        ok = FALSE;
+    } else if (!check_no_nul_escape(text, n, !(flags & DQ_JSON_NUL_CHECKED), label, err)) {
         ok = FALSE;
     } else if (keys.duplicate != NULL) {
         char *key = dq_utf8_escape_invalid(keys.duplicate);

@@ -8,6 +8,12 @@
  *     same files with; real snapshot files are nested 4 deep);
  *   - it takes an empty text for a document with no root, and skips a UTF-8 byte order mark,
  *     where Python's json (transformers) fails: both are refused;
+ *   - it decodes \u0000 in a string to a NUL byte and hands strings out NUL-terminated, so the
+ *     rest of the string is lost silently: such a string is refused, with the line and the key
+ *     (DQ_JSON_NUL_CHECKED leaves it to a caller that names the place better itself), as is a
+ *     \u escape without 4 hex digits, which it decodes to a NUL too ("\u0.00");
+ *   - it takes C comments and strings in single quotes, which the bracket and escape scans here
+ *     step over as it does;
  *   - it keeps the last of duplicate keys silently (DQ_JSON_UNIQUE_KEYS refuses them, for
  *     formats whose reference parser does);
  *   - json_parser_load_from_file blocks forever on a FIFO, reads /dev/zero until memory runs
@@ -29,6 +35,7 @@
 typedef enum {
     DQ_JSON_DEFAULT = 0,
     DQ_JSON_UNIQUE_KEYS = 1 << 0, /* a key twice in one object is an error */
+    DQ_JSON_NUL_CHECKED = 1 << 1, /* the caller refuses \u0000 in strings itself */
 } DqJsonFlags;
 
 /* The whole of a regular file, NUL-terminated (*len excludes the NUL; len may be NULL). Refuses

@@ -444,10 +444,11 @@ static void record_doc(Run *r, Doc *d) {
         if (first_bad >= 0) {
             PageResult *p = &d->pages[first_bad];
             code = p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
-            message =
-                g_strdup_printf("%d of %d pages failed or are incomplete; page %d: %s%s%s", n_bad,
-                                d->page_count, first_bad + 1, p->message ? p->message : "?",
-                                d->warning ? "; " : "", d->warning ? d->warning : "");
+            message = g_strdup_printf("%d of %d page%s failed or %s incomplete; page %d: %s%s%s",
+                                      n_bad, d->page_count, d->page_count == 1 ? "" : "s",
+                                      n_bad == 1 ? "is" : "are", first_bad + 1,
+                                      p->message ? p->message : "?", d->warning ? "; " : "",
+                                      d->warning ? d->warning : "");
         } else {
             code = dq_ingest_reason_name(DQ_INGEST_DAMAGED);
             message = g_strdup_printf("%s: %s", e->path, d->warning);

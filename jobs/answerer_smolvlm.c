@@ -237,8 +237,9 @@ static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
     if ((gint64)p->prompt.n_input_ids + p->max_new_tokens > positions)
         return dq_fail(err, DQ_ERR_ARGS,
                        "too long for the model: the question's prompt with the page is %d "
-                       "tokens, and %d new ones make more than the model's %d positions",
-                       p->prompt.n_input_ids, p->max_new_tokens, positions);
+                       "tokens, and %d new %s more than the model's %d positions",
+                       p->prompt.n_input_ids, p->max_new_tokens,
+                       p->max_new_tokens == 1 ? "one makes" : "ones make", positions);
     return TRUE;
 }
 

@@ -190,8 +190,9 @@ static void progress_draw(Progress *p, const char *model_id) {
         bar[i] = i < filled ? '#' : '.';
     bar[width] = '\0';
     gint64 bad = c.by_state[DQ_JOB_FAILED] + c.by_state[DQ_JOB_DEAD];
-    fprintf(stderr, "\r[%s] %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " jobs  %.2f answers/s  ETA %s",
-            bar, done, total, rate, eta);
+    fprintf(stderr,
+            "\r[%s] %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " job%s  %.2f answers/s  ETA %s", bar,
+            done, total, total == 1 ? "" : "s", rate, eta);
     if (bad > 0)
         fprintf(stderr, "  %" G_GINT64_FORMAT " failed", bad);
     fprintf(stderr, "\033[K");

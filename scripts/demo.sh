@@ -140,17 +140,43 @@ rc=0
 step "ask the questions in $questions about every page"
 "$docqa" ask --db "$db" --model "$model" --questions "$questions"
 
-step "run $workers workers until the queue is empty"
+if [ "$workers" = 1 ]; then
+  step "run 1 worker until the queue is empty"
+else
+  step "run $workers workers until the queue is empty"
+fi
 "$docqa" run --db "$db" --model "$model" --workers "$workers" --until-empty
 
 step "status"
 "$docqa" status --db "$db"
 
-step "answers (SELECT * FROM v_answers)"
-sqlite3 -header -column "$db" \
-  "SELECT replace(document_path, rtrim(document_path, replace(document_path, '/', '')), '')
-            AS document, page, question, substr(answer, 1, 60) AS answer
-     FROM v_answers ORDER BY document, page, question;"
+step "answers (docqa export --format jsonl, as a table)"
+# File names, questions and answers are text docqa did not write: a file named with an escape
+# sequence would drive the terminal. They are shown as the CLI shows such text (README, terminal
+# escapes): control and other invisible characters as \uXXXX.
+"$docqa" export --db "$db" --format jsonl | python3 -c '
+import json, os, sys
+
+def shown(text, width):
+    out = []
+    for c in text:
+        if c == " " or (c.isprintable() and not c.isspace()):
+            out.append(c)
+        elif c in "\n\t":
+            out.append("\\n" if c == "\n" else "\\t")
+        else:
+            out.append(("\\U%08x" if ord(c) > 0xFFFF else "\\u%04x") % ord(c))
+    s = "".join(out)
+    return s if len(s) <= width else s[: width - 3] + "..."
+
+rows = [json.loads(line) for line in sys.stdin]
+table = sorted((shown(os.path.basename(r["document_path"]), 48), r["page"],
+                shown(r["question"], 40), shown(r["answer"], 60)) for r in rows)
+head = ("document", "page", "question", "answer")
+widths = [max([len(str(h))] + [len(str(t[i])) for t in table]) for i, h in enumerate(head)]
+for t in [head, tuple("-" * w for w in widths)] + table:
+    print("  ".join(str(v).ljust(w) for v, w in zip(t, widths)).rstrip())
+'
 if [ "$demo_model" = 1 ]; then
   echo
   echo "(demo model: the answers above are meaningless)"

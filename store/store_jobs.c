@@ -1619,8 +1619,12 @@ gboolean store_jobs_find_question(DqStore *s, const char *text, gint64 *id, GErr
     PG_DISPATCH(s, return pgjobs_find_question(s, text, id, err));
     gboolean found = FALSE;
     *id = 0;
-    return query_one(s, "SELECT id FROM questions WHERE text = ?1", text, 0, id, &found,
-                     "finding a question", err);
+    /* A row without jobs is no question asked: an interrupted `ask` of an older version left
+     * it (schema 0015, whose index jobs_question finds the jobs). */
+    return query_one(s,
+                     "SELECT q.id FROM questions q WHERE q.text = ?1 AND EXISTS (SELECT 1 FROM "
+                     "jobs j WHERE j.question_id = q.id)",
+                     text, 0, id, &found, "finding a question", err);
 }
 
 gboolean store_jobs_model_known(DqStore *s, const char *model_id, gboolean *known, GError **err) {

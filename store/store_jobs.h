@@ -431,7 +431,8 @@ gboolean store_jobs_where_documents(DqStore *s, const char *where, GArray *ids, 
 /* Whether the document `id` exists (any version, its file gone or not). */
 gboolean store_jobs_document_exists(DqStore *s, gint64 id, gboolean *exists, GError **err);
 
-/* The id of the question stored with exactly this text; *id 0 when none is. */
+/* The id of the question asked with exactly this text: stored, with at least one job; *id 0
+ * when none is. */
 gboolean store_jobs_find_question(DqStore *s, const char *text, gint64 *id, GError **err);
 
 /* Whether any job was asked for `model_id`. */

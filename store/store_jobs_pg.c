@@ -1068,8 +1068,11 @@ gboolean pgjobs_document_exists(DqStore *s, gint64 id, gboolean *exists, GError 
 gboolean pgjobs_find_question(DqStore *s, const char *text, gint64 *id, GError **err) {
     PgParams p = {0};
     pg_text(&p, text);
-    PGresult *r =
-        pg_run(s, "SELECT id FROM questions WHERE text = $1", &p, "finding a question", err);
+    /* a row without jobs is no question asked (schema 0015) */
+    PGresult *r = pg_run(s,
+                         "SELECT q.id FROM questions q WHERE q.text = $1 AND EXISTS (SELECT 1 "
+                         "FROM jobs j WHERE j.question_id = q.id)",
+                         &p, "finding a question", err);
     if (r == NULL)
         return FALSE;
     *id = PQntuples(r) > 0 ? pg_get_i64(r, 0, 0) : 0;

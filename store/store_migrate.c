@@ -204,9 +204,9 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
             return FALSE;
         if (n > 0)
             return dq_fail(err, DQ_ERR_ARGS,
-                           "%s: already holds %" G_GINT64_FORMAT " rows in %s: migrate into an "
+                           "%s: already holds %" G_GINT64_FORMAT " row%s in %s: migrate into an "
                            "empty database (nothing is merged)",
-                           dq_store_path(to), n, tables[i].name);
+                           dq_store_path(to), n, n == 1 ? "" : "s", tables[i].name);
     }
     /* The source is read as one snapshot: workers answering while it is copied would otherwise
      * leave the copy with answers of jobs it holds as queued, or the reverse. */

@@ -190,6 +190,60 @@ static void test_json_empty_and_duplicates(void) {
                    DQ_JSON_UNIQUE_KEYS);
 }
 
+/* json-glib decodes \u0000 to a NUL byte and its strings end there: "a\u0000junk" read as "a". */
+static void test_json_nul_escape(void) {
+    expect_json_error("{\"chat_template\": \"ok\\u0000junk\"}", DQ_JSON_DEFAULT,
+                      "x.json: line 1: a string under key \"chat_template\" holds \\u0000 "
+                      "(U+0000): docqa cannot keep a NUL character inside a string");
+    /* the line, and the nearest key above a list */
+    expect_json_error("{\"a\": 1,\n \"added_tokens\": [\n  {\"id\": 3},\n  \"x\\u0000\"]}",
+                      DQ_JSON_DEFAULT, "x.json: line 4: a string under key \"added_tokens\"");
+    expect_json_error("{\"added_tokens\": [{\"id\": 3, \"content\": \"<a\\u0000b>\"}]}",
+                      DQ_JSON_DEFAULT, "a string under key \"content\" holds");
+    expect_json_error("{\"k\\u0000x\": 1}", DQ_JSON_DEFAULT,
+                      "x.json: line 1: key \"k\\u0000x\" holds \\u0000");
+    /* keys cut at the NUL would be the same key: the NUL is what is wrong */
+    expect_json_error("{\"k\\u0000x\": 1, \"k\\u0000y\": 2}", DQ_JSON_UNIQUE_KEYS, "holds \\u0000");
+    expect_json_error("[\"\\u0000\"]", DQ_JSON_DEFAULT, "line 1: a string holds \\u0000");
+    expect_json_error("\"\\u0000\"", DQ_JSON_DEFAULT, "line 1: a string holds \\u0000");
+    /* not a NUL: an escaped backslash, then the letters u0000; other escapes of zeros */
+    expect_json_ok("{\"a\": \"C:\\\\u0000\", \"\\\\u0000\": [\"\\\\\\\\u0000\"]}", DQ_JSON_DEFAULT);
+    expect_json_ok("[\"\\u0001\", \"\\u0100\", 0]", DQ_JSON_DEFAULT);
+    /* the questions reader looks for it itself, to name the question */
+    expect_json_ok("[\"a\\u0000b\"]", DQ_JSON_NUL_CHECKED);
+    expect_json_ok("[\"\\\\\\\"u0000\", \"\\u0030\"]", DQ_JSON_DEFAULT);
+    /* an odd number of backslashes: the last escapes the u */
+    expect_json_error("[\"\\\\\\u0000\"]", DQ_JSON_DEFAULT, "holds \\u0000");
+    /* a key is known by its place, not by its look */
+    expect_json_error("{\"a\": \"b\", \"c\": [\"a\", {\"d\": \"x\\u0000\"}]}", DQ_JSON_DEFAULT,
+                      "a string under key \"d\" holds");
+    expect_json_error("{\"a\": {}, \"c\": [[], \"\\u0000\"]}", DQ_JSON_DEFAULT,
+                      "a string under key \"c\" holds");
+    /* json-glib reads any 4 characters after \u: "\u0.00" cut the string too (fuzz_json) */
+    expect_json_error("{\"t\": \"Zk\\u0.00junk\"}", DQ_JSON_DEFAULT,
+                      "x.json: line 1: a string under key \"t\" holds \\u0.00, a \\u escape "
+                      "without 4 hex digits");
+    expect_json_error("[\"a\\u0.00b\"]", DQ_JSON_NUL_CHECKED, "holds \\u0.00");
+    /* json-glib takes C comments and single-quoted strings (no escapes in them): a quote there
+     * starts no string */
+    expect_json_error("/* \" */ [\"a\\u0000b\"]", DQ_JSON_DEFAULT, "holds \\u0000");
+    expect_json_error("['\"', \"a\\u0000b\"]", DQ_JSON_DEFAULT, "holds \\u0000");
+    expect_json_ok("['\\u0000']", DQ_JSON_DEFAULT); /* "\\u0000" to json-glib, no NUL */
+    expect_json_ok("[\"/*\", \"*/\\u0041\"]", DQ_JSON_DEFAULT);
+}
+
+/* A quote in a comment hid the brackets after it from the depth check. */
+static void test_json_depth_after_comment(void) {
+    char *deep = nested(1000000, "[", "", "]");
+    char *text = g_strconcat("/* \" */ ", deep, NULL);
+    expect_json_error(text, DQ_JSON_DEFAULT, "nested deeper than 128 levels (at byte 136)");
+    g_free(text);
+    text = g_strconcat("['\"'", deep + 1, NULL);
+    expect_json_error(text, DQ_JSON_DEFAULT, "nested deeper than 128 levels");
+    g_free(text);
+    g_free(deep);
+}
+
 /* Files that are not regular, or too large, are refused without reading them. */
 static void test_read_regular(void) {
     char *dir = dq_test_tmpdir();
@@ -402,6 +456,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/mapped_file/fifo_rejected", test_mapped_file_fifo_rejected);
     g_test_add_func("/common/json/depth", test_json_depth);
     g_test_add_func("/common/json/empty_and_duplicates", test_json_empty_and_duplicates);
+    g_test_add_func("/common/json/nul_escape", test_json_nul_escape);
+    g_test_add_func("/common/json/depth_after_comment", test_json_depth_after_comment);
     g_test_add_func("/common/json/read_regular", test_read_regular);
     g_test_add_func("/common/json/numbers", test_json_numbers);
     g_test_add_func("/common/error/prefix", test_error_prefix);

@@ -78,6 +78,33 @@ grep -q "Using your database $work/keep.db as it is" "$tmp/demo.out" ||
   { echo "demo.sh --db keep.db: no answers"; exit 1; }
 [ -d "$work/keep.db.pages" ] || { echo "demo.sh removed keep.db.pages"; exit 1; }
 
+# Text docqa did not write, printed by the demo: a file named with escape sequences and a question
+# holding ESC and a C1 control (CSI) are shown as \uXXXX, never as raw bytes that would drive
+# the terminal (sqlite3 printed them as they were).
+mkdir -p "$work/evil"
+cp "$src/examples/docs/receipt.pdf" "$work/evil/$(printf 'bad\033[31mRED\033]0;title\007.pdf')"
+printf 'What\033[2J is\302\233 the total?\n' >"$work/evil-q.txt"
+(cd "$work" && bash "$demo" --docqa "$docqa" --model ../demo-tiny --docs evil --questions evil-q.txt \
+  --db evil.db --workers 1 >"$tmp/evil.out" 2>&1) || {
+  cat "$tmp/evil.out"
+  echo "demo.sh on a file named with escapes failed"
+  exit 1
+}
+if LC_ALL=C grep -q "$(printf '[\001-\010\013-\037\177]\\|\302[\200-\237]')" "$tmp/evil.out"; then
+  echo "demo.sh printed raw control characters:"
+  cat -v "$tmp/evil.out"
+  exit 1
+fi
+for want in 'bad\u001b[31mRED\u001b]0;title\u0007.pdf  1' 'What\u001b[2J is\u009b the total?' \
+  '==== run 1 worker until'; do
+  grep -qF -- "$want" "$tmp/evil.out" || {
+    cat -v "$tmp/evil.out"
+    echo "demo.sh: expected '$want' in its output"
+    exit 1
+  }
+done
+echo "demo.sh: control characters in file names and questions shown as \\uXXXX"
+
 # Usage errors: exit 2 naming the option, before anything is installed or built (stdout empty).
 expect_usage_error() {
   local want=$1

@@ -1,6 +1,7 @@
 /* libFuzzer target: the common JSON loader (json_load.h) that every JSON docqa reads from a
  * snapshot, a questions file or the database goes through. The input is parsed with and without
- * DQ_JSON_UNIQUE_KEYS. What it accepts must be safe to walk: the tree is no deeper than
+ * DQ_JSON_UNIQUE_KEYS, and with DQ_JSON_NUL_CHECKED (which may accept more: only what holds
+ * \u0000 in a string). What it accepts must be safe to walk: the tree is no deeper than
  * DQ_JSON_MAX_DEPTH (the bracket scan, strings and escapes included, never undercounts), and a
  * text accepted with unique keys is accepted without. A refusal always names the input and is
  * UTF-8 (it is printed, and put in --json output). What it accepts, written again as docqa writes
@@ -146,6 +147,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     JsonParser *any = parse(copy, size, DQ_JSON_DEFAULT);
     if (unique != NULL && any == NULL)
         abort();
+    /* \u0000 refused is the only difference DQ_JSON_NUL_CHECKED makes */
+    GError *err = NULL;
+    JsonParser *nul_ok =
+        dq_json_parse((const char *)copy, (gssize)size, "fuzz.json", DQ_JSON_NUL_CHECKED, &err);
+    if (any != NULL && nul_ok == NULL)
+        abort();
+    if (any == NULL && nul_ok != NULL) {
+        GError *why = NULL;
+        JsonParser *again =
+            dq_json_parse((const char *)copy, (gssize)size, "fuzz.json", DQ_JSON_DEFAULT, &why);
+        if (again != NULL || strstr(why->message, "holds \\u0000 (U+0000): docqa cannot") == NULL)
+            abort();
+        g_error_free(why);
+    }
+    g_clear_error(&err);
+    if (nul_ok != NULL)
+        g_object_unref(nul_ok);
     if (unique != NULL)
         g_object_unref(unique);
     if (any != NULL) {

@@ -90,7 +90,7 @@ static void test_walk_skips_own_database(void) {
     write_pdf(pdf);
     char *out = NULL;
     g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", dir, NULL), ==, 0);
-    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "1 file: 1 ok"));
     g_assert_nonnull(strstr(out, "(0 other files skipped)"));
     g_free(out);
     /* Again: the page store now holds a PNG, the database its files. */
@@ -129,7 +129,7 @@ static void test_exit_statuses(void) {
 
     /* All fine. */
     g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", good, NULL), ==, 0);
-    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "1 file: 1 ok"));
     g_free(out);
     /* Again: unchanged, still fine. */
     g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", good, NULL), ==, 0);
@@ -199,7 +199,7 @@ static void test_arguments(void) {
     g_assert_cmpint(run_docqa_in(dir, &out, NULL, "ingest", "--db", db, "--tile", "64", "--",
                                  "-dash.pdf", NULL),
                     ==, 0);
-    if (strstr(out, "1 files: 1 ok") == NULL)
+    if (strstr(out, "1 file: 1 ok") == NULL)
         g_error("docqa ingest -- -dash.pdf: %s", out);
     g_free(out);
     static const char *const bad[][2] = {
@@ -269,7 +269,7 @@ static void test_changed_during_ingest(void) {
         strstr(out, "0 ok, 0 partial, 0 failed, 0 unchanged, 1 changed during ingest"));
     g_free(out);
     g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
-    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "1 file: 1 ok"));
     g_free(out);
     g_free(pdf);
     g_free(db);
@@ -319,7 +319,7 @@ static void test_file_size_limit(void) {
     g_free(out);
     g_free(err);
     g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, pdf, NULL), ==, 0);
-    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "1 file: 1 ok"));
     g_assert_nonnull(strstr(out, "1 resumed"));
     g_free(out);
     g_free(pdf);
@@ -397,7 +397,7 @@ static void test_unreadable_folders(void) {
     char *want_inner = g_strdup_printf("%s: cannot list the folder: Permission denied", inner);
     g_assert_nonnull(strstr(out, want_locked));
     g_assert_nonnull(strstr(out, want_inner));
-    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "1 file: 1 ok"));
     g_assert_nonnull(strstr(out, "2 folders could not be read"));
     g_free(want_locked);
     g_free(want_inner);
@@ -617,8 +617,8 @@ static void test_retry_summary(void) {
     g_assert_cmpint(
         run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--retry-failed", pdf, NULL),
         ==, 0);
-    if (strstr(out, "1 files: 1 ok") == NULL ||
-        strstr(out, "; 1 pages rendered, 1 already stored, in ") == NULL)
+    if (strstr(out, "1 file: 1 ok") == NULL ||
+        strstr(out, "; 1 page rendered, 1 already stored, in ") == NULL)
         g_error("summary: %s", out);
     g_free(out);
     g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--retry-failed",
@@ -976,7 +976,7 @@ static void test_hangup_and_term(void) {
     rc = run_docqa(&out, NULL, "ingest", "--db", db2, "--tile", "64", "-j", "1", pdf, NULL);
     g_unsetenv("DOCQA_INGEST_TEST_FAULT");
     g_assert_cmpint(rc, ==, 130);
-    if (strstr(out, "1 files: 0 ok, 1 partial (1 interrupted)") == NULL ||
+    if (strstr(out, "1 file: 0 ok, 1 partial (1 interrupted)") == NULL ||
         strstr(out, "; interrupted, 0 files not done") == NULL)
         g_error("summary: %s", out);
     g_free(out);

@@ -1924,8 +1924,8 @@ static void test_threads_capped(void) {
     char *out = NULL, *err = NULL;
     g_assert_cmpint(docqa_with(env, NULL, &out, &err, args), ==, 0);
     char *note = g_strdup_printf("docqa: note: OMP_NUM_THREADS asks for 256 threads, this process "
-                                 "may run on %d CPUs: using %d",
-                                 cpus, cpus);
+                                 "may run on %d CPU%s: using %d",
+                                 cpus, cpus == 1 ? "" : "s", cpus);
     g_assert_true(g_str_has_prefix(err, note));
     JsonParser *p = json_parser_new();
     g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
@@ -2355,6 +2355,54 @@ static void ask_two_models(const char *db) {
     g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "other", "Total?", NULL), ==,
                     0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 18);
+}
+
+/* A question row without jobs, as an `ask` of an older version left it when interrupted between
+ * storing the question and its jobs: export --question, cancel and requeue take it for a question
+ * never asked (they found nothing in silence), with the same message and exit code. */
+static void test_orphan_question(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 2);
+    GError *e = NULL;
+    DqStore *s = dq_store_open(db, &e);
+    dq_assert_no_error(e);
+    g_assert_true(dq_store_exec(s, "INSERT INTO questions (text) VALUES ('Orphan?')", &e));
+    dq_assert_no_error(e);
+    dq_store_close(s);
+    const char *const commands[][3] = {
+        {"export", NULL},        {"export", "--after", "0"}, {"cancel", NULL},
+        {"cancel", "--dry-run"}, {"requeue", "--cancelled"}, {"requeue", "--failed", "--dead"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        char *out[2], *err[2];
+        int rc[2];
+        const char *questions[2] = {"Orphan?", "Never asked?"};
+        for (int k = 0; k < 2; k++) {
+            const char *args[10] = {commands[i][0], "--db", db, "--question", questions[k]};
+            int n = 5;
+            for (int a = 1; a < 3 && commands[i][a] != NULL; a++)
+                args[n++] = commands[i][a];
+            rc[k] = docqa_with(NULL, NULL, &out[k], &err[k], args);
+        }
+        g_test_message("%s: %d '%s'", commands[i][0], rc[0], err[0]);
+        char *as_never = g_strdup(err[0]);
+        GString *g = g_string_new(as_never);
+        g_string_replace(g, "Orphan?", "Never asked?", 0);
+        g_assert_cmpint(rc[0], ==, rc[1]);
+        g_assert_cmpstr(g->str, ==, err[1]);
+        g_assert_cmpstr(out[0], ==, out[1]);
+        g_assert_nonnull(strstr(err[0], "\"Orphan?\": no such question was asked"));
+        g_string_free(g, TRUE);
+        g_free(as_never);
+        for (int k = 0; k < 2; k++) {
+            g_free(out[k]);
+            g_free(err[k]);
+        }
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+    g_free(db);
+    g_free(dir);
 }
 
 /* docqa cancel as a user runs it: the selectors (a question as ask normalizes it, --where,
@@ -3021,6 +3069,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/gone-files", test_gone_files);
     g_test_add_func("/cli-jobs/ask-one-rendering", test_ask_one_rendering);
     g_test_add_func("/cli-jobs/cancel", test_cancel);
+    g_test_add_func("/cli-jobs/orphan-question", test_orphan_question);
     g_test_add_func("/cli-jobs/requeue-selected", test_requeue_selected);
     g_test_add_func("/cli-jobs/requeue-done-stale", test_requeue_done_stale);
     g_test_add_func("/cli-jobs/json-outputs", test_json_outputs);

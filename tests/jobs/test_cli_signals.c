@@ -357,7 +357,7 @@ static void test_nohup(void) {
     g_assert_cmpint(
         docqa_nohup("ingest:walked", &out, "ingest", "--db", db2, "--n-res", "1", "-q", docs, NULL),
         ==, 0);
-    g_assert_nonnull(strstr(out, "1 files: 1 ok"));
+    g_assert_nonnull(strstr(out, "1 file: 1 ok"));
     g_free(out);
     g_free(db2), g_free(pdf), g_free(src), g_free(docs), g_free(bytes);
     g_free(db);

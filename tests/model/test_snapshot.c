@@ -195,6 +195,33 @@ static void test_inconsistent_files(void) {
     g_free(dir);
 }
 
+/* json-glib decodes \u0000 to a NUL byte and the string ends there: SmolVLM's template followed
+ * by "\u0000junk" was taken for SmolVLM's, while transformers renders the junk too. */
+static void test_nul_in_json(void) {
+    if (!have_shared())
+        return;
+    char *dir = snapshot_edited("chat_template.json", "{{ 'Assistant:' }}{% endif %}\"",
+                                "{{ 'Assistant:' }}{% endif %}\\u0000junk\"");
+    expect_refused(dir, "chat_template.json",
+                   ": line 2: a string under key \"chat_template\" holds \\u0000 (U+0000): docqa "
+                   "cannot keep a NUL character inside a string");
+    g_free(dir);
+    /* an added token that would have been "<repo_name>" */
+    dir = snapshot_edited("tokenizer.json", "\"content\":\"<repo_name>\"",
+                          "\"content\":\"<repo_name>\\u0000junk\"");
+    expect_refused(dir, "tokenizer.json",
+                   ": line 1: a string under key \"content\" holds \\u0000 (U+0000)");
+    g_free(dir);
+    /* an escaped backslash, then the letters u0000: no NUL */
+    dir = snapshot_edited("config.json", "\"model_type\": \"idefics3\",",
+                          "\"model_type\": \"idefics3\", \"_note\": \"C:\\\\u0000\",");
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(dir, NULL, &err);
+    dq_assert_no_error(err);
+    smolvlm_pipeline_free(p);
+    g_free(dir);
+}
+
 /* The prompt ids of one question without an image. */
 static int32_t *question_ids(SmolvlmPipeline *p, int *n) {
     SmolvlmPrompt prompt = {0};
@@ -462,6 +489,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/snapshot/deep-json", test_deep_json);
     g_test_add_func("/snapshot/special-files", test_special_files);
     g_test_add_func("/snapshot/inconsistent-files", test_inconsistent_files);
+    g_test_add_func("/snapshot/nul-in-json", test_nul_in_json);
     g_test_add_func("/snapshot/tied-lm-head", test_tied_lm_head);
     g_test_add_func("/snapshot/tokenizer-vs-model", test_tokenizer_vs_model);
     g_test_add_func("/snapshot/empty-name", test_empty_name);

@@ -240,7 +240,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 14);
+    g_assert_cmpint(v, ==, 15);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -694,6 +694,82 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A database at schema 14 with an answer, a failure, and a question row without jobs (an older
+ * `ask` stored the question in its own transaction, and was interrupted before its jobs): schema
+ * 15 keeps every row and indexes jobs by question; the row without jobs is no question asked
+ * (export --question, cancel and requeue name it as never asked) until an `ask` gives it jobs. */
+static void test_upgrade_from_schema_14(gconstpointer kind) {
+    static const char *const tables[] = {"documents", "pages",      "questions",
+                                         "jobs",      "job_errors", "answers"};
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 14, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
+    add_document(s, "/archive/old.pdf", "1414");
+    g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Asked?"), ==, 3);
+    GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, NULL, &err);
+    g_assert_cmpint(cl->len, ==, 3);
+    DqJobAnswer ans = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "kept");
+    complete_all(s, "W", &ans, 1);
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "W", ((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id,
+                                  "model", "out of memory", TRUE, 1010, 10, &st, &err));
+    dq_assert_no_error(err);
+    g_ptr_array_free(cl, TRUE);
+    g_assert_true(dq_store_exec(s, "INSERT INTO questions (text) VALUES ('Orphan?')", &err));
+    dq_assert_no_error(err);
+    gint64 before[G_N_ELEMENTS(tables)];
+    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
+        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
+        before[i] = query_int(s, loc, sql);
+        g_assert_cmpint(before[i], >, 0);
+        g_free(sql);
+    }
+    store_jobs_finalize(s);
+    dq_store_close(s);
+
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 15);
+    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
+        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
+        g_assert_cmpint(query_int(s, loc, sql), ==, before[i]);
+        g_free(sql);
+    }
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM questions WHERE text = 'Orphan?'"), ==,
+                    1);
+    g_assert_cmpint(query_int(s, loc,
+                              dq_store_kind(s) == DQ_STORE_POSTGRES
+                                  ? "SELECT count(*) FROM pg_indexes WHERE tablename = 'jobs' "
+                                    "AND indexname = 'jobs_question'"
+                                  : "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                    "tbl_name = 'jobs' AND name = 'jobs_question'"),
+                    ==, 1);
+    char *text = answers_text(s);
+    g_assert_nonnull(strstr(text, "|Asked?|kept|m|"));
+    g_free(text);
+    gint64 asked = 0, orphan = -1, never = -1;
+    g_assert_true(store_jobs_find_question(s, "Asked?", &asked, &err));
+    g_assert_true(store_jobs_find_question(s, "Orphan?", &orphan, &err));
+    g_assert_true(store_jobs_find_question(s, "Never?", &never, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(asked, >, 0);
+    g_assert_cmpint(orphan, ==, 0);
+    g_assert_cmpint(never, ==, 0);
+    /* asked now: the row is reused, and found */
+    gint64 row = query_int(s, loc, "SELECT id FROM questions WHERE text = 'Orphan?'");
+    g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Orphan?"), ==, 3);
+    g_assert_true(store_jobs_find_question(s, "Orphan?", &orphan, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(orphan, ==, row);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* Render and generation settings as docqa writes them (ingest.c, queue.c). */
 static const char *R3 = "{\"longest_edge\":1536,\"n_res\":3,\"tile\":512}";
 static const char *R5 = "{\"longest_edge\":2560,\"n_res\":5,\"tile\":512}";
@@ -816,7 +892,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 15);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -1076,7 +1152,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 15);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -3254,6 +3330,10 @@ int main(int argc, char **argv) {
                          test_upgrade_from_schema_2);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
                          test_upgrade_from_schema_2);
+    g_test_add_data_func("/store/backends/sqlite/upgrade-from-14", "sqlite",
+                         test_upgrade_from_schema_14);
+    g_test_add_data_func("/store/backends/postgres/upgrade-from-14", "postgres",
+                         test_upgrade_from_schema_14);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-7", "sqlite",
                          test_upgrade_from_schema_7);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-7", "postgres",
