@@ -16,7 +16,8 @@
   gives for `v_answers`, `v_current_answers` and `v_progress` are those of the views docqa
   makes, in order.
 - Every file the documents name by its path (`model/backend.h`, `tests/jobs/test_queue_crash.c`)
-  is there.
+  is there, every identifier they quote (`matmul_many`, `dq_print_line`) is in the code, and
+  every test path they quote (`/gemm_bf16/x6`) is in the tests.
 
     test_readme_options.py DOCQA SOURCE_DIR
 """
@@ -35,6 +36,10 @@ DOCS = ["README.md", "DEVELOPERS.md", "docs/performance.md"]
 RETIRED = {"DOCQA_CUDA_PIXELS_F32"}  # session 9's float32 tiles, docs/performance.md
 # Paths the documents name that are made by a command (the demo, download-model.sh) or built.
 MADE = {"models/SmolVLM-256M-Instruct", "examples/out/demo.db", "tests/model/bench_gemv"}
+# Quoted identifiers that are other programs' (transformers, NFS, PostgreSQL, llama.cpp).
+EXTERNAL = {"infer_channel_dimension_format", "local_lock", "pg_dump", "GGML_ASSERT"}
+# Quoted absolute paths that are no test's: a user's folders.
+NOT_TESTS = ("/srv/", "/etc/", "/usr/", "/var/", "/tmp/", "/mnt/", "/proc/", "/dev/", "/path/")
 CODE_DIRS = ["cli", "common", "image", "model", "ingest", "jobs", "store", "schema", "scripts",
              "tests", "cmake", "configs", ".ci"]
 CODE_EXT = (".c", ".h", ".cu", ".sh", ".py", ".txt", ".cmake", ".sql", ".supp", "run")
@@ -172,6 +177,7 @@ def readme_view_lists(lines):
 def gather(docqa, src):
     """What the documents are checked against: the binary's options, the code, the schema."""
     options = {c: help_options(docqa, c) for c in COMMANDS}
+    code = code_text(src)
     schema = "\n".join(open(f, encoding="utf-8").read()
                        for f in glob.glob(os.path.join(src, "schema", "sqlite", "*.sql")))
     return {
@@ -182,7 +188,8 @@ def gather(docqa, src):
         "headers": {f"scripts/{os.path.basename(p)}": script_header(p)
                     for p in glob.glob(os.path.join(src, "scripts", "*.sh")) +
                     glob.glob(os.path.join(src, "scripts", "*.py"))},
-        "code_names": set(NAME_RE.findall(code_text(src))),
+        "code": code,
+        "code_names": set(NAME_RE.findall(code)),
         "read": lib_env_reads(src) | build_options(src),
         "views": set(re.findall(r"CREATE VIEW (?:IF NOT EXISTS )?(\w+)", schema)),
         "columns": view_columns(docqa),
@@ -274,6 +281,18 @@ def check(ctx, lines):
                     continue
                 if not os.path.exists(os.path.join(src, path)):
                     bad.append(f"{doc}:{n}: no such file: {path}")
+
+    idents = set(re.findall(r"\w+", ctx["code"]))
+    for doc in DOCS:
+        for n, line in enumerate(lines[doc], 1):
+            for quoted in re.findall(r"`([^`]+)`", line):
+                for ident in re.findall(r"(?<![\w/.$-])([A-Za-z]\w*_\w+)(?![\w/.-])", quoted):
+                    if not ident.startswith("DOCQA_") and ident not in EXTERNAL and \
+                            ident not in idents:
+                        bad.append(f"{doc}:{n}: `{ident}` is in no code")
+                for test in re.findall(r"(?<![\w.])(/[a-z0-9_]+/[a-z0-9_/]+)", quoted):
+                    if not test.startswith(NOT_TESTS) and f'"{test}' not in ctx["code"]:
+                        bad.append(f"{doc}:{n}: no test {test}")
     return bad, n_uses, len(named)
 
 
@@ -299,6 +318,8 @@ PLANTED = [
     ("README.md", "generated_tokens, ms_total,", "ms_total, generated_tokens,",
      "v_answers's columns are listed as"),
     ("README.md", "`jobs/queue.h`", "`jobs/queue_crash.h`", "no such file: jobs/queue_crash.h"),
+    ("DEVELOPERS.md", "`store_jobs_claim`", "`queue_claim_batch`", "`queue_claim_batch` is in no"),
+    ("docs/performance.md", "`/gemm_bf16/x6`", "`/gemm_bf16/x7`", "no test /gemm_bf16/x7"),
 ]
 
 
