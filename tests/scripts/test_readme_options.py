@@ -210,7 +210,8 @@ def check(ctx, lines):
                 if opt not in known[command]:
                     bad.append(f"{doc}:{n}: docqa {command} has no {opt}: {text.strip()}")
         if doc == "README.md":
-            synopsis = " ".join(t for n, c, t in uses if c == "ingest" and t.lstrip().startswith("["))
+            synopsis = " ".join(t for n, c, t in uses
+                                if c == "ingest" and t.lstrip().startswith("["))
     if not synopsis:
         bad.append("README.md: no `docqa ingest [--db FILE] ...` synopsis found")
     for short, long in options["ingest"]:
