@@ -18,6 +18,8 @@
 - Every file the documents name by its path (`model/backend.h`, `tests/jobs/test_queue_crash.c`)
   is there, every identifier they quote (`matmul_many`, `dq_print_line`) is in the code, and
   every test path they quote (`/gemm_bf16/x6`) is in the tests.
+- Each check finds an error planted in the documents' text (PLANTED), so that a check that
+  stopped looking fails too.
 
     test_readme_options.py DOCQA SOURCE_DIR
 """
