@@ -9,7 +9,8 @@
 #
 # Snapshots: random weights with the real SmolVLM-256M-Instruct dimensions (scripts/
 # make-random-model.sh), f32 and bf16, generated once into $MODELS (default
-# /tmp/docqa-random-models); --2.2b adds SmolVLM-Instruct's dimensions (slow on 2 cores: ~9 GB).
+# /tmp/docqa-random-models; docqa built in $BUILD, default build); --2.2b adds
+# SmolVLM-Instruct's dimensions (slow on 2 cores: ~9 GB).
 # The page is generated (text, rules, a table; 1275x1650 = letter at 150 dpi), N=5 (21 tiles),
 # the DocVQA prompt, 32 forced new tokens (MAX_NEW). THREADS (default: all cores) for both, and
 # both under docqa's OpenMP settings (GOMP_SPINCOUNT=300 unless OMP_WAIT_POLICY or

@@ -5,6 +5,9 @@
 #
 #   scripts/check-gpu.sh [FIXTURES_DIR]        (default $DOCQA_SHARED_DIR/fixtures-mini)
 #
+# Environment: GPU (default 0), BUILD (default build-gpu), CUDA_ARCHS (below), DOCQA_SHARED_DIR
+# (default ../shared).
+#
 # Steps, each timed:
 #   1. build docqa and test_backend_cuda (CUDA for this GPU only: CUDA_ARCHS, default native);
 #   2. test_backend_cuda: every op against the CPU, the tiny models, and the decode step as a

@@ -8,8 +8,8 @@
 # -Werror (and the CUDA sources when nvcc exists); ctest (all labels); ASan+UBSan build, ctest
 # -L unit on it, then ctest -L asan on it (the slow tests over the real-world corpus, the whole
 # pipeline, PostgreSQL crash recovery and the fixture sweeps; ~3 min on 2 cores), library
-# caches' leaks suppressed by tests/lsan.supp; libFuzzer smoke; the conformance check against
-# ../shared/fixtures when it exists.
+# caches' leaks suppressed by tests/lsan.supp; libFuzzer smoke (DOCQA_FUZZ_SECONDS a target,
+# default 20); the conformance check against ../shared/fixtures when it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

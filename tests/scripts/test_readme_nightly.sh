@@ -3,7 +3,8 @@
 # moved into a temporary folder and the bundled demo model: a night exports its answers and moves
 # the checkpoint; a second run whose file name is the same (the same second, here a `date` that
 # always says so) stops rather than replace that export, whose answers are past the checkpoint;
-# a later night exports only what is new.
+# a later night exports only what is new. The --json of ingest and status the nights logged hold
+# only keys that README.md's lists of them ("JSON", under "Exit statuses, signals and JSON") name.
 set -euo pipefail
 docqa=$1
 src=$2
@@ -65,4 +66,42 @@ rc=$(night)
   { echo "the second night: expected only the new page's answer"; exit 1; }
 [ ! -e "$out.part" ] && [ ! -e "$srv/docqa/out/answers-2026-01-02-013000.csv.part" ] ||
   { echo "a .part file was left"; exit 1; }
-echo "README nightly script: 3 answers, a same-second rerun refused, then 1 new answer"
+# json_keys_listed README COMMAND FILE: every key of FILE (COMMAND's --json) is in README's list
+json_keys_listed() {
+  python3 - "$@" <<'EOF'
+import json, re, sys
+readme, command, path = sys.argv[1:]
+text = open(readme, encoding="utf-8").read()
+m = re.search(r"^- `%s`: (.*?)(?=\n- |\n\n)" % re.escape(command), text, re.M | re.S)
+if not m:
+    sys.exit(f"{readme}: no list of {command}'s --json keys")
+listed = set(re.findall(r"`(\w+)`", m.group(1)))
+
+
+def keys(o):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            yield k
+            yield from keys(v)
+    elif isinstance(o, list):
+        for v in o:
+            yield from keys(v)
+
+
+missing = sorted(set(keys(json.load(open(path, encoding="utf-8")))) - listed)
+if missing:
+    sys.exit(f"{readme}: {command} --json writes {', '.join(missing)}, not in its list of keys")
+EOF
+}
+log=$srv/docqa/log
+json_keys_listed "$src/README.md" ingest "$log/ingest-2026-01-02-013000.json"
+json_keys_listed "$src/README.md" status "$log/status-2026-01-02-013000.json"
+# The check itself, on a README that lost a key from each list.
+sed -e 's/`not_hashed` (files/(files/' -e 's/`answers_by_snapshot` (/(/' "$src/README.md" \
+  >"$tmp/README.md"
+for c in ingest status; do
+  ! json_keys_listed "$tmp/README.md" "$c" "$log/$c-2026-01-02-013000.json" 2>/dev/null ||
+    { echo "a key left out of README's $c --json list was not found"; exit 1; }
+done
+echo "README nightly script: 3 answers, a same-second rerun refused, then 1 new answer;" \
+  "ingest's and status's --json keys all in README's lists"
