@@ -28,8 +28,9 @@ int cmd_migrate(int argc, char **argv) {
     GOptionContext *ctx = g_option_context_new("- move a database between SQLite and PostgreSQL");
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(
-        ctx, "Copies documents, pages, questions, jobs, job errors and answers, ids kept, in one "
-             "transaction on the destination. Example:\n"
+        ctx, "Copies documents (with their stat stamps), pages, questions, jobs, job errors, "
+             "answers, the answers they superseded and the answers' commit counter, ids kept, in "
+             "one transaction on the destination. Example:\n"
              "  docqa migrate --from sqlite:docqa.db --to postgresql://user@host/docqa\n"
              "Page images stay files: give PostgreSQL workers DOCQA_PAGES=<docqa.db>.pages (on "
              "storage every worker mounts).");
