@@ -112,6 +112,18 @@ gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gbo
 gboolean store_new_job_question(DqStore *s, const DqNewJob *job, GHashTable *known, gint64 *id,
                                 GError **err);
 
+/* The built-in migrations (store_migrate.c), for both stores' upgrades. */
+/* "0003_jobs.sql" -> 3; 0 when the name does not start with a positive number and '_', or does
+ * not end in ".sql". */
+int store_migration_number(const char *name);
+/* The names in resource folder `folder` ("schema/sqlite", "schema/postgres") in order
+ * (g_strfreev), *newest their last one's number; NULL, with err, when a name is malformed or the
+ * numbers do not run 1, 2, 3 ... (a gap or a duplicate). */
+char **store_migration_names(const char *folder, int *newest, GError **err);
+/* FALSE, with err saying so, for a database whose schema version `current` is newer than the
+ * `newest` this docqa knows. */
+gboolean store_schema_too_new(DqStore *s, int current, int newest, GError **err);
+
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */
 DqStore *store_pg_open(const char *location, int max_version, gboolean must_exist, GError **err);
