@@ -99,11 +99,13 @@ void store_sqlite_explain(DqStore *s, GError **err);
  * minute; DOCQA_TEST_BUSY_LIMIT_MS shortens it, for tests of what comes after. */
 gint64 store_busy_limit_ms(void);
 
-/* For `ask --document ID`: TRUE, with err saying that the document failed to ingest (its path,
- * error code and message) and has no pages to ask about, when `failed`; FALSE otherwise. Shared
- * by the SQLite and PostgreSQL page selection, so both say it alike. */
-gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
-                                    const char *code, const char *message, GError **err);
+/* For `ask --document ID`, from its row in documents: TRUE when it can be asked about; FALSE,
+ * with err saying why, when it does not `exist` or it `failed` to ingest (its path, error code
+ * and message) and has no pages. Shared by the SQLite and PostgreSQL page selection, so both say
+ * it alike. */
+gboolean store_jobs_document_askable(DqStore *s, gint64 id, gboolean exists, const char *path,
+                                     gboolean failed, const char *code, const char *message,
+                                     GError **err);
 
 /* The id of a new job's question: its question_id, or, when 0, that of the question whose text
  * it carries, stored when new (store_jobs_question_id) inside the enqueue's transaction, so that

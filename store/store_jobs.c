@@ -359,16 +359,19 @@ gint store_jobs_cmp_id(gconstpointer a, gconstpointer b) {
     return x < y ? -1 : x > y;
 }
 
-gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
-                                    const char *code, const char *message, GError **err) {
+gboolean store_jobs_document_askable(DqStore *s, gint64 id, gboolean exists, const char *path,
+                                     gboolean failed, const char *code, const char *message,
+                                     GError **err) {
+    if (!exists)
+        return dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT,
+                       dq_store_path(s), id);
     if (!failed)
-        return FALSE;
-    dq_fail(err, DQ_ERR_ARGS,
-            "%s: document %" G_GINT64_FORMAT " (%s) failed to ingest (%s: %s): it has no pages "
-            "to ask about; fix the file and run docqa ingest on it again",
-            dq_store_path(s), id, path ? path : "?", code ? code : "no error code",
-            message ? message : "no message");
-    return TRUE;
+        return TRUE;
+    return dq_fail(err, DQ_ERR_ARGS,
+                   "%s: document %" G_GINT64_FORMAT " (%s) failed to ingest (%s: %s): it has no "
+                   "pages to ask about; fix the file and run docqa ingest on it again",
+                   dq_store_path(s), id, path ? path : "?", code ? code : "no error code",
+                   message ? message : "no message");
 }
 
 static gpointer ask_page_row(sqlite3_stmt *st) {
@@ -416,17 +419,12 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
             goto fail;
         }
         gboolean exists = rc == SQLITE_ROW;
-        gboolean ok =
-            exists && !store_jobs_failed_document(
-                          s, document_ids[i], (const char *)sqlite3_column_text(st, 0),
-                          sqlite3_column_int(st, 1), (const char *)sqlite3_column_text(st, 2),
-                          (const char *)sqlite3_column_text(st, 3), err);
+        gboolean ok = store_jobs_document_askable(
+            s, document_ids[i], exists, exists ? (const char *)sqlite3_column_text(st, 0) : NULL,
+            exists && sqlite3_column_int(st, 1),
+            exists ? (const char *)sqlite3_column_text(st, 2) : NULL,
+            exists ? (const char *)sqlite3_column_text(st, 3) : NULL, err);
         sqlite3_reset(st);
-        if (!exists) {
-            dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
-                    document_ids[i]);
-            goto fail;
-        }
         if (!ok)
             goto fail;
         g_array_append_val(ids, document_ids[i]);

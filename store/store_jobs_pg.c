@@ -142,17 +142,12 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
                         &p, "finding a document", err)) == NULL)
             goto fail;
         gboolean exists = PQntuples(r) > 0;
-        gboolean ok = exists && !store_jobs_failed_document(
-                                    s, document_ids[i], PQgetvalue(r, 0, 0),
-                                    strcmp(PQgetvalue(r, 0, 1), "t") == 0,
-                                    PQgetisnull(r, 0, 2) ? NULL : PQgetvalue(r, 0, 2),
-                                    PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), err);
+        gboolean ok = store_jobs_document_askable(
+            s, document_ids[i], exists, exists ? PQgetvalue(r, 0, 0) : NULL,
+            exists && strcmp(PQgetvalue(r, 0, 1), "t") == 0,
+            exists && !PQgetisnull(r, 0, 2) ? PQgetvalue(r, 0, 2) : NULL,
+            exists && !PQgetisnull(r, 0, 3) ? PQgetvalue(r, 0, 3) : NULL, err);
         PQclear(r);
-        if (!exists) {
-            dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
-                    document_ids[i]);
-            goto fail;
-        }
         if (!ok)
             goto fail;
         g_array_append_val(ids, document_ids[i]);
