@@ -44,6 +44,16 @@ char *store_sqlite_immutable_uri(const char *path);
     "started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, ms_total, device, "      \
     "weights, exact, model_fingerprint"
 
+/* The columns both stores read: v_progress's (DqProgressRow), and v_answers' and
+ * v_current_answers' (DqAnswerRow), in the order their readers take them. */
+#define DQ_PROGRESS_SQL                                                                            \
+    "SELECT question, model, total, queued, running, done, failed, dead, retrying, stalled, "      \
+    "cancelled, percent_done, asked_at, last_finished_at FROM v_progress"
+#define DQ_ANSWER_ROW_COLUMNS                                                                      \
+    "document_path, page, question, answer, model, finished_at, document_id, document_sha256, "    \
+    "job_id, device, weights, exact, n_res, tile, longest_edge, prompt, max_new_tokens, "          \
+    "do_sample, model_fingerprint"
+
 /* A job leaving running for good (failed, or dead after its last attempt) that already has an
  * answer goes back to 'done' instead: `docqa requeue --approximate` put it back, and its
  * approximate answer still stands (a failed job beside a current answer would say two things at

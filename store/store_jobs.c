@@ -1219,11 +1219,6 @@ void dq_progress_row_free(DqProgressRow *r) {
     g_free(r);
 }
 
-/* The view's columns by name: the same list on both stores (store_jobs_pg.c). */
-#define PROGRESS_SQL                                                                               \
-    "SELECT question, model, total, queued, running, done, failed, dead, retrying, stalled, "      \
-    "cancelled, percent_done, asked_at, last_finished_at FROM v_progress"
-
 static gpointer progress_row(sqlite3_stmt *st) {
     DqProgressRow *r = g_new0(DqProgressRow, 1);
     r->question = col_dup(st, 0);
@@ -1241,7 +1236,7 @@ static gpointer progress_row(sqlite3_stmt *st) {
 
 GPtrArray *store_jobs_progress(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_progress(s, err));
-    sqlite3_stmt *st = stmt(s, PROGRESS_SQL, err);
+    sqlite3_stmt *st = stmt(s, DQ_PROGRESS_SQL, err);
     if (st == NULL)
         return NULL;
     return read_rows(s, st, progress_row, (GDestroyNotify)dq_progress_row_free,
@@ -1365,9 +1360,7 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
 }
 
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
-    "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
-    "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR question IN " \
+    "SELECT " DQ_ANSWER_ROW_COLUMNS " FROM " VIEW " WHERE (?1 IS NULL OR question IN "             \
     "(SELECT text FROM questions WHERE id IN (SELECT value FROM json_each(?1)))) AND (?4 IS NULL " \
     "OR document_id IN (SELECT value FROM json_each(?4)))" RANGE                                   \
     " ORDER BY document_path, document_id, page, question, job_id"

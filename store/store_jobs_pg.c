@@ -818,12 +818,8 @@ static gpointer progress_row(PGresult *r, int i) {
 
 GPtrArray *pgjobs_progress(DqStore *s, GError **err) {
     /* the view orders its rows itself (the questions as first asked) */
-    return read_rows(s,
-                     "SELECT question, model, total, queued, running, done, failed, dead, "
-                     "retrying, stalled, cancelled, percent_done, asked_at, last_finished_at "
-                     "FROM v_progress",
-                     NULL, "reading v_progress", progress_row, (GDestroyNotify)dq_progress_row_free,
-                     err);
+    return read_rows(s, DQ_PROGRESS_SQL, NULL, "reading v_progress", progress_row,
+                     (GDestroyNotify)dq_progress_row_free, err);
 }
 
 gboolean pgjobs_progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err) {
@@ -854,9 +850,7 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
  * PostgreSQL hashes only for a constant array (14 and later) and otherwise scans once per row:
  * --where may match every document of a large archive. */
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
-    "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
-    "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "   \
+    "SELECT " DQ_ANSWER_ROW_COLUMNS " FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "               \
     "question IN (SELECT text FROM questions WHERE id = ANY ($1::bigint[]))) AND ($2::bigint[] "   \
     "IS NULL OR document_id IN (SELECT unnest($2::bigint[])))" RANGE                               \
     " ORDER BY document_path COLLATE \"C\", document_id, page, question COLLATE \"C\", job_id"
