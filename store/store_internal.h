@@ -60,6 +60,28 @@ char *store_sqlite_immutable_uri(const char *path);
  * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
 #define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
 
+/* What a claim records of a job whose lease ran out (its holder died or hung): job_errors' kind
+ * and message, and jobs.last_error ("kind: message"), as SQL literals. */
+#define DQ_SQL_LEASE_EXPIRED_KIND    "'lease_expired'"
+#define DQ_SQL_LEASE_EXPIRED_MESSAGE "'lease expired: the worker died or hung'"
+#define DQ_SQL_LEASE_EXPIRED_ERROR   "'lease_expired: lease expired: the worker died or hung'"
+
+/* docqa cancel's and requeue's UPDATE of the jobs `filter` (each store's JOB_FILTER_SQL over
+ * `jobs j`) takes; `now` is the store's SQL for the time as ISO-8601 text. A cancelled job that
+ * has an answer goes back to done with it (DQ_SQL_HAS_ANSWER's reason). */
+#define DQ_SQL_CANCEL(now, filter)                                                                 \
+    "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "                         \
+    "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER                             \
+    " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "                        \
+    "ELSE " now " END, lease_owner = NULL, lease_expires_ms = NULL, "                              \
+    "not_before_ms = 0 WHERE id IN (SELECT j.id " filter ")"
+#define DQ_SQL_REQUEUE(filter)                                                                     \
+    "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "                          \
+    "finished_at = NULL WHERE id IN (SELECT j.id " filter ")"
+
+/* Fails, with err naming the store, for a database whose answer_commit_seq row is gone. */
+gboolean store_jobs_checkpoint_lost(DqStore *s, GError **err);
+
 /* A failure's cause without the paths that make each message of it different: docqa's messages
  * name their file first ("FILE: what is wrong") and put other files in parentheses ("(DOCUMENT,
  * page N)"), so the leading "FILE: " when it holds a '/' (or a job's "job N: "), and everything

@@ -600,8 +600,8 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
      * or unreachable); taking them back would put the same job in its model twice. */
     st = stmt(s,
               "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
-              "SELECT id, attempts, lease_owner, 'lease_expired', "
-              "'lease expired: the worker died or hung' FROM jobs "
+              "SELECT id, attempts, lease_owner, " DQ_SQL_LEASE_EXPIRED_KIND
+              ", " DQ_SQL_LEASE_EXPIRED_MESSAGE " FROM jobs "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
               "AND lease_owner <> ?3",
               err);
@@ -617,7 +617,7 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
               " THEN 'done' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
               "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
-              "last_error = 'lease_expired: lease expired: the worker died or hung' "
+              "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
               "AND lease_owner <> ?3 RETURNING id, state",
               err);
@@ -1443,13 +1443,15 @@ gboolean store_jobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **e
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return db_fail(s, err, "reading the answers' commit checkpoint");
-    if (!found)
-        return dq_fail(err, DQ_ERR_DB,
-                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
-                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
-                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
-                       dq_store_path(s));
-    return TRUE;
+    return found || store_jobs_checkpoint_lost(s, err);
+}
+
+gboolean store_jobs_checkpoint_lost(DqStore *s, GError **err) {
+    return dq_fail(err, DQ_ERR_DB,
+                   "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
+                   "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
+                   "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
+                   dq_store_path(s));
 }
 
 /* ---- withdrawing work, and queueing it again ---- */
@@ -1555,22 +1557,14 @@ fail:
 GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
                              GError **err) {
     PG_DISPATCH(s, return pgjobs_cancel(s, filter, dry_run, err));
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
-                       "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
-                       " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
-                       "ELSE " NOW_ISO " END, lease_owner = NULL, lease_expires_ms = NULL, "
-                       "not_before_ms = 0 WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+    return change_jobs(s, filter, dry_run, DQ_SQL_CANCEL(NOW_ISO, JOB_FILTER_SQL),
                        "cancelling jobs", err);
 }
 
 GPtrArray *store_jobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
                               GError **err) {
     PG_DISPATCH(s, return pgjobs_requeue(s, filter, dry_run, err));
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
-                       "finished_at = NULL WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
-                       "requeueing jobs", err);
+    return change_jobs(s, filter, dry_run, DQ_SQL_REQUEUE(JOB_FILTER_SQL), "requeueing jobs", err);
 }
 
 gboolean store_jobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {

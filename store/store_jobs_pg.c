@@ -269,14 +269,14 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "WHERE state = 'running' AND lease_expires_ms < $1 AND model_id = $2 "
                "AND lease_owner <> $3 FOR UPDATE SKIP LOCKED), "
                "recorded AS (INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
-               "SELECT id, attempts, lease_owner, 'lease_expired', "
-               "'lease expired: the worker died or hung' FROM expired) "
+               "SELECT id, attempts, lease_owner, " DQ_SQL_LEASE_EXPIRED_KIND
+               ", " DQ_SQL_LEASE_EXPIRED_MESSAGE " FROM expired) "
                "UPDATE jobs j SET state = CASE WHEN j.attempts >= j.max_attempts AND EXISTS "
                "(SELECT 1 FROM answers a WHERE a.job_id = j.id) THEN 'done' "
                "WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END, "
                "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
                "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
-               "last_error = 'lease_expired: lease expired: the worker died or hung' "
+               "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
                "FROM expired WHERE j.id = expired.id RETURNING j.id, j.state",
                &p, "reclaiming expired leases", err);
     if (r == NULL)
@@ -439,9 +439,7 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         if (!pg_do(s,
                    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
                    "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
-                   "OR (state IN ('queued', 'dead', 'cancelled') AND NOT EXISTS (SELECT 1 FROM "
-                   "answers a "
-                   "WHERE a.job_id = jobs.id)))",
+                   "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
                    &p, "finishing a job", &changed, err))
             goto fail;
         if (changed != 1) {
@@ -928,13 +926,7 @@ gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) 
     if (found)
         *checkpoint = pg_get_i64(r, 0, 0);
     PQclear(r);
-    if (!found)
-        return dq_fail(err, DQ_ERR_DB,
-                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
-                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
-                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
-                       dq_store_path(s));
-    return TRUE;
+    return found || store_jobs_checkpoint_lost(s, err);
 }
 
 /* ---- withdrawing work, and queueing it again ---- */
@@ -1023,20 +1015,12 @@ fail:
 }
 
 GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
-                       "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
-                       " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
-                       "ELSE docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
-                       "not_before_ms = 0 WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+    return change_jobs(s, filter, dry_run, DQ_SQL_CANCEL("docqa_now_iso()", JOB_FILTER_SQL),
                        "cancelling jobs", err);
 }
 
 GPtrArray *pgjobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
-                       "finished_at = NULL WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
-                       "requeueing jobs", err);
+    return change_jobs(s, filter, dry_run, DQ_SQL_REQUEUE(JOB_FILTER_SQL), "requeueing jobs", err);
 }
 
 gboolean pgjobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {
