@@ -144,9 +144,8 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
         gboolean exists = PQntuples(r) > 0;
         gboolean ok = store_jobs_document_askable(
             s, document_ids[i], exists, exists ? PQgetvalue(r, 0, 0) : NULL,
-            exists && strcmp(PQgetvalue(r, 0, 1), "t") == 0,
-            exists && !PQgetisnull(r, 0, 2) ? PQgetvalue(r, 0, 2) : NULL,
-            exists && !PQgetisnull(r, 0, 3) ? PQgetvalue(r, 0, 3) : NULL, err);
+            exists && strcmp(PQgetvalue(r, 0, 1), "t") == 0, exists ? pg_get_text(r, 0, 2) : NULL,
+            exists ? pg_get_text(r, 0, 3) : NULL, err);
         PQclear(r);
         if (!ok)
             goto fail;
@@ -871,18 +870,18 @@ static gboolean each_answer_row(PGresult *r, int i, void *user, GError **err) {
         .model = PQgetvalue(r, i, 4),
         .finished_at = PQgetvalue(r, i, 5),
         .document_id = pg_get_i64(r, i, 6),
-        .document_sha256 = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7),
+        .document_sha256 = pg_get_text(r, i, 7),
         .job_id = pg_get_i64(r, i, 8),
-        .device = PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
-        .weights = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10),
+        .device = pg_get_text(r, i, 9),
+        .weights = pg_get_text(r, i, 10),
         .exact = get_int_or(r, i, 11, -1),
         .n_res = get_int_or(r, i, 12, -1),
         .tile = get_int_or(r, i, 13, -1),
         .longest_edge = get_int_or(r, i, 14, -1),
-        .prompt = PQgetisnull(r, i, 15) ? NULL : PQgetvalue(r, i, 15),
+        .prompt = pg_get_text(r, i, 15),
         .max_new_tokens = get_int_or(r, i, 16, -1),
         .do_sample = get_int_or(r, i, 17, -1),
-        .model_fingerprint = PQgetisnull(r, i, 18) ? NULL : PQgetvalue(r, i, 18),
+        .model_fingerprint = pg_get_text(r, i, 18),
     };
     return e->fn(&row, e->user, err);
 }

@@ -300,8 +300,12 @@ gint64 pg_get_i64(PGresult *r, int row, int col) {
     return g_ascii_strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+const char *pg_get_text(PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
 char *pg_get_dup(PGresult *r, int row, int col) {
-    return PQgetisnull(r, row, col) ? NULL : g_strdup(PQgetvalue(r, row, col));
+    return g_strdup(pg_get_text(r, row, col));
 }
 
 /* The newest migration applied; 0 for a database without docqa's tables. Reads only, so that
