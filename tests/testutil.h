@@ -70,4 +70,18 @@ int dq_test_docqa_in(const char *cwd, GSpawnChildSetupFunc setup, const char *co
 /* The same in this folder, with the arguments listed up to a NULL. */
 int dq_test_docqa(char **out, char **errout, const char *first, ...) G_GNUC_NULL_TERMINATED;
 
+/* How dq_test_docqa_run starts docqa; a member left 0 or NULL changes nothing. */
+typedef struct {
+    const char *cwd;        /* the folder it runs in */
+    const char *const *env; /* NULL-terminated: "NAME=value" sets NAME, "NAME" unsets it */
+    const char *in;         /* stdin: these in_len bytes through a pipe (NULL: this one's) */
+    gsize in_len;
+    const char *stdout_path; /* stdout into this file rather than *out (which is then "") */
+} DqTestRun;
+
+/* Runs the docqa binary with args (NULL-terminated, the program's name left out) as `how` says
+ * (NULL: as this process runs), stdout and stderr through pipes; out and errout (may be NULL)
+ * get them, "" when it wrote none (g_free). Returns its exit status, -1 when a signal ended it. */
+int dq_test_docqa_run(const DqTestRun *how, const char *const *args, char **out, char **errout);
+
 #endif
