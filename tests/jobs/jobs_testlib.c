@@ -1,5 +1,6 @@
 #include "jobs_testlib.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "store_jobs.h"
 #include "testutil.h"
@@ -315,6 +316,31 @@ DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a) {
     g_assert_true(queue_worker_run(opt, a, &stop, &stats, &err));
     dq_assert_no_error(err);
     return stats;
+}
+
+pid_t jt_spawn_worker(const DqWorkerOptions *opt, const char *kill_at, int delay_ms,
+                      gint64 skew_ms) {
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        if (kill_at)
+            g_setenv("DOCQA_TEST_KILL_AT", kill_at, TRUE);
+        else
+            g_unsetenv("DOCQA_TEST_KILL_AT");
+        if (skew_ms != 0)
+            dq_wall_clock_skew_for_test(skew_ms);
+        JtAnswererConfig cfg = {.delay_ms = delay_ms};
+        DqAnswerer *a = jt_answerer_new(&cfg);
+        volatile sig_atomic_t stop = 0;
+        DqWorkerStats stats;
+        GError *err = NULL;
+        gboolean ok = queue_worker_run(opt, a, &stop, &stats, &err);
+        if (!ok)
+            fprintf(stderr, "worker: %s\n", err->message);
+        _exit(ok ? 0 : 2);
+    }
+    return pid;
 }
 
 JsonObject *jt_json_object(JsonParser *p, const char *text) {

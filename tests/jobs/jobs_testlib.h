@@ -14,6 +14,7 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <sys/types.h>
 
 /* Creates <dir>/docqa.db with n_docs documents of n_pages pages each (all different PNGs in the
  * page store). Returns the database path (g_free). */
@@ -70,6 +71,13 @@ int jt_answerer_withdrawn(const DqAnswerer *a);
 /* Runs one worker with opt and the answerer a (the caller's, to free) until it returns; fails
  * the test when it fails. Its stats. */
 DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a);
+
+/* A forked worker process running opt with the hash answerer ({.delay_ms = delay_ms}), killed at
+ * `kill_at` (DOCQA_TEST_KILL_AT's "<point>:<n>"; NULL: nowhere), its clock skew_ms off
+ * (dq_wall_clock_skew_for_test): it exits 0 when the worker returns, 2, its error on stderr,
+ * when the worker fails. The crash tests' worker, on either store. Its pid. */
+pid_t jt_spawn_worker(const DqWorkerOptions *opt, const char *kill_at, int delay_ms,
+                      gint64 skew_ms);
 
 /* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until
  * the queue is empty; fails the test when the worker fails. */

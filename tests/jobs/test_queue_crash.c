@@ -28,26 +28,8 @@ static DqWorkerOptions worker_options(void) {
 
 /* A worker process; `kill_at` goes into DOCQA_TEST_KILL_AT (NULL: none). */
 static pid_t spawn_worker(const char *kill_at, int delay_ms) {
-    fflush(NULL);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        if (kill_at)
-            g_setenv("DOCQA_TEST_KILL_AT", kill_at, TRUE);
-        else
-            g_unsetenv("DOCQA_TEST_KILL_AT");
-        JtAnswererConfig cfg = {.delay_ms = delay_ms};
-        DqAnswerer *a = jt_answerer_new(&cfg);
-        DqWorkerOptions opt = worker_options();
-        volatile sig_atomic_t stop = 0;
-        DqWorkerStats stats;
-        GError *err = NULL;
-        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
-        if (!ok)
-            fprintf(stderr, "worker: %s\n", err->message);
-        _exit(ok ? 0 : 2);
-    }
-    return pid;
+    DqWorkerOptions opt = worker_options();
+    return jt_spawn_worker(&opt, kill_at, delay_ms, 0);
 }
 
 /* The states a crash may leave: never an answer without 'done', nor 'done' without one. */
