@@ -318,7 +318,7 @@ DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a) {
     return stats;
 }
 
-pid_t jt_spawn_worker(const DqWorkerOptions *opt, const char *kill_at, int delay_ms,
+pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int delay_ms,
                       gint64 skew_ms) {
     fflush(NULL);
     pid_t pid = fork();
@@ -332,10 +332,18 @@ pid_t jt_spawn_worker(const DqWorkerOptions *opt, const char *kill_at, int delay
             dq_wall_clock_skew_for_test(skew_ms);
         JtAnswererConfig cfg = {.delay_ms = delay_ms};
         DqAnswerer *a = jt_answerer_new(&cfg);
+        DqWorkerOptions opt = {.db_path = db,
+                               .model_id = "m",
+                               .batch = 4,
+                               .until_empty = TRUE,
+                               .lease_ms = lease_ms,
+                               .heartbeat_ms = 80,
+                               .backoff_ms = 1,
+                               .poll_ms = 20};
         volatile sig_atomic_t stop = 0;
         DqWorkerStats stats;
         GError *err = NULL;
-        gboolean ok = queue_worker_run(opt, a, &stop, &stats, &err);
+        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
         if (!ok)
             fprintf(stderr, "worker: %s\n", err->message);
         _exit(ok ? 0 : 2);

@@ -72,11 +72,12 @@ int jt_answerer_withdrawn(const DqAnswerer *a);
  * the test when it fails. Its stats. */
 DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a);
 
-/* A forked worker process running opt with the hash answerer ({.delay_ms = delay_ms}), killed at
- * `kill_at` (DOCQA_TEST_KILL_AT's "<point>:<n>"; NULL: nowhere), its clock skew_ms off
- * (dq_wall_clock_skew_for_test): it exits 0 when the worker returns, 2, its error on stderr,
- * when the worker fails. The crash tests' worker, on either store. Its pid. */
-pid_t jt_spawn_worker(const DqWorkerOptions *opt, const char *kill_at, int delay_ms,
+/* A forked worker process of the crash tests, on either store: model "m" of `db` with the hash
+ * answerer (delay_ms a request), batches of 4 until the queue is empty, leases of lease_ms
+ * renewed every 80 ms, polls every 20 ms; killed at `kill_at` (DOCQA_TEST_KILL_AT's
+ * "<point>:<n>"; NULL: nowhere), its clock skew_ms off (dq_wall_clock_skew_for_test). It exits 0
+ * when the worker returns, 2, its error on stderr, when the worker fails. Its pid. */
+pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int delay_ms,
                       gint64 skew_ms);
 
 /* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until

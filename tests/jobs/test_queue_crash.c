@@ -15,21 +15,9 @@
 
 static const char *db;
 
-static DqWorkerOptions worker_options(void) {
-    return (DqWorkerOptions){.db_path = db,
-                             .model_id = "m",
-                             .batch = 4,
-                             .until_empty = TRUE,
-                             .lease_ms = LEASE_MS,
-                             .heartbeat_ms = 80,
-                             .backoff_ms = 1,
-                             .poll_ms = 20};
-}
-
 /* A worker process; `kill_at` goes into DOCQA_TEST_KILL_AT (NULL: none). */
 static pid_t spawn_worker(const char *kill_at, int delay_ms) {
-    DqWorkerOptions opt = worker_options();
-    return jt_spawn_worker(&opt, kill_at, delay_ms, 0);
+    return jt_spawn_worker(db, LEASE_MS, kill_at, delay_ms, 0);
 }
 
 /* The states a crash may leave: never an answer without 'done', nor 'done' without one. */

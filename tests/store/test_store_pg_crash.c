@@ -25,23 +25,9 @@ static PgtServer *server;
 static char *db;      /* the PostgreSQL location */
 static char *page_db; /* the SQLite database whose page store the workers read */
 
-/* A worker process; `skew_ms`: its machine's clock is that much off. */
-static pid_t spawn_skewed_worker(const char *location, const char *kill_at, int delay_ms,
-                                 gint64 lease_ms, gint64 skew_ms) {
-    DqWorkerOptions opt = {.db_path = location,
-                           .model_id = "m",
-                           .batch = 4,
-                           .until_empty = TRUE,
-                           .lease_ms = lease_ms,
-                           .heartbeat_ms = 80,
-                           .backoff_ms = 1,
-                           .poll_ms = 20};
-    return jt_spawn_worker(&opt, kill_at, delay_ms, skew_ms);
-}
-
 static pid_t spawn_worker_at(const char *location, const char *kill_at, int delay_ms,
                              gint64 lease_ms) {
-    return spawn_skewed_worker(location, kill_at, delay_ms, lease_ms, 0);
+    return jt_spawn_worker(location, lease_ms, kill_at, delay_ms, 0);
 }
 
 static pid_t spawn_worker(const char *kill_at, int delay_ms) {
@@ -180,8 +166,8 @@ static char *copy_of_queue(const char *name) {
  * so neither worker takes the other's jobs; every job is answered once, at its first attempt. */
 static void test_clocks_apart(void) {
     char *loc = copy_of_queue("clocks_apart");
-    pid_t w[2] = {spawn_skewed_worker(loc, NULL, 4, 2000, 0),
-                  spawn_skewed_worker(loc, NULL, 4, 2000, 10 * 60 * 1000)};
+    pid_t w[2] = {jt_spawn_worker(loc, 2000, NULL, 4, 0),
+                  jt_spawn_worker(loc, 2000, NULL, 4, 10 * 60 * 1000)};
     for (int i = 0; i < 2; i++) {
         int status = 0;
         g_assert_cmpint(waitpid(w[i], &status, 0), ==, w[i]);
