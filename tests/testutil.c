@@ -304,3 +304,32 @@ int dq_test_docqa_run(const DqTestRun *how, const char *const *args, char **out,
     g_ptr_array_free(argv, TRUE);
     return rc;
 }
+
+void dq_test_oriented_position(int o, int w, int h, int x, int y, int *ox, int *oy) {
+    switch (o) {
+    case 2: /* mirrored */
+        *ox = w - 1 - x, *oy = y;
+        break;
+    case 3: /* rotated 180 */
+        *ox = w - 1 - x, *oy = h - 1 - y;
+        break;
+    case 4: /* flipped */
+        *ox = x, *oy = h - 1 - y;
+        break;
+    case 5: /* transposed */
+        *ox = y, *oy = x;
+        break;
+    case 6: /* rotated 90 clockwise */
+        *ox = h - 1 - y, *oy = x;
+        break;
+    case 7: /* transversed */
+        *ox = h - 1 - y, *oy = w - 1 - x;
+        break;
+    case 8: /* rotated 90 counter-clockwise */
+        *ox = y, *oy = w - 1 - x;
+        break;
+    default:
+        *ox = x, *oy = y;
+        break;
+    }
+}

@@ -58,6 +58,12 @@ int dq_test_run_paused(const char *const *argv, const char *const *env, const ch
  * saying why, when it is not there. g_free the path. */
 char *dq_test_tiny_model(void);
 
+/* Where the stored pixel (x, y) of a w x h image is shown under EXIF/TIFF Orientation `o`
+ * (1-8, TIFF 6.0: which stored row is the top, which column the left; anything else: as
+ * stored), i.e. where exif_transpose moves it: (*ox, *oy) in the w x h image, or the h x w one
+ * for 5-8. */
+void dq_test_oriented_position(int o, int w, int h, int x, int y, int *ox, int *oy);
+
 /* The docqa binary of this build. g_free the path. */
 char *dq_test_docqa_path(void);
 
