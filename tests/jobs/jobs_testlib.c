@@ -351,6 +351,18 @@ pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int 
     return pid;
 }
 
+gint64 jt_requeue_all(DqStore *s, guint states) {
+    GError *err = NULL;
+    DqJobFilter every = {.states = states};
+    GPtrArray *groups = store_jobs_requeue(s, &every, FALSE, &err);
+    dq_assert_no_error(err);
+    gint64 n = 0;
+    for (guint i = 0; i < groups->len; i++)
+        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
+    g_ptr_array_free(groups, TRUE);
+    return n;
+}
+
 JsonObject *jt_json_object(JsonParser *p, const char *text) {
     GError *err = NULL;
     if (!json_parser_load_from_data(p, text, -1, &err))

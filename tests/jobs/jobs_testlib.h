@@ -80,6 +80,10 @@ DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a);
 pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int delay_ms,
                       gint64 skew_ms);
 
+/* store_jobs_requeue of every job in `states` (a done one: answered approximately), on either
+ * store; fails the test when it fails. How many went back. */
+gint64 jt_requeue_all(DqStore *s, guint states);
+
 /* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until
  * the queue is empty; fails the test when the worker fails. */
 void jt_run_worker(const char *db, const char *model_id);
