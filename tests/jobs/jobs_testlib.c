@@ -10,6 +10,8 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define RENDER_SETTINGS "{\"longest_edge\":2048,\"n_res\":4,\"tile\":512}"
@@ -316,6 +318,36 @@ DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a) {
     g_assert_true(queue_worker_run(opt, a, &stop, &stats, &err));
     dq_assert_no_error(err);
     return stats;
+}
+
+/* CPU seconds of the children waited for so far. */
+static double children_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+gboolean jt_drain_processes(const char *db, int procs, int batch, double *secs, double *cpu_s) {
+    fflush(NULL);
+    gint64 t0 = g_get_monotonic_time();
+    double c0 = children_cpu_s();
+    pid_t *pids = g_new0(pid_t, procs);
+    for (int i = 0; i < procs; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(jt_drain(db, batch));
+    }
+    gboolean ok = TRUE;
+    for (int i = 0; i < procs; i++) {
+        int status = 0;
+        waitpid(pids[i], &status, 0);
+        ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    *secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+    *cpu_s = children_cpu_s() - c0;
+    g_free(pids);
+    return ok;
 }
 
 pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int delay_ms,

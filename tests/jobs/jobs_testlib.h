@@ -99,4 +99,8 @@ gint64 jt_query_int(const char *db_path, const char *sql);
  * until the queue is empty; 0 on success, 2 with a message on stderr. */
 int jt_drain(const char *db, int batch);
 
+/* The benchmarks' measure: `procs` jt_drain processes (forked) on db at once, waited for; FALSE
+ * when one failed. *secs: the wall time they took; *cpu_s: the CPU time they used. */
+gboolean jt_drain_processes(const char *db, int procs, int batch, double *secs, double *cpu_s);
+
 #endif
