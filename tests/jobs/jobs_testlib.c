@@ -384,9 +384,13 @@ pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int 
 }
 
 gint64 jt_requeue_all(DqStore *s, guint states) {
-    GError *err = NULL;
     DqJobFilter every = {.states = states};
-    GPtrArray *groups = store_jobs_requeue(s, &every, FALSE, &err);
+    return jt_requeue(s, &every, FALSE);
+}
+
+gint64 jt_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run) {
+    GError *err = NULL;
+    GPtrArray *groups = store_jobs_requeue(s, filter, dry_run, &err);
     dq_assert_no_error(err);
     gint64 n = 0;
     for (guint i = 0; i < groups->len; i++)

@@ -80,8 +80,11 @@ DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a);
 pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int delay_ms,
                       gint64 skew_ms);
 
-/* store_jobs_requeue of every job in `states` (a done one: answered approximately), on either
- * store; fails the test when it fails. How many went back. */
+/* store_jobs_requeue of the jobs `filter` takes, on either store; fails the test when it fails.
+ * How many went back (with dry_run: would go). */
+gint64 jt_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run);
+
+/* jt_requeue of every job in `states` (a done one: answered approximately). */
 gint64 jt_requeue_all(DqStore *s, guint states);
 
 /* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until

@@ -1256,15 +1256,8 @@ static void test_rerender_stored_rows(gconstpointer kind) {
 /* store_jobs_requeue of the done jobs `done` names (DqDoneJobs), against snapshot `fp`: how
  * many went back (or would, with dry_run). */
 static gint64 requeue_done(DqStore *s, guint done, const char *fp, gboolean dry_run) {
-    GError *err = NULL;
     DqJobFilter f = {.states = 1u << DQ_JOB_DONE, .done = done, .fingerprint = fp};
-    GPtrArray *groups = store_jobs_requeue(s, &f, dry_run, &err);
-    dq_assert_no_error(err);
-    gint64 n = 0;
-    for (guint i = 0; i < groups->len; i++)
-        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
-    g_ptr_array_free(groups, TRUE);
-    return n;
+    return jt_requeue(s, &f, dry_run);
 }
 
 /* docqa requeue --stale and --done: the answered jobs whose answer came from another snapshot
