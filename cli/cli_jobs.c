@@ -239,7 +239,7 @@ void dq_job_groups_print(const GPtrArray *groups, const char *done_word) {
     }
 }
 
-void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *done_word) {
+static void groups_json(JsonBuilder *b, const GPtrArray *groups, const char *done_word) {
     json_builder_set_member_name(b, "groups");
     json_builder_begin_array(b);
     for (guint i = 0; i < groups->len;) {
@@ -272,11 +272,43 @@ void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *don
     json_builder_end_array(b);
 }
 
-void dq_job_states_json(JsonBuilder *b, const char *name, guint states, const char *done_word) {
+static void states_json(JsonBuilder *b, const char *name, guint states, const char *done_word) {
     json_builder_set_member_name(b, name);
     json_builder_begin_array(b);
     for (int i = 0; i < DQ_JOB_N_STATES; i++)
         if (states & (1u << i))
             json_builder_add_string_value(b, state_word(i, done_word));
     json_builder_end_array(b);
+}
+
+JsonBuilder *dq_job_result_json_begin(gboolean dry_run, guint states, const char *done_word) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "dry_run");
+    json_builder_add_boolean_value(b, dry_run);
+    states_json(b, "states", states, done_word);
+    return b;
+}
+
+void dq_job_result_json_print(JsonBuilder *b, const GPtrArray *groups, const char *done_word) {
+    groups_json(b, groups, done_word);
+    json_builder_end_object(b);
+    dq_cli_json_print(b, TRUE);
+}
+
+void dq_job_groups_print_none(const char *command, guint states, const char *done_word) {
+    char *names = dq_job_states_text(states, done_word);
+    printf("%s: no %s job matches: nothing to %s\n", command, names, command);
+    g_free(names);
+}
+
+void dq_job_command_free(GPtrArray *groups, DqStore *store, DqJobSelection *sel, char *db) {
+    if (groups != NULL)
+        g_ptr_array_free(groups, TRUE);
+    if (store != NULL) {
+        store_jobs_finalize(store);
+        dq_store_close(store);
+    }
+    dq_job_selection_clear(sel);
+    g_free(db);
 }

@@ -68,14 +68,20 @@ char *dq_job_states_text(guint states, const char *done_word);
  * `  "Total?" (model tiny): 10 queued, 2 failed`; done ones are named `done_word`. */
 void dq_job_groups_print(const GPtrArray *groups, const char *done_word);
 
-/* The same as a JSON member "groups": one object a question and model, {"question" (null when
- * the question was deleted), "model", "jobs", "by_state": {"queued": 10, "failed": 2},
- * "answered": jobs that have an answer already}; done ones are named `done_word`, as in the
- * text. */
-void dq_job_groups_json(JsonBuilder *b, const GPtrArray *groups, const char *done_word);
+/* cancel's and requeue's line when no job matched, on stdout: "<command>: no queued or failed
+ * job matches: nothing to <command>"; done ones are named `done_word`. */
+void dq_job_groups_print_none(const char *command, guint states, const char *done_word);
 
-/* The states in `states` as a JSON member `name`: an array of their names, done ones named
- * `done_word`. */
-void dq_job_states_json(JsonBuilder *b, const char *name, guint states, const char *done_word);
+/* cancel's and requeue's --json object, begun: {"dry_run": ..., "states": an array of the
+ * names in `states`, done ones named `done_word`; the command then adds its counts, and
+ * dq_job_result_json_print ends it with "groups" (one object a question and model:
+ * {"question" (null when the question was deleted), "model", "jobs", "by_state": {"queued": 10,
+ * "failed": 2}, "answered": jobs that have an answer already}) and prints it. */
+JsonBuilder *dq_job_result_json_begin(gboolean dry_run, guint states, const char *done_word);
+void dq_job_result_json_print(JsonBuilder *b, const GPtrArray *groups, const char *done_word);
+
+/* What cancel and requeue hold at their end, each NULL or not: the groups, the store (its
+ * statements finalized and closed), the selection and the --db value. */
+void dq_job_command_free(GPtrArray *groups, DqStore *store, DqJobSelection *sel, char *db);
 
 #endif

@@ -57,18 +57,12 @@ static void count_result(const GPtrArray *groups, gint64 *cancelled, gint64 *ans
 static void print_json(const GPtrArray *groups, gboolean dry_run, guint states) {
     gint64 cancelled, answered, running;
     count_result(groups, &cancelled, &answered, &running);
-    JsonBuilder *b = json_builder_new();
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "dry_run");
-    json_builder_add_boolean_value(b, dry_run);
-    dq_job_states_json(b, "states", states, dq_job_done_word(0));
+    JsonBuilder *b = dq_job_result_json_begin(dry_run, states, dq_job_done_word(0));
     /* what was done, or with --dry-run what would be */
     dq_cli_json_int(b, "cancelled", cancelled);
     dq_cli_json_int(b, "back_to_done", answered);
     dq_cli_json_int(b, "running", running);
-    dq_job_groups_json(b, groups, dq_job_done_word(0));
-    json_builder_end_object(b);
-    dq_cli_json_print(b, TRUE);
+    dq_job_result_json_print(b, groups, dq_job_done_word(0));
 }
 
 static void print_result(const GPtrArray *groups, gboolean dry_run) {
@@ -143,22 +137,13 @@ int cmd_cancel(int argc, char **argv) {
     if (json) {
         print_json(groups, dry_run, filter.states);
     } else if (groups->len == 0) {
-        char *names = dq_job_states_text(filter.states, dq_job_done_word(0));
-        printf("cancel: no %s job matches: nothing to cancel\n", names);
-        g_free(names);
+        dq_job_groups_print_none("cancel", filter.states, dq_job_done_word(0));
     } else {
         print_result(groups, dry_run);
     }
     rc = DQ_EXIT_OK;
 out:
-    if (groups)
-        g_ptr_array_free(groups, TRUE);
-    if (store) {
-        store_jobs_finalize(store);
-        dq_store_close(store);
-    }
-    dq_job_selection_clear(&sel);
+    dq_job_command_free(groups, store, &sel, db);
     g_strfreev(state_names);
-    g_free(db);
     return rc;
 }

@@ -136,20 +136,13 @@ int cmd_requeue(int argc, char **argv) {
     for (guint i = 0; i < groups->len; i++)
         n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
     if (json) {
-        JsonBuilder *b = json_builder_new();
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "dry_run");
-        json_builder_add_boolean_value(b, dry_run);
-        dq_job_states_json(b, "states", filter.states, dq_job_done_word(filter.done));
+        JsonBuilder *b =
+            dq_job_result_json_begin(dry_run, filter.states, dq_job_done_word(filter.done));
         /* queued again, or with --dry-run those that would be */
         dq_cli_json_int(b, "jobs", n);
-        dq_job_groups_json(b, groups, dq_job_done_word(filter.done));
-        json_builder_end_object(b);
-        dq_cli_json_print(b, TRUE);
+        dq_job_result_json_print(b, groups, dq_job_done_word(filter.done));
     } else if (n == 0) {
-        char *names = dq_job_states_text(filter.states, dq_job_done_word(filter.done));
-        printf("requeue: no %s job matches: nothing to requeue\n", names);
-        g_free(names);
+        dq_job_groups_print_none("requeue", filter.states, dq_job_done_word(filter.done));
     } else {
         if (dry_run)
             printf("requeue: would queue %" G_GINT64_FORMAT " job%s again (--dry-run: nothing was "
@@ -161,14 +154,7 @@ int cmd_requeue(int argc, char **argv) {
     }
     rc = DQ_EXIT_OK;
 out:
-    if (groups)
-        g_ptr_array_free(groups, TRUE);
-    if (store) {
-        store_jobs_finalize(store);
-        dq_store_close(store);
-    }
-    dq_job_selection_clear(&sel);
-    g_free(db);
+    dq_job_command_free(groups, store, &sel, db);
     g_free(fingerprint_not);
     g_free(fingerprint);
     return rc;

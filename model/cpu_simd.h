@@ -50,19 +50,33 @@ DQ_AVX2 static inline float dq_hsum256(__m256 v) {
 }
 
 /* float32 exp (Cephes' polynomial, ~1 ulp on [-87, 88]; below that the result underflows to a
- * tiny normal, which every caller treats as 0 after scaling). */
+ * tiny normal, which every caller treats as 0 after scaling). Its constants, one list for the
+ * 8- and 16-lane versions, which must give the same bits lane for lane: the clamp, log2(e),
+ * ln(2) in two parts (high, low), and the polynomial's coefficients from the highest power. */
+#define DQ_EXP_MIN    (-87.3f)
+#define DQ_EXP_MAX    88.3f
+#define DQ_EXP_LOG2E  1.44269504088896341f
+#define DQ_EXP_LN2_HI 0.693359375f
+#define DQ_EXP_LN2_LO (-2.12194440e-4f)
+#define DQ_EXP_P0     1.9875691500E-4f
+#define DQ_EXP_P1     1.3981999507E-3f
+#define DQ_EXP_P2     8.3334519073E-3f
+#define DQ_EXP_P3     4.1665795894E-2f
+#define DQ_EXP_P4     1.6666665459E-1f
+#define DQ_EXP_P5     5.0000001201E-1f
+
 DQ_AVX2 static inline __m256 dq_exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(DQ_EXP_MIN)), _mm256_set1_ps(DQ_EXP_MAX));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(DQ_EXP_LOG2E)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(DQ_EXP_LN2_HI), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(DQ_EXP_LN2_LO), x);
+    __m256 y = _mm256_set1_ps(DQ_EXP_P0);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(DQ_EXP_P1));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(DQ_EXP_P2));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(DQ_EXP_P3));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(DQ_EXP_P4));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(DQ_EXP_P5));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
     __m256i e =
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
@@ -71,17 +85,17 @@ DQ_AVX2 static inline __m256 dq_exp256(__m256 x) {
 
 /* dq_exp256 on 16 lanes: the same operations, so the same bits lane for lane. */
 DQ_AVX512 static inline __m512 dq_exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
-    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(DQ_EXP_MIN)), _mm512_set1_ps(DQ_EXP_MAX));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(DQ_EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(DQ_EXP_LN2_HI), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(DQ_EXP_LN2_LO), x);
+    __m512 y = _mm512_set1_ps(DQ_EXP_P0);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(DQ_EXP_P1));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(DQ_EXP_P2));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(DQ_EXP_P3));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(DQ_EXP_P4));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(DQ_EXP_P5));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
     __m512i e =
         _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);

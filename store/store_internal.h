@@ -44,11 +44,43 @@ char *store_sqlite_immutable_uri(const char *path);
     "started_at, finished_at, ms_image, ms_vision, ms_prefill, ms_decode, ms_total, device, "      \
     "weights, exact, model_fingerprint"
 
+/* The columns both stores read: v_progress's (DqProgressRow), and v_answers' and
+ * v_current_answers' (DqAnswerRow), in the order their readers take them. */
+#define DQ_PROGRESS_SQL                                                                            \
+    "SELECT question, model, total, queued, running, done, failed, dead, retrying, stalled, "      \
+    "cancelled, percent_done, asked_at, last_finished_at FROM v_progress"
+#define DQ_ANSWER_ROW_COLUMNS                                                                      \
+    "document_path, page, question, answer, model, finished_at, document_id, document_sha256, "    \
+    "job_id, device, weights, exact, n_res, tile, longest_edge, prompt, max_new_tokens, "          \
+    "do_sample, model_fingerprint"
+
 /* A job leaving running for good (failed, or dead after its last attempt) that already has an
  * answer goes back to 'done' instead: `docqa requeue --approximate` put it back, and its
  * approximate answer still stands (a failed job beside a current answer would say two things at
  * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
 #define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
+
+/* What a claim records of a job whose lease ran out (its holder died or hung): job_errors' kind
+ * and message, and jobs.last_error ("kind: message"), as SQL literals. */
+#define DQ_SQL_LEASE_EXPIRED_KIND    "'lease_expired'"
+#define DQ_SQL_LEASE_EXPIRED_MESSAGE "'lease expired: the worker died or hung'"
+#define DQ_SQL_LEASE_EXPIRED_ERROR   "'lease_expired: lease expired: the worker died or hung'"
+
+/* docqa cancel's and requeue's UPDATE of the jobs `filter` (each store's JOB_FILTER_SQL over
+ * `jobs j`) takes; `now` is the store's SQL for the time as ISO-8601 text. A cancelled job that
+ * has an answer goes back to done with it (DQ_SQL_HAS_ANSWER's reason). */
+#define DQ_SQL_CANCEL(now, filter)                                                                 \
+    "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "                         \
+    "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER                             \
+    " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "                        \
+    "ELSE " now " END, lease_owner = NULL, lease_expires_ms = NULL, "                              \
+    "not_before_ms = 0 WHERE id IN (SELECT j.id " filter ")"
+#define DQ_SQL_REQUEUE(filter)                                                                     \
+    "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "                          \
+    "finished_at = NULL WHERE id IN (SELECT j.id " filter ")"
+
+/* Fails, with err naming the store, for a database whose answer_commit_seq row is gone. */
+gboolean store_jobs_checkpoint_lost(DqStore *s, GError **err);
 
 /* A failure's cause without the paths that make each message of it different: docqa's messages
  * name their file first ("FILE: what is wrong") and put other files in parentheses ("(DOCUMENT,
@@ -99,11 +131,13 @@ void store_sqlite_explain(DqStore *s, GError **err);
  * minute; DOCQA_TEST_BUSY_LIMIT_MS shortens it, for tests of what comes after. */
 gint64 store_busy_limit_ms(void);
 
-/* For `ask --document ID`: TRUE, with err saying that the document failed to ingest (its path,
- * error code and message) and has no pages to ask about, when `failed`; FALSE otherwise. Shared
- * by the SQLite and PostgreSQL page selection, so both say it alike. */
-gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
-                                    const char *code, const char *message, GError **err);
+/* For `ask --document ID`, from its row in documents: TRUE when it can be asked about; FALSE,
+ * with err saying why, when it does not `exist` or it `failed` to ingest (its path, error code
+ * and message) and has no pages. Shared by the SQLite and PostgreSQL page selection, so both say
+ * it alike. */
+gboolean store_jobs_document_askable(DqStore *s, gint64 id, gboolean exists, const char *path,
+                                     gboolean failed, const char *code, const char *message,
+                                     GError **err);
 
 /* The id of a new job's question: its question_id, or, when 0, that of the question whose text
  * it carries, stored when new (store_jobs_question_id) inside the enqueue's transaction, so that
@@ -111,6 +145,18 @@ gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gbo
  * text up once. Shared by the SQLite and PostgreSQL enqueue. */
 gboolean store_new_job_question(DqStore *s, const DqNewJob *job, GHashTable *known, gint64 *id,
                                 GError **err);
+
+/* The built-in migrations (store_migrate.c), for both stores' upgrades. */
+/* "0003_jobs.sql" -> 3; 0 when the name does not start with a positive number and '_', or does
+ * not end in ".sql". */
+int store_migration_number(const char *name);
+/* The names in resource folder `folder` ("schema/sqlite", "schema/postgres") in order
+ * (g_strfreev), *newest their last one's number; NULL, with err, when a name is malformed or the
+ * numbers do not run 1, 2, 3 ... (a gap or a duplicate). */
+char **store_migration_names(const char *folder, int *newest, GError **err);
+/* FALSE, with err saying so, for a database whose schema version `current` is newer than the
+ * `newest` this docqa knows. */
+gboolean store_schema_too_new(DqStore *s, int current, int newest, GError **err);
 
 #ifdef DOCQA_HAVE_POSTGRES
 /* store_pg.c */

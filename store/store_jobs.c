@@ -359,16 +359,19 @@ gint store_jobs_cmp_id(gconstpointer a, gconstpointer b) {
     return x < y ? -1 : x > y;
 }
 
-gboolean store_jobs_failed_document(DqStore *s, gint64 id, const char *path, gboolean failed,
-                                    const char *code, const char *message, GError **err) {
+gboolean store_jobs_document_askable(DqStore *s, gint64 id, gboolean exists, const char *path,
+                                     gboolean failed, const char *code, const char *message,
+                                     GError **err) {
+    if (!exists)
+        return dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT,
+                       dq_store_path(s), id);
     if (!failed)
-        return FALSE;
-    dq_fail(err, DQ_ERR_ARGS,
-            "%s: document %" G_GINT64_FORMAT " (%s) failed to ingest (%s: %s): it has no pages "
-            "to ask about; fix the file and run docqa ingest on it again",
-            dq_store_path(s), id, path ? path : "?", code ? code : "no error code",
-            message ? message : "no message");
-    return TRUE;
+        return TRUE;
+    return dq_fail(err, DQ_ERR_ARGS,
+                   "%s: document %" G_GINT64_FORMAT " (%s) failed to ingest (%s: %s): it has no "
+                   "pages to ask about; fix the file and run docqa ingest on it again",
+                   dq_store_path(s), id, path ? path : "?", code ? code : "no error code",
+                   message ? message : "no message");
 }
 
 static gpointer ask_page_row(sqlite3_stmt *st) {
@@ -416,17 +419,12 @@ GPtrArray *store_jobs_select_pages(DqStore *s, const gint64 *document_ids, int n
             goto fail;
         }
         gboolean exists = rc == SQLITE_ROW;
-        gboolean ok =
-            exists && !store_jobs_failed_document(
-                          s, document_ids[i], (const char *)sqlite3_column_text(st, 0),
-                          sqlite3_column_int(st, 1), (const char *)sqlite3_column_text(st, 2),
-                          (const char *)sqlite3_column_text(st, 3), err);
+        gboolean ok = store_jobs_document_askable(
+            s, document_ids[i], exists, exists ? (const char *)sqlite3_column_text(st, 0) : NULL,
+            exists && sqlite3_column_int(st, 1),
+            exists ? (const char *)sqlite3_column_text(st, 2) : NULL,
+            exists ? (const char *)sqlite3_column_text(st, 3) : NULL, err);
         sqlite3_reset(st);
-        if (!exists) {
-            dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
-                    document_ids[i]);
-            goto fail;
-        }
         if (!ok)
             goto fail;
         g_array_append_val(ids, document_ids[i]);
@@ -602,8 +600,8 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
      * or unreachable); taking them back would put the same job in its model twice. */
     st = stmt(s,
               "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
-              "SELECT id, attempts, lease_owner, 'lease_expired', "
-              "'lease expired: the worker died or hung' FROM jobs "
+              "SELECT id, attempts, lease_owner, " DQ_SQL_LEASE_EXPIRED_KIND
+              ", " DQ_SQL_LEASE_EXPIRED_MESSAGE " FROM jobs "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
               "AND lease_owner <> ?3",
               err);
@@ -619,7 +617,7 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
               " THEN 'done' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
               "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
-              "last_error = 'lease_expired: lease expired: the worker died or hung' "
+              "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
               "AND lease_owner <> ?3 RETURNING id, state",
               err);
@@ -1221,11 +1219,6 @@ void dq_progress_row_free(DqProgressRow *r) {
     g_free(r);
 }
 
-/* The view's columns by name: the same list on both stores (store_jobs_pg.c). */
-#define PROGRESS_SQL                                                                               \
-    "SELECT question, model, total, queued, running, done, failed, dead, retrying, stalled, "      \
-    "cancelled, percent_done, asked_at, last_finished_at FROM v_progress"
-
 static gpointer progress_row(sqlite3_stmt *st) {
     DqProgressRow *r = g_new0(DqProgressRow, 1);
     r->question = col_dup(st, 0);
@@ -1243,7 +1236,7 @@ static gpointer progress_row(sqlite3_stmt *st) {
 
 GPtrArray *store_jobs_progress(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_progress(s, err));
-    sqlite3_stmt *st = stmt(s, PROGRESS_SQL, err);
+    sqlite3_stmt *st = stmt(s, DQ_PROGRESS_SQL, err);
     if (st == NULL)
         return NULL;
     return read_rows(s, st, progress_row, (GDestroyNotify)dq_progress_row_free,
@@ -1367,9 +1360,7 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
 }
 
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
-    "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
-    "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE (?1 IS NULL OR question IN " \
+    "SELECT " DQ_ANSWER_ROW_COLUMNS " FROM " VIEW " WHERE (?1 IS NULL OR question IN "             \
     "(SELECT text FROM questions WHERE id IN (SELECT value FROM json_each(?1)))) AND (?4 IS NULL " \
     "OR document_id IN (SELECT value FROM json_each(?4)))" RANGE                                   \
     " ORDER BY document_path, document_id, page, question, job_id"
@@ -1452,13 +1443,15 @@ gboolean store_jobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **e
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return db_fail(s, err, "reading the answers' commit checkpoint");
-    if (!found)
-        return dq_fail(err, DQ_ERR_DB,
-                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
-                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
-                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
-                       dq_store_path(s));
-    return TRUE;
+    return found || store_jobs_checkpoint_lost(s, err);
+}
+
+gboolean store_jobs_checkpoint_lost(DqStore *s, GError **err) {
+    return dq_fail(err, DQ_ERR_DB,
+                   "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
+                   "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
+                   "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
+                   dq_store_path(s));
 }
 
 /* ---- withdrawing work, and queueing it again ---- */
@@ -1564,22 +1557,14 @@ fail:
 GPtrArray *store_jobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
                              GError **err) {
     PG_DISPATCH(s, return pgjobs_cancel(s, filter, dry_run, err));
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
-                       "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
-                       " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
-                       "ELSE " NOW_ISO " END, lease_owner = NULL, lease_expires_ms = NULL, "
-                       "not_before_ms = 0 WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+    return change_jobs(s, filter, dry_run, DQ_SQL_CANCEL(NOW_ISO, JOB_FILTER_SQL),
                        "cancelling jobs", err);
 }
 
 GPtrArray *store_jobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run,
                               GError **err) {
     PG_DISPATCH(s, return pgjobs_requeue(s, filter, dry_run, err));
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
-                       "finished_at = NULL WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
-                       "requeueing jobs", err);
+    return change_jobs(s, filter, dry_run, DQ_SQL_REQUEUE(JOB_FILTER_SQL), "requeueing jobs", err);
 }
 
 gboolean store_jobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {

@@ -142,17 +142,11 @@ GPtrArray *pgjobs_select_pages(DqStore *s, const gint64 *document_ids, int n_ids
                         &p, "finding a document", err)) == NULL)
             goto fail;
         gboolean exists = PQntuples(r) > 0;
-        gboolean ok = exists && !store_jobs_failed_document(
-                                    s, document_ids[i], PQgetvalue(r, 0, 0),
-                                    strcmp(PQgetvalue(r, 0, 1), "t") == 0,
-                                    PQgetisnull(r, 0, 2) ? NULL : PQgetvalue(r, 0, 2),
-                                    PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3), err);
+        gboolean ok = store_jobs_document_askable(
+            s, document_ids[i], exists, exists ? PQgetvalue(r, 0, 0) : NULL,
+            exists && strcmp(PQgetvalue(r, 0, 1), "t") == 0, exists ? pg_get_text(r, 0, 2) : NULL,
+            exists ? pg_get_text(r, 0, 3) : NULL, err);
         PQclear(r);
-        if (!exists) {
-            dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, dq_store_path(s),
-                    document_ids[i]);
-            goto fail;
-        }
         if (!ok)
             goto fail;
         g_array_append_val(ids, document_ids[i]);
@@ -274,14 +268,14 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "WHERE state = 'running' AND lease_expires_ms < $1 AND model_id = $2 "
                "AND lease_owner <> $3 FOR UPDATE SKIP LOCKED), "
                "recorded AS (INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
-               "SELECT id, attempts, lease_owner, 'lease_expired', "
-               "'lease expired: the worker died or hung' FROM expired) "
+               "SELECT id, attempts, lease_owner, " DQ_SQL_LEASE_EXPIRED_KIND
+               ", " DQ_SQL_LEASE_EXPIRED_MESSAGE " FROM expired) "
                "UPDATE jobs j SET state = CASE WHEN j.attempts >= j.max_attempts AND EXISTS "
                "(SELECT 1 FROM answers a WHERE a.job_id = j.id) THEN 'done' "
                "WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END, "
                "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
                "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
-               "last_error = 'lease_expired: lease expired: the worker died or hung' "
+               "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
                "FROM expired WHERE j.id = expired.id RETURNING j.id, j.state",
                &p, "reclaiming expired leases", err);
     if (r == NULL)
@@ -444,9 +438,7 @@ gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answe
         if (!pg_do(s,
                    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
                    "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
-                   "OR (state IN ('queued', 'dead', 'cancelled') AND NOT EXISTS (SELECT 1 FROM "
-                   "answers a "
-                   "WHERE a.job_id = jobs.id)))",
+                   "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
                    &p, "finishing a job", &changed, err))
             goto fail;
         if (changed != 1) {
@@ -823,12 +815,8 @@ static gpointer progress_row(PGresult *r, int i) {
 
 GPtrArray *pgjobs_progress(DqStore *s, GError **err) {
     /* the view orders its rows itself (the questions as first asked) */
-    return read_rows(s,
-                     "SELECT question, model, total, queued, running, done, failed, dead, "
-                     "retrying, stalled, cancelled, percent_done, asked_at, last_finished_at "
-                     "FROM v_progress",
-                     NULL, "reading v_progress", progress_row, (GDestroyNotify)dq_progress_row_free,
-                     err);
+    return read_rows(s, DQ_PROGRESS_SQL, NULL, "reading v_progress", progress_row,
+                     (GDestroyNotify)dq_progress_row_free, err);
 }
 
 gboolean pgjobs_progress_leases(DqStore *s, gint64 now_ms, GPtrArray *rows, GError **err) {
@@ -859,9 +847,7 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
  * PostgreSQL hashes only for a constant array (14 and later) and otherwise scans once per row:
  * --where may match every document of a large archive. */
 #define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
-    "SELECT document_path, page, question, answer, model, finished_at, document_id, "              \
-    "document_sha256, job_id, device, weights, exact, n_res, tile, longest_edge, prompt, "         \
-    "max_new_tokens, do_sample, model_fingerprint FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "   \
+    "SELECT " DQ_ANSWER_ROW_COLUMNS " FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "               \
     "question IN (SELECT text FROM questions WHERE id = ANY ($1::bigint[]))) AND ($2::bigint[] "   \
     "IS NULL OR document_id IN (SELECT unnest($2::bigint[])))" RANGE                               \
     " ORDER BY document_path COLLATE \"C\", document_id, page, question COLLATE \"C\", job_id"
@@ -884,18 +870,18 @@ static gboolean each_answer_row(PGresult *r, int i, void *user, GError **err) {
         .model = PQgetvalue(r, i, 4),
         .finished_at = PQgetvalue(r, i, 5),
         .document_id = pg_get_i64(r, i, 6),
-        .document_sha256 = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7),
+        .document_sha256 = pg_get_text(r, i, 7),
         .job_id = pg_get_i64(r, i, 8),
-        .device = PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
-        .weights = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10),
+        .device = pg_get_text(r, i, 9),
+        .weights = pg_get_text(r, i, 10),
         .exact = get_int_or(r, i, 11, -1),
         .n_res = get_int_or(r, i, 12, -1),
         .tile = get_int_or(r, i, 13, -1),
         .longest_edge = get_int_or(r, i, 14, -1),
-        .prompt = PQgetisnull(r, i, 15) ? NULL : PQgetvalue(r, i, 15),
+        .prompt = pg_get_text(r, i, 15),
         .max_new_tokens = get_int_or(r, i, 16, -1),
         .do_sample = get_int_or(r, i, 17, -1),
-        .model_fingerprint = PQgetisnull(r, i, 18) ? NULL : PQgetvalue(r, i, 18),
+        .model_fingerprint = pg_get_text(r, i, 18),
     };
     return e->fn(&row, e->user, err);
 }
@@ -939,13 +925,7 @@ gboolean pgjobs_commit_checkpoint(DqStore *s, gint64 *checkpoint, GError **err) 
     if (found)
         *checkpoint = pg_get_i64(r, 0, 0);
     PQclear(r);
-    if (!found)
-        return dq_fail(err, DQ_ERR_DB,
-                       "%s: answer_commit_seq has no row (deleted by hand?): the answers' commit "
-                       "order is lost; put it back with INSERT INTO answer_commit_seq VALUES (1, "
-                       "(SELECT coalesce(max(commit_seq), 0) FROM answers))",
-                       dq_store_path(s));
-    return TRUE;
+    return found || store_jobs_checkpoint_lost(s, err);
 }
 
 /* ---- withdrawing work, and queueing it again ---- */
@@ -1034,20 +1014,12 @@ fail:
 }
 
 GPtrArray *pgjobs_cancel(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "
-                       "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER
-                       " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "
-                       "ELSE docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
-                       "not_before_ms = 0 WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
+    return change_jobs(s, filter, dry_run, DQ_SQL_CANCEL("docqa_now_iso()", JOB_FILTER_SQL),
                        "cancelling jobs", err);
 }
 
 GPtrArray *pgjobs_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run, GError **err) {
-    return change_jobs(s, filter, dry_run,
-                       "UPDATE jobs SET state = 'queued', attempts = 0, not_before_ms = 0, "
-                       "finished_at = NULL WHERE id IN (SELECT j.id " JOB_FILTER_SQL ")",
-                       "requeueing jobs", err);
+    return change_jobs(s, filter, dry_run, DQ_SQL_REQUEUE(JOB_FILTER_SQL), "requeueing jobs", err);
 }
 
 gboolean pgjobs_where_documents(DqStore *s, const char *where, GArray *ids, GError **err) {

@@ -13,6 +13,7 @@
 #include "store_pg.h"
 #endif
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -273,6 +274,44 @@ fail:
     dq_store_exec(to, "ROLLBACK", NULL);
     dq_store_exec(from, "ROLLBACK", NULL);
     return FALSE;
+}
+
+/* ---- the built-in migrations ---- */
+
+int store_migration_number(const char *name) {
+    char *end = NULL;
+    long n = strtol(name, &end, 10);
+    if (end == name || *end != '_' || n <= 0 || n > 100000 || !g_str_has_suffix(name, ".sql"))
+        return 0;
+    return (int)n;
+}
+
+char **store_migration_names(const char *folder, int *newest, GError **err) {
+    char **names = dq_resource_list(folder, err);
+    if (names == NULL)
+        return NULL;
+    *newest = 0;
+    for (char **n = names; *n; n++) {
+        int num = store_migration_number(*n);
+        if (num == 0)
+            dq_fail(err, DQ_ERR_FORMAT, "built-in migration %s/%s: name must be NNNN_name.sql",
+                    folder, *n);
+        else if (num != *newest + 1)
+            dq_fail(err, DQ_ERR_FORMAT, "built-in migrations: %s/%s follows %d (gap or duplicate)",
+                    folder, *n, *newest);
+        if (num != *newest + 1) {
+            g_strfreev(names);
+            return NULL;
+        }
+        *newest = num;
+    }
+    return names;
+}
+
+gboolean store_schema_too_new(DqStore *s, int current, int newest, GError **err) {
+    return dq_fail(err, DQ_ERR_DB,
+                   "%s: schema version %d is newer than this docqa knows (%d); use a newer docqa",
+                   dq_store_path(s), current, newest);
 }
 
 /* ---- docqa's views ---- */

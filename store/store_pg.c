@@ -300,8 +300,12 @@ gint64 pg_get_i64(PGresult *r, int row, int col) {
     return g_ascii_strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+const char *pg_get_text(PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
 char *pg_get_dup(PGresult *r, int row, int col) {
-    return PQgetisnull(r, row, col) ? NULL : g_strdup(PQgetvalue(r, row, col));
+    return g_strdup(pg_get_text(r, row, col));
 }
 
 /* The newest migration applied; 0 for a database without docqa's tables. Reads only, so that
@@ -337,55 +341,20 @@ gboolean store_pg_read_schema_version(DqStore *s, int *version, GError **err) {
     return TRUE;
 }
 
-static int migration_number(const char *name) {
-    char *end = NULL;
-    long n = strtol(name, &end, 10);
-    if (end == name || *end != '_' || n <= 0 || n > 100000 || !g_str_has_suffix(name, ".sql"))
-        return 0;
-    return (int)n;
-}
-
-/* The built-in migrations' names in order (g_strfreev), and the newest one's number. */
-static char **migration_names(int *newest_known, GError **err) {
-    char **names = dq_resource_list("schema/postgres", err);
-    if (names == NULL)
-        return NULL;
-    *newest_known = 0;
-    for (char **n = names; *n; n++) {
-        int num = migration_number(*n);
-        if (num != *newest_known + 1) {
-            dq_fail(err, DQ_ERR_FORMAT,
-                    "built-in migrations: %s follows %d (bad name, gap or "
-                    "duplicate)",
-                    *n, *newest_known);
-            g_strfreev(names);
-            return NULL;
-        }
-        *newest_known = num;
-    }
-    return names;
-}
-
-static gboolean newer_schema(DqStore *s, int current, int newest_known, GError **err) {
-    return dq_fail(err, DQ_ERR_DB,
-                   "%s: schema version %d is newer than this docqa knows (%d); use a newer docqa",
-                   s->path, current, newest_known);
-}
-
 static gboolean apply_migrations(DqStore *s, int max_version, GError **err) {
     int newest_known = 0, current = 0;
-    char **names = migration_names(&newest_known, err);
+    char **names = store_migration_names("schema/postgres", &newest_known, err);
     if (names == NULL)
         return FALSE;
     gboolean ok = FALSE;
     if (!read_schema_version(s, &current, err))
         goto out;
     if (current > newest_known) {
-        newer_schema(s, current, newest_known, err);
+        store_schema_too_new(s, current, newest_known, err);
         goto out;
     }
     for (char **n = names; *n; n++) {
-        int num = migration_number(*n);
+        int num = store_migration_number(*n);
         if (num <= current || (max_version > 0 && num > max_version))
             continue;
         char *rpath = g_strconcat("schema/postgres/", *n, NULL);
@@ -600,12 +569,13 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
         connection_failed(s, "cannot connect", err);
         goto fail;
     }
-    if (!session_setup(s, err) || (names = migration_names(&newest_known, err)) == NULL ||
+    if (!session_setup(s, err) ||
+        (names = store_migration_names("schema/postgres", &newest_known, err)) == NULL ||
         !read_schema_version(s, &current, err))
         goto fail;
     g_strfreev(names);
     if (current > newest_known) {
-        newer_schema(s, current, newest_known, err);
+        store_schema_too_new(s, current, newest_known, err);
         goto fail;
     }
     if (current < 0) {

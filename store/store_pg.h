@@ -47,6 +47,7 @@ gboolean pg_clock_check(DqStore *s, GError **err);
 gint64 pg_server_ms(DqStore *s, gint64 local_ms);
 
 gint64 pg_get_i64(PGresult *r, int row, int col);
-char *pg_get_dup(PGresult *r, int row, int col); /* NULL for SQL NULL */
+char *pg_get_dup(PGresult *r, int row, int col);        /* NULL for SQL NULL */
+const char *pg_get_text(PGresult *r, int row, int col); /* in r; NULL for SQL NULL */
 
 #endif

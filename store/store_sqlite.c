@@ -399,15 +399,6 @@ static gboolean exec_waiting(DqStore *store, const char *sql, GError **err) {
     }
 }
 
-/* "0003_jobs.sql" -> 3; 0 when the name does not start with a positive number and '_'. */
-static int migration_number(const char *name) {
-    char *end = NULL;
-    long n = strtol(name, &end, 10);
-    if (end == name || *end != '_' || n <= 0 || n > 100000 || !g_str_has_suffix(name, ".sql"))
-        return 0;
-    return (int)n;
-}
-
 /* FALSE (err names the first row) when a row references a missing parent. */
 static gboolean foreign_keys_hold(DqStore *store, GError **err) {
     sqlite3_stmt *st = NULL;
@@ -556,29 +547,14 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     int current = 0;
     if (!read_schema_version(store, &current, err))
         return FALSE;
-    char **names = dq_resource_list("schema/sqlite", err);
+    int newest_known = 0, target = 0;
+    char **names = store_migration_names("schema/sqlite", &newest_known, err);
     if (names == NULL)
         return FALSE;
     gboolean ok = FALSE, fks_off = FALSE, in_transaction = FALSE;
-    int newest_known = 0, target = 0;
     GPtrArray *objects = NULL;
-    for (char **n = names; *n; n++) {
-        int num = migration_number(*n);
-        if (num == 0) {
-            dq_fail(err, DQ_ERR_FORMAT, "built-in migration %s: name must be NNNN_name.sql", *n);
-            goto out;
-        }
-        if (num != newest_known + 1) {
-            dq_fail(err, DQ_ERR_FORMAT, "built-in migrations: %s follows %d (gap or duplicate)", *n,
-                    newest_known);
-            goto out;
-        }
-        newest_known = num;
-    }
     if (current > newest_known) {
-        dq_fail(err, DQ_ERR_DB,
-                "%s: schema version %d is newer than this docqa knows (%d); use a newer docqa",
-                store->path, current, newest_known);
+        store_schema_too_new(store, current, newest_known, err);
         goto out;
     }
     target = max_version > 0 ? MIN(max_version, newest_known) : newest_known;
@@ -613,7 +589,7 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     if (!read_schema_version(store, &start, err))
         goto out;
     for (char **n = names; *n; n++) {
-        int num = migration_number(*n);
+        int num = store_migration_number(*n);
         if (num <= start || num > target)
             continue;
         char *rpath = g_strconcat("schema/sqlite/", *n, NULL);

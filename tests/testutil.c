@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <poll.h>
 #include <signal.h>
@@ -244,4 +245,91 @@ int dq_test_docqa(char **out, char **errout, const char *first, ...) {
     int rc = dq_test_docqa_in(NULL, NULL, (const char *const *)args->pdata, out, errout);
     g_ptr_array_free(args, TRUE);
     return rc;
+}
+
+/* A pipe's bytes as a string: an empty GBytes may have no data, and g_strndup(NULL, 0) is NULL. */
+static char *bytes_text(GBytes *b) {
+    gsize n = b != NULL ? g_bytes_get_size(b) : 0;
+    return n > 0 ? g_strndup(g_bytes_get_data(b, NULL), n) : g_strdup("");
+}
+
+int dq_test_docqa_run(const DqTestRun *how, const char *const *args, char **out, char **errout) {
+    static const DqTestRun plain = {0};
+    if (how == NULL)
+        how = &plain;
+    GSubprocessFlags flags = G_SUBPROCESS_FLAGS_STDERR_PIPE;
+    if (how->stdout_path == NULL)
+        flags |= G_SUBPROCESS_FLAGS_STDOUT_PIPE;
+    if (how->in != NULL)
+        flags |= G_SUBPROCESS_FLAGS_STDIN_PIPE;
+    GSubprocessLauncher *l = g_subprocess_launcher_new(flags);
+    if (how->cwd != NULL)
+        g_subprocess_launcher_set_cwd(l, how->cwd);
+    for (const char *const *e = how->env; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL) {
+            g_subprocess_launcher_unsetenv(l, *e);
+            continue;
+        }
+        char *name = g_strndup(*e, (gsize)(eq - *e));
+        g_subprocess_launcher_setenv(l, name, eq + 1, TRUE);
+        g_free(name);
+    }
+    if (how->stdout_path != NULL)
+        g_subprocess_launcher_set_stdout_file_path(l, how->stdout_path);
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, dq_test_docqa_path());
+    for (const char *const *a = args; *a != NULL; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    GError *err = NULL;
+    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
+    dq_assert_no_error(err);
+    GBytes *input = how->in != NULL ? g_bytes_new(how->in, how->in_len) : NULL;
+    GBytes *o = NULL, *e = NULL;
+    g_assert_true(g_subprocess_communicate(p, input, NULL, &o, &e, &err));
+    dq_assert_no_error(err);
+    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
+    if (out != NULL)
+        *out = bytes_text(o);
+    if (errout != NULL)
+        *errout = bytes_text(e);
+    if (input != NULL)
+        g_bytes_unref(input);
+    if (o != NULL)
+        g_bytes_unref(o);
+    g_bytes_unref(e);
+    g_object_unref(p);
+    g_object_unref(l);
+    g_ptr_array_free(argv, TRUE);
+    return rc;
+}
+
+void dq_test_oriented_position(int o, int w, int h, int x, int y, int *ox, int *oy) {
+    switch (o) {
+    case 2: /* mirrored */
+        *ox = w - 1 - x, *oy = y;
+        break;
+    case 3: /* rotated 180 */
+        *ox = w - 1 - x, *oy = h - 1 - y;
+        break;
+    case 4: /* flipped */
+        *ox = x, *oy = h - 1 - y;
+        break;
+    case 5: /* transposed */
+        *ox = y, *oy = x;
+        break;
+    case 6: /* rotated 90 clockwise */
+        *ox = h - 1 - y, *oy = x;
+        break;
+    case 7: /* transversed */
+        *ox = h - 1 - y, *oy = w - 1 - x;
+        break;
+    case 8: /* rotated 90 counter-clockwise */
+        *ox = y, *oy = w - 1 - x;
+        break;
+    default:
+        *ox = x, *oy = y;
+        break;
+    }
 }

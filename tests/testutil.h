@@ -58,6 +58,12 @@ int dq_test_run_paused(const char *const *argv, const char *const *env, const ch
  * saying why, when it is not there. g_free the path. */
 char *dq_test_tiny_model(void);
 
+/* Where the stored pixel (x, y) of a w x h image is shown under EXIF/TIFF Orientation `o`
+ * (1-8, TIFF 6.0: which stored row is the top, which column the left; anything else: as
+ * stored), i.e. where exif_transpose moves it: (*ox, *oy) in the w x h image, or the h x w one
+ * for 5-8. */
+void dq_test_oriented_position(int o, int w, int h, int x, int y, int *ox, int *oy);
+
 /* The docqa binary of this build. g_free the path. */
 char *dq_test_docqa_path(void);
 
@@ -69,5 +75,19 @@ int dq_test_docqa_in(const char *cwd, GSpawnChildSetupFunc setup, const char *co
 
 /* The same in this folder, with the arguments listed up to a NULL. */
 int dq_test_docqa(char **out, char **errout, const char *first, ...) G_GNUC_NULL_TERMINATED;
+
+/* How dq_test_docqa_run starts docqa; a member left 0 or NULL changes nothing. */
+typedef struct {
+    const char *cwd;        /* the folder it runs in */
+    const char *const *env; /* NULL-terminated: "NAME=value" sets NAME, "NAME" unsets it */
+    const char *in;         /* stdin: these in_len bytes through a pipe (NULL: this one's) */
+    gsize in_len;
+    const char *stdout_path; /* stdout into this file rather than *out (which is then "") */
+} DqTestRun;
+
+/* Runs the docqa binary with args (NULL-terminated, the program's name left out) as `how` says
+ * (NULL: as this process runs), stdout and stderr through pipes; out and errout (may be NULL)
+ * get them, "" when it wrote none (g_free). Returns its exit status, -1 when a signal ended it. */
+int dq_test_docqa_run(const DqTestRun *how, const char *const *args, char **out, char **errout);
 
 #endif

@@ -534,40 +534,6 @@ static size_t make_exif(uint8_t out[26], int orientation, gboolean with_header) 
     return off + 24;
 }
 
-/* Where a marker stored at (x, y) of a W x H image lands after exif_transpose. */
-static void oriented_position(int o, int W, int H, int x, int y, int *ox, int *oy) {
-    static const char *const names[] = {
-        "",          "none",         "mirror",     "rotate 180",   "flip",
-        "transpose", "rotate 90 cw", "transverse", "rotate 90 ccw"};
-    (void)names;
-    switch (o) {
-    case 2:
-        *ox = W - 1 - x, *oy = y;
-        break;
-    case 3:
-        *ox = W - 1 - x, *oy = H - 1 - y;
-        break;
-    case 4:
-        *ox = x, *oy = H - 1 - y;
-        break;
-    case 5:
-        *ox = y, *oy = x;
-        break;
-    case 6:
-        *ox = H - 1 - y, *oy = x;
-        break;
-    case 7:
-        *ox = H - 1 - y, *oy = W - 1 - x;
-        break;
-    case 8:
-        *ox = y, *oy = W - 1 - x;
-        break;
-    default:
-        *ox = x, *oy = y;
-        break;
-    }
-}
-
 static void test_png_exif_orientations(void) {
     /* 4x3, red marker at (0,0) and green at (1,0): the pair pins down the transposition. */
     for (int o = 1; o <= 8; o++) {
@@ -583,8 +549,8 @@ static void test_png_exif_orientations(void) {
         g_assert_cmpint(img->width, ==, swap ? 3 : 4);
         g_assert_cmpint(img->height, ==, swap ? 4 : 3);
         int rx, ry, gx, gy;
-        oriented_position(o, 4, 3, 0, 0, &rx, &ry);
-        oriented_position(o, 4, 3, 1, 0, &gx, &gy);
+        dq_test_oriented_position(o, 4, 3, 0, 0, &rx, &ry);
+        dq_test_oriented_position(o, 4, 3, 1, 0, &gx, &gy);
         assert_px(img, rx, ry, 255, 0, 0);
         assert_px(img, gx, gy, 0, 255, 0);
         dq_image_free(img);
@@ -615,7 +581,7 @@ static void test_png_exif_orientations(void) {
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
                 int ox, oy;
-                oriented_position(o, W, H, x, y, &ox, &oy);
+                dq_test_oriented_position(o, W, H, x, y, &ox, &oy);
                 assert_px(img, ox, oy, x, y, x ^ y);
             }
         dq_image_free(img);
@@ -779,8 +745,8 @@ static void test_jpeg_exif_orientations(void) {
         DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
         g_assert_cmpint(img->width, ==, o >= 5 ? 24 : 32);
         int rx, ry, gx, gy;
-        oriented_position(o, 4, 3, 0, 0, &rx, &ry);
-        oriented_position(o, 4, 3, 1, 0, &gx, &gy);
+        dq_test_oriented_position(o, 4, 3, 0, 0, &rx, &ry);
+        dq_test_oriented_position(o, 4, 3, 1, 0, &gx, &gy);
         assert_px_near(img, rx * 8 + 4, ry * 8 + 4, 255, 0, 0, 8);
         assert_px_near(img, gx * 8 + 4, gy * 8 + 4, 0, 255, 0, 8);
         dq_image_free(img);
@@ -831,8 +797,8 @@ static int applied_orientation_png(PngSpec spec) {
     int found = 0;
     for (int o = 1; o <= 8 && found == 0; o++) {
         int rx, ry, gx, gy;
-        oriented_position(o, 4, 3, 0, 0, &rx, &ry);
-        oriented_position(o, 4, 3, 1, 0, &gx, &gy);
+        dq_test_oriented_position(o, 4, 3, 0, 0, &rx, &ry);
+        dq_test_oriented_position(o, 4, 3, 1, 0, &gx, &gy);
         if (img->width == (o >= 5 ? 3 : 4) &&
             img->pixels[((size_t)ry * img->width + rx) * 3] == 255 &&
             img->pixels[((size_t)gy * img->width + gx) * 3 + 1] == 255)

@@ -593,37 +593,6 @@ static void write_tiff(const char *path, TiffVariant v, int orientation, int pag
     TIFFClose(t);
 }
 
-/* Where the stored pixel (sx, sy) of a W x H image is shown, by the TIFF 6.0 definition of
- * Orientation (which row is the top, which column the left). */
-static void displayed(int o, int sx, int sy, int W, int H, int *x, int *y) {
-    switch (o) {
-    case 2:
-        *x = W - 1 - sx, *y = sy;
-        break;
-    case 3:
-        *x = W - 1 - sx, *y = H - 1 - sy;
-        break;
-    case 4:
-        *x = sx, *y = H - 1 - sy;
-        break;
-    case 5:
-        *x = sy, *y = sx;
-        break;
-    case 6:
-        *x = H - 1 - sy, *y = sx;
-        break;
-    case 7:
-        *x = H - 1 - sy, *y = W - 1 - sx;
-        break;
-    case 8:
-        *x = sy, *y = W - 1 - sx;
-        break;
-    default:
-        *x = sx, *y = sy;
-        break;
-    }
-}
-
 static void check_square(const DqImage *img, int orientation, gboolean lossy, const char *what) {
     gboolean swap = orientation >= 5;
     int dw = swap ? TH : TW, dh = swap ? TW : TH;
@@ -632,7 +601,7 @@ static void check_square(const DqImage *img, int orientation, gboolean lossy, co
     int pts[2][2] = {{15, 10}, {50, 32}};
     for (int k = 0; k < 2; k++) {
         int x, y;
-        displayed(orientation, pts[k][0], pts[k][1], TW, TH, &x, &y);
+        dq_test_oriented_position(orientation, TW, TH, pts[k][0], pts[k][1], &x, &y);
         double fx = (x + 0.5) / dw, fy = (y + 0.5) / dh;
         int g = gray_at(img, fx, fy);
         if ((k == 0 && g > (lossy ? 40 : 5)) || (k == 1 && g < (lossy ? 215 : 250)))

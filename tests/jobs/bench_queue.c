@@ -8,17 +8,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-/* CPU seconds of the children waited for so far. */
-static double children_cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_CHILDREN, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
 
 /* ops/s; the workers' CPU microseconds a job in *cpu_us. */
 static double run(const char *dir, int docs, int procs, int batch, gint64 *n_jobs, double *cpu_us) {
@@ -26,28 +15,13 @@ static double run(const char *dir, int docs, int procs, int batch, gint64 *n_job
     g_mkdir_with_parents(sub, 0755);
     char *db = jt_make_db(sub, docs, 10);
     *n_jobs = jt_ask(db, 2, "m", 3);
-    fflush(NULL);
-    gint64 t0 = g_get_monotonic_time();
-    double c0 = children_cpu_s();
-    pid_t *pids = g_new0(pid_t, procs);
-    for (int i = 0; i < procs; i++) {
-        pids[i] = fork();
-        if (pids[i] == 0)
-            _exit(jt_drain(db, batch));
-    }
-    gboolean ok = TRUE;
-    for (int i = 0; i < procs; i++) {
-        int status = 0;
-        waitpid(pids[i], &status, 0);
-        ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    }
-    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
-    *cpu_us = (children_cpu_s() - c0) * 1e6 / (double)MAX(*n_jobs, 1);
+    double secs = 0, cpu_s = 0;
+    gboolean ok = jt_drain_processes(db, procs, batch, &secs, &cpu_s);
+    *cpu_us = cpu_s * 1e6 / (double)MAX(*n_jobs, 1);
     if (!ok || jt_query_int(db, "SELECT count(*) FROM jobs WHERE state <> 'done'") != 0) {
         fprintf(stderr, "bench: a process failed or jobs were left\n");
         exit(2);
     }
-    g_free(pids);
     g_free(db);
     g_free(sub);
     return (double)*n_jobs / secs;

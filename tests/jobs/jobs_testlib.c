@@ -1,5 +1,6 @@
 #include "jobs_testlib.h"
 
+#include "clock.h"
 #include "dq_error.h"
 #include "store_jobs.h"
 #include "testutil.h"
@@ -9,6 +10,8 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define RENDER_SETTINGS "{\"longest_edge\":2048,\"n_res\":4,\"tile\":512}"
@@ -315,6 +318,85 @@ DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a) {
     g_assert_true(queue_worker_run(opt, a, &stop, &stats, &err));
     dq_assert_no_error(err);
     return stats;
+}
+
+/* CPU seconds of the children waited for so far. */
+static double children_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+gboolean jt_drain_processes(const char *db, int procs, int batch, double *secs, double *cpu_s) {
+    fflush(NULL);
+    gint64 t0 = g_get_monotonic_time();
+    double c0 = children_cpu_s();
+    pid_t *pids = g_new0(pid_t, procs);
+    for (int i = 0; i < procs; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(jt_drain(db, batch));
+    }
+    gboolean ok = TRUE;
+    for (int i = 0; i < procs; i++) {
+        int status = 0;
+        waitpid(pids[i], &status, 0);
+        ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    *secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+    *cpu_s = children_cpu_s() - c0;
+    g_free(pids);
+    return ok;
+}
+
+pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int delay_ms,
+                      gint64 skew_ms) {
+    fflush(NULL);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        if (kill_at)
+            g_setenv("DOCQA_TEST_KILL_AT", kill_at, TRUE);
+        else
+            g_unsetenv("DOCQA_TEST_KILL_AT");
+        if (skew_ms != 0)
+            dq_wall_clock_skew_for_test(skew_ms);
+        JtAnswererConfig cfg = {.delay_ms = delay_ms};
+        DqAnswerer *a = jt_answerer_new(&cfg);
+        DqWorkerOptions opt = {.db_path = db,
+                               .model_id = "m",
+                               .batch = 4,
+                               .until_empty = TRUE,
+                               .lease_ms = lease_ms,
+                               .heartbeat_ms = 80,
+                               .backoff_ms = 1,
+                               .poll_ms = 20};
+        volatile sig_atomic_t stop = 0;
+        DqWorkerStats stats;
+        GError *err = NULL;
+        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
+        if (!ok)
+            fprintf(stderr, "worker: %s\n", err->message);
+        _exit(ok ? 0 : 2);
+    }
+    return pid;
+}
+
+gint64 jt_requeue_all(DqStore *s, guint states) {
+    DqJobFilter every = {.states = states};
+    return jt_requeue(s, &every, FALSE);
+}
+
+gint64 jt_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run) {
+    GError *err = NULL;
+    GPtrArray *groups = store_jobs_requeue(s, filter, dry_run, &err);
+    dq_assert_no_error(err);
+    gint64 n = 0;
+    for (guint i = 0; i < groups->len; i++)
+        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
+    g_ptr_array_free(groups, TRUE);
+    return n;
 }
 
 JsonObject *jt_json_object(JsonParser *p, const char *text) {

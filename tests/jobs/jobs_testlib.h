@@ -14,6 +14,7 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <sys/types.h>
 
 /* Creates <dir>/docqa.db with n_docs documents of n_pages pages each (all different PNGs in the
  * page store). Returns the database path (g_free). */
@@ -71,6 +72,21 @@ int jt_answerer_withdrawn(const DqAnswerer *a);
  * the test when it fails. Its stats. */
 DqWorkerStats jt_worker_run(const DqWorkerOptions *opt, DqAnswerer *a);
 
+/* A forked worker process of the crash tests, on either store: model "m" of `db` with the hash
+ * answerer (delay_ms a request), batches of 4 until the queue is empty, leases of lease_ms
+ * renewed every 80 ms, polls every 20 ms; killed at `kill_at` (DOCQA_TEST_KILL_AT's
+ * "<point>:<n>"; NULL: nowhere), its clock skew_ms off (dq_wall_clock_skew_for_test). It exits 0
+ * when the worker returns, 2, its error on stderr, when the worker fails. Its pid. */
+pid_t jt_spawn_worker(const char *db, gint64 lease_ms, const char *kill_at, int delay_ms,
+                      gint64 skew_ms);
+
+/* store_jobs_requeue of the jobs `filter` takes, on either store; fails the test when it fails.
+ * How many went back (with dry_run: would go). */
+gint64 jt_requeue(DqStore *s, const DqJobFilter *filter, gboolean dry_run);
+
+/* jt_requeue of every job in `states` (a done one: answered approximately). */
+gint64 jt_requeue_all(DqStore *s, guint states);
+
 /* Answers every job of `model_id` in db with the hash answerer (one worker, batches of 3) until
  * the queue is empty; fails the test when the worker fails. */
 void jt_run_worker(const char *db, const char *model_id);
@@ -85,5 +101,9 @@ gint64 jt_query_int(const char *db_path, const char *sql);
 /* One benchmark process: claims `batch` jobs of model "m" and completes them with a fixed answer
  * until the queue is empty; 0 on success, 2 with a message on stderr. */
 int jt_drain(const char *db, int batch);
+
+/* The benchmarks' measure: `procs` jt_drain processes (forked) on db at once, waited for; FALSE
+ * when one failed. *secs: the wall time they took; *cpu_s: the CPU time they used. */
+gboolean jt_drain_processes(const char *db, int procs, int batch, double *secs, double *cpu_s);
 
 #endif

@@ -15,36 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Runs docqa with argv (NULL-terminated, without the program) and stdin from `in` (NULL:
- * empty); returns the exit status, stdout and stderr as they came through pipes. */
-static int docqa_pipe(const char *const *args, const char *in, gsize in_len, char **out,
-                      char **errout) {
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, dq_test_docqa_path());
-    for (const char *const *a = args; *a; a++)
-        g_ptr_array_add(argv, g_strdup(*a));
-    g_ptr_array_add(argv, NULL);
-    GError *err = NULL;
-    GSubprocess *p =
-        g_subprocess_newv((const char *const *)argv->pdata,
-                          G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE |
-                              G_SUBPROCESS_FLAGS_STDERR_PIPE,
-                          &err);
-    dq_assert_no_error(err);
-    GBytes *input = g_bytes_new(in ? in : "", in ? in_len : 0);
-    GBytes *o = NULL, *e = NULL;
-    g_assert_true(g_subprocess_communicate(p, input, NULL, &o, &e, &err));
-    dq_assert_no_error(err);
-    *out = g_strndup(g_bytes_get_data(o, NULL), g_bytes_get_size(o));
-    *errout = g_strndup(g_bytes_get_data(e, NULL), g_bytes_get_size(e));
-    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
-    g_bytes_unref(input);
-    g_bytes_unref(o);
-    g_bytes_unref(e);
-    g_object_unref(p);
-    g_ptr_array_free(argv, TRUE);
-    return rc;
-}
+/* docqa with stdin empty (a pipe), stdout and stderr through pipes. */
+static const DqTestRun piped = {.in = ""};
 
 /* Runs docqa with its stdout and stderr on a pseudo-terminal, as a user at a terminal sees it
  * (newlines come back as \r\n); returns the exit status and everything it printed. */
@@ -95,7 +67,7 @@ static void test_file_name_escaped(void) {
     char *db = g_build_filename(dir, "t.db", NULL);
     const char *args[] = {"ingest", "--db", db, "-q", docs, NULL};
     char *out, *err;
-    g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 1);
+    g_assert_cmpint(dq_test_docqa_run(&piped, args, &out, &err), ==, 1);
     g_assert_null(strchr(out, '\033'));
     g_assert_null(strchr(out, '\007'));
     g_assert_nonnull(strstr(out, "x\\u001b]0;PWNED\\u0007\\u001b[2J\\u001b[31mred\\x9B.pdf"));
@@ -110,7 +82,8 @@ static void test_file_name_escaped(void) {
     /* the same name in an error message (a file named on the command line that is not there) */
     char *gone = g_build_filename(dir, "nothing\033[2J.pdf", NULL);
     const char *args2[] = {"status", "--db", gone, NULL};
-    g_assert_cmpint(docqa_pipe(args2, NULL, 0, &out, &err), ==, 2);
+    g_assert_cmpint(dq_test_docqa_run(&piped, args2, &out, &err), ==, 2);
+    g_assert_cmpstr(out, ==, ""); /* the one line is on stderr */
     g_assert_null(strchr(err, '\033'));
     g_assert_nonnull(strstr(err, "nothing\\u001b[2J.pdf"));
     g_free(out);
@@ -143,7 +116,7 @@ static void test_export_data_and_terminal(void) {
     for (int jsonl = 0; jsonl < 2; jsonl++) {
         const char *args[] = {"export", "--db", db, "--format", jsonl ? "jsonl" : "csv", NULL};
         char *out, *err;
-        g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 0);
+        g_assert_cmpint(dq_test_docqa_run(&piped, args, &out, &err), ==, 0);
         if (jsonl) /* JSON escapes C0 itself; DEL and C1 it may leave raw */
             g_assert_nonnull(strstr(out, "a\\u001b]0;PWNED\\u0007b\\tc"));
         else
@@ -170,7 +143,7 @@ static void test_ask_dash_dash(void) {
     char *db = jt_make_db(dir, 1, 1);
     const char *args[] = {"ask", "--db", db, "-m", "tiny", "--", "-2+3", NULL};
     char *out, *err;
-    g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 0);
+    g_assert_cmpint(dq_test_docqa_run(&piped, args, &out, &err), ==, 0);
     g_assert_nonnull(strstr(out, "ask: 1 question x 1 page: 1 new job"));
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 1);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions WHERE text = '-2+3'"), ==, 1);
@@ -203,7 +176,7 @@ static void test_ask_questions_capped(void) {
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         const char *args[] = {"ask", "--db", db, "-m", "tiny", "-f", cases[i].file, NULL};
         char *out, *err;
-        g_assert_cmpint(docqa_pipe(args, NULL, 0, &out, &err), ==, 2);
+        g_assert_cmpint(dq_test_docqa_run(&piped, args, &out, &err), ==, 2);
         g_assert_true(g_str_has_suffix(err, cases[i].want));
         g_free(out);
         g_free(err);
@@ -234,27 +207,10 @@ static void test_ask_questions_capped(void) {
 /* Runs docqa in folder `cwd` with DOCQA_DB set to db_env (NULL: unset); returns the exit
  * status and stderr. */
 static int docqa_in(const char *cwd, const char *db_env, const char *const *args, char **errout) {
-    GSubprocessLauncher *l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
-                                                       G_SUBPROCESS_FLAGS_STDERR_PIPE);
-    g_subprocess_launcher_set_cwd(l, cwd);
-    if (db_env != NULL)
-        g_subprocess_launcher_setenv(l, "DOCQA_DB", db_env, TRUE);
-    else
-        g_subprocess_launcher_unsetenv(l, "DOCQA_DB");
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, dq_test_docqa_path());
-    for (const char *const *a = args; *a; a++)
-        g_ptr_array_add(argv, g_strdup(*a));
-    g_ptr_array_add(argv, NULL);
-    GError *err = NULL;
-    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
-    dq_assert_no_error(err);
-    g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, NULL, errout, &err));
-    dq_assert_no_error(err);
-    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
-    g_object_unref(p);
-    g_object_unref(l);
-    g_ptr_array_free(argv, TRUE);
+    char *db = db_env != NULL ? g_strconcat("DOCQA_DB=", db_env, NULL) : g_strdup("DOCQA_DB");
+    const char *env[] = {db, NULL};
+    int rc = dq_test_docqa_run(&(DqTestRun){.cwd = cwd, .env = env}, args, NULL, errout);
+    g_free(db);
     return rc;
 }
 
@@ -325,40 +281,6 @@ static void test_conninfo_refused(void) {
     g_free(dir);
 }
 
-/* Runs docqa with `env` (NAME, VALUE pairs, NULL-terminated; a NULL value unsets) added to this
- * process's environment; returns the exit status, stdout and stderr. */
-static int docqa_env(const char *const *env, const char *const *args, char **out, char **errout) {
-    GSubprocessLauncher *l =
-        g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
-    for (const char *const *e = env; e && *e; e += 2) {
-        if (e[1] != NULL)
-            g_subprocess_launcher_setenv(l, e[0], e[1], TRUE);
-        else
-            g_subprocess_launcher_unsetenv(l, e[0]);
-    }
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, dq_test_docqa_path());
-    for (const char *const *a = args; *a; a++)
-        g_ptr_array_add(argv, g_strdup(*a));
-    g_ptr_array_add(argv, NULL);
-    GError *err = NULL;
-    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
-    dq_assert_no_error(err);
-    GBytes *o = NULL, *e = NULL;
-    g_assert_true(g_subprocess_communicate(p, NULL, NULL, &o, &e, &err));
-    dq_assert_no_error(err);
-    /* an empty GBytes has no data: "" rather than NULL */
-    *out = g_strndup(g_bytes_get_size(o) ? g_bytes_get_data(o, NULL) : "", g_bytes_get_size(o));
-    *errout = g_strndup(g_bytes_get_size(e) ? g_bytes_get_data(e, NULL) : "", g_bytes_get_size(e));
-    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
-    g_bytes_unref(o);
-    g_bytes_unref(e);
-    g_object_unref(p);
-    g_object_unref(l);
-    g_ptr_array_free(argv, TRUE);
-    return rc;
-}
-
 /* What a user sees of text a terminal would act on: no ESC, BEL or C1 byte, nothing that is not
  * UTF-8, and the hostile name written out as escapes where `want` says. */
 static void assert_shown(const char *what, const char *text, const char *want) {
@@ -419,10 +341,11 @@ static void test_messages_escaped(void) {
         {(const char *[]){"migrate", "--from", evil_db, "--to", evil_copy, NULL}, 0, TRUE},
     };
     /* DOCQA_PAGES is ignored for SQLite, with a note repeating it */
-    const char *env[] = {"DOCQA_PAGES", pages, "DOCQA_DB", NULL, NULL};
+    char *pages_env = g_strconcat("DOCQA_PAGES=", pages, NULL);
+    const DqTestRun with_env = {.env = (const char *const[]){pages_env, "DOCQA_DB", NULL}};
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         char *out, *err;
-        int rc = docqa_env(env, cases[i].args, &out, &err);
+        int rc = dq_test_docqa_run(&with_env, cases[i].args, &out, &err);
         char *what = g_strdup_printf("case %zu (%s)", i, cases[i].args[0]);
         if (cases[i].rc >= 0 && rc != cases[i].rc)
             g_error("%s: exit status %d, expected %d; stderr: %s", what, rc, cases[i].rc, err);
@@ -435,7 +358,7 @@ static void test_messages_escaped(void) {
     /* ingest's note on DOCQA_PAGES, with the name shown */
     const char *ingest[] = {"ingest", "--db", db, "-q", dir, NULL};
     char *out, *err;
-    docqa_env(env, ingest, &out, &err);
+    dq_test_docqa_run(&with_env, ingest, &out, &err);
     assert_shown("ingest", err, "DOCQA_PAGES (");
     assert_shown("ingest", err, shown);
     assert_shown("ingest", out, NULL);
@@ -444,6 +367,7 @@ static void test_messages_escaped(void) {
     g_free(evil_copy);
     g_free(evil_db);
     g_free(pages);
+    g_free(pages_env);
     g_free(model);
     g_free(missing);
     g_free(db);

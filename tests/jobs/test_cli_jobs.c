@@ -662,42 +662,8 @@ static void test_commands_refuse_stray_arguments(void) {
  * *errout. */
 static int docqa_with(const char *const *env, const char *stdout_path, char **out, char **errout,
                       const char *const *args) {
-    GSubprocessFlags flags = G_SUBPROCESS_FLAGS_STDERR_PIPE;
-    if (stdout_path == NULL)
-        flags |= G_SUBPROCESS_FLAGS_STDOUT_PIPE;
-    GSubprocessLauncher *l = g_subprocess_launcher_new(flags);
-    for (const char *const *e = env; e && *e; e++) {
-        char **kv = g_strsplit(*e, "=", 2);
-        g_subprocess_launcher_setenv(l, kv[0], kv[1], TRUE);
-        g_strfreev(kv);
-    }
-    if (stdout_path != NULL)
-        g_subprocess_launcher_set_stdout_file_path(l, stdout_path);
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, dq_test_docqa_path());
-    for (const char *const *a = args; *a; a++)
-        g_ptr_array_add(argv, g_strdup(*a));
-    g_ptr_array_add(argv, NULL);
-    GError *err = NULL;
-    GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &err);
-    dq_assert_no_error(err);
-    GBytes *o = NULL, *e = NULL;
-    g_assert_true(g_subprocess_communicate(p, NULL, NULL, &o, &e, &err));
-    dq_assert_no_error(err);
-    if (out != NULL)
-        *out = o ? g_strndup(g_bytes_get_data(o, NULL), g_bytes_get_size(o)) : g_strdup("");
-    if (errout != NULL)
-        *errout = g_bytes_get_size(e) > 0
-                      ? g_strndup(g_bytes_get_data(e, NULL), g_bytes_get_size(e))
-                      : g_strdup("");
-    int rc = g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
-    if (o)
-        g_bytes_unref(o);
-    g_bytes_unref(e);
-    g_object_unref(p);
-    g_object_unref(l);
-    g_ptr_array_free(argv, TRUE);
-    return rc;
+    return dq_test_docqa_run(&(DqTestRun){.env = env, .stdout_path = stdout_path}, args, out,
+                             errout);
 }
 
 /* A refused command line: its arguments after "COMMAND --db DB", and what its message says. */

@@ -22,20 +22,6 @@ static DqStore *open_store(const char *path) {
     return s;
 }
 
-/* store_jobs_requeue of every job in `states` (a done one: answered approximately): how many
- * went back. */
-static gint64 requeue_all(DqStore *s, guint states) {
-    GError *err = NULL;
-    DqJobFilter every = {.states = states};
-    GPtrArray *groups = store_jobs_requeue(s, &every, FALSE, &err);
-    dq_assert_no_error(err);
-    gint64 n = 0;
-    for (guint i = 0; i < groups->len; i++)
-        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
-    g_ptr_array_free(groups, TRUE);
-    return n;
-}
-
 static void close_store(DqStore *s) {
     store_jobs_finalize(s);
     dq_store_close(s);
@@ -642,9 +628,9 @@ static void test_failures_backoff_dead(void) {
     g_assert_cmpint(top->len, >=, 3);
     g_ptr_array_free(top, TRUE);
 
-    gint64 n = requeue_all(s, 1u << DQ_JOB_DEAD);
+    gint64 n = jt_requeue_all(s, 1u << DQ_JOB_DEAD);
     g_assert_cmpint(n, ==, 2);
-    n = requeue_all(s, 1u << DQ_JOB_FAILED);
+    n = jt_requeue_all(s, 1u << DQ_JOB_FAILED);
     g_assert_cmpint(n, ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
                     3);

@@ -15,39 +15,9 @@
 
 static const char *db;
 
-static DqWorkerOptions worker_options(void) {
-    return (DqWorkerOptions){.db_path = db,
-                             .model_id = "m",
-                             .batch = 4,
-                             .until_empty = TRUE,
-                             .lease_ms = LEASE_MS,
-                             .heartbeat_ms = 80,
-                             .backoff_ms = 1,
-                             .poll_ms = 20};
-}
-
 /* A worker process; `kill_at` goes into DOCQA_TEST_KILL_AT (NULL: none). */
 static pid_t spawn_worker(const char *kill_at, int delay_ms) {
-    fflush(NULL);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        if (kill_at)
-            g_setenv("DOCQA_TEST_KILL_AT", kill_at, TRUE);
-        else
-            g_unsetenv("DOCQA_TEST_KILL_AT");
-        JtAnswererConfig cfg = {.delay_ms = delay_ms};
-        DqAnswerer *a = jt_answerer_new(&cfg);
-        DqWorkerOptions opt = worker_options();
-        volatile sig_atomic_t stop = 0;
-        DqWorkerStats stats;
-        GError *err = NULL;
-        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
-        if (!ok)
-            fprintf(stderr, "worker: %s\n", err->message);
-        _exit(ok ? 0 : 2);
-    }
-    return pid;
+    return jt_spawn_worker(db, LEASE_MS, kill_at, delay_ms, 0);
 }
 
 /* The states a crash may leave: never an answer without 'done', nor 'done' without one. */

@@ -11,17 +11,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-/* CPU seconds of the children waited for so far. */
-static double children_cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_CHILDREN, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
 
 /* Copies the template queue into `loc`, drains it with `procs` processes; ops/s, and the
  * workers' CPU microseconds a job in *cpu_us. */
@@ -36,29 +25,14 @@ static double run(const char *template_db, const char *loc, int procs, int batch
     }
     DqJobCounts c;
     dq_store_close(from);
-    fflush(NULL);
-    gint64 t0 = g_get_monotonic_time();
-    double c0 = children_cpu_s();
-    pid_t *pids = g_new0(pid_t, procs);
-    for (int i = 0; i < procs; i++) {
-        pids[i] = fork();
-        if (pids[i] == 0)
-            _exit(jt_drain(loc, batch));
-    }
-    gboolean ok = TRUE;
-    for (int i = 0; i < procs; i++) {
-        int status = 0;
-        waitpid(pids[i], &status, 0);
-        ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    }
-    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
-    *cpu_us = (children_cpu_s() - c0) * 1e6 / (double)MAX(n_jobs, 1);
+    double secs = 0, cpu_s = 0;
+    gboolean ok = jt_drain_processes(loc, procs, batch, &secs, &cpu_s);
+    *cpu_us = cpu_s * 1e6 / (double)MAX(n_jobs, 1);
     if (!ok || !store_jobs_counts(to, NULL, &c, &err) || c.by_state[DQ_JOB_DONE] != n_jobs) {
         fprintf(stderr, "bench: a process failed or jobs were left (%s)\n", loc);
         exit(2);
     }
     dq_store_close(to);
-    g_free(pids);
     return (double)n_jobs / secs;
 }
 

@@ -6,6 +6,7 @@
  * SQLite -> PostgreSQL -> SQLite without loss. */
 #include "clock.h"
 #include "dq_error.h"
+#include "jobs_testlib.h"
 #include "pg_testlib.h"
 #include "store.h"
 #include "store_documents.h"
@@ -153,20 +154,6 @@ static char *answers_text(DqStore *s) {
 }
 
 /* One integer from a query, on either kind of store. */
-/* store_jobs_requeue of every job in `states` (a done one: answered approximately): how many
- * went back. */
-static gint64 requeue_all(DqStore *s, guint states) {
-    GError *err = NULL;
-    DqJobFilter every = {.states = states};
-    GPtrArray *groups = store_jobs_requeue(s, &every, FALSE, &err);
-    dq_assert_no_error(err);
-    gint64 n = 0;
-    for (guint i = 0; i < groups->len; i++)
-        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
-    g_ptr_array_free(groups, TRUE);
-    return n;
-}
-
 static gint64 query_int(DqStore *s, const char *loc, const char *sql) {
     if (dq_store_kind(s) == DQ_STORE_POSTGRES)
         return pgt_query_int(loc, sql);
@@ -437,7 +424,7 @@ static void test_lifecycle(gconstpointer kind) {
     g_ptr_array_free(errs, TRUE);
 
     /* Requeue, then a release gives the attempt back. */
-    gint64 requeued = requeue_all(s, (1u << DQ_JOB_DEAD) | (1u << DQ_JOB_FAILED));
+    gint64 requeued = jt_requeue_all(s, (1u << DQ_JOB_DEAD) | (1u << DQ_JOB_FAILED));
     g_assert_cmpint(requeued, ==, 2);
     GPtrArray *d = store_jobs_claim(s, "D", "m", 10, now + 3000, 1000, NULL, &err);
     g_assert_cmpint(d->len, ==, 2);
@@ -519,7 +506,7 @@ static void test_requeue_approximate(gconstpointer kind) {
     dq_assert_no_error(err);
     g_assert_false(pending);
 
-    gint64 requeued = requeue_all(s, 1u << DQ_JOB_DONE);
+    gint64 requeued = jt_requeue_all(s, 1u << DQ_JOB_DONE);
     dq_assert_no_error(err);
     g_assert_cmpint(requeued, ==, 1);
     DqJobCounts counts;
@@ -561,7 +548,7 @@ static void test_requeue_approximate(gconstpointer kind) {
     g_assert_false(pending);
 
     /* Nothing approximate is left: a second requeue finds nothing. */
-    requeued = requeue_all(s, 1u << DQ_JOB_DONE);
+    requeued = jt_requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 0);
     g_ptr_array_free(a, TRUE);
     g_ptr_array_free(b, TRUE);
@@ -593,7 +580,7 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
         ans[i].exact = 0;
     }
     complete_all(s, "A", ans, 3);
-    gint64 requeued = requeue_all(s, 1u << DQ_JOB_DONE);
+    gint64 requeued = jt_requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 3);
 
     /* First attempts: a bad input, a retryable failure, a worker that dies. */
@@ -633,7 +620,7 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
                               "last_error IS NOT NULL AND lease_owner IS NULL"),
                     ==, 3);
     /* Still approximate: another requeue takes them again. */
-    requeued = requeue_all(s, 1u << DQ_JOB_DONE);
+    requeued = jt_requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 3);
     g_ptr_array_free(a, TRUE);
     g_ptr_array_free(b, TRUE);
@@ -940,7 +927,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
     g_ptr_array_free(snaps, TRUE);
 
     /* Answered again by another snapshot: the replaced answers keep theirs. */
-    gint64 requeued = requeue_all(s, 1u << DQ_JOB_DONE);
+    gint64 requeued = jt_requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(requeued, ==, 2);
     c = claim_all(s, 2);
     answer_claimed(s, c, "again", FP_B, 1);
@@ -1345,15 +1332,8 @@ static void test_rerender_stored_rows(gconstpointer kind) {
 /* store_jobs_requeue of the done jobs `done` names (DqDoneJobs), against snapshot `fp`: how
  * many went back (or would, with dry_run). */
 static gint64 requeue_done(DqStore *s, guint done, const char *fp, gboolean dry_run) {
-    GError *err = NULL;
     DqJobFilter f = {.states = 1u << DQ_JOB_DONE, .done = done, .fingerprint = fp};
-    GPtrArray *groups = store_jobs_requeue(s, &f, dry_run, &err);
-    dq_assert_no_error(err);
-    gint64 n = 0;
-    for (guint i = 0; i < groups->len; i++)
-        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
-    g_ptr_array_free(groups, TRUE);
-    return n;
+    return jt_requeue(s, &f, dry_run);
 }
 
 /* docqa requeue --stale and --done: the answered jobs whose answer came from another snapshot
@@ -1473,7 +1453,7 @@ static void test_migrate_round_trip(void) {
     g_assert_true(store_jobs_complete(src, "W", ans, 2, &written, &err));
     g_ptr_array_free(cl, TRUE);
     /* The approximate one answered again: its first answer is kept in answers_superseded. */
-    requeue_all(src, 1u << DQ_JOB_DONE);
+    jt_requeue_all(src, 1u << DQ_JOB_DONE);
     cl = store_jobs_claim(src, "W", "m", 1, 6000, 100, NULL, &err); /* it comes first, by id */
     g_assert_cmpint(cl->len, ==, 1);
     g_assert_cmpint(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, ==, ans[1].job_id);
@@ -1915,7 +1895,7 @@ static void test_export_range(gconstpointer kind) {
     g_assert_cmpint(third_id, ==, query_int(s, loc, "SELECT max(id) FROM answers"));
 
     /* Answered again: the replacing answer is the next range's, with the same job. */
-    g_assert_cmpint(requeue_all(s, 1u << DQ_JOB_DONE), ==, 1);
+    g_assert_cmpint(jt_requeue_all(s, 1u << DQ_JOB_DONE), ==, 1);
     g_assert_cmpint(checkpoint_now(s), ==, c2); /* requeueing commits no answer */
     GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
     g_assert_cmpint(b->len, ==, 1);
@@ -2770,7 +2750,7 @@ static void test_cancel(gconstpointer kind) {
     /* A job queued again with its (approximate) answer: cancelling it keeps the answer, the job
      * is done again as it was. */
     g_assert_true(dq_store_exec(s, "UPDATE answers SET exact = 0 WHERE text = 'one'", &err));
-    gint64 n = requeue_all(s, 1u << DQ_JOB_DONE);
+    gint64 n = jt_requeue_all(s, 1u << DQ_JOB_DONE);
     g_assert_cmpint(n, ==, 1);
     assert_state(s, loc, j1, "queued");
     DqJobFilter queued_q1 = {.question_ids = &q1,
@@ -2799,7 +2779,7 @@ static void test_cancel(gconstpointer kind) {
     g_ptr_array_free(g, TRUE);
 
     /* requeue --cancelled: back in the queue with fresh attempts; the others stay. */
-    n = requeue_all(s, 1u << DQ_JOB_CANCELLED);
+    n = jt_requeue_all(s, 1u << DQ_JOB_CANCELLED);
     dq_assert_no_error(err);
     g_assert_cmpint(n, ==, 4);
     assert_state(s, loc, j2, "queued");

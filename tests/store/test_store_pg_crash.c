@@ -4,7 +4,6 @@
  * (a process group) are SIGKILLed at random moments; afterwards every job must be answered
  * exactly once, with the right answer. The jobs and page images come from jobs_testlib's SQLite
  * database, moved with dq_store_copy (docqa migrate). */
-#include "clock.h"
 #include "jobs_testlib.h"
 #include "pg_testlib.h"
 #include "queue.h"
@@ -26,42 +25,9 @@ static PgtServer *server;
 static char *db;      /* the PostgreSQL location */
 static char *page_db; /* the SQLite database whose page store the workers read */
 
-/* A worker process; `skew_ms`: its machine's clock is that much off. */
-static pid_t spawn_skewed_worker(const char *location, const char *kill_at, int delay_ms,
-                                 gint64 lease_ms, gint64 skew_ms) {
-    fflush(NULL);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        if (kill_at)
-            g_setenv("DOCQA_TEST_KILL_AT", kill_at, TRUE);
-        else
-            g_unsetenv("DOCQA_TEST_KILL_AT");
-        dq_wall_clock_skew_for_test(skew_ms);
-        JtAnswererConfig cfg = {.delay_ms = delay_ms};
-        DqAnswerer *a = jt_answerer_new(&cfg);
-        DqWorkerOptions opt = {.db_path = location,
-                               .model_id = "m",
-                               .batch = 4,
-                               .until_empty = TRUE,
-                               .lease_ms = lease_ms,
-                               .heartbeat_ms = 80,
-                               .backoff_ms = 1,
-                               .poll_ms = 20};
-        volatile sig_atomic_t stop = 0;
-        DqWorkerStats stats;
-        GError *err = NULL;
-        gboolean ok = queue_worker_run(&opt, a, &stop, &stats, &err);
-        if (!ok)
-            fprintf(stderr, "worker: %s\n", err->message);
-        _exit(ok ? 0 : 2);
-    }
-    return pid;
-}
-
 static pid_t spawn_worker_at(const char *location, const char *kill_at, int delay_ms,
                              gint64 lease_ms) {
-    return spawn_skewed_worker(location, kill_at, delay_ms, lease_ms, 0);
+    return jt_spawn_worker(location, lease_ms, kill_at, delay_ms, 0);
 }
 
 static pid_t spawn_worker(const char *kill_at, int delay_ms) {
@@ -200,8 +166,8 @@ static char *copy_of_queue(const char *name) {
  * so neither worker takes the other's jobs; every job is answered once, at its first attempt. */
 static void test_clocks_apart(void) {
     char *loc = copy_of_queue("clocks_apart");
-    pid_t w[2] = {spawn_skewed_worker(loc, NULL, 4, 2000, 0),
-                  spawn_skewed_worker(loc, NULL, 4, 2000, 10 * 60 * 1000)};
+    pid_t w[2] = {jt_spawn_worker(loc, 2000, NULL, 4, 0),
+                  jt_spawn_worker(loc, 2000, NULL, 4, 10 * 60 * 1000)};
     for (int i = 0; i < 2; i++) {
         int status = 0;
         g_assert_cmpint(waitpid(w[i], &status, 0), ==, w[i]);
