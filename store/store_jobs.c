@@ -1315,13 +1315,14 @@ static gpointer answer_engine_row(sqlite3_stmt *st) {
 
 GPtrArray *store_jobs_answer_engines(DqStore *s, GError **err) {
     PG_DISPATCH(s, return pgjobs_answer_engines(s, err));
-    sqlite3_stmt *st = stmt(s,
-                            "SELECT a.device, a.weights, a.exact, count(*) AS n, "
-                            "coalesce(sum(j.state IN ('queued', 'running')), 0) "
-                            "FROM answers a JOIN jobs j ON j.id = a.job_id "
-                            "GROUP BY a.device, a.weights, a.exact "
-                            "ORDER BY n DESC, device IS NULL, device, weights, exact",
-                            err);
+    sqlite3_stmt *st = stmt(
+        s,
+        "SELECT a.device, a.weights, a.exact, count(*) AS n, "
+        "coalesce(sum(j.state IN ('queued', 'running')), 0) "
+        "FROM answers a JOIN jobs j ON j.id = a.job_id "
+        "GROUP BY a.device, a.weights, a.exact "
+        "ORDER BY n DESC, device IS NULL, device, weights IS NULL, weights, exact IS NULL, exact",
+        err);
     if (st == NULL)
         return NULL;
     return read_rows(s, st, answer_engine_row, (GDestroyNotify)dq_answer_engine_free,

@@ -769,14 +769,15 @@ static gpointer answer_engine_row(PGresult *r, int i) {
 }
 
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err) {
-    return read_rows(
-        s,
-        "SELECT a.device, a.weights, a.exact, count(*) AS n, "
-        "count(*) FILTER (WHERE j.state IN ('queued', 'running')) "
-        "FROM answers a JOIN jobs j ON j.id = a.job_id "
-        "GROUP BY a.device, a.weights, a.exact "
-        "ORDER BY n DESC, device IS NULL, device COLLATE \"C\", weights COLLATE \"C\", exact",
-        NULL, "counting answers", answer_engine_row, (GDestroyNotify)dq_answer_engine_free, err);
+    return read_rows(s,
+                     "SELECT a.device, a.weights, a.exact, count(*) AS n, "
+                     "count(*) FILTER (WHERE j.state IN ('queued', 'running')) "
+                     "FROM answers a JOIN jobs j ON j.id = a.job_id "
+                     "GROUP BY a.device, a.weights, a.exact "
+                     "ORDER BY n DESC, device IS NULL, device COLLATE \"C\", weights IS NULL, "
+                     "weights COLLATE \"C\", exact IS NULL, exact",
+                     NULL, "counting answers", answer_engine_row,
+                     (GDestroyNotify)dq_answer_engine_free, err);
 }
 
 static gpointer model_snapshot_row(PGresult *r, int i) {

@@ -451,6 +451,20 @@ static void test_lifecycle(gconstpointer kind) {
                                e->weights ? e->weights : "NULL", e->exact, e->answers);
     }
     g_assert_cmpstr(by->str, ==, "cpu/int8/0/1 cpu/stored/1/1 cuda:0/stored/0/1 NULL/NULL/-1/1 ");
+    g_ptr_array_free(engines, TRUE);
+    /* Ties with an unknown mode: last on both stores (SQLite sorts NULL first, PostgreSQL last,
+     * unless told). */
+    g_assert_true(dq_store_exec(s, "UPDATE answers SET device = 'cpu' WHERE device IS NULL", &err));
+    engines = store_jobs_answer_engines(s, &err);
+    dq_assert_no_error(err);
+    g_string_truncate(by, 0);
+    for (guint i = 0; i < engines->len; i++) {
+        const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+        g_string_append_printf(by, "%s/%s/%d ", e->device, e->weights ? e->weights : "NULL",
+                               e->exact);
+    }
+    g_assert_cmpstr(by->str, ==, "cpu/int8/0 cpu/stored/1 cpu/NULL/-1 cuda:0/stored/0 ");
+    g_assert_true(dq_store_exec(s, "UPDATE answers SET device = NULL WHERE weights IS NULL", &err));
     g_string_free(by, TRUE);
     g_ptr_array_free(engines, TRUE);
     /* The columns take the --weights modes and 0 / 1 only. */
