@@ -299,7 +299,7 @@ int cmd_export(int argc, char **argv) {
         if (!dq_cli_utf8_option("export", "--where", *w))
             goto out;
         if (!queue_check_where(*w, &err)) {
-            rc = dq_cli_fail(err);
+            rc = dq_cli_fail_in("export", FALSE, err);
             goto out;
         }
     }
@@ -426,7 +426,7 @@ int cmd_export(int argc, char **argv) {
         where_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
         for (char **w = where; *w; w++)
             if (!store_jobs_where_documents(store, *w, where_ids, &err)) {
-                rc = dq_cli_fail(err);
+                rc = dq_cli_fail_in("export", TRUE, err);
                 goto out;
             }
     }

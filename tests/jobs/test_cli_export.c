@@ -480,7 +480,8 @@ static void test_export_where(void) {
     g_assert_cmpstr(t, ==, "12\n");
     g_free(t);
 
-    /* Refused as ask refuses it, in ask's words, before anything is written. */
+    /* Refused as ask refuses it, in ask's words, before anything is written; as cancel and
+     * requeue refuse it, each naming itself as for its other options. */
     const char *bad[] = {
         "path = 'a'; DELETE FROM answers",
         "id IN (SELECT document_id FROM pages)",
@@ -496,8 +497,22 @@ static void test_export_where(void) {
                         ==, 2);
         g_test_message("%s", err);
         g_assert_cmpstr(out, ==, "");
-        g_assert_true(g_str_has_prefix(err, "docqa: --where '"));
-        g_assert_cmpstr(err, ==, ask_err);
+        g_assert_true(g_str_has_prefix(err, "docqa: export: --where '"));
+        const char *why = err + strlen("docqa: export: ");
+        g_assert_true(g_str_has_prefix(ask_err, "docqa: ask: "));
+        g_assert_cmpstr(ask_err + strlen("docqa: ask: "), ==, why);
+        for (guint c = 0; c < 2; c++) {
+            const char *cmd = c == 0 ? "cancel" : "requeue";
+            char *cmd_err = NULL;
+            g_assert_cmpint(dq_test_docqa(NULL, &cmd_err, cmd, "--db", db, "--where", bad[i],
+                                          c == 0 ? NULL : "--done", NULL),
+                            ==, 2);
+            char *prefix = g_strdup_printf("docqa: %s: ", cmd);
+            g_assert_true(g_str_has_prefix(cmd_err, prefix));
+            g_assert_cmpstr(cmd_err + strlen(prefix), ==, why);
+            g_free(prefix);
+            g_free(cmd_err);
+        }
         g_free(out);
         g_free(err);
         g_free(ask_err);

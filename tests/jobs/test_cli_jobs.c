@@ -501,7 +501,8 @@ static void test_ask_normalizes_questions(void) {
     g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Qu\xe9?", NULL), ==,
                     2);
     g_assert_cmpstr(err, ==,
-                    "docqa: command-line question 1 'Qu\\xe9?': the question is not UTF-8 text\n");
+                    "docqa: ask: command-line question 1 'Qu\\xe9?': the question is not UTF-8 "
+                    "text\n");
     g_free(err);
     g_assert_cmpint(
         dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "Fine?", "\xc2\xa0", NULL), ==,
@@ -1975,9 +1976,10 @@ static void test_empty_model_and_deep_questions(void) {
     g_assert_cmpint(
         dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--questions", qfile, NULL), ==,
         2);
-    char *want = g_strdup_printf("docqa: %s: not a JSON list of strings: JSON nested deeper than "
-                                 "128 levels (at byte 128)\n",
-                                 qfile);
+    char *want =
+        g_strdup_printf("docqa: ask: %s: not a JSON list of strings: JSON nested deeper than "
+                        "128 levels (at byte 128)\n",
+                        qfile);
     g_assert_cmpstr(err, ==, want);
     g_free(want);
     g_free(err);
