@@ -50,6 +50,11 @@ void dq_cli_signals_remove_on_exit(const char *path);
  * (dq_print_line); returns DQ_EXIT_FATAL. */
 int dq_cli_fail(GError *err);
 
+/* dq_cli_fail for an error in what the user gave `command` (an option's value, a questions
+ * file): "docqa: <command>: <message>", as the option checks below print theirs. Only errors
+ * of DQ_ERR_ARGS when args_only: those of the database are the database's. */
+int dq_cli_fail_in(const char *command, gboolean args_only, GError *err);
+
 /* Untrusted text (a file name, a model id, an error message holding them) for a message or a
  * summary line: one line, control and invisible characters escaped (dq_text_show), so that a
  * file named with terminal escapes cannot retitle or clear the user's terminal. Free it. */

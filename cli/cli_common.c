@@ -2,6 +2,8 @@
 #include "json_write.h"
 #include "text.h"
 
+#include "dq_error.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +15,12 @@ int dq_cli_fail(GError *err) {
     dq_print_line(stderr, "docqa: %s", err ? err->message : "unknown error");
     g_clear_error(&err);
     return DQ_EXIT_FATAL;
+}
+
+int dq_cli_fail_in(const char *command, gboolean args_only, GError *err) {
+    if (err != NULL && (!args_only || g_error_matches(err, DQ_ERROR, DQ_ERR_ARGS)))
+        g_prefix_error(&err, "%s: ", command);
+    return dq_cli_fail(err);
 }
 
 char *dq_cli_shown(const char *text) {

@@ -75,14 +75,14 @@ gboolean dq_job_selection_check(DqJobSelection *sel, const char *command) {
         if (!dq_cli_utf8_option(command, "--where", *w))
             return FALSE;
         if (!queue_check_where(*w, &err)) {
-            dq_cli_fail(err);
+            dq_cli_fail_in(command, FALSE, err);
             return FALSE;
         }
     }
     for (char **q = sel->questions; q && *q; q++) {
         char *text = queue_question_normalize(*q, -1, "--question", &err);
         if (text == NULL) {
-            dq_cli_fail(err);
+            dq_cli_fail_in(command, FALSE, err);
             return FALSE;
         }
         g_ptr_array_add(sel->texts, text);
@@ -132,8 +132,11 @@ gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqSt
             return dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, path, id);
     }
     for (char **w = sel->where; w && *w; w++)
-        if (!store_jobs_where_documents(store, *w, sel->document_ids, err))
+        if (!store_jobs_where_documents(store, *w, sel->document_ids, err)) {
+            if (g_error_matches(*err, DQ_ERROR, DQ_ERR_ARGS)) /* the expression's fault */
+                g_prefix_error(err, "%s: ", command);
             return FALSE;
+        }
     gboolean known = TRUE;
     if (sel->model_id != NULL) {
         if (!store_jobs_model_known(store, sel->model_id, &known, err))

@@ -164,7 +164,7 @@ int cmd_ask(int argc, char **argv) {
         char *q = queue_question_normalize(args[i], -1, source, &err);
         g_free(source);
         if (q == NULL) {
-            rc = dq_cli_fail(err);
+            rc = dq_cli_fail_in("ask", FALSE, err);
             goto out;
         }
         g_ptr_array_add(questions, q);
@@ -172,7 +172,7 @@ int cmd_ask(int argc, char **argv) {
     if (questions_file != NULL) {
         char **qs = queue_read_questions(questions_file, &err);
         if (qs == NULL) {
-            rc = dq_cli_fail(err);
+            rc = dq_cli_fail_in("ask", FALSE, err); /* each a fault of the file */
             goto out;
         }
         for (char **q = qs; *q; q++)
@@ -269,7 +269,7 @@ int cmd_ask(int argc, char **argv) {
                         .n_res = n_res};
     DqAskResult res;
     if (!queue_ask(store, &req, &res, &err)) {
-        rc = dq_cli_fail(err);
+        rc = dq_cli_fail_in("ask", TRUE, err);
         goto out;
     }
     /* The jobs are stored: a signal from here on must not cut the report of them short. */

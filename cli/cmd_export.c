@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include "dq_error.h"
+#include "json_write.h"
 #include "queue.h"
 #include "store.h"
 #include "store_jobs.h"
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,7 +26,8 @@
 typedef struct {
     gboolean csv;
     gboolean spreadsheet_safe;
-    gboolean tty; /* stdout is a terminal: control characters escaped */
+    gboolean tty;     /* stdout is a terminal: control characters escaped */
+    gboolean current; /* v_current_answers: asked_document_id and asked_path too */
     gint64 rows;
 } Export;
 
@@ -102,10 +105,17 @@ static void json_known_int(JsonBuilder *b, const char *name, int v) {
 
 static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     Export *ex = user;
-    char page[32], doc[32], job[32], n_res[16], tile[16], edge[16], max_new[16];
+    char page[32], doc[32], job[32], n_res[16], tile[16], edge[16], max_new[16], page_id[32],
+        tokens[16], ms[G_ASCII_DTOSTR_BUF_SIZE], asked_doc[32];
     g_snprintf(page, sizeof(page), "%d", r->page);
     g_snprintf(doc, sizeof(doc), "%" G_GINT64_FORMAT, r->document_id);
     g_snprintf(job, sizeof(job), "%" G_GINT64_FORMAT, r->job_id);
+    g_snprintf(page_id, sizeof(page_id), "%" G_GINT64_FORMAT, r->page_id);
+    g_snprintf(tokens, sizeof(tokens), "%d", r->generated_tokens);
+    g_snprintf(asked_doc, sizeof(asked_doc), "%" G_GINT64_FORMAT, r->asked_document_id);
+    /* the stored double in the fewest digits that read back as it; made before anything is
+     * written, as it sets errno (g_ascii_strtod), which a failed write below is reported by */
+    const char *ms_text = isfinite(r->ms_total) ? dq_json_number(r->ms_total, ms) : NULL;
     if (ex->csv) {
         csv_field(ex, r->document_path, FALSE);
         csv_field(ex, page, FALSE);
@@ -125,7 +135,14 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         csv_field(ex, r->prompt, FALSE);
         csv_field(ex, known_int(max_new, sizeof max_new, r->max_new_tokens), FALSE);
         csv_field(ex, r->do_sample < 0 ? NULL : r->do_sample ? "1" : "0", FALSE);
-        csv_field(ex, r->model_fingerprint, TRUE);
+        csv_field(ex, r->model_fingerprint, FALSE);
+        csv_field(ex, page_id, FALSE);
+        csv_field(ex, tokens, FALSE);
+        csv_field(ex, ms_text, !ex->current);
+        if (ex->current) {
+            csv_field(ex, asked_doc, FALSE);
+            csv_field(ex, r->asked_path, TRUE);
+        }
     } else {
         JsonBuilder *b = json_builder_new();
         json_builder_begin_object(b);
@@ -156,6 +173,18 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
         json_known_int(b, "max_new_tokens", r->max_new_tokens);
         dq_cli_json_known_bool(b, "do_sample", r->do_sample);
         dq_cli_json_string(b, "model_fingerprint", r->model_fingerprint);
+        dq_cli_json_int(b, "page_id", r->page_id);
+        dq_cli_json_int(b, "generated_tokens", r->generated_tokens);
+        json_builder_set_member_name(b, "ms_total");
+        if (isfinite(r->ms_total)) /* written in the fewest digits that read back as it */
+            json_builder_add_double_value(b, r->ms_total);
+        else
+            json_builder_add_null_value(b);
+        if (ex->current) {
+            dq_cli_json_int(b, "asked_document_id", r->asked_document_id);
+            json_builder_set_member_name(b, "asked_path");
+            json_builder_add_string_value(b, r->asked_path);
+        }
         json_builder_end_object(b);
         dq_cli_json_print(b, FALSE);
     }
@@ -299,7 +328,7 @@ int cmd_export(int argc, char **argv) {
         if (!dq_cli_utf8_option("export", "--where", *w))
             goto out;
         if (!queue_check_where(*w, &err)) {
-            rc = dq_cli_fail(err);
+            rc = dq_cli_fail_in("export", FALSE, err);
             goto out;
         }
     }
@@ -335,7 +364,10 @@ int cmd_export(int argc, char **argv) {
         }
         g_ptr_array_add(questions, normal);
     }
-    Export ex = {.csv = TRUE, .spreadsheet_safe = spreadsheet_safe, .tty = isatty(STDOUT_FILENO)};
+    Export ex = {.csv = TRUE,
+                 .spreadsheet_safe = spreadsheet_safe,
+                 .tty = isatty(STDOUT_FILENO),
+                 .current = current};
     if (format != NULL && strcmp(format, "jsonl") == 0)
         ex.csv = FALSE;
     else if (format != NULL && strcmp(format, "csv") != 0) {
@@ -426,15 +458,15 @@ int cmd_export(int argc, char **argv) {
         where_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
         for (char **w = where; *w; w++)
             if (!store_jobs_where_documents(store, *w, where_ids, &err)) {
-                rc = dq_cli_fail(err);
+                rc = dq_cli_fail_in("export", TRUE, err);
                 goto out;
             }
     }
     if (ex.csv)
-        fputs("document_path,page,question,answer,model,finished_at,document_id,"
-              "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
-              "max_new_tokens,do_sample,model_fingerprint\r\n",
-              stdout);
+        printf("document_path,page,question,answer,model,finished_at,document_id,"
+               "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
+               "max_new_tokens,do_sample,model_fingerprint,page_id,generated_tokens,ms_total%s\r\n",
+               current ? ",asked_document_id,asked_path" : "");
     if (!store_jobs_each_answer(store, question_ids, current, after >= 0 ? &range : NULL, where_ids,
                                 write_row, &ex, &err)) {
         rc = dq_cli_fail(err);

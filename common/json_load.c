@@ -110,8 +110,12 @@ typedef struct {
     const char *key; /* the string's key as written (between the quotes), or of its nearest
                         container that has one; NULL at the top level */
     size_t key_len;
-    gboolean is_key;  /* the string is the key itself */
-    gboolean bad_hex; /* \u and 4 characters not all hex digits (json-glib: a NUL, or less) */
+    gboolean is_key; /* the string is the key itself */
+    enum {
+        ESCAPE_NUL,
+        ESCAPE_BAD_HEX, /* \u and 4 characters not all hex digits (json-glib: a NUL, or less) */
+        ESCAPE_LONE_SURROGATE /* json-glib: 3 bytes not UTF-8, the next character lost */
+    } problem;
 } NulEscape;
 
 /* The raw text of the string literal that starts at text[start] (after its quote). */
@@ -122,19 +126,25 @@ static size_t literal_len(const char *text, size_t len, size_t start) {
     return MIN(i, len) - start;
 }
 
-/* Whether the 4 characters are hex digits. json-glib decodes the 4 characters after \u whatever
- * they are: "\u0.00" is a NUL to it too, where Python's json refuses the escape. */
-static gboolean hex4(const char *p) {
-    for (int k = 0; k < 4; k++)
-        if (!g_ascii_isxdigit(p[k]))
-            return FALSE;
-    return TRUE;
+/* The value of 4 hex digits, or -1 when they are not all hex digits. json-glib decodes the 4
+ * characters after \u whatever they are: "\u0.00" is a NUL to it too, where Python's json
+ * refuses the escape. */
+static int hex4(const char *p) {
+    int v = 0;
+    for (int k = 0; k < 4; k++) {
+        int d = g_ascii_xdigit_value(p[k]);
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
 }
 
-/* Looks for a \u escape without 4 hex digits, and for \u0000 when want_nul, in the string
- * literals of `text`, which json-glib parsed (no deeper than DQ_JSON_MAX_DEPTH). An escaped
- * backslash before "u0000" is skipped with its escape, so "\\u0000" (a backslash, then u0000)
- * is no NUL. */
+/* Looks for a \u escape without 4 hex digits, and when want_nul for \u0000 and for a UTF-16
+ * surrogate escape without its other half (\ud800 not followed by \udc00..\udfff, or
+ * \udc00..\udfff alone), in the string literals of `text`, which json-glib parsed (no deeper than
+ * DQ_JSON_MAX_DEPTH). An escaped backslash before "u0000" is skipped with its escape, so
+ * "\\u0000" (a backslash, then u0000) is no NUL. */
 static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want_nul,
                                      NulEscape *found) {
     /* per open container: an object's latest key (key == NULL: an array, or no key yet) */
@@ -168,14 +178,27 @@ static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want
             for (; i < len && text[i] != '"'; i++) {
                 if (text[i] != '\\')
                     continue;
-                gboolean bad_hex = FALSE, nul = FALSE;
-                if (i + 1 < len && text[i + 1] == 'u') {
-                    bad_hex = i + 5 >= len || !hex4(text + i + 2);
-                    nul = !bad_hex && memcmp(text + i + 2, "0000", 4) == 0;
+                int u = i + 1 < len && text[i + 1] == 'u' ? (i + 5 < len ? hex4(text + i + 2) : -1)
+                                                          : 0x20; /* not \u: no problem */
+                gboolean bad = u < 0;
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    /* a high surrogate: a low one must follow (json-glib refuses a \u escape
+                     * of anything else after it, and takes any other character) */
+                    int low = i + 11 < len && text[i + 6] == '\\' && text[i + 7] == 'u'
+                                  ? hex4(text + i + 8)
+                                  : -1;
+                    if (low >= 0xDC00 && low <= 0xDFFF)
+                        i += 6; /* the pair: on to the second backslash, its u skipped below */
+                    else
+                        bad = want_nul;
+                } else if ((u == 0 || (u >= 0xDC00 && u <= 0xDFFF)) && want_nul) {
+                    bad = TRUE;
                 }
-                if (bad_hex || (nul && want_nul)) {
+                if (bad) {
                     found->offset = i;
-                    found->bad_hex = bad_hex;
+                    found->problem = u < 0    ? ESCAPE_BAD_HEX
+                                     : u == 0 ? ESCAPE_NUL
+                                              : ESCAPE_LONE_SURROGATE;
                     found->is_key = is_key;
                     found->key = NULL;
                     found->key_len = 0;
@@ -222,13 +245,18 @@ static gboolean check_no_nul_escape(const char *text, size_t len, gboolean want_
         g_free(shown);
         g_free(raw);
     }
-    if (nul.bad_hex) {
+    if (nul.problem == ESCAPE_BAD_HEX) {
         char *raw = g_strndup(text + nul.offset, MIN(len - nul.offset, 6));
         char *escape = dq_utf8_escape_invalid(raw);
         dq_fail(err, DQ_ERR_FORMAT, "%s: line %d: %s holds %s, a \\u escape without 4 hex digits",
                 label, line, where != NULL ? where : "a string", escape);
         g_free(escape);
         g_free(raw);
+    } else if (nul.problem == ESCAPE_LONE_SURROGATE) {
+        dq_fail(err, DQ_ERR_FORMAT,
+                "%s: line %d: %s holds %.6s, half of a UTF-16 surrogate pair without its other "
+                "half, not a character",
+                label, line, where != NULL ? where : "a string", text + nul.offset);
     } else {
         dq_fail(err, DQ_ERR_FORMAT,
                 "%s: line %d: %s holds \\u0000 (U+0000): docqa cannot keep a NUL character "

@@ -9,9 +9,11 @@
  *   - it takes an empty text for a document with no root, and skips a UTF-8 byte order mark,
  *     where Python's json (transformers) fails: both are refused;
  *   - it decodes \u0000 in a string to a NUL byte and hands strings out NUL-terminated, so the
- *     rest of the string is lost silently: such a string is refused, with the line and the key
- *     (DQ_JSON_NUL_CHECKED leaves it to a caller that names the place better itself), as is a
- *     \u escape without 4 hex digits, which it decodes to a NUL too ("\u0.00");
+ *     rest of the string is lost silently; and it decodes half of a UTF-16 surrogate pair alone
+ *     ("\ud800" not followed by a low surrogate, or a low one alone) to 3 bytes that are not
+ *     UTF-8, dropping the character after it. Such strings are refused, with the line and the
+ *     key (DQ_JSON_NUL_CHECKED leaves both to a caller that names the place better itself), as
+ *     is a \u escape without 4 hex digits, which it decodes to a NUL too ("\u0.00");
  *   - it takes C comments and strings in single quotes, which the bracket and escape scans here
  *     step over as it does;
  *   - it keeps the last of duplicate keys silently (DQ_JSON_UNIQUE_KEYS refuses them, for
@@ -35,7 +37,8 @@
 typedef enum {
     DQ_JSON_DEFAULT = 0,
     DQ_JSON_UNIQUE_KEYS = 1 << 0, /* a key twice in one object is an error */
-    DQ_JSON_NUL_CHECKED = 1 << 1, /* the caller refuses \u0000 in strings itself */
+    DQ_JSON_NUL_CHECKED = 1 << 1, /* the caller refuses \u0000 and lone surrogate escapes in
+                                     strings itself */
 } DqJsonFlags;
 
 /* The whole of a regular file, NUL-terminated (*len excludes the NUL; len may be NULL). Refuses

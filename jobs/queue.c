@@ -510,7 +510,7 @@ static guint json_literal_problem(const char *text, gsize len, LiteralProblem *p
 static gboolean read_json_list(const char *name, const char *text, gsize len, GPtrArray *out,
                                GError **err) {
     char *label = g_strdup_printf("%s: not a JSON list of strings", name);
-    /* \u0000 is refused below, naming the element rather than the line */
+    /* \u0000 and lone surrogates are refused below, naming the element rather than the line */
     JsonParser *parser = dq_json_parse(text, (gssize)len, label, DQ_JSON_NUL_CHECKED, err);
     gboolean ok = FALSE;
     g_free(label);

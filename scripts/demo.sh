@@ -30,6 +30,45 @@ die_usage() {
     "[--workers K] [--docqa BINARY] (see --help)" >&2
   exit 2
 }
+# Text the demo did not write (paths the user typed, file names, questions, answers) is shown as
+# the CLI shows such text (README, terminal escapes): control and other invisible characters as
+# \uXXXX, bytes that are not UTF-8 as \xNN, so that a folder named with an escape sequence cannot
+# drive the terminal. shown_py defines shown(text, width) for the Python below.
+shown_py='
+def shown(text, width=None):
+    out = []
+    for c in text:
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append("\\x%02x" % (ord(c) - 0xDC00))
+        elif c == " " or (c.isprintable() and not c.isspace()):
+            out.append(c)
+        elif c in "\n\t":
+            out.append("\\n" if c == "\n" else "\\t")
+        else:
+            out.append(("\\U%08x" if ord(c) > 0xFFFF else "\\u%04x") % ord(c))
+    s = "".join(out)
+    return s if width is None or len(s) <= width else s[: width - 3] + "..."
+'
+# One argument, so shown. Until what was given is checked (usage errors run nothing: python3 may
+# not be installed yet), every byte that is not printable ASCII as \xNN.
+checked=0
+shown() {
+  if [ "$checked" = 1 ] && command -v python3 >/dev/null 2>&1; then
+    python3 -c "$shown_py"'
+import sys
+print(shown(sys.argv[1]))' "$1"
+  else
+    local LC_ALL=C s=$1 out="" c i
+    for ((i = 0; i < ${#s}; i++)); do
+      c=${s:i:1}
+      case "$c" in
+        [\ -~]) out+=$c ;;
+        *) printf -v c '\\x%02x' "'$c" && out+=$c ;;
+      esac
+    done
+    printf '%s\n' "$out"
+  fi
+}
 # A path as the caller meant it: relative to the folder the script was run from.
 from_caller() { case "$1" in /* | -) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 
@@ -58,7 +97,7 @@ while [ $# -gt 0 ]; do
       esac
       shift 2
       ;;
-    *) die_usage "unknown argument '$1'" ;;
+    *) die_usage "unknown argument '$(shown "$1")'" ;;
   esac
 done
 
@@ -71,28 +110,30 @@ if [ -n "$model" ] && [ ! -f "$model/config.json" ]; then
   else
     why="no such folder"
   fi
-  echo "demo: --model $model: $why, not a model snapshot; see scripts/download-model.sh" >&2
+  echo "demo: --model $(shown "$model"): $why, not a model snapshot; see scripts/download-model.sh" >&2
   exit 2
 fi
 if [ -n "$docs" ] && [ ! -e "$docs" ]; then
-  echo "demo: --docs $docs: no such file or folder" >&2
+  echo "demo: --docs $(shown "$docs"): no such file or folder" >&2
   exit 2
 fi
 if [ -n "$questions" ] && [ "$questions" != - ] && [ ! -f "$questions" ]; then
-  echo "demo: --questions $questions: no such file" >&2
+  echo "demo: --questions $(shown "$questions"): no such file" >&2
   exit 2
 fi
 if [ -n "$db" ] && [ -d "$db" ]; then
-  echo "demo: --db $db: is a folder; give a database file" >&2
+  echo "demo: --db $(shown "$db"): is a folder; give a database file" >&2
   exit 2
 fi
 case "$workers" in
-  '' | *[!0-9]* | 0) die_usage "--workers '$workers': expected a whole number of at least 1" ;;
+  '' | *[!0-9]* | 0) die_usage "--workers '$(shown "$workers")': expected a whole number of at least 1" ;;
 esac
 if [ -n "$docqa" ] && [ ! -x "$docqa" ]; then
-  echo "demo: --docqa $docqa: not an executable file" >&2
+  echo "demo: --docqa $(shown "$docqa"): not an executable file" >&2
   exit 2
 fi
+
+checked=1
 
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -128,16 +169,16 @@ if [ -z "$db" ]; then
   mkdir -p "$(dirname "$db")"
   rm -rf "$db" "$db-wal" "$db-shm" "$db.pages"
 elif [ -e "$db" ]; then
-  printf '\n  Using your database %s as it is (nothing in it is deleted).\n' "$db"
+  printf '\n  Using your database %s as it is (nothing in it is deleted).\n' "$(shown "$db")"
 fi
 
-step "ingest $docs (pages rendered at N=5)"
+step "ingest $(shown "$docs") (pages rendered at N=5)"
 # Exit 1 says some documents failed (listed above); the others are still asked about.
 rc=0
 "$docqa" ingest --db "$db" --model "$model" "$docs" || rc=$?
 [ "$rc" -le 1 ] || exit "$rc"
 
-step "ask the questions in $questions about every page"
+step "ask the questions in $(shown "$questions") about every page"
 "$docqa" ask --db "$db" --model "$model" --questions "$questions"
 
 if [ "$workers" = 1 ]; then
@@ -154,20 +195,8 @@ step "answers (docqa export --format jsonl, as a table)"
 # File names, questions and answers are text docqa did not write: a file named with an escape
 # sequence would drive the terminal. They are shown as the CLI shows such text (README, terminal
 # escapes): control and other invisible characters as \uXXXX.
-"$docqa" export --db "$db" --format jsonl | python3 -c '
+"$docqa" export --db "$db" --format jsonl | python3 -c "$shown_py"'
 import json, os, sys
-
-def shown(text, width):
-    out = []
-    for c in text:
-        if c == " " or (c.isprintable() and not c.isspace()):
-            out.append(c)
-        elif c in "\n\t":
-            out.append("\\n" if c == "\n" else "\\t")
-        else:
-            out.append(("\\U%08x" if ord(c) > 0xFFFF else "\\u%04x") % ord(c))
-    s = "".join(out)
-    return s if len(s) <= width else s[: width - 3] + "..."
 
 rows = [json.loads(line) for line in sys.stdin]
 table = sorted((shown(os.path.basename(r["document_path"]), 48), r["page"],
@@ -182,4 +211,5 @@ if [ "$demo_model" = 1 ]; then
   echo "(demo model: the answers above are meaningless)"
 fi
 echo
-echo "The database is $db; query it with: sqlite3 $db 'SELECT * FROM v_answers'"
+shown_db=$(shown "$db")
+echo "The database is $shown_db; query it with: sqlite3 $shown_db 'SELECT * FROM v_answers'"

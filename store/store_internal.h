@@ -52,7 +52,9 @@ char *store_sqlite_immutable_uri(const char *path);
 #define DQ_ANSWER_ROW_COLUMNS                                                                      \
     "document_path, page, question, answer, model, finished_at, document_id, document_sha256, "    \
     "job_id, device, weights, exact, n_res, tile, longest_edge, prompt, max_new_tokens, "          \
-    "do_sample, model_fingerprint"
+    "do_sample, model_fingerprint, page_id, generated_tokens, ms_total"
+/* then v_current_answers' own two; a reader of v_answers selects two NULLs in their place */
+#define DQ_ANSWER_ROW_ASKED_COLUMNS "asked_document_id, asked_path"
 
 /* A job leaving running for good (failed, or dead after its last attempt) that already has an
  * answer goes back to 'done' instead: `docqa requeue --approximate` put it back, and its

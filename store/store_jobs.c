@@ -6,6 +6,7 @@
 #include "store_internal.h"
 #include "store_jobs_pg.h"
 
+#include <math.h>
 #include <sqlite3.h>
 #include <string.h>
 
@@ -1360,8 +1361,8 @@ GPtrArray *store_jobs_model_snapshots(DqStore *s, const char *model_id, GError *
                      "counting answers per snapshot", err);
 }
 
-#define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
-    "SELECT " DQ_ANSWER_ROW_COLUMNS " FROM " VIEW " WHERE (?1 IS NULL OR question IN "             \
+#define EACH_ANSWER_SQL(VIEW, ASKED, RANGE)                                                        \
+    "SELECT " DQ_ANSWER_ROW_COLUMNS ", " ASKED " FROM " VIEW " WHERE (?1 IS NULL OR question IN "  \
     "(SELECT text FROM questions WHERE id IN (SELECT value FROM json_each(?1)))) AND (?4 IS NULL " \
     "OR document_id IN (SELECT value FROM json_each(?4)))" RANGE                                   \
     " ORDER BY document_path, document_id, page, question, job_id"
@@ -1376,8 +1377,10 @@ gboolean store_jobs_each_answer(DqStore *s, const GArray *question_ids, gboolean
     PG_DISPATCH(
         s, return pgjobs_each_answer(s, question_ids, current, range, document_ids, fn, user, err));
     static const char *const sql[2][2] = {
-        {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
-        {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_answers", "NULL, NULL", ""),
+         EACH_ANSWER_SQL("v_answers", "NULL, NULL", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_current_answers", DQ_ANSWER_ROW_ASKED_COLUMNS, ""),
+         EACH_ANSWER_SQL("v_current_answers", DQ_ANSWER_ROW_ASKED_COLUMNS, IN_RANGE)},
     };
     /* Not a cached statement, so that it cannot be in use twice. */
     sqlite3_stmt *st = NULL;
@@ -1421,6 +1424,12 @@ gboolean store_jobs_each_answer(DqStore *s, const GArray *question_ids, gboolean
             .max_new_tokens = col_int_or(st, 16, -1),
             .do_sample = col_int_or(st, 17, -1),
             .model_fingerprint = (const char *)sqlite3_column_text(st, 18),
+            .page_id = sqlite3_column_int64(st, 19),
+            .generated_tokens = sqlite3_column_int(st, 20),
+            .ms_total =
+                sqlite3_column_type(st, 21) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 21),
+            .asked_document_id = sqlite3_column_int64(st, 22),
+            .asked_path = (const char *)sqlite3_column_text(st, 23),
         };
         ok = fn(&row, user, err);
     }

@@ -313,6 +313,12 @@ typedef struct {
     int max_new_tokens;
     int do_sample; /* 1, 0, or -1: not known */
     const char *model_fingerprint;
+    gint64 page_id;
+    int generated_tokens;
+    double ms_total; /* NAN: not recorded */
+    /* v_current_answers only (0 and NULL in v_answers): the document the job was made for */
+    gint64 asked_document_id;
+    const char *asked_path;
 } DqAnswerRow;
 
 typedef gboolean (*DqAnswerRowFn)(const DqAnswerRow *row, void *user, GError **err);

@@ -13,6 +13,7 @@
 #include "store_internal.h"
 #include "store_pg.h"
 
+#include <math.h>
 #include <string.h>
 
 /* One element of a list, made from row i of r. */
@@ -847,8 +848,8 @@ static int get_int_or(PGresult *r, int row, int col, int null) {
 /* The document ids as a set to join (a hashed semi-join) rather than "= ANY (array)", which
  * PostgreSQL hashes only for a constant array (14 and later) and otherwise scans once per row:
  * --where may match every document of a large archive. */
-#define EACH_ANSWER_SQL(VIEW, RANGE)                                                               \
-    "SELECT " DQ_ANSWER_ROW_COLUMNS " FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "               \
+#define EACH_ANSWER_SQL(VIEW, ASKED, RANGE)                                                        \
+    "SELECT " DQ_ANSWER_ROW_COLUMNS ", " ASKED " FROM " VIEW " WHERE ($1::bigint[] IS NULL OR "    \
     "question IN (SELECT text FROM questions WHERE id = ANY ($1::bigint[]))) AND ($2::bigint[] "   \
     "IS NULL OR document_id IN (SELECT unnest($2::bigint[])))" RANGE                               \
     " ORDER BY document_path COLLATE \"C\", document_id, page, question COLLATE \"C\", job_id"
@@ -883,6 +884,12 @@ static gboolean each_answer_row(PGresult *r, int i, void *user, GError **err) {
         .max_new_tokens = get_int_or(r, i, 16, -1),
         .do_sample = get_int_or(r, i, 17, -1),
         .model_fingerprint = pg_get_text(r, i, 18),
+        .page_id = pg_get_i64(r, i, 19),
+        .generated_tokens = get_int_or(r, i, 20, 0),
+        /* float8's text is the shortest that reads back as the same double (PostgreSQL 12) */
+        .ms_total = PQgetisnull(r, i, 21) ? NAN : g_ascii_strtod(PQgetvalue(r, i, 21), NULL),
+        .asked_document_id = PQgetisnull(r, i, 22) ? 0 : pg_get_i64(r, i, 22),
+        .asked_path = pg_get_text(r, i, 23),
     };
     return e->fn(&row, e->user, err);
 }
@@ -891,8 +898,10 @@ gboolean pgjobs_each_answer(DqStore *s, const GArray *question_ids, gboolean cur
                             const DqAnswerRange *range, const GArray *document_ids,
                             DqAnswerRowFn fn, void *user, GError **err) {
     static const char *const sql[2][2] = {
-        {EACH_ANSWER_SQL("v_answers", ""), EACH_ANSWER_SQL("v_answers", IN_RANGE)},
-        {EACH_ANSWER_SQL("v_current_answers", ""), EACH_ANSWER_SQL("v_current_answers", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_answers", "NULL::bigint, NULL::text", ""),
+         EACH_ANSWER_SQL("v_answers", "NULL::bigint, NULL::text", IN_RANGE)},
+        {EACH_ANSWER_SQL("v_current_answers", DQ_ANSWER_ROW_ASKED_COLUMNS, ""),
+         EACH_ANSWER_SQL("v_current_answers", DQ_ANSWER_ROW_ASKED_COLUMNS, IN_RANGE)},
     };
     /* Row by row as the server sends them: an export of every answer of a big archive held
      * them all in memory at once, about twice the size of the CSV written. */

@@ -184,7 +184,8 @@ static void test_json_empty_and_duplicates(void) {
      * not UTF-8 (fuzz_questions found it): they are shown escaped */
     expect_json_error("[\"caf\\ud83d\u00e9\" \"x\"]", DQ_JSON_DEFAULT, "not valid JSON: <data>:1:");
     expect_json_error("[\"caf\\ud83d\u00e9\" \"x\"]", DQ_JSON_DEFAULT, "caf\\x");
-    expect_json_error("{\"k\\ud83dxy\": 1, \"k\\ud83dxy\": 2}", DQ_JSON_UNIQUE_KEYS, "key \"k\\x");
+    expect_json_error("{\"k\\ud83dxy\": 1, \"k\\ud83dxy\": 2}",
+                      DQ_JSON_UNIQUE_KEYS | DQ_JSON_NUL_CHECKED, "key \"k\\x");
     /* the same key in different objects is no duplicate */
     expect_json_ok("{\"a\": {\"x\": 1}, \"b\": {\"x\": 2, \"a\": [{\"x\": 3}]}}",
                    DQ_JSON_UNIQUE_KEYS);
@@ -230,6 +231,43 @@ static void test_json_nul_escape(void) {
     expect_json_error("['\"', \"a\\u0000b\"]", DQ_JSON_DEFAULT, "holds \\u0000");
     expect_json_ok("['\\u0000']", DQ_JSON_DEFAULT); /* "\\u0000" to json-glib, no NUL */
     expect_json_ok("[\"/*\", \"*/\\u0041\"]", DQ_JSON_DEFAULT);
+}
+
+/* json-glib decodes half of a surrogate pair alone to 3 bytes that are not UTF-8 (ED A0 80 for
+ * \ud800) and drops the character after it: "a\ud800bc" read as "a", those bytes, "c". */
+static void test_json_lone_surrogate(void) {
+    expect_json_error("{\"chat_template\": \"a\\ud800bc\"}", DQ_JSON_DEFAULT,
+                      "x.json: line 1: a string under key \"chat_template\" holds \\ud800, half of "
+                      "a UTF-16 surrogate pair without its other half, not a character");
+    /* a low surrogate alone, on a later line, in a key (one at the end of a string takes the
+     * quote with it: json-glib finds the string unterminated) */
+    expect_json_error("{\"a\": 1,\n \"b\": [\"x\\uDC00y\"]}", DQ_JSON_DEFAULT,
+                      "x.json: line 2: a string under key \"b\" holds \\uDC00, half of");
+    expect_json_error("[\"x\\udbffy\"]", DQ_JSON_DEFAULT, "line 1: a string holds \\udbff, half");
+    expect_json_error("{\"k\\udfffx\": 1}", DQ_JSON_DEFAULT,
+                      "line 1: key \"k\\udfffx\" holds \\udfff");
+    /* a high one followed by no escape, or by an escape that is not \u */
+    expect_json_error("[\"\\ud83d\\nb\"]", DQ_JSON_DEFAULT, "holds \\ud83d, half");
+    expect_json_error("[\"\\ud83d\\\\udc00\"]", DQ_JSON_DEFAULT, "holds \\ud83d, half");
+    /* two low ones after a high: the pair, then a lone one */
+    expect_json_error("[\"\\ud83d\\ude00\\ude00z\"]", DQ_JSON_DEFAULT, "holds \\ude00, half");
+
+    /* a pair is one character, 4 bytes of UTF-8 */
+    GError *err = NULL;
+    JsonParser *p = dq_json_parse("[\"a\\ud83d\\ude00b\", \"\\uD834\\uDD1E\"]", -1, "x.json",
+                                  DQ_JSON_DEFAULT, &err);
+    dq_assert_no_error(err);
+    JsonArray *arr = json_node_get_array(json_parser_get_root(p));
+    g_assert_cmpstr(json_array_get_string_element(arr, 0), ==,
+                    "a\xF0\x9F\x98\x80"
+                    "b");
+    g_assert_cmpstr(json_array_get_string_element(arr, 1), ==, "\xF0\x9D\x84\x9E");
+    g_object_unref(p);
+    /* not escapes: an escaped backslash before the letters */
+    expect_json_ok("[\"\\\\ud800\", \"\\ud7ff\\ue000\"]", DQ_JSON_DEFAULT);
+    /* the questions reader names the question itself */
+    expect_json_ok("[\"a\\ud800bc\"]", DQ_JSON_NUL_CHECKED);
+    expect_json_error("[\"a\\ud800bc\"]", DQ_JSON_UNIQUE_KEYS, "holds \\ud800, half");
 }
 
 /* A quote in a comment hid the brackets after it from the depth check. */
@@ -457,6 +495,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/json/depth", test_json_depth);
     g_test_add_func("/common/json/empty_and_duplicates", test_json_empty_and_duplicates);
     g_test_add_func("/common/json/nul_escape", test_json_nul_escape);
+    g_test_add_func("/common/json/lone_surrogate", test_json_lone_surrogate);
     g_test_add_func("/common/json/depth_after_comment", test_json_depth_after_comment);
     g_test_add_func("/common/json/read_regular", test_read_regular);
     g_test_add_func("/common/json/numbers", test_json_numbers);

@@ -80,12 +80,16 @@ grep -q "Using your database $work/keep.db as it is" "$tmp/demo.out" ||
 
 # Text docqa did not write, printed by the demo: a file named with escape sequences and a question
 # holding ESC and a C1 control (CSI) are shown as \uXXXX, never as raw bytes that would drive
-# the terminal (sqlite3 printed them as they were).
-mkdir -p "$work/evil"
-cp "$src/examples/docs/receipt.pdf" "$work/evil/$(printf 'bad\033[31mRED\033]0;title\007.pdf')"
-printf 'What\033[2J is\302\233 the total?\n' >"$work/evil-q.txt"
-(cd "$work" && bash "$demo" --docqa "$docqa" --model ../demo-tiny --docs evil --questions evil-q.txt \
-  --db evil.db --workers 1 >"$tmp/evil.out" 2>&1) || {
+# the terminal (sqlite3 printed them as they were); so are the paths the user typed, in the
+# demo's own lines.
+evil_docs=$(printf 'evil\033[32mdir')
+evil_q=$(printf 'evil\033]0;t\007-q.txt')
+evil_db=$(printf 'evil\302\233.db')
+mkdir -p "$work/$evil_docs"
+cp "$src/examples/docs/receipt.pdf" "$work/$evil_docs/$(printf 'bad\033[31mRED\033]0;title\007.pdf')"
+printf 'What\033[2J is\302\233 the total?\n' >"$work/$evil_q"
+(cd "$work" && bash "$demo" --docqa "$docqa" --model ../demo-tiny --docs "$evil_docs" \
+  --questions "$evil_q" --db "$evil_db" --workers 1 >"$tmp/evil.out" 2>&1) || {
   cat "$tmp/evil.out"
   echo "demo.sh on a file named with escapes failed"
   exit 1
@@ -96,14 +100,16 @@ if LC_ALL=C grep -q "$(printf '[\001-\010\013-\037\177]\\|\302[\200-\237]')" "$t
   exit 1
 fi
 for want in 'bad\u001b[31mRED\u001b]0;title\u0007.pdf  1' 'What\u001b[2J is\u009b the total?' \
-  '==== run 1 worker until'; do
+  '==== run 1 worker until' "==== ingest $work/evil\\u001b[32mdir (pages" \
+  "==== ask the questions in $work/evil\\u001b]0;t\\u0007-q.txt about" \
+  "The database is $work/evil\\u009b.db; query it with: sqlite3 $work/evil\\u009b.db "; do
   grep -qF -- "$want" "$tmp/evil.out" || {
     cat -v "$tmp/evil.out"
     echo "demo.sh: expected '$want' in its output"
     exit 1
   }
 done
-echo "demo.sh: control characters in file names and questions shown as \\uXXXX"
+echo "demo.sh: control characters in paths, file names and questions shown as \\uXXXX"
 
 # Usage errors: exit 2 naming the option, before anything is installed or built (stdout empty).
 expect_usage_error() {
@@ -125,6 +131,14 @@ expect_usage_error "a folder without config.json" --model empty-model
 expect_usage_error "--model $work/q.txt: not a folder" --model q.txt
 expect_usage_error "--docs $work/nosuch: no such file or folder" --docs nosuch
 expect_usage_error "--db $work/mydocs: is a folder" --db mydocs
+# (before anything is installed, without python3: every byte not printable ASCII as \xNN)
+expect_usage_error "--docs $work/no\\x1b[2Jsuch: no such file or folder" --docs "$(printf 'no\033[2Jsuch')"
+expect_usage_error "--questions $work/no\\xc2\\x9bq.txt: no such file" --questions "$(printf 'no\302\233q.txt')"
+if LC_ALL=C grep -q "$(printf '[\001-\010\013-\037\177]\\|\302[\200-\237]')" "$tmp/u.err"; then
+  echo "demo.sh printed a path with raw control characters:"
+  cat -v "$tmp/u.err"
+  exit 1
+fi
 (cd "$work" && bash "$demo" --help >"$tmp/h.out" 2>&1) || { echo "demo.sh --help failed"; exit 1; }
 grep -q '^  scripts/demo.sh \[--model DIR\]' "$tmp/h.out" || { echo "demo.sh --help: no usage line"; exit 1; }
 if grep -qE '^(set |cd |usage\(\))' "$tmp/h.out"; then

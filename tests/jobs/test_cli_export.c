@@ -15,6 +15,12 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#ifdef DQ_TEST_POSTGRES
+#include "pg_testlib.h"
+static PgtServer *server;
+static char *server_why_not;
+#endif
+
 static int compare_strings(gconstpointer a, gconstpointer b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -216,7 +222,7 @@ static void test_export_checkpoint_rules(void) {
     static const char *header =
         "document_path,page,question,answer,model,finished_at,document_id,document_sha256,"
         "job_id,device,weights,exact,n_res,tile,longest_edge,prompt,max_new_tokens,do_sample,"
-        "model_fingerprint\r\n";
+        "model_fingerprint,page_id,generated_tokens,ms_total\r\n";
     g_assert_cmpint(dq_test_docqa(&out, NULL, "export", "--db", db, "--after", "8", NULL), ==, 0);
     g_assert_cmpstr(out, ==, header);
     g_free(out);
@@ -480,7 +486,8 @@ static void test_export_where(void) {
     g_assert_cmpstr(t, ==, "12\n");
     g_free(t);
 
-    /* Refused as ask refuses it, in ask's words, before anything is written. */
+    /* Refused as ask refuses it, in ask's words, before anything is written; as cancel and
+     * requeue refuse it, each naming itself as for its other options. */
     const char *bad[] = {
         "path = 'a'; DELETE FROM answers",
         "id IN (SELECT document_id FROM pages)",
@@ -496,8 +503,22 @@ static void test_export_where(void) {
                         ==, 2);
         g_test_message("%s", err);
         g_assert_cmpstr(out, ==, "");
-        g_assert_true(g_str_has_prefix(err, "docqa: --where '"));
-        g_assert_cmpstr(err, ==, ask_err);
+        g_assert_true(g_str_has_prefix(err, "docqa: export: --where '"));
+        const char *why = err + strlen("docqa: export: ");
+        g_assert_true(g_str_has_prefix(ask_err, "docqa: ask: "));
+        g_assert_cmpstr(ask_err + strlen("docqa: ask: "), ==, why);
+        for (guint c = 0; c < 2; c++) {
+            const char *cmd = c == 0 ? "cancel" : "requeue";
+            char *cmd_err = NULL;
+            g_assert_cmpint(dq_test_docqa(NULL, &cmd_err, cmd, "--db", db, "--where", bad[i],
+                                          c == 0 ? NULL : "--done", NULL),
+                            ==, 2);
+            char *prefix = g_strdup_printf("docqa: %s: ", cmd);
+            g_assert_true(g_str_has_prefix(cmd_err, prefix));
+            g_assert_cmpstr(cmd_err + strlen(prefix), ==, why);
+            g_free(prefix);
+            g_free(cmd_err);
+        }
         g_free(out);
         g_free(err);
         g_free(ask_err);
@@ -556,8 +577,239 @@ static void test_export_questions(void) {
     g_free(dir);
 }
 
+/* The rows of a CSV (RFC 4180: a quoted field may hold commas, CR LF and "" for a quote), each a
+ * NULL-terminated array of its fields. */
+static GPtrArray *csv_rows(const char *text) {
+    GPtrArray *rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+    GPtrArray *fields = g_ptr_array_new();
+    GString *field = g_string_new(NULL);
+    gboolean quoted = FALSE;
+    for (const char *p = text; *p; p++) {
+        if (quoted && *p == '"' && p[1] == '"') {
+            g_string_append_c(field, '"');
+            p++;
+        } else if (*p == '"') {
+            quoted = !quoted;
+        } else if (!quoted && (*p == ',' || (*p == '\r' && p[1] == '\n'))) {
+            g_ptr_array_add(fields, g_strdup(field->str));
+            g_string_truncate(field, 0);
+            if (*p == '\r') {
+                p++;
+                g_ptr_array_add(fields, NULL);
+                g_ptr_array_add(rows, g_ptr_array_free(fields, FALSE));
+                fields = g_ptr_array_new();
+            }
+        } else {
+            g_string_append_c(field, *p);
+        }
+    }
+    g_assert_cmpuint(fields->len, ==, 0); /* the last row ends with CR LF */
+    g_ptr_array_free(fields, TRUE);
+    g_string_free(field, TRUE);
+    return rows;
+}
+
+/* A double as text that tells any two apart ("NULL" for none): 17 significant digits. */
+static char *exact_number(gboolean known, double v) {
+    return known ? g_strdup_printf("%.17g", v) : g_strdup("NULL");
+}
+
+/* The columns export added after model_fingerprint, per row in the export's order, as lines
+ * "job_id document_id | page_id generated_tokens ms_total | asked_document_id asked_path" (the
+ * asked ones "-" without --current), read from the view itself. */
+static char *view_extra_columns(const char *db, gboolean current) {
+    sqlite3 *h = NULL;
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    char *sql = g_strdup_printf(
+        "SELECT job_id, document_id, page_id, generated_tokens, ms_total, %s FROM %s ORDER BY "
+        "document_path, document_id, page, question, job_id",
+        current ? "asked_document_id, asked_path" : "'-', '-'",
+        current ? "v_current_answers" : "v_answers");
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(h, sql, -1, &st, NULL), ==, SQLITE_OK);
+    GString *out = g_string_new(NULL);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char *ms =
+            exact_number(sqlite3_column_type(st, 4) != SQLITE_NULL, sqlite3_column_double(st, 4));
+        g_string_append_printf(
+            out, "%lld %lld | %lld %d %s | %s %s\n", (long long)sqlite3_column_int64(st, 0),
+            (long long)sqlite3_column_int64(st, 1), (long long)sqlite3_column_int64(st, 2),
+            sqlite3_column_int(st, 3), ms, (const char *)sqlite3_column_text(st, 5),
+            (const char *)sqlite3_column_text(st, 6));
+        g_free(ms);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    g_free(sql);
+    return g_string_free(out, FALSE);
+}
+
+/* The same lines from an export's CSV, whose header must be `header`. */
+static char *csv_extra_columns(const char *csv, const char *header, gboolean current) {
+    GPtrArray *rows = csv_rows(csv);
+    g_assert_cmpuint(rows->len, >=, 1);
+    char *got_header = g_strjoinv(",", g_ptr_array_index(rows, 0));
+    g_assert_cmpstr(got_header, ==, header);
+    g_free(got_header);
+    GString *out = g_string_new(NULL);
+    for (guint i = 1; i < rows->len; i++) {
+        char **f = g_ptr_array_index(rows, i);
+        g_assert_cmpuint(g_strv_length(f), ==, current ? 24 : 22);
+        char *ms = exact_number(*f[21] != '\0', g_ascii_strtod(f[21], NULL));
+        g_string_append_printf(out, "%s %s | %s %s %s | %s %s\n", f[8], f[6], f[19], f[20], ms,
+                               current ? f[22] : "-", current ? f[23] : "-");
+        g_free(ms);
+    }
+    g_ptr_array_free(rows, TRUE);
+    return g_string_free(out, FALSE);
+}
+
+/* The same lines from an export's JSON lines. */
+static char *jsonl_extra_columns(const char *jsonl, gboolean current) {
+    GString *out = g_string_new(NULL);
+    char **lines = g_strsplit(jsonl, "\n", -1);
+    for (char **l = lines; *l && **l; l++) {
+        JsonParser *p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, *l, -1, NULL));
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        g_assert_cmpuint(json_object_get_size(o), ==, current ? 24 : 22);
+        g_assert_cmpint(json_object_has_member(o, "asked_path"), ==, current);
+        JsonNode *ms_node = json_object_get_member(o, "ms_total");
+        g_assert_nonnull(ms_node);
+        gboolean known = !JSON_NODE_HOLDS_NULL(ms_node);
+        char *ms = exact_number(known, known ? json_node_get_double(ms_node) : 0);
+        char *asked = current ? g_strdup_printf("%" G_GINT64_FORMAT " %s",
+                                                json_object_get_int_member(o, "asked_document_id"),
+                                                json_object_get_string_member(o, "asked_path"))
+                              : g_strdup("- -");
+        g_string_append_printf(out,
+                               "%" G_GINT64_FORMAT " %" G_GINT64_FORMAT " | %" G_GINT64_FORMAT
+                               " %" G_GINT64_FORMAT " %s | %s\n",
+                               json_object_get_int_member(o, "job_id"),
+                               json_object_get_int_member(o, "document_id"),
+                               json_object_get_int_member(o, "page_id"),
+                               json_object_get_int_member(o, "generated_tokens"), ms, asked);
+        g_free(ms);
+        g_free(asked);
+        g_object_unref(p);
+    }
+    g_strfreev(lines);
+    return g_string_free(out, FALSE);
+}
+
+#define OLD_HEADER                                                                                 \
+    "document_path,page,question,answer,model,finished_at,document_id,document_sha256,job_id,"     \
+    "device,weights,exact,n_res,tile,longest_edge,prompt,max_new_tokens,do_sample,"                \
+    "model_fingerprint"
+
+/* export writes v_answers' page_id, generated_tokens and ms_total (the stored double exactly, or
+ * empty / null where not recorded), and with --current v_current_answers' asked_document_id and
+ * asked_path, after the columns it wrote before (scripts read a CSV by position): the values
+ * read back are the view's, in CSV and JSON lines, from SQLite and from PostgreSQL alike. */
+static void test_export_columns(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 2);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 4);
+    jt_run_worker(db, "tiny");
+    /* A copy of doc-0001 after it was answered: listed under it with --current, asked_path the
+     * original's. Times that are no short decimals, one not recorded; token counts apart. */
+    exec_sql(db, "INSERT INTO documents (path, sha256, bytes, mtime, kind, page_count, status) "
+                 "SELECT '/archive/copies/doc-0001.pdf', sha256, bytes, mtime, kind, page_count, "
+                 "status FROM documents WHERE path = '/archive/2024/doc-0001.pdf';"
+                 "INSERT INTO pages (document_id, page_number, width, height, render_settings, "
+                 "image_sha256, status) SELECT (SELECT id FROM documents WHERE path LIKE "
+                 "'/archive/copies/%'), page_number, width, height, render_settings, "
+                 "image_sha256, status FROM pages WHERE document_id = (SELECT id FROM documents "
+                 "WHERE path = '/archive/2024/doc-0001.pdf');"
+                 "UPDATE answers SET ms_total = job_id * 1000.0 / 3, generated_tokens = 7 * job_id;"
+                 "UPDATE answers SET ms_total = 1250.0 WHERE job_id = 2;"
+                 "UPDATE answers SET ms_total = NULL WHERE job_id = 3");
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_current_answers WHERE asked_path <> "
+                                     "document_path"),
+                    ==, 2);
+    char *outputs[2][2] = {{NULL}}; /* [current][jsonl] */
+    for (int current = 0; current < 2; current++) {
+        char *want = view_extra_columns(db, current);
+        g_assert_cmpint(count_lines(want), ==, current ? 6 : 4);
+        for (int jsonl = 0; jsonl < 2; jsonl++) {
+            char *err = NULL;
+            const char *args[] = {"export",
+                                  "--db",
+                                  db,
+                                  "--format",
+                                  jsonl ? "jsonl" : "csv",
+                                  current ? "--current" : NULL,
+                                  NULL};
+            g_assert_cmpint(dq_test_docqa_in(NULL, NULL, args, &outputs[current][jsonl], &err), ==,
+                            0);
+            g_assert_cmpstr(err, ==, "");
+            g_free(err);
+            const char *out = outputs[current][jsonl];
+            char *got =
+                jsonl ? jsonl_extra_columns(out, current)
+                      : csv_extra_columns(out,
+                                          current ? OLD_HEADER ",page_id,generated_tokens,ms_total,"
+                                                               "asked_document_id,asked_path"
+                                                  : OLD_HEADER ",page_id,generated_tokens,ms_total",
+                                          current);
+            g_assert_cmpstr(got, ==, want);
+            g_free(got);
+        }
+        g_free(want);
+    }
+    /* the stored double in the fewest digits that read it back; none recorded: empty, null */
+    g_assert_nonnull(strstr(outputs[0][0], ",1250.0\r\n"));
+    g_assert_nonnull(strstr(outputs[0][0], ",333.3333333333333\r\n"));
+    g_assert_nonnull(strstr(outputs[0][0], ",21,\r\n"));
+    g_assert_nonnull(strstr(outputs[0][1], "\"ms_total\":null"));
+    g_assert_nonnull(strstr(outputs[0][1], "\"ms_total\":333.3333333333333"));
+
+#ifdef DQ_TEST_POSTGRES
+    /* PostgreSQL: the same database copied there (ids kept) exports the same bytes. */
+    if (server == NULL) {
+        g_test_message("PostgreSQL part skipped: %s", server_why_not);
+    } else {
+        char *pg = pgt_new_database(server, "export_columns");
+        char *from = g_strconcat("sqlite:", db, NULL);
+        char *err = NULL;
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "migrate", "--from", from, "--to", pg, NULL), ==,
+                        0);
+        g_test_message("%s", err);
+        g_free(err);
+        g_assert_cmpint(pgt_query_int(pg, "SELECT count(*) FROM v_current_answers WHERE "
+                                          "asked_path <> document_path"),
+                        ==, 2);
+        g_assert_cmpint(pgt_query_int(pg, "SELECT count(*) FROM v_answers WHERE ms_total IS NULL"),
+                        ==, 1);
+        for (int current = 0; current < 2; current++)
+            for (int jsonl = 0; jsonl < 2; jsonl++) {
+                char *out = NULL;
+                const char *args[] = {"export",
+                                      "--db",
+                                      pg,
+                                      "--format",
+                                      jsonl ? "jsonl" : "csv",
+                                      current ? "--current" : NULL,
+                                      NULL};
+                g_assert_cmpint(dq_test_docqa_in(NULL, NULL, args, &out, NULL), ==, 0);
+                g_assert_cmpstr(out, ==, outputs[current][jsonl]);
+                g_free(out);
+            }
+        g_free(from);
+        g_free(pg);
+    }
+#endif
+    for (int i = 0; i < 4; i++)
+        g_free(outputs[i / 2][i % 2]);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
+#ifdef DQ_TEST_POSTGRES
+    server = pgt_start(&server_why_not);
+#endif
     char *bin = dq_test_docqa_path();
     if (!g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE))
         g_error("%s not built", bin);
@@ -567,5 +819,11 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/checkpoint-symlink", test_export_checkpoint_symlink);
     g_test_add_func("/cli-export/where", test_export_where);
     g_test_add_func("/cli-export/questions", test_export_questions);
-    return g_test_run();
+    g_test_add_func("/cli-export/columns", test_export_columns);
+    int rc = g_test_run();
+#ifdef DQ_TEST_POSTGRES
+    pgt_stop(server);
+    g_free(server_why_not);
+#endif
+    return rc;
 }

@@ -169,7 +169,7 @@ static void test_ask_questions_capped(void) {
     struct {
         const char *file, *want;
     } cases[] = {
-        {"/dev/zero", "docqa: /dev/zero: a device, not a regular file\n"},
+        {"/dev/zero", "docqa: ask: /dev/zero: a device, not a regular file\n"},
         {fifo, "a FIFO, not a regular file\n"},
         {big, "bytes, more than the 64 MiB allowed\n"},
     };
@@ -192,7 +192,8 @@ static void test_ask_questions_capped(void) {
     dq_assert_no_error(e);
     g_assert_true(WIFEXITED(status));
     g_assert_cmpint(WEXITSTATUS(status), ==, 2);
-    g_assert_cmpstr(err, ==, "docqa: standard input: more than the 64 MiB allowed for questions\n");
+    g_assert_cmpstr(err, ==,
+                    "docqa: ask: standard input: more than the 64 MiB allowed for questions\n");
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 0);
     g_free(out);
     g_free(err);
