@@ -1663,6 +1663,35 @@ static void test_worker_taken_over_while_running(void) {
     g_free(dir);
 }
 
+static void take_over_and_answer(Scene *sc) {
+    take_over(sc);
+    b_answers(sc);
+}
+
+/* Taken over and answered by another worker just as this one had its answer: nothing of this
+ * one's is written, and it says so (its answer counted lost, not done). */
+static void test_worker_answer_lost(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    Scene sc = {.db = db, .act_at = "worker:before_complete", .act = take_over_and_answer};
+    scene_begin(&sc);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
+    DqWorkerStats stats = jt_worker_run(&opt, a);
+    scene_end(&sc);
+    g_assert_true(sc.acted);
+    g_assert_cmpint(stats.claimed, ==, 1);
+    g_assert_cmpint(stats.lost, ==, 1);
+    g_assert_cmpint(stats.done + stats.failed + stats.withdrawn, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers WHERE worker = 'B'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 1);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
@@ -1681,6 +1710,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/orphan-jobs", test_worker_orphan_jobs);
     g_test_add_func("/queue/worker/bad-render-settings", test_worker_bad_render_settings);
     g_test_add_func("/queue/worker/submit-refused", test_worker_submit_refused);
+    g_test_add_func("/queue/worker/answer-lost", test_worker_answer_lost);
     g_test_add_func("/queue/worker/database-through-link", test_worker_database_through_link);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
