@@ -867,6 +867,31 @@ static void test_worker_submit_refused(void) {
     g_free(dir);
 }
 
+/* A page image the answerer finds bad (an I/O or format error) fails its jobs at once as
+ * 'page_image': no retry can mend the file. The other question's jobs are answered. */
+static void test_worker_bad_page_image(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    DqAnswerer *a = jt_answerer_new(&(JtAnswererConfig){.bad_question = "question 2"});
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 2, .backoff_ms = 1, .until_empty = TRUE};
+    DqWorkerStats stats = jt_worker_run(&opt, a);
+    g_assert_cmpint(stats.done, ==, 2);
+    g_assert_cmpint(stats.retried, ==, 0);
+    g_assert_cmpint(stats.failed, ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = j.question_id "
+                          "WHERE q.text = 'question 2' AND j.state = 'failed' AND j.attempts = 1"),
+                    ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'page_image' AND message "
+                          "= 'hash answerer: this question''s image is bad'"),
+                    ==, 2);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 /* A database reached through a symbolic link: SQLite opens the link's target, and the page store
  * is the one beside that file, under either name, also for a link whose target is not made yet.
  * A worker given the link answers everything (it stopped, "page store missing", beside the
@@ -1710,6 +1735,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/orphan-jobs", test_worker_orphan_jobs);
     g_test_add_func("/queue/worker/bad-render-settings", test_worker_bad_render_settings);
     g_test_add_func("/queue/worker/submit-refused", test_worker_submit_refused);
+    g_test_add_func("/queue/worker/bad-page-image", test_worker_bad_page_image);
     g_test_add_func("/queue/worker/answer-lost", test_worker_answer_lost);
     g_test_add_func("/queue/worker/database-through-link", test_worker_database_through_link);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
