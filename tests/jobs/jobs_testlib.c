@@ -164,7 +164,8 @@ static void jt_request_free(gpointer p) {
 
 static gboolean jt_submit(DqAnswerer *self, const DqAnswerRequest *req, gint64 tag, GError **err) {
     JtAnswerer *a = (JtAnswerer *)self;
-    (void)err; /* never refuses */
+    if (a->cfg.refused_question != NULL && strstr(req->question, a->cfg.refused_question))
+        return dq_fail(err, DQ_ERR_DEVICE, "refused at submit: out of device memory");
     JtRequest *r = g_new0(JtRequest, 1);
     r->tag = tag;
     r->image_path = g_strdup(req->image_path);

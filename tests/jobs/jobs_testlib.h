@@ -42,6 +42,9 @@ typedef struct {
     /* ... and those whose question contains long_question as a question the model cannot
      * take (DQ_ERR_ARGS, "too long for the model", failed at once). */
     const char *long_question;
+    /* ... and those whose question contains refused_question are refused at submit (a device
+     * out of memory, say: DQ_ERR_DEVICE, a model error the worker retries). */
+    const char *refused_question;
     double ms_total; /* > 0: every answer's ms_total, instead of the time it took */
 } JtAnswererConfig;
 

@@ -787,19 +787,29 @@ static void test_worker_orphan_jobs(void) {
 
 /* A page whose render settings cannot be read (edited by hand into something that is not
  * JSON, or not an object): its jobs fail as 'settings', naming the page, rather than being
- * answered at the snapshot's own N instead of the N its image was rendered at. The other page's
- * jobs are answered. */
+ * answered at the snapshot's own N instead of the N its image was rendered at. A job whose
+ * generation settings name no prompt fails as 'settings' too. The other page's jobs are
+ * answered. */
 static void test_worker_bad_render_settings(void) {
     char *dir = dq_test_tmpdir();
-    char *db = jt_make_db(dir, 1, 3);
-    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 3);
+    char *db = jt_make_db(dir, 1, 4);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 4);
     exec_by_hand(db, "UPDATE pages SET render_settings = '{\"n_res\": 5' WHERE page_number = 1;"
                      "UPDATE pages SET render_settings = '[5]' WHERE page_number = 2");
+    /* and a job whose generation settings name no prompt */
+    exec_by_hand(db, "UPDATE jobs SET generation_settings = '{\"max_new_tokens\": 8}' WHERE "
+                     "page_id = (SELECT id FROM pages WHERE page_number = 4)");
     DqAnswerer *a = jt_answerer_new(NULL);
-    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 3, .until_empty = TRUE};
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 4, .until_empty = TRUE};
     DqWorkerStats stats = jt_worker_run(&opt, a);
     g_assert_cmpint(stats.done, ==, 1);
-    g_assert_cmpint(stats.failed, ==, 2);
+    g_assert_cmpint(stats.failed, ==, 3);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id WHERE "
+                          "j.state = 'failed' AND j.attempts = 1 AND p.page_number = 4"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'settings' AND message = "
+                          "'generation settings ''{\"max_new_tokens\": 8}'': no prompt'"),
+                    ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN pages p ON p.id = j.page_id WHERE "
                           "j.state = 'failed' AND p.page_number IN (1, 2)"),
                     ==, 2);
@@ -812,6 +822,57 @@ static void test_worker_bad_render_settings(void) {
                           "an object'"),
                     ==, 1);
     g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 1);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A job the answerer refuses at submit (the device out of memory) is failed as a model error:
+ * retried after its backoff, then dead; the other question's jobs are answered. */
+static void test_worker_submit_refused(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 2), ==, 4);
+    DqAnswerer *a = jt_answerer_new(&(JtAnswererConfig){.refused_question = "question 2"});
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 2, .backoff_ms = 1, .until_empty = TRUE};
+    DqWorkerStats stats = jt_worker_run(&opt, a);
+    g_assert_cmpint(stats.done, ==, 2);
+    g_assert_cmpint(stats.retried, ==, 2);
+    g_assert_cmpint(stats.failed, ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = j.question_id "
+                          "WHERE q.text = 'question 2' AND j.state = 'dead' AND j.attempts = 2"),
+                    ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'model' AND message = "
+                          "'refused at submit: out of device memory'"),
+                    ==, 4);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 2);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
+/* A page image the answerer finds bad (an I/O or format error) fails its jobs at once as
+ * 'page_image': no retry can mend the file. The other question's jobs are answered. */
+static void test_worker_bad_page_image(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    DqAnswerer *a = jt_answerer_new(&(JtAnswererConfig){.bad_question = "question 2"});
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 2, .backoff_ms = 1, .until_empty = TRUE};
+    DqWorkerStats stats = jt_worker_run(&opt, a);
+    g_assert_cmpint(stats.done, ==, 2);
+    g_assert_cmpint(stats.retried, ==, 0);
+    g_assert_cmpint(stats.failed, ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = j.question_id "
+                          "WHERE q.text = 'question 2' AND j.state = 'failed' AND j.attempts = 1"),
+                    ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE kind = 'page_image' AND message "
+                          "= 'hash answerer: this question''s image is bad'"),
+                    ==, 2);
+    assert_answers_correct(db);
     dq_answerer_free(a);
     g_free(db);
     g_free(dir);
@@ -1613,6 +1674,35 @@ static void test_worker_taken_over_while_running(void) {
     g_free(dir);
 }
 
+static void take_over_and_answer(Scene *sc) {
+    take_over(sc);
+    b_answers(sc);
+}
+
+/* Taken over and answered by another worker just as this one had its answer: nothing of this
+ * one's is written, and it says so (its answer counted lost, not done). */
+static void test_worker_answer_lost(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 1);
+    Scene sc = {.db = db, .act_at = "worker:before_complete", .act = take_over_and_answer};
+    scene_begin(&sc);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .heartbeat_ms = 10};
+    DqWorkerStats stats = jt_worker_run(&opt, a);
+    scene_end(&sc);
+    g_assert_true(sc.acted);
+    g_assert_cmpint(stats.claimed, ==, 1);
+    g_assert_cmpint(stats.lost, ==, 1);
+    g_assert_cmpint(stats.done + stats.failed + stats.withdrawn, ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers WHERE worker = 'B'"), ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM answers"), ==, 1);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
@@ -1630,6 +1720,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/bad-question", test_worker_bad_question);
     g_test_add_func("/queue/worker/orphan-jobs", test_worker_orphan_jobs);
     g_test_add_func("/queue/worker/bad-render-settings", test_worker_bad_render_settings);
+    g_test_add_func("/queue/worker/submit-refused", test_worker_submit_refused);
+    g_test_add_func("/queue/worker/bad-page-image", test_worker_bad_page_image);
+    g_test_add_func("/queue/worker/answer-lost", test_worker_answer_lost);
     g_test_add_func("/queue/worker/database-through-link", test_worker_database_through_link);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);

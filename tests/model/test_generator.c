@@ -375,6 +375,19 @@ static void test_errors(void) {
     g_test_message("%s", err->message);
     g_clear_error(&err);
     g_assert_cmpint(dq_generator_n_free(g), ==, 1);
+    /* No prompt: no ids (where the pointer is there), or no pointer (where a count is). */
+    SmolvlmRequest empty = a.req;
+    empty.n_input_ids = 0;
+    SmolvlmRequest no_ids = a.req;
+    no_ids.input_ids = NULL;
+    const SmolvlmRequest *no_prompt[] = {&empty, &no_ids};
+    for (int i = 0; i < 2; i++) {
+        g_assert_false(dq_generator_add(g, no_prompt[i], 1, &slot, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        g_assert_cmpstr(err->message, ==, "empty prompt");
+        g_clear_error(&err);
+        g_assert_cmpint(dq_generator_n_free(g), ==, 1);
+    }
     /* A request that finishes at its first token is done without a step. */
     SmolvlmRequest one = a.req;
     one.options.max_new_tokens = 1;
@@ -387,6 +400,16 @@ static void test_errors(void) {
     g_assert_cmpmem(done.result.last_logits, V * 4, a.alone.last_logits, V * 4);
     dq_generate_result_clear(&done.result);
     dq_generator_free(g);
+    /* The timings of plain steps: 5 tokens, the first from the prefill, then 4 steps. */
+    DqGenerateResult r;
+    DqGenerateTimings tm;
+    g_assert_true(smolvlm_generate(p->model, &a.req, 1, &r, &tm, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.n_output_ids, ==, 5);
+    g_assert_cmpint(tm.generated_tokens, ==, 5);
+    g_assert_cmpint(tm.decode_steps, ==, 4);
+    g_assert_cmpfloat(tm.decode_ms, >, 0);
+    dq_generate_result_clear(&r);
     case_clear(&a);
     case_clear(&img);
     smolvlm_pipeline_free(p);
@@ -472,6 +495,32 @@ static void speculative(const char *model, const char *weights) {
         assert_same(&cs[c], &rs[c], V);
         dq_generate_result_clear(&rs[c]);
     }
+    /* ... from the first step: four requests of 3 tokens (the prefill's, then one step's with
+     * its guess) all guess, in the one step they are all in */
+    for (int c = 0; c < 4; c++)
+        reqs[c].options.max_new_tokens = 3;
+    run_speculative(pd->model, reqs, 4, 7, FALSE, rs, &tm);
+    g_assert_cmpint(tm.draft_tokens, ==, 4);
+    for (int c = 0; c < 4; c++) {
+        int n = MIN(3, cs[c].alone.n_output_ids); /* greedy: the first tokens of a longer run */
+        g_assert_cmpint(rs[c].n_output_ids, ==, 3);
+        g_assert_cmpmem(rs[c].output_ids, n * 4, cs[c].alone.output_ids, n * 4);
+        dq_generate_result_clear(&rs[c]);
+    }
+    /* One token left: no guess, and the step is one forward call, as a plain step. */
+    reqs[0].options.max_new_tokens = 2;
+    run_speculative(pd->model, &reqs[0], 1, 7, FALSE, rs, &tm);
+    g_assert_cmpint(tm.draft_tokens, ==, 0);
+    g_assert_cmpint(tm.decode_steps, ==, 1);
+    g_assert_cmpmem(rs[0].output_ids, 2 * 4, cs[0].alone.output_ids, 2 * 4);
+    dq_generate_result_clear(&rs[0]);
+    /* Two left, one guess: a draft call and the model's, then the model's alone unless the
+     * guess was taken. */
+    reqs[0].options.max_new_tokens = 3;
+    run_speculative(pd->model, &reqs[0], 1, 1, FALSE, rs, &tm);
+    g_assert_cmpint(tm.decode_steps, ==, 3 - tm.draft_accepted);
+    g_assert_cmpmem(rs[0].output_ids, 3 * 4, cs[0].alone.output_ids, 3 * 4);
+    dq_generate_result_clear(&rs[0]);
 
     /* eos allowed: the request stops where plain decoding stops */
     SmolvlmRequest eos = cs[0].req;

@@ -484,8 +484,17 @@ static void test_chunks(void) {
     /* its batch-mate's, up to the last split_min rows, within the second chunk */
     // NOLINTNEXTLINE(clang-analyzer-core.uninitialized.Assign): the same
     g_assert_cmpint(rows[1], ==, pr + 152 - split);
+    /* None for a prompt of split_min rows (its rest would be shorter), though all its ids are
+     * a's first, nor for one whose first id is another. */
+    Case few, other;
+    case_ids(&few, m, split, split, 1);
+    case_ids(&other, m, pr + 2, 0, 4);
+    g_assert_cmpint(few.req.input_ids[0], ==, a.req.input_ids[0]);
+    g_assert_cmpint(other.req.input_ids[0], !=, a.req.input_ids[0]);
+    g_assert_cmpint(run_one(g, m, &few), ==, 0);
+    g_assert_cmpint(run_one(g, m, &other), ==, 0);
     dq_generator_free(g);
-    Case *all[] = {&a, &short_tail, &longer, &longer_again};
+    Case *all[] = {&a, &short_tail, &longer, &longer_again, &few, &other};
     for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
         case_clear(all[i]);
     smolvlm_pipeline_free(p);

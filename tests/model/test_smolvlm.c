@@ -506,6 +506,15 @@ G_GNUC_UNUSED static void test_sampling_and_eos(void) {
     o.top_p = 0.6;
     for (int i = 0; i < 1000; i++)
         g_assert_cmpint(dq_sample_token(logits, 4, &o, &rng, scratch), ==, 2);
+    /* top_p 0.8: the 5/8 and 2/8 tokens (their 7/8 is the first mass to reach it), drawn 5:2
+     * from that mass renormalized; the 1/8 token, whose mass ascending is <= 1 - top_p, never. */
+    o.top_p = 0.8;
+    memset(counts, 0, sizeof counts);
+    for (int i = 0; i < 70000; i++)
+        counts[dq_sample_token(logits, 4, &o, &rng, scratch)]++;
+    g_assert_cmpint(counts[0] + counts[3], ==, 0);
+    g_assert_cmpfloat(fabs(counts[2] / 70000.0 - 5.0 / 7), <, 0.01);
+    g_assert_cmpfloat(fabs(counts[1] / 70000.0 - 2.0 / 7), <, 0.01);
     /* top_p 0 is not "off": transformers' TopPLogitsWarper keeps min_tokens_to_keep = 1 token,
      * the best, even where it holds little of the mass (here the 1/3 of three near ties). */
     float flat[4] = {0.0f, 0.01f, -0.01f, -INFINITY};

@@ -3303,6 +3303,261 @@ static void test_status_now(gconstpointer kind) {
     g_free(loc);
 }
 
+/* A lease is its holder's up to and including its lease_expires_ms and stalled from the next
+ * millisecond on, for the claim, `docqa status` (counts) and v_progress's split alike, and a claim
+ * that takes a lease back records why: no job goes back to the queue without its job_errors row.
+ * SQLite only: on PostgreSQL the caller's times are turned into the server's (store_pg.h), so no
+ * time given is exactly a lease's end there. */
+static void test_lease_boundary(void) {
+    char *loc = new_location("sqlite");
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/a.pdf", "1111");
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 1, 1000000, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(a->len, ==, 1);
+    /* From the row: the claim adds the time it waited for the write lock. */
+    gint64 end = query_int(s, loc, "SELECT lease_expires_ms FROM jobs WHERE state = 'running'");
+    g_assert_cmpint(end, >=, 1000000 + 1000);
+    for (int after = 0; after <= 1; after++) {
+        DqJobCounts c;
+        g_assert_true(store_jobs_counts_at(s, "m", end + after, &c, &err));
+        dq_assert_no_error(err);
+        g_assert_cmpint(c.by_state[DQ_JOB_RUNNING], ==, 1);
+        g_assert_cmpint(c.stalled, ==, after);
+        GPtrArray *rows = store_jobs_progress_at(s, end + after, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(rows->len, ==, 1);
+        const DqProgressRow *row = g_ptr_array_index(rows, 0);
+        g_assert_cmpint(row->running, ==, 1 - after);
+        g_assert_cmpint(row->stalled, ==, after);
+        g_ptr_array_free(rows, TRUE);
+    }
+    /* B at the lease's last millisecond: the two queued jobs, and A's too only where the claim
+     * waited for the lock (its time is then past the end); either way one record per job taken
+     * back. */
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 4, end, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    gint64 taken_back = query_int(s, loc, "SELECT count(*) FROM job_errors");
+    g_assert_cmpint(b->len, ==, 2 + taken_back);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs WHERE state = 'running' AND "
+                              "lease_owner = 'A'"),
+                    ==, 1 - taken_back);
+    /* C a millisecond past it: A's job (if still A's) is taken back, and recorded. */
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 4, end + 1, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 1 - taken_back);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM job_errors WHERE kind = "
+                              "'lease_expired'"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE lease_owner = 'A'"), ==, 0);
+    /* A retryable failure puts its job back as retrying (an attempt spent); a stalled job of
+     * another model is that model's, not this one's. */
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "B", ((DqClaimedJob *)g_ptr_array_index(b, 0))->job_id,
+                                  "model", "out of memory", TRUE, end, 10, &st, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
+    exec_ok(s, "UPDATE jobs SET model_id = 'n', lease_expires_ms = 1 WHERE id = (SELECT max(id) "
+               "FROM jobs WHERE state = 'running')");
+    DqJobCounts c_m, c_n;
+    g_assert_true(store_jobs_counts_at(s, "m", end + 1, &c_m, &err));
+    g_assert_true(store_jobs_counts_at(s, "n", end + 1, &c_n, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(c_m.by_state[DQ_JOB_QUEUED], ==, 1);
+    g_assert_cmpint(c_m.retrying, ==, 1);
+    g_assert_cmpint(c_m.by_state[DQ_JOB_RUNNING], ==, 1);
+    g_assert_cmpint(c_m.stalled, ==, 0);
+    g_assert_cmpint(c_n.by_state[DQ_JOB_RUNNING], ==, 1);
+    g_assert_cmpint(c_n.stalled, ==, 1);
+    g_assert_cmpint(c_n.retrying, ==, 0);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    g_ptr_array_free(c, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* Each statement of a claim failing part way (an I/O error, a corrupt page): the claim fails
+ * saying which step, and nothing of it stays: the expired lease is neither recorded nor taken
+ * back, no job is leased, and the next claim does all of it. */
+static void test_claim_read_errors(void) {
+    static const struct {
+        const char *sql; /* a part of the statement's text */
+        const char *what;
+    } steps[] = {
+        {"'lease_expired', ", "recording expired leases"},
+        {"RETURNING id, state", "reclaiming expired leases"},
+        {"attempts = attempts + 1", "claiming jobs"},
+        {"q.id IS NULL", "reading a claimed job"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(steps); i++) {
+        char *loc = NULL;
+        GError *err = NULL;
+        DqStore *s = sqlite_store_with_document(&loc, NULL);
+        g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+        GPtrArray *a = store_jobs_claim(s, "A", "m", 1, 1000000, 1000, NULL, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(a->len, ==, 1);
+        g_ptr_array_free(a, TRUE);
+        interrupt_statements(dq_store_sqlite(s), steps[i].sql);
+        g_assert_null(store_jobs_claim(s, "B", "m", 4, 1000000 + 5000, 1000, NULL, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+        g_assert_nonnull(strstr(err->message, steps[i].what));
+        g_clear_error(&err);
+        stop_interrupting(dq_store_sqlite(s));
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 0);
+        g_assert_cmpint(query_int(s, loc,
+                                  "SELECT count(*) FROM jobs WHERE state = 'running' AND "
+                                  "lease_owner = 'A' AND attempts = 1"),
+                        ==, 1);
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==,
+                        2);
+        int buried = -1;
+        GPtrArray *b = store_jobs_claim(s, "B", "m", 4, 1000000 + 5000, 1000, &buried, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(b->len, ==, 3);
+        g_assert_cmpint(buried, ==, 0);
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 1);
+        g_ptr_array_free(b, TRUE);
+        store_jobs_finalize(s);
+        dq_store_close(s);
+        g_free(loc);
+    }
+}
+
+/* A heartbeat whose COMMIT fails says so and leaves its caller's list of jobs gone as it was:
+ * what it found is not known to be so (its renewal did not happen either). */
+static void test_heartbeat_commit_error(void) {
+    char *loc = NULL;
+    GError *err = NULL;
+    DqStore *s = sqlite_store_with_document(&loc, NULL);
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+    GPtrArray *w = store_jobs_claim(s, "W", "m", 3, 1000000, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(w->len, ==, 3);
+    gint64 ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] = ((DqClaimedJob *)g_ptr_array_index(w, i))->job_id;
+    exec_ok(s, "UPDATE jobs SET lease_owner = 'V'"); /* taken over: all three gone */
+    GArray *gone = g_array_new(FALSE, FALSE, sizeof(gint64));
+    gint64 before = -7;
+    g_array_append_val(gone, before);
+    int held = -1;
+    interrupt_statements(dq_store_sqlite(s), "COMMIT");
+    g_assert_false(store_jobs_heartbeat_noting(s, "W", 1000500, 1000, ids, 3, gone, &held, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "COMMIT"));
+    g_clear_error(&err);
+    g_assert_cmpint(held, ==, -1);
+    g_assert_cmpint(gone->len, ==, 1);
+    g_assert_cmpint(g_array_index(gone, gint64, 0), ==, before);
+    /* without a list to fill, the same */
+    g_assert_false(store_jobs_heartbeat(s, "V", 1000500, 1000, &held, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_clear_error(&err);
+    g_assert_cmpint(held, ==, -1);
+    stop_interrupting(dq_store_sqlite(s));
+    g_assert_cmpint(query_int(s, loc, "SELECT max(lease_expires_ms) FROM jobs"), <, 1000500 + 1000);
+    g_assert_true(store_jobs_heartbeat_noting(s, "W", 1000500, 1000, ids, 3, gone, &held, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(held, ==, 0);
+    g_assert_cmpint(gone->len, ==, 4);
+    g_array_free(gone, TRUE);
+    g_ptr_array_free(w, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* A worker gives its jobs back on a connection whose last transaction failed and is still open
+ * (a COMMIT that hit a full disk leaves it so): the release is not swallowed by it, it is in the
+ * database for the next connection. */
+static void test_release_after_failed_transaction(void) {
+    char *loc = NULL;
+    GError *err = NULL;
+    DqStore *s = sqlite_store_with_document(&loc, NULL);
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+    GPtrArray *w = store_jobs_claim(s, "W", "m", 3, dq_wall_ms(), 60000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(w->len, ==, 3);
+    g_ptr_array_free(w, TRUE);
+    exec_ok(s, "BEGIN IMMEDIATE; UPDATE jobs SET last_error = 'half done'");
+    int released = -1;
+    g_assert_true(store_jobs_release(s, "W", &released, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(released, ==, 3);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
+                              "lease_owner IS NULL AND attempts = 0"),
+                    ==, 3);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE last_error IS NOT NULL"), ==,
+                    0);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* A completion stores the answer with all it says about how it was made: its tokens, its worker
+ * and times, each stage's milliseconds, the device, the weights, exactness and the snapshot, and
+ * the job's model and generation settings beside them (what `docqa export` and users' SQL
+ * read). */
+static void test_answer_provenance(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/a.pdf", "1111");
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+    GPtrArray *w = store_jobs_claim(s, "W", "m", 1, dq_wall_ms(), 60000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(w->len, ==, 1);
+    gint64 job = ((DqClaimedJob *)g_ptr_array_index(w, 0))->job_id;
+    const DqJobAnswer a = {.job_id = job,
+                           .text = "forty-two",
+                           .prompt_tokens = 812,
+                           .generated_tokens = 7,
+                           .started_at = "2026-03-01T10:00:00.125Z",
+                           .finished_at = "2026-03-01T10:00:02.500Z",
+                           .ms_image = 1.5,
+                           .ms_vision = 20.25,
+                           .ms_prefill = 300.5,
+                           .ms_decode = 70.75,
+                           .ms_total = 2375.0,
+                           .device = "cuda:1",
+                           .weights = "bf16",
+                           .exact = 0,
+                           .model_fingerprint = "0123456789abcdef"};
+    complete_all(s, "W", &a, 1);
+    char *sql = g_strdup_printf(
+        "SELECT count(*) FROM answers WHERE job_id = %" G_GINT64_FORMAT " AND text = 'forty-two' "
+        "AND prompt_tokens = 812 AND generated_tokens = 7 AND model_id = 'm' "
+        "AND generation_settings = '{}' AND worker = 'W' "
+        "AND started_at = '2026-03-01T10:00:00.125Z' AND finished_at = '2026-03-01T10:00:02.500Z' "
+        "AND ms_image = 1.5 AND ms_vision = 20.25 AND ms_prefill = 300.5 AND ms_decode = 70.75 "
+        "AND ms_total = 2375 AND device = 'cuda:1' AND weights = 'bf16' AND exact = 0 "
+        "AND model_fingerprint = '0123456789abcdef'",
+        job);
+    g_assert_cmpint(query_int(s, loc, sql), ==, 1);
+    g_free(sql);
+    g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
+    g_ptr_array_free(w, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     server = pgt_start(&server_why_not);
@@ -3406,6 +3661,15 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/where-error-says-why", "postgres",
                          test_where_error_says_why);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
+    g_test_add_func("/store/backends/sqlite/lease-boundary", test_lease_boundary);
+    g_test_add_func("/store/backends/sqlite/claim-read-errors", test_claim_read_errors);
+    g_test_add_func("/store/backends/sqlite/heartbeat-commit-error", test_heartbeat_commit_error);
+    g_test_add_func("/store/backends/sqlite/release-after-failed-transaction",
+                    test_release_after_failed_transaction);
+    g_test_add_data_func("/store/backends/sqlite/answer-provenance", "sqlite",
+                         test_answer_provenance);
+    g_test_add_data_func("/store/backends/postgres/answer-provenance", "postgres",
+                         test_answer_provenance);
     int rc = g_test_run();
     pgt_stop(server);
     g_free(server_why_not);
