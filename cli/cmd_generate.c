@@ -102,7 +102,7 @@ static gboolean dump_open(DumpFile *d, const char *path, GError **err) {
     GStatBuf st;
     if (g_stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
         if ((d->f = fopen(path, "wb")) == NULL)
-            return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: cannot open: %s", path,
+            return dq_fail(err, DQ_ERR_IO, "generate: --dump-logits %s: cannot open: %s", path,
                            g_strerror(errno));
         return TRUE;
     }
@@ -115,7 +115,8 @@ static gboolean dump_open(DumpFile *d, const char *path, GError **err) {
             g_unlink(d->tmp);
         }
         g_clear_pointer(&d->tmp, g_free);
-        return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: cannot create: %s", path, g_strerror(e));
+        return dq_fail(err, DQ_ERR_IO, "generate: --dump-logits %s: cannot create: %s", path,
+                       g_strerror(e));
     }
     /* Ctrl-C while the model works must not leave the temporary behind */
     dq_cli_signals_remove_on_exit(d->tmp);
@@ -158,7 +159,8 @@ static gboolean dump_finish(DumpFile *d, const float *logits, int n, GError **er
     g_clear_pointer(&d->tmp, g_free);
     dq_cli_signals_remove_on_exit(NULL);
     if (e != 0)
-        return dq_fail(err, DQ_ERR_IO, "--dump-logits %s: %s: %s", d->path, what, g_strerror(e));
+        return dq_fail(err, DQ_ERR_IO, "generate: --dump-logits %s: %s: %s", d->path, what,
+                       g_strerror(e));
     return TRUE;
 }
 

@@ -1665,9 +1665,10 @@ static void test_generate_dump_logits(void) {
     const char *nowhere[] = {"generate",           "-m", dir, "-p", "hi", "--dump-logits",
                              "/nonexistent/x.bin", NULL};
     g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, nowhere), ==, 2);
-    g_assert_cmpstr(err, ==,
-                    "docqa: --dump-logits /nonexistent/x.bin: cannot create: No such file or "
-                    "directory\n");
+    g_assert_cmpstr(
+        err, ==,
+        "docqa: generate: --dump-logits /nonexistent/x.bin: cannot create: No such file or "
+        "directory\n");
     g_free(err);
     char *dump = g_build_filename(dir, "x.bin", NULL);
     char *bad_image = g_build_filename(dir, "bad.png", NULL);
@@ -1759,14 +1760,15 @@ static void test_generate_dump_logits_write_failed(void) {
     char *dump = g_build_filename(dir, "x.bin", NULL);
     char *err = NULL;
     g_assert_cmpint(dump_run(NULL, NULL, model, "/dev/full", &err), ==, 2);
-    g_assert_cmpstr(err, ==,
-                    "docqa: --dump-logits /dev/full: write failed: No space left on device\n");
+    g_assert_cmpstr(
+        err, ==,
+        "docqa: generate: --dump-logits /dev/full: write failed: No space left on device\n");
     g_free(err);
 
     g_assert_true(g_file_set_contents(dump, "old", -1, NULL));
     g_assert_cmpint(dump_run(NULL, fsize_limited, model, dump, &err), ==, 2);
-    char *want =
-        g_strdup_printf("docqa: --dump-logits %s: write failed: %s\n", dump, g_strerror(EFBIG));
+    char *want = g_strdup_printf("docqa: generate: --dump-logits %s: write failed: %s\n", dump,
+                                 g_strerror(EFBIG));
     g_assert_cmpstr(err, ==, want);
     g_free(want);
     g_free(err);
@@ -1790,8 +1792,8 @@ static void test_generate_dump_logits_write_failed(void) {
                                     "trace=fsync", "-e",        "inject=fsync:error=EIO:when=1",
                                     NULL};
         g_assert_cmpint(dump_run(file_fails, NULL, model, dump, &err), ==, 2);
-        want =
-            g_strdup_printf("docqa: --dump-logits %s: write failed: %s\n", dump, g_strerror(EIO));
+        want = g_strdup_printf("docqa: generate: --dump-logits %s: write failed: %s\n", dump,
+                               g_strerror(EIO));
         g_assert_cmpstr(err, ==, want);
         g_free(want);
         g_free(err);
@@ -1805,9 +1807,10 @@ static void test_generate_dump_logits_write_failed(void) {
                                    "trace=fsync", "-e",        "inject=fsync:error=EIO:when=2",
                                    NULL};
         g_assert_cmpint(dump_run(dir_fails, NULL, model, dump, &err), ==, 2);
-        want = g_strdup_printf("docqa: --dump-logits %s: written, but its folder cannot be synced "
-                               "(a crash may lose it): %s\n",
-                               dump, g_strerror(EIO));
+        want = g_strdup_printf(
+            "docqa: generate: --dump-logits %s: written, but its folder cannot be synced "
+            "(a crash may lose it): %s\n",
+            dump, g_strerror(EIO));
         g_assert_cmpstr(err, ==, want);
         g_free(want);
         g_free(err);
