@@ -1,6 +1,7 @@
 /* Idefics3ImageProcessor: configuration, size rules (image_size_cases.json, every row), and
  * every fixture case end to end: each uint8 stage and tile hash-identical, the float32 pixel
- * values bit-identical at the golden samples and equal in per-tile sum. */
+ * values bit-identical at the golden samples and equal in per-tile sum; generated images of
+ * awkward sizes against tile hashes transformers computed (processor_size_goldens.py). */
 #include "dq_error.h"
 #include "../image/image_fixtures.h"
 #include "image_processor.h"
@@ -351,6 +352,64 @@ static void test_grid_order(void) {
     dq_image_free(img);
 }
 
+/* Tiles of generated images against transformers 4.57.6 + Pillow 12.3.0: the sizes around tile
+ * multiples and the extreme aspect ratios of the session-31 differential test, both geometries,
+ * so that CI (no PyPI) still checks them. Goldens from processor_size_goldens.py, which says how.
+ */
+static void test_size_goldens(void) {
+    static const struct {
+        int w, h, tile, rows, cols, n_tiles;
+        const char *sha256; /* of every tile's HWC bytes, feed order */
+    } cases[] = {
+        {511, 513, 512, 4, 4, 17,
+         "5f48d6d41114d02657ff4fce8ca7013e65b32763960e9e075456dbfe585e3692"},
+        {513, 512, 512, 4, 4, 17,
+         "2453bb87c1a747c4b2cd5e8698b4760fc63179ed52ba2e726c031be889791034"},
+        {2561, 2560, 512, 4, 4, 17,
+         "8b646d3e29103be41370e0d53a958ba83ce8e0bee99c461d4e894cf032add7fb"},
+        {2048, 211, 512, 1, 4, 5,
+         "7a1e3e7127b3542fe5d8f57ab60f1fabed8d597c60d118b7be759609df76f2a8"},
+        {5000, 2, 512, 1, 4, 5, "5354fd540177fbca6f1d0e161a576fa2b9a95fefb9c4853428a6a493782ac2b0"},
+        {2, 5000, 384, 4, 1, 5, "554bb961028038b574c2364e4bb38b872974e1b1c51cb1483e0ba57f0943fbdf"},
+        {385, 1537, 384, 4, 1, 5,
+         "6487f6289a95aea7e4b692f17e02cb7a6469f92e91cea513f85c08ec7db5aef3"},
+        {1537, 1536, 384, 4, 4, 17,
+         "ad6d2c473f59f5654a272d9f178294f5c6fb3f49bcfc0729701bcba537145af1"},
+        {383, 384, 384, 4, 4, 17,
+         "847e05f6675f7e878c9fd7892d9fee6815e36bb0955d84acb6b2b7f60c216515"},
+        {1, 101, 384, 4, 1, 5, "35d3329601736e4ee4c41d18be086ce983ba800fff927705f3e851308fd518c6"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        DqImageProcessorConfig cfg = default_config(cases[i].tile, 4, TRUE);
+        DqImage *img = dq_image_new(cases[i].w, cases[i].h);
+        for (int y = 0; y < img->height; y++)
+            for (int x = 0; x < img->width; x++)
+                for (int c = 0; c < 3; c++)
+                    img->pixels[((size_t)y * img->width + x) * 3 + c] =
+                        (uint8_t)((x * 7 + y * 13 + c * 101 + (x * y) % 17) & 255);
+        GError *err = NULL;
+        DqImageStages st;
+        DqImageTiles *t = image_processor_run_stages(&cfg, img, &st, &err);
+        dq_assert_no_error(err);
+        g_assert_nonnull(t);
+        if (t->rows != cases[i].rows || t->cols != cases[i].cols || t->n_tiles != cases[i].n_tiles)
+            g_error("%dx%d tile %d: %dx%d grid, %d tiles; transformers %dx%d, %d", cases[i].w,
+                    cases[i].h, cases[i].tile, t->rows, t->cols, t->n_tiles, cases[i].rows,
+                    cases[i].cols, cases[i].n_tiles);
+        GChecksum *sum = g_checksum_new(G_CHECKSUM_SHA256);
+        for (int k = 0; k < st.n_tiles; k++)
+            g_checksum_update(sum, st.tiles[k]->pixels,
+                              (gssize)st.tiles[k]->width * st.tiles[k]->height * 3);
+        if (strcmp(g_checksum_get_string(sum), cases[i].sha256) != 0)
+            g_error("%dx%d tile %d: tiles differ from transformers 4.57.6 + Pillow 12.3",
+                    cases[i].w, cases[i].h, cases[i].tile);
+        g_checksum_free(sum);
+        dq_image_tiles_free(t);
+        dq_image_stages_clear(&st);
+        dq_image_free(img);
+    }
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/image_processor/config/snapshots", test_config_snapshots);
@@ -359,6 +418,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/image_processor/plan/size_cases", test_plan_size_cases);
     g_test_add_func("/image_processor/pixel_formula", test_pixel_value_formula);
     g_test_add_func("/image_processor/grid_order", test_grid_order);
+    g_test_add_func("/image_processor/size_goldens", test_size_goldens);
     g_test_add_func("/image_processor/fixture_cases", test_fixture_cases);
     return g_test_run();
 }
