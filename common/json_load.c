@@ -102,22 +102,6 @@ gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *o
     return TRUE;
 }
 
-/* A string literal holding the escape \u0000: json-glib decodes it to a NUL byte and hands the
- * string out NUL-terminated, so the rest of the string would be lost without a word (a chat
- * template "<SmolVLM's>\u0000junk" read as SmolVLM's, while transformers renders the junk). */
-typedef struct {
-    size_t offset;   /* of the backslash */
-    const char *key; /* the string's key as written (between the quotes), or of its nearest
-                        container that has one; NULL at the top level */
-    size_t key_len;
-    gboolean is_key; /* the string is the key itself */
-    enum {
-        ESCAPE_NUL,
-        ESCAPE_BAD_HEX, /* \u and 4 characters not all hex digits (json-glib: a NUL, or less) */
-        ESCAPE_LONE_SURROGATE /* json-glib: 3 bytes not UTF-8, the next character lost */
-    } problem;
-} NulEscape;
-
 /* The raw text of the string literal that starts at text[start] (after its quote). */
 static size_t literal_len(const char *text, size_t len, size_t start) {
     size_t i = start;
@@ -145,8 +129,8 @@ static int hex4(const char *p) {
  * \udc00..\udfff alone), in the string literals of `text`, which json-glib parsed (no deeper than
  * DQ_JSON_MAX_DEPTH). An escaped backslash before "u0000" is skipped with its escape, so
  * "\\u0000" (a backslash, then u0000) is no NUL. */
-static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want_nul,
-                                     NulEscape *found) {
+gboolean dq_json_find_bad_escape(const char *text, size_t len, gboolean want_nul,
+                                 DqJsonBadEscape *found) {
     /* per open container: an object's latest key (key == NULL: an array, or no key yet) */
     struct {
         gboolean object;
@@ -155,6 +139,7 @@ static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want
     } open[DQ_JSON_MAX_DEPTH + 1];
     int depth = 0;
     gboolean expect_key = FALSE;
+    guint strings = 0;
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '{' || c == '[') {
@@ -171,10 +156,15 @@ static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want
         } else if (c == ',') {
             expect_key = depth > 0 && open[depth - 1].object;
         } else if (c == '\'' || c == '/') {
+            if (c == '\'') { /* a string to json-glib, without escapes (its key: not followed) */
+                strings++;
+                expect_key = FALSE;
+            }
             i = skip_lenient(text, len, i);
         } else if (c == '"') {
             gboolean is_key = expect_key && depth > 0;
             size_t start = ++i;
+            strings++;
             for (; i < len && text[i] != '"'; i++) {
                 if (text[i] != '\\')
                     continue;
@@ -196,9 +186,12 @@ static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want
                 }
                 if (bad) {
                     found->offset = i;
-                    found->problem = u < 0    ? ESCAPE_BAD_HEX
-                                     : u == 0 ? ESCAPE_NUL
-                                              : ESCAPE_LONE_SURROGATE;
+                    found->problem = u < 0    ? DQ_JSON_ESCAPE_BAD_HEX
+                                     : u == 0 ? DQ_JSON_ESCAPE_NUL
+                                              : DQ_JSON_ESCAPE_LONE_SURROGATE;
+                    found->string = strings;
+                    found->text = text + start;
+                    found->text_len = literal_len(text, len, start);
                     found->is_key = is_key;
                     found->key = NULL;
                     found->key_len = 0;
@@ -227,8 +220,8 @@ static gboolean json_find_nul_escape(const char *text, size_t len, gboolean want
 /* Refuses a text holding such an escape in a string, naming the line and the key. */
 static gboolean check_no_nul_escape(const char *text, size_t len, gboolean want_nul,
                                     const char *label, GError **err) {
-    NulEscape nul;
-    if (!json_find_nul_escape(text, len, want_nul, &nul))
+    DqJsonBadEscape nul;
+    if (!dq_json_find_bad_escape(text, len, want_nul, &nul))
         return TRUE;
     int line = 1;
     for (size_t i = 0; i < nul.offset; i++)
@@ -245,14 +238,14 @@ static gboolean check_no_nul_escape(const char *text, size_t len, gboolean want_
         g_free(shown);
         g_free(raw);
     }
-    if (nul.problem == ESCAPE_BAD_HEX) {
+    if (nul.problem == DQ_JSON_ESCAPE_BAD_HEX) {
         char *raw = g_strndup(text + nul.offset, MIN(len - nul.offset, 6));
         char *escape = dq_utf8_escape_invalid(raw);
         dq_fail(err, DQ_ERR_FORMAT, "%s: line %d: %s holds %s, a \\u escape without 4 hex digits",
                 label, line, where != NULL ? where : "a string", escape);
         g_free(escape);
         g_free(raw);
-    } else if (nul.problem == ESCAPE_LONE_SURROGATE) {
+    } else if (nul.problem == DQ_JSON_ESCAPE_LONE_SURROGATE) {
         dq_fail(err, DQ_ERR_FORMAT,
                 "%s: line %d: %s holds %.6s, half of a UTF-16 surrogate pair without its other "
                 "half, not a character",

@@ -50,6 +50,33 @@ char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GErr
  * FALSE with *offset (may be NULL) the byte offset of the first bracket too deep. */
 gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *offset);
 
+/* An escape in a string literal that json-glib cannot hand out faithfully. */
+typedef enum {
+    DQ_JSON_ESCAPE_NUL = 1,        /* \u0000: the string would end there */
+    DQ_JSON_ESCAPE_BAD_HEX,        /* \u and 4 characters not all hex digits: read anyway */
+    DQ_JSON_ESCAPE_LONE_SURROGATE, /* half a surrogate pair: 3 bytes not UTF-8, one lost */
+} DqJsonEscapeProblem;
+
+typedef struct {
+    DqJsonEscapeProblem problem;
+    size_t offset;    /* of the backslash */
+    guint string;     /* the literal's number in the text from 1, keys and single-quoted
+                         strings counted (in a list of strings: the element's) */
+    const char *text; /* the literal as written, between its quotes */
+    size_t text_len;  /* (cut at the end of the text) */
+    const char *key;  /* the literal's key as written, or its nearest container's that has
+                         one; NULL at the top level */
+    size_t key_len;
+    gboolean is_key; /* the literal is the key itself */
+} DqJsonBadEscape;
+
+/* The first such escape in the string literals of `text`, which json-glib parsed (so nested at
+ * most DQ_JSON_MAX_DEPTH), stepping over comments and single-quoted strings as json-glib does:
+ * a \u without 4 hex digits always, \u0000 and lone surrogates only when want_nul. FALSE when
+ * there is none. */
+gboolean dq_json_find_bad_escape(const char *text, size_t len, gboolean want_nul,
+                                 DqJsonBadEscape *found);
+
 /* Parses len bytes of text (len < 0: up to the NUL) into a new parser whose root is not NULL.
  * Errors are DQ_ERR_FORMAT and start with "label: ". g_object_unref the result. */
 JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJsonFlags flags,

@@ -443,70 +443,6 @@ static int line_of(const char *text, const char *at) {
     return line;
 }
 
-/* What json-glib cannot hand out faithfully in a string literal: \u0000 (it gives strings out
- * NUL-terminated, so the question would be cut short silently) and a UTF-16 surrogate without
- * its pair (it turns it into bytes that are not UTF-8 and drops the character after it). */
-typedef enum { LITERAL_OK, LITERAL_NUL, LITERAL_LONE_SURROGATE } LiteralProblem;
-
-static int hex4(const char *p) {
-    int v = 0;
-    for (int k = 0; k < 4; k++) {
-        int d = g_ascii_xdigit_value(p[k]);
-        if (d < 0)
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
-/* The first string literal of JSON text (already parsed: well formed) with such a problem:
- * its index (1-based; 0 if none), its text between the quotes at *lit, *lit_len, and the
- * escape at fault at *escape (6 bytes). */
-static guint json_literal_problem(const char *text, gsize len, LiteralProblem *problem,
-                                  const char **lit, gsize *lit_len, const char **escape) {
-    guint strings = 0;
-    const char *start = NULL;
-    *problem = LITERAL_OK;
-    for (gsize i = 0; i < len; i++) {
-        if (start == NULL) {
-            if (text[i] == '"') {
-                start = text + i + 1;
-                strings++;
-            }
-            continue;
-        }
-        if (text[i] == '"') {
-            start = NULL;
-            continue;
-        }
-        if (text[i] != '\\')
-            continue;
-        int u = i + 5 < len && text[i + 1] == 'u' ? hex4(text + i + 2) : -1;
-        if (u == 0)
-            *problem = LITERAL_NUL;
-        else if (u >= 0xD800 && u <= 0xDBFF) { /* a high surrogate: a low one must follow */
-            int next =
-                i + 11 < len && text[i + 6] == '\\' && text[i + 7] == 'u' ? hex4(text + i + 8) : -1;
-            if (next >= 0xDC00 && next <= 0xDFFF)
-                i += 6; /* the pair */
-            else
-                *problem = LITERAL_LONE_SURROGATE;
-        } else if (u >= 0xDC00 && u <= 0xDFFF)
-            *problem = LITERAL_LONE_SURROGATE;
-        if (*problem != LITERAL_OK) {
-            *escape = text + i;
-            const char *end = start;
-            while (end < text + len && *end != '"')
-                end += *end == '\\' ? 2 : 1;
-            *lit = start;
-            *lit_len = (gsize)(MIN(end, text + len) - start);
-            return strings;
-        }
-        i++; /* the escaped character */
-    }
-    return 0;
-}
-
 static gboolean read_json_list(const char *name, const char *text, gsize len, GPtrArray *out,
                                GError **err) {
     char *label = g_strdup_printf("%s: not a JSON list of strings", name);
@@ -532,20 +468,17 @@ static gboolean read_json_list(const char *name, const char *text, gsize len, GP
     }
     /* Every string in the text is an element now: the n-th literal is element n. It is shown
      * as written in the file, escapes and all. */
-    LiteralProblem problem;
-    const char *lit = NULL, *escape = NULL;
-    gsize lit_len = 0;
-    guint bad = json_literal_problem(text, len, &problem, &lit, &lit_len, &escape);
-    if (bad > 0) {
-        char *shown = escape_question(lit, lit_len);
-        if (problem == LITERAL_NUL)
+    DqJsonBadEscape bad;
+    if (dq_json_find_bad_escape(text, len, TRUE, &bad)) {
+        char *shown = escape_question(bad.text, bad.text_len);
+        if (bad.problem == DQ_JSON_ESCAPE_NUL)
             dq_fail(err, DQ_ERR_ARGS, "%s element %u \"%s\": the question holds a NUL character",
-                    name, bad, shown);
+                    name, bad.string, shown);
         else
             dq_fail(err, DQ_ERR_ARGS,
                     "%s element %u \"%s\": %.6s is half of a UTF-16 surrogate pair without its "
                     "other half, not a character",
-                    name, bad, shown, escape);
+                    name, bad.string, shown, text + bad.offset);
         g_free(shown);
         goto out;
     }
