@@ -419,7 +419,9 @@ static void test_mini_tokenizers(void) {
 /* ByteLevel add_prefix_space and BPE ignore_merges, which the SmolVLM tokenizers leave off:
  * expected ids and texts from tokenizers 0.23.3 (Tokenizer.from_str) on this same JSON. */
 static const char OPTIONS_JSON[] =
-    "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[],"
+    "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[{\"id\":6,"
+    "\"content\":\"<x>\",\"single_word\":false,"
+    "\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":true}],"
     "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":%s,"
     "\"trim_offsets\":true,\"use_regex\":%s},\"post_processor\":null,"
     "\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\",\"dropout\":null,"
@@ -436,6 +438,8 @@ static void test_byte_level_options(void) {
         {"true", "false", "true", "ab ab", {3, 2, 3, 2}, 4},
         {"true", "false", "true", "ba", {3, 1, 0}, 3},
         {"true", "false", "true", " ab", {3, 2}, 2},
+        /* no prefix space for the empty rest after an added token */
+        {"true", "false", "true", "ab<x>", {3, 2, 6}, 3},
         {"false", "true", "true", "ba", {4}, 1}, /* "ba" is in the vocabulary, no merge reaches it
                                                   */
         {"false", "true", "true", "ab ab", {2, 3, 2}, 3},
@@ -455,9 +459,9 @@ static void test_byte_level_options(void) {
         dq_assert_no_error(err);
         assert_ids_equal(cases[i].text, ids, n, cases[i].want, cases[i].n);
         g_free(ids);
-        /* out of range (6 ids) -> None in tokenizers; "\xc3\x83" is the lone byte 0xC3, so
+        /* out of range (7 ids) -> None in tokenizers; "\xc3\x83" is the lone byte 0xC3, so
          * decode([2, 5]) is "ab\uFFFD": the stream holds the byte back until the flush. */
-        g_assert_null(tokenizer_id_to_token(tok, 6));
+        g_assert_null(tokenizer_id_to_token(tok, 7));
         DqDecodeStream *st = tokenizer_stream_new(tok, TRUE);
         char *piece = tokenizer_stream_push(st, 2, NULL);
         g_assert_cmpstr(piece, ==, "ab");
