@@ -82,6 +82,16 @@ static void test_config_defaults_and_values(void) {
     g_free(dir);
 }
 
+static void test_config_edge_limit(void) {
+    char *dir = write_config("{\"size\": {\"longest_edge\": 65536}}");
+    DqImageProcessorConfig cfg;
+    GError *err = NULL;
+    g_assert_true(image_processor_config_load(dir, &cfg, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(cfg.longest_edge, ==, 65536);
+    g_free(dir);
+}
+
 static void expect_config_error(const char *json, int code, const char *fragment) {
     char *dir = write_config(json);
     DqImageProcessorConfig cfg;
@@ -100,8 +110,12 @@ static void test_config_errors(void) {
     expect_config_error("{\"size\": {\"height\": 10, \"width\": 10}}", DQ_ERR_UNSUPPORTED, "size");
     expect_config_error("{\"max_image_size\": {\"longest_edge\": \"big\"}}", DQ_ERR_MODEL,
                         "longest_edge");
+    /* 65536 is the largest longest_edge accepted (test_config_edge_limit). */
+    expect_config_error("{\"size\": {\"longest_edge\": 65537}}", DQ_ERR_MODEL, "65537");
     expect_config_error("{\"do_resize\": 1}", DQ_ERR_MODEL, "do_resize");
     expect_config_error("{\"image_std\": [0.5, 0, 0.5]}", DQ_ERR_MODEL, "image_std");
+    expect_config_error("{\"image_std\": [0, 0.5, 0.5]}", DQ_ERR_MODEL, "image_std");
+    expect_config_error("{\"image_std\": [0.5, 0.5, 0]}", DQ_ERR_MODEL, "image_std");
     expect_config_error("{\"image_mean\": [0.5, 0.5]}", DQ_ERR_MODEL, "image_mean");
     expect_config_error("{not json", DQ_ERR_FORMAT, "");
     expect_config_error("[1, 2]", DQ_ERR_FORMAT, "not a JSON object");
@@ -154,6 +168,18 @@ static void test_plan_size_cases(void) {
                     (int)json_object_get_int_member(c, "rows"),
                     (int)json_object_get_int_member(c, "cols"),
                     (int)json_object_get_int_member(c, "n_tiles"));
+        /* do_resize false: transformers splits the input as it is, so the case's longest-edge
+         * size as input gives the same vision-encoder size and grid. */
+        cfg.do_resize = FALSE;
+        int rw0 = (int)json_array_get_int_element(rw, 0),
+            rh0 = (int)json_array_get_int_element(rw, 1);
+        image_processor_plan(&cfg, rw0, rh0, &plan);
+        g_assert_cmpint(plan.resized_width, ==, rw0);
+        g_assert_cmpint(plan.resized_height, ==, rh0);
+        g_assert_cmpint(plan.aligned_width, ==, json_array_get_int_element(vw, 0));
+        g_assert_cmpint(plan.aligned_height, ==, json_array_get_int_element(vw, 1));
+        g_assert_cmpint(plan.n_tiles, ==, json_object_get_int_member(c, "n_tiles"));
+        cfg.do_resize = TRUE;
         cfg.do_split = FALSE;
         image_processor_plan(&cfg, w, h, &plan);
         g_assert_cmpint(plan.n_tiles, ==, json_object_get_int_member(c, "no_split_tiles"));
@@ -346,6 +372,11 @@ static void test_grid_order(void) {
     g_assert_cmpint(st.tiles[2]->width, ==, 8);
     dq_image_tiles_free(t);
     dq_image_stages_clear(&st);
+    /* a cleared DqImageStages is empty: clearing it again frees nothing twice */
+    g_assert_cmpint(st.n_tiles, ==, 0);
+    g_assert_null(st.tiles);
+    g_assert_null(st.resized);
+    dq_image_stages_clear(&st);
     g_assert_null(image_processor_run(&cfg, NULL, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
     g_clear_error(&err);
@@ -415,6 +446,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/image_processor/config/snapshots", test_config_snapshots);
     g_test_add_func("/image_processor/config/defaults", test_config_defaults_and_values);
     g_test_add_func("/image_processor/config/errors", test_config_errors);
+    g_test_add_func("/image_processor/config/edge_limit", test_config_edge_limit);
     g_test_add_func("/image_processor/plan/size_cases", test_plan_size_cases);
     g_test_add_func("/image_processor/pixel_formula", test_pixel_value_formula);
     g_test_add_func("/image_processor/grid_order", test_grid_order);

@@ -416,6 +416,70 @@ static void test_mini_tokenizers(void) {
     g_free(dir);
 }
 
+/* ByteLevel add_prefix_space and BPE ignore_merges, which the SmolVLM tokenizers leave off:
+ * expected ids and texts from tokenizers 0.23.3 (Tokenizer.from_str) on this same JSON. */
+static const char OPTIONS_JSON[] =
+    "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[{\"id\":6,"
+    "\"content\":\"<x>\",\"single_word\":false,"
+    "\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":true}],"
+    "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":%s,"
+    "\"trim_offsets\":true,\"use_regex\":%s},\"post_processor\":null,"
+    "\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\",\"dropout\":null,"
+    "\"unk_token\":null,\"ignore_merges\":%s,"
+    "\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"\xc4\xa0\":3,\"ba\":4,\"\xc3\x83\":5},\"merges\":[["
+    "\"a\",\"b\"]]}}";
+
+static void test_byte_level_options(void) {
+    static const struct {
+        const char *prefix_space, *ignore_merges, *regex, *text;
+        int32_t want[4];
+        size_t n;
+    } cases[] = {
+        {"true", "false", "true", "ab ab", {3, 2, 3, 2}, 4},
+        {"true", "false", "true", "ba", {3, 1, 0}, 3},
+        {"true", "false", "true", " ab", {3, 2}, 2},
+        /* no prefix space for the empty rest after an added token */
+        {"true", "false", "true", "ab<x>", {3, 2, 6}, 3},
+        {"false", "true", "true", "ba", {4}, 1}, /* "ba" is in the vocabulary, no merge reaches it
+                                                  */
+        {"false", "true", "true", "ab ab", {2, 3, 2}, 3},
+        {"false", "false", "true", "ba", {1, 0}, 2},
+        {"false", "false", "false", "ab ab", {2, 3, 2}, 3}, /* use_regex false: one word */
+    };
+    char *dir = dq_test_tmpdir();
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *json = g_strdup_printf(OPTIONS_JSON, cases[i].prefix_space, cases[i].regex,
+                                     cases[i].ignore_merges);
+        char *path = write_tmp(dir, "tokenizer.json", json);
+        GError *err = NULL;
+        DqTokenizer *tok = tokenizer_load(path, &err);
+        dq_assert_no_error(err);
+        size_t n;
+        int32_t *ids = tokenizer_encode(tok, cases[i].text, -1, &n, &err);
+        dq_assert_no_error(err);
+        assert_ids_equal(cases[i].text, ids, n, cases[i].want, cases[i].n);
+        g_free(ids);
+        /* out of range (7 ids) -> None in tokenizers; "\xc3\x83" is the lone byte 0xC3, so
+         * decode([2, 5]) is "ab\uFFFD": the stream holds the byte back until the flush. */
+        g_assert_null(tokenizer_id_to_token(tok, 7));
+        DqDecodeStream *st = tokenizer_stream_new(tok, TRUE);
+        char *piece = tokenizer_stream_push(st, 2, NULL);
+        g_assert_cmpstr(piece, ==, "ab");
+        g_free(piece);
+        piece = tokenizer_stream_push(st, 5, NULL);
+        g_assert_cmpstr(piece, ==, "");
+        g_free(piece);
+        piece = tokenizer_stream_flush(st, NULL);
+        g_assert_cmpstr(piece, ==, "\xEF\xBF\xBD");
+        g_free(piece);
+        tokenizer_stream_free(st);
+        tokenizer_free(tok);
+        g_free(path);
+        g_free(json);
+    }
+    g_free(dir);
+}
+
 static void expect_load_error(const char *dir, const char *json, int code, const char *needle) {
     char *path = write_tmp(dir, "tokenizer.json", json);
     GError *err = NULL;
@@ -894,6 +958,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/tokenizer/cache_xdg_relative", test_cache_xdg_relative);
     g_test_add_func("/tokenizer/utf8_lossy", test_utf8_lossy);
     g_test_add_func("/tokenizer/mini", test_mini_tokenizers);
+    g_test_add_func("/tokenizer/byte_level_options", test_byte_level_options);
     g_test_add_func("/tokenizer/load_errors", test_load_errors);
     g_test_add_func("/tokenizer/damaged_real", test_damaged_real);
     g_test_add_func("/tokenizer/fixture_cases", test_fixture_cases);
