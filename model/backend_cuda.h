@@ -21,8 +21,11 @@
  *   (no TF32): slower, but within the float32 conformance tolerances of
  *   ../shared/conformance/check.py (scripts/check-gpu.sh runs it both ways).
  * - All ops are queued on one CUDA stream with no host synchronisation, except download()
- *   (which returns once the data is on the host). Host arrays an op takes (RoPE positions,
- *   token ids) are staged through pinned host memory.
+ *   (which returns once the data is on the host), weight_init, and staging that finds the
+ *   pinned ring a lap ahead of the GPU (it waits for the copies still reading the slots it
+ *   needs). Uploads and the host arrays an op takes (RoPE positions, token ids) are staged
+ *   through that ring; tiles (upload_pixels) go up on a second stream, which the first waits
+ *   for.
  * - Ops cannot fail through the interface (they return void): the first CUDA error is kept and
  *   reported by dq_backend_cuda_check() and by every later alloc (which then returns NULL);
  *   every later op is skipped and every download gives zeros. smolvlm's forward calls check it

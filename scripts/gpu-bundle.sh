@@ -8,7 +8,7 @@
 #   bash .gpu-shared/device-run.sh   (see that script)
 #
 # Everything is xz-compressed: the carry limit is 64 MiB with the working tree. The f32 variant
-# of the a384 model is left out for size (fixtures-mini's index lists only b512 as f32 there).
+# of the a384 model is left out for size (12 MB), and out of fixtures-mini's index and cases.
 # Works in any checkout or git worktree (.gpu-shared/ is in .gitignore); .gpu-shared/srcdir
 # records this checkout's path for the device script. Environment: BUILD (default build-gpu),
 # CUDA_ARCHS (default 90: H100 and H200), DOCQA_SHARED_DIR (default ../shared).
@@ -65,12 +65,37 @@ cp -r "$shared/fixtures/images" "$out/stage/fixtures/"
 # ~90 pages for the worker step (the first twelve PDFs of the corpus, ~1 MB)
 mkdir -p "$out/stage/corpus"
 find "$shared/corpus/pdf" -name '*.pdf' | sort | head -12 | xargs -I{} cp {} "$out/stage/corpus/"
-python3 - "$out/stage/fixtures-mini/index.json" <<'PY'
-import json, sys
-p = sys.argv[1]
+# check.py takes its variants from each case.json, not from index.json: the variants whose
+# weights stay behind (a384's f32) go from both, or check.py fails them for a missing
+# model.safetensors. A bf16 twin's "same as variant X" fields (its input ids) are inlined first.
+python3 - "$out/stage" <<'PY'
+import json, os, sys
+stage = sys.argv[1]
+fx = os.path.join(stage, "fixtures-mini")
+def has_weights(model_dir):
+    d = os.path.join(stage, model_dir)
+    return os.path.isdir(d) and any(f.endswith(".safetensors") for f in os.listdir(d))
+p = os.path.join(fx, "index.json")
 d = json.load(open(p))
-d["variants_f32"] = [v for v in d["variants_f32"] if v == "tiny-smolvlm-b512"]
+d["variants_f32"] = [v for v in d["variants_f32"] if has_weights(os.path.join("models", v))]
 json.dump(d, open(p, "w"), indent=1)
+cases = os.path.join(fx, "cases")
+for name in sorted(os.listdir(cases)) if os.path.isdir(cases) else []:
+    cp = os.path.join(cases, name, "case.json")
+    if not os.path.exists(cp):
+        continue
+    case = json.load(open(cp))
+    variants = case.get("variants", {})
+    gone = [v for v, body in variants.items() if not has_weights(body.get("model_dir", ""))]
+    for v in gone:
+        ref = "same as variant " + v
+        for body in variants.values():
+            for k, val in list(body.items()):
+                if val == ref:
+                    body[k] = variants[v][k]
+    for v in gone:
+        del variants[v]
+    json.dump(case, open(cp, "w"), indent=1)
 PY
 tar cf - -C "$out/stage" . | xz -T0 -6 >"$out/bundle.tar.xz"
 rm -rf "$out/stage"

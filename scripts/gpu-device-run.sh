@@ -6,8 +6,9 @@
 #
 # check: every test_backend_cuda test on its own (one failure does not hide the rest), its
 #        graph tests again with float32 products, then check.py over fixtures-mini for each of
-#        CHECK_CONFIGS (default "F32 f32,bf16 bf16": float32 products on the f32 variants, the
-#        default bf16 products on the bf16 ones under the bf16 tolerances,
+#        CHECK_CONFIGS (default "F32 f32,bf16 bf16": float32 products on the f32 variant the
+#        bundle has weights for (b512), the default bf16 products on the bf16 ones (b512 and
+#        a384) under the bf16 tolerances,
 #        scripts/check-approx.py; the others: "F32 bf16", "F32 f32 graphs", "F32 bf16 graphs",
 #        "bf16 bf16 graphs"; CHECK_CONFIGS=none: the unit tests alone);
 # e2e: the pipeline end to end (ingest examples/docs, ask examples/questions.txt, run) on the tiny

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/gpu-bundle.sh and scripts/gpu-device-run.sh with stand-ins for the build, ldd, the GPU
-# and the test binary: the bundle is made in a git worktree (where .git is a file) and records
-# the checkout's path; the device script, run from a copy of the checkout at another path (as on
+# and the test binary: the bundle is made in a git worktree (where .git is a file), records
+# the checkout's path and lists no conformance variant whose weights it leaves out; the device script, run from a copy of the checkout at another path (as on
 # a lent machine), prints nvidia-smi first, links the recorded path to its copy, unpacks the
 # bundle once and again when it changed, ends a test at TEST_TIMEOUT and skips what does not
 # fit before DEADLINE.
@@ -51,10 +51,19 @@ sh=$tmp/shared
 for m in tiny-smolvlm-b512 tiny-smolvlm-b512-bf16 tiny-smolvlm-a384-v1tok-bf16 \
   SmolVLM-256M-Instruct SmolVLM-Instruct-config tiny-smolvlm-a384-v1tok; do
   mkdir -p "$sh/models/$m" && echo '{}' >"$sh/models/$m/config.json"
+  echo weights >"$sh/models/$m/model.safetensors"
 done
-mkdir -p "$sh/conformance" "$sh/fixtures-mini" "$sh/fixtures/images" "$sh/corpus/pdf"
+mkdir -p "$sh/conformance" "$sh/fixtures-mini/cases/page" "$sh/fixtures/images" "$sh/corpus/pdf"
 echo 'print("check")' >"$sh/conformance/check.py"
 echo '{"variants_f32": ["tiny-smolvlm-b512", "tiny-smolvlm-a384-v1tok"]}' >"$sh/fixtures-mini/index.json"
+# check.py runs every variant a case.json lists; a bf16 twin takes its input ids from its f32 one
+cat >"$sh/fixtures-mini/cases/page/case.json" <<'EOF2'
+{"variants": {
+ "tiny-smolvlm-b512": {"model_dir": "models/tiny-smolvlm-b512", "input_ids": [1, 2]},
+ "tiny-smolvlm-a384-v1tok": {"model_dir": "models/tiny-smolvlm-a384-v1tok", "input_ids": [1, 3]},
+ "tiny-smolvlm-a384-v1tok-bf16": {"model_dir": "models/tiny-smolvlm-a384-v1tok-bf16",
+  "input_ids": "same as variant tiny-smolvlm-a384-v1tok"}}}
+EOF2
 echo png >"$sh/fixtures/images/page.png"
 echo pdf >"$sh/corpus/pdf/a.pdf"
 
@@ -79,6 +88,18 @@ rc=0
 [ -s "$wt/.gpu-shared/bundle.tar.xz" ] || fail "no bundle.tar.xz"
 [ "$(cat "$wt/.gpu-shared/srcdir")" = "$wt" ] || fail "srcdir is '$(cat "$wt/.gpu-shared/srcdir")', not $wt"
 [ -z "$(git -C "$wt" status --porcelain)" ] || fail "the bundle shows in git status: $(git -C "$wt" status --porcelain)"
+# a384's f32 weights stay behind: its variant goes from index.json and from the case, whose bf16
+# twin keeps the ids it referred to (else check.py fails the variant for a missing model)
+mkdir -p "$tmp/look" && xz -dc "$wt/.gpu-shared/bundle.tar.xz" | tar xf - -C "$tmp/look"
+[ ! -e "$tmp/look/models/tiny-smolvlm-a384-v1tok/model.safetensors" ] || fail "a384's f32 weights are in the bundle"
+python3 - "$tmp/look/fixtures-mini" <<'EOF2' || fail "the bundle's fixtures-mini lists a variant it has no weights for"
+import json, sys
+fx = sys.argv[1]
+assert json.load(open(fx + "/index.json"))["variants_f32"] == ["tiny-smolvlm-b512"]
+v = json.load(open(fx + "/cases/page/case.json"))["variants"]
+assert sorted(v) == ["tiny-smolvlm-a384-v1tok-bf16", "tiny-smolvlm-b512"], sorted(v)
+assert v["tiny-smolvlm-a384-v1tok-bf16"]["input_ids"] == [1, 3], v
+EOF2
 
 # the device's copy of the checkout, at another path; the build's path is gone there
 dev=$tmp/device/checkout
