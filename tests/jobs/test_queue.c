@@ -1090,6 +1090,50 @@ static void test_worker_batch_limit(void) {
     g_free(dir);
 }
 
+/* A batch of 0 or less is taken as 1, as queue.h's DqWorkerOptions says callers may leave it:
+ * the answerer is told 1 and jobs go through the model one at a time (no lookahead here). A
+ * worker that kept 0 held no job and, told to run until the queue is empty, waited for ever:
+ * stopped after a while, it answered nothing. */
+static gpointer stop_after(gpointer data) {
+    volatile sig_atomic_t *stop = data;
+    for (int i = 0; i < 1000 && !*stop; i++)
+        g_usleep(10000);
+    *stop = 1;
+    return NULL;
+}
+
+static void test_worker_batch_default(void) {
+    const int batches[] = {0, -5};
+    for (gsize k = 0; k < G_N_ELEMENTS(batches); k++) {
+        char *dir = dq_test_tmpdir();
+        char *db = jt_make_db(dir, 1, 3);
+        g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 3);
+        JtAnswererConfig cfg = {.delay_ms = 5};
+        DqAnswerer *a = jt_answerer_new(&cfg);
+        DqWorkerOptions opt = {
+            .db_path = db, .model_id = "m", .batch = batches[k], .until_empty = TRUE};
+        volatile sig_atomic_t stop = 0;
+        GThread *guard = g_thread_new("stop-after", stop_after, (gpointer)&stop);
+        DqWorkerStats stats;
+        GError *err = NULL;
+        g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+        dq_assert_no_error(err);
+        stop = 1;
+        g_thread_join(guard);
+        g_assert_cmpint(stats.done, ==, 3);
+        g_assert_cmpint(a->batch, ==, 1);
+        /* One at a time: no answer started before another one's end and ended after its start. */
+        g_assert_cmpint(q(db,
+                          "SELECT count(*) FROM answers a, answers b WHERE a.job_id <> b.job_id "
+                          "AND a.started_at < b.finished_at AND b.started_at < a.finished_at"),
+                        ==, 0);
+        assert_answers_correct(db);
+        dq_answerer_free(a);
+        g_free(db);
+        g_free(dir);
+    }
+}
+
 typedef struct {
     DqWorkerOptions opt;
     DqAnswerer *answerer;
@@ -1733,6 +1777,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
     g_test_add_func("/queue/worker/batch-limit", test_worker_batch_limit);
+    g_test_add_func("/queue/worker/batch-default", test_worker_batch_default);
     g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
     g_test_add_func("/queue/worker/database-replaced", test_worker_database_replaced);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
