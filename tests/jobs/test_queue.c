@@ -386,6 +386,16 @@ static void test_question_files(void) {
          "utf16le.txt: the file is UTF-16; save it as UTF-8"},
         {"utf16be.txt", "\xfe\xff\0W\0?", 6, "utf16be.txt: the file is UTF-16; save it as UTF-8"},
         {"utf32le.txt", "\xff\xfe\0\0W\0\0\0", 8, "utf32le.txt: the file is UTF-32; save it as"},
+        /* no byte order mark (Python's utf-16-le writes none): said as such, not as a NUL */
+        {"utf16le-unmarked.txt", "W\0h\0o\0?\0\n\0", 10,
+         "utf16le-unmarked.txt: the file looks like UTF-16 without a byte order mark (NUL bytes "
+         "beside its letters); save it as UTF-8"},
+        {"utf16be-unmarked.json", "\0[\0\"\0a\0\"\0]", 10,
+         "utf16be-unmarked.json: the file looks like UTF-16 without a byte order mark"},
+        {"utf32le-unmarked.txt", "W\0\0\0?\0\0\0", 8,
+         "utf32le-unmarked.txt: the file looks like UTF-32 without"},
+        {"utf32be-unmarked.txt", "\0\0\0W\0\0\0?", 8,
+         "utf32be-unmarked.txt: the file looks like UTF-32 without"},
         {"only-comments.txt", "# nothing yet\n\n", -1, "only-comments.txt: no questions in it"},
         {"empty.json", "[\"a\", \" \"]", -1, "empty.json element 2 ' ': the question is empty"},
         {"latin1.txt", "ok\nQu\xe9?\n", -1,
