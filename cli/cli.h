@@ -62,8 +62,10 @@ char *dq_cli_shown(const char *text);
 
 /* Data for standard output (an answer, an export's rows): its exact bytes when stdout is not a
  * terminal (a pipe, a file: the data is the user's); on a terminal, control characters other
- * than newline and tab escaped as \uXXXX, as the terminal would act on them. */
-void dq_cli_put_data(const char *text);
+ * than newline and tab escaped as \uXXXX, as the terminal would act on them. Returns 0, or the
+ * errno of the write that failed (EIO where it left none), taken at once: a caller that checks
+ * later would find errno changed by whatever ran in between. */
+int dq_cli_put_data(const char *text);
 
 /* Parses argv with ctx (argv[0]: the command's name); on a usage error prints "docqa:
  * <command>: <what is wrong> (see --help)" (a value GLib could not convert from the locale's
@@ -100,6 +102,11 @@ int dq_cli_close_stdout(const char *command, int status);
  * errno is kept for dq_cli_close_stdout's message, as ferror() keeps none. FALSE when it failed. */
 gboolean dq_cli_flush_stdout(void);
 
+/* Called at once after a write to stdout failed, before anything else can change errno: keeps
+ * the first failure's errno for dq_cli_close_stdout and returns this one's (EIO where the call
+ * left errno 0). */
+int dq_cli_write_errno(void);
+
 /* --model DIR (or DOCQA_MODEL, named by `option`) before any work: FALSE, with "docqa:
  * <command>: <option> <dir>: not a directory (expected a SmolVLM snapshot directory)" printed
  * (or "no such directory"), unless dir is a directory; one message for every command. */
@@ -124,8 +131,9 @@ void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value);
 /* Writes b's document and a newline to standard output (pretty: indented, for a person; its
  * floating-point numbers as dq_json_to_text writes them) and frees b, through dq_cli_put_data (on a
  * terminal DEL and C1 characters, which JSON may hold raw, become \u escapes: the same JSON). Write
- * errors are found by dq_cli_close_stdout. */
-void dq_cli_json_print(JsonBuilder *b, gboolean pretty);
+ * errors are found by dq_cli_close_stdout; returns 0 or the first failed write's errno, as
+ * dq_cli_put_data does, for a caller that must stop at once (export). */
+int dq_cli_json_print(JsonBuilder *b, gboolean pretty);
 
 int cmd_version(int argc, char **argv);
 int cmd_ingest(int argc, char **argv);

@@ -27,18 +27,17 @@ char *dq_cli_shown(const char *text) {
     return dq_text_show(text, -1, DQ_SHOW_LINE, 0);
 }
 
-void dq_cli_put_data(const char *text) {
+int dq_cli_put_data(const char *text) {
     static int tty = -1;
     if (tty < 0)
         tty = isatty(STDOUT_FILENO);
-    if (!tty) {
-        fputs(text, stdout);
-        return;
-    }
+    if (!tty)
+        return fputs(text, stdout) == EOF ? dq_cli_write_errno() : 0;
     char *shown = dq_text_show(
         text, -1, DQ_SHOW_KEEP_NEWLINES | DQ_SHOW_KEEP_TABS | DQ_SHOW_CONTROLS_ONLY, 0);
-    fputs(shown, stdout);
+    int failed = fputs(shown, stdout) == EOF ? dq_cli_write_errno() : 0;
     g_free(shown);
+    return failed;
 }
 
 /* GLib converts a string option's value from the locale's charset and, when it cannot, says
@@ -172,15 +171,22 @@ gboolean dq_cli_utf8_option(const char *command, const char *option, const char 
     return FALSE;
 }
 
-/* The errno of the first flush of stdout that failed before dq_cli_close_stdout: by then the
- * buffer it failed on is gone, and only the error flag says a write failed. */
+/* The errno of the first write or flush of stdout that failed and was noted (dq_cli_write_errno)
+ * before dq_cli_close_stdout: by then the buffer it failed on is gone, and only the error flag
+ * says a write failed. */
 static int stdout_flush_errno;
+
+int dq_cli_write_errno(void) {
+    int e = errno != 0 ? errno : EIO;
+    if (stdout_flush_errno == 0)
+        stdout_flush_errno = e;
+    return e;
+}
 
 gboolean dq_cli_flush_stdout(void) {
     if (fflush(stdout) == 0)
         return TRUE;
-    if (stdout_flush_errno == 0)
-        stdout_flush_errno = errno;
+    dq_cli_write_errno();
     return FALSE;
 }
 
@@ -229,7 +235,7 @@ void dq_cli_json_known_bool(JsonBuilder *b, const char *name, int value) {
         json_builder_add_boolean_value(b, value != 0);
 }
 
-void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
+int dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
     JsonNode *root = json_builder_get_root(b);
     char *text = dq_json_to_text(root, pretty);
     /* json-glib (1.6 at least) escapes the control characters below U+001F but writes U+001F
@@ -243,11 +249,13 @@ void dq_cli_json_print(JsonBuilder *b, gboolean pretty) {
         g_string_replace(escaped, "\x1f", "\\u001f", 0);
         text = g_string_free(escaped, FALSE);
     }
-    dq_cli_put_data(text);
-    putchar('\n');
+    int failed = dq_cli_put_data(text);
+    if (putchar('\n') == EOF && failed == 0)
+        failed = dq_cli_write_errno();
     g_free(text);
     json_node_unref(root);
     g_object_unref(b);
+    return failed;
 }
 
 /* ---- signals ---- */

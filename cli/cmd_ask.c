@@ -7,10 +7,12 @@
 #include "test_point.h"
 #include "text.h"
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* The summary as JSON (README, "Machine-readable output"); notes and warnings stay on stderr. */
 static void print_json(const DqAskResult *res, const char *model_id, int n_res) {
@@ -162,11 +164,29 @@ int cmd_ask(int argc, char **argv) {
     for (int i = 0; args != NULL && args[i] != NULL; i++) {
         char *source = g_strdup_printf("command-line question %d", i + 1);
         char *q = queue_question_normalize(args[i], -1, source, &err);
-        g_free(source);
         if (q == NULL) {
+            g_free(source);
             rc = dq_cli_fail_in("ask", FALSE, err);
             goto out;
         }
+        /* `docqa ask questions.txt` (--questions forgotten) or `docqa ask invoice.pdf "Total?"`
+         * would queue the file's name as a question about every page, and a night of model
+         * time would go to it; a question is hardly ever the name of a file where ask runs. */
+        GStatBuf st;
+        if (g_lstat(args[i], &st) == 0) {
+            char *shown = dq_cli_shown(args[i]);
+            dq_print_line(stderr,
+                          "docqa: ask: %s '%s' is the name of a %s here, not a question (a file "
+                          "of questions is given with --questions FILE, the documents to ask "
+                          "about with --document or --where; to ask it as a question all the "
+                          "same, put it in a --questions file)",
+                          source, shown, S_ISDIR(st.st_mode) ? "folder" : "file");
+            g_free(shown);
+            g_free(source);
+            g_free(q);
+            goto out;
+        }
+        g_free(source);
         g_ptr_array_add(questions, q);
     }
     if (questions_file != NULL) {

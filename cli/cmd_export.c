@@ -29,7 +29,20 @@ typedef struct {
     gboolean tty;     /* stdout is a terminal: control characters escaped */
     gboolean current; /* v_current_answers: asked_document_id and asked_path too */
     gint64 rows;
+    /* The errno of the first write to stdout that failed, taken as it failed: by the end of the
+     * row errno may hold anything (number formatting once set it to 0, "Success"). */
+    int write_errno;
 } Export;
+
+static void ex_putc(Export *ex, char c) {
+    if (putchar(c) == EOF && ex->write_errno == 0)
+        ex->write_errno = dq_cli_write_errno();
+}
+
+static void ex_puts(Export *ex, const char *s) {
+    if (fputs(s, stdout) == EOF && ex->write_errno == 0)
+        ex->write_errno = dq_cli_write_errno();
+}
 
 static gboolean is_plain_number(const char *s) {
     const char *p = s + (*s == '+' || *s == '-');
@@ -59,7 +72,7 @@ static gboolean reads_as_formula(const char *s) {
 /* RFC 4180: quote a field when it holds a comma, a quote or a line break; double the quotes.
  * With spreadsheet_safe, a field that would read as a formula gets a leading apostrophe, which
  * spreadsheets show as text and do not display. */
-static void csv_field(const Export *ex, const char *s, gboolean last) {
+static void csv_field(Export *ex, const char *s, gboolean last) {
     if (s == NULL)
         s = "";
     /* on a terminal, control characters escaped (dq_cli_put_data), quoted as the cell shown */
@@ -70,21 +83,21 @@ static void csv_field(const Export *ex, const char *s, gboolean last) {
     gboolean guard = ex->spreadsheet_safe && reads_as_formula(s);
     if (strpbrk(s, ",\"\r\n") == NULL) {
         if (guard)
-            putchar('\'');
-        fputs(s, stdout);
+            ex_putc(ex, '\'');
+        ex_puts(ex, s);
     } else {
-        putchar('"');
+        ex_putc(ex, '"');
         if (guard)
-            putchar('\'');
+            ex_putc(ex, '\'');
         for (const char *p = s; *p; p++) {
             if (*p == '"')
-                putchar('"');
-            putchar(*p);
+                ex_putc(ex, '"');
+            ex_putc(ex, *p);
         }
-        putchar('"');
+        ex_putc(ex, '"');
     }
     g_free(shown);
-    fputs(last ? "\r\n" : ",", stdout);
+    ex_puts(ex, last ? "\r\n" : ",");
 }
 
 /* A setting's number as text; empty (NULL) where it is not known (-1). */
@@ -113,8 +126,7 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
     g_snprintf(page_id, sizeof(page_id), "%" G_GINT64_FORMAT, r->page_id);
     g_snprintf(tokens, sizeof(tokens), "%d", r->generated_tokens);
     g_snprintf(asked_doc, sizeof(asked_doc), "%" G_GINT64_FORMAT, r->asked_document_id);
-    /* the stored double in the fewest digits that read back as it; made before anything is
-     * written, as it sets errno (g_ascii_strtod), which a failed write below is reported by */
+    /* the stored double in the fewest digits that read back as it */
     const char *ms_text = isfinite(r->ms_total) ? dq_json_number(r->ms_total, ms) : NULL;
     if (ex->csv) {
         csv_field(ex, r->document_path, FALSE);
@@ -186,13 +198,17 @@ static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
             json_builder_add_string_value(b, r->asked_path);
         }
         json_builder_end_object(b);
-        dq_cli_json_print(b, FALSE);
+        int failed = dq_cli_json_print(b, FALSE);
+        if (failed != 0 && ex->write_errno == 0)
+            ex->write_errno = failed;
     }
     ex->rows++;
     if (ex->rows == 1)
         dq_test_point("export:row");
-    if (ferror(stdout))
-        return dq_fail(err, DQ_ERR_IO, "export: standard output: %s", g_strerror(errno));
+    if (ex->write_errno == 0 && ferror(stdout))
+        ex->write_errno = EIO; /* a failure no call above returned: none known to have */
+    if (ex->write_errno != 0)
+        return dq_fail(err, DQ_ERR_IO, "export: standard output: %s", g_strerror(ex->write_errno));
     return TRUE;
 }
 
@@ -256,11 +272,21 @@ static char *follow_links(const char *path) {
 
 /* The rows are on stdout for good before the checkpoint moves past them: a file is synced (a
  * pipe or a terminal cannot be, and is not). */
-static gboolean stdout_durable(void) {
+static gboolean stdout_flushed(Export *ex) {
+    if (fflush(stdout) == 0)
+        return TRUE;
+    int e = dq_cli_write_errno();
+    if (ex->write_errno == 0)
+        ex->write_errno = e;
+    return FALSE;
+}
+
+static gboolean stdout_durable(Export *ex) {
     struct stat st;
-    if (fflush(stdout) != 0 ||
-        (fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode) && fsync(STDOUT_FILENO) != 0)) {
-        dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(errno));
+    if (!stdout_flushed(ex))
+        return FALSE;
+    if (fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode) && fsync(STDOUT_FILENO) != 0) {
+        ex->write_errno = errno;
         return FALSE;
     }
     return TRUE;
@@ -462,19 +488,19 @@ int cmd_export(int argc, char **argv) {
                 goto out;
             }
     }
-    if (ex.csv)
+    if (ex.csv &&
         printf("document_path,page,question,answer,model,finished_at,document_id,"
                "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
                "max_new_tokens,do_sample,model_fingerprint,page_id,generated_tokens,ms_total%s\r\n",
-               current ? ",asked_document_id,asked_path" : "");
+               current ? ",asked_document_id,asked_path" : "") < 0)
+        ex.write_errno = dq_cli_write_errno();
     if (!store_jobs_each_answer(store, question_ids, current, after >= 0 ? &range : NULL, where_ids,
                                 write_row, &ex, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }
-    if (after >= 0 ? !stdout_durable() : fflush(stdout) != 0) {
-        if (after < 0)
-            dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(errno));
+    if (after >= 0 ? !stdout_durable(&ex) : !stdout_flushed(&ex)) {
+        dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(ex.write_errno));
         goto out;
     }
     /* An empty export is no failure (nothing may be answered yet), but a mistyped question

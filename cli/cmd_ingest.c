@@ -100,6 +100,17 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
+    json_builder_set_member_name(b, "links_not_followed");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < s->links_not_followed->len; i++) {
+        const DqIngestFailure *f = g_ptr_array_index(s->links_not_followed, i);
+        json_builder_begin_object(b);
+        add_string(b, "path", f->path);
+        add_string(b, "code", f->code);
+        add_string(b, "message", f->message);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
     json_builder_set_member_name(b, "gone_paths");
     json_builder_begin_array(b);
     for (guint i = 0; i < s->gone->len; i++)
@@ -122,21 +133,21 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
 }
 
 static void print_text(const DqIngestSummary *s) {
-    for (guint i = 0; i < s->failures->len + s->busy->len; i++) {
-        const DqIngestFailure *f = i < s->failures->len
-                                       ? g_ptr_array_index(s->failures, i)
-                                       : g_ptr_array_index(s->busy, i - s->failures->len);
-        /* Most messages begin with the document's path; those about a page or the page store
-         * ("no page could be rendered; page 1: <page store folder>: ...") get it in front. */
-        const char *m = f->message ? f->message : "";
-        size_t n = strlen(f->path);
-        gboolean named = strncmp(m, f->path, n) == 0 && (m[n] == ':' || m[n] == '\0');
-        char *path = dq_cli_shown(f->path), *msg = dq_cli_shown(m);
-        printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : path,
-               named || !*m ? "" : ": ", msg);
-        g_free(path);
-        g_free(msg);
-    }
+    const GPtrArray *lists[] = {s->failures, s->busy, s->links_not_followed};
+    for (gsize l = 0; l < G_N_ELEMENTS(lists); l++)
+        for (guint i = 0; i < lists[l]->len; i++) {
+            const DqIngestFailure *f = g_ptr_array_index(lists[l], i);
+            /* Most messages begin with the document's path; those about a page or the page store
+             * ("no page could be rendered; page 1: <page store folder>: ...") get it in front. */
+            const char *m = f->message ? f->message : "";
+            size_t n = strlen(f->path);
+            gboolean named = strncmp(m, f->path, n) == 0 && (m[n] == ':' || m[n] == '\0');
+            char *path = dq_cli_shown(f->path), *msg = dq_cli_shown(m);
+            printf("%-7s %-18s %s%s%s\n", f->status, f->code, named ? "" : path,
+                   named || !*m ? "" : ": ", msg);
+            g_free(path);
+            g_free(msg);
+        }
     for (guint i = 0; i < s->gone->len; i++) {
         char *path = dq_cli_shown(g_ptr_array_index(s->gone, i));
         printf("%-7s %-18s %s: no longer there (its answers are kept)\n", "gone", "missing_since",
@@ -145,7 +156,10 @@ static void print_text(const DqIngestSummary *s) {
     }
     char earlier[64] = "", changed[64] = "", folders[64] = "", pages_failed[64] = "",
          not_done[80] = "", gone[64] = "", empty[128] = "", elsewhere[64] = "", kept[64] = "",
-         resumed[96] = "";
+         resumed[96] = "", links[64] = "";
+    if (s->links_not_followed->len > 0)
+        snprintf(links, sizeof links, ", %u link%s not followed", s->links_not_followed->len,
+                 s->links_not_followed->len == 1 ? "" : "s");
     if (s->unchanged_not_ok > 0)
         snprintf(earlier, sizeof earlier, ", %d of them failed or partial", s->unchanged_not_ok);
     if (s->resumed > 0)
@@ -185,10 +199,10 @@ static void print_text(const DqIngestSummary *s) {
     char *partial_codes = codes_text(s->partial_by_code);
     char *failed_codes = codes_text(s->failed_by_code);
     printf("ingest: %d file%s: %d ok, %d partial%s, %d failed%s, %d unchanged%s%s%s (%d other "
-           "file%s skipped%s)%s%s%s; %d page%s%s%s%s in %.1f s (%.1f pages/s)%s\n",
+           "file%s skipped%s%s)%s%s%s; %d page%s%s%s%s in %.1f s (%.1f pages/s)%s\n",
            s->files, s->files == 1 ? "" : "s", s->documents_ok, s->documents_partial, partial_codes,
            s->documents_failed, failed_codes, s->unchanged, earlier, changed, elsewhere, s->skipped,
-           s->skipped == 1 ? "" : "s", folders, gone, empty, resumed, s->pages_ok,
+           s->skipped == 1 ? "" : "s", links, folders, gone, empty, resumed, s->pages_ok,
            s->pages_ok == 1 ? "" : "s", s->pages_kept > 0 ? " rendered" : "", pages_failed, kept,
            s->seconds, s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, not_done);
     g_free(partial_codes);

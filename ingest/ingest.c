@@ -131,6 +131,8 @@ void dq_ingest_summary_clear(DqIngestSummary *sum) {
         g_ptr_array_free(sum->gone, TRUE);
     if (sum->empty_roots != NULL)
         g_ptr_array_free(sum->empty_roots, TRUE);
+    if (sum->links_not_followed != NULL)
+        g_ptr_array_free(sum->links_not_followed, TRUE);
     memset(sum, 0, sizeof *sum);
 }
 
@@ -359,15 +361,39 @@ static gboolean doc_complete(const Doc *d) {
 
 /* ---- recording */
 
-static void add_failure(DqIngestSummary *sum, const char *path, const char *status,
-                        const char *code, const char *message) {
+static void add_to(GPtrArray *list, const char *path, const char *status, const char *code,
+                   const char *message) {
     DqIngestFailure *f = g_new0(DqIngestFailure, 1);
     /* As the database holds them (text.h): --json stays valid, and both name a file alike. */
     f->path = dq_utf8_escape_invalid(path);
     f->status = g_strdup(status);
     f->code = g_strdup(code);
     f->message = dq_utf8_escape_invalid(message);
-    g_ptr_array_add(sum->failures, f);
+    g_ptr_array_add(list, f);
+}
+
+static void add_failure(DqIngestSummary *sum, const char *path, const char *status,
+                        const char *code, const char *message) {
+    add_to(sum->failures, path, status, code, message);
+}
+
+/* The links the walk left, said with where each leads, so that the user can name that folder. */
+static void add_links_not_followed(DqIngestSummary *sum, const GPtrArray *links) {
+    for (guint i = 0; i < links->len; i++) {
+        const WalkEntry *e = g_ptr_array_index(links, i);
+        char *to = g_file_read_link(e->path, NULL);
+        char *m = e->open_errno == 0
+                      ? g_strdup_printf("%s: a symbolic link to %s, outside the folders being "
+                                        "ingested: not followed (name that folder or file to "
+                                        "ingest it)",
+                                        e->path, to ? to : "?")
+                      : g_strdup_printf("%s: a symbolic link to %s, which cannot be reached: %s",
+                                        e->path, to ? to : "?", g_strerror(e->open_errno));
+        add_to(sum->links_not_followed, e->path, "skipped",
+               e->open_errno == 0 ? "link_outside" : "link_broken", m);
+        g_free(m);
+        g_free(to);
+    }
 }
 
 static void sweep_page_folder(Run *r, const char *image_sha256) {
@@ -1486,6 +1512,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sum->partial_by_code = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     sum->gone = g_ptr_array_new_with_free_func(g_free);
     sum->empty_roots = g_ptr_array_new_with_free_func((GDestroyNotify)empty_root_free);
+    sum->links_not_followed = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
     if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
         opt->max_pages < 1 || opt->page_timeout_s < 1)
         return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",
@@ -1519,7 +1546,10 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
      * status 130); the walk itself (directory listings) is finished first. */
     struct sigaction old_handlers[G_N_ELEMENTS(stop_signals)];
     catch_stop_signals(old_handlers);
-    r.entries = ingest_walk(paths, opt->hidden, exclude, &sum->skipped, unreadable);
+    GPtrArray *links = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
+    r.entries = ingest_walk(paths, opt->hidden, exclude, &sum->skipped, unreadable, links);
+    add_links_not_followed(sum, links);
+    g_ptr_array_free(links, TRUE);
     dq_test_point("ingest:walked");
     r.real_roots = ingest_real_roots(paths);
     g_free(wal);

@@ -151,7 +151,8 @@ char *dq_ingest_page_path(const char *store_dir, const char *image_sha256);
 
 typedef struct {
     char *path;
-    char *status; /* "failed", "partial" or "changed" (see DqIngestSummary.changed) */
+    char *status; /* "failed", "partial" or "changed" (see DqIngestSummary.changed); "busy" and
+                     "skipped" in the lists of those (busy, links_not_followed) */
     char *code;
     char *message;
 } DqIngestFailure;
@@ -206,6 +207,11 @@ typedef struct {
      * documents recorded under them are not there; without allow_empty_root nothing under them is
      * marked gone (the other folders given are ingested as usual), and the CLI exits 1. */
     GPtrArray *empty_roots;
+    /* DqIngestFailure* (status "skipped"), in the order the walk met them, of the symbolic links
+     * found in the folders walked that were not followed: code "link_outside" (its target lies
+     * outside the paths given: nothing outside them is read) or "link_broken" (its target is not
+     * there, or cannot be reached). Not failures: the exit status stays as it is. */
+    GPtrArray *links_not_followed;
 } DqIngestSummary;
 
 void dq_ingest_summary_clear(DqIngestSummary *sum);

@@ -44,9 +44,12 @@ void walk_entry_free(WalkEntry *e);
  * when found in a folder and returned (kind unknown) when named. Folders that cannot be listed (the
  * roots too) are added to `unreadable` (WalkEntry*: path, open_errno). Files and folders that
  * are those `exclude` names (NULL-terminated; the database's files and its page store, when the
- * walk passes them) are left out, not counted. Returns WalkEntry*. */
+ * walk passes them) are left out, not counted. Links found in folders that are not followed are
+ * added to `links_not_followed` (WalkEntry*, may be NULL): open_errno 0 for one that leads
+ * outside the roots, stat's errno for one whose target cannot be reached (not there, a loop).
+ * Returns WalkEntry*. */
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *const *exclude,
-                       int *skipped, GPtrArray *unreadable);
+                       int *skipped, GPtrArray *unreadable, GPtrArray *links_not_followed);
 
 /* The real path (realpath) of each root that exists, NULL-terminated (g_strfreev). */
 char **ingest_real_roots(const char *const *roots);

@@ -88,8 +88,9 @@ typedef struct {
     GHashTable *paths;   /* paths taken: a file named twice, or in a named folder too, is one */
     GPtrArray *links;    /* char*: symlinks found in folders, followed after the rest */
     GPtrArray *out;
-    GPtrArray *unreadable; /* WalkEntry* of folders that cannot be listed */
-    GHashTable *excluded;  /* "dev:ino" of the database's own files and page store */
+    GPtrArray *unreadable;   /* WalkEntry* of folders that cannot be listed */
+    GPtrArray *not_followed; /* WalkEntry* of links left: outside the roots, or broken */
+    GHashTable *excluded;    /* "dev:ino" of the database's own files and page store */
     int skipped;
 } Walk;
 
@@ -243,9 +244,21 @@ static void walk_dir(Walk *w, const char *dir, gboolean follow) {
     g_ptr_array_free(names, TRUE);
 }
 
+/* A link the walk does not follow: what it leads to (documents, often: an archive's year folder
+ * linked from another disk) would be missing from the ingest without a word. */
+static void not_followed(Walk *w, const char *link, int open_errno) {
+    if (w->not_followed == NULL)
+        return;
+    WalkEntry *e = g_new0(WalkEntry, 1);
+    e->path = g_strdup(link);
+    e->is_link = TRUE;
+    e->open_errno = open_errno;
+    g_ptr_array_add(w->not_followed, e);
+}
+
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *const *exclude,
-                       int *skipped, GPtrArray *unreadable) {
-    Walk w = {.hidden = hidden, .unreadable = unreadable};
+                       int *skipped, GPtrArray *unreadable, GPtrArray *links_not_followed) {
+    Walk w = {.hidden = hidden, .unreadable = unreadable, .not_followed = links_not_followed};
     w.excluded = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     for (const char *const *x = exclude; x && *x; x++) {
         struct stat st;
@@ -287,8 +300,16 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *co
     for (guint i = 0; i < w.links->len; i++) {
         const char *link = g_ptr_array_index(w.links, i);
         struct stat st;
-        if (stat(link, &st) != 0 || !inside_roots(&w, link) || is_excluded(&w, &st))
+        if (stat(link, &st) != 0) {
+            not_followed(&w, link, errno);
             continue;
+        }
+        if (is_excluded(&w, &st))
+            continue;
+        if (!inside_roots(&w, link)) {
+            not_followed(&w, link, 0);
+            continue;
+        }
         if (S_ISDIR(st.st_mode)) {
             if (!seen_before(w.folders, &st))
                 walk_dir(&w, link, TRUE);

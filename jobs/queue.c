@@ -508,6 +508,22 @@ static const char *foreign_bom(const char *text, gsize len) {
     return NULL;
 }
 
+/* The encoding text is in when it starts without a byte order mark but with the NUL bytes
+ * UTF-16 or UTF-32 put beside an ASCII letter (what Python's "utf-16-le" writes, and some
+ * export tools): no UTF-8 question holds a NUL, so nothing readable is refused for it. */
+static const char *foreign_unmarked(const char *text, gsize len) {
+    const unsigned char *b = (const unsigned char *)text;
+    if (len < 4)
+        return NULL;
+    if ((b[0] != 0 && b[1] == 0 && b[2] == 0 && b[3] == 0) ||
+        (b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] != 0))
+        return "UTF-32";
+    if ((b[0] != 0 && b[1] == 0 && b[2] != 0 && b[3] == 0) ||
+        (b[0] == 0 && b[1] != 0 && b[2] == 0 && b[3] != 0))
+        return "UTF-16";
+    return NULL;
+}
+
 /* A line whose first non-space character is '#' is a comment. */
 static gboolean is_comment(const char *text, gsize n) {
     gsize i = 0;
@@ -526,6 +542,13 @@ char **queue_read_questions(const char *path, GError **err) {
     const char *foreign = foreign_bom(text, len);
     if (foreign != NULL) {
         dq_fail(err, DQ_ERR_FORMAT, "%s: the file is %s; save it as UTF-8", name, foreign);
+        goto fail;
+    }
+    if ((foreign = foreign_unmarked(text, len)) != NULL) {
+        dq_fail(err, DQ_ERR_FORMAT,
+                "%s: the file looks like %s without a byte order mark (NUL bytes beside its "
+                "letters); save it as UTF-8",
+                name, foreign);
         goto fail;
     }
     /* Editors on Windows start UTF-8 files with a byte order mark: not part of the text. */

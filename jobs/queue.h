@@ -242,7 +242,7 @@ typedef struct {
     const char *db_path;
     const char *model_id;
     int batch;            /* requests in the model at once (N), 1 .. DQ_MAX_BATCH (more is an
-                             error); the worker holds up to
+                             error, 0 or less is taken as 1); the worker holds up to
                              N + the answerer's lookahead jobs (answerer.h) */
     gboolean until_empty; /* exit when no queued or running job of the model is left */
     gint64 lease_ms;      /* default 60000 */

@@ -211,5 +211,26 @@ if [ "$demo_model" = 1 ]; then
   echo "(demo model: the answers above are meaningless)"
 fi
 echo
-shown_db=$(shown "$db")
-echo "The database is $shown_db; query it with: sqlite3 $shown_db 'SELECT * FROM v_answers'"
+# The command is for pasting into a shell: the path quoted as one word. A path holding control or
+# other invisible characters is written in bash's $'...' quoting with those bytes as \xNN (bash,
+# zsh and ksh read it; POSIX sh does not), so that nothing raw reaches the terminal either.
+shell_db=$(python3 -c "$shown_py"'
+import sys
+path, quote, backslash = sys.argv[1], chr(39), chr(92)
+if shown(path) == path:
+    print(quote + path.replace(quote, quote + backslash + quote + quote) + quote)
+else:
+    out = []
+    for c in path:
+        if c in (quote, backslash):
+            out.append(backslash + c)
+        elif shown(c) == c:
+            out.append(c)
+        else:
+            out.extend(backslash + "x%02x" % b for b in c.encode("utf-8", "surrogateescape"))
+    print("$" + quote + "".join(out) + quote)
+' "$db")
+echo "The database is $(shown "$db"); query it with: sqlite3 $shell_db 'SELECT * FROM v_answers'"
+case "$shell_db" in
+  \$*) echo "(that command quotes the database's name as bash, zsh and ksh read it; POSIX sh does not)" ;;
+esac

@@ -60,23 +60,38 @@ work=$tmp/work
 mkdir -p "$work/mydocs"
 cp "$src/examples/docs/receipt.pdf" "$work/mydocs/"
 printf 'What is the total?\n' >"$work/q.txt"
-"$docqa" ingest -q --db "$work/keep.db" "$src/examples/docs/letter.pdf" >/dev/null
+keep="keep it's.db"
+"$docqa" ingest -q --db "$work/$keep" "$src/examples/docs/letter.pdf" >/dev/null
 (cd "$work" && bash "$demo" --docqa "$docqa" --model ../demo-tiny --docs mydocs --questions q.txt \
-  --db keep.db --workers 1 >"$tmp/demo.out" 2>&1) || {
+  --db "$keep" --workers 1 >"$tmp/demo.out" 2>&1) || {
   cat "$tmp/demo.out"
   echo "demo.sh with relative paths and a named --db failed"
   exit 1
 }
-docs=$(sqlite3 "$work/keep.db" "SELECT group_concat(path, ' ') FROM (SELECT path FROM documents ORDER BY path)")
+docs=$(sqlite3 "$work/$keep" "SELECT group_concat(path, ' ') FROM (SELECT path FROM documents ORDER BY path)")
 # Where the checkout sits decides which path sorts first; compare in the same order.
 want=$(printf '%s\n' "$work/mydocs/receipt.pdf" "$src/examples/docs/letter.pdf" | LC_ALL=C sort | paste -sd' ')
 [ "$docs" = "$want" ] ||
-  { echo "demo.sh --db keep.db: expected letter.pdf kept and mydocs/receipt.pdf added, got: $docs"; exit 1; }
-grep -q "Using your database $work/keep.db as it is" "$tmp/demo.out" ||
+  { echo "demo.sh --db $keep: expected letter.pdf kept and mydocs/receipt.pdf added, got: $docs"; exit 1; }
+grep -qF "Using your database $work/$keep as it is" "$tmp/demo.out" ||
   { echo "demo.sh did not say it keeps the named database"; exit 1; }
-[ "$(sqlite3 "$work/keep.db" "SELECT count(*) FROM v_answers")" -ge 1 ] ||
-  { echo "demo.sh --db keep.db: no answers"; exit 1; }
-[ -d "$work/keep.db.pages" ] || { echo "demo.sh removed keep.db.pages"; exit 1; }
+[ "$(sqlite3 "$work/$keep" "SELECT count(*) FROM v_answers")" -ge 1 ] ||
+  { echo "demo.sh --db $keep: no answers"; exit 1; }
+[ -d "$work/$keep.pages" ] || { echo "demo.sh removed $keep.pages"; exit 1; }
+# The closing hint is a command to paste: run by bash, it reads the database the demo used.
+paste_hint() {
+  local out=$1 db=$2 cmd got want
+  cmd=$(sed -n 's/^The database is .*; query it with: //p' "$out")
+  got=$(cd / && bash -c "$cmd" 2>&1) || true
+  want=$(sqlite3 "$db" 'SELECT * FROM v_answers')
+  if [ -z "$cmd" ] || [ -z "$want" ] || [ "$got" != "$want" ]; then
+    cat -v "$out"
+    echo "demo.sh: its closing command '$cmd' pasted into bash gave:"
+    printf '%s\n' "$got" | cat -v
+    exit 1
+  fi
+}
+paste_hint "$tmp/demo.out" "$work/$keep"
 
 # Text docqa did not write, printed by the demo: a file named with escape sequences and a question
 # holding ESC and a C1 control (CSI) are shown as \uXXXX, never as raw bytes that would drive
@@ -102,13 +117,15 @@ fi
 for want in 'bad\u001b[31mRED\u001b]0;title\u0007.pdf  1' 'What\u001b[2J is\u009b the total?' \
   '==== run 1 worker until' "==== ingest $work/evil\\u001b[32mdir (pages" \
   "==== ask the questions in $work/evil\\u001b]0;t\\u0007-q.txt about" \
-  "The database is $work/evil\\u009b.db; query it with: sqlite3 $work/evil\\u009b.db "; do
+  "The database is $work/evil\\u009b.db; query it with: sqlite3 \$'$work/evil\\xc2\\x9b.db' 'SELECT" \
+  "(that command quotes the database's name as bash, zsh and ksh read it"; do
   grep -qF -- "$want" "$tmp/evil.out" || {
     cat -v "$tmp/evil.out"
     echo "demo.sh: expected '$want' in its output"
     exit 1
   }
 done
+paste_hint "$tmp/evil.out" "$work/$evil_db"
 echo "demo.sh: control characters in paths, file names and questions shown as \\uXXXX"
 
 # Usage errors: exit 2 naming the option, before anything is installed or built (stdout empty).

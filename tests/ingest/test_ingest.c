@@ -3133,6 +3133,7 @@ static void test_walk_rules(void) {
     char *link_first = g_build_filename(root, "a-link-to-one.tif", NULL);
     char *link_sub = g_build_filename(root, "a-link-to-sub", NULL);
     char *hard = g_build_filename(root, "two-under-another-name.tif", NULL);
+    char *link_broken = g_build_filename(sub, "moved-away.tif", NULL);
     const char *tiffs[] = {p1, p2, p3, h1, h2, outside};
     for (size_t i = 0; i < G_N_ELEMENTS(tiffs); i++)
         write_tiff(tiffs[i], V_GRAY8, 1, 1);
@@ -3143,6 +3144,7 @@ static void test_walk_rules(void) {
     g_assert_cmpint(symlink(sub, link_sub), ==, 0);
     g_assert_cmpint(symlink(root, link_loop), ==, 0);
     g_assert_cmpint(link(p2, hard), ==, 0);
+    g_assert_cmpint(symlink("no-such-file.tif", link_broken), ==, 0);
     run_ingest(&f, root);
     /* one.tif, two.TIFF and its hard link, the extension-less TIFF; not the hidden ones, not the
      * link out of the root, not one.tif again through either link, nor sub's files through the
@@ -3153,6 +3155,23 @@ static void test_walk_rules(void) {
     g_assert_cmpint(f.sum.skipped, ==, 1);
     g_assert_cmpint(f.sum.documents_failed, ==, 0);
     g_assert_cmpint(f.sum.failures->len, ==, 0);
+    /* The links left are said: what they lead to is not in the ingest. */
+    g_assert_cmpint(f.sum.links_not_followed->len, ==, 2);
+    const DqIngestFailure *left[2];
+    for (guint i = 0; i < 2; i++)
+        left[i] = g_ptr_array_index(f.sum.links_not_followed, i);
+    if (strcmp(left[0]->path, link_out) != 0) {
+        const DqIngestFailure *t = left[0];
+        left[0] = left[1];
+        left[1] = t;
+    }
+    g_assert_cmpstr(left[0]->path, ==, link_out);
+    g_assert_cmpstr(left[0]->status, ==, "skipped");
+    g_assert_cmpstr(left[0]->code, ==, "link_outside");
+    g_assert_nonnull(strstr(left[0]->message, outside));
+    g_assert_cmpstr(left[1]->path, ==, link_broken);
+    g_assert_cmpstr(left[1]->code, ==, "link_broken");
+    g_assert_nonnull(strstr(left[1]->message, "no-such-file.tif, which cannot be reached: "));
     g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents WHERE path LIKE '%%outside%%' "
                                   "OR path LIKE '%%/.%%' OR path LIKE '%%link%%'"),
                     ==, 0);
@@ -3185,8 +3204,9 @@ static void test_walk_rules(void) {
     g_free(sha_p2);
     g_free(png_hard);
     g_free(png_p2);
-    const char *files[] = {p1,      p2,         p3,   h1,        h2,  outside,    txt,  link_out,
-                           link_in, link_first, hard, link_loop, sub, hidden_dir, root, link_sub};
+    const char *files[] = {p1,  p2,         p3,      h1,         h2,         outside,
+                           txt, link_out,   link_in, link_first, hard,       link_loop,
+                           sub, hidden_dir, root,    link_sub,   link_broken};
     for (size_t i = 0; i < G_N_ELEMENTS(files); i++)
         g_free((char *)files[i]);
     fixture_clear(&f);

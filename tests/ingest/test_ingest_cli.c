@@ -114,6 +114,65 @@ static void test_walk_skips_own_database(void) {
     g_free(dir);
 }
 
+/* Symbolic links the walk does not follow are said, one line each with where they lead, and
+ * counted in the summary and --json: an archive's folder linked from another disk is not
+ * ingested, and the user must learn it. They fail nothing (exit 0). */
+static void test_links_not_followed(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *archive = g_build_filename(dir, "archive", NULL);
+    char *other = g_build_filename(dir, "other-disk", NULL);
+    g_mkdir(archive, 0755);
+    g_mkdir(other, 0755);
+    char *pdf = g_build_filename(archive, "a.pdf", NULL),
+         *far = g_build_filename(other, "b.pdf", NULL);
+    write_pdf(pdf);
+    write_pdf(far);
+    char *year = g_build_filename(archive, "2023", NULL),
+         *moved = g_build_filename(archive, "c.pdf", NULL);
+    g_assert_cmpint(symlink(other, year), ==, 0);
+    g_assert_cmpint(symlink("nowhere/c.pdf", moved), ==, 0);
+    char *out = NULL;
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", archive, NULL), ==,
+                    0);
+    g_test_message("%s", out);
+    char *want_far =
+        g_strdup_printf("skipped link_outside       %s: a symbolic link to %s, outside the "
+                        "folders being ingested: not followed (name that folder or "
+                        "file to ingest it)\n",
+                        year, other);
+    char *want_broken = g_strdup_printf("skipped link_broken        %s: a symbolic link to "
+                                        "nowhere/c.pdf, which cannot be reached: %s\n",
+                                        moved, g_strerror(ENOENT));
+    g_assert_nonnull(strstr(out, want_far));
+    g_assert_nonnull(strstr(out, want_broken));
+    g_assert_nonnull(strstr(out, "1 file: 1 ok, 0 partial, 0 failed, 0 unchanged (0 other files "
+                                 "skipped, 2 links not followed)"));
+    g_free(out);
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--json", archive, NULL), ==,
+        0);
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonArray *links = json_object_get_array_member(json_node_get_object(json_parser_get_root(p)),
+                                                    "links_not_followed");
+    g_assert_cmpint(json_array_get_length(links), ==, 2);
+    GString *got = g_string_new(NULL);
+    for (guint i = 0; i < 2; i++) {
+        JsonObject *l = json_array_get_object_element(links, i);
+        g_string_append_printf(got, "%s %s;", json_object_get_string_member(l, "code"),
+                               json_object_get_string_member(l, "path"));
+    }
+    char *want = g_strdup_printf("link_outside %s;link_broken %s;", year, moved); /* name order */
+    g_assert_cmpstr(got->str, ==, want);
+    g_free(want);
+    g_string_free(got, TRUE);
+    g_object_unref(p);
+    g_free(out);
+    g_free(want_far), g_free(want_broken), g_free(year), g_free(moved), g_free(pdf), g_free(far);
+    g_free(other), g_free(archive), g_free(db), g_free(dir);
+}
+
 static void test_exit_statuses(void) {
     char *dir = dq_test_tmpdir();
     char *db = g_build_filename(dir, "docqa.db", NULL);
@@ -1462,6 +1521,7 @@ int main(int argc, char **argv) {
                          test_concurrent_put_off_then_taken);
     g_test_add_func("/ingest/cli/walk_skips_own_database", test_walk_skips_own_database);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
+    g_test_add_func("/ingest/cli/links_not_followed", test_links_not_followed);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
     g_test_add_func("/ingest/cli/failure_lines_name_the_document",
                     test_failure_lines_name_the_document);

@@ -9,6 +9,7 @@
 #include "store_jobs.h"
 #include "testutil.h"
 
+#include <errno.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <sqlite3.h>
@@ -805,6 +806,59 @@ static void test_export_columns(void) {
     g_free(dir);
 }
 
+/* export to a full disk (/dev/full) exits 2 with the errno of the write that failed, in both
+ * formats, wherever the failure comes: in the first row (answers of 6000 bytes, past stdio's
+ * 4 KB buffer), in a later one, or in the last flush. Held at export:row, after the first row's
+ * failed write, and sent SIGHUP, which it started with ignored: the pause's sleep returns EINTR,
+ * and an export that took errno only once the row was done said "Interrupted system call". */
+static void test_export_full_disk(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 2);
+    g_assert_cmpint(jt_ask(db, 20, "tiny", 3), ==, 80);
+    jt_run_worker(db, "tiny");
+    char *docqa = dq_test_docqa_path();
+    char *want = g_strdup_printf("docqa: export: standard output: %s\n", g_strerror(ENOSPC));
+    const char *formats[] = {"csv", "jsonl"};
+    for (int long_first = 0; long_first < 2; long_first++) {
+        if (long_first)
+            exec_sql(db, "UPDATE answers SET text = replace(hex(zeroblob(3000)), '0', 'x')");
+        for (gsize f = 0; f < G_N_ELEMENTS(formats); f++) {
+            const char *limits[][3] = {
+                {NULL}, {"--question", "question 1", NULL}, {"--after", "0"}};
+            for (gsize l = 0; l < G_N_ELEMENTS(limits); l++) {
+                const char *argv[] = {"/bin/sh",
+                                      "-c",
+                                      "exec \"$0\" export --db \"$1\" --format \"$2\" "
+                                      "${3:+\"$3\" \"$4\"} >/dev/full",
+                                      docqa,
+                                      db,
+                                      formats[f],
+                                      limits[l][0],
+                                      limits[l][1],
+                                      NULL};
+                char *out = NULL, *err = NULL;
+                int status = 0;
+                if (long_first && l == 0)
+                    status = dq_test_run_paused(argv, NULL, "export:row", NULL, NULL, &out, &err);
+                else
+                    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL,
+                                               NULL, &out, &err, &status, NULL));
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 2 || !g_str_has_suffix(err, want))
+                    g_error("export --format %s %s%s: status %d, said '%s'", formats[f],
+                            limits[l][0] ? limits[l][0] : "", long_first ? " (long first row)" : "",
+                            status, err);
+                g_assert_cmpstr(out, ==, "");
+                g_free(out);
+                g_free(err);
+            }
+        }
+    }
+    g_free(want);
+    g_free(docqa);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -820,6 +874,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/where", test_export_where);
     g_test_add_func("/cli-export/questions", test_export_questions);
     g_test_add_func("/cli-export/columns", test_export_columns);
+    g_test_add_func("/cli-export/full-disk", test_export_full_disk);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

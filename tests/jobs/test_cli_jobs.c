@@ -517,6 +517,49 @@ static void test_ask_normalizes_questions(void) {
     g_free(dir);
 }
 
+/* A command-line question that is the name of a file or folder where ask runs (--questions
+ * forgotten, or a document named as if ask took one) is refused, nothing queued: it was asked
+ * about every page. The same text from a questions file is asked. */
+static void test_ask_refuses_a_file_name(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *qfile = g_build_filename(dir, "questions.txt", NULL);
+    g_assert_true(g_file_set_contents(qfile, "Date?\n", -1, NULL));
+    char *sub = g_build_filename(dir, "scans", NULL);
+    g_assert_cmpint(g_mkdir(sub, 0755), ==, 0);
+    const struct {
+        const char *arg, *kind;
+    } cases[] = {{"questions.txt", "file"}, {"scans", "folder"}, {qfile, "file"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const char *args[] = {"ask", "--db", db, "-m", "tiny", "Total?", cases[i].arg, NULL};
+        char *err = NULL;
+        g_assert_cmpint(dq_test_docqa_in(dir, NULL, args, NULL, &err), ==, 2);
+        char *want = g_strdup_printf("docqa: ask: command-line question 2 '%s' is the name of a %s "
+                                     "here, not a question (a file of questions is given with "
+                                     "--questions FILE, the documents to ask about with "
+                                     "--document or --where; to ask it as a question all the "
+                                     "same, put it in a --questions file)\n",
+                                     cases[i].arg, cases[i].kind);
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+    }
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 0);
+    /* elsewhere the name is no file: a question like any other; so it is from a file */
+    char *named = g_build_filename(dir, "named.txt", NULL);
+    g_assert_true(g_file_set_contents(named, "questions.txt\n", -1, NULL));
+    const char *elsewhere[] = {"ask", "--db", db, "-m", "tiny", "questions.txt", NULL};
+    g_assert_cmpint(dq_test_docqa_in(sub, NULL, elsewhere, NULL, NULL), ==, 0);
+    const char *from_file[] = {"ask", "--db", db, "-m", "tiny", "--questions", "named.txt", NULL};
+    g_assert_cmpint(dq_test_docqa_in(dir, NULL, from_file, NULL, NULL), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM questions"), ==, 1);
+    g_free(named);
+    g_free(sub);
+    g_free(qfile);
+    g_free(db);
+    g_free(dir);
+}
+
 /* generate --image with a document or another image format says what the file is and what to
  * do, for the project's own TIFF and PDF examples (before the model is opened: there is none). */
 static void test_generate_names_file_kind(void) {
@@ -3026,6 +3069,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/run-refuses-clearly", test_run_refuses_clearly);
     g_test_add_func("/cli-jobs/ask-checks-model", test_ask_checks_model);
     g_test_add_func("/cli-jobs/ask-normalizes-questions", test_ask_normalizes_questions);
+    g_test_add_func("/cli-jobs/ask-refuses-a-file-name", test_ask_refuses_a_file_name);
     g_test_add_func("/cli-jobs/ask-questions-from-stdin", test_ask_questions_from_stdin);
     g_test_add_func("/cli/stdout-write-errors", test_stdout_write_errors);
     g_test_add_func("/cli/help-write-errors", test_help_write_errors);

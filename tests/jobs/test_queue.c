@@ -386,6 +386,16 @@ static void test_question_files(void) {
          "utf16le.txt: the file is UTF-16; save it as UTF-8"},
         {"utf16be.txt", "\xfe\xff\0W\0?", 6, "utf16be.txt: the file is UTF-16; save it as UTF-8"},
         {"utf32le.txt", "\xff\xfe\0\0W\0\0\0", 8, "utf32le.txt: the file is UTF-32; save it as"},
+        /* no byte order mark (Python's utf-16-le writes none): said as such, not as a NUL */
+        {"utf16le-unmarked.txt", "W\0h\0o\0?\0\n\0", 10,
+         "utf16le-unmarked.txt: the file looks like UTF-16 without a byte order mark (NUL bytes "
+         "beside its letters); save it as UTF-8"},
+        {"utf16be-unmarked.json", "\0[\0\"\0a\0\"\0]", 10,
+         "utf16be-unmarked.json: the file looks like UTF-16 without a byte order mark"},
+        {"utf32le-unmarked.txt", "W\0\0\0?\0\0\0", 8,
+         "utf32le-unmarked.txt: the file looks like UTF-32 without"},
+        {"utf32be-unmarked.txt", "\0\0\0W\0\0\0?", 8,
+         "utf32be-unmarked.txt: the file looks like UTF-32 without"},
         {"only-comments.txt", "# nothing yet\n\n", -1, "only-comments.txt: no questions in it"},
         {"empty.json", "[\"a\", \" \"]", -1, "empty.json element 2 ' ': the question is empty"},
         {"latin1.txt", "ok\nQu\xe9?\n", -1,
@@ -1090,6 +1100,50 @@ static void test_worker_batch_limit(void) {
     g_free(dir);
 }
 
+/* A batch of 0 or less is taken as 1, as queue.h's DqWorkerOptions says callers may leave it:
+ * the answerer is told 1 and jobs go through the model one at a time (no lookahead here). A
+ * worker that kept 0 held no job and, told to run until the queue is empty, waited for ever:
+ * stopped after a while, it answered nothing. */
+static gpointer stop_after(gpointer data) {
+    volatile sig_atomic_t *stop = data;
+    for (int i = 0; i < 1000 && !*stop; i++)
+        g_usleep(10000);
+    *stop = 1;
+    return NULL;
+}
+
+static void test_worker_batch_default(void) {
+    const int batches[] = {0, -5};
+    for (gsize k = 0; k < G_N_ELEMENTS(batches); k++) {
+        char *dir = dq_test_tmpdir();
+        char *db = jt_make_db(dir, 1, 3);
+        g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 3);
+        JtAnswererConfig cfg = {.delay_ms = 5};
+        DqAnswerer *a = jt_answerer_new(&cfg);
+        DqWorkerOptions opt = {
+            .db_path = db, .model_id = "m", .batch = batches[k], .until_empty = TRUE};
+        volatile sig_atomic_t stop = 0;
+        GThread *guard = g_thread_new("stop-after", stop_after, (gpointer)&stop);
+        DqWorkerStats stats;
+        GError *err = NULL;
+        g_assert_true(queue_worker_run(&opt, a, &stop, &stats, &err));
+        dq_assert_no_error(err);
+        stop = 1;
+        g_thread_join(guard);
+        g_assert_cmpint(stats.done, ==, 3);
+        g_assert_cmpint(a->batch, ==, 1);
+        /* One at a time: no answer started before another one's end and ended after its start. */
+        g_assert_cmpint(q(db,
+                          "SELECT count(*) FROM answers a, answers b WHERE a.job_id <> b.job_id "
+                          "AND a.started_at < b.finished_at AND b.started_at < a.finished_at"),
+                        ==, 0);
+        assert_answers_correct(db);
+        dq_answerer_free(a);
+        g_free(db);
+        g_free(dir);
+    }
+}
+
 typedef struct {
     DqWorkerOptions opt;
     DqAnswerer *answerer;
@@ -1733,6 +1787,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
     g_test_add_func("/queue/worker/continuous-batching", test_worker_continuous_batching);
     g_test_add_func("/queue/worker/batch-limit", test_worker_batch_limit);
+    g_test_add_func("/queue/worker/batch-default", test_worker_batch_default);
     g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
     g_test_add_func("/queue/worker/database-replaced", test_worker_database_replaced);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
