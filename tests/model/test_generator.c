@@ -653,14 +653,17 @@ static void test_positions_limit(void) {
     dq_generate_result_clear(&done[0].result);
     dq_generator_free(g);
 
-    /* A page's prompt is far longer than 16 positions: refused, and no tile was encoded. */
+    /* A page's prompt is far longer than 16 positions: refused naming the key (transformers
+     * would run it), and no tile was encoded. */
     Case page;
     case_init(&page, full, "portrait_page.png", "What is this?", 2, 1);
     r = page.req;
     DqGenerateTimings tm = {0};
     g_assert_false(smolvlm_generate(p->model, &r, 1, &res, &tm, &err));
     g_assert_nonnull(err);
-    g_assert_nonnull(strstr(err->message, "the model takes 16 positions"));
+    g_assert_nonnull(strstr(err->message,
+                            "the model takes 16 positions (config.json's "
+                            "text_config.max_position_embeddings): no room for a new token"));
     g_clear_error(&err);
     g_assert_cmpint(tm.n_tiles, ==, 0);
     g_assert_cmpfloat(tm.vision_ms, ==, 0);
