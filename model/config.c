@@ -124,6 +124,40 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
     cfg->n_eos = 1;
 }
 
+/* text_config.rope_scaling: LlamaRotaryEmbedding's type is "rope_type", or the legacy "type",
+ * which LlamaConfig copies over "rope_type" when both are there; transformers refuses a
+ * rope_scaling without either. "default" is plain RoPE. "dynamic" (NTK) keeps plain RoPE's
+ * frequencies until a sequence grows past max_position_embeddings, which a docqa sequence never
+ * does (generation stops there), so it is plain RoPE too; transformers requires its "factor".
+ * The other types change the frequencies or scale cos/sin: refused, naming the type. */
+static void check_rope_scaling(Reader *r, JsonObject *tc) {
+    JsonObject *rs = get_object(r, tc, "rope_scaling");
+    if (rs == NULL)
+        return;
+    const char *scope = r->scope;
+    r->scope = "text_config.rope_scaling";
+    const char *type = get_string(r, rs, "type", get_string(r, rs, "rope_type", NULL));
+    if (r->failed) {
+        r->scope = scope;
+        return;
+    }
+    if (type == NULL)
+        bad(r, "rope_type", "given (transformers refuses a rope_scaling without it)");
+    else if (strcmp(type, "dynamic") == 0) {
+        if (member(rs, "factor") == NULL)
+            bad(r, "factor", "given for \"dynamic\" (transformers refuses it without one)");
+        else
+            get_double(r, rs, "factor", 1.0);
+    } else if (strcmp(type, "default") != 0) {
+        dq_fail(r->err, DQ_ERR_UNSUPPORTED,
+                "%s: text_config.rope_scaling '%s' is not supported (docqa runs plain RoPE: "
+                "rope_scaling null, \"default\" or \"dynamic\")",
+                r->label, type);
+        r->failed = TRUE;
+    }
+    r->scope = scope;
+}
+
 static JsonParser *parse_json(const char *json, const char *label, JsonObject **root,
                               GError **err) {
     JsonParser *p = dq_json_parse(json, -1, label, DQ_JSON_DEFAULT, err);
@@ -338,10 +372,8 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
                 "%s: text_config.hidden_act '%s' is not supported (silu is)", label, tact);
         r.failed = TRUE;
     }
-    if (!r.failed && member(tc, "rope_scaling") != NULL) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: text_config.rope_scaling is not supported", label);
-        r.failed = TRUE;
-    }
+    if (!r.failed)
+        check_rope_scaling(&r, tc);
     if (!r.failed &&
         (get_bool(&r, tc, "attention_bias", FALSE) || get_bool(&r, tc, "mlp_bias", FALSE))) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,

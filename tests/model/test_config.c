@@ -163,7 +163,7 @@ static void test_errors(void) {
                  NULL, "not a multiple of num_key_value_heads");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": "
                  "{\"rope_scaling\": {\"type\": \"x\"}}}",
-                 NULL, "rope_scaling is not supported");
+                 NULL, "text_config.rope_scaling 'x' is not supported");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
                  "{\"hidden_act\": \"relu\"}}",
                  NULL, "hidden_act 'relu'");
@@ -192,6 +192,54 @@ static void test_errors(void) {
     g_assert_false(smolvlm_config_load("/nonexistent/snapshot", &c, &err));
     g_assert_nonnull(strstr(err->message, "/nonexistent/snapshot/config.json"));
     g_clear_error(&err);
+}
+
+static gboolean parse_rope(const char *rope_scaling, SmolvlmConfig *c, GError **err) {
+    char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                 "\"text_config\": {\"rope_theta\": 5000, \"rope_scaling\": %s}}",
+                                 rope_scaling);
+    gboolean ok = smolvlm_config_parse(json, NULL, "snap/config.json", c, err);
+    g_free(json);
+    return ok;
+}
+
+/* rope_scaling as LlamaRotaryEmbedding reads it: a legacy "type" wins over "rope_type"
+ * (LlamaConfig copies it over); "default" and "dynamic" (within max_position_embeddings, where
+ * docqa's sequences end) are plain RoPE; the rest is refused naming the type, and what
+ * transformers refuses (no type, "dynamic" without its factor) is refused naming the key. */
+static void test_rope_scaling(void) {
+    const char *plain[] = {"null", "{\"rope_type\": \"default\"}", "{\"type\": \"default\"}",
+                           "{\"rope_type\": \"dynamic\", \"factor\": 2.0}",
+                           "{\"rope_type\": \"linear\", \"type\": \"dynamic\", \"factor\": 2}"};
+    for (size_t i = 0; i < G_N_ELEMENTS(plain); i++) {
+        SmolvlmConfig c;
+        GError *err = NULL;
+        if (!parse_rope(plain[i], &c, &err))
+            g_error("rope_scaling %s: %s", plain[i], err->message);
+        g_assert_cmpfloat(c.rope_theta, ==, 5000.0);
+    }
+    const char *refused[][2] = {
+        {"{\"rope_type\": \"linear\", \"factor\": 2.0}", "rope_scaling 'linear' is not supported"},
+        {"{\"rope_type\": \"default\", \"type\": \"llama3\"}", "rope_scaling 'llama3'"},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4.0}", "rope_scaling 'yarn'"},
+        {"{\"factor\": 2.0}", "text_config.rope_scaling.rope_type must be given"},
+        {"{\"rope_type\": \"dynamic\"}", "text_config.rope_scaling.factor must be given"},
+        {"{\"rope_type\": \"dynamic\", \"factor\": \"2\"}",
+         "text_config.rope_scaling.factor must be a number"},
+        {"{\"rope_type\": 3}", "text_config.rope_scaling.rope_type must be a string"},
+        {"\"linear\"", "text_config.rope_scaling must be an object"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(refused); i++) {
+        SmolvlmConfig c;
+        GError *err = NULL;
+        g_assert_false(parse_rope(refused[i][0], &c, &err));
+        g_assert_nonnull(err);
+        if (strstr(err->message, "snap/config.json: ") != err->message ||
+            strstr(err->message, refused[i][1]) == NULL)
+            g_error("rope_scaling %s: '%s' does not say '%s'", refused[i][0], err->message,
+                    refused[i][1]);
+        g_error_free(err);
+    }
 }
 
 /* transformers builds the architecture model_type names (AutoConfig: "llava" a LlavaConfig,
@@ -375,6 +423,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/real", test_real_configs);
     g_test_add_func("/config/defaults", test_defaults);
     g_test_add_func("/config/errors", test_errors);
+    g_test_add_func("/config/rope-scaling", test_rope_scaling);
     g_test_add_func("/config/model-types", test_model_types);
     g_test_add_func("/config/bounds", test_bounds);
     g_test_add_func("/config/generation-values", test_generation_values);
