@@ -124,6 +124,22 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
     cfg->n_eos = 1;
 }
 
+/* transformers' ACT2FN names of the two activations docqa computes. GELU's tanh approximation
+ * 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): gelu_pytorch_tanh and gelu_python_tanh (GELUTanh,
+ * torch's kernel or the formula), gelu_new (the formula), gelu_fast (the same with sqrt(2/pi)
+ * rounded to 0.7978845608: a relative 4e-12). SiLU: silu and swish (nn.SiLU). Not erf's "gelu",
+ * nor quick_gelu's sigmoid(1.702x). */
+static const char *const GELU_TANH[] = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast",
+                                        "gelu_python_tanh", NULL};
+static const char *const SILU[] = {"silu", "swish", NULL};
+
+static gboolean one_of(const char *s, const char *const *names) {
+    for (; *names != NULL; names++)
+        if (strcmp(s, *names) == 0)
+            return TRUE;
+    return FALSE;
+}
+
 /* text_config.rope_scaling: LlamaRotaryEmbedding's type is "rope_type", or the legacy "type",
  * which LlamaConfig copies over "rope_type" when both are there; transformers refuses a
  * rope_scaling without either. "default" is plain RoPE. "dynamic" (NTK) keeps plain RoPE's
@@ -329,10 +345,10 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->patch_size = get_int(&r, vc, "patch_size", 32);
     cfg->vision_layer_norm_eps = get_double(&r, vc, "layer_norm_eps", 1e-6);
     const char *vact = get_string(&r, vc, "hidden_act", "gelu_pytorch_tanh");
-    if (!r.failed && strcmp(vact, "gelu_pytorch_tanh") != 0 && strcmp(vact, "gelu_new") != 0) {
+    if (!r.failed && !one_of(vact, GELU_TANH)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: vision_config.hidden_act '%s' is not supported "
-                "(gelu_pytorch_tanh is)",
+                "%s: vision_config.hidden_act '%s' is not supported (gelu_pytorch_tanh, "
+                "gelu_new, gelu_fast and gelu_python_tanh are: GELU's tanh approximation)",
                 label, vact);
         r.failed = TRUE;
     }
@@ -367,9 +383,10 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->tie_word_embeddings = get_bool(&r, tc, "tie_word_embeddings", FALSE);
     int text_eos = get_int(&r, tc, "eos_token_id", 2);
     const char *tact = get_string(&r, tc, "hidden_act", "silu");
-    if (!r.failed && strcmp(tact, "silu") != 0) {
+    if (!r.failed && !one_of(tact, SILU)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.hidden_act '%s' is not supported (silu is)", label, tact);
+                "%s: text_config.hidden_act '%s' is not supported (silu and swish are)", label,
+                tact);
         r.failed = TRUE;
     }
     if (!r.failed)
