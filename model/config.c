@@ -124,6 +124,56 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
     cfg->n_eos = 1;
 }
 
+/* transformers' ACT2FN names of the two activations docqa computes. GELU's tanh approximation
+ * 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): gelu_pytorch_tanh and gelu_python_tanh (GELUTanh,
+ * torch's kernel or the formula), gelu_new (the formula), gelu_fast (the same with sqrt(2/pi)
+ * rounded to 0.7978845608: a relative 4e-12). SiLU: silu and swish (nn.SiLU). Not erf's "gelu",
+ * nor quick_gelu's sigmoid(1.702x). */
+static const char *const GELU_TANH[] = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast",
+                                        "gelu_python_tanh", NULL};
+static const char *const SILU[] = {"silu", "swish", NULL};
+
+static gboolean one_of(const char *s, const char *const *names) {
+    for (; *names != NULL; names++)
+        if (strcmp(s, *names) == 0)
+            return TRUE;
+    return FALSE;
+}
+
+/* text_config.rope_scaling: LlamaRotaryEmbedding's type is "rope_type", or the legacy "type",
+ * which LlamaConfig copies over "rope_type" when both are there; transformers refuses a
+ * rope_scaling without either. "default" is plain RoPE. "dynamic" (NTK) keeps plain RoPE's
+ * frequencies until a sequence grows past max_position_embeddings, which a docqa sequence never
+ * does (generation stops there), so it is plain RoPE too; transformers requires its "factor".
+ * The other types change the frequencies or scale cos/sin: refused, naming the type. */
+static void check_rope_scaling(Reader *r, JsonObject *tc) {
+    JsonObject *rs = get_object(r, tc, "rope_scaling");
+    if (rs == NULL)
+        return;
+    const char *scope = r->scope;
+    r->scope = "text_config.rope_scaling";
+    const char *type = get_string(r, rs, "type", get_string(r, rs, "rope_type", NULL));
+    if (r->failed) {
+        r->scope = scope;
+        return;
+    }
+    if (type == NULL)
+        bad(r, "rope_type", "given (transformers refuses a rope_scaling without it)");
+    else if (strcmp(type, "dynamic") == 0) {
+        if (member(rs, "factor") == NULL)
+            bad(r, "factor", "given for \"dynamic\" (transformers refuses it without one)");
+        else
+            get_double(r, rs, "factor", 1.0);
+    } else if (strcmp(type, "default") != 0) {
+        dq_fail(r->err, DQ_ERR_UNSUPPORTED,
+                "%s: text_config.rope_scaling '%s' is not supported (docqa runs plain RoPE: "
+                "rope_scaling null, \"default\" or \"dynamic\")",
+                r->label, type);
+        r->failed = TRUE;
+    }
+    r->scope = scope;
+}
+
 static JsonParser *parse_json(const char *json, const char *label, JsonObject **root,
                               GError **err) {
     JsonParser *p = dq_json_parse(json, -1, label, DQ_JSON_DEFAULT, err);
@@ -295,10 +345,10 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->patch_size = get_int(&r, vc, "patch_size", 32);
     cfg->vision_layer_norm_eps = get_double(&r, vc, "layer_norm_eps", 1e-6);
     const char *vact = get_string(&r, vc, "hidden_act", "gelu_pytorch_tanh");
-    if (!r.failed && strcmp(vact, "gelu_pytorch_tanh") != 0 && strcmp(vact, "gelu_new") != 0) {
+    if (!r.failed && !one_of(vact, GELU_TANH)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: vision_config.hidden_act '%s' is not supported "
-                "(gelu_pytorch_tanh is)",
+                "%s: vision_config.hidden_act '%s' is not supported (gelu_pytorch_tanh, "
+                "gelu_new, gelu_fast and gelu_python_tanh are: GELU's tanh approximation)",
                 label, vact);
         r.failed = TRUE;
     }
@@ -333,15 +383,14 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->tie_word_embeddings = get_bool(&r, tc, "tie_word_embeddings", FALSE);
     int text_eos = get_int(&r, tc, "eos_token_id", 2);
     const char *tact = get_string(&r, tc, "hidden_act", "silu");
-    if (!r.failed && strcmp(tact, "silu") != 0) {
+    if (!r.failed && !one_of(tact, SILU)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.hidden_act '%s' is not supported (silu is)", label, tact);
+                "%s: text_config.hidden_act '%s' is not supported (silu and swish are)", label,
+                tact);
         r.failed = TRUE;
     }
-    if (!r.failed && member(tc, "rope_scaling") != NULL) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: text_config.rope_scaling is not supported", label);
-        r.failed = TRUE;
-    }
+    if (!r.failed)
+        check_rope_scaling(&r, tc);
     if (!r.failed &&
         (get_bool(&r, tc, "attention_bias", FALSE) || get_bool(&r, tc, "mlp_bias", FALSE))) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,

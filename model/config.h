@@ -3,7 +3,9 @@
  * Every field the forward pass and generation use, with transformers 4.57's defaults where a field
  * is absent (Idefics3Config, Idefics3VisionConfig, LlamaConfig, GenerationConfig). model_type
  * must be "idefics3" and text_config's "llama" (or absent), the classes transformers builds for
- * SmolVLM. Leftovers in real files (perceiver_config, _flash_attn_2_enabled, vision
+ * SmolVLM. text_config.rope_scaling may be null, "default" or "dynamic" (the same frequencies as
+ * plain RoPE within max_position_embeddings, where docqa's sequences end); other types are
+ * refused. Leftovers in real files (perceiver_config, _flash_attn_2_enabled, vision
  * `size`/`max_image_size`, vision model_type, which Idefics3Config ignores) are ignored.
  *
  * The two geometries in use:

@@ -96,11 +96,13 @@ static gboolean check_request(const Smolvlm *m, const SmolvlmRequest *r, GError 
     if (r->options.max_new_tokens <= 0)
         return dq_fail(err, DQ_ERR_ARGS, "max_new_tokens must be positive");
     /* Checked here, before any vision work: a sequence is the prompt and the new ids, at most
-     * max_position_embeddings; a longer max_new_tokens only stops generation there. */
+     * max_position_embeddings; a longer max_new_tokens only stops generation there. transformers
+     * would run such a prompt (RoPE has no table): the message names the config key that
+     * refuses it. */
     if (r->n_input_ids >= c->max_position_embeddings)
         return dq_fail(err, DQ_ERR_LIMIT,
-                       "the prompt is %d tokens, the model takes %d positions: no room "
-                       "for a new token",
+                       "the prompt is %d tokens, the model takes %d positions (config.json's "
+                       "text_config.max_position_embeddings): no room for a new token",
                        r->n_input_ids, c->max_position_embeddings);
     if (r->options.do_sample && !(r->options.temperature > 0))
         return dq_fail(err, DQ_ERR_ARGS, "temperature must be positive");

@@ -163,7 +163,7 @@ static void test_errors(void) {
                  NULL, "not a multiple of num_key_value_heads");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": "
                  "{\"rope_scaling\": {\"type\": \"x\"}}}",
-                 NULL, "rope_scaling is not supported");
+                 NULL, "text_config.rope_scaling 'x' is not supported");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
                  "{\"hidden_act\": \"relu\"}}",
                  NULL, "hidden_act 'relu'");
@@ -192,6 +192,98 @@ static void test_errors(void) {
     g_assert_false(smolvlm_config_load("/nonexistent/snapshot", &c, &err));
     g_assert_nonnull(strstr(err->message, "/nonexistent/snapshot/config.json"));
     g_clear_error(&err);
+}
+
+/* hidden_act by transformers' ACT2FN names: every name of GELU's tanh approximation for the
+ * vision tower and of SiLU for the decoder runs (on a tiny random snapshot transformers 4.57.6
+ * gave each the logits of the usual name within 7.4e-6, image prompt, and the same greedy ids:
+ * the s32 differential test); other activations are refused naming the key and the value. */
+static void test_activations(void) {
+    const char *ok[][2] = {{"gelu_pytorch_tanh", "silu"},
+                           {"gelu_new", "swish"},
+                           {"gelu_fast", "silu"},
+                           {"gelu_python_tanh", "silu"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
+        char *json = g_strdup_printf(
+            "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
+            "{\"hidden_act\": \"%s\"}, \"text_config\": {\"hidden_act\": \"%s\"}}",
+            ok[i][0], ok[i][1]);
+        SmolvlmConfig c;
+        GError *err = NULL;
+        if (!smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err))
+            g_error("%s / %s: %s", ok[i][0], ok[i][1], err->message);
+        g_free(json);
+    }
+    const char *vision_refused[] = {"gelu", "quick_gelu", "gelu_10", "gelu_accurate", "silu"};
+    for (size_t i = 0; i < G_N_ELEMENTS(vision_refused); i++) {
+        char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                     "\"vision_config\": {\"hidden_act\": \"%s\"}}",
+                                     vision_refused[i]);
+        char *needle =
+            g_strdup_printf("vision_config.hidden_act '%s' is not supported", vision_refused[i]);
+        expect_error(json, NULL, needle);
+        g_free(needle);
+        g_free(json);
+    }
+    const char *text_refused[] = {"gelu", "gelu_pytorch_tanh", "relu"};
+    for (size_t i = 0; i < G_N_ELEMENTS(text_refused); i++) {
+        char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                     "\"text_config\": {\"hidden_act\": \"%s\"}}",
+                                     text_refused[i]);
+        char *needle =
+            g_strdup_printf("text_config.hidden_act '%s' is not supported", text_refused[i]);
+        expect_error(json, NULL, needle);
+        g_free(needle);
+        g_free(json);
+    }
+}
+
+static gboolean parse_rope(const char *rope_scaling, SmolvlmConfig *c, GError **err) {
+    char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                 "\"text_config\": {\"rope_theta\": 5000, \"rope_scaling\": %s}}",
+                                 rope_scaling);
+    gboolean ok = smolvlm_config_parse(json, NULL, "snap/config.json", c, err);
+    g_free(json);
+    return ok;
+}
+
+/* rope_scaling as LlamaRotaryEmbedding reads it: a legacy "type" wins over "rope_type"
+ * (LlamaConfig copies it over); "default" and "dynamic" (within max_position_embeddings, where
+ * docqa's sequences end) are plain RoPE; the rest is refused naming the type, and what
+ * transformers refuses (no type, "dynamic" without its factor) is refused naming the key. */
+static void test_rope_scaling(void) {
+    const char *plain[] = {"null", "{\"rope_type\": \"default\"}", "{\"type\": \"default\"}",
+                           "{\"rope_type\": \"dynamic\", \"factor\": 2.0}",
+                           "{\"rope_type\": \"linear\", \"type\": \"dynamic\", \"factor\": 2}"};
+    for (size_t i = 0; i < G_N_ELEMENTS(plain); i++) {
+        SmolvlmConfig c;
+        GError *err = NULL;
+        if (!parse_rope(plain[i], &c, &err))
+            g_error("rope_scaling %s: %s", plain[i], err->message);
+        g_assert_cmpfloat(c.rope_theta, ==, 5000.0);
+    }
+    const char *refused[][2] = {
+        {"{\"rope_type\": \"linear\", \"factor\": 2.0}", "rope_scaling 'linear' is not supported"},
+        {"{\"rope_type\": \"default\", \"type\": \"llama3\"}", "rope_scaling 'llama3'"},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4.0}", "rope_scaling 'yarn'"},
+        {"{\"factor\": 2.0}", "text_config.rope_scaling.rope_type must be given"},
+        {"{\"rope_type\": \"dynamic\"}", "text_config.rope_scaling.factor must be given"},
+        {"{\"rope_type\": \"dynamic\", \"factor\": \"2\"}",
+         "text_config.rope_scaling.factor must be a number"},
+        {"{\"rope_type\": 3}", "text_config.rope_scaling.rope_type must be a string"},
+        {"\"linear\"", "text_config.rope_scaling must be an object"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(refused); i++) {
+        SmolvlmConfig c;
+        GError *err = NULL;
+        g_assert_false(parse_rope(refused[i][0], &c, &err));
+        g_assert_nonnull(err);
+        if (strstr(err->message, "snap/config.json: ") != err->message ||
+            strstr(err->message, refused[i][1]) == NULL)
+            g_error("rope_scaling %s: '%s' does not say '%s'", refused[i][0], err->message,
+                    refused[i][1]);
+        g_error_free(err);
+    }
 }
 
 /* transformers builds the architecture model_type names (AutoConfig: "llava" a LlavaConfig,
@@ -375,6 +467,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/real", test_real_configs);
     g_test_add_func("/config/defaults", test_defaults);
     g_test_add_func("/config/errors", test_errors);
+    g_test_add_func("/config/rope-scaling", test_rope_scaling);
+    g_test_add_func("/config/activations", test_activations);
     g_test_add_func("/config/model-types", test_model_types);
     g_test_add_func("/config/bounds", test_bounds);
     g_test_add_func("/config/generation-values", test_generation_values);

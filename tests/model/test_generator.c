@@ -653,14 +653,17 @@ static void test_positions_limit(void) {
     dq_generate_result_clear(&done[0].result);
     dq_generator_free(g);
 
-    /* A page's prompt is far longer than 16 positions: refused, and no tile was encoded. */
+    /* A page's prompt is far longer than 16 positions: refused naming the key (transformers
+     * would run it), and no tile was encoded. */
     Case page;
     case_init(&page, full, "portrait_page.png", "What is this?", 2, 1);
     r = page.req;
     DqGenerateTimings tm = {0};
     g_assert_false(smolvlm_generate(p->model, &r, 1, &res, &tm, &err));
     g_assert_nonnull(err);
-    g_assert_nonnull(strstr(err->message, "the model takes 16 positions"));
+    g_assert_nonnull(strstr(err->message,
+                            "the model takes 16 positions (config.json's "
+                            "text_config.max_position_embeddings): no room for a new token"));
     g_clear_error(&err);
     g_assert_cmpint(tm.n_tiles, ==, 0);
     g_assert_cmpfloat(tm.vision_ms, ==, 0);
@@ -669,6 +672,67 @@ static void test_positions_limit(void) {
     smolvlm_pipeline_free(p);
     smolvlm_pipeline_free(full);
     g_free(snap);
+}
+
+/* tiny-smolvlm-b512 with text_config's rope_scaling and max_position_embeddings replaced. */
+static char *snapshot_with_rope(const char *rope_scaling, int positions) {
+    char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", NULL);
+    char *snap = dq_test_snapshot_with_positions(src, positions);
+    char *path = g_build_filename(snap, "config.json", NULL);
+    char *text = dq_test_read_file(path, NULL);
+    GString *s = g_string_new(text);
+    g_assert_cmpint(g_string_replace(s, "\"rope_scaling\": null", rope_scaling, 1), ==, 1);
+    g_assert_cmpint(unlink(path), ==, 0);
+    g_assert_true(g_file_set_contents(path, s->str, (gssize)s->len, NULL));
+    g_string_free(s, TRUE);
+    g_free(text);
+    g_free(path);
+    g_free(src);
+    return snap;
+}
+
+/* A rope_scaling that is plain RoPE runs as plain RoPE: "default", and "dynamic", whose
+ * frequencies transformers recomputes only for a sequence longer than max_position_embeddings,
+ * where docqa stops. transformers 4.57.6 gives the dynamic snapshot (factor 4, 16 positions) the
+ * plain one's greedy ids for "hi" (9 ids + 7 new = all 16 positions), and the same last-prompt
+ * logits (max abs difference 0): rope_scaling_goldens.py. Other types are refused, naming the
+ * type. */
+static void test_rope_scaling(void) {
+    if (dq_test_shared_dir() == NULL)
+        return;
+    SmolvlmPipeline *plain = open_pipeline("tiny-smolvlm-b512", "cpu");
+    Case ref;
+    case_init(&ref, plain, NULL, "hi", 0, 7);
+    g_assert_cmpint(ref.prompt.n_input_ids, ==, 9);
+    const int32_t hf_ids[] = {31339, 11211, 1041, 1041, 22696, 42478, 6880};
+    g_assert_cmpmem(ref.alone.output_ids, ref.alone.n_output_ids * 4, hf_ids, sizeof hf_ids);
+    const char *same[] = {"\"rope_scaling\": {\"rope_type\": \"default\"}",
+                          "\"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 4.0}"};
+    for (size_t i = 0; i < G_N_ELEMENTS(same); i++) {
+        char *snap = snapshot_with_rope(same[i], 16);
+        GError *err = NULL;
+        SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err);
+        dq_assert_no_error(err);
+        DqGenerateResult res;
+        g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
+        dq_assert_no_error(err);
+        g_assert_false(res.stopped_on_positions);
+        assert_same(&ref, &res, smolvlm_config(p->model)->vocab_size);
+        dq_generate_result_clear(&res);
+        smolvlm_pipeline_free(p);
+        g_free(snap);
+    }
+    char *snap =
+        snapshot_with_rope("\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2.0}", 4096);
+    GError *err = NULL;
+    g_assert_null(smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "config.json: text_config.rope_scaling 'linear' is not "
+                                          "supported"));
+    g_clear_error(&err);
+    g_free(snap);
+    case_clear(&ref);
+    smolvlm_pipeline_free(plain);
 }
 
 int main(int argc, char **argv) {
@@ -682,6 +746,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/generator/vision-reuse", test_vision_reuse);
     g_test_add_func("/generator/errors", test_errors);
     g_test_add_func("/generator/positions-limit", test_positions_limit);
+    g_test_add_func("/generator/rope-scaling", test_rope_scaling);
     g_test_add_func("/generator/speculative/f32", test_speculative_f32);
     g_test_add_func("/generator/speculative/bf16", test_speculative_bf16);
     g_test_add_func("/generator/speculative/bf16-products", test_speculative_bf16_products);
