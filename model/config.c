@@ -398,7 +398,21 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
         r.failed = TRUE;
     }
 
+    /* LlamaRotaryEmbedding rotates int(head_dim * partial_rotary_factor) dimensions, but its
+     * apply_rotary_pos_emb multiplies whole heads: transformers 4.57.6 fails on any other value
+     * than 1.0 (and on null), so docqa, which rotates every dimension, must not run one. */
+    if (!r.failed && tc != NULL && json_object_has_member(tc, "partial_rotary_factor") &&
+        (member(tc, "partial_rotary_factor") == NULL ||
+         get_double(&r, tc, "partial_rotary_factor", 1.0) != 1.0)) {
+        bad(&r, "partial_rotary_factor", "1.0 or absent (every dimension of a head rotates)");
+    }
+
     r.scope = NULL;
+    /* Unlike head_dim's or pad_token_id's, a null scale_factor is not a default: Idefics3Config
+     * keeps None and transformers fails on it. */
+    if (!r.failed && root != NULL && json_object_has_member(root, "scale_factor") &&
+        member(root, "scale_factor") == NULL)
+        bad(&r, "scale_factor", "an integer, not null");
     cfg->scale_factor = get_int(&r, root, "scale_factor", 2);
     cfg->image_token_id = get_int(&r, root, "image_token_id", 128257);
     cfg->pad_token_id = get_int(&r, root, "pad_token_id", get_int(&r, tc, "pad_token_id", -1));

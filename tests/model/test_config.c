@@ -178,6 +178,24 @@ static void test_errors(void) {
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
                  "{\"num_channels\": 4}}",
                  NULL, "num_channels 4 is not supported");
+    /* transformers 4.57.6 fails on both (a size mismatch in apply_rotary_pos_emb; None**2);
+     * docqa ran full rotary and a scale factor of 2 (the s32 differential test) */
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": "
+                 "{\"partial_rotary_factor\": 0.5}}",
+                 NULL, "text_config.partial_rotary_factor must be 1.0 or absent");
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": "
+                 "{\"partial_rotary_factor\": null}}",
+                 NULL, "text_config.partial_rotary_factor must be 1.0 or absent");
+    {
+        SmolvlmConfig c;
+        GError *err = NULL;
+        g_assert_true(smolvlm_config_parse("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                           "\"text_config\": {\"partial_rotary_factor\": 1}}",
+                                           NULL, "snap/config.json", &c, &err));
+        g_assert_no_error(err);
+    }
+    expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": null}", NULL,
+                 "scale_factor must be an integer, not null");
     expect_error("[1]", NULL, "not a JSON object");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": ", NULL, "config.json");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7}",
