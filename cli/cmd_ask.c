@@ -265,7 +265,7 @@ int cmd_ask(int argc, char **argv) {
         max_new_tokens >= cfg.max_position_embeddings) {
         dq_print_line(stderr,
                       "docqa: ask: --max-new-tokens %d: %s takes at most %d positions, the prompt "
-                      "and its page included",
+                      "and its page included (config.json's text_config.max_position_embeddings)",
                       max_new_tokens, model_arg, cfg.max_position_embeddings);
         g_free(cfg_path);
         goto out;

@@ -237,7 +237,8 @@ static gboolean prepare(SmolvlmAnswerer *a, Pending *p, GError **err) {
     if ((gint64)p->prompt.n_input_ids + p->max_new_tokens > positions)
         return dq_fail(err, DQ_ERR_ARGS,
                        "too long for the model: the question's prompt with the page is %d "
-                       "tokens, and %d new %s more than the model's %d positions",
+                       "tokens, and %d new %s more than the model's %d positions (config.json's "
+                       "text_config.max_position_embeddings)",
                        p->prompt.n_input_ids, p->max_new_tokens,
                        p->max_new_tokens == 1 ? "one makes" : "ones make", positions);
     return TRUE;

@@ -188,6 +188,8 @@ static void test_stream_matches_alone(gconstpointer data) {
             g_test_message("%d: %s", i, res[i].error->message);
             g_assert_nonnull(
                 strstr(res[i].error->message, i == 13 ? "<image> markers" : "too long"));
+            if (i != 13)
+                g_assert_nonnull(strstr(res[i].error->message, "max_position_embeddings"));
             g_assert_null(strstr(res[i].error->message, reqs[i].image_path));
             continue;
         }

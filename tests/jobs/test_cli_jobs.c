@@ -77,7 +77,8 @@ static void test_ask_status_export_requeue(void) {
         g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", snap, "--max-new-tokens",
                                       "8192", "Long?", NULL),
                         ==, 2);
-        g_assert_nonnull(strstr(err, "at most 8192 positions"));
+        g_assert_nonnull(strstr(err, "at most 8192 positions, the prompt and its page included "
+                                     "(config.json's text_config.max_position_embeddings)"));
         g_free(err);
         g_free(snap);
     }
