@@ -280,8 +280,9 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
     } else {
         if (safetensors_get(m->st, "lm_head.weight") == NULL)
             return dq_fail(err, DQ_ERR_MODEL,
-                           "%s: tensor 'lm_head.weight' is missing and config.json says "
-                           "tie_word_embeddings: false",
+                           "%s: tensor 'lm_head.weight' is missing and config.json's "
+                           "text_config.tie_word_embeddings is not true (false, null or "
+                           "absent: lm_head is its own tensor)",
                            m->dir);
         m->bind_as = m->weights;
         gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight");

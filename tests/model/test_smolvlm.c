@@ -598,7 +598,8 @@ G_GNUC_UNUSED static void test_broken_snapshots(void) {
         {"\"patch_size\": 16", "\"patch_size\": 8", "patch_embedding.weight' has shape"},
         {"\"tie_word_embeddings\": true,\n    \"use_cache\"",
          "\"tie_word_embeddings\": false,\n    \"use_cache\"",
-         "'lm_head.weight' is missing and config.json says tie_word_embeddings: false"},
+         "'lm_head.weight' is missing and config.json's text_config.tie_word_embeddings is not "
+         "true"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         char *dir = dq_test_tmpdir();
