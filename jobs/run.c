@@ -322,7 +322,9 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
                               : parent_signal ? "not replaced (interrupted)"
                                               : "not replaced: it failed too often");
                 if (!again) {
-                    n_fatal++;
+                    /* Told to stop meanwhile: an interrupted run (130), as a worker that was
+                     * told to stop reports it whatever failed meanwhile. */
+                    n_fatal += !parent_signal;
                     continue;
                 }
                 restarts[i]++;
