@@ -144,6 +144,8 @@ static void print_json(const char *model_id, int workers, const DqRunResult *res
     dq_cli_json_int(b, "withdrawn", res->total.withdrawn);
     dq_cli_json_int(b, "answered_too_late", res->total.lost);
     dq_cli_json_int(b, "workers_crashed", res->workers_crashed);
+    dq_cli_json_int(b, "device_failures", res->device_failures);
+    dq_cli_json_int(b, "workers_replaced", res->device_restarts);
     /* to the decimals the summary line shows */
     dq_cli_json_double(b, "seconds", secs, 1);
     dq_cli_json_double(b, "answers_per_second", secs > 0 ? (double)res->total.done / secs : 0.0, 2);

@@ -22,6 +22,17 @@
  * with backoff. After SIGINT, SIGTERM or SIGHUP (cancel) the worker stops polling and releases
  * whatever is still in flight.
  *
+ * A device that failed for good: the CUDA backend keeps its first error for its life (every
+ * later op skipped, every later result untrustworthy, model/backend_cuda.h), so once it is set
+ * every request would fail, and a worker that went on claiming would fail the whole queue, an
+ * attempt a job at a time. After any poll that returned a failure, and after a refused submit,
+ * the worker asks a->broken (when not NULL): TRUE (err set, DQ_ERR_DEVICE, naming the device and
+ * the CUDA error) means the answerer can answer nothing more. The worker then stops (queue.h,
+ * "a broken device"): the requests that came back failed from the model spend their attempt as
+ * any model failure does, the rest it holds go back to the queue without spending one, it claims
+ * nothing more and returns FALSE with that error. An error that clears by itself (a buffer that
+ * did not fit: DQ_ERR_LIMIT, the next request may fit) is not broken.
+ *
  * Withdrawal: a job cancelled while it runs, or taken over by another worker, is not worth
  * finishing; the worker withdraws its request (a->withdraw(a, tag)) wherever it is, and it never
  * comes back from poll. Its place goes to the next request; the others go on as if it had never
@@ -79,6 +90,10 @@ struct DqAnswerer {
      * withdraw a request, and the worker lets it finish. */
     gboolean (*withdraw)(DqAnswerer *self, gint64 tag);
     void (*free)(DqAnswerer *self);
+    /* TRUE, err set (DQ_ERR_DEVICE), when the answerer cannot answer anything more: its device
+     * failed and the failure does not clear in this process (see "A device that failed for
+     * good" above). FALSE when it can go on. NULL: it cannot break so (the CPU). */
+    gboolean (*broken)(DqAnswerer *self, GError **err);
     /* Set by the worker; when it becomes non-zero (SIGINT, SIGTERM, SIGHUP) the answerer may stop
      * early (the worker releases the jobs still in flight). */
     volatile sig_atomic_t *cancel;

@@ -453,6 +453,13 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
     return k;
 }
 
+/* The CUDA backend's kept error (answerer.h): after it nothing this process computes on that
+ * GPU can be trusted. The CPU backends have no such state: never broken. */
+static gboolean smolvlm_broken(DqAnswerer *self, GError **err) {
+    SmolvlmAnswerer *a = (SmolvlmAnswerer *)self;
+    return !dq_backend_cuda_check(smolvlm_backend(a->pipe->model), err);
+}
+
 static void smolvlm_answerer_free(DqAnswerer *self) {
     SmolvlmAnswerer *a = (SmolvlmAnswerer *)self;
     g_atomic_int_set(&a->stopping, 1);
@@ -511,6 +518,7 @@ DqAnswerer *dq_answerer_open_smolvlm(const char *model_dir, const DqSmolvlmAnswe
     a->base.poll = smolvlm_poll;
     a->base.withdraw = smolvlm_withdraw;
     a->base.free = smolvlm_answerer_free;
+    a->base.broken = smolvlm_broken;
     /* The names the answers table keeps: "cuda" is recorded as the GPU it means. */
     int cuda_index = -1;
     dq_device_parse(device, &cuda_index, NULL); /* cannot fail: the pipeline opened on it */

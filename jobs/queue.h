@@ -265,8 +265,11 @@ typedef struct {
     gint64 failed;   /* jobs that ended failed or dead, buried ones included */
     gint64 buried;   /* jobs this worker's claims found expired on their last attempt and
                         buried ('dead'): another worker died or hung holding them */
-    gint64 released; /* given back on SIGINT, SIGTERM or SIGHUP */
+    gint64 released; /* given back on SIGINT, SIGTERM or SIGHUP, or when the worker stopped */
     gint64 lost;     /* answered after the lease was lost: nothing written */
+    /* 1: the worker stopped because its device failed for good (answerer.h, a->broken); in a
+     * run's total, how many worker processes did */
+    gint64 device_failed;
     /* Dropped from the model unanswered, as a heartbeat found them gone while they ran:
      * cancelled, taken over by another worker, answered by another, or deleted. */
     gint64 withdrawn;
@@ -276,7 +279,8 @@ typedef struct {
  * as it is answered and a new one claimed in its place) until `stop` becomes non-zero (then
  * releases the jobs in flight), the queue is empty (until_empty), or the budget is spent.
  * Returns FALSE only when the worker could not go on (database unusable, batch above
- * DQ_MAX_BATCH). */
+ * DQ_MAX_BATCH, its answerer's device failed for good: DQ_ERR_DEVICE and
+ * stats->device_failed, see answerer.h and "a broken device" in worker.c). */
 gboolean queue_worker_run(const DqWorkerOptions *opt, DqAnswerer *answerer,
                           volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err);
 
@@ -297,12 +301,25 @@ typedef struct {
     gint64 buried_answered;
     DqWorkerStats total;
     int workers_crashed; /* processes that died without reporting (signal, abort) */
+    /* Worker processes that stopped because their device failed for good (exit status
+     * DQ_WORKER_EXIT_DEVICE), and of them those replaced by a fresh process. */
+    int device_failures, device_restarts;
     gboolean interrupted;
 } DqRunResult;
+
+/* A worker process whose device failed for good exits with this status (its jobs given back). */
+#define DQ_WORKER_EXIT_DEVICE 3
+/* ... and queue_run starts a fresh process (a fresh CUDA context) in its place at most this many
+ * times per worker: a transient failure (memory another process held) clears, a GPU that is
+ * broken, or a job that breaks it each time, does not loop. */
+#define DQ_RUN_DEVICE_RESTARTS 2
 
 /* Forks K worker processes, each opening its answerer with `open` and running
  * queue_worker_run; forwards SIGINT, SIGTERM and SIGHUP to them (as SIGTERM) and waits. Exit status
  * as the CLI's: 0 all done, 1 some jobs failed or dead, 2 could not run (err set), 130 interrupted.
+ * A worker whose device failed for good (DQ_WORKER_EXIT_DEVICE) is said on stderr and replaced by
+ * a fresh process up to DQ_RUN_DEVICE_RESTARTS times; one that failed once more is not, and the
+ * run exits 2 (err: its device's error), however the other workers did.
  * The jobs its claims buried are looked at once every worker has ended: those a late answer
  * made done (buried_answered) are not failures of the run, whatever order it happened in. */
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,

@@ -139,7 +139,10 @@ static G_NORETURN void worker_process(const DqRunOptions *opt, RunShared *sh, in
     sh->worker[index].reported = 1;
     /* Stopped by the user: interrupted, even when the database failed meanwhile (a worker
      * waiting for a lost server gives up when told to stop). */
-    int code = child_stop ? 130 : !ok ? 2 : 0;
+    int code = child_stop                                     ? 130
+               : !ok && sh->worker[index].stats.device_failed ? DQ_WORKER_EXIT_DEVICE
+               : !ok                                          ? 2
+                                                              : 0;
     fflush(NULL);
     /* A leak found here kills the worker: run counts it as died, and exits 1. */
     dq_sanitizer_check_leaks();
@@ -202,6 +205,41 @@ static void progress_draw(Progress *p, const char *model_id) {
 
 /* ---- the parent ---- */
 
+/* Forks worker `i`; its pid, or -1 (said on stderr). The progress line's connection is closed
+ * across the fork (an SQLite connection must not cross one) and opened again after it. */
+static pid_t start_worker(const DqRunOptions *opt, RunShared *sh, int i, DqAnswererOpenFn open,
+                          void *open_user, DqStore **prog_store) {
+    gboolean reopen = *prog_store != NULL;
+    if (reopen) {
+        store_jobs_finalize(*prog_store);
+        dq_store_close(*prog_store);
+        *prog_store = NULL;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        worker_process(opt, sh, i, open, open_user);
+    if (pid < 0)
+        dq_print_line(stderr, "docqa: cannot start worker %d: %s", i + 1, g_strerror(errno));
+    if (reopen) {
+        *prog_store = dq_store_open(opt->worker.db_path, NULL);
+        dq_store_set_stop(*prog_store, &parent_signal);
+    }
+    return pid;
+}
+
+static void stats_add(DqWorkerStats *to, const DqWorkerStats *w) {
+    to->claimed += w->claimed;
+    to->done += w->done;
+    to->retried += w->retried;
+    to->failed += w->failed;
+    to->buried += w->buried;
+    to->released += w->released;
+    to->lost += w->lost;
+    to->withdrawn += w->withdrawn;
+    to->device_failed += w->device_failed;
+}
+
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
               GError **err) {
     memset(res, 0, sizeof(*res));
@@ -225,16 +263,16 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     set_handler(SIGHUP, on_parent_signal);
 
     pid_t *pids = g_new0(pid_t, k);
+    int *restarts = g_new0(int, k);
+    /* The stats of workers replaced after a device failure: a fresh process starts its own. */
+    DqWorkerStats replaced = {0};
     int alive = 0;
     fflush(NULL);
+    DqStore *no_store = NULL; /* the progress line's is opened after the first forks */
     for (int i = 0; i < k; i++) {
-        pid_t pid = fork();
-        if (pid == 0)
-            worker_process(opt, sh, i, open, open_user);
-        if (pid < 0) {
-            dq_print_line(stderr, "docqa: cannot start worker %d: %s", i + 1, g_strerror(errno));
+        pid_t pid = start_worker(opt, sh, i, open, open_user, &no_store);
+        if (pid < 0)
             break;
-        }
         pids[i] = pid;
         alive++;
     }
@@ -269,7 +307,41 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
             reaped = TRUE;
             pids[i] = 0;
             alive--;
-            if (WIFEXITED(status) && sh->worker[i].reported) {
+            if (WIFEXITED(status) && sh->worker[i].reported &&
+                WEXITSTATUS(status) == DQ_WORKER_EXIT_DEVICE) {
+                /* Its jobs are back in the queue already (worker.c, "a broken device"). */
+                res->device_failures++;
+                if (prog.drawn)
+                    fputc('\n', stderr);
+                gboolean again = !parent_signal && restarts[i] < DQ_RUN_DEVICE_RESTARTS;
+                dq_print_line(stderr,
+                              "docqa: worker %d stopped: its device failed (%s); its jobs went "
+                              "back to the queue; %s",
+                              i + 1, sh->worker[i].error,
+                              again           ? "starting a fresh worker process in its place"
+                              : parent_signal ? "not replaced (interrupted)"
+                                              : "not replaced: it failed too often");
+                if (!again) {
+                    /* Told to stop meanwhile: an interrupted run (130), as a worker that was
+                     * told to stop reports it whatever failed meanwhile. */
+                    n_fatal += !parent_signal;
+                    continue;
+                }
+                restarts[i]++;
+                res->device_restarts++;
+                stats_add(&replaced, &sh->worker[i].stats);
+                memset(&sh->worker[i], 0, sizeof(sh->worker[i]));
+                pid_t pid = start_worker(opt, sh, i, open, open_user, &prog.store);
+                if (pid > 0) {
+                    pids[i] = pid;
+                    alive++;
+                } else {
+                    g_strlcpy(sh->worker[i].error, "cannot start a fresh worker process",
+                              ERROR_LEN);
+                    sh->worker[i].error_code = DQ_ERR_DEVICE;
+                    n_fatal++;
+                }
+            } else if (WIFEXITED(status) && sh->worker[i].reported) {
                 int code = WEXITSTATUS(status);
                 if (code == 2)
                     n_fatal++;
@@ -309,17 +381,9 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGHUP, &old_hup, NULL);
 
-    for (int i = 0; i < k; i++) {
-        DqWorkerStats *w = &sh->worker[i].stats;
-        res->total.claimed += w->claimed;
-        res->total.done += w->done;
-        res->total.retried += w->retried;
-        res->total.failed += w->failed;
-        res->total.buried += w->buried;
-        res->total.released += w->released;
-        res->total.lost += w->lost;
-        res->total.withdrawn += w->withdrawn;
-    }
+    res->total = replaced;
+    for (int i = 0; i < k; i++)
+        stats_add(&res->total, &sh->worker[i].stats);
     recount_buried(opt, sh, res);
     int code = 0;
     if (n_fatal > 0) {
@@ -337,6 +401,7 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
         code = 1;
     }
     munmap(sh, size);
+    g_free(restarts);
     g_free(pids);
     return code;
 }
@@ -364,6 +429,10 @@ char *queue_run_summary(const DqRunResult *res, double secs) {
     if (t->lost > 0)
         g_string_append_printf(
             g, ", %" G_GINT64_FORMAT " answered too late (another worker held the job)", t->lost);
+    if (res->device_failures > 0)
+        g_string_append_printf(g, ", %d worker%s stopped by a failed device (%d replaced)",
+                               res->device_failures, res->device_failures == 1 ? "" : "s",
+                               res->device_restarts);
     g_string_append_printf(g, " in %.1f s (%.2f answers/s)%s", secs,
                            secs > 0 ? (double)t->done / secs : 0.0,
                            res->interrupted ? "; interrupted" : "");

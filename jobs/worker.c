@@ -345,8 +345,35 @@ gboolean queue_page_store_usable(const char *db_path, GError **err) {
     return usable;
 }
 
+/* ---- a broken device ----
+ *
+ * A GPU whose backend kept an error fails every request from then on (answerer.h). Treated as a
+ * per-request error, each job would be retried and fail again here until its attempts ran out:
+ * one worker whose GPU ran out of memory once would fail the whole queue. So the worker stops at
+ * the first sign: the requests that were in the model when it failed spend their attempt (they
+ * are failed and retried after the backoff, as any model failure: one of them may be what broke
+ * the device, and a job that breaks every GPU it meets must end dead, not come back for ever),
+ * every other job it holds goes back to the queue without spending one, and it claims nothing
+ * more. queue_worker_run returns FALSE with the device's error and counts it
+ * (DqWorkerStats.device_failed); `docqa run` starts a fresh process for that worker, a fresh
+ * CUDA context, a bounded number of times (run.c). */
+
+/* TRUE (err set, said on stderr) when the answerer can answer nothing more. */
+static gboolean answerer_broken(Worker *w, GError **err) {
+    if (w->answerer->broken == NULL || !w->answerer->broken(w->answerer, err))
+        return FALSE;
+    w->stats->device_failed = 1;
+    dq_print_line(stderr,
+                  "docqa: worker %s: device %s failed and cannot recover in this process: %s; "
+                  "the worker stops and gives back the jobs it holds",
+                  w->owner, w->answerer->device ? w->answerer->device : "(unnamed)",
+                  (*err)->message);
+    return TRUE;
+}
+
 /* Submits a claimed job (takes it); one that cannot be asked fails here. FALSE when the worker
- * cannot go on (the page store is gone): the job stays leased, for the worker to give back. */
+ * cannot go on (the page store is gone, the device failed for good): the job stays leased, for
+ * the worker to give back. */
 static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
     InFlight *again = g_hash_table_lookup(w->in_flight, &j->job_id);
     if (again != NULL) {
@@ -430,6 +457,13 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
                            .n_res = n_res};
     f->started = iso_now();
     if (!w->answerer->submit(w->answerer, &req, j->job_id, &e)) {
+        /* Refused because the device is gone: not this job's fault, it goes back with the rest
+         * without spending an attempt. */
+        if (answerer_broken(w, err)) {
+            g_error_free(e);
+            in_flight_free(f);
+            return FALSE;
+        }
         fail_job(w, j->job_id, "model", e->message, TRUE);
         g_error_free(e);
         in_flight_free(f);
@@ -485,7 +519,7 @@ static void withdraw_gone(Worker *w) {
 }
 
 /* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
- * database failed. */
+ * database failed, or when a failure came from a device that cannot recover (answerer_broken). */
 static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) {
     const DqAnswerer *a = w->answerer;
     InFlight **f = g_new0(InFlight *, k);
@@ -571,7 +605,11 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
         }
     }
     queue_test_point("worker:after_complete");
-    ok = TRUE;
+    gboolean any_failed = FALSE;
+    for (int i = 0; i < k; i++)
+        any_failed |= done[i].result.error != NULL &&
+                      !g_error_matches(done[i].result.error, DQ_ERROR, DQ_ERR_CANCELLED);
+    ok = !(any_failed && answerer_broken(w, err));
 out:
     for (int i = 0; i < k; i++)
         dq_answer_result_clear(&done[i].result);

@@ -1,5 +1,6 @@
 #include "generate.h"
 
+#include "backend_cuda.h"
 #include "clock.h"
 #include "dq_error.h"
 
@@ -668,7 +669,9 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
         fresh->data = be->alloc(be, (size_t)n_tiles * S_tok * Dt);
         if (fresh->data == NULL) {
             g_clear_pointer(&fresh, g_free);
-            dq_fail(err, DQ_ERR_LIMIT, "out of memory for the features of %d tiles", n_tiles);
+            /* A GPU that kept an error refuses every alloc: its error, not "out of memory". */
+            if (dq_backend_cuda_check(be, err))
+                dq_fail(err, DQ_ERR_LIMIT, "out of memory for the features of %d tiles", n_tiles);
             goto out;
         }
         if (!smolvlm_encode_tiles(g->m, tiles, n_tiles, fresh->data, &distinct, err))

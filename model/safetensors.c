@@ -543,6 +543,18 @@ void safetensors_fingerprint_update(const DqSafeTensors *st, GChecksum *c) {
     g_free(files);
 }
 
+guint64 safetensors_loaded_bytes(const DqSafeTensors *st, size_t matrix_bytes) {
+    guint64 total = 0;
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, st->tensors);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const DqTensor *t = value;
+        total += (guint64)t->numel * (t->ndim >= 2 ? matrix_bytes : sizeof(float));
+    }
+    return total;
+}
+
 guint safetensors_count(const DqSafeTensors *st) {
     return g_hash_table_size(st->tensors);
 }

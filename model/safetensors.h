@@ -71,6 +71,12 @@ DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err);
  * what is wrong with a snapshot. */
 guint64 safetensors_snapshot_bytes(const char *dir);
 
+/* The bytes the tensors of st take once loaded as the CUDA backend keeps them: matrices (2 dims
+ * or more) at matrix_bytes a parameter (2: bf16, 4: float32), the rest (norm weights, biases)
+ * float32; summed tensor by tensor, whatever each is stored as (a snapshot may mix F32 and BF16
+ * tensors: its file bytes over one dtype's size would miscount its parameters). */
+guint64 safetensors_loaded_bytes(const DqSafeTensors *st, size_t matrix_bytes);
+
 /* Parses a safetensors image already in memory (not copied: `data` must outlive the result).
  * `name` labels error messages. The fuzz target drives this. */
 DqSafeTensors *safetensors_parse(const uint8_t *data, size_t len, const char *name, GError **err);

@@ -170,6 +170,14 @@ void smolvlm_vision_position_ids(int n_side, int nb_h, int nb_w, int32_t *ids) {
         }
 }
 
+/* After an alloc that gave NULL: TRUE (err set) when the backend kept a device error, FALSE (err
+ * untouched, for the caller's "out of memory") otherwise. A GPU that kept an error refuses every
+ * alloc after it (backend_cuda.h); "out of memory" then would hide the device's error and make a
+ * failure that cannot clear look like one that may. */
+static gboolean alloc_failed_on_device(DqBackend *be, GError **err) {
+    return !dq_backend_cuda_check(be, err);
+}
+
 /* pos_full = position_embedding rows at a full tile's position ids. */
 static gboolean gather_positions(Smolvlm *m, GError **err) {
     const SmolvlmConfig *c = &m->cfg;
@@ -179,7 +187,8 @@ static gboolean gather_positions(Smolvlm *m, GError **err) {
     float *buf = m->be->alloc(m->be, (size_t)P * c->vision_hidden);
     if (buf == NULL) {
         g_free(ids);
-        return dq_fail(err, DQ_ERR_LIMIT, "out of memory for position embeddings");
+        return !alloc_failed_on_device(m->be, err) &&
+               dq_fail(err, DQ_ERR_LIMIT, "out of memory for position embeddings");
     }
     m->be->embed(m->be, buf, &m->pos_emb, ids, P);
     m->pos_full = (DqWeight){.rows = P, .cols = c->vision_hidden, .data = buf, .owned = buf};
@@ -554,6 +563,8 @@ static gboolean alloc_many(DqBackend *be, GError **err, int n, float ***bufs, co
                 be->release(be, *bufs[j]);
                 *bufs[j] = NULL;
             }
+            if (alloc_failed_on_device(be, err))
+                return FALSE;
             return dq_fail(err, DQ_ERR_LIMIT,
                            "out of %s memory: a buffer of %zu floats (%.1f MiB) of activations",
                            be->name, sizes[i], (double)sizes[i] * sizeof(float) / 1048576.0);
@@ -764,7 +775,8 @@ static gboolean encode_distinct(Smolvlm *m, const DqPixelTile *tiles, int n_tile
     float *px =
         be->alloc(be, dq_pixel_buffer_floats(MAX(chunk, 1), c->vision_channels, c->image_size));
     if (px == NULL)
-        return dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles", chunk);
+        return !alloc_failed_on_device(be, err) &&
+               dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles", chunk);
     VisionBufs bufs;
     if (!vision_bufs_alloc(m, &bufs, MAX(chunk, 1), err)) {
         be->release(be, px);
@@ -812,7 +824,8 @@ gboolean smolvlm_encode_tiles(Smolvlm *m, const DqPixelTile *tiles, int n_tiles,
         float *uf = be->alloc(be, (size_t)distinct * feat_floats);
         ok = uf != NULL
                  ? encode_distinct(m, uniq, distinct, uf, err)
-                 : dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles' features", distinct);
+                 : !alloc_failed_on_device(be, err) &&
+                       dq_fail(err, DQ_ERR_LIMIT, "out of memory for %d tiles' features", distinct);
         /* A copy a run of tiles whose rows follow each other in uf too (a page's distinct
          * tiles): a launch each on a GPU, where a batch of 64 pages has 1344 tiles. */
         for (int t = 0; ok && t < n_tiles;) {
@@ -860,7 +873,9 @@ SmolvlmKV *smolvlm_kv_new(Smolvlm *m, int capacity, GError **err) {
     kv->v = m->be->alloc(m->be, n);
     if (kv->k == NULL || kv->v == NULL) {
         smolvlm_kv_free(m, kv);
-        dq_fail(err, DQ_ERR_LIMIT,
+        if (!alloc_failed_on_device(m->be, err))
+            dq_fail(
+                err, DQ_ERR_LIMIT,
                 "%s: out of %s memory for a KV cache of %d positions (%.1f MiB: 2 x %zu floats)",
                 m->dir, m->be->name, capacity, 2.0 * (double)n * sizeof(float) / 1048576.0, n);
         return NULL;

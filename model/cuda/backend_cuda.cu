@@ -319,6 +319,9 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         goto fail;
     {
         cublasStatus_t s = cublasCreate(&c->blas);
+        /* Only a failed cublasCreate leaves no handle: one that a later call refused (whatever
+         * its status, NOT_INITIALIZED included) is destroyed with the context. */
+        const gboolean created = s == CUBLAS_STATUS_SUCCESS;
         if (s == CUBLAS_STATUS_SUCCESS)
             s = cublasSetStream(c->blas, c->stream);
         if (s == CUBLAS_STATUS_SUCCESS)
@@ -330,7 +333,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
         if (s != CUBLAS_STATUS_SUCCESS) {
             dq_fail(err, DQ_ERR_DEVICE, "%s: cuBLAS initialisation failed (status %d)", c->label,
                     (int)s);
-            c->blas = s == CUBLAS_STATUS_NOT_INITIALIZED ? NULL : c->blas;
+            c->blas = created ? c->blas : NULL;
             ctx_free(c);
             return NULL;
         }

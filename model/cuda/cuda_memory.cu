@@ -324,7 +324,8 @@ void cuda_download(DqBackend *be, float *dst, const float *src, size_t n) {
 
 void cuda_copy(DqBackend *be, float *dst, const float *src, size_t n) {
     CudaCtx *c = ctx_of(be);
-    if (n > 0 && dst != src)
+    /* After an error every op is skipped (backend_cuda.h), a copy too. */
+    if (n > 0 && dst != src && c->sticky == cudaSuccess)
         CK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
 }
 
@@ -354,18 +355,22 @@ gboolean is_bf16(CudaCtx *c, const DqWeight *w) {
     return g_hash_table_contains(c->bf16, w->data);
 }
 
-/* Before the first weight: does the snapshot fit? Its weight files (safetensors_snapshot_bytes
- * of the first tensor's folder) give the parameter count; on the GPU they take 2 bytes each (bf16),
- * 4 with DOCQA_CUDA_F32=1. Failing here names the whole need instead of some tensor midway. */
+/* Before the first weight: does the snapshot fit? The tensors of the first tensor's folder (the
+ * files safetensors_snapshot_bytes counts, else the first tensor's own file) give the need,
+ * tensor by tensor (safetensors_loaded_bytes): matrices take 2 bytes a parameter on the GPU
+ * (bf16), 4 with DOCQA_CUDA_F32=1. Failing here names the whole need instead of some tensor
+ * midway. */
 static gboolean weights_preflight(CudaCtx *c, const DqTensor *t, GError **err) {
     char *dir = g_path_get_dirname(t->file);
     /* The model's files only: another variant or a draft model beside them would overstate the
-     * need and refuse a model that fits. A lone file (not a snapshot's): its own size. */
-    guint64 on_disk = safetensors_snapshot_bytes(dir);
-    GStatBuf st;
-    if (on_disk == 0 && g_stat(t->file, &st) == 0)
-        on_disk = (guint64)st.st_size;
-    size_t need = (size_t)(on_disk / dq_dtype_size(t->dtype)) * (c->f32_weights ? 4 : 2);
+     * need and refuse a model that fits. A lone file (not a snapshot's): its own tensors. */
+    DqSafeTensors *st = safetensors_snapshot_bytes(dir) > 0 ? safetensors_open_snapshot(dir, NULL)
+                                                            : safetensors_open(t->file, NULL);
+    /* Tensor by tensor: the first tensor's dtype taken for all of them misjudged a snapshot
+     * mixing F32 and BF16 tensors (twice its need, or half). Not readable: no check here, the
+     * loader says what is wrong. */
+    size_t need = st != NULL ? (size_t)safetensors_loaded_bytes(st, c->f32_weights ? 4 : 2) : 0;
+    safetensors_free(st);
     size_t fr = 0, total = 0;
     gboolean ok = TRUE;
     if (need > 0 && cudaMemGetInfo(&fr, &total) == cudaSuccess && need > fr)

@@ -151,7 +151,8 @@ typedef struct {
     DqAnswerer base;
     JtAnswererConfig cfg;
     int served, submitted, withdrawn;
-    GQueue pending; /* JtRequest, in submission order */
+    gboolean broken; /* device_question was in the model */
+    GQueue pending;  /* JtRequest, in submission order */
 } JtAnswerer;
 
 static void jt_request_free(gpointer p) {
@@ -162,8 +163,14 @@ static void jt_request_free(gpointer p) {
     g_free(r);
 }
 
+/* The kept error of a broken stand-in, worded as the CUDA backend's (backend_cuda.cu). */
+#define JT_DEVICE_ERROR                                                                            \
+    "cuda:0: a decode step failed: out of memory (injected by the hash answerer)"
+
 static gboolean jt_submit(DqAnswerer *self, const DqAnswerRequest *req, gint64 tag, GError **err) {
     JtAnswerer *a = (JtAnswerer *)self;
+    if (a->broken)
+        return dq_fail(err, DQ_ERR_DEVICE, JT_DEVICE_ERROR);
     if (a->cfg.refused_question != NULL && strstr(req->question, a->cfg.refused_question))
         return dq_fail(err, DQ_ERR_DEVICE, "refused at submit: out of device memory");
     JtRequest *r = g_new0(JtRequest, 1);
@@ -187,6 +194,22 @@ static gboolean jt_submit(DqAnswerer *self, const DqAnswerRequest *req, gint64 t
 static int jt_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
     JtAnswerer *a = (JtAnswerer *)self;
     int k = 0, in_model = 0;
+    /* A step with the breaking request in it fails whole, and every step after it. */
+    for (GList *l = a->pending.head;
+         a->cfg.device_question != NULL && l != NULL && in_model < MAX(self->batch, 1);
+         l = l->next, in_model++)
+        a->broken |= strstr(((JtRequest *)l->data)->question, a->cfg.device_question) != NULL;
+    in_model = 0;
+    while (a->broken && a->pending.head != NULL && in_model++ < MAX(self->batch, 1) && k < max) {
+        JtRequest *r = g_queue_pop_head(&a->pending);
+        memset(&done[k], 0, sizeof done[k]);
+        done[k].tag = r->tag;
+        dq_fail(&done[k++].result.error, DQ_ERR_DEVICE, JT_DEVICE_ERROR);
+        jt_request_free(r);
+    }
+    if (a->broken)
+        return k;
+    in_model = 0;
     for (GList *l = a->pending.head, *next; l != NULL && in_model < MAX(self->batch, 1) && k < max;
          l = next, in_model++) {
         JtRequest *r = l->data;
@@ -244,6 +267,11 @@ static gboolean jt_withdraw(DqAnswerer *self, gint64 tag) {
     return FALSE;
 }
 
+static gboolean jt_broken(DqAnswerer *self, GError **err) {
+    JtAnswerer *a = (JtAnswerer *)self;
+    return a->broken && !dq_fail(err, DQ_ERR_DEVICE, JT_DEVICE_ERROR);
+}
+
 static void jt_free(DqAnswerer *self) {
     JtAnswerer *a = (JtAnswerer *)self;
     g_queue_clear_full(&a->pending, jt_request_free);
@@ -260,6 +288,10 @@ DqAnswerer *jt_answerer_new(const JtAnswererConfig *cfg) {
     if (cfg)
         a->cfg = *cfg;
     a->base.lookahead = a->cfg.lookahead;
+    if (a->cfg.device_question != NULL) {
+        a->base.broken = jt_broken;
+        a->base.device = "cuda:0";
+    }
     return &a->base;
 }
 

@@ -45,6 +45,11 @@ typedef struct {
     /* ... and those whose question contains refused_question are refused at submit (a device
      * out of memory, say: DQ_ERR_DEVICE, a model error the worker retries). */
     const char *refused_question;
+    /* ... and the request whose question contains device_question breaks the "device" (as a
+     * CUDA backend keeps its first error, answerer.h) when it is in the model: it and every
+     * request in the model with it fail with DQ_ERR_DEVICE, and so does every request and submit
+     * after; the answerer says it is broken (a->broken, set only with this) and is "cuda:0". */
+    const char *device_question;
     double ms_total; /* > 0: every answer's ms_total, instead of the time it took */
 } JtAnswererConfig;
 

@@ -1470,6 +1470,144 @@ static void test_run_locked_past_busy_limit(void) {
     g_free(dir);
 }
 
+/* ---- a broken device (answerer.h, worker.c "a broken device") ---- */
+
+#define DEVICE_ERROR "cuda:0: a decode step failed: out of memory (injected by the hash answerer)"
+
+/* A device that fails for good stops its worker at once instead of failing the queue: the two
+ * requests in the model when it broke spend their attempt (retried), the two it held beyond them
+ * go back without spending one, nothing more is claimed, and stderr says which device failed and
+ * why. Before, the worker went on claiming, and every job failed with the device's error. */
+static void test_worker_device_failed(void) {
+    if (!g_test_subprocess()) {
+        g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr("*docqa: worker *: device cuda:0 failed and cannot recover in "
+                                  "this process: " DEVICE_ERROR "; the worker stops*");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 4);
+    g_assert_cmpint(jt_ask(db, 3, "m", 3), ==, 12);
+    DqAnswerer *a =
+        jt_answerer_new(&(JtAnswererConfig){.device_question = "question 2", .lookahead = 2});
+    DqWorkerOptions opt = {
+        .db_path = db, .model_id = "m", .batch = 2, .backoff_ms = 1, .until_empty = TRUE};
+    DqWorkerStats stats;
+    GError *err = NULL;
+    volatile sig_atomic_t stop = 0;
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+    g_assert_cmpstr(err->message, ==, DEVICE_ERROR);
+    g_clear_error(&err);
+    g_assert_cmpint(stats.device_failed, ==, 1);
+    /* In the model when it broke: failed, back in the queue with the attempt spent. */
+    g_assert_cmpint(stats.retried, ==, 2);
+    g_assert_cmpint(stats.failed, ==, 0);
+    g_assert_cmpint(
+        q(db,
+          "SELECT count(*) FROM job_errors WHERE kind = 'model' AND message = '" DEVICE_ERROR "'"),
+        ==, 2);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 1 AND "
+                          "id IN (SELECT job_id FROM job_errors)"),
+                    ==, 2);
+    /* Held beyond the model (the lookahead): given back, no attempt spent, no error. */
+    g_assert_cmpint(stats.released, ==, 2);
+    g_assert_cmpint(stats.claimed, ==, stats.done + 4);
+    g_assert_cmpint(jt_answerer_submitted(a), ==, stats.claimed);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'running'"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, stats.done);
+    /* The released ones and those never claimed: queued, untouched. */
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0 AND "
+                          "lease_owner IS NULL AND id NOT IN (SELECT job_id FROM job_errors)"),
+                    ==, 12 - stats.done - 2);
+    assert_answers_correct(db);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
+/* `docqa run`: a worker whose device failed is replaced by a fresh process (a fresh CUDA
+ * context), at most DQ_RUN_DEVICE_RESTARTS times. A job that breaks every device it meets spends
+ * an attempt each time and ends dead (it does not loop); the others are answered, uncharged. */
+static void test_run_device_failed_restarts(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 4, "m", 2), ==, 4);
+    JtAnswererConfig cfg = {.device_question = "question 2"};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .backoff_ms = 1,
+                                  .until_empty = TRUE},
+                       .n_workers = 1};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, jt_open_answerer, &cfg, &res, &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(code, ==, 1); /* one job dead */
+    g_assert_cmpint(res.device_failures, ==, 2);
+    g_assert_cmpint(res.device_restarts, ==, 2);
+    g_assert_cmpint(res.total.device_failed, ==, 2);
+    g_assert_cmpint(res.total.done, ==, 3);
+    g_assert_cmpint(res.total.failed, ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = j.question_id "
+                          "WHERE q.text = 'question 2' AND j.state = 'dead' AND j.attempts = 2"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1"), ==,
+                    3);
+    char *summary = queue_run_summary(&res, 1.0);
+    g_assert_nonnull(strstr(summary, ", 2 workers stopped by a failed device (2 replaced)"));
+    g_free(summary);
+    assert_answers_correct(db);
+    g_free(db);
+    g_free(dir);
+}
+
+/* ... and one that fails once more is not replaced: the run exits 2 with the device's error,
+ * saying so on stderr; the jobs are back in the queue, none dead. */
+static void test_run_device_failed_gives_up(void) {
+    if (!g_test_subprocess()) {
+        g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr(
+            "*docqa: worker 1 stopped: its device failed (" DEVICE_ERROR "); its jobs went back "
+            "to the queue; starting a fresh worker process in its place*docqa: worker 1 stopped: "
+            "its device failed (" DEVICE_ERROR "); its jobs went back to the queue; not "
+            "replaced: it failed too often*");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 4, "m", 9), ==, 4);
+    JtAnswererConfig cfg = {.device_question = "question 2"};
+    DqRunOptions ro = {.worker = {.db_path = db,
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .backoff_ms = 1,
+                                  .until_empty = TRUE},
+                       .n_workers = 1};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, jt_open_answerer, &cfg, &res, &err);
+    g_assert_cmpint(code, ==, 2);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+    g_assert_cmpstr(err->message, ==, DEVICE_ERROR);
+    g_clear_error(&err);
+    g_assert_cmpint(res.device_failures, ==, DQ_RUN_DEVICE_RESTARTS + 1);
+    g_assert_cmpint(res.device_restarts, ==, DQ_RUN_DEVICE_RESTARTS);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs j JOIN questions q ON q.id = j.question_id "
+                          "WHERE q.text = 'question 2' AND j.state = 'queued' AND j.attempts = 3"),
+                    ==, 1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state IN ('running', 'dead', 'failed')"),
+                    ==, 0);
+    char *summary = queue_run_summary(&res, 1.0);
+    g_assert_nonnull(strstr(summary, ", 3 workers stopped by a failed device (2 replaced)"));
+    g_free(summary);
+    g_free(db);
+    g_free(dir);
+}
+
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
     (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
@@ -1798,6 +1936,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/locked-database-spends-no-attempt",
                     test_run_locked_database_spends_no_attempt);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
+    g_test_add_func("/queue/worker/device-failed", test_worker_device_failed);
+    g_test_add_func("/queue/run/device-failed-restarts", test_run_device_failed_restarts);
+    g_test_add_func("/queue/run/device-failed-gives-up", test_run_device_failed_gives_up);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     g_test_add_func("/queue/run/cancelled-while-running", test_run_cancelled_while_running);
     g_test_add_func("/queue/worker/cancelled-as-it-finishes", test_worker_cancelled_as_it_finishes);

@@ -1717,6 +1717,15 @@ static void test_model_error(void) {
         g_assert_nonnull(strstr(err->message, "failed"));
         g_clear_error(&err);
         g_assert_cmpint(dq_generator_n_active(g), ==, 0); /* every request dropped */
+        /* Buffers wanted after the error (a workspace, a KV cache): the kept device error, not
+         * "out of memory" (which hid it, and read as a failure that may clear). */
+        g_assert_null(smolvlm_workspace_new(p->model, 4096, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+        g_assert_null(strstr(err->message, "out of"));
+        g_clear_error(&err);
+        g_assert_null(smolvlm_kv_new(p->model, 64, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_DEVICE);
+        g_clear_error(&err);
         dq_generator_free(g);
         for (int i = 0; i < 4; i++)
             smolvlm_prompt_clear(&cs[i].prompt);

@@ -369,6 +369,30 @@ static void test_snapshot_bytes(void) {
     g_free(dir);
 }
 
+/* The CUDA backend's memory check counts what the weights take once loaded, tensor by tensor:
+ * a snapshot mixing F32 and BF16 matrices was estimated from its file bytes over the first
+ * tensor's dtype size (here BF16: 192 bytes / 2 = 96 parameters instead of 64). */
+static void test_loaded_bytes(void) {
+    uint8_t data[64 + 128] = {0};
+    const char *h = "{\"w1\":{\"dtype\":\"BF16\",\"shape\":[4,8],\"data_offsets\":[0,64]},"
+                    "\"w2\":{\"dtype\":\"F32\",\"shape\":[4,8],\"data_offsets\":[64,192]}}";
+    GByteArray *b = make_file(h, data, sizeof data);
+    GError *err = NULL;
+    DqSafeTensors *st = safetensors_parse(b->data, b->len, "mixed.safetensors", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(safetensors_loaded_bytes(st, 2), ==, 64 * 2);
+    g_assert_cmpuint(safetensors_loaded_bytes(st, 4), ==, 64 * 4);
+    safetensors_free(st);
+    g_byte_array_free(b, TRUE);
+    /* vectors stay float32 whatever they are stored as: a [2,2] F32 matrix, [3] BF16, [4] F16 */
+    b = sample_file();
+    st = safetensors_parse(b->data, b->len, "mem.safetensors", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(safetensors_loaded_bytes(st, 2), ==, 4 * 2 + (3 + 4) * 4);
+    safetensors_free(st);
+    g_byte_array_free(b, TRUE);
+}
+
 static void test_tiny_snapshots(void) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL) {
@@ -409,5 +433,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/safetensors/sharded-exact-shard", test_sharded_exact_shard);
     g_test_add_func("/safetensors/tiny-snapshots", test_tiny_snapshots);
     g_test_add_func("/safetensors/snapshot-bytes", test_snapshot_bytes);
+    g_test_add_func("/safetensors/loaded-bytes", test_loaded_bytes);
     return g_test_run();
 }
