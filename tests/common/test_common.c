@@ -175,6 +175,14 @@ static void test_json_empty_and_duplicates(void) {
     expect_json_error("  \n", DQ_JSON_DEFAULT, "empty");
     expect_json_error("{\"a\": ", DQ_JSON_DEFAULT, "not valid JSON");
     expect_json_error("\xEF\xBB\xBF{}", DQ_JSON_DEFAULT, "starts with a UTF-8 byte order mark");
+    /* a mark alone is still the mark (json-glib would read an empty document) */
+    expect_json_error("\xEF\xBB\xBF", DQ_JSON_DEFAULT, "starts with a UTF-8 byte order mark");
+    /* a length of 0 is an empty text, not "up to the NUL" */
+    GError *err = NULL;
+    g_assert_null(dq_json_parse("{\"a\": 1}", 0, "x.json", DQ_JSON_DEFAULT, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
+    g_assert_cmpstr(err->message, ==, "x.json: empty, not a JSON document");
+    g_clear_error(&err);
     const char *dup = "{\"a\": {\"x\": 1, \"y\": 2}, \"b\": 1, \"a\": {\"x\": 3}}";
     expect_json_ok(dup, DQ_JSON_DEFAULT); /* Python's json keeps the last one too */
     expect_json_error(dup, DQ_JSON_UNIQUE_KEYS, "key \"a\" appears twice in the top-level object");
@@ -341,6 +349,19 @@ static void test_read_regular(void) {
     g_assert_cmpuint(len, ==, 13);
     g_assert_cmpint(text[13], ==, '\0');
     g_free(text);
+
+    /* A file whose size says 0 but that holds bytes (the kernel's files under /proc, a file
+     * still being written): read to its end, the buffer grown as it fills. */
+    char *want_proc = NULL;
+    gsize want_len = 0;
+    g_assert_true(g_file_get_contents("/proc/self/cmdline", &want_proc, &want_len, NULL));
+    g_assert_cmpuint(want_len, >, 2);
+    text = dq_file_read_regular("/proc/self/cmdline", 1 << 20, &len, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpmem(text, len, want_proc, want_len);
+    g_assert_cmpint(text[len], ==, '\0');
+    g_free(text);
+    g_free(want_proc);
     g_free(want);
     g_free(ok);
     g_free(missing);

@@ -924,6 +924,18 @@ static void test_png_metadata_last_wins(void) {
                             .text = x8,
                             .itxt_length = strlen(x8)}};
     g_assert_cmpint(applied_orientation_png((PngSpec){.texts = two_xmp, .n_texts = 2}), ==, 8);
+    /* Only that key is XMP: another of its length (Pillow's info keys are case-sensitive) is
+     * a text like any other. */
+    png_text lookalike = {.compression = PNG_ITXT_COMPRESSION_NONE,
+                          .key = "XML:com.adobe.XMP",
+                          .text = x6,
+                          .itxt_length = strlen(x6)};
+    g_assert_cmpint(applied_orientation_png((PngSpec){.texts = &lookalike, .n_texts = 1}), ==, 1);
+    /* Pillow's search is re.search(r'tiff:Orientation(="|>)([0-9])'): an occurrence followed
+     * by anything else is passed over for the next. */
+    char x3x6[] = "<x:xmpmeta><a tiff:Orientation3/><rdf:Description tiff:Orientation=\"6\"/>"
+                  "</x:xmpmeta>";
+    g_assert_cmpint(applied_orientation(NULL, 0, x3x6), ==, 6);
 
     uint8_t e6[30], e3[30];
     size_t n6 = make_exif(e6, 6, FALSE), n3 = make_exif(e3, 3, FALSE);
@@ -1398,6 +1410,18 @@ static void test_png_short_image_data(void) {
         }
     dq_image_free(img);
     g_byte_array_unref(b);
+    /* The same at a width of 16, a multiple of 8: the first pass's rows hold 2 pixels, not 3. */
+    b = png_head(16, 11, 8, PNG_COLOR_TYPE_GRAY, 1);
+    put_idat(b, (const uint8_t *)"\x00\xc8\xc8\x00\xc8\xc8", 6, 0, 0);
+    put_chunk(b, "IEND", NULL, 0, FALSE);
+    img = decode_ok(b, DQ_EXIF_APPLY);
+    for (int y = 0; y < 11; y++)
+        for (int x = 0; x < 16; x++) {
+            int v = (x == 0 || x == 8) && (y == 0 || y == 8) ? 200 : 0;
+            assert_px(img, x, y, v, v, v);
+        }
+    dq_image_free(img);
+    g_byte_array_unref(b);
     /* All passes but the last row of the last (y = 7 of 9x9), whose rows are the longest. */
     uint8_t adam7[100];
     memset(adam7, 100, sizeof adam7);
@@ -1416,6 +1440,12 @@ static void test_png_short_image_data(void) {
             assert_px(img, x, y, v, v, v);
         }
     dq_image_free(img);
+    g_byte_array_unref(b);
+    /* ... the same cut inside that last row: data that ends inside a row. */
+    b = png_head(9, 9, 8, PNG_COLOR_TYPE_GRAY, 1);
+    put_idat(b, adam7, 95, 0, 0);
+    put_chunk(b, "IEND", NULL, 0, FALSE);
+    expect_refused(b, "interlaced-last-row-cut.png", "image file is truncated");
     g_byte_array_unref(b);
     /* ... and a stream that ends inside the second pass's first row. */
     b = png_head(13, 11, 8, PNG_COLOR_TYPE_GRAY, 1);

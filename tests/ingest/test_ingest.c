@@ -414,6 +414,51 @@ static void test_pdf_encrypted_and_damaged(void) {
     run_ingest(&f, bad);
     assert_doc(&f, bad, "failed", "damaged");
     g_assert_null(doc_field(&f, bad, "page_count"));
+
+    /* Well-formed, with an empty page tree: poppler opens it (pdfinfo: "Invalid page count
+     * 0"), and it holds nothing to render. */
+    char *empty = in_dir(&f, "no-pages.pdf");
+    static const char no_pages[] =
+        "%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+        "2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
+        "xref\n0 3\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n"
+        "trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n110\n%EOF\n";
+    g_assert_true(g_file_set_contents(empty, no_pages, -1, NULL));
+    run_ingest(&f, empty);
+    assert_doc(&f, empty, "failed", "damaged");
+    g_assert_null(doc_field(&f, empty, "page_count"));
+    const DqIngestFailure *last = g_ptr_array_index(f.sum.failures, f.sum.failures->len - 1);
+    g_assert_cmpstr(last->path, ==, empty);
+    g_assert_nonnull(strstr(last->message, "PDF has no pages"));
+
+    /* A page tree that counts 2 pages and holds 1: poppler has no page 2 to give. */
+    char *short_tree = in_dir(&f, "short-tree.pdf");
+    static const char one_of_two[] =
+        "%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+        "2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 2 >>\nendobj\n"
+        "3 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 100] >>\nendobj\n"
+        "xref\n0 4\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n"
+        "0000000115 00000 n \ntrailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n186\n%EOF\n";
+    g_assert_true(g_file_set_contents(short_tree, one_of_two, -1, NULL));
+    run_ingest(&f, short_tree);
+    assert_doc(&f, short_tree, "partial", "damaged");
+    char *page2 = query_text(&f,
+                             "SELECT p.status || ' ' || p.error_message FROM pages p JOIN "
+                             "documents_current d ON d.id = p.document_id WHERE d.path = %Q AND "
+                             "p.page_number = 2",
+                             short_tree);
+    char *want = g_strdup_printf("failed %s: page 2 cannot be loaded", short_tree);
+    g_assert_cmpstr(page2, ==, want);
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents_current d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.page_number = 1 AND "
+                              "p.status = 'ok'",
+                              short_tree),
+                    ==, 1);
+    g_free(want);
+    g_free(page2);
+    g_free(short_tree);
+    g_free(empty);
     g_free(enc);
     g_free(bad);
     fixture_clear(&f);

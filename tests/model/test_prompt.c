@@ -228,13 +228,14 @@ static void test_expand_errors(void) {
     DqImageGrid g[2] = {{0, 0}, {1, 2}};
     g_assert_null(prompt_expand("<image>", g, 2, 64, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
-    g_assert_nonnull(strstr(err->message, "1 <image> markers"));
+    g_assert_nonnull(strstr(err->message, "prompt has 1 <image> markers but 2 images were given"));
     g_clear_error(&err);
     g_assert_null(prompt_expand("<image><image><image>", g, 2, 64, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
     g_clear_error(&err);
     g_assert_null(prompt_expand("no marker", g, 1, 64, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+    g_assert_nonnull(strstr(err->message, "prompt has 0 <image> markers but 1 image was given"));
     g_clear_error(&err);
     DqImageGrid bad = {0, 3};
     g_assert_null(prompt_expand("<image>", &bad, 1, 64, &err));
@@ -350,6 +351,67 @@ static void test_template_lookalikes(void) {
     g_free(dir);
 }
 
+/* A template that differs from SmolVLM's only outside its tags, or by a missing closing brace,
+ * renders other text (or none: jinja refuses it); whitespace is dropped only inside tags. */
+static void test_template_near_misses(void) {
+    static const struct {
+        const char *from, *to, *why;
+    } edits[] = {
+        {"<end_of_utterance>\n", "<end_of_utterance>", "no newline after the turn"},
+        {"<|im_start|>{%", "<|im_start|> {%", "a space before the role"},
+        {"{% endif %}", "{% endif %", "the last tag left open"},
+    };
+    GError *err = NULL;
+    for (size_t i = 0; i < G_N_ELEMENTS(edits); i++) {
+        const char *t = SMOLVLM_TEMPLATE_JSON_STYLE;
+        const char *at = g_strrstr(t, edits[i].from);
+        g_assert_nonnull(at);
+        char *head = g_strndup(t, (gsize)(at - t));
+        char *edited = g_strconcat(head, edits[i].to, at + strlen(edits[i].from), NULL);
+        if (chat_template_from_string(edited, "edited.jinja", &err) != NULL)
+            g_error("a template with %s was taken for SmolVLM's", edits[i].why);
+        g_assert_error(err, DQ_ERROR, DQ_ERR_UNSUPPORTED);
+        g_clear_error(&err);
+        g_free(edited);
+        g_free(head);
+    }
+}
+
+/* What a template file holds decides: a list of named templates, a malformed file and a file
+ * without the member are errors (the first two named by the file, not skipped for the next). */
+static void test_template_file_errors(void) {
+    char *dir = dq_test_tmpdir();
+    GError *err = NULL;
+    char *tc = g_build_filename(dir, "tokenizer_config.json", NULL);
+    g_assert_true(g_file_set_contents(tc, "{\"model_max_length\": 8192}", -1, NULL));
+    g_assert_null(chat_template_load(dir, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_MODEL);
+    g_assert_nonnull(strstr(err->message, "no chat template"));
+    g_clear_error(&err);
+
+    g_assert_true(g_file_set_contents(
+        tc, "{\"chat_template\": [{\"name\": \"default\", \"template\": \"{{ x }}\"}]}", -1, NULL));
+    g_assert_null(chat_template_load(dir, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_UNSUPPORTED);
+    g_assert_nonnull(strstr(err->message, tc));
+    g_assert_nonnull(strstr(err->message, "not a single string"));
+    g_clear_error(&err);
+
+    char *cj = g_build_filename(dir, "chat_template.json", NULL);
+    static const char *const broken[] = {"", "{\"chat_template\": ", "[]"};
+    for (size_t i = 0; i < G_N_ELEMENTS(broken); i++) {
+        g_assert_true(g_file_set_contents(cj, broken[i], -1, NULL));
+        g_assert_null(chat_template_load(dir, &err));
+        g_assert_error(err, DQ_ERROR, DQ_ERR_FORMAT);
+        g_assert_nonnull(strstr(err->message, cj));
+        g_clear_error(&err);
+    }
+    chat_template_free(NULL);
+    g_free(cj);
+    g_free(tc);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     /* keep the parsed-tokenizer cache out of the user's home */
@@ -359,6 +421,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/prompt/expand_errors", test_expand_errors);
     g_test_add_func("/prompt/seq_len_and_template_files", test_seq_len_and_template_files);
     g_test_add_func("/prompt/template_lookalikes", test_template_lookalikes);
+    g_test_add_func("/prompt/template_near_misses", test_template_near_misses);
+    g_test_add_func("/prompt/template_file_errors", test_template_file_errors);
     g_test_add_func("/prompt/fixtures", test_fixture_prompts);
     int rc = g_test_run();
     g_free(cache_dir);
