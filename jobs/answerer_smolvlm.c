@@ -414,12 +414,21 @@ static int smolvlm_poll(DqAnswerer *self, DqAnswerDone *done, int max) {
     if (dq_generator_n_active(a->gen) > 0) {
         GError *e = NULL;
         if (!dq_generator_step(a->gen, &e)) {
-            /* The generator dropped every request: each fails (and is retried). */
-            for (int s = 0; s < dq_generator_n_slots(a->gen) && k < max; s++)
-                if (a->in_slot[s] != NULL) {
-                    done_error(a, &done[k++], a->in_slot[s], g_error_copy(e));
-                    a->in_slot[s] = NULL;
+            /* The generator dropped every request: each fails (and is retried). Those past
+             * `max` wait at the head of the ready queue, failed, for the next poll: their slots
+             * are free again and must not be overwritten while they still hold them. */
+            for (int s = 0; s < dq_generator_n_slots(a->gen); s++) {
+                Pending *p = a->in_slot[s];
+                if (p == NULL)
+                    continue;
+                a->in_slot[s] = NULL;
+                if (k < max) {
+                    done_error(a, &done[k++], p, g_error_copy(e));
+                } else {
+                    p->error = g_error_copy(e);
+                    g_async_queue_push_front(a->ready, p);
                 }
+            }
             g_error_free(e);
         }
     }
