@@ -406,7 +406,7 @@ int cmd_export(int argc, char **argv) {
     }
     const char *path = db ? db : dq_store_default_location();
     if ((store = dq_store_open_reader(path, &err)) == NULL) {
-        rc = dq_cli_fail(err);
+        rc = dq_cli_fail_in("export", FALSE, err);
         goto out;
     }
     /* A view dropped by hand: said before the header, so that no output looks like an export.
