@@ -48,8 +48,11 @@ GPtrArray *dq_job_command_change(
     GError *err = NULL;
     GPtrArray *groups = NULL;
     const char *path = db ? db : dq_store_default_location();
-    if ((*store = dq_store_open_existing(path, &err)) == NULL ||
-        !dq_job_selection_resolve(sel, command, *store, path, filter, &err) ||
+    if ((*store = dq_store_open_existing(path, &err)) == NULL) {
+        dq_cli_fail_in(command, FALSE, err);
+        return NULL;
+    }
+    if (!dq_job_selection_resolve(sel, command, *store, path, filter, &err) ||
         (groups = change(*store, filter, dry_run, &err)) == NULL) {
         dq_cli_fail(err);
         return NULL;

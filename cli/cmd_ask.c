@@ -273,7 +273,7 @@ int cmd_ask(int argc, char **argv) {
     g_free(cfg_path);
     store = dq_store_open_existing(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
-        rc = dq_cli_fail(err);
+        rc = dq_cli_fail_in("ask", FALSE, err);
         goto out;
     }
     DqAskRequest req = {.document_ids = (const gint64 *)ids->data,

@@ -15,6 +15,7 @@
 #include "text.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -270,6 +271,29 @@ static char *follow_links(const char *path) {
     return p;
 }
 
+/* Whether `file` can be replaced as it is once the rows are out (g_file_set_contents_full: a
+ * temporary FILE.XXXXXX beside it, renamed over it): one is made and removed. access(2) on the
+ * folder says less: root passes it where a read-only export or a full disk refuses the file, and
+ * the temporary's name can be too long where FILE's is not. */
+static gboolean checkpoint_replaceable(const char *file) {
+    char *tmp = g_strdup_printf("%s.XXXXXX", file);
+    int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
+    if (fd >= 0) {
+        close(fd);
+        g_unlink(tmp);
+    } else {
+        int e = errno;
+        char *folder = g_path_get_dirname(file);
+        dq_print_line(stderr,
+                      "docqa: export: --checkpoint-file %s: no file can be made beside it in its "
+                      "folder %s: %s; nothing was exported",
+                      file, folder, g_strerror(e));
+        g_free(folder);
+    }
+    g_free(tmp);
+    return fd >= 0;
+}
+
 /* The rows are on stdout for good before the checkpoint moves past them: a file is synced (a
  * pipe or a terminal cannot be, and is not). */
 static gboolean stdout_flushed(Export *ex) {
@@ -370,13 +394,7 @@ int cmd_export(int argc, char **argv) {
         checkpoint_file = target;
         /* Refused before anything is written: rows exported whose checkpoint cannot be kept
          * would be exported again next time. */
-        char *folder = g_path_get_dirname(checkpoint_file);
-        gboolean writable = g_access(folder, W_OK) == 0;
-        if (!writable)
-            dq_print_line(stderr, "docqa: export: --checkpoint-file %s: its folder %s: %s",
-                          checkpoint_file, folder, g_strerror(errno));
-        g_free(folder);
-        if (!writable || !read_checkpoint(checkpoint_file, &after))
+        if (!checkpoint_replaceable(checkpoint_file) || !read_checkpoint(checkpoint_file, &after))
             goto out;
     }
     /* Stored questions are normalized (docqa ask): " Total? " must find "Total?". */
@@ -406,7 +424,7 @@ int cmd_export(int argc, char **argv) {
     }
     const char *path = db ? db : dq_store_default_location();
     if ((store = dq_store_open_reader(path, &err)) == NULL) {
-        rc = dq_cli_fail(err);
+        rc = dq_cli_fail_in("export", FALSE, err);
         goto out;
     }
     /* A view dropped by hand: said before the header, so that no output looks like an export.

@@ -343,7 +343,7 @@ int cmd_ingest(int argc, char **argv) {
     opt.progress = !quiet && isatty(STDERR_FILENO);
     store = dq_store_open(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {
-        rc = dq_cli_fail(err);
+        rc = dq_cli_fail_in("ingest", FALSE, err);
         goto out;
     }
     char *ignored = dq_store_pages_env_ignored(dq_store_path(store));

@@ -50,8 +50,11 @@ int cmd_migrate(int argc, char **argv) {
         /* In place: the schema upgraded (opening does it) and docqa's views made again. */
         char **made = NULL;
         int version = 0;
-        if ((src = dq_store_open_existing(from, &err)) == NULL ||
-            !dq_store_restore_views(src, &made, &err) ||
+        if ((src = dq_store_open_existing(from, &err)) == NULL) {
+            rc = dq_cli_fail_in("migrate", FALSE, err);
+            goto out;
+        }
+        if (!dq_store_restore_views(src, &made, &err) ||
             !dq_store_read_schema_version(src, &version, &err)) {
             g_strfreev(made);
             rc = dq_cli_fail(err);
@@ -72,7 +75,11 @@ int cmd_migrate(int argc, char **argv) {
     }
     gint64 rows = 0;
     if ((src = dq_store_open_existing(from, &err)) == NULL ||
-        (dst = dq_store_open(to, &err)) == NULL || !dq_store_copy(src, dst, &rows, &err)) {
+        (dst = dq_store_open(to, &err)) == NULL) {
+        rc = dq_cli_fail_in("migrate", FALSE, err);
+        goto out;
+    }
+    if (!dq_store_copy(src, dst, &rows, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }

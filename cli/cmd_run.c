@@ -396,7 +396,7 @@ int cmd_run(int argc, char **argv) {
     /* Migrate and look before forking (no connection may cross the fork). */
     DqStore *store = dq_store_open_existing(db_path, &err);
     if (store == NULL) {
-        rc = dq_cli_fail(err);
+        rc = dq_cli_fail_in("run", FALSE, err);
         goto out;
     }
     DqJobCounts c;

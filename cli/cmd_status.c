@@ -260,7 +260,10 @@ int cmd_status(int argc, char **argv) {
     if (!ok || !dq_cli_no_arguments("status", argc, argv))
         goto out;
     const char *path = db ? db : dq_store_default_location();
-    store = dq_store_open_reader(path, &err);
+    if ((store = dq_store_open_reader(path, &err)) == NULL) {
+        rc = dq_cli_fail_in("status", FALSE, err);
+        goto out;
+    }
     DqJobCounts c;
     gint64 recent = 0;
     double span = 0;
@@ -269,7 +272,7 @@ int cmd_status(int argc, char **argv) {
      * compared: a lease that expires between two reads would be stalled in one and running in
      * the other. */
     gint64 now = dq_wall_ms();
-    if (store == NULL || !(snapshot = dq_store_begin_snapshot(store, &err)) ||
+    if (!(snapshot = dq_store_begin_snapshot(store, &err)) ||
         !store_jobs_counts_at(store, NULL, now, &c, &err) ||
         !store_jobs_recent_rate_at(store, RATE_WINDOW_S, now, &recent, &span, &err) ||
         (engines = store_jobs_answer_engines(store, &err)) == NULL ||

@@ -183,7 +183,7 @@ typedef struct {
                        failures with status "changed" */
     int not_done;   /* interrupted before they were settled (running ones abandoned, the
                        rest not started): nothing recorded */
-    int skipped;    /* files in folders that are neither PDF nor TIFF */
+    int skipped; /* files in folders that are neither PDF nor TIFF (FIFOs, sockets, devices too) */
     int folders_unreadable; /* folders that could not be listed (in failures, code unreadable) */
     int elsewhere; /* being rendered by another ingest (see Concurrency above) when this one came
                       to them and still when it had nothing else left: left to that one, nothing

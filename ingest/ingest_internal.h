@@ -40,14 +40,14 @@ void walk_entry_free(WalkEntry *e);
  * roots (so nothing outside what was named is read, and loops end), after everything else, and
  * one to a file already taken adds nothing; a path is taken once, and a hard link is a path like
  * any other (the same bytes as another path: a document of its own, as a copy would be); hidden
- * entries are skipped unless `hidden`; files that are neither PDF nor TIFF are counted in *skipped
- * when found in a folder and returned (kind unknown) when named. Folders that cannot be listed (the
- * roots too) are added to `unreadable` (WalkEntry*: path, open_errno). Files and folders that
- * are those `exclude` names (NULL-terminated; the database's files and its page store, when the
- * walk passes them) are left out, not counted. Links found in folders that are not followed are
- * added to `links_not_followed` (WalkEntry*, may be NULL): open_errno 0 for one that leads
- * outside the roots, stat's errno for one whose target cannot be reached (not there, a loop).
- * Returns WalkEntry*. */
+ * entries are skipped unless `hidden`; files that are neither PDF nor TIFF (FIFOs, sockets and
+ * devices too, which are never opened) are counted in *skipped when found in a folder and returned
+ * (kind unknown) when named. Folders that cannot be listed (the roots too) are added to
+ * `unreadable` (WalkEntry*: path, open_errno). Files and folders that are those `exclude` names
+ * (NULL-terminated; the database's files and its page store, when the walk passes them) are left
+ * out, not counted. Links found in folders that are not followed are added to `links_not_followed`
+ * (WalkEntry*, may be NULL): open_errno 0 for one that leads outside the roots, stat's errno for
+ * one whose target cannot be reached (not there, a loop). Returns WalkEntry*. */
 GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *const *exclude,
                        int *skipped, GPtrArray *unreadable, GPtrArray *links_not_followed);
 

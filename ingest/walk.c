@@ -238,6 +238,10 @@ static void walk_dir(Walk *w, const char *dir, gboolean follow) {
                 walk_dir(w, child, FALSE);
         } else if (S_ISREG(lst.st_mode)) {
             add_file(w, child, &lst, FALSE, FALSE);
+        } else {
+            /* A FIFO, socket or device: never opened (a read could block or consume), but
+             * counted with the other files skipped, so that nothing in a folder goes unsaid. */
+            w->skipped++;
         }
         g_free(child);
     }
@@ -315,6 +319,8 @@ GPtrArray *ingest_walk(const char *const *roots, gboolean hidden, const char *co
                 walk_dir(&w, link, TRUE);
         } else if (S_ISREG(st.st_mode)) {
             add_file(&w, link, &st, FALSE, TRUE);
+        } else {
+            w.skipped++; /* a link to a FIFO, socket or device: as one found in a folder */
         }
     }
     g_free(cwd);

@@ -23,11 +23,13 @@
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/un.h>
 #include <tiffio.h>
 #include <time.h>
 #include <unistd.h>
@@ -3155,6 +3157,46 @@ static void test_interrupt_while_hashing(void) {
     fixture_clear(&f);
 }
 
+/* A FIFO, socket or device in a folder is no document: counted with the other files skipped,
+ * as a .txt is, never opened (a FIFO without a writer would block a plain open), never silent. */
+static void test_walk_special_files_counted(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 32;
+    char *root = in_dir(&f, "special");
+    g_mkdir_with_parents(root, 0755);
+    char *tif = g_build_filename(root, "a.tif", NULL);
+    char *fifo = g_build_filename(root, "pipe.tif", NULL);
+    char *link_fifo = g_build_filename(root, "to-pipe.tif", NULL);
+    char *sock = g_build_filename(root, "s", NULL);
+    write_tiff(tif, V_GRAY8, 1, 1);
+    g_assert_cmpint(mkfifo(fifo, 0644), ==, 0);
+    g_assert_cmpint(symlink(fifo, link_fifo), ==, 0);
+    int expected = 2;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    g_assert_cmpint(sfd, >=, 0);
+    if (strlen(sock) < sizeof addr.sun_path) { /* a long temporary folder leaves it out */
+        memcpy(addr.sun_path, sock, strlen(sock) + 1);
+        g_assert_cmpint(bind(sfd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+        expected++;
+    }
+    close(sfd);
+    run_ingest(&f, root);
+    g_assert_cmpint(f.sum.files, ==, 1);
+    g_assert_cmpint(f.sum.documents_ok, ==, 1);
+    g_assert_cmpint(f.sum.skipped, ==, expected);
+    g_assert_cmpint(f.sum.failures->len, ==, 0);
+    g_assert_cmpint(query_int(&f, "SELECT count(*) FROM documents"), ==, 1);
+    g_free(tif);
+    g_free(fifo);
+    g_free(link_fifo);
+    g_free(sock);
+    g_free(root);
+    fixture_clear(&f);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -3388,6 +3430,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
     g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
+    g_test_add_func("/ingest/walk/special_files_counted", test_walk_special_files_counted);
     g_test_add_func("/ingest/walk/no_reading_outside_after_walk",
                     test_no_reading_outside_after_walk);
     return g_test_run();

@@ -230,6 +230,10 @@ static void test_export_checkpoint_rules(void) {
 
     /* Refused before anything is written. */
     char *cp = g_build_filename(dir, "cp", NULL);
+    char long_name[251];
+    memset(long_name, 'c', 250);
+    long_name[250] = '\0';
+    char *long_cp = g_build_filename(dir, long_name, NULL);
     struct {
         const char *args[5];
         const char *file; /* the checkpoint file's text first, or NULL: none */
@@ -244,6 +248,9 @@ static void test_export_checkpoint_rules(void) {
         {{"--checkpoint-file", cp}, "last night\n", "not an export checkpoint"},
         {{"--checkpoint-file", cp}, "", "not an export checkpoint"},
         {{"--checkpoint-file", cp}, "12", "checkpoint 12 is past the newest answer of "},
+        /* Its name fits, not its temporary's (FILE.XXXXXX): refused before any row, as a folder
+         * that cannot be written is (which root, running this, can write). */
+        {{"--checkpoint-file", long_cp}, NULL, "no file can be made beside it in its folder "},
         {{"--checkpoint-file", cp, "--question", "Never asked?"},
          "3\n",
          "no such question was asked (v_progress lists those that were); the checkpoint was "
@@ -267,6 +274,8 @@ static void test_export_checkpoint_rules(void) {
             g_free(t);
         }
     }
+    g_assert_false(g_file_test(long_cp, G_FILE_TEST_EXISTS));
+    g_free(long_cp);
 
     /* The newest answer, approximate, answered again: the new answer is in the next export,
      * under its job. On SQLite it takes the replaced answer's id (max(id) + 1 after the DELETE):

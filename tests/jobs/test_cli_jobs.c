@@ -1556,8 +1556,8 @@ static void test_user_errors(void) {
     char *doc = g_build_filename(dq_test_source_dir(), "examples", "docs", "receipt.pdf", NULL);
     char *out = NULL, *err = NULL;
 
-    /* --db: a folder, or a file in a folder that does not exist. */
-    char *is_dir = g_strdup_printf("docqa: %s: is a directory, not a database file\n", dir);
+    /* --db: a folder, or a file in a folder that does not exist; each message names the
+     * command, as its others do. */
     const char *on_dir[][8] = {
         {"status", "--db", dir, NULL},
         {"export", "--db", dir, NULL},
@@ -1571,24 +1571,50 @@ static void test_user_errors(void) {
     };
     for (size_t i = 0; i < G_N_ELEMENTS(on_dir); i++) {
         int rc = docqa_with(NULL, NULL, NULL, &err, on_dir[i]);
+        char *is_dir = g_strdup_printf("docqa: %s: %s: is a directory, not a database file\n",
+                                       on_dir[i][0], dir);
         if (rc != 2 || strcmp(err, is_dir) != 0)
             g_error("%s --db DIR: exit %d, said '%s'", on_dir[i][0], rc, err);
+        g_free(is_dir);
         g_free(err);
     }
-    g_free(is_dir);
-    char *no_folder = g_strdup_printf("docqa: %s: the folder %s does not exist (create it first)\n",
-                                      nodir_db, nodir);
+    char *none = g_build_filename(dir, "none.db", NULL);
+    const char *on_none[][8] = {
+        {"status", "--db", none, NULL},
+        {"status", "--json", "--db", none, NULL},
+        {"export", "--db", none, NULL},
+        {"ask", "--db", none, "-m", "tiny", "Q?", NULL},
+        {"requeue", "--db", none, "--failed", NULL},
+        {"cancel", "--db", none, "--model", "tiny", NULL},
+        {"run", "--db", none, "--model", snapshot, "--until-empty", NULL},
+        {"migrate", "--from", none, NULL},
+        {"migrate", "--from", none, "--to", nodir_db, NULL},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(on_none); i++) {
+        int rc = docqa_with(NULL, NULL, NULL, &err, on_none[i]);
+        char *said = g_strdup_printf("docqa: %s: %s: no such database (docqa ingest creates it)\n",
+                                     on_none[i][0], none);
+        if (rc != 2 || strcmp(err, said) != 0)
+            g_error("%s --db NONE: exit %d, said '%s'", on_none[i][0], rc, err);
+        g_free(said);
+        g_free(err);
+    }
+    g_assert_false(g_file_test(none, G_FILE_TEST_EXISTS));
+    g_free(none);
     const char *in_nodir[][8] = {
         {"ingest", "--db", nodir_db, doc, NULL},
         {"migrate", "--from", db, "--to", nodir_db, NULL},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(in_nodir); i++) {
         int rc = docqa_with(NULL, NULL, NULL, &err, in_nodir[i]);
+        char *no_folder =
+            g_strdup_printf("docqa: %s: %s: the folder %s does not exist (create it first)\n",
+                            in_nodir[i][0], nodir_db, nodir);
         if (rc != 2 || strcmp(err, no_folder) != 0)
             g_error("%s into a missing folder: exit %d, said '%s'", in_nodir[i][0], rc, err);
+        g_free(no_folder);
         g_free(err);
     }
-    g_free(no_folder);
     g_assert_false(g_file_test(nodir, G_FILE_TEST_EXISTS));
 
     /* --model: a file gets one message from every command. */

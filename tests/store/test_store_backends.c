@@ -227,7 +227,7 @@ static void test_lifecycle(gconstpointer kind) {
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     int v = dq_store_schema_version(s);
-    g_assert_cmpint(v, ==, 15);
+    g_assert_cmpint(v, ==, 16);
     g_assert_cmpint(dq_store_kind(s), ==,
                     strcmp(kind, "sqlite") == 0 ? DQ_STORE_SQLITE : DQ_STORE_POSTGRES);
     dq_store_close(s);
@@ -732,7 +732,7 @@ static void test_upgrade_from_schema_14(gconstpointer kind) {
     store_jobs_finalize(s);
     dq_store_close(s);
 
-    s = dq_store_open(loc, &err);
+    s = dq_store_open_at(loc, 15, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(dq_store_schema_version(s), ==, 15);
     for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
@@ -766,6 +766,104 @@ static void test_upgrade_from_schema_14(gconstpointer kind) {
     g_assert_true(store_jobs_find_question(s, "Orphan?", &orphan, &err));
     dq_assert_no_error(err);
     g_assert_cmpint(orphan, ==, row);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* Whether SQLite reads v_progress from the index jobs_progress alone (never the jobs' rows). */
+static gboolean progress_from_index(DqStore *s) {
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_prepare_v2(dq_store_sqlite(s),
+                                       "EXPLAIN QUERY PLAN SELECT * FROM v_progress", -1, &st,
+                                       NULL),
+                    ==, SQLITE_OK);
+    gboolean covering = FALSE, sorted = FALSE;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(st, 3);
+        covering |= strstr(detail, "SCAN j USING COVERING INDEX jobs_progress") != NULL;
+        sorted |= strstr(detail, "TEMP B-TREE") != NULL;
+    }
+    sqlite3_finalize(st);
+    return covering && !sorted;
+}
+
+/* A database at schema 15 upgraded to 16 keeps every row and what v_progress says; the jobs are
+ * indexed for v_progress (read from the index alone), and by question still. */
+static void test_upgrade_from_schema_15(gconstpointer kind) {
+    static const char *const tables[] = {"documents", "pages",      "questions",
+                                         "jobs",      "job_errors", "answers"};
+    /* every count of every row of v_progress, in one number */
+    static const char *const progress =
+        "SELECT sum(total * 1000000 + queued * 100000 + running * 10000 + done * 1000 + "
+        "failed * 100 + dead * 10 + cancelled) FROM v_progress";
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 15, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 15);
+    add_document(s, "/archive/fifteen.pdf", "1515");
+    g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "First?"), ==, 3);
+    g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Second?"), ==, 3);
+    GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, NULL, &err);
+    g_assert_cmpint(cl->len, ==, 3);
+    DqJobAnswer ans = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "kept");
+    complete_all(s, "W", &ans, 1);
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, "W", ((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id,
+                                  "model", "out of memory", TRUE, 1010, 10, &st, &err));
+    dq_assert_no_error(err);
+    g_ptr_array_free(cl, TRUE);
+    gint64 before[G_N_ELEMENTS(tables)];
+    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
+        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
+        before[i] = query_int(s, loc, sql);
+        g_assert_cmpint(before[i], >, 0);
+        g_free(sql);
+    }
+    gint64 progress_before = query_int(s, loc, progress);
+    g_assert_cmpint(progress_before, >, 0);
+    if (dq_store_kind(s) == DQ_STORE_SQLITE)
+        g_assert_false(progress_from_index(s));
+    store_jobs_finalize(s);
+    dq_store_close(s);
+
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 16);
+    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
+        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
+        g_assert_cmpint(query_int(s, loc, sql), ==, before[i]);
+        g_free(sql);
+    }
+    g_assert_cmpint(query_int(s, loc, progress), ==, progress_before);
+    gboolean pg = dq_store_kind(s) == DQ_STORE_POSTGRES;
+    g_assert_cmpint(query_int(s, loc,
+                              pg ? "SELECT count(*) FROM pg_indexes WHERE tablename = 'jobs' AND "
+                                   "indexname IN ('jobs_progress', 'jobs_question')"
+                                 : "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                   "tbl_name = 'jobs' AND name IN ('jobs_progress', "
+                                   "'jobs_question')"),
+                    ==, 1);
+    g_assert_cmpint(query_int(s, loc,
+                              pg ? "SELECT count(*) FROM pg_indexes WHERE tablename = 'jobs' AND "
+                                   "indexname = 'jobs_progress'"
+                                 : "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                   "name = 'jobs_progress'"),
+                    ==, 1);
+    if (!pg)
+        g_assert_true(progress_from_index(s));
+    gint64 first = 0, never = -1;
+    g_assert_true(store_jobs_find_question(s, "First?", &first, &err));
+    g_assert_true(store_jobs_find_question(s, "Never?", &never, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(first, >, 0);
+    g_assert_cmpint(never, ==, 0);
+    char *text = answers_text(s);
+    g_assert_nonnull(strstr(text, "|First?|kept|m|"));
+    g_free(text);
     store_jobs_finalize(s);
     dq_store_close(s);
     g_free(loc);
@@ -893,7 +991,7 @@ static void test_upgrade_from_schema_7(gconstpointer kind) {
 
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 15);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 16);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM answers WHERE text LIKE 'old %' AND "
                               "model_fingerprint IS NULL"),
@@ -1153,7 +1251,7 @@ static void test_document_versions(gconstpointer kind) {
     dq_store_close(s);
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 15);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 16);
     DqDocumentLookup found;
     g_assert_true(dq_store_document_find(s, "/archive/v.pdf", "aaaa", SETTINGS, &found, &err));
     g_assert_cmpint(found.id, ==, v1);
@@ -3583,6 +3681,10 @@ int main(int argc, char **argv) {
                          test_upgrade_from_schema_14);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-14", "postgres",
                          test_upgrade_from_schema_14);
+    g_test_add_data_func("/store/backends/sqlite/upgrade-from-15", "sqlite",
+                         test_upgrade_from_schema_15);
+    g_test_add_data_func("/store/backends/postgres/upgrade-from-15", "postgres",
+                         test_upgrade_from_schema_15);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-7", "sqlite",
                          test_upgrade_from_schema_7);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-7", "postgres",
