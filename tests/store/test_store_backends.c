@@ -695,22 +695,30 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     g_free(loc);
 }
 
-/* A database at schema 14 with an answer, a failure, and a question row without jobs (an older
- * `ask` stored the question in its own transaction, and was interrupted before its jobs): schema
- * 15 keeps every row and indexes jobs by question; the row without jobs is no question asked
- * (export --question, cancel and requeue name it as never asked) until an `ask` gives it jobs. */
-static void test_upgrade_from_schema_14(gconstpointer kind) {
-    static const char *const tables[] = {"documents", "pages",      "questions",
-                                         "jobs",      "job_errors", "answers"};
-    char *loc = new_location(kind);
-    if (loc == NULL)
-        return;
+/* The tables an upgrade must keep every row of. */
+static const char *const UPGRADE_TABLES[] = {"documents", "pages",      "questions",
+                                             "jobs",      "job_errors", "answers"};
+
+/* counts[i] = the rows of UPGRADE_TABLES[i] (each must have some), or, with check, asserts that
+ * they still have counts[i]. */
+static void upgrade_table_rows(DqStore *s, const char *loc, gint64 *counts, gboolean check) {
+    for (size_t i = 0; i < G_N_ELEMENTS(UPGRADE_TABLES); i++) {
+        char *sql = g_strdup_printf("SELECT count(*) FROM %s", UPGRADE_TABLES[i]);
+        gint64 n = query_int(s, loc, sql);
+        if (check) {
+            g_assert_cmpint(n, ==, counts[i]);
+        } else {
+            g_assert_cmpint(n, >, 0);
+            counts[i] = n;
+        }
+        g_free(sql);
+    }
+}
+
+/* Claims 3 jobs: the first answered "kept", the second failed (retryable), the third left
+ * running; an old schema's rows of each kind. */
+static void answer_one_fail_one(DqStore *s) {
     GError *err = NULL;
-    DqStore *s = dq_store_open_at(loc, 14, &err);
-    dq_assert_no_error(err);
-    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
-    add_document(s, "/archive/old.pdf", "1414");
-    g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Asked?"), ==, 3);
     GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, NULL, &err);
     g_assert_cmpint(cl->len, ==, 3);
     DqJobAnswer ans = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "kept");
@@ -720,26 +728,34 @@ static void test_upgrade_from_schema_14(gconstpointer kind) {
                                   "model", "out of memory", TRUE, 1010, 10, &st, &err));
     dq_assert_no_error(err);
     g_ptr_array_free(cl, TRUE);
+}
+
+/* A database at schema 14 with an answer, a failure, and a question row without jobs (an older
+ * `ask` stored the question in its own transaction, and was interrupted before its jobs): schema
+ * 15 keeps every row and indexes jobs by question; the row without jobs is no question asked
+ * (export --question, cancel and requeue name it as never asked) until an `ask` gives it jobs. */
+static void test_upgrade_from_schema_14(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open_at(loc, 14, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(dq_store_schema_version(s), ==, 14);
+    add_document(s, "/archive/old.pdf", "1414");
+    g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Asked?"), ==, 3);
+    answer_one_fail_one(s);
     g_assert_true(dq_store_exec(s, "INSERT INTO questions (text) VALUES ('Orphan?')", &err));
     dq_assert_no_error(err);
-    gint64 before[G_N_ELEMENTS(tables)];
-    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
-        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
-        before[i] = query_int(s, loc, sql);
-        g_assert_cmpint(before[i], >, 0);
-        g_free(sql);
-    }
+    gint64 before[G_N_ELEMENTS(UPGRADE_TABLES)];
+    upgrade_table_rows(s, loc, before, FALSE);
     store_jobs_finalize(s);
     dq_store_close(s);
 
     s = dq_store_open_at(loc, 15, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(dq_store_schema_version(s), ==, 15);
-    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
-        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
-        g_assert_cmpint(query_int(s, loc, sql), ==, before[i]);
-        g_free(sql);
-    }
+    upgrade_table_rows(s, loc, before, TRUE);
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM questions WHERE text = 'Orphan?'"), ==,
                     1);
     g_assert_cmpint(query_int(s, loc,
@@ -791,8 +807,6 @@ static gboolean progress_from_index(DqStore *s) {
 /* A database at schema 15 upgraded to 16 keeps every row and what v_progress says; the jobs are
  * indexed for v_progress (read from the index alone), and by question still. */
 static void test_upgrade_from_schema_15(gconstpointer kind) {
-    static const char *const tables[] = {"documents", "pages",      "questions",
-                                         "jobs",      "job_errors", "answers"};
     /* every count of every row of v_progress, in one number */
     static const char *const progress =
         "SELECT sum(total * 1000000 + queued * 100000 + running * 10000 + done * 1000 + "
@@ -807,22 +821,9 @@ static void test_upgrade_from_schema_15(gconstpointer kind) {
     add_document(s, "/archive/fifteen.pdf", "1515");
     g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "First?"), ==, 3);
     g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Second?"), ==, 3);
-    GPtrArray *cl = store_jobs_claim(s, "W", "m", 3, 1000, 100, NULL, &err);
-    g_assert_cmpint(cl->len, ==, 3);
-    DqJobAnswer ans = answer_for(((DqClaimedJob *)g_ptr_array_index(cl, 0))->job_id, "kept");
-    complete_all(s, "W", &ans, 1);
-    DqJobState st = DQ_JOB_N_STATES;
-    g_assert_true(store_jobs_fail(s, "W", ((DqClaimedJob *)g_ptr_array_index(cl, 1))->job_id,
-                                  "model", "out of memory", TRUE, 1010, 10, &st, &err));
-    dq_assert_no_error(err);
-    g_ptr_array_free(cl, TRUE);
-    gint64 before[G_N_ELEMENTS(tables)];
-    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
-        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
-        before[i] = query_int(s, loc, sql);
-        g_assert_cmpint(before[i], >, 0);
-        g_free(sql);
-    }
+    answer_one_fail_one(s);
+    gint64 before[G_N_ELEMENTS(UPGRADE_TABLES)];
+    upgrade_table_rows(s, loc, before, FALSE);
     gint64 progress_before = query_int(s, loc, progress);
     g_assert_cmpint(progress_before, >, 0);
     if (dq_store_kind(s) == DQ_STORE_SQLITE)
@@ -833,11 +834,7 @@ static void test_upgrade_from_schema_15(gconstpointer kind) {
     s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(dq_store_schema_version(s), ==, 16);
-    for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
-        char *sql = g_strdup_printf("SELECT count(*) FROM %s", tables[i]);
-        g_assert_cmpint(query_int(s, loc, sql), ==, before[i]);
-        g_free(sql);
-    }
+    upgrade_table_rows(s, loc, before, TRUE);
     g_assert_cmpint(query_int(s, loc, progress), ==, progress_before);
     gboolean pg = dq_store_kind(s) == DQ_STORE_POSTGRES;
     g_assert_cmpint(query_int(s, loc,
