@@ -18,6 +18,25 @@ static void add_string(JsonBuilder *b, const char *name, const char *value) {
     g_free(valid);
 }
 
+/* `name`: [{path, status?, code?, message}] of DqIngestFailure, the fields a list has. */
+static void add_failures(JsonBuilder *b, const char *name, const GPtrArray *list,
+                         gboolean with_status, gboolean with_code) {
+    json_builder_set_member_name(b, name);
+    json_builder_begin_array(b);
+    for (guint i = 0; i < list->len; i++) {
+        const DqIngestFailure *f = g_ptr_array_index(list, i);
+        json_builder_begin_object(b);
+        add_string(b, "path", f->path);
+        if (with_status)
+            add_string(b, "status", f->status);
+        if (with_code)
+            add_string(b, "code", f->code);
+        add_string(b, "message", f->message);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+}
+
 /* The codes of a by-code table, sorted: output that does not change from run to run. */
 static GList *sorted_codes(GHashTable *by_code) {
     return g_list_sort(g_hash_table_get_keys(by_code), (GCompareFunc)strcmp);
@@ -78,39 +97,9 @@ static void print_json(const DqIngestSummary *s, int n_res, int tile) {
     dq_cli_json_double(b, "pages_per_second", s->seconds > 0 ? s->pages_ok / s->seconds : 0.0, 1);
     json_builder_set_member_name(b, "interrupted");
     json_builder_add_boolean_value(b, s->interrupted);
-    json_builder_set_member_name(b, "failures");
-    json_builder_begin_array(b);
-    for (guint i = 0; i < s->failures->len; i++) {
-        const DqIngestFailure *f = g_ptr_array_index(s->failures, i);
-        json_builder_begin_object(b);
-        add_string(b, "path", f->path);
-        add_string(b, "status", f->status);
-        add_string(b, "code", f->code);
-        add_string(b, "message", f->message);
-        json_builder_end_object(b);
-    }
-    json_builder_end_array(b);
-    json_builder_set_member_name(b, "elsewhere");
-    json_builder_begin_array(b);
-    for (guint i = 0; i < s->busy->len; i++) {
-        const DqIngestFailure *f = g_ptr_array_index(s->busy, i);
-        json_builder_begin_object(b);
-        add_string(b, "path", f->path);
-        add_string(b, "message", f->message);
-        json_builder_end_object(b);
-    }
-    json_builder_end_array(b);
-    json_builder_set_member_name(b, "links_not_followed");
-    json_builder_begin_array(b);
-    for (guint i = 0; i < s->links_not_followed->len; i++) {
-        const DqIngestFailure *f = g_ptr_array_index(s->links_not_followed, i);
-        json_builder_begin_object(b);
-        add_string(b, "path", f->path);
-        add_string(b, "code", f->code);
-        add_string(b, "message", f->message);
-        json_builder_end_object(b);
-    }
-    json_builder_end_array(b);
+    add_failures(b, "failures", s->failures, TRUE, TRUE);
+    add_failures(b, "elsewhere", s->busy, FALSE, FALSE);
+    add_failures(b, "links_not_followed", s->links_not_followed, FALSE, TRUE);
     json_builder_set_member_name(b, "gone_paths");
     json_builder_begin_array(b);
     for (guint i = 0; i < s->gone->len; i++)
