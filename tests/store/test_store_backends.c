@@ -747,7 +747,7 @@ static void test_upgrade_from_schema_14(gconstpointer kind) {
     answer_one_fail_one(s);
     g_assert_true(dq_store_exec(s, "INSERT INTO questions (text) VALUES ('Orphan?')", &err));
     dq_assert_no_error(err);
-    gint64 before[G_N_ELEMENTS(UPGRADE_TABLES)];
+    gint64 before[G_N_ELEMENTS(UPGRADE_TABLES)] = {0};
     upgrade_table_rows(s, loc, before, FALSE);
     store_jobs_finalize(s);
     dq_store_close(s);
@@ -822,7 +822,7 @@ static void test_upgrade_from_schema_15(gconstpointer kind) {
     g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "First?"), ==, 3);
     g_assert_cmpint(enqueue_pages(s, old_schema_pages(s, loc), "Second?"), ==, 3);
     answer_one_fail_one(s);
-    gint64 before[G_N_ELEMENTS(UPGRADE_TABLES)];
+    gint64 before[G_N_ELEMENTS(UPGRADE_TABLES)] = {0};
     upgrade_table_rows(s, loc, before, FALSE);
     gint64 progress_before = query_int(s, loc, progress);
     g_assert_cmpint(progress_before, >, 0);
