@@ -57,49 +57,253 @@ char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GErr
     return NULL;
 }
 
-/* json-glib's scanner (GScanner's rules) takes more than JSON between values: C comments, and
- * strings in single quotes, in which a backslash escapes nothing. A quote or a bracket in them
- * is no JSON: the scans below step over them as json-glib does. The index of the last byte of
- * the comment or string that starts at text[i] (i itself when none does). */
-static size_t skip_lenient(const char *text, size_t len, size_t i) {
-    if (text[i] == '\'') {
-        const char *end = memchr(text + i + 1, '\'', len - i - 1);
-        return end != NULL ? (size_t)(end - text) : len - 1;
-    }
-    if (text[i] == '/' && i + 1 < len && text[i + 1] == '*') {
-        for (size_t k = i + 2; k + 1 < len; k++)
-            if (text[k] == '*' && text[k + 1] == '/')
-                return k + 1;
-        return len - 1;
-    }
+/* json-glib's scanner (GScanner's rules) takes much that is not JSON and that Python's json
+ * (transformers) and serde_json (tokenizers, safetensors) refuse: C comments, strings in single
+ * quotes, 010 (read as 8), 0x10, $ff and 0b101, .5 and 1., any character after a backslash
+ * ("\x41" read as "x41"), raw control characters in strings; and an integer past 64 bits comes
+ * back as another number (99999999999999999999 as -1). So every text is first checked against
+ * JSON's grammar (RFC 8259) here, iteratively, which also bounds its nesting before json-glib
+ * recurses into it. */
+
+typedef struct {
+    size_t offset;
+    const char *why; /* NULL: nested too deep */
+} SyntaxError;
+
+static gboolean syntax_fail(SyntaxError *e, size_t offset, const char *why) {
+    e->offset = offset;
+    e->why = why;
+    return FALSE;
+}
+
+static size_t skip_space(const char *t, size_t len, size_t i) {
+    while (i < len && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r'))
+        i++;
     return i;
 }
 
-gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *offset) {
-    int depth = 0;
-    gboolean in_string = FALSE;
-    for (size_t i = 0; i < len; i++) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '\\')
-                i++; /* the escaped character, a quote maybe */
-            else if (c == '"')
-                in_string = FALSE;
-        } else if (c == '"') {
-            in_string = TRUE;
-        } else if (c == '\'' || c == '/') {
-            i = skip_lenient(text, len, i);
-        } else if (c == '[' || c == '{') {
-            if (++depth > max_depth) {
-                if (offset != NULL)
-                    *offset = i;
-                return FALSE;
-            }
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
+/* What stands at t[i] where JSON has no place for it, in words. */
+static const char *describe_misplaced(const char *t, size_t len, size_t i) {
+    if (i >= len)
+        return "the text ends where a value should be";
+    if (t[i] == '/' && i + 1 < len && (t[i + 1] == '*' || t[i + 1] == '/'))
+        return "a comment (JSON has none)";
+    if (t[i] == '\'')
+        return "a string in single quotes (JSON's are in double quotes)";
+    if (t[i] == ',')
+        return "a comma with no value after it";
+    if (g_ascii_isdigit(t[i]) || t[i] == '.' || t[i] == '+' || t[i] == '$')
+        return "a number JSON does not write so";
+    if (i + 3 <= len && (memcmp(t + i, "NaN", 3) == 0 || memcmp(t + i, "Inf", 3) == 0))
+        return "NaN or Infinity (Python's json reads them; JSON and docqa do not)";
+    return "a character JSON has no place for";
+}
+
+static gboolean scan_string(const char *t, size_t len, size_t *pos, SyntaxError *e) {
+    size_t i = *pos + 1;
+    for (;;) {
+        if (i >= len)
+            return syntax_fail(e, *pos, "a string without its closing quote");
+        unsigned char c = (unsigned char)t[i];
+        if (c == '"') {
+            *pos = i + 1;
+            return TRUE;
+        }
+        if (c < 0x20)
+            return syntax_fail(e, i,
+                               "a control character inside a string (JSON writes it as "
+                               "an escape)");
+        if (c != '\\') {
+            i++;
+        } else if (i + 1 < len && t[i + 1] != '\0' && strchr("\"\\/bfnrtu", t[i + 1]) != NULL) {
+            /* \u's four hex digits are checked by dq_json_find_bad_escape, whose message
+             * names the key */
+            i += 2;
+        } else {
+            return syntax_fail(e, i, "a backslash escaping a character JSON does not escape");
         }
     }
+}
+
+/* An integer outside 64 bits comes back from json-glib as another number. */
+static gboolean fits_int64(const char *digits, size_t n, gboolean negative) {
+    while (n > 1 && digits[0] == '0') {
+        digits++;
+        n--;
+    }
+    const char *limit = negative ? "9223372036854775808" : "9223372036854775807";
+    return n < 19 || (n == 19 && memcmp(digits, limit, 19) <= 0);
+}
+
+static gboolean scan_number(const char *t, size_t len, size_t *pos, SyntaxError *e) {
+    size_t i = *pos;
+    gboolean negative = t[i] == '-';
+    if (negative)
+        i++;
+    size_t int_start = i;
+    if (i < len && t[i] == '0') {
+        i++;
+    } else if (i < len && t[i] >= '1' && t[i] <= '9') {
+        while (i < len && g_ascii_isdigit(t[i]))
+            i++;
+    } else { /* after a minus sign */
+        const char *what = describe_misplaced(t, len, i);
+        return syntax_fail(
+            e, *pos,
+            g_str_has_prefix(what, "NaN") ? what : "a minus sign without a number after it");
+    }
+    size_t int_end = i;
+    gboolean integer = TRUE;
+    if (i < len && t[i] == '.') {
+        integer = FALSE;
+        if (++i >= len || !g_ascii_isdigit(t[i]))
+            return syntax_fail(e, *pos, "a number without a digit after its point");
+        while (i < len && g_ascii_isdigit(t[i]))
+            i++;
+    }
+    if (i < len && (t[i] == 'e' || t[i] == 'E')) {
+        integer = FALSE;
+        i++;
+        if (i < len && (t[i] == '+' || t[i] == '-'))
+            i++;
+        if (i >= len || !g_ascii_isdigit(t[i]))
+            return syntax_fail(e, *pos, "a number without digits in its exponent");
+        while (i < len && g_ascii_isdigit(t[i]))
+            i++;
+    }
+    if (i < len && (g_ascii_isalnum(t[i]) || t[i] == '.' || t[i] == '_'))
+        return syntax_fail(e, *pos,
+                           int_end - int_start > 1 || t[int_start] != '0' || t[i] == '.'
+                               ? "a number JSON does not write so"
+                               : "a number JSON does not write so (no hex, octal or binary)");
+    if (integer && !fits_int64(t + int_start, int_end - int_start, negative))
+        return syntax_fail(e, *pos, "an integer beyond 64 bits");
+    *pos = i;
     return TRUE;
+}
+
+/* What json-glib takes at t[i] that JSON does not (a comment, a string in single quotes), or
+ * `otherwise`. */
+static const char *lenient_or(const char *t, size_t len, size_t i, const char *otherwise) {
+    if (i < len &&
+        (t[i] == '\'' || (t[i] == '/' && i + 1 < len && (t[i + 1] == '*' || t[i + 1] == '/'))))
+        return describe_misplaced(t, len, i);
+    return otherwise;
+}
+
+/* An object's key and its colon, from t[*pos] on. */
+static gboolean scan_key(const char *t, size_t len, size_t *pos, SyntaxError *e) {
+    size_t i = skip_space(t, len, *pos);
+    if (i >= len || t[i] != '"')
+        return syntax_fail(
+            e, i, lenient_or(t, len, i, "no key in double quotes where an object's key should be"));
+    if (!scan_string(t, len, &i, e))
+        return FALSE;
+    i = skip_space(t, len, i);
+    if (i >= len || t[i] != ':')
+        return syntax_fail(e, i, "no colon after a key");
+    *pos = i + 1;
+    return TRUE;
+}
+
+/* A scalar (string, number, true, false, null) at t[*pos]. */
+static gboolean scan_scalar(const char *t, size_t len, size_t *pos, SyntaxError *e) {
+    size_t i = *pos;
+    if (i < len && t[i] == '"')
+        return scan_string(t, len, pos, e);
+    if (i < len && (t[i] == '-' || g_ascii_isdigit(t[i])))
+        return scan_number(t, len, pos, e);
+    static const char *const words[] = {"true", "false", "null"};
+    for (size_t w = 0; w < G_N_ELEMENTS(words); w++) {
+        size_t n = strlen(words[w]);
+        if (len - i >= n && memcmp(t + i, words[w], n) == 0 &&
+            !(i + n < len && (g_ascii_isalnum(t[i + n]) || t[i + n] == '_'))) {
+            *pos = i + n;
+            return TRUE;
+        }
+    }
+    return syntax_fail(e, i, describe_misplaced(t, len, i));
+}
+
+static gboolean syntax_ok(const char *t, size_t len, int max_depth, SyntaxError *e) {
+    char *open = g_malloc((size_t)max_depth + 1); /* per open container: '{' or '[' */
+    int depth = 0;
+    gboolean ok = FALSE;
+    size_t i = skip_space(t, len, 0);
+    if (i == len) {
+        syntax_fail(e, i, "empty");
+        goto out;
+    }
+    for (;;) {
+        /* a value at t[i]: a scalar, or containers opened until one */
+        i = skip_space(t, len, i);
+        if (i < len && (t[i] == '{' || t[i] == '[')) {
+            if (depth == max_depth) {
+                syntax_fail(e, i, NULL);
+                goto out;
+            }
+            char c = t[i++];
+            open[depth++] = c;
+            i = skip_space(t, len, i);
+            if (i >= len || t[i] != (c == '{' ? '}' : ']')) {
+                if (c == '{' && !scan_key(t, len, &i, e))
+                    goto out;
+                continue;
+            }
+            /* empty: closed below, as any value's container is */
+        } else if (!scan_scalar(t, len, &i, e)) {
+            goto out;
+        }
+        /* after a value: the containers it closes, then a comma and the next value, or the end */
+        for (;;) {
+            i = skip_space(t, len, i);
+            if (depth == 0) {
+                ok = i == len;
+                if (!ok)
+                    syntax_fail(e, i, lenient_or(t, len, i, "more text after the JSON value"));
+                goto out;
+            }
+            gboolean object = open[depth - 1] == '{';
+            char close = object ? '}' : ']';
+            if (i < len && t[i] == close) {
+                i++;
+                depth--;
+                continue;
+            }
+            if (i >= len || t[i] != ',') {
+                syntax_fail(e, i,
+                            i >= len ? "the end of the text inside an unclosed bracket"
+                                     : lenient_or(t, len, i,
+                                                  object ? "no comma or '}' after a value"
+                                                         : "no comma or ']' after a value"));
+                goto out;
+            }
+            size_t comma = i;
+            i = skip_space(t, len, i + 1);
+            if (i < len && t[i] == close) {
+                syntax_fail(e, comma, "a comma before a closing bracket");
+                goto out;
+            }
+            if (object && !scan_key(t, len, &i, e))
+                goto out;
+            break; /* on to the next value */
+        }
+    }
+out:
+    g_free(open);
+    return ok;
+}
+
+gboolean dq_json_syntax_ok(const char *text, size_t len, int max_depth, size_t *offset,
+                           const char **why) {
+    SyntaxError e;
+    if (syntax_ok(text, len, max_depth, &e))
+        return TRUE;
+    if (offset != NULL)
+        *offset = e.offset;
+    if (why != NULL)
+        *why = e.why;
+    return FALSE;
 }
 
 /* The raw text of the string literal that starts at text[start] (after its quote). */
@@ -144,7 +348,7 @@ gboolean dq_json_find_bad_escape(const char *text, size_t len, gboolean want_nul
         char c = text[i];
         if (c == '{' || c == '[') {
             if (depth == DQ_JSON_MAX_DEPTH + 1)
-                return FALSE; /* dq_json_depth_ok refused it first */
+                return FALSE; /* dq_json_syntax_ok refused it first */
             open[depth].object = c == '{';
             open[depth].key = NULL;
             open[depth].key_len = 0;
@@ -155,12 +359,6 @@ gboolean dq_json_find_bad_escape(const char *text, size_t len, gboolean want_nul
             expect_key = FALSE;
         } else if (c == ',') {
             expect_key = depth > 0 && open[depth - 1].object;
-        } else if (c == '\'' || c == '/') {
-            if (c == '\'') { /* a string to json-glib, without escapes (its key: not followed) */
-                strings++;
-                expect_key = FALSE;
-            }
-            i = skip_lenient(text, len, i);
         } else if (c == '"') {
             gboolean is_key = expect_key && depth > 0;
             size_t start = ++i;
@@ -304,9 +502,27 @@ JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJso
         dq_fail(err, DQ_ERR_FORMAT, "%s: starts with a UTF-8 byte order mark, not JSON", label);
         return NULL;
     }
-    if (!dq_json_depth_ok(text, n, DQ_JSON_MAX_DEPTH, &at)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: JSON nested deeper than %d levels (at byte %zu)", label,
-                DQ_JSON_MAX_DEPTH, at);
+    const char *not_json = NULL;
+    if (!dq_json_syntax_ok(text, n, DQ_JSON_MAX_DEPTH, &at, &not_json)) {
+        if (not_json == NULL) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: JSON nested deeper than %d levels (at byte %zu)",
+                    label, DQ_JSON_MAX_DEPTH, at);
+        } else if (strcmp(not_json, "empty") == 0) {
+            dq_fail(err, DQ_ERR_FORMAT, "%s: empty, not a JSON document", label);
+        } else {
+            /* as Python's json counts them: lines from 1, characters in the line from 1 */
+            int line = 1, column = 1;
+            for (size_t i = 0; i < at; i++) {
+                if (text[i] == '\n') {
+                    line++;
+                    column = 1;
+                } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
+                    column++;
+                }
+            }
+            dq_fail(err, DQ_ERR_FORMAT, "%s: not valid JSON: line %d, column %d: %s", label, line,
+                    column, not_json);
+        }
         return NULL;
     }
     JsonParser *parser = json_parser_new();
@@ -327,10 +543,6 @@ JsonParser *dq_json_parse(const char *text, gssize len, const char *label, DqJso
         dq_fail(err, DQ_ERR_FORMAT, "%s: not valid JSON: %s", label, why);
         g_free(why);
         g_error_free(jerr);
-    } else if (json_parser_get_root(parser) == NULL) {
-        /* json-glib takes an empty text for a document; Python's json.loads does not */
-        dq_fail(err, DQ_ERR_FORMAT, "%s: empty, not a JSON document", label);
-        ok = FALSE;
     } else if (!check_no_nul_escape(text, n, !(flags & DQ_JSON_NUL_CHECKED), label, err)) {
         ok = FALSE;
     } else if (keys.duplicate != NULL) {

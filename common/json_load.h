@@ -14,8 +14,11 @@
  *     UTF-8, dropping the character after it. Such strings are refused, with the line and the
  *     key (DQ_JSON_NUL_CHECKED leaves both to a caller that names the place better itself), as
  *     is a \u escape without 4 hex digits, which it decodes to a NUL too ("\u0.00");
- *   - it takes C comments and strings in single quotes, which the bracket and escape scans here
- *     step over as it does;
+ *   - it takes much that is not JSON and that Python's json and serde_json refuse, some of it
+ *     read as other values than they would have if they read it (010 is 8 to json-glib, a
+ *     number past 64 bits another number): C comments, strings in single quotes, hex, octal and
+ *     binary numbers, unknown escapes, raw control characters in strings. Every text is checked
+ *     against JSON's grammar first (dq_json_syntax_ok) and refused with the line and column;
  *   - it keeps the last of duplicate keys silently (DQ_JSON_UNIQUE_KEYS refuses them, for
  *     formats whose reference parser does);
  *   - json_parser_load_from_file blocks forever on a FIFO, reads /dev/zero until memory runs
@@ -46,9 +49,13 @@ typedef enum {
  * a message naming the path. g_free the result. */
 char *dq_file_read_regular(const char *path, size_t max_bytes, size_t *len, GError **err);
 
-/* TRUE when no bracket of `text` (outside strings) is nested deeper than max_depth; otherwise
- * FALSE with *offset (may be NULL) the byte offset of the first bracket too deep. */
-gboolean dq_json_depth_ok(const char *text, size_t len, int max_depth, size_t *offset);
+/* TRUE when `text` is one JSON value (RFC 8259's grammar: what Python's json and serde_json
+ * read, less NaN and Infinity) nested at most max_depth deep, integers within 64 bits.
+ * Otherwise FALSE with *offset the byte where it stops being so and *why what is there in
+ * words ("empty" for a text of white space alone; NULL for a bracket nested too deep). Either
+ * pointer may be NULL. A \u escape's 4 hex digits are left to dq_json_find_bad_escape. */
+gboolean dq_json_syntax_ok(const char *text, size_t len, int max_depth, size_t *offset,
+                           const char **why);
 
 /* An escape in a string literal that json-glib cannot hand out faithfully. */
 typedef enum {
@@ -60,8 +67,8 @@ typedef enum {
 typedef struct {
     DqJsonEscapeProblem problem;
     size_t offset;    /* of the backslash */
-    guint string;     /* the literal's number in the text from 1, keys and single-quoted
-                         strings counted (in a list of strings: the element's) */
+    guint string;     /* the literal's number in the text from 1, keys counted (in a list of
+                         strings: the element's) */
     const char *text; /* the literal as written, between its quotes */
     size_t text_len;  /* (cut at the end of the text) */
     const char *key;  /* the literal's key as written, or its nearest container's that has
@@ -71,7 +78,7 @@ typedef struct {
 } DqJsonBadEscape;
 
 /* The first such escape in the string literals of `text`, which json-glib parsed (so nested at
- * most DQ_JSON_MAX_DEPTH), stepping over comments and single-quoted strings as json-glib does:
+ * most DQ_JSON_MAX_DEPTH) and dq_json_syntax_ok found to be JSON:
  * a \u without 4 hex digits always, \u0000 and lone surrogates only when want_nul. FALSE when
  * there is none. */
 gboolean dq_json_find_bad_escape(const char *text, size_t len, gboolean want_nul,
