@@ -69,8 +69,16 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err);
 DqStore *dq_store_open_existing(const char *location, GError **err);
 /* dq_store_open_existing for the commands that only read (status, export): an SQLite file
  * that this process may not write, or in a folder it may not write, is opened read-only (no
- * migration: one that needs it fails, naming the folder). */
+ * migration: one that needs it fails, naming the folder). On a full disk, where SQLite cannot
+ * make the -shm a WAL database is read through, one whose -wal holds nothing more is read as
+ * immutable, saying so on stderr (dq_store_check_unchanged); one whose -wal holds transactions
+ * fails, saying the disk is full and what to free. */
 DqStore *dq_store_open_reader(const char *location, GError **err);
+/* After dq_store_open_reader read an SQLite database past a full disk (as immutable, the file
+ * alone, saying so on stderr): FALSE, saying so, when the file has changed since (a writer that
+ * found room checkpointed into it), as what was read may then mix two moments. TRUE otherwise,
+ * and for every other store. Readers call it once they have read everything. */
+gboolean dq_store_check_unchanged(DqStore *store, GError **err);
 /* After an error with code DQ_ERR_DB_LOST (a PostgreSQL server restarted, an idle session
  * dropped): connects again, forgetting the statements prepared on the old connection. Fails,
  * again with DQ_ERR_DB_LOST, while the server cannot be reached. SQLite: nothing to do. */
