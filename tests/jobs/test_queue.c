@@ -1608,6 +1608,70 @@ static void test_run_device_failed_gives_up(void) {
     g_free(dir);
 }
 
+/* A device that fails while `docqa run` is being stopped: the run is interrupted (130) whichever
+ * came first, says the failure on stderr and counts it alike, and starts no fresh worker. Each
+ * order is forced by holding a process at a named point (common/test_point.h): the worker just
+ * after its claim, before the broken request is polled (the stop first: the worker reported 130
+ * and its device failure went uncounted), or the run as it has reaped the worker whose device
+ * failed (the failure first: a stop that came after the loop's last check was never forwarded,
+ * and a run with one worker ended 0). The run is this test program again, in run_device_child. */
+static void run_device_stopped(const char *pause_at) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 9), ==, 2);
+    char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_assert_nonnull(self);
+    const char *argv[] = {self, "-q", "-p", "/queue/run/device-stop-child", NULL};
+    char *db_env = g_strconcat("JT_DEVICE_STOP_DB=", db, NULL);
+    const char *env[] = {db_env, NULL};
+    char *out = NULL, *errout = NULL;
+    int status = dq_test_run_signalled(argv, env, pause_at, SIGTERM, &out, &errout);
+    g_test_message("%s\n%s", out, errout);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    g_assert_nonnull(strstr(out, "device failures 1, replaced 0, interrupted 1"));
+    g_assert_nonnull(strstr(errout, "docqa: worker 1 stopped: its device failed (" DEVICE_ERROR
+                                    "); its jobs went back to the queue; not replaced "
+                                    "(interrupted)"));
+    g_assert_null(strstr(errout, "starting a fresh worker"));
+    /* the job in the model spent its attempt, the other is back untouched; none held */
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'running'"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+    g_assert_cmpint(q(db, "SELECT sum(attempts) FROM jobs"), ==, 1);
+    g_free(out);
+    g_free(errout);
+    g_free(db_env);
+    g_free(self);
+    g_free(db);
+    g_free(dir);
+}
+
+static void test_run_device_failed_after_stop(void) {
+    run_device_stopped("worker:claimed");
+}
+
+static void test_run_stopped_after_device_failed(void) {
+    run_device_stopped("run:device_failed");
+}
+
+/* The run that run_device_stopped holds and stops: every job breaks the device. */
+static void run_device_child(void) {
+    JtAnswererConfig cfg = {.device_question = "question"};
+    DqRunOptions ro = {.worker = {.db_path = g_getenv("JT_DEVICE_STOP_DB"),
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .backoff_ms = 1,
+                                  .until_empty = TRUE},
+                       .n_workers = 1};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, jt_open_answerer, &cfg, &res, &err);
+    printf("device failures %d, replaced %d, interrupted %d\n", res.device_failures,
+           res.device_restarts, res.interrupted);
+    fflush(stdout);
+    _exit(code);
+}
+
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
     (void)index;
     dq_fail(err, DQ_ERR_MODEL, "/models/x: config.json missing");
@@ -1939,6 +2003,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/device-failed", test_worker_device_failed);
     g_test_add_func("/queue/run/device-failed-restarts", test_run_device_failed_restarts);
     g_test_add_func("/queue/run/device-failed-gives-up", test_run_device_failed_gives_up);
+    g_test_add_func("/queue/run/device-failed-after-stop", test_run_device_failed_after_stop);
+    g_test_add_func("/queue/run/stopped-after-device-failed", test_run_stopped_after_device_failed);
+    if (g_getenv("JT_DEVICE_STOP_DB") != NULL)
+        g_test_add_func("/queue/run/device-stop-child", run_device_child);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     g_test_add_func("/queue/run/cancelled-while-running", test_run_cancelled_while_running);
     g_test_add_func("/queue/worker/cancelled-as-it-finishes", test_worker_cancelled_as_it_finishes);
