@@ -84,6 +84,11 @@ gboolean dq_store_check_unchanged(DqStore *store, GError **err);
  * again with DQ_ERR_DB_LOST, while the server cannot be reached. SQLite: nothing to do. */
 gboolean dq_store_reconnect(DqStore *store, GError **err);
 
+/* How long a worker waits out a database that stays locked by another connection (SQLite) or
+ * out of reach (PostgreSQL) before it gives up: ten busy limits, 10 minutes
+ * (DOCQA_TEST_BUSY_LIMIT_MS, which shortens the busy limit for tests, shortens this too). */
+gint64 dq_store_outage_limit_ms(void);
+
 /* SQLite: fails, saying which, when the database file was deleted or replaced by another since
  * it was opened (writes would go on into the unlinked or old file and be lost), or its schema
  * was upgraded by another docqa since. PostgreSQL: TRUE. */

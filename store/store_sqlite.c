@@ -25,6 +25,10 @@ gint64 store_busy_limit_ms(void) {
     return (gint64)limit;
 }
 
+gint64 dq_store_outage_limit_ms(void) {
+    return 10 * store_busy_limit_ms();
+}
+
 const char *dq_store_default_location(void) {
     const char *env = g_getenv("DOCQA_DB");
     return env != NULL && *env != '\0' ? env : "docqa.db";
