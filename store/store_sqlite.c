@@ -713,8 +713,9 @@ typedef enum {
 static gboolean failed_for_room(sqlite3 *db) {
     if (db == NULL)
         return FALSE;
-    int e = sqlite3_system_errno(db);
-    return (sqlite3_extended_errcode(db) & 0xff) == SQLITE_FULL || e == ENOSPC || e == EDQUOT;
+    int rc = sqlite3_extended_errcode(db) & 0xff, e = sqlite3_system_errno(db);
+    return rc == SQLITE_FULL ||
+           ((rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN) && (e == ENOSPC || e == EDQUOT));
 }
 
 static DqStore *open_store(const char *location, int max_version, gboolean must_exist,
