@@ -513,7 +513,8 @@ int cmd_export(int argc, char **argv) {
                current ? ",asked_document_id,asked_path" : "") < 0)
         ex.write_errno = dq_cli_write_errno();
     if (!store_jobs_each_answer(store, question_ids, current, after >= 0 ? &range : NULL, where_ids,
-                                write_row, &ex, &err)) {
+                                write_row, &ex, &err) ||
+        !dq_store_check_unchanged(store, &err)) {
         rc = dq_cli_fail(err);
         goto out;
     }

@@ -306,6 +306,10 @@ int cmd_status(int argc, char **argv) {
         goto out;
     }
     g_strfreev(missing);
+    if (!dq_store_check_unchanged(store, &err)) {
+        rc = dq_cli_fail(err);
+        goto out;
+    }
     if (json) {
         print_json(&c, running, rate, eta, engines, snaps, errs, gone_paths->len, progress);
     } else {

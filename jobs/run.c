@@ -307,24 +307,37 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
             reaped = TRUE;
             pids[i] = 0;
             alive--;
-            if (WIFEXITED(status) && sh->worker[i].reported &&
-                WEXITSTATUS(status) == DQ_WORKER_EXIT_DEVICE) {
+            /* A device that failed around a stop: the worker reports 130 when the stop came
+             * first (the failure was seen as it finished its last poll), DQ_WORKER_EXIT_DEVICE
+             * when the failure did. Either way the run is interrupted (130) and the failure is
+             * said and counted alike, whichever came first; nothing is restarted once stopping
+             * (README, "Exit statuses"). */
+            gboolean device_failed =
+                WIFEXITED(status) && sh->worker[i].reported &&
+                (WEXITSTATUS(status) == DQ_WORKER_EXIT_DEVICE ||
+                 (WEXITSTATUS(status) == 130 && sh->worker[i].stats.device_failed));
+            if (device_failed) {
+                queue_test_point("run:device_failed");
                 /* Its jobs are back in the queue already (worker.c, "a broken device"). */
                 res->device_failures++;
                 if (prog.drawn)
                     fputc('\n', stderr);
-                gboolean again = !parent_signal && restarts[i] < DQ_RUN_DEVICE_RESTARTS;
+                gboolean stopping = parent_signal || WEXITSTATUS(status) == 130;
+                gboolean again = !stopping && restarts[i] < DQ_RUN_DEVICE_RESTARTS;
                 dq_print_line(stderr,
                               "docqa: worker %d stopped: its device failed (%s); its jobs went "
                               "back to the queue; %s",
                               i + 1, sh->worker[i].error,
-                              again           ? "starting a fresh worker process in its place"
-                              : parent_signal ? "not replaced (interrupted)"
-                                              : "not replaced: it failed too often");
+                              again      ? "starting a fresh worker process in its place"
+                              : stopping ? "not replaced (interrupted)"
+                                         : "not replaced: it failed too often");
                 if (!again) {
                     /* Told to stop meanwhile: an interrupted run (130), as a worker that was
                      * told to stop reports it whatever failed meanwhile. */
-                    n_fatal += !parent_signal;
+                    n_fatal += !stopping;
+                    /* The signal may have come after the last check above: counted here, or the
+                     * run would end 0 with nothing left to forward it to. */
+                    n_interrupted += stopping;
                     continue;
                 }
                 restarts[i]++;

@@ -203,10 +203,9 @@ static void sleep_ms_unless(gint64 ms, volatile sig_atomic_t *stop) {
  * answers stored and counts them answered (store_jobs.h). A claim that committed unheard leaves
  * jobs leased to this worker that it does not know; they are given back once reconnected. */
 
-#define DB_OUTAGE_MAX_MS (10 * 60 * 1000)
-
 /* An SQLite database locked by another connection past the busy limit (a user's sqlite3 shell
- * with a transaction open): the worker waits as for a lost server, up to DB_OUTAGE_MAX_MS, saying
+ * with a transaction open): the worker waits as for a lost server, up to
+ * dq_store_outage_limit_ms (10 minutes), saying
  * so each time the busy limit runs out, rather than stopping with its jobs. Its leases ran out
  * meanwhile, but nobody could take them (the claim needs the lock), and the first claim after
  * leaves them alone (store_jobs.c, "a locked database"). A failure that follows the last one
@@ -216,11 +215,11 @@ static gboolean still_locked(Worker *w, GError **err) {
     if (w->locked_since_us == 0 || now - w->locked_last_us > 5 * G_USEC_PER_SEC)
         w->locked_since_us = now;
     w->locked_last_us = now;
-    gint64 waited_s = (now - w->locked_since_us) / G_USEC_PER_SEC;
-    if (*w->stop || waited_s * 1000 > DB_OUTAGE_MAX_MS) {
-        if (waited_s > 0)
+    gint64 waited_ms = (now - w->locked_since_us) / 1000;
+    if (*w->stop || waited_ms > dq_store_outage_limit_ms()) {
+        if (waited_ms >= 1000)
             dq_error_prefix(err, "gave up after %d more s waiting for the write lock",
-                            (int)waited_s);
+                            (int)(waited_ms / 1000));
         return FALSE;
     }
     dq_print_line(stderr, "docqa: worker %s: %s; waiting", w->owner, (*err)->message);
@@ -229,7 +228,7 @@ static gboolean still_locked(Worker *w, GError **err) {
 }
 
 /* After a store call failed with *err: TRUE (err cleared) once the connection is back, to run
- * the call again; FALSE (err kept) for any other error, after DB_OUTAGE_MAX_MS, or when the
+ * the call again; FALSE (err kept) for any other error, after dq_store_outage_limit_ms, or when the
  * worker is stopping. */
 static gboolean reconnected(Worker *w, GError **err) {
     if (*err != NULL && g_error_matches(*err, DQ_ERROR, DQ_ERR_DB_BUSY))
@@ -257,11 +256,11 @@ static gboolean reconnected(Worker *w, GError **err) {
             return TRUE;
         }
         gint64 waited_ms = (g_get_monotonic_time() - start) / 1000;
-        if (*w->stop || waited_ms > DB_OUTAGE_MAX_MS ||
-            !g_error_matches(e, DQ_ERROR, DQ_ERR_DB_LOST)) {
+        gboolean gave_up = waited_ms > dq_store_outage_limit_ms();
+        if (*w->stop || gave_up || !g_error_matches(e, DQ_ERROR, DQ_ERR_DB_LOST)) {
             g_clear_error(err);
             g_propagate_error(err, e);
-            if (waited_ms > DB_OUTAGE_MAX_MS)
+            if (gave_up)
                 dq_error_prefix(err, "gave up after %d s without the database",
                                 (int)(waited_ms / 1000));
             return FALSE;

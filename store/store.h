@@ -69,12 +69,25 @@ DqStore *dq_store_open_at(const char *location, int max_version, GError **err);
 DqStore *dq_store_open_existing(const char *location, GError **err);
 /* dq_store_open_existing for the commands that only read (status, export): an SQLite file
  * that this process may not write, or in a folder it may not write, is opened read-only (no
- * migration: one that needs it fails, naming the folder). */
+ * migration: one that needs it fails, naming the folder). On a full disk, where SQLite cannot
+ * make the -shm a WAL database is read through, one whose -wal holds nothing more is read as
+ * immutable, saying so on stderr (dq_store_check_unchanged); one whose -wal holds transactions
+ * fails, saying the disk is full and what to free. */
 DqStore *dq_store_open_reader(const char *location, GError **err);
+/* After dq_store_open_reader read an SQLite database past a full disk (as immutable, the file
+ * alone, saying so on stderr): FALSE, saying so, when the file has changed since (a writer that
+ * found room checkpointed into it), as what was read may then mix two moments. TRUE otherwise,
+ * and for every other store. Readers call it once they have read everything. */
+gboolean dq_store_check_unchanged(DqStore *store, GError **err);
 /* After an error with code DQ_ERR_DB_LOST (a PostgreSQL server restarted, an idle session
  * dropped): connects again, forgetting the statements prepared on the old connection. Fails,
  * again with DQ_ERR_DB_LOST, while the server cannot be reached. SQLite: nothing to do. */
 gboolean dq_store_reconnect(DqStore *store, GError **err);
+
+/* How long a worker waits out a database that stays locked by another connection (SQLite) or
+ * out of reach (PostgreSQL) before it gives up: ten busy limits, 10 minutes
+ * (DOCQA_TEST_BUSY_LIMIT_MS, which shortens the busy limit for tests, shortens this too). */
+gint64 dq_store_outage_limit_ms(void);
 
 /* SQLite: fails, saying which, when the database file was deleted or replaced by another since
  * it was opened (writes would go on into the unlinked or old file and be lost), or its schema

@@ -20,6 +20,10 @@ struct DqStore {
     int schema_version;      /* SQLite: user_version once opened and migrated */
     gboolean immutable;      /* SQLite: opened as immutable (dq_store_open_reader, read-only
                               * media without -shm): other connections must be too */
+    gboolean read_past_full_disk; /* SQLite: opened as immutable because the disk was full
+                                   * (dq_store_open_reader); size, mtime_ns and ctime_ns are
+                                   * the file's then, for dq_store_check_unchanged */
+    gint64 size, mtime_ns, ctime_ns;
     volatile sig_atomic_t *stop; /* dq_store_set_stop's flag, or NULL */
     gint64 stop_seen_us;         /* when a statement's wait for a lock first saw *stop set (0:
                                   * not yet; store_jobs.c busy_wait, store_pg.c exec_stoppable) */

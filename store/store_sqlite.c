@@ -25,6 +25,10 @@ gint64 store_busy_limit_ms(void) {
     return (gint64)limit;
 }
 
+gint64 dq_store_outage_limit_ms(void) {
+    return 10 * store_busy_limit_ms();
+}
+
 const char *dq_store_default_location(void) {
     const char *env = g_getenv("DOCQA_DB");
     return env != NULL && *env != '\0' ? env : "docqa.db";
@@ -703,8 +707,19 @@ typedef enum {
     OPEN_IMMUTABLE, /* read-only, and no other process writes it: no -shm, no locks */
 } OpenMode;
 
+/* Whether the last failure on `db` was for want of room: SQLite says SQLITE_FULL when a write of
+ * its own finds none, but "disk I/O error" (SQLITE_IOERR_SHMSIZE) when the -shm it makes to read
+ * a WAL database cannot be given its 32 KB; the errno behind it tells. */
+static gboolean failed_for_room(sqlite3 *db) {
+    if (db == NULL)
+        return FALSE;
+    int rc = sqlite3_extended_errcode(db) & 0xff, e = sqlite3_system_errno(db);
+    return rc == SQLITE_FULL ||
+           ((rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN) && (e == ENOSPC || e == EDQUOT));
+}
+
 static DqStore *open_store(const char *location, int max_version, gboolean must_exist,
-                           OpenMode mode, GError **err) {
+                           OpenMode mode, gboolean *no_room, GError **err) {
     g_assert(location != NULL);
     gboolean read_only = mode != OPEN_READ_WRITE;
     const char *path = location;
@@ -756,6 +771,8 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         dq_fail(err, DQ_ERR_DB, "%s: cannot open database: %s", path,
                 store->db ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
         store_sqlite_explain(store, err);
+        if (no_room != NULL)
+            *no_room = failed_for_room(store->db);
         dq_store_close(store);
         return NULL;
     }
@@ -778,6 +795,8 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
             !exec_waiting(store, "PRAGMA query_only=ON; PRAGMA foreign_keys=ON;", err) ||
             !apply_migrations(store, max_version, err) ||
             !read_schema_version(store, &store->schema_version, err)) {
+            if (no_room != NULL)
+                *no_room = failed_for_room(store->db);
             dq_store_close(store);
             return NULL;
         }
@@ -795,6 +814,8 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         !apply_migrations(store, max_version, err) ||
         /* the version dq_store_check_file compares with: a failed read is no version */
         !read_schema_version(store, &store->schema_version, err)) {
+        if (no_room != NULL)
+            *no_room = failed_for_room(store->db);
         dq_store_close(store);
         return NULL;
     }
@@ -811,22 +832,77 @@ char *store_sqlite_immutable_uri(const char *path) {
 }
 
 DqStore *dq_store_open(const char *location, GError **err) {
-    return open_store(location, 0, FALSE, OPEN_READ_WRITE, err);
+    return open_store(location, 0, FALSE, OPEN_READ_WRITE, NULL, err);
 }
 
 DqStore *dq_store_open_at(const char *location, int max_version, GError **err) {
-    return open_store(location, max_version, FALSE, OPEN_READ_WRITE, err);
+    return open_store(location, max_version, FALSE, OPEN_READ_WRITE, NULL, err);
 }
 
 DqStore *dq_store_open_existing(const char *location, GError **err) {
-    return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
+    return open_store(location, 0, TRUE, OPEN_READ_WRITE, NULL, err);
+}
+
+/* The free room of the file system holding `dir`, for messages ("12 KB"). g_free. */
+static char *room_text(const char *dir) {
+    struct statvfs fs;
+    return plain_size(statvfs(dir, &fs) == 0 ? (guint64)fs.f_bavail * fs.f_frsize : 0);
+}
+
+/* A full disk where status or export reads (the nightly job that filled it is when an operator
+ * looks): SQLite cannot give the -shm it makes to read a WAL database its 32 KB. Read as
+ * immutable, the database file alone, when the -wal holds nothing beyond it: everything
+ * committed is then in the file. A -wal with transactions can be read only through a -shm, and
+ * read past, it would leave its answers out unsaid: an error saying what to free. NULL and err
+ * then. Nothing is written either way. */
+static DqStore *open_past_full_disk(const char *path, GError *rw_err, GError **err) {
+    char *wal = g_strconcat(path, "-wal", NULL);
+    char *dir = g_path_get_dirname(path);
+    GStatBuf wst, before;
+    DqStore *store = NULL;
+    if (g_stat(wal, &wst) == 0 && wst.st_size > 32) {
+        char *room = room_text(dir);
+        dq_fail(err, DQ_ERR_DB,
+                "%s: cannot be read: the disk is full (the file system holding %s has %s free), "
+                "and %s holds transactions not yet in the database, which SQLite reads only "
+                "through %s-shm, a file it cannot make without room; free at least 32 KB there "
+                "(32 KB more for each 4096 pages the -wal holds) and run again",
+                path, dir, room, wal, path);
+        g_free(room);
+        goto out;
+    }
+    /* What the file is now: dq_store_check_unchanged compares, as nothing locks it for us. */
+    if (g_stat(path, &before) != 0) {
+        g_propagate_error(err, g_steal_pointer(&rw_err));
+        goto out;
+    }
+    if ((store = open_store(path, 0, TRUE, OPEN_IMMUTABLE, NULL, err)) == NULL)
+        goto out;
+    store->read_past_full_disk = TRUE;
+    store->size = before.st_size;
+    store->mtime_ns =
+        (gint64)before.st_mtim.tv_sec * G_GINT64_CONSTANT(1000000000) + before.st_mtim.tv_nsec;
+    store->ctime_ns =
+        (gint64)before.st_ctim.tv_sec * G_GINT64_CONSTANT(1000000000) + before.st_ctim.tv_nsec;
+    dq_print_line(stderr,
+                  "docqa: %s: the disk is full: SQLite cannot make %s-shm, which reading a WAL "
+                  "database needs, so the database file is read alone, read-only: it holds "
+                  "everything committed (no -wal holds more), but what another process commits "
+                  "while this reads is not seen; make room in %s",
+                  path, path, dir);
+out:
+    if (rw_err != NULL)
+        g_error_free(rw_err);
+    g_free(wal);
+    g_free(dir);
+    return store;
 }
 
 DqStore *dq_store_open_reader(const char *location, GError **err) {
     const char *path =
         g_str_has_prefix(location, "sqlite:") ? location + strlen("sqlite:") : location;
     if (dq_store_location_is_postgres(location) || !g_file_test(path, G_FILE_TEST_EXISTS))
-        return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
+        return open_store(location, 0, TRUE, OPEN_READ_WRITE, NULL, err);
     /* A database on read-only media (a read-only mount, a folder of someone else's): WAL's
      * -shm and -wal cannot be made beside it, so a read-write open fails. SQLite reads a WAL
      * database read-only when its -shm (and -wal) are there; without them it reads it only as
@@ -835,10 +911,19 @@ DqStore *dq_store_open_reader(const char *location, GError **err) {
     char *dir = g_path_get_dirname(path);
     gboolean writable = access(path, W_OK) == 0 && access(dir, W_OK) == 0;
     g_free(dir);
-    if (writable)
-        return open_store(location, 0, TRUE, OPEN_READ_WRITE, err);
+    if (writable) {
+        GError *rw_err = NULL;
+        gboolean no_room = FALSE;
+        DqStore *store = open_store(location, 0, TRUE, OPEN_READ_WRITE, &no_room, &rw_err);
+        if (store != NULL || !no_room) {
+            if (rw_err != NULL)
+                g_propagate_error(err, rw_err);
+            return store;
+        }
+        return open_past_full_disk(path, rw_err, err);
+    }
     GError *ro_err = NULL;
-    DqStore *store = open_store(location, 0, TRUE, OPEN_READ_ONLY, &ro_err);
+    DqStore *store = open_store(location, 0, TRUE, OPEN_READ_ONLY, NULL, &ro_err);
     if (store != NULL)
         return store;
     char *wal = g_strconcat(path, "-wal", NULL);
@@ -872,7 +957,27 @@ DqStore *dq_store_open_reader(const char *location, GError **err) {
         return NULL;
     }
     g_error_free(ro_err);
-    return open_store(path, 0, TRUE, OPEN_IMMUTABLE, err);
+    return open_store(path, 0, TRUE, OPEN_IMMUTABLE, NULL, err);
+}
+
+gboolean dq_store_check_unchanged(DqStore *store, GError **err) {
+    if (store->kind != DQ_STORE_SQLITE || !store->read_past_full_disk)
+        return TRUE;
+    GStatBuf st;
+    /* A writer that found room checkpointed its -wal into the file while it was read as
+     * immutable (SQLite then trusts its pages never to change): rows read before and after may
+     * belong to different moments. */
+    if (g_stat(store->path, &st) == 0 && (guint64)st.st_dev == store->dev &&
+        (guint64)st.st_ino == store->ino && st.st_size == store->size &&
+        (gint64)st.st_mtim.tv_sec * G_GINT64_CONSTANT(1000000000) + st.st_mtim.tv_nsec ==
+            store->mtime_ns &&
+        (gint64)st.st_ctim.tv_sec * G_GINT64_CONSTANT(1000000000) + st.st_ctim.tv_nsec ==
+            store->ctime_ns)
+        return TRUE;
+    return dq_fail(err, DQ_ERR_DB,
+                   "%s: the database file changed while it was read past the full disk (another "
+                   "process wrote to it): what was read may not be one moment's; run again",
+                   store->path);
 }
 
 gboolean dq_store_check_file(DqStore *store, GError **err) {

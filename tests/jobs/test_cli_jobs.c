@@ -2924,6 +2924,73 @@ static void test_run_json(void) {
     g_free(model);
 }
 
+/* status and export when the nightly job has filled the disk (0 bytes free): SQLite cannot make
+ * the -shm it reads a WAL database through. They read the database file alone (the last writer
+ * emptied its -wal into it), saying so once on stderr, and write nothing to it; before, both
+ * exited 2 with "disk I/O error". Needs a tmpfs of its own, as test_disk_full_gives_back. */
+static void test_status_export_on_full_disk(void) {
+    char *dir = dq_test_tmpdir();
+    char *mnt = g_build_filename(dir, "small", NULL);
+    g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        char *db = small_disk_db(mnt, "m", 4 * 1024 * 1024);
+        if (jt_drain(db, 8) != 0)
+            _exit(3);
+        /* the rest of the disk filled */
+        char *filler = g_build_filename(mnt, "filler2", NULL);
+        FILE *f = fopen(filler, "w");
+        static char block[4096];
+        while (f != NULL && fwrite(block, 1, sizeof block, f) == sizeof block)
+            ;
+        if (f != NULL)
+            (void)fclose(f); /* fails: the disk is full, as wanted */
+        struct statvfs fs;
+        if (statvfs(mnt, &fs) != 0 || fs.f_bavail != 0)
+            _exit(4);
+        char *before = NULL, *after = NULL;
+        gsize n_before = 0, n_after = 0;
+        if (!g_file_get_contents(db, &before, &n_before, NULL))
+            _exit(4);
+        char *bin = dq_test_docqa_path();
+        const char *status[] = {bin, "status", "--db", db, NULL};
+        const char *export[] = {bin, "export", "--db", db, "--format", "jsonl", NULL};
+        char *out = NULL, *err = NULL, *xout = NULL, *xerr = NULL;
+        int st = 0, xst = 0;
+        if (!g_spawn_sync(NULL, (char **)status, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &st,
+                          NULL) ||
+            !g_spawn_sync(NULL, (char **)export, NULL, G_SPAWN_DEFAULT, NULL, NULL, &xout, &xerr,
+                          &xst, NULL))
+            _exit(8);
+        fprintf(stderr, "status on a full disk: %d\n%s%s\nexport: %d\n%s\n", st, out, err, xst,
+                xerr);
+        int lines = 0;
+        for (const char *p = xout; (p = strchr(p, '\n')) != NULL; p++)
+            lines++;
+        /* the file as it was: nothing written */
+        gboolean same = g_file_get_contents(db, &after, &n_after, NULL) && n_after == n_before &&
+                        memcmp(before, after, n_before) == 0;
+        _exit(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "jobs: 200 total: 200 done") &&
+                      g_strstr_len(err, -1, "the disk is full") && strstr(err, db) &&
+                      strchr(err, '\n') == err + strlen(err) - 1 && WIFEXITED(xst) &&
+                      WEXITSTATUS(xst) == 0 && lines == 200 && strstr(xerr, "the disk is full") &&
+                      same
+                  ? 0
+                  : 5);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+    else
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_rmdir(mnt);
+    g_free(mnt);
+    g_free(dir);
+}
+
 /* A run that stops on an error after answering some jobs (the database's disk full) still says
  * what it did: the error on stderr, then the summary (here its JSON, with the error), exit 2.
  * It printed nothing, so a wrapper could not tell how many were answered. Needs a tmpfs of its
@@ -3126,5 +3193,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/unknown-option-names-command", test_unknown_option_names_command);
     g_test_add_func("/cli-jobs/run-json", test_run_json);
     g_test_add_func("/cli-jobs/run-summary-after-error", test_run_summary_after_error);
+    g_test_add_func("/cli-jobs/status-export-on-full-disk", test_status_export_on_full_disk);
     return g_test_run();
 }

@@ -4,6 +4,7 @@
 #include "dq_error.h"
 #include "jobs_testlib.h"
 #include "queue.h"
+#include "store.h"
 #include "store_jobs.h"
 #include "testutil.h"
 
@@ -1470,6 +1471,50 @@ static void test_run_locked_past_busy_limit(void) {
     g_free(dir);
 }
 
+/* ... and one held for good (a shell left in a transaction over the night): the worker gives up
+ * once the database has been locked for ten busy limits (10 minutes; 2 s here, the limit cut to
+ * 200 ms), exit 2 with what it waited for, having claimed nothing. In a subprocess: the limit
+ * is read once a process. */
+static void test_worker_gives_up_on_lock_held_for_good(void) {
+    if (!g_test_subprocess()) {
+        g_setenv("DOCQA_TEST_BUSY_LIMIT_MS", "200", TRUE);
+        g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_unsetenv("DOCQA_TEST_BUSY_LIMIT_MS");
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr("*database is locked*; waiting*");
+        return;
+    }
+    g_assert_cmpint(dq_store_outage_limit_ms(), ==, 2000);
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 2);
+    sqlite3 *holder = NULL;
+    g_assert_cmpint(sqlite3_open(db, &holder), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE};
+    DqWorkerStats stats;
+    GError *err = NULL;
+    volatile sig_atomic_t stop = 0;
+    gint64 t0 = g_get_monotonic_time();
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    gint64 waited_ms = (g_get_monotonic_time() - t0) / 1000;
+    g_assert_nonnull(err);
+    g_test_message("after %" G_GINT64_FORMAT " ms: %s", waited_ms, err->message);
+    g_assert_true(g_str_has_prefix(err->message, "gave up after "));
+    g_assert_nonnull(strstr(err->message, " more s waiting for the write lock: "));
+    g_assert_cmpint(waited_ms, >=, 2000);
+    g_clear_error(&err);
+    g_assert_cmpint(stats.claimed, ==, 0);
+    g_assert_cmpint(sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL), ==, SQLITE_OK);
+    sqlite3_close(holder);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0"), ==,
+                    2);
+    dq_answerer_free(a);
+    g_free(db);
+    g_free(dir);
+}
+
 /* ---- a broken device (answerer.h, worker.c "a broken device") ---- */
 
 #define DEVICE_ERROR "cuda:0: a decode step failed: out of memory (injected by the hash answerer)"
@@ -1606,6 +1651,70 @@ static void test_run_device_failed_gives_up(void) {
     g_free(summary);
     g_free(db);
     g_free(dir);
+}
+
+/* A device that fails while `docqa run` is being stopped: the run is interrupted (130) whichever
+ * came first, says the failure on stderr and counts it alike, and starts no fresh worker. Each
+ * order is forced by holding a process at a named point (common/test_point.h): the worker just
+ * after its claim, before the broken request is polled (the stop first: the worker reported 130
+ * and its device failure went uncounted), or the run as it has reaped the worker whose device
+ * failed (the failure first: a stop that came after the loop's last check was never forwarded,
+ * and a run with one worker ended 0). The run is this test program again, in run_device_child. */
+static void run_device_stopped(const char *pause_at) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 9), ==, 2);
+    char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_assert_nonnull(self);
+    const char *argv[] = {self, "-q", "-p", "/queue/run/device-stop-child", NULL};
+    char *db_env = g_strconcat("JT_DEVICE_STOP_DB=", db, NULL);
+    const char *env[] = {db_env, NULL};
+    char *out = NULL, *errout = NULL;
+    int status = dq_test_run_signalled(argv, env, pause_at, SIGTERM, &out, &errout);
+    g_test_message("%s\n%s", out, errout);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    g_assert_nonnull(strstr(out, "device failures 1, replaced 0, interrupted 1"));
+    g_assert_nonnull(strstr(errout, "docqa: worker 1 stopped: its device failed (" DEVICE_ERROR
+                                    "); its jobs went back to the queue; not replaced "
+                                    "(interrupted)"));
+    g_assert_null(strstr(errout, "starting a fresh worker"));
+    /* the job in the model spent its attempt, the other is back untouched; none held */
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'running'"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+    g_assert_cmpint(q(db, "SELECT sum(attempts) FROM jobs"), ==, 1);
+    g_free(out);
+    g_free(errout);
+    g_free(db_env);
+    g_free(self);
+    g_free(db);
+    g_free(dir);
+}
+
+static void test_run_device_failed_after_stop(void) {
+    run_device_stopped("worker:claimed");
+}
+
+static void test_run_stopped_after_device_failed(void) {
+    run_device_stopped("run:device_failed");
+}
+
+/* The run that run_device_stopped holds and stops: every job breaks the device. */
+static void run_device_child(void) {
+    JtAnswererConfig cfg = {.device_question = "question"};
+    DqRunOptions ro = {.worker = {.db_path = g_getenv("JT_DEVICE_STOP_DB"),
+                                  .model_id = "m",
+                                  .batch = 1,
+                                  .backoff_ms = 1,
+                                  .until_empty = TRUE},
+                       .n_workers = 1};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, jt_open_answerer, &cfg, &res, &err);
+    printf("device failures %d, replaced %d, interrupted %d\n", res.device_failures,
+           res.device_restarts, res.interrupted);
+    fflush(stdout);
+    _exit(code);
 }
 
 static DqAnswerer *open_failing(void *user, int index, GError **err) {
@@ -1936,9 +2045,15 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/locked-database-spends-no-attempt",
                     test_run_locked_database_spends_no_attempt);
     g_test_add_func("/queue/run/unusable-model", test_run_reports_unusable_model);
+    g_test_add_func("/queue/worker/gives-up-on-lock-held-for-good",
+                    test_worker_gives_up_on_lock_held_for_good);
     g_test_add_func("/queue/worker/device-failed", test_worker_device_failed);
     g_test_add_func("/queue/run/device-failed-restarts", test_run_device_failed_restarts);
     g_test_add_func("/queue/run/device-failed-gives-up", test_run_device_failed_gives_up);
+    g_test_add_func("/queue/run/device-failed-after-stop", test_run_device_failed_after_stop);
+    g_test_add_func("/queue/run/stopped-after-device-failed", test_run_stopped_after_device_failed);
+    if (g_getenv("JT_DEVICE_STOP_DB") != NULL)
+        g_test_add_func("/queue/run/device-stop-child", run_device_child);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
     g_test_add_func("/queue/run/cancelled-while-running", test_run_cancelled_while_running);
     g_test_add_func("/queue/worker/cancelled-as-it-finishes", test_worker_cancelled_as_it_finishes);

@@ -3,6 +3,7 @@
 #include "store_jobs.h"
 #include "testutil.h"
 
+#include <errno.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
@@ -223,6 +224,9 @@ typedef struct {
 
 static sqlite3_vfs *full_real_vfs;
 static gboolean full_armed;
+/* The -shm refused its room, as the unix VFS does on a full disk: SQLITE_IOERR_SHMSIZE, errno
+ * ENOSPC (sqlite3_system_errno asks the VFS's xGetLastError). */
+static gboolean shm_full_armed;
 
 static sqlite3_file *real_of(sqlite3_file *f) {
     return ((FullFile *)f)->real;
@@ -265,6 +269,10 @@ static int ff_device(sqlite3_file *f) {
     return real_of(f)->pMethods->xDeviceCharacteristics(real_of(f));
 }
 static int ff_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **p) {
+    if (shm_full_armed) {
+        errno = ENOSPC;
+        return SQLITE_IOERR_SHMSIZE;
+    }
     return real_of(f)->pMethods->xShmMap(real_of(f), region, size, extend, p);
 }
 static int ff_shm_lock(sqlite3_file *f, int offset, int n, int flags) {
@@ -315,17 +323,29 @@ static int full_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int fl
     return rc;
 }
 
-/* A full disk: the database the store opens, then every write refused. The error names the
- * database, says the disk is full, and how much room the file system holding it has (here,
- * where the refusal is only the VFS's, whatever it really has). */
-static void test_full_disk(void) {
+static int full_last_error(sqlite3_vfs *vfs, int n, char *buf) {
+    (void)vfs;
+    return shm_full_armed ? ENOSPC : full_real_vfs->xGetLastError(full_real_vfs, n, buf);
+}
+
+/* Makes the full-disk VFS the default one; sqlite3_vfs_unregister(the result) puts it back. */
+static sqlite3_vfs *full_vfs_register(void) {
     full_real_vfs = sqlite3_vfs_find(NULL);
     static sqlite3_vfs vfs;
     vfs = *full_real_vfs;
     vfs.zName = "docqa-test-full";
     vfs.szOsFile = (int)sizeof(FullFile) + full_real_vfs->szOsFile;
     vfs.xOpen = full_open;
+    vfs.xGetLastError = full_last_error;
     g_assert_cmpint(sqlite3_vfs_register(&vfs, 1), ==, SQLITE_OK);
+    return &vfs;
+}
+
+/* A full disk: the database the store opens, then every write refused. The error names the
+ * database, says the disk is full, and how much room the file system holding it has (here,
+ * where the refusal is only the VFS's, whatever it really has). */
+static void test_full_disk(void) {
+    sqlite3_vfs *vfs = full_vfs_register();
 
     char *dir = dq_test_tmpdir();
     char *path = g_build_filename(dir, "full.db", NULL);
@@ -355,7 +375,7 @@ static void test_full_disk(void) {
     dq_assert_no_error(err);
     g_assert_cmpint(count_rows(s, "SELECT count(*) FROM questions"), ==, 2);
     dq_store_close(s);
-    sqlite3_vfs_unregister(&vfs);
+    sqlite3_vfs_unregister(vfs);
     g_free(path);
     g_free(dir);
 }
@@ -511,6 +531,82 @@ static void test_file_moved_under_worker(void) {
     g_free(dir);
 }
 
+/* status and export on a completely full disk, where SQLite cannot give the -shm it reads a WAL
+ * database through its 32 KB. With no -wal holding more than the file, the reader reads the file
+ * alone as immutable: every row, nothing written (before: "disk I/O error", nothing read). Should
+ * the file change while it is read that way (a writer found room and checkpointed), the reader
+ * hears so at the end. With a -wal holding transactions, it refuses, naming the database, the
+ * full disk and what to free, rather than answer without them; they are all there once there is
+ * room. */
+static void test_reader_on_full_disk(void) {
+    sqlite3_vfs *vfs = full_vfs_register();
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "full.db", NULL);
+    char *wal = g_strconcat(path, "-wal", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    gint64 id = 0;
+    g_assert_true(store_jobs_question_id(s, "What is the total?", &id, &err));
+    g_assert_true(store_jobs_question_id(s, "Who signed it?", &id, &err));
+    dq_assert_no_error(err);
+    dq_store_close(s); /* the last connection: the -wal is emptied into the file and removed */
+    g_assert_false(g_file_test(wal, G_FILE_TEST_EXISTS));
+
+    shm_full_armed = TRUE;
+    DqStore *r = dq_store_open_reader(path, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(count_rows(r, "SELECT count(*) FROM questions"), ==, 2);
+    g_assert_true(dq_store_check_unchanged(r, &err));
+    dq_assert_no_error(err);
+    /* read-only: nothing may be written */
+    g_assert_false(dq_store_exec(r, "INSERT INTO questions (text) VALUES ('Why?')", &err));
+    g_clear_error(&err);
+    /* a writer finds room and changes the file while it is read */
+    shm_full_armed = FALSE;
+    exec_on(path, "INSERT INTO questions (text) VALUES ('When?')");
+    g_assert_false(dq_store_check_unchanged(r, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, path));
+    g_assert_nonnull(strstr(err->message, "changed while it was read"));
+    g_clear_error(&err);
+    dq_store_close(r);
+
+    /* A -wal holding a transaction not yet in the file (its writer still has it open). */
+    sqlite3 *writer = NULL;
+    g_assert_cmpint(sqlite3_open(path, &writer), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_exec(writer,
+                                 "PRAGMA wal_autocheckpoint=0;"
+                                 "INSERT INTO questions (text) VALUES ('Where?')",
+                                 NULL, NULL, NULL),
+                    ==, SQLITE_OK);
+    GStatBuf st;
+    g_assert_cmpint(g_stat(wal, &st), ==, 0);
+    g_assert_cmpint(st.st_size, >, 32);
+    shm_full_armed = TRUE;
+    g_assert_null(dq_store_open_reader(path, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, path));
+    g_assert_nonnull(strstr(err->message, "the disk is full"));
+    g_assert_nonnull(strstr(err->message, wal));
+    g_assert_nonnull(strstr(err->message, "free at least 32 KB"));
+    g_clear_error(&err);
+    shm_full_armed = FALSE;
+    sqlite3_close(writer);
+    /* nothing lost: with room, every row is read */
+    r = dq_store_open_reader(path, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(count_rows(r, "SELECT count(*) FROM questions"), ==, 4);
+    dq_store_close(r);
+
+    sqlite3_vfs_unregister(vfs);
+    g_free(wal);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -518,6 +614,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/open/newer_schema_refused", test_newer_schema_refused);
     g_test_add_func("/store/open/garbage_file_refused", test_garbage_file_refused);
     g_test_add_func("/store/full-disk", test_full_disk);
+    g_test_add_func("/store/full-disk/reader", test_reader_on_full_disk);
     g_test_add_func("/store/file-moved-under-worker", test_file_moved_under_worker);
     g_test_add_func("/store/open/while-created", test_open_while_created);
     g_test_add_func("/store/open/folder-not-writable", test_folder_not_writable);

@@ -3570,6 +3570,109 @@ static void test_heartbeat_commit_error(void) {
     g_free(loc);
 }
 
+/* ---- a disk with a fixed room: the default VFS, whose writes that grow a file take from
+ * `room_left` (SQLITE_FULL when it has not enough) and whose truncations give back to it, once
+ * armed. Files keep the default VFS's own sqlite3_file; only their methods table is swapped. */
+
+/* The default VFS's methods tables (one per kind of file it opens), and each one's copy. */
+static const sqlite3_io_methods *room_real_methods[8];
+static sqlite3_io_methods room_methods[8];
+static sqlite3_vfs *room_real_vfs;
+static gboolean room_armed;
+static sqlite3_int64 room_left;
+static int room_refused; /* writes refused for want of room */
+
+static const sqlite3_io_methods *room_real_of(sqlite3_file *f) {
+    return room_real_methods[f->pMethods - room_methods];
+}
+
+static int room_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) {
+    const sqlite3_io_methods *real = room_real_of(f);
+    sqlite3_int64 size = 0;
+    if (room_armed && real->xFileSize(f, &size) == SQLITE_OK && o + n > size) {
+        if (o + n - size > room_left) {
+            room_refused++;
+            return SQLITE_FULL;
+        }
+        room_left -= o + n - size;
+    }
+    return real->xWrite(f, b, n, o);
+}
+
+static int room_truncate(sqlite3_file *f, sqlite3_int64 to) {
+    const sqlite3_io_methods *real = room_real_of(f);
+    sqlite3_int64 size = 0;
+    if (room_armed && real->xFileSize(f, &size) == SQLITE_OK && to < size)
+        room_left += size - to;
+    return real->xTruncate(f, to);
+}
+
+static int room_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out) {
+    (void)vfs;
+    int rc = room_real_vfs->xOpen(room_real_vfs, name, f, flags, out);
+    if (rc != SQLITE_OK || f->pMethods == NULL)
+        return rc;
+    size_t i = 0;
+    while (i < G_N_ELEMENTS(room_real_methods) && room_real_methods[i] != NULL &&
+           room_real_methods[i] != f->pMethods)
+        i++;
+    g_assert_cmpuint(i, <, G_N_ELEMENTS(room_real_methods));
+    if (room_real_methods[i] == NULL) {
+        room_real_methods[i] = f->pMethods;
+        room_methods[i] = *f->pMethods;
+        room_methods[i].xWrite = room_write;
+        room_methods[i].xTruncate = room_truncate;
+    }
+    f->pMethods = &room_methods[i];
+    return rc;
+}
+
+/* A worker gives its jobs back on a disk that filled while it held them, and it set no room
+ * aside (dq_store_keep_reserve): the release's pages find no room in the -wal. Emptying the -wal
+ * into the database file and truncating it frees the room they need, and the jobs go back
+ * without spending an attempt, instead of staying leased (each such episode then cost them an
+ * attempt when the lease ran out). */
+static void test_release_on_full_disk_without_reserve(void) {
+    room_real_vfs = sqlite3_vfs_find(NULL);
+    static sqlite3_vfs vfs;
+    vfs = *room_real_vfs;
+    vfs.zName = "docqa-test-room";
+    vfs.xOpen = room_open;
+    g_assert_cmpint(sqlite3_vfs_register(&vfs, 1), ==, SQLITE_OK);
+    char *loc = NULL;
+    GError *err = NULL;
+    DqStore *s = sqlite_store_with_document(&loc, NULL);
+    g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
+    /* every page in the database file, the -wal empty: what follows only rewrites pages */
+    exec_ok(s, "PRAGMA wal_checkpoint(TRUNCATE)");
+    GPtrArray *w = store_jobs_claim(s, "W", "m", 3, dq_wall_ms(), 60000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(w->len, ==, 3);
+    g_ptr_array_free(w, TRUE);
+    exec_ok(s, "UPDATE jobs SET lease_expires_ms = lease_expires_ms + 1");
+    room_left = 0;
+    room_refused = 0;
+    room_armed = TRUE;
+    int released = -1;
+    g_assert_true(store_jobs_release(s, "W", &released, &err));
+    dq_assert_no_error(err);
+    room_armed = FALSE;
+    g_assert_cmpint(room_refused, >, 0); /* the disk was full for it */
+    g_assert_cmpint(released, ==, 3);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(query_int(s, loc,
+                              "SELECT count(*) FROM jobs WHERE state = 'queued' AND "
+                              "lease_owner IS NULL AND attempts = 0"),
+                    ==, 3);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    sqlite3_vfs_unregister(&vfs);
+    g_free(loc);
+}
+
 /* A worker gives its jobs back on a connection whose last transaction failed and is still open
  * (a COMMIT that hit a full disk leaves it so): the release is not swallowed by it, it is in the
  * database for the next connection. */
@@ -3765,6 +3868,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/backends/sqlite/heartbeat-commit-error", test_heartbeat_commit_error);
     g_test_add_func("/store/backends/sqlite/release-after-failed-transaction",
                     test_release_after_failed_transaction);
+    g_test_add_func("/store/sqlite/release-on-full-disk-without-reserve",
+                    test_release_on_full_disk_without_reserve);
     g_test_add_data_func("/store/backends/sqlite/answer-provenance", "sqlite",
                          test_answer_provenance);
     g_test_add_data_func("/store/backends/postgres/answer-provenance", "postgres",

@@ -9,6 +9,7 @@
 #include "jobs_testlib.h"
 #include "pg_testlib.h"
 #include "queue.h"
+#include "store.h"
 #include "store_migrate.h"
 #include "testutil.h"
 
@@ -402,6 +403,69 @@ static void test_run_on_terminal_stopped_while_locked(void) {
     g_free(model);
 }
 
+/* The database goes out of reach as a worker stores an answer (its session ended, new ones
+ * refused: a server being moved) and stays so: the worker tries to reconnect for ten busy
+ * limits (10 minutes; 2 s here, the limit cut to 200 ms) and then stops, saying it gave up and
+ * how long it waited, with the server's last word. In a subprocess: the limit is read once a
+ * process. */
+static void cut_off(const char *point, void *user) {
+    const char *loc = user; /* postgresql:///NAME?host=... (pg_testlib.c) */
+    if (strcmp(point, "complete:before_commit") != 0)
+        return;
+    queue_test_set_callback(NULL, NULL);
+    const char *name_at = strstr(loc, ":///") + 4, *query = strchr(name_at, '?');
+    char *name = g_strndup(name_at, (gsize)(query - name_at));
+    /* from another database: the current one's connections cannot be disallowed */
+    char *admin = g_strconcat("postgresql:///postgres", query, NULL);
+    char *sql = g_strdup_printf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS false; SELECT "
+                                "pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                "datname = '%s'",
+                                name, name);
+    PGconn *c = PQconnectdb(admin);
+    g_assert_cmpint(PQstatus(c), ==, CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        g_error("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(c);
+    g_free(sql);
+    g_free(admin);
+    g_free(name);
+}
+
+static void test_gives_up_on_lost_server(void) {
+    if (!g_test_subprocess()) {
+        g_setenv("DOCQA_TEST_BUSY_LIMIT_MS", "200", TRUE);
+        g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_unsetenv("DOCQA_TEST_BUSY_LIMIT_MS");
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr("*; reconnecting*");
+        return;
+    }
+    g_assert_cmpint(dq_store_outage_limit_ms(), ==, 2000);
+    char *loc = new_queue();
+    queue_test_set_callback(cut_off, loc);
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = loc, .model_id = "m", .batch = 1, .until_empty = TRUE};
+    volatile sig_atomic_t stop = 0;
+    DqWorkerStats stats;
+    GError *err = NULL;
+    gint64 t0 = g_get_monotonic_time();
+    g_assert_false(queue_worker_run(&opt, a, &stop, &stats, &err));
+    gint64 waited_ms = (g_get_monotonic_time() - t0) / 1000;
+    dq_answerer_free(a);
+    g_assert_nonnull(err);
+    g_test_message("after %" G_GINT64_FORMAT " ms: %s", waited_ms, err->message);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB_LOST);
+    g_assert_true(g_str_has_prefix(err->message, "gave up after "));
+    g_assert_nonnull(strstr(err->message, " s without the database: "));
+    g_assert_nonnull(strstr(err->message, "not currently accepting connections"));
+    g_assert_cmpint(waited_ms, >=, 2000);
+    g_clear_error(&err);
+    g_assert_cmpint(stats.done, ==, 0);
+    g_free(loc);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     char *why_not = NULL;
@@ -417,6 +481,7 @@ int main(int argc, char **argv) {
     g_setenv("DOCQA_PAGES", pages, TRUE);
     g_free(pages);
     g_test_add_func("/store-pg-queue/disk-full", test_disk_full);
+    g_test_add_func("/store-pg-queue/gives-up-on-lost-server", test_gives_up_on_lost_server);
     g_test_add_func("/store-pg-queue/stopped-statements-cancelled",
                     test_stopped_statements_cancelled);
     g_test_add_func("/store-pg-queue/server-out-of-memory", test_server_out_of_memory);
