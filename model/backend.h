@@ -16,6 +16,7 @@
 #ifndef DQ_BACKEND_H
 #define DQ_BACKEND_H
 
+#include "rope.h"
 #include "safetensors.h"
 
 #include <glib.h>
@@ -111,9 +112,11 @@ struct DqBackend {
     void (*rmsnorm)(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
                     float eps);
     /* Rotary embedding in place, rotate_half convention (dims i and i + head_dim/2 pair up):
-     * x [n, n_heads * head_dim], row r at position pos[r]. */
+     * x [n, n_heads * head_dim], row r at position pos[r], by the table rope (rope->half ==
+     * head_dim / 2): angle = pos * inv_freq[i] in float32, cos and sin of it times
+     * attention_factor. */
     void (*rope)(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                 double theta);
+                 const DqRope *rope);
     void (*attention)(DqBackend *be, float *out, const float *q, const float *k, const float *v,
                       const DqAttention *a);
     /* x [n] = gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place. */

@@ -163,16 +163,16 @@ static void cpu_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight 
 }
 
 static void cpu_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                     double theta) {
+                     const DqRope *rope) {
     int half = head_dim / 2;
+    const float af = rope->attention_factor;
 #pragma omp parallel for if (n > 16)
     for (int r = 0; r < n; r++) {
         float *xr = x + (size_t)r * n_heads * head_dim;
         for (int i = 0; i < half; i++) {
-            /* As transformers does it: inv_freq and the angle in float32, then cos/sin. */
-            float inv_freq = 1.0f / powf((float)theta, (float)(2 * i) / (float)head_dim);
-            float angle = (float)pos[r] * inv_freq;
-            float c = (float)cos(angle), s = (float)sin(angle);
+            /* As transformers does it: the angle in float32, then cos/sin, then the factor. */
+            float angle = (float)pos[r] * rope->inv_freq[i];
+            float c = (float)cos(angle) * af, s = (float)sin(angle) * af;
             for (int h = 0; h < n_heads; h++) {
                 float *v = xr + (size_t)h * head_dim;
                 float a = v[i], b = v[i + half];

@@ -42,6 +42,7 @@ typedef enum { BIND_STORED, BIND_INT8, BIND_BF16 } BindAs;
 struct Smolvlm {
     char *dir;
     SmolvlmConfig cfg;
+    DqRope rope; /* the decoder's RoPE table, from cfg (its scaling included) */
     DqSafeTensors *st;
     DqBackend *be;
     /* vision */
@@ -444,6 +445,7 @@ Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err)
     m->dir = g_strdup(dir);
     if (!smolvlm_config_load(dir, &m->cfg, err))
         goto fail;
+    dq_rope_init(&m->rope, &m->cfg);
     m->st = safetensors_open_snapshot(dir, err);
     if (m->st == NULL)
         goto fail;
@@ -1184,8 +1186,8 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
         float *qkv[3] = {q, k, v};
         const DqWeight *qkv_w[3] = {&L->q_w, &L->k_w, &L->v_w};
         seg_products(be, segs, n_segs, qkv, xn, qkv_w, 3, NULL);
-        be->rope(be, q, ws->pos, n, H, hd, c->rope_theta);
-        be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
+        be->rope(be, q, ws->pos, n, H, hd, &m->rope);
+        be->rope(be, k, ws->pos, n, Hkv, hd, &m->rope);
         /* A steps segment's rows attend as one-row segments would, one after another: so
          * marked where the backend takes that, else as such segments. */
         int n_att = 0;

@@ -227,8 +227,8 @@ static void prof_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight
 }
 
 static void prof_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                      double theta) {
-    PROF_SPAN(be, cuda_rope(be, x, pos, n, n_heads, head_dim, theta), "rope rows %d", prof_rows(n));
+                      const DqRope *rope) {
+    PROF_SPAN(be, cuda_rope(be, x, pos, n, n_heads, head_dim, rope), "rope rows %d", prof_rows(n));
 }
 
 static void prof_attention(DqBackend *be, float *out, const float *q, const float *k,

@@ -695,8 +695,10 @@ static char *snapshot_with_rope(const char *rope_scaling, int positions) {
  * frequencies transformers recomputes only for a sequence longer than max_position_embeddings,
  * where docqa stops. transformers 4.57.6 gives the dynamic snapshot (factor 4, 16 positions) the
  * plain one's greedy ids for "hi" (9 ids + 7 new = all 16 positions), and the same last-prompt
- * logits (max abs difference 0): rope_scaling_goldens.py. Other types are refused, naming the
- * type. */
+ * logits (max abs difference 0): rope_scaling_goldens.py. "linear", "llama3" and "yarn" give
+ * transformers' ids and top logit (the same script; their logits differ from plain RoPE's by 8.6
+ * to 9.4) on the fast backend, the reference and with an int8 draft; "longrope" is refused,
+ * naming the type. */
 static void test_rope_scaling(void) {
     if (dq_test_shared_dir() == NULL)
         return;
@@ -722,12 +724,68 @@ static void test_rope_scaling(void) {
         smolvlm_pipeline_free(p);
         g_free(snap);
     }
-    char *snap =
-        snapshot_with_rope("\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2.0}", 4096);
+    const struct {
+        const char *rope_scaling;
+        int32_t ids[7];
+        int top;
+        float top_logit;
+    } scaled[] = {
+        {"{\"rope_type\": \"linear\", \"factor\": 4.0}",
+         {48123, 28360, 972, 7258, 15456, 10889, 21696},
+         48123,
+         8.699336051940918f},
+        {"{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 64}",
+         {10992, 11571, 16218, 18543, 15475, 19910, 34551},
+         10992,
+         9.611236572265625f},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4.0, \"original_max_position_embeddings\": 32, "
+         "\"attention_factor\": 1.5}",
+         {10992, 43147, 32871, 31993, 39763, 29762, 10685},
+         10992,
+         9.234155654907227f},
+    };
+    const int V = smolvlm_config(plain->model)->vocab_size;
+    for (size_t i = 0; i < G_N_ELEMENTS(scaled); i++) {
+        char *key = g_strdup_printf("\"rope_scaling\": %s", scaled[i].rope_scaling);
+        char *snap = snapshot_with_rope(key, 4096);
+        g_free(key);
+        const SmolvlmOptions opts[] = {
+            {.device = "cpu"}, {.device = "cpu-ref"}, {.device = "cpu", .draft = "int8"}};
+        for (size_t o = 0; o < G_N_ELEMENTS(opts); o++) {
+            GError *err = NULL;
+            SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &opts[o], &err);
+            dq_assert_no_error(err);
+            DqGenerateResult res;
+            if (opts[o].draft != NULL) {
+                DqGenerateTimings tm;
+                run_speculative(p->model, &ref.req, 1, 3, FALSE, &res, &tm);
+                g_assert_cmpint(tm.draft_tokens, >, 0);
+            } else {
+                g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
+                dq_assert_no_error(err);
+            }
+            if (res.n_output_ids != 7 || memcmp(res.output_ids, scaled[i].ids, 7 * 4) != 0)
+                g_error("%s on %s%s: not transformers' ids", scaled[i].rope_scaling, opts[o].device,
+                        opts[o].draft ? " with a draft" : "");
+            int top = 0;
+            for (int t = 1; t < V; t++)
+                if (res.last_logits[t] > res.last_logits[top])
+                    top = t;
+            g_assert_cmpint(top, ==, scaled[i].top);
+            g_assert_cmpfloat_with_epsilon(res.last_logits[top], scaled[i].top_logit, 1e-4);
+            dq_generate_result_clear(&res);
+            smolvlm_pipeline_free(p);
+        }
+        g_free(snap);
+    }
+    char *snap = snapshot_with_rope("\"rope_scaling\": {\"rope_type\": \"longrope\", "
+                                    "\"short_factor\": [1], \"long_factor\": [1]}",
+                                    4096);
     GError *err = NULL;
     g_assert_null(smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err));
     g_assert_nonnull(err);
-    g_assert_nonnull(strstr(err->message, "config.json: text_config.rope_scaling 'linear' is not "
+    g_assert_nonnull(strstr(err->message, "config.json: text_config.rope_scaling 'longrope' is not "
                                           "supported"));
     g_clear_error(&err);
     g_free(snap);
