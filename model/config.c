@@ -495,12 +495,10 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     }
     if (!r.failed)
         check_rope_scaling(&r, tc, cfg);
-    if (!r.failed &&
-        (get_bool(&r, tc, "attention_bias", FALSE) || get_bool(&r, tc, "mlp_bias", FALSE))) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.attention_bias / mlp_bias are not supported", label);
-        r.failed = TRUE;
-    }
+    /* LlamaAttention's q/k/v/o_proj and LlamaMLP's gate/up/down_proj take biases when these
+     * are true (LlamaConfig's defaults: false) */
+    cfg->attention_bias = get_bool(&r, tc, "attention_bias", FALSE);
+    cfg->mlp_bias = get_bool(&r, tc, "mlp_bias", FALSE);
 
     /* LlamaRotaryEmbedding rotates int(head_dim * partial_rotary_factor) dimensions, but its
      * apply_rotary_pos_emb multiplies whole heads: transformers 4.57.6 fails on any other value

@@ -56,6 +56,8 @@ typedef struct {
     gboolean rope_truncate;       /* yarn: floor/ceil the correction range */
     double rope_attention_factor; /* yarn: multiplies cos and sin (1 otherwise) */
     gboolean tie_word_embeddings; /* text_config's, which decides lm_head tying */
+    gboolean attention_bias;      /* q, k, v and o_proj have biases */
+    gboolean mlp_bias;            /* gate, up and down_proj have biases */
 
     /* top level */
     int scale_factor;

@@ -506,6 +506,39 @@ static void test_rope_tables(void) {
     }
 }
 
+/* text_config.attention_bias and mlp_bias: false when absent or null (LlamaConfig's defaults),
+ * read as given, refused when not true or false. */
+static void test_biases(void) {
+    const struct {
+        const char *text_config;
+        gboolean attn, mlp;
+    } ok[] = {
+        {"{}", FALSE, FALSE},
+        {"{\"attention_bias\": true}", TRUE, FALSE},
+        {"{\"mlp_bias\": true, \"attention_bias\": null}", FALSE, TRUE},
+        {"{\"attention_bias\": true, \"mlp_bias\": true}", TRUE, TRUE},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
+        char *json = g_strdup_printf(
+            "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": %s}",
+            ok[i].text_config);
+        SmolvlmConfig c;
+        GError *err = NULL;
+        if (!smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err))
+            g_error("%s: %s", ok[i].text_config, err->message);
+        g_assert_cmpint(c.attention_bias, ==, ok[i].attn);
+        g_assert_cmpint(c.mlp_bias, ==, ok[i].mlp);
+        g_free(json);
+    }
+    SmolvlmConfig c;
+    GError *err = NULL;
+    g_assert_false(smolvlm_config_parse("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                        "\"text_config\": {\"mlp_bias\": 1}}",
+                                        NULL, "snap/config.json", &c, &err));
+    g_assert_nonnull(strstr(err->message, "text_config.mlp_bias must be true or false"));
+    g_clear_error(&err);
+}
+
 /* transformers builds the architecture model_type names (AutoConfig: "llava" a LlavaConfig,
  * text_config "qwen2" a Qwen2 decoder) and fails without one; these loaded as SmolVLM. The
  * vision model_type is ignored by Idefics3Config, and here. */
@@ -689,6 +722,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/errors", test_errors);
     g_test_add_func("/config/rope-scaling", test_rope_scaling);
     g_test_add_func("/config/rope-tables", test_rope_tables);
+    g_test_add_func("/config/biases", test_biases);
     g_test_add_func("/config/activations", test_activations);
     g_test_add_func("/config/model-types", test_model_types);
     g_test_add_func("/config/bounds", test_bounds);
