@@ -123,6 +123,10 @@ struct DqBackend {
     void (*gelu_tanh)(DqBackend *be, float *x, size_t n);
     /* gate [n] = silu(gate) * up. */
     void (*silu_mul)(DqBackend *be, float *gate, const float *up, size_t n);
+    /* x [n] = gelu(x) = 0.5 x (1 + erf(x / sqrt(2))), in place (hidden_act "gelu"). */
+    void (*gelu_erf)(DqBackend *be, float *x, size_t n);
+    /* y [n] *= x [n] (a GELU-gated text MLP: act(gate) * up). */
+    void (*mul)(DqBackend *be, float *y, const float *x, size_t n);
     /* y [n] += x [n]. */
     void (*add)(DqBackend *be, float *y, const float *x, size_t n);
     /* y [n_outer, w.rows * w.cols] += w, repeated over the outer dim (position embeddings). */

@@ -251,6 +251,23 @@ static void cpu_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) 
     }
 }
 
+/* As torch's gelu (approximate="none") in float32: erf of x / sqrt(2) (torch multiplies by
+ * M_SQRT1_2), then 0.5 x (1 + erf); erff here, torch's vectorized erf there (both within an ulp
+ * or two). */
+static void cpu_gelu_erf(DqBackend *be, float *x, size_t n) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = v * 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+    }
+}
+
+static void cpu_mul(DqBackend *be, float *y, const float *x, size_t n) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        y[i] *= x[i];
+}
+
 static void cpu_add(DqBackend *be, float *y, const float *x, size_t n) {
 #pragma omp parallel for if (n > 65536)
     for (size_t i = 0; i < n; i++)
@@ -350,6 +367,8 @@ DqBackend *dq_backend_cpu_new(GError **err) {
     be->attention = cpu_attention;
     be->gelu_tanh = cpu_gelu_tanh;
     be->silu_mul = cpu_silu_mul;
+    be->gelu_erf = cpu_gelu_erf;
+    be->mul = cpu_mul;
     be->add = cpu_add;
     be->add_broadcast = cpu_add_broadcast;
     be->patchify = cpu_patchify;

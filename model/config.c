@@ -124,13 +124,18 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
     cfg->n_eos = 1;
 }
 
-/* transformers' ACT2FN names of the two activations docqa computes. GELU's tanh approximation
+/* transformers' ACT2FN names of the three activations docqa computes. GELU's tanh approximation
  * 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): gelu_pytorch_tanh and gelu_python_tanh (GELUTanh,
  * torch's kernel or the formula), gelu_new (the formula), gelu_fast (the same with sqrt(2/pi)
- * rounded to 0.7978845608: a relative 4e-12). SiLU: silu and swish (nn.SiLU). Not erf's "gelu",
- * nor quick_gelu's sigmoid(1.702x). */
+ * rounded to 0.7978845608: a relative 4e-12). GELU itself, 0.5x(1 + erf(x / sqrt 2)): gelu and
+ * gelu_python (GELUActivation, torch's kernel or the formula). SiLU: silu and swish (nn.SiLU).
+ * Not quick_gelu's sigmoid(1.702x), gelu_10's clipping, gelu_accurate's other formula, nor the
+ * rest. The vision MLP applies a GELU to fc1's output (SiLU there is refused: no op computes it
+ * alone); the text MLP (LlamaMLP) any of the three to gate_proj's before the product with
+ * up_proj's. */
 static const char *const GELU_TANH[] = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast",
                                         "gelu_python_tanh", NULL};
+static const char *const GELU_ERF[] = {"gelu", "gelu_python", NULL};
 static const char *const SILU[] = {"silu", "swish", NULL};
 
 static gboolean one_of(const char *s, const char *const *names) {
@@ -138,6 +143,19 @@ static gboolean one_of(const char *s, const char *const *names) {
         if (strcmp(s, *names) == 0)
             return TRUE;
     return FALSE;
+}
+
+/* hidden_act's activation; FALSE when docqa does not compute it. */
+static gboolean activation(const char *name, SmolvlmAct *act) {
+    if (one_of(name, GELU_TANH))
+        *act = DQ_ACT_GELU_TANH;
+    else if (one_of(name, GELU_ERF))
+        *act = DQ_ACT_GELU_ERF;
+    else if (one_of(name, SILU))
+        *act = DQ_ACT_SILU;
+    else
+        return FALSE;
+    return TRUE;
 }
 
 /* A number rope_scaling must hold for its type: transformers' validation raises KeyError when the
@@ -449,10 +467,10 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->patch_size = get_int(&r, vc, "patch_size", 32);
     cfg->vision_layer_norm_eps = get_double(&r, vc, "layer_norm_eps", 1e-6);
     const char *vact = get_string(&r, vc, "hidden_act", "gelu_pytorch_tanh");
-    if (!r.failed && !one_of(vact, GELU_TANH)) {
+    if (!r.failed && (!activation(vact, &cfg->vision_act) || cfg->vision_act == DQ_ACT_SILU)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
                 "%s: vision_config.hidden_act '%s' is not supported (gelu_pytorch_tanh, "
-                "gelu_new, gelu_fast and gelu_python_tanh are: GELU's tanh approximation)",
+                "gelu_new, gelu_fast, gelu_python_tanh, gelu and gelu_python are)",
                 label, vact);
         r.failed = TRUE;
     }
@@ -487,10 +505,11 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->tie_word_embeddings = get_bool(&r, tc, "tie_word_embeddings", FALSE);
     int text_eos = get_int(&r, tc, "eos_token_id", 2);
     const char *tact = get_string(&r, tc, "hidden_act", "silu");
-    if (!r.failed && !one_of(tact, SILU)) {
+    if (!r.failed && !activation(tact, &cfg->text_act)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.hidden_act '%s' is not supported (silu and swish are)", label,
-                tact);
+                "%s: text_config.hidden_act '%s' is not supported (silu, swish, gelu, "
+                "gelu_python, gelu_pytorch_tanh, gelu_new, gelu_fast and gelu_python_tanh are)",
+                label, tact);
         r.failed = TRUE;
     }
     if (!r.failed)

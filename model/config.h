@@ -20,6 +20,9 @@
 
 #define DQ_MAX_EOS_IDS 8
 
+/* The activations docqa computes (config.c lists the ACT2FN names of each). */
+typedef enum { DQ_ACT_SILU, DQ_ACT_GELU_TANH, DQ_ACT_GELU_ERF } SmolvlmAct;
+
 /* The RoPE types docqa computes; "dynamic" is DQ_ROPE_DEFAULT (see config.c). */
 typedef enum { DQ_ROPE_DEFAULT, DQ_ROPE_LINEAR, DQ_ROPE_LLAMA3, DQ_ROPE_YARN } SmolvlmRopeType;
 
@@ -33,6 +36,7 @@ typedef struct {
     int image_size;          /* tile side in pixels (512 or 384) */
     int patch_size;          /* 16 or 14 */
     double vision_layer_norm_eps;
+    SmolvlmAct vision_act; /* hidden_act: GELU, tanh or erf */
 
     /* text_config (Llama) */
     int text_hidden;
@@ -56,6 +60,7 @@ typedef struct {
     gboolean rope_truncate;       /* yarn: floor/ceil the correction range */
     double rope_attention_factor; /* yarn: multiplies cos and sin (1 otherwise) */
     gboolean tie_word_embeddings; /* text_config's, which decides lm_head tying */
+    SmolvlmAct text_act;          /* hidden_act of the MLP's gate: SiLU or GELU */
     gboolean attention_bias;      /* q, k, v and o_proj have biases */
     gboolean mlp_bias;            /* gate, up and down_proj have biases */
 

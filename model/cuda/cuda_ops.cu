@@ -234,6 +234,21 @@ __global__ void silu_mul_kernel(float *gate, const float *up, size_t n) {
     }
 }
 
+/* As torch's gelu (approximate="none"): x * 0.5 * (1 + erf(x * M_SQRT1_2)), in float32. */
+__global__ void gelu_erf_kernel(float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        x[i] = v * 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+    }
+}
+
+__global__ void mul_kernel(float *y, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] *= x[i];
+}
+
 __global__ void add_kernel(float *y, const float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
@@ -261,6 +276,22 @@ void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
         return;
     silu_mul_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(gate, up, n);
     CK_LAUNCH(c, "silu_mul");
+}
+
+void cuda_gelu_erf(DqBackend *be, float *x, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n == 0 || c->sticky != cudaSuccess)
+        return;
+    gelu_erf_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(x, n);
+    CK_LAUNCH(c, "gelu_erf");
+}
+
+void cuda_mul(DqBackend *be, float *y, const float *x, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n == 0 || c->sticky != cudaSuccess)
+        return;
+    mul_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(y, x, n);
+    CK_LAUNCH(c, "mul");
 }
 
 void add_rows(CudaCtx *c, float *y, const float *x, size_t n) {

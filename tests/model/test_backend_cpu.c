@@ -287,6 +287,16 @@ static void test_elementwise(void) {
         want[i] = x0[i] / (1 + exp(-(double)x0[i])) * y0[i];
     assert_close(x, want, n, 1e-6, "silu_mul");
     memcpy(x, x0, n * 4);
+    be->gelu_erf(be, x, n);
+    for (size_t i = 0; i < n; i++)
+        want[i] = 0.5 * x0[i] * (1 + erf(x0[i] / sqrt(2.0)));
+    assert_close(x, want, n, 1e-6, "gelu_erf");
+    memcpy(x, x0, n * 4);
+    be->mul(be, x, y, n);
+    for (size_t i = 0; i < n; i++)
+        want[i] = (double)x0[i] * y0[i];
+    assert_close(x, want, n, 1e-7, "mul");
+    memcpy(x, x0, n * 4);
     be->add(be, x, y, n);
     for (size_t i = 0; i < n; i++)
         want[i] = (double)x0[i] + y0[i];

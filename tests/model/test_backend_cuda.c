@@ -893,6 +893,13 @@ static void test_elementwise(void) {
         cpu->silu_mul(cpu, x.c, u.c, n);
         gpu->silu_mul(gpu, x.g, u.g, n);
         pair_check(&x, 1e-5, "silu_mul");
+        /* session 33: hidden_act "gelu" (vision and text MLPs) and the GELU-gated text MLP */
+        cpu->gelu_erf(cpu, x.c, n);
+        gpu->gelu_erf(gpu, x.g, n);
+        pair_check(&x, 1e-5, "gelu_erf");
+        cpu->mul(cpu, x.c, u.c, n);
+        gpu->mul(gpu, x.g, u.g, n);
+        pair_check(&x, 1e-6, "mul");
         cpu->add(cpu, x.c, u.c, n);
         gpu->add(gpu, x.g, u.g, n);
         pair_check(&x, 1e-6, "add");

@@ -675,14 +675,14 @@ static void test_positions_limit(void) {
     g_free(snap);
 }
 
-/* tiny-smolvlm-b512 with text_config's rope_scaling and max_position_embeddings replaced. */
-static char *snapshot_with_rope(const char *rope_scaling, int positions) {
+/* tiny-smolvlm-b512 with max_position_embeddings and the first `from` in config.json replaced. */
+static char *snapshot_edited(const char *from, const char *to, int positions) {
     char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", NULL);
     char *snap = dq_test_snapshot_with_positions(src, positions);
     char *path = g_build_filename(snap, "config.json", NULL);
     char *text = dq_test_read_file(path, NULL);
     GString *s = g_string_new(text);
-    g_assert_cmpint(g_string_replace(s, "\"rope_scaling\": null", rope_scaling, 1), ==, 1);
+    g_assert_cmpint(g_string_replace(s, from, to, 1), ==, 1);
     g_assert_cmpint(unlink(path), ==, 0);
     g_assert_true(g_file_set_contents(path, s->str, (gssize)s->len, NULL));
     g_string_free(s, TRUE);
@@ -690,6 +690,11 @@ static char *snapshot_with_rope(const char *rope_scaling, int positions) {
     g_free(path);
     g_free(src);
     return snap;
+}
+
+/* tiny-smolvlm-b512 with text_config's rope_scaling and max_position_embeddings replaced. */
+static char *snapshot_with_rope(const char *rope_scaling, int positions) {
+    return snapshot_edited("\"rope_scaling\": null", rope_scaling, positions);
 }
 
 /* A rope_scaling that is plain RoPE runs as plain RoPE: "default", and "dynamic", whose
@@ -985,6 +990,56 @@ static void test_biases(void) {
     smolvlm_pipeline_free(plain);
 }
 
+/* text_config.hidden_act "gelu" (erf) and "gelu_pytorch_tanh": LlamaMLP's act(gate) * up with a
+ * GELU. transformers 4.57.6's greedy ids for "hi" and the last prompt position's top 3 logits
+ * (activation_goldens.py; 2.1 from SiLU's, and the two GELUs 7e-4 apart there), on the fast
+ * backend and the reference. */
+static void test_activations(void) {
+    if (dq_test_shared_dir() == NULL)
+        return;
+    SmolvlmPipeline *plain = open_pipeline("tiny-smolvlm-b512", "cpu");
+    Case ref;
+    case_init(&ref, plain, NULL, "hi", 0, 7);
+    const struct {
+        const char *act;
+        int32_t ids[7];
+        int top[3];
+        float logit[3];
+    } cases[] = {
+        {"\"hidden_act\": \"gelu\"",
+         {31339, 11211, 1041, 21142, 5697, 21725, 14374},
+         {31339, 17515, 9257},
+         {9.66515732f, 8.5938797f, 8.52357197f}},
+        {"\"hidden_act\": \"gelu_pytorch_tanh\"",
+         {31339, 11211, 1041, 21142, 5697, 21725, 14374},
+         {31339, 17515, 9257},
+         {9.66584396f, 8.59431171f, 8.52369499f}},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *snap = snapshot_edited("\"hidden_act\": \"silu\"", cases[i].act, 4096);
+        const char *devices[] = {"cpu", "cpu-ref"};
+        for (size_t d = 0; d < G_N_ELEMENTS(devices); d++) {
+            GError *err = NULL;
+            SmolvlmPipeline *p =
+                smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = devices[d]}, &err);
+            dq_assert_no_error(err);
+            DqGenerateResult res;
+            g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
+            dq_assert_no_error(err);
+            if (res.n_output_ids != 7 || memcmp(res.output_ids, cases[i].ids, 7 * 4) != 0)
+                g_error("%s on %s: not transformers' ids", cases[i].act, devices[d]);
+            for (int t = 0; t < 3; t++)
+                g_assert_cmpfloat_with_epsilon(res.last_logits[cases[i].top[t]], cases[i].logit[t],
+                                               1e-4);
+            dq_generate_result_clear(&res);
+            smolvlm_pipeline_free(p);
+        }
+        g_free(snap);
+    }
+    case_clear(&ref);
+    smolvlm_pipeline_free(plain);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/generator/join-midway/cpu", test_join_midway_fast);
@@ -998,6 +1053,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/generator/positions-limit", test_positions_limit);
     g_test_add_func("/generator/rope-scaling", test_rope_scaling);
     g_test_add_func("/generator/biases", test_biases);
+    g_test_add_func("/generator/activations", test_activations);
     g_test_add_func("/generator/speculative/f32", test_speculative_f32);
     g_test_add_func("/generator/speculative/bf16", test_speculative_bf16);
     g_test_add_func("/generator/speculative/bf16-products", test_speculative_bf16_products);
