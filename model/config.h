@@ -5,9 +5,11 @@
  * must be "idefics3" and text_config's "llama" (or absent), the classes transformers builds for
  * SmolVLM. text_config.rope_scaling may be null, "default", "dynamic" (the same frequencies as
  * plain RoPE within max_position_embeddings, where docqa's sequences end), "linear", "llama3" or
- * "yarn" (rope.h computes their tables); "longrope" and unknown types are refused. Leftovers in
- * real files (perceiver_config, _flash_attn_2_enabled, vision `size`/`max_image_size`, vision
- * model_type, which Idefics3Config ignores) are ignored.
+ * "yarn" (rope.h computes their tables); "longrope" and unknown types are refused.
+ * attention_bias and mlp_bias may be true; hidden_act may name a GELU (tanh or erf) in both
+ * towers, or SiLU in the decoder; other activations are refused (config.c lists the names).
+ * Leftovers in real files (perceiver_config, _flash_attn_2_enabled, vision `size`/`max_image_size`,
+ * vision model_type, which Idefics3Config ignores) are ignored.
  *
  * The two geometries in use:
  *   SmolVLM-256M/500M: tile 512, patch 16 -> 32x32 patches, scale_factor 4 -> 64 tokens a tile
