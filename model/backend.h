@@ -16,6 +16,7 @@
 #ifndef DQ_BACKEND_H
 #define DQ_BACKEND_H
 
+#include "rope.h"
 #include "safetensors.h"
 
 #include <glib.h>
@@ -111,15 +112,21 @@ struct DqBackend {
     void (*rmsnorm)(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
                     float eps);
     /* Rotary embedding in place, rotate_half convention (dims i and i + head_dim/2 pair up):
-     * x [n, n_heads * head_dim], row r at position pos[r]. */
+     * x [n, n_heads * head_dim], row r at position pos[r], by the table rope (rope->half ==
+     * head_dim / 2): angle = pos * inv_freq[i] in float32, cos and sin of it times
+     * attention_factor. */
     void (*rope)(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                 double theta);
+                 const DqRope *rope);
     void (*attention)(DqBackend *be, float *out, const float *q, const float *k, const float *v,
                       const DqAttention *a);
     /* x [n] = gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place. */
     void (*gelu_tanh)(DqBackend *be, float *x, size_t n);
     /* gate [n] = silu(gate) * up. */
     void (*silu_mul)(DqBackend *be, float *gate, const float *up, size_t n);
+    /* x [n] = gelu(x) = 0.5 x (1 + erf(x / sqrt(2))), in place (hidden_act "gelu"). */
+    void (*gelu_erf)(DqBackend *be, float *x, size_t n);
+    /* y [n] *= x [n] (a GELU-gated text MLP: act(gate) * up). */
+    void (*mul)(DqBackend *be, float *y, const float *x, size_t n);
     /* y [n] += x [n]. */
     void (*add)(DqBackend *be, float *y, const float *x, size_t n);
     /* y [n_outer, w.rows * w.cols] += w, repeated over the outer dim (position embeddings). */

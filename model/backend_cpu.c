@@ -163,16 +163,16 @@ static void cpu_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight 
 }
 
 static void cpu_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                     double theta) {
+                     const DqRope *rope) {
     int half = head_dim / 2;
+    const float af = rope->attention_factor;
 #pragma omp parallel for if (n > 16)
     for (int r = 0; r < n; r++) {
         float *xr = x + (size_t)r * n_heads * head_dim;
         for (int i = 0; i < half; i++) {
-            /* As transformers does it: inv_freq and the angle in float32, then cos/sin. */
-            float inv_freq = 1.0f / powf((float)theta, (float)(2 * i) / (float)head_dim);
-            float angle = (float)pos[r] * inv_freq;
-            float c = (float)cos(angle), s = (float)sin(angle);
+            /* As transformers does it: the angle in float32, then cos/sin, then the factor. */
+            float angle = (float)pos[r] * rope->inv_freq[i];
+            float c = (float)cos(angle) * af, s = (float)sin(angle) * af;
             for (int h = 0; h < n_heads; h++) {
                 float *v = xr + (size_t)h * head_dim;
                 float a = v[i], b = v[i + half];
@@ -249,6 +249,23 @@ static void cpu_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) 
         float g = gate[i];
         gate[i] = (g / (1.0f + expf(-g))) * up[i];
     }
+}
+
+/* As torch's gelu (approximate="none") in float32: erf of x / sqrt(2) (torch multiplies by
+ * M_SQRT1_2), then 0.5 x (1 + erf); erff here, torch's vectorized erf there (both within an ulp
+ * or two). */
+static void cpu_gelu_erf(DqBackend *be, float *x, size_t n) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = v * 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+    }
+}
+
+static void cpu_mul(DqBackend *be, float *y, const float *x, size_t n) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        y[i] *= x[i];
 }
 
 static void cpu_add(DqBackend *be, float *y, const float *x, size_t n) {
@@ -350,6 +367,8 @@ DqBackend *dq_backend_cpu_new(GError **err) {
     be->attention = cpu_attention;
     be->gelu_tanh = cpu_gelu_tanh;
     be->silu_mul = cpu_silu_mul;
+    be->gelu_erf = cpu_gelu_erf;
+    be->mul = cpu_mul;
     be->add = cpu_add;
     be->add_broadcast = cpu_add_broadcast;
     be->patchify = cpu_patchify;

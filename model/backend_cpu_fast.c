@@ -54,10 +54,10 @@ typedef struct {
     float *pack;         /* [threads][DQ_GEMM_PACK_FLOATS], then DQ_GEMM_SHARED_FLOATS */
     float *attn_scratch; /* [threads][DQ_FAST_ATTN_FLOATS] */
     /* rope's cos and sin of positions 0 .. rope_filled - 1 ([DQ_FAST_ROPE_POSITIONS, half, 2]),
-     * for one (theta, head_dim): the model's */
+     * for one table (ctx->rope): the model's */
     float *rope_cs;
-    int rope_filled, rope_half;
-    double rope_theta;
+    int rope_filled;
+    DqRope rope; /* the table rope_cs was computed from */
 } FastCtx;
 
 /* ---- memory and weights */
@@ -1860,24 +1860,24 @@ static void fast_layernorm(DqBackend *be, float *y, const float *x, const DqWeig
  * x 2 calls a forward, on one thread below 17 rows (7% of a batched decode step, perf). The same
  * values, computed once a position by the same expressions, are kept; the rotation is the
  * reference's own arithmetic (no fused multiply-add here: the same bits). Positions past the
- * table, or another theta or head size, take the reference's path. */
+ * table, or another table (theta, scaling or head size), take the reference's path. */
 #define DQ_FAST_ROPE_POSITIONS 32768
 
 static void rope_fill(FastCtx *ctx, int upto) {
-    int half = ctx->rope_half, hd = 2 * half;
+    const DqRope *rope = &ctx->rope;
+    int half = rope->half;
     for (int p = ctx->rope_filled; p < upto; p++)
         for (int i = 0; i < half; i++) {
-            float inv_freq = 1.0f / powf((float)ctx->rope_theta, (float)(2 * i) / (float)hd);
-            float angle = (float)p * inv_freq;
+            float angle = (float)p * rope->inv_freq[i];
             float *cs = ctx->rope_cs + ((size_t)p * half + i) * 2;
-            cs[0] = (float)cos(angle);
-            cs[1] = (float)sin(angle);
+            cs[0] = (float)cos(angle) * rope->attention_factor;
+            cs[1] = (float)sin(angle) * rope->attention_factor;
         }
     ctx->rope_filled = MAX(ctx->rope_filled, upto);
 }
 
 static void fast_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                      double theta) {
+                      const DqRope *rope) {
     FastCtx *ctx = be->ctx;
     int half = head_dim / 2, top = 0;
     gboolean ok = head_dim % 2 == 0 && half > 0;
@@ -1887,11 +1887,10 @@ static void fast_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_
     }
     if (ok && ctx->rope_cs == NULL) {
         ctx->rope_cs = g_new(float, (size_t)DQ_FAST_ROPE_POSITIONS *half * 2);
-        ctx->rope_half = half;
-        ctx->rope_theta = theta;
+        ctx->rope = *rope;
     }
-    if (!ok || half != ctx->rope_half || theta != ctx->rope_theta) {
-        ctx->ref->rope(ctx->ref, x, pos, n, n_heads, head_dim, theta);
+    if (!ok || half != ctx->rope.half || !dq_rope_equal(rope, &ctx->rope)) {
+        ctx->ref->rope(ctx->ref, x, pos, n, n_heads, head_dim, rope);
         return;
     }
     if (top > ctx->rope_filled)

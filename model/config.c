@@ -124,13 +124,18 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
     cfg->n_eos = 1;
 }
 
-/* transformers' ACT2FN names of the two activations docqa computes. GELU's tanh approximation
+/* transformers' ACT2FN names of the three activations docqa computes. GELU's tanh approximation
  * 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): gelu_pytorch_tanh and gelu_python_tanh (GELUTanh,
  * torch's kernel or the formula), gelu_new (the formula), gelu_fast (the same with sqrt(2/pi)
- * rounded to 0.7978845608: a relative 4e-12). SiLU: silu and swish (nn.SiLU). Not erf's "gelu",
- * nor quick_gelu's sigmoid(1.702x). */
+ * rounded to 0.7978845608: a relative 4e-12). GELU itself, 0.5x(1 + erf(x / sqrt 2)): gelu and
+ * gelu_python (GELUActivation, torch's kernel or the formula). SiLU: silu and swish (nn.SiLU).
+ * Not quick_gelu's sigmoid(1.702x), gelu_10's clipping, gelu_accurate's other formula, nor the
+ * rest. The vision MLP applies a GELU to fc1's output (SiLU there is refused: no op computes it
+ * alone); the text MLP (LlamaMLP) any of the three to gate_proj's before the product with
+ * up_proj's. */
 static const char *const GELU_TANH[] = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast",
                                         "gelu_python_tanh", NULL};
+static const char *const GELU_ERF[] = {"gelu", "gelu_python", NULL};
 static const char *const SILU[] = {"silu", "swish", NULL};
 
 static gboolean one_of(const char *s, const char *const *names) {
@@ -140,13 +145,111 @@ static gboolean one_of(const char *s, const char *const *names) {
     return FALSE;
 }
 
+/* hidden_act's activation; FALSE when docqa does not compute it. */
+static gboolean activation(const char *name, SmolvlmAct *act) {
+    if (one_of(name, GELU_TANH))
+        *act = DQ_ACT_GELU_TANH;
+    else if (one_of(name, GELU_ERF))
+        *act = DQ_ACT_GELU_ERF;
+    else if (one_of(name, SILU))
+        *act = DQ_ACT_SILU;
+    else
+        return FALSE;
+    return TRUE;
+}
+
+/* A number rope_scaling must hold for its type: transformers' validation raises KeyError when the
+ * key is missing, and the table's arithmetic fails on a null. */
+static double need_number(Reader *r, JsonObject *rs, const char *key, const char *type) {
+    if (!json_object_has_member(rs, key)) {
+        char *what =
+            g_strdup_printf("given for \"%s\" (transformers refuses it without one)", type);
+        bad(r, key, what);
+        g_free(what);
+        return 0;
+    }
+    if (member(rs, key) == NULL) {
+        bad(r, key, "a number, not null");
+        return 0;
+    }
+    double v = get_double(r, rs, key, 0);
+    if (!r->failed && !isfinite(v))
+        bad(r, key, "finite");
+    return v;
+}
+
+/* An optional number read as Python's `rope_scaling.get(key) or default`: absent, null and 0 all
+ * take the default. */
+static double number_or(Reader *r, JsonObject *rs, const char *key, double def) {
+    double v = get_double(r, rs, key, 0);
+    if (!r->failed && !isfinite(v))
+        bad(r, key, "finite");
+    return v != 0 ? v : def;
+}
+
+/* _compute_yarn_parameters' get_mscale. */
+static double yarn_mscale(double scale, double mscale) {
+    return scale <= 1 ? 1.0 : 0.1 * mscale * log(scale) + 1.0;
+}
+
+/* yarn's keys (all optional but factor), with the defaults and the Python truthiness
+ * _compute_yarn_parameters gives them; what would make it raise (a log of a non-positive number, a
+ * division by zero) is refused here, naming the key. */
+static void read_yarn(Reader *r, JsonObject *rs, SmolvlmConfig *c) {
+    c->rope_original_max_pos = number_or(r, rs, "original_max_position_embeddings", 0);
+    c->rope_beta_fast = number_or(r, rs, "beta_fast", 32);
+    c->rope_beta_slow = number_or(r, rs, "beta_slow", 1);
+    /* .get("truncate", True): a null is None, falsy */
+    c->rope_truncate = json_object_has_member(rs, "truncate") && member(rs, "truncate") == NULL
+                           ? FALSE
+                           : get_bool(r, rs, "truncate", TRUE);
+    double mscale = number_or(r, rs, "mscale", 0);
+    double mscale_all_dim = number_or(r, rs, "mscale_all_dim", 0);
+    if (r->failed)
+        return;
+    double max_pos = c->rope_original_max_pos != 0 ? c->rope_original_max_pos
+                                                   : (double)c->max_position_embeddings;
+    if (!(max_pos > 0))
+        bad(r, "original_max_position_embeddings", "positive (yarn takes its logarithm)");
+    else if (!(c->rope_beta_fast > 0))
+        bad(r, "beta_fast", "positive (yarn takes its logarithm)");
+    else if (!(c->rope_beta_slow > 0))
+        bad(r, "beta_slow", "positive (yarn takes its logarithm)");
+    else if (c->rope_theta == 1.0) {
+        dq_fail(r->err, DQ_ERR_MODEL,
+                "%s: text_config.rope_theta 1 does not work with rope_scaling \"yarn\" (it "
+                "divides by log(rope_theta))",
+                r->label);
+        r->failed = TRUE;
+    }
+    if (r->failed)
+        return;
+    if (member(rs, "attention_factor") != NULL) {
+        c->rope_attention_factor = get_double(r, rs, "attention_factor", 1.0);
+        if (!r->failed && !isfinite(c->rope_attention_factor))
+            bad(r, "attention_factor", "finite");
+    } else if (mscale != 0 && mscale_all_dim != 0) {
+        double den = yarn_mscale(c->rope_factor, mscale_all_dim);
+        if (den == 0)
+            bad(r, "mscale_all_dim", "a value that does not make the attention factor divide by 0");
+        else
+            c->rope_attention_factor = yarn_mscale(c->rope_factor, mscale) / den;
+    } else
+        c->rope_attention_factor = yarn_mscale(c->rope_factor, 1);
+}
+
 /* text_config.rope_scaling: LlamaRotaryEmbedding's type is "rope_type", or the legacy "type",
  * which LlamaConfig copies over "rope_type" when both are there; transformers refuses a
- * rope_scaling without either. "default" is plain RoPE. "dynamic" (NTK) keeps plain RoPE's
- * frequencies until a sequence grows past max_position_embeddings, which a docqa sequence never
- * does (generation stops there), so it is plain RoPE too; transformers requires its "factor".
- * The other types change the frequencies or scale cos/sin: refused, naming the type. */
-static void check_rope_scaling(Reader *r, JsonObject *tc) {
+ * rope_scaling without either, and each type's required keys. "default" is plain RoPE. "dynamic"
+ * (NTK) keeps plain RoPE's frequencies until a sequence grows past max_position_embeddings, which a
+ * docqa sequence never does (generation stops there), so it is plain RoPE too. "linear", "llama3"
+ * and "yarn" change the frequencies (and yarn scales cos/sin): read here, computed by rope.c.
+ * "longrope" (two factor lists switched by sequence length) and unknown types are refused, naming
+ * the type. A factor must be positive: 0 makes transformers' frequencies infinite (NaN logits). */
+static void check_rope_scaling(Reader *r, JsonObject *tc, SmolvlmConfig *c) {
+    c->rope_type = DQ_ROPE_DEFAULT;
+    c->rope_factor = 1.0;
+    c->rope_attention_factor = 1.0;
     JsonObject *rs = get_object(r, tc, "rope_scaling");
     if (rs == NULL)
         return;
@@ -164,10 +267,29 @@ static void check_rope_scaling(Reader *r, JsonObject *tc) {
             bad(r, "factor", "given for \"dynamic\" (transformers refuses it without one)");
         else
             get_double(r, rs, "factor", 1.0);
+    } else if (strcmp(type, "linear") == 0 || strcmp(type, "llama3") == 0 ||
+               strcmp(type, "yarn") == 0) {
+        c->rope_type =
+            type[0] == 'l' ? (type[1] == 'i' ? DQ_ROPE_LINEAR : DQ_ROPE_LLAMA3) : DQ_ROPE_YARN;
+        c->rope_factor = need_number(r, rs, "factor", type);
+        if (!r->failed && !(c->rope_factor > 0))
+            bad(r, "factor", "positive");
+        if (!r->failed && c->rope_type == DQ_ROPE_LLAMA3) {
+            c->rope_low_freq_factor = need_number(r, rs, "low_freq_factor", type);
+            c->rope_high_freq_factor = need_number(r, rs, "high_freq_factor", type);
+            c->rope_original_max_pos = need_number(r, rs, "original_max_position_embeddings", type);
+            /* old_context_len / low_freq_factor: a Python ZeroDivisionError */
+            if (!r->failed && c->rope_low_freq_factor == 0)
+                bad(r, "low_freq_factor", "other than 0 (transformers divides by it)");
+            if (!r->failed && c->rope_high_freq_factor == 0)
+                bad(r, "high_freq_factor", "other than 0 (transformers divides by it)");
+        }
+        if (!r->failed && c->rope_type == DQ_ROPE_YARN)
+            read_yarn(r, rs, c);
     } else if (strcmp(type, "default") != 0) {
         dq_fail(r->err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.rope_scaling '%s' is not supported (docqa runs plain RoPE: "
-                "rope_scaling null, \"default\" or \"dynamic\")",
+                "%s: text_config.rope_scaling '%s' is not supported (docqa runs rope_scaling "
+                "null, \"default\", \"dynamic\", \"linear\", \"llama3\" and \"yarn\")",
                 r->label, type);
         r->failed = TRUE;
     }
@@ -345,10 +467,10 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->patch_size = get_int(&r, vc, "patch_size", 32);
     cfg->vision_layer_norm_eps = get_double(&r, vc, "layer_norm_eps", 1e-6);
     const char *vact = get_string(&r, vc, "hidden_act", "gelu_pytorch_tanh");
-    if (!r.failed && !one_of(vact, GELU_TANH)) {
+    if (!r.failed && (!activation(vact, &cfg->vision_act) || cfg->vision_act == DQ_ACT_SILU)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
                 "%s: vision_config.hidden_act '%s' is not supported (gelu_pytorch_tanh, "
-                "gelu_new, gelu_fast and gelu_python_tanh are: GELU's tanh approximation)",
+                "gelu_new, gelu_fast, gelu_python_tanh, gelu and gelu_python are)",
                 label, vact);
         r.failed = TRUE;
     }
@@ -383,20 +505,19 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->tie_word_embeddings = get_bool(&r, tc, "tie_word_embeddings", FALSE);
     int text_eos = get_int(&r, tc, "eos_token_id", 2);
     const char *tact = get_string(&r, tc, "hidden_act", "silu");
-    if (!r.failed && !one_of(tact, SILU)) {
+    if (!r.failed && !activation(tact, &cfg->text_act)) {
         dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.hidden_act '%s' is not supported (silu and swish are)", label,
-                tact);
+                "%s: text_config.hidden_act '%s' is not supported (silu, swish, gelu, "
+                "gelu_python, gelu_pytorch_tanh, gelu_new, gelu_fast and gelu_python_tanh are)",
+                label, tact);
         r.failed = TRUE;
     }
     if (!r.failed)
-        check_rope_scaling(&r, tc);
-    if (!r.failed &&
-        (get_bool(&r, tc, "attention_bias", FALSE) || get_bool(&r, tc, "mlp_bias", FALSE))) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.attention_bias / mlp_bias are not supported", label);
-        r.failed = TRUE;
-    }
+        check_rope_scaling(&r, tc, cfg);
+    /* LlamaAttention's q/k/v/o_proj and LlamaMLP's gate/up/down_proj take biases when these
+     * are true (LlamaConfig's defaults: false) */
+    cfg->attention_bias = get_bool(&r, tc, "attention_bias", FALSE);
+    cfg->mlp_bias = get_bool(&r, tc, "mlp_bias", FALSE);
 
     /* LlamaRotaryEmbedding rotates int(head_dim * partial_rotary_factor) dimensions, but its
      * apply_rotary_pos_emb multiplies whole heads: transformers 4.57.6 fails on any other value

@@ -3,10 +3,13 @@
  * Every field the forward pass and generation use, with transformers 4.57's defaults where a field
  * is absent (Idefics3Config, Idefics3VisionConfig, LlamaConfig, GenerationConfig). model_type
  * must be "idefics3" and text_config's "llama" (or absent), the classes transformers builds for
- * SmolVLM. text_config.rope_scaling may be null, "default" or "dynamic" (the same frequencies as
- * plain RoPE within max_position_embeddings, where docqa's sequences end); other types are
- * refused. Leftovers in real files (perceiver_config, _flash_attn_2_enabled, vision
- * `size`/`max_image_size`, vision model_type, which Idefics3Config ignores) are ignored.
+ * SmolVLM. text_config.rope_scaling may be null, "default", "dynamic" (the same frequencies as
+ * plain RoPE within max_position_embeddings, where docqa's sequences end), "linear", "llama3" or
+ * "yarn" (rope.h computes their tables); "longrope" and unknown types are refused.
+ * attention_bias and mlp_bias may be true; hidden_act may name a GELU (tanh or erf) in both
+ * towers, or SiLU in the decoder; other activations are refused (config.c lists the names).
+ * Leftovers in real files (perceiver_config, _flash_attn_2_enabled, vision `size`/`max_image_size`,
+ * vision model_type, which Idefics3Config ignores) are ignored.
  *
  * The two geometries in use:
  *   SmolVLM-256M/500M: tile 512, patch 16 -> 32x32 patches, scale_factor 4 -> 64 tokens a tile
@@ -19,6 +22,12 @@
 
 #define DQ_MAX_EOS_IDS 8
 
+/* The activations docqa computes (config.c lists the ACT2FN names of each). */
+typedef enum { DQ_ACT_SILU, DQ_ACT_GELU_TANH, DQ_ACT_GELU_ERF } SmolvlmAct;
+
+/* The RoPE types docqa computes; "dynamic" is DQ_ROPE_DEFAULT (see config.c). */
+typedef enum { DQ_ROPE_DEFAULT, DQ_ROPE_LINEAR, DQ_ROPE_LLAMA3, DQ_ROPE_YARN } SmolvlmRopeType;
+
 typedef struct {
     /* vision_config (SigLIP) */
     int vision_hidden;       /* hidden_size */
@@ -29,6 +38,7 @@ typedef struct {
     int image_size;          /* tile side in pixels (512 or 384) */
     int patch_size;          /* 16 or 14 */
     double vision_layer_norm_eps;
+    SmolvlmAct vision_act; /* hidden_act: GELU, tanh or erf */
 
     /* text_config (Llama) */
     int text_hidden;
@@ -41,7 +51,20 @@ typedef struct {
     int max_position_embeddings;
     double rms_norm_eps;
     double rope_theta;
+    /* text_config.rope_scaling as LlamaRotaryEmbedding reads it (rope.h makes the table) */
+    SmolvlmRopeType rope_type;
+    double rope_factor;           /* linear, llama3, yarn */
+    double rope_low_freq_factor;  /* llama3 */
+    double rope_high_freq_factor; /* llama3 */
+    double rope_original_max_pos; /* llama3; yarn (0: max_position_embeddings) */
+    double rope_beta_fast;        /* yarn (32 when absent, null or 0) */
+    double rope_beta_slow;        /* yarn (1 when absent, null or 0) */
+    gboolean rope_truncate;       /* yarn: floor/ceil the correction range */
+    double rope_attention_factor; /* yarn: multiplies cos and sin (1 otherwise) */
     gboolean tie_word_embeddings; /* text_config's, which decides lm_head tying */
+    SmolvlmAct text_act;          /* hidden_act of the MLP's gate: SiLU or GELU */
+    gboolean attention_bias;      /* q, k, v and o_proj have biases */
+    gboolean mlp_bias;            /* gate, up and down_proj have biases */
 
     /* top level */
     int scale_factor;

@@ -33,6 +33,10 @@ typedef struct {
     DqWeight post_norm;    /* [Dt] */
     DqWeight gate_w, up_w; /* [It, Dt] */
     DqWeight down_w;       /* [Dt, It] */
+    /* text_config.attention_bias: [H * hd], [Hkv * hd] x 2, [Dt]; mlp_bias: [It] x 2, [Dt]
+     * (data NULL without; the draft has none of its own) */
+    DqWeight q_b, k_b, v_b, o_b;
+    DqWeight gate_b, up_b, down_b;
 } TextLayer;
 
 /* How bind() prepares a tensor: as the snapshot stores it (weight_init), int8 blocks
@@ -42,6 +46,7 @@ typedef enum { BIND_STORED, BIND_INT8, BIND_BF16 } BindAs;
 struct Smolvlm {
     char *dir;
     SmolvlmConfig cfg;
+    DqRope rope; /* the decoder's RoPE table, from cfg (its scaling included) */
     DqSafeTensors *st;
     DqBackend *be;
     /* vision */
@@ -261,6 +266,19 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
             !BIND2(&L->up_w, It, Dt, "%s.layers.%d.mlp.up_proj.weight", tp, l) ||
             !BIND2(&L->down_w, Dt, It, "%s.layers.%d.mlp.down_proj.weight", tp, l))
             return FALSE;
+        /* biases as stored, whatever --weights makes of the matrices (as the vision's) */
+        m->bind_as = BIND_STORED;
+        if (c->attention_bias &&
+            (!BIND1(&L->q_b, qd, "%s.layers.%d.self_attn.q_proj.bias", tp, l) ||
+             !BIND1(&L->k_b, kvd, "%s.layers.%d.self_attn.k_proj.bias", tp, l) ||
+             !BIND1(&L->v_b, kvd, "%s.layers.%d.self_attn.v_proj.bias", tp, l) ||
+             !BIND1(&L->o_b, Dt, "%s.layers.%d.self_attn.o_proj.bias", tp, l)))
+            return FALSE;
+        if (c->mlp_bias && (!BIND1(&L->gate_b, It, "%s.layers.%d.mlp.gate_proj.bias", tp, l) ||
+                            !BIND1(&L->up_b, It, "%s.layers.%d.mlp.up_proj.bias", tp, l) ||
+                            !BIND1(&L->down_b, Dt, "%s.layers.%d.mlp.down_proj.bias", tp, l)))
+            return FALSE;
+        m->bind_as = m->weights;
     }
     m->bind_as = BIND_STORED;
     if (!BIND1(&m->norm, Dt, "%s.norm.weight", tp))
@@ -444,6 +462,7 @@ Smolvlm *smolvlm_open(const char *dir, const SmolvlmOptions *opts, GError **err)
     m->dir = g_strdup(dir);
     if (!smolvlm_config_load(dir, &m->cfg, err))
         goto fail;
+    dq_rope_init(&m->rope, &m->cfg);
     m->st = safetensors_open_snapshot(dir, err);
     if (m->st == NULL)
         goto fail;
@@ -687,12 +706,19 @@ static void encode_chunk(Smolvlm *m, const VisionBufs *b, const float *px, int T
         }
         be->attention(be, attn, q, k, v, &att);
         tile_product(be, h, attn, &L->o_w, &L->o_b, T, P, xn);
-        /* h += fc2(gelu_tanh(fc1(LN2(h)))); fc1's output in mlp, xn the scratch once read */
+        /* h += fc2(gelu(fc1(LN2(h)))); fc1's output in mlp, xn the scratch once read. The tanh
+         * GELU may be fused into the products; erf's ("gelu") is an op of its own. */
         be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
         for (int t = 0; t < calls; t++) {
             const size_t o = (size_t)t * rows * Dv;
-            dq_mlp_gelu_add(be, h + o, xn + o, &L->fc1_w, &L->fc1_b, &L->fc2_w, &L->fc2_b, rows,
-                            mlp + (size_t)t * rows * Iv, xn + o);
+            float *hidden = mlp + (size_t)t * rows * Iv;
+            if (c->vision_act == DQ_ACT_GELU_ERF) {
+                be->matmul(be, hidden, xn + o, &L->fc1_w, &L->fc1_b, rows);
+                be->gelu_erf(be, hidden, (size_t)rows * Iv);
+                dq_matmul_add(be, h + o, hidden, &L->fc2_w, &L->fc2_b, rows, xn + o);
+            } else
+                dq_mlp_gelu_add(be, h + o, xn + o, &L->fc1_w, &L->fc1_b, &L->fc2_w, &L->fc2_b, rows,
+                                hidden, xn + o);
         }
     }
     be->layernorm(be, xn, h, &m->post_ln_w, &m->post_ln_b, n, Dv, eps);
@@ -1020,11 +1046,13 @@ gboolean smolvlm_embed(Smolvlm *m, SmolvlmWorkspace *ws, int row0, const int32_t
  * shapes whether it runs alone or beside others, so its results are bit-identical either way
  * (OpenBLAS's sgemm rounding depends on the row count). Prompts are long, so the GEMMs stay
  * large; decode rows are one a segment and go through GEMV anyway. */
-/* ys[i] = x . ws[i]^T for count (<= SEG_PRODUCTS_MAX) weights of x's width (dq_matmul_many);
- * scratch (count 1, y's size): y += the product instead (dq_matmul_add: the residual add). */
+/* ys[i] = x . ws[i]^T + bs[i] for count (<= SEG_PRODUCTS_MAX) weights of x's width
+ * (dq_matmul_many; bs[i] NULL: no bias); scratch (count 1, y's size): y += the product instead
+ * (dq_matmul_add: the residual add). */
 #define SEG_PRODUCTS_MAX 3
 static void seg_products(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *const *ys,
-                         const float *x, const DqWeight *const *ws, int count, float *scratch) {
+                         const float *x, const DqWeight *const *ws, const DqWeight *const *bs,
+                         int count, float *scratch) {
     const DqWeight *w = ws[0]; /* the weights share their width (x's) */
     /* Runs of segments go into one call where the backend promises it changes nothing
      * (backend.h): consecutive short segments (the decode step's rows) up to `inv` rows in all,
@@ -1053,23 +1081,27 @@ static void seg_products(DqBackend *be, const SmolvlmSegment *segs, int n_segs, 
                 rows += segs[e++].n_rows;
         const float *xr = x + (size_t)r * w->cols;
         float *yr[SEG_PRODUCTS_MAX];
-        const DqWeight *no_bias[SEG_PRODUCTS_MAX] = {NULL};
         for (int i = 0; i < count; i++)
             yr[i] = ys[i] + (size_t)r * ws[i]->rows;
         if (scratch != NULL)
-            dq_matmul_add(be, yr[0], xr, w, NULL, rows, scratch + (size_t)r * w->rows);
+            dq_matmul_add(be, yr[0], xr, w, bs[0], rows, scratch + (size_t)r * w->rows);
         else if (count == 1)
-            be->matmul(be, yr[0], xr, w, NULL, rows);
+            be->matmul(be, yr[0], xr, w, bs[0], rows);
         else
-            dq_matmul_many(be, yr, xr, ws, no_bias, count, rows);
+            dq_matmul_many(be, yr, xr, ws, bs, count, rows);
         r += rows;
         s = e;
     }
 }
 
 static void seg_product(DqBackend *be, const SmolvlmSegment *segs, int n_segs, float *y,
-                        const float *x, const DqWeight *w, float *scratch) {
-    seg_products(be, segs, n_segs, &y, x, &w, 1, scratch);
+                        const float *x, const DqWeight *w, const DqWeight *b, float *scratch) {
+    seg_products(be, segs, n_segs, &y, x, &w, &b, 1, scratch);
+}
+
+/* A layer's bias as the ops take it: NULL when the config has none. */
+static const DqWeight *bias_of(const DqWeight *b) {
+    return b->data != NULL ? b : NULL;
 }
 
 int smolvlm_steps_max(const Smolvlm *m) {
@@ -1178,14 +1210,15 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
     const TextLayer *layers = draft ? m->draft_tl : m->tl;
     for (int l = 0; l < c->text_layers; l++) {
         const TextLayer *L = &layers[l];
-        const TextLayer *N = &m->tl[l]; /* the norms: the draft has none of its own */
+        const TextLayer *N = &m->tl[l]; /* the norms and biases: the draft has none of its own */
         /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
         be->rmsnorm(be, xn, x, &N->in_norm, n, Dt, eps);
         float *qkv[3] = {q, k, v};
         const DqWeight *qkv_w[3] = {&L->q_w, &L->k_w, &L->v_w};
-        seg_products(be, segs, n_segs, qkv, xn, qkv_w, 3, NULL);
-        be->rope(be, q, ws->pos, n, H, hd, c->rope_theta);
-        be->rope(be, k, ws->pos, n, Hkv, hd, c->rope_theta);
+        const DqWeight *qkv_b[3] = {bias_of(&N->q_b), bias_of(&N->k_b), bias_of(&N->v_b)};
+        seg_products(be, segs, n_segs, qkv, xn, qkv_w, qkv_b, 3, NULL);
+        be->rope(be, q, ws->pos, n, H, hd, &m->rope);
+        be->rope(be, k, ws->pos, n, Hkv, hd, &m->rope);
         /* A steps segment's rows attend as one-row segments would, one after another: so
          * marked where the backend takes that, else as such segments. */
         int n_att = 0;
@@ -1207,14 +1240,23 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
             }
         }
         dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_att, &att);
-        seg_product(be, segs, n_segs, x, attn, &L->o_w, xn);
-        /* x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x))) */
+        seg_product(be, segs, n_segs, x, attn, &L->o_w, bias_of(&N->o_b), xn);
+        /* x += down(act(gate(RMSNorm(x))) * up(RMSNorm(x))), act SiLU or a GELU */
         be->rmsnorm(be, xn, x, &N->post_norm, n, Dt, eps);
         float *gate_up[2] = {gate, up};
         const DqWeight *gate_up_w[2] = {&L->gate_w, &L->up_w};
-        seg_products(be, segs, n_segs, gate_up, xn, gate_up_w, 2, NULL);
-        be->silu_mul(be, gate, up, (size_t)n * It);
-        seg_product(be, segs, n_segs, x, gate, &L->down_w, xn);
+        const DqWeight *gate_up_b[2] = {bias_of(&N->gate_b), bias_of(&N->up_b)};
+        seg_products(be, segs, n_segs, gate_up, xn, gate_up_w, gate_up_b, 2, NULL);
+        if (c->text_act == DQ_ACT_SILU)
+            be->silu_mul(be, gate, up, (size_t)n * It);
+        else {
+            if (c->text_act == DQ_ACT_GELU_ERF)
+                be->gelu_erf(be, gate, (size_t)n * It);
+            else
+                be->gelu_tanh(be, gate, (size_t)n * It);
+            be->mul(be, gate, up, (size_t)n * It);
+        }
+        seg_product(be, segs, n_segs, x, gate, &L->down_w, bias_of(&N->down_b), xn);
     }
     be->rmsnorm(be, xn, x, &m->norm, n, Dt, eps);
 

@@ -49,7 +49,7 @@ gboolean cuda_graph_begin(DqBackend *be, uint64_t key) {
     c->cap_err = cudaSuccess;
     c->cap_msg[0] = '\0';
     c->cap_key = key;
-    c->cap_inv_hd = 0;
+    c->cap_inv.half = 0;
     c->dl_pos = 0;
     g_array_set_size(c->deferred, 0);
     return TRUE;
@@ -136,10 +136,8 @@ gboolean cuda_graph_end(DqBackend *be, gboolean run) {
     CK(c, cudaGraphLaunch(exec, c->stream));
     CK(c, cudaStreamSynchronize(c->stream));
     c->gstats.replayed++;
-    if (c->cap_inv_hd != 0 && c->sticky == cudaSuccess) {
-        c->inv_theta = c->cap_inv_theta; /* the recorded table copy has run */
-        c->inv_hd = c->cap_inv_hd;
-    }
+    if (c->cap_inv.half != 0 && c->sticky == cudaSuccess)
+        c->inv_rope = c->cap_inv; /* the recorded table copy has run */
     for (guint i = 0; i < c->deferred->len; i++) {
         const Deferred *d = &g_array_index(c->deferred, Deferred, i);
         if (c->sticky != cudaSuccess)

@@ -117,11 +117,10 @@ typedef struct {
     cudaEvent_t px_read;      /* recorded on the main stream after each patchify ... */
     const float *px_read_buf; /* ... from this buffer (NULL once released) */
     cudaEvent_t px_fence;     /* the main stream's work so far, for a buffer new to the uploads */
-    /* RoPE inverse frequencies, computed on the host exactly as the CPU reference does */
-    float *inv_freq;  /* device [64 * 4] */
-    int32_t *ids;     /* device [DQ_CUDA_ARGMAX_ROWS]: argmax_rows' picks, downloaded */
-    double inv_theta; /* what inv_freq holds (0: nothing yet) */
-    int inv_hd;
+    /* RoPE inverse frequencies: the host's table (rope.h), which the CPU backends use too */
+    float *inv_freq; /* device [64 * 4] */
+    int32_t *ids;    /* device [DQ_CUDA_ARGMAX_ROWS]: argmax_rows' picks, downloaded */
+    DqRope inv_rope; /* what inv_freq holds (half 0: nothing yet) */
     /* the first error; every later op is skipped */
     cudaError_t sticky;
     char sticky_msg[512];
@@ -131,8 +130,7 @@ typedef struct {
     cudaError_t cap_err; /* the first error while recording: fails the recording only */
     char cap_msg[512];
     uint64_t cap_key;
-    double cap_inv_theta; /* inv_freq as the recording leaves it (cap_inv_hd 0: unchanged) */
-    int cap_inv_hd;
+    DqRope cap_inv;      /* inv_freq as the recording leaves it (half 0: unchanged) */
     DqGraphTable graphs; /* kept by step key and node count (graph_table.h) */
     int graph_failures;  /* in a row */
     uint8_t *dl_host;    /* pinned [dl_cap] */
@@ -254,8 +252,10 @@ void cuda_layernorm(DqBackend *be, float *y, const float *x, const DqWeight *w, 
 void cuda_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
                   float eps);
 void cuda_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-               double theta);
+               const DqRope *rope);
 void cuda_gelu_tanh(DqBackend *be, float *x, size_t n);
+void cuda_gelu_erf(DqBackend *be, float *x, size_t n);
+void cuda_mul(DqBackend *be, float *y, const float *x, size_t n);
 void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n);
 void add_rows(CudaCtx *c, float *y, const float *x, size_t n);
 void cuda_add(DqBackend *be, float *y, const float *x, size_t n);

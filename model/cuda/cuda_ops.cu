@@ -156,15 +156,17 @@ void cuda_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight *w, in
 /* ---- rope */
 
 __global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int n, int n_heads,
-                            int head_dim) {
+                            int head_dim, float attention_factor) {
     int half = head_dim / 2;
     size_t total = (size_t)n * half;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
         int r = (int)(t / half), i = (int)(t % half);
-        /* As the CPU reference (and transformers): the angle in float32, cos/sin of it. */
+        /* As the CPU reference (and transformers): the angle in float32, cos/sin of it, times
+         * the factor (yarn's; 1 changes no bit). */
         float angle = (float)pos[r] * inv_freq[i];
-        float cs = (float)cos((double)angle), sn = (float)sin((double)angle);
+        float cs = __fmul_rn((float)cos((double)angle), attention_factor);
+        float sn = __fmul_rn((float)sin((double)angle), attention_factor);
         float *xr = x + (size_t)r * n_heads * head_dim;
         for (int h = 0; h < n_heads; h++) {
             float *v = xr + (size_t)h * head_dim;
@@ -176,7 +178,7 @@ __global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq,
 }
 
 void cuda_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-               double theta) {
+               const DqRope *rope) {
     CudaCtx *c = ctx_of(be);
     if (n <= 0 || c->sticky != cudaSuccess)
         return;
@@ -186,33 +188,30 @@ void cuda_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, 
         return;
     }
     /* The table the ops queued so far leave in inv_freq: while recording, a recorded copy's
-     * (it runs only if the recording is replayed, so inv_theta waits for graph_end). */
-    const gboolean pending = c->capturing && c->cap_inv_hd != 0;
-    const double have_theta = pending ? c->cap_inv_theta : c->inv_theta;
-    const int have_hd = pending ? c->cap_inv_hd : c->inv_hd;
-    if (have_theta != theta || have_hd != head_dim) {
-        /* The inverse frequencies with the host's powf, bit for bit what the CPU uses. */
-        float host[256];
-        for (int i = 0; i < half; i++)
-            host[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)head_dim);
-        const void *staged = stage_small(c, host, (size_t)half * sizeof(float));
+     * (it runs only if the recording is replayed, so inv_rope waits for graph_end). */
+    const gboolean pending = c->capturing && c->cap_inv.half != 0;
+    const DqRope *have = pending ? &c->cap_inv : &c->inv_rope;
+    if (rope->half != half) {
+        record(c, cudaErrorInvalidValue, "rope: the table is not of this head_dim");
+        return;
+    }
+    if (!dq_rope_equal(have, rope)) {
+        /* The host's table (rope.h), bit for bit what the CPU backends use. */
+        const void *staged = stage_small(c, rope->inv_freq, (size_t)half * sizeof(float));
         if (staged == NULL)
             return;
         CK(c, cudaMemcpyAsync(c->inv_freq, staged, (size_t)half * sizeof(float),
                               cudaMemcpyDeviceToDevice, c->stream));
-        if (c->capturing) {
-            c->cap_inv_theta = theta;
-            c->cap_inv_hd = head_dim;
-        } else {
-            c->inv_theta = theta;
-            c->inv_hd = head_dim;
-        }
+        if (c->capturing)
+            c->cap_inv = *rope;
+        else
+            c->inv_rope = *rope;
     }
     const int32_t *dpos = (const int32_t *)stage_small(c, pos, (size_t)n * sizeof(int32_t));
     if (dpos == NULL)
         return;
-    rope_kernel<<<grid_for((size_t)n * half, 256), 256, 0, c->stream>>>(x, dpos, c->inv_freq, n,
-                                                                        n_heads, head_dim);
+    rope_kernel<<<grid_for((size_t)n * half, 256), 256, 0, c->stream>>>(
+        x, dpos, c->inv_freq, n, n_heads, head_dim, rope->attention_factor);
     CK_LAUNCH(c, "rope");
 }
 
@@ -233,6 +232,21 @@ __global__ void silu_mul_kernel(float *gate, const float *up, size_t n) {
         float g = gate[i];
         gate[i] = (g / (1.0f + expf(-g))) * up[i];
     }
+}
+
+/* As torch's gelu (approximate="none"): x * 0.5 * (1 + erf(x * M_SQRT1_2)), in float32. */
+__global__ void gelu_erf_kernel(float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        x[i] = v * 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+    }
+}
+
+__global__ void mul_kernel(float *y, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] *= x[i];
 }
 
 __global__ void add_kernel(float *y, const float *x, size_t n) {
@@ -262,6 +276,22 @@ void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
         return;
     silu_mul_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(gate, up, n);
     CK_LAUNCH(c, "silu_mul");
+}
+
+void cuda_gelu_erf(DqBackend *be, float *x, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n == 0 || c->sticky != cudaSuccess)
+        return;
+    gelu_erf_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(x, n);
+    CK_LAUNCH(c, "gelu_erf");
+}
+
+void cuda_mul(DqBackend *be, float *y, const float *x, size_t n) {
+    CudaCtx *c = ctx_of(be);
+    if (n == 0 || c->sticky != cudaSuccess)
+        return;
+    mul_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(y, x, n);
+    CK_LAUNCH(c, "mul");
 }
 
 void add_rows(CudaCtx *c, float *y, const float *x, size_t n) {

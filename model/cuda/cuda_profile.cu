@@ -227,8 +227,8 @@ static void prof_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight
 }
 
 static void prof_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                      double theta) {
-    PROF_SPAN(be, cuda_rope(be, x, pos, n, n_heads, head_dim, theta), "rope rows %d", prof_rows(n));
+                      const DqRope *rope) {
+    PROF_SPAN(be, cuda_rope(be, x, pos, n, n_heads, head_dim, rope), "rope rows %d", prof_rows(n));
 }
 
 static void prof_attention(DqBackend *be, float *out, const float *q, const float *k,
@@ -253,6 +253,14 @@ static void prof_gelu_tanh(DqBackend *be, float *x, size_t n) {
 
 static void prof_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
     PROF_SPAN(be, cuda_silu_mul(be, gate, up, n), "silu_mul");
+}
+
+static void prof_gelu_erf(DqBackend *be, float *x, size_t n) {
+    PROF_SPAN(be, cuda_gelu_erf(be, x, n), "gelu_erf");
+}
+
+static void prof_mul(DqBackend *be, float *y, const float *x, size_t n) {
+    PROF_SPAN(be, cuda_mul(be, y, x, n), "mul");
 }
 
 static void prof_add_op(DqBackend *be, float *y, const float *x, size_t n) {
@@ -300,6 +308,8 @@ void prof_install(DqBackend *be) {
         be->attention_segments = prof_attention_segments;
     be->gelu_tanh = prof_gelu_tanh;
     be->silu_mul = prof_silu_mul;
+    be->gelu_erf = prof_gelu_erf;
+    be->mul = prof_mul;
     be->add = prof_add_op;
     be->add_broadcast = prof_add_broadcast;
     be->patchify = prof_patchify;

@@ -168,8 +168,8 @@ static void host_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight
 }
 
 static void host_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                      double theta) {
-    (void)x, (void)pos, (void)n, (void)n_heads, (void)head_dim, (void)theta;
+                      const DqRope *rope) {
+    (void)x, (void)pos, (void)n, (void)n_heads, (void)head_dim, (void)rope;
     op(be);
 }
 

@@ -124,27 +124,40 @@ static void test_norms(void) {
     g_free(want);
 }
 
+/* Plain RoPE from theta; then a table of other frequencies and a cos/sin factor (yarn's), which
+ * the rotation must take as given. */
 static void test_rope(void) {
     int n = 5, heads = 3, hd = 16;
     int32_t pos[5] = {0, 1, 7, 1000, 4095};
-    float *x = rand_buf((size_t)n * heads * hd, 1);
-    double *want = g_new(double, (size_t)n *heads *hd);
     double theta = 273768.0;
-    for (int r = 0; r < n; r++)
-        for (int h = 0; h < heads; h++)
-            for (int i = 0; i < hd; i++) {
-                /* q' = q cos + rotate_half(q) sin, rotate_half(x) = [-x2, x1] */
-                int j = i % (hd / 2);
-                double ang = pos[r] / pow(theta, 2.0 * j / hd);
-                const float *v = x + (size_t)(r * heads + h) * hd;
-                double rot = i < hd / 2 ? -v[i + hd / 2] : v[i - hd / 2];
-                want[(r * heads + h) * hd + i] = v[i] * cos(ang) + rot * sin(ang);
-            }
-    be->rope(be, x, pos, n, heads, hd, theta);
-    /* transformers' float32 angles at position 4095 are off by ~1e-4 rad; so are ours. */
-    assert_close(x, want, (size_t)n * heads * hd, 1e-3, "rope");
-    g_free(want);
-    be->release(be, x);
+    DqRope scaled;
+    dq_rope_plain(&scaled, theta, hd);
+    for (int j = 0; j < hd / 2; j++)
+        scaled.inv_freq[j] /= (float)(1 + j % 3);
+    scaled.attention_factor = 1.25f;
+    for (int t = 0; t < 2; t++) {
+        float *x = rand_buf((size_t)n * heads * hd, 1 + t);
+        double *want = g_new(double, (size_t)n *heads *hd);
+        double factor = t == 0 ? 1.0 : 1.25;
+        for (int r = 0; r < n; r++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < hd; i++) {
+                    /* q' = q cos + rotate_half(q) sin, rotate_half(x) = [-x2, x1] */
+                    int j = i % (hd / 2);
+                    double inv = 1.0 / pow(theta, 2.0 * j / hd) / (t == 0 ? 1 : 1 + j % 3);
+                    double ang = pos[r] * inv;
+                    const float *v = x + (size_t)(r * heads + h) * hd;
+                    double rot = i < hd / 2 ? -v[i + hd / 2] : v[i - hd / 2];
+                    want[(r * heads + h) * hd + i] = (v[i] * cos(ang) + rot * sin(ang)) * factor;
+                }
+        DqRope plain;
+        dq_rope_plain(&plain, theta, hd);
+        be->rope(be, x, pos, n, heads, hd, t == 0 ? &plain : &scaled);
+        /* transformers' float32 angles at position 4095 are off by ~1e-4 rad; so are ours. */
+        assert_close(x, want, (size_t)n * heads * hd, 1e-3, t == 0 ? "rope" : "rope scaled");
+        g_free(want);
+        be->release(be, x);
+    }
 }
 
 static void naive_attention(double *out, const float *q, const float *k, const float *v,
@@ -273,6 +286,16 @@ static void test_elementwise(void) {
     for (size_t i = 0; i < n; i++)
         want[i] = x0[i] / (1 + exp(-(double)x0[i])) * y0[i];
     assert_close(x, want, n, 1e-6, "silu_mul");
+    memcpy(x, x0, n * 4);
+    be->gelu_erf(be, x, n);
+    for (size_t i = 0; i < n; i++)
+        want[i] = 0.5 * x0[i] * (1 + erf(x0[i] / sqrt(2.0)));
+    assert_close(x, want, n, 1e-6, "gelu_erf");
+    memcpy(x, x0, n * 4);
+    be->mul(be, x, y, n);
+    for (size_t i = 0; i < n; i++)
+        want[i] = (double)x0[i] * y0[i];
+    assert_close(x, want, n, 1e-7, "mul");
     memcpy(x, x0, n * 4);
     be->add(be, x, y, n);
     for (size_t i = 0; i < n; i++)

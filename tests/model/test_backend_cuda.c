@@ -512,24 +512,40 @@ static void test_norms(void) {
     }
 }
 
+/* Plain tables of three thetas, then scaled ones (rope.h): linear's frequencies and yarn's, whose
+ * attention factor multiplies cos and sin in the kernel. */
 static void test_rope(void) {
     if (!need_gpu())
         return;
     const int cfg[][3] = {{5, 4, 16}, {40, 9, 64}, {17, 3, 64}, {3, 32, 64}};
     const double thetas[] = {10000.0, 100000.0, 273768.0};
+    const SmolvlmRopeType types[] = {DQ_ROPE_DEFAULT, DQ_ROPE_LINEAR, DQ_ROPE_YARN};
     for (size_t s = 0; s < G_N_ELEMENTS(cfg); s++)
-        for (size_t th = 0; th < G_N_ELEMENTS(thetas); th++) {
-            int n = cfg[s][0], heads = cfg[s][1], hd = cfg[s][2];
-            Pair x = pair_new((size_t)n * heads * hd, 2);
-            int32_t *pos = g_new(int32_t, n);
-            for (int r = 0; r < n; r++)
-                pos[r] = r == 0 ? 0 : g_rand_int_range(rng, 0, 8192);
-            cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[th]);
-            gpu->rope(gpu, x.g, pos, n, heads, hd, thetas[th]);
-            pair_check(&x, 1e-5, "rope");
-            g_free(pos);
-            pair_free(&x);
-        }
+        for (size_t th = 0; th < G_N_ELEMENTS(thetas); th++)
+            for (size_t ty = 0; ty < G_N_ELEMENTS(types); ty++) {
+                int n = cfg[s][0], heads = cfg[s][1], hd = cfg[s][2];
+                SmolvlmConfig c = {.head_dim = hd,
+                                   .rope_theta = thetas[th],
+                                   .max_position_embeddings = 8192,
+                                   .rope_type = types[ty],
+                                   .rope_factor = 4.0,
+                                   .rope_beta_fast = 32,
+                                   .rope_beta_slow = 1,
+                                   .rope_truncate = TRUE,
+                                   .rope_attention_factor =
+                                       types[ty] == DQ_ROPE_YARN ? 0.1 * log(4.0) + 1 : 1};
+                DqRope rope;
+                dq_rope_init(&rope, &c);
+                Pair x = pair_new((size_t)n * heads * hd, 2);
+                int32_t *pos = g_new(int32_t, n);
+                for (int r = 0; r < n; r++)
+                    pos[r] = r == 0 ? 0 : g_rand_int_range(rng, 0, 8192);
+                cpu->rope(cpu, x.c, pos, n, heads, hd, &rope);
+                gpu->rope(gpu, x.g, pos, n, heads, hd, &rope);
+                pair_check(&x, 1e-5, "rope");
+                g_free(pos);
+                pair_free(&x);
+            }
 }
 
 static void check_attention(const DqAttention *a, size_t q_floats, size_t kv_floats, double tol,
@@ -877,6 +893,13 @@ static void test_elementwise(void) {
         cpu->silu_mul(cpu, x.c, u.c, n);
         gpu->silu_mul(gpu, x.g, u.g, n);
         pair_check(&x, 1e-5, "silu_mul");
+        /* session 33: hidden_act "gelu" (vision and text MLPs) and the GELU-gated text MLP */
+        cpu->gelu_erf(cpu, x.c, n);
+        gpu->gelu_erf(gpu, x.g, n);
+        pair_check(&x, 1e-5, "gelu_erf");
+        cpu->mul(cpu, x.c, u.c, n);
+        gpu->mul(gpu, x.g, u.g, n);
+        pair_check(&x, 1e-6, "mul");
         cpu->add(cpu, x.c, u.c, n);
         gpu->add(gpu, x.g, u.g, n);
         pair_check(&x, 1e-6, "add");
@@ -1502,7 +1525,7 @@ static void nop_matmul(DqBackend *be, float *y, const float *x, const DqWeight *
 static void nop_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight *w, int n, int dim,
                         float eps) {}
 static void nop_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
-                     double theta) {}
+                     const DqRope *rope) {}
 static void nop_attention(DqBackend *be, float *out, const float *q, const float *k, const float *v,
                           const DqAttention *a) {}
 static void nop_copy(DqBackend *be, float *dst, const float *src, size_t n) {}
@@ -1586,13 +1609,15 @@ static void test_graph_rope_dropped(void) {
     for (int t = 0; t < 3; t++) {
         Pair x = pair_new((size_t)n * heads * hd, 2);
         const gboolean run = t == 2;
+        DqRope rope;
+        dq_rope_plain(&rope, thetas[t], hd);
         g_assert_true(be->graph_begin(be, 42));
-        be->rope(be, x.g, pos, n, heads, hd, thetas[t]);
+        be->rope(be, x.g, pos, n, heads, hd, &rope);
         g_assert_true(be->graph_end(be, run) == run);
         if (run)
-            cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[t]);
-        cpu->rope(cpu, x.c, pos, n, heads, hd, thetas[t]);
-        be->rope(be, x.g, pos, n, heads, hd, thetas[t]);
+            cpu->rope(cpu, x.c, pos, n, heads, hd, &rope);
+        cpu->rope(cpu, x.c, pos, n, heads, hd, &rope);
+        be->rope(be, x.g, pos, n, heads, hd, &rope);
         pair_check(&x, 1e-5,
                    run ? "rope after a replayed recording" : "rope after a dropped recording");
         pair_free(&x);

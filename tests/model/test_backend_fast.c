@@ -662,13 +662,59 @@ static void test_rope(void) {
         int32_t *pos = g_new(int32_t, n);
         for (int r = 0; r < n; r++)
             pos[r] = cases[c].pos0 + r * cases[c].step;
-        ref->rope(ref, x.r, pos, n, cases[c].heads, cases[c].hd, cases[c].theta);
-        fast->rope(fast, x.f, pos, n, cases[c].heads, cases[c].hd, cases[c].theta);
+        DqRope rope;
+        dq_rope_plain(&rope, cases[c].theta, cases[c].hd);
+        ref->rope(ref, x.r, pos, n, cases[c].heads, cases[c].hd, &rope);
+        fast->rope(fast, x.f, pos, n, cases[c].heads, cases[c].hd, &rope);
         if (memcmp(x.r, x.f, x.n * sizeof(float)) != 0)
             g_error("rope case %zu: not the reference's bits", c);
         pair_free(&x);
         g_free(pos);
     }
+}
+
+/* A scaled table (yarn's: other frequencies and a cos/sin factor) kept by a fresh fast backend,
+ * whose first table it is: the reference's bits from the kept cos and sin; then a linear
+ * table, which is another: the reference's path. */
+static void test_rope_scaled(void) {
+    GError *err = NULL;
+    DqBackend *own = dq_backend_cpu_fast_new(&err);
+    g_assert_no_error(err);
+    SmolvlmConfig c = {.head_dim = 64,
+                       .rope_theta = 100000.0,
+                       .max_position_embeddings = 8192,
+                       .rope_type = DQ_ROPE_YARN,
+                       .rope_factor = 4.0,
+                       .rope_beta_fast = 32,
+                       .rope_beta_slow = 1,
+                       .rope_truncate = TRUE,
+                       .rope_attention_factor = 0.1 * log(4.0) + 1.0};
+    for (int t = 0; t < 2; t++) {
+        if (t == 1) {
+            c.rope_type = DQ_ROPE_LINEAR;
+            c.rope_attention_factor = 1.0;
+        }
+        DqRope rope;
+        dq_rope_init(&rope, &c);
+        int n = 40, heads = 3, width = heads * 64;
+        Pair x = pair_new((size_t)n * width, 3);
+        float *got = g_new(float, x.n);
+        float *own_x = own->alloc(own, x.n);
+        own->upload(own, own_x, x.host, x.n);
+        int32_t *pos = g_new(int32_t, n);
+        for (int r = 0; r < n; r++)
+            pos[r] = 3 + r * 211;
+        ref->rope(ref, x.r, pos, n, heads, 64, &rope);
+        own->rope(own, own_x, pos, n, heads, 64, &rope);
+        own->download(own, got, own_x, x.n);
+        if (memcmp(x.r, got, x.n * sizeof(float)) != 0)
+            g_error("rope %s: not the reference's bits", t == 0 ? "yarn" : "linear");
+        own->release(own, own_x);
+        g_free(got);
+        pair_free(&x);
+        g_free(pos);
+    }
+    dq_backend_free(own);
 }
 
 static void test_elementwise(void) {
@@ -833,6 +879,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/attention_segments", test_attention_segments);
     g_test_add_func("/backend_fast/attention_steps", test_attention_steps);
     g_test_add_func("/backend_fast/rope", test_rope);
+    g_test_add_func("/backend_fast/rope-scaled", test_rope_scaled);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
     g_test_add_func("/backend_fast/layernorm", test_layernorm);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);

@@ -1,8 +1,11 @@
 /* config.json / generation_config.json: both geometries, the real 256M file with its leftovers,
  * transformers' defaults for absent fields, and clear errors. */
 #include "config.h"
+#include "rope.h"
 #include "testutil.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -212,27 +215,36 @@ static void test_errors(void) {
     g_clear_error(&err);
 }
 
-/* hidden_act by transformers' ACT2FN names: every name of GELU's tanh approximation for the
- * vision tower and of SiLU for the decoder runs (on a tiny random snapshot transformers 4.57.6
- * gave each the logits of the usual name within 7.4e-6, image prompt, and the same greedy ids:
- * the s32 differential test); other activations are refused naming the key and the value. */
+/* hidden_act by transformers' ACT2FN names: every name of GELU's tanh approximation and of erf's
+ * GELU for the vision tower, and of those and SiLU for the decoder, runs (on a tiny random
+ * snapshot transformers 4.57.6 gave each the logits of the usual name within 7.4e-6, image
+ * prompt, and the same greedy ids: the s32 differential test; the erf GELU in both places and
+ * the GELUs in the decoder within 2.1e-5 in s33's); other activations are refused naming the key
+ * and the value. */
 static void test_activations(void) {
-    const char *ok[][2] = {{"gelu_pytorch_tanh", "silu"},
-                           {"gelu_new", "swish"},
-                           {"gelu_fast", "silu"},
-                           {"gelu_python_tanh", "silu"}};
+    const struct {
+        const char *vision, *text;
+        SmolvlmAct vision_act, text_act;
+    } ok[] = {{"gelu_pytorch_tanh", "silu", DQ_ACT_GELU_TANH, DQ_ACT_SILU},
+              {"gelu_new", "swish", DQ_ACT_GELU_TANH, DQ_ACT_SILU},
+              {"gelu_fast", "gelu", DQ_ACT_GELU_TANH, DQ_ACT_GELU_ERF},
+              {"gelu_python_tanh", "gelu_python", DQ_ACT_GELU_TANH, DQ_ACT_GELU_ERF},
+              {"gelu", "gelu_pytorch_tanh", DQ_ACT_GELU_ERF, DQ_ACT_GELU_TANH},
+              {"gelu_python", "gelu_new", DQ_ACT_GELU_ERF, DQ_ACT_GELU_TANH}};
     for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
         char *json = g_strdup_printf(
             "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
             "{\"hidden_act\": \"%s\"}, \"text_config\": {\"hidden_act\": \"%s\"}}",
-            ok[i][0], ok[i][1]);
+            ok[i].vision, ok[i].text);
         SmolvlmConfig c;
         GError *err = NULL;
         if (!smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err))
-            g_error("%s / %s: %s", ok[i][0], ok[i][1], err->message);
+            g_error("%s / %s: %s", ok[i].vision, ok[i].text, err->message);
+        g_assert_cmpint(c.vision_act, ==, ok[i].vision_act);
+        g_assert_cmpint(c.text_act, ==, ok[i].text_act);
         g_free(json);
     }
-    const char *vision_refused[] = {"gelu", "quick_gelu", "gelu_10", "gelu_accurate", "silu"};
+    const char *vision_refused[] = {"quick_gelu", "gelu_10", "gelu_accurate", "silu"};
     for (size_t i = 0; i < G_N_ELEMENTS(vision_refused); i++) {
         char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
                                      "\"vision_config\": {\"hidden_act\": \"%s\"}}",
@@ -243,7 +255,7 @@ static void test_activations(void) {
         g_free(needle);
         g_free(json);
     }
-    const char *text_refused[] = {"gelu", "gelu_pytorch_tanh", "relu"};
+    const char *text_refused[] = {"quick_gelu", "relu", "gelu_accurate"};
     for (size_t i = 0; i < G_N_ELEMENTS(text_refused); i++) {
         char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
                                      "\"text_config\": {\"hidden_act\": \"%s\"}}",
@@ -267,8 +279,10 @@ static gboolean parse_rope(const char *rope_scaling, SmolvlmConfig *c, GError **
 
 /* rope_scaling as LlamaRotaryEmbedding reads it: a legacy "type" wins over "rope_type"
  * (LlamaConfig copies it over); "default" and "dynamic" (within max_position_embeddings, where
- * docqa's sequences end) are plain RoPE; the rest is refused naming the type, and what
- * transformers refuses (no type, "dynamic" without its factor) is refused naming the key. */
+ * docqa's sequences end) are plain RoPE; "linear", "llama3" and "yarn" are read with their keys'
+ * defaults; the rest is refused naming the type, and what transformers refuses or fails on (no
+ * type, a required key missing or null, a division by zero, a logarithm of a non-positive number)
+ * is refused naming the key. */
 static void test_rope_scaling(void) {
     const char *plain[] = {"null", "{\"rope_type\": \"default\"}", "{\"type\": \"default\"}",
                            "{\"rope_type\": \"dynamic\", \"factor\": 2.0}",
@@ -279,29 +293,259 @@ static void test_rope_scaling(void) {
         if (!parse_rope(plain[i], &c, &err))
             g_error("rope_scaling %s: %s", plain[i], err->message);
         g_assert_cmpfloat(c.rope_theta, ==, 5000.0);
+        g_assert_cmpint(c.rope_type, ==, DQ_ROPE_DEFAULT);
+        g_assert_cmpfloat(c.rope_attention_factor, ==, 1.0);
     }
+    SmolvlmConfig c;
+    GError *err = NULL;
+    g_assert_true(
+        parse_rope("{\"type\": \"linear\", \"rope_type\": \"yarn\", \"factor\": 3}", &c, &err));
+    g_assert_cmpint(c.rope_type, ==, DQ_ROPE_LINEAR);
+    g_assert_cmpfloat(c.rope_factor, ==, 3.0);
+    g_assert_true(parse_rope("{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+                             "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 64}",
+                             &c, &err));
+    g_assert_cmpint(c.rope_type, ==, DQ_ROPE_LLAMA3);
+    g_assert_cmpfloat(c.rope_low_freq_factor, ==, 1.0);
+    g_assert_cmpfloat(c.rope_high_freq_factor, ==, 4.0);
+    g_assert_cmpfloat(c.rope_original_max_pos, ==, 64.0);
+    /* yarn's defaults: beta_fast 32, beta_slow 1 (also for null and 0: `get(key) or default`),
+     * truncate true, attention factor 0.1 ln(factor) + 1 */
+    g_assert_true(parse_rope("{\"rope_type\": \"yarn\", \"factor\": 4.0, \"beta_fast\": null, "
+                             "\"beta_slow\": 0}",
+                             &c, &err));
+    g_assert_cmpint(c.rope_type, ==, DQ_ROPE_YARN);
+    g_assert_cmpfloat(c.rope_beta_fast, ==, 32.0);
+    g_assert_cmpfloat(c.rope_beta_slow, ==, 1.0);
+    g_assert_true(c.rope_truncate);
+    g_assert_cmpfloat(c.rope_original_max_pos, ==, 0.0);
+    g_assert_cmpfloat_with_epsilon(c.rope_attention_factor, 0.1 * log(4.0) + 1.0, 1e-15);
+    /* a null truncate is Python's None: no truncation; mscale over mscale_all_dim */
+    g_assert_true(parse_rope("{\"rope_type\": \"yarn\", \"factor\": 4.0, \"truncate\": null, "
+                             "\"mscale\": 2, \"mscale_all_dim\": 1}",
+                             &c, &err));
+    g_assert_false(c.rope_truncate);
+    g_assert_cmpfloat_with_epsilon(c.rope_attention_factor,
+                                   (0.2 * log(4.0) + 1.0) / (0.1 * log(4.0) + 1.0), 1e-15);
+    g_assert_true(parse_rope("{\"rope_type\": \"yarn\", \"factor\": 4.0, \"attention_factor\": 0.5,"
+                             " \"mscale\": 2, \"mscale_all_dim\": 1}",
+                             &c, &err));
+    g_assert_cmpfloat(c.rope_attention_factor, ==, 0.5);
+    dq_assert_no_error(err);
+
     const char *refused[][2] = {
-        {"{\"rope_type\": \"linear\", \"factor\": 2.0}", "rope_scaling 'linear' is not supported"},
-        {"{\"rope_type\": \"default\", \"type\": \"llama3\"}", "rope_scaling 'llama3'"},
-        {"{\"rope_type\": \"yarn\", \"factor\": 4.0}", "rope_scaling 'yarn'"},
+        {"{\"rope_type\": \"longrope\", \"short_factor\": [1], \"long_factor\": [1]}",
+         "rope_scaling 'longrope' is not supported"},
+        {"{\"rope_type\": \"default\", \"type\": \"ntk\"}", "rope_scaling 'ntk'"},
         {"{\"factor\": 2.0}", "text_config.rope_scaling.rope_type must be given"},
         {"{\"rope_type\": \"dynamic\"}", "text_config.rope_scaling.factor must be given"},
         {"{\"rope_type\": \"dynamic\", \"factor\": \"2\"}",
          "text_config.rope_scaling.factor must be a number"},
         {"{\"rope_type\": 3}", "text_config.rope_scaling.rope_type must be a string"},
         {"\"linear\"", "text_config.rope_scaling must be an object"},
+        {"{\"rope_type\": \"linear\"}",
+         "text_config.rope_scaling.factor must be given for \"linear\" (transformers refuses"},
+        {"{\"rope_type\": \"yarn\", \"factor\": null}",
+         "text_config.rope_scaling.factor must be a number, not null"},
+        {"{\"rope_type\": \"linear\", \"factor\": 0}",
+         "text_config.rope_scaling.factor must be positive"},
+        {"{\"rope_type\": \"linear\", \"factor\": 1e400}",
+         "text_config.rope_scaling.factor must be finite"},
+        {"{\"rope_type\": \"llama3\", \"factor\": 8, \"high_freq_factor\": 4, "
+         "\"original_max_position_embeddings\": 64}",
+         "text_config.rope_scaling.low_freq_factor must be given for \"llama3\""},
+        {"{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+         "\"high_freq_factor\": 4}",
+         "text_config.rope_scaling.original_max_position_embeddings must be given for "
+         "\"llama3\""},
+        {"{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 0, "
+         "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 64}",
+         "text_config.rope_scaling.low_freq_factor must be other than 0"},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4, \"beta_fast\": -1}",
+         "text_config.rope_scaling.beta_fast must be positive"},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": -5}",
+         "text_config.rope_scaling.original_max_position_embeddings must be positive"},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4, \"truncate\": \"yes\"}",
+         "text_config.rope_scaling.truncate must be true or false"},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4, \"attention_factor\": \"1\"}",
+         "text_config.rope_scaling.attention_factor must be a number"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(refused); i++) {
-        SmolvlmConfig c;
-        GError *err = NULL;
         g_assert_false(parse_rope(refused[i][0], &c, &err));
         g_assert_nonnull(err);
         if (strstr(err->message, "snap/config.json: ") != err->message ||
             strstr(err->message, refused[i][1]) == NULL)
             g_error("rope_scaling %s: '%s' does not say '%s'", refused[i][0], err->message,
                     refused[i][1]);
-        g_error_free(err);
+        g_clear_error(&err);
     }
+    /* yarn divides by log(rope_theta) */
+    g_assert_false(smolvlm_config_parse(
+        "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": {\"rope_theta\": 1, "
+        "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2}}}",
+        NULL, "snap/config.json", &c, &err));
+    g_assert_nonnull(strstr(err->message, "rope_theta 1 does not work with rope_scaling \"yarn\""));
+    g_clear_error(&err);
+}
+
+/* The RoPE tables (rope.h) of each type against LlamaRotaryEmbedding's own: inv_freq and
+ * attention_scaling as float32 bits, printed by tests/model/rope_table_goldens.py (transformers
+ * 4.57.6, torch on CPU; its cases are these). Bit for bit: the table is computed by the same
+ * float32 operations in the same order. Then each table against the formulas in double, computed
+ * here independently of rope.c, within float32 rounding. */
+static void test_rope_tables(void) {
+    const struct {
+        int head_dim;
+        double theta;
+        int max_pos;
+        const char *rope_scaling;
+        const char *bits; /* attention factor, then inv_freq */
+    } cases[] = {
+        {64, 100000.0, 8192, "null",
+         "3f800000 3f800000 3f32a506 3ef953cf 3eadfcff 3e72d423 3e297409 3dec7fd6 "
+         "3da50956 3d6655c2 3d20bc1d 3ce054d2 3c9c8b97 3c5a7bf2 3c187705 3bd4ca15 "
+         "3b947dae 3b4f3e38 3b109edb 3ac9d75c 3a8cd9db 3a44948c 3a092e02 39bf74d7 "
+         "39859aa9 393a7753 39021f2b 38b59b1b 387d75d4 3830df52 37f6da96 37ac431d "
+         "37706b6d"},
+        {64, 100000.0, 8192, "{\"rope_type\": \"linear\", \"factor\": 2.0}",
+         "3f800000 3f000000 3eb2a506 3e7953cf 3e2dfcff 3df2d423 3da97409 3d6c7fd6 "
+         "3d250956 3ce655c2 3ca0bc1d 3c6054d2 3c1c8b97 3bda7bf2 3b987705 3b54ca15 "
+         "3b147dae 3acf3e38 3a909edb 3a49d75c 3a0cd9db 39c4948c 39892e02 393f74d7 "
+         "39059aa9 38ba7753 38821f2b 38359b1b 37fd75d4 37b0df52 3776da96 372c431d "
+         "36f06b6d"},
+        {16, 10000.0, 2048, "{\"type\": \"linear\", \"factor\": 3.5}",
+         "3f800000 3e924925 3db909d6 3cea0ea1 3c1407df 3b3b3ee7 3a6cd965 3995cbed "
+         "38bd7ab7"},
+        {64, 500000.0, 131072,
+         "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}",
+         "3f800000 3f800000 3f29e1c6 3ee177bc 3e959ee3 3e4693b0 3e03c6a0 3daee4ad "
+         "3d681e67 3d1a08c8 3ccc6f49 3c87a9c3 3c340d6d 3beef74f 3b9e9402 3b527720 "
+         "3ab3d11d 3a0995d2 393b2dd2 38a3418d 3858ac81 380fc8f8 37bed4f4 377d45c3 "
+         "3728126b 36df10c4 369406cb 36447610 36025f34 35ad07a7 3565a54d 351864a7 "
+         "34ca41b0"},
+        {16, 100000.0, 8192,
+         "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 64}",
+         "3f800000 3f800000 3e029a8a 3be655c2 3ada7bf2 39cf3e38 38c4948c 37ba7753 "
+         "36b0df52"},
+        {64, 100000.0, 8192, "{\"rope_type\": \"yarn\", \"factor\": 4.0}",
+         "3f91be9c 3f800000 3f32a506 3ef953cf 3eadfcff 3e72d423 3e297409 3dec7fd6 "
+         "3da50956 3d6655c2 3d20bc1d 3ce054d2 3c90cdec 3c39b628 3bec5214 3b94f3dc "
+         "3b399d1a 3ae3f7a3 3a8963b7 3a217916 39b71b37 3944948c 39092e02 38bf74d7 "
+         "38859aa9 383a7753 38021f2b 37b59b1b 377d75d4 3730df52 36f6da96 36ac431d "
+         "36706b6d"},
+        {64, 10000.0, 32768,
+         "{\"rope_type\": \"yarn\", \"factor\": 4.0, \"beta_fast\": 16.0, \"beta_slow\": 2.0, "
+         "\"original_max_position_embeddings\": 8192, \"truncate\": false, \"mscale\": 1.0, "
+         "\"mscale_all_dim\": 0.5}",
+         "3f884c13 3f800000 3f3ff911 3f0ff59a 3ed7e89b 3ea1e89b 3e72d423 3e361887 "
+         "3e088d77 3dcccccd 3d99940d 3d6655c2 3d2cba15 3d0186e3 3cc2434f 3c91ad39 "
+         "3c5a7bf2 3c17be0c 3bca129a 3b84677a 3b29e393 3ad3c506 3a7d13ae 3a0d635e "
+         "39aec98e 3983126f 3944948c 39136a16 38dd1725 38a5cb60 3878a815 383a7753 "
+         "380bd472"},
+        {16, 100000.0, 8192,
+         "{\"rope_type\": \"yarn\", \"factor\": 2.0, \"attention_factor\": 0.75}",
+         "3f400000 3f800000 3e72d423 3d6655c2 3c3611f4 3b0a297a 39c4948c 38ba7753 "
+         "37b0df52"},
+    };
+    for (size_t t = 0; t < G_N_ELEMENTS(cases); t++) {
+        char *json =
+            g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": {"
+                            "\"hidden_size\": %d, "
+                            "\"num_attention_heads\": 4, \"head_dim\": %d, \"rope_theta\": %.1f, "
+                            "\"max_position_embeddings\": %d, \"rope_scaling\": %s}}",
+                            4 * cases[t].head_dim, cases[t].head_dim, cases[t].theta,
+                            cases[t].max_pos, cases[t].rope_scaling);
+        SmolvlmConfig c;
+        GError *err = NULL;
+        if (!smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err))
+            g_error("%s: %s", cases[t].rope_scaling, err->message);
+        g_free(json);
+        DqRope r;
+        dq_rope_init(&r, &c);
+        int half = cases[t].head_dim / 2;
+        g_assert_cmpint(r.half, ==, half);
+        gchar **words = g_strsplit(cases[t].bits, " ", -1);
+        g_assert_cmpint(g_strv_length(words), ==, half + 1);
+        for (int i = 0; i <= half; i++) {
+            uint32_t want = (uint32_t)g_ascii_strtoull(words[i], NULL, 16), got;
+            memcpy(&got, i == 0 ? &r.attention_factor : &r.inv_freq[i - 1], sizeof got);
+            if (got != want)
+                g_error("%s: %s %d is %08x, transformers' %08x", cases[t].rope_scaling,
+                        i == 0 ? "attention factor" : "inv_freq", i - 1, got, want);
+        }
+        g_strfreev(words);
+
+        /* the formulas (modeling_rope_utils.py), in double */
+        double theta = cases[t].theta, f = c.rope_factor, af = 1.0;
+        for (int i = 0; i < half; i++) {
+            double inv = 1.0 / pow(theta, 2.0 * i / cases[t].head_dim);
+            if (c.rope_type == DQ_ROPE_LINEAR)
+                inv /= f;
+            else if (c.rope_type == DQ_ROPE_LLAMA3) {
+                double wavelen = 2 * M_PI / inv, old = c.rope_original_max_pos;
+                double lo = c.rope_low_freq_factor, hi = c.rope_high_freq_factor;
+                if (wavelen > old / lo)
+                    inv /= f;
+                else if (wavelen >= old / hi) {
+                    double s = (old / wavelen - lo) / (hi - lo);
+                    inv = (1 - s) * inv / f + s * inv;
+                }
+            } else if (c.rope_type == DQ_ROPE_YARN) {
+                int dim = cases[t].head_dim;
+                double mp = c.rope_original_max_pos ? c.rope_original_max_pos : cases[t].max_pos;
+                double lo = dim * log(mp / (c.rope_beta_fast * 2 * M_PI)) / (2 * log(theta));
+                double hi = dim * log(mp / (c.rope_beta_slow * 2 * M_PI)) / (2 * log(theta));
+                if (c.rope_truncate) {
+                    lo = floor(lo);
+                    hi = ceil(hi);
+                }
+                lo = MAX(lo, 0);
+                hi = MIN(hi, dim - 1);
+                double ramp = CLAMP((i - lo) / (hi - lo), 0, 1);
+                inv = inv / f * ramp + inv * (1 - ramp);
+                af = c.rope_attention_factor;
+            }
+            if (fabs(r.inv_freq[i] - inv) > 1e-6 * inv)
+                g_error("%s: inv_freq %d %.9g, the formula's %.9g", cases[t].rope_scaling, i,
+                        r.inv_freq[i], inv);
+        }
+        g_assert_cmpfloat_with_epsilon(r.attention_factor, af, 1e-7);
+    }
+}
+
+/* text_config.attention_bias and mlp_bias: false when absent or null (LlamaConfig's defaults),
+ * read as given, refused when not true or false. */
+static void test_biases(void) {
+    const struct {
+        const char *text_config;
+        gboolean attn, mlp;
+    } ok[] = {
+        {"{}", FALSE, FALSE},
+        {"{\"attention_bias\": true}", TRUE, FALSE},
+        {"{\"mlp_bias\": true, \"attention_bias\": null}", FALSE, TRUE},
+        {"{\"attention_bias\": true, \"mlp_bias\": true}", TRUE, TRUE},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
+        char *json = g_strdup_printf(
+            "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"text_config\": %s}",
+            ok[i].text_config);
+        SmolvlmConfig c;
+        GError *err = NULL;
+        if (!smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err))
+            g_error("%s: %s", ok[i].text_config, err->message);
+        g_assert_cmpint(c.attention_bias, ==, ok[i].attn);
+        g_assert_cmpint(c.mlp_bias, ==, ok[i].mlp);
+        g_free(json);
+    }
+    SmolvlmConfig c;
+    GError *err = NULL;
+    g_assert_false(smolvlm_config_parse("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                        "\"text_config\": {\"mlp_bias\": 1}}",
+                                        NULL, "snap/config.json", &c, &err));
+    g_assert_nonnull(strstr(err->message, "text_config.mlp_bias must be true or false"));
+    g_clear_error(&err);
 }
 
 /* transformers builds the architecture model_type names (AutoConfig: "llava" a LlavaConfig,
@@ -486,6 +730,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/defaults", test_defaults);
     g_test_add_func("/config/errors", test_errors);
     g_test_add_func("/config/rope-scaling", test_rope_scaling);
+    g_test_add_func("/config/rope-tables", test_rope_tables);
+    g_test_add_func("/config/biases", test_biases);
     g_test_add_func("/config/activations", test_activations);
     g_test_add_func("/config/model-types", test_model_types);
     g_test_add_func("/config/bounds", test_bounds);

@@ -11,6 +11,7 @@
 #include "pipeline.h"
 #include "testutil.h"
 
+#include <json-glib/json-glib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -674,14 +675,14 @@ static void test_positions_limit(void) {
     g_free(snap);
 }
 
-/* tiny-smolvlm-b512 with text_config's rope_scaling and max_position_embeddings replaced. */
-static char *snapshot_with_rope(const char *rope_scaling, int positions) {
+/* tiny-smolvlm-b512 with max_position_embeddings and the first `from` in config.json replaced. */
+static char *snapshot_edited(const char *from, const char *to, int positions) {
     char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", NULL);
     char *snap = dq_test_snapshot_with_positions(src, positions);
     char *path = g_build_filename(snap, "config.json", NULL);
     char *text = dq_test_read_file(path, NULL);
     GString *s = g_string_new(text);
-    g_assert_cmpint(g_string_replace(s, "\"rope_scaling\": null", rope_scaling, 1), ==, 1);
+    g_assert_cmpint(g_string_replace(s, from, to, 1), ==, 1);
     g_assert_cmpint(unlink(path), ==, 0);
     g_assert_true(g_file_set_contents(path, s->str, (gssize)s->len, NULL));
     g_string_free(s, TRUE);
@@ -691,12 +692,19 @@ static char *snapshot_with_rope(const char *rope_scaling, int positions) {
     return snap;
 }
 
+/* tiny-smolvlm-b512 with text_config's rope_scaling and max_position_embeddings replaced. */
+static char *snapshot_with_rope(const char *rope_scaling, int positions) {
+    return snapshot_edited("\"rope_scaling\": null", rope_scaling, positions);
+}
+
 /* A rope_scaling that is plain RoPE runs as plain RoPE: "default", and "dynamic", whose
  * frequencies transformers recomputes only for a sequence longer than max_position_embeddings,
  * where docqa stops. transformers 4.57.6 gives the dynamic snapshot (factor 4, 16 positions) the
  * plain one's greedy ids for "hi" (9 ids + 7 new = all 16 positions), and the same last-prompt
- * logits (max abs difference 0): rope_scaling_goldens.py. Other types are refused, naming the
- * type. */
+ * logits (max abs difference 0): rope_scaling_goldens.py. "linear", "llama3" and "yarn" give
+ * transformers' ids and top logit (the same script; their logits differ from plain RoPE's by 8.6
+ * to 9.4) on the fast backend, the reference and with an int8 draft; "longrope" is refused,
+ * naming the type. */
 static void test_rope_scaling(void) {
     if (dq_test_shared_dir() == NULL)
         return;
@@ -722,15 +730,312 @@ static void test_rope_scaling(void) {
         smolvlm_pipeline_free(p);
         g_free(snap);
     }
-    char *snap =
-        snapshot_with_rope("\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2.0}", 4096);
+    const struct {
+        const char *rope_scaling;
+        int32_t ids[7];
+        int top;
+        float top_logit;
+    } scaled[] = {
+        {"{\"rope_type\": \"linear\", \"factor\": 4.0}",
+         {48123, 28360, 972, 7258, 15456, 10889, 21696},
+         48123,
+         8.699336051940918f},
+        {"{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 64}",
+         {10992, 11571, 16218, 18543, 15475, 19910, 34551},
+         10992,
+         9.611236572265625f},
+        {"{\"rope_type\": \"yarn\", \"factor\": 4.0, \"original_max_position_embeddings\": 32, "
+         "\"attention_factor\": 1.5}",
+         {10992, 43147, 32871, 31993, 39763, 29762, 10685},
+         10992,
+         9.234155654907227f},
+    };
+    const int V = smolvlm_config(plain->model)->vocab_size;
+    for (size_t i = 0; i < G_N_ELEMENTS(scaled); i++) {
+        char *key = g_strdup_printf("\"rope_scaling\": %s", scaled[i].rope_scaling);
+        char *snap = snapshot_with_rope(key, 4096);
+        g_free(key);
+        const SmolvlmOptions opts[] = {
+            {.device = "cpu"}, {.device = "cpu-ref"}, {.device = "cpu", .draft = "int8"}};
+        for (size_t o = 0; o < G_N_ELEMENTS(opts); o++) {
+            GError *err = NULL;
+            SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &opts[o], &err);
+            dq_assert_no_error(err);
+            DqGenerateResult res;
+            if (opts[o].draft != NULL) {
+                DqGenerateTimings tm;
+                run_speculative(p->model, &ref.req, 1, 3, FALSE, &res, &tm);
+                g_assert_cmpint(tm.draft_tokens, >, 0);
+            } else {
+                g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
+                dq_assert_no_error(err);
+            }
+            if (res.n_output_ids != 7 || memcmp(res.output_ids, scaled[i].ids, 7 * 4) != 0)
+                g_error("%s on %s%s: not transformers' ids", scaled[i].rope_scaling, opts[o].device,
+                        opts[o].draft ? " with a draft" : "");
+            int top = 0;
+            for (int t = 1; t < V; t++)
+                if (res.last_logits[t] > res.last_logits[top])
+                    top = t;
+            g_assert_cmpint(top, ==, scaled[i].top);
+            g_assert_cmpfloat_with_epsilon(res.last_logits[top], scaled[i].top_logit, 1e-4);
+            dq_generate_result_clear(&res);
+            smolvlm_pipeline_free(p);
+        }
+        g_free(snap);
+    }
+    char *snap = snapshot_with_rope("\"rope_scaling\": {\"rope_type\": \"longrope\", "
+                                    "\"short_factor\": [1], \"long_factor\": [1]}",
+                                    4096);
     GError *err = NULL;
     g_assert_null(smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err));
     g_assert_nonnull(err);
-    g_assert_nonnull(strstr(err->message, "config.json: text_config.rope_scaling 'linear' is not "
+    g_assert_nonnull(strstr(err->message, "config.json: text_config.rope_scaling 'longrope' is not "
                                           "supported"));
     g_clear_error(&err);
     g_free(snap);
+    case_clear(&ref);
+    smolvlm_pipeline_free(plain);
+}
+
+/* tiny-smolvlm-b512 with text_config.attention_bias and mlp_bias as given and their biases
+ * appended to model.safetensors: entry i of bias k of layer l is ((37 i + 11 l + 5 k) % 41 - 20)
+ * / 100 (k = 0..6 for q, k, v, o, gate, up and down_proj), as bias_goldens.py makes them. */
+static char *snapshot_with_biases(gboolean attn, gboolean mlp) {
+    char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", NULL);
+    char *snap = dq_test_snapshot_with_positions(src, 4096);
+    char *path = g_build_filename(snap, "config.json", NULL);
+    char *text = dq_test_read_file(path, NULL);
+    GString *s = g_string_new(text);
+    g_assert_cmpint(
+        g_string_replace(s, "\"attention_bias\": false",
+                         attn ? "\"attention_bias\": true" : "\"attention_bias\": false", 1),
+        ==, 1);
+    g_assert_cmpint(g_string_replace(s, "\"mlp_bias\": false",
+                                     mlp ? "\"mlp_bias\": true" : "\"mlp_bias\": false", 1),
+                    ==, 1);
+    g_assert_cmpint(unlink(path), ==, 0);
+    g_assert_true(g_file_set_contents(path, s->str, (gssize)s->len, NULL));
+    g_string_free(s, TRUE);
+    g_free(text);
+    g_free(path);
+
+    /* the header grows by the biases' entries; the data gets them at its end */
+    char *from = g_build_filename(src, "model.safetensors", NULL);
+    size_t len = 0;
+    char *file = dq_test_read_file(from, &len);
+    uint64_t hlen;
+    memcpy(&hlen, file, 8);
+    JsonParser *parser = json_parser_new();
+    g_assert_true(json_parser_load_from_data(parser, file + 8, (gssize)hlen, NULL));
+    JsonObject *header = json_node_get_object(json_parser_get_root(parser));
+    const char *names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                           "mlp.down_proj"};
+    const int rows[] = {64, 32, 32, 64, 128, 128, 64}; /* the tiny model's */
+    GByteArray *data = g_byte_array_new();
+    uint64_t end = len - 8 - hlen;
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 7; k++) {
+            if ((k < 4 && !attn) || (k >= 4 && !mlp))
+                continue;
+            for (int i = 0; i < rows[k]; i++) {
+                float v = (float)(((37 * i + 11 * l + 5 * k) % 41 - 20) / 100.0);
+                g_byte_array_append(data, (const guint8 *)&v, 4);
+            }
+            JsonObject *t = json_object_new();
+            json_object_set_string_member(t, "dtype", "F32");
+            JsonArray *shape = json_array_new(), *offsets = json_array_new();
+            json_array_add_int_element(shape, rows[k]);
+            json_array_add_int_element(offsets, (gint64)end);
+            end += (uint64_t)rows[k] * 4;
+            json_array_add_int_element(offsets, (gint64)end);
+            json_object_set_array_member(t, "shape", shape);
+            json_object_set_array_member(t, "data_offsets", offsets);
+            char *name = g_strdup_printf("model.text_model.layers.%d.%s.bias", l, names[k]);
+            json_object_set_object_member(header, name, t);
+            g_free(name);
+        }
+    JsonGenerator *gen = json_generator_new();
+    json_generator_set_root(gen, json_parser_get_root(parser));
+    gsize new_hlen = 0;
+    char *new_header = json_generator_to_data(gen, &new_hlen);
+    GString *out = g_string_new(NULL);
+    uint64_t padded = (new_hlen + 7) / 8 * 8;
+    g_string_append_len(out, (const char *)&padded, 8);
+    g_string_append_len(out, new_header, (gssize)new_hlen);
+    for (uint64_t i = new_hlen; i < padded; i++)
+        g_string_append_c(out, ' ');
+    g_string_append_len(out, file + 8 + hlen, (gssize)(len - 8 - hlen));
+    g_string_append_len(out, (const char *)data->data, data->len);
+    char *to = g_build_filename(snap, "model.safetensors", NULL);
+    g_assert_cmpint(unlink(to), ==, 0);
+    g_assert_true(g_file_set_contents(to, out->str, (gssize)out->len, NULL));
+    g_free(to);
+    g_string_free(out, TRUE);
+    g_free(new_header);
+    g_object_unref(gen);
+    g_byte_array_free(data, TRUE);
+    g_object_unref(parser);
+    g_free(file);
+    g_free(from);
+    g_free(src);
+    return snap;
+}
+
+/* text_config.attention_bias and mlp_bias: the decoder's q, k, v, o_proj and gate, up, down_proj
+ * add their biases, as LlamaAttention and LlamaMLP do. transformers 4.57.6's greedy ids for "hi"
+ * and the last prompt position's top 3 logits (bias_goldens.py; they differ from the model
+ * without biases by 2.1 to 5.6), on the fast backend, the reference and with an int8 draft
+ * (whose guesses use the model's biases). */
+static void test_biases(void) {
+    if (dq_test_shared_dir() == NULL)
+        return;
+    SmolvlmPipeline *plain = open_pipeline("tiny-smolvlm-b512", "cpu");
+    Case ref;
+    case_init(&ref, plain, NULL, "hi", 0, 7);
+    const struct {
+        gboolean attn, mlp;
+        int32_t ids[7];
+        int top[3];
+        float logit[3];
+    } cases[] = {
+        {TRUE,
+         TRUE,
+         {31339, 18914, 8078, 31629, 32613, 18006, 25617},
+         {31339, 36575, 35200},
+         {9.04937649f, 9.01347256f, 8.69061279f}},
+        {TRUE,
+         FALSE,
+         {31339, 18914, 8078, 40669, 8643, 2723, 10082},
+         {31339, 17515, 11069},
+         {9.41290092f, 8.94750214f, 8.82342148f}},
+        {FALSE,
+         TRUE,
+         {31339, 11211, 1041, 1041, 22696, 24262, 19703},
+         {31339, 17515, 27387},
+         {9.9255228f, 9.16656876f, 8.87024117f}},
+    };
+    const SmolvlmOptions opts[] = {
+        {.device = "cpu"}, {.device = "cpu-ref"}, {.device = "cpu", .draft = "int8"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *snap = snapshot_with_biases(cases[i].attn, cases[i].mlp);
+        for (size_t o = 0; o < G_N_ELEMENTS(opts); o++) {
+            GError *err = NULL;
+            SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &opts[o], &err);
+            dq_assert_no_error(err);
+            DqGenerateResult res;
+            if (opts[o].draft != NULL) {
+                DqGenerateTimings tm;
+                run_speculative(p->model, &ref.req, 1, 3, FALSE, &res, &tm);
+                g_assert_cmpint(tm.draft_tokens, >, 0);
+            } else {
+                g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
+                dq_assert_no_error(err);
+            }
+            if (res.n_output_ids != 7 || memcmp(res.output_ids, cases[i].ids, 7 * 4) != 0)
+                g_error("attention_bias %d mlp_bias %d on %s%s: not transformers' ids",
+                        cases[i].attn, cases[i].mlp, opts[o].device,
+                        opts[o].draft ? " with a draft" : "");
+            for (int t = 0; t < 3; t++)
+                g_assert_cmpfloat_with_epsilon(res.last_logits[cases[i].top[t]], cases[i].logit[t],
+                                               1e-4);
+            dq_generate_result_clear(&res);
+            smolvlm_pipeline_free(p);
+        }
+        g_free(snap);
+    }
+    /* The prefix cache: a second question on a page takes the first's KV rows (k_proj's bias in
+     * them) and answers as it does alone, to the bit. */
+    char *both = snapshot_with_biases(TRUE, TRUE);
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(both, &(SmolvlmOptions){.device = "cpu"}, &err);
+    dq_assert_no_error(err);
+    Case page[2];
+    case_init(&page[0], p, "portrait_page.png", "What is the title?", 1, 3);
+    case_init(&page[1], p, "portrait_page.png", "Who signed it?", 1, 3);
+    DqGenerator *g = dq_generator_new(p->model, 2, 0, &err);
+    dq_assert_no_error(err);
+    for (int c = 0; c < 2; c++) {
+        SmolvlmRequest r = page[c].req;
+        r.features_key = "portrait#1";
+        int slot;
+        g_assert_true(dq_generator_add(g, &r, 1, &slot, &err));
+        dq_assert_no_error(err);
+        DqGeneratorDone done;
+        while (dq_generator_take_finished(g, &done, 1) == 0) {
+            g_assert_true(dq_generator_step(g, &err));
+            dq_assert_no_error(err);
+        }
+        g_assert_cmpint(done.prefix_rows > 0, ==, c == 1);
+        assert_same(&page[c], &done.result, smolvlm_config(p->model)->vocab_size);
+        dq_generate_result_clear(&done.result);
+    }
+    dq_generator_free(g);
+    case_clear(&page[0]);
+    case_clear(&page[1]);
+    smolvlm_pipeline_free(p);
+    g_free(both);
+
+    /* biases the config promises and the file lacks: refused, naming the tensor */
+    char *snap = snapshot_edited("\"attention_bias\": false", "\"attention_bias\": true", 4096);
+    g_assert_null(smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err));
+    g_assert_nonnull(err);
+    if (strstr(err->message, "model.text_model.layers.0.self_attn.q_proj.bias") == NULL)
+        g_error("a missing bias: %s", err->message);
+    g_clear_error(&err);
+    g_free(snap);
+    case_clear(&ref);
+    smolvlm_pipeline_free(plain);
+}
+
+/* text_config.hidden_act "gelu" (erf) and "gelu_pytorch_tanh": LlamaMLP's act(gate) * up with a
+ * GELU. transformers 4.57.6's greedy ids for "hi" and the last prompt position's top 3 logits
+ * (activation_goldens.py; 2.1 from SiLU's, and the two GELUs 7e-4 apart there), on the fast
+ * backend and the reference. */
+static void test_activations(void) {
+    if (dq_test_shared_dir() == NULL)
+        return;
+    SmolvlmPipeline *plain = open_pipeline("tiny-smolvlm-b512", "cpu");
+    Case ref;
+    case_init(&ref, plain, NULL, "hi", 0, 7);
+    const struct {
+        const char *act;
+        int32_t ids[7];
+        int top[3];
+        float logit[3];
+    } cases[] = {
+        {"\"hidden_act\": \"gelu\"",
+         {31339, 11211, 1041, 21142, 5697, 21725, 14374},
+         {31339, 17515, 9257},
+         {9.66515732f, 8.5938797f, 8.52357197f}},
+        {"\"hidden_act\": \"gelu_pytorch_tanh\"",
+         {31339, 11211, 1041, 21142, 5697, 21725, 14374},
+         {31339, 17515, 9257},
+         {9.66584396f, 8.59431171f, 8.52369499f}},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *snap = snapshot_edited("\"hidden_act\": \"silu\"", cases[i].act, 4096);
+        const char *devices[] = {"cpu", "cpu-ref"};
+        for (size_t d = 0; d < G_N_ELEMENTS(devices); d++) {
+            GError *err = NULL;
+            SmolvlmPipeline *p =
+                smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = devices[d]}, &err);
+            dq_assert_no_error(err);
+            DqGenerateResult res;
+            g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
+            dq_assert_no_error(err);
+            if (res.n_output_ids != 7 || memcmp(res.output_ids, cases[i].ids, 7 * 4) != 0)
+                g_error("%s on %s: not transformers' ids", cases[i].act, devices[d]);
+            for (int t = 0; t < 3; t++)
+                g_assert_cmpfloat_with_epsilon(res.last_logits[cases[i].top[t]], cases[i].logit[t],
+                                               1e-4);
+            dq_generate_result_clear(&res);
+            smolvlm_pipeline_free(p);
+        }
+        g_free(snap);
+    }
     case_clear(&ref);
     smolvlm_pipeline_free(plain);
 }
@@ -747,6 +1052,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/generator/errors", test_errors);
     g_test_add_func("/generator/positions-limit", test_positions_limit);
     g_test_add_func("/generator/rope-scaling", test_rope_scaling);
+    g_test_add_func("/generator/biases", test_biases);
+    g_test_add_func("/generator/activations", test_activations);
     g_test_add_func("/generator/speculative/f32", test_speculative_f32);
     g_test_add_func("/generator/speculative/bf16", test_speculative_bf16);
     g_test_add_func("/generator/speculative/bf16-products", test_speculative_bf16_products);

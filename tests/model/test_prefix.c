@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* The generator's rows a prefill call (DQ_PREFILL_ROWS in generate.c; CPU backends ask no
  * more) */
@@ -500,6 +501,37 @@ static void test_chunks(void) {
     smolvlm_pipeline_free(p);
 }
 
+/* A scaled RoPE (yarn: other frequencies and cos/sin times an attention factor) changes nothing
+ * about reuse: rows taken from the cache were rotated by the same table at the same positions. */
+static void test_rope_yarn(void) {
+    if (dq_test_shared_dir() == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", NULL);
+    char *snap = dq_test_snapshot_with_positions(src, 4096);
+    char *path = g_build_filename(snap, "config.json", NULL);
+    char *text = dq_test_read_file(path, NULL);
+    GString *s = g_string_new(text);
+    g_assert_cmpint(g_string_replace(s, "\"rope_scaling\": null",
+                                     "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0, "
+                                     "\"original_max_position_embeddings\": 32}",
+                                     1),
+                    ==, 1);
+    g_assert_cmpint(unlink(path), ==, 0);
+    g_assert_true(g_file_set_contents(path, s->str, (gssize)s->len, NULL));
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err);
+    dq_assert_no_error(err);
+    page_questions(p, TRUE);
+    smolvlm_pipeline_free(p);
+    g_string_free(s, TRUE);
+    g_free(text);
+    g_free(path);
+    g_free(snap);
+    g_free(src);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/prefix/promise", test_promise);
@@ -510,5 +542,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/prefix/bf16-products", test_bf16_products);
     g_test_add_func("/prefix/int8", test_int8);
     g_test_add_func("/prefix/ref", test_ref);
+    g_test_add_func("/prefix/rope-yarn", test_rope_yarn);
     return g_test_run();
 }
