@@ -716,9 +716,10 @@ static void encode_chunk(Smolvlm *m, const VisionBufs *b, const float *px, int T
                 be->matmul(be, hidden, xn + o, &L->fc1_w, &L->fc1_b, rows);
                 be->gelu_erf(be, hidden, (size_t)rows * Iv);
                 dq_matmul_add(be, h + o, hidden, &L->fc2_w, &L->fc2_b, rows, xn + o);
-            } else
+            } else {
                 dq_mlp_gelu_add(be, h + o, xn + o, &L->fc1_w, &L->fc1_b, &L->fc2_w, &L->fc2_b, rows,
                                 hidden, xn + o);
+            }
         }
     }
     be->layernorm(be, xn, h, &m->post_ln_w, &m->post_ln_b, n, Dv, eps);
@@ -1247,9 +1248,9 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
         const DqWeight *gate_up_w[2] = {&L->gate_w, &L->up_w};
         const DqWeight *gate_up_b[2] = {bias_of(&N->gate_b), bias_of(&N->up_b)};
         seg_products(be, segs, n_segs, gate_up, xn, gate_up_w, gate_up_b, 2, NULL);
-        if (c->text_act == DQ_ACT_SILU)
+        if (c->text_act == DQ_ACT_SILU) {
             be->silu_mul(be, gate, up, (size_t)n * It);
-        else {
+        } else {
             if (c->text_act == DQ_ACT_GELU_ERF)
                 be->gelu_erf(be, gate, (size_t)n * It);
             else
