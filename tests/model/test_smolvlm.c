@@ -1006,6 +1006,67 @@ G_GNUC_UNUSED static void test_draft_errors(void) {
     g_free(snap);
 }
 
+/* A vision product goes in one call over all the tiles only where the backend's products do not
+ * depend on the row count (matmul_row_invariant_min): the reference backend (0: OpenBLAS's
+ * rounding may change with it) gets a call a tile, the fast one a single call a chunk. */
+static int tile_rows[64], tile_calls_seen, tile_out, tile_in;
+
+static void tile_matmul_record(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                               const DqWeight *b, int n) {
+    if (w->rows == tile_out && w->cols == tile_in && tile_calls_seen < 64)
+        tile_rows[tile_calls_seen++] = n;
+    split_matmul_orig(be, y, x, w, b, n);
+}
+
+static void tile_calls_case(const char *device, int want_calls) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = device}, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *c = smolvlm_config(m);
+    DqBackend *be = smolvlm_backend(m);
+    const int n = 2, P = c->num_patches; /* the CPU backends' chunk: one chunk of 2 tiles */
+    size_t tile_bytes = (size_t)3 * c->image_size * c->image_size;
+    uint8_t *px = g_new(uint8_t, n * tile_bytes);
+    float lut[3 * 256];
+    for (size_t i = 0; i < n * tile_bytes; i++)
+        px[i] = (uint8_t)((i * 2654435761u) >> 13);
+    for (int i = 0; i < 3 * 256; i++)
+        lut[i] = (float)(i % 256) / 127.5f - 1.0f;
+    DqPixelTile tiles[2];
+    for (int t = 0; t < n; t++)
+        tiles[t] =
+            (DqPixelTile){px + t * tile_bytes, lut, dq_tile_hash(px + t * tile_bytes, tile_bytes)};
+    float *feat = be->alloc(be, (size_t)n * c->tokens_per_tile * c->text_hidden);
+    split_matmul_orig = be->matmul;
+    be->matmul = tile_matmul_record;
+    tile_out = c->vision_hidden; /* the patch embedding: [Dv, 3 p p] */
+    tile_in = 3 * c->patch_size * c->patch_size;
+    tile_calls_seen = 0;
+    int distinct = 0;
+    g_assert_true(smolvlm_encode_tiles(m, tiles, n, feat, &distinct, &err));
+    be->matmul = split_matmul_orig;
+    dq_assert_no_error(err);
+    g_assert_cmpint(distinct, ==, n);
+    g_assert_cmpint(tile_calls_seen, ==, want_calls);
+    for (int i = 0; i < tile_calls_seen; i++)
+        g_assert_cmpint(tile_rows[i], ==, n * P / want_calls);
+    be->release(be, feat);
+    g_free(px);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+G_GNUC_UNUSED static void test_vision_tile_calls(void) {
+    tile_calls_case("cpu-ref", 2);
+    tile_calls_case("cpu", 1);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/smolvlm/goldens", test_goldens);
@@ -1018,6 +1079,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/duplicate-tiles", test_duplicate_tiles);
     g_test_add_func("/smolvlm/decode-split", test_decode_split);
     g_test_add_func("/smolvlm/vision-chunks", test_vision_chunks);
+    g_test_add_func("/smolvlm/vision-tile-calls", test_vision_tile_calls);
     g_test_add_func("/smolvlm/steps/stored", test_steps_stored);
     g_test_add_func("/smolvlm/steps/bf16", test_steps_bf16);
     g_test_add_func("/smolvlm/draft-errors", test_draft_errors);
