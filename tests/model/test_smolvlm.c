@@ -717,6 +717,12 @@ G_GNUC_UNUSED static void test_duplicate_tiles(void) {
         g_assert_cmpmem(fm + t * ff, ff * sizeof(float), alone[want[t]], ff * sizeof(float));
     for (int i = 1; i < 4; i++)
         g_assert_true(memcmp(alone[0], alone[i], ff * sizeof(float)) != 0);
+    /* a collision as the very first tile with a seen hash is compared too, not taken as A */
+    const DqPixelTile pair[2] = {ta, te};
+    g_assert_true(smolvlm_encode_tiles(m, pair, 2, fm, &distinct, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(distinct, ==, 2);
+    g_assert_cmpmem(fm + ff, ff * sizeof(float), alone[1], ff * sizeof(float));
     for (int i = 0; i < 4; i++)
         be->release(be, alone[i]);
     be->release(be, fm);
