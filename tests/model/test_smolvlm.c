@@ -1073,6 +1073,26 @@ G_GNUC_UNUSED static void test_vision_tile_calls(void) {
     tile_calls_case("cpu", 1);
 }
 
+/* smolvlm_kv_bytes, which the prefix cache's budget counts entries by, is what a cache holds:
+ * keys and values, every layer, float32 on the reference backend. */
+G_GNUC_UNUSED static void test_kv_bytes(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu-ref"}, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *c = smolvlm_config(m);
+    size_t per_position = (size_t)c->text_layers * c->text_kv_heads * c->head_dim;
+    g_assert_cmpuint(smolvlm_kv_bytes(m, 10), ==, 2 * 10 * per_position * sizeof(float));
+    g_assert_cmpuint(smolvlm_kv_bytes(m, 1), ==, 2 * per_position * sizeof(float));
+    smolvlm_free(m);
+    g_free(snap);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/smolvlm/goldens", test_goldens);
@@ -1086,6 +1106,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/decode-split", test_decode_split);
     g_test_add_func("/smolvlm/vision-chunks", test_vision_chunks);
     g_test_add_func("/smolvlm/vision-tile-calls", test_vision_tile_calls);
+    g_test_add_func("/smolvlm/kv-bytes", test_kv_bytes);
     g_test_add_func("/smolvlm/steps/stored", test_steps_stored);
     g_test_add_func("/smolvlm/steps/bf16", test_steps_bf16);
     g_test_add_func("/smolvlm/draft-errors", test_draft_errors);
