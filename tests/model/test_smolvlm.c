@@ -806,6 +806,68 @@ G_GNUC_UNUSED static void test_decode_split(void) {
     g_free(snap);
 }
 
+/* A run of short segments after a long one is split afresh: a prompt of exactly the bound's rows
+ * (8 on the fast backend), a 20-row prompt, then 9 decode rows go in products of 8, 20, 5 and 4
+ * rows; a split left over from the first run (8: 8 + 1) or a run's end mistaken for a split of
+ * one row (1 + 1 + ...) costs a whole pass over the weight for each 1-row product. */
+G_GNUC_UNUSED static void test_decode_split_runs(void) {
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
+        return;
+    GError *err = NULL;
+    const SmolvlmConfig *c = smolvlm_config(m);
+    DqBackend *be = smolvlm_backend(m);
+    const int inv = be->matmul_row_invariant_max;
+    g_assert_cmpint(inv, ==, 8);
+    g_assert_cmpint(be->matmul_row_invariant_min, ==, 9);
+    enum { N_SEGS = 11, ROWS = 8 + 20 + 9 };
+    const int rows[N_SEGS] = {8, 20, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, ROWS, &err);
+    dq_assert_no_error(err);
+    SmolvlmKV *kv[N_SEGS];
+    SmolvlmSegment segs[N_SEGS];
+    float *logits = g_new(float, (size_t)N_SEGS * c->vocab_size);
+    int32_t ids[ROWS];
+    for (int r = 0; r < ROWS; r++)
+        ids[r] = 100 + 7 * r;
+    int cursor = 0;
+    g_assert_true(smolvlm_embed(m, ws, 0, ids, ROWS, NULL, 0, &cursor, &err));
+    dq_assert_no_error(err);
+    for (int i = 0; i < N_SEGS; i++) {
+        kv[i] = smolvlm_kv_new(m, 32, &err);
+        dq_assert_no_error(err);
+        segs[i] = (SmolvlmSegment){
+            .kv = kv[i], .n_rows = rows[i], .logits = logits + (size_t)i * c->vocab_size};
+    }
+    split_matmul_orig = be->matmul;
+    be->matmul = split_matmul_record;
+    split_out = c->text_heads * c->head_dim;
+    split_in = c->text_hidden;
+    split_calls = 0;
+    g_assert_true(smolvlm_forward(m, ws, segs, N_SEGS, &err));
+    be->matmul = split_matmul_orig;
+    dq_assert_no_error(err);
+    g_assert_cmpint(split_calls, >, 0);
+    int seen[21] = {0};
+    for (int i = 0; i < split_calls; i++) {
+        if (split_rows[i] != 8 && split_rows[i] != 20 && split_rows[i] != 5 && split_rows[i] != 4)
+            g_error("a product of %d rows (segments of 8, 20 and 9 x 1 rows, bound %d)",
+                    split_rows[i], inv);
+        seen[split_rows[i]]++;
+    }
+    g_assert_cmpint(seen[20], >, 0);
+    g_assert_cmpint(seen[8], ==, seen[20]);
+    g_assert_cmpint(seen[5], ==, seen[20]);
+    g_assert_cmpint(seen[4], ==, seen[20]);
+    for (int i = 0; i < N_SEGS; i++)
+        smolvlm_kv_free(m, kv[i]);
+    smolvlm_workspace_free(m, ws);
+    g_free(logits);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
 /* 40 tiles in one call go through the encoder in two chunks (32 + 8) on buffers the chunks
  * share; each tile's features are what it gives encoded alone, bit for bit. */
 G_GNUC_UNUSED static void test_vision_chunks(void) {
@@ -1104,6 +1166,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/position-ids", test_position_ids);
     g_test_add_func("/smolvlm/duplicate-tiles", test_duplicate_tiles);
     g_test_add_func("/smolvlm/decode-split", test_decode_split);
+    g_test_add_func("/smolvlm/decode-split-runs", test_decode_split_runs);
     g_test_add_func("/smolvlm/vision-chunks", test_vision_chunks);
     g_test_add_func("/smolvlm/vision-tile-calls", test_vision_tile_calls);
     g_test_add_func("/smolvlm/kv-bytes", test_kv_bytes);
