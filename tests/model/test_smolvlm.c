@@ -1155,6 +1155,67 @@ G_GNUC_UNUSED static void test_kv_bytes(void) {
     g_free(snap);
 }
 
+/* The limits of a forward call and of a KV cache, each on both sides: caches of
+ * max_position_embeddings positions and of 1 are made, of one more and of none refused; a
+ * one-row segment that fills its cache exactly runs, one row more is refused; a segment of no
+ * rows is refused (its logits row would be another segment's last). */
+G_GNUC_UNUSED static void test_forward_limits(void) {
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
+        return;
+    GError *err = NULL;
+    const SmolvlmConfig *c = smolvlm_config(m);
+    const int max_pos = c->max_position_embeddings;
+    SmolvlmKV *kv = smolvlm_kv_new(m, max_pos, &err);
+    dq_assert_no_error(err);
+    smolvlm_kv_free(m, kv);
+    g_assert_null(smolvlm_kv_new(m, max_pos + 1, &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "exceeds max_position_embeddings"));
+    g_clear_error(&err);
+    g_assert_null(smolvlm_kv_new(m, 0, &err));
+    g_clear_error(&err);
+    kv = smolvlm_kv_new(m, 1, &err);
+    dq_assert_no_error(err);
+    smolvlm_kv_free(m, kv);
+
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, 4, &err);
+    dq_assert_no_error(err);
+    int32_t ids[4] = {100, 101, 102, 103};
+    int cursor = 0;
+    g_assert_true(smolvlm_embed(m, ws, 0, ids, 4, NULL, 0, &cursor, &err));
+    dq_assert_no_error(err);
+    float *logits = g_new(float, c->vocab_size);
+    kv = smolvlm_kv_new(m, 4, &err);
+    dq_assert_no_error(err);
+    SmolvlmSegment seg = {.kv = kv, .n_rows = 5, .logits = logits};
+    g_assert_false(smolvlm_forward(m, ws, &seg, 1, &err));
+    g_assert_nonnull(strstr(err->message, "segment 0: 5 new rows do not fit its KV cache"));
+    g_clear_error(&err);
+    g_assert_cmpint(smolvlm_kv_len(kv), ==, 0);
+    seg.n_rows = 0;
+    g_assert_false(smolvlm_forward(m, ws, &seg, 1, &err));
+    g_assert_nonnull(strstr(err->message, "segment 0: 0 new rows do not fit"));
+    g_clear_error(&err);
+    seg.n_rows = 3;
+    g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(smolvlm_kv_len(kv), ==, 3);
+    seg.n_rows = 1; /* the last position */
+    g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(smolvlm_kv_len(kv), ==, 4);
+    g_assert_false(smolvlm_forward(m, ws, &seg, 1, &err));
+    g_assert_nonnull(strstr(err->message, "1 new rows do not fit its KV cache (4 of 4 used)"));
+    g_clear_error(&err);
+    smolvlm_kv_free(m, kv);
+    smolvlm_workspace_free(m, ws);
+    g_free(logits);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/smolvlm/goldens", test_goldens);
@@ -1170,6 +1231,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/vision-chunks", test_vision_chunks);
     g_test_add_func("/smolvlm/vision-tile-calls", test_vision_tile_calls);
     g_test_add_func("/smolvlm/kv-bytes", test_kv_bytes);
+    g_test_add_func("/smolvlm/forward-limits", test_forward_limits);
     g_test_add_func("/smolvlm/steps/stored", test_steps_stored);
     g_test_add_func("/smolvlm/steps/bf16", test_steps_bf16);
     g_test_add_func("/smolvlm/draft-errors", test_draft_errors);
