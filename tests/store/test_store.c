@@ -607,6 +607,26 @@ static void test_reader_on_full_disk(void) {
     g_free(dir);
 }
 
+/* A database reached through a link to a folder that does not exist cannot be opened; its own
+ * folder may be written, so the message names no folder to make writable (SQLite's
+ * CANTOPEN with a writable folder is not the -wal/-shm case). */
+static void test_dangling_link_message(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "link.db", NULL);
+    char *target = g_build_filename(dir, "missing", "real.db", NULL);
+    g_assert_cmpint(symlink(target, path), ==, 0);
+    GError *err = NULL;
+    g_assert_null(dq_store_open(path, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, "cannot open database"));
+    g_assert_null(strstr(err->message, "must be writable too"));
+    g_clear_error(&err);
+    g_free(target);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -622,5 +642,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/upgrade/without-view", test_upgrade_without_view);
     g_test_add_func("/store/upgrade/failed-leaves-version", test_failed_upgrade_leaves_version);
     g_test_add_func("/store/upgrade/schema-changed-under-worker", test_schema_changed_under_worker);
+    g_test_add_func("/store/open/dangling-link-message", test_dangling_link_message);
     return g_test_run();
 }
