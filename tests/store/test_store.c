@@ -627,6 +627,19 @@ static void test_dangling_link_message(void) {
     g_free(dir);
 }
 
+/* The page store's layout (README: <db>.pages/ab/cd/<sha256>.png), which every worker sharing a
+ * DOCQA_PAGES folder reads; a name too short for its two folders has no path. */
+static void test_page_path(void) {
+    char *p = dq_store_page_path("/pages", "abcdef0123");
+    g_assert_cmpstr(p, ==, "/pages/ab/cd/abcdef0123.png");
+    g_free(p);
+    p = dq_store_page_path("rel", "0123");
+    g_assert_cmpstr(p, ==, "rel/01/23/0123.png");
+    g_free(p);
+    g_assert_null(dq_store_page_path("/pages", "abc"));
+    g_assert_null(dq_store_page_path("/pages", NULL));
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -643,5 +656,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/upgrade/failed-leaves-version", test_failed_upgrade_leaves_version);
     g_test_add_func("/store/upgrade/schema-changed-under-worker", test_schema_changed_under_worker);
     g_test_add_func("/store/open/dangling-link-message", test_dangling_link_message);
+    g_test_add_func("/store/page-path", test_page_path);
     return g_test_run();
 }
