@@ -640,6 +640,27 @@ static void test_page_path(void) {
     g_assert_null(dq_store_page_path("/pages", NULL));
 }
 
+/* Another program's SQLite file is refused, counting its tables ("1 other table", "2 other
+ * tables"), and left as it was. */
+static void test_other_programs_database(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "notes.db", NULL);
+    exec_on(path, "CREATE TABLE notes (id INTEGER)");
+    GError *err = NULL;
+    g_assert_null(dq_store_open(path, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "notes.db: not a docqa database: it holds 1 other "
+                                          "table and no schema_migrations"));
+    g_clear_error(&err);
+    exec_on(path, "CREATE TABLE tags (id INTEGER)");
+    g_assert_null(dq_store_open(path, &err));
+    g_assert_nonnull(strstr(err->message, "it holds 2 other tables and no schema_migrations"));
+    g_clear_error(&err);
+    g_assert_cmpint(count_on(path, "SELECT count(*) FROM sqlite_master"), ==, 2);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -657,5 +678,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/upgrade/schema-changed-under-worker", test_schema_changed_under_worker);
     g_test_add_func("/store/open/dangling-link-message", test_dangling_link_message);
     g_test_add_func("/store/page-path", test_page_path);
+    g_test_add_func("/store/open/other-programs-database", test_other_programs_database);
     return g_test_run();
 }
