@@ -661,6 +661,57 @@ static void test_other_programs_database(void) {
     g_free(dir);
 }
 
+/* How many of this process's open files are a reserve of `db` (unlinked: "(deleted)"). */
+static int reserves_held(const char *db) {
+    char *want = g_strconcat(db, "-reserve.", NULL);
+    GDir *d = g_dir_open("/proc/self/fd", 0, NULL);
+    g_assert_nonnull(d);
+    int n = 0;
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
+        char *link = g_build_filename("/proc/self/fd", name, NULL);
+        char *target = g_file_read_link(link, NULL);
+        if (target != NULL && g_str_has_prefix(target, want) &&
+            g_str_has_suffix(target, " (deleted)"))
+            n++;
+        g_free(target);
+        g_free(link);
+    }
+    g_dir_close(d);
+    g_free(want);
+    return n;
+}
+
+/* The room dq_store_keep_reserve sets aside is a file unlinked at once and held open until
+ * dropped: nothing is left beside the database for anyone to see or clean up, the room stays
+ * taken until it is dropped or the store closed, and dropping it twice says there is none. */
+static void test_reserve_leaves_no_file(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "r.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_keep_reserve(s, 64 * 1024, &err));
+    dq_assert_no_error(err);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;)
+        if (strstr(name, "reserve") != NULL)
+            g_error("%s left beside the database", name);
+    g_dir_close(d);
+    g_assert_cmpint(reserves_held(path), ==, 1);
+    g_assert_true(dq_store_drop_reserve(s));
+    g_assert_cmpint(reserves_held(path), ==, 0);
+    g_assert_false(dq_store_drop_reserve(s));
+    /* closing the store gives the room back too */
+    g_assert_true(dq_store_keep_reserve(s, 64 * 1024, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(reserves_held(path), ==, 1);
+    dq_store_close(s);
+    g_assert_cmpint(reserves_held(path), ==, 0);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -679,5 +730,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/open/dangling-link-message", test_dangling_link_message);
     g_test_add_func("/store/page-path", test_page_path);
     g_test_add_func("/store/open/other-programs-database", test_other_programs_database);
+    g_test_add_func("/store/reserve-leaves-no-file", test_reserve_leaves_no_file);
     return g_test_run();
 }
