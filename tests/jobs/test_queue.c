@@ -2010,6 +2010,38 @@ static void test_worker_answer_lost(void) {
     g_free(dir);
 }
 
+/* ask says which n_res the renderings it left out were made at: a rendering whose settings name
+ * none (edited by hand) adds no value to that list (its 0 shifted by n - 1 would set bit 63:
+ * "n_res 64"). */
+static void test_ask_other_rendering_n_res(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    /* a newer rendering of both pages (higher ids: the one asked), the first left without n_res */
+    exec_by_hand(db, "INSERT INTO pages (document_id, page_number, width, height, "
+                     "render_settings, image_sha256, status) SELECT document_id, page_number, "
+                     "width, height, replace(render_settings, '\"n_res\":4', '\"n_res\":5'), "
+                     "image_sha256, status FROM pages ORDER BY id;"
+                     "UPDATE pages SET render_settings = '{}' WHERE id <= 2");
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    const char *qs[] = {"Total?"};
+    DqAskResult r = ask(s, qs, 1, "m", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.pages, ==, 2);
+    g_assert_cmpint(r.other_renderings, ==, 2);
+    g_assert_cmpuint(r.other_n_res, ==, 0);
+    close_store(s);
+    exec_by_hand(db, "UPDATE pages SET render_settings = '{\"n_res\":3}' WHERE id <= 2");
+    s = open_store(db);
+    r = ask(s, qs, 1, "m", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.other_renderings, ==, 2);
+    g_assert_cmpuint(r.other_n_res, ==, G_GUINT64_CONSTANT(1) << 2);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
 /* --where's checks, character by character: what is refused says why; what only looks like it
  * (a minus, a division, "--" or ";" inside a string, a name in brackets) passes. */
 static void test_where_check(void) {
@@ -2121,5 +2153,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/cancelled-as-it-finishes", test_worker_cancelled_as_it_finishes);
     g_test_add_func("/queue/worker/taken-over-while-running", test_worker_taken_over_while_running);
     g_test_add_func("/queue/where-check", test_where_check);
+    g_test_add_func("/queue/ask/other-rendering-n-res", test_ask_other_rendering_n_res);
     return g_test_run();
 }
