@@ -578,6 +578,32 @@ static void test_json_numbers(void) {
     g_assert_cmpstr(dq_json_number(-2.5, buf), ==, "-2.5");
 }
 
+static void expect_shown(const char *text, gssize len, DqShowFlags flags, int max_chars,
+                         const char *want) {
+    char *got = dq_text_show(text, len, flags, max_chars);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+}
+
+/* dq_text_show at its edges: a limit of one character, a NUL inside a text of given length, a
+ * UTF-8 sequence cut short at the end, DEL (a control below C1), a kept tab among other
+ * characters. */
+static void test_text_show_edges(void) {
+    expect_shown("abc", -1, DQ_SHOW_LINE, 1, "a...");
+    expect_shown("abc", -1, DQ_SHOW_LINE, 3, "abc");
+    expect_shown("a\0b", 3, DQ_SHOW_LINE, 0, "a\\u0000b");
+    expect_shown("a\xc3", 2, DQ_SHOW_LINE, 0, "a\\xc3");
+    expect_shown("a\xe2\x82", 3, DQ_SHOW_LINE, 0, "a\\xe2\\x82");
+    expect_shown("a\x7f"
+                 "b",
+                 -1, DQ_SHOW_CONTROLS_ONLY, 0, "a\\u007fb");
+    expect_shown("a\x7e"
+                 "b",
+                 -1, DQ_SHOW_CONTROLS_ONLY, 0, "a~b");
+    expect_shown("a\tb\nc", -1, DQ_SHOW_KEEP_TABS, 0, "a\tb\\nc");
+    expect_shown("a\tb\nc", -1, DQ_SHOW_KEEP_NEWLINES, 0, "a\\tb\nc");
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/common/text/utf8-escape-invalid", test_utf8_escape_invalid);
@@ -596,5 +622,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/json/numbers", test_json_numbers);
     g_test_add_func("/common/error/prefix", test_error_prefix);
     g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
+    g_test_add_func("/common/text/show-edges", test_text_show_edges);
     return g_test_run();
 }

@@ -14,6 +14,7 @@
 #include <json-glib/json-glib.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #ifdef DQ_TEST_POSTGRES
@@ -868,6 +869,26 @@ static void test_export_full_disk(void) {
     g_free(dir);
 }
 
+/* The checkpoint file --checkpoint-file makes is an ordinary file: read-write as the umask
+ * allows (0666 less the umask, as any file a program creates), nothing executable or sticky. */
+static void test_export_checkpoint_mode(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
+    jt_run_worker(db, "tiny");
+    char *cp = g_build_filename(dir, "cp", NULL);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "export", "--db", db, "--checkpoint-file", cp, NULL),
+                    ==, 0);
+    mode_t mask = umask(0);
+    umask(mask);
+    GStatBuf st;
+    g_assert_cmpint(g_stat(cp, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 07777, ==, 0666 & ~mask);
+    g_free(cp);
+    g_free(db);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -884,6 +905,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/questions", test_export_questions);
     g_test_add_func("/cli-export/columns", test_export_columns);
     g_test_add_func("/cli-export/full-disk", test_export_full_disk);
+    g_test_add_func("/cli-export/checkpoint-mode", test_export_checkpoint_mode);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

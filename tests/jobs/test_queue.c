@@ -2010,6 +2010,100 @@ static void test_worker_answer_lost(void) {
     g_free(dir);
 }
 
+/* ask says which n_res the renderings it left out were made at: a rendering whose settings name
+ * none (edited by hand) adds no value to that list (its 0 shifted by n - 1 would set bit 63:
+ * "n_res 64"). */
+static void test_ask_other_rendering_n_res(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    /* a newer rendering of both pages (higher ids: the one asked), the first left without n_res */
+    exec_by_hand(db, "INSERT INTO pages (document_id, page_number, width, height, "
+                     "render_settings, image_sha256, status) SELECT document_id, page_number, "
+                     "width, height, replace(render_settings, '\"n_res\":4', '\"n_res\":5'), "
+                     "image_sha256, status FROM pages ORDER BY id;"
+                     "UPDATE pages SET render_settings = '{}' WHERE id <= 2");
+    DqStore *s = open_store(db);
+    GError *err = NULL;
+    const char *qs[] = {"Total?"};
+    DqAskResult r = ask(s, qs, 1, "m", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.pages, ==, 2);
+    g_assert_cmpint(r.other_renderings, ==, 2);
+    g_assert_cmpuint(r.other_n_res, ==, 0);
+    close_store(s);
+    exec_by_hand(db, "UPDATE pages SET render_settings = '{\"n_res\":3}' WHERE id <= 2");
+    s = open_store(db);
+    r = ask(s, qs, 1, "m", 0, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(r.other_renderings, ==, 2);
+    g_assert_cmpuint(r.other_n_res, ==, G_GUINT64_CONSTANT(1) << 2);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
+/* --where's checks, character by character: what is refused says why; what only looks like it
+ * (a minus, a division, "--" or ";" inside a string, a name in brackets) passes. */
+static void test_where_check(void) {
+    const char *ok[] = {
+        "page_count - 1 > 0",
+        "size / 2 > 3",
+        "path LIKE '%--%'",
+        "path = 'a;b$'",
+        "[path] = 'x'",
+        "\"path\" = 'x'",
+        "(a = 1) OR (b = 2)",
+        "path = 'it''s'",
+        "note = E'x'",
+        "name = 'E\\'",
+        "type = e'x'",
+        "a-b=1",
+        /* a name ending in E before a quote: no E'...' string, so a backslash is a character */
+        "xE'a\\b' IS NULL",
+        "col = xE'a\\b'",
+        "\xc3\x80"
+        "E'a\\b' IS NULL",
+        /* '-', '/' and '*' alone inside brackets; a quote first */
+        "[a-b] = 1",
+        "[a/b] = 1",
+        "[a*b] = 1",
+        "'x' = path",
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(ok); i++) {
+        GError *err = NULL;
+        if (!queue_check_where(ok[i], &err))
+            g_error("--where %s refused: %s", ok[i], err->message);
+    }
+    const char *bad[][2] = {
+        {"a -- b", "SQL comments"},
+        {"a /* b */", "SQL comments"},
+        {"a = 1; b", "';' is not allowed"},
+        {"a = $1", "'$' is not allowed"},
+        {"(a = 1", "a '(' is never closed"},
+        {"a = 1)", "a ')' closes a parenthesis it did not open"},
+        {"a = 1) OR (b", "a ')' closes"},
+        {"path = 'x", "a quote is never closed"},
+        {"\"path = 1", "a quote is never closed"},
+        {"note = E'a\\'b'", "backslash escapes"},
+        {"note = e'a\\b'", "backslash escapes"},
+        {"[pa(th] = 1", "[...] may hold a column name only"},
+        {"[pa--th] = 1", "[...] may hold a column name only"},
+        {"[a/*b] = 1", "[...] may hold a column name only"},
+        {"E'a\\b' = note", "backslash escapes"},
+        {"[path = 1", "a '[' is never closed"},
+        {" \t", "an empty expression"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+        GError *err = NULL;
+        if (queue_check_where(bad[i][0], &err))
+            g_error("--where %s accepted", bad[i][0]);
+        g_assert_error(err, DQ_ERROR, DQ_ERR_ARGS);
+        if (strstr(err->message, bad[i][1]) == NULL)
+            g_error("--where %s: '%s' does not say '%s'", bad[i][0], err->message, bad[i][1]);
+        g_error_free(err);
+    }
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/queue/ask/idempotent", test_ask_idempotent);
@@ -2058,5 +2152,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/cancelled-while-running", test_run_cancelled_while_running);
     g_test_add_func("/queue/worker/cancelled-as-it-finishes", test_worker_cancelled_as_it_finishes);
     g_test_add_func("/queue/worker/taken-over-while-running", test_worker_taken_over_while_running);
+    g_test_add_func("/queue/where-check", test_where_check);
+    g_test_add_func("/queue/ask/other-rendering-n-res", test_ask_other_rendering_n_res);
     return g_test_run();
 }

@@ -359,6 +359,11 @@ static void test_snapshot_bytes(void) {
                       "\"y\":\"../model-00002-of-00002.safetensors\",\"z\":\"gone.safetensors\"}}";
     g_assert_true(g_file_set_contents(index, odd, -1, NULL));
     g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 3000);
+    /* ".." (the folder above) is no shard either: its size is not counted */
+    const char *up = "{\"weight_map\":{\"x\":\"model-00001-of-00002.safetensors\","
+                     "\"y\":\"..\"}}";
+    g_assert_true(g_file_set_contents(index, up, -1, NULL));
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 3000);
     g_assert_true(g_file_set_contents(index, "{\"weight_map\":[]}", -1, NULL));
     g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 0);
     g_assert_true(g_file_set_contents(index, "not json", -1, NULL));
@@ -423,6 +428,29 @@ static void test_tiny_snapshots(void) {
     }
 }
 
+/* The header length field at its bounds: one byte more than the file holds overruns it (the
+ * byte after the file, in the caller's buffer here, is never read); an 8-byte file is a length
+ * field with an empty header, not a truncated one. */
+static void test_header_length_edges(void) {
+    GError *err = NULL;
+    /* "{}" with its length field claiming 3 bytes; the buffer goes on past the 10 given */
+    uint8_t img[16] = {3, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '};
+    g_assert_null(safetensors_parse(img, 10, "over.safetensors", &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "over.safetensors: header length 3 overruns the file"));
+    g_clear_error(&err);
+    img[0] = 2; /* the same bytes with the right length: an empty set of tensors */
+    DqSafeTensors *st = safetensors_parse(img, 10, "ok.safetensors", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(safetensors_count(st), ==, 0);
+    safetensors_free(st);
+    img[0] = 0;
+    g_assert_null(safetensors_parse(img, 8, "eight.safetensors", &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "eight.safetensors: empty safetensors header"));
+    g_clear_error(&err);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/safetensors/dtypes", test_dtypes);
@@ -434,5 +462,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/safetensors/tiny-snapshots", test_tiny_snapshots);
     g_test_add_func("/safetensors/snapshot-bytes", test_snapshot_bytes);
     g_test_add_func("/safetensors/loaded-bytes", test_loaded_bytes);
+    g_test_add_func("/safetensors/header-length-edges", test_header_length_edges);
     return g_test_run();
 }

@@ -717,6 +717,12 @@ G_GNUC_UNUSED static void test_duplicate_tiles(void) {
         g_assert_cmpmem(fm + t * ff, ff * sizeof(float), alone[want[t]], ff * sizeof(float));
     for (int i = 1; i < 4; i++)
         g_assert_true(memcmp(alone[0], alone[i], ff * sizeof(float)) != 0);
+    /* a collision as the very first tile with a seen hash is compared too, not taken as A */
+    const DqPixelTile pair[2] = {ta, te};
+    g_assert_true(smolvlm_encode_tiles(m, pair, 2, fm, &distinct, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(distinct, ==, 2);
+    g_assert_cmpmem(fm + ff, ff * sizeof(float), alone[1], ff * sizeof(float));
     for (int i = 0; i < 4; i++)
         be->release(be, alone[i]);
     be->release(be, fm);
@@ -796,6 +802,68 @@ G_GNUC_UNUSED static void test_decode_split(void) {
     smolvlm_workspace_free(m, ws);
     g_free(together);
     g_free(alone);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+/* A run of short segments after a long one is split afresh: a prompt of exactly the bound's rows
+ * (8 on the fast backend), a 20-row prompt, then 9 decode rows go in products of 8, 20, 5 and 4
+ * rows; a split left over from the first run (8: 8 + 1) or a run's end mistaken for a split of
+ * one row (1 + 1 + ...) costs a whole pass over the weight for each 1-row product. */
+G_GNUC_UNUSED static void test_decode_split_runs(void) {
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
+        return;
+    GError *err = NULL;
+    const SmolvlmConfig *c = smolvlm_config(m);
+    DqBackend *be = smolvlm_backend(m);
+    const int inv = be->matmul_row_invariant_max;
+    g_assert_cmpint(inv, ==, 8);
+    g_assert_cmpint(be->matmul_row_invariant_min, ==, 9);
+    enum { N_SEGS = 11, ROWS = 8 + 20 + 9 };
+    const int rows[N_SEGS] = {8, 20, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, ROWS, &err);
+    dq_assert_no_error(err);
+    SmolvlmKV *kv[N_SEGS];
+    SmolvlmSegment segs[N_SEGS];
+    float *logits = g_new(float, (size_t)N_SEGS * c->vocab_size);
+    int32_t ids[ROWS];
+    for (int r = 0; r < ROWS; r++)
+        ids[r] = 100 + 7 * r;
+    int cursor = 0;
+    g_assert_true(smolvlm_embed(m, ws, 0, ids, ROWS, NULL, 0, &cursor, &err));
+    dq_assert_no_error(err);
+    for (int i = 0; i < N_SEGS; i++) {
+        kv[i] = smolvlm_kv_new(m, 32, &err);
+        dq_assert_no_error(err);
+        segs[i] = (SmolvlmSegment){
+            .kv = kv[i], .n_rows = rows[i], .logits = logits + (size_t)i * c->vocab_size};
+    }
+    split_matmul_orig = be->matmul;
+    be->matmul = split_matmul_record;
+    split_out = c->text_heads * c->head_dim;
+    split_in = c->text_hidden;
+    split_calls = 0;
+    g_assert_true(smolvlm_forward(m, ws, segs, N_SEGS, &err));
+    be->matmul = split_matmul_orig;
+    dq_assert_no_error(err);
+    g_assert_cmpint(split_calls, >, 0);
+    int seen[21] = {0};
+    for (int i = 0; i < split_calls; i++) {
+        if (split_rows[i] != 8 && split_rows[i] != 20 && split_rows[i] != 5 && split_rows[i] != 4)
+            g_error("a product of %d rows (segments of 8, 20 and 9 x 1 rows, bound %d)",
+                    split_rows[i], inv);
+        seen[split_rows[i]]++;
+    }
+    g_assert_cmpint(seen[20], >, 0);
+    g_assert_cmpint(seen[8], ==, seen[20]);
+    g_assert_cmpint(seen[5], ==, seen[20]);
+    g_assert_cmpint(seen[4], ==, seen[20]);
+    for (int i = 0; i < N_SEGS; i++)
+        smolvlm_kv_free(m, kv[i]);
+    smolvlm_workspace_free(m, ws);
+    g_free(logits);
     smolvlm_free(m);
     g_free(snap);
 }
@@ -1006,6 +1074,148 @@ G_GNUC_UNUSED static void test_draft_errors(void) {
     g_free(snap);
 }
 
+/* A vision product goes in one call over all the tiles only where the backend's products do not
+ * depend on the row count (matmul_row_invariant_min): the reference backend (0: OpenBLAS's
+ * rounding may change with it) gets a call a tile, the fast one a single call a chunk. */
+static int tile_rows[64], tile_calls_seen, tile_out, tile_in;
+
+static void tile_matmul_record(DqBackend *be, float *y, const float *x, const DqWeight *w,
+                               const DqWeight *b, int n) {
+    if (w->rows == tile_out && w->cols == tile_in && tile_calls_seen < 64)
+        tile_rows[tile_calls_seen++] = n;
+    split_matmul_orig(be, y, x, w, b, n);
+}
+
+static void tile_calls_case(const char *device, int want_calls) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = device}, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *c = smolvlm_config(m);
+    DqBackend *be = smolvlm_backend(m);
+    const int n = 2, P = c->num_patches; /* the CPU backends' chunk: one chunk of 2 tiles */
+    size_t tile_bytes = (size_t)3 * c->image_size * c->image_size;
+    uint8_t *px = g_new(uint8_t, n * tile_bytes);
+    float lut[3 * 256];
+    for (size_t i = 0; i < n * tile_bytes; i++)
+        px[i] = (uint8_t)((i * 2654435761u) >> 13);
+    for (int i = 0; i < 3 * 256; i++)
+        lut[i] = (float)(i % 256) / 127.5f - 1.0f;
+    DqPixelTile tiles[2];
+    for (int t = 0; t < n; t++)
+        tiles[t] =
+            (DqPixelTile){px + t * tile_bytes, lut, dq_tile_hash(px + t * tile_bytes, tile_bytes)};
+    float *feat = be->alloc(be, (size_t)n * c->tokens_per_tile * c->text_hidden);
+    split_matmul_orig = be->matmul;
+    be->matmul = tile_matmul_record;
+    tile_out = c->vision_hidden; /* the patch embedding: [Dv, 3 p p] */
+    tile_in = 3 * c->patch_size * c->patch_size;
+    tile_calls_seen = 0;
+    int distinct = 0;
+    g_assert_true(smolvlm_encode_tiles(m, tiles, n, feat, &distinct, &err));
+    be->matmul = split_matmul_orig;
+    dq_assert_no_error(err);
+    g_assert_cmpint(distinct, ==, n);
+    g_assert_cmpint(tile_calls_seen, ==, want_calls);
+    for (int i = 0; i < tile_calls_seen; i++)
+        g_assert_cmpint(tile_rows[i], ==, n * P / want_calls);
+    be->release(be, feat);
+    g_free(px);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+G_GNUC_UNUSED static void test_vision_tile_calls(void) {
+    tile_calls_case("cpu-ref", 2);
+    tile_calls_case("cpu", 1);
+}
+
+/* smolvlm_kv_bytes, which the prefix cache's budget counts entries by, is what a cache holds:
+ * keys and values, every layer, float32 on the reference backend. */
+G_GNUC_UNUSED static void test_kv_bytes(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared (tiny models) not found");
+        return;
+    }
+    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    GError *err = NULL;
+    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu-ref"}, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *c = smolvlm_config(m);
+    size_t per_position = (size_t)c->text_layers * c->text_kv_heads * c->head_dim;
+    g_assert_cmpuint(smolvlm_kv_bytes(m, 10), ==, 2 * 10 * per_position * sizeof(float));
+    g_assert_cmpuint(smolvlm_kv_bytes(m, 1), ==, 2 * per_position * sizeof(float));
+    smolvlm_free(m);
+    g_free(snap);
+}
+
+/* The limits of a forward call and of a KV cache, each on both sides: caches of
+ * max_position_embeddings positions and of 1 are made, of one more and of none refused; a
+ * one-row segment that fills its cache exactly runs, one row more is refused; a segment of no
+ * rows is refused (its logits row would be another segment's last). */
+G_GNUC_UNUSED static void test_forward_limits(void) {
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
+        return;
+    GError *err = NULL;
+    const SmolvlmConfig *c = smolvlm_config(m);
+    const int max_pos = c->max_position_embeddings;
+    SmolvlmKV *kv = smolvlm_kv_new(m, max_pos, &err);
+    dq_assert_no_error(err);
+    smolvlm_kv_free(m, kv);
+    g_assert_null(smolvlm_kv_new(m, max_pos + 1, &err));
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err->message, "exceeds max_position_embeddings"));
+    g_clear_error(&err);
+    g_assert_null(smolvlm_kv_new(m, 0, &err));
+    g_clear_error(&err);
+    kv = smolvlm_kv_new(m, 1, &err);
+    dq_assert_no_error(err);
+    smolvlm_kv_free(m, kv);
+
+    SmolvlmWorkspace *ws = smolvlm_workspace_new(m, 4, &err);
+    dq_assert_no_error(err);
+    int32_t ids[4] = {100, 101, 102, 103};
+    int cursor = 0;
+    g_assert_true(smolvlm_embed(m, ws, 0, ids, 4, NULL, 0, &cursor, &err));
+    dq_assert_no_error(err);
+    float *logits = g_new(float, c->vocab_size);
+    kv = smolvlm_kv_new(m, 4, &err);
+    dq_assert_no_error(err);
+    SmolvlmSegment seg = {.kv = kv, .n_rows = 5, .logits = logits};
+    g_assert_false(smolvlm_forward(m, ws, &seg, 1, &err));
+    g_assert_nonnull(strstr(err->message, "segment 0: 5 new rows do not fit its KV cache"));
+    g_clear_error(&err);
+    g_assert_cmpint(smolvlm_kv_len(kv), ==, 0);
+    seg.n_rows = 0;
+    g_assert_false(smolvlm_forward(m, ws, &seg, 1, &err));
+    g_assert_nonnull(strstr(err->message, "segment 0: 0 new rows do not fit"));
+    g_clear_error(&err);
+    seg.n_rows = 3;
+    g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(smolvlm_kv_len(kv), ==, 3);
+    seg.n_rows = 1; /* the last position */
+    g_assert_true(smolvlm_forward(m, ws, &seg, 1, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(smolvlm_kv_len(kv), ==, 4);
+    g_assert_false(smolvlm_forward(m, ws, &seg, 1, &err));
+    g_assert_nonnull(strstr(err->message, "1 new rows do not fit its KV cache (4 of 4 used)"));
+    g_clear_error(&err);
+    smolvlm_kv_free(m, kv);
+    smolvlm_workspace_free(m, ws);
+    g_free(logits);
+    smolvlm_free(m);
+    g_free(snap);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/smolvlm/goldens", test_goldens);
@@ -1017,7 +1227,11 @@ int main(int argc, char **argv) {
     g_test_add_func("/smolvlm/position-ids", test_position_ids);
     g_test_add_func("/smolvlm/duplicate-tiles", test_duplicate_tiles);
     g_test_add_func("/smolvlm/decode-split", test_decode_split);
+    g_test_add_func("/smolvlm/decode-split-runs", test_decode_split_runs);
     g_test_add_func("/smolvlm/vision-chunks", test_vision_chunks);
+    g_test_add_func("/smolvlm/vision-tile-calls", test_vision_tile_calls);
+    g_test_add_func("/smolvlm/kv-bytes", test_kv_bytes);
+    g_test_add_func("/smolvlm/forward-limits", test_forward_limits);
     g_test_add_func("/smolvlm/steps/stored", test_steps_stored);
     g_test_add_func("/smolvlm/steps/bf16", test_steps_bf16);
     g_test_add_func("/smolvlm/draft-errors", test_draft_errors);

@@ -607,6 +607,111 @@ static void test_reader_on_full_disk(void) {
     g_free(dir);
 }
 
+/* A database reached through a link to a folder that does not exist cannot be opened; its own
+ * folder may be written, so the message names no folder to make writable (SQLite's
+ * CANTOPEN with a writable folder is not the -wal/-shm case). */
+static void test_dangling_link_message(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "link.db", NULL);
+    char *target = g_build_filename(dir, "missing", "real.db", NULL);
+    g_assert_cmpint(symlink(target, path), ==, 0);
+    GError *err = NULL;
+    g_assert_null(dq_store_open(path, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_test_message("%s", err->message);
+    g_assert_nonnull(strstr(err->message, "cannot open database"));
+    g_assert_null(strstr(err->message, "must be writable too"));
+    g_clear_error(&err);
+    g_free(target);
+    g_free(path);
+    g_free(dir);
+}
+
+/* The page store's layout (README: <db>.pages/ab/cd/<sha256>.png), which every worker sharing a
+ * DOCQA_PAGES folder reads; a name too short for its two folders has no path. */
+static void test_page_path(void) {
+    char *p = dq_store_page_path("/pages", "abcdef0123");
+    g_assert_cmpstr(p, ==, "/pages/ab/cd/abcdef0123.png");
+    g_free(p);
+    p = dq_store_page_path("rel", "0123");
+    g_assert_cmpstr(p, ==, "rel/01/23/0123.png");
+    g_free(p);
+    g_assert_null(dq_store_page_path("/pages", "abc"));
+    g_assert_null(dq_store_page_path("/pages", NULL));
+}
+
+/* Another program's SQLite file is refused, counting its tables ("1 other table", "2 other
+ * tables"), and left as it was. */
+static void test_other_programs_database(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "notes.db", NULL);
+    exec_on(path, "CREATE TABLE notes (id INTEGER)");
+    GError *err = NULL;
+    g_assert_null(dq_store_open(path, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_DB);
+    g_assert_nonnull(strstr(err->message, "notes.db: not a docqa database: it holds 1 other "
+                                          "table and no schema_migrations"));
+    g_clear_error(&err);
+    exec_on(path, "CREATE TABLE tags (id INTEGER)");
+    g_assert_null(dq_store_open(path, &err));
+    g_assert_nonnull(strstr(err->message, "it holds 2 other tables and no schema_migrations"));
+    g_clear_error(&err);
+    g_assert_cmpint(count_on(path, "SELECT count(*) FROM sqlite_master"), ==, 2);
+    g_free(path);
+    g_free(dir);
+}
+
+/* How many of this process's open files are a reserve of `db` (unlinked: "(deleted)"). */
+static int reserves_held(const char *db) {
+    char *want = g_strconcat(db, "-reserve.", NULL);
+    GDir *d = g_dir_open("/proc/self/fd", 0, NULL);
+    g_assert_nonnull(d);
+    int n = 0;
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
+        char *link = g_build_filename("/proc/self/fd", name, NULL);
+        char *target = g_file_read_link(link, NULL);
+        if (target != NULL && g_str_has_prefix(target, want) &&
+            g_str_has_suffix(target, " (deleted)"))
+            n++;
+        g_free(target);
+        g_free(link);
+    }
+    g_dir_close(d);
+    g_free(want);
+    return n;
+}
+
+/* The room dq_store_keep_reserve sets aside is a file unlinked at once and held open until
+ * dropped: nothing is left beside the database for anyone to see or clean up, the room stays
+ * taken until it is dropped or the store closed, and dropping it twice says there is none. */
+static void test_reserve_leaves_no_file(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "r.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_keep_reserve(s, 64 * 1024, &err));
+    dq_assert_no_error(err);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;)
+        if (strstr(name, "reserve") != NULL)
+            g_error("%s left beside the database", name);
+    g_dir_close(d);
+    g_assert_cmpint(reserves_held(path), ==, 1);
+    g_assert_true(dq_store_drop_reserve(s));
+    g_assert_cmpint(reserves_held(path), ==, 0);
+    g_assert_false(dq_store_drop_reserve(s));
+    /* closing the store gives the room back too */
+    g_assert_true(dq_store_keep_reserve(s, 64 * 1024, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(reserves_held(path), ==, 1);
+    dq_store_close(s);
+    g_assert_cmpint(reserves_held(path), ==, 0);
+    g_free(path);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -622,5 +727,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/upgrade/without-view", test_upgrade_without_view);
     g_test_add_func("/store/upgrade/failed-leaves-version", test_failed_upgrade_leaves_version);
     g_test_add_func("/store/upgrade/schema-changed-under-worker", test_schema_changed_under_worker);
+    g_test_add_func("/store/open/dangling-link-message", test_dangling_link_message);
+    g_test_add_func("/store/page-path", test_page_path);
+    g_test_add_func("/store/open/other-programs-database", test_other_programs_database);
+    g_test_add_func("/store/reserve-leaves-no-file", test_reserve_leaves_no_file);
     return g_test_run();
 }
