@@ -333,3 +333,15 @@ void dq_test_oriented_position(int o, int w, int h, int x, int y, int *ox, int *
         break;
     }
 }
+
+gboolean dq_test_tmpfs_child_passed(int pid) {
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77) {
+        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+        return FALSE;
+    }
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    return TRUE;
+}

@@ -18,6 +18,11 @@ const char *dq_test_shared_dir(void);
 /* A fresh temporary directory, removed with its contents at exit. */
 char *dq_test_tmpdir(void);
 
+/* Waits for a forked child that ran its part of a test on a tmpfs of its own: TRUE when it exited
+ * 0, FALSE (the test marked skipped, saying why) when it exited 77, as such children do where
+ * they may not mount one (no root with CAP_SYS_ADMIN); fails the test otherwise. */
+gboolean dq_test_tmpfs_child_passed(int pid);
+
 /* Reads a whole file; fails the test when it cannot. g_free the result. */
 char *dq_test_read_file(const char *path, size_t *len);
 

@@ -1429,14 +1429,8 @@ static void test_disk_full_gives_back(void) {
                     leaves[i], done, running, used, err->message);
             _exit(running == 0 && used == 0 && (done > 0 || !must_answer) ? 0 : 6);
         }
-        int status = 0;
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFEXITED(status));
-        if (WEXITSTATUS(status) == 77) {
-            g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
+        if (!dq_test_tmpfs_child_passed(pid))
             break;
-        }
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
     }
     g_rmdir(mnt);
     g_free(mnt);
@@ -2979,13 +2973,7 @@ static void test_status_export_on_full_disk(void) {
                   ? 0
                   : 5);
     }
-    int status = 0;
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-    g_assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77)
-        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
-    else
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    dq_test_tmpfs_child_passed(pid);
     g_rmdir(mnt);
     g_free(mnt);
     g_free(dir);
@@ -3036,13 +3024,7 @@ static void test_run_summary_after_error(void) {
                   ? 0
                   : 7);
     }
-    int status = 0;
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-    g_assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77)
-        g_test_skip("no tmpfs of our own here (needs root with CAP_SYS_ADMIN)");
-    else
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    dq_test_tmpfs_child_passed(pid);
     g_rmdir(mnt);
     g_free(mnt);
     g_free(dir);

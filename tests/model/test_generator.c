@@ -442,6 +442,24 @@ static void run_speculative(Smolvlm *m, const SmolvlmRequest *reqs, int n, int k
     dq_generator_free(g);
 }
 
+/* req through a fresh pipeline of snap with opt: plainly, or with opt's draft guessing 3 tokens
+ * at a time (it must guess some). The caller closes the pipeline once res is read. */
+static SmolvlmPipeline *generate_with(const char *snap, const SmolvlmOptions *opt,
+                                      const SmolvlmRequest *req, DqGenerateResult *res) {
+    GError *err = NULL;
+    SmolvlmPipeline *p = smolvlm_pipeline_open(snap, opt, &err);
+    dq_assert_no_error(err);
+    if (opt->draft != NULL) {
+        DqGenerateTimings tm;
+        run_speculative(p->model, req, 1, 3, FALSE, res, &tm);
+        g_assert_cmpint(tm.draft_tokens, >, 0);
+    } else {
+        g_assert_true(smolvlm_generate(p->model, req, 1, res, NULL, &err));
+        dq_assert_no_error(err);
+    }
+    return p;
+}
+
 /* Speculative decoding (an int8 draft) gives the tokens and logits of plain greedy decoding, to
  * the bit: alone at any number of guesses, several requests at once (guesses lowered to fit),
  * with eos stops and max_new_tokens cutting a step's guesses short; sampled requests get plain
@@ -759,18 +777,8 @@ static void test_rope_scaling(void) {
         const SmolvlmOptions opts[] = {
             {.device = "cpu"}, {.device = "cpu-ref"}, {.device = "cpu", .draft = "int8"}};
         for (size_t o = 0; o < G_N_ELEMENTS(opts); o++) {
-            GError *err = NULL;
-            SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &opts[o], &err);
-            dq_assert_no_error(err);
             DqGenerateResult res;
-            if (opts[o].draft != NULL) {
-                DqGenerateTimings tm;
-                run_speculative(p->model, &ref.req, 1, 3, FALSE, &res, &tm);
-                g_assert_cmpint(tm.draft_tokens, >, 0);
-            } else {
-                g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
-                dq_assert_no_error(err);
-            }
+            SmolvlmPipeline *p = generate_with(snap, &opts[o], &ref.req, &res);
             if (res.n_output_ids != 7 || memcmp(res.output_ids, scaled[i].ids, 7 * 4) != 0)
                 g_error("%s on %s%s: not transformers' ids", scaled[i].rope_scaling, opts[o].device,
                         opts[o].draft ? " with a draft" : "");
@@ -922,18 +930,8 @@ static void test_biases(void) {
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         char *snap = snapshot_with_biases(cases[i].attn, cases[i].mlp);
         for (size_t o = 0; o < G_N_ELEMENTS(opts); o++) {
-            GError *err = NULL;
-            SmolvlmPipeline *p = smolvlm_pipeline_open(snap, &opts[o], &err);
-            dq_assert_no_error(err);
             DqGenerateResult res;
-            if (opts[o].draft != NULL) {
-                DqGenerateTimings tm;
-                run_speculative(p->model, &ref.req, 1, 3, FALSE, &res, &tm);
-                g_assert_cmpint(tm.draft_tokens, >, 0);
-            } else {
-                g_assert_true(smolvlm_generate(p->model, &ref.req, 1, &res, NULL, &err));
-                dq_assert_no_error(err);
-            }
+            SmolvlmPipeline *p = generate_with(snap, &opts[o], &ref.req, &res);
             if (res.n_output_ids != 7 || memcmp(res.output_ids, cases[i].ids, 7 * 4) != 0)
                 g_error("attention_bias %d mlp_bias %d on %s%s: not transformers' ids",
                         cases[i].attn, cases[i].mlp, opts[o].device,

@@ -1138,15 +1138,10 @@ G_GNUC_UNUSED static void test_vision_tile_calls(void) {
 /* smolvlm_kv_bytes, which the prefix cache's budget counts entries by, is what a cache holds:
  * keys and values, every layer, float32 on the reference backend. */
 G_GNUC_UNUSED static void test_kv_bytes(void) {
-    const char *shared = dq_test_shared_dir();
-    if (shared == NULL) {
-        g_test_skip("../shared (tiny models) not found");
+    char *snap = NULL;
+    Smolvlm *m = open_tiny_b512(&snap);
+    if (m == NULL)
         return;
-    }
-    char *snap = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
-    GError *err = NULL;
-    Smolvlm *m = smolvlm_open(snap, &(SmolvlmOptions){.device = "cpu-ref"}, &err);
-    dq_assert_no_error(err);
     const SmolvlmConfig *c = smolvlm_config(m);
     size_t per_position = (size_t)c->text_layers * c->text_kv_heads * c->head_dim;
     g_assert_cmpuint(smolvlm_kv_bytes(m, 10), ==, 2 * 10 * per_position * sizeof(float));
