@@ -73,6 +73,14 @@ int dq_cli_put_data(const char *text);
  * 0, or 2 when stdout could not take it (dq_cli_close_stdout). */
 gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv);
 
+/* Adds the NULL-terminated list of entry arrays to ctx's main options; once per context (it
+ * makes the main group). G_OPTION_ARG_INT and G_OPTION_ARG_INT64 entries take decimal only, as
+ * Python's int() does: "010" is 10, a sign is allowed (each command checks its own range), and
+ * anything else ("0x10", "1e3", "12 ", "") is a usage error naming the option and the value,
+ * where GLib's own parser read octal and hex. */
+void dq_cli_add_options(GOptionContext *ctx, const GOptionEntry *entries,
+                        ...) G_GNUC_NULL_TERMINATED;
+
 /* For a command that takes options only: FALSE, with "docqa: <command>: unexpected argument"
  * printed, when argv holds anything after the parsed options (a path typed without its --db
  * would otherwise be ignored while the command acts on the default database). */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,78 @@ gboolean dq_cli_parse(GOptionContext *ctx, int *argc, char ***argv) {
     g_clear_error(&err);
     g_strfreev(given);
     return ok;
+}
+
+/* ---- integer options in decimal ----
+ *
+ * GLib reads G_OPTION_ARG_INT and G_OPTION_ARG_INT64 values with strtoll(..., 0): "010" was 8
+ * and "0x10" 16, where a user (or a script moved over from Python's argparse, type=int, which
+ * reads "010" as 10 and refuses "0x10") means ten, or made a typo. dq_cli_add_options hands such
+ * entries to decimal_option instead, which finds where each one's value goes by its name in the
+ * main group's table. */
+
+typedef struct {
+    GOptionArg arg; /* G_OPTION_ARG_INT or G_OPTION_ARG_INT64 */
+    gpointer target;
+} DecimalTarget;
+
+static gboolean decimal_option(const char *name, const char *value, gpointer data, GError **err) {
+    const DecimalTarget *t = g_hash_table_lookup(data, name);
+    if (t == NULL) { /* an entry dq_cli_add_options did not make: a bug, said as one */
+        g_set_error(err, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "%s: no integer option", name);
+        return FALSE;
+    }
+    const char *digits = value + (value[0] == '-' || value[0] == '+');
+    gboolean decimal = digits[0] != '\0';
+    for (const char *c = digits; *c != '\0' && decimal; c++)
+        decimal = g_ascii_isdigit(*c);
+    if (!decimal) {
+        g_set_error(err, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "%s '%s': expected a whole number in decimal", name, value);
+        return FALSE;
+    }
+    errno = 0;
+    gint64 v = g_ascii_strtoll(value, NULL, 10);
+    if (errno == ERANGE || (t->arg == G_OPTION_ARG_INT && (v < G_MININT || v > G_MAXINT))) {
+        g_set_error(err, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "%s %s: out of range", name,
+                    value);
+        return FALSE;
+    }
+    if (t->arg == G_OPTION_ARG_INT)
+        *(int *)t->target = (int)v;
+    else
+        *(gint64 *)t->target = v;
+    return TRUE;
+}
+
+void dq_cli_add_options(GOptionContext *ctx, const GOptionEntry *entries, ...) {
+    if (g_option_context_get_main_group(ctx) != NULL)
+        g_error("dq_cli_add_options: called twice for one context"); /* the table is the group's */
+    GHashTable *targets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    GOptionGroup *group =
+        g_option_group_new(NULL, NULL, NULL, targets, (GDestroyNotify)g_hash_table_unref);
+    GArray *all = g_array_new(TRUE, TRUE, sizeof(GOptionEntry)); /* ends with a zeroed entry */
+    va_list ap;
+    va_start(ap, entries);
+    for (const GOptionEntry *list = entries; list != NULL; list = va_arg(ap, const GOptionEntry *))
+        for (const GOptionEntry *e = list; e->long_name != NULL; e++) {
+            GOptionEntry copy = *e;
+            if (e->arg == G_OPTION_ARG_INT || e->arg == G_OPTION_ARG_INT64) {
+                DecimalTarget *t = g_new(DecimalTarget, 1);
+                *t = (DecimalTarget){e->arg, e->arg_data};
+                g_hash_table_insert(targets, g_strconcat("--", e->long_name, NULL), t);
+                if (e->short_name != '\0')
+                    g_hash_table_insert(targets, g_strdup_printf("-%c", e->short_name),
+                                        g_memdup2(t, sizeof *t));
+                copy.arg = G_OPTION_ARG_CALLBACK;
+                copy.arg_data = (gpointer)decimal_option;
+            }
+            g_array_append_val(all, copy);
+        }
+    va_end(ap);
+    g_option_group_add_entries(group, (const GOptionEntry *)(void *)all->data); /* copied */
+    g_array_free(all, TRUE);
+    g_option_context_set_main_group(ctx, group);
 }
 
 gboolean dq_cli_no_arguments(const char *command, int argc, char **argv) {

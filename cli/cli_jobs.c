@@ -9,8 +9,11 @@
 #include <stdio.h>
 #include <string.h>
 
-void dq_job_selection_add_options(DqJobSelection *sel, GOptionContext *ctx) {
-    GOptionEntry entries[] = {
+void dq_job_command_options(GOptionContext *ctx, char **db, DqJobSelection *sel,
+                            const GOptionEntry *entries) {
+    GOptionEntry common[] = {
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, db,
+         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
         {"question", 'q', 0, G_OPTION_ARG_FILENAME_ARRAY, &sel->questions, /* bytes, as ask's */
          "the jobs of this question, trimmed as ask stores it (repeatable)", "TEXT"},
         {"document", 'd', 0, G_OPTION_ARG_STRING_ARRAY, &sel->documents,
@@ -27,19 +30,7 @@ void dq_job_selection_add_options(DqJobSelection *sel, GOptionContext *ctx) {
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     /* GLib copies the entries. */
-    g_option_context_add_main_entries(ctx, entries, NULL);
-}
-
-void dq_job_command_options(GOptionContext *ctx, char **db, DqJobSelection *sel,
-                            const GOptionEntry *entries) {
-    GOptionEntry db_entry[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, db,
-         "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {NULL, 0, 0, 0, NULL, NULL, NULL},
-    };
-    g_option_context_add_main_entries(ctx, db_entry, NULL);
-    dq_job_selection_add_options(sel, ctx);
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_cli_add_options(ctx, common, entries, NULL);
 }
 
 GPtrArray *dq_job_command_change(

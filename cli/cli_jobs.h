@@ -20,9 +20,6 @@ typedef struct {
     char *model_id;
 } DqJobSelection;
 
-/* Adds --question, --document, --where and --model, which write into sel, to ctx's options. */
-void dq_job_selection_add_options(DqJobSelection *sel, GOptionContext *ctx);
-
 /* Whether any selector was given. */
 gboolean dq_job_selection_given(const DqJobSelection *sel);
 
@@ -42,7 +39,8 @@ gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqSt
 void dq_job_selection_clear(DqJobSelection *sel);
 
 /* cancel's and requeue's options, in the order --help lists them: --db (into *db), the
- * selectors (into sel), then the command's own `entries`. */
+ * selectors --question, --document, --where and --model (into sel), then the command's own
+ * `entries`. */
 void dq_job_command_options(GOptionContext *ctx, char **db, DqJobSelection *sel,
                             const GOptionEntry *entries);
 

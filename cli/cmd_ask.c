@@ -139,7 +139,7 @@ int cmd_ask(int argc, char **argv) {
     };
     GOptionContext *ctx =
         g_option_context_new("[QUESTION...] - queue questions about ingested pages");
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_cli_add_options(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "One job per (page, question). Asking again with the same model and settings adds "
              "nothing: the key is the document's SHA-256, the page number, the question, the "

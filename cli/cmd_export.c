@@ -355,7 +355,7 @@ int cmd_export(int argc, char **argv) {
     };
     GOptionContext *ctx =
         g_option_context_new("- write the answers (v_answers, or v_current_answers) to stdout");
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_cli_add_options(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "Incremental exports: every answer is in exactly one of a chain of exports each "
              "given the checkpoint the one before printed (or kept in --checkpoint-file), "

@@ -374,7 +374,7 @@ int cmd_generate(int argc, char **argv) {
         {"seed", 0, 0, G_OPTION_ARG_STRING, &a.seed_text, "sampling seed", "S"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- run one prompt through the model");
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_cli_add_options(ctx, entries, NULL);
     int status = DQ_EXIT_FATAL;
     if (!dq_cli_parse(ctx, &argc, &argv))
         goto out;

@@ -265,7 +265,7 @@ int cmd_ingest(int argc, char **argv) {
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("PATH... - render PDFs and TIFFs into page images");
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_cli_add_options(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "Files and folders (recursively) are ingested; exit status 0: all fine, 1: some "
              "inputs failed (recorded in the database) or changed while being ingested (not "

@@ -26,7 +26,7 @@ int cmd_migrate(int argc, char **argv) {
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- move a database between SQLite and PostgreSQL");
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_cli_add_options(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "Copies documents (with their stat stamps), pages, questions, jobs, job errors, "
              "answers, the answers they superseded and the answers' commit counter, ids kept, in "

@@ -296,7 +296,7 @@ int cmd_run(int argc, char **argv) {
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- answer queued jobs with SmolVLM");
-    g_option_context_add_main_entries(ctx, entries, NULL);
+    dq_cli_add_options(ctx, entries, NULL);
     g_option_context_set_description(
         ctx, "Each worker claims jobs under a lease, keeps up to --batch of them in the model "
              "(plus one more than its preprocessing threads, being prepared) and stores each "

@@ -80,7 +80,6 @@ typedef struct {
     /* generation_config.json */
     int eos_ids[DQ_MAX_EOS_IDS];
     int n_eos;
-    int bos_token_id; /* -1 when none */
     gboolean do_sample;
     double temperature;
     double top_p;

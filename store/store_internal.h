@@ -28,6 +28,8 @@ struct DqStore {
     gint64 stop_seen_us;         /* when a statement's wait for a lock first saw *stop set (0:
                                   * not yet; store_jobs.c busy_wait, store_pg.c exec_stoppable) */
     gboolean busy_stopped;       /* the last such wait ended because *stop was set */
+    gboolean lock_waited;        /* SQLite: busy_wait ran since begin_timed cleared it
+                                  * (store_jobs.c) */
     gboolean has_reserve;        /* SQLite: reserve_fd holds dq_store_keep_reserve's room */
     int reserve_fd;              /* an unlinked file on the database's file system */
 };

@@ -177,6 +177,7 @@ static int busy_wait(void *user, int tries) {
     /* A connection is used by one thread at a time, and a statement's tries count from 0. */
     static _Thread_local gint64 first_try_us;
     gint64 now = g_get_monotonic_time();
+    s->lock_waited = TRUE;
     if (tries == 0) {
         first_try_us = now;
         s->busy_stopped = FALSE;
@@ -247,14 +248,18 @@ static gint64 recent_stall_ms(gint64 within_ms) {
 }
 
 /* BEGIN IMMEDIATE; *waited_ms (may be NULL) is how long it waited for the write lock: the
- * caller's time, read before the call, is that much behind once it has the lock. */
+ * caller's time, read before the call, is that much behind once it has the lock. Only a BEGIN
+ * that found the lock taken (busy_wait ran) waited for it: one that took long without (the
+ * process descheduled on a loaded machine) is no stall, and adding its time would move leases
+ * and backoffs by however slow the machine happened to be. */
 static gboolean begin_timed(DqStore *s, gint64 *waited_ms, GError **err) {
     if (test_hook != NULL)
         sqlite3_commit_hook(dq_store_sqlite(s), commit_hook_cb, NULL);
     sqlite3_stmt *st = stmt(s, "BEGIN IMMEDIATE", err);
+    s->lock_waited = FALSE;
     gint64 t0 = g_get_monotonic_time();
     gboolean ok = st != NULL && step_done(s, st, "BEGIN IMMEDIATE", err);
-    gint64 t1 = g_get_monotonic_time();
+    gint64 t1 = s->lock_waited ? g_get_monotonic_time() : t0;
     note_wait(t0, t1);
     if (waited_ms)
         *waited_ms = (t1 - t0) / 1000;

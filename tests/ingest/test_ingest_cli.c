@@ -173,6 +173,50 @@ static void test_links_not_followed(void) {
     g_free(other), g_free(archive), g_free(db), g_free(dir);
 }
 
+/* ingest's integer options read decimal only (cli.h, dq_cli_add_options): "064" is 64, where
+ * GLib's parser read 52 (octal), and "0x10" is refused naming the option, where it read 16. */
+static void test_numbers_in_decimal(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *good = g_build_filename(dir, "good.pdf", NULL);
+    write_pdf(good);
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "064", "--n-res", "010",
+                              "--json", good, NULL),
+                    ==, 0);
+    JsonParser *p = json_parser_new();
+    GError *jerr = NULL;
+    g_assert_true(json_parser_load_from_data(p, out, -1, &jerr));
+    dq_assert_no_error(jerr);
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    g_assert_cmpint(json_object_get_int_member(o, "tile"), ==, 64);
+    g_assert_cmpint(json_object_get_int_member(o, "n_res"), ==, 10);
+    g_object_unref(p);
+    g_free(out);
+    const char *bad[][2] = {{"--max-pixels", "0x10"}, {"--jobs", "010o"}, {"-j", "0x2"},
+                            {"--timeout", "1e3"},     {"--min-free", ""}, {"--tile", "+"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(
+            run_docqa(NULL, &err, "ingest", "--db", db, bad[i][0], bad[i][1], good, NULL), ==, 2);
+        char *want = g_strdup_printf("docqa: ingest: %s '%s': expected a whole number in decimal "
+                                     "(see --help)\n",
+                                     bad[i][0], bad[i][1]);
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+    }
+    g_assert_cmpint(run_docqa(NULL, &err, "ingest", "--db", db, "--max-doc-bytes",
+                              "99999999999999999999", good, NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==,
+                    "docqa: ingest: --max-doc-bytes 99999999999999999999: out of range (see "
+                    "--help)\n");
+    g_free(err);
+    g_free(good);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_exit_statuses(void) {
     char *dir = dq_test_tmpdir();
     char *db = g_build_filename(dir, "docqa.db", NULL);
@@ -1521,6 +1565,7 @@ int main(int argc, char **argv) {
                          test_concurrent_put_off_then_taken);
     g_test_add_func("/ingest/cli/walk_skips_own_database", test_walk_skips_own_database);
     g_test_add_func("/ingest/cli/exit_statuses", test_exit_statuses);
+    g_test_add_func("/ingest/cli/numbers_in_decimal", test_numbers_in_decimal);
     g_test_add_func("/ingest/cli/links_not_followed", test_links_not_followed);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
     g_test_add_func("/ingest/cli/failure_lines_name_the_document",

@@ -629,6 +629,51 @@ static void test_numbers_refused_by_name(void) {
     g_free(dir);
 }
 
+/* Integer options read decimal only, as Python's int() does (cli.h, dq_cli_add_options): GLib's
+ * own parser read "010" as 8 and "0x10" as 16. Leading zeros are decimal; hex, exponents, spaces
+ * and an empty value are refused, naming the option and the value, before anything runs. */
+static void test_numbers_in_decimal(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *err = NULL;
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--max-new-tokens",
+                                  "010", "--max-attempts", "+09", "Q?", NULL),
+                    ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT json_extract(generation_settings, "
+                                     "'$.max_new_tokens') FROM jobs"),
+                    ==, 10);
+    g_assert_cmpint(jt_query_int(db, "SELECT max_attempts FROM jobs"), ==, 9);
+    const char *bad[][3] = {{"ask", "--max-new-tokens", "0x10"},
+                            {"ask", "--max-attempts", "1e3"},
+                            {"ask", "--n-res", " 5"},
+                            {"ask", "--n-res", "5 "},
+                            {"ask", "--max-new-tokens", ""},
+                            {"ask", "--max-new-tokens", "-"},
+                            {"run", "--batch", "0x10"},
+                            {"run", "-b", "010x"},
+                            {"run", "--lease", "1.5"},
+                            {"run", "--prep-threads", "0b1"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_cmpint(dq_test_docqa(NULL, &err, bad[i][0], "--db", db, "-m", "tiny", bad[i][1],
+                                      bad[i][2], "Q?", NULL),
+                        ==, 2);
+        char *want = g_strdup_printf("docqa: %s: %s '%s': expected a whole number in decimal "
+                                     "(see --help)\n",
+                                     bad[i][0], bad[i][1], bad[i][2]);
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+    }
+    /* Past an int: out of range, as GLib said it (the command's own limits come after). */
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--batch", "99999999999", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: run: --batch 99999999999: out of range (see --help)\n");
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 1);
+    g_free(db);
+    g_free(dir);
+}
+
 /* ask -f - reads the questions from standard input. */
 static void test_ask_questions_from_stdin(void) {
     char *dir = dq_test_tmpdir();
@@ -3160,6 +3205,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/threads-capped", test_threads_capped);
     g_test_add_func("/cli/generate-top-p-zero", test_generate_top_p_zero);
     g_test_add_func("/cli-jobs/numbers-refused-by-name", test_numbers_refused_by_name);
+    g_test_add_func("/cli-jobs/numbers-in-decimal", test_numbers_in_decimal);
     g_test_add_func("/cli-jobs/stray-arguments", test_commands_refuse_stray_arguments);
     g_test_add_func("/cli-jobs/empty-model-deep-questions", test_empty_model_and_deep_questions);
     g_test_add_func("/cli-jobs/answers-follow-the-bytes", test_answers_follow_the_bytes);

@@ -573,6 +573,62 @@ static void test_own_expired_leases(void) {
     g_free(dir);
 }
 
+/* SQLITE_TRACE_STMT callback: sleeps *ctx microseconds as a BEGIN IMMEDIATE starts running, inside
+ * its sqlite3_step, as a process descheduled there on a loaded machine would. */
+static int slow_begin(unsigned type, void *ctx, void *p, void *x) {
+    (void)type;
+    (void)p;
+    if (g_str_has_prefix((const char *)x, "BEGIN IMMEDIATE"))
+        g_usleep(*(const gulong *)ctx);
+    return 0;
+}
+
+/* A BEGIN that takes long without the lock being taken (the machine busy: ctest -j on a loaded
+ * host) is no wait for the lock: leases and backoffs run from the caller's time exactly, and a
+ * lease that expired while nothing held the lock is taken back, however slow the machine. Here
+ * every BEGIN takes longer than a stall (store_jobs.c, STALL_US). Before, such a BEGIN moved
+ * not_before_ms and lease ends by its time and counted as a stall, which left expired leases
+ * alone: the synthetic-clock tests here failed at random under load. */
+static void test_slow_begin_is_no_lock_wait(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    jt_ask(db, 1, "m", 3); /* jobs 1..2, three attempts each */
+    DqStore *s = open_store(db);
+    static const gulong sleep_us = 300 * 1000;
+    sqlite3_trace_v2(dq_store_sqlite(s), SQLITE_TRACE_STMT, slow_begin, (void *)&sleep_us);
+    GError *err = NULL;
+    GPtrArray *c = store_jobs_claim(s, "W", "m", 1, 0, 10, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 1);
+    g_ptr_array_free(c, TRUE);
+    g_assert_cmpint(q(db, "SELECT lease_expires_ms FROM jobs WHERE id = 1"), ==, 10);
+    /* W's lease ran out at 10 while nothing held the lock: V takes job 1 back. */
+    c = store_jobs_claim(s, "V", "m", 2, 11, 10, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 2);
+    g_ptr_array_free(c, TRUE);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE job_id = 1 AND worker = 'W'"), ==,
+                    1);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE lease_owner = 'V' AND "
+                          "lease_expires_ms = 21"),
+                    ==, 2);
+    /* The backoff runs from the failure's time exactly (job 1's second attempt: twice 100). */
+    DqJobState st;
+    g_assert_true(store_jobs_fail(s, "V", 1, "model", "out of memory", TRUE, 11, 100, &st, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
+    g_assert_cmpint(q(db, "SELECT not_before_ms FROM jobs WHERE id = 1"), ==, 211);
+    int held = 0;
+    g_assert_true(store_jobs_heartbeat(s, "V", 50, 10, &held, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(held, ==, 1);
+    g_assert_cmpint(q(db, "SELECT lease_expires_ms FROM jobs WHERE id = 2"), ==, 60);
+    sqlite3_trace_v2(dq_store_sqlite(s), 0, NULL, NULL);
+    close_store(s);
+    g_free(db);
+    g_free(dir);
+}
+
 static void test_failures_backoff_dead(void) {
     char *dir = dq_test_tmpdir();
     char *db = jt_make_db(dir, 1, 3);
@@ -2115,6 +2171,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/lease/claim-heartbeat-reclaim", test_leases);
     g_test_add_func("/queue/lease/own-expired", test_own_expired_leases);
     g_test_add_func("/queue/lease/failures-backoff-dead", test_failures_backoff_dead);
+    g_test_add_func("/queue/lease/slow-begin-is-no-lock-wait", test_slow_begin_is_no_lock_wait);
     g_test_add_func("/queue/worker/until-empty-missing-image",
                     test_worker_until_empty_and_missing_image);
     g_test_add_func("/queue/worker/page-store-gone", test_worker_page_store_gone);
