@@ -376,6 +376,27 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
                     doc->path, page, tw, th, (gint64)tw * th, max_pixels);
         return NULL;
     }
+    /* Pillow (TiffImagePlugin's MAX_SAMPLESPERPIXEL) reads at most 6 samples a pixel, unspecified
+     * extra planes stored separately left out; libtiff would take any number, and its strip
+     * buffers grow with them past any pixel limit (a 300-byte file of 16x6672 pixels of 4901
+     * samples made it ask for 2 GB). */
+    uint16_t spp = 1, planar = PLANARCONFIG_CONTIG, n_extra = 0;
+    uint16_t *extra = NULL;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp);
+    TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar);
+    TIFFGetField(tif, TIFFTAG_EXTRASAMPLES, &n_extra, &extra);
+    int counted = spp;
+    gboolean extras_unspecified = n_extra > 0 && n_extra <= spp;
+    for (int i = 0; i < n_extra && extras_unspecified; i++)
+        extras_unspecified = extra[i] == EXTRASAMPLE_UNSPECIFIED;
+    if (planar == PLANARCONFIG_SEPARATE && extras_unspecified)
+        counted -= n_extra;
+    if (counted > 6) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_FORMAT,
+                    "%s: page %d: %u samples a pixel: at most 6 are read (as Pillow reads them)",
+                    doc->path, page, spp);
+        return NULL;
+    }
     char emsg[1024] = "";
     if (!TIFFRGBAImageOK(tif, emsg)) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_FORMAT,

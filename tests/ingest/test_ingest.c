@@ -657,6 +657,56 @@ static void check_square(const DqImage *img, int orientation, gboolean lossy, co
     }
 }
 
+/* A gray page with extra samples: Pillow reads at most 6 samples a pixel (unspecified extra
+ * planes stored separately left out); more is refused before libtiff sizes its buffers by them
+ * (fuzz_tiff_page: 4901 samples made it ask for 2 GB). */
+static void write_gray_extras_tiff(const char *path, int spp, gboolean separate) {
+    TIFF *t = TIFFOpen(path, "w");
+    g_assert_nonnull(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 8);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 8);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 8);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, spp);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, separate ? PLANARCONFIG_SEPARATE : PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, 8);
+    uint16_t extra[16] = {0}; /* EXTRASAMPLE_UNSPECIFIED */
+    TIFFSetField(t, TIFFTAG_EXTRASAMPLES, spp - 1, extra);
+    uint8_t row[8 * 16];
+    for (int plane = 0; plane < (separate ? spp : 1); plane++)
+        for (int y = 0; y < 8; y++) {
+            for (int i = 0; i < 8 * 16; i++)
+                row[i] = (uint8_t)(y * 30);
+            g_assert_cmpint(TIFFWriteScanline(t, row, (uint32_t)y, (uint16_t)plane), ==, 1);
+        }
+    TIFFClose(t);
+}
+
+static void test_tiff_samples_per_pixel(void) {
+    Fixture f;
+    fixture_init(&f);
+    f.opt.n_res = 1;
+    f.opt.tile = 32;
+    char *dir = in_dir(&f, "extras");
+    g_mkdir(dir, 0755);
+    char *seven = g_build_filename(dir, "seven.tif", NULL);
+    char *planes = g_build_filename(dir, "seven-planes.tif", NULL);
+    char *two = g_build_filename(dir, "two.tif", NULL);
+    write_gray_extras_tiff(seven, 7, FALSE);
+    write_gray_extras_tiff(planes, 7, TRUE);
+    write_gray_extras_tiff(two, 2, FALSE);
+    run_ingest(&f, dir);
+    assert_doc(&f, seven, "failed", "unsupported_format");
+    assert_doc(&f, planes, "ok", NULL); /* its 6 unspecified planes left out, as Pillow does */
+    assert_doc(&f, two, "ok", NULL);
+    g_free(seven);
+    g_free(planes);
+    g_free(two);
+    g_free(dir);
+    fixture_clear(&f);
+}
+
 static void test_tiff_variants(void) {
     Fixture f;
     fixture_init(&f);
@@ -3384,6 +3434,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/pdf/rotate_90", test_pdf_rotate_90);
     g_test_add_func("/ingest/pdf/encrypted_and_damaged", test_pdf_encrypted_and_damaged);
     g_test_add_func("/ingest/tiff/variants", test_tiff_variants);
+    g_test_add_func("/ingest/tiff/samples_per_pixel", test_tiff_samples_per_pixel);
     g_test_add_func("/ingest/tiff/orientations_and_pages", test_tiff_orientations_and_pages);
     g_test_add_func("/ingest/tiff/alpha", test_tiff_alpha);
     g_test_add_func("/ingest/tiff/16bit", test_tiff_16bit);
