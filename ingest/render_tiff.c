@@ -391,9 +391,9 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
         extras_unspecified = extra[i] == EXTRASAMPLE_UNSPECIFIED;
     if (planar == PLANARCONFIG_SEPARATE && extras_unspecified)
         counted -= n_extra;
-    if (counted > 6) {
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_FORMAT,
-                    "%s: page %d: %u samples a pixel: at most 6 are read (as Pillow reads them)",
+    if (counted > 6) { /* "Invalid value for samples per pixel" to Pillow: a damaged file */
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED,
+                    "%s: page %d: %u samples a pixel, an invalid value (Pillow reads at most 6)",
                     doc->path, page, spp);
         return NULL;
     }

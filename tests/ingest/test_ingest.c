@@ -697,7 +697,7 @@ static void test_tiff_samples_per_pixel(void) {
     write_gray_extras_tiff(planes, 7, TRUE);
     write_gray_extras_tiff(two, 2, FALSE);
     run_ingest(&f, dir);
-    assert_doc(&f, seven, "failed", "unsupported_format");
+    assert_doc(&f, seven, "failed", "damaged");
     assert_doc(&f, planes, "ok", NULL); /* its 6 unspecified planes left out, as Pillow does */
     assert_doc(&f, two, "ok", NULL);
     g_free(seven);
