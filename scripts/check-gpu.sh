@@ -25,7 +25,7 @@
 #
 # On a GPU machine that has this project's build libraries (scripts/install-deps.sh) and
 # ../shared, run it as it is. A lent device machine has neither: there, use
-# scripts/gpu-bundle.sh here (binaries built here, their libraries and the test data, ~41 MB
+# scripts/gpu-bundle.sh here (binaries built here, their libraries and the test data, ~44 MB
 # compressed) and `bash .gpu-shared/device-run.sh check ...` there (carry: .gpu-shared), which
 # runs the same tests and, within a session's time, two of the check.py runs by default (all
 # six with CHECK_CONFIGS; scripts/gpu-device-run.sh --help: DEADLINE and the plan). As of

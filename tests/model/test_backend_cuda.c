@@ -21,8 +21,10 @@
 #include "testutil.h"
 
 #include <immintrin.h>
+#include <json-glib/json-glib.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 static DqBackend *cpu, *gpu;
 static GRand *rng;
@@ -286,10 +288,13 @@ static void test_matmul_gelu(void) {
 static void test_matmul_add(void) {
     if (!need_gpu())
         return;
+    /* with a bias at decode rows (the row-invariant kernel adding y + (x . w + bias)) and
+     * prompt rows: a decoder's o_proj and down_proj with attention_bias / mlp_bias (session 33) */
     const int shapes[][4] = {/* rows, out, in, bias */
                              {1, 576, 576, 0},    {9, 576, 1536, 0},    {63, 192, 576, 0},
                              {1024, 768, 768, 1}, {2048, 768, 3072, 1}, {729, 1152, 4304, 1},
-                             {300, 96, 64, 0}};
+                             {300, 96, 64, 0},    {9, 576, 1536, 1},    {63, 192, 576, 1},
+                             {1, 2048, 8192, 1},  {150, 576, 1536, 1}};
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
         Pair x = pair_new((size_t)n * in, 1), y = pair_new((size_t)n * out, 1);
@@ -329,14 +334,17 @@ static void test_matmul_add(void) {
 }
 
 /* matmul_many (x rounded to bf16 once for q, k and v): the same bits as one matmul a weight,
- * for a merged vision chunk with biases, a prompt without, and decode rows (no rounding). */
+ * for a merged vision chunk with biases, a prompt without, and decode rows (no rounding); and a
+ * decoder's q, k and v with attention_bias (session 33) at a prompt's rows and decode rows. */
 static void test_matmul_many(void) {
     if (!need_gpu())
         return;
     const int shapes[][5] = {/* rows, out of the first weight, of the others, in, bias */
                              {2048, 768, 768, 768, 1},
                              {700, 576, 192, 576, 0},
-                             {3, 2048, 2048, 2048, 0}};
+                             {3, 2048, 2048, 2048, 0},
+                             {150, 576, 192, 576, 1},
+                             {5, 576, 192, 576, 1}};
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         const int n = shapes[s][0], in = shapes[s][3], has_bias = shapes[s][4];
         const int outs[3] = {shapes[s][1], shapes[s][2], shapes[s][2]};
@@ -1267,8 +1275,11 @@ static void test_model(void) {
 
 /* ---- the decode step as a CUDA graph: the same results as plain launches, bit for bit */
 
+/* A snapshot of ../shared's models by name, or a test's own (a directory). */
 static SmolvlmPipeline *open_gpu_pipeline(const char *snap) {
-    char *dir = g_build_filename(dq_test_shared_dir(), "models", snap, NULL);
+    char *dir = g_path_is_absolute(snap)
+                    ? g_strdup(snap)
+                    : g_build_filename(dq_test_shared_dir(), "models", snap, NULL);
     GError *err = NULL;
     SmolvlmPipeline *p = smolvlm_pipeline_open(dir, &(SmolvlmOptions){.device = "cuda"}, &err);
     dq_assert_no_error(err);
@@ -1701,6 +1712,173 @@ static void test_graph_decode_runs(void) {
     dq_backend_free(be);
 }
 
+/* ---- session 33's model paths, which no GPU has run */
+
+/* tiny-smolvlm-b512 with what session 33 taught the model: text_config.attention_bias and
+ * mlp_bias (the biases appended to model.safetensors, entry i of bias k of layer l
+ * ((37 i + 11 l + 5 k) % 41 - 20) / 100 as test_generator's /generator/biases makes them),
+ * hidden_act "gelu" in both configs (the vision MLP's erf GELU out of the product; the text MLP
+ * GELU-gated: gelu_erf, then mul) and yarn's rope_scaling, whose attention factor multiplies cos
+ * and sin. */
+static char *variant_snapshot(void) {
+    char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", NULL);
+    char *snap = dq_test_snapshot_with_positions(src, 4096);
+    char *path = g_build_filename(snap, "config.json", NULL);
+    char *text = dq_test_read_file(path, NULL);
+    GString *s = g_string_new(text);
+    const char *edits[][2] = {
+        {"\"attention_bias\": false", "\"attention_bias\": true"},
+        {"\"mlp_bias\": false", "\"mlp_bias\": true"},
+        {"\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\""},
+        {"\"hidden_act\": \"gelu_pytorch_tanh\"", "\"hidden_act\": \"gelu\""},
+        {"\"rope_scaling\": null",
+         "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0, "
+         "\"original_max_position_embeddings\": 32, \"attention_factor\": 1.2}"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(edits); i++)
+        g_assert_cmpint(g_string_replace(s, edits[i][0], edits[i][1], 1), ==, 1);
+    g_assert_cmpint(unlink(path), ==, 0);
+    g_assert_true(g_file_set_contents(path, s->str, (gssize)s->len, NULL));
+    g_string_free(s, TRUE);
+    g_free(text);
+    g_free(path);
+
+    /* the header gets the biases' entries, the data their values at its end */
+    char *from = g_build_filename(src, "model.safetensors", NULL);
+    size_t len = 0;
+    char *file = dq_test_read_file(from, &len);
+    uint64_t hlen;
+    memcpy(&hlen, file, 8);
+    JsonParser *parser = json_parser_new();
+    g_assert_true(json_parser_load_from_data(parser, file + 8, (gssize)hlen, NULL));
+    JsonObject *header = json_node_get_object(json_parser_get_root(parser));
+    const char *names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                           "mlp.down_proj"};
+    const int rows[] = {64, 32, 32, 64, 128, 128, 64}; /* the tiny model's */
+    GByteArray *data = g_byte_array_new();
+    uint64_t end = len - 8 - hlen;
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 7; k++) {
+            for (int i = 0; i < rows[k]; i++) {
+                float v = (float)(((37 * i + 11 * l + 5 * k) % 41 - 20) / 100.0);
+                g_byte_array_append(data, (const guint8 *)&v, 4);
+            }
+            JsonObject *t = json_object_new();
+            json_object_set_string_member(t, "dtype", "F32");
+            JsonArray *shape = json_array_new(), *offsets = json_array_new();
+            json_array_add_int_element(shape, rows[k]);
+            json_array_add_int_element(offsets, (gint64)end);
+            end += (uint64_t)rows[k] * 4;
+            json_array_add_int_element(offsets, (gint64)end);
+            json_object_set_array_member(t, "shape", shape);
+            json_object_set_array_member(t, "data_offsets", offsets);
+            char *name = g_strdup_printf("model.text_model.layers.%d.%s.bias", l, names[k]);
+            json_object_set_object_member(header, name, t);
+            g_free(name);
+        }
+    JsonGenerator *gen = json_generator_new();
+    json_generator_set_root(gen, json_parser_get_root(parser));
+    gsize new_hlen = 0;
+    char *new_header = json_generator_to_data(gen, &new_hlen);
+    GString *out = g_string_new(NULL);
+    uint64_t padded = (new_hlen + 7) / 8 * 8;
+    g_string_append_len(out, (const char *)&padded, 8);
+    g_string_append_len(out, new_header, (gssize)new_hlen);
+    for (uint64_t i = new_hlen; i < padded; i++)
+        g_string_append_c(out, ' ');
+    g_string_append_len(out, file + 8 + hlen, (gssize)(len - 8 - hlen));
+    g_string_append_len(out, (const char *)data->data, data->len);
+    char *to = g_build_filename(snap, "model.safetensors", NULL);
+    g_assert_cmpint(unlink(to), ==, 0); /* a link to ../shared's file, which stays as it is */
+    g_assert_true(g_file_set_contents(to, out->str, (gssize)out->len, NULL));
+    g_free(to);
+    g_string_free(out, TRUE);
+    g_free(new_header);
+    g_object_unref(gen);
+    g_byte_array_free(data, TRUE);
+    g_object_unref(parser);
+    g_free(file);
+    g_free(from);
+    g_free(src);
+    return snap;
+}
+
+/* The model with decoder biases, erf GELUs and yarn RoPE on the GPU (variant_snapshot): its
+ * last-prompt logits within bf16 accuracy of the CPU's, as /backend_cuda/model holds the plain
+ * model; a request's tokens and logits bit-identical alone and first in a batch of three pages
+ * (the biased products row-invariant: prompts in cublasLt's bias epilogue, decode rows in the
+ * row-invariant kernel); and its decode steps recorded as graphs give the plain launches' logits
+ * bit for bit (graph_forward_case: the biases' products, the GELU kernels and the yarn table's
+ * rope in the recorded step). The tolerance is /backend_cuda/model's: on the CPU, this snapshot
+ * with --weights bf16 is within 1.0e-2 of the reference's logit scale, the plain model within
+ * 2.0e-2. */
+static void test_model_variants(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared is absent: the tiny models are not here");
+        return;
+    }
+    /* The snapshot and the reference's run everywhere: a GPU session must not be the first to
+     * meet a broken snapshot. */
+    char *snap = variant_snapshot();
+    GError *err = NULL;
+    SmolvlmPipeline *pc = smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cpu"}, &err);
+    dq_assert_no_error(err);
+    const SmolvlmConfig *cfg = smolvlm_config(pc->model);
+    g_assert_true(cfg->attention_bias && cfg->mlp_bias);
+    g_assert_cmpint(cfg->text_act, ==, DQ_ACT_GELU_ERF);
+    g_assert_cmpint(cfg->vision_act, ==, DQ_ACT_GELU_ERF);
+    g_assert_cmpint(cfg->rope_type, ==, DQ_ROPE_YARN);
+    const char *pages[] = {"portrait_page.png", "gray_receipt.png", "small_chart.png"};
+    DqImage *imgs[3];
+    for (int i = 0; i < 3; i++) {
+        char *path = g_build_filename(shared, "fixtures", "images", pages[i], NULL);
+        imgs[i] = dq_image_load(path, DQ_EXIF_APPLY, &err);
+        dq_assert_no_error(err);
+        g_free(path);
+    }
+    const int vocab = cfg->vocab_size, max_new = 6;
+    DqGenerateResult rc[1] = {0}, alone[1] = {0}, batch[3] = {{0}};
+    generate_pages(pc, imgs, 1, max_new, TRUE, rc);
+    g_assert_cmpint(rc[0].n_output_ids, ==, max_new);
+    g_test_message("biases, erf GELUs, yarn: the reference's ids %d %d %d ...", rc[0].output_ids[0],
+                   rc[0].output_ids[1], rc[0].output_ids[2]);
+    if (gpu != NULL) {
+        SmolvlmPipeline *pg =
+            smolvlm_pipeline_open(snap, &(SmolvlmOptions){.device = "cuda"}, &err);
+        dq_assert_no_error(err);
+        generate_pages(pg, imgs, 1, max_new, TRUE, alone);
+        double worst = 0, scale = 1;
+        for (int v = 0; v < vocab; v++) {
+            scale = MAX(scale, fabs(rc[0].last_logits[v]));
+            worst = MAX(worst, fabs(rc[0].last_logits[v] - alone[0].last_logits[v]));
+        }
+        g_test_message("biases, erf GELUs, yarn: last-prompt logits max |gpu - cpu| = %.3g "
+                       "(scale %.3g)",
+                       worst, scale);
+        if (!(worst <= 6e-2 * scale))
+            g_error("biases, erf GELUs, yarn: logits differ by %.3g (scale %.3g)", worst, scale);
+        generate_pages(pg, imgs, 3, max_new, TRUE, batch);
+        g_assert_cmpint(batch[0].n_output_ids, ==, alone[0].n_output_ids);
+        g_assert_cmpmem(batch[0].output_ids, batch[0].n_output_ids * sizeof(int32_t),
+                        alone[0].output_ids, alone[0].n_output_ids * sizeof(int32_t));
+        g_assert_cmpmem(batch[0].last_logits, vocab * sizeof(float), alone[0].last_logits,
+                        vocab * sizeof(float));
+        dq_generate_result_clear(&alone[0]);
+        for (int i = 0; i < 3; i++)
+            dq_generate_result_clear(&batch[i]);
+        smolvlm_pipeline_free(pg);
+        graph_forward_case(snap);
+    } else {
+        g_test_skip(no_gpu_reason); /* after the snapshot and the reference's run */
+    }
+    dq_generate_result_clear(&rc[0]);
+    for (int i = 0; i < 3; i++)
+        dq_image_free(imgs[i]);
+    smolvlm_pipeline_free(pc);
+    g_free(snap);
+}
+
 /* A device error while requests decode fails the next step, naming the error, instead of
  * handing the requests tokens from the zeros every op gives after an error (until session 30 the
  * generator never learnt of it: greedy requests went on with the ids of the step before, to
@@ -1902,6 +2080,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_cuda/graph_redo_cpu", test_graph_redo_cpu);
     g_test_add_func("/backend_cuda/graph_rope_dropped", test_graph_rope_dropped);
     g_test_add_func("/backend_cuda/graph_decode_runs", test_graph_decode_runs);
+    g_test_add_func("/backend_cuda/model_variants", test_model_variants);
     g_test_add_func("/backend_cuda/model_error", test_model_error);
     g_test_add_func("/backend_cuda/download_error", test_download_error); /* last */
     int rc = g_test_run();
