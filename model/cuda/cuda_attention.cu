@@ -614,9 +614,12 @@ static void launch_tc(CudaCtx *c, float *out, const float *q, const float *k, co
     static bool opted_in[64]; /* per device: the attribute is a property of the function */
     const size_t bytes = TcLayout<HDP>::BYTES;
     if (bytes > 48 * 1024 && !opted_in[c->device % 64]) {
-        CK(c, cudaFuncSetAttribute(attn_tc_kernel<HDP, KV>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-        opted_in[c->device % 64] = true;
+        /* Marked only once it took: a call that failed while a step was recorded is kept
+         * apart from the sticky error, and the step's plain redo must ask again. */
+        cudaError_t e = cudaFuncSetAttribute(
+            attn_tc_kernel<HDP, KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+        record(c, e, "cudaFuncSetAttribute(attn_tc_kernel, MaxDynamicSharedMemorySize)");
+        opted_in[c->device % 64] = e == cudaSuccess;
     }
     dim3 grid((max_q + TC_Q - 1) / TC_Q, a.n_heads, n_seq);
     attn_tc_kernel<HDP, KV><<<grid, TC_WARPS * 32, bytes, c->stream>>>(out, q, k, v, a, segs);
