@@ -373,11 +373,14 @@ static gboolean check(SmolvlmConfig *c, const char *label, GError **err) {
             "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", label,
             c->text_heads, c->text_kv_heads);
     RANGE(c->max_position_embeddings, 1, MAX_POSITIONS, "text_config.max_position_embeddings");
-    /* isfinite: 1e400 parses as infinity */
-    REQUIRE(isfinite(c->rms_norm_eps) && c->rms_norm_eps > 0 && c->rms_norm_eps < 1 &&
-                isfinite(c->vision_layer_norm_eps) && c->vision_layer_norm_eps > 0 &&
+    /* isfinite: 1e400 parses as infinity. 0 is what transformers computes too, x * rsqrt(mean(x^2))
+     * and (x - mean) / sqrt(var): NaN for a row of zeros (or a constant row in the LayerNorm), as
+     * in every backend here. A negative eps makes the norm of any row smaller than it NaN: a broken
+     * file, which transformers runs without a word. */
+    REQUIRE(isfinite(c->rms_norm_eps) && c->rms_norm_eps >= 0 && c->rms_norm_eps < 1 &&
+                isfinite(c->vision_layer_norm_eps) && c->vision_layer_norm_eps >= 0 &&
                 c->vision_layer_norm_eps < 1,
-            "%s: text_config.rms_norm_eps %g and vision_config.layer_norm_eps %g must be in (0, 1)",
+            "%s: text_config.rms_norm_eps %g and vision_config.layer_norm_eps %g must be in [0, 1)",
             label, c->rms_norm_eps, c->vision_layer_norm_eps);
     REQUIRE(isfinite(c->rope_theta) && c->rope_theta > 0,
             "%s: text_config.rope_theta %g must be positive and finite", label, c->rope_theta);

@@ -117,6 +117,27 @@ static void test_norms(void) {
             want[r * dim + i] = x[r * dim + i] / sqrt(ss / dim + 1e-5) * w.data[i];
     }
     assert_close(y, want, (size_t)n * dim, 1e-5, "rmsnorm");
+    /* eps 0, as transformers computes it: the formula without eps on rows with a spread, NaN on
+     * a row of zeros (x * rsqrt(0) = 0 * inf), and on a constant row in the layer norm */
+    for (int i = 0; i < dim; i++) {
+        x[dim + i] = 0.0f;
+        x[2 * dim + i] = 0.25f;
+    }
+    be->rmsnorm(be, y, x, &w, n, dim, 0.0f);
+    for (int r = 0; r < n; r++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++)
+            ss += pow(x[r * dim + i], 2);
+        for (int i = 0; i < dim; i++)
+            want[r * dim + i] = r == 1 ? 0.0 : x[r * dim + i] / sqrt(ss / dim) * w.data[i];
+    }
+    for (int i = 0; i < dim; i++)
+        g_assert_true(isnan(y[dim + i]) && !isnan(y[2 * dim + i]));
+    memset(y + dim, 0, (size_t)dim * sizeof(float)); /* compared: the other rows */
+    assert_close(y, want, (size_t)n * dim, 1e-5, "rmsnorm eps 0");
+    be->layernorm(be, y, x, &w, &b, n, dim, 0.0f);
+    for (int i = 0; i < dim; i++)
+        g_assert_true(isnan(y[dim + i]) && isnan(y[2 * dim + i]) && isfinite(y[3 * dim + i]));
     be->release(be, x);
     be->release(be, y);
     be->weight_free(be, &w);

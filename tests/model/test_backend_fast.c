@@ -763,6 +763,47 @@ static void test_layernorm(void) {
         }
 }
 
+/* eps 0 (config.json may say so: transformers runs it as given): rows with a spread keep the
+ * reference's bits; a row of zeros (both norms) and a constant row (the layer norm) give NaN in
+ * every element, as torch's x * rsqrt(0) and (x - mean) * rsqrt(0) do, on both backends. */
+static void test_norms_eps0(void) {
+    const int dims[] = {768, 37};
+    for (size_t d = 0; d < G_N_ELEMENTS(dims); d++) {
+        int dim = dims[d], n = 4;
+        WPair w = wpair_new(1, dim, DQ_DTYPE_F32), b = wpair_new(1, dim, DQ_DTYPE_F32);
+        Pair x = pair_new((size_t)n * dim, 3), y = pair_new((size_t)n * dim, 1);
+        for (int i = 0; i < dim; i++) {
+            x.host[dim + i] = 0.0f;     /* row 1: zeros */
+            x.host[2 * dim + i] = 5.0f; /* row 2: constant */
+        }
+        ref->upload(ref, x.r, x.host, x.n);
+        fast->upload(fast, x.f, x.host, x.n);
+        for (int norm = 0; norm < 2; norm++) {
+            if (norm == 0) {
+                ref->layernorm(ref, y.r, x.r, &w.r, &b.r, n, dim, 0.0f);
+                fast->layernorm(fast, y.f, x.f, &w.f, &b.f, n, dim, 0.0f);
+            } else {
+                ref->rmsnorm(ref, y.r, x.r, &w.r, n, dim, 0.0f);
+                fast->rmsnorm(fast, y.f, x.f, &w.f, n, dim, 0.0f);
+            }
+            for (int r = 0; r < n; r++) {
+                gboolean nan = r == 1 || (r == 2 && norm == 0);
+                for (int i = 0; i < dim; i++) {
+                    size_t k = (size_t)r * dim + i;
+                    if (nan ? !(isnan(y.r[k]) && isnan(y.f[k]))
+                            : memcmp(&y.r[k], &y.f[k], 4) != 0 || !isfinite(y.r[k]))
+                        g_error("%s eps 0, dim %d, row %d [%d]: ref %g fast %g",
+                                norm == 0 ? "layernorm" : "rmsnorm", dim, r, i, y.r[k], y.f[k]);
+                }
+            }
+        }
+        pair_free(&x);
+        pair_free(&y);
+        wpair_free(&w);
+        wpair_free(&b);
+    }
+}
+
 static void test_embed_broadcast(void) {
     int vocab = 1000, dim = 96, n = 77;
     WPair table = wpair_new(vocab, dim, DQ_DTYPE_BF16);
@@ -881,6 +922,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/rope", test_rope);
     g_test_add_func("/backend_fast/rope-scaled", test_rope_scaled);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
+    g_test_add_func("/backend_fast/norms_eps0", test_norms_eps0);
     g_test_add_func("/backend_fast/layernorm", test_layernorm);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
     g_test_add_func("/backend_fast/device_names", test_device_names);
