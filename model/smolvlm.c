@@ -301,7 +301,10 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
         return ok;
     }
     /* transformers ties lm_head to embed_tokens when text_config.tie_word_embeddings is true,
-     * whatever values the file holds (the tiny snapshots have no lm_head.weight at all). */
+     * whatever values the file holds (the tiny snapshots have no lm_head.weight at all). Null
+     * unties, as false does (PreTrainedModel reads it through getattr(..., True), which finds
+     * None); untied without lm_head.weight, transformers 4.57.6 warns "newly initialized" and
+     * draws it from N(0, initializer_range) at every load: no answer to reproduce. */
     if (c->tie_word_embeddings) {
         m->lm_head = &m->embed;
     } else {
@@ -309,7 +312,8 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
             return dq_fail(err, DQ_ERR_MODEL,
                            "%s: tensor 'lm_head.weight' is missing and config.json's "
                            "text_config.tie_word_embeddings is not true (false, null or "
-                           "absent: lm_head is its own tensor)",
+                           "absent: lm_head is its own tensor, which transformers would "
+                           "draw at random at every load)",
                            m->dir);
         m->bind_as = m->weights;
         gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight");

@@ -268,6 +268,24 @@ static void test_activations(void) {
     }
 }
 
+/* text_config.tie_word_embeddings null unties lm_head as false does: PreTrainedModel reads it
+ * through getattr(config, "tie_word_embeddings", True), which finds None (transformers 4.57.6
+ * then reads lm_head.weight from the file, s34's differential test: logits within 1e-5). */
+static void test_tie_null(void) {
+    const char *values[] = {"null", "false", "true"};
+    for (size_t i = 0; i < G_N_ELEMENTS(values); i++) {
+        char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                     "\"tie_word_embeddings\": true, \"text_config\": "
+                                     "{\"tie_word_embeddings\": %s}}",
+                                     values[i]);
+        SmolvlmConfig c;
+        GError *err = NULL;
+        g_assert_true(smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err));
+        g_assert_cmpint(c.tie_word_embeddings, ==, i == 2);
+        g_free(json);
+    }
+}
+
 static gboolean parse_rope(const char *rope_scaling, SmolvlmConfig *c, GError **err) {
     char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
                                  "\"text_config\": {\"rope_theta\": 5000, \"rope_scaling\": %s}}",
@@ -733,6 +751,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/rope-tables", test_rope_tables);
     g_test_add_func("/config/biases", test_biases);
     g_test_add_func("/config/activations", test_activations);
+    g_test_add_func("/config/tie-null", test_tie_null);
     g_test_add_func("/config/model-types", test_model_types);
     g_test_add_func("/config/bounds", test_bounds);
     g_test_add_func("/config/generation-values", test_generation_values);
