@@ -2,6 +2,7 @@
  * definitions (transformers' math). Faster backends get the same treatment against this one.
  * Random inputs, several shapes (including the row counts where matmul switches from GEMV to
  * GEMM, GQA groups, causal offsets, the 27-patch geometry). */
+#include "act_ref.h"
 #include "backend.h"
 #include "testutil.h"
 
@@ -307,11 +308,18 @@ static void test_elementwise(void) {
     for (size_t i = 0; i < n; i++)
         want[i] = x0[i] / (1 + exp(-(double)x0[i])) * y0[i];
     assert_close(x, want, n, 1e-6, "silu_mul");
-    memcpy(x, x0, n * 4);
-    be->gelu_erf(be, x, n);
-    for (size_t i = 0; i < n; i++)
-        want[i] = 0.5 * x0[i] * (1 + erf(x0[i] / sqrt(2.0)));
-    assert_close(x, want, n, 1e-6, "gelu_erf");
+    /* every hidden_act over [-14, 14], past gelu_10's and relu6's clips: torch's float32 steps
+     * against the formula in double, within a few ulp (laplace's and quick_gelu's rounded
+     * constants: 1e-6 relative at most) */
+    float *wide = rand_buf(n, 14);
+    for (int a = 0; a < DQ_ACT_COUNT; a++) {
+        memcpy(x, wide, n * 4);
+        be->act(be, x, n, (SmolvlmAct)a);
+        for (size_t i = 0; i < n; i++)
+            want[i] = act_ref((SmolvlmAct)a, wide[i]);
+        assert_close(x, want, n, 2e-6, act_ref_name((SmolvlmAct)a));
+    }
+    be->release(be, wide);
     memcpy(x, x0, n * 4);
     be->mul(be, x, y, n);
     for (size_t i = 0; i < n; i++)
