@@ -1729,7 +1729,7 @@ static void test_graph_decode_runs(void) {
  * mlp_bias (the biases appended to model.safetensors, entry i of bias k of layer l
  * ((37 i + 11 l + 5 k) % 41 - 20) / 100 as test_generator's /generator/biases makes them),
  * hidden_act "gelu" in both configs (the vision MLP's erf GELU out of the product; the text MLP
- * GELU-gated: gelu_erf, then mul) and yarn's rope_scaling, whose attention factor multiplies cos
+ * GELU-gated: act, then mul) and yarn's rope_scaling, whose attention factor multiplies cos
  * and sin. */
 static char *variant_snapshot(void) {
     char *src = g_build_filename(dq_test_shared_dir(), "models", "tiny-smolvlm-b512", NULL);
