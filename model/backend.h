@@ -123,9 +123,13 @@ struct DqBackend {
     void (*gelu_tanh)(DqBackend *be, float *x, size_t n);
     /* gate [n] = silu(gate) * up. */
     void (*silu_mul)(DqBackend *be, float *gate, const float *up, size_t n);
-    /* x [n] = gelu(x) = 0.5 x (1 + erf(x / sqrt(2))), in place (hidden_act "gelu"). */
-    void (*gelu_erf)(DqBackend *be, float *x, size_t n);
-    /* y [n] *= x [n] (a GELU-gated text MLP: act(gate) * up). */
+    /* x [n] = act(x) in place, any hidden_act (config.h's SmolvlmAct), as torch computes it in
+     * float32: model/activation.h's dq_act_one, each step of transformers' formula rounded to
+     * float as torch rounds it (within 1.4e-6 of torch's ACT2FN modules over [-30, 30]; NaN
+     * stays NaN through gelu_10's and relu6's clips, as torch.clip keeps it). The common
+     * activations have fused paths besides (gelu_tanh, silu_mul, matmul_gelu, mlp_gelu_add). */
+    void (*act)(DqBackend *be, float *x, size_t n, SmolvlmAct act);
+    /* y [n] *= x [n] (a text MLP gated by another activation than SiLU: act(gate) * up). */
     void (*mul)(DqBackend *be, float *y, const float *x, size_t n);
     /* y [n] += x [n]. */
     void (*add)(DqBackend *be, float *y, const float *x, size_t n);

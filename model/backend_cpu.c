@@ -5,6 +5,7 @@
  * OpenMP parallel region runs single-threaded, so attention parallelises over (sequence, head)
  * and calls sgemm per head, while the big linear layers let OpenBLAS use every thread.
  */
+#include "activation.h"
 #include "backend.h"
 
 #include "dq_error.h"
@@ -251,15 +252,18 @@ static void cpu_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) 
     }
 }
 
-/* As torch's gelu (approximate="none") in float32: erf of x / sqrt(2) (torch multiplies by
- * M_SQRT1_2), then 0.5 x (1 + erf); erff here, torch's vectorized erf there (both within an ulp
- * or two). */
-static void cpu_gelu_erf(DqBackend *be, float *x, size_t n) {
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = v * 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+/* activation.h's formulas; tanh's GELU as gelu_tanh computes it (in double), the GELU the vision
+ * MLP fuses. */
+static void cpu_act(DqBackend *be, float *x, size_t n, SmolvlmAct act) {
+    if (act == DQ_ACT_GELU_TANH) {
+        cpu_gelu_tanh(be, x, n);
+        return;
     }
+    if (act == DQ_ACT_LINEAR)
+        return;
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        x[i] = dq_act_one(act, x[i]);
 }
 
 static void cpu_mul(DqBackend *be, float *y, const float *x, size_t n) {
@@ -367,7 +371,7 @@ DqBackend *dq_backend_cpu_new(GError **err) {
     be->attention = cpu_attention;
     be->gelu_tanh = cpu_gelu_tanh;
     be->silu_mul = cpu_silu_mul;
-    be->gelu_erf = cpu_gelu_erf;
+    be->act = cpu_act;
     be->mul = cpu_mul;
     be->add = cpu_add;
     be->add_broadcast = cpu_add_broadcast;

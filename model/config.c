@@ -124,38 +124,60 @@ static void get_eos(Reader *r, JsonObject *o, SmolvlmConfig *cfg) {
     cfg->n_eos = 1;
 }
 
-/* transformers' ACT2FN names of the three activations docqa computes. GELU's tanh approximation
- * 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): gelu_pytorch_tanh and gelu_python_tanh (GELUTanh,
- * torch's kernel or the formula), gelu_new (the formula), gelu_fast (the same with sqrt(2/pi)
- * rounded to 0.7978845608: a relative 4e-12). GELU itself, 0.5x(1 + erf(x / sqrt 2)): gelu and
- * gelu_python (GELUActivation, torch's kernel or the formula). SiLU: silu and swish (nn.SiLU).
- * Not quick_gelu's sigmoid(1.702x), gelu_10's clipping, gelu_accurate's other formula, nor the
- * rest. The vision MLP applies a GELU to fc1's output (SiLU there is refused: no op computes it
- * alone); the text MLP (LlamaMLP) any of the three to gate_proj's before the product with
- * up_proj's. */
-static const char *const GELU_TANH[] = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast",
-                                        "gelu_python_tanh", NULL};
-static const char *const GELU_ERF[] = {"gelu", "gelu_python", NULL};
-static const char *const SILU[] = {"silu", "swish", NULL};
+/* transformers' ACT2CLS names (activations.py, 4.57.6) and what each computes; both towers take
+ * any (Idefics3VisionMLP: fc2(act(fc1(x))); LlamaMLP: down(act(gate(x)) * up(x))). GELU's tanh
+ * approximation 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): gelu_pytorch_tanh and
+ * gelu_python_tanh (GELUTanh, torch's kernel or the formula), gelu_new and gelu_accurate (the
+ * formula, the same torch ops in the same order), gelu_fast (sqrt(2/pi) rounded to 0.7978845608:
+ * a relative 4e-12). GELU itself: gelu and gelu_python (torch's kernel or the formula). gelu_10:
+ * that GELU clipped to [-10, 10]. silu and swish: nn.SiLU. Left out: prelu (nn.PReLU) and xielu,
+ * activations with learned parameters of their own (mlp.act_fn.weight, alpha_p, ...), which
+ * docqa does not read. */
+static const struct {
+    const char *name;
+    SmolvlmAct act;
+} ACTIVATIONS[] = {
+    {"gelu_pytorch_tanh", DQ_ACT_GELU_TANH},
+    {"gelu_python_tanh", DQ_ACT_GELU_TANH},
+    {"gelu_new", DQ_ACT_GELU_TANH},
+    {"gelu_accurate", DQ_ACT_GELU_TANH},
+    {"gelu_fast", DQ_ACT_GELU_TANH},
+    {"gelu", DQ_ACT_GELU_ERF},
+    {"gelu_python", DQ_ACT_GELU_ERF},
+    {"gelu_10", DQ_ACT_GELU_10},
+    {"silu", DQ_ACT_SILU},
+    {"swish", DQ_ACT_SILU},
+    {"quick_gelu", DQ_ACT_QUICK_GELU},
+    {"relu", DQ_ACT_RELU},
+    {"relu6", DQ_ACT_RELU6},
+    {"relu2", DQ_ACT_RELU2},
+    {"leaky_relu", DQ_ACT_LEAKY_RELU},
+    {"sigmoid", DQ_ACT_SIGMOID},
+    {"tanh", DQ_ACT_TANH},
+    {"mish", DQ_ACT_MISH},
+    {"laplace", DQ_ACT_LAPLACE},
+    {"linear", DQ_ACT_LINEAR},
+};
 
-static gboolean one_of(const char *s, const char *const *names) {
-    for (; *names != NULL; names++)
-        if (strcmp(s, *names) == 0)
-            return TRUE;
-    return FALSE;
-}
-
-/* hidden_act's activation; FALSE when docqa does not compute it. */
-static gboolean activation(const char *name, SmolvlmAct *act) {
-    if (one_of(name, GELU_TANH))
-        *act = DQ_ACT_GELU_TANH;
-    else if (one_of(name, GELU_ERF))
-        *act = DQ_ACT_GELU_ERF;
-    else if (one_of(name, SILU))
-        *act = DQ_ACT_SILU;
-    else
-        return FALSE;
-    return TRUE;
+/* hidden_act's activation, or an error naming the key (r's scope) and why. */
+static void get_activation(Reader *r, JsonObject *o, const char *def, SmolvlmAct *act) {
+    const char *name = get_string(r, o, "hidden_act", def);
+    if (r->failed)
+        return;
+    for (size_t i = 0; i < G_N_ELEMENTS(ACTIVATIONS); i++) {
+        if (strcmp(name, ACTIVATIONS[i].name) == 0) {
+            *act = ACTIVATIONS[i].act;
+            return;
+        }
+    }
+    gboolean learned = strcmp(name, "prelu") == 0 || strcmp(name, "xielu") == 0;
+    dq_fail(r->err, DQ_ERR_UNSUPPORTED,
+            "%s: %s.hidden_act '%s' is not supported (%s; every other name of transformers' "
+            "ACT2CLS is)",
+            r->label, r->scope, name,
+            learned ? "an activation with learned parameters, which docqa does not read"
+                    : "not an activation transformers knows");
+    r->failed = TRUE;
 }
 
 /* A number rope_scaling must hold for its type: transformers' validation raises KeyError when the
@@ -373,11 +395,14 @@ static gboolean check(SmolvlmConfig *c, const char *label, GError **err) {
             "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", label,
             c->text_heads, c->text_kv_heads);
     RANGE(c->max_position_embeddings, 1, MAX_POSITIONS, "text_config.max_position_embeddings");
-    /* isfinite: 1e400 parses as infinity */
-    REQUIRE(isfinite(c->rms_norm_eps) && c->rms_norm_eps > 0 && c->rms_norm_eps < 1 &&
-                isfinite(c->vision_layer_norm_eps) && c->vision_layer_norm_eps > 0 &&
+    /* isfinite: 1e400 parses as infinity. 0 is what transformers computes too, x * rsqrt(mean(x^2))
+     * and (x - mean) / sqrt(var): NaN for a row of zeros (or a constant row in the LayerNorm), as
+     * in every backend here. A negative eps makes the norm of any row smaller than it NaN: a broken
+     * file, which transformers runs without a word. */
+    REQUIRE(isfinite(c->rms_norm_eps) && c->rms_norm_eps >= 0 && c->rms_norm_eps < 1 &&
+                isfinite(c->vision_layer_norm_eps) && c->vision_layer_norm_eps >= 0 &&
                 c->vision_layer_norm_eps < 1,
-            "%s: text_config.rms_norm_eps %g and vision_config.layer_norm_eps %g must be in (0, 1)",
+            "%s: text_config.rms_norm_eps %g and vision_config.layer_norm_eps %g must be in [0, 1)",
             label, c->rms_norm_eps, c->vision_layer_norm_eps);
     REQUIRE(isfinite(c->rope_theta) && c->rope_theta > 0,
             "%s: text_config.rope_theta %g must be positive and finite", label, c->rope_theta);
@@ -466,14 +491,7 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->image_size = get_int(&r, vc, "image_size", 224);
     cfg->patch_size = get_int(&r, vc, "patch_size", 32);
     cfg->vision_layer_norm_eps = get_double(&r, vc, "layer_norm_eps", 1e-6);
-    const char *vact = get_string(&r, vc, "hidden_act", "gelu_pytorch_tanh");
-    if (!r.failed && (!activation(vact, &cfg->vision_act) || cfg->vision_act == DQ_ACT_SILU)) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: vision_config.hidden_act '%s' is not supported (gelu_pytorch_tanh, "
-                "gelu_new, gelu_fast, gelu_python_tanh, gelu and gelu_python are)",
-                label, vact);
-        r.failed = TRUE;
-    }
+    get_activation(&r, vc, "gelu_pytorch_tanh", &cfg->vision_act);
 
     /* LlamaConfig defaults when text_config is given; Idefics3Config builds a default Llama with
      * rms_norm_eps 1e-5 when it is absent. */
@@ -504,14 +522,7 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->rope_theta = get_double(&r, tc, "rope_theta", 10000.0);
     cfg->tie_word_embeddings = get_bool(&r, tc, "tie_word_embeddings", FALSE);
     int text_eos = get_int(&r, tc, "eos_token_id", 2);
-    const char *tact = get_string(&r, tc, "hidden_act", "silu");
-    if (!r.failed && !activation(tact, &cfg->text_act)) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.hidden_act '%s' is not supported (silu, swish, gelu, "
-                "gelu_python, gelu_pytorch_tanh, gelu_new, gelu_fast and gelu_python_tanh are)",
-                label, tact);
-        r.failed = TRUE;
-    }
+    get_activation(&r, tc, "silu", &cfg->text_act);
     if (!r.failed)
         check_rope_scaling(&r, tc, cfg);
     /* LlamaAttention's q/k/v/o_proj and LlamaMLP's gate/up/down_proj take biases when these

@@ -6,8 +6,9 @@
  * SmolVLM. text_config.rope_scaling may be null, "default", "dynamic" (the same frequencies as
  * plain RoPE within max_position_embeddings, where docqa's sequences end), "linear", "llama3" or
  * "yarn" (rope.h computes their tables); "longrope" and unknown types are refused.
- * attention_bias and mlp_bias may be true; hidden_act may name a GELU (tanh or erf) in both
- * towers, or SiLU in the decoder; other activations are refused (config.c lists the names).
+ * attention_bias and mlp_bias may be true; hidden_act may name any parameter-free activation of
+ * transformers' ACT2CLS in either tower (SmolvlmAct; config.c lists the names); "prelu" and
+ * "xielu", which carry learned parameters, and unknown names are refused.
  * Leftovers in real files (perceiver_config, _flash_attn_2_enabled, vision `size`/`max_image_size`,
  * vision model_type, which Idefics3Config ignores) are ignored.
  *
@@ -22,8 +23,25 @@
 
 #define DQ_MAX_EOS_IDS 8
 
-/* The activations docqa computes (config.c lists the ACT2FN names of each). */
-typedef enum { DQ_ACT_SILU, DQ_ACT_GELU_TANH, DQ_ACT_GELU_ERF } SmolvlmAct;
+/* The activations docqa computes, each as transformers' ACT2CLS class computes it in float32
+ * (config.c lists the names of each; model/activation.h computes them). */
+typedef enum {
+    DQ_ACT_SILU,       /* x sigmoid(x) */
+    DQ_ACT_GELU_TANH,  /* 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
+    DQ_ACT_GELU_ERF,   /* 0.5x(1 + erf(x / sqrt 2)) */
+    DQ_ACT_GELU_10,    /* GELU (erf) clipped to [-10, 10] */
+    DQ_ACT_QUICK_GELU, /* x sigmoid(1.702x) */
+    DQ_ACT_RELU,       /* max(x, 0) */
+    DQ_ACT_RELU6,      /* min(max(x, 0), 6) */
+    DQ_ACT_RELU2,      /* max(x, 0)^2 */
+    DQ_ACT_LEAKY_RELU, /* x > 0 ? x : 0.01x */
+    DQ_ACT_SIGMOID,    /* 1 / (1 + exp(-x)) */
+    DQ_ACT_TANH,       /* tanh(x) */
+    DQ_ACT_MISH,       /* x tanh(log(1 + exp(x))) */
+    DQ_ACT_LAPLACE,    /* 0.5(1 + erf((x - 0.707107) / (0.282095 sqrt 2))) */
+    DQ_ACT_LINEAR,     /* x */
+    DQ_ACT_COUNT
+} SmolvlmAct;
 
 /* The RoPE types docqa computes; "dynamic" is DQ_ROPE_DEFAULT (see config.c). */
 typedef enum { DQ_ROPE_DEFAULT, DQ_ROPE_LINEAR, DQ_ROPE_LLAMA3, DQ_ROPE_YARN } SmolvlmRopeType;
@@ -38,7 +56,7 @@ typedef struct {
     int image_size;          /* tile side in pixels (512 or 384) */
     int patch_size;          /* 16 or 14 */
     double vision_layer_norm_eps;
-    SmolvlmAct vision_act; /* hidden_act: GELU, tanh or erf */
+    SmolvlmAct vision_act; /* hidden_act of fc1's output */
 
     /* text_config (Llama) */
     int text_hidden;
@@ -62,7 +80,7 @@ typedef struct {
     gboolean rope_truncate;       /* yarn: floor/ceil the correction range */
     double rope_attention_factor; /* yarn: multiplies cos and sin (1 otherwise) */
     gboolean tie_word_embeddings; /* text_config's, which decides lm_head tying */
-    SmolvlmAct text_act;          /* hidden_act of the MLP's gate: SiLU or GELU */
+    SmolvlmAct text_act;          /* hidden_act of the MLP's gate */
     gboolean attention_bias;      /* q, k, v and o_proj have biases */
     gboolean mlp_bias;            /* gate, up and down_proj have biases */
 

@@ -301,7 +301,10 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
         return ok;
     }
     /* transformers ties lm_head to embed_tokens when text_config.tie_word_embeddings is true,
-     * whatever values the file holds (the tiny snapshots have no lm_head.weight at all). */
+     * whatever values the file holds (the tiny snapshots have no lm_head.weight at all). Null
+     * unties, as false does (PreTrainedModel reads it through getattr(..., True), which finds
+     * None); untied without lm_head.weight, transformers 4.57.6 warns "newly initialized" and
+     * draws it from N(0, initializer_range) at every load: no answer to reproduce. */
     if (c->tie_word_embeddings) {
         m->lm_head = &m->embed;
     } else {
@@ -309,7 +312,8 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
             return dq_fail(err, DQ_ERR_MODEL,
                            "%s: tensor 'lm_head.weight' is missing and config.json's "
                            "text_config.tie_word_embeddings is not true (false, null or "
-                           "absent: lm_head is its own tensor)",
+                           "absent: lm_head is its own tensor, which transformers would "
+                           "draw at random at every load)",
                            m->dir);
         m->bind_as = m->weights;
         gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight");
@@ -706,15 +710,16 @@ static void encode_chunk(Smolvlm *m, const VisionBufs *b, const float *px, int T
         }
         be->attention(be, attn, q, k, v, &att);
         tile_product(be, h, attn, &L->o_w, &L->o_b, T, P, xn);
-        /* h += fc2(gelu(fc1(LN2(h)))); fc1's output in mlp, xn the scratch once read. The tanh
-         * GELU may be fused into the products; erf's ("gelu") is an op of its own. */
+        /* h += fc2(act(fc1(LN2(h)))); fc1's output in mlp, xn the scratch once read. The tanh
+         * GELU, SmolVLM's, may be fused into the products; any other activation is an op of its
+         * own. */
         be->layernorm(be, xn, h, &L->ln2_w, &L->ln2_b, n, Dv, eps);
         for (int t = 0; t < calls; t++) {
             const size_t o = (size_t)t * rows * Dv;
             float *hidden = mlp + (size_t)t * rows * Iv;
-            if (c->vision_act == DQ_ACT_GELU_ERF) {
+            if (c->vision_act != DQ_ACT_GELU_TANH) {
                 be->matmul(be, hidden, xn + o, &L->fc1_w, &L->fc1_b, rows);
-                be->gelu_erf(be, hidden, (size_t)rows * Iv);
+                be->act(be, hidden, (size_t)rows * Iv, c->vision_act);
                 dq_matmul_add(be, h + o, hidden, &L->fc2_w, &L->fc2_b, rows, xn + o);
             } else {
                 dq_mlp_gelu_add(be, h + o, xn + o, &L->fc1_w, &L->fc1_b, &L->fc2_w, &L->fc2_b, rows,
@@ -1242,7 +1247,8 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
         }
         dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_att, &att);
         seg_product(be, segs, n_segs, x, attn, &L->o_w, bias_of(&N->o_b), xn);
-        /* x += down(act(gate(RMSNorm(x))) * up(RMSNorm(x))), act SiLU or a GELU */
+        /* x += down(act(gate(RMSNorm(x))) * up(RMSNorm(x))); SiLU, SmolVLM's, and tanh's GELU
+         * take their fast paths */
         be->rmsnorm(be, xn, x, &N->post_norm, n, Dt, eps);
         float *gate_up[2] = {gate, up};
         const DqWeight *gate_up_w[2] = {&L->gate_w, &L->up_w};
@@ -1251,10 +1257,10 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
         if (c->text_act == DQ_ACT_SILU) {
             be->silu_mul(be, gate, up, (size_t)n * It);
         } else {
-            if (c->text_act == DQ_ACT_GELU_ERF)
-                be->gelu_erf(be, gate, (size_t)n * It);
-            else
+            if (c->text_act == DQ_ACT_GELU_TANH)
                 be->gelu_tanh(be, gate, (size_t)n * It);
+            else
+                be->act(be, gate, (size_t)n * It, c->text_act);
             be->mul(be, gate, up, (size_t)n * It);
         }
         seg_product(be, segs, n_segs, x, gate, &L->down_w, bias_of(&N->down_b), xn);

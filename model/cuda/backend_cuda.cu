@@ -374,7 +374,7 @@ extern "C" DqBackend *dq_backend_cuda_new(int device, GError **err) {
             be->attention_segments = cuda_attention_segments;
         be->gelu_tanh = cuda_gelu_tanh;
         be->silu_mul = cuda_silu_mul;
-        be->gelu_erf = cuda_gelu_erf;
+        be->act = cuda_act;
         be->mul = cuda_mul;
         be->add = cuda_add;
         be->add_broadcast = cuda_add_broadcast;

@@ -254,7 +254,7 @@ void cuda_rmsnorm(DqBackend *be, float *y, const float *x, const DqWeight *w, in
 void cuda_rope(DqBackend *be, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
                const DqRope *rope);
 void cuda_gelu_tanh(DqBackend *be, float *x, size_t n);
-void cuda_gelu_erf(DqBackend *be, float *x, size_t n);
+void cuda_act(DqBackend *be, float *x, size_t n, SmolvlmAct act);
 void cuda_mul(DqBackend *be, float *y, const float *x, size_t n);
 void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n);
 void add_rows(CudaCtx *c, float *y, const float *x, size_t n);

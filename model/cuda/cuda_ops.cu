@@ -1,5 +1,6 @@
 /* The ops around the products and attention: LayerNorm and RMSNorm, RoPE, element-wise ops,
  * patchify and pixel shuffle, embedding lookups, and argmax of rows (greedy tokens). */
+#include "activation.h"
 #include "cuda_internal.h"
 
 /* ---- norms */
@@ -234,13 +235,11 @@ __global__ void silu_mul_kernel(float *gate, const float *up, size_t n) {
     }
 }
 
-/* As torch's gelu (approximate="none"): x * 0.5 * (1 + erf(x * M_SQRT1_2)), in float32. */
-__global__ void gelu_erf_kernel(float *x, size_t n) {
+/* Any hidden_act, by activation.h's formulas (the ones the CPU reference computes). */
+__global__ void act_kernel(float *x, size_t n, SmolvlmAct act) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float v = x[i];
-        x[i] = v * 0.5f * (1.0f + erff(v * 0.70710678118654752f));
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] = dq_act_one(act, x[i]);
 }
 
 __global__ void mul_kernel(float *y, const float *x, size_t n) {
@@ -278,12 +277,12 @@ void cuda_silu_mul(DqBackend *be, float *gate, const float *up, size_t n) {
     CK_LAUNCH(c, "silu_mul");
 }
 
-void cuda_gelu_erf(DqBackend *be, float *x, size_t n) {
+void cuda_act(DqBackend *be, float *x, size_t n, SmolvlmAct act) {
     CudaCtx *c = ctx_of(be);
-    if (n == 0 || c->sticky != cudaSuccess)
+    if (n == 0 || act == DQ_ACT_LINEAR || c->sticky != cudaSuccess)
         return;
-    gelu_erf_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(x, n);
-    CK_LAUNCH(c, "gelu_erf");
+    act_kernel<<<grid_for(n, 256), 256, 0, c->stream>>>(x, n, act);
+    CK_LAUNCH(c, "act");
 }
 
 void cuda_mul(DqBackend *be, float *y, const float *x, size_t n) {

@@ -255,8 +255,8 @@ static void prof_silu_mul(DqBackend *be, float *gate, const float *up, size_t n)
     PROF_SPAN(be, cuda_silu_mul(be, gate, up, n), "silu_mul");
 }
 
-static void prof_gelu_erf(DqBackend *be, float *x, size_t n) {
-    PROF_SPAN(be, cuda_gelu_erf(be, x, n), "gelu_erf");
+static void prof_act(DqBackend *be, float *x, size_t n, SmolvlmAct act) {
+    PROF_SPAN(be, cuda_act(be, x, n, act), "act");
 }
 
 static void prof_mul(DqBackend *be, float *y, const float *x, size_t n) {
@@ -308,7 +308,7 @@ void prof_install(DqBackend *be) {
         be->attention_segments = prof_attention_segments;
     be->gelu_tanh = prof_gelu_tanh;
     be->silu_mul = prof_silu_mul;
-    be->gelu_erf = prof_gelu_erf;
+    be->act = prof_act;
     be->mul = prof_mul;
     be->add = prof_add_op;
     be->add_broadcast = prof_add_broadcast;

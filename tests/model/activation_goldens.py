@@ -1,8 +1,9 @@
 # Prints the goldens of test_generator.c's /generator/activations (run from the repository root
 # with transformers 4.57.6 and torch, float32, eager attention): tiny-smolvlm-b512 with
-# text_config.hidden_act "gelu" (erf) and "gelu_pytorch_tanh" in LlamaMLP; for each, the greedy
-# ids for "hi" (7 new), the top 3 logits of the last prompt position and the largest difference
-# from the SiLU model there.
+# text_config.hidden_act "gelu" (erf) and "gelu_pytorch_tanh" in LlamaMLP (session 33), and the
+# other parameter-free ACT2CLS activations (session 34); for each, the greedy ids for "hi" (7
+# new), the top 3 logits of the last prompt position and the largest difference from the SiLU
+# model there.
 import json, shutil, tempfile, torch
 from transformers import AutoModelForVision2Seq, AutoProcessor
 src = "../shared/models/tiny-smolvlm-b512"
@@ -21,7 +22,8 @@ def run(d):
 
 
 plain, _ = run(src)
-for act in ("gelu", "gelu_pytorch_tanh"):
+for act in ("gelu", "gelu_pytorch_tanh", "gelu_10", "gelu_accurate", "quick_gelu", "relu", "relu6", "relu2",
+            "leaky_relu", "sigmoid", "tanh", "mish", "laplace", "linear"):
     dst = tempfile.mkdtemp() + "/snap"
     shutil.copytree(src, dst)
     c = json.load(open(dst + "/config.json"))

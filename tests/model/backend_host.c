@@ -191,6 +191,11 @@ static void host_elementwise(DqBackend *be, float *x, size_t n) {
     op(be);
 }
 
+static void host_act(DqBackend *be, float *x, size_t n, SmolvlmAct act) {
+    (void)x, (void)n, (void)act;
+    op(be);
+}
+
 static void host_binary(DqBackend *be, float *y, const float *x, size_t n) {
     (void)y, (void)x, (void)n;
     op(be);
@@ -265,6 +270,8 @@ DqBackend *dq_backend_host_new(GError **err) {
     be->attention_segments = host_attention_segments;
     be->gelu_tanh = host_elementwise;
     be->silu_mul = host_binary;
+    be->act = host_act;
+    be->mul = host_binary;
     be->add = host_binary;
     be->add_broadcast = host_add_broadcast;
     be->patchify = host_patchify;

@@ -2,6 +2,7 @@
  * definitions (transformers' math). Faster backends get the same treatment against this one.
  * Random inputs, several shapes (including the row counts where matmul switches from GEMV to
  * GEMM, GQA groups, causal offsets, the 27-patch geometry). */
+#include "act_ref.h"
 #include "backend.h"
 #include "testutil.h"
 
@@ -117,6 +118,27 @@ static void test_norms(void) {
             want[r * dim + i] = x[r * dim + i] / sqrt(ss / dim + 1e-5) * w.data[i];
     }
     assert_close(y, want, (size_t)n * dim, 1e-5, "rmsnorm");
+    /* eps 0, as transformers computes it: the formula without eps on rows with a spread, NaN on
+     * a row of zeros (x * rsqrt(0) = 0 * inf), and on a constant row in the layer norm */
+    for (int i = 0; i < dim; i++) {
+        x[dim + i] = 0.0f;
+        x[2 * dim + i] = 0.25f;
+    }
+    be->rmsnorm(be, y, x, &w, n, dim, 0.0f);
+    for (int r = 0; r < n; r++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++)
+            ss += pow(x[r * dim + i], 2);
+        for (int i = 0; i < dim; i++)
+            want[r * dim + i] = r == 1 ? 0.0 : x[r * dim + i] / sqrt(ss / dim) * w.data[i];
+    }
+    for (int i = 0; i < dim; i++)
+        g_assert_true(isnan(y[dim + i]) && !isnan(y[2 * dim + i]));
+    memset(y + dim, 0, (size_t)dim * sizeof(float)); /* compared: the other rows */
+    assert_close(y, want, (size_t)n * dim, 1e-5, "rmsnorm eps 0");
+    be->layernorm(be, y, x, &w, &b, n, dim, 0.0f);
+    for (int i = 0; i < dim; i++)
+        g_assert_true(isnan(y[dim + i]) && isnan(y[2 * dim + i]) && isfinite(y[3 * dim + i]));
     be->release(be, x);
     be->release(be, y);
     be->weight_free(be, &w);
@@ -286,11 +308,18 @@ static void test_elementwise(void) {
     for (size_t i = 0; i < n; i++)
         want[i] = x0[i] / (1 + exp(-(double)x0[i])) * y0[i];
     assert_close(x, want, n, 1e-6, "silu_mul");
-    memcpy(x, x0, n * 4);
-    be->gelu_erf(be, x, n);
-    for (size_t i = 0; i < n; i++)
-        want[i] = 0.5 * x0[i] * (1 + erf(x0[i] / sqrt(2.0)));
-    assert_close(x, want, n, 1e-6, "gelu_erf");
+    /* every hidden_act over [-14, 14], past gelu_10's and relu6's clips: torch's float32 steps
+     * against the formula in double, within a few ulp (laplace's and quick_gelu's rounded
+     * constants: 1e-6 relative at most) */
+    float *wide = rand_buf(n, 14);
+    for (int a = 0; a < DQ_ACT_COUNT; a++) {
+        memcpy(x, wide, n * 4);
+        be->act(be, x, n, (SmolvlmAct)a);
+        for (size_t i = 0; i < n; i++)
+            want[i] = act_ref((SmolvlmAct)a, wide[i]);
+        assert_close(x, want, n, 2e-6, act_ref_name((SmolvlmAct)a));
+    }
+    be->release(be, wide);
     memcpy(x, x0, n * 4);
     be->mul(be, x, y, n);
     for (size_t i = 0; i < n; i++)

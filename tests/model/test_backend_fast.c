@@ -8,7 +8,8 @@
  *   terms the reordering error stays near sqrt(k) * 2^-24 * scale ~ 2e-6; 2e-5 leaves margin and
  *   still catches any wrong element (which would be off by O(1)).
  * - gelu_tanh, silu_mul: 1e-5 (float32 vector exp, ~2 ulp, against the reference's
- *   double tanh / float expf).
+ *   double tanh / float expf). act: the reference's bits (the fast backend keeps its op), but
+ *   for tanh's GELU, its gelu_tanh.
  * - everything that only moves data (embed, add_broadcast, patchify ...): exact.
  * - attention with bf16_products (`--weights bf16`) where the CPU has AMX or AVX512-BF16: 1e-2,
  *   bf16 operands; on vdpbf16ps also the instruction's emulation's bits.
@@ -17,6 +18,7 @@
  * Row invariance (the promise batched decode relies on) is checked bit for bit. The whole
  * model on the tiny snapshots of ../shared: last-prompt logits within 1e-4 of their scale and
  * the same greedy tokens. */
+#include "act_ref.h"
 #include "backend.h"
 #include "backend_cuda.h"
 #include "cpu_gemm.h"
@@ -730,6 +732,27 @@ static void test_elementwise(void) {
         ref->silu_mul(ref, x.r, u.r, n);
         fast->silu_mul(fast, x.f, u.f, n);
         pair_check(&x, 1e-5, "silu_mul");
+        /* every hidden_act over [-14, 14] (past gelu_10's and relu6's clips): the reference's
+         * bits, and within a few ulp of the formula in double; then act(gate) * up */
+        Pair w = pair_new(n, 14);
+        for (int a = 0; a < DQ_ACT_COUNT; a++) {
+            const char *name = act_ref_name((SmolvlmAct)a);
+            ref->upload(ref, w.r, w.host, n);
+            fast->upload(fast, w.f, w.host, n);
+            ref->act(ref, w.r, n, (SmolvlmAct)a);
+            fast->act(fast, w.f, n, (SmolvlmAct)a);
+            /* tanh's GELU, which the vision MLP fuses, keeps its fast path: 1e-5 as gelu_tanh */
+            pair_check(&w, a == DQ_ACT_GELU_TANH ? 1e-5 : 0, name);
+            for (size_t i = 0; i < n; i++) {
+                double want = act_ref((SmolvlmAct)a, w.host[i]);
+                if (!(fabs(w.f[i] - want) <= 2e-6 * MAX(1.0, fabs(want))))
+                    g_error("act %s(%.9g): %.9g, the formula %.9g", name, w.host[i], w.f[i], want);
+            }
+            fast->mul(fast, w.f, u.f, n);
+            ref->mul(ref, w.r, u.r, n);
+            pair_check(&w, a == DQ_ACT_GELU_TANH ? 1e-5 : 0, "mul");
+        }
+        pair_free(&w);
         pair_free(&x);
         pair_free(&u);
     }
@@ -761,6 +784,47 @@ static void test_layernorm(void) {
             wpair_free(&w);
             wpair_free(&b);
         }
+}
+
+/* eps 0 (config.json may say so: transformers runs it as given): rows with a spread keep the
+ * reference's bits; a row of zeros (both norms) and a constant row (the layer norm) give NaN in
+ * every element, as torch's x * rsqrt(0) and (x - mean) * rsqrt(0) do, on both backends. */
+static void test_norms_eps0(void) {
+    const int dims[] = {768, 37};
+    for (size_t d = 0; d < G_N_ELEMENTS(dims); d++) {
+        int dim = dims[d], n = 4;
+        WPair w = wpair_new(1, dim, DQ_DTYPE_F32), b = wpair_new(1, dim, DQ_DTYPE_F32);
+        Pair x = pair_new((size_t)n * dim, 3), y = pair_new((size_t)n * dim, 1);
+        for (int i = 0; i < dim; i++) {
+            x.host[dim + i] = 0.0f;     /* row 1: zeros */
+            x.host[2 * dim + i] = 5.0f; /* row 2: constant */
+        }
+        ref->upload(ref, x.r, x.host, x.n);
+        fast->upload(fast, x.f, x.host, x.n);
+        for (int norm = 0; norm < 2; norm++) {
+            if (norm == 0) {
+                ref->layernorm(ref, y.r, x.r, &w.r, &b.r, n, dim, 0.0f);
+                fast->layernorm(fast, y.f, x.f, &w.f, &b.f, n, dim, 0.0f);
+            } else {
+                ref->rmsnorm(ref, y.r, x.r, &w.r, n, dim, 0.0f);
+                fast->rmsnorm(fast, y.f, x.f, &w.f, n, dim, 0.0f);
+            }
+            for (int r = 0; r < n; r++) {
+                gboolean nan = r == 1 || (r == 2 && norm == 0);
+                for (int i = 0; i < dim; i++) {
+                    size_t k = (size_t)r * dim + i;
+                    if (nan ? !(isnan(y.r[k]) && isnan(y.f[k]))
+                            : memcmp(&y.r[k], &y.f[k], 4) != 0 || !isfinite(y.r[k]))
+                        g_error("%s eps 0, dim %d, row %d [%d]: ref %g fast %g",
+                                norm == 0 ? "layernorm" : "rmsnorm", dim, r, i, y.r[k], y.f[k]);
+                }
+            }
+        }
+        pair_free(&x);
+        pair_free(&y);
+        wpair_free(&w);
+        wpair_free(&b);
+    }
 }
 
 static void test_embed_broadcast(void) {
@@ -881,6 +945,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/backend_fast/rope", test_rope);
     g_test_add_func("/backend_fast/rope-scaled", test_rope_scaled);
     g_test_add_func("/backend_fast/elementwise", test_elementwise);
+    g_test_add_func("/backend_fast/norms_eps0", test_norms_eps0);
     g_test_add_func("/backend_fast/layernorm", test_layernorm);
     g_test_add_func("/backend_fast/embed_broadcast", test_embed_broadcast);
     g_test_add_func("/backend_fast/device_names", test_device_names);

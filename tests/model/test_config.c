@@ -168,8 +168,8 @@ static void test_errors(void) {
                  "{\"rope_scaling\": {\"type\": \"x\"}}}",
                  NULL, "text_config.rope_scaling 'x' is not supported");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
-                 "{\"hidden_act\": \"relu\"}}",
-                 NULL, "hidden_act 'relu'");
+                 "{\"hidden_act\": \"relu6 \"}}",
+                 NULL, "hidden_act 'relu6 '");
     expect_error("{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
                  "{\"patch_size\": 0}}",
                  NULL, "patch_size 0");
@@ -215,55 +215,91 @@ static void test_errors(void) {
     g_clear_error(&err);
 }
 
-/* hidden_act by transformers' ACT2FN names: every name of GELU's tanh approximation and of erf's
- * GELU for the vision tower, and of those and SiLU for the decoder, runs (on a tiny random
- * snapshot transformers 4.57.6 gave each the logits of the usual name within 7.4e-6, image
- * prompt, and the same greedy ids: the s32 differential test; the erf GELU in both places and
- * the GELUs in the decoder within 2.1e-5 in s33's); other activations are refused naming the key
- * and the value. */
+/* hidden_act by transformers' ACT2CLS names (activations.py, 4.57.6): every parameter-free one
+ * runs in either tower (on tiny random snapshots transformers gave each family's logits within
+ * 3.6e-5, float32 and bfloat16, text and image prompts, and the same greedy ids: s34's
+ * differential test); gelu_accurate is gelu_new's formula, the same torch ops in the same order.
+ * prelu and xielu (learned parameters of their own), a wrong case and unknown names are refused
+ * naming the key and the value. */
 static void test_activations(void) {
     const struct {
-        const char *vision, *text;
-        SmolvlmAct vision_act, text_act;
-    } ok[] = {{"gelu_pytorch_tanh", "silu", DQ_ACT_GELU_TANH, DQ_ACT_SILU},
-              {"gelu_new", "swish", DQ_ACT_GELU_TANH, DQ_ACT_SILU},
-              {"gelu_fast", "gelu", DQ_ACT_GELU_TANH, DQ_ACT_GELU_ERF},
-              {"gelu_python_tanh", "gelu_python", DQ_ACT_GELU_TANH, DQ_ACT_GELU_ERF},
-              {"gelu", "gelu_pytorch_tanh", DQ_ACT_GELU_ERF, DQ_ACT_GELU_TANH},
-              {"gelu_python", "gelu_new", DQ_ACT_GELU_ERF, DQ_ACT_GELU_TANH}};
+        const char *name;
+        SmolvlmAct act;
+    } ok[] = {{"gelu_pytorch_tanh", DQ_ACT_GELU_TANH},
+              {"gelu_python_tanh", DQ_ACT_GELU_TANH},
+              {"gelu_new", DQ_ACT_GELU_TANH},
+              {"gelu_accurate", DQ_ACT_GELU_TANH},
+              {"gelu_fast", DQ_ACT_GELU_TANH},
+              {"gelu", DQ_ACT_GELU_ERF},
+              {"gelu_python", DQ_ACT_GELU_ERF},
+              {"gelu_10", DQ_ACT_GELU_10},
+              {"silu", DQ_ACT_SILU},
+              {"swish", DQ_ACT_SILU},
+              {"quick_gelu", DQ_ACT_QUICK_GELU},
+              {"relu", DQ_ACT_RELU},
+              {"relu6", DQ_ACT_RELU6},
+              {"relu2", DQ_ACT_RELU2},
+              {"leaky_relu", DQ_ACT_LEAKY_RELU},
+              {"sigmoid", DQ_ACT_SIGMOID},
+              {"tanh", DQ_ACT_TANH},
+              {"mish", DQ_ACT_MISH},
+              {"laplace", DQ_ACT_LAPLACE},
+              {"linear", DQ_ACT_LINEAR}};
+    gboolean seen[DQ_ACT_COUNT] = {FALSE};
     for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
+        /* each name in the vision tower, and the list's next one in the decoder */
+        const char *text = ok[(i + 1) % G_N_ELEMENTS(ok)].name;
         char *json = g_strdup_printf(
             "{\"model_type\": \"idefics3\", \"scale_factor\": 7, \"vision_config\": "
             "{\"hidden_act\": \"%s\"}, \"text_config\": {\"hidden_act\": \"%s\"}}",
-            ok[i].vision, ok[i].text);
+            ok[i].name, text);
         SmolvlmConfig c;
         GError *err = NULL;
         if (!smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err))
-            g_error("%s / %s: %s", ok[i].vision, ok[i].text, err->message);
-        g_assert_cmpint(c.vision_act, ==, ok[i].vision_act);
-        g_assert_cmpint(c.text_act, ==, ok[i].text_act);
+            g_error("%s / %s: %s", ok[i].name, text, err->message);
+        g_assert_cmpint(c.vision_act, ==, ok[i].act);
+        g_assert_cmpint(c.text_act, ==, ok[(i + 1) % G_N_ELEMENTS(ok)].act);
+        seen[ok[i].act] = TRUE;
         g_free(json);
     }
-    const char *vision_refused[] = {"quick_gelu", "gelu_10", "gelu_accurate", "silu"};
-    for (size_t i = 0; i < G_N_ELEMENTS(vision_refused); i++) {
-        char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
-                                     "\"vision_config\": {\"hidden_act\": \"%s\"}}",
-                                     vision_refused[i]);
-        char *needle =
-            g_strdup_printf("vision_config.hidden_act '%s' is not supported", vision_refused[i]);
-        expect_error(json, NULL, needle);
-        g_free(needle);
-        g_free(json);
+    for (int a = 0; a < DQ_ACT_COUNT; a++)
+        g_assert_true(seen[a]); /* no activation without a name */
+    const struct {
+        const char *name, *why;
+    } refused[] = {{"prelu", "an activation with learned parameters"},
+                   {"xielu", "an activation with learned parameters"},
+                   {"GELU", "not an activation transformers knows"},
+                   {"softplus", "not an activation transformers knows"},
+                   {"", "not an activation transformers knows"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(refused); i++) {
+        for (int tower = 0; tower < 2; tower++) {
+            const char *key = tower == 0 ? "vision_config" : "text_config";
+            char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
+                                         "\"%s\": {\"hidden_act\": \"%s\"}}",
+                                         key, refused[i].name);
+            char *needle = g_strdup_printf("%s.hidden_act '%s' is not supported (%s", key,
+                                           refused[i].name, refused[i].why);
+            expect_error(json, NULL, needle);
+            g_free(needle);
+            g_free(json);
+        }
     }
-    const char *text_refused[] = {"quick_gelu", "relu", "gelu_accurate"};
-    for (size_t i = 0; i < G_N_ELEMENTS(text_refused); i++) {
+}
+
+/* text_config.tie_word_embeddings null unties lm_head as false does: PreTrainedModel reads it
+ * through getattr(config, "tie_word_embeddings", True), which finds None (transformers 4.57.6
+ * then reads lm_head.weight from the file, s34's differential test: logits within 1e-5). */
+static void test_tie_null(void) {
+    const char *values[] = {"null", "false", "true"};
+    for (size_t i = 0; i < G_N_ELEMENTS(values); i++) {
         char *json = g_strdup_printf("{\"model_type\": \"idefics3\", \"scale_factor\": 7, "
-                                     "\"text_config\": {\"hidden_act\": \"%s\"}}",
-                                     text_refused[i]);
-        char *needle =
-            g_strdup_printf("text_config.hidden_act '%s' is not supported", text_refused[i]);
-        expect_error(json, NULL, needle);
-        g_free(needle);
+                                     "\"tie_word_embeddings\": true, \"text_config\": "
+                                     "{\"tie_word_embeddings\": %s}}",
+                                     values[i]);
+        SmolvlmConfig c;
+        GError *err = NULL;
+        g_assert_true(smolvlm_config_parse(json, NULL, "snap/config.json", &c, &err));
+        g_assert_cmpint(c.tie_word_embeddings, ==, i == 2);
         g_free(json);
     }
 }
@@ -733,6 +769,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/rope-tables", test_rope_tables);
     g_test_add_func("/config/biases", test_biases);
     g_test_add_func("/config/activations", test_activations);
+    g_test_add_func("/config/tie-null", test_tie_null);
     g_test_add_func("/config/model-types", test_model_types);
     g_test_add_func("/config/bounds", test_bounds);
     g_test_add_func("/config/generation-values", test_generation_values);

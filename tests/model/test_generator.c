@@ -988,10 +988,10 @@ static void test_biases(void) {
     smolvlm_pipeline_free(plain);
 }
 
-/* text_config.hidden_act "gelu" (erf) and "gelu_pytorch_tanh": LlamaMLP's act(gate) * up with a
- * GELU. transformers 4.57.6's greedy ids for "hi" and the last prompt position's top 3 logits
- * (activation_goldens.py; 2.1 from SiLU's, and the two GELUs 7e-4 apart there), on the fast
- * backend and the reference. */
+/* text_config.hidden_act other than SiLU: LlamaMLP's act(gate) * up with each parameter-free
+ * ACT2CLS activation. transformers 4.57.6's greedy ids for "hi" and the last prompt position's
+ * top 3 logits (activation_goldens.py; 1.5 to 8.6 from SiLU's, and the two GELUs 7e-4 apart
+ * there), on the fast backend and the reference. */
 static void test_activations(void) {
     if (dq_test_shared_dir() == NULL)
         return;
@@ -1012,6 +1012,56 @@ static void test_activations(void) {
          {31339, 11211, 1041, 21142, 5697, 21725, 14374},
          {31339, 17515, 9257},
          {9.66584396f, 8.59431171f, 8.52369499f}},
+        /* session 34: the other parameter-free ACT2CLS activations (gelu_10 and relu6 clip
+         * nothing here: the op tests and s34's differential test take them past their clips) */
+        {"\"hidden_act\": \"gelu_10\"",
+         {31339, 11211, 1041, 21142, 5697, 21725, 14374},
+         {31339, 17515, 9257},
+         {9.66515732f, 8.5938797f, 8.52357197f}},
+        {"\"hidden_act\": \"gelu_accurate\"",
+         {31339, 11211, 1041, 21142, 5697, 21725, 14374},
+         {31339, 17515, 9257},
+         {9.66584301f, 8.59431267f, 8.52369499f}},
+        {"\"hidden_act\": \"quick_gelu\"",
+         {31339, 11211, 1041, 21142, 5697, 21725, 14374},
+         {31339, 17515, 9257},
+         {9.71312141f, 8.63615608f, 8.47880173f}},
+        {"\"hidden_act\": \"relu\"",
+         {6762, 3868, 40331, 11856, 43288, 44154, 39592},
+         {6762, 31339, 46877},
+         {9.29031372f, 9.28996277f, 9.1347456f}},
+        {"\"hidden_act\": \"relu6\"",
+         {6762, 3868, 40331, 11856, 43288, 44154, 39592},
+         {6762, 31339, 46877},
+         {9.29031372f, 9.28996277f, 9.1347456f}},
+        {"\"hidden_act\": \"relu2\"",
+         {27290, 40976, 22314, 5427, 11907, 15831, 2287},
+         {27290, 25896, 14109},
+         {10.8778563f, 10.4106798f, 10.164856f}},
+        {"\"hidden_act\": \"leaky_relu\"",
+         {31339, 44427, 44533, 5832, 30323, 40306, 35543},
+         {31339, 6762, 46877},
+         {9.34249878f, 9.27675629f, 9.08426666f}},
+        {"\"hidden_act\": \"sigmoid\"",
+         {6762, 3868, 14092, 43978, 21697, 9215, 9215},
+         {6762, 37728, 5879},
+         {10.5460529f, 9.42656136f, 8.80338669f}},
+        {"\"hidden_act\": \"tanh\"",
+         {48060, 1642, 27617, 49109, 9176, 14759, 32954},
+         {48060, 10992, 3301},
+         {9.14199638f, 9.12603569f, 8.94969368f}},
+        {"\"hidden_act\": \"mish\"",
+         {31339, 11211, 1041, 1041, 1041, 21142, 1270},
+         {31339, 3325, 17515},
+         {9.66602135f, 9.00954342f, 8.95729065f}},
+        {"\"hidden_act\": \"laplace\"",
+         {6762, 21955, 47440, 15475, 7343, 8047, 8047},
+         {6762, 16847, 46478},
+         {10.0306644f, 9.0470829f, 8.88597679f}},
+        {"\"hidden_act\": \"linear\"",
+         {3301, 2399, 48413, 47755, 20026, 29063, 22800},
+         {3301, 17515, 17632},
+         {9.79047394f, 9.58333969f, 9.17578793f}},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         char *snap = snapshot_edited("\"hidden_act\": \"silu\"", cases[i].act, 4096);

@@ -600,6 +600,11 @@ G_GNUC_UNUSED static void test_broken_snapshots(void) {
          "\"tie_word_embeddings\": false,\n    \"use_cache\"",
          "'lm_head.weight' is missing and config.json's text_config.tie_word_embeddings is not "
          "true"},
+        /* null unties too: transformers then draws lm_head at random at every load */
+        {"\"tie_word_embeddings\": true,\n    \"use_cache\"",
+         "\"tie_word_embeddings\": null,\n    \"use_cache\"",
+         "text_config.tie_word_embeddings is not true (false, null or absent: lm_head is its own "
+         "tensor, which transformers would draw at random at every load)"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         char *dir = dq_test_tmpdir();
