@@ -419,21 +419,23 @@ static gboolean store_stamp(Run *r, Doc *d, gint64 id, GError **err) {
     return TRUE;
 }
 
-static void record_doc(Run *r, Doc *d) {
-    WalkEntry *e = d->entry;
-    /* Pages nobody could render after a document-level failure of a later process. */
-    if (d->fail_reason != 0 && d->resolved > 0)
-        for (int p = 1; p <= d->page_count; p++)
-            page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(d->fail_reason),
-                         d->fail_message);
-    int n_img = 0, first_bad = -1, n_bad = 0;
+/* A document's outcome as recorded: its status, error code and message (NULL when ok). */
+typedef struct {
+    const char *status, *code;
+    char *message;
+    int n_img, n_bad, first_bad; /* pages with an image, pages not ok, the first of those (-1) */
+} DocOutcome;
+
+/* The rows of the pages resolved, and their tally in `out`. */
+static DqPageRow *page_rows(const Doc *d, int *n_rows, DocOutcome *out) {
     DqPageRow *rows = g_new0(DqPageRow, d->pages != NULL && d->page_count > 0 ? d->page_count : 1);
-    int n_rows = 0;
+    *n_rows = 0;
+    out->first_bad = -1;
     for (int i = 0; d->pages && i < d->page_count; i++) {
-        PageResult *p = &d->pages[i];
+        const PageResult *p = &d->pages[i];
         if (!p->resolved)
             continue;
-        DqPageRow *row = &rows[n_rows++];
+        DqPageRow *row = &rows[(*n_rows)++];
         row->page_number = i + 1;
         row->width = p->width;
         row->height = p->height;
@@ -445,47 +447,94 @@ static void record_doc(Run *r, Doc *d) {
         row->error_message = p->message;
         row->stored = p->kept;
         if (p->sha256 != NULL)
-            n_img++;
+            out->n_img++;
         if (strcmp(p->status, "ok") != 0) {
-            n_bad++;
-            if (first_bad < 0)
-                first_bad = i;
+            out->n_bad++;
+            if (out->first_bad < 0)
+                out->first_bad = i;
         }
     }
-    const char *status = "ok";
-    const char *code = NULL;
-    char *message = NULL;
+    return rows;
+}
+
+/* ok, partial or failed, from the document's failure and its pages' tally. */
+static void doc_outcome(const Doc *d, DocOutcome *o) {
+    const WalkEntry *e = d->entry;
+    const int first_bad = o->first_bad, n_bad = o->n_bad;
+    o->status = "ok";
     if (d->fail_reason != 0 && d->resolved == 0) {
-        status = "failed";
-        code = dq_ingest_reason_name(d->fail_reason);
-        message = g_strdup(d->fail_message);
-    } else if (n_img == 0) {
-        status = "failed";
-        PageResult *p = first_bad >= 0 ? &d->pages[first_bad] : NULL;
-        code = p && p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
-        message = g_strdup_printf("no page could be rendered; page %d: %s", first_bad + 1,
-                                  p && p->message ? p->message : "?");
+        o->status = "failed";
+        o->code = dq_ingest_reason_name(d->fail_reason);
+        o->message = g_strdup(d->fail_message);
+    } else if (o->n_img == 0) {
+        o->status = "failed";
+        const PageResult *p = first_bad >= 0 ? &d->pages[first_bad] : NULL;
+        o->code = p && p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+        o->message = g_strdup_printf("no page could be rendered; page %d: %s", first_bad + 1,
+                                     p && p->message ? p->message : "?");
     } else if (n_bad > 0 || d->warning != NULL) {
-        status = "partial";
+        o->status = "partial";
         if (first_bad >= 0) {
-            PageResult *p = &d->pages[first_bad];
-            code = p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
-            message = g_strdup_printf("%d of %d page%s failed or %s incomplete; page %d: %s%s%s",
-                                      n_bad, d->page_count, d->page_count == 1 ? "" : "s",
-                                      n_bad == 1 ? "is" : "are", first_bad + 1,
-                                      p->message ? p->message : "?", d->warning ? "; " : "",
-                                      d->warning ? d->warning : "");
+            const PageResult *p = &d->pages[first_bad];
+            o->code = p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+            o->message = g_strdup_printf("%d of %d page%s failed or %s incomplete; page %d: %s%s%s",
+                                         n_bad, d->page_count, d->page_count == 1 ? "" : "s",
+                                         n_bad == 1 ? "is" : "are", first_bad + 1,
+                                         p->message ? p->message : "?", d->warning ? "; " : "",
+                                         d->warning ? d->warning : "");
         } else {
-            code = dq_ingest_reason_name(DQ_INGEST_DAMAGED);
-            message = g_strdup_printf("%s: %s", e->path, d->warning);
+            o->code = dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+            o->message = g_strdup_printf("%s: %s", e->path, d->warning);
         }
     }
-    if (d->note != NULL && strcmp(status, "failed") != 0) {
-        char *m = message != NULL ? g_strdup_printf("%s; %s", message, d->note)
-                                  : g_strdup_printf("%s: %s", e->path, d->note);
-        g_free(message);
-        message = m;
+    if (d->note != NULL && strcmp(o->status, "failed") != 0) {
+        char *m = o->message != NULL ? g_strdup_printf("%s; %s", o->message, d->note)
+                                     : g_strdup_printf("%s: %s", e->path, d->note);
+        g_free(o->message);
+        o->message = m;
     }
+}
+
+/* The recorded document in the summary: its outcome, its pages, its failure. */
+static void count_recorded(Run *r, const Doc *d, const DocOutcome *o, const DqPageRow *rows,
+                           int n_rows) {
+    DqIngestSummary *s = r->sum;
+    if (strcmp(o->status, "ok") == 0)
+        s->documents_ok++;
+    else if (strcmp(o->status, "partial") == 0)
+        s->documents_partial++;
+    else
+        s->documents_failed++;
+    for (int i = 0; i < n_rows; i++) {
+        if (rows[i].stored) {
+            s->pages_kept++;
+        } else if (rows[i].image_sha256 != NULL) {
+            s->pages_ok++;
+            sweep_page_folder(r, rows[i].image_sha256);
+        } else {
+            s->pages_failed++;
+        }
+    }
+    if (strcmp(o->status, "ok") != 0) {
+        add_failure(s, d->entry->path, o->status, o->code, o->message);
+        GHashTable *by = strcmp(o->status, "partial") == 0 ? s->partial_by_code : s->failed_by_code;
+        const char *key = o->code ? o->code : "unknown";
+        g_hash_table_insert(by, g_strdup(key),
+                            GINT_TO_POINTER(GPOINTER_TO_INT(g_hash_table_lookup(by, key)) + 1));
+    }
+}
+
+static void record_doc(Run *r, Doc *d) {
+    WalkEntry *e = d->entry;
+    /* Pages nobody could render after a document-level failure of a later process. */
+    if (d->fail_reason != 0 && d->resolved > 0)
+        for (int p = 1; p <= d->page_count; p++)
+            page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(d->fail_reason),
+                         d->fail_message);
+    DocOutcome o = {0};
+    int n_rows = 0;
+    DqPageRow *rows = page_rows(d, &n_rows, &o);
+    doc_outcome(d, &o);
     DqDocumentRow doc = {
         .path = e->path,
         .sha256 = d->sha256,
@@ -493,9 +542,9 @@ static void record_doc(Run *r, Doc *d) {
         .mtime = e->mtime,
         .kind = doc_kind_name(e->kind),
         .page_count = d->page_count,
-        .status = status,
-        .error_code = code,
-        .error_message = message,
+        .status = o.status,
+        .error_code = o.code,
+        .error_message = o.message,
     };
     GError *err = NULL;
     /* An existing document is rendered again only for these settings (new, or retried): its
@@ -509,33 +558,9 @@ static void record_doc(Run *r, Doc *d) {
         else
             g_error_free(err);
     } else {
-        DqIngestSummary *s = r->sum;
-        if (strcmp(status, "ok") == 0)
-            s->documents_ok++;
-        else if (strcmp(status, "partial") == 0)
-            s->documents_partial++;
-        else
-            s->documents_failed++;
-        for (int i = 0; i < n_rows; i++) {
-            if (rows[i].stored) {
-                s->pages_kept++;
-            } else if (rows[i].image_sha256 != NULL) {
-                s->pages_ok++;
-                sweep_page_folder(r, rows[i].image_sha256);
-            } else {
-                s->pages_failed++;
-            }
-        }
-        if (strcmp(status, "ok") != 0) {
-            add_failure(s, e->path, status, code, message);
-            GHashTable *by =
-                strcmp(status, "partial") == 0 ? s->partial_by_code : s->failed_by_code;
-            const char *key = code ? code : "unknown";
-            g_hash_table_insert(by, g_strdup(key),
-                                GINT_TO_POINTER(GPOINTER_TO_INT(g_hash_table_lookup(by, key)) + 1));
-        }
+        count_recorded(r, d, &o, rows, n_rows);
     }
-    g_free(message);
+    g_free(o.message);
     g_free(rows);
     r->files_done++;
     r->bytes_done += e->bytes;
