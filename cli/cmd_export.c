@@ -117,92 +117,100 @@ static void json_known_int(JsonBuilder *b, const char *name, int v) {
         json_builder_add_int_value(b, v);
 }
 
-static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
-    Export *ex = user;
+static void write_csv_row(Export *ex, const DqAnswerRow *r, const char *ms_text) {
     char page[32], doc[32], job[32], n_res[16], tile[16], edge[16], max_new[16], page_id[32],
-        tokens[16], ms[G_ASCII_DTOSTR_BUF_SIZE], asked_doc[32];
+        tokens[16], asked_doc[32];
     g_snprintf(page, sizeof(page), "%d", r->page);
     g_snprintf(doc, sizeof(doc), "%" G_GINT64_FORMAT, r->document_id);
     g_snprintf(job, sizeof(job), "%" G_GINT64_FORMAT, r->job_id);
     g_snprintf(page_id, sizeof(page_id), "%" G_GINT64_FORMAT, r->page_id);
     g_snprintf(tokens, sizeof(tokens), "%d", r->generated_tokens);
     g_snprintf(asked_doc, sizeof(asked_doc), "%" G_GINT64_FORMAT, r->asked_document_id);
+    csv_field(ex, r->document_path, FALSE);
+    csv_field(ex, page, FALSE);
+    csv_field(ex, r->question, FALSE);
+    csv_field(ex, r->answer, FALSE);
+    csv_field(ex, r->model, FALSE);
+    csv_field(ex, r->finished_at, FALSE);
+    csv_field(ex, doc, FALSE);
+    csv_field(ex, r->document_sha256, FALSE);
+    csv_field(ex, job, FALSE);
+    csv_field(ex, r->device, FALSE);
+    csv_field(ex, r->weights, FALSE);
+    csv_field(ex, r->exact < 0 ? NULL : r->exact ? "1" : "0", FALSE);
+    csv_field(ex, known_int(n_res, sizeof n_res, r->n_res), FALSE);
+    csv_field(ex, known_int(tile, sizeof tile, r->tile), FALSE);
+    csv_field(ex, known_int(edge, sizeof edge, r->longest_edge), FALSE);
+    csv_field(ex, r->prompt, FALSE);
+    csv_field(ex, known_int(max_new, sizeof max_new, r->max_new_tokens), FALSE);
+    csv_field(ex, r->do_sample < 0 ? NULL : r->do_sample ? "1" : "0", FALSE);
+    csv_field(ex, r->model_fingerprint, FALSE);
+    csv_field(ex, page_id, FALSE);
+    csv_field(ex, tokens, FALSE);
+    csv_field(ex, ms_text, !ex->current);
+    if (ex->current) {
+        csv_field(ex, asked_doc, FALSE);
+        csv_field(ex, r->asked_path, TRUE);
+    }
+}
+
+static void write_json_row(Export *ex, const DqAnswerRow *r) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "document_path");
+    json_builder_add_string_value(b, r->document_path);
+    dq_cli_json_int(b, "page", r->page);
+    json_builder_set_member_name(b, "question");
+    json_builder_add_string_value(b, r->question);
+    json_builder_set_member_name(b, "answer");
+    json_builder_add_string_value(b, r->answer);
+    json_builder_set_member_name(b, "model");
+    json_builder_add_string_value(b, r->model);
+    json_builder_set_member_name(b, "finished_at");
+    json_builder_add_string_value(b, r->finished_at);
+    dq_cli_json_int(b, "document_id", r->document_id);
+    json_builder_set_member_name(b, "document_sha256");
+    json_builder_add_string_value(b, r->document_sha256);
+    dq_cli_json_int(b, "job_id", r->job_id);
+    /* null where the answer predates schema 0003 */
+    dq_cli_json_string(b, "device", r->device);
+    dq_cli_json_string(b, "weights", r->weights);
+    dq_cli_json_known_bool(b, "exact", r->exact);
+    /* How the answer was made (schema 0008): null where not recorded */
+    json_known_int(b, "n_res", r->n_res);
+    json_known_int(b, "tile", r->tile);
+    json_known_int(b, "longest_edge", r->longest_edge);
+    dq_cli_json_string(b, "prompt", r->prompt);
+    json_known_int(b, "max_new_tokens", r->max_new_tokens);
+    dq_cli_json_known_bool(b, "do_sample", r->do_sample);
+    dq_cli_json_string(b, "model_fingerprint", r->model_fingerprint);
+    dq_cli_json_int(b, "page_id", r->page_id);
+    dq_cli_json_int(b, "generated_tokens", r->generated_tokens);
+    json_builder_set_member_name(b, "ms_total");
+    if (isfinite(r->ms_total)) /* written in the fewest digits that read back as it */
+        json_builder_add_double_value(b, r->ms_total);
+    else
+        json_builder_add_null_value(b);
+    if (ex->current) {
+        dq_cli_json_int(b, "asked_document_id", r->asked_document_id);
+        json_builder_set_member_name(b, "asked_path");
+        json_builder_add_string_value(b, r->asked_path);
+    }
+    json_builder_end_object(b);
+    int failed = dq_cli_json_print(b, FALSE);
+    if (failed != 0 && ex->write_errno == 0)
+        ex->write_errno = failed;
+}
+
+static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
+    Export *ex = user;
+    char ms[G_ASCII_DTOSTR_BUF_SIZE];
     /* the stored double in the fewest digits that read back as it */
     const char *ms_text = isfinite(r->ms_total) ? dq_json_number(r->ms_total, ms) : NULL;
-    if (ex->csv) {
-        csv_field(ex, r->document_path, FALSE);
-        csv_field(ex, page, FALSE);
-        csv_field(ex, r->question, FALSE);
-        csv_field(ex, r->answer, FALSE);
-        csv_field(ex, r->model, FALSE);
-        csv_field(ex, r->finished_at, FALSE);
-        csv_field(ex, doc, FALSE);
-        csv_field(ex, r->document_sha256, FALSE);
-        csv_field(ex, job, FALSE);
-        csv_field(ex, r->device, FALSE);
-        csv_field(ex, r->weights, FALSE);
-        csv_field(ex, r->exact < 0 ? NULL : r->exact ? "1" : "0", FALSE);
-        csv_field(ex, known_int(n_res, sizeof n_res, r->n_res), FALSE);
-        csv_field(ex, known_int(tile, sizeof tile, r->tile), FALSE);
-        csv_field(ex, known_int(edge, sizeof edge, r->longest_edge), FALSE);
-        csv_field(ex, r->prompt, FALSE);
-        csv_field(ex, known_int(max_new, sizeof max_new, r->max_new_tokens), FALSE);
-        csv_field(ex, r->do_sample < 0 ? NULL : r->do_sample ? "1" : "0", FALSE);
-        csv_field(ex, r->model_fingerprint, FALSE);
-        csv_field(ex, page_id, FALSE);
-        csv_field(ex, tokens, FALSE);
-        csv_field(ex, ms_text, !ex->current);
-        if (ex->current) {
-            csv_field(ex, asked_doc, FALSE);
-            csv_field(ex, r->asked_path, TRUE);
-        }
-    } else {
-        JsonBuilder *b = json_builder_new();
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "document_path");
-        json_builder_add_string_value(b, r->document_path);
-        dq_cli_json_int(b, "page", r->page);
-        json_builder_set_member_name(b, "question");
-        json_builder_add_string_value(b, r->question);
-        json_builder_set_member_name(b, "answer");
-        json_builder_add_string_value(b, r->answer);
-        json_builder_set_member_name(b, "model");
-        json_builder_add_string_value(b, r->model);
-        json_builder_set_member_name(b, "finished_at");
-        json_builder_add_string_value(b, r->finished_at);
-        dq_cli_json_int(b, "document_id", r->document_id);
-        json_builder_set_member_name(b, "document_sha256");
-        json_builder_add_string_value(b, r->document_sha256);
-        dq_cli_json_int(b, "job_id", r->job_id);
-        /* null where the answer predates schema 0003 */
-        dq_cli_json_string(b, "device", r->device);
-        dq_cli_json_string(b, "weights", r->weights);
-        dq_cli_json_known_bool(b, "exact", r->exact);
-        /* How the answer was made (schema 0008): null where not recorded */
-        json_known_int(b, "n_res", r->n_res);
-        json_known_int(b, "tile", r->tile);
-        json_known_int(b, "longest_edge", r->longest_edge);
-        dq_cli_json_string(b, "prompt", r->prompt);
-        json_known_int(b, "max_new_tokens", r->max_new_tokens);
-        dq_cli_json_known_bool(b, "do_sample", r->do_sample);
-        dq_cli_json_string(b, "model_fingerprint", r->model_fingerprint);
-        dq_cli_json_int(b, "page_id", r->page_id);
-        dq_cli_json_int(b, "generated_tokens", r->generated_tokens);
-        json_builder_set_member_name(b, "ms_total");
-        if (isfinite(r->ms_total)) /* written in the fewest digits that read back as it */
-            json_builder_add_double_value(b, r->ms_total);
-        else
-            json_builder_add_null_value(b);
-        if (ex->current) {
-            dq_cli_json_int(b, "asked_document_id", r->asked_document_id);
-            json_builder_set_member_name(b, "asked_path");
-            json_builder_add_string_value(b, r->asked_path);
-        }
-        json_builder_end_object(b);
-        int failed = dq_cli_json_print(b, FALSE);
-        if (failed != 0 && ex->write_errno == 0)
-            ex->write_errno = failed;
-    }
+    if (ex->csv)
+        write_csv_row(ex, r, ms_text);
+    else
+        write_json_row(ex, r);
     ex->rows++;
     if (ex->rows == 1)
         dq_test_point("export:row");
