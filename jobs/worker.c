@@ -521,10 +521,89 @@ static void withdraw_gone(Worker *w) {
     g_array_free(gone, TRUE);
 }
 
+/* The row that stores a finished job's answer. */
+static DqJobAnswer job_answer(const Worker *w, const InFlight *f, const DqAnswerResult *r,
+                              const char *finished) {
+    const DqAnswerer *a = w->answerer;
+    return (DqJobAnswer){
+        .job_id = f->job->job_id,
+        .text = r->text,
+        .prompt_tokens = r->prompt_tokens,
+        .generated_tokens = r->generated_tokens,
+        .started_at = f->started,
+        .finished_at = finished,
+        .ms_image = r->ms_image,
+        .ms_vision = r->ms_vision,
+        .ms_prefill = r->ms_prefill,
+        .ms_decode = r->ms_decode,
+        .ms_total = r->ms_total,
+        .device = a->device,
+        .weights = a->weights,
+        .exact = a->device == NULL ? -1
+                 : a->exact        ? 1
+                                   : 0,
+        .model_fingerprint = a->model_fingerprint,
+    };
+}
+
+/* The answers in one transaction, again after a reconnection. */
+static gboolean store_answers(Worker *w, const DqJobAnswer *answers, int n_answers, GError **err) {
+    int written = 0;
+    if (n_answers == 0)
+        return TRUE;
+    if (!dq_store_check_file(w->s, err))
+        return FALSE;
+    while (!store_jobs_complete(w->s, w->owner, answers, n_answers, &written, err))
+        if (!reconnected(w, err))
+            return FALSE;
+    w->stats->done += written;
+    w->stats->lost += n_answers - written;
+    return TRUE;
+}
+
+/* A request the answerer cancelled because the worker stops. */
+static gboolean cancelled_by_stop(const Worker *w, const GError *e) {
+    return e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop;
+}
+
+/* A finished job out of flight: failed when it brought no answer, for good where its page or
+ * question is at fault; one cancelled because the worker stops stays, released when it does. */
+static void settle_job(Worker *w, const InFlight *f, const DqAnswerDone *done) {
+    GError *e = done->result.error;
+    gint64 id = f->job->job_id;
+    if (e == NULL && done->result.text == NULL)
+        fail_job(w, id, "model", "the model returned no answer", TRUE);
+    else if (cancelled_by_stop(w, e))
+        ; /* released when the worker stops */
+    else if (e != NULL) {
+        /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
+        gboolean bad_page =
+            e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
+        gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
+        /* The answerer's message on a question names what is wrong with it; the job and
+         * the question say which it is (its page is not at fault). "job N: " first, as
+         * docqa status strips it (DQ_REASON_FILE_RE) to group one question's jobs. */
+        char *quoted = bad_question ? queue_question_quote(f->job->question) : NULL;
+        char *msg = bad_question ? g_strdup_printf("job %" G_GINT64_FORMAT ": question '%s': %s",
+                                                   id, quoted, e->message)
+                                 : NULL;
+        fail_job(w, id,
+                 bad_page       ? "page_image"
+                 : bad_question ? "question"
+                                : "model",
+                 msg ? msg : e->message, !bad_page && !bad_question);
+        g_free(quoted);
+        g_free(msg);
+    }
+    if (!cancelled_by_stop(w, e)) {
+        g_hash_table_remove(w->in_flight, &done->tag);
+        w->in_flight_changed = TRUE;
+    }
+}
+
 /* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
  * database failed, or when a failure came from a device that cannot recover (answerer_broken). */
 static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) {
-    const DqAnswerer *a = w->answerer;
     InFlight **f = g_new0(InFlight *, k);
     DqJobAnswer *answers = g_new0(DqJobAnswer, k);
     int n_answers = 0;
@@ -532,7 +611,7 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
     char *finished = iso_now();
     for (int i = 0; i < k; i++) {
         f[i] = g_hash_table_lookup(w->in_flight, &done[i].tag);
-        DqAnswerResult *r = &done[i].result;
+        const DqAnswerResult *r = &done[i].result;
         if (f[i] == NULL) {
             dq_print_line(stderr,
                           "docqa: worker %s: the answerer returned job %" G_GINT64_FORMAT
@@ -541,72 +620,14 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
             continue;
         }
         if (r->error == NULL && r->text != NULL)
-            answers[n_answers++] = (DqJobAnswer){
-                .job_id = f[i]->job->job_id,
-                .text = r->text,
-                .prompt_tokens = r->prompt_tokens,
-                .generated_tokens = r->generated_tokens,
-                .started_at = f[i]->started,
-                .finished_at = finished,
-                .ms_image = r->ms_image,
-                .ms_vision = r->ms_vision,
-                .ms_prefill = r->ms_prefill,
-                .ms_decode = r->ms_decode,
-                .ms_total = r->ms_total,
-                .device = a->device,
-                .weights = a->weights,
-                .exact = a->device == NULL ? -1
-                         : a->exact        ? 1
-                                           : 0,
-                .model_fingerprint = a->model_fingerprint,
-            };
+            answers[n_answers++] = job_answer(w, f[i], r, finished);
     }
     queue_test_point("worker:before_complete");
-    int written = 0;
-    if (n_answers > 0 && !dq_store_check_file(w->s, err))
+    if (!store_answers(w, answers, n_answers, err))
         goto out;
-    if (n_answers > 0) {
-        while (!store_jobs_complete(w->s, w->owner, answers, n_answers, &written, err))
-            if (!reconnected(w, err))
-                goto out;
-        w->stats->done += written;
-        w->stats->lost += n_answers - written;
-    }
-    for (int i = 0; i < k; i++) {
-        GError *e = done[i].result.error;
-        if (f[i] == NULL)
-            continue;
-        gint64 id = f[i]->job->job_id;
-        if (e == NULL && done[i].result.text == NULL)
-            fail_job(w, id, "model", "the model returned no answer", TRUE);
-        else if (e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop)
-            ; /* released when the worker stops */
-        else if (e != NULL) {
-            /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
-            gboolean bad_page =
-                e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
-            gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
-            /* The answerer's message on a question names what is wrong with it; the job and
-             * the question say which it is (its page is not at fault). "job N: " first, as
-             * docqa status strips it (DQ_REASON_FILE_RE) to group one question's jobs. */
-            char *quoted = bad_question ? queue_question_quote(f[i]->job->question) : NULL;
-            char *msg = bad_question
-                            ? g_strdup_printf("job %" G_GINT64_FORMAT ": question '%s': %s", id,
-                                              quoted, e->message)
-                            : NULL;
-            fail_job(w, id,
-                     bad_page       ? "page_image"
-                     : bad_question ? "question"
-                                    : "model",
-                     msg ? msg : e->message, !bad_page && !bad_question);
-            g_free(quoted);
-            g_free(msg);
-        }
-        if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop)) {
-            g_hash_table_remove(w->in_flight, &done[i].tag);
-            w->in_flight_changed = TRUE;
-        }
-    }
+    for (int i = 0; i < k; i++)
+        if (f[i] != NULL)
+            settle_job(w, f[i], &done[i]);
     queue_test_point("worker:after_complete");
     gboolean any_failed = FALSE;
     for (int i = 0; i < k; i++)
