@@ -117,92 +117,100 @@ static void json_known_int(JsonBuilder *b, const char *name, int v) {
         json_builder_add_int_value(b, v);
 }
 
-static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
-    Export *ex = user;
+static void write_csv_row(Export *ex, const DqAnswerRow *r, const char *ms_text) {
     char page[32], doc[32], job[32], n_res[16], tile[16], edge[16], max_new[16], page_id[32],
-        tokens[16], ms[G_ASCII_DTOSTR_BUF_SIZE], asked_doc[32];
+        tokens[16], asked_doc[32];
     g_snprintf(page, sizeof(page), "%d", r->page);
     g_snprintf(doc, sizeof(doc), "%" G_GINT64_FORMAT, r->document_id);
     g_snprintf(job, sizeof(job), "%" G_GINT64_FORMAT, r->job_id);
     g_snprintf(page_id, sizeof(page_id), "%" G_GINT64_FORMAT, r->page_id);
     g_snprintf(tokens, sizeof(tokens), "%d", r->generated_tokens);
     g_snprintf(asked_doc, sizeof(asked_doc), "%" G_GINT64_FORMAT, r->asked_document_id);
+    csv_field(ex, r->document_path, FALSE);
+    csv_field(ex, page, FALSE);
+    csv_field(ex, r->question, FALSE);
+    csv_field(ex, r->answer, FALSE);
+    csv_field(ex, r->model, FALSE);
+    csv_field(ex, r->finished_at, FALSE);
+    csv_field(ex, doc, FALSE);
+    csv_field(ex, r->document_sha256, FALSE);
+    csv_field(ex, job, FALSE);
+    csv_field(ex, r->device, FALSE);
+    csv_field(ex, r->weights, FALSE);
+    csv_field(ex, r->exact < 0 ? NULL : r->exact ? "1" : "0", FALSE);
+    csv_field(ex, known_int(n_res, sizeof n_res, r->n_res), FALSE);
+    csv_field(ex, known_int(tile, sizeof tile, r->tile), FALSE);
+    csv_field(ex, known_int(edge, sizeof edge, r->longest_edge), FALSE);
+    csv_field(ex, r->prompt, FALSE);
+    csv_field(ex, known_int(max_new, sizeof max_new, r->max_new_tokens), FALSE);
+    csv_field(ex, r->do_sample < 0 ? NULL : r->do_sample ? "1" : "0", FALSE);
+    csv_field(ex, r->model_fingerprint, FALSE);
+    csv_field(ex, page_id, FALSE);
+    csv_field(ex, tokens, FALSE);
+    csv_field(ex, ms_text, !ex->current);
+    if (ex->current) {
+        csv_field(ex, asked_doc, FALSE);
+        csv_field(ex, r->asked_path, TRUE);
+    }
+}
+
+static void write_json_row(Export *ex, const DqAnswerRow *r) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "document_path");
+    json_builder_add_string_value(b, r->document_path);
+    dq_cli_json_int(b, "page", r->page);
+    json_builder_set_member_name(b, "question");
+    json_builder_add_string_value(b, r->question);
+    json_builder_set_member_name(b, "answer");
+    json_builder_add_string_value(b, r->answer);
+    json_builder_set_member_name(b, "model");
+    json_builder_add_string_value(b, r->model);
+    json_builder_set_member_name(b, "finished_at");
+    json_builder_add_string_value(b, r->finished_at);
+    dq_cli_json_int(b, "document_id", r->document_id);
+    json_builder_set_member_name(b, "document_sha256");
+    json_builder_add_string_value(b, r->document_sha256);
+    dq_cli_json_int(b, "job_id", r->job_id);
+    /* null where the answer predates schema 0003 */
+    dq_cli_json_string(b, "device", r->device);
+    dq_cli_json_string(b, "weights", r->weights);
+    dq_cli_json_known_bool(b, "exact", r->exact);
+    /* How the answer was made (schema 0008): null where not recorded */
+    json_known_int(b, "n_res", r->n_res);
+    json_known_int(b, "tile", r->tile);
+    json_known_int(b, "longest_edge", r->longest_edge);
+    dq_cli_json_string(b, "prompt", r->prompt);
+    json_known_int(b, "max_new_tokens", r->max_new_tokens);
+    dq_cli_json_known_bool(b, "do_sample", r->do_sample);
+    dq_cli_json_string(b, "model_fingerprint", r->model_fingerprint);
+    dq_cli_json_int(b, "page_id", r->page_id);
+    dq_cli_json_int(b, "generated_tokens", r->generated_tokens);
+    json_builder_set_member_name(b, "ms_total");
+    if (isfinite(r->ms_total)) /* written in the fewest digits that read back as it */
+        json_builder_add_double_value(b, r->ms_total);
+    else
+        json_builder_add_null_value(b);
+    if (ex->current) {
+        dq_cli_json_int(b, "asked_document_id", r->asked_document_id);
+        json_builder_set_member_name(b, "asked_path");
+        json_builder_add_string_value(b, r->asked_path);
+    }
+    json_builder_end_object(b);
+    int failed = dq_cli_json_print(b, FALSE);
+    if (failed != 0 && ex->write_errno == 0)
+        ex->write_errno = failed;
+}
+
+static gboolean write_row(const DqAnswerRow *r, void *user, GError **err) {
+    Export *ex = user;
+    char ms[G_ASCII_DTOSTR_BUF_SIZE];
     /* the stored double in the fewest digits that read back as it */
     const char *ms_text = isfinite(r->ms_total) ? dq_json_number(r->ms_total, ms) : NULL;
-    if (ex->csv) {
-        csv_field(ex, r->document_path, FALSE);
-        csv_field(ex, page, FALSE);
-        csv_field(ex, r->question, FALSE);
-        csv_field(ex, r->answer, FALSE);
-        csv_field(ex, r->model, FALSE);
-        csv_field(ex, r->finished_at, FALSE);
-        csv_field(ex, doc, FALSE);
-        csv_field(ex, r->document_sha256, FALSE);
-        csv_field(ex, job, FALSE);
-        csv_field(ex, r->device, FALSE);
-        csv_field(ex, r->weights, FALSE);
-        csv_field(ex, r->exact < 0 ? NULL : r->exact ? "1" : "0", FALSE);
-        csv_field(ex, known_int(n_res, sizeof n_res, r->n_res), FALSE);
-        csv_field(ex, known_int(tile, sizeof tile, r->tile), FALSE);
-        csv_field(ex, known_int(edge, sizeof edge, r->longest_edge), FALSE);
-        csv_field(ex, r->prompt, FALSE);
-        csv_field(ex, known_int(max_new, sizeof max_new, r->max_new_tokens), FALSE);
-        csv_field(ex, r->do_sample < 0 ? NULL : r->do_sample ? "1" : "0", FALSE);
-        csv_field(ex, r->model_fingerprint, FALSE);
-        csv_field(ex, page_id, FALSE);
-        csv_field(ex, tokens, FALSE);
-        csv_field(ex, ms_text, !ex->current);
-        if (ex->current) {
-            csv_field(ex, asked_doc, FALSE);
-            csv_field(ex, r->asked_path, TRUE);
-        }
-    } else {
-        JsonBuilder *b = json_builder_new();
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "document_path");
-        json_builder_add_string_value(b, r->document_path);
-        dq_cli_json_int(b, "page", r->page);
-        json_builder_set_member_name(b, "question");
-        json_builder_add_string_value(b, r->question);
-        json_builder_set_member_name(b, "answer");
-        json_builder_add_string_value(b, r->answer);
-        json_builder_set_member_name(b, "model");
-        json_builder_add_string_value(b, r->model);
-        json_builder_set_member_name(b, "finished_at");
-        json_builder_add_string_value(b, r->finished_at);
-        dq_cli_json_int(b, "document_id", r->document_id);
-        json_builder_set_member_name(b, "document_sha256");
-        json_builder_add_string_value(b, r->document_sha256);
-        dq_cli_json_int(b, "job_id", r->job_id);
-        /* null where the answer predates schema 0003 */
-        dq_cli_json_string(b, "device", r->device);
-        dq_cli_json_string(b, "weights", r->weights);
-        dq_cli_json_known_bool(b, "exact", r->exact);
-        /* How the answer was made (schema 0008): null where not recorded */
-        json_known_int(b, "n_res", r->n_res);
-        json_known_int(b, "tile", r->tile);
-        json_known_int(b, "longest_edge", r->longest_edge);
-        dq_cli_json_string(b, "prompt", r->prompt);
-        json_known_int(b, "max_new_tokens", r->max_new_tokens);
-        dq_cli_json_known_bool(b, "do_sample", r->do_sample);
-        dq_cli_json_string(b, "model_fingerprint", r->model_fingerprint);
-        dq_cli_json_int(b, "page_id", r->page_id);
-        dq_cli_json_int(b, "generated_tokens", r->generated_tokens);
-        json_builder_set_member_name(b, "ms_total");
-        if (isfinite(r->ms_total)) /* written in the fewest digits that read back as it */
-            json_builder_add_double_value(b, r->ms_total);
-        else
-            json_builder_add_null_value(b);
-        if (ex->current) {
-            dq_cli_json_int(b, "asked_document_id", r->asked_document_id);
-            json_builder_set_member_name(b, "asked_path");
-            json_builder_add_string_value(b, r->asked_path);
-        }
-        json_builder_end_object(b);
-        int failed = dq_cli_json_print(b, FALSE);
-        if (failed != 0 && ex->write_errno == 0)
-            ex->write_errno = failed;
-    }
+    if (ex->csv)
+        write_csv_row(ex, r, ms_text);
+    else
+        write_json_row(ex, r);
     ex->rows++;
     if (ex->rows == 1)
         dq_test_point("export:row");
@@ -316,38 +324,46 @@ static gboolean stdout_durable(Export *ex) {
     return TRUE;
 }
 
-int cmd_export(int argc, char **argv) {
-    char *db = NULL, *format = NULL, *after_text = NULL, *checkpoint_file = NULL;
-    char **where = NULL, **question_args = NULL;
-    GArray *where_ids = NULL, *question_ids = NULL;
-    GPtrArray *questions = g_ptr_array_new_with_free_func(g_free);
-    gboolean spreadsheet_safe = FALSE, current = FALSE;
+/* What the command line asked for, and what the export finds along the way. */
+typedef struct {
+    char *db, *format, *after_text, *checkpoint_file; /* checkpoint_file: through its links */
+    char **where, **question_args;
+    gboolean spreadsheet_safe, current;
+    GPtrArray *questions; /* the --question texts, normalized */
+    gint64 after;         /* -1: no range, every answer */
+    Export ex;
+    DqStore *store;
+    GArray *question_ids, *where_ids; /* NULL: no --question, no --where */
+    DqAnswerRange range;
+} ExportRun;
+
+static gboolean export_parse(ExportRun *run, int argc, char **argv) {
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &run->db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"format", 0, 0, G_OPTION_ARG_STRING, &format, "csv (default) or jsonl", "FORMAT"},
-        {"question", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &question_args,
+        {"format", 0, 0, G_OPTION_ARG_STRING, &run->format, "csv (default) or jsonl", "FORMAT"},
+        {"question", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &run->question_args,
          "only the answers to this question, trimmed as ask stores it (UTF-8; repeatable: any of "
          "them)",
          "TEXT"},
-        {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &where, /* bytes, checked as UTF-8 */
+        {"where", 'w', 0, G_OPTION_ARG_FILENAME_ARRAY, &run->where, /* bytes, checked as UTF-8 */
          "only the answers about the documents, any version, matching this SQL expression over "
          "the documents table, run read-only, as ask's --where (repeatable: any of them); with "
          "--current, matched against the current path and version each row is listed under",
          "SQL"},
-        {"current", 0, 0, G_OPTION_ARG_NONE, &current,
+        {"current", 0, 0, G_OPTION_ARG_NONE, &run->current,
          "the answers under the documents as they are now (v_current_answers): every current "
          "path and version holding a page's bytes, gone files left out; default: each answer "
          "once, under the document it was asked for (v_answers)",
          NULL},
-        {"spreadsheet-safe", 0, 0, G_OPTION_ARG_NONE, &spreadsheet_safe,
+        {"spreadsheet-safe", 0, 0, G_OPTION_ARG_NONE, &run->spreadsheet_safe,
          "CSV: an apostrophe before a cell a spreadsheet would run as a formula (=, +, -, @)",
          NULL},
-        {"after", 0, 0, G_OPTION_ARG_STRING, &after_text,
+        {"after", 0, 0, G_OPTION_ARG_STRING, &run->after_text,
          "only the answers committed after the export that printed this checkpoint (0: every "
          "answer); the checkpoint for the next export is printed on stderr",
          "CHECKPOINT"},
-        {"checkpoint-file", 0, 0, G_OPTION_ARG_FILENAME, &checkpoint_file,
+        {"checkpoint-file", 0, 0, G_OPTION_ARG_FILENAME, &run->checkpoint_file,
          "--after the checkpoint kept in FILE (every answer when FILE does not exist), and FILE "
          "replaced by the new checkpoint once every row is written (and synced, to a file)",
          "FILE"},
@@ -366,72 +382,98 @@ int cmd_export(int argc, char **argv) {
              "runs: a document that comes to match it later does not bring its older answers.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
-    int rc = DQ_EXIT_FATAL;
+    return ok && dq_cli_no_arguments("export", argc, argv) &&
+           dq_cli_int_option("export", "--after", run->after_text, 0, G_MAXINT64, &run->after);
+}
+
+/* The checks of the options, in this order, are all made before the database is opened (and so
+ * before any output); each step below returns the exit status, DQ_EXIT_OK to go on. */
+
+/* ask's checks. */
+static int export_check_where(const ExportRun *run) {
     GError *err = NULL;
-    DqStore *store = NULL;
-    gint64 after = -1; /* -1: no range, every answer */
-    if (!ok || !dq_cli_no_arguments("export", argc, argv) ||
-        !dq_cli_int_option("export", "--after", after_text, 0, G_MAXINT64, &after))
-        goto out;
-    /* ask's checks, before the database is opened (and so before any output). */
-    for (char **w = where; w && *w; w++) {
+    for (char **w = run->where; w && *w; w++) {
         if (!dq_cli_utf8_option("export", "--where", *w))
-            goto out;
-        if (!queue_check_where(*w, &err)) {
-            rc = dq_cli_fail_in("export", FALSE, err);
-            goto out;
-        }
+            return DQ_EXIT_FATAL;
+        if (!queue_check_where(*w, &err))
+            return dq_cli_fail_in("export", FALSE, err);
     }
-    if (after_text != NULL && checkpoint_file != NULL) {
+    return DQ_EXIT_OK;
+}
+
+static int export_read_checkpoint_file(ExportRun *run) {
+    if (run->after_text != NULL && run->checkpoint_file != NULL) {
         dq_print_line(stderr,
                       "docqa: export: --after and --checkpoint-file: give one (the file holds "
                       "the checkpoint)");
-        goto out;
+        return DQ_EXIT_FATAL;
     }
-    if (checkpoint_file != NULL) {
-        char *target = follow_links(checkpoint_file);
-        g_free(checkpoint_file);
-        checkpoint_file = target;
-        /* Refused before anything is written: rows exported whose checkpoint cannot be kept
-         * would be exported again next time. */
-        if (!checkpoint_replaceable(checkpoint_file) || !read_checkpoint(checkpoint_file, &after))
-            goto out;
-    }
-    /* Stored questions are normalized (docqa ask): " Total? " must find "Total?". */
-    for (char **q = question_args; q && *q; q++) {
+    if (run->checkpoint_file == NULL)
+        return DQ_EXIT_OK;
+    char *target = follow_links(run->checkpoint_file);
+    g_free(run->checkpoint_file);
+    run->checkpoint_file = target;
+    /* Refused before anything is written: rows exported whose checkpoint cannot be kept
+     * would be exported again next time. */
+    if (!checkpoint_replaceable(run->checkpoint_file) ||
+        !read_checkpoint(run->checkpoint_file, &run->after))
+        return DQ_EXIT_FATAL;
+    return DQ_EXIT_OK;
+}
+
+/* Stored questions are normalized (docqa ask): " Total? " must find "Total?". */
+static int export_normalize_questions(ExportRun *run) {
+    GError *err = NULL;
+    for (char **q = run->question_args; q && *q; q++) {
         if (!dq_cli_utf8_option("export", "--question", *q))
-            goto out;
+            return DQ_EXIT_FATAL;
         char *normal = queue_question_normalize(*q, -1, "--question", &err);
-        if (normal == NULL) {
-            rc = dq_cli_fail(err);
-            goto out;
-        }
-        g_ptr_array_add(questions, normal);
+        if (normal == NULL)
+            return dq_cli_fail(err);
+        g_ptr_array_add(run->questions, normal);
     }
-    Export ex = {.csv = TRUE,
-                 .spreadsheet_safe = spreadsheet_safe,
-                 .tty = isatty(STDOUT_FILENO),
-                 .current = current};
-    if (format != NULL && strcmp(format, "jsonl") == 0)
-        ex.csv = FALSE;
-    else if (format != NULL && strcmp(format, "csv") != 0) {
-        dq_print_line(stderr, "docqa: export: --format %s: use csv or jsonl", format);
-        goto out;
+    return DQ_EXIT_OK;
+}
+
+static int export_check_format(ExportRun *run) {
+    run->ex = (Export){.csv = TRUE,
+                       .spreadsheet_safe = run->spreadsheet_safe,
+                       .tty = isatty(STDOUT_FILENO),
+                       .current = run->current};
+    if (run->format != NULL && strcmp(run->format, "jsonl") == 0)
+        run->ex.csv = FALSE;
+    else if (run->format != NULL && strcmp(run->format, "csv") != 0) {
+        dq_print_line(stderr, "docqa: export: --format %s: use csv or jsonl", run->format);
+        return DQ_EXIT_FATAL;
     }
-    if (spreadsheet_safe && !ex.csv) {
+    if (run->spreadsheet_safe && !run->ex.csv) {
         dq_print_line(stderr, "docqa: export: --spreadsheet-safe is for --format csv");
-        goto out;
+        return DQ_EXIT_FATAL;
     }
-    const char *path = db ? db : dq_store_default_location();
-    if ((store = dq_store_open_reader(path, &err)) == NULL) {
-        rc = dq_cli_fail_in("export", FALSE, err);
-        goto out;
-    }
+    return DQ_EXIT_OK;
+}
+
+static int export_check_options(ExportRun *run) {
+    int rc = export_check_where(run);
+    if (rc == DQ_EXIT_OK)
+        rc = export_read_checkpoint_file(run);
+    if (rc == DQ_EXIT_OK)
+        rc = export_normalize_questions(run);
+    if (rc == DQ_EXIT_OK)
+        rc = export_check_format(run);
+    return rc;
+}
+
+static int export_open_store(ExportRun *run) {
+    GError *err = NULL;
+    const char *path = run->db ? run->db : dq_store_default_location();
+    if ((run->store = dq_store_open_reader(path, &err)) == NULL)
+        return dq_cli_fail_in("export", FALSE, err);
     /* A view dropped by hand: said before the header, so that no output looks like an export.
      * --current reads v_current_answers, which reads documents_current. */
-    char **missing = dq_store_missing_views(store, &err);
-    const char *needed[] = {current ? "v_current_answers" : "v_answers",
-                            current ? "documents_current" : NULL};
+    char **missing = dq_store_missing_views(run->store, &err);
+    const char *needed[] = {run->current ? "v_current_answers" : "v_answers",
+                            run->current ? "documents_current" : NULL};
     const char *gone = NULL;
     for (size_t i = 0; missing != NULL && gone == NULL && i < G_N_ELEMENTS(needed); i++)
         if (needed[i] != NULL && g_strv_contains((const char *const *)missing, needed[i]))
@@ -441,156 +483,207 @@ int cmd_export(int argc, char **argv) {
             dq_fail(&err, DQ_ERR_DB,
                     "%s: the view %s is missing (dropped?); nothing stored is lost: "
                     "`docqa migrate --from %s` makes docqa's views again",
-                    dq_store_path(store), gone, path);
+                    dq_store_path(run->store), gone, path);
         g_strfreev(missing);
-        rc = dq_cli_fail(err);
-        goto out;
+        return dq_cli_fail(err);
     }
     g_strfreev(missing);
-    DqAnswerRange range = {.after = after};
-    /* Any of the questions, by id; one never asked is named, and refuses a chain (below). */
-    if (questions->len > 0)
-        question_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
-    for (guint i = 0; i < questions->len; i++) {
-        const char *question = g_ptr_array_index(questions, i);
+    return DQ_EXIT_OK;
+}
+
+/* Any of the questions, by id; one never asked is named, and refuses a chain (below). */
+static int export_find_questions(ExportRun *run) {
+    GError *err = NULL;
+    if (run->questions->len > 0)
+        run->question_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    for (guint i = 0; i < run->questions->len; i++) {
+        const char *question = g_ptr_array_index(run->questions, i);
         gint64 id = 0;
-        if (!store_jobs_find_question(store, question, &id, &err)) {
-            rc = dq_cli_fail(err);
-            goto out;
-        }
+        if (!store_jobs_find_question(run->store, question, &id, &err))
+            return dq_cli_fail(err);
         if (id != 0) {
-            g_array_append_val(question_ids, id);
+            g_array_append_val(run->question_ids, id);
             continue;
         }
         /* A mistyped question in a chain of exports is refused before its checkpoint moves:
          * otherwise the answers to the right one committed meanwhile would be skipped by the
          * corrected chain. */
-        if (after >= 0) {
+        if (run->after >= 0) {
             dq_print_line(stderr,
                           "docqa: export: --question \"%s\": no such question was asked "
                           "(v_progress lists those that were); the checkpoint was not moved",
                           question);
-            goto out;
+            return DQ_EXIT_FATAL;
         }
         dq_print_line(stderr,
                       "docqa: export: no answers to the question \"%s\": no such question was "
                       "asked (v_progress lists those that were)",
                       question);
     }
-    if (after >= 0) {
-        if (!store_jobs_commit_checkpoint(store, &range.upto, &err)) {
-            rc = dq_cli_fail(err);
-            goto out;
-        }
-        /* Numbers only grow: one past the newest is another database's, or this one's before it
-         * was restored from an older backup, where answers numbered up to it since would be
-         * skipped for good. */
-        if (after > range.upto) {
-            dq_print_line(
-                stderr,
-                "docqa: export: checkpoint %" G_GINT64_FORMAT " is past the newest answer "
-                "of %s (checkpoint %" G_GINT64_FORMAT "): a checkpoint of another database, "
-                "or of this one before it was restored from a backup? --after 0 exports "
-                "every answer",
-                after, dq_store_path(store), range.upto);
-            goto out;
-        }
+    return DQ_EXIT_OK;
+}
+
+/* With a checkpoint, the range of answers: those committed after it, up to the newest. */
+static int export_set_range(ExportRun *run) {
+    GError *err = NULL;
+    run->range.after = run->after;
+    if (run->after < 0)
+        return DQ_EXIT_OK;
+    if (!store_jobs_commit_checkpoint(run->store, &run->range.upto, &err))
+        return dq_cli_fail(err);
+    /* Numbers only grow: one past the newest is another database's, or this one's before it
+     * was restored from an older backup, where answers numbered up to it since would be
+     * skipped for good. */
+    if (run->after > run->range.upto) {
+        dq_print_line(stderr,
+                      "docqa: export: checkpoint %" G_GINT64_FORMAT " is past the newest answer "
+                      "of %s (checkpoint %" G_GINT64_FORMAT "): a checkpoint of another database, "
+                      "or of this one before it was restored from a backup? --after 0 exports "
+                      "every answer",
+                      run->after, dq_store_path(run->store), run->range.upto);
+        return DQ_EXIT_FATAL;
     }
-    /* Read after the checkpoint: every answer numbered up to it hangs on a document that exists
-     * by now. Any version: v_answers lists an answer under the version it was asked for. */
-    if (where != NULL) {
-        where_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
-        for (char **w = where; *w; w++)
-            if (!store_jobs_where_documents(store, *w, where_ids, &err)) {
-                rc = dq_cli_fail_in("export", TRUE, err);
-                goto out;
-            }
-    }
-    if (ex.csv &&
+    return DQ_EXIT_OK;
+}
+
+/* Read after the checkpoint: every answer numbered up to it hangs on a document that exists
+ * by now. Any version: v_answers lists an answer under the version it was asked for. */
+static int export_find_documents(ExportRun *run) {
+    GError *err = NULL;
+    if (run->where == NULL)
+        return DQ_EXIT_OK;
+    run->where_ids = g_array_new(FALSE, FALSE, sizeof(gint64));
+    for (char **w = run->where; *w; w++)
+        if (!store_jobs_where_documents(run->store, *w, run->where_ids, &err))
+            return dq_cli_fail_in("export", TRUE, err);
+    return DQ_EXIT_OK;
+}
+
+static int export_write_rows(ExportRun *run) {
+    GError *err = NULL;
+    Export *ex = &run->ex;
+    if (ex->csv &&
         printf("document_path,page,question,answer,model,finished_at,document_id,"
                "document_sha256,job_id,device,weights,exact,n_res,tile,longest_edge,prompt,"
                "max_new_tokens,do_sample,model_fingerprint,page_id,generated_tokens,ms_total%s\r\n",
-               current ? ",asked_document_id,asked_path" : "") < 0)
-        ex.write_errno = dq_cli_write_errno();
-    if (!store_jobs_each_answer(store, question_ids, current, after >= 0 ? &range : NULL, where_ids,
-                                write_row, &ex, &err) ||
-        !dq_store_check_unchanged(store, &err)) {
-        rc = dq_cli_fail(err);
-        goto out;
+               run->current ? ",asked_document_id,asked_path" : "") < 0)
+        ex->write_errno = dq_cli_write_errno();
+    if (!store_jobs_each_answer(run->store, run->question_ids, run->current,
+                                run->after >= 0 ? &run->range : NULL, run->where_ids, write_row, ex,
+                                &err) ||
+        !dq_store_check_unchanged(run->store, &err))
+        return dq_cli_fail(err);
+    if (run->after >= 0 ? !stdout_durable(ex) : !stdout_flushed(ex)) {
+        dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(ex->write_errno));
+        return DQ_EXIT_FATAL;
     }
-    if (after >= 0 ? !stdout_durable(&ex) : !stdout_flushed(&ex)) {
-        dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(ex.write_errno));
-        goto out;
-    }
-    /* An empty export is no failure (nothing may be answered yet), but a mistyped question
-     * would otherwise look like one nobody answered. */
-    if (question_ids != NULL && question_ids->len > 0 && ex.rows == 0 && after < 0)
+    return DQ_EXIT_OK;
+}
+
+/* An empty export is no failure (nothing may be answered yet), but a mistyped question
+ * would otherwise look like one nobody answered. */
+static void export_say_empty(const ExportRun *run) {
+    const GPtrArray *questions = run->questions;
+    if (run->question_ids != NULL && run->question_ids->len > 0 && run->ex.rows == 0 &&
+        run->after < 0)
         dq_print_line(stderr,
                       "docqa: export: no answers to the question%s \"%s\"%s (docqa status shows "
                       "the jobs; export without --question lists the questions answered)",
                       questions->len > 1 ? "s" : "", (const char *)g_ptr_array_index(questions, 0),
                       questions->len > 1 ? ", ..." : "");
-    if (where_ids != NULL && where_ids->len == 0)
+    if (run->where_ids != NULL && run->where_ids->len == 0)
         dq_print_line(stderr, "docqa: export: --where matches no document, so no answer was "
                               "written");
-    if (checkpoint_file != NULL) {
-        /* The rows are out; the checkpoint moving past them seals the export. A signal from
-         * here on is noted, not acted on at once: one that came before it moves leaves it where
-         * it was (exit 130, and the next export gives the rows again); once it has moved, the
-         * export is complete whatever comes (exit 0). A wrapper that keeps the rows on 0 and
-         * drops them otherwise so loses none: exit 130 after the checkpoint moved lost them. */
-        dq_cli_signals_record();
-        dq_test_point("export:checkpoint");
-        int sig = dq_cli_signal_caught();
-        if (sig != 0) {
-            dq_print_line(stderr,
-                          "docqa: export: interrupted (%s) before the checkpoint moved: it stays "
-                          "at %" G_GINT64_FORMAT " in %s, and the next export gives these rows "
-                          "again",
-                          dq_cli_signal_name(sig), after, checkpoint_file);
-            rc = DQ_EXIT_INTERRUPTED;
-            goto out;
-        }
-        char *text = g_strdup_printf("%" G_GINT64_FORMAT "\n", range.upto);
-        gboolean kept = g_file_set_contents_full(
-            checkpoint_file, text, -1, G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
-            0666, &err);
-        g_free(text);
-        if (!kept) {
-            dq_print_line(stderr,
-                          "docqa: export: %s (the rows were written, the checkpoint stays at "
-                          "%" G_GINT64_FORMAT ": the next export gives them again)",
-                          err->message, after);
-            g_clear_error(&err);
-            goto out;
-        }
-        dq_cli_signals_sealed();
-        dq_test_point("export:checkpoint-kept");
-    }
-    if (after >= 0)
+}
+
+static int export_keep_checkpoint(const ExportRun *run) {
+    if (run->checkpoint_file == NULL)
+        return DQ_EXIT_OK;
+    /* The rows are out; the checkpoint moving past them seals the export. A signal from
+     * here on is noted, not acted on at once: one that came before it moves leaves it where
+     * it was (exit 130, and the next export gives the rows again); once it has moved, the
+     * export is complete whatever comes (exit 0). A wrapper that keeps the rows on 0 and
+     * drops them otherwise so loses none: exit 130 after the checkpoint moved lost them. */
+    dq_cli_signals_record();
+    dq_test_point("export:checkpoint");
+    int sig = dq_cli_signal_caught();
+    if (sig != 0) {
         dq_print_line(stderr,
-                      "docqa: export: %" G_GINT64_FORMAT " row%s of the answers committed after "
-                      "checkpoint %" G_GINT64_FORMAT "; checkpoint now %" G_GINT64_FORMAT "%s%s "
-                      "(next: --after %" G_GINT64_FORMAT ")",
-                      ex.rows, ex.rows == 1 ? "" : "s", after, range.upto,
-                      checkpoint_file ? ", kept in " : "", checkpoint_file ? checkpoint_file : "",
-                      range.upto);
-    rc = DQ_EXIT_OK;
-out:
-    if (store) {
-        store_jobs_finalize(store);
-        dq_store_close(store);
+                      "docqa: export: interrupted (%s) before the checkpoint moved: it stays "
+                      "at %" G_GINT64_FORMAT " in %s, and the next export gives these rows "
+                      "again",
+                      dq_cli_signal_name(sig), run->after, run->checkpoint_file);
+        return DQ_EXIT_INTERRUPTED;
     }
-    g_free(db);
-    g_free(format);
-    g_strfreev(question_args);
-    g_ptr_array_free(questions, TRUE);
-    if (question_ids != NULL)
-        g_array_free(question_ids, TRUE);
-    g_free(after_text);
-    g_free(checkpoint_file);
-    g_strfreev(where);
-    if (where_ids != NULL)
-        g_array_free(where_ids, TRUE);
+    GError *err = NULL;
+    char *text = g_strdup_printf("%" G_GINT64_FORMAT "\n", run->range.upto);
+    gboolean kept = g_file_set_contents_full(
+        run->checkpoint_file, text, -1,
+        G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0666, &err);
+    g_free(text);
+    if (!kept) {
+        dq_print_line(stderr,
+                      "docqa: export: %s (the rows were written, the checkpoint stays at "
+                      "%" G_GINT64_FORMAT ": the next export gives them again)",
+                      err->message, run->after);
+        g_clear_error(&err);
+        return DQ_EXIT_FATAL;
+    }
+    dq_cli_signals_sealed();
+    dq_test_point("export:checkpoint-kept");
+    return DQ_EXIT_OK;
+}
+
+/* The checkpoint for the next export of the chain. */
+static void export_say_checkpoint(const ExportRun *run) {
+    if (run->after < 0)
+        return;
+    const char *file = run->checkpoint_file;
+    dq_print_line(stderr,
+                  "docqa: export: %" G_GINT64_FORMAT " row%s of the answers committed after "
+                  "checkpoint %" G_GINT64_FORMAT "; checkpoint now %" G_GINT64_FORMAT "%s%s "
+                  "(next: --after %" G_GINT64_FORMAT ")",
+                  run->ex.rows, run->ex.rows == 1 ? "" : "s", run->after, run->range.upto,
+                  file ? ", kept in " : "", file ? file : "", run->range.upto);
+}
+
+static void export_run_clear(ExportRun *run) {
+    if (run->store) {
+        store_jobs_finalize(run->store);
+        dq_store_close(run->store);
+    }
+    g_free(run->db);
+    g_free(run->format);
+    g_strfreev(run->question_args);
+    g_ptr_array_free(run->questions, TRUE);
+    if (run->question_ids != NULL)
+        g_array_free(run->question_ids, TRUE);
+    g_free(run->after_text);
+    g_free(run->checkpoint_file);
+    g_strfreev(run->where);
+    if (run->where_ids != NULL)
+        g_array_free(run->where_ids, TRUE);
+}
+
+int cmd_export(int argc, char **argv) {
+    ExportRun run = {.questions = g_ptr_array_new_with_free_func(g_free), .after = -1};
+    int rc = export_parse(&run, argc, argv) ? export_check_options(&run) : DQ_EXIT_FATAL;
+    if (rc == DQ_EXIT_OK)
+        rc = export_open_store(&run);
+    if (rc == DQ_EXIT_OK)
+        rc = export_find_questions(&run);
+    if (rc == DQ_EXIT_OK)
+        rc = export_set_range(&run);
+    if (rc == DQ_EXIT_OK)
+        rc = export_find_documents(&run);
+    if (rc == DQ_EXIT_OK)
+        rc = export_write_rows(&run);
+    if (rc == DQ_EXIT_OK) {
+        export_say_empty(&run);
+        rc = export_keep_checkpoint(&run);
+    }
+    if (rc == DQ_EXIT_OK)
+        export_say_checkpoint(&run);
+    export_run_clear(&run);
     return rc;
 }

@@ -198,70 +198,75 @@ static void print_text(const DqIngestSummary *s) {
     g_free(failed_codes);
 }
 
-int cmd_ingest(int argc, char **argv) {
+/* The command line, and what it comes to. */
+typedef struct {
     DqIngestOptions opt;
-    dq_ingest_options_init(&opt);
-    char *db = NULL, *model = NULL;
-    char **paths = NULL;
-    /* G_MININT: not given (--tile and --model exclude each other) */
-    int tile = G_MININT;
-    gboolean json = FALSE, hidden = FALSE, quiet = FALSE, retry = FALSE, verify = FALSE,
-             allow_empty_root = FALSE, rehash = FALSE;
+    char *db, *model;
+    char **paths;
+    int tile; /* G_MININT: not given (--tile and --model exclude each other) */
+    gboolean json, hidden, quiet, retry, verify, allow_empty_root, rehash;
+    DqStore *store;
+} IngestArgs;
+
+static gboolean ingest_parse(IngestArgs *a, int argc, char **argv) {
+    DqIngestOptions *opt = &a->opt;
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &a->db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"n-res", 0, 0, G_OPTION_ARG_INT, &opt.n_res,
+        {"n-res", 0, 0, G_OPTION_ARG_INT, &opt->n_res,
          "longest edge = N x tile, at most 4096 as in transformers (default 5)", "N"},
-        {"model", 0, 0, G_OPTION_ARG_FILENAME, &model,
+        {"model", 0, 0, G_OPTION_ARG_FILENAME, &a->model,
          "take the tile size from this model snapshot's preprocessor_config.json", "DIR"},
-        {"tile", 0, 0, G_OPTION_ARG_INT, &tile, "tile size in pixels (default 512)", "PX"},
-        {"jobs", 'j', 0, G_OPTION_ARG_INT, &opt.jobs, "worker processes (default: all cores)", "N"},
-        {"hidden", 0, 0, G_OPTION_ARG_NONE, &hidden, "also ingest hidden files and folders", NULL},
-        {"max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt.max_pixels,
+        {"tile", 0, 0, G_OPTION_ARG_INT, &a->tile, "tile size in pixels (default 512)", "PX"},
+        {"jobs", 'j', 0, G_OPTION_ARG_INT, &opt->jobs, "worker processes (default: all cores)",
+         "N"},
+        {"hidden", 0, 0, G_OPTION_ARG_NONE, &a->hidden, "also ingest hidden files and folders",
+         NULL},
+        {"max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt->max_pixels,
          "fail pages that decode, render or resize to more pixels (default 178956970)", "N"},
-        {"max-pages", 0, 0, G_OPTION_ARG_INT, &opt.max_pages,
+        {"max-pages", 0, 0, G_OPTION_ARG_INT, &opt->max_pages,
          "fail documents with more pages (default 10000)", "N"},
-        {"timeout", 0, 0, G_OPTION_ARG_INT, &opt.page_timeout_s,
+        {"timeout", 0, 0, G_OPTION_ARG_INT, &opt->page_timeout_s,
          "seconds one page may take before its worker is killed (default 120)", "S"},
-        {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &opt.mem_limit_mb,
+        {"mem-limit", 0, 0, G_OPTION_ARG_INT64, &opt->mem_limit_mb,
          "memory a worker may map for rendering, in MiB, on top of what it has mapped when it "
          "starts (libraries), 0 for no limit (default 4096); per worker: --jobs N may use N "
          "times it",
          "MIB"},
-        {"doc-timeout", 0, 0, G_OPTION_ARG_INT, &opt.doc_timeout_s,
+        {"doc-timeout", 0, 0, G_OPTION_ARG_INT, &opt->doc_timeout_s,
          "seconds one document may take; past it its pages not done fail as render_timeout "
          "(default 3600, 0 for no limit)",
          "S"},
-        {"max-doc-bytes", 0, 0, G_OPTION_ARG_INT64, &opt.max_doc_bytes,
+        {"max-doc-bytes", 0, 0, G_OPTION_ARG_INT64, &opt->max_doc_bytes,
          "bytes of page images one document may add; past it its other pages fail as "
          "output_too_large (default 2147483648, 0 for no limit)",
          "N"},
-        {"min-free", 0, 0, G_OPTION_ARG_INT64, &opt.min_free_mb,
+        {"min-free", 0, 0, G_OPTION_ARG_INT64, &opt->min_free_mb,
          "MiB to leave free on the page store's disk: a page that would leave less fails as "
          "store_failed (default 256)",
          "MIB"},
-        {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &retry,
+        {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &a->retry,
          "render again unchanged files that failed, or have pages that failed, on a limit, a "
          "crash, a timeout or memory (the pages not stored already only; those interrupted or "
          "out of disk space are rendered again without it)",
          NULL},
-        {"verify", 0, 0, G_OPTION_ARG_NONE, &verify,
+        {"verify", 0, 0, G_OPTION_ARG_NONE, &a->verify,
          "hash the page images of unchanged files and render again the pages whose images were "
          "replaced or damaged (without it only missing or empty ones are)",
          NULL},
-        {"rehash", 0, 0, G_OPTION_ARG_NONE, &rehash,
+        {"rehash", 0, 0, G_OPTION_ARG_NONE, &a->rehash,
          "read and hash every file, also those whose size, times (ns), inode and device are "
          "those stored when their bytes were last hashed (without it those are not read)",
          NULL},
-        {"allow-empty-root", 0, 0, G_OPTION_ARG_NONE, &allow_empty_root,
+        {"allow-empty-root", 0, 0, G_OPTION_ARG_NONE, &a->allow_empty_root,
          "mark gone the documents recorded under a folder given that holds no document now, or "
          "is not there (without it such a folder, an unmounted share's mount point, marks "
          "nothing gone and ingest exits 1)",
          NULL},
-        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the summary as JSON on stdout", NULL},
-        {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &a->json, "print the summary as JSON on stdout", NULL},
+        {"quiet", 'q', 0, G_OPTION_ARG_NONE, &a->quiet, "no progress line", NULL},
         /* Paths here rather than left in argv: GLib leaves a "--" there, which is no path. */
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &paths, NULL, NULL},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &a->paths, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("PATH... - render PDFs and TIFFs into page images");
@@ -275,81 +280,96 @@ int cmd_ingest(int argc, char **argv) {
              "summary, or --json, is printed all the same).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
-    int rc = DQ_EXIT_FATAL;
-    GError *err = NULL;
-    DqStore *store = NULL;
-    if (!ok)
-        goto out;
-    int n_paths = paths ? (int)g_strv_length(paths) : 0;
+    return ok;
+}
+
+static gboolean ingest_check_paths(const IngestArgs *a) {
+    int n_paths = a->paths ? (int)g_strv_length(a->paths) : 0;
     if (n_paths == 0) {
         dq_print_line(stderr, "docqa: ingest: no files or folders given (see --help)");
-        goto out;
+        return FALSE;
     }
     for (int i = 0; i < n_paths; i++)
-        if (paths[i][0] == '\0') {
+        if (a->paths[i][0] == '\0') {
             /* an unset shell variable, usually; read as a path it would be the current folder */
             dq_print_line(stderr, "docqa: ingest: path %d of %d is empty", i + 1, n_paths);
-            goto out;
+            return FALSE;
         }
-    /* One line naming the first bad option; 0 means "no limit" for --mem-limit, --doc-timeout and
-     * --max-doc-bytes. */
-    const char *bad = opt.n_res < 1 || opt.n_res > DQ_CLI_MAX_N_RES    ? "--n-res must be 1 to 64"
+    return TRUE;
+}
+
+/* One line naming the first bad option; 0 means "no limit" for --mem-limit, --doc-timeout and
+ * --max-doc-bytes. */
+static gboolean ingest_check_limits(const IngestArgs *a) {
+    const DqIngestOptions *opt = &a->opt;
+    const int tile = a->tile;
+    const char *bad = opt->n_res < 1 || opt->n_res > DQ_CLI_MAX_N_RES  ? "--n-res must be 1 to 64"
                       : tile != G_MININT && (tile < 16 || tile > 8192) ? "--tile must be 16 to 8192"
-                      : opt.jobs < 1                                   ? "--jobs must be at least 1"
-                      : opt.max_pixels < 1     ? "--max-pixels must be at least 1"
-                      : opt.max_pages < 1      ? "--max-pages must be at least 1"
-                      : opt.page_timeout_s < 1 ? "--timeout must be at least 1 second"
-                      : opt.mem_limit_mb < 0   ? "--mem-limit must be 0 (no limit) or more"
-                      : opt.doc_timeout_s < 0  ? "--doc-timeout must be 0 (no limit) or more"
-                      : opt.max_doc_bytes < 0  ? "--max-doc-bytes must be 0 (no limit) or more"
-                      : opt.min_free_mb < 0    ? "--min-free must be 0 or more"
-                                               : NULL;
-    if (bad != NULL) {
+                      : opt->jobs < 1                                  ? "--jobs must be at least 1"
+                      : opt->max_pixels < 1     ? "--max-pixels must be at least 1"
+                      : opt->max_pages < 1      ? "--max-pages must be at least 1"
+                      : opt->page_timeout_s < 1 ? "--timeout must be at least 1 second"
+                      : opt->mem_limit_mb < 0   ? "--mem-limit must be 0 (no limit) or more"
+                      : opt->doc_timeout_s < 0  ? "--doc-timeout must be 0 (no limit) or more"
+                      : opt->max_doc_bytes < 0  ? "--max-doc-bytes must be 0 (no limit) or more"
+                      : opt->min_free_mb < 0    ? "--min-free must be 0 or more"
+                                                : NULL;
+    if (bad != NULL)
         dq_print_line(stderr, "docqa: ingest: %s", bad);
-        goto out;
-    }
+    return bad == NULL;
+}
+
+/* The tile size: --tile's, the --model snapshot's, or the default. */
+static int ingest_take_tile(IngestArgs *a) {
+    const char *model = a->model;
     if (model != NULL && *model == '\0') {
         dq_print_line(stderr, "docqa: ingest: --model '': an empty folder name");
-        goto out;
+        return DQ_EXIT_FATAL;
     }
-    if (model != NULL && tile != G_MININT) {
+    if (model != NULL && a->tile != G_MININT) {
         dq_print_line(stderr, "docqa: ingest: give --model or --tile, not both");
-        goto out;
+        return DQ_EXIT_FATAL;
     }
     if (model != NULL && !dq_cli_model_dir("ingest", "--model", model))
-        goto out;
-    if (model != NULL && !dq_ingest_tile_from_model(model, &opt.tile, &err)) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
-    if (tile != G_MININT)
-        opt.tile = tile;
-    opt.hidden = hidden;
-    opt.retry_failed = retry;
-    opt.verify = verify;
-    opt.allow_empty_root = allow_empty_root;
-    opt.rehash = rehash;
-    opt.progress = !quiet && isatty(STDERR_FILENO);
-    store = dq_store_open(db ? db : dq_store_default_location(), &err);
-    if (store == NULL) {
-        rc = dq_cli_fail_in("ingest", FALSE, err);
-        goto out;
-    }
-    char *ignored = dq_store_pages_env_ignored(dq_store_path(store));
+        return DQ_EXIT_FATAL;
+    GError *err = NULL;
+    if (model != NULL && !dq_ingest_tile_from_model(model, &a->opt.tile, &err))
+        return dq_cli_fail(err);
+    if (a->tile != G_MININT)
+        a->opt.tile = a->tile;
+    return DQ_EXIT_OK;
+}
+
+static int ingest_check_options(IngestArgs *a) {
+    if (!ingest_check_paths(a) || !ingest_check_limits(a))
+        return DQ_EXIT_FATAL;
+    int rc = ingest_take_tile(a);
+    if (rc != DQ_EXIT_OK)
+        return rc;
+    a->opt.hidden = a->hidden;
+    a->opt.retry_failed = a->retry;
+    a->opt.verify = a->verify;
+    a->opt.allow_empty_root = a->allow_empty_root;
+    a->opt.rehash = a->rehash;
+    a->opt.progress = !a->quiet && isatty(STDERR_FILENO);
+    return DQ_EXIT_OK;
+}
+
+static int ingest_open_store(IngestArgs *a) {
+    GError *err = NULL;
+    a->store = dq_store_open(a->db ? a->db : dq_store_default_location(), &err);
+    if (a->store == NULL)
+        return dq_cli_fail_in("ingest", FALSE, err);
+    char *ignored = dq_store_pages_env_ignored(dq_store_path(a->store));
     if (ignored != NULL)
         dq_print_line(stderr, "docqa: ingest: %s", ignored);
     g_free(ignored);
-    DqIngestSummary sum;
-    gboolean ran = dq_ingest_run(store, (const char *const *)paths, &opt, &sum, &err);
-    /* What was rendered is stored: a signal from here on must not cut the summary short. */
-    dq_cli_signals_record();
-    if (!ran) {
-        dq_ingest_summary_clear(&sum);
-        rc = dq_cli_fail(err);
-        goto out;
-    }
-    for (guint i = 0; i < sum.empty_roots->len; i++) {
-        const DqIngestEmptyRoot *e = g_ptr_array_index(sum.empty_roots, i);
+    return DQ_EXIT_OK;
+}
+
+static void ingest_report(const IngestArgs *a, const DqIngestSummary *sum) {
+    for (guint i = 0; i < sum->empty_roots->len; i++) {
+        const DqIngestEmptyRoot *e = g_ptr_array_index(sum->empty_roots, i);
         dq_print_line(stderr,
                       "docqa: ingest: %s: %s, but %d document%s recorded under it would be "
                       "marked gone (a share not mounted?); nothing under it was marked gone "
@@ -357,20 +377,43 @@ int cmd_ingest(int argc, char **argv) {
                       e->root, e->missing ? "is not there" : "holds no document", e->would_be_gone,
                       e->would_be_gone == 1 ? "" : "s");
     }
-    if (json)
-        print_json(&sum, opt.n_res, opt.tile);
+    if (a->json)
+        print_json(sum, a->opt.n_res, a->opt.tile);
     else
-        print_text(&sum);
-    rc = sum.interrupted ? DQ_EXIT_INTERRUPTED
-         : sum.documents_failed > 0 || sum.documents_partial > 0 || sum.unchanged_not_ok > 0 ||
-                 sum.changed > 0 || sum.folders_unreadable > 0 || sum.empty_roots->len > 0
-             ? DQ_EXIT_PARTIAL
-             : DQ_EXIT_OK;
+        print_text(sum);
+}
+
+static int ingest_documents(IngestArgs *a) {
+    GError *err = NULL;
+    DqIngestSummary sum;
+    gboolean ran = dq_ingest_run(a->store, (const char *const *)a->paths, &a->opt, &sum, &err);
+    /* What was rendered is stored: a signal from here on must not cut the summary short. */
+    dq_cli_signals_record();
+    if (!ran) {
+        dq_ingest_summary_clear(&sum);
+        return dq_cli_fail(err);
+    }
+    ingest_report(a, &sum);
+    int rc = sum.interrupted ? DQ_EXIT_INTERRUPTED
+             : sum.documents_failed > 0 || sum.documents_partial > 0 || sum.unchanged_not_ok > 0 ||
+                     sum.changed > 0 || sum.folders_unreadable > 0 || sum.empty_roots->len > 0
+                 ? DQ_EXIT_PARTIAL
+                 : DQ_EXIT_OK;
     dq_ingest_summary_clear(&sum);
-out:
-    dq_store_close(store);
-    g_free(db);
-    g_free(model);
-    g_strfreev(paths);
+    return rc;
+}
+
+int cmd_ingest(int argc, char **argv) {
+    IngestArgs a = {.tile = G_MININT};
+    dq_ingest_options_init(&a.opt);
+    int rc = ingest_parse(&a, argc, argv) ? ingest_check_options(&a) : DQ_EXIT_FATAL;
+    if (rc == DQ_EXIT_OK)
+        rc = ingest_open_store(&a);
+    if (rc == DQ_EXIT_OK)
+        rc = ingest_documents(&a);
+    dq_store_close(a.store);
+    g_free(a.db);
+    g_free(a.model);
+    g_strfreev(a.paths);
     return rc;
 }

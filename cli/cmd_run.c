@@ -234,62 +234,71 @@ static char *others_waiting(DqStore *store, const char *model_id, const DqJobCou
     return g_string_free(text, FALSE);
 }
 
-int cmd_run(int argc, char **argv) {
-    char *db = NULL, *model = NULL, *model_id_opt = NULL, *device = NULL, *weights = NULL,
-         *draft = NULL, *workers_text = NULL, *max_jobs_text = NULL, *prefix_text = NULL;
-    int batch = 1, lease_s = 60, prep_threads = G_MININT; /* G_MININT: not given */
-    gint64 workers = 0, max_jobs = 0; /* 0: not given (one worker a device; no limit) */
-    gboolean until_empty = FALSE, quiet = FALSE, other_models_ok = FALSE, json = FALSE;
+/* The command line, and what it comes to. */
+typedef struct {
+    char *db, *model, *model_id_opt, *device, *weights, *draft, *workers_text, *max_jobs_text,
+        *prefix_text;
+    int batch, lease_s, prep_threads; /* prep_threads G_MININT: not given */
+    gint64 workers, max_jobs;         /* 0: not given (one worker a device; no limit) */
+    gboolean until_empty, quiet, other_models_ok, json;
+    const char *db_path, *model_dir;
+    gint64 prefix_mb;
+    GPtrArray *devices;
+    char *model_id;
+    char *mismatch; /* others_waiting's line: nothing queued for this model, jobs for others */
+} RunArgs;
+
+static gboolean run_parse(RunArgs *a, int argc, char **argv) {
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &a->db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
+        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &a->model,
          "SmolVLM snapshot directory (default $DOCQA_MODEL)", "DIR"},
-        {"model-id", 0, 0, G_OPTION_ARG_FILENAME, &model_id_opt, /* bytes, checked as UTF-8 */
+        {"model-id", 0, 0, G_OPTION_ARG_FILENAME, &a->model_id_opt, /* bytes, checked as UTF-8 */
          "answer the jobs asked for this model id (default: the snapshot directory's name; for "
          "jobs asked with another --model, e.g. a bare id, or a snapshot since renamed)",
          "ID"},
-        {"device", 0, 0, G_OPTION_ARG_STRING, &device,
+        {"device", 0, 0, G_OPTION_ARG_STRING, &a->device,
          "cpu (the fast CPU backend, default), cpu-ref (the float32 reference, slow), cuda or "
          "cuda:I; a comma list (cuda:0,cuda:1) or cuda:all: one worker a device",
          "DEV"},
-        {"weights", 0, 0, G_OPTION_ARG_STRING, &weights,
+        {"weights", 0, 0, G_OPTION_ARG_STRING, &a->weights,
          "stored (default); int8: the decoder's matrices quantized at load; bf16: every matrix as "
          "bf16, products in bf16 where the CPU has AVX512-BF16 (device cpu; both approximate)",
          "W"},
-        {"draft", 0, 0, G_OPTION_ARG_STRING, &draft,
+        {"draft", 0, 0, G_OPTION_ARG_STRING, &a->draft,
          "none (default); int8: speculative decoding, an int8 copy of the decoder guessing tokens "
          "that the model checks (the same answers; faster while few requests decode at once; "
          "device cpu)",
          "D"},
-        {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
+        {"batch", 'b', 0, G_OPTION_ARG_INT, &a->batch,
          "requests a worker decodes together; each finished one is replaced at once by a newly "
          "claimed job (continuous batching; 1 to " G_STRINGIFY(DQ_MAX_BATCH) ", default 1)",
          "N"},
-        {"workers", 'k', 0, G_OPTION_ARG_STRING, &workers_text,
+        {"workers", 'k', 0, G_OPTION_ARG_STRING, &a->workers_text,
          "worker processes, dealt to the devices in turn (1 to 256; default: one a device)", "K"},
-        {"prep-threads", 0, 0, G_OPTION_ARG_INT, &prep_threads,
+        {"prep-threads", 0, 0, G_OPTION_ARG_INT, &a->prep_threads,
          "threads a worker prepares pages on (PNG decode, image processor, tokenizer; default 1 "
          "on the CPU, on a GPU one a core but one, up to 8)",
          "T"},
-        {"prefix-cache", 0, 0, G_OPTION_ARG_STRING, &prefix_text,
+        {"prefix-cache", 0, 0, G_OPTION_ARG_STRING, &a->prefix_text,
          "MiB of KV cache a worker keeps of recent prompts, so that a page's next question "
          "prefills only what follows the part its prompt shares (the same answers; 0: off; "
          "default $DOCQA_PREFIX_CACHE_MB or " G_STRINGIFY(DQ_PREFIX_CACHE_MB_DEFAULT) ")",
          "MIB"},
-        {"until-empty", 0, 0, G_OPTION_ARG_NONE, &until_empty,
+        {"until-empty", 0, 0, G_OPTION_ARG_NONE, &a->until_empty,
          "exit when no job of the model is queued or running (default: keep waiting for work)",
          NULL},
-        {"other-models-ok", 0, 0, G_OPTION_ARG_NONE, &other_models_ok,
+        {"other-models-ok", 0, 0, G_OPTION_ARG_NONE, &a->other_models_ok,
          "with --until-empty: nothing queued for this model while jobs wait for other model ids "
          "is no failure (several models share the queue, each run in turn; default: exit 1)",
          NULL},
-        {"max-jobs", 0, 0, G_OPTION_ARG_STRING, &max_jobs_text,
+        {"max-jobs", 0, 0, G_OPTION_ARG_STRING, &a->max_jobs_text,
          "stop after claiming M jobs in all (M >= 1; default: no limit)", "M"},
-        {"lease", 0, 0, G_OPTION_ARG_INT, &lease_s,
+        {"lease", 0, 0, G_OPTION_ARG_INT, &a->lease_s,
          "seconds a claim lasts without a heartbeat (default 60)", "S"},
-        {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress line", NULL},
-        {"json", 0, 0, G_OPTION_ARG_NONE, &json,
+        {"quiet", 'q', 0, G_OPTION_ARG_NONE, &a->quiet, "no progress line", NULL},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &a->json,
          "print the summary as one JSON object on stdout (also after an error that stopped the "
          "workers)",
          NULL},
@@ -308,97 +317,109 @@ int cmd_run(int argc, char **argv) {
              "before).");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
-    int rc = DQ_EXIT_FATAL;
-    GError *err = NULL;
-    char *model_id = NULL, *mismatch = NULL;
-    GPtrArray *devices = NULL;
-    const char *db_path = db ? db : dq_store_default_location();
-    if (!ok)
-        goto out;
-    if (argc > 1) {
+    a->db_path = a->db ? a->db : dq_store_default_location();
+    if (ok && argc > 1) {
         dq_print_line(stderr, "docqa: run: unexpected argument '%s' (see --help)", argv[1]);
-        goto out;
+        return FALSE;
     }
-    const char *model_dir = model ? model : g_getenv("DOCQA_MODEL");
-    if (model_dir == NULL || *model_dir == '\0') {
+    return ok;
+}
+
+static gboolean run_find_model(RunArgs *a) {
+    a->model_dir = a->model ? a->model : g_getenv("DOCQA_MODEL");
+    if (a->model_dir == NULL || *a->model_dir == '\0') {
         dq_print_line(stderr, "docqa: run: no model: give --model DIR (a SmolVLM snapshot; "
                               "scripts/download-model.sh fetches one) or set DOCQA_MODEL");
-        goto out;
+        return FALSE;
     }
-    if (!dq_cli_model_dir("run", model ? "--model" : "DOCQA_MODEL", model_dir))
-        goto out;
-    /* Values the workers would refuse, refused before the queue is looked at. */
+    return dq_cli_model_dir("run", a->model ? "--model" : "DOCQA_MODEL", a->model_dir);
+}
+
+/* Values the workers would refuse, refused before the queue is looked at. */
+static gboolean run_check_worker_values(RunArgs *a) {
+    const char *weights = a->weights, *draft = a->draft;
     if (weights != NULL && strcmp(weights, "stored") != 0 && strcmp(weights, "int8") != 0 &&
         strcmp(weights, "bf16") != 0) {
         dq_print_line(stderr, "docqa: run: --weights %s: unknown (expected stored, int8 or bf16)",
                       weights);
-        goto out;
+        return FALSE;
     }
     if (draft != NULL && strcmp(draft, "none") != 0 && strcmp(draft, "int8") != 0) {
         dq_print_line(stderr, "docqa: run: --draft %s: unknown (expected none or int8)", draft);
-        goto out;
+        return FALSE;
     }
-    if (batch < 1 || batch > DQ_MAX_BATCH) {
-        dq_print_line(stderr, "docqa: run: --batch %d: must be between 1 and %d", batch,
+    if (a->batch < 1 || a->batch > DQ_MAX_BATCH) {
+        dq_print_line(stderr, "docqa: run: --batch %d: must be between 1 and %d", a->batch,
                       DQ_MAX_BATCH);
-        goto out;
+        return FALSE;
     }
-    if (lease_s < 1) {
+    if (a->lease_s < 1) {
         dq_print_line(stderr, "docqa: run: --lease %d: must be a positive number of seconds",
-                      lease_s);
-        goto out;
+                      a->lease_s);
+        return FALSE;
     }
-    if (!dq_cli_utf8_option("run", "--model-id", model_id_opt) ||
-        !dq_cli_int_option("run", "--workers", workers_text, 1, 256, &workers) ||
-        !dq_cli_int_option("run", "--max-jobs", max_jobs_text, 1, G_MAXINT64, &max_jobs))
-        goto out;
-    /* 0 turns it off; the answerer reads 0 as its default, so off travels as -1 */
-    gint64 prefix_mb = DQ_PREFIX_CACHE_MB_DEFAULT;
+    return dq_cli_utf8_option("run", "--model-id", a->model_id_opt) &&
+           dq_cli_int_option("run", "--workers", a->workers_text, 1, 256, &a->workers) &&
+           dq_cli_int_option("run", "--max-jobs", a->max_jobs_text, 1, G_MAXINT64, &a->max_jobs);
+}
+
+/* 0 turns it off; the answerer reads 0 as its default, so off travels as -1 (run_workers). */
+static gboolean run_read_prefix_cache(RunArgs *a) {
+    a->prefix_mb = DQ_PREFIX_CACHE_MB_DEFAULT;
     const char *prefix_env = g_getenv("DOCQA_PREFIX_CACHE_MB");
-    if (prefix_text == NULL && prefix_env != NULL && *prefix_env != '\0' &&
+    if (a->prefix_text == NULL && prefix_env != NULL && *prefix_env != '\0' &&
         !dq_cli_int_option("run", "DOCQA_PREFIX_CACHE_MB", prefix_env, 0, DQ_PREFIX_CACHE_MB_MAX,
-                           &prefix_mb))
-        goto out;
-    if (!dq_cli_int_option("run", "--prefix-cache", prefix_text, 0, DQ_PREFIX_CACHE_MB_MAX,
-                           &prefix_mb))
-        goto out;
+                           &a->prefix_mb))
+        return FALSE;
+    return dq_cli_int_option("run", "--prefix-cache", a->prefix_text, 0, DQ_PREFIX_CACHE_MB_MAX,
+                             &a->prefix_mb);
+}
+
+static gboolean run_check_prep_threads(RunArgs *a) {
     /* 0 is refused, not taken as "the default": it reads as "no preprocessing threads",
      * which a worker cannot run with. */
-    if (prep_threads != G_MININT && (prep_threads < 1 || prep_threads > DQ_MAX_PREP_THREADS)) {
+    if (a->prep_threads != G_MININT &&
+        (a->prep_threads < 1 || a->prep_threads > DQ_MAX_PREP_THREADS)) {
         dq_print_line(
             stderr,
             "docqa: run: --prep-threads %d: must be between 1 and %d (leave it out for the "
             "default)",
-            prep_threads, DQ_MAX_PREP_THREADS);
-        goto out;
+            a->prep_threads, DQ_MAX_PREP_THREADS);
+        return FALSE;
     }
-    if (prep_threads == G_MININT)
-        prep_threads = 0; /* the answerer's default */
-    if ((devices = parse_devices(device ? device : "cpu", &err)) == NULL) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
-    if (workers == 0)
-        workers = MIN(devices->len, 256);
-    model_id = model_id_opt ? g_strdup(model_id_opt) : queue_model_id(model_dir);
+    if (a->prep_threads == G_MININT)
+        a->prep_threads = 0; /* the answerer's default */
+    return TRUE;
+}
 
+static int run_check_options(RunArgs *a) {
+    if (!run_find_model(a) || !run_check_worker_values(a) || !run_read_prefix_cache(a) ||
+        !run_check_prep_threads(a))
+        return DQ_EXIT_FATAL;
+    GError *err = NULL;
+    if ((a->devices = parse_devices(a->device ? a->device : "cpu", &err)) == NULL)
+        return dq_cli_fail(err);
+    if (a->workers == 0)
+        a->workers = MIN(a->devices->len, 256);
+    a->model_id = a->model_id_opt ? g_strdup(a->model_id_opt) : queue_model_id(a->model_dir);
+    return DQ_EXIT_OK;
+}
+
+static int run_look_at_queue(RunArgs *a) {
+    GError *err = NULL;
     /* Workers read page images from the page store (a shared directory for PostgreSQL). */
-    char *page_dir = dq_store_page_dir_for(db_path, &err);
-    if (page_dir == NULL) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
+    char *page_dir = dq_store_page_dir_for(a->db_path, &err);
+    if (page_dir == NULL)
+        return dq_cli_fail(err);
     g_free(page_dir);
-    char *ignored = dq_store_pages_env_ignored(db_path);
+    char *ignored = dq_store_pages_env_ignored(a->db_path);
     if (ignored != NULL)
         dq_print_line(stderr, "docqa: run: %s", ignored);
     g_free(ignored);
     /* Migrate and look before forking (no connection may cross the fork). */
-    DqStore *store = dq_store_open_existing(db_path, &err);
-    if (store == NULL) {
-        rc = dq_cli_fail_in("run", FALSE, err);
-        goto out;
-    }
+    DqStore *store = dq_store_open_existing(a->db_path, &err);
+    if (store == NULL)
+        return dq_cli_fail_in("run", FALSE, err);
     DqJobCounts c;
     /* Nothing of this model's to do while others' jobs wait: ask and run given different
      * models, or a snapshot folder renamed since the jobs were asked. A run that waits for work
@@ -406,78 +427,99 @@ int cmd_run(int argc, char **argv) {
      * answered nothing, and a nightly job would report success every night: it fails (exit 1)
      * unless --other-models-ok says several models share the queue on purpose. */
     gboolean counted =
-        store_jobs_counts(store, model_id, &c, &err) &&
-        warn_other_snapshots(store, model_id, model_dir, &err) &&
+        store_jobs_counts(store, a->model_id, &c, &err) &&
+        warn_other_snapshots(store, a->model_id, a->model_dir, &err) &&
         (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] > 0 || c.pending_other == 0 ||
-         (mismatch = others_waiting(store, model_id, &c, &err)) != NULL);
+         (a->mismatch = others_waiting(store, a->model_id, &c, &err)) != NULL);
     store_jobs_finalize(store);
     dq_store_close(store);
-    if (!counted) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
-    if (mismatch != NULL && (!until_empty || other_models_ok))
+    if (!counted)
+        return dq_cli_fail(err);
+    if (a->mismatch != NULL && (!a->until_empty || a->other_models_ok))
         dq_print_line(stderr, "docqa: run: %s: ask with --model %s, or run with --model-id ID",
-                      mismatch, model_dir);
+                      a->mismatch, a->model_dir);
+    return DQ_EXIT_OK;
+}
 
-    RunModel rm = {.model_dir = model_dir,
-                   .devices = devices,
-                   .weights = weights,
-                   .draft = draft,
-                   .prep_threads = prep_threads,
-                   .prefix_cache_mb = prefix_mb > 0 ? prefix_mb : -1};
-    DqRunOptions ro = {.worker = {.db_path = db_path,
-                                  .model_id = model_id,
-                                  .batch = batch,
-                                  .until_empty = until_empty,
-                                  .lease_ms = (gint64)lease_s * 1000},
-                       .n_workers = (int)workers,
-                       .max_jobs = max_jobs,
-                       .progress = !quiet};
-    DqRunResult res;
-    gint64 t0 = g_get_monotonic_time();
-    rc = queue_run(&ro, open_smolvlm, &rm, &res, &err);
-    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
-    /* The workers are gone: a signal from here on must not cut the summary short. */
-    dq_cli_signals_record();
+/* The message of an error that stopped the workers, then the summary of what they did, then
+ * the exit status. */
+static int run_report(const RunArgs *a, int rc, const DqRunResult *res, double secs, GError *err) {
     /* A run that stopped on an error (a full disk, a lock held for 10 minutes) may have
      * answered jobs first: the message, then the summary of what it did. */
     char *error = rc == DQ_EXIT_FATAL && err != NULL ? g_strdup(err->message) : NULL;
     if (rc == DQ_EXIT_FATAL)
         dq_cli_fail(g_steal_pointer(&err));
-    if (json) {
-        print_json(model_id, (int)workers, &res, secs, error);
+    if (a->json) {
+        print_json(a->model_id, (int)a->workers, res, secs, error);
     } else {
-        char *summary = queue_run_summary(&res, secs);
+        char *summary = queue_run_summary(res, secs);
         printf("%s%s\n", summary,
-               rc == DQ_EXIT_FATAL && !res.interrupted ? "; stopped by the error above" : "");
+               rc == DQ_EXIT_FATAL && !res->interrupted ? "; stopped by the error above" : "");
         g_free(summary);
     }
     g_free(error);
     /* Said last, where a wrapper's log ends; not when jobs of this model came meanwhile. */
-    if (mismatch != NULL && until_empty && !other_models_ok && rc == DQ_EXIT_OK &&
-        res.total.done == 0 && res.total.failed == 0 && !res.interrupted) {
+    if (a->mismatch != NULL && a->until_empty && !a->other_models_ok && rc == DQ_EXIT_OK &&
+        res->total.done == 0 && res->total.failed == 0 && !res->interrupted) {
         dq_cli_flush_stdout();
         dq_print_line(stderr,
                       "docqa: run: %s: nothing was answered; ask with --model %s, or run with "
                       "--model-id ID (--other-models-ok: no failure when several models share "
                       "the queue)",
-                      mismatch, model_dir);
+                      a->mismatch, a->model_dir);
         rc = DQ_EXIT_PARTIAL;
     }
-out:
-    g_free(mismatch);
-    g_free(db);
-    g_free(model);
-    g_free(model_id_opt);
-    g_free(model_id);
-    g_free(device);
-    g_free(weights);
-    g_free(draft);
-    g_free(workers_text);
-    g_free(max_jobs_text);
-    g_free(prefix_text);
-    if (devices)
-        g_ptr_array_free(devices, TRUE);
+    return rc;
+}
+
+static int run_workers(const RunArgs *a) {
+    RunModel rm = {.model_dir = a->model_dir,
+                   .devices = a->devices,
+                   .weights = a->weights,
+                   .draft = a->draft,
+                   .prep_threads = a->prep_threads,
+                   .prefix_cache_mb = a->prefix_mb > 0 ? a->prefix_mb : -1};
+    DqRunOptions ro = {.worker = {.db_path = a->db_path,
+                                  .model_id = a->model_id,
+                                  .batch = a->batch,
+                                  .until_empty = a->until_empty,
+                                  .lease_ms = (gint64)a->lease_s * 1000},
+                       .n_workers = (int)a->workers,
+                       .max_jobs = a->max_jobs,
+                       .progress = !a->quiet};
+    DqRunResult res;
+    GError *err = NULL;
+    gint64 t0 = g_get_monotonic_time();
+    int rc = queue_run(&ro, open_smolvlm, &rm, &res, &err);
+    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+    /* The workers are gone: a signal from here on must not cut the summary short. */
+    dq_cli_signals_record();
+    return run_report(a, rc, &res, secs, err);
+}
+
+static void run_args_clear(RunArgs *a) {
+    g_free(a->mismatch);
+    g_free(a->db);
+    g_free(a->model);
+    g_free(a->model_id_opt);
+    g_free(a->model_id);
+    g_free(a->device);
+    g_free(a->weights);
+    g_free(a->draft);
+    g_free(a->workers_text);
+    g_free(a->max_jobs_text);
+    g_free(a->prefix_text);
+    if (a->devices)
+        g_ptr_array_free(a->devices, TRUE);
+}
+
+int cmd_run(int argc, char **argv) {
+    RunArgs a = {.batch = 1, .lease_s = 60, .prep_threads = G_MININT};
+    int rc = run_parse(&a, argc, argv) ? run_check_options(&a) : DQ_EXIT_FATAL;
+    if (rc == DQ_EXIT_OK)
+        rc = run_look_at_queue(&a);
+    if (rc == DQ_EXIT_OK)
+        rc = run_workers(&a);
+    run_args_clear(&a);
     return rc;
 }

@@ -239,172 +239,229 @@ static void print_snapshots(const GPtrArray *snaps) {
     }
 }
 
-int cmd_status(int argc, char **argv) {
-    char *db = NULL;
-    gboolean json = FALSE;
+/* What status reads, in one snapshot, and the numbers it derives. */
+typedef struct {
+    char *db;
+    gboolean json;
+    const char *path;
+    DqStore *store;
+    gboolean snapshot; /* a read transaction is open */
+    gint64 now;        /* ms, the one now every time is compared with */
+    DqJobCounts c;
+    gint64 left, running;
+    double rate, eta;
+    GPtrArray *errs, *engines, *snaps, *gone_paths, *progress;
+} Status;
+
+static gboolean status_parse(Status *st, int argc, char **argv) {
     GOptionEntry entries[] = {
-        {"db", 0, 0, G_OPTION_ARG_FILENAME, &db,
+        {"db", 0, 0, G_OPTION_ARG_FILENAME, &st->db,
          "database file or postgresql:// URI (default $DOCQA_DB or docqa.db)", "DB"},
-        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print JSON on stdout", NULL},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &st->json, "print JSON on stdout", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new("- jobs per state, speed, ETA, failure reasons");
     dq_cli_add_options(ctx, entries, NULL);
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
-    int rc = DQ_EXIT_FATAL;
+    return ok && dq_cli_no_arguments("status", argc, argv);
+}
+
+/* The counts, the speed and the lists the report shows, and what they come to. */
+static int status_read(Status *st) {
     GError *err = NULL;
-    DqStore *store = NULL;
-    gboolean snapshot = FALSE;
-    GPtrArray *errs = NULL, *engines = NULL, *snaps = NULL, *gone_paths = NULL, *progress = NULL;
-    if (!ok || !dq_cli_no_arguments("status", argc, argv))
-        goto out;
-    const char *path = db ? db : dq_store_default_location();
-    if ((store = dq_store_open_reader(path, &err)) == NULL) {
-        rc = dq_cli_fail_in("status", FALSE, err);
-        goto out;
-    }
-    DqJobCounts c;
     gint64 recent = 0;
     double span = 0;
     /* One snapshot for every number: read while workers commit, "jobs" would not add up to
      * "progress" (v_progress), nor the answers to the jobs done. And one now for every time
      * compared: a lease that expires between two reads would be stalled in one and running in
      * the other. */
-    gint64 now = dq_wall_ms();
-    if (!(snapshot = dq_store_begin_snapshot(store, &err)) ||
-        !store_jobs_counts_at(store, NULL, now, &c, &err) ||
-        !store_jobs_recent_rate_at(store, RATE_WINDOW_S, now, &recent, &span, &err) ||
-        (engines = store_jobs_answer_engines(store, &err)) == NULL ||
-        (snaps = store_jobs_model_snapshots(store, NULL, &err)) == NULL ||
-        (errs = store_jobs_top_errors(store, 5, &err)) == NULL ||
-        (gone_paths = dq_store_document_paths_gone(store, &err)) == NULL) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
+    st->now = dq_wall_ms();
+    if (!(st->snapshot = dq_store_begin_snapshot(st->store, &err)) ||
+        !store_jobs_counts_at(st->store, NULL, st->now, &st->c, &err) ||
+        !store_jobs_recent_rate_at(st->store, RATE_WINDOW_S, st->now, &recent, &span, &err) ||
+        (st->engines = store_jobs_answer_engines(st->store, &err)) == NULL ||
+        (st->snaps = store_jobs_model_snapshots(st->store, NULL, &err)) == NULL ||
+        (st->errs = store_jobs_top_errors(st->store, 5, &err)) == NULL ||
+        (st->gone_paths = dq_store_document_paths_gone(st->store, &err)) == NULL)
+        return dq_cli_fail(err);
     dq_test_point("status:read");
-    double rate = span > 0 ? (double)recent / span : 0;
-    gint64 left = c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING];
+    const DqJobCounts *c = &st->c;
+    st->rate = span > 0 ? (double)recent / span : 0;
+    st->left = c->by_state[DQ_JOB_QUEUED] + c->by_state[DQ_JOB_RUNNING];
     /* Running jobs whose lease expired are not work in progress: their worker stopped. */
-    gint64 running = c.by_state[DQ_JOB_RUNNING] - c.stalled;
+    st->running = c->by_state[DQ_JOB_RUNNING] - c->stalled;
     /* The recent rate says nothing of the future when no worker is at work. */
-    double eta = left == 0 ? 0 : rate > 0 && running > 0 ? (double)left / rate : -1;
-    /* v_progress is derived (a user may have dropped it): without it, the rest is shown */
-    char **missing = dq_store_missing_views(store, &err);
-    if (missing == NULL) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
+    st->eta = st->left == 0                     ? 0
+              : st->rate > 0 && st->running > 0 ? (double)st->left / st->rate
+                                                : -1;
+    return DQ_EXIT_OK;
+}
+
+/* v_progress is derived (a user may have dropped it): without it, the rest is shown */
+static int status_read_progress(Status *st) {
+    GError *err = NULL;
+    char **missing = dq_store_missing_views(st->store, &err);
+    if (missing == NULL)
+        return dq_cli_fail(err);
     if (g_strv_contains((const char *const *)missing, "v_progress"))
         dq_print_line(stderr,
                       "docqa: status: the view v_progress is missing (dropped?): %s; `docqa "
                       "migrate --from %s` makes docqa's views again",
-                      json ? "\"progress\" is null" : "no progress per question", path);
-    else if ((progress = store_jobs_progress_at(store, now, &err)) == NULL) {
+                      st->json ? "\"progress\" is null" : "no progress per question", st->path);
+    else if ((st->progress = store_jobs_progress_at(st->store, st->now, &err)) == NULL) {
         g_strfreev(missing);
-        rc = dq_cli_fail(err);
-        goto out;
+        return dq_cli_fail(err);
     }
     g_strfreev(missing);
-    if (!dq_store_check_unchanged(store, &err)) {
-        rc = dq_cli_fail(err);
-        goto out;
+    return DQ_EXIT_OK;
+}
+
+static void print_jobs(const Status *st) {
+    const DqJobCounts *c = &st->c;
+    printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
+           " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
+           " running, %" G_GINT64_FORMAT " stalled, %" G_GINT64_FORMAT " failed, %" G_GINT64_FORMAT
+           " dead, %" G_GINT64_FORMAT " cancelled\n",
+           c->total, c->by_state[DQ_JOB_DONE], c->by_state[DQ_JOB_QUEUED], c->retrying, st->running,
+           c->stalled, c->by_state[DQ_JOB_FAILED], c->by_state[DQ_JOB_DEAD],
+           c->by_state[DQ_JOB_CANCELLED]);
+    if (c->stalled > 0)
+        printf("  (%" G_GINT64_FORMAT " stalled: their worker stopped, and their lease "
+               "expired; another worker of their model takes them over at its next claim)\n",
+               c->stalled);
+    if (st->progress != NULL)
+        print_progress(st->progress);
+    char eta_s[32];
+    format_duration(st->eta, eta_s, sizeof(eta_s));
+    printf("speed: %.2f answers/s (the last %d min); ETA %s\n", st->rate, RATE_WINDOW_S / 60,
+           st->left > 0 && st->running == 0 ? "unknown (no job running)" : eta_s);
+}
+
+/* The answers by device and weights, and how many were answered approximately. */
+static void print_engines(const GPtrArray *engines) {
+    gint64 approximate = 0;
+    for (guint i = 0; i < engines->len; i++) {
+        const DqAnswerEngine *e = g_ptr_array_index(engines, i);
+        /* Those already queued again (requeue --approximate) need no second requeue. */
+        if (e->exact == 0)
+            approximate += e->answers - e->pending;
+        if (i == 0)
+            printf("answers:");
+        if (e->device != NULL) {
+            char *device = dq_cli_shown(e->device), *weights = dq_cli_shown(e->weights);
+            printf(" %" G_GINT64_FORMAT " %s (%s, weights %s)", e->answers, exactness(e->exact),
+                   device,
+                   g_strcmp0(e->weights, "stored") == 0 ? "as stored"
+                   : e->weights                         ? weights
+                                                        : "unknown");
+            g_free(device);
+            g_free(weights);
+        } else
+            printf(" %" G_GINT64_FORMAT " %s", e->answers, exactness(e->exact));
+        printf(i + 1 < engines->len ? "," : "\n");
     }
-    if (json) {
-        print_json(&c, running, rate, eta, engines, snaps, errs, gone_paths->len, progress);
-    } else {
-        printf("jobs: %" G_GINT64_FORMAT " total: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
-               " queued (%" G_GINT64_FORMAT " retrying), %" G_GINT64_FORMAT
-               " running, %" G_GINT64_FORMAT " stalled, %" G_GINT64_FORMAT
-               " failed, %" G_GINT64_FORMAT " dead, %" G_GINT64_FORMAT " cancelled\n",
-               c.total, c.by_state[DQ_JOB_DONE], c.by_state[DQ_JOB_QUEUED], c.retrying, running,
-               c.stalled, c.by_state[DQ_JOB_FAILED], c.by_state[DQ_JOB_DEAD],
-               c.by_state[DQ_JOB_CANCELLED]);
-        if (c.stalled > 0)
-            printf("  (%" G_GINT64_FORMAT " stalled: their worker stopped, and their lease "
-                   "expired; another worker of their model takes them over at its next claim)\n",
-                   c.stalled);
-        if (progress != NULL)
-            print_progress(progress);
-        char eta_s[32];
-        format_duration(eta, eta_s, sizeof(eta_s));
-        printf("speed: %.2f answers/s (the last %d min); ETA %s\n", rate, RATE_WINDOW_S / 60,
-               left > 0 && running == 0 ? "unknown (no job running)" : eta_s);
-        gint64 approximate = 0;
-        for (guint i = 0; i < engines->len; i++) {
-            const DqAnswerEngine *e = g_ptr_array_index(engines, i);
-            /* Those already queued again (requeue --approximate) need no second requeue. */
-            if (e->exact == 0)
-                approximate += e->answers - e->pending;
-            if (i == 0)
-                printf("answers:");
-            if (e->device != NULL) {
-                char *device = dq_cli_shown(e->device), *weights = dq_cli_shown(e->weights);
-                printf(" %" G_GINT64_FORMAT " %s (%s, weights %s)", e->answers, exactness(e->exact),
-                       device,
-                       g_strcmp0(e->weights, "stored") == 0 ? "as stored"
-                       : e->weights                         ? weights
-                                                            : "unknown");
-                g_free(device);
-                g_free(weights);
-            } else
-                printf(" %" G_GINT64_FORMAT " %s", e->answers, exactness(e->exact));
-            printf(i + 1 < engines->len ? "," : "\n");
-        }
-        if (approximate > 0)
-            printf("  (docqa requeue --approximate: queue the %" G_GINT64_FORMAT
-                   " job%s answered approximately again, to answer %s exactly)\n",
-                   approximate, approximate == 1 ? "" : "s", approximate == 1 ? "it" : "them");
-        print_snapshots(snaps);
-        /* Ingest marks them (documents.missing_since): ask leaves them out from then on, and
-         * what was answered about them stays, which a count of answers alone does not say. */
-        if (gone_paths->len > 0)
-            printf("%u document%s gone from disk since ingest (their answers kept: v_answers "
-                   "shows them, v_current_answers does not)\n",
-                   gone_paths->len, gone_paths->len == 1 ? "" : "s");
-        /* Workers stop on a missing page store rather than fail its jobs: say it here, where
-         * one looks when nothing moves. */
-        GError *gone = NULL;
-        if (left > 0 && (dq_store_kind(store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES")) &&
-            !queue_page_store_usable(path, &gone)) {
-            char *msg = dq_cli_shown(gone->message);
-            printf("page store: %s\n", msg);
-            g_free(msg);
-        }
-        g_clear_error(&gone);
-        if (errs->len > 0) {
-            printf("why jobs are failed, dead or retrying now (most common first; every error "
-                   "ever recorded is in job_errors):\n");
-            for (guint i = 0; i < errs->len; i++) {
-                const DqErrorReason *r = g_ptr_array_index(errs, i);
-                /* kind and messages are the database's: escaped, the kind too */
-                dq_print_line(stdout, "  %6" G_GINT64_FORMAT " job%s  %s: %s", r->jobs,
-                              r->jobs == 1 ? " " : "s", r->kind, r->message);
-                /* The cause with its paths taken out: one of its messages says where. */
-                if (g_strcmp0(r->message, r->example) != 0)
-                    dq_print_line(stdout, "              e.g. %s", r->example);
-            }
-        }
+    if (approximate > 0)
+        printf("  (docqa requeue --approximate: queue the %" G_GINT64_FORMAT
+               " job%s answered approximately again, to answer %s exactly)\n",
+               approximate, approximate == 1 ? "" : "s", approximate == 1 ? "it" : "them");
+}
+
+/* Workers stop on a missing page store rather than fail its jobs: say it here, where one looks
+ * when nothing moves. */
+static void print_page_store(const Status *st) {
+    GError *gone = NULL;
+    if (st->left > 0 && (dq_store_kind(st->store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES")) &&
+        !queue_page_store_usable(st->path, &gone)) {
+        char *msg = dq_cli_shown(gone->message);
+        printf("page store: %s\n", msg);
+        g_free(msg);
     }
-    rc = DQ_EXIT_OK;
-out:
+    g_clear_error(&gone);
+}
+
+static void print_errors(const GPtrArray *errs) {
+    if (errs->len == 0)
+        return;
+    printf("why jobs are failed, dead or retrying now (most common first; every error "
+           "ever recorded is in job_errors):\n");
+    for (guint i = 0; i < errs->len; i++) {
+        const DqErrorReason *r = g_ptr_array_index(errs, i);
+        /* kind and messages are the database's: escaped, the kind too */
+        dq_print_line(stdout, "  %6" G_GINT64_FORMAT " job%s  %s: %s", r->jobs,
+                      r->jobs == 1 ? " " : "s", r->kind, r->message);
+        /* The cause with its paths taken out: one of its messages says where. */
+        if (g_strcmp0(r->message, r->example) != 0)
+            dq_print_line(stdout, "              e.g. %s", r->example);
+    }
+}
+
+static void print_text(const Status *st) {
+    print_jobs(st);
+    print_engines(st->engines);
+    print_snapshots(st->snaps);
+    /* Ingest marks them (documents.missing_since): ask leaves them out from then on, and
+     * what was answered about them stays, which a count of answers alone does not say. */
+    if (st->gone_paths->len > 0)
+        printf("%u document%s gone from disk since ingest (their answers kept: v_answers "
+               "shows them, v_current_answers does not)\n",
+               st->gone_paths->len, st->gone_paths->len == 1 ? "" : "s");
+    print_page_store(st);
+    print_errors(st->errs);
+}
+
+static void status_clear(Status *st) {
     /* only read: nothing to keep or lose, whichever way it ends */
-    if (snapshot)
-        dq_store_exec(store, "COMMIT", NULL);
-    if (errs)
-        g_ptr_array_free(errs, TRUE);
-    if (progress)
-        g_ptr_array_free(progress, TRUE);
-    if (gone_paths)
-        g_ptr_array_free(gone_paths, TRUE);
-    if (snaps)
-        g_ptr_array_free(snaps, TRUE);
-    if (engines)
-        g_ptr_array_free(engines, TRUE);
-    if (store) {
-        store_jobs_finalize(store);
-        dq_store_close(store);
+    if (st->snapshot)
+        dq_store_exec(st->store, "COMMIT", NULL);
+    if (st->errs)
+        g_ptr_array_free(st->errs, TRUE);
+    if (st->progress)
+        g_ptr_array_free(st->progress, TRUE);
+    if (st->gone_paths)
+        g_ptr_array_free(st->gone_paths, TRUE);
+    if (st->snaps)
+        g_ptr_array_free(st->snaps, TRUE);
+    if (st->engines)
+        g_ptr_array_free(st->engines, TRUE);
+    if (st->store) {
+        store_jobs_finalize(st->store);
+        dq_store_close(st->store);
     }
-    g_free(db);
+    g_free(st->db);
+}
+
+static int status_open(Status *st) {
+    GError *err = NULL;
+    st->path = st->db ? st->db : dq_store_default_location();
+    if ((st->store = dq_store_open_reader(st->path, &err)) == NULL)
+        return dq_cli_fail_in("status", FALSE, err);
+    return DQ_EXIT_OK;
+}
+
+/* Read past a full disk as immutable, what was read may mix two moments if the file changed
+ * since (dq_store_check_unchanged): checked once everything is read. */
+static int status_check_unchanged(Status *st) {
+    GError *err = NULL;
+    if (!dq_store_check_unchanged(st->store, &err))
+        return dq_cli_fail(err);
+    return DQ_EXIT_OK;
+}
+
+int cmd_status(int argc, char **argv) {
+    Status st = {0};
+    int rc = status_parse(&st, argc, argv) ? status_open(&st) : DQ_EXIT_FATAL;
+    if (rc == DQ_EXIT_OK)
+        rc = status_read(&st);
+    if (rc == DQ_EXIT_OK)
+        rc = status_read_progress(&st);
+    if (rc == DQ_EXIT_OK)
+        rc = status_check_unchanged(&st);
+    if (rc == DQ_EXIT_OK && st.json)
+        print_json(&st.c, st.running, st.rate, st.eta, st.engines, st.snaps, st.errs,
+                   st.gone_paths->len, st.progress);
+    else if (rc == DQ_EXIT_OK)
+        print_text(&st);
+    status_clear(&st);
     return rc;
 }

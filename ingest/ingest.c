@@ -419,21 +419,23 @@ static gboolean store_stamp(Run *r, Doc *d, gint64 id, GError **err) {
     return TRUE;
 }
 
-static void record_doc(Run *r, Doc *d) {
-    WalkEntry *e = d->entry;
-    /* Pages nobody could render after a document-level failure of a later process. */
-    if (d->fail_reason != 0 && d->resolved > 0)
-        for (int p = 1; p <= d->page_count; p++)
-            page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(d->fail_reason),
-                         d->fail_message);
-    int n_img = 0, first_bad = -1, n_bad = 0;
+/* A document's outcome as recorded: its status, error code and message (NULL when ok). */
+typedef struct {
+    const char *status, *code;
+    char *message;
+    int n_img, n_bad, first_bad; /* pages with an image, pages not ok, the first of those (-1) */
+} DocOutcome;
+
+/* The rows of the pages resolved, and their tally in `out`. */
+static DqPageRow *page_rows(const Doc *d, int *n_rows, DocOutcome *out) {
     DqPageRow *rows = g_new0(DqPageRow, d->pages != NULL && d->page_count > 0 ? d->page_count : 1);
-    int n_rows = 0;
+    *n_rows = 0;
+    out->first_bad = -1;
     for (int i = 0; d->pages && i < d->page_count; i++) {
-        PageResult *p = &d->pages[i];
+        const PageResult *p = &d->pages[i];
         if (!p->resolved)
             continue;
-        DqPageRow *row = &rows[n_rows++];
+        DqPageRow *row = &rows[(*n_rows)++];
         row->page_number = i + 1;
         row->width = p->width;
         row->height = p->height;
@@ -445,47 +447,94 @@ static void record_doc(Run *r, Doc *d) {
         row->error_message = p->message;
         row->stored = p->kept;
         if (p->sha256 != NULL)
-            n_img++;
+            out->n_img++;
         if (strcmp(p->status, "ok") != 0) {
-            n_bad++;
-            if (first_bad < 0)
-                first_bad = i;
+            out->n_bad++;
+            if (out->first_bad < 0)
+                out->first_bad = i;
         }
     }
-    const char *status = "ok";
-    const char *code = NULL;
-    char *message = NULL;
+    return rows;
+}
+
+/* ok, partial or failed, from the document's failure and its pages' tally. */
+static void doc_outcome(const Doc *d, DocOutcome *o) {
+    const WalkEntry *e = d->entry;
+    const int first_bad = o->first_bad, n_bad = o->n_bad;
+    o->status = "ok";
     if (d->fail_reason != 0 && d->resolved == 0) {
-        status = "failed";
-        code = dq_ingest_reason_name(d->fail_reason);
-        message = g_strdup(d->fail_message);
-    } else if (n_img == 0) {
-        status = "failed";
-        PageResult *p = first_bad >= 0 ? &d->pages[first_bad] : NULL;
-        code = p && p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
-        message = g_strdup_printf("no page could be rendered; page %d: %s", first_bad + 1,
-                                  p && p->message ? p->message : "?");
+        o->status = "failed";
+        o->code = dq_ingest_reason_name(d->fail_reason);
+        o->message = g_strdup(d->fail_message);
+    } else if (o->n_img == 0) {
+        o->status = "failed";
+        const PageResult *p = first_bad >= 0 ? &d->pages[first_bad] : NULL;
+        o->code = p && p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+        o->message = g_strdup_printf("no page could be rendered; page %d: %s", first_bad + 1,
+                                     p && p->message ? p->message : "?");
     } else if (n_bad > 0 || d->warning != NULL) {
-        status = "partial";
+        o->status = "partial";
         if (first_bad >= 0) {
-            PageResult *p = &d->pages[first_bad];
-            code = p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
-            message = g_strdup_printf("%d of %d page%s failed or %s incomplete; page %d: %s%s%s",
-                                      n_bad, d->page_count, d->page_count == 1 ? "" : "s",
-                                      n_bad == 1 ? "is" : "are", first_bad + 1,
-                                      p->message ? p->message : "?", d->warning ? "; " : "",
-                                      d->warning ? d->warning : "");
+            const PageResult *p = &d->pages[first_bad];
+            o->code = p->code ? p->code : dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+            o->message = g_strdup_printf("%d of %d page%s failed or %s incomplete; page %d: %s%s%s",
+                                         n_bad, d->page_count, d->page_count == 1 ? "" : "s",
+                                         n_bad == 1 ? "is" : "are", first_bad + 1,
+                                         p->message ? p->message : "?", d->warning ? "; " : "",
+                                         d->warning ? d->warning : "");
         } else {
-            code = dq_ingest_reason_name(DQ_INGEST_DAMAGED);
-            message = g_strdup_printf("%s: %s", e->path, d->warning);
+            o->code = dq_ingest_reason_name(DQ_INGEST_DAMAGED);
+            o->message = g_strdup_printf("%s: %s", e->path, d->warning);
         }
     }
-    if (d->note != NULL && strcmp(status, "failed") != 0) {
-        char *m = message != NULL ? g_strdup_printf("%s; %s", message, d->note)
-                                  : g_strdup_printf("%s: %s", e->path, d->note);
-        g_free(message);
-        message = m;
+    if (d->note != NULL && strcmp(o->status, "failed") != 0) {
+        char *m = o->message != NULL ? g_strdup_printf("%s; %s", o->message, d->note)
+                                     : g_strdup_printf("%s: %s", e->path, d->note);
+        g_free(o->message);
+        o->message = m;
     }
+}
+
+/* The recorded document in the summary: its outcome, its pages, its failure. */
+static void count_recorded(Run *r, const Doc *d, const DocOutcome *o, const DqPageRow *rows,
+                           int n_rows) {
+    DqIngestSummary *s = r->sum;
+    if (strcmp(o->status, "ok") == 0)
+        s->documents_ok++;
+    else if (strcmp(o->status, "partial") == 0)
+        s->documents_partial++;
+    else
+        s->documents_failed++;
+    for (int i = 0; i < n_rows; i++) {
+        if (rows[i].stored) {
+            s->pages_kept++;
+        } else if (rows[i].image_sha256 != NULL) {
+            s->pages_ok++;
+            sweep_page_folder(r, rows[i].image_sha256);
+        } else {
+            s->pages_failed++;
+        }
+    }
+    if (strcmp(o->status, "ok") != 0) {
+        add_failure(s, d->entry->path, o->status, o->code, o->message);
+        GHashTable *by = strcmp(o->status, "partial") == 0 ? s->partial_by_code : s->failed_by_code;
+        const char *key = o->code ? o->code : "unknown";
+        g_hash_table_insert(by, g_strdup(key),
+                            GINT_TO_POINTER(GPOINTER_TO_INT(g_hash_table_lookup(by, key)) + 1));
+    }
+}
+
+static void record_doc(Run *r, Doc *d) {
+    WalkEntry *e = d->entry;
+    /* Pages nobody could render after a document-level failure of a later process. */
+    if (d->fail_reason != 0 && d->resolved > 0)
+        for (int p = 1; p <= d->page_count; p++)
+            page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(d->fail_reason),
+                         d->fail_message);
+    DocOutcome o = {0};
+    int n_rows = 0;
+    DqPageRow *rows = page_rows(d, &n_rows, &o);
+    doc_outcome(d, &o);
     DqDocumentRow doc = {
         .path = e->path,
         .sha256 = d->sha256,
@@ -493,9 +542,9 @@ static void record_doc(Run *r, Doc *d) {
         .mtime = e->mtime,
         .kind = doc_kind_name(e->kind),
         .page_count = d->page_count,
-        .status = status,
-        .error_code = code,
-        .error_message = message,
+        .status = o.status,
+        .error_code = o.code,
+        .error_message = o.message,
     };
     GError *err = NULL;
     /* An existing document is rendered again only for these settings (new, or retried): its
@@ -509,33 +558,9 @@ static void record_doc(Run *r, Doc *d) {
         else
             g_error_free(err);
     } else {
-        DqIngestSummary *s = r->sum;
-        if (strcmp(status, "ok") == 0)
-            s->documents_ok++;
-        else if (strcmp(status, "partial") == 0)
-            s->documents_partial++;
-        else
-            s->documents_failed++;
-        for (int i = 0; i < n_rows; i++) {
-            if (rows[i].stored) {
-                s->pages_kept++;
-            } else if (rows[i].image_sha256 != NULL) {
-                s->pages_ok++;
-                sweep_page_folder(r, rows[i].image_sha256);
-            } else {
-                s->pages_failed++;
-            }
-        }
-        if (strcmp(status, "ok") != 0) {
-            add_failure(s, e->path, status, code, message);
-            GHashTable *by =
-                strcmp(status, "partial") == 0 ? s->partial_by_code : s->failed_by_code;
-            const char *key = code ? code : "unknown";
-            g_hash_table_insert(by, g_strdup(key),
-                                GINT_TO_POINTER(GPOINTER_TO_INT(g_hash_table_lookup(by, key)) + 1));
-        }
+        count_recorded(r, d, &o, rows, n_rows);
     }
-    g_free(message);
+    g_free(o.message);
     g_free(rows);
     r->files_done++;
     r->bytes_done += e->bytes;
@@ -1503,8 +1528,7 @@ out:
     return ok;
 }
 
-gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
-                       DqIngestSummary *sum, GError **err) {
+static void summary_init(DqIngestSummary *sum) {
     memset(sum, 0, sizeof *sum);
     sum->failures = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
     sum->busy = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
@@ -1513,49 +1537,24 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sum->gone = g_ptr_array_new_with_free_func(g_free);
     sum->empty_roots = g_ptr_array_new_with_free_func((GDestroyNotify)empty_root_free);
     sum->links_not_followed = g_ptr_array_new_with_free_func((GDestroyNotify)failure_free);
-    if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
-        opt->max_pages < 1 || opt->page_timeout_s < 1)
-        return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",
-                       opt->n_res, opt->tile, opt->jobs);
-    Run r = {.store = store, .opt = opt, .sum = sum};
-    r.t0 = dq_now_ms();
-    r.settings = dq_ingest_render_settings(opt);
-    r.store_dir = dq_store_page_dir_for(dq_store_path(store), err);
-    if (r.store_dir == NULL) {
-        g_free(r.settings);
+}
+
+/* The page store beside the database, made if need be and swept of what earlier runs left. */
+static gboolean open_page_store(Run *r, GError **err) {
+    r->settings = dq_ingest_render_settings(r->opt);
+    r->store_dir = dq_store_page_dir_for(dq_store_path(r->store), err);
+    if (r->store_dir == NULL)
         return FALSE;
-    }
-    if (g_mkdir_with_parents(r.store_dir, 0755) != 0) {
-        dq_fail(err, DQ_ERR_IO, "%s: cannot create the page store: %s", r.store_dir,
-                g_strerror(errno));
-        g_free(r.settings);
-        g_free(r.store_dir);
-        return FALSE;
-    }
-    page_store_sweep(r.store_dir, 3600);
-    page_store_sweep_claims(r.store_dir);
-    r.swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
-    /* A folder that holds the database: its own files and page images are not the archive's
-     * (the PNGs would be counted as other files, the database as a file skipped). */
-    char *db_file = dq_store_real_file(dq_store_path(store));
-    char *wal = g_strconcat(db_file, "-wal", NULL), *shm = g_strconcat(db_file, "-shm", NULL),
-         *journal = g_strconcat(db_file, "-journal", NULL);
-    const char *exclude[] = {r.store_dir, db_file, wal, shm, journal, NULL};
-    /* Caught from the walk on, so that a signal at any point leaves a summary (and the exit
-     * status 130); the walk itself (directory listings) is finished first. */
-    struct sigaction old_handlers[G_N_ELEMENTS(stop_signals)];
-    catch_stop_signals(old_handlers);
-    GPtrArray *links = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
-    r.entries = ingest_walk(paths, opt->hidden, exclude, &sum->skipped, unreadable, links);
-    add_links_not_followed(sum, links);
-    g_ptr_array_free(links, TRUE);
-    dq_test_point("ingest:walked");
-    r.real_roots = ingest_real_roots(paths);
-    g_free(wal);
-    g_free(shm);
-    g_free(journal);
-    g_free(db_file);
+    if (g_mkdir_with_parents(r->store_dir, 0755) != 0)
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot create the page store: %s", r->store_dir,
+                       g_strerror(errno));
+    page_store_sweep(r->store_dir, 3600);
+    page_store_sweep_claims(r->store_dir);
+    r->swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    return TRUE;
+}
+
+static void note_unreadable_folders(DqIngestSummary *sum, const GPtrArray *unreadable) {
     for (guint i = 0; i < unreadable->len; i++) {
         const WalkEntry *e = g_ptr_array_index(unreadable, i);
         char *m =
@@ -1564,105 +1563,176 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
         g_free(m);
     }
     sum->folders_unreadable = (int)unreadable->len;
+}
+
+/* The files to ingest under `paths`; the stop signals caught from here on. */
+static void walk_archive(Run *r, const char *const *paths, struct sigaction *old_handlers) {
+    DqIngestSummary *sum = r->sum;
+    GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
+    /* A folder that holds the database: its own files and page images are not the archive's
+     * (the PNGs would be counted as other files, the database as a file skipped). */
+    char *db_file = dq_store_real_file(dq_store_path(r->store));
+    char *wal = g_strconcat(db_file, "-wal", NULL), *shm = g_strconcat(db_file, "-shm", NULL),
+         *journal = g_strconcat(db_file, "-journal", NULL);
+    const char *exclude[] = {r->store_dir, db_file, wal, shm, journal, NULL};
+    /* Caught from the walk on, so that a signal at any point leaves a summary (and the exit
+     * status 130); the walk itself (directory listings) is finished first. */
+    catch_stop_signals(old_handlers);
+    GPtrArray *links = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
+    r->entries = ingest_walk(paths, r->opt->hidden, exclude, &sum->skipped, unreadable, links);
+    add_links_not_followed(sum, links);
+    g_ptr_array_free(links, TRUE);
+    dq_test_point("ingest:walked");
+    r->real_roots = ingest_real_roots(paths);
+    g_free(wal);
+    g_free(shm);
+    g_free(journal);
+    g_free(db_file);
+    note_unreadable_folders(sum, unreadable);
     g_ptr_array_free(unreadable, TRUE);
-    sum->files = (int)r.entries->len;
-    for (guint i = 0; i < r.entries->len; i++)
-        r.bytes_total += ((WalkEntry *)g_ptr_array_index(r.entries, i))->bytes;
-    /* Interrupted, nothing is concluded from the walk: the files are looked at next time. */
-    if (!interrupted && !note_gone_files(&r, paths, err)) {
-        restore_stop_signals(old_handlers);
-        g_ptr_array_free(r.entries, TRUE);
-        g_free(r.settings);
-        g_free(r.store_dir);
-        g_strfreev(r.real_roots);
-        g_hash_table_destroy(r.swept);
+    sum->files = (int)r->entries->len;
+    for (guint i = 0; i < r->entries->len; i++)
+        r->bytes_total += ((WalkEntry *)g_ptr_array_index(r->entries, i))->bytes;
+}
+
+/* Kills child i when its page's deadline or its document's --doc-timeout has passed; reaps it
+ * when its pipe closed. */
+static void watch_child(Run *r, int i, gboolean readable, double now) {
+    const DqIngestOptions *opt = r->opt;
+    Child *c = &r->kids[i];
+    gboolean open = TRUE;
+    if (readable)
+        open = read_child(r, c);
+    Doc *d = c->doc;
+    // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): see reap_child
+    if (opt->doc_timeout_s > 0 && d->started_ms > 0 &&
+        now > d->started_ms + 1000.0 * opt->doc_timeout_s)
+        d->out_of_time = TRUE;
+    // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): see reap_child
+    if (open && d->out_of_time && !c->out_of_time && !c->timed_out) {
+        c->out_of_time = TRUE;
+        kill(c->pid, SIGKILL);
+    }
+    if (open && now > c->deadline_ms && !c->timed_out && !c->out_of_time) {
+        c->timed_out = TRUE;
+        kill(c->pid, SIGKILL);
+    }
+    if (!open)
+        reap_child(r, i);
+}
+
+/* One wait for the children (until the nearest deadline, at most 250 ms) and what they said.
+ * FALSE: stop rendering (a signal, or poll failed). */
+static gboolean poll_children(Run *r) {
+    struct pollfd pfd[r->n_kids];
+    double now = dq_now_ms();
+    double wait = 250;
+    for (int i = 0; i < r->n_kids; i++) {
+        pfd[i].fd = r->kids[i].fd;
+        pfd[i].events = POLLIN;
+        pfd[i].revents = 0;
+        wait = MIN(wait, r->kids[i].deadline_ms - now);
+    }
+    int pr = poll(pfd, r->n_kids, wait < 0 ? 0 : (int)wait + 1);
+    if (pr < 0 && errno != EINTR) {
+        dq_fail(&r->fatal, DQ_ERR_IO, "poll: %s", g_strerror(errno));
         return FALSE;
     }
-    r.active = g_ptr_array_new();
-    g_queue_init(&r.restart);
-    g_queue_init(&r.deferred);
-    r.kids = g_new0(Child, opt->jobs);
+    if (interrupted)
+        return FALSE;
+    now = dq_now_ms();
+    /* Walk backwards: reap_child moves the last child into the freed slot. */
+    for (int i = r->n_kids - 1; i >= 0; i--)
+        watch_child(r, i, pr > 0 && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)), now);
+    return TRUE;
+}
 
+/* Up to opt->jobs render processes at a time until every document is done, a signal comes or
+ * an error stops the run. */
+static void render_all(Run *r) {
+    r->active = g_ptr_array_new();
+    g_queue_init(&r->restart);
+    g_queue_init(&r->deferred);
+    r->kids = g_new0(Child, r->opt->jobs);
     for (;;) {
-        while (!interrupted && r.fatal == NULL && r.n_kids < opt->jobs) {
-            Doc *d = next_work(&r);
-            if (d == NULL || !spawn_child(&r, d))
+        while (!interrupted && r->fatal == NULL && r->n_kids < r->opt->jobs) {
+            Doc *d = next_work(r);
+            if (d == NULL || !spawn_child(r, d))
                 break;
         }
-        if (r.n_kids == 0 || interrupted || r.fatal != NULL)
+        if (r->n_kids == 0 || interrupted || r->fatal != NULL || !poll_children(r))
             break;
-        struct pollfd pfd[r.n_kids];
-        double now = dq_now_ms();
-        double wait = 250;
-        for (int i = 0; i < r.n_kids; i++) {
-            pfd[i].fd = r.kids[i].fd;
-            pfd[i].events = POLLIN;
-            pfd[i].revents = 0;
-            wait = MIN(wait, r.kids[i].deadline_ms - now);
-        }
-        int pr = poll(pfd, r.n_kids, wait < 0 ? 0 : (int)wait + 1);
-        if (pr < 0 && errno != EINTR) {
-            dq_fail(&r.fatal, DQ_ERR_IO, "poll: %s", g_strerror(errno));
-            break;
-        }
-        if (interrupted)
-            break;
-        now = dq_now_ms();
-        /* Walk backwards: reap_child moves the last child into the freed slot. */
-        for (int i = r.n_kids - 1; i >= 0; i--) {
-            Child *c = &r.kids[i];
-            gboolean open = TRUE;
-            if (pr > 0 && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                open = read_child(&r, c);
-            Doc *d = c->doc;
-            // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): see reap_child
-            if (opt->doc_timeout_s > 0 && d->started_ms > 0 &&
-                now > d->started_ms + 1000.0 * opt->doc_timeout_s)
-                d->out_of_time = TRUE;
-            // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): see reap_child
-            if (open && d->out_of_time && !c->out_of_time && !c->timed_out) {
-                c->out_of_time = TRUE;
-                kill(c->pid, SIGKILL);
-            }
-            if (open && now > c->deadline_ms && !c->timed_out && !c->out_of_time) {
-                c->timed_out = TRUE;
-                kill(c->pid, SIGKILL);
-            }
-            if (!open)
-                reap_child(&r, i);
-        }
-        if (opt->progress)
-            show_progress(&r, FALSE);
+        if (r->opt->progress)
+            show_progress(r, FALSE);
     }
-    /* Interrupted or fatal: stop what runs. Interrupted, a document with pages done is recorded
-     * partial, the rest of its pages failed as `interrupted` (--retry-failed renders them);
-     * one with none done is abandoned, as is everything after a fatal error. Pages a worker
-     * reported before the interrupt came are taken first: the signal may have cut short the
-     * poll that would have read them. */
-    for (int i = 0; interrupted && r.fatal == NULL && i < r.n_kids; i++) {
-        struct pollfd p = {.fd = r.kids[i].fd, .events = POLLIN};
-        while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN) && read_child(&r, &r.kids[i]))
+}
+
+/* Interrupted or fatal: stop what runs. Interrupted, a document with pages done is recorded
+ * partial, the rest of its pages failed as `interrupted` (--retry-failed renders them); one with
+ * none done is abandoned, as is everything after a fatal error. Pages a worker reported before
+ * the interrupt came are taken first: the signal may have cut short the poll that would have
+ * read them. */
+static void stop_children(Run *r) {
+    for (int i = 0; interrupted && r->fatal == NULL && i < r->n_kids; i++) {
+        struct pollfd p = {.fd = r->kids[i].fd, .events = POLLIN};
+        while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN) && read_child(r, &r->kids[i]))
             ;
     }
-    for (int i = 0; i < r.n_kids; i++) {
-        kill(r.kids[i].pid, SIGKILL);
-        waitpid(r.kids[i].pid, NULL, 0);
-        close(r.kids[i].fd);
-        g_string_free(r.kids[i].buf, TRUE);
+    for (int i = 0; i < r->n_kids; i++) {
+        kill(r->kids[i].pid, SIGKILL);
+        waitpid(r->kids[i].pid, NULL, 0);
+        close(r->kids[i].fd);
+        g_string_free(r->kids[i].buf, TRUE);
     }
-    for (guint i = 0; i < r.active->len; i++) {
-        Doc *d = g_ptr_array_index(r.active, i);
-        if (r.fatal == NULL && interrupted && d->fail_reason == 0 && d->resolved > 0) {
+    for (guint i = 0; i < r->active->len; i++) {
+        Doc *d = g_ptr_array_index(r->active, i);
+        if (r->fatal == NULL && interrupted && d->fail_reason == 0 && d->resolved > 0) {
             resolve_rest(d, DQ_INGEST_INTERRUPTED, "the ingest was interrupted; not rendered");
-            settle_doc(&r, d);
+            settle_doc(r, d);
         } else {
             doc_free(d);
         }
     }
-    g_ptr_array_free(r.active, TRUE);
-    g_queue_clear(&r.restart);
+    g_ptr_array_free(r->active, TRUE);
+    g_queue_clear(&r->restart);
     /* Put off and not come back to (interrupted, or a fatal error): not done. */
-    g_queue_clear_full(&r.deferred, (GDestroyNotify)doc_free);
+    g_queue_clear_full(&r->deferred, (GDestroyNotify)doc_free);
+}
+
+static void run_clear(Run *r) {
+    g_free(r->kids);
+    if (r->entries != NULL)
+        g_ptr_array_free(r->entries, TRUE);
+    g_free(r->settings);
+    g_free(r->store_dir);
+    g_strfreev(r->real_roots);
+    if (r->swept != NULL)
+        g_hash_table_destroy(r->swept);
+}
+
+gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,
+                       DqIngestSummary *sum, GError **err) {
+    summary_init(sum);
+    if (opt->n_res < 1 || opt->tile < 16 || opt->jobs < 1 || opt->max_pixels < 1 ||
+        opt->max_pages < 1 || opt->page_timeout_s < 1)
+        return dq_fail(err, DQ_ERR_ARGS, "ingest: invalid options (n_res %d, tile %d, jobs %d)",
+                       opt->n_res, opt->tile, opt->jobs);
+    Run r = {.store = store, .opt = opt, .sum = sum};
+    r.t0 = dq_now_ms();
+    if (!open_page_store(&r, err)) {
+        run_clear(&r);
+        return FALSE;
+    }
+    struct sigaction old_handlers[G_N_ELEMENTS(stop_signals)];
+    walk_archive(&r, paths, old_handlers);
+    /* Interrupted, nothing is concluded from the walk: the files are looked at next time. */
+    if (!interrupted && !note_gone_files(&r, paths, err)) {
+        restore_stop_signals(old_handlers);
+        run_clear(&r);
+        return FALSE;
+    }
+    render_all(&r);
+    stop_children(&r);
     restore_stop_signals(old_handlers);
     sum->interrupted = interrupted != 0;
     /* Every file is counted once: settled one way or another, or left undone. */
@@ -1672,12 +1742,7 @@ gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestO
     sum->seconds = (dq_now_ms() - r.t0) / 1000.0;
     if (opt->progress)
         show_progress(&r, TRUE);
-    g_free(r.kids);
-    g_ptr_array_free(r.entries, TRUE);
-    g_free(r.settings);
-    g_free(r.store_dir);
-    g_strfreev(r.real_roots);
-    g_hash_table_destroy(r.swept);
+    run_clear(&r);
     if (r.fatal != NULL) {
         g_propagate_error(err, r.fatal);
         return FALSE;

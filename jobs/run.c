@@ -240,6 +240,214 @@ static void stats_add(DqWorkerStats *to, const DqWorkerStats *w) {
     to->device_failed += w->device_failed;
 }
 
+/* The parent's view of a run: its workers, their restarts, the progress line and the tally. */
+typedef struct {
+    const DqRunOptions *opt;
+    DqAnswererOpenFn open;
+    void *open_user;
+    RunShared *sh;
+    int k;                  /* workers */
+    pid_t *pids;            /* [k]: 0 once reaped */
+    int *restarts;          /* [k]: fresh processes started in its place */
+    DqWorkerStats replaced; /* of workers replaced after a device failure: a fresh process
+                             * starts its own */
+    int alive;
+    Progress prog;
+    gboolean show; /* the progress line */
+    int n_fatal, n_interrupted;
+    DqRunResult *res;
+} Parent;
+
+static const int parent_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void catch_parent_signals(struct sigaction old[G_N_ELEMENTS(parent_signals)]) {
+    for (size_t i = 0; i < G_N_ELEMENTS(parent_signals); i++)
+        sigaction(parent_signals[i], NULL, &old[i]);
+    parent_signal = 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(parent_signals); i++)
+        set_handler(parent_signals[i], on_parent_signal);
+}
+
+static void restore_parent_signals(const struct sigaction old[G_N_ELEMENTS(parent_signals)]) {
+    for (size_t i = 0; i < G_N_ELEMENTS(parent_signals); i++)
+        sigaction(parent_signals[i], &old[i], NULL);
+}
+
+static void start_workers(Parent *p) {
+    fflush(NULL);
+    DqStore *no_store = NULL; /* the progress line's is opened after the first forks */
+    for (int i = 0; i < p->k; i++) {
+        pid_t pid = start_worker(p->opt, p->sh, i, p->open, p->open_user, &no_store);
+        if (pid < 0)
+            break;
+        p->pids[i] = pid;
+        p->alive++;
+    }
+}
+
+static void progress_open(Parent *p) {
+    p->show = p->opt->progress && isatty(STDERR_FILENO);
+    if (p->show)
+        p->prog.store = dq_store_open(p->opt->worker.db_path, NULL);
+    /* The bar's count waits for a lock as the workers' statements do (PostgreSQL: `LOCK TABLE
+     * jobs` in psql, a VACUUM FULL): told to stop, this process would wait there too, neither
+     * forwarding the signal nor exiting until the lock was given up. */
+    dq_store_set_stop(p->prog.store, &parent_signal);
+}
+
+static void progress_close(Parent *p) {
+    if (!p->show)
+        return;
+    progress_draw(&p->prog, p->opt->worker.model_id);
+    if (p->prog.drawn)
+        fputc('\n', stderr);
+    if (p->prog.store) {
+        store_jobs_finalize(p->prog.store);
+        dq_store_close(p->prog.store);
+    }
+}
+
+/* Worker i stopped because its device failed: said, counted, and a fresh process started in
+ * its place unless the run is stopping or it failed too often. */
+static void replace_failed_worker(Parent *p, int i, int status) {
+    RunShared *sh = p->sh;
+    queue_test_point("run:device_failed");
+    /* Its jobs are back in the queue already (worker.c, "a broken device"). */
+    p->res->device_failures++;
+    if (p->prog.drawn)
+        fputc('\n', stderr);
+    gboolean stopping = parent_signal || WEXITSTATUS(status) == 130;
+    gboolean again = !stopping && p->restarts[i] < DQ_RUN_DEVICE_RESTARTS;
+    dq_print_line(stderr,
+                  "docqa: worker %d stopped: its device failed (%s); its jobs went back to the "
+                  "queue; %s",
+                  i + 1, sh->worker[i].error,
+                  again      ? "starting a fresh worker process in its place"
+                  : stopping ? "not replaced (interrupted)"
+                             : "not replaced: it failed too often");
+    if (!again) {
+        /* Told to stop meanwhile: an interrupted run (130), as a worker that was told to stop
+         * reports it whatever failed meanwhile. */
+        p->n_fatal += !stopping;
+        /* The signal may have come after the last check (forward_signal): counted here, or the
+         * run would end 0 with nothing left to forward it to. */
+        p->n_interrupted += stopping;
+        return;
+    }
+    p->restarts[i]++;
+    p->res->device_restarts++;
+    stats_add(&p->replaced, &sh->worker[i].stats);
+    memset(&sh->worker[i], 0, sizeof(sh->worker[i]));
+    pid_t pid = start_worker(p->opt, sh, i, p->open, p->open_user, &p->prog.store);
+    if (pid > 0) {
+        p->pids[i] = pid;
+        p->alive++;
+    } else {
+        g_strlcpy(sh->worker[i].error, "cannot start a fresh worker process", ERROR_LEN);
+        sh->worker[i].error_code = DQ_ERR_DEVICE;
+        p->n_fatal++;
+    }
+}
+
+/* Worker i exited with `status`: what it reported, a device failure, or a crash. */
+static void worker_ended(Parent *p, int i, int status) {
+    const RunShared *sh = p->sh;
+    /* A device that failed around a stop: the worker reports 130 when the stop came first (the
+     * failure was seen as it finished its last poll), DQ_WORKER_EXIT_DEVICE when the failure
+     * did. Either way the run is interrupted (130) and the failure is said and counted alike,
+     * whichever came first; nothing is restarted once stopping (README, "Exit statuses"). */
+    gboolean device_failed = WIFEXITED(status) && sh->worker[i].reported &&
+                             (WEXITSTATUS(status) == DQ_WORKER_EXIT_DEVICE ||
+                              (WEXITSTATUS(status) == 130 && sh->worker[i].stats.device_failed));
+    if (device_failed) {
+        replace_failed_worker(p, i, status);
+    } else if (WIFEXITED(status) && sh->worker[i].reported) {
+        int code = WEXITSTATUS(status);
+        if (code == 2)
+            p->n_fatal++;
+        else if (code == 130)
+            p->n_interrupted++;
+    } else {
+        p->res->workers_crashed++;
+        if (p->prog.drawn) /* below the progress line, not over it */
+            fputc('\n', stderr);
+        dq_print_line(stderr,
+                      "docqa: worker %d died (%s %d); its jobs return to the queue when their "
+                      "lease expires",
+                      i + 1, WIFSIGNALED(status) ? "signal" : "exit status",
+                      WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    }
+}
+
+/* The workers that exited since the last look; TRUE when there was one. */
+static gboolean reap_workers(Parent *p) {
+    gboolean reaped = FALSE;
+    for (int i = 0; i < p->k; i++) {
+        int status = 0;
+        if (p->pids[i] <= 0 || waitpid(p->pids[i], &status, WNOHANG) != p->pids[i])
+            continue;
+        reaped = TRUE;
+        p->pids[i] = 0;
+        p->alive--;
+        worker_ended(p, i, status);
+    }
+    return reaped;
+}
+
+/* Forwards the parent's signal to every worker, once. */
+static void forward_signal(Parent *p, gboolean *forwarded) {
+    if (!parent_signal || *forwarded)
+        return;
+    *forwarded = TRUE;
+    p->res->interrupted = TRUE;
+    for (int i = 0; i < p->k; i++)
+        if (p->pids[i] > 0)
+            kill(p->pids[i], SIGTERM);
+}
+
+static void wait_for_workers(Parent *p) {
+    gboolean forwarded = FALSE;
+    /* The bar counts the queue's jobs (a scan of the jobs table: 0.6 s at a million jobs), so
+     * it is redrawn every half second or twenty times what counting took, whichever is longer:
+     * a big queue's bar must not eat the cores its workers answer on. */
+    gint64 next_draw = 0;
+    while (p->alive > 0) {
+        forward_signal(p, &forwarded);
+        if (reap_workers(p) || p->alive == 0)
+            continue;
+        if (p->show && g_get_monotonic_time() >= next_draw) {
+            gint64 t0 = g_get_monotonic_time();
+            progress_draw(&p->prog, p->opt->worker.model_id);
+            gint64 t1 = g_get_monotonic_time();
+            next_draw = t1 + MAX(500000, 20 * (t1 - t0));
+        }
+        g_usleep(50000);
+    }
+}
+
+/* The run's exit status: 2 with the first worker's error, 130, 1 or 0. */
+static int run_status(Parent *p, GError **err) {
+    const RunShared *sh = p->sh;
+    DqRunResult *res = p->res;
+    const int k = p->k;
+    if (p->n_fatal > 0) {
+        int first = 0;
+        while (first < k - 1 && sh->worker[first].error[0] == '\0')
+            first++;
+        dq_fail(err, sh->worker[first].error_code ? sh->worker[first].error_code : DQ_ERR_DB,
+                "%s%s", sh->worker[first].error,
+                p->n_fatal < k ? " (in some workers; the others went on)" : "");
+        return 2;
+    }
+    if (res->interrupted || p->n_interrupted > 0) {
+        res->interrupted = TRUE;
+        return 130;
+    }
+    if (res->total.failed > 0 || res->workers_crashed > 0)
+        return 1;
+    return 0;
+}
+
 int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, DqRunResult *res,
               GError **err) {
     memset(res, 0, sizeof(*res));
@@ -253,169 +461,30 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     memset(sh, 0, size);
     sh->budget = opt->max_jobs;
 
-    struct sigaction old_int, old_term, old_hup;
-    sigaction(SIGINT, NULL, &old_int);
-    sigaction(SIGTERM, NULL, &old_term);
-    sigaction(SIGHUP, NULL, &old_hup);
-    parent_signal = 0;
-    set_handler(SIGINT, on_parent_signal);
-    set_handler(SIGTERM, on_parent_signal);
-    set_handler(SIGHUP, on_parent_signal);
+    struct sigaction old_handlers[G_N_ELEMENTS(parent_signals)];
+    catch_parent_signals(old_handlers);
+    Parent p = {.opt = opt,
+                .open = open,
+                .open_user = open_user,
+                .sh = sh,
+                .k = k,
+                .pids = g_new0(pid_t, k),
+                .restarts = g_new0(int, k),
+                .res = res};
+    start_workers(&p);
+    progress_open(&p);
+    wait_for_workers(&p);
+    progress_close(&p);
+    restore_parent_signals(old_handlers);
 
-    pid_t *pids = g_new0(pid_t, k);
-    int *restarts = g_new0(int, k);
-    /* The stats of workers replaced after a device failure: a fresh process starts its own. */
-    DqWorkerStats replaced = {0};
-    int alive = 0;
-    fflush(NULL);
-    DqStore *no_store = NULL; /* the progress line's is opened after the first forks */
-    for (int i = 0; i < k; i++) {
-        pid_t pid = start_worker(opt, sh, i, open, open_user, &no_store);
-        if (pid < 0)
-            break;
-        pids[i] = pid;
-        alive++;
-    }
-
-    Progress prog = {0};
-    gboolean show = opt->progress && isatty(STDERR_FILENO);
-    if (show)
-        prog.store = dq_store_open(opt->worker.db_path, NULL);
-    /* The bar's count waits for a lock as the workers' statements do (PostgreSQL: `LOCK TABLE
-     * jobs` in psql, a VACUUM FULL): told to stop, this process would wait there too, neither
-     * forwarding the signal nor exiting until the lock was given up. */
-    dq_store_set_stop(prog.store, &parent_signal);
-    gboolean forwarded = FALSE;
-    /* The bar counts the queue's jobs (a scan of the jobs table: 0.6 s at a million jobs), so
-     * it is redrawn every half second or twenty times what counting took, whichever is longer:
-     * a big queue's bar must not eat the cores its workers answer on. */
-    gint64 next_draw = 0;
-    int n_fatal = 0, n_interrupted = 0;
-    while (alive > 0) {
-        if (parent_signal && !forwarded) {
-            forwarded = TRUE;
-            res->interrupted = TRUE;
-            for (int i = 0; i < k; i++)
-                if (pids[i] > 0)
-                    kill(pids[i], SIGTERM);
-        }
-        gboolean reaped = FALSE;
-        for (int i = 0; i < k; i++) {
-            int status = 0;
-            if (pids[i] <= 0 || waitpid(pids[i], &status, WNOHANG) != pids[i])
-                continue;
-            reaped = TRUE;
-            pids[i] = 0;
-            alive--;
-            /* A device that failed around a stop: the worker reports 130 when the stop came
-             * first (the failure was seen as it finished its last poll), DQ_WORKER_EXIT_DEVICE
-             * when the failure did. Either way the run is interrupted (130) and the failure is
-             * said and counted alike, whichever came first; nothing is restarted once stopping
-             * (README, "Exit statuses"). */
-            gboolean device_failed =
-                WIFEXITED(status) && sh->worker[i].reported &&
-                (WEXITSTATUS(status) == DQ_WORKER_EXIT_DEVICE ||
-                 (WEXITSTATUS(status) == 130 && sh->worker[i].stats.device_failed));
-            if (device_failed) {
-                queue_test_point("run:device_failed");
-                /* Its jobs are back in the queue already (worker.c, "a broken device"). */
-                res->device_failures++;
-                if (prog.drawn)
-                    fputc('\n', stderr);
-                gboolean stopping = parent_signal || WEXITSTATUS(status) == 130;
-                gboolean again = !stopping && restarts[i] < DQ_RUN_DEVICE_RESTARTS;
-                dq_print_line(stderr,
-                              "docqa: worker %d stopped: its device failed (%s); its jobs went "
-                              "back to the queue; %s",
-                              i + 1, sh->worker[i].error,
-                              again      ? "starting a fresh worker process in its place"
-                              : stopping ? "not replaced (interrupted)"
-                                         : "not replaced: it failed too often");
-                if (!again) {
-                    /* Told to stop meanwhile: an interrupted run (130), as a worker that was
-                     * told to stop reports it whatever failed meanwhile. */
-                    n_fatal += !stopping;
-                    /* The signal may have come after the last check above: counted here, or the
-                     * run would end 0 with nothing left to forward it to. */
-                    n_interrupted += stopping;
-                    continue;
-                }
-                restarts[i]++;
-                res->device_restarts++;
-                stats_add(&replaced, &sh->worker[i].stats);
-                memset(&sh->worker[i], 0, sizeof(sh->worker[i]));
-                pid_t pid = start_worker(opt, sh, i, open, open_user, &prog.store);
-                if (pid > 0) {
-                    pids[i] = pid;
-                    alive++;
-                } else {
-                    g_strlcpy(sh->worker[i].error, "cannot start a fresh worker process",
-                              ERROR_LEN);
-                    sh->worker[i].error_code = DQ_ERR_DEVICE;
-                    n_fatal++;
-                }
-            } else if (WIFEXITED(status) && sh->worker[i].reported) {
-                int code = WEXITSTATUS(status);
-                if (code == 2)
-                    n_fatal++;
-                else if (code == 130)
-                    n_interrupted++;
-            } else {
-                res->workers_crashed++;
-                if (prog.drawn) /* below the progress line, not over it */
-                    fputc('\n', stderr);
-                dq_print_line(stderr,
-                              "docqa: worker %d died (%s %d); its jobs return to the queue when "
-                              "their lease expires",
-                              i + 1, WIFSIGNALED(status) ? "signal" : "exit status",
-                              WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-            }
-        }
-        if (!reaped && alive > 0) {
-            if (show && g_get_monotonic_time() >= next_draw) {
-                gint64 t0 = g_get_monotonic_time();
-                progress_draw(&prog, opt->worker.model_id);
-                gint64 t1 = g_get_monotonic_time();
-                next_draw = t1 + MAX(500000, 20 * (t1 - t0));
-            }
-            g_usleep(50000);
-        }
-    }
-    if (show) {
-        progress_draw(&prog, opt->worker.model_id);
-        if (prog.drawn)
-            fputc('\n', stderr);
-        if (prog.store) {
-            store_jobs_finalize(prog.store);
-            dq_store_close(prog.store);
-        }
-    }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGHUP, &old_hup, NULL);
-
-    res->total = replaced;
+    res->total = p.replaced;
     for (int i = 0; i < k; i++)
         stats_add(&res->total, &sh->worker[i].stats);
     recount_buried(opt, sh, res);
-    int code = 0;
-    if (n_fatal > 0) {
-        int first = 0;
-        while (first < k - 1 && sh->worker[first].error[0] == '\0')
-            first++;
-        dq_fail(err, sh->worker[first].error_code ? sh->worker[first].error_code : DQ_ERR_DB,
-                "%s%s", sh->worker[first].error,
-                n_fatal < k ? " (in some workers; the others went on)" : "");
-        code = 2;
-    } else if (res->interrupted || n_interrupted > 0) {
-        res->interrupted = TRUE;
-        code = 130;
-    } else if (res->total.failed > 0 || res->workers_crashed > 0) {
-        code = 1;
-    }
+    int code = run_status(&p, err);
     munmap(sh, size);
-    g_free(restarts);
-    g_free(pids);
+    g_free(p.restarts);
+    g_free(p.pids);
     return code;
 }
 

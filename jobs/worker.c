@@ -186,6 +186,10 @@ typedef struct {
     volatile sig_atomic_t *stop;
     DqWorkerStats *stats;
     gint64 locked_since_us, locked_last_us; /* monotonic; 0: not waiting on a locked database */
+    int limit;                              /* jobs in flight at most: batch + lookahead */
+    DqAnswerDone *done;                     /* [limit]: a poll's finished jobs */
+    gint64 next_claim_ms;                   /* the queue ran dry: no claim before then */
+    gboolean budget_spent;
 } Worker;
 
 static void sleep_ms_unless(gint64 ms, volatile sig_atomic_t *stop) {
@@ -517,10 +521,89 @@ static void withdraw_gone(Worker *w) {
     g_array_free(gone, TRUE);
 }
 
+/* The row that stores a finished job's answer. */
+static DqJobAnswer job_answer(const Worker *w, const InFlight *f, const DqAnswerResult *r,
+                              const char *finished) {
+    const DqAnswerer *a = w->answerer;
+    return (DqJobAnswer){
+        .job_id = f->job->job_id,
+        .text = r->text,
+        .prompt_tokens = r->prompt_tokens,
+        .generated_tokens = r->generated_tokens,
+        .started_at = f->started,
+        .finished_at = finished,
+        .ms_image = r->ms_image,
+        .ms_vision = r->ms_vision,
+        .ms_prefill = r->ms_prefill,
+        .ms_decode = r->ms_decode,
+        .ms_total = r->ms_total,
+        .device = a->device,
+        .weights = a->weights,
+        .exact = a->device == NULL ? -1
+                 : a->exact        ? 1
+                                   : 0,
+        .model_fingerprint = a->model_fingerprint,
+    };
+}
+
+/* The answers in one transaction, again after a reconnection. */
+static gboolean store_answers(Worker *w, const DqJobAnswer *answers, int n_answers, GError **err) {
+    int written = 0;
+    if (n_answers == 0)
+        return TRUE;
+    if (!dq_store_check_file(w->s, err))
+        return FALSE;
+    while (!store_jobs_complete(w->s, w->owner, answers, n_answers, &written, err))
+        if (!reconnected(w, err))
+            return FALSE;
+    w->stats->done += written;
+    w->stats->lost += n_answers - written;
+    return TRUE;
+}
+
+/* A request the answerer cancelled because the worker stops. */
+static gboolean cancelled_by_stop(const Worker *w, const GError *e) {
+    return e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop;
+}
+
+/* A finished job out of flight: failed when it brought no answer, for good where its page or
+ * question is at fault; one cancelled because the worker stops stays, released when it does. */
+static void settle_job(Worker *w, const InFlight *f, const DqAnswerDone *done) {
+    GError *e = done->result.error;
+    gint64 id = f->job->job_id;
+    if (e == NULL && done->result.text == NULL)
+        fail_job(w, id, "model", "the model returned no answer", TRUE);
+    else if (cancelled_by_stop(w, e))
+        ; /* released when the worker stops */
+    else if (e != NULL) {
+        /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
+        gboolean bad_page =
+            e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
+        gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
+        /* The answerer's message on a question names what is wrong with it; the job and
+         * the question say which it is (its page is not at fault). "job N: " first, as
+         * docqa status strips it (DQ_REASON_FILE_RE) to group one question's jobs. */
+        char *quoted = bad_question ? queue_question_quote(f->job->question) : NULL;
+        char *msg = bad_question ? g_strdup_printf("job %" G_GINT64_FORMAT ": question '%s': %s",
+                                                   id, quoted, e->message)
+                                 : NULL;
+        fail_job(w, id,
+                 bad_page       ? "page_image"
+                 : bad_question ? "question"
+                                : "model",
+                 msg ? msg : e->message, !bad_page && !bad_question);
+        g_free(quoted);
+        g_free(msg);
+    }
+    if (!cancelled_by_stop(w, e)) {
+        g_hash_table_remove(w->in_flight, &done->tag);
+        w->in_flight_changed = TRUE;
+    }
+}
+
 /* Completes the finished jobs in one transaction and fails the failed ones. FALSE when the
  * database failed, or when a failure came from a device that cannot recover (answerer_broken). */
 static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) {
-    const DqAnswerer *a = w->answerer;
     InFlight **f = g_new0(InFlight *, k);
     DqJobAnswer *answers = g_new0(DqJobAnswer, k);
     int n_answers = 0;
@@ -528,7 +611,7 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
     char *finished = iso_now();
     for (int i = 0; i < k; i++) {
         f[i] = g_hash_table_lookup(w->in_flight, &done[i].tag);
-        DqAnswerResult *r = &done[i].result;
+        const DqAnswerResult *r = &done[i].result;
         if (f[i] == NULL) {
             dq_print_line(stderr,
                           "docqa: worker %s: the answerer returned job %" G_GINT64_FORMAT
@@ -537,72 +620,14 @@ static gboolean finish_jobs(Worker *w, DqAnswerDone *done, int k, GError **err) 
             continue;
         }
         if (r->error == NULL && r->text != NULL)
-            answers[n_answers++] = (DqJobAnswer){
-                .job_id = f[i]->job->job_id,
-                .text = r->text,
-                .prompt_tokens = r->prompt_tokens,
-                .generated_tokens = r->generated_tokens,
-                .started_at = f[i]->started,
-                .finished_at = finished,
-                .ms_image = r->ms_image,
-                .ms_vision = r->ms_vision,
-                .ms_prefill = r->ms_prefill,
-                .ms_decode = r->ms_decode,
-                .ms_total = r->ms_total,
-                .device = a->device,
-                .weights = a->weights,
-                .exact = a->device == NULL ? -1
-                         : a->exact        ? 1
-                                           : 0,
-                .model_fingerprint = a->model_fingerprint,
-            };
+            answers[n_answers++] = job_answer(w, f[i], r, finished);
     }
     queue_test_point("worker:before_complete");
-    int written = 0;
-    if (n_answers > 0 && !dq_store_check_file(w->s, err))
+    if (!store_answers(w, answers, n_answers, err))
         goto out;
-    if (n_answers > 0) {
-        while (!store_jobs_complete(w->s, w->owner, answers, n_answers, &written, err))
-            if (!reconnected(w, err))
-                goto out;
-        w->stats->done += written;
-        w->stats->lost += n_answers - written;
-    }
-    for (int i = 0; i < k; i++) {
-        GError *e = done[i].result.error;
-        if (f[i] == NULL)
-            continue;
-        gint64 id = f[i]->job->job_id;
-        if (e == NULL && done[i].result.text == NULL)
-            fail_job(w, id, "model", "the model returned no answer", TRUE);
-        else if (e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop)
-            ; /* released when the worker stops */
-        else if (e != NULL) {
-            /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
-            gboolean bad_page =
-                e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
-            gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
-            /* The answerer's message on a question names what is wrong with it; the job and
-             * the question say which it is (its page is not at fault). "job N: " first, as
-             * docqa status strips it (DQ_REASON_FILE_RE) to group one question's jobs. */
-            char *quoted = bad_question ? queue_question_quote(f[i]->job->question) : NULL;
-            char *msg = bad_question
-                            ? g_strdup_printf("job %" G_GINT64_FORMAT ": question '%s': %s", id,
-                                              quoted, e->message)
-                            : NULL;
-            fail_job(w, id,
-                     bad_page       ? "page_image"
-                     : bad_question ? "question"
-                                    : "model",
-                     msg ? msg : e->message, !bad_page && !bad_question);
-            g_free(quoted);
-            g_free(msg);
-        }
-        if (!(e != NULL && g_error_matches(e, DQ_ERROR, DQ_ERR_CANCELLED) && *w->stop)) {
-            g_hash_table_remove(w->in_flight, &done[i].tag);
-            w->in_flight_changed = TRUE;
-        }
-    }
+    for (int i = 0; i < k; i++)
+        if (f[i] != NULL)
+            settle_job(w, f[i], &done[i]);
     queue_test_point("worker:after_complete");
     gboolean any_failed = FALSE;
     for (int i = 0; i < k; i++)
@@ -639,19 +664,183 @@ static void budget_return(gint64 *budget, int n) {
         __atomic_add_fetch(budget, n, __ATOMIC_SEQ_CST);
 }
 
+static void worker_defaults(DqWorkerOptions *opt) {
+    if (opt->batch < 1)
+        opt->batch = 1;
+    if (opt->lease_ms <= 0)
+        opt->lease_ms = 60000;
+    if (opt->heartbeat_ms <= 0)
+        opt->heartbeat_ms = opt->lease_ms / 3;
+    if (opt->backoff_ms <= 0)
+        opt->backoff_ms = 5000;
+    if (opt->poll_ms <= 0)
+        opt->poll_ms = 500;
+}
+
+/* The worker's two connections (its own, the heartbeat's), the heartbeat thread, and room for
+ * its jobs in flight. */
+static gboolean worker_open(Worker *w, GThread **hb_thread, GError **err) {
+    const DqWorkerOptions *opt = w->opt;
+    if ((w->s = dq_store_open(opt->db_path, err)) == NULL)
+        return FALSE;
+    if ((w->hb->store = dq_store_open(opt->db_path, err)) == NULL)
+        return FALSE;
+    /* Told to stop while another connection holds the write lock, both connections give up
+     * waiting for it within seconds, not after the busy limit (heartbeat_stop joins the heartbeat).
+     */
+    dq_store_set_stop(w->s, w->stop);
+    dq_store_set_stop(w->hb->store, w->stop);
+    *hb_thread = g_thread_new("heartbeat", heartbeat_main, w->hb);
+    w->in_flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, in_flight_free);
+    w->answerer->batch = opt->batch;
+    /* Both terms bounded by DQ_MAX_BATCH: the sum cannot overflow, whatever the answerer says. */
+    w->limit = opt->batch + CLAMP(w->answerer->lookahead, 0, DQ_MAX_BATCH);
+    w->done = g_new0(DqAnswerDone, w->limit);
+    /* Before any claim: a worker that cannot keep it holds nothing to give back. */
+    return dq_store_keep_reserve(w->s, DQ_WORKER_RESERVE_BYTES(w->limit), err);
+}
+
+/* What the loop does after a step: go on with this turn, start the next, stop, or fail. */
+typedef enum { STEP_GO_ON, STEP_AGAIN, STEP_DONE, STEP_FAILED } WorkerStep;
+
+/* Hands claimed jobs to the answerer; after one that finds the answerer unusable, the rest are
+ * given back with the jobs in flight when the worker stops. */
+static gboolean submit_claimed(Worker *w, GPtrArray *jobs, GError **err) {
+    gsize len = 0;
+    gpointer *claimed = g_ptr_array_steal(jobs, &len);
+    g_ptr_array_unref(jobs);
+    gboolean usable = TRUE;
+    for (gsize i = 0; i < len; i++) {
+        if (usable)
+            usable = submit_job(w, claimed[i], err);
+        else
+            dq_claimed_job_free(claimed[i]); /* given back below, with the rest */
+    }
+    g_free(claimed);
+    return usable;
+}
+
+/* Claims jobs for the free places, when there are some, the budget is not spent and the queue
+ * did not just run dry. */
+static WorkerStep claim_jobs(Worker *w, GError **err) {
+    const DqWorkerOptions *opt = w->opt;
+    int n = (int)g_hash_table_size(w->in_flight);
+    if (n >= w->limit || w->budget_spent || now_ms() < w->next_claim_ms)
+        return STEP_GO_ON;
+    if (!dq_store_check_file(w->s, err))
+        return STEP_FAILED;
+    int want = budget_take(opt->job_budget, w->limit - n);
+    w->budget_spent = want == 0;
+    GArray *buried = g_array_new(FALSE, FALSE, sizeof(gint64));
+    GPtrArray *jobs = want > 0 ? store_jobs_claim_noting(w->s, w->owner, opt->model_id, want,
+                                                         now_ms(), opt->lease_ms, buried, err)
+                               : NULL;
+    /* Jobs whose last attempt died with its worker: failed during this run, whoever held them;
+     * this worker is the one that knows. */
+    w->stats->failed += buried->len;
+    w->stats->buried += buried->len;
+    if (buried->len > 0 && opt->on_buried != NULL)
+        opt->on_buried(opt->on_buried_user, (const gint64 *)buried->data, (int)buried->len);
+    g_array_free(buried, TRUE);
+    if (want > 0 && jobs == NULL) {
+        budget_return(opt->job_budget, want);
+        return reconnected(w, err) ? STEP_AGAIN : STEP_FAILED;
+    }
+    if (jobs == NULL)
+        return STEP_GO_ON;
+    budget_return(opt->job_budget, want - (int)jobs->len);
+    if ((int)jobs->len < want)
+        w->next_claim_ms = now_ms() + opt->poll_ms; /* no claim at every decode step */
+    if (jobs->len > 0) {
+        w->stats->claimed += jobs->len;
+        queue_test_point("worker:claimed");
+        heartbeat_set_active(w->hb, TRUE);
+    }
+    return submit_claimed(w, jobs, err) ? STEP_GO_ON : STEP_FAILED;
+}
+
+/* Nothing in flight: stops when the budget is spent or (--until-empty) the queue is, else waits
+ * until the next claim. */
+static WorkerStep wait_for_jobs(Worker *w, GError **err) {
+    heartbeat_set_active(w->hb, FALSE);
+    if (w->budget_spent)
+        return STEP_DONE;
+    if (w->opt->until_empty) {
+        gboolean pending = TRUE;
+        if (!store_jobs_has_pending(w->s, w->opt->model_id, &pending, err))
+            return reconnected(w, err) ? STEP_AGAIN : STEP_FAILED;
+        if (!pending)
+            return STEP_DONE;
+    }
+    sleep_ms_unless(MAX(w->next_claim_ms - now_ms(), 0), w->stop);
+    return STEP_AGAIN;
+}
+
+static gboolean worker_loop(Worker *w, GError **err) {
+    while (!*w->stop) {
+        withdraw_gone(w);
+        WorkerStep step = claim_jobs(w, err);
+        if (step == STEP_GO_ON && g_hash_table_size(w->in_flight) == 0)
+            step = wait_for_jobs(w, err);
+        if (step == STEP_FAILED)
+            return FALSE;
+        if (step == STEP_DONE)
+            return TRUE;
+        if (step == STEP_AGAIN)
+            continue;
+        publish_in_flight(w);
+        int k = w->answerer->poll(w->answerer, w->done, w->limit);
+        if (k > 0 && !finish_jobs(w, w->done, k, err))
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* Whatever is still held (a cancelled batch, an error) goes back without using an attempt, also
+ * after a full disk (the store makes room for it); when the database is out of reach this fails
+ * too and the leases expire instead. */
+static void give_back_jobs(Worker *w, gboolean ok) {
+    int released = 0;
+    GError *re = NULL;
+    if (store_jobs_release(w->s, w->owner, &released, &re))
+        w->stats->released += released;
+    /* After a store error the user learns what became of the jobs in flight; so too when
+     * they could not be given back (a worker told to stop while the database is locked),
+     * said only when it holds some. */
+    guint held = w->in_flight != NULL ? g_hash_table_size(w->in_flight) : 0;
+    if (!ok && re == NULL && released > 0)
+        dq_print_line(stderr, "docqa: worker %s: gave back its %d job%s in flight", w->owner,
+                      released, released == 1 ? "" : "s");
+    else if (re != NULL && held > 0)
+        dq_print_line(stderr,
+                      "docqa: worker %s: could not give back its %u job%s in flight (%s): they "
+                      "come back when their lease expires",
+                      w->owner, held, held == 1 ? "" : "s", re->message);
+    g_clear_error(&re);
+}
+
+static void heartbeat_stop(Heartbeat *hb, GThread *hb_thread) {
+    if (hb_thread != NULL) {
+        g_mutex_lock(&hb->lock);
+        hb->quit = TRUE;
+        g_cond_signal(&hb->cond);
+        g_mutex_unlock(&hb->lock);
+        g_thread_join(hb_thread);
+    }
+    if (hb->store != NULL) {
+        store_jobs_finalize(hb->store);
+        dq_store_close(hb->store);
+    }
+    g_mutex_clear(&hb->lock);
+    g_cond_clear(&hb->cond);
+    g_array_free(hb->holding, TRUE);
+    g_array_free(hb->gone, TRUE);
+}
+
 gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                           volatile sig_atomic_t *stop, DqWorkerStats *stats, GError **err) {
     DqWorkerOptions opt = *opt_in;
-    if (opt.batch < 1)
-        opt.batch = 1;
-    if (opt.lease_ms <= 0)
-        opt.lease_ms = 60000;
-    if (opt.heartbeat_ms <= 0)
-        opt.heartbeat_ms = opt.lease_ms / 3;
-    if (opt.backoff_ms <= 0)
-        opt.backoff_ms = 5000;
-    if (opt.poll_ms <= 0)
-        opt.poll_ms = 500;
+    worker_defaults(&opt);
     memset(stats, 0, sizeof(*stats));
     if (opt.batch > DQ_MAX_BATCH)
         return dq_fail(err, DQ_ERR_ARGS, "batch %d: a worker decodes at most %d requests at once",
@@ -661,7 +850,6 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
     char host[256] = "localhost";
     gethostname(host, sizeof(host) - 1);
     char *owner = g_strdup_printf("%s:%d:%08x", host, (int)getpid(), g_random_int());
-    gboolean ok = FALSE;
     Heartbeat hb = {.owner = owner,
                     .lease_ms = opt.lease_ms,
                     .interval_ms = opt.heartbeat_ms,
@@ -669,157 +857,20 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
                     .gone = g_array_new(FALSE, FALSE, sizeof(HeldJob))};
     g_mutex_init(&hb.lock);
     g_cond_init(&hb.cond);
+    Worker w = {
+        .owner = owner, .opt = &opt, .answerer = answerer, .hb = &hb, .stop = stop, .stats = stats};
     GThread *hb_thread = NULL;
-    GHashTable *in_flight = NULL; /* job id -> InFlight */
-    DqAnswerDone *done = NULL;
-    DqStore *s = dq_store_open(opt.db_path, err);
-    if (s == NULL)
-        goto out;
-    if ((hb.store = dq_store_open(opt.db_path, err)) == NULL)
-        goto out;
-    /* Told to stop while another connection holds the write lock, both connections give up
-     * waiting for it within seconds, not after the busy limit (the heartbeat is joined below). */
-    dq_store_set_stop(s, stop);
-    dq_store_set_stop(hb.store, stop);
-    hb_thread = g_thread_new("heartbeat", heartbeat_main, &hb);
-    in_flight = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, in_flight_free);
-    Worker w = {.s = s,
-                .owner = owner,
-                .opt = &opt,
-                .answerer = answerer,
-                .in_flight = in_flight,
-                .hb = &hb,
-                .stop = stop,
-                .stats = stats};
-    answerer->batch = opt.batch;
-    /* Both terms bounded by DQ_MAX_BATCH: the sum cannot overflow, whatever the answerer says. */
-    int limit = opt.batch + CLAMP(answerer->lookahead, 0, DQ_MAX_BATCH);
-    done = g_new0(DqAnswerDone, limit);
-    /* Before any claim: a worker that cannot keep it holds nothing to give back. */
-    if (!dq_store_keep_reserve(s, DQ_WORKER_RESERVE_BYTES(limit), err))
-        goto out;
-    gint64 next_claim_ms = 0; /* the queue ran dry: not before then */
-    gboolean budget_spent = FALSE;
-
-    while (!*stop) {
-        withdraw_gone(&w);
-        int n = (int)g_hash_table_size(in_flight);
-        if (n < limit && !budget_spent && now_ms() >= next_claim_ms) {
-            if (!dq_store_check_file(s, err))
-                goto out;
-            int want = budget_take(opt.job_budget, limit - n);
-            budget_spent = want == 0;
-            GArray *buried = g_array_new(FALSE, FALSE, sizeof(gint64));
-            GPtrArray *jobs = want > 0
-                                  ? store_jobs_claim_noting(s, owner, opt.model_id, want, now_ms(),
-                                                            opt.lease_ms, buried, err)
-                                  : NULL;
-            /* Jobs whose last attempt died with its worker: failed during this run, whoever
-             * held them; this worker is the one that knows. */
-            stats->failed += buried->len;
-            stats->buried += buried->len;
-            if (buried->len > 0 && opt.on_buried != NULL)
-                opt.on_buried(opt.on_buried_user, (const gint64 *)buried->data, (int)buried->len);
-            g_array_free(buried, TRUE);
-            if (want > 0 && jobs == NULL) {
-                budget_return(opt.job_budget, want);
-                if (reconnected(&w, err))
-                    continue;
-                goto out;
-            }
-            if (jobs != NULL) {
-                budget_return(opt.job_budget, want - (int)jobs->len);
-                if ((int)jobs->len < want)
-                    next_claim_ms = now_ms() + opt.poll_ms; /* no claim at every decode step */
-                if (jobs->len > 0) {
-                    stats->claimed += jobs->len;
-                    queue_test_point("worker:claimed");
-                    heartbeat_set_active(&hb, TRUE);
-                }
-                gsize len = 0;
-                gpointer *claimed = g_ptr_array_steal(jobs, &len);
-                g_ptr_array_unref(jobs);
-                gboolean usable = TRUE;
-                for (gsize i = 0; i < len; i++) {
-                    if (usable)
-                        usable = submit_job(&w, claimed[i], err);
-                    else
-                        dq_claimed_job_free(claimed[i]); /* given back below, with the rest */
-                }
-                g_free(claimed);
-                if (!usable)
-                    goto out;
-            }
-        }
-        if (g_hash_table_size(in_flight) == 0) {
-            heartbeat_set_active(&hb, FALSE);
-            if (budget_spent)
-                break;
-            if (opt.until_empty) {
-                gboolean pending = TRUE;
-                if (!store_jobs_has_pending(s, opt.model_id, &pending, err)) {
-                    if (reconnected(&w, err))
-                        continue;
-                    goto out;
-                }
-                if (!pending)
-                    break;
-            }
-            sleep_ms_unless(MAX(next_claim_ms - now_ms(), 0), stop);
-            continue;
-        }
-        publish_in_flight(&w);
-        int k = answerer->poll(answerer, done, limit);
-        if (k > 0 && !finish_jobs(&w, done, k, err))
-            goto out;
+    gboolean ok = worker_open(&w, &hb_thread, err) && worker_loop(&w, err);
+    if (w.s != NULL)
+        give_back_jobs(&w, ok);
+    heartbeat_stop(&hb, hb_thread);
+    if (w.s != NULL) {
+        store_jobs_finalize(w.s);
+        dq_store_close(w.s);
     }
-    ok = TRUE;
-out:
-    if (s != NULL) {
-        /* Whatever is still held (a cancelled batch, an error) goes back without using an
-         * attempt, also after a full disk (the store makes room for it); when the database is
-         * out of reach this fails too and the leases expire instead. */
-        int released = 0;
-        GError *re = NULL;
-        if (store_jobs_release(s, owner, &released, &re))
-            stats->released += released;
-        /* After a store error the user learns what became of the jobs in flight; so too when
-         * they could not be given back (a worker told to stop while the database is locked),
-         * said only when it holds some. */
-        guint held = in_flight != NULL ? g_hash_table_size(in_flight) : 0;
-        if (!ok && re == NULL && released > 0)
-            dq_print_line(stderr, "docqa: worker %s: gave back its %d job%s in flight", owner,
-                          released, released == 1 ? "" : "s");
-        else if (re != NULL && held > 0)
-            dq_print_line(
-                stderr,
-                "docqa: worker %s: could not give back its %u job%s in flight (%s): they come "
-                "back when their lease expires",
-                owner, held, held == 1 ? "" : "s", re->message);
-        g_clear_error(&re);
-    }
-    if (hb_thread != NULL) {
-        g_mutex_lock(&hb.lock);
-        hb.quit = TRUE;
-        g_cond_signal(&hb.cond);
-        g_mutex_unlock(&hb.lock);
-        g_thread_join(hb_thread);
-    }
-    if (hb.store != NULL) {
-        store_jobs_finalize(hb.store);
-        dq_store_close(hb.store);
-    }
-    if (s != NULL) {
-        store_jobs_finalize(s);
-        dq_store_close(s);
-    }
-    g_mutex_clear(&hb.lock);
-    g_cond_clear(&hb.cond);
-    g_array_free(hb.holding, TRUE);
-    g_array_free(hb.gone, TRUE);
-    if (in_flight != NULL)
-        g_hash_table_destroy(in_flight);
-    g_free(done);
+    if (w.in_flight != NULL)
+        g_hash_table_destroy(w.in_flight);
+    g_free(w.done);
     g_free(owner);
     return ok;
 }

@@ -569,11 +569,21 @@ static gboolean prefill_pass(DqGenerator *g, const SmolvlmRequest *reqs, AddStat
     return TRUE;
 }
 
-gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
-                          GError **err) {
-    const SmolvlmConfig *c = smolvlm_config(g->m);
-    DqBackend *be = smolvlm_backend(g->m);
-    int V = c->vocab_size, Dt = c->text_hidden, S_tok = c->tokens_per_tile;
+/* One add: its requests, their states, and what the add finds along the way that its timings
+ * report. */
+typedef struct {
+    const SmolvlmRequest *reqs; /* [n] */
+    int n;
+    AddState *as;        /* [n] */
+    int *order;          /* [n]: the requests of a prefill pass */
+    DqPixelTile *tiles;  /* [n_tiles]: those encoded in this add */
+    FeatureBlock *fresh; /* their features */
+    int n_tiles, distinct, reused, prefix_reused;
+    gint64 prefix_rows, total, to_prefill;
+    double vision_ms, vision_cpu_ms, prefill_ms, prefill_cpu_ms;
+} AddBatch;
+
+static gboolean add_check(DqGenerator *g, const SmolvlmRequest *reqs, int n, GError **err) {
     if (n <= 0)
         return dq_fail(err, DQ_ERR_ARGS, "generate: no requests");
     if (n > dq_generator_n_free(g))
@@ -586,194 +596,241 @@ gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int
                 g_prefix_error(err, "request %d: ", i);
             return FALSE;
         }
+    return TRUE;
+}
 
-    gboolean ok = FALSE;
-    AddState *as = g_new0(AddState, n);
-    int *order = g_new(int, n);
-    DqPixelTile *tiles = NULL;
-    FeatureBlock *fresh = NULL;
-    int n_tiles = 0, distinct = 0, reused = 0, prefix_reused = 0;
-    gint64 prefix_rows = 0;
-    for (int i = 0, s = 0; i < n; i++) {
+/* Gives each request a free slot, and says how many feature rows its images make. */
+static void add_take_slots(DqGenerator *g, AddBatch *b, int *slots) {
+    const int S_tok = smolvlm_config(g->m)->tokens_per_tile;
+    for (int i = 0, s = 0; i < b->n; i++) {
         while (g->slots[s].used)
             s++;
-        as[i].slot = &g->slots[s];
-        as[i].slot->used = TRUE;
+        AddState *a = &b->as[i];
+        a->slot = &g->slots[s];
+        a->slot->used = TRUE;
         slots[i] = s;
-        const SmolvlmRequest *r = &reqs[i];
+        const SmolvlmRequest *r = &b->reqs[i];
         int req_tiles = 0;
         for (int j = 0; j < r->n_images; j++)
             req_tiles += r->images[j]->n_tiles;
-        as[i].n_features = req_tiles * S_tok;
+        a->n_features = req_tiles * S_tok;
         /* Images are told apart by their key only; a prompt without any is its ids. */
-        as[i].prefix_ok = r->features_key != NULL || as[i].n_features == 0;
+        a->prefix_ok = r->features_key != NULL || a->n_features == 0;
     }
-    prefix_find(g, reqs, as, n);
+}
 
-    /* 1. Vision: the tiles of every request whose features are not known yet and that has
-     * <image> rows left to prefill, one batch. A key seen in the cache or earlier in this add
-     * shares those features. */
+/* Where request i's features come from: none needed (its <image> rows are all in the prefix it
+ * takes), the cache, a batch-mate encoding the same key, or its own tiles in the fresh block. */
+static void add_plan_features(DqGenerator *g, AddBatch *b, int i) {
+    const SmolvlmConfig *c = smolvlm_config(g->m);
+    const SmolvlmRequest *r = &b->reqs[i];
+    AddState *as = b->as;
+    as[i].fresh_off = -1;
+    if (as[i].n_features == 0)
+        return;
+    int images_before = 0, images_after = 0; /* <image> rows in the prefix and the rest */
+    for (int j = 0; j < r->n_input_ids; j++)
+        if (r->input_ids[j] == c->image_token_id)
+            *(j < as[i].reuse ? &images_before : &images_after) += 1;
+    as[i].cursor = images_before;
+    if (images_after == 0) { /* no features to embed: none needed */
+        b->reused++;
+        return;
+    }
+    const char *key = r->features_key;
+    FeatureEntry *e = key != NULL ? cache_find(g, key, as[i].n_features) : NULL;
+    if (e != NULL) {
+        e->used_at = ++g->clock;
+        as[i].features = e->block->data + (size_t)e->off * c->text_hidden;
+        b->reused++;
+        return;
+    }
+    int mate = -1;
+    for (int k = 0; k < i && key != NULL && mate < 0; k++)
+        if (as[k].fresh_off >= 0 && b->reqs[k].features_key != NULL &&
+            strcmp(b->reqs[k].features_key, key) == 0 && as[k].n_features == as[i].n_features)
+            mate = k;
+    if (mate >= 0) {
+        as[i].fresh_off = as[mate].fresh_off;
+        b->reused++;
+        return;
+    }
+    as[i].encode = TRUE;
+    as[i].fresh_off = b->n_tiles * c->tokens_per_tile;
+    b->n_tiles += as[i].n_features / c->tokens_per_tile;
+}
+
+/* Runs the tiles add_plan_features left to the encoder through it, one batch, into the fresh
+ * block. */
+static gboolean add_encode(DqGenerator *g, AddBatch *b, GError **err) {
+    const SmolvlmConfig *c = smolvlm_config(g->m);
+    DqBackend *be = smolvlm_backend(g->m);
+    const int Dt = c->text_hidden, S_tok = c->tokens_per_tile;
+    b->tiles = g_new(DqPixelTile, b->n_tiles);
+    int t = 0;
+    for (int i = 0; i < b->n; i++) {
+        if (!b->as[i].encode)
+            continue;
+        for (int j = 0; j < b->reqs[i].n_images; j++) {
+            const DqImageTiles *img = b->reqs[i].images[j];
+            for (int k = 0; k < img->n_tiles; k++)
+                b->tiles[t++] =
+                    (DqPixelTile){dq_image_tiles_tile(img, k), &img->lut[0][0], img->hashes[k]};
+        }
+    }
+    g_assert(t == b->n_tiles);
+    b->fresh = g_new0(FeatureBlock, 1);
+    b->fresh->refs = 1;
+    b->fresh->data = be->alloc(be, (size_t)b->n_tiles * S_tok * Dt);
+    if (b->fresh->data == NULL) {
+        g_clear_pointer(&b->fresh, g_free);
+        /* A GPU that kept an error refuses every alloc: its error, not "out of memory". */
+        if (dq_backend_cuda_check(be, err))
+            dq_fail(err, DQ_ERR_LIMIT, "out of memory for the features of %d tiles", b->n_tiles);
+        return FALSE;
+    }
+    if (!smolvlm_encode_tiles(g->m, b->tiles, b->n_tiles, b->fresh->data, &b->distinct, err))
+        return FALSE;
+    for (int i = 0; i < b->n; i++)
+        if (b->as[i].fresh_off >= 0)
+            b->as[i].features = b->fresh->data + (size_t)b->as[i].fresh_off * Dt;
+    return TRUE;
+}
+
+/* 1. Vision: the tiles of every request whose features are not known yet and that has <image>
+ * rows left to prefill, one batch. A key seen in the cache or earlier in this add shares those
+ * features. */
+static gboolean add_vision(DqGenerator *g, AddBatch *b, GError **err) {
     double t0 = dq_now_ms(), c0 = dq_cpu_ms();
-    for (int i = 0; i < n; i++) {
-        const SmolvlmRequest *r = &reqs[i];
-        as[i].fresh_off = -1;
-        if (as[i].n_features == 0)
-            continue;
-        int images_before = 0, images_after = 0; /* <image> rows in the prefix and the rest */
-        for (int j = 0; j < r->n_input_ids; j++)
-            if (r->input_ids[j] == c->image_token_id)
-                *(j < as[i].reuse ? &images_before : &images_after) += 1;
-        as[i].cursor = images_before;
-        if (images_after == 0) { /* no features to embed: none needed */
-            reused++;
-            continue;
-        }
-        const char *key = r->features_key;
-        FeatureEntry *e = key != NULL ? cache_find(g, key, as[i].n_features) : NULL;
-        if (e != NULL) {
-            e->used_at = ++g->clock;
-            as[i].features = e->block->data + (size_t)e->off * Dt;
-            reused++;
-            continue;
-        }
-        int mate = -1;
-        for (int k = 0; k < i && key != NULL && mate < 0; k++)
-            if (as[k].fresh_off >= 0 && reqs[k].features_key != NULL &&
-                strcmp(reqs[k].features_key, key) == 0 && as[k].n_features == as[i].n_features)
-                mate = k;
-        if (mate >= 0) {
-            as[i].fresh_off = as[mate].fresh_off;
-            reused++;
-            continue;
-        }
-        as[i].encode = TRUE;
-        as[i].fresh_off = n_tiles * S_tok;
-        n_tiles += as[i].n_features / S_tok;
-    }
-    if (n_tiles > 0) {
-        tiles = g_new(DqPixelTile, n_tiles);
-        int t = 0;
-        for (int i = 0; i < n; i++) {
-            if (!as[i].encode)
-                continue;
-            for (int j = 0; j < reqs[i].n_images; j++) {
-                const DqImageTiles *img = reqs[i].images[j];
-                for (int k = 0; k < img->n_tiles; k++)
-                    tiles[t++] =
-                        (DqPixelTile){dq_image_tiles_tile(img, k), &img->lut[0][0], img->hashes[k]};
-            }
-        }
-        g_assert(t == n_tiles);
-        fresh = g_new0(FeatureBlock, 1);
-        fresh->refs = 1;
-        fresh->data = be->alloc(be, (size_t)n_tiles * S_tok * Dt);
-        if (fresh->data == NULL) {
-            g_clear_pointer(&fresh, g_free);
-            /* A GPU that kept an error refuses every alloc: its error, not "out of memory". */
-            if (dq_backend_cuda_check(be, err))
-                dq_fail(err, DQ_ERR_LIMIT, "out of memory for the features of %d tiles", n_tiles);
-            goto out;
-        }
-        if (!smolvlm_encode_tiles(g->m, tiles, n_tiles, fresh->data, &distinct, err))
-            goto out;
-        for (int i = 0; i < n; i++)
-            if (as[i].fresh_off >= 0)
-                as[i].features = fresh->data + (size_t)as[i].fresh_off * Dt;
-    }
-    double vision_ms = dq_now_ms() - t0, vision_cpu_ms = dq_cpu_ms() - c0;
+    for (int i = 0; i < b->n; i++)
+        add_plan_features(g, b, i);
+    if (b->n_tiles > 0 && !add_encode(g, b, err))
+        return FALSE;
+    b->vision_ms = dq_now_ms() - t0;
+    b->vision_cpu_ms = dq_cpu_ms() - c0;
+    return TRUE;
+}
 
-    /* 2. Prefill: first every request that waits for no batch-mate (its prefix copied from the
-     * cache, or none), then those that take a prefix from one of them. */
-    t0 = dq_now_ms();
-    c0 = dq_cpu_ms();
-    gint64 total = 0, to_prefill = 0;
-    for (int i = 0; i < n; i++) {
-        const SmolvlmRequest *r = &reqs[i];
-        Slot *s = as[i].slot;
-        total += r->n_input_ids;
-        to_prefill += r->n_input_ids - as[i].reuse;
+/* Each slot's KV cache, limit, options and output room for its request. */
+static gboolean add_open_slots(DqGenerator *g, AddBatch *b, GError **err) {
+    const SmolvlmConfig *c = smolvlm_config(g->m);
+    for (int i = 0; i < b->n; i++) {
+        const SmolvlmRequest *r = &b->reqs[i];
+        const AddState *a = &b->as[i];
+        Slot *s = a->slot;
+        b->total += r->n_input_ids;
+        b->to_prefill += r->n_input_ids - a->reuse;
         /* 64-bit: max_new_tokens may be anything up to INT_MAX (check_request keeps the prompt
          * below the positions, so the limit is at least 1). */
         s->limit = (int)MIN((gint64)r->options.max_new_tokens,
                             (gint64)c->max_position_embeddings - r->n_input_ids);
         if ((s->kv = smolvlm_kv_new(g->m, r->n_input_ids + s->limit, err)) == NULL)
-            goto out;
+            return FALSE;
         s->options = r->options;
         s->rng = r->options.seed;
         s->prompt_tokens = r->n_input_ids;
         s->res.output_ids = g_new0(int32_t, s->limit);
-        if (as[i].reuse > 0) {
-            prefix_reused++;
-            prefix_rows += as[i].reuse;
+        if (a->reuse > 0) {
+            b->prefix_reused++;
+            b->prefix_rows += a->reuse;
         }
     }
-    int step_rows = MAX(g->n_slots, g->draft_tokens > 0 ? smolvlm_steps_max(g->m) : 0);
-    if (!ensure_workspace(g, MAX((int)MIN(to_prefill, g->prefill_rows), step_rows), err))
-        goto out;
-    int n_first = 0;
-    for (int i = 0; i < n; i++) {
-        if (as[i].mate >= 0)
-            continue;
-        if (as[i].from != NULL &&
-            !smolvlm_kv_copy_prefix(g->m, as[i].slot->kv, as[i].from->kv, as[i].reuse, err))
-            goto out;
-        as[i].prefilled = as[i].reuse;
-        order[n_first++] = i;
-    }
-    if (!prefill_pass(g, reqs, as, order, n_first, err))
-        goto out;
-    int n_then = 0;
-    for (int i = 0; i < n; i++) {
-        if (as[i].mate < 0)
-            continue;
-        if (!smolvlm_kv_copy_prefix(g->m, as[i].slot->kv, as[as[i].mate].slot->kv, as[i].reuse,
-                                    err))
-            goto out;
-        as[i].prefilled = as[i].reuse;
-        order[n_then++] = i;
-    }
-    if (!prefill_pass(g, reqs, as, order, n_then, err))
-        goto out;
+    return TRUE;
+}
 
-    /* The first new token of each request comes from its prompt's last logits. */
-    for (int i = 0; i < n; i++) {
-        Slot *s = as[i].slot;
-        if (reqs[i].want_logits)
+/* The requests that take their prefix from a batch-mate (mates) or not (!mates), their prefix
+ * rows copied in, prefilled together. */
+static gboolean add_prefill_group(DqGenerator *g, AddBatch *b, gboolean mates, GError **err) {
+    AddState *as = b->as;
+    int count = 0;
+    for (int i = 0; i < b->n; i++) {
+        if ((as[i].mate >= 0) != mates)
+            continue;
+        const SmolvlmKV *src = NULL;
+        if (mates)
+            src = as[as[i].mate].slot->kv;
+        else if (as[i].from != NULL)
+            src = as[i].from->kv;
+        if (src != NULL && !smolvlm_kv_copy_prefix(g->m, as[i].slot->kv, src, as[i].reuse, err))
+            return FALSE;
+        as[i].prefilled = as[i].reuse;
+        b->order[count++] = i;
+    }
+    return prefill_pass(g, b->reqs, as, b->order, count, err);
+}
+
+/* The first new token of each request comes from its prompt's last logits. */
+static void add_first_tokens(DqGenerator *g, AddBatch *b) {
+    const int V = smolvlm_config(g->m)->vocab_size;
+    for (int i = 0; i < b->n; i++) {
+        Slot *s = b->as[i].slot;
+        if (b->reqs[i].want_logits)
             s->res.last_logits = g_memdup2(s->logits, (size_t)V * sizeof(float));
         slot_push(g, s,
-                  first_token_only(&reqs[i])
-                      ? as[i].token
+                  first_token_only(&b->reqs[i])
+                      ? b->as[i].token
                       : dq_sample_token(s->logits, V, &s->options, &s->rng, g->scratch));
     }
-    prefix_store(g, reqs, as, n);
-    double prefill_ms = dq_now_ms() - t0, prefill_cpu_ms = dq_cpu_ms() - c0;
-    for (int i = 0; i < n; i++) {
-        as[i].slot->vision_ms = vision_ms / n;
-        as[i].slot->prefill_ms = prefill_ms / n;
-        as[i].slot->prefix_rows = as[i].reuse;
-        if (as[i].encode && reqs[i].features_key != NULL)
-            cache_put(g, reqs[i].features_key, fresh, as[i].fresh_off, as[i].n_features);
+}
+
+/* 2. Prefill: first every request that waits for no batch-mate (its prefix copied from the
+ * cache, or none), then those that take a prefix from one of them. */
+static gboolean add_prefill(DqGenerator *g, AddBatch *b, GError **err) {
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
+    if (!add_open_slots(g, b, err))
+        return FALSE;
+    int step_rows = MAX(g->n_slots, g->draft_tokens > 0 ? smolvlm_steps_max(g->m) : 0);
+    if (!ensure_workspace(g, MAX((int)MIN(b->to_prefill, g->prefill_rows), step_rows), err) ||
+        !add_prefill_group(g, b, FALSE, err) || !add_prefill_group(g, b, TRUE, err))
+        return FALSE;
+    add_first_tokens(g, b);
+    prefix_store(g, b->reqs, b->as, b->n);
+    b->prefill_ms = dq_now_ms() - t0;
+    b->prefill_cpu_ms = dq_cpu_ms() - c0;
+    return TRUE;
+}
+
+/* Each slot's share of the add's time, the fresh features kept for later requests, and the
+ * generator's totals. */
+static void add_record(DqGenerator *g, const AddBatch *b) {
+    for (int i = 0; i < b->n; i++) {
+        const AddState *a = &b->as[i];
+        a->slot->vision_ms = b->vision_ms / b->n;
+        a->slot->prefill_ms = b->prefill_ms / b->n;
+        a->slot->prefix_rows = a->reuse;
+        if (a->encode && b->reqs[i].features_key != NULL)
+            cache_put(g, b->reqs[i].features_key, b->fresh, a->fresh_off, a->n_features);
     }
-    g->tm.vision_ms += vision_ms;
-    g->tm.prefill_ms += prefill_ms;
-    g->tm.vision_cpu_ms += vision_cpu_ms;
-    g->tm.prefill_cpu_ms += prefill_cpu_ms;
-    g->tm.n_tiles += n_tiles;
-    g->tm.n_tiles_distinct += distinct;
-    g->tm.prompt_tokens += (int)total;
-    g->tm.features_reused += reused;
-    g->tm.prefix_reused += prefix_reused;
-    g->tm.prefix_rows += prefix_rows;
-    ok = TRUE;
-out:
-    if (!ok)
+    g->tm.vision_ms += b->vision_ms;
+    g->tm.prefill_ms += b->prefill_ms;
+    g->tm.vision_cpu_ms += b->vision_cpu_ms;
+    g->tm.prefill_cpu_ms += b->prefill_cpu_ms;
+    g->tm.n_tiles += b->n_tiles;
+    g->tm.n_tiles_distinct += b->distinct;
+    g->tm.prompt_tokens += (int)b->total;
+    g->tm.features_reused += b->reused;
+    g->tm.prefix_reused += b->prefix_reused;
+    g->tm.prefix_rows += b->prefix_rows;
+}
+
+gboolean dq_generator_add(DqGenerator *g, const SmolvlmRequest *reqs, int n, int *slots,
+                          GError **err) {
+    if (!add_check(g, reqs, n, err))
+        return FALSE;
+    AddBatch b = {.reqs = reqs, .n = n, .as = g_new0(AddState, n), .order = g_new(int, n)};
+    add_take_slots(g, &b, slots);
+    prefix_find(g, reqs, b.as, n);
+    gboolean ok = add_vision(g, &b, err) && add_prefill(g, &b, err);
+    if (ok)
+        add_record(g, &b);
+    else
         for (int i = 0; i < n; i++)
-            slot_clear(g, as[i].slot);
-    if (fresh != NULL)
-        block_unref(g, fresh);
-    g_free(tiles);
-    g_free(order);
-    g_free(as);
+            slot_clear(g, b.as[i].slot);
+    if (b.fresh != NULL)
+        block_unref(g, b.fresh);
+    g_free(b.tiles);
+    g_free(b.order);
+    g_free(b.as);
     return ok;
 }
 

@@ -201,88 +201,116 @@ static gboolean gather_positions(Smolvlm *m, GError **err) {
     return TRUE;
 }
 
-static gboolean bind_all(Smolvlm *m, GError **err) {
+/* The patch embedding and the position embeddings (looked up once: pos_full). */
+static gboolean bind_vision_embeddings(Smolvlm *m, GError **err) {
     const SmolvlmConfig *c = &m->cfg;
-    int Dv = c->vision_hidden, Iv = c->vision_intermediate, p = c->patch_size;
-    int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
-    int s2 = c->scale_factor * c->scale_factor;
+    int Dv = c->vision_hidden, p = c->patch_size;
     const char *vp = "model.vision_model";
-    const char *tp = "model.text_model";
-
     /* --weights bf16: every matrix a product uses, vision and text (the norm vectors and
-     * biases stay as weight_init keeps them); int8: the decoder's (below). */
+     * biases stay as weight_init keeps them); int8: the decoder's (bind_text_layer). */
     m->bind_as = m->weights == BIND_BF16 ? BIND_BF16 : BIND_STORED;
     if (!bind(m, &m->patch_w, Dv, c->vision_channels * p * p, 4,
               (const int64_t[]){Dv, c->vision_channels, p, p}, err,
               "%s.embeddings.patch_embedding.weight", vp))
         return FALSE;
     m->bind_as = BIND_STORED; /* position embeddings: a table looked up */
-    if (!BIND1(&m->patch_b, Dv, "%s.embeddings.patch_embedding.bias", vp) ||
-        !BIND2(&m->pos_emb, c->num_patches, Dv, "%s.embeddings.position_embedding.weight", vp) ||
-        !gather_positions(m, err))
+    return BIND1(&m->patch_b, Dv, "%s.embeddings.patch_embedding.bias", vp) &&
+           BIND2(&m->pos_emb, c->num_patches, Dv, "%s.embeddings.position_embedding.weight", vp) &&
+           gather_positions(m, err);
+}
+
+static gboolean bind_vision_layer(Smolvlm *m, int l, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int Dv = c->vision_hidden, Iv = c->vision_intermediate;
+    const char *vp = "model.vision_model", *e = "encoder.layers";
+    VisionLayer *L = &m->vl[l];
+    return BIND1(&L->ln1_w, Dv, "%s.%s.%d.layer_norm1.weight", vp, e, l) &&
+           BIND1(&L->ln1_b, Dv, "%s.%s.%d.layer_norm1.bias", vp, e, l) &&
+           BIND2(&L->q_w, Dv, Dv, "%s.%s.%d.self_attn.q_proj.weight", vp, e, l) &&
+           BIND1(&L->q_b, Dv, "%s.%s.%d.self_attn.q_proj.bias", vp, e, l) &&
+           BIND2(&L->k_w, Dv, Dv, "%s.%s.%d.self_attn.k_proj.weight", vp, e, l) &&
+           BIND1(&L->k_b, Dv, "%s.%s.%d.self_attn.k_proj.bias", vp, e, l) &&
+           BIND2(&L->v_w, Dv, Dv, "%s.%s.%d.self_attn.v_proj.weight", vp, e, l) &&
+           BIND1(&L->v_b, Dv, "%s.%s.%d.self_attn.v_proj.bias", vp, e, l) &&
+           BIND2(&L->o_w, Dv, Dv, "%s.%s.%d.self_attn.out_proj.weight", vp, e, l) &&
+           BIND1(&L->o_b, Dv, "%s.%s.%d.self_attn.out_proj.bias", vp, e, l) &&
+           BIND1(&L->ln2_w, Dv, "%s.%s.%d.layer_norm2.weight", vp, e, l) &&
+           BIND1(&L->ln2_b, Dv, "%s.%s.%d.layer_norm2.bias", vp, e, l) &&
+           BIND2(&L->fc1_w, Iv, Dv, "%s.%s.%d.mlp.fc1.weight", vp, e, l) &&
+           BIND1(&L->fc1_b, Iv, "%s.%s.%d.mlp.fc1.bias", vp, e, l) &&
+           BIND2(&L->fc2_w, Dv, Iv, "%s.%s.%d.mlp.fc2.weight", vp, e, l) &&
+           BIND1(&L->fc2_b, Dv, "%s.%s.%d.mlp.fc2.bias", vp, e, l);
+}
+
+/* The encoder's layers, its last norm and the connector's projection. */
+static gboolean bind_vision(Smolvlm *m, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int Dv = c->vision_hidden, Dt = c->text_hidden, s2 = c->scale_factor * c->scale_factor;
+    const char *vp = "model.vision_model";
+    if (!bind_vision_embeddings(m, err))
         return FALSE;
     m->vl = g_new0(VisionLayer, c->vision_layers);
     m->bind_as = m->weights == BIND_BF16 ? BIND_BF16 : BIND_STORED;
-    for (int l = 0; l < c->vision_layers; l++) {
-        VisionLayer *L = &m->vl[l];
-        const char *e = "encoder.layers";
-        if (!BIND1(&L->ln1_w, Dv, "%s.%s.%d.layer_norm1.weight", vp, e, l) ||
-            !BIND1(&L->ln1_b, Dv, "%s.%s.%d.layer_norm1.bias", vp, e, l) ||
-            !BIND2(&L->q_w, Dv, Dv, "%s.%s.%d.self_attn.q_proj.weight", vp, e, l) ||
-            !BIND1(&L->q_b, Dv, "%s.%s.%d.self_attn.q_proj.bias", vp, e, l) ||
-            !BIND2(&L->k_w, Dv, Dv, "%s.%s.%d.self_attn.k_proj.weight", vp, e, l) ||
-            !BIND1(&L->k_b, Dv, "%s.%s.%d.self_attn.k_proj.bias", vp, e, l) ||
-            !BIND2(&L->v_w, Dv, Dv, "%s.%s.%d.self_attn.v_proj.weight", vp, e, l) ||
-            !BIND1(&L->v_b, Dv, "%s.%s.%d.self_attn.v_proj.bias", vp, e, l) ||
-            !BIND2(&L->o_w, Dv, Dv, "%s.%s.%d.self_attn.out_proj.weight", vp, e, l) ||
-            !BIND1(&L->o_b, Dv, "%s.%s.%d.self_attn.out_proj.bias", vp, e, l) ||
-            !BIND1(&L->ln2_w, Dv, "%s.%s.%d.layer_norm2.weight", vp, e, l) ||
-            !BIND1(&L->ln2_b, Dv, "%s.%s.%d.layer_norm2.bias", vp, e, l) ||
-            !BIND2(&L->fc1_w, Iv, Dv, "%s.%s.%d.mlp.fc1.weight", vp, e, l) ||
-            !BIND1(&L->fc1_b, Iv, "%s.%s.%d.mlp.fc1.bias", vp, e, l) ||
-            !BIND2(&L->fc2_w, Dv, Iv, "%s.%s.%d.mlp.fc2.weight", vp, e, l) ||
-            !BIND1(&L->fc2_b, Dv, "%s.%s.%d.mlp.fc2.bias", vp, e, l))
+    for (int l = 0; l < c->vision_layers; l++)
+        if (!bind_vision_layer(m, l, err))
             return FALSE;
-    }
-    if (!BIND1(&m->post_ln_w, Dv, "%s.post_layernorm.weight", vp) ||
-        !BIND1(&m->post_ln_b, Dv, "%s.post_layernorm.bias", vp) ||
-        !BIND2(&m->proj, Dt, Dv * s2, "model.connector.modality_projection.proj.weight"))
+    return BIND1(&m->post_ln_w, Dv, "%s.post_layernorm.weight", vp) &&
+           BIND1(&m->post_ln_b, Dv, "%s.post_layernorm.bias", vp) &&
+           BIND2(&m->proj, Dt, Dv * s2, "model.connector.modality_projection.proj.weight");
+}
+
+static gboolean bind_text_layer(Smolvlm *m, int l, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
+    int qd = c->text_heads * hd, kvd = c->text_kv_heads * hd;
+    const char *tp = "model.text_model";
+    TextLayer *L = &m->tl[l];
+    m->bind_as = m->weights;
+    if (!BIND1(&L->in_norm, Dt, "%s.layers.%d.input_layernorm.weight", tp, l) ||
+        !BIND2(&L->q_w, qd, Dt, "%s.layers.%d.self_attn.q_proj.weight", tp, l) ||
+        !BIND2(&L->k_w, kvd, Dt, "%s.layers.%d.self_attn.k_proj.weight", tp, l) ||
+        !BIND2(&L->v_w, kvd, Dt, "%s.layers.%d.self_attn.v_proj.weight", tp, l) ||
+        !BIND2(&L->o_w, Dt, qd, "%s.layers.%d.self_attn.o_proj.weight", tp, l) ||
+        !BIND1(&L->post_norm, Dt, "%s.layers.%d.post_attention_layernorm.weight", tp, l) ||
+        !BIND2(&L->gate_w, It, Dt, "%s.layers.%d.mlp.gate_proj.weight", tp, l) ||
+        !BIND2(&L->up_w, It, Dt, "%s.layers.%d.mlp.up_proj.weight", tp, l) ||
+        !BIND2(&L->down_w, Dt, It, "%s.layers.%d.mlp.down_proj.weight", tp, l))
         return FALSE;
+    /* biases as stored, whatever --weights makes of the matrices (as the vision's) */
+    m->bind_as = BIND_STORED;
+    if (c->attention_bias && (!BIND1(&L->q_b, qd, "%s.layers.%d.self_attn.q_proj.bias", tp, l) ||
+                              !BIND1(&L->k_b, kvd, "%s.layers.%d.self_attn.k_proj.bias", tp, l) ||
+                              !BIND1(&L->v_b, kvd, "%s.layers.%d.self_attn.v_proj.bias", tp, l) ||
+                              !BIND1(&L->o_b, Dt, "%s.layers.%d.self_attn.o_proj.bias", tp, l)))
+        return FALSE;
+    if (c->mlp_bias && (!BIND1(&L->gate_b, It, "%s.layers.%d.mlp.gate_proj.bias", tp, l) ||
+                        !BIND1(&L->up_b, It, "%s.layers.%d.mlp.up_proj.bias", tp, l) ||
+                        !BIND1(&L->down_b, Dt, "%s.layers.%d.mlp.down_proj.bias", tp, l)))
+        return FALSE;
+    m->bind_as = m->weights;
+    return TRUE;
+}
+
+/* The token embeddings, the decoder's layers and its last norm. */
+static gboolean bind_text(Smolvlm *m, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int Dt = c->text_hidden;
+    const char *tp = "model.text_model";
     m->bind_as = BIND_STORED;
     if (!bind_table(m, &m->embed, c->vocab_size, Dt, err, "%s.embed_tokens.weight", tp))
         return FALSE;
     m->tl = g_new0(TextLayer, c->text_layers);
-    int qd = c->text_heads * hd, kvd = c->text_kv_heads * hd;
-    m->bind_as = m->weights;
-    for (int l = 0; l < c->text_layers; l++) {
-        TextLayer *L = &m->tl[l];
-        if (!BIND1(&L->in_norm, Dt, "%s.layers.%d.input_layernorm.weight", tp, l) ||
-            !BIND2(&L->q_w, qd, Dt, "%s.layers.%d.self_attn.q_proj.weight", tp, l) ||
-            !BIND2(&L->k_w, kvd, Dt, "%s.layers.%d.self_attn.k_proj.weight", tp, l) ||
-            !BIND2(&L->v_w, kvd, Dt, "%s.layers.%d.self_attn.v_proj.weight", tp, l) ||
-            !BIND2(&L->o_w, Dt, qd, "%s.layers.%d.self_attn.o_proj.weight", tp, l) ||
-            !BIND1(&L->post_norm, Dt, "%s.layers.%d.post_attention_layernorm.weight", tp, l) ||
-            !BIND2(&L->gate_w, It, Dt, "%s.layers.%d.mlp.gate_proj.weight", tp, l) ||
-            !BIND2(&L->up_w, It, Dt, "%s.layers.%d.mlp.up_proj.weight", tp, l) ||
-            !BIND2(&L->down_w, Dt, It, "%s.layers.%d.mlp.down_proj.weight", tp, l))
+    for (int l = 0; l < c->text_layers; l++)
+        if (!bind_text_layer(m, l, err))
             return FALSE;
-        /* biases as stored, whatever --weights makes of the matrices (as the vision's) */
-        m->bind_as = BIND_STORED;
-        if (c->attention_bias &&
-            (!BIND1(&L->q_b, qd, "%s.layers.%d.self_attn.q_proj.bias", tp, l) ||
-             !BIND1(&L->k_b, kvd, "%s.layers.%d.self_attn.k_proj.bias", tp, l) ||
-             !BIND1(&L->v_b, kvd, "%s.layers.%d.self_attn.v_proj.bias", tp, l) ||
-             !BIND1(&L->o_b, Dt, "%s.layers.%d.self_attn.o_proj.bias", tp, l)))
-            return FALSE;
-        if (c->mlp_bias && (!BIND1(&L->gate_b, It, "%s.layers.%d.mlp.gate_proj.bias", tp, l) ||
-                            !BIND1(&L->up_b, It, "%s.layers.%d.mlp.up_proj.bias", tp, l) ||
-                            !BIND1(&L->down_b, Dt, "%s.layers.%d.mlp.down_proj.bias", tp, l)))
-            return FALSE;
-        m->bind_as = m->weights;
-    }
     m->bind_as = BIND_STORED;
-    if (!BIND1(&m->norm, Dt, "%s.norm.weight", tp))
-        return FALSE;
+    return BIND1(&m->norm, Dt, "%s.norm.weight", tp);
+}
+
+static gboolean bind_lm_head(Smolvlm *m, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    int Dt = c->text_hidden;
+    const char *tp = "model.text_model";
     /* Tied or not, transformers refuses an lm_head.weight of another shape ("size mismatch for
      * weight"), and so do we. */
     if (safetensors_get(m->st, "lm_head.weight") != NULL &&
@@ -307,22 +335,26 @@ static gboolean bind_all(Smolvlm *m, GError **err) {
      * draws it from N(0, initializer_range) at every load: no answer to reproduce. */
     if (c->tie_word_embeddings) {
         m->lm_head = &m->embed;
-    } else {
-        if (safetensors_get(m->st, "lm_head.weight") == NULL)
-            return dq_fail(err, DQ_ERR_MODEL,
-                           "%s: tensor 'lm_head.weight' is missing and config.json's "
-                           "text_config.tie_word_embeddings is not true (false, null or "
-                           "absent: lm_head is its own tensor, which transformers would "
-                           "draw at random at every load)",
-                           m->dir);
-        m->bind_as = m->weights;
-        gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight");
-        m->bind_as = BIND_STORED;
-        if (!ok)
-            return FALSE;
-        m->lm_head = &m->lm_head_own;
+        return TRUE;
     }
+    if (safetensors_get(m->st, "lm_head.weight") == NULL)
+        return dq_fail(err, DQ_ERR_MODEL,
+                       "%s: tensor 'lm_head.weight' is missing and config.json's "
+                       "text_config.tie_word_embeddings is not true (false, null or "
+                       "absent: lm_head is its own tensor, which transformers would draw at "
+                       "random at every load)",
+                       m->dir);
+    m->bind_as = m->weights;
+    gboolean ok = BIND2(&m->lm_head_own, c->vocab_size, Dt, "lm_head.weight");
+    m->bind_as = BIND_STORED;
+    if (!ok)
+        return FALSE;
+    m->lm_head = &m->lm_head_own;
     return TRUE;
+}
+
+static gboolean bind_all(Smolvlm *m, GError **err) {
+    return bind_vision(m, err) && bind_text(m, err) && bind_lm_head(m, err);
 }
 
 /* The draft's matrices: the decoder's linear layers and lm_head (embed_tokens when tied), as

@@ -811,90 +811,98 @@ static const char *get_str(Reader *r, DqTokenizer *tok) {
     return s;
 }
 
-/* Fills tok from a cache file; FALSE (tok partly filled: the caller starts over) when the file
- * is absent or not to be trusted. */
-static gboolean cache_read(DqTokenizer *tok, const char *path, const guint8 digest[32]) {
+/* The cache file at `path`, mapped; NULL when it is absent, not a regular file, or not to be
+ * trusted. */
+static GMappedFile *cache_map(const char *path) {
     /* O_NOFOLLOW: a link planted in place of the file is not followed to a file of others */
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-        return FALSE;
+        return NULL;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return FALSE;
+        return NULL;
     }
     if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
         cache_note_once("docqa: note: tokenizer cache file %s is not yours, or others may write it "
                         "(not used; tokenizer.json is parsed instead)",
                         path);
         close(fd);
-        return FALSE;
+        return NULL;
     }
     GMappedFile *mf = g_mapped_file_new_from_fd(fd, FALSE, NULL);
     close(fd);
-    if (mf == NULL)
+    return mf;
+}
+
+/* The magic, the byte order, the digest of the tokenizer.json it was made from, and the
+ * pre-tokenizer's flags. */
+static gboolean cache_read_header(Reader *r, DqTokenizer *tok, const guint8 digest[32]) {
+    if (r->end - r->p < 52 || memcmp(r->p, CACHE_MAGIC, 8) != 0)
         return FALSE;
-    Reader r = {(const guint8 *)g_mapped_file_get_contents(mf), NULL, TRUE};
-    r.end = r.p + g_mapped_file_get_length(mf);
-    if (r.end - r.p < 52 || memcmp(r.p, CACHE_MAGIC, 8) != 0) {
-        g_mapped_file_unref(mf);
+    r->p += 8;
+    if (get_u32(r) != CACHE_ENDIAN || memcmp(r->p, digest, 32) != 0)
         return FALSE;
-    }
-    r.p += 8;
-    if (get_u32(&r) != CACHE_ENDIAN || memcmp(r.p, digest, 32) != 0) {
-        g_mapped_file_unref(mf);
+    r->p += 32;
+    if (r->end - r->p < 8)
         return FALSE;
-    }
-    r.p += 32;
-    if (r.end - r.p < 8) {
-        g_mapped_file_unref(mf);
+    tok->has_digits = r->p[0], tok->digits_individual = r->p[1];
+    tok->byte_level_regex = r->p[2], tok->add_prefix_space = r->p[3], tok->ignore_merges = r->p[4];
+    r->p += 8;
+    return TRUE;
+}
+
+static gboolean cache_read_vocab(Reader *r, DqTokenizer *tok) {
+    uint32_t n_ids = get_u32(r);
+    if (!r->ok || n_ids == 0 || n_ids > MAX_TOKEN_ID)
         return FALSE;
-    }
-    tok->has_digits = r.p[0], tok->digits_individual = r.p[1];
-    tok->byte_level_regex = r.p[2], tok->add_prefix_space = r.p[3], tok->ignore_merges = r.p[4];
-    r.p += 8;
-    uint32_t n_ids = get_u32(&r);
-    if (!r.ok || n_ids == 0 || n_ids > MAX_TOKEN_ID) {
-        g_mapped_file_unref(mf);
-        return FALSE;
-    }
     tok->n_ids = (int32_t)n_ids;
     tok->id_to_tok = g_new0(const char *, n_ids);
     tok->id_flags = g_new0(guint8, n_ids);
-    uint32_t n_vocab = get_u32(&r);
-    for (uint32_t i = 0; r.ok && i < n_vocab; i++) {
-        uint32_t id = get_u32(&r);
-        const char *t = get_str(&r, tok);
+    uint32_t n_vocab = get_u32(r);
+    for (uint32_t i = 0; r->ok && i < n_vocab; i++) {
+        uint32_t id = get_u32(r);
+        const char *t = get_str(r, tok);
         /* as tokenizer.json gives them: UTF-8 (the decoder walks tokens as UTF-8 and would step
          * over the NUL after a cut character) and unique (an object's keys) */
-        if (!r.ok || id >= n_ids || tok->id_to_tok[id] != NULL ||
+        if (!r->ok || id >= n_ids || tok->id_to_tok[id] != NULL ||
             !utf8_valid((const guint8 *)t, strlen(t)) || g_hash_table_contains(tok->vocab, t))
-            r.ok = FALSE;
+            r->ok = FALSE;
         else {
             g_hash_table_insert(tok->vocab, (gpointer)t, GINT_TO_POINTER((int)id + 1));
             tok->id_to_tok[id] = t;
             tok->id_flags[id] |= ID_VOCAB;
         }
     }
-    uint32_t n_merges = r.ok ? get_u32(&r) : 0;
-    if (r.ok && (size_t)(r.end - r.p) / 16 < n_merges)
-        r.ok = FALSE;
-    if (r.ok)
+    return r->ok;
+}
+
+static gboolean cache_read_merges(Reader *r, DqTokenizer *tok) {
+    const uint32_t n_ids = (uint32_t)tok->n_ids;
+    uint32_t n_merges = get_u32(r);
+    if (r->ok && (size_t)(r->end - r->p) / 16 < n_merges)
+        r->ok = FALSE;
+    if (r->ok)
         merges_init(&tok->merges, n_merges);
-    for (uint32_t i = 0; r.ok && i < n_merges; i++) {
-        uint32_t a = get_u32(&r), b = get_u32(&r), rank = get_u32(&r), m = get_u32(&r);
+    for (uint32_t i = 0; r->ok && i < n_merges; i++) {
+        uint32_t a = get_u32(r), b = get_u32(r), rank = get_u32(r), m = get_u32(r);
         if (a >= n_ids || b >= n_ids || m >= n_ids || rank > INT32_MAX)
-            r.ok = FALSE;
+            r->ok = FALSE;
         else
             merges_put(&tok->merges, (int32_t)a, (int32_t)b, (int32_t)rank, (int32_t)m);
     }
-    uint32_t n_added = r.ok ? get_u32(&r) : 0;
-    for (uint32_t i = 0; r.ok && i < n_added; i++) {
-        uint32_t id = get_u32(&r), flags = get_u32(&r);
-        const char *c = get_str(&r, tok);
-        if (!r.ok || id >= n_ids || (tok->id_flags[id] & ID_ADDED) ||
+    return r->ok;
+}
+
+static gboolean cache_read_added(Reader *r, DqTokenizer *tok) {
+    const uint32_t n_ids = (uint32_t)tok->n_ids;
+    uint32_t n_added = get_u32(r);
+    for (uint32_t i = 0; r->ok && i < n_added; i++) {
+        uint32_t id = get_u32(r), flags = get_u32(r);
+        const char *c = get_str(r, tok);
+        if (!r->ok || id >= n_ids || (tok->id_flags[id] & ID_ADDED) ||
             g_hash_table_contains(tok->added, c) || !utf8_valid((const guint8 *)c, strlen(c))) {
-            r.ok = FALSE;
+            r->ok = FALSE;
             break;
         }
         g_hash_table_insert(tok->added, (gpointer)c, GINT_TO_POINTER((int)id + 1));
@@ -902,7 +910,20 @@ static gboolean cache_read(DqTokenizer *tok, const char *path, const guint8 dige
         tok->id_flags[id] |= ID_ADDED | (flags & (ID_SPECIAL | ID_NORMALIZED));
         trie_add(flags & ID_NORMALIZED ? &tok->trie_norm : &tok->trie_raw, c, (int32_t)id);
     }
-    gboolean ok = r.ok && r.p == r.end && tok->merges.keys != NULL;
+    return r->ok;
+}
+
+/* Fills tok from a cache file; FALSE (tok partly filled: the caller starts over) when the file
+ * is absent or not to be trusted. */
+static gboolean cache_read(DqTokenizer *tok, const char *path, const guint8 digest[32]) {
+    GMappedFile *mf = cache_map(path);
+    if (mf == NULL)
+        return FALSE;
+    Reader r = {(const guint8 *)g_mapped_file_get_contents(mf), NULL, TRUE};
+    r.end = r.p + g_mapped_file_get_length(mf);
+    gboolean ok = cache_read_header(&r, tok, digest) && cache_read_vocab(&r, tok) &&
+                  cache_read_merges(&r, tok) && cache_read_added(&r, tok) && r.p == r.end &&
+                  tok->merges.keys != NULL;
     g_mapped_file_unref(mf);
     return ok;
 }
