@@ -29,6 +29,31 @@ static void test_mapped_file_reads_bytes(void) {
     g_free(dir);
 }
 
+/* The smallest files: one byte is mapped and read like any other; an empty file maps to no
+ * bytes. Freeing nothing does nothing. */
+static void test_mapped_file_tiny(void) {
+    char *dir = dq_test_tmpdir();
+    char *one = g_build_filename(dir, "one.bin", NULL);
+    char *none = g_build_filename(dir, "none.bin", NULL);
+    g_assert_true(g_file_set_contents(one, "\x7f", 1, NULL));
+    g_assert_true(g_file_set_contents(none, "", 0, NULL));
+    GError *err = NULL;
+    DqMappedFile *mf = dq_mapped_file_open(one, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(mf->size, ==, 1);
+    g_assert_nonnull(mf->data);
+    g_assert_cmpint(mf->data[0], ==, 0x7f);
+    dq_mapped_file_free(mf);
+    mf = dq_mapped_file_open(none, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(mf->size, ==, 0);
+    dq_mapped_file_free(mf);
+    dq_mapped_file_free(NULL);
+    g_free(none);
+    g_free(one);
+    g_free(dir);
+}
+
 static void test_mapped_file_missing_names_path(void) {
     GError *err = NULL;
     DqMappedFile *mf = dq_mapped_file_open("/nonexistent/docqa/weights.bin", &err);
@@ -707,6 +732,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/text/utf8-escape-invalid", test_utf8_escape_invalid);
     g_test_add_func("/common/text/print-line", test_print_line);
     g_test_add_func("/common/mapped_file/reads_bytes", test_mapped_file_reads_bytes);
+    g_test_add_func("/common/mapped_file/tiny", test_mapped_file_tiny);
     g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);
     g_test_add_func("/common/mapped_file/directory_rejected", test_mapped_file_directory_rejected);
     g_test_add_func("/common/mapped_file/populate_release", test_mapped_file_populate_release);
