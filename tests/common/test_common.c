@@ -1,4 +1,5 @@
 #include "dq_error.h"
+#include "file_kind.h"
 #include "json_load.h"
 #include "json_write.h"
 #include "mapped_file.h"
@@ -25,6 +26,31 @@ static void test_mapped_file_reads_bytes(void) {
     g_assert_cmpmem(mf->data, mf->size, content, sizeof content);
     dq_mapped_file_free(mf);
     g_free(path);
+    g_free(dir);
+}
+
+/* The smallest files: one byte is mapped and read like any other; an empty file maps to no
+ * bytes. Freeing nothing does nothing. */
+static void test_mapped_file_tiny(void) {
+    char *dir = dq_test_tmpdir();
+    char *one = g_build_filename(dir, "one.bin", NULL);
+    char *none = g_build_filename(dir, "none.bin", NULL);
+    g_assert_true(g_file_set_contents(one, "\x7f", 1, NULL));
+    g_assert_true(g_file_set_contents(none, "", 0, NULL));
+    GError *err = NULL;
+    DqMappedFile *mf = dq_mapped_file_open(one, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(mf->size, ==, 1);
+    g_assert_nonnull(mf->data);
+    g_assert_cmpint(mf->data[0], ==, 0x7f);
+    dq_mapped_file_free(mf);
+    mf = dq_mapped_file_open(none, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(mf->size, ==, 0);
+    dq_mapped_file_free(mf);
+    dq_mapped_file_free(NULL);
+    g_free(none);
+    g_free(one);
     g_free(dir);
 }
 
@@ -604,11 +630,109 @@ static void test_text_show_edges(void) {
     expect_shown("a\tb\nc", -1, DQ_SHOW_KEEP_NEWLINES, 0, "a\\tb\nc");
 }
 
+/* What a file's first bytes say it is: each signature, whole or cut short; a WebP's only behind
+ * "RIFF"; a BMP only with one of BMP's header sizes; markup after a byte order mark and white
+ * space, in any case; text, not conclusive, when every byte is text (one cut inside its last
+ * character too); nothing for anything else. */
+/* a string literal and its length, NULs inside counted */
+#define B(s) s, sizeof s - 1
+
+static void test_file_kind(void) {
+    static const struct {
+        const char *head;
+        size_t len;
+        const char *kind; /* NULL: not known */
+        gboolean conclusive;
+    } cases[] = {
+        {B("%PDF-1.7\n"), "a PDF document", TRUE},
+        {B("%PDF"), "text", FALSE},
+        {B("II*\0\x08\0\0\0"), "a TIFF image", TRUE},
+        {B("MM\0*\0\0\0\x08"), "a TIFF image", TRUE},
+        {B("II+\0\x08\0"), "a BigTIFF image", TRUE},
+        {B("MM\0+\0\x08"), "a BigTIFF image", TRUE},
+        {B("II*"), "text", FALSE},
+        {B("\xff\xd8\xff\xe0"), "a JPEG image", TRUE},
+        {B("\xff\xd8\xff"), "a JPEG image", TRUE},
+        {B("\xff\xd8"), "text", FALSE}, /* could be a character cut short */
+        {B("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR"), "a PNG image", TRUE},
+        {B("\x89PNG\r\n\x1a"), NULL, FALSE},
+        {B("GIF87a\x01\0"), "a GIF image", TRUE},
+        {B("GIF89a"), "a GIF image", TRUE},
+        {B("RIFF\x24\0\0\0WEBPVP8 "), "a WebP image", TRUE},
+        {B("RIFF\x24\0\0\0WEBP"), "a WebP image", TRUE},
+        {B("RIFF\x24\0\0\0WEB"), NULL, FALSE},
+        {B("RIFX\x24\0\0\0WEBPVP8 "), NULL, FALSE},
+        {B("RIFF\x24\0\0\0WAVEfmt "), NULL, FALSE},
+        {B("\0\0\0\x0cjP  \r\n\x87\n"), "a JPEG 2000 image", TRUE},
+        {B("\xff\x4f\xff\x51\0"), "a JPEG 2000 codestream", TRUE},
+        {B("AT&TFORM\0\0"), "a DjVu document", TRUE},
+        {B("%!PS-Adobe-3.0\n"), "a PostScript file", TRUE},
+        {B("{\\rtf1\\ansi"), "an RTF document", TRUE},
+        {B("\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"), "an old Microsoft Office (OLE2) document", TRUE},
+        {B("PK\x03\x04\x14\0"), "a ZIP archive (or an Office or OpenDocument file)", TRUE},
+        {B("\x1f\x8b\x08"), "a gzip archive", TRUE},
+        {B("\x1f\x8b"), "a gzip archive", TRUE},
+        {B("\x1f"), NULL, FALSE},
+        {B("7z\xbc\xaf\x27\x1c\0"), "a 7-Zip archive", TRUE},
+        {B("Rar!\x1a\x07\x01"), "a RAR archive", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x0c\0\0\0"), "a BMP image", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x28\0\0\0"), "a BMP image", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x34\0\0\0"), "a BMP image", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x38\0\0\0"), "a BMP image", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x40\0\0\0"), "a BMP image", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x6c\0\0\0"), "a BMP image", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x7c\0\0\0"), "a BMP image", TRUE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x29\0\0\0"), NULL, FALSE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x28\0\0\x01"), NULL, FALSE}, /* all 32 bits count */
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x28\0\0"), NULL, FALSE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x28\x01\0\0"), NULL, FALSE},
+        {B("BM\x3e\0\0\0\0\0\0\0\x3e\0\0\0\x28\0\x01\0"), NULL, FALSE},
+        {B("BMP files are bitmaps"), "text", FALSE},
+        {B("<!DOCTYPE html><html>"), "HTML", TRUE},
+        {B("<!doctype html>"), "HTML", TRUE},
+        {B("\xef\xbb\xbf \r\n\t<HTML lang=en>"), "HTML", TRUE},
+        {B("<html"), "HTML", TRUE},
+        {B("<htm"), "text", FALSE},
+        {B("  <head><title>"), "HTML", TRUE},
+        {B("<body>"), "HTML", TRUE},
+        {B("<title>Not found</title>"), "HTML", TRUE},
+        {B("\xef\xbb\xbf<?xml version=\"1.0\"?>"), "XML", TRUE},
+        {B("\n<?xml"), "XML", TRUE},
+        {B("<?xm"), "text", FALSE},
+        {B("<?xmz x"), "text", FALSE},
+        {B("\xef\xbb <html>"), NULL, FALSE}, /* not a byte order mark */
+        {B("<?XML"), "text", FALSE},
+        {B("Date: today\r\n\tSubject: a scan\f\n"), "text", FALSE},
+        {B("caf\xc3\xa9 cr\xc3\xa8me"), "text", FALSE},
+        {B("caf\xc3"), "text", FALSE},               /* cut inside its last character */
+        {B("na\xc3\xafve \xe2\x82"), "text", FALSE}, /* three bytes cut after two */
+        {B("caf\xc3 cr\xc3\xa8me and more"), NULL, FALSE},
+        {B("ab\xf0\x9f\x98"), "text", FALSE}, /* four bytes cut after three */
+        {B("ab\xe2\x82 x"), NULL, FALSE},     /* too far from the end to be cut */
+        {B("\xe9t\xe9 tout"), NULL, FALSE},
+        {B("ab\x01"), NULL, FALSE},
+        {B("\x1b[2J"), NULL, FALSE},
+        {B("ab\x7f"), "text", FALSE},
+        {B(""), NULL, FALSE},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        gboolean conclusive = !cases[i].conclusive;
+        const char *kind =
+            dq_file_kind_name((const uint8_t *)cases[i].head, cases[i].len, &conclusive);
+        if (g_strcmp0(kind, cases[i].kind) != 0 || conclusive != cases[i].conclusive)
+            g_error("case %zu (%zu bytes): %s (%s), not %s (%s)", i, cases[i].len,
+                    kind ? kind : "NULL", conclusive ? "conclusive" : "not conclusive",
+                    cases[i].kind ? cases[i].kind : "NULL",
+                    cases[i].conclusive ? "conclusive" : "not conclusive");
+    }
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/common/text/utf8-escape-invalid", test_utf8_escape_invalid);
     g_test_add_func("/common/text/print-line", test_print_line);
     g_test_add_func("/common/mapped_file/reads_bytes", test_mapped_file_reads_bytes);
+    g_test_add_func("/common/mapped_file/tiny", test_mapped_file_tiny);
     g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);
     g_test_add_func("/common/mapped_file/directory_rejected", test_mapped_file_directory_rejected);
     g_test_add_func("/common/mapped_file/populate_release", test_mapped_file_populate_release);
@@ -623,5 +747,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/error/prefix", test_error_prefix);
     g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
     g_test_add_func("/common/text/show-edges", test_text_show_edges);
+    g_test_add_func("/common/file-kind", test_file_kind);
     return g_test_run();
 }

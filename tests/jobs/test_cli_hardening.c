@@ -375,6 +375,52 @@ static void test_messages_escaped(void) {
     g_free(dir);
 }
 
+/* run's progress line on a terminal: each bar drawn is filled in proportion to the jobs done,
+ * 30 cells for all of them. Stopped by --max-jobs with a job left, the last one is not full. */
+static void test_run_progress_bar(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    const char *args[] = {"run", "--db",       db,  "--model", model, "--model-id",
+                          "m",   "--max-jobs", "1", NULL,      NULL};
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(dq_test_docqa_run(&piped, args, &out, &err), ==, 0);
+    g_assert_null(strchr(err, '\r'));
+    g_free(out), g_free(err);
+    args[9] = "-q";
+    g_assert_cmpint(docqa_pty(args, &out), ==, 0);
+    g_assert_null(strstr(out, "\r["));
+    g_free(out);
+    args[9] = NULL;
+    int rc = docqa_pty(args, &out);
+    if (rc != 0)
+        g_error("run: exit %d, said %s", rc, out);
+    int bars = 0, last_done = -1;
+    for (const char *at = strstr(out, "\r["); at != NULL; at = strstr(at + 1, "\r[")) {
+        const char *end = strchr(at, ']');
+        g_assert_nonnull(end);
+        g_assert_cmpint(end - at - 2, ==, 30);
+        int filled = 0, done = -1, total = -1;
+        for (const char *c = at + 2; c < end; c++)
+            filled += *c == '#';
+        g_assert_cmpint(sscanf(end, "] %d/%d job", &done, &total), ==, 2);
+        g_assert_cmpint(total, ==, 4);
+        g_assert_cmpint(filled, ==, 30 * done / total);
+        last_done = done;
+        bars++;
+    }
+    g_assert_cmpint(bars, >=, 1);
+    g_assert_cmpint(last_done, ==, 3); /* 22 cells of 30 */
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 3);
+    g_free(out);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/cli-hardening/file-name-escaped", test_file_name_escaped);
@@ -383,5 +429,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-hardening/ask-questions-capped", test_ask_questions_capped);
     g_test_add_func("/cli-hardening/conninfo-refused", test_conninfo_refused);
     g_test_add_func("/cli-hardening/messages-escaped", test_messages_escaped);
+    g_test_add_func("/cli-hardening/run-progress-bar", test_run_progress_bar);
     return g_test_run();
 }

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* `docqa ARGS...` held at `point`, sent `sig`; its exit status (-1: it died of a signal). */
 static int docqa_signalled(const char *point, int sig, char **out, char **errout, ...) {
@@ -364,6 +365,81 @@ static void test_nohup(void) {
     g_free(dir);
 }
 
+/* The parent of process `pid` (/proc), or 0. */
+static pid_t parent_of(pid_t pid) {
+    char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    char *stat = NULL;
+    int ppid = 0;
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses */
+    if (g_file_get_contents(path, &stat, NULL, NULL) && strrchr(stat, ')') != NULL)
+        sscanf(strrchr(stat, ')') + 1, " %*c %d", &ppid);
+    g_free(stat);
+    g_free(path);
+    return (pid_t)ppid;
+}
+
+/* at_pause for test_nohup_run: SIGHUP to the worker that paused, the test's grandchild (the
+ * terminal closing signals the whole process group, not only run); run gets its SIGHUP next. */
+static void hup_worker(void *unused) {
+    (void)unused;
+    GDir *proc = g_dir_open("/proc", 0, NULL);
+    g_assert_nonnull(proc);
+    int sent = 0;
+    for (const char *name; (name = g_dir_read_name(proc)) != NULL;) {
+        pid_t pid = (pid_t)g_ascii_strtoll(name, NULL, 10);
+        if (pid > 0 && parent_of(pid) != 0 && parent_of(parent_of(pid)) == getpid()) {
+            g_assert_cmpint(kill(pid, SIGHUP), ==, 0);
+            sent++;
+        }
+    }
+    g_dir_close(proc);
+    g_assert_cmpint(sent, ==, 1);
+}
+
+/* run started under nohup (SIGHUP ignored) goes on when its terminal closes, its workers too:
+ * all its jobs answered, exit 0. Neither takes SIGHUP for a stop. */
+static void test_nohup_run(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    g_assert_cmpint(jt_ask(db, 2, "m", 3), ==, 4);
+    char *docqa = dq_test_docqa_path();
+    const char *argv[] = {"/bin/sh",
+                          "-c",
+                          "trap '' HUP; exec \"$0\" \"$@\"",
+                          docqa,
+                          "run",
+                          "--db",
+                          db,
+                          "--model",
+                          model,
+                          "--model-id",
+                          "m",
+                          "--json",
+                          "-q",
+                          "--until-empty",
+                          NULL};
+    const char *env[] = {"DOCQA_CACHE_DIR=off", NULL};
+    char *out = NULL, *err = NULL;
+    int status = dq_test_run_signalled_after(argv, env, "worker:claimed", hup_worker, NULL, SIGHUP,
+                                             &out, &err);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        g_error("run: wait status %d, said %s", status, err);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = jt_json_object(p, out);
+    g_assert_false(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "answered"), ==, 4);
+    g_assert_cmpint(jobs_in(db, "done"), ==, 4);
+    g_object_unref(p);
+    g_free(out), g_free(err);
+    g_free(docqa);
+    g_free(db);
+    g_free(dir);
+    g_free(model);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/cli-signals/ask-cancel-requeue", test_ask_cancel_requeue);
@@ -374,6 +450,7 @@ int main(int argc, char **argv) {
                     test_run_signalled_as_worker_starts);
     g_test_add_func("/cli-signals/generate", test_generate);
     g_test_add_func("/cli-signals/nohup", test_nohup);
+    g_test_add_func("/cli-signals/nohup-run", test_nohup_run);
     g_test_add_func("/cli-signals/export-checkpoint", test_export_checkpoint);
     return g_test_run();
 }

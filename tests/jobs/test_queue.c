@@ -1361,6 +1361,74 @@ static void test_run_max_jobs(void) {
     g_free(dir);
 }
 
+static void callers_handler(int sig) {
+    (void)sig;
+}
+
+/* run sets its own handlers for SIGINT, SIGTERM and SIGHUP while its workers run, and gives
+ * back its caller's when it returns, flags and all. */
+static void test_run_restores_handlers(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    jt_ask(db, 1, "m", 3);
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction mine, saved[G_N_ELEMENTS(sigs)];
+    memset(&mine, 0, sizeof mine);
+    mine.sa_handler = callers_handler;
+    mine.sa_flags = SA_RESTART;
+    sigemptyset(&mine.sa_mask);
+    for (guint i = 0; i < G_N_ELEMENTS(sigs); i++)
+        g_assert_cmpint(sigaction(sigs[i], &mine, &saved[i]), ==, 0);
+    DqRunOptions ro = {.worker = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE},
+                       .n_workers = 1};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, jt_open_answerer, NULL, &res, &err);
+    struct sigaction now[G_N_ELEMENTS(sigs)];
+    for (guint i = 0; i < G_N_ELEMENTS(sigs); i++)
+        g_assert_cmpint(sigaction(sigs[i], &saved[i], &now[i]), ==, 0);
+    dq_assert_no_error(err);
+    g_assert_cmpint(code, ==, 0);
+    g_assert_cmpint(res.total.done, ==, 2);
+    for (guint i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        g_assert_true(now[i].sa_handler == callers_handler);
+        g_assert_cmpint(now[i].sa_flags & SA_RESTART, ==, SA_RESTART);
+    }
+    g_free(db);
+    g_free(dir);
+}
+
+/* For test_run_one_worker_cannot_start: worker 2 of 3 has no model. */
+static DqAnswerer *open_all_but_second(void *user, int index, GError **err) {
+    if (index == 1) {
+        dq_fail(err, DQ_ERR_MODEL, "worker %d: the model is not there", index + 1);
+        return NULL;
+    }
+    return jt_answerer_new(user);
+}
+
+/* One worker of three that cannot start fails the run (exit 2) with its own error, said as in
+ * some workers only; the other two answer every job. */
+static void test_run_one_worker_cannot_start(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 3);
+    jt_ask(db, 1, "m", 3);
+    DqRunOptions ro = {.worker = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE},
+                       .n_workers = 3};
+    DqRunResult res;
+    GError *err = NULL;
+    int code = queue_run(&ro, open_all_but_second, NULL, &res, &err);
+    g_assert_cmpint(code, ==, 2);
+    g_assert_error(err, DQ_ERROR, DQ_ERR_MODEL);
+    g_assert_cmpstr(err->message, ==,
+                    "worker 2: the model is not there (in some workers; the others went on)");
+    g_clear_error(&err);
+    g_assert_cmpint(res.total.done, ==, 6);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 6);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Jobs stay in flight for three leases' time, in the model or waiting beyond it (lookahead):
  * only the heartbeat keeps other workers off them. */
 static void test_heartbeat_keeps_leases(void) {
@@ -2189,6 +2257,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/outlives-its-lease", test_worker_outlives_its_lease);
     g_test_add_func("/queue/worker/database-replaced", test_worker_database_replaced);
     g_test_add_func("/queue/run/max-jobs", test_run_max_jobs);
+    g_test_add_func("/queue/run/restores-handlers", test_run_restores_handlers);
+    g_test_add_func("/queue/run/one-worker-cannot-start", test_run_one_worker_cannot_start);
     g_test_add_func("/queue/run/heartbeat-keeps-leases", test_heartbeat_keeps_leases);
     g_test_add_func("/queue/run/buried-jobs-failed", test_run_counts_buried_jobs);
     g_test_add_func("/queue/run/buried-then-answered", test_run_buried_then_answered);

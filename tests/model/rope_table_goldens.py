@@ -22,6 +22,8 @@ CASES = [
                                         "beta_slow": 2.0, "original_max_position_embeddings": 8192,
                                         "truncate": False, "mscale": 1.0, "mscale_all_dim": 0.5}),
     ("yarn-af", 16, 100000.0, 8192, {"rope_type": "yarn", "factor": 2.0, "attention_factor": 0.75}),
+    ("yarn-clamped", 16, 3.0, 64, {"rope_type": "yarn", "factor": 2.0}),
+    ("yarn-empty-range", 16, 10000.0, 6, {"rope_type": "yarn", "factor": 2.0}),
 ]
 
 for name, hd, theta, maxpos, rs in CASES:

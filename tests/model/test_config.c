@@ -484,6 +484,14 @@ static void test_rope_tables(void) {
          "{\"rope_type\": \"yarn\", \"factor\": 2.0, \"attention_factor\": 0.75}",
          "3f400000 3f800000 3e72d423 3d6655c2 3c3611f4 3b0a297a 39c4948c 38ba7753 "
          "37b0df52"},
+        /* the correction range clamped at both ends: below 0, beyond dim - 1 */
+        {16, 3.0, 64, "{\"rope_type\": \"yarn\", \"factor\": 2.0}",
+         "3f88df4e 3f800000 3f57b68e 3f358cd2 3f189a45 3f001844 3ed6ba45 3eb3b01e "
+         "3e961ae8"},
+        /* ... and empty (both ends 0): linear_ramp_factor's guard against dividing by 0 */
+        {16, 10000.0, 6, "{\"rope_type\": \"yarn\", \"factor\": 2.0}",
+         "3f88df4e 3f800000 3e21e89b 3d4ccccd 3c8186e3 3ba3d70a 3acf3e38 3a03126f "
+         "3925cb60"},
     };
     for (size_t t = 0; t < G_N_ELEMENTS(cases); t++) {
         char *json =
@@ -539,6 +547,8 @@ static void test_rope_tables(void) {
                 }
                 lo = MAX(lo, 0);
                 hi = MIN(hi, dim - 1);
+                if (lo == hi)
+                    hi += 0.001;
                 double ramp = CLAMP((i - lo) / (hi - lo), 0, 1);
                 inv = inv / f * ramp + inv * (1 - ramp);
                 af = c.rope_attention_factor;
@@ -549,6 +559,29 @@ static void test_rope_tables(void) {
         }
         g_assert_cmpfloat_with_epsilon(r.attention_factor, af, 1e-7);
     }
+}
+
+/* dq_rope_equal: the same table, bit for bit, or not: any entry, the attention factor or the
+ * size differing makes them differ; entries past the size do not count. */
+static void test_rope_equal(void) {
+    DqRope a, b;
+    dq_rope_plain(&a, 10000.0, 64);
+    dq_rope_plain(&b, 10000.0, 64);
+    g_assert_true(dq_rope_equal(&a, &b));
+    b.inv_freq[b.half - 1] = nextafterf(b.inv_freq[b.half - 1], 1.0f);
+    g_assert_false(dq_rope_equal(&a, &b));
+    dq_rope_plain(&b, 10000.0, 64);
+    b.inv_freq[0] = nextafterf(1.0f, 2.0f);
+    g_assert_false(dq_rope_equal(&a, &b));
+    dq_rope_plain(&b, 10000.0, 64);
+    b.attention_factor = nextafterf(1.0f, 2.0f);
+    g_assert_false(dq_rope_equal(&a, &b));
+    dq_rope_plain(&b, 10000.0, 64);
+    b.inv_freq[b.half] = 5.0f; /* past the table */
+    g_assert_true(dq_rope_equal(&a, &b));
+    b.half--;
+    g_assert_false(dq_rope_equal(&a, &b));
+    g_assert_false(dq_rope_equal(&b, &a));
 }
 
 /* text_config.attention_bias and mlp_bias: false when absent or null (LlamaConfig's defaults),
@@ -767,6 +800,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/config/errors", test_errors);
     g_test_add_func("/config/rope-scaling", test_rope_scaling);
     g_test_add_func("/config/rope-tables", test_rope_tables);
+    g_test_add_func("/config/rope-equal", test_rope_equal);
     g_test_add_func("/config/biases", test_biases);
     g_test_add_func("/config/activations", test_activations);
     g_test_add_func("/config/tie-null", test_tie_null);

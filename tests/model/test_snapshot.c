@@ -281,6 +281,33 @@ static void test_tokenizer_vs_model(void) {
     g_free(tiny);
 }
 
+/* A processor token missing from tokenizer.json that Idefics3Processor would add past the
+ * embedding (the file's last id taken by another token) is refused naming that token and the id
+ * it would get, not as a token of the file; one the file has past it, as a token of the file. */
+static void test_processor_token_past_vocab(void) {
+    if (!have_shared())
+        return;
+    const char *eou_taken =
+        ",{\"id\":49279,\"content\":\"<zzz>\",\"single_word\":false,\"lstrip\":false,"
+        "\"rstrip\":false,\"normalized\":false,\"special\":true}";
+    char *dir = snapshot_edited("tokenizer.json", EOU_ENTRY, eou_taken);
+    expect_refused(dir, "tokenizer.json",
+                   "tokenizer.json has no added token <end_of_utterance>: Idefics3Processor adds "
+                   "it as id 49280, but config.json's text_config.vocab_size is 49280");
+    g_free(dir);
+    /* the file's own <end_of_utterance> past it, after <zzz>: a token of the file's */
+    char *both = g_strconcat(eou_taken, EOU_ENTRY, NULL);
+    char *at = strstr(both, "49279,\"content\":\"<end_of_utterance>");
+    g_assert_nonnull(at);
+    memcpy(at, "49280", 5);
+    dir = snapshot_edited("tokenizer.json", EOU_ENTRY, both);
+    g_free(both);
+    expect_refused(dir, "tokenizer.json",
+                   ": token '<end_of_utterance>' has id 49280, but config.json's "
+                   "text_config.vocab_size is 49280");
+    g_free(dir);
+}
+
 /* The tiny snapshot's model.safetensors with one more F32 tensor appended (header and data). */
 static GByteArray *with_extra_tensor(const char *name, const char *shape, size_t nbytes) {
     char *tiny = tiny_dir();
@@ -492,6 +519,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/snapshot/nul-in-json", test_nul_in_json);
     g_test_add_func("/snapshot/tied-lm-head", test_tied_lm_head);
     g_test_add_func("/snapshot/tokenizer-vs-model", test_tokenizer_vs_model);
+    g_test_add_func("/snapshot/processor-token-past-vocab", test_processor_token_past_vocab);
     g_test_add_func("/snapshot/empty-name", test_empty_name);
     g_test_add_func("/snapshot/fingerprint", test_fingerprint);
     return g_test_run();

@@ -3526,6 +3526,177 @@ static void test_claim_read_errors(void) {
     }
 }
 
+/* `err` is a database error that names `what`; cleared. */
+static void assert_db_error(GError **err, const char *what) {
+    g_assert_error(*err, DQ_ERROR, DQ_ERR_DB);
+    if (strstr((*err)->message, what) == NULL)
+        g_error("'%s' does not say '%s'", (*err)->message, what);
+    g_clear_error(err);
+}
+
+/* Each read of a document's rows failing part way (an I/O error, a corrupt page) fails the call
+ * saying what it was reading: it is not taken for a document that is not there (ingest would
+ * record it again as a new version), for one with no pages stored, or for a folder with no
+ * documents (every document under it would be marked gone). */
+static void test_document_read_errors(void) {
+    char *loc = NULL;
+    gint64 doc = 0;
+    GError *err = NULL;
+    DqStore *s = sqlite_store_with_document(&loc, &doc);
+    const DqDocumentStamp stamp = {.dev = 1, .inode = 2, .bytes = 1234, .mtime_ns = 3};
+    g_assert_true(dq_store_document_stamp_set(s, doc, &stamp, &err));
+    g_assert_true(dq_store_document_paths_mark(s, (const char *[]){"/a.pdf"}, 1, NULL, 0, &err));
+    dq_assert_no_error(err);
+    sqlite3 *db = dq_store_sqlite(s);
+    const char *sha = "1111111111111111111111111111111111111111111111111111111111111111";
+    DqDocumentLookup found;
+
+    interrupt_statements(db, "sha256 IS ?2 AND version");
+    g_assert_false(dq_store_document_find(s, "/a.pdf", sha, SETTINGS, &found, &err));
+    assert_db_error(&err, "looking up a document");
+    interrupt_statements(db, "FILTER (WHERE render_settings");
+    g_assert_false(dq_store_document_find(s, "/a.pdf", sha, SETTINGS, &found, &err));
+    assert_db_error(&err, "counting pages");
+    dq_document_lookup_clear(&found);
+
+    interrupt_statements(db, "image_sha256 IS NOT NULL ORDER BY page_number");
+    g_assert_null(dq_store_document_stored_pages(s, doc, SETTINGS, &err));
+    assert_db_error(&err, "listing the pages stored");
+
+    interrupt_statements(db, "substr(path, 1, length");
+    g_assert_null(dq_store_document_paths_under(s, "/", &err));
+    assert_db_error(&err, "listing the documents of a folder");
+
+    interrupt_statements(db, "SELECT DISTINCT path");
+    g_assert_null(dq_store_document_paths_gone(s, &err));
+    assert_db_error(&err, "listing the documents gone");
+
+    gint64 id = -1;
+    char *stamped_sha = NULL;
+    DqDocumentStamp got;
+    interrupt_statements(db, "JOIN document_stamps");
+    g_assert_false(dq_store_document_stamp_find(s, "/a.pdf", &id, &stamped_sha, &got, &err));
+    assert_db_error(&err, "looking up a file's stamp");
+    g_assert_null(stamped_sha);
+    stop_interrupting(db);
+
+    /* Each read works again once the database does. */
+    g_assert_true(dq_store_document_find(s, "/a.pdf", sha, SETTINGS, &found, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(found.id, ==, doc);
+    g_assert_cmpint(found.pages_with_settings, ==, 4);
+    dq_document_lookup_clear(&found);
+    GPtrArray *a = dq_store_document_stored_pages(s, doc, SETTINGS, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(a->len, ==, 3);
+    g_ptr_array_free(a, TRUE);
+    a = dq_store_document_paths_under(s, "/", &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(a->len, ==, 1);
+    g_ptr_array_free(a, TRUE);
+    a = dq_store_document_paths_gone(s, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(a->len, ==, 1);
+    g_ptr_array_free(a, TRUE);
+    g_assert_true(dq_store_document_stamp_find(s, "/a.pdf", &id, &stamped_sha, &got, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(id, ==, doc);
+    g_free(stamped_sha);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* Each write of a document failing part way fails naming the step (a record: after the
+ * document's path), and nothing of it stays: no new version, no page, no change to the version
+ * it was replacing. */
+static void test_document_write_errors(void) {
+    enum { NEW_VERSION, RERENDER, STAMP, MARK_GONE };
+    static const struct {
+        const char *sql; /* a part of the statement's text */
+        const char *what;
+        int write;
+    } steps[] = {
+        {"BEGIN IMMEDIATE", "interrupted", NEW_VERSION},
+        {"ORDER BY version DESC LIMIT 1", "looking up the newest version", NEW_VERSION},
+        {"RETURNING id", "inserting a document", NEW_VERSION},
+        {"INSERT INTO pages", "inserting a page", NEW_VERSION},
+        {"COMMIT", "interrupted", NEW_VERSION},
+        {"BEGIN IMMEDIATE", "interrupted", RERENDER},
+        {"UPDATE documents SET page_count", "updating a document", RERENDER},
+        {"DELETE FROM pages", "replacing pages", RERENDER},
+        {"INSERT INTO pages", "inserting a page", RERENDER},
+        {"INSERT INTO document_stamps", "storing a file's stamp", STAMP},
+        {"BEGIN IMMEDIATE", "interrupted", MARK_GONE},
+        {"missing_since = strftime", "marking documents gone", MARK_GONE},
+        {"COMMIT", "interrupted", MARK_GONE},
+    };
+    DqPageRow page = {.page_number = 1,
+                      .width = 30,
+                      .height = 40,
+                      .image_sha256 =
+                          "d000000000000000000000000000000000000000000000000000000000000000",
+                      .status = "partial",
+                      .error_code = "damaged",
+                      .error_message = "strip 2 short"};
+    for (guint i = 0; i < G_N_ELEMENTS(steps); i++) {
+        char *loc = NULL;
+        gint64 doc = 0;
+        GError *err = NULL;
+        DqStore *s = sqlite_store_with_document(&loc, &doc);
+        sqlite3 *db = dq_store_sqlite(s);
+        const DqDocumentRow row = {.path = "/a.pdf",
+                                   .sha256 = "2222",
+                                   .bytes = 1,
+                                   .kind = "pdf",
+                                   .page_count = 1,
+                                   .status = "partial",
+                                   .error_code = "damaged",
+                                   .error_message = "page 1: strip 2 short"};
+        const DqDocumentStamp stamp = {.dev = 1, .inode = 2};
+        const char *gone[] = {"/a.pdf"};
+        int write = steps[i].write;
+        gint64 existing = write == RERENDER ? doc : 0;
+        interrupt_statements(db, steps[i].sql);
+        gboolean ok = write == STAMP ? dq_store_document_stamp_set(s, doc, &stamp, &err)
+                      : write == MARK_GONE
+                          ? dq_store_document_paths_mark(s, gone, 1, NULL, 0, &err)
+                          : dq_store_document_record(s, &row, existing, write == RERENDER, SETTINGS,
+                                                     &page, 1, NULL, NULL, &err);
+        g_assert_false(ok);
+        /* a record's failure once under way names the document */
+        gboolean begun = write <= RERENDER && strcmp(steps[i].sql, "BEGIN IMMEDIATE") != 0;
+        g_assert_true(!begun || g_str_has_prefix(err->message, "/a.pdf: "));
+        assert_db_error(&err, steps[i].what);
+        stop_interrupting(db);
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM documents"), ==, 1);
+        g_assert_cmpint(query_int(s, loc,
+                                  "SELECT count(*) FROM documents WHERE page_count = 4 AND "
+                                  "status = 'partial' AND error_code IS NULL AND "
+                                  "missing_since IS NULL"),
+                        ==, 1);
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages WHERE width = 10"), ==, 3);
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM pages"), ==, 4);
+        g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM document_stamps"), ==, 0);
+        if (write == NEW_VERSION || write == RERENDER) {
+            /* the same write goes through once the database works, outcome and all */
+            g_assert_true(dq_store_document_record(s, &row, existing, write == RERENDER, SETTINGS,
+                                                   &page, 1, NULL, NULL, &err));
+            dq_assert_no_error(err);
+            g_assert_cmpint(query_int(s, loc,
+                                      "SELECT count(*) FROM documents WHERE page_count = 1 AND "
+                                      "status = 'partial' AND error_code = 'damaged' AND "
+                                      "error_message = 'page 1: strip 2 short'"),
+                            ==, 1);
+            g_assert_cmpint(query_int(s, loc,
+                                      "SELECT count(*) FROM pages WHERE width = 30 AND "
+                                      "error_message = 'strip 2 short'"),
+                            ==, 1);
+        }
+        dq_store_close(s);
+        g_free(loc);
+    }
+}
+
 /* A heartbeat whose COMMIT fails says so and leaves its caller's list of jobs gone as it was:
  * what it found is not known to be so (its renewal did not happen either). */
 static void test_heartbeat_commit_error(void) {
@@ -3865,6 +4036,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
     g_test_add_func("/store/backends/sqlite/lease-boundary", test_lease_boundary);
     g_test_add_func("/store/backends/sqlite/claim-read-errors", test_claim_read_errors);
+    g_test_add_func("/store/backends/sqlite/document-read-errors", test_document_read_errors);
+    g_test_add_func("/store/backends/sqlite/document-write-errors", test_document_write_errors);
     g_test_add_func("/store/backends/sqlite/heartbeat-commit-error", test_heartbeat_commit_error);
     g_test_add_func("/store/backends/sqlite/release-after-failed-transaction",
                     test_release_after_failed_transaction);
