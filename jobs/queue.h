@@ -110,7 +110,8 @@
  * DOCQA_TEST_PAUSE_AT=<point> holds the process at the point until a signal comes
  * (common/test_point.h): "commit" holds a command inside its transaction's commit, before
  * anything is committed; run:device_failed holds `docqa run`'s own process as it has reaped a
- * worker whose device failed, before it decides whether to replace it.
+ * worker whose device failed, before it decides whether to replace it; run:workers_ended holds it
+ * once every worker has ended, before it restores the caller's signal handlers.
  */
 #ifndef DQ_QUEUE_H
 #define DQ_QUEUE_H

@@ -474,8 +474,14 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     start_workers(&p);
     progress_open(&p);
     wait_for_workers(&p);
+    queue_test_point("run:workers_ended");
     progress_close(&p);
     restore_parent_signals(old_handlers);
+    /* A signal as the last worker ended, or while the bar was drawn, had no one left to forward
+     * it to: the work is done, but the run was told to stop, and says so (130), as ask reports a
+     * signal that comes once it has committed (README, "Exit statuses"). */
+    if (parent_signal)
+        res->interrupted = TRUE;
 
     res->total = p.replaced;
     for (int i = 0; i < k; i++)

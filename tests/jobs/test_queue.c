@@ -1823,9 +1823,37 @@ static void test_run_stopped_after_device_failed(void) {
     run_device_stopped("run:device_failed");
 }
 
-/* The run that run_device_stopped holds and stops: every job breaks the device. */
+/* A stop that comes once every worker has ended finds none to forward it to: the run was still
+ * told to stop (130, said in its result), and every job stays answered. */
+static void test_run_stopped_after_workers_ended(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 2, "m", 9), ==, 2);
+    char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_assert_nonnull(self);
+    const char *argv[] = {self, "-q", "-p", "/queue/run/device-stop-child", NULL};
+    char *db_env = g_strconcat("JT_DEVICE_STOP_DB=", db, NULL);
+    const char *env[] = {db_env, "JT_RUN_CHILD_ANSWERS=1", NULL};
+    char *out = NULL, *errout = NULL;
+    int status = dq_test_run_signalled(argv, env, "run:workers_ended", SIGTERM, &out, &errout);
+    g_test_message("%s\n%s", out, errout);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    g_assert_nonnull(strstr(out, "device failures 0, replaced 0, interrupted 1"));
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+    g_free(out);
+    g_free(errout);
+    g_free(db_env);
+    g_free(self);
+    g_free(db);
+    g_free(dir);
+}
+
+/* The run that run_device_stopped holds and stops: every job breaks the device (or, with
+ * JT_RUN_CHILD_ANSWERS, every job is answered). */
 static void run_device_child(void) {
-    JtAnswererConfig cfg = {.device_question = "question"};
+    JtAnswererConfig cfg = {.device_question =
+                                g_getenv("JT_RUN_CHILD_ANSWERS") != NULL ? NULL : "question"};
     DqRunOptions ro = {.worker = {.db_path = g_getenv("JT_DEVICE_STOP_DB"),
                                   .model_id = "m",
                                   .batch = 1,
@@ -2273,6 +2301,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/run/device-failed-gives-up", test_run_device_failed_gives_up);
     g_test_add_func("/queue/run/device-failed-after-stop", test_run_device_failed_after_stop);
     g_test_add_func("/queue/run/stopped-after-device-failed", test_run_stopped_after_device_failed);
+    g_test_add_func("/queue/run/stopped-after-workers-ended", test_run_stopped_after_workers_ended);
     if (g_getenv("JT_DEVICE_STOP_DB") != NULL)
         g_test_add_func("/queue/run/device-stop-child", run_device_child);
     g_test_add_func("/queue/run/sigterm", test_run_sigterm);
