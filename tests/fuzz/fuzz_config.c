@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         c.text_kv_heads <= 0 || c.text_heads % c.text_kv_heads != 0 || c.head_dim <= 0 ||
         c.head_dim % 2 != 0 || c.vocab_size <= 0 || c.max_position_embeddings <= 0)
         abort();
-    if (!(c.rms_norm_eps > 0) || !(c.vision_layer_norm_eps > 0) || !(c.rope_theta > 0))
+    if (!(c.rms_norm_eps >= 0) || !(c.vision_layer_norm_eps >= 0) || !(c.rope_theta > 0))
         abort();
     if (c.n_eos < 0 || c.n_eos > DQ_MAX_EOS_IDS)
         abort();
