@@ -1401,6 +1401,129 @@ static void drop_missing_folders(Run *r, GPtrArray *missing_folders) {
     }
 }
 
+/* What the walk found (a file named on the command line is an entry even when it is not
+ * there): the paths, owned by the entries. */
+static GHashTable *walked_paths(const Run *r) {
+    GHashTable *walked = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < r->entries->len; i++) {
+        const WalkEntry *e = g_ptr_array_index(r->entries, i);
+        if (e->open_errno != ENOENT && e->open_errno != ENOTDIR)
+            g_hash_table_add(walked, e->path);
+    }
+    return walked;
+}
+
+/* What note_gone_files gathers over the roots before it marks anything. */
+typedef struct {
+    Run *r;
+    GHashTable *walked;         /* the paths the walk found */
+    GPtrArray *marked;          /* the paths recorded as gone already (char*) */
+    GPtrArray *candidates;      /* per root: the paths it would mark gone (char*) */
+    GPtrArray *guarded;         /* the folders held back (char*) */
+    GPtrArray *missing_folders; /* the roots given that are not there (char*) */
+} GoneScan;
+
+/* The paths recorded under `folder` whose files are gone and that the walk did not find, added
+ * to `mine`; *n_known: how many paths are recorded under it. */
+static gboolean gone_under(const GoneScan *g, const char *folder, GPtrArray *mine, guint *n_known,
+                           GError **err) {
+    GPtrArray *known = dq_store_document_paths_under(g->r->store, folder, err);
+    if (known == NULL)
+        return FALSE;
+    for (guint i = 0; i < known->len; i++) {
+        DqKnownPath *k = g_ptr_array_index(known, i);
+        if (k->missing || g_hash_table_contains(g->walked, k->path) || !file_gone(k->path))
+            continue;
+        g_ptr_array_add(mine, g_steal_pointer(&k->path));
+    }
+    *n_known = known->len;
+    g_ptr_array_free(known, TRUE);
+    return TRUE;
+}
+
+/* Whether the root `folder` is to be held back as empty: it would mark paths gone, while the
+ * walk found no document under it. */
+static gboolean root_held_back(const GoneScan *g, const char *folder, GPtrArray *mine,
+                               gboolean is_dir, gboolean missing) {
+    gboolean empty = mine->len > 0 && !g->r->opt->allow_empty_root && (is_dir || missing);
+    for (guint i = 0; empty && i < g->r->entries->len; i++) {
+        const WalkEntry *e = g_ptr_array_index(g->r->entries, i);
+        if (g_hash_table_contains(g->walked, e->path) && path_under(e->path, folder))
+            empty = FALSE;
+    }
+    for (guint i = 0; empty && i < g->guarded->len; i++)
+        if (strcmp(g_ptr_array_index(g->guarded, i), folder) == 0) {
+            empty = FALSE; /* the same folder named twice: said once */
+            g_ptr_array_set_size(mine, 0);
+        }
+    return empty;
+}
+
+/* One root given: the paths under it to mark gone, appended to the candidates, unless it is held
+ * back (then reported in the summary's empty roots). */
+static gboolean scan_root(GoneScan *g, const char *root, const char *cwd, GError **err) {
+    GPtrArray *mine = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(g->candidates, mine);
+    if (*root == '\0')
+        return TRUE;
+    /* As the walk names what it finds (walk.c): the stored paths begin so. */
+    char *folder = g_canonicalize_filename(root, cwd);
+    guint n_known = 0;
+    if (!gone_under(g, folder, mine, &n_known, err)) {
+        g_free(folder);
+        return FALSE;
+    }
+    /* A folder not there at all (a share's mount point that was never made, or removed with
+     * the share) is held back as an empty one. Documents recorded under the name say it was
+     * a folder: it is reported as one that cannot be listed, not recorded as a document
+     * (which would stay in documents_current, failed, once the folder is back). */
+    struct stat st;
+    gboolean there = stat(folder, &st) == 0;
+    gboolean missing = !there && n_known > 0 && file_gone(folder);
+    if (missing)
+        g_ptr_array_add(g->missing_folders, g_strdup(folder));
+    /* A path recorded as unreadable that is a folder now (a mistyped path made later, or a
+     * missing root recorded before such roots were held back): that row names no file. */
+    if (there && S_ISDIR(st.st_mode) && !unreadable_row_gone(g->r, folder, g->marked, mine, err)) {
+        g_free(folder);
+        return FALSE;
+    }
+    if (root_held_back(g, folder, mine, there && S_ISDIR(st.st_mode), missing)) {
+        DqIngestEmptyRoot *er = g_new0(DqIngestEmptyRoot, 1);
+        er->root = g_strdup(root);
+        er->would_be_gone = (int)mine->len;
+        er->missing = missing;
+        g_ptr_array_add(g->r->sum->empty_roots, er);
+        g_ptr_array_add(g->guarded, g_steal_pointer(&folder));
+        g_ptr_array_set_size(mine, 0);
+    }
+    g_free(folder);
+    return TRUE;
+}
+
+/* The candidates of every root, each path once, sorted. A folder held back is held back when a
+ * folder above it is given too. */
+static GPtrArray *gone_not_held(const GoneScan *g) {
+    GPtrArray *gone = g_ptr_array_new_with_free_func(g_free);
+    GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint c = 0; c < g->candidates->len; c++) {
+        GPtrArray *mine = g_ptr_array_index(g->candidates, c);
+        for (guint i = 0; i < mine->len; i++) {
+            char *path = g_ptr_array_index(mine, i);
+            gboolean held = g_hash_table_contains(seen, path);
+            for (guint j = 0; !held && j < g->guarded->len; j++)
+                held = path_under(path, g_ptr_array_index(g->guarded, j));
+            if (held)
+                continue;
+            g_hash_table_add(seen, path);
+            g_ptr_array_add(gone, g_strdup(path));
+        }
+    }
+    g_hash_table_destroy(seen);
+    g_ptr_array_sort(gone, compare_paths);
+    return gone;
+}
+
 /* Marks the paths recorded under the folders named in `roots` whose files are gone, and unmarks
  * those the walk found: a file that came back (or bytes of another version there now) is what
  * its path holds again. One transaction, before any rendering: what is gone is known once the
@@ -1411,120 +1534,46 @@ static void drop_missing_folders(Run *r, GPtrArray *missing_folders) {
  * merely holds fewer files marks those gone. A folder given that is not there at all is held
  * back the same way. */
 static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) {
-    /* What the walk found there (a file named on the command line is an entry even when it is
-     * not there). */
-    GHashTable *walked = g_hash_table_new(g_str_hash, g_str_equal);
-    for (guint i = 0; i < r->entries->len; i++) {
-        const WalkEntry *e = g_ptr_array_index(r->entries, i);
-        if (e->open_errno != ENOENT && e->open_errno != ENOTDIR)
-            g_hash_table_add(walked, e->path);
-    }
-    GPtrArray *back = g_ptr_array_new(), *gone = g_ptr_array_new_with_free_func(g_free);
-    /* Per root: the paths it would mark gone (char*), and the folders held back (char*). */
-    GPtrArray *candidates = g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref);
-    GPtrArray *guarded = g_ptr_array_new_with_free_func(g_free);
-    GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
-    GPtrArray *missing_folders = g_ptr_array_new_with_free_func(g_free);
+    GoneScan g = {
+        .r = r,
+        .walked = walked_paths(r),
+        .candidates = g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref),
+        .guarded = g_ptr_array_new_with_free_func(g_free),
+        .missing_folders = g_ptr_array_new_with_free_func(g_free),
+    };
+    GPtrArray *back = g_ptr_array_new(), *gone = NULL;
     gboolean ok = FALSE;
-    GPtrArray *marked = dq_store_document_paths_gone(r->store, err);
-    if (marked == NULL)
+    g.marked = dq_store_document_paths_gone(r->store, err);
+    if (g.marked == NULL)
         goto out;
-    for (guint i = 0; i < marked->len; i++)
-        if (g_hash_table_contains(walked, g_ptr_array_index(marked, i)))
-            g_ptr_array_add(back, g_ptr_array_index(marked, i));
+    for (guint i = 0; i < g.marked->len; i++)
+        if (g_hash_table_contains(g.walked, g_ptr_array_index(g.marked, i)))
+            g_ptr_array_add(back, g_ptr_array_index(g.marked, i));
     char *cwd = g_get_current_dir();
-    for (const char *const *root = roots; *root; root++) {
-        GPtrArray *mine = g_ptr_array_new_with_free_func(g_free);
-        g_ptr_array_add(candidates, mine);
-        if (**root == '\0')
-            continue;
-        /* As the walk names what it finds (walk.c): the stored paths begin so. */
-        char *folder = g_canonicalize_filename(*root, cwd);
-        GPtrArray *known = dq_store_document_paths_under(r->store, folder, err);
-        if (known == NULL) {
-            g_free(folder);
+    for (const char *const *root = roots; *root; root++)
+        if (!scan_root(&g, *root, cwd, err)) {
             g_free(cwd);
             goto out;
         }
-        for (guint i = 0; i < known->len; i++) {
-            DqKnownPath *k = g_ptr_array_index(known, i);
-            if (k->missing || g_hash_table_contains(walked, k->path) || !file_gone(k->path))
-                continue;
-            g_ptr_array_add(mine, g_steal_pointer(&k->path));
-        }
-        /* A folder not there at all (a share's mount point that was never made, or removed with
-         * the share) is held back as an empty one. Documents recorded under the name say it was
-         * a folder: it is reported as one that cannot be listed, not recorded as a document
-         * (which would stay in documents_current, failed, once the folder is back). */
-        struct stat st;
-        gboolean there = stat(folder, &st) == 0;
-        gboolean missing = !there && known->len > 0 && file_gone(folder);
-        g_ptr_array_free(known, TRUE);
-        if (missing)
-            g_ptr_array_add(missing_folders, g_strdup(folder));
-        /* A path recorded as unreadable that is a folder now (a mistyped path made later, or a
-         * missing root recorded before such roots were held back): that row names no file. */
-        if (there && S_ISDIR(st.st_mode) && !unreadable_row_gone(r, folder, marked, mine, err)) {
-            g_free(folder);
-            g_free(cwd);
-            goto out;
-        }
-        gboolean empty = mine->len > 0 && !r->opt->allow_empty_root &&
-                         ((there && S_ISDIR(st.st_mode)) || missing);
-        for (guint i = 0; empty && i < r->entries->len; i++) {
-            const WalkEntry *e = g_ptr_array_index(r->entries, i);
-            if (g_hash_table_contains(walked, e->path) && path_under(e->path, folder))
-                empty = FALSE;
-        }
-        for (guint i = 0; empty && i < guarded->len; i++)
-            if (strcmp(g_ptr_array_index(guarded, i), folder) == 0) {
-                empty = FALSE; /* the same folder named twice: said once */
-                g_ptr_array_set_size(mine, 0);
-            }
-        if (empty) {
-            DqIngestEmptyRoot *er = g_new0(DqIngestEmptyRoot, 1);
-            er->root = g_strdup(*root);
-            er->would_be_gone = (int)mine->len;
-            er->missing = missing;
-            g_ptr_array_add(r->sum->empty_roots, er);
-            g_ptr_array_add(guarded, g_steal_pointer(&folder));
-            g_ptr_array_set_size(mine, 0);
-        }
-        g_free(folder);
-    }
     g_free(cwd);
-    /* A folder held back is held back when a folder above it is given too. */
-    for (guint c = 0; c < candidates->len; c++) {
-        GPtrArray *mine = g_ptr_array_index(candidates, c);
-        for (guint i = 0; i < mine->len; i++) {
-            char *path = g_ptr_array_index(mine, i);
-            gboolean held = g_hash_table_contains(seen, path);
-            for (guint j = 0; !held && j < guarded->len; j++)
-                held = path_under(path, g_ptr_array_index(guarded, j));
-            if (held)
-                continue;
-            g_hash_table_add(seen, path);
-            g_ptr_array_add(gone, g_strdup(path));
-        }
-    }
-    g_ptr_array_sort(gone, compare_paths);
+    gone = gone_not_held(&g);
     if (!dq_store_document_paths_mark(r->store, (const char *const *)gone->pdata, (int)gone->len,
                                       (const char *const *)back->pdata, (int)back->len, err))
         goto out;
     for (guint i = 0; i < gone->len; i++)
         g_ptr_array_add(r->sum->gone, dq_utf8_escape_invalid(g_ptr_array_index(gone, i)));
-    drop_missing_folders(r, missing_folders);
+    drop_missing_folders(r, g.missing_folders);
     ok = TRUE;
 out:
-    if (marked)
-        g_ptr_array_free(marked, TRUE);
-    g_hash_table_destroy(seen);
-    g_hash_table_destroy(walked);
+    if (g.marked)
+        g_ptr_array_free(g.marked, TRUE);
+    g_hash_table_destroy(g.walked);
     g_ptr_array_free(back, TRUE);
-    g_ptr_array_free(gone, TRUE);
-    g_ptr_array_free(candidates, TRUE);
-    g_ptr_array_free(guarded, TRUE);
-    g_ptr_array_free(missing_folders, TRUE);
+    if (gone)
+        g_ptr_array_free(gone, TRUE);
+    g_ptr_array_free(g.candidates, TRUE);
+    g_ptr_array_free(g.guarded, TRUE);
+    g_ptr_array_free(g.missing_folders, TRUE);
     return ok;
 }
 

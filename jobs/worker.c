@@ -374,6 +374,72 @@ static gboolean answerer_broken(Worker *w, GError **err) {
     return TRUE;
 }
 
+/* Fails a job whose rows were deleted (takes it). */
+static void fail_orphan(Worker *w, DqClaimedJob *j) {
+    /* Deleted by hand (a sqlite3 shell leaves foreign keys off: nothing cascaded). No
+     * retry can bring the row back: failed for good, and the queue goes on. */
+    char *msg = g_strdup_printf("job %" G_GINT64_FORMAT ": its %s %s no longer in the "
+                                "database (deleted by hand?): nothing to answer",
+                                j->job_id, j->missing, strstr(j->missing, " and ") ? "are" : "is");
+    fail_job(w, j->job_id, "orphan", msg, FALSE);
+    g_free(msg);
+    dq_claimed_job_free(j);
+}
+
+/* The n_res of the job's render settings, 0 when it has none; *e set when they cannot be read.
+ * The render settings are ingest's canonical JSON; only n_res matters here. Settings that cannot
+ * be read fail the job: taken for "no n_res", the page was answered at the snapshot's own N, not
+ * the N its image was rendered at, and recorded as a good answer. */
+static int render_n_res(const DqClaimedJob *j, GError **e) {
+    int n_res = 0;
+    if (j->render_settings == NULL)
+        return n_res;
+    char *label = g_strdup_printf("page %d of %s: render settings", j->page_number,
+                                  j->document_path ? j->document_path : "?");
+    JsonParser *rp = dq_json_parse(j->render_settings, -1, label, DQ_JSON_DEFAULT, e);
+    g_free(label);
+    JsonNode *root = rp != NULL ? json_parser_get_root(rp) : NULL;
+    if (rp != NULL && !JSON_NODE_HOLDS_OBJECT(root))
+        dq_fail(e, DQ_ERR_FORMAT, "page %d of %s: render settings '%.200s': not an object",
+                j->page_number, j->document_path ? j->document_path : "?", j->render_settings);
+    else if (rp != NULL)
+        n_res =
+            (int)json_object_get_int_member_with_default(json_node_get_object(root), "n_res", 0);
+    if (rp != NULL)
+        g_object_unref(rp);
+    return n_res;
+}
+
+/* Hands the job in `f` to the answerer (takes `f`); a request it refuses fails the job. FALSE
+ * when the device failed for good. */
+static gboolean submit_request(Worker *w, InFlight *f, int n_res, GError **err) {
+    DqClaimedJob *j = f->job;
+    GError *e = NULL;
+    DqAnswerRequest req = {.image_path = f->path,
+                           .image_sha256 = j->image_sha256,
+                           .question = j->question,
+                           .prompt_template = f->ps.template_text,
+                           .max_new_tokens = f->ps.max_new_tokens,
+                           .n_res = n_res};
+    f->started = iso_now();
+    if (!w->answerer->submit(w->answerer, &req, j->job_id, &e)) {
+        /* Refused because the device is gone: not this job's fault, it goes back with the rest
+         * without spending an attempt. */
+        if (answerer_broken(w, err)) {
+            g_error_free(e);
+            in_flight_free(f);
+            return FALSE;
+        }
+        fail_job(w, j->job_id, "model", e->message, TRUE);
+        g_error_free(e);
+        in_flight_free(f);
+        return TRUE;
+    }
+    g_hash_table_insert(w->in_flight, &j->job_id, f);
+    w->in_flight_changed = TRUE;
+    return TRUE;
+}
+
 /* Submits a claimed job (takes it); one that cannot be asked fails here. FALSE when the worker
  * cannot go on (the page store is gone, the device failed for good): the job stays leased, for
  * the worker to give back. */
@@ -390,15 +456,7 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
         return TRUE;
     }
     if (j->missing != NULL) {
-        /* Deleted by hand (a sqlite3 shell leaves foreign keys off: nothing cascaded). No
-         * retry can bring the row back: failed for good, and the queue goes on. */
-        char *msg =
-            g_strdup_printf("job %" G_GINT64_FORMAT ": its %s %s no longer in the "
-                            "database (deleted by hand?): nothing to answer",
-                            j->job_id, j->missing, strstr(j->missing, " and ") ? "are" : "is");
-        fail_job(w, j->job_id, "orphan", msg, FALSE);
-        g_free(msg);
-        dq_claimed_job_free(j);
+        fail_orphan(w, j);
         return TRUE;
     }
     InFlight *f = g_new0(InFlight, 1);
@@ -427,54 +485,14 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
         in_flight_free(f);
         return TRUE;
     }
-    int n_res = 0;
-    if (j->render_settings != NULL) {
-        /* The render settings are ingest's canonical JSON; only n_res matters here. Settings
-         * that cannot be read fail the job: taken for "no n_res", the page was answered at the
-         * snapshot's own N, not the N its image was rendered at, and recorded as a good answer. */
-        char *label = g_strdup_printf("page %d of %s: render settings", j->page_number,
-                                      j->document_path ? j->document_path : "?");
-        JsonParser *rp = dq_json_parse(j->render_settings, -1, label, DQ_JSON_DEFAULT, &e);
-        g_free(label);
-        JsonNode *root = rp != NULL ? json_parser_get_root(rp) : NULL;
-        if (rp != NULL && !JSON_NODE_HOLDS_OBJECT(root))
-            dq_fail(&e, DQ_ERR_FORMAT, "page %d of %s: render settings '%.200s': not an object",
-                    j->page_number, j->document_path ? j->document_path : "?", j->render_settings);
-        else if (rp != NULL)
-            n_res = (int)json_object_get_int_member_with_default(json_node_get_object(root),
-                                                                 "n_res", 0);
-        if (rp != NULL)
-            g_object_unref(rp);
-        if (e != NULL) {
-            fail_job(w, j->job_id, "settings", e->message, FALSE);
-            g_error_free(e);
-            in_flight_free(f);
-            return TRUE;
-        }
-    }
-    DqAnswerRequest req = {.image_path = f->path,
-                           .image_sha256 = j->image_sha256,
-                           .question = j->question,
-                           .prompt_template = f->ps.template_text,
-                           .max_new_tokens = f->ps.max_new_tokens,
-                           .n_res = n_res};
-    f->started = iso_now();
-    if (!w->answerer->submit(w->answerer, &req, j->job_id, &e)) {
-        /* Refused because the device is gone: not this job's fault, it goes back with the rest
-         * without spending an attempt. */
-        if (answerer_broken(w, err)) {
-            g_error_free(e);
-            in_flight_free(f);
-            return FALSE;
-        }
-        fail_job(w, j->job_id, "model", e->message, TRUE);
+    int n_res = render_n_res(j, &e);
+    if (e != NULL) {
+        fail_job(w, j->job_id, "settings", e->message, FALSE);
         g_error_free(e);
         in_flight_free(f);
         return TRUE;
     }
-    g_hash_table_insert(w->in_flight, &j->job_id, f);
-    w->in_flight_changed = TRUE;
-    return TRUE;
+    return submit_request(w, f, n_res, err);
 }
 
 /* Tells the heartbeat which jobs are in flight now, when that changed. */

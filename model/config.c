@@ -450,6 +450,136 @@ static char *generation_label(const char *label) {
     return g;
 }
 
+/* transformers' AutoConfig picks the architecture by model_type: "llava" builds a
+ * LlavaConfig and AutoModelForVision2Seq another model over these tensors, "smolvlm" SmolVLM's
+ * own classes; without one it fails ("Should have a `model_type` key"). Checked first: the
+ * sizes of another architecture's config would only give misleading errors (the reads
+ * below report nothing once r.failed is set). */
+static void check_model_type(Reader *r, JsonObject *root) {
+    const char *model_type = get_string(r, root, "model_type", NULL);
+    if (!r->failed && model_type == NULL) {
+        dq_fail(r->err, DQ_ERR_UNSUPPORTED,
+                "%s: model_type is missing (transformers needs it to pick the architecture; "
+                "docqa runs \"idefics3\", SmolVLM's)",
+                r->label);
+        r->failed = TRUE;
+    } else if (!r->failed && strcmp(model_type, "idefics3") != 0) {
+        dq_fail(r->err, DQ_ERR_UNSUPPORTED,
+                "%s: model_type '%s' is not supported (docqa runs \"idefics3\", "
+                "Idefics3ForConditionalGeneration: SmolVLM-256M/500M-Instruct and "
+                "SmolVLM-Instruct)",
+                r->label, model_type);
+        r->failed = TRUE;
+    }
+}
+
+/* Idefics3VisionConfig defaults. */
+static void read_vision_config(Reader *r, JsonObject *vc, SmolvlmConfig *cfg) {
+    r->scope = "vision_config";
+    cfg->vision_hidden = get_int(r, vc, "hidden_size", 1152);
+    cfg->vision_intermediate = get_int(r, vc, "intermediate_size", 3072);
+    cfg->vision_layers = get_int(r, vc, "num_hidden_layers", 12);
+    cfg->vision_heads = get_int(r, vc, "num_attention_heads", 16);
+    cfg->vision_channels = get_int(r, vc, "num_channels", 3);
+    cfg->image_size = get_int(r, vc, "image_size", 224);
+    cfg->patch_size = get_int(r, vc, "patch_size", 32);
+    cfg->vision_layer_norm_eps = get_double(r, vc, "layer_norm_eps", 1e-6);
+    get_activation(r, vc, "gelu_pytorch_tanh", &cfg->vision_act);
+}
+
+/* LlamaConfig defaults when text_config is given; Idefics3Config builds a default Llama with
+ * rms_norm_eps 1e-5 when it is absent. Returns text_config's eos_token_id. */
+static int read_text_config(Reader *r, JsonObject *tc, SmolvlmConfig *cfg) {
+    r->scope = "text_config";
+    /* Idefics3Config builds the decoder that text_config.model_type names ("llama" when absent):
+     * "qwen2" or "mistral" would be another decoder (biases, sliding windows) over these
+     * tensors. vision_config.model_type is not read: Idefics3Config builds its own vision
+     * config whatever it says ("idefics3" in the real files, "idefics3_vision" when saved by
+     * transformers 4.57). */
+    const char *text_type = get_string(r, tc, "model_type", "llama");
+    if (!r->failed && strcmp(text_type, "llama") != 0) {
+        dq_fail(r->err, DQ_ERR_UNSUPPORTED,
+                "%s: text_config.model_type '%s' is not supported (\"llama\" is, SmolVLM's "
+                "decoder)",
+                r->label, text_type);
+        r->failed = TRUE;
+    }
+    cfg->text_hidden = get_int(r, tc, "hidden_size", 4096);
+    cfg->text_intermediate = get_int(r, tc, "intermediate_size", 11008);
+    cfg->text_layers = get_int(r, tc, "num_hidden_layers", 32);
+    cfg->text_heads = get_int(r, tc, "num_attention_heads", 32);
+    cfg->text_kv_heads = get_int(r, tc, "num_key_value_heads", cfg->text_heads);
+    cfg->head_dim =
+        get_int(r, tc, "head_dim", cfg->text_heads > 0 ? cfg->text_hidden / cfg->text_heads : 0);
+    cfg->vocab_size = get_int(r, tc, "vocab_size", 32000);
+    cfg->max_position_embeddings = get_int(r, tc, "max_position_embeddings", 2048);
+    cfg->rms_norm_eps = get_double(r, tc, "rms_norm_eps", tc != NULL ? 1e-6 : 1e-5);
+    cfg->rope_theta = get_double(r, tc, "rope_theta", 10000.0);
+    cfg->tie_word_embeddings = get_bool(r, tc, "tie_word_embeddings", FALSE);
+    int text_eos = get_int(r, tc, "eos_token_id", 2);
+    get_activation(r, tc, "silu", &cfg->text_act);
+    if (!r->failed)
+        check_rope_scaling(r, tc, cfg);
+    /* LlamaAttention's q/k/v/o_proj and LlamaMLP's gate/up/down_proj take biases when these
+     * are true (LlamaConfig's defaults: false) */
+    cfg->attention_bias = get_bool(r, tc, "attention_bias", FALSE);
+    cfg->mlp_bias = get_bool(r, tc, "mlp_bias", FALSE);
+
+    /* LlamaRotaryEmbedding rotates int(head_dim * partial_rotary_factor) dimensions, but its
+     * apply_rotary_pos_emb multiplies whole heads: transformers 4.57.6 fails on any other value
+     * than 1.0 (and on null), so docqa, which rotates every dimension, must not run one. */
+    if (!r->failed && tc != NULL && json_object_has_member(tc, "partial_rotary_factor") &&
+        (member(tc, "partial_rotary_factor") == NULL ||
+         get_double(r, tc, "partial_rotary_factor", 1.0) != 1.0)) {
+        bad(r, "partial_rotary_factor", "1.0 or absent (every dimension of a head rotates)");
+    }
+    return text_eos;
+}
+
+/* Idefics3Config's own members, beside vision_config and text_config. */
+static void read_top_level(Reader *r, JsonObject *root, JsonObject *tc, SmolvlmConfig *cfg) {
+    r->scope = NULL;
+    /* Unlike head_dim's or pad_token_id's, a null scale_factor is not a default: Idefics3Config
+     * keeps None and transformers fails on it. */
+    if (!r->failed && root != NULL && json_object_has_member(root, "scale_factor") &&
+        member(root, "scale_factor") == NULL)
+        bad(r, "scale_factor", "an integer, not null");
+    cfg->scale_factor = get_int(r, root, "scale_factor", 2);
+    cfg->image_token_id = get_int(r, root, "image_token_id", 128257);
+    cfg->pad_token_id = get_int(r, root, "pad_token_id", get_int(r, tc, "pad_token_id", -1));
+}
+
+/* generation_config.json over the defaults in cfg (`label`: config.json's). */
+static gboolean read_generation_config(const char *generation_json, const char *label,
+                                       SmolvlmConfig *cfg, GError **err) {
+    char *glabel = generation_label(label);
+    JsonObject *g = NULL;
+    JsonParser *gp = parse_json(generation_json, glabel, &g, err);
+    if (gp == NULL) {
+        g_free(glabel);
+        return FALSE;
+    }
+    Reader gr = {.label = glabel, .err = err};
+    cfg->n_eos = 0; /* an explicit file without eos_token_id means: no eos */
+    get_eos(&gr, g, cfg);
+    /* generate() starts from bos_token_id only when given no prompt, and docqa's always has
+     * one (the fixtures' README: it is unused). Read only to refuse what transformers refuses
+     * there: its tensor conversion fails on a string or an object (a float, or an id past 32
+     * bits, which no vocabulary here has, is refused too, as every id is). */
+    (void)get_int(&gr, g, "bos_token_id", -1);
+    cfg->do_sample = get_bool(&gr, g, "do_sample", FALSE);
+    cfg->temperature = get_double(&gr, g, "temperature", 1.0);
+    cfg->top_p = get_double(&gr, g, "top_p", 1.0);
+    cfg->top_k = get_int(&gr, g, "top_k", 50);
+    cfg->max_new_tokens = get_int(&gr, g, "max_new_tokens", -1);
+    /* -1 stands for "unset" in cfg: a file's -1 must not read as absent */
+    gboolean ok =
+        !gr.failed && check_generation(cfg, member(g, "max_new_tokens") != NULL, glabel, err);
+    g_object_unref(gp);
+    g_free(glabel);
+    return ok;
+}
+
 gboolean smolvlm_config_parse(const char *config_json, const char *generation_json,
                               const char *label, SmolvlmConfig *cfg, GError **err) {
     memset(cfg, 0, sizeof *cfg);
@@ -457,97 +587,15 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     JsonParser *p = parse_json(config_json, label, &root, err);
     if (p == NULL)
         return FALSE;
+    /* One reader for every step: once a member is refused the later reads report nothing, so
+     * the first refusal stays the one reported. */
     Reader r = {.label = label, .err = err};
-    /* transformers' AutoConfig picks the architecture by model_type: "llava" builds a
-     * LlavaConfig and AutoModelForVision2Seq another model over these tensors, "smolvlm" SmolVLM's
-     * own classes; without one it fails ("Should have a `model_type` key"). Checked first: the
-     * sizes of another architecture's config would only give misleading errors (the reads
-     * below report nothing once r.failed is set). */
-    const char *model_type = get_string(&r, root, "model_type", NULL);
-    if (!r.failed && model_type == NULL) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: model_type is missing (transformers needs it to pick the architecture; "
-                "docqa runs \"idefics3\", SmolVLM's)",
-                label);
-        r.failed = TRUE;
-    } else if (!r.failed && strcmp(model_type, "idefics3") != 0) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: model_type '%s' is not supported (docqa runs \"idefics3\", "
-                "Idefics3ForConditionalGeneration: SmolVLM-256M/500M-Instruct and "
-                "SmolVLM-Instruct)",
-                label, model_type);
-        r.failed = TRUE;
-    }
+    check_model_type(&r, root);
     JsonObject *vc = get_object(&r, root, "vision_config");
     JsonObject *tc = get_object(&r, root, "text_config");
-
-    /* Idefics3VisionConfig defaults. */
-    r.scope = "vision_config";
-    cfg->vision_hidden = get_int(&r, vc, "hidden_size", 1152);
-    cfg->vision_intermediate = get_int(&r, vc, "intermediate_size", 3072);
-    cfg->vision_layers = get_int(&r, vc, "num_hidden_layers", 12);
-    cfg->vision_heads = get_int(&r, vc, "num_attention_heads", 16);
-    cfg->vision_channels = get_int(&r, vc, "num_channels", 3);
-    cfg->image_size = get_int(&r, vc, "image_size", 224);
-    cfg->patch_size = get_int(&r, vc, "patch_size", 32);
-    cfg->vision_layer_norm_eps = get_double(&r, vc, "layer_norm_eps", 1e-6);
-    get_activation(&r, vc, "gelu_pytorch_tanh", &cfg->vision_act);
-
-    /* LlamaConfig defaults when text_config is given; Idefics3Config builds a default Llama with
-     * rms_norm_eps 1e-5 when it is absent. */
-    r.scope = "text_config";
-    /* Idefics3Config builds the decoder that text_config.model_type names ("llama" when absent):
-     * "qwen2" or "mistral" would be another decoder (biases, sliding windows) over these
-     * tensors. vision_config.model_type is not read: Idefics3Config builds its own vision
-     * config whatever it says ("idefics3" in the real files, "idefics3_vision" when saved by
-     * transformers 4.57). */
-    const char *text_type = get_string(&r, tc, "model_type", "llama");
-    if (!r.failed && strcmp(text_type, "llama") != 0) {
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "%s: text_config.model_type '%s' is not supported (\"llama\" is, SmolVLM's "
-                "decoder)",
-                label, text_type);
-        r.failed = TRUE;
-    }
-    cfg->text_hidden = get_int(&r, tc, "hidden_size", 4096);
-    cfg->text_intermediate = get_int(&r, tc, "intermediate_size", 11008);
-    cfg->text_layers = get_int(&r, tc, "num_hidden_layers", 32);
-    cfg->text_heads = get_int(&r, tc, "num_attention_heads", 32);
-    cfg->text_kv_heads = get_int(&r, tc, "num_key_value_heads", cfg->text_heads);
-    cfg->head_dim =
-        get_int(&r, tc, "head_dim", cfg->text_heads > 0 ? cfg->text_hidden / cfg->text_heads : 0);
-    cfg->vocab_size = get_int(&r, tc, "vocab_size", 32000);
-    cfg->max_position_embeddings = get_int(&r, tc, "max_position_embeddings", 2048);
-    cfg->rms_norm_eps = get_double(&r, tc, "rms_norm_eps", tc != NULL ? 1e-6 : 1e-5);
-    cfg->rope_theta = get_double(&r, tc, "rope_theta", 10000.0);
-    cfg->tie_word_embeddings = get_bool(&r, tc, "tie_word_embeddings", FALSE);
-    int text_eos = get_int(&r, tc, "eos_token_id", 2);
-    get_activation(&r, tc, "silu", &cfg->text_act);
-    if (!r.failed)
-        check_rope_scaling(&r, tc, cfg);
-    /* LlamaAttention's q/k/v/o_proj and LlamaMLP's gate/up/down_proj take biases when these
-     * are true (LlamaConfig's defaults: false) */
-    cfg->attention_bias = get_bool(&r, tc, "attention_bias", FALSE);
-    cfg->mlp_bias = get_bool(&r, tc, "mlp_bias", FALSE);
-
-    /* LlamaRotaryEmbedding rotates int(head_dim * partial_rotary_factor) dimensions, but its
-     * apply_rotary_pos_emb multiplies whole heads: transformers 4.57.6 fails on any other value
-     * than 1.0 (and on null), so docqa, which rotates every dimension, must not run one. */
-    if (!r.failed && tc != NULL && json_object_has_member(tc, "partial_rotary_factor") &&
-        (member(tc, "partial_rotary_factor") == NULL ||
-         get_double(&r, tc, "partial_rotary_factor", 1.0) != 1.0)) {
-        bad(&r, "partial_rotary_factor", "1.0 or absent (every dimension of a head rotates)");
-    }
-
-    r.scope = NULL;
-    /* Unlike head_dim's or pad_token_id's, a null scale_factor is not a default: Idefics3Config
-     * keeps None and transformers fails on it. */
-    if (!r.failed && root != NULL && json_object_has_member(root, "scale_factor") &&
-        member(root, "scale_factor") == NULL)
-        bad(&r, "scale_factor", "an integer, not null");
-    cfg->scale_factor = get_int(&r, root, "scale_factor", 2);
-    cfg->image_token_id = get_int(&r, root, "image_token_id", 128257);
-    cfg->pad_token_id = get_int(&r, root, "pad_token_id", get_int(&r, tc, "pad_token_id", -1));
+    read_vision_config(&r, vc, cfg);
+    int text_eos = read_text_config(&r, tc, cfg);
+    read_top_level(&r, root, tc, cfg);
     g_object_unref(p);
     if (r.failed)
         return FALSE;
@@ -561,35 +609,8 @@ gboolean smolvlm_config_parse(const char *config_json, const char *generation_js
     cfg->top_p = 1.0;
     cfg->top_k = 50;
     cfg->max_new_tokens = -1;
-    if (generation_json != NULL) {
-        char *glabel = generation_label(label);
-        JsonObject *g = NULL;
-        JsonParser *gp = parse_json(generation_json, glabel, &g, err);
-        if (gp == NULL) {
-            g_free(glabel);
-            return FALSE;
-        }
-        Reader gr = {.label = glabel, .err = err};
-        cfg->n_eos = 0; /* an explicit file without eos_token_id means: no eos */
-        get_eos(&gr, g, cfg);
-        /* generate() starts from bos_token_id only when given no prompt, and docqa's always has
-         * one (the fixtures' README: it is unused). Read only to refuse what transformers refuses
-         * there: its tensor conversion fails on a string or an object (a float, or an id past 32
-         * bits, which no vocabulary here has, is refused too, as every id is). */
-        (void)get_int(&gr, g, "bos_token_id", -1);
-        cfg->do_sample = get_bool(&gr, g, "do_sample", FALSE);
-        cfg->temperature = get_double(&gr, g, "temperature", 1.0);
-        cfg->top_p = get_double(&gr, g, "top_p", 1.0);
-        cfg->top_k = get_int(&gr, g, "top_k", 50);
-        cfg->max_new_tokens = get_int(&gr, g, "max_new_tokens", -1);
-        /* -1 stands for "unset" in cfg: a file's -1 must not read as absent */
-        gboolean ok =
-            !gr.failed && check_generation(cfg, member(g, "max_new_tokens") != NULL, glabel, err);
-        g_object_unref(gp);
-        g_free(glabel);
-        if (!ok)
-            return FALSE;
-    }
+    if (generation_json != NULL && !read_generation_config(generation_json, label, cfg, err))
+        return FALSE;
     return check(cfg, label, err);
 }
 

@@ -894,99 +894,127 @@ static void rate_update(double *rate, int tokens, double ms) {
     *rate = *rate == 0 ? r : 0.7 * *rate + 0.3 * r;
 }
 
-static gboolean spec_step(DqGenerator *g, int k, GError **err) {
-    const SmolvlmConfig *c = smolvlm_config(g->m);
-    const int V = c->vocab_size;
-    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
-    int act[DQ_SPEC_MAX], n_act = 0, calls = 0; /* n_act * (k + 1) <= steps_max */
+/* One speculative step's requests: the active slots, the draft's guesses for each, and where
+ * their caches stood before the step. Not zeroed: spec_active sets what the step reads. */
+typedef struct {
+    int act[DQ_SPEC_MAX], n_act; /* n_act * (k + 1) <= steps_max */
     int32_t guess[DQ_SPEC_MAX][DQ_SPEC_MAX];
     int n_guess[DQ_SPEC_MAX], len[DQ_SPEC_MAX];
     uint64_t draws[DQ_SPEC_MAX]; /* the guesses' draws: a copy of each request's generator */
+    int cursor, calls;           /* smolvlm_embed's cursor; the passes made */
+} SpecRound;
+
+/* The requests still generating, each with the guesses it may take. */
+static void spec_active(DqGenerator *g, int k, SpecRound *sr) {
+    sr->n_act = 0;
+    sr->cursor = 0;
+    sr->calls = 0;
     for (int i = 0; i < g->n_slots; i++) {
         Slot *s = &g->slots[i];
         if (!s->used || s->finished)
             continue;
         /* never a guess past the slot's limit: the cache holds the prompt and that many */
-        n_guess[n_act] = MIN(k, s->limit - s->res.n_output_ids - 1);
-        len[n_act] = smolvlm_kv_len(s->kv);
-        draws[n_act] = s->rng;
-        act[n_act++] = i;
+        sr->n_guess[sr->n_act] = MIN(k, s->limit - s->res.n_output_ids - 1);
+        sr->len[sr->n_act] = smolvlm_kv_len(s->kv);
+        sr->draws[sr->n_act] = s->rng;
+        sr->act[sr->n_act++] = i;
     }
-    int cursor = 0;
-    /* 1. The draft's guesses, a row a request at a time. */
+}
+
+/* 1. The draft's guesses, a row a request at a time. */
+static gboolean spec_draft(DqGenerator *g, const SmolvlmConfig *c, int k, SpecRound *sr,
+                           GError **err) {
+    const int V = c->vocab_size;
     for (int j = 0; j < k; j++) {
         int n_segs = 0;
-        for (int a = 0; a < n_act; a++) {
-            Slot *s = &g->slots[act[a]];
-            if (n_guess[a] <= j)
+        for (int a = 0; a < sr->n_act; a++) {
+            Slot *s = &g->slots[sr->act[a]];
+            if (sr->n_guess[a] <= j)
                 continue;
             g->step_ids[n_segs] =
-                j == 0 ? s->res.output_ids[s->res.n_output_ids - 1] : guess[a][j - 1];
+                j == 0 ? s->res.output_ids[s->res.n_output_ids - 1] : sr->guess[a][j - 1];
             g->segs[n_segs++] = (SmolvlmSegment){.kv = s->kv, .n_rows = 1, .logits = s->logits};
         }
         if (n_segs == 0)
             break;
         double t1 = dq_now_ms();
-        if (!smolvlm_embed(g->m, g->ws, 0, g->step_ids, n_segs, NULL, 0, &cursor, err) ||
+        if (!smolvlm_embed(g->m, g->ws, 0, g->step_ids, n_segs, NULL, 0, &sr->cursor, err) ||
             !smolvlm_forward_draft(g->m, g->ws, g->segs, n_segs, err))
-            goto fail;
-        calls++;
+            return FALSE;
+        sr->calls++;
         g->tm.draft_ms += dq_now_ms() - t1;
-        for (int a = 0; a < n_act; a++) {
-            Slot *s = &g->slots[act[a]];
-            if (n_guess[a] <= j)
+        for (int a = 0; a < sr->n_act; a++) {
+            Slot *s = &g->slots[sr->act[a]];
+            if (sr->n_guess[a] <= j)
                 continue;
-            guess[a][j] = dq_sample_token(s->logits, V, &s->options, &draws[a], g->scratch);
-            if (guess[a][j] == c->image_token_id)
-                n_guess[a] = j; /* not an input: the model would fail on it, were it its own */
-            else if (!s->options.ignore_eos && smolvlm_config_is_eos(c, guess[a][j]))
-                n_guess[a] = j + 1; /* the request would stop there */
+            sr->guess[a][j] = dq_sample_token(s->logits, V, &s->options, &sr->draws[a], g->scratch);
+            if (sr->guess[a][j] == c->image_token_id)
+                sr->n_guess[a] = j; /* not an input: the model would fail on it, were it its own */
+            else if (!s->options.ignore_eos && smolvlm_config_is_eos(c, sr->guess[a][j]))
+                sr->n_guess[a] = j + 1; /* the request would stop there */
         }
     }
-    /* 2. The model proper over each request's last token and its guesses, as steps. */
+    return TRUE;
+}
+
+/* 2. The model proper over each request's last token and its guesses, as steps. */
+static gboolean spec_verify(DqGenerator *g, int V, SpecRound *sr, GError **err) {
     int rows = 0;
-    for (int a = 0; a < n_act; a++) {
-        Slot *s = &g->slots[act[a]];
-        smolvlm_kv_truncate(s->kv, len[a]); /* the draft's rows: rewritten now */
+    for (int a = 0; a < sr->n_act; a++) {
+        Slot *s = &g->slots[sr->act[a]];
+        smolvlm_kv_truncate(s->kv, sr->len[a]); /* the draft's rows: rewritten now */
         g->spec_ids[rows] = s->res.output_ids[s->res.n_output_ids - 1];
-        memcpy(g->spec_ids + rows + 1, guess[a], (size_t)n_guess[a] * sizeof(int32_t));
+        memcpy(g->spec_ids + rows + 1, sr->guess[a], (size_t)sr->n_guess[a] * sizeof(int32_t));
         g->segs[a] = (SmolvlmSegment){.kv = s->kv,
-                                      .n_rows = n_guess[a] + 1,
+                                      .n_rows = sr->n_guess[a] + 1,
                                       .logits = g->spec_logits + (size_t)rows * V,
                                       .steps = TRUE};
-        rows += n_guess[a] + 1;
+        rows += sr->n_guess[a] + 1;
     }
-    if (!smolvlm_embed(g->m, g->ws, 0, g->spec_ids, rows, NULL, 0, &cursor, err) ||
-        !smolvlm_forward_step(g->m, g->ws, g->segs, n_act, err))
-        goto fail;
-    calls++;
-    /* 3. The model's tokens, as far as the guesses led it. */
-    double share = (dq_now_ms() - t0) / n_act;
+    if (!smolvlm_embed(g->m, g->ws, 0, g->spec_ids, rows, NULL, 0, &sr->cursor, err) ||
+        !smolvlm_forward_step(g->m, g->ws, g->segs, sr->n_act, err))
+        return FALSE;
+    sr->calls++;
+    return TRUE;
+}
+
+/* 3. The model's tokens, as far as the guesses led it; returns how many were pushed. */
+static int spec_take(DqGenerator *g, int V, const SpecRound *sr, double share) {
     int pushed = 0;
-    for (int a = 0; a < n_act; a++) {
-        Slot *s = &g->slots[act[a]];
+    for (int a = 0; a < sr->n_act; a++) {
+        Slot *s = &g->slots[sr->act[a]];
         const float *logits = g->segs[a].logits;
         int taken = 0;
-        for (int i = 0; i <= n_guess[a]; i++) {
+        for (int i = 0; i <= sr->n_guess[a]; i++) {
             int tok = dq_sample_token(logits + (size_t)i * V, V, &s->options, &s->rng, g->scratch);
             taken++;
             pushed++;
-            if (slot_push(g, s, tok) || i == n_guess[a] || tok != guess[a][i])
+            if (slot_push(g, s, tok) || i == sr->n_guess[a] || tok != sr->guess[a][i])
                 break;
             g->tm.draft_accepted++;
         }
-        g->tm.draft_tokens += n_guess[a];
+        g->tm.draft_tokens += sr->n_guess[a];
         /* the rows of the tokens taken, the last excepted: it is the next step's input */
-        smolvlm_kv_truncate(s->kv, len[a] + taken);
+        smolvlm_kv_truncate(s->kv, sr->len[a] + taken);
         s->decode_ms += share;
     }
+    return pushed;
+}
+
+static gboolean spec_step(DqGenerator *g, int k, GError **err) {
+    const SmolvlmConfig *c = smolvlm_config(g->m);
+    double t0 = dq_now_ms(), c0 = dq_cpu_ms();
+    SpecRound sr;
+    spec_active(g, k, &sr);
+    if (!spec_draft(g, c, k, &sr, err) || !spec_verify(g, c->vocab_size, &sr, err))
+        return step_failed(g);
+    double share = (dq_now_ms() - t0) / sr.n_act;
+    int pushed = spec_take(g, c->vocab_size, &sr, share);
     g->tm.decode_ms += dq_now_ms() - t0;
     g->tm.decode_cpu_ms += dq_cpu_ms() - c0;
-    g->tm.decode_steps += calls;
+    g->tm.decode_steps += sr.calls;
     rate_update(&g->spec_rate, pushed, dq_now_ms() - t0);
     return TRUE;
-fail:
-    return step_failed(g);
 }
 
 gboolean dq_generator_step(DqGenerator *g, GError **err) {

@@ -1194,37 +1194,77 @@ static void logits_out(Smolvlm *m, SmolvlmWorkspace *ws, const float *xn, const 
     }
 }
 
-static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
-                        gboolean draft, GError **err) {
-    const SmolvlmConfig *c = &m->cfg;
-    DqBackend *be = m->be;
-    int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
-    int H = c->text_heads, Hkv = c->text_kv_heads, qd = H * hd, kvd = Hkv * hd;
-    float eps = (float)c->rms_norm_eps;
-
+/* Checks that each segment's rows fit its cache (and, as steps, the backend) and sets their
+ * positions. The rows of the call in all, or -1 with err set. */
+static int forward_rows(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                        GError **err) {
+    const int Dt = m->cfg.text_hidden;
     int n = 0; /* rows in this call */
     for (int s = 0; s < n_segs; s++) {
         const SmolvlmKV *kv = segs[s].kv;
-        if (segs[s].n_rows <= 0 || kv->len + segs[s].n_rows > kv->capacity)
-            return dq_fail(err, DQ_ERR_LIMIT,
-                           "segment %d: %d new rows do not fit its KV cache "
-                           "(%d of %d used)",
-                           s, segs[s].n_rows, kv->len, kv->capacity);
-        if (segs[s].steps && segs[s].n_rows > MAX(1, smolvlm_steps_max(m)))
-            return dq_fail(err, DQ_ERR_ARGS,
-                           "segment %d: %d rows computed as steps, the backend keeps at most %d "
-                           "rows row-invariant",
-                           s, segs[s].n_rows, smolvlm_steps_max(m));
+        if (segs[s].n_rows <= 0 || kv->len + segs[s].n_rows > kv->capacity) {
+            dq_fail(err, DQ_ERR_LIMIT,
+                    "segment %d: %d new rows do not fit its KV cache "
+                    "(%d of %d used)",
+                    s, segs[s].n_rows, kv->len, kv->capacity);
+            return -1;
+        }
+        if (segs[s].steps && segs[s].n_rows > MAX(1, smolvlm_steps_max(m))) {
+            dq_fail(err, DQ_ERR_ARGS,
+                    "segment %d: %d rows computed as steps, the backend keeps at most %d "
+                    "rows row-invariant",
+                    s, segs[s].n_rows, smolvlm_steps_max(m));
+            return -1;
+        }
         for (int i = 0; i < segs[s].n_rows; i++)
             ws->pos[n + i] = kv->len + i; /* positions simply continue (pitfall 29) */
         if (m->trace != NULL)
             trace(m, "inputs_embeds", s, ws->x + (size_t)n * Dt, segs[s].n_rows, Dt);
         n += segs[s].n_rows;
     }
-    if (n > ws->max_rows)
-        return dq_fail(err, DQ_ERR_ARGS, "forward: %d rows exceed the workspace (%d)", n,
-                       ws->max_rows);
+    if (n > ws->max_rows) {
+        dq_fail(err, DQ_ERR_ARGS, "forward: %d rows exceed the workspace (%d)", n, ws->max_rows);
+        return -1;
+    }
+    return n;
+}
 
+/* Layer l's attention segments in ws->att_segs; returns how many. A steps segment's rows
+ * attend as one-row segments would, one after another: so marked where the backend takes that,
+ * else as such segments. */
+static int attention_segments(const Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs,
+                              int n_segs, int l, int kvd) {
+    int n_att = 0;
+    for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
+        const SmolvlmKV *kv = segs[s].kv;
+        DqAttnSegment g = {.k_cache = kv_cache_layer(m, kv->k, kv, l, kvd),
+                           .v_cache = kv_cache_layer(m, kv->v, kv, l, kvd),
+                           .row0 = r,
+                           .n_q = segs[s].n_rows,
+                           .n_past = kv->len};
+        if (!segs[s].steps || m->be->attention_steps) {
+            g.steps = segs[s].steps;
+            ws->att_segs[n_att++] = g;
+            continue;
+        }
+        for (int i = 0; i < segs[s].n_rows; i++, g.row0++, g.n_past++) {
+            g.n_q = 1;
+            ws->att_segs[n_att++] = g;
+        }
+    }
+    return n_att;
+}
+
+/* Decoder layer l over the call's n rows of ws->x: `L` its products' weights (the model's or
+ * the draft's), `N` the model's layer. */
+static void text_layer(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                       int n, int l, const TextLayer *L, const TextLayer *N,
+                       const DqAttention *att) {
+    const SmolvlmConfig *c = &m->cfg;
+    DqBackend *be = m->be;
+    const int Dt = c->text_hidden, It = c->text_intermediate, hd = c->head_dim;
+    const int H = c->text_heads, Hkv = c->text_kv_heads;
+    const float eps = (float)c->rms_norm_eps;
     float *x = ws->x;       /* [n, Dt] residual stream */
     float *xn = ws->xn;     /* [n, Dt] */
     float *q = ws->q;       /* [n, H*hd] */
@@ -1233,76 +1273,42 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
     float *attn = ws->attn; /* [n, H*hd] */
     float *gate = ws->gate; /* [n, It] */
     float *up = ws->up;     /* [n, It] */
-    DqAttention att = {.n_seq = 1,
-                       .n_heads = H,
-                       .n_kv_heads = Hkv,
-                       .head_dim = hd,
-                       .q_stride = qd,
-                       .kv_stride = kvd,
-                       .causal = TRUE,
-                       .scale = 1.0f / sqrtf((float)hd),
-                       .kv_f16 = m->kv_f16,
-                       .bf16_products = m->weights == BIND_BF16};
-    if (draft && m->draft_tl == NULL)
-        return dq_fail(err, DQ_ERR_ARGS, "%s: the model was opened without a draft", m->dir);
-    const TextLayer *layers = draft ? m->draft_tl : m->tl;
-    for (int l = 0; l < c->text_layers; l++) {
-        const TextLayer *L = &layers[l];
-        const TextLayer *N = &m->tl[l]; /* the norms and biases: the draft has none of its own */
-        /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
-        be->rmsnorm(be, xn, x, &N->in_norm, n, Dt, eps);
-        float *qkv[3] = {q, k, v};
-        const DqWeight *qkv_w[3] = {&L->q_w, &L->k_w, &L->v_w};
-        const DqWeight *qkv_b[3] = {bias_of(&N->q_b), bias_of(&N->k_b), bias_of(&N->v_b)};
-        seg_products(be, segs, n_segs, qkv, xn, qkv_w, qkv_b, 3, NULL);
-        be->rope(be, q, ws->pos, n, H, hd, &m->rope);
-        be->rope(be, k, ws->pos, n, Hkv, hd, &m->rope);
-        /* A steps segment's rows attend as one-row segments would, one after another: so
-         * marked where the backend takes that, else as such segments. */
-        int n_att = 0;
-        for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
-            const SmolvlmKV *kv = segs[s].kv;
-            DqAttnSegment g = {.k_cache = kv_cache_layer(m, kv->k, kv, l, kvd),
-                               .v_cache = kv_cache_layer(m, kv->v, kv, l, kvd),
-                               .row0 = r,
-                               .n_q = segs[s].n_rows,
-                               .n_past = kv->len};
-            if (!segs[s].steps || be->attention_steps) {
-                g.steps = segs[s].steps;
-                ws->att_segs[n_att++] = g;
-                continue;
-            }
-            for (int i = 0; i < segs[s].n_rows; i++, g.row0++, g.n_past++) {
-                g.n_q = 1;
-                ws->att_segs[n_att++] = g;
-            }
-        }
-        dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_att, &att);
-        seg_product(be, segs, n_segs, x, attn, &L->o_w, bias_of(&N->o_b), xn);
-        /* x += down(act(gate(RMSNorm(x))) * up(RMSNorm(x))); SiLU, SmolVLM's, and tanh's GELU
-         * take their fast paths */
-        be->rmsnorm(be, xn, x, &N->post_norm, n, Dt, eps);
-        float *gate_up[2] = {gate, up};
-        const DqWeight *gate_up_w[2] = {&L->gate_w, &L->up_w};
-        const DqWeight *gate_up_b[2] = {bias_of(&N->gate_b), bias_of(&N->up_b)};
-        seg_products(be, segs, n_segs, gate_up, xn, gate_up_w, gate_up_b, 2, NULL);
-        if (c->text_act == DQ_ACT_SILU) {
-            be->silu_mul(be, gate, up, (size_t)n * It);
-        } else {
-            if (c->text_act == DQ_ACT_GELU_TANH)
-                be->gelu_tanh(be, gate, (size_t)n * It);
-            else
-                be->act(be, gate, (size_t)n * It, c->text_act);
-            be->mul(be, gate, up, (size_t)n * It);
-        }
-        seg_product(be, segs, n_segs, x, gate, &L->down_w, bias_of(&N->down_b), xn);
+    /* x += o_proj(causal GQA attention(rope(q), rope(k), v)) of RMSNorm(x) */
+    be->rmsnorm(be, xn, x, &N->in_norm, n, Dt, eps);
+    float *qkv[3] = {q, k, v};
+    const DqWeight *qkv_w[3] = {&L->q_w, &L->k_w, &L->v_w};
+    const DqWeight *qkv_b[3] = {bias_of(&N->q_b), bias_of(&N->k_b), bias_of(&N->v_b)};
+    seg_products(be, segs, n_segs, qkv, xn, qkv_w, qkv_b, 3, NULL);
+    be->rope(be, q, ws->pos, n, H, hd, &m->rope);
+    be->rope(be, k, ws->pos, n, Hkv, hd, &m->rope);
+    int n_att = attention_segments(m, ws, segs, n_segs, l, Hkv * hd);
+    dq_attention_segments(be, attn, q, k, v, ws->att_segs, n_att, att);
+    seg_product(be, segs, n_segs, x, attn, &L->o_w, bias_of(&N->o_b), xn);
+    /* x += down(act(gate(RMSNorm(x))) * up(RMSNorm(x))); SiLU, SmolVLM's, and tanh's GELU
+     * take their fast paths */
+    be->rmsnorm(be, xn, x, &N->post_norm, n, Dt, eps);
+    float *gate_up[2] = {gate, up};
+    const DqWeight *gate_up_w[2] = {&L->gate_w, &L->up_w};
+    const DqWeight *gate_up_b[2] = {bias_of(&N->gate_b), bias_of(&N->up_b)};
+    seg_products(be, segs, n_segs, gate_up, xn, gate_up_w, gate_up_b, 2, NULL);
+    if (c->text_act == DQ_ACT_SILU) {
+        be->silu_mul(be, gate, up, (size_t)n * It);
+    } else {
+        if (c->text_act == DQ_ACT_GELU_TANH)
+            be->gelu_tanh(be, gate, (size_t)n * It);
+        else
+            be->act(be, gate, (size_t)n * It, c->text_act);
+        be->mul(be, gate, up, (size_t)n * It);
     }
-    be->rmsnorm(be, xn, x, &m->norm, n, Dt, eps);
+    seg_product(be, segs, n_segs, x, gate, &L->down_w, bias_of(&N->down_b), xn);
+}
 
-    /* lm_head on the last row of each segment that wants logits (every row of a steps
-     * segment). */
-    const DqWeight *lm_head = draft ? &m->draft_lm_head : m->lm_head;
-    const size_t V = (size_t)c->vocab_size;
+/* lm_head on the last row of each segment that wants logits (every row of a steps
+ * segment); returns how many rows it gave. */
+static int segment_logits(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                          const float *xn, const DqWeight *lm_head) {
+    const int Dt = m->cfg.text_hidden;
+    const size_t V = (size_t)m->cfg.vocab_size;
     LogitRow *want = ws->want;
     int n_want = 0;
     for (int s = 0, r = 0; s < n_segs; r += segs[s].n_rows, s++) {
@@ -1323,6 +1329,36 @@ static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *
         logits_out(m, ws, xn, lm_head, want + done, take);
         done += take;
     }
+    return n_want;
+}
+
+static gboolean forward(Smolvlm *m, SmolvlmWorkspace *ws, const SmolvlmSegment *segs, int n_segs,
+                        gboolean draft, GError **err) {
+    const SmolvlmConfig *c = &m->cfg;
+    DqBackend *be = m->be;
+    int hd = c->head_dim, H = c->text_heads, Hkv = c->text_kv_heads;
+    int n = forward_rows(m, ws, segs, n_segs, err); /* rows in this call */
+    if (n < 0)
+        return FALSE;
+    DqAttention att = {.n_seq = 1,
+                       .n_heads = H,
+                       .n_kv_heads = Hkv,
+                       .head_dim = hd,
+                       .q_stride = H * hd,
+                       .kv_stride = Hkv * hd,
+                       .causal = TRUE,
+                       .scale = 1.0f / sqrtf((float)hd),
+                       .kv_f16 = m->kv_f16,
+                       .bf16_products = m->weights == BIND_BF16};
+    if (draft && m->draft_tl == NULL)
+        return dq_fail(err, DQ_ERR_ARGS, "%s: the model was opened without a draft", m->dir);
+    const TextLayer *layers = draft ? m->draft_tl : m->tl;
+    for (int l = 0; l < c->text_layers; l++)
+        /* the norms and biases are the model's: the draft has none of its own */
+        text_layer(m, ws, segs, n_segs, n, l, &layers[l], &m->tl[l], &att);
+    be->rmsnorm(be, ws->xn, ws->x, &m->norm, n, c->text_hidden, (float)c->rms_norm_eps);
+    int n_want =
+        segment_logits(m, ws, segs, n_segs, ws->xn, draft ? &m->draft_lm_head : m->lm_head);
     for (int s = 0; s < n_segs; s++)
         segs[s].kv->len += segs[s].n_rows;
     /* Ops return nothing and a GPU keeps its first error, after which it gives zeros: results
