@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
@@ -770,6 +771,53 @@ static void test_restore_views_without_names(void) {
     g_free(dir);
 }
 
+/* Opens `path` with stderr going to a file; returns what was said there. */
+static char *open_saying(const char *path, int max_version) {
+    char *log = g_strconcat(path, ".stderr", NULL);
+    fflush(stderr);
+    int saved = dup(2);
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(dup2(fd, 2), ==, 2);
+    close(fd);
+    GError *err = NULL;
+    DqStore *s =
+        max_version > 0 ? dq_store_open_at(path, max_version, &err) : dq_store_open(path, &err);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+    g_free(log);
+    return text;
+}
+
+/* Creating a database is no upgrade: nothing is said. An upgrade, from any older version (1
+ * too), is said once. */
+static void test_upgrade_said_once(void) {
+    char *dir = dq_test_tmpdir();
+    char *fresh = g_build_filename(dir, "fresh.db", NULL);
+    char *text = open_saying(fresh, 0);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    char *old = g_build_filename(dir, "v1.db", NULL);
+    text = open_saying(old, 1);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    g_assert_cmpint(count_on(old, "PRAGMA user_version"), ==, 1);
+    text = open_saying(old, 0);
+    g_assert_nonnull(strstr(text, "upgraded the schema from version 1 to "));
+    g_free(text);
+    text = open_saying(old, 0);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    g_free(old);
+    g_free(fresh);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -786,6 +834,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/upgrade/failed-leaves-version", test_failed_upgrade_leaves_version);
     g_test_add_func("/store/copy/keeps-sparse-ids", test_copy_keeps_sparse_ids);
     g_test_add_func("/store/views/restore-without-names", test_restore_views_without_names);
+    g_test_add_func("/store/upgrade/said-once", test_upgrade_said_once);
     g_test_add_func("/store/upgrade/schema-changed-under-worker", test_schema_changed_under_worker);
     g_test_add_func("/store/open/dangling-link-message", test_dangling_link_message);
     g_test_add_func("/store/page-path", test_page_path);
