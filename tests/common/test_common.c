@@ -604,6 +604,19 @@ static void test_json_numbers(void) {
     g_assert_cmpstr(dq_json_number(-2.5, buf), ==, "-2.5");
 }
 
+/* The edges of the positional range: a single digit at the smallest exponent written out (its
+ * one significant digit sets the decimals), and the first exponent that stays one (1e17 is not
+ * written as 18 digits). */
+static void test_json_number_edges(void) {
+    char buf[G_ASCII_DTOSTR_BUF_SIZE];
+    g_assert_cmpstr(dq_json_number(0.00001, buf), ==, "0.00001");
+    g_assert_cmpstr(dq_json_number(-0.00003, buf), ==, "-0.00003");
+    g_assert_cmpstr(dq_json_number(0.000001, buf), ==, "1e-06");
+    g_assert_cmpstr(dq_json_number(1e17, buf), ==, "1e+17");
+    g_assert_cmpstr(dq_json_number(1.5e17, buf), ==, "1.5e+17");
+    g_assert_cmpstr(dq_json_number(7, buf), ==, "7.0");
+}
+
 static void expect_shown(const char *text, gssize len, DqShowFlags flags, int max_chars,
                          const char *want) {
     char *got = dq_text_show(text, len, flags, max_chars);
@@ -744,6 +757,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/json/not_json", test_json_not_json);
     g_test_add_func("/common/json/read_regular", test_read_regular);
     g_test_add_func("/common/json/numbers", test_json_numbers);
+    g_test_add_func("/common/json/number-edges", test_json_number_edges);
     g_test_add_func("/common/error/prefix", test_error_prefix);
     g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
     g_test_add_func("/common/text/show-edges", test_text_show_edges);

@@ -1,9 +1,11 @@
 #include "dq_error.h"
 #include "store.h"
 #include "store_jobs.h"
+#include "store_migrate.h"
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
@@ -712,6 +714,110 @@ static void test_reserve_leaves_no_file(void) {
     g_free(dir);
 }
 
+/* dq_store_copy into SQLite keeps each id as it was, also where rows were deleted (an INTEGER
+ * PRIMARY KEY left unbound would be numbered afresh: 1, 2), so that the rows pointing at them
+ * still do. */
+static void test_copy_keeps_sparse_ids(void) {
+    char *dir = dq_test_tmpdir();
+    char *from_path = g_build_filename(dir, "from.db", NULL);
+    char *to_path = g_build_filename(dir, "to.db", NULL);
+    GError *err = NULL;
+    DqStore *from = dq_store_open(from_path, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_exec(from,
+                                "INSERT INTO questions (id, text) VALUES (3, 'a?'), (7, 'b?'), "
+                                "(8, 'c?'); DELETE FROM questions WHERE id = 8",
+                                &err));
+    dq_assert_no_error(err);
+    DqStore *to = dq_store_open(to_path, &err);
+    dq_assert_no_error(err);
+    gint64 rows = 0;
+    g_assert_true(dq_store_copy(from, to, &rows, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(rows, ==, 2);
+    g_assert_cmpint(count_rows(to, "SELECT count(*) FROM questions"), ==, 2);
+    g_assert_cmpint(count_rows(to, "SELECT count(*) FROM questions WHERE (id = 3 AND text = 'a?') "
+                                   "OR (id = 7 AND text = 'b?')"),
+                    ==, 2);
+    dq_store_close(to);
+    dq_store_close(from);
+    g_free(to_path);
+    g_free(from_path);
+    g_free(dir);
+}
+
+/* A caller that does not want the names of the views made passes NULL: they are made all the
+ * same (and the list is freed: ASan). */
+static void test_restore_views_without_names(void) {
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "views.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_exec(s, "DROP VIEW v_progress", &err));
+    dq_assert_no_error(err);
+    g_assert_true(dq_store_restore_views(s, NULL, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(
+        count_rows(
+            s, "SELECT count(*) FROM sqlite_schema WHERE type = 'view' AND name = 'v_progress'"),
+        ==, 1);
+    char **missing = dq_store_missing_views(s, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(g_strv_length(missing), ==, 0);
+    g_strfreev(missing);
+    dq_store_close(s);
+    g_free(path);
+    g_free(dir);
+}
+
+/* Opens `path` with stderr going to a file; returns what was said there. */
+static char *open_saying(const char *path, int max_version) {
+    char *log = g_strconcat(path, ".stderr", NULL);
+    fflush(stderr);
+    int saved = dup(2);
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(dup2(fd, 2), ==, 2);
+    close(fd);
+    GError *err = NULL;
+    DqStore *s =
+        max_version > 0 ? dq_store_open_at(path, max_version, &err) : dq_store_open(path, &err);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    dq_assert_no_error(err);
+    dq_store_close(s);
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+    g_free(log);
+    return text;
+}
+
+/* Creating a database is no upgrade: nothing is said. An upgrade, from any older version (1
+ * too), is said once. */
+static void test_upgrade_said_once(void) {
+    char *dir = dq_test_tmpdir();
+    char *fresh = g_build_filename(dir, "fresh.db", NULL);
+    char *text = open_saying(fresh, 0);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    char *old = g_build_filename(dir, "v1.db", NULL);
+    text = open_saying(old, 1);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    g_assert_cmpint(count_on(old, "PRAGMA user_version"), ==, 1);
+    text = open_saying(old, 0);
+    g_assert_nonnull(strstr(text, "upgraded the schema from version 1 to "));
+    g_free(text);
+    text = open_saying(old, 0);
+    g_assert_cmpstr(text, ==, "");
+    g_free(text);
+    g_free(old);
+    g_free(fresh);
+    g_free(dir);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/store/open/migrates_and_reopens", test_open_migrates_and_reopens);
@@ -726,6 +832,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/upgrade/keeps-user-objects", test_upgrade_keeps_user_objects);
     g_test_add_func("/store/upgrade/without-view", test_upgrade_without_view);
     g_test_add_func("/store/upgrade/failed-leaves-version", test_failed_upgrade_leaves_version);
+    g_test_add_func("/store/copy/keeps-sparse-ids", test_copy_keeps_sparse_ids);
+    g_test_add_func("/store/views/restore-without-names", test_restore_views_without_names);
+    g_test_add_func("/store/upgrade/said-once", test_upgrade_said_once);
     g_test_add_func("/store/upgrade/schema-changed-under-worker", test_schema_changed_under_worker);
     g_test_add_func("/store/open/dangling-link-message", test_dangling_link_message);
     g_test_add_func("/store/page-path", test_page_path);

@@ -2641,6 +2641,44 @@ static void test_pg_display_location(void) {
     g_free(b);
 }
 
+/* The version dq_store_document_record hands back is the one it stored, on both stores: 1 for a
+ * new path, one more for the same path with other bytes. */
+static void test_record_out_version(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    char img[65];
+    g_snprintf(img, sizeof img, "a%063d", 0);
+    DqPageRow page = {
+        .page_number = 1, .width = 10, .height = 20, .image_sha256 = img, .status = "ok"};
+    DqDocumentRow doc = {.path = "/v/a.pdf",
+                         .sha256 = "1111",
+                         .bytes = 10,
+                         .mtime = 1700000000,
+                         .kind = "pdf",
+                         .page_count = 1,
+                         .status = "ok"};
+    gint64 id = 0, id2 = 0;
+    int version = 0;
+    g_assert_true(
+        dq_store_document_record(s, &doc, 0, FALSE, SETTINGS, &page, 1, &id, &version, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(version, ==, 1);
+    doc.sha256 = "2222";
+    g_assert_true(
+        dq_store_document_record(s, &doc, 0, FALSE, SETTINGS, &page, 1, &id2, &version, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(version, ==, 2);
+    g_assert_cmpint(id2, !=, id);
+    g_assert_cmpint(query_int(s, loc, "SELECT max(version) FROM documents WHERE path = '/v/a.pdf'"),
+                    ==, 2);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 /* A view dropped by hand (they are derived): found missing, and made again as the migrations
  * made it, on both stores; the others are left alone. */
 static void test_restore_views(gconstpointer kind) {
@@ -3935,6 +3973,10 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/sqlite/lifecycle", "sqlite", test_lifecycle);
     g_test_add_data_func("/store/backends/sqlite/restore-views", "sqlite", test_restore_views);
     g_test_add_data_func("/store/backends/postgres/restore-views", "postgres", test_restore_views);
+    g_test_add_data_func("/store/backends/sqlite/record-out-version", "sqlite",
+                         test_record_out_version);
+    g_test_add_data_func("/store/backends/postgres/record-out-version", "postgres",
+                         test_record_out_version);
     g_test_add_data_func("/store/backends/postgres/lifecycle", "postgres", test_lifecycle);
     g_test_add_data_func("/store/backends/sqlite/requeue-approximate", "sqlite",
                          test_requeue_approximate);
