@@ -1777,6 +1777,36 @@ static void test_run_device_failed_gives_up(void) {
     g_free(dir);
 }
 
+/* A run of one worker over two jobs (run_device_child: this test program again), held at
+ * pause_at and sent SIGTERM there; its jobs break the device unless `answers`. */
+typedef struct {
+    char *dir, *db, *out, *errout;
+    int status;
+} HeldRun;
+
+static HeldRun held_run(const char *pause_at, gboolean answers) {
+    HeldRun r = {.dir = dq_test_tmpdir()};
+    r.db = jt_make_db(r.dir, 1, 1);
+    g_assert_cmpint(jt_ask(r.db, 2, "m", 9), ==, 2);
+    char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_assert_nonnull(self);
+    const char *argv[] = {self, "-q", "-p", "/queue/run/device-stop-child", NULL};
+    char *db_env = g_strconcat("JT_DEVICE_STOP_DB=", r.db, NULL);
+    const char *env[] = {db_env, answers ? "JT_RUN_CHILD_ANSWERS=1" : NULL, NULL};
+    r.status = dq_test_run_signalled(argv, env, pause_at, SIGTERM, &r.out, &r.errout);
+    g_test_message("%s\n%s", r.out, r.errout);
+    g_free(db_env);
+    g_free(self);
+    return r;
+}
+
+static void held_run_clear(HeldRun *r) {
+    g_free(r->out);
+    g_free(r->errout);
+    g_free(r->db);
+    g_free(r->dir);
+}
+
 /* A device that fails while `docqa run` is being stopped: the run is interrupted (130) whichever
  * came first, says the failure on stderr and counts it alike, and starts no fresh worker. Each
  * order is forced by holding a process at a named point (common/test_point.h): the worker just
@@ -1785,34 +1815,19 @@ static void test_run_device_failed_gives_up(void) {
  * failed (the failure first: a stop that came after the loop's last check was never forwarded,
  * and a run with one worker ended 0). The run is this test program again, in run_device_child. */
 static void run_device_stopped(const char *pause_at) {
-    char *dir = dq_test_tmpdir();
-    char *db = jt_make_db(dir, 1, 1);
-    g_assert_cmpint(jt_ask(db, 2, "m", 9), ==, 2);
-    char *self = g_file_read_link("/proc/self/exe", NULL);
-    g_assert_nonnull(self);
-    const char *argv[] = {self, "-q", "-p", "/queue/run/device-stop-child", NULL};
-    char *db_env = g_strconcat("JT_DEVICE_STOP_DB=", db, NULL);
-    const char *env[] = {db_env, NULL};
-    char *out = NULL, *errout = NULL;
-    int status = dq_test_run_signalled(argv, env, pause_at, SIGTERM, &out, &errout);
-    g_test_message("%s\n%s", out, errout);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
-    g_assert_nonnull(strstr(out, "device failures 1, replaced 0, interrupted 1"));
-    g_assert_nonnull(strstr(errout, "docqa: worker 1 stopped: its device failed (" DEVICE_ERROR
-                                    "); its jobs went back to the queue; not replaced "
-                                    "(interrupted)"));
-    g_assert_null(strstr(errout, "starting a fresh worker"));
+    HeldRun r = held_run(pause_at, FALSE);
+    g_assert_true(WIFEXITED(r.status));
+    g_assert_cmpint(WEXITSTATUS(r.status), ==, 130);
+    g_assert_nonnull(strstr(r.out, "device failures 1, replaced 0, interrupted 1"));
+    g_assert_nonnull(strstr(r.errout, "docqa: worker 1 stopped: its device failed (" DEVICE_ERROR
+                                      "); its jobs went back to the queue; not replaced "
+                                      "(interrupted)"));
+    g_assert_null(strstr(r.errout, "starting a fresh worker"));
     /* the job in the model spent its attempt, the other is back untouched; none held */
-    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'running'"), ==, 0);
-    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
-    g_assert_cmpint(q(db, "SELECT sum(attempts) FROM jobs"), ==, 1);
-    g_free(out);
-    g_free(errout);
-    g_free(db_env);
-    g_free(self);
-    g_free(db);
-    g_free(dir);
+    g_assert_cmpint(q(r.db, "SELECT count(*) FROM jobs WHERE state = 'running'"), ==, 0);
+    g_assert_cmpint(q(r.db, "SELECT count(*) FROM jobs WHERE state = 'queued'"), ==, 2);
+    g_assert_cmpint(q(r.db, "SELECT sum(attempts) FROM jobs"), ==, 1);
+    held_run_clear(&r);
 }
 
 static void test_run_device_failed_after_stop(void) {
@@ -1826,27 +1841,12 @@ static void test_run_stopped_after_device_failed(void) {
 /* A stop that comes once every worker has ended finds none to forward it to: the run was still
  * told to stop (130, said in its result), and every job stays answered. */
 static void test_run_stopped_after_workers_ended(void) {
-    char *dir = dq_test_tmpdir();
-    char *db = jt_make_db(dir, 1, 1);
-    g_assert_cmpint(jt_ask(db, 2, "m", 9), ==, 2);
-    char *self = g_file_read_link("/proc/self/exe", NULL);
-    g_assert_nonnull(self);
-    const char *argv[] = {self, "-q", "-p", "/queue/run/device-stop-child", NULL};
-    char *db_env = g_strconcat("JT_DEVICE_STOP_DB=", db, NULL);
-    const char *env[] = {db_env, "JT_RUN_CHILD_ANSWERS=1", NULL};
-    char *out = NULL, *errout = NULL;
-    int status = dq_test_run_signalled(argv, env, "run:workers_ended", SIGTERM, &out, &errout);
-    g_test_message("%s\n%s", out, errout);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
-    g_assert_nonnull(strstr(out, "device failures 0, replaced 0, interrupted 1"));
-    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
-    g_free(out);
-    g_free(errout);
-    g_free(db_env);
-    g_free(self);
-    g_free(db);
-    g_free(dir);
+    HeldRun r = held_run("run:workers_ended", TRUE);
+    g_assert_true(WIFEXITED(r.status));
+    g_assert_cmpint(WEXITSTATUS(r.status), ==, 130);
+    g_assert_nonnull(strstr(r.out, "device failures 0, replaced 0, interrupted 1"));
+    g_assert_cmpint(q(r.db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+    held_run_clear(&r);
 }
 
 /* The run that run_device_stopped holds and stops: every job breaks the device (or, with
