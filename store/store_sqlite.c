@@ -274,6 +274,47 @@ static char *plain_size(guint64 bytes) {
     return size;
 }
 
+/* What SQLite was doing when it said "disk I/O error", from its extended code; NULL when the
+ * code says no more. */
+static const char *ioerr_operation(int extended) {
+    switch (extended) {
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ:
+        return "reading a file of the database";
+    case SQLITE_IOERR_WRITE:
+        return "writing a file of the database";
+    case SQLITE_IOERR_FSYNC:
+        return "syncing a file of the database to disk";
+    case SQLITE_IOERR_DIR_FSYNC:
+        return "syncing the database's folder to disk";
+    case SQLITE_IOERR_TRUNCATE:
+        return "truncating a file of the database";
+    case SQLITE_IOERR_FSTAT:
+        return "reading a file's size";
+    case SQLITE_IOERR_DELETE:
+    case SQLITE_IOERR_DELETE_NOENT:
+        return "deleting the -journal";
+    case SQLITE_IOERR_SHMOPEN:
+        return "opening the -shm";
+    case SQLITE_IOERR_SHMSIZE:
+        return "sizing the -shm";
+    case SQLITE_IOERR_SHMMAP:
+        return "mapping the -shm";
+    case SQLITE_IOERR_MMAP:
+        return "mapping the database";
+    case SQLITE_IOERR_LOCK:
+    case SQLITE_IOERR_RDLOCK:
+    case SQLITE_IOERR_UNLOCK:
+    case SQLITE_IOERR_SHMLOCK:
+    case SQLITE_IOERR_CHECKRESERVEDLOCK:
+        return "locking";
+    case SQLITE_IOERR_CLOSE:
+        return "closing a file of the database";
+    default:
+        return NULL;
+    }
+}
+
 void store_sqlite_explain(DqStore *s, GError **err) {
     if (err == NULL || *err == NULL || s->db == NULL)
         return;
@@ -292,10 +333,34 @@ void store_sqlite_explain(DqStore *s, GError **err) {
                                                 (int)(store_busy_limit_ms() / 1000)));
         return;
     }
+    /* SQLite's words name its own class of failure: "disk I/O error" for a full disk when the
+     * -shm is sized, an mmap refused and a failed fsync alike. The operation (SQLite's extended
+     * code) and the system's reason, when SQLite kept it, say which. Permissions and missing
+     * files are explained below, by whose and which folder. */
+    int sys = sqlite3_system_errno(s->db);
+    gboolean sys_known = sys > 0 && sys != EACCES && sys != EPERM && sys != EROFS && sys != ENOENT;
+    const char *op = rc == SQLITE_IOERR ? ioerr_operation(sqlite3_extended_errcode(s->db)) : NULL;
+    if (op != NULL && sys_known)
+        append_to_message(*err, g_strdup_printf(" (%s: %s)", op, g_strerror(sys)));
+    else if (op != NULL)
+        append_to_message(*err, g_strdup_printf(" (%s)", op));
+    else if ((rc == SQLITE_FULL || rc == SQLITE_CANTOPEN) && sys_known)
+        append_to_message(*err, g_strdup_printf(" (%s)", g_strerror(sys)));
     char *dir = g_path_get_dirname(s->path);
     char *whose = rc == SQLITE_READONLY ? not_writable_text(s->path, dir) : NULL;
     if (whose != NULL) {
         append_to_message(*err, whose);
+        g_free(dir);
+        return;
+    }
+    /* SQLite opens read-only, silently, a file it could not open for writing for any reason
+     * (an I/O error, too many files): writable as far as access() knows, it is not a matter
+     * of permissions. */
+    if (rc == SQLITE_READONLY && !s->immutable && access(s->path, W_OK) == 0 &&
+        access(dir, W_OK) == 0) {
+        append_to_message(*err, g_strdup(" (docqa may write the file and its folder, but SQLite "
+                                         "could open it or its -wal or -shm only for reading: "
+                                         "the system refused to open them for writing)"));
         g_free(dir);
         return;
     }

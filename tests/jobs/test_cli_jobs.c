@@ -1934,6 +1934,71 @@ static void test_generate_dump_logits_write_failed(void) {
     g_free(model);
 }
 
+/* Whether strace can trace here (ptrace may be refused in a container). */
+static gboolean strace_works(void) {
+    const char *probe[] = {"strace", "-qq", "-o", "/dev/null", "true", NULL};
+    int status = -1;
+    return g_spawn_sync(NULL, (char **)probe, NULL,
+                        G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+                            G_SPAWN_STDERR_TO_DEV_NULL,
+                        NULL, NULL, NULL, NULL, &status, NULL) &&
+           g_spawn_check_wait_status(status, NULL);
+}
+
+/* An SQLite failure says the system's reason too: SQLite's "disk I/O error" is the same words
+ * for a full disk, an mmap refused and a failing device. Each is injected by strace into the
+ * first call of its kind on the database's -shm (found by path, so no count moves with the
+ * code), which every command that may write makes when it opens the database. */
+static void test_sqlite_failure_says_why(void) {
+    if (!strace_works()) {
+        g_test_skip("strace cannot trace here: the failures are not injected");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *shm = g_strconcat(db, "-shm", NULL);
+    const char *faults[][3] = {
+        {"pwrite64", "pwrite64:error=ENOSPC:when=1", "sizing the -shm"},
+        {"mmap", "mmap:error=ENOMEM:when=1", "mapping the -shm"},
+        {"ftruncate", "ftruncate:error=EIO:when=1", "opening the -shm"},
+    };
+    const int errnos[] = {ENOSPC, ENOMEM, EIO};
+    for (size_t i = 0; i < G_N_ELEMENTS(faults); i++) {
+        char *trace = g_strconcat("trace=", faults[i][0], NULL);
+        char *inject = g_strconcat("inject=", faults[i][1], NULL);
+        char *docqa = dq_test_docqa_path();
+        const char *argv[] = {"strace", "-f",   "-qq", "-o",         "/dev/null", "-e",
+                              trace,    "-P",   shm,   "-e",         inject,      docqa,
+                              "cancel", "--db", db,    "--question", "Q?",        NULL};
+        char *err = NULL;
+        int status = -1;
+        GError *e = NULL;
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL,
+                                   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                                   NULL, &err, &status, &e));
+        dq_assert_no_error(e);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+        char *want = g_strdup_printf("docqa: cancel: %s: cannot read the database: disk I/O "
+                                     "error (%s: %s)\n",
+                                     db, faults[i][2], g_strerror(errnos[i]));
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+        g_free(docqa);
+        g_free(inject);
+        g_free(trace);
+    }
+    /* the database is as it was: a later command runs */
+    char *err = NULL;
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpstr(err, ==, "");
+    g_free(err);
+    g_free(shm);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Free-text options are UTF-8 whatever the locale, and bytes that are not are refused by the
  * option's name; an option GLib converts from the locale is named when the conversion fails. */
 static void test_options_utf8(void) {
@@ -3199,6 +3264,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/user-errors", test_user_errors);
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
+    g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
     g_test_add_func("/cli/generate-dump-logits-write-failed",
                     test_generate_dump_logits_write_failed);
     g_test_add_func("/cli/options-utf8", test_options_utf8);
