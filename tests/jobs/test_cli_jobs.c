@@ -1989,8 +1989,47 @@ static void test_sqlite_failure_says_why(void) {
         g_free(inject);
         g_free(trace);
     }
-    /* the database is as it was: a later command runs */
+    /* SQLite opens read-only, saying nothing, a database it could not open for writing: the
+     * first open of the database's own file fails, and the write after it is refused */
+    char *docqa = dq_test_docqa_path();
+    const char *ro[] = {"strace",
+                        "-f",
+                        "-qq",
+                        "-o",
+                        "/dev/null",
+                        "-e",
+                        "trace=openat",
+                        "-P",
+                        db,
+                        "-e",
+                        "inject=openat:error=EIO:when=1",
+                        docqa,
+                        "ask",
+                        "--db",
+                        db,
+                        "-m",
+                        "tiny",
+                        "Q?",
+                        NULL};
     char *err = NULL;
+    int status = -1;
+    GError *e = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)ro, NULL,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                               &err, &status, &e));
+    dq_assert_no_error(e);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    char *want = g_strdup_printf(
+        "docqa: %s: adding a question: attempt to write a readonly database (docqa may write the "
+        "file and its folder, but SQLite could open it or its -wal or -shm only for reading: the "
+        "system refused to open them for writing)\n",
+        db);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    g_free(docqa);
+    /* the database is as it was: a later command runs */
     g_assert_cmpint(dq_test_docqa(NULL, &err, "status", "--db", db, NULL), ==, 0);
     g_assert_cmpstr(err, ==, "");
     g_free(err);
