@@ -274,6 +274,13 @@ static char *plain_size(guint64 bytes) {
     return size;
 }
 
+/* SQLite opens read-only, silently, a file it could not open for writing for any reason (an I/O
+ * error, too many files): said when the file and its folder are writable as far as access()
+ * knows, so that it is not taken for a matter of permissions. */
+#define REFUSED_OPEN_TEXT                                                                          \
+    " (docqa may write the file and its folder, but SQLite could open it or its -wal or -shm "     \
+    "only for reading: the system refused to open them for writing)"
+
 /* What SQLite was doing when it said "disk I/O error", from its extended code; NULL when the
  * code says no more. */
 static const char *ioerr_operation(int extended) {
@@ -353,14 +360,9 @@ void store_sqlite_explain(DqStore *s, GError **err) {
         g_free(dir);
         return;
     }
-    /* SQLite opens read-only, silently, a file it could not open for writing for any reason
-     * (an I/O error, too many files): writable as far as access() knows, it is not a matter
-     * of permissions. */
     if (rc == SQLITE_READONLY && !s->immutable && access(s->path, W_OK) == 0 &&
         access(dir, W_OK) == 0) {
-        append_to_message(*err, g_strdup(" (docqa may write the file and its folder, but SQLite "
-                                         "could open it or its -wal or -shm only for reading: "
-                                         "the system refused to open them for writing)"));
+        append_to_message(*err, g_strdup(REFUSED_OPEN_TEXT));
         g_free(dir);
         return;
     }
@@ -612,7 +614,8 @@ gboolean dq_store_read_schema_version(DqStore *store, int *version, GError **err
     return read_schema_version(store, version, err);
 }
 
-static gboolean apply_migrations(DqStore *store, int max_version, GError **err) {
+static gboolean apply_migrations(DqStore *store, int max_version, gboolean wanted_write,
+                                 GError **err) {
     int current = 0;
     if (!read_schema_version(store, &current, err))
         return FALSE;
@@ -633,11 +636,26 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     }
     /* A read-only connection (status or export on read-only media) cannot upgrade: say that,
      * rather than the "attempt to write a readonly database" the first write would give. */
-    if (sqlite3_db_readonly(store->db, "main") == 1) {
+    if (sqlite3_db_readonly(store->db, "main") == 1 && !wanted_write) {
         dq_fail(err, DQ_ERR_DB,
                 "%s: schema version %d needs upgrading to %d: open it once with write access "
                 "(any docqa command)",
                 store->path, current, target);
+        goto out;
+    }
+    /* Opened to write, and SQLite could only read it: a command that writes is what the
+     * advice above would have the user run, so say why it could not. */
+    if (sqlite3_db_readonly(store->db, "main") == 1) {
+        dq_fail(err, DQ_ERR_DB, "%s: schema version %d needs upgrading to %d", store->path, current,
+                target);
+        char *dir = g_path_get_dirname(store->path);
+        char *why = not_writable_text(store->path, dir);
+        if (why == NULL && access(dir, W_OK) != 0)
+            why = g_strdup_printf(" (the folder %s must be writable: SQLite keeps the "
+                                  "database's -wal and -shm files there)",
+                                  dir);
+        append_to_message(*err, why != NULL ? why : g_strdup(REFUSED_OPEN_TEXT));
+        g_free(dir);
         goto out;
     }
     /* Foreign keys off while migrating, as SQLite's procedure for changing a table asks (the
@@ -858,7 +876,7 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
     if (read_only) {
         if (!check_docqa_database(store, must_exist, err) ||
             !exec_waiting(store, "PRAGMA query_only=ON; PRAGMA foreign_keys=ON;", err) ||
-            !apply_migrations(store, max_version, err) ||
+            !apply_migrations(store, max_version, FALSE, err) ||
             !read_schema_version(store, &store->schema_version, err)) {
             if (no_room != NULL)
                 *no_room = failed_for_room(store->db);
@@ -876,7 +894,7 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
                       "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
                       ") STRICT;",
                       err) ||
-        !apply_migrations(store, max_version, err) ||
+        !apply_migrations(store, max_version, TRUE, err) ||
         /* the version dq_store_check_file compares with: a failed read is no version */
         !read_schema_version(store, &store->schema_version, err)) {
         if (no_room != NULL)

@@ -915,6 +915,85 @@ static void test_read_only_database(void) {
     g_free(dir);
 }
 
+/* Whether strace can trace here (ptrace may be refused in a container). */
+static gboolean strace_works(void) {
+    const char *probe[] = {"strace", "-qq", "-o", "/dev/null", "true", NULL};
+    int status = -1;
+    return g_spawn_sync(NULL, (char **)probe, NULL,
+                        G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+                            G_SPAWN_STDERR_TO_DEV_NULL,
+                        NULL, NULL, NULL, NULL, &status, NULL) &&
+           g_spawn_check_wait_status(status, NULL);
+}
+
+/* A database of an older schema that SQLite could open only for reading, though it may be
+ * written (the open for writing failed: an I/O error, injected by strace on the database's
+ * path): migrate, the command that upgrades it, does not tell the user to run a command that
+ * writes, and says why it could not write. */
+static void test_old_schema_open_refused(void) {
+    if (!strace_works()) {
+        g_test_skip("strace cannot trace here: the failed open is not injected");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "v5.db", NULL);
+    GError *e = NULL;
+    char *other = g_build_filename(dir, "new.db", NULL);
+    DqStore *s = dq_store_open_at(other, 0, &e); /* the newest schema, for the message */
+    dq_assert_no_error(e);
+    int newest = dq_store_schema_version(s);
+    dq_store_close(s);
+    g_free(other);
+    s = dq_store_open_at(db, 5, &e);
+    dq_assert_no_error(e);
+    dq_store_close(s);
+    char *from = g_strconcat("sqlite:", db, NULL);
+    char *docqa = dq_test_docqa_path();
+    const char *argv[] = {"strace",
+                          "-f",
+                          "-qq",
+                          "-o",
+                          "/dev/null",
+                          "-e",
+                          "trace=openat",
+                          "-P",
+                          db,
+                          "-e",
+                          "inject=openat:error=EIO:when=1",
+                          docqa,
+                          "migrate",
+                          "--from",
+                          from,
+                          NULL};
+    char *err = NULL;
+    int status = -1;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                               &err, &status, &e));
+    dq_assert_no_error(e);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    char *want = g_strdup_printf(
+        "docqa: migrate: %s: schema version 5 needs upgrading to %d (docqa may write the file "
+        "and its folder, but SQLite could open it or its -wal or -shm only for reading: the "
+        "system refused to open them for writing)\n",
+        db, newest);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    /* left as it was: migrate without the fault upgrades it */
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "migrate", "--from", from, NULL), ==, 0);
+    g_free(err);
+    s = dq_store_open_at(db, 0, &e);
+    dq_assert_no_error(e);
+    g_assert_cmpint(dq_store_schema_version(s), ==, newest);
+    dq_store_close(s);
+    g_free(docqa);
+    g_free(from);
+    g_free(db);
+    g_free(dir);
+}
+
 /* A database of an older schema (5) read where it cannot be written: the reason given is the
  * schema, and what to do, not the folder's permissions. Where it can be written, status
  * upgrades it, saying so on stderr once. */
@@ -1932,17 +2011,6 @@ static void test_generate_dump_logits_write_failed(void) {
     g_free(dump);
     g_free(dir);
     g_free(model);
-}
-
-/* Whether strace can trace here (ptrace may be refused in a container). */
-static gboolean strace_works(void) {
-    const char *probe[] = {"strace", "-qq", "-o", "/dev/null", "true", NULL};
-    int status = -1;
-    return g_spawn_sync(NULL, (char **)probe, NULL,
-                        G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
-                            G_SPAWN_STDERR_TO_DEV_NULL,
-                        NULL, NULL, NULL, NULL, &status, NULL) &&
-           g_spawn_check_wait_status(status, NULL);
 }
 
 /* An SQLite failure says the system's reason too: SQLite's "disk I/O error" is the same words
@@ -3304,6 +3372,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
+    g_test_add_func("/cli/old-schema-open-refused", test_old_schema_open_refused);
     g_test_add_func("/cli/generate-dump-logits-write-failed",
                     test_generate_dump_logits_write_failed);
     g_test_add_func("/cli/options-utf8", test_options_utf8);
