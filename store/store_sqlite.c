@@ -274,6 +274,64 @@ static char *plain_size(guint64 bytes) {
     return size;
 }
 
+/* The system's reason for SQLite's last failed system call in this thread, as SQLite's unix
+ * VFS logs it ("os_unix.c:N: (5) open(/a/docqa.db-shm) - Input/output error"): the call, the file
+ * and errno's text. sqlite3_system_errno reads errno only when the error reaches the connection,
+ * after later calls (an access() finding no -journal) may have changed it, and not at all for a
+ * failed COMMIT: the log is written at the failed call itself. */
+static GPrivate last_os_error = G_PRIVATE_INIT(g_free);
+
+static void sqlite_log(void *unused, int code, const char *msg) {
+    (void)unused;
+    int primary = code & 0xff;
+    if ((primary != SQLITE_IOERR && primary != SQLITE_CANTOPEN) || msg == NULL ||
+        !g_str_has_prefix(msg, "os_unix.c:"))
+        return;
+    /* errno's text is left empty by a thread-safe SQLite without strerror_r: its number is
+     * there */
+    const char *at = strstr(msg, ": (");
+    char *end = NULL;
+    long e = at != NULL ? strtol(at + 3, &end, 10) : 0;
+    if (e <= 0 || end == NULL || !g_str_has_prefix(end, ") "))
+        return;
+    const char *call = end + 2;
+    const char *open_paren = strchr(call, '(');
+    const char *close = strstr(call, ") - ");
+    if (open_paren == NULL || close == NULL || close < open_paren)
+        return;
+    char *name = g_strndup(call, (gsize)(open_paren - call));
+    int path_len = (int)(close - open_paren - 1);
+    /* SQLite's own name for its fsync wrapper */
+    const char *shown = strcmp(name, "full_fsync") == 0 ? "fsync" : name;
+    /* A file that could not be opened to write is tried again to read, without O_CREAT: the
+     * errno logged is that second try's ENOENT for a -wal or -shm not made, not the reason. */
+    if (primary == SQLITE_CANTOPEN && e == ENOENT)
+        g_private_replace(&last_os_error,
+                          g_strdup_printf("%s %.*s failed", shown, path_len, open_paren + 1));
+    else
+        g_private_replace(&last_os_error, g_strdup_printf("%s %.*s: %s", shown, path_len,
+                                                          open_paren + 1, g_strerror((int)e)));
+    g_free(name);
+}
+
+/* Before SQLite's first use in the process: SQLITE_CONFIG_LOG is refused after it (then the
+ * reasons are only those sqlite3_system_errno keeps). */
+static void install_sqlite_log(void) {
+    static gsize done = 0;
+    if (g_once_init_enter(&done)) {
+        sqlite3_config(SQLITE_CONFIG_LOG, sqlite_log, NULL);
+        g_once_init_leave(&done, 1);
+    }
+}
+
+/* The logged failure, as "open /a/docqa.db-shm: Input/output error"; NULL when none was
+ * logged. Taken: a later error does not repeat it. */
+static char *take_os_error(void) {
+    char *logged = g_strdup(g_private_get(&last_os_error));
+    g_private_replace(&last_os_error, NULL);
+    return logged;
+}
+
 /* SQLite opens read-only, silently, a file it could not open for writing for any reason (an I/O
  * error, too many files): said when the file and its folder are writable as far as access()
  * knows, so that it is not taken for a matter of permissions. */
@@ -347,12 +405,18 @@ void store_sqlite_explain(DqStore *s, GError **err) {
     int sys = sqlite3_system_errno(s->db);
     gboolean sys_known = sys > 0 && sys != EACCES && sys != EPERM && sys != EROFS && sys != ENOENT;
     const char *op = rc == SQLITE_IOERR ? ioerr_operation(sqlite3_extended_errcode(s->db)) : NULL;
+    char *logged = rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN ? take_os_error() : NULL;
     if (op != NULL && sys_known)
         append_to_message(*err, g_strdup_printf(" (%s: %s)", op, g_strerror(sys)));
+    else if (op != NULL && logged != NULL)
+        append_to_message(*err, g_strdup_printf(" (%s: %s)", op, logged));
     else if (op != NULL)
         append_to_message(*err, g_strdup_printf(" (%s)", op));
+    else if (rc == SQLITE_CANTOPEN && logged != NULL)
+        append_to_message(*err, g_strdup_printf(" (%s)", logged));
     else if ((rc == SQLITE_FULL || rc == SQLITE_CANTOPEN) && sys_known)
         append_to_message(*err, g_strdup_printf(" (%s)", g_strerror(sys)));
+    g_free(logged);
     char *dir = g_path_get_dirname(s->path);
     char *whose = rc == SQLITE_READONLY ? not_writable_text(s->path, dir) : NULL;
     if (whose != NULL) {
@@ -840,6 +904,7 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         return NULL;
     }
     g_free(folder);
+    install_sqlite_log();
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
     char *uri = mode == OPEN_IMMUTABLE ? store_sqlite_immutable_uri(path) : NULL;

@@ -2028,8 +2028,8 @@ static void test_generate_dump_logits_write_failed(void) {
 
 /* An SQLite failure says the system's reason too: SQLite's "disk I/O error" is the same words
  * for a full disk, an mmap refused and a failing device. Each is injected by strace into the
- * first call of its kind on the database's -shm (found by path, so no count moves with the
- * code), which every command that may write makes when it opens the database. */
+ * first call of its kind on the database's -shm or -wal (found by path, so no count moves with
+ * the code), which every command that may write makes when it opens the database or commits. */
 static void test_sqlite_failure_says_why(void) {
     if (!strace_works()) {
         g_test_skip("strace cannot trace here: the failures are not injected");
@@ -2072,6 +2072,43 @@ static void test_sqlite_failure_says_why(void) {
         g_free(inject);
         g_free(trace);
     }
+    /* A sync of the -wal that fails at COMMIT (SQLite keeps no errno there: its log has it),
+     * and a -wal that cannot be made (SQLite's errno is that of its second try, to read) */
+    char *wal = g_strconcat(db, "-wal", NULL);
+    char *docqa_bin = dq_test_docqa_path();
+    const char *more[][2] = {
+        {"trace=fdatasync", "inject=fdatasync:error=EIO:when=1"},
+        {"trace=openat", "inject=openat:error=EIO:when=1"},
+    };
+    char *more_want[] = {
+        g_strdup_printf("docqa: %s: COMMIT: disk I/O error (syncing a file of the database to "
+                        "disk: fsync %s: %s)\n",
+                        db, wal, g_strerror(EIO)),
+        g_strdup_printf("docqa: ask: %s: cannot read the database: unable to open database "
+                        "file (open %s failed)\n",
+                        db, wal),
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(more); i++) {
+        const char *argv[] = {"strace", "-f", "-qq",  "-o",       "/dev/null", "-e",  more[i][0],
+                              "-P",     wal,  "-e",   more[i][1], docqa_bin,   "ask", "--db",
+                              db,       "-m", "tiny", "Q?",       NULL};
+        char *err = NULL;
+        int status = -1;
+        GError *e = NULL;
+        char **env = traced_env();
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, env,
+                                   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                                   NULL, &err, &status, &e));
+        dq_assert_no_error(e);
+        g_strfreev(env);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+        g_assert_cmpstr(err, ==, more_want[i]);
+        g_free(err);
+        g_free(more_want[i]);
+    }
+    g_free(docqa_bin);
+    g_free(wal);
     /* SQLite opens read-only, saying nothing, a database it could not open for writing: the
      * first open of the database's own file fails, and the write after it is refused */
     char *docqa = dq_test_docqa_path();
