@@ -552,12 +552,10 @@ def check_point(a, cmd, cls, n, ref, work):
             if not named:
                 problems.append("b) names neither the database nor %s: %s" % (path, err.strip()))
             words = ERRNO_WORDS[CLASSES[cls][1]]
-            if cls in ("fsync", "fdatasync"):
-                # SQLite keeps no errno for a failed sync: what failed is all it can say
-                words = words + ["syncing"]
             if cls == "openat":
-                # nor for an open it then made read-only
-                words = words + ["refused to open"]
+                # nor for an open it then made read-only, or whose errno it replaced by that of
+                # a second try: which file could not be opened is what can be said
+                words = words + ["refused to open", " failed)"]
             if not any(w in err for w in words):
                 problems.append("b) stderr does not say %r: %s" % (words[0], err.strip()))
         ic = integrity(db)
