@@ -358,7 +358,7 @@ static const char *ioerr_operation(int extended) {
         return "reading a file's size";
     case SQLITE_IOERR_DELETE:
     case SQLITE_IOERR_DELETE_NOENT:
-        return "deleting the -journal";
+        return "deleting a file of the database";
     case SQLITE_IOERR_SHMOPEN:
         return "opening the -shm";
     case SQLITE_IOERR_SHMSIZE:
@@ -404,8 +404,18 @@ void store_sqlite_explain(DqStore *s, GError **err) {
      * files are explained below, by whose and which folder. */
     int sys = sqlite3_system_errno(s->db);
     gboolean sys_known = sys > 0 && sys != EACCES && sys != EPERM && sys != EROFS && sys != ENOENT;
-    const char *op = rc == SQLITE_IOERR ? ioerr_operation(sqlite3_extended_errcode(s->db)) : NULL;
+    int extended = sqlite3_extended_errcode(s->db);
+    const char *op = rc == SQLITE_IOERR ? ioerr_operation(extended) : NULL;
     char *logged = rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN ? take_os_error() : NULL;
+    /* The log's last entry is this error's only where SQLite logs that kind of failure (a
+     * failed write is not logged: an older entry would be shown as its reason). */
+    const char *call = rc == SQLITE_CANTOPEN ? "open "
+                       : extended == SQLITE_IOERR_FSYNC || extended == SQLITE_IOERR_DIR_FSYNC
+                           ? "fsync "
+                       : extended == SQLITE_IOERR_DELETE ? "unlink "
+                                                         : NULL;
+    if (logged != NULL && (call == NULL || !g_str_has_prefix(logged, call)))
+        g_clear_pointer(&logged, g_free);
     if (op != NULL && sys_known)
         append_to_message(*err, g_strdup_printf(" (%s: %s)", op, g_strerror(sys)));
     else if (op != NULL && logged != NULL)
