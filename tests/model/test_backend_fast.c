@@ -544,13 +544,14 @@ static void test_attention_segments(void) {
      * sequences than one planning turn holds (DQ_FAST_DECODE_BATCH, 64). tails: every
      * remainder of the kernels' 4 keys and 16 lanes beside a full block of 64 keys (the
      * backend's DQ_FAST_DECODE_KB) and a job of 256 (DQ_FAST_DECODE_SPLIT), and a sequence
-     * of 2 rows (grouped heads make 6 rows a job). */
+     * of 2 rows (grouped heads make 6 rows a job); a prompt over a cache of one row (float16:
+     * the cached rows widened, not only the new ones). */
     const int decode[][2] = {{1, 0}, {1, 1700}, {1, 37}, {1, 31}, {1, 1}, {1, 300}};
     const int tails[][2] = {{1, 2},   {1, 3},   {1, 4},   {1, 14},  {1, 15},  {1, 16},
                             {1, 62},  {1, 63},  {1, 64},  {1, 65},  {1, 66},  {1, 127},
                             {1, 254}, {1, 255}, {1, 256}, {1, 257}, {1, 258}, {1, 511},
                             {1, 512}, {1, 513}, {2, 62},  {2, 255}};
-    const int mixed[][2] = {{70, 0}, {1, 500}, {33, 20}, {3, 9}, {1, 0}, {200, 130}};
+    const int mixed[][2] = {{70, 0}, {1, 500}, {33, 20}, {3, 9}, {1, 0}, {200, 130}, {40, 1}};
     int many[150][2];
     for (int s = 0; s < 150; s++) {
         many[s][0] = s % 7 == 3 ? 2 : 1;
