@@ -807,108 +807,136 @@ fail:
     return FALSE;
 }
 
+/* The guard: only the lease holder may finish a job. A worker whose lease expired and was
+ * reclaimed matches no row here and writes nothing for that job while another holds it or has
+ * answered it. A job nobody holds and nobody answered (back in the queue, or buried when that
+ * expiry was its last attempt: the database was locked longer than a lease; or cancelled while
+ * its worker answered it) takes the late answer rather than throw it away. *finished: whether the
+ * job was marked done. */
+static gboolean finish_job(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *finished,
+                           GError **err) {
+    sqlite3_stmt *st =
+        stmt(s,
+             "UPDATE jobs SET state = 'done', lease_owner = NULL, "
+             "lease_expires_ms = NULL, finished_at = ?3 "
+             "WHERE id = ?1 AND ((lease_owner = ?2 AND state = 'running') "
+             "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
+             err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, owner);
+    bind_text(st, 3, a->finished_at);
+    if (!step_done(s, st, "finishing a job", err))
+        return FALSE;
+    *finished = sqlite3_changes(dq_store_sqlite(s)) == 1;
+    return TRUE;
+}
+
+/* This very answer, stored by an earlier try of this completion whose COMMIT went through
+ * unheard (store_jobs.h), is not a late one: *mine says whether it is there. */
+static gboolean answer_stored(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *mine,
+                              GError **err) {
+    sqlite3_stmt *st =
+        stmt(s,
+             "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = ?1 AND worker = ?2 "
+             "AND finished_at = ?3 AND text = ?4)",
+             err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, owner);
+    bind_text(st, 3, a->finished_at);
+    bind_text(st, 4, a->text);
+    int rc = sqlite3_step(st);
+    *mine = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(s, err, "looking for a stored answer");
+    return TRUE;
+}
+
+/* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
+static gboolean supersede_answer(DqStore *s, const DqJobAnswer *a, GError **err) {
+    sqlite3_stmt *st =
+        stmt(s,
+             "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS ", superseded_at) "
+             "SELECT id, " DQ_ANSWER_COLUMNS ", ?2 FROM answers WHERE job_id = ?1",
+             err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, a->finished_at);
+    if (!step_done(s, st, "keeping a replaced answer", err))
+        return FALSE;
+    if (sqlite3_changes(dq_store_sqlite(s)) == 0) /* the job had no answer */
+        return TRUE;
+    st = stmt(s, "DELETE FROM answers WHERE job_id = ?1", err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    return step_done(s, st, "keeping a replaced answer", err);
+}
+
+static gboolean insert_answer(DqStore *s, const char *owner, const DqJobAnswer *a, GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
+                            "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, "
+                            "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 FROM jobs WHERE id = ?1",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, a->text);
+    sqlite3_bind_int(st, 3, a->prompt_tokens);
+    sqlite3_bind_int(st, 4, a->generated_tokens);
+    bind_text(st, 5, owner);
+    bind_text(st, 6, a->started_at);
+    bind_text(st, 7, a->finished_at);
+    sqlite3_bind_double(st, 8, a->ms_image);
+    sqlite3_bind_double(st, 9, a->ms_vision);
+    sqlite3_bind_double(st, 10, a->ms_prefill);
+    sqlite3_bind_double(st, 11, a->ms_decode);
+    sqlite3_bind_double(st, 12, a->ms_total);
+    bind_text(st, 13, a->device);
+    bind_text(st, 14, a->weights);
+    if (a->exact < 0)
+        sqlite3_bind_null(st, 15);
+    else
+        sqlite3_bind_int(st, 15, a->exact ? 1 : 0);
+    bind_text(st, 16, a->model_fingerprint);
+    return step_done(s, st, "storing an answer", err);
+}
+
+/* One answer: its job finished and the answer stored, or, for a job the owner lost, counted only
+ * when this very answer is already there. */
+static gboolean complete_one(DqStore *s, const char *owner, const DqJobAnswer *a, int *count,
+                             GError **err) {
+    gboolean finished = FALSE, mine = FALSE;
+    if (!finish_job(s, owner, a, &finished, err))
+        return FALSE;
+    if (!finished) {
+        if (!answer_stored(s, owner, a, &mine, err))
+            return FALSE;
+        *count += mine;
+        return TRUE;
+    }
+    hook("complete:after_job_update");
+    if (!supersede_answer(s, a, err) || !insert_answer(s, owner, a, err))
+        return FALSE;
+    (*count)++;
+    return TRUE;
+}
+
 gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                              int *written, GError **err) {
     PG_DISPATCH(s, return pgjobs_complete(s, owner, answers, n, written, err));
     int count = 0;
     if (!begin(s, err))
         return FALSE;
-    for (int i = 0; i < n; i++) {
-        const DqJobAnswer *a = &answers[i];
-        /* The guard: only the lease holder may finish a job. A worker whose lease expired and
-         * was reclaimed matches no row here and writes nothing for that job while another
-         * holds it or has answered it. A job nobody holds and nobody answered (back in the
-         * queue, or buried when that expiry was its last attempt: the database was locked
-         * longer than a lease; or cancelled while its worker answered it) takes the late answer
-         * rather than throw it away. */
-        sqlite3_stmt *st =
-            stmt(s,
-                 "UPDATE jobs SET state = 'done', lease_owner = NULL, "
-                 "lease_expires_ms = NULL, finished_at = ?3 "
-                 "WHERE id = ?1 AND ((lease_owner = ?2 AND state = 'running') "
-                 "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
-                 err);
-        if (st == NULL)
+    for (int i = 0; i < n; i++)
+        if (!complete_one(s, owner, &answers[i], &count, err))
             goto fail;
-        sqlite3_bind_int64(st, 1, a->job_id);
-        bind_text(st, 2, owner);
-        bind_text(st, 3, a->finished_at);
-        if (!step_done(s, st, "finishing a job", err))
-            goto fail;
-        if (sqlite3_changes(dq_store_sqlite(s)) != 1) {
-            /* This very answer, stored by an earlier try of this completion whose COMMIT
-             * went through unheard (store_jobs.h), is not a late one. */
-            st = stmt(s,
-                      "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = ?1 AND worker = ?2 "
-                      "AND finished_at = ?3 AND text = ?4)",
-                      err);
-            if (st == NULL)
-                goto fail;
-            sqlite3_bind_int64(st, 1, a->job_id);
-            bind_text(st, 2, owner);
-            bind_text(st, 3, a->finished_at);
-            bind_text(st, 4, a->text);
-            int rc = sqlite3_step(st);
-            gboolean mine = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
-            sqlite3_reset(st);
-            if (rc != SQLITE_ROW) {
-                db_fail(s, err, "looking for a stored answer");
-                goto fail;
-            }
-            count += mine;
-            continue;
-        }
-        hook("complete:after_job_update");
-        /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
-        st =
-            stmt(s,
-                 "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS ", superseded_at) "
-                 "SELECT id, " DQ_ANSWER_COLUMNS ", ?2 FROM answers WHERE job_id = ?1",
-                 err);
-        if (st == NULL)
-            goto fail;
-        sqlite3_bind_int64(st, 1, a->job_id);
-        bind_text(st, 2, a->finished_at);
-        if (!step_done(s, st, "keeping a replaced answer", err))
-            goto fail;
-        if (sqlite3_changes(dq_store_sqlite(s)) > 0) { /* the job had an answer: it goes */
-            st = stmt(s, "DELETE FROM answers WHERE job_id = ?1", err);
-            if (st == NULL)
-                goto fail;
-            sqlite3_bind_int64(st, 1, a->job_id);
-            if (!step_done(s, st, "keeping a replaced answer", err))
-                goto fail;
-        }
-        st = stmt(s,
-                  "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
-                  "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "
-                  "?10, ?11, ?12, ?13, ?14, ?15, ?16 FROM jobs WHERE id = ?1",
-                  err);
-        if (st == NULL)
-            goto fail;
-        sqlite3_bind_int64(st, 1, a->job_id);
-        bind_text(st, 2, a->text);
-        sqlite3_bind_int(st, 3, a->prompt_tokens);
-        sqlite3_bind_int(st, 4, a->generated_tokens);
-        bind_text(st, 5, owner);
-        bind_text(st, 6, a->started_at);
-        bind_text(st, 7, a->finished_at);
-        sqlite3_bind_double(st, 8, a->ms_image);
-        sqlite3_bind_double(st, 9, a->ms_vision);
-        sqlite3_bind_double(st, 10, a->ms_prefill);
-        sqlite3_bind_double(st, 11, a->ms_decode);
-        sqlite3_bind_double(st, 12, a->ms_total);
-        bind_text(st, 13, a->device);
-        bind_text(st, 14, a->weights);
-        if (a->exact < 0)
-            sqlite3_bind_null(st, 15);
-        else
-            sqlite3_bind_int(st, 15, a->exact ? 1 : 0);
-        bind_text(st, 16, a->model_fingerprint);
-        if (!step_done(s, st, "storing an answer", err))
-            goto fail;
-        count++;
-    }
     hook("complete:before_commit");
     if (!commit(s, err))
         goto fail;
