@@ -320,129 +320,153 @@ out:
     return status;
 }
 
-int cmd_generate(int argc, char **argv) {
-    GenerateArgs a = {.max_new_tokens = 0, .top_k = -1, .top_p = -1, .device = NULL};
+/* Refusals of the command line as a whole, before any number is read: a stray argument, no
+ * model, not one prompt, a device that cannot be (before the model's minutes of loading). */
+static gboolean generate_check_arguments(const GenerateArgs *a, int argc, char **argv) {
+    GError *err = NULL;
+    if (argc > 1)
+        dq_fail(&err, DQ_ERR_ARGS, "unexpected argument '%s'", argv[1]);
+    else if (a->model_dir == NULL)
+        dq_fail(&err, DQ_ERR_ARGS, "--model DIR is required");
+    else if (a->model_dir[0] == '\0')
+        dq_fail(&err, DQ_ERR_ARGS, "--model '': an empty folder name");
+    else if ((a->prompt == NULL) == (a->raw_prompt == NULL))
+        dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
+    else if (a->device != NULL && !dq_device_parse(a->device, &(int){0}, &err))
+        g_prefix_error(&err, "--device: "); /* before the model's minutes of loading */
+    if (err == NULL)
+        return TRUE;
+    dq_print_line(stderr, "docqa: generate: %s (see --help)", err->message);
+    g_error_free(err);
+    return FALSE;
+}
+
+static gboolean generate_parse(GenerateArgs *a, int argc, char **argv) {
     GOptionEntry entries[] = {
-        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &a.model_dir, "SmolVLM snapshot folder", "DIR"},
-        {"image", 'i', 0, G_OPTION_ARG_FILENAME_ARRAY, &a.images,
+        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &a->model_dir, "SmolVLM snapshot folder", "DIR"},
+        {"image", 'i', 0, G_OPTION_ARG_FILENAME_ARRAY, &a->images,
          "an image (PNG or JPEG); repeat for several, in prompt order", "FILE"},
         /* FILENAME: the bytes as given, checked as UTF-8 below whatever the locale (GLib would
          * convert from the locale's charset, refusing UTF-8 under LC_ALL=C, with a message
          * that names no option). */
-        {"prompt", 'p', 0, G_OPTION_ARG_FILENAME, &a.prompt,
+        {"prompt", 'p', 0, G_OPTION_ARG_FILENAME, &a->prompt,
          "the user's text (UTF-8); templated with the images before it", "TEXT"},
-        {"raw-prompt", 0, 0, G_OPTION_ARG_FILENAME, &a.raw_prompt,
+        {"raw-prompt", 0, 0, G_OPTION_ARG_FILENAME, &a->raw_prompt,
          "an already templated prompt (UTF-8); each <image> stands for the next image", "TEXT"},
-        {"max-new-tokens", 0, 0, G_OPTION_ARG_STRING, &a.max_new_tokens_text,
+        {"max-new-tokens", 0, 0, G_OPTION_ARG_STRING, &a->max_new_tokens_text,
          "most tokens to generate, 1 to 2147483647 (default: generation_config.json's, else "
          "256); generation also stops where prompt and new tokens fill the model's "
          "max_position_embeddings",
          "N"},
-        {"n-res", 0, 0, G_OPTION_ARG_STRING, &a.n_res_text,
+        {"n-res", 0, 0, G_OPTION_ARG_STRING, &a->n_res_text,
          "resize so the longest edge is N x tile, 1 to 64 as in ingest (at most 4096 px as in "
          "transformers; default: the snapshot's)",
          "N"},
-        {"no-split", 0, 0, G_OPTION_ARG_NONE, &a.no_split, "one tile an image (no splitting)",
+        {"no-split", 0, 0, G_OPTION_ARG_NONE, &a->no_split, "one tile an image (no splitting)",
          NULL},
-        {"ignore-eos", 0, 0, G_OPTION_ARG_NONE, &a.ignore_eos,
+        {"ignore-eos", 0, 0, G_OPTION_ARG_NONE, &a->ignore_eos,
          "generate exactly max-new-tokens tokens", NULL},
-        {"device", 'd', 0, G_OPTION_ARG_STRING, &a.device, "cpu, cpu-ref or cuda[:i]", "DEV"},
-        {"weights", 0, 0, G_OPTION_ARG_STRING, &a.weights,
+        {"device", 'd', 0, G_OPTION_ARG_STRING, &a->device, "cpu, cpu-ref or cuda[:i]", "DEV"},
+        {"weights", 0, 0, G_OPTION_ARG_STRING, &a->weights,
          "stored (default); int8: the decoder's matrices quantized at load; bf16: every matrix "
          "as bf16, products in bf16 where the CPU has AVX512-BF16 (device cpu; both approximate: "
          "faster decode, bf16 faster vision and prefill)",
          "W"},
-        {"draft", 0, 0, G_OPTION_ARG_STRING, &a.draft,
+        {"draft", 0, 0, G_OPTION_ARG_STRING, &a->draft,
          "none (default); int8: speculative decoding, an int8 copy of the decoder guessing tokens "
          "that the model checks (the same tokens, greedy or sampled, in fewer passes over the "
          "weights; "
          "device cpu)",
          "D"},
-        {"json", 0, 0, G_OPTION_ARG_NONE, &a.json, "print one JSON object", NULL},
-        {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_logits,
+        {"json", 0, 0, G_OPTION_ARG_NONE, &a->json, "print one JSON object", NULL},
+        {"dump-logits", 0, 0, G_OPTION_ARG_FILENAME, &a->dump_logits,
          "write the last prompt position's logits (float32 LE)", "FILE"},
-        {"sample", 0, 0, G_OPTION_ARG_NONE, &a.sample,
+        {"sample", 0, 0, G_OPTION_ARG_NONE, &a->sample,
          "sample instead of greedy decoding (the four options below apply to sampling only; "
          "without --sample a note says they have no effect)",
          NULL},
-        {"temperature", 0, 0, G_OPTION_ARG_STRING, &a.temperature_text, "sampling temperature, > 0",
-         "T"},
-        {"top-p", 0, 0, G_OPTION_ARG_STRING, &a.top_p_text,
+        {"temperature", 0, 0, G_OPTION_ARG_STRING, &a->temperature_text,
+         "sampling temperature, > 0", "T"},
+        {"top-p", 0, 0, G_OPTION_ARG_STRING, &a->top_p_text,
          "nucleus sampling mass, in [0, 1] (0: the best token only)", "P"},
-        {"top-k", 0, 0, G_OPTION_ARG_STRING, &a.top_k_text,
+        {"top-k", 0, 0, G_OPTION_ARG_STRING, &a->top_k_text,
          "keep the K most likely tokens (0: off)", "K"},
-        {"seed", 0, 0, G_OPTION_ARG_STRING, &a.seed_text, "sampling seed", "S"},
+        {"seed", 0, 0, G_OPTION_ARG_STRING, &a->seed_text, "sampling seed", "S"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- run one prompt through the model");
     dq_cli_add_options(ctx, entries, NULL);
-    int status = DQ_EXIT_FATAL;
-    if (!dq_cli_parse(ctx, &argc, &argv))
-        goto out;
-    GError *err = NULL;
-    if (argc > 1)
-        dq_fail(&err, DQ_ERR_ARGS, "unexpected argument '%s'", argv[1]);
-    else if (a.model_dir == NULL)
-        dq_fail(&err, DQ_ERR_ARGS, "--model DIR is required");
-    else if (a.model_dir[0] == '\0')
-        dq_fail(&err, DQ_ERR_ARGS, "--model '': an empty folder name");
-    else if ((a.prompt == NULL) == (a.raw_prompt == NULL))
-        dq_fail(&err, DQ_ERR_ARGS, "give exactly one of --prompt and --raw-prompt");
-    else if (a.device != NULL && !dq_device_parse(a.device, &(int){0}, &err))
-        g_prefix_error(&err, "--device: "); /* before the model's minutes of loading */
-    if (err != NULL) {
-        dq_print_line(stderr, "docqa: generate: %s (see --help)", err->message);
-        g_error_free(err);
-        goto out;
-    }
-    gint64 max_new = 0, top_k = -1, n_res = 0;
-    if (!dq_cli_model_dir("generate", "--model", a.model_dir) ||
-        !dq_cli_utf8_option("generate", "--prompt", a.prompt) ||
-        !dq_cli_utf8_option("generate", "--raw-prompt", a.raw_prompt) ||
-        !dq_cli_int_option("generate", "--max-new-tokens", a.max_new_tokens_text, 1, G_MAXINT,
-                           &max_new) ||
-        !dq_cli_int_option("generate", "--n-res", a.n_res_text, 1, DQ_CLI_MAX_N_RES, &n_res) ||
-        !dq_cli_int_option("generate", "--top-k", a.top_k_text, 0, G_MAXINT, &top_k) ||
-        !dq_cli_int_option("generate", "--seed", a.seed_text, G_MININT64, G_MAXINT64, &a.seed) ||
-        !parse_double("--temperature", a.temperature_text, 0, FALSE, INFINITY, "> 0",
-                      &a.temperature) ||
-        /* 0 is TopPLogitsWarper's too: it keeps at least the best token. */
-        !parse_double("--top-p", a.top_p_text, 0, TRUE, 1, "in [0, 1]", &a.top_p))
-        goto out;
-    a.max_new_tokens = (int)max_new;
-    a.n_res = (int)n_res;
-    a.top_k = (int)top_k;
-    if (!a.sample) {
-        /* Said, not refused: greedy decoding is what was asked for, the rest is only unused. */
-        GString *unused = g_string_new(NULL);
-        const char *given[][2] = {{"--temperature", a.temperature_text},
-                                  {"--top-p", a.top_p_text},
-                                  {"--top-k", a.top_k_text},
-                                  {"--seed", a.seed_text}};
-        for (size_t i = 0; i < G_N_ELEMENTS(given); i++)
-            if (given[i][1] != NULL)
-                g_string_append_printf(unused, "%s%s", unused->len ? ", " : "", given[i][0]);
-        if (unused->len > 0)
-            dq_print_line(
-                stderr, "docqa: generate: note: %s %s no effect without --sample (greedy decoding)",
-                unused->str, strchr(unused->str, ',') ? "have" : "has");
-        g_string_free(unused, TRUE);
-    }
-    status = run_generate(&a);
-out:
+    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
-    g_free(a.model_dir);
-    g_strfreev(a.images);
-    g_free(a.prompt);
-    g_free(a.raw_prompt);
-    g_free(a.device);
-    g_free(a.weights);
-    g_free(a.draft);
-    g_free(a.dump_logits);
-    g_free(a.max_new_tokens_text);
-    g_free(a.n_res_text);
-    g_free(a.temperature_text);
-    g_free(a.top_p_text);
-    g_free(a.top_k_text);
-    g_free(a.seed_text);
+    return ok && generate_check_arguments(a, argc, argv);
+}
+
+/* The options given as text, checked and read: the model folder, the prompts as UTF-8, the
+ * numbers in their ranges; the first refusal is the one said. */
+static gboolean generate_read_values(GenerateArgs *a) {
+    gint64 max_new = 0, top_k = -1, n_res = 0;
+    if (!dq_cli_model_dir("generate", "--model", a->model_dir) ||
+        !dq_cli_utf8_option("generate", "--prompt", a->prompt) ||
+        !dq_cli_utf8_option("generate", "--raw-prompt", a->raw_prompt) ||
+        !dq_cli_int_option("generate", "--max-new-tokens", a->max_new_tokens_text, 1, G_MAXINT,
+                           &max_new) ||
+        !dq_cli_int_option("generate", "--n-res", a->n_res_text, 1, DQ_CLI_MAX_N_RES, &n_res) ||
+        !dq_cli_int_option("generate", "--top-k", a->top_k_text, 0, G_MAXINT, &top_k) ||
+        !dq_cli_int_option("generate", "--seed", a->seed_text, G_MININT64, G_MAXINT64, &a->seed) ||
+        !parse_double("--temperature", a->temperature_text, 0, FALSE, INFINITY, "> 0",
+                      &a->temperature) ||
+        /* 0 is TopPLogitsWarper's too: it keeps at least the best token. */
+        !parse_double("--top-p", a->top_p_text, 0, TRUE, 1, "in [0, 1]", &a->top_p))
+        return FALSE;
+    a->max_new_tokens = (int)max_new;
+    a->n_res = (int)n_res;
+    a->top_k = (int)top_k;
+    return TRUE;
+}
+
+/* Sampling options given without --sample are said, not refused: greedy decoding is what was
+ * asked for, the rest is only unused. */
+static void note_unused_sampling(const GenerateArgs *a) {
+    if (a->sample)
+        return;
+    GString *unused = g_string_new(NULL);
+    const char *given[][2] = {{"--temperature", a->temperature_text},
+                              {"--top-p", a->top_p_text},
+                              {"--top-k", a->top_k_text},
+                              {"--seed", a->seed_text}};
+    for (size_t i = 0; i < G_N_ELEMENTS(given); i++)
+        if (given[i][1] != NULL)
+            g_string_append_printf(unused, "%s%s", unused->len ? ", " : "", given[i][0]);
+    if (unused->len > 0)
+        dq_print_line(stderr,
+                      "docqa: generate: note: %s %s no effect without --sample (greedy decoding)",
+                      unused->str, strchr(unused->str, ',') ? "have" : "has");
+    g_string_free(unused, TRUE);
+}
+
+static void generate_args_clear(GenerateArgs *a) {
+    g_free(a->model_dir);
+    g_strfreev(a->images);
+    g_free(a->prompt);
+    g_free(a->raw_prompt);
+    g_free(a->device);
+    g_free(a->weights);
+    g_free(a->draft);
+    g_free(a->dump_logits);
+    g_free(a->max_new_tokens_text);
+    g_free(a->n_res_text);
+    g_free(a->temperature_text);
+    g_free(a->top_p_text);
+    g_free(a->top_k_text);
+    g_free(a->seed_text);
+}
+
+int cmd_generate(int argc, char **argv) {
+    GenerateArgs a = {.max_new_tokens = 0, .top_k = -1, .top_p = -1, .device = NULL};
+    int status = DQ_EXIT_FATAL;
+    if (generate_parse(&a, argc, argv) && generate_read_values(&a)) {
+        note_unused_sampling(&a);
+        status = run_generate(&a);
+    }
+    generate_args_clear(&a);
     return status;
 }

@@ -30,47 +30,57 @@ static char *fingerprint_option(const char *text) {
     return g_ascii_strdown(text, -1);
 }
 
-int cmd_requeue(int argc, char **argv) {
-    char *db = NULL;
-    gboolean dead = FALSE, failed = FALSE, approximate = FALSE, cancelled = FALSE, dry_run = FALSE,
-             done = FALSE, stale = FALSE, json = FALSE;
-    char *fingerprint_not = NULL, *fingerprint = NULL;
-    DqJobSelection sel = {0};
+/* What requeue was asked, and what it comes to. */
+typedef struct {
+    char *db;
+    gboolean dead, failed, approximate, cancelled, done, stale, dry_run, json;
+    char *fingerprint_not; /* --fingerprint-not as given */
+    char *fingerprint;     /* the snapshot whose answers are current, lower-case hex */
+    DqJobSelection sel;
+    DqJobFilter filter;
+    DqStore *store;
+    /* DqJobGroup *: the jobs queued again, or with --dry-run those that would be */
+    GPtrArray *groups;
+} Requeue;
+
+/* The options, and the filter they make: the states named, and which answered jobs. */
+static gboolean requeue_parse(Requeue *rq, int argc, char **argv) {
     GOptionEntry entries[] = {
-        {"dead", 0, 0, G_OPTION_ARG_NONE, &dead,
+        {"dead", 0, 0, G_OPTION_ARG_NONE, &rq->dead,
          "jobs that used all their attempts (model errors, or workers that died or hung: "
          "lease_expired)",
          NULL},
-        {"failed", 0, 0, G_OPTION_ARG_NONE, &failed,
+        {"failed", 0, 0, G_OPTION_ARG_NONE, &rq->failed,
          "jobs that failed on their input, not retried: a missing or damaged page image "
          "(page_image), a question the model cannot take, e.g. too long (question), generation "
          "settings a worker cannot use (settings), a document, page or question deleted by hand "
          "(orphan)",
          NULL},
-        {"approximate", 0, 0, G_OPTION_ARG_NONE, &approximate,
+        {"approximate", 0, 0, G_OPTION_ARG_NONE, &rq->approximate,
          "answered jobs whose answer was computed with approximate arithmetic (exact = 0)", NULL},
-        {"cancelled", 0, 0, G_OPTION_ARG_NONE, &cancelled, "jobs withdrawn by docqa cancel", NULL},
-        {"done", 0, 0, G_OPTION_ARG_NONE, &done,
+        {"cancelled", 0, 0, G_OPTION_ARG_NONE, &rq->cancelled, "jobs withdrawn by docqa cancel",
+         NULL},
+        {"done", 0, 0, G_OPTION_ARG_NONE, &rq->done,
          "answered jobs, whatever answered them (to answer them again, e.g. with another "
          "snapshot in the model folder)",
          NULL},
-        {"stale", 0, 0, G_OPTION_ARG_NONE, &stale,
+        {"stale", 0, 0, G_OPTION_ARG_NONE, &rq->stale,
          "answered jobs whose answer came from another snapshot than the one --model DIR holds "
          "now (v_answers.model_fingerprint), or from one not recorded (answers before schema 8)",
          NULL},
-        {"fingerprint-not", 0, 0, G_OPTION_ARG_STRING, &fingerprint_not,
+        {"fingerprint-not", 0, 0, G_OPTION_ARG_STRING, &rq->fingerprint_not,
          "--stale against this snapshot fingerprint (hex, whole or its first 12 or more digits, "
          "as run and status print it) instead of --model DIR's: where the folder is not at hand",
          "HEX"},
-        {"dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run,
+        {"dry-run", 'n', 0, G_OPTION_ARG_NONE, &rq->dry_run,
          "print what would be queued again, change nothing", NULL},
-        {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print what was done as one JSON object on stdout",
-         NULL},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &rq->json,
+         "print what was done as one JSON object on stdout", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     GOptionContext *ctx = g_option_context_new(
         "- queue dead, failed, cancelled or answered (approximately, stale, any) jobs again");
-    dq_job_command_options(ctx, &db, &sel, entries);
+    dq_job_command_options(ctx, &rq->db, &rq->sel, entries);
     g_option_context_set_description(
         ctx, "Every job in the states named, or those of them matching every selector given "
              "(--question, --document, --where, --model, as docqa cancel's; --document and --where "
@@ -82,80 +92,99 @@ int cmd_requeue(int argc, char **argv) {
              "to replace approximate answers, with the current snapshot to replace stale ones.");
     gboolean ok = dq_cli_parse(ctx, &argc, &argv);
     g_option_context_free(ctx);
-    int rc = DQ_EXIT_FATAL;
-    GError *err = NULL;
-    DqStore *store = NULL;
-    GPtrArray *groups = NULL;
-    stale = stale || fingerprint_not != NULL;
-    DqJobFilter filter = {.states = (dead ? 1u << DQ_JOB_DEAD : 0) |
-                                    (failed ? 1u << DQ_JOB_FAILED : 0) |
-                                    (cancelled ? 1u << DQ_JOB_CANCELLED : 0),
-                          .done = (approximate ? DQ_DONE_APPROXIMATE : 0) |
-                                  (done ? DQ_DONE_ANY : 0) | (stale ? DQ_DONE_STALE : 0)};
-    if (filter.done != 0)
-        filter.states |= 1u << DQ_JOB_DONE;
-    if (!ok || !dq_cli_no_arguments("requeue", argc, argv))
-        goto out;
-    if (filter.states == 0) {
+    rq->stale = rq->stale || rq->fingerprint_not != NULL;
+    DqJobFilter *f = &rq->filter;
+    f->states = (rq->dead ? 1u << DQ_JOB_DEAD : 0) | (rq->failed ? 1u << DQ_JOB_FAILED : 0) |
+                (rq->cancelled ? 1u << DQ_JOB_CANCELLED : 0);
+    f->done = (rq->approximate ? DQ_DONE_APPROXIMATE : 0) | (rq->done ? DQ_DONE_ANY : 0) |
+              (rq->stale ? DQ_DONE_STALE : 0);
+    if (f->done != 0)
+        f->states |= 1u << DQ_JOB_DONE;
+    return ok && dq_cli_no_arguments("requeue", argc, argv);
+}
+
+/* Refusals before the database is opened: no state named, a bad selector, --stale without the
+ * model it is said of. */
+static gboolean requeue_check(Requeue *rq) {
+    if (rq->filter.states == 0) {
         dq_print_line(stderr, "docqa: requeue: say which jobs: --dead, --failed, --cancelled, "
                               "--approximate, --stale, --done");
-        goto out;
+        return FALSE;
     }
-    if (!dq_job_selection_check(&sel, "requeue"))
-        goto out;
+    if (!dq_job_selection_check(&rq->sel, "requeue"))
+        return FALSE;
     /* Stale is said of one model id's answers: other ids' came from other snapshots anyway. */
-    if (stale && sel.model == NULL) {
+    if (rq->stale && rq->sel.model == NULL) {
         dq_print_line(stderr,
                       "docqa: requeue: --%s needs --model DIR: the snapshot folder whose "
                       "answers are current (its name is the model id)",
-                      fingerprint_not ? "fingerprint-not" : "stale");
-        goto out;
+                      rq->fingerprint_not ? "fingerprint-not" : "stale");
+        return FALSE;
     }
-    if (fingerprint_not != NULL) {
-        if ((fingerprint = fingerprint_option(fingerprint_not)) == NULL)
-            goto out;
-    } else if (stale) {
-        if (!g_file_test(sel.model, G_FILE_TEST_IS_DIR)) {
-            dq_print_line(stderr,
-                          "docqa: requeue: --stale: --model %s is no snapshot folder here: give "
-                          "the folder, or its fingerprint with --fingerprint-not HEX",
-                          sel.model);
-            goto out;
-        }
-        /* What a worker loading this folder now would record as its answers' fingerprint. */
-        if ((fingerprint = smolvlm_snapshot_fingerprint(sel.model, &err)) == NULL) {
-            rc = dq_cli_fail(err);
-            goto out;
-        }
+    return TRUE;
+}
+
+/* The current snapshot's fingerprint for --stale: --fingerprint-not's, or that of the folder
+ * --model names. FALSE when there is none, *rc set where it is not DQ_EXIT_FATAL. */
+static gboolean requeue_fingerprint(Requeue *rq, int *rc) {
+    if (rq->fingerprint_not != NULL)
+        return (rq->fingerprint = fingerprint_option(rq->fingerprint_not)) != NULL;
+    if (!rq->stale)
+        return TRUE;
+    if (!g_file_test(rq->sel.model, G_FILE_TEST_IS_DIR)) {
+        dq_print_line(stderr,
+                      "docqa: requeue: --stale: --model %s is no snapshot folder here: give "
+                      "the folder, or its fingerprint with --fingerprint-not HEX",
+                      rq->sel.model);
+        return FALSE;
     }
-    filter.fingerprint = fingerprint;
-    if ((groups = dq_job_command_change("requeue", db, &sel, &filter, dry_run, store_jobs_requeue,
-                                        &store)) == NULL)
-        goto out;
+    /* What a worker loading this folder now would record as its answers' fingerprint. */
+    GError *err = NULL;
+    if ((rq->fingerprint = smolvlm_snapshot_fingerprint(rq->sel.model, &err)) == NULL) {
+        *rc = dq_cli_fail(err);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void requeue_report(const Requeue *rq) {
+    const char *done_word = dq_job_done_word(rq->filter.done);
     gint64 n = 0;
-    for (guint i = 0; i < groups->len; i++)
-        n += ((const DqJobGroup *)g_ptr_array_index(groups, i))->jobs;
-    if (json) {
-        JsonBuilder *b =
-            dq_job_result_json_begin(dry_run, filter.states, dq_job_done_word(filter.done));
+    for (guint i = 0; i < rq->groups->len; i++)
+        n += ((const DqJobGroup *)g_ptr_array_index(rq->groups, i))->jobs;
+    if (rq->json) {
+        JsonBuilder *b = dq_job_result_json_begin(rq->dry_run, rq->filter.states, done_word);
         /* queued again, or with --dry-run those that would be */
         dq_cli_json_int(b, "jobs", n);
-        dq_job_result_json_print(b, groups, dq_job_done_word(filter.done));
+        dq_job_result_json_print(b, rq->groups, done_word);
     } else if (n == 0) {
-        dq_job_groups_print_none("requeue", filter.states, dq_job_done_word(filter.done));
+        dq_job_groups_print_none("requeue", rq->filter.states, done_word);
     } else {
-        if (dry_run)
+        if (rq->dry_run)
             printf("requeue: would queue %" G_GINT64_FORMAT " job%s again (--dry-run: nothing was "
                    "changed)\n",
                    n, n == 1 ? "" : "s");
         else
             printf("requeue: %" G_GINT64_FORMAT " job%s back in the queue\n", n, n == 1 ? "" : "s");
-        dq_job_groups_print(groups, dq_job_done_word(filter.done));
+        dq_job_groups_print(rq->groups, done_word);
     }
+}
+
+int cmd_requeue(int argc, char **argv) {
+    Requeue rq = {0};
+    int rc = DQ_EXIT_FATAL;
+    if (!requeue_parse(&rq, argc, argv) || !requeue_check(&rq) || !requeue_fingerprint(&rq, &rc))
+        goto out;
+    rq.filter.fingerprint = rq.fingerprint;
+    rq.groups = dq_job_command_change("requeue", rq.db, &rq.sel, &rq.filter, rq.dry_run,
+                                      store_jobs_requeue, &rq.store);
+    if (rq.groups == NULL)
+        goto out;
+    requeue_report(&rq);
     rc = DQ_EXIT_OK;
 out:
-    dq_job_command_free(groups, store, &sel, db);
-    g_free(fingerprint_not);
-    g_free(fingerprint);
+    dq_job_command_free(rq.groups, rq.store, &rq.sel, rq.db);
+    g_free(rq.fingerprint_not);
+    g_free(rq.fingerprint);
     return rc;
 }

@@ -520,112 +520,152 @@ static gboolean png_short_image_data(PngReader *r) {
     return TRUE;
 }
 
-/* Everything the decoder changes after setjmp lives in *r (heap) or behind meta, so nothing
- * a longjmp could leave indeterminate is read afterwards. */
-static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
-    const char *name = r->name;
-    png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, r, png_error_cb,
-                                               png_warning_cb, r, png_malloc_cb, png_free_cb);
-    png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (info == NULL) {
-        png_destroy_read_struct(&png, NULL, NULL);
-        dq_fail(err, DQ_ERR_LIMIT, "%s: out of memory starting the PNG decoder", name);
-        return NULL;
+/* Where libpng gave up (it longjmps back to png_decode_with): TRUE when there is an image all
+ * the same, as Pillow would give one; else FALSE with err saying why. */
+static gboolean png_recover(PngReader *r, GError **err) {
+    /* Damage after the image data (no IEND, a bad CRC, a cut header) is ignored, as Pillow
+     * ignores it, but not what Pillow refuses there too (text past its limits). */
+    if (r->pixels_done && !r->fatal)
+        return TRUE;
+    /* Image data that ends early may still be an image to Pillow. Chunks after it are then
+     * not read (libpng cannot go on): their metadata is lost where Pillow would read it. */
+    if (r->in_rows && !r->fatal && png_short_image_data(r)) {
+        r->pixels_done = TRUE;
+        return TRUE;
     }
-    if (setjmp(png_jmpbuf(png))) {
-        /* Damage after the image data (no IEND, a bad CRC, a cut header) is ignored, as Pillow
-         * ignores it, but not what Pillow refuses there too (text past its limits). */
-        if (r->pixels_done && !r->fatal)
-            goto done;
-        /* Image data that ends early may still be an image to Pillow. Chunks after it are then
-         * not read (libpng cannot go on): their metadata is lost where Pillow would read it. */
-        if (r->in_rows && !r->fatal && png_short_image_data(r)) {
-            r->pixels_done = TRUE;
-            goto done;
-        }
-        if (r->refused > 0)
-            dq_fail(err, DQ_ERR_FORMAT,
-                    "%s: bad PNG: a chunk asks for %zu bytes, more than the %zu MiB allowed (%s)",
-                    name, r->refused, DQ_PNG_MAX_ALLOC >> 20, r->msg);
-        else
-            dq_fail(err, DQ_ERR_FORMAT, "%s: bad PNG: %s", name, r->msg);
-        goto fail;
-    }
+    if (r->refused > 0)
+        dq_fail(err, DQ_ERR_FORMAT,
+                "%s: bad PNG: a chunk asks for %zu bytes, more than the %zu MiB allowed (%s)",
+                r->name, r->refused, DQ_PNG_MAX_ALLOC >> 20, r->msg);
+    else
+        dq_fail(err, DQ_ERR_FORMAT, "%s: bad PNG: %s", r->name, r->msg);
+    return FALSE;
+}
+
+/* libpng told to read as Pillow reads: from r's bytes, its CRC checks, its allocation limit,
+ * the metadata chunks handed to png_chunk_cb. */
+static void png_read_like_pillow(png_structp png, PngReader *r) {
     png_set_read_fn(png, r, png_read_cb);
     png_set_benign_errors(png, 1);
     /* Until the image data Pillow checks every chunk's CRC (ChunkStream.crc), ancillary ones too;
-     * from the first IDAT on it checks none (see below). */
+     * from the first IDAT on it checks none (see png_decode_header). */
     png_set_crc_action(png, PNG_CRC_DEFAULT, PNG_CRC_ERROR_QUIT);
     png_set_chunk_malloc_max(png, DQ_PNG_MAX_ALLOC);
     static const png_byte own_chunks[] = "eXIf\0tEXt\0zTXt\0iTXt\0iCCP";
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_ALWAYS, own_chunks, 5);
     png_set_read_user_chunk_fn(png, r, png_chunk_cb);
+}
+
+/* A palette image's PLTE, into r->palette. */
+static gboolean png_copy_palette(PngReader *r, png_structp png, png_infop info, GError **err) {
+    png_colorp plte = NULL;
+    int nplte = 0;
+    if (png_get_PLTE(png, info, &plte, &nplte) == 0 || plte == NULL)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad PNG: palette image without PLTE", r->name);
+    for (int i = 0; i < nplte && i < 256; i++) {
+        r->palette[3 * i] = plte[i].red;
+        r->palette[3 * i + 1] = plte[i].green;
+        r->palette[3 * i + 2] = plte[i].blue;
+    }
+    return TRUE;
+}
+
+/* The chunks up to the first IDAT: the image's size (within the pixel limit), its layout, and
+ * the palette. */
+static gboolean png_decode_header(PngReader *r, png_structp png, png_infop info, GError **err) {
     png_read_info(png, info);
     /* libpng has read the first IDAT's header: Pillow reads the CRCs of the image data and
      * of everything after it without checking them. */
     png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
-
     png_uint_32 width = 0, height = 0;
     int depth = 0, color_type = 0, interlace = 0;
     png_get_IHDR(png, info, &width, &height, &depth, &color_type, &interlace, NULL, NULL);
-    if ((long long)width * (long long)height > DQ_IMAGE_MAX_PIXELS) {
-        dq_fail(err, DQ_ERR_LIMIT, "%s: PNG of %ux%u pixels exceeds the limit of %lld pixels", name,
-                width, height, DQ_IMAGE_MAX_PIXELS);
-        goto fail;
-    }
-    if (color_type == PNG_COLOR_TYPE_PALETTE) {
-        png_colorp plte = NULL;
-        int nplte = 0;
-        if (png_get_PLTE(png, info, &plte, &nplte) == 0 || plte == NULL) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: bad PNG: palette image without PLTE", name);
-            goto fail;
-        }
-        for (int i = 0; i < nplte && i < 256; i++) {
-            r->palette[3 * i] = plte[i].red;
-            r->palette[3 * i + 1] = plte[i].green;
-            r->palette[3 * i + 2] = plte[i].blue;
-        }
-    }
-
-    int passes = png_set_interlace_handling(png);
-    png_read_update_info(png, info);
-    size_t rowbytes = png_get_rowbytes(png, info);
+    if ((long long)width * (long long)height > DQ_IMAGE_MAX_PIXELS)
+        return dq_fail(err, DQ_ERR_LIMIT,
+                       "%s: PNG of %ux%u pixels exceeds the limit of %lld pixels", r->name, width,
+                       height, DQ_IMAGE_MAX_PIXELS);
     r->width = width;
     r->height = height;
     r->color_type = color_type;
     r->depth = depth;
-    r->bits_per_pixel = depth * png_get_channels(png, info);
+    return color_type != PNG_COLOR_TYPE_PALETTE || png_copy_palette(r, png, info, err);
+}
+
+/* libpng set to deliver rows, and the image and row buffers they go to: the number of passes
+ * (7 for an interlaced image), or 0 when out of memory. */
+static int png_prepare_rows(PngReader *r, png_structp png, png_infop info, GError **err) {
+    int passes = png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    r->bits_per_pixel = r->depth * png_get_channels(png, info);
     r->interlaced = passes > 1;
-    r->rowbytes = rowbytes;
-    r->img = dq_image_new((int)width, (int)height);
+    r->rowbytes = png_get_rowbytes(png, info);
+    r->img = dq_image_new((int)r->width, (int)r->height);
     /* Interlaced images need every raw row at once (Adam7 passes revisit them); others are
      * converted row by row through one buffer. */
-    r->raw = g_try_malloc0(rowbytes * (passes > 1 ? height : 1));
+    r->raw = g_try_malloc0(r->rowbytes * (passes > 1 ? r->height : 1));
     if (r->img == NULL || r->raw == NULL) {
-        dq_fail(err, DQ_ERR_LIMIT, "%s: out of memory for a %ux%u image", name, width, height);
-        goto fail;
+        dq_fail(err, DQ_ERR_LIMIT, "%s: out of memory for a %ux%u image", r->name, r->width,
+                r->height);
+        return 0;
     }
-    size_t out_stride = (size_t)width * 3;
+    return passes;
+}
+
+/* Every row, made RGB into r->img. */
+static void png_decode_rows(PngReader *r, png_structp png, int passes) {
+    size_t rowbytes = r->rowbytes, out_stride = (size_t)r->width * 3;
     r->in_rows = TRUE;
     if (passes > 1) {
         for (int pass = 0; pass < passes; pass++)
-            for (png_uint_32 y = 0; y < height; y++)
+            for (png_uint_32 y = 0; y < r->height; y++)
                 png_read_row(png, r->raw + y * rowbytes, NULL);
-        for (png_uint_32 y = 0; y < height; y++)
-            png_row_to_rgb(r->raw + y * rowbytes, r->img->pixels + y * out_stride, (int)width,
-                           color_type, depth, r->palette);
+        for (png_uint_32 y = 0; y < r->height; y++)
+            png_row_to_rgb(r->raw + y * rowbytes, r->img->pixels + y * out_stride, (int)r->width,
+                           r->color_type, r->depth, r->palette);
     } else {
-        for (png_uint_32 y = 0; y < height; y++) {
+        for (png_uint_32 y = 0; y < r->height; y++) {
             png_read_row(png, r->raw, NULL);
-            png_row_to_rgb(r->raw, r->img->pixels + y * out_stride, (int)width, color_type, depth,
-                           r->palette);
+            png_row_to_rgb(r->raw, r->img->pixels + y * out_stride, (int)r->width, r->color_type,
+                           r->depth, r->palette);
             r->rows_done = y + 1;
         }
     }
     r->pixels_done = TRUE;
+}
+
+/* The whole file read: header, rows, and the chunks after the image data. libpng's errors
+ * longjmp out of here to png_decode_with. */
+static gboolean png_decode_file(PngReader *r, png_structp png, png_infop info, GError **err) {
+    if (!png_decode_header(r, png, info, err))
+        return FALSE;
+    int passes = png_prepare_rows(r, png, info, err);
+    if (passes == 0)
+        return FALSE;
+    png_decode_rows(r, png, passes);
     /* Chunks after IDAT may carry eXIf or XMP. */
     png_read_end(png, info);
+    return TRUE;
+}
 
+/* Everything the decoder changes after setjmp lives in *r (heap) or behind meta, so nothing
+ * a longjmp could leave indeterminate is read afterwards. */
+static DqImage *png_decode_with(PngReader *r, DqImageMeta *meta, GError **err) {
+    png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, r, png_error_cb,
+                                               png_warning_cb, r, png_malloc_cb, png_free_cb);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (info == NULL) {
+        png_destroy_read_struct(&png, NULL, NULL);
+        dq_fail(err, DQ_ERR_LIMIT, "%s: out of memory starting the PNG decoder", r->name);
+        return NULL;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        if (png_recover(r, err))
+            goto done;
+        goto fail;
+    }
+    png_read_like_pillow(png, r);
+    if (!png_decode_file(r, png, info, err))
+        goto fail;
 done:
     png_collect_meta(r, meta);
     png_destroy_read_struct(&png, &info, NULL);

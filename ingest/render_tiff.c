@@ -325,66 +325,87 @@ static int decode_rgba(TIFF *tif, uint32_t *raster, int w, int h, int stop_on_er
     return ok ? 0 : 2;
 }
 
-DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
-                          double *source_w, double *source_h, gboolean *incomplete,
-                          char **incomplete_msg, GError **err) {
-    TIFF *tif = doc->tiff;
+/* One page being rendered: its document and directory, the fields read from it, and the size it
+ * is rendered at. */
+typedef struct {
+    RenderDoc *doc;
+    TIFF *tif;
+    int page;
+    uint32_t w32, h32;
+    uint16_t compression, orientation;
+    int tw, th; /* the output size */
+} TiffPage;
+
+/* The page's directory made current and its size, compression and orientation read;
+ * *source_w/h set (after Orientation) even when the size is refused. */
+static gboolean read_page_fields(TiffPage *pg, double *source_w, double *source_h, GError **err) {
+    TIFF *tif = pg->tif;
     tiff_errors_reset();
-    if (!TIFFSetDirectory(tif, (tdir_t)(page - 1))) {
+    if (!TIFFSetDirectory(tif, (tdir_t)(pg->page - 1))) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: cannot read IFD: %s",
-                    doc->path, page, tiff_error_or("?"));
-        return NULL;
+                    pg->doc->path, pg->page, tiff_error_or("?"));
+        return FALSE;
     }
-    uint32_t w32 = 0, h32 = 0;
-    uint16_t compression = COMPRESSION_NONE, orientation = ORIENTATION_TOPLEFT;
-    TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w32);
-    TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h32);
-    TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &compression);
-    TIFFGetFieldDefaulted(tif, TIFFTAG_ORIENTATION, &orientation);
-    if (orientation < 1 || orientation > 8)
-        orientation = ORIENTATION_TOPLEFT;
-    gboolean swap = orientation >= 5;
-    *source_w = swap ? h32 : w32;
-    *source_h = swap ? w32 : h32;
-    if (w32 == 0 || h32 == 0 || w32 > G_MAXINT || h32 > G_MAXINT) {
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: size %ux%u", doc->path,
-                    page, w32, h32);
-        return NULL;
+    pg->compression = COMPRESSION_NONE;
+    pg->orientation = ORIENTATION_TOPLEFT;
+    TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &pg->w32);
+    TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &pg->h32);
+    TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &pg->compression);
+    TIFFGetFieldDefaulted(tif, TIFFTAG_ORIENTATION, &pg->orientation);
+    if (pg->orientation < 1 || pg->orientation > 8)
+        pg->orientation = ORIENTATION_TOPLEFT;
+    gboolean swap = pg->orientation >= 5;
+    *source_w = swap ? pg->h32 : pg->w32;
+    *source_h = swap ? pg->w32 : pg->h32;
+    if (pg->w32 == 0 || pg->h32 == 0 || pg->w32 > G_MAXINT || pg->h32 > G_MAXINT) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: size %ux%u",
+                    pg->doc->path, pg->page, pg->w32, pg->h32);
+        return FALSE;
     }
-    if (!TIFFIsCODECConfigured(compression)) {
-        const TIFFCodec *c = TIFFFindCODEC(compression);
+    if (!TIFFIsCODECConfigured(pg->compression)) {
+        const TIFFCodec *c = TIFFFindCODEC(pg->compression);
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_CODEC,
-                    "%s: page %d: compression %u (%s) is not built into libtiff", doc->path, page,
-                    compression, c && c->name ? c->name : "unknown");
-        return NULL;
+                    "%s: page %d: compression %u (%s) is not built into libtiff", pg->doc->path,
+                    pg->page, pg->compression, c && c->name ? c->name : "unknown");
+        return FALSE;
     }
-    /* Before allocating anything: a header can claim any size. The limit bounds every image a
-     * page makes, as for a PDF page (rendered at its output size): the decoded page and, when
-     * it is upscaled, the output. */
-    int tw = 0, th = 0;
-    dq_ingest_target_size(*source_w, *source_h, longest_edge, &tw, &th);
-    if ((gint64)w32 * h32 > max_pixels) {
+    return TRUE;
+}
+
+/* Before allocating anything: a header can claim any size. The limit bounds every image a page
+ * makes, as for a PDF page (rendered at its output size): the decoded page and, when it is
+ * upscaled, the output. */
+static gboolean check_pixels(TiffPage *pg, double source_w, double source_h, int longest_edge,
+                             gint64 max_pixels, GError **err) {
+    dq_ingest_target_size(source_w, source_h, longest_edge, &pg->tw, &pg->th);
+    if ((gint64)pg->w32 * pg->h32 > max_pixels) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
-                    "%s: page %d: %ux%u pixels is over the limit of %" G_GINT64_FORMAT, doc->path,
-                    page, w32, h32, max_pixels);
-        return NULL;
+                    "%s: page %d: %ux%u pixels is over the limit of %" G_GINT64_FORMAT,
+                    pg->doc->path, pg->page, pg->w32, pg->h32, max_pixels);
+        return FALSE;
     }
-    if ((gint64)tw * th > max_pixels) {
+    if ((gint64)pg->tw * pg->th > max_pixels) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
                     "%s: page %d: resized to %dx%d, %" G_GINT64_FORMAT
                     " pixels is over the limit of %" G_GINT64_FORMAT,
-                    doc->path, page, tw, th, (gint64)tw * th, max_pixels);
-        return NULL;
+                    pg->doc->path, pg->page, pg->tw, pg->th, (gint64)pg->tw * pg->th, max_pixels);
+        return FALSE;
     }
+    return TRUE;
+}
+
+/* The samples a pixel and the pixel format: what libtiff's RGBA interface can read, within
+ * Pillow's limit. */
+static gboolean check_format(TiffPage *pg, GError **err) {
     /* Pillow (TiffImagePlugin's MAX_SAMPLESPERPIXEL) reads at most 6 samples a pixel, unspecified
      * extra planes stored separately left out; libtiff would take any number, and its strip
      * buffers grow with them past any pixel limit (a 300-byte file of 16x6672 pixels of 4901
      * samples made it ask for 2 GB). */
     uint16_t spp = 1, planar = PLANARCONFIG_CONTIG, n_extra = 0;
     uint16_t *extra = NULL;
-    TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp);
-    TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar);
-    TIFFGetField(tif, TIFFTAG_EXTRASAMPLES, &n_extra, &extra);
+    TIFFGetFieldDefaulted(pg->tif, TIFFTAG_SAMPLESPERPIXEL, &spp);
+    TIFFGetFieldDefaulted(pg->tif, TIFFTAG_PLANARCONFIG, &planar);
+    TIFFGetField(pg->tif, TIFFTAG_EXTRASAMPLES, &n_extra, &extra);
     int counted = spp;
     gboolean extras_unspecified = n_extra > 0 && n_extra <= spp;
     for (int i = 0; i < n_extra && extras_unspecified; i++)
@@ -394,30 +415,37 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
     if (counted > 6) { /* "Invalid value for samples per pixel" to Pillow: a damaged file */
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED,
                     "%s: page %d: %u samples a pixel, an invalid value (Pillow reads at most 6)",
-                    doc->path, page, spp);
-        return NULL;
+                    pg->doc->path, pg->page, spp);
+        return FALSE;
     }
     char emsg[1024] = "";
-    if (!TIFFRGBAImageOK(tif, emsg)) {
+    if (!TIFFRGBAImageOK(pg->tif, emsg)) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_FORMAT,
-                    "%s: page %d: pixel format not supported: %s", doc->path, page, emsg);
-        return NULL;
+                    "%s: page %d: pixel format not supported: %s", pg->doc->path, pg->page, emsg);
+        return FALSE;
     }
-    int w = (int)w32, h = (int)h32;
+    return TRUE;
+}
+
+/* The page's pixels as stored, in a raster of w32 x h32 (g_free it), or NULL. A decoding error
+ * keeps what decodes (a truncated strip, a damaged fax line) and sets *incomplete. */
+static uint32_t *decode_page(TiffPage *pg, gboolean *incomplete, char **incomplete_msg,
+                             GError **err) {
+    int w = (int)pg->w32, h = (int)pg->h32;
     size_t n = (size_t)w * h;
     uint32_t *raster = g_try_malloc(n * sizeof *raster);
     if (raster == NULL) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
-                    "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
+                    "%s: page %d: cannot allocate %dx%d pixels", pg->doc->path, pg->page, w, h);
         return NULL;
     }
     memset(raster, 0xff, n * sizeof *raster);
     char *first = NULL;
-    int rc = decode_rgba(tif, raster, w, h, 1, &first);
+    int rc = decode_rgba(pg->tif, raster, w, h, 1, &first);
     if (rc == 1) {
         g_free(raster);
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_UNSUPPORTED_FORMAT,
-                    "%s: page %d: pixel format not supported: %s", doc->path, page, first);
+                    "%s: page %d: pixel format not supported: %s", pg->doc->path, pg->page, first);
         g_free(first);
         return NULL;
     }
@@ -426,39 +454,58 @@ DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max
         char *again = NULL;
         memset(raster, 0xff, n * sizeof *raster);
         tiff_errors_reset();
-        if (!TIFFSetDirectory(tif, (tdir_t)(page - 1)) ||
-            decode_rgba(tif, raster, w, h, 0, &again) != 0) {
+        if (!TIFFSetDirectory(pg->tif, (tdir_t)(pg->page - 1)) ||
+            decode_rgba(pg->tif, raster, w, h, 0, &again) != 0) {
             g_free(raster);
             g_free(again);
-            g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: %s", doc->path, page,
-                        first);
+            g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: %s", pg->doc->path,
+                        pg->page, first);
             g_free(first);
             return NULL;
         }
         *incomplete = TRUE;
-        *incomplete_msg = g_strdup_printf("%s: page %d: incomplete: %s", doc->path, page, first);
+        *incomplete_msg =
+            g_strdup_printf("%s: page %d: incomplete: %s", pg->doc->path, pg->page, first);
         g_free(first);
     }
+    return raster;
+}
+
+/* The decoded raster (freed here) made the page image: RGB over white, oriented, resized. */
+static DqImage *raster_to_page(const TiffPage *pg, uint32_t *raster, GError **err) {
+    int w = (int)pg->w32, h = (int)pg->h32;
     DqImage *rgb = raster_to_rgb(raster, w, h);
     g_free(raster);
-    if (rgb != NULL && orientation != ORIENTATION_TOPLEFT) {
-        DqImage *o = dq_image_orient(rgb, orientation);
+    if (rgb != NULL && pg->orientation != ORIENTATION_TOPLEFT) {
+        DqImage *o = dq_image_orient(rgb, pg->orientation);
         dq_image_free(rgb);
         rgb = o;
     }
     if (rgb == NULL) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
-                    "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
+                    "%s: page %d: cannot allocate %dx%d pixels", pg->doc->path, pg->page, w, h);
         return NULL;
     }
-    if (tw == rgb->width && th == rgb->height)
+    if (pg->tw == rgb->width && pg->th == rgb->height)
         return rgb;
-    DqImage *out = dq_image_resize_lanczos(rgb, tw, th);
+    DqImage *out = dq_image_resize_lanczos(rgb, pg->tw, pg->th);
     dq_image_free(rgb);
     if (out == NULL)
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
-                    "%s: page %d: cannot resize to %dx%d", doc->path, page, tw, th);
+                    "%s: page %d: cannot resize to %dx%d", pg->doc->path, pg->page, pg->tw, pg->th);
     return out;
+}
+
+DqImage *tiff_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
+                          double *source_w, double *source_h, gboolean *incomplete,
+                          char **incomplete_msg, GError **err) {
+    TiffPage pg = {.doc = doc, .tif = doc->tiff, .page = page};
+    if (!read_page_fields(&pg, source_w, source_h, err) ||
+        !check_pixels(&pg, *source_w, *source_h, longest_edge, max_pixels, err) ||
+        !check_format(&pg, err))
+        return NULL;
+    uint32_t *raster = decode_page(&pg, incomplete, incomplete_msg, err);
+    return raster != NULL ? raster_to_page(&pg, raster, err) : NULL;
 }
 
 void tiff_doc_close(RenderDoc *doc) {

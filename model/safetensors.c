@@ -195,9 +195,19 @@ static gboolean check_metadata(JsonNode *meta, const char *label, GError **err) 
     return TRUE;
 }
 
-/* Adds the tensors of one file image to st. `label` names the file in errors. */
-static gboolean parse_into(DqSafeTensors *st, const uint8_t *data, size_t len, const char *label,
-                           GError **err) {
+/* One file's header being read: where its tensors go, the file's name in errors, its data section
+ * and the byte ranges of the tensors read so far (check_layout's input). */
+typedef struct {
+    DqSafeTensors *st;
+    const char *label;
+    const uint8_t *base; /* the data section, after the header */
+    uint64_t data_len;
+    GArray *spans; /* Span */
+} Header;
+
+/* The 8-byte little-endian length that opens the file, refused when it cannot be a header's. */
+static gboolean read_header_length(const uint8_t *data, size_t len, const char *label,
+                                   uint64_t *out, GError **err) {
     if (len < 8)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated: %zu bytes, no safetensors header", label,
                        len);
@@ -213,128 +223,147 @@ static gboolean parse_into(DqSafeTensors *st, const uint8_t *data, size_t len, c
                        label, hlen);
     if (hlen < 2)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: empty safetensors header", label);
-    const uint8_t *base = data + 8 + hlen;
-    uint64_t data_len = len - 8 - hlen;
+    *out = hlen;
+    return TRUE;
+}
 
+/* The header's JSON, parsed as the safetensors library parses it. */
+static JsonParser *parse_header_json(const uint8_t *json, uint64_t hlen, const char *label,
+                                     GError **err) {
     /* json-glib wants valid UTF-8; say so rather than letting it report a byte offset only. */
-    if (!g_utf8_validate((const char *)data + 8, (gssize)hlen, NULL))
-        return dq_fail(err, DQ_ERR_FORMAT, "%s: header is not valid UTF-8", label);
-
+    if (!g_utf8_validate((const char *)json, (gssize)hlen, NULL)) {
+        dq_fail(err, DQ_ERR_FORMAT, "%s: header is not valid UTF-8", label);
+        return NULL;
+    }
     /* serde_json, which the safetensors library parses headers with, refuses duplicate fields
      * and nesting deeper than 128; it keeps the last of two tensors of one name, whose first
      * would then leave its bytes uncovered (refused below): docqa refuses the duplicate itself. */
     char *hlabel = g_strdup_printf("%s: header", label);
     JsonParser *parser =
-        dq_json_parse((const char *)data + 8, (gssize)hlen, hlabel, DQ_JSON_UNIQUE_KEYS, err);
-    GArray *spans = g_array_new(FALSE, FALSE, sizeof(Span));
-    gboolean ok = FALSE;
+        dq_json_parse((const char *)json, (gssize)hlen, hlabel, DQ_JSON_UNIQUE_KEYS, err);
     g_free(hlabel);
-    if (parser == NULL)
-        goto out;
-    JsonNode *root = json_parser_get_root(parser);
-    if (!JSON_NODE_HOLDS_OBJECT(root)) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: header is not a JSON object", label);
-        goto out;
+    return parser;
+}
+
+/* An entry's "shape": at most DQ_TENSOR_MAX_DIMS sizes, into tensor; *numel their product, and
+ * *overflow set when that product does not fit 64 bits (refused with the size check, after the
+ * offsets, so that each refusal keeps its place). */
+static gboolean read_shape(JsonArray *shape, const Header *h, const char *name, DqTensor *tensor,
+                           uint64_t *numel, gboolean *overflow, GError **err) {
+    guint ndim = json_array_get_length(shape);
+    if (ndim > DQ_TENSOR_MAX_DIMS)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: tensor '%s': %u dims (at most %d supported)",
+                       h->label, name, ndim, DQ_TENSOR_MAX_DIMS);
+    *numel = 1;
+    *overflow = FALSE;
+    for (guint i = 0; i < ndim; i++) {
+        uint64_t d;
+        if (!json_get_u64(json_array_get_element(shape, i), &d) || d > (uint64_t)G_MAXINT64)
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': shape[%u] is not a size", h->label,
+                           name, i);
+        tensor->shape[i] = (int64_t)d;
+        if (d != 0 && *numel > G_MAXUINT64 / d)
+            *overflow = TRUE;
+        else
+            *numel *= d;
     }
+    tensor->ndim = (int)ndim;
+    return TRUE;
+}
+
+/* An entry's "data_offsets": [begin, end], inside the data section. */
+static gboolean read_offsets(JsonArray *offs, const Header *h, const char *name, uint64_t *begin,
+                             uint64_t *end, GError **err) {
+    if (json_array_get_length(offs) != 2 || !json_get_u64(json_array_get_element(offs, 0), begin) ||
+        !json_get_u64(json_array_get_element(offs, 1), end) || *begin > *end)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': data_offsets must be [begin, end]",
+                       h->label, name);
+    if (*end > h->data_len)
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: tensor '%s': data [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                       ") overruns the data section (%" G_GUINT64_FORMAT " bytes; file truncated?)",
+                       h->label, name, *begin, *end, h->data_len);
+    return TRUE;
+}
+
+/* One header entry checked and added to the tensors, its byte range to h->spans. */
+static gboolean add_tensor(Header *h, const char *name, JsonNode *member, GError **err) {
+    if (!JSON_NODE_HOLDS_OBJECT(member))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': entry is not an object", h->label,
+                       name);
+    JsonObject *t = json_node_get_object(member);
+    JsonNode *dn = json_object_get_member(t, "dtype");
+    JsonNode *sn = json_object_get_member(t, "shape");
+    JsonNode *on = json_object_get_member(t, "data_offsets");
+    if (dn == NULL || JSON_NODE_TYPE(dn) != JSON_NODE_VALUE ||
+        json_node_get_value_type(dn) != G_TYPE_STRING || sn == NULL || !JSON_NODE_HOLDS_ARRAY(sn) ||
+        on == NULL || !JSON_NODE_HOLDS_ARRAY(on))
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: tensor '%s': needs a string dtype, a shape array and data_offsets",
+                       h->label, name);
+    DqTensor tensor = {0};
+    const char *dtype = json_node_get_string(dn);
+    if (!parse_dtype(dtype, &tensor.dtype))
+        return dq_fail(err, DQ_ERR_UNSUPPORTED,
+                       "%s: tensor '%s': dtype %s is not supported (F32, BF16, F16 are)", h->label,
+                       name, dtype);
+    uint64_t numel = 1, begin = 0, end = 0;
+    gboolean overflow = FALSE;
+    if (!read_shape(json_node_get_array(sn), h, name, &tensor, &numel, &overflow, err) ||
+        !read_offsets(json_node_get_array(on), h, name, &begin, &end, err))
+        return FALSE;
+    uint64_t esize = dq_dtype_size(tensor.dtype);
+    if (overflow || numel > G_MAXUINT64 / esize || numel * esize != end - begin)
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: tensor '%s': %" G_GUINT64_FORMAT
+                       " bytes of data do not match its shape "
+                       "and dtype %s",
+                       h->label, name, end - begin, dtype);
+    if (g_hash_table_contains(h->st->tensors, name))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s' appears twice", h->label, name);
+    tensor.numel = (int64_t)numel;
+    tensor.nbytes = (size_t)(end - begin);
+    tensor.data = h->base + begin;
+    tensor.name = g_string_chunk_insert(h->st->strings, name);
+    tensor.file = g_string_chunk_insert_const(h->st->strings, h->label);
+    g_hash_table_insert(h->st->tensors, (gpointer)tensor.name, g_memdup2(&tensor, sizeof tensor));
+    Span span = {begin, end, tensor.name};
+    g_array_append_val(h->spans, span);
+    return TRUE;
+}
+
+/* The header's object: "__metadata__", then every other member a tensor. */
+static gboolean add_tensors(Header *h, JsonNode *root, GError **err) {
+    if (!JSON_NODE_HOLDS_OBJECT(root))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: header is not a JSON object", h->label);
     JsonObject *obj = json_node_get_object(root);
-    if (!check_metadata(json_object_get_member(obj, "__metadata__"), label, err))
-        goto out;
+    if (!check_metadata(json_object_get_member(obj, "__metadata__"), h->label, err))
+        return FALSE;
     JsonObjectIter it;
     const char *name;
     JsonNode *member;
     json_object_iter_init(&it, obj);
-    while (json_object_iter_next(&it, &name, &member)) {
-        if (strcmp(name, "__metadata__") == 0)
-            continue;
-        if (!JSON_NODE_HOLDS_OBJECT(member)) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': entry is not an object", label, name);
-            goto out;
-        }
-        JsonObject *t = json_node_get_object(member);
-        JsonNode *dn = json_object_get_member(t, "dtype");
-        JsonNode *sn = json_object_get_member(t, "shape");
-        JsonNode *on = json_object_get_member(t, "data_offsets");
-        if (dn == NULL || JSON_NODE_TYPE(dn) != JSON_NODE_VALUE ||
-            json_node_get_value_type(dn) != G_TYPE_STRING || sn == NULL ||
-            !JSON_NODE_HOLDS_ARRAY(sn) || on == NULL || !JSON_NODE_HOLDS_ARRAY(on)) {
-            dq_fail(err, DQ_ERR_FORMAT,
-                    "%s: tensor '%s': needs a string dtype, a shape array and data_offsets", label,
-                    name);
-            goto out;
-        }
-        DqTensor tensor = {0};
-        const char *dtype = json_node_get_string(dn);
-        if (!parse_dtype(dtype, &tensor.dtype)) {
-            dq_fail(err, DQ_ERR_UNSUPPORTED,
-                    "%s: tensor '%s': dtype %s is not supported (F32, BF16, F16 are)", label, name,
-                    dtype);
-            goto out;
-        }
-        JsonArray *shape = json_node_get_array(sn);
-        guint ndim = json_array_get_length(shape);
-        if (ndim > DQ_TENSOR_MAX_DIMS) {
-            dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: tensor '%s': %u dims (at most %d supported)",
-                    label, name, ndim, DQ_TENSOR_MAX_DIMS);
-            goto out;
-        }
-        uint64_t numel = 1;
-        gboolean overflow = FALSE;
-        for (guint i = 0; i < ndim; i++) {
-            uint64_t d;
-            if (!json_get_u64(json_array_get_element(shape, i), &d) || d > (uint64_t)G_MAXINT64) {
-                dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': shape[%u] is not a size", label, name,
-                        i);
-                goto out;
-            }
-            tensor.shape[i] = (int64_t)d;
-            if (d != 0 && numel > G_MAXUINT64 / d)
-                overflow = TRUE;
-            else
-                numel *= d;
-        }
-        tensor.ndim = (int)ndim;
-        JsonArray *offs = json_node_get_array(on);
-        uint64_t begin, end;
-        if (json_array_get_length(offs) != 2 ||
-            !json_get_u64(json_array_get_element(offs, 0), &begin) ||
-            !json_get_u64(json_array_get_element(offs, 1), &end) || begin > end) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': data_offsets must be [begin, end]", label,
-                    name);
-            goto out;
-        }
-        if (end > data_len) {
-            dq_fail(err, DQ_ERR_FORMAT,
-                    "%s: tensor '%s': data [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
-                    ") overruns the data section (%" G_GUINT64_FORMAT " bytes; file truncated?)",
-                    label, name, begin, end, data_len);
-            goto out;
-        }
-        uint64_t esize = dq_dtype_size(tensor.dtype);
-        if (overflow || numel > G_MAXUINT64 / esize || numel * esize != end - begin) {
-            dq_fail(err, DQ_ERR_FORMAT,
-                    "%s: tensor '%s': %" G_GUINT64_FORMAT " bytes of data do not match its shape "
-                    "and dtype %s",
-                    label, name, end - begin, dtype);
-            goto out;
-        }
-        if (g_hash_table_contains(st->tensors, name)) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s' appears twice", label, name);
-            goto out;
-        }
-        tensor.numel = (int64_t)numel;
-        tensor.nbytes = (size_t)(end - begin);
-        tensor.data = base + begin;
-        tensor.name = g_string_chunk_insert(st->strings, name);
-        tensor.file = g_string_chunk_insert_const(st->strings, label);
-        g_hash_table_insert(st->tensors, (gpointer)tensor.name, g_memdup2(&tensor, sizeof tensor));
-        Span span = {begin, end, tensor.name};
-        g_array_append_val(spans, span);
-    }
-    ok = check_layout(spans, data_len, label, err);
-out:
-    g_array_free(spans, TRUE);
-    if (parser != NULL)
-        g_object_unref(parser);
+    while (json_object_iter_next(&it, &name, &member))
+        if (strcmp(name, "__metadata__") != 0 && !add_tensor(h, name, member, err))
+            return FALSE;
+    return TRUE;
+}
+
+/* Adds the tensors of one file image to st. `label` names the file in errors. */
+static gboolean parse_into(DqSafeTensors *st, const uint8_t *data, size_t len, const char *label,
+                           GError **err) {
+    uint64_t hlen = 0;
+    if (!read_header_length(data, len, label, &hlen, err))
+        return FALSE;
+    JsonParser *parser = parse_header_json(data + 8, hlen, label, err);
+    if (parser == NULL)
+        return FALSE;
+    Header h = {st, label, data + 8 + hlen, len - 8 - hlen,
+                g_array_new(FALSE, FALSE, sizeof(Span))};
+    gboolean ok = add_tensors(&h, json_parser_get_root(parser), err) &&
+                  check_layout(h.spans, h.data_len, label, err);
+    g_array_free(h.spans, TRUE);
+    g_object_unref(parser);
     return ok;
 }
 

@@ -90,138 +90,176 @@ static void doc_params(PgParams *p, const DqDocumentRow *doc) {
     pg_text(p, doc->error_message);
 }
 
+/* One document being recorded: its store, its row and its pages' render settings, and the id
+ * and version it comes to. */
+typedef struct {
+    DqStore *s;
+    const DqDocumentRow *doc;
+    const char *render_settings;
+    gint64 id;
+    int version;
+} PgDocRecord;
+
+/* Two ingests of one path on two machines must not both take version n + 1: the path's advisory
+ * lock (held to the end of the transaction) puts them one after the other. */
+static gboolean lock_path(PgDocRecord *rec, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, rec->doc->path);
+    return pg_do(rec->s, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &p,
+                 "locking a document path", NULL, err);
+}
+
+/* Under the path's lock: the newest version (0 when none), and its id and version taken when it
+ * holds these bytes (another ingest recorded them meanwhile). */
+static gboolean find_newest(PgDocRecord *rec, int *newest, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, rec->doc->path);
+    pg_text(&p, rec->doc->sha256);
+    PGresult *r = pg_run(rec->s,
+                         "SELECT id, version, sha256 IS NOT DISTINCT FROM $2 FROM documents "
+                         "WHERE path = $1 ORDER BY version DESC LIMIT 1",
+                         &p, "looking up the newest version", err);
+    if (r == NULL)
+        return FALSE;
+    *newest = 0;
+    if (PQntuples(r) == 1) {
+        *newest = (int)pg_get_i64(r, 0, 1);
+        if (strcmp(PQgetvalue(r, 0, 2), "t") == 0) {
+            rec->id = pg_get_i64(r, 0, 0);
+            rec->version = *newest;
+        }
+    }
+    PQclear(r);
+    return TRUE;
+}
+
+/* The document as the version after `newest`. */
+static gboolean insert_document(PgDocRecord *rec, int newest, GError **err) {
+    PgParams p = {0};
+    doc_params(&p, rec->doc);
+    pg_i64(&p, newest + 1);
+    PGresult *r = pg_run(rec->s,
+                         "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, "
+                         "page_count, status, error_code, error_message) VALUES ($1, $10, $2, $3, "
+                         "$4, $5, $6, $7, $8, $9) RETURNING id",
+                         &p, "inserting a document", err);
+    if (r == NULL)
+        return FALSE;
+    if (PQntuples(r) == 1) {
+        rec->id = pg_get_i64(r, 0, 0);
+        rec->version = newest + 1;
+    }
+    PQclear(r);
+    if (rec->id <= 0)
+        return dq_fail(err, DQ_ERR_DB, "%s: inserting a document: no row", dq_store_path(rec->s));
+    return TRUE;
+}
+
+/* A new document: the newest version when it holds these bytes, else the next one. */
+static gboolean take_version(PgDocRecord *rec, GError **err) {
+    int newest = 0;
+    if (!find_newest(rec, &newest, err))
+        return FALSE;
+    return rec->id > 0 || insert_document(rec, newest, err);
+}
+
+/* A document ingested again: its outcome updated, and the pages the new rendering lacks gone. */
+static gboolean replace_outcome(PgDocRecord *rec, const DqPageRow *pages, int n_pages,
+                                GError **err) {
+    const DqDocumentRow *doc = rec->doc;
+    PgParams p = {0};
+    pg_i64(&p, rec->id);
+    if (doc->page_count >= 0)
+        pg_i64(&p, doc->page_count);
+    else
+        pg_text(&p, NULL);
+    pg_text(&p, doc->status);
+    pg_text(&p, doc->error_code);
+    pg_text(&p, doc->error_message);
+    pg_text(&p, doc->kind);
+    if (!pg_do(rec->s,
+               "UPDATE documents SET page_count = coalesce($2, page_count), status = $3, "
+               "error_code = $4, error_message = $5, kind = $6, ingested_at = docqa_now_iso() "
+               "WHERE id = $1",
+               &p, "updating a document", NULL, err))
+        return FALSE;
+    /* As on SQLite (store_documents.c, replace_outcome): pages the new rendering lacks go
+     * unless a job was asked about them; the others are updated in place below. */
+    int last_page = 0;
+    for (int i = 0; i < n_pages; i++)
+        last_page = MAX(last_page, pages[i].page_number);
+    pg_i64(&p, rec->id);
+    pg_text(&p, rec->render_settings);
+    pg_i64(&p, last_page);
+    return pg_do(rec->s,
+                 "DELETE FROM pages WHERE document_id = $1 AND render_settings = $2 "
+                 "AND page_number > $3 AND NOT EXISTS (SELECT 1 FROM jobs WHERE page_id = "
+                 "pages.id)",
+                 &p, "replacing pages", NULL, err);
+}
+
+/* One page row, new or (when `overwrite`) updated in place. */
+static gboolean insert_page(PgDocRecord *rec, const DqPageRow *pg, gboolean overwrite,
+                            GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, rec->id);
+    pg_i64(&p, pg->page_number);
+    if (pg->image_sha256 != NULL) {
+        pg_i64(&p, pg->width);
+        pg_i64(&p, pg->height);
+    } else {
+        pg_text(&p, NULL);
+        pg_text(&p, NULL);
+    }
+    if (pg->source_width > 0 && pg->source_height > 0) {
+        pg_dbl(&p, pg->source_width);
+        pg_dbl(&p, pg->source_height);
+    } else {
+        pg_text(&p, NULL);
+        pg_text(&p, NULL);
+    }
+    pg_text(&p, rec->render_settings);
+    pg_text(&p, pg->image_sha256);
+    pg_text(&p, pg->status);
+    pg_text(&p, pg->error_code);
+    pg_text(&p, pg->error_message);
+    pg_bool(&p, overwrite);
+    return pg_do(rec->s,
+                 "INSERT INTO pages (document_id, page_number, width, height, source_width, "
+                 "source_height, render_settings, image_sha256, status, error_code, "
+                 "error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                 "ON CONFLICT (document_id, page_number, render_settings) DO UPDATE SET "
+                 "width = excluded.width, height = excluded.height, "
+                 "source_width = excluded.source_width, "
+                 "source_height = excluded.source_height, "
+                 "image_sha256 = excluded.image_sha256, status = excluded.status, "
+                 "error_code = excluded.error_code, error_message = excluded.error_message "
+                 "WHERE $12",
+                 &p, "inserting a page", NULL, err);
+}
+
 gboolean pgdocs_record(DqStore *s, const DqDocumentRow *doc, gint64 existing_id, gboolean replace,
                        const char *render_settings, const DqPageRow *pages, int n_pages,
                        gint64 *out_id, int *out_version, GError **err) {
-    gint64 id = existing_id;
-    int version = 0;
-    PgParams p = {0};
-    PGresult *r;
+    PgDocRecord rec = {s, doc, render_settings, existing_id, 0};
+    gboolean replacing = existing_id > 0 && replace;
     if (!pg_begin(s, err))
         return FALSE;
-    /* Two ingests of one path on two machines must not both take version n + 1: the path's
-     * advisory lock (held to the end of the transaction) puts them one after the other. */
-    pg_text(&p, doc->path);
-    if (!pg_do(s, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &p,
-               "locking a document path", NULL, err))
+    if (!lock_path(&rec, err))
         goto fail;
-    if (existing_id <= 0) {
-        /* Under the path's lock: the newest version, reused when it holds these bytes (another
-         * ingest recorded them meanwhile), else this one follows it. */
-        pg_text(&p, doc->path);
-        pg_text(&p, doc->sha256);
-        r = pg_run(s,
-                   "SELECT id, version, sha256 IS NOT DISTINCT FROM $2 FROM documents "
-                   "WHERE path = $1 ORDER BY version DESC LIMIT 1",
-                   &p, "looking up the newest version", err);
-        if (r == NULL)
+    if (existing_id <= 0 && !take_version(&rec, err))
+        goto fail;
+    if (replacing && !replace_outcome(&rec, pages, n_pages, err))
+        goto fail;
+    for (int i = 0; i < n_pages; i++)
+        if (!pages[i].stored && !insert_page(&rec, &pages[i], replacing, err))
             goto fail;
-        int newest = 0;
-        if (PQntuples(r) == 1) {
-            newest = (int)pg_get_i64(r, 0, 1);
-            if (strcmp(PQgetvalue(r, 0, 2), "t") == 0) {
-                id = pg_get_i64(r, 0, 0);
-                version = newest;
-            }
-        }
-        PQclear(r);
-        if (id <= 0) {
-            doc_params(&p, doc);
-            pg_i64(&p, newest + 1);
-            r = pg_run(s,
-                       "INSERT INTO documents (path, version, sha256, bytes, mtime, kind, "
-                       "page_count, status, error_code, error_message) VALUES ($1, $10, $2, $3, "
-                       "$4, $5, $6, $7, $8, $9) RETURNING id",
-                       &p, "inserting a document", err);
-            if (r == NULL)
-                goto fail;
-            if (PQntuples(r) == 1) {
-                id = pg_get_i64(r, 0, 0);
-                version = newest + 1;
-            }
-            PQclear(r);
-            if (id <= 0) {
-                dq_fail(err, DQ_ERR_DB, "%s: inserting a document: no row", dq_store_path(s));
-                goto fail;
-            }
-        }
-    } else if (replace) {
-        pg_i64(&p, existing_id);
-        if (doc->page_count >= 0)
-            pg_i64(&p, doc->page_count);
-        else
-            pg_text(&p, NULL);
-        pg_text(&p, doc->status);
-        pg_text(&p, doc->error_code);
-        pg_text(&p, doc->error_message);
-        pg_text(&p, doc->kind);
-        if (!pg_do(s,
-                   "UPDATE documents SET page_count = coalesce($2, page_count), status = $3, "
-                   "error_code = $4, error_message = $5, kind = $6, ingested_at = docqa_now_iso() "
-                   "WHERE id = $1",
-                   &p, "updating a document", NULL, err))
-            goto fail;
-        /* As on SQLite (store_documents.c, replace_outcome): pages the new rendering lacks go
-         * unless a job was asked about them; the others are updated in place below. */
-        int last_page = 0;
-        for (int i = 0; i < n_pages; i++)
-            last_page = MAX(last_page, pages[i].page_number);
-        pg_i64(&p, existing_id);
-        pg_text(&p, render_settings);
-        pg_i64(&p, last_page);
-        if (!pg_do(s,
-                   "DELETE FROM pages WHERE document_id = $1 AND render_settings = $2 "
-                   "AND page_number > $3 AND NOT EXISTS (SELECT 1 FROM jobs WHERE page_id = "
-                   "pages.id)",
-                   &p, "replacing pages", NULL, err))
-            goto fail;
-    }
-    for (int i = 0; i < n_pages; i++) {
-        const DqPageRow *pg = &pages[i];
-        if (pg->stored)
-            continue;
-        pg_i64(&p, id);
-        pg_i64(&p, pg->page_number);
-        if (pg->image_sha256 != NULL) {
-            pg_i64(&p, pg->width);
-            pg_i64(&p, pg->height);
-        } else {
-            pg_text(&p, NULL);
-            pg_text(&p, NULL);
-        }
-        if (pg->source_width > 0 && pg->source_height > 0) {
-            pg_dbl(&p, pg->source_width);
-            pg_dbl(&p, pg->source_height);
-        } else {
-            pg_text(&p, NULL);
-            pg_text(&p, NULL);
-        }
-        pg_text(&p, render_settings);
-        pg_text(&p, pg->image_sha256);
-        pg_text(&p, pg->status);
-        pg_text(&p, pg->error_code);
-        pg_text(&p, pg->error_message);
-        pg_bool(&p, existing_id > 0 && replace);
-        if (!pg_do(s,
-                   "INSERT INTO pages (document_id, page_number, width, height, source_width, "
-                   "source_height, render_settings, image_sha256, status, error_code, "
-                   "error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-                   "ON CONFLICT (document_id, page_number, render_settings) DO UPDATE SET "
-                   "width = excluded.width, height = excluded.height, "
-                   "source_width = excluded.source_width, "
-                   "source_height = excluded.source_height, "
-                   "image_sha256 = excluded.image_sha256, status = excluded.status, "
-                   "error_code = excluded.error_code, error_message = excluded.error_message "
-                   "WHERE $12",
-                   &p, "inserting a page", NULL, err))
-            goto fail;
-    }
     if (!pg_commit(s, err))
         goto fail;
     if (out_id)
-        *out_id = id;
+        *out_id = rec.id;
     if (out_version)
-        *out_version = version;
+        *out_version = rec.version;
     return TRUE;
 fail:
     dq_error_prefix(err, "%s", doc->path);

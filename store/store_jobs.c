@@ -579,46 +579,40 @@ GPtrArray *store_jobs_claim(DqStore *s, const char *owner, const char *model_id,
     return out;
 }
 
-GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *model_id, int limit,
-                                   gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
-                                   GError **err) {
-    PG_DISPATCH(s,
-                return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, buried_ids, err));
-    GArray *dead = g_array_new(FALSE, FALSE, sizeof(gint64));
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
-    GArray *ids = g_array_new(FALSE, FALSE, sizeof(gint64));
-    sqlite3_stmt *st;
-    gint64 waited_ms = 0;
-    if (!begin_timed(s, &waited_ms, err))
-        goto fail;
-    now_ms += waited_ms; /* new leases run from now, not from before the lock was free */
-    /* After a stall (above begin_timed), leases that expired since it began are left to their
-     * holders, which were waiting for the lock as this claim was: they renew them once they
-     * get it. */
-    gint64 expired_before = now_ms, stall_ago = recent_stall_ms(lease_ms);
-    if (stall_ago >= 0)
-        expired_before = now_ms - stall_ago;
+/* One claim: who claims for which model, the times it compares leases with, and what it comes
+ * to (the jobs claimed, and those buried on the way). */
+typedef struct {
+    DqStore *s;
+    const char *owner, *model_id;
+    int limit;
+    gint64 now_ms, lease_ms;
+    gint64 expired_before; /* leases that expired before this are reclaimed */
+    GArray *dead;          /* gint64: jobs buried by their expired lease */
+    GArray *ids;           /* gint64: jobs claimed */
+    GPtrArray *out;        /* DqClaimedJob * */
+} Claim;
 
-    /* Expired leases: the holder died or hung. Keep a record, then queue the job again (or
-     * bury it when that was its last attempt, so a job that kills its worker every time
-     * cannot take the whole queue down with it). Never the claimant's own: it is alive, since it
-     * is claiming, and still answering them (its heartbeat fell behind, the database was locked
-     * or unreachable); taking them back would put the same job in its model twice. */
-    st = stmt(s,
-              "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
-              "SELECT id, attempts, lease_owner, " DQ_SQL_LEASE_EXPIRED_KIND
-              ", " DQ_SQL_LEASE_EXPIRED_MESSAGE " FROM jobs "
-              "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
-              "AND lease_owner <> ?3",
-              err);
+/* Expired leases: the holder died or hung. Keep a record, then queue the job again (or bury it
+ * when that was its last attempt, so a job that kills its worker every time cannot take the whole
+ * queue down with it). Never the claimant's own: it is alive, since it is claiming, and still
+ * answering them (its heartbeat fell behind, the database was locked or unreachable); taking
+ * them back would put the same job in its model twice. */
+static gboolean reclaim_expired(Claim *c, GError **err) {
+    sqlite3_stmt *st = stmt(c->s,
+                            "INSERT INTO job_errors (job_id, attempt, worker, kind, message) "
+                            "SELECT id, attempts, lease_owner, " DQ_SQL_LEASE_EXPIRED_KIND
+                            ", " DQ_SQL_LEASE_EXPIRED_MESSAGE " FROM jobs "
+                            "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
+                            "AND lease_owner <> ?3",
+                            err);
     if (st == NULL)
-        goto fail;
-    sqlite3_bind_int64(st, 1, expired_before);
-    bind_text(st, 2, model_id);
-    bind_text(st, 3, owner);
-    if (!step_done(s, st, "recording expired leases", err))
-        goto fail;
-    st = stmt(s,
+        return FALSE;
+    sqlite3_bind_int64(st, 1, c->expired_before);
+    bind_text(st, 2, c->model_id);
+    bind_text(st, 3, c->owner);
+    if (!step_done(c->s, st, "recording expired leases", err))
+        return FALSE;
+    st = stmt(c->s,
               "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts AND " DQ_SQL_HAS_ANSWER
               " THEN 'done' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
               "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
@@ -628,88 +622,134 @@ GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *mo
               "AND lease_owner <> ?3 RETURNING id, state",
               err);
     if (st == NULL)
-        goto fail;
-    sqlite3_bind_int64(st, 1, expired_before);
-    bind_text(st, 2, model_id);
-    bind_text(st, 3, owner);
+        return FALSE;
+    sqlite3_bind_int64(st, 1, c->expired_before);
+    bind_text(st, 2, c->model_id);
+    bind_text(st, 3, c->owner);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         if (g_strcmp0((const char *)sqlite3_column_text(st, 1), "dead") == 0) {
             gint64 id = sqlite3_column_int64(st, 0);
-            g_array_append_val(dead, id);
+            g_array_append_val(c->dead, id);
         }
     sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        db_fail(s, err, "reclaiming expired leases");
-        goto fail;
-    }
+    if (rc != SQLITE_DONE)
+        return db_fail(c->s, err, "reclaiming expired leases");
+    return TRUE;
+}
 
+/* Up to `limit` queued jobs of the model, oldest first, leased to the owner: their ids, sorted. */
+static gboolean claim_ready(Claim *c, GError **err) {
     /* INDEXED BY: without statistics the planner prefers jobs_state_counts and then visits every
      * queued job of every model; jobs_ready walks this model's queue in id order and stops. */
-    st = stmt(s,
-              "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_ms = ?2, "
-              "attempts = attempts + 1 "
-              "WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_ready "
-              "WHERE state = 'queued' AND model_id = ?3 "
-              "AND not_before_ms <= ?4 ORDER BY id LIMIT ?5) RETURNING id",
-              err);
+    sqlite3_stmt *st = stmt(c->s,
+                            "UPDATE jobs SET state = 'running', lease_owner = ?1, "
+                            "lease_expires_ms = ?2, attempts = attempts + 1 "
+                            "WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_ready "
+                            "WHERE state = 'queued' AND model_id = ?3 "
+                            "AND not_before_ms <= ?4 ORDER BY id LIMIT ?5) RETURNING id",
+                            err);
     if (st == NULL)
+        return FALSE;
+    bind_text(st, 1, c->owner);
+    sqlite3_bind_int64(st, 2, c->now_ms + c->lease_ms);
+    bind_text(st, 3, c->model_id);
+    sqlite3_bind_int64(st, 4, c->now_ms);
+    sqlite3_bind_int(st, 5, c->limit);
+    if (!append_ids(c->s, st, c->ids, "claiming jobs", err))
+        return FALSE;
+    g_array_sort(c->ids, store_jobs_cmp_id);
+    return TRUE;
+}
+
+/* A claimed job with what its worker needs: its page, document and question (or which of them
+ * is gone). */
+static DqClaimedJob *read_claimed_job(DqStore *s, gint64 id, GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT j.id, j.page_id, p.document_id, d.path, p.page_number, "
+                            "p.render_settings, p.image_sha256, q.text, j.model_id, "
+                            "j.generation_settings, j.attempts, j.max_attempts, p.id IS NULL, "
+                            "d.id IS NULL, q.id IS NULL "
+                            "FROM jobs j LEFT JOIN pages p ON p.id = j.page_id "
+                            "LEFT JOIN documents d ON d.id = p.document_id "
+                            "LEFT JOIN questions q ON q.id = j.question_id WHERE j.id = ?1",
+                            err);
+    if (st == NULL)
+        return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    if (!step_row(s, st, "reading a claimed job", err))
+        return NULL;
+    DqClaimedJob *j = g_new0(DqClaimedJob, 1);
+    j->job_id = sqlite3_column_int64(st, 0);
+    j->page_id = sqlite3_column_int64(st, 1);
+    j->document_id = sqlite3_column_int64(st, 2);
+    j->document_path = col_dup(st, 3);
+    j->page_number = sqlite3_column_int(st, 4);
+    j->render_settings = col_dup(st, 5);
+    j->image_sha256 = col_dup(st, 6);
+    j->question = col_dup(st, 7);
+    j->model_id = col_dup(st, 8);
+    j->generation_settings = col_dup(st, 9);
+    j->attempt = sqlite3_column_int(st, 10);
+    j->max_attempts = sqlite3_column_int(st, 11);
+    j->missing = store_jobs_missing(sqlite3_column_int(st, 12), sqlite3_column_int(st, 13),
+                                    sqlite3_column_int(st, 14));
+    sqlite3_reset(st);
+    return j;
+}
+
+/* The claim's transaction: expired leases reclaimed, ready jobs leased, the claimed jobs read. */
+static gboolean claim_in_transaction(Claim *c, GError **err) {
+    gint64 waited_ms = 0;
+    if (!begin_timed(c->s, &waited_ms, err))
         goto fail;
-    bind_text(st, 1, owner);
-    sqlite3_bind_int64(st, 2, now_ms + lease_ms);
-    bind_text(st, 3, model_id);
-    sqlite3_bind_int64(st, 4, now_ms);
-    sqlite3_bind_int(st, 5, limit);
-    if (!append_ids(s, st, ids, "claiming jobs", err))
+    c->now_ms += waited_ms; /* new leases run from now, not from before the lock was free */
+    /* After a stall (above begin_timed), leases that expired since it began are left to their
+     * holders, which were waiting for the lock as this claim was: they renew them once they
+     * get it. */
+    gint64 stall_ago = recent_stall_ms(c->lease_ms);
+    c->expired_before = stall_ago >= 0 ? c->now_ms - stall_ago : c->now_ms;
+    if (!reclaim_expired(c, err) || !claim_ready(c, err))
         goto fail;
-    g_array_sort(ids, store_jobs_cmp_id);
-    for (guint i = 0; i < ids->len; i++) {
-        st = stmt(s,
-                  "SELECT j.id, j.page_id, p.document_id, d.path, p.page_number, "
-                  "p.render_settings, p.image_sha256, q.text, j.model_id, "
-                  "j.generation_settings, j.attempts, j.max_attempts, p.id IS NULL, "
-                  "d.id IS NULL, q.id IS NULL "
-                  "FROM jobs j LEFT JOIN pages p ON p.id = j.page_id "
-                  "LEFT JOIN documents d ON d.id = p.document_id "
-                  "LEFT JOIN questions q ON q.id = j.question_id WHERE j.id = ?1",
-                  err);
-        if (st == NULL)
+    for (guint i = 0; i < c->ids->len; i++) {
+        DqClaimedJob *j = read_claimed_job(c->s, g_array_index(c->ids, gint64, i), err);
+        if (j == NULL)
             goto fail;
-        sqlite3_bind_int64(st, 1, g_array_index(ids, gint64, i));
-        if (!step_row(s, st, "reading a claimed job", err))
-            goto fail;
-        DqClaimedJob *j = g_new0(DqClaimedJob, 1);
-        j->job_id = sqlite3_column_int64(st, 0);
-        j->page_id = sqlite3_column_int64(st, 1);
-        j->document_id = sqlite3_column_int64(st, 2);
-        j->document_path = col_dup(st, 3);
-        j->page_number = sqlite3_column_int(st, 4);
-        j->render_settings = col_dup(st, 5);
-        j->image_sha256 = col_dup(st, 6);
-        j->question = col_dup(st, 7);
-        j->model_id = col_dup(st, 8);
-        j->generation_settings = col_dup(st, 9);
-        j->attempt = sqlite3_column_int(st, 10);
-        j->max_attempts = sqlite3_column_int(st, 11);
-        j->missing = store_jobs_missing(sqlite3_column_int(st, 12), sqlite3_column_int(st, 13),
-                                        sqlite3_column_int(st, 14));
-        sqlite3_reset(st);
-        g_ptr_array_add(out, j);
+        g_ptr_array_add(c->out, j);
     }
     hook("claim:before_commit");
-    if (!commit(s, err))
+    if (!commit(c->s, err))
         goto fail;
-    g_array_free(ids, TRUE);
-    if (buried_ids)
-        g_array_append_vals(buried_ids, dead->data, dead->len);
-    g_array_free(dead, TRUE);
-    return out;
+    return TRUE;
 fail:
-    rollback(s);
-    g_array_free(ids, TRUE);
-    g_array_free(dead, TRUE);
-    g_ptr_array_free(out, TRUE);
-    return NULL;
+    rollback(c->s);
+    return FALSE;
+}
+
+GPtrArray *store_jobs_claim_noting(DqStore *s, const char *owner, const char *model_id, int limit,
+                                   gint64 now_ms, gint64 lease_ms, GArray *buried_ids,
+                                   GError **err) {
+    PG_DISPATCH(s,
+                return pgjobs_claim(s, owner, model_id, limit, now_ms, lease_ms, buried_ids, err));
+    Claim c = {.s = s,
+               .owner = owner,
+               .model_id = model_id,
+               .limit = limit,
+               .now_ms = now_ms,
+               .lease_ms = lease_ms,
+               .dead = g_array_new(FALSE, FALSE, sizeof(gint64)),
+               .ids = g_array_new(FALSE, FALSE, sizeof(gint64)),
+               .out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free)};
+    gboolean ok = claim_in_transaction(&c, err);
+    if (ok && buried_ids)
+        g_array_append_vals(buried_ids, c.dead->data, c.dead->len);
+    g_array_free(c.ids, TRUE);
+    g_array_free(c.dead, TRUE);
+    if (!ok) {
+        g_ptr_array_free(c.out, TRUE);
+        return NULL;
+    }
+    return c.out;
 }
 
 gboolean store_jobs_heartbeat(DqStore *s, const char *owner, gint64 now_ms, gint64 lease_ms,
@@ -767,108 +807,136 @@ fail:
     return FALSE;
 }
 
+/* The guard: only the lease holder may finish a job. A worker whose lease expired and was
+ * reclaimed matches no row here and writes nothing for that job while another holds it or has
+ * answered it. A job nobody holds and nobody answered (back in the queue, or buried when that
+ * expiry was its last attempt: the database was locked longer than a lease; or cancelled while
+ * its worker answered it) takes the late answer rather than throw it away. *finished: whether the
+ * job was marked done. */
+static gboolean finish_job(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *finished,
+                           GError **err) {
+    sqlite3_stmt *st =
+        stmt(s,
+             "UPDATE jobs SET state = 'done', lease_owner = NULL, "
+             "lease_expires_ms = NULL, finished_at = ?3 "
+             "WHERE id = ?1 AND ((lease_owner = ?2 AND state = 'running') "
+             "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
+             err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, owner);
+    bind_text(st, 3, a->finished_at);
+    if (!step_done(s, st, "finishing a job", err))
+        return FALSE;
+    *finished = sqlite3_changes(dq_store_sqlite(s)) == 1;
+    return TRUE;
+}
+
+/* This very answer, stored by an earlier try of this completion whose COMMIT went through
+ * unheard (store_jobs.h), is not a late one: *mine says whether it is there. */
+static gboolean answer_stored(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *mine,
+                              GError **err) {
+    sqlite3_stmt *st =
+        stmt(s,
+             "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = ?1 AND worker = ?2 "
+             "AND finished_at = ?3 AND text = ?4)",
+             err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, owner);
+    bind_text(st, 3, a->finished_at);
+    bind_text(st, 4, a->text);
+    int rc = sqlite3_step(st);
+    *mine = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return db_fail(s, err, "looking for a stored answer");
+    return TRUE;
+}
+
+/* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
+static gboolean supersede_answer(DqStore *s, const DqJobAnswer *a, GError **err) {
+    sqlite3_stmt *st =
+        stmt(s,
+             "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS ", superseded_at) "
+             "SELECT id, " DQ_ANSWER_COLUMNS ", ?2 FROM answers WHERE job_id = ?1",
+             err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, a->finished_at);
+    if (!step_done(s, st, "keeping a replaced answer", err))
+        return FALSE;
+    if (sqlite3_changes(dq_store_sqlite(s)) == 0) /* the job had no answer */
+        return TRUE;
+    st = stmt(s, "DELETE FROM answers WHERE job_id = ?1", err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    return step_done(s, st, "keeping a replaced answer", err);
+}
+
+static gboolean insert_answer(DqStore *s, const char *owner, const DqJobAnswer *a, GError **err) {
+    sqlite3_stmt *st = stmt(s,
+                            "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
+                            "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, "
+                            "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 FROM jobs WHERE id = ?1",
+                            err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, a->job_id);
+    bind_text(st, 2, a->text);
+    sqlite3_bind_int(st, 3, a->prompt_tokens);
+    sqlite3_bind_int(st, 4, a->generated_tokens);
+    bind_text(st, 5, owner);
+    bind_text(st, 6, a->started_at);
+    bind_text(st, 7, a->finished_at);
+    sqlite3_bind_double(st, 8, a->ms_image);
+    sqlite3_bind_double(st, 9, a->ms_vision);
+    sqlite3_bind_double(st, 10, a->ms_prefill);
+    sqlite3_bind_double(st, 11, a->ms_decode);
+    sqlite3_bind_double(st, 12, a->ms_total);
+    bind_text(st, 13, a->device);
+    bind_text(st, 14, a->weights);
+    if (a->exact < 0)
+        sqlite3_bind_null(st, 15);
+    else
+        sqlite3_bind_int(st, 15, a->exact ? 1 : 0);
+    bind_text(st, 16, a->model_fingerprint);
+    return step_done(s, st, "storing an answer", err);
+}
+
+/* One answer: its job finished and the answer stored, or, for a job the owner lost, counted only
+ * when this very answer is already there. */
+static gboolean complete_one(DqStore *s, const char *owner, const DqJobAnswer *a, int *count,
+                             GError **err) {
+    gboolean finished = FALSE, mine = FALSE;
+    if (!finish_job(s, owner, a, &finished, err))
+        return FALSE;
+    if (!finished) {
+        if (!answer_stored(s, owner, a, &mine, err))
+            return FALSE;
+        *count += mine;
+        return TRUE;
+    }
+    hook("complete:after_job_update");
+    if (!supersede_answer(s, a, err) || !insert_answer(s, owner, a, err))
+        return FALSE;
+    (*count)++;
+    return TRUE;
+}
+
 gboolean store_jobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                              int *written, GError **err) {
     PG_DISPATCH(s, return pgjobs_complete(s, owner, answers, n, written, err));
     int count = 0;
     if (!begin(s, err))
         return FALSE;
-    for (int i = 0; i < n; i++) {
-        const DqJobAnswer *a = &answers[i];
-        /* The guard: only the lease holder may finish a job. A worker whose lease expired and
-         * was reclaimed matches no row here and writes nothing for that job while another
-         * holds it or has answered it. A job nobody holds and nobody answered (back in the
-         * queue, or buried when that expiry was its last attempt: the database was locked
-         * longer than a lease; or cancelled while its worker answered it) takes the late answer
-         * rather than throw it away. */
-        sqlite3_stmt *st =
-            stmt(s,
-                 "UPDATE jobs SET state = 'done', lease_owner = NULL, "
-                 "lease_expires_ms = NULL, finished_at = ?3 "
-                 "WHERE id = ?1 AND ((lease_owner = ?2 AND state = 'running') "
-                 "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
-                 err);
-        if (st == NULL)
+    for (int i = 0; i < n; i++)
+        if (!complete_one(s, owner, &answers[i], &count, err))
             goto fail;
-        sqlite3_bind_int64(st, 1, a->job_id);
-        bind_text(st, 2, owner);
-        bind_text(st, 3, a->finished_at);
-        if (!step_done(s, st, "finishing a job", err))
-            goto fail;
-        if (sqlite3_changes(dq_store_sqlite(s)) != 1) {
-            /* This very answer, stored by an earlier try of this completion whose COMMIT
-             * went through unheard (store_jobs.h), is not a late one. */
-            st = stmt(s,
-                      "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = ?1 AND worker = ?2 "
-                      "AND finished_at = ?3 AND text = ?4)",
-                      err);
-            if (st == NULL)
-                goto fail;
-            sqlite3_bind_int64(st, 1, a->job_id);
-            bind_text(st, 2, owner);
-            bind_text(st, 3, a->finished_at);
-            bind_text(st, 4, a->text);
-            int rc = sqlite3_step(st);
-            gboolean mine = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
-            sqlite3_reset(st);
-            if (rc != SQLITE_ROW) {
-                db_fail(s, err, "looking for a stored answer");
-                goto fail;
-            }
-            count += mine;
-            continue;
-        }
-        hook("complete:after_job_update");
-        /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
-        st =
-            stmt(s,
-                 "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS ", superseded_at) "
-                 "SELECT id, " DQ_ANSWER_COLUMNS ", ?2 FROM answers WHERE job_id = ?1",
-                 err);
-        if (st == NULL)
-            goto fail;
-        sqlite3_bind_int64(st, 1, a->job_id);
-        bind_text(st, 2, a->finished_at);
-        if (!step_done(s, st, "keeping a replaced answer", err))
-            goto fail;
-        if (sqlite3_changes(dq_store_sqlite(s)) > 0) { /* the job had an answer: it goes */
-            st = stmt(s, "DELETE FROM answers WHERE job_id = ?1", err);
-            if (st == NULL)
-                goto fail;
-            sqlite3_bind_int64(st, 1, a->job_id);
-            if (!step_done(s, st, "keeping a replaced answer", err))
-                goto fail;
-        }
-        st = stmt(s,
-                  "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
-                  "SELECT id, ?2, ?3, ?4, model_id, generation_settings, ?5, ?6, ?7, ?8, ?9, "
-                  "?10, ?11, ?12, ?13, ?14, ?15, ?16 FROM jobs WHERE id = ?1",
-                  err);
-        if (st == NULL)
-            goto fail;
-        sqlite3_bind_int64(st, 1, a->job_id);
-        bind_text(st, 2, a->text);
-        sqlite3_bind_int(st, 3, a->prompt_tokens);
-        sqlite3_bind_int(st, 4, a->generated_tokens);
-        bind_text(st, 5, owner);
-        bind_text(st, 6, a->started_at);
-        bind_text(st, 7, a->finished_at);
-        sqlite3_bind_double(st, 8, a->ms_image);
-        sqlite3_bind_double(st, 9, a->ms_vision);
-        sqlite3_bind_double(st, 10, a->ms_prefill);
-        sqlite3_bind_double(st, 11, a->ms_decode);
-        sqlite3_bind_double(st, 12, a->ms_total);
-        bind_text(st, 13, a->device);
-        bind_text(st, 14, a->weights);
-        if (a->exact < 0)
-            sqlite3_bind_null(st, 15);
-        else
-            sqlite3_bind_int(st, 15, a->exact ? 1 : 0);
-        bind_text(st, 16, a->model_fingerprint);
-        if (!step_done(s, st, "storing an answer", err))
-            goto fail;
-        count++;
-    }
     hook("complete:before_commit");
     if (!commit(s, err))
         goto fail;

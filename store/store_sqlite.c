@@ -875,55 +875,38 @@ static gboolean failed_for_room(sqlite3 *db) {
            ((rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN) && (e == ENOSPC || e == EDQUOT));
 }
 
-static DqStore *open_store(const char *location, int max_version, gboolean must_exist,
-                           OpenMode mode, gboolean *no_room, GError **err) {
-    g_assert(location != NULL);
-    gboolean read_only = mode != OPEN_READ_WRITE;
-    const char *path = location;
-    if (g_str_has_prefix(path, "sqlite:"))
-        path += strlen("sqlite:");
-    else if (!refuse_conninfo(location, err))
-        return NULL;
-    if (dq_store_location_is_postgres(location)) {
-#ifdef DOCQA_HAVE_POSTGRES
-        return store_pg_open(location, max_version, must_exist, err);
-#else
-        dq_fail(err, DQ_ERR_UNSUPPORTED,
-                "a PostgreSQL location needs a docqa built with PostgreSQL support (this one "
-                "was built without)");
-        return NULL;
-#endif
-    }
-    /* SQLite says only "unable to open database file" for these. */
-    if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
-        dq_fail(err, DQ_ERR_DB, "%s: is a directory, not a database file", path);
-        return NULL;
-    }
-    if (must_exist && !g_file_test(path, G_FILE_TEST_EXISTS)) {
-        dq_fail(err, DQ_ERR_DB, "%s: no such database (docqa ingest creates it)", path);
-        return NULL;
-    }
+/* The file a location names, refused where SQLite would say only "unable to open database
+ * file": a folder, a file that must exist and does not, a folder that is not there. */
+static gboolean check_database_path(const char *path, gboolean must_exist, GError **err) {
+    if (g_file_test(path, G_FILE_TEST_IS_DIR))
+        return dq_fail(err, DQ_ERR_DB, "%s: is a directory, not a database file", path);
+    if (must_exist && !g_file_test(path, G_FILE_TEST_EXISTS))
+        return dq_fail(err, DQ_ERR_DB, "%s: no such database (docqa ingest creates it)", path);
     char *folder = g_path_get_dirname(path);
     const char *folder_wrong = !g_file_test(folder, G_FILE_TEST_EXISTS)
                                    ? "does not exist (create it first)"
                                : !g_file_test(folder, G_FILE_TEST_IS_DIR) ? "is not a directory"
                                                                           : NULL;
-    if (folder_wrong != NULL) {
+    if (folder_wrong != NULL)
         dq_fail(err, DQ_ERR_DB, "%s: the folder %s %s", path, folder, folder_wrong);
-        g_free(folder);
-        return NULL;
-    }
     g_free(folder);
+    return folder_wrong == NULL;
+}
+
+/* The SQLite connection, set up as every store's is (busy handling, extended codes, the
+ * docqa_error_reason function), and the file's identity (dq_store_check_file). */
+static DqStore *open_connection(const char *path, OpenMode mode, gboolean *no_room, GError **err) {
     install_sqlite_log();
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
     char *uri = mode == OPEN_IMMUTABLE ? store_sqlite_immutable_uri(path) : NULL;
     store->immutable = uri != NULL;
-    int rc = sqlite3_open_v2(
-        uri ? uri : path, &store->db,
-        (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-            SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
-        NULL);
+    int rc =
+        sqlite3_open_v2(uri ? uri : path, &store->db,
+                        (mode != OPEN_READ_WRITE ? SQLITE_OPEN_READONLY
+                                                 : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                            SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
+                        NULL);
     g_free(uri);
     if (rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: cannot open database: %s", path,
@@ -946,32 +929,52 @@ static DqStore *open_store(const char *location, int max_version, gboolean must_
         store->dev = st.st_dev;
         store->ino = st.st_ino;
     }
-    /* Read-only: what is there is read as it is (no WAL switch, no migration: an older
-     * database fails in apply_migrations' first write, naming the folder). */
-    if (read_only) {
-        if (!check_docqa_database(store, must_exist, err) ||
-            !exec_waiting(store, "PRAGMA query_only=ON; PRAGMA foreign_keys=ON;", err) ||
-            !apply_migrations(store, max_version, FALSE, err) ||
-            !read_schema_version(store, &store->schema_version, err)) {
-            if (no_room != NULL)
-                *no_room = failed_for_room(store->db);
-            dq_store_close(store);
-            return NULL;
-        }
-        return store;
+    return store;
+}
+
+/* A docqa database, brought to max_version (0: the newest) and its version read (the version
+ * dq_store_check_file compares with: a failed read is no version). Read-only: what is there is
+ * read as it is (no WAL switch, no migration: an older database fails in apply_migrations' first
+ * write, naming the folder). */
+static gboolean ready_schema(DqStore *store, int max_version, gboolean must_exist,
+                             gboolean read_only, GError **err) {
+    const char *setup = read_only ? "PRAGMA query_only=ON; PRAGMA foreign_keys=ON;"
+                                  : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                                    "PRAGMA foreign_keys=ON;"
+                                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                    "  version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                                    "  applied_at TEXT NOT NULL DEFAULT "
+                                    "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+                                    ") STRICT;";
+    return check_docqa_database(store, must_exist, err) && exec_waiting(store, setup, err) &&
+           apply_migrations(store, max_version, !read_only, err) &&
+           read_schema_version(store, &store->schema_version, err);
+}
+
+static DqStore *open_store(const char *location, int max_version, gboolean must_exist,
+                           OpenMode mode, gboolean *no_room, GError **err) {
+    g_assert(location != NULL);
+    const char *path = location;
+    if (g_str_has_prefix(path, "sqlite:"))
+        path += strlen("sqlite:");
+    else if (!refuse_conninfo(location, err))
+        return NULL;
+    if (dq_store_location_is_postgres(location)) {
+#ifdef DOCQA_HAVE_POSTGRES
+        return store_pg_open(location, max_version, must_exist, err);
+#else
+        dq_fail(err, DQ_ERR_UNSUPPORTED,
+                "a PostgreSQL location needs a docqa built with PostgreSQL support (this one "
+                "was built without)");
+        return NULL;
+#endif
     }
-    if (!check_docqa_database(store, must_exist, err) ||
-        !exec_waiting(store,
-                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                      "PRAGMA foreign_keys=ON;"
-                      "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                      "  version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                      "  applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
-                      ") STRICT;",
-                      err) ||
-        !apply_migrations(store, max_version, TRUE, err) ||
-        /* the version dq_store_check_file compares with: a failed read is no version */
-        !read_schema_version(store, &store->schema_version, err)) {
+    if (!check_database_path(path, must_exist, err))
+        return NULL;
+    DqStore *store = open_connection(path, mode, no_room, err);
+    if (store == NULL)
+        return NULL;
+    if (!ready_schema(store, max_version, must_exist, mode != OPEN_READ_WRITE, err)) {
         if (no_room != NULL)
             *no_room = failed_for_room(store->db);
         dq_store_close(store);

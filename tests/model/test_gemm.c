@@ -5,6 +5,9 @@
  *   bias and ADD, shapes with full 12 x 32 tiles and every kind of edge; the same for the
  *   kernels that read A in place (dq_gemm_packed with few columns). Elsewhere skipped, saying
  *   why.
+ * - The float32 product against float64 on whichever kernels run (test_gemm_avx2 and
+ *   test_gemm_portable: the AVX2 and the portable ones), shapes ending on every tile and block
+ *   edge, A's padding NaN and C's columns past N untouched.
  *
  * The bf16 x bf16 product of `--weights bf16` (DQ_GEMM_B_WT_BF16_DOT):
  * - dq_f32_bf16 against an oracle that picks the nearer of the two neighbouring bf16 values in
@@ -662,6 +665,108 @@ static void test_avx512_rows(void) {
     printf("# AVX-512F rows kernel: %d products bit-identical to the AVX2 kernel's\n", compared);
 }
 
+/* The float32 product against float64, on the kernels this CPU runs (and the AVX2 ones forced
+ * where it has AVX-512F; test_gemm_portable runs it on the portable ones), every B layout, SET
+ * with and without bias, ADD. The shapes end on every edge: one row, row tails past a 6- and a
+ * 12-row tile and past a 144-row block of A, column tails past a 16- and a 32-column panel and
+ * past a 1024-column block of B, K of 0, 1, odd, not a multiple of 8, past a 256 block; few
+ * columns (N <= 64: A read in place) and many. A's columns past K are NaN (a read of one gives
+ * NaN), C's past N must stay as they were: attention's P . V writes a head's columns beside
+ * the other heads' (the AVX2 and AVX-512 kernels agreeing bit for bit does not see a tile that
+ * both write too wide, or a sum both get wrong). */
+static void test_f32_edges(void) {
+    const int shapes[][3] = {{1, 1, 1},     {1, 17, 9},     {5, 16, 8},      {7, 33, 257},
+                             {13, 20, 9},   {24, 20, 9},    {25, 64, 300},   {12, 48, 16},
+                             {37, 80, 100}, {145, 65, 257}, {150, 1030, 24}, {3, 5, 0}};
+    const DqGemmB layouts[] = {DQ_GEMM_B_WT_F32, DQ_GEMM_B_WT_BF16, DQ_GEMM_B_KN_F32};
+    float *pack = pack_new(1);
+    gboolean two = dq_cpu_has_avx512f();
+    int products = 0;
+    for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        size_t lda = (size_t)K + 3, ldc = (size_t)N + 13, ldw = (size_t)K + 5, ldn = (size_t)N + 7;
+        float *A = g_new(float, (size_t)M *lda), *Bf = g_new(float, (size_t)N *ldw);
+        float *Bkn = g_new(float, (size_t)K *ldn), *bias = g_new(float, N);
+        float *C0 = g_new(float, (size_t)M *ldc), *C = g_new(float, (size_t)M *ldc);
+        uint16_t *Bh = g_new(uint16_t, (size_t)N * ldw);
+        double *exact = g_new(double, (size_t)M *N), *mag = g_new(double, (size_t)M *N);
+        for (size_t i = 0; i < (size_t)M * lda; i++)
+            A[i] = i % lda < (size_t)K ? rnd(2.0) : NAN;
+        for (size_t i = 0; i < (size_t)N * ldw; i++) {
+            Bh[i] = i % ldw < (size_t)K ? dq_f32_bf16(rnd(1.0)) : 0x7fc0;
+            Bf[i] = i % ldw < (size_t)K ? rnd(1.0) : NAN;
+        }
+        for (size_t i = 0; i < (size_t)K * ldn; i++)
+            Bkn[i] = i % ldn < (size_t)N ? rnd(1.0) : NAN;
+        for (int j = 0; j < N; j++)
+            bias[j] = rnd(1.0);
+        for (size_t i = 0; i < (size_t)M * ldc; i++)
+            C0[i] = rnd(1.0);
+        for (size_t l = 0; l < G_N_ELEMENTS(layouts); l++) {
+            const void *B = layouts[l] == DQ_GEMM_B_WT_F32    ? (const void *)Bf
+                            : layouts[l] == DQ_GEMM_B_WT_BF16 ? (const void *)Bh
+                                                              : (const void *)Bkn;
+            size_t ldb = layouts[l] == DQ_GEMM_B_KN_F32 ? ldn : ldw;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double e = 0, m = 0;
+                    for (int k = 0; k < K; k++) {
+                        double w = layouts[l] == DQ_GEMM_B_KN_F32 ? Bkn[(size_t)k * ldn + j]
+                                   : layouts[l] == DQ_GEMM_B_WT_F32
+                                       ? Bf[(size_t)j * ldw + k]
+                                       : dq_bf16f(Bh[(size_t)j * ldw + k]);
+                        e += A[(size_t)i * lda + k] * w;
+                        m += fabs(A[(size_t)i * lda + k] * w);
+                    }
+                    exact[(size_t)i * N + j] = e;
+                    mag[(size_t)i * N + j] = m;
+                }
+            for (int mode = 0; mode < 3; mode++)
+                for (int pass = 0; pass < (two ? 2 : 1); pass++) {
+                    const float *b = mode == 0 ? bias : NULL;
+                    memcpy(C, C0, sizeof(float) * (size_t)M * ldc);
+                    gboolean was = dq_gemm_force_avx2(pass == 1);
+                    dq_gemm(M, N, K, A, lda, B, ldb, layouts[l], b,
+                            mode == 2 ? DQ_GEMM_ADD : DQ_GEMM_SET, C, ldc, pack);
+                    dq_gemm_force_avx2(was);
+                    for (int i = 0; i < M; i++)
+                        for (size_t j = 0; j < ldc; j++) {
+                            float got = C[(size_t)i * ldc + j], c0 = C0[(size_t)i * ldc + j];
+                            if (j >= (size_t)N) {
+                                if (f_bits(got) != f_bits(c0))
+                                    g_error("%dx%dx%d layout %d mode %d pass %d: C[%d][%zu] past N "
+                                            "written (%.9g, was %.9g)",
+                                            M, N, K, (int)layouts[l], mode, pass, i, j, got, c0);
+                                continue;
+                            }
+                            double base = mode == 0 ? bias[j] : mode == 1 ? 0.0 : c0;
+                            double want = base + exact[(size_t)i * N + j];
+                            double bound =
+                                (fabs(base) + mag[(size_t)i * N + j]) * (K + 1) * 0x1p-23;
+                            if (!(fabs(got - want) <= bound))
+                                g_error("%dx%dx%d layout %d mode %d pass %d: C[%d][%zu] = %.9g, "
+                                        "float64 %.9g (bound %.3g)",
+                                        M, N, K, (int)layouts[l], mode, pass, i, j, got, want,
+                                        bound);
+                        }
+                    products++;
+                }
+        }
+        g_free(A);
+        g_free(Bf);
+        g_free(Bkn);
+        g_free(Bh);
+        g_free(bias);
+        g_free(C0);
+        g_free(C);
+        g_free(exact);
+        g_free(mag);
+    }
+    g_aligned_free(pack);
+    printf("# float32 GEMM: %d products within K 2^-23 sum |a b| of float64, C past N untouched\n",
+           products);
+}
+
 /* The split kernels of exact attention on AMX (backend_cpu_fast.c's attn_range_x6): scores
  * (32 x 32 over a head's 64 dims, all six products in one accumulator) and probabilities times
  * values (16 x 32 over 256 keys, v interleaved in pairs of keys, added to C), each against
@@ -756,6 +861,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/gemm_bf16/x6_attention", test_x6_attention);
     g_test_add_func("/gemm/avx512", test_avx512);
     g_test_add_func("/gemm/avx512_rows", test_avx512_rows);
+    g_test_add_func("/gemm/f32_edges", test_f32_edges);
     int rc = g_test_run();
     g_rand_free(rng);
     return rc;

@@ -171,6 +171,16 @@ static void test_quantize(void) {
     g_assert_cmpint(q.dtype, ==, DQ_DTYPE_F32);
     fast->weight_free(fast, &q);
     g_free(r.bits);
+    /* one row is a vector (kept), two rows a matrix (quantized) */
+    for (int rows = 1; rows <= 2; rows++) {
+        RandTensor v = rand_tensor(rows, 32, DQ_DTYPE_F32, 1.0);
+        g_assert_true(fast->weight_init_q8(fast, &q, &v.t, rows, 32, &err));
+        dq_assert_no_error(err);
+        int want = rows == 1 ? DQ_DTYPE_F32 : DQ_WEIGHT_Q8;
+        g_assert_cmpint(q.dtype, ==, want);
+        fast->weight_free(fast, &q);
+        g_free(v.bits);
+    }
 }
 
 /* max |a - b| relative to max(1, max |b|) */
@@ -189,12 +199,15 @@ static double rel_err(const float *a, const float *b, size_t n, size_t *at) {
 }
 
 static void test_matmul(void) {
-    /* decode rows (1..8: the GEMV), then prefill rows (the GEMM); output widths that leave a
-     * partial group of four (67, 33); input widths of interleaved groups of 8 blocks only (256,
-     * 1536: the 256M MLP), none (64, 96), and both (576: the 256M hidden size; 2080) */
-    const int shapes[][3] = {{1, 64, 64},   {3, 67, 96},    {8, 33, 576},    {5, 300, 1536},
-                             {4, 40, 256},  {8, 24, 2080},  {9, 129, 576},   {37, 200, 1536},
-                             {300, 72, 96}, {20, 16, 2080}, {1100, 260, 576}};
+    /* decode rows (1..8: the GEMV; every tail of its tiles of 8, 4 and 2 rows), then prefill
+     * rows (the GEMM); output widths that leave a partial group of four (67, 33) or an odd
+     * feature (35, 17); input widths of interleaved groups of 8 blocks only (256, 1536: the 256M
+     * MLP), none (64, 96), and both (576: the 256M hidden size; 2080). The row past n must stay
+     * as it was (a tile of rows that overhangs n would write it). */
+    const int shapes[][3] = {{1, 64, 64},   {3, 67, 96},    {8, 33, 576},     {5, 300, 1536},
+                             {4, 40, 256},  {8, 24, 2080},  {9, 129, 576},    {37, 200, 1536},
+                             {300, 72, 96}, {20, 16, 2080}, {1100, 260, 576}, {2, 35, 96},
+                             {6, 17, 576},  {7, 40, 64}};
     GError *err = NULL;
     for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
         int n = shapes[s][0], out = shapes[s][1], in = shapes[s][2];
@@ -223,9 +236,11 @@ static void test_matmul(void) {
         g_assert_true(fast->weight_init(fast, &bf, &bt.t, 1, out, &err));
         dq_assert_no_error(err);
         size_t nx = (size_t)n * in, ny = (size_t)n * out;
-        float *x = g_new(float, nx), *yr = g_new(float, ny), *yf = g_new(float, ny);
+        float *x = g_new(float, nx), *yr = g_new(float, ny), *yf = g_new(float, ny + out);
         for (size_t i = 0; i < nx; i++)
             x[i] = (float)g_rand_double_range(rng, -1, 1);
+        for (int j = 0; j < out; j++)
+            yf[ny + j] = -12345.0f;
         /* prefill rows on AMX: the x3 product of the weights rounded to bf16; then (amx 0)
          * the float32 GEMM of the dequantized weights, as every CPU without AMX runs it */
         gboolean tiles = n > fast->matmul_row_invariant_max && dq_cpu_has_amx_bf16();
@@ -268,6 +283,9 @@ static void test_matmul(void) {
             }
             g_free(part);
         }
+        for (int j = 0; j < out; j++)
+            if (yf[ny + j] != -12345.0f)
+                g_error("q8 matmul %dx%dx%d: y's row %d (past n) written at %d", n, out, in, n, j);
         g_free(x);
         g_free(yr);
         g_free(yf);
