@@ -274,6 +274,112 @@ static char *plain_size(guint64 bytes) {
     return size;
 }
 
+/* The system's reason for SQLite's last failed system call in this thread, as SQLite's unix
+ * VFS logs it ("os_unix.c:N: (5) open(/a/docqa.db-shm) - Input/output error"): the call, the file
+ * and errno's text. sqlite3_system_errno reads errno only when the error reaches the connection,
+ * after later calls (an access() finding no -journal) may have changed it, and not at all for a
+ * failed COMMIT: the log is written at the failed call itself. */
+static GPrivate last_os_error = G_PRIVATE_INIT(g_free);
+
+static void sqlite_log(void *unused, int code, const char *msg) {
+    (void)unused;
+    int primary = code & 0xff;
+    if ((primary != SQLITE_IOERR && primary != SQLITE_CANTOPEN) || msg == NULL ||
+        !g_str_has_prefix(msg, "os_unix.c:"))
+        return;
+    /* errno's text is left empty by a thread-safe SQLite without strerror_r: its number is
+     * there */
+    const char *at = strstr(msg, ": (");
+    char *end = NULL;
+    long e = at != NULL ? strtol(at + 3, &end, 10) : 0;
+    if (e <= 0 || end == NULL || !g_str_has_prefix(end, ") "))
+        return;
+    const char *call = end + 2;
+    const char *open_paren = strchr(call, '(');
+    const char *close = strstr(call, ") - ");
+    if (open_paren == NULL || close == NULL || close < open_paren)
+        return;
+    char *name = g_strndup(call, (gsize)(open_paren - call));
+    int path_len = (int)(close - open_paren - 1);
+    /* SQLite's own name for its fsync wrapper */
+    const char *shown = strcmp(name, "full_fsync") == 0 ? "fsync" : name;
+    /* A file that could not be opened to write is tried again to read, without O_CREAT: the
+     * errno logged is that second try's ENOENT for a -wal or -shm not made, not the reason. */
+    if (primary == SQLITE_CANTOPEN && e == ENOENT)
+        g_private_replace(&last_os_error,
+                          g_strdup_printf("%s %.*s failed", shown, path_len, open_paren + 1));
+    else
+        g_private_replace(&last_os_error, g_strdup_printf("%s %.*s: %s", shown, path_len,
+                                                          open_paren + 1, g_strerror((int)e)));
+    g_free(name);
+}
+
+/* Before SQLite's first use in the process: SQLITE_CONFIG_LOG is refused after it (then the
+ * reasons are only those sqlite3_system_errno keeps). */
+static void install_sqlite_log(void) {
+    static gsize done = 0;
+    if (g_once_init_enter(&done)) {
+        sqlite3_config(SQLITE_CONFIG_LOG, sqlite_log, NULL);
+        g_once_init_leave(&done, 1);
+    }
+}
+
+/* The logged failure, as "open /a/docqa.db-shm: Input/output error"; NULL when none was
+ * logged. Taken: a later error does not repeat it. */
+static char *take_os_error(void) {
+    char *logged = g_strdup(g_private_get(&last_os_error));
+    g_private_replace(&last_os_error, NULL);
+    return logged;
+}
+
+/* SQLite opens read-only, silently, a file it could not open for writing for any reason (an I/O
+ * error, too many files): said when the file and its folder are writable as far as access()
+ * knows, so that it is not taken for a matter of permissions. */
+#define REFUSED_OPEN_TEXT                                                                          \
+    " (docqa may write the file and its folder, but SQLite could open it or its -wal or -shm "     \
+    "only for reading: the system refused to open them for writing)"
+
+/* What SQLite was doing when it said "disk I/O error", from its extended code; NULL when the
+ * code says no more. */
+static const char *ioerr_operation(int extended) {
+    switch (extended) {
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ:
+        return "reading a file of the database";
+    case SQLITE_IOERR_WRITE:
+        return "writing a file of the database";
+    case SQLITE_IOERR_FSYNC:
+        return "syncing a file of the database to disk";
+    case SQLITE_IOERR_DIR_FSYNC:
+        return "syncing the database's folder to disk";
+    case SQLITE_IOERR_TRUNCATE:
+        return "truncating a file of the database";
+    case SQLITE_IOERR_FSTAT:
+        return "reading a file's size";
+    case SQLITE_IOERR_DELETE:
+    case SQLITE_IOERR_DELETE_NOENT:
+        return "deleting a file of the database";
+    case SQLITE_IOERR_SHMOPEN:
+        return "opening the -shm";
+    case SQLITE_IOERR_SHMSIZE:
+        return "sizing the -shm";
+    case SQLITE_IOERR_SHMMAP:
+        return "mapping the -shm";
+    case SQLITE_IOERR_MMAP:
+        return "mapping the database";
+    case SQLITE_IOERR_LOCK:
+    case SQLITE_IOERR_RDLOCK:
+    case SQLITE_IOERR_UNLOCK:
+    case SQLITE_IOERR_SHMLOCK:
+    case SQLITE_IOERR_CHECKRESERVEDLOCK:
+        return "locking";
+    case SQLITE_IOERR_CLOSE:
+        return "closing a file of the database";
+    default:
+        return NULL;
+    }
+}
+
 void store_sqlite_explain(DqStore *s, GError **err) {
     if (err == NULL || *err == NULL || s->db == NULL)
         return;
@@ -292,10 +398,45 @@ void store_sqlite_explain(DqStore *s, GError **err) {
                                                 (int)(store_busy_limit_ms() / 1000)));
         return;
     }
+    /* SQLite's words name its own class of failure: "disk I/O error" for a full disk when the
+     * -shm is sized, an mmap refused and a failed fsync alike. The operation (SQLite's extended
+     * code) and the system's reason, when SQLite kept it, say which. Permissions and missing
+     * files are explained below, by whose and which folder. */
+    int sys = sqlite3_system_errno(s->db);
+    gboolean sys_known = sys > 0 && sys != EACCES && sys != EPERM && sys != EROFS && sys != ENOENT;
+    int extended = sqlite3_extended_errcode(s->db);
+    const char *op = rc == SQLITE_IOERR ? ioerr_operation(extended) : NULL;
+    char *logged = rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN ? take_os_error() : NULL;
+    /* The log's last entry is this error's only where SQLite logs that kind of failure (a
+     * failed write is not logged: an older entry would be shown as its reason). */
+    const char *call = rc == SQLITE_CANTOPEN ? "open "
+                       : extended == SQLITE_IOERR_FSYNC || extended == SQLITE_IOERR_DIR_FSYNC
+                           ? "fsync "
+                       : extended == SQLITE_IOERR_DELETE ? "unlink "
+                                                         : NULL;
+    if (logged != NULL && (call == NULL || !g_str_has_prefix(logged, call)))
+        g_clear_pointer(&logged, g_free);
+    if (op != NULL && sys_known)
+        append_to_message(*err, g_strdup_printf(" (%s: %s)", op, g_strerror(sys)));
+    else if (op != NULL && logged != NULL)
+        append_to_message(*err, g_strdup_printf(" (%s: %s)", op, logged));
+    else if (op != NULL)
+        append_to_message(*err, g_strdup_printf(" (%s)", op));
+    else if (rc == SQLITE_CANTOPEN && logged != NULL)
+        append_to_message(*err, g_strdup_printf(" (%s)", logged));
+    else if ((rc == SQLITE_FULL || rc == SQLITE_CANTOPEN) && sys_known)
+        append_to_message(*err, g_strdup_printf(" (%s)", g_strerror(sys)));
+    g_free(logged);
     char *dir = g_path_get_dirname(s->path);
     char *whose = rc == SQLITE_READONLY ? not_writable_text(s->path, dir) : NULL;
     if (whose != NULL) {
         append_to_message(*err, whose);
+        g_free(dir);
+        return;
+    }
+    if (rc == SQLITE_READONLY && !s->immutable && access(s->path, W_OK) == 0 &&
+        access(dir, W_OK) == 0) {
+        append_to_message(*err, g_strdup(REFUSED_OPEN_TEXT));
         g_free(dir);
         return;
     }
@@ -547,7 +688,8 @@ gboolean dq_store_read_schema_version(DqStore *store, int *version, GError **err
     return read_schema_version(store, version, err);
 }
 
-static gboolean apply_migrations(DqStore *store, int max_version, GError **err) {
+static gboolean apply_migrations(DqStore *store, int max_version, gboolean wanted_write,
+                                 GError **err) {
     int current = 0;
     if (!read_schema_version(store, &current, err))
         return FALSE;
@@ -568,11 +710,26 @@ static gboolean apply_migrations(DqStore *store, int max_version, GError **err) 
     }
     /* A read-only connection (status or export on read-only media) cannot upgrade: say that,
      * rather than the "attempt to write a readonly database" the first write would give. */
-    if (sqlite3_db_readonly(store->db, "main") == 1) {
+    if (sqlite3_db_readonly(store->db, "main") == 1 && !wanted_write) {
         dq_fail(err, DQ_ERR_DB,
                 "%s: schema version %d needs upgrading to %d: open it once with write access "
                 "(any docqa command)",
                 store->path, current, target);
+        goto out;
+    }
+    /* Opened to write, and SQLite could only read it: a command that writes is what the
+     * advice above would have the user run, so say why it could not. */
+    if (sqlite3_db_readonly(store->db, "main") == 1) {
+        dq_fail(err, DQ_ERR_DB, "%s: schema version %d needs upgrading to %d", store->path, current,
+                target);
+        char *dir = g_path_get_dirname(store->path);
+        char *why = not_writable_text(store->path, dir);
+        if (why == NULL && access(dir, W_OK) != 0)
+            why = g_strdup_printf(" (the folder %s must be writable: SQLite keeps the "
+                                  "database's -wal and -shm files there)",
+                                  dir);
+        append_to_message(*err, why != NULL ? why : g_strdup(REFUSED_OPEN_TEXT));
+        g_free(dir);
         goto out;
     }
     /* Foreign keys off while migrating, as SQLite's procedure for changing a table asks (the
@@ -739,6 +896,7 @@ static gboolean check_database_path(const char *path, gboolean must_exist, GErro
 /* The SQLite connection, set up as every store's is (busy handling, extended codes, the
  * docqa_error_reason function), and the file's identity (dq_store_check_file). */
 static DqStore *open_connection(const char *path, OpenMode mode, gboolean *no_room, GError **err) {
+    install_sqlite_log();
     DqStore *store = g_new0(DqStore, 1);
     store->path = g_strdup(path);
     char *uri = mode == OPEN_IMMUTABLE ? store_sqlite_immutable_uri(path) : NULL;
@@ -789,7 +947,7 @@ static gboolean ready_schema(DqStore *store, int max_version, gboolean must_exis
                                     "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
                                     ") STRICT;";
     return check_docqa_database(store, must_exist, err) && exec_waiting(store, setup, err) &&
-           apply_migrations(store, max_version, err) &&
+           apply_migrations(store, max_version, !read_only, err) &&
            read_schema_version(store, &store->schema_version, err);
 }
 

@@ -915,6 +915,98 @@ static void test_read_only_database(void) {
     g_free(dir);
 }
 
+/* Whether strace can trace here (ptrace may be refused in a container). */
+static gboolean strace_works(void) {
+    const char *probe[] = {"strace", "-qq", "-o", "/dev/null", "true", NULL};
+    int status = -1;
+    return g_spawn_sync(NULL, (char **)probe, NULL,
+                        G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+                            G_SPAWN_STDERR_TO_DEV_NULL,
+                        NULL, NULL, NULL, NULL, &status, NULL) &&
+           g_spawn_check_wait_status(status, NULL);
+}
+
+/* The environment for docqa under strace: LeakSanitizer cannot run under ptrace, and in a
+ * sanitizer build would fail the traced process at exit. */
+static char **traced_env(void) {
+    char **env = g_get_environ();
+    const char *asan = g_environ_getenv(env, "ASAN_OPTIONS");
+    char *off = g_strconcat(asan ? asan : "", asan ? ":" : "", "detect_leaks=0", NULL);
+    env = g_environ_setenv(env, "ASAN_OPTIONS", off, TRUE);
+    g_free(off);
+    return env;
+}
+
+/* A database of an older schema that SQLite could open only for reading, though it may be
+ * written (the open for writing failed: an I/O error, injected by strace on the database's
+ * path): migrate, the command that upgrades it, does not tell the user to run a command that
+ * writes, and says why it could not write. */
+static void test_old_schema_open_refused(void) {
+    if (!strace_works()) {
+        g_test_skip("strace cannot trace here: the failed open is not injected");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "v5.db", NULL);
+    GError *e = NULL;
+    char *other = g_build_filename(dir, "new.db", NULL);
+    DqStore *s = dq_store_open_at(other, 0, &e); /* the newest schema, for the message */
+    dq_assert_no_error(e);
+    int newest = dq_store_schema_version(s);
+    dq_store_close(s);
+    g_free(other);
+    s = dq_store_open_at(db, 5, &e);
+    dq_assert_no_error(e);
+    dq_store_close(s);
+    char *from = g_strconcat("sqlite:", db, NULL);
+    char *docqa = dq_test_docqa_path();
+    const char *argv[] = {"strace",
+                          "-f",
+                          "-qq",
+                          "-o",
+                          "/dev/null",
+                          "-e",
+                          "trace=openat",
+                          "-P",
+                          db,
+                          "-e",
+                          "inject=openat:error=EIO:when=1",
+                          docqa,
+                          "migrate",
+                          "--from",
+                          from,
+                          NULL};
+    char *err = NULL;
+    int status = -1;
+    char **env = traced_env();
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, env,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                               &err, &status, &e));
+    dq_assert_no_error(e);
+    g_strfreev(env);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    char *want = g_strdup_printf(
+        "docqa: migrate: %s: schema version 5 needs upgrading to %d (docqa may write the file "
+        "and its folder, but SQLite could open it or its -wal or -shm only for reading: the "
+        "system refused to open them for writing)\n",
+        db, newest);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    /* left as it was: migrate without the fault upgrades it */
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "migrate", "--from", from, NULL), ==, 0);
+    g_free(err);
+    s = dq_store_open_at(db, 0, &e);
+    dq_assert_no_error(e);
+    g_assert_cmpint(dq_store_schema_version(s), ==, newest);
+    dq_store_close(s);
+    g_free(docqa);
+    g_free(from);
+    g_free(db);
+    g_free(dir);
+}
+
 /* A database of an older schema (5) read where it cannot be written: the reason given is the
  * schema, and what to do, not the folder's permissions. Where it can be written, status
  * upgrades it, saying so on stderr once. */
@@ -1932,6 +2024,140 @@ static void test_generate_dump_logits_write_failed(void) {
     g_free(dump);
     g_free(dir);
     g_free(model);
+}
+
+/* An SQLite failure says the system's reason too: SQLite's "disk I/O error" is the same words
+ * for a full disk, an mmap refused and a failing device. Each is injected by strace into the
+ * first call of its kind on the database's -shm or -wal (found by path, so no count moves with
+ * the code), which every command that may write makes when it opens the database or commits. */
+static void test_sqlite_failure_says_why(void) {
+    if (!strace_works()) {
+        g_test_skip("strace cannot trace here: the failures are not injected");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    char *shm = g_strconcat(db, "-shm", NULL);
+    const char *faults[][3] = {
+        {"pwrite64", "pwrite64:error=ENOSPC:when=1", "sizing the -shm"},
+        {"mmap", "mmap:error=ENOMEM:when=1", "mapping the -shm"},
+        {"ftruncate", "ftruncate:error=EIO:when=1", "opening the -shm"},
+    };
+    const int errnos[] = {ENOSPC, ENOMEM, EIO};
+    for (size_t i = 0; i < G_N_ELEMENTS(faults); i++) {
+        char *trace = g_strconcat("trace=", faults[i][0], NULL);
+        char *inject = g_strconcat("inject=", faults[i][1], NULL);
+        char *docqa = dq_test_docqa_path();
+        const char *argv[] = {"strace", "-f",   "-qq", "-o",         "/dev/null", "-e",
+                              trace,    "-P",   shm,   "-e",         inject,      docqa,
+                              "cancel", "--db", db,    "--question", "Q?",        NULL};
+        char *err = NULL;
+        int status = -1;
+        GError *e = NULL;
+        char **env = traced_env();
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, env,
+                                   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                                   NULL, &err, &status, &e));
+        dq_assert_no_error(e);
+        g_strfreev(env);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+        char *want = g_strdup_printf("docqa: cancel: %s: cannot read the database: disk I/O "
+                                     "error (%s: %s)\n",
+                                     db, faults[i][2], g_strerror(errnos[i]));
+        g_assert_cmpstr(err, ==, want);
+        g_free(want);
+        g_free(err);
+        g_free(docqa);
+        g_free(inject);
+        g_free(trace);
+    }
+    /* A sync of the -wal that fails at COMMIT (SQLite keeps no errno there: its log has it),
+     * and a -wal that cannot be made (SQLite's errno is that of its second try, to read) */
+    char *wal = g_strconcat(db, "-wal", NULL);
+    char *docqa_bin = dq_test_docqa_path();
+    const char *more[][2] = {
+        {"trace=fdatasync", "inject=fdatasync:error=EIO:when=1"},
+        {"trace=openat", "inject=openat:error=EIO:when=1"},
+    };
+    char *more_want[] = {
+        g_strdup_printf("docqa: %s: COMMIT: disk I/O error (syncing a file of the database to "
+                        "disk: fsync %s: %s)\n",
+                        db, wal, g_strerror(EIO)),
+        g_strdup_printf("docqa: ask: %s: cannot read the database: unable to open database "
+                        "file (open %s failed)\n",
+                        db, wal),
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(more); i++) {
+        const char *argv[] = {"strace", "-f", "-qq",  "-o",       "/dev/null", "-e",  more[i][0],
+                              "-P",     wal,  "-e",   more[i][1], docqa_bin,   "ask", "--db",
+                              db,       "-m", "tiny", "Q?",       NULL};
+        char *err = NULL;
+        int status = -1;
+        GError *e = NULL;
+        char **env = traced_env();
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, env,
+                                   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                                   NULL, &err, &status, &e));
+        dq_assert_no_error(e);
+        g_strfreev(env);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+        g_assert_cmpstr(err, ==, more_want[i]);
+        g_free(err);
+        g_free(more_want[i]);
+    }
+    g_free(docqa_bin);
+    g_free(wal);
+    /* SQLite opens read-only, saying nothing, a database it could not open for writing: the
+     * first open of the database's own file fails, and the write after it is refused */
+    char *docqa = dq_test_docqa_path();
+    const char *ro[] = {"strace",
+                        "-f",
+                        "-qq",
+                        "-o",
+                        "/dev/null",
+                        "-e",
+                        "trace=openat",
+                        "-P",
+                        db,
+                        "-e",
+                        "inject=openat:error=EIO:when=1",
+                        docqa,
+                        "ask",
+                        "--db",
+                        db,
+                        "-m",
+                        "tiny",
+                        "Q?",
+                        NULL};
+    char *err = NULL;
+    int status = -1;
+    GError *e = NULL;
+    char **env = traced_env();
+    g_assert_true(g_spawn_sync(NULL, (char **)ro, env,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                               &err, &status, &e));
+    dq_assert_no_error(e);
+    g_strfreev(env);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    char *want = g_strdup_printf(
+        "docqa: %s: adding a question: attempt to write a readonly database (docqa may write the "
+        "file and its folder, but SQLite could open it or its -wal or -shm only for reading: the "
+        "system refused to open them for writing)\n",
+        db);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    g_free(docqa);
+    /* the database is as it was: a later command runs */
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "status", "--db", db, NULL), ==, 0);
+    g_assert_cmpstr(err, ==, "");
+    g_free(err);
+    g_free(shm);
+    g_free(db);
+    g_free(dir);
 }
 
 /* Free-text options are UTF-8 whatever the locale, and bytes that are not are refused by the
@@ -3199,6 +3425,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/user-errors", test_user_errors);
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
+    g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
+    g_test_add_func("/cli/old-schema-open-refused", test_old_schema_open_refused);
     g_test_add_func("/cli/generate-dump-logits-write-failed",
                     test_generate_dump_logits_write_failed);
     g_test_add_func("/cli/options-utf8", test_options_utf8);
