@@ -1399,6 +1399,12 @@ static void test_failure_reasons(void) {
     assert_doc(&f, pages, "failed", "too_many_pages");
     g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", pages), ==,
                     3);
+    /* A document of exactly --max-pages pages is within the limit. */
+    char *at_limit = in_dir(&f, "at-limit.tif");
+    write_tiff(at_limit, V_GRAY8, 1, 2);
+    run_ingest(&f, at_limit);
+    assert_doc(&f, at_limit, "ok", NULL);
+    g_free(at_limit);
     /* Unchanged bytes are not rendered again... */
     f.opt.max_pages = 100;
     run_ingest(&f, pages);
