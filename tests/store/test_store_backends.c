@@ -3515,6 +3515,17 @@ static void test_lease_boundary(gconstpointer kind) {
     g_assert_cmpint(c_n.by_state[DQ_JOB_RUNNING], ==, 1);
     g_assert_cmpint(c_n.stalled, ==, 1);
     g_assert_cmpint(c_n.retrying, ==, 0);
+    /* The retrying job waits out its back-off up to and including not_before_ms, then is the
+     * next claim's (the leases still held end later). */
+    gint64 ready = query_int(s, loc, "SELECT not_before_ms FROM jobs WHERE state = 'queued'") - off;
+    GPtrArray *early = store_jobs_claim(s, "D", "m", 4, ready - 1, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(early->len, ==, 0);
+    GPtrArray *ready_d = store_jobs_claim(s, "D", "m", 4, ready, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(ready_d->len, ==, 1);
+    g_ptr_array_free(early, TRUE);
+    g_ptr_array_free(ready_d, TRUE);
     g_ptr_array_free(a, TRUE);
     g_ptr_array_free(b, TRUE);
     g_ptr_array_free(c, TRUE);
