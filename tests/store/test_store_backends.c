@@ -3515,6 +3515,9 @@ static void test_lease_boundary(gconstpointer kind) {
     g_assert_cmpint(c_n.by_state[DQ_JOB_RUNNING], ==, 1);
     g_assert_cmpint(c_n.stalled, ==, 1);
     g_assert_cmpint(c_n.retrying, ==, 0);
+    /* Each model's count of the others' jobs queued or running, as `docqa status` says it. */
+    g_assert_cmpint(c_m.pending_other, ==, 1);
+    g_assert_cmpint(c_n.pending_other, ==, 2);
     /* The retrying job waits out its back-off up to and including not_before_ms, then is the
      * next claim's (the leases still held end later). */
     gint64 ready = query_int(s, loc, "SELECT not_before_ms FROM jobs WHERE state = 'queued'") - off;
