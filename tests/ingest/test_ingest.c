@@ -27,6 +27,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/un.h>
@@ -1398,6 +1399,12 @@ static void test_failure_reasons(void) {
     assert_doc(&f, pages, "failed", "too_many_pages");
     g_assert_cmpint(query_int(&f, "SELECT page_count FROM documents WHERE path = %Q", pages), ==,
                     3);
+    /* A document of exactly --max-pages pages is within the limit. */
+    char *at_limit = in_dir(&f, "at-limit.tif");
+    write_tiff(at_limit, V_GRAY8, 1, 2);
+    run_ingest(&f, at_limit);
+    assert_doc(&f, at_limit, "ok", NULL);
+    g_free(at_limit);
     /* Unchanged bytes are not rendered again... */
     f.opt.max_pages = 100;
     run_ingest(&f, pages);
@@ -2406,6 +2413,28 @@ static void test_document_output_budget(void) {
     char *msg = doc_field(&f, four, "error_message");
     g_assert_nonnull(strstr(msg, "(--max-doc-bytes)"));
     g_free(msg);
+    /* Room for exactly one page: full once it is stored, so the pages after it are not even
+     * rendered (one worker, for the order). */
+    char *exact = in_dir(&f, "exact.pdf");
+    write_cairo_pdf(exact, same, 4);
+    f.opt.jobs = 1;
+    f.opt.max_doc_bytes = page_bytes;
+    run_ingest(&f, exact);
+    assert_doc(&f, exact, "partial", "output_too_large");
+    g_assert_cmpint(query_int(&f,
+                              "SELECT count(*) FROM pages p JOIN documents d ON d.id = "
+                              "p.document_id WHERE d.path = %Q AND p.error_message LIKE "
+                              "'%%not rendered: the document''s page images already take%%'",
+                              exact),
+                    ==, 3);
+    /* 0 is no limit at all. */
+    char *unlimited = in_dir(&f, "unlimited.pdf");
+    write_cairo_pdf(unlimited, same, 4);
+    f.opt.max_doc_bytes = 0;
+    run_ingest(&f, unlimited);
+    assert_doc(&f, unlimited, "ok", NULL);
+    g_free(unlimited);
+    g_free(exact);
     g_free(png);
     g_free(four);
     g_free(one);
@@ -2797,6 +2826,67 @@ static void test_worker_cpu_limit(void) {
     g_free(db);
     g_free(bomb);
     fixture_clear(&f);
+}
+
+/* The CPU limits of a worker that waits on page 1 of a one-page TIFF, in seconds, -1 for
+ * unlimited, read from /proc as the kernel holds them. */
+static void worker_cpu_limits(int doc_timeout_s, long *soft, long *hard) {
+    Fixture f;
+    fixture_init_small(&f);
+    f.opt.jobs = 1;
+    f.opt.page_timeout_s = 30;
+    f.opt.doc_timeout_s = doc_timeout_s;
+    char *tif = in_dir(&f, "limits.tif");
+    write_tiff(tif, V_GRAY8, 1, 1);
+    char *db = in_dir(&f, "limits.db");
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:limits.tif:1", TRUE);
+    pid_t ingest = fork_ingest(&f, db, tif);
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    GArray *workers = wait_for_children(ingest, 20);
+    g_assert_cmpuint(workers->len, ==, 1);
+    pid_t w = g_array_index(workers, pid_t, 0);
+    char *path = g_strdup_printf("/proc/%d/limits", (int)w);
+    *soft = *hard = 0;
+    /* The first limits are set as the worker starts: until then it has its parent's. */
+    for (int tries = 0; tries < 1000 && (*soft == 0 || *soft == -1); tries++) {
+        char *text = NULL;
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        char *line = strstr(text, "Max cpu time");
+        g_assert_nonnull(line);
+        char s[32], h[32];
+        g_assert_cmpint(sscanf(line + strlen("Max cpu time"), "%31s %31s", s, h), ==, 2);
+        *soft = strcmp(s, "unlimited") == 0 ? -1 : atol(s);
+        *hard = strcmp(h, "unlimited") == 0 ? -1 : atol(h);
+        g_free(text);
+        if (*soft == -1)
+            g_usleep(10 * 1000);
+    }
+    kill(ingest, SIGKILL);
+    kill(w, SIGKILL);
+    int status = 0;
+    g_assert_cmpint(waitpid(ingest, &status, 0), ==, ingest);
+    g_free(path);
+    g_array_free(workers, TRUE);
+    g_free(db);
+    g_free(tif);
+    fixture_clear(&f);
+}
+
+/* Per page the worker may use --timeout and 2 s of slack past what it has used (soft, SIGXCPU);
+ * in all, --doc-timeout, one page's --timeout and twice the slack (hard, SIGKILL), whatever
+ * becomes of its parent; without a document budget, no hard limit of its own. */
+static void test_worker_cpu_limits_set(void) {
+    long soft = 0, hard = 0;
+    worker_cpu_limits(100, &soft, &hard);
+    g_assert_cmpint(hard, ==, 100 + 30 + 2 * 2);
+    g_assert_cmpint(soft, >=, 30 + 2 + 1);
+    g_assert_cmpint(soft, <, hard);
+    worker_cpu_limits(0, &soft, &hard);
+    struct rlimit own;
+    g_assert_cmpint(getrlimit(RLIMIT_CPU, &own), ==, 0);
+    g_assert_cmpint(hard, ==, own.rlim_max == RLIM_INFINITY ? -1 : (long)own.rlim_max);
+    g_assert_cmpint(soft, >=, 30 + 2 + 1);
+    g_assert_cmpint(soft, <=, 30 + 2 + 10);
 }
 
 typedef struct {
@@ -3241,6 +3331,77 @@ static void test_walk_special_files_counted(void) {
     fixture_clear(&f);
 }
 
+/* The walk alone, nothing rendered: a folder beside the root whose name begins with the root's is
+ * outside it; the database's files and page store, when inside the root, are neither walked (a
+ * TIFF there is no document of the archive) nor counted as skipped; an entry carries the size and
+ * time the documents table records for a file it cannot read. */
+static void test_walk_entries(void) {
+    char *dir = dq_test_tmpdir();
+    char *root = g_build_filename(dir, "arch", NULL);
+    char *sibling = g_build_filename(dir, "arch-old", NULL);
+    char *pages = g_build_filename(root, "pages", NULL);
+    g_mkdir_with_parents(sibling, 0755);
+    g_mkdir_with_parents(pages, 0755);
+    char *doc = g_build_filename(root, "a.tif", NULL);
+    char *db = g_build_filename(root, "docqa.db", NULL);
+    char *stored = g_build_filename(pages, "b.tif", NULL);
+    char *old = g_build_filename(sibling, "c.tif", NULL);
+    char *link_old = g_build_filename(root, "old.tif", NULL);
+    write_tiff(doc, V_GRAY8, 1, 1);
+    write_tiff(stored, V_GRAY8, 1, 1);
+    write_tiff(old, V_GRAY8, 1, 1);
+    g_assert_true(g_file_set_contents(db, "SQLite format 3", -1, NULL));
+    g_assert_cmpint(symlink(old, link_old), ==, 0);
+    struct utimbuf when = {.actime = 1000000000, .modtime = 1000000000};
+    g_assert_cmpint(utime(doc, &when), ==, 0);
+    struct stat st;
+    g_assert_cmpint(stat(doc, &st), ==, 0);
+
+    const char *roots[] = {root, NULL};
+    const char *exclude[] = {pages, db, NULL};
+    int skipped = -1;
+    GPtrArray *unreadable = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
+    GPtrArray *left = g_ptr_array_new_with_free_func((GDestroyNotify)walk_entry_free);
+    GPtrArray *out = ingest_walk(roots, FALSE, exclude, &skipped, unreadable, left);
+    g_assert_cmpint(out->len, ==, 1);
+    const WalkEntry *e = g_ptr_array_index(out, 0);
+    g_assert_cmpstr(e->path, ==, doc);
+    g_assert_cmpint(e->bytes, ==, st.st_size);
+    g_assert_cmpint(e->mtime, ==, 1000000000);
+    g_assert_true(e->regular);
+    g_assert_cmpint(skipped, ==, 0);
+    g_assert_cmpint(unreadable->len, ==, 0);
+    g_assert_cmpint(left->len, ==, 1);
+    const WalkEntry *l = g_ptr_array_index(left, 0);
+    g_assert_cmpstr(l->path, ==, link_old);
+    g_assert_cmpint(l->open_errno, ==, 0); /* outside, not broken */
+    g_ptr_array_free(out, TRUE);
+
+    /* A missing file named twice is one entry, as an existing one is. */
+    char *missing = g_build_filename(root, "gone.pdf", NULL);
+    const char *twice[] = {missing, missing, NULL};
+    out = ingest_walk(twice, FALSE, NULL, NULL, NULL, NULL);
+    g_assert_cmpint(out->len, ==, 1);
+    e = g_ptr_array_index(out, 0);
+    g_assert_cmpint(e->open_errno, ==, ENOENT);
+    g_assert_cmpint(e->kind, ==, DOC_KIND_PDF);
+    g_ptr_array_free(out, TRUE);
+    g_free(missing);
+
+    char *arch[] = {"/srv/arch", NULL}, *slash[] = {"/", NULL};
+    g_assert_true(ingest_path_inside("/srv/arch", arch));
+    g_assert_true(ingest_path_inside("/srv/arch/2024/a.pdf", arch));
+    g_assert_false(ingest_path_inside("/srv/arch-old/a.pdf", arch));
+    g_assert_false(ingest_path_inside("/srv/archive", arch));
+    g_assert_true(ingest_path_inside("/srv/arch-old/a.pdf", slash));
+
+    g_ptr_array_free(unreadable, TRUE);
+    g_ptr_array_free(left, TRUE);
+    const char *paths[] = {dir, root, sibling, pages, doc, db, stored, old, link_old};
+    for (size_t i = 0; i < G_N_ELEMENTS(paths); i++)
+        g_free((char *)paths[i]);
+}
+
 static void test_walk_rules(void) {
     Fixture f;
     fixture_init(&f);
@@ -3474,7 +3635,9 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/failures/document_time_budget", test_document_time_budget);
     g_test_add_func("/ingest/workers/die_with_parent", test_workers_die_with_parent);
     g_test_add_func("/ingest/workers/cpu_limit", test_worker_cpu_limit);
+    g_test_add_func("/ingest/workers/cpu_limits_set", test_worker_cpu_limits_set);
     g_test_add_func("/ingest/walk/rules", test_walk_rules);
+    g_test_add_func("/ingest/walk/entries", test_walk_entries);
     g_test_add_func("/ingest/walk/special_files_counted", test_walk_special_files_counted);
     g_test_add_func("/ingest/walk/no_reading_outside_after_walk",
                     test_no_reading_outside_after_walk);

@@ -13,6 +13,7 @@
 #include "store_internal.h"
 #include "store_jobs.h"
 #include "store_migrate.h"
+#include "store_pg.h"
 #include "testutil.h"
 
 #include <glib/gstdio.h>
@@ -3439,20 +3440,24 @@ static void test_status_now(gconstpointer kind) {
 /* A lease is its holder's up to and including its lease_expires_ms and stalled from the next
  * millisecond on, for the claim, `docqa status` (counts) and v_progress's split alike, and a claim
  * that takes a lease back records why: no job goes back to the queue without its job_errors row.
- * SQLite only: on PostgreSQL the caller's times are turned into the server's (store_pg.h), so no
- * time given is exactly a lease's end there. */
-static void test_lease_boundary(void) {
-    char *loc = new_location("sqlite");
+ * On PostgreSQL the caller's times are turned into the server's (store_pg.h): the times given
+ * here are the row's less that offset, so that they reach the server as the lease's end. */
+static void test_lease_boundary(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
     GError *err = NULL;
     DqStore *s = dq_store_open(loc, &err);
     dq_assert_no_error(err);
+    gint64 off = strcmp(kind, "postgres") == 0 ? pg_server_ms(s, 0) : 0;
     add_document(s, "/archive/a.pdf", "1111");
     g_assert_cmpint(enqueue_all(s, "Q"), ==, 3);
     GPtrArray *a = store_jobs_claim(s, "A", "m", 1, 1000000, 1000, NULL, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(a->len, ==, 1);
     /* From the row: the claim adds the time it waited for the write lock. */
-    gint64 end = query_int(s, loc, "SELECT lease_expires_ms FROM jobs WHERE state = 'running'");
+    gint64 end =
+        query_int(s, loc, "SELECT lease_expires_ms FROM jobs WHERE state = 'running'") - off;
     g_assert_cmpint(end, >=, 1000000 + 1000);
     for (int after = 0; after <= 1; after++) {
         DqJobCounts c;
@@ -3474,6 +3479,8 @@ static void test_lease_boundary(void) {
     GPtrArray *b = store_jobs_claim(s, "B", "m", 4, end, 1000, NULL, &err);
     dq_assert_no_error(err);
     gint64 taken_back = query_int(s, loc, "SELECT count(*) FROM job_errors");
+    if (strcmp(kind, "postgres") == 0) /* its claim does not add a wait for a lock */
+        g_assert_cmpint(taken_back, ==, 0);
     g_assert_cmpint(b->len, ==, 2 + taken_back);
     g_assert_cmpint(query_int(s, loc,
                               "SELECT count(*) FROM jobs WHERE state = 'running' AND "
@@ -3508,6 +3515,20 @@ static void test_lease_boundary(void) {
     g_assert_cmpint(c_n.by_state[DQ_JOB_RUNNING], ==, 1);
     g_assert_cmpint(c_n.stalled, ==, 1);
     g_assert_cmpint(c_n.retrying, ==, 0);
+    /* Each model's count of the others' jobs queued or running, as `docqa status` says it. */
+    g_assert_cmpint(c_m.pending_other, ==, 1);
+    g_assert_cmpint(c_n.pending_other, ==, 2);
+    /* The retrying job waits out its back-off up to and including not_before_ms, then is the
+     * next claim's (the leases still held end later). */
+    gint64 ready = query_int(s, loc, "SELECT not_before_ms FROM jobs WHERE state = 'queued'") - off;
+    GPtrArray *early = store_jobs_claim(s, "D", "m", 4, ready - 1, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(early->len, ==, 0);
+    GPtrArray *ready_d = store_jobs_claim(s, "D", "m", 4, ready, 1000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(ready_d->len, ==, 1);
+    g_ptr_array_free(early, TRUE);
+    g_ptr_array_free(ready_d, TRUE);
     g_ptr_array_free(a, TRUE);
     g_ptr_array_free(b, TRUE);
     g_ptr_array_free(c, TRUE);
@@ -4076,7 +4097,9 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/store/backends/postgres/where-error-says-why", "postgres",
                          test_where_error_says_why);
     g_test_add_data_func("/store/backends/postgres/status-now", "postgres", test_status_now);
-    g_test_add_func("/store/backends/sqlite/lease-boundary", test_lease_boundary);
+    g_test_add_data_func("/store/backends/sqlite/lease-boundary", "sqlite", test_lease_boundary);
+    g_test_add_data_func("/store/backends/postgres/lease-boundary", "postgres",
+                         test_lease_boundary);
     g_test_add_func("/store/backends/sqlite/claim-read-errors", test_claim_read_errors);
     g_test_add_func("/store/backends/sqlite/document-read-errors", test_document_read_errors);
     g_test_add_func("/store/backends/sqlite/document-write-errors", test_document_write_errors);
