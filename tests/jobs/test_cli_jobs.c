@@ -937,6 +937,43 @@ static char **traced_env(void) {
     return env;
 }
 
+/* docqa run with its arguments (NULL-terminated) under strace, the calls `syscall` makes on
+ * `path` failed as `inject` says ("EIO:when=1" for the first): its stderr in *err, its exit
+ * status back (it must exit, not die). By path, so no count moves with the code. */
+static int docqa_injected(const char *path, const char *syscall, const char *inject, char **err,
+                          ...) G_GNUC_NULL_TERMINATED;
+static int docqa_injected(const char *path, const char *syscall, const char *inject, char **err,
+                          ...) {
+    char *docqa = dq_test_docqa_path();
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    const char *fixed[] = {"strace", "-f", "-qq", "-o", "/dev/null", "-e"};
+    for (size_t i = 0; i < G_N_ELEMENTS(fixed); i++)
+        g_ptr_array_add(argv, g_strdup(fixed[i]));
+    g_ptr_array_add(argv, g_strconcat("trace=", syscall, NULL));
+    g_ptr_array_add(argv, g_strdup("-P"));
+    g_ptr_array_add(argv, g_strdup(path));
+    g_ptr_array_add(argv, g_strdup("-e"));
+    g_ptr_array_add(argv, g_strconcat("inject=", syscall, ":error=", inject, NULL));
+    g_ptr_array_add(argv, docqa);
+    va_list ap;
+    va_start(ap, err);
+    for (const char *a = va_arg(ap, const char *); a != NULL; a = va_arg(ap, const char *))
+        g_ptr_array_add(argv, g_strdup(a));
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    int status = -1;
+    GError *e = NULL;
+    char **env = traced_env();
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                               err, &status, &e));
+    dq_assert_no_error(e);
+    g_strfreev(env);
+    g_ptr_array_free(argv, TRUE);
+    g_assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
 /* A database of an older schema that SQLite could open only for reading, though it may be
  * written (the open for writing failed: an I/O error, injected by strace on the database's
  * path): migrate, the command that upgrades it, does not tell the user to run a command that
@@ -959,33 +996,9 @@ static void test_old_schema_open_refused(void) {
     dq_assert_no_error(e);
     dq_store_close(s);
     char *from = g_strconcat("sqlite:", db, NULL);
-    char *docqa = dq_test_docqa_path();
-    const char *argv[] = {"strace",
-                          "-f",
-                          "-qq",
-                          "-o",
-                          "/dev/null",
-                          "-e",
-                          "trace=openat",
-                          "-P",
-                          db,
-                          "-e",
-                          "inject=openat:error=EIO:when=1",
-                          docqa,
-                          "migrate",
-                          "--from",
-                          from,
-                          NULL};
     char *err = NULL;
-    int status = -1;
-    char **env = traced_env();
-    g_assert_true(g_spawn_sync(NULL, (char **)argv, env,
-                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
-                               &err, &status, &e));
-    dq_assert_no_error(e);
-    g_strfreev(env);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    g_assert_cmpint(
+        docqa_injected(db, "openat", "EIO:when=1", &err, "migrate", "--from", from, NULL), ==, 2);
     char *want = g_strdup_printf(
         "docqa: migrate: %s: schema version 5 needs upgrading to %d (docqa may write the file "
         "and its folder, but SQLite could open it or its -wal or -shm only for reading: the "
@@ -1001,7 +1014,6 @@ static void test_old_schema_open_refused(void) {
     dq_assert_no_error(e);
     g_assert_cmpint(dq_store_schema_version(s), ==, newest);
     dq_store_close(s);
-    g_free(docqa);
     g_free(from);
     g_free(db);
     g_free(dir);
@@ -1981,12 +1993,7 @@ static void test_generate_dump_logits_write_failed(void) {
     g_free(kept);
     assert_dir_holds(dir, "x.bin");
 
-    const char *probe[] = {"strace", "-qq", "-o", "/dev/null", "true", NULL};
-    int probe_status = -1;
-    if (!g_spawn_sync(NULL, (char **)probe, NULL,
-                      G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
-                      NULL, NULL, NULL, NULL, &probe_status, NULL) ||
-        !g_spawn_check_wait_status(probe_status, NULL)) {
+    if (!strace_works()) {
         g_test_skip("strace cannot trace here: the fsync failures are not tried");
     } else {
         /* the first fsync is the file's, the second its folder's */
@@ -2039,47 +2046,27 @@ static void test_sqlite_failure_says_why(void) {
     char *db = jt_make_db(dir, 1, 1);
     char *shm = g_strconcat(db, "-shm", NULL);
     const char *faults[][3] = {
-        {"pwrite64", "pwrite64:error=ENOSPC:when=1", "sizing the -shm"},
-        {"mmap", "mmap:error=ENOMEM:when=1", "mapping the -shm"},
-        {"ftruncate", "ftruncate:error=EIO:when=1", "opening the -shm"},
+        {"pwrite64", "ENOSPC:when=1", "sizing the -shm"},
+        {"mmap", "ENOMEM:when=1", "mapping the -shm"},
+        {"ftruncate", "EIO:when=1", "opening the -shm"},
     };
     const int errnos[] = {ENOSPC, ENOMEM, EIO};
+    char *err = NULL;
     for (size_t i = 0; i < G_N_ELEMENTS(faults); i++) {
-        char *trace = g_strconcat("trace=", faults[i][0], NULL);
-        char *inject = g_strconcat("inject=", faults[i][1], NULL);
-        char *docqa = dq_test_docqa_path();
-        const char *argv[] = {"strace", "-f",   "-qq", "-o",         "/dev/null", "-e",
-                              trace,    "-P",   shm,   "-e",         inject,      docqa,
-                              "cancel", "--db", db,    "--question", "Q?",        NULL};
-        char *err = NULL;
-        int status = -1;
-        GError *e = NULL;
-        char **env = traced_env();
-        g_assert_true(g_spawn_sync(NULL, (char **)argv, env,
-                                   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
-                                   NULL, &err, &status, &e));
-        dq_assert_no_error(e);
-        g_strfreev(env);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+        g_assert_cmpint(docqa_injected(shm, faults[i][0], faults[i][1], &err, "cancel", "--db", db,
+                                       "--question", "Q?", NULL),
+                        ==, 2);
         char *want = g_strdup_printf("docqa: cancel: %s: cannot read the database: disk I/O "
                                      "error (%s: %s)\n",
                                      db, faults[i][2], g_strerror(errnos[i]));
         g_assert_cmpstr(err, ==, want);
         g_free(want);
         g_free(err);
-        g_free(docqa);
-        g_free(inject);
-        g_free(trace);
     }
     /* A sync of the -wal that fails at COMMIT (SQLite keeps no errno there: its log has it),
      * and a -wal that cannot be made (SQLite's errno is that of its second try, to read) */
     char *wal = g_strconcat(db, "-wal", NULL);
-    char *docqa_bin = dq_test_docqa_path();
-    const char *more[][2] = {
-        {"trace=fdatasync", "inject=fdatasync:error=EIO:when=1"},
-        {"trace=openat", "inject=openat:error=EIO:when=1"},
-    };
+    const char *more[] = {"fdatasync", "openat"};
     char *more_want[] = {
         g_strdup_printf("docqa: %s: COMMIT: disk I/O error (syncing a file of the database to "
                         "disk: fsync %s: %s)\n",
@@ -2089,59 +2076,19 @@ static void test_sqlite_failure_says_why(void) {
                         db, wal),
     };
     for (size_t i = 0; i < G_N_ELEMENTS(more); i++) {
-        const char *argv[] = {"strace", "-f", "-qq",  "-o",       "/dev/null", "-e",  more[i][0],
-                              "-P",     wal,  "-e",   more[i][1], docqa_bin,   "ask", "--db",
-                              db,       "-m", "tiny", "Q?",       NULL};
-        char *err = NULL;
-        int status = -1;
-        GError *e = NULL;
-        char **env = traced_env();
-        g_assert_true(g_spawn_sync(NULL, (char **)argv, env,
-                                   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
-                                   NULL, &err, &status, &e));
-        dq_assert_no_error(e);
-        g_strfreev(env);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+        g_assert_cmpint(docqa_injected(wal, more[i], "EIO:when=1", &err, "ask", "--db", db, "-m",
+                                       "tiny", "Q?", NULL),
+                        ==, 2);
         g_assert_cmpstr(err, ==, more_want[i]);
         g_free(err);
         g_free(more_want[i]);
     }
-    g_free(docqa_bin);
     g_free(wal);
     /* SQLite opens read-only, saying nothing, a database it could not open for writing: the
      * first open of the database's own file fails, and the write after it is refused */
-    char *docqa = dq_test_docqa_path();
-    const char *ro[] = {"strace",
-                        "-f",
-                        "-qq",
-                        "-o",
-                        "/dev/null",
-                        "-e",
-                        "trace=openat",
-                        "-P",
-                        db,
-                        "-e",
-                        "inject=openat:error=EIO:when=1",
-                        docqa,
-                        "ask",
-                        "--db",
-                        db,
-                        "-m",
-                        "tiny",
-                        "Q?",
-                        NULL};
-    char *err = NULL;
-    int status = -1;
-    GError *e = NULL;
-    char **env = traced_env();
-    g_assert_true(g_spawn_sync(NULL, (char **)ro, env,
-                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
-                               &err, &status, &e));
-    dq_assert_no_error(e);
-    g_strfreev(env);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    g_assert_cmpint(docqa_injected(db, "openat", "EIO:when=1", &err, "ask", "--db", db, "-m",
+                                   "tiny", "Q?", NULL),
+                    ==, 2);
     char *want = g_strdup_printf(
         "docqa: %s: adding a question: attempt to write a readonly database (docqa may write the "
         "file and its folder, but SQLite could open it or its -wal or -shm only for reading: the "
@@ -2150,7 +2097,6 @@ static void test_sqlite_failure_says_why(void) {
     g_assert_cmpstr(err, ==, want);
     g_free(want);
     g_free(err);
-    g_free(docqa);
     /* the database is as it was: a later command runs */
     g_assert_cmpint(dq_test_docqa(NULL, &err, "status", "--db", db, NULL), ==, 0);
     g_assert_cmpstr(err, ==, "");
