@@ -456,83 +456,117 @@ fail:
     return FALSE;
 }
 
+/* The guard: only the lease holder may finish a job, or anyone a job nobody holds nor answered
+ * (see store_jobs.c). *finished: whether the job was marked done. */
+static gboolean finish_job(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *finished,
+                           GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, owner);
+    pg_text(&p, a->finished_at);
+    gint64 changed = 0;
+    if (!pg_do(s,
+               "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
+               "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
+               "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
+               &p, "finishing a job", &changed, err))
+        return FALSE;
+    *finished = changed == 1;
+    return TRUE;
+}
+
+/* This very answer, stored by an earlier try of this completion whose COMMIT reply the lost
+ * connection took (store_jobs.h), is not a late one: *mine says whether it is there. */
+static gboolean answer_stored(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *mine,
+                              GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, owner);
+    pg_text(&p, a->finished_at);
+    pg_text(&p, a->text);
+    PGresult *r = pg_run(s,
+                         "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = $1 AND "
+                         "worker = $2 AND finished_at = $3 AND text = $4)",
+                         &p, "looking for a stored answer", err);
+    if (r == NULL)
+        return FALSE;
+    *mine = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return TRUE;
+}
+
+/* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
+static gboolean supersede_answer(DqStore *s, const DqJobAnswer *a, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, a->finished_at);
+    gint64 changed = 0;
+    if (!pg_do(s,
+               "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS
+               ", superseded_at) SELECT id, " DQ_ANSWER_COLUMNS
+               ", $2 FROM answers WHERE job_id = $1",
+               &p, "keeping a replaced answer", &changed, err))
+        return FALSE;
+    if (changed == 0) /* the job had no answer */
+        return TRUE;
+    pg_i64(&p, a->job_id);
+    return pg_do(s, "DELETE FROM answers WHERE job_id = $1", &p, "keeping a replaced answer", NULL,
+                 err);
+}
+
+static gboolean insert_answer(DqStore *s, const char *owner, const DqJobAnswer *a, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, a->text);
+    pg_i64(&p, a->prompt_tokens);
+    pg_i64(&p, a->generated_tokens);
+    pg_text(&p, owner);
+    pg_text(&p, a->started_at);
+    pg_text(&p, a->finished_at);
+    pg_dbl(&p, a->ms_image);
+    pg_dbl(&p, a->ms_vision);
+    pg_dbl(&p, a->ms_prefill);
+    pg_dbl(&p, a->ms_decode);
+    pg_dbl(&p, a->ms_total);
+    pg_text(&p, a->device);
+    pg_text(&p, a->weights);
+    pg_text(&p, a->exact < 0 ? NULL : a->exact ? "1" : "0");
+    pg_text(&p, a->model_fingerprint);
+    return pg_do(s,
+                 "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
+                 "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
+                 "$10, $11, $12, $13, $14, $15::smallint, $16 FROM jobs WHERE id = $1",
+                 &p, "storing an answer", NULL, err);
+}
+
+/* One answer: its job finished and the answer stored, or, for a job the owner lost, counted only
+ * when this very answer is already there. */
+static gboolean complete_one(DqStore *s, const char *owner, const DqJobAnswer *a, int *count,
+                             GError **err) {
+    gboolean finished = FALSE, mine = FALSE;
+    if (!finish_job(s, owner, a, &finished, err))
+        return FALSE;
+    if (!finished) {
+        if (!answer_stored(s, owner, a, &mine, err))
+            return FALSE;
+        *count += mine;
+        return TRUE;
+    }
+    store_jobs_hook("complete:after_job_update");
+    if (!supersede_answer(s, a, err) || !insert_answer(s, owner, a, err))
+        return FALSE;
+    (*count)++;
+    return TRUE;
+}
+
 gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                          int *written, GError **err) {
     int count = 0;
     if (!pg_begin(s, err) || !lock_owned(s, owner, err))
         goto fail;
-    for (int i = 0; i < n; i++) {
-        const DqJobAnswer *a = &answers[i];
-        PgParams p = {0};
-        pg_i64(&p, a->job_id);
-        pg_text(&p, owner);
-        pg_text(&p, a->finished_at);
-        gint64 changed = 0;
-        /* The guard: only the lease holder may finish a job, or anyone a job nobody holds nor
-         * answered (see store_jobs.c). */
-        if (!pg_do(s,
-                   "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
-                   "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
-                   "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
-                   &p, "finishing a job", &changed, err))
+    for (int i = 0; i < n; i++)
+        if (!complete_one(s, owner, &answers[i], &count, err))
             goto fail;
-        if (changed != 1) {
-            /* This very answer, stored by an earlier try of this completion whose COMMIT
-             * reply the lost connection took (store_jobs.h), is not a late one. */
-            pg_i64(&p, a->job_id);
-            pg_text(&p, owner);
-            pg_text(&p, a->finished_at);
-            pg_text(&p, a->text);
-            PGresult *r = pg_run(s,
-                                 "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = $1 AND "
-                                 "worker = $2 AND finished_at = $3 AND text = $4)",
-                                 &p, "looking for a stored answer", err);
-            if (r == NULL)
-                goto fail;
-            count += strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-            PQclear(r);
-            continue;
-        }
-        store_jobs_hook("complete:after_job_update");
-        /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
-        pg_i64(&p, a->job_id);
-        pg_text(&p, a->finished_at);
-        if (!pg_do(s,
-                   "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS
-                   ", superseded_at) SELECT id, " DQ_ANSWER_COLUMNS
-                   ", $2 FROM answers WHERE job_id = $1",
-                   &p, "keeping a replaced answer", &changed, err))
-            goto fail;
-        if (changed > 0) { /* the job had an answer: it goes */
-            pg_i64(&p, a->job_id);
-            if (!pg_do(s, "DELETE FROM answers WHERE job_id = $1", &p, "keeping a replaced answer",
-                       NULL, err))
-                goto fail;
-        }
-        pg_i64(&p, a->job_id);
-        pg_text(&p, a->text);
-        pg_i64(&p, a->prompt_tokens);
-        pg_i64(&p, a->generated_tokens);
-        pg_text(&p, owner);
-        pg_text(&p, a->started_at);
-        pg_text(&p, a->finished_at);
-        pg_dbl(&p, a->ms_image);
-        pg_dbl(&p, a->ms_vision);
-        pg_dbl(&p, a->ms_prefill);
-        pg_dbl(&p, a->ms_decode);
-        pg_dbl(&p, a->ms_total);
-        pg_text(&p, a->device);
-        pg_text(&p, a->weights);
-        pg_text(&p, a->exact < 0 ? NULL : a->exact ? "1" : "0");
-        pg_text(&p, a->model_fingerprint);
-        if (!pg_do(s,
-                   "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
-                   "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
-                   "$10, $11, $12, $13, $14, $15::smallint, $16 FROM jobs WHERE id = $1",
-                   &p, "storing an answer", NULL, err))
-            goto fail;
-        count++;
-    }
     store_jobs_hook("complete:before_commit");
     store_jobs_hook("commit");
     if (!pg_commit(s, err))
