@@ -12,12 +12,19 @@
 
 #include <stdio.h>
 
-int cmd_migrate(int argc, char **argv) {
-    char *from = NULL, *to = NULL;
+/* One run of the command: its two locations and the stores opened on them (closed on the way
+ * out, whatever happened). */
+typedef struct {
+    char *from, *to;
+    DqStore *src, *dst;
+} Migrate;
+
+/* The command line into m; FALSE when it is not one (the reason printed). */
+static gboolean migrate_parse(Migrate *m, int *argc, char ***argv) {
     GOptionEntry entries[] = {
-        {"from", 0, 0, G_OPTION_ARG_FILENAME, &from,
+        {"from", 0, 0, G_OPTION_ARG_FILENAME, &m->from,
          "source: sqlite:FILE, FILE or postgresql://...", "DB"},
-        {"to", 0, 0, G_OPTION_ARG_FILENAME, &to,
+        {"to", 0, 0, G_OPTION_ARG_FILENAME, &m->to,
          "destination (created and migrated; must be empty); without it, --from is upgraded "
          "in place and docqa's views (v_answers, v_current_answers, v_progress, documents_current) "
          "made again "
@@ -34,64 +41,65 @@ int cmd_migrate(int argc, char **argv) {
              "  docqa migrate --from sqlite:docqa.db --to postgresql://user@host/docqa\n"
              "Page images stay files: give PostgreSQL workers DOCQA_PAGES=<docqa.db>.pages (on "
              "storage every worker mounts).");
-    gboolean ok = dq_cli_parse(ctx, &argc, &argv);
+    gboolean ok = dq_cli_parse(ctx, argc, argv);
     g_option_context_free(ctx);
-    int rc = DQ_EXIT_FATAL;
+    return ok && dq_cli_no_arguments("migrate", *argc, *argv);
+}
+
+/* In place: the schema upgraded (opening does it) and docqa's views made again. */
+static int migrate_in_place(Migrate *m) {
     GError *err = NULL;
-    DqStore *src = NULL, *dst = NULL;
-    if (!ok || !dq_cli_no_arguments("migrate", argc, argv))
-        goto out;
-    if (from == NULL) {
-        dq_print_line(stderr,
-                      "docqa: migrate: give --from DB (and --to DB to copy it; see --help)");
-        goto out;
-    }
-    if (to == NULL) {
-        /* In place: the schema upgraded (opening does it) and docqa's views made again. */
-        char **made = NULL;
-        int version = 0;
-        if ((src = dq_store_open_existing(from, &err)) == NULL) {
-            rc = dq_cli_fail_in("migrate", FALSE, err);
-            goto out;
-        }
-        if (!dq_store_restore_views(src, &made, &err) ||
-            !dq_store_read_schema_version(src, &version, &err)) {
-            g_strfreev(made);
-            rc = dq_cli_fail(err);
-            goto out;
-        }
-        dq_cli_signals_record();
-        char *list = g_strjoinv(", ", made);
-        dq_print_line(stdout, "%s: schema version %d; %s%s", dq_store_path(src), version,
-                      made[0] != NULL ? "views made again: " : "docqa's views are all there", list);
-        g_free(list);
+    char **made = NULL;
+    int version = 0;
+    if ((m->src = dq_store_open_existing(m->from, &err)) == NULL)
+        return dq_cli_fail_in("migrate", FALSE, err);
+    if (!dq_store_restore_views(m->src, &made, &err) ||
+        !dq_store_read_schema_version(m->src, &version, &err)) {
         g_strfreev(made);
-        rc = DQ_EXIT_OK;
-        goto out;
+        return dq_cli_fail(err);
     }
-    if (g_strcmp0(from, to) == 0) {
+    dq_cli_signals_record();
+    char *list = g_strjoinv(", ", made);
+    dq_print_line(stdout, "%s: schema version %d; %s%s", dq_store_path(m->src), version,
+                  made[0] != NULL ? "views made again: " : "docqa's views are all there", list);
+    g_free(list);
+    g_strfreev(made);
+    return DQ_EXIT_OK;
+}
+
+/* The whole of --from copied into the empty --to. */
+static int migrate_copy(Migrate *m) {
+    if (g_strcmp0(m->from, m->to) == 0) {
         dq_print_line(stderr, "docqa: migrate: --from and --to are the same database");
-        goto out;
+        return DQ_EXIT_FATAL;
     }
+    GError *err = NULL;
     gint64 rows = 0;
-    if ((src = dq_store_open_existing(from, &err)) == NULL ||
-        (dst = dq_store_open(to, &err)) == NULL) {
-        rc = dq_cli_fail_in("migrate", FALSE, err);
-        goto out;
-    }
-    if (!dq_store_copy(src, dst, &rows, &err)) {
-        rc = dq_cli_fail(err);
-        goto out;
-    }
+    if ((m->src = dq_store_open_existing(m->from, &err)) == NULL ||
+        (m->dst = dq_store_open(m->to, &err)) == NULL)
+        return dq_cli_fail_in("migrate", FALSE, err);
+    if (!dq_store_copy(m->src, m->dst, &rows, &err))
+        return dq_cli_fail(err);
     dq_cli_signals_record(); /* committed: the report of it is printed whole */
     dq_test_point("migrate:stored");
     dq_print_line(stdout, "migrated %" G_GINT64_FORMAT " row%s from %s to %s", rows,
-                  rows == 1 ? "" : "s", dq_store_path(src), dq_store_path(dst));
-    rc = DQ_EXIT_OK;
-out:
-    dq_store_close(dst);
-    dq_store_close(src);
-    g_free(from);
-    g_free(to);
+                  rows == 1 ? "" : "s", dq_store_path(m->src), dq_store_path(m->dst));
+    return DQ_EXIT_OK;
+}
+
+int cmd_migrate(int argc, char **argv) {
+    Migrate m = {0};
+    int rc = DQ_EXIT_FATAL;
+    if (migrate_parse(&m, &argc, &argv)) { /* otherwise it printed why */
+        if (m.from == NULL)
+            dq_print_line(stderr,
+                          "docqa: migrate: give --from DB (and --to DB to copy it; see --help)");
+        else
+            rc = m.to == NULL ? migrate_in_place(&m) : migrate_copy(&m);
+    }
+    dq_store_close(m.dst);
+    dq_store_close(m.src);
+    g_free(m.from);
+    g_free(m.to);
     return rc;
 }

@@ -249,22 +249,28 @@ fail:
 
 /* ---- working ---- */
 
-GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
-                        gint64 now_ms, gint64 lease_ms, GArray *buried_ids, GError **err) {
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free);
+/* One claim: who claims for which model, the time it compares leases with, and what it comes to
+ * (the jobs claimed, and those buried on the way), as store_jobs.c's Claim. */
+typedef struct {
+    DqStore *s;
+    const char *owner, *model_id;
+    int limit;
+    gint64 now_ms, lease_ms; /* now_ms in the server's time once the transaction is open */
+    GArray *dead;            /* gint64: jobs buried by their expired lease */
+    GPtrArray *out;          /* DqClaimedJob * */
+} Claim;
+
+/* Expired leases, recorded and requeued (or buried) in one statement, never the claimant's own
+ * (store_jobs.c says why). SKIP LOCKED: two workers reclaiming at once split the expired jobs
+ * instead of recording one twice. */
+static gboolean reclaim_expired(Claim *c, GError **err) {
     PgParams p = {0};
-    PGresult *r = NULL;
-    if (!pg_clock_check(s, err) || !pg_begin(s, err))
-        goto fail;
-    now_ms = pg_server_ms(s, now_ms); /* every worker compares leases in the server's time */
-    /* Expired leases, recorded and requeued (or buried) in one statement, never the claimant's
-     * own (store_jobs.c says why). SKIP LOCKED: two workers reclaiming at once split the expired
-     * jobs instead of recording one twice. */
-    pg_i64(&p, now_ms);
-    pg_text(&p, model_id);
-    pg_text(&p, owner);
+    pg_i64(&p, c->now_ms);
+    pg_text(&p, c->model_id);
+    pg_text(&p, c->owner);
     /* A job with an answer (requeued approximate) goes back to done: DQ_SQL_HAS_ANSWER. */
-    r = pg_run(s,
+    PGresult *r =
+        pg_run(c->s,
                "WITH expired AS (SELECT id, attempts, lease_owner FROM jobs "
                "WHERE state = 'running' AND lease_expires_ms < $1 AND model_id = $2 "
                "AND lease_owner <> $3 FOR UPDATE SKIP LOCKED), "
@@ -280,73 +286,101 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
                "FROM expired WHERE j.id = expired.id RETURNING j.id, j.state",
                &p, "reclaiming expired leases", err);
     if (r == NULL)
-        goto fail;
-    GArray *dead = g_array_new(FALSE, FALSE, sizeof(gint64));
+        return FALSE;
     for (int i = 0; i < PQntuples(r); i++)
         if (strcmp(PQgetvalue(r, i, 1), "dead") == 0) {
             gint64 id = pg_get_i64(r, i, 0);
-            g_array_append_val(dead, id);
+            g_array_append_val(c->dead, id);
         }
     PQclear(r);
-    /* The claim: ready jobs in id order, passing over rows another worker is claiming right
-     * now (SKIP LOCKED), leased and returned with what the worker needs in one statement. */
-    pg_text(&p, owner);
-    pg_i64(&p, now_ms + lease_ms);
-    pg_text(&p, model_id);
-    pg_i64(&p, now_ms);
-    pg_i64(&p, limit);
-    r = pg_run(s,
-               "WITH claimed AS (UPDATE jobs SET state = 'running', lease_owner = $1, "
-               "lease_expires_ms = $2, attempts = attempts + 1 "
-               "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND model_id = $3 "
-               "AND not_before_ms <= $4 ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) "
-               "RETURNING id, page_id, question_id, model_id, generation_settings, attempts, "
-               "max_attempts) "
-               "SELECT c.id, c.page_id, p.document_id, d.path, p.page_number, "
-               "p.render_settings, p.image_sha256, q.text, c.model_id, c.generation_settings, "
-               "c.attempts, c.max_attempts, p.id IS NULL, d.id IS NULL, q.id IS NULL "
-               "FROM claimed c LEFT JOIN pages p ON p.id = c.page_id "
-               "LEFT JOIN documents d ON d.id = p.document_id "
-               "LEFT JOIN questions q ON q.id = c.question_id ORDER BY c.id",
-               &p, "claiming jobs", err);
-    if (r == NULL) {
-        g_array_free(dead, TRUE);
+    return TRUE;
+}
+
+/* A claimed job with what its worker needs, from a row of claim_ready's statement: its page,
+ * document and question (or which of them is gone). */
+static gpointer claimed_job_row(PGresult *r, int i) {
+    DqClaimedJob *j = g_new0(DqClaimedJob, 1);
+    j->job_id = pg_get_i64(r, i, 0);
+    j->page_id = pg_get_i64(r, i, 1);
+    j->document_id = pg_get_i64(r, i, 2);
+    j->document_path = pg_get_dup(r, i, 3);
+    j->page_number = (int)pg_get_i64(r, i, 4);
+    j->render_settings = pg_get_dup(r, i, 5);
+    j->image_sha256 = pg_get_dup(r, i, 6);
+    j->question = pg_get_dup(r, i, 7);
+    j->model_id = pg_get_dup(r, i, 8);
+    j->generation_settings = pg_get_dup(r, i, 9);
+    j->attempt = (int)pg_get_i64(r, i, 10);
+    j->max_attempts = (int)pg_get_i64(r, i, 11);
+    j->missing = store_jobs_missing(PQgetvalue(r, i, 12)[0] == 't', PQgetvalue(r, i, 13)[0] == 't',
+                                    PQgetvalue(r, i, 14)[0] == 't');
+    return j;
+}
+
+/* Up to `limit` queued jobs of the model in id order, passing over rows another worker is
+ * claiming right now (SKIP LOCKED), leased and read with what the worker needs in one statement
+ * (SQLite's claim_ready and read_claimed_job together). */
+static gboolean claim_ready(Claim *c, GError **err) {
+    PgParams p = {0};
+    pg_text(&p, c->owner);
+    pg_i64(&p, c->now_ms + c->lease_ms);
+    pg_text(&p, c->model_id);
+    pg_i64(&p, c->now_ms);
+    pg_i64(&p, c->limit);
+    return append_rows(c->s,
+                       "WITH claimed AS (UPDATE jobs SET state = 'running', lease_owner = $1, "
+                       "lease_expires_ms = $2, attempts = attempts + 1 "
+                       "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND model_id = $3 "
+                       "AND not_before_ms <= $4 ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) "
+                       "RETURNING id, page_id, question_id, model_id, generation_settings, "
+                       "attempts, max_attempts) "
+                       "SELECT c.id, c.page_id, p.document_id, d.path, p.page_number, "
+                       "p.render_settings, p.image_sha256, q.text, c.model_id, "
+                       "c.generation_settings, c.attempts, c.max_attempts, p.id IS NULL, "
+                       "d.id IS NULL, q.id IS NULL "
+                       "FROM claimed c LEFT JOIN pages p ON p.id = c.page_id "
+                       "LEFT JOIN documents d ON d.id = p.document_id "
+                       "LEFT JOIN questions q ON q.id = c.question_id ORDER BY c.id",
+                       &p, "claiming jobs", c->out, claimed_job_row, err);
+}
+
+/* The claim's transaction: expired leases reclaimed, ready jobs leased and read. */
+static gboolean claim_in_transaction(Claim *c, GError **err) {
+    if (!pg_clock_check(c->s, err) || !pg_begin(c->s, err))
         goto fail;
-    }
-    for (int i = 0; i < PQntuples(r); i++) {
-        DqClaimedJob *j = g_new0(DqClaimedJob, 1);
-        j->job_id = pg_get_i64(r, i, 0);
-        j->page_id = pg_get_i64(r, i, 1);
-        j->document_id = pg_get_i64(r, i, 2);
-        j->document_path = pg_get_dup(r, i, 3);
-        j->page_number = (int)pg_get_i64(r, i, 4);
-        j->render_settings = pg_get_dup(r, i, 5);
-        j->image_sha256 = pg_get_dup(r, i, 6);
-        j->question = pg_get_dup(r, i, 7);
-        j->model_id = pg_get_dup(r, i, 8);
-        j->generation_settings = pg_get_dup(r, i, 9);
-        j->attempt = (int)pg_get_i64(r, i, 10);
-        j->max_attempts = (int)pg_get_i64(r, i, 11);
-        j->missing =
-            store_jobs_missing(PQgetvalue(r, i, 12)[0] == 't', PQgetvalue(r, i, 13)[0] == 't',
-                               PQgetvalue(r, i, 14)[0] == 't');
-        g_ptr_array_add(out, j);
-    }
-    PQclear(r);
+    c->now_ms =
+        pg_server_ms(c->s, c->now_ms); /* every worker compares leases in the server's time */
+    if (!reclaim_expired(c, err) || !claim_ready(c, err))
+        goto fail;
     store_jobs_hook("claim:before_commit");
     store_jobs_hook("commit");
-    if (!pg_commit(s, err)) {
-        g_array_free(dead, TRUE);
+    if (!pg_commit(c->s, err))
         goto fail;
-    }
-    if (buried_ids)
-        g_array_append_vals(buried_ids, dead->data, dead->len);
-    g_array_free(dead, TRUE);
-    return out;
+    return TRUE;
 fail:
-    pg_rollback(s);
-    g_ptr_array_free(out, TRUE);
-    return NULL;
+    pg_rollback(c->s);
+    return FALSE;
+}
+
+GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int limit,
+                        gint64 now_ms, gint64 lease_ms, GArray *buried_ids, GError **err) {
+    Claim c = {.s = s,
+               .owner = owner,
+               .model_id = model_id,
+               .limit = limit,
+               .now_ms = now_ms,
+               .lease_ms = lease_ms,
+               .dead = g_array_new(FALSE, FALSE, sizeof(gint64)),
+               .out = g_ptr_array_new_with_free_func((GDestroyNotify)dq_claimed_job_free)};
+    gboolean ok = claim_in_transaction(&c, err);
+    if (ok && buried_ids)
+        g_array_append_vals(buried_ids, c.dead->data, c.dead->len);
+    g_array_free(c.dead, TRUE);
+    if (!ok) {
+        g_ptr_array_free(c.out, TRUE);
+        return NULL;
+    }
+    return c.out;
 }
 
 /* Lock order: every statement that changes several leased jobs first locks them in id order
@@ -422,83 +456,117 @@ fail:
     return FALSE;
 }
 
+/* The guard: only the lease holder may finish a job, or anyone a job nobody holds nor answered
+ * (see store_jobs.c). *finished: whether the job was marked done. */
+static gboolean finish_job(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *finished,
+                           GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, owner);
+    pg_text(&p, a->finished_at);
+    gint64 changed = 0;
+    if (!pg_do(s,
+               "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
+               "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
+               "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
+               &p, "finishing a job", &changed, err))
+        return FALSE;
+    *finished = changed == 1;
+    return TRUE;
+}
+
+/* This very answer, stored by an earlier try of this completion whose COMMIT reply the lost
+ * connection took (store_jobs.h), is not a late one: *mine says whether it is there. */
+static gboolean answer_stored(DqStore *s, const char *owner, const DqJobAnswer *a, gboolean *mine,
+                              GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, owner);
+    pg_text(&p, a->finished_at);
+    pg_text(&p, a->text);
+    PGresult *r = pg_run(s,
+                         "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = $1 AND "
+                         "worker = $2 AND finished_at = $3 AND text = $4)",
+                         &p, "looking for a stored answer", err);
+    if (r == NULL)
+        return FALSE;
+    *mine = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return TRUE;
+}
+
+/* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
+static gboolean supersede_answer(DqStore *s, const DqJobAnswer *a, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, a->finished_at);
+    gint64 changed = 0;
+    if (!pg_do(s,
+               "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS
+               ", superseded_at) SELECT id, " DQ_ANSWER_COLUMNS
+               ", $2 FROM answers WHERE job_id = $1",
+               &p, "keeping a replaced answer", &changed, err))
+        return FALSE;
+    if (changed == 0) /* the job had no answer */
+        return TRUE;
+    pg_i64(&p, a->job_id);
+    return pg_do(s, "DELETE FROM answers WHERE job_id = $1", &p, "keeping a replaced answer", NULL,
+                 err);
+}
+
+static gboolean insert_answer(DqStore *s, const char *owner, const DqJobAnswer *a, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, a->job_id);
+    pg_text(&p, a->text);
+    pg_i64(&p, a->prompt_tokens);
+    pg_i64(&p, a->generated_tokens);
+    pg_text(&p, owner);
+    pg_text(&p, a->started_at);
+    pg_text(&p, a->finished_at);
+    pg_dbl(&p, a->ms_image);
+    pg_dbl(&p, a->ms_vision);
+    pg_dbl(&p, a->ms_prefill);
+    pg_dbl(&p, a->ms_decode);
+    pg_dbl(&p, a->ms_total);
+    pg_text(&p, a->device);
+    pg_text(&p, a->weights);
+    pg_text(&p, a->exact < 0 ? NULL : a->exact ? "1" : "0");
+    pg_text(&p, a->model_fingerprint);
+    return pg_do(s,
+                 "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
+                 "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
+                 "$10, $11, $12, $13, $14, $15::smallint, $16 FROM jobs WHERE id = $1",
+                 &p, "storing an answer", NULL, err);
+}
+
+/* One answer: its job finished and the answer stored, or, for a job the owner lost, counted only
+ * when this very answer is already there. */
+static gboolean complete_one(DqStore *s, const char *owner, const DqJobAnswer *a, int *count,
+                             GError **err) {
+    gboolean finished = FALSE, mine = FALSE;
+    if (!finish_job(s, owner, a, &finished, err))
+        return FALSE;
+    if (!finished) {
+        if (!answer_stored(s, owner, a, &mine, err))
+            return FALSE;
+        *count += mine;
+        return TRUE;
+    }
+    store_jobs_hook("complete:after_job_update");
+    if (!supersede_answer(s, a, err) || !insert_answer(s, owner, a, err))
+        return FALSE;
+    (*count)++;
+    return TRUE;
+}
+
 gboolean pgjobs_complete(DqStore *s, const char *owner, const DqJobAnswer *answers, int n,
                          int *written, GError **err) {
     int count = 0;
     if (!pg_begin(s, err) || !lock_owned(s, owner, err))
         goto fail;
-    for (int i = 0; i < n; i++) {
-        const DqJobAnswer *a = &answers[i];
-        PgParams p = {0};
-        pg_i64(&p, a->job_id);
-        pg_text(&p, owner);
-        pg_text(&p, a->finished_at);
-        gint64 changed = 0;
-        /* The guard: only the lease holder may finish a job, or anyone a job nobody holds nor
-         * answered (see store_jobs.c). */
-        if (!pg_do(s,
-                   "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_ms = NULL, "
-                   "finished_at = $3 WHERE id = $1 AND ((lease_owner = $2 AND state = 'running') "
-                   "OR (state IN ('queued', 'dead', 'cancelled') AND NOT " DQ_SQL_HAS_ANSWER "))",
-                   &p, "finishing a job", &changed, err))
+    for (int i = 0; i < n; i++)
+        if (!complete_one(s, owner, &answers[i], &count, err))
             goto fail;
-        if (changed != 1) {
-            /* This very answer, stored by an earlier try of this completion whose COMMIT
-             * reply the lost connection took (store_jobs.h), is not a late one. */
-            pg_i64(&p, a->job_id);
-            pg_text(&p, owner);
-            pg_text(&p, a->finished_at);
-            pg_text(&p, a->text);
-            PGresult *r = pg_run(s,
-                                 "SELECT EXISTS (SELECT 1 FROM answers WHERE job_id = $1 AND "
-                                 "worker = $2 AND finished_at = $3 AND text = $4)",
-                                 &p, "looking for a stored answer", err);
-            if (r == NULL)
-                goto fail;
-            count += strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-            PQclear(r);
-            continue;
-        }
-        store_jobs_hook("complete:after_job_update");
-        /* A requeued approximate answer (store_jobs_requeue) gives way to this one. */
-        pg_i64(&p, a->job_id);
-        pg_text(&p, a->finished_at);
-        if (!pg_do(s,
-                   "INSERT INTO answers_superseded (answer_id, " DQ_ANSWER_COLUMNS
-                   ", superseded_at) SELECT id, " DQ_ANSWER_COLUMNS
-                   ", $2 FROM answers WHERE job_id = $1",
-                   &p, "keeping a replaced answer", &changed, err))
-            goto fail;
-        if (changed > 0) { /* the job had an answer: it goes */
-            pg_i64(&p, a->job_id);
-            if (!pg_do(s, "DELETE FROM answers WHERE job_id = $1", &p, "keeping a replaced answer",
-                       NULL, err))
-                goto fail;
-        }
-        pg_i64(&p, a->job_id);
-        pg_text(&p, a->text);
-        pg_i64(&p, a->prompt_tokens);
-        pg_i64(&p, a->generated_tokens);
-        pg_text(&p, owner);
-        pg_text(&p, a->started_at);
-        pg_text(&p, a->finished_at);
-        pg_dbl(&p, a->ms_image);
-        pg_dbl(&p, a->ms_vision);
-        pg_dbl(&p, a->ms_prefill);
-        pg_dbl(&p, a->ms_decode);
-        pg_dbl(&p, a->ms_total);
-        pg_text(&p, a->device);
-        pg_text(&p, a->weights);
-        pg_text(&p, a->exact < 0 ? NULL : a->exact ? "1" : "0");
-        pg_text(&p, a->model_fingerprint);
-        if (!pg_do(s,
-                   "INSERT INTO answers (" DQ_ANSWER_COLUMNS ") "
-                   "SELECT id, $2, $3, $4, model_id, generation_settings, $5, $6, $7, $8, $9, "
-                   "$10, $11, $12, $13, $14, $15::smallint, $16 FROM jobs WHERE id = $1",
-                   &p, "storing an answer", NULL, err))
-            goto fail;
-        count++;
-    }
     store_jobs_hook("complete:before_commit");
     store_jobs_hook("commit");
     if (!pg_commit(s, err))

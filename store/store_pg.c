@@ -535,14 +535,8 @@ static char *libpq_location(const char *location, GError **err) {
     return g_strconcat("postgresql:", rest, NULL);
 }
 
-DqStore *store_pg_open(const char *location, int max_version, gboolean must_exist, GError **err) {
-    char *conninfo = libpq_location(location, err);
-    if (conninfo == NULL)
-        return NULL;
-    DqStore *s = g_new0(DqStore, 1);
-    s->kind = DQ_STORE_POSTGRES;
-    s->path = store_pg_display_location(conninfo);
-    s->pg_statements = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+/* The connection to the location, with docqa's defaults for what the location leaves out. */
+static gboolean connect_server(DqStore *s, const char *conninfo, GError **err) {
     /* The defaults come first: expanding the location (the last entry) overrides them. */
     const char *keys[8], *vals[8];
     int n = 0;
@@ -562,52 +556,60 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
     vals[n++] = conninfo;
     keys[n] = vals[n] = NULL;
     s->pg = PQconnectdbParams(keys, vals, 1);
-    g_free(conninfo);
-    int newest_known = 0, current = 0;
-    char **names = NULL;
     if (PQstatus(s->pg) != CONNECTION_OK) {
         connection_failed(s, "cannot connect", err);
-        goto fail;
+        return FALSE;
     }
-    if (!session_setup(s, err) ||
-        (names = store_migration_names("schema/postgres", &newest_known, err)) == NULL ||
-        !read_schema_version(s, &current, err))
-        goto fail;
-    g_strfreev(names);
-    if (current > newest_known) {
-        store_schema_too_new(s, current, newest_known, err);
-        goto fail;
-    }
-    if (current < 0) {
-        PGresult *r =
-            pg_run(s, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()", NULL,
-                   "looking for tables", err);
-        if (r == NULL)
-            goto fail;
-        gint64 tables = pg_get_i64(r, 0, 0);
-        PQclear(r);
-        if (tables > 0) {
-            dq_fail(err, DQ_ERR_DB,
-                    "%s: not a docqa database: it holds %" G_GINT64_FORMAT
-                    " other table%s and no schema_migrations (create a database, or a schema "
-                    "named in the location's options=-csearch_path=..., for docqa)",
-                    s->path, tables, tables == 1 ? "" : "s");
-            goto fail;
-        }
-        if (must_exist) {
-            dq_fail(err, DQ_ERR_DB, "%s: holds no docqa tables (docqa ingest creates it)", s->path);
-            goto fail;
-        }
-    }
-    /* Up to date: no DDL, so that a role that may only read opens it too. */
-    if (current == newest_known || (max_version > 0 && current >= max_version))
-        return s;
+    return TRUE;
+}
+
+/* A schema without schema_migrations (*current < 0) is docqa's to create only when it holds no
+ * other table, and only for a command that may create the database. */
+static gboolean refuse_foreign_schema(DqStore *s, gboolean must_exist, GError **err) {
+    PGresult *r = pg_run(s, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+                         NULL, "looking for tables", err);
+    if (r == NULL)
+        return FALSE;
+    gint64 tables = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    if (tables > 0)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: not a docqa database: it holds %" G_GINT64_FORMAT
+                       " other table%s and no schema_migrations (create a database, or a schema "
+                       "named in the location's options=-csearch_path=..., for docqa)",
+                       s->path, tables, tables == 1 ? "" : "s");
+    if (must_exist)
+        return dq_fail(err, DQ_ERR_DB, "%s: holds no docqa tables (docqa ingest creates it)",
+                       s->path);
+    return TRUE;
+}
+
+/* The session set up and the schema's version read (*current: -1 without schema_migrations),
+ * refused when it is newer than this docqa or not docqa's. */
+static gboolean read_version(DqStore *s, gboolean must_exist, int *current, int *newest_known,
+                             GError **err) {
+    if (!session_setup(s, err))
+        return FALSE;
+    char **names = store_migration_names("schema/postgres", newest_known, err);
+    if (names == NULL)
+        return FALSE;
+    g_strfreev(names); /* only the newest number is wanted here */
+    if (!read_schema_version(s, current, err))
+        return FALSE;
+    if (*current > *newest_known)
+        return store_schema_too_new(s, *current, *newest_known, err);
+    return *current >= 0 || refuse_foreign_schema(s, must_exist, err);
+}
+
+/* The migrations up to max_version applied under the advisory lock, so that two processes
+ * opening an older database do not both migrate it. */
+static gboolean upgrade(DqStore *s, int max_version, int current, int newest_known, GError **err) {
     char lock[96];
     g_snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
     char unlock[96];
     g_snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(%d)", MIGRATION_LOCK_KEY);
     if (!store_pg_exec(s, lock, err))
-        goto fail;
+        return FALSE;
     gboolean ok =
         store_pg_exec(s,
                       "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -623,13 +625,32 @@ DqStore *store_pg_open(const char *location, int max_version, gboolean must_exis
     if (ok && current > 0 && read_schema_version(s, &now, NULL) && now > current)
         dq_print_line(stderr, "docqa: %s: upgraded the schema from version %d to %d", s->path,
                       current, now);
-    if (ok)
-        return s;
-    if (current > 0)
+    if (!ok && current > 0)
         dq_error_prefix(err,
                         "upgrading the schema from version %d to %d (a role that may create "
                         "tables must open it once with this docqa)",
                         current, newest_known);
+    return ok;
+}
+
+DqStore *store_pg_open(const char *location, int max_version, gboolean must_exist, GError **err) {
+    char *conninfo = libpq_location(location, err);
+    if (conninfo == NULL)
+        return NULL;
+    DqStore *s = g_new0(DqStore, 1);
+    s->kind = DQ_STORE_POSTGRES;
+    s->path = store_pg_display_location(conninfo);
+    s->pg_statements = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    gboolean connected = connect_server(s, conninfo, err);
+    g_free(conninfo);
+    int newest_known = 0, current = 0;
+    if (!connected || !read_version(s, must_exist, &current, &newest_known, err))
+        goto fail;
+    /* Up to date: no DDL, so that a role that may only read opens it too. */
+    if (current == newest_known || (max_version > 0 && current >= max_version))
+        return s;
+    if (upgrade(s, max_version, current, newest_known, err))
+        return s;
 fail:
     store_pg_close(s);
     return NULL;

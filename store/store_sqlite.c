@@ -688,114 +688,132 @@ gboolean dq_store_read_schema_version(DqStore *store, int *version, GError **err
     return read_schema_version(store, version, err);
 }
 
-static gboolean apply_migrations(DqStore *store, int max_version, gboolean wanted_write,
-                                 GError **err) {
-    int current = 0;
-    if (!read_schema_version(store, &current, err))
-        return FALSE;
-    int newest_known = 0, target = 0;
-    char **names = store_migration_names("schema/sqlite", &newest_known, err);
-    if (names == NULL)
-        return FALSE;
-    gboolean ok = FALSE, fks_off = FALSE, in_transaction = FALSE;
-    GPtrArray *objects = NULL;
-    if (current > newest_known) {
-        store_schema_too_new(store, current, newest_known, err);
-        goto out;
-    }
-    target = max_version > 0 ? MIN(max_version, newest_known) : newest_known;
-    if (current >= target) {
-        ok = TRUE;
-        goto out;
-    }
-    /* A read-only connection (status or export on read-only media) cannot upgrade: say that,
-     * rather than the "attempt to write a readonly database" the first write would give. */
-    if (sqlite3_db_readonly(store->db, "main") == 1 && !wanted_write) {
-        dq_fail(err, DQ_ERR_DB,
-                "%s: schema version %d needs upgrading to %d: open it once with write access "
-                "(any docqa command)",
-                store->path, current, target);
-        goto out;
-    }
+/* One upgrade of a SQLite database: the migrations there are, the version to reach, and the
+ * version found once the write lock is held. */
+typedef struct {
+    DqStore *store;
+    char **names; /* the migrations' file names, in order */
+    int target;   /* the version to reach */
+    int start;    /* the version found in the transaction: another process may have upgraded */
+} Upgrade;
+
+/* A read-only connection (status or export on read-only media) cannot upgrade: say that, rather
+ * than the "attempt to write a readonly database" the first write would give. TRUE when it can. */
+static gboolean may_upgrade(DqStore *store, int current, int target, gboolean wanted_write,
+                            GError **err) {
+    if (sqlite3_db_readonly(store->db, "main") != 1)
+        return TRUE;
+    if (!wanted_write)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s: schema version %d needs upgrading to %d: open it once with write "
+                       "access (any docqa command)",
+                       store->path, current, target);
     /* Opened to write, and SQLite could only read it: a command that writes is what the
      * advice above would have the user run, so say why it could not. */
-    if (sqlite3_db_readonly(store->db, "main") == 1) {
-        dq_fail(err, DQ_ERR_DB, "%s: schema version %d needs upgrading to %d", store->path, current,
-                target);
-        char *dir = g_path_get_dirname(store->path);
-        char *why = not_writable_text(store->path, dir);
-        if (why == NULL && access(dir, W_OK) != 0)
-            why = g_strdup_printf(" (the folder %s must be writable: SQLite keeps the "
-                                  "database's -wal and -shm files there)",
-                                  dir);
-        append_to_message(*err, why != NULL ? why : g_strdup(REFUSED_OPEN_TEXT));
-        g_free(dir);
-        goto out;
+    dq_fail(err, DQ_ERR_DB, "%s: schema version %d needs upgrading to %d", store->path, current,
+            target);
+    char *dir = g_path_get_dirname(store->path);
+    char *why = not_writable_text(store->path, dir);
+    if (why == NULL && access(dir, W_OK) != 0)
+        why = g_strdup_printf(" (the folder %s must be writable: SQLite keeps the "
+                              "database's -wal and -shm files there)",
+                              dir);
+    append_to_message(*err, why != NULL ? why : g_strdup(REFUSED_OPEN_TEXT));
+    g_free(dir);
+    return FALSE;
+}
+
+/* Migration `name` (number num), applied and recorded, the user's indexes and triggers that a
+ * rebuilt table took with it made again, its foreign keys checked. */
+static gboolean apply_migration(Upgrade *u, const char *name, int num, GError **err) {
+    char *rpath = g_strconcat("schema/sqlite/", name, NULL);
+    GBytes *sql = dq_resource_get(rpath, err);
+    g_free(rpath);
+    if (sql == NULL)
+        return FALSE;
+    char *text = g_strndup(g_bytes_get_data(sql, NULL), g_bytes_get_size(sql));
+    g_bytes_unref(sql);
+    char *record = g_strdup_printf("INSERT INTO schema_migrations(version, name) VALUES (%d, '%s');"
+                                   "PRAGMA user_version = %d;",
+                                   num, name, num);
+    GPtrArray *objects = NULL;
+    gboolean ok = (objects = schema_objects(u->store, err)) != NULL &&
+                  dq_store_exec(u->store, text, err) &&
+                  restore_user_objects(u->store, objects, text, err) &&
+                  foreign_keys_hold(u->store, err) && dq_store_exec(u->store, record, err);
+    g_free(record);
+    g_free(text);
+    g_clear_pointer(&objects, g_ptr_array_unref);
+    if (!ok) {
+        dq_error_prefix(err, "migration %s", name);
+        if (u->start > 0)
+            dq_error_prefix(err, "upgrading the schema from version %d to %d (left at %d)",
+                            u->start, u->target, u->start);
     }
-    /* Foreign keys off while migrating, as SQLite's procedure for changing a table asks (the
-     * pragma is a no-op inside a transaction, so it is set here): rebuilding a table then
-     * neither cascades its DROP into the rows that reference it nor leaves them dangling, and
-     * each migration is checked with foreign_key_check before it commits. */
-    if (!dq_store_exec(store, "PRAGMA foreign_keys=OFF", err))
-        goto out;
-    fks_off = TRUE;
-    /* One transaction for the whole upgrade: a migration that fails (or a crash) leaves the
-     * database at the version it had, which the docqa that made it still opens, not halfway at
-     * a version neither docqa can use. BEGIN IMMEDIATE so two processes opening a fresh
-     * database do not both migrate. */
-    if (!dq_store_exec(store, "BEGIN IMMEDIATE", err))
-        goto out;
-    in_transaction = TRUE;
-    int start = 0; /* another process may have got there first */
-    if (!read_schema_version(store, &start, err))
-        goto out;
-    for (char **n = names; *n; n++) {
+    return ok;
+}
+
+/* One transaction for the whole upgrade: a migration that fails (or a crash) leaves the database
+ * at the version it had, which the docqa that made it still opens, not halfway at a version
+ * neither docqa can use. BEGIN IMMEDIATE so two processes opening a fresh database do not both
+ * migrate. */
+static gboolean upgrade_in_transaction(Upgrade *u, GError **err) {
+    if (!dq_store_exec(u->store, "BEGIN IMMEDIATE", err))
+        return FALSE;
+    if (!read_schema_version(u->store, &u->start, err))
+        goto fail;
+    for (char **n = u->names; *n; n++) {
         int num = store_migration_number(*n);
-        if (num <= start || num > target)
+        if (num <= u->start || num > u->target)
             continue;
-        char *rpath = g_strconcat("schema/sqlite/", *n, NULL);
-        GBytes *sql = dq_resource_get(rpath, err);
-        g_free(rpath);
-        if (sql == NULL)
-            goto out;
-        char *text = g_strndup(g_bytes_get_data(sql, NULL), g_bytes_get_size(sql));
-        g_bytes_unref(sql);
-        char *record =
-            g_strdup_printf("INSERT INTO schema_migrations(version, name) VALUES (%d, '%s');"
-                            "PRAGMA user_version = %d;",
-                            num, *n, num);
-        gboolean step_ok = (objects = schema_objects(store, err)) != NULL &&
-                           dq_store_exec(store, text, err) &&
-                           restore_user_objects(store, objects, text, err) &&
-                           foreign_keys_hold(store, err) && dq_store_exec(store, record, err);
-        g_free(record);
-        g_free(text);
-        g_clear_pointer(&objects, g_ptr_array_unref);
-        if (!step_ok) {
-            dq_error_prefix(err, "migration %s", *n);
-            if (start > 0)
-                dq_error_prefix(err, "upgrading the schema from version %d to %d (left at %d)",
-                                start, target, start);
-            goto out;
-        }
+        if (!apply_migration(u, *n, num, err))
+            goto fail;
     }
-    if (!dq_store_exec(store, "COMMIT", err))
-        goto out;
-    in_transaction = FALSE;
+    if (!dq_store_exec(u->store, "COMMIT", err))
+        goto fail;
     /* An upgrade is for good (an older docqa refuses the database after it): said once, by the
      * process that made it. */
-    if (start > 0 && start < target)
-        dq_print_line(stderr, "docqa: %s: upgraded the schema from version %d to %d", store->path,
-                      start, target);
-    ok = TRUE;
-out:
-    if (in_transaction)
-        dq_store_exec(store, "ROLLBACK", NULL);
-    if (fks_off && !dq_store_exec(store, "PRAGMA foreign_keys=ON", ok ? err : NULL))
+    if (u->start > 0 && u->start < u->target)
+        dq_print_line(stderr, "docqa: %s: upgraded the schema from version %d to %d",
+                      u->store->path, u->start, u->target);
+    return TRUE;
+fail:
+    dq_store_exec(u->store, "ROLLBACK", NULL);
+    return FALSE;
+}
+
+/* Foreign keys off while migrating, as SQLite's procedure for changing a table asks (the pragma
+ * is a no-op inside a transaction, so it is set around it): rebuilding a table then neither
+ * cascades its DROP into the rows that reference it nor leaves them dangling, and each migration
+ * is checked with foreign_key_check before it commits. */
+static gboolean upgrade(Upgrade *u, GError **err) {
+    if (!dq_store_exec(u->store, "PRAGMA foreign_keys=OFF", err))
+        return FALSE;
+    gboolean ok = upgrade_in_transaction(u, err);
+    if (!dq_store_exec(u->store, "PRAGMA foreign_keys=ON", ok ? err : NULL))
         ok = FALSE;
-    if (objects != NULL)
-        g_ptr_array_unref(objects);
-    g_strfreev(names);
+    return ok;
+}
+
+/* The database brought to max_version (0: the newest this docqa knows), refused when it is newer
+ * than this docqa or cannot be written. */
+static gboolean apply_migrations(DqStore *store, int max_version, gboolean wanted_write,
+                                 GError **err) {
+    int current = 0, newest_known = 0;
+    if (!read_schema_version(store, &current, err))
+        return FALSE;
+    Upgrade u = {.store = store};
+    u.names = store_migration_names("schema/sqlite", &newest_known, err);
+    if (u.names == NULL)
+        return FALSE;
+    u.target = max_version > 0 ? MIN(max_version, newest_known) : newest_known;
+    gboolean ok = FALSE;
+    if (current > newest_known)
+        store_schema_too_new(store, current, newest_known, err);
+    else
+        ok = current >= u.target ||
+             (may_upgrade(store, current, u.target, wanted_write, err) && upgrade(&u, err));
+    g_strfreev(u.names);
     return ok;
 }
 
