@@ -328,6 +328,97 @@ static int hex4(const char *p) {
     return v;
 }
 
+/* The scan for a bad escape: where it is in the text's containers. */
+typedef struct {
+    const char *text;
+    size_t len;
+    gboolean want_nul;
+    /* per open container: an object's latest key (key == NULL: an array, or no key yet) */
+    struct {
+        gboolean object;
+        const char *key;
+        size_t key_len;
+    } open[DQ_JSON_MAX_DEPTH + 1];
+    int depth;
+    gboolean expect_key; /* the next string is an object's key */
+    guint strings;       /* string literals met so far, keys counted */
+} EscapeScan;
+
+/* What is wrong with the escape whose backslash is at text[*i], or 0 when nothing is. A
+ * surrogate pair is taken whole: *i is left on the second escape's backslash. */
+static int escape_problem(const EscapeScan *s, size_t *i) {
+    const char *text = s->text;
+    size_t len = s->len;
+    int u = *i + 1 < len && text[*i + 1] == 'u' ? (*i + 5 < len ? hex4(text + *i + 2) : -1)
+                                                : 0x20; /* not \u: no problem */
+    if (u < 0)
+        return DQ_JSON_ESCAPE_BAD_HEX;
+    if (u >= 0xD800 && u <= 0xDBFF) {
+        /* a high surrogate: a low one must follow (json-glib refuses a \u escape of anything
+         * else after it, and takes any other character) */
+        int low =
+            *i + 11 < len && text[*i + 6] == '\\' && text[*i + 7] == 'u' ? hex4(text + *i + 8) : -1;
+        if (low >= 0xDC00 && low <= 0xDFFF) {
+            *i += 6; /* the pair: on to the second backslash, its u skipped by the caller */
+            return 0;
+        }
+        return s->want_nul ? DQ_JSON_ESCAPE_LONE_SURROGATE : 0;
+    }
+    if (u == 0 && s->want_nul)
+        return DQ_JSON_ESCAPE_NUL;
+    if (u >= 0xDC00 && u <= 0xDFFF && s->want_nul)
+        return DQ_JSON_ESCAPE_LONE_SURROGATE;
+    return 0;
+}
+
+/* The bad escape at text[at] in the literal starting at text[start], with its key: the literal
+ * itself when it is one, else its nearest container's that has one. */
+static void note_bad_escape(const EscapeScan *s, size_t at, int problem, size_t start,
+                            gboolean is_key, DqJsonBadEscape *found) {
+    found->offset = at;
+    found->problem = (DqJsonEscapeProblem)problem;
+    found->string = s->strings;
+    found->text = s->text + start;
+    found->text_len = literal_len(s->text, s->len, start);
+    found->is_key = is_key;
+    found->key = NULL;
+    found->key_len = 0;
+    if (is_key) {
+        found->key = s->text + start;
+        found->key_len = literal_len(s->text, s->len, start);
+    }
+    for (int d = s->depth - 1; d >= 0 && found->key == NULL; d--) {
+        found->key = s->open[d].key;
+        found->key_len = s->open[d].key_len;
+    }
+}
+
+/* The string literal whose opening quote is at text[*i], scanned up to its closing quote (*i
+ * left there): TRUE with `found` at its first bad escape; else a key is kept as its object's
+ * latest. */
+static gboolean scan_literal(EscapeScan *s, size_t *i, DqJsonBadEscape *found) {
+    gboolean is_key = s->expect_key && s->depth > 0;
+    size_t start = ++*i;
+    s->strings++;
+    for (; *i < s->len && s->text[*i] != '"'; ++*i) {
+        if (s->text[*i] != '\\')
+            continue;
+        size_t at = *i;
+        int problem = escape_problem(s, i);
+        if (problem != 0) {
+            note_bad_escape(s, at, problem, start, is_key, found);
+            return TRUE;
+        }
+        ++*i; /* the escaped character: a quote, or a backslash */
+    }
+    if (is_key) {
+        s->open[s->depth - 1].key = s->text + start;
+        s->open[s->depth - 1].key_len = *i - start;
+        s->expect_key = FALSE;
+    }
+    return FALSE;
+}
+
 /* Looks for a \u escape without 4 hex digits, and when want_nul for \u0000 and for a UTF-16
  * surrogate escape without its other half (\ud800 not followed by \udc00..\udfff, or
  * \udc00..\udfff alone), in the string literals of `text`, which json-glib parsed (no deeper than
@@ -335,81 +426,24 @@ static int hex4(const char *p) {
  * "\\u0000" (a backslash, then u0000) is no NUL. */
 gboolean dq_json_find_bad_escape(const char *text, size_t len, gboolean want_nul,
                                  DqJsonBadEscape *found) {
-    /* per open container: an object's latest key (key == NULL: an array, or no key yet) */
-    struct {
-        gboolean object;
-        const char *key;
-        size_t key_len;
-    } open[DQ_JSON_MAX_DEPTH + 1];
-    int depth = 0;
-    gboolean expect_key = FALSE;
-    guint strings = 0;
+    EscapeScan s = {.text = text, .len = len, .want_nul = want_nul};
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '{' || c == '[') {
-            if (depth == DQ_JSON_MAX_DEPTH + 1)
+            if (s.depth == DQ_JSON_MAX_DEPTH + 1)
                 return FALSE; /* dq_json_syntax_ok refused it first */
-            open[depth].object = c == '{';
-            open[depth].key = NULL;
-            open[depth].key_len = 0;
-            depth++;
-            expect_key = c == '{';
-        } else if ((c == '}' || c == ']') && depth > 0) {
-            depth--;
-            expect_key = FALSE;
+            s.open[s.depth].object = c == '{';
+            s.open[s.depth].key = NULL;
+            s.open[s.depth].key_len = 0;
+            s.depth++;
+            s.expect_key = c == '{';
+        } else if ((c == '}' || c == ']') && s.depth > 0) {
+            s.depth--;
+            s.expect_key = FALSE;
         } else if (c == ',') {
-            expect_key = depth > 0 && open[depth - 1].object;
-        } else if (c == '"') {
-            gboolean is_key = expect_key && depth > 0;
-            size_t start = ++i;
-            strings++;
-            for (; i < len && text[i] != '"'; i++) {
-                if (text[i] != '\\')
-                    continue;
-                int u = i + 1 < len && text[i + 1] == 'u' ? (i + 5 < len ? hex4(text + i + 2) : -1)
-                                                          : 0x20; /* not \u: no problem */
-                gboolean bad = u < 0;
-                if (u >= 0xD800 && u <= 0xDBFF) {
-                    /* a high surrogate: a low one must follow (json-glib refuses a \u escape
-                     * of anything else after it, and takes any other character) */
-                    int low = i + 11 < len && text[i + 6] == '\\' && text[i + 7] == 'u'
-                                  ? hex4(text + i + 8)
-                                  : -1;
-                    if (low >= 0xDC00 && low <= 0xDFFF)
-                        i += 6; /* the pair: on to the second backslash, its u skipped below */
-                    else
-                        bad = want_nul;
-                } else if ((u == 0 || (u >= 0xDC00 && u <= 0xDFFF)) && want_nul) {
-                    bad = TRUE;
-                }
-                if (bad) {
-                    found->offset = i;
-                    found->problem = u < 0    ? DQ_JSON_ESCAPE_BAD_HEX
-                                     : u == 0 ? DQ_JSON_ESCAPE_NUL
-                                              : DQ_JSON_ESCAPE_LONE_SURROGATE;
-                    found->string = strings;
-                    found->text = text + start;
-                    found->text_len = literal_len(text, len, start);
-                    found->is_key = is_key;
-                    found->key = NULL;
-                    found->key_len = 0;
-                    if (is_key) {
-                        found->key = text + start;
-                        found->key_len = literal_len(text, len, start);
-                    }
-                    for (int d = depth - 1; d >= 0 && found->key == NULL; d--) {
-                        found->key = open[d].key;
-                        found->key_len = open[d].key_len;
-                    }
-                    return TRUE;
-                }
-                i++; /* the escaped character: a quote, or a backslash */
-            }
-            if (is_key) {
-                open[depth - 1].key = text + start;
-                open[depth - 1].key_len = i - start;
-                expect_key = FALSE;
-            }
+            s.expect_key = s.depth > 0 && s.open[s.depth - 1].object;
+        } else if (c == '"' && scan_literal(&s, &i, found)) {
+            return TRUE;
         }
     }
     return FALSE;

@@ -78,6 +78,70 @@ static gboolean room_for(const char *dir, gsize len, gint64 min_free_mb, GError 
     return FALSE;
 }
 
+/* The same page stored before under path; a file of other bytes under its name (truncated,
+ * emptied, overwritten: ingest --verify renders such pages again) is not that page and is
+ * replaced. Reading it back costs less than the encoding just done. */
+static gboolean already_stored(const char *path, const uint8_t *data, gsize len) {
+    GStatBuf st;
+    if (g_stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (gsize)st.st_size != len)
+        return FALSE;
+    char *old = NULL;
+    gsize old_len = 0;
+    gboolean same = g_file_get_contents(path, &old, &old_len, NULL) && old_len == len &&
+                    memcmp(old, data, len) == 0;
+    g_free(old);
+    return same;
+}
+
+static gboolean make_folder(const char *dir, GError **err) {
+    if (g_mkdir_with_parents(dir, 0755) == 0)
+        return TRUE;
+    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", dir,
+                g_strerror(errno));
+    return FALSE;
+}
+
+/* The page's bytes in a new file of tmp_dir named after sha256, synced: its path, or NULL (and
+ * no file left) when it cannot be made or written. */
+static char *write_temporary(const char *tmp_dir, const char *sha256, const uint8_t *data,
+                             gsize len, GError **err) {
+    char *tmp_name = g_strdup_printf("%s-XXXXXX", sha256);
+    char *tmp = g_build_filename(tmp_dir, tmp_name, NULL);
+    g_free(tmp_name);
+    /* 0666 less the umask, as any file a plain open creates: whoever may read the database
+     * may read its pages, and nobody else (g_mkstemp's 0600 widened to a fixed 0644 exposed the
+     * pages of a database kept private with umask 077). */
+    int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp,
+                    g_strerror(errno));
+        g_free(tmp);
+        return NULL;
+    }
+    gboolean wrote = write_all(fd, data, len) && fsync(fd) == 0;
+    int saved = errno;
+    close(fd);
+    if (!wrote) {
+        g_unlink(tmp);
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot write: %s", tmp,
+                    g_strerror(saved));
+        g_free(tmp);
+        return NULL;
+    }
+    return tmp;
+}
+
+/* The temporary file renamed to path, or removed when it cannot be. */
+static gboolean rename_into_place(const char *tmp, const char *path, GError **err) {
+    if (g_rename(tmp, path) == 0)
+        return TRUE;
+    int saved = errno;
+    g_unlink(tmp);
+    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot rename into place: %s",
+                path, g_strerror(saved));
+    return FALSE;
+}
+
 gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
                         GError **err) {
     gsize len = 0;
@@ -87,75 +151,25 @@ gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, 
     g_free(hex);
     char *path = dq_ingest_page_path(store_dir, sha256_out);
     char *dir = g_path_get_dirname(path);
-    char *tmp = NULL;
-    gboolean ok = FALSE;
-    /* The same page stored before; a file of other bytes under its name (truncated, emptied,
-     * overwritten: ingest --verify renders such pages again) is not that page and is replaced.
-     * Reading it back costs less than the encoding just done. */
-    GStatBuf st;
-    if (g_stat(path, &st) == 0 && S_ISREG(st.st_mode) && (gsize)st.st_size == len) {
-        char *old = NULL;
-        gsize old_len = 0;
-        gboolean same = g_file_get_contents(path, &old, &old_len, NULL) && old_len == len &&
-                        memcmp(old, data, len) == 0;
-        g_free(old);
-        /* synced again: the put that renamed it may have failed at its folder's sync */
-        if (same) {
-            ok = sync_dir(dir, err);
-            goto out;
-        }
-    }
-    if (g_mkdir_with_parents(dir, 0755) != 0) {
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", dir,
-                    g_strerror(errno));
-        goto out;
-    }
     /* Temporary file, fsync, rename: a reader (or a crash) never sees half a PNG under its
      * final name. The temporary files live in one folder of the store (the same file system,
      * so rename works) where page_store_sweep finds those a killed worker left. */
     char *tmp_dir = g_build_filename(store_dir, PAGE_STORE_TMP, NULL);
-    if (g_mkdir_with_parents(tmp_dir, 0755) != 0) {
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp_dir,
-                    g_strerror(errno));
-        g_free(tmp_dir);
+    char *tmp = NULL;
+    gboolean ok = FALSE;
+    if (already_stored(path, data, len)) {
+        /* synced again: the put that renamed it may have failed at its folder's sync */
+        ok = sync_dir(dir, err);
         goto out;
     }
-    if (!room_for(store_dir, len, min_free_mb, err)) {
-        g_free(tmp_dir);
+    if (!make_folder(dir, err) || !make_folder(tmp_dir, err) ||
+        !room_for(store_dir, len, min_free_mb, err))
         goto out;
-    }
-    char *tmp_name = g_strdup_printf("%s-XXXXXX", sha256_out);
-    tmp = g_build_filename(tmp_dir, tmp_name, NULL);
-    g_free(tmp_name);
-    g_free(tmp_dir);
-    /* 0666 less the umask, as any file a plain open creates: whoever may read the database
-     * may read its pages, and nobody else (g_mkstemp's 0600 widened to a fixed 0644 exposed the
-     * pages of a database kept private with umask 077). */
-    int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", tmp,
-                    g_strerror(errno));
-        goto out;
-    }
-    gboolean wrote = write_all(fd, data, len) && fsync(fd) == 0;
-    int saved = errno;
-    close(fd);
-    if (!wrote) {
-        g_unlink(tmp);
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot write: %s", tmp,
-                    g_strerror(saved));
-        goto out;
-    }
-    if (g_rename(tmp, path) != 0) {
-        saved = errno;
-        g_unlink(tmp);
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED,
-                    "%s: cannot rename into place: %s", path, g_strerror(saved));
-        goto out;
-    }
-    ok = sync_dir(dir, err);
+    tmp = write_temporary(tmp_dir, sha256_out, data, len, err);
+    ok = tmp != NULL && rename_into_place(tmp, path, err) && sync_dir(dir, err);
 out:
     g_free(tmp);
+    g_free(tmp_dir);
     g_free(dir);
     g_free(path);
     return ok;

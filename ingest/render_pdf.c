@@ -48,42 +48,35 @@ gboolean pdf_doc_open(RenderDoc *doc, GError **err) {
     return TRUE;
 }
 
-DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
-                         double *source_w, double *source_h, GError **err) {
-    PopplerPage *pp = poppler_document_get_page(doc->pdf, page - 1);
-    if (pp == NULL) {
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d cannot be loaded",
-                    doc->path, page);
-        return NULL;
-    }
-    /* CropBox size with /Rotate applied: what poppler_page_render draws. */
-    double pw = 0, ph = 0;
-    poppler_page_get_size(pp, &pw, &ph);
-    *source_w = pw;
-    *source_h = ph;
-    if (!(pw > 0 && ph > 0 && isfinite(pw) && isfinite(ph))) {
-        g_object_unref(pp);
+/* One PDF page being rendered: the page, its size in points and the image's in pixels. */
+typedef struct {
+    PopplerPage *pp;
+    double pw, ph; /* CropBox size with /Rotate applied: what poppler_page_render draws */
+    int w, h;      /* the page image */
+} PdfPage;
+
+/* The page's size and the image's, refused when the page has no usable size or the image would
+ * be over max_pixels. */
+static gboolean pdf_page_size(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
+                              PdfPage *p, GError **err) {
+    poppler_page_get_size(p->pp, &p->pw, &p->ph);
+    if (!(p->pw > 0 && p->ph > 0 && isfinite(p->pw) && isfinite(p->ph))) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d has size %gx%g",
-                    doc->path, page, pw, ph);
-        return NULL;
+                    doc->path, page, p->pw, p->ph);
+        return FALSE;
     }
-    int w = 0, h = 0;
-    dq_ingest_target_size(pw, ph, longest_edge, &w, &h);
-    if ((gint64)w * h > max_pixels) {
-        g_object_unref(pp);
+    dq_ingest_target_size(p->pw, p->ph, longest_edge, &p->w, &p->h);
+    if ((gint64)p->w * p->h > max_pixels) {
         g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_TOO_MANY_PIXELS,
                     "%s: page %d: %dx%d pixels is over the limit of %" G_GINT64_FORMAT, doc->path,
-                    page, w, h, max_pixels);
-        return NULL;
+                    page, p->w, p->h, max_pixels);
+        return FALSE;
     }
-    cairo_surface_t *surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, w, h);
-    if (cairo_surface_status(surface) != CAIRO_STATUS_SUCCESS) {
-        cairo_surface_destroy(surface);
-        g_object_unref(pp);
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
-                    "%s: page %d: cannot allocate a %dx%d surface", doc->path, page, w, h);
-        return NULL;
-    }
+    return TRUE;
+}
+
+/* Draws the page onto surface (w x h) as pdftocairo draws its PNG output; cairo's status. */
+static cairo_status_t pdf_draw_page(const PdfPage *p, cairo_surface_t *surface) {
     cairo_t *cr = cairo_create(surface);
     /* Fixed antialiasing (cairo's default, which is pdftocairo's default) so that a page renders
      * to the same pixels on every machine, whatever the desktop's font settings. */
@@ -99,9 +92,9 @@ DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_
      * a resolution in dpi: (72 W / pw) / 72 is not always W / pw to the last bit (396 / 612 is
      * one ulp above it), and cairo rounds each glyph's origin to a whole pixel, so with the other
      * factor a glyph on a half pixel moves by one (and image samples shift by a level). */
-    double x_resolution = 72.0 * w / pw, y_resolution = 72.0 * h / ph;
+    double x_resolution = 72.0 * p->w / p->pw, y_resolution = 72.0 * p->h / p->ph;
     cairo_scale(cr, x_resolution / 72.0, y_resolution / 72.0);
-    poppler_page_render(pp, cr);
+    poppler_page_render(p->pp, cr);
     cairo_restore(cr);
     /* Blend onto a white page, as pdftocairo does for opaque output. */
     cairo_save(cr);
@@ -111,35 +104,68 @@ DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_
     cairo_restore(cr);
     cairo_status_t cst = cairo_status(cr);
     cairo_destroy(cr);
-    g_object_unref(pp);
-    if (cst != CAIRO_STATUS_SUCCESS) {
-        cairo_surface_destroy(surface);
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: cairo: %s", doc->path,
-                    page, cairo_status_to_string(cst));
-        return NULL;
-    }
-    cairo_surface_flush(surface);
-    DqImage *img = dq_image_new(w, h);
-    if (img == NULL) {
-        cairo_surface_destroy(surface);
-        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
-                    "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, w, h);
-        return NULL;
-    }
+    return cst;
+}
+
+/* The drawn (and flushed) surface's pixels as RGB, into img (the surface's size). */
+static void pdf_copy_pixels(cairo_surface_t *surface, DqImage *img) {
     const uint8_t *data = cairo_image_surface_get_data(surface);
     int stride = cairo_image_surface_get_stride(surface);
-    for (int y = 0; y < h; y++) {
+    for (int y = 0; y < img->height; y++) {
         /* ARGB32 is native-endian premultiplied; alpha is 255 everywhere after the white. */
         const uint32_t *row = (const uint32_t *)(const void *)(data + (size_t)y * stride);
-        uint8_t *out = img->pixels + (size_t)y * w * 3;
-        for (int x = 0; x < w; x++) {
+        uint8_t *out = img->pixels + (size_t)y * img->width * 3;
+        for (int x = 0; x < img->width; x++) {
             uint32_t px = row[x];
             out[3 * x + 0] = (px >> 16) & 0xff;
             out[3 * x + 1] = (px >> 8) & 0xff;
             out[3 * x + 2] = px & 0xff;
         }
     }
-    cairo_surface_destroy(surface);
+}
+
+DqImage *pdf_render_page(RenderDoc *doc, int page, int longest_edge, gint64 max_pixels,
+                         double *source_w, double *source_h, GError **err) {
+    PdfPage p = {.pp = poppler_document_get_page(doc->pdf, page - 1)};
+    if (p.pp == NULL) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d cannot be loaded",
+                    doc->path, page);
+        return NULL;
+    }
+    cairo_surface_t *surface = NULL;
+    DqImage *img = NULL;
+    gboolean sized = pdf_page_size(doc, page, longest_edge, max_pixels, &p, err);
+    /* told even when the page is refused: the failed page's row keeps its size (worker.c) */
+    *source_w = p.pw;
+    *source_h = p.ph;
+    if (!sized)
+        goto out;
+    surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, p.w, p.h);
+    if (cairo_surface_status(surface) != CAIRO_STATUS_SUCCESS) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
+                    "%s: page %d: cannot allocate a %dx%d surface", doc->path, page, p.w, p.h);
+        goto out;
+    }
+    cairo_status_t cst = pdf_draw_page(&p, surface);
+    /* the page's memory given back before the image's is taken */
+    g_clear_object(&p.pp);
+    if (cst != CAIRO_STATUS_SUCCESS) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_DAMAGED, "%s: page %d: cairo: %s", doc->path,
+                    page, cairo_status_to_string(cst));
+        goto out;
+    }
+    cairo_surface_flush(surface);
+    img = dq_image_new(p.w, p.h);
+    if (img == NULL) {
+        g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_OUT_OF_MEMORY,
+                    "%s: page %d: cannot allocate %dx%d pixels", doc->path, page, p.w, p.h);
+        goto out;
+    }
+    pdf_copy_pixels(surface, img);
+out:
+    if (surface != NULL)
+        cairo_surface_destroy(surface);
+    g_clear_object(&p.pp);
     return img;
 }
 

@@ -296,26 +296,29 @@ static int compare_ints(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-void worker_main(const WorkerTask *task, int fd) {
-    watch_for_oom(fd, task->mem_limit_mb);
-    limit_memory(task->mem_limit_mb);
-    limit_cpu(task, TRUE);
-    if (g_getenv("DOCQA_INGEST_DEBUG") == NULL) {
-        /* poppler and libtiff print their complaints on stderr (or via g_log on stdout); they reach
-         * the database as reasons instead, and must not garble the progress line. */
-        int devnull = open("/dev/null", O_WRONLY);
+/* poppler and libtiff print their complaints on stderr (or via g_log on stdout); they reach the
+ * database as reasons instead, and must not garble the progress line. DOCQA_INGEST_DEBUG keeps
+ * them. */
+static void silence_output(void) {
+    if (g_getenv("DOCQA_INGEST_DEBUG") != NULL)
+        return;
+    int devnull = open("/dev/null", O_WRONLY);
 #ifdef DQ_UNDER_ASAN
-        /* ...but not the sanitizers' reports: they go to the stderr the worker was given. */
-        int report = devnull >= 0 ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) : -1;
-        if (report >= 0)
-            __sanitizer_set_report_fd((void *)(intptr_t)report);
+    /* ...but not the sanitizers' reports: they go to the stderr the worker was given. */
+    int report = devnull >= 0 ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) : -1;
+    if (report >= 0)
+        __sanitizer_set_report_fd((void *)(intptr_t)report);
 #endif
-        if (devnull >= 0) {
-            dup2(devnull, STDOUT_FILENO);
-            dup2(devnull, STDERR_FILENO);
-            close(devnull);
-        }
+    if (devnull >= 0) {
+        dup2(devnull, STDOUT_FILENO);
+        dup2(devnull, STDERR_FILENO);
+        close(devnull);
     }
+}
+
+/* The document, opened on a descriptor of the worker's own; when it cannot be, its failure is
+ * told ("fail" line) and the worker leaves. */
+static RenderDoc *open_or_leave(const WorkerTask *task, int fd) {
     GError *err = NULL;
     int own = own_descriptor(task);
     RenderDoc *doc = own < 0 ? NULL : render_doc_open(task->path, own, task->kind, &err);
@@ -327,6 +330,12 @@ void worker_main(const WorkerTask *task, int fd) {
         send_line(fd, "fail\t%s\t%s\n", dq_ingest_reason_name(err->code), m);
         worker_exit(0);
     }
+    return doc;
+}
+
+/* The document's page count, told ("count" line) with what opening it warned and noted; over
+ * the task's max_pages, the refusal is told and the worker leaves. */
+static int tell_page_count(const WorkerTask *task, RenderDoc *doc, int fd) {
     int n = render_doc_page_count(doc);
     char *warn = clean(render_doc_warning(doc));
     char *note = clean(render_doc_note(doc));
@@ -338,47 +347,68 @@ void worker_main(const WorkerTask *task, int fd) {
                   dq_ingest_reason_name(DQ_INGEST_TOO_MANY_PAGES), task->path, n, task->max_pages);
         worker_exit(0);
     }
+    return n;
+}
+
+/* Its image and row are stored already (ingest.c, stored pages). */
+static gboolean page_is_stored(const WorkerTask *task, int page) {
+    return task->n_stored > 0 && bsearch(&page, task->stored, (size_t)task->n_stored,
+                                         sizeof *task->stored, compare_ints) != NULL;
+}
+
+/* Page `page` rendered, stored and told: "begin" first, so that a worker dying on it names it,
+ * then its "page" line, rendered (in part or whole) or failed. */
+static void render_page(const WorkerTask *task, RenderDoc *doc, int fd, int page) {
+    send_line(fd, "begin\t%d\n", page);
+    limit_cpu(task, FALSE);
+    maybe_inject_fault(task->path, page);
+    GError *err = NULL;
+    double sw = 0, sh = 0;
+    gboolean incomplete = FALSE;
+    char *imsg = NULL;
+    /* Past the document's output budget nothing more is rendered: a page bomb's pages each a
+     * different 15 MB of noise would fill the disk. */
+    DqImage *img = over_budget(task, page, &err)
+                       ? NULL
+                       : render_doc_page(doc, page, task->longest_edge, task->max_pixels, &sw, &sh,
+                                         &incomplete, &imsg, &err);
+    char sha[65] = "-";
+    if (img != NULL && !store_page(task, page, img, sha, &err)) {
+        dq_image_free(img);
+        img = NULL;
+    }
+    if (img != NULL) {
+        char *m = clean(imsg);
+        send_line(fd, "page\t%d\t%s\t%d\t%d\t%.17g\t%.17g\t%s\t%s\t%s\n", page,
+                  incomplete ? "partial" : "ok", img->width, img->height, sw, sh, sha,
+                  incomplete ? dq_ingest_reason_name(DQ_INGEST_DAMAGED) : "-", m);
+        g_free(m);
+        dq_image_free(img);
+    } else {
+        char *m = clean(err->message);
+        send_line(
+            fd, "page\t%d\tfailed\t0\t0\t%.17g\t%.17g\t-\t%s\t%s\n", page, sw, sh,
+            err->domain == DQ_INGEST_ERROR ? dq_ingest_reason_name(err->code) : "store_failed", m);
+        g_free(m);
+        g_clear_error(&err);
+    }
+    g_free(imsg);
+}
+
+void worker_main(const WorkerTask *task, int fd) {
+    watch_for_oom(fd, task->mem_limit_mb);
+    limit_memory(task->mem_limit_mb);
+    limit_cpu(task, TRUE);
+    silence_output();
+    RenderDoc *doc = open_or_leave(task, fd);
+    int n = tell_page_count(task, doc, fd);
+    /* The workers on a document share its page counter: each takes the next page not taken. */
     for (;;) {
         int page = __atomic_add_fetch(&task->shared->next_page, 1, __ATOMIC_SEQ_CST);
         if (page > n)
             break;
-        if (task->n_stored > 0 && bsearch(&page, task->stored, (size_t)task->n_stored,
-                                          sizeof *task->stored, compare_ints) != NULL)
-            continue; /* its image and row are stored already (ingest.c, stored pages) */
-        send_line(fd, "begin\t%d\n", page);
-        limit_cpu(task, FALSE);
-        maybe_inject_fault(task->path, page);
-        double sw = 0, sh = 0;
-        gboolean incomplete = FALSE;
-        char *imsg = NULL;
-        /* Past the document's output budget nothing more is rendered: a page bomb's pages each
-         * a different 15 MB of noise would fill the disk. */
-        DqImage *img = over_budget(task, page, &err)
-                           ? NULL
-                           : render_doc_page(doc, page, task->longest_edge, task->max_pixels, &sw,
-                                             &sh, &incomplete, &imsg, &err);
-        char sha[65] = "-";
-        if (img != NULL && !store_page(task, page, img, sha, &err)) {
-            dq_image_free(img);
-            img = NULL;
-        }
-        if (img != NULL) {
-            char *m = clean(imsg);
-            send_line(fd, "page\t%d\t%s\t%d\t%d\t%.17g\t%.17g\t%s\t%s\t%s\n", page,
-                      incomplete ? "partial" : "ok", img->width, img->height, sw, sh, sha,
-                      incomplete ? dq_ingest_reason_name(DQ_INGEST_DAMAGED) : "-", m);
-            g_free(m);
-            dq_image_free(img);
-        } else {
-            char *m = clean(err->message);
-            send_line(fd, "page\t%d\tfailed\t0\t0\t%.17g\t%.17g\t-\t%s\t%s\n", page, sw, sh,
-                      err->domain == DQ_INGEST_ERROR ? dq_ingest_reason_name(err->code)
-                                                     : "store_failed",
-                      m);
-            g_free(m);
-            g_clear_error(&err);
-        }
-        g_free(imsg);
+        if (!page_is_stored(task, page))
+            render_page(task, doc, fd, page);
     }
     send_line(fd, "done\n");
     render_doc_close(doc);

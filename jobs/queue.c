@@ -296,15 +296,21 @@ static GPtrArray *choose_pages(GPtrArray *pages, int n_res, DqAskResult *res) {
     return chosen;
 }
 
-gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err) {
-    memset(res, 0, sizeof(*res));
+/* The request's refusals before anything is read: no question, a --where that is not one
+ * condition. */
+static gboolean ask_request_ok(const DqAskRequest *req, GError **err) {
     if (req->n_questions == 0)
         return dq_fail(err, DQ_ERR_ARGS, "no question given");
     for (int i = 0; i < req->n_where; i++)
         if (!queue_check_where(req->where_sql[i], err))
             return FALSE;
-    /* Distinct normalized questions, in the order first given: the same question twice would
-     * make the same job key twice, the second counted as "already asked". */
+    return TRUE;
+}
+
+/* Distinct normalized questions, in the order first given: the same question twice would make
+ * the same job key twice, the second counted as "already asked" (counted in res->duplicates
+ * instead). NULL when one is missing or not a question. */
+static GPtrArray *distinct_questions(const DqAskRequest *req, DqAskResult *res, GError **err) {
     GPtrArray *questions = g_ptr_array_new_with_free_func(g_free);
     GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
     for (int i = 0; i < req->n_questions; i++) {
@@ -317,7 +323,7 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
         if (q == NULL) {
             g_hash_table_destroy(seen);
             g_ptr_array_free(questions, TRUE);
-            return FALSE;
+            return NULL;
         }
         if (g_hash_table_contains(seen, q)) {
             res->duplicates++;
@@ -328,56 +334,80 @@ gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError
         g_ptr_array_add(questions, q);
     }
     g_hash_table_destroy(seen);
-    int n_questions = (int)questions->len;
+    return questions;
+}
+
+/* One ask's jobs being made: a job for each chosen page and question, the strings they point to
+ * owned here. */
+typedef struct {
+    const DqAskRequest *req;
+    GPtrArray *questions; /* distinct_questions */
+    char *settings;       /* the generation settings, as canonical JSON */
+    GPtrArray *keys;      /* the jobs' keys */
+    GArray *jobs;         /* DqNewJob */
+} Ask;
+
+/* Every question on every chosen page, page by page. */
+static void ask_add_jobs(Ask *a, const GPtrArray *chosen) {
+    int max_attempts = a->req->settings.max_attempts > 0 ? a->req->settings.max_attempts : 3;
+    for (guint p = 0; p < chosen->len; p++) {
+        const DqAskPage *page = g_ptr_array_index(chosen, p);
+        for (guint q = 0; q < a->questions->len; q++) {
+            char *key = queue_job_key(page->document_sha256, page->page_number,
+                                      g_ptr_array_index(a->questions, q), a->req->model_id,
+                                      page->render_settings, a->settings);
+            g_ptr_array_add(a->keys, key);
+            /* The questions are stored with the jobs, in their transaction: an ask stopped
+             * before it commits leaves no question behind, which export, cancel and requeue
+             * would take for one that was asked. */
+            DqNewJob j = {
+                .page_id = page->page_id,
+                .question = g_ptr_array_index(a->questions, q),
+                .model_id = a->req->model_id,
+                .generation_settings = a->settings,
+                .job_key = key,
+                .max_attempts = max_attempts,
+            };
+            g_array_append_val(a->jobs, j);
+        }
+    }
+}
+
+gboolean queue_ask(DqStore *s, const DqAskRequest *req, DqAskResult *res, GError **err) {
+    memset(res, 0, sizeof(*res));
+    if (!ask_request_ok(req, err))
+        return FALSE;
+    Ask a = {.req = req, .questions = distinct_questions(req, res, err)};
+    if (a.questions == NULL)
+        return FALSE;
     gboolean ok = FALSE;
-    char *settings = queue_generation_settings_json(&req->settings, err);
-    GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
-    GArray *jobs = g_array_new(FALSE, TRUE, sizeof(DqNewJob));
     GPtrArray *pages = NULL, *chosen = NULL;
-    if (settings == NULL)
+    a.settings = queue_generation_settings_json(&req->settings, err);
+    a.keys = g_ptr_array_new_with_free_func(g_free);
+    a.jobs = g_array_new(FALSE, TRUE, sizeof(DqNewJob));
+    if (a.settings == NULL)
         goto out;
     pages = store_jobs_select_pages(s, req->document_ids, req->n_document_ids, req->where_sql,
                                     req->n_where, err);
     if (pages == NULL)
         goto out;
     chosen = choose_pages(pages, req->n_res, res);
-    int max_attempts = req->settings.max_attempts > 0 ? req->settings.max_attempts : 3;
-    for (guint p = 0; p < chosen->len; p++) {
-        const DqAskPage *page = g_ptr_array_index(chosen, p);
-        for (int q = 0; q < n_questions; q++) {
-            char *key = queue_job_key(page->document_sha256, page->page_number,
-                                      g_ptr_array_index(questions, q), req->model_id,
-                                      page->render_settings, settings);
-            g_ptr_array_add(keys, key);
-            /* The questions are stored with the jobs, in their transaction: an ask stopped
-             * before it commits leaves no question behind, which export, cancel and requeue
-             * would take for one that was asked. */
-            DqNewJob j = {
-                .page_id = page->page_id,
-                .question = g_ptr_array_index(questions, q),
-                .model_id = req->model_id,
-                .generation_settings = settings,
-                .job_key = key,
-                .max_attempts = max_attempts,
-            };
-            g_array_append_val(jobs, j);
-        }
-    }
-    if (!store_jobs_enqueue(s, (const DqNewJob *)jobs->data, (int)jobs->len, &res->added, err))
+    ask_add_jobs(&a, chosen);
+    if (!store_jobs_enqueue(s, (const DqNewJob *)a.jobs->data, (int)a.jobs->len, &res->added, err))
         goto out;
     res->pages = (int)chosen->len;
-    res->questions = n_questions;
-    res->existing = (int)jobs->len - res->added;
+    res->questions = (int)a.questions->len;
+    res->existing = (int)a.jobs->len - res->added;
     ok = TRUE;
 out:
     if (chosen)
         g_ptr_array_free(chosen, TRUE);
     if (pages)
         g_ptr_array_free(pages, TRUE);
-    g_array_free(jobs, TRUE);
-    g_ptr_array_free(keys, TRUE);
-    g_ptr_array_free(questions, TRUE);
-    g_free(settings);
+    g_array_free(a.jobs, TRUE);
+    g_ptr_array_free(a.keys, TRUE);
+    g_ptr_array_free(a.questions, TRUE);
+    g_free(a.settings);
     return ok;
 }
 

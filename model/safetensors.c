@@ -393,41 +393,29 @@ DqSafeTensors *safetensors_open(const char *path, GError **err) {
     return st;
 }
 
-DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err) {
-    char *single = g_build_filename(dir, "model.safetensors", NULL);
-    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
-    DqSafeTensors *st = NULL;
-    JsonParser *parser = NULL;
-    GHashTable *shards = NULL;
-    if (!g_file_test(index, G_FILE_TEST_EXISTS)) {
-        if (!g_file_test(single, G_FILE_TEST_EXISTS)) {
-            dq_fail(err, DQ_ERR_MODEL,
-                    "%s: no model.safetensors and no model.safetensors.index.json", dir);
-            goto out;
-        }
-        st = safetensors_open(single, err);
-        goto out;
-    }
-    if ((parser = dq_json_load_file(index, DQ_JSON_DEFAULT, err)) == NULL)
-        goto out;
+/* The index's "weight_map" object (tensor name -> shard file); NULL, with the error, when it
+ * has none. */
+static JsonObject *index_weight_map(JsonParser *parser, const char *index, GError **err) {
     JsonNode *root = json_parser_get_root(parser);
-    JsonObject *wm = NULL;
     if (root != NULL && JSON_NODE_HOLDS_OBJECT(root)) {
         JsonNode *n = json_object_get_member(json_node_get_object(root), "weight_map");
         if (n != NULL && JSON_NODE_HOLDS_OBJECT(n))
-            wm = json_node_get_object(n);
+            return json_node_get_object(n);
     }
-    if (wm == NULL) {
-        dq_fail(err, DQ_ERR_FORMAT, "%s: no \"weight_map\" object", index);
-        goto out;
-    }
-    st = safetensors_new();
-    shards = g_hash_table_new(g_str_hash, g_str_equal);
+    dq_fail(err, DQ_ERR_FORMAT, "%s: no \"weight_map\" object", index);
+    return NULL;
+}
+
+/* Each shard the weight map names, added to st once, in the order the map first names it. */
+static gboolean add_shards(DqSafeTensors *st, const char *dir, const char *index, JsonObject *wm,
+                           GError **err) {
+    GHashTable *shards = g_hash_table_new(g_str_hash, g_str_equal);
+    gboolean ok = TRUE;
     JsonObjectIter it;
     const char *tname;
     JsonNode *fnode;
     json_object_iter_init(&it, wm);
-    while (json_object_iter_next(&it, &tname, &fnode)) {
+    while (ok && json_object_iter_next(&it, &tname, &fnode)) {
         const char *file =
             JSON_NODE_HOLDS_VALUE(fnode) && json_node_get_value_type(fnode) == G_TYPE_STRING
                 ? json_node_get_string(fnode)
@@ -435,41 +423,66 @@ DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err) {
         /* A shard name is a plain file name inside the snapshot; refuse paths. */
         if (file == NULL || file[0] == '\0' || strchr(file, '/') != NULL ||
             strcmp(file, "..") == 0) {
-            dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': bad shard file name", index, tname);
-            goto fail;
-        }
-        if (!g_hash_table_contains(shards, file)) {
+            ok = dq_fail(err, DQ_ERR_FORMAT, "%s: tensor '%s': bad shard file name", index, tname);
+        } else if (!g_hash_table_contains(shards, file)) {
             g_hash_table_add(shards, (gpointer)file);
             char *path = g_build_filename(dir, file, NULL);
-            gboolean ok = add_file(st, path, err);
+            ok = add_file(st, path, err);
             g_free(path);
-            if (!ok)
-                goto fail;
         }
     }
-    /* Every tensor the index promises must be in the shard it names: that very file, not one
-     * whose name merely ends the same ("ba.safetensors" for "a.safetensors"). */
+    g_hash_table_destroy(shards);
+    return ok;
+}
+
+/* Every tensor the index promises must be in the shard it names: that very file, not one whose
+ * name merely ends the same ("ba.safetensors" for "a.safetensors"). The names are strings:
+ * add_shards refused the rest. */
+static gboolean tensors_as_promised(const DqSafeTensors *st, const char *index, JsonObject *wm,
+                                    GError **err) {
+    JsonObjectIter it;
+    const char *tname;
+    JsonNode *fnode;
     json_object_iter_init(&it, wm);
     while (json_object_iter_next(&it, &tname, &fnode)) {
         const DqTensor *t = safetensors_get(st, tname);
         char *shard = t != NULL ? g_path_get_basename(t->file) : NULL;
         gboolean there = shard != NULL && strcmp(shard, json_node_get_string(fnode)) == 0;
         g_free(shard);
-        if (!there) {
-            dq_fail(err, DQ_ERR_MODEL, "%s: tensor '%s' is not in %s", index, tname,
-                    json_node_get_string(fnode));
-            goto fail;
-        }
+        if (!there)
+            return dq_fail(err, DQ_ERR_MODEL, "%s: tensor '%s' is not in %s", index, tname,
+                           json_node_get_string(fnode));
     }
-    goto out;
-fail:
-    safetensors_free(st);
-    st = NULL;
-out:
-    if (shards != NULL)
-        g_hash_table_destroy(shards);
-    if (parser != NULL)
-        g_object_unref(parser);
+    return TRUE;
+}
+
+/* A sharded snapshot: the shards its index names, each tensor where the index says. */
+static DqSafeTensors *open_sharded(const char *dir, const char *index, GError **err) {
+    JsonParser *parser = dq_json_load_file(index, DQ_JSON_DEFAULT, err);
+    if (parser == NULL)
+        return NULL;
+    DqSafeTensors *st = NULL;
+    JsonObject *wm = index_weight_map(parser, index, err);
+    if (wm != NULL) {
+        st = safetensors_new();
+        if (!add_shards(st, dir, index, wm, err) || !tensors_as_promised(st, index, wm, err))
+            g_clear_pointer(&st, safetensors_free);
+    }
+    g_object_unref(parser);
+    return st;
+}
+
+DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err) {
+    char *single = g_build_filename(dir, "model.safetensors", NULL);
+    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
+    DqSafeTensors *st = NULL;
+    if (g_file_test(index, G_FILE_TEST_EXISTS))
+        st = open_sharded(dir, index, err);
+    else if (g_file_test(single, G_FILE_TEST_EXISTS))
+        st = safetensors_open(single, err);
+    else
+        dq_fail(err, DQ_ERR_MODEL, "%s: no model.safetensors and no model.safetensors.index.json",
+                dir);
     g_free(single);
     g_free(index);
     return st;

@@ -380,28 +380,29 @@ static const char *ioerr_operation(int extended) {
     }
 }
 
-void store_sqlite_explain(DqStore *s, GError **err) {
-    if (err == NULL || *err == NULL || s->db == NULL)
-        return;
-    int rc = sqlite3_extended_errcode(s->db) & 0xff;
-    if (rc == SQLITE_BUSY && s->busy_stopped) {
-        append_to_message(*err, g_strdup_printf(" (another connection holds its write lock; "
-                                                "told to stop, docqa waited %d s more for it, "
-                                                "then gave up)",
-                                                DQ_STORE_STOP_GRACE_MS / 1000));
-        return;
-    }
-    if (rc == SQLITE_BUSY) {
-        append_to_message(*err, g_strdup_printf(" (another connection held its write lock for "
-                                                "%d s: an sqlite3 shell or a program with a "
-                                                "transaction left open?)",
-                                                (int)(store_busy_limit_ms() / 1000)));
-        return;
-    }
-    /* SQLite's words name its own class of failure: "disk I/O error" for a full disk when the
-     * -shm is sized, an mmap refused and a failed fsync alike. The operation (SQLite's extended
-     * code) and the system's reason, when SQLite kept it, say which. Permissions and missing
-     * files are explained below, by whose and which folder. */
+/* For a lock held past the busy limit, who may hold it (or that docqa was told to stop while it
+ * waited). TRUE when the error was that. */
+static gboolean explain_busy(DqStore *s, int rc, GError *err) {
+    if (rc != SQLITE_BUSY)
+        return FALSE;
+    if (s->busy_stopped)
+        append_to_message(err, g_strdup_printf(" (another connection holds its write lock; "
+                                               "told to stop, docqa waited %d s more for it, "
+                                               "then gave up)",
+                                               DQ_STORE_STOP_GRACE_MS / 1000));
+    else
+        append_to_message(err, g_strdup_printf(" (another connection held its write lock for "
+                                               "%d s: an sqlite3 shell or a program with a "
+                                               "transaction left open?)",
+                                               (int)(store_busy_limit_ms() / 1000)));
+    return TRUE;
+}
+
+/* SQLite's words name its own class of failure: "disk I/O error" for a full disk when the -shm
+ * is sized, an mmap refused and a failed fsync alike. The operation (SQLite's extended code) and
+ * the system's reason, when SQLite kept it, say which. Permissions and missing files are
+ * explained by explain_not_writable, by whose and which folder. */
+static void append_io_reason(DqStore *s, int rc, GError *err) {
     int sys = sqlite3_system_errno(s->db);
     gboolean sys_known = sys > 0 && sys != EACCES && sys != EPERM && sys != EROFS && sys != ENOENT;
     int extended = sqlite3_extended_errcode(s->db);
@@ -417,65 +418,78 @@ void store_sqlite_explain(DqStore *s, GError **err) {
     if (logged != NULL && (call == NULL || !g_str_has_prefix(logged, call)))
         g_clear_pointer(&logged, g_free);
     if (op != NULL && sys_known)
-        append_to_message(*err, g_strdup_printf(" (%s: %s)", op, g_strerror(sys)));
+        append_to_message(err, g_strdup_printf(" (%s: %s)", op, g_strerror(sys)));
     else if (op != NULL && logged != NULL)
-        append_to_message(*err, g_strdup_printf(" (%s: %s)", op, logged));
+        append_to_message(err, g_strdup_printf(" (%s: %s)", op, logged));
     else if (op != NULL)
-        append_to_message(*err, g_strdup_printf(" (%s)", op));
+        append_to_message(err, g_strdup_printf(" (%s)", op));
     else if (rc == SQLITE_CANTOPEN && logged != NULL)
-        append_to_message(*err, g_strdup_printf(" (%s)", logged));
+        append_to_message(err, g_strdup_printf(" (%s)", logged));
     else if ((rc == SQLITE_FULL || rc == SQLITE_CANTOPEN) && sys_known)
-        append_to_message(*err, g_strdup_printf(" (%s)", g_strerror(sys)));
+        append_to_message(err, g_strdup_printf(" (%s)", g_strerror(sys)));
     g_free(logged);
-    char *dir = g_path_get_dirname(s->path);
+}
+
+/* For a database that cannot be written, whose it is and its mode, or that the system refused
+ * to open it for writing; for a temporary file SQLite could not make, where it tried; for a
+ * folder that cannot be written, that it must be. TRUE when one of these was said: the room
+ * left is then beside the point. */
+static gboolean explain_not_writable(DqStore *s, int rc, const char *dir, GError *err) {
     char *whose = rc == SQLITE_READONLY ? not_writable_text(s->path, dir) : NULL;
     if (whose != NULL) {
-        append_to_message(*err, whose);
-        g_free(dir);
-        return;
+        append_to_message(err, whose);
+        return TRUE;
     }
     if (rc == SQLITE_READONLY && !s->immutable && access(s->path, W_OK) == 0 &&
         access(dir, W_OK) == 0) {
-        append_to_message(*err, g_strdup(REFUSED_OPEN_TEXT));
-        g_free(dir);
-        return;
+        append_to_message(err, g_strdup(REFUSED_OPEN_TEXT));
+        return TRUE;
     }
     /* The database is open and readable: a file SQLite could not open is a temporary one. */
     char *temp = rc == SQLITE_CANTOPEN && g_access(s->path, R_OK) == 0 ? temp_dir_text() : NULL;
     if (temp != NULL) {
-        append_to_message(*err, temp);
-        g_free(dir);
-        return;
+        append_to_message(err, temp);
+        return TRUE;
     }
     if ((rc == SQLITE_READONLY || rc == SQLITE_CANTOPEN) && access(dir, W_OK) != 0) {
         /* "attempt to write a readonly database": WAL needs its -wal and -shm files beside the
          * database, even to read. */
-        char *msg = g_strdup_printf("%s (the folder %s must be writable too: SQLite keeps the "
-                                    "database's -wal and -shm files there)",
-                                    (*err)->message, dir);
-        g_free((*err)->message);
-        (*err)->message = msg;
-        g_free(dir);
-        return;
+        append_to_message(err, g_strdup_printf(" (the folder %s must be writable too: SQLite "
+                                               "keeps the database's -wal and -shm files there)",
+                                               dir));
+        return TRUE;
     }
-    if (rc != SQLITE_FULL && rc != SQLITE_IOERR && rc != SQLITE_CANTOPEN) {
-        g_free(dir);
+    return FALSE;
+}
+
+/* For a full disk, or a failed write while the file system holding the database has little room
+ * left, how little: SQLite's "disk I/O error" alone sends one looking for a broken disk. */
+static void append_room_left(DqStore *s, int rc, const char *dir, GError *err) {
+    if (rc != SQLITE_FULL && rc != SQLITE_IOERR && rc != SQLITE_CANTOPEN)
         return;
-    }
     struct statvfs fs;
-    gboolean known = statvfs(dir, &fs) == 0;
-    g_free(dir);
-    if (!known)
+    if (statvfs(dir, &fs) != 0)
         return;
     guint64 room = (guint64)fs.f_bavail * fs.f_frsize;
     if (rc != SQLITE_FULL && room >= LOW_ROOM_BYTES)
         return;
     char *size = plain_size(room);
-    char *msg = g_strdup_printf("%s (the file system holding %s has %s free)", (*err)->message,
-                                s->path, size);
-    g_free((*err)->message);
-    (*err)->message = msg;
+    append_to_message(err,
+                      g_strdup_printf(" (the file system holding %s has %s free)", s->path, size));
     g_free(size);
+}
+
+void store_sqlite_explain(DqStore *s, GError **err) {
+    if (err == NULL || *err == NULL || s->db == NULL)
+        return;
+    int rc = sqlite3_extended_errcode(s->db) & 0xff;
+    if (explain_busy(s, rc, *err))
+        return;
+    append_io_reason(s, rc, *err);
+    char *dir = g_path_get_dirname(s->path);
+    if (!explain_not_writable(s, rc, dir, *err))
+        append_room_left(s, rc, dir, *err);
+    g_free(dir);
 }
 
 gboolean dq_store_exec(DqStore *store, const char *sql, GError **err) {
