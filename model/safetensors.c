@@ -472,11 +472,24 @@ static DqSafeTensors *open_sharded(const char *dir, const char *index, GError **
     return st;
 }
 
+/* Whether a snapshot is sharded, in transformers' order (from_pretrained): a model.safetensors
+ * that is a file wins over an index beside it, as a folder holding both (a model saved whole
+ * over an older sharded save) loads the whole one there. */
+static gboolean snapshot_is_sharded(const char *dir) {
+    char *single = g_build_filename(dir, "model.safetensors", NULL);
+    char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
+    gboolean sharded =
+        !g_file_test(single, G_FILE_TEST_IS_REGULAR) && g_file_test(index, G_FILE_TEST_EXISTS);
+    g_free(single);
+    g_free(index);
+    return sharded;
+}
+
 DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err) {
     char *single = g_build_filename(dir, "model.safetensors", NULL);
     char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
     DqSafeTensors *st = NULL;
-    if (g_file_test(index, G_FILE_TEST_EXISTS))
+    if (snapshot_is_sharded(dir))
         st = open_sharded(dir, index, err);
     else if (g_file_test(single, G_FILE_TEST_EXISTS))
         st = safetensors_open(single, err);
@@ -497,12 +510,10 @@ static guint64 file_bytes(const char *dir, const char *name) {
 }
 
 guint64 safetensors_snapshot_bytes(const char *dir) {
+    if (!snapshot_is_sharded(dir))
+        return file_bytes(dir, "model.safetensors");
     char *index = g_build_filename(dir, "model.safetensors.index.json", NULL);
     guint64 total = 0;
-    if (!g_file_test(index, G_FILE_TEST_EXISTS)) {
-        g_free(index);
-        return file_bytes(dir, "model.safetensors");
-    }
     JsonParser *parser = dq_json_load_file(index, DQ_JSON_DEFAULT, NULL);
     JsonNode *root = parser != NULL ? json_parser_get_root(parser) : NULL;
     JsonNode *wm = root != NULL && JSON_NODE_HOLDS_OBJECT(root)

@@ -61,14 +61,16 @@ typedef struct DqSafeTensors DqSafeTensors;
 /* One .safetensors file, memory-mapped. */
 DqSafeTensors *safetensors_open(const char *path, GError **err);
 
-/* A snapshot directory: model.safetensors, or the shards of model.safetensors.index.json. */
+/* A snapshot directory: model.safetensors, or the shards of model.safetensors.index.json where
+ * there is no model.safetensors file (transformers' order). */
 DqSafeTensors *safetensors_open_snapshot(const char *dir, GError **err);
 
-/* The bytes of the files a snapshot directory's weights are in: the shards its
- * model.safetensors.index.json names, else model.safetensors; 0 when it has neither or the index
- * is unreadable. Other .safetensors files beside them (another variant, a draft model) are not
- * the model's and do not count. An estimate for memory checks before loading: the loader says
- * what is wrong with a snapshot. */
+/* The bytes of the files a snapshot directory's weights are in, the files
+ * safetensors_open_snapshot would open: model.safetensors, else the shards its
+ * model.safetensors.index.json names; 0 when it has neither or the index is unreadable. Other
+ * .safetensors files beside them (another variant, a draft model) are not the model's and do not
+ * count. An estimate for memory checks before loading: the loader says what is wrong with a
+ * snapshot. */
 guint64 safetensors_snapshot_bytes(const char *dir);
 
 /* The bytes the tensors of st take once loaded as the CUDA backend keeps them: matrices (2 dims

@@ -3,6 +3,7 @@
 #include "safetensors.h"
 #include "testutil.h"
 
+#include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
 
@@ -276,6 +277,20 @@ static void test_sharded(void) {
     g_assert_true(g_str_has_suffix(y->file, "model-00002-of-00002.safetensors"));
     safetensors_free(st);
 
+    /* A model.safetensors file beside the index is the one loaded, as transformers loads it. */
+    float whole[1] = {7};
+    GByteArray *s0 = make_file("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+                               whole, sizeof whole);
+    char *single = write_file(dir, "model.safetensors", s0);
+    st = safetensors_open_snapshot(dir, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpuint(safetensors_count(st), ==, 1);
+    g_assert_nonnull(safetensors_get(st, "w"));
+    safetensors_free(st);
+    g_assert_cmpint(g_unlink(single), ==, 0);
+    g_free(single);
+    g_byte_array_free(s0, TRUE);
+
     /* The index promises a tensor its shard does not have. */
     const char *wrong = "{\"weight_map\":{\"x\":\"model-00002-of-00002.safetensors\"}}";
     g_assert_true(g_file_set_contents(index, wrong, -1, NULL));
@@ -353,6 +368,10 @@ static void test_snapshot_bytes(void) {
                        "\"y\":\"model-00002-of-00002.safetensors\","
                        "\"z\":\"model-00001-of-00002.safetensors\"}}";
     g_assert_true(g_file_set_contents(index, good, -1, NULL));
+    /* model.safetensors beside an index is what loads (transformers' order): its bytes count */
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 700);
+    char *single = g_build_filename(dir, "model.safetensors", NULL);
+    g_assert_cmpint(g_unlink(single), ==, 0);
     g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 3700);
     /* a path out of the folder, a missing shard: not counted (the loader refuses them) */
     const char *odd = "{\"weight_map\":{\"x\":\"model-00001-of-00002.safetensors\","
@@ -368,6 +387,11 @@ static void test_snapshot_bytes(void) {
     g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 0);
     g_assert_true(g_file_set_contents(index, "not json", -1, NULL));
     g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 0);
+    /* a folder named model.safetensors is no file: the index is read */
+    g_assert_cmpint(g_mkdir(single, 0755), ==, 0);
+    g_assert_true(g_file_set_contents(index, good, -1, NULL));
+    g_assert_cmpuint(safetensors_snapshot_bytes(dir), ==, 3700);
+    g_free(single);
     g_free(index);
     g_byte_array_free(big, TRUE);
     g_byte_array_free(small, TRUE);
