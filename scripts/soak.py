@@ -55,6 +55,7 @@
 # Exit status: 0 every check held, 1 a check failed, 2 usage or setup error, 77 no model found
 # or (--pg) no PostgreSQL server binaries or psql.
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -150,7 +151,8 @@ class Soak:
         self.quiet_wanted = False
         self.export_lock = threading.Lock()
         self.cancel_lock = threading.Lock()
-        self.ingest_lock = threading.Lock()
+        self.ingest_cv = threading.Condition()
+        self.ingests = 0  # ingests running
         # jobs a plain cancel withdrew, not taken back since: the time the cancel started
         self.withdrawn = {}
         self.exported = []  # (job_id, finished_at) of every row of every export that succeeded
@@ -328,8 +330,12 @@ class Soak:
                          (said, len(before - after), " ".join(args)))
 
     def act_ingest(self, rng, who):
-        with self.ingest_lock:
-            change = rng.choice(["new", "new", "new", "older", "copy", "gone", "same"])
+        # the archive changes while no ingest runs (an ingest that saw a file change is right
+        # to leave it to the next), then ingests run at once, as overlapping cron runs do
+        with self.ingest_cv:
+            while self.ingests:
+                self.ingest_cv.wait()
+            change = rng.choice(["new", "new", "new", "older", "copy", "gone", "same", "same"])
             here = os.path.join(self.docs, CHANGING)
             if change == "new":
                 self.bump()
@@ -340,8 +346,14 @@ class Soak:
                           path=os.path.join(self.docs, "copies", CHANGING))
             elif change == "gone" and os.path.exists(here):
                 os.unlink(here)  # ingest marks it gone; a later "new" or "older" brings it back
+            self.ingests += 1
+        try:
             args = ["ingest", "--db", self.db, "--n-res", "1"] + self.m() + [self.docs]
             rc, out, err = self.docqa(args)
+        finally:
+            with self.ingest_cv:
+                self.ingests -= 1
+                self.ingest_cv.notify_all()
         self.note(who, "ingest", [change, "v%d" % self.version], rc)
         self.expect_rc("ingest", rc, {0, 1}, err)
 
@@ -419,7 +431,7 @@ class Soak:
         if not killed:
             self.expect_rc("run", p.returncode, {0, 1}, err)
 
-    ACTIONS = [("ask", 3), ("cancel", 2), ("requeue", 2), ("ingest", 1), ("export", 2),
+    ACTIONS = [("ask", 3), ("cancel", 2), ("requeue", 2), ("ingest", 2), ("export", 2),
                ("status", 1), ("run", 5)]
 
     # ---- the loop
@@ -517,6 +529,25 @@ class Soak:
         odd = set(counts) - STATES
         if odd:
             v("jobs in unknown states: %s" % odd)
+        # documents_current is the archive as the last ingest found it (ingests run one at a
+        # time, each right after the archive changed): every file with its bytes, no other
+        on_disk = {}
+        for d, _, files in os.walk(self.docs):
+            for name in files:
+                with open(os.path.join(d, name), "rb") as f:
+                    on_disk[os.path.join(d, name)] = hashlib.sha256(f.read()).hexdigest()
+        current = {r[0]: r[1] for r in self.sql("SELECT path, sha256 FROM documents_current")}
+        if current != on_disk:
+            v("documents_current is not the archive: %s only in documents_current, %s only on "
+              "disk, %s other bytes" % (sorted(set(current) - set(on_disk)),
+                                        sorted(set(on_disk) - set(current)),
+                                        sorted(k for k in current if k in on_disk and
+                                               current[k] != on_disk[k])))
+        rows = self.sql("SELECT path, version, sha256 FROM documents ORDER BY path, version")
+        for prev, row in zip(rows, rows[1:]):
+            if row[0] == prev[0] and (row[1] != prev[1] + 1 or row[2] == prev[2]):
+                v("documents: versions %s and %s of %s (same bytes twice in a row, or not one "
+                  "after the other)" % (prev[1:], row[1:], row[0]))
         bad = self.sql("SELECT id, state, lease_owner FROM jobs WHERE (state = 'running') <> "
                        "(lease_owner IS NOT NULL) LIMIT 5")
         if bad:
