@@ -771,7 +771,7 @@ def soak(a, work):
     if s.violations:
         print("soak: FAILED with seed %d (%d steps); the action log:" % (a.seed, steps))
         for e in s.log:
-            print("  %8.3f t%s %-8s rc=%s %s %s" % e)
+            print("  %8.3f t%s %-8s rc=%s %s %s" % (e[0], e[1], e[2], e[4], e[3], e[5]))
         print("soak: %d violations:" % len(s.violations))
         for what in s.violations:
             print("  - " + what)
