@@ -27,8 +27,9 @@
 #   --verbose         print each action as it ends
 #
 # The actions, drawn at random: ask (a question of a pool of 8, new or asked before; over every
-# document or --where the changing one), cancel (by question, --where, some with --state
-# running), requeue (--cancelled, --dead --failed, --done, by question or not), ingest of the
+# document or --where the changing one), cancel (by question, --document, --where, some with
+# --state running), requeue (--cancelled, --dead --failed, --done; by one of cancel's selectors
+# or none), ingest of the
 # archive after one document changed (new bytes: a new version, its own pages and jobs; an
 # older version's bytes again; a copy under a second path; the file gone; nothing), export
 # --checkpoint-file (one at a time, as README's nightly job runs it under flock), status --json,
@@ -285,8 +286,12 @@ class Soak:
 
     def selector(self, rng):
         asked = self.asked()
-        if asked and rng.random() < 0.7:
+        pick = rng.random()
+        if asked and pick < 0.6:
             return ["--question", rng.choice(asked)]
+        if pick < 0.8:  # any version, gone or not: the jobs of its pages' bytes
+            ids = [r[0] for r in self.sql("SELECT id FROM documents ORDER BY id")]
+            return ["--document", str(rng.choice(ids))]
         return ["--where", "path LIKE '%%%s'" % CHANGING]
 
     def act_cancel(self, rng, who):
