@@ -383,13 +383,27 @@ GPtrArray *pgjobs_claim(DqStore *s, const char *owner, const char *model_id, int
     return c.out;
 }
 
+/* Lock order, table before rows: a transaction that will update jobs takes the table's lock
+ * for writing (ROW EXCLUSIVE, which writers share) before it locks any row. A row locked first,
+ * by SELECT ... FOR UPDATE, holds the table only for reading (ROW SHARE), which lets a cancel or
+ * a requeue take its SHARE ROW EXCLUSIVE lock (change_jobs) and wait for that row, while the
+ * worker's UPDATE waits for the cancel's table lock: "deadlock detected", the cancel failed or
+ * the worker stopped. Taken first, the worker's lock makes the cancel wait for its commit, or
+ * waits for the cancel's, holding nothing the cancel needs. */
+static gboolean lock_jobs_for_writing(DqStore *s, GError **err) {
+    /* pg_do, as every worker statement: a wait here stops when the worker is told to stop */
+    return pg_do(s, "LOCK TABLE jobs IN ROW EXCLUSIVE MODE", NULL, "locking the jobs table", NULL,
+                 err);
+}
+
 /* Lock order: every statement that changes several leased jobs first locks them in id order
  * (heartbeat, complete, release run on different connections of one worker at once); without
  * it a heartbeat and a completion each hold a row the other wants: a deadlock. */
 static gboolean lock_owned(DqStore *s, const char *owner, GError **err) {
     PgParams p = {0};
     pg_text(&p, owner);
-    return pg_do(s,
+    return lock_jobs_for_writing(s, err) &&
+           pg_do(s,
                  "SELECT id FROM jobs WHERE lease_owner = $1 AND state = 'running' ORDER BY id "
                  "FOR UPDATE",
                  &p, "locking leased jobs", NULL, err);
@@ -590,6 +604,8 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
     gint64 called_ms = dq_wall_ms();
     if (!pg_clock_check(s, err) || !pg_begin(s, err))
         return FALSE;
+    if (!lock_jobs_for_writing(s, err)) /* before the row's FOR UPDATE below (lock_owned) */
+        goto fail;
     now_ms = pg_server_ms(s, now_ms); /* the backoff, as leases, in the server's time */
     pg_i64(&p, job_id);
     pg_text(&p, owner);

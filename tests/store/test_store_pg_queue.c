@@ -246,6 +246,114 @@ static void test_fail_after_lock_wait(void) {
     g_free(loc);
 }
 
+/* What a worker does to the jobs it holds, each in a transaction of its own, beside a cancel. */
+typedef enum { BESIDE_HEARTBEAT, BESIDE_COMPLETE, BESIDE_FAIL, BESIDE_RELEASE } BesideOp;
+
+typedef struct {
+    DqStore *s;
+    BesideOp op;
+    gint64 job_id;
+    int count; /* held, written or released */
+    DqJobState state;
+    GError *err;
+} Beside;
+
+static gpointer beside_thread(gpointer data) {
+    Beside *b = data;
+    DqJobAnswer a = {.job_id = b->job_id,
+                     .text = "late",
+                     .prompt_tokens = 100,
+                     .generated_tokens = 3,
+                     .started_at = "2026-01-01T00:00:00.000Z",
+                     .finished_at = "2026-01-01T00:00:01.250Z",
+                     .ms_total = 1250.0,
+                     .exact = -1};
+    switch (b->op) {
+    case BESIDE_HEARTBEAT:
+        store_jobs_heartbeat(b->s, "W", dq_wall_ms(), 60000, &b->count, &b->err);
+        break;
+    case BESIDE_COMPLETE:
+        store_jobs_complete(b->s, "W", &a, 1, &b->count, &b->err);
+        break;
+    case BESIDE_FAIL:
+        store_jobs_fail(b->s, "W", b->job_id, "model", "out of memory", TRUE, dq_wall_ms(), 1000,
+                        &b->state, &b->err);
+        break;
+    case BESIDE_RELEASE:
+        store_jobs_release_except(b->s, "W", NULL, 0, &b->count, &b->err);
+        break;
+    }
+    return NULL;
+}
+
+/* `docqa cancel --state running` (or a requeue) while a worker writes the jobs it holds: the
+ * cancel locks the jobs table against writers (SHARE ROW EXCLUSIVE, store_jobs_pg.c's
+ * change_jobs) and then updates the rows. A worker that locked its rows first (FOR UPDATE only
+ * asks the table for ROW SHARE, which the cancel lets on) and then waited for the table to
+ * update them held a row the cancel was waiting for: "deadlock detected", and either the cancel
+ * failed (exit 2) or the worker stopped, its answers given back. Found by scripts/soak.py --pg.
+ * Here the cancel holds the table lock (a transaction of its own, as change_jobs's) while the
+ * worker's call starts, and updates the row once the call waits. */
+static void test_beside_cancel(gconstpointer data) {
+    BesideOp op = GPOINTER_TO_INT(data);
+    char *loc = new_queue();
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    GPtrArray *jobs = store_jobs_claim(s, "W", "m", 1, dq_wall_ms(), 60000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(jobs->len, ==, 1);
+    gint64 id = ((DqClaimedJob *)g_ptr_array_index(jobs, 0))->job_id;
+    PGconn *cancel = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(cancel), ==, CONNECTION_OK);
+    PGresult *r = PQexec(cancel, "BEGIN; LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    Beside b = {.s = s, .op = op, .job_id = id};
+    GThread *t = g_thread_new("worker", beside_thread, &b);
+    while (pgt_query_int(loc, "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
+        g_usleep(10000);
+    char *sql = g_strdup_printf("UPDATE jobs SET state = 'cancelled', lease_owner = NULL, "
+                                "lease_expires_ms = NULL WHERE id = %" G_GINT64_FORMAT,
+                                id);
+    r = PQexec(cancel, sql);
+    g_free(sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        g_test_message("the cancel: %s", PQresultErrorMessage(r));
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQexec(cancel, "COMMIT");
+    g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
+    PQclear(r);
+    g_thread_join(t);
+    dq_assert_no_error(b.err);
+    /* It came second: the job is the cancel's, and the worker holds nothing. */
+    switch (op) {
+    case BESIDE_HEARTBEAT:
+    case BESIDE_RELEASE:
+        g_assert_cmpint(b.count, ==, 0);
+        g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"),
+                        ==, 1);
+        break;
+    case BESIDE_COMPLETE: /* an answer that comes anyway is kept (README, Withdrawing work) */
+        g_assert_cmpint(b.count, ==, 1);
+        g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs j JOIN answers a ON "
+                                           "a.job_id = j.id WHERE j.state = 'done'"),
+                        ==, 1);
+        break;
+    case BESIDE_FAIL:
+        g_assert_cmpint(b.state, ==, DQ_JOB_N_STATES);
+        g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM job_errors"), ==, 0);
+        break;
+    }
+    g_assert_cmpint(pgt_query_int(loc, "SELECT count(*) FROM jobs WHERE state = 'running'"), ==, 0);
+    PQfinish(cancel);
+    g_ptr_array_free(jobs, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
 static void hold_jobs_lock(void *user) {
     PGresult *r = PQexec(user, "BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE");
     g_assert_cmpint(PQresultStatus(r), ==, PGRES_COMMAND_OK);
@@ -488,6 +596,14 @@ int main(int argc, char **argv) {
     g_test_add_func("/store-pg-queue/buried-then-answered", test_buried_then_answered);
     g_test_add_func("/store-pg-queue/heartbeat-after-lock-wait", test_heartbeat_after_lock_wait);
     g_test_add_func("/store-pg-queue/fail-after-lock-wait", test_fail_after_lock_wait);
+    g_test_add_data_func("/store-pg-queue/beside-cancel/heartbeat",
+                         GINT_TO_POINTER(BESIDE_HEARTBEAT), test_beside_cancel);
+    g_test_add_data_func("/store-pg-queue/beside-cancel/complete", GINT_TO_POINTER(BESIDE_COMPLETE),
+                         test_beside_cancel);
+    g_test_add_data_func("/store-pg-queue/beside-cancel/fail", GINT_TO_POINTER(BESIDE_FAIL),
+                         test_beside_cancel);
+    g_test_add_data_func("/store-pg-queue/beside-cancel/release", GINT_TO_POINTER(BESIDE_RELEASE),
+                         test_beside_cancel);
     g_test_add_func("/store-pg-queue/run-stopped-while-locked", test_run_stopped_while_locked);
     g_test_add_func("/store-pg-queue/run-on-terminal-stopped-while-locked",
                     test_run_on_terminal_stopped_while_locked);
