@@ -2072,8 +2072,8 @@ static void test_sqlite_failure_says_why(void) {
                         "disk: fsync %s: %s)\n",
                         db, wal, g_strerror(EIO)),
         g_strdup_printf("docqa: ask: %s: cannot read the database: unable to open database "
-                        "file (open %s failed)\n",
-                        db, wal),
+                        "file (open %s: %s)\n",
+                        db, wal, g_strerror(EIO)),
     };
     for (size_t i = 0; i < G_N_ELEMENTS(more); i++) {
         g_assert_cmpint(docqa_injected(wal, more[i], "EIO:when=1", &err, "ask", "--db", db, "-m",
@@ -2083,7 +2083,38 @@ static void test_sqlite_failure_says_why(void) {
         g_free(err);
         g_free(more_want[i]);
     }
+    /* A write of the -wal refused at COMMIT, for want of room or by the device: SQLite keeps
+     * neither the file nor (for a full disk) the errno */
+    const char *writes[][2] = {{"ENOSPC:when=1", "database or disk is full ("},
+                               {"EIO:when=1", "disk I/O error (writing a file of the database: "}};
+    const int write_errnos[] = {ENOSPC, EIO};
+    for (size_t i = 0; i < G_N_ELEMENTS(writes); i++) {
+        g_assert_cmpint(docqa_injected(wal, "pwrite64", writes[i][0], &err, "ask", "--db", db, "-m",
+                                       "tiny", "Q?", NULL),
+                        ==, 2);
+        char *want = g_strdup_printf("docqa: %s: COMMIT: %swrite %s: %s)", db, writes[i][1], wal,
+                                     g_strerror(write_errnos[i]));
+        g_assert_true(g_str_has_prefix(err, want));
+        g_free(want);
+        g_free(err);
+    }
     g_free(wal);
+    /* A read of the database's file that fails (a bad sector), wherever it falls: SQLite says
+     * "disk I/O error", or "database disk image is malformed" for a page it could not read; each
+     * says which file could not be read, and why */
+    char *read_failed = g_strdup_printf("read %s: %s", db, g_strerror(EIO));
+    for (int n = 1; n <= 8; n++) {
+        char *when = g_strdup_printf("EIO:when=%d", n);
+        int rc =
+            docqa_injected(db, "pread64", when, &err, "ask", "--db", db, "-m", "tiny", "Q?", NULL);
+        if (rc != 0) {
+            g_assert_cmpint(rc, ==, 2);
+            g_assert_nonnull(strstr(err, read_failed));
+        }
+        g_free(when);
+        g_free(err);
+    }
+    g_free(read_failed);
     /* SQLite opens read-only, saying nothing, a database it could not open for writing: the
      * first open of the database's own file fails, and the write after it is refused */
     g_assert_cmpint(docqa_injected(db, "openat", "EIO:when=1", &err, "ask", "--db", db, "-m",
