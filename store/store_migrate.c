@@ -197,12 +197,31 @@ static gboolean count_rows(DqStore *s, const char *table, gint64 *n, GError **er
     return ok;
 }
 
+/* Whether `to` holds as many rows in every table as `from`: a copy made before, whole (a migrate
+ * that committed and then failed to say so, run again). */
+static gboolean same_counts(DqStore *from, DqStore *to) {
+    for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
+        gint64 a = 0, b = 0;
+        if (!count_rows(from, tables[i].name, &a, NULL) ||
+            !count_rows(to, tables[i].name, &b, NULL) || a != b)
+            return FALSE;
+    }
+    return TRUE;
+}
+
 gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
     gint64 total = 0;
     for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
         gint64 n = 0;
         if (!count_rows(to, tables[i].name, &n, err))
             return FALSE;
+        if (n > 0 && same_counts(from, to))
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "%s: already holds %" G_GINT64_FORMAT " row%s in %s, and as many rows "
+                           "in every table as %s: the copy is complete (an earlier migrate made "
+                           "it); nothing copied",
+                           dq_store_path(to), n, n == 1 ? "" : "s", tables[i].name,
+                           dq_store_path(from));
         if (n > 0)
             return dq_fail(err, DQ_ERR_ARGS,
                            "%s: already holds %" G_GINT64_FORMAT " row%s in %s: migrate into an "

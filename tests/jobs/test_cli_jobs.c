@@ -1644,6 +1644,46 @@ static void test_stdout_write_errors(void) {
     g_free(model);
 }
 
+/* A copy that migrate committed but could not report (stdout full) says it was made, and a run
+ * again into it says the copy is complete, not only that the database is not empty; one that
+ * differs from the source in a table is refused as before. */
+static void test_migrate_copy_reported_unwritable(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    char *copy = g_build_filename(dir, "copy.db", NULL), *err = NULL;
+    const char *args[] = {"migrate", "--from", db, "--to", copy, NULL};
+    g_assert_cmpint(docqa_with(NULL, "/dev/full", NULL, &err, args), ==, 2);
+    char *want = g_strdup_printf("docqa: migrate: standard output: %s (the copy was made all the "
+                                 "same: %s holds the ",
+                                 g_strerror(ENOSPC), copy);
+    g_assert_true(g_str_has_prefix(err, want));
+    g_free(want);
+    want = g_strdup_printf(" rows of %s, committed)\n", db);
+    g_assert_true(g_str_has_suffix(err, want));
+    g_free(want);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(copy, "SELECT count(*) FROM pages"), ==, 2);
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+    want = g_strdup_printf("docqa: %s: already holds 1 row in documents, and as many rows in "
+                           "every table as %s: the copy is complete (an earlier migrate made "
+                           "it); nothing copied\n",
+                           copy, db);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 2);
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+    want = g_strdup_printf("docqa: %s: already holds 1 row in documents: migrate into an empty "
+                           "database (nothing is merged)\n",
+                           copy);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    g_free(copy);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Every command's --help (and `docqa help COMMAND`) goes through the same check of stdout: GLib's
  * own --help printed and exited 0 whatever became of the text. */
 static void test_help_write_errors(void) {
@@ -3403,6 +3443,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
+    g_test_add_func("/cli/migrate-copy-reported-unwritable", test_migrate_copy_reported_unwritable);
     g_test_add_func("/cli/old-schema-open-refused", test_old_schema_open_refused);
     g_test_add_func("/cli/generate-dump-logits-write-failed",
                     test_generate_dump_logits_write_failed);
