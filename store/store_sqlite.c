@@ -701,6 +701,7 @@ static gboolean foreign_keys_hold(DqStore *store, GError **err) {
     if (sqlite3_prepare_v2(store->db, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: foreign_key_check: %s", store->path,
                 sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
         return FALSE;
     }
     int rc = sqlite3_step(st);
@@ -708,9 +709,11 @@ static gboolean foreign_keys_hold(DqStore *store, GError **err) {
         dq_fail(err, DQ_ERR_DB, "%s: row %lld of %s references a missing row of %s", store->path,
                 (long long)sqlite3_column_int64(st, 1), sqlite3_column_text(st, 0),
                 sqlite3_column_text(st, 2));
-    else if (rc != SQLITE_DONE)
+    else if (rc != SQLITE_DONE) {
         dq_fail(err, DQ_ERR_DB, "%s: foreign_key_check: %s", store->path,
                 sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE;
 }
@@ -751,6 +754,7 @@ static GPtrArray *schema_objects(DqStore *store, GError **err) {
     if (rc != SQLITE_DONE && rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: reading sqlite_schema: %s", store->path,
                 sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
         g_ptr_array_free(out, TRUE);
         return NULL;
     }
@@ -771,9 +775,11 @@ static gboolean schema_has(DqStore *store, const char *type, const char *name, g
         rc = sqlite3_step(st);
     }
     *has = rc == SQLITE_ROW;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         dq_fail(err, DQ_ERR_DB, "%s: reading sqlite_schema for the %s %s: %s", store->path, type,
                 name, sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE;
 }

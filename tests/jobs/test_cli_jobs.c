@@ -1019,6 +1019,46 @@ static void test_old_schema_open_refused(void) {
     g_free(dir);
 }
 
+/* An upgrade whose reads of the database fail (a bad sector), wherever they fall, says which
+ * file could not be read and why: SQLite's "database disk image is malformed" alone, from the
+ * check of foreign keys or of the schema, read as a corrupt database. */
+static void test_old_schema_read_fails(void) {
+    if (!strace_works()) {
+        g_test_skip("strace cannot trace here: the failed reads are not injected");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *v5 = g_build_filename(dir, "v5.db", NULL);
+    GError *e = NULL;
+    DqStore *s = dq_store_open_at(v5, 5, &e);
+    dq_assert_no_error(e);
+    dq_store_close(s);
+    char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(v5, &bytes, &len, NULL));
+    for (int n = 1; n <= 60; n++) {
+        char *name = g_strdup_printf("v5-%d.db", n);
+        char *db = g_build_filename(dir, name, NULL);
+        g_assert_true(g_file_set_contents(db, bytes, (gssize)len, NULL));
+        char *from = g_strconcat("sqlite:", db, NULL);
+        char *when = g_strdup_printf("EIO:when=%d", n);
+        char *err = NULL;
+        int rc = docqa_injected(db, "pread64", when, &err, "migrate", "--from", from, NULL);
+        char *want = g_strdup_printf("read %s: %s", db, g_strerror(EIO));
+        if (rc != 0 && (rc != 2 || strstr(err, want) == NULL))
+            g_error("migrate, read %d failed: exit %d, said %s", n, rc, err);
+        g_free(want);
+        g_free(err);
+        g_free(when);
+        g_free(from);
+        g_free(db);
+        g_free(name);
+    }
+    g_free(bytes);
+    g_free(v5);
+    g_free(dir);
+}
+
 /* A database of an older schema (5) read where it cannot be written: the reason given is the
  * schema, and what to do, not the folder's permissions. Where it can be written, status
  * upgrades it, saying so on stderr once. */
@@ -2151,6 +2191,23 @@ static void test_sqlite_failure_says_why(void) {
             g_assert_cmpint(rc, ==, 2);
             g_assert_nonnull(strstr(err, read_failed));
         }
+        g_free(when);
+        g_free(err);
+    }
+    /* and as migrate --to copies it, table by table, into a new file each time */
+    for (int n = 1; n <= 24; n++) {
+        char *when = g_strdup_printf("EIO:when=%d", n);
+        char *name = g_strdup_printf("copy%d.db", n);
+        char *copy = g_build_filename(dir, name, NULL);
+        int rc =
+            docqa_injected(db, "pread64", when, &err, "migrate", "--from", db, "--to", copy, NULL);
+        if (rc != 0) {
+            g_assert_cmpint(rc, ==, 2);
+            if (strstr(err, read_failed) == NULL)
+                g_error("migrate, read %d failed: %s", n, err);
+        }
+        g_free(copy);
+        g_free(name);
         g_free(when);
         g_free(err);
     }
@@ -3443,6 +3500,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
+    g_test_add_func("/cli/old-schema-read-fails", test_old_schema_read_fails);
     g_test_add_func("/cli/migrate-copy-reported-unwritable", test_migrate_copy_reported_unwritable);
     g_test_add_func("/cli/old-schema-open-refused", test_old_schema_open_refused);
     g_test_add_func("/cli/generate-dump-logits-write-failed",
