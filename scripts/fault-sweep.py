@@ -38,8 +38,8 @@
 #   b) on an error exit, stderr (or the error of a job the run failed: docqa status shows it)
 #      names the database (or the file whose call failed) and says what failed in words (the
 #      errno's text)
-#   c) PRAGMA integrity_check is ok and every document, page, job and answer committed before
-#      the run is still there, unchanged
+#   c) PRAGMA integrity_check is ok, every document, page, job and answer committed before the
+#      run is still there, unchanged, and every page row names a file that holds its bytes
 #   d) the same command run again without faults exits 0 and leaves the database as the
 #      reference run did (documents, pages and their files, jobs' states, answers; not times,
 #      attempts or lease ids); export's file is the reference's, byte for byte. A job failed for
@@ -548,10 +548,17 @@ def trace_facts(trace_file, kill):
     """The injected calls, the signals processes died of, and whether the SIGKILL (if any) hit
     a process other than the command's own (a helper: ingest's render workers)."""
     injected, signalled, main, helper_killed = [], [], None, False
+    unfinished = {}
     with open(trace_file, encoding="utf-8", errors="replace") as f:
         for line in f:
+            pid = line.split(" ", 1)[0]
             if main is None:
-                main = line.split(" ", 1)[0]
+                main = pid
+            # a call another thread interrupted is logged in two halves: its file is in the first
+            if line.rstrip().endswith("<unfinished ...>"):
+                unfinished[pid] = line.rstrip()[: -len("<unfinished ...>")]
+            elif "resumed>" in line and pid in unfinished:
+                line = unfinished.pop(pid) + line.split("resumed>", 1)[1]
             if kill and "+++ killed by SIGKILL" in line and line.split(" ", 1)[0] != main:
                 helper_killed = True
             # an injected signal is not marked on its call: the process it killed tells
@@ -631,6 +638,10 @@ def check_point(a, cmd, cls, n, ref, work):
             problems.append("c) integrity_check: " + "; ".join(ic[:3]))
         lost = lost_by_state(db, before_state) if cmd.name == "migrate" else lost_rows(db, before)
         problems += ["c) " + x for x in lost]
+        # a page row committed names a file whole on disk, whatever failed (or was killed) after
+        bad_files = state(db)["page_files_bad"]
+        if bad_files:
+            problems.append("c) page rows whose file is not whole: %s" % ", ".join(bad_files[:3]))
         if cmd.dest and os.path.exists(os.path.join(d, cmd.dest)):
             ic = integrity(os.path.join(d, cmd.dest))
             if ic:
