@@ -833,9 +833,12 @@ static gboolean read_schema_version(DqStore *store, int *version, GError **err) 
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
         *version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    if (rc != SQLITE_ROW)
-        return dq_fail(err, DQ_ERR_DB, "%s: reading the schema version: %s", store->path,
-                       sqlite3_errstr(rc));
+    if (rc != SQLITE_ROW) {
+        dq_fail(err, DQ_ERR_DB, "%s: reading the schema version: %s", store->path,
+                sqlite3_errstr(rc));
+        store_sqlite_explain(store, err);
+        return FALSE;
+    }
     return TRUE;
 }
 
