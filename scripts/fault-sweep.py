@@ -646,6 +646,13 @@ def check_point(a, cmd, cls, n, ref, work):
             ic = integrity(os.path.join(d, cmd.dest))
             if ic:
                 problems.append("c) %s integrity_check: %s" % (cmd.dest, "; ".join(ic[:3])))
+        if CLASSES[cls][2] == "page-store" and any(
+            not (injected_path(x) or "").startswith(d + "/") for x in injected
+        ):
+            # another process's N-th call failed too, outside the database and its page store
+            # (a render worker's font configuration: the page rendered otherwise, and kept):
+            # what that call changes is not the page store's doing
+            raise Done()
         if ipc or (helper_killed and cmd.name == "ingest"):
             # a render worker killed is a renderer crash, which ingest records against the page
             # on purpose (render_crashed: not rendered again without --retry-failed)
