@@ -84,6 +84,17 @@ static int migrate_copy(Migrate *m) {
     dq_test_point("migrate:stored");
     dq_print_line(stdout, "migrated %" G_GINT64_FORMAT " row%s from %s to %s", rows,
                   rows == 1 ? "" : "s", dq_store_path(m->src), dq_store_path(m->dst));
+    /* Said here, not only at exit: "standard output: ..." alone reads as a migrate that failed,
+     * and a run again is refused (the copy is not empty). */
+    if (fflush(stdout) != 0) {
+        int e = dq_cli_write_errno();
+        dq_print_line(stderr,
+                      "docqa: migrate: standard output: %s (the copy was made all the same: %s "
+                      "holds the %" G_GINT64_FORMAT " row%s of %s, committed)",
+                      g_strerror(e), dq_store_path(m->dst), rows, rows == 1 ? "" : "s",
+                      dq_store_path(m->src));
+        return DQ_EXIT_FATAL;
+    }
     return DQ_EXIT_OK;
 }
 

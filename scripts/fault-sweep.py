@@ -11,12 +11,14 @@
 #   --work DIR       where the databases are made (default: a temporary folder, removed after)
 #   --commands LIST  of: ingest ask run1 run2 requeue cancel migrate migrate-to export
 #                    (default all)
-#   --classes LIST   of: write pwrite fsync fdatasync ftruncate openat rename unlink mmap
-#                    kill-pwrite kill-write (default all)
+#   --classes LIST   of: write pwrite fsync fdatasync ftruncate openat rename unlink mmap read
+#                    read-pages openat-pages store-openat store-mkdir store-write store-fsync
+#                    store-rename store-unlink kill-pwrite kill-write (default all)
 #   --max-points K   at most K points a (command, class): 1, K evenly spread, the last
 #                    (default 40; 0: every call)
 #   --quick          the subset ctest runs: ingest run2 export migrate x pwrite fsync
-#                    kill-pwrite, 5 points each
+#                    kill-pwrite, 5 points each, and 2 each of run2 x read, read-pages and
+#                    ingest x store-write
 #   --keep           keep the folder of every failing point (with the strace log)
 #   --json FILE      every point's outcome, as JSON
 #
@@ -26,16 +28,23 @@
 # then for N = 1..K runs it on a fresh copy with the N-th call failed by strace's fault injection
 # (`-e inject=SYSCALL:error=E:when=N`; the kill classes: SIGKILL at that call, a crash). strace
 # counts calls per process, so under `run --workers 2` each worker fails its own N-th call.
-# openat and mmap are failed only on the database's files (db, -wal, -journal, -shm). Checked:
+# openat, mmap and read are failed only on the database's files (db, -wal, -journal, -shm);
+# read-pages and openat-pages only on the page files the database held (what run reads);
+# store-* only where the call names a path in the page store (what ingest writes: its new files'
+# names are known only once made, so the points are the calls the counting run saw there, and
+# another process's N-th call fails with them). Checked:
 #   a) exit status: not 0 unless the database ends as the reference left it (a failure retried
 #      harmlessly); no process killed by a signal but the injected SIGKILL; no sanitizer report
-#   b) on an error exit, stderr names the database (or the file whose call failed) and says what
-#      failed in words (the errno's text)
-#   c) PRAGMA integrity_check is ok and every document, page, job and answer committed before
-#      the run is still there, unchanged
+#   b) on an error exit, stderr (or the error of a job the run failed: docqa status shows it)
+#      names the database (or the file whose call failed) and says what failed in words (the
+#      errno's text)
+#   c) PRAGMA integrity_check is ok, every document, page, job and answer committed before the
+#      run is still there, unchanged, and every page row names a file that holds its bytes
 #   d) the same command run again without faults exits 0 and leaves the database as the
 #      reference run did (documents, pages and their files, jobs' states, answers; not times,
-#      attempts or lease ids); export's file is the reference's, byte for byte
+#      attempts or lease ids); export's file is the reference's, byte for byte. A job failed for
+#      good (a page that could not be read) is taken back first with `requeue --failed`, as a
+#      user would once the disk is mended
 # Exit status: 0 every point passed, 1 some failed (listed), 2 usage or setup error, 77 strace
 # cannot trace here, or (--quick) no model was found: nothing tried.
 import argparse
@@ -53,20 +62,31 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name: (syscalls, injected error or None for SIGKILL, only the database's files)
+# name: (syscalls, injected error or None for SIGKILL, which calls: None every one, "db" those on
+# the database's files, "pages" those on the page files the database held before the run,
+# "page-store" those naming anything under the page store, new files included)
 CLASSES = collections.OrderedDict(
     [
-        ("write", ("write,writev", "ENOSPC", False)),
-        ("pwrite", ("pwrite64,pwritev", "ENOSPC", False)),
-        ("fsync", ("fsync", "EIO", False)),
-        ("fdatasync", ("fdatasync", "EIO", False)),
-        ("ftruncate", ("ftruncate", "EIO", False)),
-        ("openat", ("openat", "EIO", True)),
-        ("rename", ("rename,renameat,renameat2", "EIO", False)),
-        ("unlink", ("unlink,unlinkat", "EIO", False)),
-        ("mmap", ("mmap", "ENOMEM", True)),
-        ("kill-pwrite", ("pwrite64,pwritev", None, False)),
-        ("kill-write", ("write,writev", None, False)),
+        ("write", ("write,writev", "ENOSPC", None)),
+        ("pwrite", ("pwrite64,pwritev", "ENOSPC", None)),
+        ("fsync", ("fsync", "EIO", None)),
+        ("fdatasync", ("fdatasync", "EIO", None)),
+        ("ftruncate", ("ftruncate", "EIO", None)),
+        ("openat", ("openat", "EIO", "db")),
+        ("rename", ("rename,renameat,renameat2", "EIO", None)),
+        ("unlink", ("unlink,unlinkat", "EIO", None)),
+        ("mmap", ("mmap", "ENOMEM", "db")),
+        ("read", ("read,pread64", "EIO", "db")),
+        ("read-pages", ("read,pread64", "EIO", "pages")),
+        ("openat-pages", ("openat", "EIO", "pages")),
+        ("store-openat", ("openat", "EIO", "page-store")),
+        ("store-mkdir", ("mkdir,mkdirat", "EIO", "page-store")),
+        ("store-write", ("write,writev", "ENOSPC", "page-store")),
+        ("store-fsync", ("fsync", "EIO", "page-store")),
+        ("store-rename", ("rename,renameat,renameat2", "EIO", "page-store")),
+        ("store-unlink", ("unlink,unlinkat", "EIO", "page-store")),
+        ("kill-pwrite", ("pwrite64,pwritev", None, None)),
+        ("kill-write", ("write,writev", None, None)),
     ]
 )
 # the errno's text, or SQLite's own words for a full disk
@@ -79,6 +99,8 @@ CRASH_SIGNALS = {"SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", 
 COMMANDS = ["ingest", "ask", "run1", "run2", "requeue", "cancel", "migrate", "migrate-to", "export"]
 QUICK_COMMANDS = ["ingest", "run2", "export", "migrate"]
 QUICK_CLASSES = ["pwrite", "fsync", "kill-pwrite"]
+# and a few points of the classes of reads and of the page store: (command, class, points)
+QUICK_EXTRA = [("run2", "read", 2), ("run2", "read-pages", 2), ("ingest", "store-write", 2)]
 EXTRA_DOCS = [
     "pdf/pypdf-libreoffice-writer.pdf",
     "pdf/qpdf-bad1.pdf",
@@ -321,6 +343,21 @@ def committed(db):
     return c
 
 
+def job_errors(db):
+    try:
+        if not has_table(db, "jobs"):
+            return set()
+        return {r[0] for r in query(db, "SELECT last_error FROM jobs WHERE last_error IS NOT NULL")}
+    except sqlite3.Error:
+        return set()
+
+
+def failed_jobs(db):
+    if not has_table(db, "jobs"):
+        return 0
+    return query(db, "SELECT count(*) FROM jobs WHERE state = 'failed'")[0][0]
+
+
 def lost_rows(db, before):
     out = []
     for table in ("documents", "pages", "jobs", "answers"):
@@ -453,12 +490,23 @@ def result_state(cmd, d):
     return s
 
 
+def page_files(db):
+    out = []
+    for top, _, names in os.walk(db + ".pages"):
+        out += [os.path.join(top, x) for x in sorted(names) if x.endswith(".png")]
+    return sorted(out)
+
+
 def strace_prefix(cls, trace_file, db, n=None):
-    syscalls, error, db_only = CLASSES[cls]
+    syscalls, error, which = CLASSES[cls]
     p = ["strace", "-f", "-q", "-y", "-o", trace_file, "-e", "trace=" + syscalls]
-    if db_only:
+    if which == "db":
         for suffix in ("", "-wal", "-journal", "-shm"):
             p += ["-P", db + suffix]
+    elif which == "pages":
+        # a command that reads no page is traced on a path nothing opens: no calls, no points
+        for f in page_files(db) or [db + ".pages/none"]:
+            p += ["-P", f]
     if n is not None:
         what = "error=" + error if error else "signal=SIGKILL"
         p += ["-e", "inject=%s:%s:when=%d" % (syscalls, what, n)]
@@ -468,31 +516,49 @@ def strace_prefix(cls, trace_file, db, n=None):
 CALL = re.compile(r"^(\d+)\s+([a-z0-9_]+)\(")
 
 
-def count_calls(trace_file):
+def count_calls(trace_file, under=None):
+    """The values of N that fail a call: strace counts each system call of each process apart.
+    With `under`, only those whose path (or fd's path) holds it: strace's -P takes whole paths,
+    and the page store's new files have names nobody knows before the run."""
     counts = collections.Counter()
+    wanted = set()
     with open(trace_file, encoding="utf-8", errors="replace") as f:
         for line in f:
             m = CALL.match(line)
             if m:
-                counts[(m.group(1), m.group(2))] += 1
-    return max(counts.values()) if counts else 0
+                key = (m.group(1), m.group(2))
+                counts[key] += 1
+                path = injected_path(line)
+                if under is not None and path and under in path:
+                    wanted.add(counts[key])
+    if under is not None:
+        return sorted(wanted)
+    return list(range(1, max(counts.values()) + 1)) if counts else []
 
 
-def points(k, max_points):
+def points(calls, max_points):
+    k = len(calls)
     if max_points == 0 or k <= max_points:
-        return list(range(1, k + 1))
+        return list(calls)
     step = (k - 1) / (max_points - 1)
-    return sorted({1 + round(i * step) for i in range(max_points)})
+    return sorted({calls[round(i * step)] for i in range(max_points)})
 
 
 def trace_facts(trace_file, kill):
     """The injected calls, the signals processes died of, and whether the SIGKILL (if any) hit
     a process other than the command's own (a helper: ingest's render workers)."""
     injected, signalled, main, helper_killed = [], [], None, False
+    unfinished = {}
     with open(trace_file, encoding="utf-8", errors="replace") as f:
         for line in f:
+            pid = line.split(" ", 1)[0]
             if main is None:
-                main = line.split(" ", 1)[0]
+                main = pid
+            # a call another thread interrupted is logged in two halves: its file is in the first
+            if line.rstrip().endswith("<unfinished ...>"):
+                unfinished[pid] = line.rstrip()[: -len("<unfinished ...>")]
+            elif "resumed>" in line and pid in unfinished:
+                line = unfinished.pop(pid) + line.split("resumed>", 1)[1]
             if kill and "+++ killed by SIGKILL" in line and line.split(" ", 1)[0] != main:
                 helper_killed = True
             # an injected signal is not marked on its call: the process it killed tells
@@ -519,10 +585,18 @@ def check_point(a, cmd, cls, n, ref, work):
     db = os.path.join(d, "docqa.db")
     before = committed(db)
     before_state = state(db)
+    before_failed = failed_jobs(db)
     trace_file = os.path.join(d, "strace.log")
+    errors_before = job_errors(db)
     rc, err = invoke(a, cmd, d, strace_prefix(cls, trace_file, db, n))
     kill = CLASSES[cls][1] is None
     injected, signalled, helper_killed = trace_facts(trace_file, kill)
+    # run records why a job failed in the job, not on stderr (docqa status shows it)
+    said = err + "".join("\n" + x for x in job_errors(db) - errors_before)
+    # strace counts each process's calls: under "page-store" the N-th call of another process
+    # fails too; the one on the page store is the one whose file must be named
+    if CLASSES[cls][2] == "page-store":
+        injected.sort(key=lambda line: ".pages/" not in line)
     problems = []
     if rc == "timeout":
         problems.append("a) hung (more than %d s)" % RUN_TIMEOUT)
@@ -547,26 +621,38 @@ def check_point(a, cmd, cls, n, ref, work):
             problems.append("a) exit 0 after the fault, but not the reference's result: " + got)
         if injected and isinstance(rc, int) and rc > 0 and not kill and not same and not ipc:
             path = injected_path(injected[0])
-            names = [db, path, cmd.dest, "standard output"]
-            named = any(x and x in err for x in names)
+            # each process fails its own N-th call: the file of any of them may be the one named
+            names = [db, cmd.dest, "standard output"] + [injected_path(x) for x in injected]
+            named = any(x and x in said for x in names)
             if not named:
-                problems.append("b) names neither the database nor %s: %s" % (path, err.strip()))
+                problems.append("b) names neither the database nor %s: %s" % (path, said.strip()))
             words = ERRNO_WORDS[CLASSES[cls][1]]
             if cls == "openat":
-                # nor for an open it then made read-only, or whose errno it replaced by that of
-                # a second try: which file could not be opened is what can be said
-                words = words + ["refused to open", " failed)"]
-            if not any(w in err for w in words):
-                problems.append("b) stderr does not say %r: %s" % (words[0], err.strip()))
+                # nor for an open it then made read-only: which file could not be opened to write
+                # is what can be said
+                words = words + ["refused to open"]
+            if not any(w in said for w in words):
+                problems.append("b) stderr does not say %r: %s" % (words[0], said.strip()))
         ic = integrity(db)
         if ic:
             problems.append("c) integrity_check: " + "; ".join(ic[:3]))
         lost = lost_by_state(db, before_state) if cmd.name == "migrate" else lost_rows(db, before)
         problems += ["c) " + x for x in lost]
+        # a page row committed names a file whole on disk, whatever failed (or was killed) after
+        bad_files = state(db)["page_files_bad"]
+        if bad_files:
+            problems.append("c) page rows whose file is not whole: %s" % ", ".join(bad_files[:3]))
         if cmd.dest and os.path.exists(os.path.join(d, cmd.dest)):
             ic = integrity(os.path.join(d, cmd.dest))
             if ic:
                 problems.append("c) %s integrity_check: %s" % (cmd.dest, "; ".join(ic[:3])))
+        if CLASSES[cls][2] == "page-store" and any(
+            not (injected_path(x) or "").startswith(d + "/") for x in injected
+        ):
+            # another process's N-th call failed too, outside the database and its page store
+            # (a render worker's font configuration: the page rendered otherwise, and kept):
+            # what that call changes is not the page store's doing
+            raise Done()
         if ipc or (helper_killed and cmd.name == "ingest"):
             # a render worker killed is a renderer crash, which ingest records against the page
             # on purpose (render_crashed: not rendered again without --retry-failed)
@@ -582,6 +668,10 @@ def check_point(a, cmd, cls, n, ref, work):
             # an export that succeeded moved its checkpoint on (run again, it writes only what is
             # new) and a copy made refuses to be made again: what it wrote was compared above
             raise Done()
+        if failed_jobs(db) > before_failed:
+            # a job failed for good (its page could not be read): what a user does, the disk
+            # mended, is to take it back
+            must([a.docqa, "requeue", "--db", db, "--failed"], "requeue --failed")
         rc2, err2 = invoke(a, cmd, d)
         if cmd.dest and rc2 != 0 and "already holds" in err2 and result_state(cmd, d) == ref:
             pass  # the copy was whole (it failed after its commit): refusing a second is right
@@ -687,7 +777,10 @@ def sweep(a, work, cmds, classes):
             die("%s without faults exits %s: %s" % (name, rc, err.strip()))
         cmd.ref_rc = rc
         ref = result_state(cmd, refdir)
-        for cls in classes:
+        plan = [(cls, a.max_points) for cls in classes]
+        if a.quick and not a.classes:
+            plan += [(cls, k) for c, cls, k in QUICK_EXTRA if c == name]
+        for cls, max_points in plan:
             cdir = os.path.join(work, "count", name, cls)
             copy_db(cmd.src, cdir)
             trace_file = os.path.join(cdir, "strace.log")
@@ -695,9 +788,13 @@ def sweep(a, work, cmds, classes):
             rc, err = invoke(a, cmd, cdir, prefix)
             if rc != cmd.ref_rc:
                 die("%s under strace without faults exits %s: %s" % (name, rc, err.strip()))
-            k = count_calls(trace_file)
+            under = None
+            if CLASSES[cls][2] == "page-store":
+                under = os.path.join(cdir, "docqa.db.pages") + "/"
+            calls = count_calls(trace_file, under)
+            k = len(calls)
             shutil.rmtree(cdir)
-            ns = points(k, a.max_points)
+            ns = points(calls, max_points)
             failed = 0
             for n in ns:
                 o = check_point(a, cmd, cls, n, ref, work)

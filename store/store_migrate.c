@@ -94,6 +94,7 @@ static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GEr
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: reading %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
+        store_sqlite_explain(s, err);
         g_free(sql);
         rows_free(rows, n);
         return NULL;
@@ -119,6 +120,7 @@ static GPtrArray *read_rows(DqStore *s, const Table *t, int n, gint64 after, GEr
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         dq_fail(err, DQ_ERR_DB, "%s: reading %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
+        store_sqlite_explain(s, err);
         rows_free(rows, n);
         return NULL;
     }
@@ -147,8 +149,10 @@ static gboolean write_rows(DqStore *s, const Table *t, int n, GPtrArray *rows, G
     }
 #endif
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql->str, -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, sql->str, -1, &st, NULL) != SQLITE_OK) {
         ok = dq_fail(err, DQ_ERR_DB, "%s: writing %s: %s", s->path, t->name, sqlite3_errmsg(s->db));
+        store_sqlite_explain(s, err);
+    }
     for (guint i = 0; ok && i < rows->len; i++) {
         char **row = g_ptr_array_index(rows, i);
         sqlite3_reset(st);
@@ -191,10 +195,23 @@ static gboolean count_rows(DqStore *s, const char *table, gint64 *n, GError **er
         ok = TRUE;
     } else {
         dq_fail(err, DQ_ERR_DB, "%s: counting %s: %s", s->path, table, sqlite3_errmsg(s->db));
+        store_sqlite_explain(s, err);
     }
     sqlite3_finalize(st);
     g_free(sql);
     return ok;
+}
+
+/* Whether `to` holds as many rows in every table as `from`: a copy made before, whole (a migrate
+ * that committed and then failed to say so, run again). */
+static gboolean same_counts(DqStore *from, DqStore *to) {
+    for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
+        gint64 a = 0, b = 0;
+        if (!count_rows(from, tables[i].name, &a, NULL) ||
+            !count_rows(to, tables[i].name, &b, NULL) || a != b)
+            return FALSE;
+    }
+    return TRUE;
 }
 
 gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
@@ -203,6 +220,13 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
         gint64 n = 0;
         if (!count_rows(to, tables[i].name, &n, err))
             return FALSE;
+        if (n > 0 && same_counts(from, to))
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "%s: already holds %" G_GINT64_FORMAT " row%s in %s, and as many rows "
+                           "in every table as %s: the copy is complete (an earlier migrate made "
+                           "it); nothing copied",
+                           dq_store_path(to), n, n == 1 ? "" : "s", tables[i].name,
+                           dq_store_path(from));
         if (n > 0)
             return dq_fail(err, DQ_ERR_ARGS,
                            "%s: already holds %" G_GINT64_FORMAT " row%s in %s: migrate into an "
@@ -377,9 +401,11 @@ static gboolean view_exists(DqStore *s, const char *name, gboolean *exists, GErr
     }
     if (rc == SQLITE_ROW)
         *exists = sqlite3_column_int(st, 0) > 0;
-    else
+    else {
         dq_fail(err, DQ_ERR_DB, "%s: looking for the view %s: %s", dq_store_path(s), name,
                 sqlite3_errmsg(dq_store_sqlite(s)));
+        store_sqlite_explain(s, err);
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW;
 }

@@ -314,12 +314,143 @@ static void sqlite_log(void *unused, int code, const char *msg) {
     g_free(name);
 }
 
+/* The last read, write or open that failed under SQLite in this thread, as "write
+ * /a/docqa.db-wal: No space left on device": what SQLite itself keeps nowhere. A failed write is
+ * not logged, and its errno is gone (SQLite stores none for ENOSPC, and sqlite3_system_errno reads
+ * errno after later calls); a failed read of the database says "database disk image is
+ * malformed" (EIO is taken for a corrupt file system); a -wal or -shm that could not be opened to
+ * write is tried again to read, and that second try's ENOENT is what SQLite logs. The unix VFS
+ * lets its system calls be replaced (xSetSystemCall): these record the failure where it happens. */
+static GPrivate last_failed_call = G_PRIVATE_INIT(g_free);
+
+static void record_failed_call(const char *call, int fd, const char *path, int e) {
+    char link[64], target[4096];
+    if (path == NULL) {
+        g_snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0)
+            return;
+        target[n] = '\0';
+        path = target;
+    }
+    g_private_replace(&last_failed_call, g_strdup_printf("%s %s: %s", call, path, g_strerror(e)));
+    errno = e;
+}
+
+typedef int (*OpenFn)(const char *, int, int);
+typedef ssize_t (*ReadFn)(int, void *, size_t);
+typedef ssize_t (*PreadFn)(int, void *, size_t, off_t);
+typedef ssize_t (*WriteFn)(int, const void *, size_t);
+typedef ssize_t (*PwriteFn)(int, const void *, size_t, off_t);
+static OpenFn real_open;
+static ReadFn real_read;
+static PreadFn real_pread, real_pread64;
+static WriteFn real_write;
+static PwriteFn real_pwrite, real_pwrite64;
+
+/* Only a try to write: the read-only retry's failure is not the reason. */
+static int recording_open(const char *path, int flags, int mode) {
+    int fd = real_open(path, flags, mode);
+    if (fd < 0 && (flags & O_ACCMODE) != O_RDONLY)
+        record_failed_call("open", -1, path, errno);
+    return fd;
+}
+
+static ssize_t recording_read(int fd, void *buf, size_t n) {
+    ssize_t r = real_read(fd, buf, n);
+    if (r < 0)
+        record_failed_call("read", fd, NULL, errno);
+    return r;
+}
+
+static ssize_t recording_pread(int fd, void *buf, size_t n, off_t at) {
+    ssize_t r = real_pread(fd, buf, n, at);
+    if (r < 0)
+        record_failed_call("read", fd, NULL, errno);
+    return r;
+}
+
+static ssize_t recording_pread64(int fd, void *buf, size_t n, off_t at) {
+    ssize_t r = real_pread64(fd, buf, n, at);
+    if (r < 0)
+        record_failed_call("read", fd, NULL, errno);
+    return r;
+}
+
+static ssize_t recording_write(int fd, const void *buf, size_t n) {
+    ssize_t r = real_write(fd, buf, n);
+    if (r < 0)
+        record_failed_call("write", fd, NULL, errno);
+    return r;
+}
+
+static ssize_t recording_pwrite(int fd, const void *buf, size_t n, off_t at) {
+    ssize_t r = real_pwrite(fd, buf, n, at);
+    if (r < 0)
+        record_failed_call("write", fd, NULL, errno);
+    return r;
+}
+
+static ssize_t recording_pwrite64(int fd, const void *buf, size_t n, off_t at) {
+    ssize_t r = real_pwrite64(fd, buf, n, at);
+    if (r < 0)
+        record_failed_call("write", fd, NULL, errno);
+    return r;
+}
+
+/* Replaces SQLite's call `name` by `mine`, keeping the real one in *real; a call this SQLite
+ * was built without (pread64 where it uses pread) is left alone. */
+static void replace_call(sqlite3_vfs *vfs, const char *name, void (**real)(void),
+                         void (*mine)(void)) {
+    sqlite3_syscall_ptr old = vfs->xGetSystemCall(vfs, name);
+    if (old != NULL && vfs->xSetSystemCall(vfs, name, (sqlite3_syscall_ptr)mine) == SQLITE_OK)
+        *real = (void (*)(void))old;
+}
+
+static void install_call_recorders(void) {
+    sqlite3_vfs *vfs = sqlite3_vfs_find("unix");
+    if (vfs == NULL || vfs->iVersion < 3 || vfs->xGetSystemCall == NULL)
+        return;
+    /* The casts go through void (*)(void), as sqlite3_syscall_ptr does: each function is
+     * called back with the type SQLite gave that call. */
+    replace_call(vfs, "open", (void (**)(void)) & real_open, (void (*)(void))recording_open);
+    replace_call(vfs, "read", (void (**)(void)) & real_read, (void (*)(void))recording_read);
+    replace_call(vfs, "pread", (void (**)(void)) & real_pread, (void (*)(void))recording_pread);
+    replace_call(vfs, "pread64", (void (**)(void)) & real_pread64,
+                 (void (*)(void))recording_pread64);
+    replace_call(vfs, "write", (void (**)(void)) & real_write, (void (*)(void))recording_write);
+    replace_call(vfs, "pwrite", (void (**)(void)) & real_pwrite, (void (*)(void))recording_pwrite);
+    replace_call(vfs, "pwrite64", (void (**)(void)) & real_pwrite64,
+                 (void (*)(void))recording_pwrite64);
+}
+
+/* The recorded failure of `call` ("open", "read", "write") on `path` or a file beside it (its
+ * -wal, -shm, -journal), taken; NULL when the last one recorded was another. */
+static char *take_failed_call(const char *call, const char *path) {
+    const char *last = g_private_get(&last_failed_call);
+    /* a read or write is recorded by its fd's path, which the kernel gives resolved */
+    char *real = realpath(path, NULL);
+    char *prefix = g_strdup_printf("%s %s", call, path);
+    char *real_prefix = real != NULL ? g_strdup_printf("%s %s", call, real) : NULL;
+    char *text = last != NULL && (g_str_has_prefix(last, prefix) ||
+                                  (real_prefix != NULL && g_str_has_prefix(last, real_prefix)))
+                     ? g_strdup(last)
+                     : NULL;
+    free(real);
+    g_free(real_prefix);
+    g_free(prefix);
+    g_private_replace(&last_failed_call, NULL);
+    return text;
+}
+
 /* Before SQLite's first use in the process: SQLITE_CONFIG_LOG is refused after it (then the
- * reasons are only those sqlite3_system_errno keeps). */
+ * reasons are only those sqlite3_system_errno keeps), and the system calls are replaced before
+ * any file is open. */
 static void install_sqlite_log(void) {
     static gsize done = 0;
     if (g_once_init_enter(&done)) {
         sqlite3_config(SQLITE_CONFIG_LOG, sqlite_log, NULL);
+        install_call_recorders();
         g_once_init_leave(&done, 1);
     }
 }
@@ -345,6 +476,7 @@ static const char *ioerr_operation(int extended) {
     switch (extended) {
     case SQLITE_IOERR_READ:
     case SQLITE_IOERR_SHORT_READ:
+    case SQLITE_IOERR_CORRUPTFS:
         return "reading a file of the database";
     case SQLITE_IOERR_WRITE:
         return "writing a file of the database";
@@ -417,14 +549,33 @@ static void append_io_reason(DqStore *s, int rc, GError *err) {
                                                          : NULL;
     if (logged != NULL && (call == NULL || !g_str_has_prefix(logged, call)))
         g_clear_pointer(&logged, g_free);
+    /* What SQLite keeps nowhere (last_failed_call): the file and reason of a failed write or
+     * read, and why a file could not be opened where its log says only that it was not. */
+    const char *seen =
+        rc == SQLITE_FULL || extended == SQLITE_IOERR_WRITE ? "write"
+        : rc == SQLITE_CORRUPT || extended == SQLITE_IOERR_READ ||
+                extended == SQLITE_IOERR_SHORT_READ || extended == SQLITE_IOERR_CORRUPTFS
+            ? "read"
+        : rc == SQLITE_CANTOPEN && (logged == NULL || g_str_has_suffix(logged, " failed")) ? "open"
+                                                                                           : NULL;
+    char *failed = seen != NULL ? take_failed_call(seen, s->path) : NULL;
+    if (failed != NULL) {
+        g_free(logged);
+        logged = failed;
+        sys_known = FALSE;
+    }
     if (op != NULL && sys_known)
         append_to_message(err, g_strdup_printf(" (%s: %s)", op, g_strerror(sys)));
     else if (op != NULL && logged != NULL)
         append_to_message(err, g_strdup_printf(" (%s: %s)", op, logged));
     else if (op != NULL)
         append_to_message(err, g_strdup_printf(" (%s)", op));
-    else if (rc == SQLITE_CANTOPEN && logged != NULL)
+    else if ((rc == SQLITE_CANTOPEN || rc == SQLITE_FULL) && logged != NULL)
         append_to_message(err, g_strdup_printf(" (%s)", logged));
+    else if (rc == SQLITE_CORRUPT && logged != NULL)
+        append_to_message(err, g_strdup_printf(" (%s: SQLite takes a file it cannot read for a "
+                                               "malformed one)",
+                                               logged));
     else if ((rc == SQLITE_FULL || rc == SQLITE_CANTOPEN) && sys_known)
         append_to_message(err, g_strdup_printf(" (%s)", g_strerror(sys)));
     g_free(logged);
@@ -564,6 +715,7 @@ static gboolean foreign_keys_hold(DqStore *store, GError **err) {
     if (sqlite3_prepare_v2(store->db, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: foreign_key_check: %s", store->path,
                 sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
         return FALSE;
     }
     int rc = sqlite3_step(st);
@@ -571,9 +723,11 @@ static gboolean foreign_keys_hold(DqStore *store, GError **err) {
         dq_fail(err, DQ_ERR_DB, "%s: row %lld of %s references a missing row of %s", store->path,
                 (long long)sqlite3_column_int64(st, 1), sqlite3_column_text(st, 0),
                 sqlite3_column_text(st, 2));
-    else if (rc != SQLITE_DONE)
+    else if (rc != SQLITE_DONE) {
         dq_fail(err, DQ_ERR_DB, "%s: foreign_key_check: %s", store->path,
                 sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE;
 }
@@ -614,6 +768,7 @@ static GPtrArray *schema_objects(DqStore *store, GError **err) {
     if (rc != SQLITE_DONE && rc != SQLITE_OK) {
         dq_fail(err, DQ_ERR_DB, "%s: reading sqlite_schema: %s", store->path,
                 sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
         g_ptr_array_free(out, TRUE);
         return NULL;
     }
@@ -634,9 +789,11 @@ static gboolean schema_has(DqStore *store, const char *type, const char *name, g
         rc = sqlite3_step(st);
     }
     *has = rc == SQLITE_ROW;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         dq_fail(err, DQ_ERR_DB, "%s: reading sqlite_schema for the %s %s: %s", store->path, type,
                 name, sqlite3_errmsg(store->db));
+        store_sqlite_explain(store, err);
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE;
 }
@@ -690,9 +847,12 @@ static gboolean read_schema_version(DqStore *store, int *version, GError **err) 
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
         *version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    if (rc != SQLITE_ROW)
-        return dq_fail(err, DQ_ERR_DB, "%s: reading the schema version: %s", store->path,
-                       sqlite3_errstr(rc));
+    if (rc != SQLITE_ROW) {
+        dq_fail(err, DQ_ERR_DB, "%s: reading the schema version: %s", store->path,
+                sqlite3_errstr(rc));
+        store_sqlite_explain(store, err);
+        return FALSE;
+    }
     return TRUE;
 }
 

@@ -1019,6 +1019,46 @@ static void test_old_schema_open_refused(void) {
     g_free(dir);
 }
 
+/* An upgrade whose reads of the database fail (a bad sector), wherever they fall, says which
+ * file could not be read and why: SQLite's "database disk image is malformed" alone, from the
+ * check of foreign keys or of the schema, read as a corrupt database. */
+static void test_old_schema_read_fails(void) {
+    if (!strace_works()) {
+        g_test_skip("strace cannot trace here: the failed reads are not injected");
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *v5 = g_build_filename(dir, "v5.db", NULL);
+    GError *e = NULL;
+    DqStore *s = dq_store_open_at(v5, 5, &e);
+    dq_assert_no_error(e);
+    dq_store_close(s);
+    char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(v5, &bytes, &len, NULL));
+    for (int n = 1; n <= 60; n++) {
+        char *name = g_strdup_printf("v5-%d.db", n);
+        char *db = g_build_filename(dir, name, NULL);
+        g_assert_true(g_file_set_contents(db, bytes, (gssize)len, NULL));
+        char *from = g_strconcat("sqlite:", db, NULL);
+        char *when = g_strdup_printf("EIO:when=%d", n);
+        char *err = NULL;
+        int rc = docqa_injected(db, "pread64", when, &err, "migrate", "--from", from, NULL);
+        char *want = g_strdup_printf("read %s: %s", db, g_strerror(EIO));
+        if (rc != 0 && (rc != 2 || strstr(err, want) == NULL))
+            g_error("migrate, read %d failed: exit %d, said %s", n, rc, err);
+        g_free(want);
+        g_free(err);
+        g_free(when);
+        g_free(from);
+        g_free(db);
+        g_free(name);
+    }
+    g_free(bytes);
+    g_free(v5);
+    g_free(dir);
+}
+
 /* A database of an older schema (5) read where it cannot be written: the reason given is the
  * schema, and what to do, not the folder's permissions. Where it can be written, status
  * upgrades it, saying so on stderr once. */
@@ -1644,6 +1684,46 @@ static void test_stdout_write_errors(void) {
     g_free(model);
 }
 
+/* A copy that migrate committed but could not report (stdout full) says it was made, and a run
+ * again into it says the copy is complete, not only that the database is not empty; one that
+ * differs from the source in a table is refused as before. */
+static void test_migrate_copy_reported_unwritable(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 2);
+    char *copy = g_build_filename(dir, "copy.db", NULL), *err = NULL;
+    const char *args[] = {"migrate", "--from", db, "--to", copy, NULL};
+    g_assert_cmpint(docqa_with(NULL, "/dev/full", NULL, &err, args), ==, 2);
+    char *want = g_strdup_printf("docqa: migrate: standard output: %s (the copy was made all the "
+                                 "same: %s holds the ",
+                                 g_strerror(ENOSPC), copy);
+    g_assert_true(g_str_has_prefix(err, want));
+    g_free(want);
+    want = g_strdup_printf(" rows of %s, committed)\n", db);
+    g_assert_true(g_str_has_suffix(err, want));
+    g_free(want);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(copy, "SELECT count(*) FROM pages"), ==, 2);
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+    want = g_strdup_printf("docqa: %s: already holds 1 row in documents, and as many rows in "
+                           "every table as %s: the copy is complete (an earlier migrate made "
+                           "it); nothing copied\n",
+                           copy, db);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 2);
+    g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
+    want = g_strdup_printf("docqa: %s: already holds 1 row in documents: migrate into an empty "
+                           "database (nothing is merged)\n",
+                           copy);
+    g_assert_cmpstr(err, ==, want);
+    g_free(want);
+    g_free(err);
+    g_free(copy);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Every command's --help (and `docqa help COMMAND`) goes through the same check of stdout: GLib's
  * own --help printed and exited 0 whatever became of the text. */
 static void test_help_write_errors(void) {
@@ -2072,8 +2152,8 @@ static void test_sqlite_failure_says_why(void) {
                         "disk: fsync %s: %s)\n",
                         db, wal, g_strerror(EIO)),
         g_strdup_printf("docqa: ask: %s: cannot read the database: unable to open database "
-                        "file (open %s failed)\n",
-                        db, wal),
+                        "file (open %s: %s)\n",
+                        db, wal, g_strerror(EIO)),
     };
     for (size_t i = 0; i < G_N_ELEMENTS(more); i++) {
         g_assert_cmpint(docqa_injected(wal, more[i], "EIO:when=1", &err, "ask", "--db", db, "-m",
@@ -2083,7 +2163,55 @@ static void test_sqlite_failure_says_why(void) {
         g_free(err);
         g_free(more_want[i]);
     }
+    /* A write of the -wal refused at COMMIT, for want of room or by the device: SQLite keeps
+     * neither the file nor (for a full disk) the errno */
+    const char *writes[][2] = {{"ENOSPC:when=1", "database or disk is full ("},
+                               {"EIO:when=1", "disk I/O error (writing a file of the database: "}};
+    const int write_errnos[] = {ENOSPC, EIO};
+    for (size_t i = 0; i < G_N_ELEMENTS(writes); i++) {
+        g_assert_cmpint(docqa_injected(wal, "pwrite64", writes[i][0], &err, "ask", "--db", db, "-m",
+                                       "tiny", "Q?", NULL),
+                        ==, 2);
+        char *want = g_strdup_printf("docqa: %s: COMMIT: %swrite %s: %s)", db, writes[i][1], wal,
+                                     g_strerror(write_errnos[i]));
+        g_assert_true(g_str_has_prefix(err, want));
+        g_free(want);
+        g_free(err);
+    }
     g_free(wal);
+    /* A read of the database's file that fails (a bad sector), wherever it falls: SQLite says
+     * "disk I/O error", or "database disk image is malformed" for a page it could not read; each
+     * says which file could not be read, and why */
+    char *read_failed = g_strdup_printf("read %s: %s", db, g_strerror(EIO));
+    for (int n = 1; n <= 8; n++) {
+        char *when = g_strdup_printf("EIO:when=%d", n);
+        int rc =
+            docqa_injected(db, "pread64", when, &err, "ask", "--db", db, "-m", "tiny", "Q?", NULL);
+        if (rc != 0) {
+            g_assert_cmpint(rc, ==, 2);
+            g_assert_nonnull(strstr(err, read_failed));
+        }
+        g_free(when);
+        g_free(err);
+    }
+    /* and as migrate --to copies it, table by table, into a new file each time */
+    for (int n = 1; n <= 24; n++) {
+        char *when = g_strdup_printf("EIO:when=%d", n);
+        char *name = g_strdup_printf("copy%d.db", n);
+        char *copy = g_build_filename(dir, name, NULL);
+        int rc =
+            docqa_injected(db, "pread64", when, &err, "migrate", "--from", db, "--to", copy, NULL);
+        if (rc != 0) {
+            g_assert_cmpint(rc, ==, 2);
+            if (strstr(err, read_failed) == NULL)
+                g_error("migrate, read %d failed: %s", n, err);
+        }
+        g_free(copy);
+        g_free(name);
+        g_free(when);
+        g_free(err);
+    }
+    g_free(read_failed);
     /* SQLite opens read-only, saying nothing, a database it could not open for writing: the
      * first open of the database's own file fails, and the write after it is refused */
     g_assert_cmpint(docqa_injected(db, "openat", "EIO:when=1", &err, "ask", "--db", db, "-m",
@@ -3372,6 +3500,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
+    g_test_add_func("/cli/old-schema-read-fails", test_old_schema_read_fails);
+    g_test_add_func("/cli/migrate-copy-reported-unwritable", test_migrate_copy_reported_unwritable);
     g_test_add_func("/cli/old-schema-open-refused", test_old_schema_open_refused);
     g_test_add_func("/cli/generate-dump-logits-write-failed",
                     test_generate_dump_logits_write_failed);

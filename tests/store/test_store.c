@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,6 +51,69 @@ static void test_schema_version_read_fails(void) {
     g_free(want);
     g_clear_error(&err);
     sqlite3_set_authorizer(dq_store_sqlite(s), NULL, NULL);
+    dq_store_close(s);
+    g_free(path);
+    g_free(dir);
+}
+
+/* The reads SQLite makes of files whose path starts with this fail with EIO, found by the file
+ * the fd names: SQLite's own hook for its system calls (the unix VFS's xSetSystemCall), set
+ * before the store's first use in the process so that docqa's recorder of failures wraps it. */
+static char *failing_reads_of;
+static sqlite3_syscall_ptr passing_pread;
+
+static ssize_t pread_failing_there(int fd, void *buf, size_t n, off_t at) {
+    char link[64], target[4096];
+    g_snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t len = readlink(link, target, sizeof target - 1);
+    if (failing_reads_of != NULL && len > 0) {
+        target[len] = '\0';
+        if (g_str_has_prefix(target, failing_reads_of)) {
+            errno = EIO;
+            return -1;
+        }
+    }
+    return ((ssize_t(*)(int, void *, size_t, off_t))passing_pread)(fd, buf, n, at);
+}
+
+/* A read of the schema version that fails (the -wal's page could not be read) says which file
+ * and why, as SQLite's other failures do: "database disk image is malformed" alone reads as a
+ * corrupt database. In a subprocess, so that the hook is set before SQLite's first use. */
+static void test_schema_version_read_io_error(void) {
+    if (!g_test_subprocess()) {
+        g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+        g_test_trap_assert_passed();
+        return;
+    }
+    sqlite3_vfs *vfs = sqlite3_vfs_find("unix");
+    const char *name = vfs->xGetSystemCall(vfs, "pread64") != NULL ? "pread64" : "pread";
+    passing_pread = vfs->xGetSystemCall(vfs, name);
+    g_assert_cmpint(vfs->xSetSystemCall(vfs, name, (sqlite3_syscall_ptr)pread_failing_there), ==,
+                    SQLITE_OK);
+    char *dir = dq_test_tmpdir();
+    char *path = g_build_filename(dir, "docqa.db", NULL);
+    GError *err = NULL;
+    DqStore *s = dq_store_open(path, &err);
+    dq_assert_no_error(err);
+    /* another connection commits: the store's cached page 1 is stale, read again from the -wal */
+    sqlite3 *other = NULL;
+    g_assert_cmpint(sqlite3_open(path, &other), ==, SQLITE_OK);
+    char *sql = g_strdup_printf("PRAGMA user_version = %d", dq_store_schema_version(s));
+    g_assert_cmpint(sqlite3_exec(other, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+    g_free(sql);
+    char *real = realpath(path, NULL);
+    failing_reads_of = real;
+    int version = 0;
+    g_assert_false(dq_store_read_schema_version(s, &version, &err));
+    failing_reads_of = NULL;
+    g_assert_nonnull(err);
+    char *want = g_strdup_printf("(read %s", real);
+    if (strstr(err->message, want) == NULL || strstr(err->message, g_strerror(EIO)) == NULL)
+        g_error("no '%s ...: %s' in: %s", want, g_strerror(EIO), err->message);
+    g_free(want);
+    g_clear_error(&err);
+    free(real);
+    sqlite3_close(other);
     dq_store_close(s);
     g_free(path);
     g_free(dir);
@@ -840,5 +904,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/store/page-path", test_page_path);
     g_test_add_func("/store/open/other-programs-database", test_other_programs_database);
     g_test_add_func("/store/reserve-leaves-no-file", test_reserve_leaves_no_file);
+    g_test_add_func("/store/schema-version-read-io-error", test_schema_version_read_io_error);
     return g_test_run();
 }
