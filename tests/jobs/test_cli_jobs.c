@@ -106,6 +106,8 @@ static void test_ask_status_export_requeue(void) {
     g_assert_nonnull(strstr(out, "22 total: 18 done"));
     g_assert_nonnull(strstr(out, "4 failed"));
     g_assert_nonnull(strstr(out, "page image missing"));
+    /* the reason has the image's path taken out: one of its messages says where */
+    g_assert_nonnull(strstr(out, "\n              e.g. "));
     g_free(out);
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     JsonParser *p = json_parser_new();
@@ -195,6 +197,15 @@ static void test_ask_status_export_requeue(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_null(strstr(out, "page image missing"));
     g_assert_null(strstr(out, "failure reasons"));
+    /* Nothing left to do: the ETA is none, not unknown (a script waits on it). */
+    g_assert_nonnull(strstr(out, "; ETA 0s\n"));
+    /* every question's row shown: no line for more */
+    g_assert_nonnull(strstr(out, "per question"));
+    g_assert_null(strstr(out, " more (status --json"));
+    g_assert_null(strstr(out, "stalled: their worker stopped"));
+    g_free(out);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"eta_seconds\" : 0.0,\n"));
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM job_errors"), ==, 4);
 
@@ -623,6 +634,10 @@ static void test_numbers_refused_by_name(void) {
                                   "99999999999999999999", "Q?", NULL),
                     ==, 2);
     g_assert_cmpstr(err, ==, "docqa: ask: --document 99999999999999999999: out of range\n");
+    g_free(err);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "-d", "0", "Q?", NULL), ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ask: --document 0: must be at least 1\n");
     g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
     g_free(db);
@@ -1110,7 +1125,9 @@ static void test_status_progress_table(void) {
     for (const char *a[] = {"ask", "--db", db, "-m", "m"}, **p = a; p < a + 5; p++)
         g_ptr_array_add(args, g_strdup(*p));
     g_ptr_array_add(args, g_strdup(longq));
-    for (int i = 2; i <= 23; i++)
+    /* the second exactly as wide as its column: shown whole, not cut */
+    g_ptr_array_add(args, g_strdup("What is the total due, in EUR?"));
+    for (int i = 3; i <= 23; i++)
         g_ptr_array_add(args, g_strdup_printf("Question %d?", i));
     g_ptr_array_add(args, NULL);
     char *out = NULL;
@@ -1174,6 +1191,8 @@ static void test_status_progress_table(void) {
             const char *q = json_object_get_string_member(r, "question");
             g_assert_true(g_str_has_prefix(line + 2, q));
         }
+        /* none of a row's jobs cancelled: a percentage, 0.0 where nothing is done yet */
+        g_assert_false(json_object_get_null_member(r, "percent_done"));
         /* the numbers are the line's last six fields */
         char **f = g_strsplit_set(line, " ", -1);
         GPtrArray *words = g_ptr_array_new();
@@ -2938,6 +2957,12 @@ static void test_requeue_done_stale(void) {
     g_free(sql);
     g_assert_cmpint(
         jt_query_int(db, "SELECT count(*) FROM answers WHERE model_fingerprint IS NULL"), ==, 1);
+    /* status names the model id whose answers came from two snapshots, not the other's one. */
+    char *status = NULL;
+    g_assert_cmpint(dq_test_docqa(&status, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(status, "model 'tiny-smolvlm-b512': answers from 2 snapshots: "));
+    g_assert_null(strstr(status, "model 'other'"));
+    g_free(status);
 
     /* Refused, naming what is wrong; nothing changes. */
     char fp12[13];
