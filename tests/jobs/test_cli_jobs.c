@@ -685,6 +685,18 @@ static void test_numbers_in_decimal(void) {
     g_assert_cmpstr(err, ==, "docqa: run: --batch 99999999999: out of range (see --help)\n");
     g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 1);
+    /* The least and the most each option takes are taken. */
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--max-new-tokens",
+                                  "1", "--max-attempts", "1", "Short?", NULL),
+                    ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE max_attempts = 1 AND "
+                                     "json_extract(generation_settings, '$.max_new_tokens') = 1"),
+                    ==, 1);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "64", "Q?", NULL), ==,
+        0);
+    g_assert_nonnull(strstr(err, "no ingested pages match"));
+    g_free(err);
     g_free(db);
     g_free(dir);
 }
@@ -1315,6 +1327,13 @@ static void test_page_store_notes(void) {
     g_assert_nonnull(strstr(err, "`docqa run` stops on them until the page store is there"));
     g_free(line);
     g_free(out);
+    g_free(err);
+    /* no page asked about: nothing a worker would stop on, no warning */
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "m", "--n-res", "64", "Later?", NULL),
+        ==, 0);
+    g_assert_nonnull(strstr(err, "no ingested pages match"));
+    g_assert_null(strstr(err, "warning"));
     g_free(err);
     g_assert_cmpint(g_rename(away, pages), ==, 0);
     char *empty = g_build_filename(dir, "empty", NULL);
