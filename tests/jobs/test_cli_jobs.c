@@ -684,13 +684,27 @@ static void test_numbers_in_decimal(void) {
                     ==, 2);
     g_assert_cmpstr(err, ==, "docqa: run: --batch 99999999999: out of range (see --help)\n");
     g_free(err);
+    /* The least int is one: the command's own limit refuses it. */
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--max-attempts",
+                                  "-2147483648", "Q?", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ask: --max-attempts -2147483648: must be positive\n");
+    g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 1);
     /* The least and the most each option takes are taken. */
     g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--max-new-tokens",
-                                  "1", "--max-attempts", "1", "Short?", NULL),
+                                  "1", "--max-attempts", "2147483647", "Short?", NULL),
                     ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--max-new-tokens",
+                                  "2147483647", "--max-attempts", "1", "Short?", NULL),
+                    ==, 0);
+    g_assert_cmpint(jt_query_int(db,
+                                 "SELECT count(*) FROM jobs WHERE max_attempts = 2147483647 "
+                                 "AND json_extract(generation_settings, '$.max_new_tokens') = 1"),
+                    ==, 1);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE max_attempts = 1 AND "
-                                     "json_extract(generation_settings, '$.max_new_tokens') = 1"),
+                                     "json_extract(generation_settings, '$.max_new_tokens') = "
+                                     "2147483647"),
                     ==, 1);
     g_assert_cmpint(
         dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "64", "Q?", NULL), ==,
