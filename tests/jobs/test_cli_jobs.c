@@ -224,6 +224,10 @@ static void test_ask_status_export_requeue(void) {
     g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
     g_assert_nonnull(strstr(out, "requeue --approximate: queue the 3 jobs answered approximately"));
     g_free(out);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"device\" : \"cuda:0\",\n"));
+    g_assert_nonnull(strstr(out, "\"exact\" : false,\n"));
+    g_free(out);
     g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 jobs back"));
     g_free(out);
