@@ -854,6 +854,30 @@ static void test_run_nothing_queued_note(void) {
     g_assert_nonnull(strstr(err, "for model 'm', but 3 jobs queued or running for other model "
                                  "ids: 'third' (2 queued), 'other' (1 queued): ask with --model "));
     g_free(err);
+    /* Five other model ids are named; of six, the first five and "...". The most --batch and
+     * --prep-threads (DQ_MAX_PREP_THREADS) take and the least --lease and --prep-threads are
+     * taken. */
+    const char *more[] = {"m4", "m5", "m6", "m7"};
+    for (size_t i = 0; i < 3; i++)
+        g_assert_cmpint(jt_ask(db, 1, more[i], 3), ==, 1);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "--other-models-ok", "-q", "--batch",
+                                  G_STRINGIFY(DQ_MAX_BATCH), "--lease", "1", "--prep-threads", "1",
+                                  NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(err, "ids: 'third' (2 queued), 'm4' (1 queued), 'm5' (1 queued), 'm6' "
+                                 "(1 queued), 'other' (1 queued): ask with --model "));
+    g_free(err);
+    g_assert_cmpint(jt_ask(db, 1, more[3], 3), ==, 1);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "--other-models-ok", "-q", "--prep-threads",
+                                  G_STRINGIFY(DQ_MAX_PREP_THREADS), NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(err, "'m6' (1 queued), 'm7' (1 queued), ...: ask with --model "));
+    g_free(err);
+    for (size_t i = 0; i < G_N_ELEMENTS(more); i++)
+        g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "--model", more[i], NULL),
+                        ==, 0);
     /* A model nobody asked about at all. */
     g_assert_cmpint(
         dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--until-empty", "-q", NULL),
