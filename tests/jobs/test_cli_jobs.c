@@ -2761,6 +2761,10 @@ static void test_cancel(void) {
         {{"--state", "queued", NULL}, "say which jobs"},
         {{"-m", "tiny", "--state", "done", NULL}, "an answered job is not cancelled"},
         {{"-m", "tiny", "--state", "paused", NULL}, "expected queued, failed, dead or running"},
+        /* dq_job_state_name's word for a state out of range is no state either */
+        {{"-m", "tiny", "--state", "unknown", NULL},
+         "--state 'unknown': expected queued, failed, dead or running\n"},
+        {{"-m", "tiny", "--state", "cancelled", NULL}, "(those jobs are cancelled already)"},
         {{"--question", "Never asked?", NULL}, "--question \"Never asked?\": no such question"},
         {{"--question", "  ", NULL}, "--question"},
         {{"--document", "99", NULL}, "no document with id 99"},
@@ -2792,6 +2796,7 @@ static void test_cancel(void) {
                                   "-m", "tiny", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "cancel: 4 jobs cancelled"));
+    g_assert_null(strstr(out, "an answer already")); /* none had one */
     g_free(out);
     g_assert_cmpint(
         dq_test_docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", NULL), ==,
@@ -3039,6 +3044,10 @@ static void test_requeue_done_stale(void) {
          "--fingerprint-not abc: expected a "
          "snapshot fingerprint, 12 to 64 hex"},
         {{"--fingerprint-not", "0123456789xy", "--model", id}, "expected a snapshot fingerprint"},
+        {{"--fingerprint-not", "0123456789a", "--model", id}, "expected a snapshot fingerprint"},
+        {{"--fingerprint-not", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0",
+          "--model", id},
+         "expected a snapshot fingerprint"},
     };
     char *out = NULL;
     assert_refused("requeue", db, refused, G_N_ELEMENTS(refused));
