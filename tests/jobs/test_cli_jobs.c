@@ -233,6 +233,13 @@ static void test_ask_status_export_requeue(void) {
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(queued) FROM v_progress"), ==, 3);
+    /* Cancelled, they would go back to done with their answers, not be cancelled. */
+    g_assert_cmpint(
+        dq_test_docqa(&out, NULL, "cancel", "--db", db, "-m", "tiny", "--dry-run", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "cancel: would cancel 0 jobs (--dry-run: nothing was changed)\n"));
+    g_assert_nonnull(strstr(out, "cancel: 3 of them have an answer already (queued again by "
+                                 "requeue --approximate): would go back to done with it"));
+    g_free(out);
     /* Queued again already: status asks for no second requeue. */
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
