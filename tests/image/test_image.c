@@ -603,9 +603,10 @@ static void test_png_exif_orientations(void) {
     dq_image_free(a);
 }
 
-static GByteArray *make_jpeg(int w, int h, int comps, J_COLOR_SPACE in_space,
-                             J_COLOR_SPACE jpeg_space, const uint8_t *pixels, const uint8_t *app1,
-                             size_t app1_len) {
+/* A JPEG of the given pixels with up to two APP1 segments (app1_b after app1). */
+static GByteArray *make_jpeg2(int w, int h, int comps, J_COLOR_SPACE in_space,
+                              J_COLOR_SPACE jpeg_space, const uint8_t *pixels, const uint8_t *app1,
+                              size_t app1_len, const uint8_t *app1_b, size_t app1_b_len) {
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr e;
     c.err = jpeg_std_error(&e);
@@ -623,6 +624,8 @@ static GByteArray *make_jpeg(int w, int h, int comps, J_COLOR_SPACE in_space,
     jpeg_start_compress(&c, TRUE);
     if (app1 != NULL)
         jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)app1_len);
+    if (app1_b != NULL)
+        jpeg_write_marker(&c, JPEG_APP0 + 1, app1_b, (unsigned)app1_b_len);
     while (c.next_scanline < c.image_height) {
         JSAMPROW row = (JSAMPROW)(pixels + (size_t)c.next_scanline * w * comps);
         jpeg_write_scanlines(&c, &row, 1);
@@ -633,6 +636,12 @@ static GByteArray *make_jpeg(int w, int h, int comps, J_COLOR_SPACE in_space,
     g_byte_array_append(out, buf, (guint)len);
     free(buf);
     return out;
+}
+
+static GByteArray *make_jpeg(int w, int h, int comps, J_COLOR_SPACE in_space,
+                             J_COLOR_SPACE jpeg_space, const uint8_t *pixels, const uint8_t *app1,
+                             size_t app1_len) {
+    return make_jpeg2(w, h, comps, in_space, jpeg_space, pixels, app1, app1_len, NULL, 0);
 }
 
 static void assert_px_near(const DqImage *img, int x, int y, int r, int g, int b, int tol) {
@@ -684,6 +693,8 @@ static void test_jpeg_unsupported_process(void) {
         g_assert_error(err, DQ_ERROR, DQ_ERR_UNSUPPORTED);
         g_assert_nonnull(strstr(err->message, cases[i].says));
         g_assert_nonnull(strstr(err->message, "ll.jpg"));
+        /* only a lossless one is read by a newer libjpeg-turbo */
+        g_assert_cmpint(strstr(err->message, "(libjpeg-turbo 3 does)") != NULL, ==, i == 0);
         g_error_free(err);
     }
 }
@@ -698,11 +709,20 @@ static void test_jpeg_cmyk(void) {
     for (int y = 0; y < 16; y++)
         for (int x = 0; x < 16; x++)
             memcpy(px + (y * 16 + x) * 4, quads[(y / 8) * 2 + x / 8], 4);
+    /* and every ink and black level in steps, checked against Pillow's rounding only: the
+     * flat quadrants meet few of its products */
+    uint8_t ramp[16 * 16 * 4];
+    for (int i = 0; i < 16 * 16; i++) {
+        ramp[i * 4] = (uint8_t)i;
+        ramp[i * 4 + 1] = (uint8_t)(255 - i);
+        ramp[i * 4 + 2] = (uint8_t)(i * 7);
+        ramp[i * 4 + 3] = (uint8_t)(i * 13 + 3);
+    }
     J_COLOR_SPACE spaces[2] = {JCS_CMYK, JCS_YCCK};
-    for (int s = 0; s < 2; s++) {
-        GByteArray *b = make_jpeg(16, 16, 4, JCS_CMYK, spaces[s], px, NULL, 0);
+    for (int s = 0; s < 4; s++) {
+        GByteArray *b = make_jpeg(16, 16, 4, JCS_CMYK, spaces[s % 2], s < 2 ? px : ramp, NULL, 0);
         DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
-        for (int q = 0; q < 4; q++)
+        for (int q = 0; q < 4 && s < 2; q++)
             assert_px_near(img, (q % 2) * 8 + 4, (q / 2) * 8 + 4, want[q][0], want[q][1],
                            want[q][2], 3);
         /* Exactly Pillow's arithmetic on libjpeg's own CMYK output. */
@@ -752,6 +772,93 @@ static void test_jpeg_exif_orientations(void) {
         dq_image_free(img);
         g_byte_array_unref(b);
     }
+}
+
+/* An XMP packet in APP1 ("http://ns.adobe.com/xap/1.0/" and a NUL, then the packet) orients
+ * the image where EXIF does not; of two, the last counts (Pillow's info["xmp"]). */
+static void test_jpeg_xmp(void) {
+    uint8_t px[32 * 24 * 3] = {0};
+    static const char id[] = "http://ns.adobe.com/xap/1.0/";
+    const char *packets[2] = {"<x:xmpmeta><rdf:Description tiff:Orientation=\"3\"/></x:xmpmeta>",
+                              "<x:xmpmeta><rdf:Description tiff:Orientation=\"6\"/></x:xmpmeta>"};
+    GByteArray *seg[2];
+    for (int i = 0; i < 2; i++) {
+        seg[i] = g_byte_array_new();
+        g_byte_array_append(seg[i], (const uint8_t *)id, sizeof id); /* with its NUL */
+        g_byte_array_append(seg[i], (const uint8_t *)packets[i], (guint)strlen(packets[i]));
+    }
+    for (int n = 1; n <= 2; n++) {
+        GByteArray *b = make_jpeg2(32, 24, 3, JCS_RGB, JCS_YCbCr, px, seg[0]->data, seg[0]->len,
+                                   n == 2 ? seg[1]->data : NULL, n == 2 ? seg[1]->len : 0);
+        DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+        /* 3 (a half turn) keeps 32x24; 6 (a quarter turn) makes it 24x32 */
+        g_assert_cmpint(img->width, ==, n == 1 ? 32 : 24);
+        dq_image_free(img);
+        g_byte_array_unref(b);
+    }
+    /* an empty last packet counts too: no orientation */
+    GByteArray *b = make_jpeg2(32, 24, 3, JCS_RGB, JCS_YCbCr, px, seg[1]->data, seg[1]->len,
+                               (const uint8_t *)id, sizeof id);
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    g_assert_cmpint(img->width, ==, 32);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+    g_byte_array_unref(seg[0]);
+    g_byte_array_unref(seg[1]);
+}
+
+/* EXIF in two APP1 segments (extended EXIF): the second's data, its "Exif\0\0" left out,
+ * follows the first's, as Pillow joins them. Here the first holds only the TIFF header, the
+ * second the IFD it points at (orientation 6: 32x24 becomes 24x32). */
+static void test_jpeg_exif_extended(void) {
+    uint8_t px[32 * 24 * 3] = {0};
+    uint8_t exif[30];
+    size_t n = make_exif(exif, 6, TRUE);
+    uint8_t second[30];
+    memcpy(second, "Exif\0\0", 6);
+    memcpy(second + 6, exif + 14, n - 14);
+    GByteArray *b = make_jpeg2(32, 24, 3, JCS_RGB, JCS_YCbCr, px, exif, 14, second, 6 + (n - 14));
+    DqImage *img = decode_ok(b, DQ_EXIF_APPLY);
+    g_assert_cmpint(img->width, ==, 24);
+    dq_image_free(img);
+    g_byte_array_unref(b);
+}
+
+/* The pixel limit (178956970, Pillow's decompression-bomb error) refuses a JPEG past it, not
+ * one of exactly as many: 14351x12470 is that many. The frame header of a 16x16 JPEG says so;
+ * its data ends long before, which the decoder then finds (a truncated file). */
+static void test_jpeg_pixel_limit(void) {
+    uint8_t gray[16 * 16] = {0};
+    GByteArray *b = make_jpeg(16, 16, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, gray, NULL, 0);
+    guint sof = 2;
+    while (sof + 9 < b->len && !(b->data[sof] == 0xff && b->data[sof + 1] == 0xc0))
+        sof++;
+    g_assert_cmpuint(sof + 9, <, b->len);
+    /* without its EOI: the decoder stops at the end of the data, where it would fill 500 MB */
+    g_assert_true(b->data[b->len - 2] == 0xff && b->data[b->len - 1] == 0xd9);
+    g_byte_array_set_size(b, b->len - 2);
+    const int heights[2] = {12470, 12471};
+    for (int i = 0; i < 2; i++) {
+        b->data[sof + 5] = (uint8_t)(heights[i] >> 8), b->data[sof + 6] = (uint8_t)heights[i];
+        b->data[sof + 7] = 14351 >> 8, b->data[sof + 8] = 14351 & 0xff;
+        GError *err = NULL;
+        g_assert_null(dq_image_decode(b->data, b->len, "big.jpg", DQ_EXIF_APPLY, &err));
+        g_assert_nonnull(err);
+        g_test_message("%d rows: %s", heights[i], err->message);
+        g_assert_cmpint(g_error_matches(err, DQ_ERROR, DQ_ERR_LIMIT), ==, i == 1);
+        g_error_free(err);
+    }
+    g_byte_array_unref(b);
+}
+
+/* A JPEG's signature is three bytes (FF D8 FF), as Pillow's: two of them are no JPEG. */
+static void test_jpeg_short_signature(void) {
+    const uint8_t bytes[] = {0xff, 0xd8, 0xff};
+    GError *err = NULL;
+    g_assert_null(dq_image_decode(bytes, 2, "short.jpg", DQ_EXIF_APPLY, &err));
+    g_assert_error(err, DQ_ERROR, DQ_ERR_UNSUPPORTED);
+    g_assert_null(strstr(err->message, "JPEG:"));
+    g_error_free(err);
 }
 
 /* A TIFF blob (big-endian: MM) whose IFD0 holds the given entries, values longer than 4 bytes
@@ -1512,6 +1619,10 @@ int main(int argc, char **argv) {
     g_test_add_func("/image/jpeg/cmyk", test_jpeg_cmyk);
     g_test_add_func("/image/jpeg/unsupported_process", test_jpeg_unsupported_process);
     g_test_add_func("/image/jpeg/exif_orientations", test_jpeg_exif_orientations);
+    g_test_add_func("/image/jpeg/xmp", test_jpeg_xmp);
+    g_test_add_func("/image/jpeg/exif_extended", test_jpeg_exif_extended);
+    g_test_add_func("/image/jpeg/short_signature", test_jpeg_short_signature);
+    g_test_add_func("/image/jpeg/pixel_limit", test_jpeg_pixel_limit);
     g_test_add_func("/image/exif/tag_types", test_exif_tag_types);
     g_test_add_func("/image/png/metadata_last_wins", test_png_metadata_last_wins);
     g_test_add_func("/image/decode/bad_files", test_bad_files);

@@ -106,6 +106,8 @@ static void test_ask_status_export_requeue(void) {
     g_assert_nonnull(strstr(out, "22 total: 18 done"));
     g_assert_nonnull(strstr(out, "4 failed"));
     g_assert_nonnull(strstr(out, "page image missing"));
+    /* the reason has the image's path taken out: one of its messages says where */
+    g_assert_nonnull(strstr(out, "\n              e.g. "));
     g_free(out);
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
     JsonParser *p = json_parser_new();
@@ -195,6 +197,15 @@ static void test_ask_status_export_requeue(void) {
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_null(strstr(out, "page image missing"));
     g_assert_null(strstr(out, "failure reasons"));
+    /* Nothing left to do: the ETA is none, not unknown (a script waits on it). */
+    g_assert_nonnull(strstr(out, "; ETA 0s\n"));
+    /* every question's row shown: no line for more */
+    g_assert_nonnull(strstr(out, "per question"));
+    g_assert_null(strstr(out, " more (status --json"));
+    g_assert_null(strstr(out, "stalled: their worker stopped"));
+    g_free(out);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"eta_seconds\" : 0.0,\n"));
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM job_errors"), ==, 4);
 
@@ -213,11 +224,22 @@ static void test_ask_status_export_requeue(void) {
     g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
     g_assert_nonnull(strstr(out, "requeue --approximate: queue the 3 jobs answered approximately"));
     g_free(out);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, "--json", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"device\" : \"cuda:0\",\n"));
+    g_assert_nonnull(strstr(out, "\"exact\" : false,\n"));
+    g_free(out);
     g_assert_cmpint(dq_test_docqa(&out, NULL, "requeue", "--db", db, "--approximate", NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 jobs back"));
     g_free(out);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers WHERE exact = 0"), ==, 3);
     g_assert_cmpint(jt_query_int(db, "SELECT sum(queued) FROM v_progress"), ==, 3);
+    /* Cancelled, they would go back to done with their answers, not be cancelled. */
+    g_assert_cmpint(
+        dq_test_docqa(&out, NULL, "cancel", "--db", db, "-m", "tiny", "--dry-run", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "cancel: would cancel 0 jobs (--dry-run: nothing was changed)\n"));
+    g_assert_nonnull(strstr(out, "cancel: 3 of them have an answer already (queued again by "
+                                 "requeue --approximate): would go back to done with it"));
+    g_free(out);
     /* Queued again already: status asks for no second requeue. */
     g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", db, NULL), ==, 0);
     g_assert_nonnull(strstr(out, "3 approximate (cuda:0, weights as stored)"));
@@ -624,6 +646,10 @@ static void test_numbers_refused_by_name(void) {
                     ==, 2);
     g_assert_cmpstr(err, ==, "docqa: ask: --document 99999999999999999999: out of range\n");
     g_free(err);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "-d", "0", "Q?", NULL), ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ask: --document 0: must be at least 1\n");
+    g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 0);
     g_free(db);
     g_free(dir);
@@ -669,7 +695,33 @@ static void test_numbers_in_decimal(void) {
                     ==, 2);
     g_assert_cmpstr(err, ==, "docqa: run: --batch 99999999999: out of range (see --help)\n");
     g_free(err);
+    /* The least int is one: the command's own limit refuses it. */
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--max-attempts",
+                                  "-2147483648", "Q?", NULL),
+                    ==, 2);
+    g_assert_cmpstr(err, ==, "docqa: ask: --max-attempts -2147483648: must be positive\n");
+    g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs"), ==, 1);
+    /* The least and the most each option takes are taken. */
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--max-new-tokens",
+                                  "1", "--max-attempts", "2147483647", "Short?", NULL),
+                    ==, 0);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "ask", "--db", db, "-m", "tiny", "--max-new-tokens",
+                                  "2147483647", "--max-attempts", "1", "Short?", NULL),
+                    ==, 0);
+    g_assert_cmpint(jt_query_int(db,
+                                 "SELECT count(*) FROM jobs WHERE max_attempts = 2147483647 "
+                                 "AND json_extract(generation_settings, '$.max_new_tokens') = 1"),
+                    ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE max_attempts = 1 AND "
+                                     "json_extract(generation_settings, '$.max_new_tokens') = "
+                                     "2147483647"),
+                    ==, 1);
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "tiny", "--n-res", "64", "Q?", NULL), ==,
+        0);
+    g_assert_nonnull(strstr(err, "no ingested pages match"));
+    g_free(err);
     g_free(db);
     g_free(dir);
 }
@@ -809,6 +861,30 @@ static void test_run_nothing_queued_note(void) {
     g_assert_nonnull(strstr(err, "for model 'm', but 3 jobs queued or running for other model "
                                  "ids: 'third' (2 queued), 'other' (1 queued): ask with --model "));
     g_free(err);
+    /* Five other model ids are named; of six, the first five and "...". The most --batch and
+     * --prep-threads (DQ_MAX_PREP_THREADS) take and the least --lease and --prep-threads are
+     * taken. */
+    const char *more[] = {"m4", "m5", "m6", "m7"};
+    for (size_t i = 0; i < 3; i++)
+        g_assert_cmpint(jt_ask(db, 1, more[i], 3), ==, 1);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "--other-models-ok", "-q", "--batch",
+                                  G_STRINGIFY(DQ_MAX_BATCH), "--lease", "1", "--prep-threads", "1",
+                                  NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(err, "ids: 'third' (2 queued), 'm4' (1 queued), 'm5' (1 queued), 'm6' "
+                                 "(1 queued), 'other' (1 queued): ask with --model "));
+    g_free(err);
+    g_assert_cmpint(jt_ask(db, 1, more[3], 3), ==, 1);
+    g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--model-id",
+                                  "m", "--until-empty", "--other-models-ok", "-q", "--prep-threads",
+                                  G_STRINGIFY(DQ_MAX_PREP_THREADS), NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(err, "'m6' (1 queued), 'm7' (1 queued), ...: ask with --model "));
+    g_free(err);
+    for (size_t i = 0; i < G_N_ELEMENTS(more); i++)
+        g_assert_cmpint(dq_test_docqa(NULL, NULL, "cancel", "--db", db, "--model", more[i], NULL),
+                        ==, 0);
     /* A model nobody asked about at all. */
     g_assert_cmpint(
         dq_test_docqa(NULL, &err, "run", "--db", db, "--model", model, "--until-empty", "-q", NULL),
@@ -1150,7 +1226,9 @@ static void test_status_progress_table(void) {
     for (const char *a[] = {"ask", "--db", db, "-m", "m"}, **p = a; p < a + 5; p++)
         g_ptr_array_add(args, g_strdup(*p));
     g_ptr_array_add(args, g_strdup(longq));
-    for (int i = 2; i <= 23; i++)
+    /* the second exactly as wide as its column: shown whole, not cut */
+    g_ptr_array_add(args, g_strdup("What is the total due, in EUR?"));
+    for (int i = 3; i <= 23; i++)
         g_ptr_array_add(args, g_strdup_printf("Question %d?", i));
     g_ptr_array_add(args, NULL);
     char *out = NULL;
@@ -1214,6 +1292,8 @@ static void test_status_progress_table(void) {
             const char *q = json_object_get_string_member(r, "question");
             g_assert_true(g_str_has_prefix(line + 2, q));
         }
+        /* none of a row's jobs cancelled: a percentage, 0.0 where nothing is done yet */
+        g_assert_false(json_object_get_null_member(r, "percent_done"));
         /* the numbers are the line's last six fields */
         char **f = g_strsplit_set(line, " ", -1);
         GPtrArray *words = g_ptr_array_new();
@@ -1336,6 +1416,13 @@ static void test_page_store_notes(void) {
     g_assert_nonnull(strstr(err, "`docqa run` stops on them until the page store is there"));
     g_free(line);
     g_free(out);
+    g_free(err);
+    /* no page asked about: nothing a worker would stop on, no warning */
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "ask", "--db", db, "-m", "m", "--n-res", "64", "Later?", NULL),
+        ==, 0);
+    g_assert_nonnull(strstr(err, "no ingested pages match"));
+    g_assert_null(strstr(err, "warning"));
     g_free(err);
     g_assert_cmpint(g_rename(away, pages), ==, 0);
     char *empty = g_build_filename(dir, "empty", NULL);
@@ -2809,6 +2896,10 @@ static void test_cancel(void) {
         {{"--state", "queued", NULL}, "say which jobs"},
         {{"-m", "tiny", "--state", "done", NULL}, "an answered job is not cancelled"},
         {{"-m", "tiny", "--state", "paused", NULL}, "expected queued, failed, dead or running"},
+        /* dq_job_state_name's word for a state out of range is no state either */
+        {{"-m", "tiny", "--state", "unknown", NULL},
+         "--state 'unknown': expected queued, failed, dead or running\n"},
+        {{"-m", "tiny", "--state", "cancelled", NULL}, "(those jobs are cancelled already)"},
         {{"--question", "Never asked?", NULL}, "--question \"Never asked?\": no such question"},
         {{"--question", "  ", NULL}, "--question"},
         {{"--document", "99", NULL}, "no document with id 99"},
@@ -2840,6 +2931,7 @@ static void test_cancel(void) {
                                   "-m", "tiny", NULL),
                     ==, 0);
     g_assert_nonnull(strstr(out, "cancel: 4 jobs cancelled"));
+    g_assert_null(strstr(out, "an answer already")); /* none had one */
     g_free(out);
     g_assert_cmpint(
         dq_test_docqa(&out, NULL, "cancel", "--db", db, "--question", "Wrong question?", NULL), ==,
@@ -3066,6 +3158,12 @@ static void test_requeue_done_stale(void) {
     g_free(sql);
     g_assert_cmpint(
         jt_query_int(db, "SELECT count(*) FROM answers WHERE model_fingerprint IS NULL"), ==, 1);
+    /* status names the model id whose answers came from two snapshots, not the other's one. */
+    char *status = NULL;
+    g_assert_cmpint(dq_test_docqa(&status, NULL, "status", "--db", db, NULL), ==, 0);
+    g_assert_nonnull(strstr(status, "model 'tiny-smolvlm-b512': answers from 2 snapshots: "));
+    g_assert_null(strstr(status, "model 'other'"));
+    g_free(status);
 
     /* Refused, naming what is wrong; nothing changes. */
     char fp12[13];
@@ -3081,6 +3179,10 @@ static void test_requeue_done_stale(void) {
          "--fingerprint-not abc: expected a "
          "snapshot fingerprint, 12 to 64 hex"},
         {{"--fingerprint-not", "0123456789xy", "--model", id}, "expected a snapshot fingerprint"},
+        {{"--fingerprint-not", "0123456789a", "--model", id}, "expected a snapshot fingerprint"},
+        {{"--fingerprint-not", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0",
+          "--model", id},
+         "expected a snapshot fingerprint"},
     };
     char *out = NULL;
     assert_refused("requeue", db, refused, G_N_ELEMENTS(refused));

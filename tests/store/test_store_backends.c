@@ -696,6 +696,59 @@ static void test_upgrade_from_schema_2(gconstpointer kind) {
     g_free(loc);
 }
 
+typedef struct {
+    const char *loc;
+    DqStore *s;
+    GError *err;
+} OpenInThread;
+
+static gpointer open_in_thread(gpointer data) {
+    OpenInThread *o = data;
+    o->s = dq_store_open(o->loc, &o->err);
+    return NULL;
+}
+
+/* Two docqa processes open a database older than they are: one upgrades it under the advisory
+ * lock while the other waits for the lock, which then finds the upgrade made and opens the
+ * database as it is (its version is no newer than it knows). Here a connection holds the lock
+ * while the newest migration's row is missing, and puts it back before letting go. */
+static void test_upgrade_while_waiting(void) {
+    char *loc = new_location("postgres");
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    int newest = dq_store_schema_version(s);
+    char *hide = g_strdup_printf(
+        "UPDATE schema_migrations SET version = -version WHERE version = %d", newest);
+    g_assert_true(dq_store_exec(s, hide, &err));
+    g_assert_true(dq_store_exec(s, "SELECT pg_advisory_lock(4242010)", &err));
+    dq_assert_no_error(err);
+    OpenInThread o = {.loc = loc};
+    GThread *t = g_thread_new("open", open_in_thread, &o);
+    gint64 until = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+    while (pgt_query_int(loc, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                              "NOT granted") == 0) {
+        g_assert_cmpint(g_get_monotonic_time(), <, until);
+        g_usleep(10000);
+    }
+    g_assert_true(dq_store_exec(s,
+                                "UPDATE schema_migrations SET version = -version WHERE version "
+                                "< 0",
+                                &err));
+    g_assert_true(dq_store_exec(s, "SELECT pg_advisory_unlock(4242010)", &err));
+    dq_assert_no_error(err);
+    g_thread_join(t);
+    dq_assert_no_error(o.err);
+    g_assert_nonnull(o.s);
+    g_assert_cmpint(dq_store_schema_version(o.s), ==, newest);
+    dq_store_close(o.s);
+    dq_store_close(s);
+    g_free(hide);
+    g_free(loc);
+}
+
 /* The tables an upgrade must keep every row of. */
 static const char *const UPGRADE_TABLES[] = {"documents", "pages",      "questions",
                                              "jobs",      "job_errors", "answers"};
@@ -4010,6 +4063,7 @@ int main(int argc, char **argv) {
                          test_requeue_approximate_fails);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-2", "sqlite",
                          test_upgrade_from_schema_2);
+    g_test_add_func("/store/backends/postgres/upgrade-while-waiting", test_upgrade_while_waiting);
     g_test_add_data_func("/store/backends/postgres/upgrade-from-2", "postgres",
                          test_upgrade_from_schema_2);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-14", "sqlite",
