@@ -214,8 +214,9 @@ static gboolean same_counts(DqStore *from, DqStore *to) {
     return TRUE;
 }
 
-gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
-    gint64 total = 0;
+/* The copy goes only into an empty database: nothing is merged. A target already as full as the
+ * source is said to be the complete copy it is. */
+static gboolean target_empty(DqStore *from, DqStore *to, GError **err) {
     for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
         gint64 n = 0;
         if (!count_rows(to, tables[i].name, &n, err))
@@ -233,6 +234,64 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
                            "empty database (nothing is merged)",
                            dq_store_path(to), n, n == 1 ? "" : "s", tables[i].name);
     }
+    return TRUE;
+}
+
+/* One table's rows, a page at a time in id order, added to *total. */
+static gboolean copy_table(DqStore *from, DqStore *to, const Table *t, gint64 *total,
+                           GError **err) {
+    int n = n_columns(t->columns);
+    gint64 after = G_MININT64;
+    for (;;) {
+        GPtrArray *page = read_rows(from, t, n, after, err);
+        if (page == NULL)
+            return FALSE;
+        gboolean ok = write_rows(to, t, n, page, err);
+        guint len = page->len;
+        if (ok && len > 0)
+            after = g_ascii_strtoll(((char **)g_ptr_array_index(page, len - 1))[0], NULL, 10);
+        *total += len;
+        rows_free(page, n);
+        if (!ok) {
+            dq_error_prefix(err, "copying %s", t->name);
+            return FALSE;
+        }
+        if (len < PAGE_ROWS)
+            break;
+    }
+    if (to->kind == DQ_STORE_POSTGRES && g_str_has_prefix(t->columns, "id,")) {
+        /* Ids were copied as they were: move each identity past the largest. */
+        char *sql = g_strdup_printf("SELECT setval(pg_get_serial_sequence('%s', 'id'), "
+                                    "coalesce((SELECT max(id) FROM %s), 0) + 1, false)",
+                                    t->name, t->name);
+        gboolean ok = dq_store_exec(to, sql, err);
+        g_free(sql);
+        if (!ok)
+            return FALSE;
+    }
+    char *point = g_strconcat("migrate:copied:", t->name, NULL);
+    store_jobs_hook(point);
+    g_free(point);
+    return TRUE;
+}
+
+/* The answers keep their commit_seq (the target's trigger numbers only rows without one), and
+ * the counter goes with them: an export checkpoint taken on the source goes on working on the
+ * copy, and no number the source handed out is handed out again. */
+static gboolean copy_commit_counter(DqStore *from, DqStore *to, GError **err) {
+    gint64 checkpoint = 0;
+    if (!store_jobs_commit_checkpoint(from, &checkpoint, err))
+        return FALSE;
+    char *sql = g_strdup_printf(
+        "UPDATE answer_commit_seq SET last = %" G_GINT64_FORMAT " WHERE id = 1", checkpoint);
+    gboolean ok = dq_store_exec(to, sql, err);
+    g_free(sql);
+    return ok;
+}
+
+gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
+    if (!target_empty(from, to, err))
+        return FALSE;
     /* The source is read as one snapshot: workers answering while it is copied would otherwise
      * leave the copy with answers of jobs it holds as queued, or the reverse. */
     if (!dq_store_begin_snapshot(from, err))
@@ -241,60 +300,16 @@ gboolean dq_store_copy(DqStore *from, DqStore *to, gint64 *rows, GError **err) {
         dq_store_exec(from, "ROLLBACK", NULL);
         return FALSE;
     }
-    for (guint i = 0; i < G_N_ELEMENTS(tables); i++) {
-        const Table *t = &tables[i];
-        int n = n_columns(t->columns);
-        gint64 after = G_MININT64;
-        for (;;) {
-            GPtrArray *page = read_rows(from, t, n, after, err);
-            if (page == NULL)
-                goto fail;
-            gboolean ok = write_rows(to, t, n, page, err);
-            guint len = page->len;
-            if (ok && len > 0)
-                after = g_ascii_strtoll(((char **)g_ptr_array_index(page, len - 1))[0], NULL, 10);
-            total += len;
-            rows_free(page, n);
-            if (!ok) {
-                dq_error_prefix(err, "copying %s", t->name);
-                goto fail;
-            }
-            if (len < PAGE_ROWS)
-                break;
-        }
-        if (to->kind == DQ_STORE_POSTGRES && g_str_has_prefix(t->columns, "id,")) {
-            /* Ids were copied as they were: move each identity past the largest. */
-            char *sql = g_strdup_printf("SELECT setval(pg_get_serial_sequence('%s', 'id'), "
-                                        "coalesce((SELECT max(id) FROM %s), 0) + 1, false)",
-                                        t->name, t->name);
-            gboolean ok = dq_store_exec(to, sql, err);
-            g_free(sql);
-            if (!ok)
-                goto fail;
-        }
-        char *point = g_strconcat("migrate:copied:", t->name, NULL);
-        store_jobs_hook(point);
-        g_free(point);
+    gint64 total = 0;
+    gboolean ok = TRUE;
+    for (guint i = 0; ok && i < G_N_ELEMENTS(tables); i++)
+        ok = copy_table(from, to, &tables[i], &total, err);
+    if (ok && copy_commit_counter(from, to, err) && dq_store_exec(to, "COMMIT", err)) {
+        dq_store_exec(from, "COMMIT", NULL);
+        if (rows)
+            *rows = total;
+        return TRUE;
     }
-    /* The answers keep their commit_seq (the target's trigger numbers only rows without one),
-     * and the counter goes with them: an export checkpoint taken on the source goes on working
-     * on the copy, and no number the source handed out is handed out again. */
-    gint64 checkpoint = 0;
-    if (!store_jobs_commit_checkpoint(from, &checkpoint, err))
-        goto fail;
-    char *sql = g_strdup_printf(
-        "UPDATE answer_commit_seq SET last = %" G_GINT64_FORMAT " WHERE id = 1", checkpoint);
-    gboolean ok = dq_store_exec(to, sql, err);
-    g_free(sql);
-    if (!ok)
-        goto fail;
-    if (!dq_store_exec(to, "COMMIT", err))
-        goto fail;
-    dq_store_exec(from, "COMMIT", NULL);
-    if (rows)
-        *rows = total;
-    return TRUE;
-fail:
     dq_store_exec(to, "ROLLBACK", NULL);
     dq_store_exec(from, "ROLLBACK", NULL);
     return FALSE;
