@@ -28,13 +28,15 @@
 #
 # The actions, drawn at random: ask (a question of a pool of 8, new or asked before; over every
 # document or --where the changing one), cancel (by question, --document, --where, some with
-# --state running), requeue (--cancelled, --dead --failed, --done; by one of cancel's selectors
-# or none), ingest of the
+# --state running), requeue (--cancelled, --dead --failed, --done, --approximate, --stale against
+# the snapshot or another --fingerprint-not; by one of cancel's selectors or none), ingest of the
 # archive after one document changed (new bytes: a new version, its own pages and jobs; an
 # older version's bytes again; a copy under a second path; the file gone; nothing), export
-# --checkpoint-file (one at a time, as README's nightly job runs it under flock), status --json,
-# and run (1 or 2 workers, --max-jobs; half of them killed with SIGKILL at a random moment, one
-# in seven stopped with SIGSTOP past its lease and continued, its whole process group).
+# --checkpoint-file (one at a time, as README's nightly job runs it under flock), a second chain
+# of export --current with its own checkpoint file, status --json, and run (1 or 2 workers,
+# --max-jobs, some with --weights int8 (approximate answers) or --draft int8; half of them
+# killed with SIGKILL at a random moment, one in seven stopped with SIGSTOP past its lease and
+# continued, its whole process group).
 # Checked at every quiet moment and at the end:
 #   - PRAGMA integrity_check and foreign_key_check (SQLite); every job in one known state,
 #     running exactly when it has a lease owner; as many jobs as the asks said they added
@@ -45,10 +47,15 @@
 #     --cancelled changed at least and at most the jobs their --json says
 #   - at most one answer per (page, question, model, generation settings); a done job has one
 #   - every answer seen at an earlier quiet moment is still in answers or answers_superseded
-# and at the end, after a quiet run --until-empty and a last export:
+#   - requeue --stale against the snapshot that gave every answer takes nothing back
+# and at the end, after a quiet run --until-empty, requeue --approximate (it takes back as many
+# jobs as there are approximate answers) and another run (none is left), and a last export of
+# each chain:
 #   - nothing queued or running is left, no lease is held, every answered job is done
 #   - the rows of all the exports that succeeded, together, hold every answer in answers once,
 #     and nothing that is neither in answers nor in answers_superseded
+#   - the --current chain: no answer under one path twice, nothing never stored, and every
+#     answer the last runs committed that v_current_answers lists
 #   - every command exited as it may (ask/cancel/requeue/status/export 0, ingest 0 or 1, run
 #     0 or 1, or killed by the soak); no sanitizer report
 # On a failure the seed, the violated checks and the action log are printed; the same seed
@@ -84,6 +91,8 @@ QUESTIONS = [
 MAX_NEW_TOKENS = "6"
 CHANGING = "changing.pdf"
 STATES = {"queued", "running", "done", "failed", "dead", "cancelled"}
+# no snapshot's: 12 hex digits, as `requeue --fingerprint-not` takes a prefix
+FOREIGN_FINGERPRINT = "0123456789ab"
 SANITIZER = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
 
 
@@ -158,6 +167,10 @@ class Soak:
         self.withdrawn = {}
         self.exported = []  # (job_id, finished_at) of every row of every export that succeeded
         self.exports = 0
+        # the --current chain: (job_id, finished_at, document_path) of its rows
+        self.current_lock = threading.Lock()
+        self.exported_current = []
+        self.current_exports = 0
         self.seen_answers = set()
         self.version = 0
         self.jobs_added = 0  # what the asks said they added: every job there is
@@ -317,7 +330,15 @@ class Soak:
                          (said, len(after - before), " ".join(args)))
 
     def act_requeue(self, rng, who):
-        kind = rng.choice([["--cancelled"], ["--dead", "--failed"], ["--done"], ["--cancelled"]])
+        kind = rng.choice([["--cancelled"], ["--dead", "--failed"], ["--done"], ["--cancelled"],
+                           ["--approximate"], ["--stale"], ["--stale"]])
+        if kind == ["--stale"]:
+            # every answer here comes from this one snapshot: against another fingerprint all
+            # are stale, against its own none (checked below)
+            kind = kind + self.m() + (["--fingerprint-not", FOREIGN_FINGERPRINT]
+                                      if rng.random() < 0.5 else [])
+        elif kind == ["--approximate"]:
+            kind = kind + self.m()
         args = ["requeue", "--db", self.db] + kind
         if rng.random() < 0.6:
             args += self.selector(rng)
@@ -333,6 +354,9 @@ class Soak:
         if rc == 0 and kind == ["--cancelled"] and said > len(before - after):
             self.violate("requeue --cancelled said %d requeued, %d left the cancelled state: %s" %
                          (said, len(before - after), " ".join(args)))
+        if rc == 0 and kind[0] == "--stale" and "--fingerprint-not" not in kind and said:
+            self.violate("requeue --stale against the snapshot that gave every answer said %d "
+                         "requeued: %s" % (said, " ".join(args)))
 
     def act_ingest(self, rng, who):
         # the archive changes while no ingest runs (an ingest that saw a file change is right
@@ -381,6 +405,28 @@ class Soak:
         self.note(who, "export", ["#%d" % n], rc, "%d rows" % rows)
         self.expect_rc("export", rc, {0}, err)
 
+    def act_export_current(self, rng, who):
+        """A second chain beside the first, of `--current` rows (its own checkpoint file, as
+        README says a kind of export keeps): may run while the other chain's export does."""
+        with self.current_lock:
+            n = self.current_exports
+            self.current_exports += 1
+            path = os.path.join(self.work, "current-%04d.jsonl" % n)
+            args = ["export", "--db", self.db, "--current", "--format", "jsonl",
+                    "--checkpoint-file", os.path.join(self.work, "current.checkpoint")]
+            with open(path, "wb") as f:
+                rc, out, err = self.docqa(args, stdout=f)
+            rows = 0
+            if rc == 0:
+                with open(path, encoding="utf-8") as f:
+                    for line in f:
+                        r = json.loads(line)
+                        self.exported_current.append((r["job_id"], r["finished_at"],
+                                                      r["document_path"]))
+                        rows += 1
+        self.note(who, "export-current", ["#%d" % n], rc, "%d rows" % rows)
+        self.expect_rc("export --current", rc, {0}, err)
+
     def act_status(self, rng, who):
         rc, out, err = self.docqa(["status", "--db", self.db, "--json"])
         self.note(who, "status", [], rc)
@@ -399,6 +445,13 @@ class Soak:
         args = ["run", "--db", self.db] + self.m() + [
             "--workers", workers, "--batch", "2", "--lease", str(self.a.lease), "--max-jobs",
             max_jobs, "--until-empty", "--other-models-ok", "-q"]
+        # some answers approximate (exact = 0: requeue --approximate takes them back), some
+        # through the draft (exact: the same answers as without)
+        arith = rng.random()
+        if arith < 0.2:
+            args += ["--weights", "int8"]
+        elif arith < 0.3:
+            args += ["--draft", "int8"]
         fate = rng.random()
         kill_after = rng.uniform(0.05, 2.0) if fate < 0.5 else None
         stop_after = rng.uniform(0.05, 1.0) if 0.5 <= fate < 0.65 else None
@@ -437,7 +490,7 @@ class Soak:
             self.expect_rc("run", p.returncode, {0, 1}, err)
 
     ACTIONS = [("ask", 3), ("cancel", 2), ("requeue", 2), ("ingest", 2), ("export", 2),
-               ("status", 1), ("run", 5)]
+               ("export_current", 1), ("status", 1), ("run", 5)]
 
     # ---- the loop
 
@@ -500,6 +553,7 @@ class Soak:
         self.finish()
 
     def finish(self):
+        self.seq_settled = self.sql("SELECT coalesce(max(commit_seq), 0) FROM answers")[0][0]
         # a killed worker's leases run out; then the queue must drain
         time.sleep(self.a.lease + 0.5)
         args = ["run", "--db", self.db] + self.m() + ["--workers", "2", "--batch", "2",
@@ -508,7 +562,25 @@ class Soak:
         rc, out, err = self.docqa(args, timeout=600)
         self.note("-", "drain", [], rc)
         self.expect_rc("run --until-empty (the last)", rc, {0, 1}, err)
+        # the approximate answers taken back, every one, and answered again exactly
+        approx = self.sql("SELECT count(*) FROM answers WHERE exact = 0")[0][0]
+        rc, out, err = self.docqa(["requeue", "--db", self.db, "--approximate"] + self.m() +
+                                  ["--json"])
+        said = json.loads(out)["jobs"] if rc == 0 else None
+        self.note("-", "requeue", ["--approximate"], rc, "%s requeued" % said)
+        self.expect_rc("requeue --approximate (the last)", rc, {0}, err)
+        if said is not None and said != approx:
+            self.violate("requeue --approximate took %s jobs back, %d answers are approximate" %
+                         (said, approx))
+        rc, out, err = self.docqa(args, timeout=600)
+        self.note("-", "drain", [], rc)
+        self.expect_rc("run --until-empty (after requeue --approximate)", rc, {0, 1}, err)
+        left = self.sql("SELECT count(*) FROM answers WHERE exact = 0")[0][0]
+        if left:
+            self.violate("%d approximate answers left after requeue --approximate and a run "
+                         "with the stored weights" % left)
         self.act_export(None, "-")
+        self.act_export_current(None, "-")
         self.check(final=True)
 
     # ---- checks
@@ -659,6 +731,29 @@ class Soak:
         ghost = set(seen) - now - kept
         if ghost:
             v("exported rows of answers not stored: %s" % sorted(ghost)[:5])
+        # the --current chain: an answer under each path that held its page's bytes when it
+        # was exported, so no (answer, path) twice, and nothing that was never stored
+        seen_current = {}
+        for key in self.exported_current:
+            seen_current[key] = seen_current.get(key, 0) + 1
+        twice = [k for k, n in seen_current.items() if n > 1]
+        if twice:
+            v("export --current chain: an answer under one path more than once: %d, e.g. %s" %
+              (len(twice), twice[:5]))
+        ghost = {k[:2] for k in seen_current} - now - kept
+        if ghost:
+            v("export --current chain: rows of answers not stored: %s" % sorted(ghost)[:5])
+        # an answer committed once the archive stopped changing (the last runs) and under a
+        # current path now was under it when the chain's last export ran: it is in the chain
+        # (an earlier one may not be: a copy of a file that appears later does not bring the
+        # answers exported before it again)
+        missing = {(r[0], r[1]) for r in self.sql(
+            "SELECT v.job_id, v.finished_at FROM v_current_answers v JOIN answers a ON "
+            "a.job_id = v.job_id WHERE a.commit_seq > ?", (self.seq_settled,))} - \
+            {k[:2] for k in seen_current}
+        if missing:
+            v("export --current chain: answers under the current paths it never wrote: %d, "
+              "e.g. %s" % (len(missing), sorted(missing)[:5]))
         self.summary = (counts, len(now), len(kept), len(self.exported), self.exports)
 
 
