@@ -615,7 +615,8 @@ static gboolean reclaim_expired(Claim *c, GError **err) {
     st = stmt(c->s,
               "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts AND " DQ_SQL_HAS_ANSWER
               " THEN 'done' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
-              "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
+              "finished_at = CASE WHEN attempts >= max_attempts THEN "
+              "coalesce(" DQ_SQL_ANSWER_FINISHED_AT ", " NOW_ISO ") END, "
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
               "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
@@ -981,8 +982,9 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
                   "WHEN NOT ?3 THEN 'failed' WHEN attempts >= max_attempts THEN 'dead' "
                   "ELSE 'queued' END, "
                   "not_before_ms = ?4 + min(?5 * (1 << min(attempts - 1, 20)), 3600000), "
-                  "finished_at = CASE WHEN NOT ?3 OR attempts >= max_attempts THEN " NOW_ISO
-                  " END, lease_owner = NULL, lease_expires_ms = NULL, "
+                  "finished_at = CASE WHEN NOT ?3 OR attempts >= max_attempts THEN "
+                  "coalesce(" DQ_SQL_ANSWER_FINISHED_AT ", " NOW_ISO ") END, "
+                  "lease_owner = NULL, lease_expires_ms = NULL, "
                   "last_error = ?6 || ': ' || ?7 WHERE id = ?1 AND lease_owner = ?2 "
                   "RETURNING state",
                   err);

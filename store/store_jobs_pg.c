@@ -280,7 +280,8 @@ static gboolean reclaim_expired(Claim *c, GError **err) {
                "UPDATE jobs j SET state = CASE WHEN j.attempts >= j.max_attempts AND EXISTS "
                "(SELECT 1 FROM answers a WHERE a.job_id = j.id) THEN 'done' "
                "WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END, "
-               "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
+               "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN coalesce((SELECT "
+               "a.finished_at FROM answers a WHERE a.job_id = j.id), docqa_now_iso()) END, "
                "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
                "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
                "FROM expired WHERE j.id = expired.id RETURNING j.id, j.state",
@@ -637,7 +638,8 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
             "1000)::bigint - $8::bigint) + least($5::bigint * (1::bigint << least(attempts - 1, "
             "20)), 3600000), "
             "finished_at = CASE WHEN NOT $3::boolean OR attempts >= max_attempts "
-            "THEN docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
+            "THEN coalesce(" DQ_SQL_ANSWER_FINISHED_AT ", docqa_now_iso()) END, "
+            "lease_owner = NULL, lease_expires_ms = NULL, "
             "last_error = $6 || ': ' || $7 WHERE id = $1 AND lease_owner = $2 RETURNING state",
             &p, "marking a job failed", err);
         if (r == NULL)
