@@ -594,9 +594,11 @@ static void settle_job(Worker *w, const InFlight *f, const DqAnswerDone *done) {
     else if (cancelled_by_stop(w, e))
         ; /* released when the worker stops */
     else if (e != NULL) {
-        /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
+        /* Bad inputs fail for good (answerer.h): retrying cannot mend them. A page the system
+         * could not read (a flaky disk or share) is not one: its attempts may get through. */
         gboolean bad_page =
             e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
+        gboolean unread_page = e->domain == DQ_ERROR && e->code == DQ_ERR_IO_TRANSIENT;
         gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
         /* The answerer's message on a question names what is wrong with it; the job and
          * the question say which it is (its page is not at fault). "job N: " first, as
@@ -607,6 +609,7 @@ static void settle_job(Worker *w, const InFlight *f, const DqAnswerDone *done) {
                                  : NULL;
         fail_job(w, id,
                  bad_page       ? "page_image"
+                 : unread_page  ? "page_read"
                  : bad_question ? "question"
                                 : "model",
                  msg ? msg : e->message, !bad_page && !bad_question);
