@@ -72,6 +72,13 @@ char *store_sqlite_immutable_uri(const char *path);
  * attempt that answered nothing gave up. NULL without an answer. */
 #define DQ_SQL_ANSWER_FINISHED_AT "(SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id)"
 
+/* A job_errors row e that ended its job j for good (store_jobs_errors_after): the job's newest
+ * error, and the job failed or dead, or done again with the answer it had before the error (a
+ * done job answered after the error, on a later attempt, is not). SQL over job_errors e, jobs j. */
+#define DQ_SQL_ENDED_BY_ERROR                                                                      \
+    "NOT EXISTS (SELECT 1 FROM job_errors n WHERE n.job_id = e.job_id AND n.id > e.id) AND "       \
+    "(j.state IN ('failed', 'dead') OR (j.state = 'done' AND j.finished_at < e.at))"
+
 /* What a claim records of a job whose lease ran out (its holder died or hung): job_errors' kind
  * and message, and jobs.last_error ("kind: message"), as SQL literals. */
 #define DQ_SQL_LEASE_EXPIRED_KIND    "'lease_expired'"

@@ -845,6 +845,38 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
                      (GDestroyNotify)dq_error_reason_free, err);
 }
 
+gboolean pgjobs_last_error_id(DqStore *s, gint64 *id, GError **err) {
+    PGresult *r =
+        pg_run(s, "SELECT coalesce(max(id), 0) FROM job_errors", NULL, "reading job errors", err);
+    if (r == NULL)
+        return FALSE;
+    *id = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return TRUE;
+}
+
+GPtrArray *pgjobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
+                               GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, limit);
+    pg_text(&p, DQ_REASON_FILE_RE);
+    pg_text(&p, DQ_REASON_FILE_BY);
+    pg_text(&p, DQ_REASON_PAREN_RE);
+    pg_text(&p, DQ_REASON_PAREN_BY);
+    pg_i64(&p, after_id);
+    pg_text(&p, model_id);
+    /* COLLATE "C": the order, and the example, SQLite's. */
+    return read_rows(s,
+                     "SELECT kind, reason, count(DISTINCT job_id) AS n, "
+                     "min(message COLLATE \"C\") FROM (SELECT e.kind, e.job_id, e.message, "
+                     "regexp_replace(regexp_replace(e.message, $2, $3), $4, $5, 'g') AS reason "
+                     "FROM job_errors e JOIN jobs j ON j.id = e.job_id WHERE e.id > $6 "
+                     "AND j.model_id = $7 AND " DQ_SQL_ENDED_BY_ERROR ") g GROUP BY kind, reason "
+                     "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
+                     &p, "reading job errors", error_reason_row,
+                     (GDestroyNotify)dq_error_reason_free, err);
+}
+
 static gpointer answer_engine_row(PGresult *r, int i) {
     DqAnswerEngine *e = g_new0(DqAnswerEngine, 1);
     e->device = pg_get_dup(r, i, 0);

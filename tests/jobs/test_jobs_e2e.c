@@ -277,7 +277,21 @@ static void test_damaged_pages_repaired(void) {
     g_assert_true(g_file_set_contents(p2, good2, (gssize)(len2 / 2), NULL));
 
     const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
-    g_assert_cmpint(docqa(run), ==, 1);
+    char *out = NULL, *said = NULL;
+    g_assert_cmpint(dq_test_docqa_in(NULL, NULL, run, &out, &said), ==, 1);
+    g_test_message("run: %s%s", out, said);
+    /* The run says why, after its summary: one cause, both pages, an example naming its file. */
+    g_assert_true(g_str_has_prefix(out, "run: 1 answered, 2 failed"));
+    char *why = g_strdup_printf("docqa: run: why 2 jobs failed:\n  page_image, 2 jobs: %s: the "
+                                "file does not match its page (its SHA-256 is not the one it is "
+                                "stored under: replaced or damaged since ingest); run `docqa "
+                                "ingest --verify` on the documents to render it again, then "
+                                "`docqa requeue --failed`\n",
+                                g_strcmp0(p1, p2) < 0 ? p1 : p2);
+    g_assert_cmpstr(said, ==, why);
+    g_free(why);
+    g_free(out);
+    g_free(said);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND "
                                      "attempts = 1 AND last_error LIKE 'page_image: %does not "
@@ -432,6 +446,9 @@ static void test_page_read_retried(void) {
     g_assert_cmpint(docqa(ask2), ==, 0);
     err = NULL;
     g_assert_cmpint(docqa_read_failed(page, NULL, run, &err), ==, 1);
+    char *why = g_strdup_printf("docqa: run: why 1 job failed:\n  page_read, 1 job: %s\n", eio);
+    g_assert_cmpstr(err, ==, why);
+    g_free(why);
     g_free(err);
     g_assert_cmpint(jt_query_int(db, sql), ==, 3);
     char *dead = g_strdup_printf("SELECT count(*) FROM jobs WHERE state = 'dead' AND attempts = 2 "
