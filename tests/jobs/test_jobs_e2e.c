@@ -360,19 +360,20 @@ static gboolean strace_works(void) {
            g_spawn_check_wait_status(status, NULL);
 }
 
-/* docqa with args under strace, the reads of `path` failed with EIO as `when` says (NULL:
- * every one): its exit status, its stderr in *errout. By path, so no count moves with the code;
- * LeakSanitizer cannot run under ptrace. */
-static int docqa_read_failed(const char *path, const char *when, const char *const *args,
-                             char **errout) {
+/* docqa with args under strace, the calls `syscall` makes on `path` failed as `inject` says
+ * ("EIO:when=1": the first; "EIO": every one): its exit status, its stderr in *errout. By path,
+ * so no count moves with the code; LeakSanitizer cannot run under ptrace. */
+static int docqa_injected(const char *path, const char *syscall, const char *inject,
+                          const char *const *args, char **errout) {
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    const char *fixed[] = {"strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=read", "-P"};
+    const char *fixed[] = {"strace", "-f", "-qq", "-o", "/dev/null", "-e"};
     for (size_t i = 0; i < G_N_ELEMENTS(fixed); i++)
         g_ptr_array_add(argv, g_strdup(fixed[i]));
+    g_ptr_array_add(argv, g_strconcat("trace=", syscall, NULL));
+    g_ptr_array_add(argv, g_strdup("-P"));
     g_ptr_array_add(argv, g_strdup(path));
     g_ptr_array_add(argv, g_strdup("-e"));
-    g_ptr_array_add(
-        argv, g_strconcat("inject=read:error=EIO", when ? ":when=" : "", when ? when : "", NULL));
+    g_ptr_array_add(argv, g_strconcat("inject=", syscall, ":error=", inject, NULL));
     g_ptr_array_add(argv, g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL));
     for (const char *const *a = args; *a; a++)
         g_ptr_array_add(argv, g_strdup(*a));
@@ -390,7 +391,7 @@ static int docqa_read_failed(const char *path, const char *when, const char *con
     dq_assert_no_error(err);
     g_strfreev(env);
     g_ptr_array_free(argv, TRUE);
-    g_test_message("%s under failed reads: %s", args[0], *errout);
+    g_test_message("%s under failed %s: %s", args[0], syscall, *errout);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -398,7 +399,8 @@ static int docqa_read_failed(const char *path, const char *when, const char *con
  * page's path) is not a bad page: its job is retried with its attempts and backoff, and the next
  * attempt, which reads it, answers it. EIO at every read: the job ends dead once its attempts are
  * spent, its error naming the file and the errno in words; `requeue --dead` answers it once the
- * disk is mended. (A damaged page still fails at once: damaged-pages-repaired.) */
+ * disk is mended. A stale handle (ESTALE) where the worker first looks for the file is retried
+ * alike. (A damaged page still fails at once: damaged-pages-repaired.) */
 static void test_page_read_retried(void) {
     const char *shared = dq_test_shared_dir();
     if (shared == NULL) {
@@ -429,7 +431,7 @@ static void test_page_read_retried(void) {
     const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
 
     char *err = NULL;
-    g_assert_cmpint(docqa_read_failed(page, "1", run, &err), ==, 0);
+    g_assert_cmpint(docqa_injected(page, "read", "EIO:when=1", run, &err), ==, 0);
     g_free(err);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
                                      "attempts = 2"),
@@ -445,7 +447,7 @@ static void test_page_read_retried(void) {
                           "2",   "--max-attempts", "2", "Who signed it?", NULL};
     g_assert_cmpint(docqa(ask2), ==, 0);
     err = NULL;
-    g_assert_cmpint(docqa_read_failed(page, NULL, run, &err), ==, 1);
+    g_assert_cmpint(docqa_injected(page, "read", "EIO", run, &err), ==, 1);
     char *why = g_strdup_printf("docqa: run: why 1 job failed:\n  page_read, 1 job: %s\n", eio);
     g_assert_cmpstr(err, ==, why);
     g_free(why);
@@ -459,6 +461,21 @@ static void test_page_read_retried(void) {
     g_assert_cmpint(docqa(requeue), ==, 0);
     g_assert_cmpint(docqa(run), ==, 0);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+
+    /* A stale handle on a network share shows first where the worker looks for the file: not
+     * a missing page either. */
+    const char *ask3[] = {"ask", "--db",           db,  "--model", model, "--max-new-tokens",
+                          "2",   "--max-attempts", "2", "When?",   NULL};
+    g_assert_cmpint(docqa(ask3), ==, 0);
+    err = NULL;
+    g_assert_cmpint(docqa_injected(page, "newfstatat,statx", "ESTALE:when=1", run, &err), ==, 0);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 3);
+    char *stale = g_strdup_printf("SELECT count(*) FROM job_errors WHERE kind = 'page_read' AND "
+                                  "message LIKE '%s: cannot stat image: %s (%%report.pdf, page 1)'",
+                                  page, g_strerror(ESTALE));
+    g_assert_cmpint(jt_query_int(db, stale), ==, 1);
+    g_free(stale);
     g_free(dead);
     g_free(sql);
     g_free(eio);
