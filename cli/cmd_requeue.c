@@ -47,8 +47,8 @@ typedef struct {
 static gboolean requeue_parse(Requeue *rq, int argc, char **argv) {
     GOptionEntry entries[] = {
         {"dead", 0, 0, G_OPTION_ARG_NONE, &rq->dead,
-         "jobs that used all their attempts (model errors, or workers that died or hung: "
-         "lease_expired)",
+         "jobs that used all their attempts (model errors, page files the system could not "
+         "read: page_read, or workers that died or hung: lease_expired)",
          NULL},
         {"failed", 0, 0, G_OPTION_ARG_NONE, &rq->failed,
          "jobs that failed on their input, not retried: a missing or damaged page image "

@@ -246,6 +246,7 @@ typedef struct {
     GPtrArray *devices;
     char *model_id;
     char *mismatch; /* others_waiting's line: nothing queued for this model, jobs for others */
+    gint64 errors_before; /* the newest job_errors id before the workers started */
 } RunArgs;
 
 static gboolean run_parse(RunArgs *a, int argc, char **argv) {
@@ -427,6 +428,7 @@ static int run_look_at_queue(RunArgs *a) {
      * answered nothing, and a nightly job would report success every night: it fails (exit 1)
      * unless --other-models-ok says several models share the queue on purpose. */
     gboolean counted =
+        store_jobs_last_error_id(store, &a->errors_before, &err) &&
         store_jobs_counts(store, a->model_id, &c, &err) &&
         warn_other_snapshots(store, a->model_id, a->model_dir, &err) &&
         (c.by_state[DQ_JOB_QUEUED] + c.by_state[DQ_JOB_RUNNING] > 0 || c.pending_other == 0 ||
@@ -439,6 +441,50 @@ static int run_look_at_queue(RunArgs *a) {
         dq_print_line(stderr, "docqa: run: %s: ask with --model %s, or run with --model-id ID",
                       a->mismatch, a->model_dir);
     return DQ_EXIT_OK;
+}
+
+#define RUN_REASONS_SHOWN   3    /* causes a run's end names; docqa status has them all */
+#define RUN_EXAMPLE_CHARS   400  /* of each cause's example message: a page store path is ~110 */
+#define RUN_REASONS_COUNTED 1000 /* causes counted for "and N more" */
+
+/* Why the jobs that failed during the run did, on stderr after the summary: "N failed" alone
+ * sends the user to docqa status, the cause is what they act on. Grouped as status groups them
+ * (store_jobs_top_errors: a cause with the paths left out), each with one message whole, which
+ * names the file or the question. Nothing when the database cannot be read now (the error that
+ * stopped the run said why). */
+static void run_say_failures(const RunArgs *a) {
+    GError *err = NULL;
+    DqStore *store = dq_store_open_existing(a->db_path, &err);
+    GPtrArray *why = store ? store_jobs_errors_after(store, a->model_id, a->errors_before,
+                                                     RUN_REASONS_COUNTED, &err)
+                           : NULL;
+    if (store != NULL) {
+        store_jobs_finalize(store);
+        dq_store_close(store);
+    }
+    g_clear_error(&err);
+    if (why == NULL || why->len == 0) {
+        if (why != NULL)
+            g_ptr_array_free(why, TRUE);
+        return;
+    }
+    gint64 jobs = 0;
+    for (guint i = 0; i < why->len; i++)
+        jobs += ((DqErrorReason *)g_ptr_array_index(why, i))->jobs;
+    dq_cli_flush_stdout();
+    dq_print_line(stderr, "docqa: run: why %" G_GINT64_FORMAT " job%s failed:", jobs,
+                  jobs == 1 ? "" : "s");
+    for (guint i = 0; i < why->len && i < RUN_REASONS_SHOWN; i++) {
+        const DqErrorReason *r = g_ptr_array_index(why, i);
+        char *example = dq_text_show(r->example, -1, DQ_SHOW_LINE, RUN_EXAMPLE_CHARS);
+        dq_print_line(stderr, "  %s, %" G_GINT64_FORMAT " job%s: %s", r->kind, r->jobs,
+                      r->jobs == 1 ? "" : "s", example);
+        g_free(example);
+    }
+    if (why->len > RUN_REASONS_SHOWN)
+        dq_print_line(stderr, "  and %u more cause%s: docqa status lists them",
+                      why->len - RUN_REASONS_SHOWN, why->len - RUN_REASONS_SHOWN == 1 ? "" : "s");
+    g_ptr_array_free(why, TRUE);
 }
 
 /* The message of an error that stopped the workers, then the summary of what they did, then
@@ -458,6 +504,8 @@ static int run_report(const RunArgs *a, int rc, const DqRunResult *res, double s
         g_free(summary);
     }
     g_free(error);
+    if (res->total.failed > 0)
+        run_say_failures(a);
     /* Said last, where a wrapper's log ends; not when jobs of this model came meanwhile. */
     if (a->mismatch != NULL && a->until_empty && !a->other_models_ok && rc == DQ_EXIT_OK &&
         res->total.done == 0 && res->total.failed == 0 && !res->interrupted) {

@@ -1,5 +1,6 @@
 #include "dq_error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 
 GQuark dq_error_quark(void) {
@@ -27,4 +28,36 @@ void dq_error_prefix(GError **err, const char *fmt, ...) {
     va_end(ap);
     g_prefix_error(err, "%s: ", prefix);
     g_free(prefix);
+}
+
+gboolean dq_errno_transient(int errnum) {
+    switch (errnum) {
+    case EIO:
+    case ESTALE:
+    case ETIMEDOUT:
+    case EREMOTEIO:
+    case ENOLINK:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ECONNREFUSED:
+    case EHOSTDOWN:
+    case EHOSTUNREACH:
+    case ENETDOWN:
+    case ENETUNREACH:
+    case ENETRESET:
+    case EINTR:
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+    case EBUSY:
+    case ENOLCK:
+    case ENOMEM:
+    case ENOBUFS:
+    case EMFILE:
+    case ENFILE:
+        return TRUE;
+    default:
+        return FALSE;
+    }
 }

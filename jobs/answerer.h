@@ -17,7 +17,10 @@
  * undecodable, too large to decode or not the bytes its image_sha256 names, DQ_ERR_ARGS for a
  * question the model cannot take (its prompt with the page longer than the model's positions);
  * the message of the latter names the question's problem, not the page (the worker adds the
- * job and the question). A bad request fails alone, never its batch-mates. Any
+ * job and the question). A bad request fails alone, never its batch-mates. A page file there
+ * whose open or read the system failed (dq_errno_transient: EIO on a flaky disk, ESTALE on a
+ * network share, descriptors short...) is not bad: DQ_ERR_IO_TRANSIENT, retried as `page_read`
+ * with the job's attempts and backoff. Any
  * other per-request error (the model failed while it was in it, out of memory...) is retried
  * with backoff. After SIGINT, SIGTERM or SIGHUP (cancel) the worker stops polling and releases
  * whatever is still in flight.

@@ -36,8 +36,11 @@
 #include "pipeline.h"
 #include "tokenizer.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <omp.h>
 #include <string.h>
+#include <unistd.h>
 
 /* One request from submit to its result. */
 typedef struct {
@@ -109,22 +112,62 @@ static char *fill_template(const char *tmpl, const char *question) {
     return g_strchomp(out);
 }
 
+/* The whole file at path, read here rather than by g_file_get_contents, whose GFileError
+ * folds ESTALE, ETIMEDOUT and the network's errors into one code: the errno decides whether the
+ * job is worth another attempt (DQ_ERR_IO_TRANSIENT: a flaky disk or share, descriptors or
+ * memory short) or fails at once (DQ_ERR_IO: the file missing, not a file, not allowed). */
+static gboolean read_page_bytes(const char *path, char **data, gsize *len, GError **err) {
+    /* O_NONBLOCK: a FIFO put in its place reads as empty (not a PNG), never waited on. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        return dq_fail(err, dq_errno_transient(e) ? DQ_ERR_IO_TRANSIENT : DQ_ERR_IO,
+                       "%s: cannot open image: %s", path, g_strerror(e));
+    }
+    /* No fstat for the size: the worker stat'ed the path as a regular file just before, and a
+     * second call that a flaky share may fail is one more way to lose the attempt. A page is
+     * ~100 kB; the buffer doubles from 256 kB. */
+    gsize cap = 256 * 1024, n = 0;
+    char *buf = g_malloc(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            cap *= 2;
+            buf = g_realloc(buf, cap + 1);
+        }
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int e = errno;
+            close(fd);
+            g_free(buf);
+            return dq_fail(err, dq_errno_transient(e) ? DQ_ERR_IO_TRANSIENT : DQ_ERR_IO,
+                           "%s: cannot read image: %s", path, g_strerror(e));
+        }
+        if (got == 0)
+            break;
+        n += (gsize)got;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return TRUE;
+}
+
 /* The page image p asks about, decoded from the very bytes checked against its SHA-256: the
  * page store names a file by its content, and one replaced or damaged after ingest (another
  * page's PNG, a truncated copy) would otherwise be answered as the page. Hashing is cheap next to
  * what follows: GLib's SHA-256 ran at ~140 MB/s on a developer machine, 0.7 ms for a corpus
  * page (93 kB on average) against ~30 ms of decode and image processor; it is done once per page
- * (the tiles are kept), on the preprocessing threads. Every failure here is a bad page, failed at
- * once (answerer.h): retrying cannot mend the file. */
+ * (the tiles are kept), on the preprocessing threads. A failure here is a bad page, failed at
+ * once (answerer.h): retrying cannot mend the file; but for an open or read the system failed
+ * (read_page_bytes), which a later attempt may get through. */
 static DqImage *load_page(const Pending *p, GError **err) {
     char *data = NULL;
     gsize len = 0;
-    GError *io = NULL;
-    if (!g_file_get_contents(p->image_path, &data, &len, &io)) {
-        dq_fail(err, DQ_ERR_IO, "%s: cannot read image: %s", p->image_path, io->message);
-        g_error_free(io);
+    if (!read_page_bytes(p->image_path, &data, &len, err))
         return NULL;
-    }
     if (p->image_sha256 != NULL) {
         char *sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
         gboolean same = g_ascii_strcasecmp(sha, p->image_sha256) == 0;

@@ -30,7 +30,8 @@
  *   until it completes again: completion first moves any answer the job already has to
  *   answers_superseded, in the completion's transaction, so the UNIQUE (job_id) on answers holds.
  *   If it fails for good instead (not retryable, or its last attempt), it goes back to done, not
- *   failed or dead: its answer still stands; the errors are in job_errors and last_error.
+ *   failed or dead, with its answer's finished_at: its answer still stands; the errors are in
+ *   job_errors and last_error.
  *
  *   `docqa cancel` (store_jobs_cancel) withdraws queued, failed or dead jobs, and running ones
  *   when named: 'cancelled', no lease, finished_at set; `requeue --cancelled` queues them again.

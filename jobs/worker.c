@@ -9,9 +9,11 @@
 #include "resources.h"
 #include "text.h"
 
+#include <errno.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* This machine's clock: leases are stamped with it (the PostgreSQL store turns it into the
@@ -463,7 +465,12 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
     f->job = j;
     GError *e = NULL;
     f->path = queue_page_image_path(w->opt->db_path, j->image_sha256);
-    if (f->path == NULL || !g_file_test(f->path, G_FILE_TEST_IS_REGULAR)) {
+    struct stat st;
+    int stat_errno = f->path == NULL           ? ENOENT
+                     : stat(f->path, &st) != 0 ? errno
+                     : S_ISREG(st.st_mode)     ? 0
+                                               : EISDIR;
+    if (stat_errno != 0) {
         if (f->path != NULL && !queue_page_store_usable(w->opt->db_path, err)) {
             char *msg = g_strconcat((*err)->message, "; no job was failed", NULL);
             g_free((*err)->message);
@@ -471,10 +478,15 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
             in_flight_free(f);
             return FALSE;
         }
-        char *msg = g_strdup_printf("%s: page image missing (%s, page %d)",
-                                    f->path ? f->path : "(no image recorded)", j->document_path,
-                                    j->page_number);
-        fail_job(w, j->job_id, "page_image", msg, FALSE);
+        /* A network share's stale handle or timeout shows here first: not a missing page. */
+        gboolean transient = dq_errno_transient(stat_errno);
+        char *msg = transient
+                        ? g_strdup_printf("%s: cannot stat image: %s (%s, page %d)", f->path,
+                                          g_strerror(stat_errno), j->document_path, j->page_number)
+                        : g_strdup_printf("%s: page image missing (%s, page %d)",
+                                          f->path ? f->path : "(no image recorded)",
+                                          j->document_path, j->page_number);
+        fail_job(w, j->job_id, transient ? "page_read" : "page_image", msg, transient);
         g_free(msg);
         in_flight_free(f);
         return TRUE;
@@ -594,9 +606,11 @@ static void settle_job(Worker *w, const InFlight *f, const DqAnswerDone *done) {
     else if (cancelled_by_stop(w, e))
         ; /* released when the worker stops */
     else if (e != NULL) {
-        /* Bad inputs fail for good (answerer.h): retrying cannot mend them. */
+        /* Bad inputs fail for good (answerer.h): retrying cannot mend them. A page the system
+         * could not read (a flaky disk or share) is not one: its attempts may get through. */
         gboolean bad_page =
             e->domain == DQ_ERROR && (e->code == DQ_ERR_IO || e->code == DQ_ERR_FORMAT);
+        gboolean unread_page = e->domain == DQ_ERROR && e->code == DQ_ERR_IO_TRANSIENT;
         gboolean bad_question = e->domain == DQ_ERROR && e->code == DQ_ERR_ARGS;
         /* The answerer's message on a question names what is wrong with it; the job and
          * the question say which it is (its page is not at fault). "job N: " first, as
@@ -607,6 +621,7 @@ static void settle_job(Worker *w, const InFlight *f, const DqAnswerDone *done) {
                                  : NULL;
         fail_job(w, id,
                  bad_page       ? "page_image"
+                 : unread_page  ? "page_read"
                  : bad_question ? "question"
                                 : "model",
                  msg ? msg : e->message, !bad_page && !bad_question);

@@ -43,8 +43,12 @@
 #   d) the same command run again without faults exits 0 and leaves the database as the
 #      reference run did (documents, pages and their files, jobs' states, answers; not times,
 #      attempts or lease ids); export's file is the reference's, byte for byte. A job failed for
-#      good (a page that could not be read) is taken back first with `requeue --failed`, as a
-#      user would once the disk is mended
+#      good or dead is taken back first with `requeue --failed --dead`, as a user would once the
+#      disk is mended
+# A page file whose read or open failed (read-pages, openat-pages: the system's error, not the
+# file's) is retried, not failed for good: the run may end as the reference did (exit 0, its job
+# answered after the backoff), and then its job_errors hold a `page_read` error naming the file
+# and the errno in words.
 # Exit status: 0 every point passed, 1 some failed (listed), 2 usage or setup error, 77 strace
 # cannot trace here, or (--quick) no model was found: nothing tried.
 import argparse
@@ -355,7 +359,17 @@ def job_errors(db):
 def failed_jobs(db):
     if not has_table(db, "jobs"):
         return 0
-    return query(db, "SELECT count(*) FROM jobs WHERE state = 'failed'")[0][0]
+    return query(db, "SELECT count(*) FROM jobs WHERE state IN ('failed', 'dead')")[0][0]
+
+
+def error_rows(db):
+    """Every (kind, message) in job_errors: a retried attempt's error is kept there."""
+    try:
+        if not has_table(db, "job_errors"):
+            return set()
+        return set(query(db, "SELECT kind, message FROM job_errors"))
+    except sqlite3.Error:
+        return set()
 
 
 def lost_rows(db, before):
@@ -588,6 +602,7 @@ def check_point(a, cmd, cls, n, ref, work):
     before_failed = failed_jobs(db)
     trace_file = os.path.join(d, "strace.log")
     errors_before = job_errors(db)
+    rows_before = error_rows(db)
     rc, err = invoke(a, cmd, d, strace_prefix(cls, trace_file, db, n))
     kill = CLASSES[cls][1] is None
     injected, signalled, helper_killed = trace_facts(trace_file, kill)
@@ -619,6 +634,20 @@ def check_point(a, cmd, cls, n, ref, work):
         if injected and not kill and rc == 0 and not same:
             got = "; ".join(diff(result_state(cmd, d), ref))[:600]
             problems.append("a) exit 0 after the fault, but not the reference's result: " + got)
+        if injected and not kill and rc == 0 and CLASSES[cls][2] == "pages":
+            # the page read the system failed was retried: its attempt's error says so, naming
+            # the file and the errno
+            new = error_rows(db) - rows_before
+            paths = [p for p in (injected_path(x) for x in injected) if p]
+            words = ERRNO_WORDS[CLASSES[cls][1]]
+            if not any(
+                k == "page_read" and any(p in m for p in paths) and any(w in m for w in words)
+                for k, m in new
+            ):
+                problems.append(
+                    "b) no page_read error names %s and says %r: %r"
+                    % (paths[0] if paths else "the page", words[0], sorted(new)[:3])
+                )
         if injected and isinstance(rc, int) and rc > 0 and not kill and not same and not ipc:
             path = injected_path(injected[0])
             # each process fails its own N-th call: the file of any of them may be the one named
@@ -669,9 +698,9 @@ def check_point(a, cmd, cls, n, ref, work):
             # new) and a copy made refuses to be made again: what it wrote was compared above
             raise Done()
         if failed_jobs(db) > before_failed:
-            # a job failed for good (its page could not be read): what a user does, the disk
-            # mended, is to take it back
-            must([a.docqa, "requeue", "--db", db, "--failed"], "requeue --failed")
+            # a job failed for good or dead (its page could not be read, every attempt): what a
+            # user does, the disk mended, is to take it back
+            must([a.docqa, "requeue", "--db", db, "--failed", "--dead"], "requeue --failed --dead")
         rc2, err2 = invoke(a, cmd, d)
         if cmd.dest and rc2 != 0 and "already holds" in err2 and result_state(cmd, d) == ref:
             pass  # the copy was whole (it failed after its commit): refusing a second is right

@@ -67,6 +67,17 @@ char *store_sqlite_immutable_uri(const char *path);
  * approximate answer still stands (a failed job beside a current answer would say two things at
  * once). Its errors stay in job_errors and last_error. The test, as SQL over `jobs`. */
 #define DQ_SQL_HAS_ANSWER "EXISTS (SELECT 1 FROM answers a WHERE a.job_id = jobs.id)"
+/* Such a job's finished_at is its answer's, as it was before the requeue: it still says when the
+ * answer that stands was made (v_answers, status's last answer, export --since), not when an
+ * attempt that answered nothing gave up. NULL without an answer. */
+#define DQ_SQL_ANSWER_FINISHED_AT "(SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id)"
+
+/* A job_errors row e that ended its job j for good (store_jobs_errors_after): the job's newest
+ * error, and the job failed or dead, or done again with the answer it had before the error (a
+ * done job answered after the error, on a later attempt, is not). SQL over job_errors e, jobs j. */
+#define DQ_SQL_ENDED_BY_ERROR                                                                      \
+    "NOT EXISTS (SELECT 1 FROM job_errors n WHERE n.job_id = e.job_id AND n.id > e.id) AND "       \
+    "(j.state IN ('failed', 'dead') OR (j.state = 'done' AND j.finished_at < e.at))"
 
 /* What a claim records of a job whose lease ran out (its holder died or hung): job_errors' kind
  * and message, and jobs.last_error ("kind: message"), as SQL literals. */
@@ -80,7 +91,7 @@ char *store_sqlite_immutable_uri(const char *path);
 #define DQ_SQL_CANCEL(now, filter)                                                                 \
     "UPDATE jobs SET state = CASE WHEN " DQ_SQL_HAS_ANSWER " THEN 'done' "                         \
     "ELSE 'cancelled' END, finished_at = CASE WHEN " DQ_SQL_HAS_ANSWER                             \
-    " THEN (SELECT a.finished_at FROM answers a WHERE a.job_id = jobs.id) "                        \
+    " THEN " DQ_SQL_ANSWER_FINISHED_AT " "                                                         \
     "ELSE " now " END, lease_owner = NULL, lease_expires_ms = NULL, "                              \
     "not_before_ms = 0 WHERE id IN (SELECT j.id " filter ")"
 #define DQ_SQL_REQUEUE(filter)                                                                     \

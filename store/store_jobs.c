@@ -615,7 +615,8 @@ static gboolean reclaim_expired(Claim *c, GError **err) {
     st = stmt(c->s,
               "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts AND " DQ_SQL_HAS_ANSWER
               " THEN 'done' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
-              "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW_ISO " END, "
+              "finished_at = CASE WHEN attempts >= max_attempts THEN "
+              "coalesce(" DQ_SQL_ANSWER_FINISHED_AT ", " NOW_ISO ") END, "
               "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
               "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
               "WHERE state = 'running' AND lease_expires_ms < ?1 AND model_id = ?2 "
@@ -981,8 +982,9 @@ gboolean store_jobs_fail(DqStore *s, const char *owner, gint64 job_id, const cha
                   "WHEN NOT ?3 THEN 'failed' WHEN attempts >= max_attempts THEN 'dead' "
                   "ELSE 'queued' END, "
                   "not_before_ms = ?4 + min(?5 * (1 << min(attempts - 1, 20)), 3600000), "
-                  "finished_at = CASE WHEN NOT ?3 OR attempts >= max_attempts THEN " NOW_ISO
-                  " END, lease_owner = NULL, lease_expires_ms = NULL, "
+                  "finished_at = CASE WHEN NOT ?3 OR attempts >= max_attempts THEN "
+                  "coalesce(" DQ_SQL_ANSWER_FINISHED_AT ", " NOW_ISO ") END, "
+                  "lease_owner = NULL, lease_expires_ms = NULL, "
                   "last_error = ?6 || ': ' || ?7 WHERE id = ?1 AND lease_owner = ?2 "
                   "RETURNING state",
                   err);
@@ -1279,6 +1281,35 @@ GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err) {
     if (st == NULL)
         return NULL;
     sqlite3_bind_int(st, 1, limit);
+    return read_rows(s, st, error_reason_row, (GDestroyNotify)dq_error_reason_free,
+                     "reading job errors", err);
+}
+
+gboolean store_jobs_last_error_id(DqStore *s, gint64 *id, GError **err) {
+    PG_DISPATCH(s, return pgjobs_last_error_id(s, id, err));
+    sqlite3_stmt *st = stmt(s, "SELECT coalesce(max(id), 0) FROM job_errors", err);
+    if (st == NULL || !step_row(s, st, "reading job errors", err))
+        return FALSE;
+    *id = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return TRUE;
+}
+
+GPtrArray *store_jobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
+                                   GError **err) {
+    PG_DISPATCH(s, return pgjobs_errors_after(s, model_id, after_id, limit, err));
+    sqlite3_stmt *st = stmt(s,
+                            "SELECT e.kind, docqa_error_reason(e.message) AS reason, "
+                            "count(DISTINCT e.job_id) AS n, min(e.message) FROM job_errors e "
+                            "JOIN jobs j ON j.id = e.job_id WHERE e.id > ?2 AND j.model_id = ?3 "
+                            "AND " DQ_SQL_ENDED_BY_ERROR " GROUP BY e.kind, reason "
+                            "ORDER BY n DESC, e.kind, reason LIMIT ?1",
+                            err);
+    if (st == NULL)
+        return NULL;
+    sqlite3_bind_int(st, 1, limit);
+    sqlite3_bind_int64(st, 2, after_id);
+    bind_text(st, 3, model_id);
     return read_rows(s, st, error_reason_row, (GDestroyNotify)dq_error_reason_free,
                      "reading job errors", err);
 }

@@ -277,6 +277,16 @@ void dq_error_reason_free(DqErrorReason *r);
  * paths. */
 GPtrArray *store_jobs_top_errors(DqStore *s, int limit, GError **err);
 
+/* The newest job_errors id (0: none yet): taken before a run, for store_jobs_errors_after. */
+gboolean store_jobs_last_error_id(DqStore *s, gint64 *id, GError **err);
+
+/* Why the jobs of model_id that ended failed for good by an error recorded after error id
+ * after_id did: failed or dead, or done again with the answer a requeue left them (their
+ * finished_at, the answer's, before the error), each job by its newest error, grouped as
+ * store_jobs_top_errors groups them, most jobs first. What `docqa run` says at its end. */
+GPtrArray *store_jobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
+                                   GError **err);
+
 /* Answers counted by how they were computed (answers.device, weights and exact). */
 typedef struct {
     char *device;  /* NULL: answered before schema 0003 recorded it */

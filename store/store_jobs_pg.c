@@ -280,7 +280,8 @@ static gboolean reclaim_expired(Claim *c, GError **err) {
                "UPDATE jobs j SET state = CASE WHEN j.attempts >= j.max_attempts AND EXISTS "
                "(SELECT 1 FROM answers a WHERE a.job_id = j.id) THEN 'done' "
                "WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END, "
-               "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN docqa_now_iso() END, "
+               "finished_at = CASE WHEN j.attempts >= j.max_attempts THEN coalesce((SELECT "
+               "a.finished_at FROM answers a WHERE a.job_id = j.id), docqa_now_iso()) END, "
                "lease_owner = NULL, lease_expires_ms = NULL, not_before_ms = 0, "
                "last_error = " DQ_SQL_LEASE_EXPIRED_ERROR " "
                "FROM expired WHERE j.id = expired.id RETURNING j.id, j.state",
@@ -637,7 +638,8 @@ gboolean pgjobs_fail(DqStore *s, const char *owner, gint64 job_id, const char *k
             "1000)::bigint - $8::bigint) + least($5::bigint * (1::bigint << least(attempts - 1, "
             "20)), 3600000), "
             "finished_at = CASE WHEN NOT $3::boolean OR attempts >= max_attempts "
-            "THEN docqa_now_iso() END, lease_owner = NULL, lease_expires_ms = NULL, "
+            "THEN coalesce(" DQ_SQL_ANSWER_FINISHED_AT ", docqa_now_iso()) END, "
+            "lease_owner = NULL, lease_expires_ms = NULL, "
             "last_error = $6 || ': ' || $7 WHERE id = $1 AND lease_owner = $2 RETURNING state",
             &p, "marking a job failed", err);
         if (r == NULL)
@@ -838,6 +840,38 @@ GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err) {
                      "regexp_replace(regexp_replace(message, $2, $3), $4, $5, 'g') AS reason "
                      "FROM job_errors je JOIN jobs j ON j.id = je.job_id "
                      "WHERE " DQ_JOBS_FAILING_NOW ") e GROUP BY kind, reason "
+                     "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
+                     &p, "reading job errors", error_reason_row,
+                     (GDestroyNotify)dq_error_reason_free, err);
+}
+
+gboolean pgjobs_last_error_id(DqStore *s, gint64 *id, GError **err) {
+    PGresult *r =
+        pg_run(s, "SELECT coalesce(max(id), 0) FROM job_errors", NULL, "reading job errors", err);
+    if (r == NULL)
+        return FALSE;
+    *id = pg_get_i64(r, 0, 0);
+    PQclear(r);
+    return TRUE;
+}
+
+GPtrArray *pgjobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
+                               GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, limit);
+    pg_text(&p, DQ_REASON_FILE_RE);
+    pg_text(&p, DQ_REASON_FILE_BY);
+    pg_text(&p, DQ_REASON_PAREN_RE);
+    pg_text(&p, DQ_REASON_PAREN_BY);
+    pg_i64(&p, after_id);
+    pg_text(&p, model_id);
+    /* COLLATE "C": the order, and the example, SQLite's. */
+    return read_rows(s,
+                     "SELECT kind, reason, count(DISTINCT job_id) AS n, "
+                     "min(message COLLATE \"C\") FROM (SELECT e.kind, e.job_id, e.message, "
+                     "regexp_replace(regexp_replace(e.message, $2, $3), $4, $5, 'g') AS reason "
+                     "FROM job_errors e JOIN jobs j ON j.id = e.job_id WHERE e.id > $6 "
+                     "AND j.model_id = $7 AND " DQ_SQL_ENDED_BY_ERROR ") g GROUP BY kind, reason "
                      "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
                      &p, "reading job errors", error_reason_row,
                      (GDestroyNotify)dq_error_reason_free, err);

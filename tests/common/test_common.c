@@ -7,6 +7,7 @@
 #include "testutil.h"
 #include "text.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -740,10 +741,25 @@ static void test_file_kind(void) {
     }
 }
 
+/* Which errnos of a page's open or read are worth another attempt (README, "The queue"): the
+ * system's failures are, what stays so until a person acts (the file gone, not allowed) is not,
+ * nor an errno nobody listed. */
+static void test_errno_transient(void) {
+    const int transient[] = {EIO,    ESTALE, ETIMEDOUT, EREMOTEIO, ENOLINK, ECONNRESET, EINTR,
+                             EAGAIN, EBUSY,  ENOLCK,    ENOMEM,    ENOBUFS, EMFILE,     ENFILE};
+    const int lasting[] = {0,      ENOENT, ENOTDIR, EISDIR, ELOOP, ENAMETOOLONG,
+                           EACCES, EPERM,  EINVAL,  EFBIG,  EROFS, 4242};
+    for (size_t i = 0; i < G_N_ELEMENTS(transient); i++)
+        g_assert_true(dq_errno_transient(transient[i]));
+    for (size_t i = 0; i < G_N_ELEMENTS(lasting); i++)
+        g_assert_false(dq_errno_transient(lasting[i]));
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/common/text/utf8-escape-invalid", test_utf8_escape_invalid);
     g_test_add_func("/common/text/print-line", test_print_line);
+    g_test_add_func("/common/error/errno-transient", test_errno_transient);
     g_test_add_func("/common/mapped_file/reads_bytes", test_mapped_file_reads_bytes);
     g_test_add_func("/common/mapped_file/tiny", test_mapped_file_tiny);
     g_test_add_func("/common/mapped_file/missing_names_path", test_mapped_file_missing_names_path);

@@ -11,6 +11,7 @@
 
 #include <cairo-pdf.h>
 #include <cairo.h>
+#include <errno.h>
 #include <sqlite3.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -276,7 +277,21 @@ static void test_damaged_pages_repaired(void) {
     g_assert_true(g_file_set_contents(p2, good2, (gssize)(len2 / 2), NULL));
 
     const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
-    g_assert_cmpint(docqa(run), ==, 1);
+    char *out = NULL, *said = NULL;
+    g_assert_cmpint(dq_test_docqa_in(NULL, NULL, run, &out, &said), ==, 1);
+    g_test_message("run: %s%s", out, said);
+    /* The run says why, after its summary: one cause, both pages, an example naming its file. */
+    g_assert_true(g_str_has_prefix(out, "run: 1 answered, 2 failed"));
+    char *why = g_strdup_printf("docqa: run: why 2 jobs failed:\n  page_image, 2 jobs: %s: the "
+                                "file does not match its page (its SHA-256 is not the one it is "
+                                "stored under: replaced or damaged since ingest); run `docqa "
+                                "ingest --verify` on the documents to render it again, then "
+                                "`docqa requeue --failed`\n",
+                                g_strcmp0(p1, p2) < 0 ? p1 : p2);
+    g_assert_cmpstr(said, ==, why);
+    g_free(why);
+    g_free(out);
+    g_free(said);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 1);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND "
                                      "attempts = 1 AND last_error LIKE 'page_image: %does not "
@@ -332,6 +347,143 @@ static int docqa_err(const char *const *args, char **errout) {
     dq_assert_no_error(err);
     g_ptr_array_free(argv, TRUE);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Whether strace can trace here (ptrace may be refused in a container). */
+static gboolean strace_works(void) {
+    const char *probe[] = {"strace", "-qq", "-o", "/dev/null", "true", NULL};
+    int status = -1;
+    return g_spawn_sync(NULL, (char **)probe, NULL,
+                        G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+                            G_SPAWN_STDERR_TO_DEV_NULL,
+                        NULL, NULL, NULL, NULL, &status, NULL) &&
+           g_spawn_check_wait_status(status, NULL);
+}
+
+/* docqa with args under strace, the calls `syscall` makes on `path` failed as `inject` says
+ * ("EIO:when=1": the first; "EIO": every one): its exit status, its stderr in *errout. By path,
+ * so no count moves with the code; LeakSanitizer cannot run under ptrace. */
+static int docqa_injected(const char *path, const char *syscall, const char *inject,
+                          const char *const *args, char **errout) {
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    const char *fixed[] = {"strace", "-f", "-qq", "-o", "/dev/null", "-e"};
+    for (size_t i = 0; i < G_N_ELEMENTS(fixed); i++)
+        g_ptr_array_add(argv, g_strdup(fixed[i]));
+    g_ptr_array_add(argv, g_strconcat("trace=", syscall, NULL));
+    g_ptr_array_add(argv, g_strdup("-P"));
+    g_ptr_array_add(argv, g_strdup(path));
+    g_ptr_array_add(argv, g_strdup("-e"));
+    g_ptr_array_add(argv, g_strconcat("inject=", syscall, ":error=", inject, NULL));
+    g_ptr_array_add(argv, g_build_filename(DOCQA_BINARY_DIR, "cli", "docqa", NULL));
+    for (const char *const *a = args; *a; a++)
+        g_ptr_array_add(argv, g_strdup(*a));
+    g_ptr_array_add(argv, NULL);
+    char **env = g_get_environ();
+    const char *asan = g_environ_getenv(env, "ASAN_OPTIONS");
+    char *off = g_strconcat(asan ? asan : "", asan ? ":" : "", "detect_leaks=0", NULL);
+    env = g_environ_setenv(env, "ASAN_OPTIONS", off, TRUE);
+    g_free(off);
+    int status = 0;
+    GError *err = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                               errout, &status, &err));
+    dq_assert_no_error(err);
+    g_strfreev(env);
+    g_ptr_array_free(argv, TRUE);
+    g_test_message("%s under failed %s: %s", args[0], syscall, *errout);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* A page file the system could not read (EIO: a flaky disk or share, injected by strace on the
+ * page's path) is not a bad page: its job is retried with its attempts and backoff, and the next
+ * attempt, which reads it, answers it. EIO at every read: the job ends dead once its attempts are
+ * spent, its error naming the file and the errno in words; `requeue --dead` answers it once the
+ * disk is mended. A stale handle (ESTALE) where the worker first looks for the file is retried
+ * alike. (A damaged page still fails at once: damaged-pages-repaired.) */
+static void test_page_read_retried(void) {
+    const char *shared = dq_test_shared_dir();
+    if (shared == NULL) {
+        g_test_skip("../shared/models (the tiny SmolVLM snapshots) is absent");
+        return;
+    }
+    if (!strace_works()) {
+        g_test_skip("strace cannot trace here: the failed reads are not injected");
+        return;
+    }
+    char *model = g_build_filename(shared, "models", "tiny-smolvlm-b512", NULL);
+    char *dir = dq_test_tmpdir();
+    char *pdf = g_build_filename(dir, "report.pdf", NULL);
+    write_pdf(pdf, "Annual Report", 1);
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    const char *ingest[] = {"ingest",  "--db", db,   "--model", model,
+                            "--n-res", "1",    "-q", pdf,       NULL};
+    g_assert_cmpint(docqa(ingest), ==, 0);
+    const char *ask[] = {"ask", "--db",
+                         db,    "--model",
+                         model, "--max-new-tokens",
+                         "2",   "--max-attempts",
+                         "2",   "What is the title?",
+                         NULL};
+    g_assert_cmpint(docqa(ask), ==, 0);
+    char *page = page_file(db, "report.pdf", 1);
+    char *eio = g_strdup_printf("%s: cannot read image: %s", page, g_strerror(EIO));
+    const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
+
+    char *err = NULL;
+    g_assert_cmpint(docqa_injected(page, "read", "EIO:when=1", run, &err), ==, 0);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
+                                     "attempts = 2"),
+                    ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM v_answers"), ==, 1);
+    char *sql = g_strdup_printf("SELECT count(*) FROM job_errors WHERE kind = 'page_read' AND "
+                                "message = '%s'",
+                                eio);
+    g_assert_cmpint(jt_query_int(db, sql), ==, 1);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM job_errors"), ==, 1);
+
+    const char *ask2[] = {"ask", "--db",           db,  "--model",        model, "--max-new-tokens",
+                          "2",   "--max-attempts", "2", "Who signed it?", NULL};
+    g_assert_cmpint(docqa(ask2), ==, 0);
+    err = NULL;
+    g_assert_cmpint(docqa_injected(page, "read", "EIO", run, &err), ==, 1);
+    char *why = g_strdup_printf("docqa: run: why 1 job failed:\n  page_read, 1 job: %s\n", eio);
+    g_assert_cmpstr(err, ==, why);
+    g_free(why);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, sql), ==, 3);
+    char *dead = g_strdup_printf("SELECT count(*) FROM jobs WHERE state = 'dead' AND attempts = 2 "
+                                 "AND last_error = 'page_read: %s'",
+                                 eio);
+    g_assert_cmpint(jt_query_int(db, dead), ==, 1);
+    const char *requeue[] = {"requeue", "--db", db, "--dead", NULL};
+    g_assert_cmpint(docqa(requeue), ==, 0);
+    g_assert_cmpint(docqa(run), ==, 0);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 2);
+
+    /* A stale handle on a network share shows first where the worker looks for the file: not
+     * a missing page either. */
+    const char *ask3[] = {"ask", "--db",           db,  "--model", model, "--max-new-tokens",
+                          "2",   "--max-attempts", "2", "When?",   NULL};
+    g_assert_cmpint(docqa(ask3), ==, 0);
+    err = NULL;
+    g_assert_cmpint(docqa_injected(page, "newfstatat,statx", "ESTALE:when=1", run, &err), ==, 0);
+    g_free(err);
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), ==, 3);
+    char *stale = g_strdup_printf("SELECT count(*) FROM job_errors WHERE kind = 'page_read' AND "
+                                  "message LIKE '%s: cannot stat image: %s (%%report.pdf, page 1)'",
+                                  page, g_strerror(ESTALE));
+    g_assert_cmpint(jt_query_int(db, stale), ==, 1);
+    g_free(stale);
+    g_free(dead);
+    g_free(sql);
+    g_free(eio);
+    g_free(page);
+    g_free(db);
+    g_free(pdf);
+    g_free(dir);
+    g_free(model);
 }
 
 /* The fields of one CSV line of docqa export (no field here holds a comma or a quote). */
@@ -504,5 +656,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/jobs-e2e/ingest-ask-run-tiny-model", test_ingest_ask_run);
     g_test_add_func("/jobs-e2e/damaged-pages-repaired", test_damaged_pages_repaired);
     g_test_add_func("/jobs-e2e/answer-provenance", test_answer_provenance);
+    g_test_add_func("/jobs-e2e/page-read-retried", test_page_read_retried);
     return g_test_run();
 }

@@ -574,7 +574,8 @@ static void test_requeue_approximate(gconstpointer kind) {
 
 /* A requeued approximate job that then fails for good (a bad input, its last attempt failing or
  * its lease expiring) goes back to done, its approximate answer standing: never failed or dead
- * beside a current answer. Its errors are kept. */
+ * beside a current answer, and finished when that answer was (not when the attempt gave up), as
+ * a cancel leaves it (test_cancel). Its errors are kept. */
 static void test_requeue_approximate_fails(gconstpointer kind) {
     char *loc = new_location(kind);
     if (loc == NULL)
@@ -631,8 +632,10 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM answers_superseded"), ==, 0);
     g_assert_cmpint(query_int(s, loc, "SELECT count(*) FROM job_errors"), ==, 5);
     g_assert_cmpint(query_int(s, loc,
-                              "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL AND "
-                              "last_error IS NOT NULL AND lease_owner IS NULL"),
+                              "SELECT count(*) FROM jobs j JOIN answers a ON a.job_id = j.id "
+                              "WHERE j.finished_at = '2026-01-01T00:00:01.250Z' AND "
+                              "a.finished_at = j.finished_at AND j.last_error IS NOT NULL AND "
+                              "j.lease_owner IS NULL"),
                     ==, 3);
     /* Still approximate: another requeue takes them again. */
     requeued = jt_requeue_all(s, 1u << DQ_JOB_DONE);
@@ -641,6 +644,90 @@ static void test_requeue_approximate_fails(gconstpointer kind) {
     g_ptr_array_free(b, TRUE);
     g_ptr_array_free(c, TRUE);
     g_ptr_array_free(d, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* docqa run's closing word on its failures (store_jobs_errors_after): the jobs that ended, by an
+ * error after the mark, failed, dead, or done again with the answer a requeue left them, each by
+ * its newest error, grouped as status groups them (the paths left out, one message whole); not a
+ * job a later attempt answered, one that failed before the mark, nor another model's. */
+static void test_errors_after(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/g.pdf", "9999");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3); /* max_attempts 2 */
+    GPtrArray *a = store_jobs_claim(s, "A", "m", 3, 1000, 100, NULL, &err);
+    g_assert_cmpint(a->len, ==, 3);
+    gint64 id[3];
+    DqJobAnswer ans[3];
+    for (int i = 0; i < 3; i++) {
+        id[i] = ((DqClaimedJob *)g_ptr_array_index(a, i))->job_id;
+        ans[i] = answer_for(id[i], "approx");
+        ans[i].exact = 0;
+    }
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(
+        store_jobs_fail(s, "A", id[0], "settings", "/p/0.png: bad", FALSE, 1010, 10, &st, &err));
+    complete_all(s, "A", ans + 1, 2);
+    gint64 mark = -1;
+    g_assert_true(store_jobs_last_error_id(s, &mark, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(mark, >, 0);
+    GPtrArray *why = store_jobs_errors_after(s, "m", mark, 10, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(why->len, ==, 0); /* job 0 failed before the mark */
+    g_ptr_array_free(why, TRUE);
+
+    g_assert_cmpint(jt_requeue_all(s, (1u << DQ_JOB_DONE) | (1u << DQ_JOB_FAILED)), ==, 3);
+    GPtrArray *b = store_jobs_claim(s, "B", "m", 3, 2000, 100, NULL, &err);
+    g_assert_cmpint(b->len, ==, 3);
+    g_assert_true(store_jobs_fail(s, "B", id[0], "page_read",
+                                  "/p/0.png: cannot read image: Input/output error", TRUE, 2010, 10,
+                                  &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_QUEUED);
+    g_assert_true(store_jobs_fail(s, "B", id[1], "page_image",
+                                  "/p/1.png: page image missing (/archive/g.pdf, page 2)", FALSE,
+                                  2010, 10, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_DONE); /* its answer stands */
+    g_assert_true(
+        store_jobs_fail(s, "B", id[2], "model", "out of memory", TRUE, 2010, 10, &st, &err));
+    GPtrArray *c = store_jobs_claim(s, "C", "m", 3, 3000, 100, NULL, &err);
+    g_assert_cmpint(c->len, ==, 2);
+    g_assert_true(store_jobs_fail(s, "C", id[0], "page_read",
+                                  "/p/0.png: cannot read image: Input/output error", TRUE, 3010, 10,
+                                  &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_DEAD);
+    DqJobAnswer again = answer_for(id[2], "again");
+    again.finished_at = "2126-01-01T00:00:00.000Z"; /* after its error, whatever the clock */
+    complete_all(s, "C", &again, 1);
+
+    why = store_jobs_errors_after(s, "m", mark, 10, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(why->len, ==, 2);
+    const DqErrorReason *r0 = g_ptr_array_index(why, 0), *r1 = g_ptr_array_index(why, 1);
+    g_assert_cmpstr(r0->kind, ==, "page_image");
+    g_assert_cmpstr(r0->message, ==, "...: page image missing (...)");
+    g_assert_cmpstr(r0->example, ==, "/p/1.png: page image missing (/archive/g.pdf, page 2)");
+    g_assert_cmpint(r0->jobs, ==, 1);
+    g_assert_cmpstr(r1->kind, ==, "page_read");
+    g_assert_cmpstr(r1->example, ==, "/p/0.png: cannot read image: Input/output error");
+    g_assert_cmpint(r1->jobs, ==, 1);
+    g_ptr_array_free(why, TRUE);
+    why = store_jobs_errors_after(s, "other", mark, 10, &err);
+    g_assert_cmpint(why->len, ==, 0);
+    g_ptr_array_free(why, TRUE);
+    why = store_jobs_errors_after(s, "m", mark, 1, &err);
+    g_assert_cmpint(why->len, ==, 1);
+    g_ptr_array_free(why, TRUE);
+    g_ptr_array_free(a, TRUE);
+    g_ptr_array_free(b, TRUE);
+    g_ptr_array_free(c, TRUE);
     store_jobs_finalize(s);
     dq_store_close(s);
     g_free(loc);
@@ -4061,6 +4148,8 @@ int main(int argc, char **argv) {
                          test_requeue_approximate_fails);
     g_test_add_data_func("/store/backends/postgres/requeue-approximate-fails", "postgres",
                          test_requeue_approximate_fails);
+    g_test_add_data_func("/store/backends/sqlite/errors-after", "sqlite", test_errors_after);
+    g_test_add_data_func("/store/backends/postgres/errors-after", "postgres", test_errors_after);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-2", "sqlite",
                          test_upgrade_from_schema_2);
     g_test_add_func("/store/backends/postgres/upgrade-while-waiting", test_upgrade_while_waiting);
