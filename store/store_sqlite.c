@@ -1345,12 +1345,14 @@ gboolean dq_store_sync_committed(DqStore *store, GError **err) {
     /* SQLite's own handle of the -wal, not a descriptor of ours: closing any descriptor of the
      * database's files would drop this process's POSIX locks on them. Its first sync also syncs
      * the folder, as SQLite does for every journal it opens. */
+    errno = 0;
     rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    int e = errno; /* fsync's: SQLite's words for it say only "disk I/O error" */
     if (rc != SQLITE_OK)
         return dq_fail(err, DQ_ERR_DB,
-                       "%s-wal: cannot sync (what was read could be rolled back "
-                       "by a power loss): %s",
-                       store->path, sqlite3_errstr(rc));
+                       "%s-wal: cannot sync (what was read could be rolled back by a power "
+                       "loss): %s",
+                       store->path, e != 0 ? g_strerror(e) : sqlite3_errstr(rc));
     return TRUE;
 }
 
