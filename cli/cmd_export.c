@@ -7,6 +7,7 @@
 
 #include "dq_error.h"
 #include "json_write.h"
+#include "mapped_file.h"
 #include "queue.h"
 #include "store.h"
 #include "store_jobs.h"
@@ -317,10 +318,26 @@ static gboolean stdout_durable(Export *ex) {
     struct stat st;
     if (!stdout_flushed(ex))
         return FALSE;
-    if (fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode) && fsync(STDOUT_FILENO) != 0) {
+    if (fstat(STDOUT_FILENO, &st) != 0 || !S_ISREG(st.st_mode))
+        return TRUE;
+    if (fsync(STDOUT_FILENO) != 0) {
         ex->write_errno = errno;
         return FALSE;
     }
+    /* The file's name too: the shell made it (`> out`) as the export started, and a power loss
+     * forgets a name its folder was not synced with, and the rows with it. */
+    char *path = g_file_read_link("/proc/self/fd/1", NULL);
+    if (path != NULL && g_path_is_absolute(path) && !g_str_has_suffix(path, " (deleted)")) {
+        char *folder = g_path_get_dirname(path);
+        int e = dq_sync_folder(folder, NULL);
+        g_free(folder);
+        if (e != 0) {
+            ex->write_errno = e;
+            g_free(path);
+            return FALSE;
+        }
+    }
+    g_free(path);
     return TRUE;
 }
 
@@ -568,10 +585,13 @@ static int export_write_rows(ExportRun *run) {
                "max_new_tokens,do_sample,model_fingerprint,page_id,generated_tokens,ms_total%s\r\n",
                run->current ? ",asked_document_id,asked_path" : "") < 0)
         ex->write_errno = dq_cli_write_errno();
+    /* In a chain the rows handed on must never be rolled back by a power loss: the answers
+     * would be made again under the same commit numbers, which the checkpoint has passed. */
     if (!store_jobs_each_answer(run->store, run->question_ids, run->current,
                                 run->after >= 0 ? &run->range : NULL, run->where_ids, write_row, ex,
                                 &err) ||
-        !dq_store_check_unchanged(run->store, &err))
+        !dq_store_check_unchanged(run->store, &err) ||
+        (run->after >= 0 && !dq_store_sync_committed(run->store, &err)))
         return dq_cli_fail(err);
     if (run->after >= 0 ? !stdout_durable(ex) : !stdout_flushed(ex)) {
         dq_print_line(stderr, "docqa: export: standard output: %s", g_strerror(ex->write_errno));

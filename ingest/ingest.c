@@ -1594,9 +1594,12 @@ static gboolean open_page_store(Run *r, GError **err) {
     r->store_dir = dq_store_page_dir_for(dq_store_path(r->store), err);
     if (r->store_dir == NULL)
         return FALSE;
-    if (g_mkdir_with_parents(r->store_dir, 0755) != 0)
-        return dq_fail(err, DQ_ERR_IO, "%s: cannot create the page store: %s", r->store_dir,
-                       g_strerror(errno));
+    GError *made = NULL;
+    if (!page_store_make(r->store_dir, &made)) {
+        dq_fail(err, DQ_ERR_IO, "cannot make the page store: %s", made->message);
+        g_error_free(made);
+        return FALSE;
+    }
     page_store_sweep(r->store_dir, 3600);
     page_store_sweep_claims(r->store_dir);
     r->swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);

@@ -107,6 +107,10 @@ void tiff_doc_close(RenderDoc *doc);
 /* Writes png under store_dir by its sha256 (hex, 65 bytes), atomically, unless the file system
  * would be left with less than min_free_mb MiB free or less than the PNG's size, or its folder
  * cannot be synced after the rename (then DQ_INGEST_STORE_FAILED, naming the folder). */
+/* The page store's folder and those above it that are not there yet, each made synced into its
+ * parent (a power loss forgets a folder whose parent was not synced, with every page in it). */
+gboolean page_store_make(const char *store_dir, GError **err);
+
 gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
                         GError **err);
 

@@ -93,12 +93,36 @@ static gboolean already_stored(const char *path, const uint8_t *data, gsize len)
     return same;
 }
 
+/* dir and the folders above it that are not there yet, each one made synced into its parent:
+ * syncing a page's own folder puts the page's name on disk, but a power loss forgets a new
+ * folder whose parent was never synced, and the page with it, while the row naming the page
+ * commits (scripts/crash-sweep.py found rows naming files in such lost folders). A folder that
+ * another ingest made first is that ingest's to sync (it does so before its rows commit). */
 static gboolean make_folder(const char *dir, GError **err) {
-    if (g_mkdir_with_parents(dir, 0755) == 0)
+    if (g_file_test(dir, G_FILE_TEST_IS_DIR))
         return TRUE;
-    g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", dir,
-                g_strerror(errno));
-    return FALSE;
+    char *parent = g_path_get_dirname(dir);
+    gboolean ok = strcmp(parent, dir) == 0 || make_folder(parent, err);
+    if (ok) {
+        int e = g_mkdir(dir, 0755) == 0 ? 0 : errno;
+        if (e == 0) {
+            ok = sync_dir(parent, err);
+            /* unmade, so that the next put makes it again and syncs it (if another put has
+             * filled it meanwhile, it stays: rmdir refuses) */
+            if (!ok)
+                g_rmdir(dir);
+        } else if (e != EEXIST || !g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+            g_set_error(err, DQ_INGEST_ERROR, DQ_INGEST_STORE_FAILED, "%s: cannot create: %s", dir,
+                        g_strerror(e));
+            ok = FALSE;
+        }
+    }
+    g_free(parent);
+    return ok;
+}
+
+gboolean page_store_make(const char *store_dir, GError **err) {
+    return make_folder(store_dir, err);
 }
 
 /* The page's bytes in a new file of tmp_dir named after sha256, synced: its path, or NULL (and

@@ -17,9 +17,12 @@
  *   journal_mode=WAL     readers (docqa status, users' sqlite3 shells) never block workers;
  *   busy_timeout         concurrent writers wait for each other instead of failing SQLITE_BUSY;
  *   foreign_keys=ON      pages cannot outlive documents, answers cannot outlive jobs;
- *   synchronous=NORMAL   with WAL, a committed transaction survives a process crash (the only
- *                        crash the queue must survive without loss; power loss may drop the last
- *                        transactions but never corrupts the file).
+ *   synchronous=NORMAL   with WAL, a committed transaction survives a process crash; a power
+ *                        loss may roll back the transactions committed since the last
+ *                        checkpoint (the -wal is synced only there) but never corrupts the file.
+ *                        A job rolled back is run again. What leaves the database for good
+ *                        (export's rows) is synced first (dq_store_sync_committed): FULL would
+ *                        sync every commit, costing the queue (DEVELOPERS.md has the numbers).
  */
 #ifndef DQ_STORE_H
 #define DQ_STORE_H
@@ -79,6 +82,14 @@ DqStore *dq_store_open_reader(const char *location, GError **err);
  * found room checkpointed into it), as what was read may then mix two moments. TRUE otherwise,
  * and for every other store. Readers call it once they have read everything. */
 gboolean dq_store_check_unchanged(DqStore *store, GError **err);
+/* Every transaction committed so far, by any connection, on disk for good: a power loss can no
+ * longer roll it back. SQLite runs synchronous=NORMAL, which syncs the -wal only at checkpoints,
+ * so the newest commits live in the page cache until then; this syncs the -wal (and, the first
+ * time, its folder, which holds its name) through the connection's own handle. What a reader
+ * hands on (export's rows, before its checkpoint moves past them) must not be rolled back
+ * afterwards: the answers it gave would be made again with the same commit numbers, and the
+ * chain would skip those. PostgreSQL: nothing to do (a commit is flushed to its WAL). */
+gboolean dq_store_sync_committed(DqStore *store, GError **err);
 /* After an error with code DQ_ERR_DB_LOST (a PostgreSQL server restarted, an idle session
  * dropped): connects again, forgetting the statements prepared on the old connection. Fails,
  * again with DQ_ERR_DB_LOST, while the server cannot be reached. SQLite: nothing to do. */

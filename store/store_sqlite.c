@@ -1333,6 +1333,29 @@ gboolean dq_store_check_unchanged(DqStore *store, GError **err) {
                    store->path);
 }
 
+gboolean dq_store_sync_committed(DqStore *store, GError **err) {
+    if (store->kind != DQ_STORE_SQLITE || store->read_past_full_disk)
+        return TRUE; /* immutable: the file alone was read, synced by the checkpoint that filled it
+                      */
+    sqlite3_file *wal = NULL;
+    int rc = sqlite3_file_control(store->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    /* No -wal open: not in WAL mode (a rollback journal syncs at each commit) or nothing read. */
+    if (rc != SQLITE_OK || wal == NULL || wal->pMethods == NULL)
+        return TRUE;
+    /* SQLite's own handle of the -wal, not a descriptor of ours: closing any descriptor of the
+     * database's files would drop this process's POSIX locks on them. Its first sync also syncs
+     * the folder, as SQLite does for every journal it opens. */
+    errno = 0;
+    rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    int e = errno; /* fsync's: SQLite's words for it say only "disk I/O error" */
+    if (rc != SQLITE_OK)
+        return dq_fail(err, DQ_ERR_DB,
+                       "%s-wal: cannot sync (what was read could be rolled back by a power "
+                       "loss): %s",
+                       store->path, e != 0 ? g_strerror(e) : sqlite3_errstr(rc));
+    return TRUE;
+}
+
 gboolean dq_store_check_file(DqStore *store, GError **err) {
     if (store->kind != DQ_STORE_SQLITE)
         return TRUE;
