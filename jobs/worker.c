@@ -478,14 +478,19 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
             in_flight_free(f);
             return FALSE;
         }
-        /* A network share's stale handle or timeout shows here first: not a missing page. */
+        /* A network share's stale handle or timeout shows here first: not a missing page. Nor
+         * is a folder in its place or a path that cannot be looked up (a file where a folder of
+         * the store should be, not allowed): those say what the system said. */
         gboolean transient = dq_errno_transient(stat_errno);
-        char *msg = transient
-                        ? g_strdup_printf("%s: cannot stat image: %s (%s, page %d)", f->path,
-                                          g_strerror(stat_errno), j->document_path, j->page_number)
-                        : g_strdup_printf("%s: page image missing (%s, page %d)",
+        char *msg = stat_errno == ENOENT
+                        ? g_strdup_printf("%s: page image missing (%s, page %d)",
                                           f->path ? f->path : "(no image recorded)",
-                                          j->document_path, j->page_number);
+                                          j->document_path, j->page_number)
+                    : stat_errno == EISDIR
+                        ? g_strdup_printf("%s: page image not a regular file (%s, page %d)",
+                                          f->path, j->document_path, j->page_number)
+                        : g_strdup_printf("%s: cannot stat image: %s (%s, page %d)", f->path,
+                                          g_strerror(stat_errno), j->document_path, j->page_number);
         fail_job(w, j->job_id, transient ? "page_read" : "page_image", msg, transient);
         g_free(msg);
         in_flight_free(f);

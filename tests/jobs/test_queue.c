@@ -776,6 +776,57 @@ static void test_worker_until_empty_and_missing_image(void) {
     g_free(dir);
 }
 
+/* A page file that is there but not one (a folder in its place), or whose path cannot be looked
+ * up (a file where a folder of the store should be), fails its jobs at once as page_image,
+ * saying so rather than that the page is missing. */
+static void test_worker_page_not_a_file(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 2, 3);
+    g_assert_cmpint(jt_ask(db, 1, "m", 3), ==, 6);
+    DqStore *s = open_store(db);
+    GPtrArray *c = store_jobs_claim(s, "peek", "m", 2, 0, 1, NULL, NULL);
+    g_assert_cmpuint(c->len, ==, 2);
+    char *folder =
+        queue_page_image_path(db, ((DqClaimedJob *)g_ptr_array_index(c, 0))->image_sha256);
+    char *blocked =
+        queue_page_image_path(db, ((DqClaimedJob *)g_ptr_array_index(c, 1))->image_sha256);
+    g_ptr_array_free(c, TRUE);
+    g_assert_true(store_jobs_release(s, "peek", NULL, NULL));
+    close_store(s);
+    g_assert_cmpint(g_unlink(folder), ==, 0);
+    g_assert_cmpint(g_mkdir(folder, 0755), ==, 0);
+    /* the page's own folder (its sha's last level) replaced by a file */
+    char *parent = g_path_get_dirname(blocked);
+    char *moved = g_strconcat(parent, ".moved", NULL);
+    g_assert_cmpint(g_rename(parent, moved), ==, 0);
+    g_assert_true(g_file_set_contents(parent, "x", 1, NULL));
+
+    DqAnswerer *a = jt_answerer_new(NULL);
+    DqWorkerOptions opt = {.db_path = db, .model_id = "m", .batch = 2, .until_empty = TRUE};
+    DqWorkerStats stats = jt_worker_run(&opt, a);
+    g_assert_cmpint(stats.failed, ==, 2);
+    char *sql = g_strdup_printf("SELECT count(*) FROM job_errors WHERE kind = 'page_image' AND "
+                                "message LIKE '%s: page image not a regular file (%%'",
+                                folder);
+    g_assert_cmpint(q(db, sql), ==, 1);
+    g_free(sql);
+    sql = g_strdup_printf("SELECT count(*) FROM job_errors WHERE kind = 'page_image' AND "
+                          "message LIKE '%s: cannot stat image: Not a directory (%%'",
+                          blocked);
+    g_assert_cmpint(q(db, sql), ==, 1);
+    g_free(sql);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM job_errors WHERE message LIKE '%missing%'"), ==, 0);
+    g_assert_cmpint(q(db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND attempts = 1"), ==,
+                    2);
+    dq_answerer_free(a);
+    g_free(moved);
+    g_free(parent);
+    g_free(blocked);
+    g_free(folder);
+    g_free(db);
+    g_free(dir);
+}
+
 /* A question the model cannot take fails its job at once, and the message names the job and
  * the question, not the page; docqa status shows the question's failed jobs as one cause. */
 static void test_worker_bad_question(void) {
@@ -2276,6 +2327,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/queue/worker/bad-render-settings", test_worker_bad_render_settings);
     g_test_add_func("/queue/worker/submit-refused", test_worker_submit_refused);
     g_test_add_func("/queue/worker/bad-page-image", test_worker_bad_page_image);
+    g_test_add_func("/queue/worker/page-not-a-file", test_worker_page_not_a_file);
     g_test_add_func("/queue/worker/answer-lost", test_worker_answer_lost);
     g_test_add_func("/queue/worker/database-through-link", test_worker_database_through_link);
     g_test_add_func("/queue/worker/retries", test_worker_retries_transient_failures);
