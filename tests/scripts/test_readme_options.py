@@ -14,7 +14,10 @@
   (getenv) and every DOCQA_ build option is named in a document (test hooks, *_TEST_*, aside).
 - Every view `v_*` the documents name is made by schema/sqlite/, and the column lists README.md
   gives for `v_answers`, `v_current_answers` and `v_progress` are those of the views docqa
-  makes, in order.
+  makes, in order; so is its list of the columns of `documents` (what `--where` is written
+  over). The SQL README.md quotes in its prose (`SELECT last FROM answer_commit_seq`, a
+  `WHERE ...` to add to a query of v_answers, `sqlite3 docqa.db "..."`) compiles against the
+  schema docqa makes (its code blocks' SQL is run by tests/store/test_store_parity.c).
 - Every file the documents name by its path (`model/backend.h`, `tests/jobs/test_queue_crash.c`)
   is there, every identifier they quote (`matmul_many`, `dq_print_line`) is in the code, and
   every test path they quote (`/gemm_bf16/x6`) is in the tests.
@@ -147,7 +150,8 @@ def build_options(src):
 
 
 def view_columns(docqa):
-    """{view: [columns]} of a database docqa made (an ingest of an empty folder)."""
+    """{view: [columns]} of a database docqa made (an ingest of an empty folder), and of its
+    table `documents`."""
     with tempfile.TemporaryDirectory() as tmp:
         os.mkdir(os.path.join(tmp, "empty"))
         db = os.path.join(tmp, "t.db")
@@ -155,9 +159,32 @@ def view_columns(docqa):
                         os.path.join(tmp, "empty")], capture_output=True, check=True)
         con = sqlite3.connect(db)
         views = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'view'")]
+        views.append("documents")
         cols = {v: [r[1] for r in con.execute(f"PRAGMA table_info('{v}')")] for v in views}
+        # the statements that make the schema, for the README's SQL to be compiled against
+        cols[None] = [r[0] for r in con.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid")]
         con.close()
         return cols
+
+
+def prose_sql(lines):
+    """(line, SQL) for each statement README's prose quotes: `sqlite3 DB "SQL"`, `SELECT ...`
+    (more than the word), and `WHERE ...` (added to a query of v_answers)."""
+    text = "\n".join(lines)
+    out = []
+    for m in re.finditer(r"`([^`]+)`", text):
+        quoted = " ".join(m.group(1).split())
+        line = text[:m.start()].count("\n") + 1
+        shell = re.fullmatch(r"sqlite3 \S+ \"([^\"]+)\"", quoted)
+        if shell and not shell.group(1).startswith("."):
+            out.append((line, shell.group(1)))
+        elif re.match(r"SELECT \S", quoted):
+            out.append((line, quoted))
+        elif re.match(r"WHERE \S", quoted):
+            out.append((line, "SELECT * FROM v_answers " + quoted))
+    return out
 
 
 def readme_view_lists(lines):
@@ -166,13 +193,14 @@ def readme_view_lists(lines):
     out = {}
     pats = {"v_answers": r"`v_answers` has one row per answer \(([^)]*)\)",
             "v_progress": r"`v_progress` one row per question and model \(([^)]*)\)",
-            "v_current_answers": r"`v_current_answers` has the same columns, then ([\w ,]+?) \("}
+            "v_current_answers": r"`v_current_answers` has the same columns, then ([\w ,]+?) \(",
+            "documents": r"The columns of `documents`: ((?:[\w\s,]|\([^)]*\))+)"}
     for view, pat in pats.items():
         m = re.search(pat, text)
         if m:
             line = text[:m.start()].count("\n") + 1
-            out[view] = (line, [c for c in re.split(r",\s*|\s+and\s+", " ".join(m.group(1).split()))
-                                if c])
+            listed = re.sub(r"\s*\([^)]*\)", "", " ".join(m.group(1).split()))
+            out[view] = (line, [c for c in re.split(r",\s*|\s+and\s+", listed) if c])
     return out
 
 
@@ -257,7 +285,7 @@ def check(ctx, lines):
                     bad.append(f"{doc}:{n}: no view {view} in schema/sqlite/")
     columns = ctx["columns"]
     listed = readme_view_lists(lines["README.md"])
-    for view in ("v_answers", "v_current_answers", "v_progress"):
+    for view in ("v_answers", "v_current_answers", "v_progress", "documents"):
         if view not in listed:
             bad.append(f"README.md: the columns of {view} are not listed where expected")
             continue
@@ -270,6 +298,20 @@ def check(ctx, lines):
         if cols != want:
             bad.append(f"README.md:{n}: {view}'s columns are listed as {', '.join(cols)}; "
                        f"docqa makes {', '.join(want)}")
+
+    schema = sqlite3.connect(":memory:")
+    for statement in columns.get(None, []):
+        schema.execute(statement)
+    n_sql = 0
+    for n, sql in prose_sql(lines["README.md"]):
+        n_sql += 1
+        try:
+            schema.execute("EXPLAIN " + sql)
+        except sqlite3.Error as e:
+            bad.append(f"README.md:{n}: the SQL `{sql}` does not compile: {e}")
+    schema.close()
+    if n_sql < 3:
+        bad.append(f"README.md: only {n_sql} SQL statements found in the prose")
 
     tops = sorted(d for d in os.listdir(src) if os.path.isdir(os.path.join(src, d)) and
                   not d.startswith(("build", ".git")))
@@ -321,6 +363,12 @@ PLANTED = [
     ("README.md", "generated_tokens, ms_total,", "ms_total, generated_tokens,",
      "v_answers's columns are listed as"),
     ("README.md", "`jobs/queue.h`", "`jobs/queue_crash.h`", "no such file: jobs/queue_crash.h"),
+    ("README.md", "error_message, ingested_at and", "error_message and",
+     "documents's columns are listed as"),
+    ("README.md", "`SELECT last FROM answer_commit_seq`", "`SELECT next FROM answer_commit_seq`",
+     "does not compile: no such column: next"),
+    ("README.md", "(SELECT job_id FROM answers WHERE commit_seq", "(SELECT job_id FROM answer WHERE "
+     "commit_seq", "does not compile: no such table: answer"),
     ("DEVELOPERS.md", "`store_jobs_claim`", "`queue_claim_batch`", "`queue_claim_batch` is in no"),
     ("docs/performance.md", "`/gemm_bf16/x6`", "`/gemm_bf16/x7`", "no test /gemm_bf16/x7"),
 ]
