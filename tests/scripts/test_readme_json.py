@@ -53,10 +53,10 @@ def sh(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, **kw)
 
 
-def json_of(docqa, args, cwd):
+def json_of(docqa, args, cwd, status=0):
     """The one JSON object `docqa ARGS` prints on stdout, and the raw text."""
     r = sh([docqa] + args, cwd=cwd)
-    if r.returncode != 0:
+    if r.returncode != status:
         sys.exit(f"docqa {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
     try:
         obj, end = json.JSONDecoder().raw_decode(r.stdout.lstrip())
@@ -81,10 +81,16 @@ def outputs(docqa, src, tmp):
     os.mkdir(archive)
     for name in ("letter.pdf", "invoice.pdf"):
         shutil.copy(os.path.join(src, "examples", "docs", name), archive)
+    # a failure and a link not followed, so that their objects' members are written too
+    with open(os.path.join(archive, "page.pdf"), "w", encoding="utf-8") as f:
+        f.write("<html><body>not a PDF</body></html>")
+    os.symlink("nowhere.pdf", os.path.join(archive, "broken.pdf"))
     db = ["--db", os.path.join(tmp, "t.db")]
     out = {}
     out["ingest"] = json_of(docqa, ["ingest"] + db + ["--model", model, "--json", "-q", archive],
-                            tmp)
+                            tmp, status=1)
+    if not out["ingest"][0]["failures"] or not out["ingest"][0]["links_not_followed"]:
+        sys.exit("ingest --json: no failure or link not followed listed")
     out["ask"] = json_of(docqa, ["ask"] + db + ["--model", model, "--json", "What is the date?",
                                                 "What is the date?"], tmp)
     out["run"] = json_of(docqa, ["run"] + db + ["--model", model, "--json", "-q",
@@ -217,6 +223,8 @@ PLANTED = [
     ("`answers_by_snapshot` (`model`, `model_fingerprint`, `answers`)",
      "`answers_by_snapshot` (`model`, `answers`)", "writes `model_fingerprint` (nested)"),
     ("`by_state` (", "`by_states` (", "groups: `by_state` written, not listed"),
+    ("(`path`, `status`, `code`, `message` each)", "(`path`, `code`, `message` each)",
+     "ingest --json writes `status` (nested)"),
     ("`draft` (`guessed`", "`drafts` (`guessed`", "generate --json has no `drafts`"),
     ("`back_to_done` (", "`back_to_done`, `withdrawn` (", "cancel --json has no `withdrawn`"),
 ]
