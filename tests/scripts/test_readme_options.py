@@ -21,6 +21,8 @@
 - Every file the documents name by its path (`model/backend.h`, `tests/jobs/test_queue_crash.c`)
   is there, every identifier they quote (`matmul_many`, `dq_print_line`) is in the code, and
   every test path they quote (`/gemm_bf16/x6`) is in the tests.
+- Every link to a section (`[Nightly jobs](#nightly-jobs)`) names a heading of its document,
+  as GitHub makes its anchor: a heading renamed leaves no link pointing nowhere.
 - Each check finds an error planted in the documents' text (PLANTED), so that a check that
   stopped looking fails too.
 
@@ -299,6 +301,15 @@ def check(ctx, lines):
             bad.append(f"README.md:{n}: {view}'s columns are listed as {', '.join(cols)}; "
                        f"docqa makes {', '.join(want)}")
 
+    for doc in DOCS:
+        anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                   for h in re.findall(r"^#+ (.*)$", "\n".join(lines[doc]), re.M)}
+        text = "\n".join(lines[doc])
+        for m in re.finditer(r"\]\(#([^)]*)\)", text):
+            if m.group(1) not in anchors:
+                bad.append(f"{doc}:{text[:m.start()].count(chr(10)) + 1}: no section for the "
+                           f"link #{m.group(1)}")
+
     schema = sqlite3.connect(":memory:")
     for statement in columns.get(None, []):
         schema.execute(statement)
@@ -365,6 +376,7 @@ PLANTED = [
     ("README.md", "`jobs/queue.h`", "`jobs/queue_crash.h`", "no such file: jobs/queue_crash.h"),
     ("README.md", "error_message, ingested_at and", "error_message and",
      "documents's columns are listed as"),
+    ("README.md", "## Nightly jobs", "## Nightly runs", "no section for the link #nightly-jobs"),
     ("README.md", "`SELECT last FROM answer_commit_seq`", "`SELECT next FROM answer_commit_seq`",
      "does not compile: no such column: next"),
     ("README.md", "(SELECT job_id FROM answers WHERE commit_seq", "(SELECT job_id FROM answer WHERE "
