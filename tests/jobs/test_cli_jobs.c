@@ -1850,6 +1850,10 @@ static void test_help_write_errors(void) {
     const char *help_help[] = {"help", "help", NULL};
     g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, help_help), ==, 0);
     g_assert_nonnull(strstr(out, "usage: docqa COMMAND [OPTIONS]"));
+    /* The list says what requeue's own --help says: answered jobs come back too (--approximate,
+     * --stale, --done), not only dead, failed and cancelled ones. */
+    g_assert_nonnull(
+        strstr(out, "requeue    queue dead, failed, cancelled or answered jobs again"));
     g_free(out);
 }
 

@@ -27,7 +27,9 @@
   the CLI, adjacent literals joined and each conversion (%s, %d) standing for a value or a
   phrase; a message reworded in the code, or misquoted, fails here naming the line.
 - Every link to a section (`[Nightly jobs](#nightly-jobs)`) names a heading of its document,
-  as GitHub makes its anchor: a heading renamed leaves no link pointing nowhere.
+  as GitHub makes its anchor: a heading renamed leaves no link pointing nowhere. Every section
+  the code's comments cite (`(README, "Exit statuses")`) begins a heading or a bold label
+  (`**Withdrawing work.**`) of README.md.
 - Each check finds an error planted in the documents' text (PLANTED), so that a check that
   stopped looking fails too.
 
@@ -423,6 +425,12 @@ def check(ctx, lines):
                 bad.append(f"{doc}:{text[:m.start()].count(chr(10)) + 1}: no section for the "
                            f"link #{m.group(1)}")
 
+    readme = "\n".join(lines["README.md"])
+    sections = re.findall(r"^#+ (.*)$", readme, re.M) + re.findall(r"\*\*([^*]+?)[.:]?\*\*", readme)
+    for cited in sorted(set(re.findall(r'README,? "([^"]+)"', ctx["code"]))):
+        if not any(s.startswith(cited) for s in sections):
+            bad.append(f"README.md: the code cites its section \"{cited}\", which it has not")
+
     schema = sqlite3.connect(":memory:")
     for statement in columns.get(None, []):
         schema.execute(statement)
@@ -496,6 +504,8 @@ PLANTED = [
     ("README.md", "(`no such question was asked`)", "(`no such question was ever asked`)",
      "no literal has \"no such question was ever asked"),
     ("README.md", "## Nightly jobs", "## Nightly runs", "no section for the link #nightly-jobs"),
+    ("README.md", "**Withdrawing work.**", "**Withdrawing jobs.**",
+     "the code cites its section \"Withdrawing work\""),
     ("README.md", "`SELECT last FROM answer_commit_seq`", "`SELECT next FROM answer_commit_seq`",
      "does not compile: no such column: next"),
     ("README.md", "(SELECT job_id FROM answers WHERE commit_seq",
