@@ -889,6 +889,49 @@ static void test_export_checkpoint_mode(void) {
     g_free(dir);
 }
 
+/* cancel's and requeue's --document naming no document says so with the command and the option,
+ * and names a PostgreSQL database as every message does, its password hidden (README: messages
+ * never repeat one), not as it was given. */
+static void test_selector_document_unknown(void) {
+#ifdef DQ_TEST_POSTGRES
+    if (server == NULL) {
+        g_test_skip(server_why_not);
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
+    char *pg = pgt_new_database(server, "selector_document");
+    char *from = g_strconcat("sqlite:", db, NULL);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "migrate", "--from", from, "--to", pg, NULL), ==, 0);
+    /* the test server trusts every connection: the password is only carried */
+    char *with_password = g_strconcat(pg, "&password=hunter2", NULL);
+    const char *const commands[] = {"cancel", "requeue"};
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        char *err = NULL;
+        const char *args[] = {commands[i], "--db",        with_password, "--document",
+                              "99",        "--cancelled", NULL};
+        if (i == 0)
+            args[5] = NULL; /* cancel: --document alone */
+        g_assert_cmpint(dq_test_docqa_in(NULL, NULL, args, NULL, &err), ==, 2);
+        g_test_message("%s", err);
+        char *want =
+            g_strdup_printf("docqa: %s: --document 99: no document with id 99 in ", commands[i]);
+        g_assert_null(strstr(err, "hunter2"));
+        g_assert_nonnull(strstr(err, want));
+        g_free(want);
+        g_free(err);
+    }
+    g_free(with_password);
+    g_free(from);
+    g_free(pg);
+    g_free(db);
+    g_free(dir);
+#else
+    g_test_skip("docqa built without PostgreSQL");
+#endif
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -906,6 +949,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/columns", test_export_columns);
     g_test_add_func("/cli-export/full-disk", test_export_full_disk);
     g_test_add_func("/cli-export/checkpoint-mode", test_export_checkpoint_mode);
+    g_test_add_func("/cli-export/selector-document-unknown", test_selector_document_unknown);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);
