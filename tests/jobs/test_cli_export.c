@@ -889,10 +889,11 @@ static void test_export_checkpoint_mode(void) {
     g_free(dir);
 }
 
-/* cancel's and requeue's --document naming no document says so with the command and the option,
- * and names a PostgreSQL database as every message does, its password hidden (README: messages
- * never repeat one), not as it was given. */
-static void test_selector_document_unknown(void) {
+/* Messages name a PostgreSQL database as the store shows it, its password hidden (README:
+ * messages never repeat one), not as it was given: cancel's and requeue's --document naming no
+ * document (said with the command and the option, as their other selectors are), and status's
+ * and export's advice to `docqa migrate --from DB` when a view was dropped. */
+static void test_messages_hide_password(void) {
 #ifdef DQ_TEST_POSTGRES
     if (server == NULL) {
         g_test_skip(server_why_not);
@@ -922,6 +923,18 @@ static void test_selector_document_unknown(void) {
         g_free(want);
         g_free(err);
     }
+    pgt_exec(pg, "DROP VIEW v_progress; DROP VIEW v_current_answers; DROP VIEW v_answers");
+    const char *const readers[][2] = {{"status", "v_progress"}, {"export", "v_answers"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(readers); i++) {
+        char *err = NULL;
+        const char *args[] = {readers[i][0], "--db", with_password, NULL};
+        dq_test_docqa_in(NULL, NULL, args, NULL, &err);
+        g_test_message("%s", err);
+        g_assert_null(strstr(err, "hunter2"));
+        g_assert_nonnull(strstr(err, readers[i][1]));
+        g_assert_nonnull(strstr(err, "`docqa migrate --from postgresql://"));
+        g_free(err);
+    }
     g_free(with_password);
     g_free(from);
     g_free(pg);
@@ -949,7 +962,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/columns", test_export_columns);
     g_test_add_func("/cli-export/full-disk", test_export_full_disk);
     g_test_add_func("/cli-export/checkpoint-mode", test_export_checkpoint_mode);
-    g_test_add_func("/cli-export/selector-document-unknown", test_selector_document_unknown);
+    g_test_add_func("/cli-export/messages-hide-password", test_messages_hide_password);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);
