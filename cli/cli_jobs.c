@@ -43,7 +43,7 @@ GPtrArray *dq_job_command_change(
         dq_cli_fail_in(command, FALSE, err);
         return NULL;
     }
-    if (!dq_job_selection_resolve(sel, command, *store, path, filter, &err) ||
+    if (!dq_job_selection_resolve(sel, command, *store, filter, &err) ||
         (groups = change(*store, filter, dry_run, &err)) == NULL) {
         dq_cli_fail(err);
         return NULL;
@@ -100,7 +100,7 @@ gboolean dq_job_selection_check(DqJobSelection *sel, const char *command) {
 }
 
 gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqStore *store,
-                                  const char *path, DqJobFilter *filter, GError **err) {
+                                  DqJobFilter *filter, GError **err) {
     for (guint i = 0; i < sel->texts->len; i++) {
         gint64 id = 0;
         const char *text = g_ptr_array_index(sel->texts, i);
@@ -123,7 +123,10 @@ gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqSt
         if (!store_jobs_document_exists(store, id, &exists, err))
             return FALSE;
         if (!exists)
-            return dq_fail(err, DQ_ERR_ARGS, "%s: no document with id %" G_GINT64_FORMAT, path, id);
+            return dq_fail(err, DQ_ERR_ARGS,
+                           "%s: --document %" G_GINT64_FORMAT
+                           ": no document with id %" G_GINT64_FORMAT " in %s",
+                           command, id, id, dq_store_path(store));
     }
     for (char **w = sel->where; w && *w; w++)
         if (!store_jobs_where_documents(store, *w, sel->document_ids, err)) {

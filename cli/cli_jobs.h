@@ -28,13 +28,12 @@ gboolean dq_job_selection_given(const DqJobSelection *sel);
  * wrong. */
 gboolean dq_job_selection_check(DqJobSelection *sel, const char *command);
 
-/* Looks the selectors up in store (path: its name, for messages) and fills filter's selectors
- * (its states are the caller's; filter points into sel). A selector that names nothing, a
- * question never asked, a document id that does not exist, a model no job was asked for, is an
- * error naming it: a typo, not "nothing to do". A --where that matches no document is not: its
- * jobs are none. */
+/* Looks the selectors up in store and fills filter's selectors (its states are the caller's;
+ * filter points into sel). A selector that names nothing, a question never asked, a document id
+ * that does not exist, a model no job was asked for, is an error naming it: a typo, not "nothing
+ * to do". A --where that matches no document is not: its jobs are none. */
 gboolean dq_job_selection_resolve(DqJobSelection *sel, const char *command, DqStore *store,
-                                  const char *path, DqJobFilter *filter, GError **err);
+                                  DqJobFilter *filter, GError **err);
 
 void dq_job_selection_clear(DqJobSelection *sel);
 

@@ -14,7 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* The summary as JSON (README, "Machine-readable output"); notes and warnings stay on stderr. */
+/* The summary as JSON (README, "Exit statuses, signals and JSON"); notes and warnings stay on
+ * stderr. */
 static void print_json(const DqAskResult *res, const char *model_id, int n_res) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);

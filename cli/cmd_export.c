@@ -500,7 +500,7 @@ static int export_open_store(ExportRun *run) {
             dq_fail(&err, DQ_ERR_DB,
                     "%s: the view %s is missing (dropped?); nothing stored is lost: "
                     "`docqa migrate --from %s` makes docqa's views again",
-                    dq_store_path(run->store), gone, path);
+                    dq_store_path(run->store), gone, dq_store_path(run->store));
         g_strfreev(missing);
         return dq_cli_fail(err);
     }

@@ -127,7 +127,7 @@ fail:
     return NULL;
 }
 
-/* The summary as JSON (README, "Machine-readable output"). */
+/* The summary as JSON (README, "Exit statuses, signals and JSON"). */
 static void print_json(const char *model_id, int workers, const DqRunResult *res, double secs,
                        const char *error) {
     JsonBuilder *b = json_builder_new();

@@ -308,7 +308,8 @@ static int status_read_progress(Status *st) {
         dq_print_line(stderr,
                       "docqa: status: the view v_progress is missing (dropped?): %s; `docqa "
                       "migrate --from %s` makes docqa's views again",
-                      st->json ? "\"progress\" is null" : "no progress per question", st->path);
+                      st->json ? "\"progress\" is null" : "no progress per question",
+                      dq_store_path(st->store));
     else if ((st->progress = store_jobs_progress_at(st->store, st->now, &err)) == NULL) {
         g_strfreev(missing);
         return dq_cli_fail(err);

@@ -35,7 +35,7 @@ static const DqCommand commands[] = {
     {"run", cmd_run, "answer the queued questions with worker processes"},
     {"status", cmd_status, "jobs per state, speed, ETA, failure reasons"},
     {"export", cmd_export, "write the answers as CSV or JSON lines"},
-    {"requeue", cmd_requeue, "queue dead, failed or cancelled jobs again"},
+    {"requeue", cmd_requeue, "queue dead, failed, cancelled or answered jobs again"},
     {"cancel", cmd_cancel, "withdraw jobs not answered yet"},
     {"generate", cmd_generate, "run one prompt with images through the model"},
     {"migrate", cmd_migrate, "move a database between SQLite and PostgreSQL"},

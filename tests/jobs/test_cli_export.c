@@ -979,6 +979,62 @@ static void test_export_checkpoint_mode(void) {
     g_free(dir);
 }
 
+/* Messages name a PostgreSQL database as the store shows it, its password hidden (README:
+ * messages never repeat one), not as it was given: cancel's and requeue's --document naming no
+ * document (said with the command and the option, as their other selectors are), and status's
+ * and export's advice to `docqa migrate --from DB` when a view was dropped. */
+static void test_messages_hide_password(void) {
+#ifdef DQ_TEST_POSTGRES
+    if (server == NULL) {
+        g_test_skip(server_why_not);
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
+    char *pg = pgt_new_database(server, "selector_document");
+    char *from = g_strconcat("sqlite:", db, NULL);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "migrate", "--from", from, "--to", pg, NULL), ==, 0);
+    /* the test server trusts every connection: the password is only carried */
+    char *with_password = g_strconcat(pg, "&password=hunter2", NULL);
+    const char *const commands[] = {"cancel", "requeue"};
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        char *err = NULL;
+        const char *args[] = {commands[i], "--db",        with_password, "--document",
+                              "99",        "--cancelled", NULL};
+        if (i == 0)
+            args[5] = NULL; /* cancel: --document alone */
+        g_assert_cmpint(dq_test_docqa_in(NULL, NULL, args, NULL, &err), ==, 2);
+        g_test_message("%s", err);
+        char *want =
+            g_strdup_printf("docqa: %s: --document 99: no document with id 99 in ", commands[i]);
+        g_assert_null(strstr(err, "hunter2"));
+        g_assert_nonnull(strstr(err, want));
+        g_free(want);
+        g_free(err);
+    }
+    pgt_exec(pg, "DROP VIEW v_progress; DROP VIEW v_current_answers; DROP VIEW v_answers");
+    const char *const readers[][2] = {{"status", "v_progress"}, {"export", "v_answers"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(readers); i++) {
+        char *err = NULL;
+        const char *args[] = {readers[i][0], "--db", with_password, NULL};
+        dq_test_docqa_in(NULL, NULL, args, NULL, &err);
+        g_test_message("%s", err);
+        g_assert_null(strstr(err, "hunter2"));
+        g_assert_nonnull(strstr(err, readers[i][1]));
+        g_assert_nonnull(strstr(err, "`docqa migrate --from postgresql://"));
+        g_free(err);
+    }
+    g_free(with_password);
+    g_free(from);
+    g_free(pg);
+    g_free(db);
+    g_free(dir);
+#else
+    g_test_skip("docqa built without PostgreSQL");
+#endif
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -997,6 +1053,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/columns", test_export_columns);
     g_test_add_func("/cli-export/full-disk", test_export_full_disk);
     g_test_add_func("/cli-export/checkpoint-mode", test_export_checkpoint_mode);
+    g_test_add_func("/cli-export/messages-hide-password", test_messages_hide_password);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

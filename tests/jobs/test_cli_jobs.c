@@ -1850,6 +1850,10 @@ static void test_help_write_errors(void) {
     const char *help_help[] = {"help", "help", NULL};
     g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, help_help), ==, 0);
     g_assert_nonnull(strstr(out, "usage: docqa COMMAND [OPTIONS]"));
+    /* The list says what requeue's own --help says: answered jobs come back too (--approximate,
+     * --stale, --done), not only dead, failed and cancelled ones. */
+    g_assert_nonnull(
+        strstr(out, "requeue    queue dead, failed, cancelled or answered jobs again"));
     g_free(out);
 }
 
@@ -2902,7 +2906,7 @@ static void test_cancel(void) {
         {{"-m", "tiny", "--state", "cancelled", NULL}, "(those jobs are cancelled already)"},
         {{"--question", "Never asked?", NULL}, "--question \"Never asked?\": no such question"},
         {{"--question", "  ", NULL}, "--question"},
-        {{"--document", "99", NULL}, "no document with id 99"},
+        {{"--document", "99", NULL}, "cancel: --document 99: no document with id 99 in "},
         {{"--document", "x", NULL}, "--document 'x': expected a whole number"},
         {{"--model", "nobody", NULL}, "no job was asked for the model id 'nobody'"},
         {{"--where", "id IN (SELECT page_id FROM jobs)", NULL}, "--where"},
@@ -3043,7 +3047,8 @@ static void test_requeue_selected(void) {
         {{"--question", "Total?", NULL}, "say which jobs: --dead, --failed"},
         {{"--cancelled", "--question", "Never asked?", NULL},
          "requeue: --question \"Never asked?\": no such question"},
-        {{"--cancelled", "--document", "99", NULL}, "no document with id 99"},
+        {{"--cancelled", "--document", "99", NULL},
+         "requeue: --document 99: no document with id 99 in "},
         {{"--cancelled", "--document", "x", NULL}, "--document 'x': expected a whole number"},
         {{"--cancelled", "--model", "nobody", NULL},
          "requeue: --model nobody: no job was asked for the model id 'nobody'"},

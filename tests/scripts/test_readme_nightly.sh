@@ -5,6 +5,9 @@
 # always says so) stops rather than replace that export, whose answers are past the checkpoint;
 # a later night exports only what is new. The --json of ingest and status the nights logged hold
 # only keys that README.md's lists of them ("JSON", under "Exit statuses, signals and JSON") name.
+# Last, a night as README's /etc/cron.d/docqa starts it: its command under sh with only cron's
+# environment (PATH /usr/bin:/bin unless the file sets one), the script and docqa installed in
+# /usr/local/bin as README says (here a folder standing for it).
 set -euo pipefail
 docqa=$1
 src=$2
@@ -103,5 +106,40 @@ for c in ingest status; do
   ! json_keys_listed "$tmp/README.md" "$c" "$log/$c-2026-01-02-013000.json" 2>/dev/null ||
     { echo "a key left out of README's $c --json list was not found"; exit 1; }
 done
+
+# cron_night CRONFILE: the docqa line of README's /etc/cron.d/docqa, run as cron runs it
+cron_night() {
+  local cronpath cmd v rc=0
+  cronpath=$(awk '/^    # \/etc\/cron.d\/docqa$/ { f = 1; next } f && !/^    / { exit }
+                  f && /^    PATH=/ { sub(/^    PATH=/, ""); print }' "$1")
+  cmd=$(awk '/^    # \/etc\/cron.d\/docqa$/ { f = 1; next } f && !/^    / { exit }
+             f && /docqa-nightly/ { sub(/^ +/, ""); for (i = 0; i < 6; i++) sub(/^[^ ]+ +/, "")
+                                   print }' "$1")
+  [ -n "$cmd" ] || { echo "$1: no docqa-nightly line in /etc/cron.d/docqa"; return 1; }
+  cmd=${cmd//\/usr\/local\/bin\//$usrlocal/}
+  cmd=${cmd//\/srv\//$srv/}
+  cronpath=${cronpath:-/usr/bin:/bin}
+  local keep=()  # the sanitizer build's settings (its suppressions), which cron would not set
+  for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; do [ -z "${!v:-}" ] || keep+=("$v=${!v}"); done
+  env -i "${keep[@]}" HOME="$tmp" LOGNAME=docqa SHELL=/bin/sh \
+    PATH="${cronpath//\/usr\/local\/bin/$usrlocal}" /bin/sh -c "$cmd" || rc=$?
+  echo "$rc"
+}
+usrlocal=$tmp/usr-local-bin
+mkdir -p "$usrlocal"
+ln -s "$docqa" "$usrlocal/docqa"
+cp "$script" "$usrlocal/docqa-nightly"
+chmod +x "$usrlocal/docqa-nightly"
+cp "$src/examples/docs/scanned-letter.tif" "$srv/archive/"
+rc=$(cron_night "$src/README.md")
+[ "$rc" = 0 ] && [ "$(cat "$srv/docqa/answers.checkpoint")" = 5 ] ||
+  { echo "README's cron line: the night exited $rc (cron's PATH finds docqa?)"
+    cat "$srv/docqa/log/nightly.log"; exit 1; }
+# The check itself: without a PATH line in the cron file, cron's own PATH has no docqa.
+sed '/^    PATH=/d' "$src/README.md" >"$tmp/README.md"
+if ! PATH=/usr/bin:/bin command -v docqa >/dev/null; then  # unless a docqa is installed there
+  rc=$(cron_night "$tmp/README.md")
+  [ "$rc" != 0 ] || { echo "a cron file without PATH ran the night all the same"; exit 1; }
+fi
 echo "README nightly script: 3 answers, a same-second rerun refused, then 1 new answer;" \
-  "ingest's and status's --json keys all in README's lists"
+  "ingest's and status's --json keys all in README's lists; a night from cron's environment"

@@ -14,10 +14,22 @@
   (getenv) and every DOCQA_ build option is named in a document (test hooks, *_TEST_*, aside).
 - Every view `v_*` the documents name is made by schema/sqlite/, and the column lists README.md
   gives for `v_answers`, `v_current_answers` and `v_progress` are those of the views docqa
-  makes, in order.
+  makes, in order; so is its list of the columns of `documents` (what `--where` is written
+  over). The SQL README.md quotes in its prose (`SELECT last FROM answer_commit_seq`, a
+  `WHERE ...` to add to a query of v_answers, `sqlite3 docqa.db "..."`) compiles against the
+  schema docqa makes (its code blocks' SQL is run by tests/store/test_store_parity.c).
 - Every file the documents name by its path (`model/backend.h`, `tests/jobs/test_queue_crash.c`)
   is there, every identifier they quote (`matmul_many`, `dq_print_line`) is in the code, and
   every test path they quote (`/gemm_bf16/x6`) is in the tests.
+- Every message README.md quotes (`no such question was asked`, `docqa: ask: interrupted
+  (SIGTERM) before it finished`) is one the code can print: each piece of three words or more
+  between its values (numbers, N, PATH, ...) runs through a string literal of the libraries or
+  the CLI, adjacent literals joined and each conversion (%s, %d) standing for a value or a
+  phrase; a message reworded in the code, or misquoted, fails here naming the line.
+- Every link to a section (`[Nightly jobs](#nightly-jobs)`) names a heading of its document,
+  as GitHub makes its anchor: a heading renamed leaves no link pointing nowhere. Every section
+  the code's comments cite (`(README, "Exit statuses")`) begins a heading or a bold label
+  (`**Withdrawing work.**`) of README.md.
 - Each check finds an error planted in the documents' text (PLANTED), so that a check that
   stopped looking fails too.
 
@@ -147,7 +159,8 @@ def build_options(src):
 
 
 def view_columns(docqa):
-    """{view: [columns]} of a database docqa made (an ingest of an empty folder)."""
+    """{view: [columns]} of a database docqa made (an ingest of an empty folder), and of its
+    table `documents`."""
     with tempfile.TemporaryDirectory() as tmp:
         os.mkdir(os.path.join(tmp, "empty"))
         db = os.path.join(tmp, "t.db")
@@ -155,9 +168,130 @@ def view_columns(docqa):
                         os.path.join(tmp, "empty")], capture_output=True, check=True)
         con = sqlite3.connect(db)
         views = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'view'")]
+        views.append("documents")
         cols = {v: [r[1] for r in con.execute(f"PRAGMA table_info('{v}')")] for v in views}
+        # the statements that make the schema, for the README's SQL to be compiled against
+        cols[None] = [r[0] for r in con.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid")]
         con.close()
         return cols
+
+
+def prose_sql(lines):
+    """(line, SQL) for each statement README's prose quotes: `sqlite3 DB "SQL"`, `SELECT ...`
+    (more than the word), and `WHERE ...` (added to a query of v_answers)."""
+    text = "\n".join(lines)
+    out = []
+    for m in re.finditer(r"`([^`]+)`", text):
+        quoted = " ".join(m.group(1).split())
+        line = text[:m.start()].count("\n") + 1
+        shell = re.fullmatch(r"sqlite3 \S+ \"([^\"]+)\"", quoted)
+        if shell and not shell.group(1).startswith("."):
+            out.append((line, shell.group(1)))
+        elif re.match(r"SELECT \S", quoted):
+            out.append((line, quoted))
+        elif re.match(r"WHERE \S", quoted):
+            out.append((line, "SELECT * FROM v_answers " + quoted))
+    return out
+
+
+# Quoted text that is no message of docqa's: commands, paths, SQL, other programs' words.
+NOT_MESSAGES = ("docqa ", "sqlite3", "scripts/", "python3", "SELECT", "WHERE", "--", "export ",
+                "kill", "systemctl", "ld.so", "mv ", "cp ", "psql", "pdftocairo", "tokenizer-")
+# The system's and SQLite's own words, which docqa's messages carry but do not spell.
+NOT_OURS = ("database is locked", "disk I/O error", "Cannot allocate memory",
+            "No space left on device", "Input/output error", "File too large",
+            "attempt to write a readonly database", "unable to open database file")
+# What stands for a value in a quoted message: a number, a placeholder (N, PATH, HOST), a
+# signal, a folder or file of the example, a device.
+PLACEHOLDER = (r"\b\d[\d,.]*\b|\bSIG[A-Z]+\b|\b[A-Z]{1,5}\b|\bbig\b|\balice\b|\bbob\b|"
+               r"/srv/\S*|docqa\.db\S*|\b\w+\.(?:pdf|tif)\b|cuda:\d|\bdocqa: \w+: ")
+WORD_RE = re.compile(r"[\w'<>/][\w'<>/-]*|\x01|\x02")
+
+
+def message_templates(src):
+    """The string literals of the libraries and the CLI, adjacent ones joined as C joins them,
+    each conversion (%s, %d, G_GINT64_FORMAT) a \\x01: [(tokens, set of words)]."""
+    literal = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+    texts = []
+    for top in LIB_DIRS:
+        for f in sorted(glob.glob(os.path.join(src, top, "**", "*.[ch]"), recursive=True)):
+            s = open(f, encoding="utf-8").read()
+            pieces, end = [], None
+            for m in literal.finditer(s):
+                between = s[end:m.start()] if end is not None else None
+                if between is not None and re.fullmatch(
+                        r"(?:\s|//[^\n]*\n|/\*.*?\*/|G_G\w+_FORMAT)*", between, re.S):
+                    pieces.append("d" * between.count("_FORMAT") + m.group(1))
+                else:
+                    texts.append("".join(pieces))
+                    pieces = [m.group(1)]
+                end = m.end()
+            texts.append("".join(pieces))
+    out = []
+    for t in texts:
+        t = re.sub(r"%[-+ #0-9.*]*(?:hh|h|ll|l|z|j|t)?[diouxXfFeEgGcsp]", "\x01", t)
+        tokens = WORD_RE.findall(t.replace("\x01", " \x01 "))
+        if len(tokens) >= 2:
+            out.append((tokens, {stem(w) for w in tokens}))
+    return out
+
+
+def stem(word):
+    """A word without its case and plural ending, to find the templates worth matching."""
+    return re.sub(r"e?s$", "", word.lower())
+
+
+def same_word(quoted, code):
+    """A word of README's quote against one of the code's ("files" is "file" + a %s)."""
+    q, c = quoted.lower(), code.lower()
+    return q == c or (q.endswith("s") and q[:-1] == c) or (q.endswith("es") and q[:-2] == c)
+
+
+def matches(words, tokens):
+    """Whether the words run on through the tokens from some point, each \\x01 standing for up
+    to six of them (a value, or a phrase the code picks), at least two words spelt alike."""
+    def go(i, j, spelt):
+        if i == len(words):
+            return spelt >= 2
+        if j == len(tokens):
+            return False
+        if tokens[j] == "\x01":
+            return any(go(i + k, j + 1, spelt) for k in range(0, min(6, len(words) - i) + 1))
+        if words[i] == "\x02":  # a value in README's example: any one word of the code's
+            return go(i + 1, j + 1, spelt)
+        return same_word(words[i], tokens[j]) and go(i + 1, j + 1, spelt + 1)
+    return any(go(0, j, 0) for j in range(len(tokens)))
+
+
+def quoted_messages(lines):
+    """(line, quote, [pieces of three words or more]) of README's quoted messages: in
+    backquotes, or in double quotes in the prose (outside backquotes and code blocks)."""
+    text = "\n".join(lines)
+    prose = re.sub(r"`[^`]*`", lambda m: re.sub(r"[^\n]", " ", m.group(0)),
+                   "\n".join("" if line.startswith("    ") else line for line in lines))
+    quotes = [m for m in re.finditer(r"`([^`]+)`", text)] + \
+        [m for m in re.finditer(r'"([^"\n]+(?:\n[^"\n]+)?)"', prose)]
+    out = []
+    for m in quotes:
+        quoted = " ".join(m.group(1).split())
+        if len(quoted.split()) < 4 or quoted.startswith(NOT_MESSAGES):
+            continue
+        rest = quoted
+        for words in NOT_OURS:
+            rest = rest.replace(words, "...")
+        rest = re.sub(PLACEHOLDER, " \x02 ", rest)
+        pieces = []
+        for piece in re.split(r"\.\.\.|…|[:;()]", rest):
+            words = WORD_RE.findall(piece)
+            while words and "\x02" in (words[0], words[-1]):  # values at the ends: no anchor
+                words = words[1:] if words[0] == "\x02" else words[:-1]
+            if sum(w != "\x02" for w in words) >= 3:
+                pieces.append(words)
+        if pieces:
+            out.append((m.string[:m.start()].count("\n") + 1, quoted, pieces))
+    return out
 
 
 def readme_view_lists(lines):
@@ -166,13 +300,14 @@ def readme_view_lists(lines):
     out = {}
     pats = {"v_answers": r"`v_answers` has one row per answer \(([^)]*)\)",
             "v_progress": r"`v_progress` one row per question and model \(([^)]*)\)",
-            "v_current_answers": r"`v_current_answers` has the same columns, then ([\w ,]+?) \("}
+            "v_current_answers": r"`v_current_answers` has the same columns, then ([\w ,]+?) \(",
+            "documents": r"The columns of `documents`: ((?:[\w\s,]|\([^)]*\))+)"}
     for view, pat in pats.items():
         m = re.search(pat, text)
         if m:
             line = text[:m.start()].count("\n") + 1
-            out[view] = (line, [c for c in re.split(r",\s*|\s+and\s+", " ".join(m.group(1).split()))
-                                if c])
+            listed = re.sub(r"\s*\([^)]*\)", "", " ".join(m.group(1).split()))
+            out[view] = (line, [c for c in re.split(r",\s*|\s+and\s+", listed) if c])
     return out
 
 
@@ -195,6 +330,7 @@ def gather(docqa, src):
         "read": lib_env_reads(src) | build_options(src),
         "views": set(re.findall(r"CREATE VIEW (?:IF NOT EXISTS )?(\w+)", schema)),
         "columns": view_columns(docqa),
+        "templates": message_templates(src),
     }
 
 
@@ -257,7 +393,7 @@ def check(ctx, lines):
                     bad.append(f"{doc}:{n}: no view {view} in schema/sqlite/")
     columns = ctx["columns"]
     listed = readme_view_lists(lines["README.md"])
-    for view in ("v_answers", "v_current_answers", "v_progress"):
+    for view in ("v_answers", "v_current_answers", "v_progress", "documents"):
         if view not in listed:
             bad.append(f"README.md: the columns of {view} are not listed where expected")
             continue
@@ -270,6 +406,44 @@ def check(ctx, lines):
         if cols != want:
             bad.append(f"README.md:{n}: {view}'s columns are listed as {', '.join(cols)}; "
                        f"docqa makes {', '.join(want)}")
+
+    for n, quoted, pieces in quoted_messages(lines["README.md"]):
+        for piece in pieces:
+            stems = {stem(w) for w in piece}
+            if not any(len(stems & words) >= 2 and matches(piece, tokens)
+                       for tokens, words in ctx["templates"]):
+                shown = " ".join("..." if w == "\x02" else w for w in piece)
+                bad.append(f"README.md:{n}: the quoted message `{quoted}` is no message of the "
+                           f"code's (no literal has \"{shown}\")")
+
+    for doc in DOCS:
+        anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                   for h in re.findall(r"^#+ (.*)$", "\n".join(lines[doc]), re.M)}
+        text = "\n".join(lines[doc])
+        for m in re.finditer(r"\]\(#([^)]*)\)", text):
+            if m.group(1) not in anchors:
+                bad.append(f"{doc}:{text[:m.start()].count(chr(10)) + 1}: no section for the "
+                           f"link #{m.group(1)}")
+
+    readme = "\n".join(lines["README.md"])
+    sections = re.findall(r"^#+ (.*)$", readme, re.M) + re.findall(r"\*\*([^*]+?)[.:]?\*\*", readme)
+    for cited in sorted(set(re.findall(r'README,? "([^"]+)"', ctx["code"]))):
+        if not any(s.startswith(cited) for s in sections):
+            bad.append(f"README.md: the code cites its section \"{cited}\", which it has not")
+
+    schema = sqlite3.connect(":memory:")
+    for statement in columns.get(None, []):
+        schema.execute(statement)
+    n_sql = 0
+    for n, sql in prose_sql(lines["README.md"]):
+        n_sql += 1
+        try:
+            schema.execute("EXPLAIN " + sql)
+        except sqlite3.Error as e:
+            bad.append(f"README.md:{n}: the SQL `{sql}` does not compile: {e}")
+    schema.close()
+    if n_sql < 3:
+        bad.append(f"README.md: only {n_sql} SQL statements found in the prose")
 
     tops = sorted(d for d in os.listdir(src) if os.path.isdir(os.path.join(src, d)) and
                   not d.startswith(("build", ".git")))
@@ -321,6 +495,21 @@ PLANTED = [
     ("README.md", "generated_tokens, ms_total,", "ms_total, generated_tokens,",
      "v_answers's columns are listed as"),
     ("README.md", "`jobs/queue.h`", "`jobs/queue_crash.h`", "no such file: jobs/queue_crash.h"),
+    ("README.md", "error_message, ingested_at and", "error_message and",
+     "documents's columns are listed as"),
+    ("README.md", "its work was done", "its work was kept",
+     "no literal has \"its work was kept and stored"),
+    ("README.md", "UTF-16; save it", "UTF-16; keep it",
+     "no literal has \"keep it as"),
+    ("README.md", "(`no such question was asked`)", "(`no such question was ever asked`)",
+     "no literal has \"no such question was ever asked"),
+    ("README.md", "## Nightly jobs", "## Nightly runs", "no section for the link #nightly-jobs"),
+    ("README.md", "**Withdrawing work.**", "**Withdrawing jobs.**",
+     "the code cites its section \"Withdrawing work\""),
+    ("README.md", "`SELECT last FROM answer_commit_seq`", "`SELECT next FROM answer_commit_seq`",
+     "does not compile: no such column: next"),
+    ("README.md", "(SELECT job_id FROM answers WHERE commit_seq",
+     "(SELECT job_id FROM answer WHERE commit_seq", "does not compile: no such table: answer"),
     ("DEVELOPERS.md", "`store_jobs_claim`", "`queue_claim_batch`", "`queue_claim_batch` is in no"),
     ("docs/performance.md", "`/gemm_bf16/x6`", "`/gemm_bf16/x7`", "no test /gemm_bf16/x7"),
 ]
