@@ -247,8 +247,8 @@ static gboolean ingest_parse(IngestArgs *a, int argc, char **argv) {
          "MIB"},
         {"retry-failed", 0, 0, G_OPTION_ARG_NONE, &a->retry,
          "render again unchanged files that failed, or have pages that failed, on a limit, a "
-         "crash, a timeout or memory (the pages not stored already only; those interrupted or "
-         "out of disk space are rendered again without it)",
+         "crash, a timeout, memory or the output budget (--max-doc-bytes) (the pages not stored "
+         "already only; those interrupted or out of disk space are rendered again without it)",
          NULL},
         {"verify", 0, 0, G_OPTION_ARG_NONE, &a->verify,
          "hash the page images of unchanged files and render again the pages whose images were "
