@@ -298,25 +298,33 @@ static gboolean ingest_check_paths(const IngestArgs *a) {
     return TRUE;
 }
 
-/* One line naming the first bad option; 0 means "no limit" for --mem-limit, --doc-timeout and
- * --max-doc-bytes. */
+/* One line naming the first bad option and the value given, as the other commands' range
+ * checks do; 0 means "no limit" for --mem-limit, --doc-timeout and --max-doc-bytes. */
 static gboolean ingest_check_limits(const IngestArgs *a) {
     const DqIngestOptions *opt = &a->opt;
-    const int tile = a->tile;
-    const char *bad = opt->n_res < 1 || opt->n_res > DQ_CLI_MAX_N_RES  ? "--n-res must be 1 to 64"
-                      : tile != G_MININT && (tile < 16 || tile > 8192) ? "--tile must be 16 to 8192"
-                      : opt->jobs < 1                                  ? "--jobs must be at least 1"
-                      : opt->max_pixels < 1     ? "--max-pixels must be at least 1"
-                      : opt->max_pages < 1      ? "--max-pages must be at least 1"
-                      : opt->page_timeout_s < 1 ? "--timeout must be at least 1 second"
-                      : opt->mem_limit_mb < 0   ? "--mem-limit must be 0 (no limit) or more"
-                      : opt->doc_timeout_s < 0  ? "--doc-timeout must be 0 (no limit) or more"
-                      : opt->max_doc_bytes < 0  ? "--max-doc-bytes must be 0 (no limit) or more"
-                      : opt->min_free_mb < 0    ? "--min-free must be 0 or more"
-                                                : NULL;
-    if (bad != NULL)
-        dq_print_line(stderr, "docqa: ingest: %s", bad);
-    return bad == NULL;
+    const struct {
+        const char *option;
+        gint64 value, least, most; /* most: G_MAXINT64 for none */
+        const char *rule;
+    } checks[] = {
+        {"--n-res", opt->n_res, 1, DQ_CLI_MAX_N_RES, "must be 1 to 64"},
+        {"--tile", a->tile == G_MININT ? 16 : a->tile, 16, 8192, "must be 16 to 8192"},
+        {"--jobs", opt->jobs, 1, G_MAXINT64, "must be at least 1"},
+        {"--max-pixels", opt->max_pixels, 1, G_MAXINT64, "must be at least 1"},
+        {"--max-pages", opt->max_pages, 1, G_MAXINT64, "must be at least 1"},
+        {"--timeout", opt->page_timeout_s, 1, G_MAXINT64, "must be at least 1 second"},
+        {"--mem-limit", opt->mem_limit_mb, 0, G_MAXINT64, "must be 0 (no limit) or more"},
+        {"--doc-timeout", opt->doc_timeout_s, 0, G_MAXINT64, "must be 0 (no limit) or more"},
+        {"--max-doc-bytes", opt->max_doc_bytes, 0, G_MAXINT64, "must be 0 (no limit) or more"},
+        {"--min-free", opt->min_free_mb, 0, G_MAXINT64, "must be 0 or more"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(checks); i++)
+        if (checks[i].value < checks[i].least || checks[i].value > checks[i].most) {
+            dq_print_line(stderr, "docqa: ingest: %s %" G_GINT64_FORMAT ": %s", checks[i].option,
+                          checks[i].value, checks[i].rule);
+            return FALSE;
+        }
+    return TRUE;
 }
 
 /* The tile size: --tile's, the --model snapshot's, or the default. */

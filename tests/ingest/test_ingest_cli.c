@@ -312,8 +312,11 @@ static void test_arguments(void) {
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         int rc = run_docqa(&out, &err, "ingest", "--db", db, bad[i][0], bad[i][1], dash, NULL);
-        if (rc != 2 || strstr(err, bad[i][0]) == NULL || strchr(err, '\n') != strrchr(err, '\n'))
+        /* one line naming the option and the value given, as the other commands' do */
+        char *said = g_strdup_printf("docqa: ingest: %s %s: must be ", bad[i][0], bad[i][1]);
+        if (rc != 2 || !g_str_has_prefix(err, said) || strchr(err, '\n') != strrchr(err, '\n'))
             g_error("%s %s: exit %d, stderr: %s", bad[i][0], bad[i][1], rc, err);
+        g_free(said);
         g_free(out);
         g_free(err);
     }
