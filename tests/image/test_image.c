@@ -60,6 +60,11 @@ static void test_fit_longest_edge_traps(void) {
     dq_image_fit_longest_edge(1, 3000, 512, &w, &h);
     g_assert_cmpint(w, ==, 1);
     g_assert_cmpint(h, ==, 512);
+    /* exactly at the cap (--n-res 8 of 512 px tiles): not recomputed, which would give
+     * int(4096 / (4096 / 210)) = 209 */
+    dq_image_fit_longest_edge(4096, 210, 4096, &w, &h);
+    g_assert_cmpint(w, ==, 4096);
+    g_assert_cmpint(h, ==, 210);
 }
 
 /* ---- the resampler on every fixture stage ---- */
