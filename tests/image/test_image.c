@@ -1110,6 +1110,12 @@ static void test_bad_files(void) {
     for (size_t i = 0; i < G_N_ELEMENTS(others); i++)
         expect_decode_error((const uint8_t *)others[i].bytes, others[i].len, DQ_ERR_UNSUPPORTED,
                             others[i].said);
+    /* The kind is read from the first 4 KiB: text there is text, whatever follows. */
+    uint8_t *log = g_malloc(4097);
+    memset(log, 'a', 4096);
+    log[4096] = '\0';
+    expect_decode_error(log, 4097, DQ_ERR_UNSUPPORTED, "text, not a PNG or JPEG image");
+    g_free(log);
     DqImage *a = pattern_image(40, 30, 5);
     PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8};
     GByteArray *png = make_png(40, 30, &s, a->pixels, 40 * 3);
