@@ -1149,6 +1149,8 @@ static void test_bad_files(void) {
     g_clear_error(&err);
     g_assert_null(dq_image_load("/nonexistent/scan.jpg", DQ_EXIF_APPLY, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    /* said as an image that could not be read, not as some other file of the run */
+    g_assert_true(g_str_has_prefix(err->message, "cannot read image: "));
     g_assert_nonnull(strstr(err->message, "/nonexistent/scan.jpg"));
     g_clear_error(&err);
     /* A FIFO or a device given as an image is refused at once: read, it would wait for a writer
