@@ -2363,6 +2363,15 @@ static void test_options_utf8(void) {
     g_assert_true(
         g_str_has_prefix(err, "docqa: generate: --device '\\377': not text in the locale's"));
     g_free(err);
+    /* A file name and a prompt GLib leaves as bytes, not text in C's charset, are passed over:
+     * the value named is the one GLib could not convert. */
+    const char *after_bytes[] = {
+        "generate", "-m",          model,      "-i",   "/nonexistent/caf\xc3\xa9.png",
+        "-p",       "Qu\xc3\xa9?", "--device", "\xff", NULL};
+    g_assert_cmpint(docqa_with(c_locale, NULL, NULL, &err, after_bytes), ==, 2);
+    g_assert_true(
+        g_str_has_prefix(err, "docqa: generate: --device '\\377': not text in the locale's"));
+    g_free(err);
     /* An unknown device is named with its option, before the model is loaded. */
     const char *gpu[] = {"generate", "-m", model, "-p", "hi", "--device", "gpu", NULL};
     g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, gpu), ==, 2);
