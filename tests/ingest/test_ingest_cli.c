@@ -299,12 +299,15 @@ static void test_arguments(void) {
     char *dash = g_build_filename(dir, "-dash.pdf", NULL);
     write_pdf(dash);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(run_docqa_in(dir, &out, NULL, "ingest", "--db", db, "--tile", "64", "--",
+    g_assert_cmpint(run_docqa_in(dir, &out, &err, "ingest", "--db", db, "--tile", "64", "--",
                                  "-dash.pdf", NULL),
                     ==, 0);
     if (strstr(out, "1 file: 1 ok") == NULL)
         g_error("docqa ingest -- -dash.pdf: %s", out);
+    /* no progress line where stderr is no terminal, --quiet or not */
+    g_assert_cmpstr(err, ==, "");
     g_free(out);
+    g_free(err);
     static const char *const bad[][2] = {
         {"--jobs", "0"},       {"--timeout", "0"}, {"--max-pages", "0"}, {"--max-pixels", "0"},
         {"--mem-limit", "-5"}, {"--tile", "0"},    {"--n-res", "0"},     {"--n-res", "65"},
@@ -317,6 +320,21 @@ static void test_arguments(void) {
         g_free(out);
         g_free(err);
     }
+    /* The ends of each range are taken (the folder given is empty: nothing is rendered). */
+    char *none = g_build_filename(dir, "none", NULL);
+    g_assert_cmpint(g_mkdir(none, 0755), ==, 0);
+    static const char *const edge[][2] = {
+        {"--n-res", "1"},      {"--n-res", "64"},    {"--tile", "16"},   {"--tile", "8192"},
+        {"--max-pixels", "1"}, {"--max-pages", "1"}, {"--timeout", "1"}, {"--jobs", "1"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(edge); i++) {
+        int rc = run_docqa(&out, &err, "ingest", "--db", db, edge[i][0], edge[i][1], none, NULL);
+        if (rc != 0 || *err != '\0')
+            g_error("%s %s: exit %d, stderr: %s", edge[i][0], edge[i][1], rc, err);
+        g_free(out);
+        g_free(err);
+    }
+    g_free(none);
     /* 0 is documented for --mem-limit: no limit. */
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--mem-limit", "0", dash, NULL), ==,
                     0);
