@@ -1083,8 +1083,14 @@ static void test_old_schema_open_refused(void) {
     g_assert_cmpstr(err, ==, want);
     g_free(want);
     g_free(err);
-    /* left as it was: migrate without the fault upgrades it */
-    g_assert_cmpint(dq_test_docqa(NULL, &err, "migrate", "--from", from, NULL), ==, 0);
+    /* left as it was: migrate without the fault upgrades it, and says to which version */
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, &err, "migrate", "--from", from, NULL), ==, 0);
+    want = g_strdup_printf("%s: schema version %d; ", db, newest);
+    if (!g_str_has_prefix(out, want))
+        g_error("migrate --from %s said '%s', not '%s...'", from, out, want);
+    g_free(want);
+    g_free(out);
     g_free(err);
     s = dq_store_open_at(db, 0, &e);
     dq_assert_no_error(e);
@@ -1790,6 +1796,16 @@ static void test_migrate_copy_reported_unwritable(void) {
     g_free(want);
     g_free(err);
     g_assert_cmpint(jt_query_int(copy, "SELECT count(*) FROM pages"), ==, 2);
+    /* the same copy where stdout takes the report: rows, plural */
+    char *copy2 = g_build_filename(dir, "copy2.db", NULL), *out = NULL;
+    const char *args2[] = {"migrate", "--from", db, "--to", copy2, NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, args2), ==, 0);
+    want = g_strdup_printf(" rows from %s to %s\n", db, copy2);
+    if (!g_str_has_prefix(out, "migrated ") || !g_str_has_suffix(out, want))
+        g_error("migrate said '%s'", out);
+    g_free(want);
+    g_free(out);
+    g_free(copy2);
     g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
     want = g_strdup_printf("docqa: %s: already holds 1 row in documents, and as many rows in "
                            "every table as %s: the copy is complete (an earlier migrate made "
