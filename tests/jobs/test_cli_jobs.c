@@ -2040,6 +2040,23 @@ static void test_generate_length(void) {
         g_free(out);
         g_free(err);
     }
+    /* One token comes from the prefill alone: no decode step, a decode rate of 0 (not 0 / 0). */
+    const char *one[] = {"generate",         "-m", snap,           "-p",     "hi",
+                         "--max-new-tokens", "1",  "--ignore-eos", "--json", NULL};
+    char *out = NULL, *one_err = NULL;
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, &one_err, one), ==, 0);
+    g_assert_cmpstr(one_err, ==, "");
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    g_assert_cmpstr(json_object_get_string_member(o, "finish_reason"), ==, "length");
+    g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "output_ids")), ==, 1);
+    JsonNode *rate = json_object_get_member(o, "decode_tokens_per_s");
+    g_assert_true(JSON_NODE_HOLDS_VALUE(rate)); /* a number, not null */
+    g_assert_cmpfloat(json_node_get_double(rate), ==, 0.0);
+    g_object_unref(p);
+    g_free(out);
+    g_free(one_err);
     char *err = NULL;
     const char *full[] = {
         "generate", "-m", snap, "-p", "one two three four five six seven eight nine ten", NULL};
