@@ -2494,6 +2494,43 @@ static void test_generate_top_p_zero(void) {
     g_free(model);
 }
 
+/* --top-k 0 turns the top-k filter off, as in transformers, rather than leaving the snapshot's
+ * (generation_config.json's, else transformers' default 50): over the random model's flat
+ * distributions sampling from every token leaves the 50 most likely for some seed. */
+static void test_generate_top_k_zero(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    gboolean differs = FALSE;
+    for (int seed = 1; seed <= 4 && !differs; seed++) {
+        char seed_text[16];
+        g_snprintf(seed_text, sizeof seed_text, "%d", seed);
+        char *out[2] = {NULL, NULL};
+        for (int k = 0; k < 2; k++) {
+            const char *args[] = {"generate",
+                                  "-m",
+                                  model,
+                                  "-p",
+                                  "hi",
+                                  "--max-new-tokens",
+                                  "6",
+                                  "--ignore-eos",
+                                  "--sample",
+                                  "--seed",
+                                  seed_text,
+                                  "--top-k",
+                                  k == 0 ? "0" : "50",
+                                  NULL};
+            g_assert_cmpint(docqa_with(NULL, NULL, &out[k], NULL, args), ==, 0);
+        }
+        differs = strcmp(out[0], out[1]) != 0;
+        g_free(out[0]);
+        g_free(out[1]);
+    }
+    g_assert_true(differs);
+    g_free(model);
+}
+
 /* `--model ""` meant the current folder (generate read ./config.json, ingest
  * ./preprocessor_config.json); every command refuses it. A questions file nested deep enough to
  * overflow json-glib's recursion is refused as JSON that is not a list. */
@@ -3642,6 +3679,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/help-write-errors", test_help_write_errors);
     g_test_add_func("/cli-jobs/user-errors", test_user_errors);
     g_test_add_func("/cli/generate-length", test_generate_length);
+    g_test_add_func("/cli/generate-top-k-zero", test_generate_top_k_zero);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
     g_test_add_func("/cli/old-schema-read-fails", test_old_schema_read_fails);
