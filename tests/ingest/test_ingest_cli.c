@@ -343,6 +343,50 @@ static void test_arguments(void) {
     g_free(dir);
 }
 
+/* --verify reaches the ingest: a page file damaged in place is taken as it is by a plain run and
+ * rendered again with --verify. */
+static void test_verify_option(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "good.pdf", NULL);
+    write_pdf(pdf);
+    char *out = NULL;
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
+    g_free(out);
+    sqlite3 *s = NULL;
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_open_v2(db, &s, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(s, "SELECT image_sha256 FROM pages", -1, &st, NULL), ==,
+                    SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    char *sha = g_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(s);
+    char *png = g_strdup_printf("%s.pages/%.2s/%.2s/%s.png", db, sha, sha + 2, sha);
+    char *good = NULL, *now = NULL;
+    gsize len = 0, now_len = 0;
+    g_assert_true(g_file_get_contents(png, &good, &len, NULL));
+    g_assert_true(g_file_set_contents(png, good, (gssize)(len / 2), NULL));
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
+    if (strstr(out, "1 file: 0 ok, 0 partial, 0 failed, 1 unchanged") == NULL)
+        g_error("ingest without --verify: %s", out);
+    g_free(out);
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--verify", pdf, NULL), ==, 0);
+    if (strstr(out, "1 file: 1 ok") == NULL)
+        g_error("ingest --verify: %s", out);
+    g_free(out);
+    g_assert_true(g_file_get_contents(png, &now, &now_len, NULL));
+    g_assert_true(now_len == len && memcmp(now, good, len) == 0);
+    g_free(now);
+    g_free(good);
+    g_free(png);
+    g_free(sha);
+    g_free(pdf);
+    g_free(db);
+    g_free(dir);
+}
+
 /* Every failure line names its document, also where the reason is about something else (here the
  * page store, every folder of it blocked by a file). */
 static void test_failure_lines_name_the_document(void) {
@@ -1586,6 +1630,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/numbers_in_decimal", test_numbers_in_decimal);
     g_test_add_func("/ingest/cli/links_not_followed", test_links_not_followed);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
+    g_test_add_func("/ingest/cli/verify_option", test_verify_option);
     g_test_add_func("/ingest/cli/failure_lines_name_the_document",
                     test_failure_lines_name_the_document);
     g_test_add_func("/ingest/cli/changed_during_ingest", test_changed_during_ingest);

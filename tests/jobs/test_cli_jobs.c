@@ -634,6 +634,18 @@ static void test_numbers_refused_by_name(void) {
         g_free(want);
         g_free(err);
     }
+    /* The ends of each range are taken: what stops these runs is the missing model. */
+    const char *edge[][3] = {{"--max-new-tokens", "1", NULL}, {"--n-res", "1", NULL},
+                             {"--n-res", "64", NULL},         {"--top-p", "0", "--sample"},
+                             {"--top-p", "1", "--sample"},    {"--top-k", "0", "--sample"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(edge); i++) {
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "generate", "--model", dir, "-p", "hi",
+                                      edge[i][0], edge[i][1], edge[i][2], NULL),
+                        ==, 2);
+        if (strstr(err, edge[i][0]) != NULL)
+            g_error("%s %s: said '%s'", edge[i][0], edge[i][1], err);
+        g_free(err);
+    }
     /* Checked before the model is opened (there is none here): the note comes first. */
     g_assert_cmpint(dq_test_docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", "--seed", "3",
                                   "--top-k", "5", NULL),
@@ -2494,6 +2506,62 @@ static void test_generate_top_p_zero(void) {
     g_free(model);
 }
 
+/* --ignore-eos generates past the end of sequence token: here a snapshot whose eos is the first
+ * token greedy decoding gives. */
+static void test_generate_ignore_eos(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    const char *first_args[] = {"generate",         "-m", model,    "-p", "hi",
+                                "--max-new-tokens", "1",  "--json", NULL};
+    char *out = NULL;
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, first_args), ==, 0);
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonArray *ids =
+        json_object_get_array_member(json_node_get_object(json_parser_get_root(p)), "output_ids");
+    gint64 first = json_array_get_int_element(ids, 0);
+    g_object_unref(p);
+    g_free(out);
+    char *snap = dq_test_tmpdir();
+    GDir *d = g_dir_open(model, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
+        char *from = g_build_filename(model, name, NULL), *to = g_build_filename(snap, name, NULL);
+        if (strcmp(name, "generation_config.json") != 0)
+            g_assert_cmpint(symlink(from, to), ==, 0);
+        g_free(from);
+        g_free(to);
+    }
+    g_dir_close(d);
+    char *gen = g_build_filename(snap, "generation_config.json", NULL);
+    char *text = g_strdup_printf("{\"bos_token_id\": 0, \"eos_token_id\": %" G_GINT64_FORMAT
+                                 ", \"pad_token_id\": 2}\n",
+                                 first);
+    g_assert_true(g_file_set_contents(gen, text, -1, NULL));
+    const char *want[] = {"eos", "length"};
+    const int n_ids[] = {1, 3};
+    for (int ignore = 0; ignore < 2; ignore++) {
+        const char *args[] = {"generate", "-m",     snap,
+                              "-p",       "hi",     "--max-new-tokens",
+                              "3",        "--json", ignore ? "--ignore-eos" : NULL,
+                              NULL};
+        g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, args), ==, 0);
+        p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        g_assert_cmpstr(json_object_get_string_member(o, "finish_reason"), ==, want[ignore]);
+        g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "output_ids")), ==,
+                        n_ids[ignore]);
+        g_object_unref(p);
+        g_free(out);
+    }
+    g_free(text);
+    g_free(gen);
+    g_free(snap);
+    g_free(model);
+}
+
 /* --top-k 0 turns the top-k filter off, as in transformers, rather than leaving the snapshot's
  * (generation_config.json's, else transformers' default 50): over the random model's flat
  * distributions sampling from every token leaves the 50 most likely for some seed. */
@@ -3680,6 +3748,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-jobs/user-errors", test_user_errors);
     g_test_add_func("/cli/generate-length", test_generate_length);
     g_test_add_func("/cli/generate-top-k-zero", test_generate_top_k_zero);
+    g_test_add_func("/cli/generate-ignore-eos", test_generate_ignore_eos);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
     g_test_add_func("/cli/old-schema-read-fails", test_old_schema_read_fails);
