@@ -41,8 +41,30 @@ int dq_cli_put_data(const char *text) {
     return failed;
 }
 
+/* The names ("--device", "-d") of the options whose values GLib converts from the locale's
+ * charset: string options and callbacks (the decimal integers' among them). A file name or a
+ * --prompt (FILENAME options) stays bytes, so it is never the value that failed. Set by
+ * dq_cli_add_options: a process parses one command line. */
+static GHashTable *converted_options;
+
+static gboolean option_value_converted(const GOptionEntry *e) {
+    switch (e->arg) {
+    case G_OPTION_ARG_STRING:
+    case G_OPTION_ARG_STRING_ARRAY:
+        return TRUE;
+    case G_OPTION_ARG_CALLBACK:
+    case G_OPTION_ARG_INT: /* made callbacks by dq_cli_add_options */
+    case G_OPTION_ARG_INT64:
+        return (e->flags & (G_OPTION_FLAG_FILENAME | G_OPTION_FLAG_NO_ARG)) == 0;
+    default:
+        return FALSE;
+    }
+}
+
 /* GLib converts a string option's value from the locale's charset and, when it cannot, says
- * only "Invalid byte sequence in conversion input": the option and its value are found here. */
+ * only "Invalid byte sequence in conversion input": the option and its value are found here,
+ * among the values GLib converts (an earlier file name that is not text in the charset is
+ * passed over: GLib never converted it). */
 static void print_conversion_error(const char *command, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         char *utf8 = g_locale_to_utf8(argv[i], -1, NULL, NULL, NULL);
@@ -52,12 +74,18 @@ static void print_conversion_error(const char *command, int argc, char **argv) {
         const char *eq = argv[i][0] == '-' ? strchr(argv[i], '=') : NULL;
         char *option = eq != NULL                       ? g_strndup(argv[i], eq - argv[i])
                        : i > 1 && argv[i - 1][0] == '-' ? g_strdup(argv[i - 1])
-                                                        : g_strdup("an argument");
+                                                        : NULL;
+        if (converted_options != NULL &&
+            (option == NULL || !g_hash_table_contains(converted_options, option))) {
+            g_free(option);
+            continue;
+        }
         char *shown = g_strescape(eq != NULL ? eq + 1 : argv[i], NULL);
         dq_print_line(stderr,
                       "docqa: %s: %s '%s': not text in the locale's character set (%s) (see "
                       "--help)",
-                      command, option, shown, dq_cli_locale_charset());
+                      command, option != NULL ? option : "an argument", shown,
+                      dq_cli_locale_charset());
         g_free(option);
         g_free(shown);
         return;
@@ -166,11 +194,19 @@ void dq_cli_add_options(GOptionContext *ctx, const GOptionEntry *entries, ...) {
     GOptionGroup *group =
         g_option_group_new(NULL, NULL, NULL, targets, (GDestroyNotify)g_hash_table_unref);
     GArray *all = g_array_new(TRUE, TRUE, sizeof(GOptionEntry)); /* ends with a zeroed entry */
+    if (converted_options == NULL)
+        converted_options = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_hash_table_remove_all(converted_options);
     va_list ap;
     va_start(ap, entries);
     for (const GOptionEntry *list = entries; list != NULL; list = va_arg(ap, const GOptionEntry *))
         for (const GOptionEntry *e = list; e->long_name != NULL; e++) {
             GOptionEntry copy = *e;
+            if (option_value_converted(e)) {
+                g_hash_table_add(converted_options, g_strconcat("--", e->long_name, NULL));
+                if (e->short_name != '\0')
+                    g_hash_table_add(converted_options, g_strdup_printf("-%c", e->short_name));
+            }
             if (e->arg == G_OPTION_ARG_INT || e->arg == G_OPTION_ARG_INT64) {
                 DecimalTarget *t = g_new(DecimalTarget, 1);
                 *t = (DecimalTarget){e->arg, e->arg_data};

@@ -58,7 +58,8 @@ static int migrate_in_place(Migrate *m) {
         g_strfreev(made);
         return dq_cli_fail(err);
     }
-    dq_cli_signals_record();
+    dq_cli_signals_record(); /* done: the report of it is printed whole */
+    dq_test_point("migrate:restored");
     char *list = g_strjoinv(", ", made);
     dq_print_line(stdout, "%s: schema version %d; %s%s", dq_store_path(m->src), version,
                   made[0] != NULL ? "views made again: " : "docqa's views are all there", list);

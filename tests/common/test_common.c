@@ -1,3 +1,4 @@
+#include "clock.h"
 #include "dq_error.h"
 #include "file_kind.h"
 #include "json_load.h"
@@ -499,6 +500,71 @@ static void test_resources_hold_prompt_and_schema(void) {
     g_error_free(err);
 }
 
+/* The clocks behind every stage's timing and every lease: each one moves forward with the time
+ * it stands for (a sum that went wrong runs backward within a second, or off by one), the wall
+ * clock is the machine's, the test skew moves it by what was asked, and the peak memory counts
+ * pages touched. */
+static void test_clock(void) {
+    /* GLib reads the same CLOCK_MONOTONIC: dq_now_ms read between two of its readings */
+    gint64 mono_a = g_get_monotonic_time();
+    double now0 = dq_now_ms(), cpu0 = dq_cpu_ms(), thread0 = dq_thread_cpu_ms();
+    gint64 mono0 = g_get_monotonic_time();
+    double now = now0, cpu = cpu0, thread = thread0;
+    /* busy for 30 ms, each clock read as it goes: none may step back */
+    volatile double sink = 0;
+    while (g_get_monotonic_time() - mono0 < 30000) {
+        for (int i = 0; i < 10000; i++)
+            sink += i;
+        double n = dq_now_ms(), c = dq_cpu_ms(), t = dq_thread_cpu_ms();
+        g_assert_cmpfloat(n, >=, now);
+        g_assert_cmpfloat(c, >=, cpu);
+        g_assert_cmpfloat(t, >=, thread);
+        now = n;
+        cpu = c;
+        thread = t;
+    }
+    gint64 mono1 = g_get_monotonic_time();
+    double end = dq_now_ms();
+    gint64 mono_b = g_get_monotonic_time();
+    g_assert_cmpfloat(end, >=, now);
+    g_assert_cmpfloat(end - now0, >=, (double)(mono1 - mono0) / 1e3 - 0.01);
+    g_assert_cmpfloat(end - now0, <=, (double)(mono_b - mono_a) / 1e3 + 0.01);
+    double mono_ms = (double)(mono_b - mono_a) / 1e3;
+    /* the loop spins: CPU time is most of it, except on a badly shared core */
+    g_assert_cmpfloat(thread - thread0, >, 1.0);
+    g_assert_cmpfloat(thread - thread0, <=, mono_ms + 1.0);
+    g_assert_cmpfloat(cpu - cpu0, >=, thread - thread0 - 1.0);
+
+    /* Unix time to the microsecond: read away from a second's start, where the sub-second part
+     * could hide a wrong sign, and taken between two of GLib's readings. */
+    while (g_get_real_time() % G_USEC_PER_SEC < 100000)
+        g_usleep(1000);
+    gint64 before = g_get_real_time();
+    int64_t us = dq_wall_us();
+    gint64 after = g_get_real_time();
+    g_assert_cmpint(us, >=, before);
+    g_assert_cmpint(us, <=, after);
+    int64_t ms = dq_wall_ms();
+    g_assert_cmpint(ms, >=, before / 1000);
+    g_assert_cmpint(ms, <=, g_get_real_time() / 1000);
+    dq_wall_clock_skew_for_test(-7000);
+    int64_t skewed = dq_wall_ms() - g_get_real_time() / 1000;
+    dq_wall_clock_skew_for_test(0);
+    g_assert_cmpint(skewed, >=, -7001);
+    g_assert_cmpint(skewed, <=, -6999);
+    g_assert_cmpint(dq_wall_ms() - g_get_real_time() / 1000, >=, -1);
+
+    double rss0 = dq_peak_rss_mb();
+    g_assert_cmpfloat(rss0, >, 0.0);
+    /* more than the peak so far, which earlier tests in this process may have set */
+    size_t n = ((size_t)rss0 + 64) << 20;
+    char *block = g_malloc(n);
+    memset(block, 1, n);
+    sink += block[n / 2];
+    g_free(block);
+    g_assert_cmpfloat(dq_peak_rss_mb(), >=, rss0 + 60.0);
+}
+
 static void test_utf8_escape_invalid(void) {
     static const char *const cases[][2] = {
         {"/archive/re\xc3\xa7u.pdf", "/archive/re\xc3\xa7u.pdf"}, /* valid: unchanged */
@@ -778,5 +844,6 @@ int main(int argc, char **argv) {
     g_test_add_func("/common/resources/prompt_and_schema", test_resources_hold_prompt_and_schema);
     g_test_add_func("/common/text/show-edges", test_text_show_edges);
     g_test_add_func("/common/file-kind", test_file_kind);
+    g_test_add_func("/common/clock", test_clock);
     return g_test_run();
 }

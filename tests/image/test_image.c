@@ -60,6 +60,11 @@ static void test_fit_longest_edge_traps(void) {
     dq_image_fit_longest_edge(1, 3000, 512, &w, &h);
     g_assert_cmpint(w, ==, 1);
     g_assert_cmpint(h, ==, 512);
+    /* exactly at the cap (--n-res 8 of 512 px tiles): not recomputed, which would give
+     * int(4096 / (4096 / 210)) = 209 */
+    dq_image_fit_longest_edge(4096, 210, 4096, &w, &h);
+    g_assert_cmpint(w, ==, 4096);
+    g_assert_cmpint(h, ==, 210);
 }
 
 /* ---- the resampler on every fixture stage ---- */
@@ -1105,6 +1110,12 @@ static void test_bad_files(void) {
     for (size_t i = 0; i < G_N_ELEMENTS(others); i++)
         expect_decode_error((const uint8_t *)others[i].bytes, others[i].len, DQ_ERR_UNSUPPORTED,
                             others[i].said);
+    /* The kind is read from the first 4 KiB: text there is text, whatever follows. */
+    uint8_t *log = g_malloc(4097);
+    memset(log, 'a', 4096);
+    log[4096] = '\0';
+    expect_decode_error(log, 4097, DQ_ERR_UNSUPPORTED, "text, not a PNG or JPEG image");
+    g_free(log);
     DqImage *a = pattern_image(40, 30, 5);
     PngSpec s = {.color_type = PNG_COLOR_TYPE_RGB, .depth = 8};
     GByteArray *png = make_png(40, 30, &s, a->pixels, 40 * 3);
@@ -1138,6 +1149,8 @@ static void test_bad_files(void) {
     g_clear_error(&err);
     g_assert_null(dq_image_load("/nonexistent/scan.jpg", DQ_EXIF_APPLY, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_IO);
+    /* said as an image that could not be read, not as some other file of the run */
+    g_assert_true(g_str_has_prefix(err->message, "cannot read image: "));
     g_assert_nonnull(strstr(err->message, "/nonexistent/scan.jpg"));
     g_clear_error(&err);
     /* A FIFO or a device given as an image is refused at once: read, it would wait for a writer

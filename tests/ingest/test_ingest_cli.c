@@ -299,12 +299,15 @@ static void test_arguments(void) {
     char *dash = g_build_filename(dir, "-dash.pdf", NULL);
     write_pdf(dash);
     char *out = NULL, *err = NULL;
-    g_assert_cmpint(run_docqa_in(dir, &out, NULL, "ingest", "--db", db, "--tile", "64", "--",
+    g_assert_cmpint(run_docqa_in(dir, &out, &err, "ingest", "--db", db, "--tile", "64", "--",
                                  "-dash.pdf", NULL),
                     ==, 0);
     if (strstr(out, "1 file: 1 ok") == NULL)
         g_error("docqa ingest -- -dash.pdf: %s", out);
+    /* no progress line where stderr is no terminal, --quiet or not */
+    g_assert_cmpstr(err, ==, "");
     g_free(out);
+    g_free(err);
     static const char *const bad[][2] = {
         {"--jobs", "0"},       {"--timeout", "0"}, {"--max-pages", "0"}, {"--max-pixels", "0"},
         {"--mem-limit", "-5"}, {"--tile", "0"},    {"--n-res", "0"},     {"--n-res", "65"},
@@ -320,10 +323,69 @@ static void test_arguments(void) {
         g_free(out);
         g_free(err);
     }
+    /* The ends of each range are taken (the folder given is empty: nothing is rendered). */
+    char *none = g_build_filename(dir, "none", NULL);
+    g_assert_cmpint(g_mkdir(none, 0755), ==, 0);
+    static const char *const edge[][2] = {
+        {"--n-res", "1"},      {"--n-res", "64"},    {"--tile", "16"},   {"--tile", "8192"},
+        {"--max-pixels", "1"}, {"--max-pages", "1"}, {"--timeout", "1"}, {"--jobs", "1"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(edge); i++) {
+        int rc = run_docqa(&out, &err, "ingest", "--db", db, edge[i][0], edge[i][1], none, NULL);
+        if (rc != 0 || *err != '\0')
+            g_error("%s %s: exit %d, stderr: %s", edge[i][0], edge[i][1], rc, err);
+        g_free(out);
+        g_free(err);
+    }
+    g_free(none);
     /* 0 is documented for --mem-limit: no limit. */
     g_assert_cmpint(run_docqa(NULL, NULL, "ingest", "--db", db, "--mem-limit", "0", dash, NULL), ==,
                     0);
     g_free(dash);
+    g_free(db);
+    g_free(dir);
+}
+
+/* --verify reaches the ingest: a page file damaged in place is taken as it is by a plain run and
+ * rendered again with --verify. */
+static void test_verify_option(void) {
+    char *dir = dq_test_tmpdir();
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    char *pdf = g_build_filename(dir, "good.pdf", NULL);
+    write_pdf(pdf);
+    char *out = NULL;
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
+    g_free(out);
+    sqlite3 *s = NULL;
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_open_v2(db, &s, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(s, "SELECT image_sha256 FROM pages", -1, &st, NULL), ==,
+                    SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    char *sha = g_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(s);
+    char *png = g_strdup_printf("%s.pages/%.2s/%.2s/%s.png", db, sha, sha + 2, sha);
+    char *good = NULL, *now = NULL;
+    gsize len = 0, now_len = 0;
+    g_assert_true(g_file_get_contents(png, &good, &len, NULL));
+    g_assert_true(g_file_set_contents(png, good, (gssize)(len / 2), NULL));
+    g_assert_cmpint(run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", pdf, NULL), ==, 0);
+    if (strstr(out, "1 file: 0 ok, 0 partial, 0 failed, 1 unchanged") == NULL)
+        g_error("ingest without --verify: %s", out);
+    g_free(out);
+    g_assert_cmpint(
+        run_docqa(&out, NULL, "ingest", "--db", db, "--tile", "64", "--verify", pdf, NULL), ==, 0);
+    if (strstr(out, "1 file: 1 ok") == NULL)
+        g_error("ingest --verify: %s", out);
+    g_free(out);
+    g_assert_true(g_file_get_contents(png, &now, &now_len, NULL));
+    g_assert_true(now_len == len && memcmp(now, good, len) == 0);
+    g_free(now);
+    g_free(good);
+    g_free(png);
+    g_free(sha);
+    g_free(pdf);
     g_free(db);
     g_free(dir);
 }
@@ -1571,6 +1633,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/numbers_in_decimal", test_numbers_in_decimal);
     g_test_add_func("/ingest/cli/links_not_followed", test_links_not_followed);
     g_test_add_func("/ingest/cli/arguments", test_arguments);
+    g_test_add_func("/ingest/cli/verify_option", test_verify_option);
     g_test_add_func("/ingest/cli/failure_lines_name_the_document",
                     test_failure_lines_name_the_document);
     g_test_add_func("/ingest/cli/changed_during_ingest", test_changed_during_ingest);

@@ -634,6 +634,18 @@ static void test_numbers_refused_by_name(void) {
         g_free(want);
         g_free(err);
     }
+    /* The ends of each range are taken: what stops these runs is the missing model. */
+    const char *edge[][3] = {{"--max-new-tokens", "1", NULL}, {"--n-res", "1", NULL},
+                             {"--n-res", "64", NULL},         {"--top-p", "0", "--sample"},
+                             {"--top-p", "1", "--sample"},    {"--top-k", "0", "--sample"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(edge); i++) {
+        g_assert_cmpint(dq_test_docqa(NULL, &err, "generate", "--model", dir, "-p", "hi",
+                                      edge[i][0], edge[i][1], edge[i][2], NULL),
+                        ==, 2);
+        if (strstr(err, edge[i][0]) != NULL)
+            g_error("%s %s: said '%s'", edge[i][0], edge[i][1], err);
+        g_free(err);
+    }
     /* Checked before the model is opened (there is none here): the note comes first. */
     g_assert_cmpint(dq_test_docqa(NULL, &err, "generate", "--model", dir, "-p", "hi", "--seed", "3",
                                   "--top-k", "5", NULL),
@@ -1083,8 +1095,14 @@ static void test_old_schema_open_refused(void) {
     g_assert_cmpstr(err, ==, want);
     g_free(want);
     g_free(err);
-    /* left as it was: migrate without the fault upgrades it */
-    g_assert_cmpint(dq_test_docqa(NULL, &err, "migrate", "--from", from, NULL), ==, 0);
+    /* left as it was: migrate without the fault upgrades it, and says to which version */
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, &err, "migrate", "--from", from, NULL), ==, 0);
+    want = g_strdup_printf("%s: schema version %d; ", db, newest);
+    if (!g_str_has_prefix(out, want))
+        g_error("migrate --from %s said '%s', not '%s...'", from, out, want);
+    g_free(want);
+    g_free(out);
     g_free(err);
     s = dq_store_open_at(db, 0, &e);
     dq_assert_no_error(e);
@@ -1790,6 +1808,16 @@ static void test_migrate_copy_reported_unwritable(void) {
     g_free(want);
     g_free(err);
     g_assert_cmpint(jt_query_int(copy, "SELECT count(*) FROM pages"), ==, 2);
+    /* the same copy where stdout takes the report: rows, plural */
+    char *copy2 = g_build_filename(dir, "copy2.db", NULL), *out = NULL;
+    const char *args2[] = {"migrate", "--from", db, "--to", copy2, NULL};
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, args2), ==, 0);
+    want = g_strdup_printf(" rows from %s to %s\n", db, copy2);
+    if (!g_str_has_prefix(out, "migrated ") || !g_str_has_suffix(out, want))
+        g_error("migrate said '%s'", out);
+    g_free(want);
+    g_free(out);
+    g_free(copy2);
     g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, args), ==, 2);
     want = g_strdup_printf("docqa: %s: already holds 1 row in documents, and as many rows in "
                            "every table as %s: the copy is complete (an earlier migrate made "
@@ -2028,6 +2056,23 @@ static void test_generate_length(void) {
         g_free(out);
         g_free(err);
     }
+    /* One token comes from the prefill alone: no decode step, a decode rate of 0 (not 0 / 0). */
+    const char *one[] = {"generate",         "-m", snap,           "-p",     "hi",
+                         "--max-new-tokens", "1",  "--ignore-eos", "--json", NULL};
+    char *out = NULL, *one_err = NULL;
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, &one_err, one), ==, 0);
+    g_assert_cmpstr(one_err, ==, "");
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    g_assert_cmpstr(json_object_get_string_member(o, "finish_reason"), ==, "length");
+    g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "output_ids")), ==, 1);
+    JsonNode *rate = json_object_get_member(o, "decode_tokens_per_s");
+    g_assert_true(JSON_NODE_HOLDS_VALUE(rate)); /* a number, not null */
+    g_assert_cmpfloat(json_node_get_double(rate), ==, 0.0);
+    g_object_unref(p);
+    g_free(out);
+    g_free(one_err);
     char *err = NULL;
     const char *full[] = {
         "generate", "-m", snap, "-p", "one two three four five six seven eight nine ten", NULL};
@@ -2367,6 +2412,15 @@ static void test_options_utf8(void) {
     g_assert_true(
         g_str_has_prefix(err, "docqa: generate: --device '\\377': not text in the locale's"));
     g_free(err);
+    /* A file name and a prompt GLib leaves as bytes, not text in C's charset, are passed over:
+     * the value named is the one GLib could not convert. */
+    const char *after_bytes[] = {
+        "generate", "-m",          model,      "-i",   "/nonexistent/caf\xc3\xa9.png",
+        "-p",       "Qu\xc3\xa9?", "--device", "\xff", NULL};
+    g_assert_cmpint(docqa_with(c_locale, NULL, NULL, &err, after_bytes), ==, 2);
+    g_assert_true(
+        g_str_has_prefix(err, "docqa: generate: --device '\\377': not text in the locale's"));
+    g_free(err);
     /* An unknown device is named with its option, before the model is loaded. */
     const char *gpu[] = {"generate", "-m", model, "-p", "hi", "--device", "gpu", NULL};
     g_assert_cmpint(docqa_with(NULL, NULL, NULL, &err, gpu), ==, 2);
@@ -2453,6 +2507,99 @@ static void test_generate_top_p_zero(void) {
     }
     g_assert_true(sampled_differs);
     g_free(greedy);
+    g_free(model);
+}
+
+/* --ignore-eos generates past the end of sequence token: here a snapshot whose eos is the first
+ * token greedy decoding gives. */
+static void test_generate_ignore_eos(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    const char *first_args[] = {"generate",         "-m", model,    "-p", "hi",
+                                "--max-new-tokens", "1",  "--json", NULL};
+    char *out = NULL;
+    g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, first_args), ==, 0);
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+    JsonArray *ids =
+        json_object_get_array_member(json_node_get_object(json_parser_get_root(p)), "output_ids");
+    gint64 first = json_array_get_int_element(ids, 0);
+    g_object_unref(p);
+    g_free(out);
+    char *snap = dq_test_tmpdir();
+    GDir *d = g_dir_open(model, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *name; (name = g_dir_read_name(d)) != NULL;) {
+        char *from = g_build_filename(model, name, NULL), *to = g_build_filename(snap, name, NULL);
+        if (strcmp(name, "generation_config.json") != 0)
+            g_assert_cmpint(symlink(from, to), ==, 0);
+        g_free(from);
+        g_free(to);
+    }
+    g_dir_close(d);
+    char *gen = g_build_filename(snap, "generation_config.json", NULL);
+    char *text = g_strdup_printf("{\"bos_token_id\": 0, \"eos_token_id\": %" G_GINT64_FORMAT
+                                 ", \"pad_token_id\": 2}\n",
+                                 first);
+    g_assert_true(g_file_set_contents(gen, text, -1, NULL));
+    const char *want[] = {"eos", "length"};
+    const int n_ids[] = {1, 3};
+    for (int ignore = 0; ignore < 2; ignore++) {
+        const char *args[] = {"generate", "-m",     snap,
+                              "-p",       "hi",     "--max-new-tokens",
+                              "3",        "--json", ignore ? "--ignore-eos" : NULL,
+                              NULL};
+        g_assert_cmpint(docqa_with(NULL, NULL, &out, NULL, args), ==, 0);
+        p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        g_assert_cmpstr(json_object_get_string_member(o, "finish_reason"), ==, want[ignore]);
+        g_assert_cmpint(json_array_get_length(json_object_get_array_member(o, "output_ids")), ==,
+                        n_ids[ignore]);
+        g_object_unref(p);
+        g_free(out);
+    }
+    g_free(text);
+    g_free(gen);
+    g_free(snap);
+    g_free(model);
+}
+
+/* --top-k 0 turns the top-k filter off, as in transformers, rather than leaving the snapshot's
+ * (generation_config.json's, else transformers' default 50): over the random model's flat
+ * distributions sampling from every token leaves the 50 most likely for some seed. */
+static void test_generate_top_k_zero(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    gboolean differs = FALSE;
+    for (int seed = 1; seed <= 4 && !differs; seed++) {
+        char seed_text[16];
+        g_snprintf(seed_text, sizeof seed_text, "%d", seed);
+        char *out[2] = {NULL, NULL};
+        for (int k = 0; k < 2; k++) {
+            const char *args[] = {"generate",
+                                  "-m",
+                                  model,
+                                  "-p",
+                                  "hi",
+                                  "--max-new-tokens",
+                                  "6",
+                                  "--ignore-eos",
+                                  "--sample",
+                                  "--seed",
+                                  seed_text,
+                                  "--top-k",
+                                  k == 0 ? "0" : "50",
+                                  NULL};
+            g_assert_cmpint(docqa_with(NULL, NULL, &out[k], NULL, args), ==, 0);
+        }
+        differs = strcmp(out[0], out[1]) != 0;
+        g_free(out[0]);
+        g_free(out[1]);
+    }
+    g_assert_true(differs);
     g_free(model);
 }
 
@@ -3605,6 +3752,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli/help-write-errors", test_help_write_errors);
     g_test_add_func("/cli-jobs/user-errors", test_user_errors);
     g_test_add_func("/cli/generate-length", test_generate_length);
+    g_test_add_func("/cli/generate-top-k-zero", test_generate_top_k_zero);
+    g_test_add_func("/cli/generate-ignore-eos", test_generate_ignore_eos);
     g_test_add_func("/cli/generate-dump-logits", test_generate_dump_logits);
     g_test_add_func("/cli/sqlite-failure-says-why", test_sqlite_failure_says_why);
     g_test_add_func("/cli/old-schema-read-fails", test_old_schema_read_fails);

@@ -134,6 +134,13 @@ static void test_status_export_migrate(void) {
     assert_contains(err, "docqa: migrate: interrupted (SIGTERM) as it finished");
     g_assert_cmpint(jt_query_int(to2, "SELECT count(*) FROM answers"), ==, 4);
     g_free(out), g_free(err);
+    /* in place too: upgraded and the views made, the line saying so is printed whole */
+    g_assert_cmpint(
+        docqa_signalled("migrate:restored", SIGTERM, &out, &err, "migrate", "--from", db, NULL), ==,
+        130);
+    assert_contains(out, ": schema version ");
+    assert_contains(err, "docqa: migrate: interrupted (SIGTERM) as it finished");
+    g_free(out), g_free(err);
     g_free(to2);
     g_free(to);
     g_free(db);
