@@ -159,18 +159,17 @@ class Soak:
         self.quiet_cv = threading.Condition()
         self.active = 0
         self.quiet_wanted = False
-        self.export_lock = threading.Lock()
         self.cancel_lock = threading.Lock()
         self.ingest_cv = threading.Condition()
         self.ingests = 0  # ingests running
         # jobs a plain cancel withdrew, not taken back since: the time the cancel started
         self.withdrawn = {}
-        self.exported = []  # (job_id, finished_at) of every row of every export that succeeded
-        self.exports = 0
-        # the --current chain: (job_id, finished_at, document_path) of its rows
-        self.current_lock = threading.Lock()
-        self.exported_current = []
-        self.current_exports = 0
+        # the two export chains, by `current`: the rows of every export that succeeded,
+        # (job_id, finished_at) and for --current the document_path after them, and how many
+        # exports each ran
+        self.chain_locks = {False: threading.Lock(), True: threading.Lock()}
+        self.chain_rows = {False: [], True: []}
+        self.chain_runs = {False: 0, True: 0}
         self.seen_answers = set()
         self.version = 0
         self.jobs_added = 0  # what the asks said they added: every job there is
@@ -386,13 +385,20 @@ class Soak:
         self.note(who, "ingest", [change, "v%d" % self.version], rc)
         self.expect_rc("ingest", rc, {0, 1}, err)
 
-    def act_export(self, rng, who):
-        with self.export_lock:
-            n = self.exports
-            self.exports += 1
-            path = os.path.join(self.work, "export-%04d.jsonl" % n)
-            args = ["export", "--db", self.db, "--format", "jsonl", "--checkpoint-file",
-                    os.path.join(self.work, "answers.checkpoint")]
+    def export_chain(self, who, current):
+        """One export of a chain, as README's nightly job runs it (one at a time under flock):
+        the plain chain, or with `current` a second one beside it of `--current` rows, with its
+        own checkpoint file as README says a kind of export keeps (the two may run at once).
+        Each row is kept as (job_id, finished_at), and the --current one's path after them."""
+        name = "current" if current else "export"
+        with self.chain_locks[current]:
+            n = self.chain_runs[current]
+            self.chain_runs[current] += 1
+            path = os.path.join(self.work, "%s-%04d.jsonl" % (name, n))
+            args = ["export", "--db", self.db] + (["--current"] if current else []) + [
+                "--format", "jsonl", "--checkpoint-file",
+                os.path.join(self.work, "current.checkpoint" if current
+                             else "answers.checkpoint")]
             with open(path, "wb") as f:
                 rc, out, err = self.docqa(args, stdout=f)
             rows = 0
@@ -400,32 +406,19 @@ class Soak:
                 with open(path, encoding="utf-8") as f:
                     for line in f:
                         r = json.loads(line)
-                        self.exported.append((r["job_id"], r["finished_at"]))
+                        key = (r["job_id"], r["finished_at"])
+                        self.chain_rows[current].append(
+                            key + (r["document_path"],) if current else key)
                         rows += 1
-        self.note(who, "export", ["#%d" % n], rc, "%d rows" % rows)
-        self.expect_rc("export", rc, {0}, err)
+        self.note(who, "export-current" if current else "export", ["#%d" % n], rc,
+                  "%d rows" % rows)
+        self.expect_rc("export --current" if current else "export", rc, {0}, err)
+
+    def act_export(self, rng, who):
+        self.export_chain(who, current=False)
 
     def act_export_current(self, rng, who):
-        """A second chain beside the first, of `--current` rows (its own checkpoint file, as
-        README says a kind of export keeps): may run while the other chain's export does."""
-        with self.current_lock:
-            n = self.current_exports
-            self.current_exports += 1
-            path = os.path.join(self.work, "current-%04d.jsonl" % n)
-            args = ["export", "--db", self.db, "--current", "--format", "jsonl",
-                    "--checkpoint-file", os.path.join(self.work, "current.checkpoint")]
-            with open(path, "wb") as f:
-                rc, out, err = self.docqa(args, stdout=f)
-            rows = 0
-            if rc == 0:
-                with open(path, encoding="utf-8") as f:
-                    for line in f:
-                        r = json.loads(line)
-                        self.exported_current.append((r["job_id"], r["finished_at"],
-                                                      r["document_path"]))
-                        rows += 1
-        self.note(who, "export-current", ["#%d" % n], rc, "%d rows" % rows)
-        self.expect_rc("export --current", rc, {0}, err)
+        self.export_chain(who, current=True)
 
     def act_status(self, rng, who):
         rc, out, err = self.docqa(["status", "--db", self.db, "--json"])
@@ -720,7 +713,7 @@ class Soak:
         if bad:
             v("answered jobs not done after the queue drained: %s" % bad)
         seen = {}
-        for key in self.exported:
+        for key in self.chain_rows[False]:
             seen[key] = seen.get(key, 0) + 1
         twice = [k for k, n in seen.items() if n > 1]
         if twice:
@@ -734,7 +727,7 @@ class Soak:
         # the --current chain: an answer under each path that held its page's bytes when it
         # was exported, so no (answer, path) twice, and nothing that was never stored
         seen_current = {}
-        for key in self.exported_current:
+        for key in self.chain_rows[True]:
             seen_current[key] = seen_current.get(key, 0) + 1
         twice = [k for k, n in seen_current.items() if n > 1]
         if twice:
@@ -754,7 +747,8 @@ class Soak:
         if missing:
             v("export --current chain: answers under the current paths it never wrote: %d, "
               "e.g. %s" % (len(missing), sorted(missing)[:5]))
-        self.summary = (counts, len(now), len(kept), len(self.exported), self.exports)
+        self.summary = (counts, len(now), len(kept), len(self.chain_rows[False]),
+                        self.chain_runs[False])
 
 
 class ScratchServer:
