@@ -14,7 +14,8 @@ void dq_ingest_target_size(double width, double height, int longest_edge, int *o
      * (n_res x tile > 4096: --n-res 9 and up at 512 px tiles) the processor's cap to 4096 takes
      * about a pixel off the short side a round, and a fixed point can be up to ~33 rounds away:
      * after 4 the size is kept, and the processor resizes such a page by a pixel when it is
-     * asked about (measured: 20-43% of random page sizes at n_res 15-21; none at 8 or below).
+     * asked about (simulated: 20-43% of random page sizes at n_res 15-21 and 512 or 384 px
+     * tiles; none at 9 or below).
      * Going on would bend the page's aspect by up to ~1% instead. */
     double k = 64.0;
     double lim = (double)G_MAXINT / 2;
