@@ -648,7 +648,15 @@ def check_point(a, cmd, cls, n, ref, work):
                     "b) no page_read error names %s and says %r: %r"
                     % (paths[0] if paths else "the page", words[0], sorted(new)[:3])
                 )
-        if injected and isinstance(rc, int) and rc > 0 and not kill and not same and not ipc:
+        # under page-store another process's N-th call may be the dynamic loader's, as docqa
+        # starts itself again (its OpenMP settings) or a render worker: the libraries cannot be
+        # found, the loader says so and exits 127 before any of docqa's code runs to say more
+        loader = rc == 127 and any(
+            re.search(r"(^/etc/ld\.so\.cache|\.so(\.[0-9]+)*)$", injected_path(x) or "")
+            for x in injected
+        )
+        if (injected and isinstance(rc, int) and rc > 0 and not kill and not same and not ipc
+                and not loader):
             path = injected_path(injected[0])
             # each process fails its own N-th call: the file of any of them may be the one named
             names = [db, cmd.dest, "standard output"] + [injected_path(x) for x in injected]
