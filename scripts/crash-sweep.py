@@ -697,29 +697,9 @@ def main():
             die("unknown command %r (of %s)" % (c, " ".join(COMMANDS)))
     if a.max_points < 0 or a.max_points == 1 or a.torn < 0:
         die("--max-points must be 0 or at least 2, --torn at least 0")
-    if not os.access(a.docqa, os.X_OK):
-        die("%s: no docqa binary there (build it, or give --docqa)" % a.docqa)
-    if a.model is None:
-        for m in (os.path.join(os.path.dirname(ROOT), "shared", "models", "tiny-smolvlm-b512"),
-                  os.path.join(ROOT, "models", "demo-tiny")):
-            if os.path.exists(os.path.join(m, "model.safetensors")):
-                a.model = m
-                break
-        else:
-            msg = ("no model: give --model (../shared/models/tiny-smolvlm-b512 is not here, and "
-                   "models/demo-tiny has no weights: scripts/make-demo-model.py writes them)")
-            if a.quick:
-                print("crash-sweep: " + msg + ": nothing tried")
-                return 77
-            die(msg)
-    if shutil.which("strace") is None or subprocess.run(
-        ["strace", "-qq", "-o", "/dev/null", "true"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ).returncode != 0:
-        print("crash-sweep: strace cannot trace here (not installed, or ptrace refused): "
-              "nothing tried")
-        return 77
+    skip = fs.preflight(a, "crash-sweep")
+    if skip is not None:
+        return skip
     work = a.work or tempfile.mkdtemp(prefix="docqa-crash-sweep-")
     os.makedirs(work, exist_ok=True)
     try:

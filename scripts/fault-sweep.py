@@ -149,6 +149,40 @@ def die(msg, status=2):
     sys.exit(status)
 
 
+def preflight(a, name):
+    """What a sweep needs before it starts (shared with crash-sweep.py, `name` its own): the
+    binary (else exit 2), a.model filled in when not given, strace able to trace. None when all
+    is there, else the exit status of a skip said on stdout (77: no strace; no model under
+    --quick, ctest's run)."""
+    if not os.access(a.docqa, os.X_OK):
+        print("%s: %s: no docqa binary there (build it, or give --docqa)" % (name, a.docqa),
+              file=sys.stderr)
+        sys.exit(2)
+    if a.model is None:
+        for m in (os.path.join(os.path.dirname(ROOT), "shared", "models", "tiny-smolvlm-b512"),
+                  os.path.join(ROOT, "models", "demo-tiny")):
+            if os.path.exists(os.path.join(m, "model.safetensors")):
+                a.model = m
+                break
+        else:
+            msg = ("no model: give --model (../shared/models/tiny-smolvlm-b512 is not here, and "
+                   "models/demo-tiny has no weights: scripts/make-demo-model.py writes them)")
+            if a.quick:  # ctest's run: a skip, saying why
+                print("%s: %s: nothing tried" % (name, msg))
+                return 77
+            print("%s: %s" % (name, msg), file=sys.stderr)
+            sys.exit(2)
+    if shutil.which("strace") is None or subprocess.run(
+        ["strace", "-qq", "-o", "/dev/null", "true"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ).returncode != 0:
+        print("%s: strace cannot trace here (not installed, or ptrace refused): nothing tried"
+              % name)
+        return 77
+    return None
+
+
 def docqa_env():
     env = dict(os.environ)
     # LeakSanitizer cannot run under ptrace: a sanitizer build would fail every traced process
@@ -768,29 +802,9 @@ def main():
             die("unknown class %r (of %s)" % (c, " ".join(CLASSES)))
     if a.max_points < 0 or a.max_points == 1:
         die("--max-points must be 0 or at least 2")
-    if not os.access(a.docqa, os.X_OK):
-        die("%s: no docqa binary there (build it, or give --docqa)" % a.docqa)
-    if a.model is None:
-        for m in (os.path.join(os.path.dirname(ROOT), "shared", "models", "tiny-smolvlm-b512"),
-                  os.path.join(ROOT, "models", "demo-tiny")):
-            if os.path.exists(os.path.join(m, "model.safetensors")):
-                a.model = m
-                break
-        else:
-            msg = ("no model: give --model (../shared/models/tiny-smolvlm-b512 is not here, and "
-                   "models/demo-tiny has no weights: scripts/make-demo-model.py writes them)")
-            if a.quick:  # ctest's run: a skip, saying why
-                print("fault-sweep: " + msg + ": nothing tried")
-                return 77
-            die(msg)
-    if shutil.which("strace") is None or subprocess.run(
-        ["strace", "-qq", "-o", "/dev/null", "true"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ).returncode != 0:
-        print("fault-sweep: strace cannot trace here (not installed, or ptrace refused): "
-              "nothing tried")
-        return 77
+    skip = preflight(a, "fault-sweep")
+    if skip is not None:
+        return skip
     work = a.work or tempfile.mkdtemp(prefix="docqa-fault-sweep-")
     os.makedirs(work, exist_ok=True)
     try:
