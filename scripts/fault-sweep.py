@@ -154,6 +154,10 @@ def preflight(a, name):
     binary (else exit 2), a.model filled in when not given, strace able to trace. None when all
     is there, else the exit status of a skip said on stdout (77: no strace; no model under
     --quick, ctest's run)."""
+    # the commands run in the work folders: paths given relative to here are made whole
+    a.docqa = os.path.abspath(a.docqa)
+    if a.model is not None:
+        a.model = os.path.abspath(a.model)
     if not os.access(a.docqa, os.X_OK):
         print("%s: %s: no docqa binary there (build it, or give --docqa)" % (name, a.docqa),
               file=sys.stderr)
