@@ -2963,17 +2963,21 @@ static void test_worker_cpu_limits_set(void) {
 }
 
 typedef struct {
-    char *root, *outside, *link, *sub;
+    char *root, *outside, *link, *sub, *mark;
 } Swap;
 
-/* Once the ingest has walked (its first worker runs), points the link outside the root and
- * replaces the folder `sub` by a link to the outside folder, as someone could while a slow first
- * document renders. */
+/* Once the ingest has walked and its worker hangs in the first document (the fault's mark
+ * exists), points the link outside the root and replaces the folder `sub` by a link to the
+ * outside folder, as someone could while a slow first document renders; then ends the hang by
+ * killing the worker. Waiting on the mark rather than on a page timeout keeps the order on a
+ * loaded machine: a timeout that ran out before the swap let the ingest read the next files
+ * first (CI, under ASan). */
 static gpointer swap_after_walk(gpointer data) {
     Swap *s = data;
-    GArray *kids = wait_for_children(getpid(), 20);
-    g_assert_cmpuint(kids->len, >, 0);
-    g_array_free(kids, TRUE);
+    gint64 end = g_get_monotonic_time() + 120 * G_USEC_PER_SEC;
+    while (!g_file_test(s->mark, G_FILE_TEST_EXISTS) && g_get_monotonic_time() < end)
+        g_usleep(20 * 1000);
+    g_assert_true(g_file_test(s->mark, G_FILE_TEST_EXISTS));
     char *target = g_build_filename(s->outside, "in.pdf", NULL);
     char *tmp = g_strconcat(s->link, ".new", NULL);
     g_assert_cmpint(symlink(target, tmp), ==, 0);
@@ -2981,6 +2985,11 @@ static gpointer swap_after_walk(gpointer data) {
     char *moved = g_strconcat(s->sub, ".real", NULL);
     g_assert_cmpint(g_rename(s->sub, moved), ==, 0);
     g_assert_cmpint(symlink(s->outside, s->sub), ==, 0);
+    GArray *kids = children_of(getpid());
+    g_assert_cmpuint(kids->len, >, 0);
+    for (guint i = 0; i < kids->len; i++)
+        kill(g_array_index(kids, pid_t, i), SIGKILL);
+    g_array_free(kids, TRUE);
     g_free(moved);
     g_free(tmp);
     g_free(target);
@@ -2994,9 +3003,11 @@ static gpointer swap_after_walk(gpointer data) {
 static void test_no_reading_outside_after_walk(void) {
     Fixture f;
     fixture_init_small(&f);
-    f.opt.jobs = 1;           /* the next file is opened only once the slow one is done */
-    f.opt.page_timeout_s = 3; /* the swap happens while it hangs, also on a loaded machine */
-    Swap s = {.root = in_dir(&f, "root"), .outside = in_dir(&f, "outside")};
+    f.opt.jobs = 1;            /* the next file is opened only once the slow one is done */
+    f.opt.page_timeout_s = 60; /* the swap thread ends the hang; this only bounds a failure */
+    Swap s = {.root = in_dir(&f, "root"),
+              .outside = in_dir(&f, "outside"),
+              .mark = in_dir(&f, "hanging")};
     s.link = g_build_filename(s.root, "z-link.pdf", NULL);
     s.sub = g_build_filename(s.root, "sub", NULL);
     char *hidden = g_build_filename(s.root, ".h", NULL);
@@ -3016,10 +3027,12 @@ static void test_no_reading_outside_after_walk(void) {
     write_cairo_pdf(secret2, tall, 1);
     g_assert_cmpint(symlink(inside, s.link), ==, 0);
     g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:a-slow.pdf:1", TRUE);
+    g_setenv("DOCQA_INGEST_TEST_FAULT_MARK", s.mark, TRUE);
     GThread *t = g_thread_new("swap", swap_after_walk, &s);
     run_ingest(&f, s.root);
     g_thread_join(t);
     g_unsetenv("DOCQA_INGEST_TEST_FAULT");
+    g_unsetenv("DOCQA_INGEST_TEST_FAULT_MARK");
     g_assert_cmpint(f.sum.files, ==, 3);
     g_assert_cmpint(f.sum.changed, ==, 2);
     g_assert_cmpint(f.sum.documents_ok, ==, 0);
@@ -3041,6 +3054,7 @@ static void test_no_reading_outside_after_walk(void) {
     g_free(s.link);
     g_free(s.outside);
     g_free(s.root);
+    g_free(s.mark);
     fixture_clear(&f);
 }
 
