@@ -191,10 +191,7 @@ DQ_AVX2 static void quantize_x_avx2(const float *x, int n, int cols, int16_t *xq
         }
 }
 
-/* AVX512-VNNI (and BW, VL), not switched off with DOCQA_CPU_NO_AVX512VNNI or dq_q8_force_avx2. */
-static gboolean vnni_off;
-
-static gboolean cpu_has_vnni(void) {
+gboolean dq_cpu_has_avx512vnni(void) {
     static int have = -1;
     if (have < 0) {
         unsigned a, b, c, d;
@@ -202,7 +199,14 @@ static gboolean cpu_has_vnni(void) {
                (b & bit_AVX512BW) != 0 && (b & bit_AVX512VL) != 0 && (c & bit_AVX512VNNI) != 0 &&
                g_getenv("DOCQA_CPU_NO_AVX512VNNI") == NULL;
     }
-    return have && !vnni_off;
+    return have;
+}
+
+/* Set by dq_q8_force_avx2: the tests compare the two kernels in one process. */
+static gboolean vnni_off;
+
+static gboolean cpu_has_vnni(void) {
+    return dq_cpu_has_avx512vnni() && !vnni_off;
 }
 
 gboolean dq_q8_force_avx2(gboolean on) {

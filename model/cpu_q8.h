@@ -62,6 +62,10 @@ static inline const float *dq_q8_scales(const DqWeight *w) {
     return (const float *)(dq_q8_values(w) + (size_t)w->rows * w->cols);
 }
 
+/* AVX512-VNNI (and BW, VL) present, and not switched off with DOCQA_CPU_NO_AVX512VNNI: the
+ * int8 decode GEMV's fast kernel. */
+gboolean dq_cpu_has_avx512vnni(void);
+
 /* on: the decode GEMV keeps to AVX2 where the CPU has AVX512-VNNI too (tests: the two must give
  * the same bits). Returns the previous setting. */
 gboolean dq_q8_force_avx2(gboolean on);
