@@ -369,11 +369,21 @@ static void print_engines(const GPtrArray *engines) {
 }
 
 /* Workers stop on a missing page store rather than fail its jobs: say it here, where one looks
- * when nothing moves. */
+ * when nothing moves. A PostgreSQL database's is wherever DOCQA_PAGES says on the machines
+ * that ingest and run: unset here (status may run on any machine), it is said not to be
+ * checked, and why, rather than nothing, which would read as "found". */
 static void print_page_store(const Status *st) {
+    if (st->left == 0)
+        return;
+    const char *env = g_getenv("DOCQA_PAGES");
+    if (dq_store_kind(st->store) != DQ_STORE_SQLITE && (env == NULL || *env == '\0')) {
+        printf("page store: not checked: DOCQA_PAGES is unset here (a PostgreSQL database's page "
+               "images are in the folder it names, shared by the machines that ingest and run, "
+               "which refuse to start without it)\n");
+        return;
+    }
     GError *gone = NULL;
-    if (st->left > 0 && (dq_store_kind(st->store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES")) &&
-        !queue_page_store_usable(st->path, &gone)) {
+    if (!queue_page_store_usable(st->path, &gone)) {
         char *msg = dq_cli_shown(gone->message);
         printf("page store: %s\n", msg);
         g_free(msg);

@@ -1035,6 +1035,64 @@ static void test_messages_hide_password(void) {
 #endif
 }
 
+/* Status on PostgreSQL while jobs wait: with DOCQA_PAGES unset it says that it did not check
+ * the page store and why, rather than nothing; set, it checks the folder named, as on SQLite. */
+static void test_status_page_store_postgres(void) {
+#ifdef DQ_TEST_POSTGRES
+    if (server == NULL) {
+        g_test_skip(server_why_not);
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
+    char *pg = pgt_new_database(server, "status_page_store");
+    char *from = g_strconcat("sqlite:", db, NULL);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "migrate", "--from", from, "--to", pg, NULL), ==, 0);
+    char *pages = g_strconcat(db, ".pages", NULL), *away = g_build_filename(dir, "away", NULL);
+    char *was = g_strdup(g_getenv("DOCQA_PAGES"));
+    const char *const unset[] = {NULL, ""};
+    for (size_t i = 0; i < G_N_ELEMENTS(unset); i++) {
+        if (unset[i] == NULL)
+            g_unsetenv("DOCQA_PAGES");
+        else
+            g_setenv("DOCQA_PAGES", unset[i], TRUE);
+        char *out = NULL;
+        g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", pg, NULL), ==, 0);
+        g_test_message("%s", out);
+        g_assert_nonnull(strstr(out, "page store: not checked: DOCQA_PAGES is unset here (a "
+                                     "PostgreSQL database's page images are in the folder it "
+                                     "names, shared by the machines that ingest and run, which "
+                                     "refuse to start without it)\n"));
+        g_free(out);
+    }
+    g_setenv("DOCQA_PAGES", pages, TRUE);
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", pg, NULL), ==, 0);
+    g_assert_null(strstr(out, "page store"));
+    g_free(out);
+    g_setenv("DOCQA_PAGES", away, TRUE);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", pg, NULL), ==, 0);
+    char *line = g_strdup_printf("page store: %s: the page store is missing or empty", away);
+    g_assert_nonnull(strstr(out, line));
+    g_free(line);
+    g_free(out);
+    if (was != NULL)
+        g_setenv("DOCQA_PAGES", was, TRUE);
+    else
+        g_unsetenv("DOCQA_PAGES");
+    g_free(was);
+    g_free(away);
+    g_free(pages);
+    g_free(from);
+    g_free(pg);
+    g_free(db);
+    g_free(dir);
+#else
+    g_test_skip("docqa built without PostgreSQL");
+#endif
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -1054,6 +1112,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/full-disk", test_export_full_disk);
     g_test_add_func("/cli-export/checkpoint-mode", test_export_checkpoint_mode);
     g_test_add_func("/cli-export/messages-hide-password", test_messages_hide_password);
+    g_test_add_func("/cli-export/status-page-store-postgres", test_status_page_store_postgres);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);
