@@ -304,13 +304,12 @@ static int status_read_progress(Status *st) {
     char **missing = dq_store_missing_views(st->store, &err);
     if (missing == NULL)
         return dq_cli_fail(err);
-    if (g_strv_contains((const char *const *)missing, "v_progress"))
-        dq_print_line(stderr,
-                      "docqa: status: the view v_progress is missing (dropped?): %s; `docqa "
-                      "migrate --from %s` makes docqa's views again",
-                      st->json ? "\"progress\" is null" : "no progress per question",
-                      dq_store_path(st->store));
-    else if ((st->progress = store_jobs_progress_at(st->store, st->now, &err)) == NULL) {
+    if (g_strv_contains((const char *const *)missing, "v_progress")) {
+        char *advice = dq_cli_views_advice(st->path);
+        dq_print_line(stderr, "docqa: status: the view v_progress is missing (dropped?): %s; %s",
+                      st->json ? "\"progress\" is null" : "no progress per question", advice);
+        g_free(advice);
+    } else if ((st->progress = store_jobs_progress_at(st->store, st->now, &err)) == NULL) {
         g_strfreev(missing);
         return dq_cli_fail(err);
     }

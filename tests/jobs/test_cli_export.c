@@ -1013,16 +1013,46 @@ static void test_messages_hide_password(void) {
         g_free(want);
         g_free(err);
     }
-    pgt_exec(pg, "DROP VIEW v_progress; DROP VIEW v_current_answers; DROP VIEW v_answers");
     const char *const readers[][2] = {{"status", "v_progress"}, {"export", "v_answers"}};
     for (size_t i = 0; i < G_N_ELEMENTS(readers); i++) {
+        pgt_exec(pg, "DROP VIEW v_progress; DROP VIEW v_current_answers; DROP VIEW v_answers");
         char *err = NULL;
         const char *args[] = {readers[i][0], "--db", with_password, NULL};
         dq_test_docqa_in(NULL, NULL, args, NULL, &err);
         g_test_message("%s", err);
         g_assert_null(strstr(err, "hunter2"));
         g_assert_nonnull(strstr(err, readers[i][1]));
-        g_assert_nonnull(strstr(err, "`docqa migrate --from postgresql://"));
+        /* the location as given (the socket folder's host= too), the password hidden */
+        char *want = g_strdup_printf("`docqa migrate --from '%s&password=***'` makes docqa's "
+                                     "views again (with the password where it shows ***)",
+                                     pg);
+        g_assert_nonnull(strstr(err, want));
+        g_free(want);
+        g_free(err);
+        /* without a password: the advice pasted as it is makes the views again */
+        const char *plain[] = {readers[i][0], "--db", pg, NULL};
+        dq_test_docqa_in(NULL, NULL, plain, NULL, &err);
+        g_test_message("%s", err);
+        const char *cmd = strstr(err, "`docqa migrate --from ");
+        g_assert_nonnull(cmd);
+        const char *end = strchr(cmd + 1, '`');
+        g_assert_nonnull(end);
+        g_assert_true(g_str_has_prefix(end, "` makes docqa's views again\n"));
+        char *line = g_strndup(cmd + 1, (gsize)(end - cmd - 1));
+        int argc = 0;
+        char **pasted = NULL;
+        g_assert_true(g_shell_parse_argv(line, &argc, &pasted, NULL));
+        g_assert_cmpint(argc, ==, 4);
+        g_assert_cmpstr(pasted[3], ==, pg);
+        g_free(pasted[0]);
+        pasted[0] = dq_test_docqa_path();
+        char *out = NULL;
+        g_assert_true(
+            g_spawn_sync(NULL, pasted, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL, NULL, NULL));
+        g_assert_nonnull(strstr(out, "views made again"));
+        g_free(out);
+        g_strfreev(pasted);
+        g_free(line);
         g_free(err);
     }
     g_free(with_password);

@@ -2847,6 +2847,11 @@ static void test_pg_display_location(void) {
             g_error("%s: the password shows: %s", bad[i], shown);
         g_assert_nonnull(strstr(shown, "***"));
         g_free(shown);
+        gboolean hidden = FALSE;
+        shown = dq_store_location_pasteable(bad[i], &hidden);
+        if (strstr(shown, "retPW") != NULL || !hidden)
+            g_error("%s: the password shows to paste: %s", bad[i], shown);
+        g_free(shown);
     }
     /* Not even a space before it shows (found by fuzz_pg_location). */
     char *spaced = store_pg_display_location("postgresql://[/db?password= S3cretPW");
@@ -2861,6 +2866,32 @@ static void test_pg_display_location(void) {
     g_assert_cmpstr(a, ==, b);
     g_free(a);
     g_free(b);
+}
+
+/* A location to paste into a command (advice to run `docqa migrate --from X`): as given, a
+ * socket folder's host= too, which the display form cannot say, quoted for a shell where it
+ * needs it, and a password hidden, saying so. */
+static void test_location_pasteable(void) {
+    const char *const cases[][3] = {
+        {"docqa.db", "docqa.db", "0"},
+        {"sqlite:/srv/nightly/docqa.db", "sqlite:/srv/nightly/docqa.db", "0"},
+        {"my scans/it's.db", "'my scans/it'\\''s.db'", "0"},
+        {"postgresql://docqa@dbhost:5433/docqa", "postgresql://docqa@dbhost:5433/docqa", "0"},
+        {"postgresql:///docqa?host=/var/run/postgresql",
+         "'postgresql:///docqa?host=/var/run/postgresql'", "0"},
+        {"postgresql:///docqa?host=/tmp&sslmode=disable",
+         "'postgresql:///docqa?host=/tmp&sslmode=disable'", "0"},
+        {"postgresql://u:S3cret@dbhost/docqa", "'postgresql://u:***@dbhost/docqa'", "1"},
+        {"postgresql:///docqa?host=/tmp&password=S3cret&user=u",
+         "'postgresql:///docqa?host=/tmp&password=***&user=u'", "1"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        gboolean hidden = -1;
+        char *got = dq_store_location_pasteable(cases[i][0], &hidden);
+        g_assert_cmpstr(got, ==, cases[i][1]);
+        g_assert_cmpint(hidden, ==, cases[i][2][0] == '1');
+        g_free(got);
+    }
 }
 
 /* The version dq_store_document_record hands back is the one it stored, on both stores: 1 for a
@@ -4269,6 +4300,7 @@ int main(int argc, char **argv) {
                          test_migrate_snapshot);
     g_test_add_func("/store/backends/postgres/password-hidden", test_pg_password_hidden);
     g_test_add_func("/store/backends/postgres/display-location", test_pg_display_location);
+    g_test_add_func("/store/backends/location-pasteable", test_location_pasteable);
     g_test_add_data_func("/store/backends/sqlite/rerender-keeps-jobs", "sqlite",
                          test_rerender_keeps_jobs);
     g_test_add_data_func("/store/backends/postgres/rerender-keeps-jobs", "postgres",
