@@ -234,12 +234,17 @@ static char *others_waiting(DqStore *store, const char *model_id, const DqJobCou
     return g_string_free(text, FALSE);
 }
 
+/* --retry-delay's largest: the backoff stops doubling at an hour (store_jobs_fail), so a first
+ * step beyond it would be cut to an hour anyway. */
+#define DQ_RETRY_DELAY_MAX_S 3600
+
 /* The command line, and what it comes to. */
 typedef struct {
     char *db, *model, *model_id_opt, *device, *weights, *draft, *workers_text, *max_jobs_text,
-        *prefix_text;
+        *prefix_text, *retry_delay_text;
     int batch, lease_s, prep_threads; /* prep_threads G_MININT: not given */
     gint64 workers, max_jobs;         /* 0: not given (one worker a device; no limit) */
+    gint64 retry_delay_s;             /* the backoff's first step */
     gboolean until_empty, quiet, other_models_ok, json;
     const char *db_path, *model_dir;
     gint64 prefix_mb;
@@ -302,6 +307,10 @@ static gboolean run_parse(RunArgs *a, int argc, char **argv) {
          "stop after claiming M jobs in all (M >= 1; default: no limit)", "M"},
         {"lease", 0, 0, G_OPTION_ARG_INT, &a->lease_s,
          "seconds a claim lasts without a heartbeat (default 60)", "S"},
+        {"retry-delay", 0, 0, G_OPTION_ARG_STRING, &a->retry_delay_text,
+         "seconds a job that failed retryably waits before its next attempt, doubled at each "
+         "attempt up to an hour (1 to " G_STRINGIFY(DQ_RETRY_DELAY_MAX_S) "; default 5)",
+         "S"},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &a->quiet, "no progress line", NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &a->json,
          "print the summary as one JSON object on stdout (also after an error that stopped the "
@@ -365,7 +374,9 @@ static gboolean run_check_worker_values(RunArgs *a) {
     }
     return dq_cli_utf8_option("run", "--model-id", a->model_id_opt) &&
            dq_cli_int_option("run", "--workers", a->workers_text, 1, 256, &a->workers) &&
-           dq_cli_int_option("run", "--max-jobs", a->max_jobs_text, 1, G_MAXINT64, &a->max_jobs);
+           dq_cli_int_option("run", "--max-jobs", a->max_jobs_text, 1, G_MAXINT64, &a->max_jobs) &&
+           dq_cli_int_option("run", "--retry-delay", a->retry_delay_text, 1, DQ_RETRY_DELAY_MAX_S,
+                             &a->retry_delay_s);
 }
 
 /* 0 turns it off; the answerer reads 0 as its default, so off travels as -1 (run_workers). */
@@ -540,6 +551,7 @@ static int run_workers(RunArgs *a) {
                                   .batch = a->batch,
                                   .until_empty = a->until_empty,
                                   .lease_ms = (gint64)a->lease_s * 1000,
+                                  .backoff_ms = a->retry_delay_s * 1000,
                                   .owner_tag = a->owner_tag},
                        .n_workers = (int)a->workers,
                        .max_jobs = a->max_jobs,
@@ -567,6 +579,7 @@ static void run_args_clear(RunArgs *a) {
     g_free(a->workers_text);
     g_free(a->max_jobs_text);
     g_free(a->prefix_text);
+    g_free(a->retry_delay_text);
     if (a->buried)
         g_array_free(a->buried, TRUE);
     if (a->devices)

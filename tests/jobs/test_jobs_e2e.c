@@ -532,8 +532,17 @@ static void test_page_read_retried(void) {
     const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
 
     char *err = NULL;
-    g_assert_cmpint(docqa_injected(page, "read", "EIO:when=1", run, &err), ==, 0);
+    /* the retry after --retry-delay, not the default 5 s */
+    const char *run_soon[] = {"run",           "--db",          db,  "--model", model,
+                              "--until-empty", "--retry-delay", "1", "-q",      NULL};
+    g_assert_cmpint(docqa_injected(page, "read", "EIO:when=1", run_soon, &err), ==, 0);
     g_free(err);
+    gint64 waited_ms = jt_query_int(
+        db, "SELECT j.not_before_ms - CAST(round((julianday(e.at) - 2440587.5) * 86400000) AS "
+            "INTEGER) FROM jobs j JOIN job_errors e ON e.job_id = j.id");
+    g_test_message("the retry was due %" G_GINT64_FORMAT " ms after the failure", waited_ms);
+    g_assert_cmpint(waited_ms, >, 500);
+    g_assert_cmpint(waited_ms, <, 2500);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
                                      "attempts = 2"),
                     ==, 1);
