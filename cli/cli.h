@@ -60,6 +60,11 @@ int dq_cli_fail_in(const char *command, gboolean args_only, GError *err);
  * file named with terminal escapes cannot retitle or clear the user's terminal. Free it. */
 char *dq_cli_shown(const char *text);
 
+/* What a reader says when a view of docqa's is missing: "`docqa migrate --from LOCATION` makes
+ * docqa's views again", the location one to paste (dq_store_location_pasteable), and where its
+ * password was hidden, to put it back. g_free. */
+char *dq_cli_views_advice(const char *location);
+
 /* Data for standard output (an answer, an export's rows): its exact bytes when stdout is not a
  * terminal (a pipe, a file: the data is the user's); on a terminal, control characters other
  * than newline and tab escaped as \uXXXX, as the terminal would act on them. Returns 0, or the

@@ -1,5 +1,6 @@
 #include "cli.h"
 #include "json_write.h"
+#include "store.h"
 #include "text.h"
 
 #include "dq_error.h"
@@ -26,6 +27,15 @@ int dq_cli_fail_in(const char *command, gboolean args_only, GError *err) {
 
 char *dq_cli_shown(const char *text) {
     return dq_text_show(text, -1, DQ_SHOW_LINE, 0);
+}
+
+char *dq_cli_views_advice(const char *location) {
+    gboolean hidden = FALSE;
+    char *from = dq_store_location_pasteable(location, &hidden);
+    char *advice = g_strdup_printf("`docqa migrate --from %s` makes docqa's views again%s", from,
+                                   hidden ? " (with the password where it shows ***)" : "");
+    g_free(from);
+    return advice;
 }
 
 int dq_cli_put_data(const char *text) {

@@ -496,11 +496,13 @@ static int export_open_store(ExportRun *run) {
         if (needed[i] != NULL && g_strv_contains((const char *const *)missing, needed[i]))
             gone = needed[i];
     if (missing == NULL || gone != NULL) {
-        if (missing != NULL)
+        if (missing != NULL) {
+            char *advice = dq_cli_views_advice(path);
             dq_fail(&err, DQ_ERR_DB,
-                    "%s: the view %s is missing (dropped?); nothing stored is lost: "
-                    "`docqa migrate --from %s` makes docqa's views again",
-                    dq_store_path(run->store), gone, dq_store_path(run->store));
+                    "%s: the view %s is missing (dropped?); nothing stored is lost: %s",
+                    dq_store_path(run->store), gone, advice);
+            g_free(advice);
+        }
         g_strfreev(missing);
         return dq_cli_fail(err);
     }

@@ -234,12 +234,17 @@ static char *others_waiting(DqStore *store, const char *model_id, const DqJobCou
     return g_string_free(text, FALSE);
 }
 
+/* --retry-delay's largest: the backoff stops doubling at an hour (store_jobs_fail), so a first
+ * step beyond it would be cut to an hour anyway. */
+#define DQ_RETRY_DELAY_MAX_S 3600
+
 /* The command line, and what it comes to. */
 typedef struct {
     char *db, *model, *model_id_opt, *device, *weights, *draft, *workers_text, *max_jobs_text,
-        *prefix_text;
+        *prefix_text, *retry_delay_text;
     int batch, lease_s, prep_threads; /* prep_threads G_MININT: not given */
     gint64 workers, max_jobs;         /* 0: not given (one worker a device; no limit) */
+    gint64 retry_delay_s;             /* the backoff's first step */
     gboolean until_empty, quiet, other_models_ok, json;
     const char *db_path, *model_dir;
     gint64 prefix_mb;
@@ -247,6 +252,10 @@ typedef struct {
     char *model_id;
     char *mismatch; /* others_waiting's line: nothing queued for this model, jobs for others */
     gint64 errors_before; /* the newest job_errors id before the workers started */
+    /* This run's, in its workers' ids: their failures told from those of workers of the same
+     * model elsewhere, recorded meanwhile (run_say_failures) */
+    char owner_tag[17];
+    GArray *buried; /* gint64: jobs the workers' claims buried */
 } RunArgs;
 
 static gboolean run_parse(RunArgs *a, int argc, char **argv) {
@@ -298,6 +307,10 @@ static gboolean run_parse(RunArgs *a, int argc, char **argv) {
          "stop after claiming M jobs in all (M >= 1; default: no limit)", "M"},
         {"lease", 0, 0, G_OPTION_ARG_INT, &a->lease_s,
          "seconds a claim lasts without a heartbeat (default 60)", "S"},
+        {"retry-delay", 0, 0, G_OPTION_ARG_STRING, &a->retry_delay_text,
+         "seconds a job that failed retryably waits before its next attempt, doubled at each "
+         "attempt up to an hour (1 to " G_STRINGIFY(DQ_RETRY_DELAY_MAX_S) "; default 5)",
+         "S"},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &a->quiet, "no progress line", NULL},
         {"json", 0, 0, G_OPTION_ARG_NONE, &a->json,
          "print the summary as one JSON object on stdout (also after an error that stopped the "
@@ -361,7 +374,9 @@ static gboolean run_check_worker_values(RunArgs *a) {
     }
     return dq_cli_utf8_option("run", "--model-id", a->model_id_opt) &&
            dq_cli_int_option("run", "--workers", a->workers_text, 1, 256, &a->workers) &&
-           dq_cli_int_option("run", "--max-jobs", a->max_jobs_text, 1, G_MAXINT64, &a->max_jobs);
+           dq_cli_int_option("run", "--max-jobs", a->max_jobs_text, 1, G_MAXINT64, &a->max_jobs) &&
+           dq_cli_int_option("run", "--retry-delay", a->retry_delay_text, 1, DQ_RETRY_DELAY_MAX_S,
+                             &a->retry_delay_s);
 }
 
 /* 0 turns it off; the answerer reads 0 as its default, so off travels as -1 (run_workers). */
@@ -447,16 +462,18 @@ static int run_look_at_queue(RunArgs *a) {
 #define RUN_EXAMPLE_CHARS   400  /* of each cause's example message: a page store path is ~110 */
 #define RUN_REASONS_COUNTED 1000 /* causes counted for "and N more" */
 
-/* Why the jobs that failed during the run did, on stderr after the summary: "N failed" alone
- * sends the user to docqa status, the cause is what they act on. Grouped as status groups them
- * (store_jobs_top_errors: a cause with the paths left out), each with one message whole, which
- * names the file or the question. Nothing when the database cannot be read now (the error that
- * stopped the run said why). */
+/* Why the jobs that failed during the run did (its own, by owner_tag and buried: a worker of
+ * the same model elsewhere records its own failures meanwhile), on stderr after the summary:
+ * "N failed" alone sends the user to docqa status, the cause is what they act on. Grouped as
+ * status groups them (store_jobs_top_errors: a cause with the paths left out), each with one
+ * message whole, which names the file or the question. Nothing when the database cannot be
+ * read now (the error that stopped the run said why). */
 static void run_say_failures(const RunArgs *a) {
     GError *err = NULL;
     DqStore *store = dq_store_open_existing(a->db_path, &err);
     GPtrArray *why = store ? store_jobs_errors_after(store, a->model_id, a->errors_before,
-                                                     RUN_REASONS_COUNTED, &err)
+                                                     a->owner_tag, (const gint64 *)a->buried->data,
+                                                     (int)a->buried->len, RUN_REASONS_COUNTED, &err)
                            : NULL;
     if (store != NULL) {
         store_jobs_finalize(store);
@@ -520,7 +537,9 @@ static int run_report(const RunArgs *a, int rc, const DqRunResult *res, double s
     return rc;
 }
 
-static int run_workers(const RunArgs *a) {
+static int run_workers(RunArgs *a) {
+    g_snprintf(a->owner_tag, sizeof(a->owner_tag), "%08x%08x", g_random_int(), g_random_int());
+    a->buried = g_array_new(FALSE, FALSE, sizeof(gint64));
     RunModel rm = {.model_dir = a->model_dir,
                    .devices = a->devices,
                    .weights = a->weights,
@@ -531,10 +550,13 @@ static int run_workers(const RunArgs *a) {
                                   .model_id = a->model_id,
                                   .batch = a->batch,
                                   .until_empty = a->until_empty,
-                                  .lease_ms = (gint64)a->lease_s * 1000},
+                                  .lease_ms = (gint64)a->lease_s * 1000,
+                                  .backoff_ms = a->retry_delay_s * 1000,
+                                  .owner_tag = a->owner_tag},
                        .n_workers = (int)a->workers,
                        .max_jobs = a->max_jobs,
-                       .progress = !a->quiet};
+                       .progress = !a->quiet,
+                       .buried_ids = a->buried};
     DqRunResult res;
     GError *err = NULL;
     gint64 t0 = g_get_monotonic_time();
@@ -557,6 +579,9 @@ static void run_args_clear(RunArgs *a) {
     g_free(a->workers_text);
     g_free(a->max_jobs_text);
     g_free(a->prefix_text);
+    g_free(a->retry_delay_text);
+    if (a->buried)
+        g_array_free(a->buried, TRUE);
     if (a->devices)
         g_ptr_array_free(a->devices, TRUE);
 }

@@ -304,13 +304,12 @@ static int status_read_progress(Status *st) {
     char **missing = dq_store_missing_views(st->store, &err);
     if (missing == NULL)
         return dq_cli_fail(err);
-    if (g_strv_contains((const char *const *)missing, "v_progress"))
-        dq_print_line(stderr,
-                      "docqa: status: the view v_progress is missing (dropped?): %s; `docqa "
-                      "migrate --from %s` makes docqa's views again",
-                      st->json ? "\"progress\" is null" : "no progress per question",
-                      dq_store_path(st->store));
-    else if ((st->progress = store_jobs_progress_at(st->store, st->now, &err)) == NULL) {
+    if (g_strv_contains((const char *const *)missing, "v_progress")) {
+        char *advice = dq_cli_views_advice(st->path);
+        dq_print_line(stderr, "docqa: status: the view v_progress is missing (dropped?): %s; %s",
+                      st->json ? "\"progress\" is null" : "no progress per question", advice);
+        g_free(advice);
+    } else if ((st->progress = store_jobs_progress_at(st->store, st->now, &err)) == NULL) {
         g_strfreev(missing);
         return dq_cli_fail(err);
     }
@@ -369,11 +368,21 @@ static void print_engines(const GPtrArray *engines) {
 }
 
 /* Workers stop on a missing page store rather than fail its jobs: say it here, where one looks
- * when nothing moves. */
+ * when nothing moves. A PostgreSQL database's is wherever DOCQA_PAGES says on the machines
+ * that ingest and run: unset here (status may run on any machine), it is said not to be
+ * checked, and why, rather than nothing, which would read as "found". */
 static void print_page_store(const Status *st) {
+    if (st->left == 0)
+        return;
+    const char *env = g_getenv("DOCQA_PAGES");
+    if (dq_store_kind(st->store) != DQ_STORE_SQLITE && (env == NULL || *env == '\0')) {
+        printf("page store: not checked: DOCQA_PAGES is unset here (a PostgreSQL database's page "
+               "images are in the folder it names, shared by the machines that ingest and run, "
+               "which refuse to start without it)\n");
+        return;
+    }
     GError *gone = NULL;
-    if (st->left > 0 && (dq_store_kind(st->store) == DQ_STORE_SQLITE || g_getenv("DOCQA_PAGES")) &&
-        !queue_page_store_usable(st->path, &gone)) {
+    if (!queue_page_store_usable(st->path, &gone)) {
         char *msg = dq_cli_shown(gone->message);
         printf("page store: %s\n", msg);
         g_free(msg);

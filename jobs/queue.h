@@ -259,6 +259,11 @@ typedef struct {
      * queue_run looks at them again once its workers are done. */
     void (*on_buried)(void *user, const gint64 *job_ids, int n);
     void *on_buried_user;
+    /* Appended to the worker's id ("host:pid:random:TAG"; NULL: "host:pid:random"), which its
+     * leases and job_errors.worker record: `docqa run` gives its workers one tag of its own, so
+     * that the failures its workers recorded can be told from those of workers elsewhere
+     * (store_jobs_errors_after). Letters and digits only. */
+    const char *owner_tag;
 } DqWorkerOptions;
 
 typedef struct {
@@ -295,6 +300,10 @@ typedef struct {
     int n_workers;     /* K processes, >= 1 */
     gint64 max_jobs;   /* 0: no limit */
     gboolean progress; /* a progress line on stderr (only when it is a terminal) */
+    /* When not NULL, gets (gint64) the ids of the jobs the workers' claims buried (the first
+     * 65536), whoever held them: failures of this run, though the lease that ran out was
+     * another worker's (store_jobs_errors_after). */
+    GArray *buried_ids;
 } DqRunOptions;
 
 typedef struct {

@@ -487,6 +487,9 @@ int queue_run(const DqRunOptions *opt, DqAnswererOpenFn open, void *open_user, D
     for (int i = 0; i < k; i++)
         stats_add(&res->total, &sh->worker[i].stats);
     recount_buried(opt, sh, res);
+    if (opt->buried_ids != NULL)
+        g_array_append_vals(opt->buried_ids, sh->buried,
+                            (guint)MIN(g_atomic_int_get(&sh->n_buried), BURIED_MAX));
     int code = run_status(&p, err);
     munmap(sh, size);
     g_free(p.restarts);

@@ -887,7 +887,8 @@ gboolean queue_worker_run(const DqWorkerOptions *opt_in, DqAnswerer *answerer,
 
     char host[256] = "localhost";
     gethostname(host, sizeof(host) - 1);
-    char *owner = g_strdup_printf("%s:%d:%08x", host, (int)getpid(), g_random_int());
+    char *owner = g_strdup_printf("%s:%d:%08x%s%s", host, (int)getpid(), g_random_int(),
+                                  opt.owner_tag ? ":" : "", opt.owner_tag ? opt.owner_tag : "");
     Heartbeat hb = {.owner = owner,
                     .lease_ms = opt.lease_ms,
                     .interval_ms = opt.heartbeat_ms,

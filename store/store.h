@@ -43,6 +43,13 @@ const char *dq_store_default_location(void);
  * "//" fails with the form to write). */
 gboolean dq_store_location_is_postgres(const char *location);
 
+/* `location` as an argument to paste into a command (advice such as `docqa migrate --from X`):
+ * as given, in single quotes where a shell would read more than a word in it; not the display
+ * form (dq_store_path), which keeps only a PostgreSQL location's user, host, port and database
+ * and cannot say a socket folder's host=. One that holds a password has it hidden ("***"), and
+ * *password_hidden is set. g_free. */
+char *dq_store_location_pasteable(const char *location, gboolean *password_hidden);
+
 /* The content-addressed page store, one home for ingest (which writes it) and the workers (which
  * read it): <dir>/<sha[0:2]>/<sha[2:4]>/<sha>.png. For SQLite <dir> is "<database file>.pages";
  * for PostgreSQL it is $DOCQA_PAGES, a directory every worker machine mounts (NULL and an error

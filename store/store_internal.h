@@ -190,6 +190,9 @@ gboolean store_pg_is_conninfo_keyword(const char *word);
 /* A postgresql:// location as messages show it: user, host, port and database, never the
  * password (nor any other option); where libpq cannot parse it, the text with passwords hidden. */
 char *store_pg_display_location(const char *location);
+/* A postgresql:// location as written, its passwords ("user:secret@", "password=secret") hidden
+ * as "***". */
+char *store_pg_hide_passwords(const char *location);
 /* Calls a PostgreSQL half when the store is PostgreSQL: `PG_DISPATCH(s, return f(...));`. */
 #define PG_DISPATCH(s, stmt)                                                                       \
     do {                                                                                           \

@@ -1295,13 +1295,17 @@ gboolean store_jobs_last_error_id(DqStore *s, gint64 *id, GError **err) {
     return TRUE;
 }
 
-GPtrArray *store_jobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
-                                   GError **err) {
-    PG_DISPATCH(s, return pgjobs_errors_after(s, model_id, after_id, limit, err));
+GPtrArray *store_jobs_errors_after(DqStore *s, const char *model_id, gint64 after_id,
+                                   const char *worker_tag, const gint64 *buried, int n_buried,
+                                   int limit, GError **err) {
+    PG_DISPATCH(s, return pgjobs_errors_after(s, model_id, after_id, worker_tag, buried, n_buried,
+                                              limit, err));
     sqlite3_stmt *st = stmt(s,
                             "SELECT e.kind, docqa_error_reason(e.message) AS reason, "
                             "count(DISTINCT e.job_id) AS n, min(e.message) FROM job_errors e "
                             "JOIN jobs j ON j.id = e.job_id WHERE e.id > ?2 AND j.model_id = ?3 "
+                            "AND (?4 IS NULL OR e.worker LIKE ('%:' || ?4) "
+                            "OR e.job_id IN (SELECT value FROM json_each(?5))) "
                             "AND " DQ_SQL_ENDED_BY_ERROR " GROUP BY e.kind, reason "
                             "ORDER BY n DESC, e.kind, reason LIMIT ?1",
                             err);
@@ -1310,6 +1314,8 @@ GPtrArray *store_jobs_errors_after(DqStore *s, const char *model_id, gint64 afte
     sqlite3_bind_int(st, 1, limit);
     sqlite3_bind_int64(st, 2, after_id);
     bind_text(st, 3, model_id);
+    bind_text(st, 4, worker_tag);
+    sqlite3_bind_text(st, 5, store_jobs_id_list(buried, n_buried, '[', ']'), -1, g_free);
     return read_rows(s, st, error_reason_row, (GDestroyNotify)dq_error_reason_free,
                      "reading job errors", err);
 }

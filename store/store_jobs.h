@@ -283,9 +283,14 @@ gboolean store_jobs_last_error_id(DqStore *s, gint64 *id, GError **err);
 /* Why the jobs of model_id that ended failed for good by an error recorded after error id
  * after_id did: failed or dead, or done again with the answer a requeue left them (their
  * finished_at, the answer's, before the error), each job by its newest error, grouped as
- * store_jobs_top_errors groups them, most jobs first. What `docqa run` says at its end. */
-GPtrArray *store_jobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
-                                   GError **err);
+ * store_jobs_top_errors groups them, most jobs first. What `docqa run` says at its end, of its
+ * own failures only (workers of the same model elsewhere record theirs meanwhile): an error
+ * recorded by a worker whose id ends in ":" worker_tag (DqWorkerOptions.owner_tag; letters and
+ * digits; NULL: any worker's), or of one of the n_buried jobs `buried` (those the run's claims
+ * buried, whose lease, recorded in the error, was another worker's). */
+GPtrArray *store_jobs_errors_after(DqStore *s, const char *model_id, gint64 after_id,
+                                   const char *worker_tag, const gint64 *buried, int n_buried,
+                                   int limit, GError **err);
 
 /* Answers counted by how they were computed (answers.device, weights and exact). */
 typedef struct {

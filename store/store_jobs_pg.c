@@ -855,8 +855,9 @@ gboolean pgjobs_last_error_id(DqStore *s, gint64 *id, GError **err) {
     return TRUE;
 }
 
-GPtrArray *pgjobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
-                               GError **err) {
+GPtrArray *pgjobs_errors_after(DqStore *s, const char *model_id, gint64 after_id,
+                               const char *worker_tag, const gint64 *buried, int n_buried,
+                               int limit, GError **err) {
     PgParams p = {0};
     pg_i64(&p, limit);
     pg_text(&p, DQ_REASON_FILE_RE);
@@ -865,16 +866,21 @@ GPtrArray *pgjobs_errors_after(DqStore *s, const char *model_id, gint64 after_id
     pg_text(&p, DQ_REASON_PAREN_BY);
     pg_i64(&p, after_id);
     pg_text(&p, model_id);
+    pg_text(&p, worker_tag);
+    char *list = store_jobs_id_list(buried, n_buried, '{', '}');
+    pg_text(&p, list);
+    g_free(list);
     /* COLLATE "C": the order, and the example, SQLite's. */
-    return read_rows(s,
-                     "SELECT kind, reason, count(DISTINCT job_id) AS n, "
-                     "min(message COLLATE \"C\") FROM (SELECT e.kind, e.job_id, e.message, "
-                     "regexp_replace(regexp_replace(e.message, $2, $3), $4, $5, 'g') AS reason "
-                     "FROM job_errors e JOIN jobs j ON j.id = e.job_id WHERE e.id > $6 "
-                     "AND j.model_id = $7 AND " DQ_SQL_ENDED_BY_ERROR ") g GROUP BY kind, reason "
-                     "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
-                     &p, "reading job errors", error_reason_row,
-                     (GDestroyNotify)dq_error_reason_free, err);
+    return read_rows(
+        s,
+        "SELECT kind, reason, count(DISTINCT job_id) AS n, "
+        "min(message COLLATE \"C\") FROM (SELECT e.kind, e.job_id, e.message, "
+        "regexp_replace(regexp_replace(e.message, $2, $3), $4, $5, 'g') AS reason "
+        "FROM job_errors e JOIN jobs j ON j.id = e.job_id WHERE e.id > $6 "
+        "AND j.model_id = $7 AND ($8::text IS NULL OR e.worker LIKE ('%:' || $8) "
+        "OR e.job_id = ANY ($9::bigint[])) AND " DQ_SQL_ENDED_BY_ERROR ") g GROUP BY kind, reason "
+        "ORDER BY n DESC, kind COLLATE \"C\", reason COLLATE \"C\" LIMIT $1",
+        &p, "reading job errors", error_reason_row, (GDestroyNotify)dq_error_reason_free, err);
 }
 
 static gpointer answer_engine_row(PGresult *r, int i) {

@@ -30,8 +30,9 @@ gboolean pgjobs_recent_rate(DqStore *s, const char *since, gint64 *answers, doub
                             GError **err);
 GPtrArray *pgjobs_top_errors(DqStore *s, int limit, GError **err);
 gboolean pgjobs_last_error_id(DqStore *s, gint64 *id, GError **err);
-GPtrArray *pgjobs_errors_after(DqStore *s, const char *model_id, gint64 after_id, int limit,
-                               GError **err);
+GPtrArray *pgjobs_errors_after(DqStore *s, const char *model_id, gint64 after_id,
+                               const char *worker_tag, const gint64 *buried, int n_buried,
+                               int limit, GError **err);
 GPtrArray *pgjobs_answer_engines(DqStore *s, GError **err);
 GPtrArray *pgjobs_model_snapshots(DqStore *s, const char *model_id, GError **err);
 GPtrArray *pgjobs_progress(DqStore *s, GError **err);

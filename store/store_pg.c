@@ -450,6 +450,10 @@ static gboolean holds_password(const char *piece) {
     return found;
 }
 
+char *store_pg_hide_passwords(const char *location) {
+    return redact_location(location);
+}
+
 /* The location for messages: libpq's own parse, without the password (nor any other option). */
 char *store_pg_display_location(const char *location) {
     PQconninfoOption *opts = PQconninfoParse(location, NULL);

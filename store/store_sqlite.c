@@ -39,6 +39,25 @@ gboolean dq_store_location_is_postgres(const char *location) {
                                 g_ascii_strncasecmp(location, "postgres:", 9) == 0);
 }
 
+char *dq_store_location_pasteable(const char *location, gboolean *password_hidden) {
+    char *shown = g_strdup(location);
+#ifdef DOCQA_HAVE_POSTGRES
+    if (dq_store_location_is_postgres(location)) {
+        g_free(shown);
+        shown = store_pg_hide_passwords(location);
+    }
+#endif
+    *password_hidden = strcmp(shown, location) != 0;
+    /* a URI's query holds '?' and '&', a file name may hold a space */
+    if (*shown == '\0' || shown[strspn(shown, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                              "0123456789@%+=:,./_-")] != '\0') {
+        char *quoted = g_shell_quote(shown);
+        g_free(shown);
+        shown = quoted;
+    }
+    return shown;
+}
+
 /* "host=db password=secret": libpq's key=value form, which docqa does not take (one location
  * syntax, whose password messages can hide). Taken as a file name it would become a SQLite
  * database named after the password: refused, without repeating it, whichever of libpq's

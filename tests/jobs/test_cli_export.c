@@ -1013,19 +1013,107 @@ static void test_messages_hide_password(void) {
         g_free(want);
         g_free(err);
     }
-    pgt_exec(pg, "DROP VIEW v_progress; DROP VIEW v_current_answers; DROP VIEW v_answers");
     const char *const readers[][2] = {{"status", "v_progress"}, {"export", "v_answers"}};
     for (size_t i = 0; i < G_N_ELEMENTS(readers); i++) {
+        pgt_exec(pg, "DROP VIEW v_progress; DROP VIEW v_current_answers; DROP VIEW v_answers");
         char *err = NULL;
         const char *args[] = {readers[i][0], "--db", with_password, NULL};
         dq_test_docqa_in(NULL, NULL, args, NULL, &err);
         g_test_message("%s", err);
         g_assert_null(strstr(err, "hunter2"));
         g_assert_nonnull(strstr(err, readers[i][1]));
-        g_assert_nonnull(strstr(err, "`docqa migrate --from postgresql://"));
+        /* the location as given (the socket folder's host= too), the password hidden */
+        char *want = g_strdup_printf("`docqa migrate --from '%s&password=***'` makes docqa's "
+                                     "views again (with the password where it shows ***)",
+                                     pg);
+        g_assert_nonnull(strstr(err, want));
+        g_free(want);
+        g_free(err);
+        /* without a password: the advice pasted as it is makes the views again */
+        const char *plain[] = {readers[i][0], "--db", pg, NULL};
+        dq_test_docqa_in(NULL, NULL, plain, NULL, &err);
+        g_test_message("%s", err);
+        const char *cmd = strstr(err, "`docqa migrate --from ");
+        g_assert_nonnull(cmd);
+        const char *end = strchr(cmd + 1, '`');
+        g_assert_nonnull(end);
+        g_assert_true(g_str_has_prefix(end, "` makes docqa's views again\n"));
+        char *line = g_strndup(cmd + 1, (gsize)(end - cmd - 1));
+        int argc = 0;
+        char **pasted = NULL;
+        g_assert_true(g_shell_parse_argv(line, &argc, &pasted, NULL));
+        g_assert_cmpint(argc, ==, 4);
+        g_assert_cmpstr(pasted[3], ==, pg);
+        g_free(pasted[0]);
+        pasted[0] = dq_test_docqa_path();
+        char *out = NULL;
+        g_assert_true(
+            g_spawn_sync(NULL, pasted, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL, NULL, NULL));
+        g_assert_nonnull(strstr(out, "views made again"));
+        g_free(out);
+        g_strfreev(pasted);
+        g_free(line);
         g_free(err);
     }
     g_free(with_password);
+    g_free(from);
+    g_free(pg);
+    g_free(db);
+    g_free(dir);
+#else
+    g_test_skip("docqa built without PostgreSQL");
+#endif
+}
+
+/* Status on PostgreSQL while jobs wait: with DOCQA_PAGES unset it says that it did not check
+ * the page store and why, rather than nothing; set, it checks the folder named, as on SQLite. */
+static void test_status_page_store_postgres(void) {
+#ifdef DQ_TEST_POSTGRES
+    if (server == NULL) {
+        g_test_skip(server_why_not);
+        return;
+    }
+    char *dir = dq_test_tmpdir();
+    char *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
+    char *pg = pgt_new_database(server, "status_page_store");
+    char *from = g_strconcat("sqlite:", db, NULL);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "migrate", "--from", from, "--to", pg, NULL), ==, 0);
+    char *pages = g_strconcat(db, ".pages", NULL), *away = g_build_filename(dir, "away", NULL);
+    char *was = g_strdup(g_getenv("DOCQA_PAGES"));
+    const char *const unset[] = {NULL, ""};
+    for (size_t i = 0; i < G_N_ELEMENTS(unset); i++) {
+        if (unset[i] == NULL)
+            g_unsetenv("DOCQA_PAGES");
+        else
+            g_setenv("DOCQA_PAGES", unset[i], TRUE);
+        char *out = NULL;
+        g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", pg, NULL), ==, 0);
+        g_test_message("%s", out);
+        g_assert_nonnull(strstr(out, "page store: not checked: DOCQA_PAGES is unset here (a "
+                                     "PostgreSQL database's page images are in the folder it "
+                                     "names, shared by the machines that ingest and run, which "
+                                     "refuse to start without it)\n"));
+        g_free(out);
+    }
+    g_setenv("DOCQA_PAGES", pages, TRUE);
+    char *out = NULL;
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", pg, NULL), ==, 0);
+    g_assert_null(strstr(out, "page store"));
+    g_free(out);
+    g_setenv("DOCQA_PAGES", away, TRUE);
+    g_assert_cmpint(dq_test_docqa(&out, NULL, "status", "--db", pg, NULL), ==, 0);
+    char *line = g_strdup_printf("page store: %s: the page store is missing or empty", away);
+    g_assert_nonnull(strstr(out, line));
+    g_free(line);
+    g_free(out);
+    if (was != NULL)
+        g_setenv("DOCQA_PAGES", was, TRUE);
+    else
+        g_unsetenv("DOCQA_PAGES");
+    g_free(was);
+    g_free(away);
+    g_free(pages);
     g_free(from);
     g_free(pg);
     g_free(db);
@@ -1054,6 +1142,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/cli-export/full-disk", test_export_full_disk);
     g_test_add_func("/cli-export/checkpoint-mode", test_export_checkpoint_mode);
     g_test_add_func("/cli-export/messages-hide-password", test_messages_hide_password);
+    g_test_add_func("/cli-export/status-page-store-postgres", test_status_page_store_postgres);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

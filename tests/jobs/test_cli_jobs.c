@@ -412,11 +412,12 @@ static void test_run_refuses_clearly(void) {
     g_free(err);
     /* Each out-of-range option is refused by name, before any worker starts. */
     const char *bad[][2] = {
-        {"--batch", "0"},        {"--batch", "2147483646"}, {"--batch", "4097"},
-        {"--workers", "0"},      {"--workers", "257"},      {"--workers", "x"},
-        {"--max-jobs", "-1"},    {"--max-jobs", "0"},       {"--lease", "0"},
-        {"--max-jobs", "1e3"},   {"--prefix-cache", "-1"},  {"--prefix-cache", "1048577"},
-        {"--prefix-cache", "1G"}};
+        {"--batch", "0"},         {"--batch", "2147483646"}, {"--batch", "4097"},
+        {"--workers", "0"},       {"--workers", "257"},      {"--workers", "x"},
+        {"--max-jobs", "-1"},     {"--max-jobs", "0"},       {"--lease", "0"},
+        {"--max-jobs", "1e3"},    {"--prefix-cache", "-1"},  {"--prefix-cache", "1048577"},
+        {"--prefix-cache", "1G"}, {"--retry-delay", "0"},    {"--retry-delay", "3601"},
+        {"--retry-delay", "1.5"}};
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, bad[i][0],
                                       bad[i][1], NULL),

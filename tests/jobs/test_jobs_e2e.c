@@ -333,6 +333,107 @@ static void test_damaged_pages_repaired(void) {
     g_free(model);
 }
 
+#define ELSEWHERE "elsewhere:7:00000000:00000000000000e1"
+
+/* Another machine's worker of the same model takes the first job before the run; the page of
+ * the second is damaged, which the run then fails. The first job's id. */
+static gint64 claim_one_elsewhere(const char *db) {
+    GError *err = NULL;
+    DqStore *s = dq_store_open(db, &err);
+    dq_assert_no_error(err);
+    char *model_id = NULL, *sha = NULL;
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_open(db, &h), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(h,
+                                       "SELECT j.model_id, p.image_sha256 FROM jobs j JOIN pages "
+                                       "p ON p.id = j.page_id ORDER BY j.id LIMIT 1 OFFSET 1",
+                                       -1, &st, NULL),
+                    ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    model_id = g_strdup((const char *)sqlite3_column_text(st, 0));
+    sha = g_strdup((const char *)sqlite3_column_text(st, 1));
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    char *page = queue_page_image_path(db, sha);
+    g_assert_cmpint(truncate(page, 100), ==, 0);
+    GPtrArray *c =
+        store_jobs_claim(s, ELSEWHERE, model_id, 1, g_get_real_time() / 1000, 600000, NULL, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 1);
+    gint64 id = ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id;
+    g_ptr_array_free(c, TRUE);
+    g_free(page);
+    g_free(sha);
+    g_free(model_id);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    return id;
+}
+
+typedef struct {
+    const char *db;
+    gint64 job_id;
+} Elsewhere;
+
+/* ... and fails it for good while the run is held after its workers ended. */
+static void fail_elsewhere(void *user) {
+    const Elsewhere *e = user;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(e->db, &err);
+    dq_assert_no_error(err);
+    DqJobState state = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, ELSEWHERE, e->job_id, "model", "out of memory", FALSE,
+                                  g_get_real_time() / 1000, 5000, &state, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpint(state, ==, DQ_JOB_FAILED);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+}
+
+/* Two runs of one model at once (the other on another machine): each failed a job during this
+ * one; this run says why its own failed, not the other's, recorded after it started. */
+static void test_run_says_its_own_failures(void) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    char *dir = dq_test_tmpdir();
+    char *docs = g_build_filename(dir, "archive", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(docs, 0755), ==, 0);
+    char *pdf = g_build_filename(docs, "report.pdf", NULL);
+    write_pdf(pdf, "Annual Report", 3);
+    char *db = g_build_filename(dir, "docqa.db", NULL);
+    const char *ingest[] = {"ingest",  "--db", db,   "--model", model,
+                            "--n-res", "2",    "-q", docs,      NULL};
+    g_assert_cmpint(docqa(ingest), ==, 0);
+    const char *ask[] = {
+        "ask", "--db", db, "--model", model, "--max-new-tokens", "6", "What is the title?", NULL};
+    g_assert_cmpint(docqa(ask), ==, 0);
+    Elsewhere e = {.db = db, .job_id = claim_one_elsewhere(db)};
+    char *docqa_path = dq_test_docqa_path();
+    /* --max-jobs: the first job, held elsewhere, is not waited for */
+    const char *run[] = {docqa_path, "run",        "--db", db,   "--model",
+                         model,      "--max-jobs", "2",    "-q", NULL};
+    char *out = NULL, *said = NULL;
+    int status =
+        dq_test_run_paused(run, NULL, "run:workers_ended", fail_elsewhere, &e, &out, &said);
+    g_test_message("run: %s%s", out, said);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+    g_assert_true(g_str_has_prefix(out, "run: 1 answered, 1 failed"));
+    g_assert_nonnull(strstr(said, "docqa: run: why 1 job failed:\n  page_image, 1 job: "));
+    g_assert_null(strstr(said, "out of memory"));
+    g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), ==, 2);
+    g_free(out);
+    g_free(said);
+    g_free(docqa_path);
+    g_free(db);
+    g_free(pdf);
+    g_free(docs);
+    g_free(dir);
+    g_free(model);
+}
+
 /* Runs docqa with args; returns its exit status and its stderr. */
 static int docqa_err(const char *const *args, char **errout) {
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
@@ -431,8 +532,17 @@ static void test_page_read_retried(void) {
     const char *run[] = {"run", "--db", db, "--model", model, "--until-empty", "-q", NULL};
 
     char *err = NULL;
-    g_assert_cmpint(docqa_injected(page, "read", "EIO:when=1", run, &err), ==, 0);
+    /* the retry after --retry-delay, not the default 5 s */
+    const char *run_soon[] = {"run",           "--db",          db,  "--model", model,
+                              "--until-empty", "--retry-delay", "1", "-q",      NULL};
+    g_assert_cmpint(docqa_injected(page, "read", "EIO:when=1", run_soon, &err), ==, 0);
     g_free(err);
+    gint64 waited_ms = jt_query_int(
+        db, "SELECT j.not_before_ms - CAST(round((julianday(e.at) - 2440587.5) * 86400000) AS "
+            "INTEGER) FROM jobs j JOIN job_errors e ON e.job_id = j.id");
+    g_test_message("the retry was due %" G_GINT64_FORMAT " ms after the failure", waited_ms);
+    g_assert_cmpint(waited_ms, >, 500);
+    g_assert_cmpint(waited_ms, <, 2500);
     g_assert_cmpint(jt_query_int(db, "SELECT count(*) FROM jobs WHERE state = 'done' AND "
                                      "attempts = 2"),
                     ==, 1);
@@ -655,6 +765,7 @@ int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/jobs-e2e/ingest-ask-run-tiny-model", test_ingest_ask_run);
     g_test_add_func("/jobs-e2e/damaged-pages-repaired", test_damaged_pages_repaired);
+    g_test_add_func("/jobs-e2e/run-says-its-own-failures", test_run_says_its_own_failures);
     g_test_add_func("/jobs-e2e/answer-provenance", test_answer_provenance);
     g_test_add_func("/jobs-e2e/page-read-retried", test_page_read_retried);
     return g_test_run();

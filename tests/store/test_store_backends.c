@@ -679,7 +679,7 @@ static void test_errors_after(gconstpointer kind) {
     g_assert_true(store_jobs_last_error_id(s, &mark, &err));
     dq_assert_no_error(err);
     g_assert_cmpint(mark, >, 0);
-    GPtrArray *why = store_jobs_errors_after(s, "m", mark, 10, &err);
+    GPtrArray *why = store_jobs_errors_after(s, "m", mark, NULL, NULL, 0, 10, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(why->len, ==, 0); /* job 0 failed before the mark */
     g_ptr_array_free(why, TRUE);
@@ -707,7 +707,7 @@ static void test_errors_after(gconstpointer kind) {
     again.finished_at = "2126-01-01T00:00:00.000Z"; /* after its error, whatever the clock */
     complete_all(s, "C", &again, 1);
 
-    why = store_jobs_errors_after(s, "m", mark, 10, &err);
+    why = store_jobs_errors_after(s, "m", mark, NULL, NULL, 0, 10, &err);
     dq_assert_no_error(err);
     g_assert_cmpint(why->len, ==, 2);
     const DqErrorReason *r0 = g_ptr_array_index(why, 0), *r1 = g_ptr_array_index(why, 1);
@@ -719,15 +719,95 @@ static void test_errors_after(gconstpointer kind) {
     g_assert_cmpstr(r1->example, ==, "/p/0.png: cannot read image: Input/output error");
     g_assert_cmpint(r1->jobs, ==, 1);
     g_ptr_array_free(why, TRUE);
-    why = store_jobs_errors_after(s, "other", mark, 10, &err);
+    why = store_jobs_errors_after(s, "other", mark, NULL, NULL, 0, 10, &err);
     g_assert_cmpint(why->len, ==, 0);
     g_ptr_array_free(why, TRUE);
-    why = store_jobs_errors_after(s, "m", mark, 1, &err);
+    why = store_jobs_errors_after(s, "m", mark, NULL, NULL, 0, 1, &err);
     g_assert_cmpint(why->len, ==, 1);
     g_ptr_array_free(why, TRUE);
     g_ptr_array_free(a, TRUE);
     g_ptr_array_free(b, TRUE);
     g_ptr_array_free(c, TRUE);
+    store_jobs_finalize(s);
+    dq_store_close(s);
+    g_free(loc);
+}
+
+/* The kinds of why's causes, most jobs first, then by kind: "kind N, kind N". */
+static char *reasons_text(GPtrArray *why) {
+    GString *g = g_string_new(NULL);
+    for (guint i = 0; i < why->len; i++) {
+        const DqErrorReason *r = g_ptr_array_index(why, i);
+        g_string_append_printf(g, "%s%s %" G_GINT64_FORMAT, i ? ", " : "", r->kind, r->jobs);
+    }
+    g_ptr_array_free(why, TRUE);
+    return g_string_free(g, FALSE);
+}
+
+/* Two runs of one model at once, on two machines, and a third whose workers died: each run's
+ * closing word names its own failures, those its workers recorded (their ids end in its tag)
+ * and the job its claim buried, whose lease (recorded in the error) was a dead worker's of the
+ * third run; not the other run's, though recorded after its mark, for the same model. */
+static void test_errors_after_two_runs(gconstpointer kind) {
+    char *loc = new_location(kind);
+    if (loc == NULL)
+        return;
+    GError *err = NULL;
+    DqStore *s = dq_store_open(loc, &err);
+    dq_assert_no_error(err);
+    add_document(s, "/archive/g.pdf", "9999");
+    g_assert_cmpint(enqueue_all(s, "Total?"), ==, 3); /* max_attempts 2 */
+    gint64 mark = -1;
+    g_assert_true(store_jobs_last_error_id(s, &mark, &err));
+    const char *run1 = "h1:10:0000000a:00000000000000a1", *run2 = "h2:20:0000000b:00000000000000b2",
+               *x = "h3:30:0000000c:00000000000000c3", *y = "h3:31:0000000d:00000000000000c3";
+    gint64 id[3];
+    const char *owners[3] = {run1, run2, x};
+    for (int i = 0; i < 3; i++) {
+        GPtrArray *c =
+            store_jobs_claim(s, owners[i], "m", 1, 1000, i < 2 ? 1000000 : 100, NULL, &err);
+        dq_assert_no_error(err);
+        g_assert_cmpint(c->len, ==, 1);
+        id[i] = ((DqClaimedJob *)g_ptr_array_index(c, 0))->job_id;
+        g_ptr_array_free(c, TRUE);
+    }
+    DqJobState st = DQ_JOB_N_STATES;
+    g_assert_true(store_jobs_fail(s, run1, id[0], "page_image", "/p/0.png: page image missing",
+                                  FALSE, 1010, 10, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+    g_assert_true(
+        store_jobs_fail(s, run2, id[1], "model", "out of memory", FALSE, 1010, 10, &st, &err));
+    g_assert_cmpint(st, ==, DQ_JOB_FAILED);
+    /* x's lease runs out; y, of its run, takes the job back, and dies holding it too */
+    GPtrArray *c = store_jobs_claim(s, y, "m", 3, 2000, 100, NULL, &err);
+    g_assert_cmpint(c->len, ==, 1);
+    g_ptr_array_free(c, TRUE);
+    GArray *buried = g_array_new(FALSE, FALSE, sizeof(gint64));
+    c = store_jobs_claim_noting(s, run1, "m", 3, 3000, 1000000, buried, &err);
+    dq_assert_no_error(err);
+    g_assert_cmpint(c->len, ==, 0);
+    g_ptr_array_free(c, TRUE);
+    g_assert_cmpint(buried->len, ==, 1);
+    g_assert_cmpint(g_array_index(buried, gint64, 0), ==, id[2]);
+
+    char *said = reasons_text(store_jobs_errors_after(s, "m", mark, "00000000000000a1",
+                                                      (const gint64 *)buried->data,
+                                                      (int)buried->len, 10, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpstr(said, ==, "lease_expired 1, page_image 1");
+    g_free(said);
+    said =
+        reasons_text(store_jobs_errors_after(s, "m", mark, "00000000000000b2", NULL, 0, 10, &err));
+    g_assert_cmpstr(said, ==, "model 1");
+    g_free(said);
+    /* the tag is the id's last part whole */
+    said = reasons_text(store_jobs_errors_after(s, "m", mark, "0a1", NULL, 0, 10, &err));
+    g_assert_cmpstr(said, ==, "");
+    g_free(said);
+    said = reasons_text(store_jobs_errors_after(s, "m", mark, NULL, NULL, 0, 10, &err));
+    g_assert_cmpstr(said, ==, "lease_expired 1, model 1, page_image 1");
+    g_free(said);
+    g_array_free(buried, TRUE);
     store_jobs_finalize(s);
     dq_store_close(s);
     g_free(loc);
@@ -2767,6 +2847,11 @@ static void test_pg_display_location(void) {
             g_error("%s: the password shows: %s", bad[i], shown);
         g_assert_nonnull(strstr(shown, "***"));
         g_free(shown);
+        gboolean hidden = FALSE;
+        shown = dq_store_location_pasteable(bad[i], &hidden);
+        if (strstr(shown, "retPW") != NULL || !hidden)
+            g_error("%s: the password shows to paste: %s", bad[i], shown);
+        g_free(shown);
     }
     /* Not even a space before it shows (found by fuzz_pg_location). */
     char *spaced = store_pg_display_location("postgresql://[/db?password= S3cretPW");
@@ -2781,6 +2866,32 @@ static void test_pg_display_location(void) {
     g_assert_cmpstr(a, ==, b);
     g_free(a);
     g_free(b);
+}
+
+/* A location to paste into a command (advice to run `docqa migrate --from X`): as given, a
+ * socket folder's host= too, which the display form cannot say, quoted for a shell where it
+ * needs it, and a password hidden, saying so. */
+static void test_location_pasteable(void) {
+    const char *const cases[][3] = {
+        {"docqa.db", "docqa.db", "0"},
+        {"sqlite:/srv/nightly/docqa.db", "sqlite:/srv/nightly/docqa.db", "0"},
+        {"my scans/it's.db", "'my scans/it'\\''s.db'", "0"},
+        {"postgresql://docqa@dbhost:5433/docqa", "postgresql://docqa@dbhost:5433/docqa", "0"},
+        {"postgresql:///docqa?host=/var/run/postgresql",
+         "'postgresql:///docqa?host=/var/run/postgresql'", "0"},
+        {"postgresql:///docqa?host=/tmp&sslmode=disable",
+         "'postgresql:///docqa?host=/tmp&sslmode=disable'", "0"},
+        {"postgresql://u:S3cret@dbhost/docqa", "'postgresql://u:***@dbhost/docqa'", "1"},
+        {"postgresql:///docqa?host=/tmp&password=S3cret&user=u",
+         "'postgresql:///docqa?host=/tmp&password=***&user=u'", "1"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        gboolean hidden = -1;
+        char *got = dq_store_location_pasteable(cases[i][0], &hidden);
+        g_assert_cmpstr(got, ==, cases[i][1]);
+        g_assert_cmpint(hidden, ==, cases[i][2][0] == '1');
+        g_free(got);
+    }
 }
 
 /* The version dq_store_document_record hands back is the one it stored, on both stores: 1 for a
@@ -4150,6 +4261,10 @@ int main(int argc, char **argv) {
                          test_requeue_approximate_fails);
     g_test_add_data_func("/store/backends/sqlite/errors-after", "sqlite", test_errors_after);
     g_test_add_data_func("/store/backends/postgres/errors-after", "postgres", test_errors_after);
+    g_test_add_data_func("/store/backends/sqlite/errors-after-two-runs", "sqlite",
+                         test_errors_after_two_runs);
+    g_test_add_data_func("/store/backends/postgres/errors-after-two-runs", "postgres",
+                         test_errors_after_two_runs);
     g_test_add_data_func("/store/backends/sqlite/upgrade-from-2", "sqlite",
                          test_upgrade_from_schema_2);
     g_test_add_func("/store/backends/postgres/upgrade-while-waiting", test_upgrade_while_waiting);
@@ -4185,6 +4300,7 @@ int main(int argc, char **argv) {
                          test_migrate_snapshot);
     g_test_add_func("/store/backends/postgres/password-hidden", test_pg_password_hidden);
     g_test_add_func("/store/backends/postgres/display-location", test_pg_display_location);
+    g_test_add_func("/store/backends/location-pasteable", test_location_pasteable);
     g_test_add_data_func("/store/backends/sqlite/rerender-keeps-jobs", "sqlite",
                          test_rerender_keeps_jobs);
     g_test_add_data_func("/store/backends/postgres/rerender-keeps-jobs", "postgres",
