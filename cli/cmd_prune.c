@@ -122,6 +122,10 @@ int cmd_prune(int argc, char **argv) {
         rc = dq_cli_fail_in("prune", FALSE, err);
         goto out;
     }
+    char *ignored = dq_store_pages_env_ignored(dq_store_path(store));
+    if (ignored != NULL)
+        dq_print_line(stderr, "docqa: prune: %s", ignored);
+    g_free(ignored);
     struct sigaction old[G_N_ELEMENTS(stop_signals)];
     stop_requested = 0;
     opt.stop = &stop_requested;

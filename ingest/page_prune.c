@@ -4,6 +4,7 @@
 #include "dq_error.h"
 #include "ingest_internal.h"
 #include "store_documents.h"
+#include "test_point.h"
 #include "text.h"
 
 #include <errno.h>
@@ -133,7 +134,8 @@ static void prune_file(Prune *p, const char *dir, const char *name) {
     } else if (mtime_ns(&st) >= p->cutoff_ns) {
         s->files_kept_recent++;
         s->bytes_kept += st.st_size;
-    } else if (p->opt->dry_run || remove_page_file(p, path, name)) {
+    } else if (p->opt->dry_run ||
+               (dq_test_point("prune:remove"), remove_page_file(p, path, name))) {
         s->files_removed++;
         s->bytes_removed += st.st_size;
         if (!g_hash_table_contains(p->retired, sha))
@@ -157,7 +159,12 @@ static gboolean walk_store(Prune *p, GError **err) {
         return FALSE;
     for (guint i = 0; i < top->len && !stopped(p); i++) {
         char *dir1 = g_build_filename(p->store_dir, g_ptr_array_index(top, i), NULL);
-        GPtrArray *mid = hex_folders(dir1, NULL);
+        GError *e1 = NULL;
+        GPtrArray *mid = hex_folders(dir1, &e1);
+        if (mid == NULL) {
+            dq_print_line(stderr, "docqa: prune: %s", e1->message);
+            g_error_free(e1);
+        }
         for (guint j = 0; mid != NULL && j < mid->len && !stopped(p); j++) {
             char *dir2 = g_build_filename(dir1, g_ptr_array_index(mid, j), NULL);
             GError *e = NULL;

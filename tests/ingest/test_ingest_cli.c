@@ -1940,6 +1940,43 @@ static void test_prune_unusable_store(void) {
     twin_clear(&t);
 }
 
+/* A signal stops prune between files: the file in hand is removed whole (none is left set
+ * aside in .tmp), the others stay, and the summary says it was interrupted (exit 130). */
+static void test_prune_signal(void) {
+    Twin t;
+    g_assert_true(twin_init(&t, "sqlite"));
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    g_assert_cmpint(g_unlink(t.x), ==, 0);
+    g_assert_cmpint(g_unlink(t.y), ==, 0);
+    char *empty = g_build_filename(t.archive, "e.pdf", NULL);
+    write_box_pdf(empty, 120); /* so that the archive is not taken for an unmounted share */
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *exe = dq_test_docqa_path();
+    const char *argv[] = {exe, "prune", "--db", t.loc, "--grace", "0", "--json", NULL};
+    char *out = NULL;
+    int status = dq_test_run_signalled(argv, NULL, "prune:remove", SIGTERM, &out, NULL);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "files_removed"), ==, 1);
+    g_object_unref(p);
+    g_free(out);
+    char *tmp = g_build_filename(t.pages, ".tmp", NULL);
+    GDir *d = g_dir_open(tmp, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *n; (n = g_dir_read_name(d)) != NULL;)
+        g_assert_false(g_str_has_prefix(n, "prune-"));
+    g_dir_close(d);
+    /* x.pdf's three pages and y.pdf's one (x's first) are three files: one went */
+    p = prune_json(&t, 0, "--grace", "0", NULL);
+    g_assert_cmpint(member(p, "files_removed"), ==, 2);
+    g_object_unref(p);
+    g_free(tmp), g_free(exe), g_free(empty);
+    twin_clear(&t);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -1997,6 +2034,7 @@ int main(int argc, char **argv) {
     g_test_add_data_func("/ingest/cli/prune/postgres/requeue_message", "postgres",
                          test_prune_requeue_message);
     g_test_add_func("/ingest/cli/prune/unusable_store", test_prune_unusable_store);
+    g_test_add_func("/ingest/cli/prune/signal", test_prune_signal);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);
