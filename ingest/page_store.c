@@ -102,11 +102,16 @@ static gboolean already_stored(const char *path, const uint8_t *data, gsize len)
  * stored already and again just before the row commits; prune, for its part, removes only files
  * older than the grace period as of the moment it read which pages are live. UTIME_NOW is the file
  * system's clock (the server's on NFS), the one prune measures the store's age by. A file this
- * process may not touch (another user's, in a shared store) is left as it is. */
+ * process may not touch (another user's that it may not write, in a shared store) keeps its
+ * time: only whether it is there can be told then. */
 int page_store_touch(const char *path) {
     if (utimensat(AT_FDCWD, path, NULL, 0) == 0)
         return 0;
-    return errno == EPERM || errno == EACCES || errno == EROFS ? 0 : errno;
+    int e = errno;
+    GStatBuf st;
+    if (e == EPERM || e == EACCES || e == EROFS)
+        return g_stat(path, &st) == 0 ? 0 : errno;
+    return e;
 }
 
 /* dir and the folders above it that are not there yet, each one made synced into its parent:
