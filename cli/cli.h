@@ -156,6 +156,7 @@ int cmd_status(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_requeue(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 

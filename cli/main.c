@@ -5,6 +5,7 @@
  *   docqa run --model DIR       workers answer the queued jobs
  *   docqa status | export       progress and answers
  *   docqa requeue | cancel      jobs back into the queue, or out of it
+ *   docqa prune                 page images no current page needs removed
  *   docqa generate --model DIR  one prompt through the model (the conformance entry point)
  */
 #include "cli.h"
@@ -37,6 +38,7 @@ static const DqCommand commands[] = {
     {"export", cmd_export, "write the answers as CSV or JSON lines"},
     {"requeue", cmd_requeue, "queue dead, failed, cancelled or answered jobs again"},
     {"cancel", cmd_cancel, "withdraw jobs not answered yet"},
+    {"prune", cmd_prune, "remove page images of old versions and gone files"},
     {"generate", cmd_generate, "run one prompt with images through the model"},
     {"migrate", cmd_migrate, "move a database between SQLite and PostgreSQL"},
 };

@@ -261,8 +261,9 @@ typedef struct {
     DqIngestSummary *sum;
     char *settings;
     char *store_dir;
-    char **real_roots; /* what a walked file must lie inside when it is opened */
-    GHashTable *swept; /* page folders swept of old temporary files in this run */
+    char **real_roots;     /* what a walked file must lie inside when it is opened */
+    GHashTable *swept;     /* page folders swept of old temporary files in this run */
+    GHashTable *came_back; /* paths marked gone that this run found again (char*) */
     GPtrArray *entries;
     guint next_entry;
     GQueue restart;    /* Doc* with pages left and no process */
@@ -524,6 +525,34 @@ static void count_recorded(Run *r, const Doc *d, const DocOutcome *o, const DqPa
     }
 }
 
+/* Just before the rows commit, each page file a worker wrote or found stored is touched: a
+ * docqa prune that read the live pages before this commit then takes it for new, whatever time
+ * the rendering took (page_store_touch). One no longer there (a prune removed it after the
+ * worker's check, the grace period shorter than the rendering) fails as store_failed, which
+ * the next ingest renders again, rather than commit a row naming nothing. */
+static void keep_page_files(Run *r, Doc *d) {
+    for (int i = 0; d->pages != NULL && i < d->page_count; i++) {
+        PageResult *p = &d->pages[i];
+        if (!p->resolved || p->kept || p->sha256 == NULL)
+            continue;
+        char *png = dq_ingest_page_path(r->store_dir, p->sha256);
+        int e = page_store_touch(png);
+        if (e != 0) {
+            g_free(p->status);
+            g_free(p->code);
+            g_free(p->message);
+            p->status = g_strdup("failed");
+            p->code = g_strdup(dq_ingest_reason_name(DQ_INGEST_STORE_FAILED));
+            p->message = g_strdup_printf("%s: page %d: its image %s was removed before its row "
+                                         "was stored (%s; docqa prune?); the next ingest renders "
+                                         "it again",
+                                         d->entry->path, i + 1, png, g_strerror(e));
+            g_clear_pointer(&p->sha256, g_free);
+        }
+        g_free(png);
+    }
+}
+
 static void record_doc(Run *r, Doc *d) {
     WalkEntry *e = d->entry;
     /* Pages nobody could render after a document-level failure of a later process. */
@@ -531,6 +560,7 @@ static void record_doc(Run *r, Doc *d) {
         for (int p = 1; p <= d->page_count; p++)
             page_resolve(d, p, "failed", 0, 0, 0, 0, NULL, dq_ingest_reason_name(d->fail_reason),
                          d->fail_message);
+    keep_page_files(r, d);
     DocOutcome o = {0};
     int n_rows = 0;
     DqPageRow *rows = page_rows(d, &n_rows, &o);
@@ -710,13 +740,18 @@ static int open_walked(Run *r, const WalkEntry *e, int *err_no, const char **esc
  * question about it, and fails the job saying so). */
 static gboolean keep_stored_pages(Run *r, Doc *d, GPtrArray *pages) {
     gboolean missing = FALSE;
+    /* A path marked gone until this run unmarked it: a docqa prune that read the pages before
+     * the unmark committed may be removing their files now; touched, they are new to it
+     * (page_store_touch), and one removed already is missing here, so rendered again. */
+    gboolean came_back = g_hash_table_contains(r->came_back, d->entry->path);
     d->stored = g_ptr_array_new_with_free_func((GDestroyNotify)dq_stored_page_free);
     d->stored_bytes = 0;
     for (guint i = 0; i < pages->len; i++) {
         DqStoredPage *sp = g_ptr_array_index(pages, i);
         char *png = dq_ingest_page_path(r->store_dir, sp->image_sha256);
         struct stat st;
-        gboolean there = png != NULL && stat(png, &st) == 0 && st.st_size > 0 &&
+        gboolean there = png != NULL && (!came_back || page_store_touch(png) == 0) &&
+                         stat(png, &st) == 0 && st.st_size > 0 &&
                          (!r->opt->verify || page_file_matches(png, sp->image_sha256));
         g_free(png);
         if (!there) {
@@ -1562,6 +1597,8 @@ static gboolean note_gone_files(Run *r, const char *const *roots, GError **err) 
         goto out;
     for (guint i = 0; i < gone->len; i++)
         g_ptr_array_add(r->sum->gone, dq_utf8_escape_invalid(g_ptr_array_index(gone, i)));
+    for (guint i = 0; i < back->len; i++)
+        g_hash_table_add(r->came_back, g_strdup(g_ptr_array_index(back, i)));
     drop_missing_folders(r, g.missing_folders);
     ok = TRUE;
 out:
@@ -1603,6 +1640,7 @@ static gboolean open_page_store(Run *r, GError **err) {
     page_store_sweep(r->store_dir, 3600);
     page_store_sweep_claims(r->store_dir);
     r->swept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    r->came_back = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     return TRUE;
 }
 
@@ -1760,6 +1798,8 @@ static void run_clear(Run *r) {
     g_strfreev(r->real_roots);
     if (r->swept != NULL)
         g_hash_table_destroy(r->swept);
+    if (r->came_back != NULL)
+        g_hash_table_destroy(r->came_back);
 }
 
 gboolean dq_ingest_run(DqStore *store, const char *const *paths, const DqIngestOptions *opt,

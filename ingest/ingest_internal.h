@@ -114,6 +114,10 @@ gboolean page_store_make(const char *store_dir, GError **err);
 gboolean page_store_put(const char *store_dir, GBytes *png, gint64 min_free_mb, char sha256_out[65],
                         GError **err);
 
+/* Refreshes the modification time of the page file at path (docqa prune's grace period counts
+ * from it): 0, or the errno (ENOENT: it is gone); 0 too when this process may not change it. */
+int page_store_touch(const char *path);
+
 /* Tests: the fsync page_store_put runs on a page's folder (NULL: fsync), to make it fail. */
 void page_store_set_dir_fsync_for_test(int (*fn)(int fd));
 

@@ -83,7 +83,10 @@ static gboolean room_for(const char *dir, gsize len, gint64 min_free_mb, GError 
  * replaced. Reading it back costs less than the encoding just done. */
 static gboolean already_stored(const char *path, const uint8_t *data, gsize len) {
     GStatBuf st;
-    if (g_stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (gsize)st.st_size != len)
+    /* Touched first: a docqa prune that has not removed it by now takes it for new until this
+     * page's row commits (page_store_touch); one that removed it leaves it to be written. */
+    if (page_store_touch(path) != 0 || g_stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (gsize)st.st_size != len)
         return FALSE;
     char *old = NULL;
     gsize old_len = 0;
@@ -91,6 +94,24 @@ static gboolean already_stored(const char *path, const uint8_t *data, gsize len)
                     memcmp(old, data, len) == 0;
     g_free(old);
     return same;
+}
+
+/* git gc's rule, the one docqa prune keeps (README: Reclaiming space): a page file that a row
+ * about to commit names, while it is not named by one yet, is kept by prune only as long as it is
+ * newer than prune's grace period. Ingest refreshes its modification time when it finds the file
+ * stored already and again just before the row commits; prune, for its part, removes only files
+ * older than the grace period as of the moment it read which pages are live. UTIME_NOW is the file
+ * system's clock (the server's on NFS), the one prune measures the store's age by. A file this
+ * process may not touch (another user's that it may not write, in a shared store) keeps its
+ * time: only whether it is there can be told then. */
+int page_store_touch(const char *path) {
+    if (utimensat(AT_FDCWD, path, NULL, 0) == 0)
+        return 0;
+    int e = errno;
+    GStatBuf st;
+    if (e == EPERM || e == EACCES || e == EROFS)
+        return g_stat(path, &st) == 0 ? 0 : errno;
+    return e;
 }
 
 /* dir and the folders above it that are not there yet, each one made synced into its parent:

@@ -121,6 +121,30 @@ static void maybe_inject_fault(const char *path, int page) {
             pause(); /* until the parent's clock kills this worker */
 }
 
+/* Test hook: DOCQA_INGEST_TEST_FAULT="stored:NAME:PAGE" holds the worker once page PAGE of NAME
+ * is in the page store (written, or found stored already) and before the ingest records its row:
+ * it creates the file DOCQA_INGEST_TEST_FAULT_MARK names and waits until that file is removed,
+ * so that a test can run docqa prune in that gap (README: Reclaiming space). */
+static void maybe_hold_after_store(const char *path, int page) {
+    const char *spec = g_getenv("DOCQA_INGEST_TEST_FAULT");
+    const char *mark = g_getenv("DOCQA_INGEST_TEST_FAULT_MARK");
+    if (spec == NULL || mark == NULL || *mark == '\0' || !g_str_has_prefix(spec, "stored:"))
+        return;
+    char **f = g_strsplit(spec, ":", 3);
+    char *base = g_path_get_basename(path);
+    gboolean hit = g_strv_length(f) == 3 && strcmp(f[1], base) == 0 && atoi(f[2]) == page;
+    g_free(base);
+    g_strfreev(f);
+    if (!hit)
+        return;
+    int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    close(fd);
+    while (access(mark, F_OK) == 0)
+        g_usleep(10000);
+}
+
 #ifndef DQ_UNDER_ASAN
 /* Bytes of address space mapped now (VmSize), 0 when unknown. */
 static guint64 mapped_bytes(void) {
@@ -377,6 +401,8 @@ static void render_page(const WorkerTask *task, RenderDoc *doc, int fd, int page
         dq_image_free(img);
         img = NULL;
     }
+    if (img != NULL)
+        maybe_hold_after_store(task->path, page);
     if (img != NULL) {
         char *m = clean(imsg);
         send_line(fd, "page\t%d\t%s\t%d\t%d\t%.17g\t%.17g\t%s\t%s\t%s\n", page,

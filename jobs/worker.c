@@ -7,6 +7,7 @@
 #include "dq_error.h"
 #include "json_load.h"
 #include "resources.h"
+#include "store_documents.h"
 #include "text.h"
 
 #include <errno.h>
@@ -442,6 +443,40 @@ static gboolean submit_request(Worker *w, InFlight *f, int n_res, GError **err) 
     return TRUE;
 }
 
+/* Why a page's image is not there, for its job's error. `docqa prune` removes the images of pages
+ * no current document needs: a job requeued about an old version's or a gone file's page finds
+ * none, and its error says so and how to get it back (no schema records the prune: a missing
+ * file whose document is not current says it). Any other missing file is the page store's
+ * damage. */
+static char *missing_image_message(Worker *w, const DqClaimedJob *j, const char *path) {
+    int version = 0, newest = 0;
+    char *gone = NULL;
+    GError *e = NULL;
+    if (path == NULL)
+        return g_strdup_printf("(no image recorded): page image missing (%s, page %d)",
+                               j->document_path, j->page_number);
+    if (!dq_store_page_document_state(w->s, j->page_id, &version, &newest, &gone, &e))
+        g_clear_error(&e); /* the plain message, then */
+    char *msg;
+    if (gone != NULL)
+        msg = g_strdup_printf("%s: page image missing: pruned by docqa prune, as %s (page %d) is "
+                              "gone from disk (since %s); to answer it, put the file back, ingest "
+                              "it (its pages are rendered again), then requeue this job",
+                              path, j->document_path, j->page_number, gone);
+    else if (version > 0 && version < newest)
+        msg = g_strdup_printf("%s: page image missing: pruned by docqa prune, as %s (page %d) is "
+                              "version %d of its path, no longer the current one (%d); to answer "
+                              "it, put that version's bytes back at the path, ingest it (its "
+                              "pages are rendered again, to the same images), then requeue this "
+                              "job",
+                              path, j->document_path, j->page_number, version, newest);
+    else
+        msg = g_strdup_printf("%s: page image missing (%s, page %d)", path, j->document_path,
+                              j->page_number);
+    g_free(gone);
+    return msg;
+}
+
 /* Submits a claimed job (takes it); one that cannot be asked fails here. FALSE when the worker
  * cannot go on (the page store is gone, the device failed for good): the job stays leased, for
  * the worker to give back. */
@@ -482,10 +517,7 @@ static gboolean submit_job(Worker *w, DqClaimedJob *j, GError **err) {
          * is a folder in its place or a path that cannot be looked up (a file where a folder of
          * the store should be, not allowed): those say what the system said. */
         gboolean transient = dq_errno_transient(stat_errno);
-        char *msg = stat_errno == ENOENT
-                        ? g_strdup_printf("%s: page image missing (%s, page %d)",
-                                          f->path ? f->path : "(no image recorded)",
-                                          j->document_path, j->page_number)
+        char *msg = stat_errno == ENOENT ? missing_image_message(w, j, f->path)
                     : stat_errno == EISDIR
                         ? g_strdup_printf("%s: page image not a regular file (%s, page %d)",
                                           f->path, j->document_path, j->page_number)

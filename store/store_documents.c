@@ -579,3 +579,82 @@ gboolean dq_store_document_stamp_set(DqStore *store, gint64 id, const DqDocument
         return db_fail(store, err, "storing a file's stamp");
     return TRUE;
 }
+
+/* ---- the page store's files (docqa prune) ---- */
+
+/* The images of live pages (store_documents.h); a job 'queued' includes one waiting to retry. */
+#define LIVE_IMAGES_SQL                                                                            \
+    "SELECT DISTINCT p.image_sha256 FROM pages p WHERE p.image_sha256 IS NOT NULL AND "            \
+    "(p.document_id IN (SELECT id FROM documents_current) OR EXISTS (SELECT 1 FROM jobs j "        \
+    "WHERE j.page_id = p.id AND j.state IN ('queued', 'running')))"
+/* Those of the other pages: an image in both is shared by a live page and a retired one. */
+#define RETIRED_IMAGES_SQL                                                                         \
+    "SELECT DISTINCT p.image_sha256 FROM pages p WHERE p.image_sha256 IS NOT NULL AND NOT "        \
+    "(p.document_id IN (SELECT id FROM documents_current) OR EXISTS (SELECT 1 FROM jobs j "        \
+    "WHERE j.page_id = p.id AND j.state IN ('queued', 'running')))"
+
+static GHashTable *image_set(DqStore *store, const char *sql, GError **err) {
+#ifdef DOCQA_HAVE_POSTGRES
+    if (store->kind == DQ_STORE_POSTGRES)
+        return pgdocs_image_set(store, sql, err);
+#endif
+    sqlite3_stmt *st = prepare(store, sql, err);
+    if (st == NULL)
+        return NULL;
+    GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        g_hash_table_add(set, column_dup(st, 0));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        g_hash_table_unref(set);
+        db_fail(store, err, "listing the page images");
+        return NULL;
+    }
+    return set;
+}
+
+gboolean dq_store_page_images(DqStore *store, GHashTable **live, GHashTable **retired,
+                              GError **err) {
+    *live = *retired = NULL;
+    /* One snapshot: the two reads agree on which pages are live. */
+    if (!dq_store_begin_snapshot(store, err))
+        return FALSE;
+    *live = image_set(store, LIVE_IMAGES_SQL, err);
+    if (*live != NULL)
+        *retired = image_set(store, RETIRED_IMAGES_SQL, err);
+    if (*retired != NULL && dq_store_exec(store, "COMMIT", err))
+        return TRUE;
+    if (*retired == NULL)
+        dq_store_exec(store, "ROLLBACK", NULL);
+    g_clear_pointer(live, g_hash_table_unref);
+    g_clear_pointer(retired, g_hash_table_unref);
+    return FALSE;
+}
+
+#define PAGE_DOCUMENT_STATE_SQL(p)                                                                 \
+    "SELECT d.version, (SELECT max(version) FROM documents d2 WHERE d2.path = d.path), "           \
+    "d.missing_since FROM pages p JOIN documents d ON d.id = p.document_id WHERE p.id = " p
+
+gboolean dq_store_page_document_state(DqStore *store, gint64 page_id, int *version, int *newest,
+                                      char **missing_since, GError **err) {
+    *version = *newest = 0;
+    *missing_since = NULL;
+    PG_DISPATCH(store,
+                return pgdocs_page_document_state(store, PAGE_DOCUMENT_STATE_SQL("$1"), page_id,
+                                                  version, newest, missing_since, err));
+    sqlite3_stmt *st = prepare(store, PAGE_DOCUMENT_STATE_SQL("?1"), err);
+    if (st == NULL)
+        return FALSE;
+    sqlite3_bind_int64(st, 1, page_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int(st, 0);
+        *newest = sqlite3_column_int(st, 1);
+        *missing_since = column_dup(st, 2);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(store, err, "looking up a page's document");
+    return TRUE;
+}

@@ -135,4 +135,22 @@ gboolean dq_store_document_stamp_find(DqStore *store, const char *path, gint64 *
 gboolean dq_store_document_stamp_set(DqStore *store, gint64 id, const DqDocumentStamp *stamp,
                                      GError **err);
 
+/* ---- the page store's files (docqa prune) ----
+ *
+ * A page is live while answering a question about it may need its image: its document is the
+ * current version of its path and not gone (documents_current), or it has a job not finished
+ * ('queued', retries waiting included, or 'running'). */
+
+/* In one snapshot: the image_sha256 of every live page (*live) and of every other page
+ * (*retired), each a set of strings (g_hash_table_unref). A file named in neither is named by no
+ * page row. */
+gboolean dq_store_page_images(DqStore *store, GHashTable **live, GHashTable **retired,
+                              GError **err);
+
+/* What became of page `page_id`'s document, for a worker that finds its image missing: *version
+ * and *newest (the newest version of its path; 0 and 0 when the page is not there) and
+ * *missing_since (g_free; NULL unless its path is marked gone). */
+gboolean dq_store_page_document_state(DqStore *store, gint64 page_id, int *version, int *newest,
+                                      char **missing_since, GError **err);
+
 #endif

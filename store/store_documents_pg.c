@@ -353,3 +353,32 @@ gboolean pgdocs_stamp_set(DqStore *s, const char *sql, gint64 id, const DqDocume
     pg_i64(&p, stamp->ctime_ns);
     return pg_do(s, sql, &p, "storing a file's stamp", NULL, err);
 }
+
+/* ---- the page store's files (store_documents.c has the SQL) ---- */
+
+GHashTable *pgdocs_image_set(DqStore *s, const char *sql, GError **err) {
+    PGresult *r = pg_run(s, sql, NULL, "listing the page images", err);
+    if (r == NULL)
+        return NULL;
+    GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (int i = 0; i < PQntuples(r); i++)
+        g_hash_table_add(set, pg_get_dup(r, i, 0));
+    PQclear(r);
+    return set;
+}
+
+gboolean pgdocs_page_document_state(DqStore *s, const char *sql, gint64 page_id, int *version,
+                                    int *newest, char **missing_since, GError **err) {
+    PgParams p = {0};
+    pg_i64(&p, page_id);
+    PGresult *r = pg_run(s, sql, &p, "looking up a page's document", err);
+    if (r == NULL)
+        return FALSE;
+    if (PQntuples(r) > 0) {
+        *version = (int)pg_get_i64(r, 0, 0);
+        *newest = (int)pg_get_i64(r, 0, 1);
+        *missing_since = pg_get_dup(r, 0, 2);
+    }
+    PQclear(r);
+    return TRUE;
+}

@@ -65,5 +65,8 @@ gboolean pgdocs_stamp_find(DqStore *s, const char *path, const char *sql, gint64
                            DqDocumentStamp *stamp, GError **err);
 gboolean pgdocs_stamp_set(DqStore *s, const char *sql, gint64 id, const DqDocumentStamp *stamp,
                           GError **err);
+GHashTable *pgdocs_image_set(DqStore *s, const char *sql, GError **err);
+gboolean pgdocs_page_document_state(DqStore *s, const char *sql, gint64 page_id, int *version,
+                                    int *newest, char **missing_since, GError **err);
 
 #endif

@@ -9,7 +9,9 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdlib.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/prctl.h>
@@ -1613,6 +1615,368 @@ static void test_stamp_racy(void) {
     g_free(a), g_free(dir), g_free(db), g_free(tmp);
 }
 
+/* ---- docqa prune: the page store's files no live page needs (README: Reclaiming space) */
+
+/* docqa with the twin's environment (DOCQA_PAGES for PostgreSQL), the arguments up to a NULL. */
+static int twin_docqa(Twin *t, char **out, char **errout, ...) {
+    GPtrArray *args = g_ptr_array_new();
+    va_list ap;
+    va_start(ap, errout);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;)
+        g_ptr_array_add(args, (gpointer)a);
+    va_end(ap);
+    g_ptr_array_add(args, NULL);
+    DqTestRun how = {.env = (const char *const *)t->env};
+    char *o = NULL, *e = NULL;
+    int rc = dq_test_docqa_run(&how, (const char *const *)args->pdata, &o, &e);
+    g_test_message("docqa %s: %d\n%s%s", (const char *)args->pdata[0], rc, o, e);
+    g_ptr_array_free(args, TRUE);
+    if (out != NULL)
+        *out = o;
+    else
+        g_free(o);
+    if (errout != NULL)
+        *errout = e;
+    else
+        g_free(e);
+    return rc;
+}
+
+/* One text value a query returns (NULL for NULL), from either database. */
+static char *twin_text(Twin *t, const char *sql) {
+#ifdef DQ_TEST_POSTGRES
+    if (g_str_has_prefix(t->loc, "postgresql:"))
+        return pgt_query_text(t->loc, sql);
+#endif
+    sqlite3 *s = NULL;
+    sqlite3_stmt *st = NULL;
+    g_assert_cmpint(sqlite3_open_v2(t->loc, &s, SQLITE_OPEN_READONLY, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_prepare_v2(s, sql, -1, &st, NULL), ==, SQLITE_OK);
+    g_assert_cmpint(sqlite3_step(st), ==, SQLITE_ROW);
+    const unsigned char *v = sqlite3_column_text(st, 0);
+    char *text = v != NULL ? g_strdup((const char *)v) : NULL;
+    sqlite3_finalize(st);
+    sqlite3_close(s);
+    return text;
+}
+
+/* The page file of `page` of version `version` of the archive's file `name` (NULL: no image). */
+static char *twin_page_file(Twin *t, const char *name, int version, int page) {
+    char *sql = g_strdup_printf("SELECT p.image_sha256 FROM pages p JOIN documents d ON d.id = "
+                                "p.document_id WHERE d.path LIKE '%%/%s' AND d.version = %d AND "
+                                "p.page_number = %d",
+                                name, version, page);
+    char *sha = twin_text(t, sql);
+    g_free(sql);
+    if (sha == NULL)
+        return NULL;
+    char *path = g_strdup_printf("%s/%.2s/%.2s/%s.png", t->pages, sha, sha + 2, sha);
+    g_free(sha);
+    return path;
+}
+
+/* Every file under dir (the page store) made `age_s` seconds old. */
+static void age_files(const char *dir, int age_s) {
+    GDir *d = g_dir_open(dir, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *n; (n = g_dir_read_name(d)) != NULL;) {
+        char *path = g_build_filename(dir, n, NULL);
+        if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
+            age_files(path, age_s);
+        } else {
+            struct timespec ts[2];
+            clock_gettime(CLOCK_REALTIME, &ts[0]);
+            ts[0].tv_sec -= age_s;
+            ts[1] = ts[0];
+            g_assert_cmpint(utimensat(AT_FDCWD, path, ts, 0), ==, 0);
+        }
+        g_free(path);
+    }
+    g_dir_close(d);
+}
+
+/* A one-page PDF of its own: a box at x = `at`. */
+static void write_box_pdf(const char *path, int at) {
+    cairo_surface_t *s = cairo_pdf_surface_create(path, 200, 100);
+    cairo_t *cr = cairo_create(s);
+    cairo_rectangle(cr, at, 50, 30, 30);
+    cairo_fill(cr);
+    cairo_show_page(cr);
+    cairo_destroy(cr);
+    cairo_surface_destroy(s);
+}
+
+/* docqa prune --json with the options given (up to a NULL): its object's integer `key`. */
+static JsonParser *prune_json(Twin *t, int want_rc, ...) {
+    GPtrArray *args = g_ptr_array_new();
+    g_ptr_array_add(args, "prune");
+    g_ptr_array_add(args, "--db");
+    g_ptr_array_add(args, t->loc);
+    g_ptr_array_add(args, "--json");
+    va_list ap;
+    va_start(ap, want_rc);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;)
+        g_ptr_array_add(args, (gpointer)a);
+    va_end(ap);
+    g_ptr_array_add(args, NULL);
+    DqTestRun how = {.env = (const char *const *)t->env};
+    char *out = NULL, *err = NULL;
+    int rc = dq_test_docqa_run(&how, (const char *const *)args->pdata, &out, &err);
+    g_test_message("prune: %d\n%s%s", rc, out, err);
+    g_assert_cmpint(rc, ==, want_rc);
+    g_ptr_array_free(args, TRUE);
+    JsonParser *p = json_parser_new();
+    parse_object(p, out);
+    g_free(out);
+    g_free(err);
+    return p;
+}
+
+static gint64 member(JsonParser *p, const char *key) {
+    return json_object_get_int_member(json_node_get_object(json_parser_get_root(p)), key);
+}
+
+static void assert_there(const char *path, gboolean there) {
+    if (g_file_test(path, G_FILE_TEST_EXISTS) != there)
+        g_error("%s: expected %s", path, there ? "there" : "removed");
+}
+
+/* An old version's pages and a gone file's go; the current version's, shared with the old one,
+ * stay, and so does a gone file's page with a job queued about it; files no page names go once
+ * older than the grace period. --dry-run reports the same numbers and removes nothing. */
+static void test_prune_store(gconstpointer kind) {
+    Twin t;
+    if (!twin_init(&t, kind))
+        return;
+    char *z = g_build_filename(t.archive, "z.pdf", NULL);
+    char *w = g_build_filename(t.archive, "w.pdf", NULL);
+    write_box_pdf(t.y, 120); /* not x.pdf's first page */
+    write_box_pdf(z, 100);
+    write_box_pdf(w, 150);
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    g_assert_cmpint(twin_docqa(&t, NULL, NULL, "ask", "--db", t.loc, "-m", "tiny", "--where",
+                               "path LIKE '%/w.pdf'", "What?", NULL),
+                    ==, 0);
+    char *x3 = twin_page_file(&t, "x.pdf", 1, 3), *x1 = twin_page_file(&t, "x.pdf", 1, 1);
+    char *zf = twin_page_file(&t, "z.pdf", 1, 1), *wf = twin_page_file(&t, "w.pdf", 1, 1);
+    char *yf = twin_page_file(&t, "y.pdf", 1, 1);
+    /* x.pdf loses its last page (version 2 shares pages 1 and 2); z.pdf and w.pdf go */
+    write_pages_pdf(t.x, 2);
+    g_assert_cmpint(g_unlink(z), ==, 0);
+    g_assert_cmpint(g_unlink(w), ==, 0);
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *x2_1 = twin_page_file(&t, "x.pdf", 2, 1);
+    g_assert_cmpstr(x2_1, ==, x1);
+    /* files no page names: one old, one an ingest may be committing now */
+    char *old_orphan = g_strdup_printf("%s/ab/cd/abcd%060d.png", t.pages, 1);
+    char *new_orphan = g_strdup_printf("%s/ab/cd/abcd%060d.png", t.pages, 2);
+    char *folder = g_path_get_dirname(old_orphan);
+    g_assert_cmpint(g_mkdir_with_parents(folder, 0755), ==, 0);
+    g_assert_true(g_file_set_contents(old_orphan, "old", 3, NULL));
+    age_files(t.pages, 7200);
+    g_assert_true(g_file_set_contents(new_orphan, "new", 3, NULL));
+
+    for (int dry = 1; dry >= 0; dry--) {
+        JsonParser *p = dry ? prune_json(&t, 0, "--grace", "3600", "--dry-run", NULL)
+                            : prune_json(&t, 0, "--grace", "3600", NULL);
+        g_assert_cmpint(member(p, "files"), ==, 8);
+        g_assert_cmpint(member(p, "files_removed"), ==, 3); /* x v1 p3, z, the old orphan */
+        g_assert_cmpint(member(p, "orphans_removed"), ==, 1);
+        g_assert_cmpint(member(p, "files_kept_live"), ==, 4);   /* x p1, p2, y, w (queued) */
+        g_assert_cmpint(member(p, "files_kept_shared"), ==, 2); /* x p1, p2 */
+        g_assert_cmpint(member(p, "files_kept_recent"), ==, 1); /* the new orphan */
+        g_assert_cmpint(member(p, "bytes_removed"), >, 3);
+        g_object_unref(p);
+        assert_there(x3, dry);
+        assert_there(zf, dry);
+        assert_there(old_orphan, dry);
+        assert_there(x1, TRUE);
+        assert_there(wf, TRUE);
+        assert_there(yf, TRUE);
+        assert_there(new_orphan, TRUE);
+    }
+    /* Nothing in the database went. */
+    g_assert_cmpint(twin_rows(&t, z), ==, 1);
+    g_assert_cmpint(twin_rows(&t, t.x), ==, 2);
+    /* Again: nothing more to do. */
+    JsonParser *p = prune_json(&t, 0, "--grace", "3600", NULL);
+    g_assert_cmpint(member(p, "files_removed"), ==, 0);
+    g_object_unref(p);
+    g_free(folder), g_free(old_orphan), g_free(new_orphan), g_free(x2_1);
+    g_free(x3), g_free(x1), g_free(zf), g_free(wf), g_free(yf), g_free(z), g_free(w);
+    twin_clear(&t);
+}
+
+/* Ingest finds a page stored already (an old version's, which no live page names) and prune runs
+ * before the row naming it commits: the file stays (ingest touched it: it is within the grace
+ * period), and the row names a whole file. With no grace at all prune removes it: the row is not
+ * recorded as stored but fails as store_failed, and the next ingest renders it again. */
+static void test_prune_race(gconstpointer data) {
+    const char *kind = ((const char *const *)data)[0];
+    gboolean no_grace = strcmp(((const char *const *)data)[1], "no-grace") == 0;
+    Twin t;
+    if (!twin_init(&t, kind))
+        return;
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *p3 = twin_page_file(&t, "x.pdf", 1, 3);
+    write_pages_pdf(t.x, 2);
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    age_files(t.pages, 7200);
+    /* x.pdf holds three pages again: its page 3 is version 1's image, found stored */
+    g_assert_cmpint(g_unlink(t.x), ==, 0);
+    write_pages_pdf(t.x, 3);
+    char *mark = g_build_filename(t.dir, "stored.mark", NULL);
+    int ingest_out = -1;
+    GPid ingest = twin_start(&t, "stored:x.pdf:3", mark, "1", &ingest_out);
+    wait_until(file_there, &t, mark);
+    JsonParser *p = prune_json(&t, 0, "--grace", no_grace ? "0" : "3600", NULL);
+    g_assert_cmpint(member(p, "files_removed"), ==, no_grace ? 1 : 0);
+    g_object_unref(p);
+    assert_there(p3, !no_grace);
+    g_assert_cmpint(g_unlink(mark), ==, 0);
+    char *out = read_all(ingest_out);
+    int status = reap(ingest);
+    g_test_message("ingest: %s", out);
+    g_free(out);
+    g_assert_true(WIFEXITED(status));
+    char *now3 = twin_page_file(&t, "x.pdf", 3, 3);
+    if (no_grace) {
+        g_assert_cmpint(WEXITSTATUS(status), ==, 1); /* x.pdf partial */
+        g_assert_null(now3);
+        char *code = twin_text(&t, "SELECT p.error_code FROM pages p JOIN documents d ON d.id = "
+                                   "p.document_id WHERE d.version = 3 AND p.page_number = 3");
+        g_assert_cmpstr(code, ==, "store_failed");
+        g_free(code);
+        g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0); /* resumed: page 3 rendered again */
+        now3 = twin_page_file(&t, "x.pdf", 3, 3);
+    } else {
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    }
+    g_assert_cmpstr(now3, ==, p3);
+    assert_there(p3, TRUE);
+    g_free(now3), g_free(p3), g_free(mark);
+    twin_clear(&t);
+}
+
+/* A job answered about a page whose image was pruned, queued again: it fails saying why (an old
+ * version, a file gone) and how to get the image back, not a bare "page image missing". */
+static void test_prune_requeue_message(gconstpointer kind) {
+    char *model = dq_test_tiny_model();
+    if (model == NULL)
+        return;
+    Twin t;
+    if (!twin_init(&t, kind)) {
+        g_free(model);
+        return;
+    }
+    write_box_pdf(t.y, 120); /* not x.pdf's first page */
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    g_assert_cmpint(
+        twin_docqa(&t, NULL, NULL, "ask", "--db", t.loc, "--model", model, "What?", NULL), ==, 0);
+    g_assert_cmpint(
+        twin_docqa(&t, NULL, NULL, "run", "--db", t.loc, "--model", model, "--until-empty", NULL),
+        ==, 0);
+    write_pages_pdf(t.x, 2);
+    g_assert_cmpint(g_unlink(t.y), ==, 0);
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    JsonParser *p = prune_json(&t, 0, "--grace", "0", NULL);
+    g_assert_cmpint(member(p, "files_removed"), ==, 2); /* x v1 p3, y */
+    g_object_unref(p);
+    g_assert_cmpint(
+        twin_docqa(&t, NULL, NULL, "requeue", "--db", t.loc, "--done", "-q", "What?", NULL), ==, 0);
+    g_assert_cmpint(
+        twin_docqa(&t, NULL, NULL, "run", "--db", t.loc, "--model", model, "--until-empty", NULL),
+        ==, 1);
+    char *old = twin_text(&t, "SELECT j.last_error FROM jobs j JOIN pages p ON p.id = j.page_id "
+                              "WHERE p.page_number = 3");
+    char *gone = twin_text(&t, "SELECT j.last_error FROM jobs j JOIN pages p ON p.id = j.page_id "
+                               "JOIN documents d ON d.id = p.document_id WHERE d.path LIKE "
+                               "'%/y.pdf'");
+    g_assert_nonnull(strstr(old, "pruned by docqa prune"));
+    g_assert_nonnull(strstr(old, "x.pdf (page 3) is version 1 of its path, no longer the current "
+                                 "one (2)"));
+    g_assert_nonnull(strstr(old, "ingest it"));
+    g_assert_nonnull(strstr(gone, "pruned by docqa prune"));
+    g_assert_nonnull(strstr(gone, "y.pdf (page 1) is gone from disk"));
+    g_assert_nonnull(strstr(gone, "put the file back, ingest it"));
+    /* Their answers stay. */
+    g_assert_cmpint(twin_rows(&t, t.y), ==, 1);
+    char *answers = twin_text(&t, "SELECT count(*) FROM answers");
+    g_assert_cmpstr(answers, ==, "4");
+    g_free(answers), g_free(old), g_free(gone), g_free(model);
+    twin_clear(&t);
+}
+
+/* A page store that is not there, or cannot be written, is said, naming it; a dry run of one
+ * it may only read works. */
+static void test_prune_unusable_store(void) {
+    Twin t;
+    g_assert_true(twin_init(&t, "sqlite"));
+    char *err = NULL;
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *moved = g_strconcat(t.pages, ".away", NULL);
+    g_assert_cmpint(g_rename(t.pages, moved), ==, 0);
+    g_assert_cmpint(twin_docqa(&t, NULL, &err, "prune", "--db", t.loc, NULL), ==, 2);
+    g_assert_nonnull(strstr(err, t.pages));
+    g_assert_nonnull(strstr(err, "no page store there"));
+    g_free(err);
+    g_assert_cmpint(g_rename(moved, t.pages), ==, 0);
+    if (geteuid() != 0) { /* root writes anywhere */
+        char *tmp = g_build_filename(t.pages, ".tmp", NULL);
+        g_assert_cmpint(chmod(tmp, 0555), ==, 0);
+        g_assert_cmpint(twin_docqa(&t, NULL, &err, "prune", "--db", t.loc, NULL), ==, 2);
+        g_assert_nonnull(strstr(err, tmp));
+        g_assert_nonnull(strstr(err, "cannot write in the page store"));
+        g_free(err);
+        g_assert_cmpint(twin_docqa(&t, NULL, NULL, "prune", "--db", t.loc, "-n", NULL), ==, 0);
+        g_assert_cmpint(chmod(tmp, 0755), ==, 0);
+        g_free(tmp);
+    }
+    g_assert_cmpint(twin_docqa(&t, NULL, &err, "prune", "--db", t.loc, "--grace", "-1", NULL), ==,
+                    2);
+    g_assert_nonnull(strstr(err, "--grace"));
+    g_free(err);
+    g_free(moved);
+    twin_clear(&t);
+}
+
+/* A signal stops prune between files: the file in hand is removed whole (none is left set
+ * aside in .tmp), the others stay, and the summary says it was interrupted (exit 130). */
+static void test_prune_signal(void) {
+    Twin t;
+    g_assert_true(twin_init(&t, "sqlite"));
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    g_assert_cmpint(g_unlink(t.x), ==, 0);
+    g_assert_cmpint(g_unlink(t.y), ==, 0);
+    char *empty = g_build_filename(t.archive, "e.pdf", NULL);
+    write_box_pdf(empty, 120); /* so that the archive is not taken for an unmounted share */
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *exe = dq_test_docqa_path();
+    const char *argv[] = {exe, "prune", "--db", t.loc, "--grace", "0", "--json", NULL};
+    char *out = NULL;
+    int status = dq_test_run_signalled(argv, NULL, "prune:remove", SIGTERM, &out, NULL);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 130);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_true(json_object_get_boolean_member(o, "interrupted"));
+    g_assert_cmpint(json_object_get_int_member(o, "files_removed"), ==, 1);
+    g_object_unref(p);
+    g_free(out);
+    char *tmp = g_build_filename(t.pages, ".tmp", NULL);
+    GDir *d = g_dir_open(tmp, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *n; (n = g_dir_read_name(d)) != NULL;)
+        g_assert_false(g_str_has_prefix(n, "prune-"));
+    g_dir_close(d);
+    /* x.pdf's three pages and y.pdf's one (x's first) are three files: one went */
+    p = prune_json(&t, 0, "--grace", "0", NULL);
+    g_assert_cmpint(member(p, "files_removed"), ==, 2);
+    g_object_unref(p);
+    g_free(tmp), g_free(exe), g_free(empty);
+    twin_clear(&t);
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -1654,6 +2018,23 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/stamp/skips_unchanged", test_stamp_skips_unchanged);
     g_test_add_func("/ingest/cli/stamp/rehash", test_stamp_rehash);
     g_test_add_func("/ingest/cli/stamp/racy", test_stamp_racy);
+    g_test_add_data_func("/ingest/cli/prune/sqlite/store", "sqlite", test_prune_store);
+    g_test_add_data_func("/ingest/cli/prune/postgres/store", "postgres", test_prune_store);
+    static const char *const race[][2] = {{"sqlite", "grace"},
+                                          {"sqlite", "no-grace"},
+                                          {"postgres", "grace"},
+                                          {"postgres", "no-grace"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(race); i++) {
+        char *name = g_strdup_printf("/ingest/cli/prune/%s/race/%s", race[i][0], race[i][1]);
+        g_test_add_data_func(name, race[i], test_prune_race);
+        g_free(name);
+    }
+    g_test_add_data_func("/ingest/cli/prune/sqlite/requeue_message", "sqlite",
+                         test_prune_requeue_message);
+    g_test_add_data_func("/ingest/cli/prune/postgres/requeue_message", "postgres",
+                         test_prune_requeue_message);
+    g_test_add_func("/ingest/cli/prune/unusable_store", test_prune_unusable_store);
+    g_test_add_func("/ingest/cli/prune/signal", test_prune_signal);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

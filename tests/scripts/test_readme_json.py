@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 
-COMMANDS = ["ingest", "ask", "run", "status", "requeue", "cancel", "generate"]
+COMMANDS = ["ingest", "ask", "run", "status", "requeue", "cancel", "prune", "generate"]
 # Objects whose keys are data (error codes, job states), not names a list could give.
 DATA_KEYED = {"failed_by_code", "partial_by_code", "by_state"}
 # README: "`percent_done` to one decimal (as `v_progress`), `answers_per_second` to two,
@@ -100,6 +100,7 @@ def outputs(docqa, src, tmp):
     json_of(docqa, ["ask"] + db + ["--model", model, "--json", "Who signed it?"], tmp)
     out["cancel"] = json_of(docqa, ["cancel"] + db + ["--question", "Who signed it?", "--json"],
                             tmp)
+    out["prune"] = json_of(docqa, ["prune"] + db + ["--dry-run", "--json"], tmp)
     page = sorted(glob.glob(os.path.join(tmp, "t.db.pages", "*", "*", "*.png")))[0]
     out["generate"] = json_of(docqa, ["generate", "--model", model, "--image", page, "--prompt",
                                       "What is the date?", "--max-new-tokens", "3", "--json"],

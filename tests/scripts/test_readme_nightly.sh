@@ -99,6 +99,10 @@ EOF
 log=$srv/docqa/log
 json_keys_listed "$src/README.md" ingest "$log/ingest-2026-01-02-013000.json"
 json_keys_listed "$src/README.md" status "$log/status-2026-01-02-013000.json"
+# The script's prune ran and removed nothing: every page is current, and a day old at most.
+json_keys_listed "$src/README.md" prune "$log/prune-2026-01-02-013000.json"
+grep -q '"files_removed" : 0' "$log/prune-2026-01-02-013000.json" ||
+  { echo "the nightly prune removed files"; cat "$log/prune-2026-01-02-013000.json"; exit 1; }
 # The check itself, on a README that lost a key from each list.
 sed -e 's/`not_hashed` (files/(files/' -e 's/`answers_by_snapshot` (/(/' "$src/README.md" \
   >"$tmp/README.md"

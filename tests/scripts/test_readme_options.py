@@ -43,8 +43,8 @@ import subprocess
 import sys
 import tempfile
 
-COMMANDS = ["ingest", "ask", "run", "status", "export", "requeue", "cancel", "generate",
-            "migrate", "version"]
+COMMANDS = ["ingest", "ask", "run", "status", "export", "requeue", "cancel", "prune",
+            "generate", "migrate", "version"]
 DOCS = ["README.md", "DEVELOPERS.md", "docs/performance.md"]
 # Switches the code no longer has, named by measurements kept as records of past runs.
 RETIRED = {"DOCQA_CUDA_PIXELS_F32"}  # session 9's float32 tiles, docs/performance.md

@@ -167,6 +167,18 @@ void pgt_exec(const char *loc, const char *sql) {
     PQfinish(c);
 }
 
+char *pgt_query_text(const char *loc, const char *sql) {
+    PGconn *c = PQconnectdb(loc);
+    g_assert_cmpint(PQstatus(c), ==, CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        g_error("%s: %s", sql, PQresultErrorMessage(r));
+    char *v = PQgetisnull(r, 0, 0) ? NULL : g_strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
 gint64 pgt_query_int(const char *loc, const char *sql) {
     PGconn *c = PQconnectdb(loc);
     g_assert_cmpint(PQstatus(c), ==, CONNECTION_OK);

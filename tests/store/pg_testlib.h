@@ -22,6 +22,9 @@ char *pgt_new_database(PgtServer *s, const char *name);
 /* Runs a query returning one integer (for assertions). */
 gint64 pgt_query_int(const char *location, const char *sql);
 
+/* Runs a query returning one text value, NULL for SQL NULL (for assertions; g_free). */
+char *pgt_query_text(const char *location, const char *sql);
+
 /* Runs statements that return nothing (test setup). */
 void pgt_exec(const char *location, const char *sql);
 
