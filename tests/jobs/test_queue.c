@@ -1303,17 +1303,21 @@ static void test_worker_outlives_its_lease(void) {
     g_free(dir);
 
     /* Now another worker takes the slow job over and gives it back: the queue hands it to the
-     * first worker, which still has it in its model. */
+     * first worker, which still has it in its model. The slow job stays there until the scene
+     * is set: a fixed second in the model ran out first on a loaded machine. */
     dir = dq_test_tmpdir();
     db = jt_make_db(dir, 1, 4);
     jt_ask(db, 1, "m", 3);
-    cfg.slow_first = 200; /* a second in the model */
+    cfg.slow_first = G_MAXINT; /* until jt_answerer_hurry */
     w = (WorkerThread){.opt = w.opt, .answerer = jt_answerer_new(&cfg)};
     w.opt.db_path = db;
     GThread *t = g_thread_new("worker", worker_thread, &w);
     while (q(db, "SELECT count(*) FROM jobs WHERE state = 'done'") < 3)
         g_usleep(2000);
-    g_usleep(100000); /* the slow job's lease has run out */
+    /* the slow job's lease has run out (nothing renews it) */
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_ms < "
+                 "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)") == 0)
+        g_usleep(2000);
     DqStore *s = open_store(db);
     GError *err = NULL;
     GPtrArray *b = store_jobs_claim(s, "B", "m", 10, g_get_real_time() / 1000, 60000, NULL, &err);
@@ -1322,6 +1326,7 @@ static void test_worker_outlives_its_lease(void) {
     g_assert_true(store_jobs_release(s, "B", NULL, &err));
     while (q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'") > 0)
         g_usleep(2000);
+    jt_answerer_hurry(w.answerer);
     g_thread_join(t);
     g_assert_true(w.ok);
     g_assert_cmpint(jt_answerer_submitted(w.answerer), ==, 4);
