@@ -1449,9 +1449,15 @@ static void test_crash_and_hang_cost_one_page(void) {
     write_cairo_pdf(hang, sizes, 2);
     write_cairo_pdf(fine, sizes, 1);
     g_setenv("DOCQA_INGEST_TEST_FAULT", "crash:crash.pdf:2", TRUE);
+    gint64 t0 = g_get_monotonic_time();
     run_ingest(&f, crash);
+    double crash_s = (g_get_monotonic_time() - t0) / 1e6;
     g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:hang.pdf:1", TRUE);
-    f.opt.page_timeout_s = 2;
+    /* The hang must outlast the page timeout and no other page may: each page's wait is a part
+     * of what the whole crash run (a worker started twice, four pages) took just now, on this
+     * machine as loaded as it is. A fixed 2 s was too little under ASan on a loaded CI host. */
+    f.opt.page_timeout_s = MAX(2, (int)ceil(3 * crash_s));
+    g_test_message("crash run: %.2f s; page timeout %d s", crash_s, f.opt.page_timeout_s);
     const char *paths[] = {hang, fine, NULL};
     dq_ingest_summary_clear(&f.sum);
     GError *err = NULL;
@@ -3064,17 +3070,28 @@ static void test_document_time_budget(void) {
     Fixture f;
     fixture_init_small(&f);
     f.opt.jobs = 1;
-    f.opt.page_timeout_s = 60;
-    f.opt.doc_timeout_s = 2;
+    f.opt.page_timeout_s = 120;
     PageSize sizes[] = {{100, 100}, {100, 100}, {100, 100}};
     char *pdf = in_dir(&f, "slow.pdf");
     write_cairo_pdf(pdf, sizes, 3);
-    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:slow.pdf:2", TRUE);
+    /* Page 1 must be done within the budget: the budget is a few times what a whole ingest of a
+     * one-page document takes here now (a fixed 2 s was too little under ASan on a loaded CI
+     * host), and far below the page timeout, which alone would end the hang much later. */
+    char *one = in_dir(&f, "one.pdf");
+    write_cairo_pdf(one, sizes, 1);
     gint64 t0 = g_get_monotonic_time();
+    run_ingest(&f, one);
+    double one_s = (g_get_monotonic_time() - t0) / 1e6;
+    assert_doc(&f, one, "ok", NULL);
+    f.opt.doc_timeout_s = CLAMP((int)ceil(4 * one_s), 2, f.opt.page_timeout_s / 4);
+    g_test_message("one page: %.2f s; --doc-timeout %d s", one_s, f.opt.doc_timeout_s);
+    g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:slow.pdf:2", TRUE);
+    t0 = g_get_monotonic_time();
     run_ingest(&f, pdf);
     double secs = (g_get_monotonic_time() - t0) / 1e6;
     g_unsetenv("DOCQA_INGEST_TEST_FAULT");
-    g_assert_cmpfloat(secs, <, 30.0);
+    /* The hanging page's own timeout would have ended it only after page_timeout_s. */
+    g_assert_cmpfloat(secs, <, f.opt.page_timeout_s);
     assert_doc(&f, pdf, "partial", "render_timeout");
     g_assert_cmpint(query_int(&f,
                               "SELECT group_concat(page_number || status, ',') = "
@@ -3085,6 +3102,7 @@ static void test_document_time_budget(void) {
     g_assert_cmpint(query_int(&f, "SELECT count(*) FROM pages WHERE error_message LIKE "
                                   "'%%(--doc-timeout)%%'"),
                     ==, 2);
+    g_free(one);
     g_free(pdf);
     fixture_clear(&f);
 }
