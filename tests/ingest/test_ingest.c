@@ -2825,7 +2825,7 @@ static void test_workers_die_with_parent(void) {
     /* The orphans come to this process rather than PID 1, to be seen and reaped. */
     g_assert_cmpint(prctl(PR_SET_CHILD_SUBREAPER, 1), ==, 0);
     pid_t ingest = fork_ingest(&f, db, bomb);
-    GArray *workers = wait_for_children(ingest, 20);
+    GArray *workers = wait_for_children(ingest, 120);
     g_assert_cmpuint(workers->len, >, 0);
     g_usleep(300 * 1000); /* into the page */
     g_assert_cmpint(kill(ingest, SIGKILL), ==, 0);
@@ -2854,10 +2854,10 @@ static void test_workers_die_with_parent(void) {
     fixture_clear(&f);
 }
 
-/* A worker's CPU limit ends a page that spins while its parent cannot watch (stopped here,
- * as a debugger or an overloaded machine would), a few seconds past --timeout; the parent,
- * back, records the page as render_timeout. */
-static void test_worker_cpu_limit(void) {
+/* One try of test_worker_cpu_limit. FALSE when the parent's own clock (--timeout 1, counted
+ * from the fork) ran out before this process stopped it, so that the parent, not the CPU
+ * limit, ended the worker: the scene did not happen, the caller stages it again. */
+static gboolean worker_cpu_limit_try(void) {
     Fixture f;
     fixture_init_small(&f);
     f.opt.jobs = 1;
@@ -2866,7 +2866,7 @@ static void test_worker_cpu_limit(void) {
     write_form_bomb(bomb, 1);
     char *db = in_dir(&f, "stopped.db");
     pid_t ingest = fork_ingest(&f, db, bomb);
-    GArray *workers = wait_for_children(ingest, 20);
+    GArray *workers = wait_for_children(ingest, 120);
     g_assert_cmpuint(workers->len, ==, 1);
     pid_t w = g_array_index(workers, pid_t, 0);
     g_assert_cmpint(kill(ingest, SIGSTOP), ==, 0);
@@ -2885,7 +2885,6 @@ static void test_worker_cpu_limit(void) {
     g_assert_cmpint(kill(ingest, SIGCONT), ==, 0);
     int status = 0;
     g_assert_cmpint(waitpid(ingest, &status, 0), ==, ingest);
-    g_assert_true(stopped_by_limit);
     g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     GError *err = NULL;
     DqStore *store = dq_store_open(db, &err);
@@ -2896,15 +2895,33 @@ static void test_worker_cpu_limit(void) {
                                        -1, &q, NULL),
                     ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_step(q), ==, SQLITE_ROW);
-    g_assert_cmpstr((const char *)sqlite3_column_text(q, 0), ==, "failed");
-    g_assert_cmpstr((const char *)sqlite3_column_text(q, 1), ==, "render_timeout");
-    g_assert_nonnull(strstr((const char *)sqlite3_column_text(q, 2), "CPU time"));
+    const char *message = (const char *)sqlite3_column_text(q, 2);
+    gboolean staged = strstr(message, "no progress for 1 s") == NULL;
+    if (staged) {
+        g_assert_true(stopped_by_limit);
+        g_assert_cmpstr((const char *)sqlite3_column_text(q, 0), ==, "failed");
+        g_assert_cmpstr((const char *)sqlite3_column_text(q, 1), ==, "render_timeout");
+        g_assert_nonnull(strstr(message, "CPU time"));
+    } else {
+        g_test_message("the parent's clock ran out before it was stopped: %s", message);
+    }
     sqlite3_finalize(q);
     dq_store_close(store);
     g_array_free(workers, TRUE);
     g_free(db);
     g_free(bomb);
     fixture_clear(&f);
+    return staged;
+}
+
+/* A worker's CPU limit ends a page that spins while its parent cannot watch (stopped here,
+ * as a debugger or an overloaded machine would), a few seconds past --timeout; the parent,
+ * back, records the page as render_timeout. The parent must be stopped within its 1 s: on a
+ * loaded machine this process may come too late, and the scene is staged again. */
+static void test_worker_cpu_limit(void) {
+    int tries = 1;
+    while (!worker_cpu_limit_try())
+        g_assert_cmpint(++tries, <=, 5);
 }
 
 /* The CPU limits of a worker that waits on page 1 of a one-page TIFF, in seconds, -1 for
@@ -2921,7 +2938,7 @@ static void worker_cpu_limits(int doc_timeout_s, long *soft, long *hard) {
     g_setenv("DOCQA_INGEST_TEST_FAULT", "hang:limits.tif:1", TRUE);
     pid_t ingest = fork_ingest(&f, db, tif);
     g_unsetenv("DOCQA_INGEST_TEST_FAULT");
-    GArray *workers = wait_for_children(ingest, 20);
+    GArray *workers = wait_for_children(ingest, 120);
     g_assert_cmpuint(workers->len, ==, 1);
     pid_t w = g_array_index(workers, pid_t, 0);
     char *path = g_strdup_printf("/proc/%d/limits", (int)w);
