@@ -70,6 +70,10 @@ extern const char *const jt_kill_points[];
  * code, and its result in *res. */
 int jt_run_buried_then_answered(const char *db, DqRunResult *res);
 
+/* From now on (from any thread) every request in the model is answered at its next poll, however
+ * many slow_first gave it: a test ends a slow request when the scene around it is set. */
+void jt_answerer_hurry(DqAnswerer *a);
+
 /* Requests submitted to it so far. */
 int jt_answerer_submitted(const DqAnswerer *a);
 

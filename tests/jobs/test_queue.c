@@ -1303,17 +1303,21 @@ static void test_worker_outlives_its_lease(void) {
     g_free(dir);
 
     /* Now another worker takes the slow job over and gives it back: the queue hands it to the
-     * first worker, which still has it in its model. */
+     * first worker, which still has it in its model. The slow job stays there until the scene
+     * is set: a fixed second in the model ran out first on a loaded machine. */
     dir = dq_test_tmpdir();
     db = jt_make_db(dir, 1, 4);
     jt_ask(db, 1, "m", 3);
-    cfg.slow_first = 200; /* a second in the model */
+    cfg.slow_first = G_MAXINT; /* until jt_answerer_hurry */
     w = (WorkerThread){.opt = w.opt, .answerer = jt_answerer_new(&cfg)};
     w.opt.db_path = db;
     GThread *t = g_thread_new("worker", worker_thread, &w);
     while (q(db, "SELECT count(*) FROM jobs WHERE state = 'done'") < 3)
         g_usleep(2000);
-    g_usleep(100000); /* the slow job's lease has run out */
+    /* the slow job's lease has run out (nothing renews it) */
+    while (q(db, "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_ms < "
+                 "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)") == 0)
+        g_usleep(2000);
     DqStore *s = open_store(db);
     GError *err = NULL;
     GPtrArray *b = store_jobs_claim(s, "B", "m", 10, g_get_real_time() / 1000, 60000, NULL, &err);
@@ -1322,6 +1326,7 @@ static void test_worker_outlives_its_lease(void) {
     g_assert_true(store_jobs_release(s, "B", NULL, &err));
     while (q(db, "SELECT count(*) FROM jobs WHERE state = 'queued'") > 0)
         g_usleep(2000);
+    jt_answerer_hurry(w.answerer);
     g_thread_join(t);
     g_assert_true(w.ok);
     g_assert_cmpint(jt_answerer_submitted(w.answerer), ==, 4);
@@ -1336,6 +1341,26 @@ static void test_worker_outlives_its_lease(void) {
     g_free(dir);
 }
 
+typedef struct {
+    const char *db;
+    const char *moved; /* moved over db; NULL: db deleted */
+    gboolean acted;
+} Swap;
+
+/* At the worker's first completion, in its thread: the file goes while the worker runs, with
+ * jobs left for it (done after a job was seen done, from this thread, the worker could have
+ * answered all eight first on a loaded machine). */
+static void swap_after_first_answer(const char *point, void *user) {
+    Swap *sw = user;
+    if (strcmp(point, "worker:after_complete") != 0 || sw->acted)
+        return;
+    sw->acted = TRUE;
+    if (sw->moved != NULL)
+        g_assert_cmpint(g_rename(sw->moved, sw->db), ==, 0);
+    else
+        g_assert_cmpint(g_unlink(sw->db), ==, 0);
+}
+
 /* The database file deleted, or replaced by another, under a running worker: it stops, saying
  * so, rather than write answers into a file nobody will read. */
 static void test_worker_database_replaced(void) {
@@ -1343,30 +1368,28 @@ static void test_worker_database_replaced(void) {
         char *dir = dq_test_tmpdir();
         char *db = jt_make_db(dir, 1, 4);
         jt_ask(db, 2, "m", 3);
-        JtAnswererConfig cfg = {.delay_ms = 50};
-        WorkerThread w = {
-            .opt = {.db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .poll_ms = 5},
-            .answerer = jt_answerer_new(&cfg)};
-        GThread *t = g_thread_new("worker", worker_thread_may_fail, &w);
-        while (q(db, "SELECT count(*) FROM jobs WHERE state = 'done'") < 1)
-            g_usleep(2000);
-        char *other_dir = NULL, *other_db = NULL;
+        char *other_dir = NULL, *other_db = NULL, *moved = NULL;
         if (replace) {
-            /* Another docqa database, moved over it. */
+            /* Another docqa database, to be moved over it. */
             other_dir = dq_test_tmpdir();
             other_db = jt_make_db(other_dir, 1, 1);
-            char *moved = g_strconcat(db, ".other", NULL);
+            moved = g_strconcat(db, ".other", NULL);
             char *bytes = NULL;
             gsize len = 0;
             g_assert_true(g_file_get_contents(other_db, &bytes, &len, NULL));
             g_assert_true(g_file_set_contents(moved, bytes, (gssize)len, NULL));
-            g_assert_cmpint(g_rename(moved, db), ==, 0);
             g_free(bytes);
-            g_free(moved);
-        } else {
-            g_assert_cmpint(g_unlink(db), ==, 0);
         }
-        g_thread_join(t);
+        Swap sw = {.db = db, .moved = moved};
+        queue_test_set_callback(swap_after_first_answer, &sw);
+        JtAnswererConfig cfg = {.delay_ms = 50};
+        WorkerThread w = {
+            .opt = {.db_path = db, .model_id = "m", .batch = 1, .until_empty = TRUE, .poll_ms = 5},
+            .answerer = jt_answerer_new(&cfg)};
+        worker_thread_may_fail(&w);
+        queue_test_set_callback(NULL, NULL);
+        queue_test_hooks_install();
+        g_assert_true(sw.acted);
         g_assert_false(w.ok);
         g_assert_error(w.err, DQ_ERROR, DQ_ERR_DB);
         g_assert_nonnull(strstr(w.err->message, replace ? "was replaced" : "was deleted"));
@@ -1377,6 +1400,7 @@ static void test_worker_database_replaced(void) {
             g_assert_cmpint(q(db, "SELECT count(*) FROM pragma_integrity_check WHERE "
                                   "integrity_check <> 'ok'"),
                             ==, 0);
+            g_free(moved);
             g_free(other_db);
             g_free(other_dir);
         }

@@ -54,8 +54,13 @@ srv.serve_forever()
 PY
 python3 "$tmp/hub.py" "$tmp/files" >"$tmp/port" &
 server=$!
-for _ in $(seq 50); do [ -s "$tmp/port" ] && break; sleep 0.1; done
+# (a minute at most: Python's start takes seconds on a loaded machine, not the 5 s once given)
+for _ in $(seq 600); do [ -s "$tmp/port" ] && break; sleep 0.1; done
 port=$(cat "$tmp/port")
+[ -n "$port" ] || {
+  echo "FAIL: the stand-in hub ($tmp/hub.py) did not say its port within a minute"
+  exit 1
+}
 hub=http://127.0.0.1:$port
 
 fail() {

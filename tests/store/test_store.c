@@ -234,18 +234,21 @@ static void test_open_while_created(void) {
     char *dir = dq_test_tmpdir();
     char *path = g_build_filename(dir, "new.db", NULL);
     /* The child is forked before this process touches the file: SQLite's locks and a forked
-     * process's copy of another connection do not mix. It opens once the lock is held. */
-    int go[2];
+     * process's copy of another connection do not mix. It opens once the lock is held, and says
+     * so; the lock is let go 300 ms later, a file `released` made first. */
+    char *released = g_build_filename(dir, "released", NULL);
+    int go[2], opening[2];
     g_assert_cmpint(pipe(go), ==, 0);
+    g_assert_cmpint(pipe(opening), ==, 0);
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
         char byte;
         close(go[1]);
-        if (read(go[0], &byte, 1) != 1)
+        close(opening[0]);
+        if (read(go[0], &byte, 1) != 1 || write(opening[1], "o", 1) != 1)
             _exit(3);
         GError *err = NULL;
-        gint64 started = g_get_monotonic_time();
         DqStore *s = dq_store_open(path, &err);
         if (s == NULL) {
             fprintf(stderr, "open: %s\n", err->message);
@@ -254,17 +257,22 @@ static void test_open_while_created(void) {
         gint64 id = 0;
         gboolean ok = store_jobs_question_id(s, "What is the total?", &id, &err);
         dq_store_close(s);
-        /* it waited for the other process (which holds the lock 300 ms after the byte; a
-         * margin for a loaded machine), and did not give up early */
-        _exit(ok && g_get_monotonic_time() - started >= 100000 ? 0 : 2);
+        /* it waited for the other process to let go, and did not give up early: an order, not
+         * a time (a time measured here ran short when this process came late to the open) */
+        _exit(ok && g_file_test(released, G_FILE_TEST_EXISTS) ? 0 : 2);
     }
     close(go[0]);
+    close(opening[1]);
     sqlite3 *other = NULL;
     g_assert_cmpint(sqlite3_open(path, &other), ==, SQLITE_OK);
     g_assert_cmpint(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), ==, SQLITE_OK);
     g_assert_cmpint(write(go[1], "x", 1), ==, 1);
     close(go[1]);
-    g_usleep(300000);
+    char byte;
+    g_assert_cmpint(read(opening[0], &byte, 1), ==, 1);
+    close(opening[0]);
+    g_usleep(300000); /* the child into its open, waiting for the lock */
+    g_assert_true(g_file_set_contents(released, "", 0, NULL));
     g_assert_cmpint(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), ==, SQLITE_OK);
     sqlite3_close(other);
     int status = 0;
@@ -276,6 +284,7 @@ static void test_open_while_created(void) {
     dq_assert_no_error(err);
     g_assert_cmpint(count_rows(s, "SELECT count(*) FROM questions"), ==, 1);
     dq_store_close(s);
+    g_free(released);
     g_free(path);
     g_free(dir);
 }

@@ -2560,7 +2560,14 @@ static void test_pg_reconnect(void) {
                                        "pg_stat_activity WHERE datname = current_database() "
                                        "AND pid <> pg_backend_pid()"),
                     ==, 1);
-    g_usleep(100000);
+    /* pg_terminate_backend only signals it: wait for it to be gone, having told the client
+     * (a fixed 100 ms was not always enough on a loaded machine). */
+    gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    while (pgt_query_int(loc, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND pid <> pg_backend_pid()") > 0) {
+        g_assert_cmpint(g_get_monotonic_time(), <, until);
+        g_usleep(10000);
+    }
     g_assert_false(store_jobs_counts(s, NULL, &c, &err));
     g_assert_error(err, DQ_ERROR, DQ_ERR_DB_LOST);
     g_clear_error(&err);

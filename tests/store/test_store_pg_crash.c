@@ -91,8 +91,11 @@ static void test_machines_killed_at_random(void) {
     int crashes = 0;
     for (int m = 0; m < MACHINES; m++)
         machines[m] = spawn_machine(g_rand_int(rng));
+    /* 20 s, and on a machine too loaded to crash 10 machines in them (each round forks one
+     * again), until it has; the second deadline ends a hang. */
     gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
-    while (g_get_monotonic_time() < end &&
+    gint64 give_up = g_get_monotonic_time() + 200 * G_USEC_PER_SEC;
+    while ((g_get_monotonic_time() < end || crashes < 10) && g_get_monotonic_time() < give_up &&
            pgt_query_int(db, "SELECT count(*) FROM jobs WHERE state <> 'done'") > 0) {
         g_usleep((gulong)g_rand_int_range(rng, 200000, 600000));
         int m = g_rand_int_range(rng, 0, MACHINES);
