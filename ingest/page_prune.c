@@ -115,6 +115,57 @@ static gboolean remove_page_file(const Prune *p, const char *path, const char *n
     return gone;
 }
 
+/* The page file `name` names, when it is one: "prune-<pid>-<sha256>.png" as remove_page_file
+ * sets a file aside. */
+static char *set_aside_target(const char *store_dir, const char *name) {
+    if (!g_str_has_prefix(name, "prune-"))
+        return NULL;
+    const char *p = name + strlen("prune-");
+    while (g_ascii_isdigit(*p))
+        p++;
+    if (p == name + strlen("prune-") || *p != '-' || strlen(p + 1) != 68 ||
+        !g_str_has_suffix(p + 1, ".png") || !is_hex(p + 1, 64))
+        return NULL;
+    char *sha = g_strndup(p + 1, 64);
+    char *target = dq_ingest_page_path(store_dir, sha);
+    g_free(sha);
+    return target;
+}
+
+/* Puts back the files an earlier prune set aside and never removed or put back (killed, or the
+ * power lost, between its two steps). One touched as it went aside was about to be named by a
+ * row that has committed since: its page is live and its file must be where the row says. The
+ * others are judged again by the walk after this. Linked, not renamed, back: a file written
+ * under the name since stays, and a prune running now that set this one aside still finds it
+ * there (the page is in place either way). */
+static void restore_set_aside(Prune *p) {
+    char *tmp_dir = g_build_filename(p->store_dir, PAGE_STORE_TMP, NULL);
+    GDir *d = g_dir_open(tmp_dir, 0, NULL);
+    for (const char *name; d != NULL && (name = g_dir_read_name(d)) != NULL;) {
+        char *target = set_aside_target(p->store_dir, name);
+        if (target == NULL)
+            continue;
+        char *aside = g_build_filename(tmp_dir, name, NULL);
+        int e = link(aside, target) == 0 ? 0 : errno;
+        if (e != 0 && e != EEXIST && e != ENOENT && g_rename(aside, target) == 0)
+            e = 0; /* a file system without hard links */
+        if (e == 0 || e == EEXIST) {
+            if (g_unlink(aside) != 0 && errno != ENOENT)
+                dq_print_line(stderr, "docqa: prune: %s: cannot remove: %s", aside,
+                              g_strerror(errno));
+        } else if (e != ENOENT || g_file_test(aside, G_FILE_TEST_EXISTS)) {
+            dq_print_line(stderr, "docqa: prune: %s: cannot put back to %s: %s", aside, target,
+                          g_strerror(e));
+            p->sum->files_not_removed++;
+        }
+        g_free(aside);
+        g_free(target);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    g_free(tmp_dir);
+}
+
 static void prune_file(Prune *p, const char *dir, const char *name) {
     /* <sha256>.png, as dq_store_page_path names it; anything else is not ours to judge */
     if (strlen(name) != 68 || !g_str_has_suffix(name, ".png") || !is_hex(name, 64))
@@ -211,6 +262,8 @@ gboolean dq_page_store_prune(DqStore *store, const DqPruneOptions *opt, DqPruneS
     /* The clock read before the live pages are: a row committed after that read was touched
      * after cutoff_ns whenever the grace period exceeds the time between its touch and its
      * commit. A dry run of a store it may not write uses this machine's clock. */
+    if (!opt->dry_run)
+        restore_set_aside(&p);
     gint64 now_ns = 0;
     GError *clock_err = NULL;
     if (!store_clock_ns(store_dir, &now_ns, &clock_err)) {

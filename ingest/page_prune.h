@@ -16,7 +16,8 @@
  * live pages was touched at most the grace period before that moment, so its file is too new to
  * go. The one gap left, a touch between prune's look at a file and its removal, is closed by
  * removing in two steps: renamed aside, looked at again (touched meanwhile: put back), then
- * unlinked. A row whose file was removed before the touch at its commit fails as store_failed
+ * unlinked; a file left aside between the two steps (prune killed, or the power lost) is put
+ * back by the next prune, as its page may have become live meanwhile. A row whose file was removed before the touch at its commit fails as store_failed
  * instead of naming nothing, and the next ingest renders it again. */
 #ifndef DQ_PAGE_PRUNE_H
 #define DQ_PAGE_PRUNE_H
