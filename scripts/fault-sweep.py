@@ -19,7 +19,7 @@
 #                    (default 40; 0: every call)
 #   --quick          the subset ctest runs: ingest run2 export migrate x pwrite fsync
 #                    kill-pwrite, 5 points each, and 2 each of run2 x read, read-pages,
-#                    ingest x store-write, store-utimensat and prune x store-stat,
+#                    ingest x store-write, store-utimensat and prune x store-openat,
 #                    store-unlink
 #   --keep           keep the folder of every failing point (with the strace log)
 #   --json FILE      every point's outcome, as JSON
@@ -118,7 +118,7 @@ QUICK_COMMANDS = ["ingest", "run2", "export", "migrate", "prune"]
 QUICK_CLASSES = ["pwrite", "fsync", "kill-pwrite"]
 # and a few points of the classes of reads and of the page store: (command, class, points)
 QUICK_EXTRA = [("run2", "read", 2), ("run2", "read-pages", 2), ("ingest", "store-write", 2),
-               ("ingest", "store-utimensat", 2), ("prune", "store-stat", 2),
+               ("ingest", "store-utimensat", 2), ("prune", "store-openat", 2),
                ("prune", "store-unlink", 2)]
 # quick commands run only with their QUICK_EXTRA classes
 QUICK_EXTRA_ONLY = ["prune"]
