@@ -75,7 +75,8 @@ static void print_text(const DqPruneSummary *s, const DqPruneOptions *opt) {
            opt->dry_run ? " (--dry-run: nothing was removed)" : "",
            s->interrupted ? "; interrupted, the rest of the store not looked at" : "");
     if (s->files_not_removed > 0)
-        printf("prune: %" G_GINT64_FORMAT " file%s could not be removed (said above)\n",
+        printf("prune: %" G_GINT64_FORMAT
+               " file%s could not be removed or looked at (said above; kept)\n",
                s->files_not_removed, s->files_not_removed == 1 ? "" : "s");
     g_free(removed);
     g_free(kept);

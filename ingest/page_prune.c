@@ -98,21 +98,90 @@ static gboolean remove_page_file(const Prune *p, const char *path, const char *n
             dq_print_line(stderr, "docqa: prune: %s: cannot remove: %s", path, g_strerror(errno));
             p->sum->files_not_removed++;
         }
-    } else if (lstat(aside, &st) == 0 && mtime_ns(&st) >= p->cutoff_ns) {
-        /* Touched as it went aside: an ingest is committing a row that names it. The same bytes
-         * as any file written under its name since, so the rename back may replace that one. */
+        goto out;
+    }
+    int stat_err = lstat(aside, &st) == 0 ? 0 : errno;
+    if (stat_err != 0 || mtime_ns(&st) >= p->cutoff_ns) {
+        /* Touched as it went aside: an ingest is committing a row that names it (or its time
+         * cannot be read, so it may have been). The same bytes as any file written under its
+         * name since, so the rename back may replace that one. */
+        if (stat_err != 0) {
+            dq_print_line(stderr, "docqa: prune: %s: cannot stat: %s; put back", aside,
+                          g_strerror(stat_err));
+            p->sum->files_not_removed++;
+        } else {
+            p->sum->files_kept_recent++;
+        }
         if (g_rename(aside, path) != 0)
             dq_print_line(stderr, "docqa: prune: %s: cannot put back %s: %s", path, aside,
                           g_strerror(errno));
-        p->sum->files_kept_recent++;
     } else if (g_unlink(aside) != 0) {
         dq_print_line(stderr, "docqa: prune: %s: cannot remove: %s", aside, g_strerror(errno));
         p->sum->files_not_removed++;
     } else {
         gone = TRUE;
     }
+out:
     g_free(aside);
     return gone;
+}
+
+/* The page file `name` names, when it is one: "prune-<pid>-<sha256>.png" as remove_page_file
+ * sets a file aside. */
+static char *set_aside_target(const char *store_dir, const char *name) {
+    if (!g_str_has_prefix(name, "prune-"))
+        return NULL;
+    const char *p = name + strlen("prune-");
+    while (g_ascii_isdigit(*p))
+        p++;
+    if (p == name + strlen("prune-") || *p != '-' || strlen(p + 1) != 68 ||
+        !g_str_has_suffix(p + 1, ".png") || !is_hex(p + 1, 64))
+        return NULL;
+    char *sha = g_strndup(p + 1, 64);
+    char *target = dq_ingest_page_path(store_dir, sha);
+    g_free(sha);
+    return target;
+}
+
+/* Puts back the files an earlier prune set aside and never removed or put back (killed, or the
+ * power lost, between its two steps). One touched as it went aside was about to be named by a
+ * row that has committed since: its page is live and its file must be where the row says. The
+ * others are judged again by the walk after this. Linked, not renamed, back: a file written
+ * under the name since stays, and a prune running now that set this one aside still finds it
+ * there (the page is in place either way). */
+static void restore_set_aside(Prune *p) {
+    char *tmp_dir = g_build_filename(p->store_dir, PAGE_STORE_TMP, NULL);
+    GDir *d = g_dir_open(tmp_dir, 0, NULL);
+    for (const char *name; d != NULL && (name = g_dir_read_name(d)) != NULL;) {
+        if (g_str_has_prefix(name, "prune-clock-")) {
+            /* one a prune could not remove (a prune reading its clock now has it open still) */
+            char *clock = g_build_filename(tmp_dir, name, NULL);
+            g_unlink(clock);
+            g_free(clock);
+            continue;
+        }
+        char *target = set_aside_target(p->store_dir, name);
+        if (target == NULL)
+            continue;
+        char *aside = g_build_filename(tmp_dir, name, NULL);
+        int e = link(aside, target) == 0 ? 0 : errno;
+        if (e != 0 && e != EEXIST && e != ENOENT && g_rename(aside, target) == 0)
+            e = 0; /* a file system without hard links */
+        if (e == 0 || e == EEXIST) {
+            if (g_unlink(aside) != 0 && errno != ENOENT)
+                dq_print_line(stderr, "docqa: prune: %s: cannot remove: %s", aside,
+                              g_strerror(errno));
+        } else if (e != ENOENT || g_file_test(aside, G_FILE_TEST_EXISTS)) {
+            dq_print_line(stderr, "docqa: prune: %s: cannot put back to %s: %s", aside, target,
+                          g_strerror(e));
+            p->sum->files_not_removed++;
+        }
+        g_free(aside);
+        g_free(target);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    g_free(tmp_dir);
 }
 
 static void prune_file(Prune *p, const char *dir, const char *name) {
@@ -122,9 +191,18 @@ static void prune_file(Prune *p, const char *dir, const char *name) {
     char *path = g_build_filename(dir, name, NULL);
     char *sha = g_strndup(name, 64);
     struct stat st;
-    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        goto out;
     DqPruneSummary *s = p->sum;
+    if (lstat(path, &st) != 0) {
+        /* gone meanwhile (another prune), or unreadable: then it is kept, and said */
+        if (errno != ENOENT) {
+            dq_print_line(stderr, "docqa: prune: %s: cannot stat: %s; kept", path,
+                          g_strerror(errno));
+            s->files_not_removed++;
+        }
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode))
+        goto out;
     s->files++;
     if (g_hash_table_contains(p->live, sha)) {
         s->files_kept_live++;
@@ -162,8 +240,10 @@ static gboolean walk_store(Prune *p, GError **err) {
         GError *e1 = NULL;
         GPtrArray *mid = hex_folders(dir1, &e1);
         if (mid == NULL) {
+            /* its files are not looked at: counted as not removed, so the exit status says so */
             dq_print_line(stderr, "docqa: prune: %s", e1->message);
             g_error_free(e1);
+            p->sum->files_not_removed++;
         }
         for (guint j = 0; mid != NULL && j < mid->len && !stopped(p); j++) {
             char *dir2 = g_build_filename(dir1, g_ptr_array_index(mid, j), NULL);
@@ -172,6 +252,7 @@ static gboolean walk_store(Prune *p, GError **err) {
             if (d == NULL) {
                 dq_print_line(stderr, "docqa: prune: %s", e->message);
                 g_error_free(e);
+                p->sum->files_not_removed++;
             }
             GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
             for (const char *n; d != NULL && (n = g_dir_read_name(d)) != NULL;)
@@ -211,6 +292,8 @@ gboolean dq_page_store_prune(DqStore *store, const DqPruneOptions *opt, DqPruneS
     /* The clock read before the live pages are: a row committed after that read was touched
      * after cutoff_ns whenever the grace period exceeds the time between its touch and its
      * commit. A dry run of a store it may not write uses this machine's clock. */
+    if (!opt->dry_run)
+        restore_set_aside(&p);
     gint64 now_ns = 0;
     GError *clock_err = NULL;
     if (!store_clock_ns(store_dir, &now_ns, &clock_err)) {

@@ -16,8 +16,10 @@
  * live pages was touched at most the grace period before that moment, so its file is too new to
  * go. The one gap left, a touch between prune's look at a file and its removal, is closed by
  * removing in two steps: renamed aside, looked at again (touched meanwhile: put back), then
- * unlinked. A row whose file was removed before the touch at its commit fails as store_failed
- * instead of naming nothing, and the next ingest renders it again. */
+ * unlinked; a file left aside between the two steps (prune killed, or the power lost) is put
+ * back by the next prune, as its page may have become live meanwhile. A row whose file was removed
+ * before the touch at its commit fails as store_failed instead of naming nothing, and the next
+ * ingest renders it again. */
 #ifndef DQ_PAGE_PRUNE_H
 #define DQ_PAGE_PRUNE_H
 
@@ -43,8 +45,8 @@ typedef struct {
     gint64 files_kept_live, bytes_kept;  /* kept: a live page names them (bytes: every file kept) */
     gint64 files_kept_shared;            /* of those, named by a page no longer live too */
     gint64 files_kept_recent;            /* kept: not needed, but newer than the grace period */
-    gint64 files_not_removed;            /* could not be removed (said on stderr each) */
-    gboolean interrupted;                /* stopped by opt->stop before every file was seen */
+    gint64 files_not_removed; /* could not be removed or looked at: kept (said on stderr each) */
+    gboolean interrupted;     /* stopped by opt->stop before every file was seen */
 } DqPruneSummary;
 
 /* Prunes the page store of `store` (<db>.pages, or $DOCQA_PAGES for PostgreSQL). FALSE with an

@@ -232,6 +232,11 @@ static void sweep_dir(const char *dir, gboolean only_mkstemp_names, gint64 max_a
         if (only_mkstemp_names &&
             (!g_str_has_prefix(name, ".tmp-") || strlen(name) != strlen(".tmp-XXXXXX")))
             continue;
+        /* A file docqa prune set aside keeps its page file's time, not that of its move, and
+         * may be a live page's (prune killed before it put it back): the next prune puts it
+         * back, none is removed here. */
+        if (g_str_has_prefix(name, "prune-") && !g_str_has_prefix(name, "prune-clock-"))
+            continue;
         char *path = g_build_filename(dir, name, NULL);
         GStatBuf st;
         if (g_lstat(path, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > max_age_s)

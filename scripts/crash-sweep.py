@@ -11,12 +11,12 @@
 #   --model DIR      a SmolVLM snapshot (default ../shared/models/tiny-smolvlm-b512, else the
 #                    bundled models/demo-tiny when its weights were written)
 #   --work DIR       where the databases are made (default: a temporary folder, removed after)
-#   --commands LIST  of: ingest ask run requeue export migrate run-export (default all)
+#   --commands LIST  of: ingest ask run requeue export migrate run-export prune (default all)
 #   --max-points K   at most K crash points a command: evenly spread over the points after each
 #                    fsync, fdatasync and rename, the end always among them (default 12; 0: all)
 #   --torn T         torn states a point (default 2)
 #   --seed N         the torn states' random choices (default 37)
-#   --quick          the subset ctest runs: ingest, export and run-export, 6 points, 1 torn
+#   --quick          the subset ctest runs: ingest, export, run-export and prune, 6 points, 1 torn
 #                    state each
 #   --keep           keep the folder of every failing state
 #   --json FILE      every state's outcome, as JSON
@@ -24,8 +24,12 @@
 # Record: each command runs once on a copy of a database made with the model (4 documents
 # ingested, one question answered, one queued, one cancelled; schema 5 for migrate), the copy
 # synced to disk first (the durable pre-state), under `strace -f -y -xx` tracing openat, write,
-# writev, pwrite64, pwritev, ftruncate, fsync, fdatasync, rename(at,at2), unlink(at), mkdir(at)
-# and close on its folder. The -shm is left out (SQLite writes it through mmap, and rebuilds it
+# writev, pwrite64, pwritev, ftruncate, fsync, fdatasync, rename(at,at2), link(at), unlink(at),
+# mkdir(at) and close on its folder. Not utimensat (ingest's touch of a page file, for a prune
+# running beside it): a time a power loss forgets matters only to a prune racing a commit that
+# the power loss ended too; a row committed names its file whatever its time. prune's own state
+# is a database with an old version's page, a gone file's and a file no page names, all older
+# than its --grace 3600 (made that old again in each state before it runs again). The -shm is left out (SQLite writes it through mmap, and rebuilds it
 # from the -wal after a power loss: every state is built without it). run-export is the nightly
 # job beside a long-running worker (README "Nightly jobs"): another connection holds the
 # database open, as docqa-worker.service does, while `run --until-empty` and then `export
@@ -42,10 +46,13 @@
 #      integrity_check ok, foreign_key_check empty; every job in a known state, running exactly
 #      with a lease; a done job has its answer
 #   b) every document, page, job and answer committed before the command is there, unchanged;
-#      every page row names a file that holds its bytes (SHA-256)
+#      every page row names a file that holds its bytes (SHA-256), a live page's at least (one
+#      no longer live may have been pruned)
 #   c) the command run again (run: `run --until-empty`, a crashed worker's lease expiring) exits
 #      as it did without the crash, and the database ends as it did (documents, pages, jobs'
-#      states, answers)
+#      states, answers); prune: the page store holds the files it holds without the crash, none
+#      left set aside in .tmp (a file set aside and neither removed nor put back is put back by
+#      the prune run again, then judged)
 #   d) export, run-export: a second `export --checkpoint-file` continues the chain: the rows the
 #      crashed export left durably in its file (counted only where its checkpoint file had moved
 #      on disk; otherwise the export did not end, and its rows are given again), and the second
@@ -74,10 +81,10 @@ _spec = importlib.util.spec_from_file_location("fault_sweep", os.path.join(ROOT,
 fs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fs)
 
-COMMANDS = ["ingest", "ask", "run", "requeue", "export", "migrate", "run-export"]
-QUICK_COMMANDS = ["ingest", "export", "run-export"]
+COMMANDS = ["ingest", "ask", "run", "requeue", "export", "migrate", "run-export", "prune"]
+QUICK_COMMANDS = ["ingest", "export", "run-export", "prune"]
 TRACED = ("openat,write,writev,pwrite64,pwritev,ftruncate,fsync,fdatasync,rename,renameat,"
-          "renameat2,unlink,unlinkat,mkdir,mkdirat,close")
+          "renameat2,link,linkat,unlink,unlinkat,mkdir,mkdirat,close")
 SECTOR = 512
 JOB_STATES = {"queued", "running", "done", "failed", "dead", "cancelled"}
 RUN_TIMEOUT = 180
@@ -112,7 +119,7 @@ class Command:
         self.out, self.holder, self.rc = out, holder, rc
 
 
-def commands(a, base, old, extra):
+def commands(a, base, old, extra, prune=None):
     m = ["--model", a.model]
     db = ["--db", "@DB@"]
     run = ["run"] + db + m + ["--workers", "2", "--lease", "2", "--until-empty", "-q"]
@@ -121,7 +128,9 @@ def commands(a, base, old, extra):
     ask = ["ask"] + db + m + ["What is the sum?", "Who?"]
     requeue = ["requeue"] + db + ["--cancelled"]
     migrate = ["migrate", "--from", "sqlite:@DB@"]
+    prune_argv = ["prune"] + db + ["--grace", "3600"]
     return {
+        "prune": Command("prune", prune, [prune_argv], [prune_argv]),
         "ingest": Command("ingest", base, [ingest], [ingest], rc=1),
         "ask": Command("ask", base, [ask], [ask]),
         "run": Command("run", base, [run], [run]),
@@ -263,6 +272,13 @@ def parse_trace(trace_file, root):
                 old, new = at(0, strs[0]), at(1, strs[1])
             if under(old) or under(new):
                 events.append(("rename", pid, -1, old, new))
+        elif call in ("link", "linkat"):
+            if call == "link":
+                old, new = os.path.normpath(strs[0].decode()), os.path.normpath(strs[1].decode())
+            else:
+                old, new = at(0, strs[0]), at(1, strs[1])
+            if under(old) or under(new):
+                events.append(("link", pid, -1, old, new))
         elif call in ("unlink", "unlinkat"):
             p = at(0, strs[0])
             if under(p):
@@ -398,6 +414,9 @@ class Disk:
             old, new = ev[3], ev[4]
             if old in self.cur:
                 self.cur[new] = self.cur.pop(old)
+        elif kind == "link":  # a second name of the same file, durable as a rename's
+            if ev[3] in self.cur:
+                self.cur[ev[4]] = self.cur[ev[3]]
         elif kind == "unlink":
             self.cur.pop(ev[3], None)
         elif kind == "mkdir":
@@ -444,7 +463,7 @@ class Disk:
 
 
 def crash_points(events, max_points):
-    pts = [i for i, e in enumerate(events) if e[0] in ("sync", "rename")]
+    pts = [i for i, e in enumerate(events) if e[0] in ("sync", "rename", "link")]
     pts.append(len(events) - 1)
     pts = sorted(set(p for p in pts if p >= 0))
     if max_points and len(pts) > max_points:
@@ -525,7 +544,14 @@ def check_state(a, cmd, d, before, before_state, ref, pre_ck):
         rc, err = fs.run_plain(argv_in(a, ["status", "--db", "@DB@", "--json"], d))
         if rc != 0:
             problems.append("status --json exits %s: %s" % (rc, err.strip()[:300]))
+    if cmd.name == "prune":
+        # the state's files are as old as they were (its writing made them new): a file set
+        # aside and not removed, or put back, is past the grace period again
+        fs.age_store(d)
     rcs, err = run_steps(a, cmd.again, d, "out2.csv")
+    if cmd.name == "prune" and fs.store_files(db) != ref["store"]:
+        problems.append("after again: the page store is not the one prune leaves without a "
+                        "crash: %s" % "; ".join(fs.diff(fs.store_files(db), ref["store"]))[:600])
     want = [cmd.rc] + [0] * (len(cmd.again) - 1)
     if rcs != want and not (cmd.name == "ingest" and rcs == [0]):
         problems.append("again: exits %s, not %s: %s" % (rcs, want, err.strip()[:300]))
@@ -598,7 +624,8 @@ def record(a, cmd, d):
 def sweep(a, work, names):
     base, extra = fs.make_base(a, work)
     old = fs.make_old(base, work)
-    table = commands(a, base, old, extra)
+    table = commands(a, base, old, extra,
+                     fs.make_prune(a, base, work) if "prune" in names else None)
     rng = random.Random(a.seed)
     results, summary = [], []
     for name in names:
@@ -612,7 +639,8 @@ def sweep(a, work, names):
         if any(rc not in (0, 1) for rc in rcs):
             die("%s without a crash exits %s: %s" % (name, rcs, err.strip()))
         run_steps(a, cmd.again, refdir, "out2.csv")
-        ref = {"db": fs.state(os.path.join(refdir, "docqa.db"))}
+        ref = {"db": fs.state(os.path.join(refdir, "docqa.db")),
+               "store": fs.store_files(os.path.join(refdir, "docqa.db"))}
         before = fs.committed(os.path.join(cmd.src, "docqa.db"))
         before_state = fs.state(os.path.join(cmd.src, "docqa.db"))
         recdir = os.path.join(work, "rec", name)

@@ -9,21 +9,25 @@
 #   --model DIR      a SmolVLM snapshot (default ../shared/models/tiny-smolvlm-b512, else the
 #                    bundled models/demo-tiny when its weights were written)
 #   --work DIR       where the databases are made (default: a temporary folder, removed after)
-#   --commands LIST  of: ingest ask run1 run2 requeue cancel migrate migrate-to export
+#   --commands LIST  of: ingest ask run1 run2 requeue cancel migrate migrate-to export prune
 #                    (default all)
 #   --classes LIST   of: write pwrite fsync fdatasync ftruncate openat rename unlink mmap read
 #                    read-pages openat-pages store-openat store-mkdir store-write store-fsync
-#                    store-rename store-unlink kill-pwrite kill-write (default all)
+#                    store-rename store-unlink store-stat store-utimensat store-utimensat-eperm
+#                    kill-pwrite kill-write (default all)
 #   --max-points K   at most K points a (command, class): 1, K evenly spread, the last
 #                    (default 40; 0: every call)
 #   --quick          the subset ctest runs: ingest run2 export migrate x pwrite fsync
-#                    kill-pwrite, 5 points each, and 2 each of run2 x read, read-pages and
-#                    ingest x store-write
+#                    kill-pwrite, 5 points each, and 2 each of run2 x read, read-pages,
+#                    ingest x store-write, store-utimensat and prune x store-openat,
+#                    store-unlink
 #   --keep           keep the folder of every failing point (with the strace log)
 #   --json FILE      every point's outcome, as JSON
 #
 # For each command it makes a database with the model (4 documents ingested, one question
-# answered, one queued, one cancelled; an old database at schema 5 for migrate), runs the command
+# answered, one queued, one cancelled; an old database at schema 5 for migrate; for prune, that
+# database with an old version's page, a gone file's and a file no page names, all past
+# `--grace 3600`), runs the command
 # once without faults (the reference) and once under strace counting the calls of each class,
 # then for N = 1..K runs it on a fresh copy with the N-th call failed by strace's fault injection
 # (`-e inject=SYSCALL:error=E:when=N`; the kill classes: SIGKILL at that call, a crash). strace
@@ -32,7 +36,9 @@
 # read-pages and openat-pages only on the page files the database held (what run reads);
 # store-* only where the call names a path in the page store (what ingest writes: its new files'
 # names are known only once made, so the points are the calls the counting run saw there, and
-# another process's N-th call fails with them). Checked:
+# another process's N-th call fails with them). store-utimensat fails ingest's touch of a page
+# file (EIO: that page fails as store_failed, its file named; EPERM: taken as "check it is
+# there", the run ends as the reference). Checked:
 #   a) exit status: not 0 unless the database ends as the reference left it (a failure retried
 #      harmlessly); no process killed by a signal but the injected SIGKILL; no sanitizer report
 #   b) on an error exit, stderr (or the error of a job the run failed: docqa status shows it)
@@ -40,9 +46,11 @@
 #      errno's text)
 #   c) PRAGMA integrity_check is ok, every document, page, job and answer committed before the
 #      run is still there, unchanged, and every page row names a file that holds its bytes
+#      (a page no longer live, its file pruned: none, or its bytes)
 #   d) the same command run again without faults exits 0 and leaves the database as the
 #      reference run did (documents, pages and their files, jobs' states, answers; not times,
-#      attempts or lease ids); export's file is the reference's, byte for byte. A job failed for
+#      attempts or lease ids); export's file is the reference's, byte for byte; prune's page
+#      store holds the reference's files, none left set aside in .tmp. A job failed for
 #      good or dead is taken back first with `requeue --failed --dead`, as a user would once the
 #      disk is mended
 # A page file whose read or open failed (read-pages, openat-pages: the system's error, not the
@@ -89,6 +97,9 @@ CLASSES = collections.OrderedDict(
         ("store-fsync", ("fsync", "EIO", "page-store")),
         ("store-rename", ("rename,renameat,renameat2", "EIO", "page-store")),
         ("store-unlink", ("unlink,unlinkat", "EIO", "page-store")),
+        ("store-stat", ("newfstatat,statx,lstat,stat", "EIO", "page-store")),
+        ("store-utimensat", ("utimensat", "EIO", "page-store")),
+        ("store-utimensat-eperm", ("utimensat", "EPERM", "page-store")),
         ("kill-pwrite", ("pwrite64,pwritev", None, None)),
         ("kill-write", ("write,writev", None, None)),
     ]
@@ -98,13 +109,19 @@ ERRNO_WORDS = {
     "ENOSPC": [os.strerror(28), "disk is full"],
     "EIO": [os.strerror(5)],
     "ENOMEM": [os.strerror(12)],
+    "EPERM": [os.strerror(1)],
 }
 CRASH_SIGNALS = {"SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS"}
-COMMANDS = ["ingest", "ask", "run1", "run2", "requeue", "cancel", "migrate", "migrate-to", "export"]
-QUICK_COMMANDS = ["ingest", "run2", "export", "migrate"]
+COMMANDS = ["ingest", "ask", "run1", "run2", "requeue", "cancel", "migrate", "migrate-to", "export",
+            "prune"]
+QUICK_COMMANDS = ["ingest", "run2", "export", "migrate", "prune"]
 QUICK_CLASSES = ["pwrite", "fsync", "kill-pwrite"]
 # and a few points of the classes of reads and of the page store: (command, class, points)
-QUICK_EXTRA = [("run2", "read", 2), ("run2", "read-pages", 2), ("ingest", "store-write", 2)]
+QUICK_EXTRA = [("run2", "read", 2), ("run2", "read-pages", 2), ("ingest", "store-write", 2),
+               ("ingest", "store-utimensat", 2), ("prune", "store-openat", 2),
+               ("prune", "store-unlink", 2)]
+# quick commands run only with their QUICK_EXTRA classes
+QUICK_EXTRA_ONLY = ["prune"]
 EXTRA_DOCS = [
     "pdf/pypdf-libreoffice-writer.pdf",
     "pdf/qpdf-bad1.pdf",
@@ -112,6 +129,13 @@ EXTRA_DOCS = [
 ]
 RUN_TIMEOUT = 180
 QUEUED = "Who signed it?"  # the question the base database has queued, not answered
+# the images of live pages (a current document's, or with a job queued or running), which docqa
+# prune keeps (store/store_documents.c)
+LIVE_IMAGES_SQL = (
+    "SELECT DISTINCT p.image_sha256 FROM pages p WHERE p.image_sha256 IS NOT NULL AND "
+    "(p.document_id IN (SELECT id FROM documents_current) OR EXISTS (SELECT 1 FROM jobs j "
+    "WHERE j.page_id = p.id AND j.state IN ('queued', 'running')))"
+)
 # the rows committed before a run, by id: what no run may change or lose
 COMMITTED_SQL = {
     "documents": "SELECT id, path, version, sha256, bytes, kind, status FROM documents",
@@ -243,6 +267,64 @@ def make_base(a, work):
     return base, extra
 
 
+def version_pdf(n):
+    """A one-page PDF of its own look for each n: a page image no other file shares."""
+    text = "Total: %d.00 EUR (copy %d)" % (n * 7, n)
+    stream = ("BT /F1 18 Tf %d 150 Td (%s) Tj ET" % (20 + n, text)).encode()
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 300] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return out
+
+
+def age_store(d, seconds=7200):
+    """Every file of d's page store made `seconds` old: past prune's grace period."""
+    when = time.time() - seconds
+    for top, _, names in os.walk(os.path.join(d, "docqa.db.pages")):
+        for x in names:
+            os.utime(os.path.join(top, x), (when, when))
+
+
+def make_prune(a, base, work):
+    """The base database and a page store for docqa prune: an old version's page (its file
+    changed since), a gone file's, and a file no page names, all older than the grace period."""
+    d = os.path.join(work, "prune")
+    copy_db(base, d)
+    db = os.path.join(d, "docqa.db")
+    docs = os.path.join(work, "prune-docs")
+    os.makedirs(docs)
+    for name, n in (("changed.pdf", 1), ("gone.pdf", 2), ("kept.pdf", 3)):
+        with open(os.path.join(docs, name), "wb") as f:
+            f.write(version_pdf(n))
+    m = ["--model", a.model]
+    must([a.docqa, "ingest", "--db", db, "--n-res", "1"] + m + [docs], "ingest")
+    with open(os.path.join(docs, "changed.pdf"), "wb") as f:
+        f.write(version_pdf(4))
+    os.unlink(os.path.join(docs, "gone.pdf"))
+    must([a.docqa, "ingest", "--db", db, "--n-res", "1"] + m + [docs], "ingest")
+    orphan = os.path.join(db + ".pages", "ab", "cd", "abcd" + "0" * 60 + ".png")
+    os.makedirs(os.path.dirname(orphan), exist_ok=True)
+    with open(orphan, "wb") as f:
+        f.write(b"an ingest killed before its row")
+    checkpoint(db)
+    age_store(d)
+    return d
+
+
 def make_old(base, work):
     """The base database's rows in a database at schema 5, made as a docqa of schema 5 made it."""
     old = os.path.join(work, "old")
@@ -361,16 +443,40 @@ def state(db):
     store = db + ".pages"
     missing = []
     shas = query(db, "SELECT DISTINCT image_sha256 FROM pages WHERE image_sha256 IS NOT NULL")
+    # docqa prune removes the files of pages no longer live: such a file may be missing
+    live = set()
+    if has_table(db, "jobs"):
+        live = {r[0] for r in query(db, LIVE_IMAGES_SQL)}
     for (sha,) in shas:
         f = os.path.join(store, sha[:2], sha[2:4], sha + ".png")
         try:
             with open(f, "rb") as fh:
                 if hashlib.sha256(fh.read()).hexdigest() != sha:
                     missing.append(sha + " (other bytes)")
+        except FileNotFoundError:
+            if sha in live or not has_table(db, "jobs"):
+                missing.append(sha + " (missing)")
         except OSError:
             missing.append(sha + " (missing)")
     s["page_files_bad"] = missing
     return {k: [list(r) if isinstance(r, tuple) else r for r in v] for k, v in s.items()}
+
+
+def store_files(db):
+    """docqa prune's result: the page store's files (relative), and what it set aside in .tmp."""
+    store = db + ".pages"
+    files = []
+    for top, dirs, names in os.walk(store):
+        dirs[:] = [x for x in dirs if not x.startswith(".")]
+        files += [os.path.relpath(os.path.join(top, x), store) for x in names]
+    tmp = os.path.join(store, ".tmp")
+    # (not its clock file, which the next prune removes: no page's)
+    aside = [
+        x
+        for x in (os.listdir(tmp) if os.path.isdir(tmp) else [])
+        if x.startswith("prune-") and not x.startswith("prune-clock-")
+    ]
+    return {"files": sorted(files), "aside": sorted(aside)}
 
 
 def committed(db):
@@ -475,7 +581,7 @@ class Command:
         return db, argv
 
 
-def commands(a, base, old, extra):
+def commands(a, base, old, extra, prune=None):
     m = ["--model", a.model]
     # a worker killed holds its jobs until its lease expires: the run after it waits that long
     lease = ["--lease", "3", "--until-empty"]
@@ -499,6 +605,7 @@ def commands(a, base, old, extra):
             ["export", "--db", "@DB@", "--format", "csv", "--checkpoint-file", "@DIR@/ck"],
             out="out.csv",
         ),
+        "prune": Command("prune", prune, ["prune", "--db", "@DB@", "--grace", "3600"]),
     }
 
 
@@ -529,6 +636,8 @@ def invoke(a, cmd, d, prefix=(), timeout=RUN_TIMEOUT):
 def result_state(cmd, d):
     db = os.path.join(d, "docqa.db")
     s = {"db": state(db)}
+    if cmd.name == "prune":
+        s["store"] = store_files(db)
     if cmd.dest:
         dest = os.path.join(d, cmd.dest)
         # a copy that failed may leave its file empty, which a run again fills
@@ -821,7 +930,7 @@ def main():
 def sweep(a, work, cmds, classes):
     base, extra = make_base(a, work)
     old = make_old(base, work)
-    table = commands(a, base, old, extra)
+    table = commands(a, base, old, extra, make_prune(a, base, work) if "prune" in cmds else None)
     results, summary = [], []
     for name in cmds:
         cmd = table[name]
@@ -833,6 +942,8 @@ def sweep(a, work, cmds, classes):
         cmd.ref_rc = rc
         ref = result_state(cmd, refdir)
         plan = [(cls, a.max_points) for cls in classes]
+        if a.quick and not a.classes and name in QUICK_EXTRA_ONLY:
+            plan = []
         if a.quick and not a.classes:
             plan += [(cls, k) for c, cls, k in QUICK_EXTRA if c == name]
         for cls, max_points in plan:

@@ -33,7 +33,8 @@
 # archive after one document changed (new bytes: a new version, its own pages and jobs; an
 # older version's bytes again; a copy under a second path; the file gone; nothing), export
 # --checkpoint-file (one at a time, as README's nightly job runs it under flock), a second chain
-# of export --current with its own checkpoint file, status --json, and run (1 or 2 workers,
+# of export --current with its own checkpoint file, status --json, prune (--grace 0, 1, 2 or 5
+# s or the default day, a quarter of them --dry-run), and run (1 or 2 workers,
 # --max-jobs, some with --weights int8 (approximate answers) or --draft int8; half of them
 # killed with SIGKILL at a random moment, one in seven stopped with SIGSTOP past its lease and
 # continued, its whole process group).
@@ -48,6 +49,9 @@
 #   - at most one answer per (page, question, model, generation settings); a done job has one
 #   - every answer seen at an earlier quiet moment is still in answers or answers_superseded
 #   - requeue --stale against the snapshot that gave every answer takes nothing back
+#   - the page file of every page of a current document is there, no file a prune set aside is
+#     left in <store>/.tmp, no page row is gone, and every job that failed on a missing image
+#     says prune removed it (its page's document no longer current)
 # and at the end, after a quiet run --until-empty, requeue --approximate (it takes back as many
 # jobs as there are approximate answers) and another run (none is left), and a last export of
 # each chain:
@@ -56,7 +60,8 @@
 #     and nothing that is neither in answers nor in answers_superseded
 #   - the --current chain: no answer under one path twice, nothing never stored, and every
 #     answer the last runs committed that v_current_answers lists
-#   - every command exited as it may (ask/cancel/requeue/status/export 0, ingest 0 or 1, run
+#   - every command exited as it may (ask/cancel/requeue/status/export/prune 0, ingest 0 or 1
+#     (a page a prune with a grace shorter than the ingest removed fails as store_failed), run
 #     0 or 1, or killed by the soak); no sanitizer report
 # On a failure the seed, the violated checks and the action log are printed; the same seed
 # gives the same actions in each thread (not the same interleaving).
@@ -139,6 +144,31 @@ def find_model(given):
     return None
 
 
+def version_pdf(version):
+    """A one-page PDF of its own look for each version (its page image its own, which only
+    this version and those that bring its bytes back name: prune has old versions to remove)."""
+    text = "Total: %d.00 EUR (version %d)" % (version * 7, version)
+    stream = ("BT /F1 18 Tf %d %d Td (%s) Tj ET" % (20 + version % 40, 150 + version % 60,
+                                                  text)).encode()
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 300] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objs) + 1, xref)
+    return out
+
+
 class Soak:
     def __init__(self, a, work):
         self.a = a
@@ -151,6 +181,7 @@ class Soak:
         self.env.pop("DOCQA_MODEL", None)
         if a.pg:
             self.env["DOCQA_PAGES"] = os.path.join(work, "pages")
+        self.pages = os.path.join(work, "pages") if a.pg else self.db + ".pages"
         self.model_id = os.path.basename(os.path.normpath(a.model))
         self.log = []  # (t, thread, action, argv tail, rc, note)
         self.log_lock = threading.Lock()
@@ -171,6 +202,8 @@ class Soak:
         self.chain_rows = {False: [], True: []}
         self.chain_runs = {False: 0, True: 0}
         self.seen_answers = set()
+        self.seen_pages = set()  # page rows seen at an earlier quiet moment (prune deletes none)
+        self.prunes = {"removed": 0, "runs": 0, "dry": 0}
         self.version = 0
         self.jobs_added = 0  # what the asks said they added: every job there is
         self.steps = 0
@@ -267,11 +300,9 @@ class Soak:
         if version is None:
             self.version += 1
             version = self.version
-        with open(os.path.join(ROOT, "examples", "docs", "receipt.pdf"), "rb") as f:
-            data = f.read()
         tmp = os.path.join(self.work, CHANGING + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(data + b"\n%% soak version " + str(version).encode() + b"\n")
+            f.write(version_pdf(version))
         # renamed into place: an ingest never reads half a file, only an old or a new one
         dst = path or os.path.join(self.docs, CHANGING)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -432,6 +463,26 @@ class Soak:
             except (ValueError, KeyError) as e:
                 self.violate("status --json: not its JSON (%s): %s" % (e, out[:300]))
 
+    def act_prune(self, rng, who):
+        # no grace at all, a few seconds, or the default day (nothing the soak made is that
+        # old: it removes only what was set aside and never put back); some only counting
+        grace = rng.choice(["0", "0", "1", "2", "5", None])
+        args = ["prune", "--db", self.db, "--json"] + (["--grace", grace] if grace else [])
+        dry = rng.random() < 0.25
+        if dry:
+            args.append("--dry-run")
+        rc, out, err = self.docqa(args)
+        removed = json.loads(out)["files_removed"] if rc == 0 else 0
+        with self.log_lock:
+            self.prunes["runs"] += 1
+            if dry:
+                self.prunes["dry"] += 1
+            else:
+                self.prunes["removed"] += removed
+        self.note(who, "prune", args[4:], rc,
+                  "%d %s" % (removed, "would go" if dry else "removed"))
+        self.expect_rc("prune", rc, {0}, err)
+
     def act_run(self, rng, who):
         workers = rng.choice(["1", "2"])
         max_jobs = str(rng.randint(1, 12))
@@ -483,7 +534,7 @@ class Soak:
             self.expect_rc("run", p.returncode, {0, 1}, err)
 
     ACTIONS = [("ask", 3), ("cancel", 2), ("requeue", 2), ("ingest", 2), ("export", 2),
-               ("export_current", 1), ("status", 1), ("run", 5)]
+               ("export_current", 1), ("status", 1), ("run", 5), ("prune", 2)]
 
     # ---- the loop
 
@@ -568,7 +619,11 @@ class Soak:
         rc, out, err = self.docqa(args, timeout=600)
         self.note("-", "drain", [], rc)
         self.expect_rc("run --until-empty (after requeue --approximate)", rc, {0, 1}, err)
-        left = self.sql("SELECT count(*) FROM answers WHERE exact = 0")[0][0]
+        # but one about a page whose image a prune removed fails, saying so, and stays done with
+        # the answer it had (README: Reclaiming space)
+        left = self.sql("SELECT count(*) FROM answers a JOIN jobs j ON j.id = a.job_id WHERE "
+                        "a.exact = 0 AND coalesce(j.last_error, '') NOT LIKE "
+                        "'%pruned by docqa prune%'")[0][0]
         if left:
             self.violate("%d approximate answers left after requeue --approximate and a run "
                          "with the stored weights" % left)
@@ -694,6 +749,7 @@ class Soak:
                        "(SELECT 1 FROM answers a WHERE a.job_id = j.id) LIMIT 5")
         if bad:
             v("done jobs without an answer: %s" % bad)
+        self.check_pages(v)
         now = {(r[0], r[1]) for r in self.sql("SELECT job_id, finished_at FROM answers")}
         kept = {(r[0], r[1]) for r in self.sql("SELECT job_id, finished_at FROM "
                                                 "answers_superseded")}
@@ -749,6 +805,40 @@ class Soak:
               "e.g. %s" % (len(missing), sorted(missing)[:5]))
         self.summary = (counts, len(now), len(kept), len(self.chain_rows[False]),
                         self.chain_runs[False])
+
+
+    def page_file(self, sha):
+        return os.path.join(self.pages, sha[:2], sha[2:4], sha + ".png")
+
+    def check_pages(self, v):
+        """What docqa prune may not break (README: Reclaiming space), nothing running now."""
+        # a current document's page names a whole file: none was removed from under a row that
+        # committed while a prune ran, nor left set aside (a page with only a job queued may
+        # have lost it before: a job requeued about a pruned page fails, saying so)
+        missing = [r for r in self.sql("SELECT p.id, p.status, p.image_sha256 FROM pages p "
+                                       "WHERE p.image_sha256 IS NOT NULL AND p.document_id IN "
+                                       "(SELECT id FROM documents_current)")
+                   if not os.path.isfile(self.page_file(r[2]))]
+        if missing:
+            v("pages of current documents whose image file is missing (page, status, sha256): "
+              "%s" % missing[:5])
+        tmp = os.path.join(self.pages, ".tmp")
+        aside = [n for n in (os.listdir(tmp) if os.path.isdir(tmp) else [])
+                 if n.startswith("prune-")]
+        if aside:
+            v("files a prune set aside, left in %s: %s" % (tmp, aside[:5]))
+        # prune deletes no row
+        ids = {r[0] for r in self.sql("SELECT id FROM pages")}
+        if self.seen_pages - ids:
+            v("page rows gone: %s" % sorted(self.seen_pages - ids)[:5])
+        self.seen_pages |= ids
+        # a job that found its image missing says why: pruned (only prune removes a page file
+        # here; the plain message is the store's damage, or a live page's file pruned)
+        bad = [r for r in self.sql("SELECT id, state, last_error FROM jobs "
+                                   "WHERE last_error LIKE '%page image missing%'")
+               if "pruned by docqa prune" not in r[2]]
+        if bad:
+            v("jobs failed on a missing image, not one prune removed: %s" % bad[:5])
 
 
 class ScratchServer:
@@ -874,8 +964,9 @@ def soak(a, work):
         return 1
     counts, answers, superseded, exported, exports = s.summary
     print("soak: ok: seed %d, %d steps in %.0f s; jobs %s; %d answers (%d superseded); %d rows "
-          "in %d exports" % (a.seed, steps, time.monotonic() - s.t0, counts, answers,
-                             superseded, exported, exports))
+          "in %d exports; %d prunes (%d dry runs) removed %d page files" %
+          (a.seed, steps, time.monotonic() - s.t0, counts, answers, superseded, exported,
+           exports, s.prunes["runs"], s.prunes["dry"], s.prunes["removed"]))
     if not a.keep and not a.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
