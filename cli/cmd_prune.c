@@ -117,6 +117,12 @@ int cmd_prune(int argc, char **argv) {
     if (!ok || !dq_cli_no_arguments("prune", argc, argv) ||
         !dq_cli_int_option("prune", "--grace", grace, 0, G_MAXINT32, &opt.grace_s))
         goto out;
+    if (opt.grace_s < DQ_PRUNE_SAFE_GRACE_S)
+        dq_print_line(stderr,
+                      "docqa: prune: --grace %" G_GINT64_FORMAT ": under %d s, a page an ingest "
+                      "running now stores may lose its image (its jobs fail; the next ingest "
+                      "renders it again): for tests, not beside a running ingest",
+                      opt.grace_s, DQ_PRUNE_SAFE_GRACE_S);
     GError *err = NULL;
     store = dq_store_open_reader(db ? db : dq_store_default_location(), &err);
     if (store == NULL) {

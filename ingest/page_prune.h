@@ -31,6 +31,9 @@
 /* The default grace period: past --doc-timeout's default (an hour) with room to spare, so that
  * a document rendering now keeps the files its workers wrote before its rows commit. */
 #define DQ_PRUNE_DEFAULT_GRACE_S (24 * 3600)
+/* Below it prune warns: an ingest's commit may wait a minute for the database after its touch
+ * (the busy timeout), and the margin covers a loaded machine and a share's clock. */
+#define DQ_PRUNE_SAFE_GRACE_S 600
 
 typedef struct {
     gint64 grace_s;              /* files younger than this are kept */
