@@ -1916,6 +1916,11 @@ static void test_prune_race(gconstpointer data) {
                                    "p.document_id WHERE d.version = 3 AND p.page_number = 3");
         g_assert_cmpstr(code, ==, "store_failed");
         g_free(code);
+        char *msg = twin_text(&t, "SELECT p.error_message FROM pages p JOIN documents d ON d.id = "
+                                  "p.document_id WHERE d.version = 3 AND p.page_number = 3");
+        g_assert_nonnull(strstr(msg, "x.pdf: page 3: its image "));
+        g_assert_nonnull(strstr(msg, " was removed before its row was stored"));
+        g_free(msg);
         g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0); /* resumed: page 3 rendered again */
         now3 = twin_page_file(&t, "x.pdf", 3, 3);
     } else {
@@ -2069,6 +2074,38 @@ static void test_prune_signal(void) {
     twin_clear(&t);
 }
 
+/* A file marked gone comes back with the same bytes: its pages, still stored, are kept (not
+ * rendered again) and touched, so that a prune that read the live pages while the file was gone
+ * takes them for new. */
+static void test_prune_came_back(void) {
+    Twin t;
+    g_assert_true(twin_init(&t, "sqlite"));
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *x3 = twin_page_file(&t, "x.pdf", 1, 3);
+    char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(t.x, &bytes, &len, NULL));
+    g_assert_cmpint(g_unlink(t.x), ==, 0);
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *gone = twin_text(&t, "SELECT missing_since FROM documents WHERE path LIKE '%/x.pdf'");
+    g_assert_nonnull(gone);
+    g_free(gone);
+    g_assert_true(g_file_set_contents(t.x, bytes, (gssize)len, NULL));
+    age_files(t.pages, 7200);
+    char *out = NULL;
+    g_assert_cmpint(twin_run(&t, NULL, &out), ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_ok"), ==, 0);
+    g_object_unref(p);
+    GStatBuf st;
+    g_assert_cmpint(g_stat(x3, &st), ==, 0);
+    g_assert_cmpint(st.st_mtime, >, time(NULL) - 600);
+    g_free(out), g_free(bytes), g_free(x3);
+    twin_clear(&t);
+}
+
 /* Every page file under dir (the page store) touched (now) or, with remove, removed. */
 static void touch_or_remove_pages(const char *dir, gboolean remove) {
     GDir *d = g_dir_open(dir, 0, NULL);
@@ -2199,6 +2236,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/prune/unusable_store", test_prune_unusable_store);
     g_test_add_func("/ingest/cli/prune/signal", test_prune_signal);
     g_test_add_func("/ingest/cli/prune/held", test_prune_held);
+    g_test_add_func("/ingest/cli/prune/came_back", test_prune_came_back);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);
