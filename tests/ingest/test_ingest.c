@@ -2231,6 +2231,31 @@ static gint64 file_size(const char *path) {
 }
 
 /* Page PNGs follow the umask as the database and the store's folders do: 0666 less the umask. */
+/* A page found stored already is not written again (the same file) but touched, so that a docqa
+ * prune takes it for new until the row naming it commits (page_store_touch). */
+static void test_page_found_stored_touched(void) {
+    char *dir = dq_test_tmpdir();
+    GBytes *png = g_bytes_new_static("the same page's bytes", 21);
+    char sha[65], again[65];
+    GError *err = NULL;
+    g_assert_true(page_store_put(dir, png, 0, sha, &err));
+    dq_assert_no_error(err);
+    char *path = dq_ingest_page_path(dir, sha);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 7200}, {.tv_sec = time(NULL) - 7200}};
+    g_assert_cmpint(utimensat(AT_FDCWD, path, old, 0), ==, 0);
+    GStatBuf before, after;
+    g_assert_cmpint(g_stat(path, &before), ==, 0);
+    g_assert_true(page_store_put(dir, png, 0, again, &err));
+    dq_assert_no_error(err);
+    g_assert_cmpstr(again, ==, sha);
+    g_assert_cmpint(g_stat(path, &after), ==, 0);
+    g_assert_cmpuint(after.st_ino, ==, before.st_ino);
+    g_assert_cmpint(after.st_mtime, >, time(NULL) - 600);
+    g_free(path);
+    g_bytes_unref(png);
+    g_free(dir);
+}
+
 static void test_page_mode_follows_umask(void) {
     Fixture f;
     fixture_init_small(&f);
@@ -3795,6 +3820,7 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/store/page_files_verified", test_page_files_verified);
     g_test_add_func("/ingest/store/old_temp_files_swept", test_old_temp_files_swept);
     g_test_add_func("/ingest/store/page_mode_follows_umask", test_page_mode_follows_umask);
+    g_test_add_func("/ingest/store/page_found_stored_touched", test_page_found_stored_touched);
     g_test_add_func("/ingest/store/disk_space_checked", test_disk_space_checked);
     g_test_add_func("/ingest/store/page_folder_sync_checked", test_page_folder_sync_checked);
     g_test_add_func("/ingest/store/new_page_folders_synced", test_new_page_folders_synced);

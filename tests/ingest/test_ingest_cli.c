@@ -1660,6 +1660,21 @@ static char *twin_text(Twin *t, const char *sql) {
     return text;
 }
 
+/* sql run on either database. */
+static void twin_exec(Twin *t, const char *sql) {
+#ifdef DQ_TEST_POSTGRES
+    if (g_str_has_prefix(t->loc, "postgresql:")) {
+        pgt_exec(t->loc, sql);
+        return;
+    }
+#endif
+    sqlite3 *s = NULL;
+    g_assert_cmpint(sqlite3_open(t->loc, &s), ==, SQLITE_OK);
+    if (sqlite3_exec(s, sql, NULL, NULL, NULL) != SQLITE_OK)
+        g_error("%s: %s", sql, sqlite3_errmsg(s));
+    sqlite3_close(s);
+}
+
 /* The page file of `page` of version `version` of the archive's file `name` (NULL: no image). */
 static char *twin_page_file(Twin *t, const char *name, int version, int page) {
     char *sql = g_strdup_printf("SELECT p.image_sha256 FROM pages p JOIN documents d ON d.id = "
@@ -1750,39 +1765,74 @@ static void test_prune_store(gconstpointer kind) {
         return;
     char *z = g_build_filename(t.archive, "z.pdf", NULL);
     char *w = g_build_filename(t.archive, "w.pdf", NULL);
+    char *v = g_build_filename(t.archive, "v.pdf", NULL);
+    char *u = g_build_filename(t.archive, "u.pdf", NULL);
+    char *f = g_build_filename(t.archive, "f.pdf", NULL);
     write_box_pdf(t.y, 120); /* not x.pdf's first page */
     write_box_pdf(z, 100);
     write_box_pdf(w, 150);
+    write_box_pdf(v, 130); /* live and shared by none: not as many live files as shared ones */
+    write_box_pdf(u, 170);
+    write_box_pdf(f, 190);
     g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
     g_assert_cmpint(twin_docqa(&t, NULL, NULL, "ask", "--db", t.loc, "-m", "tiny", "--where",
-                               "path LIKE '%/w.pdf'", "What?", NULL),
+                               "path LIKE '%/w.pdf' OR path LIKE '%/u.pdf'", "What?", NULL),
                     ==, 0);
+    /* u.pdf's job a worker has claimed */
+    twin_exec(&t, "UPDATE jobs SET state = 'running', lease_owner = 'elsewhere:1:0', "
+                  "lease_expires_ms = 0 WHERE page_id IN (SELECT p.id FROM pages p "
+                  "JOIN documents d ON d.id = p.document_id WHERE d.path LIKE '%/u.pdf')");
     char *x3 = twin_page_file(&t, "x.pdf", 1, 3), *x1 = twin_page_file(&t, "x.pdf", 1, 1);
     char *zf = twin_page_file(&t, "z.pdf", 1, 1), *wf = twin_page_file(&t, "w.pdf", 1, 1);
-    char *yf = twin_page_file(&t, "y.pdf", 1, 1);
+    char *yf = twin_page_file(&t, "y.pdf", 1, 1), *vf = twin_page_file(&t, "v.pdf", 1, 1);
+    char *uf = twin_page_file(&t, "u.pdf", 1, 1);
+    char *ff = twin_page_file(&t, "f.pdf", 1, 1);
     /* x.pdf loses its last page (version 2 shares pages 1 and 2); z.pdf and w.pdf go */
     write_pages_pdf(t.x, 2);
     g_assert_cmpint(g_unlink(z), ==, 0);
     g_assert_cmpint(g_unlink(w), ==, 0);
+    g_assert_cmpint(g_unlink(u), ==, 0);
     g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
     char *x2_1 = twin_page_file(&t, "x.pdf", 2, 1);
     g_assert_cmpstr(x2_1, ==, x1);
+    /* a current page with no image (as one that failed has none): its file is named by none */
+    twin_exec(&t, "UPDATE pages SET image_sha256 = NULL WHERE document_id IN (SELECT id FROM "
+                  "documents WHERE path LIKE '%/f.pdf')");
     /* files no page names: one old, one an ingest may be committing now */
     char *old_orphan = g_strdup_printf("%s/ab/cd/abcd%060d.png", t.pages, 1);
     char *new_orphan = g_strdup_printf("%s/ab/cd/abcd%060d.png", t.pages, 2);
     char *folder = g_path_get_dirname(old_orphan);
     g_assert_cmpint(g_mkdir_with_parents(folder, 0755), ==, 0);
     g_assert_true(g_file_set_contents(old_orphan, "old", 3, NULL));
+    /* names the store does not give its files (upper case, not hex, an upper-case folder), a
+     * link and a folder named as a page: not prune's to judge, however old */
+    char *foreign[] = {
+        g_strdup_printf("%s/ab/cd/ABCD%060d.png", t.pages, 3),
+        g_strdup_printf("%s/ab/cd/abcg%060d.png", t.pages, 4),
+        g_strdup_printf("%s/AB/cd/abcd%060d.png", t.pages, 5),
+        g_strdup_printf("%s/ab/cd/abcd%060d.png", t.pages, 6),
+        g_strdup_printf("%s/ab/cd/abcd%060d.png", t.pages, 7),
+    };
+    for (size_t i = 0; i < 3; i++) {
+        char *parent = g_path_get_dirname(foreign[i]);
+        g_assert_cmpint(g_mkdir_with_parents(parent, 0755), ==, 0);
+        g_assert_true(g_file_set_contents(foreign[i], "not ours", 8, NULL));
+        g_free(parent);
+    }
+    g_assert_cmpint(symlink(old_orphan, foreign[3]), ==, 0);
+    g_assert_cmpint(g_mkdir(foreign[4], 0755), ==, 0);
     age_files(t.pages, 7200);
     g_assert_true(g_file_set_contents(new_orphan, "new", 3, NULL));
 
     for (int dry = 1; dry >= 0; dry--) {
         JsonParser *p = dry ? prune_json(&t, 0, "--grace", "3600", "--dry-run", NULL)
                             : prune_json(&t, 0, "--grace", "3600", NULL);
-        g_assert_cmpint(member(p, "files"), ==, 8);
-        g_assert_cmpint(member(p, "files_removed"), ==, 3); /* x v1 p3, z, the old orphan */
-        g_assert_cmpint(member(p, "orphans_removed"), ==, 1);
-        g_assert_cmpint(member(p, "files_kept_live"), ==, 4);   /* x p1, p2, y, w (queued) */
+        g_assert_cmpint(member(p, "files"), ==, 11);
+        /* x v1 p3, z, f's and the old orphan: the last two named by no page */
+        g_assert_cmpint(member(p, "files_removed"), ==, 4);
+        g_assert_cmpint(member(p, "orphans_removed"), ==, 2);
+        /* x p1, p2, y, v, w (queued), u (running) */
+        g_assert_cmpint(member(p, "files_kept_live"), ==, 6);
         g_assert_cmpint(member(p, "files_kept_shared"), ==, 2); /* x p1, p2 */
         g_assert_cmpint(member(p, "files_kept_recent"), ==, 1); /* the new orphan */
         g_assert_cmpint(member(p, "bytes_removed"), >, 3);
@@ -1790,10 +1840,17 @@ static void test_prune_store(gconstpointer kind) {
         assert_there(x3, dry);
         assert_there(zf, dry);
         assert_there(old_orphan, dry);
+        assert_there(ff, dry);
         assert_there(x1, TRUE);
         assert_there(wf, TRUE);
         assert_there(yf, TRUE);
+        assert_there(vf, TRUE);
+        assert_there(uf, TRUE);
         assert_there(new_orphan, TRUE);
+        GStatBuf st;
+        for (size_t i = 0; i < G_N_ELEMENTS(foreign); i++)
+            if (g_lstat(foreign[i], &st) != 0)
+                g_error("%s: removed", foreign[i]);
     }
     /* Nothing in the database went. */
     g_assert_cmpint(twin_rows(&t, z), ==, 1);
@@ -1802,8 +1859,20 @@ static void test_prune_store(gconstpointer kind) {
     JsonParser *p = prune_json(&t, 0, "--grace", "3600", NULL);
     g_assert_cmpint(member(p, "files_removed"), ==, 0);
     g_object_unref(p);
+    char *text = NULL;
+    g_assert_cmpint(twin_docqa(&t, &text, NULL, "prune", "--db", t.loc, "--grace", "3600", NULL),
+                    ==, 0);
+    g_assert_nonnull(strstr(text, "prune: 0 page images (0 bytes) removed, 0 of them named by no "
+                                  "page; kept 7 ("));
+    g_assert_nonnull(strstr(text, "): 6 needed by current documents or unfinished jobs (2 of "
+                                  "them shared with old versions or gone files), 1 newer than the "
+                                  "grace period (3600 s)\n"));
+    g_free(text);
     g_free(folder), g_free(old_orphan), g_free(new_orphan), g_free(x2_1);
     g_free(x3), g_free(x1), g_free(zf), g_free(wf), g_free(yf), g_free(z), g_free(w);
+    g_free(v), g_free(vf), g_free(u), g_free(uf), g_free(f), g_free(ff);
+    for (size_t i = 0; i < G_N_ELEMENTS(foreign); i++)
+        g_free(foreign[i]);
     twin_clear(&t);
 }
 
@@ -1847,6 +1916,11 @@ static void test_prune_race(gconstpointer data) {
                                    "p.document_id WHERE d.version = 3 AND p.page_number = 3");
         g_assert_cmpstr(code, ==, "store_failed");
         g_free(code);
+        char *msg = twin_text(&t, "SELECT p.error_message FROM pages p JOIN documents d ON d.id = "
+                                  "p.document_id WHERE d.version = 3 AND p.page_number = 3");
+        g_assert_nonnull(strstr(msg, "x.pdf: page 3: its image "));
+        g_assert_nonnull(strstr(msg, " was removed before its row was stored"));
+        g_free(msg);
         g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0); /* resumed: page 3 rendered again */
         now3 = twin_page_file(&t, "x.pdf", 3, 3);
     } else {
@@ -1932,6 +2006,29 @@ static void test_prune_unusable_store(void) {
         g_assert_cmpint(chmod(tmp, 0755), ==, 0);
         g_free(tmp);
     }
+    /* .tmp a file: nothing can be made in it, by root either */
+    char *tmp = g_build_filename(t.pages, ".tmp", NULL);
+    char *tmp_away = g_strconcat(tmp, ".away", NULL);
+    g_assert_cmpint(g_rename(tmp, tmp_away), ==, 0);
+    g_assert_true(g_file_set_contents(tmp, "", 0, NULL));
+    g_assert_cmpint(twin_docqa(&t, NULL, &err, "prune", "--db", t.loc, NULL), ==, 2);
+    g_assert_nonnull(strstr(err, "cannot write in the page store"));
+    g_free(err);
+    g_assert_cmpint(twin_docqa(&t, NULL, NULL, "prune", "--db", t.loc, "-n", NULL), ==, 0);
+    g_assert_cmpint(g_unlink(tmp), ==, 0);
+    g_assert_cmpint(g_rename(tmp_away, tmp), ==, 0);
+    g_free(tmp), g_free(tmp_away);
+    /* DOCQA_PAGES is PostgreSQL's: with SQLite said to be ignored, and nothing said otherwise */
+    g_assert_cmpint(twin_docqa(&t, NULL, &err, "prune", "--db", t.loc, "-n", NULL), ==, 0);
+    g_assert_cmpstr(err, ==, "");
+    g_free(err);
+    char *elsewhere = g_build_filename(t.dir, "elsewhere", NULL);
+    t.env = g_environ_setenv(t.env, "DOCQA_PAGES", elsewhere, TRUE);
+    g_assert_cmpint(twin_docqa(&t, NULL, &err, "prune", "--db", t.loc, "-n", NULL), ==, 0);
+    g_assert_nonnull(strstr(err, "DOCQA_PAGES"));
+    g_assert_nonnull(strstr(err, "is ignored"));
+    g_free(err), g_free(elsewhere);
+    t.env = g_environ_unsetenv(t.env, "DOCQA_PAGES");
     g_assert_cmpint(twin_docqa(&t, NULL, &err, "prune", "--db", t.loc, "--grace", "-1", NULL), ==,
                     2);
     g_assert_nonnull(strstr(err, "--grace"));
@@ -2011,6 +2108,109 @@ static void test_prune_set_aside_restored(void) {
     twin_clear(&t);
 }
 
+/* A file marked gone comes back with the same bytes: its pages, still stored, are kept (not
+ * rendered again) and touched, so that a prune that read the live pages while the file was gone
+ * takes them for new. */
+static void test_prune_came_back(void) {
+    Twin t;
+    g_assert_true(twin_init(&t, "sqlite"));
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *x3 = twin_page_file(&t, "x.pdf", 1, 3);
+    char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(t.x, &bytes, &len, NULL));
+    g_assert_cmpint(g_unlink(t.x), ==, 0);
+    g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+    char *gone = twin_text(&t, "SELECT missing_since FROM documents WHERE path LIKE '%/x.pdf'");
+    g_assert_nonnull(gone);
+    g_free(gone);
+    g_assert_true(g_file_set_contents(t.x, bytes, (gssize)len, NULL));
+    age_files(t.pages, 7200);
+    char *out = NULL;
+    g_assert_cmpint(twin_run(&t, NULL, &out), ==, 0);
+    JsonParser *p = json_parser_new();
+    JsonObject *o = parse_object(p, out);
+    g_assert_cmpint(json_object_get_int_member(o, "documents_ok"), ==, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pages_ok"), ==, 0);
+    g_object_unref(p);
+    GStatBuf st;
+    g_assert_cmpint(g_stat(x3, &st), ==, 0);
+    g_assert_cmpint(st.st_mtime, >, time(NULL) - 600);
+    g_free(out), g_free(bytes), g_free(x3);
+    twin_clear(&t);
+}
+
+/* Every page file under dir (the page store) touched (now) or, with remove, removed. */
+static void touch_or_remove_pages(const char *dir, gboolean remove) {
+    GDir *d = g_dir_open(dir, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *n; (n = g_dir_read_name(d)) != NULL;) {
+        char *path = g_build_filename(dir, n, NULL);
+        if (g_file_test(path, G_FILE_TEST_IS_DIR))
+            touch_or_remove_pages(path, remove);
+        else if (g_str_has_suffix(n, ".png"))
+            g_assert_cmpint(remove ? g_unlink(path) : utimensat(AT_FDCWD, path, NULL, 0), ==, 0);
+        g_free(path);
+    }
+    g_dir_close(d);
+}
+
+typedef struct {
+    const char *pages;
+    gboolean remove;
+} HeldPrune;
+
+static void at_prune_remove(void *user) {
+    const HeldPrune *h = user;
+    touch_or_remove_pages(h->pages, h->remove);
+}
+
+/* Prune held before it sets the first file aside. A file an ingest touched meanwhile is put back
+ * and counted as kept (and none stays in .tmp); one another prune removed meanwhile is neither
+ * removed nor failed to be: exit 0, nothing said. */
+static void test_prune_held(void) {
+    for (int remove = 0; remove <= 1; remove++) {
+        Twin t;
+        g_assert_true(twin_init(&t, "sqlite"));
+        g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+        g_assert_cmpint(g_unlink(t.x), ==, 0);
+        g_assert_cmpint(g_unlink(t.y), ==, 0);
+        char *other = g_build_filename(t.archive, "e.pdf", NULL);
+        write_box_pdf(other, 120); /* so that the archive is not taken for an unmounted share */
+        g_assert_cmpint(twin_run(&t, NULL, NULL), ==, 0);
+        age_files(t.pages, 60);
+        char *exe = dq_test_docqa_path();
+        const char *argv[] = {exe, "prune", "--db", t.loc, "--grace", "30", "--json", NULL};
+        HeldPrune h = {.pages = t.pages, .remove = remove};
+        char *out = NULL, *err = NULL;
+        int status =
+            dq_test_run_paused(argv, NULL, "prune:remove", at_prune_remove, &h, &out, &err);
+        g_test_message("prune: %d\n%s%s", status, out, err);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        JsonParser *p = json_parser_new();
+        JsonObject *o = parse_object(p, out);
+        /* x.pdf's three pages (y.pdf's, x's first, among them) and e.pdf's live one; removed,
+         * those after the held one are not seen */
+        gint64 files = json_object_get_int_member(o, "files");
+        gint64 live = json_object_get_int_member(o, "files_kept_live");
+        g_assert_cmpint(remove ? files - live : files, ==, remove ? 1 : 4);
+        g_assert_cmpint(json_object_get_int_member(o, "files_removed"), ==, 0);
+        g_assert_cmpint(json_object_get_int_member(o, "files_not_removed"), ==, 0);
+        g_assert_cmpint(json_object_get_int_member(o, "files_kept_recent"), ==, remove ? 0 : 3);
+        g_assert_null(strstr(err, "cannot"));
+        g_object_unref(p);
+        char *tmp = g_build_filename(t.pages, ".tmp", NULL);
+        GDir *d = g_dir_open(tmp, 0, NULL);
+        g_assert_nonnull(d);
+        for (const char *n; (n = g_dir_read_name(d)) != NULL;)
+            g_assert_false(g_str_has_prefix(n, "prune-"));
+        g_dir_close(d);
+        g_free(tmp), g_free(out), g_free(err), g_free(exe), g_free(other);
+        twin_clear(&t);
+    }
+}
+
 int main(int argc, char **argv) {
     g_test_init(&argc, &argv, NULL);
 #ifdef DQ_TEST_POSTGRES
@@ -2070,6 +2270,8 @@ int main(int argc, char **argv) {
     g_test_add_func("/ingest/cli/prune/unusable_store", test_prune_unusable_store);
     g_test_add_func("/ingest/cli/prune/signal", test_prune_signal);
     g_test_add_func("/ingest/cli/prune/set_aside_restored", test_prune_set_aside_restored);
+    g_test_add_func("/ingest/cli/prune/held", test_prune_held);
+    g_test_add_func("/ingest/cli/prune/came_back", test_prune_came_back);
     int rc = g_test_run();
 #ifdef DQ_TEST_POSTGRES
     pgt_stop(server);

@@ -429,6 +429,12 @@ static void test_run_refuses_clearly(void) {
         g_free(want);
         g_free(err);
     }
+    /* The largest first step is taken: what stops this run is the model folder, not it. */
+    g_assert_cmpint(
+        dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, "--retry-delay", "3600", NULL),
+        ==, 2);
+    g_assert_null(strstr(err, "--retry-delay"));
+    g_free(err);
     /* The prefix cache's default from the environment too, by name. */
     g_setenv("DOCQA_PREFIX_CACHE_MB", "lots", TRUE);
     g_assert_cmpint(dq_test_docqa(NULL, &err, "run", "--db", db, "--model", dir, NULL), ==, 2);

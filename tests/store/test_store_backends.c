@@ -2882,6 +2882,8 @@ static void test_location_pasteable(void) {
     const char *const cases[][3] = {
         {"docqa.db", "docqa.db", "0"},
         {"sqlite:/srv/nightly/docqa.db", "sqlite:/srv/nightly/docqa.db", "0"},
+        {"/srv/docqa-nightly/docqa_1.db", "/srv/docqa-nightly/docqa_1.db", "0"},
+        {"", "''", "0"},
         {"my scans/it's.db", "'my scans/it'\\''s.db'", "0"},
         {"postgresql://docqa@dbhost:5433/docqa", "postgresql://docqa@dbhost:5433/docqa", "0"},
         {"postgresql:///docqa?host=/var/run/postgresql",
