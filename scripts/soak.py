@@ -81,6 +81,7 @@ import sys
 import tempfile
 import threading
 import time
+from pdf_fixture import one_page_pdf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUESTIONS = [
@@ -148,25 +149,7 @@ def version_pdf(version):
     """A one-page PDF of its own look for each version (its page image its own, which only
     this version and those that bring its bytes back name: prune has old versions to remove)."""
     text = "Total: %d.00 EUR (version %d)" % (version * 7, version)
-    stream = ("BT /F1 18 Tf %d %d Td (%s) Tj ET" % (20 + version % 40, 150 + version % 60,
-                                                  text)).encode()
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 300] /Contents 4 0 R "
-            b"/Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for i, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objs) + 1, xref)
-    return out
+    return one_page_pdf(text, 20 + version % 40, 150 + version % 60)
 
 
 class Soak:
