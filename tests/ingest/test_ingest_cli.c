@@ -2037,6 +2037,17 @@ static void test_prune_unusable_store(void) {
     twin_clear(&t);
 }
 
+/* No file a prune set aside is left in the page store's .tmp (each one removed or put back). */
+static void assert_nothing_set_aside(const char *pages) {
+    char *tmp = g_build_filename(pages, ".tmp", NULL);
+    GDir *d = g_dir_open(tmp, 0, NULL);
+    g_assert_nonnull(d);
+    for (const char *n; (n = g_dir_read_name(d)) != NULL;)
+        g_assert_false(g_str_has_prefix(n, "prune-"));
+    g_dir_close(d);
+    g_free(tmp);
+}
+
 /* A signal stops prune between files: the file in hand is removed whole (none is left set
  * aside in .tmp), the others stay, and the summary says it was interrupted (exit 130). */
 static void test_prune_signal(void) {
@@ -2060,17 +2071,12 @@ static void test_prune_signal(void) {
     g_assert_cmpint(json_object_get_int_member(o, "files_removed"), ==, 1);
     g_object_unref(p);
     g_free(out);
-    char *tmp = g_build_filename(t.pages, ".tmp", NULL);
-    GDir *d = g_dir_open(tmp, 0, NULL);
-    g_assert_nonnull(d);
-    for (const char *n; (n = g_dir_read_name(d)) != NULL;)
-        g_assert_false(g_str_has_prefix(n, "prune-"));
-    g_dir_close(d);
+    assert_nothing_set_aside(t.pages);
     /* x.pdf's three pages and y.pdf's one (x's first) are three files: one went */
     p = prune_json(&t, 0, "--grace", "0", NULL);
     g_assert_cmpint(member(p, "files_removed"), ==, 2);
     g_object_unref(p);
-    g_free(tmp), g_free(exe), g_free(empty);
+    g_free(exe), g_free(empty);
     twin_clear(&t);
 }
 
@@ -2200,13 +2206,8 @@ static void test_prune_held(void) {
         g_assert_cmpint(json_object_get_int_member(o, "files_kept_recent"), ==, remove ? 0 : 3);
         g_assert_null(strstr(err, "cannot"));
         g_object_unref(p);
-        char *tmp = g_build_filename(t.pages, ".tmp", NULL);
-        GDir *d = g_dir_open(tmp, 0, NULL);
-        g_assert_nonnull(d);
-        for (const char *n; (n = g_dir_read_name(d)) != NULL;)
-            g_assert_false(g_str_has_prefix(n, "prune-"));
-        g_dir_close(d);
-        g_free(tmp), g_free(out), g_free(err), g_free(exe), g_free(other);
+        assert_nothing_set_aside(t.pages);
+        g_free(out), g_free(err), g_free(exe), g_free(other);
         twin_clear(&t);
     }
 }
