@@ -979,6 +979,20 @@ static void test_export_checkpoint_mode(void) {
     g_free(dir);
 }
 
+#ifdef DQ_TEST_POSTGRES
+/* A PostgreSQL database `name` on the test server holding one queued job (a SQLite database in
+ * dir, *db, migrated to it): its location. g_free both. */
+static char *migrated_one_job(const char *dir, const char *name, char **db) {
+    *db = jt_make_db(dir, 1, 1);
+    g_assert_cmpint(jt_ask(*db, 1, "tiny", 3), ==, 1);
+    char *pg = pgt_new_database(server, name);
+    char *from = g_strconcat("sqlite:", *db, NULL);
+    g_assert_cmpint(dq_test_docqa(NULL, NULL, "migrate", "--from", from, "--to", pg, NULL), ==, 0);
+    g_free(from);
+    return pg;
+}
+#endif
+
 /* Messages name a PostgreSQL database as the store shows it, its password hidden (README:
  * messages never repeat one), not as it was given: cancel's and requeue's --document naming no
  * document (said with the command and the option, as their other selectors are), and status's
@@ -990,11 +1004,8 @@ static void test_messages_hide_password(void) {
         return;
     }
     char *dir = dq_test_tmpdir();
-    char *db = jt_make_db(dir, 1, 1);
-    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
-    char *pg = pgt_new_database(server, "selector_document");
-    char *from = g_strconcat("sqlite:", db, NULL);
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "migrate", "--from", from, "--to", pg, NULL), ==, 0);
+    char *db = NULL;
+    char *pg = migrated_one_job(dir, "selector_document", &db);
     /* the test server trusts every connection: the password is only carried */
     char *with_password = g_strconcat(pg, "&password=hunter2", NULL);
     const char *const commands[] = {"cancel", "requeue"};
@@ -1056,7 +1067,6 @@ static void test_messages_hide_password(void) {
         g_free(err);
     }
     g_free(with_password);
-    g_free(from);
     g_free(pg);
     g_free(db);
     g_free(dir);
@@ -1074,11 +1084,8 @@ static void test_status_page_store_postgres(void) {
         return;
     }
     char *dir = dq_test_tmpdir();
-    char *db = jt_make_db(dir, 1, 1);
-    g_assert_cmpint(jt_ask(db, 1, "tiny", 3), ==, 1);
-    char *pg = pgt_new_database(server, "status_page_store");
-    char *from = g_strconcat("sqlite:", db, NULL);
-    g_assert_cmpint(dq_test_docqa(NULL, NULL, "migrate", "--from", from, "--to", pg, NULL), ==, 0);
+    char *db = NULL;
+    char *pg = migrated_one_job(dir, "status_page_store", &db);
     char *pages = g_strconcat(db, ".pages", NULL), *away = g_build_filename(dir, "away", NULL);
     char *was = g_strdup(g_getenv("DOCQA_PAGES"));
     const char *const unset[] = {NULL, ""};
@@ -1114,7 +1121,6 @@ static void test_status_page_store_postgres(void) {
     g_free(was);
     g_free(away);
     g_free(pages);
-    g_free(from);
     g_free(pg);
     g_free(db);
     g_free(dir);
